@@ -1,0 +1,1 @@
+"""The Car Rental backend API."""

@@ -1,0 +1,287 @@
+"""The app chain's steps: base image → build → push → register-taskdef → roll-service → wait-healthy.
+
+Each step is a frozen dataclass whose fields are its whole input, all derivable from git and the
+environment, so each runs alone (``inv push``) or in a chain (``inv deploy.app``) alike, and none
+depends on state another left behind. A step whose result already exists is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import docker.errors
+from botocore.exceptions import ClientError
+
+from deploykit import base_image, ecs, images, registry
+from deploykit.config import BaseImageSpec
+from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Step
+
+
+def _ca_dir(path: str) -> Path | None:
+    return Path(path) if path else None
+
+
+@dataclass(frozen=True)
+class EnsureBaseImage(Step):
+    """Make sure the image the Dockerfile starts FROM is on the engine."""
+
+    name: ClassVar[str] = "base-image"
+    image: str
+    spec: BaseImageSpec
+    extra_ca_dir: str
+    force: bool = False
+
+    @property
+    def local(self) -> bool:
+        """Whether this is the locally built base (deploy.toml [build.base]) rather than a public one."""
+        return self.image == self.spec.name
+
+    def describe(self) -> str:
+        how = "build it locally with mmdebstrap if missing or stale" if self.local else "pull it if missing"
+        return f"base image {self.image}: {how}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.docker
+        if self.local:
+            if not self.force and base_image.is_current(client, self.spec, _ca_dir(self.extra_ca_dir)):
+                return Outcome.skipped(f"{self.image} is present and current")
+            image_id = base_image.build_base_image(
+                client, self.spec, _ca_dir(self.extra_ca_dir), status=ctx.reporter.status
+            )
+            return Outcome.done(f"built {self.image} ({image_id[7:19]})", base_image=self.image)
+        if images.image_exists(client, self.image):
+            return Outcome.skipped(f"{self.image} is present")
+        ctx.reporter.status(f"pulling {self.image}")
+        try:
+            client.images.pull(self.image)
+        except docker.errors.APIError as exc:
+            raise EnvironmentNotReady(
+                f"base image {self.image} is not on this Docker engine and cannot be pulled: "
+                f"{images._short(exc)}",
+                next_step=f"build the local base with 'inv base-image' and set base_image = "
+                f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself",
+            ) from None
+        return Outcome.done(f"pulled {self.image}")
+
+
+@dataclass(frozen=True)
+class BuildImage(Step):
+    """Build the backend image, tagged with the git revision."""
+
+    name: ClassVar[str] = "build"
+    context: str
+    dockerfile: str
+    image: str  # local reference, repository:tag
+    base_image: str
+    git_sha: str
+    extra_ca_dir: str
+
+    def describe(self) -> str:
+        return f"docker build {self.context} → {self.image} (FROM {self.base_image})"
+
+    def run(self, ctx: Context) -> Outcome:
+        if images.image_exists(ctx.docker, self.image):
+            return Outcome.skipped(f"{self.image} is already built (tags are immutable)", image=self.image)
+        result = images.build_image(
+            ctx.docker,
+            context=Path(self.context),
+            dockerfile=self.dockerfile,
+            tag=self.image,
+            buildargs={"BASE_IMAGE": self.base_image, "GIT_SHA": self.git_sha},
+            labels={"io.deploykit.git-sha": self.git_sha, "org.opencontainers.image.revision": self.git_sha},
+            extra_ca_dir=_ca_dir(self.extra_ca_dir),
+            say=ctx.reporter.line,
+            status=ctx.reporter.status,
+        )
+        cached = f", {result.steps_cached}/{result.steps_total} steps from cache" if result.steps_total else ""
+        return Outcome.done(f"{self.image} ({result.image_id[7:19]}{cached})", image=self.image)
+
+
+@dataclass(frozen=True)
+class PushImage(Step):
+    """Push the built image to the environment's repository, unless the tag is already there."""
+
+    name: ClassVar[str] = "push"
+    local_image: str
+    repository: str  # registry/repository, no tag
+    tag: str
+
+    @property
+    def remote(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    def describe(self) -> str:
+        return f"push {self.local_image} → {self.remote}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.docker
+        auth = registry.push_auth(ctx.aws)
+        existing = images.remote_digest(client, self.remote, auth)
+        if existing:
+            return Outcome.skipped(f"{self.remote} is already in the registry ({existing[:19]})", digest=existing)
+        if not images.image_exists(client, self.local_image):
+            raise UsageError(f"image {self.local_image} has not been built here", next_step="run: inv build")
+        client.api.tag(self.local_image, self.repository, self.tag)
+        pushed = images.push_image(
+            client, repository=self.repository, tag=self.tag, auth=auth,
+            say=ctx.reporter.line, status=ctx.reporter.status,
+        )
+        confirmed = images.remote_digest(client, self.remote, auth)
+        if confirmed != pushed.digest:
+            raise StepFailed(
+                f"the registry reports digest {confirmed} for {self.remote}, but the push reported {pushed.digest}",
+                next_step="someone pushed the same tag concurrently; check the registry, then rerun: inv push",
+            )
+        return Outcome.done(f"{self.remote} {pushed.digest[:19]} ({pushed.size} B manifest)", digest=pushed.digest)
+
+
+def ensure_image_in_registry(ctx: Context, repository: str, tag: str) -> None:
+    """A UsageError (exit 2) when ``repository:tag`` is not in the registry: nothing would run it."""
+    env = ctx.env
+    if env.registry:
+        found = images.remote_digest(ctx.docker, f"{repository}:{tag}", registry.push_auth(ctx.aws)) is not None
+    else:
+        try:
+            ctx.aws.client("ecr").describe_images(repositoryName=env.repository, imageIds=[{"imageTag": tag}])
+            found = True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ImageNotFoundException":
+                raise
+            found = False
+    if not found:
+        raise UsageError(
+            f"image {repository}:{tag} is not in the registry of environment {env.name!r}",
+            next_step="build and push it first: inv build push",
+        )
+
+
+@dataclass(frozen=True)
+class RegisterTaskDef(Step):
+    """A new task-definition revision: the service's current one with only our container's image changed."""
+
+    name: ClassVar[str] = "register-taskdef"
+    cluster: str
+    service: str
+    container: str
+    repository: str
+    tag: str
+    git_sha: str
+
+    @property
+    def image(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    def describe(self) -> str:
+        return f"task definition of {self.service} with {self.container} = {self.image}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("ecs")
+        service = ecs.describe_service(client, self.cluster, self.service)
+        taskdefs = ecs.TaskDefinitions(client)
+        current_arn = service["taskDefinition"]
+        wanted = ecs.derive_registration(
+            taskdefs.get(current_arn), taskdefs.tags(current_arn), self.container, self.image, self.git_sha
+        )
+        candidates = [current_arn]
+        latest = taskdefs.latest(wanted["family"])
+        if latest and latest not in candidates:
+            candidates.append(latest)
+        for arn in candidates:
+            existing = ecs.derive_registration(
+                taskdefs.get(arn), [], self.container, taskdefs.image(arn, self.container), ""
+            )
+            if ecs.same_registration(existing, wanted):
+                return Outcome.skipped(f"{_rev(arn)} already runs {self.tag}", task_definition=arn)
+        ensure_image_in_registry(ctx, self.repository, self.tag)
+        registered = client.register_task_definition(**wanted)["taskDefinition"]
+        arn = registered["taskDefinitionArn"]
+        return Outcome.done(f"registered {_rev(arn)} (from {_rev(current_arn)})", task_definition=arn)
+
+
+@dataclass(frozen=True)
+class RollService(Step):
+    """Point the service at the newest revision that runs our image."""
+
+    name: ClassVar[str] = "roll-service"
+    cluster: str
+    service: str
+    container: str
+    image: str
+
+    def describe(self) -> str:
+        return f"update service {self.service} to the revision running {self.image.rsplit(':', 1)[-1]}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("ecs")
+        service = ecs.describe_service(client, self.cluster, self.service)
+        taskdefs = ecs.TaskDefinitions(client)
+        primary = ecs.primary_deployment(service)
+        if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:
+            return Outcome.skipped(
+                f"PRIMARY deployment already runs {_rev(primary['taskDefinition'])}",
+                task_definition=primary["taskDefinition"],
+            )
+        family = taskdefs.get(service["taskDefinition"])["family"]
+        target = taskdefs.latest_with_image(family, self.container, self.image)
+        if target is None:
+            raise UsageError(
+                f"no ACTIVE revision of task definition family {family!r} runs {self.image}",
+                next_step="register one first: inv register-taskdef",
+            )
+        answer = client.update_service(cluster=self.cluster, service=self.service, taskDefinition=target)
+        deployment = ecs.primary_deployment(answer["service"]) or {}
+        return Outcome.done(
+            f"{self.service} → {_rev(target)} (deployment {deployment.get('id', '?')})",
+            task_definition=target,
+        )
+
+
+@dataclass(frozen=True)
+class WaitHealthy(Step):
+    """Wait until the new revision is PRIMARY, COMPLETED, fully running and healthy behind the ALB."""
+
+    name: ClassVar[str] = "wait-healthy"
+    cluster: str
+    service: str
+    container: str
+    image: str
+    timeout: float
+    poll: float
+
+    def describe(self) -> str:
+        return (
+            f"wait for {self.service} to run {self.image.rsplit(':', 1)[-1]}: PRIMARY, COMPLETED, "
+            f"targets healthy (deadline {self.timeout:.0f}s, poll {self.poll:g}s)"
+        )
+
+    def run(self, ctx: Context) -> Outcome:
+        waiter = ecs.RolloutWaiter(
+            ctx.aws.client("ecs"), ctx.aws.client("elbv2"), ctx.clock,
+            say=ctx.reporter.line, status=ctx.reporter.status,
+        )
+        verdict = waiter.wait(
+            cluster=self.cluster, service=self.service, container=self.container,
+            image=self.image, timeout=self.timeout, poll=self.poll,
+        )
+        if verdict.state == "healthy":
+            return Outcome.done(f"healthy: {verdict.summary}")
+        raise StepFailed(
+            f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}",
+            next_step=_wait_next_step(verdict.reason, self.cluster, self.service),
+        )
+
+
+def _wait_next_step(reason: str, cluster: str, service: str) -> str:
+    if "not rolling out" in reason:
+        return "roll it first: inv roll-service"
+    logs = f"aws ecs describe-services --cluster {cluster} --services {service} --query 'services[0].events[:10]'"
+    if "deadline" in reason:
+        return f"look at the service events ({logs}); rerun inv wait-healthy to keep waiting"
+    return f"fix the release (the old version keeps serving), then rerun; events: {logs}"
+
+
+def _rev(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]

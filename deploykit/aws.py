@@ -1,0 +1,106 @@
+"""AWS access in one place.
+
+:class:`AwsFactory` is the only thing in deploykit that makes a boto3 session or client. Everything
+that calls AWS receives a factory (or a client made by one), so tests hand in a factory whose session
+points at moto or whose clients carry a botocore Stubber, and nothing is patched.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config as BotoConfig
+
+from deploykit.errors import DeployKitError, EnvironmentNotReady, StepFailed, UsageError
+
+if TYPE_CHECKING:
+    from deploykit.config import EnvConfig
+
+# Sandbox credentials: moto accepts anything, but botocore refuses to sign without some.
+_LOCAL_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
+
+
+class AwsFactory:
+    """Makes boto3 clients for one environment: profile, region, endpoint, retries and timeouts.
+
+    Clients are cached per service name, so one command shares one connection pool per service.
+    """
+
+    def __init__(self, env: EnvConfig, session: boto3.session.Session | None = None) -> None:
+        self.env = env
+        self._session = session
+        self._clients: dict[str, Any] = {}
+
+    @property
+    def session(self) -> boto3.session.Session:
+        if self._session is None:
+            kwargs: dict[str, Any] = {"region_name": self.env.region}
+            if self.env.profile:
+                kwargs["profile_name"] = self.env.profile
+            elif self.env.is_local:
+                kwargs.update(_LOCAL_CREDENTIALS)
+            try:
+                self._session = boto3.session.Session(**kwargs)
+            except botocore.exceptions.ProfileNotFound:
+                raise UsageError(
+                    f"AWS profile {self.env.profile!r} (environment {self.env.name!r}) is not configured",
+                    next_step=f"run: aws configure --profile {self.env.profile}  (or fix 'profile' in deploy.toml)",
+                ) from None
+        return self._session
+
+    @property
+    def botocore_config(self) -> BotoConfig:
+        return BotoConfig(
+            region_name=self.env.region,
+            retries={"mode": self.env.retry_mode, "max_attempts": self.env.max_attempts},  # type: ignore[typeddict-item]
+            connect_timeout=self.env.connect_timeout,
+            read_timeout=self.env.read_timeout,
+            user_agent_extra="deploykit",
+        )
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for ``service`` (``"ecs"``, ``"ecr"``, ``"elbv2"``...), cached."""
+        if service not in self._clients:
+            self._clients[service] = self.session.client(
+                service,  # type: ignore[call-overload]
+                endpoint_url=self.env.endpoint_url,
+                config=self.botocore_config,
+            )
+        return self._clients[service]
+
+
+def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
+    """Turn a botocore failure into a message that says what failed and what to run next."""
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        how = f"aws sso login --profile {env.profile}" if env.profile else "aws configure (or set 'profile' in deploy.toml)"
+        return UsageError(f"no AWS credentials for environment {env.name!r}", next_step=f"run: {how}")
+    if isinstance(exc, botocore.exceptions.TokenRetrievalError | botocore.exceptions.SSOTokenLoadError):
+        return UsageError(
+            f"the AWS SSO session of profile {env.profile!r} has expired",
+            next_step=f"run: aws sso login --profile {env.profile}",
+        )
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
+        if env.is_local:
+            return EnvironmentNotReady(
+                f"the sandbox's AWS endpoint {env.endpoint_url} is not answering",
+                next_step=f"start the sandbox: inv sandbox.up (or fix endpoint_url of [environments.{env.name}])",
+            )
+        return StepFailed(f"cannot reach AWS ({exc})", next_step="check the network or proxy, then rerun")
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", "Unknown"), error.get("Message", "")
+        operation = getattr(exc, "operation_name", "an AWS call")
+        if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
+            return UsageError(
+                f"the AWS credentials of environment {env.name!r} have expired",
+                next_step=f"run: aws sso login --profile {env.profile}" if env.profile else "refresh them",
+            )
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            return UsageError(
+                f"AWS refused {operation} in {env.name!r}: {message}",
+                next_step="use a role allowed to deploy (see README, 'Permissions')",
+            )
+        return StepFailed(f"AWS {operation} failed ({code}): {message}", next_step="rerun; if it persists, inv health")
+    return StepFailed(f"AWS call failed: {exc}", next_step="rerun; if it persists, inv health")

@@ -1,0 +1,143 @@
+"""A local Debian/Python base image, for machines that cannot pull one (no Docker Hub, a TLS proxy).
+
+``mmdebstrap`` writes a minimal Debian root file system as a tar to its stdout; the Docker SDK imports
+that stream as an image. The host's extra CA certificates are copied in and trusted, so pip inside a
+``docker build`` FROM this image works behind a TLS-intercepting proxy. The image carries a label
+with the hash of what it was built from; it is rebuilt only when that changes (or on ``--force``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from deploykit.config import BaseImageSpec
+from deploykit.errors import EnvironmentNotReady, StepFailed
+from deploykit.images import extra_ca_certificates
+
+SPEC_LABEL = "io.deploykit.base-spec"
+CA_ENV = [
+    "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+    "REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
+    "PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+]
+
+
+def spec_hash(spec: BaseImageSpec, extra_ca_dir: Path | None) -> str:
+    digest = hashlib.sha256(repr((spec.suite, spec.mirror, sorted(spec.packages))).encode())
+    for cert in extra_ca_certificates(extra_ca_dir):
+        digest.update(cert.name.encode() + b"\0" + cert.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def is_current(client: docker.DockerClient, spec: BaseImageSpec, extra_ca_dir: Path | None) -> bool:
+    """Whether the base image exists and was built from this spec and these certificates."""
+    try:
+        image = client.images.get(spec.name)
+    except docker.errors.ImageNotFound:
+        return False
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return bool(labels.get(SPEC_LABEL) == spec_hash(spec, extra_ca_dir))
+
+
+def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[str]:
+    hooks = []
+    if extra_ca_certificates(extra_ca_dir):
+        hooks.append(
+            f'mkdir -p "$1/usr/local/share/ca-certificates/deploykit" && '
+            f'find {extra_ca_dir} -name "*.crt" -exec cp {{}} "$1/usr/local/share/ca-certificates/deploykit/" \\; && '
+            f'chroot "$1" update-ca-certificates'
+        )
+    hooks.append('rm -rf "$1/var/lib/apt/lists/"* "$1/var/cache/apt/"*')
+    command = [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=auto",
+        f"--include={','.join(spec.packages)}",
+        "--aptopt=Acquire::Languages \"none\"",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+    ]
+    command += [f"--customize-hook={hook}" for hook in hooks]
+    return [*command, spec.suite, "-", spec.mirror]
+
+
+def build_base_image(
+    client: docker.DockerClient,
+    spec: BaseImageSpec,
+    extra_ca_dir: Path | None,
+    *,
+    status: Callable[[str], None],
+) -> str:
+    """Build and import the base image; returns its id. Takes about a minute, once."""
+    if shutil.which("mmdebstrap") is None:
+        raise EnvironmentNotReady(
+            "mmdebstrap is not installed (it builds the local base image)",
+            next_step="run any command through ./dev (it installs it on Debian), or: apt-get install mmdebstrap",
+        )
+    repository, _, tag = spec.name.rpartition(":") if ":" in spec.name.split("/")[-1] else (spec.name, "", "latest")
+    process = subprocess.Popen(
+        mmdebstrap_command(spec, extra_ca_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    log: list[str] = []
+
+    def follow_stderr() -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            log.append(line)
+            if line.startswith("I:"):
+                status(f"mmdebstrap {line[3:][:70]}")
+
+    reader = threading.Thread(target=follow_stderr, daemon=True)
+    reader.start()
+    changes = [
+        'CMD ["python3"]',
+        "ENV LANG=C.UTF-8",
+        *(f"ENV {pair}" for pair in CA_ENV),
+        f"LABEL {SPEC_LABEL}={spec_hash(spec, extra_ca_dir)}",
+    ]
+    staging = f"{tag}-partial"  # the final tag is set only once mmdebstrap has succeeded
+    try:
+        answer = client.api.import_image_from_stream(
+            process.stdout, repository=repository, tag=staging, changes=changes
+        )
+    except docker.errors.APIError as exc:
+        process.kill()
+        raise StepFailed(f"docker import of the base image failed: {exc}", next_step="rerun: inv base-image") from None
+    finally:
+        code = process.wait()
+        reader.join(timeout=5)
+    if code != 0:
+        _remove(client, f"{repository}:{staging}")
+        tail = "\n".join(f"    | {line}" for line in log[-15:])
+        raise StepFailed(
+            f"mmdebstrap failed (exit {code}) building {spec.name}:\n{tail}",
+            next_step=f"check that {spec.mirror} is reachable (apt-get update), then rerun: inv base-image",
+        )
+    try:
+        image = client.images.get(f"{repository}:{staging}")
+    except docker.errors.ImageNotFound:
+        raise StepFailed(
+            f"the base image {spec.name} was not created: {str(answer)[-300:]}",
+            next_step="rerun: inv base-image",
+        ) from None
+    image.tag(repository, tag)
+    _remove(client, f"{repository}:{staging}")
+    return str(image.id)
+
+
+def _remove(client: docker.DockerClient, ref: str) -> None:
+    try:
+        client.images.remove(ref, noprune=True)
+    except docker.errors.APIError:
+        pass

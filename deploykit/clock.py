@@ -1,0 +1,49 @@
+"""Time, injectable: every wait in deploykit takes a Clock so tests never sleep."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FakeClock:
+    """A clock that only moves when slept on: tests advance time without waiting."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._t = 0.0
+        self._start = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self._t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self._t += seconds
+
+    def now(self) -> datetime:
+        from datetime import timedelta
+
+        return self._start + timedelta(seconds=self._t)

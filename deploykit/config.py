@@ -1,0 +1,266 @@
+"""deploy.toml: named environments and build settings, validated on load.
+
+The file is read once per command into frozen dataclasses. Validation is strict, because a typo in a
+deploy file should never deploy to the wrong place: an unknown key, a missing field, a value of the
+wrong type or an unknown environment is a :class:`~deploykit.errors.ConfigError` (exit 2) naming the
+key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from deploykit.errors import ConfigError
+
+CONFIG_NAME = "deploy.toml"
+ENV_VAR_CONFIG = "DEPLOYKIT_CONFIG"
+ENV_VAR_ENV = "DEPLOYKIT_ENV"
+
+
+@dataclass(frozen=True)
+class Stacks:
+    """CloudFormation stack names of one environment."""
+
+    registry: str
+    data: str
+    auth: str
+    fargate: str
+    api: str
+
+
+@dataclass(frozen=True)
+class BaseImageSpec:
+    """How ``inv base-image`` builds the local Debian/Python base image (no Docker Hub needed)."""
+
+    name: str = "deploykit/python-base:3.11-bookworm"
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    packages: tuple[str, ...] = ("python3", "python3-venv", "python3-pip", "ca-certificates", "curl")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How the backend image is built; the same for every environment unless one overrides it."""
+
+    context: str = "backend"
+    dockerfile: str = "Dockerfile"
+    base_image: str = "python:3.11-slim"
+    # Extra CA certificates (a corporate TLS proxy, this machine's egress CA) copied into the build
+    # context so the image, and pip inside `docker build`, trust them. Empty string: none.
+    extra_ca_dir: str = "/usr/local/share/ca-certificates"
+    base: BaseImageSpec = field(default_factory=BaseImageSpec)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """One deploy target: an AWS account and region, or the local sandbox."""
+
+    name: str
+    region: str
+    cluster: str
+    service: str
+    container: str
+    repository: str
+    stacks: Stacks
+    profile: str | None = None
+    endpoint_url: str | None = None
+    # Push to this registry host instead of the one ECR names (for a local registry); no ECR token then.
+    registry: str | None = None
+    base_image: str | None = None
+    poll_interval: float | None = None
+    wait_timeout: float = 600.0
+    protected: bool = False
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+    @property
+    def is_local(self) -> bool:
+        """True when the environment's AWS endpoint is on this machine (the sandbox)."""
+        return bool(self.endpoint_url) and any(
+            host in (self.endpoint_url or "") for host in ("127.0.0.1", "localhost", "[::1]")
+        )
+
+    @property
+    def poll_seconds(self) -> float:
+        """Polling interval: configured, or 1 s against the sandbox and 5 s against AWS."""
+        if self.poll_interval is not None:
+            return self.poll_interval
+        return 1.0 if self.is_local else 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole deploy.toml."""
+
+    path: Path
+    environments: dict[str, EnvConfig]
+    default_env: str = "sandbox"
+    build: BuildConfig = field(default_factory=BuildConfig)
+
+    @property
+    def root(self) -> Path:
+        """The project root: the folder that holds deploy.toml."""
+        return self.path.parent
+
+    def environment(self, name: str | None = None) -> EnvConfig:
+        """The named environment, else ``$DEPLOYKIT_ENV``, else ``default_env``."""
+        chosen = name or os.environ.get(ENV_VAR_ENV) or self.default_env
+        try:
+            return self.environments[chosen]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise ConfigError(
+                f"unknown environment {chosen!r} (deploy.toml defines: {known})",
+                next_step=f"pass --env with one of: {known}, or add [environments.{chosen}] to {self.path}",
+            ) from None
+
+    def base_image_for(self, env: EnvConfig) -> str:
+        return env.base_image or self.build.base_image
+
+
+def find_config(start: Path | None = None) -> Path:
+    """``$DEPLOYKIT_CONFIG``, else the nearest deploy.toml from ``start`` (default: cwd) upwards."""
+    if os.environ.get(ENV_VAR_CONFIG):
+        return Path(os.environ[ENV_VAR_CONFIG])
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_NAME} found in {here} or any folder above it",
+        next_step=f"run from the project checkout, or set {ENV_VAR_CONFIG}=/path/to/{CONFIG_NAME}",
+    )
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate deploy.toml; every problem is a ConfigError naming the key."""
+    path = (path or find_config()).resolve()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", next_step="create it (see README, 'deploy.toml')") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid TOML: {exc}", next_step=f"fix the syntax at the place named in {path}"
+        ) from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path) -> Config:
+    """Validate an already-parsed TOML document (also used by tests)."""
+    where = str(path)
+    envs_raw = raw.get("environments")
+    if not isinstance(envs_raw, dict) or not envs_raw:
+        raise ConfigError(
+            f"{where}: missing [environments.<name>] tables",
+            next_step="define at least [environments.sandbox] (see README, 'deploy.toml')",
+        )
+    environments = {}
+    for name, body in envs_raw.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: environments.{name} must be a table")
+        if "name" in body:
+            raise ConfigError(f"{where}: unknown key 'environments.{name}.name' (the table's name is the name)")
+        environments[name] = _build(EnvConfig, {**body, "name": name}, f"environments.{name}", where)
+    top = {k: v for k, v in raw.items() if k != "environments"}
+    if "path" in top:
+        raise ConfigError(f"{where}: unknown key 'path'")
+    config = _build(Config, {**top, "environments": environments, "path": path}, "", where)
+    if config.default_env not in config.environments:
+        raise ConfigError(
+            f"{where}: default_env = {config.default_env!r} names no environment "
+            f"(defined: {', '.join(sorted(config.environments))})",
+            next_step="set default_env to one of the [environments.*] names",
+        )
+    for env in config.environments.values():
+        _check_env_values(env, where)
+    return config
+
+
+def _check_env_values(env: EnvConfig, where: str) -> None:
+    prefix = f"{where}: environments.{env.name}"
+    if env.retry_mode not in ("legacy", "standard", "adaptive"):
+        raise ConfigError(f"{prefix}.retry_mode must be legacy, standard or adaptive, not {env.retry_mode!r}")
+    for key in ("wait_timeout", "connect_timeout", "read_timeout", "max_attempts"):
+        if getattr(env, key) <= 0:
+            raise ConfigError(f"{prefix}.{key} must be greater than 0")
+    if env.poll_interval is not None and not 0 < env.poll_interval <= 60:
+        raise ConfigError(f"{prefix}.poll_interval must be between 0 and 60 seconds")
+    if env.endpoint_url and not env.endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{prefix}.endpoint_url must start with http:// or https://")
+
+
+T = TypeVar("T")
+_INTERNAL = {"name", "path", "environments"}
+
+
+def _build(cls: type[T], data: dict[str, Any], key_path: str, where: str) -> T:
+    """Make dataclass ``cls`` from ``data``, checking keys and value types."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    public = [n for n in fields if n not in _INTERNAL]
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, public, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(public)})"
+            raise ConfigError(
+                f"{where}: unknown key {_join(key_path, key)!r}{hint}",
+                next_step=f"remove or rename it in {where}",
+            )
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        full = _join(key_path, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(
+                    f"{where}: missing required key {full!r}",
+                    next_step=f"add {name} = ... to [{key_path or 'top level'}] in {where}",
+                )
+            continue
+        values[name] = _coerce(hints[name], data[name], full, where)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key_path: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(non_none[0], value, key_path, where)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key_path!r} must be a table")
+        return _build(hint, value, key_path, where)
+    if origin is dict:
+        return value  # only Config.environments, already built
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {key_path!r} must be a list of strings")
+        return tuple(value)
+    if hint is Path:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int, float, bool) and (
+        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
+    ):
+        raise ConfigError(
+            f"{where}: {key_path!r} must be {hint.__name__}, not {type(value).__name__} ({value!r})",
+            next_step=f"fix the value of {key_path} in {where}",
+        )
+    return value
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key

@@ -1,0 +1,473 @@
+"""ECS and ELBv2 plumbing for the app chain: task-definition revisions, rolling, and waiting.
+
+Nothing here makes a client: each function takes the boto3 clients it needs (made by
+:class:`deploykit.aws.AwsFactory`), so functional tests hand in moto-backed or stubbed clients.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deploykit.errors import UsageError
+
+GIT_SHA_TAG = "deploykit:git-sha"
+IMAGE_TAG_TAG = "deploykit:image-tag"
+
+# Fields of DescribeTaskDefinition's answer that RegisterTaskDefinition accepts back.
+REGISTER_FIELDS = (
+    "family",
+    "taskRoleArn",
+    "executionRoleArn",
+    "networkMode",
+    "containerDefinitions",
+    "volumes",
+    "placementConstraints",
+    "requiresCompatibilities",
+    "cpu",
+    "memory",
+    "pidMode",
+    "ipcMode",
+    "proxyConfiguration",
+    "inferenceAccelerators",
+    "ephemeralStorage",
+    "runtimePlatform",
+    "enableFaultInjection",
+)
+
+THROTTLING_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled"}
+)
+
+
+def is_throttling(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def describe_service(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
+    """The service, or a UsageError naming the cluster and the stack that creates it."""
+    try:
+        answer = ecs.describe_services(cluster=cluster, services=[service])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ClusterNotFoundException":
+            raise UsageError(
+                f"ECS cluster {cluster!r} does not exist",
+                next_step="deploy the Fargate stack first: inv deploy.stack CarRentalFargateStack",
+            ) from None
+        raise
+    services = [s for s in answer.get("services", []) if s.get("status") != "INACTIVE"]
+    if not services:
+        raise UsageError(
+            f"ECS service {service!r} not found in cluster {cluster!r}",
+            next_step="check 'cluster' and 'service' in deploy.toml, or create it: "
+            "inv deploy.stack CarRentalFargateStack",
+        )
+    return dict(services[0])
+
+
+def container_image(task_definition: dict[str, Any], container: str) -> str:
+    """The image of the named container, or a UsageError listing the containers there are."""
+    for definition in task_definition.get("containerDefinitions", []):
+        if definition.get("name") == container:
+            return str(definition["image"])
+    names = ", ".join(d.get("name", "?") for d in task_definition.get("containerDefinitions", []))
+    raise UsageError(
+        f"task definition {task_definition.get('family')}:{task_definition.get('revision')} has no "
+        f"container {container!r} (it has: {names})",
+        next_step="fix 'container' in deploy.toml",
+    )
+
+
+class TaskDefinitions:
+    """Reads task definitions, each ARN once (they are immutable)."""
+
+    def __init__(self, ecs: Any) -> None:
+        self.ecs = ecs
+        self._cache: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {}
+
+    def get(self, arn: str) -> dict[str, Any]:
+        return self._fetch(arn)[0]
+
+    def tags(self, arn: str) -> list[dict[str, str]]:
+        return self._fetch(arn)[1]
+
+    def _fetch(self, arn: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        if arn not in self._cache:
+            answer = self.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
+            td = answer["taskDefinition"]
+            self._cache[arn] = (td, list(answer.get("tags") or []))
+            self._cache[td["taskDefinitionArn"]] = self._cache[arn]
+        return self._cache[arn]
+
+    def image(self, arn: str, container: str) -> str:
+        return container_image(self.get(arn), container)
+
+    def latest_with_image(self, family: str, container: str, image: str, limit: int = 20) -> str | None:
+        """The newest ACTIVE revision of ``family`` whose ``container`` runs ``image``."""
+        arns = self.ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC")
+        for arn in arns.get("taskDefinitionArns", [])[:limit]:
+            if self.get(arn).get("family") == family and self.image(arn, container) == image:
+                return str(arn)
+        return None
+
+    def latest(self, family: str) -> str | None:
+        arns = self.ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC")
+        for arn in arns.get("taskDefinitionArns", []):
+            if self.get(arn).get("family") == family:
+                return str(arn)
+        return None
+
+
+# -- register-taskdef ---------------------------------------------------------------------------
+
+
+def derive_registration(
+    current: dict[str, Any], tags: Iterable[dict[str, str]], container: str, image: str, git_sha: str
+) -> dict[str, Any]:
+    """RegisterTaskDefinition arguments: ``current`` with only ``container``'s image changed.
+
+    Environment, secrets, health check, logging, sizes and roles are carried over untouched; the
+    revision is tagged with the git SHA and image tag it was made for.
+    """
+    container_image(current, container)  # raises when the container is not there
+    kwargs = {key: copy.deepcopy(current[key]) for key in REGISTER_FIELDS if current.get(key) not in (None, [])}
+    for definition in kwargs["containerDefinitions"]:
+        if definition["name"] == container:
+            definition["image"] = image
+    kept = [t for t in tags if t["key"] not in (GIT_SHA_TAG, IMAGE_TAG_TAG)]
+    kwargs["tags"] = [
+        *kept,
+        {"key": GIT_SHA_TAG, "value": git_sha},
+        {"key": IMAGE_TAG_TAG, "value": image.rsplit(":", 1)[-1]},
+    ]
+    return kwargs
+
+
+def same_registration(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two RegisterTaskDefinition argument sets make the same revision; tags are metadata."""
+    return {k: v for k, v in a.items() if k != "tags"} == {k: v for k, v in b.items() if k != "tags"}
+
+
+# -- wait-healthy -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetState:
+    target: str  # "ip:port"
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One poll of everything wait-healthy looks at."""
+
+    service: dict[str, Any]
+    images: dict[str, str]  # task-definition ARN → image of our container
+    running_tasks: list[dict[str, Any]] = field(default_factory=list)  # tasks of the PRIMARY deployment
+    stopped_tasks: list[dict[str, Any]] = field(default_factory=list)  # of our deployment, stopped
+    targets: list[TargetState] = field(default_factory=list)  # of the new tasks
+    expected_targets: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: str  # "waiting" | "healthy" | "failed"
+    summary: str
+    reason: str = ""
+
+
+def primary_deployment(service: dict[str, Any]) -> dict[str, Any] | None:
+    for deployment in service.get("deployments", []):
+        if deployment.get("status") == "PRIMARY":
+            return dict(deployment)
+    return None
+
+
+def revision_label(arn: str, images: dict[str, str]) -> str:
+    rev = arn.rsplit("/", 1)[-1]
+    image = images.get(arn, "")
+    return f"{rev} ({image.rsplit(':', 1)[-1]})" if image else rev
+
+
+def summarize(snapshot: Snapshot) -> str:
+    """One line of the rollout's state: deployments, counts, targets."""
+    parts = []
+    for d in snapshot.service.get("deployments", []):
+        label = revision_label(d.get("taskDefinition", ""), snapshot.images)
+        rollout = d.get("rolloutState", "")
+        parts.append(
+            f"{d.get('status')} {label} {rollout} running {d.get('runningCount', 0)}/{d.get('desiredCount', 0)}"
+            + (f" pending {d['pendingCount']}" if d.get("pendingCount") else "")
+        )
+    text = " · ".join(parts) or "no deployments"
+    if snapshot.expected_targets:
+        healthy = sum(1 for t in snapshot.targets if t.state == "healthy")
+        states = sorted({t.state for t in snapshot.targets if t.state != "healthy"})
+        text += f" · targets {healthy}/{snapshot.expected_targets} healthy"
+        if states:
+            text += f" ({', '.join(states)})"
+    return text
+
+
+def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool) -> Verdict:
+    """Decide from one snapshot whether the rollout of ``image`` succeeded, failed or goes on.
+
+    Success needs all of: the PRIMARY deployment runs ``image``, its rolloutState is COMPLETED (or
+    it is the only deployment, for services without rollout states), running equals desired, and
+    every ALB target of its tasks is healthy. A PRIMARY that runs something else after ours was
+    seen (a circuit-breaker rollback) is a failure, never a success.
+    """
+    service = snapshot.service
+    summary = summarize(snapshot)
+    ours = [d for d in service.get("deployments", []) if snapshot.images.get(d.get("taskDefinition", "")) == image]
+    for deployment in ours:
+        if deployment.get("rolloutState") == "FAILED":
+            reason = deployment.get("rolloutStateReason") or "no reason given"
+            rolled_back = primary_deployment(service) not in (None, deployment)
+            what = "circuit breaker rolled the service back" if rolled_back else "rollout FAILED"
+            return Verdict("failed", summary, f"{what}: {reason}")
+    primary = primary_deployment(service)
+    if primary is None:
+        return Verdict("waiting", summary, "the service has no PRIMARY deployment yet")
+    primary_image = snapshot.images.get(primary.get("taskDefinition", ""), "")
+    if primary_image != image:
+        back_to = revision_label(primary.get("taskDefinition", ""), snapshot.images)
+        if seen_ours_primary or ours:
+            reason = _rollback_reason(service) or "no reason in the service events"
+            return Verdict("failed", summary, f"circuit breaker rolled the service back to {back_to}: {reason}")
+        return Verdict("failed", summary, f"the service is not rolling out {image}: its PRIMARY deployment runs {back_to}")
+    for task in snapshot.stopped_tasks:
+        return Verdict("failed", summary, f"a new task stopped: {describe_stopped(task)}")
+    if primary.get("rolloutState") == "FAILED":
+        return Verdict("failed", summary, f"rollout FAILED: {primary.get('rolloutStateReason', '')}")
+    desired = service.get("desiredCount", 0)
+    done_rolling = primary.get("rolloutState") == "COMPLETED" or (
+        "rolloutState" not in primary and len(service.get("deployments", [])) == 1
+    )
+    if not done_rolling:
+        return Verdict("waiting", summary, f"rollout {primary.get('rolloutState', 'in progress')}")
+    if len(service.get("deployments", [])) > 1:
+        return Verdict("waiting", summary, "old deployments are still draining")
+    if primary.get("runningCount", 0) != desired or service.get("runningCount", 0) != desired:
+        return Verdict(
+            "waiting", summary, f"running {primary.get('runningCount', 0)} of {desired} desired tasks"
+        )
+    if snapshot.expected_targets:
+        unhealthy = [t for t in snapshot.targets if t.state != "healthy"]
+        if unhealthy or len(snapshot.targets) < snapshot.expected_targets:
+            detail = "; ".join(f"{t.target} {t.state}{': ' + t.reason if t.reason else ''}" for t in unhealthy)
+            missing = snapshot.expected_targets - len(snapshot.targets)
+            if missing > 0:
+                detail = (detail + "; " if detail else "") + f"{missing} target(s) not registered yet"
+            return Verdict("waiting", summary, f"targets not all healthy: {detail}")
+    return Verdict("healthy", summary)
+
+
+def _rollback_reason(service: dict[str, Any]) -> str:
+    for event in service.get("events", []):
+        message = str(event.get("message", ""))
+        if "circuit breaker" in message or "rolling back" in message or "deployment failed" in message:
+            return message
+    return ""
+
+
+def describe_stopped(task: dict[str, Any]) -> str:
+    parts = [f"{task.get('taskArn', '?').rsplit('/', 1)[-1]}: {task.get('stoppedReason', 'no reason given')}"]
+    for c in task.get("containers", []):
+        bits = []
+        if c.get("exitCode") is not None:
+            bits.append(f"exit code {c['exitCode']}")
+        if c.get("reason"):
+            bits.append(str(c["reason"]))
+        if bits:
+            parts.append(f"container {c.get('name')}: {', '.join(bits)}")
+    return "; ".join(parts)
+
+
+def task_endpoints(task: dict[str, Any], container_port: int | None) -> set[tuple[str, int]]:
+    """The (ip, port) pairs under which a task can be registered as an ALB target."""
+    pairs: set[tuple[str, int]] = set()
+    ips = set()
+    for attachment in task.get("attachments", []):
+        for detail in attachment.get("details", []):
+            if detail.get("name") == "privateIPv4Address":
+                ips.add(detail["value"])
+    for c in task.get("containers", []):
+        for ni in c.get("networkInterfaces", []):
+            if ni.get("privateIpv4Address"):
+                ips.add(ni["privateIpv4Address"])
+        for binding in c.get("networkBindings", []):
+            host = binding.get("bindIP") or ""
+            for ip in (ips | ({host} if host not in ("", "0.0.0.0") else set())) or {"127.0.0.1"}:
+                if binding.get("hostPort"):
+                    pairs.add((ip, int(binding["hostPort"])))
+    if container_port:
+        pairs.update((ip, container_port) for ip in ips)
+    return pairs
+
+
+def new_events(service: dict[str, Any], seen: set[str], since: datetime | None) -> list[dict[str, Any]]:
+    """Service events not shown yet, oldest first, from ``since`` on."""
+    fresh = []
+    for event in service.get("events", []):
+        event_id = str(event.get("id"))
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        created = event.get("createdAt")
+        if since is not None and isinstance(created, datetime) and created < since:
+            continue
+        fresh.append(event)
+    return sorted(fresh, key=_event_time)
+
+
+def _event_time(event: dict[str, Any]) -> float:
+    created = event.get("createdAt")
+    return created.timestamp() if isinstance(created, datetime) else 0.0
+
+
+# -- the polling loop -----------------------------------------------------------------------------
+
+
+class RolloutWaiter:
+    """Polls a service until :func:`assess` says healthy or failed, or the deadline passes.
+
+    ``say(text)`` receives each state change and each new service event (already prefixed with the
+    elapsed time); ``status(text)`` the current state for the progress line.
+    """
+
+    def __init__(
+        self,
+        ecs: Any,
+        elbv2: Any,
+        clock: Any,
+        *,
+        say: Any = print,
+        status: Any = None,
+    ) -> None:
+        self.ecs, self.elbv2, self.clock = ecs, elbv2, clock
+        self.say = say
+        self.status = status or (lambda _text: None)
+        self.taskdefs = TaskDefinitions(ecs)
+
+    def wait(
+        self,
+        *,
+        cluster: str,
+        service: str,
+        container: str,
+        image: str,
+        timeout: float,
+        poll: float,
+    ) -> Verdict:
+        start = self.clock.monotonic()
+        since = self.clock.now()
+        seen_events: set[str] = set()
+        seen_ours_primary = False
+        last_summary = ""
+        interval = poll
+        verdict = Verdict("waiting", "not polled yet", "")
+        first = True
+        while True:
+            elapsed = self.clock.monotonic() - start
+            try:
+                snapshot = self.snapshot(cluster, service, container, image, since)
+            except ClientError as exc:
+                if not is_throttling(exc):
+                    raise
+                interval = min(interval * 2, poll * 8)
+                self.say(f"[{elapsed:6.1f}s] AWS is throttling ({exc.response['Error']['Code']}); "
+                         f"polling every {interval:.0f}s")
+            else:
+                interval = poll
+                primary = primary_deployment(snapshot.service)
+                if primary and snapshot.images.get(primary.get("taskDefinition", "")) == image:
+                    seen_ours_primary = True
+                    if first and isinstance(primary.get("createdAt"), datetime):
+                        since = min(since, primary["createdAt"])
+                first = False
+                for event in new_events(snapshot.service, seen_events, since):
+                    self.say(f"[{elapsed:6.1f}s] event: {event.get('message', '')}")
+                verdict = assess(snapshot, image, seen_ours_primary=seen_ours_primary)
+                if verdict.summary != last_summary:
+                    self.say(f"[{elapsed:6.1f}s] {verdict.summary}")
+                    last_summary = verdict.summary
+                self.status(verdict.reason or verdict.summary)
+                if verdict.state != "waiting":
+                    return verdict
+            if self.clock.monotonic() - start + interval > timeout:
+                return Verdict(
+                    "failed",
+                    verdict.summary,
+                    f"deadline of {timeout:.0f}s passed while waiting: {verdict.reason or 'no answer'}",
+                )
+            self.clock.sleep(interval)
+
+    def snapshot(self, cluster: str, service_name: str, container: str, image: str, since: datetime) -> Snapshot:
+        service = describe_service(self.ecs, cluster, service_name)
+        images: dict[str, str] = {}
+        for deployment in service.get("deployments", []):
+            arn = deployment.get("taskDefinition", "")
+            images[arn] = self.taskdefs.image(arn, container)
+        primary = primary_deployment(service)
+        ours = [d for d in service.get("deployments", []) if images.get(d.get("taskDefinition", "")) == image]
+        running: list[dict[str, Any]] = []
+        stopped: list[dict[str, Any]] = []
+        if primary and images.get(primary.get("taskDefinition", "")) == image:
+            tasks = self._tasks(cluster, service_name, "RUNNING")
+            running = [
+                t for t in tasks
+                if t.get("taskDefinitionArn") == primary["taskDefinition"] and t.get("lastStatus") == "RUNNING"
+            ]
+        if ours:
+            our_ids = {d.get("id") for d in ours}
+            our_arns = {d.get("taskDefinition") for d in ours}
+            for task in self._tasks(cluster, service_name, "STOPPED"):
+                if task.get("taskDefinitionArn") not in our_arns:
+                    continue
+                stopped_at = task.get("stoppedAt")
+                recent = isinstance(stopped_at, datetime) and stopped_at >= since
+                if task.get("startedBy") in our_ids or recent:
+                    stopped.append(task)
+        targets, expected = self._targets(service, running)
+        return Snapshot(service, images, running, stopped, targets, expected)
+
+    def _tasks(self, cluster: str, service: str, desired: str) -> list[dict[str, Any]]:
+        arns = self.ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus=desired).get("taskArns", [])
+        if not arns:
+            return []
+        return list(self.ecs.describe_tasks(cluster=cluster, tasks=arns[:100]).get("tasks", []))
+
+    def _targets(self, service: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[list[TargetState], int]:
+        groups = [lb for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
+        if not groups or not tasks:
+            return [], len(groups) * len(tasks)
+        states: list[TargetState] = []
+        for lb in groups:
+            answer = self.elbv2.describe_target_health(TargetGroupArn=lb["targetGroupArn"])
+            by_target = {
+                (d["Target"]["Id"], int(d["Target"].get("Port", 0))): d.get("TargetHealth", {})
+                for d in answer.get("TargetHealthDescriptions", [])
+            }
+            for task in tasks:
+                for pair in sorted(task_endpoints(task, lb.get("containerPort"))):
+                    if pair in by_target:
+                        health = by_target[pair]
+                        states.append(
+                            TargetState(
+                                f"{pair[0]}:{pair[1]}",
+                                str(health.get("State", "unknown")),
+                                str(health.get("Description") or health.get("Reason") or ""),
+                            )
+                        )
+                        break
+        return states, len(groups) * len(tasks)

@@ -1,0 +1,49 @@
+"""Errors that end a command, each with the exit code it maps to and the next step to take.
+
+Exit codes follow the house convention: 0 success or nothing to do, 1 a failed deploy or check,
+2 bad input or configuration (nothing was changed).
+"""
+
+from __future__ import annotations
+
+
+class DeployKitError(Exception):
+    """Base of every error deploykit reports to a person.
+
+    ``message`` says what failed and why; ``next_step`` says what to run or do next.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, next_step: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.next_step = next_step
+
+    def __str__(self) -> str:
+        if self.next_step:
+            return f"{self.message}\n  → next: {self.next_step}"
+        return self.message
+
+
+class UsageError(DeployKitError):
+    """Bad input: a malformed deploy.toml, an unknown environment, a dirty tree, a missing image...
+
+    Raised before anything is changed.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """deploy.toml is malformed, incomplete or names something unknown."""
+
+
+class EnvironmentNotReady(UsageError):
+    """A prerequisite on this machine is missing: the Docker engine, a base image, a registry."""
+
+
+class StepFailed(DeployKitError):
+    """A step of a running plan failed; what ran before it stays as it is."""
+
+    exit_code = 1

@@ -1,0 +1,295 @@
+"""Docker plumbing: the engine client, build and push through the Docker SDK, with their streams.
+
+The SDK reports build and push errors as chunks of the stream, not as exceptions; the two parsers
+below turn those chunks into progress for people and into a :class:`StepFailed` that shows the failing
+instruction and the tail of its log.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.utils.build import exclude_paths
+
+from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
+
+CERTS_DIR = "certs"  # where extra CA certificates land inside the build context
+_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+START_DOCKER = (
+    "start the Docker engine: ./dev does it for you (root on Debian), or run "
+    "'dockerd --bridge=none --iptables=false --ip-masq=false &' as root, or start Docker Desktop"
+)
+
+
+def docker_client(timeout: int = 300) -> docker.DockerClient:
+    """A client for the local Docker engine, or EnvironmentNotReady (exit 2) saying how to start one."""
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise EnvironmentNotReady(
+            f"the Docker engine is not answering at {where}: {_short(exc)}", next_step=START_DOCKER
+        ) from None
+    return client
+
+
+def image_exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+# -- build ----------------------------------------------------------------------------------------
+
+
+def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> io.BytesIO:
+    """The build context as a tar: ``context`` less its .dockerignore, plus the extra CA certificates.
+
+    The certificates go under ``certs/`` in the context only (never into the work tree), so images
+    trust a corporate TLS proxy and pip inside ``docker build`` can reach the package index.
+    """
+    if not (context / dockerfile).is_file():
+        raise UsageError(
+            f"no {dockerfile} in {context}", next_step="fix [build] context / dockerfile in deploy.toml"
+        )
+    ignore = context / ".dockerignore"
+    patterns = [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")] if (
+        ignore.is_file()
+    ) else []
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):
+            if rel.split("/", 1)[0] == CERTS_DIR and rel != CERTS_DIR:
+                continue  # certificates come from extra_ca_dir below, never from the tree
+            tar.add(str(context / rel), arcname=rel, recursive=False)
+        if CERTS_DIR not in tar.getnames():
+            info = tarfile.TarInfo(CERTS_DIR)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for cert in extra_ca_certificates(extra_ca_dir):
+            data = cert.read_bytes()
+            info = tarfile.TarInfo(f"{CERTS_DIR}/{cert.name}")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def extra_ca_certificates(folder: Path | None) -> list[Path]:
+    """The ``*.crt`` files of ``folder`` (update-ca-certificates only reads that suffix)."""
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.crt") if p.is_file())
+
+
+@dataclass
+class BuildStream:
+    """Consumes ``docker build`` chunks: progress out, the image id, and errors with context."""
+
+    say: Callable[[str], None]
+    status: Callable[[str], None]
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=25))
+    instruction: str = ""
+    steps_total: int = 0
+    steps_cached: int = 0
+    image_id: str = ""
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            message = str(detail.get("message") or chunk.get("error") or "unknown build error").strip()
+            where = f" at '{self.instruction}'" if self.instruction else ""
+            tail = "\n".join(f"    | {line}" for line in self.tail)
+            raise StepFailed(
+                f"docker build failed{where}: {message}" + (f"\n  last lines of its log:\n{tail}" if tail else ""),
+                next_step="fix the failing instruction or the source it uses, then rerun: inv build",
+            )
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("ID"):
+            self.image_id = str(aux["ID"])
+        text = chunk.get("stream")
+        if not isinstance(text, str):
+            return
+        for raw in text.splitlines():
+            line = raw.rstrip()
+            if not line:
+                continue
+            step = _STEP_RE.match(line)
+            if step:
+                self.instruction = step.group(3)
+                self.steps_total = int(step.group(2))
+                self.tail.clear()
+                self.say(f"  {line}")
+                self.status(f"step {step.group(1)}/{step.group(2)}")
+                continue
+            if line.strip() == "---> Using cache":
+                self.steps_cached += 1
+                continue
+            self.tail.append(line)
+            if line.lstrip().startswith("--->") or line.startswith(("Successfully", "Removing intermediate")):
+                continue
+            self.status(line.strip()[:80])
+
+
+def build_image(
+    client: docker.DockerClient,
+    *,
+    context: Path,
+    dockerfile: str,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    extra_ca_dir: Path | None,
+    say: Callable[[str], None],
+    status: Callable[[str], None],
+) -> BuildStream:
+    """Build ``tag`` from ``context`` on the engine (host network: no bridge here)."""
+    fileobj = build_context(context, dockerfile, extra_ca_dir)
+    stream = BuildStream(say, status)
+    try:
+        chunks: Iterable[dict[str, Any]] = client.api.build(
+            fileobj=fileobj,
+            custom_context=True,
+            dockerfile=dockerfile,
+            tag=tag,
+            buildargs=buildargs,
+            labels=labels,
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        for chunk in chunks:
+            stream.feed(chunk)
+    except docker.errors.APIError as exc:
+        raise StepFailed(
+            f"docker build was refused by the engine: {_short(exc)}",
+            next_step="check the Dockerfile and the base image, then rerun: inv build",
+        ) from None
+    if not stream.image_id:
+        stream.image_id = str(client.images.get(tag).id)
+    return stream
+
+
+# -- push -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PushStream:
+    """Consumes ``docker push`` chunks: per-layer progress, the pushed digest, errors."""
+
+    say: Callable[[str], None]
+    status: Callable[[str], None]
+    layers: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    digest: str = ""
+    size: int = 0
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail") or {}
+            message = str(detail.get("message") or chunk.get("error") or "unknown push error").strip()
+            raise StepFailed(f"docker push failed: {message}", next_step=_push_next_step(message))
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and aux.get("Digest"):
+            self.digest, self.size = str(aux["Digest"]), int(aux.get("Size", 0))
+            return
+        layer, state = chunk.get("id"), str(chunk.get("status", ""))
+        if not layer or not state:
+            return
+        previous = self.layers.get(layer)
+        self.layers[layer] = state
+        detail = chunk.get("progressDetail") or {}
+        if detail.get("total"):
+            self.sizes[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+        if state != previous and state in ("Pushed", "Layer already exists", "Mounted from"):
+            size = self.sizes.get(layer, (0, 0))[1]
+            sized = f" ({size / 1e6:.1f} MB)" if size else ""
+            verb = "pushed" if state == "Pushed" else "already in the registry"
+            self.say(f"  layer {layer[:12]} {verb}{sized}")
+        self.status(self.progress())
+
+    def progress(self) -> str:
+        done = sum(1 for s in self.layers.values() if s in ("Pushed", "Layer already exists") or s.startswith("Mounted"))
+        moving = [layer for layer, s in self.layers.items() if s == "Pushing"]
+        current = sum(self.sizes.get(layer, (0, 0))[0] for layer in moving)
+        total = sum(self.sizes.get(layer, (0, 0))[1] for layer in moving)
+        text = f"layers {done}/{len(self.layers)} done"
+        if moving:
+            text += f", {len(moving)} pushing {current / 1e6:.1f}/{total / 1e6:.1f} MB"
+        return text
+
+
+def _push_next_step(message: str) -> str:
+    lowered = message.lower()
+    if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
+        return "the registry is not reachable: start it (inv sandbox.up for the sandbox) and rerun: inv push"
+    if "unauthorized" in lowered or "denied" in lowered or "authentication" in lowered:
+        return "refresh the AWS credentials of this environment (aws sso login) and rerun: inv push"
+    if "tag invalid" in lowered or "immutable" in lowered:
+        return "the tag already exists with other content (tags are immutable): commit and rebuild"
+    return "rerun: inv push (a push resumes; layers already there are skipped)"
+
+
+def remote_digest(client: docker.DockerClient, ref: str, auth: dict[str, str] | None) -> str | None:
+    """The digest the registry holds for ``ref``, or None when the tag is not there."""
+    try:
+        answer = client.api.inspect_distribution(ref, auth_config=auth)
+    except docker.errors.APIError as exc:
+        text = _short(exc).lower()
+        if exc.status_code in (401, 404) or "not found" in text or "manifest unknown" in text:
+            if "unauthorized" in text and "not found" not in text and "manifest unknown" not in text:
+                raise StepFailed(
+                    f"the registry refused our credentials for {ref}: {_short(exc)}",
+                    next_step="refresh the AWS credentials of this environment and rerun: inv push",
+                ) from None
+            return None
+        raise StepFailed(
+            f"cannot ask the registry about {ref}: {_short(exc)}",
+            next_step=_push_next_step(text),
+        ) from None
+    return str(answer["Descriptor"]["digest"])
+
+
+def push_image(
+    client: docker.DockerClient,
+    *,
+    repository: str,
+    tag: str,
+    auth: dict[str, str] | None,
+    say: Callable[[str], None],
+    status: Callable[[str], None],
+) -> PushStream:
+    """Push ``repository:tag`` (already tagged locally) and return the stream with its digest."""
+    stream = PushStream(say, status)
+    try:
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+            stream.feed(chunk)
+    except docker.errors.APIError as exc:
+        raise StepFailed(f"docker push failed: {_short(exc)}", next_step=_push_next_step(str(exc))) from None
+    if not stream.digest:
+        raise StepFailed(
+            f"docker push of {repository}:{tag} ended without a digest",
+            next_step="rerun: inv push (a push resumes; layers already there are skipped)",
+        )
+    return stream
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        return str(exc.explanation)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,131 @@
+"""Output for people: permanent lines, and a progress line for anything slower than a second.
+
+Everything for people goes to stderr, so ``--json`` can keep stdout for machines. On a terminal the
+progress line is redrawn in place (elapsed time and the current state); elsewhere (CI logs) a state
+is printed once when it changes, and a heartbeat line every ``heartbeat`` seconds while nothing does.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from deploykit.clock import Clock, SystemClock
+
+PROGRESS_AFTER = 1.0
+
+
+class Reporter:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        tty: bool | None = None,
+        clock: Clock | None = None,
+        heartbeat: float = 15.0,
+        quiet: bool = False,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.clock = clock or SystemClock()
+        self.heartbeat = heartbeat
+        self.quiet = quiet
+        self._lock = threading.Lock()
+        self._activity: str | None = None
+        self._status = ""
+        self._started = 0.0
+        self._shown = False  # the progress line is on screen (tty) / the activity was announced
+        self._last_status_printed = ""
+        self._last_print = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- permanent output -------------------------------------------------------------------
+    def line(self, text: str = "") -> None:
+        """Print a permanent line (above the progress line, if one is shown)."""
+        if self.quiet:
+            return
+        with self._lock:
+            self._clear()
+            self.stream.write(text + "\n")
+            self._last_print = self.clock.monotonic()
+            self._draw()
+            self.stream.flush()
+
+    def elapsed(self) -> float:
+        """Seconds since the current activity started (0 outside one)."""
+        return self.clock.monotonic() - self._started if self._activity else 0.0
+
+    # -- progress -------------------------------------------------------------------------------
+    @contextmanager
+    def activity(self, title: str) -> Iterator[None]:
+        """Show progress for ``title`` once it has run for more than a second."""
+        with self._lock:
+            self._activity, self._status, self._shown = title, "", False
+            self._last_status_printed = ""
+            self._started = self._last_print = self.clock.monotonic()
+            self._stop.clear()
+        if not self.quiet:
+            self._thread = threading.Thread(target=self._tick, name="deploykit-progress", daemon=True)
+            self._thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+                self._thread = None
+            with self._lock:
+                self._clear()
+                self._activity = None
+                self.stream.flush()
+
+    def status(self, text: str) -> None:
+        """Set the current state of the running activity (shown on the progress line)."""
+        with self._lock:
+            self._status = text.strip()
+            if self._shown:
+                self._refresh()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            with self._lock:
+                if self._activity is None:
+                    return
+                if self.clock.monotonic() - self._started < PROGRESS_AFTER:
+                    continue
+                self._shown = True
+                self._refresh(heartbeat=True)
+
+    def _refresh(self, heartbeat: bool = False) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            self._clear()
+            self._draw()
+            self.stream.flush()
+            return
+        now = self.clock.monotonic()
+        changed = self._status != self._last_status_printed
+        if changed or (heartbeat and now - self._last_print >= self.heartbeat):
+            self.stream.write(self._progress_text() + "\n")
+            self.stream.flush()
+            self._last_status_printed = self._status
+            self._last_print = now
+
+    def _progress_text(self) -> str:
+        secs = self.clock.monotonic() - self._started
+        text = f"  ⏳ {self._activity} · {secs:.0f}s"
+        return f"{text} · {self._status}" if self._status else text
+
+    def _draw(self) -> None:
+        if self.tty and self._shown and self._activity:
+            width = 118
+            self.stream.write(self._progress_text()[:width])
+
+    def _clear(self) -> None:
+        if self.tty and self._shown:
+            self.stream.write("\r\x1b[2K")

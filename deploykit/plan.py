@@ -1,0 +1,230 @@
+"""Plan, then execute (after chalice's deploy planner and executor).
+
+A planner turns git, live state and configuration into a :class:`Plan`: an ordered tuple of small
+frozen :class:`Step` objects whose inputs are all explicit fields. An :class:`Executor` runs a plan,
+times each step, shows progress and prints a summary table; ``--dry-run`` hands the same plan to
+:func:`describe_plan` instead, which changes nothing.
+
+Steps receive their collaborators (AWS factory, Docker client, clock, reporter) through a
+:class:`Context`, never through globals, so a test runs any step against moto, a Stubber or a fake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from tabulate import tabulate
+
+from deploykit.errors import DeployKitError
+
+if TYPE_CHECKING:
+    import docker
+
+    from deploykit.aws import AwsFactory
+    from deploykit.clock import Clock
+    from deploykit.config import Config, EnvConfig
+    from deploykit.output import Reporter
+
+
+@dataclass
+class Context:
+    """What steps may use. ``docker_factory`` is called at most once, on first use."""
+
+    config: Config
+    env: EnvConfig
+    aws: AwsFactory
+    clock: Clock
+    reporter: Reporter
+    docker_factory: Callable[[], docker.DockerClient]
+    _docker: docker.DockerClient | None = field(default=None, init=False, repr=False)
+
+    @property
+    def docker(self) -> docker.DockerClient:
+        if self._docker is None:
+            self._docker = self.docker_factory()
+        return self._docker
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step did: ``done`` (it changed something) or ``skipped`` (the result already existed)."""
+
+    status: Literal["done", "skipped"]
+    detail: str = ""
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def done(cls, detail: str = "", **outputs: str) -> Outcome:
+        return cls("done", detail, outputs)
+
+    @classmethod
+    def skipped(cls, detail: str = "", **outputs: str) -> Outcome:
+        return cls("skipped", detail, outputs)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of a plan. Subclasses are frozen dataclasses whose fields are the step's inputs."""
+
+    name: ClassVar[str] = "step"
+
+    def describe(self) -> str:
+        """One line saying what the step will do, for the plan and the summary."""
+        raise NotImplementedError
+
+    def run(self, ctx: Context) -> Outcome:
+        raise NotImplementedError
+
+    def inputs(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    env: str
+    steps: tuple[Step, ...]
+    title: str = "deploy"
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def __add__(self, other: Plan) -> Plan:
+        return Plan(self.env, self.steps + other.steps, f"{self.title} + {other.title}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "title": self.title,
+            "steps": [{"step": s.name, "describe": s.describe(), "inputs": s.inputs()} for s in self.steps],
+        }
+
+
+StepStatus = Literal["done", "skipped", "failed", "not run"]
+
+
+@dataclass
+class StepRecord:
+    step: str
+    description: str
+    status: StepStatus
+    seconds: float = 0.0
+    detail: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    plan: Plan
+    records: list[StepRecord]
+    seconds: float
+    error: DeployKitError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def outputs(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for record in self.records:
+            merged.update(record.outputs)
+        return merged
+
+    def table(self) -> str:
+        icons = {"done": "✅ done", "skipped": "⏭  skipped", "failed": "❌ failed", "not run": "·  not run"}
+        rows = [
+            [r.step, icons[r.status], f"{r.seconds:.1f}s" if r.status != "not run" else "", r.detail]
+            for r in self.records
+        ]
+        rows.append(["total", "ok" if self.ok else "FAILED", f"{self.seconds:.1f}s", ""])
+        return tabulate(rows, headers=["step", "result", "time", "detail"], tablefmt="simple")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.plan.env,
+            "title": self.plan.title,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 3),
+            "steps": [dataclasses.asdict(r) | {"seconds": round(r.seconds, 3)} for r in self.records],
+            "outputs": self.outputs(),
+            "error": None if self.error is None else _error_json(self.error),
+        }
+
+
+class Executor:
+    """Runs a plan step by step; the first failure stops it and the rest are reported as not run."""
+
+    def __init__(
+        self, ctx: Context, translate: Callable[[Exception], DeployKitError | None] = lambda _exc: None
+    ) -> None:
+        self.ctx = ctx
+        self.translate = translate
+
+    def execute(self, plan: Plan) -> RunReport:
+        clock, out = self.ctx.clock, self.ctx.reporter
+        start = clock.monotonic()
+        records = [StepRecord(s.name, s.describe(), "not run") for s in plan.steps]
+        error: DeployKitError | None = None
+        out.line(f"🚀 {plan.title} → {plan.env} ({len(plan.steps)} step{'s' if len(plan.steps) != 1 else ''})")
+        for index, step in enumerate(plan.steps):
+            record = records[index]
+            out.line(f"▶ {step.name}: {record.description}")
+            t0 = clock.monotonic()
+            try:
+                with out.activity(step.name):
+                    try:
+                        outcome = step.run(self.ctx)
+                    except DeployKitError:
+                        raise
+                    except Exception as raw:
+                        translated = self.translate(raw)
+                        if translated is None:
+                            raise
+                        raise translated from raw
+            except DeployKitError as exc:
+                record.status, record.detail = "failed", exc.message.splitlines()[0][:100]
+                record.seconds = clock.monotonic() - t0
+                error = exc
+                out.line(f"❌ {step.name} failed after {record.seconds:.1f}s")
+                break
+            record.status, record.detail = outcome.status, outcome.detail
+            record.outputs = dict(outcome.outputs)
+            record.seconds = clock.monotonic() - t0
+            mark = "✅" if outcome.status == "done" else "⏭ "
+            out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")
+        report = RunReport(plan, records, clock.monotonic() - start, error)
+        out.line()
+        out.line(report.table())
+        return report
+
+
+def describe_plan(plan: Plan) -> str:
+    """The plan as people read it; what ``--dry-run`` prints. Runs nothing."""
+    if not plan.steps:
+        return f"Nothing to do for {plan.title} → {plan.env}."
+    rows = [[i + 1, s.name, s.describe()] for i, s in enumerate(plan.steps)]
+    head = f"Plan for {plan.title} → {plan.env} (dry run: nothing is changed)"
+    return head + "\n" + tabulate(rows, headers=["#", "step", "what it would do"], tablefmt="simple")
+
+
+def _error_json(error: DeployKitError) -> dict[str, Any]:
+    return {"message": error.message, "next_step": error.next_step, "exit_code": error.exit_code}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return str(value)
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=str)

@@ -1,0 +1,41 @@
+"""Where images go: the ECR repository's URI and the credentials to push there.
+
+On AWS both come from ECR (``DescribeRepositories``, ``GetAuthorizationToken``). An environment may
+name a ``registry`` host instead (a plain local registry): images then go to ``registry/repository``
+with no credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deploykit.aws import AwsFactory
+from deploykit.errors import UsageError
+
+
+def repository_uri(aws: AwsFactory) -> str:
+    env = aws.env
+    if env.registry:
+        return f"{env.registry.rstrip('/')}/{env.repository}"
+    try:
+        answer = aws.client("ecr").describe_repositories(repositoryNames=[env.repository])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "RepositoryNotFoundException":
+            raise UsageError(
+                f"ECR repository {env.repository!r} does not exist in environment {env.name!r}",
+                next_step=f"deploy the registry stack first: inv deploy.stack {env.stacks.registry} --env {env.name}",
+            ) from None
+        raise
+    return str(answer["repositories"][0]["repositoryUri"])
+
+
+def push_auth(aws: AwsFactory) -> dict[str, str] | None:
+    """Docker ``auth_config`` for the environment's registry: an ECR token, or None for a plain one."""
+    if aws.env.registry:
+        return None
+    data: dict[str, Any] = aws.client("ecr").get_authorization_token()["authorizationData"][0]
+    user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    return {"username": user, "password": password, "serveraddress": str(data["proxyEndpoint"])}

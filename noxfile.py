@@ -1,0 +1,42 @@
+"""nox sessions. Run them through ./dev, which prepares .venv and the Docker engine:
+
+    ./dev nox -s tests          # the whole suite: unit, functional (moto), integration (Docker)
+    ./dev nox -s tests -- -m "not integration" -x
+    ./dev nox -s lint typecheck
+
+Sessions run in the project's .venv (made by ./dev from pyproject.toml) rather than making their own,
+so a session starts in well under a second and runs the very tools the developer has.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "none"
+
+PY_SOURCES = ["deploykit", "tests", "backend", "tasks.py", "noxfile.py"]
+
+
+def _run(session: nox.Session, *command: str) -> None:
+    """Every session is one command plus whatever the caller passed after `--`."""
+    session.run(*command, *session.posargs, external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite: unit, functional (moto) and integration (Docker engine, local registry)."""
+    _run(session, "pytest")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff (lint and format check)."""
+    session.run("ruff", "check", *PY_SOURCES, *session.posargs, external=True)
+    session.run("ruff", "format", "--check", "--diff", *PY_SOURCES, external=True)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Check types with mypy (strict) on deploykit, tasks.py and noxfile.py."""
+    _run(session, "mypy")
