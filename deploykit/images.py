@@ -25,6 +25,7 @@ from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
 
 CERTS_DIR = "certs"  # where extra CA certificates land inside the build context
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 START_DOCKER = (
     "start the Docker engine: ./dev does it for you (root on Debian), or run "
     "'dockerd --bridge=none --iptables=false --ip-masq=false &' as root, or start Docker Desktop"
@@ -123,7 +124,7 @@ class BuildStream:
         text = chunk.get("stream")
         if not isinstance(text, str):
             return
-        for raw in text.splitlines():
+        for raw in _ANSI_RE.sub("", text).splitlines():
             line = raw.rstrip()
             if not line:
                 continue

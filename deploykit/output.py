@@ -2,7 +2,8 @@
 
 Everything for people goes to stderr, so ``--json`` can keep stdout for machines. On a terminal the
 progress line is redrawn in place (elapsed time and the current state); elsewhere (CI logs) a state
-is printed once when it changes, and a heartbeat line every ``heartbeat`` seconds while nothing does.
+is printed at most every few seconds, and a heartbeat line every ``heartbeat`` seconds while
+nothing changes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TextIO
 from deploykit.clock import Clock, SystemClock
 
 PROGRESS_AFTER = 1.0
+NON_TTY_STATUS_EVERY = 5.0  # without a terminal, a changed state is printed at most this often
 
 
 class Reporter:
@@ -97,10 +99,11 @@ class Reporter:
                     return
                 if self.clock.monotonic() - self._started < PROGRESS_AFTER:
                     continue
+                first = not self._shown
                 self._shown = True
-                self._refresh(heartbeat=True)
+                self._refresh(heartbeat=True, first=first)
 
-    def _refresh(self, heartbeat: bool = False) -> None:
+    def _refresh(self, heartbeat: bool = False, first: bool = False) -> None:
         if self.quiet:
             return
         if self.tty:
@@ -110,7 +113,8 @@ class Reporter:
             return
         now = self.clock.monotonic()
         changed = self._status != self._last_status_printed
-        if changed or (heartbeat and now - self._last_print >= self.heartbeat):
+        since = now - self._last_print
+        if first or (changed and since >= NON_TTY_STATUS_EVERY) or (heartbeat and since >= self.heartbeat):
             self.stream.write(self._progress_text() + "\n")
             self.stream.flush()
             self._last_status_printed = self._status

@@ -1,0 +1,89 @@
+"""Shared fixtures: a throwaway project (git repo + deploy.toml + backend) and a valid config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+SANDBOX_TOML = """
+default_env = "sandbox"
+
+[build]
+context = "backend"
+base_image = "python:3.11-slim"
+extra_ca_dir = "{ca_dir}"
+
+[build.base]
+name = "deploykit/python-base:3.11-bookworm"
+
+[environments.sandbox]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:4566"
+registry = "{registry}"
+base_image = "deploykit/python-base:3.11-bookworm"
+cluster = "car-rental-cluster"
+service = "car-rental-service"
+container = "backend"
+repository = "{repository}"
+wait_timeout = 60
+poll_interval = 0.5
+
+[environments.sandbox.stacks]
+registry = "CarRentalRegistryStack"
+data = "CarRentalDataStack"
+auth = "CarRentalAuthStack"
+fargate = "CarRentalFargateStack"
+api = "CarRentalApiStack"
+
+[environments.dev]
+region = "eu-west-1"
+cluster = "car-rental-cluster"
+service = "car-rental-service"
+container = "backend"
+repository = "car-rental-backend"
+
+[environments.dev.stacks]
+registry = "CarRentalRegistryStack"
+data = "CarRentalDataStack"
+auth = "CarRentalAuthStack"
+fargate = "CarRentalFargateStack"
+api = "CarRentalApiStack"
+"""
+
+
+def git(root: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True, env=env).stdout
+
+
+def make_project(
+    root: Path, *, registry: str = "127.0.0.1:5000", repository: str = "car-rental-backend", ca_dir: str = ""
+) -> Path:
+    """A git repository with deploy.toml and a copy of backend/, one commit."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "deploy.toml").write_text(SANDBOX_TOML.format(registry=registry, repository=repository, ca_dir=ca_dir))
+    shutil.copytree(
+        REPO / "backend", root / "backend", ignore=shutil.ignore_patterns("__pycache__", "*.crt", ".pytest_cache")
+    )
+    (root / ".gitignore").write_text(".sandbox/\n__pycache__/\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project")

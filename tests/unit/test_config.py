@@ -1,0 +1,131 @@
+"""deploy.toml validation: every problem is a ConfigError (exit 2) naming the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from deploykit.config import load_config, parse_config
+from deploykit.errors import ConfigError
+from tests.conftest import REPO, SANDBOX_TOML
+
+
+def raw(**fmt: str) -> dict:
+    return tomllib.loads(SANDBOX_TOML.format(registry="127.0.0.1:5000", repository="r", ca_dir="", **fmt))
+
+
+def test_the_repository_deploy_toml_is_valid() -> None:
+    config = load_config(REPO / "deploy.toml")
+    env = config.environment()
+    assert env.name == "sandbox" and env.is_local
+    assert env.poll_seconds <= 1.0
+    assert config.base_image_for(env) == config.build.base.name
+
+
+def test_environment_fields_and_defaults() -> None:
+    config = parse_config(raw(), Path("deploy.toml"))
+    dev = config.environment("dev")
+    assert dev.region == "eu-west-1" and dev.endpoint_url is None and not dev.is_local
+    assert dev.poll_seconds == 5.0  # AWS default
+    assert dev.stacks.fargate == "CarRentalFargateStack"
+    assert config.environment("sandbox").poll_seconds == 0.5  # configured
+    assert config.base_image_for(dev) == "python:3.11-slim"
+
+
+def test_unknown_key_is_named_with_a_suggestion() -> None:
+    data = raw()
+    data["environments"]["sandbox"]["clustr"] = "x"
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert "environments.sandbox.clustr" in err.value.message
+    assert "did you mean 'cluster'" in err.value.message
+    assert err.value.exit_code == 2
+
+
+def test_unknown_nested_and_top_level_keys() -> None:
+    data = raw()
+    data["environments"]["dev"]["stacks"]["database"] = "x"
+    with pytest.raises(ConfigError, match=r"environments\.dev\.stacks\.database"):
+        parse_config(data, Path("deploy.toml"))
+    data = raw()
+    data["defaults"] = {}
+    with pytest.raises(ConfigError, match="unknown key 'defaults'"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_missing_field_is_named() -> None:
+    data = raw()
+    del data["environments"]["dev"]["service"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert "missing required key 'environments.dev.service'" in err.value.message
+    assert "add service" in (err.value.next_step or "")
+
+
+def test_wrong_types_are_refused() -> None:
+    data = raw()
+    data["environments"]["dev"]["wait_timeout"] = "ten minutes"
+    with pytest.raises(ConfigError, match="wait_timeout' must be float"):
+        parse_config(data, Path("deploy.toml"))
+    data = raw()
+    data["environments"]["dev"]["protected"] = 1
+    with pytest.raises(ConfigError, match="protected' must be bool"):
+        parse_config(data, Path("deploy.toml"))
+    data = raw()
+    data["environments"]["dev"]["max_attempts"] = True
+    with pytest.raises(ConfigError, match="max_attempts' must be int"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_values_are_range_checked() -> None:
+    data = raw()
+    data["environments"]["dev"]["retry_mode"] = "aggressive"
+    with pytest.raises(ConfigError, match="retry_mode"):
+        parse_config(data, Path("deploy.toml"))
+    data = raw()
+    data["environments"]["dev"]["endpoint_url"] = "127.0.0.1:4566"
+    with pytest.raises(ConfigError, match="endpoint_url must start with http"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_unknown_environment_lists_the_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEPLOYKIT_ENV", raising=False)
+    config = parse_config(raw(), Path("deploy.toml"))
+    with pytest.raises(ConfigError) as err:
+        config.environment("staging")
+    assert "unknown environment 'staging'" in err.value.message
+    assert "dev, sandbox" in err.value.message
+
+
+def test_environment_variable_selects_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_config(raw(), Path("deploy.toml"))
+    monkeypatch.setenv("DEPLOYKIT_ENV", "dev")
+    assert config.environment().name == "dev"
+    assert config.environment("sandbox").name == "sandbox"  # --env wins
+
+
+def test_default_env_must_exist() -> None:
+    data = raw()
+    data["default_env"] = "qa"
+    with pytest.raises(ConfigError, match="default_env = 'qa' names no environment"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "deploy.toml"
+    bad.write_text("[environments.sandbox\nregion = 'x'\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_config_is_found_upwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "deploy.toml").write_text(SANDBOX_TOML.format(registry="r:1", repository="r", ca_dir=""))
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    monkeypatch.delenv("DEPLOYKIT_CONFIG", raising=False)
+    assert load_config().root == tmp_path.resolve()

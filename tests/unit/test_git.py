@@ -1,0 +1,52 @@
+"""Image tags from git: the commit, and dirty trees refused unless allowed (then uniquely tagged)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploykit.errors import UsageError
+from deploykit.git import current_revision, dirty_paths
+from tests.conftest import git
+
+
+def test_clean_tree_is_tagged_with_the_short_sha(project: Path) -> None:
+    revision = current_revision(project)
+    assert revision.sha == git(project, "rev-parse", "HEAD").strip()
+    assert revision.tag == revision.sha[:12] and not revision.dirty
+
+
+def test_dirty_tree_is_refused_with_the_paths_and_the_way_out(project: Path) -> None:
+    (project / "backend" / "app" / "main.py").write_text("# changed\n")
+    with pytest.raises(UsageError) as err:
+        current_revision(project)
+    assert "backend/app/main.py" in err.value.message
+    assert "--allow-dirty" in (err.value.next_step or "")
+    assert err.value.exit_code == 2
+
+
+def test_untracked_files_make_a_tree_dirty_but_ignored_ones_do_not(project: Path) -> None:
+    (project / ".sandbox").mkdir()
+    (project / ".sandbox" / "state").write_text("x")
+    assert dirty_paths(project) == ()
+    (project / "new.txt").write_text("x")
+    assert dirty_paths(project) == ("new.txt",)
+
+
+def test_allowed_dirty_tags_are_unique_to_the_diff(project: Path) -> None:
+    main = project / "backend" / "app" / "main.py"
+    main.write_text("# one\n")
+    first = current_revision(project, allow_dirty=True)
+    assert first.tag.startswith(first.short + "-dirty-")
+    assert current_revision(project, allow_dirty=True).tag == first.tag  # same diff, same tag
+    main.write_text("# two\n")
+    second = current_revision(project, allow_dirty=True)
+    assert second.tag != first.tag
+    (project / "extra.py").write_text("x = 1\n")
+    assert current_revision(project, allow_dirty=True).tag != second.tag
+
+
+def test_renames_are_listed_once(project: Path) -> None:
+    git(project, "mv", "backend/app/server.py", "backend/app/serve.py")
+    assert dirty_paths(project) == ("backend/app/serve.py",)

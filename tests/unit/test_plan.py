@@ -1,0 +1,103 @@
+"""The executor: timing, skipping, stopping at the first failure, summary and JSON; dry runs."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+from unittest.mock import Mock
+
+import pytest
+from botocore.exceptions import ClientError
+
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import Config
+from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Step, describe_plan
+
+
+@dataclass(frozen=True)
+class Sleep(Step):
+    name: ClassVar[str] = "sleep"
+    seconds: float
+    skip: bool = False
+
+    def describe(self) -> str:
+        return f"sleep {self.seconds}s"
+
+    def run(self, ctx: Context) -> Outcome:
+        ctx.clock.sleep(self.seconds)
+        return Outcome.skipped("nothing to do") if self.skip else Outcome.done("slept", slept=str(self.seconds))
+
+
+@dataclass(frozen=True)
+class Boom(Step):
+    name: ClassVar[str] = "boom"
+    error: Exception
+
+    def describe(self) -> str:
+        return "fail"
+
+    def run(self, ctx: Context) -> Outcome:
+        raise self.error
+
+
+def make_ctx(clock: FakeClock, stream: io.StringIO) -> Context:
+    docker_factory = Mock(side_effect=AssertionError("no step here uses Docker"))
+    return Context(
+        Mock(spec=Config), Mock(), Mock(spec=AwsFactory), clock, Reporter(stream, tty=False, clock=clock),
+        docker_factory,
+    )
+
+
+def test_steps_are_timed_and_summarised() -> None:
+    clock, out = FakeClock(), io.StringIO()
+    plan = Plan("sandbox", (Sleep(2.0), Sleep(0.5, skip=True)), "demo")
+    report = Executor(make_ctx(clock, out)).execute(plan)
+    assert report.ok
+    assert [(r.status, r.seconds) for r in report.records] == [("done", 2.0), ("skipped", 0.5)]
+    assert report.seconds == 2.5
+    assert report.outputs() == {"slept": "2.0"}
+    text = out.getvalue()
+    assert "▶ sleep: sleep 2.0s" in text and "total" in text and "2.5s" in text
+
+
+def test_first_failure_stops_the_plan_and_is_reported() -> None:
+    clock, out = FakeClock(), io.StringIO()
+    plan = Plan("sandbox", (Sleep(1.0), Boom(StepFailed("it broke", "fix it")), Sleep(1.0)), "demo")
+    report = Executor(make_ctx(clock, out)).execute(plan)
+    assert not report.ok and isinstance(report.error, StepFailed)
+    assert [r.status for r in report.records] == ["done", "failed", "not run"]
+    data = report.to_json()
+    assert data["ok"] is False and data["error"] == {"message": "it broke", "next_step": "fix it", "exit_code": 1}
+    json.dumps(data)  # serialisable
+
+
+def test_usage_errors_keep_exit_code_2() -> None:
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
+        Plan("sandbox", (Boom(UsageError("bad input")),))
+    )
+    assert report.error is not None and report.error.exit_code == 2
+
+
+def test_unknown_exceptions_go_through_the_translator() -> None:
+    throttled = ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}}, "DescribeServices")
+
+    def translate(exc: Exception) -> DeployKitError | None:
+        return StepFailed(f"translated {type(exc).__name__}") if isinstance(exc, ClientError) else None
+
+    report = Executor(make_ctx(FakeClock(), io.StringIO()), translate).execute(Plan("x", (Boom(throttled),)))
+    assert report.error is not None and report.error.message == "translated ClientError"
+    with pytest.raises(ZeroDivisionError):
+        Executor(make_ctx(FakeClock(), io.StringIO()), translate).execute(Plan("x", (Boom(ZeroDivisionError()),)))
+
+
+def test_dry_run_describes_every_step_and_runs_none() -> None:
+    plan = Plan("sandbox", (Sleep(1.0), Boom(RuntimeError("must not run"))), "demo")
+    text = describe_plan(plan)
+    assert "dry run" in text and "sleep 1.0s" in text and "fail" in text
+    assert plan.to_json()["steps"][0] == {"step": "sleep", "describe": "sleep 1.0s", "inputs": {"seconds": 1.0, "skip": False}}
+    assert "Nothing to do" in describe_plan(Plan("sandbox", ()))

@@ -1,0 +1,99 @@
+"""Docker build and push streams: errors arrive as chunks and must become clear failures."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from deploykit.errors import StepFailed, UsageError
+from deploykit.images import BuildStream, PushStream, build_context
+
+
+def collect() -> tuple[list[str], list[str], BuildStream]:
+    said: list[str] = []
+    states: list[str] = []
+    return said, states, BuildStream(said.append, states.append)
+
+
+def test_build_error_names_the_failing_instruction_and_shows_the_log_tail() -> None:
+    said, _, stream = collect()
+    stream.feed({"stream": "Step 1/3 : FROM base\n"})
+    stream.feed({"stream": " ---> Using cache\n"})
+    stream.feed({"stream": "Step 2/3 : RUN pip install -r requirements.txt\n"})
+    stream.feed({"stream": "\x1b[91mERROR: No matching distribution found for fastapy\n\x1b[0m"})
+    with pytest.raises(StepFailed) as err:
+        stream.feed({"errorDetail": {"code": 1, "message": "The command '/bin/sh -c pip install' returned a non-zero code: 1"},
+                     "error": "The command ... returned a non-zero code: 1"})
+    text = str(err.value)
+    assert "at 'RUN pip install -r requirements.txt'" in text
+    assert "No matching distribution found for fastapy" in text and "\x1b" not in text
+    assert "inv build" in (err.value.next_step or "")
+    assert stream.steps_cached == 1 and stream.steps_total == 3
+    assert "  Step 2/3 : RUN pip install -r requirements.txt" in said
+
+
+def test_build_stream_records_the_image_id() -> None:
+    _, _, stream = collect()
+    stream.feed({"aux": {"ID": "sha256:abc"}})
+    stream.feed({"stream": "Successfully built abc\n"})
+    assert stream.image_id == "sha256:abc"
+
+
+def test_push_progress_per_layer_and_digest() -> None:
+    said: list[str] = []
+    states: list[str] = []
+    stream = PushStream(said.append, states.append)
+    stream.feed({"status": "Preparing", "id": "aaa"})
+    stream.feed({"status": "Preparing", "id": "bbb"})
+    stream.feed({"status": "Layer already exists", "id": "aaa"})
+    stream.feed({"status": "Pushing", "id": "bbb", "progressDetail": {"current": 5_000_000, "total": 10_000_000}})
+    assert states[-1] == "layers 1/2 done, 1 pushing 5.0/10.0 MB"
+    stream.feed({"status": "Pushed", "id": "bbb"})
+    stream.feed({"status": "tag: digest: sha256:d size: 9"})
+    stream.feed({"progressDetail": {}, "aux": {"Tag": "tag", "Digest": "sha256:d", "Size": 9}})
+    assert stream.digest == "sha256:d" and stream.size == 9
+    assert said == ["  layer aaa already in the registry", "  layer bbb pushed (10.0 MB)"]
+
+
+@pytest.mark.parametrize(
+    ("message", "hint"),
+    [
+        ("Get \"http://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused", "not reachable"),
+        ("denied: Your authorization token has expired. Reauthenticate and try again.", "credentials"),
+        ("tag invalid: The image tag 'abc' already exists and cannot be overwritten", "immutable"),
+    ],
+)
+def test_push_errors_are_failures_with_a_next_step(message: str, hint: str) -> None:
+    stream = PushStream(lambda _s: None, lambda _s: None)
+    with pytest.raises(StepFailed) as err:
+        stream.feed({"errorDetail": {"message": message}, "error": message})
+    assert message in err.value.message
+    assert hint in (err.value.next_step or "")
+
+
+def test_build_context_honours_dockerignore_and_adds_ca_certificates(tmp_path: Path) -> None:
+    ctx = tmp_path / "ctx"
+    (ctx / "app").mkdir(parents=True)
+    (ctx / "certs").mkdir()
+    (ctx / "Dockerfile").write_text("FROM x\n")
+    (ctx / "app" / "main.py").write_text("print(1)\n")
+    (ctx / "app" / "cache.pyc").write_bytes(b"\0")
+    (ctx / "certs" / "stale.crt").write_text("old")  # never taken from the tree
+    (ctx / ".dockerignore").write_text("# comment\n**/*.pyc\n")
+    cas = tmp_path / "cas" / "corp"
+    cas.mkdir(parents=True)
+    (cas / "proxy.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (cas / "notes.txt").write_text("not a cert")
+    with tarfile.open(fileobj=build_context(ctx, "Dockerfile", tmp_path / "cas")) as tar:
+        names = set(tar.getnames())
+    assert {"Dockerfile", "app", "app/main.py", "certs", "certs/proxy.crt"} <= names
+    assert "app/cache.pyc" not in names and "certs/stale.crt" not in names and "certs/notes.txt" not in names
+    with tarfile.open(fileobj=build_context(ctx, "Dockerfile", None)) as tar:
+        assert "certs" in tar.getnames() and not [n for n in tar.getnames() if n.startswith("certs/")]
+
+
+def test_build_context_without_a_dockerfile_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no Dockerfile"):
+        build_context(tmp_path, "Dockerfile", None)
