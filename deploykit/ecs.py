@@ -112,18 +112,27 @@ class TaskDefinitions:
 
     def latest_with_image(self, family: str, container: str, image: str, limit: int = 20) -> str | None:
         """The newest ACTIVE revision of ``family`` whose ``container`` runs ``image``."""
-        arns = self.ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC")
-        for arn in arns.get("taskDefinitionArns", [])[:limit]:
+        for arn in self._newest_first(family)[:limit]:
             if self.get(arn).get("family") == family and self.image(arn, container) == image:
-                return str(arn)
+                return arn
         return None
 
     def latest(self, family: str) -> str | None:
-        arns = self.ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC")
-        for arn in arns.get("taskDefinitionArns", []):
+        for arn in self._newest_first(family):
             if self.get(arn).get("family") == family:
-                return str(arn)
+                return arn
         return None
+
+    def _newest_first(self, family: str) -> list[str]:
+        """ACTIVE revisions of ``family``, newest first (sorted here too: not every ECS sorts)."""
+        answer = self.ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC")
+        arns = [str(a) for a in answer.get("taskDefinitionArns", [])]
+        return sorted(arns, key=_revision_number, reverse=True)
+
+
+def _revision_number(arn: str) -> int:
+    tail = arn.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 # -- register-taskdef ---------------------------------------------------------------------------
@@ -408,7 +417,7 @@ class RolloutWaiter:
                 return Verdict(
                     "failed",
                     verdict.summary,
-                    f"deadline of {timeout:.0f}s passed while waiting: {verdict.reason or 'no answer'}",
+                    f"deadline of {timeout:g}s passed while waiting: {verdict.reason or 'no answer'}",
                 )
             self.clock.sleep(interval)
 

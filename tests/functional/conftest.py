@@ -1,0 +1,102 @@
+"""Functional fixtures: moto in-process for ECR/ECS/ELBv2, and an AWS factory pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig, load_config
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def moto_aws(aws_credentials: None) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def dev_env(project: Path) -> EnvConfig:
+    """The test project's "dev" environment: real-AWS shaped (no endpoint, no registry override)."""
+    return load_config(project / "deploy.toml").environment("dev")
+
+
+@pytest.fixture
+def factory(moto_aws: None, dev_env: EnvConfig) -> AwsFactory:
+    return AwsFactory(dev_env)
+
+
+CONTAINER = {
+    "name": "backend",
+    "image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:old",
+    "essential": True,
+    "portMappings": [{"containerPort": 8000, "protocol": "tcp"}],
+    "environment": [{"name": "TABLE_NAME", "value": "cars"}, {"name": "PORT", "value": "8000"}],
+    "secrets": [{"name": "API_KEY", "valueFrom": "arn:aws:ssm:eu-west-1:123456789012:parameter/api-key"}],
+    "healthCheck": {"command": ["CMD-SHELL", "curl -f http://localhost:8000/health"], "interval": 5,
+                    "timeout": 2, "retries": 2, "startPeriod": 10},
+    "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/car-rental",
+                                                            "awslogs-region": "eu-west-1",
+                                                            "awslogs-stream-prefix": "backend"}},
+}
+
+
+def create_service(factory: AwsFactory) -> dict[str, Any]:
+    """The ECS side of CarRentalFargateStack, as moto can hold it."""
+    ecs = factory.client("ecs")
+    ec2 = factory.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="svc", Description="svc", VpcId=vpc)["GroupId"]
+    factory.client("ecr").create_repository(repositoryName="car-rental-backend")
+    ecs.create_cluster(clusterName="car-rental-cluster")
+    td = ecs.register_task_definition(
+        family="car-rental-backend",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        executionRoleArn="arn:aws:iam::123456789012:role/exec",
+        taskRoleArn="arn:aws:iam::123456789012:role/task",
+        containerDefinitions=[CONTAINER],
+        tags=[{"key": "team", "value": "cars"}],
+    )["taskDefinition"]
+    ecs.create_service(
+        cluster="car-rental-cluster",
+        serviceName="car-rental-service",
+        taskDefinition=td["taskDefinitionArn"],
+        desiredCount=2,
+        launchType="FARGATE",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "DISABLED"}},
+    )
+    return dict(td)
+
+
+def put_image(factory: AwsFactory, tag: str) -> None:
+    manifest = '{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", ' \
+               '"config": {"digest": "sha256:' + "a" * 64 + '", "size": 1, ' \
+               '"mediaType": "application/vnd.docker.container.image.v1+json"}, "layers": []}'
+    factory.client("ecr").put_image(repositoryName="car-rental-backend", imageManifest=manifest, imageTag=tag)
+
+
+def new_session() -> boto3.session.Session:
+    return boto3.session.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")

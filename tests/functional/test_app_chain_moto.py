@@ -1,0 +1,136 @@
+"""register-taskdef and roll-service against moto's ECS and ECR, through the same commands the tasks call."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import commands, registry
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.errors import StepFailed, UsageError
+from deploykit.git import current_revision
+from tests.functional.conftest import CONTAINER, create_service, put_image
+
+
+def runtime(project: Path, factory: AwsFactory, stdout: io.StringIO | None = None) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=stdout or io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: factory,
+        docker_factory=Mock(side_effect=AssertionError("these stages must not touch Docker")),
+    )
+
+
+def revisions(factory: AwsFactory) -> list[str]:
+    answer = factory.client("ecs").list_task_definitions(familyPrefix="car-rental-backend")
+    return list(answer["taskDefinitionArns"])
+
+
+def test_repository_uri_and_push_credentials_come_from_ecr(factory: AwsFactory) -> None:
+    create_service(factory)
+    assert registry.repository_uri(factory).endswith(".amazonaws.com/car-rental-backend")
+    auth = registry.push_auth(factory)
+    assert auth is not None and auth["username"] == "AWS" and auth["serveraddress"].startswith("https://")
+    token = factory.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    assert base64.b64decode(token).decode() == f"AWS:{auth['password']}"
+
+
+def test_missing_repository_is_bad_input(factory: AwsFactory) -> None:
+    with pytest.raises(UsageError, match="ECR repository 'car-rental-backend' does not exist") as err:
+        registry.repository_uri(factory)
+    assert "inv deploy.stack CarRentalRegistryStack" in (err.value.next_step or "")
+
+
+def test_register_taskdef_changes_only_the_image_and_is_idempotent(project: Path, factory: AwsFactory) -> None:
+    before = create_service(factory)
+    revision = current_revision(project)
+    put_image(factory, revision.tag)
+    out = io.StringIO()
+    report = commands.app_chain(["register-taskdef"], env="dev", as_json=True, runtime=runtime(project, factory, out))
+    assert report is not None and report.records[0].status == "done"
+    arns = revisions(factory)
+    assert len(arns) == 2
+    ecs = factory.client("ecs")
+    answer = ecs.describe_task_definition(taskDefinition=arns[-1], include=["TAGS"])
+    new = answer["taskDefinition"]
+    container = new["containerDefinitions"][0]
+    assert container["image"].endswith(f"/car-rental-backend:{revision.tag}")
+    for key in ("environment", "secrets", "healthCheck", "logConfiguration", "portMappings"):
+        assert container[key] == CONTAINER[key], key
+    for key in ("cpu", "memory", "networkMode", "executionRoleArn", "taskRoleArn", "requiresCompatibilities"):
+        assert new[key] == before[key], key
+    tags = {t["key"]: t["value"] for t in answer["tags"]}
+    assert tags == {"team": "cars", "deploykit:git-sha": revision.sha, "deploykit:image-tag": revision.tag}
+    assert '"task_definition"' in out.getvalue()
+
+    again = commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert again is not None and again.records[0].status == "skipped"
+    assert len(revisions(factory)) == 2  # no identical revision
+
+
+def test_register_taskdef_refuses_an_image_that_is_not_pushed(project: Path, factory: AwsFactory) -> None:
+    create_service(factory)
+    with pytest.raises(UsageError, match="is not in the registry") as err:
+        commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert "inv build push" in (err.value.next_step or "")
+    assert len(revisions(factory)) == 1  # nothing changed
+
+
+def test_roll_service_points_the_service_at_our_revision(project: Path, factory: AwsFactory) -> None:
+    create_service(factory)
+    revision = current_revision(project)
+    put_image(factory, revision.tag)
+    commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+    service = factory.client("ecs").describe_services(cluster="car-rental-cluster", services=["car-rental-service"])
+    assert service["services"][0]["taskDefinition"] == revisions(factory)[-1]
+
+
+def test_roll_service_without_a_revision_says_to_register_one(project: Path, factory: AwsFactory) -> None:
+    create_service(factory)
+    with pytest.raises(UsageError, match="no ACTIVE revision") as err:
+        commands.app_chain(["roll-service"], env="dev", runtime=runtime(project, factory))
+    assert "inv register-taskdef" in (err.value.next_step or "")
+
+
+def test_unknown_service_and_cluster_are_bad_input(project: Path, factory: AwsFactory) -> None:
+    factory.client("ecr").create_repository(repositoryName="car-rental-backend")
+    with pytest.raises(UsageError, match="cluster 'car-rental-cluster' does not exist"):
+        commands.app_chain(["roll-service"], env="dev", runtime=runtime(project, factory))
+    factory.client("ecs").create_cluster(clusterName="car-rental-cluster")
+    with pytest.raises(UsageError, match="service 'car-rental-service' not found"):
+        commands.app_chain(["roll-service"], env="dev", runtime=runtime(project, factory))
+
+
+def test_dry_run_changes_nothing(project: Path, factory: AwsFactory) -> None:
+    create_service(factory)
+    put_image(factory, current_revision(project).tag)
+    out = io.StringIO()
+    assert commands.app_chain(
+        ["register-taskdef", "roll-service", "wait-healthy"], env="dev", dry_run=True, as_json=True,
+        runtime=runtime(project, factory, out),
+    ) is None
+    assert '"dry_run": true' in out.getvalue() and '"register-taskdef"' in out.getvalue()
+    assert len(revisions(factory)) == 1
+
+
+def test_aws_errors_during_a_step_become_failures_with_a_next_step(project: Path, factory: AwsFactory) -> None:
+    create_service(factory)
+    put_image(factory, current_revision(project).tag)
+    rt = runtime(project, factory)
+    ecs = factory.client("ecs")
+    ecs.register_task_definition = Mock(side_effect=_client_error("ServerException", "boom"))
+    with pytest.raises(StepFailed, match=r"RegisterTaskDefinition failed \(ServerException\): boom"):
+        commands.app_chain(["register-taskdef"], env="dev", runtime=rt)
+
+
+def _client_error(code: str, message: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": message}}, "RegisterTaskDefinition")

@@ -1,0 +1,82 @@
+"""The tasks as a user runs them: bad input exits 2 with a clear message and changes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, git
+
+
+def inv(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYKIT_")}
+    # Docker is pointed nowhere: these commands must fail before they would need it.
+    environ.update(DOCKER_HOST="unix:///nonexistent/docker.sock", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        cwd=cwd, capture_output=True, text=True, env=environ, timeout=60,
+    )
+
+
+def test_list_shows_the_five_chain_tasks_with_help(project: Path) -> None:
+    done = inv(project, "--list")
+    assert done.returncode == 0
+    for name in ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "base-image", "deploy.app"):
+        assert f"  {name} " in done.stdout, name
+    helped = inv(project, "-h", "build")
+    assert "--allow-dirty" in helped.stdout and "--dry-run" in helped.stdout and "--json" in helped.stdout
+
+
+def test_unknown_environment_exits_2(project: Path) -> None:
+    done = inv(project, "build", "--env", "staging")
+    assert done.returncode == 2
+    assert "unknown environment 'staging'" in done.stderr and "→ next:" in done.stderr
+
+
+def test_malformed_deploy_toml_exits_2(project: Path) -> None:
+    (project / "deploy.toml").write_text("[environments.sandbox\n")
+    done = inv(project, "build")
+    assert done.returncode == 2 and "is not valid TOML" in done.stderr
+
+
+def test_unknown_key_exits_2_and_names_it(project: Path) -> None:
+    text = (project / "deploy.toml").read_text().replace('container = "backend"', 'containr = "backend"', 1)
+    (project / "deploy.toml").write_text(text)
+    done = inv(project, "push")
+    assert done.returncode == 2 and "environments.sandbox.containr" in done.stderr
+
+
+def test_dirty_tree_exits_2_and_changes_nothing(project: Path) -> None:
+    (project / "backend" / "app" / "main.py").write_text("# edited\n")
+    before = git(project, "status", "--porcelain")
+    done = inv(project, "build")
+    assert done.returncode == 2
+    assert "uncommitted changes: backend/app/main.py" in done.stderr and "--allow-dirty" in done.stderr
+    assert git(project, "status", "--porcelain") == before
+
+
+def test_docker_engine_not_running_exits_2_with_how_to_start_it(project: Path) -> None:
+    done = inv(project, "build")
+    assert done.returncode == 2
+    assert "Docker engine is not answering" in done.stderr and "dockerd --bridge=none" in done.stderr
+
+
+def test_sandbox_endpoint_down_exits_2(project: Path) -> None:
+    text = (project / "deploy.toml").read_text().replace('registry = "127.0.0.1:5000"\n', "", 1)
+    text = text.replace("http://127.0.0.1:4566", "http://127.0.0.1:9")  # nothing listens on the discard port
+    (project / "deploy.toml").write_text(text)
+    git(project, "commit", "-qam", "no registry override")
+    done = inv(project, "register-taskdef")
+    assert done.returncode == 2
+    assert "is not answering" in done.stderr and "inv sandbox.up" in done.stderr
+
+
+@pytest.mark.parametrize("task", ["build", "push", "register-taskdef", "roll-service", "wait-healthy", "deploy.app"])
+def test_dry_run_of_each_task_needs_neither_docker_nor_aws(project: Path, task: str) -> None:
+    done = inv(project, task, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "dry run: nothing is changed" in done.stderr

@@ -1,0 +1,234 @@
+"""wait-healthy against the rollout shapes moto cannot produce, played by botocore's Stubber.
+
+Each poll asks, in order: DescribeServices, DescribeTaskDefinition (each new ARN once), ListTasks and
+DescribeTasks for running tasks of our PRIMARY, the same for stopped tasks of our deployment, then
+DescribeTargetHealth per target group.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+
+from deploykit.app_chain import WaitHealthy
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
+from deploykit.ecs import RolloutWaiter
+from deploykit.errors import StepFailed
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Plan
+from tests.functional.conftest import new_session
+
+CLUSTER, SERVICE, CONTAINER = "car-rental-cluster", "car-rental-service", "backend"
+ACCOUNT = "123456789012"
+OLD = f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task-definition/car-rental-backend:4"
+NEW = f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task-definition/car-rental-backend:5"
+REPO = f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend"
+IMAGE = f"{REPO}:new0000000000"
+TG = f"arn:aws:elasticloadbalancing:eu-west-1:{ACCOUNT}:targetgroup/app/0123456789abcdef"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def deployment(arn: str, status: str, rollout: str, running: int, desired: int = 2, **extra: Any) -> dict[str, Any]:
+    return {"id": f"ecs-svc/{arn[-1]}", "status": status, "taskDefinition": arn, "desiredCount": desired,
+            "pendingCount": desired - running if status == "PRIMARY" else 0, "runningCount": running,
+            "rolloutState": rollout, "createdAt": T0, **extra}
+
+
+def service(*deployments: dict[str, Any], running: int = 2, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    primary = next(d for d in deployments if d["status"] == "PRIMARY")
+    return {"services": [{
+        "serviceName": SERVICE, "status": "ACTIVE", "desiredCount": 2, "runningCount": running, "pendingCount": 0,
+        "taskDefinition": primary["taskDefinition"], "deployments": list(deployments), "events": events or [],
+        "loadBalancers": [{"targetGroupArn": TG, "containerName": CONTAINER, "containerPort": 8000}],
+    }]}
+
+
+def taskdef(arn: str, image: str) -> dict[str, Any]:
+    return {"taskDefinition": {"taskDefinitionArn": arn, "family": "car-rental-backend", "revision": int(arn[-1]),
+                               "containerDefinitions": [{"name": CONTAINER, "image": image}]}, "tags": []}
+
+
+def task(n: int, arn: str = NEW, *, stopped: str | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "taskArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/{CLUSTER}/task{n}", "taskDefinitionArn": arn,
+        "lastStatus": "STOPPED" if stopped else "RUNNING", "startedBy": f"ecs-svc/{arn[-1]}",
+        "attachments": [{"type": "ElasticNetworkInterface",
+                         "details": [{"name": "privateIPv4Address", "value": f"10.0.1.{n}"}]}],
+        "containers": [{"name": CONTAINER, "exitCode": 1, "reason": "OutOfMemoryError"}] if stopped else [],
+    }
+    if stopped:
+        data.update(stoppedReason=stopped, stoppedAt=T0 + timedelta(seconds=5))
+    return data
+
+
+def health(*states: tuple[int, str]) -> dict[str, Any]:
+    return {"TargetHealthDescriptions": [
+        {"Target": {"Id": f"10.0.1.{n}", "Port": 8000},
+         "TargetHealth": {"State": s, **({"Reason": "Target.ResponseCodeMismatch",
+                                           "Description": "Health checks failed with these codes: [500]"}
+                                          if s == "unhealthy" else {})}}
+        for n, s in states
+    ]}
+
+
+class Rollout:
+    """Queues the answers of successive polls on stubbed ECS and ELBv2 clients."""
+
+    def __init__(self) -> None:
+        session = new_session()
+        self.ecs = session.client("ecs")
+        self.elbv2 = session.client("elbv2")
+        self.ecs_stub, self.elb_stub = Stubber(self.ecs), Stubber(self.elbv2)
+        self.known: set[str] = set()
+
+    def poll(self, svc: dict[str, Any], running: list[dict[str, Any]] | None = None,
+             stopped: list[dict[str, Any]] | None = None, targets: dict[str, Any] | None = None) -> Rollout:
+        self.ecs_stub.add_response("describe_services", svc)
+        images = {OLD: f"{REPO}:old0000000000", NEW: IMAGE}
+        deployments = svc["services"][0]["deployments"]
+        for d in deployments:
+            if d["taskDefinition"] not in self.known:
+                self.known.add(d["taskDefinition"])
+                self.ecs_stub.add_response("describe_task_definition", taskdef(d["taskDefinition"], images[d["taskDefinition"]]))
+        primary = next(d for d in deployments if d["status"] == "PRIMARY")
+        ours = any(d["taskDefinition"] == NEW for d in deployments)
+        if primary["taskDefinition"] == NEW:
+            self._tasks(running or [])
+        if ours:
+            self._tasks(stopped or [])
+        if primary["taskDefinition"] == NEW and running:
+            self.elb_stub.add_response("describe_target_health", targets or {"TargetHealthDescriptions": []})
+        return self
+
+    def _tasks(self, tasks: list[dict[str, Any]]) -> None:
+        self.ecs_stub.add_response("list_tasks", {"taskArns": [t["taskArn"] for t in tasks]})
+        if tasks:
+            self.ecs_stub.add_response("describe_tasks", {"tasks": tasks, "failures": []})
+
+    def wait(self, timeout: float = 60, poll: float = 1.0) -> tuple[Any, list[str], FakeClock]:
+        said: list[str] = []
+        clock = FakeClock(T0)
+        with self.ecs_stub, self.elb_stub:
+            verdict = RolloutWaiter(self.ecs, self.elbv2, clock, say=said.append).wait(
+                cluster=CLUSTER, service=SERVICE, container=CONTAINER, image=IMAGE, timeout=timeout, poll=poll
+            )
+            self.ecs_stub.assert_no_pending_responses()
+            self.elb_stub.assert_no_pending_responses()
+        return verdict, said, clock
+
+
+def test_in_progress_then_completed_with_healthy_targets_succeeds() -> None:
+    event = {"id": "e1", "createdAt": T0 + timedelta(seconds=1), "message": "(service car-rental-service) has started 2 tasks"}
+    rollout = (
+        Rollout()
+        .poll(service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)))
+        .poll(service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 2), deployment(OLD, "ACTIVE", "COMPLETED", 2),
+                      events=[event]),
+              running=[task(1), task(2)], targets=health((1, "initial"), (2, "healthy")))
+        .poll(service(deployment(NEW, "PRIMARY", "COMPLETED", 2), events=[event]),
+              running=[task(1), task(2)], targets=health((1, "healthy"), (2, "healthy")))
+    )
+    verdict, said, clock = rollout.wait(poll=1.0)
+    assert verdict.state == "healthy"
+    assert clock.sleeps == [1.0, 1.0]  # polled every second, no more
+    assert any("event: (service car-rental-service) has started 2 tasks" in line for line in said)
+    assert any("targets 1/2 healthy (initial)" in line for line in said)
+    assert said[-1].startswith("[   2.0s] PRIMARY car-rental-backend:5 (new0000000000) COMPLETED running 2/2")
+
+
+def test_rollout_failed_fails_with_the_reason() -> None:
+    rollout = Rollout().poll(service(
+        deployment(NEW, "PRIMARY", "FAILED", 0, rolloutStateReason="ECS deployment circuit breaker: tasks failed to start."),
+        deployment(OLD, "ACTIVE", "COMPLETED", 2),
+    ))
+    verdict, _, _ = rollout.wait()
+    assert verdict.state == "failed" and "tasks failed to start" in verdict.reason
+
+
+def test_circuit_breaker_rollback_fails_even_though_the_service_is_stable() -> None:
+    rolled_back = {"id": "e2", "createdAt": T0 + timedelta(seconds=30),
+                   "message": "(service car-rental-service) (deployment ecs-svc/5) deployment failed: tasks failed to start, rolling back to deployment ecs-svc/4."}
+    rollout = (
+        Rollout()
+        .poll(service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)))
+        # the old revision is PRIMARY, COMPLETED and fully running again: ECS calls that stable
+        .poll(service(deployment(OLD, "PRIMARY", "COMPLETED", 2), events=[rolled_back]))
+    )
+    verdict, said, _ = rollout.wait()
+    assert verdict.state == "failed"
+    assert "circuit breaker rolled the service back to car-rental-backend:4 (old0000000000)" in verdict.reason
+    assert "rolling back to deployment ecs-svc/4" in verdict.reason
+    assert any("deployment failed" in line for line in said)
+
+
+def test_deadline_fails_with_the_last_state() -> None:
+    in_progress = service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 1), deployment(OLD, "ACTIVE", "COMPLETED", 2))
+    rollout = Rollout()
+    for _ in range(4):  # polls at 0, 1, 2, 3 s; the next would pass the 3.5 s deadline
+        rollout.poll(in_progress, running=[task(1)], targets=health((1, "healthy")))
+    verdict, _, clock = rollout.wait(timeout=3.5, poll=1.0)
+    assert verdict.state == "failed"
+    assert verdict.reason.startswith("deadline of 3.5s passed while waiting: rollout IN_PROGRESS")
+    assert clock.monotonic() == 3.0
+
+
+def test_unhealthy_targets_until_the_deadline_say_which_and_why() -> None:
+    done = service(deployment(NEW, "PRIMARY", "COMPLETED", 2))
+    rollout = Rollout()
+    for _ in range(2):
+        rollout.poll(done, running=[task(1), task(2)], targets=health((1, "healthy"), (2, "unhealthy")))
+    verdict, _, _ = rollout.wait(timeout=1.5, poll=1.0)
+    assert verdict.state == "failed"
+    assert "10.0.1.2:8000 unhealthy: Health checks failed with these codes: [500]" in verdict.reason
+
+
+def test_a_stopped_new_task_fails_fast_with_its_reason() -> None:
+    rollout = Rollout().poll(
+        service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)),
+        stopped=[task(3, stopped="Essential container in task exited")],
+    )
+    verdict, _, _ = rollout.wait()
+    assert verdict.state == "failed"
+    assert "Essential container in task exited" in verdict.reason and "OutOfMemoryError" in verdict.reason
+
+
+def test_throttling_is_retried_with_backoff() -> None:
+    rollout = Rollout()
+    rollout.ecs_stub.add_client_error("describe_services", "ThrottlingException", "Rate exceeded", 400)
+    rollout.poll(service(deployment(NEW, "PRIMARY", "COMPLETED", 2)), running=[task(1), task(2)],
+                 targets=health((1, "healthy"), (2, "healthy")))
+    verdict, said, clock = rollout.wait(poll=1.0)
+    assert verdict.state == "healthy"
+    assert clock.sleeps == [2.0]  # backed off
+    assert any("throttling (ThrottlingException)" in line for line in said)
+
+
+def test_wait_healthy_step_reports_failure_with_the_next_command(dev_env: EnvConfig) -> None:
+    rollout = Rollout().poll(service(deployment(OLD, "PRIMARY", "COMPLETED", 2)))
+    factory = AwsFactory(dev_env)
+    factory._clients.update(ecs=rollout.ecs, elbv2=rollout.elbv2)
+    out = io.StringIO()
+    clock = FakeClock(T0)
+    ctx = Context(None, dev_env, factory, clock, Reporter(out, tty=False, clock=clock), lambda: None)  # type: ignore[arg-type]
+    with rollout.ecs_stub, rollout.elb_stub:
+        report = Executor(ctx).execute(
+            Plan("dev", (WaitHealthy(CLUSTER, SERVICE, CONTAINER, IMAGE, 60, 1.0),))
+        )
+    assert isinstance(report.error, StepFailed)
+    assert "is not rolling out" in report.error.message
+    assert report.error.next_step == "roll it first: inv roll-service"
+    assert report.records[0].status == "failed"
+
+
+@pytest.fixture
+def dev_env() -> EnvConfig:  # no moto needed: all answers come from the stubs
+    from deploykit.config import Stacks
+
+    return EnvConfig("dev", "eu-west-1", CLUSTER, SERVICE, CONTAINER, "car-rental-backend",
+                     Stacks("r", "d", "a", "f", "api"))
