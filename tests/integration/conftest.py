@@ -1,0 +1,130 @@
+"""Integration fixtures: the real Docker engine, a real registry on 127.0.0.1, the local base image.
+
+In CI (``CI`` set) a missing Docker engine or registry binary is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from deploykit import commands
+from deploykit.config import load_config
+from deploykit.errors import DeployKitError
+from deploykit.images import docker_client
+from tests.conftest import REPO
+
+CA_DIR = "/usr/local/share/ca-certificates"
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI needs it: run the suite through ./dev, which installs and starts it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> docker.DockerClient:
+    try:
+        return docker_client()
+    except DeployKitError as exc:
+        _unavailable(str(exc))
+        raise
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalRegistry:
+    """The CNCF distribution registry (Debian's docker-registry) on 127.0.0.1, started by pid."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        config = self.root / "config.yml"
+        config.write_text(REGISTRY_CONFIG.format(root=self.root / "data", port=self.port))
+        log = (self.root / "registry.log").open("ab")
+        self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+        (self.root / "registry.pid").write_text(str(self.process.pid))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"docker-registry did not answer on {self.host}; see {self.root / 'registry.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    if shutil.which("docker-registry") is None:
+        _unavailable("docker-registry is not installed (Debian package docker-registry)")
+    registry = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    registry.start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: docker.DockerClient) -> str:
+    """The local base image of the repository's deploy.toml, built once (about a minute) and cached."""
+    commands.base_image(runtime=commands.Runtime(config_path=REPO / "deploy.toml"))
+    return load_config(REPO / "deploy.toml").build.base.name
+
+
+@pytest.fixture
+def repository_name(request: pytest.FixtureRequest) -> str:
+    """A repository name of this test's own, so tests never see each other's images."""
+    return "it-" + request.node.name.lower().replace("_", "-")[:40] + f"-{os.getpid()}"
+
+
+@pytest.fixture
+def cleanup_images(docker_engine: docker.DockerClient, repository_name: str) -> Iterator[None]:
+    yield
+    for image in docker_engine.images.list():
+        for tag in image.tags:
+            if repository_name in tag:
+                try:
+                    docker_engine.images.remove(tag, noprune=False)
+                except docker.errors.APIError:
+                    pass

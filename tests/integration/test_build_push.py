@@ -1,0 +1,138 @@
+"""The backend image really built on the Docker engine and pushed to a real registry on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import docker
+import pytest
+
+from deploykit import commands
+from deploykit.errors import StepFailed, UsageError
+from deploykit.git import current_revision
+from deploykit.images import remote_digest
+from tests.conftest import git, make_project
+from tests.integration.conftest import CA_DIR, LocalRegistry, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image", "cleanup_images")]
+
+
+def runtime(project: Path) -> commands.Runtime:
+    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def statuses(report: commands.RunReport | None) -> dict[str, str]:
+    assert report is not None
+    return {r.step: r.status for r in report.records}
+
+
+def wait_http(url: str, timeout: float = 30) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return bytes(answer.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_build_push_run_then_a_one_file_change_rebuilds_from_cache(
+    tmp_path: Path, local_registry: LocalRegistry, repository_name: str, docker_engine: docker.DockerClient
+) -> None:
+    project = make_project(tmp_path / "p", registry=local_registry.host, repository=repository_name, ca_dir=CA_DIR)
+    revision = current_revision(project)
+
+    report = commands.app_chain(["build", "push"], runtime=runtime(project))
+    assert statuses(report) == {"base-image": "skipped", "build": "done", "push": "done"}
+    remote = f"{local_registry.host}/{repository_name}:{revision.tag}"
+    assert remote_digest(docker_engine, remote, None) == report.outputs()["digest"]
+
+    # the image runs, answers /health, and knows the commit it was built from
+    port = free_port()
+    container = docker_engine.containers.run(
+        f"{repository_name}:{revision.tag}", detach=True, network_mode="host",
+        environment={"HOST": "127.0.0.1", "PORT": str(port)},
+    )
+    try:
+        assert json.loads(wait_http(f"http://127.0.0.1:{port}/health")) == {"status": "ok"}
+        assert json.loads(wait_http(f"http://127.0.0.1:{port}/version")) == {"git_sha": revision.sha}
+        assert container.attrs["Config"]["User"] == "app"
+        assert container.attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
+    finally:
+        container.remove(force=True)
+
+    # one source file changes: the dependency layers come from the cache
+    main = project / "backend" / "app" / "main.py"
+    main.write_text(main.read_text() + "\n# a one-line change\n")
+    git(project, "commit", "-qam", "one-line change")
+    started = time.monotonic()
+    rebuilt = commands.app_chain(["build"], runtime=runtime(project))
+    rebuild_seconds = time.monotonic() - started
+    assert statuses(rebuilt)["build"] == "done"
+    assert rebuilt is not None
+    detail = rebuilt.records[-1].detail
+    cached = int(detail.split(", ")[-1].split("/")[0])
+    assert cached >= 9, detail  # base, certificates, venv, requirements, pip install, user... all cached
+    print(f"\nwarm rebuild after a one-file change: {rebuild_seconds:.2f}s ({detail})")
+
+    started = time.monotonic()
+    pushed = commands.app_chain(["push"], runtime=runtime(project))
+    print(f"push of that image: {time.monotonic() - started:.2f}s")
+    assert statuses(pushed) == {"push": "done"}
+
+    # pushing the same commit again is skipped: tags are immutable
+    assert statuses(commands.app_chain(["push"], runtime=runtime(project))) == {"push": "skipped"}
+    assert statuses(commands.app_chain(["build"], runtime=runtime(project)))["build"] == "skipped"
+
+
+def test_dirty_tree_is_refused_and_allowed_dirty_builds_are_tagged_so(
+    tmp_path: Path, local_registry: LocalRegistry, repository_name: str, docker_engine: docker.DockerClient
+) -> None:
+    project = make_project(tmp_path / "p", registry=local_registry.host, repository=repository_name, ca_dir=CA_DIR)
+    (project / "backend" / "app" / "main.py").write_text(
+        (project / "backend" / "app" / "main.py").read_text() + "\n# uncommitted\n"
+    )
+    before = {t for i in docker_engine.images.list() for t in i.tags}
+    with pytest.raises(UsageError, match="uncommitted changes"):
+        commands.app_chain(["build"], runtime=runtime(project))
+    assert {t for i in docker_engine.images.list() for t in i.tags} == before  # nothing was built
+
+    report = commands.app_chain(["build"], allow_dirty=True, runtime=runtime(project))
+    assert report is not None
+    tag = report.outputs()["image"].split(":")[-1]
+    assert tag.startswith(current_revision(project, allow_dirty=True).short + "-dirty-")
+    label = docker_engine.images.get(report.outputs()["image"]).labels["io.deploykit.git-sha"]
+    assert label == tag
+
+
+def test_a_build_error_names_the_instruction_and_shows_its_log(
+    tmp_path: Path, local_registry: LocalRegistry, repository_name: str
+) -> None:
+    project = make_project(tmp_path / "p", registry=local_registry.host, repository=repository_name, ca_dir=CA_DIR)
+    dockerfile = project / "backend" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace(
+        "WORKDIR /app\n", "WORKDIR /app\nRUN echo 'compiling the fleet' && exit 3\n"
+    ))
+    git(project, "commit", "-qam", "broken build")
+    with pytest.raises(StepFailed) as err:
+        commands.app_chain(["build"], runtime=runtime(project))
+    text = str(err.value)
+    assert "at 'RUN echo 'compiling the fleet' && exit 3'" in text
+    assert "returned a non-zero code: 3" in text
+    assert "| compiling the fleet" in text
+    assert "inv build" in text
+
+
+def test_push_to_a_registry_that_is_down_fails_clearly(tmp_path: Path, repository_name: str) -> None:
+    project = make_project(tmp_path / "p", registry=f"127.0.0.1:{free_port()}", repository=repository_name,
+                           ca_dir=CA_DIR)
+    with pytest.raises(StepFailed) as err:
+        commands.app_chain(["build", "push"], runtime=runtime(project))
+    assert "connection refused" in err.value.message
+    assert "registry is not reachable" in (err.value.next_step or "")
