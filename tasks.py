@@ -13,7 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from invoke import Collection, Context, Exit, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from deploykit import commands
 from deploykit.errors import DeployKitError
@@ -57,58 +60,71 @@ def _chain(stages: tuple[str, ...], env: str | None, dry_run: bool, json_: bool,
 
 @task(help=CHAIN_HELP)
 @reports_errors
-def build(c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False,
-          allow_dirty: bool = False) -> None:
+def build(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+) -> None:
     """Build the backend image with the Docker SDK, tagged with the git SHA."""
     _chain(("build",), env, dry_run, json_, allow_dirty)
 
 
 @task(help=CHAIN_HELP)
 @reports_errors
-def push(c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False,
-         allow_dirty: bool = False) -> None:
+def push(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+) -> None:
     """Push the image of this commit to the environment's registry (skipped when already there)."""
     _chain(("push",), env, dry_run, json_, allow_dirty)
 
 
 @task(help=CHAIN_HELP)
 @reports_errors
-def register_taskdef(c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False,
-                     allow_dirty: bool = False) -> None:
+def register_taskdef(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+) -> None:
     """Register a task-definition revision that runs this commit's image (only the image changes)."""
     _chain(("register-taskdef",), env, dry_run, json_, allow_dirty)
 
 
 @task(help=CHAIN_HELP)
 @reports_errors
-def roll_service(c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False,
-                 allow_dirty: bool = False) -> None:
+def roll_service(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+) -> None:
     """Point the ECS service at the revision that runs this commit's image."""
     _chain(("roll-service",), env, dry_run, json_, allow_dirty)
 
 
 @task(help=CHAIN_HELP)
 @reports_errors
-def wait_healthy(c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False,
-                 allow_dirty: bool = False) -> None:
+def wait_healthy(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+) -> None:
     """Wait until this commit's revision is PRIMARY, COMPLETED and healthy behind the ALB."""
     _chain(("wait-healthy",), env, dry_run, json_, allow_dirty)
 
 
 @task(help=BASE_HELP)
 @reports_errors
-def base_image(c: Context, env: str | None = None, force: bool = False, dry_run: bool = False,
-               json_: bool = False) -> None:
+def base_image(
+    c: Context, env: str | None = None, force: bool = False, dry_run: bool = False, json_: bool = False
+) -> None:
     """Build the local Debian/Python base image (mmdebstrap | docker import), cached."""
     commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
 
 
 @task(name="app", help=CHAIN_HELP)
 @reports_errors
-def deploy_app(c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False,
-               allow_dirty: bool = False) -> None:
+def deploy_app(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+) -> None:
     """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy."""
-    _chain(("build", "push", "register-taskdef", "roll-service", "wait-healthy"), env, dry_run, json_, allow_dirty)
+    _chain(
+        ("build", "push", "register-taskdef", "roll-service", "wait-healthy"),
+        env,
+        dry_run,
+        json_,
+        allow_dirty,
+    )
 
 
 deploy = Collection("deploy")

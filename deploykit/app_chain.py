@@ -59,8 +59,7 @@ class EnsureBaseImage(Step):
             client.images.pull(self.image)
         except docker.errors.APIError as exc:
             raise EnvironmentNotReady(
-                f"base image {self.image} is not on this Docker engine and cannot be pulled: "
-                f"{images._short(exc)}",
+                f"base image {self.image} is not on this Docker engine and cannot be pulled: {images._short(exc)}",
                 next_step=f"build the local base with 'inv base-image' and set base_image = "
                 f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself",
             ) from None
@@ -126,8 +125,12 @@ class PushImage(Step):
             raise UsageError(f"image {self.local_image} has not been built here", next_step="run: inv build")
         client.api.tag(self.local_image, self.repository, self.tag)
         pushed = images.push_image(
-            client, repository=self.repository, tag=self.tag, auth=auth,
-            say=ctx.reporter.line, status=ctx.reporter.status,
+            client,
+            repository=self.repository,
+            tag=self.tag,
+            auth=auth,
+            say=ctx.reporter.line,
+            status=ctx.reporter.status,
         )
         confirmed = images.remote_digest(client, self.remote, auth)
         if confirmed != pushed.digest:
@@ -259,12 +262,19 @@ class WaitHealthy(Step):
 
     def run(self, ctx: Context) -> Outcome:
         waiter = ecs.RolloutWaiter(
-            ctx.aws.client("ecs"), ctx.aws.client("elbv2"), ctx.clock,
-            say=ctx.reporter.line, status=ctx.reporter.status,
+            ctx.aws.client("ecs"),
+            ctx.aws.client("elbv2"),
+            ctx.clock,
+            say=ctx.reporter.line,
+            status=ctx.reporter.status,
         )
         verdict = waiter.wait(
-            cluster=self.cluster, service=self.service, container=self.container,
-            image=self.image, timeout=self.timeout, poll=self.poll,
+            cluster=self.cluster,
+            service=self.service,
+            container=self.container,
+            image=self.image,
+            timeout=self.timeout,
+            poll=self.poll,
         )
         if verdict.state == "healthy":
             return Outcome.done(f"healthy: {verdict.summary}")

@@ -52,9 +52,10 @@ class AwsFactory:
 
     @property
     def botocore_config(self) -> BotoConfig:
+        retries: Any = {"mode": self.env.retry_mode, "max_attempts": self.env.max_attempts}
         return BotoConfig(
             region_name=self.env.region,
-            retries={"mode": self.env.retry_mode, "max_attempts": self.env.max_attempts},  # type: ignore[typeddict-item]
+            retries=retries,
             connect_timeout=self.env.connect_timeout,
             read_timeout=self.env.read_timeout,
             user_agent_extra="deploykit",
@@ -74,7 +75,11 @@ class AwsFactory:
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
     """Turn a botocore failure into a message that says what failed and what to run next."""
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
-        how = f"aws sso login --profile {env.profile}" if env.profile else "aws configure (or set 'profile' in deploy.toml)"
+        how = (
+            f"aws sso login --profile {env.profile}"
+            if env.profile
+            else "aws configure (or set 'profile' in deploy.toml)"
+        )
         return UsageError(f"no AWS credentials for environment {env.name!r}", next_step=f"run: {how}")
     if isinstance(exc, botocore.exceptions.TokenRetrievalError | botocore.exceptions.SSOTokenLoadError):
         return UsageError(

@@ -8,6 +8,7 @@ with the hash of what it was built from; it is rebuilt only when that changes (o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import subprocess
@@ -61,7 +62,7 @@ def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[s
         "--variant=minbase",
         "--mode=auto",
         f"--include={','.join(spec.packages)}",
-        "--aptopt=Acquire::Languages \"none\"",
+        '--aptopt=Acquire::Languages "none"',
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -84,9 +85,7 @@ def build_base_image(
             next_step="run any command through ./dev (it installs it on Debian), or: apt-get install mmdebstrap",
         )
     repository, _, tag = spec.name.rpartition(":") if ":" in spec.name.split("/")[-1] else (spec.name, "", "latest")
-    process = subprocess.Popen(
-        mmdebstrap_command(spec, extra_ca_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen(mmdebstrap_command(spec, extra_ca_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     log: list[str] = []
 
@@ -137,7 +136,5 @@ def build_base_image(
 
 
 def _remove(client: docker.DockerClient, ref: str) -> None:
-    try:
+    with contextlib.suppress(docker.errors.APIError):
         client.images.remove(ref, noprune=True)
-    except docker.errors.APIError:
-        pass

@@ -53,8 +53,16 @@ def _load(runtime: Runtime, env_name: str | None) -> tuple[Config, EnvConfig]:
     return config, config.environment(env_name)
 
 
-def run_plan(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan, *, dry_run: bool, as_json: bool,
-             aws: AwsFactory | None = None) -> RunReport | None:
+def run_plan(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    plan: Plan,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    aws: AwsFactory | None = None,
+) -> RunReport | None:
     """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any."""
     if dry_run:
         if as_json:
@@ -97,7 +105,11 @@ def app_chain(
 
 
 def base_image(
-    *, env: str | None = None, force: bool = False, dry_run: bool = False, as_json: bool = False,
+    *,
+    env: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Make sure the environment's base image is on the Docker engine (build the local one if needed)."""

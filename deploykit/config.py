@@ -252,9 +252,7 @@ def _coerce(hint: Any, value: Any, key_path: str, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (str, int, float, bool) and (
-        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
-    ):
+    if hint in (str, int, float, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(
             f"{where}: {key_path!r} must be {hint.__name__}, not {type(value).__name__} ({value!r})",
             next_step=f"fix the value of {key_path} in {where}",

@@ -41,7 +41,13 @@ REGISTER_FIELDS = (
 )
 
 THROTTLING_CODES = frozenset(
-    {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled"}
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestThrottled",
+    }
 )
 
 
@@ -253,7 +259,11 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool) -> Verdic
         if seen_ours_primary or ours:
             reason = _rollback_reason(service) or "no reason in the service events"
             return Verdict("failed", summary, f"circuit breaker rolled the service back to {back_to}: {reason}")
-        return Verdict("failed", summary, f"the service is not rolling out {image}: its PRIMARY deployment runs {back_to}")
+        return Verdict(
+            "failed",
+            summary,
+            f"the service is not rolling out {image}: its PRIMARY deployment runs {back_to}",
+        )
     for task in snapshot.stopped_tasks:
         return Verdict("failed", summary, f"a new task stopped: {describe_stopped(task)}")
     if primary.get("rolloutState") == "FAILED":
@@ -267,9 +277,7 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool) -> Verdic
     if len(service.get("deployments", [])) > 1:
         return Verdict("waiting", summary, "old deployments are still draining")
     if primary.get("runningCount", 0) != desired or service.get("runningCount", 0) != desired:
-        return Verdict(
-            "waiting", summary, f"running {primary.get('runningCount', 0)} of {desired} desired tasks"
-        )
+        return Verdict("waiting", summary, f"running {primary.get('runningCount', 0)} of {desired} desired tasks")
     if snapshot.expected_targets:
         unhealthy = [t for t in snapshot.targets if t.state != "healthy"]
         if unhealthy or len(snapshot.targets) < snapshot.expected_targets:
@@ -394,8 +402,10 @@ class RolloutWaiter:
                 if not is_throttling(exc):
                     raise
                 interval = min(interval * 2, poll * 8)
-                self.say(f"[{elapsed:6.1f}s] AWS is throttling ({exc.response['Error']['Code']}); "
-                         f"polling every {interval:.0f}s")
+                self.say(
+                    f"[{elapsed:6.1f}s] AWS is throttling ({exc.response['Error']['Code']}); "
+                    f"polling every {interval:.0f}s"
+                )
             else:
                 interval = poll
                 primary = primary_deployment(snapshot.service)
@@ -434,7 +444,8 @@ class RolloutWaiter:
         if primary and images.get(primary.get("taskDefinition", "")) == image:
             tasks = self._tasks(cluster, service_name, "RUNNING")
             running = [
-                t for t in tasks
+                t
+                for t in tasks
                 if t.get("taskDefinitionArn") == primary["taskDefinition"] and t.get("lastStatus") == "RUNNING"
             ]
         if ours:

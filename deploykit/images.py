@@ -63,13 +63,13 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
     trust a corporate TLS proxy and pip inside ``docker build`` can reach the package index.
     """
     if not (context / dockerfile).is_file():
-        raise UsageError(
-            f"no {dockerfile} in {context}", next_step="fix [build] context / dockerfile in deploy.toml"
-        )
+        raise UsageError(f"no {dockerfile} in {context}", next_step="fix [build] context / dockerfile in deploy.toml")
     ignore = context / ".dockerignore"
-    patterns = [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")] if (
-        ignore.is_file()
-    ) else []
+    patterns = (
+        [p.strip() for p in ignore.read_text().splitlines() if p.strip() and not p.startswith("#")]
+        if (ignore.is_file())
+        else []
+    )
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):
@@ -225,7 +225,9 @@ class PushStream:
         self.status(self.progress())
 
     def progress(self) -> str:
-        done = sum(1 for s in self.layers.values() if s in ("Pushed", "Layer already exists") or s.startswith("Mounted"))
+        done = sum(
+            1 for s in self.layers.values() if s in ("Pushed", "Layer already exists") or s.startswith("Mounted")
+        )
         moving = [layer for layer, s in self.layers.items() if s == "Pushing"]
         current = sum(self.sizes.get(layer, (0, 0))[0] for layer in moving)
         total = sum(self.sizes.get(layer, (0, 0))[1] for layer in moving)

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deploykit.app_chain import BuildImage, EnsureBaseImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
+from deploykit.app_chain import (
+    BuildImage,
+    EnsureBaseImage,
+    PushImage,
+    RegisterTaskDef,
+    RollService,
+    WaitHealthy,
+)
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import UsageError
 from deploykit.git import Revision
@@ -70,8 +77,14 @@ def app_chain_plan(
             steps.append(PushImage(local_image(env, revision), str(repository_uri), revision.tag))
         elif stage == "register-taskdef":
             steps.append(
-                RegisterTaskDef(env.cluster, env.service, env.container, str(repository_uri), revision.tag,
-                                revision.sha if not revision.dirty else revision.tag)
+                RegisterTaskDef(
+                    env.cluster,
+                    env.service,
+                    env.container,
+                    str(repository_uri),
+                    revision.tag,
+                    revision.sha if not revision.dirty else revision.tag,
+                )
             )
         elif stage == "roll-service":
             steps.append(RollService(env.cluster, env.service, env.container, image))

@@ -75,7 +75,9 @@ def make_project(
     root.mkdir(parents=True, exist_ok=True)
     (root / "deploy.toml").write_text(SANDBOX_TOML.format(registry=registry, repository=repository, ca_dir=ca_dir))
     shutil.copytree(
-        REPO / "backend", root / "backend", ignore=shutil.ignore_patterns("__pycache__", "*.crt", ".pytest_cache")
+        REPO / "backend",
+        root / "backend",
+        ignore=shutil.ignore_patterns("__pycache__", "*.crt", ".pytest_cache"),
     )
     (root / ".gitignore").write_text(".sandbox/\n__pycache__/\n")
     git(root, "init", "-q", "-b", "main")

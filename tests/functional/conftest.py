@@ -52,11 +52,21 @@ CONTAINER = {
     "portMappings": [{"containerPort": 8000, "protocol": "tcp"}],
     "environment": [{"name": "TABLE_NAME", "value": "cars"}, {"name": "PORT", "value": "8000"}],
     "secrets": [{"name": "API_KEY", "valueFrom": "arn:aws:ssm:eu-west-1:123456789012:parameter/api-key"}],
-    "healthCheck": {"command": ["CMD-SHELL", "curl -f http://localhost:8000/health"], "interval": 5,
-                    "timeout": 2, "retries": 2, "startPeriod": 10},
-    "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/car-rental",
-                                                            "awslogs-region": "eu-west-1",
-                                                            "awslogs-stream-prefix": "backend"}},
+    "healthCheck": {
+        "command": ["CMD-SHELL", "curl -f http://localhost:8000/health"],
+        "interval": 5,
+        "timeout": 2,
+        "retries": 2,
+        "startPeriod": 10,
+    },
+    "logConfiguration": {
+        "logDriver": "awslogs",
+        "options": {
+            "awslogs-group": "/ecs/car-rental",
+            "awslogs-region": "eu-west-1",
+            "awslogs-stream-prefix": "backend",
+        },
+    },
 }
 
 
@@ -86,15 +96,19 @@ def create_service(factory: AwsFactory) -> dict[str, Any]:
         taskDefinition=td["taskDefinitionArn"],
         desiredCount=2,
         launchType="FARGATE",
-        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "DISABLED"}},
+        networkConfiguration={
+            "awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "DISABLED"}
+        },
     )
     return dict(td)
 
 
 def put_image(factory: AwsFactory, tag: str) -> None:
-    manifest = '{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", ' \
-               '"config": {"digest": "sha256:' + "a" * 64 + '", "size": 1, ' \
-               '"mediaType": "application/vnd.docker.container.image.v1+json"}, "layers": []}'
+    manifest = (
+        '{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", '
+        '"config": {"digest": "sha256:' + "a" * 64 + '", "size": 1, '
+        '"mediaType": "application/vnd.docker.container.image.v1+json"}, "layers": []}'
+    )
     factory.client("ecr").put_image(repositoryName="car-rental-backend", imageManifest=manifest, imageTag=tag)
 
 

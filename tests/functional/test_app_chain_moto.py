@@ -112,10 +112,16 @@ def test_dry_run_changes_nothing(project: Path, factory: AwsFactory) -> None:
     create_service(factory)
     put_image(factory, current_revision(project).tag)
     out = io.StringIO()
-    assert commands.app_chain(
-        ["register-taskdef", "roll-service", "wait-healthy"], env="dev", dry_run=True, as_json=True,
-        runtime=runtime(project, factory, out),
-    ) is None
+    assert (
+        commands.app_chain(
+            ["register-taskdef", "roll-service", "wait-healthy"],
+            env="dev",
+            dry_run=True,
+            as_json=True,
+            runtime=runtime(project, factory, out),
+        )
+        is None
+    )
     assert '"dry_run": true' in out.getvalue() and '"register-taskdef"' in out.getvalue()
     assert len(revisions(factory)) == 1
 

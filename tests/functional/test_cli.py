@@ -18,14 +18,26 @@ def inv(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ.update(DOCKER_HOST="unix:///nonexistent/docker.sock", **env)
     return subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        cwd=cwd, capture_output=True, text=True, env=environ, timeout=60,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
     )
 
 
 def test_list_shows_the_five_chain_tasks_with_help(project: Path) -> None:
     done = inv(project, "--list")
     assert done.returncode == 0
-    for name in ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "base-image", "deploy.app"):
+    for name in (
+        "build",
+        "push",
+        "register-taskdef",
+        "roll-service",
+        "wait-healthy",
+        "base-image",
+        "deploy.app",
+    ):
         assert f"  {name} " in done.stdout, name
     helped = inv(project, "-h", "build")
     assert "--allow-dirty" in helped.stdout and "--dry-run" in helped.stdout and "--json" in helped.stdout

@@ -35,31 +35,64 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def deployment(arn: str, status: str, rollout: str, running: int, desired: int = 2, **extra: Any) -> dict[str, Any]:
-    return {"id": f"ecs-svc/{arn[-1]}", "status": status, "taskDefinition": arn, "desiredCount": desired,
-            "pendingCount": desired - running if status == "PRIMARY" else 0, "runningCount": running,
-            "rolloutState": rollout, "createdAt": T0, **extra}
+    return {
+        "id": f"ecs-svc/{arn[-1]}",
+        "status": status,
+        "taskDefinition": arn,
+        "desiredCount": desired,
+        "pendingCount": desired - running if status == "PRIMARY" else 0,
+        "runningCount": running,
+        "rolloutState": rollout,
+        "createdAt": T0,
+        **extra,
+    }
 
 
-def service(*deployments: dict[str, Any], running: int = 2, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def service(
+    *deployments: dict[str, Any], running: int = 2, events: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     primary = next(d for d in deployments if d["status"] == "PRIMARY")
-    return {"services": [{
-        "serviceName": SERVICE, "status": "ACTIVE", "desiredCount": 2, "runningCount": running, "pendingCount": 0,
-        "taskDefinition": primary["taskDefinition"], "deployments": list(deployments), "events": events or [],
-        "loadBalancers": [{"targetGroupArn": TG, "containerName": CONTAINER, "containerPort": 8000}],
-    }]}
+    return {
+        "services": [
+            {
+                "serviceName": SERVICE,
+                "status": "ACTIVE",
+                "desiredCount": 2,
+                "runningCount": running,
+                "pendingCount": 0,
+                "taskDefinition": primary["taskDefinition"],
+                "deployments": list(deployments),
+                "events": events or [],
+                "loadBalancers": [{"targetGroupArn": TG, "containerName": CONTAINER, "containerPort": 8000}],
+            }
+        ]
+    }
 
 
 def taskdef(arn: str, image: str) -> dict[str, Any]:
-    return {"taskDefinition": {"taskDefinitionArn": arn, "family": "car-rental-backend", "revision": int(arn[-1]),
-                               "containerDefinitions": [{"name": CONTAINER, "image": image}]}, "tags": []}
+    return {
+        "taskDefinition": {
+            "taskDefinitionArn": arn,
+            "family": "car-rental-backend",
+            "revision": int(arn[-1]),
+            "containerDefinitions": [{"name": CONTAINER, "image": image}],
+        },
+        "tags": [],
+    }
 
 
 def task(n: int, arn: str = NEW, *, stopped: str | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "taskArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/{CLUSTER}/task{n}", "taskDefinitionArn": arn,
-        "lastStatus": "STOPPED" if stopped else "RUNNING", "startedBy": f"ecs-svc/{arn[-1]}",
-        "attachments": [{"type": "ElasticNetworkInterface",
-                         "details": [{"name": "privateIPv4Address", "value": f"10.0.1.{n}"}]}],
+        "taskArn": f"arn:aws:ecs:eu-west-1:{ACCOUNT}:task/{CLUSTER}/task{n}",
+        "taskDefinitionArn": arn,
+        "lastStatus": "STOPPED" if stopped else "RUNNING",
+        "startedBy": f"ecs-svc/{arn[-1]}",
+        "attachments": [
+            {
+                "type": "ElasticNetworkInterface",
+                "details": [{"name": "privateIPv4Address", "value": f"10.0.1.{n}"}],
+            }
+        ],
         "containers": [{"name": CONTAINER, "exitCode": 1, "reason": "OutOfMemoryError"}] if stopped else [],
     }
     if stopped:
@@ -68,13 +101,25 @@ def task(n: int, arn: str = NEW, *, stopped: str | None = None) -> dict[str, Any
 
 
 def health(*states: tuple[int, str]) -> dict[str, Any]:
-    return {"TargetHealthDescriptions": [
-        {"Target": {"Id": f"10.0.1.{n}", "Port": 8000},
-         "TargetHealth": {"State": s, **({"Reason": "Target.ResponseCodeMismatch",
-                                           "Description": "Health checks failed with these codes: [500]"}
-                                          if s == "unhealthy" else {})}}
-        for n, s in states
-    ]}
+    return {
+        "TargetHealthDescriptions": [
+            {
+                "Target": {"Id": f"10.0.1.{n}", "Port": 8000},
+                "TargetHealth": {
+                    "State": s,
+                    **(
+                        {
+                            "Reason": "Target.ResponseCodeMismatch",
+                            "Description": "Health checks failed with these codes: [500]",
+                        }
+                        if s == "unhealthy"
+                        else {}
+                    ),
+                },
+            }
+            for n, s in states
+        ]
+    }
 
 
 class Rollout:
@@ -87,15 +132,22 @@ class Rollout:
         self.ecs_stub, self.elb_stub = Stubber(self.ecs), Stubber(self.elbv2)
         self.known: set[str] = set()
 
-    def poll(self, svc: dict[str, Any], running: list[dict[str, Any]] | None = None,
-             stopped: list[dict[str, Any]] | None = None, targets: dict[str, Any] | None = None) -> Rollout:
+    def poll(
+        self,
+        svc: dict[str, Any],
+        running: list[dict[str, Any]] | None = None,
+        stopped: list[dict[str, Any]] | None = None,
+        targets: dict[str, Any] | None = None,
+    ) -> Rollout:
         self.ecs_stub.add_response("describe_services", svc)
         images = {OLD: f"{REPO}:old0000000000", NEW: IMAGE}
         deployments = svc["services"][0]["deployments"]
         for d in deployments:
             if d["taskDefinition"] not in self.known:
                 self.known.add(d["taskDefinition"])
-                self.ecs_stub.add_response("describe_task_definition", taskdef(d["taskDefinition"], images[d["taskDefinition"]]))
+                self.ecs_stub.add_response(
+                    "describe_task_definition", taskdef(d["taskDefinition"], images[d["taskDefinition"]])
+                )
         primary = next(d for d in deployments if d["status"] == "PRIMARY")
         ours = any(d["taskDefinition"] == NEW for d in deployments)
         if primary["taskDefinition"] == NEW:
@@ -124,15 +176,28 @@ class Rollout:
 
 
 def test_in_progress_then_completed_with_healthy_targets_succeeds() -> None:
-    event = {"id": "e1", "createdAt": T0 + timedelta(seconds=1), "message": "(service car-rental-service) has started 2 tasks"}
+    event = {
+        "id": "e1",
+        "createdAt": T0 + timedelta(seconds=1),
+        "message": "(service car-rental-service) has started 2 tasks",
+    }
     rollout = (
         Rollout()
         .poll(service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)))
-        .poll(service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 2), deployment(OLD, "ACTIVE", "COMPLETED", 2),
-                      events=[event]),
-              running=[task(1), task(2)], targets=health((1, "initial"), (2, "healthy")))
-        .poll(service(deployment(NEW, "PRIMARY", "COMPLETED", 2), events=[event]),
-              running=[task(1), task(2)], targets=health((1, "healthy"), (2, "healthy")))
+        .poll(
+            service(
+                deployment(NEW, "PRIMARY", "IN_PROGRESS", 2),
+                deployment(OLD, "ACTIVE", "COMPLETED", 2),
+                events=[event],
+            ),
+            running=[task(1), task(2)],
+            targets=health((1, "initial"), (2, "healthy")),
+        )
+        .poll(
+            service(deployment(NEW, "PRIMARY", "COMPLETED", 2), events=[event]),
+            running=[task(1), task(2)],
+            targets=health((1, "healthy"), (2, "healthy")),
+        )
     )
     verdict, said, clock = rollout.wait(poll=1.0)
     assert verdict.state == "healthy"
@@ -143,17 +208,29 @@ def test_in_progress_then_completed_with_healthy_targets_succeeds() -> None:
 
 
 def test_rollout_failed_fails_with_the_reason() -> None:
-    rollout = Rollout().poll(service(
-        deployment(NEW, "PRIMARY", "FAILED", 0, rolloutStateReason="ECS deployment circuit breaker: tasks failed to start."),
-        deployment(OLD, "ACTIVE", "COMPLETED", 2),
-    ))
+    rollout = Rollout().poll(
+        service(
+            deployment(
+                NEW,
+                "PRIMARY",
+                "FAILED",
+                0,
+                rolloutStateReason="ECS deployment circuit breaker: tasks failed to start.",
+            ),
+            deployment(OLD, "ACTIVE", "COMPLETED", 2),
+        )
+    )
     verdict, _, _ = rollout.wait()
     assert verdict.state == "failed" and "tasks failed to start" in verdict.reason
 
 
 def test_circuit_breaker_rollback_fails_even_though_the_service_is_stable() -> None:
-    rolled_back = {"id": "e2", "createdAt": T0 + timedelta(seconds=30),
-                   "message": "(service car-rental-service) (deployment ecs-svc/5) deployment failed: tasks failed to start, rolling back to deployment ecs-svc/4."}
+    rolled_back = {
+        "id": "e2",
+        "createdAt": T0 + timedelta(seconds=30),
+        "message": "(service car-rental-service) (deployment ecs-svc/5) deployment failed: "
+        "tasks failed to start, rolling back to deployment ecs-svc/4.",
+    }
     rollout = (
         Rollout()
         .poll(service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)))
@@ -201,8 +278,11 @@ def test_a_stopped_new_task_fails_fast_with_its_reason() -> None:
 def test_throttling_is_retried_with_backoff() -> None:
     rollout = Rollout()
     rollout.ecs_stub.add_client_error("describe_services", "ThrottlingException", "Rate exceeded", 400)
-    rollout.poll(service(deployment(NEW, "PRIMARY", "COMPLETED", 2)), running=[task(1), task(2)],
-                 targets=health((1, "healthy"), (2, "healthy")))
+    rollout.poll(
+        service(deployment(NEW, "PRIMARY", "COMPLETED", 2)),
+        running=[task(1), task(2)],
+        targets=health((1, "healthy"), (2, "healthy")),
+    )
     verdict, said, clock = rollout.wait(poll=1.0)
     assert verdict.state == "healthy"
     assert clock.sleeps == [2.0]  # backed off
@@ -217,9 +297,7 @@ def test_wait_healthy_step_reports_failure_with_the_next_command(dev_env: EnvCon
     clock = FakeClock(T0)
     ctx = Context(None, dev_env, factory, clock, Reporter(out, tty=False, clock=clock), lambda: None)  # type: ignore[arg-type]
     with rollout.ecs_stub, rollout.elb_stub:
-        report = Executor(ctx).execute(
-            Plan("dev", (WaitHealthy(CLUSTER, SERVICE, CONTAINER, IMAGE, 60, 1.0),))
-        )
+        report = Executor(ctx).execute(Plan("dev", (WaitHealthy(CLUSTER, SERVICE, CONTAINER, IMAGE, 60, 1.0),)))
     assert isinstance(report.error, StepFailed)
     assert "is not rolling out" in report.error.message
     assert report.error.next_step == "roll it first: inv roll-service"
@@ -230,5 +308,12 @@ def test_wait_healthy_step_reports_failure_with_the_next_command(dev_env: EnvCon
 def dev_env() -> EnvConfig:  # no moto needed: all answers come from the stubs
     from deploykit.config import Stacks
 
-    return EnvConfig("dev", "eu-west-1", CLUSTER, SERVICE, CONTAINER, "car-rental-backend",
-                     Stacks("r", "d", "a", "f", "api"))
+    return EnvConfig(
+        "dev",
+        "eu-west-1",
+        CLUSTER,
+        SERVICE,
+        CONTAINER,
+        "car-rental-backend",
+        Stacks("r", "d", "a", "f", "api"),
+    )

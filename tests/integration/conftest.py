@@ -5,6 +5,7 @@ In CI (``CI`` set) a missing Docker engine or registry binary is a failure, neve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -124,7 +125,5 @@ def cleanup_images(docker_engine: docker.DockerClient, repository_name: str) -> 
     for image in docker_engine.images.list():
         for tag in image.tags:
             if repository_name in tag:
-                try:
+                with contextlib.suppress(docker.errors.APIError):
                     docker_engine.images.remove(tag, noprune=False)
-                except docker.errors.APIError:
-                    pass

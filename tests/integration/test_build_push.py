@@ -56,7 +56,9 @@ def test_build_push_run_then_a_one_file_change_rebuilds_from_cache(
     # the image runs, answers /health, and knows the commit it was built from
     port = free_port()
     container = docker_engine.containers.run(
-        f"{repository_name}:{revision.tag}", detach=True, network_mode="host",
+        f"{repository_name}:{revision.tag}",
+        detach=True,
+        network_mode="host",
         environment={"HOST": "127.0.0.1", "PORT": str(port)},
     )
     try:
@@ -116,9 +118,9 @@ def test_a_build_error_names_the_instruction_and_shows_its_log(
 ) -> None:
     project = make_project(tmp_path / "p", registry=local_registry.host, repository=repository_name, ca_dir=CA_DIR)
     dockerfile = project / "backend" / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text().replace(
-        "WORKDIR /app\n", "WORKDIR /app\nRUN echo 'compiling the fleet' && exit 3\n"
-    ))
+    dockerfile.write_text(
+        dockerfile.read_text().replace("WORKDIR /app\n", "WORKDIR /app\nRUN echo 'compiling the fleet' && exit 3\n")
+    )
     git(project, "commit", "-qam", "broken build")
     with pytest.raises(StepFailed) as err:
         commands.app_chain(["build"], runtime=runtime(project))
@@ -130,8 +132,9 @@ def test_a_build_error_names_the_instruction_and_shows_its_log(
 
 
 def test_push_to_a_registry_that_is_down_fails_clearly(tmp_path: Path, repository_name: str) -> None:
-    project = make_project(tmp_path / "p", registry=f"127.0.0.1:{free_port()}", repository=repository_name,
-                           ca_dir=CA_DIR)
+    project = make_project(
+        tmp_path / "p", registry=f"127.0.0.1:{free_port()}", repository=repository_name, ca_dir=CA_DIR
+    )
     with pytest.raises(StepFailed) as err:
         commands.app_chain(["build", "push"], runtime=runtime(project))
     assert "connection refused" in err.value.message

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploykit.ecs import Snapshot, TargetState, assess, derive_registration, same_registration, task_endpoints
+from deploykit.ecs import (
+    Snapshot,
+    TargetState,
+    assess,
+    derive_registration,
+    same_registration,
+    task_endpoints,
+)
 
 OLD, NEW = "arn:aws:ecs:us-east-1:1:task-definition/app:4", "arn:aws:ecs:us-east-1:1:task-definition/app:5"
 IMAGE = "repo/app:new"
@@ -12,19 +19,40 @@ IMAGES = {OLD: "repo/app:old", NEW: IMAGE}
 
 
 def dep(arn: str, status: str, rollout: str, running: int = 2, desired: int = 2, **extra: Any) -> dict[str, Any]:
-    return {"id": f"ecs-svc/{arn[-1]}", "taskDefinition": arn, "status": status, "rolloutState": rollout,
-            "runningCount": running, "desiredCount": desired, **extra}
+    return {
+        "id": f"ecs-svc/{arn[-1]}",
+        "taskDefinition": arn,
+        "status": status,
+        "rolloutState": rollout,
+        "runningCount": running,
+        "desiredCount": desired,
+        **extra,
+    }
 
 
-def snap(*deployments: dict[str, Any], running: int = 2, targets: list[TargetState] | None = None,
-         expected: int = 0, stopped: list[dict[str, Any]] | None = None, events: list[Any] | None = None) -> Snapshot:
-    service = {"desiredCount": 2, "runningCount": running, "deployments": list(deployments), "events": events or []}
+def snap(
+    *deployments: dict[str, Any],
+    running: int = 2,
+    targets: list[TargetState] | None = None,
+    expected: int = 0,
+    stopped: list[dict[str, Any]] | None = None,
+    events: list[Any] | None = None,
+) -> Snapshot:
+    service = {
+        "desiredCount": 2,
+        "runningCount": running,
+        "deployments": list(deployments),
+        "events": events or [],
+    }
     return Snapshot(service, IMAGES, [], stopped or [], targets or [], expected)
 
 
 def test_in_progress_is_waiting() -> None:
-    verdict = assess(snap(dep(NEW, "PRIMARY", "IN_PROGRESS", 1), dep(OLD, "ACTIVE", "COMPLETED")), IMAGE,
-                     seen_ours_primary=False)
+    verdict = assess(
+        snap(dep(NEW, "PRIMARY", "IN_PROGRESS", 1), dep(OLD, "ACTIVE", "COMPLETED")),
+        IMAGE,
+        seen_ours_primary=False,
+    )
     assert verdict.state == "waiting" and "IN_PROGRESS" in verdict.reason
 
 
@@ -39,7 +67,9 @@ def test_completed_but_targets_not_healthy_keeps_waiting_and_says_why() -> None:
     targets = [TargetState("10.0.0.1:8000", "healthy"), TargetState("10.0.0.2:8000", "unhealthy", "HTTP 500")]
     verdict = assess(snap(dep(NEW, "PRIMARY", "COMPLETED"), targets=targets, expected=2), IMAGE, seen_ours_primary=True)
     assert verdict.state == "waiting" and "10.0.0.2:8000 unhealthy: HTTP 500" in verdict.reason
-    verdict = assess(snap(dep(NEW, "PRIMARY", "COMPLETED"), targets=targets[:1], expected=2), IMAGE, seen_ours_primary=True)
+    verdict = assess(
+        snap(dep(NEW, "PRIMARY", "COMPLETED"), targets=targets[:1], expected=2), IMAGE, seen_ours_primary=True
+    )
     assert verdict.state == "waiting" and "1 target(s) not registered yet" in verdict.reason
 
 
@@ -49,21 +79,33 @@ def test_running_below_desired_keeps_waiting() -> None:
 
 
 def test_failed_rollout_fails_with_its_reason() -> None:
-    verdict = assess(snap(dep(NEW, "PRIMARY", "FAILED", rolloutStateReason="tasks failed to start")), IMAGE,
-                     seen_ours_primary=True)
+    verdict = assess(
+        snap(dep(NEW, "PRIMARY", "FAILED", rolloutStateReason="tasks failed to start")),
+        IMAGE,
+        seen_ours_primary=True,
+    )
     assert verdict.state == "failed" and "tasks failed to start" in verdict.reason
 
 
 def test_circuit_breaker_rollback_is_a_failure_never_a_success() -> None:
     # ECS rolled back: the old revision is PRIMARY again (and COMPLETED, healthy) — still a failure.
-    events = [{"id": "e1", "message": "(service app) (deployment ecs-svc/5) deployment failed: tasks failed to start."}]
+    events = [
+        {
+            "id": "e1",
+            "message": "(service app) (deployment ecs-svc/5) deployment failed: tasks failed to start.",
+        }
+    ]
     verdict = assess(snap(dep(OLD, "PRIMARY", "COMPLETED"), events=events), IMAGE, seen_ours_primary=True)
     assert verdict.state == "failed"
     assert "circuit breaker rolled the service back to app:4 (old)" in verdict.reason
     assert "tasks failed to start" in verdict.reason
     verdict = assess(
-        snap(dep(OLD, "PRIMARY", "IN_PROGRESS"), dep(NEW, "ACTIVE", "FAILED", rolloutStateReason="circuit breaker")),
-        IMAGE, seen_ours_primary=False,
+        snap(
+            dep(OLD, "PRIMARY", "IN_PROGRESS"),
+            dep(NEW, "ACTIVE", "FAILED", rolloutStateReason="circuit breaker"),
+        ),
+        IMAGE,
+        seen_ours_primary=False,
     )
     assert verdict.state == "failed" and "rolled the service back" in verdict.reason
 
@@ -74,15 +116,23 @@ def test_a_service_that_never_rolled_to_us_is_reported() -> None:
 
 
 def test_stopped_new_task_fails_with_its_reason() -> None:
-    stopped = [{"taskArn": "arn:task/abc", "stoppedReason": "Essential container in task exited",
-                "containers": [{"name": "backend", "exitCode": 3, "reason": "CannotStartContainerError"}]}]
+    stopped = [
+        {
+            "taskArn": "arn:task/abc",
+            "stoppedReason": "Essential container in task exited",
+            "containers": [{"name": "backend", "exitCode": 3, "reason": "CannotStartContainerError"}],
+        }
+    ]
     verdict = assess(snap(dep(NEW, "PRIMARY", "IN_PROGRESS", 0), stopped=stopped), IMAGE, seen_ours_primary=True)
     assert verdict.state == "failed"
     assert "abc: Essential container in task exited" in verdict.reason and "exit code 3" in verdict.reason
 
 
 def test_task_endpoints_cover_awsvpc_and_host_bindings() -> None:
-    awsvpc = {"attachments": [{"details": [{"name": "privateIPv4Address", "value": "10.0.1.7"}]}], "containers": []}
+    awsvpc = {
+        "attachments": [{"details": [{"name": "privateIPv4Address", "value": "10.0.1.7"}]}],
+        "containers": [],
+    }
     assert task_endpoints(awsvpc, 8000) == {("10.0.1.7", 8000)}
     host = {"containers": [{"networkBindings": [{"bindIP": "127.0.0.1", "hostPort": 20001, "containerPort": 20001}]}]}
     assert task_endpoints(host, 8000) == {("127.0.0.1", 20001)}
@@ -90,12 +140,24 @@ def test_task_endpoints_cover_awsvpc_and_host_bindings() -> None:
 
 def test_registration_changes_only_the_image_and_tags_the_sha() -> None:
     current = {
-        "family": "app", "revision": 4, "taskDefinitionArn": OLD, "status": "ACTIVE", "cpu": "256", "memory": "512",
-        "networkMode": "awsvpc", "requiresCompatibilities": ["FARGATE"], "executionRoleArn": "arn:role/x",
+        "family": "app",
+        "revision": 4,
+        "taskDefinitionArn": OLD,
+        "status": "ACTIVE",
+        "cpu": "256",
+        "memory": "512",
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+        "executionRoleArn": "arn:role/x",
         "containerDefinitions": [
-            {"name": "backend", "image": "repo/app:old", "environment": [{"name": "A", "value": "1"}],
-             "secrets": [{"name": "S", "valueFrom": "arn:ssm"}], "healthCheck": {"command": ["CMD", "true"]},
-             "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "g"}}},
+            {
+                "name": "backend",
+                "image": "repo/app:old",
+                "environment": [{"name": "A", "value": "1"}],
+                "secrets": [{"name": "S", "valueFrom": "arn:ssm"}],
+                "healthCheck": {"command": ["CMD", "true"]},
+                "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "g"}},
+            },
             {"name": "sidecar", "image": "envoy:1"},
         ],
     }

@@ -48,7 +48,11 @@ class Boom(Step):
 def make_ctx(clock: FakeClock, stream: io.StringIO) -> Context:
     docker_factory = Mock(side_effect=AssertionError("no step here uses Docker"))
     return Context(
-        Mock(spec=Config), Mock(), Mock(spec=AwsFactory), clock, Reporter(stream, tty=False, clock=clock),
+        Mock(spec=Config),
+        Mock(),
+        Mock(spec=AwsFactory),
+        clock,
+        Reporter(stream, tty=False, clock=clock),
         docker_factory,
     )
 
@@ -72,14 +76,16 @@ def test_first_failure_stops_the_plan_and_is_reported() -> None:
     assert not report.ok and isinstance(report.error, StepFailed)
     assert [r.status for r in report.records] == ["done", "failed", "not run"]
     data = report.to_json()
-    assert data["ok"] is False and data["error"] == {"message": "it broke", "next_step": "fix it", "exit_code": 1}
+    assert data["ok"] is False and data["error"] == {
+        "message": "it broke",
+        "next_step": "fix it",
+        "exit_code": 1,
+    }
     json.dumps(data)  # serialisable
 
 
 def test_usage_errors_keep_exit_code_2() -> None:
-    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
-        Plan("sandbox", (Boom(UsageError("bad input")),))
-    )
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("sandbox", (Boom(UsageError("bad input")),)))
     assert report.error is not None and report.error.exit_code == 2
 
 
@@ -99,5 +105,9 @@ def test_dry_run_describes_every_step_and_runs_none() -> None:
     plan = Plan("sandbox", (Sleep(1.0), Boom(RuntimeError("must not run"))), "demo")
     text = describe_plan(plan)
     assert "dry run" in text and "sleep 1.0s" in text and "fail" in text
-    assert plan.to_json()["steps"][0] == {"step": "sleep", "describe": "sleep 1.0s", "inputs": {"seconds": 1.0, "skip": False}}
+    assert plan.to_json()["steps"][0] == {
+        "step": "sleep",
+        "describe": "sleep 1.0s",
+        "inputs": {"seconds": 1.0, "skip": False},
+    }
     assert "Nothing to do" in describe_plan(Plan("sandbox", ()))

@@ -24,8 +24,15 @@ def test_build_error_names_the_failing_instruction_and_shows_the_log_tail() -> N
     stream.feed({"stream": "Step 2/3 : RUN pip install -r requirements.txt\n"})
     stream.feed({"stream": "\x1b[91mERROR: No matching distribution found for fastapy\n\x1b[0m"})
     with pytest.raises(StepFailed) as err:
-        stream.feed({"errorDetail": {"code": 1, "message": "The command '/bin/sh -c pip install' returned a non-zero code: 1"},
-                     "error": "The command ... returned a non-zero code: 1"})
+        stream.feed(
+            {
+                "errorDetail": {
+                    "code": 1,
+                    "message": "The command '/bin/sh -c pip install' returned a non-zero code: 1",
+                },
+                "error": "The command ... returned a non-zero code: 1",
+            }
+        )
     text = str(err.value)
     assert "at 'RUN pip install -r requirements.txt'" in text
     assert "No matching distribution found for fastapy" in text and "\x1b" not in text
@@ -60,7 +67,10 @@ def test_push_progress_per_layer_and_digest() -> None:
 @pytest.mark.parametrize(
     ("message", "hint"),
     [
-        ("Get \"http://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused", "not reachable"),
+        (
+            'Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused',
+            "not reachable",
+        ),
         ("denied: Your authorization token has expired. Reauthenticate and try again.", "credentials"),
         ("tag invalid: The image tag 'abc' already exists and cannot be overwritten", "immutable"),
     ],
