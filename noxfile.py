@@ -15,7 +15,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "none"
 
-PY_SOURCES = ["deploykit", "tests", "backend", "tasks.py", "noxfile.py"]
+PY_SOURCES = ["deploykit", "tests", "backend", "lambda", "tasks.py", "noxfile.py"]
 
 
 def _run(session: nox.Session, *command: str) -> None:

@@ -1,0 +1,320 @@
+"""Reproducible Lambda packages: the same function folder gives the same zip, byte for byte.
+
+A function is a folder under ``lambda/`` holding ``handler.py`` (Lambda handler ``handler.handler``), its
+``requirements.txt`` if it needs anything beyond the runtime's boto3, and its ``tests/``. The zip's SHA-256
+names it (``lambda/<name>/<sha256>.zip``), so an upload can be skipped when that key already exists and a
+later stack deploy can point at exactly the code that is live.
+
+What goes in the zip:
+
+- every file of the folder except ``tests/`` and ``conftest.py`` at its top, caches at any depth
+  (``__pycache__/``, ``.pytest_cache/``, ``.mypy_cache/``, ``.ruff_cache/``, ``*.pyc``, ``*.pyo``) and
+  ``requirements.txt`` itself: it is a build input, and what it asks for is in the zip as vendored packages;
+- the packages ``requirements.txt`` lists, vendored at the zip's root by ``pip install --target`` for the
+  Lambda platform (manylinux2014 x86_64, CPython 3.11, wheels only). Vendoring is deterministic only if
+  the input is: every requirement must be pinned (``name==version`` or ``name @ url``) and, because pip runs
+  with ``--no-deps``, the file must list the whole dependency closure (as ``pip-compile`` or ``pip freeze``
+  write it). ``-r``/``-c``/``-e`` lines are refused (the cache key would not see the included file).
+  Console scripts (``bin/``, whose shebang names this machine's interpreter) are dropped, and so are their
+  lines in the ``RECORD`` files. The vendored tree is cached under ``requirements_cache`` by the hash of
+  ``requirements.txt`` and the pip platform options.
+
+How it is written: entries sorted by path (forward slashes), no directory entries, every date
+1980-01-01 00:00:00, Unix permissions 0644 (0755 when the source file has an executable bit), ZIP_DEFLATED
+at level 6, no comment. File mtimes, the order the file system lists entries, the umask and the folder's
+location do not change a byte. (The deflate output is zlib's: two machines agree when their zlib does,
+which the standard zlib does; a machine that differs only re-uploads the same code under another name.)
+Symbolic links to files are packaged as the files they point at; links to directories are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploykit.errors import StepFailed, UsageError
+
+HANDLER_MODULE = "handler.py"
+REQUIREMENTS = "requirements.txt"
+FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+COMPRESSLEVEL = 6
+FILE_MODE = 0o644
+EXECUTABLE_MODE = 0o755
+KEY_PREFIX = "lambda"
+
+# The Lambda runtime the vendored wheels are chosen for. Part of the vendoring cache key.
+PIP_PLATFORM_OPTIONS: tuple[str, ...] = (
+    "--platform",
+    "manylinux2014_x86_64",
+    "--only-binary=:all:",
+    "--implementation",
+    "cp",
+    "--python-version",
+    "3.11",
+)
+_VENDOR_FORMAT = "deploykit-vendor-v1"  # bump when the vendored tree's normalisation changes
+
+_EXCLUDED_TOP_LEVEL = frozenset({"tests", "conftest.py", REQUIREMENTS})
+_EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+_EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PINNED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*(===?\s*[^\s,;*]+|@\s*\S+)\s*(;.*)?$")
+_REFUSED_OPTIONS = ("-r", "--requirement", "-c", "--constraint", "-e", "--editable")
+
+Installer = Callable[[Path, Path], None]
+"""Installs the requirements file (first argument) into the target directory (second argument)."""
+
+
+@dataclass(frozen=True)
+class Package:
+    """One function's zip and the names derived from its content."""
+
+    name: str
+    zip_bytes: bytes = field(repr=False)
+    sha256: str  # hex digest of zip_bytes
+    key: str  # S3 key: lambda/<name>/<sha256>.zip
+
+    @property
+    def code_sha256(self) -> str:
+        """The digest as Lambda reports it (``CodeSha256``: base64 of the raw SHA-256)."""
+        return base64.b64encode(bytes.fromhex(self.sha256)).decode("ascii")
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The zip's entry names, in order."""
+        with zipfile.ZipFile(io.BytesIO(self.zip_bytes)) as zf:
+            return tuple(zf.namelist())
+
+
+def package_function(
+    folder: Path, *, requirements_cache: Path | None = None, installer: Installer | None = None
+) -> Package:
+    """Package the function in ``folder`` reproducibly.
+
+    ``requirements_cache`` keeps vendored requirements between runs (by the hash of requirements.txt);
+    without it they are vendored into a temporary directory each time. ``installer`` replaces
+    :func:`pip_install` (tests use it to avoid the network).
+    """
+    folder = Path(folder)
+    _check_function_folder(folder)
+    name = folder.name
+    entries = dict(_function_files(folder))
+    requirements = folder / REQUIREMENTS
+    if requirements.is_file() and _requirement_lines(requirements):
+        for path, (data, executable) in _vendored_files(requirements, requirements_cache, installer or pip_install):
+            if path in entries:
+                raise UsageError(
+                    f"{folder / path} clashes with a file of the same path vendored from {requirements}",
+                    next_step=f"rename {path} in {folder}, or drop the requirement that provides it",
+                )
+            entries[path] = (data, executable)
+    zip_bytes = build_zip(entries)
+    digest = hashlib.sha256(zip_bytes).hexdigest()
+    return Package(name=name, zip_bytes=zip_bytes, sha256=digest, key=f"{KEY_PREFIX}/{name}/{digest}.zip")
+
+
+def package_all(
+    root: Path, *, requirements_cache: Path | None = None, installer: Installer | None = None
+) -> dict[str, Package]:
+    """Package every function folder (a folder with handler.py) directly under ``root`` (the repo's lambda/)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(
+            f"Lambda folder {root} does not exist",
+            next_step="run from the repository root, where lambda/ holds one folder per function",
+        )
+    return {
+        child.name: package_function(child, requirements_cache=requirements_cache, installer=installer)
+        for child in sorted(root.iterdir(), key=lambda p: p.name)
+        if child.is_dir() and (child / HANDLER_MODULE).is_file()
+    }
+
+
+def build_zip(entries: dict[str, tuple[bytes, bool]]) -> bytes:
+    """A deterministic zip of ``{posix path: (content, executable)}``: sorted, fixed dates and modes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESSLEVEL) as zf:
+        for path in sorted(entries):
+            data, executable = entries[path]
+            info = zipfile.ZipInfo(path, date_time=FIXED_DATE_TIME)
+            info.create_system = 3  # Unix, so external_attr carries the permissions
+            info.external_attr = (stat.S_IFREG | (EXECUTABLE_MODE if executable else FILE_MODE)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESSLEVEL)
+    return buf.getvalue()
+
+
+def pip_install(requirements: Path, target: Path) -> None:
+    """Vendor ``requirements`` into ``target`` for the Lambda runtime with pip, or StepFailed with pip's output."""
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--target",
+        str(target),
+        "--no-compile",
+        "--no-deps",
+        *PIP_PLATFORM_OPTIONS,
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+        "--requirement",
+        str(requirements),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise StepFailed(
+            f"pip could not vendor {requirements} (exit {done.returncode}):\n{tail}",
+            next_step="check the pins exist as wheels for manylinux2014_x86_64 / CPython 3.11, "
+            f"or run it by hand: {' '.join(command)}",
+        )
+
+
+# -- the function's own files -----------------------------------------------------------------------
+
+
+def _check_function_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        known = _function_names(folder.parent)
+        hint = f"the functions in {folder.parent} are: {', '.join(known)}" if known else "check the path"
+        raise UsageError(f"Lambda function folder {folder} does not exist", next_step=hint)
+    if not _NAME_RE.match(folder.name):
+        raise UsageError(
+            f"Lambda function folder name {folder.name!r} is not usable as a function name",
+            next_step="rename the folder with letters, digits, '-' and '_' only (at most 64)",
+        )
+    if not (folder / HANDLER_MODULE).is_file():
+        raise UsageError(
+            f"{folder} has no {HANDLER_MODULE}: it is not a Lambda function folder",
+            next_step=f"add {folder / HANDLER_MODULE} defining handler(event, context), or point at another folder",
+        )
+
+
+def _function_names(root: Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / HANDLER_MODULE).is_file())
+
+
+def _function_files(folder: Path) -> Iterator[tuple[str, tuple[bytes, bool]]]:
+    for path, source in _walk(folder):
+        if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL:
+            continue
+        yield path, _read(source)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, Path]]:
+    """(posix path relative to root, file) for each file, caches pruned; order does not matter."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        for d in list(dirnames):
+            if d in _EXCLUDED_DIRS:
+                dirnames.remove(d)
+            elif (here / d).is_symlink():
+                raise UsageError(
+                    f"{here / d} is a symbolic link to a directory, which packaging does not follow",
+                    next_step="replace the link with the directory's content, or vendor it through requirements.txt",
+                )
+        for f in filenames:
+            if f.endswith(_EXCLUDED_SUFFIXES):
+                continue
+            source = here / f
+            yield source.relative_to(root).as_posix(), source
+
+
+def _read(source: Path) -> tuple[bytes, bool]:
+    try:
+        data = source.read_bytes()
+        mode = source.stat().st_mode
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror or exc}", next_step=f"fix or remove {source}") from None
+    return data, bool(mode & 0o111)
+
+
+# -- vendored requirements --------------------------------------------------------------------------
+
+
+def _requirement_lines(requirements: Path) -> list[str]:
+    """The logical lines of requirements.txt that ask for something, after checking each is pinned."""
+    text = requirements.read_text(encoding="utf-8").replace("\\\n", " ")
+    wanted: list[str] = []
+    for raw in text.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            option = line.split("=", 1)[0].split()[0]
+            if option in _REFUSED_OPTIONS:
+                raise UsageError(
+                    f"{requirements}: {option} is not supported in a Lambda requirements file",
+                    next_step="list the pinned requirements in this file itself (pip-compile writes such a file)",
+                )
+            continue  # index options (--index-url, --find-links, --no-index...) are part of the file's hash
+        requirement = re.split(r"\s--hash[=\s]", line, maxsplit=1)[0].strip()
+        if not _PINNED_RE.match(requirement):
+            raise UsageError(
+                f"{requirements}: {requirement!r} is not pinned, so the package would change with the day",
+                next_step="pin every requirement with == (pip-compile or 'pip freeze' write such a file), "
+                "including their own dependencies: vendoring runs pip with --no-deps",
+            )
+        wanted.append(requirement)
+    return wanted
+
+
+def _vendored_files(
+    requirements: Path, cache: Path | None, installer: Installer
+) -> Iterator[tuple[str, tuple[bytes, bool]]]:
+    content = requirements.read_bytes()
+    key = hashlib.sha256("\0".join((_VENDOR_FORMAT, *PIP_PLATFORM_OPTIONS)).encode() + b"\0" + content).hexdigest()
+    if cache is None:
+        with tempfile.TemporaryDirectory(prefix="deploykit-vendor-") as tmp:
+            tree = Path(tmp) / "site"
+            _vendor(requirements, tree, installer)
+            yield from ((path, _read(source)) for path, source in _walk(tree))
+        return
+    tree = Path(cache) / key
+    if not tree.is_dir():
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=cache))
+        try:
+            _vendor(requirements, staging / "site", installer)
+            try:
+                (staging / "site").rename(tree)  # atomic: a tree in the cache is always complete
+            except OSError:
+                if not tree.is_dir():  # not another run finishing first: a real failure
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    yield from ((path, _read(source)) for path, source in _walk(tree))
+
+
+def _vendor(requirements: Path, target: Path, installer: Installer) -> None:
+    target.mkdir(parents=True)
+    installer(requirements, target)
+    _normalise_vendored(target)
+
+
+def _normalise_vendored(target: Path) -> None:
+    """Drop what pip writes that depends on this machine: console scripts and their RECORD lines, bytecode."""
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    for record in target.glob("*.dist-info/RECORD"):
+        lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not line.startswith(("../", "bin/"))]
+        if kept != lines:
+            record.write_text("".join(kept), encoding="utf-8")
+    for cache_dir in sorted(target.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache_dir, ignore_errors=True)

@@ -1,0 +1,411 @@
+"""Reproducible Lambda packaging: same folder, same bytes; what goes in; vendoring; the real functions."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from deploykit import packaging
+from deploykit.errors import StepFailed, UsageError
+from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function
+
+REPO = Path(__file__).resolve().parents[2]
+LAMBDA = REPO / "lambda"
+
+FILES: dict[str, bytes] = {
+    "handler.py": b"from lib.util import answer\n\ndef handler(event, context):\n    return answer()\n",
+    "lib/__init__.py": b"",
+    "lib/util.py": b"def answer():\n    return {'statusCode': 200, 'body': '42'}\n",
+    "lib/data/table.json": b'{"a": 1}\n',
+    "bin/run.sh": b"#!/bin/sh\necho hi\n",
+    "README.md": b"# sample\n",
+    # none of these belong in the zip
+    "requirements.txt": b"# boto3 is in the Lambda runtime\n",
+    "conftest.py": b"import pytest\n",
+    "tests/test_sample.py": b"def test_it():\n    assert True\n",
+    "tests/__pycache__/test_sample.cpython-311.pyc": b"\x00bytecode",
+    "__pycache__/handler.cpython-311.pyc": b"\x00bytecode",
+    "lib/__pycache__/util.cpython-311.pyc": b"\x00bytecode",
+    "lib/stale.pyc": b"\x00bytecode",
+    ".pytest_cache/v/cache/lastfailed": b"{}",
+}
+PACKAGED = ["README.md", "bin/run.sh", "handler.py", "lib/__init__.py", "lib/data/table.json", "lib/util.py"]
+EXECUTABLE = {"bin/run.sh"}
+
+
+def write_function(folder: Path, files: dict[str, bytes] = FILES, *, reverse: bool = False) -> Path:
+    """Create the function folder, files in the given order (or reversed), executables marked so."""
+    for rel in sorted(files, reverse=reverse):
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[rel])
+        if rel in EXECUTABLE:
+            path.chmod(path.stat().st_mode | 0o111)
+    return folder
+
+
+@pytest.fixture
+def fn(tmp_path: Path) -> Path:
+    return write_function(tmp_path / "a" / "sample_fn")
+
+
+def entries(pkg: Package) -> list[zipfile.ZipInfo]:
+    with zipfile.ZipFile(io.BytesIO(pkg.zip_bytes)) as zf:
+        return zf.infolist()
+
+
+def import_by_path(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- same content, same bytes ---------------------------------------------------------------------------
+
+
+def test_two_packagings_are_identical_bytes(fn: Path) -> None:
+    first, second = package_function(fn), package_function(fn)
+
+    assert first.zip_bytes == second.zip_bytes
+    assert first.sha256 == second.sha256 == hashlib.sha256(first.zip_bytes).hexdigest()
+    assert first.key == f"lambda/sample_fn/{first.sha256}.zip"
+    assert first.code_sha256 == base64.b64encode(hashlib.sha256(first.zip_bytes).digest()).decode()
+
+
+def test_mtimes_do_not_matter(fn: Path) -> None:
+    before = package_function(fn)
+    for i, path in enumerate(sorted(fn.rglob("*"))):
+        os.utime(path, (1_700_000_000 + 7919 * i, 1_700_000_000 + 7919 * i))
+
+    assert package_function(fn).zip_bytes == before.zip_bytes
+
+
+def test_location_creation_order_and_umask_do_not_matter(fn: Path, tmp_path: Path) -> None:
+    old = os.umask(0o077)  # files come out 0600/0700 instead of 0644/0755
+    try:
+        elsewhere = write_function(tmp_path / "somewhere" / "else" / "sample_fn", reverse=True)
+    finally:
+        os.umask(old)
+    assert (elsewhere / "handler.py").stat().st_mode & 0o777 == 0o600
+
+    assert package_function(elsewhere).zip_bytes == package_function(fn).zip_bytes
+
+
+def test_walk_order_does_not_matter(fn: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = package_function(fn)
+    real_walk = os.walk
+
+    def reversed_walk(top: Any, *args: Any, **kwargs: Any) -> Iterator[tuple[str, list[str], list[str]]]:
+        for dirpath, dirnames, filenames in real_walk(top, *args, **kwargs):
+            dirnames.sort(reverse=True)  # in place, so pruning still works
+            yield dirpath, dirnames, sorted(filenames, reverse=True)
+
+    monkeypatch.setattr(os, "walk", reversed_walk)
+
+    assert package_function(fn).zip_bytes == before.zip_bytes
+
+
+def test_a_one_byte_change_changes_the_hash(fn: Path) -> None:
+    before = package_function(fn)
+    util = fn / "lib" / "util.py"
+    util.write_bytes(util.read_bytes().replace(b"42", b"43"))
+
+    changed = package_function(fn)
+    assert changed.sha256 != before.sha256
+    assert changed.key != before.key
+
+    util.write_bytes(util.read_bytes().replace(b"43", b"42"))
+    assert package_function(fn).sha256 == before.sha256
+
+
+def test_an_executable_bit_changes_the_hash(fn: Path) -> None:
+    before = package_function(fn)
+    (fn / "lib" / "util.py").chmod(0o755)
+
+    assert package_function(fn).sha256 != before.sha256
+
+
+def test_excluded_files_do_not_change_the_hash(fn: Path) -> None:
+    before = package_function(fn)
+    (fn / "tests" / "test_sample.py").write_text("def test_other():\n    pass\n")
+    (fn / "__pycache__" / "handler.cpython-311.pyc").write_bytes(b"other bytecode")
+    (fn / "requirements.txt").write_text("# still nothing beyond boto3\n")
+
+    assert package_function(fn).sha256 == before.sha256
+
+
+# -- what is in the zip and how it is written --------------------------------------------------------------
+
+
+def test_tests_caches_and_requirements_are_left_out(fn: Path) -> None:
+    assert list(package_function(fn).files) == PACKAGED
+
+
+def test_entries_are_sorted_with_fixed_dates_modes_and_compression(fn: Path) -> None:
+    infos = entries(package_function(fn))
+
+    names = [i.filename for i in infos]
+    assert names == sorted(names)
+    for info in infos:
+        assert info.date_time == FIXED_DATE_TIME
+        assert info.compress_type == zipfile.ZIP_DEFLATED
+        assert info.create_system == 3
+        assert not info.is_dir() and "\\" not in info.filename
+        assert info.external_attr >> 16 == (0o100755 if info.filename in EXECUTABLE else 0o100644)
+        assert info.comment == b"" and info.extra == b""
+
+
+def test_zip_content_round_trips(fn: Path) -> None:
+    with zipfile.ZipFile(io.BytesIO(package_function(fn).zip_bytes)) as zf:
+        assert zf.testzip() is None
+        assert {name: zf.read(name) for name in zf.namelist()} == {name: FILES[name] for name in PACKAGED}
+
+
+def test_build_zip_sorts_whatever_order_it_is_given() -> None:
+    forward = build_zip({"a.py": (b"a", False), "b/c.py": (b"c", True)})
+    backward = build_zip({"b/c.py": (b"c", True), "a.py": (b"a", False)})
+
+    assert forward == backward
+
+
+# -- errors ---------------------------------------------------------------------------------------------
+
+
+def test_missing_folder_is_a_usage_error_naming_the_functions(fn: Path) -> None:
+    with pytest.raises(UsageError) as err:
+        package_function(fn.parent / "no_such_fn")
+
+    assert "does not exist" in err.value.message
+    assert err.value.next_step is not None and "sample_fn" in err.value.next_step
+
+
+def test_folder_without_handler_is_a_usage_error(tmp_path: Path) -> None:
+    folder = tmp_path / "not_a_fn"
+    folder.mkdir()
+    (folder / "main.py").write_text("pass\n")
+
+    with pytest.raises(UsageError) as err:
+        package_function(folder)
+
+    assert "handler.py" in err.value.message
+    assert err.value.next_step
+
+
+def test_directory_symlink_is_refused(fn: Path, tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    (fn / "linked").symlink_to(tmp_path / "outside", target_is_directory=True)
+
+    with pytest.raises(UsageError, match="symbolic link"):
+        package_function(fn)
+
+
+def test_package_all_finds_every_function_folder(fn: Path) -> None:
+    write_function(fn.parent / "other_fn", {"handler.py": b"def handler(e, c):\n    return {}\n"})
+    (fn.parent / "docs").mkdir()
+    (fn.parent / "conftest.py").write_text("")
+
+    packages = package_all(fn.parent)
+
+    assert sorted(packages) == ["other_fn", "sample_fn"]
+    assert packages["sample_fn"] == package_function(fn)
+    assert packages["other_fn"].files == ("handler.py",)
+
+
+def test_package_all_of_a_missing_root_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        package_all(tmp_path / "lambda")
+
+
+# -- vendored requirements --------------------------------------------------------------------------------
+
+
+class FakePip:
+    """Writes what pip --target writes, including what depends on the machine (bin/, RECORD, bytecode)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Path, Path]] = []
+
+    def __call__(self, requirements: Path, target: Path) -> None:
+        self.calls.append((requirements, target))
+        (target / "tinypkg").mkdir()
+        (target / "tinypkg" / "__init__.py").write_text("VALUE = 42\n")
+        (target / "tinypkg" / "__pycache__").mkdir()
+        (target / "tinypkg" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(os.urandom(8))
+        (target / "tinypkg-1.0.dist-info").mkdir()
+        (target / "tinypkg-1.0.dist-info" / "RECORD").write_text(
+            f"../../bin/tiny,sha256={os.urandom(4).hex()},165\ntinypkg/__init__.py,sha256=abc,11\n"
+        )
+        (target / "bin").mkdir()
+        (target / "bin" / "tiny").write_text(f"#!{target}/python\n")
+
+
+def test_requirements_are_vendored_at_the_root_reproducibly_and_cached(fn: Path, tmp_path: Path) -> None:
+    (fn / "requirements.txt").write_text("tinypkg==1.0  # pinned, with its whole closure\n")
+    pip, cache = FakePip(), tmp_path / "cache"
+
+    first = package_function(fn, requirements_cache=cache, installer=pip)
+    second = package_function(fn, requirements_cache=cache, installer=pip)
+    uncached = package_function(fn, installer=pip)
+
+    assert len(pip.calls) == 2  # the second run came from the cache
+    assert first.zip_bytes == second.zip_bytes == uncached.zip_bytes
+    assert list(first.files) == sorted([*PACKAGED, "tinypkg-1.0.dist-info/RECORD", "tinypkg/__init__.py"])
+    with zipfile.ZipFile(io.BytesIO(first.zip_bytes)) as zf:
+        assert zf.read("tinypkg-1.0.dist-info/RECORD") == b"tinypkg/__init__.py,sha256=abc,11\n"
+
+
+def test_a_changed_requirements_file_is_vendored_again(fn: Path, tmp_path: Path) -> None:
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    pip, cache = FakePip(), tmp_path / "cache"
+    package_function(fn, requirements_cache=cache, installer=pip)
+    (fn / "requirements.txt").write_text("tinypkg==1.0 --hash=sha256:" + "0" * 64 + "\n")
+
+    package_function(fn, requirements_cache=cache, installer=pip)
+
+    assert len(pip.calls) == 2
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["requests", "requests>=2", "requests~=2.31", "requests==2.*", "-r base.txt", "-e .", "--constraint c.txt"],
+)
+def test_unpinned_or_included_requirements_are_refused(fn: Path, line: str) -> None:
+    (fn / "requirements.txt").write_text(f"# deps\n{line}\n")
+    pip = FakePip()
+
+    with pytest.raises(UsageError) as err:
+        package_function(fn, installer=pip)
+
+    assert err.value.next_step
+    assert pip.calls == []
+
+
+def test_vendored_file_clashing_with_a_function_file_is_refused(fn: Path) -> None:
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    (fn / "tinypkg").mkdir()
+    (fn / "tinypkg" / "__init__.py").write_text("# mine\n")
+
+    with pytest.raises(UsageError, match="clashes"):
+        package_function(fn, installer=FakePip())
+
+
+def test_pip_install_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        seen.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution found for nope==9\n")
+
+    monkeypatch.setattr(subprocess, "run", run)
+
+    with pytest.raises(StepFailed) as err:
+        packaging.pip_install(tmp_path / "requirements.txt", tmp_path / "site")
+
+    (command,) = seen
+    assert command[:4] == [sys.executable, "-m", "pip", "install"]
+    for option in ("--no-deps", "--no-compile", "--only-binary=:all:", "manylinux2014_x86_64", "3.11"):
+        assert option in command
+    assert command[command.index("--target") + 1] == str(tmp_path / "site")
+    assert "No matching distribution" in err.value.message
+    assert err.value.next_step is not None and "pip" in err.value.next_step
+
+
+# -- the real functions -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", ["login_handler", "health_handler"])
+def test_real_function_packages_reproducibly(function: str) -> None:
+    first, second = package_function(LAMBDA / function), package_function(LAMBDA / function)
+
+    assert first.zip_bytes == second.zip_bytes
+    assert "handler.py" in first.files
+    assert not any(name.startswith("tests/") or "__pycache__" in name for name in first.files)
+
+
+def test_real_login_handler_zip_imports_and_answers_400(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = package_function(LAMBDA / "login_handler")
+    with zipfile.ZipFile(io.BytesIO(pkg.zip_bytes)) as zf:
+        zf.extractall(tmp_path / "task")
+    monkeypatch.setenv("USER_POOL_CLIENT_ID", "client-id")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    name = f"packaged_login_handler_{pkg.sha256[:12]}"
+    try:
+        module = import_by_path(tmp_path / "task" / "handler.py", name)
+        response = module.handler({"httpMethod": "POST", "body": "not json", "isBase64Encoded": False}, None)
+    finally:
+        sys.modules.pop(name, None)
+
+    assert response["statusCode"] == 400
+    assert response["headers"]["content-type"] == "application/json"
+    assert json.loads(response["body"])["code"] == "bad_request"
+
+
+def test_package_all_of_the_repo_includes_login_handler() -> None:
+    packages = package_all(LAMBDA)
+
+    assert "login_handler" in packages
+    assert packages["login_handler"].key.startswith("lambda/login_handler/")
+
+
+def test_copy_of_the_real_function_elsewhere_gives_the_same_hash(tmp_path: Path) -> None:
+    copy = tmp_path / "login_handler"
+    shutil.copytree(LAMBDA / "login_handler", copy)
+
+    assert package_function(copy).sha256 == package_function(LAMBDA / "login_handler").sha256
+
+
+def make_wheel(directory: Path) -> Path:
+    """A tiny pure-Python wheel with a console script, built by hand so pip needs no network."""
+    files = {
+        "tinypkg/__init__.py": b"VALUE = 42\n\ndef main():\n    print(VALUE)\n",
+        "tinypkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n",
+        "tinypkg-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+        "tinypkg-1.0.dist-info/entry_points.txt": b"[console_scripts]\ntiny = tinypkg:main\n",
+    }
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for name, data in files.items()
+    ]
+    files["tinypkg-1.0.dist-info/RECORD"] = ("\n".join([*record, "tinypkg-1.0.dist-info/RECORD,,"]) + "\n").encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    wheel = directory / "tinypkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return wheel
+
+
+@pytest.mark.slow
+def test_real_pip_vendoring_is_reproducible(fn: Path, tmp_path: Path) -> None:
+    """Runs pip twice (about a second each), offline against a local wheel: `-m "not slow"` leaves it out."""
+    wheels = make_wheel(tmp_path / "wheels").parent
+    (fn / "requirements.txt").write_text(f"--no-index\n--find-links {wheels}\ntinypkg==1.0\n")
+
+    first = package_function(fn, requirements_cache=tmp_path / "cache")
+    second = package_function(fn)  # no cache: a second real pip run
+
+    assert first.zip_bytes == second.zip_bytes
+    assert "tinypkg/__init__.py" in first.files
+    assert "bin/tiny" not in first.files  # the console script: its shebang names this machine
+    with zipfile.ZipFile(io.BytesIO(first.zip_bytes)) as zf:
+        assert b"../" not in zf.read("tinypkg-1.0.dist-info/RECORD")
