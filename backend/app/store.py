@@ -1,0 +1,162 @@
+"""DynamoDB access for cars, bookings and KYC cases.
+
+Key schema (what the data stack must create):
+
+- cars table: partition key ``car_id`` (S)
+- bookings table: partition key ``user_id`` (S), sort key ``booking_id`` (S)
+- kyc cases table: partition key ``user_id`` (S), sort key ``case_id`` (S)
+
+Keying bookings and cases by the caller's ``sub`` makes "a user sees only their own" hold by
+construction: every read names the caller's partition, so another user's item is simply not found.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from app.errors import ApiError
+from app.fleet import SEED_CARS
+
+log = logging.getLogger("app.store")
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def to_item(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: _serializer.serialize(value) for key, value in data.items() if value is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in item.items():
+        value = _deserializer.deserialize(raw)
+        if isinstance(value, Decimal):
+            value = int(value) if value == value.to_integral_value() else float(value)
+        out[key] = value
+    return out
+
+
+def _require(name: str, env: str) -> str:
+    if not name:
+        raise ApiError(503, "not_configured", f"{env} is not set")
+    return name
+
+
+class Store:
+    def __init__(self, dynamodb: Any, *, cars_table: str, bookings_table: str, kyc_table: str) -> None:
+        self._db = dynamodb
+        self._cars = cars_table
+        self._bookings = bookings_table
+        self._kyc = kyc_table
+        self._seeded = False
+        self._seed_lock = threading.Lock()
+
+    # -- cars ---------------------------------------------------------------------------------
+
+    def ensure_fleet(self) -> None:
+        """Seed the fleet when the cars table is empty; checked once per process."""
+        if self._seeded:
+            return
+        table = _require(self._cars, "CARS_TABLE")
+        with self._seed_lock:
+            if self._seeded:
+                return
+            if not self._db.scan(TableName=table, Limit=1, ProjectionExpression="car_id").get("Items"):
+                for car in SEED_CARS:
+                    try:  # conditional: two tasks seeding at once do not overwrite each other
+                        self._db.put_item(
+                            TableName=table, Item=to_item(car), ConditionExpression="attribute_not_exists(car_id)"
+                        )
+                    except ClientError as exc:
+                        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                            raise
+                log.info("seeded %d cars into the empty cars table", len(SEED_CARS))
+            self._seeded = True
+
+    def list_cars(self) -> list[dict[str, Any]]:
+        table = _require(self._cars, "CARS_TABLE")
+        cars = [from_item(item) for page in self._pages("scan", TableName=table) for item in page]
+        return sorted(cars, key=lambda car: str(car["car_id"]))
+
+    def get_car(self, car_id: str) -> dict[str, Any] | None:
+        table = _require(self._cars, "CARS_TABLE")
+        item = self._db.get_item(TableName=table, Key=to_item({"car_id": car_id}), ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    # -- bookings -----------------------------------------------------------------------------
+
+    def put_booking(self, user_id: str, booking: dict[str, Any]) -> None:
+        table = _require(self._bookings, "BOOKINGS_TABLE")
+        self._db.put_item(
+            TableName=table,
+            Item=to_item({"user_id": user_id, **booking}),
+            ConditionExpression="attribute_not_exists(booking_id)",
+        )
+
+    def list_bookings(self, user_id: str) -> list[dict[str, Any]]:
+        table = _require(self._bookings, "BOOKINGS_TABLE")
+        return [from_item(item) for page in self._query_user(table, user_id) for item in page]
+
+    # -- KYC cases ----------------------------------------------------------------------------
+
+    def put_case(self, user_id: str, case: dict[str, Any]) -> None:
+        table = _require(self._kyc, "KYC_TABLE")
+        self._db.put_item(
+            TableName=table,
+            Item=to_item({"user_id": user_id, **case}),
+            ConditionExpression="attribute_not_exists(case_id)",
+        )
+
+    def get_case(self, user_id: str, case_id: str) -> dict[str, Any] | None:
+        table = _require(self._kyc, "KYC_TABLE")
+        key = to_item({"user_id": user_id, "case_id": case_id})
+        item = self._db.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    def list_cases(self, user_id: str) -> list[dict[str, Any]]:
+        table = _require(self._kyc, "KYC_TABLE")
+        return [from_item(item) for page in self._query_user(table, user_id) for item in page]
+
+    def update_case(self, user_id: str, case_id: str, expected_status: str, changes: dict[str, Any]) -> bool:
+        """Apply ``changes`` if the case is still in ``expected_status``; False if it moved meanwhile."""
+        table = _require(self._kyc, "KYC_TABLE")
+        names = {f"#f{i}": field for i, field in enumerate(changes)}
+        values = {f":v{i}": _serializer.serialize(value) for i, value in enumerate(changes.values())}
+        values[":expected"] = _serializer.serialize(expected_status)
+        names["#status"] = "status"
+        try:
+            self._db.update_item(
+                TableName=table,
+                Key=to_item({"user_id": user_id, "case_id": case_id}),
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(changes))),
+                ConditionExpression="#status = :expected",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _query_user(self, table: str, user_id: str) -> list[list[dict[str, Any]]]:
+        return self._pages(
+            "query",
+            TableName=table,
+            KeyConditionExpression="user_id = :user",
+            ExpressionAttributeValues={":user": {"S": user_id}},
+            ConsistentRead=True,
+        )
+
+    def _pages(self, operation: str, **kwargs: Any) -> list[list[dict[str, Any]]]:
+        paginator = self._db.get_paginator(operation)
+        return [page.get("Items", []) for page in paginator.paginate(**kwargs)]

@@ -1,0 +1,128 @@
+"""Cars (the seeded fleet) and bookings (validated, and only ever the caller's own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import boto3
+from app.fleet import SEED_CARS
+from app.models import today_utc
+from carrental_testkit import User, World, create_table
+from fastapi.testclient import TestClient
+
+
+def day(offset: int) -> str:
+    return (today_utc() + timedelta(days=offset)).isoformat()
+
+
+def book(api: TestClient, user: User, car_id: str = "car-002", start: int = 10, end: int = 13) -> Any:
+    return api.post(
+        "/bookings", headers=user.headers, json={"car_id": car_id, "start_date": day(start), "end_date": day(end)}
+    )
+
+
+def test_cars_are_the_seeded_fleet(api: TestClient, world: World, aws_session: boto3.Session) -> None:
+    first = api.get("/cars")
+    assert first.status_code == 200, first.text
+    cars = first.json()["cars"]
+    assert [car["car_id"] for car in cars] == [car["car_id"] for car in SEED_CARS]
+    assert cars[0] == SEED_CARS[0]
+    assert api.get("/cars").json() == first.json()  # seeded once, not again
+    dynamodb = aws_session.client("dynamodb", endpoint_url=world.endpoint)
+    assert dynamodb.scan(TableName=world.cars_table, Select="COUNT")["Count"] == len(SEED_CARS)
+
+
+def test_a_table_with_cars_is_not_seeded(
+    make_api: Callable[..., TestClient], world: World, aws_session: boto3.Session
+) -> None:
+    dynamodb = aws_session.client("dynamodb", endpoint_url=world.endpoint)
+    create_table(dynamodb, "cars-curated", "car_id")
+    car = {
+        "car_id": {"S": "car-900"},
+        "make": {"S": "Fiat"},
+        "model": {"S": "500"},
+        "category": {"S": "mini"},
+        "seats": {"N": "4"},
+        "transmission": {"S": "manual"},
+        "daily_price_cents": {"N": "2900"},
+        "currency": {"S": "EUR"},
+    }
+    dynamodb.put_item(TableName="cars-curated", Item=car)
+    cars = make_api(cars_table="cars-curated").get("/cars").json()["cars"]
+    assert [c["car_id"] for c in cars] == ["car-900"]
+
+
+def test_booking_created_and_listed(api: TestClient, alice: User) -> None:
+    response = book(api, alice, "car-002", 10, 13)
+    assert response.status_code == 201, response.text
+    booking = response.json()
+    assert booking["car_id"] == "car-002"
+    assert (booking["start_date"], booking["end_date"], booking["days"]) == (day(10), day(13), 3)
+    assert booking["total_price_cents"] == 3 * 4900
+    assert booking["status"] == "CONFIRMED"
+    listed = api.get("/bookings", headers=alice.headers)
+    assert listed.status_code == 200
+    assert listed.json()["bookings"] == [booking]
+
+
+def test_bookings_are_the_callers_own(api: TestClient, alice: User, bob: User) -> None:
+    alices = book(api, alice).json()
+    bobs = book(api, bob, "car-004", 1, 2).json()
+    assert api.get("/bookings", headers=alice.headers).json()["bookings"] == [alices]
+    assert api.get("/bookings", headers=bob.headers).json()["bookings"] == [bobs]
+
+
+def test_bookings_need_a_token(api: TestClient) -> None:
+    assert api.get("/bookings").status_code == 401
+    response = api.post("/bookings", json={"car_id": "car-001", "start_date": day(1), "end_date": day(2)})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "missing_token"
+
+
+def test_unknown_car(api: TestClient, alice: User) -> None:
+    response = book(api, alice, "car-999")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "unknown_car"
+    assert api.get("/bookings", headers=alice.headers).json()["bookings"] == []
+
+
+def assert_invalid(response: Any, field: str, words: str) -> None:
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert words in error["message"]
+    assert any(detail["field"].startswith(field) for detail in error["details"])
+    assert all(set(detail) == {"field", "message", "type"} for detail in error["details"])  # no echoed input
+
+
+def test_dates_validated(api: TestClient, alice: User) -> None:
+    assert_invalid(book(api, alice, start=5, end=5), "body", "end_date must be after start_date")
+    assert_invalid(book(api, alice, start=5, end=3), "body", "end_date must be after start_date")
+    assert_invalid(book(api, alice, start=-1, end=3), "body", "start_date must not be in the past")
+    assert_invalid(book(api, alice, start=1, end=40), "body", "at most 30 days")
+    assert_invalid(book(api, alice, start=400, end=401), "body", "within 365 days")
+    bad_date = api.post(
+        "/bookings", headers=alice.headers, json={"car_id": "car-001", "start_date": "31/12/2030", "end_date": day(2)}
+    )
+    assert_invalid(bad_date, "body.start_date", "date")
+    assert api.get("/bookings", headers=alice.headers).json()["bookings"] == []
+
+
+def test_body_validated(api: TestClient, alice: User) -> None:
+    dates = {"start_date": day(1), "end_date": day(2)}
+    assert_invalid(api.post("/bookings", headers=alice.headers, json=dates), "body.car_id", "required")
+    assert_invalid(
+        api.post("/bookings", headers=alice.headers, json={"car_id": "car-001", "price": 0, **dates}),
+        "body.price",
+        "not permitted",
+    )
+    assert_invalid(
+        api.post("/bookings", headers=alice.headers, json={"car_id": "../etc", **dates}), "body.car_id", "pattern"
+    )
+    broken = api.post(
+        "/bookings", headers={**alice.headers, "Content-Type": "application/json"}, content=b'{"car_id": '
+    )
+    assert broken.status_code == 422
+    assert broken.json()["error"]["code"] == "validation_error"
