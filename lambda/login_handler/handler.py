@@ -1,4 +1,4 @@
-"""POST /login behind API Gateway (REST API, Lambda proxy integration): Cognito user/password login.
+"""POST /auth/login behind API Gateway (REST API, Lambda proxy integration): Cognito user/password login.
 
 Request body (JSON, optionally base64-encoded as API Gateway marks with ``isBase64Encoded``)::
 

@@ -55,14 +55,14 @@ def pool(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, s
 
 
 def event(body: Any, *, b64: bool = False, method: str = "POST") -> dict[str, Any]:
-    """An API Gateway REST proxy event for POST /login."""
+    """An API Gateway REST proxy event for POST /auth/login."""
     if isinstance(body, dict):
         body = json.dumps(body)
     if b64 and isinstance(body, str):
         body = base64.b64encode(body.encode()).decode()
     return {
-        "resource": "/login",
-        "path": "/login",
+        "resource": "/auth/login",
+        "path": "/auth/login",
         "httpMethod": method,
         "headers": {"content-type": "application/json"},
         "queryStringParameters": None,

@@ -1,0 +1,178 @@
+"""What one environment's stacks are made from: account, region and names.
+
+deploykit synthesizes the app for one environment of `deploy.toml` and hands the values over as CDK context
+(`CDK_CONTEXT_JSON`, the standard mechanism, read by `aws_cdk.App`). For a synthesis by hand the same keys
+can come from environment variables named `CAR_RENTAL_<KEY>` (e.g. `CAR_RENTAL_REGION`); account and region
+also fall back to `CDK_DEFAULT_ACCOUNT` / `CDK_DEFAULT_REGION`. Anything unset takes the sandbox's value.
+
+Context keys (all optional):
+
+    environment         name of the deploy.toml environment (tags only)      "sandbox"
+    account             12-digit AWS account id                              "123456789012"
+    region              AWS region                                           "us-east-1"
+    cluster             ECS cluster name                                     "car-rental-cluster"
+    service             ECS service name                                     "car-rental-service"
+    container           name of the backend container in the task definition "backend"
+    repository          ECR repository name                                  "car-rental-backend"
+    registry            registry host used instead of ECR's (deploy.toml)    "" (ECR)
+    desired_count       running backend tasks                                1
+    availability_zones  list (or comma-separated string) of two or more AZs  ["<region>a", "<region>b"]
+    kyc_cors_origins    list (or comma-separated string) of browser origins  ["*"]
+    stacks              object: registry, data, auth, fargate, api -> stack name (deploy.toml [stacks])
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+
+ENV_PREFIX = "CAR_RENTAL_"
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# ECS cluster/service, ECR repository and container names: the strictest of their grammars.
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+
+
+class SettingsError(ValueError):
+    """A context value or environment variable that cannot describe an environment."""
+
+
+@dataclass(frozen=True)
+class StackNames:
+    """CloudFormation stack names, as in deploy.toml's `[environments.<env>.stacks]`."""
+
+    registry: str = "CarRentalRegistryStack"
+    data: str = "CarRentalDataStack"
+    auth: str = "CarRentalAuthStack"
+    fargate: str = "CarRentalFargateStack"
+    api: str = "CarRentalApiStack"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the stacks need to know about the environment they are synthesized for."""
+
+    environment: str = "sandbox"
+    account: str = "123456789012"
+    region: str = "us-east-1"
+    cluster: str = "car-rental-cluster"
+    service: str = "car-rental-service"
+    container: str = "backend"
+    repository: str = "car-rental-backend"
+    # deploy.toml's `registry`: images are pulled from <registry>/<repository> instead of the ECR repository's
+    # URI (the sandbox's local registry), exactly the reference deploykit writes into task definitions.
+    registry: str = ""
+    desired_count: int = 1
+    availability_zones: tuple[str, ...] = ()
+    kyc_cors_origins: tuple[str, ...] = ("*",)
+    stacks: StackNames = field(default_factory=StackNames)
+
+    def __post_init__(self) -> None:
+        if not self.availability_zones:
+            # Explicit zones keep synthesis offline: without them an environment-specific stack needs an
+            # AZ lookup (the CDK CLI's job) and would otherwise synthesize placeholder zones.
+            object.__setattr__(self, "availability_zones", (f"{self.region}a", f"{self.region}b"))
+        self._validate()
+
+    def _validate(self) -> None:
+        if not _ACCOUNT.match(self.account):
+            raise SettingsError(f"account must be a 12-digit AWS account id, got {self.account!r}")
+        if not _REGION.match(self.region):
+            raise SettingsError(f"region must look like 'us-east-1', got {self.region!r}")
+        for key in ("cluster", "service", "container", "repository"):
+            value = getattr(self, key)
+            if not _NAME.match(value):
+                raise SettingsError(f"{key} must be lower-case letters, digits, '.', '_', '-' or '/', got {value!r}")
+        if self.registry and not _REGISTRY.match(self.registry):
+            raise SettingsError(f"registry must be a host[:port] without a scheme, got {self.registry!r}")
+        if self.desired_count < 1:
+            raise SettingsError(f"desired_count must be at least 1, got {self.desired_count}")
+        if len(self.availability_zones) < 2:
+            raise SettingsError("availability_zones needs at least two zones (an ALB spans two)")
+        if any(not az.startswith(self.region) for az in self.availability_zones):
+            raise SettingsError(f"availability_zones {list(self.availability_zones)} are not all in {self.region}")
+        if not self.kyc_cors_origins:
+            raise SettingsError("kyc_cors_origins needs at least one origin ('*' for any)")
+        for key in ("registry", "data", "auth", "fargate", "api"):
+            name = getattr(self.stacks, key)
+            if not _STACK_NAME.match(name):
+                raise SettingsError(f"stacks.{key} is not a valid CloudFormation stack name: {name!r}")
+
+    @property
+    def stack_names(self) -> tuple[str, ...]:
+        """All five stack names, in deployment order."""
+        s = self.stacks
+        return (s.registry, s.data, s.auth, s.fargate, s.api)
+
+    @classmethod
+    def load(cls, context: Callable[[str], object], environ: Mapping[str, str]) -> Settings:
+        """Settings from CDK context (`app.node.try_get_context`), then `CAR_RENTAL_*` variables, then defaults."""
+
+        def raw(key: str) -> object:
+            value = context(key)
+            if value is None:
+                value = environ.get(ENV_PREFIX + key.upper())
+            if value is None and key in ("account", "region"):
+                value = environ.get(f"CDK_DEFAULT_{key.upper()}")
+            return value
+
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            value = raw(f.name)
+            if value is None or value == "":
+                continue
+            if f.name == "desired_count":
+                values[f.name] = _as_int(f.name, value)
+            elif f.name in ("availability_zones", "kyc_cors_origins"):
+                values[f.name] = _as_str_tuple(f.name, value)
+            elif f.name == "stacks":
+                values[f.name] = _as_stack_names(value)
+            elif isinstance(value, str):
+                values[f.name] = value
+            else:
+                raise SettingsError(f"{f.name} must be a string, got {value!r}")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _as_int(key: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise SettingsError(f"{key} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise SettingsError(f"{key} must be an integer, got {value!r}")
+
+
+def _as_str_tuple(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: list[object] = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise SettingsError(f"{key} must be a list of strings or a comma-separated string, got {value!r}")
+    if not all(isinstance(item, str) and item for item in items):
+        raise SettingsError(f"{key} must hold non-empty strings, got {value!r}")
+    return tuple(str(item) for item in items)
+
+
+def _as_stack_names(value: object) -> StackNames:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"stacks must be a JSON object, got {value!r}") from exc
+    if not isinstance(value, dict):
+        raise SettingsError(f"stacks must be an object of registry/data/auth/fargate/api names, got {value!r}")
+    known = {f.name for f in fields(StackNames)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SettingsError(f"stacks has unknown keys {unknown}; known: {sorted(known)}")
+    if not all(isinstance(v, str) for v in value.values()):
+        raise SettingsError(f"stacks values must be strings, got {value!r}")
+    return StackNames(**value)

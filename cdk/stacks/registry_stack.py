@@ -1,0 +1,68 @@
+"""CarRentalRegistryStack: where built artifacts live: the backend's ECR repository and the Lambda zip bucket.
+
+Deployed first: the image and the Lambda zips must exist before the stacks that run them are created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.common.nag import suppress
+from stacks.common.outputs import output
+from stacks.common.settings import Settings
+from stacks.common.storage import secure_bucket
+
+# Images kept in the repository: enough to roll back weeks of deploys, few enough to bound storage cost.
+KEEP_IMAGES = 30
+
+
+class CarRentalRegistryStack(Stack):
+    """ECR repository for the backend image and the S3 bucket for Lambda code zips."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.repository = ecr.Repository(
+            self,
+            "BackendRepository",
+            repository_name=settings.repository,
+            # Images are named by git SHA and never overwritten: a tag always means the same bytes, so the
+            # live SHA read from the running task definition is trustworthy and a rollback is exact.
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+            image_scan_on_push=True,
+            # The images are the deploy history (rollback targets): keep them when the stack goes.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.repository.add_lifecycle_rule(
+            rule_priority=1,
+            description="Drop untagged images (manifest leftovers) after a day",
+            tag_status=ecr.TagStatus.UNTAGGED,
+            max_image_age=Duration.days(1),
+        )
+        self.repository.add_lifecycle_rule(
+            rule_priority=2,
+            description=f"Keep the newest {KEEP_IMAGES} images",
+            tag_status=ecr.TagStatus.ANY,
+            max_image_count=KEEP_IMAGES,
+        )
+
+        # Lambda zips, named by content hash (`lambda/<function>/<sha256>.zip`): the same code is uploaded once and
+        # a function's code location is a stack input (see api_stack.py).
+        self.artifacts_bucket: s3.Bucket = secure_bucket(self, "ArtifactsBucket", removal_policy=RemovalPolicy.RETAIN)
+        suppress(
+            self.artifacts_bucket,
+            "AwsSolutions-S1",
+            "Holds only reproducible build outputs named by content hash (rebuilt byte for byte from git), "
+            "no personal data; writes come from the deploy tooling alone. Access logs would add a bucket "
+            "and cost without telling anything the git history does not.",
+        )
+
+        output(self, "RepositoryName", self.repository.repository_name, "ECR repository of the backend image")
+        output(self, "RepositoryUri", self.repository.repository_uri, "Image URI without a tag: <uri>:<git sha>")
+        output(self, "RepositoryArn", self.repository.repository_arn, "ECR repository ARN")
+        output(self, "ArtifactsBucketName", self.artifacts_bucket.bucket_name, "S3 bucket of the Lambda code zips")

@@ -1,0 +1,80 @@
+"""Settings: context first, then CAR_RENTAL_* variables, then the sandbox defaults. No synthesis here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+from stacks.common.settings import Settings, SettingsError, StackNames
+
+
+def load(context: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    return Settings.load((context or {}).get, environ or {})
+
+
+def test_defaults_are_the_sandbox_of_deploy_toml() -> None:
+    settings = load()
+    assert (settings.environment, settings.account, settings.region) == ("sandbox", "123456789012", "us-east-1")
+    assert (settings.cluster, settings.service, settings.container, settings.repository) == (
+        "car-rental-cluster",
+        "car-rental-service",
+        "backend",
+        "car-rental-backend",
+    )
+    assert settings.registry == ""
+    assert settings.desired_count == 1
+    assert settings.availability_zones == ("us-east-1a", "us-east-1b")
+    assert settings.stacks == StackNames()
+    assert settings.stack_names == (
+        "CarRentalRegistryStack",
+        "CarRentalDataStack",
+        "CarRentalAuthStack",
+        "CarRentalFargateStack",
+        "CarRentalApiStack",
+    )
+
+
+def test_context_wins_over_environment_variables() -> None:
+    settings = load({"region": "eu-west-1"}, {"CAR_RENTAL_REGION": "eu-central-1", "CDK_DEFAULT_REGION": "us-west-2"})
+    assert settings.region == "eu-west-1"
+    assert settings.availability_zones == ("eu-west-1a", "eu-west-1b")
+
+
+def test_environment_variables_then_cdk_defaults() -> None:
+    assert load(environ={"CAR_RENTAL_REGION": "eu-central-1", "CDK_DEFAULT_REGION": "us-west-2"}).region == (
+        "eu-central-1"
+    )
+    assert load(environ={"CDK_DEFAULT_ACCOUNT": "123456789012"}).account == "123456789012"
+    assert load(environ={"CAR_RENTAL_DESIRED_COUNT": "3"}).desired_count == 3
+    assert load(environ={"CAR_RENTAL_KYC_CORS_ORIGINS": "https://a.example, https://b.example"}).kyc_cors_origins == (
+        "https://a.example",
+        "https://b.example",
+    )
+
+
+def test_stack_names_from_context_object_or_json() -> None:
+    assert load({"stacks": {"api": "DevApi"}}).stacks == StackNames(api="DevApi")
+    assert load(environ={"CAR_RENTAL_STACKS": '{"data": "DevData"}'}).stacks.data == "DevData"
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"account": "12345"}, "12-digit"),
+        ({"region": "Mars"}, "region must look like"),
+        ({"cluster": "Bad Name"}, "cluster must be"),
+        ({"desired_count": 0}, "at least 1"),
+        ({"desired_count": True}, "must be an integer"),
+        ({"desired_count": "two"}, "must be an integer"),
+        ({"availability_zones": ["us-east-1a"]}, "at least two zones"),
+        ({"availability_zones": ["us-east-1a", "eu-west-1b"]}, "not all in us-east-1"),
+        ({"registry": "http://127.0.0.1:5000"}, "without a scheme"),
+        ({"stacks": {"nope": "X"}}, "unknown keys"),
+        ({"stacks": {"api": "1bad"}}, "valid CloudFormation stack name"),
+        ({"stacks": "not json"}, "JSON object"),
+        ({"service": 7}, "must be a string"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_key_named(context: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(context)
