@@ -19,7 +19,8 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from deploykit import commands
-from deploykit.errors import DeployKitError
+from deploykit.config import find_config, load_config
+from deploykit.errors import DeployKitError, EnvironmentNotReady
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +55,27 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _ensure_sandbox(env: str | None) -> None:
+    """Tasks that target the sandbox start it when it is not running."""
+    config = load_config()
+    if not config.environment(env).is_local or config.environment(env).name != "sandbox":
+        return
+    from sandbox import lifecycle
+    from sandbox.settings import load_settings
+
+    settings = load_settings(config.path)
+    if lifecycle.is_up(settings):
+        return
+    print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
+    try:
+        lifecycle.up(settings, config.path)
+    except lifecycle.SandboxError as exc:
+        raise EnvironmentNotReady(exc.message, exc.next_step) from None
+
+
 def _chain(stages: tuple[str, ...], env: str | None, dry_run: bool, json_: bool, allow_dirty: bool) -> None:
+    if stages != ("build",) and not dry_run:
+        _ensure_sandbox(env)
     commands.app_chain(stages, env=env, dry_run=dry_run, as_json=json_, allow_dirty=allow_dirty)
 
 
@@ -130,4 +151,101 @@ def deploy_app(
 deploy = Collection("deploy")
 deploy.add_task(deploy_app)
 
-ns = Collection(build, push, register_taskdef, roll_service, wait_healthy, base_image, deploy)
+
+# -- the sandbox: a local AWS on this machine ---------------------------------------------------------------
+
+
+def _sandbox_settings() -> tuple[Any, Any]:
+    from sandbox.settings import SettingsError, load_settings
+
+    path = find_config()
+    try:
+        return load_settings(path), path
+    except SettingsError as exc:
+        raise DeployKitError(str(exc), "fix the [sandbox] table of deploy.toml") from None
+
+
+def _sandbox_call(func: Callable[..., Any], *args: Any) -> Any:
+    from sandbox.lifecycle import SandboxError
+
+    try:
+        return func(*args)
+    except SandboxError as exc:
+        raise EnvironmentNotReady(exc.message, exc.next_step) from None
+
+
+@task(name="up")
+@reports_errors
+def sandbox_up(c: Context) -> None:
+    """Start the sandbox (AWS endpoint, registry, runtimes) on 127.0.0.1; idempotent."""
+    from sandbox import lifecycle
+
+    settings, path = _sandbox_settings()
+    started = _sandbox_call(lifecycle.up, settings, path)
+    print(f"🧪 sandbox up ({', '.join(started) if started else 'already running'})", file=sys.stderr)
+    _print_status(settings)
+
+
+@task(name="down")
+@reports_errors
+def sandbox_down(c: Context) -> None:
+    """Stop the sandbox: only the processes `up` started (by pid) and their task containers."""
+    from sandbox import lifecycle
+
+    settings, _path = _sandbox_settings()
+    stopped = lifecycle.down(settings)
+    print(f"🧪 sandbox down ({', '.join(stopped) if stopped else 'nothing was running'})", file=sys.stderr)
+
+
+@task(name="status", help={"json": "print the parts as JSON"})
+@reports_errors
+def sandbox_status(c: Context, json_: bool = False) -> None:
+    """Each part of the sandbox, its address and its health; exit 1 if one is unhealthy."""
+    settings, _path = _sandbox_settings()
+    if not _print_status(settings, as_json=json_):
+        raise Exit(code=1)
+
+
+@task(name="logs", help={"part": "registry or sandbox (default: both)", "lines": "lines per log (default 50)"})
+@reports_errors
+def sandbox_logs(c: Context, part: str | None = None, lines: int = 50) -> None:
+    """Show the end of the sandbox's logs (.sandbox/*.log)."""
+    from sandbox import lifecycle
+
+    settings, _path = _sandbox_settings()
+    print(lifecycle.log_tail(settings, part, lines))
+
+
+@task(name="reset")
+@reports_errors
+def sandbox_reset(c: Context) -> None:
+    """Stop the sandbox, forget all its state (AWS resources, images), start it again."""
+    from sandbox import lifecycle
+
+    settings, path = _sandbox_settings()
+    _sandbox_call(lifecycle.reset, settings, path)
+    print("🧪 sandbox reset", file=sys.stderr)
+    _print_status(settings)
+
+
+def _print_status(settings: Any, as_json: bool = False) -> bool:
+    import json
+
+    from tabulate import tabulate
+
+    from sandbox import lifecycle
+
+    rows = lifecycle.status(settings)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        table = [[r["part"], r["address"], "✅" if r["healthy"] else "❌", r.get("detail", "")] for r in rows]
+        print(tabulate(table, headers=["part", "address", "healthy", "detail"]), file=sys.stderr)
+    return all(bool(r["healthy"]) for r in rows)
+
+
+sandbox = Collection("sandbox")
+for _task in (sandbox_up, sandbox_down, sandbox_status, sandbox_logs, sandbox_reset):
+    sandbox.add_task(_task)
+
+ns = Collection(build, push, register_taskdef, roll_service, wait_healthy, base_image, deploy, sandbox)

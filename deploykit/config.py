@@ -106,6 +106,9 @@ class Config:
     environments: dict[str, EnvConfig]
     default_env: str = "sandbox"
     build: BuildConfig = field(default_factory=BuildConfig)
+    # Settings of the local sandbox (ports...). deploykit does not use them; the sandbox package
+    # validates this table itself.
+    sandbox: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -243,7 +246,9 @@ def _coerce(hint: Any, value: Any, key_path: str, where: str) -> Any:
             raise ConfigError(f"{where}: {key_path!r} must be a table")
         return _build(hint, value, key_path, where)
     if origin is dict:
-        return value  # only Config.environments, already built
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key_path!r} must be a table")
+        return value  # Config.environments (already built) or Config.sandbox (the sandbox validates it)
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {key_path!r} must be a list of strings")

@@ -259,6 +259,9 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool) -> Verdic
         if seen_ours_primary or ours:
             reason = _rollback_reason(service) or "no reason in the service events"
             return Verdict("failed", summary, f"circuit breaker rolled the service back to {back_to}: {reason}")
+        if snapshot.images.get(service.get("taskDefinition", "")) == image:
+            # UpdateService was accepted but its deployment is not listed yet (eventual consistency)
+            return Verdict("waiting", summary, "the service accepted the new revision; its deployment has not started")
         return Verdict(
             "failed",
             summary,
@@ -434,8 +437,8 @@ class RolloutWaiter:
     def snapshot(self, cluster: str, service_name: str, container: str, image: str, since: datetime) -> Snapshot:
         service = describe_service(self.ecs, cluster, service_name)
         images: dict[str, str] = {}
-        for deployment in service.get("deployments", []):
-            arn = deployment.get("taskDefinition", "")
+        arns = [d.get("taskDefinition", "") for d in service.get("deployments", [])] + [service["taskDefinition"]]
+        for arn in arns:
             images[arn] = self.taskdefs.image(arn, container)
         primary = primary_deployment(service)
         ours = [d for d in service.get("deployments", []) if images.get(d.get("taskDefinition", "")) == image]

@@ -110,6 +110,13 @@ def test_circuit_breaker_rollback_is_a_failure_never_a_success() -> None:
     assert verdict.state == "failed" and "rolled the service back" in verdict.reason
 
 
+def test_an_accepted_update_whose_deployment_is_not_listed_yet_is_waited_for() -> None:
+    snapshot = snap(dep(OLD, "PRIMARY", "COMPLETED"))
+    snapshot.service["taskDefinition"] = NEW
+    verdict = assess(snapshot, IMAGE, seen_ours_primary=False)
+    assert verdict.state == "waiting" and "has not started" in verdict.reason
+
+
 def test_a_service_that_never_rolled_to_us_is_reported() -> None:
     verdict = assess(snap(dep(OLD, "PRIMARY", "COMPLETED")), IMAGE, seen_ours_primary=False)
     assert verdict.state == "failed" and "not rolling out" in verdict.reason

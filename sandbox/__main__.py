@@ -1,0 +1,31 @@
+"""``python -m sandbox serve --config deploy.toml``: the sandbox process (started by ``inv sandbox.up``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import docker
+
+from sandbox.ext import extensions
+from sandbox.server import Sandbox
+from sandbox.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the sandbox's AWS endpoint and runtimes in the foreground")
+    serve.add_argument("--config", type=Path, default=Path("deploy.toml"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    settings = load_settings(args.config)
+    Sandbox(settings, docker.from_env(), extensions(settings)).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

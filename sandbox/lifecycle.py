@@ -1,0 +1,272 @@
+"""Start, stop and inspect the sandbox: ``inv sandbox.up | down | status | logs | reset``.
+
+Two processes, each with a pid file and a log under ``.sandbox/``: the distribution registry
+(``docker-registry``, on ``registry_backend_port``) and the sandbox process (moto, extended, plus
+the runtimes; ``python -m sandbox serve``). ``down`` stops exactly those, by pid, and the sandbox
+process removes the task containers it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from sandbox.server import STATUS_PATH
+from sandbox.settings import Settings
+
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+START_DOCKER = (
+    "start the Docker engine: run the command through ./dev (root on Debian starts one), or "
+    "'dockerd --bridge=none --iptables=false --ip-masq=false &' as root, or Docker Desktop"
+)
+
+
+class SandboxError(Exception):
+    """Something the sandbox needs is missing; the message says what and how to get it."""
+
+    def __init__(self, message: str, next_step: str) -> None:
+        super().__init__(message)
+        self.message, self.next_step = message, next_step
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    pid_file: Path
+    log_file: Path
+
+    def pid(self) -> int | None:
+        """The pid of our pid file if that process is alive (not exited, not a zombie)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def stop(self, timeout: float = 20) -> bool:
+        """SIGTERM the process of our pid file and wait; SIGKILL at the deadline. False if none ran."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that has exited
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def processes(settings: Settings) -> tuple[Process, Process]:
+    state = settings.state_dir
+    return (
+        Process("registry", state / "registry.pid", state / "registry.log"),
+        Process("sandbox", state / "sandbox.pid", state / "sandbox.log"),
+    )
+
+
+def _answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered, even if with an error status
+    except OSError:
+        return False
+
+
+def check_docker() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"the Docker engine is not answering: {exc}", START_DOCKER) from None
+    return client
+
+
+def _spawn(process: Process, command: list[str], cwd: Path) -> None:
+    process.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with process.log_file.open("ab") as log:
+        child = subprocess.Popen(
+            command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    process.pid_file.write_text(str(child.pid))
+
+
+def _wait(url: str, process: Process, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _answers(url):
+            return
+        if process.pid() is None:
+            break
+        time.sleep(0.1)
+    tail = (
+        "\n".join(process.log_file.read_text(errors="replace").splitlines()[-15:]) if process.log_file.exists() else ""
+    )
+    raise SandboxError(
+        f"the sandbox's {process.name} did not answer at {url}" + (f"; its log ends with:\n{tail}" if tail else ""),
+        f"read {process.log_file}, fix, then rerun: inv sandbox.up",
+    )
+
+
+def is_up(settings: Settings) -> bool:
+    _registry, server = processes(settings)
+    return (
+        server.pid() is not None
+        and _answers(settings.endpoint_url + STATUS_PATH)
+        and _answers(f"http://127.0.0.1:{settings.registry_backend_port}/v2/")
+    )
+
+
+def up(settings: Settings, config_path: Path) -> list[str]:
+    """Start what is not running; returns what was started. Idempotent."""
+    check_docker()
+    if shutil.which("docker-registry") is None:
+        raise SandboxError(
+            "docker-registry (the CNCF distribution registry) is not installed",
+            "run the command through ./dev (it installs it on Debian), or: apt-get install docker-registry",
+        )
+    registry, server = processes(settings)
+    started = []
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    registry_url = f"http://127.0.0.1:{settings.registry_backend_port}/v2/"
+    if registry.pid() is None or not _answers(registry_url):
+        registry.stop()
+        root = settings.state_dir / "registry"
+        root.mkdir(exist_ok=True)
+        config = root / "config.yml"
+        config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=settings.registry_backend_port))
+        _spawn(registry, ["docker-registry", "serve", str(config)], settings.root)
+        _wait(registry_url, registry, 20)
+        started.append("registry")
+    status_url = settings.endpoint_url + STATUS_PATH
+    if server.pid() is None or not _answers(status_url):
+        server.stop()
+        _spawn(server, [sys.executable, "-m", "sandbox", "serve", "--config", str(config_path)], settings.root)
+        _wait(status_url, server, 60)
+        started.append("sandbox")
+    return started
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop what up started, by pid; returns what was stopped."""
+    registry, server = processes(settings)
+    stopped = []
+    if server.stop():
+        stopped.append("sandbox")
+    if registry.stop():
+        stopped.append("registry")
+    return stopped
+
+
+def reset(settings: Settings, config_path: Path) -> None:
+    """Down, forget all state (AWS resources, images in the registry, logs), up."""
+    down(settings)
+    for name in ("registry", "lambda", "registry-password", "ecr-images.json"):
+        path = settings.state_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    up(settings, config_path)
+
+
+def status(settings: Settings) -> list[dict[str, object]]:
+    """Each part, its address and its health."""
+    registry, server = processes(settings)
+    rows: list[dict[str, object]] = []
+    try:
+        check_docker()
+        rows.append(
+            {
+                "part": "docker engine",
+                "address": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+                "healthy": True,
+                "detail": "",
+            }
+        )
+    except SandboxError as exc:
+        rows.append({"part": "docker engine", "address": "-", "healthy": False, "detail": exc.message[:80]})
+    backend = f"http://127.0.0.1:{settings.registry_backend_port}"
+    rows.append(
+        {
+            "part": "registry (distribution)",
+            "address": backend,
+            "healthy": _answers(backend + "/v2/"),
+            "detail": f"pid {registry.pid()}" if registry.pid() else "not running",
+        }
+    )
+    try:
+        with urllib.request.urlopen(settings.endpoint_url + STATUS_PATH, timeout=2) as answer:
+            parts = json.loads(answer.read())
+        for part in parts:
+            if part["part"] == "aws endpoint":
+                part["detail"] = f"{part['detail']}, pid {server.pid()}"
+            rows.append(part)
+    except OSError:
+        rows.append(
+            {
+                "part": "aws endpoint",
+                "address": settings.endpoint_url,
+                "healthy": False,
+                "detail": "not running: inv sandbox.up",
+            }
+        )
+    return rows
+
+
+def log_tail(settings: Settings, part: str | None, lines: int) -> str:
+    out = []
+    for process in processes(settings):
+        if part and part != process.name:
+            continue
+        if process.log_file.exists():
+            text = process.log_file.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"==> {process.log_file} <==\n" + "\n".join(text))
+    return "\n\n".join(out) or "no logs yet (inv sandbox.up)"

@@ -1,0 +1,71 @@
+"""The sandbox's settings: the ``[sandbox]`` table of deploy.toml, validated here.
+
+Every address is on 127.0.0.1; ports are configurable so two checkouts can run side by side.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ACCOUNT_ID = "123456789012"  # moto's default account: what the sandbox's ARNs carry
+
+
+class SettingsError(Exception):
+    """The [sandbox] table of deploy.toml is malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path  # the project root (deploy.toml's folder)
+    region: str = "us-east-1"
+    aws_port: int = 4566  # the AWS endpoint (moto, extended)
+    registry_port: int = 5000  # the registry as clients see it (ECR auth and tag immutability in front)
+    registry_backend_port: int = 5001  # the distribution registry itself, behind the front
+    api_port: int = 4567  # API Gateway stages
+    task_ports: tuple[int, int] = (20000, 20999)  # host ports handed to task containers
+    listener_ports: dict[int, int] = field(default_factory=lambda: {80: 8080})  # ALB listener port → local port
+    circuit_breaker_threshold: int = 3  # failed new tasks before a deployment is rolled back
+    tick: float = 0.25  # seconds between two passes of the ECS/ALB reconciler
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".sandbox"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+    @property
+    def registry_host(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+
+def load_settings(deploy_toml: Path) -> Settings:
+    """Read [sandbox] (every key optional) and the sandbox environment's region from deploy.toml."""
+    raw = tomllib.loads(deploy_toml.read_text())
+    table: dict[str, Any] = dict(raw.get("sandbox", {}))
+    region = raw.get("environments", {}).get("sandbox", {}).get("region", "us-east-1")
+    known = {f.name for f in fields(Settings)} - {"root", "region"}
+    unknown = set(table) - known
+    if unknown:
+        raise SettingsError(f"{deploy_toml}: unknown key(s) in [sandbox]: {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {"root": deploy_toml.resolve().parent, "region": region}
+    for key, value in table.items():
+        if key == "task_ports":
+            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)):
+                raise SettingsError(f"{deploy_toml}: sandbox.task_ports must be [first, last]")
+            values[key] = (value[0], value[1])
+        elif key == "listener_ports":
+            if not isinstance(value, dict):
+                raise SettingsError(f"{deploy_toml}: sandbox.listener_ports must be a table of port = port")
+            values[key] = {int(k): int(v) for k, v in value.items()}
+        elif key == "tick":
+            values[key] = float(value)
+        else:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SettingsError(f"{deploy_toml}: sandbox.{key} must be an integer")
+            values[key] = value
+    return Settings(**values)

@@ -1,0 +1,141 @@
+"""deploykit's app chain against the sandbox, exactly as against AWS (ECR token, ECS, ALB).
+
+With a service created through the ECS API, ``inv build push register-taskdef roll-service wait-healthy``
+ends with the new version answering through the ALB listener, and a client looping on the listener sees
+no failed request during the rollout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import docker
+import pytest
+
+from deploykit import commands
+from deploykit.errors import StepFailed
+from deploykit.git import current_revision
+from sandbox import lifecycle
+from sandbox.settings import Settings, load_settings
+from tests.conftest import REPO, git
+from tests.integration.sandbox_support import LoopingClient, create_app, private_sandbox_files
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
+    """A git checkout of the backend whose deploy.toml targets a private sandbox through its ECR."""
+    root = tmp_path_factory.mktemp("chain")
+    private_sandbox_files(root, ecr=True)
+    shutil.copytree(REPO / "backend", root / "backend", ignore=shutil.ignore_patterns("__pycache__", "*.crt", "tests"))
+    (root / ".gitignore").write_text(".sandbox/\n__pycache__/\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "v1")
+    settings = load_settings(root / "deploy.toml")
+    lifecycle.up(settings, root / "deploy.toml")
+    yield root
+    lifecycle.down(settings)
+
+
+def runtime(project: Path) -> commands.Runtime:
+    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def run(project: Path, *stages: str) -> None:
+    """Like `inv build push ...`: each task on its own, deriving its inputs from git and the environment."""
+    for stage in stages:
+        commands.app_chain([stage], runtime=runtime(project))
+
+
+def version(url: str) -> str:
+    with urllib.request.urlopen(url + "/version", timeout=5) as answer:
+        return str(json.loads(answer.read())["git_sha"])
+
+
+def test_the_app_chain_rolls_the_sandbox_service_with_no_failed_request(project: Path) -> None:
+    settings: Settings = load_settings(project / "deploy.toml")
+    kw = {
+        "endpoint_url": settings.endpoint_url,
+        "region_name": settings.region,
+        "aws_access_key_id": "x",
+        "aws_secret_access_key": "x",
+    }
+    ecr = boto3.client("ecr", **kw)
+    ecr.create_repository(repositoryName="car-rental-backend", imageTagMutability="IMMUTABLE")
+
+    # v1: built and pushed through the sandbox's ECR (token from GetAuthorizationToken), then the service
+    run(project, "build", "push")
+    v1 = current_revision(project)
+    uri = ecr.describe_repositories(repositoryNames=["car-rental-backend"])["repositories"][0]["repositoryUri"]
+    assert uri == f"127.0.0.1:{settings.registry_port}/car-rental-backend"
+    images = ecr.describe_images(repositoryName="car-rental-backend")["imageDetails"]
+    assert [d["imageTags"] for d in images] == [[v1.tag]]
+    app = create_app(
+        settings, "chain", f"{uri}:{v1.tag}", grace=30, cluster="car-rental-cluster", service="car-rental-service"
+    )  # named as deploy.toml names them
+    app.wait(lambda s: s["deployments"][0]["rolloutState"] == "COMPLETED" and s["runningCount"] == 2, timeout=120)
+    assert version(app.listener_url) == v1.sha
+
+    # v2: one source file changes and is committed; the five tasks, each alone, roll it out
+    main = project / "backend" / "app" / "main.py"
+    main.write_text(main.read_text() + "\n# v2\n")
+    git(project, "commit", "-qam", "v2")
+    v2 = current_revision(project)
+    client = LoopingClient(app.listener_url).start()
+    started = time.monotonic()
+    run(project, "build", "push", "register-taskdef", "roll-service", "wait-healthy")
+    chain_seconds = time.monotonic() - started
+    time.sleep(1)
+    client.stop()
+    print(
+        f"\napp chain on the sandbox (build → wait-healthy): {chain_seconds:.1f}s, "
+        f"{len(client.answers)} requests during it, {sum(client.failures.values())} failed"
+    )
+    assert not client.failures, client.failures
+    assert version(app.listener_url) == v2.sha
+    service = app.describe()
+    assert len(service["deployments"]) == 1 and service["runningCount"] == 2
+
+    # the same commit again: every step finds its result already there
+    report = commands.app_chain(
+        ["build", "push", "register-taskdef", "roll-service", "wait-healthy"], runtime=runtime(project)
+    )
+    assert report is not None
+    assert {r.step: r.status for r in report.records} == {
+        "base-image": "skipped",
+        "build": "skipped",
+        "push": "skipped",
+        "register-taskdef": "skipped",
+        "roll-service": "skipped",
+        "wait-healthy": "done",
+    }
+
+
+def test_a_crashing_release_fails_wait_healthy_with_the_reason_and_the_old_version_serves(project: Path) -> None:
+    settings = load_settings(project / "deploy.toml")
+    listener = f"http://127.0.0.1:{next(iter(settings.listener_ports.values()))}"
+    live = version(listener)
+    server = project / "backend" / "app" / "server.py"
+    text = server.read_text()
+    assert "def main() -> None:\n" in text
+    server.write_text(
+        text.replace("def main() -> None:\n", "def main() -> None:\n    raise SystemExit(4)  # crashes at start\n")
+    )
+    git(project, "commit", "-qam", "crash")
+    client = LoopingClient(listener).start()
+    with pytest.raises(StepFailed) as err:
+        run(project, "build", "push", "register-taskdef", "roll-service", "wait-healthy")
+    client.stop()
+    assert "did not become healthy" in err.value.message
+    assert "exit code 4" in err.value.message
+    assert not client.failures, client.failures
+    assert version(listener) == live

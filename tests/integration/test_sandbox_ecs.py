@@ -1,0 +1,185 @@
+"""The sandbox's ECS and ALB observed from outside: rolling updates, the circuit breaker, scaling, lifecycle."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from sandbox import lifecycle
+from sandbox.settings import Settings, load_settings
+from tests.integration.sandbox_support import (
+    App,
+    LoopingClient,
+    build_test_image,
+    create_app,
+    private_sandbox_files,
+    version_of,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Settings]:
+    path = private_sandbox_files(tmp_path_factory.mktemp("sandbox"))
+    settings = load_settings(path)
+    lifecycle.up(settings, path)
+    yield settings
+    lifecycle.down(settings)
+
+
+@pytest.fixture(scope="module")
+def images(docker_engine: docker.DockerClient, base_image: str) -> dict[str, str]:
+    tag = f"sandbox-test/app:{os.getpid()}"
+    build_test_image(docker_engine, tag)
+    return {"app": tag}
+
+
+def primary(service: dict[str, Any]) -> dict[str, Any]:
+    return next(d for d in service["deployments"] if d["status"] == "PRIMARY")
+
+
+def completed_on(arn: str) -> Any:
+    def check(service: dict[str, Any]) -> bool:
+        return (
+            len(service["deployments"]) == 1
+            and primary(service)["taskDefinition"] == arn
+            and primary(service)["rolloutState"] == "COMPLETED"
+        )
+
+    return check
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, sandbox: Settings, images: dict[str, str]) -> Iterator[App]:
+    name = request.node.name.replace("_", "-")[5:25].strip("-")
+    app = create_app(sandbox, name, images["app"])
+    first = app.describe()["taskDefinition"]
+    app.wait(completed_on(first))
+    assert version_of(app.listener_url) == "v1"
+    yield app
+    app.delete()
+
+
+def test_a_rolling_update_overlaps_then_only_the_new_version_answers(app: App, images: dict[str, str]) -> None:
+    client = LoopingClient(app.listener_url).start()
+    v2 = app.task_definition(images["app"], VERSION="v2")
+    answer = app.ecs.update_service(cluster=app.cluster, service=app.service, taskDefinition=v2)
+    # the new PRIMARY deployment is there at once, beside the ACTIVE old one
+    deployments = {d["status"]: d["taskDefinition"] for d in answer["service"]["deployments"]}
+    assert deployments["PRIMARY"] == v2 and "ACTIVE" in deployments
+    seen_both_deployments = False
+
+    def done(service: dict[str, Any]) -> bool:
+        nonlocal seen_both_deployments
+        seen_both_deployments |= (
+            len(service["deployments"]) == 2 and sum(d["runningCount"] for d in service["deployments"]) > 2
+        )
+        return completed_on(v2)(service)
+
+    service = app.wait(done)
+    client.stop()
+    assert not client.failures, client.failures
+    assert seen_both_deployments  # old and new tasks ran side by side (maximumPercent 200)
+    first_v2 = client.answers.index("v2")
+    assert "v1" in client.answers[first_v2:], "old and new versions overlapped behind the listener"
+    assert {version_of(app.listener_url) for _ in range(20)} == {"v2"}
+    assert service["runningCount"] == 2
+    messages = [e["message"] for e in service["events"]]
+    assert any("has reached a steady state" in m for m in messages)
+    assert any("has begun draining connections" in m for m in messages)
+    # the tasks of the old revision are stopped, the new ones run on their own ports
+    running = app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service, desiredStatus="RUNNING")["taskArns"]
+    tasks = app.ecs.describe_tasks(cluster=app.cluster, tasks=running)["tasks"]
+    assert {t["taskDefinitionArn"] for t in tasks} == {v2} and len(tasks) == 2
+    assert len({t["containers"][0]["networkBindings"][0]["hostPort"] for t in tasks}) == 2
+    health = app.elbv2.describe_target_health(TargetGroupArn=app.target_group)["TargetHealthDescriptions"]
+    assert sorted(h["TargetHealth"]["State"] for h in health) == ["healthy", "healthy"]
+
+
+def test_a_crashing_release_trips_the_circuit_breaker_and_the_old_one_keeps_serving(
+    app: App, images: dict[str, str]
+) -> None:
+    v1 = app.describe()["taskDefinition"]
+    client = LoopingClient(app.listener_url).start()
+    crash = app.task_definition(images["app"], VERSION="crash", MODE="crash")
+    app.ecs.update_service(cluster=app.cluster, service=app.service, taskDefinition=crash)
+    failed = app.wait(lambda s: any(d["rolloutState"] == "FAILED" for d in s["deployments"]))
+    bad = next(d for d in failed["deployments"] if d["rolloutState"] == "FAILED")
+    assert bad["taskDefinition"] == crash and "circuit breaker" in bad["rolloutStateReason"]
+    assert bad["failedTasks"] >= 3
+    service = app.wait(completed_on(v1))
+    client.stop()
+    assert not client.failures, client.failures
+    assert set(client.answers) == {"v1"}
+    assert service["taskDefinition"] == v1
+    messages = [e["message"] for e in service["events"]]
+    assert any("deployment failed: tasks failed to start" in m for m in messages)
+    assert any("rolling back to deployment" in m for m in messages)
+    stopped = app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service, desiredStatus="STOPPED")["taskArns"]
+    reasons = {
+        (t["stoppedReason"], t["containers"][0].get("exitCode"))
+        for t in app.ecs.describe_tasks(cluster=app.cluster, tasks=stopped)["tasks"]
+        if t["taskDefinitionArn"] == crash
+    }
+    assert ("Essential container in task exited", 3) in reasons
+
+
+def test_a_release_that_never_becomes_healthy_is_rolled_back(app: App, images: dict[str, str]) -> None:
+    v1 = app.describe()["taskDefinition"]
+    client = LoopingClient(app.listener_url).start()
+    sick = app.task_definition(images["app"], VERSION="sick", MODE="sick")
+    app.ecs.update_service(cluster=app.cluster, service=app.service, taskDefinition=sick)
+    app.wait(lambda s: any(d["rolloutState"] == "FAILED" for d in s["deployments"]), timeout=120)
+    app.wait(completed_on(v1))
+    client.stop()
+    assert not client.failures, client.failures
+    assert "sick" not in client.answers  # never routed to: it never passed a health check
+    stopped = app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service, desiredStatus="STOPPED")["taskArns"]
+    reasons = {t["stoppedReason"] for t in app.ecs.describe_tasks(cluster=app.cluster, tasks=stopped)["tasks"]}
+    assert any(r.startswith("Task failed ELB health checks") for r in reasons), reasons
+
+
+def test_desired_count_changes_scale(app: App) -> None:
+    app.ecs.update_service(cluster=app.cluster, service=app.service, desiredCount=3)
+    service = app.wait(lambda s: s["runningCount"] == 3 and primary(s)["rolloutState"] == "COMPLETED")
+    assert primary(service)["desiredCount"] == 3
+    health = app.elbv2.describe_target_health(TargetGroupArn=app.target_group)["TargetHealthDescriptions"]
+    assert [h["TargetHealth"]["State"] for h in health].count("healthy") == 3
+    app.ecs.update_service(cluster=app.cluster, service=app.service, desiredCount=1)
+    app.wait(
+        lambda s: (
+            s["runningCount"] == 1
+            and len(
+                app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service, desiredStatus="RUNNING")["taskArns"]
+            )
+            == 1
+        )
+    )
+
+
+def test_status_lists_every_part_healthy_and_down_leaves_nothing_behind(
+    tmp_path: Path, docker_engine: docker.DockerClient, images: dict[str, str]
+) -> None:
+    path = private_sandbox_files(tmp_path / "own")
+    settings = load_settings(path)
+    assert lifecycle.up(settings, path) == ["registry", "sandbox"]
+    assert lifecycle.up(settings, path) == []  # idempotent
+    rows = lifecycle.status(settings)
+    assert {r["part"] for r in rows} >= {"docker engine", "registry (distribution)", "aws endpoint", "ecs runtime"}
+    assert all(r["healthy"] for r in rows), rows
+    app = create_app(settings, "life", images["app"], desired=1)
+    app.wait(lambda s: s["runningCount"] == 1)
+    pids = [p.pid() for p in lifecycle.processes(settings)]
+    assert all(pids)
+    assert sorted(lifecycle.down(settings)) == ["registry", "sandbox"]
+    for pid in pids:
+        assert pid is not None and not Path(f"/proc/{pid}").exists()
+    label = f"io.deploykit.sandbox={settings.state_dir}"
+    assert docker_engine.containers.list(all=True, filters={"label": label}) == []
+    assert not lifecycle.is_up(settings)
