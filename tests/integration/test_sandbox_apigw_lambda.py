@@ -15,6 +15,8 @@ import io
 import json
 import logging
 import os
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -267,6 +269,7 @@ class Login:
     api_id: str
     pool_id: str
     url: str
+    client_id: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +300,7 @@ def login(harness: Harness) -> Login:
     version = lam.publish_version(FunctionName="login_handler")["Version"]
     alias_arn = lam.create_alias(FunctionName="login_handler", Name="live", FunctionVersion=version)["AliasArn"]
     api_id = harness.api({("POST", "/auth/login"): alias_arn, ("GET", "/health"): "MOCK"})
-    return Login(api_id, pool_id, harness.url(api_id, "/auth/login"))
+    return Login(api_id, pool_id, harness.url(api_id, "/auth/login"), client_id)
 
 
 def jwt_claims(token: str) -> dict[str, Any]:
@@ -324,6 +327,54 @@ def test_login_with_good_credentials_returns_cognito_tokens(login: Login, caplog
     assert "login succeeded" in caplog.text
     assert "START RequestId" in caplog.text
     assert PASSWORD not in caplog.text
+
+
+def test_tokens_from_the_stage_are_accepted_by_the_backend(harness: Harness, login: Login) -> None:
+    """The backend verifies the sandbox's tokens for real: signature against the sandbox's JWKS, issuer, client."""
+    body = json.dumps({"username": "alice", "password": PASSWORD})
+    tokens = request("POST", login.url, body, {"Content-Type": "application/json"}).json()
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": harness.settings.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "COGNITO_USER_POOL_ID": login.pool_id,
+        "COGNITO_CLIENT_ID": login.client_id,
+        # the issuer stays Cognito's own (the backend's default); only the keys come from the sandbox
+        "COGNITO_JWKS_URL": f"{harness.settings.endpoint_url}/{login.pool_id}/.well-known/jwks.json",
+    }
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "app.server"],
+        cwd=REPO / "backend",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if request("GET", f"http://127.0.0.1:{port}/health").status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the backend did not start"
+            time.sleep(0.2)
+        me = request(
+            "GET", f"http://127.0.0.1:{port}/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        )
+        assert me.status == 200, me.body
+        assert me.json()["username"] == "alice"
+        tampered = tokens["access_token"][:-4] + ("AAAA" if not tokens["access_token"].endswith("AAAA") else "BBBB")
+        refused = request("GET", f"http://127.0.0.1:{port}/me", headers={"Authorization": f"Bearer {tampered}"})
+        assert refused.status == 401
+    finally:
+        backend.terminate()
+        backend.wait(timeout=10)
 
 
 def test_login_with_a_malformed_body_is_400(login: Login) -> None:
