@@ -139,3 +139,61 @@ def test_a_crashing_release_fails_wait_healthy_with_the_reason_and_the_old_versi
     assert "exit code 4" in err.value.message
     assert not client.failures, client.failures
     assert version(listener) == live
+
+
+def test_the_rest_of_what_the_app_needs_answers_as_on_aws(project: Path) -> None:
+    """S3 presigned uploads against the sandbox, DynamoDB, Cognito's JWKS, SSM, CloudWatch alarms."""
+    settings = load_settings(project / "deploy.toml")
+    kw = {
+        "endpoint_url": settings.endpoint_url,
+        "region_name": settings.region,
+        "aws_access_key_id": "x",
+        "aws_secret_access_key": "x",
+    }
+    s3 = boto3.client("s3", **kw)
+    s3.create_bucket(Bucket="kyc-documents")
+    url = s3.generate_presigned_url(
+        "put_object",
+        Params={"Bucket": "kyc-documents", "Key": "kyc/u1/doc.pdf", "ContentType": "application/pdf"},
+        ExpiresIn=60,
+    )
+    assert url.startswith(settings.endpoint_url)
+    put = urllib.request.Request(url, data=b"%PDF-1.7 test", method="PUT", headers={"Content-Type": "application/pdf"})
+    with urllib.request.urlopen(put, timeout=10) as answer:
+        assert answer.status == 200
+    head = s3.head_object(Bucket="kyc-documents", Key="kyc/u1/doc.pdf")
+    assert head["ContentLength"] == 13 and head["ContentType"] == "application/pdf"
+
+    ddb = boto3.client("dynamodb", **kw)
+    ddb.create_table(
+        TableName="cars",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "car_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "car_id", "KeyType": "HASH"}],
+    )
+    ddb.put_item(TableName="cars", Item={"car_id": {"S": "c1"}, "model": {"S": "Zoe"}})
+    assert ddb.get_item(TableName="cars", Key={"car_id": {"S": "c1"}})["Item"]["model"]["S"] == "Zoe"
+
+    idp = boto3.client("cognito-idp", **kw)
+    pool = idp.create_user_pool(PoolName="users")["UserPool"]["Id"]
+    with urllib.request.urlopen(f"{settings.endpoint_url}/{pool}/.well-known/jwks.json", timeout=5) as answer:
+        keys = json.loads(answer.read())["keys"]
+    assert keys and keys[0]["kty"] == "RSA" and keys[0]["alg"] == "RS256"
+
+    ssm = boto3.client("ssm", **kw)
+    ssm.put_parameter(Name="/car-rental/feature", Value="on", Type="String")
+    assert ssm.get_parameter(Name="/car-rental/feature")["Parameter"]["Value"] == "on"
+
+    cloudwatch = boto3.client("cloudwatch", **kw)
+    cloudwatch.put_metric_alarm(
+        AlarmName="backend-5xx",
+        MetricName="HTTPCode_Target_5XX_Count",
+        Namespace="AWS/ApplicationELB",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=5,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    alarms = cloudwatch.describe_alarms(AlarmNames=["backend-5xx"])["MetricAlarms"]
+    assert alarms[0]["StateValue"] in ("OK", "INSUFFICIENT_DATA", "ALARM")
