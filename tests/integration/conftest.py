@@ -22,23 +22,10 @@ from deploykit import commands
 from deploykit.config import load_config
 from deploykit.errors import DeployKitError
 from deploykit.images import docker_client
+from sandbox.lifecycle import REGISTRY_CONFIG
 from tests.conftest import REPO
 
 CA_DIR = "/usr/local/share/ca-certificates"
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-"""
 
 
 def _unavailable(reason: str) -> None:
@@ -116,7 +103,7 @@ def base_image(docker_engine: docker.DockerClient) -> str:
 @pytest.fixture
 def repository_name(request: pytest.FixtureRequest) -> str:
     """A repository name of this test's own, so tests never see each other's images."""
-    return "it-" + request.node.name.lower().replace("_", "-")[:40] + f"-{os.getpid()}"
+    return "it-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + f"-{os.getpid()}"
 
 
 @pytest.fixture
