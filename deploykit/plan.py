@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -56,6 +57,7 @@ class Outcome:
     status: Literal["done", "skipped"]
     detail: str = ""
     outputs: Mapping[str, str] = field(default_factory=dict)
+    children: tuple[StepRecord, ...] = ()  # what the sub-steps of a Parallel step did
 
     @classmethod
     def done(cls, detail: str = "", **outputs: str) -> Outcome:
@@ -114,6 +116,52 @@ class StepRecord:
     seconds: float = 0.0
     detail: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
+    children: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Parallel(Step):
+    """Independent steps run at the same time. It fails when one of them fails, once all have ended."""
+
+    name: ClassVar[str] = "parallel"
+    steps: tuple[Step, ...]
+
+    def describe(self) -> str:
+        return " ‖ ".join(f"{s.name}: {s.describe()}" for s in self.steps)
+
+    def inputs(self) -> dict[str, Any]:
+        return {"steps": [{"step": s.name, "inputs": s.inputs()} for s in self.steps]}
+
+    def run(self, ctx: Context) -> Outcome:
+        def timed(step: Step) -> tuple[Outcome | BaseException, float]:
+            t0 = ctx.clock.monotonic()
+            try:
+                return step.run(ctx), ctx.clock.monotonic() - t0
+            except Exception as exc:  # reported below, once every sibling has ended
+                return exc, ctx.clock.monotonic() - t0
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self.steps)), thread_name_prefix="parallel") as pool:
+            results = list(pool.map(timed, self.steps))
+        children: list[StepRecord] = []
+        outputs: dict[str, str] = {}
+        failures: list[tuple[Step, BaseException]] = []
+        for step, (result, seconds) in zip(self.steps, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append((step, result))
+                detail = result.message if isinstance(result, DeployKitError) else str(result)
+                children.append(StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100]))
+                continue
+            outputs.update(result.outputs)
+            children.append(
+                StepRecord(step.name, step.describe(), result.status, seconds, result.detail, dict(result.outputs))
+            )
+        if failures:
+            for step, error in failures[1:]:
+                ctx.reporter.line(f"❌ {step.name} failed too: {error}")
+            raise failures[0][1]
+        status: Literal["done", "skipped"] = "done" if any(c.status == "done" for c in children) else "skipped"
+        done = sum(1 for c in children if c.status == "done")
+        return Outcome(status, f"{done} of {len(children)} changed", outputs, tuple(children))
 
 
 @dataclass
@@ -135,10 +183,10 @@ class RunReport:
 
     def table(self) -> str:
         icons = {"done": "✅ done", "skipped": "⏭  skipped", "failed": "❌ failed", "not run": "·  not run"}
-        rows = [
-            [r.step, icons[r.status], f"{r.seconds:.1f}s" if r.status != "not run" else "", r.detail]
-            for r in self.records
-        ]
+        rows = []
+        for r in self.records:
+            rows.append([r.step, icons[r.status], f"{r.seconds:.1f}s" if r.status != "not run" else "", r.detail])
+            rows += [[f"  ↳ {c.step}", icons[c.status], f"{c.seconds:.1f}s", c.detail] for c in r.children]
         rows.append(["total", "ok" if self.ok else "FAILED", f"{self.seconds:.1f}s", ""])
         return tabulate(rows, headers=["step", "result", "time", "detail"], tablefmt="simple")
 
@@ -192,6 +240,7 @@ class Executor:
                 break
             record.status, record.detail = outcome.status, outcome.detail
             record.outputs = dict(outcome.outputs)
+            record.children = list(outcome.children)
             record.seconds = clock.monotonic() - t0
             mark = "✅" if outcome.status == "done" else "⏭ "
             out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")

@@ -111,3 +111,40 @@ def test_dry_run_describes_every_step_and_runs_none() -> None:
         "inputs": {"seconds": 1.0, "skip": False},
     }
     assert "Nothing to do" in describe_plan(Plan("sandbox", ()))
+
+
+def test_parallel_steps_run_together_and_are_listed_under_their_group() -> None:
+    import threading
+
+    from deploykit.plan import Parallel
+
+    barrier = threading.Barrier(2, timeout=5)  # both must be running at once, or this times out
+
+    @dataclass(frozen=True)
+    class Meet(Step):
+        name: ClassVar[str] = "meet"
+        who: str
+
+        def describe(self) -> str:
+            return self.who
+
+        def run(self, ctx: Context) -> Outcome:
+            barrier.wait()
+            return Outcome.done(f"{self.who} met", **{self.who: "yes"})
+
+    out = io.StringIO()
+    report = Executor(make_ctx(FakeClock(), out)).execute(Plan("x", (Parallel((Meet("a"), Meet("b"))),)))
+    assert report.ok and report.outputs() == {"a": "yes", "b": "yes"}
+    assert [c.detail for c in report.records[0].children] == ["a met", "b met"]
+    assert "↳ meet" in report.table()
+
+
+def test_a_failing_parallel_step_fails_the_group_after_its_siblings_end() -> None:
+    from deploykit.plan import Parallel
+
+    clock, out = FakeClock(), io.StringIO()
+    report = Executor(make_ctx(clock, out)).execute(
+        Plan("x", (Parallel((Boom(StepFailed("left broke")), Sleep(2.0))),))
+    )
+    assert isinstance(report.error, StepFailed) and report.error.message == "left broke"
+    assert report.records[0].status == "failed"
