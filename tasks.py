@@ -20,7 +20,7 @@ from invoke.tasks import task
 
 from deploykit import commands
 from deploykit.config import find_config, load_config
-from deploykit.errors import DeployKitError, EnvironmentNotReady
+from deploykit.errors import DeployKitError, EnvironmentNotReady, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -148,8 +148,95 @@ def deploy_app(
     )
 
 
+@task(
+    name="stack",
+    help={
+        "name": "stack name (or its role: registry, data, auth, fargate, api)",
+        "image-tag": "ImageTag for the Fargate stack (default: the image live now, never anything else)",
+        "allow-replace": "allow the change set to replace a table, bucket or user pool (their data is lost)",
+        "force-synth": "synthesize even when nothing the CDK app reads has changed",
+        **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
+    },
+)
+@reports_errors
+def deploy_stack(
+    c: Context,
+    name: str,
+    image_tag: str | None = None,
+    allow_replace: bool = False,
+    force_synth: bool = False,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+) -> None:
+    """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs."""
+    if not dry_run:
+        _ensure_sandbox(env)
+    commands.deploy_stack(
+        name,
+        env=env,
+        image_tag=image_tag,
+        allow_replace=allow_replace,
+        force_synth=force_synth,
+        dry_run=dry_run,
+        as_json=json_,
+    )
+
+
+@task(name="full", help=CHAIN_HELP)
+@reports_errors
+def deploy_full(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+) -> None:
+    """Every stack in dependency order (independent ones in parallel), with this commit's image and zips."""
+    if not dry_run:
+        _ensure_sandbox(env)
+    commands.deploy_full(env=env, allow_dirty=allow_dirty, dry_run=dry_run, as_json=json_)
+
+
+@task(name="endpoints", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
+@reports_errors
+def show_endpoints(c: Context, env: str | None = None, json_: bool = False) -> None:
+    """The environment's endpoints (ALB and API URLs, pool and client ids, tables, buckets) from its stacks."""
+    commands.endpoints(env=env, as_json=json_)
+
+
 deploy = Collection("deploy")
 deploy.add_task(deploy_app)
+deploy.add_task(deploy_stack)
+deploy.add_task(deploy_full)
+
+
+@task(
+    help={
+        "include-data": "also delete the stacks holding data (registry, data, auth)",
+        "yes": "do not ask for confirmation (for scripts)",
+        **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
+    }
+)
+@reports_errors
+def destroy(
+    c: Context,
+    include_data: bool = False,
+    yes: bool = False,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+) -> None:
+    """Delete the environment's stacks in reverse order; data stacks only with --include-data."""
+    config = load_config()
+    environment = config.environment(env)
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "destroy needs a confirmation and there is no terminal to ask on", "pass --yes to confirm in a script"
+            )
+        what = "every stack" if include_data else "the stacks without data"
+        answer = input(f"Delete {what} of {environment.name!r}? Type the environment's name to confirm: ")
+        if answer.strip() != environment.name:
+            print("Nothing deleted.", file=sys.stderr)
+            return
+    commands.destroy(env=env, include_data=include_data, dry_run=dry_run, as_json=json_)
 
 
 # -- the sandbox: a local AWS on this machine ---------------------------------------------------------------
@@ -248,4 +335,6 @@ sandbox = Collection("sandbox")
 for _task in (sandbox_up, sandbox_down, sandbox_status, sandbox_logs, sandbox_reset):
     sandbox.add_task(_task)
 
-ns = Collection(build, push, register_taskdef, roll_service, wait_healthy, base_image, deploy, sandbox)
+ns = Collection(
+    build, push, register_taskdef, roll_service, wait_healthy, base_image, deploy, destroy, show_endpoints, sandbox
+)

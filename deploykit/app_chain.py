@@ -7,7 +7,7 @@ depends on state another left behind. A step whose result already exists is skip
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -105,17 +105,19 @@ class PushImage(Step):
 
     name: ClassVar[str] = "push"
     local_image: str
-    repository: str  # registry/repository, no tag
+    repository: str  # registry/repository, no tag; "" when the repository is created by an earlier step
     tag: str
 
     @property
     def remote(self) -> str:
-        return f"{self.repository}:{self.tag}"
+        return f"{self.repository or '<ECR repository>'}:{self.tag}"
 
     def describe(self) -> str:
         return f"push {self.local_image} → {self.remote}"
 
     def run(self, ctx: Context) -> Outcome:
+        if not self.repository:  # created by an earlier step of this plan (deploy.full's registry stack)
+            return replace(self, repository=registry.repository_uri(ctx.aws)).run(ctx)
         client = ctx.docker
         auth = registry.push_auth(ctx.aws)
         existing = images.remote_digest(client, self.remote, auth)

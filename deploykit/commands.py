@@ -14,12 +14,14 @@ from typing import Any, TextIO
 
 import botocore.exceptions
 import docker.errors
+from tabulate import tabulate
 
-from deploykit import git, planner, registry
+from deploykit import ecs, git, planner, registry
 from deploykit.aws import AwsFactory, translate_error
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import Config, EnvConfig, load_config
-from deploykit.errors import DeployKitError, StepFailed
+from deploykit.endpoints import Endpoints, resolve_endpoints
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
@@ -117,3 +119,143 @@ def base_image(
     config, environment = _load(runtime, env)
     plan = planner.base_image_plan(config, environment, force=force)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)
+
+
+# -- stacks -----------------------------------------------------------------------------------------------------
+
+
+def live_image_tag(aws: AwsFactory, env: EnvConfig) -> str:
+    """The image tag live now: the running service's, else the stack's current ImageTag parameter."""
+    ecs_client = aws.client("ecs")
+    try:
+        service = ecs.describe_service(ecs_client, env.cluster, env.service)
+        image = ecs.TaskDefinitions(ecs_client).image(service["taskDefinition"], env.container)
+        return image.rsplit(":", 1)[-1]
+    except UsageError:
+        pass
+    current = stack_parameters(aws, env.stacks.fargate)
+    if current.get(planner.IMAGE_PARAMETER):
+        return current[planner.IMAGE_PARAMETER]
+    raise UsageError(
+        f"no image is live in environment {env.name!r} (no service, no {env.stacks.fargate} stack)",
+        next_step="pass --image-tag TAG (an image already pushed), or deploy everything: inv deploy.full",
+    )
+
+
+def stack_parameters(aws: AwsFactory, stack: str) -> dict[str, str]:
+    try:
+        answer = aws.client("cloudformation").describe_stacks(StackName=stack)
+    except botocore.exceptions.ClientError as exc:
+        if "does not exist" in str(exc):
+            return {}
+        raise
+    found = answer["Stacks"][0]
+    if found.get("StackStatus") in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE"):
+        return {}
+    return {p["ParameterKey"]: p.get("ParameterValue", "") for p in found.get("Parameters", [])}
+
+
+def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[dict[str, str], list[str]]:
+    """The Lambda code keys live now (the API stack's parameters); for a new stack, this commit's zips."""
+    packages = planner.lambda_packages(config)
+    live = stack_parameters(aws, env.stacks.api)
+    keys = {fn: live[planner.code_parameter(fn)] for fn in packages if live.get(planner.code_parameter(fn))}
+    missing = sorted(fn for fn in packages if fn not in keys)
+    keys.update({fn: packages[fn].key for fn in missing})
+    return keys, missing
+
+
+def deploy_stack(
+    stack: str,
+    *,
+    env: str | None = None,
+    image_tag: str | None = None,
+    allow_replace: bool = False,
+    force_synth: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """One stack through a change set, with its inputs as they are live now."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    role = planner.role_of(environment, stack)
+    try:
+        tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
+        keys, uploads = current_code_keys(aws, config, environment) if role == "api" else ({}, [])
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise translate_error(exc, environment) from None
+    plan = planner.deploy_stack_plan(
+        config,
+        environment,
+        stack,
+        image_tag=tag,
+        code_keys=keys,
+        uploads=uploads,
+        allow_replace=allow_replace,
+        force_synth=force_synth,
+    )
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def deploy_full(
+    *,
+    env: str | None = None,
+    allow_dirty: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Every stack in dependency order, the image of this commit and its Lambda zips included."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    revision = git.current_revision(config.root, allow_dirty=allow_dirty)
+    aws = runtime.aws_factory(environment)
+    plan = planner.full_plan(config, environment, revision, repository_uri="")
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def destroy(
+    *,
+    env: str | None = None,
+    include_data: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Delete the stacks in reverse order; those holding data only with include_data. Refuses protected envs."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if environment.protected:
+        raise UsageError(
+            f"environment {environment.name!r} is protected in deploy.toml; destroy refuses it",
+            next_step="delete its stacks by hand if you really mean it, or set protected = false",
+        )
+    plan = planner.destroy_plan(environment, include_data=include_data)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)
+
+
+def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None) -> Endpoints:
+    """The environment's endpoints from its stacks' outputs and deploy.toml's overrides; printed as a table."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    try:
+        found = resolve_endpoints(aws.client("cloudformation"), environment, environment.endpoints)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise translate_error(exc, environment) from None
+    data = found.to_json()
+    if as_json:
+        runtime.stdout.write(dumps(data) + "\n")
+    else:
+        rows = []
+        for key, value in data.items():
+            if key == "outputs":
+                continue
+            if isinstance(value, dict):
+                rows += [[f"{key}.{k}", v] for k, v in value.items()]
+            else:
+                rows.append([key, value])
+        runtime.stderr.write(tabulate(rows, headers=["endpoint", "value"]) + "\n")
+    return found

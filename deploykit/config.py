@@ -78,6 +78,9 @@ class EnvConfig:
     poll_interval: float | None = None
     wait_timeout: float = 600.0
     protected: bool = False
+    # Overrides of the endpoints read from the stacks' outputs (alb_url, api_url, jwks_url, ...); a value
+    # may use the outputs as {OutputKey} fields, e.g. "http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/".
+    endpoints: dict[str, str] = field(default_factory=dict)
     retry_mode: str = "standard"
     max_attempts: int = 5
     connect_timeout: float = 5.0
@@ -200,6 +203,8 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
             raise ConfigError(f"{prefix}.{key} must be greater than 0")
     if env.poll_interval is not None and not 0 < env.poll_interval <= 60:
         raise ConfigError(f"{prefix}.poll_interval must be between 0 and 60 seconds")
+    if not all(isinstance(v, str) for v in env.endpoints.values()):
+        raise ConfigError(f"{prefix}.endpoints: every value must be a string")
     if env.endpoint_url and not env.endpoint_url.startswith(("http://", "https://")):
         raise ConfigError(f"{prefix}.endpoint_url must start with http:// or https://")
 

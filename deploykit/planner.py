@@ -6,7 +6,9 @@ Planning only reads; every input of every step is resolved here and written into
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+from deploykit import packaging
 from deploykit.app_chain import (
     BuildImage,
     EnsureBaseImage,
@@ -18,7 +20,9 @@ from deploykit.app_chain import (
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import UsageError
 from deploykit.git import Revision
-from deploykit.plan import Plan, Step
+from deploykit.plan import Parallel, Plan, Step
+from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
+from deploykit.stack_chain import Sequence as StepSequence
 
 APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
 
@@ -56,8 +60,8 @@ def app_chain_plan(
     unknown = [s for s in stages if s not in APP_STAGES]
     if unknown:
         raise UsageError(f"unknown app-chain stage(s): {', '.join(unknown)}", next_step=f"use: {', '.join(APP_STAGES)}")
-    if needs_repository(stages) and not repository_uri:
-        raise ValueError("repository_uri is needed for stages after build")
+    if needs_repository(stages) and repository_uri is None:
+        raise ValueError("repository_uri is needed for stages after build ('' lets push resolve it)")
     image = f"{repository_uri}:{revision.tag}"
     steps: list[Step] = []
     for stage in sorted(stages, key=APP_STAGES.index):
@@ -93,3 +97,119 @@ def app_chain_plan(
                 WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds)
             )
     return Plan(env.name, tuple(steps), title or " → ".join(stages))
+
+
+# -- stacks ---------------------------------------------------------------------------------------------------
+
+# Which stacks each stack imports from (cross-stack references): the order of deploy.full and destroy.
+STACK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "registry": (),
+    "data": (),
+    "auth": (),
+    "fargate": ("registry", "data", "auth"),
+    "api": ("registry", "auth"),
+}
+DATA_STACKS = ("registry", "data", "auth")  # they hold images, tables, buckets, users: kept by destroy
+IMAGE_PARAMETER = "ImageTag"
+
+
+def stack_roles(env: EnvConfig) -> dict[str, str]:
+    """Role (registry, data, ...) → the environment's stack name."""
+    return {role: getattr(env.stacks, role) for role in STACK_DEPENDENCIES}
+
+
+def role_of(env: EnvConfig, stack: str) -> str:
+    for role, name in stack_roles(env).items():
+        if name == stack or role == stack:
+            return role
+    known = ", ".join(stack_roles(env).values())
+    raise UsageError(f"unknown stack {stack!r} in environment {env.name!r}", next_step=f"use one of: {known}")
+
+
+def synth_dir(config: Config, env: EnvConfig) -> Path:
+    return config.root / "cdk.out" / env.name
+
+
+def code_parameter(function: str) -> str:
+    """login_handler → LoginHandlerCodeKey: the API stack's parameter for that function's S3 key."""
+    return "".join(part.capitalize() for part in function.split("_")) + "CodeKey"
+
+
+def lambda_packages(config: Config) -> dict[str, packaging.Package]:
+    return packaging.package_all(config.root / "lambda")
+
+
+def deploy_stack_plan(
+    config: Config,
+    env: EnvConfig,
+    stack: str,
+    *,
+    image_tag: str,
+    code_keys: dict[str, str],
+    uploads: Sequence[str] = (),
+    allow_replace: bool = False,
+    force_synth: bool = False,
+) -> Plan:
+    """Synthesize, upload the zips it names (if any), then one stack's change set."""
+    role = role_of(env, stack)
+    name = stack_roles(env)[role]
+    out = synth_dir(config, env)
+    steps: list[Step] = [Synthesize(str(out), force_synth)]
+    packages = lambda_packages(config) if uploads else {}
+    steps += [
+        UploadLambdaCode(fn, str(config.root / "lambda" / fn), packages[fn].key, env.stacks.registry) for fn in uploads
+    ]
+    steps.append(
+        DeployStack(name, str(out / f"{name}.template.json"), _parameters(role, image_tag, code_keys), allow_replace)
+    )
+    return Plan(env.name, tuple(steps), f"deploy.stack {name}")
+
+
+def _parameters(role: str, image_tag: str, code_keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    if role == "fargate":
+        return ((IMAGE_PARAMETER, image_tag),)
+    if role == "api":
+        return tuple(sorted((code_parameter(fn), key) for fn, key in code_keys.items()))
+    return ()
+
+
+def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri: str) -> Plan:
+    """Every stack in dependency order, independent ones in parallel, the image and the zips in between."""
+    roles = stack_roles(env)
+    out = synth_dir(config, env)
+    packages = lambda_packages(config)
+    code_keys = {fn: p.key for fn, p in packages.items()}
+
+    def stack(role: str) -> DeployStack:
+        return DeployStack(
+            roles[role], str(out / f"{roles[role]}.template.json"), _parameters(role, revision.tag, code_keys)
+        )
+
+    image = StepSequence(
+        "image", app_chain_plan(config, env, revision, ("build", "push"), repository_uri=repository_uri).steps
+    )
+    uploads = [
+        UploadLambdaCode(fn, str(config.root / "lambda" / fn), p.key, roles["registry"])
+        for fn, p in sorted(packages.items())
+    ]
+    steps: list[Step] = [
+        Synthesize(str(out)),
+        stack("registry"),
+        Parallel((stack("data"), stack("auth"), image, *uploads)),
+        Parallel((stack("fargate"), stack("api"))),
+    ]
+    return Plan(env.name, tuple(steps), "deploy.full")
+
+
+def destroy_plan(env: EnvConfig, *, include_data: bool) -> Plan:
+    """The stacks in reverse dependency order; those holding data only with include_data."""
+    roles = stack_roles(env)
+    groups = [("fargate", "api"), ("data", "auth"), ("registry",)]
+    steps: list[Step] = []
+    for group in groups:
+        members = [DestroyStack(roles[r]) for r in group if include_data or r not in DATA_STACKS]
+        if len(members) > 1:
+            steps.append(Parallel(tuple(members)))
+        elif members:
+            steps.append(members[0])
+    return Plan(env.name, tuple(steps), "destroy")

@@ -96,6 +96,11 @@ repository = "car-rental-backend"
 wait_timeout = 120
 poll_interval = 0.5
 
+[environments.sandbox.endpoints]
+alb_url = "http://127.0.0.1:{listener}"
+api_url = "http://127.0.0.1:{ports["api"]}/restapis/{{ApiId}}/{{ApiStageName}}/_user_request_/"
+jwks_url = "http://127.0.0.1:{ports["aws"]}/{{UserPoolId}}/.well-known/jwks.json"
+
 [environments.sandbox.stacks]
 registry = "CarRentalRegistryStack"
 data = "CarRentalDataStack"

@@ -1,0 +1,232 @@
+"""An environment's endpoints (URLs, ids, names), resolved from its stacks' outputs.
+
+Every task and check that needs "where is the ALB", "which user pool", "which table" asks
+:func:`resolve_endpoints`, which reads the outputs of the five stacks (names from ``env.stacks``; output keys
+as listed in cdk/README.md) and then applies the environment's overrides (deploy.toml). An override is a
+template formatted with the outputs of all stacks (plus ``{env}``, ``{region}`` and every endpoint already
+read from the outputs, e.g. ``{api_url}``), which is how the sandbox maps AWS-shaped URLs to its local ones::
+
+    api_url = "http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/_user_request_/"
+    alb_url = "http://127.0.0.1:8080"
+
+Override keys are the field names of :class:`Endpoints`; the mapped ones are written ``tables.cars``,
+``buckets.kyc``, ``functions.login_handler``. When ``api_url`` is overridden, ``login_url`` and
+``api_health_url`` follow it (same path below the API's base URL) unless they are overridden too.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from deploykit.errors import ConfigError, UsageError
+from deploykit.stacks import is_missing_stack, outputs_of
+
+if TYPE_CHECKING:
+    from deploykit.config import EnvConfig
+
+STACK_ROLES = ("registry", "data", "auth", "fargate", "api")
+
+# Endpoint field → (stack role, output key).
+SCALAR_OUTPUTS: dict[str, tuple[str, str]] = {
+    "alb_url": ("fargate", "AlbUrl"),
+    "alb_dns_name": ("fargate", "AlbDnsName"),
+    "load_balancer_arn": ("fargate", "LoadBalancerArn"),
+    "target_group_arn": ("fargate", "TargetGroupArn"),
+    "cluster": ("fargate", "ClusterName"),
+    "service": ("fargate", "ServiceName"),
+    "service_arn": ("fargate", "ServiceArn"),
+    "container": ("fargate", "ContainerName"),
+    "container_port": ("fargate", "ContainerPort"),
+    "task_definition_family": ("fargate", "TaskDefinitionFamily"),
+    "log_group": ("fargate", "BackendLogGroupName"),
+    "api_url": ("api", "ApiUrl"),
+    "api_id": ("api", "ApiId"),
+    "api_stage": ("api", "ApiStageName"),
+    "api_health_url": ("api", "ApiHealthUrl"),
+    "login_url": ("api", "LoginUrl"),
+    "user_pool_id": ("auth", "UserPoolId"),
+    "user_pool_arn": ("auth", "UserPoolArn"),
+    "user_pool_client_id": ("auth", "UserPoolClientId"),
+    "user_pool_issuer": ("auth", "UserPoolIssuer"),
+    "jwks_url": ("auth", "UserPoolJwksUrl"),
+    "repository_uri": ("registry", "RepositoryUri"),
+    "repository_name": ("registry", "RepositoryName"),
+    "artifacts_bucket": ("registry", "ArtifactsBucketName"),
+}
+# Mapping field → its keys → (stack role, output key).
+MAPPED_OUTPUTS: dict[str, dict[str, tuple[str, str]]] = {
+    "tables": {
+        "cars": ("data", "CarsTableName"),
+        "bookings": ("data", "BookingsTableName"),
+        "kyc": ("data", "KycTableName"),
+    },
+    "buckets": {
+        "kyc": ("data", "KycBucketName"),
+        "kyc_access_logs": ("data", "KycAccessLogsBucketName"),
+        "artifacts": ("registry", "ArtifactsBucketName"),
+    },
+    "functions": {
+        "login_handler": ("api", "LoginHandlerFunctionName"),
+        "health_handler": ("api", "HealthHandlerFunctionName"),
+    },
+    "aliases": {
+        "login_handler": ("api", "LoginHandlerAliasArn"),
+        "health_handler": ("api", "HealthHandlerAliasArn"),
+    },
+}
+# URLs below the API's base URL: they follow an overridden api_url.
+FOLLOW_API_URL = ("login_url", "api_health_url")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where an environment's parts are. ``outputs`` holds every stack's raw outputs, by stack name."""
+
+    env: str
+    region: str
+    alb_url: str
+    alb_dns_name: str
+    load_balancer_arn: str
+    target_group_arn: str
+    cluster: str
+    service: str
+    service_arn: str
+    container: str
+    container_port: str
+    task_definition_family: str
+    log_group: str
+    api_url: str
+    api_id: str
+    api_stage: str
+    api_health_url: str
+    login_url: str
+    user_pool_id: str
+    user_pool_arn: str
+    user_pool_client_id: str
+    user_pool_issuer: str
+    jwks_url: str
+    repository_uri: str
+    repository_name: str
+    artifacts_bucket: str
+    tables: dict[str, str] = field(default_factory=dict)  # cars, bookings, kyc
+    buckets: dict[str, str] = field(default_factory=dict)  # kyc, kyc_access_logs, artifacts
+    functions: dict[str, str] = field(default_factory=dict)  # login_handler, health_handler → function name
+    aliases: dict[str, str] = field(default_factory=dict)  # login_handler, health_handler → `live` alias ARN
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # stack name → its outputs
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def override_keys() -> list[str]:
+    """Every key an override may set."""
+    return [*SCALAR_OUTPUTS, *(f"{name}.{key}" for name, keys in MAPPED_OUTPUTS.items() for key in keys)]
+
+
+def _sources() -> dict[str, tuple[str, str]]:
+    """Every endpoint key (``alb_url``, ``tables.cars``...) → (stack role, output key)."""
+    sources = dict(SCALAR_OUTPUTS)
+    for name, keys in MAPPED_OUTPUTS.items():
+        sources.update({f"{name}.{key}": source for key, source in keys.items()})
+    return sources
+
+
+def read_outputs(cfn: Any, stack_name: str) -> dict[str, str] | None:
+    """The outputs of ``stack_name``; None when the stack does not exist (or was deleted)."""
+    try:
+        stacks = cfn.describe_stacks(StackName=stack_name).get("Stacks") or []
+    except ClientError as exc:
+        if is_missing_stack(exc):
+            return None
+        raise
+    if not stacks or stacks[0].get("StackStatus") == "DELETE_COMPLETE":
+        return None
+    return outputs_of(stacks[0])
+
+
+def resolve_endpoints(cfn: Any, env: EnvConfig, overrides: Mapping[str, str] | None = None) -> Endpoints:
+    """The endpoints of ``env`` from its stacks' outputs, ``overrides`` applied last (see the module doc)."""
+    overrides = dict(overrides or {})
+    known = _sources()
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown endpoint override(s) for environment {env.name!r}: {', '.join(unknown)} "
+            f"(known: {', '.join(override_keys())})",
+            next_step=f"fix [environments.{env.name}.endpoints] in deploy.toml",
+        )
+    stack_names = {role: str(getattr(env.stacks, role)) for role in STACK_ROLES}
+    by_stack: dict[str, dict[str, str]] = {}
+    absent: list[str] = []
+    for name in stack_names.values():
+        outputs = read_outputs(cfn, name)
+        if outputs is None:
+            absent.append(name)
+        else:
+            by_stack[name] = outputs
+
+    values: dict[str, str] = {}
+    missing: dict[str, list[str]] = {}
+    for key, (role, output) in known.items():
+        name = stack_names[role]
+        if name in by_stack and output in by_stack[name]:
+            values[key] = by_stack[name][output]
+        elif key not in overrides and name in by_stack:
+            missing.setdefault(name, []).append(output)
+
+    needed_absent = [
+        name
+        for name in absent
+        if any(stack_names[role] == name and k not in overrides for k, (role, _) in known.items())
+    ]
+    if needed_absent or missing:
+        problems = []
+        if needed_absent:
+            problems.append(f"not deployed: {', '.join(needed_absent)}")
+        for name, keys in missing.items():
+            problems.append(f"{name} has no output {', '.join(keys)}")
+        raise UsageError(
+            f"cannot resolve the endpoints of environment {env.name!r}: {'; '.join(problems)}",
+            next_step=f"deploy the stacks: inv deploy.full --env {env.name}",
+        )
+
+    context: dict[str, str] = {"env": env.name, "region": env.region}
+    for outputs in by_stack.values():
+        context.update(outputs)
+    context.update({k: v for k, v in values.items() if "." not in k})
+    api_base = values.get("api_url", "")
+    for key, template in overrides.items():
+        values[key] = _format(template, context, key, env.name)
+    if "api_url" in overrides:
+        for key in FOLLOW_API_URL:
+            if key not in overrides and api_base and values.get(key, "").startswith(api_base):
+                values[key] = values["api_url"] + values[key][len(api_base) :]
+
+    kwargs: dict[str, Any] = {key: values[key] for key in SCALAR_OUTPUTS}
+    for name, sources in MAPPED_OUTPUTS.items():
+        kwargs[name] = {key: values[f"{name}.{key}"] for key in sources}
+    return Endpoints(env=env.name, region=env.region, outputs=by_stack, **kwargs)
+
+
+def _format(template: str, context: Mapping[str, str], key: str, env_name: str) -> str:
+    where = f"endpoint override {key} = {template!r} of environment {env_name!r}"
+    next_step = f"fix [environments.{env_name}.endpoints] in deploy.toml"
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        unknown = [name for name in names if name not in context]
+        if not unknown:
+            return template.format_map(context)
+    except (ValueError, IndexError, KeyError, AttributeError) as exc:
+        raise ConfigError(
+            f"{where} is not a valid template ({exc}); write {{{{ and }}}} for literal braces", next_step=next_step
+        ) from None
+    raise ConfigError(
+        f"{where} names {', '.join('{' + n + '}' for n in unknown)}, which no stack output provides "
+        f"(available: {', '.join(sorted(context))})",
+        next_step=next_step,
+    )

@@ -1,0 +1,181 @@
+"""The stack chain's steps: synthesize → change set → execute → wait, and what the stacks need first.
+
+``inv deploy.stack NAME`` plans Synthesize + DeployStack; ``inv deploy.full`` plans every stack in dependency
+order, independent ones in parallel, with the image and the Lambda zips in between; ``inv destroy`` plans
+DestroyStack steps in reverse order. Every parameter value of a stack is decided by the planner and written
+into its step: the image tag, the Lambda code keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from botocore.exceptions import ClientError
+
+from deploykit import packaging, stacks, synth
+from deploykit.errors import UsageError
+from deploykit.plan import Context, Outcome, Step, StepRecord
+
+ARTIFACTS_OUTPUT = "ArtifactsBucketName"
+
+
+def caller_account(ctx: Context) -> str:
+    return str(ctx.aws.client("sts").get_caller_identity()["Account"])
+
+
+def deployer(ctx: Context) -> stacks.StackDeployer:
+    return stacks.StackDeployer(
+        ctx.aws.client("cloudformation"),
+        ctx.clock,
+        say=ctx.reporter.line,
+        status=ctx.reporter.status,
+        poll=ctx.env.poll_seconds,
+        timeout=ctx.env.wait_timeout * 3,
+        env=ctx.env.name,
+    )
+
+
+@dataclass(frozen=True)
+class Synthesize(Step):
+    """Run the CDK app for the environment into cdk.out/<env>/ (skipped when nothing it reads changed)."""
+
+    name: ClassVar[str] = "synth"
+    out_dir: str
+    force: bool = False
+
+    def describe(self) -> str:
+        return f"synthesize cdk/ into {self.out_dir} (skipped when the sources and the context are unchanged)"
+
+    def run(self, ctx: Context) -> Outcome:
+        result = synth.synthesize(
+            ctx.config,
+            ctx.env,
+            account=caller_account(ctx),
+            ecr=ctx.aws.client("ecr"),
+            out_dir=Path(self.out_dir),
+            force=self.force,
+            clock=ctx.clock,
+            say=ctx.reporter.line,
+        )
+        names = ", ".join(sorted(result.templates))
+        if result.skipped:
+            return Outcome.skipped(f"unchanged since the last synthesis ({names})")
+        return Outcome.done(f"{len(result.templates)} templates in {result.seconds:.1f}s")
+
+
+@dataclass(frozen=True)
+class DeployStack(Step):
+    """One stack through a change set: show the changes, execute, follow the events, read the outputs."""
+
+    name: ClassVar[str] = "deploy-stack"
+    stack: str
+    template: str
+    parameters: tuple[tuple[str, str], ...] = ()
+    allow_replace: bool = False
+
+    def describe(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.parameters)
+        return f"{self.stack}: change set from {Path(self.template).name}" + (f" ({params})" if params else "")
+
+    def run(self, ctx: Context) -> Outcome:
+        body = synth.template_body(Path(self.template))
+        tags = {**synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})}  # the CDK app's tags
+        tags["deploykit:environment"] = ctx.env.name
+        result = deployer(ctx).deploy(
+            self.stack, body, dict(self.parameters), allow_replace=self.allow_replace, tags=tags
+        )
+        detail = f"{result.action} in {result.seconds:.1f}s"
+        if result.changes:
+            detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
+        outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
+        if result.action == "unchanged":
+            return Outcome.skipped(f"{self.stack}: no changes", **outputs)
+        return Outcome.done(f"{self.stack}: {detail}", **outputs)
+
+
+@dataclass(frozen=True)
+class UploadLambdaCode(Step):
+    """Upload a function's reproducible zip under its content-hash key (skipped when already there)."""
+
+    name: ClassVar[str] = "upload-lambda"
+    function: str
+    folder: str
+    key: str
+    registry_stack: str
+
+    def describe(self) -> str:
+        return f"{self.function} → s3://<{self.registry_stack}.{ARTIFACTS_OUTPUT}>/{self.key}"
+
+    def run(self, ctx: Context) -> Outcome:
+        bucket = deployer(ctx).outputs(self.registry_stack).get(ARTIFACTS_OUTPUT)
+        if not bucket:
+            raise UsageError(
+                f"stack {self.registry_stack} has no output {ARTIFACTS_OUTPUT}",
+                next_step=f"deploy it first: inv deploy.stack {self.registry_stack}",
+            )
+        s3 = ctx.aws.client("s3")
+        try:
+            s3.head_object(Bucket=bucket, Key=self.key)
+            return Outcome.skipped(f"{self.function}: s3://{bucket}/{self.key} is already there")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        package = packaging.package_function(Path(self.folder))
+        if package.key != self.key:
+            raise UsageError(
+                f"{self.function} changed since the plan was made ({package.key} ≠ {self.key})",
+                next_step="rerun the command",
+            )
+        s3.put_object(Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
+        return Outcome.done(f"{self.function}: {len(package.zip_bytes)} B → s3://{bucket}/{self.key}")
+
+
+@dataclass(frozen=True)
+class DestroyStack(Step):
+    """Delete one stack and wait until it is gone."""
+
+    name: ClassVar[str] = "destroy-stack"
+    stack: str
+
+    def describe(self) -> str:
+        return f"delete {self.stack}"
+
+    def run(self, ctx: Context) -> Outcome:
+        result = deployer(ctx).destroy(self.stack)
+        if result.action == "absent":
+            return Outcome.skipped(f"{self.stack} does not exist")
+        return Outcome.done(f"{self.stack} deleted in {result.seconds:.1f}s")
+
+
+@dataclass(frozen=True)
+class Sequence(Step):
+    """Steps that must run one after the other, as one unit (for instance inside a Parallel group)."""
+
+    name: ClassVar[str] = "sequence"
+    label: str
+    steps: tuple[Step, ...]
+
+    def describe(self) -> str:
+        return f"{self.label}: " + " → ".join(s.name for s in self.steps)
+
+    def run(self, ctx: Context) -> Outcome:
+        children: list[StepRecord] = []
+        outputs: dict[str, str] = {}
+        for step in self.steps:
+            t0 = ctx.clock.monotonic()
+            outcome = step.run(ctx)
+            outputs.update(outcome.outputs)
+            children.append(
+                StepRecord(
+                    step.name,
+                    step.describe(),
+                    outcome.status,
+                    ctx.clock.monotonic() - t0,
+                    outcome.detail,
+                    dict(outcome.outputs),
+                )
+            )
+        status: Literal["done", "skipped"] = "done" if any(c.status == "done" for c in children) else "skipped"
+        return Outcome(status, f"{self.label}: " + "; ".join(c.detail for c in children), outputs, tuple(children))

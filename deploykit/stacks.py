@@ -1,0 +1,745 @@
+"""CloudFormation stacks through change sets: recover, show the changes, guard the data, execute, follow.
+
+:class:`StackDeployer` deploys one synthesized template to one stack:
+
+1. **pre-flight**: a stack busy with another operation (``*_IN_PROGRESS``) is waited for, not fought; a
+   failed first create (``ROLLBACK_COMPLETE``/``ROLLBACK_FAILED``) is deleted and created again; an
+   ``UPDATE_ROLLBACK_FAILED`` stack gets ``ContinueUpdateRollback`` (to ``UPDATE_ROLLBACK_COMPLETE``); a
+   stack that is only a change set (``REVIEW_IN_PROGRESS``), a deleted one or none is created;
+2. **change set** (named ``deploykit-<UTC time>``): an empty one ("didn't contain changes", "No updates are
+   to be performed", at creation or as its FAILED reason) is deleted and the stack reported ``unchanged``;
+   otherwise its changes are printed as a table, and a replacement or removal of a data-holding resource
+   (tables, buckets, user pools...) is refused unless ``allow_replace``: the change set is deleted and
+   nothing changes;
+3. **execute and follow**: the stack's events are printed as they arrive (only the ones after the execute,
+   oldest first, each once, with the elapsed time) until the stack reaches a terminal status; success reads
+   the outputs, anything else raises :class:`~deploykit.errors.StepFailed` listing the failing resources
+   with their reasons and the command to run next.
+
+Each wait polls every ``poll`` seconds on the injected clock (a change set being made: every
+``min(poll, 1)`` seconds), and has its own deadline of ``timeout`` seconds. Throttling is retried with
+exponential backoff on every call; other transient errors (5xx, a dropped connection) only on calls that are
+safe to repeat (reads and deletes). Nothing here makes a client.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import botocore.exceptions
+from botocore.exceptions import ClientError
+from tabulate import tabulate
+
+from deploykit.clock import Clock
+from deploykit.errors import StepFailed, UsageError
+
+# Resource types whose replacement or removal loses (or orphans) data.
+DATA_RESOURCE_TYPES = frozenset(
+    {
+        "AWS::DynamoDB::Table",
+        "AWS::DynamoDB::GlobalTable",
+        "AWS::S3::Bucket",
+        "AWS::Cognito::UserPool",
+        "AWS::RDS::DBInstance",
+        "AWS::RDS::DBCluster",
+        "AWS::EFS::FileSystem",
+    }
+)
+DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
+# How CloudFormation says a change set is empty: as the FAILED change set's StatusReason ("The submitted
+# information didn't contain changes. Submit different information to create a change set."), or as the
+# error of CreateChangeSet itself ("No updates are to be performed.", which moto answers).
+EMPTY_CHANGE_SET_MARKERS = ("didn't contain changes", "no updates are to be performed")
+
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalError",
+        "InternalServiceError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# Calls that may be repeated after an error whose effect is unknown (5xx, a dropped connection).
+IDEMPOTENT_CALLS = frozenset(
+    {
+        "describe_stacks",
+        "describe_stack_events",
+        "describe_change_set",
+        "list_change_sets",
+        "delete_change_set",
+        "delete_stack",
+    }
+)
+
+SUCCESS_AFTER_EXECUTE = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
+FAILED_FIRST_CREATE = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED"})
+STACK_TYPE = "AWS::CloudFormation::Stack"
+EVENT_PAGES = 5  # describe_stack_events pages read per poll at most (100 events each)
+QUIET_POLLS = 3  # polls after which an unchanged terminal status counts even without any sign of activity
+
+Action = Literal["created", "updated", "unchanged", "deleted", "absent", "recreated"]
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource change of a change set."""
+
+    logical_id: str
+    resource_type: str
+    action: str  # Add | Modify | Remove | Import | Dynamic
+    replacement: str = ""  # True | False | Conditional ("" for Add and Remove)
+    physical_id: str = ""
+    scope: tuple[str, ...] = ()
+
+    @property
+    def holds_data(self) -> bool:
+        return self.resource_type in DATA_RESOURCE_TYPES
+
+    @property
+    def destroys(self) -> bool:
+        """Whether the resource as it is now goes away: removed, or (possibly) replaced by a new one."""
+        return self.action == "Remove" or (self.action == "Modify" and self.replacement in ("True", "Conditional"))
+
+
+@dataclass(frozen=True)
+class StackResult:
+    name: str
+    action: Action
+    seconds: float
+    outputs: dict[str, str] = field(default_factory=dict)
+    changes: tuple[Change, ...] = ()
+
+
+# -- pure logic ----------------------------------------------------------------------------------
+
+
+def parse_changes(raw: Iterable[Mapping[str, Any]]) -> list[Change]:
+    """DescribeChangeSet's ``Changes`` as :class:`Change` objects (entries that are not resources skipped)."""
+    changes = []
+    for entry in raw:
+        rc = entry.get("ResourceChange")
+        if entry.get("Type", "Resource") != "Resource" or not isinstance(rc, Mapping):
+            continue
+        changes.append(
+            Change(
+                logical_id=str(rc.get("LogicalResourceId", "?")),
+                resource_type=str(rc.get("ResourceType", "?")),
+                action=str(rc.get("Action", "?")),
+                replacement=str(rc.get("Replacement") or ""),
+                physical_id=str(rc.get("PhysicalResourceId") or ""),
+                scope=tuple(str(s) for s in rc.get("Scope") or ()),
+            )
+        )
+    return changes
+
+
+def dangerous_changes(changes: Iterable[Change], data_types: Iterable[str] = DATA_RESOURCE_TYPES) -> list[Change]:
+    """Changes that replace (surely or possibly) or remove a data-holding resource."""
+    types = frozenset(data_types)
+    return [c for c in changes if c.resource_type in types and c.destroys]
+
+
+def is_no_changes_message(text: str | None) -> bool:
+    lowered = (text or "").lower()
+    return any(marker in lowered for marker in EMPTY_CHANGE_SET_MARKERS)
+
+
+def is_empty_change_set(status: str | None, reason: str | None) -> bool:
+    """A FAILED change set whose reason says there was nothing to change."""
+    return status == "FAILED" and is_no_changes_message(reason)
+
+
+def is_no_changes_error(exc: BaseException) -> bool:
+    """CreateChangeSet refused because nothing would change (how moto answers an empty change set)."""
+    return (
+        isinstance(exc, ClientError)
+        and exc.response.get("Error", {}).get("Code") == "ValidationError"
+        and is_no_changes_message(exc.response.get("Error", {}).get("Message"))
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
+
+
+def is_throttling(exc: BaseException) -> bool:
+    return error_code(exc) in THROTTLING_CODES
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Throttling, a 5xx, or a connection that dropped mid-call (not one that never connected)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error_code(exc) in THROTTLING_CODES | TRANSIENT_CODES or int(status) >= 500
+    return isinstance(exc, botocore.exceptions.ConnectionClosedError | botocore.exceptions.ReadTimeoutError)
+
+
+def is_missing_stack(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, ClientError)
+        and error_code(exc) == "ValidationError"
+        and "does not exist" in str(exc.response.get("Error", {}).get("Message", ""))
+    )
+
+
+def change_set_name(now: datetime, suffix: str | None = None) -> str:
+    """``deploykit-<UTC time>-<random>``: unique per stack even for two deploys in the same second."""
+    return f"deploykit-{now:%Y%m%dT%H%M%SZ}-{suffix if suffix is not None else uuid.uuid4().hex[:8]}"
+
+
+def changes_table(changes: Sequence[Change]) -> str:
+    """The changes as a table: resource, type, action, replacement (data holders marked)."""
+    if not changes:
+        return "(no resource changes: only parameters, outputs or metadata change)"
+    rows = []
+    for c in changes:
+        mark = "  ⚠ holds data" if c.holds_data and c.destroys else ""
+        rows.append([c.logical_id, c.resource_type, c.action, (c.replacement or "-") + mark])
+    return tabulate(rows, headers=["resource", "type", "action", "replacement"], tablefmt="simple")
+
+
+def outputs_of(stack: Mapping[str, Any] | None) -> dict[str, str]:
+    if not stack:
+        return {}
+    return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or ()}
+
+
+def parameters_of(stack: Mapping[str, Any] | None) -> dict[str, str]:
+    if not stack:
+        return {}
+    return {
+        str(p["ParameterKey"]): str(p.get("ResolvedValue") or p.get("ParameterValue", ""))
+        for p in stack.get("Parameters") or ()
+    }
+
+
+def fresh_events(events: Iterable[Mapping[str, Any]], seen: set[str], since: datetime | None) -> list[dict[str, Any]]:
+    """Events not shown yet and not older than ``since``, oldest first; their ids are added to ``seen``."""
+    fresh: list[dict[str, Any]] = []
+    for event in events:
+        event_id = str(event.get("EventId"))
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        stamp = event.get("Timestamp")
+        if since is not None and isinstance(stamp, datetime) and stamp < since:
+            continue
+        fresh.append(dict(event))
+    # CloudFormation lists newest first; equal timestamps keep their reversed listing order (stable sort)
+    fresh.reverse()
+    return sorted(fresh, key=lambda e: e["Timestamp"].timestamp() if isinstance(e.get("Timestamp"), datetime) else 0)
+
+
+def is_stack_event(event: Mapping[str, Any], stack_name: str) -> bool:
+    return event.get("ResourceType") == STACK_TYPE and event.get("LogicalResourceId") == stack_name
+
+
+def failed_resources(events: Iterable[Mapping[str, Any]], stack_name: str) -> list[tuple[str, str, str, str]]:
+    """(logical id, type, status, reason) of each resource that failed, root causes before cancellations."""
+    found: dict[str, tuple[str, str, str, str]] = {}
+    for event in events:
+        status = str(event.get("ResourceStatus", ""))
+        if not status.endswith("_FAILED") or is_stack_event(event, stack_name):
+            continue
+        logical = str(event.get("LogicalResourceId", "?"))
+        found.setdefault(
+            logical,
+            (logical, str(event.get("ResourceType", "?")), status, str(event.get("ResourceStatusReason") or "")),
+        )
+    failures = list(found.values())
+    return sorted(failures, key=lambda f: "cancelled" in f[3].lower())  # stable: event order otherwise
+
+
+def format_event(event: Mapping[str, Any], elapsed: float) -> str:
+    reason = event.get("ResourceStatusReason")
+    text = f"[{elapsed:6.1f}s] {event.get('LogicalResourceId', '?')} {event.get('ResourceType', '?')} "
+    text += str(event.get("ResourceStatus", "?"))
+    return text + (f": {reason}" if reason else "")
+
+
+def _short_change_set(change_set_id: str) -> str:
+    """The name inside a change set ARN (``arn:...:changeSet/<name>/<uuid>``), or the argument itself."""
+    parts = change_set_id.split("/")
+    return parts[1] if change_set_id.startswith("arn:") and len(parts) >= 3 else change_set_id
+
+
+def _failure_lines(failures: Sequence[tuple[str, str, str, str]]) -> str:
+    return "\n".join(
+        f"  - {lid} ({rtype}) {status}: {reason or 'no reason given'}" for lid, rtype, status, reason in failures
+    )
+
+
+# -- the deployer -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Follow:
+    """Where following a stack's events starts: what was seen before the operation."""
+
+    stack_id: str
+    seen: set[str]
+    since: datetime | None
+    status: str
+    updated: Any
+    events: list[dict[str, Any]] = field(default_factory=list)  # the events shown since
+
+
+class StackDeployer:
+    """Deploys, destroys and reads CloudFormation stacks; see the module documentation.
+
+    ``say(text)`` receives the permanent lines (change tables, events, decisions); ``status(text)`` the
+    current state for a progress line. ``env`` (an environment name) is added to the commands suggested in
+    error messages.
+    """
+
+    def __init__(
+        self,
+        cfn: Any,
+        clock: Clock,
+        *,
+        say: Say = print,
+        status: Say | None = None,
+        poll: float,
+        timeout: float,
+        env: str | None = None,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        max_backoff: float = 20.0,
+        change_set_poll: float | None = None,
+    ) -> None:
+        self.cfn = cfn
+        self.clock = clock
+        self.say = say
+        self.status = status or (lambda _text: None)
+        self.poll = poll
+        self.timeout = timeout
+        self.env = env
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        # A change set is usually ready in seconds: it is asked about more often than a stack's progress.
+        self.change_set_poll = change_set_poll if change_set_poll is not None else min(poll, 1.0)
+        self._started = clock.monotonic()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def describe(self, name: str) -> dict[str, Any] | None:
+        """The stack (DescribeStacks), or None when there is none (a deleted stack counts as none)."""
+        stack = self._describe_any(name)
+        if stack is None or stack.get("StackStatus") == "DELETE_COMPLETE":
+            return None
+        return stack
+
+    def outputs(self, name: str) -> dict[str, str]:
+        """The stack's outputs; {} when it does not exist."""
+        return outputs_of(self.describe(name))
+
+    def parameters(self, name: str) -> dict[str, str]:
+        """The stack's current parameter values; {} when it does not exist."""
+        return parameters_of(self.describe(name))
+
+    # -- deploy -------------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        template_body: str,
+        parameters: Mapping[str, str],
+        *,
+        allow_replace: bool = False,
+        tags: Mapping[str, str] | None = None,
+        capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
+    ) -> StackResult:
+        """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set."""
+        self._started = started = self.clock.monotonic()
+        change_set_type, recreated = self._prepare(name)
+        cs_name = change_set_name(self.clock.now())
+        request: dict[str, Any] = {
+            "StackName": name,
+            "ChangeSetName": cs_name,
+            "ChangeSetType": change_set_type,
+            "TemplateBody": template_body,
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            "Capabilities": list(capabilities),
+            "Description": f"deploykit: {change_set_type.lower()} {name}",
+        }
+        if tags:
+            request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+        try:
+            created = self._call("create_change_set", **request)
+        except ClientError as exc:
+            if is_no_changes_error(exc):
+                return self._unchanged(name, started, None)
+            if error_code(exc) in ("ValidationError", "InsufficientCapabilitiesException"):
+                raise UsageError(
+                    f"CloudFormation refused the change set for {name}: {exc.response['Error'].get('Message', exc)}",
+                    next_step=f"fix the template or the parameters ({', '.join(parameters) or 'none given'}); "
+                    "nothing was changed",
+                ) from None
+            raise
+        change_set_id, stack_id = str(created["Id"]), str(created["StackId"])
+        described = self._wait_change_set(name, change_set_id)
+        if described.get("Status") == "FAILED":
+            reason = str(described.get("StatusReason") or "no reason given")
+            self._delete_change_set(change_set_id)
+            if is_empty_change_set("FAILED", reason):
+                return self._unchanged(name, started, change_set_id)
+            raise UsageError(
+                f"CloudFormation could not make a change set for {name}: {reason}",
+                next_step=f"fix the template or the parameters, then rerun: {self._cmd('deploy.stack', name)} "
+                "(nothing was changed)",
+            )
+        changes = tuple(parse_changes(self._all_changes(change_set_id, described)))
+        noun = "change" if len(changes) == 1 else "changes"
+        self.say(f"{name}: change set {cs_name} ({change_set_type.lower()}, {len(changes)} {noun})")
+        self.say(changes_table(changes))
+        risky = dangerous_changes(changes)
+        if risky and not allow_replace:
+            self._delete_change_set(change_set_id)
+            listed = ", ".join(
+                f"{c.logical_id} ({c.resource_type}, "
+                + ("removed" if c.action == "Remove" else f"replacement {c.replacement}")
+                + ")"
+                for c in risky
+            )
+            raise UsageError(
+                f"refusing to deploy {name}: the change set would replace or remove resources that hold data: "
+                f"{listed}. Their data would be lost (or left behind, orphaned). The change set was deleted; "
+                "nothing was changed",
+                next_step=f"if that is intended, rerun with --allow-replace: {self._cmd('deploy.stack', name)} "
+                "--allow-replace",
+            )
+        follow = self._baseline(stack_id, name)
+        self._call("execute_change_set", ChangeSetName=change_set_id)
+        stack = self._follow(name, follow, "deploying")
+        status = str(stack.get("StackStatus", "?"))
+        if status not in SUCCESS_AFTER_EXECUTE:
+            raise self._deploy_failure(name, stack, follow.events)
+        action: Action = ("recreated" if recreated else "created") if change_set_type == "CREATE" else "updated"
+        seconds = self.clock.monotonic() - started
+        self.say(f"{name}: {status} ({action} in {seconds:.1f}s)")
+        return StackResult(name, action, seconds, outputs_of(stack), changes)
+
+    def _unchanged(self, name: str, started: float, change_set_id: str | None) -> StackResult:
+        deleted = " (its empty change set was deleted)" if change_set_id else ""
+        self.say(f"{name}: no changes{deleted}")
+        return StackResult(name, "unchanged", self.clock.monotonic() - started, self.outputs(name), ())
+
+    def _prepare(self, name: str) -> tuple[str, bool]:
+        """Recover the stack into a state a change set can start from: (change set type, recreated)."""
+        stack = self._wait_idle(name)
+        if stack is None:
+            return "CREATE", False
+        status = str(stack["StackStatus"])
+        if status == "REVIEW_IN_PROGRESS":
+            self.say(f"{name} exists only as a change set that was never executed (REVIEW_IN_PROGRESS); creating it")
+            return "CREATE", False
+        if status in FAILED_FIRST_CREATE:
+            self.say(
+                f"{name} is {status}: its first create failed and nothing of it is in use; "
+                "deleting it to create it again"
+            )
+            self._delete(name, stack, purpose="recreate")
+            return "CREATE", True
+        if status == "UPDATE_ROLLBACK_FAILED":
+            self._continue_rollback(name, stack)
+            return "UPDATE", False
+        if status == "DELETE_FAILED":
+            failures = self._recent_failures(stack, name)
+            raise StepFailed(
+                f"{name} is DELETE_FAILED: an earlier delete left it half deleted, and CloudFormation cannot "
+                f"update it.{(chr(10) + _failure_lines(failures)) if failures else ''}",
+                next_step=f"fix what blocked the delete (above), delete it ({self._cmd('destroy')}), then rerun",
+            )
+        return "UPDATE", False
+
+    def _wait_change_set(self, name: str, change_set_id: str) -> dict[str, Any]:
+        phase = self.clock.monotonic()
+        while True:
+            described: dict[str, Any] = self._call("describe_change_set", ChangeSetName=change_set_id)
+            status = str(described.get("Status", "?"))
+            if status in ("CREATE_COMPLETE", "FAILED"):
+                return described
+            self.status(f"{name}: change set {status}")
+            if self.clock.monotonic() - phase + self.change_set_poll > self.timeout:
+                self._delete_change_set(change_set_id)
+                raise StepFailed(
+                    f"deadline of {self.timeout:g}s passed while CloudFormation made the change set of {name} "
+                    f"(still {status}); it was deleted, nothing was changed",
+                    next_step=f"rerun: {self._cmd('deploy.stack', name)}",
+                )
+            self.clock.sleep(self.change_set_poll)
+
+    def _all_changes(self, change_set_id: str, first: Mapping[str, Any]) -> list[dict[str, Any]]:
+        changes = list(first.get("Changes") or [])
+        token = first.get("NextToken")
+        while token:
+            page = self._call("describe_change_set", ChangeSetName=change_set_id, NextToken=token)
+            changes.extend(page.get("Changes") or [])
+            token = page.get("NextToken")
+        return changes
+
+    def _delete_change_set(self, change_set_id: str) -> None:
+        try:
+            self._call("delete_change_set", ChangeSetName=change_set_id)
+        except ClientError as exc:
+            self.say(f"could not delete change set {_short_change_set(change_set_id)}: {exc}")
+
+    def _deploy_failure(self, name: str, stack: Mapping[str, Any], events: list[dict[str, Any]]) -> StepFailed:
+        status = str(stack.get("StackStatus", "?"))
+        failures = failed_resources(events, name)
+        reason = stack.get("StackStatusReason")
+        what = {
+            "UPDATE_ROLLBACK_COMPLETE": "CloudFormation rolled the update back: the previous version is in place",
+            "UPDATE_ROLLBACK_FAILED": "the update failed and so did its rollback; the next deploy continues the "
+            "rollback first",
+            "ROLLBACK_COMPLETE": "the create failed and was rolled back; the next deploy deletes the stack and "
+            "creates it again",
+            "ROLLBACK_FAILED": "the create failed and so did its rollback; the next deploy deletes the stack",
+        }.get(status, "")
+        lines = [f"deploying stack {name} failed: it is {status}" + (f" ({reason})" if reason else "")]
+        if what:
+            lines.append(what)
+        if failures:
+            lines.append("failing resources:")
+            lines.append(_failure_lines(failures))
+        else:
+            lines.append("no resource reported a failure in the stack events")
+        return StepFailed(
+            "\n".join(lines),
+            next_step=f"fix the cause above, then rerun: {self._cmd('deploy.stack', name)}; "
+            f"check what is serving meanwhile: {self._cmd('health')}",
+        )
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def _wait_idle(self, name: str) -> dict[str, Any] | None:
+        """The stack once no operation runs on it (None when absent): a busy stack is waited for, not fought."""
+        phase = self.clock.monotonic()
+        announced = ""
+        while True:
+            stack = self.describe(name)
+            status = str(stack["StackStatus"]) if stack else ""
+            if stack is None or not status.endswith("_IN_PROGRESS") or status == "REVIEW_IN_PROGRESS":
+                if announced:
+                    self.say(f"[{self._elapsed():6.1f}s] {name} is {status or 'gone'} now")
+                return stack
+            if status != announced:
+                self.say(
+                    f"[{self._elapsed():6.1f}s] {name} is busy ({status}): another operation is running on it; "
+                    "waiting for it to finish"
+                )
+                announced = status
+            self.status(f"{name}: waiting for {status} to finish")
+            if self.clock.monotonic() - phase + self.poll > self.timeout:
+                raise StepFailed(
+                    f"deadline of {self.timeout:g}s passed while waiting for {name} to finish {status}",
+                    next_step=f"see what it is doing: aws cloudformation describe-stack-events --stack-name {name}; "
+                    f"rerun once it is done: {self._cmd('deploy.stack', name)}",
+                )
+            self.clock.sleep(self.poll)
+
+    def _delete(self, name: str, stack: Mapping[str, Any], *, purpose: str) -> None:
+        stack_id = str(stack.get("StackId") or name)
+        follow = self._baseline(stack_id, name)
+        self._call("delete_stack", StackName=stack_id)
+        final = self._follow(name, follow, "deleting")
+        status = str(final.get("StackStatus", "?"))
+        if status == "DELETE_COMPLETE":
+            self.say(f"{name}: DELETE_COMPLETE")
+            return
+        failures = failed_resources(follow.events, name)
+        retained = " ".join(f[0] for f in failures)
+        next_step = f"fix what blocked the delete (above), then rerun: {self._cmd('destroy')}"
+        if purpose == "recreate":
+            next_step = f"fix what blocked the delete (above), then rerun: {self._cmd('deploy.stack', name)}"
+        if retained:
+            next_step += (
+                f"; or keep those resources: aws cloudformation delete-stack --stack-name {name} "
+                f"--retain-resources {retained}"
+            )
+        raise StepFailed(
+            f"deleting stack {name} failed: it is {status}"
+            + (f" ({final['StackStatusReason']})" if final.get("StackStatusReason") else "")
+            + (f"\nfailing resources:\n{_failure_lines(failures)}" if failures else ""),
+            next_step=next_step,
+        )
+
+    def _continue_rollback(self, name: str, stack: Mapping[str, Any]) -> None:
+        self.say(f"{name} is UPDATE_ROLLBACK_FAILED: continuing the rollback (ContinueUpdateRollback) first")
+        stack_id = str(stack.get("StackId") or name)
+        follow = self._baseline(stack_id, name)
+        self._call("continue_update_rollback", StackName=stack_id)
+        final = self._follow(name, follow, "rolling back")
+        status = str(final.get("StackStatus", "?"))
+        if status == "UPDATE_ROLLBACK_COMPLETE":
+            self.say(f"{name}: UPDATE_ROLLBACK_COMPLETE; the previous version is in place")
+            return
+        failures = failed_resources(follow.events, name)
+        skip = " ".join(f[0] for f in failures) or "<logical ids of the failing resources>"
+        raise StepFailed(
+            f"continuing the rollback of {name} failed: it is {status}"
+            + (f"\nfailing resources:\n{_failure_lines(failures)}" if failures else ""),
+            next_step=f"fix those resources by hand, or skip them: aws cloudformation continue-update-rollback "
+            f"--stack-name {name} --resources-to-skip {skip}; then rerun: {self._cmd('deploy.stack', name)}",
+        )
+
+    def _recent_failures(self, stack: Mapping[str, Any], name: str) -> list[tuple[str, str, str, str]]:
+        """Failures of the stack's last operation: its events newest first, back to where that operation began."""
+        try:
+            answer = self._call("describe_stack_events", StackName=str(stack.get("StackId") or name))
+        except ClientError:
+            return []
+        last: list[dict[str, Any]] = []
+        for event in answer.get("StackEvents") or []:
+            last.append(event)
+            if is_stack_event(event, name) and str(event.get("ResourceStatus", "")).endswith("_IN_PROGRESS"):
+                break
+        return failed_resources(reversed(last), name)
+
+    # -- destroy ---------------------------------------------------------------------------------
+
+    def destroy(self, name: str) -> StackResult:
+        """Delete stack ``name`` and wait for DELETE_COMPLETE; ``absent`` when there is none."""
+        self._started = started = self.clock.monotonic()
+        stack = self._wait_idle(name)
+        if stack is None:
+            self.say(f"{name}: not there, nothing to delete")
+            return StackResult(name, "absent", self.clock.monotonic() - started)
+        self.say(f"{name}: deleting ({stack.get('StackStatus')})")
+        self._delete(name, stack, purpose="destroy")
+        return StackResult(name, "deleted", self.clock.monotonic() - started)
+
+    # -- following an operation -----------------------------------------------------------------
+
+    def _baseline(self, stack_id: str, name: str) -> _Follow:
+        """What exists before the operation: its events are not shown again."""
+        stack = self._describe_any(stack_id) or {}
+        seen: set[str] = set()
+        events = self._call("describe_stack_events", StackName=stack_id).get("StackEvents") or []
+        for event in events:
+            seen.add(str(event.get("EventId")))
+        stamps = [e["Timestamp"] for e in events if isinstance(e.get("Timestamp"), datetime)]
+        return _Follow(
+            stack_id=stack_id,
+            seen=seen,
+            since=max(stamps) if stamps else None,
+            status=str(stack.get("StackStatus", "")),
+            updated=stack.get("LastUpdatedTime"),
+        )
+
+    def _follow(self, name: str, follow: _Follow, doing: str) -> dict[str, Any]:
+        """Poll the stack until it reaches a terminal status after the operation started; print its events."""
+        phase = self.clock.monotonic()
+        active = False
+        quiet_terminal = 0
+        while True:
+            stack = self._describe_any(follow.stack_id) or {
+                "StackId": follow.stack_id,
+                "StackStatus": "DELETE_COMPLETE",
+            }
+            status = str(stack.get("StackStatus", "?"))
+            for event in self._new_events(follow):
+                follow.events.append(event)
+                self.say(format_event(event, self._elapsed()))
+                if is_stack_event(event, name):
+                    active = True
+            if status != follow.status or stack.get("LastUpdatedTime") != follow.updated:
+                active = True
+            self.status(f"{name}: {status} ({len(follow.events)} events)")
+            if not status.endswith("_IN_PROGRESS"):
+                if active:
+                    return stack
+                quiet_terminal += 1
+                if quiet_terminal >= QUIET_POLLS:  # a CloudFormation that reports no activity at all
+                    return stack
+            if self.clock.monotonic() - phase + self.poll > self.timeout:
+                failures = failed_resources(follow.events, name)
+                raise StepFailed(
+                    f"deadline of {self.timeout:g}s passed while {doing} stack {name}: it is still {status}"
+                    + (f"\nfailing so far:\n{_failure_lines(failures)}" if failures else ""),
+                    next_step=f"CloudFormation carries on by itself: follow it with aws cloudformation "
+                    f"describe-stack-events --stack-name {name}, then rerun {self._cmd('deploy.stack', name)} "
+                    "(it waits for a busy stack)",
+                )
+            self.clock.sleep(self.poll)
+
+    def _new_events(self, follow: _Follow) -> list[dict[str, Any]]:
+        raw: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(EVENT_PAGES):
+            kwargs: dict[str, Any] = {"StackName": follow.stack_id}
+            if token:
+                kwargs["NextToken"] = token
+            page = self._call("describe_stack_events", **kwargs)
+            events = list(page.get("StackEvents") or [])
+            raw.extend(events)
+            token = page.get("NextToken")
+            reached_known = any(str(e.get("EventId")) in follow.seen for e in events)
+            reached_old = follow.since is not None and any(
+                isinstance(e.get("Timestamp"), datetime) and e["Timestamp"] < follow.since for e in events
+            )
+            if not token or reached_known or reached_old:
+                break
+        return fresh_events(raw, follow.seen, follow.since)
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    def _describe_any(self, name_or_id: str) -> dict[str, Any] | None:
+        """DescribeStacks, deleted stacks included (by id); None when CloudFormation knows no such stack."""
+        try:
+            stacks = self._call("describe_stacks", StackName=name_or_id).get("Stacks") or []
+        except ClientError as exc:
+            if is_missing_stack(exc):
+                return None
+            raise
+        return dict(stacks[0]) if stacks else None
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """One CloudFormation call, retried with exponential backoff on throttling (and, where safe, 5xx)."""
+        attempt = 0
+        while True:
+            try:
+                return getattr(self.cfn, operation)(**kwargs)
+            except (ClientError, botocore.exceptions.BotoCoreError) as exc:
+                retry = is_throttling(exc) or (operation in IDEMPOTENT_CALLS and is_transient(exc))
+                if not retry or attempt >= self.max_retries:
+                    raise
+                delay = min(self.backoff * 2**attempt, self.max_backoff)
+                attempt += 1
+                why = error_code(exc) or type(exc).__name__
+                self.say(
+                    f"[{self._elapsed():6.1f}s] CloudFormation {operation}: {why}; retrying in {delay:g}s "
+                    f"({attempt}/{self.max_retries})"
+                )
+                self.clock.sleep(delay)
+
+    def _elapsed(self) -> float:
+        return self.clock.monotonic() - self._started
+
+    def _cmd(self, task: str, *args: str) -> str:
+        parts = ["inv", task, *args]
+        if self.env:
+            parts += ["--env", self.env]
+        return " ".join(parts)

@@ -1,0 +1,396 @@
+"""Synthesis: run the CDK app (``cdk/app.py``) as a process for one environment, into ``cdk.out/<env>``.
+
+deploykit never imports the CDK app: it runs ``<this python> cdk/app.py`` with ``CDK_OUTDIR`` and
+``CDK_CONTEXT_JSON`` (the keys of ``cdk/stacks/common/settings.py``) and reads the cloud assembly's
+``manifest.json`` for the templates.
+
+Synthesis costs seconds to tens of seconds, so it is skipped when nothing it depends on changed: a stamp
+file in the out dir records a hash of every file under ``cdk/`` (tests, caches and ``cdk.out`` left out),
+the context, the Python version, the versions of the CDK libraries and any ``CAR_RENTAL_*`` variable the app
+would also read. The stamp is removed before a synthesis runs and written only after one succeeded.
+
+The image reference. The Fargate stack's task definition must name exactly the image deploykit's
+``register-taskdef`` writes, ``<repositoryUri>:<tag>``, or a stack deploy after an app deploy would change
+the task definition. With ``registry`` empty the template builds
+``<account>.dkr.ecr.<region>.<URLSuffix>/<repository>:<ImageTag>``, which is ECR's ``repositoryUri`` on
+AWS (and grants the execution role the pull); with ``registry`` set it is ``<registry>/<repository>:<tag>``.
+So the context's ``registry`` is: the environment's ``registry`` when deploy.toml names one (images go
+there); else, on AWS (no ``endpoint_url``), empty; else (the sandbox, or any other ECR behind a custom
+endpoint) the registry host that ECR itself reports, when it is not AWS's own ``*.dkr.ecr.*`` host: see
+:func:`context_registry`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from deploykit.clock import Clock, SystemClock
+from deploykit.errors import StepFailed, UsageError
+
+if TYPE_CHECKING:
+    from deploykit.config import Config, EnvConfig
+
+CDK_DIR = "cdk"
+APP = "app.py"
+OUT_ROOT = "cdk.out"
+STAMP = ".deploykit-synth.json"
+MANIFEST = "manifest.json"
+# Left out of the source hash: they do not change what app.py synthesizes.
+EXCLUDED_DIRS = frozenset({"tests", "__pycache__", "cdk.out", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+EXCLUDED_SUFFIXES = (".pyc", ".pyo")
+# Libraries whose version changes the templates (pinned in pyproject.toml; a bump must re-synthesize).
+CDK_LIBRARIES = ("aws-cdk-lib", "constructs", "cdk-nag")
+# Environment variables cdk/stacks/common/settings.py also reads (for keys the context does not set).
+SETTINGS_ENV_PREFIX = "CAR_RENTAL_"
+# CloudFormation's limit for an inline TemplateBody.
+TEMPLATE_BODY_LIMIT = 51_200
+SYNTH_TIMEOUT = 600.0
+OUTPUT_TAIL_LINES = 40
+# AWS's own ECR registry hosts: <account>.dkr.ecr.<region>.amazonaws.com(.cn), FIPS variants included.
+_AWS_ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(-fips)?\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """A cloud assembly: where it is, each stack's template, and whether this call synthesized it."""
+
+    out_dir: Path
+    templates: dict[str, Path]  # stack name → template file
+    skipped: bool
+    seconds: float
+    # stack name → the stack-level tags the manifest asks for (what the CDK CLI would pass as stack Tags)
+    stack_tags: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def template(self, stack: str) -> Path:
+        """The template of ``stack``, or a UsageError naming the stacks there are."""
+        try:
+            return self.templates[stack]
+        except KeyError:
+            raise UsageError(
+                f"the CDK app synthesized no stack named {stack!r} (it has: {', '.join(self.templates) or 'none'})",
+                next_step="check the stack names in [environments.<env>.stacks] of deploy.toml",
+            ) from None
+
+
+# -- context --------------------------------------------------------------------------------------
+
+
+def context_registry(env: EnvConfig, ecr: Any | None = None) -> str:
+    """The ``registry`` context value that makes the template's image equal ``register-taskdef``'s.
+
+    - deploy.toml names a ``registry``: that host (images are pushed and pulled there);
+    - real AWS (no ``endpoint_url``): empty, so the stack uses ``from_ecr_repository``, whose URI is ECR's
+      ``repositoryUri`` and which grants the pull;
+    - a custom endpoint (the sandbox): the host of the registry ECR names in ``GetAuthorizationToken``
+      (the sandbox's ECR answers ``127.0.0.1:<registry_port>``, the host of its ``repositoryUri``s), unless
+      that is AWS's own ``<account>.dkr.ecr.<region>.amazonaws.com``. Asked of ECR because the repository
+      may not exist yet (the first ``deploy.full`` synthesizes before the registry stack is created).
+    """
+    if env.registry:
+        return env.registry.rstrip("/")
+    if not env.endpoint_url:
+        return ""
+    if ecr is None:
+        raise ValueError("an ECR client is needed to learn the registry of an environment with an endpoint_url")
+    data = ecr.get_authorization_token()["authorizationData"]
+    endpoint = str(data[0]["proxyEndpoint"]) if data else ""
+    return registry_host(endpoint)
+
+
+def registry_host(proxy_endpoint: str) -> str:
+    """``host[:port]`` of an ECR proxy endpoint, or "" when it is AWS's own ECR host."""
+    host = urlsplit(proxy_endpoint).netloc if "://" in proxy_endpoint else proxy_endpoint.split("/", 1)[0]
+    return "" if not host or _AWS_ECR_HOST.match(host) else host
+
+
+def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str | None = None) -> dict[str, Any]:
+    """``CDK_CONTEXT_JSON`` for ``env``: the keys of cdk/stacks/common/settings.py.
+
+    ``registry`` is the value :func:`context_registry` chose; None means the environment's own ``registry``
+    (or none). ``config`` is accepted for symmetry with :func:`synthesize` (nothing in it is needed yet).
+    """
+    stacks = env.stacks
+    return {
+        "environment": env.name,
+        "account": account,
+        "region": env.region,
+        "cluster": env.cluster,
+        "service": env.service,
+        "container": env.container,
+        "repository": env.repository,
+        "registry": (env.registry or "").rstrip("/") if registry is None else registry,
+        "stacks": {
+            "registry": stacks.registry,
+            "data": stacks.data,
+            "auth": stacks.auth,
+            "fargate": stacks.fargate,
+            "api": stacks.api,
+        },
+    }
+
+
+def context_json(context: Mapping[str, Any]) -> str:
+    """The context as the app receives it: canonical JSON (sorted keys), so equal contexts hash equal."""
+    return json.dumps(context, sort_keys=True, separators=(",", ":"))
+
+
+# -- the skip rule ----------------------------------------------------------------------------------
+
+
+def source_files(cdk_dir: Path) -> list[Path]:
+    """Every file under ``cdk_dir`` that can change a synthesis, sorted by relative path."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(cdk_dir):
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS)
+        for name in files:
+            if not name.endswith(EXCLUDED_SUFFIXES):
+                found.append(Path(folder) / name)
+    return sorted(found, key=lambda p: p.relative_to(cdk_dir).as_posix())
+
+
+def synthesis_hash(
+    cdk_dir: Path,
+    context: str,
+    *,
+    python: str | None = None,
+    libraries: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """SHA-256 of everything a synthesis depends on: sources, context JSON, Python and CDK versions."""
+    digest = hashlib.sha256()
+
+    def part(label: str, data: bytes) -> None:
+        digest.update(f"{label}\0{len(data)}\0".encode())
+        digest.update(data)
+
+    for path in source_files(cdk_dir):
+        part("file:" + path.relative_to(cdk_dir).as_posix(), path.read_bytes())
+    part("context", context.encode())
+    part("python", (python if python is not None else sys.version).encode())
+    for name, version in sorted((libraries if libraries is not None else library_versions()).items()):
+        part(f"library:{name}", version.encode())
+    for key, value in sorted(settings_environ(os.environ if environ is None else environ).items()):
+        part(f"env:{key}", value.encode())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in CDK_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def settings_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``CAR_RENTAL_*`` variables: the app reads them for keys the context leaves unset."""
+    return {k: v for k, v in environ.items() if k.startswith(SETTINGS_ENV_PREFIX)}
+
+
+def read_stamp(out_dir: Path) -> str | None:
+    try:
+        data = json.loads((out_dir / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("hash") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def write_stamp(out_dir: Path, digest: str, context: str) -> None:
+    body = {"hash": digest, "context": json.loads(context), "python": sys.version}
+    tmp = out_dir / (STAMP + ".tmp")
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out_dir / STAMP)
+
+
+def read_manifest(out_dir: Path) -> dict[str, Path]:
+    """Stack name → template path, from the cloud assembly's manifest.json (in the manifest's order)."""
+    return {name: template for name, (template, _tags) in _manifest_stacks(out_dir).items()}
+
+
+def read_stack_tags(out_dir: Path) -> dict[str, dict[str, str]]:
+    """Stack name → the stack tags of the manifest (``properties.tags``)."""
+    return {name: tags for name, (_template, tags) in _manifest_stacks(out_dir).items()}
+
+
+def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str]]]:
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise StepFailed(
+            f"the cloud assembly in {out_dir} has no readable {MANIFEST} ({exc})",
+            next_step=f"delete {out_dir} and rerun: the app is synthesized again",
+        ) from None
+    stacks: dict[str, tuple[Path, dict[str, str]]] = {}
+    for artifact_id, artifact in (manifest.get("artifacts") or {}).items():
+        if artifact.get("type") != "aws:cloudformation:stack":
+            continue
+        props = artifact.get("properties") or {}
+        tags = {str(k): str(v) for k, v in (props.get("tags") or {}).items()}
+        stacks[str(props.get("stackName") or artifact_id)] = (out_dir / str(props["templateFile"]), tags)
+    return stacks
+
+
+def _assembly_if_complete(out_dir: Path) -> dict[str, Path] | None:
+    try:
+        templates = read_manifest(out_dir)
+    except StepFailed:
+        return None
+    if not templates or not all(path.is_file() for path in templates.values()):
+        return None
+    return templates
+
+
+# -- running the app ------------------------------------------------------------------------------------
+
+
+def synthesize(
+    config: Config,
+    env: EnvConfig,
+    *,
+    account: str,
+    registry: str | None = None,
+    ecr: Any | None = None,
+    out_dir: Path | None = None,
+    force: bool = False,
+    run: Runner = subprocess.run,
+    clock: Clock | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Synthesis:
+    """Synthesize the CDK app for ``env`` into ``out_dir`` (default ``<root>/cdk.out/<env>``), or skip it.
+
+    Skipped when the stamp in ``out_dir`` records the same hash (see :func:`synthesis_hash`) and the assembly
+    it describes is complete, unless ``force``. The context's ``registry`` is ``registry`` when given, else
+    :func:`context_registry` asked with the ``ecr`` client; an environment with an ``endpoint_url`` and no
+    ``registry`` of its own needs one of the two (its ECR names the registry). A failure raises StepFailed
+    (exit 1) with the app's own output; the app's exit code 2 (bad settings) is a UsageError (exit 2).
+    """
+    if registry is None:
+        if ecr is None and env.endpoint_url and not env.registry:
+            raise ValueError(
+                f"environment {env.name!r} has an endpoint_url: pass registry= or ecr= (its ECR names the registry)"
+            )
+        registry = context_registry(env, ecr)
+    clock = clock or SystemClock()
+    started = clock.monotonic()
+    root = config.root
+    cdk_dir = root / CDK_DIR
+    app = cdk_dir / APP
+    if not app.is_file():
+        raise UsageError(
+            f"the CDK app {app} does not exist",
+            next_step="run from the project checkout (the folder of deploy.toml holds cdk/app.py)",
+        )
+    out = out_dir if out_dir is not None else root / OUT_ROOT / env.name
+    context = context_json(cdk_context(config, env, account, registry=registry))
+    digest = synthesis_hash(cdk_dir, context)
+    if not force and read_stamp(out) == digest:
+        templates = _assembly_if_complete(out)
+        if templates is not None:
+            return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STAMP).unlink(missing_ok=True)
+    if say:
+        say(f"synthesizing the CDK app for {env.name} into {_display(out, root)}")
+    child_env = {**os.environ, "CDK_OUTDIR": str(out), "CDK_CONTEXT_JSON": context}
+    command = [sys.executable, str(app)]
+    try:
+        done = run(
+            command,
+            cwd=str(root),
+            env=child_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=SYNTH_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise StepFailed(
+            f"the CDK app did not finish synthesizing within {SYNTH_TIMEOUT:.0f}s",
+            next_step=f"run it by hand to see where it hangs: CDK_OUTDIR={out} {sys.executable} {app}",
+        ) from None
+    except OSError as exc:
+        raise StepFailed(f"cannot run the CDK app ({exc})", next_step="check the Python environment: ./dev") from None
+    if done.returncode == 2:
+        raise UsageError(
+            f"the CDK app refused the settings of environment {env.name!r} (exit 2):\n{_tail(done)}",
+            next_step=f"fix [environments.{env.name}] in deploy.toml (account, region, names), then rerun",
+        )
+    if done.returncode != 0:
+        raise StepFailed(
+            f"synthesis of the CDK app failed (exit {done.returncode}):\n{_tail(done)}",
+            next_step="fix the error above in cdk/ (check it with: ./dev nox -s cdk), then rerun",
+        )
+    templates = read_manifest(out)
+    missing = [path.name for path in templates.values() if not path.is_file()]
+    if not templates or missing:
+        raise StepFailed(
+            f"the CDK app exited 0 but the assembly in {out} is incomplete "
+            f"({'missing: ' + ', '.join(missing) if missing else 'no stacks'})",
+            next_step=f"run it by hand: CDK_OUTDIR={out} {sys.executable} {app}",
+        )
+    write_stamp(out, digest, context)
+    return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
+
+
+def _tail(done: subprocess.CompletedProcess[str]) -> str:
+    """The end of the app's own output: stderr first (its error), then stdout."""
+    lines: list[str] = []
+    for stream in (done.stderr, done.stdout):
+        if stream:
+            lines.extend(line for line in str(stream).splitlines() if line.strip())
+    if not lines:
+        return "  (the app printed nothing)"
+    shown = lines[-OUTPUT_TAIL_LINES:]
+    more = f"  ... ({len(lines) - len(shown)} earlier lines)\n" if len(lines) > len(shown) else ""
+    return more + "\n".join(f"  {line}" for line in shown)
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# -- templates ------------------------------------------------------------------------------------------
+
+
+def template_body(path: Path) -> str:
+    """The template as minified JSON for ``TemplateBody``; a UsageError above CloudFormation's 51,200 bytes."""
+    try:
+        template = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(
+            f"template {path} does not exist", next_step=f"delete {path.parent} and rerun: the app is synthesized again"
+        ) from None
+    except ValueError as exc:
+        raise StepFailed(
+            f"template {path} is not valid JSON ({exc})",
+            next_step=f"delete {path.parent} and rerun: the app is synthesized again",
+        ) from None
+    body = json.dumps(template, separators=(",", ":"), ensure_ascii=False)
+    size = len(body.encode())
+    if size > TEMPLATE_BODY_LIMIT:
+        raise UsageError(
+            f"template {path.name} is {size:,} bytes minified, over CloudFormation's inline TemplateBody limit of "
+            f"{TEMPLATE_BODY_LIMIT:,} bytes: deploying it would need an S3 template URL (TemplateURL), which "
+            "deploykit does not upload",
+            next_step="split the stack (or move large inline content out of it), then rerun",
+        )
+    return body

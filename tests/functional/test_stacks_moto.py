@@ -1,0 +1,145 @@
+"""StackDeployer against moto's CloudFormation, in process: create, no change, update, outputs, destroy.
+
+moto runs change sets synchronously and never fails them, so recovery, refusals and failures are played by
+botocore's Stubber in test_stacks_stubbed.py. moto also drops the outputs of stacks made through change sets
+(the sandbox extends that); outputs are read here from a stack made with CreateStack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from deploykit.clock import FakeClock
+from deploykit.stacks import StackDeployer
+from tests.functional.conftest import REGION
+
+NAME = "CarRentalTestStack"
+
+
+def template(value: str = "v1", *, with_table: bool = True) -> str:
+    resources: dict[str, Any] = {
+        "Setting": {
+            "Type": "AWS::SSM::Parameter",
+            "Properties": {"Name": "/car-rental/test/setting", "Type": "String", "Value": {"Ref": "Value"}},
+        },
+        "Documents": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "car-rental-test-documents"}},
+    }
+    if with_table:
+        resources["Cars"] = {
+            "Type": "AWS::DynamoDB::Table",
+            "Properties": {
+                "TableName": "car-rental-test-cars",
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "car_id", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "car_id", "KeyType": "HASH"}],
+            },
+        }
+    return json.dumps(
+        {
+            "Parameters": {"Value": {"Type": "String"}},
+            "Resources": resources,
+            "Outputs": {"SettingName": {"Value": {"Ref": "Setting"}}, "BucketName": {"Value": {"Ref": "Documents"}}},
+        }
+    )
+
+
+@pytest.fixture
+def cfn(aws_credentials: None) -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("cloudformation", region_name=REGION)
+
+
+@pytest.fixture
+def lines() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def deployer(cfn: Any, lines: list[str]) -> StackDeployer:
+    return StackDeployer(cfn, FakeClock(), say=lines.append, poll=1.0, timeout=30.0, env="dev")
+
+
+def ssm_value() -> str:
+    return str(
+        boto3.client("ssm", region_name=REGION).get_parameter(Name="/car-rental/test/setting")["Parameter"]["Value"]
+    )
+
+
+def test_create_then_nothing_then_update_then_destroy(cfn: Any, deployer: StackDeployer, lines: list[str]) -> None:
+    assert deployer.describe(NAME) is None and deployer.parameters(NAME) == {} and deployer.outputs(NAME) == {}
+
+    created = deployer.deploy(NAME, template("v1"), {"Value": "v1"}, tags={"deploykit:environment": "dev"})
+    assert created.action == "created"
+    assert {c.logical_id: c.action for c in created.changes} == {"Setting": "Add", "Documents": "Add", "Cars": "Add"}
+    assert deployer.describe(NAME)["StackStatus"] == "CREATE_COMPLETE"  # type: ignore[index]
+    assert ssm_value() == "v1"
+    assert deployer.parameters(NAME) == {"Value": "v1"}
+    table = next(line for line in lines if line.split()[:2] == ["resource", "type"])  # one say() per table
+    assert "Cars" in table and "AWS::DynamoDB::Table" in table
+    assert any("CREATE_COMPLETE" in line and line.startswith("[") for line in lines)
+    assert boto3.client("dynamodb", region_name=REGION).describe_table(TableName="car-rental-test-cars")
+
+    lines.clear()
+    unchanged = deployer.deploy(NAME, template("v1"), {"Value": "v1"})
+    assert unchanged.action == "unchanged" and unchanged.changes == ()
+    assert any("no changes" in line for line in lines)
+    left = [s for s in cfn.list_change_sets(StackName=NAME)["Summaries"] if s["ExecutionStatus"] != "EXECUTE_COMPLETE"]
+    assert left == []  # the empty change set is not left behind
+
+    lines.clear()
+    updated = deployer.deploy(NAME, template("v2"), {"Value": "v2"})
+    assert updated.action == "updated"
+    assert ssm_value() == "v2"
+    assert deployer.parameters(NAME) == {"Value": "v2"}
+    events = [line for line in lines if line.startswith("[")]
+    assert any("UPDATE_COMPLETE" in line for line in events)
+    assert not any("CREATE_" in line or "REVIEW_IN_PROGRESS" in line for line in events)  # only this deploy's
+
+    lines.clear()
+    deleted = deployer.destroy(NAME)
+    assert deleted.action == "deleted"
+    assert deployer.describe(NAME) is None
+    assert any("DELETE_COMPLETE" in line for line in lines)
+    assert deployer.destroy(NAME).action == "absent"
+
+
+def test_a_stack_that_is_only_a_change_set_is_created(cfn: Any, deployer: StackDeployer, lines: list[str]) -> None:
+    cfn.create_change_set(
+        StackName=NAME,
+        ChangeSetName="left-behind",
+        ChangeSetType="CREATE",
+        TemplateBody=template(),
+        Parameters=[{"ParameterKey": "Value", "ParameterValue": "old"}],
+    )
+    assert cfn.describe_stacks(StackName=NAME)["Stacks"][0]["StackStatus"] == "REVIEW_IN_PROGRESS"
+    assert deployer.describe(NAME) is not None
+
+    result = deployer.deploy(NAME, template("v1"), {"Value": "v1"})
+    assert result.action == "created"
+    assert any("exists only as a change set" in line for line in lines)
+    assert ssm_value() == "v1"
+
+
+def test_a_deleted_stack_is_created_again(cfn: Any, deployer: StackDeployer) -> None:
+    deployer.deploy(NAME, template("v1", with_table=False), {"Value": "v1"})
+    deployer.destroy(NAME)
+    assert deployer.deploy(NAME, template("v3", with_table=False), {"Value": "v3"}).action == "created"
+    assert ssm_value() == "v3"
+
+
+def test_outputs_of_a_stack(cfn: Any, deployer: StackDeployer) -> None:
+    cfn.create_stack(
+        StackName=NAME, TemplateBody=template("v1"), Parameters=[{"ParameterKey": "Value", "ParameterValue": "v1"}]
+    )
+    assert deployer.outputs(NAME) == {
+        "SettingName": "/car-rental/test/setting",
+        "BucketName": "car-rental-test-documents",
+    }
+    # an unchanged deploy answers with the outputs too
+    assert deployer.deploy(NAME, template("v1"), {"Value": "v1"}).outputs["BucketName"] == "car-rental-test-documents"

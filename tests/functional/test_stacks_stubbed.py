@@ -1,0 +1,623 @@
+"""StackDeployer against the CloudFormation shapes moto cannot produce, played by botocore's Stubber.
+
+Call order of a deploy: DescribeStacks (pre-flight, by name), [recovery], CreateChangeSet, DescribeChangeSet
+until CREATE_COMPLETE or FAILED (then its further pages), DescribeStacks + DescribeStackEvents (what exists
+before the execute), ExecuteChangeSet, then per poll DescribeStacks + DescribeStackEvents (by stack id). The
+Stubber fails a test on any call out of this order, so "execute was never called" is checked by construction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import ANY, Stubber
+
+from deploykit.clock import FakeClock
+from deploykit.errors import StepFailed, UsageError
+from deploykit.stacks import StackDeployer
+from tests.functional.conftest import new_session
+
+ACCOUNT = "123456789012"
+NAME = "CarRentalFargateStack"
+STACK_ID = f"arn:aws:cloudformation:eu-west-1:{ACCOUNT}:stack/{NAME}/11111111-aaaa"
+NEW_STACK_ID = f"arn:aws:cloudformation:eu-west-1:{ACCOUNT}:stack/{NAME}/22222222-bbbb"
+CS_ID = f"arn:aws:cloudformation:eu-west-1:{ACCOUNT}:changeSet/deploykit-20260101T000000Z-abc/33333333"
+BODY = '{"Resources":{}}'
+PARAMS = {"ImageTag": "abc1234"}
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+STACK_TYPE = "AWS::CloudFormation::Stack"
+
+
+def change(logical: str, rtype: str, action: str, replacement: str | None = None) -> dict[str, Any]:
+    rc: dict[str, Any] = {"LogicalResourceId": logical, "ResourceType": rtype, "Action": action}
+    if replacement:
+        rc["Replacement"] = replacement
+        rc["Scope"] = ["Properties"]
+    return {"Type": "Resource", "ResourceChange": rc}
+
+
+class Script:
+    """A CloudFormation conversation, stubbed in order. ``history`` is every event so far, oldest first."""
+
+    def __init__(self) -> None:
+        self.client = new_session().client("cloudformation")
+        self.stub = Stubber(self.client)
+        self.history: list[dict[str, Any]] = []
+        self._n = 0
+
+    # -- responses ------------------------------------------------------------------------------------
+    def stack(self, status: str, *, ref: str = NAME, stack_id: str = STACK_ID, **extra: Any) -> None:
+        body = {"StackId": stack_id, "StackName": NAME, "CreationTime": T0, "StackStatus": status, **extra}
+        self.stub.add_response("describe_stacks", {"Stacks": [body]}, {"StackName": ref})
+
+    def no_stack(self, ref: str = NAME) -> None:
+        self.stub.add_client_error(
+            "describe_stacks", "ValidationError", f"Stack with id {ref} does not exist", 400, {"StackName": ref}
+        )
+
+    def emit(
+        self,
+        status: str,
+        logical: str = NAME,
+        rtype: str = STACK_TYPE,
+        reason: str | None = None,
+        stack_id: str = STACK_ID,
+    ) -> None:
+        self._n += 1
+        event: dict[str, Any] = {
+            "StackId": stack_id,
+            "EventId": f"event-{self._n:03d}",
+            "StackName": NAME,
+            "LogicalResourceId": logical,
+            "ResourceType": rtype,
+            "ResourceStatus": status,
+            "Timestamp": T0 + timedelta(seconds=self._n),
+        }
+        if reason:
+            event["ResourceStatusReason"] = reason
+        self.history.append(event)
+
+    def events(self, ref: str = STACK_ID) -> None:
+        listing = [e for e in reversed(self.history) if e["StackId"] == ref]  # newest first, as CloudFormation
+        self.stub.add_response("describe_stack_events", {"StackEvents": listing}, {"StackName": ref})
+
+    def create_change_set(self, kind: str = "UPDATE", stack_id: str = STACK_ID) -> None:
+        expected = {
+            "StackName": NAME,
+            "ChangeSetName": ANY,
+            "ChangeSetType": kind,
+            "TemplateBody": BODY,
+            "Parameters": [{"ParameterKey": "ImageTag", "ParameterValue": "abc1234"}],
+            "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+            "Description": ANY,
+        }
+        self.stub.add_response("create_change_set", {"Id": CS_ID, "StackId": stack_id}, expected)
+
+    def change_set(
+        self,
+        status: str,
+        changes: list[dict[str, Any]] | None = None,
+        reason: str | None = None,
+        next_token: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"ChangeSetId": CS_ID, "StackId": STACK_ID, "StackName": NAME, "Status": status}
+        if changes is not None:
+            body["Changes"] = changes
+        if reason:
+            body["StatusReason"] = reason
+        if next_token:
+            body["NextToken"] = next_token
+        expected: dict[str, Any] = {"ChangeSetName": CS_ID}
+        if token:
+            expected["NextToken"] = token
+        self.stub.add_response("describe_change_set", body, expected)
+
+    def call(self, method: str, **expected: Any) -> None:
+        self.stub.add_response(method, {}, expected)
+
+    def error(self, method: str, code: str, status: int = 400, **expected: Any) -> None:
+        self.stub.add_client_error(method, code, f"{code} happened", status, expected_params=expected or None)
+
+    # -- common sequences -------------------------------------------------------------------------------
+    def ready_change_set(self, kind: str = "UPDATE", changes: list[dict[str, Any]] | None = None) -> None:
+        self.create_change_set(kind)
+        self.change_set("CREATE_COMPLETE", changes or [change("Service", "AWS::ECS::Service", "Modify", "False")])
+
+    def executed_update(self, *, final: str = "UPDATE_COMPLETE", outputs: dict[str, str] | None = None) -> None:
+        """Baseline, execute, one poll in progress, one poll terminal."""
+        self.stack("UPDATE_COMPLETE", ref=STACK_ID)
+        self.events()
+        self.call("execute_change_set", ChangeSetName=CS_ID)
+        self.stack("UPDATE_IN_PROGRESS", ref=STACK_ID)
+        self.emit("UPDATE_IN_PROGRESS", reason="User Initiated")
+        self.emit("UPDATE_IN_PROGRESS", "Service", "AWS::ECS::Service")
+        self.events()
+        extra: dict[str, Any] = {}
+        if outputs:
+            extra["Outputs"] = [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]
+        self.stack(final, ref=STACK_ID, **extra)
+        self.emit("UPDATE_COMPLETE", "Service", "AWS::ECS::Service")
+        self.emit(final)
+        self.events()
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def lines() -> list[str]:
+    return []
+
+
+def make(script: Script, clock: FakeClock, lines: list[str], **kwargs: Any) -> StackDeployer:
+    options: dict[str, Any] = {"say": lines.append, "poll": 1.0, "timeout": 30.0, "env": "dev", **kwargs}
+    return StackDeployer(script.client, clock, **options)
+
+
+def run(script: Script, deployer: StackDeployer, **kwargs: Any) -> Any:
+    """Deploy; every stubbed answer must have been asked for, also when the deploy raises."""
+    with script.stub:
+        try:
+            return deployer.deploy(NAME, BODY, PARAMS, **kwargs)
+        finally:
+            script.stub.assert_no_pending_responses()
+
+
+def event_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("[") and ("_IN_PROGRESS" in line or "_COMPLETE" in line)]
+
+
+# -- the normal path --------------------------------------------------------------------------------------
+
+
+def test_update_shows_the_changes_follows_new_events_once_and_reads_the_outputs(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.emit("UPDATE_IN_PROGRESS", reason="an earlier deploy")  # history: never shown
+    script.emit("UPDATE_COMPLETE")
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE")
+    script.change_set("CREATE_IN_PROGRESS")
+    script.change_set(
+        "CREATE_COMPLETE",
+        [change("TaskDefinition", "AWS::ECS::TaskDefinition", "Modify", "True")],
+        next_token="page-2",
+    )
+    script.change_set("CREATE_COMPLETE", [change("Service", "AWS::ECS::Service", "Modify", "False")], token="page-2")
+    script.executed_update(outputs={"AlbUrl": "http://alb.example", "ClusterName": "car-rental-cluster"})
+
+    result = run(script, make(script, clock, lines))
+
+    assert result.action == "updated"
+    assert result.outputs == {"AlbUrl": "http://alb.example", "ClusterName": "car-rental-cluster"}
+    assert [(c.logical_id, c.replacement) for c in result.changes] == [("TaskDefinition", "True"), ("Service", "False")]
+    table = next(line for line in lines if line.startswith("resource"))
+    assert "TaskDefinition" in table and "Service" in table and "replacement" in table
+    assert [line.split("] ", 1)[1] for line in event_lines(lines)] == [
+        f"{NAME} {STACK_TYPE} UPDATE_IN_PROGRESS: User Initiated",
+        "Service AWS::ECS::Service UPDATE_IN_PROGRESS",
+        "Service AWS::ECS::Service UPDATE_COMPLETE",
+        f"{NAME} {STACK_TYPE} UPDATE_COMPLETE",
+    ]
+    assert not any("an earlier deploy" in line for line in lines)
+    assert clock.sleeps == [1.0, 1.0]  # once for the change set, once between the two polls
+    assert "[   2.0s]" in event_lines(lines)[-1]  # elapsed time since the deploy began
+
+
+def test_an_empty_change_set_is_deleted_and_nothing_is_executed(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE")
+    script.change_set(
+        "FAILED",
+        reason="The submitted information didn't contain changes. Submit different information to create a change set.",
+    )
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    script.stack("UPDATE_COMPLETE", Outputs=[{"OutputKey": "AlbUrl", "OutputValue": "http://alb"}])
+
+    result = run(script, make(script, clock, lines))
+
+    assert result.action == "unchanged" and result.changes == ()
+    assert result.outputs == {"AlbUrl": "http://alb"}
+    assert any("no changes" in line for line in lines)
+
+
+def test_a_change_set_failing_for_another_reason_is_deleted_and_reported(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE")
+    script.change_set("FAILED", reason="Parameters: [HealthHandlerCodeKey] must have values")
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines))
+    assert "HealthHandlerCodeKey" in err.value.message
+    assert err.value.next_step and "nothing was changed" in err.value.next_step
+
+
+def test_a_template_cloudformation_refuses_is_a_usage_error(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error(
+        "create_change_set", "ValidationError", "Template format error: Unresolved resource dependencies [Vpc]", 400
+    )
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines))
+    assert "Unresolved resource dependencies [Vpc]" in err.value.message and NAME in err.value.message
+
+
+# -- the data guard ----------------------------------------------------------------------------------------
+
+
+def test_replacing_a_table_is_refused_the_change_set_deleted_and_nothing_executed(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(
+        changes=[
+            change("CarsTable", "AWS::DynamoDB::Table", "Modify", "True"),
+            change("Service", "AWS::ECS::Service", "Modify", "False"),
+            change("KycBucket", "AWS::S3::Bucket", "Modify", "Conditional"),
+        ]
+    )
+    script.call("delete_change_set", ChangeSetName=CS_ID)  # and then no ExecuteChangeSet: the Stubber would fail
+
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines))
+    message = err.value.message
+    assert "CarsTable (AWS::DynamoDB::Table, replacement True)" in message
+    assert "KycBucket (AWS::S3::Bucket, replacement Conditional)" in message
+    assert "Service" not in message
+    assert (
+        err.value.next_step
+        == f"if that is intended, rerun with --allow-replace: inv deploy.stack {NAME} --env dev --allow-replace"
+    )
+    assert any("CarsTable" in line for line in lines)  # the table was shown first
+
+
+def test_allow_replace_lets_the_replacement_through(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(changes=[change("CarsTable", "AWS::DynamoDB::Table", "Modify", "True")])
+    script.executed_update()
+
+    result = run(script, make(script, clock, lines), allow_replace=True)
+    assert result.action == "updated"
+
+
+# -- recovery ---------------------------------------------------------------------------------------------
+
+
+def test_rollback_complete_is_deleted_then_created_again(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.emit("CREATE_FAILED", "Service", "AWS::ECS::Service", "an earlier failure")
+    script.emit("ROLLBACK_COMPLETE")
+    script.stack("ROLLBACK_COMPLETE")
+    # delete the failed stack and wait until it is gone
+    script.stack("ROLLBACK_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("delete_stack", StackName=STACK_ID)
+    script.stack("DELETE_COMPLETE", ref=STACK_ID)
+    script.emit("DELETE_IN_PROGRESS", reason="User Initiated")
+    script.emit("DELETE_COMPLETE")
+    script.events()
+    # create it again: a new stack id
+    script.create_change_set("CREATE", stack_id=NEW_STACK_ID)
+    script.change_set("CREATE_COMPLETE", [change("Service", "AWS::ECS::Service", "Add")])
+    script.emit("REVIEW_IN_PROGRESS", stack_id=NEW_STACK_ID)
+    script.stack("REVIEW_IN_PROGRESS", ref=NEW_STACK_ID, stack_id=NEW_STACK_ID)
+    script.events(ref=NEW_STACK_ID)
+    script.call("execute_change_set", ChangeSetName=CS_ID)
+    script.stack(
+        "CREATE_COMPLETE",
+        ref=NEW_STACK_ID,
+        stack_id=NEW_STACK_ID,
+        Outputs=[{"OutputKey": "AlbUrl", "OutputValue": "http://new"}],
+    )
+    script.emit("CREATE_IN_PROGRESS", stack_id=NEW_STACK_ID)
+    script.emit("CREATE_COMPLETE", "Service", "AWS::ECS::Service", stack_id=NEW_STACK_ID)
+    script.emit("CREATE_COMPLETE", stack_id=NEW_STACK_ID)
+    script.events(ref=NEW_STACK_ID)
+
+    result = run(script, make(script, clock, lines))
+
+    assert result.action == "recreated" and result.outputs == {"AlbUrl": "http://new"}
+    assert any("ROLLBACK_COMPLETE" in line and "deleting it" in line for line in lines)
+    shown = event_lines(lines)
+    assert any("DELETE_COMPLETE" in line for line in shown) and shown[-1].endswith("CREATE_COMPLETE")
+    assert not any("an earlier failure" in line for line in lines)
+
+
+def test_update_rollback_failed_gets_continue_update_rollback_first(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_ROLLBACK_FAILED")
+    script.stack("UPDATE_ROLLBACK_FAILED", ref=STACK_ID)
+    script.events()
+    script.call("continue_update_rollback", StackName=STACK_ID)
+    script.stack("UPDATE_ROLLBACK_IN_PROGRESS", ref=STACK_ID)
+    script.emit("UPDATE_ROLLBACK_IN_PROGRESS")
+    script.events()
+    script.stack("UPDATE_ROLLBACK_COMPLETE", ref=STACK_ID)
+    script.emit("UPDATE_ROLLBACK_COMPLETE")
+    script.events()
+    script.ready_change_set("UPDATE")
+    script.executed_update()
+
+    result = run(script, make(script, clock, lines))
+
+    assert result.action == "updated"
+    assert any("ContinueUpdateRollback" in line for line in lines)
+    assert any("UPDATE_ROLLBACK_COMPLETE" in line for line in lines)
+
+
+def test_a_rollback_that_fails_again_names_the_resources_to_skip(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_ROLLBACK_FAILED")
+    script.stack("UPDATE_ROLLBACK_FAILED", ref=STACK_ID)
+    script.events()
+    script.call("continue_update_rollback", StackName=STACK_ID)
+    script.stack("UPDATE_ROLLBACK_FAILED", ref=STACK_ID, LastUpdatedTime=T0 + timedelta(minutes=5))
+    script.emit("UPDATE_ROLLBACK_IN_PROGRESS")
+    script.emit("UPDATE_FAILED", "Service", "AWS::ECS::Service", "Service was deleted outside CloudFormation")
+    script.emit("UPDATE_ROLLBACK_FAILED")
+    script.events()
+
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines))
+    assert "Service (AWS::ECS::Service) UPDATE_FAILED: Service was deleted outside CloudFormation" in err.value.message
+    assert err.value.next_step and "--resources-to-skip Service" in err.value.next_step
+
+
+def test_a_busy_stack_is_waited_for_not_fought(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("UPDATE_IN_PROGRESS")
+    script.stack("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")  # only now: the Stubber fails any change set made while it was busy
+    script.executed_update()
+
+    result = run(script, make(script, clock, lines))
+
+    assert result.action == "updated"
+    assert any("is busy (UPDATE_IN_PROGRESS)" in line for line in lines)
+    assert any("is busy (UPDATE_COMPLETE_CLEANUP_IN_PROGRESS)" in line for line in lines)
+    assert clock.sleeps[:2] == [1.0, 1.0]
+
+
+def test_a_delete_failed_stack_is_not_updated(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("DELETE_FAILED")
+    script.emit("UPDATE_COMPLETE")
+    script.emit("DELETE_IN_PROGRESS")
+    script.emit("DELETE_FAILED", "Documents", "AWS::S3::Bucket", "The bucket you tried to delete is not empty")
+    script.emit("DELETE_FAILED")
+    script.events()
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines))
+    assert "Documents (AWS::S3::Bucket) DELETE_FAILED: The bucket you tried to delete is not empty" in err.value.message
+    assert err.value.next_step and "inv destroy --env dev" in err.value.next_step
+
+
+# -- retries ------------------------------------------------------------------------------------------------
+
+
+def test_throttling_and_transient_errors_are_retried_with_backoff(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.error("describe_stacks", "Throttling")
+    script.error("describe_stacks", "RequestLimitExceeded")
+    script.stack("UPDATE_COMPLETE")
+    script.error("create_change_set", "ThrottlingException")
+    script.create_change_set("UPDATE")
+    script.error("describe_change_set", "InternalFailure", 500)
+    script.change_set("CREATE_COMPLETE", [change("Service", "AWS::ECS::Service", "Modify", "False")])
+    script.executed_update()
+
+    result = run(script, make(script, clock, lines))
+
+    assert result.action == "updated"
+    assert clock.sleeps[:4] == [1.0, 2.0, 1.0, 1.0]  # doubling per call, starting over for the next one
+    retried = [line for line in lines if "retrying in" in line]
+    assert len(retried) == 4 and "Throttling" in retried[0] and "InternalFailure" in retried[3]
+
+
+def test_a_5xx_on_execute_is_not_repeated(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.error("execute_change_set", "InternalFailure", 500)  # did it start? unknown: not executed twice
+    with pytest.raises(ClientError):
+        run(script, make(script, clock, lines))
+
+
+def test_endless_throttling_gives_up_after_the_retries(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    for _ in range(4):
+        script.error("describe_stacks", "Throttling")
+    with pytest.raises(ClientError) as err:
+        run(script, make(script, clock, lines, max_retries=3))
+    assert err.value.response["Error"]["Code"] == "Throttling"
+    assert clock.sleeps == [1.0, 2.0, 4.0]
+
+
+# -- failures -----------------------------------------------------------------------------------------------
+
+
+def test_a_failed_update_names_the_failing_resources_with_their_reasons(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("execute_change_set", ChangeSetName=CS_ID)
+    script.stack("UPDATE_ROLLBACK_COMPLETE", ref=STACK_ID, StackStatusReason="The following resource(s) failed")
+    script.emit("UPDATE_IN_PROGRESS", reason="User Initiated")
+    script.emit("UPDATE_FAILED", "Queue", "AWS::SQS::Queue", "Resource update cancelled")
+    script.emit(
+        "UPDATE_FAILED",
+        "Service",
+        "AWS::ECS::Service",
+        "Error occurred during operation 'ECS Deployment Circuit Breaker'",
+    )
+    script.emit("UPDATE_ROLLBACK_IN_PROGRESS", reason="The following resource(s) failed to update: [Service].")
+    script.emit("UPDATE_ROLLBACK_COMPLETE")
+    script.events()
+
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines))
+    message = err.value.message
+    assert "it is UPDATE_ROLLBACK_COMPLETE" in message and "previous version is in place" in message
+    cause = message.index("Service (AWS::ECS::Service) UPDATE_FAILED: Error occurred during operation")
+    assert cause < message.index("Queue (AWS::SQS::Queue) UPDATE_FAILED: Resource update cancelled")
+    assert err.value.next_step == (
+        f"fix the cause above, then rerun: inv deploy.stack {NAME} --env dev; "
+        "check what is serving meanwhile: inv health --env dev"
+    )
+
+
+def test_a_failed_first_create_says_the_next_deploy_recreates_it(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.no_stack()
+    script.create_change_set("CREATE")
+    script.change_set("CREATE_COMPLETE", [change("Table", "AWS::DynamoDB::Table", "Add")])
+    script.stack("REVIEW_IN_PROGRESS", ref=STACK_ID)
+    script.emit("REVIEW_IN_PROGRESS")
+    script.events()
+    script.call("execute_change_set", ChangeSetName=CS_ID)
+    script.stack("ROLLBACK_COMPLETE", ref=STACK_ID)
+    script.emit("CREATE_IN_PROGRESS")
+    script.emit("CREATE_FAILED", "Table", "AWS::DynamoDB::Table", "Subscriber limit exceeded")
+    script.emit("ROLLBACK_COMPLETE")
+    script.events()
+
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines))
+    assert "Table (AWS::DynamoDB::Table) CREATE_FAILED: Subscriber limit exceeded" in err.value.message
+    assert "deletes the stack and creates it again" in err.value.message
+
+
+def test_the_deadline_stops_waiting_and_names_the_last_status(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("execute_change_set", ChangeSetName=CS_ID)
+    script.emit("UPDATE_IN_PROGRESS", reason="User Initiated")
+    for _ in range(4):  # polls at 0, 1, 2 and 3 s; at 3 s another poll would end after the 3 s deadline
+        script.stack("UPDATE_IN_PROGRESS", ref=STACK_ID)
+        script.events()
+
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines, timeout=3.0))
+    assert "deadline of 3s passed while deploying stack" in err.value.message
+    assert "still UPDATE_IN_PROGRESS" in err.value.message
+    assert err.value.next_step and "describe-stack-events" in err.value.next_step
+    assert clock.sleeps == [1.0, 1.0, 1.0]
+
+
+def test_a_busy_stack_that_stays_busy_hits_the_deadline(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    for _ in range(3):
+        script.stack("UPDATE_ROLLBACK_IN_PROGRESS")
+    with pytest.raises(StepFailed, match="waiting for CarRentalFargateStack to finish UPDATE_ROLLBACK_IN_PROGRESS"):
+        run(script, make(script, clock, lines, timeout=2.0))
+
+
+# -- destroy --------------------------------------------------------------------------------------------------
+
+
+def test_destroy_follows_the_delete(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("delete_stack", StackName=STACK_ID)
+    script.stack("DELETE_IN_PROGRESS", ref=STACK_ID)
+    script.emit("DELETE_IN_PROGRESS", reason="User Initiated")
+    script.events()
+    script.stack("DELETE_COMPLETE", ref=STACK_ID)
+    script.emit("DELETE_COMPLETE", "Service", "AWS::ECS::Service")
+    script.emit("DELETE_COMPLETE")
+    script.events()
+    deployer = make(script, clock, lines)
+    with script.stub:
+        result = deployer.destroy(NAME)
+        script.stub.assert_no_pending_responses()
+    assert result.action == "deleted"
+    assert [line.split("] ", 1)[1] for line in event_lines(lines)] == [
+        f"{NAME} {STACK_TYPE} DELETE_IN_PROGRESS: User Initiated",
+        "Service AWS::ECS::Service DELETE_COMPLETE",
+        f"{NAME} {STACK_TYPE} DELETE_COMPLETE",
+    ]
+
+
+def test_destroy_of_a_missing_stack_is_absent(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.no_stack()
+    with script.stub:
+        assert make(script, clock, lines).destroy(NAME).action == "absent"
+
+
+def test_delete_failed_lists_the_resources_and_how_to_keep_them(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("delete_stack", StackName=STACK_ID)
+    script.stack("DELETE_FAILED", ref=STACK_ID)
+    script.emit("DELETE_IN_PROGRESS", reason="User Initiated")
+    script.emit("DELETE_FAILED", "Documents", "AWS::S3::Bucket", "The bucket you tried to delete is not empty")
+    script.emit("DELETE_FAILED", reason="The following resource(s) failed to delete: [Documents].")
+    script.events()
+    with script.stub, pytest.raises(StepFailed) as err:
+        make(script, clock, lines).destroy(NAME)
+    script.stub.assert_no_pending_responses()
+    assert "Documents (AWS::S3::Bucket) DELETE_FAILED: The bucket you tried to delete is not empty" in err.value.message
+    assert err.value.next_step and "--retain-resources Documents" in err.value.next_step
+
+
+def test_a_terminal_status_from_before_the_execute_does_not_end_the_wait(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("execute_change_set", ChangeSetName=CS_ID)
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)  # not started yet, as far as this answer knows
+    script.events()
+    script.stack("UPDATE_IN_PROGRESS", ref=STACK_ID)
+    script.emit("UPDATE_IN_PROGRESS", reason="User Initiated")
+    script.events()
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID, Outputs=[{"OutputKey": "AlbUrl", "OutputValue": "http://after"}])
+    script.emit("UPDATE_COMPLETE")
+    script.events()
+
+    result = run(script, make(script, clock, lines))
+    assert result.outputs == {"AlbUrl": "http://after"}
+    assert clock.sleeps == [1.0, 1.0]
+
+
+def test_a_change_set_is_asked_about_every_second_even_when_the_stack_is_polled_slower(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE")
+    script.change_set("CREATE_PENDING")
+    script.change_set("CREATE_COMPLETE", [change("Service", "AWS::ECS::Service", "Modify", "False")])
+    script.executed_update()
+
+    run(script, make(script, clock, lines, poll=5.0))
+    assert clock.sleeps == [1.0, 5.0]

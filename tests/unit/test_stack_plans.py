@@ -1,0 +1,105 @@
+"""Stack plans: order, parallel groups, parameters decided at plan time, destroy's data rule."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deploykit import planner
+from deploykit.config import load_config
+from deploykit.errors import UsageError
+from deploykit.git import current_revision
+from deploykit.plan import Parallel
+from deploykit.stack_chain import DeployStack, DestroyStack, Sequence, Synthesize, UploadLambdaCode
+from tests.conftest import REPO, git
+
+
+@pytest.fixture
+def with_lambdas(project: Path) -> Path:
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "lambdas")
+    return project
+
+
+def names(step: object) -> list[str]:
+    if isinstance(step, Parallel):
+        return sorted(n for s in step.steps for n in names(s))
+    if isinstance(step, Sequence):
+        return [f"{step.label}:" + ",".join(s.name for s in step.steps)]
+    if isinstance(step, DeployStack | DestroyStack):
+        return [step.stack]
+    if isinstance(step, UploadLambdaCode):
+        return [f"upload:{step.function}"]
+    return [getattr(step, "name", "?")]
+
+
+def test_full_plan_orders_stacks_by_dependency_with_independent_ones_in_parallel(with_lambdas: Path) -> None:
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("sandbox")
+    revision = current_revision(with_lambdas)
+    plan = planner.full_plan(config, env, revision, repository_uri="")
+    groups = [names(step) for step in plan.steps]
+    assert groups == [
+        ["synth"],
+        ["CarRentalRegistryStack"],
+        sorted(
+            [
+                "CarRentalDataStack",
+                "CarRentalAuthStack",
+                "image:base-image,build,push",
+                "upload:health_handler",
+                "upload:login_handler",
+            ]
+        ),
+        ["CarRentalApiStack", "CarRentalFargateStack"],
+    ]
+    fargate = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
+    assert dict(fargate.parameters) == {"ImageTag": revision.tag}  # this commit's image, built in the plan
+    api = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Api" in s.stack)
+    keys = dict(api.parameters)
+    assert set(keys) == {"LoginHandlerCodeKey", "HealthHandlerCodeKey"}
+    assert keys["LoginHandlerCodeKey"].startswith("lambda/login_handler/") and keys["LoginHandlerCodeKey"].endswith(
+        ".zip"
+    )
+    assert fargate.template.endswith("cdk.out/sandbox/CarRentalFargateStack.template.json")
+    assert isinstance(plan.steps[0], Synthesize)
+
+
+def test_deploy_stack_plan_takes_the_inputs_it_is_given(with_lambdas: Path) -> None:
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("sandbox")
+    plan = planner.deploy_stack_plan(config, env, "fargate", image_tag="abc123", code_keys={})
+    assert [s.name for s in plan.steps] == ["synth", "deploy-stack"]
+    assert dict(plan.steps[-1].parameters) == {"ImageTag": "abc123"}  # type: ignore[attr-defined]
+    plan = planner.deploy_stack_plan(
+        config,
+        env,
+        "CarRentalApiStack",
+        image_tag="",
+        code_keys={"login_handler": "k1", "health_handler": "k2"},
+        uploads=["login_handler"],
+    )
+    assert [s.name for s in plan.steps] == ["synth", "upload-lambda", "deploy-stack"]
+    assert dict(plan.steps[-1].parameters) == {"LoginHandlerCodeKey": "k1", "HealthHandlerCodeKey": "k2"}  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="unknown stack 'NoSuchStack'"):
+        planner.deploy_stack_plan(config, env, "NoSuchStack", image_tag="", code_keys={})
+
+
+def test_destroy_keeps_the_stacks_that_hold_data_unless_asked(project: Path) -> None:
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    kept = [names(s) for s in planner.destroy_plan(env, include_data=False).steps]
+    assert kept == [["CarRentalApiStack", "CarRentalFargateStack"]]
+    everything = [names(s) for s in planner.destroy_plan(env, include_data=True).steps]
+    assert everything == [
+        ["CarRentalApiStack", "CarRentalFargateStack"],
+        ["CarRentalAuthStack", "CarRentalDataStack"],
+        ["CarRentalRegistryStack"],
+    ]
+
+
+def test_code_parameters_are_named_after_the_function() -> None:
+    assert planner.code_parameter("login_handler") == "LoginHandlerCodeKey"
+    assert planner.code_parameter("health_handler") == "HealthHandlerCodeKey"

@@ -1,0 +1,237 @@
+"""The pure logic of stack deploys: change parsing, the data guard, empty change sets, events, failures."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+
+from deploykit import stacks
+from deploykit.stacks import Change
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def resource_change(logical: str, rtype: str, action: str, replacement: str | None = None, **extra: Any) -> dict:
+    rc: dict[str, Any] = {"LogicalResourceId": logical, "ResourceType": rtype, "Action": action, **extra}
+    if replacement is not None:
+        rc["Replacement"] = replacement
+    return {"Type": "Resource", "ResourceChange": rc}
+
+
+def event(
+    eid: str, logical: str, status: str, seconds: float, rtype: str = "AWS::S3::Bucket", reason: str = ""
+) -> dict:
+    e: dict[str, Any] = {
+        "EventId": eid,
+        "LogicalResourceId": logical,
+        "ResourceType": rtype,
+        "ResourceStatus": status,
+        "Timestamp": T0 + timedelta(seconds=seconds),
+    }
+    if reason:
+        e["ResourceStatusReason"] = reason
+    return e
+
+
+def client_error(code: str, message: str = "", status: int = 400) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "DescribeStacks"
+    )
+
+
+# -- changes ---------------------------------------------------------------------------------------------
+
+
+def test_changes_are_parsed_with_their_details() -> None:
+    raw = [
+        resource_change(
+            "CarsTable",
+            "AWS::DynamoDB::Table",
+            "Modify",
+            "True",
+            PhysicalResourceId="cars-1",
+            Scope=["Properties"],
+        ),
+        resource_change("Topic", "AWS::SNS::Topic", "Add"),
+        {"Type": "HookInvocation", "HookInvocationCount": 1},  # not a resource: ignored
+    ]
+    assert stacks.parse_changes(raw) == [
+        Change("CarsTable", "AWS::DynamoDB::Table", "Modify", "True", "cars-1", ("Properties",)),
+        Change("Topic", "AWS::SNS::Topic", "Add", "", "", ()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rtype", "action", "replacement", "refused"),
+    [
+        ("AWS::DynamoDB::Table", "Modify", "True", True),
+        ("AWS::DynamoDB::Table", "Modify", "Conditional", True),
+        ("AWS::DynamoDB::Table", "Modify", "False", False),
+        ("AWS::DynamoDB::Table", "Remove", None, True),
+        ("AWS::DynamoDB::Table", "Add", None, False),
+        ("AWS::S3::Bucket", "Modify", "True", True),
+        ("AWS::S3::Bucket", "Remove", None, True),
+        ("AWS::Cognito::UserPool", "Modify", "Conditional", True),
+        ("AWS::RDS::DBInstance", "Modify", "True", True),
+        ("AWS::EFS::FileSystem", "Remove", None, True),
+        ("AWS::ECS::TaskDefinition", "Modify", "True", False),  # replaced every deploy: holds no data
+        ("AWS::Lambda::Version", "Remove", None, False),
+        ("AWS::Cognito::UserPoolClient", "Modify", "True", False),
+    ],
+)
+def test_data_guard(rtype: str, action: str, replacement: str | None, refused: bool) -> None:
+    changes = stacks.parse_changes([resource_change("R", rtype, action, replacement)])
+    assert bool(stacks.dangerous_changes(changes)) is refused
+
+
+def test_data_guard_names_only_the_dangerous_ones() -> None:
+    changes = stacks.parse_changes(
+        [
+            resource_change("TaskDef", "AWS::ECS::TaskDefinition", "Modify", "True"),
+            resource_change("Cars", "AWS::DynamoDB::Table", "Modify", "True"),
+            resource_change("Docs", "AWS::S3::Bucket", "Modify", "False"),
+            resource_change("Pool", "AWS::Cognito::UserPool", "Remove"),
+        ]
+    )
+    assert [c.logical_id for c in stacks.dangerous_changes(changes)] == ["Cars", "Pool"]
+    assert stacks.dangerous_changes(changes, data_types={"AWS::S3::Bucket"}) == []
+
+
+def test_changes_table_lists_resource_type_action_replacement() -> None:
+    changes = [
+        Change("Cars", "AWS::DynamoDB::Table", "Modify", "True"),
+        Change("Service", "AWS::ECS::Service", "Modify", "False"),
+        Change("Topic", "AWS::SNS::Topic", "Add"),
+    ]
+    table = stacks.changes_table(changes)
+    lines = table.splitlines()
+    assert lines[0].split() == ["resource", "type", "action", "replacement"]
+    assert "Cars" in lines[2] and "True" in lines[2] and "holds data" in lines[2]
+    assert "Service" in lines[3] and "False" in lines[3] and "holds data" not in lines[3]
+    assert lines[4].split() == ["Topic", "AWS::SNS::Topic", "Add", "-"]
+    assert "no resource changes" in stacks.changes_table([])
+
+
+# -- empty change sets --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "empty"),
+    [
+        (
+            "FAILED",
+            "The submitted information didn't contain changes. Submit different information to create a change set.",
+            True,
+        ),
+        ("FAILED", "No updates are to be performed.", True),
+        ("FAILED", "Template format error: Unresolved resource dependencies [Nope]", False),
+        ("FAILED", None, False),
+        ("CREATE_COMPLETE", None, False),  # no resource changes, but parameters or outputs change: not empty
+        ("CREATE_COMPLETE", "No updates are to be performed.", False),
+    ],
+)
+def test_empty_change_set_detection(status: str, reason: str | None, empty: bool) -> None:
+    assert stacks.is_empty_change_set(status, reason) is empty
+
+
+def test_no_updates_error_of_create_change_set() -> None:
+    assert stacks.is_no_changes_error(client_error("ValidationError", "No updates are to be performed."))
+    assert not stacks.is_no_changes_error(client_error("ValidationError", "Template format error"))
+    assert not stacks.is_no_changes_error(client_error("Throttling", "No updates are to be performed."))
+    assert not stacks.is_no_changes_error(ValueError("No updates are to be performed."))
+
+
+# -- events ------------------------------------------------------------------------------------------------
+
+
+def test_fresh_events_are_oldest_first_each_once_and_not_older_than_the_start() -> None:
+    seen: set[str] = {"old-1"}
+    listing = [  # as CloudFormation lists them: newest first
+        event("e3", "Bucket", "CREATE_COMPLETE", 30),
+        event("e2", "Bucket", "CREATE_IN_PROGRESS", 20),
+        event("e1", "Stack", "CREATE_IN_PROGRESS", 10, rtype="AWS::CloudFormation::Stack"),
+        event("old-2", "Stack", "REVIEW_IN_PROGRESS", -5),  # before the execute, not seen before either
+        event("old-1", "Stack", "REVIEW_IN_PROGRESS", -10),
+    ]
+    fresh = stacks.fresh_events(listing, seen, since=T0)
+    assert [e["EventId"] for e in fresh] == ["e1", "e2", "e3"]
+    assert stacks.fresh_events(listing, seen, since=T0) == []  # each once
+    later = [event("e4", "Stack", "CREATE_COMPLETE", 40, rtype="AWS::CloudFormation::Stack"), *listing]
+    assert [e["EventId"] for e in stacks.fresh_events(later, seen, since=T0)] == ["e4"]
+
+
+def test_events_with_equal_timestamps_keep_their_order() -> None:
+    listing = [event("b", "B", "CREATE_COMPLETE", 5), event("a", "A", "CREATE_COMPLETE", 5)]
+    assert [e["EventId"] for e in stacks.fresh_events(listing, set(), since=None)] == ["a", "b"]
+
+
+def test_event_line_has_the_elapsed_time_resource_status_and_reason() -> None:
+    line = stacks.format_event(event("e", "Cars", "CREATE_FAILED", 0, "AWS::DynamoDB::Table", "limit exceeded"), 12.34)
+    assert line == "[  12.3s] Cars AWS::DynamoDB::Table CREATE_FAILED: limit exceeded"
+    assert stacks.format_event(event("e", "Cars", "CREATE_COMPLETE", 0), 1).endswith("CREATE_COMPLETE")
+
+
+def test_failed_resources_put_the_cause_before_the_cancellations() -> None:
+    oldest_first = [
+        event("1", "Queue", "UPDATE_FAILED", 1, "AWS::SQS::Queue", "Resource update cancelled"),
+        event("2", "Service", "UPDATE_FAILED", 2, "AWS::ECS::Service", "Circuit breaker triggered"),
+        event("3", "Service", "UPDATE_FAILED", 3, "AWS::ECS::Service", "a later, second failure"),
+        event("4", "Cars", "UPDATE_COMPLETE", 4, "AWS::DynamoDB::Table"),
+        event("5", "MyStack", "UPDATE_ROLLBACK_FAILED", 5, "AWS::CloudFormation::Stack", "stack level"),
+    ]
+    assert stacks.failed_resources(oldest_first, "MyStack") == [
+        ("Service", "AWS::ECS::Service", "UPDATE_FAILED", "Circuit breaker triggered"),
+        ("Queue", "AWS::SQS::Queue", "UPDATE_FAILED", "Resource update cancelled"),
+    ]
+
+
+# -- retries and names ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "throttling", "transient"),
+    [
+        (client_error("Throttling", "Rate exceeded"), True, True),
+        (client_error("RequestLimitExceeded"), True, True),
+        (client_error("ThrottlingException"), True, True),
+        (client_error("InternalFailure", status=500), False, True),
+        (client_error("Anything", status=503), False, True),
+        (client_error("ValidationError", "Stack with id x does not exist"), False, False),
+        (client_error("AccessDenied", status=403), False, False),
+        (ConnectionClosedError(endpoint_url="https://cloudformation"), False, True),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:4566"), False, False),  # never connected: say so
+    ],
+)
+def test_throttling_and_transient_errors(exc: Exception, throttling: bool, transient: bool) -> None:
+    assert stacks.is_throttling(exc) is throttling
+    assert stacks.is_transient(exc) is transient
+
+
+def test_missing_stack_error() -> None:
+    assert stacks.is_missing_stack(client_error("ValidationError", "Stack with id Nope does not exist"))
+    assert not stacks.is_missing_stack(client_error("ValidationError", "Template format error"))
+
+
+def test_change_set_names_are_valid_and_unique() -> None:
+    first = stacks.change_set_name(T0)
+    assert re.fullmatch(r"[a-zA-Z][-a-zA-Z0-9]{0,127}", first)
+    assert first.startswith("deploykit-20260101T000000Z-")
+    assert stacks.change_set_name(T0) != first  # same second, another deploy
+    assert stacks.change_set_name(T0, "abc") == "deploykit-20260101T000000Z-abc"
+
+
+def test_outputs_and_parameters_of_a_stack() -> None:
+    stack = {
+        "Outputs": [{"OutputKey": "AlbUrl", "OutputValue": "http://alb"}, {"OutputKey": "Empty"}],
+        "Parameters": [
+            {"ParameterKey": "ImageTag", "ParameterValue": "abc123"},
+            {"ParameterKey": "Ami", "ParameterValue": "/aws/ssm/ami", "ResolvedValue": "ami-1"},
+        ],
+    }
+    assert stacks.outputs_of(stack) == {"AlbUrl": "http://alb", "Empty": ""}
+    assert stacks.parameters_of(stack) == {"ImageTag": "abc123", "Ami": "ami-1"}
+    assert stacks.outputs_of(None) == {} and stacks.parameters_of({}) == {}

@@ -1,0 +1,404 @@
+"""Synthesis: the context handed to the CDK app, the skip rule, failures, template bodies.
+
+The app is replaced by an injected ``run`` that writes a small cloud assembly where ``CDK_OUTDIR`` says, so
+nothing here starts node. One test (marked slow) synthesizes a copy of the repository's real cdk/ app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import synth
+from deploykit.clock import FakeClock
+from deploykit.config import Config, EnvConfig, parse_config
+from deploykit.errors import StepFailed, UsageError
+from tests.conftest import REPO, SANDBOX_TOML
+
+STACKS = ["CarRentalRegistryStack", "CarRentalDataStack", "CarRentalAuthStack", "CarRentalFargateStack"]
+ACCOUNT = "210987654321"
+
+
+def make_config(root: Path, registry: str = "") -> Config:
+    text = SANDBOX_TOML.format(registry=registry, repository="car-rental-backend", ca_dir="")
+    (root / "deploy.toml").write_text(text)
+    return parse_config(tomllib.loads(text), root / "deploy.toml")
+
+
+def write_cdk(root: Path) -> Path:
+    cdk = root / "cdk"
+    (cdk / "stacks" / "common").mkdir(parents=True)
+    (cdk / "app.py").write_text("print('the app')\n")
+    (cdk / "stacks" / "fargate_stack.py").write_text("IMAGE = 'repo:tag'\n")
+    (cdk / "stacks" / "common" / "settings.py").write_text("DEFAULTS = {}\n")
+    (cdk / "requirements.txt").write_text("aws-cdk-lib==2.275.0\n")
+    return cdk
+
+
+class FakeApp:
+    """Plays `python cdk/app.py`: records each call and writes an assembly into $CDK_OUTDIR."""
+
+    def __init__(self, returncode: int = 0, stderr: str = "", stdout: str = "", write: bool = True) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.returncode, self.stderr, self.stdout, self.write = returncode, stderr, stdout, write
+
+    def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append({"command": command, **kwargs})
+        out = Path(kwargs["env"]["CDK_OUTDIR"])
+        if self.write and self.returncode == 0:
+            artifacts: dict[str, Any] = {"Tree": {"type": "cdk:tree", "properties": {"file": "tree.json"}}}
+            for name in STACKS:
+                (out / f"{name}.template.json").write_text(
+                    json.dumps({"Resources": {"R": {"Type": "AWS::SNS::Topic"}}})
+                )
+                artifacts[name] = {
+                    "type": "aws:cloudformation:stack",
+                    "properties": {"templateFile": f"{name}.template.json", "tags": {"Project": "car-rental"}},
+                }
+            (out / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": artifacts}))
+        return subprocess.CompletedProcess(command, self.returncode, self.stdout, self.stderr)
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return dict(json.loads(self.calls[-1]["env"]["CDK_CONTEXT_JSON"]))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    write_cdk(root)
+    return root
+
+
+@pytest.fixture
+def config(root: Path) -> Config:
+    return make_config(root)
+
+
+@pytest.fixture
+def dev(config: Config) -> EnvConfig:
+    return config.environment("dev")
+
+
+# -- the context ----------------------------------------------------------------------------------------
+
+
+def test_context_carries_the_environment_the_account_and_the_stack_names(config: Config, dev: EnvConfig) -> None:
+    context = synth.cdk_context(config, dev, ACCOUNT)
+    assert context == {
+        "environment": "dev",
+        "account": ACCOUNT,
+        "region": "eu-west-1",
+        "cluster": "car-rental-cluster",
+        "service": "car-rental-service",
+        "container": "backend",
+        "repository": "car-rental-backend",
+        "registry": "",
+        "stacks": {
+            "registry": "CarRentalRegistryStack",
+            "data": "CarRentalDataStack",
+            "auth": "CarRentalAuthStack",
+            "fargate": "CarRentalFargateStack",
+            "api": "CarRentalApiStack",
+        },
+    }
+    assert synth.cdk_context(config, dev, ACCOUNT, registry="127.0.0.1:5000")["registry"] == "127.0.0.1:5000"
+
+
+def test_the_context_json_is_canonical(config: Config, dev: EnvConfig) -> None:
+    a = synth.context_json(synth.cdk_context(config, dev, ACCOUNT))
+    b = synth.context_json(dict(reversed(list(synth.cdk_context(config, dev, ACCOUNT).items()))))
+    assert a == b and " " not in a
+
+
+def test_registry_on_aws_is_empty_and_ecr_is_not_asked(dev: EnvConfig) -> None:
+    ecr = Mock(spec=["get_authorization_token"])
+    assert synth.context_registry(dev, ecr) == ""
+    ecr.get_authorization_token.assert_not_called()
+
+
+def test_registry_named_in_deploy_toml_wins(tmp_path: Path) -> None:
+    env = make_config(tmp_path, registry="localhost:5001/").environment("sandbox")
+    ecr = Mock(spec=["get_authorization_token"])
+    assert synth.context_registry(env, ecr) == "localhost:5001"
+    ecr.get_authorization_token.assert_not_called()
+
+
+def test_registry_of_the_sandbox_is_what_its_ecr_names(config: Config) -> None:
+    sandbox = config.environment("sandbox")
+    assert not sandbox.registry and sandbox.endpoint_url
+    ecr = Mock(spec=["get_authorization_token"])
+    ecr.get_authorization_token.return_value = {
+        "authorizationData": [{"authorizationToken": "QVdTOng=", "proxyEndpoint": "http://127.0.0.1:5000"}]
+    }
+    assert synth.context_registry(sandbox, ecr) == "127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host"),
+    [
+        ("http://127.0.0.1:5000", "127.0.0.1:5000"),
+        ("localhost:4510", "localhost:4510"),
+        ("https://123456789012.dkr.ecr.eu-west-1.amazonaws.com", ""),
+        ("https://123456789012.dkr.ecr-fips.us-east-1.amazonaws.com", ""),
+        ("https://123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", ""),
+    ],
+)
+def test_registry_host_of_an_ecr_proxy_endpoint(endpoint: str, host: str) -> None:
+    assert synth.registry_host(endpoint) == host
+
+
+def test_an_environment_with_an_endpoint_needs_its_registry_decided(config: Config) -> None:
+    with pytest.raises(ValueError, match="pass registry= or ecr="):
+        synth.synthesize(config, config.environment("sandbox"), account=ACCOUNT, run=FakeApp())
+
+
+# -- the hash ---------------------------------------------------------------------------------------------
+
+
+def _hash(cdk: Path, context: str = "{}", python: str = "3.11.7") -> str:
+    return synth.synthesis_hash(cdk, context, python=python, libraries={"aws-cdk-lib": "2.275.0"}, environ={})
+
+
+def test_hash_follows_sources_context_python_and_libraries(root: Path) -> None:
+    cdk = root / "cdk"
+    base = _hash(cdk)
+    assert _hash(cdk) == base
+    assert _hash(cdk, context='{"a":1}') != base
+    assert _hash(cdk, python="3.12.0") != base
+    other_lib = synth.synthesis_hash(cdk, "{}", python="3.11.7", libraries={"aws-cdk-lib": "2.276.0"}, environ={})
+    assert other_lib != base
+    with_var = synth.synthesis_hash(
+        cdk, "{}", python="3.11.7", libraries={"aws-cdk-lib": "2.275.0"}, environ={"CAR_RENTAL_DESIRED_COUNT": "2"}
+    )
+    assert with_var != base
+    unrelated = synth.synthesis_hash(
+        cdk, "{}", python="3.11.7", libraries={"aws-cdk-lib": "2.275.0"}, environ={"HOME": "/x"}
+    )
+    assert unrelated == base
+    (cdk / "stacks" / "fargate_stack.py").write_text("IMAGE = 'repo:other'\n")
+    assert _hash(cdk) != base
+
+
+def test_hash_sees_a_new_file_and_a_rename(root: Path) -> None:
+    cdk = root / "cdk"
+    base = _hash(cdk)
+    (cdk / "stacks" / "api_stack.py").write_text("")
+    with_new = _hash(cdk)
+    assert with_new != base
+    (cdk / "stacks" / "api_stack.py").rename(cdk / "stacks" / "api2_stack.py")
+    assert _hash(cdk) not in (base, with_new)
+
+
+def test_hash_ignores_tests_caches_and_the_assembly(root: Path) -> None:
+    cdk = root / "cdk"
+    base = _hash(cdk)
+    for rel in (
+        "tests/test_cdk_app.py",
+        "stacks/__pycache__/fargate_stack.cpython-311.pyc",
+        "cdk.out/manifest.json",
+        ".pytest_cache/v/cache/lastfailed",
+        "stacks/stale.pyc",
+    ):
+        (cdk / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cdk / rel).write_text("anything")
+    assert _hash(cdk) == base
+
+
+# -- synthesize -------------------------------------------------------------------------------------------
+
+
+def test_synthesis_runs_the_app_with_outdir_and_context(config: Config, dev: EnvConfig, root: Path) -> None:
+    app = FakeApp()
+    result = synth.synthesize(config, dev, account=ACCOUNT, run=app, clock=FakeClock())
+    out = root / "cdk.out" / "dev"
+    assert not result.skipped and result.out_dir == out
+    assert list(result.templates) == STACKS
+    assert result.templates["CarRentalDataStack"] == out / "CarRentalDataStack.template.json"
+    assert result.stack_tags["CarRentalDataStack"] == {"Project": "car-rental"}
+    call = app.calls[0]
+    assert call["command"] == [sys.executable, str(root / "cdk" / "app.py")]
+    assert call["cwd"] == str(root) and call["check"] is False and call["capture_output"] is True
+    assert call["env"]["CDK_OUTDIR"] == str(out)
+    assert call["env"]["PATH"] == os.environ["PATH"]  # the rest of the environment is kept (node must be found)
+    assert app.context["account"] == ACCOUNT and app.context["region"] == "eu-west-1"
+    assert json.loads((out / synth.STAMP).read_text())["hash"]
+
+
+def test_second_synthesis_is_skipped_until_a_source_or_the_context_changes(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    app = FakeApp()
+    synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    again = synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert again.skipped and len(app.calls) == 1
+    assert list(again.templates) == STACKS
+    assert synth.synthesize(config, dev, account="111111111111", run=app).skipped is False  # the context
+    assert len(app.calls) == 2
+    synth.synthesize(config, dev, account=ACCOUNT, run=app)  # back: the stamp is the other account's
+    assert len(app.calls) == 3
+    (root / "cdk" / "stacks" / "fargate_stack.py").write_text("IMAGE = 'changed'\n")
+    assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped is False
+    assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped is True
+    assert synth.synthesize(config, dev, account=ACCOUNT, run=app, force=True).skipped is False
+    assert len(app.calls) == 5
+
+
+def test_a_missing_template_makes_it_run_again(config: Config, dev: EnvConfig, root: Path) -> None:
+    app = FakeApp()
+    result = synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    result.templates["CarRentalAuthStack"].unlink()
+    assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped is False
+
+
+def test_out_dir_can_be_chosen(config: Config, dev: EnvConfig, tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere" / "assembly"
+    result = synth.synthesize(config, dev, account=ACCOUNT, run=FakeApp(), out_dir=out)
+    assert result.out_dir == out and (out / "manifest.json").is_file() and (out / synth.STAMP).is_file()
+
+
+def test_a_failing_synthesis_shows_the_apps_own_output_and_leaves_no_stamp(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    synth.synthesize(config, dev, account=ACCOUNT, run=FakeApp())
+    source = root / "cdk" / "stacks" / "fargate_stack.py"
+    original = source.read_text()
+    source.write_text("broken(\n")
+    failing = FakeApp(
+        returncode=1,
+        stderr="Traceback (most recent call last):\n  ...\n"
+        "cdk/app.py: synthesis failed: [AwsSolutions-S1] no access logs",
+        stdout="b'!! Node 20 is end-of-life'",
+    )
+    with pytest.raises(StepFailed) as err:
+        synth.synthesize(config, dev, account=ACCOUNT, run=failing)
+    assert "exit 1" in err.value.message
+    assert "[AwsSolutions-S1] no access logs" in err.value.message
+    assert "Node 20" in err.value.message
+    assert err.value.next_step and "nox -s cdk" in err.value.next_step
+    assert not (root / "cdk.out" / "dev" / synth.STAMP).exists()
+    # the sources are back as they were, but the failed run removed the stamp: it synthesizes again
+    source.write_text(original)
+    app = FakeApp()
+    assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped is False and app.calls
+
+
+def test_long_output_is_cut_to_its_tail(config: Config, dev: EnvConfig) -> None:
+    lines = "\n".join(f"line {i}" for i in range(200))
+    with pytest.raises(StepFailed) as err:
+        synth.synthesize(config, dev, account=ACCOUNT, run=FakeApp(returncode=1, stderr=lines))
+    assert "line 199" in err.value.message and "line 100" not in err.value.message
+    assert "160 earlier lines" in err.value.message
+
+
+def test_bad_settings_exit_2_is_a_usage_error(config: Config, dev: EnvConfig) -> None:
+    app = FakeApp(returncode=2, stderr="cdk/app.py: bad settings: account must be a 12-digit AWS account id, got 'x'")
+    with pytest.raises(UsageError) as err:
+        synth.synthesize(config, dev, account="x", run=app)
+    assert err.value.exit_code == 2
+    assert "account must be a 12-digit" in err.value.message
+    assert err.value.next_step and "[environments.dev]" in err.value.next_step
+
+
+def test_exit_0_without_an_assembly_is_a_failure(config: Config, dev: EnvConfig) -> None:
+    with pytest.raises(StepFailed, match=r"no readable manifest\.json"):
+        synth.synthesize(config, dev, account=ACCOUNT, run=FakeApp(write=False))
+
+
+def test_a_hanging_app_is_stopped(config: Config, dev: EnvConfig) -> None:
+    def hangs(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    with pytest.raises(StepFailed, match="did not finish"):
+        synth.synthesize(config, dev, account=ACCOUNT, run=hangs)
+
+
+def test_no_cdk_app_is_a_usage_error(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with pytest.raises(UsageError, match="does not exist"):
+        synth.synthesize(config, config.environment("dev"), account=ACCOUNT, run=FakeApp())
+
+
+def test_unknown_stack_names_the_ones_there_are(config: Config, dev: EnvConfig) -> None:
+    result = synth.synthesize(config, dev, account=ACCOUNT, run=FakeApp())
+    assert result.template("CarRentalDataStack").name == "CarRentalDataStack.template.json"
+    with pytest.raises(UsageError, match="CarRentalRegistryStack"):
+        result.template("Nope")
+
+
+# -- template bodies -------------------------------------------------------------------------------------
+
+
+def test_template_body_is_minified_json(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic", "Properties": {"DisplayName": "é"}}}}
+    path.write_text(json.dumps(template, indent=2))
+    body = synth.template_body(path)
+    assert json.loads(body) == template
+    assert "\n" not in body and ": " not in body
+
+
+def test_template_body_over_the_inline_limit_says_an_s3_url_is_needed(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"Description": "x" * synth.TEMPLATE_BODY_LIMIT, "Resources": {}}))
+    with pytest.raises(UsageError) as err:
+        synth.template_body(path)
+    assert "51,200" in err.value.message and "S3 template URL" in err.value.message
+
+
+def test_template_body_at_the_limit_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "edge.json"
+    overhead = len(json.dumps({"Description": ""}, separators=(",", ":")))
+    path.write_text(json.dumps({"Description": "x" * (synth.TEMPLATE_BODY_LIMIT - overhead)}))
+    assert len(synth.template_body(path)) == synth.TEMPLATE_BODY_LIMIT
+
+
+# -- the real app (slow) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_real_cdk_app_synthesizes_once_then_skips_until_a_source_changes(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copytree(
+        REPO / "cdk", root / "cdk", ignore=shutil.ignore_patterns("__pycache__", "cdk.out", "tests", ".*_cache")
+    )
+    config = make_config(root)
+    sandbox = config.environment("sandbox")
+    ecr = Mock(spec=["get_authorization_token"])  # the sandbox's ECR names its registry
+    ecr.get_authorization_token.return_value = {
+        "authorizationData": [{"authorizationToken": "QVdTOng=", "proxyEndpoint": "http://127.0.0.1:5000"}]
+    }
+    out = tmp_path / "assembly"
+
+    first = synth.synthesize(config, sandbox, account=ACCOUNT, ecr=ecr, out_dir=out)
+    assert not first.skipped
+    assert set(first.templates) == {*STACKS, "CarRentalApiStack"}
+    assert f"aws://{ACCOUNT}/us-east-1" in (out / "manifest.json").read_text()
+    for path in first.templates.values():
+        synth.template_body(path)  # each fits inline
+    # the image is what register-taskdef writes there: <the sandbox ECR's repositoryUri>:<tag>
+    fargate = json.loads(first.templates["CarRentalFargateStack"].read_text())
+    assert "ImageTag" in fargate["Parameters"]
+    (taskdef,) = [r for r in fargate["Resources"].values() if r["Type"] == "AWS::ECS::TaskDefinition"]
+    image = taskdef["Properties"]["ContainerDefinitions"][0]["Image"]
+    assert image == {"Fn::Join": ["", ["127.0.0.1:5000/car-rental-backend:", {"Ref": "ImageTag"}]]}
+
+    second = synth.synthesize(config, sandbox, account=ACCOUNT, ecr=ecr, out_dir=out)
+    assert second.skipped and second.templates == first.templates
+    assert second.seconds < 1.0
+
+    with (root / "cdk" / "stacks" / "fargate_stack.py").open("a") as source:
+        source.write("\n# touched\n")
+    third = synth.synthesize(config, sandbox, account=ACCOUNT, ecr=ecr, out_dir=out)
+    assert not third.skipped
