@@ -113,6 +113,19 @@ DATA_STACKS = ("registry", "data", "auth")  # they hold images, tables, buckets,
 IMAGE_PARAMETER = "ImageTag"
 
 
+def stack_levels() -> list[tuple[str, ...]]:
+    """The roles in dependency levels: each level needs only the levels before it (its stacks are independent)."""
+    levels: list[tuple[str, ...]] = []
+    placed: set[str] = set()
+    while len(placed) < len(STACK_DEPENDENCIES):
+        level = tuple(r for r, deps in STACK_DEPENDENCIES.items() if r not in placed and set(deps) <= placed)
+        if not level:
+            raise ValueError(f"a cycle in STACK_DEPENDENCIES among {set(STACK_DEPENDENCIES) - placed}")
+        levels.append(level)
+        placed.update(level)
+    return levels
+
+
 def stack_roles(env: EnvConfig) -> dict[str, str]:
     """Role (registry, data, ...) → the environment's stack name."""
     return {role: getattr(env.stacks, role) for role in STACK_DEPENDENCIES}
@@ -192,24 +205,27 @@ def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri
         UploadLambdaCode(fn, str(config.root / "lambda" / fn), p.key, roles["registry"])
         for fn, p in sorted(packages.items())
     ]
+    first, *later = stack_levels()
+    # the registry stack goes first on its own: the image and the zips need its repository and bucket
     steps: list[Step] = [
         Synthesize(str(out)),
         stack("registry"),
-        Parallel((stack("data"), stack("auth"), image, *uploads)),
-        Parallel((stack("fargate"), stack("api"))),
+        _group([stack(r) for r in first if r != "registry"] + [image, *uploads]),
     ]
+    steps += [_group([stack(r) for r in level]) for level in later]
     return Plan(env.name, tuple(steps), "deploy.full")
+
+
+def _group(steps: Sequence[Step]) -> Step:
+    return steps[0] if len(steps) == 1 else Parallel(tuple(steps))
 
 
 def destroy_plan(env: EnvConfig, *, include_data: bool) -> Plan:
     """The stacks in reverse dependency order; those holding data only with include_data."""
     roles = stack_roles(env)
-    groups = [("fargate", "api"), ("data", "auth"), ("registry",)]
     steps: list[Step] = []
-    for group in groups:
-        members = [DestroyStack(roles[r]) for r in group if include_data or r not in DATA_STACKS]
-        if len(members) > 1:
-            steps.append(Parallel(tuple(members)))
-        elif members:
-            steps.append(members[0])
+    for level in reversed(stack_levels()):
+        members = [DestroyStack(roles[r]) for r in level if include_data or r not in DATA_STACKS]
+        if members:
+            steps.append(_group(members))
     return Plan(env.name, tuple(steps), "destroy")
