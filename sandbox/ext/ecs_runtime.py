@@ -5,6 +5,12 @@ What plain moto lacks, fixed here:
 
 - ``service_deployment_configuration``: moto drops a service's deploymentConfiguration and health-check
   grace period; they are kept (and shown by DescribeServices) because the rollout obeys them.
+  ``settings_from_cloudformation``: the same for a service created or updated by a CloudFormation stack
+  (:meth:`EcsRuntime.configure_service`, with its LoadBalancers), whose resource then waits on
+  :meth:`EcsRuntime.deployment_state` as CloudFormation waits for a service to stabilize.
+- ``health_check_on_the_task_port``: on the host network every task has its own port, so a container health
+  check that names the container port on the loopback (``127.0.0.1:8000``, ``localhost:8000``) is pointed
+  at the task's port, as each task has its own address and port 8000 on ECS.
 - ``tasks_that_run``: a service's tasks are containers (host network, a port from ``[sandbox]
   task_ports`` passed as PORT, HOST=127.0.0.1, the task definition's image, environment and health
   check). ListTasks and DescribeTasks show them with their true states, stop reasons and exit codes.
@@ -17,6 +23,9 @@ What plain moto lacks, fixed here:
   threshold the deployment is FAILED with a reason and, with rollback on, the previous task
   definition is PRIMARY again while the failed deployment's tasks stop.
 - Desired-count changes scale the PRIMARY deployment.
+- ``deleted_services_stop_their_tasks``: a deleted service's tasks drain and then their containers stop
+  (they kept running until the sandbox stopped); ``target_group_gone``: a task whose target group was
+  deleted first stops without draining instead of failing every reconcile.
 
 The reconciler reads moto's services under the sandbox lock, works the Docker engine outside it, and
 writes the results back under it.
@@ -250,18 +259,13 @@ class EcsRuntime:
             name = (response._get_param("serviceName") or response._get_param("service") or "").rsplit("/", 1)[-1]
             service = response.ecs_backend.services.get(f"{cluster}:{name}")
             if service is not None:
-                config = response._get_param("deploymentConfiguration")
-                if config is not None or not hasattr(service, "deployment_configuration"):
-                    service.deployment_configuration = _deployment_configuration(config)
-                grace = response._get_param("healthCheckGracePeriodSeconds")
-                if grace is not None or not hasattr(service, "health_check_grace_period_seconds"):
-                    service.health_check_grace_period_seconds = int(grace or 0)
-                lbs = response._get_param("loadBalancers")
-                if lbs is not None:
-                    service.load_balancers = lbs
-                if response._get_param("forceNewDeployment"):
-                    service._sandbox_force = getattr(service, "_sandbox_force", 0) + 1
-                runtime.sync(service)  # the new deployment is visible in this very answer, as on ECS
+                runtime.configure_service(
+                    service,
+                    deployment_configuration=response._get_param("deploymentConfiguration"),
+                    grace=response._get_param("healthCheckGracePeriodSeconds"),
+                    load_balancers=response._get_param("loadBalancers"),
+                    force=bool(response._get_param("forceNewDeployment")),
+                )
             return result
 
         def create_service(response: Any) -> Any:
@@ -313,6 +317,43 @@ class EcsRuntime:
 
         backend.list_tasks = list_tasks
         backend.describe_tasks = describe_tasks
+
+    def configure_service(
+        self,
+        service: Any,
+        *,
+        deployment_configuration: dict[str, Any] | None = None,
+        grace: int | None = None,
+        load_balancers: list[dict[str, Any]] | None = None,
+        force: bool = False,
+    ) -> None:
+        """Under the lock: keep what moto drops from a service created or updated through the ECS API or by
+        CloudFormation (``settings_from_cloudformation``), and take it into the deployments now."""
+        config = deployment_configuration
+        if config is not None or not hasattr(service, "deployment_configuration"):
+            service.deployment_configuration = _deployment_configuration(config)
+        if grace is not None or not hasattr(service, "health_check_grace_period_seconds"):
+            service.health_check_grace_period_seconds = int(grace or 0)
+        if load_balancers is not None:
+            service.load_balancers = load_balancers
+        if force:
+            service._sandbox_force = getattr(service, "_sandbox_force", 0) + 1
+        self.sync(service)  # the new deployment is visible in this very answer, as on ECS
+
+    def tasks_left(self, cluster: str, name: str) -> int:
+        """Under the lock: the service's tasks whose containers have not stopped yet (deleted services too)."""
+        return sum(
+            1 for t in self.all_tasks() if t.cluster == cluster and t.service == name and t.last_status != "STOPPED"
+        )
+
+    def deployment_state(self, cluster: str, name: str) -> tuple[str, str, dict[str, str]] | None:
+        """Under the lock: the PRIMARY deployment's task definition and rolloutState, and the task definitions
+        of the FAILED deployments still listed (with their reasons); None while the runtime has not seen it."""
+        rs = self.services.get((cluster, name))
+        if rs is None:
+            return None
+        failed = {d.task_definition: d.rollout_reason for d in rs.deployments if d.rollout_state == "FAILED"}
+        return rs.primary.task_definition, rs.primary.rollout_state, failed
 
     def all_tasks(self) -> list[RTask]:
         return [t for s in self.services.values() for t in s.tasks.values()] + list(self.stopped.values())
@@ -593,6 +634,8 @@ class EcsRuntime:
         spec: dict[str, Any] = {"image": definition["image"], "environment": environment}
         check = definition.get("healthCheck")
         if check and check.get("command"):
+            ports = [int(m["containerPort"]) for m in definition.get("portMappings", []) if m.get("containerPort")]
+            check = {**check, "command": _on_task_port(list(check["command"]), ports, task.port)}
             ns = 1_000_000_000
             spec["healthcheck"] = {
                 "test": check["command"],
@@ -614,7 +657,10 @@ class EcsRuntime:
         delay = 0.0
         if task.registered:
             for lb in self._load_balancers(rs):
-                delay = max(delay, self.alb.deregister(lb["targetGroupArn"], "127.0.0.1", task.port))
+                try:
+                    delay = max(delay, self.alb.deregister(lb["targetGroupArn"], "127.0.0.1", task.port))
+                except Exception:  # target_group_gone: nothing left to drain from
+                    log.info("target group %s is gone; %s stops without draining", lb["targetGroupArn"], task.arn)
             rs.event("has begun draining connections on 1 tasks.")
         if task.last_status == "RUNNING":
             task.last_status = "DEACTIVATING" if delay else "STOPPING"
@@ -734,6 +780,11 @@ class EcsRuntime:
             for task in [t for t in rs.tasks.values() if t.last_status == "STOPPED"]:
                 del rs.tasks[task.arn]
                 self.stopped[task.arn] = task
+        # deleted_services_stop_their_tasks: a deleted service's tasks drain, then their containers stop
+        for task in self.stopped.values():
+            if task.stop_after is not None and clock >= task.stop_after and task.last_status != "STOPPED":
+                threading.Thread(target=self._stop_container, args=(task,), daemon=True).start()
+                self._mark_stopped(task, task.stopped_reason, task.exit_code, task.container_reason)
         # stopped tasks stay listed for a while (ECS keeps them about an hour; the sandbox ten minutes)
         for arn, task in list(self.stopped.items()):
             if task.stopped_at and (now() - task.stopped_at).total_seconds() > 600:
@@ -821,6 +872,18 @@ def _deployment_configuration(config: dict[str, Any] | None) -> dict[str, Any]:
     config.setdefault("minimumHealthyPercent", 100)
     config.setdefault("deploymentCircuitBreaker", {"enable": False, "rollback": False})
     return config
+
+
+def _on_task_port(command: list[str], container_ports: list[int], task_port: int) -> list[str]:
+    """health_check_on_the_task_port: loopback addresses of the container ports, in a health check command,
+    moved to the task's own port."""
+    out = []
+    for part in command:
+        for port in container_ports:
+            for host in ("127.0.0.1", "localhost"):
+                part = part.replace(f"{host}:{port}", f"{host}:{task_port}")
+        out.append(part)
+    return out
 
 
 def _rev(arn: str) -> str:
