@@ -247,6 +247,8 @@ class Executor:
         report = RunReport(plan, records, clock.monotonic() - start, error)
         out.line()
         out.line(report.table())
+        if report.ok and records and all(r.status == "skipped" for r in records):
+            out.line(f"✅ nothing to do: everything {plan.title} would change is already in place")
         return report
 
 

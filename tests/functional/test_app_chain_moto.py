@@ -140,3 +140,15 @@ def _client_error(code: str, message: str) -> Exception:
     from botocore.exceptions import ClientError
 
     return ClientError({"Error": {"Code": code, "Message": message}}, "RegisterTaskDefinition")
+
+
+def test_destroy_refuses_a_protected_environment(project: Path, factory: AwsFactory) -> None:
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            '[environments.dev]\nregion = "eu-west-1"', '[environments.dev]\nprotected = true\nregion = "eu-west-1"'
+        )
+    )
+    with pytest.raises(UsageError, match="'dev' is protected") as err:
+        commands.destroy(env="dev", include_data=True, runtime=runtime(project, factory))
+    assert err.value.exit_code == 2

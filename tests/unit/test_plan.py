@@ -67,6 +67,13 @@ def test_steps_are_timed_and_summarised() -> None:
     assert report.outputs() == {"slept": "2.0"}
     text = out.getvalue()
     assert "▶ sleep: sleep 2.0s" in text and "total" in text and "2.5s" in text
+    assert "✅ nothing to do" not in text
+
+
+def test_a_plan_whose_steps_all_skip_says_there_was_nothing_to_do() -> None:
+    out = io.StringIO()
+    Executor(make_ctx(FakeClock(), out)).execute(Plan("sandbox", (Sleep(0.1, skip=True),), "deploy.full"))
+    assert "✅ nothing to do: everything deploy.full would change is already in place" in out.getvalue()
 
 
 def test_first_failure_stops_the_plan_and_is_reported() -> None:
