@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,6 +49,15 @@ def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
         return None
 
     return translate
+
+
+@contextmanager
+def aws_errors(env: EnvConfig) -> Iterator[None]:
+    """Planning reads AWS too: its botocore failures become the same clear errors as a step's."""
+    try:
+        yield
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise translate_error(exc, env) from None
 
 
 def _load(runtime: Runtime, env_name: str | None) -> tuple[Config, EnvConfig]:
@@ -98,10 +108,8 @@ def app_chain(
     aws = runtime.aws_factory(environment)
     uri = None
     if planner.needs_repository(stages):
-        try:
+        with aws_errors(environment):
             uri = registry.repository_uri(aws)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise translate_error(exc, environment) from None
     plan = planner.app_chain_plan(config, environment, revision, stages, repository_uri=uri)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
@@ -181,11 +189,9 @@ def deploy_stack(
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
-    try:
+    with aws_errors(environment):
         tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
         keys, uploads = current_code_keys(aws, config, environment) if role == "api" else ({}, [])
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise translate_error(exc, environment) from None
     plan = planner.deploy_stack_plan(
         config,
         environment,
@@ -241,10 +247,8 @@ def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime
     runtime = runtime or Runtime()
     _config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
-    try:
+    with aws_errors(environment):
         found = resolve_endpoints(aws.client("cloudformation"), environment, environment.endpoints)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise translate_error(exc, environment) from None
     data = found.to_json()
     if as_json:
         runtime.stdout.write(dumps(data) + "\n")
