@@ -1,0 +1,57 @@
+"""The hooks deploykit calls on its plugins (pluggy), after pytest's ``hookspec.py`` and tox 4's ``plugin/spec.py``.
+
+A plugin is a module or object with functions named like these specifications, marked with
+:data:`hookimpl`. Built-in check plugins and a team's own are registered the same way: through the
+entry-point group ``deploykit`` (see :func:`deploykit.plugins.get_plugin_manager`). Every hook is prefixed
+``deploykit_``; a misspelt one fails at load time with the plugin's name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from deploykit.checks import Check
+    from deploykit.config import Config, EnvConfig
+
+PROJECT = "deploykit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def deploykit_configure(config: Config) -> None:
+    """Called once after deploy.toml is loaded, before anything else; a plugin may read its settings."""
+
+
+@hookspec
+def deploykit_register_checks(env: EnvConfig) -> list[Check]:
+    """Return the checks this plugin adds for ``env`` (``inv smoke``, and the last step of every deploy).
+
+    Each :class:`~deploykit.checks.Check` has a unique name, a timeout, the names of the checks it needs to
+    have passed first, and a function that gets a :class:`~deploykit.checks.CheckContext` and returns a
+    :class:`~deploykit.checks.CheckResult`. It must clean up what it creates, even when it fails.
+    """
+    raise NotImplementedError  # a specification only
+
+
+@hookspec
+def deploykit_deployment_started(env: str, plan: dict[str, Any]) -> None:
+    """A deployment starts; ``plan`` is the plan as ``--dry-run --json`` prints it (for notifications)."""
+
+
+@hookspec
+def deploykit_step_finished(env: str, step: str, status: str, seconds: float, detail: str) -> None:
+    """A step ended: ``status`` is done, skipped or failed (for progress in chat, metrics)."""
+
+
+@hookspec
+def deploykit_deployment_finished(env: str, report: dict[str, Any]) -> None:
+    """A deployment succeeded; ``report`` is the run as ``--json`` prints it."""
+
+
+@hookspec
+def deploykit_deployment_failed(env: str, report: dict[str, Any], error: str) -> None:
+    """A deployment failed; ``error`` says what failed and the next step (for alerts)."""

@@ -1,0 +1,77 @@
+"""The plugin manager: built-in and external plugins alike come from the entry-point group ``deploykit``.
+
+``DEPLOYKIT_BLOCK_PLUGINS=name,other`` blocks plugins by their entry-point name. A plugin that fails to
+import is reported by name and does not take the others down; a plugin implementing a hook that does not
+exist (a misspelt ``deploykit_*`` function) is a UsageError naming it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pluggy
+
+from deploykit import hookspecs
+from deploykit.errors import UsageError
+
+GROUP = "deploykit"
+BLOCK_ENV = "DEPLOYKIT_BLOCK_PLUGINS"
+
+
+@dataclass
+class Plugins:
+    """The manager and what went wrong while loading (plugin name → error)."""
+
+    manager: pluggy.PluginManager
+    broken: dict[str, str] = field(default_factory=dict)
+    blocked: tuple[str, ...] = ()
+
+
+def blocked_names(environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    value = (environ if environ is not None else dict(os.environ)).get(BLOCK_ENV, "")
+    return tuple(sorted({name.strip() for name in value.split(",") if name.strip()}))
+
+
+def get_plugin_manager(
+    *,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+    extra: Iterable[tuple[str, object]] = (),
+    environ: dict[str, str] | None = None,
+) -> Plugins:
+    """A fresh manager (no import-time global) with the hookspecs and every plugin that loads.
+
+    ``entry_points`` defaults to the installed ones of the group; ``extra`` registers (name, plugin) pairs
+    the same way (tests, and plugins given on the command line).
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    blocked = blocked_names(environ)
+    for name in blocked:
+        manager.set_blocked(name)
+    plugins = Plugins(manager, blocked=blocked)
+    found = importlib.metadata.entry_points(group=GROUP) if entry_points is None else entry_points
+    candidates: list[tuple[str, object | None]] = []
+    for entry_point in sorted(found, key=lambda ep: ep.name):
+        if entry_point.name in blocked:
+            continue
+        try:
+            candidates.append((entry_point.name, entry_point.load()))
+        except Exception as exc:  # a broken plugin is reported, the others still load
+            plugins.broken[entry_point.name] = f"{type(exc).__name__}: {exc}"
+    candidates += [(name, plugin) for name, plugin in extra if name not in blocked]
+    for name, plugin in candidates:
+        if manager.is_registered(plugin) or manager.get_plugin(name) is not None:
+            continue
+        manager.register(plugin, name=name)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = manager.get_name(exc.plugin) or repr(exc.plugin)
+        raise UsageError(
+            f"plugin {name!r} implements a hook deploykit does not have: {exc}",
+            next_step=f"fix the hook's name (see README, 'Writing check plugins'), or block it: {BLOCK_ENV}={name}",
+        ) from None
+    return plugins

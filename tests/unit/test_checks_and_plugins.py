@@ -1,0 +1,149 @@
+"""The check runner (parallel, needs, timeouts, JUnit) and the plugin manager (entry points, blocking, errors)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import threading
+import time
+import types
+import xml.etree.ElementTree as ET
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import hookspecs
+from deploykit.checks import Check, CheckContext, CheckResult, junit_xml, run_checks, select, table
+from deploykit.errors import UsageError
+from deploykit.plugins import BLOCK_ENV, get_plugin_manager
+
+CTX = CheckContext(Mock(), Mock(), Mock())
+
+
+def check(
+    name: str,
+    *,
+    result: str = "passed",
+    delay: float = 0.0,
+    needs: tuple[str, ...] = (),
+    timeout: float = 5.0,
+    barrier: threading.Barrier | None = None,
+) -> Check:
+    def run(ctx: CheckContext) -> CheckResult:
+        if barrier is not None:
+            barrier.wait()
+        time.sleep(delay)
+        if result == "raise":
+            raise RuntimeError("boom")
+        return CheckResult(name, result, detail=f"{name} {result}")  # type: ignore[arg-type]
+
+    return Check(name, run, timeout=timeout, needs=needs)
+
+
+def test_independent_checks_run_in_parallel() -> None:
+    barrier = threading.Barrier(2, timeout=3)  # both must be running at once, or this breaks
+    results = run_checks([check("a", barrier=barrier), check("b", barrier=barrier)], CTX)
+    assert [r.status for r in results] == ["passed", "passed"]
+
+
+def test_a_check_whose_prerequisite_failed_is_skipped_and_order_is_kept() -> None:
+    results = run_checks([check("login", needs=("api",)), check("api", result="failed")], CTX)
+    assert [(r.name, r.status) for r in results] == [("login", "skipped"), ("api", "failed")]
+    assert "needs api (did not pass)" in results[0].detail
+
+
+def test_a_raising_check_fails_with_its_error_and_a_slow_one_times_out() -> None:
+    started = time.monotonic()
+    results = run_checks([check("x", result="raise"), check("slow", delay=3, timeout=0.3)], CTX)
+    assert time.monotonic() - started < 2
+    assert results[0].status == "failed" and "RuntimeError: boom" in results[0].detail
+    assert results[1].status == "failed" and results[1].detail == "timed out after 0.3s"
+
+
+def test_select_and_its_errors() -> None:
+    checks = [check("alb"), check("auth")]
+    assert [c.name for c in select(checks, ["auth"])] == ["auth"]
+    with pytest.raises(UsageError, match="unknown check"):
+        select(checks, ["albb"])
+    with pytest.raises(UsageError, match="two plugins register"):
+        select([check("alb"), check("alb")], None)
+
+
+def test_table_and_junit() -> None:
+    results = [
+        CheckResult("a", "passed", 0.5, "ok"),
+        CheckResult("b", "failed", 1.0, "HTTP 503"),
+        CheckResult("c", "skipped", 0.0, "needs b"),
+    ]
+    assert "❌ failed" in table(results)
+    root = ET.fromstring(junit_xml(results).split("?>", 1)[1])
+    assert root.attrib["tests"] == "3" and root.attrib["failures"] == "1" and root.attrib["skipped"] == "1"
+    assert root.find("testcase[@name='b']/failure").attrib["message"] == "HTTP 503"  # type: ignore[union-attr]
+
+
+def fake_entry_point(name: str, module: str) -> importlib.metadata.EntryPoint:
+    return importlib.metadata.EntryPoint(name=name, value=module, group="deploykit")
+
+
+@pytest.fixture
+def plugin_modules() -> types.SimpleNamespace:
+    good = types.ModuleType("dk_test_good")
+
+    @hookspecs.hookimpl
+    def deploykit_register_checks(env: object) -> list[Check]:
+        return [check("team-check")]
+
+    good.deploykit_register_checks = deploykit_register_checks  # type: ignore[attr-defined]
+    typo = types.ModuleType("dk_test_typo")
+
+    @hookspecs.hookimpl
+    def deploykit_register_chekcs(env: object) -> list[Check]:
+        return []
+
+    typo.deploykit_register_chekcs = deploykit_register_chekcs  # type: ignore[attr-defined]
+    sys.modules.update(dk_test_good=good, dk_test_typo=typo)
+    yield types.SimpleNamespace(good=good, typo=typo)
+    for name in ("dk_test_good", "dk_test_typo"):
+        sys.modules.pop(name, None)
+
+
+def test_plugins_from_entry_points_register_checks(plugin_modules: types.SimpleNamespace) -> None:
+    plugins = get_plugin_manager(entry_points=[fake_entry_point("team", "dk_test_good")], environ={})
+    registered = [c.name for group in plugins.manager.hook.deploykit_register_checks(env=None) for c in group]
+    assert registered == ["team-check"]
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(plugin_modules: types.SimpleNamespace) -> None:
+    plugins = get_plugin_manager(
+        entry_points=[fake_entry_point("broken", "dk_no_such_module"), fake_entry_point("team", "dk_test_good")],
+        environ={},
+    )
+    assert "broken" in plugins.broken and "ModuleNotFoundError" in plugins.broken["broken"]
+    assert plugins.manager.get_plugin("team") is not None
+
+
+def test_blocking_by_environment_variable_removes_a_plugin(plugin_modules: types.SimpleNamespace) -> None:
+    plugins = get_plugin_manager(
+        entry_points=[fake_entry_point("team", "dk_test_good")], environ={BLOCK_ENV: "team, other"}
+    )
+    assert plugins.blocked == ("other", "team")
+    assert plugins.manager.hook.deploykit_register_checks(env=None) == []
+
+
+def test_a_misspelt_hook_fails_at_load_with_the_plugin_name(plugin_modules: types.SimpleNamespace) -> None:
+    with pytest.raises(UsageError, match="plugin 'sloppy' implements a hook deploykit does not have"):
+        get_plugin_manager(entry_points=[fake_entry_point("sloppy", "dk_test_typo")], environ={})
+
+
+def test_every_hookspec_is_prefixed_and_documented() -> None:
+    specs = [name for name in dir(hookspecs) if name.startswith("deploykit_")]
+    assert set(specs) == {
+        "deploykit_configure",
+        "deploykit_register_checks",
+        "deploykit_deployment_started",
+        "deploykit_step_finished",
+        "deploykit_deployment_finished",
+        "deploykit_deployment_failed",
+    }
+    for name in specs:
+        assert (getattr(hookspecs, name).__doc__ or "").strip(), f"{name} has no docstring"
