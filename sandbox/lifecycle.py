@@ -76,15 +76,20 @@ class Process:
             self.pid_file.unlink(missing_ok=True)
             return False
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                break
-            time.sleep(0.1)
-        else:
+        if not _wait_gone(pid, timeout):
             os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, 5)  # and reap it, when it is our own child
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _alive(pid: int) -> bool:

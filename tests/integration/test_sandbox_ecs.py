@@ -24,6 +24,23 @@ from tests.integration.sandbox_support import (
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
 
+def _stat(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def start_time(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def process_state(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[0] if fields else ""
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Settings]:
     path = private_sandbox_files(tmp_path_factory.mktemp("sandbox"))
@@ -177,9 +194,11 @@ def test_status_lists_every_part_healthy_and_down_leaves_nothing_behind(
     app.wait(lambda s: s["runningCount"] == 1)
     pids = [p.pid() for p in lifecycle.processes(settings)]
     assert all(pids)
+    started = {pid: start_time(pid) for pid in pids if pid is not None}
     assert sorted(lifecycle.down(settings)) == ["registry", "sandbox"]
-    for pid in pids:
-        assert pid is not None and not Path(f"/proc/{pid}").exists()
+    for pid, start in started.items():
+        # gone, or a zombie, or its pid already taken by another process (pid_max can be 32768 here)
+        assert start_time(pid) != start or process_state(pid) == "Z", f"process {pid} is still running"
     label = f"io.deploykit.sandbox={settings.state_dir}"
     assert docker_engine.containers.list(all=True, filters={"label": label}) == []
     assert not lifecycle.is_up(settings)
