@@ -119,6 +119,38 @@ class StepRecord:
     children: list[StepRecord] = field(default_factory=list)
 
 
+def record_of(step: Step, outcome: Outcome, seconds: float) -> StepRecord:
+    return StepRecord(step.name, step.describe(), outcome.status, seconds, outcome.detail, dict(outcome.outputs))
+
+
+def group_status(children: list[StepRecord]) -> Literal["done", "skipped"]:
+    """A group changed something when one of its steps did."""
+    return "done" if any(c.status == "done" for c in children) else "skipped"
+
+
+@dataclass(frozen=True)
+class Sequence(Step):
+    """Steps that must run one after the other, as one unit (for instance inside a Parallel group)."""
+
+    name: ClassVar[str] = "sequence"
+    label: str
+    steps: tuple[Step, ...]
+
+    def describe(self) -> str:
+        return f"{self.label}: " + " → ".join(s.name for s in self.steps)
+
+    def run(self, ctx: Context) -> Outcome:
+        children: list[StepRecord] = []
+        outputs: dict[str, str] = {}
+        for step in self.steps:
+            t0 = ctx.clock.monotonic()
+            outcome = step.run(ctx)
+            outputs.update(outcome.outputs)
+            children.append(record_of(step, outcome, ctx.clock.monotonic() - t0))
+        detail = f"{self.label}: " + "; ".join(c.detail for c in children)
+        return Outcome(group_status(children), detail, outputs, tuple(children))
+
+
 @dataclass(frozen=True)
 class Parallel(Step):
     """Independent steps run at the same time. It fails when one of them fails, once all have ended."""
@@ -152,16 +184,13 @@ class Parallel(Step):
                 children.append(StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100]))
                 continue
             outputs.update(result.outputs)
-            children.append(
-                StepRecord(step.name, step.describe(), result.status, seconds, result.detail, dict(result.outputs))
-            )
+            children.append(record_of(step, result, seconds))
         if failures:
             for step, error in failures[1:]:
                 ctx.reporter.line(f"❌ {step.name} failed too: {error}")
             raise failures[0][1]
-        status: Literal["done", "skipped"] = "done" if any(c.status == "done" for c in children) else "skipped"
         done = sum(1 for c in children if c.status == "done")
-        return Outcome(status, f"{done} of {len(children)} changed", outputs, tuple(children))
+        return Outcome(group_status(children), f"{done} of {len(children)} changed", outputs, tuple(children))
 
 
 @dataclass

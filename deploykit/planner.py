@@ -21,8 +21,8 @@ from deploykit.config import Config, EnvConfig
 from deploykit.errors import UsageError
 from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
+from deploykit.plan import Sequence as StepSequence
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
-from deploykit.stack_chain import Sequence as StepSequence
 
 APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
 

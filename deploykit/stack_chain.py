@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from botocore.exceptions import ClientError
 
 from deploykit import packaging, stacks, synth
 from deploykit.errors import UsageError
-from deploykit.plan import Context, Outcome, Step, StepRecord
+from deploykit.plan import Context, Outcome, Step
 
 ARTIFACTS_OUTPUT = "ArtifactsBucketName"
 
@@ -147,35 +147,3 @@ class DestroyStack(Step):
         if result.action == "absent":
             return Outcome.skipped(f"{self.stack} does not exist")
         return Outcome.done(f"{self.stack} deleted in {result.seconds:.1f}s")
-
-
-@dataclass(frozen=True)
-class Sequence(Step):
-    """Steps that must run one after the other, as one unit (for instance inside a Parallel group)."""
-
-    name: ClassVar[str] = "sequence"
-    label: str
-    steps: tuple[Step, ...]
-
-    def describe(self) -> str:
-        return f"{self.label}: " + " → ".join(s.name for s in self.steps)
-
-    def run(self, ctx: Context) -> Outcome:
-        children: list[StepRecord] = []
-        outputs: dict[str, str] = {}
-        for step in self.steps:
-            t0 = ctx.clock.monotonic()
-            outcome = step.run(ctx)
-            outputs.update(outcome.outputs)
-            children.append(
-                StepRecord(
-                    step.name,
-                    step.describe(),
-                    outcome.status,
-                    ctx.clock.monotonic() - t0,
-                    outcome.detail,
-                    dict(outcome.outputs),
-                )
-            )
-        status: Literal["done", "skipped"] = "done" if any(c.status == "done" for c in children) else "skipped"
-        return Outcome(status, f"{self.label}: " + "; ".join(c.detail for c in children), outputs, tuple(children))

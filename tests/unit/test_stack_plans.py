@@ -11,8 +11,8 @@ from deploykit import planner
 from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.git import current_revision
-from deploykit.plan import Parallel
-from deploykit.stack_chain import DeployStack, DestroyStack, Sequence, Synthesize, UploadLambdaCode
+from deploykit.plan import Parallel, Sequence
+from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
 from tests.conftest import REPO, git
 
 
