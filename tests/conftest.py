@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from deploykit import commands
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,3 +92,8 @@ def make_project(
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
+
+
+def quiet_runtime(project: Path) -> commands.Runtime:
+    """The commands' runtime for a test project, its output captured instead of printed."""
+    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())

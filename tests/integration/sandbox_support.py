@@ -7,6 +7,8 @@ developer's sandbox on the default ports.
 from __future__ import annotations
 
 import io
+import json
+import shutil
 import tarfile
 import threading
 import time
@@ -22,6 +24,7 @@ import boto3
 import docker
 
 from sandbox.settings import Settings
+from tests.conftest import REPO, git
 from tests.integration.conftest import free_port
 
 BASE = "deploykit/python-base:3.11-bookworm"
@@ -279,13 +282,9 @@ class LoopingClient:
         return self
 
     def _run(self) -> None:
-        import json
-
         while not self._stop.is_set():
             try:
-                with urllib.request.urlopen(self.url + "/version", timeout=5) as answer:
-                    body = json.loads(answer.read())
-                self.answers.append(str(body.get("version") or body["git_sha"]))  # test app / backend
+                self.answers.append(version_of(self.url))
             except (OSError, ValueError, KeyError) as exc:
                 self.failures[str(exc)[:80]] += 1
             time.sleep(0.02)
@@ -298,7 +297,24 @@ class LoopingClient:
 
 
 def version_of(url: str) -> str:
-    import json
-
+    """What answers at ``url``: the test app's VERSION, or the backend's git SHA."""
     with urllib.request.urlopen(url + "/version", timeout=5) as answer:
-        return str(json.loads(answer.read())["version"])
+        body = json.loads(answer.read())
+    return str(body.get("version") or body["git_sha"])
+
+
+def sandbox_project(root: Path, parts: tuple[str, ...], *, gitignore: str = ".sandbox/\n__pycache__/\n") -> Path:
+    """A git checkout under ``root`` with copies of the repository's ``parts`` and a private sandbox's deploy.toml
+    (pushing through the sandbox's ECR, as on AWS)."""
+    private_sandbox_files(root, ecr=True)
+    for part in parts:
+        shutil.copytree(
+            REPO / part,
+            root / part,
+            ignore=shutil.ignore_patterns("__pycache__", "*.crt", "tests", "cdk.out", ".pytest_cache"),
+        )
+    (root / ".gitignore").write_text(gitignore)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    return root

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import urllib.request
@@ -15,14 +14,10 @@ from deploykit import commands
 from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
 from deploykit.images import remote_digest
-from tests.conftest import git, make_project
+from tests.conftest import git, make_project, quiet_runtime
 from tests.integration.conftest import CA_DIR, LocalRegistry, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image", "cleanup_images")]
-
-
-def runtime(project: Path) -> commands.Runtime:
-    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
 
 
 def statuses(report: commands.RunReport | None) -> dict[str, str]:
@@ -48,7 +43,7 @@ def test_build_push_run_then_a_one_file_change_rebuilds_from_cache(
     project = make_project(tmp_path / "p", registry=local_registry.host, repository=repository_name, ca_dir=CA_DIR)
     revision = current_revision(project)
 
-    report = commands.app_chain(["build", "push"], runtime=runtime(project))
+    report = commands.app_chain(["build", "push"], runtime=quiet_runtime(project))
     assert statuses(report) == {"base-image": "skipped", "build": "done", "push": "done"}
     remote = f"{local_registry.host}/{repository_name}:{revision.tag}"
     assert remote_digest(docker_engine, remote, None) == report.outputs()["digest"]
@@ -74,7 +69,7 @@ def test_build_push_run_then_a_one_file_change_rebuilds_from_cache(
     main.write_text(main.read_text() + "\n# a one-line change\n")
     git(project, "commit", "-qam", "one-line change")
     started = time.monotonic()
-    rebuilt = commands.app_chain(["build"], runtime=runtime(project))
+    rebuilt = commands.app_chain(["build"], runtime=quiet_runtime(project))
     rebuild_seconds = time.monotonic() - started
     assert statuses(rebuilt)["build"] == "done"
     assert rebuilt is not None
@@ -84,13 +79,13 @@ def test_build_push_run_then_a_one_file_change_rebuilds_from_cache(
     print(f"\nwarm rebuild after a one-file change: {rebuild_seconds:.2f}s ({detail})")
 
     started = time.monotonic()
-    pushed = commands.app_chain(["push"], runtime=runtime(project))
+    pushed = commands.app_chain(["push"], runtime=quiet_runtime(project))
     print(f"push of that image: {time.monotonic() - started:.2f}s")
     assert statuses(pushed) == {"push": "done"}
 
     # pushing the same commit again is skipped: tags are immutable
-    assert statuses(commands.app_chain(["push"], runtime=runtime(project))) == {"push": "skipped"}
-    assert statuses(commands.app_chain(["build"], runtime=runtime(project)))["build"] == "skipped"
+    assert statuses(commands.app_chain(["push"], runtime=quiet_runtime(project))) == {"push": "skipped"}
+    assert statuses(commands.app_chain(["build"], runtime=quiet_runtime(project)))["build"] == "skipped"
 
 
 def test_dirty_tree_is_refused_and_allowed_dirty_builds_are_tagged_so(
@@ -102,10 +97,10 @@ def test_dirty_tree_is_refused_and_allowed_dirty_builds_are_tagged_so(
     )
     before = {t for i in docker_engine.images.list() for t in i.tags}
     with pytest.raises(UsageError, match="uncommitted changes"):
-        commands.app_chain(["build"], runtime=runtime(project))
+        commands.app_chain(["build"], runtime=quiet_runtime(project))
     assert {t for i in docker_engine.images.list() for t in i.tags} == before  # nothing was built
 
-    report = commands.app_chain(["build"], allow_dirty=True, runtime=runtime(project))
+    report = commands.app_chain(["build"], allow_dirty=True, runtime=quiet_runtime(project))
     assert report is not None
     tag = report.outputs()["image"].split(":")[-1]
     assert tag.startswith(current_revision(project, allow_dirty=True).short + "-dirty-")
@@ -123,7 +118,7 @@ def test_a_build_error_names_the_instruction_and_shows_its_log(
     )
     git(project, "commit", "-qam", "broken build")
     with pytest.raises(StepFailed) as err:
-        commands.app_chain(["build"], runtime=runtime(project))
+        commands.app_chain(["build"], runtime=quiet_runtime(project))
     text = str(err.value)
     assert "at 'RUN echo 'compiling the fleet' && exit 3'" in text
     assert "returned a non-zero code: 3" in text
@@ -136,6 +131,6 @@ def test_push_to_a_registry_that_is_down_fails_clearly(tmp_path: Path, repositor
         tmp_path / "p", registry=f"127.0.0.1:{free_port()}", repository=repository_name, ca_dir=CA_DIR
     )
     with pytest.raises(StepFailed) as err:
-        commands.app_chain(["build", "push"], runtime=runtime(project))
+        commands.app_chain(["build", "push"], runtime=quiet_runtime(project))
     assert "connection refused" in err.value.message
     assert "registry is not reachable" in (err.value.next_step or "")

@@ -7,9 +7,7 @@ no failed request during the rollout.
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,8 +22,8 @@ from deploykit.errors import StepFailed
 from deploykit.git import current_revision
 from sandbox import lifecycle
 from sandbox.settings import Settings, load_settings
-from tests.conftest import REPO, git
-from tests.integration.sandbox_support import LoopingClient, create_app, private_sandbox_files
+from tests.conftest import git, quiet_runtime
+from tests.integration.sandbox_support import LoopingClient, create_app, sandbox_project, version_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
@@ -33,32 +31,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
     """A git checkout of the backend whose deploy.toml targets a private sandbox through its ECR."""
-    root = tmp_path_factory.mktemp("chain")
-    private_sandbox_files(root, ecr=True)
-    shutil.copytree(REPO / "backend", root / "backend", ignore=shutil.ignore_patterns("__pycache__", "*.crt", "tests"))
-    (root / ".gitignore").write_text(".sandbox/\n__pycache__/\n")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "v1")
+    root = sandbox_project(tmp_path_factory.mktemp("chain"), ("backend",))
     settings = load_settings(root / "deploy.toml")
     lifecycle.up(settings, root / "deploy.toml")
     yield root
     lifecycle.down(settings)
 
 
-def runtime(project: Path) -> commands.Runtime:
-    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
-
-
 def run(project: Path, *stages: str) -> None:
     """Like `inv build push ...`: each task on its own, deriving its inputs from git and the environment."""
     for stage in stages:
-        commands.app_chain([stage], runtime=runtime(project))
-
-
-def version(url: str) -> str:
-    with urllib.request.urlopen(url + "/version", timeout=5) as answer:
-        return str(json.loads(answer.read())["git_sha"])
+        commands.app_chain([stage], runtime=quiet_runtime(project))
 
 
 def test_the_app_chain_rolls_the_sandbox_service_with_no_failed_request(project: Path) -> None:
@@ -83,7 +66,7 @@ def test_the_app_chain_rolls_the_sandbox_service_with_no_failed_request(project:
         settings, "chain", f"{uri}:{v1.tag}", grace=30, cluster="car-rental-cluster", service="car-rental-service"
     )  # named as deploy.toml names them
     app.wait(lambda s: s["deployments"][0]["rolloutState"] == "COMPLETED" and s["runningCount"] == 2, timeout=120)
-    assert version(app.listener_url) == v1.sha
+    assert version_of(app.listener_url) == v1.sha
 
     # v2: one source file changes and is committed; the five tasks, each alone, roll it out
     main = project / "backend" / "app" / "main.py"
@@ -101,13 +84,13 @@ def test_the_app_chain_rolls_the_sandbox_service_with_no_failed_request(project:
         f"{len(client.answers)} requests during it, {sum(client.failures.values())} failed"
     )
     assert not client.failures, client.failures
-    assert version(app.listener_url) == v2.sha
+    assert version_of(app.listener_url) == v2.sha
     service = app.describe()
     assert len(service["deployments"]) == 1 and service["runningCount"] == 2
 
     # the same commit again: every step finds its result already there
     report = commands.app_chain(
-        ["build", "push", "register-taskdef", "roll-service", "wait-healthy"], runtime=runtime(project)
+        ["build", "push", "register-taskdef", "roll-service", "wait-healthy"], runtime=quiet_runtime(project)
     )
     assert report is not None
     assert {r.step: r.status for r in report.records} == {
@@ -123,7 +106,7 @@ def test_the_app_chain_rolls_the_sandbox_service_with_no_failed_request(project:
 def test_a_crashing_release_fails_wait_healthy_with_the_reason_and_the_old_version_serves(project: Path) -> None:
     settings = load_settings(project / "deploy.toml")
     listener = f"http://127.0.0.1:{next(iter(settings.listener_ports.values()))}"
-    live = version(listener)
+    live = version_of(listener)
     server = project / "backend" / "app" / "server.py"
     text = server.read_text()
     assert "def main() -> None:\n" in text
@@ -138,7 +121,7 @@ def test_a_crashing_release_fails_wait_healthy_with_the_reason_and_the_old_versi
     assert "did not become healthy" in err.value.message
     assert "exit code 4" in err.value.message
     assert not client.failures, client.failures
-    assert version(listener) == live
+    assert version_of(listener) == live
 
 
 def test_the_rest_of_what_the_app_needs_answers_as_on_aws(project: Path) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -19,32 +17,22 @@ from deploykit import commands
 from deploykit.config import load_config
 from sandbox import lifecycle
 from sandbox.settings import load_settings
-from tests.conftest import REPO, git
-from tests.integration.sandbox_support import private_sandbox_files
+from tests.conftest import git, quiet_runtime
+from tests.integration.sandbox_support import sandbox_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
-IGNORE = shutil.ignore_patterns("__pycache__", "*.crt", "tests", "cdk.out", ".pytest_cache")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
     """A checkout of the whole platform (backend, lambda, cdk) whose deploy.toml targets a private sandbox."""
-    root = tmp_path_factory.mktemp("stacks")
-    private_sandbox_files(root, ecr=True)
-    for part in ("backend", "lambda", "cdk"):
-        shutil.copytree(REPO / part, root / part, ignore=IGNORE)
-    (root / ".gitignore").write_text(".sandbox/\n__pycache__/\ncdk.out/\n")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "platform")
+    root = sandbox_project(
+        tmp_path_factory.mktemp("stacks"), ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n"
+    )
     settings = load_settings(root / "deploy.toml")
     lifecycle.up(settings, root / "deploy.toml")
     yield root
     lifecycle.down(settings)
-
-
-def runtime(project: Path) -> commands.Runtime:
-    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
 
 
 def http(method: str, url: str, body: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
@@ -71,10 +59,10 @@ def wait_http_ok(url: str, timeout: float = 90) -> None:
 
 def test_deploy_full_brings_up_every_stack_then_does_nothing_the_second_time(project: Path) -> None:
     started = time.monotonic()
-    report = commands.deploy_full(runtime=runtime(project))
+    report = commands.deploy_full(runtime=quiet_runtime(project))
     first = time.monotonic() - started
     assert report is not None and report.ok
-    endpoints = commands.endpoints(runtime=runtime(project))
+    endpoints = commands.endpoints(runtime=quiet_runtime(project))
     wait_http_ok(endpoints.alb_url.rstrip("/") + "/health")
     # a login through the API stage reaches login_handler: a malformed body is refused by it with 400 ...
     status, body = http("POST", endpoints.login_url, {"username": "nobody"})
@@ -99,7 +87,7 @@ def test_deploy_full_brings_up_every_stack_then_does_nothing_the_second_time(pro
     assert status == 200 and "access_token" in body, body
 
     started = time.monotonic()
-    again = commands.deploy_full(runtime=runtime(project))
+    again = commands.deploy_full(runtime=quiet_runtime(project))
     second = time.monotonic() - started
     assert again is not None and again.ok
     statuses = {c.step + ":" + c.detail.split(":")[0]: c.status for r in again.records for c in (r.children or [r])}
@@ -115,7 +103,7 @@ def test_a_change_to_one_stack_is_applied_by_deploy_stack_alone(project: Path) -
     source.write_text(text.replace(marker, '"DEPLOYKIT_TEST": "1", ' + marker, 1))
     git(project, "commit", "-qam", "fargate: one more env var")
     started = time.monotonic()
-    report = commands.deploy_stack("CarRentalFargateStack", runtime=runtime(project))
+    report = commands.deploy_stack("CarRentalFargateStack", runtime=quiet_runtime(project))
     seconds = time.monotonic() - started
     assert report is not None and report.ok
     assert report.records[-1].status == "done", report.records[-1]
@@ -149,7 +137,7 @@ def test_destroy_keeps_data_stacks_unless_asked(project: Path) -> None:
         stacks = cfn.describe_stacks()["Stacks"]
         return {s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"}
 
-    commands.destroy(runtime=runtime(project))
+    commands.destroy(runtime=quiet_runtime(project))
     assert alive() == {"CarRentalRegistryStack", "CarRentalDataStack", "CarRentalAuthStack"}
-    commands.destroy(include_data=True, runtime=runtime(project))
+    commands.destroy(include_data=True, runtime=quiet_runtime(project))
     assert alive() == set()
