@@ -3,6 +3,7 @@
     ./dev nox -s tests          # the whole suite: unit, functional (moto), integration (Docker)
     ./dev nox -s tests -- -m "not integration" -x
     ./dev nox -s lint typecheck
+    ./dev nox -s smoke -- --env sandbox --only alb,auth
 
 Sessions run in the project's .venv (made by ./dev from pyproject.toml) rather than making their own,
 so a session starts in well under a second and runs the very tools the developer has.
@@ -17,7 +18,7 @@ import nox
 nox.options.sessions = ["tests", "cdk", "lint", "typecheck"]
 nox.options.default_venv_backend = "none"
 
-PY_SOURCES = ["deploykit", "sandbox", "tests", "backend", "lambda", "cdk", "tasks.py", "noxfile.py"]
+PY_SOURCES = ["deploykit", "sandbox", "plugins", "tests", "backend", "lambda", "cdk", "tasks.py", "noxfile.py"]
 
 
 def _run(session: nox.Session, *command: str) -> None:
@@ -29,6 +30,15 @@ def _run(session: nox.Session, *command: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite: unit, functional (moto) and integration (Docker engine, local registry)."""
     _run(session, "pytest")
+
+
+@nox.session(default=False)
+def smoke(session: nox.Session) -> None:
+    """Run the checks against a deployed environment, as `inv smoke` does: nox -s smoke -- --env dev --junit out.xml
+
+    Not part of the default sessions: it needs a deployed environment (the sandbox starts by itself).
+    """
+    _run(session, "inv", "smoke")
 
 
 @nox.session

@@ -31,6 +31,7 @@ COMMON_HELP = {
     "allow-dirty": "build from uncommitted changes (the tag then says -dirty- and hashes the diff)",
 }
 CHAIN_HELP = COMMON_HELP
+SMOKE_HELP = {"smoke": "run the checks after deploying (--no-smoke leaves them out)"}
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
 }
@@ -133,19 +134,19 @@ def base_image(
     commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
 
 
-@task(name="app", help=CHAIN_HELP)
+@task(name="app", help=CHAIN_HELP | SMOKE_HELP)
 @reports_errors
 def deploy_app(
-    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    allow_dirty: bool = False,
+    smoke: bool = True,
 ) -> None:
-    """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy."""
-    _chain(
-        ("build", "push", "register-taskdef", "roll-service", "wait-healthy"),
-        env,
-        dry_run,
-        json_,
-        allow_dirty,
-    )
+    """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke."""
+    stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
+    _chain((*stages, "smoke") if smoke else stages, env, dry_run, json_, allow_dirty)
 
 
 @task(
@@ -156,6 +157,7 @@ def deploy_app(
         "allow-replace": "allow the change set to replace a table, bucket or user pool (their data is lost)",
         "force-synth": "synthesize even when nothing the CDK app reads has changed",
         **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
+        **SMOKE_HELP,
     },
 )
 @reports_errors
@@ -168,8 +170,9 @@ def deploy_stack(
     env: str | None = None,
     dry_run: bool = False,
     json_: bool = False,
+    smoke: bool = True,
 ) -> None:
-    """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs."""
+    """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
     if not dry_run:
         _ensure_sandbox(env)
     commands.deploy_stack(
@@ -178,20 +181,26 @@ def deploy_stack(
         image_tag=image_tag,
         allow_replace=allow_replace,
         force_synth=force_synth,
+        smoke=smoke,
         dry_run=dry_run,
         as_json=json_,
     )
 
 
-@task(name="full", help=CHAIN_HELP)
+@task(name="full", help=CHAIN_HELP | SMOKE_HELP)
 @reports_errors
 def deploy_full(
-    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    allow_dirty: bool = False,
+    smoke: bool = True,
 ) -> None:
-    """Every stack in dependency order (independent ones in parallel), with this commit's image and zips."""
+    """Every stack in dependency order (independent ones in parallel), with this commit's image and zips; smoke."""
     if not dry_run:
         _ensure_sandbox(env)
-    commands.deploy_full(env=env, allow_dirty=allow_dirty, dry_run=dry_run, as_json=json_)
+    commands.deploy_full(env=env, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_)
 
 
 @task(name="endpoints", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
@@ -199,6 +208,34 @@ def deploy_full(
 def show_endpoints(c: Context, env: str | None = None, json_: bool = False) -> None:
     """The environment's endpoints (ALB and API URLs, pool and client ids, tables, buckets) from its stacks."""
     commands.endpoints(env=env, as_json=json_)
+
+
+@task(
+    name="smoke",
+    help={
+        "env": COMMON_HELP["env"],
+        "only": "run only these checks, comma-separated (e.g. alb,auth)",
+        "json": "print the results as JSON on stdout",
+        "junit": "also write the results as JUnit XML to this file (for CI)",
+    },
+)
+@reports_errors
+def smoke_checks(
+    c: Context, env: str | None = None, only: str | None = None, json_: bool = False, junit: str = ""
+) -> None:
+    """Run every check the plugins register (alb, api_gateway, auth, kyc, connectivity, yours) in parallel."""
+    from pathlib import Path
+
+    _ensure_sandbox(env)
+    commands.smoke(env=env, only=only.split(",") if only else None, as_json=json_, junit=Path(junit) if junit else None)
+
+
+@task(name="health", help={"env": COMMON_HELP["env"], "json": "print the report as JSON on stdout"})
+@reports_errors
+def health_report(c: Context, env: str | None = None, json_: bool = False) -> None:
+    """Start of the day: stacks, service, targets, API stage, Lambdas, live SHA; findings and recommendations."""
+    _ensure_sandbox(env)
+    commands.health_report(env=env, as_json=json_)
 
 
 deploy = Collection("deploy")
@@ -336,5 +373,16 @@ for _task in (sandbox_up, sandbox_down, sandbox_status, sandbox_logs, sandbox_re
     sandbox.add_task(_task)
 
 ns = Collection(
-    build, push, register_taskdef, roll_service, wait_healthy, base_image, deploy, destroy, show_endpoints, sandbox
+    build,
+    push,
+    register_taskdef,
+    roll_service,
+    wait_healthy,
+    base_image,
+    deploy,
+    destroy,
+    show_endpoints,
+    smoke_checks,
+    health_report,
+    sandbox,
 )

@@ -8,7 +8,10 @@ detail), printable as a table and as JUnit XML for CI.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -47,13 +50,77 @@ class CheckResult:
         return cls(name, "skipped", detail=detail)
 
 
+class HttpError(OSError):
+    """The request got no HTTP answer at all (refused, reset, timed out); the message says which URL."""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON; a body that is not JSON raises ValueError quoting its start."""
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError:
+            raise ValueError(f"HTTP {self.status} answer is not JSON: {self.text[:120]!r}") from None
+
+
+class Http:
+    """The HTTP client checks use: an answer for every HTTP status (never an exception for 4xx/5xx), and an
+    :class:`HttpError` naming the URL when there is no answer. Tests replace it with ``Mock(spec=Http)``."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> HttpResponse:
+        sent = dict(headers or {})
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        request = urllib.request.Request(url, data=data, method=method, headers=sent)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as answer:
+                return HttpResponse(answer.status, answer.read(), dict(answer.headers.items()))
+        except urllib.error.HTTPError as exc:
+            return HttpResponse(exc.code, exc.read(), dict(exc.headers.items()) if exc.headers else {})
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise HttpError(f"{method} {url}: no answer ({reason})") from None
+
+    def get(self, url: str, **kwargs: Any) -> HttpResponse:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> HttpResponse:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> HttpResponse:
+        return self.request("PUT", url, **kwargs)
+
+
 @dataclass(frozen=True)
 class CheckContext:
-    """What a check may use: the environment, its resolved endpoints, and its AWS clients."""
+    """What a check may use: the environment, its resolved endpoints, its AWS clients and an HTTP client."""
 
     env: EnvConfig
     endpoints: Endpoints
     aws: AwsFactory
+    http: Http = field(default_factory=Http)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -17,15 +17,18 @@ import botocore.exceptions
 import docker.errors
 from tabulate import tabulate
 
-from deploykit import ecs, git, planner, registry
+from deploykit import ecs, git, health, planner, registry
+from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, translate_error
+from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
-from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
+from deploykit.plugins import Plugins, get_plugin_manager
 
 
 @dataclass
@@ -38,6 +41,16 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     aws_factory: Callable[[EnvConfig], AwsFactory] = AwsFactory
     docker_factory: Callable[[], Any] = docker_client
+    plugins_factory: Callable[[], Plugins] = get_plugin_manager
+
+
+def load_plugins(runtime: Runtime, config: Config) -> Plugins:
+    """The plugins (built-in and installed), configured; one that failed to load is named on stderr."""
+    plugins = runtime.plugins_factory()
+    for name, error in sorted(plugins.broken.items()):
+        runtime.stderr.write(f"⚠️  plugin {name!r} failed to load and is left out: {error}\n")
+    plugins.manager.hook.deploykit_configure(config=config)
+    return plugins
 
 
 def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
@@ -83,7 +96,10 @@ def run_plan(
             runtime.stderr.write(describe_plan(plan) + "\n")
         return None
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
-    ctx = Context(config, env, aws or runtime.aws_factory(env), runtime.clock, reporter, runtime.docker_factory)
+    plugins = load_plugins(runtime, config)
+    ctx = Context(
+        config, env, aws or runtime.aws_factory(env), runtime.clock, reporter, runtime.docker_factory, plugins
+    )
     report = Executor(ctx, _translator(env)).execute(plan)
     if as_json:
         runtime.stdout.write(dumps(report.to_json()) + "\n")
@@ -180,11 +196,12 @@ def deploy_stack(
     image_tag: str | None = None,
     allow_replace: bool = False,
     force_synth: bool = False,
+    smoke: bool = True,
     dry_run: bool = False,
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """One stack through a change set, with its inputs as they are live now."""
+    """One stack through a change set, with its inputs as they are live now; then smoke."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
@@ -201,6 +218,7 @@ def deploy_stack(
         uploads=uploads,
         allow_replace=allow_replace,
         force_synth=force_synth,
+        smoke=smoke,
     )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
@@ -209,16 +227,17 @@ def deploy_full(
     *,
     env: str | None = None,
     allow_dirty: bool = False,
+    smoke: bool = True,
     dry_run: bool = False,
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """Every stack in dependency order, the image of this commit and its Lambda zips included."""
+    """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     revision = git.current_revision(config.root, allow_dirty=allow_dirty)
     aws = runtime.aws_factory(environment)
-    plan = planner.full_plan(config, environment, revision, repository_uri="")
+    plan = planner.full_plan(config, environment, revision, repository_uri="", smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
@@ -263,3 +282,71 @@ def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime
                 rows.append([key, value])
         runtime.stderr.write(tabulate(rows, headers=["endpoint", "value"]) + "\n")
     return found
+
+
+# -- checks -----------------------------------------------------------------------------------------------------
+
+
+def smoke(
+    *,
+    env: str | None = None,
+    only: Sequence[str] | None = None,
+    as_json: bool = False,
+    junit: Path | None = None,
+    runtime: Runtime | None = None,
+) -> list[CheckResult]:
+    """Run every registered check (or ``only`` those) against the environment; raise StepFailed if one fails."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    plugins = load_plugins(runtime, config)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        results = smoke_checks.run_smoke(plugins, environment, aws, only=only)
+    runtime.stderr.write(table(results) + "\n")
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(junit_xml(results, suite=f"deploykit.smoke.{environment.name}") + "\n")
+    if as_json:
+        data = {
+            "env": environment.name,
+            "ok": all(r.status != "failed" for r in results),
+            "checks": [
+                {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail}
+                for r in results
+            ],
+        }
+        runtime.stdout.write(dumps(data) + "\n")
+    error = smoke_checks.failure(results, environment.name)
+    if error is not None:
+        raise error
+    runtime.stderr.write(f"✅ smoke passed on {environment.name}: {smoke_checks.summary(results)}\n")
+    return results
+
+
+def health_report(
+    *, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None
+) -> health.HealthReport:
+    """The environment at a glance, its findings and recommendations; StepFailed when something is broken."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        try:
+            found: Endpoints | None = resolve_endpoints(
+                aws.client("cloudformation"), environment, environment.endpoints
+            )
+        except ConfigError:
+            raise
+        except UsageError:  # stacks missing: the report says which, with the command to deploy them
+            found = None
+        report = health.gather(aws, environment, found)
+    runtime.stderr.write(health.render(report) + "\n")
+    if as_json:
+        runtime.stdout.write(dumps(report.to_json()) + "\n")
+    if report.broken:
+        broken = [f.what for f in report.findings if f.severity == "broken"]
+        raise StepFailed(
+            f"environment {environment.name!r} has {len(broken)} broken part(s): {'; '.join(broken)}",
+            next_step="run the command shown under each finding above",
+        )
+    return report

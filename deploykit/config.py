@@ -112,6 +112,9 @@ class Config:
     # Settings of the local sandbox (ports...). deploykit does not use them; the sandbox package
     # validates this table itself.
     sandbox: dict[str, Any] = field(default_factory=dict)
+    # Settings of plugins, by plugin name ([plugins.team_checks]); each plugin reads its own table in its
+    # deploykit_configure hook. deploykit does not validate them.
+    plugins: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:

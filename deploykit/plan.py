@@ -29,11 +29,13 @@ if TYPE_CHECKING:
     from deploykit.clock import Clock
     from deploykit.config import Config, EnvConfig
     from deploykit.output import Reporter
+    from deploykit.plugins import Plugins
 
 
 @dataclass
 class Context:
-    """What steps may use. ``docker_factory`` is called at most once, on first use."""
+    """What steps may use. ``docker_factory`` is called at most once, on first use. ``plugins`` (when loaded)
+    get the deployment hooks and give the smoke step its checks."""
 
     config: Config
     env: EnvConfig
@@ -41,6 +43,7 @@ class Context:
     clock: Clock
     reporter: Reporter
     docker_factory: Callable[[], docker.DockerClient]
+    plugins: Plugins | None = None
     _docker: docker.DockerClient | None = field(default=None, init=False, repr=False)
 
     @property
@@ -232,7 +235,11 @@ class RunReport:
 
 
 class Executor:
-    """Runs a plan step by step; the first failure stops it and the rest are reported as not run."""
+    """Runs a plan step by step; the first failure stops it and the rest are reported as not run.
+
+    With plugins loaded it calls the deployment hooks (started, step finished, finished or failed); a plugin
+    whose hook raises is reported by name and never fails the deployment.
+    """
 
     def __init__(
         self, ctx: Context, translate: Callable[[Exception], DeployKitError | None] = lambda _exc: None
@@ -246,6 +253,7 @@ class Executor:
         records = [StepRecord(s.name, s.describe(), "not run") for s in plan.steps]
         error: DeployKitError | None = None
         out.line(f"🚀 {plan.title} → {plan.env} ({len(plan.steps)} step{'s' if len(plan.steps) != 1 else ''})")
+        self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
             out.line(f"▶ {step.name}: {record.description}")
@@ -266,6 +274,7 @@ class Executor:
                 record.seconds = clock.monotonic() - t0
                 error = exc
                 out.line(f"❌ {step.name} failed after {record.seconds:.1f}s")
+                self._step_finished(plan, record)
                 break
             record.status, record.detail = outcome.status, outcome.detail
             record.outputs = dict(outcome.outputs)
@@ -273,12 +282,42 @@ class Executor:
             record.seconds = clock.monotonic() - t0
             mark = "✅" if outcome.status == "done" else "⏭ "
             out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")
+            self._step_finished(plan, record)
         report = RunReport(plan, records, clock.monotonic() - start, error)
         out.line()
         out.line(report.table())
         if report.ok and records and all(r.status == "skipped" for r in records):
             out.line(f"✅ nothing to do: everything {plan.title} would change is already in place")
+        if error is None:
+            self._notify("deploykit_deployment_finished", env=plan.env, report=report.to_json())
+        else:
+            self._notify("deploykit_deployment_failed", env=plan.env, report=report.to_json(), error=str(error))
         return report
+
+    def _step_finished(self, plan: Plan, record: StepRecord) -> None:
+        self._notify(
+            "deploykit_step_finished",
+            env=plan.env,
+            step=record.step,
+            status=record.status,
+            seconds=record.seconds,
+            detail=record.detail,
+        )
+
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every plugin's ``hook_name`` on its own, so one that raises is named and the others still run."""
+        if self.ctx.plugins is None:
+            return
+        manager = self.ctx.plugins.manager
+        for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            try:
+                impl.function(*(kwargs[name] for name in impl.argnames))
+            except Exception as exc:  # an observer must never fail the deployment
+                self.ctx.reporter.line(
+                    f"⚠️  plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
+                )
 
 
 def describe_plan(plan: Plan) -> str:

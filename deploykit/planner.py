@@ -22,14 +22,15 @@ from deploykit.errors import UsageError
 from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
+from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
 
-APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
+APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
 
 
 def needs_repository(stages: Sequence[str]) -> bool:
-    """Whether the stages need the repository URI (everything after build does)."""
-    return any(stage != "build" for stage in stages)
+    """Whether the stages need the repository URI (push, register-taskdef, roll-service and wait-healthy do)."""
+    return any(stage not in ("build", "smoke") for stage in stages)
 
 
 def local_image(env: EnvConfig, revision: Revision) -> str:
@@ -96,6 +97,8 @@ def app_chain_plan(
             steps.append(
                 WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds)
             )
+        elif stage == "smoke":
+            steps.append(Smoke())
     return Plan(env.name, tuple(steps), title or " → ".join(stages))
 
 
@@ -162,8 +165,9 @@ def deploy_stack_plan(
     uploads: Sequence[str] = (),
     allow_replace: bool = False,
     force_synth: bool = False,
+    smoke: bool = True,
 ) -> Plan:
-    """Synthesize, upload the zips it names (if any), then one stack's change set."""
+    """Synthesize, upload the zips it names (if any), one stack's change set, then smoke."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
@@ -175,6 +179,8 @@ def deploy_stack_plan(
     steps.append(
         DeployStack(name, str(out / f"{name}.template.json"), _parameters(role, image_tag, code_keys), allow_replace)
     )
+    if smoke:
+        steps.append(Smoke())
     return Plan(env.name, tuple(steps), f"deploy.stack {name}")
 
 
@@ -186,8 +192,8 @@ def _parameters(role: str, image_tag: str, code_keys: dict[str, str]) -> tuple[t
     return ()
 
 
-def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri: str) -> Plan:
-    """Every stack in dependency order, independent ones in parallel, the image and the zips in between."""
+def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri: str, *, smoke: bool = True) -> Plan:
+    """Every stack in dependency order, independent ones in parallel, the image and the zips in between, smoke."""
     roles = stack_roles(env)
     out = synth_dir(config, env)
     packages = lambda_packages(config)
@@ -213,6 +219,8 @@ def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri
         _group([stack(r) for r in first if r != "registry"] + [image, *uploads]),
     ]
     steps += [_group([stack(r) for r in level]) for level in later]
+    if smoke:
+        steps.append(Smoke())
     return Plan(env.name, tuple(steps), "deploy.full")
 
 

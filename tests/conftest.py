@@ -12,6 +12,10 @@ import pytest
 
 from deploykit import commands
 
+# deploykit's fixtures for plugin authors (check_context, fake_http, fake_aws...): the built-in plugins' tests and
+# the sample team plugin's use them as any plugin's tests would.
+pytest_plugins = ["deploykit.testing"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 SANDBOX_TOML = """

@@ -55,7 +55,9 @@ def test_full_plan_orders_stacks_by_dependency_with_independent_ones_in_parallel
             ]
         ),
         ["CarRentalApiStack", "CarRentalFargateStack"],
+        ["smoke"],
     ]
+    assert planner.full_plan(config, env, revision, repository_uri="", smoke=False).steps == plan.steps[:-1]
     fargate = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
     assert dict(fargate.parameters) == {"ImageTag": revision.tag}  # this commit's image, built in the plan
     api = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Api" in s.stack)
@@ -72,6 +74,8 @@ def test_deploy_stack_plan_takes_the_inputs_it_is_given(with_lambdas: Path) -> N
     config = load_config(with_lambdas / "deploy.toml")
     env = config.environment("sandbox")
     plan = planner.deploy_stack_plan(config, env, "fargate", image_tag="abc123", code_keys={})
+    assert [s.name for s in plan.steps] == ["synth", "deploy-stack", "smoke"]
+    plan = planner.deploy_stack_plan(config, env, "fargate", image_tag="abc123", code_keys={}, smoke=False)
     assert [s.name for s in plan.steps] == ["synth", "deploy-stack"]
     assert dict(plan.steps[-1].parameters) == {"ImageTag": "abc123"}  # type: ignore[attr-defined]
     plan = planner.deploy_stack_plan(
@@ -81,6 +85,7 @@ def test_deploy_stack_plan_takes_the_inputs_it_is_given(with_lambdas: Path) -> N
         image_tag="",
         code_keys={"login_handler": "k1", "health_handler": "k2"},
         uploads=["login_handler"],
+        smoke=False,
     )
     assert [s.name for s in plan.steps] == ["synth", "upload-lambda", "deploy-stack"]
     assert dict(plan.steps[-1].parameters) == {"LoginHandlerCodeKey": "k1", "HealthHandlerCodeKey": "k2"}  # type: ignore[attr-defined]

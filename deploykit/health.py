@@ -1,0 +1,820 @@
+"""The state of one environment at a glance (``inv health``): what is live, what is broken, what to tune.
+
+:func:`gather` reads the five stacks, the ECS service (deployments, events, rollout settings, live image),
+the ALB target groups (target health, health-check settings), the API Gateway stage and the ``live`` alias
+of each Lambda into a :class:`HealthReport`: one table of rows, findings (each with the command to run
+next) and recommendations for rollout settings that cost time or safety on every deploy. A part that does
+not exist is a row with status ``missing`` and a finding, never an exception; other AWS errors propagate
+(the caller translates them). The judging is done by small functions on plain dicts as boto3 returns them,
+so it is tested without AWS. :func:`render` makes the text for people, :meth:`HealthReport.to_json` the
+data for machines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from botocore.exceptions import ClientError
+from tabulate import tabulate
+
+from deploykit.ecs import TaskDefinitions, primary_deployment
+from deploykit.endpoints import STACK_ROLES
+from deploykit.errors import UsageError
+from deploykit.git import SHORT_SHA
+from deploykit.stacks import error_code, is_missing_stack
+
+if TYPE_CHECKING:
+    from deploykit.aws import AwsFactory
+    from deploykit.config import EnvConfig
+    from deploykit.endpoints import Endpoints
+
+Severity = Literal["broken", "warning"]
+
+MISSING = "missing"
+LIVE_ALIAS = "live"
+EVENTS_SHOWN = 3  # newest service events in the table
+DETAIL_WIDTH = 100  # the detail column wraps beyond this
+FARGATE_STACK_FILE = "cdk/stacks/fargate_stack.py"
+DEREGISTRATION_DELAY_KEY = "deregistration_delay.timeout_seconds"
+
+# Rollout settings beyond these cost time (or safety) on every deploy; the AWS defaults are all beyond them.
+MAX_DEREGISTRATION_DELAY = 30  # seconds (AWS default 300)
+MIN_DEREGISTRATION_DELAY = 5  # the low end of the suggestion
+MAX_HEALTH_CHECK_INTERVAL = 10  # seconds (AWS default 30)
+MIN_HEALTH_CHECK_INTERVAL = 5  # the smallest the ALB accepts
+MAX_HEALTHY_THRESHOLD = 3  # (AWS default 5)
+SUGGESTED_HEALTHY_THRESHOLD = 2  # the smallest the ALB accepts
+MAX_UNHEALTHY_THRESHOLD = 3
+SUGGESTED_UNHEALTHY_THRESHOLD = 2
+MIN_MINIMUM_HEALTHY_PERCENT = 100
+MIN_MAXIMUM_PERCENT = 200
+MAX_GRACE_PERIOD = 60  # seconds
+
+# Image tags are git SHAs: <sha12>, or <sha12>-dirty-<hash of the uncommitted diff>.
+SHA_TAG = re.compile(rf"^(?P<sha>[0-9a-f]{{{SHORT_SHA}}})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
+STABLE_STACK_STATUSES = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the environment's table."""
+
+    part: str
+    name: str
+    status: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something broken or needing attention, with the command to run next."""
+
+    severity: Severity
+    what: str
+    next_step: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A live rollout setting that is not tuned for fast, safe deploys, and where to change it."""
+
+    setting: str
+    current: str
+    suggested: str
+    why: str
+    where: str
+
+
+@dataclass
+class HealthReport:
+    """Everything :func:`gather` found about one environment."""
+
+    env: str
+    rows: list[Row] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    recommendations: list[Recommendation] = field(default_factory=list)
+    live_image: str | None = None
+    live_sha: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        """Whether any finding is broken (``inv health`` exits 1 then)."""
+        return any(f.severity == "broken" for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "broken": self.broken,
+            "live_image": self.live_image,
+            "live_sha": self.live_sha,
+            "rows": [asdict(r) for r in self.rows],
+            "findings": [asdict(f) for f in self.findings],
+            "recommendations": [asdict(r) for r in self.recommendations],
+        }
+
+
+# -- pure logic: stacks ------------------------------------------------------------------------------
+
+
+def stack_row(name: str, stack: Mapping[str, Any] | None) -> Row:
+    """The table row of one stack (``None``: it does not exist)."""
+    if stack is None or stack.get("StackStatus") == "DELETE_COMPLETE":
+        return Row("stack", name, MISSING, "not deployed")
+    updated = stack.get("LastUpdatedTime") or stack.get("CreationTime")
+    detail = f"updated {when(updated)}" if updated else ""
+    if stack.get("StackStatusReason"):
+        detail += f" ({stack['StackStatusReason']})" if detail else str(stack["StackStatusReason"])
+    return Row("stack", name, str(stack.get("StackStatus", "?")), detail)
+
+
+def stack_finding(name: str, status: str | None, env_name: str) -> Finding | None:
+    """What a stack status means for the environment, or None when the stack is fine."""
+    deploy = f"inv deploy.stack {name} --env {env_name}"
+    events = f"aws cloudformation describe-stack-events --stack-name {name}"
+    if status is None or status == "DELETE_COMPLETE":
+        return Finding("broken", f"stack {name} is not deployed", deploy)
+    if status in STABLE_STACK_STATUSES:
+        return None
+    if status == "REVIEW_IN_PROGRESS":
+        return Finding("broken", f"stack {name} is only a change set that was never executed ({status})", deploy)
+    if status.endswith("_IN_PROGRESS"):
+        return Finding(
+            "warning",
+            f"stack {name} is busy ({status})",
+            f"wait for it to finish (follow it: {events}), then inv health --env {env_name}",
+        )
+    if status in ("UPDATE_ROLLBACK_COMPLETE", "IMPORT_ROLLBACK_COMPLETE"):
+        return Finding(
+            "warning",
+            f"stack {name}: last update rolled back ({status}); the previous version is serving",
+            f"see why: {events}; fix it, then {deploy}",
+        )
+    if status == "UPDATE_ROLLBACK_FAILED":
+        return Finding(
+            "broken",
+            f"stack {name} is {status}: an update failed and so did its rollback; CloudFormation cannot update it",
+            f"{deploy} (deploykit continues the rollback first, then deploys)",
+        )
+    if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED"):
+        return Finding(
+            "broken",
+            f"stack {name} is {status}: its first create failed; nothing of it is in use",
+            f"{deploy} (deploykit deletes it and creates it again)",
+        )
+    if status == "DELETE_FAILED":
+        return Finding(
+            "broken",
+            f"stack {name} is {status}: a delete failed and left it half deleted",
+            f"fix what blocked the delete ({events}), then inv destroy --env {env_name} and {deploy}",
+        )
+    if status.endswith("_FAILED"):
+        return Finding("broken", f"stack {name} is {status}", f"see why: {events}; then {deploy}")
+    return None
+
+
+# -- pure logic: the ECS service ---------------------------------------------------------------------
+
+
+def revision(task_definition_arn: str) -> str:
+    """``family:revision`` of a task-definition ARN."""
+    return task_definition_arn.rsplit("/", 1)[-1]
+
+
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (``repo:tag``, ``host:port/repo:tag@sha256:...``); None without one."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[-1] if ":" in last else None
+
+
+def sha_of_tag(tag: str | None) -> str | None:
+    """The 12-hex git SHA an image tag names (also of a ``<sha12>-dirty-<hash>`` tag); None otherwise."""
+    match = SHA_TAG.match(tag or "")
+    return match.group("sha") if match else None
+
+
+def service_rows(service: Mapping[str, Any], cluster: str, images: Mapping[str, str]) -> list[Row]:
+    """Rows of the service: itself, each deployment, its rollout settings and its newest events."""
+    running, desired, pending = _counts(service)
+    rows = [
+        Row(
+            "service",
+            f"{cluster}/{service.get('serviceName', '?')}",
+            str(service.get("status", "?")),
+            f"running {running}/{desired}, pending {pending}",
+        )
+    ]
+    for d in service.get("deployments") or []:
+        arn = str(d.get("taskDefinition", ""))
+        tag = image_tag(images.get(arn, ""))
+        r, want, p = _counts(d)
+        detail = f"{revision(arn)}" + (f" ({tag})" if tag else "") + f", running {r}/{want}, pending {p}"
+        if d.get("failedTasks"):
+            detail += f", failed {d['failedTasks']}"
+        if d.get("rolloutState") == "FAILED" and d.get("rolloutStateReason"):
+            detail += f": {d['rolloutStateReason']}"
+        rows.append(Row("deployment", str(d.get("status", "?")), str(d.get("rolloutState") or "-"), detail))
+    tuned = "tuned" if not service_recommendations(service) else "untuned"
+    rows.append(
+        Row(
+            "rollout settings",
+            str(service.get("serviceName", "?")),
+            tuned if "deploymentConfiguration" in service else "unknown",
+            rollout_settings_text(service),
+        )
+    )
+    for event in newest_events(service):
+        rows.append(Row("event", when(event.get("createdAt")), "", str(event.get("message", ""))))
+    return rows
+
+
+def rollout_settings_text(service: Mapping[str, Any]) -> str:
+    """The service's deployment configuration in one line."""
+    config = service.get("deploymentConfiguration")
+    if not isinstance(config, Mapping):
+        return "deploymentConfiguration not reported"
+    parts = [
+        f"min healthy {config.get('minimumHealthyPercent', '?')} %",
+        f"max {config.get('maximumPercent', '?')} %",
+    ]
+    breaker = config.get("deploymentCircuitBreaker")
+    if isinstance(breaker, Mapping):
+        if breaker.get("enable"):
+            parts.append("circuit breaker on" + (" with rollback" if breaker.get("rollback") else ", no rollback"))
+        else:
+            parts.append("circuit breaker off")
+    if service.get("healthCheckGracePeriodSeconds") is not None:
+        parts.append(f"grace period {service['healthCheckGracePeriodSeconds']} s")
+    return ", ".join(parts)
+
+
+def newest_events(service: Mapping[str, Any], limit: int = EVENTS_SHOWN) -> list[Mapping[str, Any]]:
+    """The service's ``limit`` newest events, newest first."""
+    events = list(service.get("events") or [])
+    stamped = [e for e in events if isinstance(e.get("createdAt"), datetime)]
+    if len(stamped) == len(events):
+        events = sorted(stamped, key=lambda e: e["createdAt"], reverse=True)
+    return events[:limit]
+
+
+def service_findings(service: Mapping[str, Any], cluster: str, env_name: str) -> list[Finding]:
+    """What is wrong with a service that exists: missing tasks, failed or unfinished rollouts."""
+    name = str(service.get("serviceName", "?"))
+    describe = f"aws ecs describe-services --cluster {cluster} --services {name}"
+    stopped = f"aws ecs list-tasks --cluster {cluster} --service-name {name} --desired-status STOPPED"
+    findings: list[Finding] = []
+    if service.get("status") == "DRAINING":
+        findings.append(
+            Finding("broken", f"service {name} is being deleted (DRAINING)", f"inv deploy.full --env {env_name}")
+        )
+    running, desired, pending = _counts(service)
+    if desired == 0:
+        findings.append(
+            Finding("warning", f"service {name} wants 0 tasks: nothing serves the ALB", f"look at it: {describe}")
+        )
+    elif running < desired:
+        waiting = f"{pending} pending tasks" if pending else "no pending tasks"
+        findings.append(
+            Finding(
+                "broken" if running == 0 else "warning",
+                f"service {name} runs {running} of {desired} desired tasks ({waiting})",
+                f"look at the service events above, or: {describe}; why tasks stopped: {stopped}",
+            )
+        )
+    deployments = list(service.get("deployments") or [])
+    for d in deployments:
+        if d.get("rolloutState") == "FAILED":
+            reason = d.get("rolloutStateReason") or "no reason given"
+            findings.append(
+                Finding(
+                    "broken",
+                    f"deployment of {revision(str(d.get('taskDefinition', '?')))} ({d.get('status')}) FAILED: {reason}",
+                    f"see the service events above; fix the cause and redeploy: inv deploy.app --env {env_name} "
+                    "(or deploy the last good commit to roll back)",
+                )
+            )
+    if len(deployments) > 1:
+        labels = ", ".join(f"{d.get('status')} {revision(str(d.get('taskDefinition', '?')))}" for d in deployments)
+        findings.append(
+            Finding(
+                "warning",
+                f"a rollout is in progress: {len(deployments)} deployments ({labels})",
+                f"wait for it to finish, then inv health --env {env_name}; follow it: {describe}",
+            )
+        )
+    return findings
+
+
+def service_recommendations(service: Mapping[str, Any]) -> list[Recommendation]:
+    """Rollout settings of the service that slow deploys down or make them unsafe.
+
+    A setting the answer does not carry (moto drops deploymentConfiguration) is not judged.
+    """
+    recs: list[Recommendation] = []
+    config = service.get("deploymentConfiguration")
+    config = config if isinstance(config, Mapping) else {}
+    minimum = _int(config.get("minimumHealthyPercent"))
+    if minimum is not None and minimum < MIN_MINIMUM_HEALTHY_PERCENT:
+        recs.append(
+            Recommendation(
+                "minimum healthy percent",
+                f"{minimum} %",
+                f"{MIN_MINIMUM_HEALTHY_PERCENT} %",
+                "below 100 % ECS stops old tasks before their replacements are healthy, so capacity drops during "
+                "every deploy (with a single task: downtime)",
+                f"{FARGATE_STACK_FILE}: MIN_HEALTHY_PERCENT",
+            )
+        )
+    maximum = _int(config.get("maximumPercent"))
+    if maximum is not None and maximum < MIN_MAXIMUM_PERCENT:
+        recs.append(
+            Recommendation(
+                "maximum percent",
+                f"{maximum} %",
+                f"{MIN_MAXIMUM_PERCENT} %",
+                f"at {maximum} % a rolling deploy cannot start all new tasks at once, so it replaces them in several "
+                "rounds, each costing a start, a health check and a drain",
+                f"{FARGATE_STACK_FILE}: MAX_HEALTHY_PERCENT",
+            )
+        )
+    breaker = config.get("deploymentCircuitBreaker")
+    where = (
+        f"{FARGATE_STACK_FILE}: circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True) of the service"
+    )
+    if isinstance(breaker, Mapping) and not breaker.get("enable"):
+        recs.append(
+            Recommendation(
+                "deployment circuit breaker",
+                "disabled",
+                "enabled, with rollback",
+                "without it a release whose tasks never become healthy keeps starting failing tasks forever "
+                "instead of failing the deploy and going back to the last working revision",
+                where,
+            )
+        )
+    elif isinstance(breaker, Mapping) and not breaker.get("rollback"):
+        recs.append(
+            Recommendation(
+                "deployment circuit breaker",
+                "enabled, no rollback",
+                "enabled, with rollback",
+                "a failed deploy leaves the broken revision in place; with rollback ECS returns to the last working "
+                "revision by itself",
+                where,
+            )
+        )
+    grace = _int(service.get("healthCheckGracePeriodSeconds"))
+    if grace is not None and grace > MAX_GRACE_PERIOD:
+        recs.append(
+            Recommendation(
+                "health-check grace period",
+                f"{grace} s",
+                f"10–{MAX_GRACE_PERIOD} s",
+                f"ECS ignores failing health checks of a new task for {grace} s, so a task that never becomes "
+                f"healthy holds the deploy (and the circuit breaker) that long",
+                f"{FARGATE_STACK_FILE}: HEALTH_CHECK_GRACE_PERIOD",
+            )
+        )
+    return recs
+
+
+# -- pure logic: target groups ------------------------------------------------------------------------
+
+
+def target_counts(descriptions: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """DescribeTargetHealth's descriptions counted by state (healthy, unhealthy, draining, initial...)."""
+    counts: dict[str, int] = {}
+    for d in descriptions:
+        state = str((d.get("TargetHealth") or {}).get("State", "unknown"))
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def target_reasons(descriptions: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``ip:port state: reason`` of each target that is not healthy."""
+    reasons = []
+    for d in descriptions:
+        health = d.get("TargetHealth") or {}
+        if health.get("State") == "healthy":
+            continue
+        target = d.get("Target") or {}
+        why = health.get("Description") or health.get("Reason") or ""
+        reasons.append(
+            f"{target.get('Id', '?')}:{target.get('Port', '?')} {health.get('State')}" + (f": {why}" if why else "")
+        )
+    return reasons
+
+
+def targets_row(name: str, descriptions: list[Mapping[str, Any]]) -> Row:
+    counts = target_counts(descriptions)
+    total = sum(counts.values())
+    detail = ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "no targets registered"
+    reasons = target_reasons(descriptions)
+    if reasons:
+        detail += "; " + "; ".join(reasons)
+    return Row("targets", name, f"{counts.get('healthy', 0)}/{total} healthy", detail)
+
+
+def target_findings(name: str, arn: str, descriptions: list[Mapping[str, Any]], env_name: str) -> list[Finding]:
+    """No healthy target is broken; some unhealthy ones are a warning."""
+    counts = target_counts(descriptions)
+    next_step = (
+        "look at /health of the tasks and the service events above; "
+        f"details: aws elbv2 describe-target-health --target-group-arn {arn}"
+    )
+    reasons = "; ".join(target_reasons(descriptions))
+    if not descriptions:
+        return [Finding("broken", f"target group {name} has no registered targets: the ALB serves nothing", next_step)]
+    if not counts.get("healthy"):
+        return [Finding("broken", f"no healthy target in target group {name} ({reasons})", next_step)]
+    if counts.get("unhealthy"):
+        return [
+            Finding(
+                "warning",
+                f"{counts['unhealthy']} of {sum(counts.values())} targets in target group {name} are unhealthy "
+                f"({reasons})",
+                next_step,
+            )
+        ]
+    return []
+
+
+def attributes_of(raw: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """DescribeTargetGroupAttributes' ``Attributes`` list as a dict."""
+    return {str(a.get("Key")): str(a.get("Value")) for a in raw}
+
+
+def health_check_text(target_group: Mapping[str, Any], attributes: Mapping[str, str]) -> str:
+    return (
+        f"interval {target_group.get('HealthCheckIntervalSeconds', '?')} s, "
+        f"timeout {target_group.get('HealthCheckTimeoutSeconds', '?')} s, "
+        f"healthy threshold {target_group.get('HealthyThresholdCount', '?')}, "
+        f"unhealthy threshold {target_group.get('UnhealthyThresholdCount', '?')}, "
+        f"deregistration delay {attributes.get(DEREGISTRATION_DELAY_KEY, '?')} s"
+    )
+
+
+def target_group_recommendations(
+    target_group: Mapping[str, Any], attributes: Mapping[str, str]
+) -> list[Recommendation]:
+    """Health-check and draining settings of a target group that slow every deploy down."""
+    recs: list[Recommendation] = []
+    delay = _int(attributes.get(DEREGISTRATION_DELAY_KEY))
+    if delay is not None and delay > MAX_DEREGISTRATION_DELAY:
+        recs.append(
+            Recommendation(
+                "deregistration delay",
+                f"{delay} s",
+                f"{MIN_DEREGISTRATION_DELAY}–{MAX_DEREGISTRATION_DELAY} s",
+                f"every deploy waits up to {delay} s while the ALB drains each old task before ECS stops it "
+                "(AWS default 300 s); the API's requests finish in seconds",
+                f"{FARGATE_STACK_FILE}: DEREGISTRATION_DELAY",
+            )
+        )
+    interval = _int(target_group.get("HealthCheckIntervalSeconds"))
+    healthy = _int(target_group.get("HealthyThresholdCount"))
+    unhealthy = _int(target_group.get("UnhealthyThresholdCount"))
+    if interval is not None and interval > MAX_HEALTH_CHECK_INTERVAL:
+        checks = healthy or SUGGESTED_HEALTHY_THRESHOLD
+        recs.append(
+            Recommendation(
+                "health-check interval",
+                f"{interval} s",
+                f"{MIN_HEALTH_CHECK_INTERVAL}–{MAX_HEALTH_CHECK_INTERVAL} s",
+                f"a new target gets traffic after {checks} passing checks, {checks} × {interval} s = "
+                f"{checks * interval} s per deploy; at {MIN_HEALTH_CHECK_INTERVAL} s it is "
+                f"{checks * MIN_HEALTH_CHECK_INTERVAL} s",
+                f"{FARGATE_STACK_FILE}: HEALTH_CHECK_INTERVAL (keep HEALTH_CHECK_TIMEOUT below it)",
+            )
+        )
+    period = interval or MIN_HEALTH_CHECK_INTERVAL
+    if healthy is not None and healthy > MAX_HEALTHY_THRESHOLD:
+        recs.append(
+            Recommendation(
+                "healthy threshold",
+                str(healthy),
+                str(SUGGESTED_HEALTHY_THRESHOLD),
+                f"a new target is healthy after threshold × interval = {healthy} × {period} s = {healthy * period} s; "
+                f"{SUGGESTED_HEALTHY_THRESHOLD} × {period} s = {SUGGESTED_HEALTHY_THRESHOLD * period} s saves "
+                f"{(healthy - SUGGESTED_HEALTHY_THRESHOLD) * period} s per deploy",
+                f"{FARGATE_STACK_FILE}: HEALTHY_THRESHOLD",
+            )
+        )
+    if unhealthy is not None and unhealthy > MAX_UNHEALTHY_THRESHOLD:
+        recs.append(
+            Recommendation(
+                "unhealthy threshold",
+                str(unhealthy),
+                f"{SUGGESTED_UNHEALTHY_THRESHOLD}–{MAX_UNHEALTHY_THRESHOLD}",
+                f"a failing target is taken out only after {unhealthy} × {period} s = {unhealthy * period} s, "
+                "which delays noticing a bad release (and the circuit breaker) by as much",
+                f"{FARGATE_STACK_FILE}: UNHEALTHY_THRESHOLD",
+            )
+        )
+    return recs
+
+
+# -- gathering ---------------------------------------------------------------------------------------
+
+
+def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> HealthReport:
+    """Read every part of ``env``; ``endpoints`` is None when its stacks are not (all) deployed."""
+    report = HealthReport(env=env.name)
+    _gather_stacks(aws.client("cloudformation"), env, endpoints, report)
+    service = _gather_service(aws.client("ecs"), env, report)
+    _gather_target_groups(aws.client("elbv2"), env, service, endpoints, report)
+    if endpoints is None:
+        report.rows.append(Row("api stage", "-", MISSING, "unknown: the stacks' outputs cannot be resolved"))
+        report.rows.append(Row("lambda", "-", MISSING, "unknown: the stacks' outputs cannot be resolved"))
+    else:
+        _gather_api_stage(aws.client("apigateway"), env, endpoints, report)
+        _gather_lambdas(aws.client("lambda"), env, endpoints, report)
+    return report
+
+
+def _gather_stacks(cfn: Any, env: EnvConfig, endpoints: Endpoints | None, report: HealthReport) -> None:
+    absent = []
+    for role in STACK_ROLES:
+        name = str(getattr(env.stacks, role))
+        stack = _describe_stack(cfn, name)
+        report.rows.append(stack_row(name, stack))
+        status = None if stack is None else str(stack.get("StackStatus", ""))
+        if status is None or status == "DELETE_COMPLETE":
+            absent.append(name)
+            if endpoints is None:
+                continue  # one "not deployed" finding below covers it
+        finding = stack_finding(name, status, env.name)
+        if finding is not None:
+            report.findings.append(finding)
+    if endpoints is None:
+        why = f"no stack {', '.join(absent)}" if absent else "its stacks' outputs are incomplete"
+        report.findings.append(
+            Finding("broken", f"environment {env.name} is not deployed ({why})", f"inv deploy.full --env {env.name}")
+        )
+
+
+def _describe_stack(cfn: Any, name: str) -> dict[str, Any] | None:
+    try:
+        stacks = cfn.describe_stacks(StackName=name).get("Stacks") or []
+    except ClientError as exc:
+        if is_missing_stack(exc):
+            return None
+        raise
+    return dict(stacks[0]) if stacks else None
+
+
+def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport) -> dict[str, Any] | None:
+    service = _describe_service(ecs, env.cluster, env.service)
+    if service is None:
+        report.rows.append(Row("service", f"{env.cluster}/{env.service}", MISSING, "no such ECS service or cluster"))
+        report.findings.append(
+            Finding(
+                "broken",
+                f"ECS service {env.service} not found in cluster {env.cluster}",
+                f"inv deploy.full --env {env.name} (or fix 'cluster'/'service' in deploy.toml)",
+            )
+        )
+        return None
+    task_definitions = TaskDefinitions(ecs)
+    images: dict[str, str] = {}
+    problems: list[str] = []
+    for d in service.get("deployments") or []:
+        arn = str(d.get("taskDefinition", ""))
+        try:
+            images[arn] = task_definitions.image(arn, env.container)
+        except UsageError as exc:  # no such container in it
+            problems.append(exc.message)
+        except ClientError as exc:
+            if error_code(exc) != "ClientException":  # how ECS says "no such task definition"
+                raise
+            problems.append(f"task definition {revision(arn)} cannot be read: {exc}")
+    report.rows.extend(service_rows(service, env.cluster, images))
+    report.findings.extend(service_findings(service, env.cluster, env.name))
+    report.recommendations.extend(service_recommendations(service))
+    _live_image(service, images, problems, env, report)
+    return service
+
+
+def _describe_service(ecs: Any, cluster: str, name: str) -> dict[str, Any] | None:
+    try:
+        answer = ecs.describe_services(cluster=cluster, services=[name])
+    except ClientError as exc:
+        if error_code(exc) == "ClusterNotFoundException":
+            return None
+        raise
+    for service in answer.get("services") or []:
+        if service.get("status") != "INACTIVE":
+            return dict(service)
+    return None
+
+
+def _live_image(
+    service: Mapping[str, Any], images: Mapping[str, str], problems: list[str], env: EnvConfig, report: HealthReport
+) -> None:
+    primary = primary_deployment(dict(service))
+    arn = str(primary.get("taskDefinition", "")) if primary else ""
+    image = images.get(arn)
+    if primary is None or image is None:
+        why = "; ".join(problems) or "the service has no PRIMARY deployment"
+        report.rows.append(Row("image", env.container, MISSING, why))
+        report.findings.append(
+            Finding(
+                "warning",
+                f"cannot tell which image is live: {why}",
+                "fix 'container' in deploy.toml" if problems else f"inv deploy.app --env {env.name}",
+            )
+        )
+        return
+    tag = image_tag(image)
+    report.live_image, report.live_sha = image, sha_of_tag(tag)
+    match = SHA_TAG.match(tag or "")
+    status = (tag or "untagged") + (" (dirty)" if match and match.group("dirty") else "")
+    report.rows.append(Row("image", env.container, status, f"{image} ({revision(arn)})"))
+    if report.live_sha is None:
+        report.findings.append(
+            Finding(
+                "warning",
+                f"the live image tag {tag or '(none)'!r} is not a git SHA: deploykit cannot tell which commit is live",
+                f"deploy a commit: inv deploy.app --env {env.name}",
+            )
+        )
+
+
+def _target_group_arns(service: Mapping[str, Any] | None, endpoints: Endpoints | None) -> list[str]:
+    arns: list[str] = []
+    for lb in (service or {}).get("loadBalancers") or []:
+        arn = lb.get("targetGroupArn")
+        if arn and arn not in arns:
+            arns.append(str(arn))
+    if not arns and endpoints is not None and endpoints.target_group_arn:
+        arns.append(endpoints.target_group_arn)
+    return arns
+
+
+def _gather_target_groups(
+    elbv2: Any, env: EnvConfig, service: Mapping[str, Any] | None, endpoints: Endpoints | None, report: HealthReport
+) -> None:
+    arns = _target_group_arns(service, endpoints)
+    if not arns:
+        report.rows.append(Row("targets", "-", MISSING, "the service has no load balancer and no stack names one"))
+        if service is not None:  # otherwise the missing service (or stacks) already says it
+            report.findings.append(
+                Finding(
+                    "broken",
+                    f"service {env.service} is behind no ALB target group",
+                    f"inv deploy.stack {env.stacks.fargate} --env {env.name}",
+                )
+            )
+        return
+    for arn in arns:
+        _gather_target_group(elbv2, env, arn, report)
+
+
+def _gather_target_group(elbv2: Any, env: EnvConfig, arn: str, report: HealthReport) -> None:
+    name = arn.split("/")[1] if arn.count("/") >= 2 else arn
+    try:
+        target_group = elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
+        attributes = attributes_of(elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"])
+        descriptions = list(elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"])
+    except ClientError as exc:
+        if error_code(exc) != "TargetGroupNotFound":
+            raise
+        report.rows.append(Row("targets", name, MISSING, f"no target group {arn}"))
+        report.findings.append(
+            Finding(
+                "broken",
+                f"target group {name} does not exist",
+                f"inv deploy.stack {env.stacks.fargate} --env {env.name}",
+            )
+        )
+        return
+    name = str(target_group.get("TargetGroupName") or name)
+    recs = target_group_recommendations(target_group, attributes)
+    report.rows.append(targets_row(name, descriptions))
+    report.rows.append(
+        Row("health check", name, "untuned" if recs else "tuned", health_check_text(target_group, attributes))
+    )
+    report.findings.extend(target_findings(name, arn, descriptions, env.name))
+    report.recommendations.extend(recs)
+
+
+def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:
+    name = f"{endpoints.api_id}/{endpoints.api_stage}"
+    try:
+        stage = apigateway.get_stage(restApiId=endpoints.api_id, stageName=endpoints.api_stage)
+    except ClientError as exc:
+        if error_code(exc) != "NotFoundException":
+            raise
+        report.rows.append(Row("api stage", name, MISSING, "no such REST API or stage"))
+        report.findings.append(
+            Finding(
+                "broken",
+                f"API Gateway stage {endpoints.api_stage!r} of REST API {endpoints.api_id} does not exist",
+                f"inv deploy.stack {env.stacks.api} --env {env.name}",
+            )
+        )
+        return
+    updated = stage.get("lastUpdatedDate") or stage.get("createdDate")
+    detail = f"deployment {stage.get('deploymentId', '?')}" + (f", updated {when(updated)}" if updated else "")
+    report.rows.append(Row("api stage", name, "deployed", detail))
+
+
+def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:
+    if not endpoints.functions:
+        report.rows.append(Row("lambda", "-", MISSING, f"stack {env.stacks.api} names no functions"))
+    for key, function in sorted(endpoints.functions.items()):
+        label = f"{key} ({function})" if key != function else key
+        try:
+            alias = lam.get_alias(FunctionName=function, Name=LIVE_ALIAS)
+            version = str(alias["FunctionVersion"])
+            config = lam.get_function_configuration(FunctionName=function, Qualifier=version)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            report.rows.append(Row("lambda", label, MISSING, f"no function {function} or no alias {LIVE_ALIAS!r}"))
+            report.findings.append(
+                Finding(
+                    "broken",
+                    f"Lambda {function}: the function or its {LIVE_ALIAS!r} alias does not exist",
+                    f"inv deploy.stack {env.stacks.api} --env {env.name}",
+                )
+            )
+            continue
+        parts = [f"code {str(config.get('CodeSha256', '?'))[:SHORT_SHA]}"]
+        if config.get("Description"):
+            parts.append(str(config["Description"]))
+        if config.get("LastModified"):
+            parts.append(f"modified {when(config['LastModified'])}")
+        weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        if weights:
+            shift = ", ".join(f"{w:.0%} to version {v}" for v, w in weights.items())
+            parts.append(f"traffic shift in progress: {shift}")
+        report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
+
+
+# -- output ------------------------------------------------------------------------------------------
+
+
+def render(report: HealthReport) -> str:
+    """The report for people: the table, then findings with their next steps, then recommendations."""
+    lines = [f"Health of {report.env}"]
+    if report.live_image:
+        lines.append(f"live image: {report.live_image}" + (f" (git {report.live_sha})" if report.live_sha else ""))
+    lines.append("")
+    table = [[r.part, r.name, r.status, r.detail] for r in report.rows]
+    lines.append(
+        tabulate(
+            table,
+            headers=["part", "name", "status", "detail"],
+            tablefmt="simple",
+            maxcolwidths=[None, None, None, DETAIL_WIDTH],
+        )
+    )
+    lines.append("")
+    if report.findings:
+        lines.append("Findings")
+        for f in sorted(report.findings, key=lambda f: f.severity != "broken"):
+            lines.append(f"  {'❌' if f.severity == 'broken' else '⚠️ '} {f.what}")
+            lines.append(f"     → next: {f.next_step}")
+    if not report.broken:
+        lines.append("✅ nothing broken")
+    if report.recommendations:
+        lines.append("")
+        lines.append("Recommendations")
+        for r in report.recommendations:
+            lines.append(f"  💡 {r.setting}: {r.current} → {r.suggested}: {r.why}")
+            lines.append(f"     change it in {r.where}")
+    return "\n".join(lines)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def when(value: Any) -> str:
+    """A timestamp for people: datetimes in UTC to the second; strings (Lambda's LastModified) as given."""
+    if isinstance(value, datetime):
+        moment = value.astimezone(UTC) if value.tzinfo else value
+        return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo else "")
+    return "" if value is None else str(value)
+
+
+def _counts(item: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(running, desired, pending) of a service or deployment."""
+    return (
+        _int(item.get("runningCount")) or 0,
+        _int(item.get("desiredCount")) or 0,
+        _int(item.get("pendingCount")) or 0,
+    )
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

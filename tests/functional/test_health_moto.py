@@ -1,0 +1,435 @@
+"""`inv health`'s engine against moto: a small environment built part by part, then gathered and judged.
+
+What moto cannot hold is played differently: moto's ECS drops a service's deploymentConfiguration and
+healthCheckGracePeriodSeconds and writes no service events, so the rollout-settings test answers
+DescribeServices through botocore's Stubber (the rest of the environment still comes from moto). moto's ECS
+runs no tasks: runningCount is 0 unless MOTO_ECS_SERVICE_RUNNING says otherwise. moto's ELBv2 reports a
+registered target as healthy without health-checking it.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import zipfile
+from dataclasses import MISSING, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from botocore.stub import ANY, Stubber
+
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig, Stacks
+from deploykit.endpoints import Endpoints
+from deploykit.health import HealthReport, Row, gather, render
+from tests.functional.conftest import REGION, new_session
+
+SHA = "0123456789ab"
+IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/car-rental-backend:{SHA}"
+STACKS = Stacks(
+    registry="CarRentalRegistryStack",
+    data="CarRentalDataStack",
+    auth="CarRentalAuthStack",
+    fargate="CarRentalFargateStack",
+    api="CarRentalApiStack",
+)
+ENV = EnvConfig(
+    name="dev",
+    region=REGION,
+    cluster="car-rental-cluster",
+    service="car-rental-service",
+    container="backend",
+    repository="car-rental-backend",
+    stacks=STACKS,
+)
+AWS_DEFAULT_TG: dict[str, Any] = {"HealthCheckIntervalSeconds": 30, "HealthyThresholdCount": 5}
+TUNED_TG: dict[str, Any] = {
+    "HealthCheckIntervalSeconds": 5,
+    "HealthCheckTimeoutSeconds": 4,
+    "HealthyThresholdCount": 2,
+    "UnhealthyThresholdCount": 2,
+}
+
+
+@pytest.fixture
+def aws(moto_aws: None) -> AwsFactory:
+    """A factory on moto with explicit credentials (the `factory` of conftest needs a git project)."""
+    return AwsFactory(ENV, session=new_session())
+
+
+def endpoints(**values: Any) -> Endpoints:
+    """Endpoints as resolve_endpoints makes them; every field not given is a placeholder."""
+    kwargs: dict[str, Any] = {
+        f.name: f"unused-{f.name}" for f in fields(Endpoints) if f.default is MISSING and f.default_factory is MISSING
+    }
+    kwargs.update(env="dev", region=REGION, cluster=ENV.cluster, service=ENV.service, **values)
+    return Endpoints(**kwargs)
+
+
+# -- building the environment ------------------------------------------------------------------------
+
+
+def create_stacks(factory: AwsFactory, *names: str) -> None:
+    cfn = factory.client("cloudformation")
+    for name in names:
+        body = {
+            "Resources": {
+                "Marker": {
+                    "Type": "AWS::SSM::Parameter",
+                    "Properties": {"Name": f"/car-rental/{name}", "Type": "String", "Value": "x"},
+                }
+            }
+        }
+        cfn.create_stack(StackName=name, TemplateBody=json.dumps(body))
+
+
+def create_target_group(factory: AwsFactory, delay: int, settings: dict[str, Any]) -> str:
+    ec2, elbv2 = factory.client("ec2"), factory.client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in ((1, "a"), (2, "b"))
+    ]
+    elbv2.create_load_balancer(Name="car-rental-alb", Subnets=subnets)
+    arn = str(
+        elbv2.create_target_group(
+            Name="car-rental-tg", Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="ip", **settings
+        )["TargetGroups"][0]["TargetGroupArn"]
+    )
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=arn, Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": str(delay)}]
+    )
+    return arn
+
+
+def create_service(factory: AwsFactory, target_group_arn: str | None) -> str:
+    """Cluster, a task definition running IMAGE, and the service (behind ``target_group_arn`` if given)."""
+    ecs, ec2 = factory.client("ecs"), factory.client("ec2")
+    vpc = ec2.describe_vpcs()["Vpcs"][-1]["VpcId"]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="svc", Description="svc", VpcId=vpc)["GroupId"]
+    ecs.create_cluster(clusterName=ENV.cluster)
+    td = ecs.register_task_definition(
+        family="car-rental-backend",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[{"name": "backend", "image": IMAGE, "essential": True}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    load_balancers = (
+        [{"targetGroupArn": target_group_arn, "containerName": "backend", "containerPort": 8000}]
+        if target_group_arn
+        else []
+    )
+    ecs.create_service(
+        cluster=ENV.cluster,
+        serviceName=ENV.service,
+        taskDefinition=td,
+        desiredCount=2,
+        launchType="FARGATE",
+        loadBalancers=load_balancers,
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg]}},
+    )
+    return str(td)
+
+
+def create_api(factory: AwsFactory) -> tuple[str, str]:
+    """A REST API with one mock method, deployed to stage prod: (api id, deployment id)."""
+    apigw = factory.client("apigateway")
+    api = apigw.create_rest_api(name="car-rental-api")["id"]
+    root = apigw.get_resources(restApiId=api)["items"][0]["id"]
+    apigw.put_method(restApiId=api, resourceId=root, httpMethod="GET", authorizationType="NONE")
+    apigw.put_integration(restApiId=api, resourceId=root, httpMethod="GET", type="MOCK")
+    deployment = apigw.create_deployment(restApiId=api, stageName="prod")["id"]
+    return str(api), str(deployment)
+
+
+def create_function(factory: AwsFactory, name: str, *, alias: bool = True) -> dict[str, Any]:
+    """A Lambda function with one published version (and the `live` alias on it): that version's configuration."""
+    role = factory.client("iam").create_role(
+        RoleName=f"{name}-role",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("handler.py", "def handler(event, context):\n    return {'statusCode': 200}\n")
+    lam = factory.client("lambda")
+    lam.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    version = lam.publish_version(FunctionName=name, Description=f"git {SHA}")
+    if alias:
+        lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version["Version"])
+    return dict(version)
+
+
+def rows_of(report: HealthReport, part: str) -> list[Row]:
+    return [r for r in report.rows if r.part == part]
+
+
+# -- tests -------------------------------------------------------------------------------------------
+
+
+def test_a_deployed_environment_with_untuned_settings_and_no_running_tasks(aws: AwsFactory) -> None:
+    create_stacks(aws, STACKS.registry, STACKS.data, STACKS.fargate, STACKS.api)  # no auth stack
+    tg = create_target_group(aws, delay=300, settings=AWS_DEFAULT_TG)
+    td = create_service(aws, tg)
+    api, deployment = create_api(aws)
+    version = create_function(aws, "car-rental-login")
+    ends = endpoints(api_id=api, api_stage="prod", target_group_arn=tg, functions={"login_handler": "car-rental-login"})
+
+    report = gather(aws, ENV, ends)
+
+    stacks = {r.name: r.status for r in rows_of(report, "stack")}
+    assert stacks == {
+        "CarRentalRegistryStack": "CREATE_COMPLETE",
+        "CarRentalDataStack": "CREATE_COMPLETE",
+        "CarRentalAuthStack": "missing",
+        "CarRentalFargateStack": "CREATE_COMPLETE",
+        "CarRentalApiStack": "CREATE_COMPLETE",
+    }
+    assert report.live_image == IMAGE and report.live_sha == SHA
+    assert Row("image", "backend", SHA, f"{IMAGE} (car-rental-backend:1)") in report.rows
+    assert rows_of(report, "service") == [
+        Row("service", "car-rental-cluster/car-rental-service", "ACTIVE", "running 0/2, pending 2")
+    ]
+    [primary] = rows_of(report, "deployment")
+    assert (primary.name, primary.status) == ("PRIMARY", "IN_PROGRESS")
+    assert primary.detail.startswith(f"{td.rsplit('/', 1)[-1]} ({SHA}), running 0/2, pending 2")
+    assert rows_of(report, "targets") == [Row("targets", "car-rental-tg", "0/0 healthy", "no targets registered")]
+    [check] = rows_of(report, "health check")
+    assert check.status == "untuned" and "interval 30 s" in check.detail
+    assert "deregistration delay 300 s" in check.detail
+    assert rows_of(report, "api stage") == [Row("api stage", f"{api}/prod", "deployed", f"deployment {deployment}")]
+    [function] = rows_of(report, "lambda")
+    assert (function.name, function.status) == ("login_handler (car-rental-login)", "live → version 1")
+    assert function.detail.startswith(f"code {version['CodeSha256'][:12]}, git {SHA}, modified ")
+
+    findings = {f.what: f for f in report.findings}
+    assert set(findings) == {
+        "stack CarRentalAuthStack is not deployed",
+        "service car-rental-service runs 0 of 2 desired tasks (2 pending tasks)",
+        "target group car-rental-tg has no registered targets: the ALB serves nothing",
+    }
+    assert findings["stack CarRentalAuthStack is not deployed"].next_step == (
+        "inv deploy.stack CarRentalAuthStack --env dev"
+    )
+    assert all(f.severity == "broken" for f in report.findings) and report.broken
+
+    recs = {r.setting: r for r in report.recommendations}
+    assert set(recs) == {"deregistration delay", "health-check interval", "healthy threshold"}
+    assert (recs["deregistration delay"].current, recs["deregistration delay"].suggested) == ("300 s", "5–30 s")
+    assert (recs["health-check interval"].current, recs["healthy threshold"].current) == ("30 s", "5")
+
+    text = render(report)
+    assert "💡 deregistration delay: 300 s → 5–30 s" in text
+    assert "❌ service car-rental-service runs 0 of 2 desired tasks (2 pending tasks)" in text
+    assert json.loads(json.dumps(report.to_json()))["live_sha"] == SHA
+
+
+def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "2")
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    tg = create_target_group(aws, delay=5, settings=TUNED_TG)
+    aws.client("elbv2").register_targets(
+        TargetGroupArn=tg, Targets=[{"Id": "10.0.1.10", "Port": 8000}, {"Id": "10.0.1.11", "Port": 8000}]
+    )
+    create_service(aws, tg)
+    api, _ = create_api(aws)
+    create_function(aws, "car-rental-login")
+    create_function(aws, "car-rental-health")
+    functions = {"login_handler": "car-rental-login", "health_handler": "car-rental-health"}
+
+    report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", target_group_arn=tg, functions=functions))
+
+    assert report.findings == []
+    assert report.recommendations == []  # moto reports no deploymentConfiguration: not judged
+    assert not report.broken
+    assert rows_of(report, "targets")[0].status == "2/2 healthy"
+    assert rows_of(report, "health check")[0].status == "tuned"
+    assert rows_of(report, "rollout settings")[0].status == "unknown"
+    assert [r.name for r in rows_of(report, "lambda")] == [
+        "health_handler (car-rental-health)",
+        "login_handler (car-rental-login)",
+    ]
+    assert "✅ nothing broken" in render(report)
+
+
+def test_nothing_deployed_is_reported_not_raised(aws: AwsFactory) -> None:
+    report = gather(aws, ENV, None)
+
+    assert [r.status for r in rows_of(report, "stack")] == ["missing"] * 5
+    assert {r.part: r.status for r in report.rows if r.part != "stack"} == {
+        "service": "missing",
+        "targets": "missing",
+        "api stage": "missing",
+        "lambda": "missing",
+    }
+    assert [(f.severity, f.what, f.next_step) for f in report.findings] == [
+        (
+            "broken",
+            "environment dev is not deployed (no stack CarRentalRegistryStack, CarRentalDataStack, CarRentalAuthStack, "
+            "CarRentalFargateStack, CarRentalApiStack)",
+            "inv deploy.full --env dev",
+        ),
+        (
+            "broken",
+            "ECS service car-rental-service not found in cluster car-rental-cluster",
+            "inv deploy.full --env dev (or fix 'cluster'/'service' in deploy.toml)",
+        ),
+    ]
+    assert report.live_image is None and report.live_sha is None
+    assert report.recommendations == []
+
+
+def test_missing_stage_alias_and_target_group_are_broken_parts(aws: AwsFactory) -> None:
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    create_target_group(aws, delay=5, settings=TUNED_TG)
+    create_service(aws, None)  # no load balancer: the stacks' target group is used
+    api, _ = create_api(aws)
+    create_function(aws, "car-rental-login", alias=False)
+    gone_tg = f"arn:aws:elasticloadbalancing:{REGION}:123456789012:targetgroup/gone-tg/0123456789abcdef"
+    ends = endpoints(
+        api_id=api, api_stage="staging", target_group_arn=gone_tg, functions={"login_handler": "car-rental-login"}
+    )
+
+    report = gather(aws, ENV, ends)
+
+    assert rows_of(report, "api stage") == [Row("api stage", f"{api}/staging", "missing", "no such REST API or stage")]
+    assert rows_of(report, "lambda")[0].status == "missing"
+    assert rows_of(report, "targets") == [Row("targets", "gone-tg", "missing", f"no target group {gone_tg}")]
+    broken = {f.what: f.next_step for f in report.findings if f.severity == "broken"}
+    assert broken[f"API Gateway stage 'staging' of REST API {api} does not exist"] == (
+        "inv deploy.stack CarRentalApiStack --env dev"
+    )
+    assert broken["Lambda car-rental-login: the function or its 'live' alias does not exist"] == (
+        "inv deploy.stack CarRentalApiStack --env dev"
+    )
+    assert broken["target group gone-tg does not exist"] == "inv deploy.stack CarRentalFargateStack --env dev"
+
+
+def test_rollout_settings_events_and_a_failed_rollout_as_aws_reports_them(aws: AwsFactory) -> None:
+    """DescribeServices stubbed with what AWS answers (moto keeps none of it); everything else from moto."""
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    tg = create_target_group(aws, delay=5, settings=TUNED_TG)
+    aws.client("elbv2").register_targets(TargetGroupArn=tg, Targets=[{"Id": "10.0.1.10", "Port": 8000}])
+    td_old = create_service(aws, tg)
+    td_new = td_old.rsplit(":", 1)[0] + ":2"
+    events = [
+        {
+            "id": f"e{i}",
+            "createdAt": datetime(2026, 3, 1, 8, i, tzinfo=UTC),
+            "message": f"(service car-rental-service) {m}",
+        }
+        for i, m in enumerate(["has reached a steady state.", "has started 1 tasks", "deployment failed: tasks failed"])
+    ]
+    answer = {
+        "services": [
+            {
+                "serviceName": ENV.service,
+                "status": "ACTIVE",
+                "desiredCount": 1,
+                "runningCount": 1,
+                "pendingCount": 0,
+                "taskDefinition": td_new,
+                "loadBalancers": [{"targetGroupArn": tg, "containerName": "backend", "containerPort": 8000}],
+                "deployments": [
+                    {
+                        "id": "ecs-svc/2",
+                        "status": "PRIMARY",
+                        "taskDefinition": td_old,
+                        "desiredCount": 1,
+                        "runningCount": 1,
+                        "pendingCount": 0,
+                        "rolloutState": "COMPLETED",
+                    },
+                    {
+                        "id": "ecs-svc/1",
+                        "status": "ACTIVE",
+                        "taskDefinition": td_new,
+                        "desiredCount": 0,
+                        "runningCount": 0,
+                        "pendingCount": 0,
+                        "failedTasks": 3,
+                        "rolloutState": "FAILED",
+                        "rolloutStateReason": "ECS deployment circuit breaker: tasks failed to start.",
+                    },
+                ],
+                "deploymentConfiguration": {
+                    "minimumHealthyPercent": 50,
+                    "maximumPercent": 200,
+                    "deploymentCircuitBreaker": {"enable": True, "rollback": False},
+                },
+                "healthCheckGracePeriodSeconds": 300,
+                "events": events,
+            }
+        ],
+        "failures": [],
+    }
+    ecs = aws.client("ecs")
+    task_definition = ecs.describe_task_definition(taskDefinition=td_old, include=["TAGS"])
+    new_definition = copy.deepcopy(task_definition["taskDefinition"])
+    new_definition.update(taskDefinitionArn=td_new, revision=2)
+    new_definition["containerDefinitions"][0]["image"] = IMAGE.replace(SHA, "ba9876543210")
+    with Stubber(ecs) as stub:
+        stub.add_response("describe_services", answer, {"cluster": ENV.cluster, "services": [ENV.service]})
+        stub.add_response(
+            "describe_task_definition",
+            {"taskDefinition": task_definition["taskDefinition"], "tags": task_definition.get("tags") or []},
+            {"taskDefinition": td_old, "include": ANY},
+        )
+        stub.add_response(
+            "describe_task_definition",
+            {"taskDefinition": new_definition, "tags": []},
+            {"taskDefinition": td_new, "include": ANY},
+        )
+        report = gather(aws, ENV, endpoints(target_group_arn=tg, functions={}, api_id="x", api_stage="prod"))
+        stub.assert_no_pending_responses()
+
+    assert report.live_sha == SHA  # the PRIMARY deployment (the circuit breaker went back to it)
+    [settings] = rows_of(report, "rollout settings")
+    assert settings == Row(
+        "rollout settings",
+        ENV.service,
+        "untuned",
+        "min healthy 50 %, max 200 %, circuit breaker on, no rollback, grace period 300 s",
+    )
+    assert [r.detail for r in rows_of(report, "event")] == [e["message"] for e in reversed(events)]
+    assert rows_of(report, "deployment")[1].detail == (
+        "car-rental-backend:2 (ba9876543210), running 0/0, pending 0, failed 3: "
+        "ECS deployment circuit breaker: tasks failed to start."
+    )
+    recs = {r.setting: (r.current, r.suggested) for r in report.recommendations}
+    assert recs == {
+        "minimum healthy percent": ("50 %", "100 %"),
+        "deployment circuit breaker": ("enabled, no rollback", "enabled, with rollback"),
+        "health-check grace period": ("300 s", "10–60 s"),
+    }
+    service_findings = [(f.severity, f.what) for f in report.findings if "deployment" in f.what]
+    assert service_findings == [
+        (
+            "broken",
+            "deployment of car-rental-backend:2 (ACTIVE) FAILED: "
+            "ECS deployment circuit breaker: tasks failed to start.",
+        ),
+        (
+            "warning",
+            "a rollout is in progress: 2 deployments (PRIMARY car-rental-backend:1, ACTIVE car-rental-backend:2)",
+        ),
+    ]

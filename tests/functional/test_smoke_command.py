@@ -1,0 +1,170 @@
+"""`inv smoke` end to end against moto's stacks: selection, table, JSON, JUnit, exit codes, broken and
+blocked plugins; and a team plugin installed as its own distribution, found through its entry point."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploykit import commands
+from deploykit.checks import Check, CheckContext, CheckResult
+from deploykit.errors import StepFailed, UsageError
+from deploykit.hookspecs import hookimpl
+from deploykit.plugins import Plugins, get_plugin_manager
+from tests.conftest import REPO
+from tests.functional.test_endpoints import OUTPUTS, create_stack
+
+
+class AppChecks:
+    """A plugin whose checks look at what the context resolved."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.seen: list[CheckContext] = []
+
+    @hookimpl
+    def deploykit_register_checks(self, env: Any) -> list[Check]:
+        def alb(ctx: CheckContext) -> CheckResult:
+            self.seen.append(ctx)
+            if self.fail:
+                return CheckResult.failed("alb", f"GET {ctx.endpoints.alb_url}/health → 502 (expected 200)")
+            return CheckResult.passed("alb", f"{ctx.endpoints.alb_url} answers")
+
+        def login(ctx: CheckContext) -> CheckResult:
+            return CheckResult.passed("login", ctx.endpoints.login_url)
+
+        return [Check("alb", alb), Check("login", login, needs=("alb",))]
+
+
+@pytest.fixture
+def deployed(moto_aws: None, project: Path) -> Path:
+    import boto3
+
+    cfn = boto3.client("cloudformation", region_name="eu-west-1")
+    for role, outputs in OUTPUTS.items():
+        create_stack(cfn, f"CarRental{role.capitalize()}Stack", outputs)
+    return project
+
+
+def runtime(project: Path, *plugins: tuple[str, object], broken: dict[str, str] | None = None) -> commands.Runtime:
+    def factory() -> Plugins:
+        loaded = get_plugin_manager(entry_points=[], extra=plugins, environ={})
+        loaded.broken.update(broken or {})
+        return loaded
+
+    return commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), plugins_factory=factory
+    )
+
+
+def test_smoke_runs_every_check_against_the_resolved_endpoints(deployed: Path, tmp_path: Path) -> None:
+    checks = AppChecks()
+    rt = runtime(deployed, ("app", checks))
+    junit = tmp_path / "reports" / "smoke.xml"
+    results = commands.smoke(env="dev", as_json=True, junit=junit, runtime=rt)
+    assert [(r.name, r.status) for r in results] == [("alb", "passed"), ("login", "passed")]
+    assert checks.seen[0].endpoints.alb_url == OUTPUTS["fargate"]["AlbUrl"]
+    assert checks.seen[0].env.name == "dev"
+    printed = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "check" in printed and "✅ passed" in printed and "✅ smoke passed on dev: 2 passed" in printed
+    data = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["ok"] is True and [c["name"] for c in data["checks"]] == ["alb", "login"]
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("name"), suite.get("tests"), suite.get("failures")) == ("deploykit.smoke.dev", "2", "0")
+
+
+def test_a_failed_check_fails_smoke_with_exit_1_and_skips_what_needs_it(deployed: Path, tmp_path: Path) -> None:
+    rt = runtime(deployed, ("app", AppChecks(fail=True)))
+    junit = tmp_path / "smoke.xml"
+    with pytest.raises(StepFailed) as failed:
+        commands.smoke(env="dev", junit=junit, runtime=rt)
+    assert failed.value.exit_code == 1
+    assert "alb: GET http://alb-1.eu-west-1.elb.amazonaws.com/health → 502" in failed.value.message
+    assert "⏭  skipped" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("failures"), suite.get("skipped")) == ("1", "1")  # written before the exit
+
+
+def test_only_selects_checks_and_an_unknown_one_is_exit_2(deployed: Path) -> None:
+    rt = runtime(deployed, ("app", AppChecks()))
+    assert [r.name for r in commands.smoke(env="dev", only=["login"], runtime=rt)] == ["login"]
+    with pytest.raises(UsageError, match="unknown check\\(s\\): nope") as unknown:
+        commands.smoke(env="dev", only=["nope"], runtime=rt)
+    assert unknown.value.next_step == "use: alb, login"
+
+
+def test_a_plugin_that_failed_to_load_is_a_failed_row_and_the_others_still_run(deployed: Path) -> None:
+    rt = runtime(deployed, ("app", AppChecks()), broken={"team": "ImportError: no module named 'requests'"})
+    with pytest.raises(StepFailed, match="plugin:team: failed to load"):
+        commands.smoke(env="dev", runtime=rt)
+    printed = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "plugin 'team' failed to load and is left out: ImportError" in printed
+    assert printed.count("✅ passed") == 2
+
+
+def test_no_stacks_means_a_clear_error_before_any_check(project: Path, moto_aws: None) -> None:
+    checks = AppChecks()
+    with pytest.raises(UsageError, match="not deployed: CarRentalRegistryStack") as missing:
+        commands.smoke(env="dev", runtime=runtime(project, ("app", checks)))
+    assert missing.value.next_step == "deploy the stacks: inv deploy.full --env dev"
+    assert checks.seen == []
+
+
+@pytest.fixture(scope="session")
+def installed_team_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/sample_plugin installed with pip into a folder of its own: a distribution with an entry point."""
+    source = tmp_path_factory.mktemp("team-src") / "team-checks"
+    shutil.copytree(REPO / "tests" / "sample_plugin", source, ignore=shutil.ignore_patterns("test_*", "__pycache__"))
+    target = tmp_path_factory.mktemp("team-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def plugin_names(site: Path, **env: str) -> list[str]:
+    """The plugins a fresh process loads with ``site`` on its path (as if installed there)."""
+    code = (
+        "import json; from deploykit.plugins import get_plugin_manager as g; "
+        "print(json.dumps(sorted(n for n, p in g().manager.list_name_plugin() if p is not None)))"
+    )
+    environ = {**os.environ, "PYTHONPATH": str(site), **env}
+    answer = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=environ)
+    return list(json.loads(answer.stdout))
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_is_found_by_its_entry_point_and_blocked_by_the_variable(
+    installed_team_plugin: Path,
+) -> None:
+    assert list(installed_team_plugin.glob("carrental_team_checks-1.0.0.dist-info/entry_points.txt"))
+    names = plugin_names(installed_team_plugin)
+    assert names == ["alb", "api_gateway", "auth", "connectivity", "kyc", "team_checks"]
+    assert plugin_names(installed_team_plugin, DEPLOYKIT_BLOCK_PLUGINS="team_checks,kyc") == [
+        "alb",
+        "api_gateway",
+        "auth",
+        "connectivity",
+    ]

@@ -1,0 +1,28 @@
+"""The fleet team's check: the ALB serves a fleet with at least one car, each with a price."""
+
+from __future__ import annotations
+
+from deploykit.checks import Check, CheckContext, CheckResult
+from deploykit.config import EnvConfig
+from deploykit.hookspecs import hookimpl
+
+NAME = "team_fleet"
+
+
+def fleet(ctx: CheckContext) -> CheckResult:
+    url = ctx.endpoints.alb_url.rstrip("/") + "/cars"
+    answer = ctx.http.get(url, timeout=10)
+    if answer.status != 200:
+        return CheckResult.failed(NAME, f"GET {url} → {answer.status} (expected 200): {answer.text[:120]}")
+    cars = answer.json().get("cars", [])
+    if not cars:
+        return CheckResult.failed(NAME, f"GET {url} → no cars: the fleet is empty")
+    unpriced = [car.get("car_id", "?") for car in cars if not car.get("daily_price_cents")]
+    if unpriced:
+        return CheckResult.failed(NAME, f"cars without a daily rate: {', '.join(unpriced)}")
+    return CheckResult.passed(NAME, f"{len(cars)} cars listed, all priced")
+
+
+@hookimpl
+def deploykit_register_checks(env: EnvConfig) -> list[Check]:
+    return [Check(NAME, fleet, description="the fleet is listed and priced", timeout=15)]

@@ -1,0 +1,35 @@
+"""How a team tests its own plugin: deploykit.testing's fixtures, no AWS and no network.
+
+A team's repository enables them in its top-level conftest.py: ``pytest_plugins = ["deploykit.testing"]``
+(here tests/conftest.py does it for the whole suite).
+"""
+
+from __future__ import annotations
+
+import team_checks
+
+from deploykit.checks import CheckContext
+from deploykit.testing import FakeHttp, plugin_checks, run_check
+
+CARS = "https://alb.example.test/cars"
+
+
+def test_the_plugin_registers_its_check() -> None:
+    assert [check.name for check in plugin_checks(team_checks)] == ["team_fleet"]
+
+
+def test_a_priced_fleet_passes(check_context: CheckContext, fake_http: FakeHttp) -> None:
+    fake_http.add("GET", CARS, json_body={"cars": [{"car_id": "c1", "daily_price_cents": 4900}]})
+    [check] = plugin_checks(team_checks)
+    result = run_check(check, check_context)
+    assert (result.status, result.detail) == ("passed", "1 cars listed, all priced")
+
+
+def test_an_empty_fleet_or_an_error_fails(check_context: CheckContext, fake_http: FakeHttp) -> None:
+    [check] = plugin_checks(team_checks)
+    fake_http.add("GET", CARS, json_body={"cars": []})
+    assert run_check(check, check_context).detail.endswith("the fleet is empty")
+    fake_http.routes.clear()
+    fake_http.add("GET", CARS, status=503, json_body={"error": {"code": "dependency_error"}})
+    result = run_check(check, check_context)
+    assert result.status == "failed" and "→ 503 (expected 200)" in result.detail

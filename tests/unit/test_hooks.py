@@ -1,0 +1,196 @@
+"""Every hookspec has a test (after datasette's): who calls it, with what, and what a failing plugin does.
+
+Also: every hookspec is documented in the README with its exact signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import re
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import hookspecs
+from deploykit.aws import AwsFactory
+from deploykit.checks import Check, CheckResult
+from deploykit.clock import FakeClock
+from deploykit.commands import Runtime, load_plugins
+from deploykit.config import Config
+from deploykit.endpoints import override_keys
+from deploykit.errors import StepFailed
+from deploykit.hookspecs import hookimpl
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Step
+from deploykit.plugins import Plugins, get_plugin_manager
+from deploykit.smoke import Smoke, registered_checks
+from deploykit.testing import sample_env
+from tests.conftest import REPO
+
+HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("deploykit_"))
+
+
+class Recorder:
+    """A plugin that records every hook call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    @hookimpl
+    def deploykit_configure(self, config: Config) -> None:
+        self.calls.append(("configure", {"config": config}))
+
+    @hookimpl
+    def deploykit_deployment_started(self, env: str, plan: dict[str, Any]) -> None:
+        self.calls.append(("started", {"env": env, "plan": plan}))
+
+    @hookimpl
+    def deploykit_step_finished(self, env: str, step: str, status: str, seconds: float, detail: str) -> None:
+        self.calls.append(("step", {"step": step, "status": status, "seconds": seconds, "detail": detail}))
+
+    @hookimpl
+    def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
+        self.calls.append(("finished", {"env": env, "ok": report["ok"]}))
+
+    @hookimpl
+    def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
+        self.calls.append(("failed", {"env": env, "ok": report["ok"], "error": error}))
+
+
+class Work(Step):
+    name = "work"
+
+    def __init__(self, fail: bool = False) -> None:
+        object.__setattr__(self, "fail", fail)
+
+    def describe(self) -> str:
+        return "work"
+
+    def run(self, ctx: Context) -> Outcome:
+        ctx.clock.sleep(1.5)
+        if self.fail:  # type: ignore[attr-defined]
+            raise StepFailed("the work failed", next_step="fix it")
+        return Outcome.done("worked")
+
+    def inputs(self) -> dict[str, Any]:
+        return {}
+
+
+def manager_with(*plugins: tuple[str, object]) -> Plugins:
+    return get_plugin_manager(entry_points=[], extra=plugins, environ={})
+
+
+def context(plugins: Plugins, out: io.StringIO | None = None) -> Context:
+    clock = FakeClock()
+    reporter = Reporter(out or io.StringIO(), tty=False, clock=clock)
+    aws = Mock(spec=AwsFactory)
+    return Context(Mock(spec=Config), sample_env(), aws, clock, reporter, Mock(), plugins)
+
+
+def test_the_hookspecs_are_the_documented_six() -> None:
+    assert HOOKS == [
+        "deploykit_configure",
+        "deploykit_deployment_failed",
+        "deploykit_deployment_finished",
+        "deploykit_deployment_started",
+        "deploykit_register_checks",
+        "deploykit_step_finished",
+    ]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hookspec_is_in_the_readme_with_its_signature(hook: str) -> None:
+    readme = (REPO / "README.md").read_text()
+    signature = str(inspect.signature(getattr(hookspecs, hook))).replace("'", "")
+    documented = re.findall(rf"^def {hook}(\(.*\)(?: -> [^:]+)?):", readme, flags=re.MULTILINE)
+    assert documented, f"README documents no `def {hook}(...)`"
+    assert documented[0] == signature, f"README has {hook}{documented[0]}, the hookspec is {hook}{signature}"
+
+
+def test_configure_is_called_once_with_the_loaded_config() -> None:
+    recorder = Recorder()
+    config = Mock(spec=Config)
+    runtime = Runtime(stderr=io.StringIO(), plugins_factory=lambda: manager_with(("recorder", recorder)))
+    load_plugins(runtime, config)
+    assert recorder.calls == [("configure", {"config": config})]
+
+
+def test_register_checks_gets_the_environment_and_its_checks_run_in_plugin_order() -> None:
+    seen: list[str] = []
+
+    def plugin(name: str) -> object:
+        class Plugin:
+            @hookimpl
+            def deploykit_register_checks(self, env: Any) -> list[Check]:
+                seen.append(env.name)
+                return [Check(name, lambda ctx: CheckResult.passed(name))]
+
+        return Plugin()
+
+    plugins = manager_with(("b_plugin", plugin("second")), ("a_plugin", plugin("first")))
+    checks = registered_checks(plugins, sample_env())
+    assert [c.name for c in checks] == ["second", "first"]  # the order plugins were registered in
+    assert seen == ["test", "test"]
+
+
+def test_a_successful_deployment_calls_started_each_step_and_finished() -> None:
+    recorder = Recorder()
+    executor = Executor(context(manager_with(("recorder", recorder))))
+    report = executor.execute(Plan("test", (Work(), Work()), "demo"))
+    assert report.ok
+    kinds = [kind for kind, _ in recorder.calls]
+    assert kinds == ["started", "step", "step", "finished"]
+    started = recorder.calls[0][1]
+    assert started["env"] == "test" and [s["step"] for s in started["plan"]["steps"]] == ["work", "work"]
+    assert recorder.calls[1][1] == {"step": "work", "status": "done", "seconds": 1.5, "detail": "worked"}
+    assert recorder.calls[-1][1] == {"env": "test", "ok": True}
+
+
+def test_a_failed_deployment_calls_failed_with_the_error_and_the_next_step() -> None:
+    recorder = Recorder()
+    executor = Executor(context(manager_with(("recorder", recorder))))
+    report = executor.execute(Plan("test", (Work(fail=True), Work()), "demo"))
+    assert not report.ok
+    assert [kind for kind, _ in recorder.calls] == ["started", "step", "failed"]
+    assert recorder.calls[1][1]["status"] == "failed"
+    failed = recorder.calls[-1][1]
+    assert failed["ok"] is False and "the work failed" in failed["error"] and "fix it" in failed["error"]
+
+
+def test_an_observer_that_raises_is_named_and_never_fails_the_deployment() -> None:
+    class Broken:
+        @hookimpl
+        def deploykit_step_finished(self, step: str) -> None:  # a plugin may take only the arguments it needs
+            raise ConnectionError("chat is down")
+
+    recorder, out = Recorder(), io.StringIO()
+    executor = Executor(context(manager_with(("chat", Broken()), ("recorder", recorder)), out))
+    report = executor.execute(Plan("test", (Work(),), "demo"))
+    assert report.ok
+    assert "plugin 'chat' failed in deploykit_step_finished: ConnectionError: chat is down" in out.getvalue()
+    assert [kind for kind, _ in recorder.calls] == ["started", "step", "finished"]  # the others still heard
+
+
+def test_the_smoke_step_fails_the_plan_with_each_failed_check_and_the_rerun_command() -> None:
+    class Checks:
+        @hookimpl
+        def deploykit_register_checks(self, env: Any) -> list[Check]:
+            return [
+                Check("up", lambda ctx: CheckResult.passed("up", "fine")),
+                Check("down", lambda ctx: CheckResult.failed("down", "GET /x → 502 (expected 200)")),
+            ]
+
+    ctx = context(manager_with(("checks", Checks())))
+    cfn = Mock()
+    cfn.describe_stacks.side_effect = lambda StackName: {
+        "Stacks": [{"StackName": StackName, "StackStatus": "CREATE_COMPLETE", "Outputs": []}]
+    }
+    ctx.aws.client.return_value = cfn  # type: ignore[attr-defined]
+    # every endpoint comes from an override here, so the stacks' (empty) outputs are enough
+    ctx.env = sample_env(endpoints={key: "x" for key in override_keys()})
+    with pytest.raises(StepFailed) as failed:
+        Smoke().run(ctx)
+    assert "smoke failed (1 passed, 1 failed): down: GET /x → 502 (expected 200)" in failed.value.message
+    assert failed.value.next_step is not None and "inv smoke --env test --only down" in failed.value.next_step
