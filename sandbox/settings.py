@@ -28,6 +28,9 @@ class Settings:
     task_ports: tuple[int, int] = (20000, 20999)  # host ports handed to task containers
     listener_ports: dict[int, int] = field(default_factory=lambda: {80: 8080})  # ALB listener port → local port
     circuit_breaker_threshold: int = 3  # failed new tasks before a deployment is rolled back
+    # Extra environment of task containers: name → template over the task's own variables, {endpoint_url} and
+    # {region}; a variable the task definition sets itself, or a template naming one the task lacks, is left out.
+    task_environment: dict[str, str] = field(default_factory=dict)
     tick: float = 0.25  # seconds between two passes of the ECS/ALB reconciler
 
     @property
@@ -62,6 +65,10 @@ def load_settings(deploy_toml: Path) -> Settings:
             if not isinstance(value, dict):
                 raise SettingsError(f"{deploy_toml}: sandbox.listener_ports must be a table of port = port")
             values[key] = {int(k): int(v) for k, v in value.items()}
+        elif key == "task_environment":
+            if not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
+                raise SettingsError(f"{deploy_toml}: sandbox.task_environment must be a table of NAME = \"template\"")
+            values[key] = dict(value)
         elif key == "tick":
             values[key] = float(value)
         else:

@@ -631,6 +631,7 @@ class EcsRuntime:
             AWS_SECRET_ACCESS_KEY="sandbox",
             ECS_CONTAINER_METADATA_URI_V4="",
         )
+        environment.update(_task_environment(self.settings.task_environment, environment, self.settings))
         spec: dict[str, Any] = {"image": definition["image"], "environment": environment}
         check = definition.get("healthCheck")
         if check and check.get("command"):
@@ -888,3 +889,18 @@ def _on_task_port(command: list[str], container_ports: list[int], task_port: int
 
 def _rev(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
+
+
+def _task_environment(templates: dict[str, str], environment: dict[str, str], settings: Settings) -> dict[str, str]:
+    """The [sandbox] task_environment a task gets: each template formatted with the task's own variables,
+    {endpoint_url} and {region}; skipped when the task sets that variable or lacks one the template names."""
+    context = {**environment, "endpoint_url": settings.endpoint_url, "region": settings.region}
+    extra: dict[str, str] = {}
+    for name, template in templates.items():
+        if name in environment:
+            continue
+        try:
+            extra[name] = template.format_map(context)
+        except (KeyError, ValueError, IndexError):
+            continue
+    return extra

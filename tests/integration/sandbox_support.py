@@ -87,6 +87,9 @@ api_port = {ports["api"]}
 task_ports = [{task_first}, {task_first + 199}]
 listener_ports = {{ 80 = {listener} }}
 
+[sandbox.task_environment]
+COGNITO_JWKS_URL = "{{endpoint_url}}/{{COGNITO_USER_POOL_ID}}/.well-known/jwks.json"
+
 [environments.sandbox]
 region = "us-east-1"
 endpoint_url = "http://127.0.0.1:{ports["aws"]}"
