@@ -11,6 +11,7 @@ so a session starts in well under a second and runs the very tools the developer
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nox
@@ -38,7 +39,7 @@ def smoke(session: nox.Session) -> None:
 
     Not part of the default sessions: it needs a deployed environment (the sandbox starts by itself).
     """
-    _run(session, "inv", "smoke")
+    _run(session, sys.executable, "-m", "invoke", "smoke")  # nox's own Python: the project's .venv
 
 
 @nox.session

@@ -76,6 +76,9 @@ class Step:
     """One unit of a plan. Subclasses are frozen dataclasses whose fields are the step's inputs."""
 
     name: ClassVar[str] = "step"
+    # A verifying step (smoke) checks what the steps before it changed: when none of them changed anything,
+    # the executor skips it, so a deploy with nothing to do stays instant.
+    verifies: ClassVar[bool] = False
 
     def describe(self) -> str:
         """One line saying what the step will do, for the plan and the summary."""
@@ -256,6 +259,10 @@ class Executor:
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
+            if step.verifies and index and all(r.status == "skipped" for r in records[:index]):
+                record.status, record.detail = "skipped", "nothing changed before it (inv smoke checks anyway)"
+                self._step_finished(plan, record)
+                continue
             out.line(f"▶ {step.name}: {record.description}")
             t0 = clock.monotonic()
             try:

@@ -80,6 +80,7 @@ class Smoke(Step):
     """The last step of a deploy chain: every registered check (or those in ``only``) must pass."""
 
     name: ClassVar[str] = "smoke"
+    verifies: ClassVar[bool] = True
     only: tuple[str, ...] | None = None
 
     def describe(self) -> str:

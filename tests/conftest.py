@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,28 @@ def project(tmp_path: Path) -> Path:
 def quiet_runtime(project: Path) -> commands.Runtime:
     """The commands' runtime for a test project, its output captured instead of printed."""
     return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+@pytest.fixture(scope="session")
+def installed_team_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/sample_plugin installed with pip into a folder of its own: a distribution with an entry point."""
+    source = tmp_path_factory.mktemp("team-src") / "team-checks"
+    shutil.copytree(REPO / "tests" / "sample_plugin", source, ignore=shutil.ignore_patterns("test_*", "__pycache__"))
+    target = tmp_path_factory.mktemp("team-site")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target

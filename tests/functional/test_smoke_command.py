@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -20,7 +19,6 @@ from deploykit.checks import Check, CheckContext, CheckResult
 from deploykit.errors import StepFailed, UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.plugins import Plugins, get_plugin_manager
-from tests.conftest import REPO
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 
 
@@ -117,31 +115,6 @@ def test_no_stacks_means_a_clear_error_before_any_check(project: Path, moto_aws:
         commands.smoke(env="dev", runtime=runtime(project, ("app", checks)))
     assert missing.value.next_step == "deploy the stacks: inv deploy.full --env dev"
     assert checks.seen == []
-
-
-@pytest.fixture(scope="session")
-def installed_team_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/sample_plugin installed with pip into a folder of its own: a distribution with an entry point."""
-    source = tmp_path_factory.mktemp("team-src") / "team-checks"
-    shutil.copytree(REPO / "tests" / "sample_plugin", source, ignore=shutil.ignore_patterns("test_*", "__pycache__"))
-    target = tmp_path_factory.mktemp("team-site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return target
 
 
 def plugin_names(site: Path, **env: str) -> list[str]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +20,7 @@ from deploykit import commands
 from deploykit.config import load_config
 from sandbox import lifecycle
 from sandbox.settings import load_settings
-from tests.conftest import git, quiet_runtime
+from tests.conftest import REPO, git, quiet_runtime
 from tests.integration.sandbox_support import sandbox_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
@@ -62,6 +65,9 @@ def test_deploy_full_brings_up_every_stack_then_does_nothing_the_second_time(pro
     report = commands.deploy_full(runtime=quiet_runtime(project))
     first = time.monotonic() - started
     assert report is not None and report.ok
+    # the chain ends with smoke: every built-in check passed against what was just deployed
+    assert (report.records[-1].step, report.records[-1].status) == ("smoke", "done")
+    assert report.records[-1].detail == "5 passed", report.records[-1].detail
     endpoints = commands.endpoints(runtime=quiet_runtime(project))
     wait_http_ok(endpoints.alb_url.rstrip("/") + "/health")
     # a login through the API stage reaches login_handler: a malformed body is refused by it with 400 ...
@@ -120,6 +126,80 @@ def test_a_change_to_one_stack_is_applied_by_deploy_stack_alone(project: Path) -
     # the image stayed the one that is live: never silently something else
     image = taskdef["containerDefinitions"][0]["image"]
     assert image.endswith(":" + git(project, "rev-parse", "--short=12", "HEAD~1").strip())
+
+
+def test_health_recommends_lowering_a_stack_set_deregistration_delay_of_300s(project: Path) -> None:
+    source = project / "cdk" / "stacks" / "fargate_stack.py"
+    delay = "DEREGISTRATION_DELAY = Duration.seconds(5)"
+    assert delay in source.read_text(), "the Fargate stack's deregistration delay is 5 s"
+    healthy = commands.health_report(runtime=quiet_runtime(project))
+    assert not [r for r in healthy.recommendations if r.setting == "deregistration delay"]
+
+    source.write_text(source.read_text().replace(delay, "DEREGISTRATION_DELAY = Duration.seconds(300)"))
+    git(project, "commit", "-qam", "fargate: the AWS default deregistration delay")
+    report = commands.deploy_stack("fargate", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    health = commands.health_report(runtime=quiet_runtime(project))
+    assert not health.broken, health.findings
+    delays = [r for r in health.recommendations if r.setting == "deregistration delay"]
+    assert delays and delays[0].current == "300 s", health.recommendations
+    assert health.live_sha == git(project, "rev-parse", "--short=12", "HEAD~2").strip()  # the image deployed last
+
+    # put it back, so later rollouts in this module do not drain for 5 minutes
+    git(project, "revert", "--no-edit", "HEAD")
+    assert commands.deploy_stack("fargate", runtime=quiet_runtime(project)) is not None
+
+
+def run_in(project: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A task as a user runs it, in a process of its own, against the project's deploy.toml."""
+    inherited = {key: value for key, value in os.environ.items() if key != "DEPLOYKIT_BLOCK_PLUGINS"}
+    environ = {**inherited, "DEPLOYKIT_CONFIG": str(project / "deploy.toml"), **env}
+    return subprocess.run(command, cwd=project, env=environ, capture_output=True, text=True, timeout=180)
+
+
+def test_smoke_runs_an_installed_team_plugin_unless_it_is_blocked(project: Path, installed_team_plugin: Path) -> None:
+    inv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "smoke"]
+    answer = run_in(project, *inv, "--json", PYTHONPATH=str(installed_team_plugin))
+    assert answer.returncode == 0, answer.stderr
+    checks = {c["name"]: c["status"] for c in json.loads(answer.stdout)["checks"]}
+    assert checks == {name: "passed" for name in ("alb", "api_gateway", "auth", "connectivity", "kyc", "team_fleet")}
+    assert "team_fleet" in answer.stderr and "6 cars listed, all priced" in answer.stderr  # in the table
+
+    blocked = run_in(
+        project, *inv, "--json", PYTHONPATH=str(installed_team_plugin), DEPLOYKIT_BLOCK_PLUGINS="team_checks"
+    )
+    assert blocked.returncode == 0, blocked.stderr
+    assert "team_fleet" not in {c["name"] for c in json.loads(blocked.stdout)["checks"]}
+
+    # nox -s smoke runs the same thing
+    nox = run_in(
+        project, sys.executable, "-m", "nox", "-f", str(REPO / "noxfile.py"), "-s", "smoke", "--", "--env", "sandbox"
+    )
+    assert nox.returncode == 0, nox.stderr
+    assert "✅ smoke passed on sandbox: 5 passed" in nox.stdout + nox.stderr
+
+
+def test_with_the_backend_stopped_alb_and_connectivity_fail_and_smoke_exits_1(
+    project: Path, docker_engine: docker.DockerClient
+) -> None:
+    config = load_config(project / "deploy.toml")
+    env = config.environment()
+    ecs = boto3.client(
+        "ecs", endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    tasks = ecs.list_tasks(cluster=env.cluster, serviceName=env.service, desiredStatus="RUNNING")["taskArns"]
+    assert tasks
+    for arn in tasks:
+        for container in docker_engine.containers.list(filters={"label": f"io.deploykit.task-arn={arn}"}):
+            container.stop(timeout=1)
+    answer = run_in(project, sys.executable, "-m", "invoke", "--search-root", str(REPO), "smoke", "--json")
+    assert answer.returncode == 1, answer.stderr
+    results = {c["name"]: c for c in json.loads(answer.stdout)["checks"]}
+    assert results["alb"]["status"] == "failed" and "/health → 50" in results["alb"]["detail"]
+    assert results["connectivity"]["status"] == "failed"
+    assert "/health/deep → 50" in results["connectivity"]["detail"]  # 502/503: no task answers
+    assert results["api_gateway"]["status"] == "passed"  # the Lambdas do not need the backend
+    assert "❌ smoke failed" in answer.stderr and "→ next:" in answer.stderr
 
 
 def test_destroy_keeps_data_stacks_unless_asked(project: Path) -> None:

@@ -155,3 +155,29 @@ def test_a_failing_parallel_step_fails_the_group_after_its_siblings_end() -> Non
     )
     assert isinstance(report.error, StepFailed) and report.error.message == "left broke"
     assert report.records[0].status == "failed"
+
+
+@dataclass(frozen=True)
+class Verify(Step):
+    name: ClassVar[str] = "verify"
+    verifies: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return "verify"
+
+    def run(self, ctx: Context) -> Outcome:
+        ctx.clock.sleep(1.0)
+        return Outcome.done("verified")
+
+
+def test_a_verifying_step_runs_after_a_change_and_is_skipped_when_nothing_changed() -> None:
+    clock, out = FakeClock(), io.StringIO()
+    changed = Executor(make_ctx(clock, out)).execute(Plan("sandbox", (Sleep(1.0, skip=True), Sleep(1.0), Verify())))
+    assert [r.status for r in changed.records] == ["skipped", "done", "done"]
+    unchanged = Executor(make_ctx(clock, out)).execute(Plan("sandbox", (Sleep(1.0, skip=True), Verify()), "demo"))
+    assert [r.status for r in unchanged.records] == ["skipped", "skipped"]
+    assert unchanged.records[1].detail == "nothing changed before it (inv smoke checks anyway)"
+    assert unchanged.seconds == 1.0
+    assert "✅ nothing to do" in out.getvalue()
+    alone = Executor(make_ctx(clock, out)).execute(Plan("sandbox", (Verify(),)))
+    assert [r.status for r in alone.records] == ["done"]
