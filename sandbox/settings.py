@@ -67,7 +67,7 @@ def load_settings(deploy_toml: Path) -> Settings:
             values[key] = {int(k): int(v) for k, v in value.items()}
         elif key == "task_environment":
             if not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
-                raise SettingsError(f"{deploy_toml}: sandbox.task_environment must be a table of NAME = \"template\"")
+                raise SettingsError(f'{deploy_toml}: sandbox.task_environment must be a table of NAME = "template"')
             values[key] = dict(value)
         elif key == "tick":
             values[key] = float(value)
