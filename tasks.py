@@ -230,6 +230,21 @@ def smoke_checks(
     commands.smoke(env=env, only=only.split(",") if only else None, as_json=json_, junit=Path(junit) if junit else None)
 
 
+@task(
+    name="history",
+    help={
+        "env": COMMON_HELP["env"],
+        "json": "print the records (and the live record) as JSON on stdout",
+        "limit": "how many deployments, newest first (default 20)",
+    },
+)
+@reports_errors
+def history_list(c: Context, env: str | None = None, json_: bool = False, limit: int = 20) -> None:
+    """The environment's deployments (who, when, command, commit, result, time) and what is live per component."""
+    _ensure_sandbox(env)
+    commands.history_list(env=env, limit=limit, as_json=json_)
+
+
 @task(name="health", help={"env": COMMON_HELP["env"], "json": "print the report as JSON on stdout"})
 @reports_errors
 def health_report(c: Context, env: str | None = None, json_: bool = False) -> None:
@@ -384,5 +399,6 @@ ns = Collection(
     show_endpoints,
     smoke_checks,
     health_report,
+    history_list,
     sandbox,
 )

@@ -17,7 +17,7 @@ import botocore.exceptions
 import docker.errors
 from tabulate import tabulate
 
-from deploykit import ecs, git, health, planner, registry
+from deploykit import ecs, git, health, history, planner, registry
 from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
@@ -97,15 +97,45 @@ def run_plan(
         return None
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
     plugins = load_plugins(runtime, config)
-    ctx = Context(
-        config, env, aws or runtime.aws_factory(env), runtime.clock, reporter, runtime.docker_factory, plugins
-    )
+    aws = aws or runtime.aws_factory(env)
+    ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory, plugins)
+    before = _live_before(runtime, aws, env) if plan.deploys else {}
     report = Executor(ctx, _translator(env)).execute(plan)
+    if plan.deploys:
+        _record(runtime, aws, env, plan, report, before)
     if as_json:
         runtime.stdout.write(dumps(report.to_json()) + "\n")
     if report.error is not None:
         raise report.error
     return report
+
+
+def _live_before(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> dict[str, str | None]:
+    """component → SHA live before this run (from the live record); {} when there is none yet."""
+    try:
+        found = history.History.of(aws, env)
+        return {c: v.get("sha") for c, v in found.live().items()} if found else {}
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        runtime.stderr.write(f"⚠️  could not read the live record of {env.name}: {exc}\n")
+        return {}
+
+
+def _record(
+    runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan, report: RunReport, before: dict[str, str | None]
+) -> None:
+    """Leave the run in the environment's history (and, when it succeeded, in its live record).
+
+    A history that cannot be written is reported and never fails a deploy that worked."""
+    components = dict(plan.deploys)
+    head = next(iter(components.values()), "")
+    record = history.record_of(report, components=components, base={c: before.get(c) for c in components}, head=head)
+    try:
+        found = history.History.of(aws, env)
+        if found is None:
+            return
+        found.write(record)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        runtime.stderr.write(f"⚠️  the deployment worked but its history record was not written: {exc}\n")
 
 
 def app_chain(
@@ -219,6 +249,7 @@ def deploy_stack(
         allow_replace=allow_replace,
         force_synth=force_synth,
         smoke=smoke,
+        revision=git.current_revision(config.root, allow_dirty=True),
     )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
@@ -350,3 +381,33 @@ def health_report(
             next_step="run the command shown under each finding above",
         )
     return report
+
+
+def history_list(
+    *, env: str | None = None, limit: int = 20, as_json: bool = False, runtime: Runtime | None = None
+) -> list[history.Record]:
+    """The environment's newest deployments (who, when, what, result), newest first."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = history.History.of(aws, environment)
+        if found is None:
+            raise UsageError(
+                f"environment {environment.name!r} has no history: its registry stack is not deployed",
+                next_step=f"deploy it: inv deploy.full --env {environment.name}",
+            )
+        records = found.records(limit)
+        live = found.live()
+    if as_json:
+        runtime.stdout.write(
+            dumps({"env": environment.name, "live": live, "deployments": [r.to_json() for r in records]}) + "\n"
+        )
+    if records:
+        runtime.stderr.write(history.table(records) + "\n")
+    else:
+        runtime.stderr.write(f"no deployment recorded in {environment.name} yet\n")
+    if live:
+        rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
+        runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
+    return records

@@ -96,12 +96,15 @@ class Plan:
     env: str
     steps: tuple[Step, ...]
     title: str = "deploy"
+    # What a successful run leaves live: (component, SHA) pairs, e.g. ("app", "3e2532eaf7e5"),
+    # ("stack:fargate", ...), ("lambda:login_handler", ...). Recorded in the environment's history.
+    deploys: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)
 
     def __add__(self, other: Plan) -> Plan:
-        return Plan(self.env, self.steps + other.steps, f"{self.title} + {other.title}")
+        return Plan(self.env, self.steps + other.steps, f"{self.title} + {other.title}", self.deploys + other.deploys)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -99,7 +99,8 @@ def app_chain_plan(
             )
         elif stage == "smoke":
             steps.append(Smoke())
-    return Plan(env.name, tuple(steps), title or " → ".join(stages))
+    deploys = (("app", revision.tag),) if "roll-service" in stages else ()
+    return Plan(env.name, tuple(steps), title or " → ".join(stages), deploys)
 
 
 # -- stacks ---------------------------------------------------------------------------------------------------
@@ -166,8 +167,11 @@ def deploy_stack_plan(
     allow_replace: bool = False,
     force_synth: bool = False,
     smoke: bool = True,
+    revision: Revision | None = None,
 ) -> Plan:
-    """Synthesize, upload the zips it names (if any), one stack's change set, then smoke."""
+    """Synthesize, upload the zips it names (if any), one stack's change set, then smoke.
+
+    ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
@@ -181,7 +185,8 @@ def deploy_stack_plan(
     )
     if smoke:
         steps.append(Smoke())
-    return Plan(env.name, tuple(steps), f"deploy.stack {name}")
+    deploys = ((f"stack:{role}", revision.tag),) if revision is not None else ()
+    return Plan(env.name, tuple(steps), f"deploy.stack {name}", deploys)
 
 
 def _parameters(role: str, image_tag: str, code_keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -221,7 +226,12 @@ def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri
     steps += [_group([stack(r) for r in level]) for level in later]
     if smoke:
         steps.append(Smoke())
-    return Plan(env.name, tuple(steps), "deploy.full")
+    deploys = (
+        ("app", revision.tag),
+        *((f"stack:{role}", revision.tag) for role in roles),
+        *((f"lambda:{fn}", revision.tag) for fn in sorted(packages)),
+    )
+    return Plan(env.name, tuple(steps), "deploy.full", deploys)
 
 
 def _group(steps: Sequence[Step]) -> Step:

@@ -1,0 +1,228 @@
+"""Deployment history and the live record, kept in the environment itself (so two laptops and CI agree).
+
+Both live in the environment's artifacts bucket (the registry stack's ``ArtifactsBucketName``):
+
+- ``deploykit/history/<env>/<UTC time>-<id>.json``: one record per deployment — who, when, the command, the
+  SHAs live before (``base``) and deployed (``head``, and per component), each step with its status and
+  duration, the result. ``inv history`` lists them; step durations feed the estimates of a plan.
+- ``deploykit/live/<env>.json``: component → the SHA last deployed successfully, with when and which record.
+  The app's image tag and the Lambda versions' descriptions say the same for those components; stacks have
+  no better place (a stack-level tag would propagate to, and update, every resource of the stack).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import statistics
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tabulate import tabulate
+
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig
+from deploykit.endpoints import read_outputs
+from deploykit.plan import RunReport
+
+ARTIFACTS_OUTPUT = "ArtifactsBucketName"
+ACTOR_ENV = "DEPLOYKIT_ACTOR"
+
+
+def actor() -> str:
+    """Who deploys: ``$DEPLOYKIT_ACTOR`` (CI sets it to the pipeline), else user@host."""
+    if os.environ.get(ACTOR_ENV):
+        return os.environ[ACTOR_ENV]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One deployment as the history keeps it."""
+
+    id: str
+    env: str
+    when: str  # ISO 8601, UTC
+    who: str
+    command: str
+    head: str  # the commit deployed (image-tag form: sha12, or sha12-dirty-hash)
+    ok: bool
+    seconds: float
+    components: dict[str, str] = field(default_factory=dict)  # component → SHA deployed
+    base: dict[str, str | None] = field(default_factory=dict)  # component → SHA live before
+    steps: list[dict[str, Any]] = field(default_factory=list)  # step, status, seconds, detail
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "env": self.env,
+            "when": self.when,
+            "who": self.who,
+            "command": self.command,
+            "head": self.head,
+            "ok": self.ok,
+            "seconds": self.seconds,
+            "components": self.components,
+            "base": self.base,
+            "steps": self.steps,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        return cls(
+            id=str(data["id"]),
+            env=str(data["env"]),
+            when=str(data["when"]),
+            who=str(data.get("who", "")),
+            command=str(data.get("command", "")),
+            head=str(data.get("head", "")),
+            ok=bool(data.get("ok")),
+            seconds=float(data.get("seconds", 0.0)),
+            components=dict(data.get("components") or {}),
+            base=dict(data.get("base") or {}),
+            steps=list(data.get("steps") or []),
+            error=data.get("error"),
+        )
+
+
+def record_of(
+    report: RunReport,
+    *,
+    components: Mapping[str, str],
+    base: Mapping[str, str | None],
+    head: str,
+    who: str | None = None,
+    now: datetime | None = None,
+) -> Record:
+    """The history record of a finished run."""
+    moment = now or datetime.now(UTC)
+    steps = []
+    for r in report.records:
+        steps.append({"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail})
+        steps += [
+            {"step": c.step, "status": c.status, "seconds": round(c.seconds, 3), "detail": c.detail, "in": r.step}
+            for c in r.children
+        ]
+    return Record(
+        id=f"{moment.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}",
+        env=report.plan.env,
+        when=moment.isoformat(timespec="seconds"),
+        who=who or actor(),
+        command=report.plan.title,
+        head=head,
+        ok=report.ok,
+        seconds=round(report.seconds, 3),
+        components=dict(components),
+        base=dict(base),
+        steps=steps,
+        error=None if report.error is None else report.error.message,
+    )
+
+
+class History:
+    """The records and the live record of one environment, in its artifacts bucket."""
+
+    def __init__(self, aws: AwsFactory, env: EnvConfig, bucket: str) -> None:
+        self.s3 = aws.client("s3")
+        self.env = env
+        self.bucket = bucket
+
+    @classmethod
+    def of(cls, aws: AwsFactory, env: EnvConfig) -> History | None:
+        """The environment's history; None when its registry stack (the bucket) is not deployed."""
+        outputs = read_outputs(aws.client("cloudformation"), env.stacks.registry) or {}
+        bucket = outputs.get(ARTIFACTS_OUTPUT)
+        return cls(aws, env, bucket) if bucket else None
+
+    @property
+    def prefix(self) -> str:
+        return f"deploykit/history/{self.env.name}/"
+
+    @property
+    def live_key(self) -> str:
+        return f"deploykit/live/{self.env.name}.json"
+
+    def write(self, record: Record) -> str:
+        key = f"{self.prefix}{record.id}.json"
+        body = json.dumps(record.to_json(), indent=2).encode()
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        if record.ok and record.components:
+            live = self.live()
+            for component, sha in record.components.items():
+                if live.get(component, {}).get("sha") != sha:  # "since" stays when the same SHA is redeployed
+                    live[component] = {"sha": sha, "when": record.when, "record": record.id}
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=self.live_key,
+                Body=json.dumps(live, indent=2, sort_keys=True).encode(),
+                ContentType="application/json",
+            )
+        return key
+
+    def live(self) -> dict[str, dict[str, str]]:
+        """component → {sha, when, record}: what the last successful deploys left."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.live_key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return {}
+            raise
+        data = json.loads(body)
+        return {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def records(self, limit: int = 20) -> list[Record]:
+        """The newest ``limit`` records, newest first."""
+        keys: list[str] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            keys += [str(o["Key"]) for o in page.get("Contents") or ()]
+        found = []
+        for key in sorted(keys, reverse=True)[: max(0, limit)]:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            found.append(Record.from_json(json.loads(body)))
+        return found
+
+
+def estimates(records: Sequence[Record]) -> dict[str, float]:
+    """Step name → the median seconds it took when it did something (status done), over ``records``."""
+    seen: dict[str, list[float]] = {}
+    for record in records:
+        for step in record.steps:
+            if step.get("status") == "done":
+                name = str(step.get("step"))
+                detail = str(step.get("detail", ""))
+                # a stack's steps are named by the stack: "deploy-stack:CarRentalApiStack"
+                if name == "deploy-stack" and ":" in detail:
+                    name = f"{name}:{detail.split(':', 1)[0]}"
+                seen.setdefault(name, []).append(float(step.get("seconds", 0.0)))
+    return {name: round(statistics.median(values), 1) for name, values in seen.items()}
+
+
+def table(records: Sequence[Record]) -> str:
+    rows = []
+    for r in records:
+        deployed = ", ".join(f"{c}@{sha[:12]}" for c, sha in sorted(r.components.items())) or "-"
+        rows.append(
+            [
+                r.when.replace("+00:00", "Z"),
+                r.who,
+                r.command,
+                r.head,
+                "✅ ok" if r.ok else "❌ failed",
+                f"{r.seconds:.1f}s",
+                deployed if len(deployed) <= 70 else deployed[:67] + "...",
+            ]
+        )
+    return tabulate(rows, headers=["when", "who", "command", "head", "result", "time", "deployed"])

@@ -1,0 +1,169 @@
+"""The deployment history and the live record in the environment's artifacts bucket (moto's S3 and CFN)."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+
+from deploykit import commands, history
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig, load_config
+from deploykit.errors import StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
+from tests.functional.test_endpoints import create_stack
+
+BUCKET = "registry-artifacts-1"
+
+
+@pytest.fixture
+def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    cfn = boto3.client("cloudformation", region_name="eu-west-1")
+    create_stack(cfn, dev_env.stacks.registry, {"ArtifactsBucketName": BUCKET})
+    return BUCKET
+
+
+def report(ok: bool = True, seconds: float = 12.0) -> RunReport:
+    records = [
+        StepRecord("build", "docker build", "done", 8.0, "built"),
+        StepRecord("deploy-stack", "stack", "skipped", 0.3, "CarRentalApiStack: no changes"),
+        StepRecord(
+            "parallel",
+            "group",
+            "done",
+            4.0,
+            "1 of 1",
+            children=[
+                StepRecord("deploy-stack", "stack", "done", 4.0, "CarRentalFargateStack: updated in 4.0s"),
+            ],
+        ),
+    ]
+    error = None if ok else StepFailed("the rollout failed", next_step="look")
+    return RunReport(Plan("dev", (), "deploy.app"), records, seconds, error)
+
+
+def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, dev_env: EnvConfig) -> None:
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None and store.bucket == BUCKET
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    first = history.record_of(
+        report(), components={"app": "aaaaaaaaaaaa"}, base={"app": None}, head="aaaaaaaaaaaa", who="ana@laptop", now=t0
+    )
+    store.write(first)
+    failed = history.record_of(
+        report(ok=False),
+        components={"app": "bbbbbbbbbbbb"},
+        base={"app": "aaaaaaaaaaaa"},
+        head="bbbbbbbbbbbb",
+        who="ci",
+        now=t0 + timedelta(minutes=5),
+    )
+    store.write(failed)
+    again = history.record_of(
+        report(),
+        components={"app": "aaaaaaaaaaaa", "stack:api": "aaaaaaaaaaaa"},
+        base={},
+        head="aaaaaaaaaaaa",
+        who="ana@laptop",
+        now=t0 + timedelta(minutes=9),
+    )
+    store.write(again)
+
+    records = store.records()
+    assert [(r.who, r.ok, r.head) for r in records] == [
+        ("ana@laptop", True, "aaaaaaaaaaaa"),
+        ("ci", False, "bbbbbbbbbbbb"),
+        ("ana@laptop", True, "aaaaaaaaaaaa"),
+    ]
+    assert records[1].error == "the rollout failed" and records[1].base == {"app": "aaaaaaaaaaaa"}
+    assert [s["step"] for s in records[0].steps] == ["build", "deploy-stack", "parallel", "deploy-stack"]
+    assert store.records(limit=1)[0].id == again.id
+    live = store.live()
+    # a failed deploy never moves the live record; redeploying the same SHA keeps its "since"
+    assert live["app"] == {"sha": "aaaaaaaaaaaa", "when": first.when, "record": first.id}
+    assert live["stack:api"]["record"] == again.id
+
+
+def test_estimates_are_the_median_of_steps_that_did_something() -> None:
+    runs = [
+        history.Record.from_json(
+            {
+                "id": str(i),
+                "env": "dev",
+                "when": "",
+                "steps": [
+                    {"step": "build", "status": "done", "seconds": s},
+                    {
+                        "step": "deploy-stack",
+                        "status": "done",
+                        "seconds": s * 2,
+                        "detail": "CarRentalApiStack: updated",
+                    },
+                    {"step": "push", "status": "skipped", "seconds": 0.1},
+                ],
+            }
+        )
+        for i, s in enumerate((1.0, 3.0, 10.0))
+    ]
+    assert history.estimates(runs) == {"build": 3.0, "deploy-stack:CarRentalApiStack": 6.0}
+
+
+def test_inv_history_prints_the_table_and_json_and_needs_the_registry_stack(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    store.write(
+        history.record_of(report(), components={"app": "cccccccccccc"}, base={}, head="cccccccccccc", who="ana@laptop")
+    )
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    records = commands.history_list(env="dev", as_json=True, runtime=runtime)
+    assert len(records) == 1
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "ana@laptop" in printed and "deploy.app" in printed and "app@cccccccccccc" in printed
+    assert "live now:" in printed
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["live"]["app"]["sha"] == "cccccccccccc" and data["deployments"][0]["who"] == "ana@laptop"
+
+
+def test_no_registry_stack_is_a_clear_error(moto_aws: None, project: Path) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(UsageError, match="has no history: its registry stack is not deployed"):
+        commands.history_list(env="dev", runtime=runtime)
+
+
+class Deploy(Step):
+    name = "deploy"
+
+    def describe(self) -> str:
+        return "deploy"
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome.done("deployed")
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+
+def test_every_executed_plan_that_deploys_leaves_a_record(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    plan = Plan("dev", (Deploy(),), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
+    commands.run_plan(runtime, config, dev_env, plan, dry_run=True, as_json=False)  # a dry run records nothing
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None and store.records() == []
+    commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False)
+    [record] = store.records()
+    assert (record.command, record.components, record.base) == (
+        "deploy.demo",
+        {"lambda:login_handler": "dddddddddddd"},
+        {"lambda:login_handler": None},
+    )
+    assert store.live()["lambda:login_handler"]["sha"] == "dddddddddddd"
