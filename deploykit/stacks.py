@@ -441,6 +441,51 @@ class StackDeployer:
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s)")
         return StackResult(name, action, seconds, outputs_of(stack), changes)
 
+    def preview(
+        self,
+        name: str,
+        template_body: str,
+        parameters: Mapping[str, str],
+        *,
+        capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
+    ) -> list[Change] | None:
+        """The changes a deploy of ``name`` would make, from a change set that is deleted, never executed.
+
+        None when the stack does not exist yet (a deploy would create all of it: no change set is made, as one
+        would leave a REVIEW_IN_PROGRESS stack behind); [] when nothing would change."""
+        stack = self.describe(name)
+        if stack is None or str(stack.get("StackStatus")) == "REVIEW_IN_PROGRESS":
+            return None
+        request: dict[str, Any] = {
+            "StackName": name,
+            "ChangeSetName": change_set_name(self.clock.now(), f"preview-{uuid.uuid4().hex[:6]}"),
+            "ChangeSetType": "UPDATE",
+            "TemplateBody": template_body,
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            "Capabilities": list(capabilities),
+            "Description": f"deploykit: preview of {name} (inv diff), never executed",
+        }
+        try:
+            created = self._call("create_change_set", **request)
+        except ClientError as exc:
+            if is_no_changes_error(exc):
+                return []
+            raise
+        change_set_id = str(created["Id"])
+        try:
+            described = self._wait_change_set(name, change_set_id)
+            if described.get("Status") == "FAILED":
+                reason = str(described.get("StatusReason") or "no reason given")
+                if is_empty_change_set("FAILED", reason):
+                    return []
+                raise UsageError(
+                    f"CloudFormation could not make a change set for {name}: {reason}",
+                    next_step="fix the template or the parameters (nothing was changed)",
+                )
+            return parse_changes(self._all_changes(change_set_id, described))
+        finally:
+            self._delete_change_set(change_set_id)
+
     def _unchanged(self, name: str, started: float, change_set_id: str | None) -> StackResult:
         deleted = " (its empty change set was deleted)" if change_set_id else ""
         self.say(f"{name}: no changes{deleted}")

@@ -143,3 +143,16 @@ def test_outputs_of_a_stack(cfn: Any, deployer: StackDeployer) -> None:
     }
     # an unchanged deploy answers with the outputs too
     assert deployer.deploy(NAME, template("v1"), {"Value": "v1"}).outputs["BucketName"] == "car-rental-test-documents"
+
+
+def test_a_preview_shows_the_changes_and_changes_nothing(cfn: Any, deployer: StackDeployer) -> None:
+    assert deployer.preview(NAME, template("v1"), {"Value": "v1"}) is None  # no stack: it would all be created
+    assert cfn.list_stacks()["StackSummaries"] == []  # and no REVIEW_IN_PROGRESS stack was left behind
+    deployer.deploy(NAME, template("v1"), {"Value": "v1"})
+    changes = deployer.preview(NAME, template("v1", with_table=False), {"Value": "v2"})
+    assert changes is not None
+    # moto lists template changes only (a parameter-only Modify of Setting is not detected by it)
+    assert {c.logical_id: c.action for c in changes} == {"Cars": "Remove"}
+    assert ssm_value() == "v1"  # never executed
+    assert cfn.list_change_sets(StackName=NAME)["Summaries"] == []  # and deleted
+    assert deployer.describe(NAME)["StackStatus"] == "CREATE_COMPLETE"  # type: ignore[index]
