@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +36,159 @@ class Stacks:
     auth: str
     fargate: str
     api: str
+
+
+# The stack roles, in dependency order (deploykit.planner.STACK_DEPENDENCIES has the same keys).
+STACK_ROLES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Stacks))
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_GLOB_TOKEN = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|\*|\?|[^*?{]+|\{")
+_LAMBDA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Targets without an argument. stacks:shared: every stack whose module imports the changed CDK module,
+# transitively; stacks:all: every stack.
+PLAIN_TARGETS = ("app", "none", "stacks:shared", "stacks:all")
+TARGET_FORMS = "app, lambda:<name>, stack:<role>, stacks:shared, stacks:all or none"
+
+
+def compile_glob(glob: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """A path glob of deploy.toml's [changes] rules → (regex, placeholder names); ValueError if malformed.
+
+    Paths are relative to the project root with forward slashes. ``*`` and ``?`` match within one path
+    segment, a whole segment ``**`` matches any number of segments (``backend/**``: every file under
+    backend/, ``**/*.md``: every .md file), and ``{name}`` matches a non-empty part of one segment
+    (``lambda/{fn}/**``, ``cdk/stacks/{role}_stack.py``) whose text the rule's target may use.
+    """
+    if not glob or glob.startswith("/") or glob.endswith("/") or "\\" in glob:
+        raise ValueError(f"{glob!r} must be a relative path with forward slashes, not starting or ending with /")
+    segments = glob.split("/")
+    pattern = ""
+    names: list[str] = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            pattern += ".+" if last else "(?:[^/]+/)*"
+            continue
+        if segment in ("", ".", ".."):
+            raise ValueError(f"{glob!r} has an empty, '.' or '..' path segment")
+        if "**" in segment:
+            raise ValueError(f"{glob!r}: ** must be a whole path segment (like backend/** or **/*.md)")
+        if "[" in segment or "]" in segment:
+            raise ValueError(f"{glob!r}: character classes ([...]) are not supported")
+        for token in _GLOB_TOKEN.findall(segment):
+            if token == "*":
+                pattern += "[^/]*"
+            elif token == "?":
+                pattern += "[^/]"
+            elif _PLACEHOLDER.fullmatch(token):
+                name = token[1:-1]
+                if name in names:
+                    raise ValueError(f"{glob!r} uses the placeholder {{{name}}} twice")
+                names.append(name)
+                pattern += f"(?P<{name}>[^/]+)"
+            elif "{" in token or "}" in token:
+                raise ValueError(f"{glob!r}: braces must form a {{name}} placeholder (letters, digits, _)")
+            else:
+                pattern += re.escape(token)
+        if not last:
+            pattern += "/"
+    return re.compile(pattern), tuple(names)
+
+
+@dataclass(frozen=True)
+class ChangeRule:
+    """One rule of [changes]: paths matching any of ``paths`` belong to ``to``.
+
+    ``to`` is ``app``, ``lambda:<name>``, ``stack:<role>``, ``stacks:shared``, ``stacks:all`` or ``none``;
+    it may use the globs' ``{name}`` placeholders (``lambda:{fn}``). A placeholder substituted into a target
+    that is not valid (``stack:{role}`` with a role that is not a stack role) means the rule does not match.
+    """
+
+    paths: tuple[str, ...]
+    to: str
+
+    def __str__(self) -> str:
+        globs = ", ".join(f'"{p}"' for p in self.paths)
+        return f'{{ paths = [{globs}], to = "{self.to}" }}'
+
+    @cached_property
+    def _compiled(self) -> tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...]:
+        return tuple((glob, *compile_glob(glob)) for glob in self.paths)
+
+    def check(self) -> None:
+        """ValueError naming the problem if a glob or the target is malformed."""
+        if not self.paths:
+            raise ValueError("paths is empty")
+        target_names = set(_PLACEHOLDER.findall(self.to))
+        if self.to not in PLAIN_TARGETS:
+            kind, _, arg = self.to.partition(":")
+            rest = _PLACEHOLDER.sub("", arg)
+            if kind not in ("lambda", "stack") or not arg:
+                raise ValueError(f"unknown target {self.to!r} (a target is {TARGET_FORMS})")
+            if "{" in rest or "}" in rest:
+                raise ValueError(f"{self.to!r}: braces must form a {{name}} placeholder (letters, digits, _)")
+            if kind == "stack" and target_names and rest:
+                raise ValueError(f"{self.to!r}: the role must be a whole placeholder (stack:{{role}}) or a role name")
+            if kind == "stack" and not target_names and arg not in STACK_ROLES:
+                raise ValueError(f"{arg!r} is not a stack role ({', '.join(STACK_ROLES)})")
+            if kind == "lambda" and not target_names and not _LAMBDA_NAME.match(arg):
+                raise ValueError(f"{arg!r} is not a Lambda function folder name (letters, digits, _ and -)")
+        for glob, _pattern, names in self._compiled:
+            missing = sorted(target_names - set(names))
+            if missing:
+                raise ValueError(f"the target {self.to!r} uses {{{missing[0]}}}, which {glob!r} does not define")
+
+    def match(self, path: str) -> tuple[str, str] | None:
+        """(the matching glob, the target with its placeholders filled in), or None."""
+        for glob, pattern, _names in self._compiled:
+            found = pattern.fullmatch(path)
+            if not found:
+                continue
+            target = _fill(self.to, found.groupdict())
+            kind, _, arg = target.partition(":")
+            if (kind == "stack" and arg not in STACK_ROLES) or (kind == "lambda" and not _LAMBDA_NAME.match(arg)):
+                continue  # lambda/{fn}/** or cdk/stacks/{role}_stack.py with a name that cannot be one
+            return glob, target
+        return None
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def _rule(to: str, *paths: str) -> ChangeRule:
+    return ChangeRule(paths=paths, to=to)
+
+
+# The rules for this repository's layout; deploy.toml's [changes] repeats them (and replaces them when set).
+DEFAULT_CHANGE_RULES: tuple[ChangeRule, ...] = (
+    _rule("none", "backend/tests/**", "backend/*.md"),
+    _rule("app", "backend/**"),
+    _rule("none", "lambda/*/tests/**", "lambda/*/conftest.py", "lambda/README.md", "lambda/conftest.py"),
+    _rule("lambda:{fn}", "lambda/{fn}/**"),
+    _rule("none", "cdk/tests/**", "cdk/*.md"),
+    _rule("stack:{role}", "cdk/stacks/{role}_stack.py"),
+    _rule("stacks:all", "cdk/app.py", "cdk/cdk.json", "cdk/requirements.txt"),
+    _rule("stacks:shared", "cdk/**"),
+    _rule("none", "**/*.md", "docs/**", "tests/**", "bench/**", ".ci/**"),
+)
+
+
+@dataclass(frozen=True)
+class ChangeRules:
+    """[changes]: which deployable component each changed path belongs to. Ordered; the first match wins.
+
+    A path no rule matches belongs to nothing (it is reported as such, reason "no rule").
+    """
+
+    rules: tuple[ChangeRule, ...] = DEFAULT_CHANGE_RULES
+
+    def match(self, path: str) -> tuple[ChangeRule, str, str] | None:
+        """(the first rule matching ``path``, its matching glob, the target), or None."""
+        for rule in self.rules:
+            found = rule.match(path)
+            if found:
+                return rule, *found
+        return None
 
 
 @dataclass(frozen=True)
@@ -115,6 +270,8 @@ class Config:
     # Settings of plugins, by plugin name ([plugins.team_checks]); each plugin reads its own table in its
     # deploykit_configure hook. deploykit does not validate them.
     plugins: dict[str, Any] = field(default_factory=dict)
+    # How changed paths map to deployable components (inv deploy.auto, inv diff); see deploykit.changes.
+    changes: ChangeRules = field(default_factory=ChangeRules)
 
     @property
     def root(self) -> Path:
@@ -194,6 +351,14 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         )
     for env in config.environments.values():
         _check_env_values(env, where)
+    for index, rule in enumerate(config.changes.rules):
+        try:
+            rule.check()
+        except ValueError as exc:
+            raise ConfigError(
+                f"{where}: changes.rules[{index}] {rule}: {exc}",
+                next_step=f"fix that rule of [changes] in {where} (README, 'deploy.toml')",
+            ) from None
     return config
 
 
@@ -257,6 +422,10 @@ def _coerce(hint: Any, value: Any, key_path: str, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key_path!r} must be a table")
         return value  # Config.environments (already built) or Config.sandbox (the sandbox validates it)
+    if origin is tuple and dataclasses.is_dataclass(args[0]) and isinstance(args[0], type):
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{where}: {key_path!r} must be a list of tables ({{ key = value, ... }})")
+        return tuple(_build(args[0], v, f"{key_path}[{i}]", where) for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {key_path!r} must be a list of strings")

@@ -17,9 +17,9 @@ from deploykit.errors import UsageError
 SHORT_SHA = 12
 
 
-def _git(root: Path, *args: str) -> bytes:
+def _git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
     try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
+        done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, check=False)
     except FileNotFoundError:
         raise UsageError("git is not installed", next_step="install git (apt-get install git)") from None
     if done.returncode != 0:
@@ -100,3 +100,101 @@ def current_revision(root: Path, *, allow_dirty: bool = False) -> Revision:
             next_step="commit or stash them, or pass --allow-dirty to build a uniquely tagged dirty image",
         )
     return Revision(sha, paths, dirty_hash(root, paths))
+
+
+# -- history: what changed between two commits (deploykit.changes) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathChange:
+    """One changed path of ``git diff --name-status``: A, M, D, T (type change) or R (renamed from ``old_path``)."""
+
+    status: str
+    path: str
+    old_path: str | None = None
+
+
+def _git_ok(root: Path, *args: str) -> bool:
+    """Whether a git command succeeds (for questions, not actions)."""
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
+    except FileNotFoundError:
+        raise UsageError("git is not installed", next_step="install git (apt-get install git)") from None
+    return done.returncode == 0
+
+
+def _refuse_option(rev: str) -> None:
+    if not rev or rev.startswith("-"):
+        raise UsageError(f"{rev!r} is not a git revision", next_step="pass a commit SHA, a tag or a branch name")
+
+
+def is_known_commit(root: Path, sha: str) -> bool:
+    """Whether ``sha`` (full or abbreviated) names a commit in the local history."""
+    _refuse_option(sha)
+    return _git_ok(root, "cat-file", "-e", f"{sha}^{{commit}}")
+
+
+def resolve_commit(root: Path, rev: str) -> str | None:
+    """The full SHA of the commit ``rev`` names (a SHA, a tag, a branch, HEAD~2), or None if there is none."""
+    _refuse_option(rev)
+    if not is_known_commit(root, rev):
+        return None
+    return _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").decode().strip()
+
+
+def is_shallow(root: Path) -> bool:
+    """Whether this clone has only part of the history (CI checkouts often do)."""
+    return _git(root, "rev-parse", "--is-shallow-repository").decode().strip() == "true"
+
+
+def changed_paths(root: Path, base: str, head: str | None = "HEAD") -> list[PathChange]:
+    """The paths that differ between commit ``base`` and ``head`` (None: the work tree, untracked files included).
+
+    Paths are relative to ``root`` (a project in a subfolder of its repository sees only its own files). Renames
+    are detected (``-M``) and listed once, with their old path.
+    """
+    _refuse_option(base)
+    args = ["-c", "core.quotepath=off", "diff", "--name-status", "-z", "-M", "--relative", "--no-ext-diff", base]
+    if head is not None:
+        _refuse_option(head)
+        args.append(head)
+    fields = _git(root, *args, "--").decode(errors="surrogateescape").split("\0")
+    changes: list[PathChange] = []
+    index = 0
+    while index < len(fields) and fields[index]:
+        status = fields[index][0]
+        if status in "RC":
+            changes.append(PathChange(status, fields[index + 2], fields[index + 1]))
+            index += 3
+        else:
+            changes.append(PathChange(status, fields[index + 1]))
+            index += 2
+    if head is None:
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").decode(errors="surrogateescape")
+        changes.extend(PathChange("A", path) for path in untracked.split("\0") if path)
+    return sorted(changes, key=lambda c: (c.path, c.old_path or ""))
+
+
+def files_at(root: Path, rev: str, folder: str, suffix: str = "") -> dict[str, bytes]:
+    """The files under ``folder`` (relative to ``root``) in commit ``rev`` whose name ends with ``suffix``."""
+    _refuse_option(rev)
+    listing = _git(root, "ls-tree", "-r", "-z", rev, "--", folder).decode(errors="surrogateescape")
+    blobs: list[tuple[str, str]] = []
+    for entry in listing.split("\0"):
+        if not entry:
+            continue
+        meta, path = entry.split("\t", 1)
+        _mode, kind, sha = meta.split()
+        if kind == "blob" and path.endswith(suffix):
+            blobs.append((path, sha))
+    if not blobs:
+        return {}
+    out = _git(root, "cat-file", "--batch", stdin="".join(f"{sha}\n" for _, sha in blobs).encode())
+    files: dict[str, bytes] = {}
+    offset = 0
+    for path, _sha in blobs:
+        header_end = out.index(b"\n", offset)
+        size = int(out[offset:header_end].split()[2])
+        files[path] = out[header_end + 1 : header_end + 1 + size]
+        offset = header_end + 1 + size + 1  # the content is followed by a newline
+    return files

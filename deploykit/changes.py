@@ -1,0 +1,438 @@
+"""What changed for each deployable component since the commit live for it, through deploy.toml's [changes] rules.
+
+The deployable components of this repository are ``app`` (the backend image and its service), one
+``lambda:<fn>`` per folder of ``lambda/`` holding a ``handler.py``, and ``stack:<role>`` for the five stacks
+(registry, data, auth, fargate, api). Each may be live at a different commit, so each is compared with its own
+base: the commit live for it (an image tag ``<sha12>``, or ``<sha12>-dirty-<hash>`` whose base commit counts),
+or ``since`` when given. Git is asked once per distinct base.
+
+Each changed path is classified by the first [changes] rule whose glob matches it (see
+:class:`deploykit.config.ChangeRule`). ``stacks:shared`` (a CDK module that is not a stack's own) is resolved by
+reading the imports of ``cdk/``'s Python files with :mod:`ast`: the path belongs to every stack whose module
+imports it, transitively, in the base or the head commit. A path no rule matches, or a rule maps to ``none``, is
+kept with kind ``none`` and the reason: nothing is dropped silently.
+
+A rename counts for both its old and its new path (moving a file out of ``lambda/x`` changes ``lambda:x``);
+a deletion counts like any change.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from deploykit import git
+from deploykit.config import STACK_ROLES, Config
+from deploykit.errors import UsageError
+
+Kind = Literal["app", "lambda", "stack", "none"]
+
+LAMBDA_DIR = "lambda"  # one folder per function (deploykit.packaging)
+CDK_DIR = "cdk"  # the CDK app; on sys.path when it runs, so its modules are named from here (stacks.common.nag)
+CDK_APP = f"{CDK_DIR}/app.py"  # the entry point: it builds every stack
+HANDLER = "handler.py"
+
+_LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
+_NOT_DEPLOYED = "not deployed yet"
+
+
+class Target(NamedTuple):
+    """Where one path belongs: a component (None for nothing deployable), its kind, and why."""
+
+    component: str | None
+    kind: Kind
+    reason: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed path as it affects one component.
+
+    ``status`` is git's: A (added), M (modified), D (deleted), T (type changed) or R (renamed; ``path`` is the new
+    path and ``old_path`` the old one, and the component is the one either side belongs to). A component that was
+    never deployed has one Change with path "" (status A); one whose live build was made from a dirty tree has one
+    with path "" (status M).
+    """
+
+    path: str
+    component: str | None
+    kind: Kind
+    status: str
+    reason: str
+    old_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """The changes of each component between its base and ``head``."""
+
+    base: dict[str, str | None]  # component → the commit compared with (full SHA); None: never deployed
+    head: str  # the full SHA of the head commit
+    changes: tuple[Change, ...]
+    dirty: frozenset[str] = frozenset()  # components whose live build had uncommitted changes
+    uncommitted: bool = False  # head's uncommitted changes (untracked files included) were counted too
+
+    def components(self) -> set[str]:
+        """The components with at least one change (kind other than none)."""
+        return {c.component for c in self.changes if c.kind != "none" and c.component is not None}
+
+    def for_component(self, component: str) -> list[Change]:
+        return [c for c in self.changes if c.component == component]
+
+    def unassigned(self) -> list[Change]:
+        """The changed paths that belong to no component (docs, tests, the toolkit, paths no rule matches)."""
+        return [c for c in self.changes if c.kind == "none"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": dict(self.base),
+            "head": self.head,
+            "dirty": sorted(self.dirty),
+            "uncommitted": self.uncommitted,
+            "components": sorted(self.components()),
+            "changes": [asdict(c) for c in self.changes],
+        }
+
+
+# -- components --------------------------------------------------------------------------------------------------
+
+
+def components_of(config: Config) -> list[str]:
+    """Every deployable component of the checkout: app, lambda:<fn> for each lambda/<fn>/handler.py, the stacks."""
+    folder = config.root / LAMBDA_DIR
+    functions = sorted(p.parent.name for p in folder.glob(f"*/{HANDLER}") if p.is_file()) if folder.is_dir() else []
+    return ["app", *(f"lambda:{fn}" for fn in functions), *(f"stack:{role}" for role in STACK_ROLES)]
+
+
+def kind_of(component: str) -> Kind:
+    """app → app, lambda:x → lambda, stack:x → stack; ValueError for anything else."""
+    if component == "app":
+        return "app"
+    prefix, _, name = component.partition(":")
+    if prefix == "lambda" and name:
+        return "lambda"
+    if prefix == "stack" and name in STACK_ROLES:
+        return "stack"
+    raise ValueError(f"{component!r} is not a component (app, lambda:<fn> or stack:<{'|'.join(STACK_ROLES)}>)")
+
+
+# -- which stacks use which CDK module ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackUsage:
+    """For each Python file of cdk/, the stack roles whose module imports it (transitively), with the chain."""
+
+    # path → role → the import chain from the role's stack module to the path (both included)
+    users: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def __or__(self, other: StackUsage) -> StackUsage:
+        merged = {path: dict(roles) for path, roles in self.users.items()}
+        for path, roles in other.users.items():
+            for role, chain in roles.items():
+                merged.setdefault(path, {}).setdefault(role, chain)
+        return StackUsage(merged)
+
+
+def stack_usage(config: Config, files: Mapping[str, bytes]) -> StackUsage:
+    """Read the imports of ``files`` (path under cdk/ → Python source); the stack modules are the files the rules
+    map to ``stack:<role>``."""
+    modules = {_module_name(path): path for path in files}
+    imports: dict[str, set[str]] = {}
+    for path, source in files.items():
+        name = _module_name(path)
+        try:
+            tree = ast.parse(source, filename=path)
+        except (SyntaxError, ValueError):
+            imports[path] = set(files) - {path}  # cannot tell: assume it uses everything
+            continue
+        imported = _imported_modules(name, path.endswith("/__init__.py"), tree)
+        imports[path] = {modules[m] for m in imported if m in modules and modules[m] != path}
+    users: dict[str, dict[str, tuple[str, ...]]] = {}
+    for path in sorted(files):
+        found = config.changes.match(path)
+        if not found or not found[2].startswith("stack:"):
+            continue
+        role = found[2].partition(":")[2]
+        chains: dict[str, tuple[str, ...]] = {path: (path,)}
+        queue = [path]
+        while queue:
+            current = queue.pop(0)
+            for dependency in sorted(imports.get(current, ())):
+                if dependency not in chains:
+                    chains[dependency] = (*chains[current], dependency)
+                    queue.append(dependency)
+        for reached, chain in chains.items():
+            users.setdefault(reached, {}).setdefault(role, chain)
+    return StackUsage(users)
+
+
+def stack_usage_at(config: Config, rev: str) -> StackUsage:
+    """:func:`stack_usage` of cdk/ as it is in commit ``rev``."""
+    return stack_usage(config, git.files_at(config.root, rev, CDK_DIR, ".py"))
+
+
+def stack_usage_in_worktree(config: Config) -> StackUsage:
+    """:func:`stack_usage` of cdk/ as it is on disk."""
+    folder = config.root / CDK_DIR
+    files = {}
+    if folder.is_dir():
+        for file in sorted(folder.rglob("*.py")):
+            relative = file.relative_to(config.root)
+            if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+                continue
+            files[relative.as_posix()] = file.read_bytes()
+    return stack_usage(config, files)
+
+
+def _module_name(path: str) -> str:
+    """cdk/stacks/common/nag.py → stacks.common.nag; cdk/stacks/__init__.py → stacks."""
+    relative = path[len(CDK_DIR) + 1 :] if path.startswith(f"{CDK_DIR}/") else path
+    parts = relative.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _prefixes(module: str) -> list[str]:
+    """a.b.c → a, a.b, a.b.c: importing a submodule imports its packages."""
+    parts = module.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _imported_modules(module: str, is_package: bool, tree: ast.AST) -> set[str]:
+    """Every module name an import statement of ``tree`` may load (names that are not modules included)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.update(_prefixes(alias.name))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = (module if is_package else module.rpartition(".")[0]).split(".")
+                package = [p for p in package if p]
+                if node.level - 1 > len(package):
+                    continue
+                parts = package[: len(package) - (node.level - 1)]
+                base = ".".join([*parts, node.module] if node.module else parts)
+            else:
+                base = node.module or ""
+            if base:
+                found.update(_prefixes(base))
+            for alias in node.names:
+                if alias.name != "*":
+                    found.add(f"{base}.{alias.name}" if base else alias.name)
+    return found
+
+
+# -- classifying one path ----------------------------------------------------------------------------------------
+
+
+def classify(config: Config, path: str, *, usage: StackUsage | None = None) -> tuple[Target, ...]:
+    """Where ``path`` belongs, by the first matching rule: one Target, or one per stack for shared CDK code.
+
+    Pure but for CDK modules: a ``stacks:shared`` path, or a stack module that other stacks import, needs the
+    import graph, read from the work tree unless ``usage`` is given.
+    """
+    found = config.changes.match(path)
+    if found is None:
+        return (Target(None, "none", "no rule"),)
+    _rule, glob, target = found
+    why = f'rule "{glob}" → {target}'
+    if target == "none":
+        return (Target(None, "none", why),)
+    if target == "app":
+        return (Target("app", "app", why),)
+    if target.startswith("lambda:"):
+        return (Target(target, "lambda", why),)
+    if target == "stacks:all":
+        return tuple(Target(f"stack:{role}", "stack", f"{why}: every stack") for role in STACK_ROLES)
+    if target.startswith("stack:"):
+        own = Target(target, "stack", why)
+        if not _is_cdk_module(path):
+            return (own,)
+        users = _users(config, path, usage)
+        return (own, *(_used_by(role, chain, why) for role, chain in users.items() if f"stack:{role}" != target))
+    # stacks:shared
+    if not path.endswith(".py"):
+        return tuple(Target(f"stack:{r}", "stack", f"{why}: not a Python module, so every stack") for r in STACK_ROLES)
+    if path == CDK_APP:
+        return tuple(Target(f"stack:{r}", "stack", f"{why}: the CDK app builds every stack") for r in STACK_ROLES)
+    users = _users(config, path, usage)
+    if not users:
+        return (Target(None, "none", f"{why}: no stack imports it"),)
+    return tuple(_used_by(role, users[role], why) for role in STACK_ROLES if role in users)
+
+
+def _is_cdk_module(path: str) -> bool:
+    return path.startswith(f"{CDK_DIR}/") and path.endswith(".py")
+
+
+def _users(config: Config, path: str, usage: StackUsage | None) -> dict[str, tuple[str, ...]]:
+    if usage is None:
+        usage = stack_usage_in_worktree(config)
+    return usage.users.get(path, {})
+
+
+def _used_by(role: str, chain: tuple[str, ...], why: str) -> Target:
+    return Target(f"stack:{role}", "stack", f"{why}: imported by the {role} stack ({' → '.join(chain)})")
+
+
+# -- live SHAs ---------------------------------------------------------------------------------------------------
+
+
+def parse_live(component: str, live: str) -> tuple[str, bool]:
+    """A live image tag or SHA → (its commit, whether the build was dirty): ``<sha>`` or ``<sha>-dirty-<hash>``."""
+    found = _LIVE_TAG.match(live.strip().lower())
+    if not found:
+        raise UsageError(
+            f"{component} is live at {live!r}, which is neither a commit SHA nor an image tag <sha12>[-dirty-<hash>]",
+            next_step="pass --since SHA to compare with a commit of your choice",
+        )
+    return found["sha"], found["dirty"] is not None
+
+
+def _resolve_live(root: Path, component: str, sha: str) -> str:
+    full = git.resolve_commit(root, sha)
+    if full is not None:
+        return full
+    shallow = " (this clone is shallow)" if git.is_shallow(root) else ""
+    raise UsageError(
+        f"{component} is live at {sha}, a commit that is not in this clone's history{shallow}",
+        next_step=(
+            "fetch more history (git fetch --unshallow, or git fetch origin <the branch it was deployed from>), "
+            "or pass --since SHA to compare with a commit you have"
+        ),
+    )
+
+
+# -- detecting ---------------------------------------------------------------------------------------------------
+
+
+def detect(
+    config: Config,
+    live: Mapping[str, str | None],
+    *,
+    head: str = "HEAD",
+    since: str | None = None,
+    include_uncommitted: bool = False,
+) -> ChangeSet:
+    """The changes of each component of ``live`` (component → its live SHA or image tag, None: never deployed).
+
+    Each component is compared from its live commit (``since`` instead, when given) to ``head``, keeping the
+    changes that belong to it; paths that belong to no component are kept once, with kind none. A component never
+    deployed, or whose live build was dirty, counts as changed (``since`` replaces only the live commit). With
+    ``include_uncommitted`` (``head`` must be HEAD) the work tree is compared instead of HEAD's commit, untracked
+    files included. Changes that belong to a deployable component missing from ``live`` are left out.
+    """
+    root = config.root
+    for component in live:
+        kind_of(component)
+    if include_uncommitted and head != "HEAD":
+        raise ValueError("include_uncommitted compares the work tree: head must be HEAD")
+    head_sha = git.resolve_commit(root, head)
+    if head_sha is None:
+        raise UsageError(f"{head!r} names no commit in {root}", next_step="pass a commit SHA, a tag or a branch")
+    since_sha: str | None = None
+    if since is not None:
+        since_sha = git.resolve_commit(root, since)
+        if since_sha is None:
+            raise UsageError(
+                f"--since {since}: no such commit in this clone's history",
+                next_step="pass a commit you have (git log --oneline), or fetch more history (git fetch --unshallow)",
+            )
+
+    bases: dict[str, str | None] = {}
+    notes: list[Change] = []
+    dirty: set[str] = set()
+    for component, tag in live.items():
+        kind = kind_of(component)
+        if tag is None:
+            bases[component] = None
+            notes.append(Change("", component, kind, "A", _NOT_DEPLOYED))
+            continue
+        if since_sha is not None:
+            bases[component] = since_sha
+            found = _LIVE_TAG.match(tag.strip().lower())
+            was_dirty = bool(found and found["dirty"])
+            sha = found["sha"] if found else tag
+        else:
+            sha, was_dirty = parse_live(component, tag)
+            bases[component] = _resolve_live(root, component, sha)
+        if was_dirty:
+            dirty.add(component)
+            notes.append(
+                Change(
+                    "",
+                    component,
+                    kind,
+                    "M",
+                    f"live build {tag} had uncommitted changes on top of {sha[:12]}: what is live is in no commit",
+                )
+            )
+
+    deployable = set(components_of(config))
+    head_usage: list[StackUsage] = []  # computed once, when a CDK module first needs it
+
+    def usage_for(base: str) -> StackUsage:
+        if not head_usage:
+            head_usage.append(
+                stack_usage_in_worktree(config) if include_uncommitted else stack_usage_at(config, head_sha)
+            )
+        return stack_usage_at(config, base) | head_usage[0]
+
+    by_base: dict[str, list[Change]] = {}
+    for base in dict.fromkeys(b for b in bases.values() if b is not None):
+        diff = git.changed_paths(root, base, None if include_uncommitted else head_sha)
+        usage = usage_for(base) if any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p) else None
+        by_base[base] = _classify_changes(config, diff, usage or StackUsage())
+
+    changes: list[Change] = list(notes)
+    for component, commit in bases.items():
+        if commit is not None:
+            changes.extend(c for c in by_base[commit] if c.component == component)
+    for classified in by_base.values():
+        for change in classified:
+            if change.kind == "none":
+                changes.append(change)
+            elif change.component not in live and change.component not in deployable:
+                changes.append(
+                    Change(
+                        change.path,
+                        None,
+                        "none",
+                        change.status,
+                        f"{change.reason}, but {change.component} is not a deployable component of this checkout",
+                        change.old_path,
+                    )
+                )
+    unique = list(dict.fromkeys(changes))
+    unique.sort(key=lambda c: (c.kind == "none", c.component or "", c.path, c.old_path or "", c.status))
+    return ChangeSet(
+        base=bases,
+        head=head_sha,
+        changes=tuple(unique),
+        dirty=frozenset(dirty),
+        uncommitted=include_uncommitted,
+    )
+
+
+def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: StackUsage) -> list[Change]:
+    out: list[Change] = []
+    for item in diff:
+        targets = list(classify(config, item.path, usage=usage))
+        if item.old_path is not None:
+            seen = {t.component for t in targets}
+            for old in classify(config, item.old_path, usage=usage):
+                if old.component not in seen:
+                    targets.append(old._replace(reason=f"{old.reason} (the old path)"))
+                    seen.add(old.component)
+            deployable = [t for t in targets if t.kind != "none"]
+            targets = deployable or targets[:1]
+        for target in targets:
+            out.append(Change(item.path, target.component, target.kind, item.status, target.reason, item.old_path))
+    return out

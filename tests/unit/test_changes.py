@@ -1,0 +1,600 @@
+"""Change detection: git diff from each component's live SHA to HEAD, through deploy.toml's [changes] rules."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from deploykit import changes, git
+from deploykit.changes import ChangeSet, StackUsage, classify, components_of, detect, stack_usage
+from deploykit.config import STACK_ROLES, ChangeRule, ChangeRules, Config, compile_glob, load_config, parse_config
+from deploykit.errors import ConfigError, UsageError
+from deploykit.planner import STACK_DEPENDENCIES
+from tests.conftest import REPO, SANDBOX_TOML
+from tests.conftest import git as run_git
+
+ALL_STACKS = {f"stack:{role}" for role in STACK_ROLES}
+
+LAYOUT = {
+    "backend/Dockerfile": "FROM python:3.11-slim\n",
+    "backend/requirements.txt": "fastapi==0.115.0\n",
+    "backend/README.md": "# backend\n",
+    "backend/app/__init__.py": "",
+    "backend/app/main.py": "app = None\n",
+    "backend/tests/test_main.py": "def test_x():\n    pass\n",
+    "lambda/README.md": "# functions\n",
+    "lambda/conftest.py": "",
+    "lambda/login_handler/handler.py": "def handler(event, context):\n    return {}\n",
+    "lambda/login_handler/util.py": "X = 1\n",
+    "lambda/login_handler/notes.txt": "notes\n",
+    "lambda/login_handler/tests/test_handler.py": "def test_x():\n    pass\n",
+    "lambda/health_handler/handler.py": "def handler(event, context):\n    return {}\n",
+    "lambda/health_handler/extra.py": "Y = 2\n",
+    # imported by storage.py only, so used by the registry and data stacks through it
+    "cdk/stacks/common/naming.py": "PREFIX = 'car-rental'\n",
+    "cdk/stacks/common/unused.py": "Z = 3\n",
+    "cdk/tests/test_cdk_app.py": "def test_x():\n    pass\n",
+    "cdk/README.md": "# cdk\n",
+    "README.md": "# project\n",
+    "docs/guide.md": "guide\n",
+    "tasks.py": "# invoke tasks\n",
+    "deploykit/__init__.py": "",
+}
+
+
+def commit(root: Path, message: str = "change") -> str:
+    run_git(root, "add", "-A")
+    run_git(root, "commit", "-q", "--allow-empty", "-m", message)
+    return run_git(root, "rev-parse", "HEAD").strip()
+
+
+def write(root: Path, path: str, text: str) -> None:
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository laid out like this one: backend/, lambda/, the real cdk/ app, docs; one commit."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "deploy.toml").write_text(SANDBOX_TOML.format(registry="127.0.0.1:5000", repository="r", ca_dir=""))
+    shutil.copytree(REPO / "cdk" / "stacks", root / "cdk" / "stacks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "cdk" / "app.py", root / "cdk" / "app.py")
+    for path, text in LAYOUT.items():
+        write(root, path, text)
+    storage = root / "cdk" / "stacks" / "common" / "storage.py"
+    storage.write_text(storage.read_text() + "\nfrom stacks.common.naming import PREFIX  # noqa: E402,F401\n")
+    (root / ".gitignore").write_text("__pycache__/\n")
+    run_git(root, "init", "-q", "-b", "main")
+    commit(root, "initial")
+    return root
+
+
+def config_of(root: Path) -> Config:
+    return load_config(root / "deploy.toml")
+
+
+def everything(config: Config, sha: str | None) -> dict[str, str | None]:
+    return {component: sha for component in components_of(config)}
+
+
+def components_by_path(change_set: ChangeSet) -> dict[str, set[str | None]]:
+    out: dict[str, set[str | None]] = {}
+    for change in change_set.changes:
+        out.setdefault(change.path, set()).add(change.component)
+    return out
+
+
+# -- rules -------------------------------------------------------------------------------------------------------
+
+
+def test_the_repository_deploy_toml_states_the_defaults() -> None:
+    config = load_config(REPO / "deploy.toml")
+    assert config.changes == ChangeRules()
+    assert "changes" in tomllib.loads((REPO / "deploy.toml").read_text())  # written out, not only implied
+    assert tuple(STACK_DEPENDENCIES) == STACK_ROLES
+    for role in STACK_ROLES:  # the stack rule names the real files
+        assert (REPO / "cdk" / "stacks" / f"{role}_stack.py").is_file()
+
+
+def test_a_config_without_changes_gets_the_defaults() -> None:
+    config = parse_config(tomllib.loads(SANDBOX_TOML.format(registry="r", repository="r", ca_dir="")), Path("x"))
+    assert config.changes.rules == ChangeRules().rules
+
+
+NO_USAGE = StackUsage()  # classify purely: no import graph, so nothing is read from disk
+
+
+@pytest.mark.parametrize(
+    ("path", "component", "kind", "reason"),
+    [
+        ("backend/app/main.py", "app", "app", 'rule "backend/**" → app'),
+        ("backend/Dockerfile", "app", "app", "backend/**"),
+        ("backend/requirements.txt", "app", "app", "backend/**"),
+        ("backend/.dockerignore", "app", "app", "backend/**"),
+        ("backend/tests/test_main.py", None, "none", 'rule "backend/tests/**" → none'),
+        ("backend/README.md", None, "none", "backend/*.md"),
+        ("lambda/login_handler/handler.py", "lambda:login_handler", "lambda", 'lambda/{fn}/**" → lambda:login_handler'),
+        ("lambda/health_handler/requirements.txt", "lambda:health_handler", "lambda", "lambda/{fn}/**"),
+        ("lambda/login_handler/pkg/deep/module.py", "lambda:login_handler", "lambda", "lambda/{fn}/**"),
+        ("lambda/login_handler/tests/test_handler.py", None, "none", "lambda/*/tests/**"),
+        ("lambda/login_handler/conftest.py", None, "none", "lambda/*/conftest.py"),
+        ("lambda/README.md", None, "none", "lambda/README.md"),
+        ("lambda/conftest.py", None, "none", "lambda/conftest.py"),
+        ("cdk/stacks/fargate_stack.py", "stack:fargate", "stack", 'cdk/stacks/{role}_stack.py" → stack:fargate'),
+        ("cdk/stacks/api_stack.py", "stack:api", "stack", "stack:api"),
+        ("cdk/stacks/data_stack.py", "stack:data", "stack", "stack:data"),
+        ("cdk/stacks/auth_stack.py", "stack:auth", "stack", "stack:auth"),
+        ("cdk/stacks/registry_stack.py", "stack:registry", "stack", "stack:registry"),
+        ("cdk/tests/test_cdk_app.py", None, "none", "cdk/tests/**"),
+        ("cdk/README.md", None, "none", "cdk/*.md"),
+        ("README.md", None, "none", "**/*.md"),
+        ("docs/guide.md", None, "none", "**/*.md"),
+        ("docs/diagram.png", None, "none", "docs/**"),
+        ("tests/unit/test_changes.py", None, "none", "tests/**"),
+        ("bench/run.py", None, "none", "bench/**"),
+        (".ci/pipeline.yml", None, "none", ".ci/**"),
+        ("deploykit/changes.py", None, "none", "no rule"),
+        ("tasks.py", None, "none", "no rule"),
+        ("deploy.toml", None, "none", "no rule"),
+        ("pyproject.toml", None, "none", "no rule"),
+        ("sandbox/server.py", None, "none", "no rule"),
+        ("lambda/handler.py", None, "none", "no rule"),  # directly in lambda/: no function folder
+    ],
+)
+def test_each_default_rule(path: str, component: str | None, kind: str, reason: str) -> None:
+    config = load_config(REPO / "deploy.toml")
+    (target,) = classify(config, path, usage=NO_USAGE)
+    assert (target.component, target.kind) == (component, kind)
+    assert reason in target.reason
+
+
+@pytest.mark.parametrize("path", ["cdk/app.py", "cdk/cdk.json", "cdk/requirements.txt"])
+def test_the_cdk_app_and_its_settings_change_every_stack(path: str) -> None:
+    targets = classify(load_config(REPO / "deploy.toml"), path, usage=NO_USAGE)
+    assert {t.component for t in targets} == ALL_STACKS
+    assert {t.kind for t in targets} == {"stack"}
+
+
+def test_shared_cdk_modules_belong_to_the_stacks_importing_them_transitively(repo: Path) -> None:
+    config = config_of(repo)  # the real cdk/stacks, plus naming.py imported by storage.py
+    storage = classify(config, "cdk/stacks/common/storage.py")
+    assert {t.component for t in storage} == {"stack:registry", "stack:data"}
+    naming = classify(config, "cdk/stacks/common/naming.py")
+    assert {t.component for t in naming} == {"stack:registry", "stack:data"}
+    data = next(t for t in naming if t.component == "stack:data")
+    assert "cdk/stacks/data_stack.py → cdk/stacks/common/storage.py → cdk/stacks/common/naming.py" in data.reason
+    assert {t.component for t in classify(config, "cdk/stacks/common/settings.py")} == ALL_STACKS
+    assert {t.component for t in classify(config, "cdk/stacks/__init__.py")} == ALL_STACKS  # every import loads it
+    (unused,) = classify(config, "cdk/stacks/common/unused.py")
+    assert (unused.component, unused.kind) == (None, "none") and "no stack imports it" in unused.reason
+
+
+def test_a_cdk_file_that_is_not_python_counts_for_every_stack() -> None:
+    targets = classify(load_config(REPO / "deploy.toml"), "cdk/stacks/common/policy.json", usage=NO_USAGE)
+    assert {t.component for t in targets} == ALL_STACKS
+
+
+def test_import_styles_of_the_cdk_app() -> None:
+    files = {
+        "cdk/stacks/__init__.py": b"",
+        "cdk/stacks/common/__init__.py": b"",
+        "cdk/stacks/common/a.py": b"from .b import B\n",  # relative, within the package
+        "cdk/stacks/common/b.py": b"B = 1\n",
+        "cdk/stacks/common/c.py": b"C = 1\n",
+        "cdk/stacks/common/d.py": b"D = 1\n",
+        "cdk/stacks/common/e.py": b"E = 1\n",
+        "cdk/stacks/common/lazy.py": b"L = 1\n",
+        "cdk/stacks/registry_stack.py": b"from .common import a\n",  # a submodule named in from-import
+        "cdk/stacks/data_stack.py": b"import stacks.common.c\n",
+        "cdk/stacks/auth_stack.py": b"from stacks.common.d import D\n",
+        "cdk/stacks/fargate_stack.py": b"from stacks.api_stack import ROUTES\n",  # one stack imports another
+        "cdk/stacks/api_stack.py": b"from . import common\ndef f():\n    from stacks.common import lazy\nROUTES = 1\n",
+        "cdk/stacks/broken_stack.py": b"def (\n",  # not a stack role: no root, never read as one
+    }
+    usage = stack_usage(load_config(REPO / "deploy.toml"), files)
+
+    def users(path: str) -> set[str]:
+        return set(usage.users.get(path, {}))
+
+    assert users("cdk/stacks/common/a.py") == {"registry"}
+    assert users("cdk/stacks/common/b.py") == {"registry"}
+    assert users("cdk/stacks/common/c.py") == {"data"}
+    assert users("cdk/stacks/common/d.py") == {"auth"}
+    assert users("cdk/stacks/common/lazy.py") == {"api", "fargate"}  # an import inside a function counts too
+    assert users("cdk/stacks/common/e.py") == set()
+    assert users("cdk/stacks/common/__init__.py") == set(STACK_ROLES)
+    assert users("cdk/stacks/api_stack.py") == {"api", "fargate"}
+    # a stack module that another stack imports changes both
+    targets = classify(load_config(REPO / "deploy.toml"), "cdk/stacks/api_stack.py", usage=usage)
+    assert [t.component for t in targets] == ["stack:api", "stack:fargate"]
+
+
+def test_a_stack_module_that_does_not_parse_is_assumed_to_use_everything() -> None:
+    files = {"cdk/stacks/data_stack.py": b"def (\n", "cdk/stacks/common/x.py": b"X = 1\n"}
+    usage = stack_usage(load_config(REPO / "deploy.toml"), files)
+    assert set(usage.users["cdk/stacks/common/x.py"]) == {"data"}
+
+
+def test_glob_syntax() -> None:
+    def matches(glob: str, path: str) -> bool:
+        return compile_glob(glob)[0].fullmatch(path) is not None
+
+    assert matches("*.md", "README.md") and not matches("*.md", "docs/a.md")  # * stays within a segment
+    assert matches("**/*.md", "README.md") and matches("**/*.md", "a/b/c.md")  # ** is zero or more segments
+    assert matches("backend/**", "backend/a/b.py") and not matches("backend/**", "backend")
+    assert not matches("backend/**", "backendx/a.py")
+    assert matches("a/?.py", "a/b.py") and not matches("a/?.py", "a/bc.py")
+    assert matches("a.b", "a.b") and not matches("a.b", "axb")  # regex characters are literal
+    pattern, names = compile_glob("cdk/stacks/{role}_stack.py")
+    assert names == ("role",)
+    found = pattern.fullmatch("cdk/stacks/fargate_stack.py")
+    assert found is not None and found["role"] == "fargate"
+    assert pattern.fullmatch("cdk/stacks/x/fargate_stack.py") is None  # a placeholder is within one segment
+
+
+def test_a_filled_in_target_that_is_no_component_lets_later_rules_match() -> None:
+    # base_stack.py is not a stack role's module: stack:{role} does not match, the shared rule does
+    rules = ChangeRules()
+    found = rules.match("cdk/stacks/base_stack.py")
+    assert found is not None and found[2] == "stacks:shared"
+
+
+def test_configured_rules_replace_the_defaults() -> None:
+    data = tomllib.loads(SANDBOX_TOML.format(registry="r", repository="r", ca_dir=""))
+    data["changes"] = {
+        "rules": [
+            {"paths": ["shared/auth/**"], "to": "lambda:login_handler"},
+            {"paths": ["services/{svc}/**"], "to": "lambda:{svc}"},
+            {"paths": ["infra/{role}.py"], "to": "stack:{role}"},
+        ]
+    }
+    config = parse_config(data, Path("deploy.toml"))
+    assert config.changes.rules[0] == ChangeRule(paths=("shared/auth/**",), to="lambda:login_handler")
+    assert classify(config, "shared/auth/jwt.py", usage=NO_USAGE)[0].component == "lambda:login_handler"
+    assert classify(config, "services/billing/x.py", usage=NO_USAGE)[0].component == "lambda:billing"
+    assert classify(config, "infra/api.py", usage=NO_USAGE)[0].component == "stack:api"
+    assert classify(config, "infra/other.py", usage=NO_USAGE)[0].reason == "no rule"
+    assert classify(config, "backend/app/main.py", usage=NO_USAGE)[0].reason == "no rule"  # defaults are gone
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"paths": ["x/**"], "to": "database"}, "unknown target 'database'"),
+        ({"paths": ["x/**"], "to": "stack:database"}, "'database' is not a stack role"),
+        ({"paths": ["x/**"], "to": "stacks:some"}, "unknown target 'stacks:some'"),
+        ({"paths": ["x/**"], "to": "lambda:"}, "unknown target 'lambda:'"),
+        ({"paths": ["x/**"], "to": "lambda:a/b"}, "'a/b' is not a Lambda function folder name"),
+        ({"paths": ["lambda/{name}/**"], "to": "lambda:{fn}"}, "uses {fn}, which 'lambda/{name}/**' does not define"),
+        ({"paths": ["a/{fn}/**", "b/**"], "to": "lambda:{fn}"}, "uses {fn}, which 'b/**' does not define"),
+        ({"paths": ["cdk/{r}.py"], "to": "stack:x{r}"}, "the role must be a whole placeholder"),
+        ({"paths": ["backend/**x"], "to": "app"}, "** must be a whole path segment"),
+        ({"paths": ["backend/[ab].py"], "to": "app"}, "character classes"),
+        ({"paths": ["backend/{1x}.py"], "to": "app"}, "braces must form a {name} placeholder"),
+        ({"paths": ["a/{x}/{x}"], "to": "app"}, "placeholder {x} twice"),
+        ({"paths": ["/abs/**"], "to": "app"}, "must be a relative path"),
+        ({"paths": ["a//b"], "to": "app"}, "empty, '.' or '..' path segment"),
+        ({"paths": [], "to": "app"}, "paths is empty"),
+    ],
+)
+def test_malformed_rules_are_config_errors_naming_the_rule(rule: dict[str, object], message: str) -> None:
+    data = tomllib.loads(SANDBOX_TOML.format(registry="r", repository="r", ca_dir=""))
+    data["changes"] = {"rules": [{"paths": ["ok/**"], "to": "none"}, rule]}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert "changes.rules[1]" in err.value.message
+    assert message in err.value.message
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("changes_table", "message"),
+    [
+        ({"rules": [{"path": ["x"], "to": "app"}]}, "unknown key 'changes.rules[0].path' (did you mean 'paths'?)"),
+        ({"rules": [{"paths": ["x"]}]}, "missing required key 'changes.rules[0].to'"),
+        ({"rules": [{"paths": "x/**", "to": "app"}]}, "'changes.rules[0].paths' must be a list of strings"),
+        ({"rules": [["x/**", "app"]]}, "'changes.rules' must be a list of tables"),
+        ({"rule": []}, "unknown key 'changes.rule'"),
+        ({"rules": [{"paths": ["x"], "to": 1}]}, "'changes.rules[0].to' must be str"),
+    ],
+)
+def test_malformed_changes_tables(changes_table: dict[str, object], message: str) -> None:
+    data = tomllib.loads(SANDBOX_TOML.format(registry="r", repository="r", ca_dir=""))
+    data["changes"] = changes_table
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert message in err.value.message
+
+
+# -- components --------------------------------------------------------------------------------------------------
+
+
+def test_components_of_the_checkout(repo: Path) -> None:
+    (repo / "lambda" / "not_a_function").mkdir()  # no handler.py
+    assert components_of(config_of(repo)) == [
+        "app",
+        "lambda:health_handler",
+        "lambda:login_handler",
+        "stack:registry",
+        "stack:data",
+        "stack:auth",
+        "stack:fargate",
+        "stack:api",
+    ]
+    real = components_of(load_config(REPO / "deploy.toml"))
+    assert "lambda:login_handler" in real and "lambda:health_handler" in real
+
+
+# -- git ---------------------------------------------------------------------------------------------------------
+
+
+def test_known_commits_and_option_like_revisions(repo: Path) -> None:
+    head = run_git(repo, "rev-parse", "HEAD").strip()
+    assert git.is_known_commit(repo, head) and git.is_known_commit(repo, head[:12])
+    assert not git.is_known_commit(repo, "0123456789ab")
+    assert git.resolve_commit(repo, head[:12]) == head
+    assert git.resolve_commit(repo, "0123456789ab") is None
+    with pytest.raises(UsageError):
+        git.is_known_commit(repo, "--all")
+
+
+def test_changed_paths_lists_renames_with_their_old_path_and_deletions(repo: Path) -> None:
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    run_git(repo, "mv", "lambda/login_handler/util.py", "lambda/health_handler/util.py")
+    (repo / "lambda" / "health_handler" / "extra.py").unlink()
+    write(repo, "backend/app/new.py", "N = 1\n")
+    commit(repo)
+    assert git.changed_paths(repo, base) == [
+        git.PathChange("A", "backend/app/new.py"),
+        git.PathChange("D", "lambda/health_handler/extra.py"),
+        git.PathChange("R", "lambda/health_handler/util.py", "lambda/login_handler/util.py"),
+    ]
+
+
+def test_changed_paths_are_relative_to_a_project_in_a_subfolder(tmp_path: Path) -> None:
+    top = tmp_path / "mono"
+    write(top, "other/x.py", "1\n")
+    write(top, "project/backend/app/main.py", "1\n")
+    run_git(top, "init", "-q", "-b", "main")
+    base = commit(top, "initial")
+    write(top, "other/x.py", "2\n")
+    write(top, "project/backend/app/main.py", "2\n")
+    commit(top)
+    assert git.changed_paths(top / "project", base) == [git.PathChange("M", "backend/app/main.py")]
+
+
+# -- detect ------------------------------------------------------------------------------------------------------
+
+
+def test_detect_maps_each_changed_path_to_its_component(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "backend/app/main.py", "app = 1\n")
+    write(repo, "backend/tests/test_main.py", "# more tests\n")
+    write(repo, "lambda/login_handler/handler.py", "# new login\n")
+    write(repo, "README.md", "# docs\n")
+    write(repo, "tasks.py", "# toolkit\n")
+    head = commit(repo)
+
+    result = detect(config, everything(config, base[:12]))
+    assert result.head == head
+    assert result.base == everything(config, base)  # full SHAs
+    assert result.components() == {"app", "lambda:login_handler"}
+    assert [(c.path, c.status) for c in result.for_component("app")] == [("backend/app/main.py", "M")]
+    assert [c.path for c in result.for_component("lambda:login_handler")] == ["lambda/login_handler/handler.py"]
+    unassigned = {c.path: c.reason for c in result.unassigned()}
+    assert unassigned == {
+        "README.md": 'rule "**/*.md" → none',
+        "backend/tests/test_main.py": 'rule "backend/tests/**" → none',
+        "tasks.py": "no rule",  # reported, never dropped
+    }
+    assert result.to_dict()["components"] == ["app", "lambda:login_handler"]
+
+
+def test_detect_finds_the_stacks_of_a_shared_module_transitively(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "cdk/stacks/common/naming.py", "PREFIX = 'car-rental-2'\n")
+    commit(repo)
+    result = detect(config, everything(config, base))
+    assert result.components() == {"stack:registry", "stack:data"}
+    assert "storage.py" in result.for_component("stack:data")[0].reason
+
+
+def test_detect_cdk_app_changes_every_stack(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "cdk/app.py", (repo / "cdk" / "app.py").read_text() + "\n# touched\n")
+    commit(repo)
+    assert detect(config, everything(config, base)).components() == ALL_STACKS
+
+
+def test_a_deleted_shared_module_counts_for_the_stacks_that_imported_it(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    storage = repo / "cdk" / "stacks" / "common" / "storage.py"
+    storage.write_text(storage.read_text().replace("from stacks.common.naming import PREFIX", "PREFIX = 'x'"))
+    (repo / "cdk" / "stacks" / "common" / "naming.py").unlink()
+    commit(repo)
+    result = detect(config, everything(config, base))
+    deleted = [c for c in result.changes if c.path == "cdk/stacks/common/naming.py"]
+    assert {c.component for c in deleted} == {"stack:registry", "stack:data"}  # from the base commit's imports
+    assert {c.status for c in deleted} == {"D"}
+
+
+def test_renames_count_for_both_the_old_and_the_new_path(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    run_git(repo, "mv", "lambda/login_handler/util.py", "lambda/health_handler/util.py")  # between functions
+    run_git(repo, "mv", "lambda/login_handler/notes.txt", "docs/notes.txt")  # out of a function
+    write(repo, "backend/app/moved.py", "")
+    commit(repo)
+    run_git(repo, "mv", "backend/app/moved.py", "backend/app/renamed.py")  # within one component
+    commit(repo)
+
+    result = detect(config, everything(config, base))
+    by_path = components_by_path(result)
+    assert by_path["lambda/health_handler/util.py"] == {"lambda:health_handler", "lambda:login_handler"}
+    assert by_path["docs/notes.txt"] == {"lambda:login_handler"}
+    moved = [c for c in result.changes if c.path == "docs/notes.txt"]
+    assert [(c.status, c.old_path) for c in moved] == [("R", "lambda/login_handler/notes.txt")]
+    assert "(the old path)" in moved[0].reason
+    assert result.components() == {"lambda:health_handler", "lambda:login_handler", "app"}
+
+
+def test_a_rename_within_one_component_is_one_change(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    run_git(repo, "mv", "backend/app/main.py", "backend/app/server.py")
+    commit(repo)
+    result = detect(config, {"app": base})
+    assert [(c.path, c.old_path, c.status, c.component) for c in result.changes] == [
+        ("backend/app/server.py", "backend/app/main.py", "R", "app")
+    ]
+
+
+def test_deletions_count(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    (repo / "lambda" / "health_handler" / "extra.py").unlink()
+    commit(repo)
+    result = detect(config, everything(config, base))
+    assert [(c.path, c.status) for c in result.for_component("lambda:health_handler")] == [
+        ("lambda/health_handler/extra.py", "D")
+    ]
+    assert result.components() == {"lambda:health_handler"}
+
+
+def test_each_component_is_compared_with_its_own_live_commit(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_of(repo)
+    first = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "backend/app/main.py", "app = 2\n")
+    write(repo, "lambda/login_handler/handler.py", "# v2\n")
+    second = commit(repo)
+    write(repo, "README.md", "# later\n")
+    commit(repo)
+
+    calls: list[str] = []
+    real = git.changed_paths
+
+    def counting(root: Path, base: str, head: str | None = "HEAD") -> list[git.PathChange]:
+        calls.append(base)
+        return real(root, base, head)
+
+    monkeypatch.setattr(git, "changed_paths", counting)
+    live: dict[str, str | None] = {
+        "app": first[:12],  # older: the backend change is not live yet
+        "lambda:login_handler": second[:12],  # already has its change
+        "lambda:health_handler": second[:12],
+    }
+    result = detect(config, live)
+    assert result.base == {"app": first, "lambda:login_handler": second, "lambda:health_handler": second}
+    assert result.components() == {"app"}
+    assert sorted(calls) == sorted([first, second])  # one diff per distinct base
+    assert [c.path for c in result.unassigned()] == ["README.md"]
+
+
+def test_a_live_sha_unknown_to_git_says_how_to_fix_it(repo: Path) -> None:
+    config = config_of(repo)
+    with pytest.raises(UsageError) as err:
+        detect(config, {"app": None, "lambda:login_handler": "0123456789ab"})
+    assert "lambda:login_handler" in err.value.message and "0123456789ab" in err.value.message
+    assert "git fetch --unshallow" in (err.value.next_step or "")
+    assert "--since SHA" in (err.value.next_step or "")
+    assert err.value.exit_code == 2
+
+
+def test_a_live_value_that_is_no_sha_is_refused(repo: Path) -> None:
+    with pytest.raises(UsageError, match="app is live at 'latest'"):
+        detect(config_of(repo), {"app": "latest"})
+
+
+def test_since_replaces_every_live_commit(repo: Path) -> None:
+    config = config_of(repo)
+    first = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "lambda/health_handler/handler.py", "# v2\n")
+    commit(repo)
+    live: dict[str, str | None] = {"app": "0123456789ab", "lambda:health_handler": "fedcba987654"}  # unknown here
+    result = detect(config, live, since=first[:8])
+    assert result.base == {"app": first, "lambda:health_handler": first}
+    assert result.components() == {"lambda:health_handler"}
+    assert detect(config, live, since="HEAD").components() == set()
+    with pytest.raises(UsageError, match="--since 0123456789ab"):
+        detect(config, live, since="0123456789ab")
+
+
+def test_a_dirty_live_build_is_compared_from_its_commit_and_reported(repo: Path) -> None:
+    config = config_of(repo)
+    head = run_git(repo, "rev-parse", "HEAD").strip()
+    tag = f"{head[:12]}-dirty-0123456789ab"
+    result = detect(config, {"app": tag, "lambda:login_handler": head[:12]})
+    assert result.base == {"app": head, "lambda:login_handler": head}
+    assert result.dirty == {"app"}
+    # what is live is in no commit: redeploying makes it one
+    assert result.components() == {"app"}
+    (note,) = result.for_component("app")
+    assert note.path == "" and tag in note.reason and "uncommitted" in note.reason
+
+
+def test_never_deployed_components_count_as_changed(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_of(repo)
+    monkeypatch.setattr(git, "changed_paths", lambda *a, **k: pytest.fail("no base: nothing to diff"))
+    result = detect(config, {"app": None, "stack:api": None})
+    assert result.base == {"app": None, "stack:api": None}
+    assert result.components() == {"app", "stack:api"}
+    assert [(c.path, c.status, c.reason) for c in result.for_component("stack:api")] == [("", "A", "not deployed yet")]
+
+
+def test_a_lambda_folder_without_handler_is_not_a_component(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "lambda/shared_lib/auth.py", "A = 1\n")
+    commit(repo)
+    result = detect(config, everything(config, base))
+    assert result.components() == set()
+    (change,) = result.unassigned()
+    assert change.path == "lambda/shared_lib/auth.py"
+    assert "lambda:shared_lib is not a deployable component" in change.reason
+
+
+def test_uncommitted_changes_count_only_when_asked(repo: Path) -> None:
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "backend/app/main.py", "app = 'dirty'\n")
+    write(repo, "lambda/health_handler/new.py", "untracked = True\n")
+    live = everything(config, base)
+    assert detect(config, live).components() == set()
+    result = detect(config, live, include_uncommitted=True)
+    assert result.uncommitted
+    assert result.components() == {"app", "lambda:health_handler"}
+    assert [c.status for c in result.for_component("lambda:health_handler")] == ["A"]
+    with pytest.raises(ValueError, match="head must be HEAD"):
+        detect(config, live, head=base, include_uncommitted=True)
+
+
+def test_head_may_be_any_commit(repo: Path) -> None:
+    config = config_of(repo)
+    first = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "backend/app/main.py", "app = 2\n")
+    second = commit(repo)
+    write(repo, "lambda/login_handler/handler.py", "# v2\n")
+    commit(repo)
+    result = detect(config, everything(config, first), head=second)
+    assert result.head == second and result.components() == {"app"}
+    with pytest.raises(UsageError, match="names no commit"):
+        detect(config, everything(config, first), head="no-such-branch")
+
+
+def test_unknown_components_are_refused(repo: Path) -> None:
+    with pytest.raises(ValueError, match="'stack:database' is not a component"):
+        detect(config_of(repo), {"stack:database": None})
+
+
+def test_changes_module_constants_match_the_repository() -> None:
+    assert (REPO / changes.CDK_APP).is_file()
+    assert (REPO / changes.LAMBDA_DIR).is_dir()
