@@ -187,6 +187,31 @@ def deploy_stack(
     )
 
 
+@task(
+    name="lambda",
+    help={
+        "name": "the function: a folder of lambda/ (login_handler, health_handler, ...)",
+        **CHAIN_HELP,
+        "allow-dirty": "deploy uncommitted changes (the version's description then says <sha12>-dirty-<hash>)",
+        **SMOKE_HELP,
+    },
+)
+@reports_errors
+def deploy_lambda(
+    c: Context,
+    name: str,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    allow_dirty: bool = False,
+    smoke: bool = True,
+) -> None:
+    """One Lambda function without CloudFormation: upload its zip, update the code, publish, move `live`; smoke."""
+    if not dry_run:
+        _ensure_sandbox(env)
+    commands.deploy_lambda(name, env=env, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_)
+
+
 @task(name="full", help=CHAIN_HELP | SMOKE_HELP)
 @reports_errors
 def deploy_full(
@@ -253,9 +278,51 @@ def health_report(c: Context, env: str | None = None, json_: bool = False) -> No
     commands.health_report(env=env, as_json=json_)
 
 
+AUTO_HELP = {
+    **CHAIN_HELP,
+    **SMOKE_HELP,
+    "since": "compare every component with this commit instead of the one live for it",
+    "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
+}
+
+
+@task(name="auto", help=AUTO_HELP)
+@reports_errors
+def deploy_auto(
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    since: str | None = None,
+    allow_dirty: bool = False,
+    smoke: bool = True,
+) -> None:
+    """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
+    if not dry_run:
+        _ensure_sandbox(env)
+    commands.deploy_auto(env=env, since=since, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_)
+
+
+@task(
+    name="diff",
+    help={
+        "env": COMMON_HELP["env"],
+        "json": "print the changes and each changed stack's CloudFormation changes as JSON on stdout",
+        "since": "compare with this commit instead of the one live for each component",
+    },
+)
+@reports_errors
+def show_diff(c: Context, env: str | None = None, json_: bool = False, since: str | None = None) -> None:
+    """Change Analysis: what changed since what is live, the command for each part, each stack's change set."""
+    _ensure_sandbox(env)
+    commands.diff(env=env, since=since, as_json=json_)
+
+
 deploy = Collection("deploy")
+deploy.add_task(deploy_auto)
 deploy.add_task(deploy_app)
 deploy.add_task(deploy_stack)
+deploy.add_task(deploy_lambda)
 deploy.add_task(deploy_full)
 
 
@@ -397,6 +464,7 @@ ns = Collection(
     deploy,
     destroy,
     show_endpoints,
+    show_diff,
     smoke_checks,
     health_report,
     history_list,

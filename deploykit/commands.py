@@ -17,7 +17,7 @@ import botocore.exceptions
 import docker.errors
 from tabulate import tabulate
 
-from deploykit import ecs, git, health, history, planner, registry
+from deploykit import auto, changes, ecs, git, health, history, lambda_chain, planner, registry
 from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
@@ -210,10 +210,20 @@ def stack_parameters(aws: AwsFactory, stack: str) -> dict[str, str]:
 
 
 def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[dict[str, str], list[str]]:
-    """The Lambda code keys live now (the API stack's parameters); for a new stack, this commit's zips."""
+    """The Lambda code keys live now, and the functions never deployed (given this commit's zips, to upload).
+
+    Live means what each function's ``live`` alias serves (its version's description names the key), so a stack
+    deploy keeps what ``inv deploy.lambda`` shipped; else the API stack's ``<Function>CodeKey`` parameter.
+    """
     packages = planner.lambda_packages(config)
-    live = stack_parameters(aws, env.stacks.api)
-    keys = {fn: live[planner.code_parameter(fn)] for fn in packages if live.get(planner.code_parameter(fn))}
+    names = lambda_chain.deployed_functions(aws.client("cloudformation"), env, required=False)
+    served = lambda_chain.live_code_keys(aws.client("lambda"), {fn: n for fn, n in names.items() if fn in packages})
+    parameters = stack_parameters(aws, env.stacks.api)
+    keys: dict[str, str] = {}
+    for fn in packages:
+        key = served.get(fn) or parameters.get(planner.code_parameter(fn))
+        if key:
+            keys[fn] = key
     missing = sorted(fn for fn in packages if fn not in keys)
     keys.update({fn: packages[fn].key for fn in missing})
     return keys, missing
@@ -251,6 +261,35 @@ def deploy_stack(
         smoke=smoke,
         revision=git.current_revision(config.root, allow_dirty=True),
     )
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def deploy_lambda(
+    name: str,
+    *,
+    env: str | None = None,
+    allow_dirty: bool = False,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """The Lambda fast path for one function of lambda/: upload, update code, publish, move the alias; smoke."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
+    revision = git.current_revision(config.root, allow_dirty=allow_dirty)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        functions = lambda_chain.deployed_functions(aws.client("cloudformation"), environment)
+    if not functions.get(name):
+        raise UsageError(
+            f"the API stack {environment.stacks.api} has no Lambda function for {name!r} "
+            f"(it has: {', '.join(sorted(functions)) or 'none'})",
+            next_step=f"deploy the API stack first (cdk/stacks/api_stack.py must define it): "
+            f"inv deploy.stack api --env {environment.name}",
+        )
+    plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=functions[name], smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
@@ -411,3 +450,172 @@ def history_list(
         rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
         runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
     return records
+
+
+# -- deploy.auto and diff ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Analysis:
+    """What deploy.auto and diff both start from: the environment, what is live, what changed."""
+
+    config: Config
+    env: EnvConfig
+    aws: AwsFactory
+    endpoints: Endpoints | None
+    revision: git.Revision
+    found: changes.ChangeSet
+
+
+def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty: bool) -> Analysis:
+    """Read what is live in the environment and detect what changed since (uncommitted changes refused unless
+    ``allow_dirty``)."""
+    config, environment = _load(runtime, env)
+    revision = git.current_revision(config.root, allow_dirty=allow_dirty)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        try:
+            found_endpoints: Endpoints | None = resolve_endpoints(
+                aws.client("cloudformation"), environment, environment.endpoints
+            )
+        except ConfigError:
+            raise
+        except UsageError:  # some stacks are missing: they count as never deployed
+            found_endpoints = None
+        live = auto.live_components(aws, config, environment, found_endpoints)
+    found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty)
+    return Analysis(config, environment, aws, found_endpoints, revision, found)
+
+
+def deploy_auto(
+    *,
+    env: str | None = None,
+    since: str | None = None,
+    allow_dirty: bool = False,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end."""
+    runtime = runtime or Runtime()
+    a = analyse(runtime, env, since=since, allow_dirty=allow_dirty)
+    if a.endpoints is None:
+        with aws_errors(a.env):
+            plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)
+        runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
+        return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws)
+    with aws_errors(a.env):
+        inputs = auto.Inputs(
+            image_tag=auto.live_image_tag_or_empty(a.aws, a.env),
+            code_keys=current_code_keys(a.aws, a.config, a.env)[0],
+            functions=dict(a.endpoints.functions),
+        )
+        plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
+        estimates = _estimates(a.aws, a.env)
+    lines = auto.analysis_lines(a.found, a.env)
+    if dry_run and as_json:
+        runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
+        return None
+    runtime.stderr.write(
+        "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
+    )
+    if not plan:
+        runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what HEAD ({a.revision.tag}) would deploy\n")
+        if as_json:
+            runtime.stdout.write(dumps({"environment": a.env.name, "ok": True, "steps": []}) + "\n")
+        return None
+    rows = auto.estimate_rows(plan, a.env, estimates)
+    total = sum(float(r[3][1:-1]) for r in rows if r[3])
+    runtime.stderr.write(
+        f"\nPlan for deploy.auto → {a.env.name}"
+        + (f" (about {total:.0f}s from the history)" if total else "")
+        + "\n"
+        + tabulate(rows, headers=["#", "step", "target", "estimate"], tablefmt="simple")
+        + "\n\n"
+    )
+    if dry_run:
+        runtime.stderr.write("(dry run: nothing is changed)\n")
+        return None
+    return run_plan(runtime, a.config, a.env, plan, dry_run=False, as_json=as_json, aws=a.aws)
+
+
+def _estimates(aws: AwsFactory, env: EnvConfig) -> dict[str, float]:
+    found = history.History.of(aws, env)
+    return history.estimates(found.records(30)) if found else {}
+
+
+def diff(
+    *,
+    env: str | None = None,
+    since: str | None = None,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> changes.ChangeSet:
+    """Change Analysis: each changed path, its component and the command that deploys it; for each changed stack,
+    the CloudFormation changes it would make (a change set that is deleted, never executed) and its status."""
+    runtime = runtime or Runtime()
+    a = analyse(runtime, env, since=since, allow_dirty=True)
+    lines = auto.analysis_lines(a.found, a.env)
+    runtime.stderr.write(
+        "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
+    )
+    stacks_json: dict[str, Any] = {}
+    roles = sorted({c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")})
+    if roles:
+        stacks_json = _stack_previews(runtime, a, roles)
+    if as_json:
+        data = auto.plan_json(a.env, a.found, Plan(a.env.name, ()))
+        data.pop("steps")
+        data["stacks"] = stacks_json
+        runtime.stdout.write(dumps(data) + "\n")
+    return a.found
+
+
+def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict[str, Any]:
+    """Synthesize, then preview each changed stack with the inputs a deploy would give it."""
+    from deploykit.stack_chain import Synthesize
+    from deploykit.stacks import StackDeployer, changes_table
+
+    out = planner.synth_dir(a.config, a.env)
+    reporter = Reporter(runtime.stderr, clock=runtime.clock)
+    ctx = Context(a.config, a.env, a.aws, runtime.clock, reporter, runtime.docker_factory)
+    with aws_errors(a.env), reporter.activity("synth"):
+        Synthesize(str(out)).run(ctx)
+    deployer = StackDeployer(
+        a.aws.client("cloudformation"),
+        runtime.clock,
+        say=lambda _t: None,
+        poll=a.env.poll_seconds,
+        timeout=a.env.wait_timeout,
+        env=a.env.name,
+    )
+    code_keys = current_code_keys(a.aws, a.config, a.env)[0] if "api" in roles else {}
+    image_tag = auto.live_image_tag_or_empty(a.aws, a.env)
+    previews: dict[str, Any] = {}
+    names = planner.stack_roles(a.env)
+    for role in roles:
+        name = names[role]
+        template = (out / f"{name}.template.json").read_text()
+        parameters = dict(planner.stack_parameters(role, image_tag, code_keys))
+        with aws_errors(a.env):
+            found = deployer.preview(name, template, parameters)
+            stack = deployer.describe(name)
+        status = str(stack.get("StackStatus")) if stack else "not deployed"
+        runtime.stderr.write(f"\n🐳 {name} ({status})\n")
+        if found is None:
+            runtime.stderr.write("  would be created\n")
+        elif not found:
+            runtime.stderr.write("  no CloudFormation change (the change is in code the template does not see)\n")
+        else:
+            runtime.stderr.write(changes_table(found) + "\n")
+        previews[name] = {
+            "status": status,
+            "changes": None
+            if found is None
+            else [
+                {"logical_id": c.logical_id, "type": c.resource_type, "action": c.action, "replacement": c.replacement}
+                for c in found
+            ],
+        }
+    return previews

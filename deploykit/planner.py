@@ -181,7 +181,9 @@ def deploy_stack_plan(
         UploadLambdaCode(fn, str(config.root / "lambda" / fn), packages[fn].key, env.stacks.registry) for fn in uploads
     ]
     steps.append(
-        DeployStack(name, str(out / f"{name}.template.json"), _parameters(role, image_tag, code_keys), allow_replace)
+        DeployStack(
+            name, str(out / f"{name}.template.json"), stack_parameters(role, image_tag, code_keys), allow_replace
+        )
     )
     if smoke:
         steps.append(Smoke())
@@ -189,7 +191,7 @@ def deploy_stack_plan(
     return Plan(env.name, tuple(steps), f"deploy.stack {name}", deploys)
 
 
-def _parameters(role: str, image_tag: str, code_keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def stack_parameters(role: str, image_tag: str, code_keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
     if role == "fargate":
         return ((IMAGE_PARAMETER, image_tag),)
     if role == "api":
@@ -206,7 +208,7 @@ def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri
 
     def stack(role: str) -> DeployStack:
         return DeployStack(
-            roles[role], str(out / f"{roles[role]}.template.json"), _parameters(role, revision.tag, code_keys)
+            roles[role], str(out / f"{roles[role]}.template.json"), stack_parameters(role, revision.tag, code_keys)
         )
 
     image = StepSequence(

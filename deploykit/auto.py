@@ -1,0 +1,258 @@
+"""``inv deploy.auto`` and ``inv diff``: what is live per component, what changed since, and the one plan
+that deploys exactly that.
+
+What is live is read from the environment: the app from the image tag of the service's running task
+definition, each Lambda from the description of the version behind its ``live`` alias, each stack from the
+live record the history keeps (see :mod:`deploykit.history`), which also backs the other two when their own
+place says nothing. The plan: stacks first in dependency order (the image build and the Lambda uploads in
+parallel with the first ones), then the Lambda fast path for changed functions the API stack did not already
+deploy, then the app chain, smoke once at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from deploykit import changes, ecs, lambda_chain, packaging, planner
+from deploykit.app_chain import PushImage, RegisterTaskDef, RollService, WaitHealthy
+from deploykit.aws import AwsFactory
+from deploykit.config import Config, EnvConfig
+from deploykit.endpoints import Endpoints
+from deploykit.errors import UsageError
+from deploykit.git import Revision
+from deploykit.history import History
+from deploykit.plan import Parallel, Plan, Step
+from deploykit.plan import Sequence as StepSequence
+from deploykit.smoke import Smoke
+from deploykit.stack_chain import DeployStack, Synthesize, UploadLambdaCode
+
+QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
+KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
+
+
+def live_components(
+    aws: AwsFactory, config: Config, env: EnvConfig, endpoints: Endpoints | None
+) -> dict[str, str | None]:
+    """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown)."""
+    found = History.of(aws, env) if endpoints is not None else None
+    record = {c: v.get("sha") for c, v in found.live().items()} if found else {}
+    live: dict[str, str | None] = {}
+    for component in changes.components_of(config):
+        kind, _, name = component.partition(":")
+        if endpoints is None:
+            live[component] = None
+        elif kind == "app":
+            live[component] = _live_image_tag(aws, env) or record.get(component)
+        elif kind == "lambda":
+            function_name = endpoints.functions.get(name)
+            sha = lambda_chain.live_git_sha(aws.client("lambda"), function_name) if function_name else None
+            live[component] = sha or (record.get(component) if function_name else None)
+        else:
+            stack = getattr(env.stacks, name)
+            live[component] = record.get(component) if stack in endpoints.outputs else None
+    return live
+
+
+def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:
+    """The image tag the service runs now; "" when there is no service yet."""
+    return _live_image_tag(aws, env) or ""
+
+
+def _live_image_tag(aws: AwsFactory, env: EnvConfig) -> str | None:
+    client = aws.client("ecs")
+    try:
+        service = ecs.describe_service(client, env.cluster, env.service)
+        image = ecs.TaskDefinitions(client).image(service["taskDefinition"], env.container)
+    except UsageError:
+        return None
+    return image.rsplit(":", 1)[-1] if ":" in image else None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the plan needs from the live environment besides the changes."""
+
+    image_tag: str  # the image live now (the Fargate stack's ImageTag when the app does not change)
+    code_keys: Mapping[str, str]  # function → the code key live now
+    functions: Mapping[str, str]  # function → its Lambda function name
+    repository_uri: str = ""  # "" lets push resolve it from the registry stack
+
+
+def auto_plan(
+    config: Config,
+    env: EnvConfig,
+    revision: Revision,
+    found: changes.ChangeSet,
+    inputs: Inputs,
+    *,
+    smoke: bool = True,
+) -> Plan:
+    """One plan for every changed component (empty when nothing changed)."""
+    changed = found.components()
+    roles = [role for level in planner.stack_levels() for role in level if f"stack:{role}" in changed]
+    functions = sorted(c.split(":", 1)[1] for c in changed if c.startswith("lambda:"))
+    app = "app" in changed
+    if not (roles or functions or app):
+        return Plan(env.name, (), "deploy.auto")
+
+    names = planner.stack_roles(env)
+    out = planner.synth_dir(config, env)
+    packages = {fn: packaging.package_function(lambda_chain.function_folder(config, fn)) for fn in functions}
+    code_keys = {**inputs.code_keys, **{fn: p.key for fn, p in packages.items()}}
+    image_tag = revision.tag if app else inputs.image_tag
+    if "fargate" in roles and not image_tag:
+        raise UsageError(
+            f"no image is live in environment {env.name!r} for the Fargate stack",
+            next_step=f"deploy everything once: inv deploy.full --env {env.name}",
+        )
+
+    def stack(role: str) -> DeployStack:
+        parameters = planner.stack_parameters(role, image_tag, code_keys)
+        return DeployStack(names[role], str(out / f"{names[role]}.template.json"), parameters)
+
+    steps: list[Step] = []
+    if roles:
+        steps.append(Synthesize(str(out)))
+    if "registry" in roles:  # the image and the zips need its repository and bucket
+        steps.append(stack("registry"))
+    first: list[Step] = []
+    if app:
+        image = planner.app_chain_plan(config, env, revision, ("build", "push"), repository_uri=inputs.repository_uri)
+        first.append(StepSequence("image", image.steps))
+    first += [
+        UploadLambdaCode(fn, str(lambda_chain.function_folder(config, fn)), p.key, env.stacks.registry)
+        for fn, p in sorted(packages.items())
+    ]
+    levels = planner.stack_levels()
+    first += [stack(role) for role in levels[0] if role in roles and role != "registry"]
+    if first:
+        steps.append(_group(first))
+    for level in levels[1:]:
+        members = [stack(role) for role in level if role in roles]
+        if members:
+            steps.append(_group(members))
+    # the API stack, when it changed, deployed the new code itself; the fast path does the others
+    fast = [fn for fn in functions if "api" not in roles]
+    if fast:
+        chains: list[Step] = []
+        for fn in fast:
+            if fn not in inputs.functions:
+                raise UsageError(
+                    f"Lambda function {fn} is not deployed in {env.name!r}",
+                    next_step=f"deploy the API stack: inv deploy.stack {names['api']} --env {env.name}",
+                )
+            plan = lambda_chain.lambda_plan(config, env, revision, fn, function_name=inputs.functions[fn], smoke=False)
+            chains.append(StepSequence(f"lambda {fn}", plan.steps[1:]))  # uploaded above
+        steps.append(_group(chains))
+    if app:
+        steps += planner.app_chain_plan(
+            config,
+            env,
+            revision,
+            ("register-taskdef", "roll-service", "wait-healthy"),
+            repository_uri=inputs.repository_uri,
+        ).steps
+    if smoke:
+        steps.append(Smoke())
+    deploys = tuple((component, revision.tag) for component in sorted(changed))
+    return Plan(env.name, tuple(steps), "deploy.auto", deploys)
+
+
+def _group(steps: Sequence[Step]) -> Step:
+    return steps[0] if len(steps) == 1 else Parallel(tuple(steps))
+
+
+def flat_steps(steps: Sequence[Step]) -> list[Step]:
+    """The plan's steps in the order they run, groups opened."""
+    flat: list[Step] = []
+    for step in steps:
+        if isinstance(step, Parallel | StepSequence):
+            flat += flat_steps(step.steps)
+        else:
+            flat.append(step)
+    return flat
+
+
+def target_of(step: Step, env: EnvConfig) -> str:
+    """What a step acts on, for the plan as CI reads it."""
+    if isinstance(step, DeployStack):
+        return step.stack
+    if isinstance(step, UploadLambdaCode | lambda_chain.UpdateFunctionCode | lambda_chain.PublishVersion):
+        return step.function
+    if isinstance(step, lambda_chain.MoveAlias):
+        return step.function
+    if isinstance(step, RegisterTaskDef | RollService | WaitHealthy):
+        return step.service
+    if isinstance(step, PushImage):
+        return step.local_image
+    if isinstance(step, Smoke | Synthesize):
+        return env.name
+    for name in ("image", "function", "stack", "service"):
+        value = getattr(step, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return env.name
+
+
+def oldest_base(found: changes.ChangeSet) -> str | None:
+    """The base of the changes: the one live SHA when all changed components share it, else the first listed."""
+    bases = [found.base.get(c) for c in sorted(found.components())]
+    known = [b for b in bases if b]
+    return known[0] if known else None
+
+
+def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan) -> dict[str, Any]:
+    """``--dry-run --json``: a shape kept stable for CI scripts."""
+    return {
+        "environment": env.name,
+        "base": oldest_base(found),
+        "head": found.head,
+        "changes": [
+            {"path": c.path, "component": c.component, "kind": c.kind}
+            for c in found.changes
+            if c.kind != "none" and c.component is not None
+        ],
+        "steps": [{"name": s.name, "target": target_of(s, env)} for s in flat_steps(plan.steps)],
+    }
+
+
+def command_for(change: changes.Change, env: EnvConfig) -> str:
+    """The command that deploys the component of ``change``."""
+    if change.kind == "app":
+        return "inv deploy.app"
+    if change.kind == "lambda" and change.component:
+        return f"inv deploy.lambda {change.component.split(':', 1)[1]}"
+    if change.kind == "stack" and change.component:
+        return f"inv deploy.stack {planner.stack_roles(env)[change.component.split(':', 1)[1]]}"
+    return "nothing to deploy"
+
+
+def analysis_lines(found: changes.ChangeSet, env: EnvConfig) -> list[str]:
+    """Change Analysis: each changed path, its component and the command that deploys it."""
+    lines = []
+    for change in found.changes:
+        if change.kind == "none":
+            continue
+        what = change.path or f"{change.component} ({change.reason})"
+        if change.old_path:
+            what = f"{change.old_path} → {change.path}"
+        lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")
+    quiet = [c.path for c in found.changes if c.kind == "none"]
+    if quiet:
+        shown = ", ".join(quiet[:QUIET_SHOWN]) + (
+            f" and {len(quiet) - QUIET_SHOWN} more" if len(quiet) > QUIET_SHOWN else ""
+        )
+        lines.append(f"{KIND_ICONS['none']} {shown} (docs, tests, the toolkit: nothing to deploy)")
+    return lines
+
+
+def estimate_rows(plan: Plan, env: EnvConfig, estimates: Mapping[str, float]) -> list[list[Any]]:
+    """One row per step: #, step, target, its estimated time from the history (blank when never timed)."""
+    rows: list[list[Any]] = []
+    for index, step in enumerate(flat_steps(plan.steps), start=1):
+        target = target_of(step, env)
+        guess = estimates.get(f"{step.name}:{target}", estimates.get(step.name))
+        rows.append([index, step.name, target, f"~{guess:.1f}s" if guess is not None else ""])
+    return rows

@@ -1,0 +1,462 @@
+"""The Lambda fast path: upload → update function code → publish a version → move the ``live`` alias → smoke.
+
+``inv deploy.lambda NAME`` ships one function of ``lambda/`` without CloudFormation. Its zip is reproducible
+and named by its content (``lambda/<fn>/<sha256>.zip``, :mod:`deploykit.packaging`), so every step can tell
+whether its result already exists and skip:
+
+- ``upload-lambda`` (:class:`~deploykit.stack_chain.UploadLambdaCode`): the zip is already in the artifacts bucket;
+- ``update-code``: the function's ``$LATEST`` already has that ``CodeSha256``;
+- ``publish-version``: a published version already has that code, the function's current configuration, and a
+  description naming the key;
+- ``move-alias``: ``live`` already points at that version (with no weighted routing).
+
+A version published here is described ``code s3://<bucket>/<key> git <sha12>``: the prefix is what the API
+stack writes on the versions CloudFormation publishes (cdk/stacks/api_stack.py), so one reader serves both.
+:func:`live_code_keys` reads the key back from the version ``live`` points at: ``inv deploy.stack api`` then
+passes the code that is live as the stack's ``<Function>CodeKey`` parameter, instead of reverting it, and
+:func:`live_git_sha` tells which commit a function runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from botocore.exceptions import ClientError
+
+from deploykit import packaging
+from deploykit.endpoints import MAPPED_OUTPUTS, read_outputs, resolve_endpoints
+from deploykit.errors import ConfigError, StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Plan, Step
+from deploykit.smoke import Smoke
+from deploykit.stack_chain import ARTIFACTS_OUTPUT, UploadLambdaCode, deployer
+from deploykit.stacks import error_code
+
+if TYPE_CHECKING:
+    from deploykit.config import Config, EnvConfig
+    from deploykit.git import Revision
+
+ALIAS = "live"
+LAMBDA_FOLDER = "lambda"
+NOT_FOUND = "ResourceNotFoundException"
+# Version descriptions: CloudFormation's versions say "code s3://<bucket>/<key>", the fast path's add " git <sha12>".
+_CODE_RE = re.compile(r"(?:^|\s)code s3://(?P<bucket>[^/\s]+)/(?P<key>\S+)")
+_GIT_RE = re.compile(r"(?:^|\s)git (?P<sha>[0-9A-Za-z][0-9A-Za-z-]*)(?:\s|$)")
+# What a published version runs besides its code: a version is reused only when these equal $LATEST's, so a
+# rollback to old code never brings an old configuration (environment, memory, role...) back with it.
+BEHAVIOUR_FIELDS = (
+    "PackageType",
+    "Runtime",
+    "Handler",
+    "Role",
+    "MemorySize",
+    "Timeout",
+    "Environment",
+    "Layers",
+    "VpcConfig",
+    "Architectures",
+    "EphemeralStorage",
+    "TracingConfig",
+    "DeadLetterConfig",
+    "KMSKeyArn",
+    "FileSystemConfigs",
+    "ImageConfigResponse",
+    "LoggingConfig",
+)
+UPDATING = ("InProgress", "Pending")
+
+
+# -- descriptions ---------------------------------------------------------------------------------------------
+
+
+def version_description(bucket: str, key: str, git_sha: str) -> str:
+    """What the fast path writes on a version: CloudFormation's ``code s3://bucket/key`` plus `` git <sha12>``."""
+    return f"code s3://{bucket}/{key} git {git_sha}"
+
+
+def code_location(description: str | None) -> tuple[str, str] | None:
+    """(bucket, key) named by a version's description (CloudFormation's or the fast path's); None otherwise."""
+    found = _CODE_RE.search(description or "")
+    return (found["bucket"], found["key"]) if found else None
+
+
+def code_key(description: str | None) -> str | None:
+    location = code_location(description)
+    return location[1] if location else None
+
+
+def git_sha_of(description: str | None) -> str | None:
+    """The ``git <sha12>`` of a fast-path description (``<sha12>-dirty-<hash>`` for a dirty deploy); None otherwise."""
+    found = _GIT_RE.search(description or "")
+    return found["sha"] if found else None
+
+
+# -- what is live ---------------------------------------------------------------------------------------------
+
+
+def live_configuration(lambda_client: Any, function_name: str, alias: str = ALIAS) -> dict[str, Any] | None:
+    """The configuration of the version ``alias`` points at; None when the function or the alias does not exist."""
+    try:
+        version = str(lambda_client.get_alias(FunctionName=function_name, Name=alias)["FunctionVersion"])
+        return dict(lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=version))
+    except ClientError as exc:
+        if error_code(exc) == NOT_FOUND:
+            return None
+        raise
+
+
+def live_code_keys(lambda_client: Any, functions: Mapping[str, str]) -> dict[str, str]:
+    """fn → the S3 key of the code its ``live`` alias serves, read from that version's description.
+
+    ``functions`` maps each function's folder name to its Lambda function name (``Endpoints.functions``). A
+    function without the alias, or whose live version's description names no ``code s3://bucket/key``, is left
+    out.
+    """
+    keys: dict[str, str] = {}
+    for fn, function_name in functions.items():
+        config = live_configuration(lambda_client, function_name)
+        key = code_key(config.get("Description")) if config else None
+        if key:
+            keys[fn] = key
+    return keys
+
+
+def live_git_sha(lambda_client: Any, function_name: str) -> str | None:
+    """The commit the ``live`` alias's version was deployed from by the fast path (``<sha12>``, or
+    ``<sha12>-dirty-<hash>`` for a dirty deploy); None when unknown (no alias, or a version CloudFormation
+    published: its description names the code only)."""
+    config = live_configuration(lambda_client, function_name)
+    return git_sha_of(config.get("Description")) if config else None
+
+
+def deployed_functions(cfn: Any, env: EnvConfig, *, required: bool = True) -> dict[str, str]:
+    """fn (folder name) → Lambda function name, from the environment's endpoints (the API stack's outputs).
+
+    When other stacks are missing, the API stack's own outputs are enough. When the API stack is not deployed:
+    UsageError if ``required``, else an empty mapping.
+    """
+    try:
+        return dict(resolve_endpoints(cfn, env, env.endpoints).functions)
+    except ConfigError:
+        raise
+    except UsageError:
+        outputs = read_outputs(cfn, env.stacks.api)
+    if outputs is None:
+        if not required:
+            return {}
+        raise UsageError(
+            f"the API stack {env.stacks.api} is not deployed in environment {env.name!r}",
+            next_step=f"deploy the API stack first: inv deploy.stack api --env {env.name}",
+        )
+    return {fn: outputs[key] for fn, (_role, key) in MAPPED_OUTPUTS["functions"].items() if key in outputs}
+
+
+# -- published versions ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionMatch:
+    """A published version that runs the wanted code with the function's current configuration."""
+
+    version: str
+    description: str
+    names_key: bool  # its description names the wanted key (so live_code_keys reads it back)
+
+
+def _versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
+    versions: list[dict[str, Any]] = []
+    for page in lambda_client.get_paginator("list_versions_by_function").paginate(FunctionName=function_name):
+        versions += page.get("Versions", [])
+    return versions
+
+
+def _behaviour(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {field: config.get(field) for field in BEHAVIOUR_FIELDS}
+
+
+def find_version(lambda_client: Any, function_name: str, code_sha256: str, key: str) -> VersionMatch | None:
+    """The newest published version with ``code_sha256`` and ``$LATEST``'s configuration, preferring those whose
+    description names ``key``; None when there is none."""
+    versions = _versions(lambda_client, function_name)
+    latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
+    if latest is None:
+        return None
+    wanted = _behaviour(latest)
+    same = [
+        v
+        for v in versions
+        if v.get("Version") != "$LATEST" and v.get("CodeSha256") == code_sha256 and _behaviour(v) == wanted
+    ]
+    keyed = [v for v in same if code_key(v.get("Description")) == key]
+    best = max(keyed or same, key=lambda v: int(v["Version"]), default=None)
+    if best is None:
+        return None
+    return VersionMatch(str(best["Version"]), str(best.get("Description", "")), bool(keyed))
+
+
+def _origin(description: str) -> str:
+    """Who published a version, from its description: the fast path names the commit, CloudFormation does not."""
+    sha = git_sha_of(description)
+    if sha:
+        return f"git {sha}"
+    return "published by CloudFormation" if code_location(description) else f"described {description!r}"
+
+
+# -- steps ----------------------------------------------------------------------------------------------------
+
+
+def artifacts_bucket(ctx: Context, registry_stack: str) -> str:
+    """The artifacts bucket, from the registry stack's output (as UploadLambdaCode reads it)."""
+    bucket = deployer(ctx).outputs(registry_stack).get(ARTIFACTS_OUTPUT)
+    if not bucket:
+        raise UsageError(
+            f"stack {registry_stack} has no output {ARTIFACTS_OUTPUT}",
+            next_step=f"deploy it first: inv deploy.stack {registry_stack}",
+        )
+    return bucket
+
+
+def _configuration(lambda_client: Any, function_name: str, function: str) -> dict[str, Any]:
+    try:
+        return dict(lambda_client.get_function_configuration(FunctionName=function_name))
+    except ClientError as exc:
+        if error_code(exc) == NOT_FOUND:
+            raise UsageError(
+                f"Lambda function {function_name} ({function}) does not exist",
+                next_step="deploy the API stack first: inv deploy.stack api",
+            ) from None
+        raise
+
+
+def _short(code_sha256: str) -> str:
+    return code_sha256[:12] + "…"
+
+
+def _short_key(key: str) -> str:
+    """lambda/fn/<64 hex>.zip → lambda/fn/<12 hex>….zip, for people (inputs keep the whole key)."""
+    folder, _, name = key.rpartition("/")
+    stem = name.removesuffix(".zip")
+    if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem):
+        name = f"{stem[:12]}….zip"
+    return f"{folder}/{name}" if folder else name
+
+
+@dataclass(frozen=True)
+class UpdateFunctionCode(Step):
+    """Point the function's ``$LATEST`` at the zip and wait until Lambda reports the update Successful."""
+
+    name: ClassVar[str] = "update-code"
+    function: str
+    function_name: str
+    registry_stack: str
+    key: str
+    code_sha256: str
+    timeout: float
+    poll: float
+
+    def describe(self) -> str:
+        return (
+            f"{self.function_name} $LATEST ← {_short_key(self.key)} "
+            f"(skipped when it already runs CodeSha256 {_short(self.code_sha256)})"
+        )
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("lambda")
+        deadline = ctx.clock.monotonic() + self.timeout
+        current = _configuration(client, self.function_name, self.function)
+        if current.get("LastUpdateStatus") in UPDATING or current.get("State") in UPDATING:
+            current = self._wait(ctx, client, deadline, "a previous update")
+        if current.get("CodeSha256") == self.code_sha256 and current.get("LastUpdateStatus") != "Failed":
+            return Outcome.skipped(f"{self.function}: $LATEST already runs {_short(self.code_sha256)}")
+        bucket = artifacts_bucket(ctx, self.registry_stack)
+        client.update_function_code(FunctionName=self.function_name, S3Bucket=bucket, S3Key=self.key)
+        final = self._wait(ctx, client, deadline, "the update")
+        if final.get("CodeSha256") != self.code_sha256:
+            raise StepFailed(
+                f"{self.function_name} runs code {final.get('CodeSha256')} after the update, not {self.code_sha256} "
+                f"(s3://{bucket}/{self.key} does not hold the zip that was planned)",
+                next_step=f"rerun: inv deploy.lambda {self.function} (it uploads the zip again if missing)",
+            )
+        was = current.get("CodeSha256") or "none"
+        return Outcome.done(f"{self.function}: $LATEST runs {_short(self.code_sha256)} (was {_short(was)})")
+
+    def _wait(self, ctx: Context, client: Any, deadline: float, what: str) -> dict[str, Any]:
+        """Poll until the function is Active and its last update Successful; StepFailed on Failed or the deadline."""
+        started = ctx.clock.monotonic()
+        while True:
+            config = _configuration(client, self.function_name, self.function)
+            state, update = config.get("State"), config.get("LastUpdateStatus")
+            if update == "Failed" or state == "Failed":
+                reason = config.get("LastUpdateStatusReason") or config.get("StateReason") or "no reason given"
+                code = config.get("LastUpdateStatusReasonCode") or config.get("StateReasonCode") or ""
+                raise StepFailed(
+                    f"Lambda failed {what} of {self.function_name}: {reason}" + (f" ({code})" if code else ""),
+                    next_step=f"aws lambda get-function-configuration --function-name {self.function_name}; "
+                    f"fix the cause, then rerun: inv deploy.lambda {self.function}",
+                )
+            if update not in UPDATING and state not in UPDATING:
+                return config
+            now = ctx.clock.monotonic()
+            if now >= deadline:
+                raise StepFailed(
+                    f"deadline of {self.timeout:.0f}s passed waiting for {what} of {self.function_name} "
+                    f"(State {state}, LastUpdateStatus {update})",
+                    next_step=f"look at the function in the console or with aws lambda get-function-configuration, "
+                    f"then rerun: inv deploy.lambda {self.function}",
+                )
+            ctx.reporter.status(f"{self.function}: State {state}, LastUpdateStatus {update} ({now - started:.0f}s)")
+            ctx.clock.sleep(min(self.poll, max(deadline - now, 0.0)))
+
+
+@dataclass(frozen=True)
+class PublishVersion(Step):
+    """Publish ``$LATEST`` as a version described ``code s3://<bucket>/<key> git <sha12>`` (skipped when a
+    version with this code, this configuration and this key exists: it is reused)."""
+
+    name: ClassVar[str] = "publish-version"
+    function: str
+    function_name: str
+    registry_stack: str
+    key: str
+    code_sha256: str
+    git_sha: str
+
+    def describe(self) -> str:
+        return f"publish $LATEST as a version (git {self.git_sha}), or reuse one that runs {_short_key(self.key)}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("lambda")
+        found = find_version(client, self.function_name, self.code_sha256, self.key)
+        if found is not None and found.names_key:
+            return Outcome.skipped(
+                f"{self.function}: version {found.version} already runs this code ({_origin(found.description)})",
+                **{f"{self.function}.version": found.version},
+            )
+        description = version_description(artifacts_bucket(ctx, self.registry_stack), self.key, self.git_sha)
+        try:
+            answer = client.publish_version(
+                FunctionName=self.function_name, CodeSha256=self.code_sha256, Description=description
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ("PreconditionFailedException", "InvalidParameterValueException"):
+                raise
+            raise StepFailed(
+                f"Lambda refused to publish {self.function_name} with code {_short(self.code_sha256)}…: "
+                f"{exc.response.get('Error', {}).get('Message', exc)} ($LATEST changed since it was updated?)",
+                next_step=f"rerun: inv deploy.lambda {self.function}",
+            ) from None
+        version = str(answer["Version"])
+        if answer.get("CodeSha256") != self.code_sha256:
+            raise StepFailed(
+                f"Lambda published version {version} of {self.function_name} with code {answer.get('CodeSha256')}, "
+                f"not {self.code_sha256}",
+                next_step=f"rerun: inv deploy.lambda {self.function}",
+            )
+        detail = f"{self.function}: version {version} (git {self.git_sha})"
+        if answer.get("Description") != description:
+            # Lambda hands back the last version when nothing changed since it was published.
+            detail = f"{self.function}: Lambda reused version {version}, unchanged since it was published"
+        return Outcome.done(detail, **{f"{self.function}.version": version})
+
+
+@dataclass(frozen=True)
+class MoveAlias(Step):
+    """Point the alias at the published version with this code (found at run time, as PublishVersion left it)."""
+
+    name: ClassVar[str] = "move-alias"
+    function: str
+    function_name: str
+    alias: str
+    key: str
+    code_sha256: str
+
+    def describe(self) -> str:
+        return f"point {self.function_name}:{self.alias} at the version that runs {_short(self.code_sha256)}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("lambda")
+        found = find_version(client, self.function_name, self.code_sha256, self.key)
+        if found is None:
+            raise StepFailed(
+                f"no published version of {self.function_name} runs code {_short(self.code_sha256)} "
+                "with its current configuration",
+                next_step=f"publish it: inv deploy.lambda {self.function}",
+            )
+        try:
+            current = client.get_alias(FunctionName=self.function_name, Name=self.alias)
+        except ClientError as exc:
+            if error_code(exc) != NOT_FOUND:
+                raise
+            raise UsageError(
+                f"{self.function_name} has no alias {self.alias!r} (the API stack makes it)",
+                next_step="deploy the API stack first: inv deploy.stack api",
+            ) from None
+        previous = str(current["FunctionVersion"])
+        weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        if previous == found.version and not weights:
+            return Outcome.skipped(
+                f"{self.function}: {self.alias} already points at version {found.version}",
+                **{f"{self.function}.version": found.version},
+            )
+        client.update_alias(
+            FunctionName=self.function_name,
+            Name=self.alias,
+            FunctionVersion=found.version,
+            RoutingConfig={"AdditionalVersionWeights": {}},
+            RevisionId=current["RevisionId"],
+        )
+        return Outcome.done(
+            f"{self.function}: {self.alias} → version {found.version} (was {previous})",
+            **{f"{self.function}.version": found.version, f"{self.function}.previous_version": previous},
+        )
+
+
+# -- the plan -------------------------------------------------------------------------------------------------
+
+
+def function_names(config: Config) -> list[str]:
+    """The functions of lambda/: its folders holding a handler.py."""
+    root = config.root / LAMBDA_FOLDER
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / packaging.HANDLER_MODULE).is_file())
+
+
+def function_folder(config: Config, function: str) -> Path:
+    """lambda/<function>; UsageError listing the functions when there is no such function."""
+    known = function_names(config)
+    if function not in known:
+        listed = ", ".join(known) if known else f"none: {config.root / LAMBDA_FOLDER} holds no function folder"
+        raise UsageError(
+            f"unknown Lambda function {function!r}", next_step=f"use one of the functions of lambda/: {listed}"
+        )
+    return config.root / LAMBDA_FOLDER / function
+
+
+def lambda_plan(
+    config: Config, env: EnvConfig, revision: Revision, function: str, *, function_name: str, smoke: bool = True
+) -> Plan:
+    """upload → update-code → publish-version → move-alias → smoke, for ``function`` (a folder of lambda/) whose
+    Lambda function is ``function_name``."""
+    folder = function_folder(config, function)
+    package = packaging.package_function(folder)
+    steps: list[Step] = [
+        UploadLambdaCode(function, str(folder), package.key, env.stacks.registry),
+        UpdateFunctionCode(
+            function,
+            function_name,
+            env.stacks.registry,
+            package.key,
+            package.code_sha256,
+            env.wait_timeout,
+            env.poll_seconds,
+        ),
+        PublishVersion(function, function_name, env.stacks.registry, package.key, package.code_sha256, revision.tag),
+        MoveAlias(function, function_name, ALIAS, package.key, package.code_sha256),
+    ]
+    if smoke:
+        steps.append(Smoke())
+    return Plan(env.name, tuple(steps), f"deploy.lambda {function}", ((f"lambda:{function}", revision.tag),))

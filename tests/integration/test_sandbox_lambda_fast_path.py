@@ -1,0 +1,149 @@
+"""deploy.lambda on a private sandbox: a change to one function is live through API Gateway in seconds, with no
+CloudFormation stack touched, and a later deploy.stack of the API keeps it instead of reverting it."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from deploykit import commands, lambda_chain
+from deploykit.aws import AwsFactory
+from deploykit.config import load_config
+from deploykit.endpoints import Endpoints
+from sandbox import lifecycle
+from sandbox.settings import load_settings
+from tests.conftest import git, quiet_runtime
+from tests.integration.sandbox_support import sandbox_project
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
+
+FN = "health_handler"
+MARKER = 'body = {"status": "ok", '
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
+    """A checkout of the whole platform (backend, lambda, cdk) whose deploy.toml targets a private sandbox."""
+    root = sandbox_project(
+        tmp_path_factory.mktemp("lambda-fast-path"),
+        ("backend", "lambda", "cdk"),
+        gitignore=".sandbox/\n__pycache__/\ncdk.out/\n",
+    )
+    settings = load_settings(root / "deploy.toml")
+    lifecycle.up(settings, root / "deploy.toml")
+    yield root
+    lifecycle.down(settings)
+
+
+@pytest.fixture(scope="module")
+def deployed(project: Path) -> Endpoints:
+    """Everything deployed once (the module's only deploy.full)."""
+    report = commands.deploy_full(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    return commands.endpoints(runtime=quiet_runtime(project))
+
+
+def client(project: Path, service: str) -> Any:
+    return AwsFactory(load_config(project / "deploy.toml").environment()).client(service)
+
+
+def health(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=15) as answer:
+        assert answer.status == 200
+        return dict(json.loads(answer.read()))
+
+
+def stacks(project: Path) -> dict[str, tuple[str, str]]:
+    """Every stack's status and last change: a fast path must leave them all as they were."""
+    return {
+        s["StackName"]: (s["StackStatus"], str(s.get("LastUpdatedTime") or s["CreationTime"]))
+        for s in client(project, "cloudformation").describe_stacks()["Stacks"]
+    }
+
+
+def release(project: Path, name: str) -> str:
+    """Make the health function answer ``"release": name`` too, and commit; returns the commit's sha12."""
+    handler = project / "lambda" / FN / "handler.py"
+    text = handler.read_text()
+    if '"release": ' in text:
+        start = text.index('"release": ')
+        text = text[:start] + f'"release": "{name}", ' + text[text.index(",", start) + 2 :]
+    else:
+        assert MARKER in text, "the health function builds its body as {'status': 'ok', ...}"
+        text = text.replace(MARKER, MARKER + f'"release": "{name}", ', 1)
+    handler.write_text(text)
+    git(project, "commit", "-qam", f"{FN}: release {name}")
+    return git(project, "rev-parse", "--short=12", "HEAD").strip()
+
+
+def statuses(report: Any) -> dict[str, str]:
+    return {r.step: r.status for r in report.records}
+
+
+def test_a_function_change_is_live_in_seconds_without_cloudformation_and_a_stack_deploy_keeps_it(
+    project: Path, deployed: Endpoints
+) -> None:
+    url = deployed.api_health_url
+    function_name = deployed.functions[FN]
+    lam = client(project, "lambda")
+    before = health(url)
+    assert before["status"] == "ok" and "release" not in before
+    stacks_before = stacks(project)
+    assert lambda_chain.live_git_sha(lam, function_name) is None  # CloudFormation published it: no commit named
+
+    # the fast path, as `inv deploy.lambda health_handler` runs it (smoke included)
+    sha = release(project, "fast-1")
+    started = time.monotonic()
+    report = commands.deploy_lambda(FN, runtime=quiet_runtime(project))
+    with_smoke = time.monotonic() - started
+    assert report is not None and report.ok
+    assert statuses(report) == {
+        "upload-lambda": "done",
+        "update-code": "done",
+        "publish-version": "done",
+        "move-alias": "done",
+        "smoke": "done",
+    }, [(r.step, r.detail) for r in report.records]
+    answer = health(url)
+    assert answer["release"] == "fast-1"
+    assert answer["function_version"] == report.outputs()[f"{FN}.version"]
+    assert lambda_chain.live_git_sha(lam, function_name) == sha
+    assert stacks(project) == stacks_before  # no stack was updated
+
+    # the chain alone (--no-smoke), another change
+    sha = release(project, "fast-2")
+    started = time.monotonic()
+    report = commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project))
+    chain_only = time.monotonic() - started
+    assert report is not None and report.ok
+    assert health(url)["release"] == "fast-2"
+    assert lambda_chain.live_git_sha(lam, function_name) == sha
+    key = lambda_chain.live_code_keys(lam, {FN: function_name})[FN]
+
+    # again with no change: every step skipped
+    started = time.monotonic()
+    again = commands.deploy_lambda(FN, runtime=quiet_runtime(project))
+    unchanged = time.monotonic() - started
+    assert again is not None and set(statuses(again).values()) == {"skipped"}
+    assert stacks(project) == stacks_before
+
+    # a stack deploy of the API afterwards keeps what the fast path shipped
+    stack = commands.deploy_stack("api", runtime=quiet_runtime(project))
+    assert stack is not None and stack.ok
+    assert health(url)["release"] == "fast-2"
+    api = client(project, "cloudformation").describe_stacks(StackName="CarRentalApiStack")["Stacks"][0]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in api["Parameters"]}["HealthHandlerCodeKey"] == key
+    assert lambda_chain.live_code_keys(lam, {FN: function_name})[FN] == key
+
+    print(
+        f"\ndeploy.lambda {FN}: {with_smoke:.2f}s with smoke, {chain_only:.2f}s without (--no-smoke), "
+        f"{unchanged:.2f}s with nothing to do"
+    )
+    assert chain_only <= 4.0, f"the fast path took {chain_only:.1f}s"

@@ -1,0 +1,166 @@
+"""deploy.auto's plan: exactly the chain each change needs, in order, and the --dry-run --json shape CI reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deploykit import auto, changes
+from deploykit.config import Config, EnvConfig, load_config
+from deploykit.errors import UsageError
+from deploykit.git import Revision, current_revision
+from deploykit.plan import Plan
+from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
+
+HEAD = "f" * 40
+INPUTS = auto.Inputs(
+    image_tag="aaaaaaaaaaaa",
+    code_keys={"login_handler": "lambda/login_handler/old.zip", "health_handler": "lambda/health_handler/old.zip"},
+    functions={"login_handler": "api-login-1", "health_handler": "api-health-1"},
+)
+
+
+def change_set(*pairs: tuple[str, str]) -> changes.ChangeSet:
+    """Changes as (path, component); kinds from the component."""
+    found = tuple(
+        changes.Change(path, component or None, changes.kind_of(component) if component else "none", "M", "rule")
+        for path, component in pairs
+    )
+    return changes.ChangeSet(base={c: "a" * 40 for _, c in pairs if c}, head=HEAD, changes=found)
+
+
+def setup(project: Path) -> tuple[Config, EnvConfig, Revision]:
+    config = load_config(project / "deploy.toml")
+    return config, config.environment("sandbox"), current_revision(project)
+
+
+def shape(plan: Plan, env: EnvConfig) -> list[tuple[str, str]]:
+    return [(s.name, auto.target_of(s, env)) for s in auto.flat_steps(plan.steps)]
+
+
+def test_nothing_deployable_changed_means_an_empty_plan(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    plan = auto.auto_plan(config, env, revision, change_set(("README.md", ""), ("tests/x.py", "")), INPUTS)
+    assert not plan and plan.deploys == ()
+
+
+def test_a_backend_change_is_the_app_chain_then_smoke(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    plan = auto.auto_plan(config, env, revision, change_set(("backend/app/routes.py", "app")), INPUTS)
+    assert shape(plan, env) == [
+        ("base-image", "deploykit/python-base:3.11-bookworm"),
+        ("build", f"car-rental-backend:{revision.tag}"),
+        ("push", f"car-rental-backend:{revision.tag}"),
+        ("register-taskdef", "car-rental-service"),
+        ("roll-service", "car-rental-service"),
+        ("wait-healthy", "car-rental-service"),
+        ("smoke", "sandbox"),
+    ]
+    assert plan.deploys == (("app", revision.tag),)
+
+
+def test_a_lambda_change_is_the_fast_path_without_cloudformation(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    plan = auto.auto_plan(
+        config, env, revision, change_set(("lambda/login_handler/handler.py", "lambda:login_handler")), INPUTS
+    )
+    assert [name for name, _ in shape(plan, env)] == [
+        "upload-lambda",
+        "update-code",
+        "publish-version",
+        "move-alias",
+        "smoke",
+    ]
+    assert {target for _, target in shape(plan, env)} == {"login_handler", "sandbox"}
+    assert plan.deploys == (("lambda:login_handler", revision.tag),)
+
+
+def test_a_stack_change_deploys_that_stack_alone_with_the_live_inputs(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    plan = auto.auto_plan(config, env, revision, change_set(("cdk/stacks/fargate_stack.py", "stack:fargate")), INPUTS)
+    assert shape(plan, env) == [("synth", "sandbox"), ("deploy-stack", "CarRentalFargateStack"), ("smoke", "sandbox")]
+    assert dict(plan.steps[1].parameters) == {"ImageTag": "aaaaaaaaaaaa"}  # type: ignore[attr-defined]
+
+
+def test_stacks_go_first_in_dependency_order_then_lambdas_then_the_app(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    found = change_set(
+        ("backend/app/routes.py", "app"),
+        ("cdk/stacks/fargate_stack.py", "stack:fargate"),
+        ("cdk/stacks/data_stack.py", "stack:data"),
+        ("lambda/health_handler/handler.py", "lambda:health_handler"),
+    )
+    plan = auto.auto_plan(config, env, revision, found, INPUTS)
+    steps = [name + ":" + target for name, target in shape(plan, env)]
+    order = [s.split(":")[0] for s in steps]
+    assert order.index("deploy-stack") > order.index("synth")
+    assert steps.index("deploy-stack:CarRentalDataStack") < steps.index("deploy-stack:CarRentalFargateStack")
+    assert steps.index("deploy-stack:CarRentalFargateStack") < steps.index("update-code:health_handler")
+    assert steps.index("update-code:health_handler") < steps.index("register-taskdef:car-rental-service")
+    assert order[-1] == "smoke" and order.count("smoke") == 1
+    # the Fargate stack rolls the new image itself, so the app chain after it has nothing left to roll
+    fargate = next(s for s in auto.flat_steps(plan.steps) if getattr(s, "stack", "") == "CarRentalFargateStack")
+    assert dict(fargate.parameters) == {"ImageTag": revision.tag}  # type: ignore[attr-defined]
+
+
+def test_an_api_stack_change_carries_the_new_lambda_code_itself(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    found = change_set(
+        ("cdk/stacks/api_stack.py", "stack:api"), ("lambda/login_handler/handler.py", "lambda:login_handler")
+    )
+    plan = auto.auto_plan(config, env, revision, found, INPUTS)
+    names = [name for name, _ in shape(plan, env)]
+    assert "update-code" not in names and names.count("upload-lambda") == 1
+    api = next(s for s in auto.flat_steps(plan.steps) if getattr(s, "stack", "") == "CarRentalApiStack")
+    keys = dict(api.parameters)  # type: ignore[attr-defined]
+    assert keys["HealthHandlerCodeKey"] == "lambda/health_handler/old.zip"  # unchanged: the live code
+    assert keys["LoginHandlerCodeKey"] != "lambda/login_handler/old.zip"  # changed: this commit's zip
+
+
+def test_a_lambda_that_is_not_deployed_is_refused_with_the_fix(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    inputs = auto.Inputs(image_tag="a", code_keys={}, functions={})
+    with pytest.raises(UsageError, match="login_handler is not deployed") as refused:
+        auto.auto_plan(config, env, revision, change_set(("lambda/login_handler/x.py", "lambda:login_handler")), inputs)
+    assert refused.value.next_step == "deploy the API stack: inv deploy.stack CarRentalApiStack --env sandbox"
+
+
+def test_the_dry_run_json_shape_is_pinned(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    found = change_set(
+        ("backend/app/routes.py", "app"),
+        ("lambda/login_handler/handler.py", "lambda:login_handler"),
+        ("cdk/stacks/fargate_stack.py", "stack:fargate"),
+        ("README.md", ""),
+    )
+    data = json.loads(json.dumps(auto.plan_json(env, found, auto.auto_plan(config, env, revision, found, INPUTS))))
+    assert list(data) == ["environment", "base", "head", "changes", "steps"]
+    assert (data["environment"], data["base"], data["head"]) == ("sandbox", "a" * 40, HEAD)
+    assert data["changes"] == [
+        {"path": "backend/app/routes.py", "component": "app", "kind": "app"},
+        {"path": "lambda/login_handler/handler.py", "component": "lambda:login_handler", "kind": "lambda"},
+        {"path": "cdk/stacks/fargate_stack.py", "component": "stack:fargate", "kind": "stack"},
+    ]
+    assert all(list(step) == ["name", "target"] for step in data["steps"])
+    assert data["steps"][0] == {"name": "synth", "target": "sandbox"}
+    assert data["steps"][-1] == {"name": "smoke", "target": "sandbox"}
+    assert {"name": "deploy-stack", "target": "CarRentalFargateStack"} in data["steps"]
+    assert {"name": "move-alias", "target": "login_handler"} in data["steps"]
+
+
+def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> None:  # noqa: F811
+    _config, env, _revision = setup(with_lambdas)
+    found = change_set(
+        ("backend/app/auth.py", "app"),
+        ("lambda/login_handler/handler.py", "lambda:login_handler"),
+        ("cdk/stacks/fargate_stack.py", "stack:fargate"),
+        ("README.md", ""),
+    )
+    assert auto.analysis_lines(found, env) == [
+        "📱 App code: backend/app/auth.py → inv deploy.app",
+        "🔧 Lambda:   lambda/login_handler/handler.py → inv deploy.lambda login_handler",
+        "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack",
+        "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
+    ]

@@ -1,0 +1,256 @@
+"""The Lambda fast path's pure parts: version descriptions, the plan, choosing a version to reuse, and waiting for
+an update (InProgress, Successful, Failed, the deadline) with a fake Lambda client and a fake clock."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+from botocore.exceptions import ClientError
+
+from deploykit import lambda_chain, packaging
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import load_config
+from deploykit.errors import StepFailed, UsageError
+from deploykit.git import current_revision
+from deploykit.output import Reporter
+from deploykit.plan import Context
+from deploykit.smoke import Smoke
+from deploykit.stack_chain import UploadLambdaCode
+from tests.conftest import REPO, git
+
+KEY = "lambda/health_handler/" + "ab" * 32 + ".zip"
+CODE = "q83vEjRWeJA="
+CFN = f"code s3://artifacts-bucket/{KEY}"
+FAST = f"code s3://artifacts-bucket/{KEY} git 1d6b631a8f81"
+
+
+@pytest.mark.parametrize(
+    ("description", "location", "sha"),
+    [
+        (CFN, ("artifacts-bucket", KEY), None),
+        (FAST, ("artifacts-bucket", KEY), "1d6b631a8f81"),
+        (f"{CFN} git 1d6b631a8f81-dirty-0123456789ab", ("artifacts-bucket", KEY), "1d6b631a8f81-dirty-0123456789ab"),
+        ("Cheap check of the API stage", None, None),
+        ("", None, None),
+        (None, None, None),
+        ("legit 1d6b631a8f81", None, None),  # "git" must be a word of its own
+    ],
+)
+def test_descriptions_name_the_code_and_the_commit(
+    description: str | None, location: tuple[str, str] | None, sha: str | None
+) -> None:
+    assert lambda_chain.code_location(description) == location
+    assert lambda_chain.code_key(description) == (location[1] if location else None)
+    assert lambda_chain.git_sha_of(description) == sha
+
+
+def test_the_fast_paths_description_keeps_cloudformations_prefix_and_fits_lambdas_limit() -> None:
+    written = lambda_chain.version_description("artifacts-bucket", KEY, "1d6b631a8f81")
+    assert written == FAST and written.startswith(CFN)
+    longest = lambda_chain.version_description(
+        "b" * 63, f"lambda/{'f' * 64}/{'0' * 64}.zip", f"{'1' * 12}-dirty-{'2' * 12}"
+    )
+    assert len(longest) <= 256  # Lambda's limit on a version's description
+    assert lambda_chain.code_location(longest) == ("b" * 63, f"lambda/{'f' * 64}/{'0' * 64}.zip")
+
+
+@pytest.fixture
+def with_lambdas(project: Path) -> Path:
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "lambdas")
+    return project
+
+
+def test_the_plan_is_upload_update_publish_alias_smoke_with_every_input_written(with_lambdas: Path) -> None:
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("sandbox")
+    revision = current_revision(with_lambdas)
+    package = packaging.package_function(with_lambdas / "lambda" / "health_handler")
+    plan = lambda_chain.lambda_plan(config, env, revision, "health_handler", function_name="fn-health")
+    assert [s.name for s in plan.steps] == ["upload-lambda", "update-code", "publish-version", "move-alias", "smoke"]
+    upload, update, publish, alias, smoke = plan.steps
+    assert upload == UploadLambdaCode(
+        "health_handler", str(with_lambdas / "lambda" / "health_handler"), package.key, "CarRentalRegistryStack"
+    )
+    assert update == lambda_chain.UpdateFunctionCode(
+        "health_handler",
+        "fn-health",
+        "CarRentalRegistryStack",
+        package.key,
+        package.code_sha256,
+        env.wait_timeout,
+        env.poll_seconds,
+    )
+    assert publish == lambda_chain.PublishVersion(
+        "health_handler", "fn-health", "CarRentalRegistryStack", package.key, package.code_sha256, revision.short
+    )
+    assert alias == lambda_chain.MoveAlias("health_handler", "fn-health", "live", package.key, package.code_sha256)
+    assert smoke == Smoke()
+    assert plan.title == "deploy.lambda health_handler"
+    assert plan.deploys == (("lambda:health_handler", revision.short),)
+    unsmoked = lambda_chain.lambda_plan(config, env, revision, "health_handler", function_name="fn-health", smoke=False)
+    assert unsmoked.steps == plan.steps[:-1]
+
+
+def test_an_unknown_function_is_refused_with_the_list(with_lambdas: Path) -> None:
+    config = load_config(with_lambdas / "deploy.toml")
+    with pytest.raises(UsageError, match="unknown Lambda function 'nope'") as err:
+        lambda_chain.lambda_plan(
+            config, config.environment(), current_revision(with_lambdas), "nope", function_name="x"
+        )
+    assert err.value.next_step == "use one of the functions of lambda/: health_handler, login_handler"
+    assert lambda_chain.function_names(config) == ["health_handler", "login_handler"]
+
+
+# -- choosing a version -----------------------------------------------------------------------------------------
+
+
+def version(number: str, code: str = CODE, description: str = CFN, memory: int = 256) -> dict[str, Any]:
+    return {"Version": number, "CodeSha256": code, "Description": description, "MemorySize": memory}
+
+
+def lambda_with(versions: list[dict[str, Any]]) -> Mock:
+    client = Mock()
+    client.get_paginator.return_value.paginate.return_value = [{"Versions": versions[:2]}, {"Versions": versions[2:]}]
+    return client
+
+
+def test_the_newest_version_with_the_code_the_configuration_and_the_key_is_chosen() -> None:
+    client = lambda_with(
+        [
+            version("$LATEST", description="the function"),
+            version("1"),
+            version("2", code="other"),
+            version("3", description="by hand"),  # same code, key not named
+            version("4"),
+            version("5", memory=128),  # same code and key, another configuration
+        ]
+    )
+    found = lambda_chain.find_version(client, "fn", CODE, KEY)
+    assert found == lambda_chain.VersionMatch("4", CFN, names_key=True)
+    client.get_paginator.assert_called_once_with("list_versions_by_function")
+
+
+def test_a_version_with_the_code_but_not_the_key_is_a_fallback() -> None:
+    client = lambda_with([version("$LATEST"), version("7", description="by hand"), version("8", code="other")])
+    assert lambda_chain.find_version(client, "fn", CODE, KEY) == lambda_chain.VersionMatch("7", "by hand", False)
+    assert lambda_chain.find_version(lambda_with([version("$LATEST")]), "fn", CODE, KEY) is None
+    assert (
+        lambda_chain.find_version(lambda_with([version("$LATEST", memory=512), version("1")]), "fn", CODE, KEY) is None
+    )
+
+
+# -- waiting for an update --------------------------------------------------------------------------------------
+
+
+def context(lam: Mock, clock: FakeClock) -> Context:
+    cfn = Mock()
+    cfn.describe_stacks.return_value = {
+        "Stacks": [
+            {
+                "StackName": "Registry",
+                "StackStatus": "CREATE_COMPLETE",
+                "Outputs": [{"OutputKey": "ArtifactsBucketName", "OutputValue": "artifacts-bucket"}],
+            }
+        ]
+    }
+    aws = Mock(spec=AwsFactory)
+    aws.client.side_effect = lambda service: {"lambda": lam, "cloudformation": cfn}[service]
+    env = Mock(poll_seconds=1.0, wait_timeout=30.0)
+    env.name = "test"
+    return Context(Mock(), env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+
+
+def config(code: str, update: str = "Successful", state: str = "Active", **extra: str) -> dict[str, Any]:
+    return {"CodeSha256": code, "LastUpdateStatus": update, "State": state, **extra}
+
+
+def step(timeout: float = 10.0) -> lambda_chain.UpdateFunctionCode:
+    return lambda_chain.UpdateFunctionCode("health_handler", "fn", "Registry", KEY, CODE, timeout, 1.0)
+
+
+def test_the_update_is_skipped_when_latest_already_has_the_code() -> None:
+    lam = Mock()
+    lam.get_function_configuration.return_value = config(CODE)
+    outcome = step().run(context(lam, FakeClock()))
+    assert outcome.status == "skipped" and "already runs" in outcome.detail
+    lam.update_function_code.assert_not_called()
+
+
+def test_the_update_waits_until_lambda_reports_it_successful() -> None:
+    lam = Mock()
+    lam.get_function_configuration.side_effect = [
+        config("old"),
+        config(CODE, "InProgress"),
+        config(CODE, "InProgress"),
+        config(CODE),
+    ]
+    clock = FakeClock()
+    outcome = step().run(context(lam, clock))
+    assert outcome.status == "done"
+    lam.update_function_code.assert_called_once_with(FunctionName="fn", S3Bucket="artifacts-bucket", S3Key=KEY)
+    assert clock.sleeps == [1.0, 1.0]
+
+
+def test_a_previous_update_in_progress_is_waited_for_first() -> None:
+    lam = Mock()
+    lam.get_function_configuration.side_effect = [
+        config("old", "InProgress"),
+        config("old", "InProgress"),
+        config(CODE),
+    ]
+    clock = FakeClock()
+    outcome = step().run(context(lam, clock))
+    assert outcome.status == "skipped"  # the update in progress was to this very code
+    assert clock.sleeps == [1.0]
+
+
+def test_a_failed_update_fails_the_step_with_lambdas_reason() -> None:
+    lam = Mock()
+    lam.get_function_configuration.side_effect = [
+        config("old"),
+        config("old", "InProgress"),
+        config(
+            "old",
+            "Failed",
+            LastUpdateStatusReason="Unzipped size must be smaller than 262144000 bytes",
+            LastUpdateStatusReasonCode="InvalidZipFileException",
+        ),
+    ]
+    with pytest.raises(StepFailed, match="Unzipped size must be smaller") as err:
+        step().run(context(lam, FakeClock()))
+    assert "InvalidZipFileException" in err.value.message
+    assert "inv deploy.lambda health_handler" in (err.value.next_step or "")
+
+
+def test_an_update_past_the_deadline_fails_naming_the_state() -> None:
+    lam = Mock()
+    lam.get_function_configuration.side_effect = [config("old")] + [config("old", "InProgress")] * 10
+    clock = FakeClock()
+    with pytest.raises(StepFailed, match=r"deadline of 3s passed .* LastUpdateStatus InProgress"):
+        step(timeout=3.0).run(context(lam, clock))
+    assert clock.monotonic() == 3.0
+
+
+def test_code_other_than_planned_after_the_update_fails() -> None:
+    lam = Mock()
+    lam.get_function_configuration.side_effect = [config("old"), config("something-else")]
+    with pytest.raises(StepFailed, match="not q83vEjRWeJA="):
+        step().run(context(lam, FakeClock()))
+
+
+def test_a_missing_function_says_to_deploy_the_api_stack() -> None:
+    lam = Mock()
+    lam.get_function_configuration.side_effect = ClientError(
+        {"Error": {"Code": "ResourceNotFoundException", "Message": "Function not found"}}, "GetFunctionConfiguration"
+    )
+    with pytest.raises(UsageError, match=r"Lambda function fn \(health_handler\) does not exist") as err:
+        step().run(context(lam, FakeClock()))
+    assert err.value.next_step == "deploy the API stack first: inv deploy.stack api"
