@@ -510,6 +510,7 @@ def deploy_auto(
             image_tag=auto.live_image_tag_or_empty(a.aws, a.env),
             code_keys=current_code_keys(a.aws, a.config, a.env)[0],
             functions=dict(a.endpoints.functions),
+            repository_uri=registry.repository_uri(a.aws) if "app" in a.found.components() else "",
         )
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
         estimates = _estimates(a.aws, a.env)
