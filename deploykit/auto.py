@@ -160,6 +160,17 @@ def auto_plan(
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
 
 
+def unchanged_components(found: changes.ChangeSet, revision: Revision) -> tuple[tuple[str, str], ...]:
+    """(component, HEAD's tag) for each component deployed from a known commit with no change since: what is live
+    for it is what HEAD holds. The app is left out (its image tag, not the record, says what runs)."""
+    changed = found.components()
+    return tuple(
+        (component, revision.tag)
+        for component, base in sorted(found.base.items())
+        if base is not None and component not in changed and component not in found.dirty and component != "app"
+    )
+
+
 def _group(steps: Sequence[Step]) -> Step:
     return steps[0] if len(steps) == 1 else Parallel(tuple(steps))
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -513,6 +514,9 @@ def deploy_auto(
             repository_uri=registry.repository_uri(a.aws) if "app" in a.found.components() else "",
         )
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
+        # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
+        unchanged = auto.unchanged_components(a.found, a.revision)
+        plan = dataclasses.replace(plan, deploys=plan.deploys + unchanged) if plan else plan
         estimates = _estimates(a.aws, a.env)
     lines = auto.analysis_lines(a.found, a.env)
     if dry_run and as_json:

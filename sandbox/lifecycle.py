@@ -24,8 +24,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from sandbox.server import STATUS_PATH
-from sandbox.settings import Settings
+from sandbox.settings import STATUS_PATH, Settings
 
 REGISTRY_CONFIG = """\
 version: 0.1

@@ -22,11 +22,10 @@ from moto.backends import get_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sandbox.settings import ACCOUNT_ID, Settings
+from sandbox.settings import ACCOUNT_ID, STATUS_PATH, Settings
 
 log = logging.getLogger("sandbox")
 
-STATUS_PATH = "/_sandbox/status"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 

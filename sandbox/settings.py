@@ -13,6 +13,10 @@ from typing import Any
 ACCOUNT_ID = "123456789012"  # moto's default account: what the sandbox's ARNs carry
 
 
+# The sandbox server's own status route (lifecycle asks it without importing the server, and so moto).
+STATUS_PATH = "/_sandbox/status"
+
+
 class SettingsError(Exception):
     """The [sandbox] table of deploy.toml is malformed."""
 

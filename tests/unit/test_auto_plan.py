@@ -164,3 +164,20 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack",
         "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
     ]
+
+
+def test_components_without_change_are_recorded_live_at_head_but_not_the_app(with_lambdas: Path) -> None:  # noqa: F811
+    _config, _env, revision = setup(with_lambdas)
+    found = changes.ChangeSet(
+        base={
+            "app": "a" * 40,
+            "stack:data": "a" * 40,
+            "stack:api": None,
+            "lambda:login_handler": "b" * 40,
+            "stack:auth": "c" * 40,
+        },
+        head=HEAD,
+        changes=(changes.Change("lambda/login_handler/h.py", "lambda:login_handler", "lambda", "M", "rule"),),
+        dirty=frozenset({"stack:auth"}),
+    )
+    assert auto.unchanged_components(found, revision) == (("stack:data", revision.tag),)
