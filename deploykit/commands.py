@@ -466,6 +466,7 @@ class Analysis:
     endpoints: Endpoints | None
     revision: git.Revision
     found: changes.ChangeSet
+    live: dict[str, str | None]  # component → its live SHA (the app: its image tag)
 
 
 def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty: bool) -> Analysis:
@@ -485,7 +486,7 @@ def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty
             found_endpoints = None
         live = auto.live_components(aws, config, environment, found_endpoints)
     found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty)
-    return Analysis(config, environment, aws, found_endpoints, revision, found)
+    return Analysis(config, environment, aws, found_endpoints, revision, found, live)
 
 
 def deploy_auto(
@@ -506,18 +507,19 @@ def deploy_auto(
             plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws)
+    changed = a.found.components()
     with aws_errors(a.env):
-        inputs = auto.Inputs(
-            image_tag=auto.live_image_tag_or_empty(a.aws, a.env),
-            code_keys=current_code_keys(a.aws, a.config, a.env)[0],
+        inputs = auto.Inputs(  # each read only when a changed component needs it: nothing-to-do stays quick
+            image_tag=a.live.get("app") or "",
+            code_keys=current_code_keys(a.aws, a.config, a.env)[0] if "stack:api" in changed else {},
             functions=dict(a.endpoints.functions),
-            repository_uri=registry.repository_uri(a.aws) if "app" in a.found.components() else "",
+            repository_uri=registry.repository_uri(a.aws) if "app" in changed else "",
         )
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         unchanged = auto.unchanged_components(a.found, a.revision)
         plan = dataclasses.replace(plan, deploys=plan.deploys + unchanged) if plan else plan
-        estimates = _estimates(a.aws, a.env)
+        estimates = _estimates(a.aws, a.env) if plan and not (dry_run and as_json) else {}
     lines = auto.analysis_lines(a.found, a.env)
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
