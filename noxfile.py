@@ -19,7 +19,7 @@ import nox
 nox.options.sessions = ["tests", "cdk", "lint", "typecheck"]
 nox.options.default_venv_backend = "none"
 
-PY_SOURCES = ["deploykit", "sandbox", "plugins", "tests", "backend", "lambda", "cdk", "tasks.py", "noxfile.py"]
+PY_SOURCES = ["deploykit", "sandbox", "plugins", "bench", "tests", "backend", "lambda", "cdk", "tasks.py", "noxfile.py"]
 
 
 def _run(session: nox.Session, *command: str) -> None:

@@ -1,0 +1,193 @@
+"""Benchmark: wall time of `inv deploy.auto` against the before and after the team had, on one sandbox, one run.
+
+    ./dev python bench/deploy_auto.py            # table on stderr, JSON on stdout
+    ./dev python bench/deploy_auto.py --keep     # leave the clone and its sandbox up afterwards
+
+It clones this checkout's HEAD into a temporary folder, gives it a private sandbox on free 127.0.0.1 ports (so a
+sandbox you already run is not touched), deploys everything once (`inv deploy.full`), then times, each as a
+process the way a developer runs it:
+
+  (a) `inv deploy.auto` with nothing changed (median of 3 runs);
+  (b) `inv deploy.auto` after one committed backend source file;
+  (c) `inv deploy.auto` after one committed Lambda handler;
+  (d) `inv deploy.auto` after one committed stack setting (the data stack's access-log retention);
+  before: the seed's full deploy — every stack with the app, from a fresh checkout (cdk.out removed, so the
+          CDK app is synthesized), after one more backend change: `inv deploy.full`;
+  after:  the plain script the team used — `docker build`, `docker push`, then `aws ecs update-service
+          --force-new-deployment` and `aws ecs wait services-stable` (boto3's waiter, the same 15 s polling as
+          the CLI's).
+
+It prints figures, it asserts nothing: timing on a shared machine is noisy. The ratios compare runs of the same
+process on the same sandbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def git(root: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid"}
+    env |= {"GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True, env=env).stdout
+
+
+def private_toml(text: str) -> tuple[str, dict[str, int]]:
+    """deploy.toml with the sandbox's ports moved to free ones (every literal use of the default ones)."""
+    ports = {name: free_port() for name in ("aws", "registry", "backend", "api", "listener")}
+    first = 30000 + free_port() % 20000
+    for old, new in (("4566", ports["aws"]), ("4567", ports["api"]), ("8080", ports["listener"])):
+        text = text.replace(f":{old}", f":{new}").replace(f"= {old}", f"= {new}")
+    text = re.sub(r"registry_port = \d+", f"registry_port = {ports['registry']}", text)
+    text = re.sub(r"registry_backend_port = \d+", f"registry_backend_port = {ports['backend']}", text)
+    text = re.sub(r"task_ports = \[\d+, \d+\]", f"task_ports = [{first}, {first + 199}]", text)
+    return text, ports
+
+
+class Bench:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.results: dict[str, float] = {}
+
+    def inv(self, *args: str) -> float:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-3000:])
+            raise SystemExit(f"inv {' '.join(args)} failed (exit {done.returncode})")
+        return seconds
+
+    def edit(self, path: str, old: str, new: str, message: str) -> None:
+        file = self.root / path
+        text = file.read_text()
+        if old not in text:
+            raise SystemExit(f"{path} no longer contains {old!r}: update the benchmark")
+        file.write_text(text.replace(old, new, 1))
+        git(self.root, "commit", "-qam", message)
+
+    def touch_backend(self, n: int) -> None:
+        file = self.root / "backend" / "app" / "fleet.py"
+        file.write_text(file.read_text() + f"\n# bench change {n}\n")
+        git(self.root, "commit", "-qam", f"backend: bench change {n}")
+
+    def plain_script(self) -> float:
+        """docker build + push, update-service --force-new-deployment, wait services-stable (15 s polls)."""
+        import tomllib
+
+        raw = tomllib.loads((self.root / "deploy.toml").read_text())
+        env = raw["environments"]["sandbox"]
+        session = boto3.session.Session(region_name=env["region"], aws_access_key_id="x", aws_secret_access_key="x")
+        ecr = session.client("ecr", endpoint_url=env["endpoint_url"])
+        ecs = session.client("ecs", endpoint_url=env["endpoint_url"])
+        token = ecr.get_authorization_token()["authorizationData"][0]
+        user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
+        registry = token["proxyEndpoint"].split("://", 1)[-1]
+        image = f"{registry}/{env['repository']}:plain-{int(time.time())}"
+        started = time.perf_counter()
+        subprocess.run(
+            ["docker", "build", "-q", "-t", image, "--build-arg", f"BASE_IMAGE={env['base_image']}", "backend"],
+            cwd=self.root,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["docker", "login", "-u", user, "--password-stdin", registry],
+            input=password.encode(),
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(["docker", "push", "-q", image], check=True, capture_output=True)
+        ecs.update_service(cluster=env["cluster"], service=env["service"], forceNewDeployment=True)
+        ecs.get_waiter("services_stable").wait(cluster=env["cluster"], services=[env["service"]])
+        return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", action="store_true", help="leave the clone and its sandbox up")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="deploykit-bench-")) / "checkout"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(root)], check=True)
+    text, ports = private_toml((root / "deploy.toml").read_text())
+    (root / "deploy.toml").write_text(text)
+    git(root, "commit", "-qam", "bench: a private sandbox")
+    bench = Bench(root)
+    say = sys.stderr.write
+    say(f"🏁 benchmark in {root} (sandbox on 127.0.0.1:{ports['aws']}, ALB :{ports['listener']})\n")
+    try:
+        bench.inv("sandbox.up")
+        r = bench.results
+        r["setup: first deploy.full"] = bench.inv("deploy.full")
+        r["a: nothing changed"] = statistics.median(bench.inv("deploy.auto") for _ in range(3))
+        bench.touch_backend(1)
+        r["b: one backend file"] = bench.inv("deploy.auto")
+        bench.edit(
+            "lambda/health_handler/handler.py",
+            'body = {"status": "ok", ',
+            'body = {"status": "ok", "release": "bench", ',
+            "lambda: a change",
+        )
+        r["c: one Lambda handler"] = bench.inv("deploy.auto")
+        bench.edit("cdk/stacks/data_stack.py", "ACCESS_LOG_DAYS = 365", "ACCESS_LOG_DAYS = 400", "data: a setting")
+        r["d: one stack setting"] = bench.inv("deploy.auto")
+        bench.touch_backend(2)
+        shutil.rmtree(root / "cdk.out", ignore_errors=True)
+        r["before: full deploy (every stack + app)"] = bench.inv("deploy.full")
+        bench.touch_backend(3)
+        r["after: plain script (build, push, force-new-deployment, wait)"] = bench.plain_script()
+    finally:
+        if not args.keep:
+            subprocess.run([sys.executable, "-m", "invoke", "sandbox.down"], cwd=root, capture_output=True)
+            shutil.rmtree(root.parent, ignore_errors=True)
+
+    b = r["b: one backend file"]
+    ratios = {
+        "full deploy / (b)": r["before: full deploy (every stack + app)"] / b,
+        "plain script / (b)": r["after: plain script (build, push, force-new-deployment, wait)"] / b,
+    }
+    rows = []
+    for name, seconds in r.items():
+        target = TARGETS.get(name[0]) if name[1] == ":" else None
+        verdict = "" if target is None else ("✅" if seconds <= target else "❌") + f" ≤ {target:g} s"
+        rows.append(f"{name:<62} {seconds:8.2f} s  {verdict}")
+    rows += [
+        f"{name:<62} {value:8.1f} ×  {'✅' if value >= want else '❌'} ≥ {want:g}×"
+        for (name, value), want in zip(ratios.items(), (10, 2), strict=True)
+    ]
+    say("\n".join(["", f"{'scenario':<62} {'wall time':>10}  target", "-" * 90, *rows]) + "\n")
+    data: dict[str, Any] = {
+        "seconds": {k: round(v, 2) for k, v in r.items()},
+        "ratios": {k: round(v, 2) for k, v in ratios.items()},
+        "targets_s": TARGETS,
+    }
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""deploy.auto on a private sandbox, from a clean deploy.full: each committed change runs just its chain and the new
+code answers; a docs-only commit deploys nothing; --dry-run --json prints the plan CI reads."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import docker
+import pytest
+
+from deploykit import commands
+from deploykit.config import load_config
+from deploykit.endpoints import Endpoints
+from deploykit.plan import RunReport
+from sandbox import lifecycle
+from sandbox.settings import load_settings
+from tests.conftest import git, quiet_runtime
+from tests.integration.sandbox_support import sandbox_project, version_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
+    root = sandbox_project(
+        tmp_path_factory.mktemp("auto"), ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n"
+    )
+    settings = load_settings(root / "deploy.toml")
+    lifecycle.up(settings, root / "deploy.toml")
+    report = commands.deploy_full(runtime=quiet_runtime(root))
+    assert report is not None and report.ok
+    yield root
+    lifecycle.down(settings)
+
+
+def auto(project: Path, **kwargs: object) -> tuple[RunReport | None, str, float]:
+    runtime = quiet_runtime(project)
+    started = time.monotonic()
+    report = commands.deploy_auto(runtime=runtime, **kwargs)  # type: ignore[arg-type]
+    return report, runtime.stderr.getvalue() + runtime.stdout.getvalue(), time.monotonic() - started  # type: ignore[attr-defined]
+
+
+def ran(report: RunReport | None) -> set[str]:
+    """The steps that changed something (sub-steps of groups included)."""
+    assert report is not None and report.ok, report and report.error
+    done: set[str] = set()
+    for record in report.records:
+        for step in record.children or [record]:
+            if step.status == "done":
+                done.add(step.step)
+    return done
+
+
+def endpoints(project: Path) -> Endpoints:
+    return commands.endpoints(runtime=quiet_runtime(project))
+
+
+def test_right_after_deploy_full_there_is_nothing_to_deploy(project: Path) -> None:
+    report, out, seconds = auto(project)
+    assert report is None and "✅ nothing to deploy" in out, out
+    print(f"\ndeploy.auto with nothing changed: {seconds:.2f}s")
+
+
+def test_a_backend_change_runs_the_app_chain_alone(project: Path) -> None:
+    routes = project / "backend" / "app" / "fleet.py"
+    routes.write_text(routes.read_text() + "\n# a change deployed by deploy.auto\n")
+    git(project, "commit", "-qam", "backend: a change")
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+
+    runtime = quiet_runtime(project)
+    commands.deploy_auto(dry_run=True, as_json=True, runtime=runtime)
+    plan = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert list(plan) == ["environment", "base", "head", "changes", "steps"]
+    assert plan["changes"] == [{"path": "backend/app/fleet.py", "component": "app", "kind": "app"}]
+    assert [s["name"] for s in plan["steps"]] == [
+        "base-image",
+        "build",
+        "push",
+        "register-taskdef",
+        "roll-service",
+        "wait-healthy",
+        "smoke",
+    ]
+
+    report, out, seconds = auto(project)
+    assert ran(report) == {"build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke"}
+    assert "📱 App code: backend/app/fleet.py → inv deploy.app" in out
+    assert version_of(endpoints(project).alb_url.rstrip("/")) == git(project, "rev-parse", "HEAD").strip()
+    assert head in out
+    print(f"\ndeploy.auto after one backend file: {seconds:.2f}s")
+
+
+def test_a_lambda_change_runs_the_fast_path_alone(project: Path) -> None:
+    handler = project / "lambda" / "health_handler" / "handler.py"
+    text = handler.read_text()
+    marker = 'body = {"status": "ok", '
+    assert marker in text
+    handler.write_text(text.replace(marker, marker + '"release": "auto-1", ', 1))
+    git(project, "commit", "-qam", "lambda: health says its release")
+    cfn = _client(project, "cloudformation")
+    before = {s["StackName"]: s.get("LastUpdatedTime") for s in cfn.describe_stacks()["Stacks"]}
+
+    report, out, seconds = auto(project)
+    assert ran(report) == {"upload-lambda", "update-code", "publish-version", "move-alias", "smoke"}
+    assert "🔧 Lambda:   lambda/health_handler/handler.py → inv deploy.lambda health_handler" in out
+    with urllib.request.urlopen(endpoints(project).api_health_url, timeout=10) as answer:
+        assert json.loads(answer.read())["release"] == "auto-1"
+    after = {s["StackName"]: s.get("LastUpdatedTime") for s in cfn.describe_stacks()["Stacks"]}
+    assert after == before  # no CloudFormation
+    print(f"\ndeploy.auto after one Lambda handler: {seconds:.2f}s")
+
+
+def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
+    source = project / "cdk" / "stacks" / "fargate_stack.py"
+    delay = "DEREGISTRATION_DELAY = Duration.seconds(5)"
+    assert delay in source.read_text()
+    source.write_text(source.read_text().replace(delay, "DEREGISTRATION_DELAY = Duration.seconds(4)"))
+    git(project, "commit", "-qam", "fargate: drain for 4 s")
+
+    report, out, seconds = auto(project)
+    assert report is not None
+    stacks = [r for s in report.records for r in (s.children or [s]) if r.step == "deploy-stack"]
+    assert [(r.detail.split(":")[0], r.status) for r in stacks] == [("CarRentalFargateStack", "done")]
+    assert not ran(report) & {"build", "push", "update-code", "register-taskdef"}
+    assert "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack" in out
+    elbv2 = _client(project, "elbv2")
+    attributes = elbv2.describe_target_group_attributes(TargetGroupArn=endpoints(project).target_group_arn)
+    values = {a["Key"]: a["Value"] for a in attributes["Attributes"]}
+    assert values["deregistration_delay.timeout_seconds"] == "4"
+    print(f"\ndeploy.auto after one stack setting: {seconds:.2f}s")
+
+
+def test_a_docs_only_commit_deploys_nothing_and_history_lists_each_run(project: Path) -> None:
+    (project / "NOTES.md").write_text("# notes\n")
+    git(project, "add", "NOTES.md")
+    git(project, "commit", "-qm", "docs")
+    report, out, _seconds = auto(project)
+    assert report is None and "✅ nothing to deploy" in out and "NOTES.md" in out
+    runtime = quiet_runtime(project)
+    records = commands.history_list(runtime=runtime)
+    assert [r.command for r in records[:4]] == ["deploy.auto", "deploy.auto", "deploy.auto", "deploy.full"]
+    assert all(r.ok for r in records[:4])
+
+
+def _client(project: Path, service: str) -> Any:
+    env = load_config(project / "deploy.toml").environment()
+    return boto3.client(
+        service, endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
+    )
