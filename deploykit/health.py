@@ -479,15 +479,14 @@ def target_group_recommendations(
     healthy = _int(target_group.get("HealthyThresholdCount"))
     unhealthy = _int(target_group.get("UnhealthyThresholdCount"))
     if interval is not None and interval > MAX_HEALTH_CHECK_INTERVAL:
-        checks = healthy or SUGGESTED_HEALTHY_THRESHOLD
         recs.append(
             Recommendation(
                 "health-check interval",
                 f"{interval} s",
                 f"{MIN_HEALTH_CHECK_INTERVAL}–{MAX_HEALTH_CHECK_INTERVAL} s",
-                f"a new target gets traffic after {checks} passing checks, {checks} × {interval} s = "
-                f"{checks * interval} s per deploy; at {MIN_HEALTH_CHECK_INTERVAL} s it is "
-                f"{checks * MIN_HEALTH_CHECK_INTERVAL} s",
+                f"a new target that is not ready at its first check waits a whole interval for the next: up to "
+                f"{interval} s more per deploy (up to {MIN_HEALTH_CHECK_INTERVAL} s at {MIN_HEALTH_CHECK_INTERVAL} s), "
+                f"and a target back from unhealthy needs threshold × interval",
                 f"{FARGATE_STACK_FILE}: HEALTH_CHECK_INTERVAL (keep HEALTH_CHECK_TIMEOUT below it)",
             )
         )
@@ -498,9 +497,10 @@ def target_group_recommendations(
                 "healthy threshold",
                 str(healthy),
                 str(SUGGESTED_HEALTHY_THRESHOLD),
-                f"a new target is healthy after threshold × interval = {healthy} × {period} s = {healthy * period} s; "
-                f"{SUGGESTED_HEALTHY_THRESHOLD} × {period} s = {SUGGESTED_HEALTHY_THRESHOLD * period} s saves "
-                f"{(healthy - SUGGESTED_HEALTHY_THRESHOLD) * period} s per deploy",
+                f"a target back from unhealthy takes threshold × interval = {healthy} × {period} s = "
+                f"{healthy * period} s to get traffic again; {SUGGESTED_HEALTHY_THRESHOLD} × {period} s = "
+                f"{SUGGESTED_HEALTHY_THRESHOLD * period} s saves {(healthy - SUGGESTED_HEALTHY_THRESHOLD) * period} s "
+                "(a new target needs one passing check)",
                 f"{FARGATE_STACK_FILE}: HEALTHY_THRESHOLD",
             )
         )

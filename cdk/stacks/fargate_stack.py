@@ -34,8 +34,9 @@ HEALTH_PATH = "/health"
 # largest part of a rolling deploy's wall time; the API answers in well under a second and keeps no
 # long-lived connections, so 5 s drains it completely.
 DEREGISTRATION_DELAY = Duration.seconds(5)
-# ALB health checks at their fast end: a new target is healthy after HEALTHY_THRESHOLD x INTERVAL = 10 s
-# instead of the default 5 x 30 s = 150 s. 5 s is the smallest interval the ALB accepts.
+# ALB health checks at their fast end. A newly registered target is healthy after its first passing check
+# (checks every INTERVAL); one coming back from unhealthy after HEALTHY_THRESHOLD x INTERVAL = 10 s instead of
+# the default 5 x 30 s = 150 s. 5 s is the smallest interval the ALB accepts.
 HEALTH_CHECK_INTERVAL = Duration.seconds(5)
 HEALTHY_THRESHOLD = 2  # the smallest the ALB accepts
 # A bad target is taken out after 2 x 5 s = 10 s, so a broken release trips the circuit breaker quickly.

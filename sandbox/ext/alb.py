@@ -6,7 +6,9 @@ What plain moto lacks, fixed here:
   (127.0.0.1, different ports) overwrite each other. Here targets are keyed by (Id, Port), as on AWS.
 - ``real_target_health``: moto reports every target healthy. Here a checker polls each target's health
   check path with the target group's interval, timeout, matcher and thresholds; states are initial,
-  healthy, unhealthy, draining (for the deregistration delay), as DescribeTargetHealth shows on AWS.
+  healthy, unhealthy, draining (for the deregistration delay), as DescribeTargetHealth shows on AWS. As on
+  AWS, a newly registered target is healthy after one passing check; the healthy threshold counts only for
+  a target coming back from unhealthy.
 - ``listeners_that_serve``: each HTTP listener is an HTTP server on 127.0.0.1 (its port mapped through
   ``[sandbox] listener_ports``) forwarding to the healthy targets of its default target group, round
   robin. Draining targets get no new requests; requests in flight finish. No healthy target: the
@@ -236,7 +238,9 @@ class AlbExtension:
                 return
             if not error and matches(code, matcher):
                 target.successes, target.failures = target.successes + 1, 0
-                if target.successes >= _int(group.healthy_threshold_count, 5):
+                # AWS: a newly registered target needs one passing check, whatever the healthy threshold;
+                # the threshold applies to a target coming back from unhealthy
+                if target.state == "initial" or target.successes >= _int(group.healthy_threshold_count, 5):
                     target.state, target.reason, target.description = "healthy", "", ""
             else:
                 target.failures, target.successes = target.failures + 1, 0

@@ -507,7 +507,17 @@ def test_a_health_check_change_reaches_the_target_group_and_its_checker(deployme
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     aws.elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": "127.0.0.1", "Port": port}])
+    target = {"Id": "127.0.0.1", "Port": port}
+
+    def state() -> str:
+        found = aws.elbv2.describe_target_health(TargetGroupArn=group, Targets=[target])["TargetHealthDescriptions"]
+        return str(found[0]["TargetHealth"]["State"])
+
     try:
+        # as on AWS, a newly registered target is healthy after ONE passing check (the threshold, 2 here, is for
+        # a target coming back from unhealthy)
+        wait_until(lambda: state() == "healthy", timeout=5, what="the probe healthy after its first check")
+        assert len(Probe.hits) == 1
         wait_until(lambda: len(Probe.hits) >= 2, timeout=20, what="two health checks of the probe")
     finally:
         aws.elbv2.deregister_targets(TargetGroupArn=group, Targets=[{"Id": "127.0.0.1", "Port": port}])
