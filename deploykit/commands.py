@@ -332,6 +332,16 @@ def destroy(
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)
 
 
+def endpoints_if_deployed(aws: AwsFactory, env: EnvConfig) -> Endpoints | None:
+    """The environment's endpoints; None when some of its stacks are not deployed (a bad override still fails)."""
+    try:
+        return resolve_endpoints(aws.client("cloudformation"), env, env.endpoints)
+    except ConfigError:
+        raise
+    except UsageError:
+        return None
+
+
 def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None) -> Endpoints:
     """The environment's endpoints from its stacks' outputs and deploy.toml's overrides; printed as a table."""
     runtime = runtime or Runtime()
@@ -402,14 +412,7 @@ def health_report(
     _config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        try:
-            found: Endpoints | None = resolve_endpoints(
-                aws.client("cloudformation"), environment, environment.endpoints
-            )
-        except ConfigError:
-            raise
-        except UsageError:  # stacks missing: the report says which, with the command to deploy them
-            found = None
+        found = endpoints_if_deployed(aws, environment)  # None: the report says which stacks are missing
         report = health.gather(aws, environment, found)
     runtime.stderr.write(health.render(report) + "\n")
     if as_json:
@@ -476,14 +479,7 @@ def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty
     revision = git.current_revision(config.root, allow_dirty=allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        try:
-            found_endpoints: Endpoints | None = resolve_endpoints(
-                aws.client("cloudformation"), environment, environment.endpoints
-            )
-        except ConfigError:
-            raise
-        except UsageError:  # some stacks are missing: they count as never deployed
-            found_endpoints = None
+        found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
         live = auto.live_components(aws, config, environment, found_endpoints)
     found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty)
     return Analysis(config, environment, aws, found_endpoints, revision, found, live)

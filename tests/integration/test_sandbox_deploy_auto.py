@@ -123,6 +123,18 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
     source.write_text(source.read_text().replace(delay, "DEREGISTRATION_DELAY = Duration.seconds(4)"))
     git(project, "commit", "-qam", "fargate: drain for 4 s")
 
+    # inv diff first: the change set it would make, never executed
+    runtime = quiet_runtime(project)
+    commands.diff(as_json=True, runtime=runtime)
+    preview = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert preview["changes"] == [
+        {"path": "cdk/stacks/fargate_stack.py", "component": "stack:fargate", "kind": "stack"}
+    ]
+    changed = preview["stacks"]["CarRentalFargateStack"]["changes"]
+    group = [c for c in changed if c["type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
+    assert group and group[0]["action"] == "Modify", changed
+    assert "🐳 CarRentalFargateStack (" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
     report, out, seconds = auto(project)
     assert report is not None
     stacks = [r for s in report.records for r in (s.children or [s]) if r.step == "deploy-stack"]
