@@ -36,7 +36,7 @@ def live_components(
     aws: AwsFactory, config: Config, env: EnvConfig, endpoints: Endpoints | None
 ) -> dict[str, str | None]:
     """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown)."""
-    found = History.of(aws, env) if endpoints is not None else None
+    found = History(aws, env, endpoints.artifacts_bucket) if endpoints and endpoints.artifacts_bucket else None
     record = {c: v.get("sha") for c, v in found.live().items()} if found else {}
     live: dict[str, str | None] = {}
     for component in changes.components_of(config):

@@ -181,3 +181,56 @@ def test_components_without_change_are_recorded_live_at_head_but_not_the_app(wit
         dirty=frozenset({"stack:auth"}),
     )
     assert auto.unchanged_components(found, revision) == (("stack:data", revision.tag),)
+
+
+def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> None:  # noqa: F811
+    """The app from the running task definition's image tag, a Lambda from its live version's description (the
+    live record when that names no commit), a stack from the live record; a stack not deployed is None."""
+    from unittest.mock import Mock
+
+    from deploykit.aws import AwsFactory
+    from deploykit.testing import sample_endpoints
+
+    config, env, _revision = setup(with_lambdas)
+    ecs = Mock()
+    ecs.describe_services.return_value = {"services": [{"status": "ACTIVE", "taskDefinition": "arn:td:7"}]}
+    ecs.describe_task_definition.return_value = {
+        "taskDefinition": {
+            "taskDefinitionArn": "arn:td:7",
+            "containerDefinitions": [{"name": "backend", "image": "reg/car-rental-backend:aaaaaaaaaaaa"}],
+        },
+        "tags": [],
+    }
+    versions = {
+        "api-login-1": "code s3://b/lambda/login_handler/1.zip git bbbbbbbbbbbb",
+        "api-health-1": "code s3://b/k",
+    }
+    lam = Mock()
+    lam.get_alias.side_effect = lambda FunctionName, Name: {"FunctionVersion": "3"}
+    lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: {"Description": versions[FunctionName]}
+    live_record = {
+        "stack:data": {"sha": "cccccccccccc"},
+        "lambda:health_handler": {"sha": "dddddddddddd"},
+        "stack:api": {"sha": "eeeeeeeeeeee"},
+    }
+    s3 = Mock()
+    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
+    aws = Mock(spec=AwsFactory)
+    aws.client.side_effect = lambda name: {"ecs": ecs, "lambda": lam, "s3": s3}[name]
+    endpoints = sample_endpoints(
+        functions={"login_handler": "api-login-1", "health_handler": "api-health-1"},
+        outputs={env.stacks.data: {}, env.stacks.registry: {}},  # only these two stacks are deployed
+    )
+    live = auto.live_components(aws, config, env, endpoints)
+    assert live == {
+        "app": "aaaaaaaaaaaa",
+        "lambda:health_handler": "dddddddddddd",  # a version CloudFormation published: from the record
+        "lambda:login_handler": "bbbbbbbbbbbb",
+        "stack:registry": None,  # deployed, but no record of what it was deployed from
+        "stack:data": "cccccccccccc",
+        "stack:auth": None,
+        "stack:fargate": None,
+        "stack:api": None,  # a record, but the stack is gone
+    }
+    assert s3.get_object.call_args.kwargs["Key"] == "deploykit/live/sandbox.json"
+    assert auto.live_components(aws, config, env, None) == dict.fromkeys(live)
