@@ -21,6 +21,7 @@ from invoke.tasks import task
 from deploykit import commands
 from deploykit.config import find_config, load_config
 from deploykit.errors import DeployKitError, EnvironmentNotReady, UsageError
+from deploykit.lock import LockInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -270,6 +271,24 @@ def history_list(c: Context, env: str | None = None, json_: bool = False, limit:
     commands.history_list(env=env, limit=limit, as_json=json_)
 
 
+@task(name="unlock", help={"env": COMMON_HELP["env"], "yes": "do not ask for confirmation (for scripts)"})
+@reports_errors
+def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
+    """Break the environment's deploy lock on purpose, when the deploy holding it is dead: who held it, deleted."""
+
+    def confirm(held: LockInfo) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "unlock needs a confirmation and there is no terminal to ask on", "pass --yes to confirm in a script"
+            )
+        return input("Break this lock? Only if that deploy is dead. [y/N] ").strip().lower() in ("y", "yes")
+
+    _ensure_sandbox(env)
+    commands.unlock(env=env, confirm=confirm)
+
+
 @task(name="health", help={"env": COMMON_HELP["env"], "json": "print the report as JSON on stdout"})
 @reports_errors
 def health_report(c: Context, env: str | None = None, json_: bool = False) -> None:
@@ -356,6 +375,31 @@ def destroy(
             print("Nothing deleted.", file=sys.stderr)
             return
     commands.destroy(env=env, include_data=include_data, dry_run=dry_run, as_json=json_)
+
+
+# -- images ----------------------------------------------------------------------------------------------------
+
+
+@task(
+    name="cleanup",
+    help={
+        "env": COMMON_HELP["env"],
+        "keep": "how many of the newest tagged images to keep whatever else holds (default 10)",
+        "dry-run": "list what would be deleted and why, delete nothing",
+        "json": "print every image, its action and why as JSON on stdout",
+    },
+)
+@reports_errors
+def images_cleanup(
+    c: Context, env: str | None = None, keep: int = 10, dry_run: bool = False, json_: bool = False
+) -> None:
+    """Delete old images of the repository: keeps the N newest, those in use or recorded in any history."""
+    _ensure_sandbox(env)
+    commands.images_cleanup(env=env, keep=keep, dry_run=dry_run, as_json=json_)
+
+
+images = Collection("images")
+images.add_task(images_cleanup)
 
 
 # -- the sandbox: a local AWS on this machine ---------------------------------------------------------------
@@ -468,5 +512,7 @@ ns = Collection(
     smoke_checks,
     health_report,
     history_list,
+    unlock,
+    images,
     sandbox,
 )

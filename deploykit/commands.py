@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,7 +18,7 @@ import botocore.exceptions
 import docker.errors
 from tabulate import tabulate
 
-from deploykit import auto, changes, ecs, git, health, history, lambda_chain, planner, registry
+from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
 from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
@@ -96,19 +96,37 @@ def run_plan(
         else:
             runtime.stderr.write(describe_plan(plan) + "\n")
         return None
-    reporter = Reporter(runtime.stderr, clock=runtime.clock)
-    plugins = load_plugins(runtime, config)
     aws = aws or runtime.aws_factory(env)
-    ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory, plugins)
-    before = _live_before(runtime, aws, env) if plan.deploys else {}
-    report = Executor(ctx, _translator(env)).execute(plan)
-    if plan.deploys:
-        _record(runtime, aws, env, plan, report, before)
+    with _deploy_lock(runtime, aws, env, plan):
+        reporter = Reporter(runtime.stderr, clock=runtime.clock)
+        plugins = load_plugins(runtime, config)
+        ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory, plugins)
+        before = _live_before(runtime, aws, env) if plan.deploys else {}
+        report = Executor(ctx, _translator(env)).execute(plan)
+        if plan.deploys:
+            _record(runtime, aws, env, plan, report, before)
     if as_json:
         runtime.stdout.write(dumps(report.to_json()) + "\n")
     if report.error is not None:
         raise report.error
     return report
+
+
+@contextmanager
+def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> Iterator[None]:
+    """One deploy at a time per environment: a plan that changes something (it deploys components, or destroys)
+    holds the environment's lock while it runs, released however it ends (see deploykit.lock)."""
+    if not (plan.deploys or plan.title.startswith("destroy")):
+        yield
+        return
+
+    def warn(message: str) -> None:
+        runtime.stderr.write(f"⚠️  {message}\n")
+
+    with ExitStack() as held:
+        with aws_errors(env):  # reading or taking the lock; the plan's own failures are the executor's
+            held.enter_context(lock.held(aws, env, plan.title, clock=runtime.clock, warn=warn))
+        yield
 
 
 def _live_before(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> dict[str, str | None]:
@@ -454,6 +472,104 @@ def history_list(
         rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
         runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
     return records
+
+
+def unlock(
+    *,
+    env: str | None = None,
+    confirm: Callable[[lock.LockInfo], bool] | None = None,
+    runtime: Runtime | None = None,
+) -> lock.LockInfo | None:
+    """Break the environment's deploy lock on purpose (its deploy is dead): say who held it, then delete it.
+
+    ``confirm`` is asked with the holder before anything is deleted; False leaves the lock as it is. Returns what
+    the broken lock held; None when there was nothing to break (or it was kept)."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        env_lock = lock.EnvLock.of(aws, environment, clock=runtime.clock)
+        found = env_lock.read() if env_lock is not None else None
+        if env_lock is None or found is None:
+            runtime.stderr.write(f"🔓 no deploy holds the lock of {environment.name}: nothing to unlock\n")
+            return None
+        runtime.stderr.write(f"🔒 {found.info.describe(runtime.clock.now())}\n")
+        if confirm is not None and not confirm(found.info):
+            runtime.stderr.write("Nothing changed: the lock is still held.\n")
+            return None
+        if not env_lock.break_(found):
+            raise UsageError(
+                f"the lock of {environment.name!r} changed while it was being broken (renewed, released or taken)",
+                next_step=f"look again: inv unlock --env {environment.name}",
+            )
+    runtime.stderr.write(
+        f"🔓 lock of {environment.name} broken: {found.info.owner}'s {found.info.command!r} no longer holds it\n"
+    )
+    return found.info
+
+
+# -- images.cleanup ---------------------------------------------------------------------------------------------
+
+
+def images_cleanup(
+    *,
+    env: str | None = None,
+    keep: int = image_cleanup.DEFAULT_KEEP,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> image_cleanup.Decision:
+    """Delete old images of the environment's ECR repository, keeping the ``keep`` newest, those ECS runs or may
+    roll back to, and those any environment's history records (deploykit.image_cleanup says exactly which)."""
+    runtime = runtime or Runtime()
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1 (got {keep})", next_step="pass --keep N with N of 1 or more")
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    repository = environment.repository
+
+    def warn(message: str) -> None:
+        runtime.stderr.write(f"⚠️  {message}\n")
+
+    deletion = None
+    with ExitStack() as held:
+        with aws_errors(environment):
+            if not dry_run:  # no deploy may register a revision of an image between reading and deleting
+                held.enter_context(lock.held(aws, environment, "images.cleanup", clock=runtime.clock, warn=warn))
+            details = image_cleanup.repository_images(aws)
+            in_use = image_cleanup.images_in_use(aws)
+            recorded = image_cleanup.recorded_images(config, environment, runtime.aws_factory, target_aws=aws)
+            parts = image_cleanup.index_parts(aws, details)
+        for name, why in recorded.skipped.items():
+            warn(f"skipped the history of {name} (its AWS cannot be read): {why}")
+        for name in recorded.without_history:
+            runtime.stderr.write(f"ℹ️  {name} has no deployment history (its registry stack is not deployed)\n")
+        decision = image_cleanup.plan_cleanup(
+            details, keep=keep, in_use=in_use, recorded=recorded.shas, parts=parts, now=runtime.clock.now()
+        )
+        if decision.to_delete and not dry_run:
+            with aws_errors(environment):
+                deletion = image_cleanup.delete_images(aws, decision.to_delete)
+    if decision.choices:
+        runtime.stderr.write(f"Images of {repository} in {environment.name}, newest first\n")
+        runtime.stderr.write(image_cleanup.table(decision, dry_run=dry_run, deletion=deletion) + "\n\n")
+    runtime.stderr.write(image_cleanup.summary(decision, repository=repository, dry_run=dry_run, deletion=deletion))
+    runtime.stderr.write("\n")
+    if as_json:
+        data = image_cleanup.to_json(
+            decision, env=environment.name, repository=repository, dry_run=dry_run, deletion=deletion, recorded=recorded
+        )
+        runtime.stdout.write(dumps(data) + "\n")
+    if deletion is not None and deletion.failed:
+        by_digest = {i.digest: i for i in decision.to_delete}
+        first = next(iter(deletion.failed))
+        label = ", ".join(by_digest[first].tags) if first in by_digest and by_digest[first].tags else first
+        raise StepFailed(
+            f"{len(deletion.failed)} of {len(decision.to_delete)} image(s) of {repository} could not be deleted "
+            f"(first: {label}: {deletion.failed[first]})",
+            next_step=f"see the table above, then rerun: inv images.cleanup --env {environment.name}",
+        )
+    return decision
 
 
 # -- deploy.auto and diff ---------------------------------------------------------------------------------------

@@ -17,8 +17,18 @@ from stacks.common.outputs import output
 from stacks.common.settings import Settings
 from stacks.common.storage import secure_bucket
 
-# Images kept in the repository: enough to roll back weeks of deploys, few enough to bound storage cost.
+# The repository's lifecycle policy is the safety net under `inv images.cleanup` (deploykit/image_cleanup.py) and
+# must never delete an image that the cleanup would keep. The cleanup keeps the --keep newest tagged images
+# (default 10), every image the ECS service runs or may roll back to (its deployments' task definitions and the
+# newest 5 revisions of the family), and every image recorded in any environment's deployment history. ECR
+# lifecycle rules cannot know about task definitions or the history: they only count and age images. So the policy
+# keeps many more tagged images than the cleanup's default (enough to roll back weeks of deploys, few enough to
+# bound storage cost) and, like the cleanup, expires untagged images (manifest leftovers, never counted among the
+# newest) a day after their push, the same grace the cleanup gives them. An image older than the newest
+# KEEP_IMAGES that is still in use (a service rolled back to it) is the one case this cannot cover: run
+# `inv images.cleanup` (it keeps it) rather than lowering KEEP_IMAGES.
 KEEP_IMAGES = 30
+UNTAGGED_DAYS = 1
 
 
 class CarRentalRegistryStack(Stack):
@@ -38,16 +48,19 @@ class CarRentalRegistryStack(Stack):
             # The images are the deploy history (rollback targets): keep them when the stack goes.
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # See KEEP_IMAGES above: never more than `inv images.cleanup` would delete.
         self.repository.add_lifecycle_rule(
             rule_priority=1,
-            description="Drop untagged images (manifest leftovers) after a day",
+            description=f"Drop untagged images (manifest leftovers) {UNTAGGED_DAYS} day after their push",
             tag_status=ecr.TagStatus.UNTAGGED,
-            max_image_age=Duration.days(1),
+            max_image_age=Duration.days(UNTAGGED_DAYS),
         )
+        # Tagged only (every tag matches "*"): untagged images take no place among the newest, as in the cleanup.
         self.repository.add_lifecycle_rule(
             rule_priority=2,
-            description=f"Keep the newest {KEEP_IMAGES} images",
-            tag_status=ecr.TagStatus.ANY,
+            description=f"Keep the newest {KEEP_IMAGES} tagged images",
+            tag_status=ecr.TagStatus.TAGGED,
+            tag_pattern_list=["*"],
             max_image_count=KEEP_IMAGES,
         )
 

@@ -102,12 +102,24 @@ def test_ecr_tags_are_immutable_and_images_scanned(registry: Template) -> None:
     assert repository["ImageScanningConfiguration"] == {"ScanOnPush": True}
 
 
-def test_ecr_keeps_the_newest_30_images(registry: Template) -> None:
+def test_ecr_keeps_the_newest_30_tagged_images_and_drops_untagged_ones_after_a_day(registry: Template) -> None:
+    # Never more than `inv images.cleanup` deletes (its default --keep is 10, untagged images go after a day there
+    # too); tests/unit/test_image_cleanup.py holds the two side by side.
     repository = only(registry.find_resources("AWS::ECR::Repository"))
     rules = json.loads(props(repository)["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
-    keep = [r for r in rules if r["selection"]["tagStatus"] == "any"]
-    assert keep[0]["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 30}
-    assert keep[0]["rulePriority"] == max(r["rulePriority"] for r in rules), "an 'any' rule must come last"
+    assert [(r["rulePriority"], r["selection"], r["action"]) for r in rules] == [
+        (
+            1,
+            {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 1, "countUnit": "days"},
+            {"type": "expire"},
+        ),
+        (
+            2,
+            {"tagStatus": "tagged", "tagPatternList": ["*"], "countType": "imageCountMoreThan", "countNumber": 30},
+            {"type": "expire"},
+        ),
+    ]
+    assert not [r for r in rules if r["selection"]["tagStatus"] == "any"], "no rule counts untagged images in"
     assert repository["DeletionPolicy"] == "Retain"
 
 

@@ -1,0 +1,549 @@
+"""``inv images.cleanup``: delete old images from the environment's ECR repository, never one that may be needed.
+
+An image is kept when any of these holds (every kept image says which):
+
+- it is one of the ``keep`` newest tagged images (by ``imagePushedAt``; images pushed at the same moment as the
+  ``keep``-th are all kept, so the result never depends on the order ECR lists them in);
+- it is **in use** (:func:`images_in_use`): run by a task definition of the ECS service's current deployments
+  (PRIMARY, ACTIVE, whatever ECS lists), or by one of the newest :data:`ROLLBACK_REVISIONS` ACTIVE revisions of
+  the service's task-definition family, so a rollback target stays;
+- it is **recorded** (:func:`recorded_images`): its tag is the ``app`` SHA of one of the newest
+  :data:`HISTORY_RECORDS` deployment records of any environment of deploy.toml (deployed there, or live there
+  before that deploy), or of an environment's live record. Tags are ``<sha12>`` or ``<sha12>-dirty-<hash>``;
+- it is an untagged image pushed less than :data:`UNTAGGED_GRACE` ago (a push may still be under way, and the
+  registry stack's lifecycle rule waits as long), or a platform image of a kept image index.
+
+Everything else is deleted: older tagged images, and untagged ones (manifest leftovers; they never count among
+the newest). :func:`plan_cleanup` decides and reads nothing; the readers and :func:`delete_images` talk to AWS.
+Sizes are ``imageSizeInBytes``: the compressed size ECR reports (and bills storage by), layers shared between
+images counted in each, so the space really freed can be less.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import botocore.exceptions
+from botocore.exceptions import ClientError
+from tabulate import tabulate
+
+from deploykit import ecs
+from deploykit.aws import AwsFactory, translate_error
+from deploykit.config import Config, EnvConfig
+from deploykit.errors import DeployKitError, UsageError
+from deploykit.history import History
+
+DEFAULT_KEEP = 10
+ROLLBACK_REVISIONS = 5
+HISTORY_RECORDS = 30
+UNTAGGED_GRACE = timedelta(days=1)
+DELETE_BATCH = 100  # BatchDeleteImage takes at most 100 image ids
+INDEX_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+_DIRTY = "-dirty-"
+_SHA12 = 12
+
+
+# -- the decision (pure) ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image of the repository, as DescribeImages details it."""
+
+    digest: str
+    tags: tuple[str, ...]
+    pushed_at: datetime
+    size: int  # imageSizeInBytes: compressed, as ECR reports it
+    media_type: str = ""
+
+    @classmethod
+    def from_ecr(cls, detail: Mapping[str, Any]) -> Image:
+        pushed = detail.get("imagePushedAt")
+        if isinstance(pushed, int | float):
+            pushed = datetime.fromtimestamp(pushed, UTC)
+        if not isinstance(pushed, datetime):
+            pushed = datetime.fromtimestamp(0, UTC)
+        if pushed.tzinfo is None:
+            pushed = pushed.replace(tzinfo=UTC)
+        return cls(
+            digest=str(detail["imageDigest"]),
+            tags=tuple(sorted(str(t) for t in detail.get("imageTags") or ())),
+            pushed_at=pushed.astimezone(UTC),
+            size=int(detail.get("imageSizeInBytes") or 0),
+            media_type=str(detail.get("imageManifestMediaType") or ""),
+        )
+
+    @property
+    def short_digest(self) -> str:
+        algorithm, _, hexdigest = self.digest.partition(":")
+        return f"{algorithm}:{hexdigest[:12]}" if hexdigest else self.digest[:19]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What happens to one image, and why."""
+
+    image: Image
+    delete: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Every image of the repository, newest first, each kept or deleted with its reasons."""
+
+    choices: tuple[Choice, ...]
+    keep: int
+
+    @property
+    def to_delete(self) -> tuple[Image, ...]:
+        return tuple(c.image for c in self.choices if c.delete)
+
+    @property
+    def kept(self) -> tuple[Choice, ...]:
+        return tuple(c for c in self.choices if not c.delete)
+
+    @property
+    def bytes_to_free(self) -> int:
+        return sum(image.size for image in self.to_delete)
+
+    def why(self, digest: str) -> tuple[str, ...]:
+        for choice in self.choices:
+            if choice.image.digest == digest:
+                return choice.reasons
+        raise KeyError(digest)
+
+
+def tag_key(tag_or_sha: str) -> str:
+    """The form a tag and a recorded SHA are compared in: ``<sha12>`` or ``<sha12>-dirty-<hash>``.
+
+    A full 40-character SHA and its 12-character tag are the same commit; a dirty tag is another image than
+    its commit's clean one, and matches only itself.
+    """
+    value = tag_or_sha.strip()
+    sha, dirty, rest = value.partition(_DIRTY)
+    if re.fullmatch(r"[0-9a-f]{12,40}", sha):
+        sha = sha[:_SHA12]
+    return f"{sha}{dirty}{rest}"
+
+
+def plan_cleanup(
+    images: Iterable[Mapping[str, Any] | Image],
+    *,
+    keep: int,
+    in_use: Mapping[str, str],
+    recorded: Mapping[str, str],
+    parts: Mapping[str, Sequence[str]] | None = None,
+    now: datetime | None = None,
+) -> Decision:
+    """Decide which images to delete; every image gets its reasons.
+
+    ``images``: DescribeImages ``imageDetails`` (or :class:`Image`). ``in_use``: image tag or digest → why it is
+    in use ("in use by car-rental-backend:12 (PRIMARY)"). ``recorded``: SHA or tag (any length of SHA, dirty
+    tags as they are) → why ("deployed in dev at ..."). ``parts``: digest of an image index → the digests of
+    its platform images (kept with their index). ``now``: for the untagged grace period (default: now).
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    now = now or datetime.now(UTC)
+    found = [i if isinstance(i, Image) else Image.from_ecr(i) for i in images]
+    unique = {i.digest: i for i in found}  # an image listed twice (once per tag by some ECRs) is one image
+    ordered = sorted(unique.values(), key=lambda i: (-i.pushed_at.timestamp(), i.tags, i.digest))
+    recorded_keys: dict[str, list[str]] = {}
+    for sha, why in recorded.items():
+        recorded_keys.setdefault(tag_key(sha), []).append(why)
+    reasons: dict[str, list[str]] = {i.digest: [] for i in ordered}
+
+    tagged = [i for i in ordered if i.tags]
+    if tagged:
+        cutoff = tagged[min(keep, len(tagged)) - 1].pushed_at
+        newest = [i for i in tagged if i.pushed_at >= cutoff]
+        for image in newest:
+            tied = len(newest) > keep and image.pushed_at == cutoff
+            reasons[image.digest].append(f"newest {keep}" + (" (tied: pushed with the last of them)" if tied else ""))
+    for image in ordered:
+        mine = reasons[image.digest]
+        for ref in (image.digest, *image.tags):
+            if ref in in_use and in_use[ref] not in mine:
+                mine.append(in_use[ref])
+        for tag in image.tags:
+            for why in recorded_keys.get(tag_key(tag), ()):
+                if why not in mine:
+                    mine.append(why)
+        if not image.tags and now - image.pushed_at < UNTAGGED_GRACE:
+            mine.append(f"untagged, pushed less than {_duration(UNTAGGED_GRACE)} ago (a push may be under way)")
+    for index, children in (parts or {}).items():
+        if reasons.get(index):
+            label = next(iter(unique[index].tags), unique[index].short_digest)
+            for child in children:
+                if child in reasons and not reasons[child]:
+                    reasons[child].append(f"platform image of {label}")
+
+    choices = []
+    for image in ordered:
+        found_reasons = reasons[image.digest]
+        if found_reasons:
+            choices.append(Choice(image, False, tuple(found_reasons)))
+        elif image.tags:
+            choices.append(Choice(image, True, (f"older than the newest {keep}, not in use, not recorded",)))
+        else:
+            age = _duration(now - image.pushed_at)
+            choices.append(Choice(image, True, (f"untagged, pushed {age} ago, not in use",)))
+    return Decision(tuple(choices), keep)
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 2 * 86400:
+        return f"{seconds // 86400} days"
+    if seconds >= 86400:
+        return "1 day"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"
+
+
+# -- the readers ------------------------------------------------------------------------------------------------
+
+
+def repository_images(aws: AwsFactory) -> list[dict[str, Any]]:
+    """Every image of the environment's repository (DescribeImages, every page)."""
+    env = aws.env
+    details: list[dict[str, Any]] = []
+    paginator = aws.client("ecr").get_paginator("describe_images")
+    try:
+        for page in paginator.paginate(repositoryName=env.repository):
+            details += [dict(d) for d in page.get("imageDetails") or ()]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "RepositoryNotFoundException":
+            raise UsageError(
+                f"ECR repository {env.repository!r} does not exist in environment {env.name!r}",
+                next_step=f"check 'repository' in deploy.toml, or deploy the registry stack: "
+                f"inv deploy.stack {env.stacks.registry} --env {env.name}",
+            ) from None
+        raise
+    return details
+
+
+def index_parts(aws: AwsFactory, images: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Digest of each image index (multi-platform image) → the digests of its platform images."""
+    indexes = [str(d["imageDigest"]) for d in images if d.get("imageManifestMediaType") in INDEX_MEDIA_TYPES]
+    found: dict[str, list[str]] = {}
+    ecr = aws.client("ecr")
+    for start in range(0, len(indexes), DELETE_BATCH):
+        answer = ecr.batch_get_image(
+            repositoryName=aws.env.repository,
+            imageIds=[{"imageDigest": d} for d in indexes[start : start + DELETE_BATCH]],
+            acceptedMediaTypes=sorted(INDEX_MEDIA_TYPES),
+        )
+        for image in answer.get("images") or ():
+            manifest = json.loads(image.get("imageManifest") or "{}")
+            found[str(image["imageId"]["imageDigest"])] = [
+                str(m["digest"]) for m in manifest.get("manifests") or () if m.get("digest")
+            ]
+    return found
+
+
+def split_reference(reference: str) -> tuple[str, str | None, str | None]:
+    """``host/path:tag@digest`` → (path without the registry host, tag, digest)."""
+    rest, _, digest = reference.partition("@")
+    head, slash, tail = rest.rpartition("/")
+    name, colon, tag = tail.partition(":")
+    path = f"{head}{slash}{name}"
+    first, sep, remainder = path.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        path = remainder
+    return path, (tag if colon else None), (digest or None)
+
+
+def _names_repository(path: str, repository: str) -> bool:
+    return path == repository or path.endswith(f"/{repository}")
+
+
+def images_in_use(aws: AwsFactory, *, revisions: int = ROLLBACK_REVISIONS) -> dict[str, str]:
+    """Image tags and digests of the environment's repository that ECS uses or may roll back to → why.
+
+    Read: the task definitions of the service's current deployments (every one ECS lists: PRIMARY, ACTIVE,
+    DRAINING) and its ``taskDefinition``, plus the newest ``revisions`` ACTIVE revisions of that task
+    definition's family (rollback targets). Older ACTIVE revisions, other families and other services are not
+    read. Every container of those task definitions counts, when its image is in this repository.
+    A service that cannot be found is an error (a UsageError naming it): without it, nothing is known to be safe.
+    """
+    env = aws.env
+    client = aws.client("ecs")
+    service = ecs.describe_service(client, env.cluster, env.service)
+    definitions = ecs.TaskDefinitions(client)
+    users: list[tuple[str, str]] = []  # (task-definition ARN, why)
+    for deployment in service.get("deployments") or ():
+        arn = str(deployment.get("taskDefinition") or "")
+        if arn:
+            users.append((arn, f"in use by {_revision(arn)} ({deployment.get('status', 'deployment')})"))
+    if service.get("taskDefinition"):
+        users.append((str(service["taskDefinition"]), f"in use by {_revision(service['taskDefinition'])} (service)"))
+    current = next((arn for arn, _ in users), "")
+    family = _family(current)
+    if family:
+        for arn in newest_revisions(client, family, revisions):
+            users.append((arn, f"rollback target {_revision(arn)} (one of the newest {revisions} revisions)"))
+    found: dict[str, str] = {}
+    for arn, why in users:
+        for container in definitions.get(arn).get("containerDefinitions") or ():
+            path, tag, digest = split_reference(str(container.get("image") or ""))
+            if not _names_repository(path, env.repository):
+                continue
+            for ref in (tag, digest):
+                if ref and ref not in found:
+                    found[ref] = why
+    return found
+
+
+def newest_revisions(client: Any, family: str, count: int) -> list[str]:
+    """The newest ``count`` ACTIVE revisions of exactly ``family`` (every page read, sorted here too)."""
+    arns: list[str] = []
+    paginator = client.get_paginator("list_task_definitions")
+    for page in paginator.paginate(familyPrefix=family, status="ACTIVE", sort="DESC"):
+        arns += [str(a) for a in page.get("taskDefinitionArns") or () if _family(str(a)) == family]
+    return sorted(arns, key=_revision_number, reverse=True)[:count]
+
+
+def _revision(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+def _family(arn: str) -> str:
+    return _revision(arn).rpartition(":")[0] if ":" in _revision(arn) else _revision(arn)
+
+
+def _revision_number(arn: str) -> int:
+    tail = arn.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the environments' histories say was deployed, and which environments could not be read."""
+
+    shas: dict[str, str] = field(default_factory=dict)  # app SHA (tag form) → why
+    skipped: dict[str, str] = field(default_factory=dict)  # environment → why its AWS could not be read
+    without_history: tuple[str, ...] = ()  # environments read, with no history (registry stack not deployed)
+    read: tuple[str, ...] = ()  # environments whose history was read
+
+
+def recorded_images(
+    config: Config,
+    target: EnvConfig,
+    aws_factory: Callable[[EnvConfig], AwsFactory],
+    *,
+    records: int = HISTORY_RECORDS,
+    target_aws: AwsFactory | None = None,
+) -> Recorded:
+    """The ``app`` SHAs of every environment's newest ``records`` records (deployed, and live before) and of its
+    live record → why.
+
+    Each environment's history is found as :meth:`History.of` finds it. An environment whose AWS cannot be read
+    (another account, no credentials, an endpoint down) is skipped and named in ``skipped``; the target
+    environment's own history must be readable (its failure is raised), since its repository is being cleaned.
+    """
+    reasons: dict[str, dict[str, str]] = {}  # key → env → why (the newest reason per environment)
+    skipped: dict[str, str] = {}
+    without: list[str] = []
+    read: list[str] = []
+    names = [target.name, *sorted(n for n in config.environments if n != target.name)]
+    for name in names:
+        env = config.environments[name]
+        try:
+            aws = target_aws if (name == target.name and target_aws is not None) else aws_factory(env)
+            found = _history_shas(aws, env, records)
+        except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
+            if name == target.name:
+                raise
+            error = exc if isinstance(exc, DeployKitError) else translate_error(exc, env)
+            skipped[name] = error.message
+            continue
+        if found is None:
+            without.append(name)
+            continue
+        read.append(name)
+        for sha, why in found:
+            reasons.setdefault(tag_key(sha), {}).setdefault(name, why)
+    shas = {key: "; ".join(by_env.values()) for key, by_env in reasons.items()}
+    return Recorded(shas, skipped, tuple(without), tuple(read))
+
+
+def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[str, str]] | None:
+    """(app SHA, why) of one environment, newest first; None without a history."""
+    history = History.of(aws, env)
+    if history is None:
+        return None
+    found: list[tuple[str, str]] = []
+    for component, value in history.live().items():
+        if component == "app" and value.get("sha"):
+            found.append((str(value["sha"]), f"live in {env.name} since {_when(value.get('when', ''))}"))
+    for record in history.records(records):
+        deployed = record.components.get("app")
+        if deployed:
+            result = "deployed" if record.ok else "deploy failed"
+            found.append((deployed, f"{result} in {env.name} at {_when(record.when)}"))
+        before = record.base.get("app")
+        if before:
+            found.append((before, f"live in {env.name} before {_when(record.when)}"))
+    return found
+
+
+def _when(iso: str) -> str:
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso or "?"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.tzinfo is not None else "")
+
+
+# -- deleting ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What BatchDeleteImage did: the digests deleted, and digest → the failure reported for it."""
+
+    deleted: tuple[str, ...]
+    failed: dict[str, str]
+
+
+def delete_images(aws: AwsFactory, images: Sequence[Image]) -> Deletion:
+    """BatchDeleteImage by digest (every tag of an image goes with it), in batches of 100."""
+    ecr = aws.client("ecr")
+    deleted: list[str] = []
+    failed: dict[str, str] = {}
+    digests = [image.digest for image in images]
+    for start in range(0, len(digests), DELETE_BATCH):
+        batch = digests[start : start + DELETE_BATCH]
+        answer = ecr.batch_delete_image(repositoryName=aws.env.repository, imageIds=[{"imageDigest": d} for d in batch])
+        gone = {str(i.get("imageDigest")) for i in answer.get("imageIds") or ()}
+        for failure in answer.get("failures") or ():
+            digest = str((failure.get("imageId") or {}).get("imageDigest", ""))
+            code, reason = failure.get("failureCode", "Unknown"), failure.get("failureReason", "")
+            failed[digest] = f"{code}: {reason}" if reason else str(code)
+        for digest in batch:
+            if digest in failed:
+                continue
+            if digest in gone or not _still_there(ecr, aws.env.repository, digest):
+                deleted.append(digest)
+            else:
+                failed[digest] = "not deleted, and no failure reported for it"
+    return Deletion(tuple(deleted), failed)
+
+
+def _still_there(ecr: Any, repository: str, digest: str) -> bool:
+    """Whether an image BatchDeleteImage reported neither deleted nor failed is still there (moto leaves an
+    untagged image out of its answer; ECR lists it)."""
+    try:
+        ecr.describe_images(repositoryName=repository, imageIds=[{"imageDigest": digest}])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ImageNotFoundException":
+            return False
+        raise
+    return True
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def action_of(choice: Choice, *, dry_run: bool, deletion: Deletion | None) -> str:
+    if not choice.delete:
+        return "keep"
+    if dry_run or deletion is None:
+        return "would delete"
+    if choice.image.digest in deletion.failed:
+        return "FAILED"
+    return "deleted"
+
+
+def table(decision: Decision, *, dry_run: bool, deletion: Deletion | None = None) -> str:
+    rows = []
+    for choice in decision.choices:
+        image = choice.image
+        why = "; ".join(choice.reasons)
+        if deletion is not None and image.digest in deletion.failed:
+            why = f"{deletion.failed[image.digest]} ({why})"
+        rows.append(
+            [
+                ", ".join(image.tags) or "<untagged>",
+                image.short_digest,
+                image.pushed_at.strftime("%Y-%m-%d %H:%M"),
+                megabytes(image.size),
+                action_of(choice, dry_run=dry_run, deletion=deletion),
+                why,
+            ]
+        )
+    return tabulate(rows, headers=["tag(s)", "digest", "pushed (UTC)", "size", "action", "why"])
+
+
+def to_json(
+    decision: Decision, *, env: str, repository: str, dry_run: bool, deletion: Deletion | None, recorded: Recorded
+) -> dict[str, Any]:
+    deleted = set(deletion.deleted) if deletion else set()
+    return {
+        "env": env,
+        "repository": repository,
+        "keep": decision.keep,
+        "dry_run": dry_run,
+        "images": [
+            {
+                "digest": c.image.digest,
+                "tags": list(c.image.tags),
+                "pushed_at": c.image.pushed_at.isoformat(),
+                "size_bytes": c.image.size,
+                "action": action_of(c, dry_run=dry_run, deletion=deletion),
+                "why": list(c.reasons),
+            }
+            for c in decision.choices
+        ],
+        "to_delete": len(decision.to_delete),
+        "deleted": len(deleted),
+        "freed_bytes": sum(i.size for i in decision.to_delete if i.digest in deleted),
+        "failures": dict(deletion.failed) if deletion else {},
+        "histories_read": list(recorded.read),
+        "histories_skipped": dict(recorded.skipped),
+        "without_history": list(recorded.without_history),
+    }
+
+
+def _images(count: int) -> str:
+    return f"{count} image" + ("" if count == 1 else "s")
+
+
+def summary(decision: Decision, *, repository: str, dry_run: bool, deletion: Deletion | None = None) -> str:
+    """The closing line: what was (or would be) deleted and the space freed."""
+    size_note = "compressed size, as ECR reports it"
+    total = len(decision.choices)
+    if not total:
+        return f"no images in {repository}: nothing to delete"
+    if not decision.to_delete:
+        return f"nothing to delete: all {_images(total)} of {repository} are kept"
+    if dry_run or deletion is None:
+        return (
+            f"dry run: would delete {_images(len(decision.to_delete))} of {total}, freeing "
+            f"{megabytes(decision.bytes_to_free)} ({size_note}); nothing was deleted"
+        )
+    gone = set(deletion.deleted)
+    freed = sum(i.size for i in decision.to_delete if i.digest in gone)
+    line = f"deleted {_images(len(gone))}, freed {megabytes(freed)} ({size_note})"
+    if deletion.failed:
+        line += f"; {_images(len(deletion.failed))} could not be deleted"
+    return line

@@ -1,0 +1,367 @@
+"""One deploy at a time per environment: a lock held in the environment itself (so laptops and CI see it).
+
+The lock is an S3 object in the environment's artifacts bucket (the registry stack's ``ArtifactsBucketName``,
+found as :meth:`deploykit.history.History.of` finds it): ``deploykit/lock/<env>.json``, holding who holds it
+(``owner``, ``host``, ``pid``), the ``command``, when it ``started``, when its lease ``expires`` and a random
+``token`` that says "this one is mine".
+
+- **Acquire** is a conditional create (``PutObject`` with ``If-None-Match: *``): of two deploys starting at the
+  same moment, S3 lets exactly one create it. The other is refused with a :class:`~deploykit.errors.UsageError`
+  (exit 2, nothing changed) that says who holds it, since when, which command, on which host, when the lease
+  expires, and what to do.
+- **A lease**: a lock left by a killed process (no ``finally`` ran) expires ``lease`` seconds after its last
+  renewal (:data:`LEASE_SECONDS` by default). An expired lock is taken over with a write conditional on the
+  ETag read (``If-Match``), so of two deploys taking over the same stale lock exactly one wins.
+- **Renewal**: while a deploy runs, a daemon thread rewrites the lock every ``lease / 3`` seconds with a new
+  ``expires``, again conditional on the ETag it last wrote, so a long deploy never loses its lock and a renewal
+  never overwrites a lock someone else now holds (it stops and the lease is marked lost instead).
+- **Release** deletes the object only if it is still ours: its token is ours and the delete is conditional on
+  the ETag we wrote (``DeleteObject`` with ``If-Match``).
+- ``inv unlock --env ENV`` (:meth:`EnvLock.break_`) breaks it on purpose, for a deploy known to be dead.
+
+Expiry is decided with the injectable :class:`~deploykit.clock.Clock` of this machine against the ``expires`` the
+holder wrote with its own: clocks of deploying machines must agree within a small part of the lease (NTP does).
+
+An environment with no artifacts bucket yet (a first ``deploy.full``: the registry stack does not exist) has
+nowhere to hold a lock: :func:`held` then proceeds without one and yields ``None``. Two first deploys of the same
+fresh environment are therefore not kept apart; every later one is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deploykit.aws import AwsFactory
+from deploykit.clock import Clock, SystemClock
+from deploykit.config import EnvConfig
+from deploykit.endpoints import read_outputs
+from deploykit.errors import UsageError
+from deploykit.history import ARTIFACTS_OUTPUT, actor
+
+LEASE_SECONDS = 600.0
+"""How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
+
+PREFIX = "deploykit/lock/"
+_ATTEMPTS = 3
+# what S3 answers when a conditional write or delete loses: the ETag no longer matches (412), the object is gone
+# (404 on If-Match), or another conditional write on the same key is in flight (409)
+_LOST_RACE = {"PreconditionFailed", "412", "NoSuchKey", "404", "NotFound", "ConditionalRequestConflict", "409"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _parse(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def _human(moment: datetime) -> str:
+    return _iso(moment).replace("+00:00", "Z")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """What the lock object says: who holds it, doing what, since when, until when."""
+
+    owner: str
+    host: str
+    pid: int
+    command: str
+    started: str  # ISO 8601, UTC
+    expires: str  # ISO 8601, UTC: the holder renews it while it runs
+    token: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "host": self.host,
+            "pid": self.pid,
+            "command": self.command,
+            "started": self.started,
+            "expires": self.expires,
+            "token": self.token,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LockInfo:
+        return cls(
+            owner=str(data.get("owner", "unknown")),
+            host=str(data.get("host", "unknown")),
+            pid=int(data.get("pid") or 0),
+            command=str(data.get("command", "unknown")),
+            started=str(data.get("started", "")),
+            expires=str(data.get("expires", "")),
+            token=str(data.get("token", "")),
+        )
+
+    def expired(self, now: datetime) -> bool:
+        """True once the lease ran out; a lock whose ``expires`` cannot be read counts as expired."""
+        until = _parse(self.expires)
+        return until is None or now >= until
+
+    def describe(self, now: datetime) -> str:
+        """Who holds it, since when, which command, on which host, when the lease expires."""
+        started, until = _parse(self.started), _parse(self.expires)
+        since = f"since {_human(started)} ({_duration((now - started).total_seconds())} ago)" if started else ""
+        if until is None:
+            lease = "its lease cannot be read"
+        elif now >= until:
+            lease = f"its lease expired at {_human(until)}"
+        else:
+            left = _duration((until - now).total_seconds())
+            lease = f"its lease expires at {_human(until)} (in {left}) unless renewed"
+        return f"{self.owner} has been running {self.command!r} on {self.host} (pid {self.pid}) {since}; {lease}"
+
+
+@dataclass(frozen=True)
+class Found:
+    """The lock object as read: its content and the ETag a conditional write or delete must match."""
+
+    info: LockInfo
+    etag: str
+
+
+class EnvLock:
+    """The lock object of one environment in its artifacts bucket."""
+
+    def __init__(
+        self, s3: Any, bucket: str, env: str, *, clock: Clock | None = None, lease: float = LEASE_SECONDS
+    ) -> None:
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        self.s3 = s3
+        self.bucket = bucket
+        self.env = env
+        self.clock = clock or SystemClock()
+        self.lease = lease
+
+    @classmethod
+    def of(
+        cls, aws: AwsFactory, env: EnvConfig, *, clock: Clock | None = None, lease: float = LEASE_SECONDS
+    ) -> EnvLock | None:
+        """The environment's lock; None when its registry stack (the artifacts bucket) is not deployed."""
+        outputs = read_outputs(aws.client("cloudformation"), env.stacks.registry) or {}
+        bucket = outputs.get(ARTIFACTS_OUTPUT)
+        return cls(aws.client("s3"), bucket, env.name, clock=clock, lease=lease) if bucket else None
+
+    @property
+    def key(self) -> str:
+        return f"{PREFIX}{self.env}.json"
+
+    def read(self) -> Found | None:
+        """The lock as it is now; None when nobody holds it."""
+        try:
+            answer = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise
+        body = answer["Body"].read()
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {}
+        return Found(LockInfo.from_json(data if isinstance(data, dict) else {}), str(answer["ETag"]))
+
+    def acquire(self, command: str) -> Lease:
+        """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held."""
+        for _attempt in range(_ATTEMPTS):
+            current = self.read()
+            if current is not None and not current.info.expired(self.clock.now()):
+                raise self.refusal(current.info)
+            info = self._new_info(command)
+            condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
+            try:
+                etag = self._write(info, **condition)
+            except ClientError as exc:
+                if _code(exc) in _LOST_RACE:
+                    continue  # someone else created, renewed or took it between our read and write: look again
+                raise
+            return Lease(self, info, etag, previous=None if current is None else current.info)
+        current = self.read()
+        if current is not None:
+            raise self.refusal(current.info)
+        raise UsageError(  # pragma: no cover - needs three lost races in a row, each to a lock released at once
+            f"the deploy lock of {self.env!r} keeps changing hands; nothing was changed",
+            next_step="rerun in a moment",
+        )
+
+    def refusal(self, info: LockInfo) -> UsageError:
+        return UsageError(
+            f"another deploy holds the lock of environment {self.env!r}: {info.describe(self.clock.now())}",
+            next_step=f"wait for it to finish, then rerun; if that deploy is dead (killed, its machine gone), "
+            f"break the lock: inv unlock --env {self.env}",
+        )
+
+    def _new_info(self, command: str) -> LockInfo:
+        now = self.clock.now()
+        return LockInfo(
+            owner=actor(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            command=command,
+            started=_iso(now),
+            expires=_iso(now + timedelta(seconds=self.lease)),
+            token=uuid.uuid4().hex,
+        )
+
+    def _write(self, info: LockInfo, **condition: str) -> str:
+        answer = self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.key,
+            Body=json.dumps(info.to_json(), indent=2).encode(),
+            ContentType="application/json",
+            **condition,
+        )
+        return str(answer["ETag"])
+
+    def break_(self, found: Found) -> bool:
+        """Delete the lock ``found`` (whoever holds it); False when it changed or went away since it was read."""
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=found.etag)
+        except ClientError as exc:
+            if _code(exc) in _LOST_RACE:
+                return False
+            raise
+        return True
+
+
+class Lease:
+    """A lock we hold: renew it while the deploy runs, release it at the end."""
+
+    def __init__(self, lock: EnvLock, info: LockInfo, etag: str, *, previous: LockInfo | None = None) -> None:
+        self.lock = lock
+        self.info = info
+        self.etag = etag
+        self.previous = previous  # the expired lock this one took over, if any
+        self.lost: str | None = None  # why the lock is no longer ours, once it is not
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def renew(self) -> bool:
+        """Push ``expires`` one lease ahead, if the lock is still ours; False (and ``lost`` set) when it is not."""
+        with self._mutex:
+            if self.lost:
+                return False
+            until = self.lock.clock.now() + timedelta(seconds=self.lock.lease)
+            info = dataclasses.replace(self.info, expires=_iso(until))
+            try:
+                self.etag = self.lock._write(info, IfMatch=self.etag)
+            except ClientError as exc:
+                if _code(exc) not in _LOST_RACE:
+                    raise
+                found = self.lock.read()
+                holder = found.info.describe(self.lock.clock.now()) if found else "nobody holds it"
+                self.lost = f"the lock of {self.lock.env!r} was broken or taken over while this deploy ran ({holder})"
+                return False
+            self.info = info
+            return True
+
+    def start_renewing(self, every: float | None = None, on_error: Callable[[str], None] | None = None) -> None:
+        """Renew every ``every`` seconds (default lease / 3) on a daemon thread until :meth:`release`."""
+        interval = every if every is not None else self.lock.lease / 3
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    if not self.renew():
+                        if on_error and self.lost:
+                            on_error(self.lost)
+                        return
+                except Exception as exc:  # a network blip: the next renewal tries again, well before expiry
+                    if on_error:
+                        on_error(f"renewing the deploy lock failed (retrying): {exc}")
+
+        self._thread = threading.Thread(target=loop, name=f"deploykit-lock-{self.lock.env}", daemon=True)
+        self._thread.start()
+
+    def stop_renewing(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def release(self) -> bool:
+        """Stop renewing; delete the lock if it is still ours (token and ETag). False when it no longer was."""
+        self.stop_renewing()
+        with self._mutex:
+            if self.lost:
+                return False
+            try:
+                found = self.lock.read()
+            except ClientError as exc:
+                if _code(exc) == "NoSuchBucket":
+                    return False
+                raise
+            if found is None or found.info.token != self.info.token:
+                self.lost = "the lock was broken or taken over while this deploy ran"
+                return False
+            if not self.lock.break_(found):
+                self.lost = "the lock changed while it was being released"
+                return False
+            return True
+
+
+@contextmanager
+def held(
+    aws: AwsFactory,
+    env: EnvConfig,
+    command: str,
+    *,
+    clock: Clock | None = None,
+    lease: float = LEASE_SECONDS,
+    renew_every: float | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Iterator[Lease | None]:
+    """Hold the environment's lock while the block runs (renewed every lease / 3), released however it ends.
+
+    Refuses with a UsageError when another deploy holds it. Yields None, holding nothing, when the environment
+    has no artifacts bucket yet (its registry stack is not deployed: there is nowhere to hold a lock)."""
+    lock = EnvLock.of(aws, env, clock=clock, lease=lease)
+    if lock is None:
+        yield None
+        return
+    lease_ = lock.acquire(command)
+    lease_.start_renewing(renew_every, on_error=warn)
+    try:
+        yield lease_
+    finally:
+        lost_while_running = lease_.lost  # already reported by the renewing thread
+        try:
+            lease_.release()
+        except (BotoCoreError, ClientError) as exc:  # never hide the deploy's own outcome behind a failed release
+            if warn:
+                warn(f"the deploy lock of {env.name!r} could not be released ({exc}); it expires with its lease")
+        if warn and lease_.lost and not lost_while_running:
+            warn(lease_.lost)

@@ -1,0 +1,298 @@
+"""inv images.cleanup against moto: ECR images, an ECS service and its task definitions, histories in S3.
+
+Moto cannot produce two things cleanup reads, so the test sets them in moto's backend: each image's
+``imagePushedAt`` (moto stamps the second of the PutImage call, so every image would tie) and the service's
+deployments (moto keeps the one made by CreateService, while ECS lists PRIMARY and ACTIVE during a rollout).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ecr.models import ecr_backends
+from moto.ecs.models import ecs_backends
+
+from deploykit import commands, history, lock
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig, load_config
+from deploykit.errors import ConfigError, UsageError
+from deploykit.plan import Plan, RunReport
+from tests.functional.conftest import CONTAINER, REGION
+from tests.functional.test_cli import inv
+from tests.functional.test_endpoints import create_stack
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+REPOSITORY = "car-rental-backend"
+URI = f"{DEFAULT_ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/{REPOSITORY}"
+BUCKET = "registry-artifacts-1"
+DIRTY = "333333333333-dirty-abcdefabcdef"
+
+ENV = """
+[environments.{name}]
+region = "{region}"
+cluster = "car-rental-cluster"
+service = "car-rental-service"
+container = "backend"
+repository = "car-rental-backend"
+{extra}
+[environments.{name}.stacks]
+registry = "CarRentalRegistryStack"
+data = "CarRentalDataStack"
+auth = "CarRentalAuthStack"
+fargate = "CarRentalFargateStack"
+api = "CarRentalApiStack"
+"""
+
+
+def tag(k: int) -> str:
+    """The tag of image k: 12 hex characters (like a commit's), image 3 a dirty build."""
+    return DIRTY if k == 3 else f"{k:x}" * 12
+
+
+@dataclass
+class World:
+    config: Path
+    digests: dict[str, str]  # tag (or "untagged") → digest
+    sizes: dict[str, int]
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """dev: 13 images, a service, 8 revisions; staging (same account): a history; prod: a profile nobody has."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("DEPLOYKIT_ENV", raising=False)
+    config = tmp_path / "deploy.toml"
+    config.write_text(
+        'default_env = "dev"\n'
+        + ENV.format(name="dev", region=REGION, extra="")
+        + ENV.format(name="staging", region=REGION, extra="")
+        + ENV.format(name="prod", region=REGION, extra='profile = "car-rental-prod"  # not configured here\n')
+    )
+    with mock_aws():
+        yield build_world(config)
+
+
+def build_world(config: Path) -> World:
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName=REPOSITORY)
+    digests: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    pushed: dict[str, datetime] = {}
+    # images 0 (newest) ... 12 (oldest), an hour apart; an untagged one two days old
+    for k in [*range(13), -1]:
+        name = tag(k) if k >= 0 else "untagged"
+        size = 10_000_000 + 1_000_000 * (k + 1) + 12_345
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            # moto reports the config's size as the image's, and makes the digest from the layers'
+            "config": {"digest": f"sha256:{k + 1:064x}", "size": size, "mediaType": "application/json"},
+            "layers": [{"digest": f"sha256:{k + 100:064x}", "size": size, "mediaType": "application/tar+gzip"}],
+        }
+        kwargs = {"imageTag": name} if k >= 0 else {}
+        answer = ecr.put_image(repositoryName=REPOSITORY, imageManifest=json.dumps(manifest), **kwargs)
+        digests[name] = answer["image"]["imageId"]["imageDigest"]
+        sizes[name] = size
+        pushed[digests[name]] = NOW - (timedelta(hours=k) if k >= 0 else timedelta(days=2))
+    assert len(set(digests.values())) == 14, "every image has its own digest"
+    for image in ecr_backends[DEFAULT_ACCOUNT_ID][REGION].repositories[REPOSITORY].images:
+        image.image_pushed_at = int(pushed[image.image_digest].timestamp())
+
+    # revisions 1..8 of the family run images 11, 10, 9, 8, 7, 6, 5, 4; revision 6 is deregistered
+    ecs = boto3.client("ecs", region_name=REGION)
+    ecs.create_cluster(clusterName="car-rental-cluster")
+    arns = {}
+    for revision, k in zip(range(1, 9), range(11, 3, -1), strict=True):
+        container = {**CONTAINER, "image": f"{URI}:{tag(k)}"}
+        sidecar = {"name": "log-router", "image": "public.ecr.aws/aws-observability/aws-for-fluent-bit:stable"}
+        arns[revision] = ecs.register_task_definition(
+            family=REPOSITORY,
+            containerDefinitions=[container, sidecar],
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu="256",
+            memory="512",
+        )["taskDefinition"]["taskDefinitionArn"]
+    ecs.deregister_task_definition(taskDefinition=arns[6])
+    ecs.create_service(
+        cluster="car-rental-cluster", serviceName="car-rental-service", taskDefinition=arns[8], desiredCount=1
+    )
+    # mid-rollout: revision 8 is PRIMARY, revision 1's tasks are still draining (ACTIVE)
+    service = ecs_backends[DEFAULT_ACCOUNT_ID][REGION].services["car-rental-cluster:car-rental-service"]
+    primary = dict(service.deployments[0])
+    service.deployments = [primary, {**primary, "id": "ecs-svc/2", "status": "ACTIVE", "taskDefinition": arns[1]}]
+
+    # histories: dev deployed image 10 (over image 12); staging has image 3 (a dirty build) live
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    create_stack(
+        boto3.client("cloudformation", region_name=REGION), "CarRentalRegistryStack", {"ArtifactsBucketName": BUCKET}
+    )
+    loaded = load_config(config)
+    write_record(loaded.environment("dev"), app=tag(10), before=tag(12), when=NOW - timedelta(hours=20))
+    write_record(loaded.environment("staging"), app=DIRTY, before=None, when=NOW - timedelta(hours=5))
+    return World(config, digests, sizes)
+
+
+def write_record(env: EnvConfig, *, app: str, before: str | None, when: datetime) -> None:
+    store = history.History.of(AwsFactory(env), env)
+    assert store is not None
+    report = RunReport(Plan(env.name, (), "deploy.app"), [], 42.0, None)
+    store.write(history.record_of(report, components={"app": app}, base={"app": before}, head=app, who="ci", now=when))
+
+
+def runtime_for(world: World) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=world.config, stdout=io.StringIO(), stderr=io.StringIO(), clock=FakeClock(start=NOW)
+    )
+
+
+def remaining_tags(world: World) -> set[str]:
+    ecr = boto3.client("ecr", region_name=REGION)
+    details = ecr.describe_images(repositoryName=REPOSITORY)["imageDetails"]
+    return {t for d in details for t in d.get("imageTags", ["untagged"])}
+
+
+# Kept: 0, 1 (newest 2); 3 (live in staging); 4 (PRIMARY, revision 8); 5, 7, 8, 9 (revisions 7, 5, 4, 3: the
+# newest 5 ACTIVE with 8); 10 (deployed in dev); 11 (ACTIVE deployment, revision 1); 12 (live in dev before).
+# Deleted: 2 (nothing holds it), 6 (its revision is deregistered), the untagged one (two days old).
+DELETED = {tag(2), tag(6), "untagged"}
+
+
+def test_dry_run_lists_every_image_with_why_and_deletes_nothing(world: World) -> None:
+    runtime = runtime_for(world)
+    decision = commands.images_cleanup(env="dev", keep=2, dry_run=True, as_json=True, runtime=runtime)
+    assert remaining_tags(world) == {tag(k) for k in range(13)} | {"untagged"}
+    assert {", ".join(i.tags) or "untagged" for i in decision.to_delete} == DELETED
+    by_tag = {c.image.tags[0]: c.reasons for c in decision.choices if c.image.tags}
+    assert by_tag[tag(0)] == ("newest 2",)
+    assert by_tag[tag(4)][0] == "in use by car-rental-backend:8 (PRIMARY)"
+    assert by_tag[tag(4)][1:] == (), "one in-use reason per image: the strongest"
+    assert by_tag[tag(11)] == ("in use by car-rental-backend:1 (ACTIVE)",)
+    assert by_tag[tag(9)] == ("rollback target car-rental-backend:3 (one of the newest 5 revisions)",)
+    assert by_tag[tag(10)] == ("live in dev since 2026-11-27 16:00 UTC",), "one reason per environment: live first"
+    assert by_tag[tag(12)] == ("live in dev before 2026-11-27 16:00 UTC",)
+    assert by_tag[DIRTY] == ("live in staging since 2026-11-28 07:00 UTC",)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    freed = sum(world.sizes[name] for name in DELETED)
+    assert f"dry run: would delete 3 images of 14, freeing {freed / 1e6:.1f} MB" in printed
+    assert "(compressed size, as ECR reports it); nothing was deleted" in printed
+    assert printed.count("would delete") == 1 + 3, "the summary and one row per image to delete"
+    assert "<untagged>" in printed and "sha256:" in printed
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["dry_run"] is True and data["deleted"] == 0 and data["freed_bytes"] == 0 and data["to_delete"] == 3
+    assert {i["action"] for i in data["images"]} == {"keep", "would delete"}
+    assert data["histories_read"] == ["dev", "staging"]
+
+
+def test_a_real_run_deletes_exactly_those_images_and_reports_the_bytes(world: World) -> None:
+    runtime = runtime_for(world)
+    commands.images_cleanup(env="dev", keep=2, as_json=True, runtime=runtime)
+    assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - DELETED
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    freed = sum(world.sizes[name] for name in DELETED)
+    assert data["deleted"] == 3 and data["freed_bytes"] == freed and data["failures"] == {}
+    assert sorted(i["digest"] for i in data["images"] if i["action"] == "deleted") == sorted(
+        world.digests[name] for name in DELETED
+    )
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"deleted 3 images, freed {freed / 1e6:.1f} MB (compressed size, as ECR reports it)" in printed
+    # a second run has nothing left to delete
+    again = runtime_for(world)
+    assert commands.images_cleanup(env="dev", keep=2, runtime=again).to_delete == ()
+    assert "nothing to delete: all 11 images of car-rental-backend are kept" in again.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_an_environment_that_cannot_be_read_is_skipped_with_a_warning(world: World) -> None:
+    runtime = runtime_for(world)
+    commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime)
+    warnings = [line for line in runtime.stderr.getvalue().splitlines() if line.startswith("⚠️")]  # type: ignore[attr-defined]
+    assert warnings == [
+        "⚠️  skipped the history of prod (its AWS cannot be read): "
+        "AWS profile 'car-rental-prod' (environment 'prod') is not configured"
+    ]
+
+
+def test_an_environment_whose_aws_refuses_is_skipped_too(world: World) -> None:
+    def factory(env: EnvConfig) -> AwsFactory:
+        if env.name != "staging":
+            return AwsFactory(env)
+        session = boto3.session.Session(region_name=REGION, aws_access_key_id="other", aws_secret_access_key="x")
+        aws = AwsFactory(env, session=session)
+        client = aws.client("cloudformation")
+
+        def refuse(**_kwargs: Any) -> Any:
+            from botocore.exceptions import ClientError
+
+            error = {"Error": {"Code": "AccessDenied", "Message": "not in this account"}}
+            raise ClientError(error, "DescribeStacks")  # type: ignore[arg-type]
+
+        client.describe_stacks = refuse
+        return aws
+
+    runtime = runtime_for(world)
+    runtime.aws_factory = factory
+    decision = commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⚠️  skipped the history of staging (its AWS cannot be read): AWS refused DescribeStacks" in printed
+    # without staging's history, its dirty image is no longer protected
+    assert DIRTY in {t for i in decision.to_delete for t in i.tags}
+
+
+def test_a_real_run_waits_for_no_deploy_and_a_dry_run_needs_no_lock(world: World) -> None:
+    dev = load_config(world.config).environment("dev")
+    env_lock = lock.EnvLock.of(AwsFactory(dev), dev, clock=FakeClock(start=NOW))
+    assert env_lock is not None
+    held = env_lock.acquire("deploy.app")
+    runtime = runtime_for(world)
+    with pytest.raises(UsageError, match="another deploy holds the lock of environment 'dev'"):
+        commands.images_cleanup(env="dev", keep=2, runtime=runtime)
+    assert len(remaining_tags(world)) == 14, "nothing deleted"
+    assert len(commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime_for(world)).to_delete) == 3
+    held.release()
+    commands.images_cleanup(env="dev", keep=2, runtime=runtime_for(world))
+    assert len(remaining_tags(world)) == 11
+    assert env_lock.read() is None, "the cleanup released the lock"
+
+
+def test_the_target_environment_must_be_readable(world: World) -> None:
+    runtime = runtime_for(world)
+    with pytest.raises(UsageError, match="ECR repository 'nope' does not exist in environment 'dev'"):
+        text = world.config.read_text().replace('repository = "car-rental-backend"', 'repository = "nope"', 1)
+        world.config.write_text(text)
+        commands.images_cleanup(env="dev", runtime=runtime)
+
+
+def test_bad_input_is_refused_before_anything_is_read(world: World) -> None:
+    runtime = runtime_for(world)
+    with pytest.raises(UsageError, match="--keep must be at least 1"):
+        commands.images_cleanup(env="dev", keep=0, runtime=runtime)
+    with pytest.raises(ConfigError, match="unknown environment 'qa'"):
+        commands.images_cleanup(env="qa", runtime=runtime)
+    assert len(remaining_tags(world)) == 14
+
+
+def test_the_task_exits_2_on_bad_input(project: Path) -> None:
+    done = inv(project, "images.cleanup", "--env", "qa")
+    assert done.returncode == 2 and "unknown environment 'qa'" in done.stderr
+    done = inv(project, "images.cleanup", "--env", "dev", "--keep", "0")
+    assert done.returncode == 2 and "--keep must be at least 1" in done.stderr

@@ -1,0 +1,503 @@
+"""One deploy at a time: the environment's lock in its artifacts bucket (moto's S3 and CloudFormation)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from invoke.context import Context as InvokeContext
+from invoke.exceptions import Exit
+from moto.server import ThreadedMotoServer
+
+from deploykit import commands, history, lock
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig, load_config
+from deploykit.errors import StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Plan, Step
+from tests.conftest import REPO, git
+from tests.functional.test_endpoints import create_stack
+
+BUCKET = "registry-artifacts-1"
+KEY = "deploykit/lock/dev.json"
+T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    cfn = boto3.client("cloudformation", region_name="eu-west-1")
+    create_stack(cfn, dev_env.stacks.registry, {"ArtifactsBucketName": BUCKET})
+    return BUCKET
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=T0)
+
+
+def s3() -> Any:
+    return boto3.client("s3", region_name="eu-west-1")
+
+
+def stored() -> tuple[dict[str, Any], str] | None:
+    """The lock object as S3 holds it (content, ETag); None when there is none."""
+    try:
+        answer = s3().get_object(Bucket=BUCKET, Key=KEY)
+    except ClientError:
+        return None
+    return json.loads(answer["Body"].read()), str(answer["ETag"])
+
+
+def env_lock(dev_env: EnvConfig, clock: FakeClock, lease: float = 600.0) -> lock.EnvLock:
+    found = lock.EnvLock.of(AwsFactory(dev_env), dev_env, clock=clock, lease=lease)
+    assert found is not None
+    return found
+
+
+def as_actor(monkeypatch: pytest.MonkeyPatch, who: str) -> None:
+    monkeypatch.setenv(history.ACTOR_ENV, who)
+
+
+# -- the lock itself -------------------------------------------------------------------------------------------
+
+
+def test_moto_supports_the_conditional_writes_the_lock_relies_on(bucket: str) -> None:
+    """If-None-Match: * on create, If-Match on overwrite and on delete: a stale condition is refused (412)."""
+    client = s3()
+    first = client.put_object(Bucket=BUCKET, Key=KEY, Body=b"1", IfNoneMatch="*")["ETag"]
+    with pytest.raises(ClientError) as created_twice:
+        client.put_object(Bucket=BUCKET, Key=KEY, Body=b"2", IfNoneMatch="*")
+    assert created_twice.value.response["Error"]["Code"] == "PreconditionFailed"
+    second = client.put_object(Bucket=BUCKET, Key=KEY, Body=b"2", IfMatch=first)["ETag"]
+    with pytest.raises(ClientError) as stale_write:
+        client.put_object(Bucket=BUCKET, Key=KEY, Body=b"3", IfMatch=first)
+    assert stale_write.value.response["Error"]["Code"] == "PreconditionFailed"
+    with pytest.raises(ClientError) as stale_delete:
+        client.delete_object(Bucket=BUCKET, Key=KEY, IfMatch=first)
+    assert stale_delete.value.response["Error"]["Code"] == "PreconditionFailed"
+    client.delete_object(Bucket=BUCKET, Key=KEY, IfMatch=second)
+    assert stored() is None
+
+
+def test_acquire_writes_who_holds_it_and_release_deletes_it(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ana@laptop")
+    lease = env_lock(dev_env, clock).acquire("deploy.app")
+    found = stored()
+    assert found is not None
+    data, etag = found
+    assert data == {
+        "owner": "ana@laptop",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": "deploy.app",
+        "started": "2026-11-28T09:00:00+00:00",
+        "expires": "2026-11-28T09:10:00+00:00",
+        "token": lease.info.token,
+    }
+    assert etag == lease.etag and lease.previous is None and len(lease.info.token) == 32
+    assert lease.release() is True
+    assert stored() is None
+    assert env_lock(dev_env, clock).acquire("deploy.app").release() is True  # free again
+
+
+def test_a_second_deploy_is_refused_with_who_holds_it_and_the_lock_is_untouched(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ana@laptop")
+    env_lock(dev_env, clock).acquire("deploy.app")
+    before = stored()
+    clock.sleep(90)
+    as_actor(monkeypatch, "ci")
+    with pytest.raises(UsageError) as refused:
+        env_lock(dev_env, clock).acquire("deploy.lambda login_handler")
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "another deploy holds the lock of environment 'dev': ana@laptop has been running 'deploy.app' on "
+        f"{socket.gethostname()} (pid {os.getpid()}) since 2026-11-28T09:00:00Z (1m30s ago); "
+        "its lease expires at 2026-11-28T09:10:00Z (in 8m30s) unless renewed"
+    )
+    assert refused.value.next_step is not None
+    assert "wait for it to finish" in refused.value.next_step
+    assert refused.value.next_step.endswith("break the lock: inv unlock --env dev")
+    assert stored() == before
+
+
+def test_an_expired_lock_is_taken_over_and_its_old_holder_cannot_release_the_new_one(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "killed@laptop")
+    dead = env_lock(dev_env, clock).acquire("deploy.full")  # its process was killed: no release, no renewal
+    clock.sleep(599)
+    with pytest.raises(UsageError, match="killed@laptop"):
+        env_lock(dev_env, clock).acquire("deploy.app")  # one second before the lease runs out: still held
+    clock.sleep(1)
+    as_actor(monkeypatch, "ci")
+    taker = env_lock(dev_env, clock).acquire("deploy.app")
+    assert taker.previous == dead.info
+    found = stored()
+    assert found is not None
+    assert found[0]["owner"] == "ci" and found[0]["token"] == taker.info.token
+    assert found[0]["expires"] == "2026-11-28T09:20:00+00:00"
+
+    assert dead.release() is False  # not ours any more: the new holder's lock stays
+    assert dead.lost is not None and "broken or taken over" in dead.lost
+    assert stored() == found
+    assert dead.renew() is False and stored() == found
+    assert taker.release() is True and stored() is None
+
+
+def test_two_takers_of_the_same_expired_lock_exactly_one_wins(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both read the stale lock before either writes: the write conditional on its ETag lets one through."""
+    env_lock(dev_env, clock).acquire("deploy.full")
+    clock.sleep(3600)
+    first, second = env_lock(dev_env, clock), env_lock(dev_env, clock)
+    stale = second.read()
+    assert stale is not None and stale.info.expired(clock.now())
+    reads = iter([stale])
+    real_read = second.read
+    monkeypatch.setattr(second, "read", lambda: next(reads, None) or real_read())  # its first read is the stale one
+
+    as_actor(monkeypatch, "ana@laptop")
+    winner = first.acquire("deploy.app")
+    as_actor(monkeypatch, "bob@desktop")
+    with pytest.raises(UsageError) as refused:
+        second.acquire("deploy.stack api")
+    # the loser's write on the stale ETag failed; it looked again and found the winner's live lock
+    assert "ana@laptop has been running 'deploy.app'" in refused.value.message
+    found = stored()
+    assert found is not None and found[0]["token"] == winner.info.token and found[1] == winner.etag
+
+
+def test_renewal_pushes_expires_one_lease_ahead_and_keeps_the_lock(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ana@laptop")
+    lease = env_lock(dev_env, clock).acquire("deploy.full")
+    clock.sleep(200)
+    assert lease.renew() is True
+    found = stored()
+    assert found is not None
+    data, etag = found
+    assert data["expires"] == "2026-11-28T09:13:20+00:00"  # 09:03:20 + 10 minutes
+    assert data["started"] == "2026-11-28T09:00:00+00:00" and data["token"] == lease.info.token
+    assert etag == lease.etag
+    clock.sleep(500)  # 09:11:40: past the first lease, within the renewed one
+    with pytest.raises(UsageError, match=r"expires at 2026-11-28T09:13:20Z \(in 1m40s\)"):
+        env_lock(dev_env, clock).acquire("deploy.app")
+    assert lease.release() is True
+
+
+def test_the_holder_renews_on_a_thread_while_it_runs(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease = env_lock(dev_env, clock).acquire("deploy.full")
+    lease.start_renewing(every=0.02)
+    clock.sleep(1000)
+    deadline = time.monotonic() + 10
+    while (found := stored()) is not None and found[0]["expires"] != "2026-11-28T09:26:40+00:00":
+        assert time.monotonic() < deadline, f"never renewed: {found}"
+        time.sleep(0.01)
+    assert lease.release() is True and stored() is None
+    assert lease._thread is None  # the renewing thread has ended
+
+
+def test_a_renewal_never_overwrites_a_lock_someone_else_now_holds(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = env_lock(dev_env, clock).acquire("deploy.full")
+    broken = env_lock(dev_env, clock).read()
+    assert broken is not None and env_lock(dev_env, clock).break_(broken) is True  # inv unlock, by mistake
+    as_actor(monkeypatch, "bob@desktop")
+    theirs = env_lock(dev_env, clock).acquire("deploy.app")
+    found = stored()
+    assert mine.renew() is False
+    assert mine.lost is not None and "bob@desktop has been running 'deploy.app'" in mine.lost
+    assert stored() == found
+    assert mine.release() is False and stored() == found
+    assert theirs.release() is True
+
+
+def test_held_does_without_a_lock_when_the_environment_has_no_artifacts_bucket(
+    moto_aws: None, dev_env: EnvConfig, clock: FakeClock
+) -> None:
+    with lock.held(AwsFactory(dev_env), dev_env, "deploy.full", clock=clock) as lease:
+        assert lease is None
+
+
+def test_held_releases_when_the_block_raises(bucket: str, dev_env: EnvConfig, clock: FakeClock) -> None:
+    with pytest.raises(KeyboardInterrupt), lock.held(AwsFactory(dev_env), dev_env, "deploy.app", clock=clock) as lease:
+        assert lease is not None and stored() is not None
+        raise KeyboardInterrupt
+    assert stored() is None
+
+
+# -- run_plan holds it -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe(Step):
+    """A step that notes what the lock object held while it ran (so: whether it ran); then raises ``then``."""
+
+    name: ClassVar[str] = "probe"
+    then: BaseException | None = None
+    seen: list[dict[str, Any] | None] = field(default_factory=list, compare=False)
+
+    def describe(self) -> str:
+        return "probe"
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+    def run(self, ctx: Context) -> Outcome:
+        found = stored()
+        self.seen.append(None if found is None else found[0])
+        if self.then is not None:
+            raise self.then
+        return Outcome.done("probed")
+
+
+def run(project: Path, plan: Plan, clock: FakeClock, *, dry_run: bool = False) -> commands.Runtime:
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+    )
+    config = load_config(project / "deploy.toml")
+    commands.run_plan(runtime, config, config.environment("dev"), plan, dry_run=dry_run, as_json=False)
+    return runtime
+
+
+def deploying(step: Step, title: str = "deploy.demo") -> Plan:
+    return Plan("dev", (step,), title, deploys=(("lambda:login_handler", "dddddddddddd"),))
+
+
+def test_run_plan_holds_the_lock_while_it_executes_and_releases_it(
+    bucket: str, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ana@laptop")
+    probe = Probe()
+    run(project, deploying(probe), clock)
+    [seen] = probe.seen
+    assert seen is not None and (seen["owner"], seen["command"]) == ("ana@laptop", "deploy.demo")
+    assert stored() is None
+
+
+def test_run_plan_is_refused_while_another_deploy_holds_the_lock_and_leaves_it_untouched(
+    bucket: str, dev_env: EnvConfig, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ci")
+    env_lock(dev_env, clock).acquire("deploy.auto")
+    before = stored()
+    as_actor(monkeypatch, "ana@laptop")
+    for plan in (deploying(Probe()), Plan("dev", (Probe(),), "destroy")):
+        with pytest.raises(UsageError, match=r"ci has been running 'deploy\.auto'") as refused:
+            run(project, plan, clock)
+        assert refused.value.next_step is not None and "inv unlock --env dev" in refused.value.next_step
+        assert isinstance(plan.steps[0], Probe) and plan.steps[0].seen == []  # nothing ran
+    assert stored() == before
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None and store.records() == []  # nothing recorded either
+
+
+@pytest.mark.parametrize(
+    "failure", [StepFailed("the rollout failed", next_step="look"), KeyboardInterrupt(), RuntimeError("a bug")]
+)
+def test_run_plan_releases_the_lock_when_a_step_fails_or_is_interrupted(
+    bucket: str, project: Path, clock: FakeClock, failure: BaseException
+) -> None:
+    probe = Probe(then=failure)
+    with pytest.raises(type(failure)):
+        run(project, deploying(probe), clock)
+    assert probe.seen and probe.seen[0] is not None  # it was held while the step ran
+    assert stored() is None
+
+
+def test_dry_runs_and_plans_that_change_nothing_never_take_the_lock(
+    bucket: str, dev_env: EnvConfig, project: Path, clock: FakeClock
+) -> None:
+    env_lock(dev_env, clock).acquire("deploy.auto")
+    before = stored()
+    run(project, deploying(Probe()), clock, dry_run=True)  # held by someone else, and still described
+    run(project, Plan("dev", (Probe(),), "destroy"), clock, dry_run=True)
+    probe = Probe()
+    run(project, Plan("dev", (probe,), "build"), clock)  # builds deploy nothing: no lock needed
+    assert len(probe.seen) == 1
+    assert stored() == before
+
+
+def test_run_plan_runs_without_a_lock_on_an_environment_with_no_registry_stack(
+    moto_aws: None, project: Path, clock: FakeClock
+) -> None:
+    probe = Probe()
+    run(project, deploying(probe, "deploy.full"), clock)
+    assert probe.seen == [None]
+
+
+# -- inv unlock ------------------------------------------------------------------------------------------------
+
+
+def test_commands_unlock_says_who_held_it_and_deletes_it_once_confirmed(
+    bucket: str, dev_env: EnvConfig, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ci")
+    held = env_lock(dev_env, clock).acquire("deploy.auto")
+    before = stored()
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+    )
+    asked: list[lock.LockInfo] = []
+
+    def refuse(info: lock.LockInfo) -> bool:
+        asked.append(info)
+        return False
+
+    assert commands.unlock(env="dev", confirm=refuse, runtime=runtime) is None
+    assert asked == [held.info] and stored() == before
+    assert commands.unlock(env="dev", confirm=lambda _info: True, runtime=runtime) == held.info
+    assert stored() is None
+    assert commands.unlock(env="dev", runtime=runtime) is None
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "🔒 ci has been running 'deploy.auto'" in printed and "Nothing changed: the lock is still held." in printed
+    assert "🔓 lock of dev broken: ci's 'deploy.auto' no longer holds it" in printed
+    assert printed.rstrip().endswith("🔓 no deploy holds the lock of dev: nothing to unlock")
+
+
+class FakeStdin(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_unlock_task_asks_first_and_needs_yes_without_a_terminal(
+    bucket: str, dev_env: EnvConfig, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO))
+    import tasks
+
+    monkeypatch.chdir(project)
+    env_lock(dev_env, clock).acquire("deploy.auto")
+    before = stored()
+    monkeypatch.setattr(sys, "stdin", FakeStdin(tty=False))
+    with pytest.raises(Exit) as no_terminal:
+        tasks.unlock(InvokeContext(), env="dev")
+    assert no_terminal.value.code == 2 and stored() == before
+
+    monkeypatch.setattr(sys, "stdin", FakeStdin(tty=True))
+    answers = iter(["n", "y"])
+    monkeypatch.setattr("builtins.input", lambda _prompt: next(answers))
+    tasks.unlock(InvokeContext(), env="dev")
+    assert stored() == before  # "n" keeps it
+    tasks.unlock(InvokeContext(), env="dev")
+    assert stored() is None
+
+    env_lock(dev_env, clock).acquire("deploy.auto")
+    monkeypatch.setattr(sys, "stdin", FakeStdin(tty=False))
+    tasks.unlock(InvokeContext(), env="dev", yes=True)
+    assert stored() is None
+
+
+# -- the commands as a person runs them, against a moto server ---------------------------------------------------
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+STAGING = """
+[environments.staging]
+region = "us-east-1"
+endpoint_url = "{url}"
+cluster = "car-rental-cluster"
+service = "car-rental-service"
+container = "backend"
+repository = "car-rental-backend"
+
+[environments.staging.stacks]
+registry = "CarRentalRegistryStack"
+data = "CarRentalDataStack"
+auth = "CarRentalAuthStack"
+fargate = "CarRentalFargateStack"
+api = "CarRentalApiStack"
+"""
+
+
+def inv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYKIT_", "AWS_"))}
+    environ["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_inv_refuses_a_second_deploy_and_inv_unlock_breaks_the_lock(
+    moto_server: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (project / "deploy.toml").open("a") as toml:
+        toml.write(STAGING.format(url=moto_server))
+    git(project, "commit", "-qam", "staging")
+    env = load_config(project / "deploy.toml").environment("staging")
+    aws = AwsFactory(env)
+    aws.client("s3").create_bucket(Bucket=BUCKET)
+    create_stack(aws.client("cloudformation"), env.stacks.registry, {"ArtifactsBucketName": BUCKET})
+    as_actor(monkeypatch, "ci-pipeline#4812")
+    found = lock.EnvLock.of(aws, env)
+    assert found is not None
+    holder = found.acquire("deploy.auto")  # a deploy running elsewhere
+
+    refused = inv(project, "destroy", "--env", "staging", "--yes")
+    assert refused.returncode == 2, refused.stderr
+    assert "❌ another deploy holds the lock of environment 'staging': ci-pipeline#4812 has been running " in (
+        refused.stderr
+    )
+    assert "'deploy.auto'" in refused.stderr and f"(pid {os.getpid()})" in refused.stderr
+    assert "  → next: wait for it to finish, then rerun;" in refused.stderr
+    assert "inv unlock --env staging" in refused.stderr
+
+    asks = inv(project, "unlock", "--env", "staging")
+    assert asks.returncode == 2 and "pass --yes" in asks.stderr
+    assert found.read() is not None
+
+    broken = inv(project, "unlock", "--env", "staging", "--yes")
+    assert broken.returncode == 0, broken.stderr
+    assert "🔒 ci-pipeline#4812 has been running 'deploy.auto'" in broken.stderr
+    assert "🔓 lock of staging broken" in broken.stderr
+    assert found.read() is None
+    assert holder.release() is False  # the dead deploy, were it to come back, cannot remove someone else's
