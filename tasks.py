@@ -9,7 +9,9 @@ Tasks compose in one call, each deriving its inputs from git and the environment
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +45,7 @@ def reports_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = _stop_on_sigterm()
         try:
             return func(*args, **kwargs)
         except DeployKitError as exc:
@@ -53,8 +56,22 @@ def reports_errors(func: F) -> F:
         except KeyboardInterrupt:
             print("⚠️  interrupted", file=sys.stderr)
             raise Exit(code=130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM (a CI job cancelled) stops a task the way Ctrl-C does: cleanly, between two API calls."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def _ensure_sandbox(env: str | None) -> None:
@@ -227,6 +244,32 @@ def deploy_full(
     if not dry_run:
         _ensure_sandbox(env)
     commands.deploy_full(env=env, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_)
+
+
+@task(
+    name="rollback",
+    help={
+        "env": COMMON_HELP["env"],
+        "to": "the commit to go back to (7-40 hex digits of its SHA; default: the previous successful deploy)",
+        "component": "app (default) or lambda:<fn>, e.g. lambda:login_handler",
+        "dry-run": "resolve the target and print the plan; change nothing",
+        "json": COMMON_HELP["json"],
+        **SMOKE_HELP,
+    },
+)
+@reports_errors
+def rollback(
+    c: Context,
+    env: str | None = None,
+    to: str | None = None,
+    component: str = "app",
+    dry_run: bool = False,
+    json_: bool = False,
+    smoke: bool = True,
+) -> None:
+    """Put the app or one Lambda back on an earlier commit (fresh task-definition revision / alias move); smoke."""
+    _ensure_sandbox(env)  # even a dry run reads the environment to resolve the target
+    commands.rollback(env=env, to=to, component=component, smoke=smoke, dry_run=dry_run, as_json=json_)
 
 
 @task(name="endpoints", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
@@ -507,6 +550,7 @@ ns = Collection(
     base_image,
     deploy,
     destroy,
+    rollback,
     show_endpoints,
     show_diff,
     smoke_checks,

@@ -81,6 +81,9 @@ class BuildImage(Step):
     def describe(self) -> str:
         return f"docker build {self.context} → {self.image} (FROM {self.base_image})"
 
+    def interrupted(self) -> str:
+        return "the Docker engine stops the build; no image is tagged until a build completes"
+
     def run(self, ctx: Context) -> Outcome:
         if images.image_exists(ctx.docker, self.image):
             return Outcome.skipped(f"{self.image} is already built (tags are immutable)", image=self.image)
@@ -114,6 +117,9 @@ class PushImage(Step):
 
     def describe(self) -> str:
         return f"push {self.local_image} → {self.remote}"
+
+    def interrupted(self) -> str:
+        return "a push that did not finish tags nothing in the registry; layers already sent are reused next time"
 
     def run(self, ctx: Context) -> Outcome:
         if not self.repository:  # created by an earlier step of this plan (deploy.full's registry stack)
@@ -219,6 +225,12 @@ class RollService(Step):
     def describe(self) -> str:
         return f"update service {self.service} to the revision running {self.image.rsplit(':', 1)[-1]}"
 
+    def interrupted(self) -> str:
+        return (
+            f"if the update call was made, ECS goes on rolling {self.service} to {self.image} on its own (its "
+            "circuit breaker rolls a bad release back); the old tasks serve until the new ones are healthy"
+        )
+
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
         service = ecs.describe_service(client, self.cluster, self.service)
@@ -261,6 +273,9 @@ class WaitHealthy(Step):
             f"wait for {self.service} to run {self.image.rsplit(':', 1)[-1]}: PRIMARY, COMPLETED, "
             f"targets healthy (deadline {self.timeout:.0f}s, poll {self.poll:g}s)"
         )
+
+    def interrupted(self) -> str:
+        return f"only the waiting stopped: ECS goes on with the rollout of {self.service} on its own"
 
     def run(self, ctx: Context) -> Outcome:
         waiter = ecs.RolloutWaiter(

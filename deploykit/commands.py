@@ -19,13 +19,14 @@ import docker.errors
 from tabulate import tabulate
 
 from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
+from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
-from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
+from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
@@ -103,6 +104,9 @@ def run_plan(
         ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory, plugins)
         before = _live_before(runtime, aws, env) if plan.deploys else {}
         report = Executor(ctx, _translator(env)).execute(plan)
+        if isinstance(report.error, Interrupted) and any(before.values()):
+            live = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
+            report.error.message += f"; live before this run: {live}"
         if plan.deploys:
             _record(runtime, aws, env, plan, report, before)
     if as_json:
@@ -309,6 +313,39 @@ def deploy_lambda(
             f"inv deploy.stack api --env {environment.name}",
         )
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=functions[name], smoke=smoke)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def rollback(
+    *,
+    env: str | None = None,
+    to: str | None = None,
+    component: str = "app",
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Put the app (a fresh task-definition revision with an earlier image) or one Lambda function (its alias on
+    an earlier version) back on commit ``to``, else on the previous successful deploy in the history; then smoke.
+
+    Refuses (UsageError, nothing changed) what cannot be rolled back to: an image no longer in the registry, a
+    Lambda commit no version is tagged with, an empty history. See deploykit.rollback."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    target_component = rollbacks.parse_component(component, config)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        target, plan = rollbacks.rollback_plan(aws, environment, target_component, to=to, smoke=smoke)
+    what = target.component.key + (f" (version {target.version})" if target.version else "")
+    if target.live == target.sha:
+        runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {environment.name}\n")
+        if as_json:
+            runtime.stdout.write(dumps({"environment": environment.name, "ok": True, "steps": []}) + "\n")
+        return None
+    runtime.stderr.write(
+        f"⏪ rollback {what} in {environment.name}: {target.live or '(unknown)'} → {target.sha} [{target.source}]\n"
+    )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 

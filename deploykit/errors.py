@@ -47,3 +47,9 @@ class StepFailed(DeployKitError):
     """A step of a running plan failed; what ran before it stays as it is."""
 
     exit_code = 1
+
+
+class Interrupted(DeployKitError):
+    """Ctrl-C or SIGTERM stopped a running plan between two API calls; what ran before it stays as it is."""
+
+    exit_code = 130

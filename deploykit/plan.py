@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from tabulate import tabulate
 
-from deploykit.errors import DeployKitError
+from deploykit.errors import DeployKitError, Interrupted
 
 if TYPE_CHECKING:
     import docker
@@ -89,6 +89,10 @@ class Step:
 
     def inputs(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def interrupted(self) -> str:
+        """What an interrupt in the middle of this step leaves behind, for the message (one sentence)."""
+        return "it is one call or a few, each complete or not made; rerunning redoes what is missing"
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,9 @@ class Parallel(Step):
 
     def describe(self) -> str:
         return " ‖ ".join(f"{s.name}: {s.describe()}" for s in self.steps)
+
+    def interrupted(self) -> str:
+        return "the steps already running were left to finish what they had started, none was cut halfway"
 
     def inputs(self) -> dict[str, Any]:
         return {"steps": [{"step": s.name, "inputs": s.inputs()} for s in self.steps]}
@@ -286,6 +293,13 @@ class Executor:
                 out.line(f"❌ {step.name} failed after {record.seconds:.1f}s")
                 self._step_finished(plan, record)
                 break
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the task
+                record.status, record.detail = "failed", "interrupted"
+                record.seconds = clock.monotonic() - t0
+                error = interruption(plan, index, step)
+                out.line(f"⚠️  {step.name} interrupted after {record.seconds:.1f}s")
+                self._step_finished(plan, record)
+                break
             record.status, record.detail = outcome.status, outcome.detail
             record.outputs = dict(outcome.outputs)
             record.children = list(outcome.children)
@@ -328,6 +342,18 @@ class Executor:
                 self.ctx.reporter.line(
                     f"⚠️  plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
                 )
+
+
+def interruption(plan: Plan, index: int, step: Step) -> Interrupted:
+    """The error of a plan stopped by an interrupt during ``step``: what it left in progress, and what to run."""
+    done = [s.name for s in plan.steps[:index]]
+    before = f"the steps before it ({', '.join(done)}) are done and stay; " if done else ""
+    return Interrupted(
+        f"interrupted during {step.name} ({step.describe()}): {step.interrupted()}; {before}"
+        f"{len(plan.steps) - index - 1} later step(s) not run",
+        next_step=f"run the same command again (or inv deploy.auto --env {plan.env}): every step skips what is "
+        f"already in place, so it converges; inv health --env {plan.env} shows what is live now",
+    )
 
 
 def describe_plan(plan: Plan) -> str:

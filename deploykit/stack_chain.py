@@ -79,6 +79,12 @@ class DeployStack(Step):
         params = ", ".join(f"{k}={v}" for k, v in self.parameters)
         return f"{self.stack}: change set from {Path(self.template).name}" + (f" ({params})" if params else "")
 
+    def interrupted(self) -> str:
+        return (
+            f"if its change set was executed, CloudFormation goes on with {self.stack} on its own (and rolls it "
+            "back if it fails); a rerun waits for it, and an unexecuted change set is simply replaced"
+        )
+
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
         tags = {**synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})}  # the CDK app's tags
@@ -141,6 +147,9 @@ class DestroyStack(Step):
 
     def describe(self) -> str:
         return f"delete {self.stack}"
+
+    def interrupted(self) -> str:
+        return f"if the delete call was made, CloudFormation goes on deleting {self.stack} on its own"
 
     def run(self, ctx: Context) -> Outcome:
         result = deployer(ctx).destroy(self.stack)

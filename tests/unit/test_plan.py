@@ -181,3 +181,34 @@ def test_a_verifying_step_runs_after_a_change_and_is_skipped_when_nothing_change
     assert "✅ nothing to do" in out.getvalue()
     alone = Executor(make_ctx(clock, out)).execute(Plan("sandbox", (Verify(),)))
     assert [r.status for r in alone.records] == ["done"]
+
+
+@dataclass(frozen=True)
+class Interrupt(Step):
+    name: ClassVar[str] = "roll"
+
+    def describe(self) -> str:
+        return "roll the service"
+
+    def interrupted(self) -> str:
+        return "ECS goes on rolling on its own"
+
+    def run(self, ctx: Context) -> Outcome:
+        ctx.clock.sleep(0.5)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_stops_the_plan_cleanly_and_says_what_was_left_in_progress() -> None:
+    from deploykit.errors import Interrupted
+
+    clock, out = FakeClock(), io.StringIO()
+    report = Executor(make_ctx(clock, out)).execute(Plan("dev", (Sleep(1.0), Interrupt(), Sleep(1.0)), "demo"))
+    assert isinstance(report.error, Interrupted) and report.error.exit_code == 130
+    assert [(r.step, r.status) for r in report.records] == [("sleep", "done"), ("roll", "failed"), ("sleep", "not run")]
+    assert report.records[1].detail == "interrupted"
+    assert report.error.message == (
+        "interrupted during roll (roll the service): ECS goes on rolling on its own; "
+        "the steps before it (sleep) are done and stay; 1 later step(s) not run"
+    )
+    assert report.error.next_step is not None and "run the same command again" in report.error.next_step
+    assert "⚠️  roll interrupted after 0.5s" in out.getvalue()
