@@ -44,7 +44,11 @@ def live_components(
         if endpoints is None:
             live[component] = None
         elif kind == "app":
-            live[component] = _live_image_tag(aws, env) or record.get(component)
+            # the running image, unless the live record (what a deploy verified, smoke included) says another:
+            # then that deploy did not finish — interrupted, or the service changed by other means — and the
+            # app counts from what was last verified, so deploy.auto waits for it and smokes it
+            image, verified = _live_image_tag(aws, env), record.get(component)
+            live[component] = verified if verified and image and verified != image else (image or verified)
         elif kind == "lambda":
             function_name = endpoints.functions.get(name)
             sha = lambda_chain.live_git_sha(aws.client("lambda"), function_name) if function_name else None
@@ -61,10 +65,24 @@ def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:
 
 
 def _live_image_tag(aws: AwsFactory, env: EnvConfig) -> str | None:
+    """The image tag of the deployment that completed last. While a rollout is still in progress (a deploy was
+    interrupted after rolling), the new image is not live yet: the one it replaces is, so deploy.auto plans the
+    app again — its steps find the image, the revision and the rollout in place, wait for it, and smoke it."""
     client = aws.client("ecs")
     try:
         service = ecs.describe_service(client, env.cluster, env.service)
-        image = ecs.TaskDefinitions(client).image(service["taskDefinition"], env.container)
+    except UsageError:
+        return None
+    deployments = service.get("deployments") or []
+    primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
+    arn = service["taskDefinition"]
+    if primary is not None and primary.get("rolloutState", "COMPLETED") != "COMPLETED":
+        done = [d for d in deployments if d.get("status") != "PRIMARY" and d.get("rolloutState") == "COMPLETED"]
+        if not done:
+            return None  # nothing completed: the app counts as changed
+        arn = done[0]["taskDefinition"]
+    try:
+        image = ecs.TaskDefinitions(client).image(arn, env.container)
     except UsageError:
         return None
     return image.rsplit(":", 1)[-1] if ":" in image else None

@@ -234,3 +234,32 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     }
     assert s3.get_object.call_args.kwargs["Key"] == "deploykit/live/sandbox.json"
     assert auto.live_components(aws, config, env, None) == dict.fromkeys(live)
+
+    # a deploy that rolled the service but was interrupted before it was verified: the record wins
+    live_record["app"] = {"sha": "ffffffffffff"}
+    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
+    assert auto.live_components(aws, config, env, endpoints)["app"] == "ffffffffffff"
+    # a rollout still in progress: the image of the deployment that completed last is what is live
+    del live_record["app"]
+    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
+    ecs.describe_services.return_value = {
+        "services": [
+            {
+                "status": "ACTIVE",
+                "taskDefinition": "arn:td:8",
+                "deployments": [
+                    {"status": "PRIMARY", "taskDefinition": "arn:td:8", "rolloutState": "IN_PROGRESS"},
+                    {"status": "ACTIVE", "taskDefinition": "arn:td:7", "rolloutState": "COMPLETED"},
+                ],
+            }
+        ]
+    }
+    images = {"arn:td:7": "reg/car-rental-backend:aaaaaaaaaaaa", "arn:td:8": "reg/car-rental-backend:999999999999"}
+    ecs.describe_task_definition.side_effect = lambda taskDefinition, include: {
+        "taskDefinition": {
+            "taskDefinitionArn": taskDefinition,
+            "containerDefinitions": [{"name": "backend", "image": images[taskDefinition]}],
+        },
+        "tags": [],
+    }
+    assert auto.live_components(aws, config, env, endpoints)["app"] == "aaaaaaaaaaaa"  # td:7's, not td:8's
