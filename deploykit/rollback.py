@@ -1,0 +1,334 @@
+"""``inv rollback``: put a component back on an earlier commit, without building anything.
+
+- The app goes back by registering a **fresh** task-definition revision (the service's current one with only the
+  image changed to ``<repository>:<tag of that commit>``), then roll → wait-healthy → smoke, the app chain's own
+  steps. An old revision number is never re-pointed at: it may be deregistered, and it would bring back that
+  revision's old environment and settings. (RegisterTaskDef skips registering only when the service's current
+  revision or the family's newest ACTIVE revision already is exactly that registration.)
+- A Lambda function goes back by moving its ``live`` alias to the newest published version whose description
+  names that commit (``code s3://<bucket>/<key> git <sha12>``).
+
+The target is ``--to <sha>`` (a 7-40 hex prefix, or a whole ``<sha12>-dirty-<hash>`` tag), else the previous
+successful deploy of that component in the environment's history: the newest ok record whose SHA for the
+component differs from what is live now. Resolution only reads; every step input is written into the plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from botocore.exceptions import ClientError
+
+from deploykit import auto, history, image_cleanup, lambda_chain, registry
+from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
+from deploykit.errors import UsageError
+from deploykit.plan import Context, Outcome, Plan, Step
+from deploykit.smoke import Smoke
+from deploykit.stacks import error_code
+
+if TYPE_CHECKING:
+    from deploykit.aws import AwsFactory
+    from deploykit.config import Config, EnvConfig
+
+_TO_RE = re.compile(r"^[0-9a-f]{7,40}(?:-dirty-[0-9a-z]+)?$")
+DIRTY = "-dirty-"
+SHOWN = 10  # tags / SHAs named when the target is not there
+HISTORY_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Component:
+    """What goes back: the app, or one Lambda function (``lambda:<folder of lambda/>``)."""
+
+    kind: str  # "app" or "lambda"
+    function: str = ""
+
+    @property
+    def key(self) -> str:
+        """The component as the history names it: ``app`` or ``lambda:<fn>``."""
+        return "app" if self.kind == "app" else f"lambda:{self.function}"
+
+
+def parse_component(text: str, config: Config) -> Component:
+    """``app`` or ``lambda:<fn>`` (``fn`` a function of lambda/); UsageError otherwise."""
+    kind, _, name = text.strip().partition(":")
+    if kind == "app" and not name:
+        return Component("app")
+    if kind == "lambda" and name:
+        lambda_chain.function_folder(config, name)  # refuses an unknown function, naming the known ones
+        return Component("lambda", name)
+    known = ", ".join(["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))])
+    raise UsageError(f"unknown component {text!r} for rollback", next_step=f"use --component with one of: {known}")
+
+
+def normalize_to(to: str) -> str:
+    """The ``--to`` value, lower-cased; UsageError unless a 7-40 hex prefix (or a whole dirty tag)."""
+    value = to.strip().lower()
+    if not _TO_RE.match(value):
+        raise UsageError(
+            f"--to {to!r} is not a commit: expected 7 to 40 hex digits (or a <sha12>-dirty-<hash> tag)",
+            next_step="pass a commit SHA or its prefix, e.g. --to 3e2532e (inv history lists them)",
+        )
+    return value
+
+
+def sha_of(tag: str) -> str:
+    """``<sha12>-dirty-<hash>`` → ``<sha12>``; a clean tag as it is."""
+    return tag.split(DIRTY, 1)[0]
+
+
+def matches(to: str, tag: str) -> bool:
+    """Whether the tag (or ``git <sha>`` of a version) is the commit ``to`` names."""
+    if DIRTY in to:
+        return tag == to
+    return sha_of(tag).startswith(to[:12])
+
+
+def pick(to: str, candidates: Iterable[str], *, what: str) -> str | None:
+    """The candidate (tag / SHA) that ``to`` names: None when none does; UsageError when it names several commits
+    or several dirty builds of one (a clean build is preferred over dirty ones)."""
+    found = list(dict.fromkeys(c for c in candidates if matches(to, c)))
+    if not found:
+        return None
+    commits = sorted({sha_of(c) for c in found})
+    if len(commits) > 1:
+        raise UsageError(
+            f"--to {to} is ambiguous: it names {len(commits)} commits in {what} ({', '.join(commits)})",
+            next_step="pass more digits of the SHA",
+        )
+    clean = [c for c in found if DIRTY not in c]
+    if clean:
+        return clean[0]
+    if len(found) > 1:
+        raise UsageError(
+            f"--to {to} names {len(found)} uncommitted builds of one commit in {what}: {', '.join(found)}",
+            next_step="pass the whole tag, e.g. --to " + found[0],
+        )
+    return found[0]
+
+
+def previous_deploy(records: Sequence[history.Record], component: str, live: str | None) -> history.Record | None:
+    """The newest successful record that deployed ``component`` at a SHA other than ``live`` (newest first in)."""
+    for record in records:
+        sha = record.components.get(component)
+        if record.ok and sha and sha != live:
+            return record
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a rollback resolved: the component, what is live, what it goes back to, and why that."""
+
+    component: Component
+    live: str | None
+    sha: str  # image tag (app) or the ``git <sha>`` of the versions (Lambda)
+    source: str  # "--to 3e2532e" or "history: <record id> (<when>, <command>)"
+    version: str = ""  # the Lambda version the alias moves to
+
+
+def _history_target(
+    aws: AwsFactory, env: EnvConfig, component: Component, live: str | None
+) -> tuple[str, str, str | None]:
+    """(sha, source, live) of the previous successful deploy; UsageError when there is none."""
+    found = history.History.of(aws, env)
+    if found is None:
+        raise UsageError(
+            f"environment {env.name!r} has no history (its registry stack is not deployed): nothing to go back to",
+            next_step=f"name the commit: inv rollback --env {env.name} --to <sha>",
+        )
+    if live is None:  # the environment does not say: the live record does
+        live = found.live().get(component.key, {}).get("sha")
+    record = previous_deploy(found.records(HISTORY_DEPTH), component.key, live)
+    if record is None:
+        raise UsageError(
+            f"nothing to go back to: no successful deploy of {component.key} in {env.name}'s history "
+            f"at another commit than the live {live or '(unknown)'}",
+            next_step=f"see the history (inv history --env {env.name}), or name a commit: inv rollback --to <sha>",
+        )
+    sha = record.components[component.key]
+    return sha, f"history: {record.command} at {record.when} by {record.who} ({record.id})", live
+
+
+# -- the app ----------------------------------------------------------------------------------------------------
+
+
+def repository_tags(aws: AwsFactory) -> list[str]:
+    """The tags of the environment's ECR repository, newest push first."""
+
+    def pushed(detail: dict[str, Any]) -> float:
+        when = detail.get("imagePushedAt")
+        return when.timestamp() if isinstance(when, datetime) else float(when or 0)
+
+    details = sorted(image_cleanup.repository_images(aws), key=pushed, reverse=True)
+    return [str(tag) for d in details for tag in d.get("imageTags") or ()]
+
+
+def _missing_image(env: EnvConfig, wanted: str, tags: Sequence[str]) -> UsageError:
+    listed = ", ".join(tags[:SHOWN]) + (f" and {len(tags) - SHOWN} more" if len(tags) > SHOWN else "")
+    return UsageError(
+        f"image {env.repository}:{wanted} is no longer in the registry of {env.name!r}, nothing was changed; "
+        f"it holds: {listed or 'no tagged image'}",
+        next_step=f"roll back to one of those: inv rollback --env {env.name} --to <sha>",
+    )
+
+
+def resolve_app(aws: AwsFactory, env: EnvConfig, to: str | None) -> Target:
+    if env.registry:
+        raise UsageError(
+            f"environment {env.name!r} pushes to a plain registry ({env.registry}): rollback lists images with ECR",
+            next_step="roll back by deploying the old commit: git checkout <sha> && inv deploy.app",
+        )
+    live = auto.live_image_tag_or_empty(aws, env) or None
+    tags = repository_tags(aws)
+    if to is not None:
+        wanted = normalize_to(to)
+        tag = pick(wanted, tags, what=f"the images of {env.repository}")
+        if tag is None:
+            raise _missing_image(env, wanted, tags)
+        return Target(Component("app"), live, tag, f"--to {to}")
+    tag, source, live = _history_target(aws, env, Component("app"), live)
+    if tag not in tags:
+        raise _missing_image(env, tag, tags)
+    return Target(Component("app"), live, tag, source)
+
+
+def app_plan(env: EnvConfig, repository_uri: str, tag: str, *, smoke: bool = True) -> Plan:
+    """register a fresh revision with ``repository_uri:tag`` → roll → wait-healthy → smoke."""
+    image = f"{repository_uri}:{tag}"
+    steps: list[Step] = [
+        RegisterTaskDef(env.cluster, env.service, env.container, repository_uri, tag, tag),
+        RollService(env.cluster, env.service, env.container, image),
+        WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds),
+    ]
+    if smoke:
+        steps.append(Smoke())
+    return Plan(env.name, tuple(steps), f"rollback app → {tag}", (("app", tag),))
+
+
+# -- a Lambda function ------------------------------------------------------------------------------------------
+
+
+def published_versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
+    """The published versions (not ``$LATEST``), newest first."""
+    versions: list[dict[str, Any]] = []
+    for page in lambda_client.get_paginator("list_versions_by_function").paginate(FunctionName=function_name):
+        versions += [v for v in page.get("Versions", []) if str(v.get("Version")) != "$LATEST"]
+    return sorted(versions, key=lambda v: int(v["Version"]), reverse=True)
+
+
+def version_for(versions: Sequence[dict[str, Any]], sha: str) -> str | None:
+    """The newest version (of ``versions``, newest first) whose description says ``git <sha>``."""
+    return next((str(v["Version"]) for v in versions if lambda_chain.git_sha_of(v.get("Description")) == sha), None)
+
+
+def _missing_version(env: EnvConfig, function: str, function_name: str, wanted: str, shas: Sequence[str]) -> UsageError:
+    listed = ", ".join(shas[:SHOWN]) + (f" and {len(shas) - SHOWN} more" if len(shas) > SHOWN else "")
+    return UsageError(
+        f"no published version of {function_name} ({function}) is tagged git {wanted}, nothing was changed; "
+        f"its versions name: {listed or 'no commit (published by CloudFormation only)'}",
+        next_step=f"roll back to one of those: inv rollback --env {env.name} --component lambda:{function} --to <sha>",
+    )
+
+
+def resolve_lambda(aws: AwsFactory, env: EnvConfig, component: Component, to: str | None) -> tuple[Target, str]:
+    """The target and the Lambda function name."""
+    functions = lambda_chain.deployed_functions(aws.client("cloudformation"), env)
+    function_name = functions.get(component.function)
+    if not function_name:
+        raise UsageError(
+            f"the API stack {env.stacks.api} has no Lambda function for {component.function!r} "
+            f"(it has: {', '.join(sorted(functions)) or 'none'})",
+            next_step=f"deploy the API stack first: inv deploy.stack api --env {env.name}",
+        )
+    client = aws.client("lambda")
+    live = lambda_chain.live_git_sha(client, function_name)
+    versions = published_versions(client, function_name)
+    shas = list(dict.fromkeys(s for v in versions if (s := lambda_chain.git_sha_of(v.get("Description")))))
+    if to is not None:
+        wanted = normalize_to(to)
+        sha = pick(wanted, shas, what=f"the versions of {function_name}")
+        source = f"--to {to}"
+    else:
+        wanted, source, live = _history_target(aws, env, component, live)
+        sha = wanted if wanted in shas else None
+    version = version_for(versions, sha) if sha else None
+    if sha is None or version is None:
+        raise _missing_version(env, component.function, function_name, wanted, shas)
+    return Target(component, live, sha, source, version), function_name
+
+
+@dataclass(frozen=True)
+class PointAlias(Step):
+    """Point the alias at one published version (no weighted routing); skipped when it already does."""
+
+    name: ClassVar[str] = "move-alias"
+    function: str
+    function_name: str
+    alias: str
+    version: str
+    git_sha: str
+
+    def describe(self) -> str:
+        return f"point {self.function_name}:{self.alias} at version {self.version} (git {self.git_sha})"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("lambda")
+        try:
+            current = client.get_alias(FunctionName=self.function_name, Name=self.alias)
+        except ClientError as exc:
+            if error_code(exc) != lambda_chain.NOT_FOUND:
+                raise
+            raise UsageError(
+                f"{self.function_name} has no alias {self.alias!r} (the API stack makes it)",
+                next_step="deploy the API stack first: inv deploy.stack api",
+            ) from None
+        previous = str(current["FunctionVersion"])
+        weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        outputs = {f"{self.function}.version": self.version}
+        if previous == self.version and not weights:
+            return Outcome.skipped(f"{self.function}: {self.alias} already points at version {self.version}", **outputs)
+        client.update_alias(
+            FunctionName=self.function_name,
+            Name=self.alias,
+            FunctionVersion=self.version,
+            RoutingConfig={"AdditionalVersionWeights": {}},
+            RevisionId=current["RevisionId"],
+        )
+        return Outcome.done(
+            f"{self.function}: {self.alias} → version {self.version} (git {self.git_sha}, was {previous})",
+            **outputs,
+            **{f"{self.function}.previous_version": previous},
+        )
+
+
+def lambda_plan(env: EnvConfig, target: Target, function_name: str, *, smoke: bool = True) -> Plan:
+    fn = target.component.function
+    steps: list[Step] = [PointAlias(fn, function_name, lambda_chain.ALIAS, target.version, target.sha)]
+    if smoke:
+        steps.append(Smoke())
+    return Plan(env.name, tuple(steps), f"rollback lambda:{fn} → {target.sha}", ((target.component.key, target.sha),))
+
+
+# -- both -------------------------------------------------------------------------------------------------------
+
+
+def rollback_plan(
+    aws: AwsFactory,
+    env: EnvConfig,
+    component: Component,
+    *,
+    to: str | None,
+    smoke: bool = True,
+    repository_uri: Callable[[AwsFactory], str] = registry.repository_uri,
+) -> tuple[Target, Plan]:
+    """Resolve the target (refusing what cannot be rolled back to), then the plan that goes back to it."""
+    if component.kind == "app":
+        target = resolve_app(aws, env, to)
+        return target, app_plan(env, repository_uri(aws), target.sha, smoke=smoke)
+    target, function_name = resolve_lambda(aws, env, component, to)
+    return target, lambda_plan(env, target, function_name, smoke=smoke)

@@ -1,0 +1,185 @@
+"""inv rollback against moto's ECS, ECR, S3 and CloudFormation, through the command the task calls.
+
+The history and the live record are in the artifacts bucket as deploys leave them; moto runs no task, so
+wait-healthy (tested on its own in test_wait_healthy_stubbed) is replaced by a step that reports healthy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import commands, history
+from deploykit.app_chain import WaitHealthy
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
+from deploykit.plan import Context, Outcome, Plan, RunReport
+from tests.functional.conftest import CONTAINER, create_service, put_image
+from tests.functional.test_endpoints import create_stack
+
+BUCKET = "registry-artifacts-rb"
+A, B, C = "aaaaaaa11111", "bbbbbbb22222", "ccccccc33333"
+URI = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend"
+
+
+def runtime(
+    project: Path, factory: AwsFactory, stdout: io.StringIO | None = None, stderr: io.StringIO | None = None
+) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=stdout or io.StringIO(),
+        stderr=stderr or io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: factory,
+        docker_factory=Mock(side_effect=AssertionError("a rollback builds nothing")),
+    )
+
+
+def write_record(store: history.History, sha: str, minutes: int, *, ok: bool = True) -> None:
+    report = RunReport(Plan("dev", (), "deploy.app"), [], 30.0, None)
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC) + timedelta(minutes=minutes)
+    record = history.record_of(report, components={"app": sha}, base={}, head=sha, who="ana@laptop", now=now)
+    store.write(record if ok else history.Record(**{**record.__dict__, "ok": False}))
+
+
+def run_image(factory: AwsFactory, tag: str) -> str:
+    """Make the service run ``<repo>:tag`` (a revision registered as deploy.app would)."""
+    ecs = factory.client("ecs")
+    td = ecs.describe_task_definition(taskDefinition="car-rental-backend")["taskDefinition"]
+    container = {**CONTAINER, "image": f"{URI}:{tag}"}
+    arn = ecs.register_task_definition(
+        family="car-rental-backend",
+        networkMode=td["networkMode"],
+        requiresCompatibilities=td["requiresCompatibilities"],
+        cpu=td["cpu"],
+        memory=td["memory"],
+        executionRoleArn=td["executionRoleArn"],
+        taskRoleArn=td["taskRoleArn"],
+        containerDefinitions=[container],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", taskDefinition=arn)
+    return str(arn)
+
+
+@pytest.fixture
+def deployed(factory: AwsFactory, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch) -> history.History:
+    """A service that ran A, then B, and runs C now (B's deploy failed once first); images A, B, C pushed."""
+    create_service(factory)
+    s3 = factory.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    create_stack(factory.client("cloudformation"), dev_env.stacks.registry, {"ArtifactsBucketName": BUCKET})
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    for minutes, tag in enumerate((A, B, C)):
+        put_image(factory, tag)
+        run_image(factory, tag)
+        write_record(store, tag, minutes)
+    write_record(store, A, 5, ok=False)  # a failed deploy is never a rollback target
+
+    def healthy(self: WaitHealthy, ctx: Context) -> Outcome:
+        return Outcome.done(f"healthy: {self.image.rsplit(':', 1)[-1]} (moto runs no task)")
+
+    monkeypatch.setattr(WaitHealthy, "run", healthy)
+    return store
+
+
+def service_image(factory: AwsFactory) -> tuple[str, str]:
+    ecs = factory.client("ecs")
+    service = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
+    td = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    return str(service["taskDefinition"]), str(td["containerDefinitions"][0]["image"])
+
+
+def revision_count(factory: AwsFactory) -> int:
+    return len(factory.client("ecs").list_task_definitions(familyPrefix="car-rental-backend")["taskDefinitionArns"])
+
+
+def test_rollback_goes_back_to_the_previous_successful_deploy_on_a_fresh_revision(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    before = revision_count(factory)  # 1 (the stack's) + A, B, C
+    out, err = io.StringIO(), io.StringIO()
+    rt = runtime(project, factory, out, err)
+    report = commands.rollback(env="dev", smoke=False, as_json=True, runtime=rt)
+    assert report is not None and report.ok
+    assert [(r.step, r.status) for r in report.records] == [
+        ("register-taskdef", "done"),
+        ("roll-service", "done"),
+        ("wait-healthy", "done"),
+    ]
+    arn, image = service_image(factory)
+    assert image == f"{URI}:{B}"
+    assert revision_count(factory) == before + 1 and arn.endswith(f":{before + 1}")  # fresh, not revision 3
+    tags = factory.client("ecs").describe_task_definition(taskDefinition=arn, include=["TAGS"])["tags"]
+    assert {"key": "deploykit:image-tag", "value": B} in tags
+    assert f"⏪ rollback app in dev: {C} → {B} [history: deploy.app at 2026-03-01T09:01:00+00:00" in err.getvalue()
+    assert json.loads(out.getvalue())["ok"] is True
+    # the history says what is live now
+    newest = deployed.records(1)[0]
+    assert (newest.command, newest.components, newest.base, newest.ok) == (
+        f"rollback app → {B}",
+        {"app": B},
+        {"app": C},
+        True,
+    )
+    assert deployed.live()["app"]["sha"] == B
+
+    # again: B is live, so the previous successful deploy other than B is C (the one rolled back from)
+    again = commands.rollback(env="dev", to="aaaaaaa", smoke=False, runtime=runtime(project, factory))
+    assert again is not None and again.ok
+    assert service_image(factory)[1] == f"{URI}:{A}"
+    assert revision_count(factory) == before + 2
+
+
+def test_rollback_to_what_is_live_changes_nothing(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    before = revision_count(factory)
+    err = io.StringIO()
+    assert commands.rollback(env="dev", to=C[:8], runtime=runtime(project, factory, stderr=err)) is None
+    assert "nothing to roll back: app already runs" in err.getvalue()
+    assert revision_count(factory) == before
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    before = revision_count(factory)
+    out = io.StringIO()
+    assert (
+        commands.rollback(env="dev", to=A, dry_run=True, as_json=True, runtime=runtime(project, factory, out)) is None
+    )
+    plan = json.loads(out.getvalue())
+    assert plan["title"] == f"rollback app → {A}"
+    assert [s["step"] for s in plan["steps"]] == ["register-taskdef", "roll-service", "wait-healthy", "smoke"]
+    assert plan["steps"][0]["inputs"]["tag"] == A
+    assert revision_count(factory) == before and len(deployed.records(20)) == 4
+
+
+def test_an_image_no_longer_in_the_registry_is_refused_and_nothing_changes(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    factory.client("ecr").batch_delete_image(repositoryName="car-rental-backend", imageIds=[{"imageTag": B}])
+    before = revision_count(factory)
+    with pytest.raises(UsageError, match=f"car-rental-backend:{B} is no longer in the registry") as err:
+        commands.rollback(env="dev", runtime=runtime(project, factory))
+    assert err.value.exit_code == 2
+    assert C in err.value.message and A in err.value.message
+    assert revision_count(factory) == before and service_image(factory)[1] == f"{URI}:{C}"
+    assert len(deployed.records(20)) == 4  # no record: nothing was run
+
+
+def test_nothing_to_go_back_to(project: Path, factory: AwsFactory, dev_env: EnvConfig) -> None:
+    create_service(factory)
+    factory.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    create_stack(factory.client("cloudformation"), dev_env.stacks.registry, {"ArtifactsBucketName": BUCKET})
+    put_image(factory, "old")
+    with pytest.raises(UsageError, match="nothing to go back to"):
+        commands.rollback(env="dev", runtime=runtime(project, factory))

@@ -1,0 +1,236 @@
+"""Resolving a rollback's target from fake history records, fake ECR and fake Lambda answers (deploykit.rollback)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import auto, history, lambda_chain
+from deploykit import rollback as rb
+from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
+from deploykit.config import EnvConfig, load_config
+from deploykit.errors import UsageError
+from deploykit.smoke import Smoke
+
+A = "aaaaaaa11111"
+B = "bbbbbbb22222"
+C = "ccccccc33333"
+DIRTY_B = f"{B}-dirty-0123abcd"
+
+
+def record(sha: str, *, ok: bool = True, component: str = "app", n: int = 0) -> history.Record:
+    when = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n)).isoformat()
+    return history.Record(
+        id=f"r{n}", env="dev", when=when, who="ana", command="deploy.app", head=sha, ok=ok, seconds=1.0,
+        components={component: sha},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def env(project: Path) -> EnvConfig:
+    return load_config(project / "deploy.toml").environment("dev")
+
+
+# -- --to -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["abc", "xyz1234", "a" * 41, "", "3e2532e-dirty-"])
+def test_to_must_be_a_hex_prefix(bad: str) -> None:
+    with pytest.raises(UsageError, match="is not a commit"):
+        rb.normalize_to(bad)
+
+
+def test_to_matches_a_prefix_a_whole_sha_and_prefers_the_clean_build() -> None:
+    tags = [DIRTY_B, C, B, A, "latest"]
+    assert rb.pick("bbbbbbb", tags, what="x") == B
+    assert rb.pick(rb.normalize_to("BBBBBBB22222" + "f" * 28), tags, what="x") == B  # a whole 40-digit SHA
+    assert rb.pick("ccccccc3", tags, what="x") == C
+    assert rb.pick("ddddddd", tags, what="x") is None
+
+
+def test_to_matches_a_dirty_build_alone_or_by_its_whole_tag() -> None:
+    assert rb.pick("bbbbbbb", [DIRTY_B, A], what="x") == DIRTY_B
+    assert rb.pick(DIRTY_B, [DIRTY_B, B], what="x") == DIRTY_B
+    with pytest.raises(UsageError, match="2 uncommitted builds") as err:
+        rb.pick("bbbbbbb", [DIRTY_B, f"{B}-dirty-99"], what="x")
+    assert DIRTY_B in (err.value.next_step or "")
+
+
+def test_an_ambiguous_prefix_is_refused_naming_the_commits() -> None:
+    with pytest.raises(UsageError, match="ambiguous") as err:
+        rb.pick("abcdef0", ["abcdef011111", "abcdef022222"], what="the images")
+    assert "abcdef011111, abcdef022222" in err.value.message
+
+
+# -- the previous successful deploy -----------------------------------------------------------------------------
+
+
+def test_previous_deploy_skips_failed_records_and_the_live_one() -> None:
+    records = [record(C, ok=False, n=3), record(B, n=2), record(A, n=1)]  # newest first; live is B
+    found = rb.previous_deploy(records, "app", B)
+    assert found is not None and found.components["app"] == A
+
+
+def test_previous_deploy_ignores_other_components() -> None:
+    records = [record(C, component="lambda:login_handler", n=3), record(B, n=2), record(A, n=1)]
+    found = rb.previous_deploy(records, "lambda:login_handler", live="zzzzzzzzzzzz")
+    assert found is not None and found.components == {"lambda:login_handler": C}
+    assert rb.previous_deploy(records, "lambda:login_handler", live=C) is None
+
+
+def test_nothing_to_go_back_to() -> None:
+    assert rb.previous_deploy([], "app", A) is None
+    assert rb.previous_deploy([record(A, n=2), record(A, n=1), record(B, ok=False)], "app", A) is None
+
+
+# -- the app, with fake ECR / ECS / history --------------------------------------------------------------------
+
+
+def fake_aws(env: EnvConfig, *, live_tag: str | None, tags: list[str], records: list[history.Record]) -> Mock:
+    aws = Mock()
+    aws.env = env
+    clients: dict[str, Mock] = {"ecs": Mock(), "ecr": Mock(), "cloudformation": Mock(), "s3": Mock()}
+    aws.client.side_effect = lambda name: clients[name]
+    now = datetime(2026, 2, 1, tzinfo=UTC)
+    details = [  # ECR answers in no particular order: the newest push comes first once sorted
+        {"imageTags": [t], "imagePushedAt": now - timedelta(hours=i)} for i, t in reversed(list(enumerate(tags)))
+    ]
+    clients["ecr"].get_paginator.return_value.paginate.return_value = [{"imageDetails": details}]
+    aws.history = Mock(spec=history.History)
+    aws.history.records.return_value = records
+    aws.history.live.return_value = {}
+    aws.live_tag = live_tag
+    return aws
+
+
+@pytest.fixture
+def patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auto, "live_image_tag_or_empty", lambda aws, env: aws.live_tag or "")
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: aws.history))
+
+
+def test_app_goes_back_to_the_previous_successful_deploy(env: EnvConfig, patched: None) -> None:
+    aws = fake_aws(env, live_tag=C, tags=[C, B, A], records=[record(C, n=3), record(B, ok=False, n=2), record(A, n=1)])
+    target = rb.resolve_app(aws, env, None)
+    assert (target.live, target.sha) == (C, A)
+    assert target.source.startswith("history: deploy.app at ") and "(r1)" in target.source
+
+
+def test_app_with_to_resolves_a_tag_in_the_repository(env: EnvConfig, patched: None) -> None:
+    aws = fake_aws(env, live_tag=C, tags=[C, DIRTY_B, A], records=[])
+    target = rb.resolve_app(aws, env, "bbbbbbb2")
+    assert target.sha == DIRTY_B and target.source == "--to bbbbbbb2"
+    aws.history.records.assert_not_called()
+
+
+def test_app_image_no_longer_in_the_registry_is_refused_naming_those_there(env: EnvConfig, patched: None) -> None:
+    aws = fake_aws(env, live_tag=C, tags=[C, B], records=[record(C, n=2), record(A, n=1)])
+    with pytest.raises(UsageError, match=f"image car-rental-backend:{A} is no longer in the registry") as err:
+        rb.resolve_app(aws, env, None)
+    assert err.value.exit_code == 2
+    assert f"it holds: {C}, {B}" in err.value.message  # newest first
+    with pytest.raises(UsageError, match="is no longer in the registry"):
+        rb.resolve_app(aws, env, "ddddddd")
+
+
+def test_app_with_nothing_to_go_back_to(env: EnvConfig, patched: None) -> None:
+    aws = fake_aws(env, live_tag=A, tags=[A], records=[record(A, n=1)])
+    with pytest.raises(UsageError, match="nothing to go back to"):
+        rb.resolve_app(aws, env, None)
+
+
+def test_app_without_history_says_so(env: EnvConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    aws = fake_aws(env, live_tag=A, tags=[A], records=[])
+    monkeypatch.setattr(auto, "live_image_tag_or_empty", lambda aws, env: A)
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: None))
+    with pytest.raises(UsageError, match="has no history"):
+        rb.resolve_app(aws, env, None)
+
+
+def test_app_plan_registers_a_fresh_revision_then_rolls_waits_and_smokes(env: EnvConfig) -> None:
+    plan = rb.app_plan(env, "123.dkr.ecr/car-rental-backend", A)
+    assert [type(s) for s in plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
+    register = plan.steps[0]
+    assert isinstance(register, RegisterTaskDef) and register.image == f"123.dkr.ecr/car-rental-backend:{A}"
+    assert plan.title == f"rollback app → {A}" and plan.deploys == (("app", A),)
+    assert [s.name for s in rb.app_plan(env, "r", A, smoke=False).steps][-1] == "wait-healthy"
+
+
+# -- a Lambda function ------------------------------------------------------------------------------------------
+
+
+def versions(*described: tuple[str, str]) -> list[dict[str, Any]]:
+    return [{"Version": "$LATEST", "Description": ""}] + [{"Version": v, "Description": d} for v, d in described]
+
+
+def test_the_newest_version_tagged_with_the_sha_is_chosen() -> None:
+    found = [
+        v
+        for v in versions(("1", "code s3://b/k1"), ("2", f"code s3://b/k2 git {A}"), ("3", f"code s3://b/k2 git {A}"))
+        if v["Version"] != "$LATEST"
+    ]
+    found.sort(key=lambda v: int(v["Version"]), reverse=True)
+    assert rb.version_for(found, A) == "3"
+    assert rb.version_for(found, B) is None
+
+
+def fake_lambda_aws(env: EnvConfig, listed: list[dict[str, Any]], live_version: str) -> Mock:
+    aws = Mock()
+    aws.env = env
+    lam = Mock()
+    lam.get_paginator.return_value.paginate.return_value = [{"Versions": listed}]
+    lam.get_alias.return_value = {"FunctionVersion": live_version}
+    by_version = {v["Version"]: v for v in listed}
+    lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: by_version[Qualifier]
+    clients = {"lambda": lam, "cloudformation": Mock()}
+    aws.client.side_effect = lambda name: clients[name]
+    return aws
+
+
+def test_lambda_goes_back_by_sha_prefix_and_from_history(
+    env: EnvConfig, monkeypatch: pytest.MonkeyPatch, project: Path
+) -> None:
+    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
+    listed = versions(("1", "code s3://b/k0"), ("2", f"code s3://b/k1 git {A}"), ("3", f"code s3://b/k2 git {B}"))
+    aws = fake_lambda_aws(env, listed, live_version="3")
+    component = rb.Component("lambda", "login_handler")
+    target, name = rb.resolve_lambda(aws, env, component, "aaaaaaa")
+    assert (name, target.live, target.sha, target.version) == ("fn-login", B, A, "2")
+
+    store = Mock(spec=history.History)
+    store.records.return_value = [record(B, component="lambda:login_handler", n=2), record(A, n=1)]
+    store.records.return_value.append(record(A, component="lambda:login_handler", n=0))
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
+    target, _ = rb.resolve_lambda(aws, env, component, None)
+    assert (target.sha, target.version) == (A, "2") and "(r0)" in target.source
+
+    plan = rb.lambda_plan(env, target, name)
+    assert [s.name for s in plan.steps] == ["move-alias", "smoke"]
+    assert plan.title == f"rollback lambda:login_handler → {A}"
+    assert plan.deploys == (("lambda:login_handler", A),)
+
+
+def test_lambda_version_missing_is_refused_naming_the_shas_there(
+    env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
+    listed = versions(("1", "code s3://b/k0"), ("2", f"code s3://b/k1 git {A}"), ("3", f"code s3://b/k2 git {B}"))
+    aws = fake_lambda_aws(env, listed, live_version="3")
+    with pytest.raises(UsageError, match="no published version of fn-login") as err:
+        rb.resolve_lambda(aws, env, rb.Component("lambda", "login_handler"), "ccccccc")
+    assert f"its versions name: {B}, {A}" in err.value.message
+    assert "--component lambda:login_handler" in (err.value.next_step or "")
+
+
+def test_component_names(project: Path) -> None:
+    config = load_config(project / "deploy.toml")
+    assert rb.parse_component("app", config) == rb.Component("app")
+    assert rb.Component("lambda", "login_handler").key == "lambda:login_handler"
+    with pytest.raises(UsageError, match="unknown component 'db'"):
+        rb.parse_component("db", config)
+    with pytest.raises(UsageError, match="unknown Lambda function"):
+        rb.parse_component("lambda:nope", config)
