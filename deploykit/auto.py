@@ -47,7 +47,7 @@ def live_components(
             # the running image, unless the live record (what a deploy verified, smoke included) says another:
             # then that deploy did not finish — interrupted, or the service changed by other means — and the
             # app counts from what was last verified, so deploy.auto waits for it and smokes it
-            image, verified = _live_image_tag(aws, env), record.get(component)
+            image, verified = _live_image_tag(aws, env, completed=True), record.get(component)
             live[component] = verified if verified and image and verified != image else (image or verified)
         elif kind == "lambda":
             function_name = endpoints.functions.get(name)
@@ -60,14 +60,16 @@ def live_components(
 
 
 def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:
-    """The image tag the service runs now; "" when there is no service yet."""
-    return _live_image_tag(aws, env) or ""
+    """The image tag of the service's task definition now (its PRIMARY deployment's); "" when there is no
+    service yet."""
+    return _live_image_tag(aws, env, completed=False) or ""
 
 
-def _live_image_tag(aws: AwsFactory, env: EnvConfig) -> str | None:
-    """The image tag of the deployment that completed last. While a rollout is still in progress (a deploy was
-    interrupted after rolling), the new image is not live yet: the one it replaces is, so deploy.auto plans the
-    app again — its steps find the image, the revision and the rollout in place, wait for it, and smoke it."""
+def _live_image_tag(aws: AwsFactory, env: EnvConfig, *, completed: bool) -> str | None:
+    """The image tag of the service's task definition, or with ``completed`` of the deployment that completed
+    last. While a rollout is still in progress (a deploy was interrupted after rolling), the new image is not live
+    yet: the one it replaces is, so deploy.auto plans the app again — its steps find the image, the revision and
+    the rollout in place, wait for it, and smoke it."""
     client = aws.client("ecs")
     try:
         service = ecs.describe_service(client, env.cluster, env.service)
@@ -76,7 +78,7 @@ def _live_image_tag(aws: AwsFactory, env: EnvConfig) -> str | None:
     deployments = service.get("deployments") or []
     primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
     arn = service["taskDefinition"]
-    if primary is not None and primary.get("rolloutState", "COMPLETED") != "COMPLETED":
+    if completed and primary is not None and primary.get("rolloutState", "COMPLETED") != "COMPLETED":
         done = [d for d in deployments if d.get("status") != "PRIMARY" and d.get("rolloutState") == "COMPLETED"]
         if not done:
             return None  # nothing completed: the app counts as changed
