@@ -30,8 +30,8 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.endpoints import read_outputs
 from deploykit.plan import RunReport
+from deploykit.stack_chain import ARTIFACTS_OUTPUT
 
-ARTIFACTS_OUTPUT = "ArtifactsBucketName"
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
 
 
@@ -131,6 +131,13 @@ def record_of(
     )
 
 
+def find_artifacts_bucket(aws: AwsFactory, env: EnvConfig) -> str | None:
+    """The environment's artifacts bucket (history, live record, lock); None when its registry stack is not
+    deployed."""
+    outputs = read_outputs(aws.client("cloudformation"), env.stacks.registry) or {}
+    return outputs.get(ARTIFACTS_OUTPUT) or None
+
+
 class History:
     """The records and the live record of one environment, in its artifacts bucket."""
 
@@ -142,8 +149,7 @@ class History:
     @classmethod
     def of(cls, aws: AwsFactory, env: EnvConfig) -> History | None:
         """The environment's history; None when its registry stack (the bucket) is not deployed."""
-        outputs = read_outputs(aws.client("cloudformation"), env.stacks.registry) or {}
-        bucket = outputs.get(ARTIFACTS_OUTPUT)
+        bucket = find_artifacts_bucket(aws, env)
         return cls(aws, env, bucket) if bucket else None
 
     @property

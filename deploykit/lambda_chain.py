@@ -32,7 +32,7 @@ from deploykit.endpoints import MAPPED_OUTPUTS, read_outputs, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import ARTIFACTS_OUTPUT, UploadLambdaCode, deployer
+from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
 from deploykit.stacks import error_code
 
 if TYPE_CHECKING:
@@ -206,17 +206,6 @@ def _origin(description: str) -> str:
 
 
 # -- steps ----------------------------------------------------------------------------------------------------
-
-
-def artifacts_bucket(ctx: Context, registry_stack: str) -> str:
-    """The artifacts bucket, from the registry stack's output (as UploadLambdaCode reads it)."""
-    bucket = deployer(ctx).outputs(registry_stack).get(ARTIFACTS_OUTPUT)
-    if not bucket:
-        raise UsageError(
-            f"stack {registry_stack} has no output {ARTIFACTS_OUTPUT}",
-            next_step=f"deploy it first: inv deploy.stack {registry_stack}",
-        )
-    return bucket
 
 
 def _configuration(lambda_client: Any, function_name: str, function: str) -> dict[str, Any]:

@@ -46,9 +46,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploykit.aws import AwsFactory
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import EnvConfig
-from deploykit.endpoints import read_outputs
 from deploykit.errors import UsageError
-from deploykit.history import ARTIFACTS_OUTPUT, actor
+from deploykit.history import actor, find_artifacts_bucket
 
 LEASE_SECONDS = 600.0
 """How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
@@ -170,8 +169,7 @@ class EnvLock:
         cls, aws: AwsFactory, env: EnvConfig, *, clock: Clock | None = None, lease: float = LEASE_SECONDS
     ) -> EnvLock | None:
         """The environment's lock; None when its registry stack (the artifacts bucket) is not deployed."""
-        outputs = read_outputs(aws.client("cloudformation"), env.stacks.registry) or {}
-        bucket = outputs.get(ARTIFACTS_OUTPUT)
+        bucket = find_artifacts_bucket(aws, env)
         return cls(aws.client("s3"), bucket, env.name, clock=clock, lease=lease) if bucket else None
 
     @property

@@ -101,6 +101,17 @@ class DeployStack(Step):
         return Outcome.done(f"{self.stack}: {detail}", **outputs)
 
 
+def artifacts_bucket(ctx: Context, registry_stack: str) -> str:
+    """The artifacts bucket, from the registry stack's output; a UsageError when the stack has none."""
+    bucket = deployer(ctx).outputs(registry_stack).get(ARTIFACTS_OUTPUT)
+    if not bucket:
+        raise UsageError(
+            f"stack {registry_stack} has no output {ARTIFACTS_OUTPUT}",
+            next_step=f"deploy it first: inv deploy.stack {registry_stack}",
+        )
+    return bucket
+
+
 @dataclass(frozen=True)
 class UploadLambdaCode(Step):
     """Upload a function's reproducible zip under its content-hash key (skipped when already there)."""
@@ -115,12 +126,7 @@ class UploadLambdaCode(Step):
         return f"{self.function} → s3://<{self.registry_stack}.{ARTIFACTS_OUTPUT}>/{self.key}"
 
     def run(self, ctx: Context) -> Outcome:
-        bucket = deployer(ctx).outputs(self.registry_stack).get(ARTIFACTS_OUTPUT)
-        if not bucket:
-            raise UsageError(
-                f"stack {self.registry_stack} has no output {ARTIFACTS_OUTPUT}",
-                next_step=f"deploy it first: inv deploy.stack {self.registry_stack}",
-            )
+        bucket = artifacts_bucket(ctx, self.registry_stack)
         s3 = ctx.aws.client("s3")
         try:
             s3.head_object(Bucket=bucket, Key=self.key)
