@@ -374,33 +374,38 @@ class MoveAlias(Step):
                 "with its current configuration",
                 next_step=f"publish it: inv deploy.lambda {self.function}",
             )
-        try:
-            current = client.get_alias(FunctionName=self.function_name, Name=self.alias)
-        except ClientError as exc:
-            if error_code(exc) != NOT_FOUND:
-                raise
-            raise UsageError(
-                f"{self.function_name} has no alias {self.alias!r} (the API stack makes it)",
-                next_step="deploy the API stack first: inv deploy.stack api",
-            ) from None
-        previous = str(current["FunctionVersion"])
-        weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-        if previous == found.version and not weights:
-            return Outcome.skipped(
-                f"{self.function}: {self.alias} already points at version {found.version}",
-                **{f"{self.function}.version": found.version},
-            )
-        client.update_alias(
-            FunctionName=self.function_name,
-            Name=self.alias,
-            FunctionVersion=found.version,
-            RoutingConfig={"AdditionalVersionWeights": {}},
-            RevisionId=current["RevisionId"],
-        )
-        return Outcome.done(
-            f"{self.function}: {self.alias} → version {found.version} (was {previous})",
-            **{f"{self.function}.version": found.version, f"{self.function}.previous_version": previous},
-        )
+        return point_alias(client, self.function, self.function_name, self.alias, found.version)
+
+
+def point_alias(client: Any, function: str, function_name: str, alias: str, version: str, note: str = "") -> Outcome:
+    """Point ``alias`` at ``version`` alone (weighted routing cleared, guarded by the alias's RevisionId); skipped
+    when it already does. ``note`` (e.g. ``git <sha>``) goes into the detail."""
+    try:
+        current = client.get_alias(FunctionName=function_name, Name=alias)
+    except ClientError as exc:
+        if error_code(exc) != NOT_FOUND:
+            raise
+        raise UsageError(
+            f"{function_name} has no alias {alias!r} (the API stack makes it)",
+            next_step="deploy the API stack first: inv deploy.stack api",
+        ) from None
+    previous = str(current["FunctionVersion"])
+    weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    outputs = {f"{function}.version": version}
+    if previous == version and not weights:
+        return Outcome.skipped(f"{function}: {alias} already points at version {version}", **outputs)
+    client.update_alias(
+        FunctionName=function_name,
+        Name=alias,
+        FunctionVersion=version,
+        RoutingConfig={"AdditionalVersionWeights": {}},
+        RevisionId=current["RevisionId"],
+    )
+    return Outcome.done(
+        f"{function}: {alias} → version {version} ({note + ', ' if note else ''}was {previous})",
+        **outputs,
+        **{f"{function}.previous_version": previous},
+    )
 
 
 # -- the plan -------------------------------------------------------------------------------------------------

@@ -21,14 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from botocore.exceptions import ClientError
-
 from deploykit import auto, history, image_cleanup, lambda_chain, registry
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.errors import UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
 from deploykit.smoke import Smoke
-from deploykit.stacks import error_code
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -277,32 +274,13 @@ class PointAlias(Step):
         return f"point {self.function_name}:{self.alias} at version {self.version} (git {self.git_sha})"
 
     def run(self, ctx: Context) -> Outcome:
-        client = ctx.aws.client("lambda")
-        try:
-            current = client.get_alias(FunctionName=self.function_name, Name=self.alias)
-        except ClientError as exc:
-            if error_code(exc) != lambda_chain.NOT_FOUND:
-                raise
-            raise UsageError(
-                f"{self.function_name} has no alias {self.alias!r} (the API stack makes it)",
-                next_step="deploy the API stack first: inv deploy.stack api",
-            ) from None
-        previous = str(current["FunctionVersion"])
-        weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-        outputs = {f"{self.function}.version": self.version}
-        if previous == self.version and not weights:
-            return Outcome.skipped(f"{self.function}: {self.alias} already points at version {self.version}", **outputs)
-        client.update_alias(
-            FunctionName=self.function_name,
-            Name=self.alias,
-            FunctionVersion=self.version,
-            RoutingConfig={"AdditionalVersionWeights": {}},
-            RevisionId=current["RevisionId"],
-        )
-        return Outcome.done(
-            f"{self.function}: {self.alias} → version {self.version} (git {self.git_sha}, was {previous})",
-            **outputs,
-            **{f"{self.function}.previous_version": previous},
+        return lambda_chain.point_alias(
+            ctx.aws.client("lambda"),
+            self.function,
+            self.function_name,
+            self.alias,
+            self.version,
+            note=f"git {self.git_sha}",
         )
 
 
