@@ -35,6 +35,10 @@ COMMON_HELP = {
 }
 CHAIN_HELP = COMMON_HELP
 SMOKE_HELP = {"smoke": "run the checks after deploying (--no-smoke leaves them out)"}
+ROLLBACK_HELP = {
+    "rollback": "when wait-healthy or smoke fails, put back what was live (--no-rollback leaves the failed "
+    "release in place for debugging)"
+}
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
 }
@@ -92,10 +96,12 @@ def _ensure_sandbox(env: str | None) -> None:
         raise EnvironmentNotReady(exc.message, exc.next_step) from None
 
 
-def _chain(stages: tuple[str, ...], env: str | None, dry_run: bool, json_: bool, allow_dirty: bool) -> None:
+def _chain(
+    stages: tuple[str, ...], env: str | None, dry_run: bool, json_: bool, allow_dirty: bool, rollback: bool = True
+) -> None:
     if stages != ("build",) and not dry_run:
         _ensure_sandbox(env)
-    commands.app_chain(stages, env=env, dry_run=dry_run, as_json=json_, allow_dirty=allow_dirty)
+    commands.app_chain(stages, env=env, dry_run=dry_run, as_json=json_, allow_dirty=allow_dirty, rollback=rollback)
 
 
 @task(help=CHAIN_HELP)
@@ -152,7 +158,7 @@ def base_image(
     commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
 
 
-@task(name="app", help=CHAIN_HELP | SMOKE_HELP)
+@task(name="app", help=CHAIN_HELP | SMOKE_HELP | ROLLBACK_HELP)
 @reports_errors
 def deploy_app(
     c: Context,
@@ -161,10 +167,11 @@ def deploy_app(
     json_: bool = False,
     allow_dirty: bool = False,
     smoke: bool = True,
+    rollback: bool = True,
 ) -> None:
     """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke."""
     stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
-    _chain((*stages, "smoke") if smoke else stages, env, dry_run, json_, allow_dirty)
+    _chain((*stages, "smoke") if smoke else stages, env, dry_run, json_, allow_dirty, rollback)
 
 
 @task(
@@ -212,6 +219,7 @@ def deploy_stack(
         **CHAIN_HELP,
         "allow-dirty": "deploy uncommitted changes (the version's description then says <sha12>-dirty-<hash>)",
         **SMOKE_HELP,
+        **ROLLBACK_HELP,
     },
 )
 @reports_errors
@@ -223,11 +231,14 @@ def deploy_lambda(
     json_: bool = False,
     allow_dirty: bool = False,
     smoke: bool = True,
+    rollback: bool = True,
 ) -> None:
     """One Lambda function without CloudFormation: upload its zip, update the code, publish, move `live`; smoke."""
     if not dry_run:
         _ensure_sandbox(env)
-    commands.deploy_lambda(name, env=env, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_)
+    commands.deploy_lambda(
+        name, env=env, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_, rollback=rollback
+    )
 
 
 @task(name="full", help=CHAIN_HELP | SMOKE_HELP)
@@ -343,6 +354,7 @@ def health_report(c: Context, env: str | None = None, json_: bool = False) -> No
 AUTO_HELP = {
     **CHAIN_HELP,
     **SMOKE_HELP,
+    **ROLLBACK_HELP,
     "since": "compare every component with this commit instead of the one live for it",
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
 }
@@ -358,11 +370,20 @@ def deploy_auto(
     since: str | None = None,
     allow_dirty: bool = False,
     smoke: bool = True,
+    rollback: bool = True,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
     if not dry_run:
         _ensure_sandbox(env)
-    commands.deploy_auto(env=env, since=since, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_)
+    commands.deploy_auto(
+        env=env,
+        since=since,
+        allow_dirty=allow_dirty,
+        smoke=smoke,
+        dry_run=dry_run,
+        as_json=json_,
+        rollback=rollback,
+    )
 
 
 @task(

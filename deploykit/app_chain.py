@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import base_image, ecs, images, registry
 from deploykit.config import BaseImageSpec
-from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
+from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 
@@ -241,7 +241,8 @@ class RollService(Step):
                 f"PRIMARY deployment already runs {_rev(primary['taskDefinition'])}",
                 task_definition=primary["taskDefinition"],
             )
-        family = taskdefs.get(service["taskDefinition"])["family"]
+        previous = service["taskDefinition"]
+        family = taskdefs.get(previous)["family"]
         target = taskdefs.latest_with_image(family, self.container, self.image)
         if target is None:
             raise UsageError(
@@ -253,6 +254,9 @@ class RollService(Step):
         return Outcome.done(
             f"{self.service} → {_rev(target)} (deployment {deployment.get('id', '?')})",
             task_definition=target,
+            # what ran before, for an automatic rollback (deploykit.rollback.undo_plan)
+            previous_task_definition=previous,
+            previous_image=taskdefs.image(previous, self.container),
         )
 
 
@@ -295,7 +299,7 @@ class WaitHealthy(Step):
         )
         if verdict.state == "healthy":
             return Outcome.done(f"healthy: {verdict.summary}")
-        raise StepFailed(
+        raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
             f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}",
             next_step=_wait_next_step(verdict.reason, self.cluster, self.service),
         )

@@ -89,8 +89,12 @@ def run_plan(
     dry_run: bool,
     as_json: bool,
     aws: AwsFactory | None = None,
+    rollback: bool | None = None,
 ) -> RunReport | None:
-    """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any."""
+    """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
+
+    ``rollback`` (deploys of the app or a Lambda): when wait-healthy or smoke fails, True puts back what the run
+    replaced (see :func:`recover`), False leaves it in place and says how to put it back; None: neither applies."""
     if dry_run:
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
@@ -109,11 +113,58 @@ def run_plan(
             report.error.message += f"; live before this run: {live}"
         if plan.deploys:
             _record(runtime, aws, env, plan, report, before)
+        if report.error is not None and rollback is not None:
+            report.rollback = recover(runtime, ctx, report, before, rollback=rollback)
     if as_json:
         runtime.stdout.write(dumps(report.to_json()) + "\n")
     if report.error is not None:
         raise report.error
     return report
+
+
+def recover(
+    runtime: Runtime, ctx: Context, report: RunReport, before: dict[str, str | None], *, rollback: bool
+) -> RunReport | None:
+    """After a failed deploy: put back what it replaced when wait-healthy or smoke failed (``rollback``), or say
+    how to (``--no-rollback``). The failure's message then tells both; the rollback's own run is returned."""
+    env, error = ctx.env, report.error
+    assert error is not None
+    try:
+        with aws_errors(env):
+            undo = rollbacks.undo_plan(env, report, ctx.aws.client("lambda"), smoke=True)
+    except DeployKitError as exc:
+        error.message += f"; no automatic rollback: reading what to put back failed ({exc.message})"
+        error.next_step = f"see what runs: inv health --env {env.name}; put it back: inv rollback --env {env.name}"
+        return None
+    if undo is None:
+        return None
+    replaced = ", ".join(undo.replaced)
+    if not rollback:
+        error.message += f"; left in place for debugging (--no-rollback): {replaced}"
+        error.next_step = f"put back what was live: inv rollback --env {env.name} (per Lambda: --component lambda:NAME)"
+        return None
+    for note in undo.notes:
+        runtime.stderr.write(f"↩️  {note}\n")
+    runtime.stderr.write(f"\n⏪ {undo.plan.title}: putting back what this deploy replaced ({replaced})\n")
+    undone = Executor(ctx, _translator(env)).execute(undo.plan)
+    if undo.plan.deploys:
+        _record(runtime, ctx.aws, env, undo.plan, undone, before)
+    what = "; ".join((*undo.notes, f"{undo.plan.title} ok in {undone.seconds:.1f}s"))
+    if undone.error is None:
+        error.message += f"; {what}: {env.name} runs what was live before"
+        error.next_step = (
+            f"fix the release and deploy again (inv deploy.auto --env {env.name}); "
+            "--no-rollback keeps a failed release in place for debugging"
+        )
+    else:
+        error.message += (
+            f"; the automatic rollback failed too ({undone.error.message.splitlines()[0]}): {env.name} may run "
+            f"neither version"
+        )
+        error.next_step = (
+            f"see what runs: inv health --env {env.name}; then put it back by hand: inv rollback --env {env.name}"
+        )
+    return undone
 
 
 @contextmanager
@@ -168,6 +219,7 @@ def app_chain(
     dry_run: bool = False,
     as_json: bool = False,
     allow_dirty: bool = False,
+    rollback: bool = True,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy)."""
@@ -180,7 +232,7 @@ def app_chain(
         with aws_errors(environment):
             uri = registry.repository_uri(aws)
     plan = planner.app_chain_plan(config, environment, revision, stages, repository_uri=uri)
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 
 def base_image(
@@ -295,6 +347,7 @@ def deploy_lambda(
     smoke: bool = True,
     dry_run: bool = False,
     as_json: bool = False,
+    rollback: bool = True,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """The Lambda fast path for one function of lambda/: upload, update code, publish, move the alias; smoke."""
@@ -313,7 +366,7 @@ def deploy_lambda(
             f"inv deploy.stack api --env {environment.name}",
         )
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=functions[name], smoke=smoke)
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 
 def rollback(
@@ -646,6 +699,7 @@ def deploy_auto(
     smoke: bool = True,
     dry_run: bool = False,
     as_json: bool = False,
+    rollback: bool = True,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end."""
@@ -655,7 +709,7 @@ def deploy_auto(
         with aws_errors(a.env):
             plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
-        return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws)
+        return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
     with aws_errors(a.env):
         inputs = auto.Inputs(  # each read only when a changed component needs it: nothing-to-do stays quick
@@ -693,7 +747,7 @@ def deploy_auto(
     if dry_run:
         runtime.stderr.write("(dry run: nothing is changed)\n")
         return None
-    return run_plan(runtime, a.config, a.env, plan, dry_run=False, as_json=as_json, aws=a.aws)
+    return run_plan(runtime, a.config, a.env, plan, dry_run=False, as_json=as_json, aws=a.aws, rollback=rollback)
 
 
 def _estimates(aws: AwsFactory, env: EnvConfig) -> dict[str, float]:

@@ -198,6 +198,21 @@ class Verdict:
     state: str  # "waiting" | "healthy" | "failed"
     summary: str
     reason: str = ""
+    # ECS's deployment circuit breaker already put the previous deployment back: a failure that needs no
+    # rollback of ours (it would only repeat it)
+    rolled_back_by_ecs: bool = False
+
+
+def our_deployments(service: dict[str, Any], images: dict[str, str], image: str) -> list[dict[str, Any]]:
+    """The deployments rolling out ``image``: those running it that are PRIMARY or not COMPLETED. A COMPLETED
+    ACTIVE one with the same image is the release being replaced (a rollback goes back to the image an older
+    deployment still runs): its tasks stopping as they drain are not ours failing."""
+    return [
+        d
+        for d in service.get("deployments", [])
+        if images.get(d.get("taskDefinition", "")) == image
+        and (d.get("status") == "PRIMARY" or d.get("rolloutState") != "COMPLETED")
+    ]
 
 
 def primary_deployment(service: dict[str, Any]) -> dict[str, Any] | None:
@@ -243,13 +258,13 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool) -> Verdic
     """
     service = snapshot.service
     summary = summarize(snapshot)
-    ours = [d for d in service.get("deployments", []) if snapshot.images.get(d.get("taskDefinition", "")) == image]
+    ours = our_deployments(service, snapshot.images, image)
     for deployment in ours:
         if deployment.get("rolloutState") == "FAILED":
             reason = deployment.get("rolloutStateReason") or "no reason given"
             rolled_back = primary_deployment(service) not in (None, deployment)
             what = "circuit breaker rolled the service back" if rolled_back else "rollout FAILED"
-            return Verdict("failed", summary, f"{what}: {reason}")
+            return Verdict("failed", summary, f"{what}: {reason}", rolled_back_by_ecs=rolled_back)
     primary = primary_deployment(service)
     if primary is None:
         return Verdict("waiting", summary, "the service has no PRIMARY deployment yet")
@@ -258,7 +273,12 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool) -> Verdic
         back_to = revision_label(primary.get("taskDefinition", ""), snapshot.images)
         if seen_ours_primary or ours:
             reason = _rollback_reason(service) or "no reason in the service events"
-            return Verdict("failed", summary, f"circuit breaker rolled the service back to {back_to}: {reason}")
+            return Verdict(
+                "failed",
+                summary,
+                f"circuit breaker rolled the service back to {back_to}: {reason}",
+                rolled_back_by_ecs=True,
+            )
         if snapshot.images.get(service.get("taskDefinition", "")) == image:
             # UpdateService was accepted but its deployment is not listed yet (eventual consistency)
             return Verdict("waiting", summary, "the service accepted the new revision; its deployment has not started")
@@ -441,7 +461,7 @@ class RolloutWaiter:
         for arn in arns:
             images[arn] = self.taskdefs.image(arn, container)
         primary = primary_deployment(service)
-        ours = [d for d in service.get("deployments", []) if images.get(d.get("taskDefinition", "")) == image]
+        ours = our_deployments(service, images, image)
         running: list[dict[str, Any]] = []
         stopped: list[dict[str, Any]] = []
         if primary and images.get(primary.get("taskDefinition", "")) == image:

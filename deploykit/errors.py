@@ -49,6 +49,10 @@ class StepFailed(DeployKitError):
     exit_code = 1
 
 
+class RolledBackByEcs(StepFailed):
+    """The release failed and ECS's deployment circuit breaker already put the previous deployment back."""
+
+
 class Interrupted(DeployKitError):
     """Ctrl-C or SIGTERM stopped a running plan between two API calls; what ran before it stays as it is."""
 

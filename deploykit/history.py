@@ -116,7 +116,8 @@ def record_of(
             for c in r.children
         ]
     return Record(
-        id=f"{moment.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}",
+        # microseconds: a run and the automatic rollback right after it sort in the order they ran
+        id=f"{moment.strftime('%Y%m%dT%H%M%S.%f')}-{uuid.uuid4().hex[:8]}",
         env=report.plan.env,
         when=moment.isoformat(timespec="seconds"),
         who=who or actor(),

@@ -404,7 +404,12 @@ def point_alias(client: Any, function: str, function_name: str, alias: str, vers
     return Outcome.done(
         f"{function}: {alias} → version {version} ({note + ', ' if note else ''}was {previous})",
         **outputs,
-        **{f"{function}.previous_version": previous},
+        # what the alias pointed at before, for an automatic rollback (deploykit.rollback.undo_plan)
+        **{
+            f"{function}.previous_version": previous,
+            f"{function}.function_name": function_name,
+            f"{function}.alias": alias,
+        },
     )
 
 

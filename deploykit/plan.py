@@ -215,6 +215,7 @@ class RunReport:
     records: list[StepRecord]
     seconds: float
     error: DeployKitError | None = None
+    rollback: RunReport | None = None  # the automatic rollback that followed this failed run, if one ran
 
     @property
     def ok(self) -> bool:
@@ -244,7 +245,7 @@ class RunReport:
             "steps": [dataclasses.asdict(r) | {"seconds": round(r.seconds, 3)} for r in self.records],
             "outputs": self.outputs(),
             "error": None if self.error is None else _error_json(self.error),
-        }
+        } | ({"rollback": self.rollback.to_json()} if self.rollback is not None else {})
 
 
 class Executor:

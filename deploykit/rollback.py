@@ -8,6 +8,11 @@
 - A Lambda function goes back by moving its ``live`` alias to the newest published version whose description
   names that commit (``code s3://<bucket>/<key> git <sha12>``).
 
+**Automatic rollback** (:func:`undo_plan`): when wait-healthy or smoke fails in a deploy that rolled the service or
+moved a Lambda alias, the same steps put back what that run replaced — read from what its own steps recorded
+(roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure ECS's circuit
+breaker already rolled back is only waited for, not repeated.
+
 The target is ``--to <sha>`` (a 7-40 hex prefix, or a whole ``<sha12>-dirty-<hash>`` tag), else the previous
 successful deploy of that component in the environment's history: the newest ok record whose SHA for the
 component differs from what is live now. Resolution only reads; every step input is written into the plan.
@@ -23,8 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from deploykit import auto, history, image_cleanup, lambda_chain, registry
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
-from deploykit.errors import UsageError
-from deploykit.plan import Context, Outcome, Plan, Step
+from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
 
 if TYPE_CHECKING:
@@ -310,3 +315,78 @@ def rollback_plan(
         return target, app_plan(env, repository_uri(aws), target.sha, smoke=smoke)
     target, function_name = resolve_lambda(aws, env, component, to)
     return target, lambda_plan(env, target, function_name, smoke=smoke)
+
+
+# -- automatic rollback -----------------------------------------------------------------------------------------
+
+TRIGGERS = ("wait-healthy", "smoke")  # the failures that a rollback answers: the release itself is bad
+
+
+@dataclass(frozen=True)
+class Undo:
+    """What an automatic rollback runs (``plan``, possibly empty) and what it says besides (``notes``)."""
+
+    plan: Plan
+    notes: tuple[str, ...] = ()
+    # what the failed run replaced, for the message when it is left in place: "app 3e2532eaf7e5"...
+    replaced: tuple[str, ...] = ()
+
+
+def failed_step(report: RunReport) -> StepRecord | None:
+    """The step whose failure ended the run (a sub-step of a group when a group failed)."""
+    for record in report.records:
+        if record.status == "failed":
+            inner = [c for c in record.children if c.status == "failed"]
+            return inner[0] if inner else record
+    return None
+
+
+def split_image(image: str) -> tuple[str, str] | None:
+    """``registry/repository:tag`` → (``registry/repository``, ``tag``); None for an untagged or digest reference."""
+    repository, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag or "@" in image:
+        return None
+    return repository, tag
+
+
+def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: bool = True) -> Undo | None:
+    """The automatic rollback of a failed run; None when its failure is not one a rollback answers (not
+    wait-healthy or smoke, an interrupt, bad input) or the run replaced nothing of the app or a Lambda."""
+    error, failed = report.error, failed_step(report)
+    if not isinstance(error, StepFailed) or failed is None or failed.step not in TRIGGERS:
+        return None
+    outputs = report.outputs()
+    steps: list[Step] = []
+    notes: list[str] = []
+    replaced: list[str] = []
+    deploys: list[tuple[str, str]] = []
+    for key in sorted(k for k in outputs if k.endswith(".previous_version")):
+        fn = key.removesuffix(".previous_version")
+        function_name, alias, version = outputs[f"{fn}.function_name"], outputs[f"{fn}.alias"], outputs[key]
+        description = lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=version)
+        sha = lambda_chain.git_sha_of(description.get("Description")) or ""
+        steps.append(PointAlias(fn, function_name, alias, version, sha or "unknown"))
+        replaced.append(f"lambda:{fn} (was version {version})")
+        if sha:
+            deploys.append((f"lambda:{fn}", sha))
+    previous = split_image(outputs.get("previous_image", ""))
+    if previous is not None:
+        repository, tag = previous
+        image = f"{repository}:{tag}"
+        replaced.append(f"app (was {tag})")
+        if isinstance(error, RolledBackByEcs):
+            notes.append(
+                f"ECS's circuit breaker already rolled {env.service} back to {tag}: not repeated, only waited for"
+            )
+            steps.append(
+                WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds)
+            )
+        else:
+            steps += app_plan(env, repository, tag, smoke=False).steps
+        deploys.append(("app", tag))
+    if not replaced:
+        return None
+    if smoke and any(isinstance(s, Smoke) for s in report.plan.steps):
+        steps.append(Smoke())
+    title = "automatic rollback: " + ", ".join(r.split(" (")[0] for r in replaced)
+    return Undo(Plan(env.name, tuple(steps), title, tuple(deploys)), tuple(notes), tuple(replaced))

@@ -9,6 +9,7 @@ from deploykit.ecs import (
     TargetState,
     assess,
     derive_registration,
+    our_deployments,
     same_registration,
     task_endpoints,
 )
@@ -179,3 +180,32 @@ def test_registration_changes_only_the_image_and_tags_the_sha() -> None:
     same = derive_registration(current, [], "backend", IMAGE, "other")
     assert same_registration(kwargs, same)
     assert not same_registration(kwargs, derive_registration(current, [], "backend", "repo/app:other", "x"))
+
+
+def test_a_circuit_breaker_rollback_is_flagged_as_done_by_ecs() -> None:
+    verdict = assess(
+        snap(dep(OLD, "PRIMARY", "IN_PROGRESS"), dep(NEW, "ACTIVE", "FAILED", 0, rolloutStateReason="tasks failed")),
+        IMAGE,
+        seen_ours_primary=True,
+    )
+    assert verdict.state == "failed" and verdict.rolled_back_by_ecs
+    assert "circuit breaker rolled the service back" in verdict.reason
+    # a release that failed on its own (still PRIMARY) is not one ECS put back
+    verdict = assess(snap(dep(NEW, "PRIMARY", "FAILED", 0)), IMAGE, seen_ours_primary=True)
+    assert verdict.state == "failed" and not verdict.rolled_back_by_ecs
+
+
+def test_rolling_back_to_an_image_an_older_deployment_still_runs() -> None:
+    """A rollback's fresh revision runs the image of the COMPLETED deployment it replaces: that one draining (and
+    its tasks stopping) is not our release failing."""
+    back = "arn:aws:ecs:us-east-1:1:task-definition/app:6"
+    images = {**IMAGES, back: "repo/app:old"}
+    service = {
+        "desiredCount": 2,
+        "runningCount": 4,
+        "deployments": [dep(back, "PRIMARY", "IN_PROGRESS"), dep(OLD, "ACTIVE", "COMPLETED")],
+        "events": [],
+    }
+    verdict = assess(Snapshot(service, images, [], [], [], 0), "repo/app:old", seen_ours_primary=True)
+    assert verdict.state == "waiting" and "IN_PROGRESS" in verdict.reason
+    assert [d["taskDefinition"] for d in our_deployments(service, images, "repo/app:old")] == [back]

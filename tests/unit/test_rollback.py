@@ -13,7 +13,8 @@ from deploykit import auto, history, lambda_chain
 from deploykit import rollback as rb
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.config import EnvConfig, load_config
-from deploykit.errors import UsageError
+from deploykit.errors import Interrupted, RolledBackByEcs, StepFailed, UsageError
+from deploykit.plan import Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
 
 A = "aaaaaaa11111"
@@ -234,3 +235,88 @@ def test_component_names(project: Path) -> None:
         rb.parse_component("db", config)
     with pytest.raises(UsageError, match="unknown Lambda function"):
         rb.parse_component("lambda:nope", config)
+
+
+# -- automatic rollback (undo_plan) ------------------------------------------------------------------------------
+
+
+def failed_run(env: EnvConfig, *records: StepRecord, error: Exception | None = None, smoke: bool = True) -> RunReport:
+    steps: tuple[Step, ...] = (Smoke(),) if smoke else ()
+    failure = error if error is not None else StepFailed("smoke: 1 of 5 checks failed", next_step="fix it")
+    return RunReport(Plan(env.name, steps, "deploy.auto"), list(records), 9.0, failure)  # type: ignore[arg-type]
+
+
+ROLLED = StepRecord(
+    "roll-service",
+    "",
+    "done",
+    outputs={"previous_image": "registry.test/car-rental-backend:" + A, "task_definition": "x"},
+)
+MOVED = StepRecord(
+    "move-alias",
+    "",
+    "done",
+    outputs={
+        "health_handler.version": "7",
+        "health_handler.previous_version": "5",
+        "health_handler.function_name": "car-rental-dev-health",
+        "health_handler.alias": "live",
+    },
+)
+SMOKE_FAILED = StepRecord("smoke", "", "failed")
+
+
+class FakeLambda:
+    """get_function_configuration of a version: its description names the commit it was published from."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def get_function_configuration(self, *, FunctionName: str, Qualifier: str) -> dict[str, str]:
+        self.asked.append((FunctionName, Qualifier))
+        return {"Description": f"code s3://bucket/health_handler/abc.zip git {B}"}
+
+
+def test_a_failed_smoke_puts_back_the_app_and_the_lambda_this_run_replaced(env: EnvConfig) -> None:
+    fake = FakeLambda()
+    undo = rb.undo_plan(env, failed_run(env, MOVED, ROLLED, SMOKE_FAILED), fake)
+    assert undo is not None
+    assert [type(s) for s in undo.plan.steps] == [rb.PointAlias, RegisterTaskDef, RollService, WaitHealthy, Smoke]
+    point = undo.plan.steps[0]
+    assert isinstance(point, rb.PointAlias)
+    assert (point.function_name, point.alias, point.version, point.git_sha) == ("car-rental-dev-health", "live", "5", B)
+    register = undo.plan.steps[1]
+    assert isinstance(register, RegisterTaskDef)
+    assert (register.repository, register.tag) == ("registry.test/car-rental-backend", A)
+    assert undo.plan.deploys == (("lambda:health_handler", B), ("app", A))
+    assert undo.plan.title == "automatic rollback: lambda:health_handler, app"
+    assert undo.replaced == ("lambda:health_handler (was version 5)", f"app (was {A})")
+    assert fake.asked == [("car-rental-dev-health", "5")]
+
+
+def test_a_circuit_breaker_rollback_is_only_waited_for(env: EnvConfig) -> None:
+    error = RolledBackByEcs("circuit breaker rolled the service back", next_step="fix")
+    undo = rb.undo_plan(env, failed_run(env, ROLLED, StepRecord("wait-healthy", "", "failed"), error=error), None)
+    assert undo is not None
+    assert [type(s) for s in undo.plan.steps] == [WaitHealthy, Smoke]
+    assert "not repeated" in undo.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("records", "error"),
+    [
+        ((ROLLED, StepRecord("push", "", "failed")), None),  # not the release's fault: nothing to put back
+        ((ROLLED, SMOKE_FAILED), Interrupted("interrupted during smoke")),  # Ctrl-C: the message says what to run
+        ((StepRecord("roll-service", "", "skipped"), SMOKE_FAILED), None),  # this run replaced nothing
+        ((ROLLED, SMOKE_FAILED), UsageError("bad input")),
+    ],
+)
+def test_no_automatic_rollback(env: EnvConfig, records: tuple[StepRecord, ...], error: Exception | None) -> None:
+    assert rb.undo_plan(env, failed_run(env, *records, error=error), FakeLambda()) is None
+
+
+def test_a_failed_sub_step_of_a_group_is_what_failed(env: EnvConfig) -> None:
+    group = StepRecord("parallel", "", "failed", children=[StepRecord("smoke", "", "failed")])
+    assert rb.failed_step(failed_run(env, group)) is group.children[0]
+    assert rb.split_image("127.0.0.1:5001/repo:" + A) == ("127.0.0.1:5001/repo", A)
+    assert rb.split_image("127.0.0.1:5001/repo") is None

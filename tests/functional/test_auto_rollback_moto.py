@@ -1,0 +1,137 @@
+"""Automatic rollback of the app against moto's ECS, ECR, S3 and CloudFormation, through the command the task calls.
+
+moto runs no task, so wait-healthy is replaced by a step that fails for the release under test (``HEAD``'s tag) as a
+crashing release would, and reports healthy for any other image; the circuit-breaker case also moves the service back
+itself, as ECS does. Everything else — registering, rolling, the history, the lock — is deploykit's own code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from deploykit import commands, history
+from deploykit.app_chain import WaitHealthy
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig
+from deploykit.errors import RolledBackByEcs, StepFailed
+from deploykit.plan import Context, Outcome
+from tests.conftest import git
+from tests.functional import test_rollback_moto as rollback_tests
+from tests.functional.test_rollback_moto import URI, revision_count, runtime, service_image
+
+deployed = rollback_tests.deployed  # the fixture: a service that ran A, then B, and runs C now
+
+C = "ccccccc33333"  # what the `deployed` fixture leaves live
+STAGES = ("register-taskdef", "roll-service", "wait-healthy")
+
+
+@pytest.fixture
+def release(project: Path, factory: AwsFactory, deployed: history.History, monkeypatch: pytest.MonkeyPatch) -> str:
+    """HEAD's image pushed; wait-healthy fails for it (a task that stops at start) and passes for anything else."""
+    tag = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    from tests.functional.conftest import put_image
+
+    put_image(factory, tag)
+
+    def wait(self: WaitHealthy, ctx: Context) -> Outcome:
+        if self.image.endswith(f":{tag}"):
+            raise StepFailed(
+                f"car-rental-service did not become healthy on {tag}: a new task stopped: exit code 3",
+                next_step="fix the release",
+            )
+        return Outcome.done(f"healthy: {self.image.rsplit(':', 1)[-1]}")
+
+    monkeypatch.setattr(WaitHealthy, "run", wait)
+    return tag
+
+
+def test_a_release_that_never_gets_healthy_is_rolled_back_on_a_fresh_revision(
+    project: Path, factory: AwsFactory, deployed: history.History, release: str
+) -> None:
+    revisions = revision_count(factory)
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(StepFailed) as failed:
+        commands.app_chain(STAGES, env="dev", as_json=True, runtime=runtime(project, factory, out, err))
+
+    # the failure and the rollback, both in the message; exit 1
+    message = str(failed.value)
+    assert failed.value.exit_code == 1
+    assert f"did not become healthy on {release}" in message
+    assert "automatic rollback: app ok in" in message and "dev runs what was live before" in message
+    assert "fix the release and deploy again" in message
+    printed = err.getvalue()
+    assert f"⏪ automatic rollback: app: putting back what this deploy replaced (app (was {C}))" in printed
+    # the service is back on C, through a fresh revision (the failed release's + 1), never an old number
+    arn, image = service_image(factory)
+    assert image == f"{URI}:{C}"
+    assert revision_count(factory) == revisions + 2 and arn.endswith(f":{revisions + 2}")
+    # JSON: the failed run, then its rollback
+    answer = json.loads(out.getvalue())
+    assert answer["ok"] is False and answer["rollback"]["ok"] is True
+    assert [(s["step"], s["status"]) for s in answer["rollback"]["steps"]] == [
+        ("register-taskdef", "done"),
+        ("roll-service", "done"),
+        ("wait-healthy", "done"),
+    ]
+    # the history: the failed deploy, then the rollback that put C back; the live record says C
+    newest, failed_run = deployed.records(2)
+    assert (newest.command, newest.components, newest.ok) == ("automatic rollback: app", {"app": C}, True)
+    assert (failed_run.components, failed_run.ok) == ({"app": release}, False)
+    assert deployed.live()["app"]["sha"] == C
+
+
+def test_no_rollback_leaves_the_failed_release_in_place_and_says_how_to_put_it_back(
+    project: Path, factory: AwsFactory, deployed: history.History, release: str
+) -> None:
+    with pytest.raises(StepFailed) as failed:
+        commands.app_chain(STAGES, env="dev", rollback=False, runtime=runtime(project, factory))
+    assert f"left in place for debugging (--no-rollback): app (was {C})" in failed.value.message
+    assert failed.value.next_step and "inv rollback --env dev" in failed.value.next_step
+    assert service_image(factory)[1] == f"{URI}:{release}"
+    assert deployed.live()["app"]["sha"] == C  # a failed deploy never becomes the live record
+
+
+def test_a_circuit_breaker_rollback_is_reported_and_not_repeated(
+    project: Path, factory: AwsFactory, deployed: history.History, release: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    previous_arn = service_image(factory)[0]
+
+    def breaker(self: WaitHealthy, ctx: Context) -> Outcome:
+        if self.image.endswith(f":{release}"):  # ECS puts the previous deployment back by itself
+            ctx.aws.client("ecs").update_service(
+                cluster="car-rental-cluster", service="car-rental-service", taskDefinition=previous_arn
+            )
+            raise RolledBackByEcs(
+                f"car-rental-service did not become healthy on {release}: circuit breaker rolled the service back",
+                next_step="fix the release",
+            )
+        return Outcome.done(f"healthy: {self.image.rsplit(':', 1)[-1]}")
+
+    monkeypatch.setattr(WaitHealthy, "run", breaker)
+    revisions = revision_count(factory)
+    err = io.StringIO()
+    with pytest.raises(RolledBackByEcs) as failed:
+        commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory, stderr=err))
+    assert f"ECS's circuit breaker already rolled car-rental-service back to {C}: not repeated" in failed.value.message
+    assert "dev runs what was live before" in failed.value.message
+    # only waited for: no revision registered besides the release's, the service on the revision ECS put back
+    assert revision_count(factory) == revisions + 1
+    assert service_image(factory) == (previous_arn, f"{URI}:{C}")
+    assert "↩️  ECS's circuit breaker already rolled" in err.getvalue()
+
+
+def test_a_failure_before_the_service_rolled_puts_nothing_back(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig
+) -> None:
+    """register-taskdef refuses an image that is not in the registry: nothing was replaced, nothing to undo."""
+    git(project, "commit", "-q", "--allow-empty", "-m", "an unpushed release")
+    err = io.StringIO()
+    with pytest.raises(Exception) as failed:
+        commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory, stderr=err))
+    assert "is not in the registry" in str(failed.value)
+    assert "automatic rollback" not in str(failed.value) and "⏪" not in err.getvalue()
+    assert service_image(factory)[1] == f"{URI}:{C}"
