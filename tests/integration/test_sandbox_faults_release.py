@@ -1,0 +1,154 @@
+"""Bad releases on a private sandbox, each deployed by deploy.auto from a clean deploy.full while a client loops on the
+ALB listener: one that crashes at start, one that never becomes healthy, one that passes health but fails smoke.
+Each ends with the previous version serving (automatic rollback), no failed request on the listener, the lock free;
+reverting the bad commit then leaves nothing to deploy. Last, ``inv rollback`` of a good release, timed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from deploykit import commands, lock
+from deploykit.aws import AwsFactory
+from deploykit.config import load_config
+from deploykit.errors import StepFailed
+from sandbox import lifecycle
+from sandbox.settings import load_settings
+from tests.conftest import git, quiet_runtime
+from tests.integration.sandbox_support import LoopingClient, sandbox_project, version_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
+    root = sandbox_project(
+        tmp_path_factory.mktemp("faults"), ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n"
+    )
+    settings = load_settings(root / "deploy.toml")
+    lifecycle.up(settings, root / "deploy.toml")
+    report = commands.deploy_full(runtime=quiet_runtime(root))
+    assert report is not None and report.ok
+    yield root
+    lifecycle.down(settings)
+
+
+def alb(project: Path) -> str:
+    return commands.endpoints(runtime=quiet_runtime(project)).alb_url.rstrip("/")
+
+
+def lock_is_free(project: Path) -> bool:
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    found = lock.EnvLock.of(AwsFactory(env), env)
+    assert found is not None
+    return found.read() is None
+
+
+def edit(project: Path, path: str, old: str, new: str) -> None:
+    file = project / path
+    text = file.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    file.write_text(text.replace(old, new, 1))
+
+
+def deploy_bad_release(project: Path, change: Callable[[], None], what: str) -> tuple[StepFailed, str]:
+    """Commit ``change``, deploy it with a client looping on the listener; assert the previous version serves
+    throughout and after, the lock is free, and reverting the commit leaves nothing to deploy."""
+    url = alb(project)
+    live = version_of(url)
+    change()
+    git(project, "commit", "-qam", f"a release that {what}")
+    bad = git(project, "rev-parse", "HEAD").strip()
+    client = LoopingClient(url).start()
+    runtime = quiet_runtime(project)
+    started = time.monotonic()
+    with pytest.raises(StepFailed) as failed:
+        commands.deploy_auto(runtime=runtime)
+    seconds = time.monotonic() - started
+    client.stop()
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+    assert failed.value.exit_code == 1
+    assert "runs what was live before" in failed.value.message, printed
+    assert "⏪ automatic rollback: app" in printed
+    assert version_of(url) == live
+    assert not client.failures, f"{sum(client.failures.values())} failed requests: {client.failures}"
+    assert client.answers and set(client.answers) <= {live, bad}
+    assert lock_is_free(project)
+    print(
+        f"\n{what}: failed and rolled back in {seconds:.1f}s; listener: {len(client.answers)} requests sent, "
+        f"0 failed ({client.answers.count(bad)} answered by the bad release)\n{failed.value}"
+    )
+
+    git(project, "revert", "--no-edit", "HEAD")
+    runtime = quiet_runtime(project)
+    assert commands.deploy_auto(runtime=runtime) is None
+    assert "✅ nothing to deploy" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    return failed.value, printed
+
+
+def test_a_release_that_crashes_at_start_is_rolled_back(project: Path) -> None:
+    error, _ = deploy_bad_release(
+        project,
+        lambda: edit(
+            project,
+            "backend/app/server.py",
+            "def main() -> None:\n",
+            'def main() -> None:\n    raise SystemExit("crashing at start on purpose")\n',
+        ),
+        "crashes at start",
+    )
+    assert "did not become healthy" in error.message and "stopped" in error.message
+
+
+def test_a_release_that_never_becomes_healthy_is_rolled_back(project: Path) -> None:
+    error, _ = deploy_bad_release(
+        project,
+        lambda: edit(
+            project,
+            "backend/app/routes.py",
+            '    return {"status": "ok"}',
+            '    return JSONResponse(status_code=503, content={"status": "never healthy on purpose"})  # type: ignore',
+        ),
+        "never becomes healthy",
+    )
+    assert "did not become healthy" in error.message
+
+
+def test_a_release_that_passes_health_but_fails_smoke_is_rolled_back(project: Path) -> None:
+    error, printed = deploy_bad_release(
+        project,
+        lambda: edit(
+            project, "backend/app/routes.py", 'status_code=200 if result.status == "ok" else 503', "status_code=503"
+        ),
+        "passes health but fails smoke",
+    )
+    assert "smoke" in error.message and "connectivity" in printed
+    assert "wait-healthy done" in printed or "✅ wait-healthy" in printed  # it did become healthy first
+
+
+def test_inv_rollback_puts_the_previous_release_back(project: Path) -> None:
+    url = alb(project)
+    before = version_of(url)
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n# a good release, rolled back by hand\n")
+    git(project, "commit", "-qam", "a good release")
+    assert commands.deploy_auto(runtime=quiet_runtime(project)) is not None
+    assert version_of(url) == git(project, "rev-parse", "HEAD").strip()
+
+    client = LoopingClient(url).start()
+    runtime = quiet_runtime(project)
+    started = time.monotonic()
+    report = commands.rollback(runtime=runtime)
+    seconds = time.monotonic() - started
+    client.stop()
+    assert report is not None and report.ok
+    assert version_of(url) == before
+    assert not client.failures, client.failures
+    assert lock_is_free(project)
+    steps = {r.step: round(r.seconds, 1) for r in report.records}
+    print(f"\ninv rollback (app): {seconds:.1f}s; steps {steps}; listener {len(client.answers)} requests, 0 failed")
