@@ -5,7 +5,9 @@ reverting the bad commit then leaves nothing to deploy. Last, ``inv rollback`` o
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,7 +83,7 @@ def deploy_bad_release(project: Path, change: Callable[[], None], what: str) -> 
     assert lock_is_free(project)
     print(
         f"\n{what}: failed and rolled back in {seconds:.1f}s; listener: {len(client.answers)} requests sent, "
-        f"0 failed ({client.answers.count(bad)} answered by the bad release)\n{failed.value}"
+        f"0 failed ({client.answers.count(bad)} answered by the bad release)\n{printed}\n{failed.value}"
     )
 
     git(project, "revert", "--no-edit", "HEAD")
@@ -129,6 +131,33 @@ def test_a_release_that_passes_health_but_fails_smoke_is_rolled_back(project: Pa
     )
     assert "smoke" in error.message and "connectivity" in printed
     assert "wait-healthy done" in printed or "✅ wait-healthy" in printed  # it did become healthy first
+
+
+def test_a_lambda_release_that_fails_smoke_goes_back_to_the_version_live_before(project: Path) -> None:
+    api_health = commands.endpoints(runtime=quiet_runtime(project)).api_health_url
+    live_version = json.loads(urllib.request.urlopen(api_health, timeout=10).read())["function_version"]
+    edit(
+        project,
+        "lambda/health_handler/handler.py",
+        '"statusCode": 200, "headers": HEADERS',
+        '"statusCode": 500, "headers": HEADERS',
+    )
+    git(project, "commit", "-qam", "a health Lambda that answers 500")
+    runtime = quiet_runtime(project)
+    started = time.monotonic()
+    with pytest.raises(StepFailed) as failed:
+        commands.deploy_auto(runtime=runtime)
+    seconds = time.monotonic() - started
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "api_gateway" in failed.value.message and "automatic rollback: lambda:health_handler ok" in str(failed.value)
+    assert "⏪ automatic rollback: lambda:health_handler" in printed
+    answer = json.loads(urllib.request.urlopen(api_health, timeout=10).read())
+    assert answer == {"status": "ok", "function_version": live_version}
+    assert lock_is_free(project)
+    print(f"\na Lambda that fails smoke: failed and rolled back in {seconds:.1f}s\n{failed.value}")
+
+    git(project, "revert", "--no-edit", "HEAD")
+    assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
 
 
 def test_inv_rollback_puts_the_previous_release_back(project: Path) -> None:
