@@ -21,6 +21,37 @@ if TYPE_CHECKING:
 # Sandbox credentials: moto accepts anything, but botocore refuses to sign without some.
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
 
+# The error codes botocore's standard and adaptive retry modes treat as throttling: the list of
+# botocore.retries.standard.ThrottledRetryableChecker (tests/functional/test_throttling_errors.py keeps the two
+# equal). A call that still fails with one of these has used up its retries: translate_error says so.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """Whether AWS refused the call for its rate: a throttling error code, or HTTP 429 (as botocore decides)."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    if exc.response.get("Error", {}).get("Code") in THROTTLING_CODES:
+        return True
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 429
+
 
 class AwsFactory:
     """Makes boto3 clients for one environment: profile, region, endpoint, retries and timeouts.
@@ -107,5 +138,24 @@ def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
                 f"AWS refused {operation} in {env.name!r}: {message}",
                 next_step="use a role allowed to deploy (see README, 'Permissions')",
             )
+        if is_throttling(exc):
+            return throttled(exc, env)
         return StepFailed(f"AWS {operation} failed ({code}): {message}", next_step="rerun; if it persists, inv health")
     return StepFailed(f"AWS call failed: {exc}", next_step="rerun; if it persists, inv health")
+
+
+def throttled(exc: botocore.exceptions.ClientError, env: EnvConfig) -> StepFailed:
+    """The error of a call AWS still throttled after botocore's retries: the call changed nothing, nor did any
+    after it; waiting and rerunning converges, and the retries can be raised for the environment."""
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code") or "HTTP 429", error.get("Message") or "rate exceeded"
+    operation = getattr(exc, "operation_name", "an AWS call")
+    retries = exc.response.get("ResponseMetadata", {}).get("RetryAttempts")
+    attempts = (
+        f"after {retries + 1} attempt{'s' if retries else ''}" if isinstance(retries, int) else "after its retries"
+    )
+    return StepFailed(
+        f"AWS throttled {operation} in {env.name} ({code}) {attempts}: {message}; nothing after this call was changed",
+        next_step="wait a minute and rerun the same command (it skips what is already done); to retry more, raise "
+        f'max_attempts or use retry_mode = "adaptive" for [environments.{env.name}] in deploy.toml',
+    )

@@ -204,7 +204,8 @@ class PushStream:
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail") or {}
             message = str(detail.get("message") or chunk.get("error") or "unknown push error").strip()
-            raise StepFailed(f"docker push failed: {message}", next_step=_push_next_step(message))
+            down = ", the registry is not answering" if registry_unreachable(message) else ""
+            raise StepFailed(f"docker push failed{down}: {message}", next_step=_push_next_step(message))
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("Digest"):
             self.digest, self.size = str(aux["Digest"]), int(aux.get("Size", 0))
@@ -237,10 +238,39 @@ class PushStream:
         return text
 
 
+# What the engine says when the registry does not answer: nothing listens (refused, no such host, a timeout), or
+# a proxy in front of it answers for it (the sandbox's registry front, a load balancer: 502, 503, 504).
+_UNREACHABLE = (
+    "connection refused",
+    "no such host",
+    "dial tcp",
+    "i/o timeout",
+    "502 bad gateway",
+    "503 service unavailable",
+    "504 gateway timeout",
+)
+REGISTRY_DOWN_NEXT_STEP = (
+    "the registry is not reachable: start it (the sandbox's: inv sandbox.up; inv sandbox.status shows its parts) "
+    "or check the network to it, then rerun the same command: the image is already built and a push resumes"
+)
+
+
+def registry_unreachable(message: str) -> bool:
+    """Whether a Docker engine's error says the registry did not answer (rather than refused or failed)."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in _UNREACHABLE)
+
+
+def registry_host(ref: str) -> str:
+    """The registry part of an image reference (``127.0.0.1:5000/repo:tag`` → ``127.0.0.1:5000``)."""
+    first, _, rest = ref.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
 def _push_next_step(message: str) -> str:
     lowered = message.lower()
-    if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
-        return "the registry is not reachable: start it (inv sandbox.up for the sandbox) and rerun: inv push"
+    if registry_unreachable(lowered):
+        return REGISTRY_DOWN_NEXT_STEP
     if "unauthorized" in lowered or "denied" in lowered or "authentication" in lowered:
         return "refresh the AWS credentials of this environment (aws sso login) and rerun: inv push"
     if "tag invalid" in lowered or "immutable" in lowered:
@@ -261,6 +291,12 @@ def remote_digest(client: docker.DockerClient, ref: str, auth: dict[str, str] | 
                     next_step="refresh the AWS credentials of this environment and rerun: inv push",
                 ) from None
             return None
+        if registry_unreachable(text):
+            raise StepFailed(
+                f"the registry {registry_host(ref)} is not answering ({_short(exc)}): cannot tell whether {ref} is "
+                "in it",
+                next_step=REGISTRY_DOWN_NEXT_STEP,
+            ) from None
         raise StepFailed(
             f"cannot ask the registry about {ref}: {_short(exc)}",
             next_step=_push_next_step(text),
@@ -283,7 +319,11 @@ def push_image(
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
             stream.feed(chunk)
     except docker.errors.APIError as exc:
-        raise StepFailed(f"docker push failed: {_short(exc)}", next_step=_push_next_step(str(exc))) from None
+        down = ", the registry is not answering" if registry_unreachable(str(exc)) else ""
+        raise StepFailed(
+            f"docker push to {registry_host(repository)} failed{down}: {_short(exc)}",
+            next_step=_push_next_step(str(exc)),
+        ) from None
     if not stream.digest:
         raise StepFailed(
             f"docker push of {repository}:{tag} ended without a digest",

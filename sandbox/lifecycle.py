@@ -4,6 +4,10 @@ Two processes, each with a pid file and a log under ``.sandbox/``: the distribut
 (``docker-registry``, on ``registry_backend_port``) and the sandbox process (moto, extended, plus
 the runtimes; ``python -m sandbox serve``). ``down`` stops exactly those, by pid, and the sandbox
 process removes the task containers it started.
+
+:func:`inject_throttling` and :func:`clear_faults` drive the sandbox's fault route (``/_sandbox/faults``, see
+``sandbox.server``) for fault tests and demos: the next N requests of an AWS operation are refused as AWS
+refuses a request over its rate.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from sandbox.settings import STATUS_PATH, Settings
+from sandbox.settings import FAULTS_PATH, STATUS_PATH, Settings
 
 REGISTRY_CONFIG = """\
 version: 0.1
@@ -274,3 +278,50 @@ def log_tail(settings: Settings, part: str | None, lines: int) -> str:
             text = process.log_file.read_text(errors="replace").splitlines()[-lines:]
             out.append(f"==> {process.log_file} <==\n" + "\n".join(text))
     return "\n\n".join(out) or "no logs yet (inv sandbox.up)"
+
+
+# -- fault injection (the sandbox's /_sandbox/faults route) ------------------------------------------------
+
+
+def inject_throttling(
+    settings: Settings, service: str, operation: str | None = None, *, count: int = 1
+) -> list[dict[str, object]]:
+    """Have the sandbox refuse the next ``count`` requests of ``service`` (``"ecs"``, ``"elbv2"``, ``"lambda"``...),
+    only those of ``operation`` (``"UpdateService"``) when given, as AWS throttles them; then it answers normally
+    again. Returns the faults still to fire."""
+    spec: dict[str, object] = {"service": service, "count": count}
+    if operation is not None:
+        spec["operation"] = operation
+    return _faults_call(settings, "POST", {"throttle": spec})
+
+
+def clear_faults(settings: Settings) -> None:
+    """Forget every injected fault: the sandbox answers normally again."""
+    _faults_call(settings, "DELETE")
+
+
+def pending_faults(settings: Settings) -> list[dict[str, object]]:
+    """The injected faults still to fire (a throttle's ``count`` is what remains of it)."""
+    return _faults_call(settings, "GET")
+
+
+def _faults_call(settings: Settings, method: str, payload: dict[str, object] | None = None) -> list[dict[str, object]]:
+    url = settings.endpoint_url + FAULTS_PATH
+    data = json.dumps(payload).encode() if payload is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            body = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = str(json.loads(exc.read()).get("error", exc.reason))
+        except ValueError:
+            reason = str(exc.reason)
+        raise SandboxError(
+            f"the sandbox refused the fault ({exc.code}): {reason}", "fix the fault's service, operation or count"
+        ) from None
+    except OSError as exc:
+        raise SandboxError(
+            f"the sandbox's AWS endpoint {settings.endpoint_url} is not answering: {exc}", "inv sandbox.up"
+        ) from None
+    return list(body.get("throttle", []))

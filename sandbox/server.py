@@ -5,24 +5,60 @@ containers, ALB listeners, the registry front, API Gateway stages). Moto's reque
 extensions' reconcilers share one lock, so a reconciler never sees a half-applied API call.
 
 Run by ``inv sandbox.up`` as ``python -m sandbox serve --config deploy.toml``.
+
+Besides AWS, the endpoint answers two routes of its own (``sandbox.settings``):
+
+- ``GET /_sandbox/status``: each part and its health (``inv sandbox.status``).
+- ``/_sandbox/faults``: fault injection, for fault tests and demos. ``POST`` a JSON body
+  ``{"throttle": {"service": "ecs", "operation": "UpdateService", "count": 3}}`` (or a list of such) and the
+  next ``count`` AWS requests of that operation are refused the way AWS refuses a request over its rate, then
+  the service answers normally again. ``operation`` is optional (every operation of the service) and
+  ``count`` defaults to 1; ``service`` is a boto3 client name (``ecs``, ``elbv2``, ``lambda``...) or the
+  signing name of the credential scope (``elasticloadbalancing``), and an operation the service does not
+  have is refused (400). ``GET`` lists the faults still to fire (``{"throttle": [{"service", "operation",
+  "count"}]}``, ``count`` being what remains), ``DELETE`` clears them all. ``sandbox.lifecycle`` has a client:
+  ``inject_throttling(settings, "ecs", "UpdateService", count=3)``, ``clear_faults(settings)``.
+
+  A request's service is the one its SigV4 credential scope names (``Credential=AKID/20261128/us-east-1/
+  ecs/aws4_request``, in the Authorization header or a presigned URL's ``X-Amz-Credential``); its
+  operation is the ``X-Amz-Target`` header's (JSON protocol: ECS, ECR, Cognito...), the ``Action`` of the
+  query string or form body (query protocol: CloudFormation, ELBv2, STS), or, for REST protocols (Lambda,
+  API Gateway, S3), the operation of the service's botocore model whose method and URI match. A throttled
+  request is answered as AWS answers it, so botocore classifies it as throttling and retries it with backoff
+  (standard and adaptive modes): JSON protocol 400 ``{"__type": "ThrottlingException", "message": "Rate
+  exceeded"}``; query protocol 400 ``<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>...``;
+  rest-json 429 with ``x-amzn-ErrorType: TooManyRequestsException``; S3 (rest-xml) 503 ``SlowDown``. A refused
+  request never reaches moto: nothing changes. Requests without a SigV4 signature are never throttled.
+
+  Only calls made over HTTP are throttled: deploykit's, the AWS CLI's, and those of the code the sandbox
+  runs (task containers and Lambda functions call the endpoint, as they call AWS). The sandbox's own
+  reconcilers (ECS tasks, ALB health, CloudFormation resources, the ECR registry front) call moto's backends
+  in-process and are never throttled, as AWS's own control plane is not by a customer's rate limits.
 """
 
 from __future__ import annotations
 
+import difflib
+import io
 import json
 import logging
+import re
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs, parse_qsl
 
+import botocore.exceptions
+import botocore.session
 import docker
 from moto.backends import get_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sandbox.settings import ACCOUNT_ID, STATUS_PATH, Settings
+from sandbox.settings import ACCOUNT_ID, FAULTS_PATH, STATUS_PATH, Settings
 
 log = logging.getLogger("sandbox")
 
@@ -63,20 +99,27 @@ class Sandbox:
         self.extensions = extensions
         self._server: BaseWSGIServer | None = None
         self._stopped = threading.Event()
+        self.faults = Faults()
 
     def backend(self, service: str) -> Any:
         """Moto's backend of ``service`` for the sandbox's account and region."""
         return get_backend(service)[ACCOUNT_ID][self.settings.region]  # type: ignore[call-overload]
 
-    # -- the WSGI app: moto behind the lock, plus the status endpoint -----------------------------
+    # -- the WSGI app: moto behind the lock, plus the status and fault routes ----------------------
     def wsgi(self) -> WSGIApp:
         moto_app = DomainDispatcherApplication(create_backend_app)
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if environ.get("PATH_INFO") == STATUS_PATH:
-                body = json.dumps([asdict(p) for p in self.status()]).encode()
-                start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-                return [body]
+            path = environ.get("PATH_INFO")
+            if path == STATUS_PATH:
+                return _json_answer(start_response, 200, [asdict(p) for p in self.status()])
+            if path == FAULTS_PATH:
+                code, data = self.faults.control(str(environ.get("REQUEST_METHOD", "GET")), _whole_body(environ))
+                return _json_answer(start_response, code, data)
+            refused = self.faults.intercept(environ)
+            if refused is not None:
+                start_response(refused.status_line, refused.headers)
+                return [refused.body]
             with self.lock:
                 return list(moto_app(environ, start_response))
 
@@ -118,3 +161,334 @@ class Sandbox:
 
     def shutdown(self) -> None:
         self._stopped.set()
+
+
+def _json_answer(start_response: Callable[..., Any], code: int, data: Any) -> list[bytes]:
+    body = json.dumps(data).encode()
+    start_response(
+        _STATUS_LINES.get(code, str(code)), [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+def _whole_body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return environ["wsgi.input"].read(length) if length > 0 else b""
+
+
+# -- fault injection ---------------------------------------------------------------------------------
+
+_STATUS_LINES = {
+    200: "200 OK",
+    400: "400 Bad Request",
+    405: "405 Method Not Allowed",
+    429: "429 Too Many Requests",
+    503: "503 Service Unavailable",
+}
+THROTTLE_MESSAGE = "Rate exceeded"
+_CREDENTIAL_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+WireProtocol = Literal["json", "query", "rest-json", "rest-xml"]
+
+
+class FaultError(ValueError):
+    """A fault the route cannot take; the message says why."""
+
+
+@dataclass(frozen=True)
+class AwsCall:
+    """What fault matching needs to know of one AWS request."""
+
+    service: str  # the signing name of its credential scope: "ecs", "elasticloadbalancing", "lambda"
+    protocol: WireProtocol
+    operation: str | None  # JSON and query protocols name it; REST calls are matched by method and path
+    method: str = "POST"
+    path: str = "/"
+    query: dict[str, list[str]] = field(default_factory=dict)
+    content_type: str = ""
+    headers: frozenset[str] = frozenset()  # the request's header names, lower case
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer in WSGI's terms."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def status_line(self) -> str:
+        return _STATUS_LINES.get(self.status, str(self.status))
+
+
+@dataclass
+class Throttle:
+    """Refuse the next ``count`` requests of ``operation`` (any operation when None) of ``service``."""
+
+    service: str  # as asked: a boto3 client name or a signing name
+    operation: str | None
+    count: int
+    signing_name: str
+    model: str | None = None  # the botocore service model, when ``service`` names one
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "operation": self.operation, "count": self.count}
+
+
+@dataclass(frozen=True)
+class _Route:
+    operation: str
+    method: str
+    pattern: re.Pattern[str]
+    query: tuple[tuple[str, str], ...]  # keys the request must carry ("" : any value)
+    headers: frozenset[str]  # headers the request must carry (the operation's required header members)
+    weight: int  # how specific the route is: the most specific matching route wins
+
+    def matches(self, call: AwsCall) -> bool:
+        if call.method != self.method or not self.pattern.fullmatch(call.path) or not self.headers <= call.headers:
+            return False
+        return all(key in call.query and (not value or value in call.query[key]) for key, value in self.query)
+
+
+def _compile_route(operation: Any) -> _Route:
+    """The route of a REST operation: its method, its URI as a pattern, the query keys and headers it requires."""
+    http = operation.http
+    path, _, literal_query = str(http.get("requestUri", "/")).partition("?")
+    regex, literal = "", 0
+    for piece in re.split(r"(\{[^}]+\})", path):
+        if piece.startswith("{") and piece.endswith("}"):
+            regex += "(.+)" if piece.endswith("+}") else "([^/]+)"
+        else:
+            regex += re.escape(piece)
+            literal += len(piece)
+    query = parse_qsl(literal_query, keep_blank_values=True)
+    headers: set[str] = set()
+    shape = operation.input_shape
+    for name in shape.required_members if shape is not None else ():
+        member = shape.members[name]
+        where, called = member.serialization.get("location"), member.serialization.get("name", name)
+        if where == "querystring":
+            query.append((called, ""))
+        elif where == "header":
+            headers.add(called.lower())
+    weight = literal + 100 * (len(query) + len(headers))
+    pattern = re.compile(regex.rstrip("/") + "/?")
+    method = str(http.get("method", "GET")).upper()
+    return _Route(operation.name, method, pattern, tuple(query), frozenset(headers), weight)
+
+
+class _Models:
+    """botocore's service models: names, operations and REST routes (loaded on first use, cached)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._session: botocore.session.Session | None = None
+        self._routes: dict[str, list[_Route]] = {}
+
+    def model(self, name: str) -> Any:
+        with self._lock:
+            if self._session is None:
+                self._session = botocore.session.get_session()
+            try:
+                return self._session.get_service_model(name)
+            except botocore.exceptions.UnknownServiceError:
+                return None
+
+    def rest_operation(self, name: str, call: AwsCall) -> str | None:
+        """The operation of model ``name`` a REST request is, or None when no route of it matches."""
+        if name not in self._routes:
+            model = self.model(name)
+            ops = [] if model is None else [model.operation_model(op) for op in model.operation_names]
+            self._routes[name] = [_compile_route(op) for op in ops]
+        found = [r for r in self._routes[name] if r.matches(call)]
+        return max(found, key=lambda r: r.weight).operation if found else None
+
+
+def credential_service(environ: dict[str, Any]) -> str | None:
+    """The service of a SigV4 request's credential scope (Authorization header, or a presigned URL's query)."""
+    header = str(environ.get("HTTP_AUTHORIZATION", ""))
+    found = _CREDENTIAL_RE.search(header)
+    if found is None and "X-Amz-Credential=" in str(environ.get("QUERY_STRING", "")):
+        scope = parse_qs(str(environ["QUERY_STRING"])).get("X-Amz-Credential", [""])[0]
+        found = _CREDENTIAL_RE.search("Credential=" + scope)
+    return found.group(1) if found else None
+
+
+def identify(environ: dict[str, Any], service: str) -> AwsCall:
+    """The request's protocol and operation. A form body is read to find its Action, then put back for moto."""
+    method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+    path = str(environ.get("PATH_INFO", "/")) or "/"
+    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+    content_type = str(environ.get("CONTENT_TYPE", ""))
+    headers = {key[5:].replace("_", "-").lower() for key in environ if key.startswith("HTTP_")}
+    headers |= {key.replace("_", "-").lower() for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if environ.get(key)}
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return AwsCall(service, "json", str(target).rsplit(".", 1)[-1], method, path, query, content_type)
+    action = query.get("Action", [""])[0]
+    if not action and content_type.startswith("application/x-www-form-urlencoded"):
+        body = _whole_body(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        action = parse_qs(body.decode("utf-8", "replace")).get("Action", [""])[0]
+    if action:
+        return AwsCall(service, "query", action, method, path, query, content_type)
+    protocol: WireProtocol = "rest-xml" if service == "s3" else "rest-json"
+    return AwsCall(service, protocol, None, method, path, query, content_type, frozenset(headers))
+
+
+def throttled_answer(call: AwsCall, request_id: str | None = None) -> Answer:
+    """What AWS answers a request over its rate, in the request's protocol."""
+    rid = request_id or str(uuid.uuid4())
+    if call.protocol == "json":
+        body = json.dumps({"__type": "ThrottlingException", "message": THROTTLE_MESSAGE}).encode()
+        ctype = (
+            call.content_type
+            if call.content_type.startswith("application/x-amz-json")
+            else "application/x-amz-json-1.1"
+        )
+        return Answer(400, _headers(ctype, body, ("x-amzn-RequestId", rid)), body)
+    if call.protocol == "query":
+        xml = (
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+            f"<Message>{THROTTLE_MESSAGE}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+        )
+        return Answer(400, _headers("text/xml", xml.encode(), ("x-amzn-RequestId", rid)), xml.encode())
+    if call.protocol == "rest-xml":
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+            f"<Message>Please reduce your request rate.</Message><RequestId>{rid}</RequestId></Error>"
+        )
+        return Answer(503, _headers("application/xml", xml.encode(), ("x-amz-request-id", rid)), xml.encode())
+    body = json.dumps({"Type": "User", "message": THROTTLE_MESSAGE}).encode()
+    headers = _headers("application/json", body, ("x-amzn-RequestId", rid))
+    return Answer(429, [*headers, ("x-amzn-ErrorType", "TooManyRequestsException")], body)
+
+
+def _headers(content_type: str, body: bytes, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    return [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra]
+
+
+class Faults:
+    """The faults injected into the sandbox's AWS answers (the ``/_sandbox/faults`` route).
+
+    Pure and thread-safe: no server, no moto. :meth:`intercept` looks at a WSGI request before moto does and
+    returns the answer of a throttled one (None lets it through); :meth:`control` is the route itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._throttles: list[Throttle] = []
+        self._models = _Models()
+
+    # -- what the route does -----------------------------------------------------------------------
+    def throttle(self, service: str, operation: str | None = None, count: int = 1) -> Throttle:
+        """Refuse the next ``count`` requests of ``service`` (``operation`` of it, when given)."""
+        throttle = self._validated(service, operation, count)
+        with self._lock:
+            self._throttles.append(throttle)
+        log.info("fault: the next %d %s %s request(s) will be throttled", count, service, operation or "(any)")
+        return throttle
+
+    def _validated(self, service: Any, operation: Any, count: Any) -> Throttle:
+        if not isinstance(service, str) or not service.strip():
+            raise FaultError('throttle: "service" must be a service name, e.g. "ecs"')
+        if operation is not None and (not isinstance(operation, str) or not operation):
+            raise FaultError('throttle: "operation" must be an operation name, e.g. "UpdateService", or absent')
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise FaultError(f'throttle: "count" must be a positive integer, not {count!r}')
+        model = self._models.model(service)
+        if model is not None and operation is not None and operation not in model.operation_names:
+            close = difflib.get_close_matches(operation, model.operation_names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise FaultError(f"throttle: {service} has no operation {operation!r}{hint}")
+        signing_name = str(model.signing_name) if model is not None else service
+        return Throttle(service, operation, count, signing_name, service if model is not None else None)
+
+    def clear(self) -> int:
+        """Forget every fault; returns how many there were."""
+        with self._lock:
+            cleared, self._throttles = len(self._throttles), []
+        if cleared:
+            log.info("fault: %d fault(s) cleared", cleared)
+        return cleared
+
+    def listing(self) -> dict[str, Any]:
+        """The faults still to fire, as the route lists them."""
+        with self._lock:
+            return {"throttle": [t.to_json() for t in self._throttles]}
+
+    def control(self, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The ``/_sandbox/faults`` route: POST adds, DELETE clears, GET lists. Returns (HTTP status, JSON)."""
+        method = method.upper()
+        if method == "GET":
+            return 200, self.listing()
+        if method == "DELETE":
+            return 200, {"cleared": self.clear(), **self.listing()}
+        if method != "POST":
+            return 405, {"error": f"{method} is not allowed here: POST adds faults, GET lists them, DELETE clears them"}
+        usage = 'expected {"throttle": {"service": "ecs", "operation": "UpdateService", "count": 3}}'
+        try:
+            data = json.loads(body or b"null")
+        except ValueError as exc:
+            return 400, {"error": f"the body is not JSON ({exc}); {usage}"}
+        if not isinstance(data, dict) or set(data) != {"throttle"}:
+            return 400, {"error": usage}
+        specs = data["throttle"] if isinstance(data["throttle"], list) else [data["throttle"]]
+        try:  # all are added, or none
+            throttles = []
+            for spec in specs:
+                if not isinstance(spec, dict) or not set(spec) <= {"service", "operation", "count"}:
+                    raise FaultError(f"throttle: {spec!r} is not a throttle; {usage}")
+                throttles.append(self._validated(spec.get("service"), spec.get("operation"), spec.get("count", 1)))
+        except FaultError as exc:
+            return 400, {"error": str(exc)}
+        for throttle in throttles:
+            self.throttle(throttle.service, throttle.operation, throttle.count)
+        return 200, self.listing()
+
+    # -- what requests meet -------------------------------------------------------------------------
+    def intercept(self, environ: dict[str, Any]) -> Answer | None:
+        """The throttled answer for this request when a fault matches it (and counts it), else None."""
+        if not self._throttles:  # the usual case: no fault, no parsing
+            return None
+        service = credential_service(environ)
+        with self._lock:
+            if service is None or not any(t.signing_name == service for t in self._throttles):
+                return None
+        call = identify(environ, service)
+        hit = self.take(call)
+        if hit is None:
+            return None
+        answer = throttled_answer(call)
+        log.info(
+            "fault: throttled %s %s (%s more to refuse)",
+            service,
+            call.operation or f"{call.method} {call.path}",
+            hit.count,
+        )
+        return answer
+
+    def take(self, call: AwsCall) -> Throttle | None:
+        """The first fault matching ``call``, counted down (and dropped at zero); None when none matches."""
+        with self._lock:
+            for throttle in self._throttles:
+                if self._matches(throttle, call):
+                    throttle.count -= 1
+                    if throttle.count <= 0:
+                        self._throttles.remove(throttle)
+                    return throttle
+        return None
+
+    def _matches(self, throttle: Throttle, call: AwsCall) -> bool:
+        if throttle.signing_name != call.service:
+            return False
+        if throttle.operation is None:
+            return True
+        if call.operation is not None:
+            return call.operation == throttle.operation
+        if throttle.model is None:
+            return False
+        return self._models.rest_operation(throttle.model, call) == throttle.operation

@@ -13,8 +13,10 @@ from typing import Any
 ACCOUNT_ID = "123456789012"  # moto's default account: what the sandbox's ARNs carry
 
 
-# The sandbox server's own status route (lifecycle asks it without importing the server, and so moto).
+# The sandbox server's own routes (lifecycle asks them without importing the server, and so moto): its parts and
+# their health; the faults injected into its AWS answers (sandbox.server, "Fault injection").
 STATUS_PATH = "/_sandbox/status"
+FAULTS_PATH = "/_sandbox/faults"
 
 
 class SettingsError(Exception):
