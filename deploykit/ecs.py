@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from deploykit.aws import is_throttling
 from deploykit.errors import UsageError
 
 GIT_SHA_TAG = "deploykit:git-sha"
@@ -39,20 +40,6 @@ REGISTER_FIELDS = (
     "runtimePlatform",
     "enableFaultInjection",
 )
-
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "RequestThrottled",
-    }
-)
-
-
-def is_throttling(exc: BaseException) -> bool:
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
 
 
 # -- reading ------------------------------------------------------------------------------------

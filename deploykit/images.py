@@ -116,7 +116,8 @@ class BuildStream:
             tail = "\n".join(f"    | {line}" for line in self.tail)
             raise StepFailed(
                 f"docker build failed{where}: {message}" + (f"\n  last lines of its log:\n{tail}" if tail else ""),
-                next_step="fix the failing instruction or the source it uses, then rerun: inv build",
+                next_step="fix the failing instruction or the source it uses, then rerun the same command "
+                "(inv build builds alone)",
             )
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("ID"):
@@ -179,7 +180,7 @@ def build_image(
     except docker.errors.APIError as exc:
         raise StepFailed(
             f"docker build was refused by the engine: {_short(exc)}",
-            next_step="check the Dockerfile and the base image, then rerun: inv build",
+            next_step="check the Dockerfile and the base image, then rerun the same command (inv build builds alone)",
         ) from None
     if not stream.image_id:
         stream.image_id = str(client.images.get(tag).id)

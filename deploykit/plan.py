@@ -87,6 +87,11 @@ class Step:
     def run(self, ctx: Context) -> Outcome:
         raise NotImplementedError
 
+    @property
+    def skippable(self) -> bool:
+        """Whether the executor skips this step when no step before it changed anything (a verifying step)."""
+        return self.verifies
+
     def inputs(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
@@ -270,7 +275,7 @@ class Executor:
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
-            if step.verifies and index and all(r.status == "skipped" for r in records[:index]):
+            if step.skippable and index and all(r.status == "skipped" for r in records[:index]):
                 record.status, record.detail = "skipped", "nothing changed before it (inv smoke checks anyway)"
                 self._step_finished(plan, record)
                 continue

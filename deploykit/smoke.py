@@ -82,6 +82,12 @@ class Smoke(Step):
     name: ClassVar[str] = "smoke"
     verifies: ClassVar[bool] = True
     only: tuple[str, ...] | None = None
+    # run even when no step before it changed anything: what the plan deploys was never verified (deploy.auto)
+    always: bool = False
+
+    @property
+    def skippable(self) -> bool:
+        return not self.always
 
     def describe(self) -> str:
         return "run the checks: " + (", ".join(self.only) if self.only else "every registered check")

@@ -34,6 +34,7 @@ import botocore.exceptions
 from botocore.exceptions import ClientError
 from tabulate import tabulate
 
+from deploykit.aws import is_throttling
 from deploykit.clock import Clock
 from deploykit.errors import StepFailed, UsageError
 
@@ -55,19 +56,6 @@ DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AU
 # error of CreateChangeSet itself ("No updates are to be performed.", which moto answers).
 EMPTY_CHANGE_SET_MARKERS = ("didn't contain changes", "no updates are to be performed")
 
-THROTTLING_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "SlowDown",
-        "PriorRequestNotComplete",
-    }
-)
 TRANSIENT_CODES = frozenset(
     {
         "InternalFailure",
@@ -183,15 +171,11 @@ def error_code(exc: BaseException) -> str:
     return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
 
 
-def is_throttling(exc: BaseException) -> bool:
-    return error_code(exc) in THROTTLING_CODES
-
-
 def is_transient(exc: BaseException) -> bool:
     """Throttling, a 5xx, or a connection that dropped mid-call (not one that never connected)."""
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return error_code(exc) in THROTTLING_CODES | TRANSIENT_CODES or int(status) >= 500
+        return is_throttling(exc) or error_code(exc) in TRANSIENT_CODES or int(status) >= 500
     return isinstance(exc, botocore.exceptions.ConnectionClosedError | botocore.exceptions.ReadTimeoutError)
 
 

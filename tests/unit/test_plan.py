@@ -184,6 +184,20 @@ def test_a_verifying_step_runs_after_a_change_and_is_skipped_when_nothing_change
 
 
 @dataclass(frozen=True)
+class VerifyAlways(Verify):
+    @property
+    def skippable(self) -> bool:
+        return False
+
+
+def test_a_verifying_step_that_is_not_skippable_runs_even_when_nothing_changed() -> None:
+    """deploy.auto's smoke: the results were in place (a stack finished after an interrupt) but never verified."""
+    clock, out = FakeClock(), io.StringIO()
+    report = Executor(make_ctx(clock, out)).execute(Plan("sandbox", (Sleep(1.0, skip=True), VerifyAlways())))
+    assert [r.status for r in report.records] == ["skipped", "done"]
+
+
+@dataclass(frozen=True)
 class Interrupt(Step):
     name: ClassVar[str] = "roll"
 
