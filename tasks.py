@@ -542,6 +542,34 @@ def sandbox_reset(c: Context) -> None:
     _print_status(settings)
 
 
+@task(
+    name="throttle",
+    help={
+        "service": "the AWS service as boto3 names it: ecs, ecr, elbv2, cloudformation, lambda, s3...",
+        "operation": "only this operation (UpdateService, CreateChangeSet...); default: every one of the service",
+        "count": "how many requests to refuse before answering normally again (default 3)",
+        "clear": "forget every injected fault",
+    },
+)
+@reports_errors
+def sandbox_throttle(
+    c: Context, service: str = "", operation: str | None = None, count: int = 3, clear: bool = False
+) -> None:
+    """Rehearse AWS throttling: the sandbox refuses the next COUNT requests of SERVICE[/OPERATION] as AWS does."""
+    from sandbox import lifecycle
+
+    settings, _path = _sandbox_settings()
+    if clear:
+        _sandbox_call(lifecycle.clear_faults, settings)
+        print("🧪 sandbox faults cleared", file=sys.stderr)
+        return
+    if not service:
+        raise UsageError("name the service to throttle", next_step="inv sandbox.throttle --service ecs [--operation X]")
+    pending = _sandbox_call(lambda: lifecycle.inject_throttling(settings, service, operation, count=count))
+    for fault in pending:
+        print(f"🧪 throttling {fault}", file=sys.stderr)
+
+
 def _print_status(settings: Any, as_json: bool = False) -> bool:
     import json
 
@@ -559,7 +587,7 @@ def _print_status(settings: Any, as_json: bool = False) -> bool:
 
 
 sandbox = Collection("sandbox")
-for _task in (sandbox_up, sandbox_down, sandbox_status, sandbox_logs, sandbox_reset):
+for _task in (sandbox_up, sandbox_down, sandbox_status, sandbox_logs, sandbox_reset, sandbox_throttle):
     sandbox.add_task(_task)
 
 ns = Collection(
