@@ -11,6 +11,7 @@ so a session starts in well under a second and runs the very tools the developer
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,8 +30,30 @@ def _run(session: nox.Session, *command: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite: unit, functional (moto) and integration (Docker engine, local registry)."""
-    _run(session, "pytest")
+    """Run the test suite: unit, functional (moto) and integration (Docker engine, local registry).
+
+    With no arguments, two pytest runs side by side: the integration tests, one after the other as always (they
+    share the Docker engine and its images, and their timings assume no other rollout beside them), and everything
+    else, whose CPU-bound minutes overlap the integration tests' waiting; the second run's output follows the
+    first's. With arguments (``nox -s tests -- tests/unit``) it is one plain pytest run."""
+    if session.posargs:
+        _run(session, "pytest")
+        return
+    log = Path(session.create_tmp()) / "tests-not-integration.log"
+    with log.open("w") as out:
+        rest = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-m", "not integration", "-p", "no:cacheprovider"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            session.run(sys.executable, "-m", "pytest", "-m", "integration", external=True)
+        finally:
+            code = rest.wait()
+            session.log("the unit, functional and application tests (run beside the integration tests):")
+            print(log.read_text(), flush=True)
+    if code != 0:
+        session.error(f"the unit, functional and application tests failed (exit {code}); their output is above")
 
 
 @nox.session(default=False)

@@ -15,7 +15,7 @@ from deploykit import commands
 
 # deploykit's fixtures for plugin authors (check_context, fake_http, fake_aws...): the built-in plugins' tests and
 # the sample team plugin's use them as any plugin's tests would.
-pytest_plugins = ["deploykit.testing"]
+pytest_plugins = ["deploykit.testing", "tests.sandbox_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 

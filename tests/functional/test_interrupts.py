@@ -22,8 +22,8 @@ from deploykit.errors import Interrupted
 
 @tasks.reports_errors
 def task():
-    print("ready", flush=True)
-    try:
+    try:  # "ready" inside the try: a signal right after it still lands in the step
+        print("ready", flush=True)
         time.sleep(30)
     except KeyboardInterrupt:
         raise Interrupted("interrupted during roll-service (demo)", next_step="run it again") from None

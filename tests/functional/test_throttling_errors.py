@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,8 @@ from unittest.mock import Mock
 
 import pytest
 from botocore.exceptions import ClientError
-from botocore.retries.standard import ExponentialBackoff, RetryContext, ThrottledRetryableChecker
+from botocore.retries.standard import ThrottledRetryableChecker
 from botocore.stub import Stubber
-from werkzeug.serving import make_server
 
 from deploykit import commands
 from deploykit.aws import THROTTLING_CODES, AwsFactory, is_throttling, translate_error
@@ -27,7 +25,6 @@ from deploykit.errors import StepFailed
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from sandbox import lifecycle
-from sandbox.server import Sandbox
 from sandbox.settings import Settings
 
 NEXT_STEP = (
@@ -117,52 +114,28 @@ def test_a_plan_whose_step_is_throttled_fails_with_the_clear_error(
 # -- the retry settings really retry: a real client against the sandbox's fault route -------------------------
 
 
-@pytest.fixture
-def sandbox_endpoint(tmp_path: Path) -> Iterator[Settings]:
-    """The sandbox's WSGI app (moto and the fault route; no extension, no Docker) on a free 127.0.0.1 port."""
-    server = make_server("127.0.0.1", 0, Sandbox(Settings(root=tmp_path), Mock(), []).wsgi(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Settings(root=tmp_path, aws_port=server.port)
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """botocore's standard backoff, spied on and not slept: each retry's base scale (1 s: it saw throttling)."""
-    scales: list[float] = []
-
-    def delay(self: ExponentialBackoff, context: RetryContext) -> float:
-        scales.append(self._get_base_scale(context))
-        return 0.0
-
-    monkeypatch.setattr(ExponentialBackoff, "delay_amount", delay)
-    return scales
-
-
 def test_the_environments_retry_settings_retry_throttling_then_the_clear_error(
-    project: Path, sandbox_endpoint: Settings, backoffs: list[float]
+    project: Path, served_sandbox: Settings, backoffs: list[float]
 ) -> None:
     sandbox = load_config(project / "deploy.toml").environment("sandbox")
     assert sandbox.retry_mode == "standard"
-    env = dataclasses.replace(sandbox, endpoint_url=sandbox_endpoint.endpoint_url, max_attempts=2)
+    env = dataclasses.replace(sandbox, endpoint_url=served_sandbox.endpoint_url, max_attempts=2)
     ecs = AwsFactory(env).client("ecs")  # max_attempts = 2 retries: 3 attempts in all
 
-    lifecycle.inject_throttling(sandbox_endpoint, "ecs", "ListClusters", count=2)  # fewer than the attempts
+    lifecycle.inject_throttling(served_sandbox, "ecs", "ListClusters", count=2)  # fewer than the attempts
     answer = ecs.list_clusters()
     assert answer["clusterArns"] == [] and answer["ResponseMetadata"]["RetryAttempts"] == 2
     assert backoffs == [1, 1]  # two retries, each backing off as from throttling
 
-    lifecycle.inject_throttling(sandbox_endpoint, "ecs", "ListClusters", count=4)  # more than the attempts
+    lifecycle.inject_throttling(served_sandbox, "ecs", "ListClusters", count=4)  # more than the attempts
     with pytest.raises(ClientError) as raised:
         ecs.list_clusters()
-    assert lifecycle.pending_faults(sandbox_endpoint) == [{"service": "ecs", "operation": "ListClusters", "count": 1}]
+    assert lifecycle.pending_faults(served_sandbox) == [{"service": "ecs", "operation": "ListClusters", "count": 1}]
     error = translate_error(raised.value, env)
     assert error.message == (
         "AWS throttled ListClusters in sandbox (ThrottlingException) after 3 attempts: Rate exceeded; "
         "nothing after this call was changed"
     )
     assert "[environments.sandbox] in deploy.toml" in str(error.next_step)
-    lifecycle.clear_faults(sandbox_endpoint)
+    lifecycle.clear_faults(served_sandbox)
     assert ecs.list_clusters()["ResponseMetadata"]["RetryAttempts"] == 0

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,10 @@ from typing import Any
 import boto3
 import docker
 
-from sandbox.settings import Settings
-from tests.conftest import REPO, git
+from deploykit import commands
+from sandbox import lifecycle
+from sandbox.settings import Settings, load_settings
+from tests.conftest import REPO, git, quiet_runtime
 from tests.integration.conftest import free_port
 
 BASE = "deploykit/python-base:3.11-bookworm"
@@ -304,6 +306,20 @@ def version_of(url: str) -> str:
     with urllib.request.urlopen(url + "/version", timeout=5) as answer:
         body = json.loads(answer.read())
     return str(body.get("version") or body["git_sha"])
+
+
+def deployed_sandbox_project(root: Path) -> Iterator[Path]:
+    """A git clone of the app (backend, lambda, cdk) under ``root`` with its private sandbox up and ``deploy.full``
+    done; the sandbox goes down when the generator ends (a module fixture yields from it)."""
+    project = sandbox_project(root, ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n")
+    settings = load_settings(project / "deploy.toml")
+    lifecycle.up(settings, project / "deploy.toml")
+    try:
+        report = commands.deploy_full(runtime=quiet_runtime(project))
+        assert report is not None and report.ok
+        yield project
+    finally:
+        lifecycle.down(settings)
 
 
 def sandbox_project(root: Path, parts: tuple[str, ...], *, gitignore: str = ".sandbox/\n__pycache__/\n") -> Path:

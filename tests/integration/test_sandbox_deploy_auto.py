@@ -18,25 +18,15 @@ from deploykit import commands
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.plan import RunReport
-from sandbox import lifecycle
-from sandbox.settings import load_settings
 from tests.conftest import git, quiet_runtime
-from tests.integration.sandbox_support import sandbox_project, version_of
+from tests.integration.sandbox_support import deployed_sandbox_project, version_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
-    root = sandbox_project(
-        tmp_path_factory.mktemp("auto"), ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n"
-    )
-    settings = load_settings(root / "deploy.toml")
-    lifecycle.up(settings, root / "deploy.toml")
-    report = commands.deploy_full(runtime=quiet_runtime(root))
-    assert report is not None and report.ok
-    yield root
-    lifecycle.down(settings)
+    yield from deployed_sandbox_project(tmp_path_factory.mktemp("auto"))
 
 
 def auto(project: Path, **kwargs: object) -> tuple[RunReport | None, str, float]:

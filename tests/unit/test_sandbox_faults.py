@@ -4,12 +4,8 @@ route's own answers; then one real botocore client against the WSGI app, retryin
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from unittest.mock import Mock
 from urllib.parse import urlsplit
 
 import boto3
@@ -19,8 +15,7 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.parsers import create_parser
-from botocore.retries.standard import ExponentialBackoff, RetryContext, ThrottledRetryableChecker
-from werkzeug.serving import make_server
+from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 from werkzeug.test import EnvironBuilder
 
 from sandbox import lifecycle
@@ -28,7 +23,6 @@ from sandbox.server import (
     THROTTLE_MESSAGE,
     AwsCall,
     Faults,
-    Sandbox,
     credential_service,
     identify,
     throttled_answer,
@@ -226,32 +220,6 @@ def test_the_route_adds_lists_clears_and_refuses_what_it_cannot_do() -> None:
 # -- a real client against the WSGI app --------------------------------------------------------------------
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Settings]:
-    """The sandbox's WSGI app (moto, the fault route; no extension, no Docker) on a free 127.0.0.1 port."""
-    sandbox = Sandbox(Settings(root=tmp_path), Mock(), [])
-    server = make_server("127.0.0.1", 0, sandbox.wsgi(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Settings(root=tmp_path, aws_port=server.port)
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def backoffs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """botocore's standard backoff, spied on and not slept: the base scale of each retry's delay, 1 s when its
-    throttling detector saw a throttling error, 0.05 s for any other retryable one."""
-    scales: list[float] = []
-
-    def delay(self: ExponentialBackoff, context: RetryContext) -> float:
-        scales.append(self._get_base_scale(context))
-        return 0.0
-
-    monkeypatch.setattr(ExponentialBackoff, "delay_amount", delay)
-    return scales
-
-
 def client(settings: Settings, service: str, retries: int) -> Any:
     return boto3.client(
         service,  # type: ignore[call-overload]
@@ -264,39 +232,39 @@ def client(settings: Settings, service: str, retries: int) -> Any:
 
 
 def test_a_real_client_retries_a_throttled_call_and_gives_up_past_its_attempts(
-    served: Settings, backoffs: list[float]
+    served_sandbox: Settings, backoffs: list[float]
 ) -> None:
-    ecs = client(served, "ecs", retries=1)  # botocore's max_attempts counts retries: 2 attempts in all
+    ecs = client(served_sandbox, "ecs", retries=1)  # botocore's max_attempts counts retries: 2 attempts in all
     assert ecs.list_clusters()["clusterArns"] == []
 
-    lifecycle.inject_throttling(served, "ecs", "ListClusters", count=1)
+    lifecycle.inject_throttling(served_sandbox, "ecs", "ListClusters", count=1)
     answer = ecs.list_clusters()  # refused once, retried, answered
     assert answer["ResponseMetadata"]["RetryAttempts"] == 1
     assert backoffs == [1]  # backed off as from throttling
-    assert lifecycle.pending_faults(served) == []
+    assert lifecycle.pending_faults(served_sandbox) == []
 
-    lifecycle.inject_throttling(served, "ecs", "ListClusters", count=3)
+    lifecycle.inject_throttling(served_sandbox, "ecs", "ListClusters", count=3)
     with pytest.raises(ClientError) as refused:
         ecs.list_clusters()
     error = refused.value.response
     assert error["Error"]["Code"] == "ThrottlingException" and error["ResponseMetadata"]["RetryAttempts"] == 1
-    assert lifecycle.pending_faults(served) == [{"service": "ecs", "operation": "ListClusters", "count": 1}]
-    lifecycle.clear_faults(served)
+    assert lifecycle.pending_faults(served_sandbox) == [{"service": "ecs", "operation": "ListClusters", "count": 1}]
+    lifecycle.clear_faults(served_sandbox)
     assert ecs.list_clusters()["clusterArns"] == []
 
-    lifecycle.inject_throttling(served, "cloudformation", count=2)
-    lifecycle.inject_throttling(served, "lambda", "ListFunctions", count=2)
+    lifecycle.inject_throttling(served_sandbox, "cloudformation", count=2)
+    lifecycle.inject_throttling(served_sandbox, "lambda", "ListFunctions", count=2)
     for service, call, code in [
         ("cloudformation", "list_stacks", "Throttling"),
         ("lambda", "list_functions", "TooManyRequestsException"),
     ]:
         with pytest.raises(ClientError) as refused:
-            getattr(client(served, service, retries=1), call)()
+            getattr(client(served_sandbox, service, retries=1), call)()
         assert refused.value.response["Error"]["Code"] == code
-    assert lifecycle.pending_faults(served) == []
+    assert lifecycle.pending_faults(served_sandbox) == []
     assert backoffs == [1, 1, 1, 1]  # every protocol's refusal: a throttling backoff
 
     with pytest.raises(lifecycle.SandboxError, match="has no operation 'UpdateServic'"):
-        lifecycle.inject_throttling(served, "ecs", "UpdateServic")
-    with urllib.request.urlopen(served.endpoint_url + FAULTS_PATH, timeout=5) as listed:
+        lifecycle.inject_throttling(served_sandbox, "ecs", "UpdateServic")
+    with urllib.request.urlopen(served_sandbox.endpoint_url + FAULTS_PATH, timeout=5) as listed:
         assert json.loads(listed.read()) == {"throttle": []}
