@@ -324,11 +324,11 @@ TRIGGERS = ("wait-healthy", "smoke")  # the failures that a rollback answers: th
 
 @dataclass(frozen=True)
 class Undo:
-    """What an automatic rollback runs (``plan``, possibly empty) and what it says besides (``notes``)."""
+    """What an automatic rollback runs (``plan``) and what it says besides (``notes``)."""
 
     plan: Plan
     notes: tuple[str, ...] = ()
-    # what the failed run replaced, for the message when it is left in place: "app 3e2532eaf7e5"...
+    # what the failed run replaced, for the messages: "app (was 3e2532eaf7e5)", "lambda:fn (was version 4)"
     replaced: tuple[str, ...] = ()
 
 
@@ -373,8 +373,8 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
     if previous is not None:
         repository, tag = previous
         image = f"{repository}:{tag}"
-        replaced.append(f"app (was {tag})")
         if isinstance(error, RolledBackByEcs):
+            replaced.append(f"app (was {tag}, which ECS put back)")
             notes.append(
                 f"ECS's circuit breaker already rolled {env.service} back to {tag}: not repeated, only waited for"
             )
@@ -382,6 +382,7 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
                 WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds)
             )
         else:
+            replaced.append(f"app (was {tag})")
             steps += app_plan(env, repository, tag, smoke=False).steps
         deploys.append(("app", tag))
     if not replaced:
