@@ -114,3 +114,19 @@ def put_image(factory: AwsFactory, tag: str) -> None:
 
 def new_session() -> boto3.session.Session:
     return boto3.session.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+
+
+ARTIFACTS_BUCKET = "registry-artifacts-1"
+
+
+@pytest.fixture
+def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
+    """The environment's artifacts bucket (history, live record, lock), named by its registry stack's outputs."""
+    from tests.functional.test_endpoints import create_stack
+
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket=ARTIFACTS_BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    cfn = boto3.client("cloudformation", region_name="eu-west-1")
+    create_stack(cfn, dev_env.stacks.registry, {"ArtifactsBucketName": ARTIFACTS_BUCKET})
+    return ARTIFACTS_BUCKET

@@ -7,7 +7,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import pytest
 
 from deploykit import commands, history
@@ -15,19 +14,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
-from tests.functional.test_endpoints import create_stack
-
-BUCKET = "registry-artifacts-1"
-
-
-@pytest.fixture
-def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
-    boto3.client("s3", region_name="eu-west-1").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
-    cfn = boto3.client("cloudformation", region_name="eu-west-1")
-    create_stack(cfn, dev_env.stacks.registry, {"ArtifactsBucketName": BUCKET})
-    return BUCKET
+from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 
 
 def report(ok: bool = True, seconds: float = 12.0) -> RunReport:

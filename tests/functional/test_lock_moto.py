@@ -29,21 +29,11 @@ from deploykit.config import EnvConfig, load_config
 from deploykit.errors import Interrupted, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
 from tests.conftest import REPO, git
+from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.test_endpoints import create_stack
 
-BUCKET = "registry-artifacts-1"
 KEY = "deploykit/lock/dev.json"
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
-    boto3.client("s3", region_name="eu-west-1").create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
-    cfn = boto3.client("cloudformation", region_name="eu-west-1")
-    create_stack(cfn, dev_env.stacks.registry, {"ArtifactsBucketName": BUCKET})
-    return BUCKET
 
 
 @pytest.fixture
