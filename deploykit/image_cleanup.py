@@ -37,6 +37,7 @@ from deploykit.aws import AwsFactory, translate_error
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.history import History
+from deploykit.images import split_registry
 
 DEFAULT_KEEP = 10
 ROLLBACK_REVISIONS = 5
@@ -259,10 +260,7 @@ def split_reference(reference: str) -> tuple[str, str | None, str | None]:
     rest, _, digest = reference.partition("@")
     head, slash, tail = rest.rpartition("/")
     name, colon, tag = tail.partition(":")
-    path = f"{head}{slash}{name}"
-    first, sep, remainder = path.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        path = remainder
+    path = split_registry(f"{head}{slash}{name}")[1]
     return path, (tag if colon else None), (digest or None)
 
 

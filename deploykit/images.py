@@ -262,10 +262,18 @@ def registry_unreachable(message: str) -> bool:
     return any(marker in lowered for marker in _UNREACHABLE)
 
 
+def split_registry(ref: str) -> tuple[str, str]:
+    """An image reference → (its registry host, "" when it names none, the rest): Docker's rule, the first path part
+    is a host when it has a dot or a port, or is ``localhost`` (``127.0.0.1:5000/repo:tag`` → ``127.0.0.1:5000``)."""
+    first, sep, rest = ref.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first, rest
+    return "", ref
+
+
 def registry_host(ref: str) -> str:
-    """The registry part of an image reference (``127.0.0.1:5000/repo:tag`` → ``127.0.0.1:5000``)."""
-    first, _, rest = ref.partition("/")
-    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
+    """The registry part of an image reference; ``docker.io`` when it names none."""
+    return split_registry(ref)[0] or "docker.io"
 
 
 def _push_next_step(message: str) -> str:
