@@ -12,8 +12,12 @@ import pytest
 from tests.conftest import REPO, git
 
 
-def inv(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOYKIT_")}
+def inv(
+    cwd: Path, *args: str, drop: tuple[str, ...] = ("DEPLOYKIT_",), timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``inv ARGS`` in ``cwd`` as a user types it, without this environment's variables starting with ``drop``;
+    no stdin (a question is answered "no")."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     # Docker is pointed nowhere: these commands must fail before they would need it.
     environ.update(DOCKER_HOST="unix:///nonexistent/docker.sock", **env)
     return subprocess.run(
@@ -22,7 +26,8 @@ def inv(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=environ,
-        timeout=60,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
     )
 
 

@@ -30,6 +30,7 @@ from deploykit.errors import Interrupted, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
 from tests.conftest import REPO, git
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
+from tests.functional.test_cli import inv as cli_inv
 from tests.functional.test_endpoints import create_stack
 
 KEY = "deploykit/lock/dev.json"
@@ -444,17 +445,8 @@ api = "CarRentalApiStack"
 
 
 def inv(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYKIT_", "AWS_"))}
-    environ["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    """The CLI against the staging environment of deploy.toml alone (this process's moto credentials left out)."""
+    return cli_inv(cwd, *args, drop=("DEPLOYKIT_", "AWS_"), timeout=120)
 
 
 @pytest.mark.slow
