@@ -6,9 +6,16 @@ What plain moto lacks, fixed here:
   (127.0.0.1, different ports) overwrite each other. Here targets are keyed by (Id, Port), as on AWS.
 - ``real_target_health``: moto reports every target healthy. Here a checker polls each target's health
   check path with the target group's interval, timeout, matcher and thresholds; states are initial,
-  healthy, unhealthy, draining (for the deregistration delay), as DescribeTargetHealth shows on AWS. As on
-  AWS, a newly registered target is healthy after one passing check; the healthy threshold counts only for
-  a target coming back from unhealthy.
+  healthy, unhealthy, draining, as DescribeTargetHealth shows on AWS. As on AWS, a newly registered target
+  is healthy after one passing check; the healthy threshold counts only for a target coming back from
+  unhealthy.
+- ``drain_until_nothing_in_flight``: a deregistered target drains for at most the target group's
+  deregistration delay and, as AWS documents ("If a deregistering target has no in-flight requests and no
+  active connections, Elastic Load Balancing immediately completes the deregistration process, without
+  waiting for the deregistration delay to elapse"), less when the requests it was serving have finished.
+  The listeners open one connection per request and keep none idle, so a target's active connections are
+  its requests in flight. (On AWS an ALB keeps idle keep-alive connections to its targets, which can hold a
+  drain under steady traffic to its full delay.)
 - ``listeners_that_serve``: each HTTP listener is an HTTP server on 127.0.0.1 (its port mapped through
   ``[sandbox] listener_ports``) forwarding to the healthy targets of its default target group, round
   robin. Draining targets get no new requests; requests in flight finish. No healthy target: the
@@ -50,6 +57,14 @@ class Target:
     next_check: float = 0.0
     checking: bool = False
     drain_until: float | None = None
+    in_flight: int = 0  # requests the listeners have forwarded to it and not yet answered
+
+    @property
+    def drained(self) -> bool:
+        """A draining target whose deregistration is complete: its delay is over or nothing is in flight."""
+        return self.state == "draining" and (
+            self.in_flight == 0 or (self.drain_until is not None and time.monotonic() >= self.drain_until)
+        )
 
     @property
     def key(self) -> tuple[str, int]:
@@ -203,7 +218,7 @@ class AlbExtension:
                     continue
                 for key, target in list(self.targets[arn].items()):
                     if target.state == "draining":
-                        if target.drain_until is not None and now >= target.drain_until:
+                        if target.drained:
                             del self.targets[arn][key]
                     elif not target.checking and now >= target.next_check:
                         target.checking = True
@@ -274,7 +289,10 @@ class AlbExtension:
             log.info("ALB listener :%s serving on http://127.0.0.1:%s", port, local)
 
     def pick_target(self, listener_arn: str) -> Target | None:
-        """Round robin over healthy targets of the listener's default target group (fail open)."""
+        """Round robin over healthy targets of the listener's default target group (fail open).
+
+        The target picked counts the request as in flight until :meth:`done` is called for it.
+        """
         assert self.sandbox is not None
         with self.sandbox.lock:
             backend = self.sandbox.backend("elbv2")
@@ -289,7 +307,15 @@ class AlbExtension:
             if not candidates:
                 return None
             counter = self._round_robin.setdefault(group_arn, itertools.count())
-            return candidates[next(counter) % len(candidates)]
+            target = candidates[next(counter) % len(candidates)]
+            target.in_flight += 1
+            return target
+
+    def done(self, target: Target) -> None:
+        """A request forwarded to the target has been answered (or failed)."""
+        assert self.sandbox is not None
+        with self.sandbox.lock:
+            target.in_flight -= 1
 
     def status(self) -> list[PartStatus]:
         assert self.sandbox is not None
@@ -368,6 +394,8 @@ class ListenerHandler(BaseHTTPRequestHandler):
         except OSError:
             self._answer(502, b'{"message": "Bad Gateway"}')
             return
+        finally:
+            self.server.alb.done(target)
         self.send_response(answer.status, answer.reason)
         for key, value in answer.getheaders():
             if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":

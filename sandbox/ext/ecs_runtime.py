@@ -13,12 +13,14 @@ What plain moto lacks, fixed here:
   at the task's port, as each task has its own address and port 8000 on ECS.
 - ``tasks_that_run``: a service's tasks are containers (host network, a port from ``[sandbox]
   task_ports`` passed as PORT, HOST=127.0.0.1, the task definition's image, environment and health
-  check). ListTasks and DescribeTasks show them with their true states, stop reasons and exit codes.
+  check; as on ECS, the image's own HEALTHCHECK is not run). ListTasks and DescribeTasks show them with
+  their true states, stop reasons and exit codes.
 - ``rolling_deployments``: a new task definition makes a new PRIMARY deployment beside the ACTIVE old
   one. New tasks start (up to maximumPercent), become healthy (container health check, then ALB target
-  health), and only then are old tasks deregistered, drained for the target group's deregistration
-  delay and stopped, never going below minimumHealthyPercent. Then the old deployment goes and the
-  PRIMARY is COMPLETED. Counts, task lists and service events are true.
+  health), and only then are old tasks deregistered, drained (until their targets' deregistration is
+  complete: at most the target group's deregistration delay, less when nothing is in flight, see
+  ``sandbox.ext.alb``) and stopped, never going below minimumHealthyPercent. Then the old deployment
+  goes and the PRIMARY is COMPLETED. Counts, task lists and service events are true.
 - ``circuit_breaker``: new tasks that fail to start, exit or stay unhealthy count as failed; at the
   threshold the deployment is FAILED with a reason and, with rollback on, the previous task
   definition is PRIMARY again while the failed deployment's tasks stop.
@@ -645,6 +647,9 @@ class EcsRuntime:
                 "retries": int(check.get("retries", 3)),
                 "start_period": int(check.get("startPeriod", 0)) * ns,
             }
+        else:
+            # ECS runs only the health check of the task definition, never the image's HEALTHCHECK
+            spec["healthcheck"] = {"test": ["NONE"]}
         return spec
 
     def _begin_stop(self, rs: RService, task: RTask, reason: str) -> list[tuple[str, RTask, Any]]:
@@ -747,7 +752,8 @@ class EcsRuntime:
             grace = self._grace(rs)
             for task in list(rs.tasks.values()):
                 seen = observed.get(task.arn, {})
-                if task.stop_after is not None and clock >= task.stop_after and task.last_status != "STOPPED":
+                stop_due = task.stop_after is not None and (clock >= task.stop_after or self._drained(rs, task))
+                if stop_due and task.last_status != "STOPPED":
                     threading.Thread(target=self._stop_container, args=(task,), daemon=True).start()
                     self._mark_stopped(task, task.stopped_reason, task.exit_code, task.container_reason)
                     continue
@@ -833,6 +839,13 @@ class EcsRuntime:
             if target is None or target.state != "healthy":
                 return False
         return True
+
+    def _drained(self, rs: RService, task: RTask) -> bool:
+        """Every target of the task has finished deregistering (ECS stops a task then, not at a fixed time)."""
+        return all(
+            (t := self.alb.health(lb["targetGroupArn"], "127.0.0.1", task.port)) is None or t.drained
+            for lb in self._load_balancers(rs)
+        )
 
     def _targets_unhealthy(self, rs: RService, task: RTask) -> bool:
         return any(

@@ -31,9 +31,10 @@ from tests.integration.conftest import free_port
 
 BASE = "deploykit/python-base:3.11-bookworm"
 
-# A tiny app: /health and /version; MODE=crash exits at start, MODE=sick answers /health with 500.
+# A tiny app: /health and /version; MODE=crash exits at start, MODE=sick answers /health with 500;
+# /slow/N answers after N seconds.
 TEST_APP = """\
-import json, os, sys
+import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 VERSION = os.environ.get("VERSION", "?")
 if os.environ.get("MODE") == "crash":
@@ -43,6 +44,8 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args): pass
     def do_GET(self):
         sick = os.environ.get("MODE") == "sick" and self.path == "/health"
+        if self.path.startswith("/slow/"):
+            time.sleep(float(self.path.rsplit("/", 1)[1]))
         body = json.dumps({"version": VERSION, "path": self.path}).encode()
         self.send_response(500 if sick else 200)
         self.send_header("Content-Type", "application/json")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,6 +121,42 @@ def test_a_rolling_update_overlaps_then_only_the_new_version_answers(app: App, i
     assert len({t["containers"][0]["networkBindings"][0]["hostPort"] for t in tasks}) == 2
     health = app.elbv2.describe_target_health(TargetGroupArn=app.target_group)["TargetHealthDescriptions"]
     assert sorted(h["TargetHealth"]["State"] for h in health) == ["healthy", "healthy"]
+
+
+def test_a_drain_ends_when_nothing_is_in_flight_and_lasts_as_long_as_a_request_that_is(
+    app: App, images: dict[str, str]
+) -> None:
+    """AWS: a deregistering target with no request in flight is done at once, not after the delay."""
+    app.elbv2.modify_target_group_attributes(
+        TargetGroupArn=app.target_group, Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "60"}]
+    )
+    v1 = app.describe()["taskDefinition"]
+    old_tasks = app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service)["taskArns"]
+    slow: dict[str, Any] = {}
+
+    def slow_request() -> None:  # lands on one of the two old tasks, the only targets yet
+        with urllib.request.urlopen(f"{app.listener_url}/slow/10", timeout=30) as answer:
+            slow.update(status=answer.status, version=json.load(answer)["version"], done=time.time())
+
+    thread = threading.Thread(target=slow_request, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    v2 = app.task_definition(images["app"], VERSION="v2")
+    app.ecs.update_service(cluster=app.cluster, service=app.service, taskDefinition=v2)
+    app.wait(completed_on(v2))
+    took = time.monotonic() - started
+    thread.join(timeout=30)
+    assert slow == {"status": 200, "version": "v1", "done": slow["done"]}, "the request in flight was cut"
+    stopped = sorted(
+        t["stoppedAt"].timestamp() for t in app.ecs.describe_tasks(cluster=app.cluster, tasks=old_tasks)["tasks"]
+    )
+    assert len(stopped) == 2 and v1 != v2
+    # the idle old task stopped as soon as it was deregistered, seconds before the slow request ended ...
+    assert stopped[0] < slow["done"] - 2, (stopped, slow["done"])
+    # ... the busy one only once its request was answered, and neither waited for the 60 s delay
+    assert stopped[1] >= slow["done"] - 0.5, (stopped, slow["done"])
+    assert took < 30, f"the rollout took {took:.1f}s: a drain waited for its delay"
 
 
 def test_a_crashing_release_trips_the_circuit_breaker_and_the_old_one_keeps_serving(
