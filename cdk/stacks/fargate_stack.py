@@ -30,8 +30,9 @@ CONTAINER_PORT = 8000
 HEALTH_PATH = "/health"
 
 # --- Rollout settings: fast, safe deploys ------------------------------------------------------------------
-# Seconds the ALB keeps sending in-flight requests to a target being removed. The default (300 s) is the
-# largest part of a rolling deploy's wall time; the API answers in well under a second and keeps no
+# Seconds the ALB gives the requests in flight on a target being removed (it sends it no new ones); it
+# completes sooner when the target has no request in flight and no open connection. The default (300 s) is
+# the largest part of a rolling deploy's wall time; the API answers in well under a second and keeps no
 # long-lived connections, so 5 s drains it completely.
 DEREGISTRATION_DELAY = Duration.seconds(5)
 # ALB health checks at their fast end. A newly registered target is healthy after its first passing check
@@ -41,7 +42,10 @@ HEALTH_CHECK_INTERVAL = Duration.seconds(5)
 HEALTHY_THRESHOLD = 2  # the smallest the ALB accepts
 # A bad target is taken out after 2 x 5 s = 10 s, so a broken release trips the circuit breaker quickly.
 UNHEALTHY_THRESHOLD = 2
-# Must be shorter than the interval; /health is shallow (no dependency calls), so 4 s is generous.
+# Must be shorter than the interval; /health is shallow (no dependency calls), so 4 s is generous. It also
+# covers a new task's start: the ALB checks a target as soon as ECS registers it, while the app is still
+# loading; the server listens from its first instant (backend/app/server.py), so that first check waits
+# (about 1.5 s) and passes instead of being refused and repeated one interval later.
 HEALTH_CHECK_TIMEOUT = Duration.seconds(4)
 # 100 %: ECS never stops an old task before its replacement is healthy, so capacity never drops during
 # a deploy (no downtime even with one task).
@@ -52,11 +56,11 @@ MAX_HEALTHY_PERCENT = 200
 # a short grace period means a task that never becomes healthy is replaced (and the circuit breaker
 # counts it) quickly instead of being waited on.
 HEALTH_CHECK_GRACE_PERIOD = Duration.seconds(10)
-# Container health check (ECS, independent of the ALB): same shallow endpoint, its fastest useful cadence.
-CONTAINER_HEALTH_INTERVAL = Duration.seconds(5)
-CONTAINER_HEALTH_TIMEOUT = Duration.seconds(3)
-CONTAINER_HEALTH_RETRIES = 3
-CONTAINER_HEALTH_START_PERIOD = Duration.seconds(10)
+# No container health check in the task definition: the ALB's check of the same /health is the one that
+# counts. ECS already replaces a task whose targets turn unhealthy, and it would wait for both checks before a
+# new task counts as healthy; Docker runs a container check for the first time one interval (at least 5 s)
+# after the start, so every rollout and rollback would take at least 5 s more for no extra safety. (The
+# image's HEALTHCHECK, for `docker run`, is ignored by ECS.)
 # Seconds between SIGTERM and SIGKILL when an old task stops (default 30 s). uvicorn finishes its
 # in-flight requests in well under that; a deployment is COMPLETED only when the old tasks have stopped.
 STOP_TIMEOUT = Duration.seconds(10)
@@ -174,19 +178,6 @@ class CarRentalFargateStack(Stack):
                 "COGNITO_CLIENT_ID": user_pool_client.user_pool_client_id,
             },
             logging=ecs.LogDrivers.aws_logs(stream_prefix="backend", log_group=log_group),
-            health_check=ecs.HealthCheck(
-                command=[
-                    "CMD",
-                    "python3",
-                    "-c",
-                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{HEALTH_PATH}',"
-                    " timeout=2)",
-                ],
-                interval=CONTAINER_HEALTH_INTERVAL,
-                timeout=CONTAINER_HEALTH_TIMEOUT,
-                retries=CONTAINER_HEALTH_RETRIES,
-                start_period=CONTAINER_HEALTH_START_PERIOD,
-            ),
             stop_timeout=STOP_TIMEOUT,
         )
 
