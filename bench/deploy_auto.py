@@ -41,6 +41,7 @@ import boto3
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
+GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
 
 
 def free_port() -> int:
@@ -80,6 +81,14 @@ class Bench:
             sys.stderr.write(done.stderr[-3000:])
             raise SystemExit(f"inv {' '.join(args)} failed (exit {done.returncode})")
         return seconds
+
+    def last_steps(self) -> dict[str, float]:
+        """The steps of the newest deploy in the environment's history and their seconds (as `inv history`)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "invoke", "history", "--json"], cwd=self.root, capture_output=True, text=True
+        )
+        newest = json.loads(done.stdout)["deployments"][0]
+        return {step["step"]: step["seconds"] for step in newest["steps"] if step["step"] not in GROUPS}
 
     def edit(self, path: str, old: str, new: str, message: str) -> None:
         file = self.root / path
@@ -164,6 +173,7 @@ def main() -> int:
         r["a: nothing changed"] = statistics.median(bench.inv("deploy.auto") for _ in range(3))
         bench.touch_backend(1)
         r["b: one backend file"] = bench.inv("deploy.auto")
+        b_steps = bench.last_steps()
         bench.edit(
             "lambda/health_handler/handler.py",
             'body = {"status": "ok", ',
@@ -197,9 +207,11 @@ def main() -> int:
         f"{name:<62} {value:8.1f} ×  {'✅' if value >= want else '❌'} ≥ {want:g}×"
         for (name, value), want in zip(ratios.items(), (10, 2), strict=True)
     ]
+    rows.append("(b) step by step: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in b_steps.items()))
     say("\n".join(["", f"{'scenario':<62} {'wall time':>10}  target", "-" * 90, *rows]) + "\n")
     data: dict[str, Any] = {
         "seconds": {k: round(v, 2) for k, v in r.items()},
+        "b_steps": b_steps,
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
         "targets_s": TARGETS,
     }
