@@ -16,11 +16,13 @@ What plain moto lacks, fixed here:
   check; as on ECS, the image's own HEALTHCHECK is not run). ListTasks and DescribeTasks show them with
   their true states, stop reasons and exit codes.
 - ``rolling_deployments``: a new task definition makes a new PRIMARY deployment beside the ACTIVE old
-  one. New tasks start (up to maximumPercent), become healthy (container health check, then ALB target
-  health), and only then are old tasks deregistered, drained (until their targets' deregistration is
-  complete: at most the target group's deregistration delay, less when nothing is in flight, see
-  ``sandbox.ext.alb``) and stopped, never going below minimumHealthyPercent. Then the old deployment
-  goes and the PRIMARY is COMPLETED. Counts, task lists and service events are true.
+  one. New tasks start (up to maximumPercent), are registered with their target groups a tick after
+  their container runs (as ECS does once its agent has reported it), become healthy (container health
+  check, then ALB target health), and only then are old tasks deregistered, drained (until their
+  targets' deregistration is complete: at most the target group's deregistration delay, less when
+  nothing is in flight, see ``sandbox.ext.alb``) and stopped, never going below minimumHealthyPercent.
+  Then the old deployment goes and the PRIMARY is COMPLETED. Counts, task lists and service events are
+  true.
 - ``circuit_breaker``: new tasks that fail to start, exit or stay unhealthy count as failed; at the
   threshold the deployment is FAILED with a reason and, with rollback on, the previous task
   definition is PRIMARY again while the failed deployment's tasks stop.
@@ -769,11 +771,14 @@ class EcsRuntime:
                             rs, task, f"stopped: essential container exited with code {seen.get('exit_code')}"
                         )
                     continue
-                if seen.get("status") == "running" and task.last_status in ("PROVISIONING", "PENDING"):
+                started = seen.get("status") == "running" and task.last_status in ("PROVISIONING", "PENDING")
+                if started:
                     task.last_status, task.started_at = "RUNNING", now()
                 health = seen.get("health")
                 task.health = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY"}.get(health or "", "UNKNOWN")
-                if not task.live or task.last_status != "RUNNING":
+                # ECS registers a task's targets once its agent has reported the container started, never in the
+                # same instant: here one pass (a tick) later, not milliseconds after the process was started
+                if not task.live or task.last_status != "RUNNING" or started:
                     continue
                 if health == "unhealthy":
                     self._fail_live_task(rs, task, "Task failed container health checks")
