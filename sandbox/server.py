@@ -386,10 +386,17 @@ class Faults:
     # -- what the route does -----------------------------------------------------------------------
     def throttle(self, service: str, operation: str | None = None, count: int = 1) -> Throttle:
         """Refuse the next ``count`` requests of ``service`` (``operation`` of it, when given)."""
-        throttle = self._validated(service, operation, count)
+        return self._add(self._validated(service, operation, count))
+
+    def _add(self, throttle: Throttle) -> Throttle:
         with self._lock:
             self._throttles.append(throttle)
-        log.info("fault: the next %d %s %s request(s) will be throttled", count, service, operation or "(any)")
+        log.info(
+            "fault: the next %d %s %s request(s) will be throttled",
+            throttle.count,
+            throttle.service,
+            throttle.operation or "(any)",
+        )
         return throttle
 
     def _validated(self, service: Any, operation: Any, count: Any) -> Throttle:
@@ -445,8 +452,8 @@ class Faults:
                 throttles.append(self._validated(spec.get("service"), spec.get("operation"), spec.get("count", 1)))
         except FaultError as exc:
             return 400, {"error": str(exc)}
-        for throttle in throttles:
-            self.throttle(throttle.service, throttle.operation, throttle.count)
+        for throttle in throttles:  # validated above: added as they are
+            self._add(throttle)
         return 200, self.listing()
 
     # -- what requests meet -------------------------------------------------------------------------
