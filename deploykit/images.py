@@ -205,8 +205,7 @@ class PushStream:
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail") or {}
             message = str(detail.get("message") or chunk.get("error") or "unknown push error").strip()
-            down = ", the registry is not answering" if registry_unreachable(message) else ""
-            raise StepFailed(f"docker push failed{down}: {message}", next_step=_push_next_step(message))
+            raise push_failed("docker push", message, message)
         aux = chunk.get("aux")
         if isinstance(aux, dict) and aux.get("Digest"):
             self.digest, self.size = str(aux["Digest"]), int(aux.get("Size", 0))
@@ -328,17 +327,20 @@ def push_image(
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
             stream.feed(chunk)
     except docker.errors.APIError as exc:
-        down = ", the registry is not answering" if registry_unreachable(str(exc)) else ""
-        raise StepFailed(
-            f"docker push to {registry_host(repository)} failed{down}: {_short(exc)}",
-            next_step=_push_next_step(str(exc)),
-        ) from None
+        raise push_failed(f"docker push to {registry_host(repository)}", str(exc), _short(exc)) from None
     if not stream.digest:
         raise StepFailed(
             f"docker push of {repository}:{tag} ended without a digest",
             next_step="rerun: inv push (a push resumes; layers already there are skipped)",
         )
     return stream
+
+
+def push_failed(what: str, message: str, shown: str) -> StepFailed:
+    """A failed push, said as ``what failed[, the registry is not answering]: shown``, with its next step
+    chosen from the engine's whole ``message``."""
+    down = ", the registry is not answering" if registry_unreachable(message) else ""
+    return StepFailed(f"{what} failed{down}: {shown}", next_step=_push_next_step(message))
 
 
 def _short(exc: BaseException) -> str:

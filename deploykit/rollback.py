@@ -358,7 +358,8 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
     outputs = report.outputs()
     steps: list[Step] = []
     notes: list[str] = []
-    replaced: list[str] = []
+    replaced: list[str] = []  # "what (was which)", for the report
+    names: list[str] = []  # "what", for the title
     deploys: list[tuple[str, str]] = []
     for key in sorted(k for k in outputs if k.endswith(".previous_version")):
         fn = key.removesuffix(".previous_version")
@@ -366,6 +367,7 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
         description = lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=version)
         sha = lambda_chain.git_sha_of(description.get("Description")) or ""
         steps.append(PointAlias(fn, function_name, alias, version, sha or "unknown"))
+        names.append(f"lambda:{fn}")
         replaced.append(f"lambda:{fn} (was version {version})")
         if sha:
             deploys.append((f"lambda:{fn}", sha))
@@ -373,6 +375,7 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
     if previous is not None:
         repository, tag = previous
         image = f"{repository}:{tag}"
+        names.append("app")
         if isinstance(error, RolledBackByEcs):
             replaced.append(f"app (was {tag}, which ECS put back)")
             notes.append(
@@ -389,5 +392,5 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
         return None
     if smoke and any(isinstance(s, Smoke) for s in report.plan.steps):
         steps.append(Smoke())
-    title = "automatic rollback: " + ", ".join(r.split(" (")[0] for r in replaced)
+    title = "automatic rollback: " + ", ".join(names)
     return Undo(Plan(env.name, tuple(steps), title, tuple(deploys)), tuple(notes), tuple(replaced))
