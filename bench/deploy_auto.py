@@ -2,6 +2,7 @@
 
     ./dev python bench/deploy_auto.py            # table on stderr, JSON on stdout
     ./dev python bench/deploy_auto.py --keep     # leave the clone and its sandbox up afterwards
+    ./dev python bench/deploy_auto.py --env dev  # measure an environment of deploy.toml instead (an AWS account)
 
 It clones this checkout's HEAD into a temporary folder, gives it a private sandbox on free 127.0.0.1 ports (so a
 sandbox you already run is not touched), deploys everything once (`inv deploy.full`), then times, each as a
@@ -15,10 +16,18 @@ process the way a developer runs it:
           CDK app is synthesized), after one more backend change: `inv deploy.full`;
   after:  the plain script the team used — `docker build`, `docker push`, then `aws ecs update-service
           --force-new-deployment` and `aws ecs wait services-stable` (boto3's waiter, the same 15 s polling as
-          the CLI's).
+          the CLI's). The repository's tags are immutable, so the script's new tasks run the task definition's
+          image, not the one it pushed: the same steps and the same rolling update, timed.
 
 It prints figures, it asserts nothing: timing on a shared machine is noisy. The ratios compare runs of the same
 process on the same sandbox.
+
+With `--env NAME` the same runs go to that environment instead of a private sandbox, with the credentials `inv`
+uses for it: the way to measure on AWS, where CloudFormation takes minutes and the sandbox's takes under a
+second. The bench's commits (a comment in backend/app/fleet.py, a field in the health handler's answer, the
+data stack's access-log retention) are deployed there; at the end the clone goes back to this checkout's HEAD
+and `inv deploy.auto` deploys it, so the environment runs a commit of your history again. A protected
+environment is refused.
 """
 
 from __future__ import annotations
@@ -37,9 +46,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: deploykit from this checkout
+
+from deploykit.aws import AwsFactory  # noqa: E402
+from deploykit.config import load_config  # noqa: E402
+from deploykit.errors import DeployKitError  # noqa: E402
+
 TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
 
@@ -69,24 +82,26 @@ def private_toml(text: str) -> tuple[str, dict[str, int]]:
 
 
 class Bench:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env_name: str | None = None) -> None:
         self.root = root
+        self.env_name = env_name  # None: the clone's default environment, its private sandbox
         self.results: dict[str, float] = {}
 
-    def inv(self, *args: str) -> float:
+    def command(self, task: str) -> list[str]:
+        return [sys.executable, "-m", "invoke", task, *(["--env", self.env_name] if self.env_name else [])]
+
+    def inv(self, task: str) -> float:
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root, capture_output=True, text=True)
+        done = subprocess.run(self.command(task), cwd=self.root, capture_output=True, text=True)
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             sys.stderr.write(done.stderr[-3000:])
-            raise SystemExit(f"inv {' '.join(args)} failed (exit {done.returncode})")
+            raise SystemExit(f"{' '.join(self.command(task)[2:])} failed (exit {done.returncode})")
         return seconds
 
     def last_steps(self) -> dict[str, float]:
         """The steps of the newest deploy in the environment's history and their seconds (as `inv history`)."""
-        done = subprocess.run(
-            [sys.executable, "-m", "invoke", "history", "--json"], cwd=self.root, capture_output=True, text=True
-        )
+        done = subprocess.run([*self.command("history"), "--json"], cwd=self.root, capture_output=True, text=True)
         newest = json.loads(done.stdout)["deployments"][0]
         return {step["step"]: step["seconds"] for step in newest["steps"] if step["step"] not in GROUPS}
 
@@ -105,20 +120,17 @@ class Bench:
 
     def plain_script(self) -> float:
         """docker build + push, update-service --force-new-deployment, wait services-stable (15 s polls)."""
-        import tomllib
-
-        raw = tomllib.loads((self.root / "deploy.toml").read_text())
-        env = raw["environments"]["sandbox"]
-        session = boto3.session.Session(region_name=env["region"], aws_access_key_id="x", aws_secret_access_key="x")
-        ecr = session.client("ecr", endpoint_url=env["endpoint_url"])
-        ecs = session.client("ecs", endpoint_url=env["endpoint_url"])
+        config = load_config(self.root / "deploy.toml")
+        env = config.environment(self.env_name)
+        aws = AwsFactory(env)  # the environment's region, endpoint and credentials, as `inv` has them
+        ecr, ecs = aws.client("ecr"), aws.client("ecs")
         token = ecr.get_authorization_token()["authorizationData"][0]
         user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
         registry = token["proxyEndpoint"].split("://", 1)[-1]
-        image = f"{registry}/{env['repository']}:plain-{int(time.time())}"
+        image = f"{registry}/{env.repository}:plain-{int(time.time())}"
         # as the team's script did behind the proxy: the host's extra CA certificates in the build context
         # (and, on this machine, the host network: the engine has no bridge)
-        certs = Path(raw.get("build", {}).get("extra_ca_dir") or "/nonexistent")
+        certs = Path(config.build.extra_ca_dir or "/nonexistent")
         for crt in certs.glob("*.crt") if certs.is_dir() else ():
             shutil.copy(crt, self.root / "backend" / "certs" / crt.name)
         started = time.perf_counter()
@@ -132,7 +144,7 @@ class Bench:
                 "-t",
                 image,
                 "--build-arg",
-                f"BASE_IMAGE={env['base_image']}",
+                f"BASE_IMAGE={config.base_image_for(env)}",
                 "backend",
             ],
             cwd=self.root,
@@ -148,53 +160,88 @@ class Bench:
             capture_output=True,
         )
         subprocess.run(["docker", "push", "-q", image], check=True, capture_output=True)
-        ecs.update_service(cluster=env["cluster"], service=env["service"], forceNewDeployment=True)
-        ecs.get_waiter("services_stable").wait(cluster=env["cluster"], services=[env["service"]])
+        ecs.update_service(cluster=env.cluster, service=env.service, forceNewDeployment=True)
+        ecs.get_waiter("services_stable").wait(cluster=env.cluster, services=[env.service])
         return time.perf_counter() - started
+
+
+def scenarios(bench: Bench) -> dict[str, float]:
+    """(a)-(d), before and after, on an environment that runs the clone's HEAD; (b)'s steps."""
+    r, root = bench.results, bench.root
+    r["a: nothing changed"] = statistics.median(bench.inv("deploy.auto") for _ in range(3))
+    bench.touch_backend(1)
+    r["b: one backend file"] = bench.inv("deploy.auto")
+    b_steps = bench.last_steps()
+    bench.edit(
+        "lambda/health_handler/handler.py",
+        'body = {"status": "ok", ',
+        'body = {"status": "ok", "release": "bench", ',
+        "lambda: a change",
+    )
+    r["c: one Lambda handler"] = bench.inv("deploy.auto")
+    bench.edit("cdk/stacks/data_stack.py", "ACCESS_LOG_DAYS = 365", "ACCESS_LOG_DAYS = 400", "data: a setting")
+    r["d: one stack setting"] = bench.inv("deploy.auto")
+    bench.touch_backend(2)
+    shutil.rmtree(root / "cdk.out", ignore_errors=True)
+    r["before: full deploy (every stack + app)"] = bench.inv("deploy.full")
+    bench.touch_backend(3)
+    r["after: plain script (build, push, force-new-deployment, wait)"] = bench.plain_script()
+    return b_steps
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", action="store_true", help="leave the clone and its sandbox up")
+    parser.add_argument("--keep", action="store_true", help="leave the clone (and its private sandbox) up")
+    parser.add_argument(
+        "--env",
+        metavar="NAME",
+        help="measure this environment of deploy.toml instead of a private sandbox (deploys the bench's commits, "
+        "then this checkout's HEAD again)",
+    )
     args = parser.parse_args()
+    say = sys.stderr.write
+    if args.env:
+        try:
+            env = load_config(REPO / "deploy.toml").environment(args.env)
+        except DeployKitError as exc:
+            say(f"❌ {exc.message}\n  → next: {exc.next_step}\n")
+            return 2
+        if env.protected:
+            say(f"❌ environment {env.name!r} is protected: the bench deploys throwaway commits to it\n")
+            say("  → next: measure a development environment (or the private sandbox: no --env)\n")
+            return 2
 
     root = Path(tempfile.mkdtemp(prefix="deploykit-bench-")) / "checkout"
     subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(root)], check=True)
-    text, ports = private_toml((root / "deploy.toml").read_text())
-    (root / "deploy.toml").write_text(text)
-    git(root, "commit", "-qam", "bench: a private sandbox")
+    head = git(root, "rev-parse", "HEAD").strip()
+    if not args.env:
+        text, ports = private_toml((root / "deploy.toml").read_text())
+        (root / "deploy.toml").write_text(text)
+        git(root, "commit", "-qam", "bench: a private sandbox")
     # what ./dev does for a checkout (step 1b): bytecode for the toolkit's sources, also where
     # PYTHONDONTWRITEBYTECODE is set (this machine), so each command does not compile them again
     sources = ["deploykit", "plugins", "sandbox", "cdk/app.py", "cdk/stacks", "tasks.py"]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *sources], cwd=root, check=True, capture_output=True)
-    bench = Bench(root)
-    say = sys.stderr.write
-    say(f"🏁 benchmark in {root} (sandbox on 127.0.0.1:{ports['aws']}, ALB :{ports['listener']})\n")
+    bench = Bench(root, args.env)
+    if args.env:
+        say(f"🏁 benchmark in {root} on environment {args.env!r}\n")
+    else:
+        say(f"🏁 benchmark in {root} (sandbox on 127.0.0.1:{ports['aws']}, ALB :{ports['listener']})\n")
+    deployed, r = False, bench.results
     try:
-        bench.inv("sandbox.up")
-        r = bench.results
+        if not args.env:
+            bench.inv("sandbox.up")
+        deployed = True  # from here on the environment may run the clone's commits
         r["setup: first deploy.full"] = bench.inv("deploy.full")
-        r["a: nothing changed"] = statistics.median(bench.inv("deploy.auto") for _ in range(3))
-        bench.touch_backend(1)
-        r["b: one backend file"] = bench.inv("deploy.auto")
-        b_steps = bench.last_steps()
-        bench.edit(
-            "lambda/health_handler/handler.py",
-            'body = {"status": "ok", ',
-            'body = {"status": "ok", "release": "bench", ',
-            "lambda: a change",
-        )
-        r["c: one Lambda handler"] = bench.inv("deploy.auto")
-        bench.edit("cdk/stacks/data_stack.py", "ACCESS_LOG_DAYS = 365", "ACCESS_LOG_DAYS = 400", "data: a setting")
-        r["d: one stack setting"] = bench.inv("deploy.auto")
-        bench.touch_backend(2)
-        shutil.rmtree(root / "cdk.out", ignore_errors=True)
-        r["before: full deploy (every stack + app)"] = bench.inv("deploy.full")
-        bench.touch_backend(3)
-        r["after: plain script (build, push, force-new-deployment, wait)"] = bench.plain_script()
+        b_steps = scenarios(bench)
     finally:
+        if args.env and deployed:
+            say(f"↩️  putting {head[:12]} (this checkout's HEAD) back on {args.env!r}: inv deploy.auto\n")
+            git(root, "reset", "-q", "--hard", head)
+            bench.inv("deploy.auto")
         if not args.keep:
-            subprocess.run([sys.executable, "-m", "invoke", "sandbox.down"], cwd=root, capture_output=True)
+            if not args.env:
+                subprocess.run([sys.executable, "-m", "invoke", "sandbox.down"], cwd=root, capture_output=True)
             shutil.rmtree(root.parent, ignore_errors=True)
 
     b = r["b: one backend file"]
