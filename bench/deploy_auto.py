@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: deploykit from this checkout
 
 from deploykit.aws import AwsFactory  # noqa: E402
-from deploykit.config import load_config  # noqa: E402
+from deploykit.config import load_config, parse_config  # noqa: E402
 from deploykit.errors import DeployKitError  # noqa: E402
 
 TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
@@ -201,8 +202,12 @@ def main() -> int:
     args = parser.parse_args()
     say = sys.stderr.write
     if args.env:
-        try:
-            env = load_config(REPO / "deploy.toml").environment(args.env)
+        try:  # deploy.toml as the clone will have it: HEAD's
+            text = git(REPO, "show", "HEAD:deploy.toml")
+            env = parse_config(tomllib.loads(text), REPO / "deploy.toml").environment(args.env)
+        except tomllib.TOMLDecodeError as exc:
+            say(f"❌ deploy.toml at HEAD is not valid TOML: {exc}\n  → next: fix it and commit\n")
+            return 2
         except DeployKitError as exc:
             say(f"❌ {exc.message}\n  → next: {exc.next_step}\n")
             return 2
@@ -238,7 +243,11 @@ def main() -> int:
         if args.env and deployed:
             say(f"↩️  putting {head[:12]} (this checkout's HEAD) back on {args.env!r}: inv deploy.auto\n")
             git(root, "reset", "-q", "--hard", head)
-            bench.inv("deploy.auto")
+            try:
+                bench.inv("deploy.auto")
+            except SystemExit as exc:
+                say(f"❌ {exc}: {args.env!r} may still run the bench's commits\n")
+                say(f"  → next: from your checkout, at {head[:12]}: inv deploy.auto --env {args.env}\n")
         if not args.keep:
             if not args.env:
                 subprocess.run([sys.executable, "-m", "invoke", "sandbox.down"], cwd=root, capture_output=True)
