@@ -211,6 +211,10 @@ def main() -> int:
         except DeployKitError as exc:
             say(f"❌ {exc.message}\n  → next: {exc.next_step}\n")
             return 2
+        if env.name == "sandbox":  # the one `inv` starts and stops for a checkout (tasks._ensure_sandbox)
+            say("❌ --env sandbox: the bench measures a private sandbox of its own, beside the one you run\n")
+            say("  → next: run it without --env\n")
+            return 2
         if env.protected:
             say(f"❌ environment {env.name!r} is protected: the bench deploys throwaway commits to it\n")
             say("  → next: measure a development environment (or the private sandbox: no --env)\n")

@@ -24,3 +24,17 @@ def test_unknown_environment_exits_2_naming_the_known_ones_and_clones_nothing(tm
     assert "→ next:" in done.stderr
     assert list(tmp_path.iterdir()) == []
     assert done.stdout == ""
+
+
+def test_the_checkouts_own_sandbox_is_refused_the_bench_makes_its_own(tmp_path: Path) -> None:
+    environ = dict(os.environ, TMPDIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "deploy_auto.py"), "--env", "sandbox"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "private sandbox of its own" in done.stderr and "run it without --env" in done.stderr
+    assert list(tmp_path.iterdir()) == []
