@@ -11,13 +11,14 @@ deploy, then the app chain, smoke once at the end.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from deploykit import changes, ecs, lambda_chain, packaging, planner
 from deploykit.app_chain import PushImage, RegisterTaskDef, RollService, WaitHealthy
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, at_once
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints
 from deploykit.errors import UsageError
@@ -35,24 +36,34 @@ KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "�
 def live_components(
     aws: AwsFactory, config: Config, env: EnvConfig, endpoints: Endpoints | None
 ) -> dict[str, str | None]:
-    """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown)."""
-    found = History(aws, env, endpoints.artifacts_bucket) if endpoints and endpoints.artifacts_bucket else None
-    record = {c: v.get("sha") for c, v in found.live().items()} if found else {}
-    live: dict[str, str | None] = {}
-    for component in changes.components_of(config):
+    """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown).
+
+    The live record, the service's image and each function's version are read at once (:func:`at_once`)."""
+    components = changes.components_of(config)
+    if endpoints is None:
+        return dict.fromkeys(components)
+    found = History(aws, env, endpoints.artifacts_bucket) if endpoints.artifacts_bucket else None
+    reads: dict[str, Callable[[], Any]] = {"record": found.live if found else dict}
+    for component in components:
         kind, _, name = component.partition(":")
-        if endpoints is None:
-            live[component] = None
-        elif kind == "app":
+        function_name = endpoints.functions.get(name) if kind == "lambda" else None
+        if kind == "app":
+            reads[component] = partial(_live_image_tag, aws, env, completed=True)
+        elif function_name:
+            reads[component] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
+    read = at_once(reads)
+    record = {c: v.get("sha") for c, v in read.pop("record").items()}
+    live: dict[str, str | None] = {}
+    for component in components:
+        kind, _, name = component.partition(":")
+        if kind == "app":
             # the running image, unless the live record (what a deploy verified, smoke included) says another:
             # then that deploy did not finish — interrupted, or the service changed by other means — and the
             # app counts from what was last verified, so deploy.auto waits for it and smokes it
-            image, verified = _live_image_tag(aws, env, completed=True), record.get(component)
+            image, verified = read[component], record.get(component)
             live[component] = verified if verified and image and verified != image else (image or verified)
         elif kind == "lambda":
-            function_name = endpoints.functions.get(name)
-            sha = lambda_chain.live_git_sha(aws.client("lambda"), function_name) if function_name else None
-            live[component] = sha or (record.get(component) if function_name else None)
+            live[component] = (read[component] or record.get(component)) if component in read else None
         else:
             stack = getattr(env.stacks, name)
             live[component] = record.get(component) if stack in endpoints.outputs else None

@@ -722,7 +722,7 @@ def deploy_auto(
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         unchanged = auto.unchanged_components(a.found, a.revision)
         plan = dataclasses.replace(plan, deploys=plan.deploys + unchanged) if plan else plan
-        estimates = _estimates(a.aws, a.env) if plan and not (dry_run and as_json) else {}
+        estimates = _estimates(a.aws, a.env, a.endpoints) if plan and not (dry_run and as_json) else {}
     lines = auto.analysis_lines(a.found, a.env)
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
@@ -750,9 +750,9 @@ def deploy_auto(
     return run_plan(runtime, a.config, a.env, plan, dry_run=False, as_json=as_json, aws=a.aws, rollback=rollback)
 
 
-def _estimates(aws: AwsFactory, env: EnvConfig) -> dict[str, float]:
-    found = history.History.of(aws, env)
-    return history.estimates(found.records(30)) if found else {}
+def _estimates(aws: AwsFactory, env: EnvConfig, found_endpoints: Endpoints) -> dict[str, float]:
+    bucket = found_endpoints.artifacts_bucket  # as History.of would find it, without reading the stack again
+    return history.estimates(history.History(aws, env, bucket).records(30)) if bucket else {}
 
 
 def diff(

@@ -19,10 +19,12 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from deploykit.aws import at_once
 from deploykit.errors import ConfigError, UsageError
 from deploykit.stacks import is_missing_stack, outputs_of
 
@@ -163,8 +165,8 @@ def resolve_endpoints(cfn: Any, env: EnvConfig, overrides: Mapping[str, str] | N
     stack_names = {role: str(getattr(env.stacks, role)) for role in STACK_ROLES}
     by_stack: dict[str, dict[str, str]] = {}
     absent: list[str] = []
-    for name in stack_names.values():
-        outputs = read_outputs(cfn, name)
+    read = at_once({name: partial(read_outputs, cfn, name) for name in stack_names.values()})
+    for name, outputs in read.items():
         if outputs is None:
             absent.append(name)
         else:

@@ -21,12 +21,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 from tabulate import tabulate
 
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig
 from deploykit.endpoints import read_outputs
 from deploykit.plan import RunReport
@@ -195,11 +196,12 @@ class History:
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             keys += [str(o["Key"]) for o in page.get("Contents") or ()]
-        found = []
-        for key in sorted(keys, reverse=True)[: max(0, limit)]:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            found.append(Record.from_json(json.loads(body)))
-        return found
+        newest = sorted(keys, reverse=True)[: max(0, limit)]
+        bodies = at_once({key: partial(self._body, key) for key in newest})  # one round trip, not one per record
+        return [Record.from_json(json.loads(bodies[key])) for key in newest]
+
+    def _body(self, key: str) -> bytes:
+        return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
 
 def estimates(records: Sequence[Record]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -225,3 +226,15 @@ def test_an_override_naming_no_output_is_a_config_error(deployed: Any, env: EnvC
     assert err.value.next_step == "fix [environments.dev.endpoints] in deploy.toml"
     with pytest.raises(ConfigError, match="not a valid template"):
         resolve_endpoints(deployed, env, {"alb_url": "http://{AlbDnsName"})
+
+
+def test_the_five_stacks_are_read_at_once(deployed: Any, env: EnvConfig) -> None:
+    """One round trip for the five outputs, not five: each DescribeStacks waits until all five are in flight."""
+    barrier = threading.Barrier(5, timeout=10)
+    deployed.meta.events.register("before-call.cloudformation.DescribeStacks", lambda **_: wait(barrier))
+    assert resolve_endpoints(deployed, env).tables["cars"] == "data-cars-1"
+
+
+def wait(barrier: threading.Barrier) -> None:
+    """A before-call handler that holds the call until the barrier's other parties are there (None: no answer)."""
+    barrier.wait()

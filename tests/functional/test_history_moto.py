@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -76,6 +77,11 @@ def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, d
     # a failed deploy never moves the live record; redeploying the same SHA keeps its "since"
     assert live["app"] == {"sha": "aaaaaaaaaaaa", "when": first.when, "record": first.id}
     assert live["stack:api"]["record"] == again.id
+
+    # the records' bodies are fetched together: each GetObject waits until all three are in flight
+    barrier = threading.Barrier(3, timeout=10)
+    store.s3.meta.events.register("before-call.s3.GetObject", lambda **_: wait(barrier))
+    assert [r.id for r in store.records()] == [again.id, failed.id, first.id]
 
 
 def test_estimates_are_the_median_of_steps_that_did_something() -> None:
@@ -154,3 +160,8 @@ def test_every_executed_plan_that_deploys_leaves_a_record(bucket: str, dev_env: 
         {"lambda:login_handler": None},
     )
     assert store.live()["lambda:login_handler"]["sha"] == "dddddddddddd"
+
+
+def wait(barrier: threading.Barrier) -> None:
+    """A before-call handler that holds the call until the barrier's other parties are there (None: no answer)."""
+    barrier.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -265,3 +266,45 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
         "tags": [],
     }
     assert auto.live_components(aws, config, env, endpoints)["app"] == "aaaaaaaaaaaa"  # td:7's, not td:8's
+
+
+def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
+    """The live record, the service and both functions' aliases are asked for together: each first call waits
+    for the other three (one after the other, the first would wait alone and the barrier break)."""
+    import threading
+    from unittest.mock import Mock
+
+    from deploykit.aws import AwsFactory
+    from deploykit.testing import sample_endpoints
+
+    config, env, _revision = setup(with_lambdas)
+    barrier = threading.Barrier(4, timeout=10)
+
+    def together(answer: Any) -> Any:
+        def call(*_args: Any, **_kwargs: Any) -> Any:
+            barrier.wait()
+            return answer
+
+        return call
+
+    ecs = Mock()
+    ecs.describe_services.side_effect = together({"services": [{"status": "ACTIVE", "taskDefinition": "arn:td:7"}]})
+    ecs.describe_task_definition.return_value = {
+        "taskDefinition": {
+            "taskDefinitionArn": "arn:td:7",
+            "containerDefinitions": [{"name": "backend", "image": "reg/repo:aaaaaaaaaaaa"}],
+        },
+        "tags": [],
+    }
+    lam = Mock()
+    lam.get_alias.side_effect = together({"FunctionVersion": "3"})
+    lam.get_function_configuration.return_value = {"Description": "code s3://b/k git bbbbbbbbbbbb"}
+    s3 = Mock()
+    s3.get_object.side_effect = together({"Body": Mock(read=Mock(return_value=b"{}"))})
+    aws = Mock(spec=AwsFactory)
+    aws.client.side_effect = lambda name: {"ecs": ecs, "lambda": lam, "s3": s3}[name]
+    endpoints = sample_endpoints(functions={"login_handler": "api-login-1", "health_handler": "api-health-1"})
+    live = auto.live_components(aws, config, env, endpoints)
+    assert (live["app"], live["lambda:login_handler"], live["lambda:health_handler"]) == ("aaaaaaaaaaaa",) + (
+        "bbbbbbbbbbbb",
+    ) * 2

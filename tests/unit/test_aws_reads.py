@@ -1,0 +1,58 @@
+"""deploykit.aws: independent reads at once, and one client per service from any thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from functools import partial
+from typing import Any
+from unittest.mock import Mock
+
+import boto3
+import pytest
+
+from deploykit.aws import AwsFactory, at_once
+from deploykit.config import EnvConfig, Stacks
+
+
+def test_reads_are_in_flight_together_and_come_back_by_key() -> None:
+    barrier = threading.Barrier(3, timeout=10)  # one read at a time would break it: each waits for the others
+
+    def read(value: int) -> int:
+        barrier.wait()
+        return value
+
+    assert at_once({"a": lambda: read(1), "b": lambda: read(2), "c": lambda: read(3)}) == {"a": 1, "b": 2, "c": 3}
+
+
+def test_a_failed_read_raises_as_it_would_alone_the_first_in_order_when_several_fail() -> None:
+    def fails(message: str) -> Any:
+        raise LookupError(message)
+
+    with pytest.raises(LookupError, match="first"):
+        at_once({"ok": lambda: 1, "x": lambda: fails("first"), "y": lambda: fails("second")})
+
+
+def test_a_single_read_runs_in_the_calling_thread() -> None:
+    assert at_once({"only": lambda: threading.current_thread().name}) == {"only": threading.current_thread().name}
+
+
+def test_clients_asked_for_from_many_threads_are_made_once_per_service() -> None:
+    env = EnvConfig("dev", "eu-west-1", "cluster", "service", "backend", "repo", Stacks("r", "d", "a", "f", "p"))
+    session = Mock(spec=boto3.session.Session)
+
+    def make(service: str, **_: Any) -> Mock:
+        time.sleep(0.05)  # botocore takes longer: the window where two threads could both make one
+        return Mock(name=service)
+
+    session.client.side_effect = make
+    aws = AwsFactory(env, session=session)
+    barrier = threading.Barrier(6, timeout=10)
+
+    def ask(service: str) -> Any:
+        barrier.wait()  # all six ask at the same moment
+        return aws.client(service)
+
+    got = at_once({i: partial(ask, "ecs" if i % 2 else "s3") for i in range(6)})
+    assert len({id(c) for i, c in got.items() if i % 2}) == 1 and len({id(c) for i, c in got.items() if not i % 2}) == 1
+    assert sorted(call.args[0] for call in session.client.call_args_list) == ["ecs", "s3"]
