@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,7 +22,7 @@ from tabulate import tabulate
 from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
-from deploykit.aws import AwsFactory, translate_error
+from deploykit.aws import AwsFactory, at_once, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import Config, EnvConfig, load_config
@@ -712,17 +713,26 @@ def deploy_auto(
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
     with aws_errors(a.env):
-        inputs = auto.Inputs(  # each read only when a changed component needs it: nothing-to-do stays quick
+        # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
+        reads: dict[str, Callable[[], Any]] = {}
+        if "stack:api" in changed:
+            reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
+        if "app" in changed:
+            reads["repository_uri"] = partial(registry.repository_uri, a.aws)
+        if changed and not (dry_run and as_json):  # something changed: a plan to estimate
+            reads["estimates"] = partial(_estimates, a.aws, a.env, a.endpoints)
+        read = at_once(reads)
+        inputs = auto.Inputs(
             image_tag=a.live.get("app") or "",
-            code_keys=current_code_keys(a.aws, a.config, a.env)[0] if "stack:api" in changed else {},
+            code_keys=read.get("code_keys", {}),
             functions=dict(a.endpoints.functions),
-            repository_uri=registry.repository_uri(a.aws) if "app" in changed else "",
+            repository_uri=read.get("repository_uri", ""),
         )
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         unchanged = auto.unchanged_components(a.found, a.revision)
         plan = dataclasses.replace(plan, deploys=plan.deploys + unchanged) if plan else plan
-        estimates = _estimates(a.aws, a.env, a.endpoints) if plan and not (dry_run and as_json) else {}
+        estimates = read.get("estimates", {}) if plan else {}
     lines = auto.analysis_lines(a.found, a.env)
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
