@@ -8,7 +8,8 @@ It clones this checkout's HEAD into a temporary folder, gives it a private sandb
 sandbox you already run is not touched), deploys everything once (`inv deploy.full`), then times, each as a
 process the way a developer runs it:
 
-  (a) `inv deploy.auto` with nothing changed (median of 3 runs);
+  (a) `inv deploy.auto` with nothing changed (median of 3 runs); and again with each AWS call made 100 ms later
+      (bench/latency.py), as far away as AWS is from a laptop;
   (b) `inv deploy.auto` after one committed backend source file;
   (c) `inv deploy.auto` after one committed Lambda handler;
   (d) `inv deploy.auto` after one committed stack setting (the data stack's access-log retention);
@@ -55,6 +56,8 @@ from deploykit.config import load_config, parse_config  # noqa: E402
 from deploykit.errors import DeployKitError  # noqa: E402
 
 TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
+AWS_LATENCY = 0.1  # seconds: an AWS call from a laptop takes 50-200 ms, one on the sandbox about 10 ms
+LATENCY_ROW = f"a, each AWS call {AWS_LATENCY * 1000:.0f} ms later (as far as AWS)"
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
 
 
@@ -91,9 +94,13 @@ class Bench:
     def command(self, task: str) -> list[str]:
         return [sys.executable, "-m", "invoke", task, *(["--env", self.env_name] if self.env_name else [])]
 
-    def inv(self, task: str) -> float:
+    def inv(self, task: str, *, latency: float = 0.0) -> float:
+        """Seconds ``inv TASK`` takes; with ``latency``, each AWS call waits that long first (bench/latency.py)."""
+        command = self.command(task)
+        if latency:
+            command[1:3] = ["bench/latency.py", str(latency)]
         started = time.perf_counter()
-        done = subprocess.run(self.command(task), cwd=self.root, capture_output=True, text=True)
+        done = subprocess.run(command, cwd=self.root, capture_output=True, text=True)
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             sys.stderr.write(done.stderr[-3000:])
@@ -170,6 +177,8 @@ def scenarios(bench: Bench) -> dict[str, float]:
     """(a)-(d), before and after, on an environment that runs the clone's HEAD; (b)'s steps."""
     r, root = bench.results, bench.root
     r["a: nothing changed"] = statistics.median(bench.inv("deploy.auto") for _ in range(3))
+    if not bench.env_name:  # the sandbox as far away as AWS: what deploy.auto does call after call shows
+        r[LATENCY_ROW] = statistics.median(bench.inv("deploy.auto", latency=AWS_LATENCY) for _ in range(3))
     bench.touch_backend(1)
     r["b: one backend file"] = bench.inv("deploy.auto")
     b_steps = bench.last_steps()
