@@ -56,12 +56,16 @@ def at_once(reads: Mapping[K, Callable[[], T]]) -> dict[K, T]:
     """Run reads that do not depend on each other at the same time: one round trip for all instead of one each
     (on AWS a call from a laptop takes 50-200 ms; deploy.auto reads a dozen things before it knows what to do).
     boto3 clients are thread-safe, and :meth:`AwsFactory.client` is too. A read that fails raises as it would
-    have alone; when several fail, the first in ``reads``' order."""
+    have alone (when several fail, the first in ``reads``' order) without waiting for the others, nor does Ctrl-C;
+    reads not started by then are not started."""
     if len(reads) <= 1:
         return {key: read() for key, read in reads.items()}
-    with ThreadPoolExecutor(max_workers=min(READERS, len(reads)), thread_name_prefix="read") as pool:
+    pool = ThreadPoolExecutor(max_workers=min(READERS, len(reads)), thread_name_prefix="read")
+    try:
         futures = {key: pool.submit(read) for key, read in reads.items()}
         return {key: future.result() for key, future in futures.items()}
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def is_throttling(exc: BaseException) -> bool:

@@ -56,3 +56,24 @@ def test_clients_asked_for_from_many_threads_are_made_once_per_service() -> None
     got = at_once({i: partial(ask, "ecs" if i % 2 else "s3") for i in range(6)})
     assert len({id(c) for i, c in got.items() if i % 2}) == 1 and len({id(c) for i, c in got.items() if not i % 2}) == 1
     assert sorted(call.args[0] for call in session.client.call_args_list) == ["ecs", "s3"]
+
+
+def test_a_failure_is_raised_without_waiting_for_slower_reads_and_queued_ones_never_start() -> None:
+    release, started = threading.Event(), []
+
+    def slow(n: int) -> int:
+        started.append(n)
+        release.wait(10)
+        return n
+
+    def fails() -> int:
+        raise LookupError("refused")
+
+    reads = {"fails": fails, **{i: partial(slow, i) for i in range(12)}}
+    begun = time.monotonic()
+    with pytest.raises(LookupError, match="refused"):
+        at_once(reads)
+    waited = time.monotonic() - begun
+    release.set()
+    assert waited < 5, "the failure waited for the slow reads"
+    assert len(started) < 12, "reads queued behind the full pool started after the failure"
