@@ -10,15 +10,19 @@ from pathlib import Path
 from tests.conftest import REPO
 
 
-def test_unknown_environment_exits_2_naming_the_known_ones_and_clones_nothing(tmp_path: Path) -> None:
-    environ = dict(os.environ, TMPDIR=str(tmp_path))  # where the bench would put its clone
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "deploy_auto.py"), "--env", "nope"],
+def bench(tmp_path: Path, env: str) -> subprocess.CompletedProcess[str]:
+    """The bench with ``--env env``, its temporary folder (where it would clone) in ``tmp_path``."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "deploy_auto.py"), "--env", env],
         capture_output=True,
         text=True,
-        env=environ,
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
         timeout=60,
     )
+
+
+def test_unknown_environment_exits_2_naming_the_known_ones_and_clones_nothing(tmp_path: Path) -> None:
+    done = bench(tmp_path, "nope")
     assert done.returncode == 2, done.stderr
     assert "unknown environment 'nope'" in done.stderr and "sandbox" in done.stderr
     assert "→ next:" in done.stderr
@@ -27,14 +31,7 @@ def test_unknown_environment_exits_2_naming_the_known_ones_and_clones_nothing(tm
 
 
 def test_the_checkouts_own_sandbox_is_refused_the_bench_makes_its_own(tmp_path: Path) -> None:
-    environ = dict(os.environ, TMPDIR=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "deploy_auto.py"), "--env", "sandbox"],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-    )
+    done = bench(tmp_path, "sandbox")
     assert done.returncode == 2, done.stderr
     assert "private sandbox of its own" in done.stderr and "run it without --env" in done.stderr
     assert list(tmp_path.iterdir()) == []
