@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,14 @@ def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
     cfn = boto3.client("cloudformation", region_name="eu-west-1")
     create_stack(cfn, dev_env.stacks.registry, {"ArtifactsBucketName": ARTIFACTS_BUCKET})
     return ARTIFACTS_BUCKET
+
+
+def held_together(client: Any, operation: str, parties: int) -> None:
+    """Hold each ``operation`` call of ``client`` until ``parties`` of them are in flight: calls made one after the
+    other break the barrier, and the first fails with BrokenBarrierError."""
+    barrier = threading.Barrier(parties, timeout=10)
+
+    def hold(**_: Any) -> None:  # None: no answer of its own, botocore sends the call
+        barrier.wait()
+
+    client.meta.events.register(f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}", hold)

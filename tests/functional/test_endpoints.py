@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ from moto import mock_aws
 from deploykit.config import EnvConfig, Stacks
 from deploykit.endpoints import Endpoints, override_keys, resolve_endpoints
 from deploykit.errors import ConfigError, UsageError
-from tests.functional.conftest import REGION
+from tests.functional.conftest import REGION, held_together
 
 API_ID = "a1b2c3d4e5"
 POOL = f"{REGION}_AbCdEf123"
@@ -230,11 +229,5 @@ def test_an_override_naming_no_output_is_a_config_error(deployed: Any, env: EnvC
 
 def test_the_five_stacks_are_read_at_once(deployed: Any, env: EnvConfig) -> None:
     """One round trip for the five outputs, not five: each DescribeStacks waits until all five are in flight."""
-    barrier = threading.Barrier(5, timeout=10)
-    deployed.meta.events.register("before-call.cloudformation.DescribeStacks", lambda **_: wait(barrier))
+    held_together(deployed, "DescribeStacks", 5)
     assert resolve_endpoints(deployed, env).tables["cars"] == "data-cars-1"
-
-
-def wait(barrier: threading.Barrier) -> None:
-    """A before-call handler that holds the call until the barrier's other parties are there (None: no answer)."""
-    barrier.wait()

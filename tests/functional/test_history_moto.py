@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
+from tests.functional.conftest import held_together
 
 
 def report(ok: bool = True, seconds: float = 12.0) -> RunReport:
@@ -79,8 +79,7 @@ def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, d
     assert live["stack:api"]["record"] == again.id
 
     # the records' bodies are fetched together: each GetObject waits until all three are in flight
-    barrier = threading.Barrier(3, timeout=10)
-    store.s3.meta.events.register("before-call.s3.GetObject", lambda **_: wait(barrier))
+    held_together(store.s3, "GetObject", 3)
     assert [r.id for r in store.records()] == [again.id, failed.id, first.id]
 
 
@@ -160,8 +159,3 @@ def test_every_executed_plan_that_deploys_leaves_a_record(bucket: str, dev_env: 
         {"lambda:login_handler": None},
     )
     assert store.live()["lambda:login_handler"]["sha"] == "dddddddddddd"
-
-
-def wait(barrier: threading.Barrier) -> None:
-    """A before-call handler that holds the call until the barrier's other parties are there (None: no answer)."""
-    barrier.wait()
