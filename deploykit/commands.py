@@ -732,7 +732,7 @@ def deploy_auto(
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         unchanged = auto.unchanged_components(a.found, a.revision)
         plan = dataclasses.replace(plan, deploys=plan.deploys + unchanged) if plan else plan
-        estimates = read.get("estimates", {}) if plan else {}
+        estimates = read.get("estimates", {})
     lines = auto.analysis_lines(a.found, a.env)
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")

@@ -358,8 +358,7 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
     outputs = report.outputs()
     steps: list[Step] = []
     notes: list[str] = []
-    replaced: list[str] = []  # "what (was which)", for the report
-    names: list[str] = []  # "what", for the title
+    replaced: list[tuple[str, str]] = []  # (what, what it was): the title names the first, the report both
     deploys: list[tuple[str, str]] = []
     for key in sorted(k for k in outputs if k.endswith(".previous_version")):
         fn = key.removesuffix(".previous_version")
@@ -367,17 +366,15 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
         description = lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=version)
         sha = lambda_chain.git_sha_of(description.get("Description")) or ""
         steps.append(PointAlias(fn, function_name, alias, version, sha or "unknown"))
-        names.append(f"lambda:{fn}")
-        replaced.append(f"lambda:{fn} (was version {version})")
+        replaced.append((f"lambda:{fn}", f"was version {version}"))
         if sha:
             deploys.append((f"lambda:{fn}", sha))
     previous = split_image(outputs.get("previous_image", ""))
     if previous is not None:
         repository, tag = previous
         image = f"{repository}:{tag}"
-        names.append("app")
         if isinstance(error, RolledBackByEcs):
-            replaced.append(f"app (was {tag}, which ECS put back)")
+            replaced.append(("app", f"was {tag}, which ECS put back"))
             notes.append(
                 f"ECS's circuit breaker already rolled {env.service} back to {tag}: not repeated, only waited for"
             )
@@ -385,12 +382,13 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
                 WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds)
             )
         else:
-            replaced.append(f"app (was {tag})")
+            replaced.append(("app", f"was {tag}"))
             steps += app_plan(env, repository, tag, smoke=False).steps
         deploys.append(("app", tag))
     if not replaced:
         return None
     if smoke and any(isinstance(s, Smoke) for s in report.plan.steps):
         steps.append(Smoke())
-    title = "automatic rollback: " + ", ".join(names)
-    return Undo(Plan(env.name, tuple(steps), title, tuple(deploys)), tuple(notes), tuple(replaced))
+    title = "automatic rollback: " + ", ".join(name for name, _ in replaced)
+    report_lines = tuple(f"{name} ({was})" for name, was in replaced)
+    return Undo(Plan(env.name, tuple(steps), title, tuple(deploys)), tuple(notes), report_lines)
