@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,10 +312,13 @@ def version_of(url: str) -> str:
     return str(body.get("version") or body["git_sha"])
 
 
-def deployed_sandbox_project(root: Path) -> Iterator[Path]:
-    """A git clone of the app (backend, lambda, cdk) under ``root`` with its private sandbox up and ``deploy.full``
-    done; the sandbox goes down when the generator ends (a module fixture yields from it)."""
+@contextmanager
+def deployed_sandbox_project(root: Path, prepare: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """A git clone of the app (backend, lambda, cdk) under ``root`` — changed by ``prepare`` first, when given —
+    with its private sandbox up and ``deploy.full`` done; the sandbox goes down when the block ends."""
     project = sandbox_project(root, ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n")
+    if prepare is not None:
+        prepare(project)
     settings = load_settings(project / "deploy.toml")
     lifecycle.up(settings, project / "deploy.toml")
     try:

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
-    yield from deployed_sandbox_project(tmp_path_factory.mktemp("auto"))
+    with deployed_sandbox_project(tmp_path_factory.mktemp("auto")) as project:
+        yield project
 
 
 def auto(project: Path, **kwargs: object) -> tuple[RunReport | None, str, float]:

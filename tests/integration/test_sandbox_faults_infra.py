@@ -34,7 +34,7 @@ from deploykit.plan import RunReport
 from sandbox import lifecycle
 from sandbox.settings import Settings, load_settings
 from tests.conftest import REPO, git, quiet_runtime
-from tests.integration.sandbox_support import sandbox_project, version_of
+from tests.integration.sandbox_support import deployed_sandbox_project, version_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
@@ -111,29 +111,24 @@ class Sandboxed:
         return self.head()
 
 
-@pytest.fixture(scope="module")
-def sandboxed(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Sandboxed]:
-    root = sandbox_project(
-        tmp_path_factory.mktemp("faults"), ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n"
-    )
-    # fewer retries: a throttled call gives up after 3 attempts, not 6
+def fewer_retries(root: Path) -> None:
+    """A throttled call gives up after 3 attempts, not 6."""
     toml = root / "deploy.toml"
     toml.write_text(
         toml.read_text().replace("poll_interval = 0.5\n", f"poll_interval = 0.5\nmax_attempts = {MAX_ATTEMPTS}\n")
     )
     git(root, "commit", "-qam", "faults: 3 attempts")
-    settings = load_settings(toml)
+
+
+@pytest.fixture(scope="module")
+def sandboxed(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Sandboxed]:
     started = time.monotonic()
-    lifecycle.up(settings, toml)
-    try:
-        report = commands.deploy_full(runtime=quiet_runtime(root))
-        assert report is not None and report.ok
+    with deployed_sandbox_project(tmp_path_factory.mktemp("faults"), prepare=fewer_retries) as root:
+        toml = root / "deploy.toml"
         env = load_config(toml).environment()
         alb_url = commands.endpoints(runtime=quiet_runtime(root)).alb_url.rstrip("/")
         print(f"\nfaults: sandbox up and deploy.full in {time.monotonic() - started:.1f}s")
-        yield Sandboxed(root, settings, env, alb_url)
-    finally:
-        lifecycle.down(settings)
+        yield Sandboxed(root, load_settings(toml), env, alb_url)
 
 
 @pytest.fixture

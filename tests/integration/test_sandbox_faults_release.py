@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
-    yield from deployed_sandbox_project(tmp_path_factory.mktemp("faults"))
+    with deployed_sandbox_project(tmp_path_factory.mktemp("faults")) as project:
+        yield project
 
 
 def alb(project: Path) -> str:
