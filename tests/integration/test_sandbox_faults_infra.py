@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,9 +188,12 @@ def inv_deploy_auto(project: Path, **env: str) -> subprocess.Popen[str]:
     )
 
 
-def interrupt_when(process: subprocess.Popen[str], marker: str, delay: float = 0.0) -> tuple[str, float]:
-    """Ctrl-C ``process`` once its stderr shows ``marker`` (and ``delay`` more seconds); its whole stderr and the
-    seconds from start to the signal. A watchdog kills it if the marker never comes."""
+def interrupt_when(
+    process: subprocess.Popen[str], marker: str, delay: float = 0.0, until: Callable[[], bool] | None = None
+) -> tuple[str, float]:
+    """Ctrl-C ``process`` once its stderr shows ``marker`` (and ``delay`` more seconds, or as soon after as ``until``
+    says); its whole stderr and the seconds from start to the signal. A watchdog kills it if the marker never
+    comes."""
     started = time.monotonic()
     watchdog = threading.Timer(240, process.kill)
     watchdog.start()
@@ -202,6 +205,9 @@ def interrupt_when(process: subprocess.Popen[str], marker: str, delay: float = 0
             lines.append(line)
             if not signalled and marker in line:
                 time.sleep(delay)
+                deadline = time.monotonic() + 10
+                while until is not None and not until() and time.monotonic() < deadline:
+                    time.sleep(0.01)
                 process.send_signal(signal.SIGINT)
                 signalled = time.monotonic() - started
         process.wait(timeout=60)
@@ -345,10 +351,18 @@ def test_5_ctrl_c_during_roll_service_leaves_a_consistent_service_and_a_rerun_co
     started = time.monotonic()
     old = sandbox.live_version()
     new = sandbox.commit_backend_change("interrupted roll")
-    # two refusals of UpdateService: the call backs off (up to 1 s, then 2 s) while the Ctrl-C lands
+    # two refusals of UpdateService: the call backs off (a random part of 1 s, then of 2 s) while the Ctrl-C lands.
+    # The signal goes as soon as the first refusal is spent. A fixed 0.3 s after the step's start could come after
+    # both backoffs when both drew short ones (about a 2 % chance by botocore's formula; one run here failed as if
+    # it had), and the signal then landed in wait-healthy.
     lifecycle.inject_throttling(sandbox.settings, "ecs", "UpdateService", count=2)
     process = inv_deploy_auto(sandbox.root)
-    err, at = interrupt_when(process, "▶ roll-service", delay=0.3)
+
+    def a_refusal_spent() -> bool:
+        left = lifecycle.pending_faults(sandbox.settings)
+        return left != [{"service": "ecs", "operation": "UpdateService", "count": 2}]
+
+    err, at = interrupt_when(process, "▶ roll-service", until=a_refusal_spent)
     assert process.returncode == 130, err
     assert "⚠️  roll-service interrupted after" in err
     message = next(x for x in err.splitlines() if x.startswith("❌"))
