@@ -87,7 +87,9 @@ class AwsFactory:
         self.env = env
         self._session = session
         self._clients: dict[str, Any] = {}
+        self._shared: dict[Callable[[AwsFactory], Any], Any] = {}
         self._lock = threading.Lock()  # a boto3 session is not thread-safe: clients are made one at a time
+        self._shared_lock = threading.Lock()  # separate: make() asks for clients
 
     @property
     def session(self) -> boto3.session.Session:
@@ -127,6 +129,14 @@ class AwsFactory:
                     config=self.botocore_config,
                 )
             return self._clients[service]
+
+    def shared(self, make: Callable[[AwsFactory], T]) -> T:
+        """One ``make(self)`` per factory, the same from any thread: what a command reads once and remembers
+        over this factory's clients (e.g. :class:`deploykit.stacks.StackOutputs`)."""
+        with self._shared_lock:
+            if make not in self._shared:
+                self._shared[make] = make(self)
+            return self._shared[make]  # type: ignore[no-any-return]
 
 
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:

@@ -32,6 +32,7 @@ from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
+from deploykit.stacks import StackOutputs
 
 
 @dataclass
@@ -292,7 +293,7 @@ def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[
     deploy keeps what ``inv deploy.lambda`` shipped; else the API stack's ``<Function>CodeKey`` parameter.
     """
     packages = planner.lambda_packages(config)
-    names = lambda_chain.deployed_functions(aws.client("cloudformation"), env, required=False)
+    names = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
     served = lambda_chain.live_code_keys(aws.client("lambda"), {fn: n for fn, n in names.items() if fn in packages})
     parameters = stack_parameters(aws, env.stacks.api)
     keys: dict[str, str] = {}
@@ -358,7 +359,7 @@ def deploy_lambda(
     revision = git.current_revision(config.root, allow_dirty=allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        functions = lambda_chain.deployed_functions(aws.client("cloudformation"), environment)
+        functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
     if not functions.get(name):
         raise UsageError(
             f"the API stack {environment.stacks.api} has no Lambda function for {name!r} "
@@ -444,7 +445,7 @@ def destroy(
 def endpoints_if_deployed(aws: AwsFactory, env: EnvConfig) -> Endpoints | None:
     """The environment's endpoints; None when some of its stacks are not deployed (a bad override still fails)."""
     try:
-        return resolve_endpoints(aws.client("cloudformation"), env, env.endpoints)
+        return resolve_endpoints(StackOutputs.of(aws), env, env.endpoints)
     except ConfigError:
         raise
     except UsageError:
@@ -457,7 +458,7 @@ def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime
     _config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        found = resolve_endpoints(aws.client("cloudformation"), environment, environment.endpoints)
+        found = resolve_endpoints(StackOutputs.of(aws), environment, environment.endpoints)
     data = found.to_json()
     if as_json:
         runtime.stdout.write(dumps(data) + "\n")

@@ -17,16 +17,13 @@ Override keys are the field names of :class:`Endpoints`; the mapped ones are wri
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
 from deploykit.aws import at_once
 from deploykit.errors import ConfigError, UsageError
-from deploykit.stacks import is_missing_stack, outputs_of
 
 if TYPE_CHECKING:
     from deploykit.config import EnvConfig
@@ -138,21 +135,13 @@ def _sources() -> dict[str, tuple[str, str]]:
     return sources
 
 
-def read_outputs(cfn: Any, stack_name: str) -> dict[str, str] | None:
-    """The outputs of ``stack_name``; None when the stack does not exist (or was deleted)."""
-    try:
-        stacks = cfn.describe_stacks(StackName=stack_name).get("Stacks") or []
-    except ClientError as exc:
-        if is_missing_stack(exc):
-            return None
-        raise
-    if not stacks or stacks[0].get("StackStatus") == "DELETE_COMPLETE":
-        return None
-    return outputs_of(stacks[0])
+def resolve_endpoints(
+    outputs: Callable[[str], Mapping[str, str] | None], env: EnvConfig, overrides: Mapping[str, str] | None = None
+) -> Endpoints:
+    """The endpoints of ``env`` from its stacks' outputs, ``overrides`` applied last (see the module doc).
 
-
-def resolve_endpoints(cfn: Any, env: EnvConfig, overrides: Mapping[str, str] | None = None) -> Endpoints:
-    """The endpoints of ``env`` from its stacks' outputs, ``overrides`` applied last (see the module doc)."""
+    ``outputs(stack)`` reads a stack's outputs (None: not deployed); deploykit passes the command's
+    :class:`~deploykit.stacks.StackOutputs`."""
     overrides = dict(overrides or {})
     known = _sources()
     unknown = sorted(set(overrides) - set(known))
@@ -165,12 +154,12 @@ def resolve_endpoints(cfn: Any, env: EnvConfig, overrides: Mapping[str, str] | N
     stack_names = {role: str(getattr(env.stacks, role)) for role in STACK_ROLES}
     by_stack: dict[str, dict[str, str]] = {}
     absent: list[str] = []
-    read = at_once({name: partial(read_outputs, cfn, name) for name in stack_names.values()})
-    for name, outputs in read.items():
-        if outputs is None:
+    read = at_once({name: partial(outputs, name) for name in stack_names.values()})
+    for name, found in read.items():
+        if found is None:
             absent.append(name)
         else:
-            by_stack[name] = outputs
+            by_stack[name] = dict(found)
 
     values: dict[str, str] = {}
     missing: dict[str, list[str]] = {}
@@ -198,8 +187,8 @@ def resolve_endpoints(cfn: Any, env: EnvConfig, overrides: Mapping[str, str] | N
         )
 
     context: dict[str, str] = {"env": env.name, "region": env.region}
-    for outputs in by_stack.values():
-        context.update(outputs)
+    for stack_outputs in by_stack.values():
+        context.update(stack_outputs)
     context.update({k: v for k, v in values.items() if "." not in k})
     api_base = values.get("api_url", "")
     for key, template in overrides.items():

@@ -29,9 +29,9 @@ from tabulate import tabulate
 
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig
-from deploykit.endpoints import read_outputs
 from deploykit.plan import RunReport
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
+from deploykit.stacks import StackOutputs
 
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
 
@@ -136,7 +136,7 @@ def record_of(
 def find_artifacts_bucket(aws: AwsFactory, env: EnvConfig) -> str | None:
     """The environment's artifacts bucket (history, live record, lock); None when its registry stack is not
     deployed."""
-    outputs = read_outputs(aws.client("cloudformation"), env.stacks.registry) or {}
+    outputs = StackOutputs.of(aws)(env.stacks.registry) or {}
     return outputs.get(ARTIFACTS_OUTPUT) or None
 
 

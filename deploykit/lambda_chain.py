@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from deploykit import packaging
-from deploykit.endpoints import MAPPED_OUTPUTS, read_outputs, resolve_endpoints
+from deploykit.endpoints import MAPPED_OUTPUTS, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
-from deploykit.stacks import error_code
+from deploykit.stacks import StackOutputs, error_code
 
 if TYPE_CHECKING:
     from deploykit.config import Config, EnvConfig
@@ -132,26 +132,26 @@ def live_git_sha(lambda_client: Any, function_name: str) -> str | None:
     return git_sha_of(config.get("Description")) if config else None
 
 
-def deployed_functions(cfn: Any, env: EnvConfig, *, required: bool = True) -> dict[str, str]:
+def deployed_functions(outputs: StackOutputs, env: EnvConfig, *, required: bool = True) -> dict[str, str]:
     """fn (folder name) → Lambda function name, from the environment's endpoints (the API stack's outputs).
 
     When other stacks are missing, the API stack's own outputs are enough. When the API stack is not deployed:
     UsageError if ``required``, else an empty mapping.
     """
     try:
-        return dict(resolve_endpoints(cfn, env, env.endpoints).functions)
+        return dict(resolve_endpoints(outputs, env, env.endpoints).functions)
     except ConfigError:
         raise
     except UsageError:
-        outputs = read_outputs(cfn, env.stacks.api)
-    if outputs is None:
+        api = outputs(env.stacks.api)
+    if api is None:
         if not required:
             return {}
         raise UsageError(
             f"the API stack {env.stacks.api} is not deployed in environment {env.name!r}",
             next_step=f"deploy the API stack first: inv deploy.stack api --env {env.name}",
         )
-    return {fn: outputs[key] for fn, (_role, key) in MAPPED_OUTPUTS["functions"].items() if key in outputs}
+    return {fn: api[key] for fn, (_role, key) in MAPPED_OUTPUTS["functions"].items() if key in api}
 
 
 # -- published versions ---------------------------------------------------------------------------------------

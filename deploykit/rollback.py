@@ -31,6 +31,7 @@ from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
+from deploykit.stacks import StackOutputs
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -239,7 +240,7 @@ def _missing_version(env: EnvConfig, function: str, function_name: str, wanted: 
 
 def resolve_lambda(aws: AwsFactory, env: EnvConfig, component: Component, to: str | None) -> tuple[Target, str]:
     """The target and the Lambda function name."""
-    functions = lambda_chain.deployed_functions(aws.client("cloudformation"), env)
+    functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env)
     function_name = functions.get(component.function)
     if not function_name:
         raise UsageError(

@@ -16,6 +16,7 @@ from deploykit.endpoints import resolve_endpoints
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 from deploykit.plugins import BLOCK_ENV, Plugins, get_plugin_manager
+from deploykit.stacks import StackOutputs
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -54,7 +55,7 @@ def run_smoke(
             f"no checks are registered for environment {env.name!r}",
             next_step=f"install deploykit with its built-in plugins (pip install -e .), or unset {BLOCK_ENV}",
         )
-    endpoints = resolve_endpoints(aws.client("cloudformation"), env, env.endpoints)
+    endpoints = resolve_endpoints(StackOutputs.of(aws), env, env.endpoints)
     context = CheckContext(env, endpoints, aws, http or Http())
     return run_checks(checks, context) + (broken_plugin_results(plugins) if only is None else [])
 

@@ -103,7 +103,7 @@ class DeployStack(Step):
 
 def artifacts_bucket(ctx: Context, registry_stack: str) -> str:
     """The artifacts bucket, from the registry stack's output; a UsageError when the stack has none."""
-    bucket = deployer(ctx).outputs(registry_stack).get(ARTIFACTS_OUTPUT)
+    bucket = (stacks.StackOutputs.of(ctx.aws)(registry_stack) or {}).get(ARTIFACTS_OUTPUT)
     if not bucket:
         raise UsageError(
             f"stack {registry_stack} has no output {ARTIFACTS_OUTPUT}",

@@ -24,6 +24,7 @@ safe to repeat (reads and deletes). Nothing here makes a client.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import botocore.exceptions
 from botocore.exceptions import ClientError
 from tabulate import tabulate
 
-from deploykit.aws import is_throttling
+from deploykit.aws import AwsFactory, is_throttling
 from deploykit.clock import Clock
 from deploykit.errors import StepFailed, UsageError
 
@@ -185,6 +186,65 @@ def is_missing_stack(exc: BaseException) -> bool:
         and error_code(exc) == "ValidationError"
         and "does not exist" in str(exc.response.get("Error", {}).get("Message", ""))
     )
+
+
+# CloudFormation operations that change no stack; any other call may (ExecuteChangeSet, DeleteStack, ...)
+READ_OPERATIONS = ("Describe", "List", "Get", "Validate", "Estimate")
+
+
+class StackOutputs:
+    """The outputs of stacks as one command reads them: each stack is described once, then answered from memory.
+
+    A deploy needs the artifacts bucket for its lock, its live record, each Lambda step and its history record,
+    and every endpoint again for its smoke: one DescribeStacks each, 100-300 ms on AWS. What is remembered stays
+    true for the command: a stack that is changing (``*_IN_PROGRESS``) is not remembered, and any call through the
+    same client that may change a stack (anything but Describe*, List*, Get*...) forgets everything, as well as any
+    answer read while it was in flight. One per AWS factory (:meth:`of`); safe from any thread.
+    """
+
+    def __init__(self, cfn: Any) -> None:
+        self._cfn = cfn
+        self._known: dict[str, dict[str, str] | None] = {}  # None: the stack does not exist
+        self._changes = 0  # calls that may change a stack, counted when sent and when answered
+        self._lock = threading.Lock()
+        for event in ("before-call", "after-call", "after-call-error"):
+            cfn.meta.events.register(f"{event}.cloudformation", self._seen)
+
+    @classmethod
+    def of(cls, aws: AwsFactory) -> StackOutputs:
+        """The command's memory of stack outputs: one per factory."""
+        return aws.shared(_stack_outputs)
+
+    def __call__(self, stack: str) -> dict[str, str] | None:
+        """The outputs of ``stack``; None when it does not exist (or was deleted)."""
+        with self._lock:
+            if stack in self._known:
+                known = self._known[stack]
+                return None if known is None else dict(known)
+            changes = self._changes
+        try:
+            found: dict[str, Any] = (self._cfn.describe_stacks(StackName=stack).get("Stacks") or [{}])[0]
+        except ClientError as exc:
+            if not is_missing_stack(exc):
+                raise
+            found = {}  # no such stack
+        status = str(found.get("StackStatus", ""))
+        outputs = outputs_of(found) if found and status != "DELETE_COMPLETE" else None
+        with self._lock:
+            if changes == self._changes and not status.endswith("_IN_PROGRESS"):
+                self._known[stack] = outputs
+        return None if outputs is None else dict(outputs)
+
+    def _seen(self, event_name: str, **_: Any) -> None:
+        """botocore's before-call, after-call and after-call-error of every call (``<event>.cloudformation.<Op>``)."""
+        if not event_name.rsplit(".", 1)[-1].startswith(READ_OPERATIONS):
+            with self._lock:
+                self._changes += 1
+                self._known.clear()
+
+
+def _stack_outputs(aws: AwsFactory) -> StackOutputs:
+    return StackOutputs(aws.client("cloudformation"))
 
 
 def change_set_name(now: datetime, suffix: str | None = None) -> str:

@@ -13,6 +13,7 @@ from moto import mock_aws
 from deploykit.config import EnvConfig, Stacks
 from deploykit.endpoints import Endpoints, override_keys, resolve_endpoints
 from deploykit.errors import ConfigError, UsageError
+from deploykit.stacks import StackOutputs
 from tests.functional.conftest import REGION, held_together
 
 API_ID = "a1b2c3d4e5"
@@ -120,7 +121,7 @@ def deployed(cfn: Any, env: EnvConfig) -> Any:
 
 
 def test_endpoints_come_from_the_outputs_of_the_environments_stacks(deployed: Any, env: EnvConfig) -> None:
-    ep = resolve_endpoints(deployed, env)
+    ep = resolve_endpoints(StackOutputs(deployed), env)
     assert isinstance(ep, Endpoints) and ep.env == "dev" and ep.region == REGION
     assert ep.alb_url == "http://alb-1.eu-west-1.elb.amazonaws.com"
     assert ep.api_url == AWS_API and ep.login_url == f"{AWS_API}auth/login" and ep.api_health_url == f"{AWS_API}health"
@@ -151,12 +152,12 @@ def test_stack_names_come_from_the_environment(cfn: Any) -> None:
         create_stack(
             cfn, getattr(env.stacks, role), {**outputs, "ClusterName": "staging"} if role == "fargate" else outputs
         )
-    assert resolve_endpoints(cfn, env).cluster == "staging"
+    assert resolve_endpoints(StackOutputs(cfn), env).cluster == "staging"
 
 
 def test_overrides_are_templates_over_the_outputs_and_urls_below_the_api_follow(deployed: Any, env: EnvConfig) -> None:
     ep = resolve_endpoints(
-        deployed,
+        StackOutputs(deployed),
         env,
         {
             "alb_url": "http://127.0.0.1:8080",
@@ -176,7 +177,7 @@ def test_overrides_are_templates_over_the_outputs_and_urls_below_the_api_follow(
 
 def test_an_overridden_login_url_is_kept_and_endpoint_names_can_be_used(deployed: Any, env: EnvConfig) -> None:
     ep = resolve_endpoints(
-        deployed,
+        StackOutputs(deployed),
         env,
         {"api_url": "http://127.0.0.1:4567/{ApiId}/", "login_url": "{alb_url}/login", "service": "{env}-{region}"},
     )
@@ -189,7 +190,7 @@ def test_a_missing_stack_is_named_with_the_command_that_deploys_it(cfn: Any, env
     for role in ("registry", "data", "auth"):
         create_stack(cfn, getattr(env.stacks, role), OUTPUTS[role])
     with pytest.raises(UsageError) as err:
-        resolve_endpoints(cfn, env)
+        resolve_endpoints(StackOutputs(cfn), env)
     assert "not deployed: CarRentalFargateStack, CarRentalApiStack" in err.value.message
     assert err.value.next_step == "deploy the stacks: inv deploy.full --env dev"
     assert err.value.exit_code == 2
@@ -200,19 +201,22 @@ def test_a_missing_output_is_named(cfn: Any, env: EnvConfig) -> None:
         kept = {k: v for k, v in outputs.items() if k != "LoginUrl"}
         create_stack(cfn, getattr(env.stacks, role), kept)
     with pytest.raises(UsageError, match="CarRentalApiStack has no output LoginUrl"):
-        resolve_endpoints(cfn, env)
-    assert resolve_endpoints(cfn, env, {"login_url": "{ApiUrl}auth/login"}).login_url == f"{AWS_API}auth/login"
+        resolve_endpoints(StackOutputs(cfn), env)
+    assert (
+        resolve_endpoints(StackOutputs(cfn), env, {"login_url": "{ApiUrl}auth/login"}).login_url
+        == f"{AWS_API}auth/login"
+    )
 
 
 def test_a_deleted_stack_counts_as_missing(deployed: Any, env: EnvConfig) -> None:
     deployed.delete_stack(StackName=env.stacks.api)
     with pytest.raises(UsageError, match="not deployed: CarRentalApiStack"):
-        resolve_endpoints(deployed, env)
+        resolve_endpoints(StackOutputs(deployed), env)
 
 
 def test_an_unknown_override_key_is_a_config_error(deployed: Any, env: EnvConfig) -> None:
     with pytest.raises(ConfigError) as err:
-        resolve_endpoints(deployed, env, {"api_ur1": "http://x", "tables.car": "x"})
+        resolve_endpoints(StackOutputs(deployed), env, {"api_ur1": "http://x", "tables.car": "x"})
     assert "api_ur1" in err.value.message and "tables.car" in err.value.message
     assert "tables.cars" in err.value.message  # the known keys are listed
     assert "api_url" in override_keys()
@@ -220,14 +224,14 @@ def test_an_unknown_override_key_is_a_config_error(deployed: Any, env: EnvConfig
 
 def test_an_override_naming_no_output_is_a_config_error(deployed: Any, env: EnvConfig) -> None:
     with pytest.raises(ConfigError) as err:
-        resolve_endpoints(deployed, env, {"api_url": "http://127.0.0.1:4567/restapis/{RestApiId}/"})
+        resolve_endpoints(StackOutputs(deployed), env, {"api_url": "http://127.0.0.1:4567/restapis/{RestApiId}/"})
     assert "{RestApiId}" in err.value.message and "ApiId" in err.value.message
     assert err.value.next_step == "fix [environments.dev.endpoints] in deploy.toml"
     with pytest.raises(ConfigError, match="not a valid template"):
-        resolve_endpoints(deployed, env, {"alb_url": "http://{AlbDnsName"})
+        resolve_endpoints(StackOutputs(deployed), env, {"alb_url": "http://{AlbDnsName"})
 
 
 def test_the_five_stacks_are_read_at_once(deployed: Any, env: EnvConfig) -> None:
     """One round trip for the five outputs, not five: each DescribeStacks waits until all five are in flight."""
     held_together(deployed, "DescribeStacks", 5)
-    assert resolve_endpoints(deployed, env).tables["cars"] == "data-cars-1"
+    assert resolve_endpoints(StackOutputs(deployed), env).tables["cars"] == "data-cars-1"

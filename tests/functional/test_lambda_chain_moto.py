@@ -177,6 +177,21 @@ def test_new_code_is_uploaded_updated_published_and_made_live_then_a_rerun_skips
     ]
 
 
+def test_a_deploy_describes_each_stack_once(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """The artifacts bucket is needed by the lock, the live record, three steps and the history record; the
+    function names by the plan: the command reads each stack once (on AWS 100-300 ms a read)."""
+    described: list[str] = []
+    factory.client("cloudformation").meta.events.register(
+        "before-parameter-build.cloudformation.DescribeStacks",
+        lambda params, **_: described.append(params["StackName"]),
+    )
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert report is not None and report.ok and statuses(report)["update-code"] == "done"
+    assert described.count("CarRentalRegistryStack") == 1 and described.count("CarRentalApiStack") == 1, described
+
+
 def test_the_same_code_at_another_commit_is_skipped_content_addressed(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 from deploykit.clock import FakeClock
-from deploykit.stacks import StackDeployer
+from deploykit.stacks import StackDeployer, StackOutputs
 from tests.functional.conftest import REGION
 
 NAME = "CarRentalTestStack"
@@ -157,3 +159,78 @@ def test_a_preview_shows_the_changes_and_changes_nothing(cfn: Any, deployer: Sta
     left = [c["ChangeSetName"] for c in cfn.list_change_sets(StackName=NAME)["Summaries"]]
     assert not [name for name in left if "preview" in name]  # and deleted
     assert deployer.describe(NAME)["StackStatus"] == "CREATE_COMPLETE"  # type: ignore[index]
+
+
+# -- StackOutputs: each stack read once per command, forgotten when anything may have changed it ------------------
+
+
+def describes(cfn: Any) -> list[str]:
+    """The StackName of each DescribeStacks ``cfn`` sends from now on."""
+    seen: list[str] = []
+    cfn.meta.events.register(
+        "before-parameter-build.cloudformation.DescribeStacks", lambda params, **_: seen.append(params["StackName"])
+    )
+    return seen
+
+
+def create(cfn: Any) -> None:
+    """The test stack, made with CreateStack (moto keeps the outputs of those)."""
+    cfn.create_stack(
+        StackName=NAME, TemplateBody=template("v1"), Parameters=[{"ParameterKey": "Value", "ParameterValue": "v1"}]
+    )
+
+
+def test_stack_outputs_describe_each_stack_once(cfn: Any) -> None:
+    create(cfn)
+    outputs = StackOutputs(cfn)
+    seen = describes(cfn)
+    first = outputs(NAME)
+    assert first is not None and first["SettingName"] == "/car-rental/test/setting"
+    first["SettingName"] = "changed by the caller"  # a copy: what is remembered stays
+    assert outputs(NAME) == {"SettingName": "/car-rental/test/setting", "BucketName": "car-rental-test-documents"}
+    assert outputs("CarRentalAbsentStack") is None and outputs("CarRentalAbsentStack") is None
+    assert seen == [NAME, "CarRentalAbsentStack"]
+
+
+def test_a_call_that_may_change_a_stack_forgets_what_was_read(cfn: Any, deployer: StackDeployer) -> None:
+    outputs = StackOutputs(cfn)
+    seen = describes(cfn)
+    assert outputs(NAME) is None
+    deployer.deploy(NAME, template("v1"), {"Value": "v1"})  # through the same client: CreateChangeSet, Execute...
+    assert outputs(NAME) is not None
+    deployer.destroy(NAME)
+    assert outputs(NAME) is None
+    assert seen.count(NAME) > 3  # the deployer's own reads, and the three of StackOutputs
+    before = seen.count(NAME)
+    cfn.list_stacks()  # reads change nothing
+    assert outputs(NAME) is None and seen.count(NAME) == before
+
+
+def test_an_answer_read_while_a_change_was_in_flight_is_not_remembered(cfn: Any) -> None:
+    create(cfn)
+    outputs = StackOutputs(cfn)
+    seen = describes(cfn)
+    changes = [lambda: cfn.delete_stack(StackName="CarRentalOtherStack")]  # a write, once
+
+    def write_during_the_read(**_: Any) -> None:
+        while changes:
+            changes.pop()()
+
+    cfn.meta.events.register("before-call.cloudformation.DescribeStacks", write_during_the_read)
+    assert outputs(NAME) is not None and outputs(NAME) is not None
+    assert seen == [NAME, NAME]  # the first answer may predate the write: read again
+
+
+def test_a_stack_that_is_changing_is_not_remembered(aws_credentials: None) -> None:
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    stubber = Stubber(cfn)
+    for status in ("UPDATE_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_COMPLETE"):
+        stack = {"StackName": NAME, "StackStatus": status, "CreationTime": datetime(2026, 11, 28, tzinfo=UTC)}
+        stack["Outputs"] = [{"OutputKey": "Version", "OutputValue": status}]
+        stubber.add_response("describe_stacks", {"Stacks": [stack]}, {"StackName": NAME})
+    outputs = StackOutputs(cfn)
+    with stubber:
+        assert outputs(NAME) == {"Version": "UPDATE_IN_PROGRESS"}
+        assert outputs(NAME) == {"Version": "UPDATE_COMPLETE"}
+        assert outputs(NAME) == {"Version": "UPDATE_COMPLETE"}
+    assert len(stubber._queue) == 1  # the third answer was never asked for

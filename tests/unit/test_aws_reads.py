@@ -77,3 +77,25 @@ def test_a_failure_is_raised_without_waiting_for_slower_reads_and_queued_ones_ne
     release.set()
     assert waited < 5, "the failure waited for the slow reads"
     assert len(started) < 12, "reads queued behind the full pool started after the failure"
+
+
+def test_what_a_factory_shares_is_made_once_from_any_thread() -> None:
+    env = EnvConfig("dev", "eu-west-1", "cluster", "service", "backend", "repo", Stacks("r", "d", "a", "f", "p"))
+    aws = AwsFactory(env, session=Mock(spec=boto3.session.Session))
+    made: list[AwsFactory] = []
+
+    def make(factory: AwsFactory) -> object:
+        made.append(factory)
+        time.sleep(0.05)  # the window where two threads could both make one
+        return object()
+
+    barrier = threading.Barrier(4, timeout=10)
+
+    def ask() -> object:
+        barrier.wait()
+        return aws.shared(make)
+
+    got = at_once({i: ask for i in range(4)})
+    assert len({id(thing) for thing in got.values()}) == 1 and made == [aws]
+    other = AwsFactory(env, session=Mock(spec=boto3.session.Session))
+    assert other.shared(make) is not aws.shared(make)  # one per factory: per command

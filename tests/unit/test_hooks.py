@@ -188,6 +188,7 @@ def test_the_smoke_step_fails_the_plan_with_each_failed_check_and_the_rerun_comm
         "Stacks": [{"StackName": StackName, "StackStatus": "CREATE_COMPLETE", "Outputs": []}]
     }
     ctx.aws.client.return_value = cfn  # type: ignore[attr-defined]
+    ctx.aws.shared.side_effect = lambda make: make(ctx.aws)  # type: ignore[attr-defined]
     # every endpoint comes from an override here, so the stacks' (empty) outputs are enough
     ctx.env = sample_env(endpoints={key: "x" for key in override_keys()})
     with pytest.raises(StepFailed) as failed:

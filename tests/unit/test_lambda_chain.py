@@ -163,6 +163,7 @@ def context(lam: Mock, clock: FakeClock) -> Context:
     }
     aws = Mock(spec=AwsFactory)
     aws.client.side_effect = lambda service: {"lambda": lam, "cloudformation": cfn}[service]
+    aws.shared.side_effect = lambda make: make(aws)  # StackOutputs over the fake CloudFormation
     env = Mock(poll_seconds=1.0, wait_timeout=30.0)
     env.name = "test"
     return Context(Mock(), env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
