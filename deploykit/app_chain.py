@@ -191,7 +191,7 @@ class RegisterTaskDef(Step):
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
         service = ecs.describe_service(client, self.cluster, self.service)
-        taskdefs = ecs.TaskDefinitions(client)
+        taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn = service["taskDefinition"]
         wanted = ecs.derive_registration(
             taskdefs.get(current_arn), taskdefs.tags(current_arn), self.container, self.image, self.git_sha
@@ -207,8 +207,7 @@ class RegisterTaskDef(Step):
             if ecs.same_registration(existing, wanted):
                 return Outcome.skipped(f"{_rev(arn)} already runs {self.tag}", task_definition=arn)
         ensure_image_in_registry(ctx, self.repository, self.tag)
-        registered = client.register_task_definition(**wanted)["taskDefinition"]
-        arn = registered["taskDefinitionArn"]
+        arn = taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]
         return Outcome.done(f"registered {_rev(arn)} (from {_rev(current_arn)})", task_definition=arn)
 
 
@@ -234,7 +233,7 @@ class RollService(Step):
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
         service = ecs.describe_service(client, self.cluster, self.service)
-        taskdefs = ecs.TaskDefinitions(client)
+        taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:
             return Outcome.skipped(
@@ -288,6 +287,7 @@ class WaitHealthy(Step):
             ctx.clock,
             say=ctx.reporter.line,
             status=ctx.reporter.status,
+            taskdefs=ecs.TaskDefinitions.of(ctx.aws),
         )
         verdict = waiter.wait(
             cluster=self.cluster,

@@ -95,7 +95,7 @@ def _live_image_tag(aws: AwsFactory, env: EnvConfig, *, completed: bool) -> str 
             return None  # nothing completed: the app counts as changed
         arn = done[0]["taskDefinition"]
     try:
-        image = ecs.TaskDefinitions(client).image(arn, env.container)
+        image = ecs.TaskDefinitions.of(aws).image(arn, env.container)
     except UsageError:
         return None
     return image.rsplit(":", 1)[-1] if ":" in image else None

@@ -43,6 +43,10 @@ class FakeClock:
         self.sleeps.append(seconds)
         self._t += seconds
 
+    def advance(self, seconds: float) -> None:
+        """Time passes without a sleep: what a slow call takes."""
+        self._t += seconds
+
     def now(self) -> datetime:
         from datetime import timedelta
 

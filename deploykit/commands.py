@@ -260,7 +260,7 @@ def live_image_tag(aws: AwsFactory, env: EnvConfig) -> str:
     ecs_client = aws.client("ecs")
     try:
         service = ecs.describe_service(ecs_client, env.cluster, env.service)
-        image = ecs.TaskDefinitions(ecs_client).image(service["taskDefinition"], env.container)
+        image = ecs.TaskDefinitions.of(aws).image(service["taskDefinition"], env.container)
         return image.rsplit(":", 1)[-1]
     except UsageError:
         pass

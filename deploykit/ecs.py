@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploykit.aws import is_throttling
+from deploykit.aws import AwsFactory, is_throttling
 from deploykit.errors import UsageError
 
 GIT_SHA_TAG = "deploykit:git-sha"
@@ -80,11 +80,24 @@ def container_image(task_definition: dict[str, Any], container: str) -> str:
 
 
 class TaskDefinitions:
-    """Reads task definitions, each ARN once (they are immutable)."""
+    """Reads task definitions, each ARN once (a revision never changes). One per command (:meth:`of`): the revision
+    deploy.auto reads as live is the one register-taskdef starts from, the one it registers is the one roll-service
+    and wait-healthy look for, each described once. Safe from any thread (two may both read one ARN)."""
 
     def __init__(self, ecs: Any) -> None:
         self.ecs = ecs
         self._cache: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {}
+
+    @classmethod
+    def of(cls, aws: AwsFactory) -> TaskDefinitions:
+        """The command's task definitions: one per AWS factory."""
+        return aws.shared(_task_definitions)
+
+    def remember(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Keep what DescribeTaskDefinition or RegisterTaskDefinition answered; its task definition."""
+        td = answer["taskDefinition"]
+        self._cache[td["taskDefinitionArn"]] = (td, list(answer.get("tags") or []))
+        return dict(td)
 
     def get(self, arn: str) -> dict[str, Any]:
         return self._fetch(arn)[0]
@@ -94,10 +107,8 @@ class TaskDefinitions:
 
     def _fetch(self, arn: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
         if arn not in self._cache:
-            answer = self.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
-            td = answer["taskDefinition"]
-            self._cache[arn] = (td, list(answer.get("tags") or []))
-            self._cache[td["taskDefinitionArn"]] = self._cache[arn]
+            td = self.remember(self.ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"]))
+            self._cache[arn] = self._cache[td["taskDefinitionArn"]]  # asked for as family:revision or ARN
         return self._cache[arn]
 
     def image(self, arn: str, container: str) -> str:
@@ -121,6 +132,10 @@ class TaskDefinitions:
         answer = self.ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC")
         arns = [str(a) for a in answer.get("taskDefinitionArns", [])]
         return sorted(arns, key=_revision_number, reverse=True)
+
+
+def _task_definitions(aws: AwsFactory) -> TaskDefinitions:
+    return TaskDefinitions(aws.client("ecs"))
 
 
 def _revision_number(arn: str) -> int:
@@ -380,11 +395,12 @@ class RolloutWaiter:
         *,
         say: Any = print,
         status: Any = None,
+        taskdefs: TaskDefinitions | None = None,
     ) -> None:
         self.ecs, self.elbv2, self.clock = ecs, elbv2, clock
         self.say = say
         self.status = status or (lambda _text: None)
-        self.taskdefs = TaskDefinitions(ecs)
+        self.taskdefs = taskdefs or TaskDefinitions(ecs)
 
     def wait(
         self,
@@ -405,7 +421,8 @@ class RolloutWaiter:
         verdict = Verdict("waiting", "not polled yet", "")
         first = True
         while True:
-            elapsed = self.clock.monotonic() - start
+            polled = self.clock.monotonic()
+            elapsed = polled - start
             try:
                 snapshot = self.snapshot(cluster, service, container, image, since)
             except ClientError as exc:
@@ -439,7 +456,8 @@ class RolloutWaiter:
                     verdict.summary,
                     f"deadline of {timeout:g}s passed while waiting: {verdict.reason or 'no answer'}",
                 )
-            self.clock.sleep(interval)
+            # a poll every ``interval``, however long its reads took (on AWS ~7 calls one after the other)
+            self.clock.sleep(max(0.0, interval - (self.clock.monotonic() - polled)))
 
     def snapshot(self, cluster: str, service_name: str, container: str, image: str, since: datetime) -> Snapshot:
         service = describe_service(self.ecs, cluster, service_name)

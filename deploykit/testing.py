@@ -169,8 +169,26 @@ def fake_http() -> FakeHttp:
 
 @pytest.fixture
 def fake_aws(deploykit_env: EnvConfig) -> Mock:
+    return fake_factory(deploykit_env)
+
+
+def fake_factory(env: EnvConfig | None = None, **clients: Any) -> Mock:
+    """``Mock(spec=AwsFactory)`` whose ``client(name)`` answers ``clients[name]`` (when clients are given; else set
+    ``client.return_value``) and whose ``shared(make)`` makes, once, what a factory shares over its clients
+    (deploykit's memory of stack outputs and task definitions)."""
     aws = Mock(spec=AwsFactory)
-    aws.env = deploykit_env
+    if env is not None:
+        aws.env = env
+    if clients:
+        aws.client.side_effect = lambda name: clients[name]
+    made: dict[Any, Any] = {}
+
+    def shared(make: Any) -> Any:
+        if make not in made:
+            made[make] = make(aws)
+        return made[make]
+
+    aws.shared.side_effect = shared
     return aws
 
 

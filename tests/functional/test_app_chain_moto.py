@@ -75,6 +75,21 @@ def test_register_taskdef_changes_only_the_image_and_is_idempotent(project: Path
     assert len(revisions(factory)) == 2  # no identical revision
 
 
+def test_register_then_roll_describe_each_task_definition_once(project: Path, factory: AwsFactory) -> None:
+    """A revision never changes: the one register-taskdef starts from is read once, the one it registers comes
+    from its own answer, and roll-service reads neither again (on AWS 100-300 ms a read)."""
+    create_service(factory)
+    put_image(factory, current_revision(project).tag)
+    described: list[str] = []
+    factory.client("ecs").meta.events.register(
+        "before-parameter-build.ecs.DescribeTaskDefinition",
+        lambda params, **_: described.append(params["taskDefinition"]),
+    )
+    report = commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+    assert report is not None and [r.status for r in report.records] == ["done", "done"]
+    assert described == [revisions(factory)[0]]
+
+
 def test_register_taskdef_refuses_an_image_that_is_not_pushed(project: Path, factory: AwsFactory) -> None:
     create_service(factory)
     with pytest.raises(UsageError, match="is not in the registry") as err:

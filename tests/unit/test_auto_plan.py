@@ -191,8 +191,7 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     live record when that names no commit), a stack from the live record; a stack not deployed is None."""
     from unittest.mock import Mock
 
-    from deploykit.aws import AwsFactory
-    from deploykit.testing import sample_endpoints
+    from deploykit.testing import fake_factory, sample_endpoints
 
     config, env, _revision = setup(with_lambdas)
     ecs = Mock()
@@ -218,8 +217,7 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     }
     s3 = Mock()
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
-    aws = Mock(spec=AwsFactory)
-    aws.client.side_effect = lambda name: {"ecs": ecs, "lambda": lam, "s3": s3}[name]
+    aws = fake_factory(ecs=ecs, s3=s3, **{"lambda": lam})
     endpoints = sample_endpoints(
         functions={"login_handler": "api-login-1", "health_handler": "api-health-1"},
         outputs={env.stacks.data: {}, env.stacks.registry: {}},  # only these two stacks are deployed
@@ -274,8 +272,7 @@ def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
     import threading
     from unittest.mock import Mock
 
-    from deploykit.aws import AwsFactory
-    from deploykit.testing import sample_endpoints
+    from deploykit.testing import fake_factory, sample_endpoints
 
     config, env, _revision = setup(with_lambdas)
     barrier = threading.Barrier(4, timeout=10)
@@ -301,8 +298,7 @@ def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
     lam.get_function_configuration.return_value = {"Description": "code s3://b/k git bbbbbbbbbbbb"}
     s3 = Mock()
     s3.get_object.side_effect = together({"Body": Mock(read=Mock(return_value=b"{}"))})
-    aws = Mock(spec=AwsFactory)
-    aws.client.side_effect = lambda name: {"ecs": ecs, "lambda": lam, "s3": s3}[name]
+    aws = fake_factory(ecs=ecs, s3=s3, **{"lambda": lam})
     endpoints = sample_endpoints(functions={"login_handler": "api-login-1", "health_handler": "api-health-1"})
     live = auto.live_components(aws, config, env, endpoints)
     assert (live["app"], live["lambda:login_handler"], live["lambda:health_handler"]) == ("aaaaaaaaaaaa",) + (

@@ -14,7 +14,6 @@ from unittest.mock import Mock
 import pytest
 
 from deploykit import hookspecs
-from deploykit.aws import AwsFactory
 from deploykit.checks import Check, CheckResult
 from deploykit.clock import FakeClock
 from deploykit.commands import Runtime, load_plugins
@@ -26,7 +25,7 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.plugins import Plugins, get_plugin_manager
 from deploykit.smoke import Smoke, registered_checks
-from deploykit.testing import sample_env
+from deploykit.testing import fake_factory, sample_env
 from tests.conftest import REPO
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("deploykit_"))
@@ -85,8 +84,7 @@ def manager_with(*plugins: tuple[str, object]) -> Plugins:
 def context(plugins: Plugins, out: io.StringIO | None = None) -> Context:
     clock = FakeClock()
     reporter = Reporter(out or io.StringIO(), tty=False, clock=clock)
-    aws = Mock(spec=AwsFactory)
-    return Context(Mock(spec=Config), sample_env(), aws, clock, reporter, Mock(), plugins)
+    return Context(Mock(spec=Config), sample_env(), fake_factory(), clock, reporter, Mock(), plugins)
 
 
 def test_the_hookspecs_are_the_documented_six() -> None:
@@ -188,7 +186,6 @@ def test_the_smoke_step_fails_the_plan_with_each_failed_check_and_the_rerun_comm
         "Stacks": [{"StackName": StackName, "StackStatus": "CREATE_COMPLETE", "Outputs": []}]
     }
     ctx.aws.client.return_value = cfn  # type: ignore[attr-defined]
-    ctx.aws.shared.side_effect = lambda make: make(ctx.aws)  # type: ignore[attr-defined]
     # every endpoint comes from an override here, so the stacks' (empty) outputs are enough
     ctx.env = sample_env(endpoints={key: "x" for key in override_keys()})
     with pytest.raises(StepFailed) as failed:

@@ -13,7 +13,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploykit import lambda_chain, packaging
-from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import load_config
 from deploykit.errors import StepFailed, UsageError
@@ -22,6 +21,7 @@ from deploykit.output import Reporter
 from deploykit.plan import Context
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode
+from deploykit.testing import fake_factory
 from tests.conftest import REPO, git
 
 KEY = "lambda/health_handler/" + "ab" * 32 + ".zip"
@@ -161,9 +161,7 @@ def context(lam: Mock, clock: FakeClock) -> Context:
             }
         ]
     }
-    aws = Mock(spec=AwsFactory)
-    aws.client.side_effect = lambda service: {"lambda": lam, "cloudformation": cfn}[service]
-    aws.shared.side_effect = lambda make: make(aws)  # StackOutputs over the fake CloudFormation
+    aws = fake_factory(cloudformation=cfn, **{"lambda": lam})
     env = Mock(poll_seconds=1.0, wait_timeout=30.0)
     env.name = "test"
     return Context(Mock(), env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
