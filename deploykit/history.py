@@ -165,18 +165,20 @@ class History:
     def write(self, record: Record) -> str:
         key = f"{self.prefix}{record.id}.json"
         body = json.dumps(record.to_json(), indent=2).encode()
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
-        if record.ok and record.components:
-            live = self.live()
-            for component, sha in record.components.items():
-                if live.get(component, {}).get("sha") != sha:  # "since" stays when the same SHA is redeployed
-                    live[component] = {"sha": sha, "when": record.when, "record": record.id}
-            self.s3.put_object(
-                Bucket=self.bucket,
-                Key=self.live_key,
-                Body=json.dumps(live, indent=2, sort_keys=True).encode(),
-                ContentType="application/json",
-            )
+        put = partial(self.s3.put_object, Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        if not (record.ok and record.components):
+            put()
+            return key
+        live = at_once({"record": put, "live": self.live})["live"]  # one round trip for both
+        for component, sha in record.components.items():
+            if live.get(component, {}).get("sha") != sha:  # "since" stays when the same SHA is redeployed
+                live[component] = {"sha": sha, "when": record.when, "record": record.id}
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self.live_key,
+            Body=json.dumps(live, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+        )
         return key
 
     def live(self) -> dict[str, dict[str, str]]:

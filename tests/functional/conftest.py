@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,12 +134,17 @@ def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
     return ARTIFACTS_BUCKET
 
 
-def held_together(client: Any, operation: str, parties: int) -> None:
-    """Hold each ``operation`` call of ``client`` until ``parties`` of them are in flight: calls made one after the
-    other break the barrier, and the first fails with BrokenBarrierError."""
+def held_together(client: Any, operations: str | tuple[str, ...], parties: int) -> None:
+    """Hold the first ``parties`` calls of ``operations`` (one name or several) on ``client`` until all of them are
+    in flight: calls made one after the other break the barrier, and the first fails with BrokenBarrierError.
+    Later calls pass."""
     barrier = threading.Barrier(parties, timeout=10)
+    calls = itertools.count()
 
     def hold(**_: Any) -> None:  # None: no answer of its own, botocore sends the call
-        barrier.wait()
+        if next(calls) < parties:
+            barrier.wait()
 
-    client.meta.events.register(f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}", hold)
+    service = client.meta.service_model.service_id.hyphenize()
+    for operation in (operations,) if isinstance(operations, str) else operations:
+        client.meta.events.register(f"before-call.{service}.{operation}", hold)

@@ -83,6 +83,17 @@ def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, d
     assert [r.id for r in store.records()] == [again.id, failed.id, first.id]
 
 
+def test_a_successful_record_is_written_while_the_live_record_is_read(bucket: str, dev_env: EnvConfig) -> None:
+    """Two independent calls, one round trip: the record's PutObject and the live record's GetObject wait until
+    both are in flight; then the live record is written."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    held_together(store.s3, ("PutObject", "GetObject"), 2)
+    record = history.record_of(report(), components={"app": "aaaaaaaaaaaa"}, base={}, head="aaaaaaaaaaaa", who="ci")
+    store.write(record)
+    assert store.live()["app"]["record"] == record.id and [r.id for r in store.records()] == [record.id]
+
+
 def test_estimates_are_the_median_of_steps_that_did_something() -> None:
     runs = [
         history.Record.from_json(
