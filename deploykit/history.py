@@ -18,7 +18,7 @@ import os
 import socket
 import statistics
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -169,7 +169,8 @@ class History:
         if not (record.ok and record.components):
             put()
             return key
-        live = at_once({"record": put, "live": self.live})["live"]  # one round trip for both
+        reads: dict[str, Callable[[], Any]] = {"record": put, "live": self.live}
+        live: dict[str, dict[str, str]] = at_once(reads)["live"]  # one round trip for both
         for component, sha in record.components.items():
             if live.get(component, {}).get("sha") != sha:  # "since" stays when the same SHA is redeployed
                 live[component] = {"sha": sha, "when": record.when, "record": record.id}
