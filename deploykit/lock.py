@@ -15,8 +15,10 @@ found as :meth:`deploykit.history.History.of` finds it): ``deploykit/lock/<env>.
 - **Renewal**: while a deploy runs, a daemon thread rewrites the lock every ``lease / 3`` seconds with a new
   ``expires``, again conditional on the ETag it last wrote, so a long deploy never loses its lock and a renewal
   never overwrites a lock someone else now holds (it stops and the lease is marked lost instead).
-- **Release** deletes the object only if it is still ours: its token is ours and the delete is conditional on
-  the ETag we wrote (``DeleteObject`` with ``If-Match``).
+- **Release** deletes the object only if it is still ours: the delete is conditional on the ETag we last wrote
+  (``DeleteObject`` with ``If-Match``; S3 refuses it when anyone wrote the lock since).
+- Each is one call in the common case: acquire tries the conditional create before reading anything, and release
+  does not read the lock first (on AWS 100-300 ms saved each).
 - ``inv unlock --env ENV`` (:meth:`EnvLock.break_`) breaks it on purpose, for a deploy known to be dead.
 
 Expiry is decided with the injectable :class:`~deploykit.clock.Clock` of this machine against the ``expires`` the
@@ -193,6 +195,12 @@ class EnvLock:
 
     def acquire(self, command: str) -> Lease:
         """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held."""
+        info = self._new_info(command)
+        try:  # the common case first, one call: nobody holds it (the condition fails when someone does)
+            return Lease(self, info, self._write(info, IfNoneMatch="*"))
+        except ClientError as exc:
+            if _code(exc) not in _LOST_RACE:
+                raise
         for _attempt in range(_ATTEMPTS):
             current = self.read()
             if current is not None and not current.info.expired(self.clock.now()):
@@ -311,24 +319,20 @@ class Lease:
         self._thread = None
 
     def release(self) -> bool:
-        """Stop renewing; delete the lock if it is still ours (token and ETag). False when it no longer was."""
+        """Stop renewing; delete the lock if it is still what we last wrote (its ETag). False when it no longer was."""
         self.stop_renewing()
         with self._mutex:
             if self.lost:
                 return False
-            try:
-                found = self.lock.read()
+            try:  # one call: the delete is conditional on the ETag of what we last wrote
+                released = self.lock.break_(Found(self.info, self.etag))
             except ClientError as exc:
                 if _code(exc) == "NoSuchBucket":
                     return False
                 raise
-            if found is None or found.info.token != self.info.token:
+            if not released:
                 self.lost = "the lock was broken or taken over while this deploy ran"
-                return False
-            if not self.lock.break_(found):
-                self.lost = "the lock changed while it was being released"
-                return False
-            return True
+            return released
 
 
 @contextmanager

@@ -109,6 +109,19 @@ def test_acquire_writes_who_holds_it_and_release_deletes_it(
     assert env_lock(dev_env, clock).acquire("deploy.app").release() is True  # free again
 
 
+def test_acquire_and_release_are_one_call_each_when_nobody_holds_the_lock(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock
+) -> None:
+    """What every deploy pays: the conditional create, then the conditional delete; no reads first."""
+    lock = env_lock(dev_env, clock)
+    calls: list[str] = []
+    lock.s3.meta.events.register(
+        "before-parameter-build.s3", lambda event_name, **_: calls.append(event_name.rsplit(".", 1)[-1])
+    )
+    assert lock.acquire("deploy.app").release() is True
+    assert calls == ["PutObject", "DeleteObject"] and stored() is None
+
+
 def test_a_second_deploy_is_refused_with_who_holds_it_and_the_lock_is_untouched(
     bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
