@@ -13,6 +13,7 @@ import pytest
 
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig, Stacks
+from deploykit.testing import fake_factory
 
 
 def test_reads_are_in_flight_together_and_come_back_by_key() -> None:
@@ -99,3 +100,18 @@ def test_what_a_factory_shares_is_made_once_from_any_thread() -> None:
     assert len({id(thing) for thing in got.values()}) == 1 and made == [aws]
     other = AwsFactory(env, session=Mock(spec=boto3.session.Session))
     assert other.shared(make) is not aws.shared(make)  # one per factory: per command
+
+
+def test_the_fake_factory_for_tests_answers_its_clients_and_shares_as_a_factory_does() -> None:
+    s3 = Mock()
+    aws = fake_factory(s3=s3)
+    assert aws.client("s3") is s3
+    made: list[Any] = []
+
+    def make(factory: Any) -> object:
+        made.append(factory)
+        return object()
+
+    assert aws.shared(make) is aws.shared(make) and made == [aws]
+    with pytest.raises(KeyError):
+        aws.client("ecs")  # only the clients it was given
