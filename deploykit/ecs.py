@@ -7,14 +7,15 @@ Nothing here makes a client: each function takes the boto3 clients it needs (mad
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploykit.aws import AwsFactory, is_throttling
+from deploykit.aws import AwsFactory, at_once, is_throttling
 from deploykit.errors import UsageError
 
 GIT_SHA_TAG = "deploykit:git-sha"
@@ -460,6 +461,8 @@ class RolloutWaiter:
             self.clock.sleep(max(0.0, interval - (self.clock.monotonic() - polled)))
 
     def snapshot(self, cluster: str, service_name: str, container: str, image: str, since: datetime) -> Snapshot:
+        """The service, then at once what it says to look at: the running tasks of our PRIMARY, the stopped ones
+        of our deployment, the health of its target groups (three round trips, not six one after the other)."""
         service = describe_service(self.ecs, cluster, service_name)
         images: dict[str, str] = {}
         arns = [d.get("taskDefinition", "") for d in service.get("deployments", [])] + [service["taskDefinition"]]
@@ -467,27 +470,38 @@ class RolloutWaiter:
             images[arn] = self.taskdefs.image(arn, container)
         primary = primary_deployment(service)
         ours = our_deployments(service, images, image)
-        running: list[dict[str, Any]] = []
-        stopped: list[dict[str, Any]] = []
+        # target group ARN → the container port registered in it
+        groups = {
+            str(lb["targetGroupArn"]): lb.get("containerPort")
+            for lb in service.get("loadBalancers", [])
+            if lb.get("targetGroupArn")
+        }
+        reads: dict[str, Callable[[], Any]] = {}
         if primary and images.get(primary.get("taskDefinition", "")) == image:
-            tasks = self._tasks(cluster, service_name, "RUNNING")
-            running = [
-                t
-                for t in tasks
-                if t.get("taskDefinitionArn") == primary["taskDefinition"] and t.get("lastStatus") == "RUNNING"
-            ]
+            reads["RUNNING"] = partial(self._tasks, cluster, service_name, "RUNNING")
+            for group in groups:  # read with the tasks: they are matched to its targets below
+                reads[group] = partial(self.elbv2.describe_target_health, TargetGroupArn=group)
         if ours:
-            our_ids = {d.get("id") for d in ours}
-            our_arns = {d.get("taskDefinition") for d in ours}
-            for task in self._tasks(cluster, service_name, "STOPPED"):
-                if task.get("taskDefinitionArn") not in our_arns:
-                    continue
-                stopped_at = task.get("stoppedAt")
-                recent = isinstance(stopped_at, datetime) and stopped_at >= since
-                if task.get("startedBy") in our_ids or recent:
-                    stopped.append(task)
-        targets, expected = self._targets(service, running)
-        return Snapshot(service, images, running, stopped, targets, expected)
+            reads["STOPPED"] = partial(self._tasks, cluster, service_name, "STOPPED")
+        found = at_once(reads)
+        running = [
+            t
+            for t in found.get("RUNNING", [])
+            if primary and t.get("taskDefinitionArn") == primary["taskDefinition"] and t.get("lastStatus") == "RUNNING"
+        ]
+        our_ids = {d.get("id") for d in ours}
+        our_arns = {d.get("taskDefinition") for d in ours}
+        stopped = []
+        for task in found.get("STOPPED", []):
+            if task.get("taskDefinitionArn") not in our_arns:
+                continue
+            stopped_at = task.get("stoppedAt")
+            recent = isinstance(stopped_at, datetime) and stopped_at >= since
+            if task.get("startedBy") in our_ids or recent:
+                stopped.append(task)
+        health = {group: found[group] for group in groups if group in found}
+        targets = _targets(health, groups, running)
+        return Snapshot(service, images, running, stopped, targets, len(groups) * len(running))
 
     def _tasks(self, cluster: str, service: str, desired: str) -> list[dict[str, Any]]:
         arns = self.ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus=desired).get("taskArns", [])
@@ -495,27 +509,27 @@ class RolloutWaiter:
             return []
         return list(self.ecs.describe_tasks(cluster=cluster, tasks=arns[:100]).get("tasks", []))
 
-    def _targets(self, service: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[list[TargetState], int]:
-        groups = [lb for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
-        if not groups or not tasks:
-            return [], len(groups) * len(tasks)
-        states: list[TargetState] = []
-        for lb in groups:
-            answer = self.elbv2.describe_target_health(TargetGroupArn=lb["targetGroupArn"])
-            by_target = {
-                (d["Target"]["Id"], int(d["Target"].get("Port", 0))): d.get("TargetHealth", {})
-                for d in answer.get("TargetHealthDescriptions", [])
-            }
-            for task in tasks:
-                for pair in sorted(task_endpoints(task, lb.get("containerPort"))):
-                    if pair in by_target:
-                        health = by_target[pair]
-                        states.append(
-                            TargetState(
-                                f"{pair[0]}:{pair[1]}",
-                                str(health.get("State", "unknown")),
-                                str(health.get("Description") or health.get("Reason") or ""),
-                            )
+
+def _targets(
+    health: dict[str, dict[str, Any]], container_ports: dict[str, Any], tasks: list[dict[str, Any]]
+) -> list[TargetState]:
+    """The ALB target state of each task, per target group (DescribeTargetHealth answers by group ARN)."""
+    states: list[TargetState] = []
+    for group, answer in health.items():
+        by_target = {
+            (d["Target"]["Id"], int(d["Target"].get("Port", 0))): d.get("TargetHealth", {})
+            for d in answer.get("TargetHealthDescriptions", [])
+        }
+        for task in tasks:
+            for pair in sorted(task_endpoints(task, container_ports.get(group))):
+                if pair in by_target:
+                    state = by_target[pair]
+                    states.append(
+                        TargetState(
+                            f"{pair[0]}:{pair[1]}",
+                            str(state.get("State", "unknown")),
+                            str(state.get("Description") or state.get("Reason") or ""),
                         )
-                        break
-        return states, len(groups) * len(tasks)
+                    )
+                    break
+    return states

@@ -1,7 +1,7 @@
 """inv rollback against moto's ECS, ECR, S3 and CloudFormation, through the command the task calls.
 
 The history and the live record are in the artifacts bucket as deploys leave them; moto runs no task, so
-wait-healthy (tested on its own in test_wait_healthy_stubbed) is replaced by a step that reports healthy.
+wait-healthy (tested on its own in test_wait_healthy_scripted) is replaced by a step that reports healthy.
 """
 
 from __future__ import annotations

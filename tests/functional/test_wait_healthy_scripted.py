@@ -1,18 +1,25 @@
-"""wait-healthy against the rollout shapes moto cannot produce, played by botocore's Stubber.
+"""wait-healthy against the rollout shapes moto cannot produce, played by a script of answers.
 
-Each poll asks, in order: DescribeServices, DescribeTaskDefinition (each new ARN once), ListTasks and
-DescribeTasks for running tasks of our PRIMARY, the same for stopped tasks of our deployment, then
-DescribeTargetHealth per target group.
+Each poll asks DescribeServices and DescribeTaskDefinition (each new ARN once), then at once: ListTasks and
+DescribeTasks for the running tasks of our PRIMARY with DescribeTargetHealth per target group, and the same for
+stopped tasks of our deployment. Those go out together, so the script answers each call by what it asks for
+(operation, desired status, task ARNs, target group), in the order of the polls, rather than by arrival as
+botocore's Stubber does; every answer is checked against the service model as the Stubber would.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import itertools
+import threading
+from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from botocore.stub import Stubber
+from botocore.awsrequest import AWSResponse
+from botocore.validate import validate_parameters
 
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
@@ -123,14 +130,41 @@ def health(*states: tuple[int, str]) -> dict[str, Any]:
 
 
 class Rollout:
-    """Queues the answers of successive polls on stubbed ECS and ELBv2 clients."""
+    """Scripts the answers of successive polls on ECS and ELBv2 clients: each call is answered by what it asks for,
+    in poll order; a call with no answer left fails, and so does :meth:`wait` when answers are left over."""
 
     def __init__(self) -> None:
         session = new_session()
         self.ecs = session.client("ecs")
         self.elbv2 = session.client("elbv2")
-        self.ecs_stub, self.elb_stub = Stubber(self.ecs), Stubber(self.elbv2)
-        self.known: set[str] = set()
+        self.answers: dict[tuple[str, ...], deque[dict[str, Any]]] = defaultdict(deque)
+        self.taskdefs = {OLD: taskdef(OLD, f"{REPO}:old0000000000"), NEW: taskdef(NEW, IMAGE)}
+        self.described: list[str] = []  # task definitions asked for
+        self._lock = threading.Lock()
+        for client in (self.ecs, self.elbv2):
+            client.meta.events.register("before-parameter-build", self._keep_params)
+            client.meta.events.register("before-call", self._answer)
+
+    @staticmethod
+    def key(operation: str, params: dict[str, Any]) -> tuple[str, ...]:
+        if operation == "ListTasks":
+            return (operation, params["desiredStatus"])
+        if operation == "DescribeTasks":
+            return (operation, *sorted(params["tasks"]))
+        if operation == "DescribeTargetHealth":
+            return (operation, params["TargetGroupArn"])
+        return (operation,)
+
+    def add(self, operation: str, answer: dict[str, Any], **params: Any) -> Rollout:
+        client = self.elbv2 if operation == "DescribeTargetHealth" else self.ecs
+        if "Error" not in answer:
+            validate_parameters(answer, client.meta.service_model.operation_model(operation).output_shape)
+        self.answers[self.key(operation, params)].append(answer)
+        return self
+
+    def fail(self, operation: str, code: str, message: str) -> Rollout:
+        error = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return self.add(operation, error)
 
     def poll(
         self,
@@ -139,41 +173,54 @@ class Rollout:
         stopped: list[dict[str, Any]] | None = None,
         targets: dict[str, Any] | None = None,
     ) -> Rollout:
-        self.ecs_stub.add_response("describe_services", svc)
-        images = {OLD: f"{REPO}:old0000000000", NEW: IMAGE}
+        self.add("DescribeServices", svc)
         deployments = svc["services"][0]["deployments"]
-        for d in deployments:
-            if d["taskDefinition"] not in self.known:
-                self.known.add(d["taskDefinition"])
-                self.ecs_stub.add_response(
-                    "describe_task_definition", taskdef(d["taskDefinition"], images[d["taskDefinition"]])
-                )
         primary = next(d for d in deployments if d["status"] == "PRIMARY")
-        ours = any(d["taskDefinition"] == NEW for d in deployments)
         if primary["taskDefinition"] == NEW:
-            self._tasks(running or [])
-        if ours:
-            self._tasks(stopped or [])
-        if primary["taskDefinition"] == NEW and running:
-            self.elb_stub.add_response("describe_target_health", targets or {"TargetHealthDescriptions": []})
+            self._tasks("RUNNING", running or [])
+            for lb in svc["services"][0]["loadBalancers"]:
+                empty: dict[str, Any] = {"TargetHealthDescriptions": []}
+                self.add("DescribeTargetHealth", targets or empty, TargetGroupArn=lb["targetGroupArn"])
+        if any(d["taskDefinition"] == NEW for d in deployments):
+            self._tasks("STOPPED", stopped or [])
         return self
 
-    def _tasks(self, tasks: list[dict[str, Any]]) -> None:
-        self.ecs_stub.add_response("list_tasks", {"taskArns": [t["taskArn"] for t in tasks]})
+    def _tasks(self, desired: str, tasks: list[dict[str, Any]]) -> None:
+        arns = [t["taskArn"] for t in tasks]
+        self.add("ListTasks", {"taskArns": arns}, desiredStatus=desired)
         if tasks:
-            self.ecs_stub.add_response("describe_tasks", {"tasks": tasks, "failures": []})
+            self.add("DescribeTasks", {"tasks": tasks, "failures": []}, tasks=arns)
+
+    def _keep_params(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["script_params"] = dict(params)
+
+    def _answer(self, model: Any, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        params = context["script_params"]
+        if model.name == "DescribeTaskDefinition":
+            self.described.append(params["taskDefinition"])
+            return AWSResponse(None, 200, {}, None), copy.deepcopy(self.taskdefs[params["taskDefinition"]])
+        key = self.key(model.name, params)
+        with self._lock:
+            if not self.answers[key]:
+                raise AssertionError(f"no answer left for {key}")
+            answer = self.answers[key].popleft()
+        status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
+        return AWSResponse(None, status, {}, None), copy.deepcopy(answer)
+
+    def assert_all_answered(self) -> None:
+        left = {key: len(queue) for key, queue in self.answers.items() if queue}
+        assert not left, f"answers never asked for: {left}"
+        assert len(self.described) == len(set(self.described)), f"a task definition read twice: {self.described}"
 
     def wait(
         self, timeout: float = 60, poll: float = 1.0, clock: FakeClock | None = None
     ) -> tuple[Any, list[str], FakeClock]:
         said: list[str] = []
         clock = clock or FakeClock(T0)
-        with self.ecs_stub, self.elb_stub:
-            verdict = RolloutWaiter(self.ecs, self.elbv2, clock, say=said.append).wait(
-                cluster=CLUSTER, service=SERVICE, container=CONTAINER, image=IMAGE, timeout=timeout, poll=poll
-            )
-            self.ecs_stub.assert_no_pending_responses()
-            self.elb_stub.assert_no_pending_responses()
+        verdict = RolloutWaiter(self.ecs, self.elbv2, clock, say=said.append).wait(
+            cluster=CLUSTER, service=SERVICE, container=CONTAINER, image=IMAGE, timeout=timeout, poll=poll
+        )
+        self.assert_all_answered()
         return verdict, said, clock
 
 
@@ -222,10 +269,32 @@ def test_a_poll_comes_every_interval_however_long_its_reads_take() -> None:
         )
     )
     clock = FakeClock(T0)
-    rollout.ecs.meta.events.register("before-parameter-build.ecs.DescribeServices", lambda **_: clock.advance(0.25))
+    rollout.ecs.meta.events.register("before-call.ecs.DescribeServices", lambda **_: clock.advance(0.25))
     verdict, _, _ = rollout.wait(poll=1.0, clock=clock)
     assert verdict.state == "healthy"
     assert clock.sleeps == [0.75] and clock.monotonic() == 1.25  # the second poll started 1 s after the first
+
+
+def test_the_tasks_and_the_targets_are_read_at_once() -> None:
+    """After DescribeServices, one round trip for the rest: both ListTasks and DescribeTargetHealth wait until all
+    three are in flight (made one after the other, the first would wait alone and break the barrier)."""
+    both = service(deployment(NEW, "PRIMARY", "COMPLETED", 2), deployment(OLD, "ACTIVE", "COMPLETED", 2))
+    healthy = health((1, "healthy"), (2, "healthy"))
+    rollout = (
+        Rollout()
+        .poll(both, running=[task(1), task(2)], targets=healthy)
+        .poll(service(deployment(NEW, "PRIMARY", "COMPLETED", 2)), running=[task(1), task(2)], targets=healthy)
+    )
+    barrier, calls = threading.Barrier(3, timeout=10), itertools.count()
+
+    def hold(**_: Any) -> None:  # before the script answers: the more specific event comes first
+        if next(calls) < 3:
+            barrier.wait()
+
+    rollout.ecs.meta.events.register("before-call.ecs.ListTasks", hold)
+    rollout.elbv2.meta.events.register("before-call.elastic-load-balancing-v2.DescribeTargetHealth", hold)
+    verdict, _, _ = rollout.wait()
+    assert verdict.state == "healthy"
 
 
 def test_rollout_failed_fails_with_the_reason() -> None:
@@ -297,8 +366,7 @@ def test_a_stopped_new_task_fails_fast_with_its_reason() -> None:
 
 
 def test_throttling_is_retried_with_backoff() -> None:
-    rollout = Rollout()
-    rollout.ecs_stub.add_client_error("describe_services", "ThrottlingException", "Rate exceeded", 400)
+    rollout = Rollout().fail("DescribeServices", "ThrottlingException", "Rate exceeded")
     rollout.poll(
         service(deployment(NEW, "PRIMARY", "COMPLETED", 2)),
         running=[task(1), task(2)],
@@ -317,8 +385,8 @@ def test_wait_healthy_step_reports_failure_with_the_next_command(dev_env: EnvCon
     out = io.StringIO()
     clock = FakeClock(T0)
     ctx = Context(None, dev_env, factory, clock, Reporter(out, tty=False, clock=clock), lambda: None)  # type: ignore[arg-type]
-    with rollout.ecs_stub, rollout.elb_stub:
-        report = Executor(ctx).execute(Plan("dev", (WaitHealthy(CLUSTER, SERVICE, CONTAINER, IMAGE, 60, 1.0),)))
+    report = Executor(ctx).execute(Plan("dev", (WaitHealthy(CLUSTER, SERVICE, CONTAINER, IMAGE, 60, 1.0),)))
+    rollout.assert_all_answered()
     assert isinstance(report.error, StepFailed)
     assert "is not rolling out" in report.error.message
     assert report.error.next_step == "roll it first: inv roll-service"
@@ -326,7 +394,7 @@ def test_wait_healthy_step_reports_failure_with_the_next_command(dev_env: EnvCon
 
 
 @pytest.fixture
-def dev_env() -> EnvConfig:  # no moto needed: all answers come from the stubs
+def dev_env() -> EnvConfig:  # no moto needed: all answers come from the script
     from deploykit.config import Stacks
 
     return EnvConfig(
