@@ -721,7 +721,7 @@ def deploy_auto(
         if "app" in changed:
             reads["repository_uri"] = partial(registry.repository_uri, a.aws)
         if changed and not (dry_run and as_json):  # something changed: a plan to estimate
-            reads["estimates"] = partial(_estimates, a.aws, a.env, a.endpoints)
+            reads["estimates"] = partial(_estimates, a.aws, a.env)
         read = at_once(reads)
         inputs = auto.Inputs(
             image_tag=a.live.get("app") or "",
@@ -761,9 +761,9 @@ def deploy_auto(
     return run_plan(runtime, a.config, a.env, plan, dry_run=False, as_json=as_json, aws=a.aws, rollback=rollback)
 
 
-def _estimates(aws: AwsFactory, env: EnvConfig, found_endpoints: Endpoints) -> dict[str, float]:
-    bucket = found_endpoints.artifacts_bucket  # as History.of would find it, without reading the stack again
-    return history.estimates(history.History(aws, env, bucket).records(30)) if bucket else {}
+def _estimates(aws: AwsFactory, env: EnvConfig) -> dict[str, float]:
+    found = history.History.of(aws, env)  # the registry stack was read with the endpoints: not read again
+    return history.estimates(found.records(30)) if found else {}
 
 
 def diff(
