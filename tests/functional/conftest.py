@@ -138,13 +138,29 @@ def held_together(client: Any, operations: str | tuple[str, ...], parties: int) 
     """Hold the first ``parties`` calls of ``operations`` (one name or several) on ``client`` until all of them are
     in flight: calls made one after the other break the barrier, and the first fails with BrokenBarrierError.
     Later calls pass."""
-    barrier = threading.Barrier(parties, timeout=10)
-    calls = itertools.count()
+    names = (operations,) if isinstance(operations, str) else operations
+    held_across(parties, *((client, name) for name in names))
 
-    def hold(**_: Any) -> None:  # None: no answer of its own, botocore sends the call
-        if next(calls) < parties:
+
+def held_across(parties: int, *calls: tuple[Any, str]) -> None:
+    """:func:`held_together` for (client, operation) pairs of several clients."""
+    barrier = threading.Barrier(parties, timeout=10)
+    count = itertools.count()
+
+    def hold(**_: Any) -> None:  # None: no answer of its own, botocore sends the call (or the next handler answers)
+        if next(count) < parties:
             barrier.wait()
 
+    for client, operation in calls:
+        service = client.meta.service_model.service_id.hyphenize()
+        client.meta.events.register(f"before-call.{service}.{operation}", hold)  # before a catch-all "before-call"
+
+
+def asked(client: Any, operation: str, param: str) -> list[str]:
+    """The ``param`` of each ``operation`` call ``client`` makes from now on (e.g. each DescribeStacks' StackName)."""
+    seen: list[str] = []
     service = client.meta.service_model.service_id.hyphenize()
-    for operation in (operations,) if isinstance(operations, str) else operations:
-        client.meta.events.register(f"before-call.{service}.{operation}", hold)
+    client.meta.events.register(
+        f"before-parameter-build.{service}.{operation}", lambda params, **_: seen.append(params[param])
+    )
+    return seen

@@ -14,7 +14,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
-from tests.functional.conftest import CONTAINER, create_service, put_image
+from tests.functional.conftest import CONTAINER, asked, create_service, put_image
 
 
 def runtime(project: Path, factory: AwsFactory, stdout: io.StringIO | None = None) -> commands.Runtime:
@@ -80,11 +80,7 @@ def test_register_then_roll_describe_each_task_definition_once(project: Path, fa
     from its own answer, and roll-service reads neither again (on AWS 100-300 ms a read)."""
     create_service(factory)
     put_image(factory, current_revision(project).tag)
-    described: list[str] = []
-    factory.client("ecs").meta.events.register(
-        "before-parameter-build.ecs.DescribeTaskDefinition",
-        lambda params, **_: described.append(params["taskDefinition"]),
-    )
+    described = asked(factory.client("ecs"), "DescribeTaskDefinition", "taskDefinition")
     report = commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
     assert report is not None and [r.status for r in report.records] == ["done", "done"]
     assert described == [revisions(factory)[0]]

@@ -25,6 +25,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import load_config
 from deploykit.errors import UsageError
 from tests.conftest import REPO, git
+from tests.functional.conftest import asked
 from tests.functional.test_cli import inv
 
 BUCKET = "car-rental-dev-artifacts"
@@ -182,11 +183,7 @@ def test_a_deploy_describes_each_stack_once(
 ) -> None:
     """The artifacts bucket is needed by the lock, the live record, three steps and the history record; the
     function names by the plan: the command reads each stack once (on AWS 100-300 ms a read)."""
-    described: list[str] = []
-    factory.client("cloudformation").meta.events.register(
-        "before-parameter-build.cloudformation.DescribeStacks",
-        lambda params, **_: described.append(params["StackName"]),
-    )
+    described = asked(factory.client("cloudformation"), "DescribeStacks", "StackName")
     report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
     assert report is not None and report.ok and statuses(report)["update-code"] == "done"
     assert described.count("CarRentalRegistryStack") == 1 and described.count("CarRentalApiStack") == 1, described

@@ -19,7 +19,7 @@ from moto import mock_aws
 
 from deploykit.clock import FakeClock
 from deploykit.stacks import StackDeployer, StackOutputs
-from tests.functional.conftest import REGION
+from tests.functional.conftest import REGION, asked
 
 NAME = "CarRentalTestStack"
 
@@ -164,15 +164,6 @@ def test_a_preview_shows_the_changes_and_changes_nothing(cfn: Any, deployer: Sta
 # -- StackOutputs: each stack read once per command, forgotten when anything may have changed it ------------------
 
 
-def describes(cfn: Any) -> list[str]:
-    """The StackName of each DescribeStacks ``cfn`` sends from now on."""
-    seen: list[str] = []
-    cfn.meta.events.register(
-        "before-parameter-build.cloudformation.DescribeStacks", lambda params, **_: seen.append(params["StackName"])
-    )
-    return seen
-
-
 def create(cfn: Any) -> None:
     """The test stack, made with CreateStack (moto keeps the outputs of those)."""
     cfn.create_stack(
@@ -183,7 +174,7 @@ def create(cfn: Any) -> None:
 def test_stack_outputs_describe_each_stack_once(cfn: Any) -> None:
     create(cfn)
     outputs = StackOutputs(cfn)
-    seen = describes(cfn)
+    seen = asked(cfn, "DescribeStacks", "StackName")
     first = outputs(NAME)
     assert first is not None and first["SettingName"] == "/car-rental/test/setting"
     first["SettingName"] = "changed by the caller"  # a copy: what is remembered stays
@@ -194,7 +185,7 @@ def test_stack_outputs_describe_each_stack_once(cfn: Any) -> None:
 
 def test_a_call_that_may_change_a_stack_forgets_what_was_read(cfn: Any, deployer: StackDeployer) -> None:
     outputs = StackOutputs(cfn)
-    seen = describes(cfn)
+    seen = asked(cfn, "DescribeStacks", "StackName")
     assert outputs(NAME) is None
     deployer.deploy(NAME, template("v1"), {"Value": "v1"})  # through the same client: CreateChangeSet, Execute...
     assert outputs(NAME) is not None
@@ -209,7 +200,7 @@ def test_a_call_that_may_change_a_stack_forgets_what_was_read(cfn: Any, deployer
 def test_an_answer_read_while_a_change_was_in_flight_is_not_remembered(cfn: Any) -> None:
     create(cfn)
     outputs = StackOutputs(cfn)
-    seen = describes(cfn)
+    seen = asked(cfn, "DescribeStacks", "StackName")
     changes = [lambda: cfn.delete_stack(StackName="CarRentalOtherStack")]  # a write, once
 
     def write_during_the_read(**_: Any) -> None:

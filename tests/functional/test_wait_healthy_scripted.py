@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import io
-import itertools
 import threading
 from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,7 @@ from deploykit.ecs import RolloutWaiter
 from deploykit.errors import StepFailed
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan
-from tests.functional.conftest import new_session
+from tests.functional.conftest import held_across, new_session
 
 CLUSTER, SERVICE, CONTAINER = "car-rental-cluster", "car-rental-service", "backend"
 ACCOUNT = "123456789012"
@@ -285,14 +284,7 @@ def test_the_tasks_and_the_targets_are_read_at_once() -> None:
         .poll(both, running=[task(1), task(2)], targets=healthy)
         .poll(service(deployment(NEW, "PRIMARY", "COMPLETED", 2)), running=[task(1), task(2)], targets=healthy)
     )
-    barrier, calls = threading.Barrier(3, timeout=10), itertools.count()
-
-    def hold(**_: Any) -> None:  # before the script answers: the more specific event comes first
-        if next(calls) < 3:
-            barrier.wait()
-
-    rollout.ecs.meta.events.register("before-call.ecs.ListTasks", hold)
-    rollout.elbv2.meta.events.register("before-call.elastic-load-balancing-v2.DescribeTargetHealth", hold)
+    held_across(3, (rollout.ecs, "ListTasks"), (rollout.elbv2, "DescribeTargetHealth"))
     verdict, _, _ = rollout.wait()
     assert verdict.state == "healthy"
 

@@ -12,8 +12,7 @@ import boto3
 import pytest
 
 from deploykit.aws import AwsFactory, at_once
-from deploykit.config import EnvConfig, Stacks
-from deploykit.testing import fake_factory
+from deploykit.testing import fake_factory, sample_env
 
 
 def test_reads_are_in_flight_together_and_come_back_by_key() -> None:
@@ -39,7 +38,7 @@ def test_a_single_read_runs_in_the_calling_thread() -> None:
 
 
 def test_clients_asked_for_from_many_threads_are_made_once_per_service() -> None:
-    env = EnvConfig("dev", "eu-west-1", "cluster", "service", "backend", "repo", Stacks("r", "d", "a", "f", "p"))
+    env = sample_env()
     session = Mock(spec=boto3.session.Session)
 
     def make(service: str, **_: Any) -> Mock:
@@ -81,7 +80,7 @@ def test_a_failure_is_raised_without_waiting_for_slower_reads_and_queued_ones_ne
 
 
 def test_what_a_factory_shares_is_made_once_from_any_thread() -> None:
-    env = EnvConfig("dev", "eu-west-1", "cluster", "service", "backend", "repo", Stacks("r", "d", "a", "f", "p"))
+    env = sample_env()
     aws = AwsFactory(env, session=Mock(spec=boto3.session.Session))
     made: list[AwsFactory] = []
 
