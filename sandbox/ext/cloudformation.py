@@ -24,6 +24,8 @@ What plain moto lacks, fixed here:
   set."); moto raised "No updates are to be performed." instead when parameters were passed.
 - ``change_sets_per_stack``: Describe/Execute/Delete/ListChangeSets find a change set by name within its
   stack (two stacks may use the same change-set name), or by ARN; executing one deletes the stack's others.
+  Deleting one by name succeeds while its stack exists, even when there is no such change set (AWS does so,
+  and the CDK CLI counts on it before every deploy).
 - ``operations_in_the_background``: ExecuteChangeSet, CreateStack, UpdateStack and DeleteStack return at
   once; a thread per operation works the resources in dependency order (DependsOn, Ref, Fn::GetAtt,
   Fn::Sub), taking the sandbox lock for each resource only, so DescribeStacks and DescribeStackEvents show
@@ -500,9 +502,15 @@ class CloudFormationExtension:
 
         def delete_change_set(response: CloudFormationResponse) -> EmptyResult:
             backend = response.cloudformation_backend
-            change_set = engine.find_change_set(
-                backend, response._get_param("ChangeSetName"), response._get_param("StackName")
-            )
+            name, stack_name = response._get_param("ChangeSetName"), response._get_param("StackName")
+            try:
+                change_set = engine.find_change_set(backend, name, stack_name)
+            except ChangeSetNotFound:
+                # As on AWS, deleting a change set by name succeeds while its stack exists, whether or not the
+                # change set does: the CDK CLI deletes "cdk-deploy-change-set" before each deploy this way.
+                if not name.startswith("arn:") and engine.find_live_stack(backend, stack_name) is not None:
+                    return EmptyResult()
+                raise
             if change_set.execution_status == "EXECUTE_IN_PROGRESS":
                 raise InvalidChangeSetStatus(
                     f"ChangeSet [{change_set.change_set_id}] cannot be deleted in its current status of "
@@ -622,6 +630,8 @@ class CloudFormationExtension:
     def find_change_set(self, backend: CloudFormationBackend, name: str, stack_name: str | None) -> SandboxChangeSet:
         if name in backend.change_sets and isinstance(backend.change_sets[name], SandboxChangeSet):
             return backend.change_sets[name]  # type: ignore[return-value]
+        if name.startswith("arn:"):
+            raise ChangeSetNotFound(name)
         if not stack_name:
             raise ValidationError(message="StackName must be specified if ChangeSetName is not specified as an ARN.")
         stack = self.find_live_stack(backend, stack_name)

@@ -454,6 +454,17 @@ def test_a_change_set_with_nothing_new_fails_with_aws_reason(deployment: Deploym
         aws.cf.delete_change_set(StackName=name, ChangeSetName=change_set_name)
 
 
+def test_deleting_a_change_set_by_name_succeeds_while_its_stack_exists(deployment: Deployment) -> None:
+    # as on AWS, where the CDK CLI counts on it: it deletes "cdk-deploy-change-set" before every deploy
+    aws = deployment.aws
+    aws.cf.delete_change_set(StackName=REGISTRY, ChangeSetName="cdk-deploy-change-set")
+    with pytest.raises(ClientError):  # no stack of that name
+        aws.cf.delete_change_set(StackName="CarRentalNoSuchStack", ChangeSetName="cdk-deploy-change-set")
+    with pytest.raises(ClientError, match="ChangeSetNotFound"):  # an ARN names one change set: it must exist
+        arn = f"arn:aws:cloudformation:us-east-1:{ACCOUNT_ID}:changeSet/cdk-deploy-change-set/{'0' * 36}"
+        aws.cf.delete_change_set(ChangeSetName=arn)
+
+
 def test_a_desired_count_change_scales_the_containers(deployment: Deployment) -> None:
     aws = deployment.aws
     deployment.edit_fargate("AWS::ECS::Service", DesiredCount=2)
