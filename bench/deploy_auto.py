@@ -66,7 +66,7 @@ TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
 AWS_LATENCY = 0.1  # seconds: an AWS call from a laptop takes 50-200 ms, one on the sandbox about 10 ms
 LATENCY_ROW = f"a, each AWS call {AWS_LATENCY * 1000:.0f} ms later (as far as AWS)"
 CDK_CLI = "2.1148.1"  # npm's aws-cdk, the CDK CLI the seed's scripts ran (synthesizes cloud assembly schema 55)
-CDK_CLI_ROW = "before, the seed's way: build, push, `cdk deploy --all` (CDK CLI)"
+CDK_CLI_ROW = "before, the seed's way: build, push, cdk deploy --all"
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
 
 
