@@ -99,6 +99,7 @@ class Bench:
         self.root = root
         self.env_name = env_name  # None: the clone's default environment, its private sandbox
         self.results: dict[str, float] = {}
+        self.cdk_steps: dict[str, float] = {}  # the CDK CLI run's parts: build + push, then what the CLI reports
 
     def command(self, task: str) -> list[str]:
         return [sys.executable, "-m", "invoke", task, *(["--env", self.env_name] if self.env_name else [])]
@@ -233,11 +234,18 @@ class Bench:
                 command += ["--parameters", parameter]
             started = time.perf_counter()
             self.build_and_push(config, env, aws, tag, f"GIT_SHA={sha}")  # the commit's image, GET /version too
+            pushed = time.perf_counter()
             done = subprocess.run(command, cwd=work, env=cli_env, capture_output=True, text=True)
             seconds = time.perf_counter() - started
         if done.returncode != 0:
             sys.stderr.write(done.stdout[-2000:] + done.stderr[-3000:])
             raise SystemExit(f"cdk deploy --all failed (exit {done.returncode})")
+        output = done.stdout + done.stderr
+        self.cdk_steps = {"build + push": pushed - started, "cdk deploy --all": seconds - (pushed - started)}
+        for synthesis in re.findall(r"Synthesis time: ([\d.]+)s", output)[:1]:
+            self.cdk_steps["synthesis"] = float(synthesis)
+        for stack, deployment in re.findall(r"✅\s+(\S+)\s+✨\s+Deployment time: ([\d.]+)s", output):
+            self.cdk_steps[stack] = float(deployment)
         return seconds
 
 
@@ -373,10 +381,13 @@ def main() -> int:
     if isinstance(cdk, str):
         rows.append(f"(no `cdk deploy --all` row: {cdk})")
     rows.append("(b) step by step: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in b_steps.items()))
+    if bench.cdk_steps:  # synthesis and each stack as the CDK CLI reports them, within its own time
+        rows.append("cdk deploy --all: " + ", ".join(f"{k} {v:.2f} s" for k, v in bench.cdk_steps.items()))
     say("\n".join(["", f"{'scenario':<62} {'wall time':>10}  target", "-" * 90, *rows]) + "\n")
     data: dict[str, Any] = {
         "seconds": {k: round(v, 2) for k, v in r.items()},
         "b_steps": b_steps,
+        "cdk_steps": {k: round(v, 2) for k, v in bench.cdk_steps.items()},
         "ratios": {k: round(v, 2) for k, (v, _) in ratios.items()},
         "targets_s": TARGETS,
     }
