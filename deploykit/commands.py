@@ -19,7 +19,7 @@ import botocore.exceptions
 import docker.errors
 from tabulate import tabulate
 
-from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
+from deploykit import auto, changes, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, at_once, translate_error
@@ -257,13 +257,9 @@ def base_image(
 
 def live_image_tag(aws: AwsFactory, env: EnvConfig) -> str:
     """The image tag live now: the running service's, else the stack's current ImageTag parameter."""
-    ecs_client = aws.client("ecs")
-    try:
-        service = ecs.describe_service(ecs_client, env.cluster, env.service)
-        image = ecs.TaskDefinitions.of(aws).image(service["taskDefinition"], env.container)
-        return image.rsplit(":", 1)[-1]
-    except UsageError:
-        pass
+    tag = auto.live_image_tag_or_empty(aws, env)
+    if tag:
+        return tag
     current = stack_parameters(aws, env.stacks.fargate)
     if current.get(planner.IMAGE_PARAMETER):
         return current[planner.IMAGE_PARAMETER]
