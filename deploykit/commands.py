@@ -202,9 +202,16 @@ def _record(
     """Leave the run in the environment's history (and, when it succeeded, in its live record).
 
     A history that cannot be written is reported and never fails a deploy that worked."""
-    components = dict(plan.deploys)
-    head = next(iter(components.values()), "")
-    record = history.record_of(report, components=components, base={c: before.get(c) for c in components}, head=head)
+    deployed, carried = dict(plan.deploys), dict(plan.carried)
+    head = next(iter(deployed.values()), "")
+    components = {**carried, **deployed}
+    record = history.record_of(
+        report,
+        components=components,
+        base={c: before.get(c) for c in components},
+        head=head,
+        unchanged=sorted(set(carried) - set(deployed)),
+    )
     try:
         found = history.History.of(aws, env)
         if found is None:
@@ -536,6 +543,8 @@ def history_list(
     *, env: str | None = None, limit: int = 20, as_json: bool = False, runtime: Runtime | None = None
 ) -> list[history.Record]:
     """The environment's newest deployments (who, when, what, result), newest first."""
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     runtime = runtime or Runtime()
     _config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
@@ -727,8 +736,7 @@ def deploy_auto(
         )
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
-        unchanged = auto.unchanged_components(a.found, a.revision)
-        plan = dataclasses.replace(plan, deploys=plan.deploys + unchanged) if plan else plan
+        plan = dataclasses.replace(plan, carried=auto.unchanged_components(a.found, a.revision)) if plan else plan
         estimates = read.get("estimates", {})
     lines = auto.analysis_lines(a.found, a.env)
     if dry_run and as_json:

@@ -59,10 +59,17 @@ class Record:
     head: str  # the commit deployed (image-tag form: sha12, or sha12-dirty-hash)
     ok: bool
     seconds: float
-    components: dict[str, str] = field(default_factory=dict)  # component → SHA deployed
+    components: dict[str, str] = field(default_factory=dict)  # component → SHA live after the run
     base: dict[str, str | None] = field(default_factory=dict)  # component → SHA live before
     steps: list[dict[str, Any]] = field(default_factory=list)  # step, status, seconds, detail
     error: str | None = None
+    # components in ``components`` the run did not deploy: no change since their live SHA, so live at ``head`` too
+    unchanged: list[str] = field(default_factory=list)
+
+    @property
+    def deployed(self) -> dict[str, str]:
+        """component → SHA for what the run itself deployed."""
+        return {c: sha for c, sha in self.components.items() if c not in self.unchanged}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +82,7 @@ class Record:
             "ok": self.ok,
             "seconds": self.seconds,
             "components": self.components,
+            "unchanged": self.unchanged,
             "base": self.base,
             "steps": self.steps,
             "error": self.error,
@@ -92,6 +100,7 @@ class Record:
             ok=bool(data.get("ok")),
             seconds=float(data.get("seconds", 0.0)),
             components=dict(data.get("components") or {}),
+            unchanged=[str(c) for c in data.get("unchanged") or ()],
             base=dict(data.get("base") or {}),
             steps=list(data.get("steps") or []),
             error=data.get("error"),
@@ -104,6 +113,7 @@ def record_of(
     components: Mapping[str, str],
     base: Mapping[str, str | None],
     head: str,
+    unchanged: Sequence[str] = (),
     who: str | None = None,
     now: datetime | None = None,
 ) -> Record:
@@ -130,6 +140,7 @@ def record_of(
         base=dict(base),
         steps=steps,
         error=None if report.error is None else report.error.message,
+        unchanged=list(unchanged),
     )
 
 
@@ -225,7 +236,10 @@ def estimates(records: Sequence[Record]) -> dict[str, float]:
 def table(records: Sequence[Record]) -> str:
     rows = []
     for r in records:
-        deployed = ", ".join(f"{c}@{sha[:12]}" for c, sha in sorted(r.components.items())) or "-"
+        listed = ", ".join(f"{c}@{sha[:12]}" for c, sha in sorted(r.deployed.items())) or "-"
+        unchanged = f" (+{len(r.unchanged)} unchanged)" if r.unchanged else ""
+        room = 70 - len(unchanged)
+        deployed = (listed if len(listed) <= room else listed[: room - 3] + "...") + unchanged
         rows.append(
             [
                 r.when.replace("+00:00", "Z"),
@@ -234,7 +248,7 @@ def table(records: Sequence[Record]) -> str:
                 r.head,
                 "✅ ok" if r.ok else "❌ failed",
                 f"{r.seconds:.1f}s",
-                deployed if len(deployed) <= 70 else deployed[:67] + "...",
+                deployed,
             ]
         )
     return tabulate(rows, headers=["when", "who", "command", "head", "result", "time", "deployed"])

@@ -108,12 +108,21 @@ class Plan:
     # What a successful run leaves live: (component, SHA) pairs, e.g. ("app", "3e2532eaf7e5"),
     # ("stack:fargate", ...), ("lambda:login_handler", ...). Recorded in the environment's history.
     deploys: tuple[tuple[str, str], ...] = ()
+    # What a successful run records as live without deploying it: components with no change since their live SHA
+    # (deploy.auto), so that later diffs start at this run's commit. The history lists them apart.
+    carried: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)
 
     def __add__(self, other: Plan) -> Plan:
-        return Plan(self.env, self.steps + other.steps, f"{self.title} + {other.title}", self.deploys + other.deploys)
+        return Plan(
+            self.env,
+            self.steps + other.steps,
+            f"{self.title} + {other.title}",
+            self.deploys + other.deploys,
+            self.carried + other.carried,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

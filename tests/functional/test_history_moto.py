@@ -136,6 +136,14 @@ def test_inv_history_prints_the_table_and_json_and_needs_the_registry_stack(
     assert data["live"]["app"]["sha"] == "cccccccccccc" and data["deployments"][0]["who"] == "ana@laptop"
 
 
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_under_one_is_a_usage_error(bucket: str, project: Path, limit: int) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(UsageError, match=f"--limit must be at least 1 \\(got {limit}\\)") as raised:
+        commands.history_list(env="dev", limit=limit, runtime=runtime)
+    assert raised.value.exit_code == 2
+
+
 def test_no_registry_stack_is_a_clear_error(moto_aws: None, project: Path) -> None:
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
     with pytest.raises(UsageError, match="has no history: its registry stack is not deployed"):
@@ -170,3 +178,32 @@ def test_every_executed_plan_that_deploys_leaves_a_record(bucket: str, dev_env: 
         {"lambda:login_handler": None},
     )
     assert store.live()["lambda:login_handler"]["sha"] == "dddddddddddd"
+
+
+def test_components_carried_without_a_deploy_are_live_at_head_but_not_listed_as_deployed(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """deploy.auto records the components with no change as live at HEAD (later diffs start there); the history
+    still tells them apart from what the run deployed."""
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    head = "eeeeeeeeeeee"
+    plan = Plan(
+        "dev",
+        (Deploy(),),
+        "deploy.auto",
+        deploys=(("app", head),),
+        carried=(("lambda:login_handler", head), ("stack:api", head)),
+    )
+    commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False)
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    [record] = store.records()
+    assert record.components == {"app": head, "lambda:login_handler": head, "stack:api": head}
+    assert record.unchanged == ["lambda:login_handler", "stack:api"] and record.deployed == {"app": head}
+    assert {c: v["sha"] for c, v in store.live().items()} == record.components
+    row = history.table([record]).splitlines()[-1]
+    assert row.endswith(f"app@{head} (+2 unchanged)") and "stack:api@" not in row
+    # a record written before the field existed reads as one that deployed all it names
+    old = history.Record.from_json({k: v for k, v in record.to_json().items() if k != "unchanged"})
+    assert old.unchanged == [] and old.deployed == record.components
