@@ -297,7 +297,25 @@ def estimate_rows(plan: Plan, env: EnvConfig, estimates: Mapping[str, float]) ->
     """One row per step: #, step, target, its estimated time from the history (blank when never timed)."""
     rows: list[list[Any]] = []
     for index, step in enumerate(flat_steps(plan.steps), start=1):
-        target = target_of(step, env)
-        guess = estimates.get(f"{step.name}:{target}", estimates.get(step.name))
-        rows.append([index, step.name, target, f"~{guess:.1f}s" if guess is not None else ""])
+        guess = _estimate(step, env, estimates)
+        rows.append([index, step.name, target_of(step, env), f"~{guess:.1f}s" if guess is not None else ""])
     return rows
+
+
+def estimate_total(steps: Sequence[Step], env: EnvConfig, estimates: Mapping[str, float]) -> float:
+    """The plan's estimated wall time: its steps one after the other, a parallel group as long as its longest
+    member (a step never timed counts as 0)."""
+    total = 0.0
+    for step in steps:
+        if isinstance(step, Parallel):
+            total += max((estimate_total((s,), env, estimates) for s in step.steps), default=0.0)
+        elif isinstance(step, StepSequence):
+            total += estimate_total(step.steps, env, estimates)
+        else:
+            total += _estimate(step, env, estimates) or 0.0
+    return total
+
+
+def _estimate(step: Step, env: EnvConfig, estimates: Mapping[str, float]) -> float | None:
+    """A step's median time in the history: of the same step on the same target (a stack), else of the step."""
+    return estimates.get(f"{step.name}:{target_of(step, env)}", estimates.get(step.name))

@@ -751,10 +751,11 @@ def deploy_auto(
             runtime.stdout.write(dumps({"environment": a.env.name, "ok": True, "steps": []}) + "\n")
         return None
     rows = auto.estimate_rows(plan, a.env, estimates)
-    total = sum(float(r[3][1:-1]) for r in rows if r[3])
+    total = auto.estimate_total(plan.steps, a.env, estimates)
+    about = f"{total:.0f}s" if total >= 10 else f"{total:.1f}s"
     runtime.stderr.write(
         f"\nPlan for deploy.auto → {a.env.name}"
-        + (f" (about {total:.0f}s from the history)" if total else "")
+        + (f" (about {about} from the history)" if total else "")
         + "\n"
         + tabulate(rows, headers=["#", "step", "target", "estimate"], tablefmt="simple")
         + "\n\n"

@@ -304,3 +304,25 @@ def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
     assert (live["app"], live["lambda:login_handler"], live["lambda:health_handler"]) == ("aaaaaaaaaaaa",) + (
         "bbbbbbbbbbbb",
     ) * 2
+
+
+def test_the_estimated_total_counts_a_parallel_group_as_its_longest_member(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    found = change_set(("backend/app/routes.py", "app"), ("lambda/health_handler/handler.py", "lambda:health_handler"))
+    plan = auto.auto_plan(config, env, revision, found, INPUTS)
+    # the image (build, push) beside the Lambda upload, then the fast path, then the app chain, then smoke
+    estimates = {
+        "build": 2.0,
+        "push": 1.0,
+        "upload-lambda": 5.0,
+        "update-code": 0.5,
+        "wait-healthy": 10.0,
+        "smoke": 1.0,
+    }
+    rows = auto.estimate_rows(plan, env, estimates)
+    assert sum(float(r[3][1:-1]) for r in rows if r[3]) == 19.5  # each step one after the other
+    assert auto.estimate_total(plan.steps, env, estimates) == 5.0 + 0.5 + 10.0 + 1.0
+    # a stack's own median goes before the median of all stack deploys
+    stack_plan = auto.auto_plan(config, env, revision, change_set(("cdk/stacks/data_stack.py", "stack:data")), INPUTS)
+    stack_estimates = {"deploy-stack": 9.0, "deploy-stack:CarRentalDataStack": 3.0, "synth": 4.0}
+    assert auto.estimate_total(stack_plan.steps, env, stack_estimates) == 7.0
