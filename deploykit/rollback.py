@@ -114,13 +114,16 @@ def pick(to: str, candidates: Iterable[str], *, what: str) -> str | None:
     return found[0]
 
 
-def previous_deploy(records: Sequence[history.Record], component: str, live: str | None) -> history.Record | None:
-    """The newest successful record that deployed ``component`` at a SHA other than ``live`` (newest first in)."""
-    for record in records:
-        sha = record.components.get(component)
-        if record.ok and sha and sha != live:
-            return record
-    return None
+def previous_deploy(
+    records: Sequence[history.Record], component: str, live: str | None, usable: Callable[[str], bool] = bool
+) -> history.Record | None:
+    """The newest successful record that deployed ``component`` at a SHA other than ``live`` (newest first in).
+
+    A record that only carried the component to its commit (deploy.auto, no change since) did not deploy it: its
+    SHA names no image or version. Of the rest, the first whose SHA is ``usable`` (a Lambda: one that has a
+    published version), else the first, so that the error names what is missing."""
+    found = [record for record in records if record.ok and (sha := record.deployed.get(component)) and sha != live]
+    return next((r for r in found if usable(r.components[component])), found[0] if found else None)
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class Target:
 
 
 def _history_target(
-    aws: AwsFactory, env: EnvConfig, component: Component, live: str | None
+    aws: AwsFactory, env: EnvConfig, component: Component, live: str | None, usable: Callable[[str], bool] = bool
 ) -> tuple[str, str, str | None]:
     """(sha, source, live) of the previous successful deploy; UsageError when there is none."""
     found = history.History.of(aws, env)
@@ -146,7 +149,7 @@ def _history_target(
         )
     if live is None:  # the environment does not say: the live record does
         live = found.live().get(component.key, {}).get("sha")
-    record = previous_deploy(found.records(HISTORY_DEPTH), component.key, live)
+    record = previous_deploy(found.records(HISTORY_DEPTH), component.key, live, usable)
     if record is None:
         raise UsageError(
             f"nothing to go back to: no successful deploy of {component.key} in {env.name}'s history "
@@ -257,7 +260,8 @@ def resolve_lambda(aws: AwsFactory, env: EnvConfig, component: Component, to: st
         sha = pick(wanted, shas, what=f"the versions of {function_name}")
         source = f"--to {to}"
     else:
-        wanted, source, live = _history_target(aws, env, component, live)
+        # records written before they told carried components apart name SHAs with no version: passed over
+        wanted, source, live = _history_target(aws, env, component, live, usable=shas.__contains__)
         sha = wanted if wanted in shas else None
     version = version_for(versions, sha) if sha else None
     if sha is None or version is None:

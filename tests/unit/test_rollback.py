@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,25 @@ def test_lambda_version_missing_is_refused_naming_the_shas_there(
         rb.resolve_lambda(aws, env, rb.Component("lambda", "login_handler"), "ccccccc")
     assert f"its versions name: {B}, {A}" in err.value.message
     assert "--component lambda:login_handler" in (err.value.next_step or "")
+
+
+def test_lambda_from_history_passes_over_records_that_only_carried_it(
+    env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy.auto records the Lambdas a backend change did not touch as live at its commit; no version is tagged
+    with that commit, so going back means going to the one deployed before."""
+    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
+    listed = versions(("1", f"code s3://b/k1 git {A}"), ("2", f"code s3://b/k2 git {B}"))
+    aws = fake_lambda_aws(env, listed, live_version="2")
+    key = "lambda:login_handler"
+    carried = dataclasses.replace(record(C, n=2), components={"app": C, key: C}, unchanged=[key])
+    old_style = dataclasses.replace(record(C, n=1), components={"app": C, key: C})  # written before `unchanged`
+    store = Mock(spec=history.History)
+    store.records.return_value = [record(B, component=key, n=3), carried, old_style, record(A, component=key, n=0)]
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
+    assert rb.previous_deploy(store.records.return_value, key, B) is old_style  # no version to check: the first
+    target, _ = rb.resolve_lambda(aws, env, rb.Component("lambda", "login_handler"), None)
+    assert (target.live, target.sha, target.version) == (B, A, "1") and "(r0)" in target.source
 
 
 def test_component_names(project: Path) -> None:
