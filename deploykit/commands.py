@@ -108,12 +108,12 @@ def run_plan(
         reporter = Reporter(runtime.stderr, clock=runtime.clock)
         plugins = load_plugins(runtime, config)
         ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory, plugins)
-        before = _live_before(runtime, aws, env) if plan.deploys else {}
+        before = _live_before(runtime, aws, env) if plan.deploys or plan.removes else {}
         report = Executor(ctx, _translator(env)).execute(plan)
         if isinstance(report.error, Interrupted) and any(before.values()):
             live = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
             report.error.message += f"; live before this run: {live}"
-        if plan.deploys:
+        if plan.deploys or plan.removes:
             _record(runtime, aws, env, plan, report, before)
         if report.error is not None and rollback is not None:
             report.rollback = recover(runtime, ctx, report, before, rollback=rollback)
@@ -208,9 +208,10 @@ def _record(
     record = history.record_of(
         report,
         components=components,
-        base={c: before.get(c) for c in components},
+        base={c: before.get(c) for c in (*components, *plan.removes)},
         head=head,
         unchanged=sorted(set(carried) - set(deployed)),
+        removed=plan.removes,
     )
     try:
         found = history.History.of(aws, env)
@@ -441,7 +442,7 @@ def destroy(
             f"environment {environment.name!r} is protected in deploy.toml; destroy refuses it",
             next_step="delete its stacks by hand if you really mean it, or set protected = false",
         )
-    plan = planner.destroy_plan(environment, include_data=include_data)
+    plan = planner.destroy_plan(environment, include_data=include_data, components=changes.components_of(config))
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)
 
 

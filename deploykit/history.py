@@ -65,6 +65,8 @@ class Record:
     error: str | None = None
     # components in ``components`` the run did not deploy: no change since their live SHA, so live at ``head`` too
     unchanged: list[str] = field(default_factory=list)
+    # components the run took out of the environment (destroy); ``base`` says what each ran
+    removed: list[str] = field(default_factory=list)
 
     @property
     def deployed(self) -> dict[str, str]:
@@ -83,6 +85,7 @@ class Record:
             "seconds": self.seconds,
             "components": self.components,
             "unchanged": self.unchanged,
+            "removed": self.removed,
             "base": self.base,
             "steps": self.steps,
             "error": self.error,
@@ -101,6 +104,7 @@ class Record:
             seconds=float(data.get("seconds", 0.0)),
             components=dict(data.get("components") or {}),
             unchanged=[str(c) for c in data.get("unchanged") or ()],
+            removed=[str(c) for c in data.get("removed") or ()],
             base=dict(data.get("base") or {}),
             steps=list(data.get("steps") or []),
             error=data.get("error"),
@@ -114,6 +118,7 @@ def record_of(
     base: Mapping[str, str | None],
     head: str,
     unchanged: Sequence[str] = (),
+    removed: Sequence[str] = (),
     who: str | None = None,
     now: datetime | None = None,
 ) -> Record:
@@ -141,6 +146,7 @@ def record_of(
         steps=steps,
         error=None if report.error is None else report.error.message,
         unchanged=list(unchanged),
+        removed=list(removed),
     )
 
 
@@ -177,7 +183,7 @@ class History:
         key = f"{self.prefix}{record.id}.json"
         body = json.dumps(record.to_json(), indent=2).encode()
         put = partial(self.s3.put_object, Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
-        if not (record.ok and record.components):
+        if not (record.ok and (record.components or record.removed)):
             put()
             return key
         reads: dict[str, Callable[[], Any]] = {"record": put, "live": self.live}
@@ -185,6 +191,8 @@ class History:
         for component, sha in record.components.items():
             if live.get(component, {}).get("sha") != sha:  # "since" stays when the same SHA is redeployed
                 live[component] = {"sha": sha, "when": record.when, "record": record.id}
+        for component in record.removed:
+            live.pop(component, None)
         self.s3.put_object(
             Bucket=self.bucket,
             Key=self.live_key,
@@ -236,7 +244,10 @@ def estimates(records: Sequence[Record]) -> dict[str, float]:
 def table(records: Sequence[Record]) -> str:
     rows = []
     for r in records:
-        listed = ", ".join(f"{c}@{sha[:12]}" for c, sha in sorted(r.deployed.items())) or "-"
+        listed = ", ".join(f"{c}@{sha[:12]}" for c, sha in sorted(r.deployed.items()))
+        if r.removed:
+            listed = ", ".join(filter(None, (listed, "removed " + ", ".join(sorted(r.removed)))))
+        listed = listed or "-"
         unchanged = f" (+{len(r.unchanged)} unchanged)" if r.unchanged else ""
         room = 70 - len(unchanged)
         deployed = (listed if len(listed) <= room else listed[: room - 3] + "...") + unchanged

@@ -111,6 +111,8 @@ class Plan:
     # What a successful run records as live without deploying it: components with no change since their live SHA
     # (deploy.auto), so that later diffs start at this run's commit. The history lists them apart.
     carried: tuple[tuple[str, str], ...] = ()
+    # What a successful run takes out of the environment (destroy): the live record drops these components.
+    removes: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -122,6 +124,7 @@ class Plan:
             f"{self.title} + {other.title}",
             self.deploys + other.deploys,
             self.carried + other.carried,
+            self.removes + other.removes,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -114,6 +114,8 @@ STACK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "api": ("registry", "auth"),
 }
 DATA_STACKS = ("registry", "data", "auth")  # they hold images, tables, buckets, users: kept by destroy
+# the stack each kind of component runs in (a stack:<role> component is that stack)
+HOSTED_BY = {"app": "fargate", "lambda": "api"}
 IMAGE_PARAMETER = "ImageTag"
 
 
@@ -240,12 +242,21 @@ def _group(steps: Sequence[Step]) -> Step:
     return steps[0] if len(steps) == 1 else Parallel(tuple(steps))
 
 
-def destroy_plan(env: EnvConfig, *, include_data: bool) -> Plan:
-    """The stacks in reverse dependency order; those holding data only with include_data."""
+def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str] = ()) -> Plan:
+    """The stacks in reverse dependency order; those holding data only with include_data. ``components`` (the
+    checkout's, see changes.components_of): those the destroyed stacks take with them are the plan's removes."""
     roles = stack_roles(env)
     steps: list[Step] = []
+    gone: list[str] = []
     for level in reversed(stack_levels()):
-        members = [DestroyStack(roles[r]) for r in level if include_data or r not in DATA_STACKS]
+        members = [r for r in level if include_data or r not in DATA_STACKS]
+        gone += members
         if members:
-            steps.append(_group(members))
-    return Plan(env.name, tuple(steps), "destroy")
+            steps.append(_group([DestroyStack(roles[r]) for r in members]))
+    return Plan(env.name, tuple(steps), "destroy", removes=tuple(c for c in components if host_stack(c) in gone))
+
+
+def host_stack(component: str) -> str:
+    """The role of the stack ``component`` lives in: app → fargate, lambda:<fn> → api, stack:<role> → role."""
+    kind, _, name = component.partition(":")
+    return name if kind == "stack" else HOSTED_BY[kind]

@@ -150,6 +150,9 @@ def test_no_registry_stack_is_a_clear_error(moto_aws: None, project: Path) -> No
         commands.history_list(env="dev", runtime=runtime)
 
 
+QUIET = {"dry_run": False, "as_json": False}
+
+
 class Deploy(Step):
     name = "deploy"
 
@@ -207,3 +210,21 @@ def test_components_carried_without_a_deploy_are_live_at_head_but_not_listed_as_
     # a record written before the field existed reads as one that deployed all it names
     old = history.Record.from_json({k: v for k, v in record.to_json().items() if k != "unchanged"})
     assert old.unchanged == [] and old.deployed == record.components
+
+
+def test_a_destroy_is_recorded_and_drops_what_it_removed_from_the_live_record(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    deployed = (("app", "aaaaaaaaaaaa"), ("stack:api", "aaaaaaaaaaaa"), ("stack:data", "aaaaaaaaaaaa"))
+    commands.run_plan(runtime, config, dev_env, Plan("dev", (Deploy(),), "deploy.full", deploys=deployed), **QUIET)
+    destroy = Plan("dev", (Deploy(),), "destroy", removes=("app", "stack:api"))
+    commands.run_plan(runtime, config, dev_env, destroy, **QUIET)
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    newest = store.records()[0]
+    assert (newest.command, newest.removed, newest.components) == ("destroy", ["app", "stack:api"], {})
+    assert newest.base == {"app": "aaaaaaaaaaaa", "stack:api": "aaaaaaaaaaaa"}  # what each ran when it went
+    assert set(store.live()) == {"stack:data"}
+    assert history.table([newest]).splitlines()[-1].endswith("removed app, stack:api")

@@ -219,5 +219,14 @@ def test_destroy_keeps_data_stacks_unless_asked(project: Path) -> None:
 
     commands.destroy(runtime=quiet_runtime(project))
     assert alive() == {"CarRentalRegistryStack", "CarRentalDataStack", "CarRentalAuthStack"}
+    # the history kept in the registry stack's bucket says who destroyed what; the live record drops it
+    runtime = quiet_runtime(project)
+    commands.history_list(as_json=True, runtime=runtime)
+    found = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    newest = found["deployments"][0]
+    gone = {"app", "lambda:health_handler", "lambda:login_handler", "stack:fargate", "stack:api"}
+    assert (newest["command"], newest["ok"], set(newest["removed"])) == ("destroy", True, gone)
+    assert set(newest["base"]) == gone and newest["components"] == {}
+    assert set(found["live"]) == {"stack:registry", "stack:data", "stack:auth"}
     commands.destroy(include_data=True, runtime=quiet_runtime(project))
     assert alive() == set()

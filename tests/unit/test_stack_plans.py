@@ -104,6 +104,23 @@ def test_destroy_keeps_the_stacks_that_hold_data_unless_asked(project: Path) -> 
     ]
 
 
+def test_destroy_removes_the_components_its_stacks_take_with_them(project: Path) -> None:
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    components = [
+        "app",
+        "lambda:login_handler",
+        "stack:registry",
+        "stack:data",
+        "stack:auth",
+        "stack:fargate",
+        "stack:api",
+    ]
+    kept = planner.destroy_plan(env, include_data=False, components=components)
+    assert kept.removes == ("app", "lambda:login_handler", "stack:fargate", "stack:api")
+    assert planner.destroy_plan(env, include_data=True, components=components).removes == tuple(components)
+    assert kept.deploys == () and planner.destroy_plan(env, include_data=False).removes == ()
+
+
 def test_code_parameters_are_named_after_the_function() -> None:
     assert planner.code_parameter("login_handler") == "LoginHandlerCodeKey"
     assert planner.code_parameter("health_handler") == "HealthHandlerCodeKey"
