@@ -195,11 +195,18 @@ def auto_plan(
 
 
 def unchanged_components(found: changes.ChangeSet, revision: Revision) -> tuple[tuple[str, str], ...]:
-    """(component, HEAD's tag) for each component deployed from a known commit with no change since: what is live
-    for it is what HEAD holds. The app is left out (its image tag, not the record, says what runs)."""
+    """(component, HEAD's commit) for each component deployed from a known commit with no change since: what is
+    live for it is what HEAD's commit holds. The app is left out (its image tag, not the record, says what runs).
+
+    None with --since: its commit is what the user told to compare with, not what is live, and carrying a component
+    to HEAD would hide, for good, changes made between its live commit and that one. The commit is HEAD's own
+    even when uncommitted changes are deployed (--allow-dirty): a component they do not touch is as committed, and a
+    dirty tag in the live record would count it changed next time."""
+    if found.since is not None:
+        return ()
     changed = found.components()
     return tuple(
-        (component, revision.tag)
+        (component, revision.short)
         for component, base in sorted(found.base.items())
         if base is not None and component not in changed and component not in found.dirty and component != "app"
     )

@@ -75,6 +75,7 @@ class ChangeSet:
     changes: tuple[Change, ...]
     dirty: frozenset[str] = frozenset()  # components whose live build had uncommitted changes
     uncommitted: bool = False  # head's uncommitted changes (untracked files included) were counted too
+    since: str | None = None  # the commit --since named: every base is that commit, not what is live
 
     def components(self) -> set[str]:
         """The components with at least one change (kind other than none)."""
@@ -418,6 +419,7 @@ def detect(
         changes=tuple(unique),
         dirty=frozenset(dirty),
         uncommitted=include_uncommitted,
+        since=since_sha,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,11 @@ def test_components_without_change_are_recorded_live_at_head_but_not_the_app(wit
         dirty=frozenset({"stack:auth"}),
     )
     assert auto.unchanged_components(found, revision) == (("stack:data", revision.tag),)
+    # with uncommitted changes deployed, what they do not touch is live at HEAD's commit, not at the dirty build
+    dirty = dataclasses.replace(revision, dirty_paths=("backend/app/auth.py",), dirty_hash="d" * 64)
+    assert dirty.tag != dirty.short and auto.unchanged_components(found, dirty) == (("stack:data", dirty.short),)
+    # --since names the base: what is live is not known, so nothing is carried
+    assert auto.unchanged_components(dataclasses.replace(found, since="a" * 40), revision) == ()
 
 
 def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> None:  # noqa: F811
