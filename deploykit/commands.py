@@ -389,13 +389,20 @@ def rollback(
     an earlier version) back on commit ``to``, else on the previous successful deploy in the history; then smoke.
 
     Refuses (UsageError, nothing changed) what cannot be rolled back to: an image no longer in the registry, a
-    Lambda commit no version is tagged with, an empty history. See deploykit.rollback."""
+    Lambda commit no version runs (tagged with it, or with its code), an empty history. See deploykit.rollback."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     target_component = rollbacks.parse_component(component, config)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        target, plan = rollbacks.rollback_plan(aws, environment, target_component, to=to, smoke=smoke)
+        target, plan = rollbacks.rollback_plan(
+            aws,
+            environment,
+            target_component,
+            to=to,
+            smoke=smoke,
+            code_at=partial(lambda_chain.code_at, config.root, target_component.function),
+        )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     if target.live == target.sha:
         runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {environment.name}\n")

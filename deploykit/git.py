@@ -8,7 +8,9 @@ different dirty trees never share a tag.
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +142,18 @@ def resolve_commit(root: Path, rev: str) -> str | None:
     if not is_known_commit(root, rev):
         return None
     return _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").decode().strip()
+
+
+def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
+    """Write the files under ``folder`` (relative to ``root``) in commit ``rev`` into ``dest``, at the same relative
+    paths, executable bits kept; False when that commit has no such folder."""
+    _refuse_option(rev)
+    if not _git_ok(root, "cat-file", "-e", f"{rev}:{folder}"):
+        return False
+    archive = _git(root, "archive", "--format=tar", rev, "--", folder)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return True
 
 
 def is_shallow(root: Path) -> bool:

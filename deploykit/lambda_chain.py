@@ -20,6 +20,7 @@ passes the code that is live as the stack's ``<Function>CodeKey`` parameter, ins
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from deploykit import packaging
+from deploykit import git, packaging
 from deploykit.endpoints import MAPPED_OUTPUTS, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
@@ -422,6 +423,19 @@ def function_names(config: Config) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / packaging.HANDLER_MODULE).is_file())
+
+
+def code_at(root: Path, function: str, commit: str) -> tuple[str, str] | None:
+    """(the commit's SHA12, the CodeSha256 Lambda reports for ``function`` packaged as in that commit): packaging is
+    reproducible, so the digest names the version that runs that commit's code, whoever published it. None when
+    this clone does not have the commit or the function did not exist in it."""
+    full = git.resolve_commit(root, commit)
+    if full is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="deploykit-code-") as tmp:
+        if not git.export(root, full, f"{LAMBDA_FOLDER}/{function}", Path(tmp)):
+            return None
+        return full[: git.SHORT_SHA], packaging.package_function(Path(tmp) / LAMBDA_FOLDER / function).code_sha256
 
 
 def function_folder(config: Config, function: str) -> Path:

@@ -232,17 +232,32 @@ def version_for(versions: Sequence[dict[str, Any]], sha: str) -> str | None:
     return next((str(v["Version"]) for v in versions if lambda_chain.git_sha_of(v.get("Description")) == sha), None)
 
 
-def _missing_version(env: EnvConfig, function: str, function_name: str, wanted: str, shas: Sequence[str]) -> UsageError:
+def _missing_version(
+    env: EnvConfig, function: str, function_name: str, wanted: str, shas: Sequence[str], code: str
+) -> UsageError:
     listed = ", ".join(shas[:SHOWN]) + (f" and {len(shas) - SHOWN} more" if len(shas) > SHOWN else "")
     return UsageError(
-        f"no published version of {function_name} ({function}) is tagged git {wanted}, nothing was changed; "
-        f"its versions name: {listed or 'no commit (published by CloudFormation only)'}",
+        f"no published version of {function_name} ({function}) is tagged git {wanted}, nor runs its code ({code}), "
+        f"nothing was changed; its versions name: {listed or 'no commit (published by CloudFormation only)'}",
         next_step=f"roll back to one of those: inv rollback --env {env.name} --component lambda:{function} --to <sha>",
     )
 
 
-def resolve_lambda(aws: AwsFactory, env: EnvConfig, component: Component, to: str | None) -> tuple[Target, str]:
-    """The target and the Lambda function name."""
+CodeAt = Callable[[str], "tuple[str, str] | None"]  # commit → (its SHA12, the function's CodeSha256 in it)
+
+
+def _no_code(_commit: str) -> tuple[str, str] | None:
+    return None
+
+
+def resolve_lambda(
+    aws: AwsFactory, env: EnvConfig, component: Component, to: str | None, code_at: CodeAt = _no_code
+) -> tuple[Target, str]:
+    """The target and the Lambda function name.
+
+    A commit's version is the newest tagged ``git <sha12>`` (the fast path publishes those), else the newest whose
+    CodeSha256 is that of the function packaged as in the commit (``code_at``): the versions CloudFormation
+    publishes name their code only."""
     functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env)
     function_name = functions.get(component.function)
     if not function_name:
@@ -255,17 +270,32 @@ def resolve_lambda(aws: AwsFactory, env: EnvConfig, component: Component, to: st
     live = lambda_chain.live_git_sha(client, function_name)
     versions = published_versions(client, function_name)
     shas = list(dict.fromkeys(s for v in versions if (s := lambda_chain.git_sha_of(v.get("Description")))))
+    by_code: dict[str, tuple[str, str | None, str | None]] = {}  # commit → (its SHA12, its CodeSha256, version)
+
+    def version_of(commit: str) -> tuple[str, str | None, str | None]:
+        if commit in shas:
+            return commit, None, version_for(versions, commit)
+        if commit not in by_code:
+            sha12, code = (None if DIRTY in commit else code_at(commit)) or (commit, None)
+            running = next((str(v["Version"]) for v in versions if code and v.get("CodeSha256") == code), None)
+            by_code[commit] = (sha12, code, running)
+        return by_code[commit]
+
+    def usable(commit: str) -> bool:
+        return version_of(commit)[2] is not None
+
     if to is not None:
         wanted = normalize_to(to)
-        sha = pick(wanted, shas, what=f"the versions of {function_name}")
+        sha = pick(wanted, shas, what=f"the versions of {function_name}") or wanted
         source = f"--to {to}"
     else:
         # records written before they told carried components apart name SHAs with no version: passed over
-        wanted, source, live = _history_target(aws, env, component, live, usable=shas.__contains__)
-        sha = wanted if wanted in shas else None
-    version = version_for(versions, sha) if sha else None
-    if sha is None or version is None:
-        raise _missing_version(env, component.function, function_name, wanted, shas)
+        wanted, source, live = _history_target(aws, env, component, live, usable=usable)
+        sha = wanted
+    sha, code, version = version_of(sha)
+    if version is None:
+        compared = f"CodeSha256 {code}" if code else "commit not in this clone to compare"
+        raise _missing_version(env, component.function, function_name, wanted, shas, compared)
     return Target(component, live, sha, source, version), function_name
 
 
@@ -313,12 +343,13 @@ def rollback_plan(
     to: str | None,
     smoke: bool = True,
     repository_uri: Callable[[AwsFactory], str] = registry.repository_uri,
+    code_at: CodeAt = _no_code,
 ) -> tuple[Target, Plan]:
     """Resolve the target (refusing what cannot be rolled back to), then the plan that goes back to it."""
     if component.kind == "app":
         target = resolve_app(aws, env, to)
         return target, app_plan(env, repository_uri(aws), target.sha, smoke=smoke)
-    target, function_name = resolve_lambda(aws, env, component, to)
+    target, function_name = resolve_lambda(aws, env, component, to, code_at)
     return target, lambda_plan(env, target, function_name, smoke=smoke)
 
 

@@ -17,6 +17,8 @@ from deploykit.config import EnvConfig, load_config
 from deploykit.errors import Interrupted, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
+from tests.conftest import git
+from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
 A = "aaaaaaa11111"
 B = "bbbbbbb22222"
@@ -245,6 +247,51 @@ def test_lambda_from_history_passes_over_records_that_only_carried_it(
     assert rb.previous_deploy(store.records.return_value, key, B) is old_style  # no version to check: the first
     target, _ = rb.resolve_lambda(aws, env, rb.Component("lambda", "login_handler"), None)
     assert (target.live, target.sha, target.version) == (B, A, "1") and "(r0)" in target.source
+
+
+def test_lambda_goes_back_to_a_version_cloudformation_published_by_its_code(
+    env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy.full publishes through the API stack, whose versions name their code, not a commit: the first fast-path
+    deploy after it goes back to the version whose CodeSha256 is the function's as packaged in that commit."""
+    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
+    listed = versions(("1", "code s3://b/k1"), ("2", f"code s3://b/k2 git {B}"))
+    listed[1]["CodeSha256"], listed[2]["CodeSha256"] = "code-of-A=", "code-of-B="
+    aws = fake_lambda_aws(env, listed, live_version="2")
+    key = "lambda:login_handler"
+    store = Mock(spec=history.History)
+    full = dataclasses.replace(record(A, n=1), command="deploy.full", components={"app": A, key: A})
+    store.records.return_value = [record(B, component=key, n=2), full]
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
+    asked: list[str] = []
+
+    def code_at(commit: str) -> tuple[str, str] | None:
+        asked.append(commit)
+        return {A: (A, "code-of-A="), C: (C, "code-of-C=")}.get(commit)
+
+    component = rb.Component("lambda", "login_handler")
+    target, _ = rb.resolve_lambda(aws, env, component, None, code_at)
+    assert (target.live, target.sha, target.version) == (B, A, "1") and asked == [A]
+    by_prefix, _ = rb.resolve_lambda(aws, env, component, "aaaaaaa", lambda commit: code_at(A))
+    assert (by_prefix.sha, by_prefix.version) == (A, "1")
+    with pytest.raises(UsageError, match="nor runs its code \\(CodeSha256 code-of-C=\\)"):
+        rb.resolve_lambda(aws, env, component, C, code_at)
+    with pytest.raises(UsageError, match="commit not in this clone to compare"):
+        rb.resolve_lambda(aws, env, component, "ddddddd", code_at)
+
+
+def test_the_code_of_a_function_in_a_commit_is_its_package_then(with_lambdas: Path) -> None:  # noqa: F811
+    from deploykit import packaging
+
+    folder = with_lambdas / "lambda" / "login_handler"
+    first = git(with_lambdas, "rev-parse", "HEAD").strip()
+    then = packaging.package_function(folder).code_sha256
+    (folder / "handler.py").write_text((folder / "handler.py").read_text() + "\n# later\n")
+    git(with_lambdas, "commit", "-qam", "later")
+    assert packaging.package_function(folder).code_sha256 != then
+    assert lambda_chain.code_at(with_lambdas, "login_handler", first[:7]) == (first[:12], then)
+    assert lambda_chain.code_at(with_lambdas, "no_such_function", first) is None
+    assert lambda_chain.code_at(with_lambdas, "login_handler", "0" * 40) is None
 
 
 def test_component_names(project: Path) -> None:
