@@ -147,3 +147,12 @@ def test_a_function_change_is_live_in_seconds_without_cloudformation_and_a_stack
         f"{unchanged:.2f}s with nothing to do"
     )
     assert chain_only <= 4.0, f"the fast path took {chain_only:.1f}s"
+
+
+def test_rollback_finds_the_version_cloudformation_published_by_its_code(project: Path, deployed: Endpoints) -> None:
+    """deploy.full published version 1 through the API stack: its description names its code, not a commit."""
+    full = next(r for r in commands.history_list(runtime=quiet_runtime(project)) if r.command == "deploy.full")
+    report = commands.rollback(component=f"lambda:{FN}", to=full.head[:7], runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    answer = health(deployed.api_health_url)
+    assert "release" not in answer and answer["function_version"] == "1"
