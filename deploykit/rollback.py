@@ -267,7 +267,9 @@ def resolve_lambda(
             next_step=f"deploy the API stack first: inv deploy.stack api --env {env.name}",
         )
     client = aws.client("lambda")
-    live = lambda_chain.live_git_sha(client, function_name)
+    serving = lambda_chain.live_configuration(client, function_name)
+    live = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
+    live_version = str(serving.get("Version")) if serving else None
     versions = published_versions(client, function_name)
     shas = list(dict.fromkeys(s for v in versions if (s := lambda_chain.git_sha_of(v.get("Description")))))
     by_code: dict[str, tuple[str, str | None, str | None]] = {}  # commit → (its SHA12, its CodeSha256, version)
@@ -281,8 +283,8 @@ def resolve_lambda(
             by_code[commit] = (sha12, code, running)
         return by_code[commit]
 
-    def usable(commit: str) -> bool:
-        return version_of(commit)[2] is not None
+    def usable(commit: str) -> bool:  # a version to go back to: not the one the alias serves
+        return version_of(commit)[2] not in (None, live_version)
 
     if to is not None:
         wanted = normalize_to(to)
@@ -296,6 +298,8 @@ def resolve_lambda(
     if version is None:
         compared = f"CodeSha256 {code}" if code else "commit not in this clone to compare"
         raise _missing_version(env, component.function, function_name, wanted, shas, compared)
+    if version == live_version:  # its code is what runs: nothing to roll back (a version the stack published)
+        live = sha
     return Target(component, live, sha, source, version), function_name
 
 

@@ -280,6 +280,24 @@ def test_lambda_goes_back_to_a_version_cloudformation_published_by_its_code(
         rb.resolve_lambda(aws, env, component, "ddddddd", code_at)
 
 
+def test_a_lambda_whose_only_version_runs_the_previous_deploys_code_has_nothing_to_roll_back(
+    env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 1 from deploy.full at A is live; later runs only carried the function (its code unchanged)."""
+    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
+    listed = versions(("1", "code s3://b/k1"))
+    listed[1]["CodeSha256"] = "code-of-A="
+    aws = fake_lambda_aws(env, listed, live_version="1")
+    key = "lambda:login_handler"
+    store = Mock(spec=history.History)
+    full = dataclasses.replace(record(A, n=1), command="deploy.full", components={"app": A, key: A})
+    store.records.return_value = [full]
+    store.live.return_value = {key: {"sha": C}}  # carried to C by a later deploy.auto
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
+    target, _ = rb.resolve_lambda(aws, env, rb.Component("lambda", "login_handler"), None, lambda _c: (A, "code-of-A="))
+    assert (target.live, target.sha, target.version) == (A, A, "1")  # commands.rollback: "nothing to roll back"
+
+
 def test_the_code_of_a_function_in_a_commit_is_its_package_then(with_lambdas: Path) -> None:  # noqa: F811
     from deploykit import packaging
 
