@@ -27,7 +27,8 @@ from deploykit.history import History
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import DeployStack, Synthesize, UploadLambdaCode
+from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
+from deploykit.stacks import StackOutputs
 
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
@@ -38,16 +39,26 @@ def live_components(
 ) -> dict[str, str | None]:
     """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown).
 
-    The live record, the service's image and each function's version are read at once (:func:`at_once`)."""
+    The live record, the service's image and each function's version are read at once (:func:`at_once`). Without
+    ``endpoints`` (some stack is not deployed, e.g. after ``inv destroy``) the stacks that are still answer from
+    the outputs already read, and what the missing ones hold is None."""
     components = changes.components_of(config)
-    if endpoints is None:
-        return dict.fromkeys(components)
-    found = History(aws, env, endpoints.artifacts_bucket) if endpoints.artifacts_bucket else None
+    bucket: str | None
+    if endpoints is not None:
+        stacks, bucket, functions = endpoints.outputs, endpoints.artifacts_bucket, endpoints.functions
+        has_service = True
+    else:
+        outputs = StackOutputs.of(aws)  # read by the caller when it resolved the endpoints: answered from memory
+        stacks = {name: answer for name in planner.stack_roles(env).values() if (answer := outputs(name)) is not None}
+        bucket = stacks.get(env.stacks.registry, {}).get(ARTIFACTS_OUTPUT)
+        functions = lambda_chain.deployed_functions(outputs, env, required=False) if env.stacks.api in stacks else {}
+        has_service = env.stacks.fargate in stacks
+    found = History(aws, env, bucket) if bucket else None
     reads: dict[str, Callable[[], Any]] = {"record": found.live if found else dict}
     for component in components:
         kind, _, name = component.partition(":")
-        function_name = endpoints.functions.get(name) if kind == "lambda" else None
-        if kind == "app":
+        function_name = functions.get(name) if kind == "lambda" else None
+        if kind == "app" and has_service:
             reads[component] = partial(_live_image_tag, aws, env, completed=True)
         elif function_name:
             reads[component] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
@@ -59,14 +70,18 @@ def live_components(
         if kind == "app":
             # the running image, unless the live record (what a deploy verified, smoke included) says another:
             # then that deploy did not finish — interrupted, or the service changed by other means — and the
-            # app counts from what was last verified, so deploy.auto waits for it and smokes it
-            image, verified = read[component], record.get(component)
-            live[component] = verified if verified and image and verified != image else (image or verified)
+            # app counts from what was last verified, so deploy.auto waits for it and smokes it (not read: no
+            # Fargate stack, no app)
+            image, verified = read.get(component), record.get(component)
+            if component not in read:
+                live[component] = None
+            else:
+                live[component] = verified if verified and image and verified != image else (image or verified)
         elif kind == "lambda":
             live[component] = (read[component] or record.get(component)) if component in read else None
         else:
             stack = getattr(env.stacks, name)
-            live[component] = record.get(component) if stack in endpoints.outputs else None
+            live[component] = record.get(component) if stack in stacks else None
     return live
 
 

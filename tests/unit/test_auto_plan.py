@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from deploykit import auto, changes
 from deploykit.config import Config, EnvConfig, load_config
@@ -240,7 +241,25 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
         "stack:api": None,  # a record, but the stack is gone
     }
     assert s3.get_object.call_args.kwargs["Key"] == "deploykit/live/sandbox.json"
-    assert auto.live_components(aws, config, env, None) == dict.fromkeys(live)
+    # some stack missing (after inv destroy): no endpoints; the stacks still there answer, the rest is None
+    cfn = Mock()
+    present = {
+        env.stacks.registry: [{"OutputKey": "ArtifactsBucketName", "OutputValue": "bucket"}],
+        env.stacks.data: [],
+    }
+
+    def describe_stacks(StackName: str) -> dict[str, Any]:
+        if StackName not in present:
+            error = {"Error": {"Code": "ValidationError", "Message": f"Stack with id {StackName} does not exist"}}
+            raise ClientError(error, "DescribeStacks")
+        return {"Stacks": [{"StackName": StackName, "StackStatus": "CREATE_COMPLETE", "Outputs": present[StackName]}]}
+
+    cfn.describe_stacks.side_effect = describe_stacks
+    partly = fake_factory(ecs=ecs, s3=s3, cloudformation=cfn, **{"lambda": lam})
+    assert auto.live_components(partly, config, env, None) == dict.fromkeys(live) | {"stack:data": "cccccccccccc"}
+    assert s3.get_object.call_args.kwargs["Bucket"] == "bucket"
+    present.pop(env.stacks.registry)  # no registry stack: no live record either
+    assert auto.live_components(fake_factory(cloudformation=cfn), config, env, None) == dict.fromkeys(live)
 
     # a deploy that rolled the service but was interrupted before it was verified: the record wins
     live_record["app"] = {"sha": "ffffffffffff"}
