@@ -287,6 +287,8 @@ def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan) -> dict[str,
 
 def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
+    if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
+        return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place
     if change.kind == "app":
         return "inv deploy.app"
     if change.kind == "lambda" and change.component:

@@ -37,7 +37,7 @@ CDK_APP = f"{CDK_DIR}/app.py"  # the entry point: it builds every stack
 HANDLER = "handler.py"
 
 _LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
-_NOT_DEPLOYED = "not deployed yet"
+NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
 
 
 class Target(NamedTuple):
@@ -354,7 +354,7 @@ def detect(
         kind = kind_of(component)
         if tag is None:
             bases[component] = None
-            notes.append(Change("", component, kind, "A", _NOT_DEPLOYED))
+            notes.append(Change("", component, kind, "A", NOT_DEPLOYED))
             continue
         if since_sha is not None:
             bases[component] = since_sha

@@ -169,6 +169,20 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack",
         "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
     ]
+    # never deployed (after inv destroy): deploy.app and deploy.lambda would find no service or function
+    never = changes.ChangeSet(
+        base=dict.fromkeys(["app", "lambda:login_handler", "stack:api"]),
+        head=HEAD,
+        changes=tuple(
+            changes.Change("", component, changes.kind_of(component), "A", changes.NOT_DEPLOYED)
+            for component in ("app", "lambda:login_handler", "stack:api")
+        ),
+    )
+    assert auto.analysis_lines(never, env) == [
+        "📱 App code: app (not deployed yet) → inv deploy.auto",
+        "🔧 Lambda:   lambda:login_handler (not deployed yet) → inv deploy.auto",
+        "🐳 Stack:    stack:api (not deployed yet) → inv deploy.stack CarRentalApiStack",
+    ]
 
 
 def test_components_without_change_are_recorded_live_at_head_but_not_the_app(with_lambdas: Path) -> None:  # noqa: F811
