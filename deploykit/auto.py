@@ -78,11 +78,24 @@ def live_components(
             else:
                 live[component] = verified if verified and image and verified != image else (image or verified)
         elif kind == "lambda":
-            live[component] = (read[component] or record.get(component)) if component in read else None
+            described, recorded = read.get(component), record.get(component)
+            if component not in read:
+                live[component] = None
+            elif described and recorded and _dirty(described) and not _dirty(recorded):
+                # a deploy from a commit (the record) found the version of a dirty build already running its code:
+                # a version keeps the description it was published with, so only the record can say so
+                live[component] = recorded
+            else:
+                live[component] = described or recorded
         else:
             stack = getattr(env.stacks, name)
             live[component] = record.get(component) if stack in stacks else None
     return live
+
+
+def _dirty(tag: str) -> bool:
+    """Whether a live tag names a build from uncommitted changes (``<sha12>-dirty-<hash>``)."""
+    return "-dirty-" in tag
 
 
 def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:

@@ -275,6 +275,20 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     present.pop(env.stacks.registry)  # no registry stack: no live record either
     assert auto.live_components(fake_factory(cloudformation=cfn), config, env, None) == dict.fromkeys(live)
 
+    # a dirty build's version, its code committed since and deployed from that commit (which reused the version):
+    # the record names the commit; a dirty record is no better than the description
+    versions["api-login-1"] = "code s3://b/lambda/login_handler/1.zip git bbbbbbbbbbbb-dirty-0123456789ab"
+    live_record["lambda:login_handler"] = {"sha": "cccccccccccc"}
+    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
+    assert auto.live_components(aws, config, env, endpoints)["lambda:login_handler"] == "cccccccccccc"
+    live_record["lambda:login_handler"] = {"sha": "cccccccccccc-dirty-0123456789ab"}
+    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
+    assert (
+        auto.live_components(aws, config, env, endpoints)["lambda:login_handler"] == "bbbbbbbbbbbb-dirty-0123456789ab"
+    )
+    versions["api-login-1"] = "code s3://b/lambda/login_handler/1.zip git bbbbbbbbbbbb"
+    del live_record["lambda:login_handler"]
+
     # a deploy that rolled the service but was interrupted before it was verified: the record wins
     live_record["app"] = {"sha": "ffffffffffff"}
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
