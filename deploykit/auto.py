@@ -61,7 +61,7 @@ def live_components(
         if kind == "app" and has_service:
             reads[component] = partial(_live_image_tag, aws, env, completed=True)
         elif function_name:
-            reads[component] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
+            reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
     read = at_once(reads)
     record = {c: v.get("sha") for c, v in read.pop("record").items()}
     live: dict[str, str | None] = {}
@@ -78,13 +78,16 @@ def live_components(
             else:
                 live[component] = verified if verified and image and verified != image else (image or verified)
         elif kind == "lambda":
-            described, recorded = read.get(component), record.get(component)
+            serving, recorded = read.get(component), record.get(component)
+            described = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
             if component not in read:
                 live[component] = None
             elif described and recorded and _dirty(described) and not _dirty(recorded):
-                # a deploy from a commit (the record) found the version of a dirty build already running its code:
-                # a version keeps the description it was published with, so only the record can say so
-                live[component] = recorded
+                # a dirty build's version, whose code the recorded commit holds too (a deploy from that commit found
+                # the version in place: a version keeps the description it was published with): live at that commit
+                at = lambda_chain.code_at(config.root, name, recorded)
+                same = serving is not None and at is not None and at[1] == serving.get("CodeSha256")
+                live[component] = recorded if same else described
             else:
                 live[component] = described or recorded
         else:

@@ -15,6 +15,7 @@ from deploykit.config import Config, EnvConfig, load_config
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
 from deploykit.plan import Plan
+from tests.conftest import git
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
 HEAD = "f" * 40
@@ -275,14 +276,22 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     present.pop(env.stacks.registry)  # no registry stack: no live record either
     assert auto.live_components(fake_factory(cloudformation=cfn), config, env, None) == dict.fromkeys(live)
 
-    # a dirty build's version, its code committed since and deployed from that commit (which reused the version):
-    # the record names the commit; a dirty record is no better than the description
+    # a dirty build's version whose code was committed since, and deployed from that commit (which found the
+    # version in place): live at the recorded commit, as its code is that commit's
+    from deploykit import packaging
+
+    head = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    code = packaging.package_function(with_lambdas / "lambda" / "login_handler").code_sha256
+    lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: {
+        "Description": versions[FunctionName],
+        "CodeSha256": code,
+    }
     versions["api-login-1"] = "code s3://b/lambda/login_handler/1.zip git bbbbbbbbbbbb-dirty-0123456789ab"
-    live_record["lambda:login_handler"] = {"sha": "cccccccccccc"}
+    live_record["lambda:login_handler"] = {"sha": head}
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
-    assert auto.live_components(aws, config, env, endpoints)["lambda:login_handler"] == "cccccccccccc"
-    live_record["lambda:login_handler"] = {"sha": "cccccccccccc-dirty-0123456789ab"}
-    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
+    assert auto.live_components(aws, config, env, endpoints)["lambda:login_handler"] == head
+    # ... but not when the dirty code is not the recorded commit's (a dirty deploy that failed and was left in place)
+    code = "some-other-code="
     assert (
         auto.live_components(aws, config, env, endpoints)["lambda:login_handler"] == "bbbbbbbbbbbb-dirty-0123456789ab"
     )
