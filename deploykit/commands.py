@@ -169,6 +169,12 @@ def recover(
     return undone
 
 
+def nothing_to_do_json(env: str, title: str) -> str:
+    """``--json`` of a command that found nothing to do: a run report with no steps, the shape every run prints
+    (``environment`` too, as printed before)."""
+    return dumps(RunReport(Plan(env, (), title), [], 0.0, None).to_json() | {"environment": env})
+
+
 @contextmanager
 def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> Iterator[None]:
     """One deploy at a time per environment: a plan that changes something (it deploys components, or destroys)
@@ -407,7 +413,7 @@ def rollback(
     if target.live == target.sha:
         runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {environment.name}\n")
         if as_json:
-            runtime.stdout.write(dumps({"environment": environment.name, "ok": True, "steps": []}) + "\n")
+            runtime.stdout.write(nothing_to_do_json(environment.name, plan.title) + "\n")
         return None
     runtime.stderr.write(
         f"⏪ rollback {what} in {environment.name}: {target.live or '(unknown)'} → {target.sha} [{target.source}]\n"
@@ -756,7 +762,7 @@ def deploy_auto(
     if not plan:
         runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what HEAD ({a.revision.tag}) would deploy\n")
         if as_json:
-            runtime.stdout.write(dumps({"environment": a.env.name, "ok": True, "steps": []}) + "\n")
+            runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto") + "\n")
         return None
     rows = auto.estimate_rows(plan, a.env, estimates)
     total = auto.estimate_total(plan.steps, a.env, estimates)

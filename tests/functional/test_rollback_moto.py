@@ -146,6 +146,12 @@ def test_rollback_to_what_is_live_changes_nothing(
     assert commands.rollback(env="dev", to=C[:8], runtime=runtime(project, factory, stderr=err)) is None
     assert "nothing to roll back: app already runs" in err.getvalue()
     assert revision_count(factory) == before
+    # --json: the shape every run prints, with no steps
+    out = io.StringIO()
+    assert commands.rollback(env="dev", to=C[:8], as_json=True, runtime=runtime(project, factory, stdout=out)) is None
+    printed = json.loads(out.getvalue())
+    assert list(printed)[:7] == ["env", "title", "ok", "seconds", "steps", "outputs", "error"]
+    assert (printed["env"], printed["ok"], printed["steps"], printed["error"]) == ("dev", True, [], None)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(

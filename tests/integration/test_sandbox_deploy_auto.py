@@ -146,6 +146,10 @@ def test_a_docs_only_commit_deploys_nothing_and_history_lists_each_run(project: 
     report, out, _seconds = auto(project)
     assert report is None and "✅ nothing to deploy" in out and "NOTES.md" in out
     runtime = quiet_runtime(project)
+    commands.deploy_auto(as_json=True, runtime=runtime)
+    printed = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert (printed["env"], printed["title"], printed["ok"], printed["steps"]) == ("sandbox", "deploy.auto", True, [])
+    runtime = quiet_runtime(project)
     records = commands.history_list(runtime=runtime)
     assert [r.command for r in records[:4]] == ["deploy.auto", "deploy.auto", "deploy.auto", "deploy.full"]
     assert all(r.ok for r in records[:4])
