@@ -22,7 +22,7 @@ from deploykit.aws import AwsFactory, at_once
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints
 from deploykit.errors import UsageError
-from deploykit.git import Revision
+from deploykit.git import DIRTY, Revision
 from deploykit.history import History
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
@@ -51,7 +51,7 @@ def live_components(
         outputs = StackOutputs.of(aws)  # read by the caller when it resolved the endpoints: answered from memory
         stacks = {name: answer for name in planner.stack_roles(env).values() if (answer := outputs(name)) is not None}
         bucket = stacks.get(env.stacks.registry, {}).get(ARTIFACTS_OUTPUT)
-        functions = lambda_chain.deployed_functions(outputs, env, required=False) if env.stacks.api in stacks else {}
+        functions = lambda_chain.deployed_functions(outputs, env, required=False)  # {}: no API stack
         has_service = env.stacks.fargate in stacks
     found = History(aws, env, bucket) if bucket else None
     reads: dict[str, Callable[[], Any]] = {"record": found.live if found else dict}
@@ -82,7 +82,7 @@ def live_components(
             described = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
             if component not in read:
                 live[component] = None
-            elif described and recorded and _dirty(described) and not _dirty(recorded):
+            elif described and recorded and DIRTY in described and DIRTY not in recorded:
                 # a dirty build's version, whose code the recorded commit holds too (a deploy from that commit found
                 # the version in place: a version keeps the description it was published with): live at that commit
                 at = lambda_chain.code_at(config.root, name, recorded)
@@ -94,11 +94,6 @@ def live_components(
             stack = getattr(env.stacks, name)
             live[component] = record.get(component) if stack in stacks else None
     return live
-
-
-def _dirty(tag: str) -> bool:
-    """Whether a live tag names a build from uncommitted changes (``<sha12>-dirty-<hash>``)."""
-    return "-dirty-" in tag
 
 
 def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from deploykit.errors import UsageError
 
 SHORT_SHA = 12
+DIRTY = "-dirty-"  # in the tag of a build from uncommitted changes: <sha12>-dirty-<hash of the diff>
 
 
 def _git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -53,7 +54,7 @@ class Revision:
     def tag(self) -> str:
         """The image tag: ``<sha12>``, or ``<sha12>-dirty-<hash of the diff>``."""
         if self.dirty:
-            return f"{self.short}-dirty-{self.dirty_hash[:SHORT_SHA]}"
+            return f"{self.short}{DIRTY}{self.dirty_hash[:SHORT_SHA]}"
         return self.short
 
 

@@ -36,6 +36,7 @@ from deploykit import ecs
 from deploykit.aws import AwsFactory, translate_error
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, UsageError
+from deploykit.git import DIRTY, SHORT_SHA
 from deploykit.history import History
 from deploykit.images import split_registry
 
@@ -50,8 +51,6 @@ INDEX_MEDIA_TYPES = frozenset(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     }
 )
-_DIRTY = "-dirty-"
-_SHA12 = 12
 
 
 # -- the decision (pure) ----------------------------------------------------------------------------------------
@@ -132,9 +131,9 @@ def tag_key(tag_or_sha: str) -> str:
     its commit's clean one, and matches only itself.
     """
     value = tag_or_sha.strip()
-    sha, dirty, rest = value.partition(_DIRTY)
+    sha, dirty, rest = value.partition(DIRTY)
     if re.fullmatch(r"[0-9a-f]{12,40}", sha):
-        sha = sha[:_SHA12]
+        sha = sha[:SHORT_SHA]
     return f"{sha}{dirty}{rest}"
 
 

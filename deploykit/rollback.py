@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from deploykit import auto, history, image_cleanup, lambda_chain, registry
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
+from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
 from deploykit.stacks import StackOutputs
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from deploykit.config import Config, EnvConfig
 
 _TO_RE = re.compile(r"^[0-9a-f]{7,40}(?:-dirty-[0-9a-z]+)?$")
-DIRTY = "-dirty-"
 SHOWN = 10  # tags / SHAs named when the target is not there
 HISTORY_DEPTH = 100
 
