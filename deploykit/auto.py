@@ -158,7 +158,7 @@ def auto_plan(
     out = planner.synth_dir(config, env)
     packages = {fn: packaging.package_function(lambda_chain.function_folder(config, fn)) for fn in functions}
     code_keys = {**inputs.code_keys, **{fn: p.key for fn, p in packages.items()}}
-    image_tag = revision.tag if app else inputs.image_tag
+    image_tag = revision.of("app").tag if app else inputs.image_tag
     if "fargate" in roles and not image_tag:
         raise UsageError(
             f"no image is live in environment {env.name!r} for the Fargate stack",
@@ -216,7 +216,7 @@ def auto_plan(
         # from HEAD; when every step finds its result in place (a stack CloudFormation finished after an
         # interrupt, a rollout ECS completed on its own), that result was still never smoke-tested
         steps.append(Smoke(always=True))
-    deploys = tuple((component, revision.tag) for component in sorted(changed))
+    deploys = tuple((component, revision.of(component).tag) for component in sorted(changed))
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
 
 

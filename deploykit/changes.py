@@ -19,6 +19,7 @@ a deletion counts like any change.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -421,6 +422,19 @@ def detect(
         uncommitted=include_uncommitted,
         since=since_sha,
     )
+
+
+def scope(config: Config, revision: git.Revision) -> git.Revision:
+    """``revision`` knowing which components its uncommitted changes touch, through the same rules as committed
+    changes (a rename counts for both sides): what they do not touch is built as HEAD's commit and named so
+    (:meth:`deploykit.git.Revision.of`), and a later deploy.auto does not count it changed."""
+    if not revision.dirty:
+        return revision
+    diff = git.changed_paths(config.root, revision.sha, None)
+    cdk = any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p)
+    usage = (stack_usage_in_worktree(config) | stack_usage_at(config, revision.sha)) if cdk else StackUsage()
+    touched = {c.component for c in _classify_changes(config, diff, usage) if c.kind != "none" and c.component}
+    return dataclasses.replace(revision, touches=frozenset(touched))
 
 
 def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: StackUsage) -> list[Change]:

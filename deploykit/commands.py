@@ -82,6 +82,11 @@ def _load(runtime: Runtime, env_name: str | None) -> tuple[Config, EnvConfig]:
     return config, config.environment(env_name)
 
 
+def _revision(config: Config, allow_dirty: bool) -> git.Revision:
+    """HEAD's revision (uncommitted changes refused unless ``allow_dirty``), knowing which components they touch."""
+    return changes.scope(config, git.current_revision(config.root, allow_dirty=allow_dirty))
+
+
 def run_plan(
     runtime: Runtime,
     config: Config,
@@ -209,7 +214,8 @@ def _record(
 
     A history that cannot be written is reported and never fails a deploy that worked."""
     deployed, carried = dict(plan.deploys), dict(plan.carried)
-    head = next(iter(deployed.values()), "")
+    # the run's revision: a dirty build's tag when any part was one (what the changes did not touch is HEAD's)
+    head = next((t for t in deployed.values() if git.DIRTY in t), next(iter(deployed.values()), ""))
     components = {**carried, **deployed}
     record = history.record_of(
         report,
@@ -241,7 +247,7 @@ def app_chain(
     """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy)."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
-    revision = git.current_revision(config.root, allow_dirty=allow_dirty)
+    revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     uri = None
     if planner.needs_repository(stages):
@@ -346,7 +352,7 @@ def deploy_stack(
         allow_replace=allow_replace,
         force_synth=force_synth,
         smoke=smoke,
-        revision=git.current_revision(config.root, allow_dirty=True),
+        revision=_revision(config, True),
     )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
@@ -366,7 +372,7 @@ def deploy_lambda(
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
-    revision = git.current_revision(config.root, allow_dirty=allow_dirty)
+    revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
@@ -433,7 +439,7 @@ def deploy_full(
     """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
-    revision = git.current_revision(config.root, allow_dirty=allow_dirty)
+    revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     plan = planner.full_plan(config, environment, revision, repository_uri="", smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
@@ -703,7 +709,7 @@ def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty
     """Read what is live in the environment and detect what changed since (uncommitted changes refused unless
     ``allow_dirty``)."""
     config, environment = _load(runtime, env)
-    revision = git.current_revision(config.root, allow_dirty=allow_dirty)
+    revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
@@ -760,7 +766,8 @@ def deploy_auto(
         "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
     )
     if not plan:
-        runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what HEAD ({a.revision.tag}) would deploy\n")
+        shown = a.revision.short if a.revision.touches == frozenset() else a.revision.tag  # the changes touch nothing
+        runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what HEAD ({shown}) would deploy\n")
         if as_json:
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto") + "\n")
         return None

@@ -41,6 +41,8 @@ class Revision:
     sha: str
     dirty_paths: tuple[str, ...] = ()
     dirty_hash: str = ""
+    # the components the uncommitted changes touch (deploykit.changes.scope); None: not worked out, so every one
+    touches: frozenset[str] | None = None
 
     @property
     def short(self) -> str:
@@ -56,6 +58,13 @@ class Revision:
         if self.dirty:
             return f"{self.short}{DIRTY}{self.dirty_hash[:SHORT_SHA]}"
         return self.short
+
+    def of(self, component: str) -> Revision:
+        """What ``component`` (app, lambda:<fn>, stack:<role>) is built from: this revision, or HEAD's commit alone
+        when the uncommitted changes do not touch it; its artifact is then the commit's, and named so."""
+        if self.dirty and self.touches is not None and component not in self.touches:
+            return Revision(self.sha)
+        return self
 
 
 def head_sha(root: Path) -> str:

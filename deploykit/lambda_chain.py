@@ -454,6 +454,7 @@ def lambda_plan(
 ) -> Plan:
     """upload → update-code → publish-version → move-alias → smoke, for ``function`` (a folder of lambda/) whose
     Lambda function is ``function_name``."""
+    revision = revision.of(f"lambda:{function}")
     folder = function_folder(config, function)
     package = packaging.package_function(folder)
     steps: list[Step] = [

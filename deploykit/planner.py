@@ -58,6 +58,7 @@ def app_chain_plan(
     title: str | None = None,
 ) -> Plan:
     """The steps of the app chain ``stages`` (a subset of APP_STAGES, in chain order)."""
+    revision = revision.of("app")
     unknown = [s for s in stages if s not in APP_STAGES]
     if unknown:
         raise UsageError(f"unknown app-chain stage(s): {', '.join(unknown)}", next_step=f"use: {', '.join(APP_STAGES)}")
@@ -189,7 +190,7 @@ def deploy_stack_plan(
     )
     if smoke:
         steps.append(Smoke())
-    deploys = ((f"stack:{role}", revision.tag),) if revision is not None else ()
+    deploys = ((f"stack:{role}", revision.of(f"stack:{role}").tag),) if revision is not None else ()
     return Plan(env.name, tuple(steps), f"deploy.stack {name}", deploys)
 
 
@@ -207,10 +208,11 @@ def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri
     out = synth_dir(config, env)
     packages = lambda_packages(config)
     code_keys = {fn: p.key for fn, p in packages.items()}
+    image_tag = revision.of("app").tag
 
     def stack(role: str) -> DeployStack:
         return DeployStack(
-            roles[role], str(out / f"{roles[role]}.template.json"), stack_parameters(role, revision.tag, code_keys)
+            roles[role], str(out / f"{roles[role]}.template.json"), stack_parameters(role, image_tag, code_keys)
         )
 
     image = StepSequence(
@@ -230,11 +232,8 @@ def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri
     steps += [_group([stack(r) for r in level]) for level in later]
     if smoke:
         steps.append(Smoke())
-    deploys = (
-        ("app", revision.tag),
-        *((f"stack:{role}", revision.tag) for role in roles),
-        *((f"lambda:{fn}", revision.tag) for fn in sorted(packages)),
-    )
+    components = ["app", *(f"stack:{role}" for role in roles), *(f"lambda:{fn}" for fn in sorted(packages))]
+    deploys = tuple((component, revision.of(component).tag) for component in components)
     return Plan(env.name, tuple(steps), "deploy.full", deploys)
 
 

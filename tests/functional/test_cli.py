@@ -76,6 +76,18 @@ def test_dirty_tree_exits_2_and_changes_nothing(project: Path) -> None:
     assert git(project, "status", "--porcelain") == before
 
 
+def test_a_dirty_build_is_tagged_dirty_only_when_the_changes_touch_the_image(project: Path) -> None:
+    head = git(project, "rev-parse", "HEAD").strip()[:12]
+    (project / "docs").mkdir()
+    (project / "docs" / "notes.md").write_text("uncommitted, outside the image\n")
+    done = inv(project, "build", "--allow-dirty", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"car-rental-backend:{head} " in done.stderr  # HEAD's image, named as HEAD's
+    (project / "backend" / "app" / "main.py").write_text("# edited\n")
+    done = inv(project, "build", "--allow-dirty", "--dry-run")
+    assert done.returncode == 0 and f"car-rental-backend:{head}-dirty-" in done.stderr
+
+
 def test_docker_engine_not_running_exits_2_with_how_to_start_it(project: Path) -> None:
     done = inv(project, "build")
     assert done.returncode == 2

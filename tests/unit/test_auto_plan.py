@@ -111,6 +111,30 @@ def test_stacks_go_first_in_dependency_order_then_lambdas_then_the_app(with_lamb
     assert dict(fargate.parameters) == {"ImageTag": revision.tag}  # type: ignore[attr-defined]
 
 
+def test_with_uncommitted_changes_what_they_do_not_touch_is_built_as_the_commit(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, _ = setup(with_lambdas)
+    (with_lambdas / "lambda" / "health_handler" / "handler.py").write_text("def handler(e, c):\n    return {}\n")
+    revision = changes.scope(config, current_revision(with_lambdas, allow_dirty=True))
+    # a committed backend change and a stack change, deployed beside an uncommitted Lambda edit
+    found = change_set(
+        ("backend/app/routes.py", "app"),
+        ("cdk/stacks/fargate_stack.py", "stack:fargate"),
+        ("lambda/health_handler/handler.py", "lambda:health_handler"),
+    )
+    plan = auto.auto_plan(config, env, revision, found, INPUTS)
+    assert dict(plan.deploys) == {
+        "app": revision.short,
+        "stack:fargate": revision.short,
+        "lambda:health_handler": revision.tag,
+    }
+    steps = auto.flat_steps(plan.steps)
+    assert next(s for s in steps if s.name == "build").image == f"car-rental-backend:{revision.short}"  # type: ignore[attr-defined]
+    fargate = next(s for s in steps if getattr(s, "stack", "") == "CarRentalFargateStack")
+    assert dict(fargate.parameters) == {"ImageTag": revision.short}  # type: ignore[attr-defined]
+    publish = next(s for s in steps if s.name == "publish-version")
+    assert publish.git_sha == revision.tag  # type: ignore[attr-defined]
+
+
 def test_an_api_stack_change_carries_the_new_lambda_code_itself(with_lambdas: Path) -> None:  # noqa: F811
     config, env, revision = setup(with_lambdas)
     found = change_set(

@@ -577,6 +577,33 @@ def test_uncommitted_changes_count_only_when_asked(repo: Path) -> None:
         detect(config, live, head=base, include_uncommitted=True)
 
 
+def test_scope_names_the_components_the_uncommitted_changes_touch(repo: Path) -> None:
+    config = config_of(repo)
+    clean = git.current_revision(repo)
+    assert changes.scope(config, clean) is clean  # a clean tree: nothing to work out
+    write(repo, "lambda/health_handler/new.py", "untracked = True\n")  # untracked files count
+    write(repo, "cdk/stacks/common/naming.py", "PREFIX = 'dirty'\n")  # a shared module: the stacks importing it
+    write(repo, "backend/tests/test_main.py", "# not in the image\n")  # a rule to none: touches nothing
+    run_git(repo, "mv", "lambda/login_handler/notes.txt", "docs/notes.txt")  # a rename: its old side too
+    revision = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    assert revision.touches == {"lambda:health_handler", "lambda:login_handler", "stack:registry", "stack:data"}
+    assert revision.tag.startswith(f"{clean.short}{git.DIRTY}")
+
+    # what they touch is the dirty build; the rest is HEAD's commit, as if the tree were clean
+    assert revision.of("lambda:health_handler") is revision and revision.of("stack:data").tag == revision.tag
+    assert revision.of("app") == clean and revision.of("stack:api").tag == clean.short
+    # a revision whose touches were not worked out is dirty for every component
+    unscoped = git.current_revision(repo, allow_dirty=True)
+    assert unscoped.touches is None and unscoped.of("app") is unscoped
+
+
+def test_scope_of_docs_only_edits_touches_nothing(repo: Path) -> None:
+    write(repo, "docs/guide.md", "more guide\n")
+    revision = changes.scope(config_of(repo), git.current_revision(repo, allow_dirty=True))
+    assert revision.dirty and revision.touches == frozenset()
+    assert all(not revision.of(c).dirty for c in components_of(config_of(repo)))
+
+
 def test_head_may_be_any_commit(repo: Path) -> None:
     config = config_of(repo)
     first = run_git(repo, "rev-parse", "HEAD").strip()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from deploykit import planner
+from deploykit import changes, planner
 from deploykit.config import load_config
 from deploykit.errors import UsageError
-from deploykit.git import current_revision
+from deploykit.git import DIRTY, current_revision
 from deploykit.plan import Parallel, Sequence
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
 from tests.conftest import REPO, git
@@ -119,6 +119,22 @@ def test_destroy_removes_the_components_its_stacks_take_with_them(project: Path)
     assert kept.removes == ("app", "lambda:login_handler", "stack:fargate", "stack:api")
     assert planner.destroy_plan(env, include_data=True, components=components).removes == tuple(components)
     assert kept.deploys == () and planner.destroy_plan(env, include_data=False).removes == ()
+
+
+def test_a_dirty_full_deploy_names_only_what_the_uncommitted_changes_touch_dirty(with_lambdas: Path) -> None:
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("sandbox")
+    handler = with_lambdas / "lambda" / "login_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# uncommitted\n")
+    revision = changes.scope(config, current_revision(with_lambdas, allow_dirty=True))
+    plan = planner.full_plan(config, env, revision, repository_uri="")
+    deploys = dict(plan.deploys)
+    assert deploys.pop("lambda:login_handler") == revision.tag and DIRTY in revision.tag
+    assert set(deploys.values()) == {revision.short}  # the app, every stack, the other function: HEAD's commit
+    image = next(s for s in plan.steps[2].steps if isinstance(s, Sequence))
+    assert [getattr(s, "image", "") for s in image.steps][1] == f"car-rental-backend:{revision.short}"
+    fargate = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
+    assert dict(fargate.parameters) == {"ImageTag": revision.short}
 
 
 def test_code_parameters_are_named_after_the_function() -> None:
