@@ -20,7 +20,7 @@ from deploykit import changes, ecs, lambda_chain, packaging, planner
 from deploykit.app_chain import PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import Config, EnvConfig
-from deploykit.endpoints import Endpoints
+from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, Revision
 from deploykit.history import History
@@ -197,8 +197,11 @@ def auto_plan(
         for fn in fast:
             if fn not in inputs.functions:
                 raise UsageError(
-                    f"Lambda function {fn} is not deployed in {env.name!r}",
-                    next_step=f"deploy the API stack: inv deploy.stack {names['api']} --env {env.name}",
+                    f"Lambda function {fn} is not deployed in {env.name!r}: the API stack {names['api']} has no "
+                    f"{function_id(fn)}FunctionName output",
+                    next_step=f"add a LambdaRoute for folder {fn!r} to FUNCTIONS in cdk/stacks/api_stack.py and commit "
+                    f"it (inv deploy.auto then deploys the API stack), or deploy the stack as it is: "
+                    f"inv deploy.stack {names['api']} --env {env.name}",
                 )
             plan = lambda_chain.lambda_plan(config, env, revision, fn, function_name=inputs.functions[fn], smoke=False)
             chains.append(StepSequence(f"lambda {fn}", plan.steps[1:]))  # uploaded above

@@ -12,10 +12,16 @@ read from the outputs, e.g. ``{api_url}``), which is how the sandbox maps AWS-sh
 Override keys are the field names of :class:`Endpoints`; the mapped ones are written ``tables.cars``,
 ``buckets.kyc``, ``functions.login_handler``. When ``api_url`` is overridden, ``login_url`` and
 ``api_health_url`` follow it (same path below the API's base URL) unless they are overridden too.
+
+The Lambda functions are not listed here: each function of the API stack (one per folder of ``lambda/``) has the
+outputs ``<Id>FunctionName`` and ``<Id>AliasArn``, ``<Id>`` being its folder's name in CamelCase
+(``login_handler`` → ``LoginHandler``, :func:`function_id`), and every pair found is one entry of
+``functions`` and ``aliases``; a function added to the stack is known as soon as the stack is deployed.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -69,15 +75,10 @@ MAPPED_OUTPUTS: dict[str, dict[str, tuple[str, str]]] = {
         "kyc_access_logs": ("data", "KycAccessLogsBucketName"),
         "artifacts": ("registry", "ArtifactsBucketName"),
     },
-    "functions": {
-        "login_handler": ("api", "LoginHandlerFunctionName"),
-        "health_handler": ("api", "HealthHandlerFunctionName"),
-    },
-    "aliases": {
-        "login_handler": ("api", "LoginHandlerAliasArn"),
-        "health_handler": ("api", "HealthHandlerAliasArn"),
-    },
 }
+# Mapping field → the suffix of the API stack's output for each function: <Id>FunctionName, <Id>AliasArn.
+FUNCTION_OUTPUTS = {"functions": "FunctionName", "aliases": "AliasArn"}
+FUNCTION_FOLDER = re.compile(r"[a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*")  # the folder names function_id round-trips
 # URLs below the API's base URL: they follow an overridden api_url.
 FOLLOW_API_URL = ("login_url", "api_health_url")
 
@@ -114,8 +115,8 @@ class Endpoints:
     artifacts_bucket: str
     tables: dict[str, str] = field(default_factory=dict)  # cars, bookings, kyc
     buckets: dict[str, str] = field(default_factory=dict)  # kyc, kyc_access_logs, artifacts
-    functions: dict[str, str] = field(default_factory=dict)  # login_handler, health_handler → function name
-    aliases: dict[str, str] = field(default_factory=dict)  # login_handler, health_handler → `live` alias ARN
+    functions: dict[str, str] = field(default_factory=dict)  # folder of lambda/ (login_handler) → function name
+    aliases: dict[str, str] = field(default_factory=dict)  # folder of lambda/ → its `live` alias ARN
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # stack name → its outputs
 
     def to_json(self) -> dict[str, Any]:
@@ -123,8 +124,30 @@ class Endpoints:
 
 
 def override_keys() -> list[str]:
-    """Every key an override may set."""
+    """Every key an override may set, but for the functions' (``functions.<fn>``, ``aliases.<fn>``)."""
     return [*SCALAR_OUTPUTS, *(f"{name}.{key}" for name, keys in MAPPED_OUTPUTS.items() for key in keys)]
+
+
+def function_id(function: str) -> str:
+    """login_handler → LoginHandler: the name of a function's construct, its outputs and its code parameter."""
+    return "".join(part.capitalize() for part in function.split("_"))
+
+
+def function_outputs(api: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``{"functions": {fn: function name}, "aliases": {fn: alias ARN}}`` from the API stack's outputs."""
+    found: dict[str, dict[str, str]] = {name: {} for name in FUNCTION_OUTPUTS}
+    for key, value in api.items():
+        for name, suffix in FUNCTION_OUTPUTS.items():
+            ident = key.removesuffix(suffix)
+            folder = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", ident).lower()
+            if ident != key and FUNCTION_FOLDER.fullmatch(folder) and function_id(folder) == ident:
+                found[name][folder] = value
+    return found
+
+
+def _is_function_key(key: str) -> bool:
+    name, _, folder = key.partition(".")
+    return name in FUNCTION_OUTPUTS and FUNCTION_FOLDER.fullmatch(folder) is not None
 
 
 def _sources() -> dict[str, tuple[str, str]]:
@@ -144,11 +167,11 @@ def resolve_endpoints(
     :class:`~deploykit.stacks.StackOutputs`."""
     overrides = dict(overrides or {})
     known = _sources()
-    unknown = sorted(set(overrides) - set(known))
+    unknown = sorted(key for key in set(overrides) - set(known) if not _is_function_key(key))
     if unknown:
         raise ConfigError(
             f"unknown endpoint override(s) for environment {env.name!r}: {', '.join(unknown)} "
-            f"(known: {', '.join(override_keys())})",
+            f"(known: {', '.join([*override_keys(), *(f'{name}.<fn>' for name in FUNCTION_OUTPUTS)])})",
             next_step=f"fix [environments.{env.name}.endpoints] in deploy.toml",
         )
     stack_names = {role: str(getattr(env.stacks, role)) for role in STACK_ROLES}
@@ -201,6 +224,8 @@ def resolve_endpoints(
     kwargs: dict[str, Any] = {key: values[key] for key in SCALAR_OUTPUTS}
     for name, sources in MAPPED_OUTPUTS.items():
         kwargs[name] = {key: values[f"{name}.{key}"] for key in sources}
+    for name, found in function_outputs(by_stack.get(stack_names["api"], {})).items():
+        kwargs[name] = found | {key.partition(".")[2]: v for key, v in values.items() if key.startswith(f"{name}.")}
     return Endpoints(env=env.name, region=env.region, outputs=by_stack, **kwargs)
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from deploykit import git, packaging
-from deploykit.endpoints import MAPPED_OUTPUTS, resolve_endpoints
+from deploykit.endpoints import function_outputs, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
 from deploykit.smoke import Smoke
@@ -152,7 +152,7 @@ def deployed_functions(outputs: StackOutputs, env: EnvConfig, *, required: bool 
             f"the API stack {env.stacks.api} is not deployed in environment {env.name!r}",
             next_step=f"deploy the API stack first: inv deploy.stack api --env {env.name}",
         )
-    return {fn: api[key] for fn, (_role, key) in MAPPED_OUTPUTS["functions"].items() if key in api}
+    return function_outputs(api)["functions"]
 
 
 # -- published versions ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from deploykit.app_chain import (
     WaitHealthy,
 )
 from deploykit.config import Config, EnvConfig
+from deploykit.endpoints import function_id
 from deploykit.errors import UsageError
 from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
@@ -152,7 +153,7 @@ def synth_dir(config: Config, env: EnvConfig) -> Path:
 
 def code_parameter(function: str) -> str:
     """login_handler → LoginHandlerCodeKey: the API stack's parameter for that function's S3 key."""
-    return "".join(part.capitalize() for part in function.split("_")) + "CodeKey"
+    return function_id(function) + "CodeKey"
 
 
 def lambda_packages(config: Config) -> dict[str, packaging.Package]:

@@ -28,7 +28,7 @@ import pytest
 from deploykit.aws import AwsFactory
 from deploykit.checks import Check, CheckContext, CheckResult, Http, HttpError, HttpResponse, run_checks
 from deploykit.config import EnvConfig, Stacks
-from deploykit.endpoints import MAPPED_OUTPUTS, SCALAR_OUTPUTS, Endpoints
+from deploykit.endpoints import FUNCTION_OUTPUTS, MAPPED_OUTPUTS, SCALAR_OUTPUTS, Endpoints
 from deploykit.plugins import get_plugin_manager
 from deploykit.smoke import registered_checks
 
@@ -80,6 +80,8 @@ def sample_endpoints(**overrides: Any) -> Endpoints:
     }
     for name, keys in MAPPED_OUTPUTS.items():
         values[name] = {key: f"test-{name}-{key}".replace("_", "-") for key in keys}
+    for name in FUNCTION_OUTPUTS:  # this repository's two functions
+        values[name] = {fn: f"test-{name}-{fn}".replace("_", "-") for fn in ("login_handler", "health_handler")}
     return Endpoints(env="test", region="us-east-1", **(values | overrides))
 
 

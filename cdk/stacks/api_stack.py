@@ -54,7 +54,6 @@ class LambdaRoute:
     """One function behind one route. `folder` is its directory under lambda/ (its name for deploykit)."""
 
     folder: str
-    construct_id: str
     method: str
     path: str
     description: str
@@ -62,11 +61,16 @@ class LambdaRoute:
     needs_user_pool_client: bool = False
     handler: str = "handler.handler"
 
+    @property
+    def construct_id(self) -> str:
+        """The folder in CamelCase (login_handler → LoginHandler): it names the function's construct, its
+        <Id>CodeKey parameter and its <Id>FunctionName / <Id>AliasArn outputs, which is how deploykit finds it."""
+        return "".join(part.capitalize() for part in self.folder.split("_"))
+
 
 FUNCTIONS: tuple[LambdaRoute, ...] = (
     LambdaRoute(
         folder="login_handler",
-        construct_id="LoginHandler",
         method="POST",
         path="/auth/login",
         description="Cognito user/password login returning tokens",
@@ -75,7 +79,6 @@ FUNCTIONS: tuple[LambdaRoute, ...] = (
     ),
     LambdaRoute(
         folder="health_handler",
-        construct_id="HealthHandler",
         method="GET",
         path="/health",
         description="Cheap check of the API stage; reports the version the alias serves",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,6 +90,18 @@ def test_stacks_without_inputs(synthesized: Synthesized, key: str) -> None:
 
 
 FUNCTIONS = {"LoginHandler": "POST", "HealthHandler": "GET"}
+
+
+def test_each_function_folder_has_one_route_with_the_outputs_deploykit_finds_it_by(api: Template) -> None:
+    from stacks.api_stack import FUNCTIONS as ROUTES
+
+    folders = sorted(p.parent.name for p in (Path(__file__).resolve().parents[2] / "lambda").glob("*/handler.py"))
+    assert sorted(route.folder for route in ROUTES) == folders
+    outputs = set(api.find_outputs("*"))
+    for route in ROUTES:  # deploykit: <folder in CamelCase>FunctionName and AliasArn, <...>CodeKey
+        name = "".join(part.capitalize() for part in route.folder.split("_"))
+        assert {f"{name}FunctionName", f"{name}AliasArn"} <= outputs
+        assert f"{name}CodeKey" in api.find_parameters("*")
 
 
 def function_resources(api: Template, name: str, resource_type: str) -> dict[str, Any]:

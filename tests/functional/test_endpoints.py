@@ -10,6 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from deploykit import lambda_chain
 from deploykit.config import EnvConfig, Stacks
 from deploykit.endpoints import Endpoints, override_keys, resolve_endpoints
 from deploykit.errors import ConfigError, UsageError
@@ -206,6 +207,38 @@ def test_a_missing_output_is_named(cfn: Any, env: EnvConfig) -> None:
         resolve_endpoints(StackOutputs(cfn), env, {"login_url": "{ApiUrl}auth/login"}).login_url
         == f"{AWS_API}auth/login"
     )
+
+
+def test_every_function_of_the_api_stack_is_found_by_its_outputs(cfn: Any, env: EnvConfig) -> None:
+    for role, outputs in OUTPUTS.items():
+        if role == "api":  # a function added to the stack (folder lambda/s3_price_v2), outputs as the stack names them
+            outputs = outputs | {
+                "S3PriceV2FunctionName": "api-price-1",
+                "S3PriceV2FunctionArn": "arn:price",
+                "S3PriceV2AliasArn": "arn:price:live",
+                "Lowercase_FunctionName": "x",  # names no folder: function_id makes no "_"
+                "FunctionName": "y",
+            }
+        create_stack(cfn, getattr(env.stacks, role), outputs)
+    ep = resolve_endpoints(StackOutputs(cfn), env)
+    assert ep.functions == {
+        "login_handler": "api-login-1",
+        "health_handler": "api-health-1",
+        "s3_price_v2": "api-price-1",
+    }
+    assert ep.aliases == {
+        "login_handler": "arn:login:live",
+        "health_handler": "arn:health:live",
+        "s3_price_v2": "arn:price:live",
+    }
+    # deploy.lambda's reading of the API stack alone finds the same functions
+    assert lambda_chain.deployed_functions(StackOutputs(cfn), env) == ep.functions
+    # a function's outputs may be overridden like any mapped endpoint
+    overridden = resolve_endpoints(StackOutputs(cfn), env, {"functions.s3_price_v2": "{S3PriceV2FunctionName}-x"})
+    assert overridden.functions["s3_price_v2"] == "api-price-1-x"
+    with pytest.raises(ConfigError, match=r"functions\.Price") as err:
+        resolve_endpoints(StackOutputs(cfn), env, {"functions.Price": "x"})
+    assert "functions.<fn>, aliases.<fn>)" in err.value.message  # the keys it may be
 
 
 def test_a_deleted_stack_counts_as_missing(deployed: Any, env: EnvConfig) -> None:
