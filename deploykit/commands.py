@@ -119,7 +119,7 @@ def run_plan(
             live = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
             report.error.message += f"; live before this run: {live}"
         if plan.deploys or plan.removes:
-            _record(runtime, aws, env, plan, report, before)
+            _record(runtime, config, aws, env, plan, report, before)
         if report.error is not None and rollback is not None:
             report.rollback = recover(runtime, ctx, report, before, rollback=rollback)
     if as_json:
@@ -155,7 +155,7 @@ def recover(
     runtime.stderr.write(f"\n⏪ {undo.plan.title}: putting back what this deploy replaced ({replaced})\n")
     undone = Executor(ctx, _translator(env)).execute(undo.plan)
     if undo.plan.deploys:
-        _record(runtime, ctx.aws, env, undo.plan, undone, before)
+        _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before)
     what = "; ".join((*undo.notes, f"{undo.plan.title} ok in {undone.seconds:.1f}s"))
     if undone.error is None:
         error.message += f"; {what}: {env.name} runs what was live before"
@@ -197,6 +197,15 @@ def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) 
         yield
 
 
+def _dropped(config: Config, plan: Plan, before: dict[str, str | None]) -> tuple[str, ...]:
+    """The Lambda functions of the live record that this checkout no longer has (their folder was deleted) when
+    the plan deploys the API stack: the stack, synthesized from this checkout, took them away."""
+    if not any(component == f"stack:{planner.HOSTED_BY['lambda']}" for component, _ in plan.deploys):
+        return ()
+    present = set(changes.components_of(config))
+    return tuple(sorted(c for c in before if c.startswith("lambda:") and c not in present and c not in plan.removes))
+
+
 def _live_before(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> dict[str, str | None]:
     """component → SHA live before this run (from the live record); {} when there is none yet."""
     try:
@@ -208,12 +217,19 @@ def _live_before(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> dict[str,
 
 
 def _record(
-    runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan, report: RunReport, before: dict[str, str | None]
+    runtime: Runtime,
+    config: Config,
+    aws: AwsFactory,
+    env: EnvConfig,
+    plan: Plan,
+    report: RunReport,
+    before: dict[str, str | None],
 ) -> None:
     """Leave the run in the environment's history (and, when it succeeded, in its live record).
 
     A history that cannot be written is reported and never fails a deploy that worked."""
     deployed, carried = dict(plan.deploys), dict(plan.carried)
+    plan = dataclasses.replace(plan, removes=(*plan.removes, *_dropped(config, plan, before)))
     # the run's revision: a dirty build's tag when any part was one (what the changes did not touch is HEAD's)
     head = next((t for t in deployed.values() if git.DIRTY in t), next(iter(deployed.values()), ""))
     components = {**carried, **deployed}

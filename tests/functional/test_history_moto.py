@@ -228,3 +228,24 @@ def test_a_destroy_is_recorded_and_drops_what_it_removed_from_the_live_record(
     assert newest.base == {"app": "aaaaaaaaaaaa", "stack:api": "aaaaaaaaaaaa"}  # what each ran when it went
     assert set(store.live()) == {"stack:data"}
     assert history.table([newest]).splitlines()[-1].endswith("removed app, stack:api")
+
+
+def test_a_function_whose_folder_is_gone_leaves_the_live_record_with_the_api_stack_deploy(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    (project / "lambda" / "login_handler").mkdir(parents=True)
+    (project / "lambda" / "login_handler" / "handler.py").write_text("def handler(e, c):\n    return {}\n")
+    first = (("app", "a" * 12), ("lambda:login_handler", "a" * 12), ("lambda:pricing_handler", "a" * 12))
+    commands.run_plan(runtime, config, dev_env, Plan("dev", (Deploy(),), "deploy.full", deploys=first), **QUIET)
+    # lambda/pricing_handler is gone from the checkout: a deploy that leaves the API stack alone keeps it
+    commands.run_plan(runtime, config, dev_env, Plan("dev", (Deploy(),), "deploy.app", (("app", "b" * 12),)), **QUIET)
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None and "lambda:pricing_handler" in store.live()
+    # the API stack, synthesized from this checkout, no longer has it
+    api = Plan("dev", (Deploy(),), "deploy.stack CarRentalApiStack", (("stack:api", "c" * 12),))
+    commands.run_plan(runtime, config, dev_env, api, **QUIET)
+    newest = store.records()[0]
+    assert newest.removed == ["lambda:pricing_handler"] and newest.base["lambda:pricing_handler"] == "a" * 12
+    assert set(store.live()) == {"app", "lambda:login_handler", "stack:api"}
