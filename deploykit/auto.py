@@ -11,7 +11,7 @@ deploy, then the app chain, smoke once at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -312,8 +312,9 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
     return "nothing to deploy"
 
 
-def analysis_lines(found: changes.ChangeSet, env: EnvConfig) -> list[str]:
-    """Change Analysis: each changed path, its component and the command that deploys it."""
+def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Collection[str] = ()) -> list[str]:
+    """Change Analysis: each changed path, its component and the command that deploys it; the paths among
+    ``uncommitted`` (the work tree's, when it was compared) are marked so."""
     lines = []
     for change in found.changes:
         if change.kind == "none":
@@ -321,6 +322,8 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig) -> list[str]:
         what = change.path or f"{change.component} ({change.reason})"
         if change.old_path:
             what = f"{change.old_path} → {change.path}"
+        if change.path and {change.path, change.old_path} & set(uncommitted):
+            what += " (uncommitted)"
         lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")
     quiet = [c.path for c in found.changes if c.kind == "none"]
     if quiet:

@@ -774,7 +774,7 @@ def deploy_auto(
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         plan = dataclasses.replace(plan, carried=auto.unchanged_components(a.found, a.revision)) if plan else plan
         estimates = read.get("estimates", {})
-    lines = auto.analysis_lines(a.found, a.env)
+    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None
@@ -819,7 +819,12 @@ def diff(
     the CloudFormation changes it would make (a change set that is deleted, never executed) and its status."""
     runtime = runtime or Runtime()
     a = analyse(runtime, env, since=since, allow_dirty=True)
-    lines = auto.analysis_lines(a.found, a.env)
+    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
+    if a.revision.touches:
+        lines.append(
+            "✏️  uncommitted changes are counted: commit them before deploying, or deploy them as a dirty build "
+            "with --allow-dirty"
+        )
     runtime.stderr.write(
         "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
     )

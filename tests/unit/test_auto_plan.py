@@ -198,6 +198,10 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack",
         "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
     ]
+    # a work tree compared with --allow-dirty (and always by inv diff): its own paths are marked
+    marked = auto.analysis_lines(found, env, uncommitted=("lambda/login_handler/handler.py", "README.md"))
+    assert marked[1] == "🔧 Lambda:   lambda/login_handler/handler.py (uncommitted) → inv deploy.lambda login_handler"
+    assert marked[0] == "📱 App code: backend/app/auth.py → inv deploy.app"
     # never deployed (after inv destroy): deploy.app and deploy.lambda would find no service or function
     never = changes.ChangeSet(
         base=dict.fromkeys(["app", "lambda:login_handler", "stack:api"]),
