@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -391,7 +392,8 @@ def detect(
     for base in dict.fromkeys(b for b in bases.values() if b is not None):
         diff = git.changed_paths(root, base, None if include_uncommitted else head_sha)
         usage = usage_for(base) if any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p) else None
-        by_base[base] = _classify_changes(config, diff, usage or StackUsage())
+        classified = _classify_changes(config, diff, usage or StackUsage())
+        by_base[base] = _image_settings(config, classified, base, None if include_uncommitted else head_sha)
 
     changes: list[Change] = list(notes)
     for component, commit in bases.items():
@@ -433,8 +435,35 @@ def scope(config: Config, revision: git.Revision) -> git.Revision:
     diff = git.changed_paths(config.root, revision.sha, None)
     cdk = any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p)
     usage = (stack_usage_in_worktree(config) | stack_usage_at(config, revision.sha)) if cdk else StackUsage()
-    touched = {c.component for c in _classify_changes(config, diff, usage) if c.kind != "none" and c.component}
+    classified = _image_settings(config, _classify_changes(config, diff, usage), revision.sha, None)
+    touched = {c.component for c in classified if c.kind != "none" and c.component}
     return dataclasses.replace(revision, touches=frozenset(touched))
+
+
+def _image_settings(config: Config, classified: list[Change], base: str, head: str | None) -> list[Change]:
+    """``classified`` with deploy.toml counted for the app when its ``[build]`` table (how the image is built:
+    context, Dockerfile, base image, extra CAs) differs between ``base`` and ``head`` (None: the work tree).
+    The rest of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
+    name = config.path.relative_to(config.root).as_posix()
+    if not any(c.path == name and c.kind == "none" for c in classified):
+        return classified
+
+    def build_table(text: bytes | None) -> object:
+        try:
+            return tomllib.loads(text.decode()).get("build") if text is not None else None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return "unreadable"  # unknown: counted as changed
+
+    before = git.files_at(config.root, base, name).get(name)
+    after = config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name)
+    if build_table(before) == build_table(after):
+        return classified
+    return [
+        Change(c.path, "app", "app", c.status, f"the [build] table of {name} changed: the image is built otherwise")
+        if c.path == name and c.kind == "none"
+        else c
+        for c in classified
+    ]
 
 
 def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: StackUsage) -> list[Change]:

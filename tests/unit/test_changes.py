@@ -604,6 +604,27 @@ def test_scope_of_docs_only_edits_touches_nothing(repo: Path) -> None:
     assert all(not revision.of(c).dirty for c in components_of(config_of(repo)))
 
 
+def test_deploy_toml_counts_for_the_app_only_when_its_build_table_changes(repo: Path) -> None:
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    toml.write_text(toml.read_text().replace('default_env = "sandbox"', '# a comment\ndefault_env = "dev"'))
+    commit(repo, "toolkit settings")
+    result = detect(config, everything(config, base))
+    assert result.components() == set() and [c.kind for c in result.for_component(None)] == ["none"]
+
+    toml.write_text(toml.read_text().replace('[build.base]\nname = "', '[build.base]\npackages = ["curl"]\nname = "'))
+    assert changes.scope(config, git.current_revision(repo, allow_dirty=True)).touches == {"app"}  # uncommitted
+    assert detect(config, everything(config, base), include_uncommitted=True).components() == {"app"}
+    commit(repo, "the base image gets curl")
+    result = detect(config, everything(config, base))
+    assert result.components() == {"app"}
+    [change] = result.for_component("app")
+    assert change.path == "deploy.toml" and "the [build] table of deploy.toml changed" in change.reason
+    # from the commit with only the toolkit settings changed, too
+    assert detect(config, everything(config, run_git(repo, "rev-parse", "HEAD~1").strip())).components() == {"app"}
+
+
 def test_head_may_be_any_commit(repo: Path) -> None:
     config = config_of(repo)
     first = run_git(repo, "rev-parse", "HEAD").strip()
