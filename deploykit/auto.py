@@ -22,7 +22,7 @@ from deploykit.aws import AwsFactory, at_once
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
-from deploykit.git import DIRTY, Revision
+from deploykit.git import DIRTY, SHORT_SHA, Revision
 from deploykit.history import History
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
@@ -312,6 +312,30 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
     return "nothing to deploy"
 
 
+def taken_back(found: changes.ChangeSet) -> dict[str, int]:
+    """The changed components whose live commit is ahead of HEAD (HEAD is an ancestor of it), with how many commits:
+    deploying HEAD would take those commits back. Never with --since."""
+    changed = found.components()
+    return {component: n for component, n in sorted(found.ahead.items()) if component in changed}
+
+
+def refuse_taking_back(found: changes.ChangeSet, env: EnvConfig) -> None:
+    """UsageError (nothing changed) when deploying HEAD would take back commits that are live (:func:`taken_back`):
+    an out-of-date checkout, or an old CI job run again."""
+    behind = taken_back(found)
+    if not behind:
+        return
+    newest = max(behind, key=behind.__getitem__)
+    listed = ", ".join(f"{c} ({n} ahead)" for c, n in behind.items())
+    raise UsageError(
+        f"HEAD ({found.head[:SHORT_SHA]}) is behind what {env.name} runs: {listed}; deploying it would take back "
+        "commits that are live",
+        next_step=f"update this checkout (git pull; live for {newest}: {(found.base.get(newest) or '')[:SHORT_SHA]}) "
+        f"and rerun; to go back on purpose: inv rollback --env {env.name} --to SHA (the app or a Lambda), or commit "
+        "a revert and deploy it",
+    )
+
+
 def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Collection[str] = ()) -> list[str]:
     """Change Analysis: each changed path, its component and the command that deploys it; the paths among
     ``uncommitted`` (the work tree's, when it was compared) are marked so."""
@@ -325,6 +349,12 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
         if change.path and {change.path, change.old_path} & set(uncommitted):
             what += " (uncommitted)"
         lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")
+    for component, ahead in taken_back(found).items():
+        live = (found.base.get(component) or "")[:SHORT_SHA]
+        lines.append(
+            f"⏮  {component}: live at {live}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "
+            f"({found.head[:SHORT_SHA]}): deploying HEAD would take {'them' if ahead > 1 else 'it'} back"
+        )
     quiet = [c.path for c in found.changes if c.kind == "none"]
     if quiet:
         shown = ", ".join(quiet[:QUIET_SHOWN]) + (

@@ -78,6 +78,9 @@ class ChangeSet:
     dirty: frozenset[str] = frozenset()  # components whose live build had uncommitted changes
     uncommitted: bool = False  # head's uncommitted changes (untracked files included) were counted too
     since: str | None = None  # the commit --since named: every base is that commit, not what is live
+    # component → how many commits its live commit is ahead of head (head is behind it: deploying head takes those
+    # commits back); without --since only
+    ahead: dict[str, int] = field(default_factory=dict)
 
     def components(self) -> set[str]:
         """The components with at least one change (kind other than none)."""
@@ -388,8 +391,10 @@ def detect(
             )
         return stack_usage_at(config, base) | head_usage[0]
 
+    distinct = list(dict.fromkeys(b for b in bases.values() if b is not None))
+    newer = {} if since_sha else {base: n for base in distinct if (n := git.commits_ahead(root, base, head_sha))}
     by_base: dict[str, list[Change]] = {}
-    for base in dict.fromkeys(b for b in bases.values() if b is not None):
+    for base in distinct:
         diff = git.changed_paths(root, base, None if include_uncommitted else head_sha)
         usage = usage_for(base) if any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p) else None
         classified = _classify_changes(config, diff, usage or StackUsage())
@@ -423,6 +428,7 @@ def detect(
         dirty=frozenset(dirty),
         uncommitted=include_uncommitted,
         since=since_sha,
+        ahead={component: newer[base] for component, base in bases.items() if base in newer},
     )
 
 

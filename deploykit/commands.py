@@ -754,6 +754,10 @@ def deploy_auto(
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
+    if auto.taken_back(a.found):  # refused before reading anything more; the analysis shows what and why
+        lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
+        runtime.stderr.write("🔍 Change Analysis\n" + "\n".join(lines) + "\n")
+        auto.refuse_taking_back(a.found, a.env)
     with aws_errors(a.env):
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
         reads: dict[str, Callable[[], Any]] = {}

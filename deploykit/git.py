@@ -166,6 +166,16 @@ def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     return True
 
 
+def commits_ahead(root: Path, commit: str, of: str) -> int:
+    """How many commits ``commit`` has that ``of`` lacks when ``of`` is one of its ancestors (``commit`` is newer on
+    the same line of history); 0 otherwise: the same commit, an older one, or one on another branch."""
+    _refuse_option(commit)
+    _refuse_option(of)
+    if commit == of or not _git_ok(root, "merge-base", "--is-ancestor", of, commit):
+        return 0
+    return int(_git(root, "rev-list", "--count", f"{of}..{commit}").decode().strip())
+
+
 def is_shallow(root: Path) -> bool:
     """Whether this clone has only part of the history (CI checkouts often do)."""
     return _git(root, "rev-parse", "--is-shallow-repository").decode().strip() == "true"

@@ -218,6 +218,27 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
     ]
 
 
+def test_deploying_a_head_behind_what_is_live_is_refused(with_lambdas: Path) -> None:  # noqa: F811
+    _config, env, _revision = setup(with_lambdas)
+    found = dataclasses.replace(
+        change_set(("backend/app/auth.py", "app"), ("docs/x.md", "")),
+        ahead={"app": 2, "stack:api": 2},  # stack:api has no change: taking nothing back
+    )
+    assert auto.taken_back(found) == {"app": 2}
+    assert auto.analysis_lines(found, env)[1] == (
+        f"⏮  app: live at aaaaaaaaaaaa, 2 commits ahead of HEAD ({HEAD[:12]}): deploying HEAD would take them back"
+    )
+    with pytest.raises(UsageError) as refused:
+        auto.refuse_taking_back(found, env)
+    assert refused.value.message == (
+        f"HEAD ({HEAD[:12]}) is behind what sandbox runs: app (2 ahead); deploying it would take back commits that "
+        "are live"
+    )
+    assert (refused.value.next_step or "").startswith("update this checkout (git pull; live for app: aaaaaaaaaaaa)")
+    assert "inv rollback --env sandbox --to SHA" in (refused.value.next_step or "")
+    auto.refuse_taking_back(dataclasses.replace(found, ahead={}), env)  # not behind: nothing to refuse
+
+
 def test_components_without_change_are_recorded_live_at_head_but_not_the_app(with_lambdas: Path) -> None:  # noqa: F811
     _config, _env, revision = setup(with_lambdas)
     found = changes.ChangeSet(

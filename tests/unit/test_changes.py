@@ -625,6 +625,29 @@ def test_deploy_toml_counts_for_the_app_only_when_its_build_table_changes(repo: 
     assert detect(config, everything(config, run_git(repo, "rev-parse", "HEAD~1").strip())).components() == {"app"}
 
 
+def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:
+    config = config_of(repo)
+    old = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "backend/app/main.py", "app = 'new'\n")
+    commit(repo, "backend")
+    write(repo, "docs/guide.md", "more\n")
+    live = commit(repo, "docs")
+    # a checkout at the old commit, the environment two commits on: deploying it would take the backend change back
+    result = detect(config, everything(config, live), head=old)
+    assert result.components() == {"app"}
+    assert result.ahead == dict.fromkeys(components_of(config), 2)
+    assert git.commits_ahead(repo, live, old) == 2 and git.commits_ahead(repo, old, live) == 0
+    assert git.commits_ahead(repo, live, live) == 0
+    # with --since the user names the base: nothing is counted
+    assert detect(config, everything(config, live), head=old, since=live).ahead == {}
+    # a head on another branch is not behind, whatever it lacks
+    run_git(repo, "checkout", "-q", "-b", "feature", old)
+    write(repo, "lambda/login_handler/util.py", "X = 2\n")
+    feature = commit(repo, "feature")
+    assert git.commits_ahead(repo, live, feature) == 0
+    assert detect(config, everything(config, live), head=feature).ahead == {}
+
+
 def test_head_may_be_any_commit(repo: Path) -> None:
     config = config_of(repo)
     first = run_git(repo, "rev-parse", "HEAD").strip()
