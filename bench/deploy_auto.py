@@ -101,12 +101,12 @@ class Bench:
         self.results: dict[str, float] = {}
         self.cdk_steps: dict[str, float] = {}  # the CDK CLI run's parts: build + push, then what the CLI reports
 
-    def command(self, task: str) -> list[str]:
-        return [sys.executable, "-m", "invoke", task, *(["--env", self.env_name] if self.env_name else [])]
+    def command(self, task: str, *args: str) -> list[str]:
+        return [sys.executable, "-m", "invoke", task, *args, *(["--env", self.env_name] if self.env_name else [])]
 
-    def inv(self, task: str, *, latency: float = 0.0) -> float:
-        """Seconds ``inv TASK`` takes; with ``latency``, each AWS call waits that long first (bench/latency.py)."""
-        command = self.command(task)
+    def inv(self, task: str, *args: str, latency: float = 0.0) -> float:
+        """Seconds ``inv TASK ARGS`` takes; with ``latency``, each AWS call waits that long first (bench/latency.py)."""
+        command = self.command(task, *args)
         if latency:
             command[1:3] = ["bench/latency.py", str(latency)]
         started = time.perf_counter()
@@ -114,7 +114,7 @@ class Bench:
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             sys.stderr.write(done.stderr[-3000:])
-            raise SystemExit(f"{' '.join(self.command(task)[2:])} failed (exit {done.returncode})")
+            raise SystemExit(f"{' '.join(self.command(task, *args)[2:])} failed (exit {done.returncode})")
         return seconds
 
     def last_steps(self) -> dict[str, float]:
@@ -352,10 +352,11 @@ def main() -> int:
         b_steps = scenarios(bench, cdk if isinstance(cdk, Path) else None)
     finally:
         if args.env and deployed:
-            say(f"↩️  putting {head[:12]} (this checkout's HEAD) back on {args.env!r}: inv deploy.auto\n")
+            newest = git(root, "rev-parse", "HEAD").strip()  # the bench's last commit, live now
+            say(f"↩️  putting {head[:12]} (this checkout's HEAD) back on {args.env!r}: inv deploy.auto --since\n")
             git(root, "reset", "-q", "--hard", head)
-            try:
-                bench.inv("deploy.auto")
+            try:  # HEAD is behind what is live: --since names it, to go back on purpose
+                bench.inv("deploy.auto", "--since", newest)
             except SystemExit as exc:
                 say(f"❌ {exc}: {args.env!r} may still run the bench's commits\n")
                 say(f"  → next: from your checkout, at {head[:12]}: inv deploy.auto --env {args.env}\n")

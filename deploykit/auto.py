@@ -330,9 +330,9 @@ def refuse_taking_back(found: changes.ChangeSet, env: EnvConfig) -> None:
     raise UsageError(
         f"HEAD ({found.head[:SHORT_SHA]}) is behind what {env.name} runs: {listed}; deploying it would take back "
         "commits that are live",
-        next_step=f"update this checkout (git pull; live for {newest}: {(found.base.get(newest) or '')[:SHORT_SHA]}) "
-        f"and rerun; to go back on purpose: inv rollback --env {env.name} --to SHA (the app or a Lambda), or commit "
-        "a revert and deploy it",
+        next_step=f"update this checkout (git pull) and rerun; to deploy HEAD anyway, going back on purpose: "
+        f"inv deploy.auto --env {env.name} --since {(found.base.get(newest) or '')[:SHORT_SHA]} (what is live for "
+        f"{newest}), or inv rollback --env {env.name} --to SHA for the app or a Lambda",
     )
 
 

@@ -234,8 +234,11 @@ def test_deploying_a_head_behind_what_is_live_is_refused(with_lambdas: Path) -> 
         f"HEAD ({HEAD[:12]}) is behind what sandbox runs: app (2 ahead); deploying it would take back commits that "
         "are live"
     )
-    assert (refused.value.next_step or "").startswith("update this checkout (git pull; live for app: aaaaaaaaaaaa)")
-    assert "inv rollback --env sandbox --to SHA" in (refused.value.next_step or "")
+    assert refused.value.next_step == (
+        "update this checkout (git pull) and rerun; to deploy HEAD anyway, going back on purpose: inv deploy.auto "
+        "--env sandbox --since aaaaaaaaaaaa (what is live for app), or inv rollback --env sandbox --to SHA for the "
+        "app or a Lambda"
+    )
     auto.refuse_taking_back(dataclasses.replace(found, ahead={}), env)  # not behind: nothing to refuse
 
 
