@@ -39,6 +39,9 @@ ROLLBACK_HELP = {
     "rollback": "when wait-healthy or smoke fails, put back what was live (--no-rollback leaves the failed "
     "release in place for debugging)"
 }
+OLDER_HELP = {
+    "allow-older": "deploy HEAD even when what is live is a newer commit on the same line (going back on purpose)"
+}
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
 }
@@ -97,11 +100,25 @@ def _ensure_sandbox(env: str | None) -> None:
 
 
 def _chain(
-    stages: tuple[str, ...], env: str | None, dry_run: bool, json_: bool, allow_dirty: bool, rollback: bool = True
+    stages: tuple[str, ...],
+    env: str | None,
+    dry_run: bool,
+    json_: bool,
+    allow_dirty: bool,
+    rollback: bool = True,
+    allow_older: bool = False,
 ) -> None:
     if stages != ("build",) and not dry_run:
         _ensure_sandbox(env)
-    commands.app_chain(stages, env=env, dry_run=dry_run, as_json=json_, allow_dirty=allow_dirty, rollback=rollback)
+    commands.app_chain(
+        stages,
+        env=env,
+        dry_run=dry_run,
+        as_json=json_,
+        allow_dirty=allow_dirty,
+        allow_older=allow_older,
+        rollback=rollback,
+    )
 
 
 @task(help=CHAIN_HELP)
@@ -131,13 +148,18 @@ def register_taskdef(
     _chain(("register-taskdef",), env, dry_run, json_, allow_dirty)
 
 
-@task(help=CHAIN_HELP)
+@task(help=CHAIN_HELP | OLDER_HELP)
 @reports_errors
 def roll_service(
-    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    allow_dirty: bool = False,
+    allow_older: bool = False,
 ) -> None:
     """Point the ECS service at the revision that runs this commit's image."""
-    _chain(("roll-service",), env, dry_run, json_, allow_dirty)
+    _chain(("roll-service",), env, dry_run, json_, allow_dirty, allow_older=allow_older)
 
 
 @task(help=CHAIN_HELP)
@@ -158,7 +180,7 @@ def base_image(
     commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
 
 
-@task(name="app", help=CHAIN_HELP | SMOKE_HELP | ROLLBACK_HELP)
+@task(name="app", help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP)
 @reports_errors
 def deploy_app(
     c: Context,
@@ -166,12 +188,13 @@ def deploy_app(
     dry_run: bool = False,
     json_: bool = False,
     allow_dirty: bool = False,
+    allow_older: bool = False,
     smoke: bool = True,
     rollback: bool = True,
 ) -> None:
     """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke."""
     stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
-    _chain((*stages, "smoke") if smoke else stages, env, dry_run, json_, allow_dirty, rollback)
+    _chain((*stages, "smoke") if smoke else stages, env, dry_run, json_, allow_dirty, rollback, allow_older)
 
 
 @task(
@@ -218,6 +241,7 @@ def deploy_stack(
         "name": "the function: a folder of lambda/ (login_handler, health_handler, ...)",
         **CHAIN_HELP,
         "allow-dirty": "deploy uncommitted changes (the version's description then says <sha12>-dirty-<hash>)",
+        **OLDER_HELP,
         **SMOKE_HELP,
         **ROLLBACK_HELP,
     },
@@ -230,6 +254,7 @@ def deploy_lambda(
     dry_run: bool = False,
     json_: bool = False,
     allow_dirty: bool = False,
+    allow_older: bool = False,
     smoke: bool = True,
     rollback: bool = True,
 ) -> None:
@@ -237,7 +262,14 @@ def deploy_lambda(
     if not dry_run:
         _ensure_sandbox(env)
     commands.deploy_lambda(
-        name, env=env, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_, rollback=rollback
+        name,
+        env=env,
+        allow_dirty=allow_dirty,
+        allow_older=allow_older,
+        smoke=smoke,
+        dry_run=dry_run,
+        as_json=json_,
+        rollback=rollback,
     )
 
 
@@ -356,6 +388,7 @@ AUTO_HELP = {
     **SMOKE_HELP,
     **ROLLBACK_HELP,
     "since": "compare every component with this commit instead of the one live for it",
+    **OLDER_HELP,
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
 }
 
@@ -369,6 +402,7 @@ def deploy_auto(
     json_: bool = False,
     since: str | None = None,
     allow_dirty: bool = False,
+    allow_older: bool = False,
     smoke: bool = True,
     rollback: bool = True,
 ) -> None:
@@ -379,6 +413,7 @@ def deploy_auto(
         env=env,
         since=since,
         allow_dirty=allow_dirty,
+        allow_older=allow_older,
         smoke=smoke,
         dry_run=dry_run,
         as_json=json_,

@@ -312,27 +312,25 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
     return "nothing to deploy"
 
 
-def taken_back(found: changes.ChangeSet) -> dict[str, int]:
-    """The changed components whose live commit is ahead of HEAD (HEAD is an ancestor of it), with how many commits:
-    deploying HEAD would take those commits back. Never with --since."""
+def taken_back(found: changes.ChangeSet) -> dict[str, tuple[str, int]]:
+    """The changed components whose live commit is ahead of HEAD (HEAD is an ancestor of it): component → (that
+    commit, how many commits): deploying HEAD would take those commits back. Never with --since."""
     changed = found.components()
-    return {component: n for component, n in sorted(found.ahead.items()) if component in changed}
+    return {c: (found.base.get(c) or "", n) for c, n in sorted(found.ahead.items()) if c in changed}
 
 
-def refuse_taking_back(found: changes.ChangeSet, env: EnvConfig) -> None:
-    """UsageError (nothing changed) when deploying HEAD would take back commits that are live (:func:`taken_back`):
-    an out-of-date checkout, or an old CI job run again."""
-    behind = taken_back(found)
+def refuse_taking_back(behind: Mapping[str, tuple[str, int]], head: str, env: EnvConfig) -> None:
+    """UsageError (nothing changed) when deploying ``head`` would take back commits that are live (``behind``:
+    component → (its live commit, how many commits that is ahead of ``head``)): an out-of-date checkout, or an old
+    CI job run again."""
     if not behind:
         return
-    newest = max(behind, key=behind.__getitem__)
-    listed = ", ".join(f"{c} ({n} ahead)" for c, n in behind.items())
+    listed = ", ".join(f"{c} (live at {live[:SHORT_SHA]}, {n} ahead)" for c, (live, n) in behind.items())
     raise UsageError(
-        f"HEAD ({found.head[:SHORT_SHA]}) is behind what {env.name} runs: {listed}; deploying it would take back "
-        "commits that are live",
-        next_step=f"update this checkout (git pull) and rerun; to deploy HEAD anyway, going back on purpose: "
-        f"inv deploy.auto --env {env.name} --since {(found.base.get(newest) or '')[:SHORT_SHA]} (what is live for "
-        f"{newest}), or inv rollback --env {env.name} --to SHA for the app or a Lambda",
+        f"HEAD ({head[:SHORT_SHA]}) is behind what {env.name} runs: {listed}; deploying it would take back commits "
+        "that are live",
+        next_step="update this checkout (git pull) and rerun; to deploy HEAD anyway, going back on purpose, rerun "
+        "with --allow-older",
     )
 
 
@@ -349,10 +347,9 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
         if change.path and {change.path, change.old_path} & set(uncommitted):
             what += " (uncommitted)"
         lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")
-    for component, ahead in taken_back(found).items():
-        live = (found.base.get(component) or "")[:SHORT_SHA]
+    for component, (live, ahead) in taken_back(found).items():
         lines.append(
-            f"⏮  {component}: live at {live}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "
+            f"⏮  {component}: live at {live[:SHORT_SHA]}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "
             f"({found.head[:SHORT_SHA]}): deploying HEAD would take {'them' if ahead > 1 else 'it'} back"
         )
     quiet = [c.path for c in found.changes if c.kind == "none"]

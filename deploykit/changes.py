@@ -302,6 +302,16 @@ def parse_live(component: str, live: str) -> tuple[str, bool]:
     return found["sha"], found["dirty"] is not None
 
 
+def live_ahead(root: Path, live: str | None, head: str) -> tuple[str, int] | None:
+    """(the live commit, how many commits it is ahead of ``head``) when ``head`` is behind it, for a live SHA or
+    image tag; None when it is not (the same, older, another branch) or cannot be told (None, not a tag, a commit
+    this clone does not have)."""
+    found = _LIVE_TAG.match((live or "").strip().lower())
+    sha = git.resolve_commit(root, found["sha"]) if found else None
+    ahead = git.commits_ahead(root, sha, head) if sha else 0
+    return (sha, ahead) if sha and ahead else None
+
+
 def _resolve_live(root: Path, component: str, sha: str) -> str:
     full = git.resolve_commit(root, sha)
     if full is not None:

@@ -197,6 +197,13 @@ def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) 
         yield
 
 
+def _refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
+    """UsageError when ``component`` is live at a commit ahead of ``revision``'s (see auto.refuse_taking_back)."""
+    ahead = changes.live_ahead(config.root, live, revision.sha)
+    if ahead:
+        auto.refuse_taking_back({component: ahead}, revision.sha, env)
+
+
 def _dropped(config: Config, plan: Plan, before: dict[str, str | None]) -> tuple[str, ...]:
     """The Lambda functions of the live record that this checkout no longer has (their folder was deleted) when
     the plan deploys the API stack: the stack, synthesized from this checkout, took them away."""
@@ -257,17 +264,21 @@ def app_chain(
     dry_run: bool = False,
     as_json: bool = False,
     allow_dirty: bool = False,
+    allow_older: bool = False,
     rollback: bool = True,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy)."""
+    """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy).
+    Rolling the service onto a commit behind the one it runs is refused unless ``allow_older``."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     uri = None
-    if planner.needs_repository(stages):
-        with aws_errors(environment):
+    with aws_errors(environment):
+        if "roll-service" in stages and not allow_older:
+            _refuse_older(config, environment, "app", auto.live_image_tag_or_empty(aws, environment), revision)
+        if planner.needs_repository(stages):
             uri = registry.repository_uri(aws)
     plan = planner.app_chain_plan(config, environment, revision, stages, repository_uri=uri)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
@@ -378,13 +389,15 @@ def deploy_lambda(
     *,
     env: str | None = None,
     allow_dirty: bool = False,
+    allow_older: bool = False,
     smoke: bool = True,
     dry_run: bool = False,
     as_json: bool = False,
     rollback: bool = True,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """The Lambda fast path for one function of lambda/: upload, update code, publish, move the alias; smoke."""
+    """The Lambda fast path for one function of lambda/: upload, update code, publish, move the alias; smoke.
+    Moving the alias onto a commit behind the one it serves is refused unless ``allow_older``."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
@@ -399,6 +412,10 @@ def deploy_lambda(
             next_step=f"deploy the API stack first (cdk/stacks/api_stack.py must define it): "
             f"inv deploy.stack api --env {environment.name}",
         )
+    if not allow_older:
+        with aws_errors(environment):
+            live = lambda_chain.live_git_sha(aws.client("lambda"), functions[name])
+        _refuse_older(config, environment, f"lambda:{name}", live, revision)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=functions[name], smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
@@ -739,13 +756,15 @@ def deploy_auto(
     env: str | None = None,
     since: str | None = None,
     allow_dirty: bool = False,
+    allow_older: bool = False,
     smoke: bool = True,
     dry_run: bool = False,
     as_json: bool = False,
     rollback: bool = True,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end."""
+    """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
+    Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``."""
     runtime = runtime or Runtime()
     a = analyse(runtime, env, since=since, allow_dirty=allow_dirty)
     if a.endpoints is None:
@@ -754,10 +773,10 @@ def deploy_auto(
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
-    if auto.taken_back(a.found):  # refused before reading anything more; the analysis shows what and why
+    if auto.taken_back(a.found) and not allow_older:  # refused before reading more; the analysis shows why
         lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
         runtime.stderr.write("🔍 Change Analysis\n" + "\n".join(lines) + "\n")
-        auto.refuse_taking_back(a.found, a.env)
+        auto.refuse_taking_back(auto.taken_back(a.found), a.found.head, a.env)
     with aws_errors(a.env):
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
         reads: dict[str, Callable[[], Any]] = {}

@@ -14,6 +14,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
+from tests.conftest import git
 from tests.functional.conftest import CONTAINER, asked, create_service, put_image
 
 
@@ -101,6 +102,30 @@ def test_roll_service_points_the_service_at_our_revision(project: Path, factory:
     commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
     service = factory.client("ecs").describe_services(cluster="car-rental-cluster", services=["car-rental-service"])
     assert service["services"][0]["taskDefinition"] == revisions(factory)[-1]
+
+
+def test_rolling_back_to_an_older_commit_needs_allow_older(project: Path, factory: AwsFactory) -> None:
+    create_service(factory)
+    old = current_revision(project)
+    (project / "backend" / "app" / "main.py").write_text("# newer\n")
+    git(project, "commit", "-qam", "newer")
+    newer = current_revision(project)
+    for revision in (old, newer):
+        put_image(factory, revision.tag)
+    commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+    count = len(revisions(factory))
+
+    git(project, "checkout", "-q", old.sha)  # an out-of-date checkout: deploy.app would take "newer" back
+    with pytest.raises(UsageError, match=f"HEAD \\({old.short}\\) is behind what dev runs: app") as err:
+        commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+    assert f"live at {newer.short}, 1 ahead" in err.value.message and "--allow-older" in (err.value.next_step or "")
+    assert len(revisions(factory)) == count  # nothing changed
+    # stages that roll nothing go on; going back on purpose too
+    assert commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory)) is not None
+    commands.app_chain(["roll-service"], env="dev", allow_older=True, runtime=runtime(project, factory))
+    service = factory.client("ecs").describe_services(cluster="car-rental-cluster", services=["car-rental-service"])
+    image = factory.client("ecs").describe_task_definition(taskDefinition=service["services"][0]["taskDefinition"])
+    assert image["taskDefinition"]["containerDefinitions"][0]["image"].endswith(f":{old.tag}")
 
 
 def test_roll_service_without_a_revision_says_to_register_one(project: Path, factory: AwsFactory) -> None:

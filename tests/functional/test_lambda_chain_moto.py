@@ -249,6 +249,28 @@ def test_a_rollback_reuses_the_version_that_has_the_code_and_the_current_configu
     assert version_config(factory, "health_handler", live)["CodeSha256"] == package(with_lambdas).code_sha256
 
 
+def test_a_checkout_behind_what_the_alias_serves_is_refused_unless_allow_older(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    old = git(with_lambdas, "rev-parse", "HEAD").strip()
+    handler.write_text(handler.read_text() + "\nFEATURE = 2\n")
+    git(with_lambdas, "commit", "-qam", "feature 2")
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert alias_version(factory, "health_handler") == "2"
+
+    git(with_lambdas, "checkout", "-q", old)  # an out-of-date checkout
+    with pytest.raises(UsageError, match=r"HEAD \(\w{12}\) is behind what dev runs: lambda:health_handler") as err:
+        commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert "--allow-older" in (err.value.next_step or "")
+    assert alias_version(factory, "health_handler") == "2"  # nothing changed
+    back = commands.deploy_lambda(
+        "health_handler", env="dev", smoke=False, allow_older=True, runtime=runtime(with_lambdas, factory)
+    )
+    assert back is not None and statuses(back)["move-alias"] == "done"
+    assert alias_version(factory, "health_handler") != "2"
+
+
 def test_live_code_keys_and_git_sha_read_both_cloudformation_and_fast_path_descriptions(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:

@@ -224,22 +224,21 @@ def test_deploying_a_head_behind_what_is_live_is_refused(with_lambdas: Path) -> 
         change_set(("backend/app/auth.py", "app"), ("docs/x.md", "")),
         ahead={"app": 2, "stack:api": 2},  # stack:api has no change: taking nothing back
     )
-    assert auto.taken_back(found) == {"app": 2}
+    assert auto.taken_back(found) == {"app": ("a" * 40, 2)}
     assert auto.analysis_lines(found, env)[1] == (
         f"⏮  app: live at aaaaaaaaaaaa, 2 commits ahead of HEAD ({HEAD[:12]}): deploying HEAD would take them back"
     )
     with pytest.raises(UsageError) as refused:
-        auto.refuse_taking_back(found, env)
+        auto.refuse_taking_back(auto.taken_back(found), found.head, env)
     assert refused.value.message == (
-        f"HEAD ({HEAD[:12]}) is behind what sandbox runs: app (2 ahead); deploying it would take back commits that "
-        "are live"
+        f"HEAD ({HEAD[:12]}) is behind what sandbox runs: app (live at aaaaaaaaaaaa, 2 ahead); deploying it would "
+        "take back commits that are live"
     )
     assert refused.value.next_step == (
-        "update this checkout (git pull) and rerun; to deploy HEAD anyway, going back on purpose: inv deploy.auto "
-        "--env sandbox --since aaaaaaaaaaaa (what is live for app), or inv rollback --env sandbox --to SHA for the "
-        "app or a Lambda"
+        "update this checkout (git pull) and rerun; to deploy HEAD anyway, going back on purpose, rerun with "
+        "--allow-older"
     )
-    auto.refuse_taking_back(dataclasses.replace(found, ahead={}), env)  # not behind: nothing to refuse
+    auto.refuse_taking_back({}, found.head, env)  # not behind: nothing to refuse
 
 
 def test_components_without_change_are_recorded_live_at_head_but_not_the_app(with_lambdas: Path) -> None:  # noqa: F811

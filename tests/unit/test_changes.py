@@ -638,6 +638,11 @@ def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:
     assert result.ahead == dict.fromkeys(components_of(config), 2)
     assert git.commits_ahead(repo, live, old) == 2 and git.commits_ahead(repo, old, live) == 0
     assert git.commits_ahead(repo, live, live) == 0
+    # deploy.app and deploy.lambda ask the same of one live image tag or version description
+    assert changes.live_ahead(repo, f"{live[:12]}-dirty-{'0' * 12}", old) == (live, 2)
+    assert changes.live_ahead(repo, old[:12], live) is None  # live is older: going forward
+    assert changes.live_ahead(repo, None, old) is None and changes.live_ahead(repo, "latest", old) is None
+    assert changes.live_ahead(repo, "0123456789ab", old) is None  # a commit this clone lacks: cannot tell
     # with --since the user names the base: nothing is counted
     assert detect(config, everything(config, live), head=old, since=live).ahead == {}
     # a head on another branch is not behind, whatever it lacks
