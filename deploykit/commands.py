@@ -276,7 +276,7 @@ def app_chain(
     aws = runtime.aws_factory(environment)
     uri = None
     with aws_errors(environment):
-        if "roll-service" in stages and not allow_older:
+        if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
             _refuse_older(config, environment, "app", auto.live_image_tag_or_empty(aws, environment), revision)
         if planner.needs_repository(stages):
             uri = registry.repository_uri(aws)
