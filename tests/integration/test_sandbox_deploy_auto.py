@@ -164,3 +164,58 @@ def _client(project: Path, service: str) -> Any:
     return boto3.client(
         service, endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
     )
+
+
+PRICING = '''"""GET /pricing: the daily rate of each car class."""
+
+import json
+
+
+def handler(event, context):
+    body = {"economy": 39, "suv": 79}
+    return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
+'''
+LAST_ROUTE = """        description="Cheap check of the API stage; reports the version the alias serves",
+    ),
+"""
+PRICING_ROUTE = (
+    '    LambdaRoute(folder="pricing_handler", method="GET", path="/pricing", description="Daily rate by class"),\n'
+)
+
+
+def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_live_record(project: Path) -> None:
+    folder = project / "lambda" / "pricing_handler"
+    folder.mkdir()
+    (folder / "handler.py").write_text(PRICING)
+    api_stack = project / "cdk" / "stacks" / "api_stack.py"
+    original = api_stack.read_text()
+    assert LAST_ROUTE in original
+    api_stack.write_text(original.replace(LAST_ROUTE, LAST_ROUTE + PRICING_ROUTE))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "lambda: pricing_handler behind GET /pricing")
+
+    report, out, seconds = auto(project)  # the API stack creates it
+    assert {"upload-lambda", "deploy-stack"} <= ran(report) and "update-code" not in ran(report)
+    assert "lambda:pricing_handler (not deployed yet) → inv deploy.auto" in out
+    found = endpoints(project)
+    assert "pricing_handler" in found.functions and "pricing_handler" in found.aliases
+    with urllib.request.urlopen(found.api_url + "pricing", timeout=10) as answer:
+        assert json.loads(answer.read())["suv"] == 79
+    print(f"\ndeploy.auto of a new function through the API stack: {seconds:.2f}s")
+
+    (folder / "handler.py").write_text(PRICING.replace('"suv": 79', '"suv": 89'))
+    git(project, "commit", "-qam", "pricing: suv 89")
+    report, _out, seconds = auto(project)  # found now: the fast path, no CloudFormation
+    assert ran(report) == {"upload-lambda", "update-code", "publish-version", "move-alias", "smoke"}
+    with urllib.request.urlopen(found.api_url + "pricing", timeout=10) as answer:
+        assert json.loads(answer.read())["suv"] == 89
+    print(f"deploy.auto of that function's code: {seconds:.2f}s")
+
+    git(project, "rm", "-rq", "lambda/pricing_handler")
+    api_stack.write_text(original)
+    git(project, "commit", "-qam", "pricing_handler removed")
+    report, _out, _seconds = auto(project)  # the API stack deletes it
+    assert "deploy-stack" in ran(report)
+    assert "pricing_handler" not in endpoints(project).functions
+    newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
+    assert newest.removed == ["lambda:pricing_handler"]
