@@ -359,7 +359,8 @@ def main() -> int:
                 bench.inv("deploy.auto", "--since", newest)
             except SystemExit as exc:
                 say(f"❌ {exc}: {args.env!r} may still run the bench's commits\n")
-                say(f"  → next: from your checkout, at {head[:12]}: inv deploy.auto --env {args.env}\n")
+                # the bench's commits were only in its temporary clone: deploy.auto could not diff from them
+                say(f"  → next: from your checkout, at {head[:12]}: inv deploy.full --env {args.env}\n")
         if not args.keep:
             if not args.env:
                 subprocess.run([sys.executable, "-m", "invoke", "sandbox.down"], cwd=root, capture_output=True)
