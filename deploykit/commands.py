@@ -274,13 +274,16 @@ def app_chain(
     config, environment = _load(runtime, env)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
-    uri = None
+    reads: dict[str, Callable[[], str]] = {}
+    if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
+        reads["live"] = partial(auto.live_image_tag_or_empty, aws, environment)
+    if planner.needs_repository(stages):
+        reads["uri"] = partial(registry.repository_uri, aws)
     with aws_errors(environment):
-        if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
-            _refuse_older(config, environment, "app", auto.live_image_tag_or_empty(aws, environment), revision)
-        if planner.needs_repository(stages):
-            uri = registry.repository_uri(aws)
-    plan = planner.app_chain_plan(config, environment, revision, stages, repository_uri=uri)
+        read = at_once(reads)  # the image the service runs and the repository: one round trip
+    if "live" in read:
+        _refuse_older(config, environment, "app", read["live"], revision)
+    plan = planner.app_chain_plan(config, environment, revision, stages, repository_uri=read.get("uri"))
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 

@@ -15,7 +15,7 @@ from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
 from tests.conftest import git
-from tests.functional.conftest import CONTAINER, asked, create_service, put_image
+from tests.functional.conftest import CONTAINER, asked, create_service, held_across, put_image
 
 
 def runtime(project: Path, factory: AwsFactory, stdout: io.StringIO | None = None) -> commands.Runtime:
@@ -126,6 +126,15 @@ def test_rolling_back_to_an_older_commit_needs_allow_older(project: Path, factor
     service = factory.client("ecs").describe_services(cluster="car-rental-cluster", services=["car-rental-service"])
     image = factory.client("ecs").describe_task_definition(taskDefinition=service["services"][0]["taskDefinition"])
     assert image["taskDefinition"]["containerDefinitions"][0]["image"].endswith(f":{old.tag}")
+
+
+def test_the_running_image_and_the_repository_are_read_at_once(project: Path, factory: AwsFactory) -> None:
+    """roll-service's check of the commit the service runs adds no round trip: it goes with the repository's."""
+    create_service(factory)
+    put_image(factory, current_revision(project).tag)
+    held_across(2, (factory.client("ecs"), "DescribeServices"), (factory.client("ecr"), "DescribeRepositories"))
+    report = commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+    assert report is not None and [r.status for r in report.records] == ["done", "done"]
 
 
 def test_roll_service_without_a_revision_says_to_register_one(project: Path, factory: AwsFactory) -> None:
