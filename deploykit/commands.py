@@ -754,6 +754,12 @@ def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty
     return Analysis(config, environment, aws, found_endpoints, revision, found, live)
 
 
+def _write_analysis(runtime: Runtime, lines: Sequence[str]) -> None:
+    runtime.stderr.write(
+        "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
+    )
+
+
 def deploy_auto(
     *,
     env: str | None = None,
@@ -776,10 +782,11 @@ def deploy_auto(
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
-    if auto.taken_back(a.found) and not allow_older:  # refused before reading more; the analysis shows why
-        lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
-        runtime.stderr.write("🔍 Change Analysis\n" + "\n".join(lines) + "\n")
-        auto.refuse_taking_back(auto.taken_back(a.found), a.found.head, a.env)
+    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
+    behind = auto.taken_back(a.found)
+    if behind and not allow_older:  # refused before reading more; the analysis shows why
+        _write_analysis(runtime, lines)
+        auto.refuse_taking_back(behind, a.found.head, a.env)
     with aws_errors(a.env):
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
         reads: dict[str, Callable[[], Any]] = {}
@@ -800,13 +807,10 @@ def deploy_auto(
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         plan = dataclasses.replace(plan, carried=auto.unchanged_components(a.found, a.revision)) if plan else plan
         estimates = read.get("estimates", {})
-    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None
-    runtime.stderr.write(
-        "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
-    )
+    _write_analysis(runtime, lines)
     if not plan:
         shown = a.revision.short if a.revision.touches == frozenset() else a.revision.tag  # the changes touch nothing
         runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what HEAD ({shown}) would deploy\n")
@@ -851,9 +855,7 @@ def diff(
             "✏️  uncommitted changes are counted: commit them before deploying, or deploy them as a dirty build "
             "with --allow-dirty"
         )
-    runtime.stderr.write(
-        "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
-    )
+    _write_analysis(runtime, lines)
     stacks_json: dict[str, Any] = {}
     roles = sorted({c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")})
     if roles:
