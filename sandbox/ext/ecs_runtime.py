@@ -27,6 +27,11 @@ What plain moto lacks, fixed here:
   threshold the deployment is FAILED with a reason and, with rollback on, the previous task
   definition is PRIMARY again while the failed deployment's tasks stop.
 - Desired-count changes scale the PRIMARY deployment.
+- ``awslogs``: what a task's container writes (stdout and stderr) goes to CloudWatch Logs as the awslogs log
+  driver sends it: to the task definition's ``awslogs-group``, stream ``<awslogs-stream-prefix>/<container>/<task
+  id>``, each line with the container's own timestamp, about once a second while the task runs and in full when it
+  stops. A group that does not exist stops the task at start (ResourceInitializationError), as on Fargate, unless
+  ``awslogs-create-group`` is ``true``.
 - ``deleted_services_stop_their_tasks``: a deleted service's tasks drain and then their containers stop
   (they kept running until the sandbox stopped); ``target_group_gone``: a task whose target group was
   deleted first stops without draining instead of failing every reconcile.
@@ -61,6 +66,7 @@ log = logging.getLogger("sandbox.ecs")
 
 LABEL = "io.deploykit.sandbox"
 RESTART_BACKOFF = 1.0  # seconds before a failed task is replaced
+LOG_EVERY = 1.0  # seconds between two shipments of a running container's output to CloudWatch Logs
 FAILED_VISIBLE = 10.0  # seconds a FAILED deployment stays listed after its rollback completed
 
 
@@ -121,6 +127,11 @@ class RTask:
     stop_after: float | None = None  # monotonic: stop the container then (after draining)
     failed: bool = False  # counted against the circuit breaker
     started_mono: float = field(default_factory=time.monotonic)
+    # awslogs: where the container's output goes, and how far it has gone (the last line's time, in ns)
+    log_group: str = ""
+    log_stream: str = ""
+    log_seen_ns: int = 0
+    log_next: float = 0.0  # monotonic: the next shipment while the container runs
 
     @property
     def live(self) -> bool:
@@ -244,6 +255,7 @@ class EcsRuntime:
         self.stopped: dict[str, RTask] = {}  # stopped tasks stay visible for a while, as on ECS
         self._used_ports: set[int] = set()
         self._stop = threading.Event()
+        self._log_lock = threading.Lock()  # one reader of a task's log at a time (the reconciler, a stopper)
         self._thread: threading.Thread | None = None
         self.sandbox: Sandbox | None = None
 
@@ -652,7 +664,32 @@ class EcsRuntime:
         else:
             # ECS runs only the health check of the task definition, never the image's HEALTHCHECK
             spec["healthcheck"] = {"test": ["NONE"]}
+        spec["error"] = self._awslogs(definition, task)
         return spec
+
+    def _awslogs(self, definition: dict[str, Any], task: RTask) -> str:
+        """Under the lock: point the task at its CloudWatch Logs stream when its container logs with awslogs;
+        the reason it cannot start (its log group does not exist), or ''."""
+        assert self.sandbox is not None
+        config = definition.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        group = str(options.get("awslogs-group") or "")
+        if config.get("logDriver") != "awslogs" or not group:
+            return ""
+        logs = self.sandbox.backend("logs")
+        if group not in logs.groups:
+            if str(options.get("awslogs-create-group", "")).lower() != "true":
+                return (
+                    "ResourceInitializationError: failed to validate logger args: the specified log group "
+                    f"{group} does not exist: ResourceNotFoundException"
+                )
+            logs.ensure_log_group(group)
+        prefix = str(options.get("awslogs-stream-prefix") or "")
+        task_id = task.arn.rsplit("/", 1)[-1]
+        task.log_group = group
+        task.log_stream = f"{prefix}/{task.container_name}/{task_id}" if prefix else task_id
+        logs.create_log_stream(group, task.log_stream)
+        return ""
 
     def _begin_stop(self, rs: RService, task: RTask, reason: str) -> list[tuple[str, RTask, Any]]:
         """Deregister the task's targets and stop it after the longest deregistration delay."""
@@ -684,6 +721,9 @@ class EcsRuntime:
     def _start_container(self, task: RTask, spec: dict[str, Any]) -> None:
         assert self.sandbox is not None
         client = self.sandbox.docker
+        if spec.get("error"):
+            self._failed_to_start(task, spec["error"], "ResourceInitializationError")
+            return
         try:
             try:
                 client.images.get(spec["image"])
@@ -705,11 +745,7 @@ class EcsRuntime:
                 if "pull" in text.lower() or "not found" in text.lower()
                 else "CannotStartContainerError"
             )
-            with self.sandbox.lock:
-                self._mark_stopped(task, f"{code}: {text}"[:255], None, code)
-                rs = self.services.get((task.cluster, task.service))
-                if rs is not None:
-                    self._count_failure(rs, task, f"failed to start: {code}: {text}"[:300])
+            self._failed_to_start(task, f"{code}: {text}", code)
             return
         with self.sandbox.lock:
             task.container_id = container.id
@@ -717,6 +753,14 @@ class EcsRuntime:
                 task.last_status = "PENDING"
                 return
         self._stop_container(task)  # stopped while it was starting
+
+    def _failed_to_start(self, task: RTask, reason: str, code: str) -> None:
+        assert self.sandbox is not None
+        with self.sandbox.lock:
+            self._mark_stopped(task, reason[:255], None, code)
+            rs = self.services.get((task.cluster, task.service))
+            if rs is not None:
+                self._count_failure(rs, task, f"failed to start: {reason}"[:300])
 
     def _observe(self, task: RTask) -> dict[str, Any]:
         assert self.sandbox is not None
@@ -727,12 +771,45 @@ class EcsRuntime:
         except docker.errors.APIError:
             return {}
         state = container.attrs.get("State", {})
-        return {
+        seen = {
             "status": state.get("Status"),
             "exit_code": state.get("ExitCode"),
             "health": (state.get("Health") or {}).get("Status"),
             "error": state.get("Error", ""),
         }
+        if task.log_stream and (seen["status"] != "running" or time.monotonic() >= task.log_next):
+            seen["log_events"] = self._read_log(container, task)
+        return seen
+
+    def _read_log(self, container: Any, task: RTask) -> list[dict[str, Any]]:
+        """awslogs: the lines the container wrote since the last shipment, as CloudWatch Logs events."""
+        with self._log_lock:
+            task.log_next = time.monotonic() + LOG_EVERY
+            try:  # whole seconds: the lines of that second already shipped are skipped by their time
+                since = task.log_seen_ns // 1_000_000_000 or None
+                raw = container.logs(stdout=True, stderr=True, timestamps=True, since=since)
+            except docker.errors.APIError:
+                return []
+            events = []
+            for line in raw.decode("utf-8", "replace").splitlines():
+                stamp, _, message = line.partition(" ")
+                ns = _rfc3339_ns(stamp)
+                if ns is None or ns <= task.log_seen_ns:
+                    continue
+                task.log_seen_ns = ns
+                if message.strip():  # the driver sends no empty events; CloudWatch Logs refuses them
+                    events.append({"timestamp": ns // 1_000_000, "message": message})
+            return events
+
+    def _ship(self, task: RTask, events: list[dict[str, Any]] | None) -> None:
+        """Under the lock: file a task's log events in its CloudWatch Logs stream."""
+        assert self.sandbox is not None
+        if not events:
+            return
+        try:
+            self.sandbox.backend("logs").put_log_events(task.log_group, task.log_stream, events)
+        except Exception:  # the group or stream was deleted meanwhile: the driver loses these lines too
+            log.info("could not file %d log line(s) of %s in %s", len(events), task.arn, task.log_group)
 
     def _stop_container(self, task: RTask) -> None:
         assert self.sandbox is not None
@@ -741,6 +818,10 @@ class EcsRuntime:
         try:
             container = self.sandbox.docker.containers.get(task.container_id)
             container.stop(timeout=5)
+            if task.log_stream:  # what it wrote last, its shutdown included
+                events = self._read_log(container, task)
+                with self.sandbox.lock:
+                    self._ship(task, events)
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
@@ -754,6 +835,7 @@ class EcsRuntime:
             grace = self._grace(rs)
             for task in list(rs.tasks.values()):
                 seen = observed.get(task.arn, {})
+                self._ship(task, seen.get("log_events"))
                 stop_due = task.stop_after is not None and (clock >= task.stop_after or self._drained(rs, task))
                 if stop_due and task.last_status != "STOPPED":
                     threading.Thread(target=self._stop_container, args=(task,), daemon=True).start()
@@ -903,6 +985,16 @@ def _on_task_port(command: list[str], container_ports: list[int], task_port: int
                 part = part.replace(f"{host}:{port}", f"{host}:{task_port}")
         out.append(part)
     return out
+
+
+def _rfc3339_ns(stamp: str) -> int | None:
+    """Docker's log timestamp (``2026-11-29T05:50:00.123456789Z``) in nanoseconds since the epoch."""
+    try:
+        whole, _, fraction = stamp.rstrip("Z").partition(".")
+        seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+    except ValueError:
+        return None
 
 
 def _rev(arn: str) -> str:

@@ -133,14 +133,19 @@ def private_sandbox_files(root: Path, *, ecr: bool = False) -> Path:
     return path
 
 
+def aws_client(settings: Settings, service: str) -> Any:
+    """A boto3 client of the sandbox."""
+    return boto3.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region,
+        aws_access_key_id="sandbox",
+        aws_secret_access_key="sandbox",
+    )
+
+
 def clients(settings: Settings) -> tuple[Any, Any, Any]:
-    kw: dict[str, Any] = {
-        "endpoint_url": settings.endpoint_url,
-        "region_name": settings.region,
-        "aws_access_key_id": "sandbox",
-        "aws_secret_access_key": "sandbox",
-    }
-    return boto3.client("ec2", **kw), boto3.client("ecs", **kw), boto3.client("elbv2", **kw)
+    return aws_client(settings, "ec2"), aws_client(settings, "ecs"), aws_client(settings, "elbv2")
 
 
 @dataclass
@@ -158,8 +163,14 @@ class App:
     security_group: str
     family: str = "car-rental-backend"
 
-    def task_definition(self, image: str, **env: str) -> str:
+    def task_definition(self, image: str, log_group: str = "", **env: str) -> str:
+        """A revision running ``image`` with ``env``; its output goes to ``log_group`` (awslogs) when named."""
         environment = [{"name": k, "value": v} for k, v in env.items()]
+        logging = (
+            {"logDriver": "awslogs", "options": {"awslogs-group": log_group, "awslogs-stream-prefix": "app"}}
+            if log_group
+            else None
+        )
         answer = self.ecs.register_task_definition(
             family=self.family,
             networkMode="awsvpc",
@@ -173,6 +184,7 @@ class App:
                     "essential": True,
                     "portMappings": [{"containerPort": 8000}],
                     "environment": environment,
+                    **({"logConfiguration": logging} if logging else {}),
                 }
             ],
         )

@@ -19,6 +19,7 @@ from sandbox.settings import Settings, load_settings
 from tests.integration.sandbox_support import (
     App,
     LoopingClient,
+    aws_client,
     build_test_image,
     create_app,
     private_sandbox_files,
@@ -164,7 +165,10 @@ def test_a_crashing_release_trips_the_circuit_breaker_and_the_old_one_keeps_serv
 ) -> None:
     v1 = app.describe()["taskDefinition"]
     client = LoopingClient(app.listener_url).start()
-    crash = app.task_definition(images["app"], VERSION="crash", MODE="crash")
+    logs = aws_client(app.settings, "logs")
+    group = f"/ecs/{app.family}"
+    logs.create_log_group(logGroupName=group)
+    crash = app.task_definition(images["app"], log_group=group, VERSION="crash", MODE="crash")
     app.ecs.update_service(cluster=app.cluster, service=app.service, taskDefinition=crash)
     failed = app.wait(lambda s: any(d["rolloutState"] == "FAILED" for d in s["deployments"]))
     bad = next(d for d in failed["deployments"] if d["rolloutState"] == "FAILED")
@@ -185,6 +189,31 @@ def test_a_crashing_release_trips_the_circuit_breaker_and_the_old_one_keeps_serv
         if t["taskDefinitionArn"] == crash
     }
     assert ("Essential container in task exited", 3) in reasons
+    # awslogs: each crashed task's output is in its own stream, <prefix>/<container>/<task id>
+    crashed = [
+        t
+        for t in app.ecs.describe_tasks(cluster=app.cluster, tasks=stopped)["tasks"]
+        if t["taskDefinitionArn"] == crash
+    ]
+    for task in crashed:
+        stream = f"app/backend/{task['taskArn'].rsplit('/', 1)[-1]}"
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream)["events"]
+        assert [e["message"] for e in events] == ["crashing on purpose"], (stream, events)
+
+
+def test_a_release_whose_log_group_does_not_exist_never_starts(app: App, images: dict[str, str]) -> None:
+    v1 = app.describe()["taskDefinition"]
+    lost = app.task_definition(images["app"], log_group="/ecs/never-created", VERSION="lost")
+    app.ecs.update_service(cluster=app.cluster, service=app.service, taskDefinition=lost)
+    app.wait(lambda s: any(d["rolloutState"] == "FAILED" for d in s["deployments"]))
+    app.wait(lambda s: primary(s)["taskDefinition"] == v1 and primary(s)["rolloutState"] == "COMPLETED")
+    stopped = app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service, desiredStatus="STOPPED")["taskArns"]
+    reasons = {
+        t["stoppedReason"]
+        for t in app.ecs.describe_tasks(cluster=app.cluster, tasks=stopped)["tasks"]
+        if t["taskDefinitionArn"] == lost
+    }
+    assert reasons and all(r.startswith("ResourceInitializationError") and "/ecs/never-created" in r for r in reasons)
 
 
 def test_a_release_that_never_becomes_healthy_is_rolled_back(app: App, images: dict[str, str]) -> None:
