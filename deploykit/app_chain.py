@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import docker.errors
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import base_image, ecs, images, registry
 from deploykit.config import BaseImageSpec
@@ -281,13 +281,14 @@ class WaitHealthy(Step):
         return f"only the waiting stopped: ECS goes on with the rollout of {self.service} on its own"
 
     def run(self, ctx: Context) -> Outcome:
+        taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         waiter = ecs.RolloutWaiter(
             ctx.aws.client("ecs"),
             ctx.aws.client("elbv2"),
             ctx.clock,
             say=ctx.reporter.line,
             status=ctx.reporter.status,
-            taskdefs=ecs.TaskDefinitions.of(ctx.aws),
+            taskdefs=taskdefs,
         )
         verdict = waiter.wait(
             cluster=self.cluster,
@@ -299,10 +300,46 @@ class WaitHealthy(Step):
         )
         if verdict.state == "healthy":
             return Outcome.done(f"healthy: {verdict.summary}")
+        message = f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}"
+        task_log = self._task_log(ctx, waiter.last, taskdefs)
+        if task_log is not None:
+            _show_task_log(ctx, task_log, self.container)
+            if task_log.lines:
+                message += f"; its last log line: {task_log.lines[-1].strip()[:200]}"
         raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
-            f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}",
-            next_step=_wait_next_step(verdict.reason, self.cluster, self.service),
+            message, next_step=_wait_next_step(verdict.reason, self.cluster, self.service)
         )
+
+    def _task_log(
+        self, ctx: Context, snapshot: ecs.Snapshot | None, taskdefs: ecs.TaskDefinitions
+    ) -> ecs.TaskLog | None:
+        """What the task that explains the failure (the last to stop, else the newest running) wrote last, when
+        its container logs to CloudWatch Logs (awslogs)."""
+        task = ecs.task_to_explain(snapshot) if snapshot is not None else None
+        if task is None:
+            return None
+        try:
+            where = ecs.log_stream(taskdefs.get(task["taskDefinitionArn"]), self.container, task["taskArn"])
+        except (ClientError, BotoCoreError):  # the task definition is cached from the polls; never hide the failure
+            return None
+        if where is None:
+            return None
+        return ecs.read_task_log(ctx.aws.client("logs"), *where, limit=TASK_LOG_LINES)
+
+
+TASK_LOG_LINES = 20  # lines of a failed task's log shown with the failure
+
+
+def _show_task_log(ctx: Context, task_log: ecs.TaskLog, container: str) -> None:
+    where = f"CloudWatch Logs {task_log.group}, stream {task_log.stream}"
+    if not task_log.lines:
+        ctx.reporter.line(f"📜 no log of task {task_log.task_id}: {task_log.problem} ({where})")
+        return
+    ctx.reporter.line(
+        f"📜 the last {len(task_log.lines)} lines {container} wrote in task {task_log.task_id} ({where}):"
+    )
+    for line in task_log.lines:
+        ctx.reporter.line(f"    {line}")
 
 
 def _wait_next_step(reason: str, cluster: str, service: str) -> str:

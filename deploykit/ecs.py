@@ -336,6 +336,63 @@ def describe_stopped(task: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def task_to_explain(snapshot: Snapshot) -> dict[str, Any] | None:
+    """The task whose log says why a rollout failed: the last of ours to stop, else the newest running one."""
+
+    def newest(tasks: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+        dated = [t for t in tasks if isinstance(t.get(key), datetime)]
+        return max(dated, key=lambda t: t[key]) if dated else (tasks[-1] if tasks else None)
+
+    return newest(snapshot.stopped_tasks, "stoppedAt") or newest(snapshot.running_tasks, "startedAt")
+
+
+# -- the log of a task ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskLog:
+    """The last lines a task's container wrote, from CloudWatch Logs; ``problem`` says why there are none."""
+
+    task_id: str
+    group: str
+    stream: str
+    lines: list[str]
+    problem: str = ""
+
+
+def log_stream(task_definition: dict[str, Any], container: str, task_arn: str) -> tuple[str, str] | None:
+    """Where the awslogs driver sends ``container``'s output in the task: (group, ``<prefix>/<container>/<task
+    id>``); None when it logs elsewhere or without a stream prefix (the stream is then named by a container id)."""
+    for definition in task_definition.get("containerDefinitions", []):
+        if definition.get("name") != container:
+            continue
+        config = definition.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
+        if config.get("logDriver") != "awslogs" or not group or not prefix:
+            return None
+        return str(group), f"{prefix}/{container}/{task_arn.rsplit('/', 1)[-1]}"
+    return None
+
+
+def read_task_log(logs: Any, group: str, stream: str, *, limit: int) -> TaskLog:
+    """The last ``limit`` lines of one stream (one GetLogEvents call). A failure to read is told, not raised: the
+    log explains another failure, which it must not hide."""
+    task_id = stream.rsplit("/", 1)[-1]
+    try:
+        answer = logs.get_log_events(logGroupName=group, logStreamName=stream, limit=limit, startFromHead=False)
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        problem = (
+            "no such stream: the container wrote nothing, or the group is another"
+            if code == "ResourceNotFoundException"
+            else f"could not read it ({code}: {exc.response['Error'].get('Message', '')})"
+        )
+        return TaskLog(task_id, group, stream, [], problem)
+    lines = [str(e.get("message", "")).rstrip("\n") for e in answer.get("events", [])]
+    return TaskLog(task_id, group, stream, lines, "" if lines else "the stream is empty")
+
+
 def task_endpoints(task: dict[str, Any], container_port: int | None) -> set[tuple[str, int]]:
     """The (ip, port) pairs under which a task can be registered as an ALB target."""
     pairs: set[tuple[str, int]] = set()
@@ -402,6 +459,7 @@ class RolloutWaiter:
         self.say = say
         self.status = status or (lambda _text: None)
         self.taskdefs = taskdefs or TaskDefinitions(ecs)
+        self.last: Snapshot | None = None  # the last poll's answers: what a failure is explained from
 
     def wait(
         self,
@@ -436,6 +494,7 @@ class RolloutWaiter:
                 )
             else:
                 interval = poll
+                self.last = snapshot
                 primary = primary_deployment(snapshot.service)
                 if primary and snapshot.images.get(primary.get("taskDefinition", "")) == image:
                     seen_ours_primary = True

@@ -12,13 +12,16 @@ from __future__ import annotations
 import copy
 import io
 import threading
+import time
 from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.stub import Stubber
 from botocore.validate import validate_parameters
+from moto import mock_aws
 
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
@@ -75,13 +78,13 @@ def service(
     }
 
 
-def taskdef(arn: str, image: str) -> dict[str, Any]:
+def taskdef(arn: str, image: str, **container: Any) -> dict[str, Any]:
     return {
         "taskDefinition": {
             "taskDefinitionArn": arn,
             "family": "car-rental-backend",
             "revision": int(arn[-1]),
-            "containerDefinitions": [{"name": CONTAINER, "image": image}],
+            "containerDefinitions": [{"name": CONTAINER, "image": image, **container}],
         },
         "tags": [],
     }
@@ -383,6 +386,90 @@ def test_wait_healthy_step_reports_failure_with_the_next_command(dev_env: EnvCon
     assert "is not rolling out" in report.error.message
     assert report.error.next_step == "roll it first: inv roll-service"
     assert report.records[0].status == "failed"
+
+
+AWSLOGS = {
+    "logDriver": "awslogs",
+    "options": {"awslogs-group": "/ecs/car-rental", "awslogs-stream-prefix": "backend", "awslogs-region": "eu-west-1"},
+}
+CRASH = [f'  File "/app/app/fleet.py", line {n}, in <module>' for n in range(30)] + ["RuntimeError: boom at import"]
+
+
+def run_wait_healthy(rollout: Rollout, env: EnvConfig, logs: Any) -> tuple[Any, str]:
+    """The wait-healthy step on the script's ECS and ELBv2 answers and the given CloudWatch Logs client."""
+    factory = AwsFactory(env)
+    factory._clients.update(ecs=rollout.ecs, elbv2=rollout.elbv2, logs=logs)
+    out = io.StringIO()
+    clock = FakeClock(T0)
+    ctx = Context(None, env, factory, clock, Reporter(out, tty=False, clock=clock), lambda: None)  # type: ignore[arg-type]
+    report = Executor(ctx).execute(Plan("dev", (WaitHealthy(CLUSTER, SERVICE, CONTAINER, IMAGE, 60, 1.0),)))
+    rollout.assert_all_answered()
+    return report, out.getvalue()
+
+
+def crashed_rollout(**container: Any) -> Rollout:
+    rollout = Rollout().poll(
+        service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)),
+        stopped=[task(3, stopped="Essential container in task exited")],
+    )
+    rollout.taskdefs[NEW] = taskdef(NEW, IMAGE, **container)
+    return rollout
+
+
+def test_a_crashed_task_s_last_log_lines_come_with_the_failure(dev_env: EnvConfig, aws_credentials: None) -> None:
+    with mock_aws():
+        logs = new_session().client("logs")
+        logs.create_log_group(logGroupName="/ecs/car-rental")
+        for stream in ("backend/backend/task3", "backend/backend/task9"):  # task9: another task's stream
+            logs.create_log_stream(logGroupName="/ecs/car-rental", logStreamName=stream)
+        now = int(time.time() * 1000)  # CloudWatch Logs takes no events older than 14 days
+        events = [{"timestamp": now + n, "message": line} for n, line in enumerate(CRASH)]
+        logs.put_log_events(logGroupName="/ecs/car-rental", logStreamName="backend/backend/task3", logEvents=events)
+        logs.put_log_events(
+            logGroupName="/ecs/car-rental",
+            logStreamName="backend/backend/task9",
+            logEvents=[{"timestamp": now, "message": "not this one"}],
+        )
+        report, printed = run_wait_healthy(crashed_rollout(logConfiguration=AWSLOGS), dev_env, logs)
+    assert isinstance(report.error, StepFailed)
+    assert report.error.message.endswith("; its last log line: RuntimeError: boom at import"), report.error.message
+    assert "Essential container in task exited" in report.error.message
+    where = "CloudWatch Logs /ecs/car-rental, stream backend/backend/task3"
+    assert f"📜 the last 20 lines backend wrote in task task3 ({where}):" in printed
+    shown = [line[4:] for line in printed.splitlines() if line.startswith("    ")]
+    assert shown == CRASH[-20:]
+    assert "not this one" not in printed
+
+
+def test_a_task_that_wrote_nothing_says_so_and_the_failure_is_unchanged(
+    dev_env: EnvConfig, aws_credentials: None
+) -> None:
+    with mock_aws():
+        logs = new_session().client("logs")
+        logs.create_log_group(logGroupName="/ecs/car-rental")
+        report, printed = run_wait_healthy(crashed_rollout(logConfiguration=AWSLOGS), dev_env, logs)
+    assert isinstance(report.error, StepFailed)
+    assert "last log line" not in report.error.message
+    assert "📜 no log of task task3: no such stream" in printed and "backend/backend/task3" in printed
+
+
+def test_a_log_that_cannot_be_read_does_not_hide_the_failure(dev_env: EnvConfig) -> None:
+    logs = new_session().client("logs")
+    stubber = Stubber(logs)
+    stubber.add_client_error("get_log_events", "AccessDeniedException", "not authorized to perform logs:GetLogEvents")
+    with stubber:
+        report, printed = run_wait_healthy(crashed_rollout(logConfiguration=AWSLOGS), dev_env, logs)
+    assert isinstance(report.error, StepFailed)
+    assert "Essential container in task exited" in report.error.message
+    assert "could not read it (AccessDeniedException: not authorized to perform logs:GetLogEvents)" in printed
+
+
+def test_a_container_that_does_not_log_to_cloudwatch_reads_no_log(dev_env: EnvConfig) -> None:
+    logs = new_session().client("logs")
+    with Stubber(logs):  # any call would fail: none is expected
+        report, printed = run_wait_healthy(crashed_rollout(), dev_env, logs)
+    assert isinstance(report.error, StepFailed)
+    assert "📜" not in printed and "last log line" not in report.error.message
 
 
 @pytest.fixture
