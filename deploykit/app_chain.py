@@ -303,9 +303,8 @@ class WaitHealthy(Step):
         message = f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}"
         task_log = self._task_log(ctx, waiter.last, taskdefs)
         if task_log is not None:
-            _show_task_log(ctx, task_log, self.container)
-            if task_log.lines:
-                message += f"; its last log line: {task_log.lines[-1].strip()[:200]}"
+            ecs.show_task_log(ctx.reporter.line, task_log, self.container)
+            message += ecs.last_line(task_log)
         raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
             message, next_step=_wait_next_step(verdict.reason, self.cluster, self.service)
         )
@@ -324,22 +323,7 @@ class WaitHealthy(Step):
             return None
         if where is None:
             return None
-        return ecs.read_task_log(ctx.aws.client("logs"), *where, limit=TASK_LOG_LINES)
-
-
-TASK_LOG_LINES = 20  # lines of a failed task's log shown with the failure
-
-
-def _show_task_log(ctx: Context, task_log: ecs.TaskLog, container: str) -> None:
-    where = f"CloudWatch Logs {task_log.group}, stream {task_log.stream}"
-    if not task_log.lines:
-        ctx.reporter.line(f"📜 no log of task {task_log.task_id}: {task_log.problem} ({where})")
-        return
-    ctx.reporter.line(
-        f"📜 the last {len(task_log.lines)} lines {container} wrote in task {task_log.task_id} ({where}):"
-    )
-    for line in task_log.lines:
-        ctx.reporter.line(f"    {line}")
+        return ecs.read_task_log(ctx.aws.client("logs"), *where, limit=ecs.TASK_LOG_LINES)
 
 
 def _wait_next_step(reason: str, cluster: str, service: str) -> str:

@@ -393,6 +393,85 @@ def read_task_log(logs: Any, group: str, stream: str, *, limit: int) -> TaskLog:
     return TaskLog(task_id, group, stream, lines, "" if lines else "the stream is empty")
 
 
+TASK_LOG_LINES = 20  # lines of a failed task's log shown with the failure
+
+
+def show_task_log(say: Callable[[str], None], task_log: TaskLog, container: str) -> None:
+    where = f"CloudWatch Logs {task_log.group}, stream {task_log.stream}"
+    if not task_log.lines:
+        say(f"📜 no log of task {task_log.task_id}: {task_log.problem} ({where})")
+        return
+    say(f"📜 the last {len(task_log.lines)} lines {container} wrote in task {task_log.task_id} ({where}):")
+    for line in task_log.lines:
+        say(f"    {line}")
+
+
+def last_line(task_log: TaskLog | None) -> str:
+    """``; its last log line: …`` for a failure's message, or ''."""
+    if task_log is None or not task_log.lines:
+        return ""
+    return f"; its last log line: {task_log.lines[-1].strip()[:200]}"
+
+
+def failed_task(task: dict[str, Any]) -> bool:
+    """Whether a stopped task failed (its essential container exited, it could not start, it failed its health
+    checks), rather than being stopped by a deployment or a scale-in."""
+    reason = str(task.get("stoppedReason", ""))
+    return task.get("stopCode") in ("EssentialContainerExited", "TaskFailedToStart") or reason.startswith("Task failed")
+
+
+def failing_container(task: dict[str, Any], task_definition: dict[str, Any], preferred: str) -> str:
+    """The container whose log explains a failed task: one that exited with an error, else ``preferred`` when the
+    task has it, else its first essential container."""
+    for c in task.get("containers", []):
+        if c.get("exitCode") not in (None, 0):
+            return str(c.get("name"))
+    names = [str(d.get("name")) for d in task_definition.get("containerDefinitions", [])]
+    if preferred in names:
+        return preferred
+    essential = [
+        str(d.get("name")) for d in task_definition.get("containerDefinitions", []) if d.get("essential", True)
+    ]
+    return (essential or names or [preferred])[0]
+
+
+def explain_failed_service(
+    ecs: Any,
+    logs: Any,
+    service_arn: str,
+    since: datetime | None,
+    *,
+    container: str,
+    say: Callable[[str], None],
+    taskdefs: TaskDefinitions | None = None,
+) -> list[str]:
+    """Why a service's rollout failed in a stack deploy (CloudFormation says only "circuit breaker"): the last of its
+    tasks to fail since ``since``, its stop reason and exit code as a line for the failure's message, and the last
+    lines its container wrote, printed with ``say``. [] when no task failed or the service's ARN names no cluster."""
+    parts = service_arn.rsplit(":", 1)[-1].split("/")  # service/<cluster>/<name>; the old format has no cluster
+    if len(parts) != 3 or parts[0] != "service":
+        return []
+    cluster, name = parts[1], parts[2]
+    arns = ecs.list_tasks(cluster=cluster, serviceName=name, desiredStatus="STOPPED").get("taskArns", [])
+    tasks = ecs.describe_tasks(cluster=cluster, tasks=arns[:100]).get("tasks", []) if arns else []
+    failed = [
+        t
+        for t in tasks
+        if failed_task(t) and (since is None or not isinstance(t.get("stoppedAt"), datetime) or t["stoppedAt"] >= since)
+    ]
+    if not failed:
+        return []
+    task = max(failed, key=lambda t: t["stoppedAt"].timestamp() if isinstance(t.get("stoppedAt"), datetime) else 0.0)
+    definition = (taskdefs or TaskDefinitions(ecs)).get(task["taskDefinitionArn"])
+    which = failing_container(task, definition, container)
+    where = log_stream(definition, which, task["taskArn"])
+    task_log = read_task_log(logs, *where, limit=TASK_LOG_LINES) if where else None
+    if task_log is not None:
+        show_task_log(say, task_log, which)
+    noun = "task" if len(failed) == 1 else "tasks"
+    return [f"  {len(failed)} {noun} of {name} failed, the last: {describe_stopped(task)}{last_line(task_log)}"]
+
+
 def task_endpoints(task: dict[str, Any], container_port: int | None) -> set[tuple[str, int]]:
     """The (ip, port) pairs under which a task can be registered as an ALB target."""
     pairs: set[tuple[str, int]] = set()

@@ -9,12 +9,14 @@ into its step: the image tag, the Lambda code keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
 from botocore.exceptions import ClientError
 
-from deploykit import packaging, stacks, synth
+from deploykit import ecs, packaging, stacks, synth
 from deploykit.errors import UsageError
 from deploykit.plan import Context, Outcome, Step
 
@@ -34,6 +36,20 @@ def deployer(ctx: Context) -> stacks.StackDeployer:
         poll=ctx.env.poll_seconds,
         timeout=ctx.env.wait_timeout * 3,
         env=ctx.env.name,
+        explainers={"AWS::ECS::Service": partial(_explain_service, ctx)},
+    )
+
+
+def _explain_service(ctx: Context, service_arn: str, since: datetime | None) -> list[str]:
+    """A service in a stack whose rollout failed: why its tasks stopped, from ECS and its log (deploykit.ecs)."""
+    return ecs.explain_failed_service(
+        ctx.aws.client("ecs"),
+        ctx.aws.client("logs"),
+        service_arn,
+        since,
+        container=ctx.env.container,
+        say=ctx.reporter.line,
+        taskdefs=ecs.TaskDefinitions.of(ctx.aws),
     )
 
 

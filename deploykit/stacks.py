@@ -337,6 +337,11 @@ def _failure_lines(failures: Sequence[tuple[str, str, str, str]]) -> str:
 # -- the deployer -----------------------------------------------------------------------------------
 
 
+# Looks behind a resource of one type that failed, while the operation rolls back: (its physical id, the time the
+# operation started) → lines that say why, for the failure's message (e.g. why an ECS service's tasks stopped).
+Explainer = Callable[[str, datetime | None], list[str]]
+
+
 @dataclass
 class _Follow:
     """Where following a stack's events starts: what was seen before the operation."""
@@ -347,6 +352,7 @@ class _Follow:
     status: str
     updated: Any
     events: list[dict[str, Any]] = field(default_factory=list)  # the events shown since
+    explained: dict[str, list[str]] = field(default_factory=dict)  # logical id → what its explainer found
 
 
 class StackDeployer:
@@ -371,8 +377,10 @@ class StackDeployer:
         backoff: float = 1.0,
         max_backoff: float = 20.0,
         change_set_poll: float | None = None,
+        explainers: Mapping[str, Explainer] | None = None,
     ) -> None:
         self.cfn = cfn
+        self.explainers = dict(explainers or {})  # resource type → Explainer
         self.clock = clock
         self.say = say
         self.status = status or (lambda _text: None)
@@ -479,7 +487,7 @@ class StackDeployer:
         stack = self._follow(name, follow, "deploying")
         status = str(stack.get("StackStatus", "?"))
         if status not in SUCCESS_AFTER_EXECUTE:
-            raise self._deploy_failure(name, stack, follow.events)
+            raise self._deploy_failure(name, stack, follow)
         action: Action = ("recreated" if recreated else "created") if change_set_type == "CREATE" else "updated"
         seconds = self.clock.monotonic() - started
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s)")
@@ -595,9 +603,9 @@ class StackDeployer:
         except ClientError as exc:
             self.say(f"could not delete change set {_short_change_set(change_set_id)}: {exc}")
 
-    def _deploy_failure(self, name: str, stack: Mapping[str, Any], events: list[dict[str, Any]]) -> StepFailed:
+    def _deploy_failure(self, name: str, stack: Mapping[str, Any], follow: _Follow) -> StepFailed:
         status = str(stack.get("StackStatus", "?"))
-        failures = failed_resources(events, name)
+        failures = failed_resources(follow.events, name)
         reason = stack.get("StackStatusReason")
         what = {
             "UPDATE_ROLLBACK_COMPLETE": "CloudFormation rolled the update back: the previous version is in place",
@@ -613,6 +621,7 @@ class StackDeployer:
         if failures:
             lines.append("failing resources:")
             lines.append(_failure_lines(failures))
+            lines.extend(line for found in follow.explained.values() for line in found)
         else:
             lines.append("no resource reported a failure in the stack events")
         return StepFailed(
@@ -754,6 +763,7 @@ class StackDeployer:
                 self.say(format_event(event, self._elapsed()))
                 if is_stack_event(event, name):
                     active = True
+                self._explain(event, follow)
             if status != follow.status or stack.get("LastUpdatedTime") != follow.updated:
                 active = True
             self.status(f"{name}: {status} ({len(follow.events)} events)")
@@ -773,6 +783,20 @@ class StackDeployer:
                     "(it waits for a busy stack)",
                 )
             self.clock.sleep(self.poll)
+
+    def _explain(self, event: Mapping[str, Any], follow: _Follow) -> None:
+        """A resource failed whose type has an explainer: look behind it now, while the rollback has not removed
+        it yet (a created service goes with its stack). Once per resource; never fails the follow itself."""
+        explain = self.explainers.get(str(event.get("ResourceType", "")))
+        logical = str(event.get("LogicalResourceId", "?"))
+        physical = str(event.get("PhysicalResourceId") or "")
+        failed = str(event.get("ResourceStatus", "")).endswith("_FAILED")
+        if explain is None or not failed or not physical or logical in follow.explained:
+            return
+        try:
+            follow.explained[logical] = explain(physical, follow.since)
+        except (ClientError, botocore.exceptions.BotoCoreError) as exc:
+            follow.explained[logical] = [f"  (could not look behind {logical}: {error_code(exc) or exc})"]
 
     def _new_events(self, follow: _Follow) -> list[dict[str, Any]]:
         raw: list[dict[str, Any]] = []

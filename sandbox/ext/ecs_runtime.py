@@ -183,7 +183,10 @@ class RTask:
                 view[key] = value
         if self.stopped_reason:
             view["stoppedReason"] = self.stopped_reason
-            view["stopCode"] = "EssentialContainerExited" if self.exit_code is not None else "ServiceSchedulerInitiated"
+            if self.exit_code is not None:
+                view["stopCode"] = "EssentialContainerExited"
+            else:  # a start failure names its error in the container's reason; the scheduler's stops do not
+                view["stopCode"] = "TaskFailedToStart" if self.container_reason else "ServiceSchedulerInitiated"
         return view
 
 

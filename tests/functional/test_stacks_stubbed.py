@@ -65,6 +65,7 @@ class Script:
         rtype: str = STACK_TYPE,
         reason: str | None = None,
         stack_id: str = STACK_ID,
+        physical: str | None = None,
     ) -> None:
         self._n += 1
         event: dict[str, Any] = {
@@ -78,6 +79,8 @@ class Script:
         }
         if reason:
             event["ResourceStatusReason"] = reason
+        if physical:
+            event["PhysicalResourceId"] = physical
         self.history.append(event)
 
     def events(self, ref: str = STACK_ID) -> None:
@@ -484,6 +487,64 @@ def test_a_failed_update_names_the_failing_resources_with_their_reasons(
         f"fix the cause above, then rerun: inv deploy.stack {NAME} --env dev; "
         "check what is serving meanwhile: inv health --env dev"
     )
+
+
+SERVICE_ARN = f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/car-rental-cluster/car-rental-service"
+
+
+def failed_service_update(script: Script) -> None:
+    """An update whose ECS service trips the circuit breaker; a queue's update is cancelled with it."""
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")
+    script.emit("UPDATE_COMPLETE")  # the last update: what the follow starts after
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("execute_change_set", ChangeSetName=CS_ID)
+    script.stack("UPDATE_ROLLBACK_IN_PROGRESS", ref=STACK_ID)
+    script.emit("UPDATE_IN_PROGRESS", reason="User Initiated")
+    script.emit("UPDATE_FAILED", "Queue", "AWS::SQS::Queue", "Resource update cancelled", physical="queue-url")
+    circuit_breaker = "Error occurred during operation 'ECS Deployment Circuit Breaker was triggered'."
+    script.emit("UPDATE_FAILED", "Service", "AWS::ECS::Service", circuit_breaker, physical=SERVICE_ARN)
+    script.emit("UPDATE_ROLLBACK_IN_PROGRESS", reason="The following resource(s) failed to update: [Service].")
+    script.events()
+    script.stack("UPDATE_ROLLBACK_COMPLETE", ref=STACK_ID)
+    script.emit("UPDATE_IN_PROGRESS", "Service", "AWS::ECS::Service", physical=SERVICE_ARN)
+    script.emit("UPDATE_ROLLBACK_COMPLETE")
+    script.events()
+
+
+def test_a_failed_resource_is_looked_behind_once_as_it_fails_and_what_is_found_ends_the_message(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    failed_service_update(script)
+    asked: list[tuple[str, Any, str]] = []
+
+    def explain(physical: str, since: Any) -> list[str]:
+        asked.append((physical, since, lines[-1]))
+        return ["  3 tasks of car-rental-service failed, the last: exit code 1; its last log line: boom"]
+
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines, explainers={"AWS::ECS::Service": explain}))
+    # once, with the service's ARN, the time the operation started after, while the rollback had only begun
+    assert [(physical, since) for physical, since, _ in asked] == [(SERVICE_ARN, T0 + timedelta(seconds=1))]
+    assert "UPDATE_ROLLBACK_COMPLETE" not in asked[0][2]
+    message = err.value.message
+    assert message.endswith("\n  3 tasks of car-rental-service failed, the last: exit code 1; its last log line: boom")
+    assert message.index("Queue (AWS::SQS::Queue)") < message.index("3 tasks of car-rental-service failed")
+
+
+def test_a_look_behind_that_fails_is_said_and_the_failure_stays(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    failed_service_update(script)
+
+    def explain(physical: str, since: Any) -> list[str]:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "ListTasks")
+
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines, explainers={"AWS::ECS::Service": explain}))
+    assert "Service (AWS::ECS::Service) UPDATE_FAILED: Error occurred" in err.value.message
+    assert err.value.message.endswith("\n  (could not look behind Service: AccessDeniedException)")
 
 
 def test_a_failed_first_create_says_the_next_deploy_recreates_it(

@@ -209,11 +209,12 @@ def test_a_release_whose_log_group_does_not_exist_never_starts(app: App, images:
     app.wait(lambda s: primary(s)["taskDefinition"] == v1 and primary(s)["rolloutState"] == "COMPLETED")
     stopped = app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service, desiredStatus="STOPPED")["taskArns"]
     reasons = {
-        t["stoppedReason"]
+        (t["stopCode"], t["stoppedReason"])
         for t in app.ecs.describe_tasks(cluster=app.cluster, tasks=stopped)["tasks"]
         if t["taskDefinitionArn"] == lost
     }
-    assert reasons and all(r.startswith("ResourceInitializationError") and "/ecs/never-created" in r for r in reasons)
+    assert reasons and all(code == "TaskFailedToStart" for code, _ in reasons), reasons
+    assert all(r.startswith("ResourceInitializationError") and "/ecs/never-created" in r for _, r in reasons)
 
 
 def test_a_release_that_never_becomes_healthy_is_rolled_back(app: App, images: dict[str, str]) -> None:
