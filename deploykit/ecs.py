@@ -383,14 +383,23 @@ def read_task_log(logs: Any, group: str, stream: str, *, limit: int) -> TaskLog:
         answer = logs.get_log_events(logGroupName=group, logStreamName=stream, limit=limit, startFromHead=False)
     except ClientError as exc:
         code = exc.response["Error"]["Code"]
-        problem = (
-            "no such stream: the container wrote nothing, or the group is another"
-            if code == "ResourceNotFoundException"
-            else f"could not read it ({code}: {exc.response['Error'].get('Message', '')})"
-        )
+        if code == "ResourceNotFoundException":
+            problem = _missing_log(logs, group)
+        else:
+            problem = f"could not read it ({code}: {exc.response['Error'].get('Message', '')})"
         return TaskLog(task_id, group, stream, [], problem)
     lines = [str(e.get("message", "")).rstrip("\n") for e in answer.get("events", [])]
     return TaskLog(task_id, group, stream, lines, "" if lines else "the stream is empty")
+
+
+def _missing_log(logs: Any, group: str) -> str:
+    """Which is missing, the group or the stream (not every CloudWatch Logs tells them apart in its error)."""
+    try:
+        logs.describe_log_streams(logGroupName=group, limit=1)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            return "its log group is gone (a stack's rollback deletes the group it created)"
+    return "no such stream: the container wrote nothing"
 
 
 TASK_LOG_LINES = 20  # lines of a failed task's log shown with the failure

@@ -147,3 +147,16 @@ def test_a_service_arn_without_its_cluster_asks_nothing() -> None:
             ecs, None, f"arn:aws:ecs:eu-west-1:{ACCOUNT}:service/{SERVICE}", SINCE, container="backend", say=print
         )
     assert found == []
+
+
+def test_a_log_group_the_rollback_deleted_is_named_as_gone() -> None:
+    with mock_aws():
+        logs = new_session().client("logs")  # no group at all
+        ecs, stub = ecs_with(TASKS)
+        said: list[str] = []
+        with stub:
+            found = explain_failed_service(ecs, logs, SERVICE_ARN, SINCE, container="backend", say=said.append)
+    assert found and said == [
+        "📜 no log of task crash2: its log group is gone (a stack's rollback deletes the group it created) "
+        f"(CloudWatch Logs {GROUP}, stream backend/backend/crash2)"
+    ]
