@@ -119,6 +119,7 @@ class FunctionCode:
     timeout: float = 3.0
     memory_size: int = 128
     package_type: str = "Zip"
+    log_group: str = ""  # where its invocations' logs go ('' for /aws/lambda/<name>)
 
     @property
     def worker_key(self) -> tuple[Any, ...]:

@@ -15,7 +15,11 @@ What plain moto lacks, fixed here:
 - ``invoke_qualifier``: moto's Invoke reads ``qualifier`` (lower case) from the query string or, failing
   that, from the event itself, so ``Qualifier=1`` was ignored; the query string's ``Qualifier`` is used.
 - ``function_logs``: each invocation's log (the function's stdout/stderr and START/END/REPORT lines) goes
-  to the sandbox log (logger ``sandbox.lambda``) and to CloudWatch Logs (``/aws/lambda/<name>``).
+  to the sandbox log (logger ``sandbox.lambda``) and to CloudWatch Logs: the group of the function's
+  ``LoggingConfig``, else ``/aws/lambda/<name>``, stream ``<yyyy/mm/dd>/[<version>]<id>``.
+- ``logging_config``: moto drops a function's LoggingConfig; it is kept (CreateFunction,
+  UpdateFunctionConfiguration, CloudFormation), copied to the versions published from it and shown by
+  GetFunction(Configuration) with AWS's defaults (``Text``, ``/aws/lambda/<name>``).
 - ``deployment_snapshots``: moto's deployments point at the live resources, so an undeployed change would
   be served at once. Here CreateDeployment records the API's routes, integrations and binary media types,
   and a stage serves the snapshot of its deployment, as on AWS (deployments made before this extension
@@ -516,6 +520,7 @@ class ApiGatewayLambda:
 
         lambda_backend.invoke = invoke
         apigw_backend.create_deployment = create_deployment
+        _keep_logging_config()
 
     # -- Lambda ----------------------------------------------------------------------------------------------
     def resolve(self, function: str, qualifier: str | None = None) -> _Resolved:
@@ -559,7 +564,7 @@ class ApiGatewayLambda:
         assert self.sandbox is not None
         try:
             logs = self.sandbox.backend("logs")
-            group = f"/aws/lambda/{code.function_name}"
+            group = code.log_group or f"/aws/lambda/{code.function_name}"
             stream = f"{datetime.now(UTC):%Y/%m/%d}/[{code.version}]{result.request_id.replace('-', '')}"
             logs.ensure_log_group(group)
             logs.create_log_stream(group, stream)
@@ -708,6 +713,44 @@ class ApiGatewayLambda:
         ]
 
 
+def _keep_logging_config() -> None:
+    """logging_config: keep each function's LoggingConfig on moto's function objects (once per process)."""
+    from moto.awslambda.models import LambdaFunction
+
+    if getattr(LambdaFunction, "_sandbox_logging_config", False):
+        return
+    LambdaFunction._sandbox_logging_config = True  # type: ignore[attr-defined]
+    original_init = LambdaFunction.__init__
+    original_update = LambdaFunction.update_configuration
+    original_get = LambdaFunction.get_configuration
+
+    def logging_config(fn: Any, given: Any) -> dict[str, str]:
+        given = dict(given or {})
+        return {
+            "LogFormat": str(given.get("LogFormat") or "Text"),
+            "LogGroup": str(given.get("LogGroup") or f"/aws/lambda/{fn.function_name}"),
+            **{k: str(v) for k, v in given.items() if k in ("ApplicationLogLevel", "SystemLogLevel")},
+        }
+
+    def init(self: Any, account_id: str, spec: dict[str, Any], region: str, version: Any = 1) -> None:
+        original_init(self, account_id, spec, region, version)
+        self.logging_config = logging_config(self, spec.get("LoggingConfig"))
+
+    def update_configuration(self: Any, config_updates: dict[str, Any]) -> dict[str, Any]:
+        if "LoggingConfig" in config_updates:  # absent: unchanged, as UpdateFunctionConfiguration
+            self.logging_config = logging_config(self, config_updates["LoggingConfig"])
+        return dict(original_update(self, config_updates))
+
+    def get_configuration(self: Any, on_create: bool = False) -> dict[str, Any]:
+        config = dict(original_get(self, on_create))
+        config["LoggingConfig"] = dict(getattr(self, "logging_config", None) or logging_config(self, None))
+        return config
+
+    LambdaFunction.__init__ = init  # type: ignore[method-assign]
+    LambdaFunction.update_configuration = update_configuration  # type: ignore[method-assign]
+    LambdaFunction.get_configuration = get_configuration  # type: ignore[method-assign]
+
+
 def function_code(fn: Any, unqualified_arn: str) -> FunctionCode:
     """What a moto LambdaFunction (one version of it) runs."""
     code = bytes(getattr(fn, "code_bytes", b"") or b"")
@@ -725,6 +768,7 @@ def function_code(fn: Any, unqualified_arn: str) -> FunctionCode:
         timeout=float(fn.timeout or 3),
         memory_size=int(fn.memory_size or 128),
         package_type=str(fn.package_type or "Zip"),
+        log_group=str((getattr(fn, "logging_config", None) or {}).get("LogGroup") or ""),
     )
 
 

@@ -438,6 +438,7 @@ class LambdaFunction(Provider):
         self._check_code(ctx, props["Code"])
         fn = backend.get_function(record.physical_resource_id)
         spec = self._spec(record.physical_resource_id, props)
+        spec.setdefault("LoggingConfig", {})  # a property taken out of the template goes back to the default
         fn.update_configuration(spec)
         if props["Code"] != record.properties.get("Code"):
             fn.update_function_code(spec["Code"])

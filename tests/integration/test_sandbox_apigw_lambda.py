@@ -508,6 +508,39 @@ def test_invoke_api_runs_the_code_and_tails_the_log(harness: Harness) -> None:
     assert lam.invoke(FunctionName="plain", InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
 
 
+def test_a_function_logs_to_the_group_of_its_logging_config(harness: Harness) -> None:
+    lam, logs = harness.client("lambda"), harness.client("logs")
+    logs.create_log_group(logGroupName="/team/custom")
+    lam.create_function(
+        FunctionName="configured",
+        Runtime="python3.11",
+        Handler="handler.handler",
+        Role=harness.role_arn,
+        Code={"ZipFile": zip_of(VERSIONED.format(tag="configured"))},
+        LoggingConfig={"LogFormat": "Text", "LogGroup": "/team/custom"},
+    )
+    assert lam.get_function_configuration(FunctionName="configured")["LoggingConfig"] == {
+        "LogFormat": "Text",
+        "LogGroup": "/team/custom",
+    }
+    published = lam.publish_version(FunctionName="configured")["Version"]
+    lam.invoke(FunctionName="configured", Payload=b"{}")
+    streams = logs.describe_log_streams(logGroupName="/team/custom")["logStreams"]
+    assert [s["logStreamName"].split("]")[0][-8:] for s in streams] == ["[$LATEST"]
+    # a change of LoggingConfig moves $LATEST's log, not the version published before it
+    lam.update_function_configuration(FunctionName="configured", LoggingConfig={"LogGroup": "/team/other"})
+    assert lam.get_function_configuration(FunctionName="configured")["LoggingConfig"]["LogGroup"] == "/team/other"
+    version = lam.get_function_configuration(FunctionName="configured", Qualifier=published)
+    assert version["LoggingConfig"]["LogGroup"] == "/team/custom"
+    lam.invoke(FunctionName="configured", Payload=b"{}")
+    events = logs.filter_log_events(logGroupName="/team/other")["events"]
+    assert any("says hello" in e["message"] for e in events)
+    # without one, AWS's default
+    harness.function("unconfigured", VERSIONED.format(tag="unconfigured"), alias=False)
+    default = lam.get_function_configuration(FunctionName="unconfigured")["LoggingConfig"]
+    assert default == {"LogFormat": "Text", "LogGroup": "/aws/lambda/unconfigured"}
+
+
 # -- failures -------------------------------------------------------------------------------------------------
 
 
