@@ -315,6 +315,34 @@ def rollback(
     commands.rollback(env=env, to=to, component=component, smoke=smoke, dry_run=dry_run, as_json=json_)
 
 
+@task(
+    name="logs",
+    help={
+        "env": COMMON_HELP["env"],
+        "component": "app (default: the service's containers) or lambda:<fn>, e.g. lambda:login_handler",
+        "since": "how far back: a duration (30s, 10m, 2h, 1d) or an ISO time (default 10m)",
+        "task": "only this task of the app (its id, or the first characters shown in the second column)",
+        "limit": "the newest N lines (default 200)",
+        "follow": "then print each new line as it arrives, until Ctrl-C",
+        "json": "print the lines as JSON on stdout",
+    },
+)
+@reports_errors
+def show_logs(
+    c: Context,
+    env: str | None = None,
+    component: str = "app",
+    since: str = "10m",
+    task: str = "",
+    limit: int = 200,
+    follow: bool = False,
+    json_: bool = False,
+) -> None:
+    """What the app's containers or a Lambda function wrote (CloudWatch Logs): the newest lines, or followed."""
+    _ensure_sandbox(env)
+    commands.logs(env=env, component=component, since=since, task=task, limit=limit, follow=follow, as_json=json_)
+
+
 @task(name="endpoints", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
 @reports_errors
 def show_endpoints(c: Context, env: str | None = None, json_: bool = False) -> None:
@@ -635,6 +663,7 @@ ns = Collection(
     deploy,
     destroy,
     rollback,
+    show_logs,
     show_endpoints,
     show_diff,
     smoke_checks,

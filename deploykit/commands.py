@@ -20,6 +20,7 @@ import docker.errors
 from tabulate import tabulate
 
 from deploykit import auto, changes, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
+from deploykit import logs as applogs
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, at_once, translate_error
@@ -461,6 +462,76 @@ def rollback(
         f"⏪ rollback {what} in {environment.name}: {target.live or '(unknown)'} → {target.sha} [{target.source}]\n"
     )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def logs(
+    *,
+    env: str | None = None,
+    component: str = "app",
+    since: str = "10m",
+    task: str = "",
+    limit: int = 200,
+    follow: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> list[applogs.LogLine]:
+    """What a component (the app's containers, or one Lambda function) wrote since ``since``, from CloudWatch Logs:
+    the newest ``limit`` lines on stdout, oldest first; with ``follow``, then each new line until interrupted."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
+    if follow and as_json:
+        raise UsageError("--follow and --json do not go together", next_step="leave out one of them")
+    which = rollbacks.parse_component(component, config, purpose="logs")
+    if task and which.kind != "app":
+        raise UsageError("--task names one of the app's tasks", next_step="leave out --task, or use --component app")
+    start = applogs.parse_since(since, runtime.clock.now())
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        if which.kind == "app":
+            source = applogs.app_source(aws.client("ecs"), environment, task)
+        else:
+            functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
+            if which.function not in functions:
+                raise UsageError(
+                    f"Lambda function {which.function} is not deployed in {environment.name}",
+                    next_step=f"deploy the API stack first: inv deploy.auto --env {environment.name}",
+                )
+            source = applogs.lambda_source(aws.client("lambda"), which.function, functions[which.function])
+        streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
+        runtime.stderr.write(
+            f"📜 {source.component} in {environment.name}: CloudWatch Logs {source.group}{streams}; "
+            f"since {start:%Y-%m-%d %H:%M:%S} UTC (times in UTC)\n"
+        )
+        if follow:
+
+            def emit(line: applogs.LogLine) -> None:
+                runtime.stdout.write(line.render(source) + "\n")
+                runtime.stdout.flush()
+
+            try:
+                applogs.follow(aws.client("logs"), source, start, clock=runtime.clock, emit=emit, limit=limit)
+            except KeyboardInterrupt:  # the way to stop following: not an error
+                runtime.stderr.write("\nstopped following\n")
+            return []
+        lines = applogs.read(aws.client("logs"), source, start, limit=limit)
+    if as_json:
+        document = {
+            "environment": environment.name,
+            "component": source.component,
+            "group": source.group,
+            "since": start.isoformat(),
+            "lines": [line.to_json(source) for line in lines],
+        }
+        runtime.stdout.write(dumps(document) + "\n")
+    else:
+        runtime.stdout.writelines(line.render(source) + "\n" for line in lines)
+    if not lines:
+        runtime.stderr.write(f"no lines written since {start:%Y-%m-%d %H:%M:%S} UTC (try a longer --since)\n")
+    elif len(lines) == limit:
+        runtime.stderr.write(f"(the newest {limit}; --limit N for more)\n")
+    return lines
 
 
 def deploy_full(

@@ -56,8 +56,8 @@ class Component:
         return "app" if self.kind == "app" else f"lambda:{self.function}"
 
 
-def parse_component(text: str, config: Config) -> Component:
-    """``app`` or ``lambda:<fn>`` (``fn`` a function of lambda/); UsageError otherwise."""
+def parse_component(text: str, config: Config, purpose: str = "rollback") -> Component:
+    """``app`` or ``lambda:<fn>`` (``fn`` a function of lambda/); UsageError (naming ``purpose``) otherwise."""
     kind, _, name = text.strip().partition(":")
     if kind == "app" and not name:
         return Component("app")
@@ -65,7 +65,7 @@ def parse_component(text: str, config: Config) -> Component:
         lambda_chain.function_folder(config, name)  # refuses an unknown function, naming the known ones
         return Component("lambda", name)
     known = ", ".join(["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))])
-    raise UsageError(f"unknown component {text!r} for rollback", next_step=f"use --component with one of: {known}")
+    raise UsageError(f"unknown component {text!r} for {purpose}", next_step=f"use --component with one of: {known}")
 
 
 def normalize_to(to: str) -> str:

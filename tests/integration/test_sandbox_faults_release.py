@@ -85,7 +85,7 @@ def deploy_bad_release(project: Path, change: Callable[[], None], what: str) -> 
 
 
 def test_a_release_that_crashes_at_start_is_rolled_back(project: Path) -> None:
-    error, _ = deploy_bad_release(
+    error, printed = deploy_bad_release(
         project,
         lambda: edit(
             project,
@@ -96,6 +96,9 @@ def test_a_release_that_crashes_at_start_is_rolled_back(project: Path) -> None:
         "crashes at start",
     )
     assert "did not become healthy" in error.message and "stopped" in error.message
+    # what the crashed task wrote, from CloudWatch Logs: shown, and its last line ends the error
+    assert "exit code 1; its last log line: crashing at start on purpose; automatic rollback" in error.message
+    assert "📜 the last" in printed and "lines backend wrote in task" in printed
 
 
 def test_a_release_that_never_becomes_healthy_is_rolled_back(project: Path) -> None:
@@ -149,6 +152,25 @@ def test_a_lambda_release_that_fails_smoke_goes_back_to_the_version_live_before(
 
     git(project, "revert", "--no-edit", "HEAD")
     assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
+
+
+def test_inv_logs_reads_what_the_app_and_a_function_wrote(project: Path) -> None:
+    commands.smoke(runtime=quiet_runtime(project))  # the checks log in and start a KYC case
+    app_lines = commands.logs(since="2m", runtime=quiet_runtime(project))
+    assert any("app.access POST /kyc 201" in line.message for line in app_lines), app_lines[-5:]
+    running = {t.rsplit("/", 1)[-1][:8] for t in running_tasks(project)}
+    assert {line.stream.rsplit("/", 1)[-1][:8] for line in app_lines} & running
+    runtime = quiet_runtime(project)
+    login = commands.logs(component="lambda:login_handler", since="2m", runtime=runtime)
+    assert any("login succeeded" in line.message for line in login)
+    # the function's own group (the API stack's LoginHandlerLogs, its LoggingConfig), not /aws/lambda/...
+    assert "LoginHandlerLogs" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def running_tasks(project: Path) -> list[str]:
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    ecs = AwsFactory(env).client("ecs")
+    return list(ecs.list_tasks(cluster=env.cluster, serviceName=env.service)["taskArns"])
 
 
 def test_inv_rollback_puts_the_previous_release_back(project: Path) -> None:

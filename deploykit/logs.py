@@ -1,0 +1,219 @@
+"""``inv logs``: what the app's containers and the Lambda functions wrote, read from CloudWatch Logs.
+
+Where a component logs is read from the environment, never configured twice: the app's from the awslogs settings
+of the container in the task definition its service runs (group, and streams ``<prefix>/<container>/<task id>``),
+a function's from its LoggingConfig (``/aws/lambda/<function name>`` when it has none). The lines are read with
+FilterLogEvents over a time window (every page; the newest ``limit`` kept), or followed: one read every ``poll``
+seconds from the newest line seen, each event shown once. Nothing here makes a client.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deploykit import ecs
+from deploykit.clock import Clock
+from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
+
+LATE_MS = 10_000  # how much later than a newer one a line may reach CloudWatch Logs and still be followed
+PAGES = 100  # FilterLogEvents pages read for one window at most (each up to 10,000 events or 1 MB)
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_VERSION = re.compile(r"\[(\$LATEST|\d+)\]")  # a Lambda stream: 2026/11/29/[3]<instance>
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """Where one component's lines are: a log group, and the prefix of its streams ('' for all of them)."""
+
+    component: str  # "app" or "lambda:<fn>"
+    group: str
+    stream_prefix: str = ""
+
+    def label(self, stream: str) -> str:
+        """Who wrote a line, short: the task (first 8 of its id) for the app, the version for a function."""
+        if self.component == "app":
+            return stream.rsplit("/", 1)[-1][:8]
+        found = _VERSION.search(stream)
+        return f"[{found.group(1)}]" if found else stream[-8:]
+
+
+@dataclass(frozen=True)
+class LogLine:
+    timestamp: int  # ms since the epoch, as the writer stamped it
+    stream: str
+    message: str
+    event_id: str
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp / 1000, UTC)
+
+    def render(self, source: LogSource) -> str:
+        return f"{self.time:%H:%M:%S}.{self.timestamp % 1000:03d}  {source.label(self.stream):<8}  {self.message}"
+
+    def to_json(self, source: LogSource) -> dict[str, Any]:
+        stamp = self.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {"time": stamp, "stream": self.stream, "source": source.label(self.stream), "message": self.message}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``--since``: a duration back from now (``90s``, ``10m``, ``2h``, ``1d``) or an ISO 8601 time (UTC unless it
+    names its zone); UsageError otherwise."""
+    value = text.strip()
+    found = _DURATION.match(value)
+    if found:
+        return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r} is neither a duration nor a time",
+            next_step="pass a duration back from now (30s, 10m, 2h, 1d) or an ISO time (2026-11-29T06:00:00Z)",
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+# -- where each component logs ------------------------------------------------------------------------------------
+
+
+def app_source(ecs_client: Any, env: EnvConfig, task: str = "") -> LogSource:
+    """The app's lines: the awslogs settings of ``env.container`` in the task definition the service runs now;
+    ``task`` (an id, or its first characters) narrows them to one task's stream."""
+    service = ecs.describe_service(ecs_client, env.cluster, env.service)
+    arn = str(service["taskDefinition"])
+    definition = ecs.TaskDefinitions(ecs_client).get(arn)
+    ecs.container_image(definition, env.container)  # refuses a container the task definition does not have
+    container = next(d for d in definition.get("containerDefinitions", []) if d.get("name") == env.container)
+    config = container.get("logConfiguration") or {}
+    options = config.get("options") or {}
+    if config.get("logDriver") != "awslogs" or not options.get("awslogs-group"):
+        raise UsageError(
+            f"container {env.container!r} of {arn.rsplit('/', 1)[-1]} does not log to CloudWatch Logs "
+            f"(log driver: {config.get('logDriver') or 'none'})",
+            next_step="give it the awslogs log driver in the Fargate stack (cdk/stacks/fargate_stack.py)",
+        )
+    prefix = str(options.get("awslogs-stream-prefix") or "")
+    if not prefix:  # the streams are named by container ids then: only the whole group can be read
+        if task:
+            raise UsageError(
+                f"--task needs streams named by task: container {env.container!r} logs without awslogs-stream-prefix",
+                next_step="leave out --task, or set a stream prefix in the Fargate stack",
+            )
+        return LogSource("app", str(options["awslogs-group"]))
+    return LogSource("app", str(options["awslogs-group"]), f"{prefix}/{env.container}/{task.strip()}")
+
+
+def lambda_source(lambda_client: Any, function: str, function_name: str) -> LogSource:
+    """A function's lines: the group of its LoggingConfig, else ``/aws/lambda/<function name>``."""
+    answer = lambda_client.get_function_configuration(FunctionName=function_name)
+    group = str((answer.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{function_name}")
+    return LogSource(f"lambda:{function}", group)
+
+
+# -- reading ------------------------------------------------------------------------------------------------------
+
+
+def _lines(events: Iterable[Mapping[str, Any]]) -> list[LogLine]:
+    return [
+        LogLine(
+            int(e.get("timestamp", 0)),
+            str(e.get("logStreamName", "")),
+            str(e.get("message", "")).rstrip("\n"),
+            str(e.get("eventId", "")),
+        )
+        for e in events
+    ]
+
+
+def _filter(logs: Any, source: LogSource, start_ms: int, end_ms: int | None) -> Iterable[list[LogLine]]:
+    """FilterLogEvents page by page over [start, end]; a group that does not exist is a UsageError."""
+    kwargs: dict[str, Any] = {"logGroupName": source.group, "startTime": start_ms}
+    if end_ms is not None:
+        kwargs["endTime"] = end_ms
+    if source.stream_prefix:
+        kwargs["logStreamNamePrefix"] = source.stream_prefix
+    token = None
+    for _ in range(PAGES):
+        try:
+            page = logs.filter_log_events(**kwargs, **({"nextToken": token} if token else {}))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                raise UsageError(
+                    f"log group {source.group} of {source.component} does not exist",
+                    next_step="deploy the stack that creates it (inv deploy.auto), or check the log settings",
+                ) from None
+            raise
+        # the prefix again here: not every CloudWatch Logs applies it (moto, so the sandbox, does not)
+        yield [line for line in _lines(page.get("events", [])) if line.stream.startswith(source.stream_prefix)]
+        token = page.get("nextToken")
+        if not token:
+            return
+
+
+def read(logs: Any, source: LogSource, start: datetime, *, limit: int, end: datetime | None = None) -> list[LogLine]:
+    """The newest ``limit`` lines written from ``start`` (to ``end``), oldest first."""
+    end_ms = int(end.timestamp() * 1000) if end else None
+    return _window(logs, source, int(start.timestamp() * 1000), end_ms, limit)[0]
+
+
+def _window(
+    logs: Any, source: LogSource, start_ms: int, end_ms: int | None, limit: int
+) -> tuple[list[LogLine], dict[str, int]]:
+    """The newest ``limit`` lines from ``start_ms``, oldest first (ties in the order CloudWatch Logs gave them), and
+    every line read within ``LATE_MS`` of the newest (event id → time), shown or not."""
+    kept: list[tuple[int, int, LogLine]] = []  # a heap of the newest: (time, order read, line)
+    recent: dict[str, int] = {}
+    newest = start_ms
+    order = itertools.count()
+    for page in _filter(logs, source, start_ms, end_ms):  # not in time order across streams (moto: by stream)
+        for line in page:
+            entry = (line.timestamp, next(order), line)
+            if len(kept) < limit:
+                heapq.heappush(kept, entry)
+            elif entry[:2] > kept[0][:2]:
+                heapq.heapreplace(kept, entry)
+            recent[line.event_id] = line.timestamp
+            newest = max(newest, line.timestamp)
+        recent = {i: t for i, t in recent.items() if t >= newest - LATE_MS}
+    return [line for _, _, line in sorted(kept, key=lambda entry: entry[:2])], recent
+
+
+def follow(
+    logs: Any,
+    source: LogSource,
+    start: datetime,
+    *,
+    clock: Clock,
+    emit: Callable[[LogLine], None],
+    limit: int,
+    poll: float = 2.0,
+    until: Callable[[], bool] = lambda: False,
+) -> None:
+    """Emit the newest ``limit`` lines since ``start``, then each new line as it arrives, until ``until()`` says so
+    (or the user interrupts). Every ``poll`` seconds one read from ``LATE_MS`` before the newest line seen: a line
+    stamped earlier than one already shown (another task's, sent a little later) still comes, and each line once."""
+    start_ms = int(start.timestamp() * 1000)
+    batch, seen = _window(logs, source, start_ms, None, limit)  # seen: what the first read left out too
+    newest = max([start_ms, *seen.values()])
+    for line in batch:
+        emit(line)
+    while not until():
+        clock.sleep(poll)
+        pages = _filter(logs, source, max(newest - LATE_MS, start_ms), None)
+        for line in sorted((line for page in pages for line in page), key=lambda line: line.timestamp):
+            if line.event_id in seen:
+                continue
+            seen[line.event_id] = line.timestamp
+            newest = max(newest, line.timestamp)
+            emit(line)
+        seen = {i: t for i, t in seen.items() if t >= newest - LATE_MS}

@@ -1,0 +1,197 @@
+"""inv logs against moto: where each component logs (read from ECS and Lambda), reading a window, following."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+
+from deploykit import commands
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
+from deploykit.logs import LogLine, LogSource, app_source, follow, lambda_source, read
+from tests.functional.conftest import CONTAINER, create_service, new_session
+
+GROUP = "/ecs/car-rental"  # conftest's CONTAINER logs there, prefix "backend"
+NOW = datetime.now(UTC).replace(microsecond=0)  # CloudWatch Logs takes no events older than 14 days
+
+
+def ms(seconds: float) -> int:
+    """The time ``seconds`` after NOW, in ms."""
+    return int((NOW + timedelta(seconds=seconds)).timestamp() * 1000)
+
+
+def put(logs: Any, stream: str, *lines: tuple[float, str], group: str = GROUP) -> None:
+    existing = {s["logStreamName"] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]}
+    if stream not in existing:
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    events = [{"timestamp": ms(at), "message": text} for at, text in lines]
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+
+@pytest.fixture
+def logs(factory: AwsFactory) -> Any:
+    client = factory.client("logs")
+    client.create_log_group(logGroupName=GROUP)
+    put(client, "backend/backend/aaaa1111", (1, "task a starts"), (3, "task a serves"))
+    put(client, "backend/backend/bbbb2222", (2, "task b starts"), (4, "task b serves"))
+    put(client, "other/sidecar/aaaa1111", (2.5, "not the app's container"))
+    return client
+
+
+# -- where ---------------------------------------------------------------------------------------------------------
+
+
+def test_the_app_logs_where_the_service_s_task_definition_sends_its_container(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    create_service(factory)
+    assert app_source(factory.client("ecs"), dev_env) == LogSource("app", GROUP, "backend/backend/")
+    assert app_source(factory.client("ecs"), dev_env, "bbbb").stream_prefix == "backend/backend/bbbb"
+
+
+def test_an_app_container_without_awslogs_is_refused_with_where_to_add_it(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    ecs = factory.client("ecs")
+    create_service(factory)
+    bare = {k: v for k, v in CONTAINER.items() if k != "logConfiguration"}
+    arn = ecs.register_task_definition(family="car-rental-backend", containerDefinitions=[bare], memory="512")[
+        "taskDefinition"
+    ]
+    ecs.update_service(cluster=dev_env.cluster, service=dev_env.service, taskDefinition=arn["taskDefinitionArn"])
+    with pytest.raises(UsageError) as err:
+        app_source(ecs, dev_env)
+    assert "does not log to CloudWatch Logs (log driver: none)" in err.value.message
+    assert "fargate_stack.py" in (err.value.next_step or "")
+
+
+def test_a_function_logs_to_its_logging_config_group_else_to_aws_lambda() -> None:
+    client = new_session().client("lambda")
+    stub = Stubber(client)
+    stub.add_response(
+        "get_function_configuration",
+        {"FunctionName": "Api-Login-1", "LoggingConfig": {"LogFormat": "Text", "LogGroup": "Api-LoginLogs-2"}},
+        {"FunctionName": "Api-Login-1"},
+    )
+    stub.add_response("get_function_configuration", {"FunctionName": "Api-Health-1"}, {"FunctionName": "Api-Health-1"})
+    with stub:
+        assert lambda_source(client, "login_handler", "Api-Login-1") == LogSource(
+            "lambda:login_handler", "Api-LoginLogs-2"
+        )
+        assert lambda_source(client, "health_handler", "Api-Health-1").group == "/aws/lambda/Api-Health-1"
+
+
+# -- reading -------------------------------------------------------------------------------------------------------
+
+
+def test_a_window_gives_the_newest_lines_of_the_app_s_streams_oldest_first(logs: Any) -> None:
+    source = LogSource("app", GROUP, "backend/backend/")
+    lines = read(logs, source, NOW, limit=3)
+    assert [line.message for line in lines] == ["task b starts", "task a serves", "task b serves"]
+    assert [source.label(line.stream) for line in lines] == ["bbbb2222", "aaaa1111", "bbbb2222"]
+    later = read(logs, source, NOW + timedelta(seconds=2.5), limit=10)
+    assert [line.message for line in later] == ["task a serves", "task b serves"]
+    one_task = read(logs, LogSource("app", GROUP, "backend/backend/aaaa"), NOW, limit=10)
+    assert [line.message for line in one_task] == ["task a starts", "task a serves"]
+
+
+def test_a_group_that_does_not_exist_is_a_usage_error(factory: AwsFactory) -> None:
+    with pytest.raises(UsageError) as err:
+        read(factory.client("logs"), LogSource("lambda:login_handler", "/aws/lambda/gone"), NOW, limit=5)
+    assert err.value.message == "log group /aws/lambda/gone of lambda:login_handler does not exist"
+
+
+class WritingClock(FakeClock):
+    """A clock whose n-th sleep first lets ``writes[n]`` happen (lines reaching CloudWatch Logs meanwhile)."""
+
+    def __init__(self, writes: list[Any]) -> None:
+        super().__init__(NOW)
+        self.writes = writes
+
+    def sleep(self, seconds: float) -> None:
+        if len(self.sleeps) < len(self.writes):
+            self.writes[len(self.sleeps)]()
+        super().sleep(seconds)
+
+
+def test_follow_shows_the_newest_lines_then_each_new_one_once_late_ones_included(logs: Any) -> None:
+    source = LogSource("app", GROUP, "backend/backend/")
+    clock = WritingClock(
+        [
+            lambda: put(logs, "backend/backend/aaaa1111", (5, "task a: a request")),
+            # task b's line is stamped before task a's newest, but reaches CloudWatch Logs after it
+            lambda: put(logs, "backend/backend/bbbb2222", (4.5, "task b: sent late"), (6, "task b: a request")),
+            lambda: None,
+        ]
+    )
+    shown: list[LogLine] = []
+    follow(logs, source, NOW, clock=clock, emit=shown.append, limit=2, poll=2.0, until=lambda: len(clock.sleeps) == 3)
+    assert [line.message for line in shown] == [
+        "task a serves",  # the newest two at the start; the two before them stay out
+        "task b serves",
+        "task a: a request",
+        "task b: sent late",
+        "task b: a request",
+    ]
+    assert clock.sleeps == [2.0, 2.0, 2.0]
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
+
+
+def run_logs(project: Path, factory: AwsFactory, **kwargs: Any) -> tuple[list[LogLine], str, str]:
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(NOW + timedelta(minutes=1)),
+        aws_factory=lambda _env: factory,
+    )
+    lines = commands.logs(env="dev", **kwargs, runtime=runtime)
+    return lines, runtime.stdout.getvalue(), runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_inv_logs_prints_the_lines_on_stdout_and_where_they_come_from_on_stderr(
+    project: Path, factory: AwsFactory, logs: Any
+) -> None:
+    create_service(factory)
+    lines, out, err = run_logs(project, factory, since="5m")
+    assert len(lines) == 4
+    assert out.splitlines()[0].endswith("aaaa1111  task a starts")
+    assert f"📜 app in dev: CloudWatch Logs {GROUP}, streams backend/backend/*" in err
+    _, out, _ = run_logs(project, factory, since="5m", task="bbbb", as_json=True)
+    document = json.loads(out)
+    assert document["component"] == "app" and document["group"] == GROUP
+    assert [line["message"] for line in document["lines"]] == ["task b starts", "task b serves"]
+    assert document["lines"][0]["source"] == "bbbb2222"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"follow": True, "as_json": True}, "--follow and --json do not go together"),
+        ({"component": "db"}, "unknown component 'db' for logs"),
+        ({"component": "lambda:login_handler", "task": "ab"}, "--task names one of the app's tasks"),
+        ({"limit": 0}, "--limit must be at least 1 (got 0)"),
+        ({"since": "soon"}, "--since 'soon' is neither a duration nor a time"),
+    ],
+)
+def test_inv_logs_refuses_bad_input_before_asking_aws(
+    project: Path, kwargs: dict[str, Any], message: str, dev_env: EnvConfig
+) -> None:
+    handler = project / "lambda" / "login_handler" / "handler.py"
+    handler.parent.mkdir(parents=True)
+    handler.write_text("def handler(event, context):\n    return {}\n")
+    factory = AwsFactory(dev_env)
+    factory._clients["ecs"] = Stubber(new_session().client("ecs")).client  # any call would fail
+    with pytest.raises(UsageError) as err:
+        run_logs(project, factory, **kwargs)
+    assert err.value.message == message and err.value.exit_code == 2
