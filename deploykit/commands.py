@@ -147,9 +147,16 @@ def recover(
     if undo is None:
         return None
     replaced = ", ".join(undo.replaced)
+    # what the failed release wrote stays in CloudWatch Logs after its tasks stopped and its alias moved back
+    wrote = "; what it wrote: " + ", ".join(
+        f"inv logs --env {env.name}" + ("" if c == "app" else f" --component {c}") + " --since 15m"
+        for c in undo.components
+    )
     if not rollback:
         error.message += f"; left in place for debugging (--no-rollback): {replaced}"
-        error.next_step = f"put back what was live: inv rollback --env {env.name} (per Lambda: --component lambda:NAME)"
+        error.next_step = (
+            f"put back what was live: inv rollback --env {env.name} (per Lambda: --component lambda:NAME){wrote}"
+        )
         return None
     for note in undo.notes:
         runtime.stderr.write(f"↩️  {note}\n")
@@ -161,7 +168,7 @@ def recover(
     if undone.error is None:
         error.message += f"; {what}: {env.name} runs what was live before"
         error.next_step = (
-            f"fix the release and deploy again (inv deploy.auto --env {env.name}); "
+            f"fix the release and deploy again (inv deploy.auto --env {env.name}){wrote}; "
             "--no-rollback keeps a failed release in place for debugging"
         )
     else:

@@ -370,6 +370,7 @@ class Undo:
     notes: tuple[str, ...] = ()
     # what the failed run replaced, for the messages: "app (was 3e2532eaf7e5)", "lambda:fn (was version 4)"
     replaced: tuple[str, ...] = ()
+    components: tuple[str, ...] = ()  # the same, as components: "app", "lambda:fn"
 
 
 def failed_step(report: RunReport) -> StepRecord | None:
@@ -431,4 +432,5 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
         steps.append(Smoke())
     title = "automatic rollback: " + ", ".join(name for name, _ in replaced)
     report_lines = tuple(f"{name} ({was})" for name, was in replaced)
-    return Undo(Plan(env.name, tuple(steps), title, tuple(deploys)), tuple(notes), report_lines)
+    components = tuple(name for name, _ in replaced)
+    return Undo(Plan(env.name, tuple(steps), title, tuple(deploys)), tuple(notes), report_lines, components)

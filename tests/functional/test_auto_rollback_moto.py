@@ -63,6 +63,7 @@ def test_a_release_that_never_gets_healthy_is_rolled_back_on_a_fresh_revision(
     assert f"did not become healthy on {release}" in message
     assert "automatic rollback: app ok in" in message and "dev runs what was live before" in message
     assert "fix the release and deploy again" in message
+    assert "what it wrote: inv logs --env dev --since 15m" in (failed.value.next_step or "")
     printed = err.getvalue()
     assert f"⏪ automatic rollback: app: putting back what this deploy replaced (app (was {C}))" in printed
     # the service is back on C, through a fresh revision (the failed release's + 1), never an old number
@@ -91,6 +92,7 @@ def test_no_rollback_leaves_the_failed_release_in_place_and_says_how_to_put_it_b
         commands.app_chain(STAGES, env="dev", rollback=False, runtime=runtime(project, factory))
     assert f"left in place for debugging (--no-rollback): app (was {C})" in failed.value.message
     assert failed.value.next_step and "inv rollback --env dev" in failed.value.next_step
+    assert failed.value.next_step.endswith("; what it wrote: inv logs --env dev --since 15m")
     assert service_image(factory)[1] == f"{URI}:{release}"
     assert deployed.live()["app"]["sha"] == C  # a failed deploy never becomes the live record
 

@@ -376,6 +376,7 @@ def test_a_failed_smoke_puts_back_the_app_and_the_lambda_this_run_replaced(env: 
     assert undo.plan.deploys == (("lambda:health_handler", B), ("app", A))
     assert undo.plan.title == "automatic rollback: lambda:health_handler, app"
     assert undo.replaced == ("lambda:health_handler (was version 5)", f"app (was {A})")
+    assert undo.components == ("lambda:health_handler", "app")
     assert fake.asked == [("car-rental-dev-health", "5")]
 
 
