@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.aws import AwsFactory, at_once, is_throttling
 from deploykit.errors import UsageError
@@ -388,6 +388,8 @@ def read_task_log(logs: Any, group: str, stream: str, *, limit: int) -> TaskLog:
         else:
             problem = f"could not read it ({code}: {exc.response['Error'].get('Message', '')})"
         return TaskLog(task_id, group, stream, [], problem)
+    except BotoCoreError as exc:  # no answer at all (a dropped connection, a timeout)
+        return TaskLog(task_id, group, stream, [], f"could not read it ({exc})")
     lines = [str(e.get("message", "")).rstrip("\n") for e in answer.get("events", [])]
     return TaskLog(task_id, group, stream, lines, "" if lines else "the stream is empty")
 
@@ -399,6 +401,8 @@ def _missing_log(logs: Any, group: str) -> str:
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ResourceNotFoundException":
             return "its log group is gone (a stack's rollback deletes the group it created)"
+    except BotoCoreError:
+        pass
     return "no such stream: the container wrote nothing"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.config import Config
 from botocore.stub import Stubber
 from botocore.validate import validate_parameters
 from moto import mock_aws
@@ -462,6 +463,14 @@ def test_a_log_that_cannot_be_read_does_not_hide_the_failure(dev_env: EnvConfig)
     assert isinstance(report.error, StepFailed)
     assert "Essential container in task exited" in report.error.message
     assert "could not read it (AccessDeniedException: not authorized to perform logs:GetLogEvents)" in printed
+
+
+def test_a_log_endpoint_that_does_not_answer_does_not_hide_the_failure(dev_env: EnvConfig) -> None:
+    logs = new_session().client("logs", endpoint_url="http://127.0.0.1:9", config=Config(retries={"max_attempts": 1}))
+    report, printed = run_wait_healthy(crashed_rollout(logConfiguration=AWSLOGS), dev_env, logs)
+    assert isinstance(report.error, StepFailed)
+    assert "Essential container in task exited" in report.error.message
+    assert "📜 no log of task task3: could not read it (Could not connect to the endpoint URL" in printed
 
 
 def test_a_container_that_does_not_log_to_cloudwatch_reads_no_log(dev_env: EnvConfig) -> None:
