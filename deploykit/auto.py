@@ -299,6 +299,15 @@ def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan) -> dict[str,
     }
 
 
+def diff_json(env: EnvConfig, found: changes.ChangeSet) -> dict[str, Any]:
+    """``inv diff --json``: the plan's shape without its steps, and ``behind``: each changed component whose live
+    commit is ahead of HEAD (what the ⏮ lines say), ``{component: {"live": sha, "ahead": commits}}``."""
+    data = plan_json(env, found, Plan(env.name, ()))
+    data.pop("steps")
+    data["behind"] = {c: {"live": live, "ahead": n} for c, (live, n) in taken_back(found).items()}
+    return data
+
+
 def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):

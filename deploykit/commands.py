@@ -939,8 +939,7 @@ def diff(
     if roles:
         stacks_json = _stack_previews(runtime, a, roles)
     if as_json:
-        data = auto.plan_json(a.env, a.found, Plan(a.env.name, ()))
-        data.pop("steps")
+        data = auto.diff_json(a.env, a.found)
         data["stacks"] = stacks_json
         runtime.stdout.write(dumps(data) + "\n")
     return a.found

@@ -239,6 +239,9 @@ def test_deploying_a_head_behind_what_is_live_is_refused(with_lambdas: Path) -> 
         "--allow-older"
     )
     auto.refuse_taking_back({}, found.head, env)  # not behind: nothing to refuse
+    # inv diff --json says it too
+    assert auto.diff_json(env, found)["behind"] == {"app": {"live": "a" * 40, "ahead": 2}}
+    assert auto.diff_json(env, dataclasses.replace(found, ahead={}))["behind"] == {}
 
 
 def test_components_without_change_are_recorded_live_at_head_but_not_the_app(with_lambdas: Path) -> None:  # noqa: F811
