@@ -626,7 +626,8 @@ class StackDeployer:
             lines.append("no resource reported a failure in the stack events")
         return StepFailed(
             "\n".join(lines),
-            next_step=f"fix the cause above, then rerun: {self._cmd('deploy.stack', name)}; "
+            next_step=f"fix the cause above, then rerun the same command (this stack alone: "
+            f"{self._cmd('deploy.stack', name)}); "
             f"check what is serving meanwhile: {self._cmd('health')}",
         )
 

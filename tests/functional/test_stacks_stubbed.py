@@ -484,7 +484,7 @@ def test_a_failed_update_names_the_failing_resources_with_their_reasons(
     cause = message.index("Service (AWS::ECS::Service) UPDATE_FAILED: Error occurred during operation")
     assert cause < message.index("Queue (AWS::SQS::Queue) UPDATE_FAILED: Resource update cancelled")
     assert err.value.next_step == (
-        f"fix the cause above, then rerun: inv deploy.stack {NAME} --env dev; "
+        f"fix the cause above, then rerun the same command (this stack alone: inv deploy.stack {NAME} --env dev); "
         "check what is serving meanwhile: inv health --env dev"
     )
 
