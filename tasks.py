@@ -418,6 +418,7 @@ AUTO_HELP = {
     "since": "compare every component with this commit instead of the one live for it",
     **OLDER_HELP,
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
+    "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
 }
 
 
@@ -433,8 +434,18 @@ def deploy_auto(
     allow_older: bool = False,
     smoke: bool = True,
     rollback: bool = True,
+    watch: bool = False,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
+    if watch:
+        if dry_run or json_ or since:
+            raise UsageError(
+                "--watch deploys the work tree as it changes: it does not go with --dry-run, --json or --since",
+                next_step="leave those out, or run inv deploy.auto without --watch",
+            )
+        _ensure_sandbox(env)
+        commands.deploy_watch(env=env, allow_older=allow_older, smoke=smoke, rollback=rollback)
+        return
     if not dry_run:
         _ensure_sandbox(env)
     commands.deploy_auto(

@@ -911,6 +911,62 @@ def deploy_auto(
     return run_plan(runtime, a.config, a.env, plan, dry_run=False, as_json=as_json, aws=a.aws, rollback=rollback)
 
 
+WATCH_POLL = 1.0  # seconds between two looks at the work tree
+WATCH_SETTLE = 0.5  # a change is deployed once the work tree stayed the same this long (an editor saving files)
+
+
+def deploy_watch(
+    *,
+    env: str | None = None,
+    allow_older: bool = False,
+    smoke: bool = True,
+    rollback: bool = True,
+    runtime: Runtime | None = None,
+    deploy: Callable[[], Any] | None = None,
+    until: Callable[[], bool] = lambda: False,
+) -> int:
+    """``inv deploy.auto --watch``: deploy.auto of the work tree (uncommitted changes included, as --allow-dirty)
+    now, then again each time it changes (a save, a commit, a checkout), until Ctrl-C (or ``until()``). A failed
+    deploy is told and the watch goes on: the next save deploys again. Refuses a protected environment. Returns how
+    many deploys it ran."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if environment.protected:
+        raise UsageError(
+            f"environment {environment.name!r} is protected in deploy.toml; --watch deploys every save, "
+            "uncommitted ones included",
+            next_step=f"watch a development environment (the sandbox), or deploy commits: inv deploy.auto --env "
+            f"{environment.name}",
+        )
+    deploy = deploy or partial(
+        deploy_auto, env=env, allow_dirty=True, allow_older=allow_older, smoke=smoke, rollback=rollback, runtime=runtime
+    )
+    clock, deployed, runs = runtime.clock, None, 0
+    try:
+        while not until():
+            state = git.worktree_state(config.root)
+            if state == deployed:
+                clock.sleep(WATCH_POLL)
+                continue
+            if deployed is not None:  # a change: deploy it once it has settled
+                clock.sleep(WATCH_SETTLE)
+                if git.worktree_state(config.root) != state:
+                    continue
+            deployed, runs = state, runs + 1
+            try:
+                deploy()
+            except Interrupted:
+                raise
+            except DeployKitError as exc:  # told as the task would, then back to watching
+                runtime.stderr.write(f"❌ {exc.message}\n" + (f"  → next: {exc.next_step}\n" if exc.next_step else ""))
+            runtime.stderr.write(
+                f"\n👀 watching {config.root} for changes to deploy to {environment.name} (Ctrl-C ends)\n"
+            )
+    except KeyboardInterrupt:  # the way to stop watching: not an error
+        runtime.stderr.write("\nstopped watching\n")
+    return runs
+
+
 def _estimates(aws: AwsFactory, env: EnvConfig) -> dict[str, float]:
     found = history.History.of(aws, env)  # the registry stack was read with the endpoints: not read again
     return history.estimates(found.records(30)) if found else {}

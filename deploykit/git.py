@@ -99,6 +99,13 @@ def dirty_hash(root: Path, paths: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
+def worktree_state(root: Path) -> tuple[str, str]:
+    """What a deploy of the work tree would build from, as (HEAD's SHA, a hash of the uncommitted changes): it
+    changes with a commit, a checkout, or any edit of a file git does not ignore (``inv deploy.auto --watch``)."""
+    paths = dirty_paths(root)
+    return head_sha(root), dirty_hash(root, paths) if paths else ""
+
+
 def current_revision(root: Path, *, allow_dirty: bool = False) -> Revision:
     """The revision to deploy. Refuses a dirty tree unless ``allow_dirty``."""
     sha = head_sha(root)

@@ -54,6 +54,12 @@ def test_unknown_environment_exits_2(project: Path) -> None:
     assert "unknown environment 'staging'" in done.stderr and "→ next:" in done.stderr
 
 
+def test_watch_with_a_dry_run_exits_2_before_anything_runs(project: Path) -> None:
+    done = inv(project, "deploy.auto", "--watch", "--dry-run")
+    assert done.returncode == 2
+    assert "--watch deploys the work tree as it changes: it does not go with --dry-run" in done.stderr
+
+
 def test_malformed_deploy_toml_exits_2(project: Path) -> None:
     (project / "deploy.toml").write_text("[environments.sandbox\n")
     done = inv(project, "build")
