@@ -336,14 +336,17 @@ def detect(
     head: str = "HEAD",
     since: str | None = None,
     include_uncommitted: bool = False,
+    worktree_tags: Mapping[str, str] | None = None,
 ) -> ChangeSet:
     """The changes of each component of ``live`` (component → its live SHA or image tag, None: never deployed).
 
     Each component is compared from its live commit (``since`` instead, when given) to ``head``, keeping the
     changes that belong to it; paths that belong to no component are kept once, with kind none. A component never
-    deployed, or whose live build was dirty, counts as changed (``since`` replaces only the live commit). With
-    ``include_uncommitted`` (``head`` must be HEAD) the work tree is compared instead of HEAD's commit, untracked
-    files included. Changes that belong to a deployable component missing from ``live`` are left out.
+    deployed, or whose live build was dirty, counts as changed (``since`` replaces only the live commit), unless
+    that build is the one ``worktree_tags`` (component → the tag a deploy of the work tree gives it) names: then
+    what is live is what the work tree holds for it. With ``include_uncommitted`` (``head`` must be HEAD) the work
+    tree is compared instead of HEAD's commit, untracked files included. Changes that belong to a deployable
+    component missing from ``live`` are left out.
     """
     root = config.root
     for component in live:
@@ -365,6 +368,7 @@ def detect(
     bases: dict[str, str | None] = {}
     notes: list[Change] = []
     dirty: set[str] = set()
+    as_built: set[str] = set()  # live is a dirty build of exactly what the work tree holds for the component
     for component, tag in live.items():
         kind = kind_of(component)
         if tag is None:
@@ -381,6 +385,9 @@ def detect(
             bases[component] = _resolve_live(root, component, sha)
         if was_dirty:
             dirty.add(component)
+            if since_sha is None and (worktree_tags or {}).get(component, "").lower() == tag.strip().lower():
+                as_built.add(component)
+                continue
             notes.append(
                 Change(
                     "",
@@ -412,7 +419,7 @@ def detect(
 
     changes: list[Change] = list(notes)
     for component, commit in bases.items():
-        if commit is not None:
+        if commit is not None and component not in as_built:
             changes.extend(c for c in by_base[commit] if c.component == component)
     for classified in by_base.values():
         for change in classified:
@@ -452,8 +459,15 @@ def scope(config: Config, revision: git.Revision) -> git.Revision:
     cdk = any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p)
     usage = (stack_usage_in_worktree(config) | stack_usage_at(config, revision.sha)) if cdk else StackUsage()
     classified = _image_settings(config, _classify_changes(config, diff, usage), revision.sha, None)
-    touched = {c.component for c in classified if c.kind != "none" and c.component}
-    return dataclasses.replace(revision, touches=frozenset(touched))
+    paths: dict[str, set[str]] = {}
+    for c in classified:
+        if c.kind != "none" and c.component:
+            paths.setdefault(c.component, set()).update(p for p in (c.path, c.old_path) if p)
+    parts = tuple(
+        (component, tuple(sorted(found)), git.paths_hash(config.root, tuple(sorted(found))))
+        for component, found in sorted(paths.items())
+    )
+    return dataclasses.replace(revision, touches=frozenset(paths), parts=parts)
 
 
 def _image_settings(config: Config, classified: list[Change], base: str, head: str | None) -> list[Change]:

@@ -828,7 +828,8 @@ def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty
     with aws_errors(environment):
         found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
         live = auto.live_components(aws, config, environment, found_endpoints)
-    found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty)
+    tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
+    found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
     return Analysis(config, environment, aws, found_endpoints, revision, found, live)
 
 

@@ -43,6 +43,9 @@ class Revision:
     dirty_hash: str = ""
     # the components the uncommitted changes touch (deploykit.changes.scope); None: not worked out, so every one
     touches: frozenset[str] | None = None
+    # (component, its uncommitted paths, their hash) for each touched component: its build is named by its own
+    # changes, so an edit elsewhere (a README) leaves its tag, and what is live for it, as they are
+    parts: tuple[tuple[str, tuple[str, ...], str], ...] = ()
 
     @property
     def short(self) -> str:
@@ -62,8 +65,13 @@ class Revision:
     def of(self, component: str) -> Revision:
         """What ``component`` (app, lambda:<fn>, stack:<role>) is built from: this revision, or HEAD's commit alone
         when the uncommitted changes do not touch it; its artifact is then the commit's, and named so."""
-        if self.dirty and self.touches is not None and component not in self.touches:
+        if not self.dirty or self.touches is None:
+            return self
+        if component not in self.touches:
             return Revision(self.sha)
+        for name, paths, digest in self.parts:
+            if name == component:
+                return Revision(self.sha, paths, digest, frozenset({component}))
         return self
 
 
@@ -91,6 +99,19 @@ def dirty_hash(root: Path, paths: tuple[str, ...]) -> str:
     digest = hashlib.sha256(_git(root, "diff", "HEAD", "--binary"))
     untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").decode().split("\0")
     for rel in sorted(p for p in untracked if p):
+        digest.update(rel.encode() + b"\0")
+        file = root / rel
+        if file.is_file():
+            digest.update(file.read_bytes())
+    digest.update("\0".join(paths).encode())
+    return digest.hexdigest()
+
+
+def paths_hash(root: Path, paths: tuple[str, ...]) -> str:
+    """A hash of the uncommitted changes of ``paths`` alone: their diff against HEAD, untracked ones' contents."""
+    digest = hashlib.sha256(_git(root, "--literal-pathspecs", "diff", "HEAD", "--binary", "--", *paths))
+    listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *paths)
+    for rel in sorted(p for p in listed.decode().split("\0") if p):
         digest.update(rel.encode() + b"\0")
         file = root / rel
         if file.is_file():

@@ -589,12 +589,45 @@ def test_scope_names_the_components_the_uncommitted_changes_touch(repo: Path) ->
     assert revision.touches == {"lambda:health_handler", "lambda:login_handler", "stack:registry", "stack:data"}
     assert revision.tag.startswith(f"{clean.short}{git.DIRTY}")
 
-    # what they touch is the dirty build; the rest is HEAD's commit, as if the tree were clean
-    assert revision.of("lambda:health_handler") is revision and revision.of("stack:data").tag == revision.tag
+    # what they touch is a dirty build named by its own changes; the rest is HEAD's commit, as if the tree were clean
+    health = revision.of("lambda:health_handler")
+    assert health.dirty_paths == ("lambda/health_handler/new.py",) and health.tag.startswith(
+        f"{clean.short}{git.DIRTY}"
+    )
+    data, registry = revision.of("stack:data"), revision.of("stack:registry")
+    assert data.dirty_paths == ("cdk/stacks/common/naming.py",) and data.tag == registry.tag != health.tag
+    assert revision.of("lambda:login_handler").dirty_paths == ("docs/notes.txt", "lambda/login_handler/notes.txt")
     assert revision.of("app") == clean and revision.of("stack:api").tag == clean.short
+    # an edit elsewhere leaves a component's build name as it is; an edit of its own changes it
+    write(repo, "docs/guide.md", "more guide\n")
+    again = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    assert again.tag != revision.tag and again.of("lambda:health_handler").tag == health.tag
+    write(repo, "lambda/health_handler/new.py", "untracked = False\n")
+    edited = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    assert edited.of("lambda:health_handler").tag != health.tag and edited.of("stack:data").tag == data.tag
     # a revision whose touches were not worked out is dirty for every component
     unscoped = git.current_revision(repo, allow_dirty=True)
     assert unscoped.touches is None and unscoped.of("app") is unscoped
+
+
+def test_a_live_dirty_build_of_what_the_work_tree_holds_is_no_change(repo: Path) -> None:
+    config = config_of(repo)
+    write(repo, "lambda/health_handler/new.py", "untracked = True\n")
+    revision = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    built = revision.of("lambda:health_handler").tag  # what a deploy of the work tree gave the function
+    live = {**everything(config, revision.sha), "lambda:health_handler": built}
+    tags = {component: revision.of(component).tag for component in live}
+    same = detect(config, live, include_uncommitted=True, worktree_tags=tags)
+    assert same.components() == set() and "lambda:health_handler" in same.dirty
+    # another edit of the function: what is live is no longer what the work tree holds
+    write(repo, "lambda/health_handler/new.py", "untracked = False\n")
+    edited = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    tags = {component: edited.of(component).tag for component in live}
+    changed = detect(config, live, include_uncommitted=True, worktree_tags=tags)
+    assert changed.components() == {"lambda:health_handler"}
+    assert any("live build" in c.reason and "in no commit" in c.reason for c in changed.changes)
+    # with --since, the live build is not compared: the commit named is the base
+    assert detect(config, live, since=revision.sha, include_uncommitted=True, worktree_tags=tags).components()
 
 
 def test_scope_of_docs_only_edits_touches_nothing(repo: Path) -> None:
