@@ -891,8 +891,10 @@ def deploy_auto(
         return None
     _write_analysis(runtime, lines)
     if not plan:
-        shown = a.revision.short if a.revision.touches == frozenset() else a.revision.tag  # the changes touch nothing
-        runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what HEAD ({shown}) would deploy\n")
+        what = f"HEAD ({a.revision.short})"
+        if a.revision.touches:  # uncommitted changes that touch components, all of them live already
+            what = f"the work tree (HEAD {a.revision.short} with its uncommitted changes)"
+        runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what {what} would deploy\n")
         if as_json:
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto") + "\n")
         return None
