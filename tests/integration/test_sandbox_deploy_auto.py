@@ -219,3 +219,27 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
     assert "pricing_handler" not in endpoints(project).functions
     newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     assert newest.removed == ["lambda:pricing_handler"]
+
+
+def test_an_uncommitted_edit_deploys_once_and_an_edit_elsewhere_then_deploys_nothing(project: Path) -> None:
+    """What deploy.auto --watch does on each save: --allow-dirty deploys of the work tree."""
+    handler = project / "lambda" / "health_handler" / "handler.py"
+    committed = handler.read_text()
+    marker = 'body = {"status": "ok", '
+    handler.write_text(committed.replace(marker, marker + '"saved": "not committed", ', 1))
+    report, _out, _seconds = auto(project, allow_dirty=True)
+    assert {"update-code", "publish-version", "move-alias"} <= ran(report)
+    with urllib.request.urlopen(endpoints(project).api_health_url, timeout=10) as answer:
+        assert json.loads(answer.read())["saved"] == "not committed"
+
+    (project / "SCRATCH.md").write_text("notes while working\n")  # a save that touches no component
+    report, out, seconds = auto(project, allow_dirty=True)
+    assert report is None, out
+    assert "✅ nothing to deploy: sandbox runs what the work tree (HEAD" in out
+    print(f"\ndeploy.auto --allow-dirty after an edit outside every component: {seconds:.2f}s")
+
+    (project / "SCRATCH.md").unlink()
+    handler.write_text(committed)
+    report, _out, _seconds = auto(project)  # the live build is in no commit: the committed code goes back
+    assert "move-alias" in ran(report)
+    assert auto(project)[0] is None
