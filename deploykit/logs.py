@@ -25,7 +25,7 @@ from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 
 LATE_MS = 10_000  # how much later than a newer one a line may reach CloudWatch Logs and still be followed
-PAGES = 100  # FilterLogEvents pages read for one window at most (each up to 10,000 events or 1 MB)
+PAGES = 1000  # FilterLogEvents pages read for one window at most (each up to 10,000 events or 1 MB)
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _VERSION = re.compile(r"\[(\$LATEST|\d+)\]")  # a Lambda stream: 2026/11/29/[3]<instance>
@@ -158,6 +158,11 @@ def _filter(logs: Any, source: LogSource, start_ms: int, end_ms: int | None) -> 
         token = page.get("nextToken")
         if not token:
             return
+    # pages come oldest first: stopping here would show old lines as the newest
+    raise UsageError(
+        f"{source.group} has more than {PAGES} pages of lines in the window asked for",
+        next_step="narrow it: a shorter --since (or --task for one of the app's tasks)",
+    )
 
 
 def read(logs: Any, source: LogSource, start: datetime, *, limit: int, end: datetime | None = None) -> list[LogLine]:

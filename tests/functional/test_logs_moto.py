@@ -103,6 +103,21 @@ def test_a_window_gives_the_newest_lines_of_the_app_s_streams_oldest_first(logs:
     assert [line.message for line in one_task] == ["task a starts", "task a serves"]
 
 
+def test_a_window_of_more_pages_than_it_reads_is_refused_rather_than_cut(
+    logs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("deploykit.logs.PAGES", 1)
+    pages: list[Any] = []
+    logs.meta.events.register("after-call.logs.FilterLogEvents", lambda parsed, **_: pages.append(parsed))
+    logs.meta.events.register(  # as if more pages followed
+        "after-call.logs.FilterLogEvents", lambda parsed, **_: parsed.update(nextToken="more")
+    )
+    with pytest.raises(UsageError) as err:
+        read(logs, LogSource("app", GROUP, "backend/backend/"), NOW, limit=5)
+    assert err.value.message == f"{GROUP} has more than 1 pages of lines in the window asked for"
+    assert len(pages) == 1
+
+
 def test_a_group_that_does_not_exist_is_a_usage_error(factory: AwsFactory) -> None:
     with pytest.raises(UsageError) as err:
         read(factory.client("logs"), LogSource("lambda:login_handler", "/aws/lambda/gone"), NOW, limit=5)
