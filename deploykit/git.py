@@ -96,21 +96,18 @@ def dirty_paths(root: Path) -> tuple[str, ...]:
 
 def dirty_hash(root: Path, paths: tuple[str, ...]) -> str:
     """A hash of the uncommitted diff against HEAD, untracked files' contents included."""
-    digest = hashlib.sha256(_git(root, "diff", "HEAD", "--binary"))
-    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").decode().split("\0")
-    for rel in sorted(p for p in untracked if p):
-        digest.update(rel.encode() + b"\0")
-        file = root / rel
-        if file.is_file():
-            digest.update(file.read_bytes())
-    digest.update("\0".join(paths).encode())
-    return digest.hexdigest()
+    return _uncommitted_hash(root, paths, ())
 
 
 def paths_hash(root: Path, paths: tuple[str, ...]) -> str:
     """A hash of the uncommitted changes of ``paths`` alone: their diff against HEAD, untracked ones' contents."""
-    digest = hashlib.sha256(_git(root, "--literal-pathspecs", "diff", "HEAD", "--binary", "--", *paths))
-    listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *paths)
+    return _uncommitted_hash(root, paths, paths)
+
+
+def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...]) -> str:
+    """The diff against HEAD and the untracked files' contents, of ``only`` (every path when empty), and ``paths``."""
+    digest = hashlib.sha256(_git(root, "--literal-pathspecs", "diff", "HEAD", "--binary", "--", *only))
+    listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *only)
     for rel in sorted(p for p in listed.decode().split("\0") if p):
         digest.update(rel.encode() + b"\0")
         file = root / rel
