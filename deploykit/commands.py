@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,7 +20,7 @@ import botocore.exceptions
 import docker.errors
 from tabulate import tabulate
 
-from deploykit import auto, changes, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
+from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
 from deploykit import logs as applogs
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
@@ -164,6 +165,10 @@ def recover(
     undone = Executor(ctx, _translator(env)).execute(undo.plan)
     if undo.plan.deploys:
         _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before)
+    since = runtime.clock.now() - timedelta(seconds=report.seconds + undone.seconds + 60)
+    for component in undo.components:  # read now, after the rollback: the lines took that long to arrive
+        if component.startswith("lambda:"):
+            _show_version_log(runtime, ctx, component.split(":", 1)[1], report.outputs(), since)
     what = "; ".join((*undo.notes, f"{undo.plan.title} ok in {undone.seconds:.1f}s"))
     if undone.error is None:
         error.message += f"; {what}: {env.name} runs what was live before"
@@ -180,6 +185,29 @@ def recover(
             f"see what runs: inv health --env {env.name}; then put it back by hand: inv rollback --env {env.name}"
         )
     return undone
+
+
+def _show_version_log(runtime: Runtime, ctx: Context, function: str, outputs: dict[str, str], since: datetime) -> None:
+    """What the version of ``function`` a failed deploy made live wrote, from CloudWatch Logs; a log that cannot
+    be read is said, never raised (the deploy's own failure is what counts)."""
+    version, function_name = outputs.get(f"{function}.version"), outputs.get(f"{function}.function_name")
+    if not version or not function_name:
+        return
+    try:
+        with aws_errors(ctx.env):
+            source = applogs.lambda_source(ctx.aws.client("lambda"), function, function_name)
+            lines = applogs.version_lines(ctx.aws.client("logs"), source, version, since, limit=ecs.TASK_LOG_LINES)
+    except DeployKitError as exc:
+        runtime.stderr.write(f"📜 could not read what {function} version {version} wrote: {exc.message}\n")
+        return
+    if not lines:
+        runtime.stderr.write(
+            f"📜 no line of {function} version {version} in CloudWatch Logs {source.group} yet (they can take "
+            f"seconds to arrive): inv logs --env {ctx.env.name} --component lambda:{function}\n"
+        )
+        return
+    runtime.stderr.write(f"📜 the last {len(lines)} lines {function} version {version} wrote ({source.group}):\n")
+    runtime.stderr.writelines(f"    {line.message}\n" for line in lines)
 
 
 def nothing_to_do_json(env: str, title: str) -> str:

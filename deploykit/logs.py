@@ -123,6 +123,16 @@ def lambda_source(lambda_client: Any, function: str, function_name: str) -> LogS
 # -- reading ------------------------------------------------------------------------------------------------------
 
 
+def version_lines(logs: Any, source: LogSource, version: str, start: datetime, *, limit: int) -> list[LogLine]:
+    """The newest ``limit`` lines one version of a function wrote since ``start`` (its streams are named
+    ``<date>/[<version>]<instance>``), oldest first."""
+    wanted = f"[{version}]"
+    lines = [
+        line for line in read(logs, source, start, limit=max(limit * 20, 500)) if source.label(line.stream) == wanted
+    ]
+    return lines[-limit:]
+
+
 def _lines(events: Iterable[Mapping[str, Any]]) -> list[LogLine]:
     return [
         LogLine(

@@ -16,7 +16,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
-from deploykit.logs import LogLine, LogSource, app_source, follow, lambda_source, read
+from deploykit.logs import LogLine, LogSource, app_source, follow, lambda_source, read, version_lines
 from tests.functional.conftest import CONTAINER, create_service, new_session
 
 GROUP = "/ecs/car-rental"  # conftest's CONTAINER logs there, prefix "backend"
@@ -210,3 +210,17 @@ def test_inv_logs_refuses_bad_input_before_asking_aws(
     with pytest.raises(UsageError) as err:
         run_logs(project, factory, **kwargs)
     assert err.value.message == message and err.value.exit_code == 2
+
+
+def test_the_lines_of_one_version_of_a_function(factory: AwsFactory) -> None:
+    logs = factory.client("logs")
+    group = "/aws/lambda/Api-Health-1"
+    logs.create_log_group(logGroupName=group)
+    day = NOW.strftime("%Y/%m/%d")
+    put(logs, f"{day}/[1]aaaa", (1, "START v1"), (1.5, "END v1"), group=group)
+    put(logs, f"{day}/[2]bbbb", (2, "START v2"), (2.1, "[ERROR] KeyError: 'REGION'"), (2.2, "END v2"), group=group)
+    put(logs, f"{day}/[12]cccc", (3, "START v12"), group=group)  # [12] is not [2]
+    source = LogSource("lambda:health_handler", group)
+    lines = version_lines(logs, source, "2", NOW, limit=2)
+    assert [line.message for line in lines] == ["[ERROR] KeyError: 'REGION'", "END v2"]
+    assert version_lines(logs, source, "3", NOW, limit=5) == []

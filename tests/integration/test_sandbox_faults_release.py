@@ -146,6 +146,9 @@ def test_a_lambda_release_that_fails_smoke_goes_back_to_the_version_live_before(
     assert "api_gateway" in failed.value.message and "automatic rollback: lambda:health_handler ok" in str(failed.value)
     assert "⏪ automatic rollback: lambda:health_handler" in printed
     assert "inv logs --env sandbox --component lambda:health_handler --since 15m" in (failed.value.next_step or "")
+    # what the failed version wrote, read after the rollback: its invocations by the smoke checks
+    shown = printed[printed.index("📜 the last") :]
+    assert "lines health_handler version" in shown.splitlines()[0] and "START RequestId" in shown
     answer = json.loads(urllib.request.urlopen(api_health, timeout=10).read())
     assert answer == {"status": "ok", "function_version": live_version}
     assert lock_is_free(project)
