@@ -443,19 +443,12 @@ def deploy_lambda(
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
-    if not functions.get(name):
-        raise UsageError(
-            f"the API stack {environment.stacks.api} has no Lambda function for {name!r} "
-            f"(it has: {', '.join(sorted(functions)) or 'none'})",
-            next_step=f"deploy the API stack first (cdk/stacks/api_stack.py must define it): "
-            f"inv deploy.stack api --env {environment.name}",
-        )
+        function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
     if not allow_older:
         with aws_errors(environment):
-            live = lambda_chain.live_git_sha(aws.client("lambda"), functions[name])
+            live = lambda_chain.live_git_sha(aws.client("lambda"), function_name)
         _refuse_older(config, environment, f"lambda:{name}", live, revision)
-    plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=functions[name], smoke=smoke)
+    plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 
@@ -527,13 +520,8 @@ def logs(
         if which.kind == "app":
             source = applogs.app_source(aws.client("ecs"), environment, task)
         else:
-            functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
-            if which.function not in functions:
-                raise UsageError(
-                    f"Lambda function {which.function} is not deployed in {environment.name}",
-                    next_step=f"deploy the API stack first: inv deploy.auto --env {environment.name}",
-                )
-            source = applogs.lambda_source(aws.client("lambda"), which.function, functions[which.function])
+            function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, which.function)
+            source = applogs.lambda_source(aws.client("lambda"), which.function, function_name)
         streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
         runtime.stderr.write(
             f"📜 {source.component} in {environment.name}: CloudWatch Logs {source.group}{streams}; "

@@ -155,6 +155,20 @@ def deployed_functions(outputs: StackOutputs, env: EnvConfig, *, required: bool 
     return function_outputs(api)["functions"]
 
 
+def deployed_function(outputs: StackOutputs, env: EnvConfig, function: str) -> str:
+    """The Lambda function name of folder ``function`` in the environment; UsageError when the API stack is not
+    deployed or has no function for it."""
+    functions = deployed_functions(outputs, env)
+    if not functions.get(function):
+        raise UsageError(
+            f"the API stack {env.stacks.api} has no Lambda function for {function!r} "
+            f"(it has: {', '.join(sorted(functions)) or 'none'})",
+            next_step=f"deploy the API stack first (cdk/stacks/api_stack.py must define it): "
+            f"inv deploy.stack api --env {env.name}",
+        )
+    return functions[function]
+
+
 # -- published versions ---------------------------------------------------------------------------------------
 
 

@@ -258,14 +258,7 @@ def resolve_lambda(
     A commit's version is the newest tagged ``git <sha12>`` (the fast path publishes those), else the newest whose
     CodeSha256 is that of the function packaged as in the commit (``code_at``): the versions CloudFormation
     publishes name their code only."""
-    functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env)
-    function_name = functions.get(component.function)
-    if not function_name:
-        raise UsageError(
-            f"the API stack {env.stacks.api} has no Lambda function for {component.function!r} "
-            f"(it has: {', '.join(sorted(functions)) or 'none'})",
-            next_step=f"deploy the API stack first: inv deploy.stack api --env {env.name}",
-        )
+    function_name = lambda_chain.deployed_function(StackOutputs.of(aws), env, component.function)
     client = aws.client("lambda")
     serving = lambda_chain.live_configuration(client, function_name)
     live = lambda_chain.git_sha_of(serving.get("Description")) if serving else None

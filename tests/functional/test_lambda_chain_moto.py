@@ -349,6 +349,30 @@ def test_without_the_api_stack_it_says_to_deploy_it_first(with_lambdas: Path, fa
     assert "deploy the API stack first: inv deploy.stack api" in (err.value.next_step or "")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        lambda rt: commands.deploy_lambda("login_handler", env="dev", runtime=rt),
+        lambda rt: commands.rollback(env="dev", component="lambda:login_handler", runtime=rt),
+        lambda rt: commands.logs(env="dev", component="lambda:login_handler", runtime=rt),
+    ],
+    ids=["deploy.lambda", "rollback", "logs"],
+)
+def test_a_function_the_api_stack_lacks_is_refused_naming_the_ones_it_has(
+    with_lambdas: Path, factory: AwsFactory, command: Any
+) -> None:
+    stack(factory, "CarRentalApiStack", {"HealthHandlerFunctionName": FUNCTIONS["health_handler"]})
+    with pytest.raises(UsageError) as err:
+        command(runtime(with_lambdas, factory))
+    assert (
+        err.value.message
+        == "the API stack CarRentalApiStack has no Lambda function for 'login_handler' (it has: health_handler)"
+    )
+    assert err.value.next_step == (
+        "deploy the API stack first (cdk/stacks/api_stack.py must define it): inv deploy.stack api --env dev"
+    )
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:
