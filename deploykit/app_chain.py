@@ -318,12 +318,10 @@ class WaitHealthy(Step):
         if task is None:
             return None
         try:
-            where = ecs.log_stream(taskdefs.get(task["taskDefinitionArn"]), self.container, task["taskArn"])
+            definition = taskdefs.get(task["taskDefinitionArn"])
         except (ClientError, BotoCoreError):  # the task definition is cached from the polls; never hide the failure
             return None
-        if where is None:
-            return None
-        return ecs.read_task_log(ctx.aws.client("logs"), *where, limit=ecs.TASK_LOG_LINES)
+        return ecs.container_log(ctx.aws.client("logs"), definition, self.container, task["taskArn"])
 
 
 def _wait_next_step(reason: str, cluster: str, service: str) -> str:

@@ -360,19 +360,37 @@ class TaskLog:
     problem: str = ""
 
 
+def log_configuration(task_definition: dict[str, Any], container: str) -> dict[str, Any]:
+    """The logConfiguration of ``container`` in the task definition ({} when it has none, or no such container)."""
+    for definition in task_definition.get("containerDefinitions", []):
+        if definition.get("name") == container:
+            return dict(definition.get("logConfiguration") or {})
+    return {}
+
+
+def awslogs(task_definition: dict[str, Any], container: str) -> tuple[str, str] | None:
+    """(group, stream prefix: '' when none) where the awslogs driver sends ``container``'s output; None when it logs
+    elsewhere."""
+    config = log_configuration(task_definition, container)
+    options = config.get("options") or {}
+    if config.get("logDriver") != "awslogs" or not options.get("awslogs-group"):
+        return None
+    return str(options["awslogs-group"]), str(options.get("awslogs-stream-prefix") or "")
+
+
 def log_stream(task_definition: dict[str, Any], container: str, task_arn: str) -> tuple[str, str] | None:
     """Where the awslogs driver sends ``container``'s output in the task: (group, ``<prefix>/<container>/<task
     id>``); None when it logs elsewhere or without a stream prefix (the stream is then named by a container id)."""
-    for definition in task_definition.get("containerDefinitions", []):
-        if definition.get("name") != container:
-            continue
-        config = definition.get("logConfiguration") or {}
-        options = config.get("options") or {}
-        group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
-        if config.get("logDriver") != "awslogs" or not group or not prefix:
-            return None
-        return str(group), f"{prefix}/{container}/{task_arn.rsplit('/', 1)[-1]}"
-    return None
+    found = awslogs(task_definition, container)
+    if found is None or not found[1]:
+        return None
+    return found[0], f"{found[1]}/{container}/{task_arn.rsplit('/', 1)[-1]}"
+
+
+def container_log(logs: Any, task_definition: dict[str, Any], container: str, task_arn: str) -> TaskLog | None:
+    """The last lines ``container`` wrote in the task, when it logs to a stream of its own (awslogs with a prefix)."""
+    where = log_stream(task_definition, container, task_arn)
+    return read_task_log(logs, *where, limit=TASK_LOG_LINES) if where else None
 
 
 def read_task_log(logs: Any, group: str, stream: str, *, limit: int) -> TaskLog:
@@ -477,8 +495,7 @@ def explain_failed_service(
     task = max(failed, key=lambda t: t["stoppedAt"].timestamp() if isinstance(t.get("stoppedAt"), datetime) else 0.0)
     definition = (taskdefs or TaskDefinitions(ecs)).get(task["taskDefinitionArn"])
     which = failing_container(task, definition, container)
-    where = log_stream(definition, which, task["taskArn"])
-    task_log = read_task_log(logs, *where, limit=TASK_LOG_LINES) if where else None
+    task_log = container_log(logs, definition, which, task["taskArn"])
     if task_log is not None:
         show_task_log(say, task_log, which)
     noun = "task" if len(failed) == 1 else "tasks"

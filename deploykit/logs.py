@@ -93,24 +93,23 @@ def app_source(ecs_client: Any, env: EnvConfig, task: str = "") -> LogSource:
     arn = str(service["taskDefinition"])
     definition = ecs.TaskDefinitions(ecs_client).get(arn)
     ecs.container_image(definition, env.container)  # refuses a container the task definition does not have
-    container = next(d for d in definition.get("containerDefinitions", []) if d.get("name") == env.container)
-    config = container.get("logConfiguration") or {}
-    options = config.get("options") or {}
-    if config.get("logDriver") != "awslogs" or not options.get("awslogs-group"):
+    found = ecs.awslogs(definition, env.container)
+    if found is None:
+        driver = ecs.log_configuration(definition, env.container).get("logDriver") or "none"
         raise UsageError(
             f"container {env.container!r} of {arn.rsplit('/', 1)[-1]} does not log to CloudWatch Logs "
-            f"(log driver: {config.get('logDriver') or 'none'})",
+            f"(log driver: {driver})",
             next_step="give it the awslogs log driver in the Fargate stack (cdk/stacks/fargate_stack.py)",
         )
-    prefix = str(options.get("awslogs-stream-prefix") or "")
+    group, prefix = found
     if not prefix:  # the streams are named by container ids then: only the whole group can be read
         if task:
             raise UsageError(
                 f"--task needs streams named by task: container {env.container!r} logs without awslogs-stream-prefix",
                 next_step="leave out --task, or set a stream prefix in the Fargate stack",
             )
-        return LogSource("app", str(options["awslogs-group"]))
-    return LogSource("app", str(options["awslogs-group"]), f"{prefix}/{env.container}/{task.strip()}")
+        return LogSource("app", group)
+    return LogSource("app", group, f"{prefix}/{env.container}/{task.strip()}")
 
 
 def lambda_source(lambda_client: Any, function: str, function_name: str) -> LogSource:
