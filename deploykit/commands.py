@@ -165,10 +165,10 @@ def recover(
     undone = Executor(ctx, _translator(env)).execute(undo.plan)
     if undo.plan.deploys:
         _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before)
-    since = runtime.clock.now() - timedelta(seconds=report.seconds + undone.seconds + 60)
+    since, outputs = runtime.clock.now() - timedelta(seconds=report.seconds + undone.seconds + 60), report.outputs()
     for component in undo.components:  # read now, after the rollback: the lines took that long to arrive
         if component.startswith("lambda:"):
-            _show_version_log(runtime, ctx, component.split(":", 1)[1], report.outputs(), since)
+            _show_version_log(runtime, ctx, component.split(":", 1)[1], outputs, since)
     what = "; ".join((*undo.notes, f"{undo.plan.title} ok in {undone.seconds:.1f}s"))
     if undone.error is None:
         error.message += f"; {what}: {env.name} runs what was live before"
