@@ -385,6 +385,22 @@ def history_list(c: Context, env: str | None = None, json_: bool = False, limit:
     commands.history_list(env=env, limit=limit, as_json=json_)
 
 
+@task(
+    name="report",
+    help={
+        "env": COMMON_HELP["env"],
+        "json": "print the report as JSON on stdout",
+        "since": "the window's start: a duration back from now (30d, 12h) or an ISO time (default 30d)",
+    },
+)
+@reports_errors
+def deploy_report(c: Context, env: str | None = None, json_: bool = False, since: str = "30d") -> None:
+    """How the environment's deploys went: frequency, failures, time to restore, commit to live, chain and step
+    times."""
+    _ensure_sandbox(env)
+    commands.deployment_report(env=env, since=since, as_json=json_)
+
+
 @task(name="unlock", help={"env": COMMON_HELP["env"], "yes": "do not ask for confirmation (for scripts)"})
 @reports_errors
 def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
@@ -680,6 +696,7 @@ ns = Collection(
     smoke_checks,
     health_report,
     history_list,
+    deploy_report,
     unlock,
     images,
     sandbox,

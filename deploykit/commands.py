@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
 from deploykit import logs as applogs
+from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
 from deploykit.aws import AwsFactory, at_once, translate_error
@@ -689,6 +690,16 @@ def health_report(
     return report
 
 
+def _history(aws: AwsFactory, environment: EnvConfig) -> history.History:
+    found = history.History.of(aws, environment)
+    if found is None:
+        raise UsageError(
+            f"environment {environment.name!r} has no history: its registry stack is not deployed",
+            next_step=f"deploy it: inv deploy.full --env {environment.name}",
+        )
+    return found
+
+
 def history_list(
     *, env: str | None = None, limit: int = 20, as_json: bool = False, runtime: Runtime | None = None
 ) -> list[history.Record]:
@@ -699,12 +710,7 @@ def history_list(
     _config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        found = history.History.of(aws, environment)
-        if found is None:
-            raise UsageError(
-                f"environment {environment.name!r} has no history: its registry stack is not deployed",
-                next_step=f"deploy it: inv deploy.full --env {environment.name}",
-            )
+        found = _history(aws, environment)
         records = found.records(limit)
         live = found.live()
     if as_json:
@@ -719,6 +725,30 @@ def history_list(
         rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
         runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
     return records
+
+
+def deployment_report(
+    *, env: str | None = None, since: str = "30d", as_json: bool = False, runtime: Runtime | None = None
+) -> deploy_report.Report:
+    """What the environment's history says about its deploys since ``since`` (30d, 12h, an ISO time): how often,
+    how often they failed and how quickly it was on a good deploy again, commit to live, each chain's and each
+    step's times."""
+    runtime = runtime or Runtime()
+    until = runtime.clock.now()
+    start = applogs.parse_since(since, until)
+    if start >= until:
+        raise UsageError(f"--since {since!r} is not in the past", next_step="pass 7d, 12h or an earlier time")
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = _history(aws, environment)
+        records = found.records_since(start)
+    heads = [r.head.split(git.DIRTY, 1)[0][: git.SHORT_SHA] for r in records]
+    made = deploy_report.Report(environment.name, start, until, tuple(records), git.commit_times(config.root, heads))
+    if as_json:
+        runtime.stdout.write(dumps(made.to_json()) + "\n")
+    runtime.stderr.write(deploy_report.text(made))
+    return made
 
 
 def unlock(

@@ -11,7 +11,9 @@ import hashlib
 import io
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from deploykit.errors import UsageError
@@ -199,6 +201,30 @@ def commits_ahead(root: Path, commit: str, of: str) -> int:
     if commit == of or not _git_ok(root, "merge-base", "--is-ancestor", of, commit):
         return 0
     return int(_git(root, "rev-list", "--count", f"{of}..{commit}").decode().strip())
+
+
+def commit_times(root: Path, shas: Sequence[str]) -> dict[str, datetime]:
+    """sha (as given, full or abbreviated) → its committer time, for the commits the local history has; one git
+    process for all. A SHA git does not know (or finds ambiguous) is left out."""
+    wanted = [s for s in dict.fromkeys(shas) if s and not s.startswith("-") and "\n" not in s]
+    if not wanted:
+        return {}
+    out = _git(root, "cat-file", "--batch", stdin="".join(f"{s}^{{commit}}\n" for s in wanted).encode())
+    found: dict[str, datetime] = {}
+    for sha in wanted:
+        header, _, out = out.partition(b"\n")
+        parts = header.split()
+        if len(parts) != 3 or parts[1] != b"commit":  # "<sha>^{commit} missing", "... ambiguous"
+            continue
+        size = int(parts[2])
+        body, out = out[:size], out[size + 1 :]  # the object, then a newline
+        for line in body.split(b"\n"):
+            if not line:
+                break  # the headers end at the first empty line
+            if line.startswith(b"committer "):
+                stamp = int(line.rsplit(b" ", 2)[1])
+                found[sha] = datetime.fromtimestamp(stamp, UTC)
+    return found
 
 
 def is_shallow(root: Path) -> bool:

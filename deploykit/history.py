@@ -214,13 +214,24 @@ class History:
 
     def records(self, limit: int = 20) -> list[Record]:
         """The newest ``limit`` records, newest first."""
+        return self._load(sorted(self._keys(), reverse=True)[: max(0, limit)])
+
+    def records_since(self, moment: datetime) -> list[Record]:
+        """Every record written at ``moment`` or later, oldest first. Keys start with their UTC time, so S3 lists
+        only those (``StartAfter``), however long the history."""
+        start = f"{self.prefix}{moment.astimezone(UTC).strftime('%Y%m%dT%H%M%S')}"
+        return self._load(sorted(self._keys(start_after=start)))
+
+    def _keys(self, start_after: str = "") -> list[str]:
         keys: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, StartAfter=start_after):
             keys += [str(o["Key"]) for o in page.get("Contents") or ()]
-        newest = sorted(keys, reverse=True)[: max(0, limit)]
-        bodies = at_once({key: partial(self._body, key) for key in newest})  # one round trip, not one per record
-        return [Record.from_json(json.loads(bodies[key])) for key in newest]
+        return keys
+
+    def _load(self, keys: Sequence[str]) -> list[Record]:
+        bodies = at_once({key: partial(self._body, key) for key in keys})  # one round trip, not one per record
+        return [Record.from_json(json.loads(bodies[key])) for key in keys]
 
     def _body(self, key: str) -> bytes:
         return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
@@ -232,13 +243,18 @@ def estimates(records: Sequence[Record]) -> dict[str, float]:
     for record in records:
         for step in record.steps:
             if step.get("status") == "done":
-                name = str(step.get("step"))
-                detail = str(step.get("detail", ""))
-                # a stack's steps are named by the stack: "deploy-stack:CarRentalApiStack"
-                if name == "deploy-stack" and ":" in detail:
-                    name = f"{name}:{detail.split(':', 1)[0]}"
-                seen.setdefault(name, []).append(float(step.get("seconds", 0.0)))
+                seen.setdefault(step_name(step), []).append(float(step.get("seconds", 0.0)))
     return {name: round(statistics.median(values), 1) for name, values in seen.items()}
+
+
+def step_name(step: Mapping[str, Any]) -> str:
+    """A recorded step's name, a stack's named by the stack ("deploy-stack:CarRentalApiStack"): each stack takes
+    its own time."""
+    name = str(step.get("step"))
+    stack = str(step.get("detail", "")).split(":", 1)[0]
+    if name == "deploy-stack" and stack and " " not in stack:  # not a failure's message
+        return f"{name}:{stack}"
+    return name
 
 
 def table(records: Sequence[Record]) -> str:

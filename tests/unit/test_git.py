@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from deploykit.errors import UsageError
-from deploykit.git import current_revision, dirty_paths
+from deploykit.git import commit_times, current_revision, dirty_paths
 from tests.conftest import git
 
 
@@ -50,3 +53,22 @@ def test_allowed_dirty_tags_are_unique_to_the_diff(project: Path) -> None:
 def test_renames_are_listed_once(project: Path) -> None:
     git(project, "mv", "backend/app/server.py", "backend/app/serve.py")
     assert dirty_paths(project) == ("backend/app/serve.py",)
+
+
+def test_commit_times_are_read_in_one_go_and_unknown_shas_left_out(project: Path) -> None:
+    (project / "later.txt").write_text("x")
+    git(project, "add", "later.txt")
+    env_time = "2026-11-20T09:00:00+00:00"
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "later"],
+        cwd=project,
+        check=True,
+        env={**os.environ, "GIT_COMMITTER_DATE": env_time, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00"},
+    )
+    head = git(project, "rev-parse", "HEAD").strip()
+    first = git(project, "rev-parse", "HEAD~1").strip()[:12]
+    found = commit_times(project, [head[:12], first, "0" * 12, "", "--all", head[:12], "HEAD"])
+    assert found[head[:12]] == datetime(2026, 11, 20, 9, 0, tzinfo=UTC)  # the committer's time, not the author's
+    assert found["HEAD"] == found[head[:12]]
+    assert first in found and set(found) == {head[:12], first, "HEAD"}
+    assert commit_times(project, []) == {}

@@ -1,0 +1,301 @@
+"""The deployment report (``inv report``): what an environment's history says about its deploys over a window.
+
+From the records alone (plus, for lead time, the commit times git knows), four figures in the spirit of DORA's
+four keys: how often a change was deployed, how many runs failed, how long the environment took to be on a good
+deploy again after one did, and how long a commit took to go live; then each chain's wall times beside the goals
+of DESIGN.md, where the time goes step by step, and the newest failures. Pure: it reads nothing itself.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from tabulate import tabulate
+
+from deploykit.history import Record, step_name
+
+# Wall-time goals on AWS per chain, in seconds (DESIGN.md); stacks take what CloudFormation needs.
+GOALS: Mapping[str, float] = {"app": 75.0, "lambda": 15.0}
+ROLLBACKS = ("rollback", "automatic rollback")
+NOT_DEPLOYS = (*ROLLBACKS, "destroy", "base-image")
+GROUPS = ("sequence", "parallel")  # a group's time is its children's
+CHAINS = ("app", "lambda", "stack", "mixed", "full", "nothing")
+FAILURES_SHOWN = 5
+STEPS_SHOWN = 10  # in the text; --json has them all
+
+
+def verb(record: Record) -> str:
+    """The command a record ran, without its arguments: deploy.stack, rollback, automatic rollback..."""
+    for name in ROLLBACKS[::-1]:  # "rollback app → <sha>", "automatic rollback: app"
+        if record.command.startswith(name):
+            return name
+    # one stage or a few, as `inv build`, `inv push`... name them: "build → push"
+    return record.command if " → " in record.command else record.command.split(" ", 1)[0]
+
+
+def changed(record: Record) -> bool:
+    """Whether a run deployed something: it names components and one of its steps did something (a
+    ``deploy.stack`` whose change set was empty names its stack, but skipped every step)."""
+    return bool(record.deployed) and (not record.steps or any(s.get("status") == "done" for s in record.steps))
+
+
+def chain(record: Record) -> str:
+    """Which chain a run was: the kind of component it deployed (app, lambda, stack), mixed for more than one
+    kind, full for deploy.full, nothing when it changed nothing."""
+    if not changed(record):
+        return "nothing"
+    if verb(record) == "deploy.full":
+        return "full"
+    kinds = {component.split(":", 1)[0] for component in record.deployed}
+    if len(kinds) > 1:
+        return "mixed"
+    return kinds.pop()
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank percentile (p in 0-100) of a non-empty sequence."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def _moment(record: Record) -> datetime:
+    return datetime.fromisoformat(record.when)
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "p90": round(percentile(values, 90), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def _first_failed_step(record: Record) -> str:
+    failed = [str(s.get("step")) for s in record.steps if s.get("status") == "failed"]
+    return failed[-1] if failed else "-"  # a group fails with its child: the child is the one to name
+
+
+@dataclass(frozen=True)
+class Report:
+    env: str
+    since: datetime
+    until: datetime
+    records: tuple[Record, ...]  # oldest first
+    commit_times: Mapping[str, datetime] = field(default_factory=dict)  # sha12 → committer time
+
+    @property
+    def days(self) -> float:
+        return (self.until - self.since) / timedelta(days=1)
+
+    @property
+    def deploy_runs(self) -> list[Record]:
+        return [r for r in self.records if verb(r) not in NOT_DEPLOYS]
+
+    @property
+    def deployments(self) -> list[Record]:
+        """Successful runs that changed something."""
+        return [r for r in self.deploy_runs if r.ok and changed(r)]
+
+    @property
+    def failed(self) -> list[Record]:
+        return [r for r in self.deploy_runs if not r.ok]
+
+    @property
+    def rollbacks(self) -> list[Record]:
+        return [r for r in self.records if verb(r) in ROLLBACKS]
+
+    def restores(self) -> tuple[list[float], list[Record]]:
+        """Seconds from each failed run's end to the next successful run that left something live (a fix, a
+        rollback, an automatic rollback); and the failed runs nothing successful has followed yet."""
+        seconds: list[float] = []
+        open_: list[Record] = []
+        for failed in self.failed:
+            after = _moment(failed)
+            fix = next(
+                (r for r in self.records if r.ok and (changed(r) or verb(r) in ROLLBACKS) and _moment(r) > after),
+                None,
+            )
+            if fix is None:
+                open_.append(failed)
+            else:
+                seconds.append((_moment(fix) - after).total_seconds())
+        return seconds, open_
+
+    def lead_times(self) -> list[float]:
+        """Seconds from the deployed commit's commit time to the end of its deploy, for each deployment of a
+        commit (not of uncommitted changes) that git knows."""
+        found = []
+        for r in self.deployments:
+            committed = self.commit_times.get(r.head[:12])
+            if committed is not None and "-dirty-" not in r.head:
+                found.append(max(0.0, (_moment(r) - committed).total_seconds()))
+        return found
+
+    def chains(self) -> list[dict[str, Any]]:
+        seen: dict[str, list[float]] = {}
+        for r in self.deploy_runs:
+            if r.ok:
+                seen.setdefault(chain(r), []).append(r.seconds)
+        rows = []
+        for name in CHAINS:
+            if name in seen:
+                rows.append({"chain": name, "runs": len(seen[name]), **_spread(seen[name]), "goal": GOALS.get(name)})
+        return rows
+
+    def steps(self) -> list[dict[str, Any]]:
+        """Each step's times where it did something, and how often it failed; the most time spent first."""
+        done: dict[str, list[float]] = {}
+        failed: dict[str, int] = {}
+        for r in self.records:
+            for step in r.steps:
+                name = step_name(step)
+                if name in GROUPS:
+                    continue
+                if step.get("status") == "done":
+                    done.setdefault(name, []).append(float(step.get("seconds", 0.0)))
+                elif step.get("status") == "failed":
+                    failed[name] = failed.get(name, 0) + 1
+        rows = []
+        for name in set(done) | set(failed):
+            values = done.get(name, [])
+            spread = _spread(values) if values else {"median": None, "p90": None, "max": None}
+            rows.append(
+                {
+                    "step": name,
+                    "done": len(values),
+                    "failed": failed.get(name, 0),
+                    **spread,
+                    "total": round(sum(values), 3),
+                }
+            )
+        return sorted(rows, key=lambda row: (-row["total"], row["step"]))
+
+    def failures(self) -> list[dict[str, Any]]:
+        """The newest failed runs (rollbacks and destroys included), newest first."""
+        failed = [r for r in self.records if not r.ok][::-1][:FAILURES_SHOWN]
+        return [
+            {
+                "when": r.when,
+                "who": r.who,
+                "command": r.command,
+                "head": r.head,
+                "step": _first_failed_step(r),
+                "error": (r.error or "").splitlines()[0] if r.error else "",
+            }
+            for r in failed
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        restored, still_failing = self.restores()
+        leads = self.lead_times()
+        runs = self.deploy_runs
+        return {
+            "env": self.env,
+            "since": self.since.isoformat(timespec="seconds"),
+            "until": self.until.isoformat(timespec="seconds"),
+            "days": round(self.days, 3),
+            "records": len(self.records),
+            "deploy_runs": len(runs),
+            "deployments": len(self.deployments),
+            "deployments_per_day": round(len(self.deployments) / self.days, 3) if self.days else None,
+            "failed": len(self.failed),
+            "change_failure_rate": round(len(self.failed) / len(runs), 4) if runs else None,
+            "rollbacks": len(self.rollbacks),
+            "restore": {
+                "restored": len(restored),
+                "still_failing": [r.id for r in still_failing],
+                "median_seconds": round(statistics.median(restored), 3) if restored else None,
+            },
+            "lead_time": {
+                "deployments": len(leads),
+                "median_seconds": round(statistics.median(leads), 3) if leads else None,
+            },
+            "chains": self.chains(),
+            "steps": self.steps(),
+            "failures": self.failures(),
+        }
+
+
+def duration(seconds: float | None) -> str:
+    """1.2s, 3m 05s, 2h 10m, 3d 4h: short, for people."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def _rate(count: int, days: float) -> str:
+    if days >= 1:
+        return f"{count / days:.1f} a day"
+    return f"{count / (days * 24):.1f} an hour"
+
+
+def text(report: Report) -> str:
+    """The report for people: the figures, the chains, the steps, the newest failures."""
+    data = report.to_json()
+    span = f"{report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC"
+    if not report.records:
+        return f"{report.env}: no deployment recorded from {span}\n"
+    runs, failed = data["deploy_runs"], data["failed"]
+    rate = data["change_failure_rate"]
+    restore, lead = data["restore"], data["lead_time"]
+    still = len(restore["still_failing"])
+    figures = [
+        ["deployments", f"{data['deployments']} ({_rate(data['deployments'], report.days)})"],
+        ["failed runs", f"{failed} of {runs} deploy runs" + (f" ({rate:.0%})" if rate is not None else "")],
+        [
+            "time to restore",
+            f"median {duration(restore['median_seconds'])} ({restore['restored']} restored"
+            + (f", {still} not yet: the newest failure is still the last word" if still else "")
+            + ")",
+        ],
+        ["commit to live", f"median {duration(lead['median_seconds'])} ({lead['deployments']} deployments)"],
+        ["rollbacks", str(data["rollbacks"])],
+    ]
+    out = [f"{report.env}, {span}: {len(report.records)} recorded runs", tabulate(figures, tablefmt="plain")]
+    if data["chains"]:
+        rows = [
+            [
+                c["chain"],
+                c["runs"],
+                duration(c["median"]),
+                duration(c["p90"]),
+                duration(c["max"]),
+                f"≤ {c['goal']:g}s" if c["goal"] else "-",
+            ]
+            for c in data["chains"]
+        ]
+        out += ["", tabulate(rows, headers=["chain", "ok runs", "median", "p90", "max", "goal on AWS"])]
+    if data["steps"]:
+        rows = [
+            [
+                s["step"],
+                s["done"],
+                s["failed"],
+                duration(s["median"]),
+                duration(s["p90"]),
+                duration(s["max"]),
+                duration(s["total"]),
+            ]
+            for s in data["steps"][:STEPS_SHOWN]
+        ]
+        out += ["", tabulate(rows, headers=["step", "done", "failed", "median", "p90", "max", "total"])]
+        if len(data["steps"]) > STEPS_SHOWN:
+            out.append(f"(and {len(data['steps']) - STEPS_SHOWN} steps that took less in all: --json has them)")
+    if data["failures"]:
+        rows = [[f["when"].replace("+00:00", "Z"), f["command"], f["step"], f["error"][:90]] for f in data["failures"]]
+        out += ["", "newest failures:", tabulate(rows, headers=["when", "command", "failed step", "error"])]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,206 @@
+"""The deployment report (deploykit.report): figures, chains, steps and failures from history records alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from deploykit.history import Record
+from deploykit.report import Report, chain, duration, percentile, text, verb
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def step(name: str, seconds: float, status: str = "done", detail: str = "", inside: str = "") -> dict[str, Any]:
+    found: dict[str, Any] = {"step": name, "status": status, "seconds": seconds, "detail": detail}
+    return found | ({"in": inside} if inside else {})
+
+
+def record(
+    at: float,
+    command: str = "deploy.auto",
+    *,
+    ok: bool = True,
+    seconds: float = 4.0,
+    deployed: dict[str, str] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    head: str = "aaaaaaaaaaaa",
+    error: str | None = None,
+) -> Record:
+    """A record written ``at`` minutes after T0."""
+    moment = T0 + timedelta(minutes=at)
+    return Record(
+        id=f"{moment:%Y%m%dT%H%M%S}-{int(at * 1000):08d}",
+        env="dev",
+        when=moment.isoformat(timespec="seconds"),
+        who="ana@laptop",
+        command=command,
+        head=head,
+        ok=ok,
+        seconds=seconds,
+        components=dict(deployed if deployed is not None else {"app": head}),
+        steps=steps or [],
+        error=error,
+    )
+
+
+def make(records: list[Record], commits: dict[str, datetime] | None = None, days: float = 7) -> Report:
+    until = T0 + timedelta(days=days)
+    return Report("dev", until - timedelta(days=days), until, tuple(records), commits or {})
+
+
+APP_STEPS = [
+    step("sequence", 0.7),
+    step("build", 0.5, inside="sequence"),
+    step("push", 0.2, inside="sequence"),
+    step("wait-healthy", 2.0),
+    step("smoke", 0.3),
+]
+
+
+def test_a_run_is_named_by_its_command_and_its_chain_by_what_it_deployed() -> None:
+    assert verb(record(0, "deploy.stack CarRentalApiStack")) == "deploy.stack"
+    assert verb(record(0, "automatic rollback: app")) == "automatic rollback"
+    assert verb(record(0, "rollback app → aaaaaaaaaaaa")) == "rollback"
+    assert verb(record(0, "build → push")) == "build → push"
+    assert chain(record(0, deployed={"app": "a"})) == "app"
+    assert chain(record(0, deployed={"lambda:login_handler": "a", "lambda:health_handler": "a"})) == "lambda"
+    assert chain(record(0, deployed={"stack:api": "a"})) == "stack"
+    assert chain(record(0, deployed={"stack:api": "a", "app": "a"})) == "mixed"
+    assert chain(record(0, "deploy.full", deployed={"stack:api": "a", "app": "a"})) == "full"
+    assert chain(record(0, deployed={})) == "nothing"
+    no_changes = [step("deploy-stack", 0.1, "skipped", "CarRentalApiStack: no changes"), step("smoke", 0, "skipped")]
+    assert (
+        chain(record(0, "deploy.stack CarRentalApiStack", deployed={"stack:api": "a"}, steps=no_changes)) == "nothing"
+    )
+
+
+def test_the_four_figures_count_deploys_failures_restores_and_commit_to_live() -> None:
+    records = [
+        record(0, deployed={"app": "aaaaaaaaaaaa"}, head="aaaaaaaaaaaa"),
+        record(10, ok=False, head="bbbbbbbbbbbb", error="the rollout failed"),
+        record(10.1, "automatic rollback: app", head="aaaaaaaaaaaa"),  # 6 s after the failure
+        record(20, deployed={"lambda:login_handler": "cccccccccccc"}, head="cccccccccccc"),
+        # ran, changed nothing: not a deployment
+        record(30, "deploy.stack CarRentalApiStack", deployed={"stack:api": "a"}, steps=[step("x", 0, "skipped")]),
+        record(40, "destroy", deployed={}),
+        record(50, ok=False, head="dddddddddddd", error="build failed"),  # nothing after it: still failing
+    ]
+    commits = {"aaaaaaaaaaaa": T0 - timedelta(minutes=30), "cccccccccccc": T0 + timedelta(minutes=18)}
+    data = make(records, commits).to_json()
+    assert data["records"] == 7
+    assert data["deploy_runs"] == 5  # rollbacks and destroys are not deploy runs
+    assert data["deployments"] == 2
+    assert data["deployments_per_day"] == pytest.approx(2 / 7, abs=1e-3)
+    assert data["failed"] == 2 and data["change_failure_rate"] == pytest.approx(0.4)
+    assert data["rollbacks"] == 1
+    assert data["restore"]["restored"] == 1 and data["restore"]["median_seconds"] == pytest.approx(6.0)
+    assert data["restore"]["still_failing"] == [records[-1].id]
+    # commit to live: 30 min for aaaa, 2 min for cccc; the automatic rollback is no deployment of a change
+    assert data["lead_time"] == {"deployments": 2, "median_seconds": pytest.approx(960.0)}
+
+
+def test_a_dirty_build_or_a_commit_git_does_not_know_has_no_commit_to_live() -> None:
+    records = [record(0, head="aaaaaaaaaaaa-dirty-0123456789ab"), record(5, head="eeeeeeeeeeee")]
+    data = make(records, {"aaaaaaaaaaaa": T0 - timedelta(minutes=1)}).to_json()
+    assert data["lead_time"] == {"deployments": 0, "median_seconds": None}
+
+
+def test_chains_give_the_wall_times_of_successful_runs_beside_the_goals() -> None:
+    records = [record(i, seconds=s) for i, s in enumerate([3.0, 4.0, 5.0, 30.0])]
+    records += [record(10, ok=False, seconds=99.0)]  # a failed run's time is not the chain's
+    records += [record(11, deployed={"lambda:login_handler": "a"}, seconds=0.4)]
+    records += [record(12, "deploy.full", deployed={"app": "a", "stack:api": "a"}, seconds=60.0)]
+    rows = {row["chain"]: row for row in make(records).chains()}
+    assert list(rows) == ["app", "lambda", "full"]
+    assert rows["app"] == {"chain": "app", "runs": 4, "median": 4.5, "p90": 30.0, "max": 30.0, "goal": 75.0}
+    assert rows["lambda"]["goal"] == 15.0 and rows["full"]["goal"] is None
+
+
+def test_steps_say_where_the_time_goes_most_first_groups_left_out_stacks_by_name() -> None:
+    records = [
+        record(0, steps=APP_STEPS),
+        record(1, steps=APP_STEPS),
+        record(
+            2,
+            steps=[
+                step("deploy-stack", 7.0, detail="CarRentalFargateStack: updated in 7.0s"),
+                step("deploy-stack", 0.1, status="skipped", detail="CarRentalApiStack: no changes"),
+                step("wait-healthy", 1.0, status="failed", detail="did not become healthy"),
+                step("smoke", 0.0, status="not run"),
+            ],
+            ok=False,
+        ),
+    ]
+    rows = make(records).steps()
+    assert [r["step"] for r in rows] == [
+        "deploy-stack:CarRentalFargateStack",
+        "wait-healthy",
+        "build",
+        "smoke",
+        "push",
+    ]
+    wait = rows[1]
+    assert wait == {"step": "wait-healthy", "done": 2, "failed": 1, "median": 2.0, "p90": 2.0, "max": 2.0, "total": 4.0}
+
+
+def test_a_step_that_only_ever_failed_is_listed_with_no_times() -> None:
+    rows = make([record(0, ok=False, steps=[step("push", 0.3, status="failed", detail="denied")])]).steps()
+    assert rows == [{"step": "push", "done": 0, "failed": 1, "median": None, "p90": None, "max": None, "total": 0}]
+
+
+def test_failures_are_the_newest_failed_runs_with_the_step_that_failed() -> None:
+    failed_steps = [step("parallel", 1.0, status="failed"), step("deploy-stack", 1.0, "failed", "x", "parallel")]
+    records = [record(i, ok=False, steps=failed_steps, error=f"failure {i}\nmore") for i in range(7)]
+    failures = make(records).failures()
+    assert [f["error"] for f in failures] == ["failure 6", "failure 5", "failure 4", "failure 3", "failure 2"]
+    assert failures[0]["step"] == "deploy-stack"  # the child that failed, not its group
+
+
+def test_the_text_names_the_window_the_figures_and_each_table() -> None:
+    records = [record(0, steps=APP_STEPS), record(3, ok=False, error="the rollout failed", steps=APP_STEPS)]
+    printed = text(make(records, {"aaaaaaaaaaaa": T0 - timedelta(minutes=2)}))
+    assert printed.startswith("dev, 2026-11-20 09:00 → 2026-11-27 09:00 UTC: 2 recorded runs")
+    assert "deployments      1 (0.1 a day)" in printed
+    assert "failed runs      1 of 2 deploy runs (50%)" in printed
+    assert "1 not yet: the newest failure is still the last word" in printed
+    assert "commit to live   median 2m 00s (1 deployments)" in printed
+    assert "≤ 75s" in printed and "wait-healthy" in printed
+    assert "newest failures:" in printed and "the rollout failed" in printed
+
+
+def test_a_window_of_hours_counts_an_hour_and_an_empty_one_says_so() -> None:
+    assert "(2.0 an hour)" in text(make([record(0), record(1)], days=1 / 24))
+    assert text(make([])) == "dev: no deployment recorded from 2026-11-20 09:00 → 2026-11-27 09:00 UTC\n"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "-"),
+        (0.04, "0.0s"),
+        (59.94, "59.9s"),
+        (60, "1m 00s"),
+        (3599, "59m 59s"),
+        (7260, "2h 01m"),
+        (3 * 86400 + 4 * 3600, "3d 4h"),
+    ],
+)
+def test_durations_read_short(seconds: float | None, shown: str) -> None:
+    assert duration(seconds) == shown
+
+
+def test_the_percentile_is_nearest_rank() -> None:
+    assert percentile([5.0], 90) == 5.0
+    assert percentile([float(i) for i in range(1, 11)], 90) == 9.0
+    assert percentile([float(i) for i in range(1, 12)], 90) == 10.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+
+
+def test_the_text_shows_the_ten_steps_that_took_most_and_says_how_many_more() -> None:
+    steps = [step(f"s{i:02d}", float(i)) for i in range(12)]
+    printed = text(make([record(0, steps=steps)]))
+    assert "s11" in printed and "s02" in printed and "s01 " not in printed
+    assert "(and 2 steps that took less in all: --json has them)" in printed
