@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
 from deploykit import logs as applogs
+from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
@@ -269,9 +270,10 @@ def _record(
     report: RunReport,
     before: dict[str, str | None],
 ) -> None:
-    """Leave the run in the environment's history (and, when it succeeded, in its live record).
+    """Leave the run in the environment's history (and, when it succeeded, in its live record), and its figures in
+    CloudWatch (deploykit.metrics), both at once.
 
-    A history that cannot be written is reported and never fails a deploy that worked."""
+    A record or metrics that cannot be written are reported and never fail a deploy that worked."""
     deployed, carried = dict(plan.deploys), dict(plan.carried)
     plan = dataclasses.replace(plan, removes=(*plan.removes, *_dropped(config, plan, before)))
     # the run's revision: a dirty build's tag when any part was one (what the changes did not touch is HEAD's)
@@ -285,13 +287,35 @@ def _record(
         unchanged=sorted(set(carried) - set(deployed)),
         removed=plan.removes,
     )
+    whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:
         found = history.History.of(aws, env)
         if found is None:
             return
-        found.write(record)
+        written = at_once(
+            {"record": partial(_keep, found.write, record), "metrics": partial(_put_metrics, aws, env, record)}
+        )
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:  # finding the bucket
+        written = {"record": exc}
+    if isinstance(written["record"], Exception):
+        runtime.stderr.write(f"⚠️  {whose} history record was not written: {written['record']}\n")
+    if isinstance(written.get("metrics"), Exception):
+        runtime.stderr.write(
+            f"⚠️  {whose} metrics were not put in CloudWatch: {written['metrics']} (the dashboard misses this "
+            f"run; metrics = false in [environments.{env.name}] turns them off)\n"
+        )
+
+
+def _keep(write: Callable[[history.Record], object], record: history.Record) -> object:
+    """``write(record)``, or the AWS error it raised (each part of a record is reported apart)."""
+    try:
+        return write(record)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        runtime.stderr.write(f"⚠️  the deployment worked but its history record was not written: {exc}\n")
+        return exc
+
+
+def _put_metrics(aws: AwsFactory, env: EnvConfig, record: history.Record) -> object:
+    return _keep(partial(deploy_metrics.publish, aws.client("cloudwatch"), env), record)
 
 
 def app_chain(

@@ -233,6 +233,8 @@ class EnvConfig:
     poll_interval: float | None = None
     wait_timeout: float = 600.0
     protected: bool = False
+    # Put each deploy run's figures in CloudWatch (namespace deploykit) for the deploy dashboard; see deploykit.metrics.
+    metrics: bool = True
     # Overrides of the endpoints read from the stacks' outputs (alb_url, api_url, jwks_url, ...); a value
     # may use the outputs as {OutputKey} fields, e.g. "http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/".
     endpoints: dict[str, str] = field(default_factory=dict)

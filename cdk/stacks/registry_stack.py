@@ -1,4 +1,5 @@
-"""CarRentalRegistryStack: where built artifacts live: the backend's ECR repository and the Lambda zip bucket.
+"""CarRentalRegistryStack: where built artifacts live: the backend's ECR repository and the Lambda zip bucket;
+and the deploys' own dashboard.
 
 Deployed first: the image and the Lambda zips must exist before the stacks that run them are created.
 """
@@ -12,6 +13,7 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.common.deploy_dashboard import deploy_dashboard
 from stacks.common.nag import suppress
 from stacks.common.outputs import output
 from stacks.common.settings import Settings
@@ -79,3 +81,8 @@ class CarRentalRegistryStack(Stack):
         output(self, "RepositoryUri", self.repository.repository_uri, "Image URI without a tag: <uri>:<git sha>")
         output(self, "RepositoryArn", self.repository.repository_arn, "ECR repository ARN")
         output(self, "ArtifactsBucketName", self.artifacts_bucket.bucket_name, "S3 bucket of the Lambda code zips")
+
+        # What deploykit puts in CloudWatch after each deploy run (deploykit/metrics.py), drawn; beside the history
+        # in the artifacts bucket, which `inv report` reads.
+        self.dashboard = deploy_dashboard(self, settings)
+        output(self, "DeployDashboardName", self.dashboard.dashboard_name, "CloudWatch dashboard of the deploys")

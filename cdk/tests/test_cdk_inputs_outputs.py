@@ -10,7 +10,7 @@ from aws_cdk.assertions import Template
 from cdk_helpers import Synthesized, only, props
 
 EXPECTED_OUTPUTS = {
-    "registry": {"RepositoryName", "RepositoryUri", "RepositoryArn", "ArtifactsBucketName"},
+    "registry": {"RepositoryName", "RepositoryUri", "RepositoryArn", "ArtifactsBucketName", "DeployDashboardName"},
     "data": {"CarsTableName", "BookingsTableName", "KycTableName", "KycBucketName", "KycAccessLogsBucketName"},
     "auth": {"UserPoolId", "UserPoolArn", "UserPoolClientId", "UserPoolIssuer", "UserPoolJwksUrl"},
     "fargate": {
