@@ -767,11 +767,14 @@ def deployment_report(
     with aws_errors(environment):
         found = _history(aws, environment)
         records = found.records_since(start)
+        dashboard = (StackOutputs.of(aws)(environment.stacks.registry) or {}).get(deploy_metrics.DASHBOARD_OUTPUT)
     heads = [r.head.split(git.DIRTY, 1)[0][: git.SHORT_SHA] for r in records]
     made = deploy_report.Report(environment.name, start, until, tuple(records), git.commit_times(config.root, heads))
     if as_json:
-        runtime.stdout.write(dumps(made.to_json()) + "\n")
+        runtime.stdout.write(dumps(made.to_json() | {"dashboard": dashboard}) + "\n")
     runtime.stderr.write(deploy_report.text(made))
+    if dashboard and environment.metrics:
+        runtime.stderr.write(f"\nthe same over time: {deploy_metrics.dashboard_link(environment, dashboard)}\n")
     return made
 
 

@@ -24,6 +24,7 @@ from deploykit.history import Record, step_name
 from deploykit.report import GROUPS, NOT_DEPLOYS, ROLLBACKS, chain, changed, verb
 
 NAMESPACE = "deploykit"
+DASHBOARD_OUTPUT = "DeployDashboardName"  # the registry stack's output naming its dashboard
 PER_CALL = 1000  # PutMetricData's limit of metric data per request
 
 
@@ -62,3 +63,15 @@ def publish(cloudwatch: Any, env: EnvConfig, record: Record) -> int:
     for start in range(0, len(found), PER_CALL):
         cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=found[start : start + PER_CALL])
     return len(found)
+
+
+def dashboard_link(env: EnvConfig, name: str) -> str:
+    """Where to see the dashboard: the CloudWatch console on AWS; its name on the sandbox, which has no console."""
+    if env.is_local:
+        return (
+            f"CloudWatch dashboard {name} (the sandbox has no console: aws --endpoint-url {env.endpoint_url} "
+            f"cloudwatch get-dashboard --dashboard-name {name} reads it)"
+        )
+    return (
+        f"https://{env.region}.console.aws.amazon.com/cloudwatch/home?region={env.region}#dashboards/dashboard/{name}"
+    )

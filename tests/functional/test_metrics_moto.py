@@ -141,3 +141,12 @@ def test_what_each_kind_of_run_contributes() -> None:
     assert metrics.data(record("destroy")) == []
     [datum] = metrics.data(record("rollback app → aaaaaaaaaaaa"))
     assert datum["Timestamp"].tzinfo is not None and datum["Unit"] == "Count"
+
+
+def test_the_dashboard_link_is_the_console_on_aws_and_the_name_on_the_sandbox(dev_env: EnvConfig) -> None:
+    assert metrics.dashboard_link(dev_env, "car-rental-dev-deploys") == (
+        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1"
+        "#dashboards/dashboard/car-rental-dev-deploys"
+    )
+    local = dataclasses.replace(dev_env, endpoint_url="http://127.0.0.1:4566")
+    assert "--endpoint-url http://127.0.0.1:4566 cloudwatch get-dashboard" in metrics.dashboard_link(local, "x")

@@ -83,6 +83,7 @@ def test_inv_report_reads_the_window_and_times_commits_to_live(bucket: str, dev_
     assert data["deployments"] == 1 and data["failed"] == 1 and data["rollbacks"] == 1
     assert data["restore"]["median_seconds"] == pytest.approx(7.0)
     assert data["lead_time"] == {"deployments": 1, "median_seconds": pytest.approx(300.0)}
+    assert data["dashboard"] is None  # this registry stack has none (the sandbox's has: integration tests)
     printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "commit to live   median 5m 00s (1 deployments)" in printed
     assert "newest failures:" in printed and "the rollout failed" in printed

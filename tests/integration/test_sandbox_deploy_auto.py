@@ -14,7 +14,7 @@ import boto3
 import docker
 import pytest
 
-from deploykit import commands
+from deploykit import commands, metrics
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.plan import RunReport
@@ -157,6 +157,36 @@ def test_a_docs_only_commit_deploys_nothing_and_history_lists_each_run(project: 
     # app, whose image tag says what runs)
     assert [set(r.deployed) for r in records[:3]] == [{"stack:fargate"}, {"lambda:health_handler"}, {"app"}]
     assert all(set(r.components) | {"app"} == set(records[3].components) for r in records[:3])
+
+
+def test_the_report_and_the_deploy_dashboard_see_each_run(project: Path) -> None:
+    """After deploy.full and the three one-chain deploys above: inv report counts them by chain, and the registry
+    stack's dashboard draws every metric those runs put (the contract of deploykit/metrics.py with
+    cdk/stacks/common/deploy_dashboard.py)."""
+    runtime = quiet_runtime(project)
+    made = commands.deployment_report(since="1d", as_json=True, runtime=runtime)
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert len(made.records) >= 4 and data["failed"] == 0
+    assert {"app", "lambda", "stack", "full"} <= {c["chain"] for c in data["chains"]}
+    assert data["dashboard"] == "car-rental-sandbox-deploys"
+    assert "the same over time: CloudWatch dashboard car-rental-sandbox-deploys" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+    cloudwatch = _client(project, "cloudwatch")
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=data["dashboard"])["DashboardBody"])
+    drawn = set()
+    for widget in body["widgets"]:
+        for line in widget.get("properties", {}).get("metrics", []):
+            names = [part for part in line if isinstance(part, str)]
+            drawn.add((names[0], names[1], tuple(sorted(zip(names[2::2], names[3::2], strict=True)))))
+    put = {
+        (metrics.NAMESPACE, m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])))
+        for m in cloudwatch.list_metrics(Namespace=metrics.NAMESPACE)["Metrics"]
+    }
+    assert ("deploykit", "DeploySeconds", (("Chain", "app"), ("Environment", "sandbox"))) in put
+    # every figure these runs put is on the dashboard, but the base image's build (once a machine)
+    assert {p for p in put if p not in drawn} <= {
+        ("deploykit", "StepSeconds", (("Environment", "sandbox"), ("Step", "base-image")))
+    }
 
 
 def _client(project: Path, service: str) -> Any:

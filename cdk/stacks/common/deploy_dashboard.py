@@ -48,7 +48,7 @@ def deploy_dashboard(scope: Construct, settings: Settings) -> cw.Dashboard:
     counts = [_metric(settings, name, "Sum", name) for name in COUNTS]
     chains = [_metric(settings, "DeploySeconds", "p50", f"{c} p50", Chain=c) for c in CHAINS]
     steps = [_metric(settings, "StepSeconds", "p50", s, Step=s) for s in (*APP_STEPS, *LAMBDA_STEPS)]
-    stacks = [
+    stacks = [_metric(settings, "StepSeconds", "p50", "synth", Step="synth")] + [
         _metric(settings, "StepSeconds", "p50", name, Step=f"deploy-stack:{name}") for name in settings.stack_names
     ]
     dashboard = cw.Dashboard(
@@ -89,6 +89,6 @@ def deploy_dashboard(scope: Construct, settings: Settings) -> cw.Dashboard:
     )
     dashboard.add_widgets(
         cw.GraphWidget(title="App and Lambda steps, median (s)", left=steps, width=12, height=6),
-        cw.GraphWidget(title="Stack deploys, median (s)", left=stacks, width=12, height=6),
+        cw.GraphWidget(title="Synthesis and stack deploys, median (s)", left=stacks, width=12, height=6),
     )
     return dashboard
