@@ -5,8 +5,8 @@ draw and an alarm can watch. After each run deploykit puts, in namespace ``deplo
 
 - dimension ``Environment``: ``Deployments`` (successful deploy runs that changed something), ``FailedRuns``
   (failed deploy runs) and ``Rollbacks`` (``inv rollback`` and automatic ones), each a count;
-- dimensions ``Environment`` and ``Chain`` (app, lambda, stack, mixed, full, nothing; see deploykit.report):
-  ``DeploySeconds``, the wall time of a successful deploy run;
+- dimensions ``Environment`` and ``Chain`` (app, lambda, stack, mixed, full; see deploykit.report):
+  ``DeploySeconds``, the wall time of a successful deploy run that changed something;
 - dimensions ``Environment`` and ``Step`` (build, push, wait-healthy, deploy-stack:<stack>...): ``StepSeconds``,
   each step that did something.
 
@@ -45,7 +45,7 @@ def data(record: Record) -> list[dict[str, Any]]:
             datum("Deployments", int(record.ok and changed(record)), "Count"),
             datum("FailedRuns", int(not record.ok), "Count"),
         ]
-        if record.ok:
+        if record.ok and changed(record):
             found.append(datum("DeploySeconds", record.seconds, "Seconds", {"Name": "Chain", "Value": chain(record)}))
     for step in record.steps:
         label = step_name(step)

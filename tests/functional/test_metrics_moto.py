@@ -138,6 +138,11 @@ def test_what_each_kind_of_run_contributes() -> None:
         ("FailedRuns", 1, "dev"),
     ]
     assert short(metrics.data(record("automatic rollback: app"))) == [("Rollbacks", 1, "dev")]
+    no_change = [{"step": "deploy-stack", "status": "skipped", "seconds": 0.1, "detail": "X: no changes"}]
+    assert short(metrics.data(record("deploy.stack X", steps=no_change))) == [
+        ("Deployments", 0, "dev"),
+        ("FailedRuns", 0, "dev"),
+    ]
     assert metrics.data(record("destroy")) == []
     [datum] = metrics.data(record("rollback app → aaaaaaaaaaaa"))
     assert datum["Timestamp"].tzinfo is not None and datum["Unit"] == "Count"
