@@ -132,6 +132,7 @@ class Plan:
             "env": self.env,
             "title": self.title,
             "steps": [{"step": s.name, "describe": s.describe(), "inputs": s.inputs()} for s in self.steps],
+            "deploys": [{"component": component, "sha": sha} for component, sha in self.deploys],
         }
 
 

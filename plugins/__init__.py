@@ -10,6 +10,9 @@
 - ``connectivity``: the backend's deep health (S3, DynamoDB, Cognito) is ok, and the service uses the bucket,
   tables and user pool the stacks output.
 
+And one observer, no check: ``notify`` announces deployments in a chat through its incoming webhook, once
+``[plugins.notify]`` in deploy.toml names the variable holding the webhook's URL.
+
 Each check cleans up what it creates (users, KYC documents and cases), even when it fails. The modules use
 only deploykit's public check API (:mod:`deploykit.checks`, :mod:`deploykit.hookspecs`).
 """

@@ -1,0 +1,192 @@
+"""``notify``: deployments announced in a chat through its incoming webhook.
+
+Slack, Mattermost, Rocket.Chat, Google Chat and Microsoft Teams' incoming webhooks all take a JSON POST of
+``{"text": ...}``. Off until ``deploy.toml`` names the environment variable that holds the webhook's URL (a secret:
+never in the file itself)::
+
+    [plugins.notify]
+    webhook_env = "DEPLOYKIT_CHAT_WEBHOOK"
+    environments = ["dev", "prod"]   # default: every environment that is not on this machine (not the sandbox)
+    on = ["finished", "failed"]      # the default; add "started" for a line as each deploy begins
+
+A run that changed nothing is not announced. Messages go out from a background thread, so a slow chat never
+slows a deploy; at exit the process waits for the last ones, at most TIMEOUT seconds. A message the chat refuses
+(or a variable that is not set) is said on stderr and fails nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+from deploykit.config import Config
+from deploykit.errors import ConfigError
+from deploykit.history import actor
+from deploykit.hookspecs import hookimpl
+
+NAME = "notify"
+EVENTS = ("started", "finished", "failed")
+KEYS = ("webhook_env", "environments", "on")
+TIMEOUT = 5.0  # seconds for one POST; and at most, at exit, for the messages still queued
+SHOWN = 4  # components named in a message; the rest are counted
+
+
+def post(url: str, text: str) -> None:
+    """POST ``{"text": text}`` to ``url``; raises when nothing or an error answers."""
+    request = urllib.request.Request(
+        url, data=json.dumps({"text": text}).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        answer.read()
+
+
+def _deploys(plan: Mapping[str, Any] | None) -> str:
+    pairs = [f"{d['component']}@{str(d['sha'])[:12]}" for d in (plan or {}).get("deploys", [])]
+    more = f" and {len(pairs) - SHOWN} more" if len(pairs) > SHOWN else ""
+    return ", ".join(pairs[:SHOWN]) + more
+
+
+def _failed_step(report: Mapping[str, Any]) -> str:
+    for step in report.get("steps", []):
+        for child in step.get("children") or ():
+            if child.get("status") == "failed":
+                return str(child.get("step"))
+        if step.get("status") == "failed":
+            return str(step.get("step"))
+    return "?"
+
+
+class Notifier:
+    """The plugin: hook implementations over one process's settings and its queue of messages."""
+
+    def __init__(
+        self, send: Callable[[str, str], None] = post, stderr: TextIO | None = None, who: Callable[[], str] = actor
+    ) -> None:
+        self.send = send
+        self.stderr = stderr
+        self.who = who
+        self.variable = ""
+        self.url = ""
+        self.environments: frozenset[str] = frozenset()
+        self.on: frozenset[str] = frozenset({"finished", "failed"})
+        self.plans: dict[str, Mapping[str, Any]] = {}
+        self.warned = False
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+
+    # -- settings ----------------------------------------------------------------------------------------------
+
+    @hookimpl
+    def deploykit_configure(self, config: Config) -> None:
+        settings = config.plugins.get(NAME, {})
+        where = f"{config.path}: [plugins.{NAME}]"
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = sorted(set(settings) - set(KEYS))
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(KEYS)}")
+        variable = settings.get("webhook_env", "")
+        if not isinstance(variable, str):
+            raise ConfigError(f"{where}: webhook_env must be the name of an environment variable, a string")
+        environments = settings.get("environments", [n for n, e in config.environments.items() if not e.is_local])
+        if not isinstance(environments, list) or not all(isinstance(e, str) for e in environments):
+            raise ConfigError(f"{where}: environments must be a list of environment names")
+        strangers = sorted(set(environments) - set(config.environments))
+        if strangers:
+            raise ConfigError(
+                f"{where}: environments names {strangers}, which deploy.toml does not define",
+                next_step=f"use some of: {', '.join(sorted(config.environments))}",
+            )
+        on = settings.get("on", ["finished", "failed"])
+        if not isinstance(on, list) or not set(on) <= set(EVENTS):
+            raise ConfigError(f"{where}: on must be a list of {', '.join(EVENTS)}")
+        self.variable = variable
+        self.url = os.environ.get(variable, "") if variable else ""
+        self.environments = frozenset(environments)
+        self.on = frozenset(on)
+
+    # -- the deployment hooks ----------------------------------------------------------------------------------
+
+    @hookimpl
+    def deploykit_deployment_started(self, env: str, plan: dict[str, Any]) -> None:
+        self.plans[env] = plan
+        if self._wanted(env, "started"):
+            deploys = _deploys(plan)
+            self._say(f"🚀 {env}: {plan.get('title')} by {self.who()}" + (f": {deploys}" if deploys else ""))
+
+    @hookimpl
+    def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
+        plan = self.plans.pop(env, None)
+        steps = report.get("steps", [])
+        if not self._wanted(env, "finished") or not any(s.get("status") == "done" for s in steps):
+            return  # a run that changed nothing says nothing
+        deploys = _deploys(plan)
+        self._say(
+            f"✅ {env}: {report.get('title')} by {self.who()} in {float(report.get('seconds', 0)):.1f}s"
+            + (f": {deploys}" if deploys else "")
+        )
+
+    @hookimpl
+    def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
+        self.plans.pop(env, None)
+        if not self._wanted(env, "failed"):
+            return
+        message, _, next_step = error.partition("\n  → next: ")
+        text = (
+            f"❌ {env}: {report.get('title')} by {self.who()} failed at {_failed_step(report)} after "
+            f"{float(report.get('seconds', 0)):.1f}s: {message.splitlines()[0] if message else '?'}"
+        )
+        self._say(text + (f"\n→ next: {next_step}" if next_step else ""))
+
+    # -- sending -----------------------------------------------------------------------------------------------
+
+    def _wanted(self, env: str, event: str) -> bool:
+        if not self.variable or env not in self.environments or event not in self.on:
+            return False
+        if not self.url:
+            if not self.warned:
+                self._warn(f"${self.variable} is not set: deploys to {env} are not announced")
+                self.warned = True
+            return False
+        return True
+
+    def _say(self, text: str) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="notify", daemon=True)
+            self._worker.start()
+            atexit.register(self.flush)
+        self._queue.put(text)
+
+    def _run(self) -> None:
+        while (text := self._queue.get()) is not None:
+            try:
+                self.send(self.url, text)
+            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; a malformed URL a ValueError
+                self._warn(f"the chat did not take a message ({type(exc).__name__}: {exc}); it was: {text[:80]}")
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def flush(self, timeout: float = TIMEOUT) -> bool:
+        """Wait for the queued messages to go out, at most ``timeout`` seconds; whether they all did."""
+        worker = self._worker
+        if worker is None:
+            return True
+        self._worker = None
+        self._queue.put(None)
+        worker.join(timeout)
+        return not worker.is_alive()
+
+    def _warn(self, text: str) -> None:
+        (self.stderr or sys.stderr).write(f"⚠️  plugin {NAME!r}: {text}\n")
+
+
+plugin = Notifier()

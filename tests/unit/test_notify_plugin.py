@@ -1,0 +1,249 @@
+"""The built-in ``notify`` plugin: deployments announced in a chat through its incoming webhook."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import tomllib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import Config, parse_config
+from deploykit.errors import ConfigError, StepFailed
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Step
+from deploykit.plugins import get_plugin_manager
+from plugins import notify
+from plugins.notify import Notifier
+
+ENVIRONMENTS = """
+[environments.sandbox]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:4566"
+cluster = "c"
+service = "s"
+container = "backend"
+repository = "r"
+[environments.sandbox.stacks]
+registry = "R"
+data = "D"
+auth = "A"
+fargate = "F"
+api = "P"
+
+[environments.dev]
+region = "eu-west-1"
+cluster = "c"
+service = "s"
+container = "backend"
+repository = "r"
+[environments.dev.stacks]
+registry = "R"
+data = "D"
+auth = "A"
+fargate = "F"
+api = "P"
+"""
+
+
+def config(**settings: Any) -> Config:
+    raw = tomllib.loads(ENVIRONMENTS)
+    raw["plugins"] = {"notify": settings}
+    return parse_config(raw, Path("deploy.toml"))
+
+
+class Sent:
+    """A chat that records what it is sent (or refuses it)."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.texts: list[tuple[str, str]] = []
+        self.refuse = refuse
+
+    def __call__(self, url: str, text: str) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise OSError("HTTP Error 404: no_service")
+        self.texts.append((url, text))
+
+
+@pytest.fixture
+def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Notifier, Sent, io.StringIO]]:
+    monkeypatch.setenv("TEST_CHAT_WEBHOOK", "https://hooks.example.test/T000/B000/secret")
+    sent, stderr = Sent(), io.StringIO()
+    notifier = Notifier(send=sent, stderr=stderr, who=lambda: "ana@laptop")
+    yield notifier, sent, stderr
+    notifier.flush()
+
+
+class Works(Step):
+    name = "build"
+
+    def __init__(self, status: str = "done", fail: bool = False) -> None:
+        self.status, self.fail = status, fail
+
+    def describe(self) -> str:
+        return "build"
+
+    def run(self, ctx: Context) -> Outcome:
+        if self.fail:
+            raise StepFailed("the image did not build: no space left", next_step="free disk space, then rerun")
+        return Outcome.done("built") if self.status == "done" else Outcome.skipped("cached")
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+
+def deploy(notifier: Notifier, cfg: Config, env: str = "dev", **step: Any) -> None:
+    plugins = get_plugin_manager(entry_points=[], extra=[("notify", notifier)], environ={})
+    plugins.manager.hook.deploykit_configure(config=cfg)
+    clock = FakeClock()
+    ctx = Context(
+        cfg,
+        cfg.environment(env),
+        Mock(spec=AwsFactory),
+        clock,
+        Reporter(io.StringIO(), tty=False, clock=clock),
+        Mock(side_effect=AssertionError("no Docker here")),
+        plugins=plugins,
+    )
+    plan = Plan(env, (Works(**step),), "deploy.auto", deploys=(("app", "0123456789abcdef"), ("stack:api", "0" * 40)))
+    Executor(ctx).execute(plan)
+
+
+def test_a_deploy_and_a_failure_are_announced_through_the_executor(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    notifier, sent, _ = chat
+    cfg = config(webhook_env="TEST_CHAT_WEBHOOK", on=["started", "finished", "failed"])
+    deploy(notifier, cfg)
+    deploy(notifier, cfg, fail=True)
+    assert notifier.flush()
+    url = "https://hooks.example.test/T000/B000/secret"
+    texts = [text for u, text in sent.texts if u == url]
+    assert texts[0] == "🚀 dev: deploy.auto by ana@laptop: app@0123456789ab, stack:api@000000000000"
+    assert texts[1].startswith("✅ dev: deploy.auto by ana@laptop in ") and texts[1].endswith(
+        "s: app@0123456789ab, stack:api@000000000000"
+    )
+    assert texts[3].startswith("❌ dev: deploy.auto by ana@laptop failed at build after ")
+    assert texts[3].endswith("s: the image did not build: no space left\n→ next: free disk space, then rerun")
+    assert len(texts) == 4
+
+
+def test_by_default_only_the_end_of_a_deploy_that_changed_something_is_said(
+    chat: tuple[Notifier, Sent, io.StringIO],
+) -> None:
+    notifier, sent, _ = chat
+    cfg = config(webhook_env="TEST_CHAT_WEBHOOK")
+    deploy(notifier, cfg, status="skipped")  # nothing changed
+    deploy(notifier, cfg)
+    notifier.flush()
+    assert [text[:24] for _, text in sent.texts] == ["✅ dev: deploy.auto by an"]
+
+
+def test_environments_on_this_machine_are_left_out_unless_named(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    notifier, sent, _ = chat
+    deploy(notifier, config(webhook_env="TEST_CHAT_WEBHOOK"), env="sandbox")
+    notifier.flush()
+    assert sent.texts == []
+    deploy(notifier, config(webhook_env="TEST_CHAT_WEBHOOK", environments=["sandbox"]), env="sandbox")
+    notifier.flush()
+    assert [text[:22] for _, text in sent.texts] == ["✅ sandbox: deploy.auto"]
+
+
+def test_without_settings_it_is_off_and_an_unset_variable_is_said_once(
+    chat: tuple[Notifier, Sent, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notifier, sent, stderr = chat
+    deploy(notifier, config())
+    monkeypatch.delenv("TEST_CHAT_WEBHOOK")
+    cfg = config(webhook_env="TEST_CHAT_WEBHOOK")
+    deploy(notifier, cfg)
+    deploy(notifier, cfg, fail=True)
+    notifier.flush()
+    assert sent.texts == []
+    assert stderr.getvalue() == "⚠️  plugin 'notify': $TEST_CHAT_WEBHOOK is not set: deploys to dev are not announced\n"
+
+
+def test_a_refused_message_is_said_and_the_next_one_still_goes(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    notifier, sent, stderr = chat
+    sent.refuse = 1
+    cfg = config(webhook_env="TEST_CHAT_WEBHOOK")
+    deploy(notifier, cfg)
+    deploy(notifier, cfg)
+    notifier.flush()
+    assert len(sent.texts) == 1
+    said = stderr.getvalue()
+    assert "the chat did not take a message (OSError: HTTP Error 404: no_service)" in said
+    assert "secret" not in said  # the webhook URL is a secret: never printed
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"webhook": "X"}, "unknown keys ['webhook']"),
+        ({"webhook_env": 3}, "webhook_env must be the name of an environment variable"),
+        ({"webhook_env": "X", "environments": "dev"}, "environments must be a list"),
+        ({"webhook_env": "X", "environments": ["staging"]}, "names ['staging'], which deploy.toml does not define"),
+        ({"webhook_env": "X", "on": ["done"]}, "on must be a list of started, finished, failed"),
+    ],
+)
+def test_bad_settings_are_a_config_error(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as raised:
+        Notifier().deploykit_configure(config=config(**settings))
+    assert raised.value.exit_code == 2
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[tuple[str, str, dict[str, Any]]]]]:
+    """A chat's webhook on 127.0.0.1: /hooks/* takes a message, anything else is 404."""
+    got: list[tuple[str, str, dict[str, Any]]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if not self.path.startswith("/hooks/"):
+                self.send_response(404)
+                self.end_headers()
+                return
+            got.append((self.path, self.headers["Content-Type"], json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_post_sends_the_text_as_json_and_a_refusal_raises(
+    webhook: tuple[str, list[tuple[str, str, dict[str, Any]]]],
+) -> None:
+    base, got = webhook
+    notify.post(f"{base}/hooks/T000", "✅ dev: deploy.auto")
+    assert got == [("/hooks/T000", "application/json", {"text": "✅ dev: deploy.auto"})]
+    with pytest.raises(OSError, match="404"):
+        notify.post(f"{base}/gone", "x")
+
+
+def test_the_plugin_as_installed_posts_to_the_chat(
+    webhook: tuple[str, list[tuple[str, str, dict[str, Any]]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, got = webhook
+    monkeypatch.setenv("TEST_CHAT_WEBHOOK", f"{base}/hooks/T000")
+    notifier = Notifier(who=lambda: "ci")  # the real send
+    deploy(notifier, config(webhook_env="TEST_CHAT_WEBHOOK"))
+    assert notifier.flush()
+    assert [text["text"][:25] for _, _, text in got] == ["✅ dev: deploy.auto by ci "]
