@@ -7,6 +7,7 @@ points at moto or whose clients carry a botocore Stubber, and nothing is patched
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 # Sandbox credentials: moto accepts anything, but botocore refuses to sign without some.
 _LOCAL_CREDENTIALS = {"aws_access_key_id": "sandbox", "aws_secret_access_key": "sandbox"}
+# Replaces the `profile` of every AWS environment of deploy.toml: another profile's name, or "" for none (boto3's
+# default chain: environment variables, web identity, the container's or instance's role), as in CI.
+PROFILE_ENV = "DEPLOYKIT_AWS_PROFILE"
 
 # The error codes botocore's standard and adaptive retry modes treat as throttling: the list of
 # botocore.retries.standard.ThrottledRetryableChecker (tests/functional/test_throttling_errors.py keeps the two
@@ -83,9 +87,12 @@ class AwsFactory:
     Clients are cached per service name, so one command shares one connection pool per service.
     """
 
-    def __init__(self, env: EnvConfig, session: boto3.session.Session | None = None) -> None:
+    def __init__(
+        self, env: EnvConfig, session: boto3.session.Session | None = None, environ: Mapping[str, str] | None = None
+    ) -> None:
         self.env = env
         self._session = session
+        self._environ = os.environ if environ is None else environ
         self._clients: dict[str, Any] = {}
         self._shared: dict[Callable[[AwsFactory], Any], Any] = {}
         self._lock = threading.Lock()  # a boto3 session is not thread-safe: clients are made one at a time
@@ -95,18 +102,46 @@ class AwsFactory:
     def session(self) -> boto3.session.Session:
         if self._session is None:
             kwargs: dict[str, Any] = {"region_name": self.env.region}
-            if self.env.profile:
-                kwargs["profile_name"] = self.env.profile
+            profile = self.profile
+            if profile:
+                kwargs["profile_name"] = profile
             elif self.env.is_local:
                 kwargs.update(_LOCAL_CREDENTIALS)
             try:
                 self._session = boto3.session.Session(**kwargs)
             except botocore.exceptions.ProfileNotFound:
+                named = f"${PROFILE_ENV}" if PROFILE_ENV in self._environ else "'profile' in deploy.toml"
                 raise UsageError(
-                    f"AWS profile {self.env.profile!r} (environment {self.env.name!r}) is not configured",
-                    next_step=f"run: aws configure --profile {self.env.profile}  (or fix 'profile' in deploy.toml)",
+                    f"AWS profile {profile!r} (environment {self.env.name!r}, from {named}) is not configured",
+                    next_step=(
+                        f"run: aws configure --profile {profile} (or fix {named}); in CI, with the credentials in "
+                        f'the environment: {PROFILE_ENV}=""'
+                    ),
                 ) from None
         return self._session
+
+    @property
+    def profile(self) -> str | None:
+        """The AWS profile this factory's session uses: ``$DEPLOYKIT_AWS_PROFILE`` when set ("" for none), else the
+        environment's; never one for an environment on this machine (the sandbox takes any credentials)."""
+        if self.env.is_local:
+            return self.env.profile
+        if PROFILE_ENV in self._environ:
+            return self._environ[PROFILE_ENV] or None
+        return self.env.profile
+
+    def account(self) -> str:
+        """The AWS account these credentials act in (STS GetCallerIdentity, asked once per factory); a UsageError
+        when the environment pins another one (``account`` in deploy.toml): nothing is changed in a wrong account."""
+        found = self.shared(_caller_account)
+        if self.env.account and found != self.env.account:
+            how = f"aws sso login --profile {self.profile}" if self.profile else "switch to that account's credentials"
+            raise UsageError(
+                f"the credentials for environment {self.env.name!r} act in AWS account {found}, but deploy.toml "
+                f"pins {self.env.account} for it: nothing was changed",
+                next_step=f"use credentials of account {self.env.account} ({how}), or fix 'account' in deploy.toml",
+            )
+        return found
 
     @property
     def botocore_config(self) -> BotoConfig:
@@ -137,6 +172,10 @@ class AwsFactory:
             if make not in self._shared:
                 self._shared[make] = make(self)
             return self._shared[make]  # type: ignore[no-any-return]
+
+
+def _caller_account(aws: AwsFactory) -> str:
+    return str(aws.client("sts").get_caller_identity()["Account"])
 
 
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:

@@ -221,7 +221,8 @@ def nothing_to_do_json(env: str, title: str) -> str:
 @contextmanager
 def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> Iterator[None]:
     """One deploy at a time per environment: a plan that changes something (it deploys components, or destroys)
-    holds the environment's lock while it runs, released however it ends (see deploykit.lock)."""
+    holds the environment's lock while it runs, released however it ends (see deploykit.lock); and, first, the
+    credentials must act in the environment's account when deploy.toml pins one."""
     if not (plan.deploys or plan.title.startswith("destroy")):
         yield
         return
@@ -231,8 +232,16 @@ def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) 
 
     with ExitStack() as held:
         with aws_errors(env):  # reading or taking the lock; the plan's own failures are the executor's
+            _in_its_account(aws, env)
             held.enter_context(lock.held(aws, env, plan.title, clock=runtime.clock, warn=warn))
         yield
+
+
+def _in_its_account(aws: AwsFactory, env: EnvConfig) -> None:
+    """Refuse credentials of another account than the one deploy.toml pins for ``env`` (none pinned: no check,
+    and no call)."""
+    if env.account:
+        aws.account()
 
 
 def _refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
@@ -801,6 +810,7 @@ def unlock(
         if confirm is not None and not confirm(found.info):
             runtime.stderr.write("Nothing changed: the lock is still held.\n")
             return None
+        _in_its_account(aws, environment)
         if not env_lock.break_(found):
             raise UsageError(
                 f"the lock of {environment.name!r} changed while it was being broken (renewed, released or taken)",
@@ -839,6 +849,7 @@ def images_cleanup(
     with ExitStack() as held:
         with aws_errors(environment):
             if not dry_run:  # no deploy may register a revision of an image between reading and deleting
+                _in_its_account(aws, environment)
                 held.enter_context(lock.held(aws, environment, "images.cleanup", clock=runtime.clock, warn=warn))
             details = image_cleanup.repository_images(aws)
             in_use = image_cleanup.images_in_use(aws)

@@ -226,6 +226,9 @@ class EnvConfig:
     repository: str
     stacks: Stacks
     profile: str | None = None
+    # The AWS account (12 digits) this environment lives in: commands that change it first check that the
+    # credentials act there (STS GetCallerIdentity), and refuse otherwise. Unset: not checked.
+    account: str | None = None
     endpoint_url: str | None = None
     # Push to this registry host instead of the one ECR names (for a local registry); no ECR token then.
     registry: str | None = None
@@ -375,6 +378,8 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
         raise ConfigError(f"{prefix}.poll_interval must be between 0 and 60 seconds")
     if not all(isinstance(v, str) for v in env.endpoints.values()):
         raise ConfigError(f"{prefix}.endpoints: every value must be a string")
+    if env.account is not None and not (len(env.account) == 12 and env.account.isdigit()):
+        raise ConfigError(f"{prefix}.account must be an AWS account id, 12 digits in quotes, not {env.account!r}")
     if env.endpoint_url and not env.endpoint_url.startswith(("http://", "https://")):
         raise ConfigError(f"{prefix}.endpoint_url must start with http:// or https://")
 

@@ -23,10 +23,6 @@ from deploykit.plan import Context, Outcome, Step
 ARTIFACTS_OUTPUT = "ArtifactsBucketName"
 
 
-def caller_account(ctx: Context) -> str:
-    return str(ctx.aws.client("sts").get_caller_identity()["Account"])
-
-
 def deployer(ctx: Context) -> stacks.StackDeployer:
     return stacks.StackDeployer(
         ctx.aws.client("cloudformation"),
@@ -68,7 +64,7 @@ class Synthesize(Step):
         result = synth.synthesize(
             ctx.config,
             ctx.env,
-            account=caller_account(ctx),
+            account=ctx.aws.account(),
             ecr=ctx.aws.client("ecr"),
             out_dir=Path(self.out_dir),
             force=self.force,

@@ -1,0 +1,113 @@
+"""The account an environment lives in (``account`` in deploy.toml) and the profile CI replaces
+($DEPLOYKIT_AWS_PROFILE): nothing is changed with another account's credentials (moto's STS: 123456789012)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import boto3
+import pytest
+
+from deploykit import commands, history, lock
+from deploykit.aws import PROFILE_ENV, AwsFactory
+from deploykit.config import EnvConfig, load_config, parse_config
+from deploykit.errors import ConfigError, UsageError
+from deploykit.plan import Context, Outcome, Plan, Step
+
+MOTO_ACCOUNT = "123456789012"
+
+
+class Deploy(Step):
+    name = "deploy"
+    ran = 0
+
+    def describe(self) -> str:
+        return "deploy"
+
+    def run(self, ctx: Context) -> Outcome:
+        Deploy.ran += 1
+        return Outcome.done("deployed")
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+
+def run(project: Path, env: EnvConfig) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = dataclasses.replace(load_config(project / "deploy.toml"), environments={env.name: env})
+    plan = Plan(env.name, (Deploy(),), "deploy.auto", deploys=(("app", "aaaaaaaaaaaa"),))
+    commands.run_plan(runtime, config, env, plan, dry_run=False, as_json=False)
+
+
+def test_credentials_of_another_account_change_nothing(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    pinned = dataclasses.replace(dev_env, account="210987654321")
+    Deploy.ran = 0
+    with pytest.raises(UsageError) as raised:
+        run(project, pinned)
+    assert raised.value.exit_code == 2
+    assert raised.value.message == (
+        "the credentials for environment 'dev' act in AWS account 123456789012, but deploy.toml pins 210987654321 "
+        "for it: nothing was changed"
+    )
+    assert "use credentials of account 210987654321" in (raised.value.next_step or "")
+    assert Deploy.ran == 0
+    store = history.History.of(AwsFactory(pinned), pinned)
+    assert store is not None and store.records() == []
+    objects = boto3.client("s3", region_name="eu-west-1").list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert not [o["Key"] for o in objects if o["Key"].startswith("deploykit/lock/")]  # the lock was never taken
+
+
+def test_the_right_account_deploys_and_is_asked_once(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    pinned = dataclasses.replace(dev_env, account=MOTO_ACCOUNT)
+    Deploy.ran = 0
+    run(project, pinned)
+    assert Deploy.ran == 1
+    factory = AwsFactory(pinned)
+    calls: list[str] = []
+    factory.client("sts").meta.events.register("before-call.sts", lambda **kw: calls.append("sts"))
+    assert factory.account() == factory.account() == MOTO_ACCOUNT and calls == ["sts"]
+
+
+def test_unlock_in_another_account_breaks_nothing(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    held = lock.EnvLock.of(AwsFactory(dev_env), dev_env)
+    assert held is not None
+    held.acquire("deploy.auto")
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.dev]\n", '[environments.dev]\naccount = "210987654321"\n'))
+    runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(UsageError, match="act in AWS account 123456789012"):
+        commands.unlock(env="dev", confirm=lambda info: True, runtime=runtime)
+    assert held.read() is not None
+
+
+@pytest.mark.parametrize("value", ['"12345"', '"12345678901a"', "123456789012"])
+def test_an_account_is_twelve_digits_in_quotes(project: Path, value: str) -> None:
+    import tomllib
+
+    raw = tomllib.loads((project / "deploy.toml").read_text())
+    raw["environments"]["dev"]["account"] = tomllib.loads(f"v = {value}")["v"]
+    with pytest.raises(ConfigError, match="account"):
+        parse_config(raw, project / "deploy.toml")
+
+
+def test_ci_replaces_the_profile_with_the_environment_s_credentials(moto_aws: None, dev_env: EnvConfig) -> None:
+    laptop = dataclasses.replace(dev_env, profile="car-rental-dev-not-here")
+    with pytest.raises(UsageError) as raised:
+        AwsFactory(laptop, environ={}).client("sts")
+    assert "AWS profile 'car-rental-dev-not-here' (environment 'dev', from 'profile' in deploy.toml)" in str(
+        raised.value
+    )
+    assert f'{PROFILE_ENV}=""' in (raised.value.next_step or "")
+
+    ci = AwsFactory(laptop, environ={PROFILE_ENV: ""})
+    assert ci.profile is None and ci.account() == MOTO_ACCOUNT  # boto3's default chain: the environment's keys
+
+    with pytest.raises(UsageError, match=f"AWS profile 'other' \\(environment 'dev', from \\${PROFILE_ENV}\\)"):
+        AwsFactory(laptop, environ={PROFILE_ENV: "other"}).client("sts")
+
+
+def test_the_sandbox_keeps_its_own_credentials_whatever_ci_says(moto_aws: None, dev_env: EnvConfig) -> None:
+    sandbox = dataclasses.replace(dev_env, endpoint_url="http://127.0.0.1:4566")
+    assert AwsFactory(sandbox, environ={PROFILE_ENV: "other"}).profile is None
