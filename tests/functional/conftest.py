@@ -14,6 +14,7 @@ from moto import mock_aws
 
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
+from deploykit.plan import Context, Outcome, Step
 
 REGION = "eu-west-1"
 
@@ -164,3 +165,20 @@ def asked(client: Any, operation: str, param: str) -> list[str]:
         f"before-parameter-build.{service}.{operation}", lambda params, **_: seen.append(params[param])
     )
     return seen
+
+
+class Deploy(Step):
+    """A step that deploys nothing but says it did, counting its runs: for what run_plan does around a plan."""
+
+    name = "deploy"
+    ran = 0
+
+    def describe(self) -> str:
+        return "deploy"
+
+    def run(self, ctx: Context) -> Outcome:
+        Deploy.ran += 1
+        return Outcome.done("deployed")
+
+    def inputs(self) -> dict[str, object]:
+        return {}

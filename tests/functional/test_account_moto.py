@@ -14,24 +14,10 @@ from deploykit import commands, history, lock
 from deploykit.aws import PROFILE_ENV, AwsFactory
 from deploykit.config import EnvConfig, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
-from deploykit.plan import Context, Outcome, Plan, Step
+from deploykit.plan import Plan
+from tests.functional.conftest import Deploy
 
 MOTO_ACCOUNT = "123456789012"
-
-
-class Deploy(Step):
-    name = "deploy"
-    ran = 0
-
-    def describe(self) -> str:
-        return "deploy"
-
-    def run(self, ctx: Context) -> Outcome:
-        Deploy.ran += 1
-        return Outcome.done("deployed")
-
-    def inputs(self) -> dict[str, object]:
-        return {}
 
 
 def run(project: Path, env: EnvConfig) -> None:

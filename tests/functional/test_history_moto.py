@@ -13,9 +13,9 @@ from deploykit import commands, history
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
+from deploykit.plan import Plan, RunReport, StepRecord
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
-from tests.functional.conftest import held_together
+from tests.functional.conftest import Deploy, held_together
 
 
 def report(ok: bool = True, seconds: float = 12.0) -> RunReport:
@@ -151,19 +151,6 @@ def test_no_registry_stack_is_a_clear_error(moto_aws: None, project: Path) -> No
 
 
 QUIET = {"dry_run": False, "as_json": False}
-
-
-class Deploy(Step):
-    name = "deploy"
-
-    def describe(self) -> str:
-        return "deploy"
-
-    def run(self, ctx: Context) -> Outcome:
-        return Outcome.done("deployed")
-
-    def inputs(self) -> dict[str, object]:
-        return {}
 
 
 def test_every_executed_plan_that_deploys_leaves_a_record(bucket: str, dev_env: EnvConfig, project: Path) -> None:

@@ -15,20 +15,8 @@ from deploykit import commands, history, metrics
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed
-from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
-
-
-class Deploy(Step):
-    name = "deploy"
-
-    def describe(self) -> str:
-        return "deploy"
-
-    def run(self, ctx: Context) -> Outcome:
-        return Outcome.done("deployed")
-
-    def inputs(self) -> dict[str, object]:
-        return {}
+from deploykit.plan import Plan, RunReport, StepRecord
+from tests.functional.conftest import Deploy
 
 
 def sums(env: str, name: str, *extra: dict[str, str]) -> float:
