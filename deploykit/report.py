@@ -237,6 +237,10 @@ def duration(seconds: float | None) -> str:
     return f"{days}d {hours}h"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _rate(count: int, days: float) -> str:
     if days >= 1:
         return f"{count / days:.1f} a day"
@@ -255,17 +259,17 @@ def text(report: Report) -> str:
     still = len(restore["still_failing"])
     figures = [
         ["deployments", f"{data['deployments']} ({_rate(data['deployments'], report.days)})"],
-        ["failed runs", f"{failed} of {runs} deploy runs" + (f" ({rate:.0%})" if rate is not None else "")],
+        ["failed runs", f"{failed} of {_n(runs, 'deploy run')}" + (f" ({rate:.0%})" if rate is not None else "")],
         [
             "time to restore",
             f"median {duration(restore['median_seconds'])} ({restore['restored']} restored"
-            + (f", {still} not yet: the newest failure is still the last word" if still else "")
+            + (f", {still} not yet followed by a successful run" if still else "")
             + ")",
         ],
-        ["commit to live", f"median {duration(lead['median_seconds'])} ({lead['deployments']} deployments)"],
+        ["commit to live", f"median {duration(lead['median_seconds'])} ({_n(lead['deployments'], 'deployment')})"],
         ["rollbacks", str(data["rollbacks"])],
     ]
-    out = [f"{report.env}, {span}: {len(report.records)} recorded runs", tabulate(figures, tablefmt="plain")]
+    out = [f"{report.env}, {span}: {_n(len(report.records), 'recorded run')}", tabulate(figures, tablefmt="plain")]
     if data["chains"]:
         rows = [
             [

@@ -165,8 +165,8 @@ def test_the_text_names_the_window_the_figures_and_each_table() -> None:
     assert printed.startswith("dev, 2026-11-20 09:00 → 2026-11-27 09:00 UTC: 2 recorded runs")
     assert "deployments      1 (0.1 a day)" in printed
     assert "failed runs      1 of 2 deploy runs (50%)" in printed
-    assert "1 not yet: the newest failure is still the last word" in printed
-    assert "commit to live   median 2m 00s (1 deployments)" in printed
+    assert "1 not yet followed by a successful run" in printed
+    assert "commit to live   median 2m 00s (1 deployment)" in printed
     assert "≤ 75s" in printed and "wait-healthy" in printed
     assert "newest failures:" in printed and "the rollout failed" in printed
 
