@@ -711,6 +711,7 @@ def health_report(
     with aws_errors(environment):
         found = endpoints_if_deployed(aws, environment)  # None: the report says which stacks are missing
         report = health.gather(aws, environment, found)
+    _deploys_health(runtime, aws, environment, report)
     runtime.stderr.write(health.render(report) + "\n")
     if as_json:
         runtime.stdout.write(dumps(report.to_json()) + "\n")
@@ -721,6 +722,27 @@ def health_report(
             next_step="run the command shown under each finding above",
         )
     return report
+
+
+def _deploys_health(runtime: Runtime, aws: AwsFactory, env: EnvConfig, report: health.HealthReport) -> None:
+    """Add the last recorded run and the deploy lock to ``report`` (nothing when there is no artifacts bucket)."""
+    try:
+        store = history.History.of(aws, env)
+        env_lock = lock.EnvLock.of(aws, env, clock=runtime.clock)
+        if store is None or env_lock is None:
+            return
+        reads: dict[str, Callable[[], Any]] = {"newest": partial(store.records, 1), "lock": env_lock.read}
+        read = at_once(reads)  # one round trip for both
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        report.rows.append(health.Row("last deploy", "-", "unknown", f"the history cannot be read: {exc}"))
+        return
+    newest: list[history.Record] = read["newest"]
+    held: lock.Found | None = read["lock"]
+    rows, findings = health.deploy_rows(
+        env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now()
+    )
+    report.rows += rows
+    report.findings += findings
 
 
 def _history(aws: AwsFactory, environment: EnvConfig) -> history.History:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
     from deploykit.config import EnvConfig
     from deploykit.endpoints import Endpoints
+    from deploykit.history import Record
+    from deploykit.lock import LockInfo
 
 Severity = Literal["broken", "warning"]
 
@@ -789,6 +791,38 @@ def render(report: HealthReport) -> str:
             lines.append(f"  💡 {r.setting}: {r.current} → {r.suggested}: {r.why}")
             lines.append(f"     change it in {r.where}")
     return "\n".join(lines)
+
+
+# -- pure logic: deploys ------------------------------------------------------------------------------
+
+
+def deploy_rows(
+    env_name: str, newest: Record | None, holder: LockInfo | None, now: datetime
+) -> tuple[list[Row], list[Finding]]:
+    """The environment's last recorded run and its deploy lock, as rows; a warning when that run failed."""
+    rows: list[Row] = []
+    findings: list[Finding] = []
+    if newest is None:
+        rows.append(Row("last deploy", "-", "none", "no deployment recorded yet"))
+    else:
+        error = (newest.error or "").splitlines()[0] if newest.error else ""
+        detail = f"{when(datetime.fromisoformat(newest.when))} by {newest.who}, {newest.head}, "
+        detail += f"{newest.seconds:.1f}s" + (f": {error}" if error else "")
+        rows.append(Row("last deploy", newest.command, "ok" if newest.ok else "failed", detail))
+        if not newest.ok:
+            findings.append(
+                Finding(
+                    "warning",
+                    f"the last run in {env_name} failed: {newest.command} by {newest.who} ({error or 'no message'})",
+                    f"what it did: inv history --env {env_name}; once fixed: inv deploy.auto --env {env_name}",
+                )
+            )
+    if holder is None:
+        rows.append(Row("deploy lock", "-", "free", "no deploy is running"))
+    else:
+        status = "expired" if holder.expired(now) else "held"
+        rows.append(Row("deploy lock", holder.owner, status, holder.describe(now)))
+    return rows, findings
 
 
 # -- helpers ----------------------------------------------------------------------------------------

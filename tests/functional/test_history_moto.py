@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploykit import commands, history
+from deploykit import commands, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
@@ -236,3 +236,21 @@ def test_a_function_whose_folder_is_gone_leaves_the_live_record_with_the_api_sta
     newest = store.records()[0]
     assert newest.removed == ["lambda:pricing_handler"] and newest.base["lambda:pricing_handler"] == "a" * 12
     assert set(store.live()) == {"app", "lambda:login_handler", "stack:api"}
+
+
+def test_inv_health_shows_the_last_run_and_who_holds_the_lock(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    store.write(history.record_of(report(ok=False), components={"app": "b" * 12}, base={}, head="b" * 12, who="ci"))
+    held = lock.EnvLock.of(AwsFactory(dev_env), dev_env)
+    assert held is not None
+    held.acquire("deploy.full")
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(StepFailed):  # nothing else of dev is deployed here
+        commands.health_report(env="dev", runtime=runtime)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    [last] = [line.split() for line in printed.splitlines() if line.startswith("last deploy")]
+    assert last[2:4] == ["deploy.app", "failed"] and "bbbbbbbbbbbb," in last
+    [locked] = [line for line in printed.splitlines() if line.startswith("deploy lock")]
+    assert " held " in locked and "'deploy.full'" in locked
+    assert "the last run in dev failed: deploy.app by ci (the rollout failed)" in printed

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from deploykit import health
+from deploykit import health, history
 from deploykit.health import Finding, HealthReport, Recommendation, Row
+from deploykit.lock import LockInfo
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 TD = "arn:aws:ecs:eu-west-1:123456789012:task-definition/car-rental-backend"
@@ -411,3 +412,65 @@ def test_to_json_carries_everything() -> None:
             }
         ],
     }
+
+
+# -- the last deploy and the lock ---------------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def recorded(ok: bool, error: str | None = None) -> history.Record:
+    return history.Record(
+        id="20261129T085000.000000-abcd1234",
+        env="dev",
+        when="2026-11-29T08:50:00+00:00",
+        who="ana@laptop",
+        command="deploy.auto",
+        head="05c317f69b77",
+        ok=ok,
+        seconds=4.25,
+        error=error,
+    )
+
+
+def holder(expires: datetime) -> LockInfo:
+    return LockInfo(
+        owner="ci",
+        host="runner-1",
+        pid=4242,
+        command="deploy.full",
+        started=(NOW - timedelta(minutes=2)).isoformat(),
+        expires=expires.isoformat(),
+        token="t",
+    )
+
+
+def test_the_last_deploy_and_a_free_lock_are_rows_and_nothing_is_found() -> None:
+    rows, findings = health.deploy_rows("dev", recorded(True), None, NOW)
+    assert rows == [
+        Row("last deploy", "deploy.auto", "ok", "2026-11-29 08:50:00 UTC by ana@laptop, 05c317f69b77, 4.2s"),
+        Row("deploy lock", "-", "free", "no deploy is running"),
+    ]
+    assert findings == []
+
+
+def test_a_failed_last_run_is_a_warning_that_names_what_to_run() -> None:
+    rows, findings = health.deploy_rows("dev", recorded(False, "the rollout failed\n  → next: look"), None, NOW)
+    assert rows[0].status == "failed" and rows[0].detail.endswith(": the rollout failed")
+    assert findings == [
+        Finding(
+            "warning",
+            "the last run in dev failed: deploy.auto by ana@laptop (the rollout failed)",
+            "what it did: inv history --env dev; once fixed: inv deploy.auto --env dev",
+        )
+    ]
+
+
+def test_a_held_lock_says_who_and_an_expired_one_says_so() -> None:
+    rows, _ = health.deploy_rows("dev", None, holder(NOW + timedelta(minutes=8)), NOW)
+    assert rows[0] == Row("last deploy", "-", "none", "no deployment recorded yet")
+    assert (
+        rows[1].status == "held" and rows[1].name == "ci" and "'deploy.full' on runner-1 (pid 4242)" in rows[1].detail
+    )
+    rows, _ = health.deploy_rows("dev", None, holder(NOW - timedelta(seconds=1)), NOW)
+    assert rows[1].status == "expired" and "its lease expired" in rows[1].detail
