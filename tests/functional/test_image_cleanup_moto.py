@@ -228,7 +228,7 @@ def test_an_environment_that_cannot_be_read_is_skipped_with_a_warning(world: Wor
     warnings = [line for line in runtime.stderr.getvalue().splitlines() if line.startswith("⚠️")]  # type: ignore[attr-defined]
     assert warnings == [
         "⚠️  skipped the history of prod (its AWS cannot be read): "
-        "AWS profile 'car-rental-prod' (environment 'prod') is not configured"
+        "AWS profile 'car-rental-prod' (environment 'prod', from 'profile' in deploy.toml) is not configured"
     ]
 
 
