@@ -169,13 +169,15 @@ def deploy_stack_plan(
     code_keys: dict[str, str],
     uploads: Sequence[str] = (),
     allow_replace: bool = False,
+    approve_access: bool = False,
     force_synth: bool = False,
     smoke: bool = True,
     revision: Revision | None = None,
 ) -> Plan:
     """Synthesize, upload the zips it names (if any), one stack's change set, then smoke.
 
-    ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack."""
+    ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack;
+    ``approve_access`` lets a protected environment's change set change access (see DeployStack)."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
@@ -186,7 +188,11 @@ def deploy_stack_plan(
     ]
     steps.append(
         DeployStack(
-            name, str(out / f"{name}.template.json"), stack_parameters(role, image_tag, code_keys), allow_replace
+            name,
+            str(out / f"{name}.template.json"),
+            stack_parameters(role, image_tag, code_keys),
+            allow_replace,
+            approve_access=approve_access,
         )
     )
     if smoke:

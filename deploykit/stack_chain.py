@@ -86,6 +86,7 @@ class DeployStack(Step):
     template: str
     parameters: tuple[tuple[str, str], ...] = ()
     allow_replace: bool = False
+    approve_access: bool = False  # in a protected environment, changes of access (IAM, network, policies) may run
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.parameters)
@@ -102,7 +103,12 @@ class DeployStack(Step):
         tags = {**synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})}  # the CDK app's tags
         tags["deploykit:environment"] = ctx.env.name
         result = deployer(ctx).deploy(
-            self.stack, body, dict(self.parameters), allow_replace=self.allow_replace, tags=tags
+            self.stack,
+            body,
+            dict(self.parameters),
+            allow_replace=self.allow_replace,
+            guard_access=ctx.env.protected and not self.approve_access,
+            tags=tags,
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.changes:

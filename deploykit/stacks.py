@@ -10,7 +10,8 @@
    to be performed", at creation or as its FAILED reason) is deleted and the stack reported ``unchanged``;
    otherwise its changes are printed as a table, and a replacement or removal of a data-holding resource
    (tables, buckets, user pools...) is refused unless ``allow_replace``: the change set is deleted and
-   nothing changes;
+   nothing changes; so is, with ``guard_access`` (a protected environment), a change of IAM, network rules or
+   resource policies (marked 🔐 in the table), which the CDK CLI would ask about;
 3. **execute and follow**: the stack's events are printed as they arrive (only the ones after the execute,
    oldest first, each once, with the elapsed time) until the stack reaches a terminal status; success reads
    the outputs, anything else raises :class:`~deploykit.errors.StepFailed` listing the failing resources
@@ -49,6 +50,32 @@ DATA_RESOURCE_TYPES = frozenset(
         "AWS::RDS::DBInstance",
         "AWS::RDS::DBCluster",
         "AWS::EFS::FileSystem",
+    }
+)
+# Resources whose changes grant or take away access: IAM, network rules, resource policies. The CDK CLI asks before it
+# deploys such changes (--require-approval broadening); deploykit marks them in every change set and, in a protected
+# environment, executes a change set with one only when approved (approve_access).
+ACCESS_RESOURCE_TYPES = frozenset(
+    {
+        "AWS::IAM::Role",
+        "AWS::IAM::Policy",
+        "AWS::IAM::ManagedPolicy",
+        "AWS::IAM::User",
+        "AWS::IAM::Group",
+        "AWS::IAM::UserToGroupAddition",
+        "AWS::IAM::InstanceProfile",
+        "AWS::IAM::RolePolicy",
+        "AWS::EC2::SecurityGroup",
+        "AWS::EC2::SecurityGroupIngress",
+        "AWS::EC2::SecurityGroupEgress",
+        "AWS::Lambda::Permission",
+        "AWS::S3::BucketPolicy",
+        "AWS::SQS::QueuePolicy",
+        "AWS::SNS::TopicPolicy",
+        "AWS::KMS::Key",
+        "AWS::SecretsManager::ResourcePolicy",
+        "AWS::ApiGateway::Authorizer",
+        "AWS::Cognito::UserPoolClient",
     }
 )
 DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
@@ -104,6 +131,11 @@ class Change:
     @property
     def holds_data(self) -> bool:
         return self.resource_type in DATA_RESOURCE_TYPES
+
+    @property
+    def changes_access(self) -> bool:
+        """Whether it grants or takes away access: an IAM, network-rule or resource-policy resource changes."""
+        return self.resource_type in ACCESS_RESOURCE_TYPES
 
     @property
     def destroys(self) -> bool:
@@ -259,6 +291,7 @@ def changes_table(changes: Sequence[Change]) -> str:
     rows = []
     for c in changes:
         mark = "  ⚠ holds data" if c.holds_data and c.destroys else ""
+        mark += "  🔐 access" if c.changes_access else ""
         rows.append([c.logical_id, c.resource_type, c.action, (c.replacement or "-") + mark])
     return tabulate(rows, headers=["resource", "type", "action", "replacement"], tablefmt="simple")
 
@@ -420,10 +453,12 @@ class StackDeployer:
         parameters: Mapping[str, str],
         *,
         allow_replace: bool = False,
+        guard_access: bool = False,
         tags: Mapping[str, str] | None = None,
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
     ) -> StackResult:
-        """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set."""
+        """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
+        (a protected environment, not approved): a change set that changes access is deleted, not executed."""
         self._started = started = self.clock.monotonic()
         change_set_type, recreated = self._prepare(name)
         cs_name = change_set_name(self.clock.now())
@@ -481,6 +516,15 @@ class StackDeployer:
                 "nothing was changed",
                 next_step=f"if that is intended, rerun with --allow-replace: {self._cmd('deploy.stack', name)} "
                 "--allow-replace",
+            )
+        access = [c for c in changes if c.changes_access]
+        if access and guard_access:
+            self._delete_change_set(change_set_id)
+            listed = ", ".join(f"{c.logical_id} ({c.resource_type}, {c.action.lower()})" for c in access)
+            raise UsageError(
+                f"refusing to deploy {name} to a protected environment unapproved: the change set changes who may "
+                f"access what: {listed}. Read the 🔐 rows above; the change set was deleted, nothing was changed",
+                next_step=f"once reviewed, approve it: {self._cmd('deploy.stack', name)} --approve-access",
             )
         follow = self._baseline(stack_id, name)
         self._call("execute_change_set", ChangeSetName=change_set_id)

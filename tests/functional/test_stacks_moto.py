@@ -7,17 +7,27 @@ botocore's Stubber in test_stacks_stubbed.py. moto also drops the outputs of sta
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.config import load_config
+from deploykit.errors import UsageError
+from deploykit.output import Reporter
+from deploykit.plan import Context
+from deploykit.stack_chain import DeployStack
 from deploykit.stacks import StackDeployer, StackOutputs
 from tests.functional.conftest import REGION, asked
 
@@ -225,3 +235,55 @@ def test_a_stack_that_is_changing_is_not_remembered(aws_credentials: None) -> No
         assert outputs(NAME) == {"Version": "UPDATE_COMPLETE"}
         assert outputs(NAME) == {"Version": "UPDATE_COMPLETE"}
     assert len(stubber._queue) == 1  # the third answer was never asked for
+
+
+def role_template() -> dict[str, Any]:
+    trust = {
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
+    }
+    return {
+        "Resources": {
+            "TaskRole": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": trust}},
+            "Setting": {
+                "Type": "AWS::SSM::Parameter",
+                "Properties": {"Name": "/car-rental/test/role", "Type": "String", "Value": "v1"},
+            },
+        }
+    }
+
+
+def test_a_protected_environment_deploys_a_change_of_access_only_approved(
+    cfn: Any, tmp_path: Path, project: Path
+) -> None:
+    """The step as deploy.stack runs it: the environment's `protected` decides; --approve-access lets it through."""
+    out = tmp_path / "cdk.out"
+    out.mkdir()
+    (out / f"{NAME}.template.json").write_text(json.dumps(role_template()))
+    manifest = {
+        "artifacts": {
+            NAME: {"type": "aws:cloudformation:stack", "properties": {"templateFile": f"{NAME}.template.json"}}
+        }
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    config = load_config(project / "deploy.toml")
+    env = dataclasses.replace(config.environment("dev"), protected=True)
+    clock = FakeClock()
+    ctx = Context(
+        config,
+        env,
+        AwsFactory(env),
+        clock,
+        Reporter(io.StringIO(), tty=False, clock=clock),
+        Mock(side_effect=AssertionError),
+    )
+    step = DeployStack(NAME, str(out / f"{NAME}.template.json"))
+    with pytest.raises(UsageError, match=r"changes who may access what: TaskRole \(AWS::IAM::Role, add\)"):
+        step.run(ctx)
+    assert cfn.list_stacks()["StackSummaries"] == [] or all(
+        s["StackStatus"] in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE") for s in cfn.list_stacks()["StackSummaries"]
+    )
+    outcome = dataclasses.replace(step, approve_access=True).run(ctx)
+    statuses = [x["StackStatus"] for x in cfn.list_stacks()["StackSummaries"] if x["StackName"] == NAME]
+    assert outcome.status == "done" and "CREATE_COMPLETE" in statuses

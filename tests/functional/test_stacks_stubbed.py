@@ -299,6 +299,43 @@ def test_allow_replace_lets_the_replacement_through(script: Script, clock: FakeC
     assert result.action == "updated"
 
 
+# -- the access guard (protected environments) -------------------------------------------------------------
+
+ACCESS_CHANGES = [
+    change("TaskRoleDefaultPolicy", "AWS::IAM::Policy", "Modify", "False"),
+    change("ServiceSecurityGroup", "AWS::EC2::SecurityGroup", "Add"),
+    change("Service", "AWS::ECS::Service", "Modify", "False"),
+]
+
+
+def test_a_change_of_access_unapproved_is_refused_in_a_protected_environment(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(changes=ACCESS_CHANGES)
+    script.call("delete_change_set", ChangeSetName=CS_ID)  # and no ExecuteChangeSet: the Stubber would fail
+
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), guard_access=True)
+    message = err.value.message
+    assert "TaskRoleDefaultPolicy (AWS::IAM::Policy, modify), ServiceSecurityGroup (AWS::EC2::SecurityGroup, add)" in (
+        message
+    )
+    assert "Service (" not in message and "nothing was changed" in message
+    assert err.value.next_step == f"once reviewed, approve it: inv deploy.stack {NAME} --env dev --approve-access"
+    marked = [row for line in lines for row in line.splitlines() if "🔐 access" in row]
+    assert len(marked) == 2 and "TaskRoleDefaultPolicy" in marked[0]  # the table said which rows, first
+
+
+def test_approved_or_unprotected_a_change_of_access_is_deployed(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(changes=ACCESS_CHANGES)
+    script.executed_update()
+    assert run(script, make(script, clock, lines)).action == "updated"
+
+
 # -- recovery ---------------------------------------------------------------------------------------------
 
 
