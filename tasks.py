@@ -276,7 +276,12 @@ def deploy_lambda(
     )
 
 
-@task(name="full", help=CHAIN_HELP | SMOKE_HELP)
+@task(
+    name="full",
+    help=CHAIN_HELP
+    | SMOKE_HELP
+    | {"approve-access": "in a protected environment, allow the stacks to change access (IAM, network, policies)"},
+)
 @reports_errors
 def deploy_full(
     c: Context,
@@ -285,11 +290,14 @@ def deploy_full(
     json_: bool = False,
     allow_dirty: bool = False,
     smoke: bool = True,
+    approve_access: bool = False,
 ) -> None:
     """Every stack in dependency order (independent ones in parallel), with this commit's image and zips; smoke."""
     if not dry_run:
         _ensure_sandbox(env)
-    commands.deploy_full(env=env, allow_dirty=allow_dirty, smoke=smoke, dry_run=dry_run, as_json=json_)
+    commands.deploy_full(
+        env=env, allow_dirty=allow_dirty, smoke=smoke, approve_access=approve_access, dry_run=dry_run, as_json=json_
+    )
 
 
 @task(

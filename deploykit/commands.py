@@ -598,6 +598,7 @@ def deploy_full(
     env: str | None = None,
     allow_dirty: bool = False,
     smoke: bool = True,
+    approve_access: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
     runtime: Runtime | None = None,
@@ -607,7 +608,9 @@ def deploy_full(
     config, environment = _load(runtime, env)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
-    plan = planner.full_plan(config, environment, revision, repository_uri="", smoke=smoke)
+    plan = planner.full_plan(
+        config, environment, revision, repository_uri="", smoke=smoke, approve_access=approve_access
+    )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 

@@ -209,8 +209,17 @@ def stack_parameters(role: str, image_tag: str, code_keys: dict[str, str]) -> tu
     return ()
 
 
-def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri: str, *, smoke: bool = True) -> Plan:
-    """Every stack in dependency order, independent ones in parallel, the image and the zips in between, smoke."""
+def full_plan(
+    config: Config,
+    env: EnvConfig,
+    revision: Revision,
+    repository_uri: str,
+    *,
+    smoke: bool = True,
+    approve_access: bool = False,
+) -> Plan:
+    """Every stack in dependency order, independent ones in parallel, the image and the zips in between, smoke.
+    ``approve_access``: in a protected environment, the stacks may change access (a first deploy creates it all)."""
     roles = stack_roles(env)
     out = synth_dir(config, env)
     packages = lambda_packages(config)
@@ -219,7 +228,10 @@ def full_plan(config: Config, env: EnvConfig, revision: Revision, repository_uri
 
     def stack(role: str) -> DeployStack:
         return DeployStack(
-            roles[role], str(out / f"{roles[role]}.template.json"), stack_parameters(role, image_tag, code_keys)
+            roles[role],
+            str(out / f"{roles[role]}.template.json"),
+            stack_parameters(role, image_tag, code_keys),
+            approve_access=approve_access,
         )
 
     image = StepSequence(

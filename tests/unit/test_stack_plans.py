@@ -11,7 +11,7 @@ from deploykit import changes, planner
 from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, current_revision
-from deploykit.plan import Parallel, Sequence
+from deploykit.plan import Parallel, Plan, Sequence
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
 from tests.conftest import REPO, git
 
@@ -68,6 +68,26 @@ def test_full_plan_orders_stacks_by_dependency_with_independent_ones_in_parallel
     )
     assert fargate.template.endswith("cdk.out/sandbox/CarRentalFargateStack.template.json")
     assert isinstance(plan.steps[0], Synthesize)
+
+
+def deploy_stacks(plan: Plan) -> list[DeployStack]:
+    found: list[DeployStack] = []
+    for step in plan.steps:
+        for inner in getattr(step, "steps", (step,)):
+            if isinstance(inner, DeployStack):
+                found.append(inner)
+    return found
+
+
+def test_approving_access_reaches_every_stack_of_a_full_deploy_and_one_stack_s(with_lambdas: Path) -> None:
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("sandbox")
+    revision = current_revision(with_lambdas)
+    assert not any(s.approve_access for s in deploy_stacks(planner.full_plan(config, env, revision, "")))
+    approved = deploy_stacks(planner.full_plan(config, env, revision, "", approve_access=True))
+    assert len(approved) == 5 and all(s.approve_access for s in approved)
+    one = planner.deploy_stack_plan(config, env, "api", image_tag="", code_keys={}, approve_access=True)
+    assert [s.approve_access for s in deploy_stacks(one)] == [True]
 
 
 def test_deploy_stack_plan_takes_the_inputs_it_is_given(with_lambdas: Path) -> None:
