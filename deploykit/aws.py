@@ -133,7 +133,7 @@ class AwsFactory:
     def account(self) -> str:
         """The AWS account these credentials act in (STS GetCallerIdentity, asked once per factory); a UsageError
         when the environment pins another one (``account`` in deploy.toml): nothing is changed in a wrong account."""
-        found = self.shared(_caller_account)
+        found = self.shared(caller_account)
         if self.env.account and found != self.env.account:
             how = f"aws sso login --profile {self.profile}" if self.profile else "switch to that account's credentials"
             raise UsageError(
@@ -174,7 +174,9 @@ class AwsFactory:
             return self._shared[make]  # type: ignore[no-any-return]
 
 
-def _caller_account(aws: AwsFactory) -> str:
+def caller_account(aws: AwsFactory) -> str:
+    """The account the factory's credentials act in, unchecked (STS GetCallerIdentity); ``aws.shared(...)`` it to
+    ask once. :meth:`AwsFactory.account` also checks it against the environment's."""
     return str(aws.client("sts").get_caller_identity()["Account"])
 
 

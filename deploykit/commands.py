@@ -26,7 +26,7 @@ from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
-from deploykit.aws import AwsFactory, at_once, translate_error
+from deploykit.aws import AwsFactory, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import Config, EnvConfig, load_config
@@ -717,6 +717,15 @@ def health_report(
         found = endpoints_if_deployed(aws, environment)  # None: the report says which stacks are missing
         report = health.gather(aws, environment, found)
     _deploys_health(runtime, aws, environment, report)
+    if not environment.is_local:
+        try:
+            found_account = aws.shared(caller_account)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            found_account = None  # the other parts have said what the credentials cannot do
+        if found_account:
+            findings, recommendations = health.account_advice(environment, found_account)
+            report.findings += findings
+            report.recommendations += recommendations
     runtime.stderr.write(health.render(report) + "\n")
     if as_json:
         runtime.stdout.write(dumps(report.to_json()) + "\n")

@@ -825,6 +825,32 @@ def deploy_rows(
     return rows, findings
 
 
+def account_advice(env: EnvConfig, account: str) -> tuple[list[Finding], list[Recommendation]]:
+    """The credentials' ``account`` against the one deploy.toml pins for ``env``: another one is broken (every
+    change would be refused); none pinned, on AWS, is a recommendation to pin this one."""
+    if env.account and env.account != account:
+        return [
+            Finding(
+                "broken",
+                f"these credentials act in AWS account {account}, but deploy.toml pins {env.account} for "
+                f"{env.name}: every deploy would be refused",
+                "log in to the right account (aws sso login --profile ...), or fix 'account' in deploy.toml",
+            )
+        ], []
+    if env.account or env.is_local:
+        return [], []
+    return [], [
+        Recommendation(
+            "account",
+            "not pinned",
+            f'"{account}"',
+            "with no account named, credentials of another account (a wrong profile, a CI role) would deploy "
+            "there without a word; pinned, every change checks it first",
+            f'deploy.toml, [environments.{env.name}]: account = "{account}"',
+        )
+    ]
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 
 

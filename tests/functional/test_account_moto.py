@@ -13,7 +13,7 @@ import pytest
 from deploykit import commands, history, lock
 from deploykit.aws import PROFILE_ENV, AwsFactory
 from deploykit.config import EnvConfig, load_config, parse_config
-from deploykit.errors import ConfigError, UsageError
+from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Plan
 from tests.functional.conftest import Deploy
 
@@ -97,3 +97,23 @@ def test_ci_replaces_the_profile_with_the_environment_s_credentials(moto_aws: No
 def test_the_sandbox_keeps_its_own_credentials_whatever_ci_says(moto_aws: None, dev_env: EnvConfig) -> None:
     sandbox = dataclasses.replace(dev_env, endpoint_url="http://127.0.0.1:4566")
     assert AwsFactory(sandbox, environ={PROFILE_ENV: "other"}).profile is None
+
+
+def test_inv_health_says_which_account_to_pin_or_that_the_credentials_are_of_another(
+    moto_aws: None, project: Path
+) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(StepFailed):  # nothing of dev is deployed here
+        commands.health_report(env="dev", runtime=runtime)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert '💡 account: not pinned → "123456789012"' in said
+    assert 'change it in deploy.toml, [environments.dev]: account = "123456789012"' in said
+
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.dev]\n", '[environments.dev]\naccount = "210987654321"\n'))
+    runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(StepFailed) as raised:
+        commands.health_report(env="dev", runtime=runtime)
+    assert (
+        "these credentials act in AWS account 123456789012, but deploy.toml pins 210987654321" in raised.value.message
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from deploykit import health, history
 from deploykit.health import Finding, HealthReport, Recommendation, Row
 from deploykit.lock import LockInfo
+from deploykit.testing import sample_env
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 TD = "arn:aws:ecs:eu-west-1:123456789012:task-definition/car-rental-backend"
@@ -474,3 +476,21 @@ def test_a_held_lock_says_who_and_an_expired_one_says_so() -> None:
     )
     rows, _ = health.deploy_rows("dev", None, holder(NOW - timedelta(seconds=1)), NOW)
     assert rows[1].status == "expired" and "its lease expired" in rows[1].detail
+
+
+def test_the_credentials_account_against_the_pinned_one() -> None:
+    dev = sample_env(name="dev")
+    [recommendation] = health.account_advice(dev, "111111111111")[1]
+    assert (recommendation.setting, recommendation.current, recommendation.suggested) == (
+        "account",
+        "not pinned",
+        '"111111111111"',
+    )
+    assert recommendation.where == 'deploy.toml, [environments.dev]: account = "111111111111"'
+    pinned = dataclasses.replace(dev, account="111111111111")
+    assert health.account_advice(pinned, "111111111111") == ([], [])
+    [finding], recommendations = health.account_advice(pinned, "222222222222")
+    assert finding.severity == "broken" and recommendations == []
+    assert "act in AWS account 222222222222, but deploy.toml pins 111111111111" in finding.what
+    local = dataclasses.replace(dev, endpoint_url="http://127.0.0.1:4566")
+    assert health.account_advice(local, "123456789012") == ([], [])  # the sandbox's account is moto's
