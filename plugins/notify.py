@@ -9,7 +9,8 @@ never in the file itself)::
     environments = ["dev", "prod"]   # default: every environment that is not on this machine (not the sandbox)
     on = ["finished", "failed"]      # the default; add "started" for a line as each deploy begins
 
-A run that changed nothing is not announced. Messages go out from a background thread, so a slow chat never
+A run that changed nothing is not announced; one from CI links its job (GitHub Actions, GitLab CI, Jenkins, or
+$DEPLOYKIT_RUN_URL). Messages go out from a background thread, so a slow chat never
 slows a deploy; at exit the process waits for the last ones, at most TIMEOUT seconds. A message the chat refuses
 (or a variable that is not set) is said on stderr and fails nothing.
 """
@@ -48,6 +49,18 @@ def post(url: str, text: str) -> None:
         answer.read()
 
 
+def run_url(environ: Mapping[str, str]) -> str:
+    """The CI job that deploys, when there is one: $DEPLOYKIT_RUN_URL, else what GitHub Actions, GitLab CI or
+    Jenkins say of their run; "" on a laptop."""
+    if environ.get("DEPLOYKIT_RUN_URL"):
+        return environ["DEPLOYKIT_RUN_URL"]
+    if environ.get("CI_JOB_URL"):  # GitLab
+        return environ["CI_JOB_URL"]
+    if all(environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")):
+        return f"{environ['GITHUB_SERVER_URL']}/{environ['GITHUB_REPOSITORY']}/actions/runs/{environ['GITHUB_RUN_ID']}"
+    return environ.get("BUILD_URL", "")  # Jenkins
+
+
 def _deploys(plan: Mapping[str, Any] | None) -> str:
     pairs = [f"{d['component']}@{str(d['sha'])[:12]}" for d in (plan or {}).get("deploys", [])]
     more = f" and {len(pairs) - SHOWN} more" if len(pairs) > SHOWN else ""
@@ -68,11 +81,16 @@ class Notifier:
     """The plugin: hook implementations over one process's settings and its queue of messages."""
 
     def __init__(
-        self, send: Callable[[str, str], None] = post, stderr: TextIO | None = None, who: Callable[[], str] = actor
+        self,
+        send: Callable[[str, str], None] = post,
+        stderr: TextIO | None = None,
+        who: Callable[[], str] = actor,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.send = send
         self.stderr = stderr
         self.who = who
+        self.environ = os.environ if environ is None else environ
         self.variable = ""
         self.url = ""
         self.environments: frozenset[str] = frozenset()
@@ -159,6 +177,10 @@ class Notifier:
         return True
 
     def _say(self, text: str) -> None:
+        link = run_url(self.environ)
+        if link:
+            first, newline, rest = text.partition("\n")
+            text = f"{first} ({link}){newline}{rest}"
         if self._worker is None:
             self._worker = threading.Thread(target=self._run, name="notify", daemon=True)
             self._worker.start()

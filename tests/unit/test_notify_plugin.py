@@ -78,7 +78,7 @@ class Sent:
 def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Notifier, Sent, io.StringIO]]:
     monkeypatch.setenv("TEST_CHAT_WEBHOOK", "https://hooks.example.test/T000/B000/secret")
     sent, stderr = Sent(), io.StringIO()
-    notifier = Notifier(send=sent, stderr=stderr, who=lambda: "ana@laptop")
+    notifier = Notifier(send=sent, stderr=stderr, who=lambda: "ana@laptop", environ={})  # not in CI
     yield notifier, sent, stderr
     notifier.flush()
 
@@ -243,7 +243,24 @@ def test_the_plugin_as_installed_posts_to_the_chat(
 ) -> None:
     base, got = webhook
     monkeypatch.setenv("TEST_CHAT_WEBHOOK", f"{base}/hooks/T000")
-    notifier = Notifier(who=lambda: "ci")  # the real send
+    notifier = Notifier(who=lambda: "ci", environ={})  # the real send
     deploy(notifier, config(webhook_env="TEST_CHAT_WEBHOOK"))
     assert notifier.flush()
     assert [text["text"][:25] for _, _, text in got] == ["✅ dev: deploy.auto by ci "]
+
+
+def test_a_run_from_ci_links_its_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_CHAT_WEBHOOK", "https://hooks.example.test/x")
+    github = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "team/car-rental", "GITHUB_RUN_ID": "42"}
+    sent = Sent()
+    notifier = Notifier(send=sent, stderr=io.StringIO(), who=lambda: "ci", environ=github)
+    deploy(notifier, config(webhook_env="TEST_CHAT_WEBHOOK"), fail=True)
+    notifier.flush()
+    [(_, text)] = sent.texts
+    first, second = text.split("\n")
+    assert first.endswith("no space left (https://github.com/team/car-rental/actions/runs/42)")
+    assert second == "→ next: free disk space, then rerun"
+    assert notify.run_url({"CI_JOB_URL": "https://gitlab.example/j/7", **github}) == "https://gitlab.example/j/7"
+    assert notify.run_url({"DEPLOYKIT_RUN_URL": "https://ci.example/r/1", **github}) == "https://ci.example/r/1"
+    assert notify.run_url({"BUILD_URL": "https://jenkins.example/job/9/"}) == "https://jenkins.example/job/9/"
+    assert notify.run_url({}) == ""
