@@ -1127,7 +1127,7 @@ def diff(
 def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict[str, Any]:
     """Synthesize, then preview each changed stack with the inputs a deploy would give it."""
     from deploykit.stack_chain import Synthesize
-    from deploykit.stacks import StackDeployer, changes_table
+    from deploykit.stacks import StackDeployer, access_note, changes_table
 
     out = planner.synth_dir(a.config, a.env)
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
@@ -1161,12 +1161,20 @@ def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict
             runtime.stderr.write("  no CloudFormation change (the change is in code the template does not see)\n")
         else:
             runtime.stderr.write(changes_table(found) + "\n")
+            if a.env.protected and any(c.changes_access for c in found):
+                runtime.stderr.write(access_note(name, a.env.name) + "\n")
         previews[name] = {
             "status": status,
             "changes": None
             if found is None
             else [
-                {"logical_id": c.logical_id, "type": c.resource_type, "action": c.action, "replacement": c.replacement}
+                {
+                    "logical_id": c.logical_id,
+                    "type": c.resource_type,
+                    "action": c.action,
+                    "replacement": c.replacement,
+                    "access": c.changes_access,
+                }
                 for c in found
             ],
         }

@@ -296,6 +296,14 @@ def changes_table(changes: Sequence[Change]) -> str:
     return tabulate(rows, headers=["resource", "type", "action", "replacement"], tablefmt="simple")
 
 
+def access_note(stack: str, env_name: str) -> str:
+    """What ``inv diff`` says under a protected environment's change set that changes access."""
+    return (
+        f"  🔐 {env_name} is protected: this change of access deploys only approved, "
+        f"inv deploy.stack {stack} --env {env_name} --approve-access"
+    )
+
+
 def outputs_of(stack: Mapping[str, Any] | None) -> dict[str, str]:
     if not stack:
         return {}

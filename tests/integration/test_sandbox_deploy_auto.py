@@ -17,6 +17,7 @@ import pytest
 from deploykit import commands, metrics
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
+from deploykit.errors import UsageError
 from deploykit.plan import RunReport
 from tests.conftest import git, quiet_runtime
 from tests.integration.sandbox_support import deployed_sandbox_project, version_of
@@ -273,3 +274,42 @@ def test_an_uncommitted_edit_deploys_once_and_an_edit_elsewhere_then_deploys_not
     report, _out, _seconds = auto(project)  # the live build is in no commit: the committed code goes back
     assert "move-alias" in ran(report)
     assert auto(project)[0] is None
+
+
+def test_a_protected_environment_deploys_a_change_of_access_only_approved(project: Path) -> None:
+    """The access guard end to end: inv diff marks the row and says how to approve, deploy.auto refuses and changes
+    nothing, deploy.stack --approve-access deploys it, after which deploy.auto has nothing left to do."""
+    toml = project / "deploy.toml"
+    plain = toml.read_text()
+    toml.write_text(plain.replace("[environments.sandbox]\n", "[environments.sandbox]\nprotected = true\n", 1))
+    git(project, "commit", "-qam", "sandbox: protected")  # the toolkit's file: nothing to deploy by itself
+    stack = project / "cdk" / "stacks" / "fargate_stack.py"
+    statement = 'sid="UserPool", actions=["cognito-idp:DescribeUserPool"]'
+    assert statement in stack.read_text()
+    stack.write_text(
+        stack.read_text().replace(
+            statement, 'sid="UserPool", actions=["cognito-idp:DescribeUserPool", "cognito-idp:ListUsers"]'
+        )
+    )
+    git(project, "commit", "-qam", "task role: ListUsers")
+    try:
+        runtime = quiet_runtime(project)
+        commands.diff(as_json=True, runtime=runtime)
+        changed = json.loads(runtime.stdout.getvalue())["stacks"]["CarRentalFargateStack"]["changes"]  # type: ignore[attr-defined]
+        assert [(c["type"], c["access"]) for c in changed] == [("AWS::IAM::Policy", True)], changed
+        said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert "🔐 access" in said
+        assert "🔐 sandbox is protected: this change of access deploys only approved, inv deploy.stack " in said
+
+        cfn = _client(project, "cloudformation")
+        before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]["LastUpdatedTime"]
+        with pytest.raises(UsageError, match="refusing to deploy CarRentalFargateStack to a protected environment"):
+            auto(project)
+        assert cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]["LastUpdatedTime"] == before
+
+        report = commands.deploy_stack("fargate", approve_access=True, runtime=quiet_runtime(project))
+        assert report is not None and report.ok
+        assert auto(project)[0] is None
+    finally:
+        toml.write_text(plain)
+        git(project, "commit", "-qam", "sandbox: not protected")
