@@ -301,9 +301,10 @@ def _record(
         found = history.History.of(aws, env)
         if found is None:
             return
-        written = at_once(
-            {"record": partial(_keep, found.write, record), "metrics": partial(_put_metrics, aws, env, record)}
-        )
+        writes: dict[str, Callable[[], object]] = {"record": partial(_keep, found.write, record)}
+        if env.metrics:  # off: not even a CloudWatch client is made
+            writes["metrics"] = partial(_put_metrics, aws, record)
+        written = at_once(writes)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:  # finding the bucket
         written = {"record": exc}
     if isinstance(written["record"], Exception):
@@ -323,8 +324,8 @@ def _keep(write: Callable[[history.Record], object], record: history.Record) -> 
         return exc
 
 
-def _put_metrics(aws: AwsFactory, env: EnvConfig, record: history.Record) -> object:
-    return _keep(partial(deploy_metrics.publish, aws.client("cloudwatch"), env), record)
+def _put_metrics(aws: AwsFactory, record: history.Record) -> object:
+    return _keep(partial(deploy_metrics.publish, aws.client("cloudwatch")), record)
 
 
 def app_chain(
