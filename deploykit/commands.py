@@ -814,7 +814,7 @@ def deployment_report(
         found = _history(aws, environment)
         records = found.records_since(start)
         dashboard = (StackOutputs.of(aws)(environment.stacks.registry) or {}).get(deploy_metrics.DASHBOARD_OUTPUT)
-    heads = [r.head.split(git.DIRTY, 1)[0][: git.SHORT_SHA] for r in records]
+    heads = [r.head for r in records if git.DIRTY not in r.head]  # a build of uncommitted changes has no commit time
     made = deploy_report.Report(environment.name, start, until, tuple(records), git.commit_times(config.root, heads))
     if as_json:
         runtime.stdout.write(dumps(made.to_json() | {"dashboard": dashboard}) + "\n")

@@ -17,6 +17,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from deploykit.git import DIRTY
 from deploykit.history import Record, step_name
 
 # Wall-time goals on AWS per chain, in seconds (DESIGN.md); stacks take what CloudFormation needs.
@@ -75,7 +76,7 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _first_failed_step(record: Record) -> str:
+def _failing_step(record: Record) -> str:
     failed = [str(s.get("step")) for s in record.steps if s.get("status") == "failed"]
     return failed[-1] if failed else "-"  # a group fails with its child: the child is the one to name
 
@@ -86,7 +87,7 @@ class Report:
     since: datetime
     until: datetime
     records: tuple[Record, ...]  # oldest first
-    commit_times: Mapping[str, datetime] = field(default_factory=dict)  # sha12 → committer time
+    commit_times: Mapping[str, datetime] = field(default_factory=dict)  # a record's head → its committer time
 
     @property
     def days(self) -> float:
@@ -131,8 +132,8 @@ class Report:
         commit (not of uncommitted changes) that git knows."""
         found = []
         for r in self.deployments:
-            committed = self.commit_times.get(r.head[:12])
-            if committed is not None and "-dirty-" not in r.head:
+            committed = None if DIRTY in r.head else self.commit_times.get(r.head)
+            if committed is not None:
                 found.append(max(0.0, (_moment(r) - committed).total_seconds()))
         return found
 
@@ -184,7 +185,7 @@ class Report:
                 "who": r.who,
                 "command": r.command,
                 "head": r.head,
-                "step": _first_failed_step(r),
+                "step": _failing_step(r),
                 "error": (r.error or "").splitlines()[0] if r.error else "",
             }
             for r in failed
