@@ -29,11 +29,13 @@ from tabulate import tabulate
 
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
 from deploykit.plan import RunReport
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs
 
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
+RESULTS = {"ok": "✅ ok", "failed": "❌ failed", "refused": "🛑 refused"}
 
 
 def actor() -> str:
@@ -67,6 +69,14 @@ class Record:
     unchanged: list[str] = field(default_factory=list)
     # components the run took out of the environment (destroy); ``base`` says what each ran
     removed: list[str] = field(default_factory=list)
+    # not ok because a guard or bad input stopped it (exit 2): the step that refused changed nothing, and nothing
+    # that was live broke; ``inv report`` counts these apart from failed runs
+    refused: bool = False
+
+    @property
+    def result(self) -> str:
+        """ok, failed or refused."""
+        return "ok" if self.ok else "refused" if self.refused else "failed"
 
     @property
     def deployed(self) -> dict[str, str]:
@@ -82,6 +92,7 @@ class Record:
             "command": self.command,
             "head": self.head,
             "ok": self.ok,
+            "refused": self.refused,
             "seconds": self.seconds,
             "components": self.components,
             "unchanged": self.unchanged,
@@ -101,6 +112,7 @@ class Record:
             command=str(data.get("command", "")),
             head=str(data.get("head", "")),
             ok=bool(data.get("ok")),
+            refused=bool(data.get("refused")),
             seconds=float(data.get("seconds", 0.0)),
             components=dict(data.get("components") or {}),
             unchanged=[str(c) for c in data.get("unchanged") or ()],
@@ -140,6 +152,7 @@ def record_of(
         command=report.plan.title,
         head=head,
         ok=report.ok,
+        refused=isinstance(report.error, UsageError),
         seconds=round(report.seconds, 3),
         components=dict(components),
         base=dict(base),
@@ -273,7 +286,7 @@ def table(records: Sequence[Record]) -> str:
                 r.who,
                 r.command,
                 r.head,
-                "✅ ok" if r.ok else "❌ failed",
+                RESULTS[r.result],
                 f"{r.seconds:.1f}s",
                 deployed,
             ]

@@ -4,7 +4,8 @@ The history (deploykit.history) keeps every run whole; CloudWatch keeps numbers 
 draw and an alarm can watch. After each run deploykit puts, in namespace ``deploykit``:
 
 - dimension ``Environment``: ``Deployments`` (successful deploy runs that changed something), ``FailedRuns``
-  (failed deploy runs) and ``Rollbacks`` (``inv rollback`` and automatic ones), each a count;
+  (failed deploy runs; a run a guard or bad input refused is neither) and ``Rollbacks`` (``inv rollback`` and
+  automatic ones), each a count;
 - dimensions ``Environment`` and ``Chain`` (app, lambda, stack, mixed, full; see deploykit.report):
   ``DeploySeconds``, the wall time of a successful deploy run that changed something;
 - dimensions ``Environment`` and ``Step`` (build, push, wait-healthy, deploy-stack:<stack>...): ``StepSeconds``,
@@ -40,7 +41,7 @@ def data(record: Record) -> list[dict[str, Any]]:
     name = verb(record)
     if name in ROLLBACKS:
         found.append(datum("Rollbacks", 1, "Count"))
-    elif name not in NOT_DEPLOYS:
+    elif name not in NOT_DEPLOYS and not record.refused:  # a refused run is neither a deployment nor a failure
         found += [
             datum("Deployments", int(record.ok and changed(record)), "Count"),
             datum("FailedRuns", int(not record.ok), "Count"),

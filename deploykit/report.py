@@ -18,7 +18,7 @@ from typing import Any
 from tabulate import tabulate
 
 from deploykit.git import DIRTY
-from deploykit.history import Record, step_name
+from deploykit.history import RESULTS, Record, step_name
 
 # Wall-time goals on AWS per chain, in seconds (DESIGN.md); stacks take what CloudFormation needs.
 GOALS: Mapping[str, float] = {"app": 75.0, "lambda": 15.0}
@@ -95,7 +95,14 @@ class Report:
 
     @property
     def deploy_runs(self) -> list[Record]:
-        return [r for r in self.records if verb(r) not in NOT_DEPLOYS]
+        """The runs of a deploy command that a guard or bad input did not stop (those are ``refused``)."""
+        return [r for r in self.records if verb(r) not in NOT_DEPLOYS and not r.refused]
+
+    @property
+    def refused(self) -> list[Record]:
+        """Deploy runs a guard (data, access, account) or bad input stopped: they broke nothing live, so they are
+        neither failures nor deployments."""
+        return [r for r in self.records if verb(r) not in NOT_DEPLOYS and r.refused]
 
     @property
     def deployments(self) -> list[Record]:
@@ -177,11 +184,12 @@ class Report:
         return sorted(rows, key=lambda row: (-row["total"], row["step"]))
 
     def failures(self) -> list[dict[str, Any]]:
-        """The newest failed runs (rollbacks and destroys included), newest first."""
+        """The newest runs that failed or were refused (rollbacks and destroys included), newest first."""
         failed = [r for r in self.records if not r.ok][::-1][:FAILURES_SHOWN]
         return [
             {
                 "when": r.when,
+                "result": r.result,
                 "who": r.who,
                 "command": r.command,
                 "head": r.head,
@@ -206,6 +214,7 @@ class Report:
             "deployments_per_day": round(len(self.deployments) / self.days, 3) if self.days else None,
             "failed": len(self.failed),
             "change_failure_rate": round(len(self.failed) / len(runs), 4) if runs else None,
+            "refused": len(self.refused),
             "rollbacks": len(self.rollbacks),
             "restore": {
                 "restored": len(restored),
@@ -270,6 +279,8 @@ def text(report: Report) -> str:
         ["commit to live", f"median {duration(lead['median_seconds'])} ({_n(lead['deployments'], 'deployment')})"],
         ["rollbacks", str(data["rollbacks"])],
     ]
+    if data["refused"]:
+        figures.insert(2, ["refused runs", f"{data['refused']} (a guard or bad input stopped them: not counted above)"])
     out = [f"{report.env}, {span}: {_n(len(report.records), 'recorded run')}", tabulate(figures, tablefmt="plain")]
     if data["chains"]:
         rows = [
@@ -301,6 +312,10 @@ def text(report: Report) -> str:
         if len(data["steps"]) > STEPS_SHOWN:
             out.append(f"(and {len(data['steps']) - STEPS_SHOWN} steps that took less in all: --json has them)")
     if data["failures"]:
-        rows = [[f["when"].replace("+00:00", "Z"), f["command"], f["step"], f["error"][:90]] for f in data["failures"]]
-        out += ["", "newest failures:", tabulate(rows, headers=["when", "command", "failed step", "error"])]
+        rows = [
+            [f["when"].replace("+00:00", "Z"), f["command"], RESULTS[f["result"]], f["step"], f["error"][:80]]
+            for f in data["failures"]
+        ]
+        headers = ["when", "command", "result", "at step", "error"]
+        out += ["", "newest failed or refused runs:", tabulate(rows, headers=headers)]
     return "\n".join(out) + "\n"

@@ -158,8 +158,11 @@ class Notifier:
         if not self._wanted(env, "failed"):
             return
         message, _, next_step = error.partition("\n  → next: ")
+        # exit code 2: a guard or bad input stopped the run; the step that refused changed nothing
+        refused = (report.get("error") or {}).get("exit_code") == 2
+        mark, what = ("🛑", "refused") if refused else ("❌", "failed")
         text = (
-            f"❌ {env}: {report.get('title')} by {self.who()} failed at {_failed_step(report)} after "
+            f"{mark} {env}: {report.get('title')} by {self.who()} {what} at {_failed_step(report)} after "
             f"{float(report.get('seconds', 0)):.1f}s: {message.splitlines()[0] if message else '?'}"
         )
         self._say(text + (f"\n→ next: {next_step}" if next_step else ""))

@@ -83,6 +83,27 @@ def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, d
     assert [r.id for r in store.records()] == [again.id, failed.id, first.id]
 
 
+def test_a_run_a_guard_stopped_is_recorded_as_refused_and_moves_nothing(bucket: str, dev_env: EnvConfig) -> None:
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    refusal = RunReport(
+        Plan("dev", (), "deploy.stack CarRentalFargateStack"),
+        [StepRecord("deploy-stack", "stack", "failed", 0.4, "refusing to deploy CarRentalFargateStack")],
+        0.5,
+        UsageError("refusing to deploy CarRentalFargateStack to a protected environment unapproved"),
+    )
+    failed = history.record_of(report(ok=False), components={"app": "b" * 12}, base={}, head="b" * 12, who="ci")
+    refused = history.record_of(refusal, components={"stack:fargate": "c" * 12}, base={}, head="c" * 12, who="ci")
+    assert (failed.refused, failed.result) == (False, "failed")
+    assert (refused.refused, refused.result) == (True, "refused")
+    store.write(refused)
+    [read] = store.records()
+    assert read.refused and store.live() == {}
+    assert "🛑 refused" in history.table([read]) and "❌ failed" in history.table([failed])
+    # records written before the field existed read as not refused
+    assert not history.Record.from_json({k: v for k, v in read.to_json().items() if k != "refused"}).refused
+
+
 def test_a_successful_record_is_written_while_the_live_record_is_read(bucket: str, dev_env: EnvConfig) -> None:
     """Two independent calls, one round trip: the record's PutObject and the live record's GetObject wait until
     both are in flight; then the live record is written."""

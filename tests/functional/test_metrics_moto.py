@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 from deploykit import commands, history, metrics
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
-from deploykit.errors import StepFailed
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from tests.functional.conftest import Deploy
 
@@ -92,14 +92,15 @@ def test_cloudwatch_refusing_the_metrics_is_said_and_fails_nothing(
     stubber.assert_no_pending_responses()
 
 
-def record(command: str, ok: bool = True, steps: list[dict[str, Any]] | None = None) -> history.Record:
+def record(
+    command: str, ok: bool = True, steps: list[dict[str, Any]] | None = None, error: DeployKitError | None = None
+) -> history.Record:
     plan = Plan("dev", (), command)
     records = [
         StepRecord(str(s["step"]), "x", s["status"], float(s["seconds"]), str(s.get("detail", "")))
         for s in (steps or [])
     ]
-    error = None if ok else StepFailed("it broke")
-    report = RunReport(plan, records, 3.5, error)
+    report = RunReport(plan, records, 3.5, None if ok else error or StepFailed("it broke"))
     return history.record_of(report, components={"app": "a" * 12}, base={}, head="a" * 12, who="ci")
 
 
@@ -132,6 +133,12 @@ def test_what_each_kind_of_run_contributes() -> None:
         ("FailedRuns", 0, "dev"),
     ]
     assert metrics.data(record("destroy")) == []
+    # a guard refused it (exit 2): no deployment, no failure; only what its steps did before
+    refusal = UsageError("refusing to deploy X to a protected environment unapproved")
+    assert record("deploy.stack X", ok=False, steps=steps[:1], error=refusal).refused
+    assert short(metrics.data(record("deploy.stack X", ok=False, steps=steps[:1], error=refusal))) == [
+        ("StepSeconds", 0.5, "build")
+    ]
     [datum] = metrics.data(record("rollback app → aaaaaaaaaaaa"))
     assert datum["Timestamp"].tzinfo is not None and datum["Unit"] == "Count"
 

@@ -86,7 +86,7 @@ def test_inv_report_reads_the_window_and_times_commits_to_live(bucket: str, dev_
     assert data["dashboard"] is None  # this registry stack has none (the sandbox's has: integration tests)
     printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "commit to live   median 5m 00s (1 deployment)" in printed
-    assert "newest failures:" in printed and "the rollout failed" in printed
+    assert "newest failed or refused runs:" in printed and "the rollout failed" in printed
 
 
 @pytest.mark.parametrize(

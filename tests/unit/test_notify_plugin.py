@@ -17,7 +17,7 @@ import pytest
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import Config, parse_config
-from deploykit.errors import ConfigError, StepFailed
+from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.plugins import get_plugin_manager
@@ -86,8 +86,8 @@ def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Notifier, Sent, io.S
 class Works(Step):
     name = "build"
 
-    def __init__(self, status: str = "done", fail: bool = False) -> None:
-        self.status, self.fail = status, fail
+    def __init__(self, status: str = "done", fail: bool = False, refuse: bool = False) -> None:
+        self.status, self.fail, self.refuse = status, fail, refuse
 
     def describe(self) -> str:
         return "build"
@@ -95,6 +95,8 @@ class Works(Step):
     def run(self, ctx: Context) -> Outcome:
         if self.fail:
             raise StepFailed("the image did not build: no space left", next_step="free disk space, then rerun")
+        if self.refuse:
+            raise UsageError("the Docker engine is not running", next_step="start it, then rerun")
         return Outcome.done("built") if self.status == "done" else Outcome.skipped("cached")
 
     def inputs(self) -> dict[str, object]:
@@ -133,6 +135,9 @@ def test_a_deploy_and_a_failure_are_announced_through_the_executor(chat: tuple[N
     assert texts[3].startswith("❌ dev: deploy.auto by ana@laptop failed at build after ")
     assert texts[3].endswith("s: the image did not build: no space left\n→ next: free disk space, then rerun")
     assert len(texts) == 4
+    deploy(notifier, cfg, refuse=True)  # exit 2: stopped before it changed anything, said as such
+    assert notifier.flush()
+    assert sent.texts[-1][1].startswith("🛑 dev: deploy.auto by ana@laptop refused at build after ")
 
 
 def test_by_default_only_the_end_of_a_deploy_that_changed_something_is_said(

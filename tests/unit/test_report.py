@@ -28,6 +28,7 @@ def record(
     steps: list[dict[str, Any]] | None = None,
     head: str = "aaaaaaaaaaaa",
     error: str | None = None,
+    refused: bool = False,
 ) -> Record:
     """A record written ``at`` minutes after T0."""
     moment = T0 + timedelta(minutes=at)
@@ -43,6 +44,7 @@ def record(
         components=dict(deployed if deployed is not None else {"app": head}),
         steps=steps or [],
         error=error,
+        refused=refused,
     )
 
 
@@ -168,7 +170,27 @@ def test_the_text_names_the_window_the_figures_and_each_table() -> None:
     assert "1 not yet followed by a successful run" in printed
     assert "commit to live   median 2m 00s (1 deployment)" in printed
     assert "≤ 75s" in printed and "wait-healthy" in printed
-    assert "newest failures:" in printed and "the rollout failed" in printed
+    assert "newest failed or refused runs:" in printed and "❌ failed" in printed and "the rollout failed" in printed
+    assert "refused runs  " not in printed  # said only when there are some
+
+
+def test_a_refused_run_is_neither_a_deployment_nor_a_failure_and_needs_no_restore() -> None:
+    refusal = [step("deploy-stack", 0.4, "failed", "refusing to deploy CarRentalFargateStack to a protected ...")]
+    records = [
+        record(0),
+        record(5, ok=False, refused=True, steps=refusal, error="refusing to deploy CarRentalFargateStack"),
+        record(9, ok=False, error="the rollout failed"),
+    ]
+    report = make(records)
+    data = report.to_json()
+    assert data["deploy_runs"] == 2 and data["failed"] == 1 and data["refused"] == 1
+    assert data["change_failure_rate"] == pytest.approx(0.5)
+    assert data["restore"]["still_failing"] == [records[2].id]  # the refusal broke nothing to restore
+    assert [f["result"] for f in data["failures"]] == ["failed", "refused"]
+    printed = text(report)
+    assert "failed runs      1 of 2 deploy runs (50%)" in printed
+    assert "refused runs     1 (a guard or bad input stopped them: not counted above)" in printed
+    assert "🛑 refused  deploy-stack" in printed
 
 
 def test_a_window_of_hours_counts_an_hour_and_an_empty_one_says_so() -> None:
