@@ -22,7 +22,7 @@ from invoke.tasks import task
 
 from deploykit import commands
 from deploykit.config import find_config, load_config
-from deploykit.errors import DeployKitError, EnvironmentNotReady, UsageError
+from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, UsageError
 from deploykit.lock import LockInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,9 +87,8 @@ def _ensure_sandbox(env: str | None) -> None:
     if not config.environment(env).is_local or config.environment(env).name != "sandbox":
         return
     from sandbox import lifecycle
-    from sandbox.settings import load_settings
 
-    settings = load_settings(config.path)
+    settings, _path = _sandbox_settings()
     if lifecycle.is_up(settings):
         return
     print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
@@ -577,7 +576,7 @@ def _sandbox_settings() -> tuple[Any, Any]:
     try:
         return load_settings(path), path
     except SettingsError as exc:
-        raise DeployKitError(str(exc), "fix the [sandbox] table of deploy.toml") from None
+        raise ConfigError(str(exc), "fix the [sandbox] table of deploy.toml, then rerun (nothing started)") from None
 
 
 def _sandbox_call(func: Callable[..., Any], *args: Any) -> Any:

@@ -60,7 +60,10 @@ def load_settings(deploy_toml: Path) -> Settings:
     known = {f.name for f in fields(Settings)} - {"root", "region"}
     unknown = set(table) - known
     if unknown:
-        raise SettingsError(f"{deploy_toml}: unknown key(s) in [sandbox]: {', '.join(sorted(unknown))}")
+        raise SettingsError(
+            f"{deploy_toml}: unknown key(s) in [sandbox]: {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(sorted(known))})"
+        )
     values: dict[str, Any] = {"root": deploy_toml.resolve().parent, "region": region}
     for key, value in table.items():
         if key == "task_ports":

@@ -73,6 +73,17 @@ def test_unknown_key_exits_2_and_names_it(project: Path) -> None:
     assert done.returncode == 2 and "environments.sandbox.containr" in done.stderr
 
 
+def test_an_unknown_sandbox_setting_exits_2_and_names_the_known_ones(project: Path) -> None:
+    text = (project / "deploy.toml").read_text()
+    assert "[sandbox]" not in text
+    (project / "deploy.toml").write_text(text + "\n[sandbox]\nprotected = true\n")
+    for args in (["deploy.auto"], ["sandbox.status"]):
+        done = inv(project, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "unknown key(s) in [sandbox]: protected (known: api_port, aws_port, " in done.stderr
+        assert "→ next: fix the [sandbox] table of deploy.toml" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_dirty_tree_exits_2_and_changes_nothing(project: Path) -> None:
     (project / "backend" / "app" / "main.py").write_text("# edited\n")
     before = git(project, "status", "--porcelain")
