@@ -685,6 +685,7 @@ def smoke(
     plugins = load_plugins(runtime, config)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
+        _in_its_account(aws, environment)  # the checks make throwaway users and cases: not in another account
         results = smoke_checks.run_smoke(plugins, environment, aws, only=only)
     runtime.stderr.write(table(results) + "\n")
     if junit is not None:

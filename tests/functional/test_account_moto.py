@@ -68,6 +68,16 @@ def test_unlock_in_another_account_breaks_nothing(bucket: str, dev_env: EnvConfi
     assert held.read() is not None
 
 
+def test_smoke_in_another_account_runs_no_check(bucket: str, project: Path) -> None:
+    """The checks sign up throwaway users and open KYC cases: never in an account the environment does not pin."""
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.dev]\n", '[environments.dev]\naccount = "210987654321"\n'))
+    runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(UsageError, match="act in AWS account 123456789012, but deploy.toml pins 210987654321"):
+        commands.smoke(env="dev", runtime=runtime)
+    assert runtime.stderr.getvalue() == ""  # type: ignore[attr-defined]  # no check ran, no table
+
+
 @pytest.mark.parametrize("value", ['"12345"', '"12345678901a"', "123456789012"])
 def test_an_account_is_twelve_digits_in_quotes(project: Path, value: str) -> None:
     import tomllib
