@@ -73,7 +73,7 @@ def test_smoke_in_another_account_runs_no_check(bucket: str, project: Path) -> N
     toml = project / "deploy.toml"
     toml.write_text(toml.read_text().replace("[environments.dev]\n", '[environments.dev]\naccount = "210987654321"\n'))
     runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO())
-    with pytest.raises(UsageError, match="act in AWS account 123456789012, but deploy.toml pins 210987654321"):
+    with pytest.raises(UsageError, match=r"act in AWS account 123456789012, but deploy\.toml pins 210987654321"):
         commands.smoke(env="dev", runtime=runtime)
     assert runtime.stderr.getvalue() == ""  # type: ignore[attr-defined]  # no check ran, no table
 
