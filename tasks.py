@@ -39,6 +39,11 @@ ROLLBACK_HELP = {
     "rollback": "when wait-healthy or smoke fails, put back what was live (--no-rollback leaves the failed "
     "release in place for debugging)"
 }
+CANARY_HELP = {
+    "canary": "first give the new Lambda version this percentage of the live alias's requests, its errors watched "
+    "(0: none; default: the environment's lambda_canary)",
+    "bake": "how long the canary runs before the new version takes every request (90s, 5m)",
+}
 OLDER_HELP = {
     "allow-older": "deploy HEAD even when what is live is a newer commit on the same line (going back on purpose)"
 }
@@ -246,6 +251,7 @@ def deploy_stack(
         **OLDER_HELP,
         **SMOKE_HELP,
         **ROLLBACK_HELP,
+        **CANARY_HELP,
     },
 )
 @reports_errors
@@ -259,6 +265,8 @@ def deploy_lambda(
     allow_older: bool = False,
     smoke: bool = True,
     rollback: bool = True,
+    canary: str | None = None,
+    bake: str | None = None,
 ) -> None:
     """One Lambda function without CloudFormation: upload its zip, update the code, publish, move `live`; smoke."""
     if not dry_run:
@@ -272,6 +280,8 @@ def deploy_lambda(
         dry_run=dry_run,
         as_json=json_,
         rollback=rollback,
+        canary=canary,
+        bake=bake,
     )
 
 
@@ -443,6 +453,7 @@ AUTO_HELP = {
     **ROLLBACK_HELP,
     "since": "compare every component with this commit instead of the one live for it",
     **OLDER_HELP,
+    **CANARY_HELP,
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
 }
@@ -461,12 +472,15 @@ def deploy_auto(
     smoke: bool = True,
     rollback: bool = True,
     watch: bool = False,
+    canary: str | None = None,
+    bake: str | None = None,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
     if watch:
-        if dry_run or json_ or since:
+        if dry_run or json_ or since or canary is not None or bake is not None:
             raise UsageError(
-                "--watch deploys the work tree as it changes: it does not go with --dry-run, --json or --since",
+                "--watch deploys the work tree as it changes: it does not go with --dry-run, --json, --since, "
+                "--canary or --bake",
                 next_step="leave those out, or run inv deploy.auto without --watch",
             )
         _ensure_sandbox(env)
@@ -483,6 +497,8 @@ def deploy_auto(
         dry_run=dry_run,
         as_json=json_,
         rollback=rollback,
+        canary=canary,
+        bake=bake,
     )
 
 

@@ -21,6 +21,7 @@ import docker.errors
 from tabulate import tabulate
 
 from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
+from deploykit import canary as lambda_canary
 from deploykit import logs as applogs
 from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
@@ -470,12 +471,16 @@ def deploy_lambda(
     dry_run: bool = False,
     as_json: bool = False,
     rollback: bool = True,
+    canary: str | None = None,
+    bake: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """The Lambda fast path for one function of lambda/: upload, update code, publish, move the alias; smoke.
-    Moving the alias onto a commit behind the one it serves is refused unless ``allow_older``."""
+    """The Lambda fast path for one function of lambda/: upload, update code, publish, [canary,] move the alias;
+    smoke. Moving the alias onto a commit behind the one it serves is refused unless ``allow_older``; ``canary``
+    and ``bake`` replace the environment's canary settings (deploykit.canary)."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
+    environment = _with_canary(environment, canary, bake)
     lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
@@ -487,6 +492,14 @@ def deploy_lambda(
         _refuse_older(config, environment, f"lambda:{name}", live, revision)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
+
+
+def _with_canary(environment: EnvConfig, percent: str | None, bake: str | None) -> EnvConfig:
+    if percent is None and bake is None:
+        return environment
+    return dataclasses.replace(
+        environment, lambda_canary=lambda_canary.with_options(environment.lambda_canary, percent, bake)
+    )
 
 
 def rollback(
@@ -971,12 +984,17 @@ def deploy_auto(
     dry_run: bool = False,
     as_json: bool = False,
     rollback: bool = True,
+    canary: str | None = None,
+    bake: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
-    Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``."""
+    Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``; ``canary`` and ``bake``
+    replace the environment's canary settings for the Lambda code it deploys (deploykit.canary)."""
     runtime = runtime or Runtime()
+    _with_canary(_load(runtime, env)[1], canary, bake)  # bad options refused before anything is read
     a = analyse(runtime, env, since=since, allow_dirty=allow_dirty)
+    a = dataclasses.replace(a, env=_with_canary(a.env, canary, bake))
     if a.endpoints is None:
         with aws_errors(a.env):
             plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)

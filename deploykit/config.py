@@ -215,6 +215,21 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class LambdaCanary:
+    """How the Lambda fast path lets a new version in (``[environments.NAME.lambda_canary]``): first a share of the
+    ``live`` alias's requests, for a while, its errors watched (deploykit.canary). ``percent = 0``: no canary, the
+    alias moves at once."""
+
+    percent: float = 0.0  # the share of the alias's requests the new version takes first (0 < percent < 100)
+    seconds: float = 300.0  # how long it serves that share while its errors are watched
+    max_error_rate: float = 0.0  # the share of its invocations that may fail (0: one error takes it back)
+
+    @property
+    def on(self) -> bool:
+        return self.percent > 0
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """One deploy target: an AWS account and region, or the local sandbox."""
 
@@ -238,6 +253,7 @@ class EnvConfig:
     protected: bool = False
     # Put each deploy run's figures in CloudWatch (namespace deploykit) for the deploy dashboard; see deploykit.metrics.
     metrics: bool = True
+    lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
     # Overrides of the endpoints read from the stacks' outputs (alb_url, api_url, jwks_url, ...); a value
     # may use the outputs as {OutputKey} fields, e.g. "http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/".
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -382,6 +398,20 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
         raise ConfigError(f"{prefix}.account must be an AWS account id, 12 digits in quotes, not {env.account!r}")
     if env.endpoint_url and not env.endpoint_url.startswith(("http://", "https://")):
         raise ConfigError(f"{prefix}.endpoint_url must start with http:// or https://")
+    problem = canary_problem(env.lambda_canary)
+    if problem:
+        raise ConfigError(f"{prefix}.lambda_canary.{problem}", next_step=f"fix [environments.{env.name}.lambda_canary]")
+
+
+def canary_problem(canary: LambdaCanary) -> str | None:
+    """What is wrong with a canary's settings (``"percent must ..."``), or None."""
+    if not 0 <= canary.percent < 100:
+        return f"percent must be at least 0 (no canary) and under 100, not {canary.percent:g}"
+    if canary.seconds <= 0:
+        return f"seconds must be greater than 0, not {canary.seconds:g}"
+    if not 0 <= canary.max_error_rate < 1:
+        return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {canary.max_error_rate:g}"
+    return None
 
 
 T = TypeVar("T")

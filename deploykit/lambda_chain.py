@@ -1,5 +1,8 @@
 """The Lambda fast path: upload → update function code → publish a version → move the ``live`` alias → smoke.
 
+With a canary (deploykit.canary), the new version first takes a share of the alias's requests, watched, before
+move-alias gives it all of them.
+
 ``inv deploy.lambda NAME`` ships one function of ``lambda/`` without CloudFormation. Its zip is reproducible
 and named by its content (``lambda/<fn>/<sha256>.zip``, :mod:`deploykit.packaging`), so every step can tell
 whether its result already exists and skip:
@@ -464,10 +467,19 @@ def function_folder(config: Config, function: str) -> Path:
 
 
 def lambda_plan(
-    config: Config, env: EnvConfig, revision: Revision, function: str, *, function_name: str, smoke: bool = True
+    config: Config,
+    env: EnvConfig,
+    revision: Revision,
+    function: str,
+    *,
+    function_name: str,
+    smoke: bool = True,
 ) -> Plan:
-    """upload → update-code → publish-version → move-alias → smoke, for ``function`` (a folder of lambda/) whose
-    Lambda function is ``function_name``."""
+    """upload → update-code → publish-version → [canary →] move-alias → smoke, for ``function`` (a folder of
+    lambda/) whose Lambda function is ``function_name``; a canary when the environment has one (deploykit.canary)."""
+    from deploykit.canary import CanaryRelease  # it reads the versions as this module does
+
+    canary = env.lambda_canary
     revision = revision.of(f"lambda:{function}")
     folder = function_folder(config, function)
     package = packaging.package_function(folder)
@@ -483,8 +495,22 @@ def lambda_plan(
             env.poll_seconds,
         ),
         PublishVersion(function, function_name, env.stacks.registry, package.key, package.code_sha256, revision.tag),
-        MoveAlias(function, function_name, ALIAS, package.key, package.code_sha256),
     ]
+    if canary.on:
+        steps.append(
+            CanaryRelease(
+                function,
+                function_name,
+                ALIAS,
+                package.key,
+                package.code_sha256,
+                canary.percent,
+                canary.seconds,
+                canary.max_error_rate,
+                env.poll_seconds,
+            )
+        )
+    steps.append(MoveAlias(function, function_name, ALIAS, package.key, package.code_sha256))
     if smoke:
         steps.append(Smoke())
     return Plan(env.name, tuple(steps), f"deploy.lambda {function}", ((f"lambda:{function}", revision.tag),))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class Context:
     reporter: Reporter
     docker_factory: Callable[[], docker.DockerClient]
     plugins: Plugins | None = None
+    # Set when the run is interrupted while steps run side by side (Parallel): each stops at its next safe point,
+    # a sequence between two of its steps, a canary by taking itself back.
+    stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _docker: docker.DockerClient | None = field(default=None, init=False, repr=False)
 
     @property
@@ -174,6 +178,8 @@ class Sequence(Step):
         children: list[StepRecord] = []
         outputs: dict[str, str] = {}
         for step in self.steps:
+            if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
+                raise KeyboardInterrupt
             t0 = ctx.clock.monotonic()
             outcome = step.run(ctx)
             outputs.update(outcome.outputs)
@@ -193,7 +199,10 @@ class Parallel(Step):
         return " ‖ ".join(f"{s.name}: {s.describe()}" for s in self.steps)
 
     def interrupted(self) -> str:
-        return "the steps already running were left to finish what they had started, none was cut halfway"
+        return (
+            "the steps already running were left to finish what they had started, none was cut halfway, and none "
+            "was started after it (a canary took itself back)"
+        )
 
     def inputs(self) -> dict[str, Any]:
         return {"steps": [{"step": s.name, "inputs": s.inputs()} for s in self.steps]}
@@ -207,7 +216,11 @@ class Parallel(Step):
                 return exc, ctx.clock.monotonic() - t0
 
         with ThreadPoolExecutor(max_workers=max(1, len(self.steps)), thread_name_prefix="parallel") as pool:
-            results = list(pool.map(timed, self.steps))
+            try:
+                results = list(pool.map(timed, self.steps))
+            except BaseException:  # an interrupt: the steps still running stop at their next safe point
+                ctx.stop.set()
+                raise
         children: list[StepRecord] = []
         outputs: dict[str, str] = {}
         failures: list[tuple[Step, BaseException]] = []

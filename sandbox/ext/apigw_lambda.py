@@ -477,6 +477,7 @@ class LambdaServiceError(LambdaClientError):
 class _Resolved:
     code: FunctionCode
     invoked_arn: str
+    qualifier: str | None = None  # as invoked: a version, an alias, $LATEST or none
 
 
 class ApiGatewayLambda:
@@ -549,7 +550,7 @@ class ApiGatewayLambda:
                     break
             fn = latest if version == "$LATEST" else backend.get_function(name, version)
         invoked = f"{unqualified}:{qualifier}" if qualifier else unqualified
-        return _Resolved(function_code(fn, unqualified), invoked)
+        return _Resolved(function_code(fn, unqualified), invoked, qualifier or None)
 
     def invoke(self, resolved: _Resolved, event: Any) -> InvokeResult:
         """Run a resolved function (without the sandbox lock), then file its log in CloudWatch Logs."""
@@ -558,7 +559,44 @@ class ApiGatewayLambda:
             result = self.runtime.invoke(resolved.code, event, invoked_arn=resolved.invoked_arn)
         with self.sandbox.lock:
             self._save_logs(resolved.code, result)
+            self._save_metrics(resolved, result)
         return result
+
+    def _save_metrics(self, resolved: _Resolved, result: InvokeResult) -> None:
+        """The invocation's ``AWS/Lambda`` metrics, as Lambda puts them: Invocations, Errors and Duration by
+        FunctionName; by FunctionName and Resource (``<name>:<qualifier>``) when invoked with a qualifier; and, through
+        an alias, also by the version that ran (ExecutedVersion). Dimensions in name order."""
+        assert self.sandbox is not None
+        name = resolved.code.function_name
+        function = {"Name": "FunctionName", "Value": name}
+        sets = [[function]]
+        qualifier = resolved.qualifier
+        if qualifier and qualifier != "$LATEST":
+            resource = {"Name": "Resource", "Value": f"{name}:{qualifier}"}
+            sets.append([function, resource])
+            if not qualifier.isdigit():
+                sets.append([{"Name": "ExecutedVersion", "Value": resolved.code.version}, function, resource])
+        data = []
+        for dimensions in sets:
+            data += [
+                {"MetricName": "Invocations", "Value": 1, "Unit": "Count", "Dimensions": dimensions},
+                {
+                    "MetricName": "Errors",
+                    "Value": int(bool(result.function_error)),
+                    "Unit": "Count",
+                    "Dimensions": dimensions,
+                },
+                {
+                    "MetricName": "Duration",
+                    "Value": result.duration_ms,
+                    "Unit": "Milliseconds",
+                    "Dimensions": dimensions,
+                },
+            ]
+        try:
+            self.sandbox.backend("cloudwatch").put_metric_data("AWS/Lambda", data)
+        except Exception:  # metrics are a convenience: never fail an invocation over them
+            log.debug("could not put the metrics of %s in CloudWatch", name, exc_info=True)
 
     def _save_logs(self, code: FunctionCode, result: InvokeResult) -> None:
         assert self.sandbox is not None
@@ -610,6 +648,7 @@ class ApiGatewayLambda:
             result = self.runtime.invoke(resolved.code, event, invoked_arn=resolved.invoked_arn)
             with self.sandbox.lock:
                 self._save_logs(resolved.code, result)
+                self._save_metrics(resolved, result)
         except Exception:
             log.exception("asynchronous invocation of %s failed", resolved.invoked_arn)
 

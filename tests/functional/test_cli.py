@@ -84,6 +84,13 @@ def test_an_unknown_sandbox_setting_exits_2_and_names_the_known_ones(project: Pa
         assert "→ next: fix the [sandbox] table of deploy.toml" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_canary_option_that_is_not_a_number_exits_2(project: Path) -> None:
+    done = inv(project, "deploy.lambda", "login_handler", "--canary", "ten", "--dry-run")
+    assert done.returncode == 2 and "--canary 'ten' is not a percentage" in done.stderr, done.stderr
+    done = inv(project, "deploy.auto", "--bake", "5m", "--dry-run")
+    assert done.returncode == 2 and "--bake is how long a canary runs, and there is none here" in done.stderr
+
+
 def test_dirty_tree_exits_2_and_changes_nothing(project: Path) -> None:
     (project / "backend" / "app" / "main.py").write_text("# edited\n")
     before = git(project, "status", "--porcelain")

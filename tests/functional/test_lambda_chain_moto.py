@@ -13,17 +13,18 @@ import hashlib
 import io
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
 
 import pytest
 
-from deploykit import commands, history, lambda_chain, packaging
+from deploykit import canary, commands, history, lambda_chain, packaging
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
-from deploykit.config import load_config
-from deploykit.errors import UsageError
+from deploykit.config import LambdaCanary, load_config
+from deploykit.errors import Interrupted, StepFailed, UsageError
 from tests.conftest import REPO, git
 from tests.functional.conftest import asked
 from tests.functional.test_cli import inv
@@ -405,3 +406,186 @@ def test_the_task_is_listed_with_its_options(project: Path) -> None:
         assert option in helped.stdout, option
     refused = inv(project, "deploy.lambda", "nope", "--dry-run")
     assert refused.returncode == 2 and "unknown Lambda function 'nope'" in refused.stderr
+
+
+# -- the canary (deploykit.canary) ---------------------------------------------------------------------------------
+# The new version takes a share of the ``live`` alias's requests while its errors are watched, and is taken back when
+# they are too many or the run is interrupted, or goes on to take every request. Lambda itself is played by the clock:
+# while the step sleeps between two polls the alias "serves" requests, and the clock puts the metrics Lambda would
+# (AWS/Lambda Invocations and Errors by ExecutedVersion, FunctionName, Resource) for the versions it routes to.
+
+FN = "health_handler"
+
+
+class Traffic(FakeClock):
+    """Time in which the alias serves ``per_poll`` requests, routed by its weights, with the metrics Lambda puts.
+    ``failing``: the versions whose every invocation fails; ``interrupt_at``: the sleep at which Ctrl-C comes."""
+
+    def __init__(
+        self, factory: AwsFactory, *, per_poll: int = 10, failing: tuple[str, ...] = (), interrupt_at: int = 0
+    ) -> None:
+        super().__init__(start=datetime.now(UTC))
+        self.lam, self.cloudwatch = factory.client("lambda"), factory.client("cloudwatch")
+        self.per_poll, self.failing, self.interrupt_at = per_poll, failing, interrupt_at
+        self.routing: list[tuple[str, dict[str, float]]] = []  # what the alias said at each sleep
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.interrupt_at and len(self.sleeps) == self.interrupt_at:
+            raise KeyboardInterrupt
+        alias = self.lam.get_alias(FunctionName=FUNCTIONS[FN], Name="live")
+        weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        self.routing.append((str(alias["FunctionVersion"]), dict(weights)))
+        served = {version: round(self.per_poll * weight) for version, weight in weights.items()}
+        served[str(alias["FunctionVersion"])] = self.per_poll - sum(served.values())
+        data = []
+        for version, count in served.items():
+            dimensions = canary.dimensions(FUNCTIONS[FN], "live", version)
+            errors = count if version in self.failing else 0
+            data += [
+                {"MetricName": "Invocations", "Dimensions": dimensions, "Value": count, "Timestamp": self.now()},
+                {"MetricName": "Errors", "Dimensions": dimensions, "Value": errors, "Timestamp": self.now()},
+            ]
+        if self.per_poll:
+            self.cloudwatch.put_metric_data(Namespace="AWS/Lambda", MetricData=data)
+
+
+def deploy(project: Path, factory: AwsFactory, clock: FakeClock, **options: str) -> commands.Runtime:
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=clock,
+        aws_factory=lambda _env: factory,
+        docker_factory=Mock(side_effect=AssertionError("the Lambda fast path must not touch Docker")),
+    )
+    commands.deploy_lambda(FN, env="dev", smoke=False, runtime=runtime, **options)
+    return runtime
+
+
+def said(runtime: commands.Runtime) -> str:
+    return str(runtime.stderr.getvalue())  # type: ignore[attr-defined]
+
+
+def routing_now(factory: AwsFactory) -> tuple[str, dict[str, float]]:
+    alias = factory.client("lambda").get_alias(FunctionName=FUNCTIONS[FN], Name="live")
+    return str(alias["FunctionVersion"]), dict((alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {})
+
+
+def test_a_healthy_canary_serves_its_share_for_the_bake_then_takes_every_request(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    clock = Traffic(factory)
+    runtime = deploy(with_lambdas, factory, clock, canary="20", bake="30s")
+    assert clock.routing == [("1", {"2": 0.2})] * 6  # every poll of the 30 s (5 s apart: AWS's interval)
+    assert sum(clock.sleeps) == 30.0
+    assert routing_now(factory) == ("2", {})  # then move-alias gave it everything
+    text = said(runtime)
+    assert "🐤 health_handler: version 2 takes 20% of live's requests for 30s (version 1 the rest)" in text
+    assert "health_handler: version 2 took 20% for 30s: 12 requests, 0 errors (version 1: 48 requests" in text
+
+    again = deploy(with_lambdas, factory, Traffic(factory))  # live serves it already: nothing to try
+    assert "canary" not in said(again)  # dev has no canary of its own: --canary made that one
+
+
+def test_errors_of_the_new_version_take_it_back_at_once_and_fail_the_deploy(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    clock = Traffic(factory, failing=("2",))
+    with pytest.raises(StepFailed) as failed:
+        deploy(with_lambdas, factory, clock, canary="10", bake="5m")
+    assert failed.value.message.startswith(
+        "the canary of health_handler failed: version 2 answered 1 request, 1 error (100%; version 1: 9 requests, "
+        "0 errors), any error takes it back; live serves version 1 alone again"
+    )
+    assert "inv logs --component lambda:health_handler" in (failed.value.next_step or "")
+    assert len(clock.sleeps) == 1  # the first poll with an error ended it, not the 5 minutes
+    assert routing_now(factory) == ("1", {})
+
+
+def test_a_rate_of_errors_tolerates_fewer_and_takes_back_more(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """max_error_rate = 0.5 in deploy.toml: the old version failing is not the new one's fault; a new version
+    failing every request is taken back."""
+    toml = with_lambdas / "deploy.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            "[environments.dev.stacks]",
+            "[environments.dev.lambda_canary]\npercent = 50\nseconds = 20\nmax_error_rate = 0.5\n\n"
+            "[environments.dev.stacks]",
+        )
+    )
+    git(with_lambdas, "commit", "-qam", "dev: a canary")
+    ok = Traffic(factory, failing=("1",))  # only the old version fails: the canary is not to blame
+    deploy(with_lambdas, factory, ok)
+    assert routing_now(factory) == ("2", {}) and ok.routing == [("1", {"2": 0.5})] * 4
+
+    handler = with_lambdas / "lambda" / FN / "handler.py"
+    handler.write_text(handler.read_text() + "\n# version 3\n")
+    git(with_lambdas, "commit", "-qam", "health: version 3")
+    with pytest.raises(StepFailed, match=r"version 3 answered 5 requests, 5 errors \(100%; version 2: "):
+        deploy(with_lambdas, factory, Traffic(factory, failing=("3",)))
+    assert routing_now(factory) == ("2", {})
+
+
+def test_an_interrupt_during_the_canary_takes_it_back(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    clock = Traffic(factory, interrupt_at=3)
+    with pytest.raises(Interrupted) as stopped:
+        deploy(with_lambdas, factory, clock, canary="10", bake="5m")
+    assert clock.routing == [("1", {"2": 0.1})] * 2  # two polls in, then Ctrl-C
+    assert "interrupted during canary" in stopped.value.message
+    assert "the canary was taken back: car-rental-dev-health:live serves the version it served before alone" in (
+        stopped.value.message
+    )
+    assert routing_now(factory) == ("1", {})
+
+
+def test_a_canary_no_request_reached_is_said_and_the_deploy_goes_on(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    runtime = deploy(with_lambdas, factory, Traffic(factory, per_poll=0), canary="10", bake="10s")
+    assert "⚠️  health_handler: version 2 took 10% for 10s: 0 requests, 0 errors" in said(runtime)
+    assert "no request reached it, nothing to judge it by (smoke checks it next)" in said(runtime)
+    assert routing_now(factory) == ("2", {})
+
+
+def test_the_plan_shows_the_canary_between_publish_and_move_alias(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    out = io.StringIO()
+    runtime = commands.Runtime(
+        config_path=with_lambdas / "deploy.toml",
+        stdout=out,
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: factory,
+    )
+    commands.deploy_lambda(FN, env="dev", canary="10%", bake="2m", dry_run=True, as_json=True, runtime=runtime)
+    assert '"canary"' in out.getvalue() and "10% of car-rental-dev-health:live's requests for 120s" in out.getvalue()
+    assert routing_now(factory) == ("1", {})  # a dry run changes nothing
+    assert alias_version(factory, FN) == "1"
+
+
+@pytest.mark.parametrize(
+    ("percent", "bake", "message"),
+    [
+        ("ten", None, "--canary 'ten' is not a percentage"),
+        ("100", None, "the canary's percent must be at least 0 (no canary) and under 100, not 100"),
+        ("10", "soon", "--bake 'soon' is not a duration"),
+        (None, "5m", "--bake is how long a canary runs, and there is none here"),
+        ("0", "5m", "--bake is how long a canary runs, and there is none here"),
+    ],
+)
+def test_canary_options_that_are_not_right_exit_2(percent: str | None, bake: str | None, message: str) -> None:
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        canary.with_options(LambdaCanary(), percent, bake)
+
+
+def test_canary_options_replace_the_environments_settings() -> None:
+    settings = LambdaCanary(percent=5, seconds=600, max_error_rate=0.01)
+    assert canary.with_options(settings, "25%", "90s") == LambdaCanary(25, 90, 0.01)
+    assert canary.with_options(settings, None, "5m").seconds == 300
+    assert not canary.with_options(settings, "0", None).on

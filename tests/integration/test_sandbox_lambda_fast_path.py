@@ -4,7 +4,9 @@ CloudFormation stack touched, and a later deploy.stack of the API keeps it inste
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from deploykit import commands, lambda_chain
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
+from deploykit.errors import StepFailed
 from sandbox import lifecycle
 from sandbox.settings import load_settings
 from tests.conftest import git, quiet_runtime
@@ -156,3 +159,75 @@ def test_rollback_finds_the_version_cloudformation_published_by_its_code(project
     assert report is not None and report.ok
     answer = health(deployed.api_health_url)
     assert "release" not in answer and answer["function_version"] == "1"
+
+
+class Traffic:
+    """Requests to a URL, one after the other from a thread, until stopped: what users send while a canary runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers: list[tuple[int, str]] = []  # status, the release that answered
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=15) as answer:
+                    self.answers.append((answer.status, str(json.loads(answer.read()).get("release", ""))))
+            except urllib.error.HTTPError as exc:
+                self.answers.append((exc.code, ""))
+            time.sleep(0.02)
+
+
+def test_a_canary_takes_a_failing_version_back_on_its_first_errors_and_lets_a_good_one_in(
+    project: Path, deployed: Endpoints
+) -> None:
+    """Weighted alias routing, Lambda's per-version metrics and the canary's watch together: a release that fails
+    every request reaches some users, is taken back within a poll or two, and the live version serves alone again;
+    a good one serves its share, then everything."""
+    url, lam = deployed.api_health_url, client(project, "lambda")
+    function_name = deployed.functions[FN]
+    release(project, "before-canary")
+    assert commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project)) is not None
+    live = str(lam.get_alias(FunctionName=function_name, Name="live")["FunctionVersion"])
+
+    handler = project / "lambda" / FN / "handler.py"
+    good = handler.read_text()
+    handler.write_text(good + '\n\ndef handler(event, context):  # noqa: F811\n    raise RuntimeError("broken")\n')
+    git(project, "commit", "-qam", f"{FN}: broken")
+    started = time.monotonic()
+    with Traffic(url) as traffic, pytest.raises(StepFailed, match=f"the canary of {FN} failed: version "):
+        commands.deploy_lambda(FN, canary="50", bake="60s", smoke=False, runtime=quiet_runtime(project))
+    taken_back = time.monotonic() - started
+    alias = lam.get_alias(FunctionName=function_name, Name="live")
+    assert alias["FunctionVersion"] == live and not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    assert 502 in {code for code, _ in traffic.answers}  # some users met it: that is what a canary limits
+    assert health(url)["release"] == "before-canary"
+    broken = list(traffic.answers)
+
+    handler.write_text(good)
+    release(project, "after-canary")
+    started = time.monotonic()
+    with Traffic(url) as traffic:
+        report = commands.deploy_lambda(FN, canary="50", bake="3s", smoke=False, runtime=quiet_runtime(project))
+    assert report is not None and report.ok, report.error if report else None
+    assert time.monotonic() - started >= 3.0
+    canary = next(r for r in report.records if r.step == "canary")
+    assert canary.status == "done" and " 0 errors (version " in canary.detail, canary.detail
+    served = {release for code, release in traffic.answers if code == 200}
+    assert {"before-canary", "after-canary"} <= served and 502 not in {code for code, _ in traffic.answers}
+    assert health(url)["release"] == "after-canary"
+    failed = sum(1 for code, _ in broken if code == 502)
+    print(
+        f"\ncanary of a broken release: taken back {taken_back:.2f}s after deploy.lambda began, {failed} of "
+        f"{len(broken)} requests failed meanwhile; a good release's 3 s canary: {len(traffic.answers)} requests"
+    )

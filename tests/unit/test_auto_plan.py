@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploykit import auto, changes
-from deploykit.config import Config, EnvConfig, load_config
+from deploykit.config import Config, EnvConfig, LambdaCanary, load_config
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
 from deploykit.plan import Plan
@@ -81,6 +81,13 @@ def test_a_lambda_change_is_the_fast_path_without_cloudformation(with_lambdas: P
     ]
     assert {target for _, target in shape(plan, env)} == {"login_handler", "sandbox"}
     assert plan.deploys == (("lambda:login_handler", revision.tag),)
+
+    # an environment with a canary tries the new code on a share of the requests before move-alias
+    env = dataclasses.replace(env, lambda_canary=LambdaCanary(percent=10, seconds=120))
+    plan = auto.auto_plan(
+        config, env, revision, change_set(("lambda/login_handler/handler.py", "lambda:login_handler")), INPUTS
+    )
+    assert shape(plan, env)[2:5] == [(n, "login_handler") for n in ("publish-version", "canary", "move-alias")]
 
 
 def test_a_stack_change_deploys_that_stack_alone_with_the_live_inputs(with_lambdas: Path) -> None:  # noqa: F811

@@ -129,3 +129,22 @@ def test_config_is_found_upwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(deep)
     monkeypatch.delenv("DEPLOYKIT_CONFIG", raising=False)
     assert load_config().root == tmp_path.resolve()
+
+
+def test_a_lambda_canary_is_off_unless_set_and_its_values_are_checked() -> None:
+    config = parse_config(raw(), Path("deploy.toml"))
+    assert not config.environment("dev").lambda_canary.on
+    data = raw()
+    data["environments"]["dev"]["lambda_canary"] = {"percent": 10, "seconds": 120}
+    canary = parse_config(data, Path("deploy.toml")).environment("dev").lambda_canary
+    assert (canary.on, canary.percent, canary.seconds, canary.max_error_rate) == (True, 10.0, 120.0, 0.0)
+    for bad, message in (
+        ({"percent": 100}, r"lambda_canary\.percent must be at least 0 \(no canary\) and under 100, not 100"),
+        ({"percent": 10, "seconds": 0}, r"lambda_canary\.seconds must be greater than 0"),
+        ({"percent": 10, "max_error_rate": 5}, r"lambda_canary\.max_error_rate must be at least 0 and under 1"),
+        ({"percnt": 10}, r"unknown key 'environments\.dev\.lambda_canary\.percnt' \(did you mean 'percent'\?\)"),
+        ({"percent": "10%"}, r"'environments\.dev\.lambda_canary\.percent' must be float"),
+    ):
+        data["environments"]["dev"]["lambda_canary"] = bad
+        with pytest.raises(ConfigError, match=message):
+            parse_config(data, Path("deploy.toml"))

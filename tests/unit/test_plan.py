@@ -226,3 +226,61 @@ def test_an_interrupt_stops_the_plan_cleanly_and_says_what_was_left_in_progress(
     )
     assert report.error.next_step is not None and "run the same command again" in report.error.next_step
     assert "⚠️  roll interrupted after 0.5s" in out.getvalue()
+
+
+def test_an_interrupt_during_a_parallel_group_stops_each_sequence_before_its_next_step() -> None:
+    """Ctrl-C reaches the main thread while siblings run in workers: they finish the step they are in (none is cut
+    halfway) and start no other; a step that watches ``ctx.stop`` (the canary) can end sooner."""
+    import signal
+    import threading
+
+    from deploykit.errors import Interrupted
+    from deploykit.plan import Parallel, Sequence
+
+    started = threading.Event()
+    ran: list[str] = []
+    main = threading.main_thread().ident
+    assert main is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    @dataclass(frozen=True)
+    class Watch(Step):
+        name: ClassVar[str] = "watch"
+
+        def describe(self) -> str:
+            return "watch until stopped"
+
+        def run(self, ctx: Context) -> Outcome:
+            started.set()
+            assert ctx.stop.wait(timeout=5), "the group never said stop"
+            ran.append("watch")
+            return Outcome.done("stopped")
+
+    @dataclass(frozen=True)
+    class After(Step):
+        name: ClassVar[str] = "after"
+
+        def describe(self) -> str:
+            return "must not start"
+
+        def run(self, ctx: Context) -> Outcome:
+            ran.append("after")
+            return Outcome.done("started anyway")
+
+    @dataclass(frozen=True)
+    class CtrlC(Step):
+        name: ClassVar[str] = "ctrl-c"
+
+        def describe(self) -> str:
+            return "the user presses Ctrl-C"
+
+        def run(self, ctx: Context) -> Outcome:
+            assert started.wait(timeout=5)
+            signal.pthread_kill(main, signal.SIGINT)  # as a terminal does: to the main thread, which waits on the group
+            return Outcome.done("pressed")
+
+    out = io.StringIO()
+    group = Parallel((Sequence("lambda a", (Watch(), After())), CtrlC()))
+    report = Executor(make_ctx(FakeClock(), out)).execute(Plan("dev", (group, Sleep(1.0)), "demo"))
+    assert isinstance(report.error, Interrupted)
+    assert ran == ["watch"]
+    assert [(r.step, r.status) for r in report.records] == [("parallel", "failed"), ("sleep", "not run")]

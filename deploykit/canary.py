@@ -1,0 +1,269 @@
+"""The Lambda canary: a new version first takes a share of the ``live`` alias's requests while its errors are watched.
+
+With ``[environments.NAME.lambda_canary] percent`` above 0 (or ``--canary PERCENT``), the Lambda fast path runs a
+``canary`` step between publish-version and move-alias:
+
+1. the alias keeps pointing at the version it serves and routes ``percent`` % of its requests to the new one
+   (Lambda's weighted alias routing, guarded by the alias's RevisionId);
+2. for ``seconds``, every poll asks CloudWatch (one GetMetricData) for the ``Invocations`` and ``Errors`` of each
+   version behind the alias: namespace ``AWS/Lambda``, dimensions ``FunctionName``, ``Resource``
+   (``<function>:<alias>``) and ``ExecutedVersion``, which Lambda puts for every invocation through an alias;
+3. as soon as more than ``max_error_rate`` of the new version's invocations failed (with the default 0: one
+   error), the routing is cleared, so the alias serves the old version alone again, and the step fails; an
+   interrupt, or an error of the watch itself, takes the canary back the same way;
+4. when the time is up the step is done and move-alias gives the new version every request (smoke then checks it,
+   and the automatic rollback still answers a failure there).
+
+A new version that took no request in that time has nothing to judge it by: that is said, and the deploy goes on.
+On AWS Lambda puts its metrics about a minute late: give ``seconds`` a few minutes there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from botocore.exceptions import ClientError
+
+from deploykit.config import LambdaCanary, canary_problem
+from deploykit.errors import StepFailed, UsageError
+from deploykit.lambda_chain import NOT_FOUND, find_version
+from deploykit.plan import Context, Outcome, Step
+from deploykit.stacks import error_code
+
+NAMESPACE = "AWS/Lambda"
+PERIOD = 60  # seconds: Lambda's metrics are per minute
+_SECONDS = re.compile(r"^(\d+(?:\.\d+)?)([sm]?)$")
+
+
+def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) -> LambdaCanary:
+    """The environment's canary with ``--canary PERCENT`` (``10``, ``10%``; ``0``: none) and ``--bake DURATION``
+    (``300``, ``90s``, ``5m``) over it; UsageError for a value that is not one, or a bake without a canary."""
+    changed: dict[str, float] = {}
+    if percent is not None:
+        try:
+            changed["percent"] = float(percent.strip().removesuffix("%"))
+        except ValueError:
+            raise UsageError(
+                f"--canary {percent!r} is not a percentage", next_step="pass a number: --canary 10 (0: no canary)"
+            ) from None
+    if bake is not None:
+        found = _SECONDS.match(bake.strip())
+        if found is None:
+            raise UsageError(f"--bake {bake!r} is not a duration", next_step="pass seconds or minutes: --bake 90s, 5m")
+        changed["seconds"] = float(found.group(1)) * (60 if found.group(2) == "m" else 1)
+    chosen = dataclasses.replace(settings, **changed)
+    problem = canary_problem(chosen)
+    if problem:
+        raise UsageError(f"the canary's {problem}", next_step="pass --canary between 0 and 100, --bake above 0")
+    if bake is not None and not chosen.on:
+        raise UsageError(
+            "--bake is how long a canary runs, and there is none here",
+            next_step="add --canary PERCENT, or set percent in [environments.NAME.lambda_canary]",
+        )
+    return chosen
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A version's invocations and errors behind the alias since the canary began."""
+
+    invocations: int = 0
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.invocations if self.invocations else 0.0
+
+    def __str__(self) -> str:
+        noun = "request" if self.invocations == 1 else "requests"
+        return f"{self.invocations} {noun}, {self.errors} error{'' if self.errors == 1 else 's'}"
+
+
+def dimensions(function_name: str, alias: str, version: str) -> list[dict[str, str]]:
+    """Lambda's dimensions of a version's metrics behind an alias, in name order (the order moto matches on)."""
+    return [
+        {"Name": "ExecutedVersion", "Value": version},
+        {"Name": "FunctionName", "Value": function_name},
+        {"Name": "Resource", "Value": f"{function_name}:{alias}"},
+    ]
+
+
+def version_counts(
+    cloudwatch: Any, function_name: str, alias: str, versions: Sequence[str], start: datetime, end: datetime
+) -> dict[str, Counts]:
+    """Each version's invocations and errors behind ``alias`` from ``start`` (its minute) to ``end``: one call."""
+    queries = []
+    for index, version in enumerate(versions):
+        for metric in ("Invocations", "Errors"):
+            stat = {
+                "Metric": {
+                    "Namespace": NAMESPACE,
+                    "MetricName": metric,
+                    "Dimensions": dimensions(function_name, alias, version),
+                },
+                "Period": PERIOD,
+                "Stat": "Sum",
+            }
+            queries.append({"Id": f"{metric.lower()}{index}", "MetricStat": stat, "ReturnData": True})
+    sums: dict[str, float] = {}
+    kwargs: dict[str, Any] = {
+        "MetricDataQueries": queries,
+        "StartTime": start.replace(second=0, microsecond=0),  # CloudWatch rounds down to the minute anyway
+        "EndTime": end + timedelta(seconds=PERIOD),
+    }
+    while True:
+        answer = cloudwatch.get_metric_data(**kwargs)
+        for result in answer.get("MetricDataResults", []):
+            sums[result["Id"]] = sums.get(result["Id"], 0.0) + sum(float(v) for v in result.get("Values", []))
+        if not answer.get("NextToken"):
+            break
+        kwargs["NextToken"] = answer["NextToken"]
+    return {
+        version: Counts(round(sums.get(f"invocations{i}", 0.0)), round(sums.get(f"errors{i}", 0.0)))
+        for i, version in enumerate(versions)
+    }
+
+
+def too_many_errors(new: Counts, max_error_rate: float) -> bool:
+    """Whether the new version failed more than it may: any error at a rate of 0, else more than the rate."""
+    return new.errors > 0 and new.rate > max_error_rate
+
+
+def _rate(value: float) -> str:
+    return "any error" if value == 0 else f"more than {value:.1%} of its invocations failing"
+
+
+@dataclass(frozen=True)
+class CanaryRelease(Step):
+    """Route ``percent`` % of the alias's requests to the published version with this code for ``seconds``,
+    watching its errors; take it back (and fail) when they pass ``max_error_rate``."""
+
+    name: ClassVar[str] = "canary"
+    function: str
+    function_name: str
+    alias: str
+    key: str
+    code_sha256: str
+    percent: float
+    seconds: float
+    max_error_rate: float
+    poll: float
+
+    def describe(self) -> str:
+        return (
+            f"give the version that runs {self.code_sha256[:12]}… {self.percent:g}% of {self.function_name}:"
+            f"{self.alias}'s requests for {self.seconds:g}s; {_rate(self.max_error_rate)} takes it back"
+        )
+
+    def interrupted(self) -> str:
+        return (
+            f"the canary was taken back: {self.function_name}:{self.alias} serves the version it served before "
+            "alone (unless a line above says it could not)"
+        )
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("lambda")
+        found = find_version(client, self.function_name, self.code_sha256, self.key)
+        if found is None:
+            raise StepFailed(
+                f"no published version of {self.function_name} runs code {self.code_sha256[:12]}… "
+                "with its current configuration",
+                next_step=f"publish it: inv deploy.lambda {self.function}",
+            )
+        new = found.version
+        try:
+            current = client.get_alias(FunctionName=self.function_name, Name=self.alias)
+        except ClientError as exc:
+            if error_code(exc) != NOT_FOUND:
+                raise
+            raise UsageError(
+                f"{self.function_name} has no alias {self.alias!r} (the API stack makes it)",
+                next_step="deploy the API stack first: inv deploy.stack api",
+            ) from None
+        old = str(current["FunctionVersion"])
+        if old == new:
+            return Outcome.skipped(f"{self.function}: {self.alias} already serves version {new}: nothing to try")
+        try:
+            answer = client.update_alias(
+                FunctionName=self.function_name,
+                Name=self.alias,
+                FunctionVersion=old,
+                RoutingConfig={"AdditionalVersionWeights": {new: round(self.percent / 100, 4)}},
+                RevisionId=current["RevisionId"],
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ("InvalidParameterValueException", "PreconditionFailedException"):
+                raise
+            raise StepFailed(
+                f"Lambda refused to route {self.percent:g}% of {self.function_name}:{self.alias} to version {new} "
+                f"beside version {old}: {exc.response.get('Error', {}).get('Message', exc)} (nothing was changed)",
+                next_step=f"deploy it without a canary: inv deploy.lambda {self.function} --canary 0",
+            ) from None
+        ctx.reporter.line(
+            f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
+            f"{self.seconds:g}s (version {old} the rest); {_rate(self.max_error_rate)} takes it back"
+        )
+        revision = str(answer.get("RevisionId", ""))
+        try:
+            counts = self._watch(ctx, new, old)
+        except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
+            self._take_back(ctx, client, old, revision)
+            raise
+        if too_many_errors(counts[new], self.max_error_rate):
+            self._take_back(ctx, client, old, revision)
+            raise StepFailed(
+                f"the canary of {self.function} failed: version {new} answered {counts[new]} "
+                f"({counts[new].rate:.0%}; version {old}: {counts[old]}), {_rate(self.max_error_rate)} takes it "
+                f"back; {self.alias} serves version {old} alone again",
+                next_step=f"see what it wrote: inv logs --component lambda:{self.function} --since 15m; fix it, "
+                f"commit, and deploy again",
+            )
+        detail = (
+            f"{self.function}: version {new} took {self.percent:g}% for {self.seconds:g}s: {counts[new]} "
+            f"(version {old}: {counts[old]})"
+        )
+        if counts[new].invocations == 0:
+            detail += "; no request reached it, nothing to judge it by (smoke checks it next)"
+            ctx.reporter.line(f"⚠️  {detail}")
+        return Outcome.done(detail, **{f"{self.function}.canary_version": new})
+
+    def _watch(self, ctx: Context, new: str, old: str) -> dict[str, Counts]:
+        """Poll the versions' counts until the time is up or the new one fails too much."""
+        cloudwatch = ctx.aws.client("cloudwatch")
+        started, since = ctx.clock.monotonic(), ctx.clock.now()
+        while True:
+            if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
+                raise KeyboardInterrupt
+            counts = version_counts(cloudwatch, self.function_name, self.alias, [new, old], since, ctx.clock.now())
+            elapsed = ctx.clock.monotonic() - started
+            ctx.reporter.status(
+                f"{self.function} canary {elapsed:.0f}s of {self.seconds:g}s: version {new} {counts[new]}, "
+                f"version {old} {counts[old]}"
+            )
+            if too_many_errors(counts[new], self.max_error_rate) or elapsed >= self.seconds:
+                return counts
+            ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
+
+    def _take_back(self, ctx: Context, client: Any, old: str, revision: str) -> None:
+        """The alias on ``old`` alone again; said when it cannot be (someone changed the alias meanwhile)."""
+        try:
+            client.update_alias(
+                FunctionName=self.function_name,
+                Name=self.alias,
+                FunctionVersion=old,
+                RoutingConfig={"AdditionalVersionWeights": {}},
+                **({"RevisionId": revision} if revision else {}),
+            )
+        except Exception as exc:  # said, and the failure that brought us here goes on
+            ctx.reporter.line(
+                f"❌ could not take the canary of {self.function} back ({exc}); point the alias at version {old} "
+                f"alone: aws lambda update-alias --function-name {self.function_name} --name {self.alias} "
+                f"--function-version {old} --routing-config AdditionalVersionWeights={{}}"
+            )
+            return
+        ctx.reporter.line(f"↩️  {self.function}: canary taken back, {self.alias} serves version {old} alone")
