@@ -19,6 +19,7 @@ from typing import Any
 from deploykit import changes, ecs, lambda_chain, packaging, planner
 from deploykit.app_chain import PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory, at_once
+from deploykit.canary import CanaryRelease
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
@@ -394,5 +395,8 @@ def estimate_total(steps: Sequence[Step], env: EnvConfig, estimates: Mapping[str
 
 
 def _estimate(step: Step, env: EnvConfig, estimates: Mapping[str, float]) -> float | None:
-    """A step's median time in the history: of the same step on the same target (a stack), else of the step."""
+    """A step's median time in the history: of the same step on the same target (a stack), else of the step; a
+    canary takes the time it is given."""
+    if isinstance(step, CanaryRelease):
+        return step.seconds
     return estimates.get(f"{step.name}:{target_of(step, env)}", estimates.get(step.name))

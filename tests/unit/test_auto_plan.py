@@ -453,3 +453,9 @@ def test_the_estimated_total_counts_a_parallel_group_as_its_longest_member(with_
     stack_plan = auto.auto_plan(config, env, revision, change_set(("cdk/stacks/data_stack.py", "stack:data")), INPUTS)
     stack_estimates = {"deploy-stack": 9.0, "deploy-stack:CarRentalDataStack": 3.0, "synth": 4.0}
     assert auto.estimate_total(stack_plan.steps, env, stack_estimates) == 7.0
+    # a canary takes the time it is given, whatever the history says
+    canary_env = dataclasses.replace(env, lambda_canary=LambdaCanary(percent=10, seconds=120))
+    lambda_plan = auto.auto_plan(
+        config, canary_env, revision, change_set(("lambda/health_handler/handler.py", "lambda:health_handler")), INPUTS
+    )
+    assert auto.estimate_total(lambda_plan.steps, canary_env, {"canary": 3.0, "smoke": 1.0}) == 121.0
