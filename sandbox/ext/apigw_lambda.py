@@ -17,6 +17,9 @@ What plain moto lacks, fixed here:
 - ``function_logs``: each invocation's log (the function's stdout/stderr and START/END/REPORT lines) goes
   to the sandbox log (logger ``sandbox.lambda``) and to CloudWatch Logs: the group of the function's
   ``LoggingConfig``, else ``/aws/lambda/<name>``, stream ``<yyyy/mm/dd>/[<version>]<id>``.
+- ``lambda_metrics``: each invocation puts ``AWS/Lambda`` ``Invocations``, ``Errors`` and ``Duration`` in moto's
+  CloudWatch as Lambda does: by FunctionName; by FunctionName and Resource (``<name>:<qualifier>``) when invoked
+  with a qualifier; through an alias also by ExecutedVersion (the version its weighted routing chose).
 - ``logging_config``: moto drops a function's LoggingConfig; it is kept (CreateFunction,
   UpdateFunctionConfiguration, CloudFormation), copied to the versions published from it and shown by
   GetFunction(Configuration) with AWS's defaults (``Text``, ``/aws/lambda/<name>``).
