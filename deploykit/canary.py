@@ -77,7 +77,9 @@ class Counts:
 
     @property
     def rate(self) -> float:
-        return self.errors / self.invocations if self.invocations else 0.0
+        """errors / invocations; errors counted before their invocations (the two metrics arrive apart) are all
+        there is to go by."""
+        return self.errors / max(self.invocations, self.errors) if self.errors else 0.0
 
     def __str__(self) -> str:
         noun = "request" if self.invocations == 1 else "requests"

@@ -253,3 +253,13 @@ def test_a_missing_function_says_to_deploy_the_api_stack() -> None:
     with pytest.raises(UsageError, match=r"Lambda function fn \(health_handler\) does not exist") as err:
         step().run(context(lam, FakeClock()))
     assert err.value.next_step == "deploy the API stack first: inv deploy.stack api"
+
+
+def test_a_canary_fails_on_more_errors_than_its_rate_allows() -> None:
+    from deploykit.canary import Counts, too_many_errors
+
+    assert not too_many_errors(Counts(100, 0), 0.0)
+    assert too_many_errors(Counts(100, 1), 0.0)  # the default: one error takes it back
+    assert not too_many_errors(Counts(100, 1), 0.05) and too_many_errors(Counts(100, 6), 0.05)
+    assert too_many_errors(Counts(0, 2), 0.5)  # errors put before their invocations still count
+    assert str(Counts(1, 1)) == "1 request, 1 error" and str(Counts(3, 0)) == "3 requests, 0 errors"
