@@ -992,9 +992,9 @@ def deploy_auto(
     Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``; ``canary`` and ``bake``
     replace the environment's canary settings for the Lambda code it deploys (deploykit.canary)."""
     runtime = runtime or Runtime()
-    _with_canary(_load(runtime, env)[1], canary, bake)  # bad options refused before anything is read
+    chosen = _with_canary(_load(runtime, env)[1], canary, bake).lambda_canary  # bad options: refused before reading
     a = analyse(runtime, env, since=since, allow_dirty=allow_dirty)
-    a = dataclasses.replace(a, env=_with_canary(a.env, canary, bake))
+    a = dataclasses.replace(a, env=dataclasses.replace(a.env, lambda_canary=chosen))
     if a.endpoints is None:
         with aws_errors(a.env):
             plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)

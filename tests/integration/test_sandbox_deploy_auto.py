@@ -236,11 +236,13 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
 
     (folder / "handler.py").write_text(PRICING.replace('"suv": 79', '"suv": 89'))
     git(project, "commit", "-qam", "pricing: suv 89")
-    report, _out, seconds = auto(project)  # found now: the fast path, no CloudFormation
-    assert ran(report) == {"upload-lambda", "update-code", "publish-version", "move-alias", "smoke"}
+    # found now: the fast path, no CloudFormation; with a canary of one second, which no request reaches
+    report, out, seconds = auto(project, canary="50", bake="1s")
+    assert ran(report) == {"upload-lambda", "update-code", "publish-version", "canary", "move-alias", "smoke"}
+    assert "pricing_handler: version 2 took 50% for 1s: 0 requests, 0 errors" in out and "no request reached" in out
     with urllib.request.urlopen(found.api_url + "pricing", timeout=10) as answer:
         assert json.loads(answer.read())["suv"] == 89
-    print(f"deploy.auto of that function's code: {seconds:.2f}s")
+    print(f"deploy.auto of that function's code, with a canary of 1 s: {seconds:.2f}s")
 
     git(project, "rm", "-rq", "lambda/pricing_handler")
     api_stack.write_text(original)
