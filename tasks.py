@@ -44,6 +44,10 @@ CANARY_HELP = {
     "(0: none; default: the environment's lambda_canary)",
     "bake": "how long the canary runs before the new version takes every request (90s, 5m)",
 }
+WATCH_HELP = {
+    "watch-errors": "after the rollout, watch the app's 5xx through its ALB this long (90s, 5m; 0: not at all); too "
+    "many roll it back (default: the environment's app_error_watch)"
+}
 OLDER_HELP = {
     "allow-older": "deploy HEAD even when what is live is a newer commit on the same line (going back on purpose)"
 }
@@ -111,6 +115,7 @@ def _chain(
     allow_dirty: bool,
     rollback: bool = True,
     allow_older: bool = False,
+    watch_errors: str | None = None,
 ) -> None:
     if stages != ("build",) and not dry_run:
         _ensure_sandbox(env)
@@ -122,6 +127,7 @@ def _chain(
         allow_dirty=allow_dirty,
         allow_older=allow_older,
         rollback=rollback,
+        watch_errors=watch_errors,
     )
 
 
@@ -184,7 +190,7 @@ def base_image(
     commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
 
 
-@task(name="app", help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP)
+@task(name="app", help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP)
 @reports_errors
 def deploy_app(
     c: Context,
@@ -195,10 +201,13 @@ def deploy_app(
     allow_older: bool = False,
     smoke: bool = True,
     rollback: bool = True,
+    watch_errors: str | None = None,
 ) -> None:
     """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke."""
-    stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
-    _chain((*stages, "smoke") if smoke else stages, env, dry_run, json_, allow_dirty, rollback, allow_older)
+    stages: tuple[str, ...] = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
+    if smoke:
+        stages += ("smoke",)
+    _chain(stages, env, dry_run, json_, allow_dirty, rollback, allow_older, watch_errors)
 
 
 @task(
@@ -454,6 +463,7 @@ AUTO_HELP = {
     "since": "compare every component with this commit instead of the one live for it",
     **OLDER_HELP,
     **CANARY_HELP,
+    **WATCH_HELP,
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
 }
@@ -474,13 +484,14 @@ def deploy_auto(
     watch: bool = False,
     canary: str | None = None,
     bake: str | None = None,
+    watch_errors: str | None = None,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
     if watch:
-        if dry_run or json_ or since or canary is not None or bake is not None:
+        if dry_run or json_ or since or canary is not None or bake is not None or watch_errors is not None:
             raise UsageError(
                 "--watch deploys the work tree as it changes: it does not go with --dry-run, --json, --since, "
-                "--canary or --bake",
+                "--canary, --bake or --watch-errors",
                 next_step="leave those out, or run inv deploy.auto without --watch",
             )
         _ensure_sandbox(env)
@@ -499,6 +510,7 @@ def deploy_auto(
         rollback=rollback,
         canary=canary,
         bake=bake,
+        watch_errors=watch_errors,
     )
 
 

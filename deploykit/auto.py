@@ -30,6 +30,7 @@ from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
 from deploykit.stacks import StackOutputs
+from deploykit.watch import WatchErrors
 
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
@@ -220,6 +221,8 @@ def auto_plan(
         # from HEAD; when every step finds its result in place (a stack CloudFormation finished after an
         # interrupt, a rollout ECS completed on its own), that result was still never smoke-tested
         steps.append(Smoke(always=True))
+    if app:
+        steps += planner.error_watch(env)  # after smoke: the release, checked, then meets real traffic
     deploys = tuple((component, revision.of(component).tag) for component in sorted(changed))
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
 
@@ -396,7 +399,7 @@ def estimate_total(steps: Sequence[Step], env: EnvConfig, estimates: Mapping[str
 
 def _estimate(step: Step, env: EnvConfig, estimates: Mapping[str, float]) -> float | None:
     """A step's median time in the history: of the same step on the same target (a stack), else of the step; a
-    canary takes the time it is given."""
-    if isinstance(step, CanaryRelease):
+    canary and an error watch take the time they are given."""
+    if isinstance(step, CanaryRelease | WatchErrors):
         return step.seconds
     return estimates.get(f"{step.name}:{target_of(step, env)}", estimates.get(step.name))

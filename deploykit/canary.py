@@ -7,7 +7,8 @@ With ``[environments.NAME.lambda_canary] percent`` above 0 (or ``--canary PERCEN
    (Lambda's weighted alias routing, guarded by the alias's RevisionId);
 2. for ``seconds``, every poll asks CloudWatch (one GetMetricData) for the ``Invocations`` and ``Errors`` of each
    version behind the alias: namespace ``AWS/Lambda``, dimensions ``FunctionName``, ``Resource``
-   (``<function>:<alias>``) and ``ExecutedVersion``, which Lambda puts for every invocation through an alias;
+   (``<function>:<alias>``) and ``ExecutedVersion``, which Lambda puts for every invocation through an alias,
+   counted from the moment the canary began (deploykit.watch.Since);
 3. as soon as more than ``max_error_rate`` of the new version's invocations failed (with the default 0: one
    error), the routing is cleared, so the alias serves the old version alone again, and the step fails; an
    interrupt, or an error of the watch itself, takes the canary back the same way;
@@ -21,10 +22,8 @@ On AWS Lambda puts its metrics about a minute late: give ``seconds`` a few minut
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
@@ -34,10 +33,9 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.lambda_chain import NOT_FOUND, find_version
 from deploykit.plan import Context, Outcome, Step
 from deploykit.stacks import error_code
+from deploykit.watch import Counts, Query, Since, allowed, parse_duration, too_many_errors
 
 NAMESPACE = "AWS/Lambda"
-PERIOD = 60  # seconds: Lambda's metrics are per minute
-_SECONDS = re.compile(r"^(\d+(?:\.\d+)?)([sm]?)$")
 
 
 def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) -> LambdaCanary:
@@ -52,10 +50,7 @@ def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) 
                 f"--canary {percent!r} is not a percentage", next_step="pass a number: --canary 10 (0: no canary)"
             ) from None
     if bake is not None:
-        found = _SECONDS.match(bake.strip())
-        if found is None:
-            raise UsageError(f"--bake {bake!r} is not a duration", next_step="pass seconds or minutes: --bake 90s, 5m")
-        changed["seconds"] = float(found.group(1)) * (60 if found.group(2) == "m" else 1)
+        changed["seconds"] = parse_duration(bake, "--bake")
     chosen = dataclasses.replace(settings, **changed)
     problem = canary_problem(chosen)
     if problem:
@@ -68,24 +63,6 @@ def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) 
     return chosen
 
 
-@dataclass(frozen=True)
-class Counts:
-    """A version's invocations and errors behind the alias since the canary began."""
-
-    invocations: int = 0
-    errors: int = 0
-
-    @property
-    def rate(self) -> float:
-        """errors / invocations; errors counted before their invocations (the two metrics arrive apart) are all
-        there is to go by."""
-        return self.errors / max(self.invocations, self.errors) if self.errors else 0.0
-
-    def __str__(self) -> str:
-        noun = "request" if self.invocations == 1 else "requests"
-        return f"{self.invocations} {noun}, {self.errors} error{'' if self.errors == 1 else 's'}"
-
-
 def dimensions(function_name: str, alias: str, version: str) -> list[dict[str, str]]:
     """Lambda's dimensions of a version's metrics behind an alias, in name order (the order moto matches on)."""
     return [
@@ -95,49 +72,21 @@ def dimensions(function_name: str, alias: str, version: str) -> list[dict[str, s
     ]
 
 
-def version_counts(
-    cloudwatch: Any, function_name: str, alias: str, versions: Sequence[str], start: datetime, end: datetime
-) -> dict[str, Counts]:
-    """Each version's invocations and errors behind ``alias`` from ``start`` (its minute) to ``end``: one call."""
-    queries = []
-    for index, version in enumerate(versions):
-        for metric in ("Invocations", "Errors"):
-            stat = {
-                "Metric": {
-                    "Namespace": NAMESPACE,
-                    "MetricName": metric,
-                    "Dimensions": dimensions(function_name, alias, version),
-                },
-                "Period": PERIOD,
-                "Stat": "Sum",
-            }
-            queries.append({"Id": f"{metric.lower()}{index}", "MetricStat": stat, "ReturnData": True})
-    sums: dict[str, float] = {}
-    kwargs: dict[str, Any] = {
-        "MetricDataQueries": queries,
-        "StartTime": start.replace(second=0, microsecond=0),  # CloudWatch rounds down to the minute anyway
-        "EndTime": end + timedelta(seconds=PERIOD),
-    }
-    while True:
-        answer = cloudwatch.get_metric_data(**kwargs)
-        for result in answer.get("MetricDataResults", []):
-            sums[result["Id"]] = sums.get(result["Id"], 0.0) + sum(float(v) for v in result.get("Values", []))
-        if not answer.get("NextToken"):
-            break
-        kwargs["NextToken"] = answer["NextToken"]
+def version_queries(function_name: str, alias: str, versions: Sequence[str]) -> dict[str, Query]:
+    """The invocations and errors of each version behind ``alias``."""
     return {
-        version: Counts(round(sums.get(f"invocations{i}", 0.0)), round(sums.get(f"errors{i}", 0.0)))
+        f"{metric.lower()}{index}": (NAMESPACE, metric, dimensions(function_name, alias, version))
+        for index, version in enumerate(versions)
+        for metric in ("Invocations", "Errors")
+    }
+
+
+def version_counts(found: Mapping[str, float], versions: Sequence[str]) -> dict[str, Counts]:
+    """Each version's counts from the sums of :func:`version_queries`."""
+    return {
+        version: Counts(round(found[f"invocations{i}"]), round(found[f"errors{i}"]))
         for i, version in enumerate(versions)
     }
-
-
-def too_many_errors(new: Counts, max_error_rate: float) -> bool:
-    """Whether the new version failed more than it may: any error at a rate of 0, else more than the rate."""
-    return new.errors > 0 and new.rate > max_error_rate
-
-
-def _rate(value: float) -> str:
-    return "any error" if value == 0 else f"more than {value:.1%} of its invocations failing"
 
 
 @dataclass(frozen=True)
@@ -159,7 +108,7 @@ class CanaryRelease(Step):
     def describe(self) -> str:
         return (
             f"give the version that runs {self.code_sha256[:12]}… {self.percent:g}% of {self.function_name}:"
-            f"{self.alias}'s requests for {self.seconds:g}s; {_rate(self.max_error_rate)} takes it back"
+            f"{self.alias}'s requests for {self.seconds:g}s; {allowed(self.max_error_rate)} takes it back"
         )
 
     def interrupted(self) -> str:
@@ -208,7 +157,7 @@ class CanaryRelease(Step):
             ) from None
         ctx.reporter.line(
             f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
-            f"{self.seconds:g}s (version {old} the rest); {_rate(self.max_error_rate)} takes it back"
+            f"{self.seconds:g}s (version {old} the rest); {allowed(self.max_error_rate)} takes it back"
         )
         revision = str(answer.get("RevisionId", ""))
         try:
@@ -220,7 +169,7 @@ class CanaryRelease(Step):
             self._take_back(ctx, client, old, revision)
             raise StepFailed(
                 f"the canary of {self.function} failed: version {new} answered {counts[new]} "
-                f"({counts[new].rate:.0%}; version {old}: {counts[old]}), {_rate(self.max_error_rate)} takes it "
+                f"({counts[new].rate:.0%}; version {old}: {counts[old]}), {allowed(self.max_error_rate)} takes it "
                 f"back; {self.alias} serves version {old} alone again",
                 next_step=f"see what it wrote: inv logs --component lambda:{self.function} --since 15m; fix it, "
                 f"commit, and deploy again",
@@ -229,19 +178,22 @@ class CanaryRelease(Step):
             f"{self.function}: version {new} took {self.percent:g}% for {self.seconds:g}s: {counts[new]} "
             f"(version {old}: {counts[old]})"
         )
-        if counts[new].invocations == 0:
+        if counts[new].requests == 0:
             detail += "; no request reached it, nothing to judge it by (smoke checks it next)"
             ctx.reporter.line(f"⚠️  {detail}")
         return Outcome.done(detail, **{f"{self.function}.canary_version": new})
 
     def _watch(self, ctx: Context, new: str, old: str) -> dict[str, Counts]:
         """Poll the versions' counts until the time is up or the new one fails too much."""
-        cloudwatch = ctx.aws.client("cloudwatch")
-        started, since = ctx.clock.monotonic(), ctx.clock.now()
+        versions = [new, old]
+        since = Since(
+            ctx.aws.client("cloudwatch"), version_queries(self.function_name, self.alias, versions), ctx.clock
+        )
+        started = ctx.clock.monotonic()
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
                 raise KeyboardInterrupt
-            counts = version_counts(cloudwatch, self.function_name, self.alias, [new, old], since, ctx.clock.now())
+            counts = version_counts(since.read(), versions)
             elapsed = ctx.clock.monotonic() - started
             ctx.reporter.status(
                 f"{self.function} canary {elapsed:.0f}s of {self.seconds:g}s: version {new} {counts[new]}, "

@@ -20,7 +20,20 @@ import botocore.exceptions
 import docker.errors
 from tabulate import tabulate
 
-from deploykit import auto, changes, ecs, git, health, history, image_cleanup, lambda_chain, lock, planner, registry
+from deploykit import (
+    auto,
+    changes,
+    ecs,
+    git,
+    health,
+    history,
+    image_cleanup,
+    lambda_chain,
+    lock,
+    planner,
+    registry,
+    watch,
+)
 from deploykit import canary as lambda_canary
 from deploykit import logs as applogs
 from deploykit import metrics as deploy_metrics
@@ -105,8 +118,9 @@ def run_plan(
 ) -> RunReport | None:
     """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
 
-    ``rollback`` (deploys of the app or a Lambda): when wait-healthy or smoke fails, True puts back what the run
-    replaced (see :func:`recover`), False leaves it in place and says how to put it back; None: neither applies."""
+    ``rollback`` (deploys of the app or a Lambda): when wait-healthy, smoke or watch-errors fails, True puts back
+    what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back; None: neither
+    applies."""
     if dry_run:
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
@@ -137,8 +151,9 @@ def run_plan(
 def recover(
     runtime: Runtime, ctx: Context, report: RunReport, before: dict[str, str | None], *, rollback: bool
 ) -> RunReport | None:
-    """After a failed deploy: put back what it replaced when wait-healthy or smoke failed (``rollback``), or say
-    how to (``--no-rollback``). The failure's message then tells both; the rollback's own run is returned."""
+    """After a failed deploy: put back what it replaced when wait-healthy, smoke or watch-errors failed
+    (``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
+    is returned."""
     env, error = ctx.env, report.error
     assert error is not None
     try:
@@ -338,12 +353,15 @@ def app_chain(
     allow_dirty: bool = False,
     allow_older: bool = False,
     rollback: bool = True,
+    watch_errors: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy).
-    Rolling the service onto a commit behind the one it runs is refused unless ``allow_older``."""
+    Rolling the service onto a commit behind the one it runs is refused unless ``allow_older``; ``watch_errors``
+    replaces how long the environment watches the app's errors after a rollout (deploykit.watch)."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
+    environment = _with_watch(environment, watch_errors)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], str]] = {}
@@ -492,6 +510,15 @@ def deploy_lambda(
         _refuse_older(config, environment, f"lambda:{name}", live, revision)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
+
+
+def _with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
+    if duration is None:
+        return environment
+    seconds = watch.parse_duration(duration, "--watch-errors")
+    return dataclasses.replace(
+        environment, app_error_watch=dataclasses.replace(environment.app_error_watch, seconds=seconds)
+    )
 
 
 def _with_canary(environment: EnvConfig, percent: str | None, bake: str | None) -> EnvConfig:
@@ -986,15 +1013,21 @@ def deploy_auto(
     rollback: bool = True,
     canary: str | None = None,
     bake: str | None = None,
+    watch_errors: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
     Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``; ``canary`` and ``bake``
-    replace the environment's canary settings for the Lambda code it deploys (deploykit.canary)."""
+    replace the environment's canary settings for the Lambda code it deploys (deploykit.canary), ``watch_errors``
+    its error watch after the app's rollout (deploykit.watch)."""
     runtime = runtime or Runtime()
-    chosen = _with_canary(_load(runtime, env)[1], canary, bake).lambda_canary  # bad options: refused before reading
+    # bad options are refused before anything is read
+    chosen = _with_watch(_with_canary(_load(runtime, env)[1], canary, bake), watch_errors)
     a = analyse(runtime, env, since=since, allow_dirty=allow_dirty)
-    a = dataclasses.replace(a, env=dataclasses.replace(a.env, lambda_canary=chosen))
+    a = dataclasses.replace(
+        a,
+        env=dataclasses.replace(a.env, lambda_canary=chosen.lambda_canary, app_error_watch=chosen.app_error_watch),
+    )
     if a.endpoints is None:
         with aws_errors(a.env):
             plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)

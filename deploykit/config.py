@@ -230,6 +230,20 @@ class LambdaCanary:
 
 
 @dataclass(frozen=True)
+class ErrorWatch:
+    """After the app's rollout and smoke, its answers through the ALB watched for a while
+    (``[environments.NAME.app_error_watch]``, deploykit.watch); too many 5xx fail the release, which the automatic
+    rollback then takes back. ``seconds = 0``: not watched."""
+
+    seconds: float = 0.0  # how long (0, the default: no watch)
+    max_error_rate: float = 0.01  # the share of requests that may fail: real traffic has the odd 5xx
+
+    @property
+    def on(self) -> bool:
+        return self.seconds > 0
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """One deploy target: an AWS account and region, or the local sandbox."""
 
@@ -254,6 +268,7 @@ class EnvConfig:
     # Put each deploy run's figures in CloudWatch (namespace deploykit) for the deploy dashboard; see deploykit.metrics.
     metrics: bool = True
     lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
+    app_error_watch: ErrorWatch = field(default_factory=ErrorWatch)
     # Overrides of the endpoints read from the stacks' outputs (alb_url, api_url, jwks_url, ...); a value
     # may use the outputs as {OutputKey} fields, e.g. "http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/".
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -401,6 +416,20 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
     problem = canary_problem(env.lambda_canary)
     if problem:
         raise ConfigError(f"{prefix}.lambda_canary.{problem}", next_step=f"fix [environments.{env.name}.lambda_canary]")
+    problem = watch_problem(env.app_error_watch)
+    if problem:
+        raise ConfigError(
+            f"{prefix}.app_error_watch.{problem}", next_step=f"fix [environments.{env.name}.app_error_watch]"
+        )
+
+
+def watch_problem(watch: ErrorWatch) -> str | None:
+    """What is wrong with an error watch's settings, or None."""
+    if watch.seconds < 0:
+        return f"seconds must be at least 0 (no watch), not {watch.seconds:g}"
+    if not 0 <= watch.max_error_rate < 1:
+        return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {watch.max_error_rate:g}"
+    return None
 
 
 def canary_problem(canary: LambdaCanary) -> str | None:

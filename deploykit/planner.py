@@ -25,6 +25,7 @@ from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
+from deploykit.watch import WatchErrors
 
 APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
 
@@ -101,8 +102,18 @@ def app_chain_plan(
             )
         elif stage == "smoke":
             steps.append(Smoke())
+    if {"roll-service", "wait-healthy"} <= set(stages):
+        steps += error_watch(env)
     deploys = (("app", revision.tag),) if "roll-service" in stages else ()
     return Plan(env.name, tuple(steps), title or " → ".join(stages), deploys)
+
+
+def error_watch(env: EnvConfig) -> list[Step]:
+    """The app's error watch after its rollout, when the environment has one (deploykit.watch)."""
+    watch = env.app_error_watch
+    if not watch.on:
+        return []
+    return [WatchErrors(env.cluster, env.service, watch.seconds, watch.max_error_rate, env.poll_seconds)]
 
 
 # -- stacks ---------------------------------------------------------------------------------------------------

@@ -8,10 +8,10 @@
 - A Lambda function goes back by moving its ``live`` alias to the newest published version whose description
   names that commit (``code s3://<bucket>/<key> git <sha12>``).
 
-**Automatic rollback** (:func:`undo_plan`): when wait-healthy or smoke fails in a deploy that rolled the service or
-moved a Lambda alias, the same steps put back what that run replaced — read from what its own steps recorded
-(roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure ECS's circuit
-breaker already rolled back is only waited for, not repeated.
+**Automatic rollback** (:func:`undo_plan`): when wait-healthy, smoke or watch-errors fails in a deploy that rolled
+the service or moved a Lambda alias, the same steps put back what that run replaced — read from what its own steps
+recorded (roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure
+ECS's circuit breaker already rolled back is only waited for, not repeated.
 
 The target is ``--to <sha>`` (a 7-40 hex prefix, or a whole ``<sha12>-dirty-<hash>`` tag), else the previous
 successful deploy of that component in the environment's history: the newest ok record whose SHA for the
@@ -352,7 +352,8 @@ def rollback_plan(
 
 # -- automatic rollback -----------------------------------------------------------------------------------------
 
-TRIGGERS = ("wait-healthy", "smoke")  # the failures that a rollback answers: the release itself is bad
+# the failures that a rollback answers: the release itself is bad
+TRIGGERS = ("wait-healthy", "smoke", "watch-errors")
 
 
 @dataclass(frozen=True)
@@ -385,7 +386,7 @@ def split_image(image: str) -> tuple[str, str] | None:
 
 def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: bool = True) -> Undo | None:
     """The automatic rollback of a failed run; None when its failure is not one a rollback answers (not
-    wait-healthy or smoke, an interrupt, bad input) or the run replaced nothing of the app or a Lambda."""
+    wait-healthy, smoke or watch-errors, an interrupt, bad input) or the run replaced nothing of the app or a Lambda."""
     error, failed = report.error, failed_step(report)
     if not isinstance(error, StepFailed) or failed is None or failed.step not in TRIGGERS:
         return None

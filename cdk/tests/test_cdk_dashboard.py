@@ -64,7 +64,7 @@ def test_each_chain_and_each_stack_has_its_line(synthesized: Synthesized) -> Non
     chains = {d["Chain"] for _, name, d in drawn if name == "DeploySeconds"}
     assert chains == {"app", "lambda", "stack", "mixed", "full"}
     steps = {d["Step"] for _, name, d in drawn if name == "StepSeconds"}
-    assert {"build", "push", "wait-healthy", "smoke", "update-code", "move-alias"} <= steps
+    assert {"build", "push", "wait-healthy", "smoke", "watch-errors", "update-code", "canary", "move-alias"} <= steps
     assert {
         f"deploy-stack:{synthesized.stack_name(k)}" for k in ("registry", "data", "auth", "fargate", "api")
     } <= steps

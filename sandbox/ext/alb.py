@@ -20,6 +20,12 @@ What plain moto lacks, fixed here:
   ``[sandbox] listener_ports``) forwarding to the healthy targets of its default target group, round
   robin. Draining targets get no new requests; requests in flight finish. No healthy target: the
   listener fails open to the registered ones, as an ALB does; none at all: 503.
+- ``request_metrics``: each request a listener answers puts the ``AWS/ApplicationELB`` metrics an ALB puts, in
+  moto's CloudWatch: ``RequestCount`` (by LoadBalancer, and by LoadBalancer and TargetGroup),
+  ``HTTPCode_Target_<n>XX_Count`` and ``TargetResponseTime`` (by LoadBalancer and TargetGroup) for what a target
+  answered, ``HTTPCode_ELB_<n>XX_Count`` (by LoadBalancer) for what the ALB answered itself (502: the target
+  failed; 503: no target). Dimension values are the ARNs' suffixes (``app/<name>/<id>``,
+  ``targetgroup/<name>/<id>``), as on AWS.
 """
 
 from __future__ import annotations
@@ -317,6 +323,39 @@ class AlbExtension:
         with self.sandbox.lock:
             target.in_flight -= 1
 
+    def count(self, listener_arn: str, status: int, *, by_target: bool, seconds: float) -> None:
+        """Put the metrics of one answered request (request_metrics); never fails the request."""
+        assert self.sandbox is not None
+        try:
+            with self.sandbox.lock:
+                listener = find_listener(self.sandbox.backend("elbv2"), listener_arn)
+                if listener is None:
+                    return
+                balancer = {"Name": "LoadBalancer", "Value": str(listener.load_balancer_arn).split(":loadbalancer/")[1]}
+                group_arn = forward_target_group(listener)
+                group = [{"Name": "TargetGroup", "Value": group_arn.rsplit(":", 1)[1]}] if group_arn else []
+                data: list[dict[str, Any]] = [{"MetricName": "RequestCount", "Value": 1, "Dimensions": [balancer]}]
+                if group:
+                    data.append({"MetricName": "RequestCount", "Value": 1, "Dimensions": [balancer, *group]})
+                if by_target and group:
+                    data += [
+                        {
+                            "MetricName": f"HTTPCode_Target_{status // 100}XX_Count",
+                            "Value": 1,
+                            "Dimensions": [balancer, *group],
+                        },
+                        {"MetricName": "TargetResponseTime", "Value": seconds, "Dimensions": [balancer, *group]},
+                    ]
+                elif not by_target:
+                    data.append(
+                        {"MetricName": f"HTTPCode_ELB_{status // 100}XX_Count", "Value": 1, "Dimensions": [balancer]}
+                    )
+                for datum in data:
+                    datum["Unit"] = "Seconds" if datum["MetricName"] == "TargetResponseTime" else "Count"
+                self.sandbox.backend("cloudwatch").put_metric_data("AWS/ApplicationELB", data)
+        except Exception:  # metrics are a convenience: never fail a request over them
+            log.debug("could not put the metrics of a request to %s", listener_arn, exc_info=True)
+
     def status(self) -> list[PartStatus]:
         assert self.sandbox is not None
         parts = []
@@ -375,6 +414,7 @@ class ListenerHandler(BaseHTTPRequestHandler):
         return
 
     def _forward(self) -> None:
+        started = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         target = self.server.alb.pick_target(self.server.listener_arn)
@@ -396,6 +436,7 @@ class ListenerHandler(BaseHTTPRequestHandler):
             return
         finally:
             self.server.alb.done(target)
+        seconds = time.monotonic() - started
         self.send_response(answer.status, answer.reason)
         for key, value in answer.getheaders():
             if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
@@ -404,12 +445,17 @@ class ListenerHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        self.wfile.flush()
+        self.server.alb.count(self.server.listener_arn, answer.status, by_target=True, seconds=seconds)
 
     def _answer(self, code: int, body: bytes) -> None:
+        """An answer of the ALB itself (no target, or the target failed)."""
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
+        self.server.alb.count(self.server.listener_arn, code, by_target=False, seconds=0.0)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _forward

@@ -89,6 +89,8 @@ def test_a_canary_option_that_is_not_a_number_exits_2(project: Path) -> None:
     assert done.returncode == 2 and "--canary 'ten' is not a percentage" in done.stderr, done.stderr
     done = inv(project, "deploy.auto", "--bake", "5m", "--dry-run")
     assert done.returncode == 2 and "--bake is how long a canary runs, and there is none here" in done.stderr
+    done = inv(project, "deploy.app", "--watch-errors", "soon", "--dry-run")
+    assert done.returncode == 2 and "--watch-errors 'soon' is not a duration" in done.stderr
 
 
 def test_dirty_tree_exits_2_and_changes_nothing(project: Path) -> None:

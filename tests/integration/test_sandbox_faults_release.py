@@ -127,6 +127,37 @@ def test_a_release_that_passes_health_but_fails_smoke_is_rolled_back(project: Pa
     assert "wait-healthy done" in printed or "✅ wait-healthy" in printed  # it did become healthy first
 
 
+def test_a_release_that_fails_users_after_its_rollout_is_rolled_back_by_the_error_watch(project: Path) -> None:
+    """Healthy, smoke passed, yet its /version answers 500: the watch of the ALB's 5xx after the rollout fails it
+    within a poll or two, and the automatic rollback puts the previous release back."""
+    url = alb(project)
+    live = version_of(url)
+    doc = '    """The git SHA this image was built from."""\n'
+    edit(project, "backend/app/routes.py", doc, doc + '    raise RuntimeError("version broken on purpose")\n')
+    git(project, "commit", "-qam", "a release whose /version fails")
+    client = LoopingClient(url).start()
+    runtime = quiet_runtime(project)
+    started = time.monotonic()
+    with pytest.raises(StepFailed) as failed:
+        commands.deploy_auto(watch_errors="60s", runtime=runtime)
+    seconds = time.monotonic() - started
+    client.stop()
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+    assert "▶ watch-errors: watch car-rental-service's answers through its ALB for 60s" in printed
+    assert "car-rental-service answered " in failed.value.message and " with a 5xx (" in failed.value.message
+    assert "runs what was live before" in failed.value.message and "⏪ automatic rollback: app" in printed
+    assert version_of(url) == live
+    assert client.failures  # some users met it: the watch bounds how long
+    assert lock_is_free(project)
+    print(
+        f"\na release that fails users after its rollout: failed by the error watch and rolled back in {seconds:.1f}s; "
+        f"listener: {len(client.answers)} answered, {sum(client.failures.values())} failed\n{failed.value}"
+    )
+    git(project, "revert", "--no-edit", "HEAD")
+    assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
+
+
 def test_a_lambda_release_that_fails_smoke_goes_back_to_the_version_live_before(project: Path) -> None:
     api_health = commands.endpoints(runtime=quiet_runtime(project)).api_health_url
     live_version = json.loads(urllib.request.urlopen(api_health, timeout=10).read())["function_version"]

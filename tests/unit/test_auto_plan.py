@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from deploykit import auto, changes
-from deploykit.config import Config, EnvConfig, LambdaCanary, load_config
+from deploykit import auto, changes, planner
+from deploykit.config import Config, EnvConfig, ErrorWatch, LambdaCanary, load_config
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
 from deploykit.plan import Plan
@@ -65,6 +65,19 @@ def test_a_backend_change_is_the_app_chain_then_smoke(with_lambdas: Path) -> Non
     assert plan.deploys == (("app", revision.tag),)
     # smoke runs even when every step finds its result in place: what it deploys was never verified
     assert not plan.steps[-1].skippable
+
+    # an environment that watches the app's errors does so last, after smoke; deploy.app the same; a chain that
+    # does not roll the service has nothing to watch
+    env = dataclasses.replace(env, app_error_watch=ErrorWatch(seconds=120))
+    plan = auto.auto_plan(config, env, revision, change_set(("backend/app/routes.py", "app")), INPUTS)
+    assert shape(plan, env)[-2:] == [("smoke", "sandbox"), ("watch-errors", "car-rental-service")]
+    assert auto.estimate_total(plan.steps[-1:], env, {"watch-errors": 3.0}) == 120.0
+    stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
+    chain = planner.app_chain_plan(config, env, revision, stages, repository_uri="")
+    assert [s.name for s in chain.steps][-2:] == ["smoke", "watch-errors"]
+    assert "watch-errors" not in [
+        s.name for s in planner.app_chain_plan(config, env, revision, ("wait-healthy",), repository_uri="").steps
+    ]
 
 
 def test_a_lambda_change_is_the_fast_path_without_cloudformation(with_lambdas: Path) -> None:  # noqa: F811

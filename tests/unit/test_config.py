@@ -148,3 +148,19 @@ def test_a_lambda_canary_is_off_unless_set_and_its_values_are_checked() -> None:
         data["environments"]["dev"]["lambda_canary"] = bad
         with pytest.raises(ConfigError, match=message):
             parse_config(data, Path("deploy.toml"))
+
+
+def test_an_error_watch_is_off_unless_set_and_its_values_are_checked() -> None:
+    config = parse_config(raw(), Path("deploy.toml"))
+    assert not config.environment("dev").app_error_watch.on
+    data = raw()
+    data["environments"]["dev"]["app_error_watch"] = {"seconds": 180}
+    watch = parse_config(data, Path("deploy.toml")).environment("dev").app_error_watch
+    assert (watch.on, watch.seconds, watch.max_error_rate) == (True, 180.0, 0.01)
+    for bad, message in (
+        ({"seconds": -1}, r"app_error_watch\.seconds must be at least 0 \(no watch\), not -1"),
+        ({"seconds": 60, "max_error_rate": 1}, r"app_error_watch\.max_error_rate must be at least 0 and under 1"),
+    ):
+        data["environments"]["dev"]["app_error_watch"] = bad
+        with pytest.raises(ConfigError, match=message):
+            parse_config(data, Path("deploy.toml"))

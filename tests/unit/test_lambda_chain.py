@@ -256,7 +256,7 @@ def test_a_missing_function_says_to_deploy_the_api_stack() -> None:
 
 
 def test_a_canary_fails_on_more_errors_than_its_rate_allows() -> None:
-    from deploykit.canary import Counts, too_many_errors
+    from deploykit.watch import Counts, too_many_errors
 
     assert not too_many_errors(Counts(100, 0), 0.0)
     assert too_many_errors(Counts(100, 1), 0.0)  # the default: one error takes it back

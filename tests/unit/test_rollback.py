@@ -380,6 +380,13 @@ def test_a_failed_smoke_puts_back_the_app_and_the_lambda_this_run_replaced(env: 
     assert fake.asked == [("car-rental-dev-health", "5")]
 
 
+def test_too_many_errors_after_the_rollout_put_the_previous_release_back(env: EnvConfig) -> None:
+    error = StepFailed("car-rental-service answered 9 of 100 requests with a 5xx", next_step="logs")
+    undo = rb.undo_plan(env, failed_run(env, ROLLED, StepRecord("watch-errors", "", "failed"), error=error), None)
+    assert undo is not None and undo.plan.title == "automatic rollback: app"
+    assert [type(s) for s in undo.plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
+
+
 def test_a_circuit_breaker_rollback_is_only_waited_for(env: EnvConfig) -> None:
     error = RolledBackByEcs("circuit breaker rolled the service back", next_step="fix")
     undo = rb.undo_plan(env, failed_run(env, ROLLED, StepRecord("wait-healthy", "", "failed"), error=error), None)

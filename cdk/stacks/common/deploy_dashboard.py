@@ -20,8 +20,8 @@ COUNTS = ("Deployments", "FailedRuns", "Rollbacks")  # each with the dimension E
 CHAINS = ("app", "lambda", "stack", "mixed", "full")  # DeploySeconds by Environment and Chain
 # The steps of the chains a developer waits on (StepSeconds by Environment and Step); each stack's
 # deploy-stack:<name> is added from the settings.
-APP_STEPS = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
-LAMBDA_STEPS = ("upload-lambda", "update-code", "publish-version", "move-alias")
+APP_STEPS = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke", "watch-errors")
+LAMBDA_STEPS = ("upload-lambda", "update-code", "publish-version", "canary", "move-alias")
 # DESIGN.md's goals on AWS, drawn on the chain graph.
 GOALS = {"app": 75, "lambda": 15}
 PERIOD = Duration.hours(1)

@@ -1,0 +1,199 @@
+"""Watching a release meet real traffic: error counts from CloudWatch, and the app's error watch.
+
+Smoke checks a release with a handful of requests; users send every kind. Two steps watch what they meet:
+
+- the Lambda canary (deploykit.canary), before the new version takes every request;
+- ``watch-errors`` (:class:`WatchErrors`), after the app's rollout and smoke, with ``[environments.NAME.
+  app_error_watch] seconds`` above 0 (or ``--watch-errors DURATION``): for that long, every poll reads the
+  ALB's counts for the service's target groups since the watch began (one GetMetricData: namespace
+  ``AWS/ApplicationELB``; ``RequestCount`` and ``HTTPCode_Target_5XX_Count`` by LoadBalancer and TargetGroup,
+  ``HTTPCode_ELB_5XX_Count`` by LoadBalancer, the ALB's own 502/503/504). As soon as more than ``max_error_rate``
+  of the requests failed, the step fails, and the automatic rollback puts the previous release back, as after a
+  failed smoke.
+
+Both share :func:`sums` (GetMetricData, paged, summed per query), :class:`Since` (counts from the moment a watch
+begins) and :class:`Counts`. On AWS, load balancers and Lambda put their metrics about a minute late: a watch of a
+few minutes judges all but its last minute.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from deploykit import ecs
+from deploykit.clock import Clock
+from deploykit.errors import StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Step
+
+PERIOD = 60  # seconds: the metrics watched here are per minute
+ELB = "AWS/ApplicationELB"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([sm]?)$")
+
+# a query: (namespace, metric name, dimensions as CloudWatch takes them, in name order)
+Query = tuple[str, str, list[dict[str, str]]]
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``300``, ``90s`` or ``5m`` → seconds; UsageError naming ``flag`` otherwise."""
+    found = _DURATION.match(text.strip())
+    if found is None:
+        raise UsageError(f"{flag} {text!r} is not a duration", next_step=f"pass seconds or minutes: {flag} 90s, 5m")
+    return float(found.group(1)) * (60 if found.group(2) == "m" else 1)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Requests (invocations) and errors counted since a watch began."""
+
+    requests: int = 0
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        """errors / requests; errors counted before their requests (the metrics arrive apart) are all there is."""
+        return self.errors / max(self.requests, self.errors) if self.errors else 0.0
+
+    def __str__(self) -> str:
+        noun = "request" if self.requests == 1 else "requests"
+        return f"{self.requests} {noun}, {self.errors} error{'' if self.errors == 1 else 's'}"
+
+
+def too_many_errors(counts: Counts, max_error_rate: float) -> bool:
+    """Any error at a rate of 0; else more than the rate."""
+    return counts.errors > 0 and counts.rate > max_error_rate
+
+
+def allowed(max_error_rate: float) -> str:
+    """What fails a watch, for people."""
+    return "any error" if max_error_rate == 0 else f"more than {max_error_rate:.1%} failing"
+
+
+def sums(cloudwatch: Any, queries: Mapping[str, Query], start: datetime, end: datetime) -> dict[str, float]:
+    """Each query's Sum from ``start`` (its minute: CloudWatch rounds down to it) to ``end``; one call a page."""
+    metric_queries = [
+        {
+            "Id": key,
+            "MetricStat": {
+                "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions},
+                "Period": PERIOD,
+                "Stat": "Sum",
+            },
+            "ReturnData": True,
+        }
+        for key, (namespace, name, dimensions) in queries.items()
+    ]
+    found = dict.fromkeys(queries, 0.0)
+    kwargs: dict[str, Any] = {
+        "MetricDataQueries": metric_queries,
+        "StartTime": start.replace(second=0, microsecond=0),
+        "EndTime": end + timedelta(seconds=PERIOD),
+    }
+    while True:
+        answer = cloudwatch.get_metric_data(**kwargs)
+        for result in answer.get("MetricDataResults", []):
+            found[result["Id"]] += sum(float(v) for v in result.get("Values", []))
+        if not answer.get("NextToken"):
+            return found
+        kwargs["NextToken"] = answer["NextToken"]
+
+
+class Since:
+    """The queries' sums from the moment this is made. CloudWatch counts per minute: what that minute held before
+    is read first and taken off each later reading (on AWS, where metrics come about a minute late, a little of it
+    may still arrive after)."""
+
+    def __init__(self, cloudwatch: Any, queries: Mapping[str, Query], clock: Clock) -> None:
+        self.cloudwatch, self.queries, self.clock = cloudwatch, queries, clock
+        self.start = clock.now()
+        self.before = sums(cloudwatch, queries, self.start, self.start)
+
+    def read(self) -> dict[str, float]:
+        now = sums(self.cloudwatch, self.queries, self.start, self.clock.now())
+        return {key: max(0.0, value - self.before[key]) for key, value in now.items()}
+
+
+def balancer_dimension(arn: str) -> str:
+    """A load balancer's ``LoadBalancer`` dimension: its ARN after ``:loadbalancer/`` (``app/<name>/<id>``)."""
+    return arn.split(":loadbalancer/", 1)[-1]
+
+
+def group_dimension(arn: str) -> str:
+    """A target group's ``TargetGroup`` dimension: its ARN's resource (``targetgroup/<name>/<id>``)."""
+    return arn.rsplit(":", 1)[-1]
+
+
+def alb_queries(elbv2: Any, target_groups: list[str]) -> dict[str, Query]:
+    """The requests and 5xx of the service's target groups and of their load balancers' own answers."""
+    queries: dict[str, Query] = {}
+    balancers: set[str] = set()
+    described = elbv2.describe_target_groups(TargetGroupArns=target_groups).get("TargetGroups", [])
+    for index, group in enumerate(described):
+        for lb_index, lb_arn in enumerate(group.get("LoadBalancerArns") or ()):
+            balancer = {"Name": "LoadBalancer", "Value": balancer_dimension(str(lb_arn))}
+            dims = [balancer, {"Name": "TargetGroup", "Value": group_dimension(str(group["TargetGroupArn"]))}]
+            queries[f"requests{index}x{lb_index}"] = (ELB, "RequestCount", dims)
+            queries[f"target{index}x{lb_index}"] = (ELB, "HTTPCode_Target_5XX_Count", dims)
+            balancers.add(balancer["Value"])
+    for index, name in enumerate(sorted(balancers)):
+        queries[f"elb{index}"] = (ELB, "HTTPCode_ELB_5XX_Count", [{"Name": "LoadBalancer", "Value": name}])
+    return queries
+
+
+def alb_counts(found: Mapping[str, float]) -> tuple[Counts, int, int]:
+    """(requests and errors, of which the targets' 5xx, of which the ALB's own) from :func:`alb_queries`' sums."""
+    requests = round(sum(v for k, v in found.items() if k.startswith("requests")))
+    target = round(sum(v for k, v in found.items() if k.startswith("target")))
+    elb = round(sum(v for k, v in found.items() if k.startswith("elb")))
+    return Counts(requests, target + elb), target, elb
+
+
+@dataclass(frozen=True)
+class WatchErrors(Step):
+    """After the rollout, watch the service's answers through its ALB for ``seconds``; fail (and so roll back) when
+    more than ``max_error_rate`` of them are 5xx."""
+
+    name: ClassVar[str] = "watch-errors"
+    cluster: str
+    service: str
+    seconds: float
+    max_error_rate: float
+    poll: float
+
+    def describe(self) -> str:
+        return (
+            f"watch {self.service}'s answers through its ALB for {self.seconds:g}s: {allowed(self.max_error_rate)} "
+            "fails the release (and rolls it back)"
+        )
+
+    def interrupted(self) -> str:
+        return f"only the watching stopped: the release of {self.service} stays live"
+
+    def run(self, ctx: Context) -> Outcome:
+        service = ecs.describe_service(ctx.aws.client("ecs"), self.cluster, self.service)
+        groups = [str(lb["targetGroupArn"]) for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
+        if not groups:
+            return Outcome.skipped(f"{self.service} has no load balancer in front of it: nothing to watch")
+        since = Since(ctx.aws.client("cloudwatch"), alb_queries(ctx.aws.client("elbv2"), groups), ctx.clock)
+        started = ctx.clock.monotonic()
+        while True:
+            counts, target, elb = alb_counts(since.read())
+            elapsed = ctx.clock.monotonic() - started
+            ctx.reporter.status(f"{self.service}: {counts} in {elapsed:.0f}s of {self.seconds:g}s")
+            if too_many_errors(counts, self.max_error_rate):
+                raise StepFailed(
+                    f"{self.service} answered {counts.errors} of {counts.requests} requests with a 5xx "
+                    f"({counts.rate:.1%}: {target} from its tasks, {elb} from the ALB) in the {elapsed:.0f}s after its "
+                    f"rollout; {allowed(self.max_error_rate)} fails the release",
+                    next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m",
+                )
+            if elapsed >= self.seconds:
+                break
+            ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
+        detail = f"{counts} in {self.seconds:g}s ({counts.rate:.1%})"
+        if counts.requests == 0:
+            detail += "; no request came, nothing to judge it by"
+        return Outcome.done(detail)

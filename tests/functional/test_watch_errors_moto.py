@@ -1,0 +1,129 @@
+"""watch-errors (deploykit.watch) against moto's ECS, ELBv2 and CloudWatch: after the rollout, the service's answers
+through its ALB are counted from CloudWatch; too many 5xx fail the release (the automatic rollback's cue).
+
+The load balancer is played by the clock: while the step sleeps between two polls, the ALB "answers" requests and
+the clock puts the metrics an ALB puts (AWS/ApplicationELB RequestCount, HTTPCode_Target_5XX_Count by LoadBalancer
+and TargetGroup; HTTPCode_ELB_5XX_Count by LoadBalancer).
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import Config, EnvConfig
+from deploykit.errors import StepFailed
+from deploykit.output import Reporter
+from deploykit.plan import Context
+from deploykit.watch import WatchErrors
+
+CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
+
+
+def service_behind_an_alb(factory: AwsFactory, *, behind: bool = True) -> tuple[str, str]:
+    """The service, its target group and the ALB whose listener forwards to it; the metrics' dimension values."""
+    ec2, elbv2, ecs = factory.client("ec2"), factory.client("elbv2"), factory.client("ecs")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"eu-west-1{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in ((1, "a"), (2, "b"))
+    ]
+    lb = elbv2.create_load_balancer(Name="car-rental-alb", Subnets=subnets)["LoadBalancers"][0]["LoadBalancerArn"]
+    tg = elbv2.create_target_group(Name="car-rental-tg", Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="ip")[
+        "TargetGroups"
+    ][0]["TargetGroupArn"]
+    elbv2.create_listener(
+        LoadBalancerArn=lb, Protocol="HTTP", Port=80, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}]
+    )
+    ecs.create_cluster(clusterName=CLUSTER)
+    td = ecs.register_task_definition(
+        family="car-rental-backend",
+        containerDefinitions=[
+            {"name": "backend", "image": "backend:1", "memory": 512, "portMappings": [{"containerPort": 8000}]}
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    balancers = [{"targetGroupArn": tg, "containerName": "backend", "containerPort": 8000}] if behind else []
+    ecs.create_service(cluster=CLUSTER, serviceName=SERVICE, taskDefinition=td, desiredCount=1, loadBalancers=balancers)
+    return lb.split(":loadbalancer/")[1], tg.rsplit(":", 1)[1]
+
+
+class Traffic(FakeClock):
+    """Each sleep, the ALB answers ``requests``: ``target_5xx`` of them failed by the tasks, ``elb_5xx`` by itself."""
+
+    def __init__(
+        self, factory: AwsFactory, dims: tuple[str, str], requests: int, target_5xx: int = 0, elb_5xx: int = 0
+    ):
+        super().__init__(start=datetime.now(UTC))
+        self.cloudwatch, self.dims = factory.client("cloudwatch"), dims
+        self.requests, self.target_5xx, self.elb_5xx = requests, target_5xx, elb_5xx
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        balancer = {"Name": "LoadBalancer", "Value": self.dims[0]}
+        both = [balancer, {"Name": "TargetGroup", "Value": self.dims[1]}]
+        data = [
+            {"MetricName": "RequestCount", "Dimensions": both, "Value": self.requests, "Timestamp": self.now()},
+            {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": both, "Value": self.target_5xx},
+            {"MetricName": "HTTPCode_ELB_5XX_Count", "Dimensions": [balancer], "Value": self.elb_5xx},
+        ]
+        for datum in data:
+            datum["Timestamp"] = self.now()
+        self.cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data)
+
+
+def run(factory: AwsFactory, dev_env: EnvConfig, clock: FakeClock, seconds: float = 30, rate: float = 0.01) -> str:
+    out = io.StringIO()
+    ctx = Context(
+        Mock(spec=Config),
+        dev_env,
+        factory,
+        clock,
+        Reporter(out, tty=False, clock=clock),
+        Mock(side_effect=AssertionError),
+    )
+    return WatchErrors(CLUSTER, SERVICE, seconds, rate, 5.0).run(ctx).detail
+
+
+def test_a_release_that_answers_well_is_watched_for_its_time(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    dims = service_behind_an_alb(factory)
+    clock = Traffic(factory, dims, requests=200, target_5xx=1)  # 0.5% of 5xx: the odd one is no failure
+    assert run(factory, dev_env, clock) == "1200 requests, 6 errors in 30s (0.5%)"
+    assert sum(clock.sleeps) == 30.0
+
+
+def test_too_many_5xx_fail_the_release_at_the_first_poll_that_sees_them(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    dims = service_behind_an_alb(factory)
+    clock = Traffic(factory, dims, requests=10, target_5xx=2, elb_5xx=1)
+    with pytest.raises(StepFailed) as failed:
+        run(factory, dev_env, clock, seconds=300)
+    assert failed.value.message == (
+        "car-rental-service answered 3 of 10 requests with a 5xx (30.0%: 2 from its tasks, 1 from the ALB) in the "
+        "5s after its rollout; more than 1.0% failing fails the release"
+    )
+    assert failed.value.next_step == "see what it wrote: inv logs --env dev --since 15m"
+    assert clock.sleeps == [5.0]
+
+
+def test_no_request_is_said_and_a_service_with_no_alb_has_nothing_to_watch(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    dims = service_behind_an_alb(factory)
+    assert run(factory, dev_env, Traffic(factory, dims, requests=0), seconds=10) == (
+        "0 requests, 0 errors in 10s (0.0%); no request came, nothing to judge it by"
+    )
+
+
+def test_a_service_with_no_load_balancer_skips_the_watch(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    service_behind_an_alb(factory, behind=False)
+    assert (
+        run(factory, dev_env, FakeClock()) == "car-rental-service has no load balancer in front of it: nothing to watch"
+    )
