@@ -215,6 +215,7 @@ def auto_plan(
             revision,
             ("register-taskdef", "roll-service", "wait-healthy"),
             repository_uri=inputs.repository_uri,
+            watch=False,  # after smoke, below
         ).steps
     if smoke:
         # always: this plan exists because the live record (written only by a deploy that passed smoke) differs

@@ -58,8 +58,10 @@ def app_chain_plan(
     *,
     repository_uri: str | None,
     title: str | None = None,
+    watch: bool = True,
 ) -> Plan:
-    """The steps of the app chain ``stages`` (a subset of APP_STAGES, in chain order)."""
+    """The steps of the app chain ``stages`` (a subset of APP_STAGES, in chain order), and the environment's error
+    watch at the end when they roll the service and wait for it (``watch``: a caller that adds it later says no)."""
     revision = revision.of("app")
     unknown = [s for s in stages if s not in APP_STAGES]
     if unknown:
@@ -102,7 +104,7 @@ def app_chain_plan(
             )
         elif stage == "smoke":
             steps.append(Smoke())
-    if {"roll-service", "wait-healthy"} <= set(stages):
+    if watch and {"roll-service", "wait-healthy"} <= set(stages):
         steps += error_watch(env)
     deploys = (("app", revision.tag),) if "roll-service" in stages else ()
     return Plan(env.name, tuple(steps), title or " → ".join(stages), deploys)

@@ -70,11 +70,17 @@ def test_a_backend_change_is_the_app_chain_then_smoke(with_lambdas: Path) -> Non
     # does not roll the service has nothing to watch
     env = dataclasses.replace(env, app_error_watch=ErrorWatch(seconds=120))
     plan = auto.auto_plan(config, env, revision, change_set(("backend/app/routes.py", "app")), INPUTS)
-    assert shape(plan, env)[-2:] == [("smoke", "sandbox"), ("watch-errors", "car-rental-service")]
+    assert shape(plan, env)[-5:] == [
+        ("register-taskdef", "car-rental-service"),
+        ("roll-service", "car-rental-service"),
+        ("wait-healthy", "car-rental-service"),
+        ("smoke", "sandbox"),
+        ("watch-errors", "car-rental-service"),
+    ]
     assert auto.estimate_total(plan.steps[-1:], env, {"watch-errors": 3.0}) == 120.0
     stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
     chain = planner.app_chain_plan(config, env, revision, stages, repository_uri="")
-    assert [s.name for s in chain.steps][-2:] == ["smoke", "watch-errors"]
+    assert [s.name for s in chain.steps][-4:] == ["roll-service", "wait-healthy", "smoke", "watch-errors"]
     assert "watch-errors" not in [
         s.name for s in planner.app_chain_plan(config, env, revision, ("wait-healthy",), repository_uri="").steps
     ]
