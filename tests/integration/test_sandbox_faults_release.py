@@ -145,6 +145,7 @@ def test_a_release_that_fails_users_after_its_rollout_is_rolled_back_by_the_erro
     printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
 
     assert "▶ watch-errors: watch car-rental-service's answers through its ALB for 60s" in printed
+    assert printed.count("▶ watch-errors") == 1 and printed.index("✅ smoke") < printed.index("▶ watch-errors")
     assert "car-rental-service answered " in failed.value.message and " with a 5xx (" in failed.value.message
     assert "runs what was live before" in failed.value.message and "⏪ automatic rollback: app" in printed
     assert version_of(url) == live
