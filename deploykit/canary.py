@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
-from deploykit.lambda_chain import NOT_FOUND, find_version
+from deploykit.lambda_chain import get_alias, published_version
 from deploykit.plan import Context, Outcome, Step
 from deploykit.stacks import error_code
 from deploykit.watch import Counts, Query, Since, allowed, parse_duration, too_many_errors
@@ -119,23 +119,8 @@ class CanaryRelease(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
-        found = find_version(client, self.function_name, self.code_sha256, self.key)
-        if found is None:
-            raise StepFailed(
-                f"no published version of {self.function_name} runs code {self.code_sha256[:12]}… "
-                "with its current configuration",
-                next_step=f"publish it: inv deploy.lambda {self.function}",
-            )
-        new = found.version
-        try:
-            current = client.get_alias(FunctionName=self.function_name, Name=self.alias)
-        except ClientError as exc:
-            if error_code(exc) != NOT_FOUND:
-                raise
-            raise UsageError(
-                f"{self.function_name} has no alias {self.alias!r} (the API stack makes it)",
-                next_step="deploy the API stack first: inv deploy.stack api",
-            ) from None
+        new = published_version(client, self.function, self.function_name, self.code_sha256, self.key)
+        current = get_alias(client, self.function_name, self.alias)
         old = str(current["FunctionVersion"])
         if old == new:
             return Outcome.skipped(f"{self.function}: {self.alias} already serves version {new}: nothing to try")

@@ -385,21 +385,25 @@ class MoveAlias(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
-        found = find_version(client, self.function_name, self.code_sha256, self.key)
-        if found is None:
-            raise StepFailed(
-                f"no published version of {self.function_name} runs code {_short(self.code_sha256)} "
-                "with its current configuration",
-                next_step=f"publish it: inv deploy.lambda {self.function}",
-            )
-        return point_alias(client, self.function, self.function_name, self.alias, found.version)
+        version = published_version(client, self.function, self.function_name, self.code_sha256, self.key)
+        return point_alias(client, self.function, self.function_name, self.alias, version)
 
 
-def point_alias(client: Any, function: str, function_name: str, alias: str, version: str, note: str = "") -> Outcome:
-    """Point ``alias`` at ``version`` alone (weighted routing cleared, guarded by the alias's RevisionId); skipped
-    when it already does. ``note`` (e.g. ``git <sha>``) goes into the detail."""
+def published_version(client: Any, function: str, function_name: str, code_sha256: str, key: str) -> str:
+    """The version publish-version left for this code (found at run time); StepFailed when there is none."""
+    found = find_version(client, function_name, code_sha256, key)
+    if found is None:
+        raise StepFailed(
+            f"no published version of {function_name} runs code {_short(code_sha256)} with its current configuration",
+            next_step=f"publish it: inv deploy.lambda {function}",
+        )
+    return found.version
+
+
+def get_alias(client: Any, function_name: str, alias: str) -> dict[str, Any]:
+    """The alias (its version, routing and RevisionId); UsageError when the function has none."""
     try:
-        current = client.get_alias(FunctionName=function_name, Name=alias)
+        return dict(client.get_alias(FunctionName=function_name, Name=alias))
     except ClientError as exc:
         if error_code(exc) != NOT_FOUND:
             raise
@@ -407,6 +411,12 @@ def point_alias(client: Any, function: str, function_name: str, alias: str, vers
             f"{function_name} has no alias {alias!r} (the API stack makes it)",
             next_step="deploy the API stack first: inv deploy.stack api",
         ) from None
+
+
+def point_alias(client: Any, function: str, function_name: str, alias: str, version: str, note: str = "") -> Outcome:
+    """Point ``alias`` at ``version`` alone (weighted routing cleared, guarded by the alias's RevisionId); skipped
+    when it already does. ``note`` (e.g. ``git <sha>``) goes into the detail."""
+    current = get_alias(client, function_name, alias)
     previous = str(current["FunctionVersion"])
     weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     outputs = {f"{function}.version": version}

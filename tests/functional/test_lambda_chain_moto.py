@@ -19,14 +19,18 @@ from typing import Any
 from unittest.mock import Mock
 
 import pytest
+from botocore.stub import Stubber
 
 from deploykit import canary, commands, history, lambda_chain, packaging
 from deploykit.aws import AwsFactory
+from deploykit.canary import CanaryRelease
 from deploykit.clock import FakeClock
-from deploykit.config import LambdaCanary, load_config
+from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, UsageError
+from deploykit.output import Reporter
+from deploykit.plan import Context
 from tests.conftest import REPO, git
-from tests.functional.conftest import asked
+from tests.functional.conftest import asked, new_session
 from tests.functional.test_cli import inv
 
 BUCKET = "car-rental-dev-artifacts"
@@ -589,3 +593,44 @@ def test_canary_options_replace_the_environments_settings() -> None:
     assert canary.with_options(settings, "25%", "90s") == LambdaCanary(25, 90, 0.01)
     assert canary.with_options(settings, None, "5m").seconds == 300
     assert not canary.with_options(settings, "0", None).on
+
+
+def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env: EnvConfig) -> None:
+    """Lambda refuses weighted routing between versions that differ in role or dead-letter settings: a shape moto
+    does not produce, played by botocore's Stubber (list the versions, read the alias, the refused update)."""
+    client = new_session().client("lambda", region_name="eu-west-1")
+    config = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
+    versions = [
+        {"Version": "$LATEST", "CodeSha256": "new", **config},
+        {"Version": "1", "CodeSha256": "old", **config},
+        {"Version": "2", "CodeSha256": "new", "Description": "code s3://b/k.zip git aaaaaaaaaaaa", **config},
+    ]
+    with Stubber(client) as stub:
+        stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
+        alias = {"Name": "live", "FunctionVersion": "1", "RevisionId": "r1"}
+        stub.add_response("get_alias", alias, {"FunctionName": "fn", "Name": "live"})
+        stub.add_client_error(
+            "update_alias",
+            "InvalidParameterValueException",
+            "Both versions must have the same execution role",
+            expected_params={
+                "FunctionName": "fn",
+                "Name": "live",
+                "FunctionVersion": "1",
+                "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.1}},
+                "RevisionId": "r1",
+            },
+        )
+        aws = Mock(spec=AwsFactory)
+        aws.client.return_value = client
+        clock = FakeClock()
+        ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        step = CanaryRelease("health_handler", "fn", "live", "k.zip", "new", 10, 60, 0.0, 5.0)
+        with pytest.raises(StepFailed) as refused:
+            step.run(ctx)
+        stub.assert_no_pending_responses()
+    assert refused.value.message == (
+        "Lambda refused to route 10% of fn:live to version 2 beside version 1: Both versions must have the same "
+        "execution role (nothing was changed)"
+    )
+    assert refused.value.next_step == "deploy it without a canary: inv deploy.lambda health_handler --canary 0"
