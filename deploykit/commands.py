@@ -795,7 +795,7 @@ def _deploys_health(runtime: Runtime, aws: AwsFactory, env: EnvConfig, report: h
     newest: list[history.Record] = read["newest"]
     held: lock.Found | None = read["lock"]
     rows, findings = health.deploy_rows(
-        env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now()
+        env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting
     )
     report.rows += rows
     report.findings += findings

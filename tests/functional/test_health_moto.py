@@ -269,6 +269,18 @@ def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeyp
         "login_handler (car-rental-login)",
     ]
     assert "✅ nothing broken" in render(report)
+    assert report.shifting == {}
+
+    # a canary in its middle: the live alias routes a share to a second version
+    lam = aws.client("lambda")
+    lam.update_function_configuration(FunctionName="car-rental-health", Description="another release")
+    second = lam.publish_version(FunctionName="car-rental-health")["Version"]
+    lam.update_alias(
+        FunctionName="car-rental-health", Name="live", RoutingConfig={"AdditionalVersionWeights": {second: 0.1}}
+    )
+    report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", target_group_arn=tg, functions=functions))
+    assert report.shifting == {"health_handler": {second: 0.1}}
+    assert "traffic shift in progress: 10% to version 2" in rows_of(report, "lambda")[0].detail
 
 
 def test_nothing_deployed_is_reported_not_raised(aws: AwsFactory) -> None:

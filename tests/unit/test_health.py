@@ -478,6 +478,22 @@ def test_a_held_lock_says_who_and_an_expired_one_says_so() -> None:
     assert rows[1].status == "expired" and "its lease expired" in rows[1].detail
 
 
+def test_a_split_alias_with_no_deploy_running_is_a_canary_cut_short() -> None:
+    shifting = {"health_handler": {"3": 0.1}}
+    _, findings = health.deploy_rows("dev", recorded(True), None, NOW, shifting)
+    assert findings == [
+        Finding(
+            "warning",
+            "Lambda health_handler: its live alias routes 10% to version 3, and no deploy is running (a canary cut "
+            "short: its process was killed before it could take itself back)",
+            "finish it: inv deploy.lambda health_handler --env dev; or put the version before back: "
+            "inv rollback --component lambda:health_handler --env dev",
+        )
+    ]
+    # while a deploy holds the lock, that is its canary running
+    assert health.deploy_rows("dev", recorded(True), holder(NOW + timedelta(minutes=8)), NOW, shifting)[1] == []
+
+
 def test_the_credentials_account_against_the_pinned_one() -> None:
     dev = sample_env(name="dev")
     [recommendation] = health.account_advice(dev, "111111111111")[1]
