@@ -101,9 +101,9 @@ class HealthReport:
     recommendations: list[Recommendation] = field(default_factory=list)
     live_image: str | None = None
     live_sha: str | None = None
-    # function (its folder name) → the versions its live alias routes a share to beside its own: a canary running,
-    # or one cut short
-    shifting: dict[str, dict[str, float]] = field(default_factory=dict)
+    # function (its folder name) → (its Lambda function name, the versions its live alias routes a share to beside
+    # its own): a canary running, or one cut short
+    shifting: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def broken(self) -> bool:
@@ -758,7 +758,7 @@ def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: Heal
         if weights:
             shift = ", ".join(f"{w:.0%} to version {v}" for v, w in weights.items())
             parts.append(f"traffic shift in progress: {shift}")
-            report.shifting[key] = {str(v): float(w) for v, w in weights.items()}
+            report.shifting[key] = (function, {str(v): float(w) for v, w in weights.items()})
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
 
 
@@ -805,7 +805,7 @@ def deploy_rows(
     newest: Record | None,
     holder: LockInfo | None,
     now: datetime,
-    shifting: Mapping[str, Mapping[str, float]] | None = None,
+    shifting: Mapping[str, tuple[str, Mapping[str, float]]] | None = None,
 ) -> tuple[list[Row], list[Finding]]:
     """The environment's last recorded run and its deploy lock, as rows; a warning when that run failed, and one
     for each function whose live alias still splits its requests (``shifting``) while no deploy is running: a
@@ -829,15 +829,16 @@ def deploy_rows(
             )
     if holder is None:
         rows.append(Row("deploy lock", "-", "free", "no deploy is running"))
-        for function, weights in sorted((shifting or {}).items()):
+        for function, (name, weights) in sorted((shifting or {}).items()):
             shares = ", ".join(f"{w:.0%} to version {v}" for v, w in sorted(weights.items()))
             findings.append(
                 Finding(
                     "warning",
                     f"Lambda {function}: its live alias routes {shares}, and no deploy is running (a canary cut "
                     "short: its process was killed before it could take itself back)",
-                    f"finish it: inv deploy.lambda {function} --env {env_name}; or put the version before back: "
-                    f"inv rollback --component lambda:{function} --env {env_name}",
+                    f"finish it: inv deploy.lambda {function} --env {env_name}; or take it back: aws lambda "
+                    f"update-alias --function-name {name} --name {LIVE_ALIAS} --routing-config "
+                    "AdditionalVersionWeights={}",
                 )
             )
     else:

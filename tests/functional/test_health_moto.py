@@ -279,7 +279,7 @@ def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeyp
         FunctionName="car-rental-health", Name="live", RoutingConfig={"AdditionalVersionWeights": {second: 0.1}}
     )
     report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", target_group_arn=tg, functions=functions))
-    assert report.shifting == {"health_handler": {second: 0.1}}
+    assert report.shifting == {"health_handler": ("car-rental-health", {second: 0.1})}
     assert "traffic shift in progress: 10% to version 2" in rows_of(report, "lambda")[0].detail
 
 

@@ -479,15 +479,15 @@ def test_a_held_lock_says_who_and_an_expired_one_says_so() -> None:
 
 
 def test_a_split_alias_with_no_deploy_running_is_a_canary_cut_short() -> None:
-    shifting = {"health_handler": {"3": 0.1}}
+    shifting = {"health_handler": ("car-rental-dev-health", {"3": 0.1})}
     _, findings = health.deploy_rows("dev", recorded(True), None, NOW, shifting)
     assert findings == [
         Finding(
             "warning",
             "Lambda health_handler: its live alias routes 10% to version 3, and no deploy is running (a canary cut "
             "short: its process was killed before it could take itself back)",
-            "finish it: inv deploy.lambda health_handler --env dev; or put the version before back: "
-            "inv rollback --component lambda:health_handler --env dev",
+            "finish it: inv deploy.lambda health_handler --env dev; or take it back: aws lambda update-alias "
+            "--function-name car-rental-dev-health --name live --routing-config AdditionalVersionWeights={}",
         )
     ]
     # while a deploy holds the lock, that is its canary running
