@@ -36,6 +36,8 @@ from deploykit.stacks import error_code
 from deploykit.watch import Counts, Query, Since, allowed, parse_duration, too_many_errors
 
 NAMESPACE = "AWS/Lambda"
+# how a failed canary's message ends once it took itself back: the environment is as before (deploykit.report)
+TAKEN_BACK = "alone again"
 
 
 def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) -> LambdaCanary:
@@ -151,11 +153,17 @@ class CanaryRelease(Step):
             self._take_back(ctx, client, old, revision)
             raise
         if too_many_errors(counts[new], self.max_error_rate):
-            self._take_back(ctx, client, old, revision)
-            raise StepFailed(
+            failed = (
                 f"the canary of {self.function} failed: version {new} answered {counts[new]} "
-                f"({counts[new].rate:.0%}; version {old}: {counts[old]}), {allowed(self.max_error_rate)} takes it "
-                f"back; {self.alias} serves version {old} alone again",
+                f"({counts[new].rate:.0%}; version {old}: {counts[old]}), {allowed(self.max_error_rate)} takes it back"
+            )
+            if not self._take_back(ctx, client, old, revision):
+                raise StepFailed(
+                    f"{failed}; but taking it back failed: {self.alias} may still route {self.percent:g}% to it",
+                    next_step=self._clear_command(old),
+                )
+            raise StepFailed(
+                f"{failed}; {self.alias} serves version {old} {TAKEN_BACK}",
                 next_step=f"see what it wrote: inv logs --component lambda:{self.function} --since 15m; fix it, "
                 f"commit, and deploy again",
             )
@@ -188,8 +196,15 @@ class CanaryRelease(Step):
                 return counts
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
 
-    def _take_back(self, ctx: Context, client: Any, old: str, revision: str) -> None:
-        """The alias on ``old`` alone again; said when it cannot be (someone changed the alias meanwhile)."""
+    def _clear_command(self, old: str) -> str:
+        return (
+            f"point the alias at version {old} alone: aws lambda update-alias --function-name {self.function_name} "
+            f"--name {self.alias} --function-version {old} --routing-config AdditionalVersionWeights={{}}"
+        )
+
+    def _take_back(self, ctx: Context, client: Any, old: str, revision: str) -> bool:
+        """The alias on ``old`` alone again; said, and False, when it cannot be (someone changed the alias
+        meanwhile, or AWS refused)."""
         try:
             client.update_alias(
                 FunctionName=self.function_name,
@@ -200,9 +215,8 @@ class CanaryRelease(Step):
             )
         except Exception as exc:  # said, and the failure that brought us here goes on
             ctx.reporter.line(
-                f"❌ could not take the canary of {self.function} back ({exc}); point the alias at version {old} "
-                f"alone: aws lambda update-alias --function-name {self.function_name} --name {self.alias} "
-                f"--function-version {old} --routing-config AdditionalVersionWeights={{}}"
+                f"❌ could not take the canary of {self.function} back ({exc}); {self._clear_command(old)}"
             )
-            return
+            return False
         ctx.reporter.line(f"↩️  {self.function}: canary taken back, {self.alias} serves version {old} alone")
+        return True

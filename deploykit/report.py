@@ -17,6 +17,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from deploykit.canary import TAKEN_BACK
 from deploykit.git import DIRTY
 from deploykit.history import RESULTS, Record, step_name
 
@@ -76,6 +77,11 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _took_itself_back(record: Record) -> bool:
+    """A run that failed at a canary which took itself back (deploykit.canary)."""
+    return _failing_step(record) == "canary" and TAKEN_BACK in (record.error or "")
+
+
 def _failing_step(record: Record) -> str:
     failed = [str(s.get("step")) for s in record.steps if s.get("status") == "failed"]
     return failed[-1] if failed else "-"  # a group fails with its child: the child is the one to name
@@ -119,10 +125,14 @@ class Report:
 
     def restores(self) -> tuple[list[float], list[Record]]:
         """Seconds from each failed run's end to the next successful run that left something live (a fix, a
-        rollback, an automatic rollback); and the failed runs nothing successful has followed yet."""
+        rollback, an automatic rollback; none for a canary that took itself back); and the failed runs nothing
+        successful has followed yet."""
         seconds: list[float] = []
         open_: list[Record] = []
         for failed in self.failed:
+            if _took_itself_back(failed):  # a canary that failed left what was live as it was: restored at once
+                seconds.append(0.0)
+                continue
             after = _moment(failed)
             fix = next(
                 (r for r in self.records if r.ok and (changed(r) or verb(r) in ROLLBACKS) and _moment(r) > after),

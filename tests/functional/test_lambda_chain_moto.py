@@ -634,3 +634,57 @@ def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env:
         "execution role (nothing was changed)"
     )
     assert refused.value.next_step == "deploy it without a canary: inv deploy.lambda health_handler --canary 0"
+
+
+def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfig) -> None:
+    """Someone changed the alias during the canary (its RevisionId moved on), so taking it back is refused: a shape
+    moto does not produce (it ignores RevisionId), played by botocore's Stubber."""
+    lam = new_session().client("lambda", region_name="eu-west-1")
+    cloudwatch = new_session().client("cloudwatch", region_name="eu-west-1")
+    config = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
+    versions = [
+        {"Version": "$LATEST", "CodeSha256": "new", **config},
+        {"Version": "2", "CodeSha256": "new", "Description": "code s3://b/k.zip git aaaaaaaaaaaa", **config},
+    ]
+    with Stubber(lam) as stub_lambda, Stubber(cloudwatch) as stub_cloudwatch:
+        stub_lambda.add_response("list_versions_by_function", {"Versions": versions})
+        stub_lambda.add_response("get_alias", {"Name": "live", "FunctionVersion": "1", "RevisionId": "r1"})
+        stub_lambda.add_response("update_alias", {"Name": "live", "RevisionId": "r2"})
+        nothing = [{"Id": i, "Values": []} for i in ("invocations0", "errors0", "invocations1", "errors1")]
+        stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": nothing})  # before the canary
+        failed = [
+            {"Id": "invocations0", "Values": [3.0]},
+            {"Id": "errors0", "Values": [3.0]},
+            {"Id": "invocations1", "Values": [30.0]},
+            {"Id": "errors1", "Values": []},
+        ]
+        stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": failed})
+        stub_lambda.add_client_error(
+            "update_alias",
+            "PreconditionFailedException",
+            "The Revision Id provided does not match the latest Revision Id",
+            expected_params={
+                "FunctionName": "fn",
+                "Name": "live",
+                "FunctionVersion": "1",
+                "RoutingConfig": {"AdditionalVersionWeights": {}},
+                "RevisionId": "r2",
+            },
+        )
+        aws = Mock(spec=AwsFactory)
+        aws.client.side_effect = {"lambda": lam, "cloudwatch": cloudwatch}.__getitem__
+        clock, out = FakeClock(), io.StringIO()
+        ctx = Context(Mock(), dev_env, aws, clock, Reporter(out, tty=False, clock=clock), Mock())
+        with pytest.raises(StepFailed) as failed_step:
+            CanaryRelease("health_handler", "fn", "live", "k.zip", "new", 10, 60, 0.0, 5.0).run(ctx)
+        stub_lambda.assert_no_pending_responses()
+        stub_cloudwatch.assert_no_pending_responses()
+    assert failed_step.value.message == (
+        "the canary of health_handler failed: version 2 answered 3 requests, 3 errors (100%; version 1: 30 requests, "
+        "0 errors), any error takes it back; but taking it back failed: live may still route 10% to it"
+    )
+    assert failed_step.value.next_step == (
+        "point the alias at version 1 alone: aws lambda update-alias --function-name fn --name live "
+        "--function-version 1 --routing-config AdditionalVersionWeights={}"
+    )
+    assert "❌ could not take the canary of health_handler back (" in out.getvalue()

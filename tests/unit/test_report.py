@@ -226,3 +226,16 @@ def test_the_text_shows_the_ten_steps_that_took_most_and_says_how_many_more() ->
     printed = text(make([record(0, steps=steps)]))
     assert "s11" in printed and "s02" in printed and "s01 " not in printed
     assert "(and 2 steps that took less in all: --json has them)" in printed
+
+
+def test_a_canary_that_took_itself_back_is_a_failure_restored_at_once() -> None:
+    canary_failed = [
+        step("sequence", 1.0, "failed", inside=""),
+        step("canary", 0.8, "failed", "the canary of health_handler failed", "sequence"),
+    ]
+    records = [
+        record(0, ok=False, steps=canary_failed, error="the canary ... back; live serves version 1 alone again"),
+        record(60),
+    ]
+    data = make(records).to_json()
+    assert data["failed"] == 1 and data["restore"] == {"restored": 1, "still_failing": [], "median_seconds": 0.0}
