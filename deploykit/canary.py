@@ -126,6 +126,11 @@ class CanaryRelease(Step):
         old = str(current["FunctionVersion"])
         if old == new:
             return Outcome.skipped(f"{self.function}: {self.alias} already serves version {new}: nothing to try")
+        versions = [new, old]
+        # counted from before the shift, so that no request the new version answers goes uncounted
+        since = Since(
+            ctx.aws.client("cloudwatch"), version_queries(self.function_name, self.alias, versions), ctx.clock
+        )
         try:
             answer = client.update_alias(
                 FunctionName=self.function_name,
@@ -148,7 +153,7 @@ class CanaryRelease(Step):
         )
         revision = str(answer.get("RevisionId", ""))
         try:
-            counts = self._watch(ctx, new, old)
+            counts = self._watch(ctx, since, new, old)
         except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
             self._take_back(ctx, client, old, revision)
             raise
@@ -176,12 +181,9 @@ class CanaryRelease(Step):
             ctx.reporter.line(f"⚠️  {detail}")
         return Outcome.done(detail, **{f"{self.function}.canary_version": new})
 
-    def _watch(self, ctx: Context, new: str, old: str) -> dict[str, Counts]:
+    def _watch(self, ctx: Context, since: Since, new: str, old: str) -> dict[str, Counts]:
         """Poll the versions' counts until the time is up or the new one fails too much."""
         versions = [new, old]
-        since = Since(
-            ctx.aws.client("cloudwatch"), version_queries(self.function_name, self.alias, versions), ctx.clock
-        )
         started = ctx.clock.monotonic()
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now

@@ -599,13 +599,15 @@ def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env:
     """Lambda refuses weighted routing between versions that differ in role or dead-letter settings: a shape moto
     does not produce, played by botocore's Stubber (list the versions, read the alias, the refused update)."""
     client = new_session().client("lambda", region_name="eu-west-1")
+    cloudwatch = new_session().client("cloudwatch", region_name="eu-west-1")
     config = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
     versions = [
         {"Version": "$LATEST", "CodeSha256": "new", **config},
         {"Version": "1", "CodeSha256": "old", **config},
         {"Version": "2", "CodeSha256": "new", "Description": "code s3://b/k.zip git aaaaaaaaaaaa", **config},
     ]
-    with Stubber(client) as stub:
+    with Stubber(client) as stub, Stubber(cloudwatch) as stub_cloudwatch:
+        stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": []})  # the counts before the shift
         stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
         alias = {"Name": "live", "FunctionVersion": "1", "RevisionId": "r1"}
         stub.add_response("get_alias", alias, {"FunctionName": "fn", "Name": "live"})
@@ -622,13 +624,14 @@ def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env:
             },
         )
         aws = Mock(spec=AwsFactory)
-        aws.client.return_value = client
+        aws.client.side_effect = {"lambda": client, "cloudwatch": cloudwatch}.__getitem__
         clock = FakeClock()
         ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
         step = CanaryRelease("health_handler", "fn", "live", "k.zip", "new", 10, 60, 0.0, 5.0)
         with pytest.raises(StepFailed) as refused:
             step.run(ctx)
         stub.assert_no_pending_responses()
+        stub_cloudwatch.assert_no_pending_responses()
     assert refused.value.message == (
         "Lambda refused to route 10% of fn:live to version 2 beside version 1: Both versions must have the same "
         "execution role (nothing was changed)"
