@@ -177,7 +177,10 @@ class WatchErrors(Step):
         groups = [str(lb["targetGroupArn"]) for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
         if not groups:
             return Outcome.skipped(f"{self.service} has no load balancer in front of it: nothing to watch")
-        since = Since(ctx.aws.client("cloudwatch"), alb_queries(ctx.aws.client("elbv2"), groups), ctx.clock)
+        queries = alb_queries(ctx.aws.client("elbv2"), groups)
+        if not queries:
+            return Outcome.skipped(f"no load balancer routes to {self.service}'s target groups: nothing to watch")
+        since = Since(ctx.aws.client("cloudwatch"), queries, ctx.clock)
         started = ctx.clock.monotonic()
         while True:
             counts, target, elb = alb_counts(since.read())

@@ -25,7 +25,7 @@ from deploykit.watch import WatchErrors
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
 
 
-def service_behind_an_alb(factory: AwsFactory, *, behind: bool = True) -> tuple[str, str]:
+def service_behind_an_alb(factory: AwsFactory, *, behind: bool = True, listener: bool = True) -> tuple[str, str]:
     """The service, its target group and the ALB whose listener forwards to it; the metrics' dimension values."""
     ec2, elbv2, ecs = factory.client("ec2"), factory.client("elbv2"), factory.client("ecs")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -39,9 +39,10 @@ def service_behind_an_alb(factory: AwsFactory, *, behind: bool = True) -> tuple[
     tg = elbv2.create_target_group(Name="car-rental-tg", Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="ip")[
         "TargetGroups"
     ][0]["TargetGroupArn"]
-    elbv2.create_listener(
-        LoadBalancerArn=lb, Protocol="HTTP", Port=80, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}]
-    )
+    if listener:
+        elbv2.create_listener(
+            LoadBalancerArn=lb, Protocol="HTTP", Port=80, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}]
+        )
     ecs.create_cluster(clusterName=CLUSTER)
     td = ecs.register_task_definition(
         family="car-rental-backend",
@@ -123,7 +124,14 @@ def test_no_request_is_said_and_a_service_with_no_alb_has_nothing_to_watch(
 
 
 def test_a_service_with_no_load_balancer_skips_the_watch(factory: AwsFactory, dev_env: EnvConfig) -> None:
-    service_behind_an_alb(factory, behind=False)
+    service_behind_an_alb(factory, behind=False, listener=False)
     assert (
         run(factory, dev_env, FakeClock()) == "car-rental-service has no load balancer in front of it: nothing to watch"
+    )
+
+
+def test_a_target_group_no_load_balancer_routes_to_skips_the_watch(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    service_behind_an_alb(factory, listener=False)
+    assert run(factory, dev_env, FakeClock()) == (
+        "no load balancer routes to car-rental-service's target groups: nothing to watch"
     )
