@@ -36,8 +36,8 @@ COMMON_HELP = {
 CHAIN_HELP = COMMON_HELP
 SMOKE_HELP = {"smoke": "run the checks after deploying (--no-smoke leaves them out)"}
 ROLLBACK_HELP = {
-    "rollback": "when wait-healthy or smoke fails, put back what was live (--no-rollback leaves the failed "
-    "release in place for debugging)"
+    "rollback": "when wait-healthy, smoke or watch-errors fails, put back what was live (--no-rollback leaves the "
+    "failed release in place for debugging)"
 }
 CANARY_HELP = {
     "canary": "first give the new Lambda version this percentage of the live alias's requests, its errors watched "
