@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from sandbox.ext.service_metrics import ServiceMetrics
 from sandbox.server import PartStatus
 from sandbox.settings import Settings
 
@@ -111,6 +112,7 @@ class AlbExtension:
         self.targets: dict[str, dict[tuple[str, int], Target]] = {}
         self.servers: dict[str, tuple[int, ThreadingHTTPServer]] = {}  # listener arn → (local port, server)
         self._round_robin: dict[str, itertools.count[int]] = {}
+        self._metrics = ServiceMetrics()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alb-health")
         self._thread: threading.Thread | None = None
@@ -352,7 +354,7 @@ class AlbExtension:
                     )
                 for datum in data:
                     datum["Unit"] = "Seconds" if datum["MetricName"] == "TargetResponseTime" else "Count"
-                self.sandbox.backend("cloudwatch").put_metric_data("AWS/ApplicationELB", data)
+                self._metrics.put(self.sandbox.backend("cloudwatch"), "AWS/ApplicationELB", data)
         except Exception:  # metrics are a convenience: never fail a request over them
             log.debug("could not put the metrics of a request to %s", listener_arn, exc_info=True)
 

@@ -84,6 +84,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 from moto.awslambda.exceptions import LambdaClientError
 
+from sandbox.ext.service_metrics import ServiceMetrics
 from sandbox.lambda_runner import CodeError, FunctionCode, InvokeResult, LambdaRuntime
 from sandbox.server import PartStatus
 from sandbox.settings import ACCOUNT_ID, Settings
@@ -497,6 +498,7 @@ class ApiGatewayLambda:
         self._thread: threading.Thread | None = None
         self._server_error = ""
         self._async = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lambda-event")
+        self._metrics = ServiceMetrics()
 
     # -- install: moto's Invoke runs the code; deployments are snapshots ------------------------------------
     def install(self, sandbox: Sandbox) -> None:
@@ -597,7 +599,7 @@ class ApiGatewayLambda:
                 },
             ]
         try:
-            self.sandbox.backend("cloudwatch").put_metric_data("AWS/Lambda", data)
+            self._metrics.put(self.sandbox.backend("cloudwatch"), "AWS/Lambda", data)
         except Exception:  # metrics are a convenience: never fail an invocation over them
             log.debug("could not put the metrics of %s in CloudWatch", name, exc_info=True)
 
