@@ -1114,8 +1114,23 @@ def deploy_watch(
             next_step=f"watch a development environment (the sandbox), or deploy commits: inv deploy.auto --env "
             f"{environment.name}",
         )
+    # a canary or an error watch of minutes at every save would defeat the loop: left out, and said so
+    canary, watch_errors = environment.lambda_canary.on, environment.app_error_watch.on
+    if canary or watch_errors:
+        runtime.stderr.write(
+            f"👀 the edit loop leaves out {environment.name}'s Lambda canary and error watch (each save would wait "
+            "for them): inv deploy.auto without --watch runs them\n"
+        )
     deploy = deploy or partial(
-        deploy_auto, env=env, allow_dirty=True, allow_older=allow_older, smoke=smoke, rollback=rollback, runtime=runtime
+        deploy_auto,
+        env=env,
+        allow_dirty=True,
+        allow_older=allow_older,
+        smoke=smoke,
+        rollback=rollback,
+        runtime=runtime,
+        canary="0" if canary else None,
+        watch_errors="0" if watch_errors else None,
     )
     clock, deployed, runs = runtime.clock, None, 0
     try:

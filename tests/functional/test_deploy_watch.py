@@ -42,7 +42,7 @@ def nothing() -> None:
     pass
 
 
-def watch(project: Path, clock: EditingClock, deploy: Callable[[], Any]) -> tuple[int, str]:
+def watch(project: Path, clock: EditingClock, deploy: Callable[[], Any] | None) -> tuple[int, str]:
     """Run the watch until the clock has no edits left: (deploys run, what it printed)."""
     stderr = io.StringIO()
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=stderr, clock=clock)
@@ -115,3 +115,18 @@ def test_a_protected_environment_is_refused_before_anything_is_deployed(project:
         watch(project, EditingClock([nothing]), lambda: deployed.append(1))
     assert "protected in deploy.toml; --watch deploys every save" in err.value.message
     assert err.value.exit_code == 2 and deployed == []
+
+
+def test_the_loop_leaves_out_a_canary_and_an_error_watch_and_says_so(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = project / "deploy.toml"
+    settings = (
+        "[environments.sandbox.lambda_canary]\npercent = 10\n\n[environments.sandbox.app_error_watch]\nseconds = 60\n"
+    )
+    toml.write_text(toml.read_text() + "\n" + settings)
+    asked: list[dict[str, Any]] = []
+    monkeypatch.setattr(commands, "deploy_auto", lambda **kwargs: asked.append(kwargs))
+    runs, printed = watch(project, EditingClock([nothing]), None)  # the loop's own deploy: the stand-in records it
+    assert runs == 1 and asked[0]["canary"] == "0" and asked[0]["watch_errors"] == "0"
+    assert "👀 the edit loop leaves out sandbox's Lambda canary and error watch" in printed
