@@ -93,6 +93,7 @@ class Record:
             "head": self.head,
             "ok": self.ok,
             "refused": self.refused,
+            "result": self.result,
             "seconds": self.seconds,
             "components": self.components,
             "unchanged": self.unchanged,

@@ -98,7 +98,7 @@ def test_a_run_a_guard_stopped_is_recorded_as_refused_and_moves_nothing(bucket: 
     assert (refused.refused, refused.result) == (True, "refused")
     store.write(refused)
     [read] = store.records()
-    assert read.refused and store.live() == {}
+    assert read.refused and store.live() == {} and read.to_json()["result"] == "refused"
     assert "🛑 refused" in history.table([read]) and "❌ failed" in history.table([failed])
     # records written before the field existed read as not refused
     assert not history.Record.from_json({k: v for k, v in read.to_json().items() if k != "refused"}).refused
