@@ -13,14 +13,18 @@ from datetime import UTC, datetime
 from unittest.mock import Mock
 
 import pytest
+from botocore.stub import Stubber
 
+from deploykit import rollback
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.commands import _translator
 from deploykit.config import Config, EnvConfig
-from deploykit.errors import StepFailed
+from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context
+from deploykit.plan import Context, Executor, Plan, StepRecord
 from deploykit.watch import WatchErrors
+from tests.functional.conftest import new_session
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
 
@@ -135,3 +139,25 @@ def test_a_target_group_no_load_balancer_routes_to_skips_the_watch(factory: AwsF
     assert run(factory, dev_env, FakeClock()) == (
         "no load balancer routes to car-rental-service's target groups: nothing to watch"
     )
+
+
+def test_a_watch_cloudwatch_refuses_is_a_refusal_that_rolls_nothing_back(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """Without cloudwatch:GetMetricData (botocore's Stubber plays the refusal): exit 2, and no automatic rollback."""
+    service_behind_an_alb(factory)
+    cloudwatch = new_session().client("cloudwatch", region_name="eu-west-1")
+    aws = Mock(spec=AwsFactory)
+    aws.client.side_effect = lambda service: cloudwatch if service == "cloudwatch" else factory.client(service)
+    clock, out = FakeClock(), io.StringIO()
+    ctx = Context(Mock(spec=Config), dev_env, aws, clock, Reporter(out, tty=False, clock=clock), Mock())
+    with Stubber(cloudwatch) as stub:
+        stub.add_client_error("get_metric_data", "AccessDenied", "not authorized to perform cloudwatch:GetMetricData")
+        report = Executor(ctx, _translator(dev_env)).execute(
+            Plan("dev", (WatchErrors(CLUSTER, SERVICE, 60, 0.01, 5.0),), "deploy.app")
+        )
+    assert isinstance(report.error, UsageError) and report.error.exit_code == 2
+    assert "AWS refused GetMetricData" in report.error.message
+    rolled = StepRecord("roll-service", "", "done", outputs={"previous_image": "repo:aaaaaaaaaaaa"})
+    report.records.insert(0, rolled)
+    assert rollback.undo_plan(dev_env, report, None) is None  # the release stays
