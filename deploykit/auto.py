@@ -30,7 +30,7 @@ from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
 from deploykit.stacks import StackOutputs
-from deploykit.watch import WatchErrors
+from deploykit.watch import WatchErrors, allowed
 
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
@@ -372,6 +372,18 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
             f" and {len(quiet) - QUIET_SHOWN} more" if len(quiet) > QUIET_SHOWN else ""
         )
         lines.append(f"{KIND_ICONS['none']} {shown} (docs, tests, the toolkit: nothing to deploy)")
+    kinds = {c.kind for c in found.changes}
+    canary, watch = env.lambda_canary, env.app_error_watch
+    if "lambda" in kinds and canary.on:
+        lines.append(
+            f"🐤 Lambda code by the fast path goes through a canary: {canary.percent:g}% of live's requests for "
+            f"{canary.seconds:g}s, {allowed(canary.max_error_rate)} takes it back"
+        )
+    if "app" in kinds and watch.on:
+        lines.append(
+            f"👀 the app's 5xx are watched for {watch.seconds:g}s after its rollout, {allowed(watch.max_error_rate)} "
+            "rolls it back"
+        )
     return lines
 
 

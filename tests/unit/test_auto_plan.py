@@ -242,6 +242,16 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "🔧 Lambda:   lambda:login_handler (not deployed yet) → inv deploy.auto",
         "🐳 Stack:    stack:api (not deployed yet) → inv deploy.stack CarRentalApiStack",
     ]
+    # an environment with a canary and an error watch says what the changes will go through
+    env = dataclasses.replace(
+        env, lambda_canary=LambdaCanary(percent=10, seconds=300), app_error_watch=ErrorWatch(seconds=180)
+    )
+    assert auto.analysis_lines(found, env)[-2:] == [
+        "🐤 Lambda code by the fast path goes through a canary: 10% of live's requests for 300s, any error takes it "
+        "back",
+        "👀 the app's 5xx are watched for 180s after its rollout, more than 1.0% failing rolls it back",
+    ]
+    assert not any(line[0] in "🐤👀" for line in auto.analysis_lines(change_set(("README.md", "")), env))
 
 
 def test_deploying_a_head_behind_what_is_live_is_refused(with_lambdas: Path) -> None:  # noqa: F811
