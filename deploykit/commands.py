@@ -981,10 +981,19 @@ class Analysis:
     live: dict[str, str | None]  # component → its live SHA (the app: its image tag)
 
 
-def analyse(runtime: Runtime, env: str | None, *, since: str | None, allow_dirty: bool) -> Analysis:
+def analyse(
+    runtime: Runtime,
+    env: str | None,
+    *,
+    since: str | None,
+    allow_dirty: bool,
+    adjust: Callable[[EnvConfig], EnvConfig] = lambda environment: environment,
+) -> Analysis:
     """Read what is live in the environment and detect what changed since (uncommitted changes refused unless
-    ``allow_dirty``)."""
+    ``allow_dirty``). ``adjust`` changes the environment's settings (command-line options) before anything is read,
+    so that bad options are refused first."""
     config, environment = _load(runtime, env)
+    environment = adjust(environment)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
@@ -1021,12 +1030,12 @@ def deploy_auto(
     replace the environment's canary settings for the Lambda code it deploys (deploykit.canary), ``watch_errors``
     its error watch after the app's rollout (deploykit.watch)."""
     runtime = runtime or Runtime()
-    # bad options are refused before anything is read
-    chosen = _with_watch(_with_canary(_load(runtime, env)[1], canary, bake), watch_errors)
-    a = analyse(runtime, env, since=since, allow_dirty=allow_dirty)
-    a = dataclasses.replace(
-        a,
-        env=dataclasses.replace(a.env, lambda_canary=chosen.lambda_canary, app_error_watch=chosen.app_error_watch),
+    a = analyse(
+        runtime,
+        env,
+        since=since,
+        allow_dirty=allow_dirty,
+        adjust=lambda environment: _with_watch(_with_canary(environment, canary, bake), watch_errors),
     )
     if a.endpoints is None:
         with aws_errors(a.env):
