@@ -296,12 +296,21 @@ def changes_table(changes: Sequence[Change]) -> str:
     return tabulate(rows, headers=["resource", "type", "action", "replacement"], tablefmt="simple")
 
 
+def approve_access_command(stack: str, env_name: str | None) -> str:
+    """The command that deploys ``stack`` with its change of access approved (the refusal and ``inv diff`` name
+    it)."""
+    return f"{inv_command('deploy.stack', stack, env=env_name)} --approve-access"
+
+
 def access_note(stack: str, env_name: str) -> str:
     """What ``inv diff`` says under a protected environment's change set that changes access."""
-    return (
-        f"  🔐 {env_name} is protected: this change of access deploys only approved, "
-        f"inv deploy.stack {stack} --env {env_name} --approve-access"
-    )
+    approve = approve_access_command(stack, env_name)
+    return f"  🔐 {env_name} is protected: this change of access deploys only approved, {approve}"
+
+
+def inv_command(task: str, *args: str, env: str | None) -> str:
+    """``inv TASK ARGS [--env ENV]``, as a next step names it."""
+    return " ".join(["inv", task, *args, *(["--env", env] if env else [])])
 
 
 def outputs_of(stack: Mapping[str, Any] | None) -> dict[str, str]:
@@ -532,7 +541,7 @@ class StackDeployer:
             raise UsageError(
                 f"refusing to deploy {name} to a protected environment unapproved: the change set changes who may "
                 f"access what: {listed}. Read the 🔐 rows above; the change set was deleted, nothing was changed",
-                next_step=f"once reviewed, approve it: {self._cmd('deploy.stack', name)} --approve-access",
+                next_step=f"once reviewed, approve it: {approve_access_command(name, self.env)}",
             )
         follow = self._baseline(stack_id, name)
         self._call("execute_change_set", ChangeSetName=change_set_id)
@@ -905,7 +914,4 @@ class StackDeployer:
         return self.clock.monotonic() - self._started
 
     def _cmd(self, task: str, *args: str) -> str:
-        parts = ["inv", task, *args]
-        if self.env:
-            parts += ["--env", self.env]
-        return " ".join(parts)
+        return inv_command(task, *args, env=self.env)
