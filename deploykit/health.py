@@ -756,9 +756,8 @@ def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: Heal
             parts.append(f"modified {when(config['LastModified'])}")
         weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
         if weights:
-            shift = ", ".join(f"{w:.0%} to version {v}" for v, w in weights.items())
-            parts.append(f"traffic shift in progress: {shift}")
             report.shifting[key] = (function, {str(v): float(w) for v, w in weights.items()})
+            parts.append(f"traffic shift in progress: {_shares(report.shifting[key][1])}")
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
 
 
@@ -830,12 +829,11 @@ def deploy_rows(
     if holder is None:
         rows.append(Row("deploy lock", "-", "free", "no deploy is running"))
         for function, (name, weights) in sorted((shifting or {}).items()):
-            shares = ", ".join(f"{w:.0%} to version {v}" for v, w in sorted(weights.items()))
             findings.append(
                 Finding(
                     "warning",
-                    f"Lambda {function}: its live alias routes {shares}, and no deploy is running (a canary cut "
-                    "short: its process was killed before it could take itself back)",
+                    f"Lambda {function}: its live alias routes {_shares(weights)}, and no deploy is running (a canary "
+                    "cut short: its process was killed before it could take itself back)",
                     f"finish it: inv deploy.lambda {function} --env {env_name}; or take it back: aws lambda "
                     f"update-alias --function-name {name} --name {LIVE_ALIAS} --routing-config "
                     "AdditionalVersionWeights={}",
@@ -874,6 +872,11 @@ def account_advice(env: EnvConfig, account: str) -> tuple[list[Finding], list[Re
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _shares(weights: Mapping[str, float]) -> str:
+    """An alias's weighted routing, for people: "10% to version 3"."""
+    return ", ".join(f"{w:.0%} to version {v}" for v, w in sorted(weights.items()))
 
 
 def when(value: Any) -> str:
