@@ -427,9 +427,7 @@ def watch_problem(watch: ErrorWatch) -> str | None:
     """What is wrong with an error watch's settings, or None."""
     if watch.seconds < 0:
         return f"seconds must be at least 0 (no watch), not {watch.seconds:g}"
-    if not 0 <= watch.max_error_rate < 1:
-        return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {watch.max_error_rate:g}"
-    return None
+    return _rate_problem(watch.max_error_rate)
 
 
 def canary_problem(canary: LambdaCanary) -> str | None:
@@ -438,8 +436,13 @@ def canary_problem(canary: LambdaCanary) -> str | None:
         return f"percent must be at least 0 (no canary) and under 100, not {canary.percent:g}"
     if canary.seconds <= 0:
         return f"seconds must be greater than 0, not {canary.seconds:g}"
-    if not 0 <= canary.max_error_rate < 1:
-        return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {canary.max_error_rate:g}"
+    return _rate_problem(canary.max_error_rate)
+
+
+def _rate_problem(rate: float) -> str | None:
+    """What is wrong with a max_error_rate, or None."""
+    if not 0 <= rate < 1:
+        return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {rate:g}"
     return None
 
 
