@@ -558,14 +558,19 @@ class ApiGatewayLambda:
         return _Resolved(function_code(fn, unqualified), invoked, qualifier or None)
 
     def invoke(self, resolved: _Resolved, event: Any) -> InvokeResult:
-        """Run a resolved function (without the sandbox lock), then file its log in CloudWatch Logs."""
+        """Run a resolved function (without the sandbox lock), then file its log and metrics (:meth:`_file`)."""
         assert self.sandbox is not None
         with released(self.sandbox.lock):
             result = self.runtime.invoke(resolved.code, event, invoked_arn=resolved.invoked_arn)
+        self._file(resolved, result)
+        return result
+
+    def _file(self, resolved: _Resolved, result: InvokeResult) -> None:
+        """What Lambda keeps of an invocation: its log in CloudWatch Logs, its metrics in CloudWatch."""
+        assert self.sandbox is not None
         with self.sandbox.lock:
             self._save_logs(resolved.code, result)
             self._save_metrics(resolved, result)
-        return result
 
     def _save_metrics(self, resolved: _Resolved, result: InvokeResult) -> None:
         """The invocation's ``AWS/Lambda`` metrics, as Lambda puts them: Invocations, Errors and Duration by
@@ -651,9 +656,7 @@ class ApiGatewayLambda:
         assert self.sandbox is not None
         try:
             result = self.runtime.invoke(resolved.code, event, invoked_arn=resolved.invoked_arn)
-            with self.sandbox.lock:
-                self._save_logs(resolved.code, result)
-                self._save_metrics(resolved, result)
+            self._file(resolved, result)
         except Exception:
             log.exception("asynchronous invocation of %s failed", resolved.invoked_arn)
 
