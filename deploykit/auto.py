@@ -19,7 +19,6 @@ from typing import Any
 from deploykit import changes, ecs, lambda_chain, packaging, planner
 from deploykit.app_chain import PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory, at_once
-from deploykit.canary import CanaryRelease
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
@@ -30,7 +29,7 @@ from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
 from deploykit.stacks import StackOutputs
-from deploykit.watch import WatchErrors, allowed
+from deploykit.watch import allowed
 
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
@@ -412,7 +411,8 @@ def estimate_total(steps: Sequence[Step], env: EnvConfig, estimates: Mapping[str
 
 def _estimate(step: Step, env: EnvConfig, estimates: Mapping[str, float]) -> float | None:
     """A step's median time in the history: of the same step on the same target (a stack), else of the step; a
-    canary and an error watch take the time they are given."""
-    if isinstance(step, CanaryRelease | WatchErrors):
-        return step.seconds
+    step of fixed length (a canary, an error watch: :meth:`Step.fixed_seconds`) takes that."""
+    fixed = step.fixed_seconds()
+    if fixed is not None:
+        return fixed
     return estimates.get(f"{step.name}:{target_of(step, env)}", estimates.get(step.name))

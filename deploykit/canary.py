@@ -113,6 +113,9 @@ class CanaryRelease(Step):
             f"{self.alias}'s requests for {self.seconds:g}s; {allowed(self.max_error_rate)} takes it back"
         )
 
+    def fixed_seconds(self) -> float:
+        return self.seconds
+
     def interrupted(self) -> str:
         return (
             f"the canary was taken back: {self.function_name}:{self.alias} serves the version it served before "

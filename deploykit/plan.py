@@ -103,6 +103,11 @@ class Step:
         """What an interrupt in the middle of this step leaves behind, for the message (one sentence)."""
         return "it is one call or a few, each complete or not made; rerunning redoes what is missing"
 
+    def fixed_seconds(self) -> float | None:
+        """How long the step takes by its settings (a canary, a watch), whatever the history says; None: as long as
+        it takes."""
+        return None
+
 
 @dataclass(frozen=True)
 class Plan:

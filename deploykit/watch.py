@@ -169,6 +169,9 @@ class WatchErrors(Step):
             "fails the release (and rolls it back)"
         )
 
+    def fixed_seconds(self) -> float:
+        return self.seconds
+
     def interrupted(self) -> str:
         return f"only the watching stopped: the release of {self.service} stays live"
 
