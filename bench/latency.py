@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import botocore.client
 
 
-def delayed(seconds: float) -> None:
+def delayed(seconds: float) -> Callable[[], None]:
+    """Delay every botocore call by ``seconds`` from now on; returns what undoes it."""
     send = botocore.client.BaseClient._make_api_call
 
     def call(self: botocore.client.BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
@@ -24,6 +26,11 @@ def delayed(seconds: float) -> None:
         return send(self, operation_name, api_params)
 
     botocore.client.BaseClient._make_api_call = call  # type: ignore[method-assign]
+
+    def undo() -> None:
+        botocore.client.BaseClient._make_api_call = send  # type: ignore[method-assign]
+
+    return undo
 
 
 if __name__ == "__main__":

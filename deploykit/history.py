@@ -20,7 +20,7 @@ import statistics
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -171,6 +171,10 @@ def find_artifacts_bucket(aws: AwsFactory, env: EnvConfig) -> str | None:
     return outputs.get(ARTIFACTS_OUTPUT) or None
 
 
+# How far back `History.records` looks first, then next; past the last, the whole history is listed.
+RECENT_WINDOWS = (timedelta(days=7), timedelta(days=90))
+
+
 class History:
     """The records and the live record of one environment, in its artifacts bucket."""
 
@@ -228,13 +232,29 @@ class History:
 
     def records(self, limit: int = 20) -> list[Record]:
         """The newest ``limit`` records, newest first."""
-        return self._load(sorted(self._keys(), reverse=True)[: max(0, limit)])
+        return self._load(self.newest_keys(limit))
+
+    def newest_keys(self, limit: int) -> list[str]:
+        """The keys of the newest ``limit`` records, newest first. S3 lists keys oldest first, a page of 1000 at a
+        time, so a history of a year of deploys is many pages: the recent windows are listed first (keys start with
+        their UTC time: ``StartAfter``), each only when the one before held fewer than ``limit``, the whole history
+        last. Whatever a window holds is newer than all it leaves out, so its newest ``limit`` are the history's."""
+        if limit <= 0:
+            return []
+        now = datetime.now(UTC)
+        for window in RECENT_WINDOWS:
+            keys = self._keys(start_after=self._key_at(now - window))
+            if len(keys) >= limit:
+                return sorted(keys, reverse=True)[:limit]
+        return sorted(self._keys(), reverse=True)[:limit]
 
     def records_since(self, moment: datetime) -> list[Record]:
         """Every record written at ``moment`` or later, oldest first. Keys start with their UTC time, so S3 lists
         only those (``StartAfter``), however long the history."""
-        start = f"{self.prefix}{moment.astimezone(UTC).strftime('%Y%m%dT%H%M%S')}"
-        return self._load(sorted(self._keys(start_after=start)))
+        return self._load(sorted(self._keys(start_after=self._key_at(moment))))
+
+    def _key_at(self, moment: datetime) -> str:
+        return f"{self.prefix}{moment.astimezone(UTC).strftime('%Y%m%dT%H%M%S')}"
 
     def _keys(self, start_after: str = "") -> list[str]:
         keys: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,3 +36,18 @@ def test_the_checkouts_own_sandbox_is_refused_the_bench_makes_its_own(tmp_path: 
     assert done.returncode == 2, done.stderr
     assert "private sandbox of its own" in done.stderr and "run it without --env" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_history_listing_bench_reads_the_same_records_both_ways_and_lists_fewer_keys() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "history_listing.py"), "--sizes", "2000", "--delay", "0", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["rows"]
+    assert row["records"] == 2000
+    assert (row["whole"]["list_calls"], row["whole"]["keys_listed"]) == (2, 2000)
+    # 2000 a year: the last week holds 38, enough for the newest 30
+    assert row["windows"]["list_calls"] == 1 and 30 <= row["windows"]["keys_listed"] < 60

@@ -83,6 +83,40 @@ def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, d
     assert [r.id for r in store.records()] == [again.id, failed.id, first.id]
 
 
+def test_the_newest_records_are_listed_from_the_recent_windows_not_the_whole_history(
+    bucket: str, dev_env: EnvConfig
+) -> None:
+    """S3 lists keys oldest first, 1000 a page: the newest records come from the last week's keys when it holds
+    enough of them, from the last 90 days' next, from the whole history last, and always in the right order."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    now = datetime.now(UTC)
+    ages = [timedelta(days=400), timedelta(days=300), timedelta(days=30), timedelta(days=20), timedelta(days=10)]
+    ages += [timedelta(hours=hours) for hours in range(100, 0, -5)]  # 20 in the last week, the newest last
+    written = []
+    for n, age in enumerate(ages):
+        made = history.record_of(report(), components={}, base={}, head=f"{n:012d}", who="ci", now=now - age)
+        store.write(made)
+        written.append(made.id)
+    listed: list[int] = []  # keys in each ListObjectsV2 answer
+
+    def count(parsed: dict[str, object], **_: object) -> None:
+        listed.append(len(parsed.get("Contents") or ()))  # type: ignore[arg-type]
+
+    store.s3.meta.events.register("after-call.s3.ListObjectsV2", count)
+    newest_first = written[::-1]
+    assert [r.id for r in store.records(20)] == newest_first[:20]
+    assert listed == [20]  # the last week alone: none of the older keys listed
+    listed.clear()
+    assert [r.id for r in store.records(22)] == newest_first[:22]
+    assert listed == [20, 23]  # the week held too few: the last 90 days
+    listed.clear()
+    assert [r.id for r in store.records(100)] == newest_first
+    assert listed == [20, 23, 25]  # fewer than asked in 90 days: the whole history
+    listed.clear()
+    assert store.records(0) == [] and listed == []
+
+
 def test_a_run_a_guard_stopped_is_recorded_as_refused_and_moves_nothing(bucket: str, dev_env: EnvConfig) -> None:
     store = history.History.of(AwsFactory(dev_env), dev_env)
     assert store is not None
