@@ -23,6 +23,9 @@ What plain moto lacks, fixed here:
 - ``logging_config``: moto drops a function's LoggingConfig; it is kept (CreateFunction,
   UpdateFunctionConfiguration, CloudFormation), copied to the versions published from it and shown by
   GetFunction(Configuration) with AWS's defaults (``Text``, ``/aws/lambda/<name>``).
+- ``versions_as_aws``: moto numbered a new version len(versions) + 1, so once versions were deleted a publish
+  took the number of one still there; a number is never used again here. Deleting a version an alias serves or
+  routes a weighted share to is refused (``ResourceConflictException``), as AWS refuses it.
 - ``deployment_snapshots``: moto's deployments point at the live resources, so an undeployed change would
   be served at once. Here CreateDeployment records the API's routes, integrations and binary media types,
   and a stage serves the snapshot of its deployment, as on AWS (deployments made before this extension
@@ -527,6 +530,7 @@ class ApiGatewayLambda:
         lambda_backend.invoke = invoke
         apigw_backend.create_deployment = create_deployment
         _keep_logging_config()
+        _versions_as_aws()
 
     # -- Lambda ----------------------------------------------------------------------------------------------
     def resolve(self, function: str, qualifier: str | None = None) -> _Resolved:
@@ -758,6 +762,60 @@ class ApiGatewayLambda:
             PartStatus("api gateway", address, serving, detail),
             PartStatus("lambda runtime", str(self.runtime.code_root), True, f"{functions} functions, {workers} warm"),
         ]
+
+
+def _versions_as_aws() -> None:
+    """Published versions as AWS keeps them (once per process). A version's number is never used again, even once
+    that version is deleted: moto numbered a new one len(versions) + 1, so after `inv lambda.cleanup` a publish
+    took the number of a version still there. And a version an alias routes to (its version, or a weighted share)
+    cannot be deleted: ResourceConflictException, as AWS answers."""
+    from moto.awslambda.models import LambdaStorage
+
+    if getattr(LambdaStorage, "_sandbox_versions", False):
+        return
+    LambdaStorage._sandbox_versions = True  # type: ignore[attr-defined]
+    original_publish = LambdaStorage.publish_version
+    original_delete = LambdaStorage.del_function
+
+    def numbers(storage: Any) -> dict[str, int]:  # function name → the highest number it ever published
+        return storage.__dict__.setdefault("_sandbox_numbers", {})  # type: ignore[no-any-return]
+
+    def publish_version(self: Any, name_or_arn: str, description: str = "") -> Any:
+        name = self.get_function_by_name_or_arn_forbid_qualifier(name_or_arn).function_name
+        versions = (self._functions.get(name) or {}).get("versions") or []
+        used = max([numbers(self).get(name, 0), *(int(v.version) for v in versions)])
+        before = len(versions)
+        fn = original_publish(self, name_or_arn, description)
+        if fn is not None and len(versions) > before:  # a new version, not the unchanged latest one
+            if int(fn.version) != used + 1:
+                del self._arns[fn.function_arn]
+                fn.set_version(used + 1)
+                self._arns[fn.function_arn] = fn
+            numbers(self)[name] = used + 1
+        return fn
+
+    def del_function(self: Any, name_or_arn: str, qualifier: str | None = None) -> None:
+        fn = self.get_function_by_name_or_arn_with_qualifier(name_or_arn, qualifier)
+        if qualifier and qualifier != "$LATEST":
+            routing = [
+                alias.name
+                for alias in self._get_function_aliases(fn.function_name).values()
+                if str(alias.function_version) == str(qualifier)
+                or str(qualifier) in ((alias.routing_config or {}).get("AdditionalVersionWeights") or {})
+            ]
+            if routing:
+                error = LambdaClientError(
+                    "ResourceConflictException",
+                    f"Unable to delete version because the following aliases reference it: {sorted(routing)}",
+                )
+                error.code = 409
+                raise error
+        original_delete(self, name_or_arn, qualifier)
+        if not qualifier:
+            numbers(self).pop(fn.function_name, None)  # a function made again numbers from 1, as on AWS
+
+    LambdaStorage.publish_version = publish_version  # type: ignore[method-assign]
+    LambdaStorage.del_function = del_function  # type: ignore[method-assign]
 
 
 def _keep_logging_config() -> None:

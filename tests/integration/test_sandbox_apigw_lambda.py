@@ -465,6 +465,29 @@ def test_code_update_publish_and_alias_move_take_effect_on_the_next_request(harn
         assert answer["ExecutedVersion"] == {"1": "1", "live": "2", "$LATEST": "$LATEST"}[qualifier]
 
 
+def test_version_numbers_are_never_reused_and_a_routed_version_cannot_be_deleted(harness: Harness) -> None:
+    """As on AWS: after versions are deleted the next one takes a new number; a version an alias serves or routes
+    a share to is refused (ResourceConflictException) and stays."""
+    harness.function("numbered", VERSIONED.format(tag="v1"))  # version 1 behind `live`
+    lam = harness.client("lambda")
+    for tag in ("v2", "v3", "v4"):
+        lam.update_function_code(FunctionName="numbered", ZipFile=zip_of(VERSIONED.format(tag=tag)))
+        lam.publish_version(FunctionName="numbered")
+    shares = {"AdditionalVersionWeights": {"2": 0.1}}
+    lam.update_alias(FunctionName="numbered", Name="live", FunctionVersion="1", RoutingConfig=shares)
+    for routed in ("1", "2"):
+        with pytest.raises(lam.exceptions.ResourceConflictException, match="aliases reference it"):
+            lam.delete_function(FunctionName="numbered", Qualifier=routed)
+    lam.delete_function(FunctionName="numbered", Qualifier="4")
+    lam.delete_function(FunctionName="numbered", Qualifier="3")
+    lam.update_function_code(FunctionName="numbered", ZipFile=zip_of(VERSIONED.format(tag="v5")))
+    assert lam.publish_version(FunctionName="numbered")["Version"] == "5"  # not 3: numbers 3 and 4 were used
+    listed = lam.list_versions_by_function(FunctionName="numbered")["Versions"]
+    assert [v["Version"] for v in listed] == ["$LATEST", "1", "2", "5"]
+    answer = lam.invoke(FunctionName="numbered", Qualifier="5", Payload=b"{}")
+    assert json.loads(json.loads(answer["Payload"].read())["body"])["tag"] == "v5"
+
+
 def test_code_from_s3_runs_and_updates(harness: Harness) -> None:
     s3 = harness.client("s3")
     s3.create_bucket(Bucket="artifacts")
