@@ -594,6 +594,37 @@ images = Collection("images")
 images.add_task(images_cleanup)
 
 
+# -- lambda ----------------------------------------------------------------------------------------------------
+
+
+@task(
+    name="cleanup",
+    help={
+        "env": COMMON_HELP["env"],
+        "function": "only this function (a folder of lambda/); default: every function of the API stack",
+        "keep": "how many of each function's newest versions to keep whatever else holds (default 10)",
+        "dry-run": "list what would be deleted and why, delete nothing",
+        "json": "print every version, its action and why as JSON on stdout",
+    },
+)
+@reports_errors
+def lambda_cleanup(
+    c: Context,
+    env: str | None = None,
+    function: str | None = None,
+    keep: int = 10,
+    dry_run: bool = False,
+    json_: bool = False,
+) -> None:
+    """Delete old published Lambda versions: keeps the N newest, those an alias routes to or the history records."""
+    _ensure_sandbox(env)
+    commands.lambda_cleanup(env=env, function=function, keep=keep, dry_run=dry_run, as_json=json_)
+
+
+lambdas = Collection("lambda")
+lambdas.add_task(lambda_cleanup)
+
+
 # -- the sandbox: a local AWS on this machine ---------------------------------------------------------------
 
 
@@ -737,5 +768,6 @@ ns = Collection(
     deploy_report,
     unlock,
     images,
+    lambdas,
     sandbox,
 )

@@ -32,6 +32,7 @@ from deploykit import (
     lock,
     planner,
     registry,
+    version_cleanup,
     watch,
 )
 from deploykit import canary as lambda_canary
@@ -961,6 +962,79 @@ def images_cleanup(
             f"{len(deletion.failed)} of {len(decision.to_delete)} image(s) of {repository} could not be deleted "
             f"(first: {label}: {deletion.failed[first]})",
             next_step=f"see the table above, then rerun: inv images.cleanup --env {environment.name}",
+        )
+    return decision
+
+
+# -- lambda.cleanup --------------------------------------------------------------------------------------------
+
+
+def lambda_cleanup(
+    *,
+    env: str | None = None,
+    function: str | None = None,
+    keep: int = version_cleanup.DEFAULT_KEEP,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> version_cleanup.Decision:
+    """Delete old published versions of the environment's Lambda functions (or of one), keeping the ``keep`` newest
+    of each, those an alias routes to, those the API stack holds and those the history records
+    (deploykit.version_cleanup says exactly which)."""
+    runtime = runtime or Runtime()
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1 (got {keep})", next_step="pass --keep N with N of 1 or more")
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+
+    def warn(message: str) -> None:
+        runtime.stderr.write(f"⚠️  {message}\n")
+
+    deletion = None
+    with ExitStack() as held:
+        with aws_errors(environment):
+            if not dry_run:  # no deploy may publish or route to a version between reading and deleting
+                _in_its_account(aws, environment)
+                held.enter_context(lock.held(aws, environment, "lambda.cleanup", clock=runtime.clock, warn=warn))
+            functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
+            if function is not None:
+                if function not in functions:
+                    raise UsageError(
+                        f"no Lambda function {function!r} in the API stack of {environment.name!r}",
+                        next_step=f"use one of: {', '.join(sorted(functions)) or 'none'} (or leave --function out)",
+                    )
+                functions = {function: functions[function]}
+            reads: dict[str, Callable[[], Any]] = {
+                "versions": partial(version_cleanup.function_versions, aws, functions),
+                "aliases": partial(version_cleanup.routed_versions, aws, functions),
+                "stack": partial(version_cleanup.stack_versions, aws, environment),
+                "recorded": partial(version_cleanup.recorded_shas, aws, environment, functions),
+            }
+            read = at_once(reads)
+        using: dict[tuple[str, int], list[str]] = {}
+        for found in (read["aliases"], read["stack"]):
+            for key, reasons in found.items():
+                using.setdefault(key, []).extend(reasons)
+        code = version_cleanup.recorded_code(config.root, read["versions"], read["recorded"])
+        decision = version_cleanup.plan_cleanup(
+            read["versions"], keep=keep, held=using, recorded=read["recorded"], recorded_code=code
+        )
+        if decision.to_delete and not dry_run:
+            with aws_errors(environment):
+                deletion = version_cleanup.delete_versions(aws, decision.to_delete)
+    if decision.choices:
+        runtime.stderr.write(f"Published versions of the Lambda functions of {environment.name}, newest first\n")
+        runtime.stderr.write(version_cleanup.table(decision, dry_run=dry_run, deletion=deletion) + "\n\n")
+    runtime.stderr.write(version_cleanup.summary(decision, dry_run=dry_run, deletion=deletion) + "\n")
+    if as_json:
+        data = version_cleanup.to_json(decision, env=environment.name, dry_run=dry_run, deletion=deletion)
+        runtime.stdout.write(dumps(data) + "\n")
+    if deletion is not None and deletion.failed:
+        (name, number), why = next(iter(deletion.failed.items()))
+        raise StepFailed(
+            f"{len(deletion.failed)} of {len(decision.to_delete)} version(s) could not be deleted "
+            f"(first: {name}:{number}: {why})",
+            next_step=f"see the table above, then rerun: inv lambda.cleanup --env {environment.name}",
         )
     return decision
 

@@ -191,6 +191,12 @@ def _versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
     return versions
 
 
+def published_versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
+    """The published versions (not ``$LATEST``), newest first."""
+    versions = [v for v in _versions(lambda_client, function_name) if str(v.get("Version")) != "$LATEST"]
+    return sorted(versions, key=lambda v: int(v["Version"]), reverse=True)
+
+
 def _behaviour(config: Mapping[str, Any]) -> dict[str, Any]:
     return {field: config.get(field) for field in BEHAVIOUR_FIELDS}
 

@@ -219,14 +219,6 @@ def app_plan(env: EnvConfig, repository_uri: str, tag: str, *, smoke: bool = Tru
 # -- a Lambda function ------------------------------------------------------------------------------------------
 
 
-def published_versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
-    """The published versions (not ``$LATEST``), newest first."""
-    versions: list[dict[str, Any]] = []
-    for page in lambda_client.get_paginator("list_versions_by_function").paginate(FunctionName=function_name):
-        versions += [v for v in page.get("Versions", []) if str(v.get("Version")) != "$LATEST"]
-    return sorted(versions, key=lambda v: int(v["Version"]), reverse=True)
-
-
 def version_for(versions: Sequence[dict[str, Any]], sha: str) -> str | None:
     """The newest version (of ``versions``, newest first) whose description says ``git <sha>``."""
     return next((str(v["Version"]) for v in versions if lambda_chain.git_sha_of(v.get("Description")) == sha), None)
@@ -263,7 +255,7 @@ def resolve_lambda(
     serving = lambda_chain.live_configuration(client, function_name)
     live = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
     live_version = str(serving.get("Version")) if serving else None
-    versions = published_versions(client, function_name)
+    versions = lambda_chain.published_versions(client, function_name)
     shas = list(dict.fromkeys(s for v in versions if (s := lambda_chain.git_sha_of(v.get("Description")))))
     by_code: dict[str, tuple[str, str | None, str | None]] = {}  # commit → (its SHA12, its CodeSha256, version)
 

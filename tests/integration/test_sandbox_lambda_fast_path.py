@@ -231,3 +231,35 @@ def test_a_canary_takes_a_failing_version_back_on_its_first_errors_and_lets_a_go
         f"\ncanary of a broken release: taken back {taken_back:.2f}s after deploy.lambda began, {failed} of "
         f"{len(broken)} requests failed meanwhile; a good release's 3 s canary: {len(traffic.answers)} requests"
     )
+
+
+def test_lambda_cleanup_keeps_what_serves_and_what_rollback_and_the_stack_need(
+    project: Path, deployed: Endpoints
+) -> None:
+    """After the deploys above (each recorded), three versions no record names; with --keep 1 those two of them
+    that are not the newest go, and nothing that serves, was recorded or is held by the API stack; the next
+    deploy publishes past every number used and is live."""
+    lam = client(project, "lambda")
+    function_name = deployed.functions[FN]
+    serving = lam.get_alias(FunctionName=function_name, Name="live")["FunctionVersion"]
+    for n in range(3):  # e.g. deploys older than the newest records
+        lam.update_function_configuration(FunctionName=function_name, Description=f"an old deploy {n}")
+        lam.publish_version(FunctionName=function_name, Description=f"git {n}0000000000{n}")
+    listed = [v["Version"] for v in lam.list_versions_by_function(FunctionName=function_name)["Versions"]]
+    newest = max(int(v) for v in listed if v != "$LATEST")
+
+    decision = commands.lambda_cleanup(function=FN, keep=1, runtime=quiet_runtime(project))
+    why = {c.version.number: (c.delete, "; ".join(c.reasons)) for c in decision.choices}
+    assert {n for n, (delete, _) in why.items() if delete} == {newest - 1, newest - 2}, why
+    assert "alias live" in why[int(serving)][1]
+    assert any("held by CarRentalApiStack" in reasons for _, reasons in why.values())  # CloudFormation's own
+    assert "runs the code of" in why[1][1]  # deploy.full's version: it names its code, rollback finds it so
+    assert all(not why[n][0] for n in why if n not in (newest - 1, newest - 2))
+    remaining = {v["Version"] for v in lam.list_versions_by_function(FunctionName=function_name)["Versions"]}
+    assert str(newest - 1) not in remaining and str(newest - 2) not in remaining
+
+    release(project, "after-cleanup")
+    report = commands.deploy_lambda(FN, runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert int(report.outputs()[f"{FN}.version"]) == newest + 1
+    assert health(deployed.api_health_url)["release"] == "after-cleanup"

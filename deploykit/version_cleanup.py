@@ -1,0 +1,347 @@
+"""``inv lambda.cleanup``: delete old published versions of the environment's Lambda functions, never one that
+may be needed.
+
+Every fast-path deploy publishes a version, and Lambda keeps each one's code until it is deleted: the code storage
+of a region is limited (75 GB by default), and reading a function's versions, as ``deploy.lambda`` and ``inv
+rollback`` do, costs a ListVersionsByFunction page per 50 versions. A published version is kept when any of these
+holds (every kept version says which):
+
+- it is one of the ``keep`` newest published versions of its function (by number);
+- an alias of the function serves it, or routes a weighted share of its requests to it (a canary);
+- the API stack holds it as a resource (``AWS::Lambda::Version``: CloudFormation's own);
+- it is **recorded**: its description names (``git <sha12>``) the function's SHA in the environment's live record
+  or in one of its newest :data:`HISTORY_RECORDS` deployment records (deployed, or live before that deploy), so
+  ``inv rollback`` finds what it goes back to. A recorded commit no version names (``deploy.full`` and
+  ``deploy.stack`` let CloudFormation publish, which names the code only) keeps the newest version running that
+  commit's code, packaged from this clone as ``inv rollback`` compares it; a commit this clone does not have keeps
+  every version no commit names, since which one it was cannot be told.
+
+Everything else is deleted (DeleteFunction with the version as qualifier; ``$LATEST`` is never touched).
+:func:`plan_cleanup` decides and reads nothing; the readers and :func:`delete_versions` talk to AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tabulate import tabulate
+
+from deploykit import lambda_chain
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig
+from deploykit.git import DIRTY
+from deploykit.history import History
+from deploykit.image_cleanup import megabytes
+
+DEFAULT_KEEP = 10
+HISTORY_RECORDS = 30
+VERSION_RESOURCE = "AWS::Lambda::Version"
+
+
+# -- the decision (pure) ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Version:
+    """One published version of a function, as ListVersionsByFunction details it."""
+
+    function: str  # its folder of lambda/
+    function_name: str
+    number: int
+    description: str
+    code_size: int
+    last_modified: str
+    code_sha256: str = ""
+
+    @classmethod
+    def from_lambda(cls, function: str, detail: Mapping[str, Any]) -> Version:
+        return cls(
+            function=function,
+            function_name=str(detail.get("FunctionName") or ""),
+            number=int(detail["Version"]),
+            description=str(detail.get("Description") or ""),
+            code_size=int(detail.get("CodeSize") or 0),
+            last_modified=str(detail.get("LastModified") or "")[:16].replace("T", " "),
+            code_sha256=str(detail.get("CodeSha256") or ""),
+        )
+
+    @property
+    def git(self) -> str | None:
+        return lambda_chain.git_sha_of(self.description)
+
+
+@dataclass(frozen=True)
+class Choice:
+    version: Version
+    delete: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Every published version, by function then newest first, each kept or deleted with its reasons."""
+
+    choices: tuple[Choice, ...]
+    keep: int
+
+    @property
+    def to_delete(self) -> tuple[Version, ...]:
+        return tuple(c.version for c in self.choices if c.delete)
+
+    @property
+    def bytes_to_free(self) -> int:
+        return sum(v.code_size for v in self.to_delete)
+
+
+@dataclass(frozen=True)
+class RecordedCode:
+    """What the recorded commits no version names ran: function → {CodeSha256 → why}, and function → why every
+    version no commit names is kept (a recorded commit this clone does not have)."""
+
+    codes: dict[str, dict[str, str]]
+    unknown: dict[str, str]
+
+
+def plan_cleanup(
+    versions: Iterable[Version],
+    *,
+    keep: int,
+    held: Mapping[tuple[str, int], Sequence[str]],
+    recorded: Mapping[str, Mapping[str, str]],
+    recorded_code: RecordedCode | None = None,
+) -> Decision:
+    """Decide which versions to delete; every version gets its reasons.
+
+    ``held``: (function name, version number) → why something uses it ("alias live", "the API stack's ...").
+    ``recorded``: function (folder) → {git SHA (12) → why} from the history; ``recorded_code``: the code of the
+    recorded commits no version names (:func:`recorded_code`).
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    code = recorded_code or RecordedCode({}, {})
+    by_function: dict[str, list[Version]] = {}
+    for version in versions:
+        by_function.setdefault(version.function, []).append(version)
+    choices: list[Choice] = []
+    for function in sorted(by_function):
+        ordered = sorted(by_function[function], key=lambda v: -v.number)
+        runs: dict[str, int] = {}  # CodeSha256 → the newest version running it (what rollback goes back to)
+        for version in ordered:
+            runs.setdefault(version.code_sha256, version.number)
+        for rank, version in enumerate(ordered):
+            reasons: list[str] = [f"newest {keep}"] if rank < keep else []
+            reasons += held.get((version.function_name, version.number), ())
+            sha = version.git
+            if sha and sha in recorded.get(function, {}):
+                reasons.append(recorded[function][sha])
+            ran = code.codes.get(function, {}).get(version.code_sha256)
+            if ran and runs[version.code_sha256] == version.number:
+                reasons.append(f"runs the code of {ran}")
+            if not sha and function in code.unknown:
+                reasons.append(code.unknown[function])
+            if reasons:
+                choices.append(Choice(version, False, tuple(reasons)))
+            else:
+                choices.append(Choice(version, True, (f"older than the newest {keep}, not routed to, not recorded",)))
+    return Decision(tuple(choices), keep)
+
+
+# -- the readers ------------------------------------------------------------------------------------------------
+
+
+def function_versions(aws: AwsFactory, functions: Mapping[str, str]) -> list[Version]:
+    """The published versions (not ``$LATEST``) of each function: folder → function name."""
+    client = aws.client("lambda")
+    return [
+        Version.from_lambda(function, detail)
+        for function, function_name in sorted(functions.items())
+        for detail in lambda_chain.published_versions(client, function_name)
+    ]
+
+
+def routed_versions(aws: AwsFactory, functions: Mapping[str, str]) -> dict[tuple[str, int], list[str]]:
+    """(function name, version) → the aliases that serve it or route a share of their requests to it."""
+    client = aws.client("lambda")
+    held: dict[tuple[str, int], list[str]] = {}
+    for function_name in sorted(functions.values()):
+        for page in client.get_paginator("list_aliases").paginate(FunctionName=function_name):
+            for alias in page.get("Aliases") or ():
+                name = alias.get("Name")
+                if str(alias.get("FunctionVersion", "")).isdigit():
+                    held.setdefault((function_name, int(alias["FunctionVersion"])), []).append(f"alias {name}")
+                weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+                for version, weight in weights.items():
+                    why = f"alias {name} routes {float(weight):.0%} of its requests to it (a canary)"
+                    held.setdefault((function_name, int(version)), []).append(why)
+    return held
+
+
+def stack_versions(aws: AwsFactory, env: EnvConfig) -> dict[tuple[str, int], list[str]]:
+    """(function name, version) → why: the versions the API stack holds as resources."""
+    held: dict[tuple[str, int], list[str]] = {}
+    paginator = aws.client("cloudformation").get_paginator("list_stack_resources")
+    for page in paginator.paginate(StackName=env.stacks.api):
+        for resource in page.get("StackResourceSummaries") or ():
+            if resource.get("ResourceType") != VERSION_RESOURCE:
+                continue
+            arn = str(resource.get("PhysicalResourceId") or "")  # arn:aws:lambda:...:function:<name>:<version>
+            parts = arn.split(":")
+            if len(parts) >= 8 and parts[-1].isdigit():
+                why = f"held by {env.stacks.api} ({resource.get('LogicalResourceId')})"
+                held.setdefault((parts[-2], int(parts[-1])), []).append(why)
+    return held
+
+
+def recorded_shas(
+    aws: AwsFactory, env: EnvConfig, functions: Iterable[str], records: int = HISTORY_RECORDS
+) -> dict[str, dict[str, str]]:
+    """function (folder) → {SHA → why}: its live SHA and its SHAs in the newest ``records`` records."""
+    history = History.of(aws, env)
+    found: dict[str, dict[str, str]] = {function: {} for function in functions}
+    if history is None:
+        return found
+    live = history.live()
+    for function, shas in found.items():
+        sha = live.get(f"lambda:{function}", {}).get("sha")
+        if sha:
+            shas.setdefault(sha[:12], f"live in {env.name} since {live[f'lambda:{function}'].get('when', '?')}")
+    for record in history.records(records):
+        for function, shas in found.items():
+            component = f"lambda:{function}"
+            if component in record.unchanged:  # carried as live at the run's commit, not deployed: no version
+                continue
+            deployed = record.components.get(component)
+            before = record.base.get(component)
+            if deployed:
+                shas.setdefault(deployed[:12], f"{'deployed' if record.ok else 'deploy failed'} at {record.when}")
+            if before:
+                shas.setdefault(before[:12], f"live before {record.when}")
+    return found
+
+
+def recorded_code(root: Path, versions: Sequence[Version], recorded: Mapping[str, Mapping[str, str]]) -> RecordedCode:
+    """The CodeSha256 of each recorded commit no version names, each function packaged as in that commit
+    (reproducibly: :func:`lambda_chain.code_at`, as ``inv rollback`` finds such a version)."""
+    named = {(v.function, v.git) for v in versions if v.git}
+    codes: dict[str, dict[str, str]] = {}
+    unknown: dict[str, str] = {}
+    for function, shas in recorded.items():
+        for sha, why in shas.items():
+            if (function, sha) in named or DIRTY in sha:  # a dirty deploy's version always names it
+                continue
+            found = lambda_chain.code_at(root, function, sha)
+            if found is None:
+                unknown.setdefault(function, f"names no commit, and {sha} ({why}) is not in this clone to compare")
+            else:
+                codes.setdefault(function, {}).setdefault(found[1], f"{sha} ({why})")
+    return RecordedCode(codes, unknown)
+
+
+# -- deleting ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deletion:
+    deleted: tuple[tuple[str, int], ...]  # (function name, version)
+    failed: dict[tuple[str, int], str]
+
+
+def delete_versions(aws: AwsFactory, versions: Sequence[Version]) -> Deletion:
+    """DeleteFunction with each version as its qualifier; a refusal (an alias moved onto it meanwhile, access) is
+    that version's failure, the others go on."""
+    client = aws.client("lambda")
+    deleted: list[tuple[str, int]] = []
+    failed: dict[tuple[str, int], str] = {}
+    for version in versions:
+        key = (version.function_name, version.number)
+        try:
+            client.delete_function(FunctionName=version.function_name, Qualifier=str(version.number))
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            failed[key] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
+        else:
+            deleted.append(key)
+    return Deletion(tuple(deleted), failed)
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+
+
+def action_of(choice: Choice, *, dry_run: bool, deletion: Deletion | None) -> str:
+    if not choice.delete:
+        return "keep"
+    if dry_run or deletion is None:
+        return "would delete"
+    return "FAILED" if (choice.version.function_name, choice.version.number) in deletion.failed else "deleted"
+
+
+def table(decision: Decision, *, dry_run: bool, deletion: Deletion | None = None) -> str:
+    rows = []
+    for choice in decision.choices:
+        version = choice.version
+        why = "; ".join(choice.reasons)
+        failure = deletion.failed.get((version.function_name, version.number)) if deletion else None
+        rows.append(
+            [
+                version.function,
+                version.number,
+                version.git or "-",
+                version.last_modified,
+                megabytes(version.code_size),
+                action_of(choice, dry_run=dry_run, deletion=deletion),
+                f"{failure} ({why})" if failure else why,
+            ]
+        )
+    return tabulate(rows, headers=["function", "version", "git", "published (UTC)", "code", "action", "why"])
+
+
+def _versions(count: int) -> str:
+    return f"{count} version" + ("" if count == 1 else "s")
+
+
+def summary(decision: Decision, *, dry_run: bool, deletion: Deletion | None = None) -> str:
+    total = len(decision.choices)
+    if not total:
+        return "no published versions: nothing to delete"
+    if not decision.to_delete:
+        return f"nothing to delete: all {_versions(total)} are kept"
+    if dry_run or deletion is None:
+        return (
+            f"dry run: would delete {_versions(len(decision.to_delete))} of {total}, freeing "
+            f"{megabytes(decision.bytes_to_free)} of code storage; nothing was deleted"
+        )
+    gone = set(deletion.deleted)
+    freed = sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in gone)
+    line = f"deleted {_versions(len(gone))}, freed {megabytes(freed)} of code storage"
+    if deletion.failed:
+        line += f"; {_versions(len(deletion.failed))} could not be deleted"
+    return line
+
+
+def to_json(decision: Decision, *, env: str, dry_run: bool, deletion: Deletion | None) -> dict[str, Any]:
+    gone = set(deletion.deleted) if deletion else set()
+    return {
+        "env": env,
+        "keep": decision.keep,
+        "dry_run": dry_run,
+        "versions": [
+            {
+                "function": c.version.function,
+                "function_name": c.version.function_name,
+                "version": c.version.number,
+                "git": c.version.git,
+                "code_bytes": c.version.code_size,
+                "action": action_of(c, dry_run=dry_run, deletion=deletion),
+                "why": list(c.reasons),
+            }
+            for c in decision.choices
+        ],
+        "to_delete": len(decision.to_delete),
+        "deleted": len(gone),
+        "freed_bytes": sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in gone),
+        "failures": {f"{name}:{number}": why for (name, number), why in (deletion.failed if deletion else {}).items()},
+    }
