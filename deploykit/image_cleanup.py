@@ -385,19 +385,20 @@ def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[s
     found: list[tuple[str, str]] = []
     for component, value in history.live().items():
         if component == "app" and value.get("sha"):
-            found.append((str(value["sha"]), f"live in {env.name} since {_when(value.get('when', ''))}"))
+            found.append((str(value["sha"]), f"live in {env.name} since {when_utc(value.get('when', ''))}"))
     for record in history.records(records):
         deployed = record.components.get("app")
         if deployed:
             result = "deployed" if record.ok else "deploy failed"
-            found.append((deployed, f"{result} in {env.name} at {_when(record.when)}"))
+            found.append((deployed, f"{result} in {env.name} at {when_utc(record.when)}"))
         before = record.base.get("app")
         if before:
-            found.append((before, f"live in {env.name} before {_when(record.when)}"))
+            found.append((before, f"live in {env.name} before {when_utc(record.when)}"))
     return found
 
 
-def _when(iso: str) -> str:
+def when_utc(iso: str) -> str:
+    """An ISO 8601 moment as ``2026-11-28 12:00 UTC`` (as it is when it has no zone)."""
     try:
         moment = datetime.fromisoformat(iso)
     except ValueError:

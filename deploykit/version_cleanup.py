@@ -35,7 +35,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.git import DIRTY
 from deploykit.history import History
-from deploykit.image_cleanup import megabytes
+from deploykit.image_cleanup import when_utc
 
 DEFAULT_KEEP = 10
 HISTORY_RECORDS = 30
@@ -206,9 +206,9 @@ def recorded_shas(
         return found
     live = history.live()
     for function, shas in found.items():
-        sha = live.get(f"lambda:{function}", {}).get("sha")
-        if sha:
-            shas.setdefault(sha[:12], f"live in {env.name} since {live[f'lambda:{function}'].get('when', '?')}")
+        entry = live.get(f"lambda:{function}", {})
+        if entry.get("sha"):
+            shas.setdefault(entry["sha"][:12], f"live in {env.name} since {when_utc(entry.get('when', ''))}")
     for record in history.records(records):
         for function, shas in found.items():
             component = f"lambda:{function}"
@@ -217,9 +217,10 @@ def recorded_shas(
             deployed = record.components.get(component)
             before = record.base.get(component)
             if deployed:
-                shas.setdefault(deployed[:12], f"{'deployed' if record.ok else 'deploy failed'} at {record.when}")
+                result = "deployed" if record.ok else "deploy failed"
+                shas.setdefault(deployed[:12], f"{result} in {env.name} at {when_utc(record.when)}")
             if before:
-                shas.setdefault(before[:12], f"live before {record.when}")
+                shas.setdefault(before[:12], f"live in {env.name} before {when_utc(record.when)}")
     return found
 
 
@@ -271,6 +272,11 @@ def delete_versions(aws: AwsFactory, versions: Sequence[Version]) -> Deletion:
 # -- output -----------------------------------------------------------------------------------------------------
 
 
+def size(count: int) -> str:
+    """A zip's size: kB below a megabyte (most functions' code), MB above."""
+    return f"{count / 1000:.1f} kB" if count < 1_000_000 else f"{count / 1_000_000:.1f} MB"
+
+
 def action_of(choice: Choice, *, dry_run: bool, deletion: Deletion | None) -> str:
     if not choice.delete:
         return "keep"
@@ -291,7 +297,7 @@ def table(decision: Decision, *, dry_run: bool, deletion: Deletion | None = None
                 version.number,
                 version.git or "-",
                 version.last_modified,
-                megabytes(version.code_size),
+                size(version.code_size),
                 action_of(choice, dry_run=dry_run, deletion=deletion),
                 f"{failure} ({why})" if failure else why,
             ]
@@ -312,11 +318,11 @@ def summary(decision: Decision, *, dry_run: bool, deletion: Deletion | None = No
     if dry_run or deletion is None:
         return (
             f"dry run: would delete {_versions(len(decision.to_delete))} of {total}, freeing "
-            f"{megabytes(decision.bytes_to_free)} of code storage; nothing was deleted"
+            f"{size(decision.bytes_to_free)} of code storage; nothing was deleted"
         )
     gone = set(deletion.deleted)
     freed = sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in gone)
-    line = f"deleted {_versions(len(gone))}, freed {megabytes(freed)} of code storage"
+    line = f"deleted {_versions(len(gone))}, freed {size(freed)} of code storage"
     if deletion.failed:
         line += f"; {_versions(len(deletion.failed))} could not be deleted"
     return line

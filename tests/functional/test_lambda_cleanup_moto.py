@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from deploykit import commands, history, lock, packaging, version_cleanup
+from deploykit import commands, history, image_cleanup, lock, packaging, version_cleanup
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
@@ -109,7 +109,7 @@ def test_a_dry_run_says_what_it_would_delete_and_why_and_deletes_nothing(
     assert rows[("health_handler", 6)] == ("keep", ["alias live"])
     live, before = rows[("health_handler", 3)], rows[("health_handler", 2)]
     assert live[0] == "keep" and live[1][0].startswith("live in dev since")
-    assert before[0] == "keep" and before[1][0].startswith("live before")
+    assert before[0] == "keep" and before[1][0].startswith("live in dev before")
     doomed = [key for key, (action, _) in rows.items() if action == "would delete"]
     assert doomed == [("health_handler", 5), ("health_handler", 4), ("health_handler", 1)]
     assert rows[("login_handler", 1)] == ("keep", ["newest 2"])
@@ -186,7 +186,8 @@ def test_a_recorded_commit_cloudformation_published_keeps_the_version_running_it
         return {c.version.number: (c.delete, "; ".join(c.reasons)) for c in decision.choices}
 
     why = decided()
-    assert why[9] == (False, f"runs the code of {head} (live in dev since {store.records(1)[0].when})")
+    since = image_cleanup.when_utc(store.records(1)[0].when)
+    assert why[9] == (False, f"runs the code of {head} (live in dev since {since})")
     assert why[10][0] and why[5][0]  # CloudFormation's other version, and an old fast-path one
 
     gone = "0123456789ab"  # recorded, but not in this clone
