@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -235,23 +235,28 @@ def nothing_to_do_json(env: str, title: str) -> str:
     return dumps(RunReport(Plan(env, (), title), [], 0.0, None).to_json() | {"environment": env})
 
 
-@contextmanager
-def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> Iterator[None]:
+def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> AbstractContextManager[None]:
     """One deploy at a time per environment: a plan that changes something (it deploys components, or destroys)
-    holds the environment's lock while it runs, released however it ends (see deploykit.lock); and, first, the
-    credentials must act in the environment's account when deploy.toml pins one."""
-    if not (plan.deploys or plan.title.startswith("destroy")):
-        yield
-        return
+    holds the environment's lock while it runs (:func:`_env_lock`)."""
+    return _env_lock(runtime, aws, env, plan.title, needed=bool(plan.deploys or plan.title.startswith("destroy")))
 
-    def warn(message: str) -> None:
-        runtime.stderr.write(f"⚠️  {message}\n")
 
+@contextmanager
+def _env_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *, needed: bool) -> Iterator[None]:
+    """When ``needed``: the environment's lock held while the block runs, released however it ends (see
+    deploykit.lock); and, first, the credentials must act in the environment's account when deploy.toml pins one.
+    Not needed (nothing will change): neither."""
     with ExitStack() as held:
-        with aws_errors(env):  # reading or taking the lock; the plan's own failures are the executor's
-            _in_its_account(aws, env)
-            held.enter_context(lock.held(aws, env, plan.title, clock=runtime.clock, warn=warn))
+        if needed:
+            with aws_errors(env):  # reading or taking the lock; the block's own failures are its own
+                _in_its_account(aws, env)
+                warn = partial(_warn, runtime)
+                held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
         yield
+
+
+def _warn(runtime: Runtime, message: str) -> None:
+    runtime.stderr.write(f"⚠️  {message}\n")
 
 
 def _in_its_account(aws: AwsFactory, env: EnvConfig) -> None:
@@ -904,6 +909,11 @@ def unlock(
 # -- images.cleanup ---------------------------------------------------------------------------------------------
 
 
+def _keep_at_least_one(keep: int) -> None:
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1 (got {keep})", next_step="pass --keep N with N of 1 or more")
+
+
 def images_cleanup(
     *,
     env: str | None = None,
@@ -915,21 +925,15 @@ def images_cleanup(
     """Delete old images of the environment's ECR repository, keeping the ``keep`` newest, those ECS runs or may
     roll back to, and those any environment's history records (deploykit.image_cleanup says exactly which)."""
     runtime = runtime or Runtime()
-    if keep < 1:
-        raise UsageError(f"--keep must be at least 1 (got {keep})", next_step="pass --keep N with N of 1 or more")
+    _keep_at_least_one(keep)
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     repository = environment.repository
-
-    def warn(message: str) -> None:
-        runtime.stderr.write(f"⚠️  {message}\n")
-
+    warn = partial(_warn, runtime)
     deletion = None
-    with ExitStack() as held:
+    # no deploy may register a revision of an image between reading and deleting
+    with _env_lock(runtime, aws, environment, "images.cleanup", needed=not dry_run):
         with aws_errors(environment):
-            if not dry_run:  # no deploy may register a revision of an image between reading and deleting
-                _in_its_account(aws, environment)
-                held.enter_context(lock.held(aws, environment, "images.cleanup", clock=runtime.clock, warn=warn))
             details = image_cleanup.repository_images(aws)
             in_use = image_cleanup.images_in_use(aws)
             recorded = image_cleanup.recorded_images(config, environment, runtime.aws_factory, target_aws=aws)
@@ -982,20 +986,13 @@ def lambda_cleanup(
     of each, those an alias routes to, those the API stack holds and those the history records
     (deploykit.version_cleanup says exactly which)."""
     runtime = runtime or Runtime()
-    if keep < 1:
-        raise UsageError(f"--keep must be at least 1 (got {keep})", next_step="pass --keep N with N of 1 or more")
+    _keep_at_least_one(keep)
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
-
-    def warn(message: str) -> None:
-        runtime.stderr.write(f"⚠️  {message}\n")
-
     deletion = None
-    with ExitStack() as held:
+    # no deploy may publish a version or move an alias onto one between reading and deleting
+    with _env_lock(runtime, aws, environment, "lambda.cleanup", needed=not dry_run):
         with aws_errors(environment):
-            if not dry_run:  # no deploy may publish or route to a version between reading and deleting
-                _in_its_account(aws, environment)
-                held.enter_context(lock.held(aws, environment, "lambda.cleanup", clock=runtime.clock, warn=warn))
             functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
             if function is not None:
                 if function not in functions:
