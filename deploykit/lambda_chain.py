@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -204,7 +204,11 @@ def _behaviour(config: Mapping[str, Any]) -> dict[str, Any]:
 def find_version(lambda_client: Any, function_name: str, code_sha256: str, key: str) -> VersionMatch | None:
     """The newest published version with ``code_sha256`` and ``$LATEST``'s configuration, preferring those whose
     description names ``key``; None when there is none."""
-    versions = _versions(lambda_client, function_name)
+    return match_version(_versions(lambda_client, function_name), code_sha256, key)
+
+
+def match_version(versions: Sequence[Mapping[str, Any]], code_sha256: str, key: str) -> VersionMatch | None:
+    """:func:`find_version` over the versions ListVersionsByFunction listed (``$LATEST`` among them)."""
     latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
     if latest is None:
         return None
@@ -219,6 +223,17 @@ def find_version(lambda_client: Any, function_name: str, code_sha256: str, key: 
     if best is None:
         return None
     return VersionMatch(str(best["Version"]), str(best.get("Description", "")), bool(keyed))
+
+
+MANY_VERSIONS = 100  # published versions of one function past which each deploy says how to delete old ones
+
+
+def many_versions(function: str, published: int, env: str) -> str | None:
+    """What a deploy says when a function has many published versions: listing them (this step, rollback) costs a
+    page per 50, and their code counts against the region's code storage."""
+    if published < MANY_VERSIONS:
+        return None
+    return f"{published} versions published, old ones can go: inv lambda.cleanup --env {env} --function {function}"
 
 
 def _origin(description: str) -> str:
@@ -342,10 +357,13 @@ class PublishVersion(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
-        found = find_version(client, self.function_name, self.code_sha256, self.key)
+        versions = _versions(client, self.function_name)
+        found = match_version(versions, self.code_sha256, self.key)
+        many = f"; {too_many}" if (too_many := many_versions(self.function, len(versions) - 1, ctx.env.name)) else ""
         if found is not None and found.names_key:
             return Outcome.skipped(
-                f"{self.function}: version {found.version} already runs this code ({_origin(found.description)})",
+                f"{self.function}: version {found.version} already runs this code ({_origin(found.description)})"
+                + many,
                 **{f"{self.function}.version": found.version},
             )
         description = version_description(artifacts_bucket(ctx, self.registry_stack), self.key, self.git_sha)
@@ -372,7 +390,7 @@ class PublishVersion(Step):
         if answer.get("Description") != description:
             # Lambda hands back the last version when nothing changed since it was published.
             detail = f"{self.function}: Lambda reused version {version}, unchanged since it was published"
-        return Outcome.done(detail, **{f"{self.function}.version": version})
+        return Outcome.done(detail + many, **{f"{self.function}.version": version})
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,25 @@ def test_new_code_is_uploaded_updated_published_and_made_live_then_a_rerun_skips
     ]
 
 
+def test_a_function_with_many_versions_says_how_to_delete_old_ones(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    lam = factory.client("lambda")
+    name = FUNCTIONS["health_handler"]
+    for n in range(lambda_chain.MANY_VERSIONS - 2):  # with version 1 (the stack's), one short of the limit
+        lam.update_function_configuration(FunctionName=name, Description=f"old deploy {n}")
+        lam.publish_version(FunctionName=name)
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert report is not None and report.ok
+    published = next(r.detail for r in report.records if r.step == "publish-version")
+    assert "inv lambda.cleanup" not in published  # 99 before this deploy published one more
+    again = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert again is not None and again.ok
+    published = next(r.detail for r in again.records if r.step == "publish-version")
+    hint = "100 versions published, old ones can go: inv lambda.cleanup --env dev --function health_handler"
+    assert published.endswith(f"; {hint}"), published
+
+
 def test_a_deploy_describes_each_stack_once(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:
