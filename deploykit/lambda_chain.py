@@ -359,7 +359,8 @@ class PublishVersion(Step):
         client = ctx.aws.client("lambda")
         versions = _versions(client, self.function_name)
         found = match_version(versions, self.code_sha256, self.key)
-        many = f"; {too_many}" if (too_many := many_versions(self.function, len(versions) - 1, ctx.env.name)) else ""
+        too_many = many_versions(self.function, len(versions) - 1, ctx.env.name)  # all but $LATEST
+        many = f"; {too_many}" if too_many else ""
         if found is not None and found.names_key:
             return Outcome.skipped(
                 f"{self.function}: version {found.version} already runs this code ({_origin(found.description)})"

@@ -197,6 +197,28 @@ def test_a_recorded_commit_cloudformation_published_keeps_the_version_running_it
     assert why[5][0]  # named by its commit: known not to be it
 
 
+def test_a_dirty_deploy_is_matched_whole_to_the_version_it_published(
+    functions: Any, factory: AwsFactory, project: Path, dev_env: EnvConfig
+) -> None:
+    dirty = "999999999999-dirty-abcdefabcdef"
+    lam = factory.client("lambda")
+    for n, described in ((9, f"git {dirty}"), (10, "git 999999999999")):  # the clean commit is another version
+        lam.update_function_code(FunctionName=HEALTH, ZipFile=code(f"v{n}"))
+        assert lam.publish_version(FunctionName=HEALTH, Description=described)["Version"] == str(n)
+    lam.update_function_code(FunctionName=HEALTH, ZipFile=code("v11"))
+    lam.publish_version(FunctionName=HEALTH, Description=f"git {sha(11)}")
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    run = RunReport(Plan("dev", (), "deploy.lambda health_handler --allow-dirty"), [], 1.0)
+    store.write(history.record_of(run, components={"lambda:health_handler": dirty}, base={}, head=dirty, who="ci"))
+    decision = commands.lambda_cleanup(
+        env="dev", function="health_handler", keep=1, dry_run=True, runtime=runtime(project, factory)
+    )
+    why = {c.version.number: (c.delete, "; ".join(c.reasons)) for c in decision.choices}
+    assert not why[9][0] and why[9][1].startswith("live in dev since")
+    assert why[10][0]  # its clean commit was never recorded
+
+
 def test_bad_input_is_a_usage_error_that_changes_nothing(functions: Any, factory: AwsFactory, project: Path) -> None:
     with pytest.raises(UsageError, match="no Lambda function 'nope'") as found:
         commands.lambda_cleanup(env="dev", function="nope", runtime=runtime(project, factory))
