@@ -448,6 +448,13 @@ def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
     commands.unlock(env=env, confirm=confirm)
 
 
+@task(name="envs", help={"json": "print every environment's live components, last run and lock as JSON on stdout"})
+@reports_errors
+def show_envs(c: Context, json_: bool = False) -> None:
+    """Every environment at a glance: each component's live commit against HEAD, the last run, the lock."""
+    commands.envs(as_json=json_)
+
+
 @task(name="health", help={"env": COMMON_HELP["env"], "json": "print the report as JSON on stdout"})
 @reports_errors
 def health_report(c: Context, env: str | None = None, json_: bool = False) -> None:
@@ -762,6 +769,7 @@ ns = Collection(
     show_logs,
     show_endpoints,
     show_diff,
+    show_envs,
     smoke_checks,
     health_report,
     history_list,

@@ -30,6 +30,7 @@ from deploykit import (
     image_cleanup,
     lambda_chain,
     lock,
+    overview,
     planner,
     registry,
     version_cleanup,
@@ -805,6 +806,31 @@ def _deploys_health(runtime: Runtime, aws: AwsFactory, env: EnvConfig, report: h
     )
     report.rows += rows
     report.findings += findings
+
+
+def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overview.EnvView]:
+    """Every environment of deploy.toml at a glance: what it runs (each component's live commit against HEAD), its
+    last run and its lock; one whose AWS cannot be read is shown so (see deploykit.overview)."""
+    runtime = runtime or Runtime()
+    config = load_config(runtime.config_path)
+    head = git.head_sha(config.root)
+
+    def one(environment: EnvConfig) -> overview.EnvView:
+        try:
+            read = overview.read_environment(runtime.aws_factory(environment), environment, runtime.clock)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
+            error = exc if isinstance(exc, DeployKitError) else translate_error(exc, environment)
+            return overview.EnvView(
+                environment.name, environment.region, error=error.message, next_step=error.next_step
+            )
+        return overview.view(config.root, head, environment, read)
+
+    found = at_once({name: partial(one, environment) for name, environment in config.environments.items()})
+    views = [found[name] for name in config.environments]  # in deploy.toml's order
+    runtime.stderr.write(overview.render(views, head) + "\n")
+    if as_json:
+        runtime.stdout.write(dumps(overview.to_json(views, head)) + "\n")
+    return views
 
 
 def _history(aws: AwsFactory, environment: EnvConfig) -> history.History:

@@ -203,6 +203,15 @@ def commits_ahead(root: Path, commit: str, of: str) -> int:
     return int(_git(root, "rev-list", "--count", f"{of}..{commit}").decode().strip())
 
 
+def divergence(root: Path, a: str, b: str) -> tuple[int, int]:
+    """(how many commits ``a`` has that ``b`` lacks, how many ``b`` has that ``a`` lacks): (0, 3) when ``b`` is 3
+    commits ahead of ``a`` on the same line of history."""
+    _refuse_option(a)
+    _refuse_option(b)
+    left, right = _git(root, "rev-list", "--left-right", "--count", f"{a}...{b}").decode().split()
+    return int(left), int(right)
+
+
 def commit_times(root: Path, shas: Sequence[str]) -> dict[str, datetime]:
     """sha (as given, full or abbreviated) → its committer time, for the commits the local history has; one git
     process for all. A SHA git does not know (or finds ambiguous) is left out."""

@@ -1,0 +1,189 @@
+"""``inv envs``: every environment of deploy.toml at a glance.
+
+For each environment: what it runs, per component (the app, each Lambda function, each stack), at which commit and
+how far that commit is from this checkout's HEAD; its last recorded run; who holds its deploy lock. "Is my change
+in staging yet?" and "what would prod get from main?" become one command. What runs is the environment's live record
+(what ``inv history`` lists under "live now"), written by every successful deploy; the position against HEAD comes
+from this clone's git history. Per environment that is one stack read and three S3 reads, every environment read at
+once; an environment whose AWS cannot be read (another account, no credentials, an endpoint down) is shown with the
+reason and the others are still read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from deploykit import git
+from deploykit.aws import AwsFactory, at_once
+from deploykit.clock import Clock
+from deploykit.config import EnvConfig
+from deploykit.history import History, Record
+from deploykit.image_cleanup import when_utc
+from deploykit.lock import EnvLock, LockInfo
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a live commit stands against HEAD."""
+
+    known: bool  # the commit is in this clone
+    behind: int = 0  # commits HEAD has that it lacks
+    ahead: int = 0  # commits it has that HEAD lacks
+    dirty: bool = False  # deployed with uncommitted changes on top (--allow-dirty)
+
+    def text(self) -> str:
+        if not self.known:
+            where = "not in this clone (fetch, or another branch's)"
+        elif self.behind and self.ahead:
+            where = f"on another line: {self.behind} behind, {self.ahead} ahead of HEAD"
+        elif self.behind:
+            where = f"{self.behind} behind HEAD"
+        elif self.ahead:
+            where = f"{self.ahead} ahead of HEAD"
+        else:
+            where = "at HEAD"
+        return where + (" (+ uncommitted changes)" if self.dirty else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"known": self.known, "behind": self.behind, "ahead": self.ahead, "dirty": self.dirty}
+
+
+def position(root: Path, sha: str, head: str) -> Position:
+    """``sha`` (a live SHA12, or ``<sha12>-dirty-<hash>``) against ``head`` (a full SHA)."""
+    commit, dirty, _ = sha.partition(git.DIRTY)
+    full = git.resolve_commit(root, commit) if commit else None
+    if full is None:
+        return Position(known=False, dirty=bool(dirty))
+    ahead, behind = git.divergence(root, full, head)
+    return Position(known=True, behind=behind, ahead=ahead, dirty=bool(dirty))
+
+
+@dataclass(frozen=True)
+class Live:
+    component: str
+    sha: str
+    since: str  # ISO 8601
+    position: Position
+
+
+@dataclass(frozen=True)
+class EnvView:
+    """One environment as read: what it runs, its last run, its lock; or why it could not be read."""
+
+    env: str
+    region: str
+    error: str | None = None  # its AWS could not be read
+    next_step: str | None = None  # what to run about that
+    has_history: bool = True  # False: its registry stack (the artifacts bucket) is not deployed
+    live: tuple[Live, ...] = ()
+    last_run: Record | None = None
+    lock: LockInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "region": self.region,
+            "error": self.error,
+            "next_step": self.next_step,
+            "has_history": self.has_history,
+            "live": [
+                {"component": v.component, "sha": v.sha, "since": v.since, **v.position.to_json()} for v in self.live
+            ],
+            "last_run": self.last_run.to_json() if self.last_run else None,
+            "lock": self.lock.to_json() if self.lock else None,
+        }
+
+
+@dataclass(frozen=True)
+class Read:
+    """What one environment's AWS said: its live record, its newest record, its lock (None: no history)."""
+
+    live: dict[str, dict[str, str]]
+    newest: Record | None
+    lock: LockInfo | None
+
+
+def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | None:
+    """The live record, the newest record and the lock of ``env``, in one round trip; None without a history."""
+    store = History.of(aws, env)
+    if store is None:
+        return None
+    env_lock = EnvLock(aws.client("s3"), store.bucket, env.name, clock=clock)
+    reads: dict[str, Callable[[], Any]] = {
+        "live": store.live,
+        "newest": partial(store.records, 1),
+        "lock": env_lock.read,
+    }
+    found = at_once(reads)
+    newest: list[Record] = found["newest"]
+    return Read(found["live"], newest[0] if newest else None, found["lock"].info if found["lock"] else None)
+
+
+def view(root: Path, head: str, env: EnvConfig, read: Read | None) -> EnvView:
+    """An environment's view from what was read (None: it has no history yet)."""
+    if read is None:
+        return EnvView(env.name, env.region, has_history=False)
+    positions: dict[str, Position] = {}
+    live = []
+    for component, value in sorted(read.live.items(), key=lambda item: _order(item[0])):
+        sha = str(value.get("sha") or "")
+        if sha not in positions:
+            positions[sha] = position(root, sha, head)
+        live.append(Live(component, sha, str(value.get("when") or ""), positions[sha]))
+    return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock)
+
+
+def _order(component: str) -> tuple[int, str]:
+    """The app first, then the Lambda functions, then the stacks."""
+    kind = component.partition(":")[0]
+    return ({"app": 0, "lambda": 1, "stack": 2}.get(kind, 3), component)
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+
+
+def render(views: Sequence[EnvView], head: str) -> str:
+    lines = [f"HEAD is {head[: git.SHORT_SHA]}"]
+    for v in views:
+        lines.append("")
+        if v.error:
+            lines.append(f"▸ {v.env} ({v.region}): ⚠️  not read: {v.error}")
+            if v.next_step:
+                lines.append(f"  → next: {v.next_step}")
+            continue
+        if not v.has_history:
+            lines.append(
+                f"▸ {v.env} ({v.region}): nothing deployed yet (no registry stack: no history, no live record)"
+            )
+            continue
+        lines.append(f"▸ {v.env} ({v.region}): {_last_run(v.last_run)}; {_lock(v.lock)}")
+        if not v.live:
+            lines.append("  no component recorded as live yet")
+            continue
+        rows = [[x.component, x.sha, x.position.text(), when_utc(x.since)] for x in v.live]
+        table = tabulate(rows, headers=["component", "live", "against HEAD", "since"])
+        lines += [f"  {line}" for line in table.splitlines()]
+    return "\n".join(lines)
+
+
+def _last_run(record: Record | None) -> str:
+    if record is None:
+        return "no run recorded"
+    mark = {"ok": "✅", "failed": "❌", "refused": "🛑"}.get(record.result, "")
+    return f"last run {mark} {record.command} by {record.who} at {when_utc(record.when)}"
+
+
+def _lock(holder: LockInfo | None) -> str:
+    if holder is None:
+        return "lock free"
+    return f"🔒 held by {holder.owner} ({holder.command}) since {when_utc(holder.started)}"
+
+
+def to_json(views: Sequence[EnvView], head: str) -> dict[str, Any]:
+    return {"head": head[: git.SHORT_SHA], "environments": [v.to_json() for v in views]}

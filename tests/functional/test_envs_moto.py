@@ -1,0 +1,141 @@
+"""inv envs against moto: three environments of one deploy.toml, their live records, last runs and locks in one
+artifacts bucket (dev and staging, one account), prod behind a profile nobody has; positions from a real git
+history with a side branch."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from deploykit import commands, history, lock, overview
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig, load_config
+from deploykit.plan import Plan, RunReport
+from tests.conftest import git
+from tests.functional.test_cli import inv
+from tests.functional.test_endpoints import create_stack
+from tests.functional.test_image_cleanup_moto import ENV
+
+REGION = "eu-west-1"
+BUCKET = "registry-artifacts-1"
+
+
+def commit(root: Path, message: str) -> str:
+    (root / "notes.txt").write_text(message)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", message)
+    return git(root, "rev-parse", "--short=12", "HEAD").strip()
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """c1 → c2 → c3 (HEAD, main); side: c1 → s1. dev runs the app at HEAD, health_handler at c2, the API stack at
+    c1 with uncommitted changes, and its lock is held; staging runs the app at a commit this clone lacks and
+    health_handler at s1; prod cannot be read."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "deploy.toml").write_text(
+        'default_env = "dev"\n'
+        + ENV.format(name="dev", region=REGION, extra="")
+        + ENV.format(name="staging", region=REGION, extra="")
+        + ENV.format(name="prod", region=REGION, extra='profile = "car-rental-prod"  # not configured here\n')
+    )
+    git(root, "init", "-q", "-b", "main")
+    shas = {"c1": commit(root, "c1")}
+    git(root, "checkout", "-qb", "side")
+    shas["s1"] = commit(root, "s1")
+    git(root, "checkout", "-q", "main")
+    shas["c2"] = commit(root, "c2")
+    shas["c3"] = commit(root, "c3")
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        create_stack(
+            boto3.client("cloudformation", region_name=REGION),
+            "CarRentalRegistryStack",
+            {"ArtifactsBucketName": BUCKET},
+        )
+        config = load_config(root / "deploy.toml")
+        deployed = {
+            "dev": {"app": shas["c3"], "lambda:health_handler": shas["c2"], "stack:api": f"{shas['c1']}-dirty-abc"},
+            "staging": {"app": "0123456789ab", "lambda:health_handler": shas["s1"]},
+        }
+        for name, components in deployed.items():
+            env = config.environment(name)
+            store = history.History.of(AwsFactory(env), env)
+            assert store is not None
+            run = RunReport(Plan(name, (), "deploy.auto"), [], 3.0)
+            store.write(history.record_of(run, components=components, base={}, head=shas["c3"], who=f"ci@{name}"))
+        dev = config.environment("dev")
+        env_lock = lock.EnvLock.of(AwsFactory(dev), dev, clock=FakeClock())
+        assert env_lock is not None
+        env_lock.acquire("deploy.app")
+        yield {**shas, "root": str(root)}
+
+
+def test_each_environment_says_what_it_runs_against_head_its_last_run_and_its_lock(world: dict[str, str]) -> None:
+    root = Path(world["root"])
+    out = io.StringIO()
+    runtime = commands.Runtime(config_path=root / "deploy.toml", stdout=out, stderr=io.StringIO(), clock=FakeClock())
+    views = commands.envs(as_json=True, runtime=runtime)
+    assert [v.env for v in views] == ["dev", "staging", "prod"]  # deploy.toml's order
+    dev, staging, prod = views
+    positions = {x.component: x.position.text() for x in dev.live}
+    assert positions == {
+        "app": "at HEAD",
+        "lambda:health_handler": "1 behind HEAD",
+        "stack:api": "2 behind HEAD (+ uncommitted changes)",
+    }
+    assert [x.component for x in dev.live] == ["app", "lambda:health_handler", "stack:api"]  # app, Lambdas, stacks
+    assert dev.last_run is not None and dev.last_run.who == "ci@dev" and dev.lock is not None
+    assert {x.component: x.position.text() for x in staging.live} == {
+        "app": "not in this clone (fetch, or another branch's)",
+        "lambda:health_handler": "on another line: 2 behind, 1 ahead of HEAD",
+    }
+    assert staging.lock is None
+    assert prod.error is not None and "car-rental-prod" in prod.error and prod.next_step
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"HEAD is {world['c3']}" in said
+    assert "▸ dev (eu-west-1): last run ✅ deploy.auto by ci@dev" in said and "🔒 held by" in said
+    assert "▸ staging (eu-west-1): last run ✅ deploy.auto by ci@staging" in said and "lock free" in said
+    assert "▸ prod (eu-west-1): ⚠️  not read: AWS profile 'car-rental-prod'" in said
+    data = json.loads(out.getvalue())
+    assert data["head"] == world["c3"]
+    [api] = [x for x in data["environments"][0]["live"] if x["component"] == "stack:api"]
+    assert (api["behind"], api["ahead"], api["dirty"], api["known"]) == (2, 0, True, True)
+    assert data["environments"][2]["live"] == [] and data["environments"][2]["error"]
+
+
+def test_an_environment_with_no_registry_stack_has_nothing_deployed(tmp_path: Path) -> None:
+    view = overview.view(tmp_path, "0" * 40, load_config_env(tmp_path), None)
+    assert not view.has_history
+    assert "nothing deployed yet" in overview.render([view], "0" * 40)
+
+
+def load_config_env(tmp_path: Path) -> EnvConfig:
+    (tmp_path / "deploy.toml").write_text('default_env = "dev"\n' + ENV.format(name="dev", region=REGION, extra=""))
+    return load_config(tmp_path / "deploy.toml").environment("dev")
+
+
+def test_inv_envs_runs_as_a_task(world: dict[str, str]) -> None:
+    """The task is wired (moto is in this process only, so the subprocess sees every environment unreadable)."""
+    done = inv(Path(world["root"]), "envs", "--json", AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    assert done.returncode == 0, done.stderr
+    assert [e["env"] for e in json.loads(done.stdout)["environments"]] == ["dev", "staging", "prod"]
