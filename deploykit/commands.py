@@ -823,7 +823,7 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
             return overview.EnvView(
                 environment.name, environment.region, error=error.message, next_step=error.next_step
             )
-        return overview.view(config.root, head, environment, read)
+        return overview.view(config, head, environment, read)
 
     found = at_once({name: partial(one, environment) for name, environment in config.environments.items()})
     views = [found[name] for name in config.environments]  # in deploy.toml's order

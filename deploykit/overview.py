@@ -11,7 +11,7 @@ reason and the others are still read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,10 +19,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from deploykit import git
+from deploykit import changes, git
 from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
-from deploykit.config import EnvConfig
+from deploykit.config import Config, EnvConfig
+from deploykit.errors import DeployKitError
 from deploykit.history import History, Record
 from deploykit.image_cleanup import when_utc
 from deploykit.lock import EnvLock, LockInfo
@@ -67,9 +68,19 @@ def position(root: Path, sha: str, head: str) -> Position:
 @dataclass(frozen=True)
 class Live:
     component: str
-    sha: str
+    sha: str  # "" when the component was never deployed there
     since: str  # ISO 8601
     position: Position
+    changed: int | None = None  # paths of the component changed from its live commit to HEAD; None: cannot tell
+
+    @property
+    def to_deploy(self) -> str:
+        """What a deploy of HEAD would do to it."""
+        if not self.sha:
+            return "new: never deployed here"
+        if self.changed is None:
+            return "?"
+        return f"{self.changed} changed path(s)" if self.changed else "nothing"
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,14 @@ class EnvView:
             "next_step": self.next_step,
             "has_history": self.has_history,
             "live": [
-                {"component": v.component, "sha": v.sha, "since": v.since, **v.position.to_json()} for v in self.live
+                {
+                    "component": v.component,
+                    "sha": v.sha or None,
+                    "since": v.since or None,
+                    **v.position.to_json(),
+                    "changed_paths": v.changed,
+                }
+                for v in self.live
             ],
             "last_run": self.last_run.to_json() if self.last_run else None,
             "lock": self.lock.to_json() if self.lock else None,
@@ -125,18 +143,32 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
     return Read(found["live"], newest[0] if newest else None, found["lock"].info if found["lock"] else None)
 
 
-def view(root: Path, head: str, env: EnvConfig, read: Read | None) -> EnvView:
-    """An environment's view from what was read (None: it has no history yet)."""
+def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
+    """An environment's view from what was read (None: it has no history yet): each component's position against
+    ``head`` and what changed for it since (the rules of deploy.toml's [changes], as ``inv diff`` finds them), and
+    this checkout's components it never had."""
     if read is None:
         return EnvView(env.name, env.region, has_history=False)
-    positions: dict[str, Position] = {}
-    live = []
-    for component, value in sorted(read.live.items(), key=lambda item: _order(item[0])):
-        sha = str(value.get("sha") or "")
-        if sha not in positions:
-            positions[sha] = position(root, sha, head)
-        live.append(Live(component, sha, str(value.get("when") or ""), positions[sha]))
+    shas = {component: str(value.get("sha") or "") for component, value in read.live.items()}
+    positions = {sha: position(config.root, sha, head) for sha in set(shas.values())}
+    missing = [c for c in changes.components_of(config) if c not in shas]
+    counted = _changed(config, {c: sha for c, sha in shas.items() if positions[sha].known}, missing)
+    live = [
+        Live(component, sha, str(read.live[component].get("when") or ""), positions[sha], counted.get(component))
+        for component, sha in shas.items()
+    ]
+    live += [Live(component, "", "", Position(known=False), counted.get(component)) for component in missing]
+    live.sort(key=lambda x: _order(x.component))
     return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock)
+
+
+def _changed(config: Config, live: Mapping[str, str], missing: Sequence[str]) -> dict[str, int]:
+    """component → how many of its paths changed from its live commit to HEAD; {} when that cannot be told."""
+    try:
+        found = changes.detect(config, {**live, **dict.fromkeys(missing)})
+    except DeployKitError:  # a live value no commit explains: the rows say so ("?")
+        return {}
+    return {component: len(found.for_component(component)) for component in [*live, *missing]}
 
 
 def _order(component: str) -> tuple[int, str]:
@@ -166,10 +198,23 @@ def render(views: Sequence[EnvView], head: str) -> str:
         if not v.live:
             lines.append("  no component recorded as live yet")
             continue
-        rows = [[x.component, x.sha, x.position.text(), when_utc(x.since)] for x in v.live]
-        table = tabulate(rows, headers=["component", "live", "against HEAD", "since"])
+        rows = [
+            [
+                x.component,
+                x.sha or "-",
+                x.position.text() if x.sha else "-",
+                when_utc(x.since) if x.since else "-",
+                x.to_deploy,
+            ]
+            for x in v.live
+        ]
+        table = tabulate(rows, headers=["component", "live", "against HEAD", "since", "a deploy of HEAD changes"])
         lines += [f"  {line}" for line in table.splitlines()]
     return "\n".join(lines)
+
+
+def _against(live: Live) -> str:
+    return live.position.text() if live.sha else "-"
 
 
 def _last_run(record: Record | None) -> str:

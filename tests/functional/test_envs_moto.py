@@ -27,8 +27,11 @@ REGION = "eu-west-1"
 BUCKET = "registry-artifacts-1"
 
 
-def commit(root: Path, message: str) -> str:
+def commit(root: Path, message: str, backend: bool = False) -> str:
     (root / "notes.txt").write_text(message)
+    if backend:
+        (root / "backend").mkdir(exist_ok=True)
+        (root / "backend" / "app.py").write_text(f"# {message}\n")
     git(root, "add", "-A")
     git(root, "commit", "-qm", message)
     return git(root, "rev-parse", "--short=12", "HEAD").strip()
@@ -36,9 +39,9 @@ def commit(root: Path, message: str) -> str:
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """c1 → c2 → c3 (HEAD, main); side: c1 → s1. dev runs the app at HEAD, health_handler at c2, the API stack at
-    c1 with uncommitted changes, and its lock is held; staging runs the app at a commit this clone lacks and
-    health_handler at s1; prod cannot be read."""
+    """c1 → c2 → c3 (HEAD, main: a backend file); side: c1 → s1. dev runs the app and health_handler at c2, the
+    API stack at c1 with uncommitted changes, and its lock is held; staging runs the app at a commit this clone
+    lacks and health_handler at s1; prod cannot be read."""
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -62,7 +65,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     shas["s1"] = commit(root, "s1")
     git(root, "checkout", "-q", "main")
     shas["c2"] = commit(root, "c2")
-    shas["c3"] = commit(root, "c3")
+    shas["c3"] = commit(root, "c3", backend=True)
     with mock_aws():
         boto3.client("s3", region_name=REGION).create_bucket(
             Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
@@ -74,7 +77,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
         )
         config = load_config(root / "deploy.toml")
         deployed = {
-            "dev": {"app": shas["c3"], "lambda:health_handler": shas["c2"], "stack:api": f"{shas['c1']}-dirty-abc"},
+            "dev": {"app": shas["c2"], "lambda:health_handler": shas["c2"], "stack:api": f"{shas['c1']}-dirty-abc"},
             "staging": {"app": "0123456789ab", "lambda:health_handler": shas["s1"]},
         }
         for name, components in deployed.items():
@@ -97,17 +100,20 @@ def test_each_environment_says_what_it_runs_against_head_its_last_run_and_its_lo
     views = commands.envs(as_json=True, runtime=runtime)
     assert [v.env for v in views] == ["dev", "staging", "prod"]  # deploy.toml's order
     dev, staging, prod = views
-    positions = {x.component: x.position.text() for x in dev.live}
+    positions = {x.component: (x.position.text(), x.to_deploy) for x in dev.live if x.sha}
     assert positions == {
-        "app": "at HEAD",
-        "lambda:health_handler": "1 behind HEAD",
-        "stack:api": "2 behind HEAD (+ uncommitted changes)",
+        "app": ("1 behind HEAD", "1 changed path(s)"),  # c3 changed backend/app.py
+        "lambda:health_handler": ("1 behind HEAD", "nothing"),  # and nothing of the function
+        "stack:api": ("2 behind HEAD (+ uncommitted changes)", "1 changed path(s)"),  # what is live is in no commit
     }
-    assert [x.component for x in dev.live] == ["app", "lambda:health_handler", "stack:api"]  # app, Lambdas, stacks
+    never = [x.component for x in dev.live if not x.sha]  # this checkout's components dev never had
+    assert never == ["stack:auth", "stack:data", "stack:fargate", "stack:registry"]
+    assert {x.to_deploy for x in dev.live if not x.sha} == {"new: never deployed here"}
+    assert [x.component for x in dev.live][:3] == ["app", "lambda:health_handler", "stack:api"]  # app, Lambdas, stacks
     assert dev.last_run is not None and dev.last_run.who == "ci@dev" and dev.lock is not None
-    assert {x.component: x.position.text() for x in staging.live} == {
-        "app": "not in this clone (fetch, or another branch's)",
-        "lambda:health_handler": "on another line: 2 behind, 1 ahead of HEAD",
+    assert {x.component: (x.position.text(), x.to_deploy) for x in staging.live if x.sha} == {
+        "app": ("not in this clone (fetch, or another branch's)", "?"),
+        "lambda:health_handler": ("on another line: 2 behind, 1 ahead of HEAD", "nothing"),
     }
     assert staging.lock is None
     assert prod.error is not None and "car-rental-prod" in prod.error and prod.next_step
@@ -119,12 +125,13 @@ def test_each_environment_says_what_it_runs_against_head_its_last_run_and_its_lo
     data = json.loads(out.getvalue())
     assert data["head"] == world["c3"]
     [api] = [x for x in data["environments"][0]["live"] if x["component"] == "stack:api"]
-    assert (api["behind"], api["ahead"], api["dirty"], api["known"]) == (2, 0, True, True)
+    assert (api["behind"], api["ahead"], api["dirty"], api["known"], api["changed_paths"]) == (2, 0, True, True, 1)
     assert data["environments"][2]["live"] == [] and data["environments"][2]["error"]
 
 
 def test_an_environment_with_no_registry_stack_has_nothing_deployed(tmp_path: Path) -> None:
-    view = overview.view(tmp_path, "0" * 40, load_config_env(tmp_path), None)
+    env = load_config_env(tmp_path)
+    view = overview.view(load_config(tmp_path / "deploy.toml"), "0" * 40, env, None)
     assert not view.has_history
     assert "nothing deployed yet" in overview.render([view], "0" * 40)
 
