@@ -1030,12 +1030,13 @@ def lambda_cleanup(
             reads: dict[str, Callable[[], Any]] = {
                 "versions": partial(version_cleanup.function_versions, aws, functions),
                 "aliases": partial(version_cleanup.routed_versions, aws, functions),
+                "mappings": partial(version_cleanup.mapped_versions, aws, functions),
                 "stack": partial(version_cleanup.stack_versions, aws, environment),
                 "recorded": partial(version_cleanup.recorded_shas, aws, environment, functions),
             }
             read = at_once(reads)
         using: dict[tuple[str, int], list[str]] = {}
-        for found in (read["aliases"], read["stack"]):
+        for found in (read["aliases"], read["mappings"], read["stack"]):
             for key, reasons in found.items():
                 using.setdefault(key, []).extend(reasons)
         code = version_cleanup.recorded_code(config.root, read["versions"], read["recorded"])

@@ -8,6 +8,7 @@ holds (every kept version says which):
 
 - it is one of the ``keep`` newest published versions of its function (by number);
 - an alias of the function serves it, or routes a weighted share of its requests to it (a canary);
+- an event source mapping (a queue, a stream) invokes that very version;
 - the API stack holds it as a resource (``AWS::Lambda::Version``: CloudFormation's own);
 - it is **recorded**: its description names (``git <sha12>``) the function's SHA in the environment's live record
   or in one of its newest :data:`HISTORY_RECORDS` deployment records (deployed, or live before that deploy), so
@@ -177,6 +178,22 @@ def routed_versions(aws: AwsFactory, functions: Mapping[str, str]) -> dict[tuple
                 for version, weight in weights.items():
                     why = f"alias {name} routes {float(weight):.0%} of its requests to it (a canary)"
                     held.setdefault((function_name, int(version)), []).append(why)
+    return held
+
+
+def mapped_versions(aws: AwsFactory, functions: Mapping[str, str]) -> dict[tuple[str, int], list[str]]:
+    """(function name, version) → the event source mappings (a queue, a stream) that invoke that very version.
+    Every mapping of the account and region is listed (few, as a rule): a filter by function name does not
+    promise to list those of its versions."""
+    names = set(functions.values())
+    held: dict[tuple[str, int], list[str]] = {}
+    for page in aws.client("lambda").get_paginator("list_event_source_mappings").paginate():
+        for mapping in page.get("EventSourceMappings") or ():
+            parts = str(mapping.get("FunctionArn") or "").split(":")  # ...:function:<name>[:<qualifier>]
+            if len(parts) == 8 and parts[6] in names and parts[7].isdigit():
+                source = str(mapping.get("EventSourceArn") or "?").rsplit(":", 1)[-1]
+                why = f"event source mapping {mapping.get('UUID', '?')} ({source}) invokes it"
+                held.setdefault((parts[6], int(parts[7])), []).append(why)
     return held
 
 

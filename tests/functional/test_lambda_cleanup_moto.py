@@ -119,6 +119,20 @@ def test_a_dry_run_says_what_it_would_delete_and_why_and_deletes_nothing(
     assert "dry run: would delete 3 versions of 10" in run.stderr.getvalue()  # type: ignore[attr-defined]
 
 
+def test_a_version_a_queue_invokes_is_kept(functions: Any, factory: AwsFactory, project: Path) -> None:
+    """An event source mapping may name a version itself: deleting it would stop the queue's deliveries."""
+    sqs = factory.client("sqs")
+    url = sqs.create_queue(QueueName="bookings")["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    version_4 = f"{functions.get_function(FunctionName=HEALTH)['Configuration']['FunctionArn']}:4"
+    functions.create_event_source_mapping(EventSourceArn=queue, FunctionName=version_4)
+    decision = commands.lambda_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime(project, factory))
+    why = {c.version.number: c.reasons for c in decision.choices if c.version.function == "health_handler"}
+    assert [v.number for v in decision.to_delete] == [5, 1]
+    [mapping] = why[4]
+    assert mapping.startswith("event source mapping ") and mapping.endswith(" (bookings) invokes it")
+
+
 def test_a_real_run_deletes_under_the_lock_and_a_later_publish_goes_on(
     functions: Any, factory: AwsFactory, project: Path, dev_env: EnvConfig
 ) -> None:
