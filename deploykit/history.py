@@ -238,15 +238,30 @@ class History:
         """The keys of the newest ``limit`` records, newest first. S3 lists keys oldest first, a page of 1000 at a
         time, so a history of a year of deploys is many pages: the recent windows are listed first (keys start with
         their UTC time: ``StartAfter``), each only when the one before held fewer than ``limit``, the whole history
-        last. Whatever a window holds is newer than all it leaves out, so its newest ``limit`` are the history's."""
+        last. Whatever a window holds is newer than all it leaves out, so its newest ``limit`` are the history's.
+        The oldest key is asked for beside the first window (one key, one round trip for both): a window that starts
+        before it holds the whole history, which ends the search however few records there are."""
         if limit <= 0:
             return []
         now = datetime.now(UTC)
-        for window in RECENT_WINDOWS:
-            keys = self._keys(start_after=self._key_at(now - window))
-            if len(keys) >= limit:
+        starts = [self._key_at(now - window) for window in RECENT_WINDOWS]
+        first: dict[str, Callable[[], Any]] = {
+            "keys": partial(self._keys, start_after=starts[0]),
+            "oldest": self._oldest,
+        }
+        found = at_once(first)
+        oldest: str | None = found["oldest"]
+        keys: list[str] = found["keys"]
+        for n, start in enumerate(starts):
+            if n:
+                keys = self._keys(start_after=start)
+            if len(keys) >= limit or oldest is None or oldest > start:
                 return sorted(keys, reverse=True)[:limit]
         return sorted(self._keys(), reverse=True)[:limit]
+
+    def _oldest(self) -> str | None:
+        page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        return next((str(o["Key"]) for o in page.get("Contents") or ()), None)
 
     def records_since(self, moment: datetime) -> list[Record]:
         """Every record written at ``moment`` or later, oldest first. Keys start with their UTC time, so S3 lists

@@ -1,0 +1,55 @@
+"""deploy.auto's first reads against moto: what is live and, beside it, the steps' times from the history (the plan's
+estimates), in one round trip."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import boto3
+import pytest
+
+from deploykit import commands, history
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
+from deploykit.plan import Plan, RunReport, StepRecord
+from tests.conftest import git
+from tests.functional.conftest import REGION, held_across
+from tests.functional.test_endpoints import OUTPUTS, create_stack
+
+
+@pytest.fixture
+def deployed(moto_aws: None, dev_env: EnvConfig, project: Path) -> AwsFactory:
+    """Every stack with its outputs, the artifacts bucket, two recorded runs (no service, no functions: what they
+    hold reads as not deployed)."""
+    bucket = OUTPUTS["registry"]["ArtifactsBucketName"]
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    for role, outputs in OUTPUTS.items():
+        create_stack(cfn, getattr(dev_env.stacks, role), outputs)
+    factory = AwsFactory(dev_env)
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    for build in (8.0, 6.0, 7.0):
+        run = RunReport(Plan("dev", (), "deploy.app"), [StepRecord("build", "docker build", "done", build, "built")], 9)
+        store.write(history.record_of(run, components={"app": head}, base={}, head=head, who="ci"))
+    return factory
+
+
+def test_the_estimates_are_read_beside_what_is_live(deployed: AwsFactory, project: Path) -> None:
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: deployed,
+    )
+    # the service (what is live) and the history's two listings (the newest records) are asked at the same time
+    held_across(3, (deployed.client("ecs"), "DescribeServices"), (deployed.client("s3"), "ListObjectsV2"))
+    found = commands.analyse(runtime, "dev", since=None, allow_dirty=False, estimates=True)
+    assert found.estimates == {"build": 7.0}  # the median of the recorded builds
+    assert commands.analyse(runtime, "dev", since=None, allow_dirty=False).estimates == {}  # not asked: not read
