@@ -178,6 +178,10 @@ RECENT_WINDOWS = (timedelta(days=7), timedelta(days=90))
 class History:
     """The records and the live record of one environment, in its artifacts bucket."""
 
+    # keys in the first page asked for beside the last week: a history this short is read in one round trip, and
+    # a page of them is parsed quickly (botocore parses a page of 1000 keys in a tenth of a second)
+    first_page = 100
+
     def __init__(self, aws: AwsFactory, env: EnvConfig, bucket: str) -> None:
         self.s3 = aws.client("s3")
         self.env = env
@@ -236,32 +240,32 @@ class History:
 
     def newest_keys(self, limit: int) -> list[str]:
         """The keys of the newest ``limit`` records, newest first. S3 lists keys oldest first, a page of 1000 at a
-        time, so a history of a year of deploys is many pages: the recent windows are listed first (keys start with
-        their UTC time: ``StartAfter``), each only when the one before held fewer than ``limit``, the whole history
-        last. Whatever a window holds is newer than all it leaves out, so its newest ``limit`` are the history's.
-        The oldest key is asked for beside the first window (one key, one round trip for both): a window that starts
-        before it holds the whole history, which ends the search however few records there are."""
+        time, so a history of a year of deploys is many pages. The oldest :attr:`first_page` keys and the last
+        week's (keys start with their UTC time: ``StartAfter``) are asked for at once: a history that short is all
+        there, in that one round trip. A longer one is read from its recent windows, each only when the one before
+        held fewer than ``limit``, the whole history last. Whatever a window holds is newer than all it leaves out,
+        so its newest ``limit`` are the history's."""
         if limit <= 0:
             return []
         now = datetime.now(UTC)
         starts = [self._key_at(now - window) for window in RECENT_WINDOWS]
-        first: dict[str, Callable[[], Any]] = {
-            "keys": partial(self._keys, start_after=starts[0]),
-            "oldest": self._oldest,
-        }
-        found = at_once(first)
-        oldest: str | None = found["oldest"]
-        keys: list[str] = found["keys"]
+        first: dict[str, Callable[[], Any]] = {"window": partial(self._keys, start_after=starts[0])}
+        found = at_once({**first, "page": self._first_page})
+        page, more = found["page"]
+        if not more:  # the whole history
+            return sorted(page, reverse=True)[:limit]
+        keys: list[str] = found["window"]
         for n, start in enumerate(starts):
             if n:
                 keys = self._keys(start_after=start)
-            if len(keys) >= limit or oldest is None or oldest > start:
+            if len(keys) >= limit:
                 return sorted(keys, reverse=True)[:limit]
         return sorted(self._keys(), reverse=True)[:limit]
 
-    def _oldest(self) -> str | None:
-        page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
-        return next((str(o["Key"]) for o in page.get("Contents") or ()), None)
+    def _first_page(self) -> tuple[list[str], bool]:
+        """The oldest :attr:`first_page` keys, and whether there are more."""
+        page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=self.first_page)
+        return [str(o["Key"]) for o in page.get("Contents") or ()], bool(page.get("IsTruncated"))
 
     def records_since(self, moment: datetime) -> list[Record]:
         """Every record written at ``moment`` or later, oldest first. Keys start with their UTC time, so S3 lists

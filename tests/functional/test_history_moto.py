@@ -105,25 +105,26 @@ def test_the_newest_records_are_listed_from_the_recent_windows_not_the_whole_his
 
     store.s3.meta.events.register("after-call.s3.ListObjectsV2", count)
     newest_first = written[::-1]
-    # each time beside the first window: the oldest key (one), read at the same time
+    store.first_page = 10  # a first page of ten keys: this history is longer
+    # each time the oldest ten keys beside the first window, at the same time
     assert [r.id for r in store.records(20)] == newest_first[:20]
-    assert sorted(listed) == [1, 20]  # the last week alone: none of the older keys listed
+    assert sorted(listed) == [10, 20]  # the last week alone: none of the older keys listed
     listed.clear()
     assert [r.id for r in store.records(22)] == newest_first[:22]
-    assert sorted(listed) == [1, 20, 23]  # the week held too few, and older records exist: the last 90 days
+    assert sorted(listed) == [10, 20, 23]  # the week held too few: the last 90 days
     listed.clear()
     assert [r.id for r in store.records(100)] == newest_first
-    assert sorted(listed) == [1, 20, 23, 25]  # fewer than asked in 90 days, older ones exist: the whole history
+    assert sorted(listed) == [10, 20, 23, 25]  # fewer than asked in 90 days: the whole history
     listed.clear()
     assert store.records(0) == [] and listed == []
 
 
-def test_a_young_history_is_read_in_one_listing_however_few_its_records(bucket: str, dev_env: EnvConfig) -> None:
-    """Fewer records than asked, all of them in the last week: the oldest key says the week holds them all."""
+def test_a_history_of_one_page_is_read_in_one_round_trip_however_old(bucket: str, dev_env: EnvConfig) -> None:
+    """Fewer records than asked, a year apart: the first page of the whole history holds them all."""
     store = history.History.of(AwsFactory(dev_env), dev_env)
     assert store is not None
     now = datetime.now(UTC)
-    for hours in (30, 20, 10):
+    for hours in (9000, 5000, 10):
         store.write(
             history.record_of(
                 report(), components={}, base={}, head="a" * 12, who="ci", now=now - timedelta(hours=hours)
@@ -131,7 +132,7 @@ def test_a_young_history_is_read_in_one_listing_however_few_its_records(bucket: 
         )
     calls: list[str] = []
     store.s3.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: calls.append("list"))
-    held_together(store.s3, "ListObjectsV2", 2)  # the window and the oldest key: asked at the same time
+    held_together(store.s3, "ListObjectsV2", 2)  # the first page and the last week: asked at the same time
     assert len(store.records(30)) == 3
     assert calls == ["list", "list"]
 
