@@ -32,6 +32,15 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def no_profiles(aws_credentials: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test credentials alone: no AWS config or credentials file (so a profile deploy.toml names is not
+    configured, as on a machine without it), no DEPLOYKIT_ENV."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.delenv("DEPLOYKIT_ENV", raising=False)
+
+
+@pytest.fixture
 def moto_aws(aws_credentials: None) -> Iterator[None]:
     with mock_aws():
         yield

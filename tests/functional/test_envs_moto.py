@@ -38,19 +38,10 @@ def commit(root: Path, message: str, backend: bool = False) -> str:
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def world(tmp_path: Path, no_profiles: None) -> Iterator[dict[str, str]]:
     """c1 → c2 → c3 (HEAD, main: a backend file); side: c1 → s1. dev runs the app and health_handler at c2, the
     API stack at c1 with uncommitted changes, and its lock is held; staging runs the app at a commit this clone
     lacks and health_handler at s1; prod cannot be read."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
     root = tmp_path / "project"
     root.mkdir()
     (root / "deploy.toml").write_text(
