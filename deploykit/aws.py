@@ -53,18 +53,20 @@ THROTTLING_CODES = frozenset(
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
-READERS = 8  # reads in flight at once, at most
+READERS = 8  # reads in flight at once, at most (unless a caller asks for more)
+CONNECTIONS = 32  # connections a client keeps open, at most: a wide read (at_once's width) needs as many
 
 
-def at_once(reads: Mapping[K, Callable[[], T]]) -> dict[K, T]:
+def at_once(reads: Mapping[K, Callable[[], T]], *, width: int = READERS) -> dict[K, T]:
     """Run reads that do not depend on each other at the same time: one round trip for all instead of one each
     (on AWS a call from a laptop takes 50-200 ms; deploy.auto reads a dozen things before it knows what to do).
     boto3 clients are thread-safe, and :meth:`AwsFactory.client` is too. A read that fails raises as it would
     have alone (when several fail, the first in ``reads``' order) without waiting for the others, nor does Ctrl-C;
-    reads not started by then are not started."""
+    reads not started by then are not started. ``width``: how many at once, at most (many small reads of one
+    service, such as history records, go wider; :data:`CONNECTIONS` is the most a client serves at once)."""
     if len(reads) <= 1:
         return {key: read() for key, read in reads.items()}
-    pool = ThreadPoolExecutor(max_workers=min(READERS, len(reads)), thread_name_prefix="read")
+    pool = ThreadPoolExecutor(max_workers=min(width, len(reads)), thread_name_prefix="read")
     try:
         futures = {key: pool.submit(read) for key, read in reads.items()}
         return {key: future.result() for key, future in futures.items()}
@@ -152,6 +154,7 @@ class AwsFactory:
             connect_timeout=self.env.connect_timeout,
             read_timeout=self.env.read_timeout,
             user_agent_extra="deploykit",
+            max_pool_connections=CONNECTIONS,
         )
 
     def client(self, service: str) -> Any:

@@ -117,6 +117,9 @@ def test_the_newest_records_are_listed_from_the_recent_windows_not_the_whole_his
     assert sorted(listed) == [10, 20, 23, 25]  # fewer than asked in 90 days: the whole history
     listed.clear()
     assert store.records(0) == [] and listed == []
+    # the 25 records' bodies in one round trip: each GetObject waits until all 25 are in flight
+    held_together(store.s3, "GetObject", 25)
+    assert [r.id for r in store.records(100)] == newest_first
 
 
 def test_a_history_of_one_page_is_read_in_one_round_trip_however_old(bucket: str, dev_env: EnvConfig) -> None:
