@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
 from deploykit import git, packaging
+from deploykit.aws import at_once
 from deploykit.endpoints import function_outputs, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
@@ -410,8 +412,23 @@ class MoveAlias(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
-        version = published_version(client, self.function, self.function_name, self.code_sha256, self.key)
-        return point_alias(client, self.function, self.function_name, self.alias, version)
+        version, current = read_version_and_alias(
+            client, self.function, self.function_name, self.alias, self.code_sha256, self.key
+        )
+        return point_alias(client, self.function, self.function_name, self.alias, version, current=current)
+
+
+def read_version_and_alias(
+    client: Any, function: str, function_name: str, alias: str, code_sha256: str, key: str
+) -> tuple[str, dict[str, Any]]:
+    """The version publish-version left for this code (:func:`published_version`) and the alias as it is
+    (:func:`get_alias`), read at once: one round trip, not two."""
+    reads: dict[str, Callable[[], Any]] = {
+        "version": partial(published_version, client, function, function_name, code_sha256, key),
+        "alias": partial(get_alias, client, function_name, alias),
+    }
+    found = at_once(reads)
+    return str(found["version"]), dict(found["alias"])
 
 
 def published_version(client: Any, function: str, function_name: str, code_sha256: str, key: str) -> str:
@@ -438,10 +455,19 @@ def get_alias(client: Any, function_name: str, alias: str) -> dict[str, Any]:
         ) from None
 
 
-def point_alias(client: Any, function: str, function_name: str, alias: str, version: str, note: str = "") -> Outcome:
+def point_alias(
+    client: Any,
+    function: str,
+    function_name: str,
+    alias: str,
+    version: str,
+    note: str = "",
+    current: Mapping[str, Any] | None = None,
+) -> Outcome:
     """Point ``alias`` at ``version`` alone (weighted routing cleared, guarded by the alias's RevisionId); skipped
-    when it already does. ``note`` (e.g. ``git <sha>``) goes into the detail."""
-    current = get_alias(client, function_name, alias)
+    when it already does. ``note`` (e.g. ``git <sha>``) goes into the detail; ``current``: the alias as just read
+    (:func:`get_alias`), else it is read here."""
+    current = current if current is not None else get_alias(client, function_name, alias)
     previous = str(current["FunctionVersion"])
     weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     outputs = {f"{function}.version": version}

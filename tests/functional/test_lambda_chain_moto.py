@@ -30,7 +30,7 @@ from deploykit.errors import Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from tests.conftest import REPO, git
-from tests.functional.conftest import asked, new_session
+from tests.functional.conftest import asked, held_across, new_session
 from tests.functional.test_cli import inv
 
 BUCKET = "car-rental-dev-artifacts"
@@ -200,6 +200,23 @@ def test_a_function_with_many_versions_says_how_to_delete_old_ones(
     published = next(r.detail for r in again.records if r.step == "publish-version")
     hint = "100 versions published, old ones can go: inv lambda.cleanup --env dev --function health_handler"
     assert published.endswith(f"; {hint}"), published
+
+
+def test_move_alias_reads_the_version_and_the_alias_in_one_round_trip(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert report is not None and report.ok and alias_version(factory, "health_handler") == "2"
+    lam = factory.client("lambda")
+    lam.update_alias(FunctionName=FUNCTIONS["health_handler"], Name="live", FunctionVersion="1")  # as if moved back
+    new = package(with_lambdas)
+    step = lambda_chain.MoveAlias("health_handler", FUNCTIONS["health_handler"], "live", new.key, new.code_sha256)
+    held_across(2, (lam, "ListVersionsByFunction"), (lam, "GetAlias"))  # each waits until both are in flight
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    outcome = step.run(ctx)
+    assert outcome.status == "done" and outcome.detail == "health_handler: live → version 2 (was 1)"
+    assert alias_version(factory, "health_handler") == "2"
 
 
 def test_a_deploy_describes_each_stack_once(
