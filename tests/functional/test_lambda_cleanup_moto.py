@@ -24,6 +24,7 @@ from deploykit.plan import Plan, RunReport
 from tests.conftest import REPO, git
 from tests.functional.test_cli import inv
 from tests.functional.test_endpoints import create_stack
+from tests.functional.test_lambda_chain_moto import runtime  # Docker must not be touched here either
 
 HEALTH = "car-rental-dev-health"
 IGNORED = shutil.ignore_patterns("__pycache__", "tests")
@@ -83,16 +84,6 @@ def functions(bucket: str, factory: AwsFactory, dev_env: EnvConfig) -> Any:
         )
     )
     return lam
-
-
-def runtime(project: Path, factory: AwsFactory, stdout: io.StringIO | None = None) -> commands.Runtime:
-    return commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=stdout or io.StringIO(),
-        stderr=io.StringIO(),
-        clock=FakeClock(),
-        aws_factory=lambda _env: factory,
-    )
 
 
 def test_a_dry_run_says_what_it_would_delete_and_why_and_deletes_nothing(
