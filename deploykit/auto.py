@@ -376,7 +376,9 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
     if "lambda" in kinds and canary.on:
         lines.append(
             f"🐤 Lambda code by the fast path goes through a canary: {canary.percent:g}% of live's requests for "
-            f"{canary.seconds:g}s, {allowed(canary.max_error_rate)} takes it back"
+            f"{canary.seconds:g}s, {allowed(canary.max_error_rate)}"
+            + (" beyond the old version's own rate" if canary.compare else "")
+            + " takes it back"
         )
     if "app" in kinds and watch.on:
         lines.append(

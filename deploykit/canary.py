@@ -10,8 +10,11 @@ With ``[environments.NAME.lambda_canary] percent`` above 0 (or ``--canary PERCEN
    (``<function>:<alias>``) and ``ExecutedVersion``, which Lambda puts for every invocation through an alias,
    counted from the moment the canary began (deploykit.watch.Since);
 3. as soon as more than ``max_error_rate`` of the new version's invocations failed (with the default 0: one
-   error), the routing is cleared, so the alias serves the old version alone again, and the step fails; an
-   interrupt, or an error of the watch itself, takes the canary back the same way;
+   error) and, with ``compare`` (the default), more than the old version's own error rate in the same time plus
+   ``max_error_rate`` (once the old one answered :data:`BASELINE` requests: a rate of fewer means little), the
+   routing is cleared, so the alias serves the old version alone again, and the step fails; an interrupt, or an
+   error of the watch itself, takes the canary back the same way. Compared so, a failing dependency both versions
+   call does not take back a new version that is no worse than the old one;
 4. when the time is up the step is done and move-alias gives the new version every request (smoke then checks it,
    and the automatic rollback still answers a failure there).
 
@@ -36,6 +39,7 @@ from deploykit.stacks import error_code
 from deploykit.watch import Counts, Query, Since, allowed, parse_duration, too_many_errors
 
 NAMESPACE = "AWS/Lambda"
+BASELINE = 20  # requests the old version must have answered before the new one is judged against its error rate
 # how a failed canary's message ends once it took itself back: the environment is as before (deploykit.report)
 TAKEN_BACK = "alone again"
 
@@ -43,17 +47,16 @@ TAKEN_BACK = "alone again"
 def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) -> LambdaCanary:
     """The environment's canary with ``--canary PERCENT`` (``10``, ``10%``; ``0``: none) and ``--bake DURATION``
     (``300``, ``90s``, ``5m``) over it; UsageError for a value that is not one, or a bake without a canary."""
-    changed: dict[str, float] = {}
+    chosen = settings
     if percent is not None:
         try:
-            changed["percent"] = float(percent.strip().removesuffix("%"))
+            chosen = dataclasses.replace(chosen, percent=float(percent.strip().removesuffix("%")))
         except ValueError:
             raise UsageError(
                 f"--canary {percent!r} is not a percentage", next_step="pass a number: --canary 10 (0: no canary)"
             ) from None
     if bake is not None:
-        changed["seconds"] = parse_duration(bake, "--bake")
-    chosen = dataclasses.replace(settings, **changed)
+        chosen = dataclasses.replace(chosen, seconds=parse_duration(bake, "--bake"))
     problem = canary_problem(chosen)
     if problem:
         raise UsageError(f"the canary's {problem}", next_step="pass --canary between 0 and 100, --bake above 0")
@@ -106,12 +109,25 @@ class CanaryRelease(Step):
     seconds: float
     max_error_rate: float
     poll: float
+    compare: bool = True  # judged against the old version's error rate in the same time (see the module)
 
     def describe(self) -> str:
         return (
             f"give the version that runs {self.code_sha256[:12]}… {self.percent:g}% of {self.function_name}:"
-            f"{self.alias}'s requests for {self.seconds:g}s; {allowed(self.max_error_rate)} takes it back"
+            f"{self.alias}'s requests for {self.seconds:g}s; {self._allowed('the old version')} takes it back"
         )
+
+    def _allowed(self, old: str) -> str:
+        """What takes the canary back, for people."""
+        return allowed(self.max_error_rate) + (f" beyond {old}'s own rate" if self.compare else "")
+
+    def failing(self, new: Counts, old: Counts) -> bool:
+        """Whether the new version's counts take it back, beside the old one's in the same time."""
+        if not too_many_errors(new, self.max_error_rate):
+            return False
+        if self.compare and old.requests >= BASELINE:
+            return new.rate > old.rate + self.max_error_rate
+        return True
 
     def fixed_seconds(self) -> float:
         return self.seconds
@@ -152,7 +168,7 @@ class CanaryRelease(Step):
             ) from None
         ctx.reporter.line(
             f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
-            f"{self.seconds:g}s (version {old} the rest); {allowed(self.max_error_rate)} takes it back"
+            f"{self.seconds:g}s (version {old} the rest); {self._allowed(f'version {old}')} takes it back"
         )
         revision = str(answer.get("RevisionId", ""))
         try:
@@ -160,10 +176,11 @@ class CanaryRelease(Step):
         except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
             self._take_back(ctx, client, old, revision)
             raise
-        if too_many_errors(counts[new], self.max_error_rate):
+        if self.failing(counts[new], counts[old]):
             failed = (
                 f"the canary of {self.function} failed: version {new} answered {counts[new]} "
-                f"({counts[new].rate:.0%}; version {old}: {counts[old]}), {allowed(self.max_error_rate)} takes it back"
+                f"({counts[new].rate:.0%}; version {old}: {counts[old]}, {counts[old].rate:.0%}), "
+                f"{self._allowed(f'version {old}')} takes it back"
             )
             if not self._take_back(ctx, client, old, revision):
                 raise StepFailed(
@@ -197,7 +214,7 @@ class CanaryRelease(Step):
                 f"{self.function} canary {elapsed:.0f}s of {self.seconds:g}s: version {new} {counts[new]}, "
                 f"version {old} {counts[old]}"
             )
-            if too_many_errors(counts[new], self.max_error_rate) or elapsed >= self.seconds:
+            if self.failing(counts[new], counts[old]) or elapsed >= self.seconds:
                 return counts
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
 

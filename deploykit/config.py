@@ -223,6 +223,9 @@ class LambdaCanary:
     percent: float = 0.0  # the share of the alias's requests the new version takes first (0 < percent < 100)
     seconds: float = 300.0  # how long it serves that share while its errors are watched
     max_error_rate: float = 0.0  # the share of its invocations that may fail (0: one error takes it back)
+    # judged against the version it replaces, in the same time: more than that one's error rate, plus max_error_rate
+    # (once it has answered enough requests for its rate to mean something: deploykit.canary.BASELINE)
+    compare: bool = True
 
     @property
     def on(self) -> bool:

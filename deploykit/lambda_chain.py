@@ -569,6 +569,7 @@ def lambda_plan(
                 canary.seconds,
                 canary.max_error_rate,
                 env.poll_seconds,
+                canary.compare,
             )
         )
     steps.append(MoveAlias(function, function_name, ALIAS, package.key, package.code_sha256))

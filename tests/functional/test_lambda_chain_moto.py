@@ -459,14 +459,21 @@ FN = "health_handler"
 
 class Traffic(FakeClock):
     """Time in which the alias serves ``per_poll`` requests, routed by its weights, with the metrics Lambda puts.
-    ``failing``: the versions whose every invocation fails; ``interrupt_at``: the sleep at which Ctrl-C comes."""
+    ``failing``: the versions whose every invocation fails; ``flaky``: the share of every version's invocations
+    that fail (a dependency both call, failing); ``interrupt_at``: the sleep at which Ctrl-C comes."""
 
     def __init__(
-        self, factory: AwsFactory, *, per_poll: int = 10, failing: tuple[str, ...] = (), interrupt_at: int = 0
+        self,
+        factory: AwsFactory,
+        *,
+        per_poll: int = 10,
+        failing: tuple[str, ...] = (),
+        flaky: float = 0.0,
+        interrupt_at: int = 0,
     ) -> None:
         super().__init__(start=datetime.now(UTC))
         self.lam, self.cloudwatch = factory.client("lambda"), factory.client("cloudwatch")
-        self.per_poll, self.failing, self.interrupt_at = per_poll, failing, interrupt_at
+        self.per_poll, self.failing, self.flaky, self.interrupt_at = per_poll, failing, flaky, interrupt_at
         self.routing: list[tuple[str, dict[str, float]]] = []  # what the alias said at each sleep
 
     def sleep(self, seconds: float) -> None:
@@ -481,7 +488,7 @@ class Traffic(FakeClock):
         data = []
         for version, count in served.items():
             dimensions = canary.dimensions(FUNCTIONS[FN], "live", version)
-            errors = count if version in self.failing else 0
+            errors = count if version in self.failing else round(count * self.flaky)
             data += [
                 {"MetricName": "Invocations", "Dimensions": dimensions, "Value": count, "Timestamp": self.now()},
                 {"MetricName": "Errors", "Dimensions": dimensions, "Value": errors, "Timestamp": self.now()},
@@ -528,6 +535,40 @@ def test_a_healthy_canary_serves_its_share_for_the_bake_then_takes_every_request
     assert "canary" not in said(again)  # dev has no canary of its own: --canary made that one
 
 
+def test_a_new_version_no_worse_than_the_old_under_a_failing_dependency_gets_in(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """A quarter of every version's invocations fail (a dependency both call): the new version's 25% is the old
+    one's, so the canary lets it in; judged alone (compare = false), the first poll takes it back."""
+    clock = Traffic(factory, per_poll=40, flaky=0.25)
+    runtime = deploy(with_lambdas, factory, clock, canary="20", bake="30s")
+    assert routing_now(factory) == ("2", {})  # in: move-alias gave it everything
+    assert "version 2 took 20% for 30s: 48 requests, 12 errors (version 1: 192 requests, 48 errors)" in said(runtime)
+    assert "any error beyond version 1's own rate takes it back" in said(runtime)
+
+    toml = with_lambdas / "deploy.toml"
+    toml.write_text(toml.read_text() + "\n[environments.dev.lambda_canary]\ncompare = false\n")
+    (with_lambdas / "lambda" / FN / "handler.py").write_text(OLD_HANDLER + "\n# another change\n")
+    git(with_lambdas, "commit", "-qam", "judged alone")
+    alone = Traffic(factory, per_poll=40, flaky=0.25)
+    with pytest.raises(StepFailed, match=r"version 3 answered 8 requests, 2 errors \(25%; version 2: 32 requests, "):
+        deploy(with_lambdas, factory, alone, canary="20", bake="30s")
+    assert len(alone.sleeps) == 1 and routing_now(factory) == ("2", {})
+
+
+def test_a_new_version_worse_than_the_old_is_taken_back_beside_a_failing_dependency(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """The old version fails a quarter of its invocations, the new one all of them: taken back at the first poll."""
+    clock = Traffic(factory, per_poll=40, flaky=0.25, failing=("2",))
+    with pytest.raises(StepFailed) as failed:
+        deploy(with_lambdas, factory, clock, canary="20", bake="30s")
+    assert "version 2 answered 8 requests, 8 errors (100%; version 1: 32 requests, 8 errors, 25%)" in (
+        failed.value.message
+    )
+    assert len(clock.sleeps) == 1 and routing_now(factory) == ("1", {})
+
+
 def test_errors_of_the_new_version_take_it_back_at_once_and_fail_the_deploy(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:
@@ -536,7 +577,7 @@ def test_errors_of_the_new_version_take_it_back_at_once_and_fail_the_deploy(
         deploy(with_lambdas, factory, clock, canary="10", bake="5m")
     assert failed.value.message.startswith(
         "the canary of health_handler failed: version 2 answered 1 request, 1 error (100%; version 1: 9 requests, "
-        "0 errors), any error takes it back; live serves version 1 alone again"
+        "0 errors, 0%), any error beyond version 1's own rate takes it back; live serves version 1 alone again"
     )
     assert "inv logs --component lambda:health_handler" in (failed.value.next_step or "")
     assert len(clock.sleeps) == 1  # the first poll with an error ended it, not the 5 minutes
@@ -720,7 +761,8 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
         stub_cloudwatch.assert_no_pending_responses()
     assert failed_step.value.message == (
         "the canary of health_handler failed: version 2 answered 3 requests, 3 errors (100%; version 1: 30 requests, "
-        "0 errors), any error takes it back; but taking it back failed: live may still route 10% to it"
+        "0 errors, 0%), any error beyond version 1's own rate takes it back; but taking it back failed: live may "
+        "still route 10% to it"
     )
     assert failed_step.value.next_step == (
         "point the alias at version 1 alone: aws lambda update-alias --function-name fn --name live "

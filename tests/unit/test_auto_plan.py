@@ -247,8 +247,8 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         env, lambda_canary=LambdaCanary(percent=10, seconds=300), app_error_watch=ErrorWatch(seconds=180)
     )
     assert auto.analysis_lines(found, env)[-2:] == [
-        "🐤 Lambda code by the fast path goes through a canary: 10% of live's requests for 300s, any error takes it "
-        "back",
+        "🐤 Lambda code by the fast path goes through a canary: 10% of live's requests for 300s, any error beyond "
+        "the old version's own rate takes it back",
         "👀 the app's 5xx are watched for 180s after its rollout, more than 1.0% failing rolls it back",
     ]
     assert not any(line[0] in "🐤👀" for line in auto.analysis_lines(change_set(("README.md", "")), env))

@@ -263,3 +263,21 @@ def test_a_canary_fails_on_more_errors_than_its_rate_allows() -> None:
     assert not too_many_errors(Counts(100, 1), 0.05) and too_many_errors(Counts(100, 6), 0.05)
     assert too_many_errors(Counts(0, 2), 0.5)  # errors put before their invocations still count
     assert str(Counts(1, 1)) == "1 request, 1 error" and str(Counts(3, 0)) == "3 requests, 0 errors"
+
+
+def test_a_compared_canary_is_judged_against_the_old_versions_rate_once_that_rate_means_something() -> None:
+    from deploykit.canary import BASELINE, CanaryRelease
+    from deploykit.watch import Counts
+
+    def step(max_error_rate: float = 0.0, compare: bool = True) -> CanaryRelease:
+        return CanaryRelease("fn", "fn-1", "live", "k.zip", "code", 10, 60, max_error_rate, 5.0, compare)
+
+    assert not step().failing(Counts(10, 0), Counts(90, 0))
+    assert step().failing(Counts(10, 1), Counts(90, 0))  # healthy old version: one error, as before
+    assert not step().failing(Counts(10, 1), Counts(90, 9))  # 10% beside the old one's 10%: no worse
+    assert step().failing(Counts(10, 2), Counts(90, 9))  # 20% beside 10%: worse
+    assert not step(0.05).failing(Counts(10, 1), Counts(90, 5))  # 10% ≤ 5.6% + 5%
+    assert step(0.05).failing(Counts(100, 11), Counts(90, 5))  # 11% > 5.6% + 5%
+    assert step().failing(Counts(10, 1), Counts(BASELINE - 1, 2))  # too few old requests to compare: alone
+    assert not step().failing(Counts(10, 1), Counts(BASELINE, 2))
+    assert step(compare=False).failing(Counts(10, 1), Counts(90, 9))  # judged alone: any error
