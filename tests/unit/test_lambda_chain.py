@@ -275,9 +275,22 @@ def test_a_compared_canary_is_judged_against_the_old_versions_rate_once_that_rat
     assert not step().failing(Counts(10, 0), Counts(90, 0))
     assert step().failing(Counts(10, 1), Counts(90, 0))  # healthy old version: one error, as before
     assert not step().failing(Counts(10, 1), Counts(90, 9))  # 10% beside the old one's 10%: no worse
-    assert step().failing(Counts(10, 2), Counts(90, 9))  # 20% beside 10%: worse
-    assert not step(0.05).failing(Counts(10, 1), Counts(90, 5))  # 10% ≤ 5.6% + 5%
-    assert step(0.05).failing(Counts(100, 11), Counts(90, 5))  # 11% > 5.6% + 5%
+    assert not step().failing(Counts(10, 2), Counts(90, 9))  # 20% of 10 beside 10%: chance does that (26%)
+    assert step().failing(Counts(10, 5), Counts(90, 9))  # 50% beside 10%: chance does that 0.16% of the time
+    assert step().failing(Counts(4, 4), Counts(90, 9))  # failing every time: within a few requests
+    assert not step(0.05).failing(Counts(100, 11), Counts(90, 5))  # 11% beside 5.6% + 5%
+    assert step(0.05).failing(Counts(100, 25), Counts(90, 5))
     assert step().failing(Counts(10, 1), Counts(BASELINE - 1, 2))  # too few old requests to compare: alone
     assert not step().failing(Counts(10, 1), Counts(BASELINE, 2))
     assert step(compare=False).failing(Counts(10, 1), Counts(90, 9))  # judged alone: any error
+
+
+def test_the_chance_of_as_many_errors_is_the_binomial_upper_tail() -> None:
+    from deploykit.canary import chance_of_as_many
+
+    assert chance_of_as_many(0, 10, 0.1) == 1.0 and chance_of_as_many(1, 10, 0.0) == 0.0
+    assert abs(chance_of_as_many(2, 10, 0.1) - (1 - 0.9**10 - 10 * 0.1 * 0.9**9)) < 1e-12
+    assert abs(chance_of_as_many(4, 4, 0.25) - 0.25**4) < 1e-12
+    assert chance_of_as_many(1, 10, 0.5) == 1.0  # at or below the expected count
+    assert 0 < chance_of_as_many(1_500, 100_000, 0.01) < 1e-30  # large counts: log space, no overflow
+    assert chance_of_as_many(5, 3, 0.5) == 0.5**5  # errors put before their invocations: as many requests
