@@ -178,8 +178,9 @@ RECENT_WINDOWS = (timedelta(days=7), timedelta(days=90))
 class History:
     """The records and the live record of one environment, in its artifacts bucket."""
 
-    # keys in the first page asked for beside the last week: a history this short is read in one round trip, and
-    # a page of them is parsed quickly (botocore parses a page of 1000 keys in a tenth of a second)
+    # keys in the first page asked for beside the last week: a history this short is read in one round trip, and a
+    # page this size is quick to answer and to parse (moto and botocore in one process: 0.06 s for 100 keys, 0.45 s
+    # for 1000)
     first_page = 100
 
     def __init__(self, aws: AwsFactory, env: EnvConfig, bucket: str) -> None:
