@@ -19,6 +19,7 @@ from typing import Any
 from deploykit import changes, ecs, lambda_chain, packaging, planner
 from deploykit.app_chain import PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory, at_once
+from deploykit.canary import takes_it_back
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
@@ -376,9 +377,8 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
     if "lambda" in kinds and canary.on:
         lines.append(
             f"🐤 Lambda code by the fast path goes through a canary: {canary.percent:g}% of live's requests for "
-            f"{canary.seconds:g}s, {allowed(canary.max_error_rate)}"
-            + (" beyond the old version's own rate" if canary.compare else "")
-            + " takes it back"
+            f"{canary.seconds:g}s, {takes_it_back(canary.max_error_rate, canary.compare, 'the old version')} takes it "
+            "back"
         )
     if "app" in kinds and watch.on:
         lines.append(

@@ -77,6 +77,11 @@ def chance_of_as_many(errors: int, requests: int, rate: float) -> float:
 TAKEN_BACK = "alone again"
 
 
+def takes_it_back(max_error_rate: float, compare: bool, old: str) -> str:
+    """What takes a canary back, for people: "any error beyond version 3's own rate" (``old`` names the version)."""
+    return allowed(max_error_rate) + (f" beyond {old}'s own rate" if compare else "")
+
+
 def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) -> LambdaCanary:
     """The environment's canary with ``--canary PERCENT`` (``10``, ``10%``; ``0``: none) and ``--bake DURATION``
     (``300``, ``90s``, ``5m``) over it; UsageError for a value that is not one, or a bake without a canary."""
@@ -151,8 +156,7 @@ class CanaryRelease(Step):
         )
 
     def _allowed(self, old: str) -> str:
-        """What takes the canary back, for people."""
-        return allowed(self.max_error_rate) + (f" beyond {old}'s own rate" if self.compare else "")
+        return takes_it_back(self.max_error_rate, self.compare, old)
 
     def failing(self, new: Counts, old: Counts) -> bool:
         """Whether the new version's counts take it back, beside the old one's in the same time."""
