@@ -18,7 +18,7 @@ import os
 import socket
 import statistics
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -268,6 +268,31 @@ class History:
         page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=self.first_page)
         return [str(o["Key"]) for o in page.get("Contents") or ()], bool(page.get("IsTruncated"))
 
+    def recorded(self, components: Iterable[str], records: int) -> dict[str, list[tuple[str, str]]]:
+        """component → (SHA, why) that the live record and the newest ``records`` records name for it, newest first:
+        what is live now, then run by run what the run deployed (or failed to) and what was live before it. A run
+        that carried a component unchanged (live at its commit, nothing built or published at it) is passed over
+        for that component. The live record and the records are read at once."""
+        found: dict[str, list[tuple[str, str]]] = {component: [] for component in components}
+        reads: dict[str, Callable[[], Any]] = {"live": self.live, "records": partial(self.records, records)}
+        read = at_once(reads)
+        where = self.env.name
+        for component, named in found.items():
+            entry = read["live"].get(component, {})
+            if entry.get("sha"):
+                named.append((str(entry["sha"]), f"live in {where} since {when_utc(entry.get('when', ''))}"))
+        for record in read["records"]:
+            for component, named in found.items():
+                if component in record.unchanged:
+                    continue
+                deployed, before = record.components.get(component), record.base.get(component)
+                if deployed:
+                    result = "deployed" if record.ok else "deploy failed"
+                    named.append((deployed, f"{result} in {where} at {when_utc(record.when)}"))
+                if before:
+                    named.append((before, f"live in {where} before {when_utc(record.when)}"))
+        return found
+
     def records_since(self, moment: datetime) -> list[Record]:
         """Every record written at ``moment`` or later, oldest first. Keys start with their UTC time, so S3 lists
         only those (``StartAfter``), however long the history."""
@@ -290,6 +315,17 @@ class History:
 
     def _body(self, key: str) -> bytes:
         return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+
+def when_utc(iso: str) -> str:
+    """An ISO 8601 moment as ``2026-11-28 12:00 UTC`` (as it is when it has no zone)."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso or "?"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.tzinfo is not None else "")
 
 
 def estimates(records: Sequence[Record]) -> dict[str, float]:

@@ -378,34 +378,9 @@ def recorded_images(
 
 
 def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[str, str]] | None:
-    """(app SHA, why) of one environment, newest first; None without a history."""
+    """(app SHA, why) of one environment, newest first (:meth:`History.recorded`); None without a history."""
     history = History.of(aws, env)
-    if history is None:
-        return None
-    found: list[tuple[str, str]] = []
-    for component, value in history.live().items():
-        if component == "app" and value.get("sha"):
-            found.append((str(value["sha"]), f"live in {env.name} since {when_utc(value.get('when', ''))}"))
-    for record in history.records(records):
-        deployed = record.components.get("app")
-        if deployed:
-            result = "deployed" if record.ok else "deploy failed"
-            found.append((deployed, f"{result} in {env.name} at {when_utc(record.when)}"))
-        before = record.base.get("app")
-        if before:
-            found.append((before, f"live in {env.name} before {when_utc(record.when)}"))
-    return found
-
-
-def when_utc(iso: str) -> str:
-    """An ISO 8601 moment as ``2026-11-28 12:00 UTC`` (as it is when it has no zone)."""
-    try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso or "?"
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.tzinfo is not None else "")
+    return None if history is None else history.recorded(["app"], records)["app"]
 
 
 # -- deleting ---------------------------------------------------------------------------------------------------

@@ -24,8 +24,7 @@ from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError
-from deploykit.history import History, Record
-from deploykit.image_cleanup import when_utc
+from deploykit.history import History, Record, when_utc
 from deploykit.lock import EnvLock, LockInfo
 
 

@@ -36,7 +36,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.git import DIRTY
 from deploykit.history import History
-from deploykit.image_cleanup import tag_key, when_utc
+from deploykit.image_cleanup import tag_key
 
 DEFAULT_KEEP = 10
 HISTORY_RECORDS = 30
@@ -216,29 +216,16 @@ def stack_versions(aws: AwsFactory, env: EnvConfig) -> dict[tuple[str, int], lis
 def recorded_shas(
     aws: AwsFactory, env: EnvConfig, functions: Iterable[str], records: int = HISTORY_RECORDS
 ) -> dict[str, dict[str, str]]:
-    """function (folder) → {SHA → why}: its live SHA and its SHAs in the newest ``records`` records (SHA12s, and
-    a dirty deploy's ``<sha12>-dirty-<hash>`` as its version names it)."""
+    """function (folder) → {SHA → why}: its live SHA and its SHAs in the newest ``records`` records
+    (:meth:`History.recorded`; SHA12s, and a dirty deploy's ``<sha12>-dirty-<hash>`` as its version names it)."""
     history = History.of(aws, env)
     found: dict[str, dict[str, str]] = {function: {} for function in functions}
     if history is None:
         return found
-    live = history.live()
+    named = history.recorded([f"lambda:{function}" for function in found], records)
     for function, shas in found.items():
-        entry = live.get(f"lambda:{function}", {})
-        if entry.get("sha"):
-            shas.setdefault(tag_key(entry["sha"]), f"live in {env.name} since {when_utc(entry.get('when', ''))}")
-    for record in history.records(records):
-        for function, shas in found.items():
-            component = f"lambda:{function}"
-            if component in record.unchanged:  # carried as live at the run's commit, not deployed: no version
-                continue
-            deployed = record.components.get(component)
-            before = record.base.get(component)
-            if deployed:
-                result = "deployed" if record.ok else "deploy failed"
-                shas.setdefault(tag_key(deployed), f"{result} in {env.name} at {when_utc(record.when)}")
-            if before:
-                shas.setdefault(tag_key(before), f"live in {env.name} before {when_utc(record.when)}")
+        for sha, why in named[f"lambda:{function}"]:
+            shas.setdefault(tag_key(sha), why)
     return found
 
 

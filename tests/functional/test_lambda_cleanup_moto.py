@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from deploykit import commands, history, image_cleanup, lock, packaging, version_cleanup
+from deploykit import commands, history, lock, packaging, version_cleanup
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
@@ -191,7 +191,7 @@ def test_a_recorded_commit_cloudformation_published_keeps_the_version_running_it
         return {c.version.number: (c.delete, "; ".join(c.reasons)) for c in decision.choices}
 
     why = decided()
-    since = image_cleanup.when_utc(store.records(1)[0].when)
+    since = history.when_utc(store.records(1)[0].when)
     assert why[9] == (False, f"runs the code of {head} (live in dev since {since})")
     assert why[10][0] and why[5][0]  # CloudFormation's other version, and an old fast-path one
 
