@@ -184,7 +184,10 @@ def caller_account(aws: AwsFactory) -> str:
 
 
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
-    """Turn a botocore failure into a message that says what failed and what to run next."""
+    """Turn a botocore failure into a message that says what failed and what to run next (one deploykit already
+    said in its own words is returned as it is)."""
+    if isinstance(exc, DeployKitError):
+        return exc
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         how = (
             f"aws sso login --profile {env.profile}"

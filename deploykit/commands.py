@@ -819,7 +819,7 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
         try:
             read = overview.read_environment(runtime.aws_factory(environment), environment, runtime.clock)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
-            error = exc if isinstance(exc, DeployKitError) else translate_error(exc, environment)
+            error = translate_error(exc, environment)
             return overview.EnvView(
                 environment.name, environment.region, error=error.message, next_step=error.next_step
             )

@@ -364,8 +364,7 @@ def recorded_images(
         except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
             if name == target.name:
                 raise
-            error = exc if isinstance(exc, DeployKitError) else translate_error(exc, env)
-            skipped[name] = error.message
+            skipped[name] = translate_error(exc, env).message
             continue
         if found is None:
             without.append(name)

@@ -24,7 +24,7 @@ from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError
-from deploykit.history import History, Record, when_utc
+from deploykit.history import RESULTS, History, Record, when_utc
 from deploykit.lock import EnvLock, LockInfo
 
 
@@ -219,7 +219,7 @@ def _against(live: Live) -> str:
 def _last_run(record: Record | None) -> str:
     if record is None:
         return "no run recorded"
-    mark = {"ok": "✅", "failed": "❌", "refused": "🛑"}.get(record.result, "")
+    mark = RESULTS[record.result].split()[0]  # the history table's mark: ✅ ❌ 🛑
     return f"last run {mark} {record.command} by {record.who} at {when_utc(record.when)}"
 
 

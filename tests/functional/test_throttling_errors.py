@@ -139,3 +139,8 @@ def test_the_environments_retry_settings_retry_throttling_then_the_clear_error(
     assert "[environments.sandbox] in deploy.toml" in str(error.next_step)
     lifecycle.clear_faults(served_sandbox)
     assert ecs.list_clusters()["ResponseMetadata"]["RetryAttempts"] == 0
+
+
+def test_an_error_deploykit_already_put_into_words_is_translated_to_itself(dev_env: EnvConfig) -> None:
+    said = StepFailed("the rollout failed", next_step="look")
+    assert translate_error(said, dev_env) is said
