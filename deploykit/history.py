@@ -250,8 +250,11 @@ class History:
             return []
         now = datetime.now(UTC)
         starts = [self._key_at(now - window) for window in RECENT_WINDOWS]
-        first: dict[str, Callable[[], Any]] = {"window": partial(self._keys, start_after=starts[0])}
-        found = at_once({**first, "page": self._first_page})
+        reads: dict[str, Callable[[], Any]] = {
+            "window": partial(self._keys, start_after=starts[0]),
+            "page": self._first_page,
+        }
+        found = at_once(reads)
         page, more = found["page"]
         if not more:  # the whole history
             return sorted(page, reverse=True)[:limit]
