@@ -9,7 +9,9 @@ moto's S3 (in this process) with histories of each size, spread evenly over a ye
 records both ways in the same process: "whole" (every key listed, then the newest taken) and "windows"
 (`History.records`: the last week first, then 90 days, then everything). Each AWS call waits --delay seconds
 first (bench/latency.py), as from a laptop to AWS. It reports the list calls, the keys listed and the wall time
-of each. Figures, not a test: nothing here asserts a time.
+of each. Then the same newest 30 once more with this machine's record cache warm (`RecordCache`: the keys listed,
+no body fetched), and the last 30 days' records (what `inv report` reads by default) from S3 and from the cache.
+Figures, not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -74,22 +77,41 @@ def whole_listing(store: history.History) -> list[history.Record]:
     return store._load(sorted(store._keys(), reverse=True)[:NEWEST])
 
 
+def newest(store: history.History) -> list[history.Record]:
+    return store.records(NEWEST)
+
+
+def month(store: history.History) -> list[history.Record]:
+    return store.records_since(datetime.now(UTC) - timedelta(days=30))
+
+
 def measure(store: history.History, read: Callable[[history.History], list[history.Record]]) -> dict[str, Any]:
-    calls = {"list": 0, "keys": 0}
+    calls = {"list": 0, "keys": 0, "get": 0}
 
     def count(parsed: dict[str, Any], **_: Any) -> None:
         calls["list"] += 1
         calls["keys"] += len(parsed.get("Contents") or ())
 
+    def fetched(**_: Any) -> None:
+        calls["get"] += 1
+
     store.s3.meta.events.register("after-call.s3.ListObjectsV2", count)
+    store.s3.meta.events.register("after-call.s3.GetObject", fetched)
     try:
         start = time.perf_counter()
         found = read(store)
         seconds = time.perf_counter() - start
     finally:
         store.s3.meta.events.unregister("after-call.s3.ListObjectsV2", count)
-    assert len(found) == NEWEST, len(found)
-    return {"list_calls": calls["list"], "keys_listed": calls["keys"], "seconds": round(seconds, 3), "ids": found}
+        store.s3.meta.events.unregister("after-call.s3.GetObject", fetched)
+    return {
+        "list_calls": calls["list"],
+        "keys_listed": calls["keys"],
+        "fetched": calls["get"],
+        "records": len(found),
+        "seconds": round(seconds, 3),
+        "ids": [r.id for r in found],
+    }
 
 
 def main() -> None:
@@ -107,19 +129,29 @@ def main() -> None:
     env = parse_config(CONFIG, Path("bench.toml")).environment("bench")
     rows: list[dict[str, Any]] = []
     for size in (int(s) for s in args.sizes.split(",")):
-        with mock_aws():
-            store = history.History(AwsFactory(env, environ={}), env, BUCKET)
+        with mock_aws(), tempfile.TemporaryDirectory(prefix="record-cache-") as kept:
+            aws = AwsFactory(env, environ={})
+            store = history.History(aws, env, BUCKET, cache=history.RecordCache(None))  # every body from S3
             store.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
             fill(store.s3, store.prefix, size, datetime.now(UTC))
+            cached = history.History(aws, env, BUCKET, cache=history.RecordCache(Path(kept)))
             undo = delayed(args.delay)
             try:
-                whole = measure(store, whole_listing)
-                windows = measure(store, lambda read: read.records(NEWEST))
+                row = {"records": size, "whole": measure(store, whole_listing), "windows": measure(store, newest)}
+                measure(cached, newest)  # into the cache, as an earlier deploy.auto on this machine read them
+                row["cached"] = measure(cached, newest)
+                row["month"] = measure(store, month)
+                measure(cached, month)
+                row["month_cached"] = measure(cached, month)
             finally:
                 undo()
-        if [r.id for r in whole.pop("ids")] != [r.id for r in windows.pop("ids")]:
-            raise SystemExit(f"the two ways read different records at {size}")
-        rows.append({"records": size, "whole": whole, "windows": windows})
+        if len({tuple(row[way].pop("ids")) for way in ("whole", "windows", "cached")}) != 1:
+            raise SystemExit(f"the ways read different records at {size}")
+        if row["windows"]["records"] != NEWEST:
+            raise SystemExit(f"{row['windows']['records']} records read at {size}, not {NEWEST}")
+        if row["month"].pop("ids") != row["month_cached"].pop("ids"):
+            raise SystemExit(f"the month read from the cache differs at {size}")
+        rows.append(row)
         if not args.json:
             print(f"… {size} records measured", file=sys.stderr)
     if args.json:
@@ -133,12 +165,25 @@ def main() -> None:
             f"{r['windows']['list_calls']} / {r['windows']['keys_listed']}",
             f"{r['windows']['seconds']:.2f} s",
             f"{r['whole']['seconds'] / max(r['windows']['seconds'], 1e-9):.1f}×",
+            f"{r['cached']['seconds']:.2f} s ({r['cached']['fetched']} fetched)",
         ]
         for r in rows
     ]
     headers = ["records", "whole: lists / keys", "whole", "windows: lists / keys", "windows", "whole / windows"]
     print(f"the newest {NEWEST} records, each AWS call {args.delay * 1000:.0f} ms later:")
-    print(tabulate(table, headers=headers, tablefmt="github"))
+    print(tabulate(table, headers=[*headers, "windows, cached"], tablefmt="github"))
+    table = [
+        [
+            r["records"],
+            r["month"]["records"],
+            f"{r['month']['seconds']:.2f} s ({r['month']['fetched']} fetched)",
+            f"{r['month_cached']['seconds']:.2f} s ({r['month_cached']['fetched']} fetched)",
+            f"{r['month']['seconds'] / max(r['month_cached']['seconds'], 1e-9):.1f}×",
+        ]
+        for r in rows
+    ]
+    print("\nthe last 30 days' records (inv report):")
+    print(tabulate(table, headers=["records", "in 30 days", "from S3", "cached", "S3 / cached"], tablefmt="github"))
 
 
 if __name__ == "__main__":

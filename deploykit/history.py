@@ -8,20 +8,27 @@ Both live in the environment's artifacts bucket (the registry stack's ``Artifact
 - ``deploykit/live/<env>.json``: component → the SHA last deployed successfully, with when and which record.
   The app's image tag and the Lambda versions' descriptions say the same for those components; stacks have
   no better place (a stack-level tag would propagate to, and update, every resource of the stack).
+
+A record never changes once written, so the records read are kept on this machine (:class:`RecordCache`) and
+read from there the next time, while the S3 listing still names them with the same ETag.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
+import re
 import socket
 import statistics
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -35,6 +42,8 @@ from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs
 
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
+CACHE_DIR_ENV = "DEPLOYKIT_CACHE_DIR"
+NO_CACHE_ENV = "DEPLOYKIT_NO_CACHE"
 RESULTS = {"ok": "✅ ok", "failed": "❌ failed", "refused": "🛑 refused"}
 
 
@@ -171,6 +180,63 @@ def find_artifacts_bucket(aws: AwsFactory, env: EnvConfig) -> str | None:
     return outputs.get(ARTIFACTS_OUTPUT) or None
 
 
+class RecordCache:
+    """History records as this machine read them before, under ``<root>/history/<bucket>/<key>.<ETag>``.
+
+    A record is written once and never changed, so its body is read from S3 once; a listing names each key with
+    its ETag, and a body is taken from here only under the ETag the listing gives now (an object written again, or
+    another bucket of the same name, is fetched anew). The root is ``$DEPLOYKIT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/deploykit``, else ``~/.cache/deploykit``; ``DEPLOYKIT_NO_CACHE=1`` reads everything from S3.
+    A cache that cannot be read or written is passed over: it never fails a command."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    @classmethod
+    def default(cls, environ: Mapping[str, str] | None = None) -> RecordCache:
+        environ = os.environ if environ is None else environ
+        if environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+            return cls(None)
+        if environ.get(CACHE_DIR_ENV):
+            return cls(Path(environ[CACHE_DIR_ENV]))
+        base = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+        return cls(base / "deploykit")
+
+    def path(self, bucket: str, key: str, etag: str | None) -> Path | None:
+        """Where the body of ``key`` at ``etag`` is kept; None when it is not kept (no cache, an unusual name)."""
+        tag = (etag or "").strip('"')
+        if self.root is None or not _SAFE_TAG.fullmatch(tag) or not _SAFE_NAME.fullmatch(bucket):
+            return None
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            return None
+        return self.root.joinpath("history", bucket, *parts[:-1], f"{parts[-1]}.{tag}")
+
+    def get(self, bucket: str, key: str, etag: str | None) -> bytes | None:
+        path = self.path(bucket, key, etag)
+        try:
+            return path.read_bytes() if path else None
+        except OSError:
+            return None
+
+    def put(self, bucket: str, key: str, etag: str | None, body: bytes) -> None:
+        path = self.path(bucket, key, etag)
+        if path is None:
+            return
+        try:  # written whole or not at all: a reader never sees half a record
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+            os.replace(temporary, path)
+        except OSError:
+            return
+
+
+_SAFE_TAG = re.compile(r"[0-9A-Za-z-]{1,100}")
+_SAFE_NAME = re.compile(r"[0-9A-Za-z._-]{1,255}")
+
+
 # How far back `History.records` looks first, then next; past the last, the whole history is listed.
 RECENT_WINDOWS = (timedelta(days=7), timedelta(days=90))
 
@@ -183,10 +249,12 @@ class History:
     # for 1000)
     first_page = 100
 
-    def __init__(self, aws: AwsFactory, env: EnvConfig, bucket: str) -> None:
+    def __init__(self, aws: AwsFactory, env: EnvConfig, bucket: str, cache: RecordCache | None = None) -> None:
         self.s3 = aws.client("s3")
         self.env = env
         self.bucket = bucket
+        self.cache = RecordCache.default() if cache is None else cache
+        self._etags: dict[str, str] = {}  # key → its ETag, as the listings named it
 
     @classmethod
     def of(cls, aws: AwsFactory, env: EnvConfig) -> History | None:
@@ -269,7 +337,7 @@ class History:
     def _first_page(self) -> tuple[list[str], bool]:
         """The oldest :attr:`first_page` keys, and whether there are more."""
         page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=self.first_page)
-        return [str(o["Key"]) for o in page.get("Contents") or ()], bool(page.get("IsTruncated"))
+        return self._listed(page), bool(page.get("IsTruncated"))
 
     def recorded(self, components: Iterable[str], records: int) -> dict[str, list[tuple[str, str]]]:
         """component → (SHA, why) that the live record and the newest ``records`` records name for it, newest first:
@@ -308,16 +376,36 @@ class History:
         keys: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, StartAfter=start_after):
-            keys += [str(o["Key"]) for o in page.get("Contents") or ()]
+            keys += self._listed(page)
+        return keys
+
+    def _listed(self, page: Mapping[str, Any]) -> list[str]:
+        """The keys of a ListObjectsV2 answer; their ETags are kept for :meth:`_load`."""
+        keys = []
+        for found in page.get("Contents") or ():
+            keys.append(str(found["Key"]))
+            self._etags[keys[-1]] = str(found.get("ETag") or "")
         return keys
 
     def _load(self, keys: Sequence[str]) -> list[Record]:
-        # a round trip for every 32 records, not one per record (deploy.auto's 30 estimates: one)
-        bodies = at_once({key: partial(self._body, key) for key in keys}, width=CONNECTIONS)
-        return [Record.from_json(json.loads(bodies[key])) for key in keys]
+        """The records of ``keys``: those read before from this machine's cache, under the ETag listed now; the
+        others from S3, a round trip for every 32 (deploy.auto's 30 estimates: one), and into the cache."""
+        loaded: dict[str, Record] = {}
+        for key in keys:
+            kept = self.cache.get(self.bucket, key, self._etags.get(key))
+            if kept is not None:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):  # not a record: fetched again
+                    loaded[key] = Record.from_json(json.loads(kept))
+        missing = [key for key in keys if key not in loaded]
+        bodies = at_once({key: partial(self._fetch, key) for key in missing}, width=CONNECTIONS)
+        loaded.update((key, Record.from_json(json.loads(bodies[key]))) for key in missing)
+        return [loaded[key] for key in keys]
 
-    def _body(self, key: str) -> bytes:
-        return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+    def _fetch(self, key: str) -> bytes:
+        answer = self.s3.get_object(Bucket=self.bucket, Key=key)
+        body = bytes(answer["Body"].read())
+        self.cache.put(self.bucket, key, answer.get("ETag"), body)
+        return body
 
 
 def when_utc(iso: str) -> str:

@@ -94,6 +94,16 @@ def make_project(
     return root
 
 
+@pytest.fixture(autouse=True)
+def record_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test reads history records into a cache of its own (never the user's ~/.cache, never another test's);
+    commands run in subprocesses inherit it."""
+    root = tmp_path_factory.mktemp("record-cache")
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(root))
+    monkeypatch.delenv("DEPLOYKIT_NO_CACHE", raising=False)
+    return root
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")

@@ -38,7 +38,7 @@ def test_the_checkouts_own_sandbox_is_refused_the_bench_makes_its_own(tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_history_listing_bench_reads_the_same_records_both_ways_and_lists_fewer_keys() -> None:
+def test_the_history_listing_bench_reads_the_same_records_every_way_and_lists_and_fetches_fewer() -> None:
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "history_listing.py"), "--sizes", "2000", "--delay", "0", "--json"],
         capture_output=True,
@@ -52,3 +52,9 @@ def test_the_history_listing_bench_reads_the_same_records_both_ways_and_lists_fe
     # 2000 a year: the last week holds 38, enough for the newest 30
     # the oldest 100 keys are asked for beside it
     assert row["windows"]["list_calls"] == 2 and 130 <= row["windows"]["keys_listed"] < 160
+    assert row["whole"]["fetched"] == row["windows"]["fetched"] == 30
+    # with the cache warm, the same listing and no record fetched
+    assert (row["cached"]["list_calls"], row["cached"]["fetched"]) == (2, 0)
+    # 2000 a year: about 164 in the last 30 days, each fetched from S3, then none
+    assert 150 <= row["month"]["records"] == row["month"]["fetched"] == row["month_cached"]["records"] <= 180
+    assert row["month_cached"]["fetched"] == 0

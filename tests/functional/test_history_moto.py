@@ -15,7 +15,7 @@ from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
-from tests.functional.conftest import Deploy, held_together
+from tests.functional.conftest import Deploy, asked, held_together
 
 
 def report(ok: bool = True, seconds: float = 12.0) -> RunReport:
@@ -78,7 +78,9 @@ def test_records_are_listed_newest_first_and_feed_the_live_record(bucket: str, d
     assert live["app"] == {"sha": "aaaaaaaaaaaa", "when": first.when, "record": first.id}
     assert live["stack:api"]["record"] == again.id
 
-    # the records' bodies are fetched together: each GetObject waits until all three are in flight
+    # the records' bodies are fetched together: each GetObject waits until all three are in flight (read again
+    # from S3, not from this machine's cache of the reads above)
+    store.cache = history.RecordCache(None)
     held_together(store.s3, "GetObject", 3)
     assert [r.id for r in store.records()] == [again.id, failed.id, first.id]
 
@@ -117,7 +119,9 @@ def test_the_newest_records_are_listed_from_the_recent_windows_not_the_whole_his
     assert sorted(listed) == [10, 20, 23, 25]  # fewer than asked in 90 days: the whole history
     listed.clear()
     assert store.records(0) == [] and listed == []
-    # the 25 records' bodies in one round trip: each GetObject waits until all 25 are in flight
+    # the 25 records' bodies in one round trip: each GetObject waits until all 25 are in flight (from S3, not from
+    # the cache of the reads above)
+    store.cache = history.RecordCache(None)
     held_together(store.s3, "GetObject", 25)
     assert [r.id for r in store.records(100)] == newest_first
 
@@ -138,6 +142,119 @@ def test_a_history_of_one_page_is_read_in_one_round_trip_however_old(bucket: str
     held_together(store.s3, "ListObjectsV2", 2)  # the first page and the last week: asked at the same time
     assert len(store.records(30)) == 3
     assert calls == ["list", "list"]
+
+
+def fetched(client: object) -> list[str]:
+    """The key of each GetObject ``client`` makes from now on."""
+    return asked(client, "GetObject", "Key")
+
+
+def test_records_read_before_are_read_from_this_machine_under_the_etag_listed_now(
+    bucket: str, dev_env: EnvConfig, record_cache: Path
+) -> None:
+    """A record never changes once written: the second read, by a new command (a new History), lists the keys and
+    fetches no body; an object written again under its key (another ETag) is fetched again."""
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    written = [
+        history.record_of(
+            report(),
+            components={"app": f"{n:012d}"},
+            base={},
+            head=f"{n:012d}",
+            who="ci",
+            now=t0 + timedelta(minutes=n),
+        )
+        for n in range(3)
+    ]
+    first = history.History.of(AwsFactory(dev_env), dev_env)
+    assert first is not None
+    for record in written:
+        first.write(record)
+    gets = fetched(first.s3)
+    assert [r.id for r in first.records()] == [r.id for r in reversed(written)]
+    assert len(gets) == 3 and len(list((record_cache / "history" / BUCKET).rglob("*.json.*"))) == 3
+
+    again = history.History.of(AwsFactory(dev_env), dev_env)
+    assert again is not None
+    gets = fetched(again.s3)
+    assert [r.to_json() for r in again.records()] == [r.to_json() for r in reversed(written)]
+    assert gets == []  # none fetched: all three from the cache
+    assert [r.head for r in again.records_since(t0)] == ["000000000000", "000000000001", "000000000002"]
+    assert gets == []
+
+    # the middle record's object written again, other content, same key: that one alone is fetched
+    key = f"{again.prefix}{written[1].id}.json"
+    changed = {**written[1].to_json(), "who": "someone else"}
+    again.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(changed).encode())
+    assert [r.who for r in again.records()] == ["ci", "someone else", "ci"]
+    assert gets == [key]
+
+
+def test_a_cache_that_cannot_be_used_is_passed_over(
+    bucket: str, dev_env: EnvConfig, record_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached body that is not a record is fetched again (and mended); a cache that cannot be written (here its
+    root is a file), or one turned off, leaves every read to S3 and fails nothing."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    record = history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="ci")
+    store.write(record)
+    gets = fetched(store.s3)
+    assert [r.id for r in store.records()] == [record.id] and len(gets) == 1
+    [kept] = (record_cache / "history").rglob("*.json.*")
+    kept.write_bytes(b'{"id": "half a rec')  # as a disk that filled up could leave it
+    assert [r.id for r in store.records()] == [record.id] and len(gets) == 2
+    assert json.loads(kept.read_bytes())["id"] == record.id  # mended
+    assert [r.id for r in store.records()] == [record.id] and len(gets) == 2
+
+    blocked = record_cache / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(blocked))
+    unwritable = history.History.of(AwsFactory(dev_env), dev_env)
+    assert unwritable is not None
+    gets = fetched(unwritable.s3)
+    for _ in range(2):
+        assert [r.id for r in unwritable.records()] == [record.id]
+    assert len(gets) == 2
+
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(record_cache))
+    monkeypatch.setenv("DEPLOYKIT_NO_CACHE", "1")
+    off = history.History.of(AwsFactory(dev_env), dev_env)
+    assert off is not None and off.cache.root is None
+    gets = fetched(off.s3)
+    assert [r.id for r in off.records()] == [record.id] and len(gets) == 1
+
+
+def test_where_the_cache_lives_and_what_it_keeps(tmp_path: Path) -> None:
+    home = Path.home()
+    assert history.RecordCache.default({}).root == home / ".cache" / "deploykit"
+    assert history.RecordCache.default({"XDG_CACHE_HOME": "/x"}).root == Path("/x/deploykit")
+    assert history.RecordCache.default({"XDG_CACHE_HOME": "/x", "DEPLOYKIT_CACHE_DIR": "/y"}).root == Path("/y")
+    assert history.RecordCache.default({"DEPLOYKIT_CACHE_DIR": "/y", "DEPLOYKIT_NO_CACHE": "1"}).root is None
+    assert history.RecordCache.default({"DEPLOYKIT_NO_CACHE": "0"}).root == home / ".cache" / "deploykit"
+    cache = history.RecordCache(tmp_path)
+    key = "deploykit/history/dev/20261128T090000.000000-abcd.json"
+    assert (
+        cache.path("b", key, '"0123abcd"')
+        == tmp_path / "history/b/deploykit/history/dev/20261128T090000.000000-abcd.json.0123abcd"
+    )
+    assert cache.path("b", key, '"9f86d081-2"') is not None  # a multipart upload's ETag
+    # nothing kept for what would leave the cache, nor without an ETag
+    for bucket, odd, etag in (
+        ("b", "deploykit/../../x.json", "e"),
+        ("b", "/x.json", "e"),
+        ("../b", key, "e"),
+        ("b", key, ""),
+        ("b", key, '"a/b"'),
+        ("b", key, None),
+    ):
+        assert cache.path(bucket, odd, etag) is None
+        cache.put(bucket, odd, etag, b"{}")
+        assert cache.get(bucket, odd, etag) is None
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
+    cache.put("b", key, '"e1"', b'{"id": "1"}')
+    assert cache.get("b", key, '"e1"') == b'{"id": "1"}' and cache.get("b", key, '"e2"') is None
+    assert history.RecordCache(None).get("b", key, '"e1"') is None
 
 
 def test_a_run_a_guard_stopped_is_recorded_as_refused_and_moves_nothing(bucket: str, dev_env: EnvConfig) -> None:
