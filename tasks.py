@@ -323,9 +323,11 @@ def deploy_full(
     help={
         "env": COMMON_HELP["env"],
         "to": "the commit to go back to (7-40 hex digits of its SHA; default: the previous successful deploy)",
-        "component": "app (default) or lambda:<fn>, e.g. lambda:login_handler",
+        "component": "app (default), lambda:<fn> (e.g. lambda:login_handler) or stack:<role> (e.g. stack:fargate)",
         "dry-run": "resolve the target and print the plan; change nothing",
         "json": COMMON_HELP["json"],
+        "allow-replace": "a stack: let its change set replace or delete data resources (as deploy.stack)",
+        "approve-access": "a stack in a protected environment: let its change set change access (as deploy.stack)",
         **SMOKE_HELP,
     },
 )
@@ -338,10 +340,22 @@ def rollback(
     dry_run: bool = False,
     json_: bool = False,
     smoke: bool = True,
+    allow_replace: bool = False,
+    approve_access: bool = False,
 ) -> None:
-    """Put the app or one Lambda back on an earlier commit (fresh task-definition revision / alias move); smoke."""
+    """Put the app, one Lambda or one stack back on an earlier commit (fresh task-definition revision / alias move
+    / that commit's template); smoke."""
     _ensure_sandbox(env)  # even a dry run reads the environment to resolve the target
-    commands.rollback(env=env, to=to, component=component, smoke=smoke, dry_run=dry_run, as_json=json_)
+    commands.rollback(
+        env=env,
+        to=to,
+        component=component,
+        smoke=smoke,
+        allow_replace=allow_replace,
+        approve_access=approve_access,
+        dry_run=dry_run,
+        as_json=json_,
+    )
 
 
 @task(

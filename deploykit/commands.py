@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -542,38 +543,105 @@ def rollback(
     to: str | None = None,
     component: str = "app",
     smoke: bool = True,
+    allow_replace: bool = False,
+    approve_access: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """Put the app (a fresh task-definition revision with an earlier image) or one Lambda function (its alias on
-    an earlier version) back on commit ``to``, else on the previous successful deploy in the history; then smoke.
+    """Put the app (a fresh task-definition revision with an earlier image), one Lambda function (its alias on an
+    earlier version) or one stack (its template as an earlier commit's cdk/ synthesizes it, what runs kept) back
+    on commit ``to``, else on the previous successful deploy in the history; then smoke.
 
     Refuses (UsageError, nothing changed) what cannot be rolled back to: an image no longer in the registry, a
-    Lambda commit no version runs (tagged with it, or with its code), an empty history. See deploykit.rollback."""
+    Lambda commit no version runs (tagged with it, or with its code), a commit this clone lacks (a stack), an
+    empty history. ``allow_replace`` and ``approve_access`` are deploy.stack's, for a stack. See deploykit.rollback."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
-    target_component = rollbacks.parse_component(component, config)
+    target_component = rollbacks.parse_component(component, config, env=environment)
+    if target_component.kind != "stack" and (allow_replace or approve_access):
+        flag = "--allow-replace" if allow_replace else "--approve-access"
+        raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        target, plan = rollbacks.rollback_plan(
-            aws,
-            environment,
-            target_component,
-            to=to,
-            smoke=smoke,
-            code_at=partial(lambda_chain.code_at, config.root, target_component.function),
-        )
+        if target_component.kind == "stack":
+            target = rollbacks.resolve_stack(aws, config, environment, target_component, to)
+        else:
+            target, plan = rollbacks.rollback_plan(
+                aws,
+                environment,
+                target_component,
+                to=to,
+                smoke=smoke,
+                code_at=partial(lambda_chain.code_at, config.root, target_component.function),
+            )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     if target.live == target.sha:
         runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {environment.name}\n")
         if as_json:
-            runtime.stdout.write(nothing_to_do_json(environment.name, plan.title) + "\n")
+            runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
         return None
     runtime.stderr.write(
         f"⏪ rollback {what} in {environment.name}: {target.live or '(unknown)'} → {target.sha} [{target.source}]\n"
     )
+    if target_component.kind == "stack":
+        plan = _stack_rollback_plan(
+            runtime,
+            config,
+            environment,
+            aws,
+            target,
+            allow_replace=allow_replace,
+            approve_access=approve_access,
+            smoke=smoke,
+        )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def _stack_rollback_plan(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    aws: AwsFactory,
+    target: rollbacks.Target,
+    *,
+    allow_replace: bool,
+    approve_access: bool,
+    smoke: bool,
+) -> Plan:
+    """Synthesize the stack's commit and deploy its template with what runs now: the live image tag, the code keys
+    the functions' ``live`` aliases serve (else the API stack's parameters)."""
+    role = target.component.role
+    stack = planner.stack_roles(env)[role]
+
+    def say(line: str) -> None:
+        runtime.stderr.write(f"⚙️  {line}\n")
+
+    live: dict[str, str] = {}
+    functions: dict[str, str] = {}
+    with aws_errors(env):
+        if role == planner.HOSTED_BY["app"]:
+            live[planner.IMAGE_PARAMETER] = live_image_tag(aws, env)
+        if role == planner.HOSTED_BY["lambda"]:
+            functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+            live.update(stack_parameters(aws, env.stacks.api))
+            served = lambda_chain.live_code_keys(aws.client("lambda"), functions)
+            live.update({planner.code_parameter(fn): key for fn, key in served.items()})
+        synthesis = rollbacks.synthesize_at(
+            config,
+            env,
+            target.sha,
+            account=aws.account(),
+            ecr=aws.client("ecr"),
+            say=say,
+        )
+    template = synthesis.template(stack)
+    parameters = rollbacks.template_parameters(
+        json.loads(template.read_text()), live, stack=stack, sha=target.sha, live_functions=functions
+    )
+    return rollbacks.stack_plan(
+        env, target, template, parameters, allow_replace=allow_replace, approve_access=approve_access, smoke=smoke
+    )
 
 
 def logs(

@@ -7,6 +7,10 @@
   revision or the family's newest ACTIVE revision already is exactly that registration.)
 - A Lambda function goes back by moving its ``live`` alias to the newest published version whose description
   names that commit (``code s3://<bucket>/<key> git <sha12>``).
+- A stack goes back by deploying its template as that commit's ``cdk/`` synthesizes it (the folder taken from git
+  into ``cdk.out/``, never the work tree), through a change set with the guards of ``deploy.stack``. What runs stays:
+  the image tag and the Lambda code keys the template asks for are those live now, so only the infrastructure goes
+  back. A template that needs what nothing live gives, or that would delete a function deployed since, is refused.
 
 **Automatic rollback** (:func:`undo_plan`): when wait-healthy, smoke or watch-errors fails in a deploy that rolled
 the service or moved a Lambda alias, the same steps put back what that run replaced — read from what its own steps
@@ -20,18 +24,22 @@ component differs from what is live now. Resolution only reads; every step input
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Iterable, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from deploykit import auto, history, image_cleanup, lambda_chain, registry
+from deploykit import auto, git, history, image_cleanup, lambda_chain, planner, registry, synth
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
+from deploykit.stack_chain import DeployStack
 from deploykit.stacks import StackOutputs
 
 if TYPE_CHECKING:
@@ -45,27 +53,38 @@ HISTORY_DEPTH = 100
 
 @dataclass(frozen=True)
 class Component:
-    """What goes back: the app, or one Lambda function (``lambda:<folder of lambda/>``)."""
+    """What goes back: the app, one Lambda function (``lambda:<folder of lambda/>``) or one stack
+    (``stack:<role>``: registry, data, auth, fargate, api)."""
 
-    kind: str  # "app" or "lambda"
+    kind: str  # "app", "lambda" or "stack"
     function: str = ""
+    role: str = ""
 
     @property
     def key(self) -> str:
-        """The component as the history names it: ``app`` or ``lambda:<fn>``."""
+        """The component as the history names it: ``app``, ``lambda:<fn>`` or ``stack:<role>``."""
+        if self.kind == "stack":
+            return f"stack:{self.role}"
         return "app" if self.kind == "app" else f"lambda:{self.function}"
 
 
-def parse_component(text: str, config: Config, purpose: str = "rollback") -> Component:
-    """``app`` or ``lambda:<fn>`` (``fn`` a function of lambda/); UsageError (naming ``purpose``) otherwise."""
+def parse_component(text: str, config: Config, purpose: str = "rollback", env: EnvConfig | None = None) -> Component:
+    """``app``, ``lambda:<fn>`` (``fn`` a function of lambda/), or, given ``env``, ``stack:<role or stack name>``;
+    UsageError (naming ``purpose``) otherwise."""
     kind, _, name = text.strip().partition(":")
     if kind == "app" and not name:
         return Component("app")
     if kind == "lambda" and name:
         lambda_chain.function_folder(config, name)  # refuses an unknown function, naming the known ones
         return Component("lambda", name)
-    known = ", ".join(["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))])
-    raise UsageError(f"unknown component {text!r} for {purpose}", next_step=f"use --component with one of: {known}")
+    if kind == "stack" and name and env is not None:
+        return Component("stack", role=planner.role_of(env, name))  # refuses an unknown stack, naming the known ones
+    known = ["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))]
+    if env is not None:
+        known += [f"stack:{role}" for role in planner.stack_roles(env)]
+    raise UsageError(
+        f"unknown component {text!r} for {purpose}", next_step=f"use --component with one of: {', '.join(known)}"
+    )
 
 
 def normalize_to(to: str) -> str:
@@ -135,6 +154,11 @@ class Target:
     sha: str  # image tag (app) or the ``git <sha>`` of the versions (Lambda)
     source: str  # "--to 3e2532e" or "history: <record id> (<when>, <command>)"
     version: str = ""  # the Lambda version the alias moves to
+
+    @property
+    def title(self) -> str:
+        """The plan's title, as the history lists the run: ``rollback app → 3e2532eaf7e5``."""
+        return f"rollback {self.component.key} → {self.sha}"
 
 
 def _history_target(
@@ -213,7 +237,7 @@ def app_plan(env: EnvConfig, repository_uri: str, tag: str, *, smoke: bool = Tru
     ]
     if smoke:
         steps.append(Smoke())
-    return Plan(env.name, tuple(steps), f"rollback app → {tag}", (("app", tag),))
+    return Plan(env.name, tuple(steps), Target(Component("app"), None, tag, "").title, (("app", tag),))
 
 
 # -- a Lambda function ------------------------------------------------------------------------------------------
@@ -318,7 +342,128 @@ def lambda_plan(env: EnvConfig, target: Target, function_name: str, *, smoke: bo
     steps: list[Step] = [PointAlias(fn, function_name, lambda_chain.ALIAS, target.version, target.sha)]
     if smoke:
         steps.append(Smoke())
-    return Plan(env.name, tuple(steps), f"rollback lambda:{fn} → {target.sha}", ((target.component.key, target.sha),))
+    return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))
+
+
+# -- a stack ----------------------------------------------------------------------------------------------------
+
+
+def _missing_commit(env: EnvConfig, component: Component, sha: str) -> UsageError:
+    return UsageError(
+        f"commit {sha} is not in this clone: the {component.key} of that commit cannot be synthesized, "
+        "nothing was changed",
+        next_step="fetch it (git fetch --unshallow, or git fetch origin <its branch>), then rerun; "
+        f"inv history --env {env.name} lists the commits deployed",
+    )
+
+
+def resolve_stack(aws: AwsFactory, config: Config, env: EnvConfig, component: Component, to: str | None) -> Target:
+    """The commit a stack goes back to: ``--to`` (a commit of this clone), else the previous successful deploy of
+    the stack in the history whose commit this clone has (a build of uncommitted changes cannot be synthesized
+    again: its cdk/ is not in git). What is live is the live record's SHA for the stack."""
+    root = config.root
+    if to is not None:
+        wanted = normalize_to(to)
+        if DIRTY in wanted:
+            raise UsageError(
+                f"--to {to} is a build of uncommitted changes: a stack goes back to a commit's cdk/ as committed",
+                next_step="pass a commit SHA (inv history lists them)",
+            )
+        full = git.resolve_commit(root, wanted)
+        if full is None:
+            raise _missing_commit(env, component, wanted)
+        found = history.History.of(aws, env)
+        live = found.live().get(component.key, {}).get("sha") if found else None
+        return Target(component, live, full[:12], f"--to {to}")
+
+    def usable(sha: str) -> bool:
+        return DIRTY not in sha and git.is_known_commit(root, sha)
+
+    sha, source, live = _history_target(aws, env, component, None, usable)
+    if DIRTY in sha:
+        raise UsageError(
+            f"the previous deploy of {component.key} ({sha}) was of uncommitted changes: its cdk/ is not in git, "
+            "nothing was changed",
+            next_step="name a commit: inv rollback --component " + component.key + " --to <sha>",
+        )
+    if not usable(sha):
+        raise _missing_commit(env, component, sha)
+    return Target(component, live, sha, source)
+
+
+def synthesize_at(
+    config: Config, env: EnvConfig, sha: str, *, account: str, ecr: Any, say: Callable[[str], None] | None = None
+) -> synth.Synthesis:
+    """The CDK app of commit ``sha`` synthesized for ``env``: its cdk/ taken from git into
+    ``cdk.out/.source-<sha>/`` for the while (the work tree is never touched), the assembly in
+    ``cdk.out/<env>@<sha>/`` (skipped when it is already there, as any synthesis)."""
+    source = config.root / synth.OUT_ROOT / f".source-{sha}"
+    shutil.rmtree(source, ignore_errors=True)
+    if not git.export(config.root, sha, synth.CDK_DIR, source) or not (source / synth.CDK_DIR / synth.APP).is_file():
+        raise UsageError(
+            f"commit {sha} has no {synth.CDK_DIR}/{synth.APP}: there is no stack to go back to there",
+            next_step="name a later commit: inv rollback --component stack:<role> --to <sha>",
+        )
+    then = dataclasses.replace(config, path=source / config.path.name)
+    try:
+        return synth.synthesize(
+            then, env, account=account, ecr=ecr, out_dir=config.root / synth.OUT_ROOT / f"{env.name}@{sha}", say=say
+        )
+    except StepFailed as exc:
+        raise StepFailed(
+            f"the CDK app of commit {sha} does not synthesize here: {exc.message}",
+            next_step=f"deploy that commit from a checkout of it: git checkout {sha} && inv deploy.stack <stack>",
+        ) from None
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+
+
+def template_parameters(
+    template: Mapping[str, Any],
+    live: Mapping[str, str],
+    *,
+    stack: str,
+    sha: str,
+    live_functions: Iterable[str] = (),
+) -> tuple[tuple[str, str], ...]:
+    """The parameters to deploy ``template`` (``stack`` at commit ``sha``) with: each one it declares that ``live``
+    gives (the image tag, the Lambda code keys live now); one it declares without a default and ``live`` lacks
+    is a UsageError, as is a function of ``live_functions`` (folders of lambda/ deployed now) whose code parameter
+    it does not declare: deploying it would delete that function."""
+    declared: Mapping[str, Any] = template.get("Parameters") or {}
+    gone = sorted(fn for fn in live_functions if planner.code_parameter(fn) not in declared)
+    if gone:
+        raise UsageError(
+            f"{stack} at {sha} has no function {', '.join(gone)}, deployed since: going back would delete "
+            f"{'it' if len(gone) == 1 else 'them'}, nothing was changed",
+            next_step="roll back to a later commit that has it, or remove it in a commit and run inv deploy.auto",
+        )
+    unmet = sorted(name for name, spec in declared.items() if name not in live and "Default" not in (spec or {}))
+    if unmet:
+        raise UsageError(
+            f"{stack} at {sha} asks for {', '.join(unmet)}, which nothing live gives (a function not deployed now?), "
+            "nothing was changed",
+            next_step=f"deploy that commit from a checkout of it: git checkout {sha} && inv deploy.stack {stack}",
+        )
+    return tuple(sorted((name, live[name]) for name in declared if name in live))
+
+
+def stack_plan(
+    env: EnvConfig,
+    target: Target,
+    template: Path,
+    parameters: tuple[tuple[str, str], ...],
+    *,
+    allow_replace: bool = False,
+    approve_access: bool = False,
+    smoke: bool = True,
+) -> Plan:
+    """The stack's change set from ``template`` with ``parameters`` (deploy.stack's step and guards) → smoke."""
+    stack = planner.stack_roles(env)[target.component.role]
+    steps: list[Step] = [DeployStack(stack, str(template), parameters, allow_replace, approve_access=approve_access)]
+    if smoke:
+        steps.append(Smoke())
+    return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))
 
 
 # -- both -------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,15 @@ def make_project(
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "initial")
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_record_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module and session fixtures (a sandbox deployed once for many tests) read history records into a cache of
+    the session's, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path_factory.mktemp("session-record-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

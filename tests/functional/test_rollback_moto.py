@@ -21,7 +21,8 @@ from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport
-from tests.functional.conftest import CONTAINER, create_service, put_image
+from tests.conftest import git
+from tests.functional.conftest import CONTAINER, asked, create_service, put_image
 from tests.functional.test_endpoints import create_stack
 
 BUCKET = "registry-artifacts-rb"
@@ -189,3 +190,32 @@ def test_nothing_to_go_back_to(project: Path, factory: AwsFactory, dev_env: EnvC
     put_image(factory, "old")
     with pytest.raises(UsageError, match="nothing to go back to"):
         commands.rollback(env="dev", runtime=runtime(project, factory))
+
+
+def test_a_stack_rollback_is_refused_before_anything_changes_where_it_cannot_be_made(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """The flags of a stack's rollback are refused for the app; a stack already at the commit is left alone; a
+    commit whose tree has no CDK app (this project has none) is refused, exit 2, before any change set."""
+    with pytest.raises(UsageError, match="--allow-replace is for a stack's rollback"):
+        commands.rollback(env="dev", allow_replace=True, runtime=runtime(project, factory))
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    cloudformation = factory.client("cloudformation")
+    change_sets = asked(cloudformation, "CreateChangeSet", "StackName")
+    with pytest.raises(UsageError, match=f"commit {head} has no cdk/app.py") as err:
+        commands.rollback(env="dev", component="stack:fargate", to=head[:7], runtime=runtime(project, factory))
+    assert err.value.exit_code == 2 and change_sets == []
+    assert not list((project / "cdk.out").glob(".source-*"))  # what it took from git is gone again
+
+    record = history.record_of(
+        RunReport(Plan("dev", (), "deploy.stack"), [], 1.0), components={"stack:fargate": head}, base={}, head=head
+    )
+    deployed.write(record)
+    err_out = io.StringIO()
+    assert (
+        commands.rollback(
+            env="dev", component="stack:fargate", to=head, runtime=runtime(project, factory, stderr=err_out)
+        )
+        is None
+    )
+    assert f"nothing to roll back: stack:fargate already runs {head}" in err_out.getvalue() and change_sets == []

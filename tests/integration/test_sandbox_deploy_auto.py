@@ -140,6 +140,48 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
     print(f"\ndeploy.auto after one stack setting: {seconds:.2f}s")
 
 
+def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Path) -> None:
+    """After the stack setting above (drain 4 s): `inv rollback --component stack:fargate` deploys the stack as the
+    commit of its previous deploy (deploy.full's) synthesizes it, drain 5 s, with the image that runs now; the
+    history records it; the next deploy.auto deploys HEAD's stack again."""
+    elbv2, ecs = _client(project, "elbv2"), _client(project, "ecs")
+    env = load_config(project / "deploy.toml").environment()
+    group = endpoints(project).target_group_arn
+
+    def drain() -> str:
+        attributes = elbv2.describe_target_group_attributes(TargetGroupArn=group)["Attributes"]
+        return next(a["Value"] for a in attributes if a["Key"] == "deregistration_delay.timeout_seconds")
+
+    def running() -> str:
+        return str(ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"])
+
+    assert drain() == "4"
+    revision, head = running(), git(project, "rev-parse", "--short=12", "HEAD").strip()
+    runtime = quiet_runtime(project)
+    report = commands.rollback(component="stack:fargate", runtime=runtime)
+    assert report is not None and report.ok, report and report.error
+    assert [(r.step, r.status) for r in report.records] == [("deploy-stack", "done"), ("smoke", "done")]
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    back_to = report.plan.deploys[0][1]
+    assert f"⏪ rollback stack:fargate in sandbox: {head} → {back_to} [history: deploy.full at " in said
+    assert drain() == "5"
+    assert running() == revision  # what runs was kept: the same task definition, no rollout
+    assert (project / "cdk.out" / f"sandbox@{back_to}" / "CarRentalFargateStack.template.json").is_file()
+    assert not (project / "cdk.out" / f".source-{back_to}").exists()
+    assert git(project, "status", "--porcelain") == ""  # the work tree was never touched
+    listing = quiet_runtime(project)
+    commands.history_list(limit=1, as_json=True, runtime=listing)
+    listed = json.loads(listing.stdout.getvalue())  # type: ignore[attr-defined]
+    assert listed["live"]["stack:fargate"]["sha"] == back_to
+    assert listed["deployments"][0]["command"] == f"rollback stack:fargate → {back_to}"
+
+    again, _, _ = auto(project)
+    assert again is not None
+    stacks = [r for s in again.records for r in (s.children or [s]) if r.step == "deploy-stack"]
+    assert [(r.detail.split(":")[0], r.status) for r in stacks] == [("CarRentalFargateStack", "done")]
+    assert drain() == "4" and running() == revision
+
+
 def test_a_docs_only_commit_deploys_nothing_and_history_lists_each_run(project: Path) -> None:
     (project / "NOTES.md").write_text("# notes\n")
     git(project, "add", "NOTES.md")
@@ -152,17 +194,31 @@ def test_a_docs_only_commit_deploys_nothing_and_history_lists_each_run(project: 
     assert (printed["env"], printed["title"], printed["ok"], printed["steps"]) == ("sandbox", "deploy.auto", True, [])
     runtime = quiet_runtime(project)
     records = commands.history_list(runtime=runtime)
-    assert [r.command for r in records[:4]] == ["deploy.auto", "deploy.auto", "deploy.auto", "deploy.full"]
-    assert all(r.ok for r in records[:4])
+    back = records[1].components["stack:fargate"]
+    assert [r.command for r in records[:6]] == [
+        "deploy.auto",
+        f"rollback stack:fargate → {back}",
+        "deploy.auto",
+        "deploy.auto",
+        "deploy.auto",
+        "deploy.full",
+    ]
+    assert all(r.ok for r in records[:6])
     # each run lists what it deployed; the rest is live at its commit too, and counted as unchanged (all but the
     # app, whose image tag says what runs)
-    assert [set(r.deployed) for r in records[:3]] == [{"stack:fargate"}, {"lambda:health_handler"}, {"app"}]
-    assert all(set(r.components) | {"app"} == set(records[3].components) for r in records[:3])
+    assert [set(r.deployed) for r in records[:5]] == [
+        {"stack:fargate"},
+        {"stack:fargate"},
+        {"stack:fargate"},
+        {"lambda:health_handler"},
+        {"app"},
+    ]
+    assert all(set(r.components) | {"app"} == set(records[5].components) for r in records[2:5])
 
 
 def test_the_report_and_the_deploy_dashboard_see_each_run(project: Path) -> None:
-    """After deploy.full and the three one-chain deploys above: inv report counts them by chain, and the registry
-    stack's dashboard draws every metric those runs put (the contract of deploykit/metrics.py with
+    """After deploy.full, the three one-chain deploys and the stack's rollback above: inv report counts them by chain,
+    and the registry stack's dashboard draws every metric those runs put (the contract of deploykit/metrics.py with
     cdk/stacks/common/deploy_dashboard.py)."""
     runtime = quiet_runtime(project)
     made = commands.deployment_report(since="1d", as_json=True, runtime=runtime)

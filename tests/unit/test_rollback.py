@@ -17,6 +17,7 @@ from deploykit.config import EnvConfig, load_config
 from deploykit.errors import Interrupted, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
+from deploykit.stack_chain import DeployStack
 from tests.conftest import git
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
@@ -320,6 +321,116 @@ def test_component_names(project: Path) -> None:
         rb.parse_component("db", config)
     with pytest.raises(UsageError, match="unknown Lambda function"):
         rb.parse_component("lambda:nope", config)
+    # stacks, by role or by name, where the environment is given (a rollback; logs have none)
+    dev = config.environment("dev")
+    fargate = rb.Component("stack", role="fargate")
+    assert rb.parse_component("stack:fargate", config, env=dev) == fargate
+    assert rb.parse_component("stack:CarRentalFargateStack", config, env=dev) == fargate
+    assert fargate.key == "stack:fargate"
+    with pytest.raises(UsageError, match="unknown stack 'nope'") as err:
+        rb.parse_component("stack:nope", config, env=dev)
+    assert "CarRentalFargateStack" in (err.value.next_step or "")
+    with pytest.raises(UsageError, match="unknown component 'stack:fargate' for logs") as err:
+        rb.parse_component("stack:fargate", config, purpose="logs")
+    assert "stack:" not in (err.value.next_step or "")
+    with pytest.raises(UsageError) as err:
+        rb.parse_component("db", config, env=dev)
+    assert "stack:fargate" in (err.value.next_step or "")
+
+
+# -- a stack ----------------------------------------------------------------------------------------------------
+
+
+def stack_record(sha: str, *, n: int, role: str = "fargate", ok: bool = True, carried: bool = False) -> history.Record:
+    made = record(sha, ok=ok, component=f"stack:{role}", n=n)
+    return dataclasses.replace(made, unchanged=[f"stack:{role}"]) if carried else made
+
+
+def commits(project: Path, count: int) -> list[str]:
+    """``count`` new commits of ``project``, oldest first, their SHA12s."""
+    made = []
+    for n in range(count):
+        (project / f"note{n}.md").write_text(f"{n}\n")
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", f"note {n}")
+        made.append(git(project, "rev-parse", "--short=12", "HEAD").strip())
+    return made
+
+
+def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_has(
+    project: Path, env: EnvConfig, patched: None
+) -> None:
+    config = load_config(project / "deploy.toml")
+    first, second, third = commits(project, 3)
+    stack = rb.Component("stack", role="fargate")
+    records = [
+        stack_record(third, n=5),
+        stack_record(second, n=4, carried=True),  # carried unchanged: not a deploy of it
+        stack_record(f"{second}-dirty-0123abcd", n=3),  # uncommitted: its cdk/ is not in git
+        stack_record("d" * 12, n=2),  # a commit this clone lacks (another branch, rewritten)
+        stack_record(first, n=1, ok=False),
+        stack_record(first, n=0),
+    ]
+    aws = fake_aws(env, live_tag=None, tags=[], records=records)
+    aws.history.live.return_value = {"stack:fargate": {"sha": third}}
+    target = rb.resolve_stack(aws, config, env, stack, None)
+    assert (target.live, target.sha) == (third, first) and "(r0)" in target.source
+    assert target.title == f"rollback stack:fargate → {first}"
+
+    # --to: any commit of this clone (its SHA12), live from the live record
+    target = rb.resolve_stack(aws, config, env, stack, second[:7])
+    assert (target.live, target.sha, target.source) == (third, second, f"--to {second[:7]}")
+    with pytest.raises(UsageError, match=f"commit {'e' * 7} is not in this clone") as err:
+        rb.resolve_stack(aws, config, env, stack, "e" * 7)
+    assert err.value.exit_code == 2 and "git fetch" in (err.value.next_step or "")
+    with pytest.raises(UsageError, match="uncommitted changes"):
+        rb.resolve_stack(aws, config, env, stack, f"{second}-dirty-0123abcd")
+
+    # only what this clone cannot synthesize before it: named as missing
+    aws.history.records.return_value = records[2:4]
+    with pytest.raises(UsageError, match="uncommitted changes"):
+        rb.resolve_stack(aws, config, env, stack, None)
+    aws.history.records.return_value = records[3:4]
+    with pytest.raises(UsageError, match=f"commit {'d' * 12} is not in this clone"):
+        rb.resolve_stack(aws, config, env, stack, None)
+
+
+TEMPLATE = {
+    "Parameters": {
+        "ImageTag": {"Type": "String"},
+        "LoginHandlerCodeKey": {"Type": "String"},
+        "Stage": {"Type": "String", "Default": "v1"},
+    },
+    "Resources": {},
+}
+
+
+def test_a_stacks_template_gets_the_inputs_live_now_and_never_deletes_a_function_deployed_since() -> None:
+    live = {"ImageTag": B, "LoginHandlerCodeKey": "lambda/login_handler/x.zip", "HealthHandlerCodeKey": "h.zip"}
+    parameters = rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=["login_handler"])
+    # only what the template declares; a declared default stays the template's
+    assert parameters == (("ImageTag", B), ("LoginHandlerCodeKey", "lambda/login_handler/x.zip"))
+    with pytest.raises(UsageError, match=f"S at {A} has no function health_handler, deployed since") as err:
+        rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=["login_handler", "health_handler"])
+    assert err.value.exit_code == 2 and "would delete it" in err.value.message
+    with pytest.raises(UsageError, match=f"S at {A} asks for LoginHandlerCodeKey, which nothing live gives") as err:
+        rb.template_parameters(TEMPLATE, {"ImageTag": B}, stack="S", sha=A)
+    assert f"git checkout {A}" in (err.value.next_step or "")
+    assert rb.template_parameters({"Resources": {}}, live, stack="S", sha=A) == ()
+
+
+def test_a_stacks_plan_deploys_that_template_with_the_guards_then_smokes(env: EnvConfig, tmp_path: Path) -> None:
+    target = rb.Target(rb.Component("stack", role="data"), B, A, "--to aaaaaaa")
+    template = tmp_path / "CarRentalDataStack.template.json"
+    plan = rb.stack_plan(env, target, template, (("P", "v"),), allow_replace=True, approve_access=True)
+    [deploy, smoke] = plan.steps
+    assert isinstance(deploy, DeployStack) and isinstance(smoke, Smoke)
+    assert (deploy.stack, deploy.template, deploy.parameters) == ("CarRentalDataStack", str(template), (("P", "v"),))
+    assert deploy.allow_replace and deploy.approve_access
+    assert (plan.title, plan.deploys) == (f"rollback stack:data → {A}", (("stack:data", A),))
+    plain = rb.stack_plan(env, target, template, (), smoke=False)
+    assert [type(s) for s in plain.steps] == [DeployStack]
+    assert not plain.steps[0].allow_replace and not plain.steps[0].approve_access  # type: ignore[attr-defined]
 
 
 # -- automatic rollback (undo_plan) ------------------------------------------------------------------------------
