@@ -53,7 +53,7 @@ from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
-from deploykit.stacks import StackOutputs
+from deploykit.stacks import StackDeployer, StackOutputs, access_note, changes_table
 
 
 @dataclass
@@ -594,6 +594,7 @@ def rollback(
             allow_replace=allow_replace,
             approve_access=approve_access,
             smoke=smoke,
+            preview=dry_run,
         )
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
@@ -608,9 +609,11 @@ def _stack_rollback_plan(
     allow_replace: bool,
     approve_access: bool,
     smoke: bool,
+    preview: bool = False,
 ) -> Plan:
     """Synthesize the stack's commit and deploy its template with what runs now: the live image tag, the code keys
-    the functions' ``live`` aliases serve (else the API stack's parameters)."""
+    the functions' ``live`` aliases serve (else the API stack's parameters). With ``preview`` (a dry run), first
+    print the change it would make (a change set made and deleted, as inv diff does)."""
     role = target.component.role
     stack = planner.stack_roles(env)[role]
 
@@ -636,9 +639,12 @@ def _stack_rollback_plan(
             say=say,
         )
     template = synthesis.template(stack)
+    body = template.read_text()
     parameters = rollbacks.template_parameters(
-        json.loads(template.read_text()), live, stack=stack, sha=target.sha, live_functions=functions
+        json.loads(body), live, stack=stack, sha=target.sha, live_functions=functions
     )
+    if preview:
+        _preview_stack(runtime, _previewer(runtime, aws, env), env, stack, body, dict(parameters))
     return rollbacks.stack_plan(
         env, target, template, parameters, allow_replace=allow_replace, approve_access=approve_access, smoke=smoke
     )
@@ -1377,21 +1383,13 @@ def diff(
 def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict[str, Any]:
     """Synthesize, then preview each changed stack with the inputs a deploy would give it."""
     from deploykit.stack_chain import Synthesize
-    from deploykit.stacks import StackDeployer, access_note, changes_table
 
     out = planner.synth_dir(a.config, a.env)
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
     ctx = Context(a.config, a.env, a.aws, runtime.clock, reporter, runtime.docker_factory)
     with aws_errors(a.env), reporter.activity("synth"):
         Synthesize(str(out)).run(ctx)
-    deployer = StackDeployer(
-        a.aws.client("cloudformation"),
-        runtime.clock,
-        say=lambda _t: None,
-        poll=a.env.poll_seconds,
-        timeout=a.env.wait_timeout,
-        env=a.env.name,
-    )
+    deployer = _previewer(runtime, a.aws, a.env)
     code_keys = current_code_keys(a.aws, a.config, a.env)[0] if "api" in roles else {}
     image_tag = auto.live_image_tag_or_empty(a.aws, a.env)
     previews: dict[str, Any] = {}
@@ -1400,32 +1398,50 @@ def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict
         name = names[role]
         template = (out / f"{name}.template.json").read_text()
         parameters = dict(planner.stack_parameters(role, image_tag, code_keys))
-        with aws_errors(a.env):
-            found = deployer.preview(name, template, parameters)
-            stack = deployer.describe(name)
-        status = str(stack.get("StackStatus")) if stack else "not deployed"
-        runtime.stderr.write(f"\n🐳 {name} ({status})\n")
-        if found is None:
-            runtime.stderr.write("  would be created\n")
-        elif not found:
-            runtime.stderr.write("  no CloudFormation change (the change is in code the template does not see)\n")
-        else:
-            runtime.stderr.write(changes_table(found) + "\n")
-            if a.env.protected and any(c.changes_access for c in found):
-                runtime.stderr.write(access_note(name, a.env.name) + "\n")
-        previews[name] = {
-            "status": status,
-            "changes": None
-            if found is None
-            else [
-                {
-                    "logical_id": c.logical_id,
-                    "type": c.resource_type,
-                    "action": c.action,
-                    "replacement": c.replacement,
-                    "access": c.changes_access,
-                }
-                for c in found
-            ],
-        }
+        previews[name] = _preview_stack(runtime, deployer, a.env, name, template, parameters)
     return previews
+
+
+def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeployer:
+    """A StackDeployer that only previews: it says nothing while it waits for a change set."""
+    return StackDeployer(
+        aws.client("cloudformation"),
+        runtime.clock,
+        say=lambda _t: None,
+        poll=env.poll_seconds,
+        timeout=env.wait_timeout,
+        env=env.name,
+    )
+
+
+def _preview_stack(
+    runtime: Runtime, deployer: StackDeployer, env: EnvConfig, name: str, template: str, parameters: dict[str, str]
+) -> dict[str, Any]:
+    """Print what a deploy of ``template`` with ``parameters`` would change in stack ``name`` (a change set made and
+    deleted, never executed); the same as JSON."""
+    with aws_errors(env):
+        found = deployer.preview(name, template, parameters)
+        stack = deployer.describe(name)
+    status = str(stack.get("StackStatus")) if stack else "not deployed"
+    runtime.stderr.write(f"\n🐳 {name} ({status})\n")
+    if found is None:
+        runtime.stderr.write("  would be created\n")
+    elif not found:
+        runtime.stderr.write("  no CloudFormation change (the change is in code the template does not see)\n")
+    else:
+        runtime.stderr.write(changes_table(found) + "\n")
+        if env.protected and any(c.changes_access for c in found):
+            runtime.stderr.write(access_note(name, env.name) + "\n")
+    changes = None
+    if found is not None:
+        changes = [
+            {
+                "logical_id": c.logical_id,
+                "type": c.resource_type,
+                "action": c.action,
+                "replacement": c.replacement,
+                "access": c.changes_access,
+            }
+            for c in found
+        ]
+    return {"status": status, "changes": changes}

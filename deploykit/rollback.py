@@ -358,18 +358,18 @@ def _missing_commit(env: EnvConfig, component: Component, sha: str) -> UsageErro
 
 
 def resolve_stack(aws: AwsFactory, config: Config, env: EnvConfig, component: Component, to: str | None) -> Target:
-    """The commit a stack goes back to: ``--to`` (a commit of this clone), else the previous successful deploy of
-    the stack in the history whose commit this clone has (a build of uncommitted changes cannot be synthesized
-    again: its cdk/ is not in git). What is live is the live record's SHA for the stack."""
+    """The commit a stack goes back to: ``--to`` (any revision of this clone: a SHA, a tag, a branch), else the
+    previous successful deploy of the stack in the history whose commit this clone has (a build of uncommitted
+    changes cannot be synthesized again: its cdk/ is not in git). What is live is the live record's SHA for it."""
     root = config.root
     if to is not None:
-        wanted = normalize_to(to)
+        wanted = to.strip()
         if DIRTY in wanted:
             raise UsageError(
                 f"--to {to} is a build of uncommitted changes: a stack goes back to a commit's cdk/ as committed",
                 next_step="pass a commit SHA (inv history lists them)",
             )
-        full = git.resolve_commit(root, wanted)
+        full = git.resolve_commit(root, wanted)  # any revision: a SHA, a tag, a branch, HEAD~1
         if full is None:
             raise _missing_commit(env, component, wanted)
         found = history.History.of(aws, env)

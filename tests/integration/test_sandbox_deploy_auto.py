@@ -157,6 +157,16 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
 
     assert drain() == "4"
     revision, head = running(), git(project, "rev-parse", "--short=12", "HEAD").strip()
+    # a dry run shows the change CloudFormation would make, and makes none
+    runtime = quiet_runtime(project)
+    assert commands.rollback(component="stack:fargate", dry_run=True, runtime=runtime) is None
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "🐳 CarRentalFargateStack (UPDATE_COMPLETE)" in said, said
+    assert [line.split()[1:3] for line in said.splitlines() if "TargetGroup" in line] == [
+        ["AWS::ElasticLoadBalancingV2::TargetGroup", "Modify"]
+    ]
+    assert "dry run: nothing is changed" in runtime.stdout.getvalue() + said  # type: ignore[attr-defined]
+    assert drain() == "4"
     runtime = quiet_runtime(project)
     report = commands.rollback(component="stack:fargate", runtime=runtime)
     assert report is not None and report.ok, report and report.error

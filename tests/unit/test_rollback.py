@@ -380,6 +380,7 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
     # --to: any commit of this clone (its SHA12), live from the live record
     target = rb.resolve_stack(aws, config, env, stack, second[:7])
     assert (target.live, target.sha, target.source) == (third, second, f"--to {second[:7]}")
+    assert rb.resolve_stack(aws, config, env, stack, "HEAD~2").sha == first  # any revision git knows
     with pytest.raises(UsageError, match=f"commit {'e' * 7} is not in this clone") as err:
         rb.resolve_stack(aws, config, env, stack, "e" * 7)
     assert err.value.exit_code == 2 and "git fetch" in (err.value.next_step or "")
