@@ -339,6 +339,18 @@ class History:
         page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=self.first_page)
         return self._listed(page), bool(page.get("IsTruncated"))
 
+    def records_of(self, component: str, limit: int, *, first: int = 100) -> list[Record]:
+        """The newest ``limit`` records of runs that deployed ``component`` (or failed to, or took it out), newest
+        first: the newest ``first`` records are read, then four times as many each time fewer matched, the whole
+        history at most (records read before come from this machine's cache)."""
+        batch = max(first, limit)
+        while True:
+            keys = self.newest_keys(batch)
+            found = [r for r in self._load(keys) if component in r.deployed or component in r.removed]
+            if len(found) >= limit or len(keys) < batch:
+                return found[:limit]
+            batch *= 4
+
     def recorded(self, components: Iterable[str], records: int) -> dict[str, list[tuple[str, str]]]:
         """component → (SHA, why) that the live record and the newest ``records`` records name for it, newest first:
         what is live now, then run by run what the run deployed (or failed to) and what was live before it. A run

@@ -331,6 +331,55 @@ def test_inv_history_prints_the_table_and_json_and_needs_the_registry_stack(
     assert data["live"]["app"]["sha"] == "cccccccccccc" and data["deployments"][0]["who"] == "ana@laptop"
 
 
+def test_inv_history_of_one_component_lists_the_runs_that_deployed_it(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """Carried unchanged is not a deploy of it; a failed attempt and a destroy are. Fewer than asked among the newest
+    records: four times as many are read, the whole history at most."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    runs = [
+        ({"app": "a" * 12, "stack:fargate": "a" * 12}, (), (), True),  # deploy.full
+        ({"app": "b" * 12, "stack:fargate": "b" * 12}, ("stack:fargate",), (), True),  # app only: stack carried
+        ({"stack:fargate": "c" * 12}, (), (), False),  # a failed stack deploy
+        ({"app": "d" * 12}, (), (), True),
+        ({"stack:fargate": "e" * 12}, (), (), True),
+        ({}, (), ("stack:fargate",), True),  # destroy
+        ({"app": "f" * 12}, (), (), True),
+    ]
+    for n, (components, unchanged, removed, ok) in enumerate(runs):
+        store.write(
+            history.record_of(
+                report(ok=ok), components=components, base={}, head=f"{n:012d}", who="ci",
+                unchanged=unchanged, removed=removed, now=t0 + timedelta(minutes=n),
+            )
+        )  # fmt: skip
+    assert [r.head for r in store.records_of("stack:fargate", 10, first=1)] == [f"{n:012d}" for n in (5, 4, 2, 0)]
+    assert [r.head for r in store.records_of("stack:fargate", 2, first=1)] == [f"{n:012d}" for n in (5, 4)]
+    assert [r.head for r in store.records_of("app", 2)] == [f"{n:012d}" for n in (6, 3)]
+    assert store.records_of("lambda:login_handler", 3) == []
+
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    records = commands.history_list(
+        env="dev", component="stack:CarRentalFargateStack", limit=3, as_json=True, runtime=runtime
+    )
+    assert [r.head for r in records] == [f"{n:012d}" for n in (5, 4, 2)]
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["component"] == "stack:fargate" and list(data["live"]) == []  # destroyed: not live
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.history_list(env="dev", component="app", runtime=runtime)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    listed, live = printed.split("live now:")
+    assert "app@ffffffffffff" in listed and "stack:fargate" not in live  # the live table: app alone
+    assert "ffffffffffff" in live
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.history_list(env="dev", component="lambda:gone_handler", runtime=runtime)  # a folder deleted since
+    assert "no deployment of lambda:gone_handler recorded in dev" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="unknown component 'db' for history"):
+        commands.history_list(env="dev", component="db", runtime=runtime)
+
+
 @pytest.mark.parametrize("limit", [0, -1])
 def test_a_limit_under_one_is_a_usage_error(bucket: str, project: Path, limit: int) -> None:
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
