@@ -322,8 +322,11 @@ def deploy_full(
     name="rollback",
     help={
         "env": COMMON_HELP["env"],
-        "to": "the commit to go back to (7-40 hex digits of its SHA; default: the previous successful deploy)",
+        "to": "the commit to go back to (7-40 hex digits of its SHA; a stack: any revision; default: the previous "
+        "successful deploy)",
         "component": "app (default), lambda:<fn> (e.g. lambda:login_handler) or stack:<role> (e.g. stack:fargate)",
+        "run": "every component one run deployed, back as it was before it: last, or the run's time as inv history "
+        "shows it (or its record id)",
         "dry-run": "resolve the target and print the plan; change nothing",
         "json": COMMON_HELP["json"],
         "allow-replace": "a stack: let its change set replace or delete data resources (as deploy.stack)",
@@ -336,7 +339,8 @@ def rollback(
     c: Context,
     env: str | None = None,
     to: str | None = None,
-    component: str = "app",
+    component: str | None = None,
+    run: str | None = None,
     dry_run: bool = False,
     json_: bool = False,
     smoke: bool = True,
@@ -350,6 +354,7 @@ def rollback(
         env=env,
         to=to,
         component=component,
+        run=run,
         smoke=smoke,
         allow_replace=allow_replace,
         approve_access=approve_access,
@@ -419,13 +424,16 @@ def smoke_checks(
         "env": COMMON_HELP["env"],
         "json": "print the records (and the live record) as JSON on stdout",
         "limit": "how many deployments, newest first (default 20)",
+        "component": "only the runs that deployed it: app, lambda:<fn> or stack:<role>, e.g. stack:fargate",
     },
 )
 @reports_errors
-def history_list(c: Context, env: str | None = None, json_: bool = False, limit: int = 20) -> None:
+def history_list(
+    c: Context, env: str | None = None, json_: bool = False, limit: int = 20, component: str | None = None
+) -> None:
     """The environment's deployments (who, when, command, commit, result, time) and what is live per component."""
     _ensure_sandbox(env)
-    commands.history_list(env=env, limit=limit, as_json=json_)
+    commands.history_list(env=env, limit=limit, component=component, as_json=json_)
 
 
 @task(

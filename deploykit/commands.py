@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -541,7 +542,8 @@ def rollback(
     *,
     env: str | None = None,
     to: str | None = None,
-    component: str = "app",
+    component: str | None = None,
+    run: str | None = None,
     smoke: bool = True,
     allow_replace: bool = False,
     approve_access: bool = False,
@@ -551,52 +553,126 @@ def rollback(
 ) -> RunReport | None:
     """Put the app (a fresh task-definition revision with an earlier image), one Lambda function (its alias on an
     earlier version) or one stack (its template as an earlier commit's cdk/ synthesizes it, what runs kept) back
-    on commit ``to``, else on the previous successful deploy in the history; then smoke.
+    on commit ``to``, else on the previous successful deploy in the history; then smoke. ``run`` (a record id, or
+    ``last``): every component that run deployed back to what was live before it, in one plan, smoke once.
 
     Refuses (UsageError, nothing changed) what cannot be rolled back to: an image no longer in the registry, a
     Lambda commit no version runs (tagged with it, or with its code), a commit this clone lacks (a stack), an
     empty history. ``allow_replace`` and ``approve_access`` are deploy.stack's, for a stack. See deploykit.rollback."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
-    target_component = rollbacks.parse_component(component, config, env=environment)
-    if target_component.kind != "stack" and (allow_replace or approve_access):
+    if run is not None and (component is not None or to is not None):
+        raise UsageError(
+            f"--run goes alone: it puts back every component of that run as it was before it, not with "
+            f"{'--to' if to is not None else '--component'}",
+            next_step="leave out --component and --to, or --run",
+        )
+    target_component = (
+        None if run is not None else rollbacks.parse_component(component or "app", config, env=environment)
+    )
+    if target_component is not None and target_component.kind != "stack" and (allow_replace or approve_access):
         flag = "--allow-replace" if allow_replace else "--approve-access"
         raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
     aws = runtime.aws_factory(environment)
-    with aws_errors(environment):
-        if target_component.kind == "stack":
-            target = rollbacks.resolve_stack(aws, config, environment, target_component, to)
+    back = partial(
+        _rollback_of,
+        runtime,
+        config,
+        environment,
+        aws,
+        allow_replace=allow_replace,
+        approve_access=approve_access,
+        preview=dry_run,
+    )
+    if target_component is None:
+        plan = _run_rollback_plan(runtime, environment, aws, str(run), back, smoke=smoke)
+        if plan is None:
+            if as_json:
+                runtime.stdout.write(nothing_to_do_json(environment.name, f"rollback run {run}") + "\n")
+            return None
+    else:
+        target, found = back(target_component, to, smoke=smoke)
+        if found is None:
+            if as_json:
+                runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
+            return None
+        plan = found
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+RollbackOf = Callable[..., "tuple[rollbacks.Target, Plan | None]"]
+
+
+def _rollback_of(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    aws: AwsFactory,
+    component: rollbacks.Component,
+    to: str | None,
+    *,
+    smoke: bool,
+    allow_replace: bool,
+    approve_access: bool,
+    preview: bool,
+) -> tuple[rollbacks.Target, Plan | None]:
+    """Resolve one component's rollback and say it; the plan, or None when it already runs the target."""
+    with aws_errors(env):
+        if component.kind == "stack":
+            target = rollbacks.resolve_stack(aws, config, env, component, to)
         else:
             target, plan = rollbacks.rollback_plan(
                 aws,
-                environment,
-                target_component,
+                env,
+                component,
                 to=to,
                 smoke=smoke,
-                code_at=partial(lambda_chain.code_at, config.root, target_component.function),
+                code_at=partial(lambda_chain.code_at, config.root, component.function),
             )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     if target.live == target.sha:
-        runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {environment.name}\n")
-        if as_json:
-            runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
-        return None
+        runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
+        return target, None
     runtime.stderr.write(
-        f"⏪ rollback {what} in {environment.name}: {target.live or '(unknown)'} → {target.sha} [{target.source}]\n"
+        f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} [{target.source}]\n"
     )
-    if target_component.kind == "stack":
+    if component.kind == "stack":
         plan = _stack_rollback_plan(
             runtime,
             config,
-            environment,
+            env,
             aws,
             target,
             allow_replace=allow_replace,
             approve_access=approve_access,
             smoke=smoke,
-            preview=dry_run,
+            preview=preview,
         )
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    return target, plan
+
+
+def _run_rollback_plan(
+    runtime: Runtime, env: EnvConfig, aws: AwsFactory, run: str, back: RollbackOf, *, smoke: bool
+) -> Plan | None:
+    """One plan that puts every component the run deployed back on what was live before it, in a deploy's order
+    (the stacks, the functions, the app: see rollbacks.undo_order); None when each already is."""
+    with aws_errors(env):
+        found = _history(aws, env)
+        reads: dict[str, Callable[[], Any]] = {
+            "records": partial(found.records, rollbacks.HISTORY_DEPTH),
+            "live": found.live,
+        }
+        read = at_once(reads)
+    records: list[history.Record] = read["records"]
+    record = rollbacks.find_run(records, run, env)
+    newer = records[: records.index(record)]
+    targets = rollbacks.undo_targets(record, newer, read["live"], env)
+    listed = ", ".join(f"{c} → {sha}" for c, sha in targets)
+    runtime.stderr.write(
+        f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
+    )
+    plans = [plan for c, sha in targets if (plan := back(rollbacks.component_of(c), sha, smoke=False)[1])]
+    return rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None
 
 
 def _stack_rollback_plan(
@@ -918,30 +994,54 @@ def _history(aws: AwsFactory, environment: EnvConfig) -> history.History:
 
 
 def history_list(
-    *, env: str | None = None, limit: int = 20, as_json: bool = False, runtime: Runtime | None = None
+    *,
+    env: str | None = None,
+    limit: int = 20,
+    component: str | None = None,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
 ) -> list[history.Record]:
-    """The environment's newest deployments (who, when, what, result), newest first."""
+    """The environment's newest deployments (who, when, what, result), newest first; with ``component`` (app,
+    lambda:<fn>, stack:<role or name>) only the runs that deployed it, and only its live entry."""
     if limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     runtime = runtime or Runtime()
-    _config, environment = _load(runtime, env)
+    config, environment = _load(runtime, env)
+    key = _history_component(config, environment, component) if component else None
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = _history(aws, environment)
-        records = found.records(limit)
-        live = found.live()
+        reads: dict[str, Callable[[], Any]] = {
+            "records": partial(found.records_of, key, limit) if key else partial(found.records, limit),
+            "live": found.live,
+        }
+        read = at_once(reads)
+    records: list[history.Record] = read["records"]
+    live: dict[str, dict[str, str]] = read["live"]
+    if key:
+        live = {c: v for c, v in live.items() if c == key}
     if as_json:
-        runtime.stdout.write(
-            dumps({"env": environment.name, "live": live, "deployments": [r.to_json() for r in records]}) + "\n"
-        )
+        document = {"env": environment.name, "live": live, "deployments": [r.to_json() for r in records]}
+        runtime.stdout.write(dumps(document | ({"component": key} if key else {})) + "\n")
     if records:
         runtime.stderr.write(history.table(records) + "\n")
+    elif key:
+        runtime.stderr.write(f"no deployment of {key} recorded in {environment.name}\n")
     else:
         runtime.stderr.write(f"no deployment recorded in {environment.name} yet\n")
     if live:
         rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
         runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
     return records
+
+
+def _history_component(config: Config, env: EnvConfig, text: str) -> str:
+    """The history's name of ``--component``: app, stack:<role> (a role or a stack name), lambda:<fn> (also a
+    function whose folder is gone: the history still names it)."""
+    kind, _, name = text.strip().partition(":")
+    if kind == "lambda" and re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return f"lambda:{name}"
+    return rollbacks.parse_component(text, config, purpose="history", env=env).key
 
 
 def deployment_report(

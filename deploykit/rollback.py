@@ -29,7 +29,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -464,6 +464,103 @@ def stack_plan(
     if smoke:
         steps.append(Smoke())
     return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))
+
+
+# -- a whole run ------------------------------------------------------------------------------------------------
+
+
+def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> history.Record:
+    """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that deployed
+    something; else a record's id or the start of one (``inv history --json`` lists them), or its time as ``inv
+    history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise."""
+    if run == "last":
+        found = next((r for r in records if r.ok and r.deployed), None)
+        if found is None:
+            raise UsageError(
+                f"no successful run that deployed something among {env.name}'s newest {len(records)} records",
+                next_step=f"see the history: inv history --env {env.name}",
+            )
+        return found
+    prefix = run.strip()
+    try:  # the time inv history shows, 2026-11-29T15:23:55Z: the id starts with it
+        moment = datetime.fromisoformat(prefix.replace("Z", "+00:00"))
+        prefix = (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y%m%dT%H%M%S")
+    except ValueError:
+        pass
+    named = [r for r in records if r.id.startswith(prefix)] if prefix else []
+    if len(named) != 1:
+        problem = f"no run {run!r}" if not named else f"{run!r} names {len(named)} runs"
+        raise UsageError(
+            f"{problem} among {env.name}'s newest {len(records)} records",
+            next_step=f"pass a whole record id (inv history --env {env.name} --json lists them), or --run last",
+        )
+    return named[0]
+
+
+def undo_order(component: str) -> tuple[int, int, str]:
+    """In which order a run's components go back: a deploy's own (stacks in dependency order, then the Lambda
+    functions, then the app). A stack goes back while what runs is still the run's, so its template gets the image
+    and the code that run now (read when the plan is made) and changes neither; then the code goes back."""
+    kind, _, name = component.partition(":")
+    if kind == "stack":
+        level = next((n for n, roles in enumerate(planner.stack_levels()) if name in roles), 0)
+        return 0, level, name
+    return (2, 0, name) if kind == "app" else (1, 0, name)
+
+
+def undo_targets(
+    record: history.Record, newer: Sequence[history.Record], live: Mapping[str, Mapping[str, str]], env: EnvConfig
+) -> list[tuple[str, str]]:
+    """(component, SHA) for each component ``record``'s run deployed, the SHA live before it, in :func:`undo_order`.
+
+    Refused (UsageError, nothing changed): a run that failed (its automatic rollback already put back what it
+    replaced), one that deployed nothing, a component the run deployed first (nothing before it to go back to), and
+    one that a ``newer`` successful run deployed again or took out, or that is not live any more (undo the newer run
+    first). A newer run that only carried a component unchanged did not deploy it."""
+    where = f"run {record.id} ({record.command} at {record.when})"
+    if not record.ok:
+        raise UsageError(
+            f"{where} did not succeed: what it replaced was put back by its automatic rollback, or stays as it failed",
+            next_step="roll back a component on its own: inv rollback --component COMPONENT [--to SHA]",
+        )
+    if not record.deployed:
+        raise UsageError(f"{where} deployed nothing", next_step="pick another run: inv history --env " + env.name)
+    first = sorted(c for c in record.deployed if not record.base.get(c))
+    if first:
+        raise UsageError(
+            f"{where} deployed {', '.join(first)} for the first time: there is nothing before it to go back to, "
+            "nothing was changed",
+            next_step="roll back the others one by one: inv rollback --component COMPONENT --to SHA",
+        )
+    moved: list[str] = []
+    for component in sorted(record.deployed):
+        since = next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
+        if since is not None:
+            moved.append(f"{component} (by {since.command} at {since.when}, {since.id})")
+        elif component not in live:
+            moved.append(f"{component} (not live any more)")
+    if moved:
+        raise UsageError(
+            f"{where}: deployed again since, or taken out: {'; '.join(moved)}; nothing was changed",
+            next_step="undo the newer runs first (inv history lists them), or roll back one component: "
+            "inv rollback --component COMPONENT --to SHA",
+        )
+    return sorted(((c, str(record.base[c])) for c in record.deployed), key=lambda pair: undo_order(pair[0]))
+
+
+def component_of(key: str) -> Component:
+    """``app``, ``lambda:<fn>``, ``stack:<role>`` as the history names them → the Component."""
+    kind, _, name = key.partition(":")
+    if kind == "stack":
+        return Component("stack", role=name)
+    return Component("lambda", name) if kind == "lambda" else Component("app")
+
+
+def run_plan_of(env: EnvConfig, record: history.Record, plans: Sequence[Plan], *, smoke: bool = True) -> Plan:
+    """One plan of the components' plans (each without its smoke), one smoke at the end."""
+    steps = tuple(step for plan in plans for step in plan.steps)
+    deploys = tuple(pair for plan in plans for pair in plan.deploys)
+    return Plan(env.name, steps + ((Smoke(),) if smoke else ()), f"rollback run {record.id}", deploys)
 
 
 # -- both -------------------------------------------------------------------------------------------------------

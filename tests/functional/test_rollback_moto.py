@@ -219,3 +219,21 @@ def test_a_stack_rollback_is_refused_before_anything_changes_where_it_cannot_be_
         is None
     )
     assert f"nothing to roll back: stack:fargate already runs {head}" in err_out.getvalue() and change_sets == []
+
+
+def test_a_runs_rollback_goes_alone_and_puts_the_app_back(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    with pytest.raises(UsageError, match=r"--run goes alone: .* not with --component"):
+        commands.rollback(env="dev", run="last", component="app", runtime=runtime(project, factory))
+    with pytest.raises(UsageError, match=r"--run goes alone: .* not with --to"):
+        commands.rollback(env="dev", run="last", to=A, runtime=runtime(project, factory))
+    run = RunReport(Plan("dev", (), "deploy.app"), [], 30.0, None)
+    now = datetime(2026, 3, 1, 9, 6, tzinfo=UTC)  # the newest: C deployed over B
+    deployed.write(history.record_of(run, components={"app": C}, base={"app": B}, head=C, who="ci", now=now))
+    err = io.StringIO()
+    report = commands.rollback(env="dev", run="last", smoke=False, runtime=runtime(project, factory, stderr=err))
+    assert report is not None and report.ok
+    assert report.plan.title.startswith("rollback run ") and report.plan.deploys == (("app", B),)
+    assert f"app → {B}" in err.getvalue() and f"⏪ rollback app in dev: {C} → {B}" in err.getvalue()
+    assert service_image(factory)[1].endswith(f":{B}")

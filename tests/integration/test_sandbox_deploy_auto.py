@@ -39,13 +39,16 @@ def auto(project: Path, **kwargs: object) -> tuple[RunReport | None, str, float]
 
 
 def ran(report: RunReport | None) -> set[str]:
-    """The steps that changed something (sub-steps of groups included)."""
+    """The steps that changed something (sub-steps of groups, and of groups in groups, included)."""
     assert report is not None and report.ok, report and report.error
     done: set[str] = set()
-    for record in report.records:
-        for step in record.children or [record]:
-            if step.status == "done":
-                done.add(step.step)
+    records = list(report.records)
+    while records:
+        record = records.pop()
+        if record.children:
+            records += record.children
+        elif record.status == "done":
+            done.add(record.step)
     return done
 
 
@@ -144,13 +147,11 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     """After the stack setting above (drain 4 s): `inv rollback --component stack:fargate` deploys the stack as the
     commit of its previous deploy (deploy.full's) synthesizes it, drain 5 s, with the image that runs now; the
     history records it; the next deploy.auto deploys HEAD's stack again."""
-    elbv2, ecs = _client(project, "elbv2"), _client(project, "ecs")
+    ecs = _client(project, "ecs")
     env = load_config(project / "deploy.toml").environment()
-    group = endpoints(project).target_group_arn
 
     def drain() -> str:
-        attributes = elbv2.describe_target_group_attributes(TargetGroupArn=group)["Attributes"]
-        return next(a["Value"] for a in attributes if a["Key"] == "deregistration_delay.timeout_seconds")
+        return drain_seconds(project)
 
     def running() -> str:
         return str(ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"])
@@ -254,6 +255,13 @@ def test_the_report_and_the_deploy_dashboard_see_each_run(project: Path) -> None
     assert {p for p in put if p not in drawn} <= {
         ("deploykit", "StepSeconds", (("Environment", "sandbox"), ("Step", "base-image")))
     }
+
+
+def drain_seconds(project: Path) -> str:
+    """The deregistration delay of the app's target group (a setting of the Fargate stack)."""
+    group = endpoints(project).target_group_arn
+    attributes = _client(project, "elbv2").describe_target_group_attributes(TargetGroupArn=group)["Attributes"]
+    return str(next(a["Value"] for a in attributes if a["Key"] == "deregistration_delay.timeout_seconds"))
 
 
 def _client(project: Path, service: str) -> Any:
@@ -383,3 +391,51 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
     finally:
         toml.write_text(plain)
         git(project, "commit", "-qam", "sandbox: not protected")
+
+
+def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path) -> None:
+    """`inv rollback --run last` after a deploy.auto that deployed the app, a Lambda function and a stack: each goes
+    back to what ran before that run, in one plan in a deploy's order (the stack while the run's image still runs,
+    so its template changes no image; then the function, then the app) with one smoke; a dry run says so first and
+    changes nothing."""
+    found = endpoints(project)
+    alb = found.alb_url.rstrip("/")
+
+    def release() -> object:
+        with urllib.request.urlopen(found.api_health_url, timeout=10) as answer:
+            return json.loads(answer.read()).get("release")
+
+    app_before, release_before, drain_before = version_of(alb), release(), drain_seconds(project)
+    assert (release_before, drain_before) == ("auto-1", "4")
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n# released with a function and a stack\n")
+    handler = project / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text().replace('"release": "auto-1"', '"release": "auto-2"', 1))
+    stack = project / "cdk" / "stacks" / "fargate_stack.py"
+    stack.write_text(stack.read_text().replace("Duration.seconds(4)", "Duration.seconds(3)", 1))
+    git(project, "commit", "-qam", "app, health and drain together")
+    report, _out, _seconds = auto(project)
+    assert {"update-code", "deploy-stack"} <= ran(report)  # the image is built in a sequence beside them
+    assert (release(), drain_seconds(project)) == ("auto-2", "3") and version_of(alb) != app_before
+
+    runtime = quiet_runtime(project)
+    assert commands.rollback(run="last", dry_run=True, as_json=True, runtime=runtime) is None
+    plan = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    names = ["deploy-stack", "move-alias", "register-taskdef", "roll-service", "wait-healthy", "smoke"]
+    assert [s["step"] for s in plan["steps"]] == names
+    assert (release(), drain_seconds(project)) == ("auto-2", "3")
+
+    runtime = quiet_runtime(project)
+    undone = commands.rollback(run="last", runtime=runtime)
+    assert undone is not None and undone.ok, undone and undone.error
+    assert [r.step for r in undone.records] == names
+    assert (version_of(alb), release(), drain_seconds(project)) == (app_before, "auto-1", "4")
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⏪ rollback run " in said and "⏪ rollback stack:fargate in sandbox" in said
+    newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
+    assert newest.command.startswith("rollback run ")
+    assert set(newest.deployed) == {"app", "lambda:health_handler", "stack:fargate"}
+
+    again, _out, _seconds = auto(project)  # HEAD's release of all three
+    assert {"register-taskdef", "move-alias", "deploy-stack"} <= ran(again)
+    assert (release(), drain_seconds(project)) == ("auto-2", "3")

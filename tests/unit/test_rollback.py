@@ -525,3 +525,87 @@ def test_a_failed_sub_step_of_a_group_is_what_failed(env: EnvConfig) -> None:
     assert rb.failed_step(failed_run(env, group)) is group.children[0]
     assert rb.split_image("127.0.0.1:5001/repo:" + A) == ("127.0.0.1:5001/repo", A)
     assert rb.split_image("127.0.0.1:5001/repo") is None
+
+
+# -- a whole run ------------------------------------------------------------------------------------------------
+
+
+def run_record(n: int, deployed: dict[str, str], base: dict[str, str | None], **kw: Any) -> history.Record:
+    when = datetime(2026, 11, 29, 15, 0, tzinfo=UTC) + timedelta(minutes=n)
+    return history.Record(
+        id=f"{when:%Y%m%dT%H%M%S}.000000-{n:08x}", env="dev", when=when.isoformat(timespec="seconds"), who="ana",
+        command=kw.pop("command", "deploy.auto"), head=A, ok=kw.pop("ok", True), seconds=1.0,
+        components=dict(deployed), base=dict(base), **kw,
+    )  # fmt: skip
+
+
+def test_a_run_is_named_by_last_its_id_or_the_time_inv_history_shows(env: EnvConfig) -> None:
+    records = [
+        run_record(3, {}, {}),  # deployed nothing
+        run_record(2, {"app": C}, {"app": B}, ok=False),
+        run_record(1, {"app": B}, {"app": A}),
+        run_record(0, {"app": A}, {}),
+    ]
+    assert rb.find_run(records, "last", env) is records[2]
+    assert rb.find_run(records, records[3].id, env) is records[3]
+    assert rb.find_run(records, records[1].id[:17], env) is records[1]
+    assert rb.find_run(records, "2026-11-29T15:01:00Z", env) is records[2]  # as inv history shows it
+    assert rb.find_run(records, "2026-11-29T16:01:00+01:00", env) is records[2]
+    with pytest.raises(UsageError, match="no run '2026-11-29T15:09:00Z' among dev's newest 4 records"):
+        rb.find_run(records, "2026-11-29T15:09:00Z", env)
+    with pytest.raises(UsageError, match="'20261129T150' names 4 runs"):
+        rb.find_run(records, "20261129T150", env)
+    with pytest.raises(UsageError, match="no successful run that deployed something"):
+        rb.find_run(records[:2], "last", env)
+
+
+def test_a_runs_components_go_back_to_what_was_live_before_it_in_a_deploys_order(env: EnvConfig) -> None:
+    deployed = {"stack:registry": B, "stack:fargate": B, "lambda:login_handler": B, "app": B, "stack:api": B}
+    record = run_record(1, deployed | {"stack:data": B}, {c: A for c in deployed}, unchanged=["stack:data"])
+    live = {c: {"sha": B} for c in deployed}
+    # the stacks first (registry before those importing from it), while the run's image and code still run; then
+    # the functions, then the app
+    assert rb.undo_targets(record, [], live, env) == [
+        ("stack:registry", A),
+        ("stack:api", A),
+        ("stack:fargate", A),
+        ("lambda:login_handler", A),
+        ("app", A),
+    ]
+    # a newer run that carried a component unchanged did not deploy it; one that deployed it did
+    carried = run_record(2, {"stack:fargate": C}, {"stack:fargate": B}, unchanged=["stack:fargate"])
+    assert len(rb.undo_targets(record, [carried], live, env)) == 5
+    again = run_record(3, {"app": C}, {"app": B})
+    failed = run_record(4, {"stack:api": C}, {"stack:api": B}, ok=False)
+    with pytest.raises(UsageError, match=r"deployed again since, or taken out: app \(by deploy.auto at ") as err:
+        rb.undo_targets(record, [failed, again, carried], live, env)
+    assert "stack:api" not in err.value.message  # a failed newer run moved nothing
+    with pytest.raises(UsageError, match=r"stack:fargate \(not live any more\)"):
+        rb.undo_targets(record, [], {c: v for c, v in live.items() if c != "stack:fargate"}, env)
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        (run_record(1, {"app": B}, {"app": A}, ok=False), "did not succeed"),
+        (run_record(1, {"app": B}, {"app": A}, unchanged=["app"]), "deployed nothing"),
+        (run_record(1, {"app": B, "lambda:new_handler": B}, {"app": A}), "deployed lambda:new_handler for the first"),
+    ],
+)
+def test_what_a_run_cannot_be_undone_for_is_refused(env: EnvConfig, record: history.Record, problem: str) -> None:
+    with pytest.raises(UsageError, match=problem) as err:
+        rb.undo_targets(record, [], {"app": {"sha": B}, "lambda:new_handler": {"sha": B}}, env)
+    assert err.value.exit_code == 2
+
+
+def test_a_runs_plan_is_its_components_plans_with_one_smoke(env: EnvConfig, tmp_path: Path) -> None:
+    record = run_record(1, {"app": B, "stack:data": B}, {"app": A, "stack:data": A})
+    app = rb.app_plan(env, "123.dkr.ecr/car-rental-backend", A, smoke=False)
+    data = rb.stack_plan(
+        env, rb.Target(rb.Component("stack", role="data"), B, A, ""), tmp_path / "t.json", (), smoke=False
+    )
+    plan = rb.run_plan_of(env, record, [app, data])
+    assert [type(s) for s in plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, DeployStack, Smoke]
+    assert plan.title == f"rollback run {record.id}" and plan.deploys == (("app", A), ("stack:data", A))
+    assert [type(s) for s in rb.run_plan_of(env, record, [app], smoke=False).steps][-1] is WaitHealthy
+    assert [rb.component_of(c).key for c in ("app", "lambda:x", "stack:api")] == ["app", "lambda:x", "stack:api"]
