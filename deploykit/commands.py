@@ -615,8 +615,10 @@ def _rollback_of(
     allow_replace: bool,
     approve_access: bool,
     preview: bool,
+    why: str | None = None,
 ) -> tuple[rollbacks.Target, Plan | None]:
-    """Resolve one component's rollback and say it; the plan, or None when it already runs the target."""
+    """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
+    None when it already runs the target."""
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to)
@@ -634,7 +636,7 @@ def _rollback_of(
         runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
         return target, None
     runtime.stderr.write(
-        f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} [{target.source}]\n"
+        f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} [{why or target.source}]\n"
     )
     if component.kind == "stack":
         plan = _stack_rollback_plan(
@@ -671,7 +673,8 @@ def _run_rollback_plan(
     runtime.stderr.write(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
-    plans = [plan for c, sha in targets if (plan := back(rollbacks.component_of(c), sha, smoke=False)[1])]
+    why = f"live before run {record.id}"
+    plans = [plan for c, sha in targets if (plan := back(rollbacks.component_of(c), sha, smoke=False, why=why)[1])]
     return rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None
 
 

@@ -235,5 +235,8 @@ def test_a_runs_rollback_goes_alone_and_puts_the_app_back(
     report = commands.rollback(env="dev", run="last", smoke=False, runtime=runtime(project, factory, stderr=err))
     assert report is not None and report.ok
     assert report.plan.title.startswith("rollback run ") and report.plan.deploys == (("app", B),)
-    assert f"app → {B}" in err.getvalue() and f"⏪ rollback app in dev: {C} → {B}" in err.getvalue()
+    assert (
+        f"app → {B}" in err.getvalue()
+        and f"⏪ rollback app in dev: {C} → {B} [live before run 20260301T0906" in err.getvalue()
+    )
     assert service_image(factory)[1].endswith(f":{B}")

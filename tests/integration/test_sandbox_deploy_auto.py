@@ -425,6 +425,7 @@ def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path
     assert [s["step"] for s in plan["steps"]] == names
     assert (release(), drain_seconds(project)) == ("auto-2", "3")
 
+    newest_before = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     runtime = quiet_runtime(project)
     undone = commands.rollback(run="last", runtime=runtime)
     assert undone is not None and undone.ok, undone and undone.error
@@ -432,6 +433,7 @@ def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path
     assert (version_of(alb), release(), drain_seconds(project)) == (app_before, "auto-1", "4")
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "⏪ rollback run " in said and "⏪ rollback stack:fargate in sandbox" in said
+    assert f"[live before run {newest_before.id}]" in said
     newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     assert newest.command.startswith("rollback run ")
     assert set(newest.deployed) == {"app", "lambda:health_handler", "stack:fargate"}
