@@ -145,6 +145,13 @@ def run_plan(
             _record(runtime, config, aws, env, plan, report, before)
         if report.error is not None and rollback is not None:
             report.rollback = recover(runtime, ctx, report, before, rollback=rollback)
+        if report.error is not None:
+            roles = rollbacks.changed_stacks(report, env)
+            if roles:
+                back = ", ".join(f"inv rollback --env {env.name} --component stack:{role}" for role in roles)
+                report.error.next_step = "; ".join(
+                    filter(None, (report.error.next_step, f"if a stack change of this run broke it: {back}"))
+                )
     if as_json:
         runtime.stdout.write(dumps(report.to_json()) + "\n")
     if report.error is not None:

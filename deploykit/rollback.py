@@ -30,11 +30,13 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from deploykit import auto, git, history, image_cleanup, lambda_chain, planner, registry, synth
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
+from deploykit.aws import at_once
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
@@ -162,18 +164,27 @@ class Target:
 
 
 def _history_target(
-    aws: AwsFactory, env: EnvConfig, component: Component, live: str | None, usable: Callable[[str], bool] = bool
+    aws: AwsFactory,
+    env: EnvConfig,
+    component: Component,
+    live: str | None,
+    usable: Callable[[str], bool] = bool,
+    *,
+    records: Sequence[history.Record] | None = None,
 ) -> tuple[str, str, str | None]:
-    """(sha, source, live) of the previous successful deploy; UsageError when there is none."""
-    found = history.History.of(aws, env)
-    if found is None:
+    """(sha, source, live) of the previous successful deploy; UsageError when there is none. ``records``: the
+    newest records when the caller has read them already."""
+    found = history.History.of(aws, env) if records is None else None
+    if records is None and found is None:
         raise UsageError(
             f"environment {env.name!r} has no history (its registry stack is not deployed): nothing to go back to",
             next_step=f"name the commit: inv rollback --env {env.name} --to <sha>",
         )
-    if live is None:  # the environment does not say: the live record does
-        live = found.live().get(component.key, {}).get("sha")
-    record = previous_deploy(found.records(HISTORY_DEPTH), component.key, live, usable)
+    if found is not None:
+        if live is None:  # the environment does not say: the live record does
+            live = found.live().get(component.key, {}).get("sha")
+        records = found.records(HISTORY_DEPTH)
+    record = previous_deploy(records or [], component.key, live, usable)
     if record is None:
         raise UsageError(
             f"nothing to go back to: no successful deploy of {component.key} in {env.name}'s history "
@@ -360,8 +371,24 @@ def _missing_commit(env: EnvConfig, component: Component, sha: str) -> UsageErro
 def resolve_stack(aws: AwsFactory, config: Config, env: EnvConfig, component: Component, to: str | None) -> Target:
     """The commit a stack goes back to: ``--to`` (any revision of this clone: a SHA, a tag, a branch), else the
     previous successful deploy of the stack in the history whose commit this clone has (a build of uncommitted
-    changes cannot be synthesized again: its cdk/ is not in git). What is live is the live record's SHA for it."""
+    changes cannot be synthesized again: its cdk/ is not in git).
+
+    What is live is the live record's SHA for the stack, unless the newest run that deployed the stack failed: its
+    change set may have gone through before a later step (smoke, a watch) failed, and a failed run never moves the
+    live record. Then what runs may be that run's commit, and without ``--to`` the stack goes back to the live
+    record's, the last that deployed it successfully."""
     root = config.root
+    key = component.key
+    found = history.History.of(aws, env)
+    records: list[history.Record] = []
+    recorded: str | None = None
+    if found is not None:
+        reads: dict[str, Callable[[], Any]] = {"records": partial(found.records, HISTORY_DEPTH), "live": found.live}
+        read = at_once(reads)
+        records, recorded = read["records"], read["live"].get(key, {}).get("sha")
+    attempt = next((r for r in records if key in r.deployed), None)
+    failed = attempt is not None and not attempt.ok and attempt.deployed[key] != recorded
+    live = attempt.deployed[key] if failed and attempt is not None else recorded
     if to is not None:
         wanted = to.strip()
         if DIRTY in wanted:
@@ -372,19 +399,20 @@ def resolve_stack(aws: AwsFactory, config: Config, env: EnvConfig, component: Co
         full = git.resolve_commit(root, wanted)  # any revision: a SHA, a tag, a branch, HEAD~1
         if full is None:
             raise _missing_commit(env, component, wanted)
-        found = history.History.of(aws, env)
-        live = found.live().get(component.key, {}).get("sha") if found else None
         return Target(component, live, full[:12], f"--to {to}")
 
     def usable(sha: str) -> bool:
         return DIRTY not in sha and git.is_known_commit(root, sha)
 
-    sha, source, live = _history_target(aws, env, component, None, usable)
+    if failed and attempt is not None and recorded and usable(recorded):
+        why = f"the last successful deploy; {attempt.command} at {attempt.when} failed after it ({attempt.id})"
+        return Target(component, live, recorded, why)
+    sha, source, live = _history_target(aws, env, component, live, usable, records=records if found else None)
     if DIRTY in sha:
         raise UsageError(
-            f"the previous deploy of {component.key} ({sha}) was of uncommitted changes: its cdk/ is not in git, "
+            f"the previous deploy of {key} ({sha}) was of uncommitted changes: its cdk/ is not in git, "
             "nothing was changed",
-            next_step="name a commit: inv rollback --component " + component.key + " --to <sha>",
+            next_step="name a commit: inv rollback --component " + key + " --to <sha>",
         )
     if not usable(sha):
         raise _missing_commit(env, component, sha)
@@ -608,6 +636,21 @@ def failed_step(report: RunReport) -> StepRecord | None:
             inner = [c for c in record.children if c.status == "failed"]
             return inner[0] if inner else record
     return None
+
+
+def changed_stacks(report: RunReport, env: EnvConfig) -> list[str]:
+    """The roles of the stacks a failed run changed (their deploy-stack done) when it failed after them, in a step
+    a rollback answers (wait-healthy, smoke, watch-errors): the automatic rollback puts back code, never a stack."""
+    failed = failed_step(report)
+    if not isinstance(report.error, StepFailed) or failed is None or failed.step not in TRIGGERS:
+        return []
+    roles: list[str] = []
+    for record in report.records:
+        for step in record.children or [record]:
+            if step.step == DeployStack.name and step.status == "done":
+                name = step.detail.split(":", 1)[0]  # "CarRentalFargateStack: updated in 2.0s (1 change)"
+                roles += [role for role, stack in planner.stack_roles(env).items() if stack == name]
+    return roles
 
 
 def split_image(image: str) -> tuple[str, str] | None:

@@ -13,7 +13,7 @@ from deploykit import commands, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
-from deploykit.plan import Plan, RunReport, StepRecord
+from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import Deploy, asked, held_together
 
@@ -498,3 +498,45 @@ def test_inv_health_shows_the_last_run_and_who_holds_the_lock(bucket: str, dev_e
     [locked] = [line for line in printed.splitlines() if line.startswith("deploy lock")]
     assert " held " in locked and "'deploy.full'" in locked
     assert "the last run in dev failed: deploy.app by ci (the rollout failed)" in printed
+
+
+class ChangedStack(Step):
+    """Says what DeployStack says when its change set went through."""
+
+    name = "deploy-stack"
+
+    def describe(self) -> str:
+        return "a stack"
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome.done("CarRentalFargateStack: updated in 2.0s (1 change)")
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+
+class FailingSmoke(Step):
+    name = "smoke"
+
+    def describe(self) -> str:
+        return "checks"
+
+    def run(self, ctx: Context) -> Outcome:
+        raise StepFailed("smoke failed (4 passed, 1 failed)", next_step="see the failed check above")
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+
+def test_a_run_that_fails_after_changing_a_stack_names_the_rollback_of_that_stack(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    plan = Plan("dev", (ChangedStack(), FailingSmoke()), "deploy.stack", deploys=(("stack:fargate", "d" * 12),))
+    with pytest.raises(StepFailed) as err:
+        commands.run_plan(runtime, config, dev_env, plan, **QUIET)
+    assert err.value.next_step == (
+        "see the failed check above; if a stack change of this run broke it: "
+        "inv rollback --env dev --component stack:fargate"
+    )

@@ -396,6 +396,30 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
         rb.resolve_stack(aws, config, env, stack, None)
 
 
+def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_commit(
+    project: Path, env: EnvConfig, patched: None
+) -> None:
+    """A failed run never moves the live record, yet its change set may have gone through before smoke failed:
+    what runs may be the failed run's commit. Without --to the stack goes back to the live record's; with --to
+    that commit, it is not 'nothing to roll back'."""
+    config = load_config(project / "deploy.toml")
+    first, second, third = commits(project, 3)
+    stack = rb.Component("stack", role="fargate")
+    records = [stack_record(third, n=3, ok=False), stack_record(second, n=2), stack_record(first, n=1)]
+    aws = fake_aws(env, live_tag=None, tags=[], records=records)
+    aws.history.live.return_value = {"stack:fargate": {"sha": second}}
+    target = rb.resolve_stack(aws, config, env, stack, None)
+    assert (target.live, target.sha) == (third, second)
+    assert target.source.startswith("the last successful deploy; deploy.app at ") and "(r3)" in target.source
+    target = rb.resolve_stack(aws, config, env, stack, second)
+    assert (target.live, target.sha) == (third, second)
+    # once a run deployed it successfully again, the live record is what runs
+    records.insert(0, stack_record(third, n=4))
+    aws.history.live.return_value = {"stack:fargate": {"sha": third}}
+    again = rb.resolve_stack(aws, config, env, stack, None)
+    assert (again.live, again.sha) == (third, second) and again.source.startswith("history: ")
+
+
 TEMPLATE = {
     "Parameters": {
         "ImageTag": {"Type": "String"},
@@ -609,3 +633,16 @@ def test_a_runs_plan_is_its_components_plans_with_one_smoke(env: EnvConfig, tmp_
     assert plan.title == f"rollback run {record.id}" and plan.deploys == (("app", A), ("stack:data", A))
     assert [type(s) for s in rb.run_plan_of(env, record, [app], smoke=False).steps][-1] is WaitHealthy
     assert [rb.component_of(c).key for c in ("app", "lambda:x", "stack:api")] == ["app", "lambda:x", "stack:api"]
+
+
+def test_a_run_that_failed_after_changing_stacks_names_them_for_a_rollback(env: EnvConfig) -> None:
+    """The automatic rollback puts back code only: the stacks the run changed are named for inv rollback."""
+    changed = StepRecord("deploy-stack", "", "done", detail="CarRentalFargateStack: updated in 2.0s (1 change)")
+    same = StepRecord("deploy-stack", "", "skipped", detail="CarRentalApiStack: no changes")
+    group = StepRecord("parallel", "", "done", children=[changed, same])
+    assert rb.changed_stacks(failed_run(env, group, ROLLED, SMOKE_FAILED), env) == ["fargate"]
+    assert rb.changed_stacks(failed_run(env, changed, SMOKE_FAILED), env) == ["fargate"]
+    # failed in the stack's own deploy (CloudFormation rolled it back), or before it: nothing to name
+    stack_failed = StepRecord("deploy-stack", "", "failed", detail="CarRentalFargateStack: UPDATE_ROLLBACK_COMPLETE")
+    assert rb.changed_stacks(failed_run(env, stack_failed), env) == []
+    assert rb.changed_stacks(failed_run(env, changed, SMOKE_FAILED, error=Interrupted("stopped")), env) == []
