@@ -639,16 +639,17 @@ def failed_step(report: RunReport) -> StepRecord | None:
 
 
 def changed_stacks(report: RunReport, env: EnvConfig) -> list[str]:
-    """The roles of the stacks a failed run changed (their deploy-stack done) when it failed after them, in a step
-    a rollback answers (wait-healthy, smoke, watch-errors): the automatic rollback puts back code, never a stack."""
+    """The roles of the stacks a failed run updated (a stack it created has nothing before it) when it failed after
+    them, in a step a rollback answers (wait-healthy, smoke, watch-errors): the automatic rollback puts back code,
+    never a stack."""
     failed = failed_step(report)
     if not isinstance(report.error, StepFailed) or failed is None or failed.step not in TRIGGERS:
         return []
     roles: list[str] = []
     for record in report.records:
         for step in record.children or [record]:
-            if step.step == DeployStack.name and step.status == "done":
-                name = step.detail.split(":", 1)[0]  # "CarRentalFargateStack: updated in 2.0s (1 change)"
+            name, _, said = step.detail.partition(": ")  # "CarRentalFargateStack: updated in 2.0s (1 change)"
+            if step.step == DeployStack.name and step.status == "done" and said.startswith("updated"):
                 roles += [role for role, stack in planner.stack_roles(env).items() if stack == name]
     return roles
 

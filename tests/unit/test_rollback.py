@@ -642,6 +642,8 @@ def test_a_run_that_failed_after_changing_stacks_names_them_for_a_rollback(env: 
     group = StepRecord("parallel", "", "done", children=[changed, same])
     assert rb.changed_stacks(failed_run(env, group, ROLLED, SMOKE_FAILED), env) == ["fargate"]
     assert rb.changed_stacks(failed_run(env, changed, SMOKE_FAILED), env) == ["fargate"]
+    created = StepRecord("deploy-stack", "", "done", detail="CarRentalApiStack: created in 9.0s (30 changes)")
+    assert rb.changed_stacks(failed_run(env, created, changed, SMOKE_FAILED), env) == ["fargate"]  # nothing before
     # failed in the stack's own deploy (CloudFormation rolled it back), or before it: nothing to name
     stack_failed = StepRecord("deploy-stack", "", "failed", detail="CarRentalFargateStack: UPDATE_ROLLBACK_COMPLETE")
     assert rb.changed_stacks(failed_run(env, stack_failed), env) == []
