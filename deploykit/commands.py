@@ -54,7 +54,7 @@ from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
-from deploykit.stacks import StackDeployer, StackOutputs, access_note, changes_table
+from deploykit.stacks import StackDeployer, StackOutputs, access_note, changes_table, inv_command
 
 
 @dataclass
@@ -623,6 +623,7 @@ def _rollback_of(
     approve_access: bool,
     preview: bool,
     why: str | None = None,
+    rerun: str | None = None,
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
     None when it already runs the target."""
@@ -656,6 +657,8 @@ def _rollback_of(
             approve_access=approve_access,
             smoke=smoke,
             preview=preview,
+            rerun=rerun
+            or inv_command("rollback", "--component", target.component.key, "--to", target.sha, env=env.name),
         )
     return target, plan
 
@@ -680,8 +683,12 @@ def _run_rollback_plan(
     runtime.stderr.write(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
-    why = f"live before run {record.id}"
-    plans = [plan for c, sha in targets if (plan := back(rollbacks.component_of(c), sha, smoke=False, why=why)[1])]
+    why, rerun = f"live before run {record.id}", inv_command("rollback", "--run", record.id, env=env.name)
+    plans = [
+        plan
+        for c, sha in targets
+        if (plan := back(rollbacks.component_of(c), sha, smoke=False, why=why, rerun=rerun)[1])
+    ]
     return rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None
 
 
@@ -696,6 +703,7 @@ def _stack_rollback_plan(
     approve_access: bool,
     smoke: bool,
     preview: bool = False,
+    rerun: str = "",
 ) -> Plan:
     """Synthesize the stack's commit and deploy its template with what runs now: the live image tag, the code keys
     the functions' ``live`` aliases serve (else the API stack's parameters). With ``preview`` (a dry run), first
@@ -730,9 +738,16 @@ def _stack_rollback_plan(
         json.loads(body), live, stack=stack, sha=target.sha, live_functions=functions
     )
     if preview:
-        _preview_stack(runtime, _previewer(runtime, aws, env), env, stack, body, dict(parameters))
+        _preview_stack(runtime, _previewer(runtime, aws, env), env, stack, body, dict(parameters), rerun=rerun)
     return rollbacks.stack_plan(
-        env, target, template, parameters, allow_replace=allow_replace, approve_access=approve_access, smoke=smoke
+        env,
+        target,
+        template,
+        parameters,
+        allow_replace=allow_replace,
+        approve_access=approve_access,
+        smoke=smoke,
+        rerun=rerun,
     )
 
 
@@ -1525,10 +1540,17 @@ def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeploy
 
 
 def _preview_stack(
-    runtime: Runtime, deployer: StackDeployer, env: EnvConfig, name: str, template: str, parameters: dict[str, str]
+    runtime: Runtime,
+    deployer: StackDeployer,
+    env: EnvConfig,
+    name: str,
+    template: str,
+    parameters: dict[str, str],
+    *,
+    rerun: str | None = None,
 ) -> dict[str, Any]:
     """Print what a deploy of ``template`` with ``parameters`` would change in stack ``name`` (a change set made and
-    deleted, never executed); the same as JSON."""
+    deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
     with aws_errors(env):
         found = deployer.preview(name, template, parameters)
         stack = deployer.describe(name)
@@ -1541,7 +1563,7 @@ def _preview_stack(
     else:
         runtime.stderr.write(changes_table(found) + "\n")
         if env.protected and any(c.changes_access for c in found):
-            runtime.stderr.write(access_note(name, env.name) + "\n")
+            runtime.stderr.write(access_note(name, env.name, rerun) + "\n")
     changes = None
     if found is not None:
         changes = [

@@ -485,10 +485,13 @@ def stack_plan(
     allow_replace: bool = False,
     approve_access: bool = False,
     smoke: bool = True,
+    rerun: str = "",
 ) -> Plan:
-    """The stack's change set from ``template`` with ``parameters`` (deploy.stack's step and guards) → smoke."""
+    """The stack's change set from ``template`` with ``parameters`` (deploy.stack's step and guards) → smoke.
+    ``rerun``: the command a guard's refusal names to run this rollback again (with --allow-replace...)."""
     stack = planner.stack_roles(env)[target.component.role]
-    steps: list[Step] = [DeployStack(stack, str(template), parameters, allow_replace, approve_access=approve_access)]
+    deploy = DeployStack(stack, str(template), parameters, allow_replace, approve_access=approve_access, rerun=rerun)
+    steps: list[Step] = [deploy]
     if smoke:
         steps.append(Smoke())
     return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))

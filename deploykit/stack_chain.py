@@ -87,6 +87,7 @@ class DeployStack(Step):
     parameters: tuple[tuple[str, str], ...] = ()
     allow_replace: bool = False
     approve_access: bool = False  # in a protected environment, changes of access (IAM, network, policies) may run
+    rerun: str = ""  # the command a refusal names to run this again ("": inv deploy.stack NAME)
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.parameters)
@@ -109,6 +110,7 @@ class DeployStack(Step):
             allow_replace=self.allow_replace,
             guard_access=ctx.env.protected and not self.approve_access,
             tags=tags,
+            rerun=self.rerun or None,
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.changes:

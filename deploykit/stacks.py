@@ -302,9 +302,10 @@ def approve_access_command(stack: str, env_name: str | None) -> str:
     return f"{inv_command('deploy.stack', stack, env=env_name)} --approve-access"
 
 
-def access_note(stack: str, env_name: str) -> str:
-    """What ``inv diff`` says under a protected environment's change set that changes access."""
-    approve = approve_access_command(stack, env_name)
+def access_note(stack: str, env_name: str, rerun: str | None = None) -> str:
+    """What ``inv diff`` says under a protected environment's change set that changes access (``rerun``: the
+    command to approve it with, when not ``inv deploy.stack``)."""
+    approve = f"{rerun} --approve-access" if rerun else approve_access_command(stack, env_name)
     return f"  🔐 {env_name} is protected: this change of access deploys only approved, {approve}"
 
 
@@ -473,10 +474,14 @@ class StackDeployer:
         guard_access: bool = False,
         tags: Mapping[str, str] | None = None,
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
+        rerun: str | None = None,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
-        (a protected environment, not approved): a change set that changes access is deleted, not executed."""
+        (a protected environment, not approved): a change set that changes access is deleted, not executed.
+        ``rerun``: the command a refusal names to run this deploy again (default ``inv deploy.stack NAME``; a
+        rollback names itself, as deploy.stack would deploy another template)."""
         self._started = started = self.clock.monotonic()
+        again = rerun or self._cmd("deploy.stack", name)
         change_set_type, recreated = self._prepare(name)
         cs_name = change_set_name(self.clock.now())
         request: dict[str, Any] = {
@@ -511,8 +516,7 @@ class StackDeployer:
                 return self._unchanged(name, started, change_set_id)
             raise UsageError(
                 f"CloudFormation could not make a change set for {name}: {reason}",
-                next_step=f"fix the template or the parameters, then rerun: {self._cmd('deploy.stack', name)} "
-                "(nothing was changed)",
+                next_step=f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
             )
         changes = tuple(parse_changes(self._all_changes(change_set_id, described)))
         noun = "change" if len(changes) == 1 else "changes"
@@ -531,8 +535,7 @@ class StackDeployer:
                 f"refusing to deploy {name}: the change set would replace or remove resources that hold data: "
                 f"{listed}. Their data would be lost (or left behind, orphaned). The change set was deleted; "
                 "nothing was changed",
-                next_step=f"if that is intended, rerun with --allow-replace: {self._cmd('deploy.stack', name)} "
-                "--allow-replace",
+                next_step=f"if that is intended, rerun with --allow-replace: {again} --allow-replace",
             )
         access = [c for c in changes if c.changes_access]
         if access and guard_access:
@@ -541,7 +544,7 @@ class StackDeployer:
             raise UsageError(
                 f"refusing to deploy {name} to a protected environment unapproved: the change set changes who may "
                 f"access what: {listed}. Read the 🔐 rows above; the change set was deleted, nothing was changed",
-                next_step=f"once reviewed, approve it: {approve_access_command(name, self.env)}",
+                next_step=f"once reviewed, approve it: {again} --approve-access",
             )
         follow = self._baseline(stack_id, name)
         self._call("execute_change_set", ChangeSetName=change_set_id)

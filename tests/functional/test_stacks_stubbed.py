@@ -327,6 +327,25 @@ def test_a_change_of_access_unapproved_is_refused_in_a_protected_environment(
     assert len(marked) == 2 and "TaskRoleDefaultPolicy" in marked[0]  # the table said which rows, first
 
 
+def test_a_rollbacks_refusal_names_the_rollback_to_run_again_not_deploy_stack(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """deploy.stack would deploy HEAD's template: a rollback's refusals name the rollback itself."""
+    again = "inv rollback --env dev --component stack:fargate --to aaaaaaa11111"
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(changes=ACCESS_CHANGES)
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), guard_access=True, rerun=again)
+    assert err.value.next_step == f"once reviewed, approve it: {again} --approve-access"
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(changes=[change("CarsTable", "AWS::DynamoDB::Table", "Modify", "True")])
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), rerun=again)
+    assert err.value.next_step == f"if that is intended, rerun with --allow-replace: {again} --allow-replace"
+
+
 def test_approved_or_unprotected_a_change_of_access_is_deployed(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:

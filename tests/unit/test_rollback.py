@@ -453,6 +453,9 @@ def test_a_stacks_plan_deploys_that_template_with_the_guards_then_smokes(env: En
     assert (deploy.stack, deploy.template, deploy.parameters) == ("CarRentalDataStack", str(template), (("P", "v"),))
     assert deploy.allow_replace and deploy.approve_access
     assert (plan.title, plan.deploys) == (f"rollback stack:data → {A}", (("stack:data", A),))
+    assert deploy.rerun == ""  # deploy.stack's own command, unless the rollback names itself
+    again = rb.stack_plan(env, target, template, (), rerun="inv rollback --component stack:data --to aaaaaaa")
+    assert again.steps[0].rerun == "inv rollback --component stack:data --to aaaaaaa"  # type: ignore[attr-defined]
     plain = rb.stack_plan(env, target, template, (), smoke=False)
     assert [type(s) for s in plain.steps] == [DeployStack]
     assert not plain.steps[0].allow_replace and not plain.steps[0].approve_access  # type: ignore[attr-defined]
