@@ -388,6 +388,14 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
         report = commands.deploy_stack("fargate", approve_access=True, runtime=quiet_runtime(project))
         assert report is not None and report.ok
         assert auto(project)[0] is None
+
+        # going back takes the permission away: a change of access too, refused unapproved, naming the rollback
+        approved = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0].get("LastUpdatedTime")
+        with pytest.raises(UsageError) as refusal:
+            commands.rollback(component="stack:fargate", runtime=quiet_runtime(project))
+        assert "approve it: inv rollback --component stack:fargate --to " in (refusal.value.next_step or "")
+        assert (refusal.value.next_step or "").endswith(" --env sandbox --approve-access")
+        assert cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0].get("LastUpdatedTime") == approved
     finally:
         toml.write_text(plain)
         git(project, "commit", "-qam", "sandbox: not protected")
