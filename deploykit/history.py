@@ -199,8 +199,12 @@ class RecordCache:
             return cls(None)
         if environ.get(CACHE_DIR_ENV):
             return cls(Path(environ[CACHE_DIR_ENV]))
-        base = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-        return cls(base / "deploykit")
+        if environ.get("XDG_CACHE_HOME"):
+            return cls(Path(environ["XDG_CACHE_HOME"]) / "deploykit")
+        try:
+            return cls(Path.home() / ".cache" / "deploykit")
+        except (RuntimeError, KeyError):  # no $HOME and no passwd entry (a container's arbitrary user): no cache
+            return cls(None)
 
     def path(self, bucket: str, key: str, etag: str | None) -> Path | None:
         """Where the body of ``key`` at ``etag`` is kept; None when it is not kept (no cache, an unusual name)."""

@@ -232,6 +232,7 @@ def test_where_the_cache_lives_and_what_it_keeps(tmp_path: Path) -> None:
     assert history.RecordCache.default({"XDG_CACHE_HOME": "/x", "DEPLOYKIT_CACHE_DIR": "/y"}).root == Path("/y")
     assert history.RecordCache.default({"DEPLOYKIT_CACHE_DIR": "/y", "DEPLOYKIT_NO_CACHE": "1"}).root is None
     assert history.RecordCache.default({"DEPLOYKIT_NO_CACHE": "0"}).root == home / ".cache" / "deploykit"
+
     cache = history.RecordCache(tmp_path)
     key = "deploykit/history/dev/20261128T090000.000000-abcd.json"
     assert (
@@ -255,6 +256,17 @@ def test_where_the_cache_lives_and_what_it_keeps(tmp_path: Path) -> None:
     cache.put("b", key, '"e1"', b'{"id": "1"}')
     assert cache.get("b", key, '"e1"') == b'{"id": "1"}' and cache.get("b", key, '"e2"') is None
     assert history.RecordCache(None).get("b", key, '"e1"') is None
+
+
+def test_without_a_home_there_is_no_cache_and_no_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's arbitrary user: no $HOME, no passwd entry (Path.home raises)."""
+
+    def nowhere() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(nowhere))
+    assert history.RecordCache.default({}).root is None
+    assert history.RecordCache.default({"XDG_CACHE_HOME": "/x"}).root == Path("/x/deploykit")
 
 
 def test_a_run_a_guard_stopped_is_recorded_as_refused_and_moves_nothing(bucket: str, dev_env: EnvConfig) -> None:
