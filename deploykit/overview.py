@@ -212,10 +212,6 @@ def render(views: Sequence[EnvView], head: str) -> str:
     return "\n".join(lines)
 
 
-def _against(live: Live) -> str:
-    return live.position.text() if live.sha else "-"
-
-
 def _last_run(record: Record | None) -> str:
     if record is None:
         return "no run recorded"
