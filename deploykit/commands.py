@@ -10,7 +10,7 @@ import dataclasses
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -446,16 +446,21 @@ def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[
     """
     packages = planner.lambda_packages(config)
     names = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
-    served = lambda_chain.live_code_keys(aws.client("lambda"), {fn: n for fn, n in names.items() if fn in packages})
-    parameters = stack_parameters(aws, env.stacks.api)
-    keys: dict[str, str] = {}
-    for fn in packages:
-        key = served.get(fn) or parameters.get(planner.code_parameter(fn))
-        if key:
-            keys[fn] = key
+    keys = _code_keys_live(aws, env, names, packages)
     missing = sorted(fn for fn in packages if fn not in keys)
     keys.update({fn: packages[fn].key for fn in missing})
     return keys, missing
+
+
+def _code_keys_live(
+    aws: AwsFactory, env: EnvConfig, names: Mapping[str, str], functions: Iterable[str]
+) -> dict[str, str]:
+    """fn → the S3 key of the code live now, for those of ``functions`` that have one: what the ``live`` alias
+    serves (``names``: fn → the deployed function's name), else the API stack's ``<Function>CodeKey`` parameter."""
+    served = lambda_chain.live_code_keys(aws.client("lambda"), {fn: n for fn, n in names.items() if fn in functions})
+    parameters = stack_parameters(aws, env.stacks.api)
+    keys = {fn: served.get(fn) or parameters.get(planner.code_parameter(fn)) for fn in functions}
+    return {fn: key for fn, key in keys.items() if key}
 
 
 def deploy_stack(
@@ -721,9 +726,8 @@ def _stack_rollback_plan(
             live[planner.IMAGE_PARAMETER] = live_image_tag(aws, env)
         if role == planner.HOSTED_BY["lambda"]:
             functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
-            live.update(stack_parameters(aws, env.stacks.api))
-            served = lambda_chain.live_code_keys(aws.client("lambda"), functions)
-            live.update({planner.code_parameter(fn): key for fn, key in served.items()})
+            keys = _code_keys_live(aws, env, functions, functions)
+            live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
         synthesis = rollbacks.synthesize_at(
             config,
             env,
