@@ -629,12 +629,13 @@ def _rollback_of(
     preview: bool,
     why: str | None = None,
     rerun: str | None = None,
+    known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
-    None when it already runs the target."""
+    None when it already runs the target. ``known``: the history's records and live record, read already."""
     with aws_errors(env):
         if component.kind == "stack":
-            target = rollbacks.resolve_stack(aws, config, env, component, to)
+            target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
         else:
             target, plan = rollbacks.rollback_plan(
                 aws,
@@ -689,10 +690,11 @@ def _run_rollback_plan(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
     why, rerun = f"live before run {record.id}", inv_command("rollback", "--run", record.id, env=env.name)
+    known = (records, read["live"])  # a stack's resolution reads no history again
     plans = [
         plan
         for c, sha in targets
-        if (plan := back(rollbacks.component_of(c), sha, smoke=False, why=why, rerun=rerun)[1])
+        if (plan := back(rollbacks.component_of(c), sha, smoke=False, why=why, rerun=rerun, known=known)[1])
     ]
     return rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None
 

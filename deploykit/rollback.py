@@ -368,7 +368,15 @@ def _missing_commit(env: EnvConfig, component: Component, sha: str) -> UsageErro
     )
 
 
-def resolve_stack(aws: AwsFactory, config: Config, env: EnvConfig, component: Component, to: str | None) -> Target:
+def resolve_stack(
+    aws: AwsFactory,
+    config: Config,
+    env: EnvConfig,
+    component: Component,
+    to: str | None,
+    *,
+    known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
+) -> Target:
     """The commit a stack goes back to: ``--to`` (any revision of this clone: a SHA, a tag, a branch), else the
     previous successful deploy of the stack in the history whose commit this clone has (a build of uncommitted
     changes cannot be synthesized again: its cdk/ is not in git).
@@ -376,16 +384,17 @@ def resolve_stack(aws: AwsFactory, config: Config, env: EnvConfig, component: Co
     What is live is the live record's SHA for the stack, unless the newest run that deployed the stack failed: its
     change set may have gone through before a later step (smoke, a watch) failed, and a failed run never moves the
     live record. Then what runs may be that run's commit, and without ``--to`` the stack goes back to the live
-    record's, the last that deployed it successfully."""
+    record's, the last that deployed it successfully. ``known``: the newest :data:`HISTORY_DEPTH` records and the
+    live record, when the caller read them already (a whole run's rollback)."""
     root = config.root
     key = component.key
-    found = history.History.of(aws, env)
-    records: list[history.Record] = []
-    recorded: str | None = None
+    found = history.History.of(aws, env) if known is None else None
     if found is not None:
         reads: dict[str, Callable[[], Any]] = {"records": partial(found.records, HISTORY_DEPTH), "live": found.live}
         read = at_once(reads)
-        records, recorded = read["records"], read["live"].get(key, {}).get("sha")
+        known = read["records"], read["live"]
+    records: Sequence[history.Record] = known[0] if known else []
+    recorded: str | None = known[1].get(key, {}).get("sha") if known else None
     attempt = next((r for r in records if key in r.deployed), None)
     failed = attempt is not None and not attempt.ok and attempt.deployed[key] != recorded
     live = attempt.deployed[key] if failed and attempt is not None else recorded
@@ -407,7 +416,7 @@ def resolve_stack(aws: AwsFactory, config: Config, env: EnvConfig, component: Co
     if failed and attempt is not None and recorded and usable(recorded):
         why = f"the last successful deploy; {attempt.command} at {attempt.when} failed after it ({attempt.id})"
         return Target(component, live, recorded, why)
-    sha, source, live = _history_target(aws, env, component, live, usable, records=records if found else None)
+    sha, source, live = _history_target(aws, env, component, live, usable, records=records if known else None)
     if DIRTY in sha:
         raise UsageError(
             f"the previous deploy of {key} ({sha}) was of uncommitted changes: its cdk/ is not in git, "

@@ -376,6 +376,13 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
     target = rb.resolve_stack(aws, config, env, stack, None)
     assert (target.live, target.sha) == (third, first) and "(r0)" in target.source
     assert target.title == f"rollback stack:fargate → {first}"
+    # what a whole run's rollback read already is not read again
+    aws.history.records.reset_mock()
+    aws.history.live.reset_mock()
+    known = (records, {"stack:fargate": {"sha": third}})
+    assert rb.resolve_stack(aws, config, env, stack, None, known=known) == target
+    aws.history.records.assert_not_called()
+    aws.history.live.assert_not_called()
 
     # --to: any commit of this clone (its SHA12), live from the live record
     target = rb.resolve_stack(aws, config, env, stack, second[:7])
