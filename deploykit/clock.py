@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -13,6 +14,16 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
     def now(self) -> datetime: ...
+
+
+def backoff(first: float, cap: float, factor: float = 2.0) -> Iterator[float]:
+    """The pauses between the polls of something that is usually done within seconds: ``first``, then each
+    ``factor`` times longer, never longer than ``cap`` (``first`` too). A fixed poll of 5 s notices a two-second
+    Lambda update 3 s late; 0.25 → 0.5 → 1 → 1 s notices it 0.25 s late, for three more reads."""
+    delay = min(first, cap)
+    while True:
+        yield delay
+        delay = min(delay * factor, cap)
 
 
 class SystemClock:

@@ -171,8 +171,8 @@ def config(code: str, update: str = "Successful", state: str = "Active", **extra
     return {"CodeSha256": code, "LastUpdateStatus": update, "State": state, **extra}
 
 
-def step(timeout: float = 10.0) -> lambda_chain.UpdateFunctionCode:
-    return lambda_chain.UpdateFunctionCode("health_handler", "fn", "Registry", KEY, CODE, timeout, 1.0)
+def step(timeout: float = 10.0, poll: float = 5.0) -> lambda_chain.UpdateFunctionCode:
+    return lambda_chain.UpdateFunctionCode("health_handler", "fn", "Registry", KEY, CODE, timeout, poll)
 
 
 def test_the_update_is_skipped_when_latest_already_has_the_code() -> None:
@@ -183,19 +183,42 @@ def test_the_update_is_skipped_when_latest_already_has_the_code() -> None:
     lam.update_function_code.assert_not_called()
 
 
-def test_the_update_waits_until_lambda_reports_it_successful() -> None:
+def test_the_update_waits_until_lambda_reports_it_successful_polling_soon_then_each_second() -> None:
     lam = Mock()
     lam.get_function_configuration.side_effect = [
         config("old"),
         config(CODE, "InProgress"),
         config(CODE, "InProgress"),
+        config(CODE, "InProgress"),
         config(CODE),
     ]
+    lam.update_function_code.return_value = config(CODE, "InProgress")  # as AWS answers it
     clock = FakeClock()
-    outcome = step().run(context(lam, clock))
+    outcome = step(poll=5.0).run(context(lam, clock))  # the environment's poll against AWS: 5 s
     assert outcome.status == "done"
     lam.update_function_code.assert_called_once_with(FunctionName="fn", S3Bucket="artifacts-bucket", S3Key=KEY)
-    assert clock.sleeps == [1.0, 1.0]
+    # the update's own answer is the first look; then 0.25 s, twice as long each time, at most a second
+    assert clock.sleeps == [0.25, 0.5, 1.0, 1.0]
+    assert lam.get_function_configuration.call_count == 5
+
+
+def test_the_polls_are_never_further_apart_than_the_environments_poll_interval() -> None:
+    lam = Mock()
+    lam.get_function_configuration.side_effect = [config("old"), *[config(CODE, "InProgress")] * 3, config(CODE)]
+    lam.update_function_code.return_value = config(CODE, "InProgress")
+    clock = FakeClock()
+    step(poll=0.4).run(context(lam, clock))
+    assert clock.sleeps == [0.25, 0.4, 0.4, 0.4]
+
+
+def test_an_update_lambda_answers_successful_at_once_needs_no_read_after_it() -> None:
+    lam = Mock()
+    lam.get_function_configuration.return_value = config("old")
+    lam.update_function_code.return_value = config(CODE)
+    clock = FakeClock()
+    outcome = step().run(context(lam, clock))
+    assert outcome.status == "done" and "was" in outcome.detail
+    assert lam.get_function_configuration.call_count == 1 and clock.sleeps == []
 
 
 def test_a_previous_update_in_progress_is_waited_for_first() -> None:
@@ -208,11 +231,13 @@ def test_a_previous_update_in_progress_is_waited_for_first() -> None:
     clock = FakeClock()
     outcome = step().run(context(lam, clock))
     assert outcome.status == "skipped"  # the update in progress was to this very code
-    assert clock.sleeps == [1.0]
+    assert clock.sleeps == [0.25]
+    lam.update_function_code.assert_not_called()
 
 
 def test_a_failed_update_fails_the_step_with_lambdas_reason() -> None:
     lam = Mock()
+    lam.update_function_code.return_value = config("old", "InProgress")
     lam.get_function_configuration.side_effect = [
         config("old"),
         config("old", "InProgress"),
@@ -231,16 +256,18 @@ def test_a_failed_update_fails_the_step_with_lambdas_reason() -> None:
 
 def test_an_update_past_the_deadline_fails_naming_the_state() -> None:
     lam = Mock()
+    lam.update_function_code.return_value = config("old", "InProgress")
     lam.get_function_configuration.side_effect = [config("old")] + [config("old", "InProgress")] * 10
     clock = FakeClock()
     with pytest.raises(StepFailed, match=r"deadline of 3s passed .* LastUpdateStatus InProgress"):
         step(timeout=3.0).run(context(lam, clock))
-    assert clock.monotonic() == 3.0
+    assert clock.monotonic() == 3.0 and clock.sleeps == [0.25, 0.5, 1.0, 1.0, 0.25]  # the last one to the deadline
 
 
 def test_code_other_than_planned_after_the_update_fails() -> None:
     lam = Mock()
-    lam.get_function_configuration.side_effect = [config("old"), config("something-else")]
+    lam.get_function_configuration.side_effect = [config("old")]
+    lam.update_function_code.return_value = config("something-else")
     with pytest.raises(StepFailed, match="not q83vEjRWeJA="):
         step().run(context(lam, FakeClock()))
 
