@@ -758,6 +758,28 @@ def sandbox_throttle(
         print(f"🧪 throttling {fault}", file=sys.stderr)
 
 
+@task(
+    name="lambda-updates",
+    help={"seconds": "how long Lambda takes to apply each later update (AWS: 1-5 s); 0: at once, as before"},
+)
+@reports_errors
+def sandbox_lambda_updates(c: Context, seconds: float = 2.0) -> None:
+    """Rehearse AWS's asynchronous Lambda updates: each code or configuration update stays InProgress SECONDS."""
+    from sandbox import lifecycle
+
+    if not 0 <= seconds <= 300:
+        raise UsageError(
+            f"--seconds {seconds:g}: Lambda's updates take from 0 to 300 seconds here",
+            next_step="inv sandbox.lambda-updates --seconds 2 (0: at once)",
+        )
+    settings, _path = _sandbox_settings()
+    _sandbox_call(lambda: lifecycle.slow_lambda_updates(settings, seconds))
+    if seconds:
+        print(f"🧪 the sandbox's Lambda now applies each update in {seconds:g}s (0: at once)", file=sys.stderr)
+    else:
+        print("🧪 the sandbox's Lambda applies each update at once again", file=sys.stderr)
+
+
 def _print_status(settings: Any, as_json: bool = False) -> bool:
     import json
 
@@ -775,7 +797,15 @@ def _print_status(settings: Any, as_json: bool = False) -> bool:
 
 
 sandbox = Collection("sandbox")
-for _task in (sandbox_up, sandbox_down, sandbox_status, sandbox_logs, sandbox_reset, sandbox_throttle):
+for _task in (
+    sandbox_up,
+    sandbox_down,
+    sandbox_status,
+    sandbox_logs,
+    sandbox_reset,
+    sandbox_throttle,
+    sandbox_lambda_updates,
+):
     sandbox.add_task(_task)
 
 ns = Collection(

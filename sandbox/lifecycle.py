@@ -295,6 +295,12 @@ def inject_throttling(
     return _faults_call(settings, "POST", {"throttle": spec})
 
 
+def slow_lambda_updates(settings: Settings, seconds: float) -> None:
+    """Have the sandbox's Lambda apply each later update of a function's code or configuration in ``seconds``, as
+    AWS does (InProgress until then; another update or a publish meanwhile refused); 0: at once again."""
+    _faults_call(settings, "POST", {"lambda_update": {"seconds": seconds}})
+
+
 def clear_faults(settings: Settings) -> None:
     """Forget every injected fault: the sandbox answers normally again."""
     _faults_call(settings, "DELETE")

@@ -30,6 +30,12 @@ Besides AWS, the endpoint answers two routes of its own (``sandbox.settings``):
   rest-json 429 with ``x-amzn-ErrorType: TooManyRequestsException``; S3 (rest-xml) 503 ``SlowDown``. A refused
   request never reaches moto: nothing changes. Requests without a SigV4 signature are never throttled.
 
+  ``{"lambda_update": {"seconds": 2}}`` has Lambda apply each later update of a function's code or configuration
+  the way AWS does, asynchronously: for that many seconds its ``LastUpdateStatus`` is ``InProgress`` and another
+  update or a ``PublishVersion`` of it is refused (409 ``ResourceConflictException``, "An update is in progress");
+  AWS takes 1-5 s, moto none (0, the default, and what ``DELETE`` sets again). ``GET`` lists it while it is on
+  (``"lambda_update": {"seconds": 2}``). ``lifecycle.slow_lambda_updates(settings, 2)`` is its client.
+
   Only calls made over HTTP are throttled: deploykit's, the AWS CLI's, and those of the code the sandbox
   runs (task containers and Lambda functions call the endpoint, as they call AWS). The sandbox's own
   reconcilers (ECS tasks, ALB health, CloudFormation resources, the ECR registry front) call moto's backends
@@ -382,6 +388,7 @@ class Faults:
         self._lock = threading.Lock()
         self._throttles: list[Throttle] = []
         self._models = _Models()
+        self.lambda_update_seconds = 0.0  # how long Lambda takes to apply an update (sandbox.ext.apigw_lambda)
 
     # -- what the route does -----------------------------------------------------------------------
     def throttle(self, service: str, operation: str | None = None, count: int = 1) -> Throttle:
@@ -414,10 +421,19 @@ class Faults:
         signing_name = str(model.signing_name) if model is not None else service
         return Throttle(service, operation, count, signing_name, service if model is not None else None)
 
+    def slow_lambda_updates(self, seconds: float) -> None:
+        """Lambda applies each later update in ``seconds`` (InProgress until then), as AWS does; 0: at once."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 300:
+            raise FaultError(f'lambda_update: "seconds" must be a number from 0 to 300, not {seconds!r}')
+        self.lambda_update_seconds = float(seconds)
+        log.info("fault: Lambda applies each update in %gs", seconds)
+
     def clear(self) -> int:
         """Forget every fault; returns how many there were."""
         with self._lock:
             cleared, self._throttles = len(self._throttles), []
+            if self.lambda_update_seconds:
+                cleared, self.lambda_update_seconds = cleared + 1, 0.0
         if cleared:
             log.info("fault: %d fault(s) cleared", cleared)
         return cleared
@@ -425,7 +441,10 @@ class Faults:
     def listing(self) -> dict[str, Any]:
         """The faults still to fire, as the route lists them."""
         with self._lock:
-            return {"throttle": [t.to_json() for t in self._throttles]}
+            listed: dict[str, Any] = {"throttle": [t.to_json() for t in self._throttles]}
+        if self.lambda_update_seconds:
+            listed["lambda_update"] = {"seconds": self.lambda_update_seconds}
+        return listed
 
     def control(self, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """The ``/_sandbox/faults`` route: POST adds, DELETE clears, GET lists. Returns (HTTP status, JSON)."""
@@ -436,20 +455,29 @@ class Faults:
             return 200, {"cleared": self.clear(), **self.listing()}
         if method != "POST":
             return 405, {"error": f"{method} is not allowed here: POST adds faults, GET lists them, DELETE clears them"}
-        usage = 'expected {"throttle": {"service": "ecs", "operation": "UpdateService", "count": 3}}'
+        usage = (
+            'expected {"throttle": {"service": "ecs", "operation": "UpdateService", "count": 3}} '
+            'and/or {"lambda_update": {"seconds": 2}}'
+        )
         try:
             data = json.loads(body or b"null")
         except ValueError as exc:
             return 400, {"error": f"the body is not JSON ({exc}); {usage}"}
-        if not isinstance(data, dict) or set(data) != {"throttle"}:
+        if not isinstance(data, dict) or not data or not set(data) <= {"throttle", "lambda_update"}:
             return 400, {"error": usage}
-        specs = data["throttle"] if isinstance(data["throttle"], list) else [data["throttle"]]
+        given = data.get("throttle", [])
+        specs = given if isinstance(given, list) else [given]
+        update = data.get("lambda_update")
         try:  # all are added, or none
             throttles = []
             for spec in specs:
                 if not isinstance(spec, dict) or not set(spec) <= {"service", "operation", "count"}:
                     raise FaultError(f"throttle: {spec!r} is not a throttle; {usage}")
                 throttles.append(self._validated(spec.get("service"), spec.get("operation"), spec.get("count", 1)))
+            if update is not None and (not isinstance(update, dict) or set(update) != {"seconds"}):
+                raise FaultError(f"lambda_update: {update!r} is not a duration; {usage}")
+            if update is not None:
+                self.slow_lambda_updates(update["seconds"])
         except FaultError as exc:
             return 400, {"error": str(exc)}
         for throttle in throttles:  # validated above: added as they are

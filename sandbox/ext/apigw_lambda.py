@@ -26,6 +26,12 @@ What plain moto lacks, fixed here:
 - ``versions_as_aws``: moto numbered a new version len(versions) + 1, so once versions were deleted a publish
   took the number of one still there; a number is never used again here. Deleting a version an alias serves or
   routes a weighted share to is refused (``ResourceConflictException``), as AWS refuses it.
+- ``updates_as_aws``: Lambda applies an update of a function's code or configuration asynchronously: AWS answers
+  ``LastUpdateStatus: InProgress`` and the update is done 1-5 s later; moto is done at once. With the fault
+  ``{"lambda_update": {"seconds": N}}`` (``inv sandbox.lambda-updates --seconds N``) each later update made
+  through the API stays InProgress for N seconds, and another update or a PublishVersion of the function
+  meanwhile is refused with AWS's ``ResourceConflictException`` (409). Off by default. CloudFormation's
+  updates are not slowed: on AWS CloudFormation waits for them itself.
 - ``deployment_snapshots``: moto's deployments point at the live resources, so an undeployed change would
   be served at once. Here CreateDeployment records the API's routes, integrations and binary media types,
   and a stage serves the snapshot of its deployment, as on AWS (deployments made before this extension
@@ -77,7 +83,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -531,6 +537,7 @@ class ApiGatewayLambda:
         apigw_backend.create_deployment = create_deployment
         _keep_logging_config()
         _versions_as_aws()
+        _updates_as_aws(lambda_backend, lambda: sandbox.faults.lambda_update_seconds)
 
     # -- Lambda ----------------------------------------------------------------------------------------------
     def resolve(self, function: str, qualifier: str | None = None) -> _Resolved:
@@ -816,6 +823,66 @@ def _versions_as_aws() -> None:
 
     LambdaStorage.publish_version = publish_version  # type: ignore[method-assign]
     LambdaStorage.del_function = del_function  # type: ignore[method-assign]
+
+
+UPDATE_IN_PROGRESS = "The operation cannot be performed at this time. An update is in progress for resource: {arn}"
+
+
+def _updates_as_aws(backend: Any, seconds: Callable[[], float]) -> None:
+    """updates_as_aws: an update of a function made through ``backend`` (its API) stays InProgress for
+    ``seconds()`` (read at each update: the fault route sets it), during which updating or publishing the function
+    is refused as AWS refuses it. The function's configuration reports it (a class patch, inert on functions no
+    such update touched)."""
+    from moto.awslambda.models import LambdaFunction
+
+    def busy(fn: Any) -> bool:
+        return bool(time.monotonic() < getattr(fn, "_sandbox_busy_until", 0.0))
+
+    def idle(name: str, qualifier: str | None = None) -> Any:
+        """The function, once it is not being updated; ResourceConflictException (409) while it is."""
+        fn = backend.get_function(name, qualifier)
+        if busy(fn):
+            error = LambdaClientError("ResourceConflictException", UPDATE_IN_PROGRESS.format(arn=fn.function_arn))
+            error.code = 409
+            raise error
+        return fn
+
+    def begin(name: str, qualifier: str | None) -> None:
+        fn = idle(name, qualifier)
+        if seconds() > 0:
+            fn._sandbox_busy_until = time.monotonic() + seconds()
+
+    original_code = backend.update_function_code
+    original_configuration = backend.update_function_configuration
+    original_publish = backend.publish_version
+
+    def update_function_code(function_name: str, qualifier: str, body: dict[str, Any]) -> Any:
+        begin(function_name, qualifier)
+        return original_code(function_name, qualifier, body)
+
+    def update_function_configuration(function_name: str, qualifier: str, body: dict[str, Any]) -> Any:
+        begin(function_name, qualifier)
+        return original_configuration(function_name, qualifier, body)
+
+    def publish_version(function_name: str, description: str = "") -> Any:
+        idle(function_name)
+        return original_publish(function_name, description)
+
+    backend.update_function_code = update_function_code
+    backend.update_function_configuration = update_function_configuration
+    backend.publish_version = publish_version
+    if getattr(LambdaFunction, "_sandbox_updates", False):
+        return
+    LambdaFunction._sandbox_updates = True  # type: ignore[attr-defined]
+    original_get = LambdaFunction.get_configuration
+
+    def get_configuration(self: Any, on_create: bool = False) -> dict[str, Any]:
+        config = dict(original_get(self, on_create))
+        if busy(self):
+            config["LastUpdateStatus"] = "InProgress"
+        return config
+
+    LambdaFunction.get_configuration = get_configuration  # type: ignore[method-assign]
 
 
 def _keep_logging_config() -> None:

@@ -34,6 +34,7 @@ from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
 from deploykit.packaging import package_function
+from sandbox import lifecycle
 from sandbox.ext.apigw_lambda import ApiGatewayLambda, invoke_url
 from sandbox.lambda_runner import FunctionCode, LambdaRuntime
 from sandbox.server import Sandbox
@@ -509,6 +510,32 @@ def test_code_from_s3_runs_and_updates(harness: Harness) -> None:
     assert tag() == "s3-one"
     lam.update_function_code(FunctionName="s3fn", S3Bucket="artifacts", S3Key="lambda/s3fn/two.zip")
     assert tag() == "s3-two"
+
+
+def test_with_the_fault_an_update_stays_in_progress_and_refuses_a_publish_meanwhile(harness: Harness) -> None:
+    """updates_as_aws: as AWS answers while it applies an update; off again, updates are done at once."""
+    harness.function("slowfn", VERSIONED.format(tag="one"))
+    lam = harness.client("lambda")
+    lifecycle.slow_lambda_updates(harness.settings, 0.6)
+    try:
+        answer = lam.update_function_code(FunctionName="slowfn", ZipFile=zip_of(VERSIONED.format(tag="two")))
+        started = time.monotonic()
+        assert answer["LastUpdateStatus"] == "InProgress"
+        assert lam.get_function_configuration(FunctionName="slowfn")["LastUpdateStatus"] == "InProgress"
+        with pytest.raises(lam.exceptions.ResourceConflictException, match="An update is in progress"):
+            lam.publish_version(FunctionName="slowfn")
+        with pytest.raises(lam.exceptions.ResourceConflictException, match="An update is in progress"):
+            lam.update_function_configuration(FunctionName="slowfn", Timeout=5)
+        while lam.get_function_configuration(FunctionName="slowfn")["LastUpdateStatus"] != "Successful":
+            assert time.monotonic() - started < 5, "the update never ended"
+            time.sleep(0.05)
+        assert time.monotonic() - started >= 0.5
+        assert lam.publish_version(FunctionName="slowfn")["Version"] == "2"
+        assert lam.get_function_configuration(FunctionName="slowfn", Qualifier="1")["LastUpdateStatus"] == "Successful"
+    finally:
+        lifecycle.clear_faults(harness.settings)
+    answer = lam.update_function_configuration(FunctionName="slowfn", Timeout=5)
+    assert answer["LastUpdateStatus"] == "Successful"  # the fault cleared: at once, as moto does
 
 
 def test_invoke_api_runs_the_code_and_tails_the_log(harness: Harness) -> None:

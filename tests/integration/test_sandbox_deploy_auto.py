@@ -19,6 +19,8 @@ from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.errors import UsageError
 from deploykit.plan import RunReport
+from sandbox import lifecycle
+from sandbox.settings import load_settings
 from tests.conftest import git, quiet_runtime
 from tests.integration.sandbox_support import deployed_sandbox_project, version_of
 
@@ -326,6 +328,26 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
     assert "pricing_handler" not in endpoints(project).functions
     newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     assert newest.removed == ["lambda:pricing_handler"]
+
+
+def test_a_lambda_update_that_takes_seconds_to_apply_is_waited_out_before_the_publish(project: Path) -> None:
+    """As on AWS, where Lambda applies an update in 1-5 s and refuses a publish meanwhile: the sandbox's fault."""
+    handler = project / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text().replace('"release": "auto-1", ', '"release": "auto-slow", ', 1))
+    git(project, "commit", "-qam", "lambda: a release Lambda takes a second to apply")
+    settings = load_settings(project / "deploy.toml")
+    lifecycle.slow_lambda_updates(settings, 1.0)
+    try:
+        report, _out, _seconds = auto(project)
+    finally:
+        lifecycle.slow_lambda_updates(settings, 0)
+    assert {"update-code", "publish-version", "move-alias"} <= ran(report)
+    assert report is not None
+    update = next(r for group in report.records for r in (group, *group.children) if r.step == "update-code")
+    assert update.seconds >= 1.0, update  # it waited for Successful; publishing earlier is refused (409)
+    with urllib.request.urlopen(endpoints(project).api_health_url, timeout=10) as answer:
+        assert json.loads(answer.read())["release"] == "auto-slow"
+    print(f"\nupdate-code with an update Lambda applies in 1 s: {update.seconds:.2f}s")
 
 
 def test_an_uncommitted_edit_deploys_once_and_an_edit_elsewhere_then_deploys_nothing(project: Path) -> None:

@@ -217,6 +217,30 @@ def test_the_route_adds_lists_clears_and_refuses_what_it_cannot_do() -> None:
     assert faults.control("DELETE", b"") == (200, {"cleared": 3, "throttle": []})
 
 
+def test_the_route_slows_lambdas_updates_lists_it_while_on_and_clears_it() -> None:
+    faults = Faults()
+    assert faults.control("POST", json.dumps({"lambda_update": {"seconds": 2}}).encode()) == (
+        200,
+        {"throttle": [], "lambda_update": {"seconds": 2.0}},
+    )
+    assert faults.lambda_update_seconds == 2.0
+    both = {"throttle": {"service": "ecs"}, "lambda_update": {"seconds": 0.5}}
+    assert faults.control("POST", json.dumps(both).encode())[1]["lambda_update"] == {"seconds": 0.5}
+    for bad, says in [
+        ({"lambda_update": {"seconds": -1}}, "from 0 to 300"),
+        ({"lambda_update": {"seconds": "2"}}, "from 0 to 300"),
+        ({"lambda_update": {"seconds": True}}, "from 0 to 300"),
+        ({"lambda_update": {"secs": 2}}, "is not a duration"),
+        ({"lambda_update": {"seconds": 1}, "throttle": {"service": "ecs", "operation": "Nope"}}, "no operation"),
+        ({}, "expected {"),
+    ]:
+        code, answer = faults.control("POST", json.dumps(bad).encode())
+        assert code == 400 and says in answer["error"], answer
+    assert faults.lambda_update_seconds == 0.5 and len(faults.listing()["throttle"]) == 1  # refused: unchanged
+    assert faults.control("DELETE", b"") == (200, {"cleared": 2, "throttle": []})
+    assert faults.lambda_update_seconds == 0.0
+
+
 # -- a real client against the WSGI app --------------------------------------------------------------------
 
 
