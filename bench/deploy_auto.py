@@ -11,7 +11,8 @@ process the way a developer runs it:
   (a) `inv deploy.auto` with nothing changed (median of 3 runs); and again with each AWS call made 100 ms later
       (bench/latency.py), as far away as AWS is from a laptop (so is (c) once more, with another change);
   (b) `inv deploy.auto` after one committed backend source file;
-  (c) `inv deploy.auto` after one committed Lambda handler;
+  (c) `inv deploy.auto` after one committed Lambda handler; and once more with the sandbox's Lambda applying the
+      update in 1.5 s, as AWS takes 1-5 s where moto takes none (`inv sandbox.lambda-updates`);
   (d) `inv deploy.auto` after one committed stack setting (the data stack's access-log retention);
   before: the seed's full deploy — every stack with the app, from a fresh checkout (cdk.out removed, so the
           CDK app is synthesized), after one more backend change: `inv deploy.full`;
@@ -66,6 +67,8 @@ TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
 AWS_LATENCY = 0.1  # seconds: an AWS call from a laptop takes 50-200 ms, one on the sandbox about 10 ms
 LATENCY_ROW = f"a, each AWS call {AWS_LATENCY * 1000:.0f} ms later (as far as AWS)"
 LAMBDA_LATENCY_ROW = f"c again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
+LAMBDA_APPLY = 1.5  # seconds: AWS applies a function's code update in 1-5 s; the sandbox, unless told, at once
+LAMBDA_APPLY_ROW = f"c again, Lambda applying the update in {LAMBDA_APPLY:g} s (as AWS)"
 CDK_CLI = "2.1148.1"  # npm's aws-cdk, the CDK CLI the seed's scripts ran (synthesizes cloud assembly schema 55)
 CDK_CLI_ROW = "before, the seed's way: build, push, cdk deploy --all"
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
@@ -101,6 +104,7 @@ class Bench:
         self.env_name = env_name  # None: the clone's default environment, its private sandbox
         self.results: dict[str, float] = {}
         self.cdk_steps: dict[str, float] = {}  # the CDK CLI run's parts: build + push, then what the CLI reports
+        self.waits: dict[str, float] = {}  # steps that wait for AWS, in the rows that make AWS slow
 
     def command(self, task: str, *args: str) -> list[str]:
         return [sys.executable, "-m", "invoke", task, *args, *(["--env", self.env_name] if self.env_name else [])]
@@ -288,6 +292,14 @@ def scenarios(bench: Bench, cdk: Path | None) -> dict[str, float]:
         edit = ('"release": "bench", ', '"release": "bench-2", ', "lambda: another change")
         bench.edit("lambda/health_handler/handler.py", *edit)
         r[LAMBDA_LATENCY_ROW] = bench.inv("deploy.auto", latency=AWS_LATENCY)
+        # and once more with Lambda as slow to apply the update as AWS: what the wait for it costs
+        bench.edit("lambda/health_handler/handler.py", '"bench-2", ', '"bench-3", ', "lambda: a third change")
+        bench.inv("sandbox.lambda-updates", "--seconds", str(LAMBDA_APPLY))
+        try:
+            r[LAMBDA_APPLY_ROW] = bench.inv("deploy.auto")
+        finally:
+            bench.inv("sandbox.lambda-updates", "--seconds", "0")
+        bench.waits[f"update-code, Lambda applying it in {LAMBDA_APPLY:g} s"] = bench.last_steps()["update-code"]
     bench.edit("cdk/stacks/data_stack.py", "ACCESS_LOG_DAYS = 365", "ACCESS_LOG_DAYS = 400", "data: a setting")
     r["d: one stack setting"] = bench.inv("deploy.auto")
     bench.touch_backend(2)
@@ -388,6 +400,7 @@ def main() -> int:
     if isinstance(cdk, str):
         rows.append(f"(no `cdk deploy --all` row: {cdk})")
     rows.append("(b) step by step: " + ", ".join(f"{step} {seconds:.2f} s" for step, seconds in b_steps.items()))
+    rows += [f"{name}: {seconds:.2f} s" for name, seconds in bench.waits.items()]
     if bench.cdk_steps:  # synthesis and each stack as the CDK CLI reports them, within its own time
         rows.append("cdk deploy --all: " + ", ".join(f"{k} {v:.2f} s" for k, v in bench.cdk_steps.items()))
     say("\n".join(["", f"{'scenario':<62} {'wall time':>10}  target", "-" * 90, *rows]) + "\n")
@@ -395,6 +408,7 @@ def main() -> int:
         "seconds": {k: round(v, 2) for k, v in r.items()},
         "b_steps": b_steps,
         "cdk_steps": {k: round(v, 2) for k, v in bench.cdk_steps.items()},
+        "waits": {k: round(v, 2) for k, v in bench.waits.items()},
         "ratios": {k: round(v, 2) for k, (v, _) in ratios.items()},
         "targets_s": TARGETS,
     }
