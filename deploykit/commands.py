@@ -673,7 +673,8 @@ def _run_rollback_plan(
     runtime: Runtime, env: EnvConfig, aws: AwsFactory, run: str, back: RollbackOf, *, smoke: bool
 ) -> Plan | None:
     """One plan that puts every component the run deployed back on what was live before it, in a deploy's order
-    (the stacks, the functions, the app: see rollbacks.undo_order); None when each already is."""
+    and side by side as a deploy (the stacks by level, the functions, the app: see rollbacks.run_plan_of); None when
+    each already is."""
     with aws_errors(env):
         found = _history(aws, env)
         reads: dict[str, Callable[[], Any]] = {
@@ -692,7 +693,7 @@ def _run_rollback_plan(
     why, rerun = f"live before run {record.id}", inv_command("rollback", "--run", record.id, env=env.name)
     known = (records, read["live"])  # a stack's resolution reads no history again
     plans = [
-        plan
+        (c, plan)
         for c, sha in targets
         if (plan := back(rollbacks.component_of(c), sha, smoke=False, why=why, rerun=rerun, known=known)[1])
     ]

@@ -39,7 +39,8 @@ from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.git import DIRTY
-from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
+from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord
+from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack
 from deploykit.stacks import StackOutputs
@@ -596,11 +597,31 @@ def component_of(key: str) -> Component:
     return Component("lambda", name) if kind == "lambda" else Component("app")
 
 
-def run_plan_of(env: EnvConfig, record: history.Record, plans: Sequence[Plan], *, smoke: bool = True) -> Plan:
-    """One plan of the components' plans (each without its smoke), one smoke at the end."""
-    steps = tuple(step for plan in plans for step in plan.steps)
-    deploys = tuple(pair for plan in plans for pair in plan.deploys)
-    return Plan(env.name, steps + ((Smoke(),) if smoke else ()), f"rollback run {record.id}", deploys)
+def run_plan_of(
+    env: EnvConfig, record: history.Record, plans: Sequence[tuple[str, Plan]], *, smoke: bool = True
+) -> Plan:
+    """One plan of the components' plans (component → its plan, without its smoke), one smoke at the end, in
+    :func:`undo_order` and side by side as ``deploy.auto`` runs a deploy: the stacks of one dependency level
+    together, then the functions together, then the app."""
+    groups: dict[tuple[int, int], list[tuple[str, Plan]]] = {}
+    for component, plan in plans:
+        rank, level, _ = undo_order(component)
+        groups.setdefault((rank, level), []).append((component, plan))
+    steps: list[Step] = []
+    for _, members in sorted(groups.items()):
+        if len(members) == 1:
+            steps += members[0][1].steps
+            continue
+        steps.append(
+            Parallel(
+                tuple(
+                    plan.steps[0] if len(plan.steps) == 1 else StepSequence(component.replace(":", " "), plan.steps)
+                    for component, plan in members
+                )
+            )
+        )
+    deploys = tuple(pair for _, plan in plans for pair in plan.deploys)
+    return Plan(env.name, (*steps, *((Smoke(),) if smoke else ())), f"rollback run {record.id}", deploys)
 
 
 # -- both -------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from deploykit import rollback as rb
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import Interrupted, RolledBackByEcs, StepFailed, UsageError
-from deploykit.plan import Plan, RunReport, Step, StepRecord
+from deploykit.plan import Parallel, Plan, RunReport, Step, StepRecord
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack
 from tests.conftest import git
@@ -638,10 +638,39 @@ def test_a_runs_plan_is_its_components_plans_with_one_smoke(env: EnvConfig, tmp_
     data = rb.stack_plan(
         env, rb.Target(rb.Component("stack", role="data"), B, A, ""), tmp_path / "t.json", (), smoke=False
     )
-    plan = rb.run_plan_of(env, record, [app, data])
-    assert [type(s) for s in plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, DeployStack, Smoke]
-    assert plan.title == f"rollback run {record.id}" and plan.deploys == (("app", A), ("stack:data", A))
-    assert [type(s) for s in rb.run_plan_of(env, record, [app], smoke=False).steps][-1] is WaitHealthy
+    plan = rb.run_plan_of(env, record, [("stack:data", data), ("app", app)])
+    assert [type(s) for s in plan.steps] == [DeployStack, RegisterTaskDef, RollService, WaitHealthy, Smoke]
+    assert plan.title == f"rollback run {record.id}" and plan.deploys == (("stack:data", A), ("app", A))
+    assert [type(s) for s in rb.run_plan_of(env, record, [("app", app)], smoke=False).steps][-1] is WaitHealthy
+
+
+def test_a_runs_independent_components_go_back_side_by_side_as_a_deploy_runs_them(
+    env: EnvConfig, tmp_path: Path
+) -> None:
+    """The stacks of one dependency level together, then the functions together, then the app."""
+
+    def stack(role: str) -> tuple[str, Plan]:
+        target = rb.Target(rb.Component("stack", role=role), B, A, "")
+        return f"stack:{role}", rb.stack_plan(env, target, tmp_path / f"{role}.json", (), smoke=False)
+
+    def function(fn: str) -> tuple[str, Plan]:
+        target = rb.Target(rb.Component("lambda", fn), B, A, "", version="3")
+        return f"lambda:{fn}", rb.lambda_plan(env, target, f"Fn-{fn}", smoke=False)
+
+    components = {"stack:data": B, "stack:auth": B, "stack:fargate": B, "lambda:a": B, "lambda:b": B, "app": B}
+    record = run_record(1, components, {c: A for c in components})
+    app = ("app", rb.app_plan(env, "123.dkr.ecr/car-rental-backend", A, smoke=False))
+    plans = [stack("auth"), stack("data"), stack("fargate"), function("a"), function("b"), app]
+    plan = rb.run_plan_of(env, record, plans)
+    first, fargate, functions, *rest = plan.steps
+    assert isinstance(first, Parallel) and [s.stack for s in first.steps] == [  # type: ignore[attr-defined]
+        env.stacks.auth,
+        env.stacks.data,
+    ]
+    assert isinstance(fargate, DeployStack) and fargate.stack == env.stacks.fargate  # the level after theirs
+    assert isinstance(functions, Parallel) and [s.function for s in functions.steps] == ["a", "b"]  # type: ignore[attr-defined]
+    assert [type(s) for s in rest] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
+    assert {c for c, _ in plan.deploys} == set(components)
     assert [rb.component_of(c).key for c in ("app", "lambda:x", "stack:api")] == ["app", "lambda:x", "stack:api"]
 
 
