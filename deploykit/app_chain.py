@@ -44,14 +44,16 @@ class EnsureBaseImage(Step):
         return f"base image {self.image}: {how}"
 
     def run(self, ctx: Context) -> Outcome:
-        client = ctx.docker
+        client, now = ctx.docker, ctx.clock.now()
         if self.local:
-            if not self.force and base_image.is_current(client, self.spec, _ca_dir(self.extra_ca_dir)):
+            why = "--force" if self.force else base_image.stale(client, self.spec, _ca_dir(self.extra_ca_dir), now)
+            if why is None:
                 return Outcome.skipped(f"{self.image} is present and current")
+            ctx.reporter.line(f"🐧 building {self.image} (about a minute): {why}")
             image_id = base_image.build_base_image(
                 client, self.spec, _ca_dir(self.extra_ca_dir), status=ctx.reporter.status
             )
-            return Outcome.done(f"built {self.image} ({image_id[7:19]})", base_image=self.image)
+            return Outcome.done(f"built {self.image} ({image_id[7:19]}): {why}", base_image=self.image)
         if images.image_exists(client, self.image):
             return Outcome.skipped(f"{self.image} is present")
         ctx.reporter.status(f"pulling {self.image}")

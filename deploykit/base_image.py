@@ -3,17 +3,22 @@
 ``mmdebstrap`` writes a minimal Debian root file system as a tar to its stdout; the Docker SDK imports
 that stream as an image. The host's extra CA certificates are copied in and trusted, so pip inside a
 ``docker build`` FROM this image works behind a TLS-intercepting proxy. The image carries a label
-with the hash of what it was built from; it is rebuilt only when that changes (or on ``--force``).
+with the hash of what it was built from; it is rebuilt when that changes, when it is older than
+``max_age_days`` (a week by default: the Debian security updates published since go in), or on ``--force``.
+It is built from the suite, its ``-updates`` and its ``-security`` suites (``[build.base]``), so the image
+has the security fixes of the day it was built, not only those of the suite's last point release.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import shutil
 import subprocess
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import docker
@@ -32,20 +37,45 @@ CA_ENV = [
 
 
 def spec_hash(spec: BaseImageSpec, extra_ca_dir: Path | None) -> str:
-    digest = hashlib.sha256(repr((spec.suite, spec.mirror, sorted(spec.packages))).encode())
+    digest = hashlib.sha256(repr((spec.suite, spec.sources(), sorted(spec.packages))).encode())
     for cert in extra_ca_certificates(extra_ca_dir):
         digest.update(cert.name.encode() + b"\0" + cert.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def is_current(client: docker.DockerClient, spec: BaseImageSpec, extra_ca_dir: Path | None) -> bool:
-    """Whether the base image exists and was built from this spec and these certificates."""
+def stale(client: docker.DockerClient, spec: BaseImageSpec, extra_ca_dir: Path | None, now: datetime) -> str | None:
+    """Why the base image must be built (it is missing, was built from another spec or other certificates, or is
+    older than ``spec.max_age_days``); None when it is current."""
     try:
         image = client.images.get(spec.name)
     except docker.errors.ImageNotFound:
-        return False
+        return "it is not on this Docker engine"
     labels = (image.attrs.get("Config") or {}).get("Labels") or {}
-    return bool(labels.get(SPEC_LABEL) == spec_hash(spec, extra_ca_dir))
+    if labels.get(SPEC_LABEL) != spec_hash(spec, extra_ca_dir):
+        return "[build.base] or the CA certificates changed since it was built"
+    built = created(image.attrs.get("Created"))
+    if spec.max_age_days and built is not None and now - built > timedelta(days=spec.max_age_days):
+        return (
+            f"it was built {(now - built) / timedelta(days=1):.0f} days ago (max_age_days = {spec.max_age_days:g}): "
+            "the Debian security updates published since go in"
+        )
+    return None
+
+
+def created(stamp: object) -> datetime | None:
+    """Docker's ``Created`` (RFC 3339, nanoseconds: ``2026-11-29T17:00:00.123456789Z``) as a datetime; None when
+    it is not one."""
+    found = _RFC3339.fullmatch(stamp.strip()) if isinstance(stamp, str) else None
+    if found is None:
+        return None
+    zone = found["zone"] if found["zone"] not in (None, "Z", "z") else "+00:00"
+    try:
+        return datetime.fromisoformat(found["second"] + zone)
+    except ValueError:
+        return None
+
+
+_RFC3339 = re.compile(r"(?P<second>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(?P<zone>[Zz]|[+-]\d\d:\d\d)?")
 
 
 def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[str]:
@@ -68,7 +98,7 @@ def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[s
         "--dpkgopt=path-exclude=/usr/share/locale/*",
     ]
     command += [f"--customize-hook={hook}" for hook in hooks]
-    return [*command, spec.suite, "-", spec.mirror]
+    return [*command, spec.suite, "-", *spec.sources()]
 
 
 def build_base_image(
@@ -121,7 +151,9 @@ def build_base_image(
         tail = "\n".join(f"    | {line}" for line in log[-15:])
         raise StepFailed(
             f"mmdebstrap failed (exit {code}) building {spec.name}:\n{tail}",
-            next_step=f"check that {spec.mirror} is reachable (apt-get update), then rerun: inv base-image",
+            next_step=f"check that {' and '.join(dict.fromkeys(line.split()[1] for line in spec.sources()))} "
+            "answer (apt-get update), then rerun: inv base-image (a mirror without the -updates and -security "
+            "suites: set updates = false in [build.base])",
         )
     try:
         image = client.images.get(f"{repository}:{staging}")

@@ -199,6 +199,21 @@ class BaseImageSpec:
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
     packages: tuple[str, ...] = ("python3", "python3-venv", "python3-pip", "ca-certificates", "curl")
+    # The suite's stable updates (<suite>-updates, from mirror) and security updates (<suite>-security, from
+    # security_mirror) go in too; false for a suite that has neither (sid) or a mirror that serves only the suite.
+    updates: bool = True
+    security_mirror: str = "http://deb.debian.org/debian-security"
+    # Rebuilt once it is older than this, with the security updates published since; 0: only when the spec changes.
+    max_age_days: float = 7
+
+    def sources(self) -> tuple[str, ...]:
+        """The APT sources the image is built from, as sources.list lines."""
+        lines = [f"deb {self.mirror} {self.suite} main"]
+        if self.updates:
+            lines.append(f"deb {self.mirror} {self.suite}-updates main")
+            if self.security_mirror:
+                lines.append(f"deb {self.security_mirror} {self.suite}-security main")
+        return tuple(lines)
 
 
 @dataclass(frozen=True)
@@ -387,6 +402,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             f"{where}: default_env = {config.default_env!r} names no environment "
             f"(defined: {', '.join(sorted(config.environments))})",
             next_step="set default_env to one of the [environments.*] names",
+        )
+    if config.build.base.max_age_days < 0:
+        raise ConfigError(
+            f"{where}: build.base.max_age_days must be 0 (never by age) or more, not {config.build.base.max_age_days}",
+            next_step="fix [build.base] max_age_days in deploy.toml",
         )
     for env in config.environments.values():
         _check_env_values(env, where)
