@@ -333,7 +333,9 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
 def test_a_lambda_update_that_takes_seconds_to_apply_is_waited_out_before_the_publish(project: Path) -> None:
     """As on AWS, where Lambda applies an update in 1-5 s and refuses a publish meanwhile: the sandbox's fault."""
     handler = project / "lambda" / "health_handler" / "handler.py"
-    handler.write_text(handler.read_text().replace('"release": "auto-1", ', '"release": "auto-slow", ', 1))
+    handler.write_text(
+        handler.read_text().replace('"release": "auto-1", ', '"release": "auto-1", "applied": "slowly", ', 1)
+    )
     git(project, "commit", "-qam", "lambda: a release Lambda takes a second to apply")
     settings = load_settings(project / "deploy.toml")
     lifecycle.slow_lambda_updates(settings, 1.0)
@@ -346,7 +348,7 @@ def test_a_lambda_update_that_takes_seconds_to_apply_is_waited_out_before_the_pu
     update = next(r for group in report.records for r in (group, *group.children) if r.step == "update-code")
     assert update.seconds >= 1.0, update  # it waited for Successful; publishing earlier is refused (409)
     with urllib.request.urlopen(endpoints(project).api_health_url, timeout=10) as answer:
-        assert json.loads(answer.read())["release"] == "auto-slow"
+        assert json.loads(answer.read())["applied"] == "slowly"
     print(f"\nupdate-code with an update Lambda applies in 1 s: {update.seconds:.2f}s")
 
 
