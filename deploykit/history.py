@@ -23,6 +23,7 @@ import re
 import socket
 import statistics
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ from deploykit.stacks import StackOutputs
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
 CACHE_DIR_ENV = "DEPLOYKIT_CACHE_DIR"
 NO_CACHE_ENV = "DEPLOYKIT_NO_CACHE"
+# A kept record body goes once it is this old (a busy team's 90 days: ~5,000 records, ~10 MB); checked once a day.
+CACHE_KEEP_DAYS = 90
+PRUNE_EVERY = 86400.0
 RESULTS = {"ok": "✅ ok", "failed": "❌ failed", "refused": "🛑 refused"}
 
 
@@ -187,7 +191,8 @@ class RecordCache:
     its ETag, and a body is taken from here only under the ETag the listing gives now (an object written again, or
     another bucket of the same name, is fetched anew). The root is ``$DEPLOYKIT_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/deploykit``, else ``~/.cache/deploykit``; ``DEPLOYKIT_NO_CACHE=1`` reads everything from S3.
-    A cache that cannot be read or written is passed over: it never fails a command."""
+    A cache that cannot be read or written is passed over: it never fails a command. A body kept for
+    :data:`CACHE_KEEP_DAYS` days goes (:meth:`prune`, once a day, after a read that fetched something)."""
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
@@ -223,6 +228,32 @@ class RecordCache:
         except OSError:
             return None
 
+    def prune(self, bucket: str, now: float | None = None) -> int:
+        """Delete the bodies of ``bucket`` kept more than :data:`CACHE_KEEP_DAYS` days (by when they were written:
+        one read again is fetched once more and kept anew), at most once a day (a stamp file says when it last
+        ran). Returns how many went; never fails (a body another command deletes first is passed over)."""
+        if self.root is None:
+            return 0
+        now = time.time() if now is None else now
+        folder = self.root / "history" / bucket
+        stamp = folder / ".pruned"
+        try:
+            if now - stamp.stat().st_mtime < PRUNE_EVERY:
+                return 0
+        except OSError:
+            pass  # never pruned (or unreadable: tried, and the stamp written below if it can be)
+        removed = 0
+        oldest = now - CACHE_KEEP_DAYS * 86400
+        for path in _files(folder):
+            with contextlib.suppress(OSError):
+                if path.name != stamp.name and path.stat().st_mtime < oldest:
+                    path.unlink()
+                    removed += 1
+        with contextlib.suppress(OSError):
+            stamp.touch()
+            os.utime(stamp, (now, now))
+        return removed
+
     def put(self, bucket: str, key: str, etag: str | None, body: bytes) -> None:
         path = self.path(bucket, key, etag)
         if path is None:
@@ -235,6 +266,20 @@ class RecordCache:
             os.replace(temporary, path)
         except OSError:
             return
+
+
+def _files(folder: Path) -> Iterable[Path]:
+    """Every file under ``folder`` (none when it cannot be read)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                yield from _files(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                yield Path(entry.path)
 
 
 _SAFE_TAG = re.compile(r"[0-9A-Za-z-]{1,100}")
@@ -415,6 +460,8 @@ class History:
         missing = [key for key in keys if key not in loaded]
         bodies = at_once({key: partial(self._fetch, key) for key in missing}, width=CONNECTIONS)
         loaded.update((key, Record.from_json(json.loads(bodies[key]))) for key in missing)
+        if missing:  # the cache grew: what it kept long ago goes (once a day)
+            self.cache.prune(self.bucket)
         return [loaded[key] for key in keys]
 
     def _fetch(self, key: str) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -223,6 +225,47 @@ def test_a_cache_that_cannot_be_used_is_passed_over(
     assert off is not None and off.cache.root is None
     gets = fetched(off.s3)
     assert [r.id for r in off.records()] == [record.id] and len(gets) == 1
+
+
+def test_what_was_kept_long_ago_goes_once_a_day_after_a_read_that_fetched(
+    bucket: str, dev_env: EnvConfig, record_cache: Path
+) -> None:
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    for n in range(2):
+        store.write(history.record_of(report(), components={"app": f"{n:012d}"}, base={}, head=f"{n:012d}", who="ci"))
+    assert len(store.records()) == 2
+    folder = record_cache / "history" / BUCKET
+    old, young = sorted(folder.rglob("*.json.*"))
+    long_ago = time.time() - (history.CACHE_KEEP_DAYS + 1) * 86400
+    os.utime(old, (long_ago, long_ago))
+    assert (folder / ".pruned").exists()  # the first read fetched, and pruned (nothing was old)
+
+    # within the day: nothing is looked at, however old
+    store.write(history.record_of(report(), components={"app": "2" * 12}, base={}, head="2" * 12, who="ci"))
+    assert len(store.records()) == 3 and old.exists()
+    # a day later, a read that fetches prunes: the old body goes, the young ones and the new one stay
+    os.utime(folder / ".pruned", (time.time() - 86401, time.time() - 86401))
+    store.write(history.record_of(report(), components={"app": "3" * 12}, base={}, head="3" * 12, who="ci"))
+    assert len(store.records()) == 4 and not old.exists() and young.exists()
+    assert len(list(folder.rglob("*.json.*"))) == 3
+    gets = fetched(store.s3)
+    assert len(store.records()) == 4 and len(gets) == 1  # the pruned one is fetched once more, and kept anew
+    assert len(list(folder.rglob("*.json.*"))) == 4
+
+
+def test_pruning_counts_what_it_deletes_and_passes_over_what_it_cannot_read(tmp_path: Path) -> None:
+    cache = history.RecordCache(tmp_path)
+    now = 1_000_000_000.0
+    folder = tmp_path / "history" / "b" / "deploykit" / "history" / "dev"
+    folder.mkdir(parents=True)
+    for name, age_days in (("a.json.1", 100), ("b.json.2", 89), ("c.json.3", 91)):
+        (folder / name).write_text("{}")
+        os.utime(folder / name, (now - age_days * 86400, now - age_days * 86400))
+    assert cache.prune("b", now) == 2 and [p.name for p in folder.iterdir()] == ["b.json.2"]
+    assert cache.prune("b", now + 3600) == 0  # within the day
+    assert history.RecordCache(None).prune("b", now) == 0
+    assert history.RecordCache(tmp_path / "missing").prune("b", now) == 0
 
 
 def test_where_the_cache_lives_and_what_it_keeps(tmp_path: Path) -> None:
