@@ -324,7 +324,8 @@ def _faults_call(settings: Settings, method: str, payload: dict[str, object] | N
         except ValueError:
             reason = str(exc.reason)
         raise SandboxError(
-            f"the sandbox refused the fault ({exc.code}): {reason}", "fix the fault's service, operation, count or seconds"
+            f"the sandbox refused the fault ({exc.code}): {reason}",
+            "fix the fault's service, operation, count or seconds",
         ) from None
     except OSError as exc:
         raise SandboxError(
