@@ -33,6 +33,7 @@ class EnsureBaseImage(Step):
     spec: BaseImageSpec
     extra_ca_dir: str
     force: bool = False
+    pull_after_days: float = 0  # a pulled image: pulled again once this machine's copy is older ([build])
 
     @property
     def local(self) -> bool:
@@ -54,18 +55,30 @@ class EnsureBaseImage(Step):
                 client, self.spec, _ca_dir(self.extra_ca_dir), status=ctx.reporter.status
             )
             return Outcome.done(f"built {self.image} ({image_id[7:19]}): {why}", base_image=self.image)
-        if images.image_exists(client, self.image):
-            return Outcome.skipped(f"{self.image} is present")
+        held = images.local_image(client, self.image)
+        if held is not None:
+            why = images.pull_again(held, self.image, self.pull_after_days, now)
+            if why is None:
+                return Outcome.skipped(f"{self.image} is present")
+            ctx.reporter.line(f"🐳 pulling {self.image} again: {why}")
         ctx.reporter.status(f"pulling {self.image}")
         try:
-            client.images.pull(self.image)
+            pulled = images.pull_stamped(client, self.image)
         except docker.errors.APIError as exc:
+            if held is not None:  # offline, or the registry down: the copy here still builds
+                failed = f"pulling {self.image} again failed ({images._short(exc)})"
+                ctx.reporter.line(f"⚠️  {failed}: building from this copy")
+                return Outcome.skipped(f"{self.image} is present; {failed}")
             raise EnvironmentNotReady(
                 f"base image {self.image} is not on this Docker engine and cannot be pulled: {images._short(exc)}",
                 next_step=f"build the local base with 'inv base-image' and set base_image = "
                 f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself",
             ) from None
-        return Outcome.done(f"pulled {self.image}")
+        if held is None:
+            return Outcome.done(f"pulled {self.image}")
+        if pulled.id == held.id:
+            return Outcome.done(f"pulled {self.image} again: unchanged")
+        return Outcome.done(f"pulled {self.image} again: updated ({held.short_id[7:]} → {pulled.short_id[7:]})")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import shutil
 import subprocess
 import threading
@@ -26,7 +25,7 @@ import docker.errors
 
 from deploykit.config import BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, StepFailed
-from deploykit.images import extra_ca_certificates
+from deploykit.images import created, extra_ca_certificates
 
 SPEC_LABEL = "io.deploykit.base-spec"
 CA_ENV = [
@@ -60,22 +59,6 @@ def stale(client: docker.DockerClient, spec: BaseImageSpec, extra_ca_dir: Path |
             "the Debian security updates published since go in"
         )
     return None
-
-
-def created(stamp: object) -> datetime | None:
-    """Docker's ``Created`` (RFC 3339, nanoseconds: ``2026-11-29T17:00:00.123456789Z``) as a datetime; None when
-    it is not one."""
-    found = _RFC3339.fullmatch(stamp.strip()) if isinstance(stamp, str) else None
-    if found is None:
-        return None
-    zone = found["zone"] if found["zone"] not in (None, "Z", "z") else "+00:00"
-    try:
-        return datetime.fromisoformat(found["second"] + zone)
-    except ValueError:
-        return None
-
-
-_RFC3339 = re.compile(r"(?P<second>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(?P<zone>[Zz]|[+-]\d\d:\d\d)?")
 
 
 def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[str]:

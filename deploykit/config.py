@@ -226,6 +226,9 @@ class BuildConfig:
     # Extra CA certificates (a corporate TLS proxy, this machine's egress CA) copied into the build
     # context so the image, and pip inside `docker build`, trust them. Empty string: none.
     extra_ca_dir: str = "/usr/local/share/ca-certificates"
+    # A base image pulled from a registry (python:3.11-slim) is pulled again once this machine's copy is older
+    # than this many days: the security updates its publisher built since go in. 0: only when it is missing.
+    pull_after_days: float = 7
     base: BaseImageSpec = field(default_factory=BaseImageSpec)
 
 
@@ -403,11 +406,14 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             f"(defined: {', '.join(sorted(config.environments))})",
             next_step="set default_env to one of the [environments.*] names",
         )
-    if config.build.base.max_age_days < 0:
-        raise ConfigError(
-            f"{where}: build.base.max_age_days must be 0 (never by age) or more, not {config.build.base.max_age_days}",
-            next_step="fix [build.base] max_age_days in deploy.toml",
-        )
+    for key, days in (("build.base.max_age_days", config.build.base.max_age_days),
+                      ("build.pull_after_days", config.build.pull_after_days)):  # fmt: skip
+        if days < 0:
+            table, _, name = key.rpartition(".")
+            raise ConfigError(
+                f"{where}: {key} must be 0 (never by age) or more, not {days:g}",
+                next_step=f"fix [{table}] {name} in deploy.toml",
+            )
     for env in config.environments.values():
         _check_env_values(env, where)
     for index, rule in enumerate(config.changes.rules):

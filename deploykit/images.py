@@ -14,11 +14,14 @@ import tarfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import docker.models.images
+import docker.utils
 from docker.utils.build import exclude_paths
 
 from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
@@ -51,6 +54,59 @@ def image_exists(client: docker.DockerClient, ref: str) -> bool:
     except docker.errors.ImageNotFound:
         return False
     return True
+
+
+def local_image(client: docker.DockerClient, ref: str) -> docker.models.images.Image | None:
+    """The image ``ref`` names on this engine, or None."""
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def pull_again(image: docker.models.images.Image, ref: str, after_days: float, now: datetime) -> str | None:
+    """Why this engine's copy of the pulled base image ``ref`` is to be pulled again (older than ``after_days``,
+    or pulled at a time it does not know); None when it is recent enough, ``after_days`` is 0, or ``ref`` names a
+    digest (that never changes). Its age is its ``LastTagTime``, which :func:`pull_stamped` sets."""
+    if not after_days or "@" in ref:
+        return None
+    stamped = ((image.attrs.get("Metadata") or {}) if isinstance(image.attrs, dict) else {}).get("LastTagTime")
+    moment = created(stamped)
+    if moment is None or moment.year < 2000:  # never tagged here (Docker says 0001-01-01): pulled by hand
+        return "when this copy was pulled is not known"
+    age = now - moment
+    if age <= timedelta(days=after_days):
+        return None
+    return (
+        f"this copy was pulled {age / timedelta(days=1):.0f} days ago (pull_after_days = {after_days:g}): the "
+        "security updates its publisher built since go in"
+    )
+
+
+def pull_stamped(client: docker.DockerClient, ref: str) -> docker.models.images.Image:
+    """Pull ``ref``, then tag it again with its own name, so its ``LastTagTime`` says when it was pulled (a digest
+    is not stamped: it is never pulled again)."""
+    image = client.images.pull(ref)
+    if "@" not in ref:
+        repository, tag = docker.utils.parse_repository_tag(ref)
+        image.tag(repository, tag or "latest")
+    return image
+
+
+def created(stamp: object) -> datetime | None:
+    """A time as Docker gives it (RFC 3339 with nanoseconds, ``2026-11-29T17:00:00.123456789Z``: an image's
+    ``Created``, its ``Metadata.LastTagTime``) as a datetime; None when it is not one."""
+    found = _RFC3339.fullmatch(stamp.strip()) if isinstance(stamp, str) else None
+    if found is None:
+        return None
+    zone = found["zone"] if found["zone"] not in (None, "Z", "z") else "+00:00"
+    try:
+        return datetime.fromisoformat(found["second"] + zone)
+    except ValueError:
+        return None
+
+
+_RFC3339 = re.compile(r"(?P<second>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(?P<zone>[Zz]|[+-]\d\d:\d\d)?")
 
 
 # -- build ----------------------------------------------------------------------------------------

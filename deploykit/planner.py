@@ -46,6 +46,7 @@ def base_image_plan(config: Config, env: EnvConfig, *, image: str | None = None,
         spec=config.build.base,
         extra_ca_dir=config.build.extra_ca_dir,
         force=force,
+        pull_after_days=config.build.pull_after_days,
     )
     return Plan(env.name, (step,), "base-image")
 

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import Mock
 
 import docker
 import pytest
 
 from deploykit import commands
+from deploykit.app_chain import EnsureBaseImage
+from deploykit.clock import FakeClock
+from deploykit.config import BaseImageSpec
 from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
-from deploykit.images import remote_digest
+from deploykit.images import created, remote_digest
+from deploykit.output import Reporter
+from deploykit.plan import Context
 from tests.conftest import git, make_project, quiet_runtime
 from tests.integration.conftest import CA_DIR, LocalRegistry, free_port
 
@@ -136,3 +144,42 @@ def test_push_to_a_registry_that_is_down_fails_clearly(tmp_path: Path, repositor
         commands.app_chain(["build", "push"], runtime=quiet_runtime(project))
     assert "connection refused" in err.value.message
     assert "registry is not reachable" in (err.value.next_step or "")
+
+
+def test_a_pulled_base_image_is_pulled_when_missing_and_again_once_older_than_pull_after_days(
+    local_registry: LocalRegistry, repository_name: str, docker_engine: docker.DockerClient, base_image: str
+) -> None:
+    """A base image from a registry (here a real one on 127.0.0.1, as python:3.11-slim is on Docker Hub): pulled
+    when missing and stamped; a week on (the step's clock), pulled again, unchanged or updated as the registry has
+    it."""
+    ref = f"{local_registry.host}/{repository_name}-base:1"
+    repository, tag = ref.rsplit(":", 1)
+    first = docker_engine.images.get(base_image)
+    first.tag(repository, tag)
+    docker_engine.images.push(repository, tag=tag)
+    docker_engine.images.remove(ref, noprune=True)
+    step = EnsureBaseImage(ref, BaseImageSpec(), "", pull_after_days=7)
+
+    def run(days_on: float) -> tuple[str, str]:
+        clock = FakeClock(start=datetime.now(UTC) + timedelta(days=days_on))
+        ctx = Context(
+            Mock(), Mock(), Mock(), clock, Reporter(io.StringIO(), tty=False, clock=clock), lambda: docker_engine
+        )
+        outcome = step.run(ctx)
+        return outcome.status, outcome.detail
+
+    assert run(0) == ("done", f"pulled {ref}")
+    stamped = created(docker_engine.images.get(ref).attrs["Metadata"]["LastTagTime"])
+    assert stamped is not None and abs(datetime.now(UTC) - stamped) < timedelta(minutes=1)
+    assert run(6) == ("skipped", f"{ref} is present")
+    assert run(8) == ("done", f"pulled {ref} again: unchanged")
+
+    # the publisher builds it anew: a week on, the next build takes the new one
+    newer, _ = docker_engine.images.build(
+        fileobj=io.BytesIO(f"FROM {base_image}\nLABEL rebuilt=yes\n".encode()), tag=ref, rm=True
+    )
+    docker_engine.images.push(repository, tag=tag)
+    first.tag(repository, tag)  # this machine's copy is the old one
+    status, detail = run(8)
+    assert status == "done" and detail.startswith(f"pulled {ref} again: updated (")
+    assert docker_engine.images.get(ref).id == newer.id

@@ -15,11 +15,11 @@ import docker.errors
 import docker.models.images
 import pytest
 
-from deploykit import base_image
+from deploykit import base_image, images
 from deploykit.app_chain import EnsureBaseImage
 from deploykit.clock import FakeClock
 from deploykit.config import BaseImageSpec, parse_config
-from deploykit.errors import ConfigError
+from deploykit.errors import ConfigError, EnvironmentNotReady
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from tests.conftest import REPO
@@ -81,10 +81,10 @@ def test_max_age_0_rebuilds_only_when_the_spec_changes() -> None:
 
 
 def test_dockers_created_time_is_read_with_its_nanoseconds_and_zone() -> None:
-    assert base_image.created("2026-11-29T08:32:24.15606724Z") == datetime(2026, 11, 29, 8, 32, 24, tzinfo=UTC)
-    assert base_image.created("2026-11-29T17:00:00+01:00") == datetime(2026, 11, 29, 16, 0, tzinfo=UTC)
+    assert images.created("2026-11-29T08:32:24.15606724Z") == datetime(2026, 11, 29, 8, 32, 24, tzinfo=UTC)
+    assert images.created("2026-11-29T17:00:00+01:00") == datetime(2026, 11, 29, 16, 0, tzinfo=UTC)
     for bad in ("", "garbage", "2026-13-29T17:00:00Z", None, 17):
-        assert base_image.created(bad) is None
+        assert images.created(bad) is None
 
 
 def test_the_step_skips_a_current_image_and_says_why_it_builds_a_stale_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,6 +113,86 @@ def test_max_age_days_is_read_from_deploy_toml_and_a_negative_one_is_refused() -
     raw = tomllib.loads((REPO / "deploy.toml").read_text())
     config = parse_config(raw, Path("deploy.toml"))
     assert config.build.base == SPEC  # the repository's file says what the defaults are
+    assert config.build.pull_after_days == 7
     raw["build"]["base"]["max_age_days"] = -1
     with pytest.raises(ConfigError, match=r"build\.base\.max_age_days must be 0"):
         parse_config(raw, Path("deploy.toml"))
+    raw["build"]["base"]["max_age_days"], raw["build"]["pull_after_days"] = 7, -2
+    with pytest.raises(ConfigError, match=r"build\.pull_after_days must be 0 \(never by age\) or more, not -2") as err:
+        parse_config(raw, Path("deploy.toml"))
+    assert err.value.next_step == "fix [build] pull_after_days in deploy.toml"
+
+
+# -- a base image pulled from a registry (python:3.11-slim) ---------------------------------------------------
+
+
+def pulled_image(image_id: str, tagged: str | None) -> Mock:
+    image = Mock(spec=docker.models.images.Image)
+    image.id, image.short_id = image_id, image_id[:17]
+    image.attrs = {"Id": image_id, "Metadata": {"LastTagTime": tagged} if tagged else {}}
+    return image
+
+
+def registry_engine(held: Mock | None, pulled: Mock | Exception) -> Mock:
+    client = Mock(spec=docker.DockerClient)
+    client.images = Mock(spec=docker.models.images.ImageCollection)
+    client.images.get.side_effect = (lambda ref: held) if held else docker.errors.ImageNotFound("no such image")
+    if isinstance(pulled, Exception):
+        client.images.pull.side_effect = pulled
+    else:
+        client.images.pull.return_value = pulled
+    return client
+
+
+def pull_step(after_days: float = 7, image: str = "python:3.11-slim") -> EnsureBaseImage:
+    return EnsureBaseImage(image, SPEC, "", pull_after_days=after_days)
+
+
+def run_with(step: EnsureBaseImage, client: Mock) -> tuple[str, str, str]:
+    out = io.StringIO()
+    clock = FakeClock(start=NOW)
+    ctx = Context(Mock(), Mock(), Mock(), clock, Reporter(out, tty=False, clock=clock), lambda: client)
+    outcome = step.run(ctx)
+    return outcome.status, outcome.detail, out.getvalue()
+
+
+def test_a_pulled_base_is_pulled_again_once_older_than_pull_after_days_and_stamped() -> None:
+    old = pulled_image("sha256:" + "a" * 64, "2026-11-20T12:00:00.5Z")  # 9 days before NOW
+    new = pulled_image("sha256:" + "b" * 64, None)
+    client = registry_engine(old, new)
+    status, detail, said = run_with(pull_step(), client)
+    assert status == "done" and detail == "pulled python:3.11-slim again: updated (aaaaaaaaaa → bbbbbbbbbb)"
+    assert "🐳 pulling python:3.11-slim again: this copy was pulled 9 days ago (pull_after_days = 7)" in said
+    client.images.pull.assert_called_once_with("python:3.11-slim")
+    new.tag.assert_called_once_with("python", "3.11-slim")  # its LastTagTime now says when it was pulled
+
+    same = registry_engine(old, old)
+    assert run_with(pull_step(), same)[1] == "pulled python:3.11-slim again: unchanged"
+
+
+def test_a_recent_copy_a_digest_or_pull_after_days_0_is_not_pulled_again() -> None:
+    recent = pulled_image("sha256:" + "a" * 64, "2026-11-25T12:00:00Z")
+    old = pulled_image("sha256:" + "a" * 64, "2026-01-01T00:00:00Z")
+    for step, held in (
+        (pull_step(), recent),
+        (pull_step(after_days=0), old),
+        (pull_step(image="python@sha256:" + "c" * 64), old),
+    ):
+        client = registry_engine(held, AssertionError("no pull"))
+        assert run_with(step, client)[0] == "skipped"
+        client.images.pull.assert_not_called()
+
+
+def test_a_copy_pulled_by_hand_is_pulled_again_once_and_a_failed_pull_keeps_the_copy() -> None:
+    by_hand = pulled_image("sha256:" + "a" * 64, "0001-01-01T00:00:00Z")  # what Docker says of a never-tagged image
+    offline = registry_engine(by_hand, docker.errors.APIError("connection refused"))
+    status, detail, said = run_with(pull_step(), offline)
+    assert status == "skipped" and "pulling python:3.11-slim again failed (connection refused)" in detail
+    assert "when this copy was pulled is not known" in said and "building from this copy" in said
+
+
+def test_a_missing_base_that_cannot_be_pulled_is_refused_with_the_local_base_as_the_way_out() -> None:
+    client = registry_engine(None, docker.errors.APIError("no route to registry-1.docker.io"))
+    with pytest.raises(EnvironmentNotReady, match="cannot be pulled: no route") as refused:
+        run_with(pull_step(), client)
+    assert refused.value.exit_code == 2 and "inv base-image" in (refused.value.next_step or "")
