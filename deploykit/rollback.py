@@ -42,7 +42,7 @@ from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import DeployStack
+from deploykit.stack_chain import DeployStack, action_key
 from deploykit.stacks import StackOutputs
 
 if TYPE_CHECKING:
@@ -681,9 +681,12 @@ def changed_stacks(report: RunReport, env: EnvConfig) -> list[str]:
     roles: list[str] = []
     for record in report.records:
         for step in record.children or [record]:
-            name, _, said = step.detail.partition(": ")  # "CarRentalFargateStack: updated in 2.0s (1 change)"
-            if step.step == DeployStack.name and step.status == "done" and said.startswith("updated"):
-                roles += [role for role, stack in planner.stack_roles(env).items() if stack == name]
+            if step.step == DeployStack.name and step.status == "done":
+                roles += [
+                    role
+                    for role, stack in planner.stack_roles(env).items()
+                    if step.outputs.get(action_key(stack)) == "updated"
+                ]
     return roles
 
 

@@ -77,6 +77,11 @@ class Synthesize(Step):
         return Outcome.done(f"{len(result.templates)} templates in {result.seconds:.1f}s")
 
 
+def action_key(stack: str) -> str:
+    """The output of a deploy-stack step that says what it did to ``stack`` (created, updated, unchanged...)."""
+    return f"deploy-stack.{stack}"
+
+
 @dataclass(frozen=True)
 class DeployStack(Step):
     """One stack through a change set: show the changes, execute, follow the events, read the outputs."""
@@ -116,6 +121,7 @@ class DeployStack(Step):
         if result.changes:
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
+        outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks
         if result.action == "unchanged":
             return Outcome.skipped(f"{self.stack}: no changes", **outputs)
         return Outcome.done(f"{self.stack}: {detail}", **outputs)

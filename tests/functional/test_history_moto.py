@@ -16,6 +16,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
+from deploykit.stack_chain import action_key
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import Deploy, asked, held_together
 
@@ -564,7 +565,9 @@ class ChangedStack(Step):
         return "a stack"
 
     def run(self, ctx: Context) -> Outcome:
-        return Outcome.done("CarRentalFargateStack: updated in 2.0s (1 change)")
+        return Outcome.done(
+            "CarRentalFargateStack: updated in 2.0s (1 change)", **{action_key("CarRentalFargateStack"): "updated"}
+        )
 
     def inputs(self) -> dict[str, object]:
         return {}

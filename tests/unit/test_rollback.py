@@ -676,12 +676,16 @@ def test_a_runs_independent_components_go_back_side_by_side_as_a_deploy_runs_the
 
 def test_a_run_that_failed_after_changing_stacks_names_them_for_a_rollback(env: EnvConfig) -> None:
     """The automatic rollback puts back code only: the stacks the run changed are named for inv rollback."""
-    changed = StepRecord("deploy-stack", "", "done", detail="CarRentalFargateStack: updated in 2.0s (1 change)")
-    same = StepRecord("deploy-stack", "", "skipped", detail="CarRentalApiStack: no changes")
+
+    def deployed(stack: str, action: str, status: str = "done") -> StepRecord:
+        return StepRecord("deploy-stack", "", status, detail=f"{stack}: ...", outputs={f"deploy-stack.{stack}": action})
+
+    changed = deployed("CarRentalFargateStack", "updated")
+    same = deployed("CarRentalApiStack", "unchanged", "skipped")
     group = StepRecord("parallel", "", "done", children=[changed, same])
     assert rb.changed_stacks(failed_run(env, group, ROLLED, SMOKE_FAILED), env) == ["fargate"]
     assert rb.changed_stacks(failed_run(env, changed, SMOKE_FAILED), env) == ["fargate"]
-    created = StepRecord("deploy-stack", "", "done", detail="CarRentalApiStack: created in 9.0s (30 changes)")
+    created = deployed("CarRentalApiStack", "created")
     assert rb.changed_stacks(failed_run(env, created, changed, SMOKE_FAILED), env) == ["fargate"]  # nothing before
     # failed in the stack's own deploy (CloudFormation rolled it back), or before it: nothing to name
     stack_failed = StepRecord("deploy-stack", "", "failed", detail="CarRentalFargateStack: UPDATE_ROLLBACK_COMPLETE")
