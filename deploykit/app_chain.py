@@ -41,7 +41,12 @@ class EnsureBaseImage(Step):
         return self.image == self.spec.name
 
     def describe(self) -> str:
-        how = "build it locally with mmdebstrap if missing or stale" if self.local else "pull it if missing"
+        if self.local:
+            how = "build it locally with mmdebstrap if missing or stale"
+        elif self.pull_after_days and "@" not in self.image:
+            how = f"pull it if missing or pulled more than {self.pull_after_days:g} days ago"
+        else:
+            how = "pull it if missing"
         return f"base image {self.image}: {how}"
 
     def run(self, ctx: Context) -> Outcome:

@@ -170,6 +170,14 @@ def test_a_pulled_base_is_pulled_again_once_older_than_pull_after_days_and_stamp
     assert run_with(pull_step(), same)[1] == "pulled python:3.11-slim again: unchanged"
 
 
+def test_the_plan_says_when_the_base_is_pulled() -> None:
+    assert pull_step().describe() == "base image python:3.11-slim: pull it if missing or pulled more than 7 days ago"
+    assert pull_step(after_days=0).describe() == "base image python:3.11-slim: pull it if missing"
+    assert (
+        EnsureBaseImage(SPEC.name, SPEC, "").describe().endswith("build it locally with mmdebstrap if missing or stale")
+    )
+
+
 def test_a_recent_copy_a_digest_or_pull_after_days_0_is_not_pulled_again() -> None:
     recent = pulled_image("sha256:" + "a" * 64, "2026-11-25T12:00:00Z")
     old = pulled_image("sha256:" + "a" * 64, "2026-01-01T00:00:00Z")
