@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
 import threading
@@ -118,7 +119,9 @@ def build_base_image(
         *(f"ENV {pair}" for pair in CA_ENV),
         f"LABEL {SPEC_LABEL}={spec_hash(spec, extra_ca_dir)}",
     ]
-    staging = f"{tag}-partial"  # the final tag is set only once mmdebstrap has succeeded
+    # the final tag is set only once mmdebstrap has succeeded; the staging tag is this build's own, so two builds at
+    # once on one engine (two deploys finding the base a week old) never take each other's
+    staging = f"{tag}-partial-{os.getpid()}-{threading.get_ident()}"
     try:
         answer = client.api.import_image_from_stream(
             process.stdout, repository=repository, tag=staging, changes=changes
