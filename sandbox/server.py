@@ -138,6 +138,9 @@ class Sandbox:
                 parts.extend(extension.status())
             except Exception as exc:  # a broken part must not hide the others
                 parts.append(PartStatus(extension.name, "", False, f"status failed: {exc}"))
+        injected = self.faults.describe()
+        if injected:  # on purpose, so healthy; said, so a fault left on does not pass for the sandbox's own doing
+            parts.append(PartStatus("faults", self.settings.endpoint_url + FAULTS_PATH, True, injected))
         return parts
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -445,6 +448,17 @@ class Faults:
         if self.lambda_update_seconds:
             listed["lambda_update"] = {"seconds": self.lambda_update_seconds}
         return listed
+
+    def describe(self) -> str:
+        """The faults on, in a line (``inv sandbox.status``); "" when there is none."""
+        listed = self.listing()
+        said = [
+            f"{t['service']} {t['operation'] or '(every operation)'}: the next {t['count']} throttled"
+            for t in listed["throttle"]
+        ]
+        if "lambda_update" in listed:
+            said.append(f"Lambda applies each update in {listed['lambda_update']['seconds']:g}s")
+        return "; ".join(said) + ("; clear: inv sandbox.throttle --clear" if said else "")
 
     def control(self, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """The ``/_sandbox/faults`` route: POST adds, DELETE clears, GET lists. Returns (HTTP status, JSON)."""

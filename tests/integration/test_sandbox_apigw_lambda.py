@@ -517,6 +517,9 @@ def test_with_the_fault_an_update_stays_in_progress_and_refuses_a_publish_meanwh
     harness.function("slowfn", VERSIONED.format(tag="one"))
     lam = harness.client("lambda")
     lifecycle.slow_lambda_updates(harness.settings, 0.6)
+    assert harness.extension.sandbox is not None
+    [said] = [part.detail for part in harness.extension.sandbox.status() if part.part == "faults"]
+    assert said.startswith("Lambda applies each update in 0.6s")  # inv sandbox.status says it is on
     try:
         answer = lam.update_function_code(FunctionName="slowfn", ZipFile=zip_of(VERSIONED.format(tag="two")))
         started = time.monotonic()

@@ -237,8 +237,12 @@ def test_the_route_slows_lambdas_updates_lists_it_while_on_and_clears_it() -> No
         code, answer = faults.control("POST", json.dumps(bad).encode())
         assert code == 400 and says in answer["error"], answer
     assert faults.lambda_update_seconds == 0.5 and len(faults.listing()["throttle"]) == 1  # refused: unchanged
+    assert faults.describe() == (
+        "ecs (every operation): the next 1 throttled; Lambda applies each update in 0.5s; "
+        "clear: inv sandbox.throttle --clear"
+    )
     assert faults.control("DELETE", b"") == (200, {"cleared": 2, "throttle": []})
-    assert faults.lambda_update_seconds == 0.0
+    assert faults.lambda_update_seconds == 0.0 and faults.describe() == ""
 
 
 # -- a real client against the WSGI app --------------------------------------------------------------------
