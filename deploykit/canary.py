@@ -11,12 +11,12 @@ With ``[environments.NAME.lambda_canary] percent`` above 0 (or ``--canary PERCEN
    counted from the moment the canary began (deploykit.watch.Since);
 3. as soon as more than ``max_error_rate`` of the new version's invocations failed (with the default 0: one
    error) and, with ``compare`` (the default), more than a version failing at the old one's own rate in the same
-   time plus ``max_error_rate`` would fail by chance (a binomial tail under :data:`SIGNIFICANCE`; once the old
-   version answered :data:`BASELINE` requests: a rate of fewer means little), the routing is cleared, so the alias
-   serves the old version alone again, and the step fails; an interrupt, or an error of the watch itself, takes the
-   canary back the same way. Compared so, a dependency failing for both versions does not take back a new version
-   no worse than the old one, while one that fails more still goes within a few requests; beside an old version
-   with no error, one error is still enough;
+   time plus ``max_error_rate`` would fail by chance (deploykit.watch.failing: a binomial tail under
+   ``SIGNIFICANCE``, once the old version answered ``BASELINE`` requests: a rate of fewer means little), the routing
+   is cleared, so the alias serves the old version alone again, and the step fails; an interrupt, or an error of
+   the watch itself, takes the canary back the same way. Compared so, a dependency failing for both versions does
+   not take back a new version no worse than the old one, while one that fails more still goes within a few
+   requests; beside an old version with no error, one error is still enough;
 4. when the time is up the step is done and move-alias gives the new version every request (smoke then checks it,
    and the automatic rollback still answers a failure there).
 
@@ -27,7 +27,6 @@ On AWS Lambda puts its metrics about a minute late: give ``seconds`` a few minut
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,40 +38,9 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.lambda_chain import get_alias, published_version
 from deploykit.plan import Context, Outcome, Step
 from deploykit.stacks import error_code
-from deploykit.watch import Counts, Query, Since, allowed, parse_duration, too_many_errors
+from deploykit.watch import Counts, Query, Since, allowed, failing, parse_duration
 
 NAMESPACE = "AWS/Lambda"
-BASELINE = 20  # requests the old version must have answered before the new one is judged against its error rate
-# the chance below which the new version's errors are more than a version failing at the old one's rate would have
-SIGNIFICANCE = 0.01
-
-
-def chance_of_as_many(errors: int, requests: int, rate: float) -> float:
-    """The chance that ``requests`` invocations failing each with chance ``rate`` fail ``errors`` times or more
-    (the binomial upper tail, summed in log space from ``errors`` until the terms no longer count)."""
-    requests = max(requests, errors)
-    if errors <= 0 or rate >= 1:
-        return 1.0
-    if rate <= 0:
-        return 0.0
-    if errors <= requests * rate:  # at or below what is expected: at least about even odds
-        return 1.0
-    log_p, log_q = math.log(rate), math.log1p(-rate)
-    total = 0.0
-    for k in range(errors, requests + 1):
-        term = math.exp(
-            math.lgamma(requests + 1)
-            - math.lgamma(k + 1)
-            - math.lgamma(requests - k + 1)
-            + k * log_p
-            + (requests - k) * log_q
-        )
-        total += term
-        if term < total * 1e-12:  # past the mean the terms only shrink
-            break
-    return min(total, 1.0)
-
-
 # how a failed canary's message ends once it took itself back: the environment is as before (deploykit.report)
 TAKEN_BACK = "alone again"
 
@@ -160,12 +128,7 @@ class CanaryRelease(Step):
 
     def failing(self, new: Counts, old: Counts) -> bool:
         """Whether the new version's counts take it back, beside the old one's in the same time."""
-        if not too_many_errors(new, self.max_error_rate):
-            return False
-        if self.compare and old.requests >= BASELINE:
-            expected = min(old.rate + self.max_error_rate, 1.0)
-            return chance_of_as_many(new.errors, new.requests, expected) < SIGNIFICANCE
-        return True
+        return failing(new, old if self.compare else None, self.max_error_rate)
 
     def fixed_seconds(self) -> float:
         return self.seconds

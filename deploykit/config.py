@@ -242,7 +242,7 @@ class LambdaCanary:
     seconds: float = 300.0  # how long it serves that share while its errors are watched
     max_error_rate: float = 0.0  # the share of its invocations that may fail (0: one error takes it back)
     # judged against the version it replaces, in the same time: more than that one's error rate, plus max_error_rate
-    # (once it has answered enough requests for its rate to mean something: deploykit.canary.BASELINE)
+    # (once it has answered enough requests for its rate to mean something: deploykit.watch.BASELINE)
     compare: bool = True
 
     @property

@@ -18,6 +18,7 @@ few minutes judges all but its last minute.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,6 +66,51 @@ class Counts:
 def too_many_errors(counts: Counts, max_error_rate: float) -> bool:
     """Any error at a rate of 0; else more than the rate."""
     return counts.errors > 0 and counts.rate > max_error_rate
+
+
+BASELINE = 20  # requests the release before must have answered before a new one is judged against its rate
+# the chance below which the new release's errors are more than a release failing at the old one's rate would have
+SIGNIFICANCE = 0.01
+
+
+def chance_of_as_many(errors: int, requests: int, rate: float) -> float:
+    """The chance that ``requests`` invocations failing each with chance ``rate`` fail ``errors`` times or more
+    (the binomial upper tail, summed in log space from ``errors`` until the terms no longer count)."""
+    requests = max(requests, errors)
+    if errors <= 0 or rate >= 1:
+        return 1.0
+    if rate <= 0:
+        return 0.0
+    if errors <= requests * rate:  # at or below what is expected: at least about even odds
+        return 1.0
+    log_p, log_q = math.log(rate), math.log1p(-rate)
+    total = 0.0
+    for k in range(errors, requests + 1):
+        term = math.exp(
+            math.lgamma(requests + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(requests - k + 1)
+            + k * log_p
+            + (requests - k) * log_q
+        )
+        total += term
+        if term < total * 1e-12:  # past the mean the terms only shrink
+            break
+    return min(total, 1.0)
+
+
+def failing(new: Counts, old: Counts | None, max_error_rate: float) -> bool:
+    """Whether ``new``'s errors fail a release: too many (:func:`too_many_errors`) and, given ``old`` (the counts of
+    what it replaces, once they hold :data:`BASELINE` requests), more than a release failing at ``old``'s own rate
+    plus ``max_error_rate`` would have by chance (:func:`chance_of_as_many` under :data:`SIGNIFICANCE`). So a
+    dependency failing for both does not fail a release no worse than the one before, while one that fails more
+    still fails within a few requests; beside a release with no error, one over the rate is still enough."""
+    if not too_many_errors(new, max_error_rate):
+        return False
+    if old is not None and old.requests >= BASELINE:
+        expected = min(old.rate + max_error_rate, 1.0)
+        return chance_of_as_many(new.errors, new.requests, expected) < SIGNIFICANCE
+    return True
 
 
 def allowed(max_error_rate: float) -> str:

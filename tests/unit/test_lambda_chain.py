@@ -293,8 +293,8 @@ def test_a_canary_fails_on_more_errors_than_its_rate_allows() -> None:
 
 
 def test_a_compared_canary_is_judged_against_the_old_versions_rate_once_that_rate_means_something() -> None:
-    from deploykit.canary import BASELINE, CanaryRelease
-    from deploykit.watch import Counts
+    from deploykit.canary import CanaryRelease
+    from deploykit.watch import BASELINE, Counts
 
     def step(max_error_rate: float = 0.0, compare: bool = True) -> CanaryRelease:
         return CanaryRelease("fn", "fn-1", "live", "k.zip", "code", 10, 60, max_error_rate, 5.0, compare)
@@ -313,7 +313,7 @@ def test_a_compared_canary_is_judged_against_the_old_versions_rate_once_that_rat
 
 
 def test_the_chance_of_as_many_errors_is_the_binomial_upper_tail() -> None:
-    from deploykit.canary import chance_of_as_many
+    from deploykit.watch import chance_of_as_many
 
     assert chance_of_as_many(0, 10, 0.1) == 1.0 and chance_of_as_many(1, 10, 0.0) == 0.0
     assert abs(chance_of_as_many(2, 10, 0.1) - (1 - 0.9**10 - 10 * 0.1 * 0.9**9)) < 1e-12
