@@ -258,6 +258,9 @@ class ErrorWatch:
 
     seconds: float = 0.0  # how long (0, the default: no watch)
     max_error_rate: float = 0.01  # the share of requests that may fail: real traffic has the odd 5xx
+    # judged against the release before: its rate in the minutes before the rollout, plus max_error_rate (once it
+    # answered enough requests for its rate to mean something: deploykit.watch.BASELINE)
+    compare: bool = True
 
     @property
     def on(self) -> bool:

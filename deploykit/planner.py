@@ -116,7 +116,7 @@ def error_watch(env: EnvConfig) -> list[Step]:
     watch = env.app_error_watch
     if not watch.on:
         return []
-    return [WatchErrors(env.cluster, env.service, watch.seconds, watch.max_error_rate, env.poll_seconds)]
+    return [WatchErrors(env.cluster, env.service, watch.seconds, watch.max_error_rate, env.poll_seconds, watch.compare)]
 
 
 # -- stacks ---------------------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ Smoke checks a release with a handful of requests; users send every kind. Two st
   ALB's counts for the service's target groups since the watch began (one GetMetricData: namespace
   ``AWS/ApplicationELB``; ``RequestCount`` and ``HTTPCode_Target_5XX_Count`` by LoadBalancer and TargetGroup,
   ``HTTPCode_ELB_5XX_Count`` by LoadBalancer, the ALB's own 502/503/504). As soon as more than ``max_error_rate``
-  of the requests failed, the step fails, and the automatic rollback puts the previous release back, as after a
-  failed smoke.
+  of the requests failed (and, with ``compare``, more than the release before explains: its rate in the minutes
+  before the rollout, :func:`before_rollout`, judged by :func:`failing` as the canary judges a version), the step
+  fails, and the automatic rollback puts the previous release back, as after a failed smoke.
 
 Both share :func:`sums` (GetMetricData, paged, summed per query), :class:`Since` (counts from the moment a watch
 begins) and :class:`Counts`. On AWS, load balancers and Lambda put their metrics about a minute late: a watch of a
@@ -197,10 +198,22 @@ def alb_counts(found: Mapping[str, float]) -> tuple[Counts, int, int]:
     return Counts(requests, target + elb), target, elb
 
 
+# The release before is judged by its answers in this long (or the watch's own length, if longer) before the rollout.
+BEFORE_SECONDS = 600.0
+
+
+def before_rollout(cloudwatch: Any, queries: Mapping[str, Query], began: datetime, seconds: float) -> Counts:
+    """The ALB's counts in the whole minutes of the ``seconds`` before the rollout ``began``, its own minute left out
+    (the new tasks may have answered in it): what the release before answered, for :func:`failing`."""
+    end = began.replace(second=0, microsecond=0) - timedelta(seconds=PERIOD)  # sums reads up to the next minute
+    return alb_counts(sums(cloudwatch, queries, end - timedelta(seconds=seconds), end))[0]
+
+
 @dataclass(frozen=True)
 class WatchErrors(Step):
     """After the rollout, watch the service's answers through its ALB for ``seconds``; fail (and so roll back) when
-    more than ``max_error_rate`` of them are 5xx."""
+    more than ``max_error_rate`` of them are 5xx and, with ``compare``, more than the release before explains (its
+    rate in the minutes before the rollout: :func:`failing`)."""
 
     name: ClassVar[str] = "watch-errors"
     cluster: str
@@ -208,12 +221,26 @@ class WatchErrors(Step):
     seconds: float
     max_error_rate: float
     poll: float
+    compare: bool = True
 
     def describe(self) -> str:
         return (
-            f"watch {self.service}'s answers through its ALB for {self.seconds:g}s: {allowed(self.max_error_rate)} "
-            "fails the release (and rolls it back)"
+            f"watch {self.service}'s answers through its ALB for {self.seconds:g}s: {self._allowed()} fails the "
+            "release (and rolls it back)"
         )
+
+    def _allowed(self) -> str:
+        return allowed(self.max_error_rate) + (" beyond the release before's rate" if self.compare else "")
+
+    def _before(self, ctx: Context, queries: Mapping[str, Query], service: Mapping[str, Any]) -> Counts | None:
+        """The release before's counts (:func:`before_rollout`), from when its PRIMARY deployment began; None without
+        ``compare`` or that time."""
+        primary = ecs.primary_deployment(dict(service))
+        began = primary.get("createdAt") if primary else None
+        if not self.compare or not isinstance(began, datetime):
+            return None
+        window = max(self.seconds, BEFORE_SECONDS)
+        return before_rollout(ctx.aws.client("cloudwatch"), queries, began, window)
 
     def fixed_seconds(self) -> float:
         return self.seconds
@@ -230,16 +257,23 @@ class WatchErrors(Step):
         if not queries:
             return Outcome.skipped(f"no load balancer routes to {self.service}'s target groups: nothing to watch")
         since = Since(ctx.aws.client("cloudwatch"), queries, ctx.clock)
+        before = self._before(ctx, queries, service)
+        judged_by = before if before is not None and before.requests >= BASELINE else None  # a rate that means much
+        beside = ""
+        if judged_by is not None:
+            beside = f" (the release before: {judged_by}, {judged_by.rate:.1%}, in the minutes before the rollout)"
         started = ctx.clock.monotonic()
         while True:
             counts, target, elb = alb_counts(since.read())
             elapsed = ctx.clock.monotonic() - started
             ctx.reporter.status(f"{self.service}: {counts} in {elapsed:.0f}s of {self.seconds:g}s")
-            if too_many_errors(counts, self.max_error_rate):
+            if failing(counts, judged_by, self.max_error_rate):
                 raise StepFailed(
                     f"{self.service} answered {counts.errors} of {counts.requests} requests with a 5xx "
                     f"({counts.rate:.1%}: {target} from its tasks, {elb} from the ALB) in the {elapsed:.0f}s after its "
-                    f"rollout; {allowed(self.max_error_rate)} fails the release",
+                    f"rollout{beside}; {allowed(self.max_error_rate)}"
+                    + (" beyond that rate" if judged_by else "")
+                    + " fails the release",
                     next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m",
                 )
             if elapsed >= self.seconds:
@@ -248,4 +282,6 @@ class WatchErrors(Step):
         detail = f"{counts} in {self.seconds:g}s ({counts.rate:.1%})"
         if counts.requests == 0:
             detail += "; no request came, nothing to judge it by"
+        elif too_many_errors(counts, self.max_error_rate) and judged_by is not None:
+            detail += f"; no more than the release before ({judged_by.rate:.1%} before its rollout) explains"
         return Outcome.done(detail)

@@ -9,7 +9,7 @@ and TargetGroup; HTTPCode_ELB_5XX_Count by LoadBalancer).
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from unittest.mock import Mock
 
 import pytest
@@ -23,7 +23,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, StepRecord
-from deploykit.watch import WatchErrors
+from deploykit.watch import Counts, WatchErrors, before_rollout
 from tests.functional.conftest import new_session
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
@@ -83,7 +83,15 @@ class Traffic(FakeClock):
         self.cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data)
 
 
-def run(factory: AwsFactory, dev_env: EnvConfig, clock: FakeClock, seconds: float = 30, rate: float = 0.01) -> str:
+def run(
+    factory: AwsFactory,
+    dev_env: EnvConfig,
+    clock: FakeClock,
+    seconds: float = 30,
+    rate: float = 0.01,
+    *,
+    compare: bool = True,
+) -> str:
     out = io.StringIO()
     ctx = Context(
         Mock(spec=Config),
@@ -93,7 +101,7 @@ def run(factory: AwsFactory, dev_env: EnvConfig, clock: FakeClock, seconds: floa
         Reporter(out, tty=False, clock=clock),
         Mock(side_effect=AssertionError),
     )
-    return WatchErrors(CLUSTER, SERVICE, seconds, rate, 5.0).run(ctx).detail
+    return WatchErrors(CLUSTER, SERVICE, seconds, rate, 5.0, compare).run(ctx).detail
 
 
 def test_a_release_that_answers_well_is_watched_for_its_time(factory: AwsFactory, dev_env: EnvConfig) -> None:
@@ -161,3 +169,71 @@ def test_a_watch_cloudwatch_refuses_is_a_refusal_that_rolls_nothing_back(
     rolled = StepRecord("roll-service", "", "done", outputs={"previous_image": "repo:aaaaaaaaaaaa"})
     report.records.insert(0, rolled)
     assert rollback.undo_plan(dev_env, report, None) is None  # the release stays
+
+
+def answered_before(factory: AwsFactory, dims: tuple[str, str], minutes: int, requests: int, errors: int) -> datetime:
+    """The release before answered ``requests`` a minute, ``errors`` of them 5xx from its tasks, for ``minutes``
+    before the rollout (the service's PRIMARY deployment); and, in the rollout's own minute, 100 failed requests that
+    must not count for it. Returns when the rollout began."""
+    deployment = factory.client("ecs").describe_services(cluster=CLUSTER, services=[SERVICE])["services"][0]
+    began: datetime = deployment["deployments"][0]["createdAt"]
+    balancer = {"Name": "LoadBalancer", "Value": dims[0]}
+    both = [balancer, {"Name": "TargetGroup", "Value": dims[1]}]
+    minute = began.replace(second=0, microsecond=0)
+    data = []
+    for n in range(1, minutes + 1):
+        at = minute - timedelta(minutes=n) + timedelta(seconds=30)
+        data += [
+            {"MetricName": "RequestCount", "Dimensions": both, "Value": requests, "Timestamp": at},
+            {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": both, "Value": errors, "Timestamp": at},
+        ]
+    data += [
+        {"MetricName": "RequestCount", "Dimensions": both, "Value": 100, "Timestamp": minute},
+        {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": both, "Value": 100, "Timestamp": minute},
+    ]
+    factory.client("cloudwatch").put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data)
+    return began
+
+
+def test_a_release_failing_no_more_than_the_one_before_passes_when_compared(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """A dependency failing 20% of requests for the old release and the new one alike does not fail the new one
+    (nor roll back to a release that fails as much); judged alone, it fails at once."""
+    dims = service_behind_an_alb(factory)
+    answered_before(factory, dims, minutes=10, requests=100, errors=20)
+    clock = Traffic(factory, dims, requests=200, target_5xx=40)
+    assert run(factory, dev_env, clock) == (
+        "1200 requests, 240 errors in 30s (20.0%); no more than the release before (20.0% before its rollout) explains"
+    )
+    with pytest.raises(StepFailed, match=r"answered 40 of 200 requests with a 5xx \(20.0%"):
+        run(factory, dev_env, Traffic(factory, dims, requests=200, target_5xx=40), compare=False)
+
+
+def test_a_release_failing_more_than_the_one_before_fails_naming_that_rate(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    dims = service_behind_an_alb(factory)
+    answered_before(factory, dims, minutes=10, requests=100, errors=1)  # 1%; its rollout minute's 100% not counted
+    clock = Traffic(factory, dims, requests=20, target_5xx=6)
+    with pytest.raises(StepFailed) as failed:
+        run(factory, dev_env, clock, seconds=300)
+    assert failed.value.message == (
+        "car-rental-service answered 6 of 20 requests with a 5xx (30.0%: 6 from its tasks, 0 from the ALB) in the "
+        "5s after its rollout (the release before: 1000 requests, 10 errors, 1.0%, in the minutes before the "
+        "rollout); more than 1.0% failing beyond that rate fails the release"
+    )
+    assert clock.sleeps == [5.0]
+
+
+def test_the_release_before_is_read_in_whole_minutes_before_the_rollouts_own() -> None:
+    cloudwatch = Mock(spec=["get_metric_data"])
+    cloudwatch.get_metric_data.return_value = {"MetricDataResults": []}
+    began = datetime(2026, 11, 29, 12, 30, 40, tzinfo=UTC)
+    queries = {"requests0x0": ("AWS/ApplicationELB", "RequestCount", [])}
+    assert before_rollout(cloudwatch, queries, began, 600) == Counts(0, 0)
+    asked = cloudwatch.get_metric_data.call_args.kwargs
+    assert (asked["StartTime"], asked["EndTime"]) == (
+        datetime(2026, 11, 29, 12, 19, tzinfo=UTC),
+        datetime(2026, 11, 29, 12, 30, tzinfo=UTC),  # the rollout's minute, 12:30, is left out
+    )
