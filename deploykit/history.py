@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 from tabulate import tabulate
 
 from deploykit.aws import CONNECTIONS, AwsFactory, at_once
+from deploykit.cachedir import cache_root
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plan import RunReport
@@ -43,8 +44,6 @@ from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs
 
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
-CACHE_DIR_ENV = "DEPLOYKIT_CACHE_DIR"
-NO_CACHE_ENV = "DEPLOYKIT_NO_CACHE"
 # A kept record body goes once it is this old (a busy team's 90 days: ~5,000 records, ~10 MB); checked once a day.
 CACHE_KEEP_DAYS = 90
 PRUNE_EVERY = 86400.0
@@ -199,17 +198,7 @@ class RecordCache:
 
     @classmethod
     def default(cls, environ: Mapping[str, str] | None = None) -> RecordCache:
-        environ = os.environ if environ is None else environ
-        if environ.get(NO_CACHE_ENV, "") not in ("", "0"):
-            return cls(None)
-        if environ.get(CACHE_DIR_ENV):
-            return cls(Path(environ[CACHE_DIR_ENV]))
-        if environ.get("XDG_CACHE_HOME"):
-            return cls(Path(environ["XDG_CACHE_HOME"]) / "deploykit")
-        try:
-            return cls(Path.home() / ".cache" / "deploykit")
-        except (RuntimeError, KeyError):  # no $HOME and no passwd entry (a container's arbitrary user): no cache
-            return cls(None)
+        return cls(cache_root(environ))
 
     def path(self, bucket: str, key: str, etag: str | None) -> Path | None:
         """Where the body of ``key`` at ``etag`` is kept; None when it is not kept (no cache, an unusual name)."""

@@ -16,8 +16,13 @@ What goes in the zip:
   with ``--no-deps``, the file must list the whole dependency closure (as ``pip-compile`` or ``pip freeze``
   write it). ``-r``/``-c``/``-e`` lines are refused (the cache key would not see the included file).
   Console scripts (``bin/``, whose shebang names this machine's interpreter) are dropped, and so are their
-  lines in the ``RECORD`` files. The vendored tree is cached under ``requirements_cache`` by the hash of
-  ``requirements.txt`` and the pip platform options.
+  lines in the ``RECORD`` files. The vendored tree, and its zip, are kept under ``requirements_cache`` (by
+  default ``lambda-vendor/`` in deploykit's cache, :mod:`deploykit.cachedir`) by the hash of ``requirements.txt``
+  and the pip platform options, and dropped once unused for :data:`VENDOR_KEEP_DAYS` days.
+
+A function with requirements is zipped as its vendored packages' zip, made once, with the function's own files
+appended: a change to a handler beside 16 MB of numpy zips the handler alone (about 0.1 s), not everything again
+(about 3 s). The entries are then the vendored ones, sorted, then the function's own, sorted.
 
 How it is written: entries sorted by path (forward slashes), no directory entries, every date
 1980-01-01 00:00:00, Unix permissions 0644 (0755 when the source file has an executable bit), ZIP_DEFLATED
@@ -30,6 +35,7 @@ Symbolic links to files are packaged as the files they point at; links to direct
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -39,11 +45,14 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from deploykit.cachedir import cache_root
 from deploykit.errors import StepFailed, UsageError
 
 HANDLER_MODULE = "handler.py"
@@ -53,6 +62,7 @@ COMPRESSLEVEL = 6
 FILE_MODE = 0o644
 EXECUTABLE_MODE = 0o755
 KEY_PREFIX = "lambda"
+VENDOR_KEEP_DAYS = 30  # a vendored tree and its zip go once no package used them for this long
 
 # The Lambda runtime the vendored wheels are chosen for. Part of the vendoring cache key.
 PIP_PLATFORM_OPTIONS: tuple[str, ...] = (
@@ -113,14 +123,18 @@ def package_function(
     entries = dict(_function_files(folder))
     requirements = folder / REQUIREMENTS
     if requirements.is_file() and _requirement_lines(requirements):
-        for path, (data, executable) in _vendored_files(requirements, requirements_cache, installer or pip_install):
-            if path in entries:
-                raise UsageError(
-                    f"{folder / path} clashes with a file of the same path vendored from {requirements}",
-                    next_step=f"rename {path} in {folder}, or drop the requirement that provides it",
-                )
-            entries[path] = (data, executable)
-    zip_bytes = build_zip(entries)
+        cache = requirements_cache if requirements_cache is not None else default_vendor_cache()
+        vendored = _vendored_zip(requirements, cache, installer or pip_install)
+        with zipfile.ZipFile(io.BytesIO(vendored)) as zf:
+            clashes = sorted(set(entries) & set(zf.namelist()))
+        if clashes:
+            raise UsageError(
+                f"{folder / clashes[0]} clashes with a file of the same path vendored from {requirements}",
+                next_step=f"rename {clashes[0]} in {folder}, or drop the requirement that provides it",
+            )
+        zip_bytes = append_zip(vendored, entries)
+    else:
+        zip_bytes = build_zip(entries)
     digest = hashlib.sha256(zip_bytes).hexdigest()
     return Package(name=name, zip_bytes=zip_bytes, sha256=digest, key=f"{KEY_PREFIX}/{name}/{digest}.zip")
 
@@ -144,8 +158,15 @@ def package_all(
 
 def build_zip(entries: dict[str, tuple[bytes, bool]]) -> bytes:
     """A deterministic zip of ``{posix path: (content, executable)}``: sorted, fixed dates and modes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESSLEVEL) as zf:
+    return append_zip(b"", entries)
+
+
+def append_zip(base: bytes, entries: dict[str, tuple[bytes, bool]]) -> bytes:
+    """``base`` (a zip, or nothing) with ``entries`` added after its own, sorted, with fixed dates and modes: the
+    same bytes for the same ``base`` and entries. ``base``'s members are copied as they are, not compressed again."""
+    buf = io.BytesIO(base)
+    options: dict[str, Any] = {"compression": zipfile.ZIP_DEFLATED, "compresslevel": COMPRESSLEVEL}
+    with zipfile.ZipFile(buf, "a", **options) if base else zipfile.ZipFile(buf, "w", **options) as zf:
         for path in sorted(entries):
             data, executable = entries[path]
             info = zipfile.ZipInfo(path, date_time=FIXED_DATE_TIME)
@@ -154,6 +175,12 @@ def build_zip(entries: dict[str, tuple[bytes, bool]]) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESSLEVEL)
     return buf.getvalue()
+
+
+def default_vendor_cache() -> Path | None:
+    """Where vendored requirements are kept between runs: ``lambda-vendor/`` in deploykit's cache (None: none)."""
+    root = cache_root()
+    return root / "lambda-vendor" if root is not None else None
 
 
 def pip_install(requirements: Path, target: Path) -> None:
@@ -275,11 +302,54 @@ def _requirement_lines(requirements: Path) -> list[str]:
     return wanted
 
 
-def _vendored_files(
-    requirements: Path, cache: Path | None, installer: Installer
-) -> Iterator[tuple[str, tuple[bytes, bool]]]:
+def _vendored_zip(requirements: Path, cache: Path | None, installer: Installer) -> bytes:
+    """The zip of what ``requirements`` vendors (:func:`build_zip`): kept as ``<cache>/<key>.zip`` beside the tree,
+    made from it once; without a cache, vendored into a temporary folder and zipped each time."""
     content = requirements.read_bytes()
     key = hashlib.sha256("\0".join((_VENDOR_FORMAT, *PIP_PLATFORM_OPTIONS)).encode() + b"\0" + content).hexdigest()
+    if cache is None:
+        return build_zip(dict(_vendored_files(requirements, None, key, installer)))
+    kept = Path(cache) / f"{key}.zip"
+    with contextlib.suppress(OSError, zipfile.BadZipFile):
+        body = kept.read_bytes()
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            zf.namelist()  # a zip (a kept file that is not one is made again)
+        os.utime(kept)  # in use: kept from pruning
+        return body
+    body = build_zip(dict(_vendored_files(requirements, Path(cache), key, installer)))
+    with contextlib.suppress(OSError):  # written whole or not at all; a cache that cannot be written is passed over
+        fd, temporary = tempfile.mkstemp(dir=cache, prefix=f".{key[:12]}-", suffix=".zip")
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+        os.replace(temporary, kept)
+    prune_vendored(Path(cache))
+    return body
+
+
+def prune_vendored(cache: Path, now: float | None = None) -> list[str]:
+    """Drop the vendored trees and zips of ``cache`` unused for :data:`VENDOR_KEEP_DAYS` days (a zip's time is
+    when it was last used; a tree goes with its zip), at most once a day; the keys dropped. Never fails."""
+    now = time.time() if now is None else now
+    stamp = cache / ".pruned"
+    with contextlib.suppress(OSError):
+        if now - stamp.stat().st_mtime < 86400:
+            return []
+    dropped = []
+    with contextlib.suppress(OSError):
+        for kept in sorted(cache.glob("*.zip")):
+            with contextlib.suppress(OSError):
+                if now - kept.stat().st_mtime > VENDOR_KEEP_DAYS * 86400:
+                    kept.unlink()
+                    shutil.rmtree(cache / kept.stem, ignore_errors=True)
+                    dropped.append(kept.stem)
+        stamp.touch()
+        os.utime(stamp, (now, now))
+    return dropped
+
+
+def _vendored_files(
+    requirements: Path, cache: Path | None, key: str, installer: Installer
+) -> Iterator[tuple[str, tuple[bytes, bool]]]:
     if cache is None:
         with tempfile.TemporaryDirectory(prefix="deploykit-vendor-") as tmp:
             tree = Path(tmp) / "site"

@@ -21,7 +21,7 @@ import pytest
 
 from deploykit import packaging
 from deploykit.errors import StepFailed, UsageError
-from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function
+from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function, prune_vendored
 
 REPO = Path(__file__).resolve().parents[2]
 LAMBDA = REPO / "lambda"
@@ -266,7 +266,8 @@ def test_requirements_are_vendored_at_the_root_reproducibly_and_cached(fn: Path,
 
     assert len(pip.calls) == 2  # the second run came from the cache
     assert first.zip_bytes == second.zip_bytes == uncached.zip_bytes
-    assert list(first.files) == sorted([*PACKAGED, "tinypkg-1.0.dist-info/RECORD", "tinypkg/__init__.py"])
+    # the vendored packages' zip first, then the function's own files, each sorted
+    assert list(first.files) == ["tinypkg-1.0.dist-info/RECORD", "tinypkg/__init__.py", *sorted(PACKAGED)]
     with zipfile.ZipFile(io.BytesIO(first.zip_bytes)) as zf:
         assert zf.read("tinypkg-1.0.dist-info/RECORD") == b"tinypkg/__init__.py,sha256=abc,11\n"
 
@@ -280,7 +281,53 @@ def test_a_changed_requirements_file_is_vendored_again(fn: Path, tmp_path: Path)
     package_function(fn, requirements_cache=cache, installer=pip)
 
     assert len(pip.calls) == 2
-    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
+    assert len([p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 2
+    assert len(list(cache.glob("*.zip"))) == 2  # each tree's zip beside it
+
+
+def test_a_change_to_the_function_beside_its_requirements_zips_only_its_own_files(fn: Path, tmp_path: Path) -> None:
+    """The vendored packages are zipped once and kept; the function's files are appended to that zip, which is
+    copied as it is (the same bytes open the package), not compressed again."""
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    pip, cache = FakePip(), tmp_path / "cache"
+    package_function(fn, requirements_cache=cache, installer=pip)
+    [kept] = cache.glob("*.zip")
+    vendored = kept.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(vendored)) as zf:
+        members_end = zf.start_dir  # where its central directory begins: its members come before it
+    (fn / "handler.py").write_text("def handler(event, context):\n    return 'changed'\n")
+
+    changed = package_function(fn, requirements_cache=cache, installer=pip)
+
+    assert len(pip.calls) == 1 and kept.read_bytes() == vendored
+    assert changed.zip_bytes[:members_end] == vendored[:members_end]
+    with zipfile.ZipFile(io.BytesIO(changed.zip_bytes)) as zf:
+        assert zf.testzip() is None and zf.read("handler.py").endswith(b"'changed'\n")
+        assert zf.read("tinypkg/__init__.py") == b"VALUE = 42\n"
+
+
+def test_a_kept_vendored_zip_that_is_not_a_zip_is_made_again(fn: Path, tmp_path: Path) -> None:
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    pip, cache = FakePip(), tmp_path / "cache"
+    first = package_function(fn, requirements_cache=cache, installer=pip)
+    [kept] = cache.glob("*.zip")
+    kept.write_bytes(b"PK half a zip")  # as a full disk could leave it
+    assert package_function(fn, requirements_cache=cache, installer=pip).zip_bytes == first.zip_bytes
+    assert len(pip.calls) == 1 and zipfile.is_zipfile(kept)  # made again from the kept tree, mended
+
+
+def test_vendored_trees_unused_for_a_month_go_once_a_day(tmp_path: Path) -> None:
+    now = 2_000_000_000.0
+    for key, days in (("old", 31), ("used", 2)):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "pkg.py").write_text("")
+        (tmp_path / f"{key}.zip").write_bytes(b"")
+        os.utime(tmp_path / f"{key}.zip", (now - days * 86400, now - days * 86400))
+    assert prune_vendored(tmp_path, now) == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".pruned", "used", "used.zip"]
+    os.utime(tmp_path / "used.zip", (now - 40 * 86400, now - 40 * 86400))
+    assert prune_vendored(tmp_path, now + 3600) == []  # within the day
+    assert prune_vendored(tmp_path, now + 86401) == ["used"]
 
 
 @pytest.mark.parametrize(

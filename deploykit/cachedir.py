@@ -1,0 +1,30 @@
+"""Where deploykit keeps what it may read again instead of fetching or building it (each part its own folder).
+
+The root is ``$DEPLOYKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/deploykit``, else ``~/.cache/deploykit``; with
+``DEPLOYKIT_NO_CACHE=1``, or for a user with no home directory at all (a container's arbitrary user), there is none
+and everything is fetched or built anew. Everything kept is safe to delete at any time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+CACHE_DIR_ENV = "DEPLOYKIT_CACHE_DIR"
+NO_CACHE_ENV = "DEPLOYKIT_NO_CACHE"
+
+
+def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The cache's root folder (not created here), or None when there is to be no cache."""
+    environ = os.environ if environ is None else environ
+    if environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        return None
+    if environ.get(CACHE_DIR_ENV):
+        return Path(environ[CACHE_DIR_ENV])
+    if environ.get("XDG_CACHE_HOME"):
+        return Path(environ["XDG_CACHE_HOME"]) / "deploykit"
+    try:
+        return Path.home() / ".cache" / "deploykit"
+    except (RuntimeError, KeyError):  # no $HOME and no passwd entry: no cache
+        return None
