@@ -74,7 +74,7 @@ PIP_PLATFORM_OPTIONS: tuple[str, ...] = (
     "--python-version",
     "3.11",
 )
-_VENDOR_FORMAT = "deploykit-vendor-v1"  # bump when the vendored tree's normalisation changes
+_VENDOR_FORMAT = "deploykit-vendor-v1"  # bump when the vendored tree's normalisation, or how it is zipped, changes
 
 _EXCLUDED_TOP_LEVEL = frozenset({"tests", "conftest.py", REQUIREMENTS})
 _EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
