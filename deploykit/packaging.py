@@ -307,6 +307,8 @@ def _vendored_zip(requirements: Path, cache: Path | None, installer: Installer) 
     made from it once; without a cache, vendored into a temporary folder and zipped each time."""
     content = requirements.read_bytes()
     key = hashlib.sha256("\0".join((_VENDOR_FORMAT, *PIP_PLATFORM_OPTIONS)).encode() + b"\0" + content).hexdigest()
+    if cache is not None and not _usable(Path(cache)):
+        cache = None  # a read-only home (a CI container): vendored each time, as without a cache
     if cache is None:
         return build_zip(dict(_vendored_files(requirements, None, key, installer)))
     kept = Path(cache) / f"{key}.zip"
@@ -324,6 +326,15 @@ def _vendored_zip(requirements: Path, cache: Path | None, installer: Installer) 
         os.replace(temporary, kept)
     prune_vendored(Path(cache))
     return body
+
+
+def _usable(cache: Path) -> bool:
+    """Whether ``cache`` is (or can be made) a folder this process can write in."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(cache, os.W_OK | os.X_OK)
 
 
 def prune_vendored(cache: Path, now: float | None = None) -> list[str]:

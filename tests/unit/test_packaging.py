@@ -316,6 +316,16 @@ def test_a_kept_vendored_zip_that_is_not_a_zip_is_made_again(fn: Path, tmp_path:
     assert len(pip.calls) == 1 and zipfile.is_zipfile(kept)  # made again from the kept tree, mended
 
 
+def test_a_cache_that_cannot_be_written_is_passed_over(fn: Path, tmp_path: Path) -> None:
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")  # as a read-only home in a CI container refuses it
+    pip = FakePip()
+    first = package_function(fn, requirements_cache=blocked / "cache", installer=pip)
+    second = package_function(fn, requirements_cache=blocked / "cache", installer=pip)
+    assert first.zip_bytes == second.zip_bytes and len(pip.calls) == 2  # vendored each time, nothing failed
+
+
 def test_vendored_trees_unused_for_a_month_go_once_a_day(tmp_path: Path) -> None:
     now = 2_000_000_000.0
     for key, days in (("old", 31), ("used", 2)):
