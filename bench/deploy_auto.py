@@ -12,7 +12,8 @@ process the way a developer runs it:
       (bench/latency.py), as far away as AWS is from a laptop (so is (c) once more, with another change);
   (b) `inv deploy.auto` after one committed backend source file;
   (c) `inv deploy.auto` after one committed Lambda handler; and once more with the sandbox's Lambda applying the
-      update in 1.5 s, as AWS takes 1-5 s where moto takes none (`inv sandbox.lambda-updates`);
+      update in 1.5 s, as AWS takes 1-5 s where moto takes none (`inv sandbox.lambda-updates`); then with the
+      function vendoring numpy (a 16 MB zip: pip and the vendored zip, made once), and after a change to its handler;
   (d) `inv deploy.auto` after one committed stack setting (the data stack's access-log retention);
   before: the seed's full deploy — every stack with the app, from a fresh checkout (cdk.out removed, so the
           CDK app is synthesized), after one more backend change: `inv deploy.full`;
@@ -69,6 +70,9 @@ LATENCY_ROW = f"a, each AWS call {AWS_LATENCY * 1000:.0f} ms later (as far as AW
 LAMBDA_LATENCY_ROW = f"c again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
 LAMBDA_APPLY = 1.5  # seconds: AWS applies a function's code update in 1-5 s; the sandbox, unless told, at once
 LAMBDA_APPLY_ROW = f"c again, Lambda applying the update in {LAMBDA_APPLY:g} s (as AWS)"
+HEAVY = "numpy==2.1.3"  # a requirement as big as they come: a 16 MB zip (pip fetches it once, from PyPI)
+HEAVY_FIRST_ROW = f"c again, the function now vendoring {HEAVY} (pip, first zip)"
+HEAVY_ROW = f"c again, one handler change beside {HEAVY}"
 CDK_CLI = "2.1148.1"  # npm's aws-cdk, the CDK CLI the seed's scripts ran (synthesizes cloud assembly schema 55)
 CDK_CLI_ROW = "before, the seed's way: build, push, cdk deploy --all"
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
@@ -135,6 +139,11 @@ class Bench:
             raise SystemExit(f"{path} no longer contains {old!r}: update the benchmark")
         file.write_text(text.replace(old, new, 1))
         git(self.root, "commit", "-qam", message)
+
+    def add(self, path: str, text: str, message: str) -> None:
+        (self.root / path).write_text(text)
+        git(self.root, "add", path)
+        git(self.root, "commit", "-qm", message)
 
     def touch_backend(self, n: int) -> None:
         file = self.root / "backend" / "app" / "fleet.py"
@@ -300,6 +309,11 @@ def scenarios(bench: Bench, cdk: Path | None) -> dict[str, float]:
         finally:
             bench.inv("sandbox.lambda-updates", "--seconds", "0")
         bench.waits[f"update-code, Lambda applying it in {LAMBDA_APPLY:g} s"] = bench.last_steps()["update-code"]
+        # a function with requirements: numpy vendored (a 16 MB zip), then a change to its handler alone
+        bench.add("lambda/health_handler/requirements.txt", f"{HEAVY}\n", "lambda: the handler vendors numpy")
+        r[HEAVY_FIRST_ROW] = bench.inv("deploy.auto")
+        bench.edit("lambda/health_handler/handler.py", '"bench-3", ', '"bench-4", ', "lambda: beside numpy")
+        r[HEAVY_ROW] = bench.inv("deploy.auto")
     bench.edit("cdk/stacks/data_stack.py", "ACCESS_LOG_DAYS = 365", "ACCESS_LOG_DAYS = 400", "data: a setting")
     r["d: one stack setting"] = bench.inv("deploy.auto")
     bench.touch_backend(2)
