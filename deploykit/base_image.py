@@ -26,7 +26,7 @@ import docker.errors
 
 from deploykit.config import BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, StepFailed
-from deploykit.images import created, extra_ca_certificates
+from deploykit.images import created, extra_ca_certificates, local_image
 
 SPEC_LABEL = "io.deploykit.base-spec"
 CA_ENV = [
@@ -46,9 +46,8 @@ def spec_hash(spec: BaseImageSpec, extra_ca_dir: Path | None) -> str:
 def stale(client: docker.DockerClient, spec: BaseImageSpec, extra_ca_dir: Path | None, now: datetime) -> str | None:
     """Why the base image must be built (it is missing, was built from another spec or other certificates, or is
     older than ``spec.max_age_days``); None when it is current."""
-    try:
-        image = client.images.get(spec.name)
-    except docker.errors.ImageNotFound:
+    image = local_image(client, spec.name)
+    if image is None:
         return "it is not on this Docker engine"
     labels = (image.attrs.get("Config") or {}).get("Labels") or {}
     if labels.get(SPEC_LABEL) != spec_hash(spec, extra_ca_dir):

@@ -49,11 +49,7 @@ def docker_client(timeout: int = 300) -> docker.DockerClient:
 
 
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
-    try:
-        client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
+    return local_image(client, ref) is not None
 
 
 def local_image(client: docker.DockerClient, ref: str) -> docker.models.images.Image | None:
