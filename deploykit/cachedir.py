@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 CACHE_DIR_ENV = "DEPLOYKIT_CACHE_DIR"
+DAY = 86400.0
+PRUNE_STAMP = ".pruned"  # in a folder of the cache: when what it keeps was last pruned
 NO_CACHE_ENV = "DEPLOYKIT_NO_CACHE"
 
 
@@ -28,3 +30,21 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
         return Path.home() / ".cache" / "deploykit"
     except (RuntimeError, KeyError):  # no $HOME and no passwd entry: no cache
         return None
+
+
+def prune_due(folder: Path, now: float, every: float = DAY) -> bool:
+    """Whether what ``folder`` keeps is to be pruned now: its stamp (``.pruned``) is ``every`` seconds old, or there
+    is none; when so, the stamp is set to ``now`` (when it can be: a folder that cannot take it is pruned each time,
+    never a failure)."""
+    stamp = folder / PRUNE_STAMP
+    try:
+        if now - stamp.stat().st_mtime < every:
+            return False
+    except OSError:
+        pass  # never pruned here
+    try:
+        stamp.touch()
+        os.utime(stamp, (now, now))
+    except OSError:
+        pass
+    return True

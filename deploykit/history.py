@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from tabulate import tabulate
 
 from deploykit.aws import CONNECTIONS, AwsFactory, at_once
-from deploykit.cachedir import cache_root
+from deploykit.cachedir import DAY, PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plan import RunReport
@@ -46,7 +46,6 @@ from deploykit.stacks import StackOutputs
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
 # A kept record body goes once it is this old (a busy team's 90 days: ~5,000 records, ~10 MB); checked once a day.
 CACHE_KEEP_DAYS = 90
-PRUNE_EVERY = 86400.0
 RESULTS = {"ok": "✅ ok", "failed": "❌ failed", "refused": "🛑 refused"}
 
 
@@ -225,22 +224,15 @@ class RecordCache:
             return 0
         now = time.time() if now is None else now
         folder = self.root / "history" / bucket
-        stamp = folder / ".pruned"
-        try:
-            if now - stamp.stat().st_mtime < PRUNE_EVERY:
-                return 0
-        except OSError:
-            pass  # never pruned (or unreadable: tried, and the stamp written below if it can be)
+        if not prune_due(folder, now):
+            return 0
         removed = 0
-        oldest = now - CACHE_KEEP_DAYS * 86400
+        oldest = now - CACHE_KEEP_DAYS * DAY
         for path in _files(folder):
             with contextlib.suppress(OSError):
-                if path.name != stamp.name and path.stat().st_mtime < oldest:
+                if path.name != PRUNE_STAMP and path.stat().st_mtime < oldest:
                     path.unlink()
                     removed += 1
-        with contextlib.suppress(OSError):
-            stamp.touch()
-            os.utime(stamp, (now, now))
         return removed
 
     def put(self, bucket: str, key: str, etag: str | None, body: bytes) -> None:

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploykit.cachedir import cache_root
+from deploykit.cachedir import DAY, cache_root, prune_due
 from deploykit.errors import StepFailed, UsageError
 
 HANDLER_MODULE = "handler.py"
@@ -341,20 +341,16 @@ def prune_vendored(cache: Path, now: float | None = None) -> list[str]:
     """Drop the vendored trees and zips of ``cache`` unused for :data:`VENDOR_KEEP_DAYS` days (a zip's time is
     when it was last used; a tree goes with its zip), at most once a day; the keys dropped. Never fails."""
     now = time.time() if now is None else now
-    stamp = cache / ".pruned"
-    with contextlib.suppress(OSError):
-        if now - stamp.stat().st_mtime < 86400:
-            return []
+    if not prune_due(cache, now):
+        return []
     dropped = []
     with contextlib.suppress(OSError):
         for kept in sorted(cache.glob("*.zip")):
             with contextlib.suppress(OSError):
-                if now - kept.stat().st_mtime > VENDOR_KEEP_DAYS * 86400:
+                if now - kept.stat().st_mtime > VENDOR_KEEP_DAYS * DAY:
                     kept.unlink()
                     shutil.rmtree(cache / kept.stem, ignore_errors=True)
                     dropped.append(kept.stem)
-        stamp.touch()
-        os.utime(stamp, (now, now))
     return dropped
 
 
