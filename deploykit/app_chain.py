@@ -15,7 +15,7 @@ import docker.errors
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import base_image, ecs, images, registry
-from deploykit.config import BaseImageSpec
+from deploykit.config import PLATFORMS, BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
@@ -34,6 +34,7 @@ class EnsureBaseImage(Step):
     extra_ca_dir: str
     force: bool = False
     pull_after_days: float = 0  # a pulled image: pulled again once this machine's copy is older ([build])
+    platform: str = "linux/amd64"  # what the images are built for ([build] platform)
 
     @property
     def local(self) -> bool:
@@ -52,6 +53,15 @@ class EnsureBaseImage(Step):
     def run(self, ctx: Context) -> Outcome:
         client, now = ctx.docker, ctx.clock.now()
         if self.local:
+            engine = images.engine_platform(client)
+            if engine != self.platform:  # mmdebstrap builds for the machine it runs on
+                raise UsageError(
+                    f"the local base image {self.image} is built for this machine's platform, {engine}, but images "
+                    f"are built for {self.platform} ([build] platform: what the task definition runs)",
+                    next_step=f"build FROM a public base pulled for {self.platform} (base_image = "
+                    f"'python:3.11-slim' for environment {ctx.env.name!r} in deploy.toml), or deploy from a "
+                    f"{self.platform} machine (CI)",
+                )
             why = "--force" if self.force else base_image.stale(client, self.spec, _ca_dir(self.extra_ca_dir), now)
             if why is None:
                 return Outcome.skipped(f"{self.image} is present and current")
@@ -62,23 +72,33 @@ class EnsureBaseImage(Step):
             return Outcome.done(f"built {self.image} ({image_id[7:19]}): {why}", base_image=self.image)
         held = images.local_image(client, self.image)
         if held is not None:
-            why = images.pull_again(held, self.image, self.pull_after_days, now)
+            why = images.pull_again(held, self.image, self.pull_after_days, now, self.platform)
             if why is None:
                 return Outcome.skipped(f"{self.image} is present")
             ctx.reporter.line(f"🐳 pulling {self.image} again: {why}")
         ctx.reporter.status(f"pulling {self.image}")
         try:
-            pulled = images.pull_stamped(client, self.image)
+            pulled = images.pull_stamped(client, self.image, self.platform)
         except docker.errors.APIError as exc:
-            if held is not None:  # offline, or the registry down: the copy here still builds
+            if held is not None and images.platform_of(held) == self.platform:
+                # offline, or the registry down: the copy here still builds
                 failed = f"pulling {self.image} again failed ({images._short(exc)})"
                 ctx.reporter.line(f"⚠️  {failed}: building from this copy")
                 return Outcome.skipped(f"{self.image} is present; {failed}")
+            missing = "is not on this Docker engine" if held is None else f"is here only for {images.platform_of(held)}"
             raise EnvironmentNotReady(
-                f"base image {self.image} is not on this Docker engine and cannot be pulled: {images._short(exc)}",
+                f"base image {self.image} {missing} and cannot be pulled for {self.platform}: {images._short(exc)}",
                 next_step=f"build the local base with 'inv base-image' and set base_image = "
-                f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself",
+                f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself "
+                f"(docker pull --platform {self.platform} {self.image})",
             ) from None
+        if images.platform_of(pulled) != self.platform:  # a registry with an image for one other platform only
+            raise EnvironmentNotReady(
+                f"base image {self.image} is in its registry only for {images.platform_of(pulled)}, and images are "
+                f"built for {self.platform} ([build] platform: what the task definition runs)",
+                next_step=f"push a {self.platform} build of it (or a multi-platform one) and rerun, or choose "
+                "another base_image in deploy.toml",
+            )
         if held is None:
             return Outcome.done(f"pulled {self.image}")
         if pulled.id == held.id:
@@ -97,16 +117,22 @@ class BuildImage(Step):
     base_image: str
     git_sha: str
     extra_ca_dir: str
+    platform: str = "linux/amd64"  # what the task definition runs ([build] platform)
 
     def describe(self) -> str:
-        return f"docker build {self.context} → {self.image} (FROM {self.base_image})"
+        return f"docker build {self.context} → {self.image} for {self.platform} (FROM {self.base_image})"
 
     def interrupted(self) -> str:
         return "the Docker engine stops the build; no image is tagged until a build completes"
 
     def run(self, ctx: Context) -> Outcome:
-        if images.image_exists(ctx.docker, self.image):
-            return Outcome.skipped(f"{self.image} is already built (tags are immutable)", image=self.image)
+        held = images.local_image(ctx.docker, self.image)
+        if held is not None:
+            if images.platform_of(held) == self.platform:
+                return Outcome.skipped(f"{self.image} is already built (tags are immutable)", image=self.image)
+            ctx.reporter.line(
+                f"🐳 {self.image} here is for {images.platform_of(held)}: building it for {self.platform}"
+            )
         result = images.build_image(
             ctx.docker,
             context=Path(self.context),
@@ -117,7 +143,15 @@ class BuildImage(Step):
             extra_ca_dir=_ca_dir(self.extra_ca_dir),
             say=ctx.reporter.line,
             status=ctx.reporter.status,
+            platform=self.platform,
         )
+        built = images.platform_of(ctx.docker.images.get(self.image))
+        if built != self.platform:  # an engine that ignored the platform: the task would not start
+            raise StepFailed(
+                f"docker build made {self.image} for {built}, not {self.platform} ([build] platform)",
+                next_step=f"let the engine build for {self.platform} (Docker Desktop: enable emulation; Linux: "
+                "install qemu-user-static and binfmt-support), or deploy from such a machine (CI)",
+            )
         cached = f", {result.steps_cached}/{result.steps_total} steps from cache" if result.steps_total else ""
         return Outcome.done(f"{self.image} ({result.image_id[7:19]}{cached})", image=self.image)
 
@@ -130,6 +164,7 @@ class PushImage(Step):
     local_image: str
     repository: str  # registry/repository, no tag; "" when the repository is created by an earlier step
     tag: str
+    platform: str = "linux/amd64"  # what the image is built for ([build] platform)
 
     @property
     def remote(self) -> str:
@@ -146,9 +181,17 @@ class PushImage(Step):
             return replace(self, repository=registry.repository_uri(ctx.aws)).run(ctx)
         client = ctx.docker
         auth = registry.push_auth(ctx.aws)
-        existing = images.remote_digest(client, self.remote, auth)
+        existing = images.remote_image(client, self.remote, auth)
         if existing:
-            return Outcome.skipped(f"{self.remote} is already in the registry ({existing[:19]})", digest=existing)
+            digest, platforms = existing
+            if platforms and self.platform not in platforms:  # pushed from a machine that built for its own
+                raise StepFailed(
+                    f"{self.remote} is in the registry for {', '.join(platforms)}, not for {self.platform} ([build] "
+                    "platform, what the task definition runs): a task would not start from it, and the tag cannot "
+                    "be pushed again",
+                    next_step="commit again (a new commit is a new tag) and deploy that",
+                )
+            return Outcome.skipped(f"{self.remote} is already in the registry ({digest[:19]})", digest=digest)
         if not images.image_exists(client, self.local_image):
             raise UsageError(f"image {self.local_image} has not been built here", next_step="run: inv build")
         client.api.tag(self.local_image, self.repository, self.tag)
@@ -200,6 +243,9 @@ class RegisterTaskDef(Step):
     repository: str
     tag: str
     git_sha: str
+    # what the image is built for ([build] platform), checked against the task definition's; "" (a rollback to an
+    # image that ran here before): not checked
+    platform: str = ""
 
     @property
     def image(self) -> str:
@@ -213,6 +259,14 @@ class RegisterTaskDef(Step):
         service = ecs.describe_service(client, self.cluster, self.service)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn = service["taskDefinition"]
+        runs = ecs.cpu_architecture(taskdefs.get(current_arn))
+        if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
+            raise UsageError(
+                f"the task definition of {self.service} ({_rev(current_arn)}) runs on {runs}, but the image is "
+                f"built for {self.platform} ([build] platform): its tasks would not start",
+                next_step=f"set [build] platform = {_platform_for(runs)!r} in deploy.toml, or change the task's "
+                "cpu_architecture in cdk/stacks/fargate_stack.py and deploy that stack (inv deploy.auto)",
+            )
         wanted = ecs.derive_registration(
             taskdefs.get(current_arn), taskdefs.tags(current_arn), self.container, self.image, self.git_sha
         )
@@ -351,6 +405,10 @@ def _wait_next_step(reason: str, cluster: str, service: str) -> str:
     if "deadline" in reason:
         return f"look at the service events ({logs}); rerun inv wait-healthy to keep waiting"
     return f"fix the release (the old version keeps serving), then rerun; events: {logs}"
+
+
+def _platform_for(architecture: str) -> str:
+    return next((name for name, arch in PLATFORMS.items() if arch == architecture), architecture)
 
 
 def _rev(arn: str) -> str:

@@ -191,6 +191,11 @@ class ChangeRules:
         return None
 
 
+# The platforms the backend image may be built for ([build] platform): Docker's name → the CPU architecture as an ECS
+# task definition's runtimePlatform names it (Fargate's default, when a task definition names none, is X86_64).
+PLATFORMS = {"linux/amd64": "X86_64", "linux/arm64": "ARM64"}
+
+
 @dataclass(frozen=True)
 class BaseImageSpec:
     """How ``inv base-image`` builds the local Debian/Python base image (no Docker Hub needed)."""
@@ -229,6 +234,9 @@ class BuildConfig:
     # A base image pulled from a registry (python:3.11-slim) is pulled again once this machine's copy is older
     # than this many days: the security updates its publisher built since go in. 0: only when it is missing.
     pull_after_days: float = 7
+    # The platform the backend image is built for: what the service's task definition runs (its runtimePlatform,
+    # X86_64 in cdk/stacks/fargate_stack.py), whatever machine builds it. linux/amd64 or linux/arm64.
+    platform: str = "linux/amd64"
     base: BaseImageSpec = field(default_factory=BaseImageSpec)
 
 
@@ -417,6 +425,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
                 f"{where}: {key} must be 0 (never by age) or more, not {days:g}",
                 next_step=f"fix [{table}] {name} in deploy.toml",
             )
+    if config.build.platform not in PLATFORMS:
+        raise ConfigError(
+            f"{where}: build.platform = {config.build.platform!r} is not a platform images are built for",
+            next_step=f"set [build] platform to one of: {', '.join(PLATFORMS)} (what the task definition runs)",
+        )
     for env in config.environments.values():
         _check_env_values(env, where)
     for index, rule in enumerate(config.changes.rules):

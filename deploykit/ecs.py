@@ -147,6 +147,15 @@ def _revision_number(arn: str) -> int:
 # -- register-taskdef ---------------------------------------------------------------------------
 
 
+def cpu_architecture(taskdef: dict[str, Any]) -> str | None:
+    """The CPU architecture a task definition's tasks run on (``X86_64``, ``ARM64``): its runtimePlatform's, else
+    Fargate's default, X86_64; None for one that may run on EC2 too (the instance decides)."""
+    named = (taskdef.get("runtimePlatform") or {}).get("cpuArchitecture")
+    if named:
+        return str(named)
+    return "X86_64" if taskdef.get("requiresCompatibilities") == ["FARGATE"] else None
+
+
 def derive_registration(
     current: dict[str, Any], tags: Iterable[dict[str, str]], container: str, image: str, git_sha: str
 ) -> dict[str, Any]:

@@ -48,6 +48,26 @@ def docker_client(timeout: int = 300) -> docker.DockerClient:
     return client
 
 
+_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64"}  # as `uname -m` says them, which an engine may report
+
+
+def platform_of(image: docker.models.images.Image) -> str:
+    """The platform an image on this engine is for, as ``os/architecture`` (``linux/amd64``)."""
+    attrs = image.attrs if isinstance(image.attrs, dict) else {}
+    return _platform(attrs.get("Os"), attrs.get("Architecture"))
+
+
+def engine_platform(client: docker.DockerClient) -> str:
+    """The platform of the Docker engine's own machine (what it builds and runs natively)."""
+    version = client.version()
+    return _platform(version.get("Os"), version.get("Arch"))
+
+
+def _platform(os_name: object, arch: object) -> str:
+    arch = str(arch or "unknown")
+    return f"{os_name or 'linux'}/{_ARCH_ALIASES.get(arch, arch)}"
+
+
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
     return local_image(client, ref) is not None
 
@@ -60,10 +80,16 @@ def local_image(client: docker.DockerClient, ref: str) -> docker.models.images.I
         return None
 
 
-def pull_again(image: docker.models.images.Image, ref: str, after_days: float, now: datetime) -> str | None:
-    """Why this engine's copy of the pulled base image ``ref`` is to be pulled again (older than ``after_days``,
-    or pulled at a time it does not know); None when it is recent enough, ``after_days`` is 0, or ``ref`` names a
-    digest (that never changes). Its age is its ``LastTagTime``, which :func:`pull_stamped` sets."""
+def pull_again(
+    image: docker.models.images.Image, ref: str, after_days: float, now: datetime, platform: str = ""
+) -> str | None:
+    """Why this engine's copy of the pulled base image ``ref`` is to be pulled again (for another platform than
+    ``platform``, older than ``after_days``, or pulled at a time it does not know); None when it is recent enough,
+    ``after_days`` is 0, or ``ref`` names a digest (that never changes). Its age is its ``LastTagTime``, which
+    :func:`pull_stamped` sets."""
+    held = platform_of(image)
+    if platform and held != platform:
+        return f"this copy is for {held}, and images are built for {platform} ([build] platform)"
     if not after_days or "@" in ref:
         return None
     stamped = ((image.attrs.get("Metadata") or {}) if isinstance(image.attrs, dict) else {}).get("LastTagTime")
@@ -79,10 +105,10 @@ def pull_again(image: docker.models.images.Image, ref: str, after_days: float, n
     )
 
 
-def pull_stamped(client: docker.DockerClient, ref: str) -> docker.models.images.Image:
-    """Pull ``ref``, then tag it again with its own name, so its ``LastTagTime`` says when it was pulled (a digest
-    is not stamped: it is never pulled again)."""
-    image = client.images.pull(ref)
+def pull_stamped(client: docker.DockerClient, ref: str, platform: str | None = None) -> docker.models.images.Image:
+    """Pull ``ref`` (for ``platform``: of a multi-platform image, that one's), then tag it again with its own name,
+    so its ``LastTagTime`` says when it was pulled (a digest is not stamped: it is never pulled again)."""
+    image = client.images.pull(ref, platform=platform)
     if "@" not in ref:
         repository, tag = docker.utils.parse_repository_tag(ref)
         image.tag(repository, tag or "latest")
@@ -209,8 +235,9 @@ def build_image(
     extra_ca_dir: Path | None,
     say: Callable[[str], None],
     status: Callable[[str], None],
+    platform: str | None = None,
 ) -> BuildStream:
-    """Build ``tag`` from ``context`` on the engine (host network: no bridge here)."""
+    """Build ``tag`` from ``context`` on the engine (host network: no bridge here), for ``platform``."""
     fileobj = build_context(context, dockerfile, extra_ca_dir)
     stream = BuildStream(say, status)
     try:
@@ -226,6 +253,7 @@ def build_image(
             forcerm=True,
             pull=False,
             decode=True,
+            platform=platform,
         )
         for chunk in chunks:
             stream.feed(chunk)
@@ -340,6 +368,15 @@ def _push_next_step(message: str) -> str:
 
 def remote_digest(client: docker.DockerClient, ref: str, auth: dict[str, str] | None) -> str | None:
     """The digest the registry holds for ``ref``, or None when the tag is not there."""
+    found = remote_image(client, ref, auth)
+    return found[0] if found else None
+
+
+def remote_image(
+    client: docker.DockerClient, ref: str, auth: dict[str, str] | None
+) -> tuple[str, tuple[str, ...]] | None:
+    """The digest the registry holds for ``ref`` and the platforms it is for (``linux/amd64``; of an image index,
+    each of its images'), or None when the tag is not there."""
     try:
         answer = client.api.inspect_distribution(ref, auth_config=auth)
     except docker.errors.APIError as exc:
@@ -361,7 +398,8 @@ def remote_digest(client: docker.DockerClient, ref: str, auth: dict[str, str] | 
             f"cannot ask the registry about {ref}: {_short(exc)}",
             next_step=_push_next_step(text),
         ) from None
-    return str(answer["Descriptor"]["digest"])
+    platforms = tuple(_platform(p.get("os"), p.get("architecture")) for p in answer.get("Platforms") or ())
+    return str(answer["Descriptor"]["digest"]), platforms
 
 
 def push_image(

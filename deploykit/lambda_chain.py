@@ -292,6 +292,7 @@ class UpdateFunctionCode(Step):
     code_sha256: str
     timeout: float
     poll: float
+    compiled_for: str = ""  # the architecture the zip's vendored compiled code runs on; "": any
 
     def describe(self) -> str:
         return (
@@ -303,6 +304,14 @@ class UpdateFunctionCode(Step):
         client = ctx.aws.client("lambda")
         deadline = ctx.clock.monotonic() + self.timeout
         current = _configuration(client, self.function_name, self.function)
+        runs_on = current.get("Architectures") or ["x86_64"]
+        if self.compiled_for and runs_on != [self.compiled_for]:
+            raise UsageError(
+                f"{self.function_name} runs on {', '.join(runs_on)}, but the compiled code vendored from "
+                f"lambda/{self.function}/requirements.txt is for {self.compiled_for}: it would not import there",
+                next_step=f"keep the function on {self.compiled_for} (its architecture in cdk/stacks/api_stack.py; "
+                "deploykit vendors wheels for that one only) and deploy that stack, or drop the compiled requirement",
+            )
         if current.get("LastUpdateStatus") in UPDATING or current.get("State") in UPDATING:
             current = self._wait(ctx, client, deadline, "a previous update")
         if current.get("CodeSha256") == self.code_sha256 and current.get("LastUpdateStatus") != "Failed":
@@ -566,6 +575,7 @@ def lambda_plan(
             package.code_sha256,
             env.wait_timeout,
             env.poll_seconds,
+            package.compiled_for,
         ),
         PublishVersion(function, function_name, env.stacks.registry, package.key, package.code_sha256, revision.tag),
     ]

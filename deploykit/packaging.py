@@ -74,6 +74,10 @@ PIP_PLATFORM_OPTIONS: tuple[str, ...] = (
     "--python-version",
     "3.11",
 )
+# The Lambda architecture those wheels' compiled code runs on (a function's Architectures): compiled modules vendored
+# for x86_64 do not import on arm64 (Graviton).
+VENDORED_ARCHITECTURE = "x86_64"
+_COMPILED_RE = re.compile(r"\.so(\.\d+)*$")  # a Python extension module or a shared library it loads
 _VENDOR_FORMAT = "deploykit-vendor-v1"  # bump when the vendored tree's normalisation, or how it is zipped, changes
 
 _EXCLUDED_TOP_LEVEL = frozenset({"tests", "conftest.py", REQUIREMENTS})
@@ -95,6 +99,9 @@ class Package:
     zip_bytes: bytes = field(repr=False)
     sha256: str  # hex digest of zip_bytes
     key: str  # S3 key: lambda/<name>/<sha256>.zip
+    # the Lambda architecture its vendored compiled code is for (VENDORED_ARCHITECTURE); "" when it has none, and
+    # runs on any
+    compiled_for: str = ""
 
     @property
     def code_sha256(self) -> str:
@@ -122,11 +129,15 @@ def package_function(
     name = folder.name
     entries = dict(_function_files(folder))
     requirements = folder / REQUIREMENTS
+    compiled_for = ""
     if requirements.is_file() and _requirement_lines(requirements):
         cache = requirements_cache if requirements_cache is not None else default_vendor_cache()
         vendored = _vendored_zip(requirements, cache, installer or pip_install)
         with zipfile.ZipFile(io.BytesIO(vendored)) as zf:
-            clashes = sorted(set(entries) & set(zf.namelist()))
+            names = zf.namelist()
+        clashes = sorted(set(entries) & set(names))
+        if any(_COMPILED_RE.search(entry) for entry in names):
+            compiled_for = VENDORED_ARCHITECTURE
         if clashes:
             raise UsageError(
                 f"{folder / clashes[0]} clashes with a file of the same path vendored from {requirements}",
@@ -136,7 +147,8 @@ def package_function(
     else:
         zip_bytes = build_zip(entries)
     digest = hashlib.sha256(zip_bytes).hexdigest()
-    return Package(name=name, zip_bytes=zip_bytes, sha256=digest, key=f"{KEY_PREFIX}/{name}/{digest}.zip")
+    key = f"{KEY_PREFIX}/{name}/{digest}.zip"
+    return Package(name=name, zip_bytes=zip_bytes, sha256=digest, key=key, compiled_for=compiled_for)
 
 
 def package_all(

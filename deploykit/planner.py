@@ -47,6 +47,7 @@ def base_image_plan(config: Config, env: EnvConfig, *, image: str | None = None,
         extra_ca_dir=config.build.extra_ca_dir,
         force=force,
         pull_after_days=config.build.pull_after_days,
+        platform=config.build.platform,
     )
     return Plan(env.name, (step,), "base-image")
 
@@ -82,10 +83,13 @@ def app_chain_plan(
                     base_image=config.base_image_for(env),
                     git_sha=revision.sha if not revision.dirty else revision.tag,
                     extra_ca_dir=config.build.extra_ca_dir,
+                    platform=config.build.platform,
                 )
             )
         elif stage == "push":
-            steps.append(PushImage(local_image(env, revision), str(repository_uri), revision.tag))
+            steps.append(
+                PushImage(local_image(env, revision), str(repository_uri), revision.tag, config.build.platform)
+            )
         elif stage == "register-taskdef":
             steps.append(
                 RegisterTaskDef(
@@ -95,6 +99,7 @@ def app_chain_plan(
                     str(repository_uri),
                     revision.tag,
                     revision.sha if not revision.dirty else revision.tag,
+                    config.build.platform,
                 )
             )
         elif stage == "roll-service":

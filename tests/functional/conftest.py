@@ -82,8 +82,8 @@ CONTAINER = {
 }
 
 
-def create_service(factory: AwsFactory) -> dict[str, Any]:
-    """The ECS side of CarRentalFargateStack, as moto can hold it."""
+def create_service(factory: AwsFactory, **taskdef: Any) -> dict[str, Any]:
+    """The ECS side of CarRentalFargateStack, as moto can hold it (``taskdef``: more of its task definition)."""
     ecs = factory.client("ecs")
     ec2 = factory.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -101,6 +101,7 @@ def create_service(factory: AwsFactory) -> dict[str, Any]:
         taskRoleArn="arn:aws:iam::123456789012:role/task",
         containerDefinitions=[CONTAINER],
         tags=[{"key": "team", "value": "cars"}],
+        **taskdef,
     )["taskDefinition"]
     ecs.create_service(
         cluster="car-rental-cluster",

@@ -95,6 +95,27 @@ def test_register_taskdef_refuses_an_image_that_is_not_pushed(project: Path, fac
     assert len(revisions(factory)) == 1  # nothing changed
 
 
+def test_register_taskdef_refuses_an_image_built_for_another_platform_than_the_tasks(
+    project: Path, factory: AwsFactory
+) -> None:
+    """The task definition runs ARM64 (Graviton), the image is built for linux/amd64 ([build] platform): its tasks
+    would stop at once with 'exec format error'. Refused before anything is registered; the matching platform is
+    registered."""
+    create_service(factory, runtimePlatform={"cpuArchitecture": "ARM64", "operatingSystemFamily": "LINUX"})
+    put_image(factory, current_revision(project).tag)
+    with pytest.raises(UsageError, match=r"runs on ARM64, but the image is built for linux/amd64") as refused:
+        commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2 and "platform = 'linux/arm64'" in (refused.value.next_step or "")
+    assert len(revisions(factory)) == 1  # nothing changed
+
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[build]\n", '[build]\nplatform = "linux/arm64"\n', 1))
+    git(project, "commit", "-qam", "build for Graviton")
+    put_image(factory, current_revision(project).tag)
+    report = commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert report is not None and report.records[0].status == "done" and len(revisions(factory)) == 2
+
+
 def test_roll_service_points_the_service_at_our_revision(project: Path, factory: AwsFactory) -> None:
     create_service(factory)
     revision = current_revision(project)

@@ -219,6 +219,39 @@ def test_move_alias_reads_the_version_and_the_alias_in_one_round_trip(
     assert alias_version(factory, "health_handler") == "2"
 
 
+def test_compiled_code_vendored_for_x86_64_is_refused_on_an_arm64_function(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """numpy's wheels vendored for x86_64 do not import on Graviton: update-code refuses before changing the
+    function; pure-Python code (compiled_for "") runs on either."""
+    lam = factory.client("lambda")
+    lam.create_function(
+        FunctionName="car-rental-dev-fleet",
+        Runtime="python3.11",
+        Role=factory.client("iam").get_role(RoleName="fn-role")["Role"]["Arn"],
+        Handler="handler.handler",
+        Code={"S3Bucket": BUCKET, "S3Key": environment["health_handler"]},
+        Architectures=["arm64"],
+    )
+    before = lam.get_function_configuration(FunctionName="car-rental-dev-fleet")
+    new = package(with_lambdas)
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+
+    def update(compiled_for: str) -> lambda_chain.UpdateFunctionCode:
+        return lambda_chain.UpdateFunctionCode(
+            "fleet", "car-rental-dev-fleet", "CarRentalRegistryStack", new.key, new.code_sha256, 30, 1, compiled_for
+        )
+
+    with pytest.raises(UsageError, match="runs on arm64, but the compiled code vendored from ") as refused:
+        update(packaging.VENDORED_ARCHITECTURE).run(ctx)
+    assert refused.value.exit_code == 2 and "cdk/stacks/api_stack.py" in (refused.value.next_step or "")
+    assert lam.get_function_configuration(FunctionName="car-rental-dev-fleet")["CodeSha256"] == before["CodeSha256"]
+
+    factory.client("s3").put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes)
+    assert update("").run(ctx).status == "done"
+
+
 def test_a_deploy_describes_each_stack_once(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:

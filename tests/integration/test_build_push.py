@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import tarfile
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -14,10 +16,10 @@ import docker
 import pytest
 
 from deploykit import commands
-from deploykit.app_chain import EnsureBaseImage
+from deploykit.app_chain import BuildImage, EnsureBaseImage
 from deploykit.clock import FakeClock
 from deploykit.config import BaseImageSpec
-from deploykit.errors import StepFailed, UsageError
+from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
 from deploykit.git import current_revision
 from deploykit.images import created, remote_digest
 from deploykit.output import Reporter
@@ -183,3 +185,78 @@ def test_a_pulled_base_image_is_pulled_when_missing_and_again_once_older_than_pu
     status, detail = run(8)
     assert status == "done" and detail.startswith(f"pulled {ref} again: updated (")
     assert docker_engine.images.get(ref).id == newer.id
+
+
+def foreign_image(client: docker.DockerClient, ref: str, arch: str = "arm64") -> docker.models.images.Image:
+    """An image for linux/``arch`` loaded into the engine (as a Mac's build of it would be; this engine's own
+    builds are all for its platform): one small layer, a crafted config, through ``docker load``."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        entry = tarfile.TarInfo("etc/built-on")
+        entry.size = len(arch)
+        tar.addfile(entry, io.BytesIO(arch.encode()))
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "created": "2026-11-29T00:00:00Z",
+            "config": {"Labels": {"built-on": arch}},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()]},
+        }
+    ).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": [ref], "Layers": ["layer.tar"]}]).encode()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in (("layer.tar", layer.getvalue()), ("config.json", config), ("manifest.json", manifest)):
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    client.images.load(archive.getvalue())
+    return client.images.get(ref)
+
+
+def test_an_image_for_another_platform_is_rebuilt_refused_or_never_pushed_over(
+    tmp_path: Path, local_registry: LocalRegistry, repository_name: str, docker_engine: docker.DockerClient,
+    base_image: str,
+) -> None:  # fmt: skip
+    """The task definition runs linux/amd64 ([build] platform): an arm64 image (built on a Mac) must not reach it,
+    whether it is this engine's copy of the tag, the base the build starts FROM, the registry's copy of the tag, or
+    a pulled base."""
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nLABEL app=tiny\n")
+    out = io.StringIO()
+    clock = FakeClock()
+    ctx = Context(Mock(), Mock(), Mock(), clock, Reporter(out, tty=False, clock=clock), lambda: docker_engine)
+
+    def build(tag: str, base: str) -> BuildImage:
+        return BuildImage(str(context), "Dockerfile", f"{repository_name}:{tag}", base, "0" * 40, "", "linux/amd64")
+
+    # this engine holds the tag for arm64 (built before [build] platform was set): built again, for amd64
+    foreign_image(docker_engine, f"{repository_name}:mac")
+    outcome = build("mac", base_image).run(ctx)
+    assert outcome.status == "done" and "here is for linux/arm64: building it for linux/amd64" in out.getvalue()
+    assert docker_engine.images.get(f"{repository_name}:mac").attrs["Architecture"] == "amd64"
+    assert build("mac", base_image).run(ctx).status == "skipped"
+
+    # FROM an arm64 base, Docker's builder makes an arm64 image even when asked for amd64: refused
+    foreign_image(docker_engine, f"{repository_name}-base:arm")
+    with pytest.raises(StepFailed, match=f"made {repository_name}:fromarm for linux/arm64, not linux/amd64"):
+        build("fromarm", f"{repository_name}-base:arm").run(ctx)
+
+    # the registry holds this commit's tag for arm64 (pushed from a Mac): not skipped as "already there"
+    project = make_project(tmp_path / "p", registry=local_registry.host, repository=repository_name, ca_dir=CA_DIR)
+    remote = f"{local_registry.host}/{repository_name}"
+    docker_engine.images.get(f"{repository_name}-base:arm").tag(remote, current_revision(project).tag)
+    docker_engine.images.push(remote, tag=current_revision(project).tag)
+    with pytest.raises(StepFailed, match="is in the registry for linux/arm64, not for linux/amd64") as refused:
+        commands.app_chain(["push"], runtime=quiet_runtime(project))
+    assert "commit again" in (refused.value.next_step or "")
+
+    # a pulled base held for arm64 is pulled again for amd64: a registry that has it for arm64 alone fails the step
+    docker_engine.images.get(f"{repository_name}-base:arm").tag(f"{remote}-base", "arm")
+    docker_engine.images.push(f"{remote}-base", tag="arm")
+    step = EnsureBaseImage(f"{remote}-base:arm", BaseImageSpec(), "", pull_after_days=7)
+    with pytest.raises(EnvironmentNotReady, match="is in its registry only for linux/arm64, and images are built for"):
+        step.run(ctx)
+    assert "this copy is for linux/arm64, and images are built for linux/amd64" in out.getvalue()

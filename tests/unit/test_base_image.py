@@ -19,7 +19,7 @@ from deploykit import base_image, images
 from deploykit.app_chain import EnsureBaseImage
 from deploykit.clock import FakeClock
 from deploykit.config import BaseImageSpec, parse_config
-from deploykit.errors import ConfigError, EnvironmentNotReady
+from deploykit.errors import ConfigError, EnvironmentNotReady, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from tests.conftest import REPO
@@ -28,9 +28,11 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SPEC = BaseImageSpec()
 
 
-def engine(spec: BaseImageSpec | None, built: datetime | str | None = None) -> Mock:
-    """A Docker engine holding the base image built from ``spec`` at ``built`` (none when ``spec`` is None)."""
+def engine(spec: BaseImageSpec | None, built: datetime | str | None = None, arch: str = "amd64") -> Mock:
+    """A Docker engine on an ``arch`` machine holding the base image built from ``spec`` at ``built`` (none when
+    ``spec`` is None)."""
     client = Mock(spec=docker.DockerClient)
+    client.version.return_value = {"Os": "linux", "Arch": arch, "Version": "28.2.2"}
     client.images = Mock(spec=docker.models.images.ImageCollection)
     if spec is None:
         client.images.get.side_effect = docker.errors.ImageNotFound("no such image")
@@ -126,10 +128,15 @@ def test_max_age_days_is_read_from_deploy_toml_and_a_negative_one_is_refused() -
 # -- a base image pulled from a registry (python:3.11-slim) ---------------------------------------------------
 
 
-def pulled_image(image_id: str, tagged: str | None) -> Mock:
+def pulled_image(image_id: str, tagged: str | None, arch: str = "amd64") -> Mock:
     image = Mock(spec=docker.models.images.Image)
     image.id, image.short_id = image_id, image_id[:17]
-    image.attrs = {"Id": image_id, "Metadata": {"LastTagTime": tagged} if tagged else {}}
+    image.attrs = {
+        "Id": image_id,
+        "Os": "linux",
+        "Architecture": arch,
+        "Metadata": {"LastTagTime": tagged} if tagged else {},
+    }
     return image
 
 
@@ -163,7 +170,7 @@ def test_a_pulled_base_is_pulled_again_once_older_than_pull_after_days_and_stamp
     status, detail, said = run_with(pull_step(), client)
     assert status == "done" and detail == "pulled python:3.11-slim again: updated (aaaaaaaaaa → bbbbbbbbbb)"
     assert "🐳 pulling python:3.11-slim again: this copy was pulled 9 days ago (pull_after_days = 7)" in said
-    client.images.pull.assert_called_once_with("python:3.11-slim")
+    client.images.pull.assert_called_once_with("python:3.11-slim", platform="linux/amd64")
     new.tag.assert_called_once_with("python", "3.11-slim")  # its LastTagTime now says when it was pulled
 
     same = registry_engine(old, old)
@@ -201,6 +208,45 @@ def test_a_copy_pulled_by_hand_is_pulled_again_once_and_a_failed_pull_keeps_the_
 
 def test_a_missing_base_that_cannot_be_pulled_is_refused_with_the_local_base_as_the_way_out() -> None:
     client = registry_engine(None, docker.errors.APIError("no route to registry-1.docker.io"))
-    with pytest.raises(EnvironmentNotReady, match="cannot be pulled: no route") as refused:
+    with pytest.raises(EnvironmentNotReady, match="cannot be pulled for linux/amd64: no route") as refused:
         run_with(pull_step(), client)
     assert refused.value.exit_code == 2 and "inv base-image" in (refused.value.next_step or "")
+
+
+# -- the platform images are built for ([build] platform) -------------------------------------------------------
+
+
+def test_the_local_base_is_refused_on_a_machine_of_another_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mmdebstrap builds for the machine it runs on: an arm64 laptop cannot make the linux/amd64 base."""
+    monkeypatch.setattr(base_image, "build_base_image", Mock(side_effect=AssertionError("no build")))
+    step = EnsureBaseImage(SPEC.name, SPEC, "")
+    with pytest.raises(UsageError, match="built for this machine's platform, linux/arm64, but images are built for "
+                       r"linux/amd64 \(\[build\] platform") as refused:  # fmt: skip
+        run_with(step, engine(None, arch="aarch64"))  # as `uname -m` says it: the same platform
+    assert refused.value.exit_code == 2 and "base_image = 'python:3.11-slim'" in (refused.value.next_step or "")
+    arm = dataclasses.replace(step, platform="linux/arm64")
+    assert run_with(arm, engine(SPEC, NOW, arch="arm64"))[0] == "skipped"
+
+
+def test_a_pulled_base_for_another_platform_is_pulled_again_for_this_one() -> None:
+    """A Mac's python:3.11-slim is its arm64 image: built FROM it, the task would not start on X86_64 Fargate."""
+    arm = pulled_image("sha256:" + "a" * 64, "2026-11-28T12:00:00Z", arch="arm64")  # a day old: recent
+    amd = pulled_image("sha256:" + "b" * 64, None)
+    client = registry_engine(arm, amd)
+    status, detail, said = run_with(pull_step(), client)
+    assert status == "done" and detail.startswith("pulled python:3.11-slim again: updated")
+    assert "this copy is for linux/arm64, and images are built for linux/amd64 ([build] platform)" in said
+    client.images.pull.assert_called_once_with("python:3.11-slim", platform="linux/amd64")
+    # offline, the copy at hand does not do: it is for another platform
+    offline = registry_engine(arm, docker.errors.APIError("connection refused"))
+    with pytest.raises(EnvironmentNotReady, match="is here only for linux/arm64 and cannot be pulled for linux/amd64"):
+        run_with(pull_step(), offline)
+
+
+def test_the_platform_is_read_from_deploy_toml_and_an_unknown_one_is_refused() -> None:
+    raw = tomllib.loads((REPO / "deploy.toml").read_text())
+    assert parse_config(raw, Path("deploy.toml")).build.platform == "linux/amd64"
+    raw["build"]["platform"] = "linux/arm/v7"
+    with pytest.raises(ConfigError, match=r"build\.platform = 'linux/arm/v7' is not a platform") as err:
+        parse_config(raw, Path("deploy.toml"))
+    assert err.value.next_step and "linux/amd64, linux/arm64" in err.value.next_step

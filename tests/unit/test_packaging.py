@@ -272,6 +272,21 @@ def test_requirements_are_vendored_at_the_root_reproducibly_and_cached(fn: Path,
         assert zf.read("tinypkg-1.0.dist-info/RECORD") == b"tinypkg/__init__.py,sha256=abc,11\n"
 
 
+def test_a_package_says_which_architecture_its_vendored_compiled_code_is_for(fn: Path, tmp_path: Path) -> None:
+    """Pure-Python requirements run on any Lambda architecture; an extension module (.so) only on the one its
+    wheel was chosen for, which update-code checks against the function's."""
+    assert package_function(fn).compiled_for == ""  # no requirements
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    assert package_function(fn, requirements_cache=tmp_path / "c1", installer=FakePip()).compiled_for == ""
+
+    def compiled(requirements: Path, target: Path) -> None:
+        FakePip()(requirements, target)
+        (target / "tinypkg" / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+
+    package = package_function(fn, requirements_cache=tmp_path / "c2", installer=compiled)
+    assert package.compiled_for == packaging.VENDORED_ARCHITECTURE == "x86_64"
+
+
 def test_a_changed_requirements_file_is_vendored_again(fn: Path, tmp_path: Path) -> None:
     (fn / "requirements.txt").write_text("tinypkg==1.0\n")
     pip, cache = FakePip(), tmp_path / "cache"
