@@ -36,8 +36,16 @@ CA_ENV = [
 ]
 
 
+# Debian 12's init-system-helpers depends on "usrmerge | usr-is-merged": apt takes usrmerge, and with it perl (46 MB
+# of the image, a third of it, pulled by every Fargate task at each start). mmdebstrap's own hook makes /usr merged
+# and installs usr-is-merged instead (for a suite that has it). Part of the spec's hash: a base built without it is
+# built again once.
+MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/maybe-merged-usr")
+_BUILD_FORMAT = "merged-usr-hook"
+
+
 def spec_hash(spec: BaseImageSpec, extra_ca_dir: Path | None) -> str:
-    digest = hashlib.sha256(repr((spec.suite, spec.sources(), sorted(spec.packages))).encode())
+    digest = hashlib.sha256(repr((spec.suite, spec.sources(), sorted(spec.packages), _BUILD_FORMAT)).encode())
     for cert in extra_ca_certificates(extra_ca_dir):
         digest.update(cert.name.encode() + b"\0" + cert.read_bytes())
     return digest.hexdigest()[:16]
@@ -81,6 +89,8 @@ def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[s
         "--dpkgopt=path-exclude=/usr/share/locale/*",
     ]
     command += [f"--customize-hook={hook}" for hook in hooks]
+    if MERGED_USR_HOOKS.is_dir():
+        command.append(f"--hook-dir={MERGED_USR_HOOKS}")
     return [*command, spec.suite, "-", *spec.sources()]
 
 

@@ -203,7 +203,8 @@ class BaseImageSpec:
     name: str = "deploykit/python-base:3.11-bookworm"
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
-    packages: tuple[str, ...] = ("python3", "python3-venv", "python3-pip", "ca-certificates", "curl")
+    # python3-venv brings pip into each venv (ensurepip); the system needs no pip of its own
+    packages: tuple[str, ...] = ("python3", "python3-venv", "ca-certificates", "curl")
     # The suite's stable updates (<suite>-updates, from mirror) and security updates (<suite>-security, from
     # security_mirror) go in too; false for a suite that has neither (sid) or a mirror that serves only the suite.
     updates: bool = True

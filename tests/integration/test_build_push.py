@@ -73,6 +73,11 @@ def test_build_push_run_then_a_one_file_change_rebuilds_from_cache(
         assert container.attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
     finally:
         container.remove(force=True)
+    # the local base merges /usr with mmdebstrap's hook: no usrmerge, and none of the perl it pulls in
+    listed = docker_engine.containers.run(
+        f"{repository_name}:{revision.tag}", ["dpkg-query", "-W", "-f", "${Package} "], network_mode="host", remove=True
+    ).decode()
+    assert "python3" in listed.split() and not {"usrmerge", "perl", "libperl5.36"} & set(listed.split())
 
     # one source file changes: the dependency layers come from the cache
     main = project / "backend" / "app" / "main.py"

@@ -44,6 +44,16 @@ def engine(spec: BaseImageSpec | None, built: datetime | str | None = None, arch
     return client
 
 
+def test_usr_is_merged_by_mmdebstraps_hook_not_by_usrmerge_and_its_perl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base_image, "MERGED_USR_HOOKS", tmp_path)
+    assert f"--hook-dir={tmp_path}" in base_image.mmdebstrap_command(SPEC, None)
+    monkeypatch.setattr(base_image, "MERGED_USR_HOOKS", tmp_path / "absent")  # an mmdebstrap without it
+    assert not any(arg.startswith("--hook-dir") for arg in base_image.mmdebstrap_command(SPEC, None))
+    assert "python3-pip" not in SPEC.packages  # the venv's pip comes from python3-venv
+
+
 def test_it_is_built_from_the_suite_its_updates_and_its_security_updates() -> None:
     assert SPEC.sources() == (
         "deb http://deb.debian.org/debian bookworm main",
