@@ -51,6 +51,10 @@ WATCH_HELP = {
 OLDER_HELP = {
     "allow-older": "deploy HEAD even when what is live is a newer commit on the same line (going back on purpose)"
 }
+PROMOTE_HELP = {
+    "unpromoted": "in an environment with promote_from, deploy even what that environment does not run (an "
+    "emergency fix; said in the output)"
+}
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
 }
@@ -116,6 +120,7 @@ def _chain(
     rollback: bool = True,
     allow_older: bool = False,
     watch_errors: str | None = None,
+    unpromoted: bool = False,
 ) -> None:
     if stages != ("build",) and not dry_run:
         _ensure_sandbox(env)
@@ -128,6 +133,7 @@ def _chain(
         allow_older=allow_older,
         rollback=rollback,
         watch_errors=watch_errors,
+        unpromoted=unpromoted,
     )
 
 
@@ -158,7 +164,7 @@ def register_taskdef(
     _chain(("register-taskdef",), env, dry_run, json_, allow_dirty)
 
 
-@task(help=CHAIN_HELP | OLDER_HELP)
+@task(help=CHAIN_HELP | OLDER_HELP | PROMOTE_HELP)
 @reports_errors
 def roll_service(
     c: Context,
@@ -167,9 +173,10 @@ def roll_service(
     json_: bool = False,
     allow_dirty: bool = False,
     allow_older: bool = False,
+    unpromoted: bool = False,
 ) -> None:
     """Point the ECS service at the revision that runs this commit's image."""
-    _chain(("roll-service",), env, dry_run, json_, allow_dirty, allow_older=allow_older)
+    _chain(("roll-service",), env, dry_run, json_, allow_dirty, allow_older=allow_older, unpromoted=unpromoted)
 
 
 @task(help=CHAIN_HELP)
@@ -190,7 +197,7 @@ def base_image(
     commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
 
 
-@task(name="app", help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP)
+@task(name="app", help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP | PROMOTE_HELP)
 @reports_errors
 def deploy_app(
     c: Context,
@@ -202,12 +209,13 @@ def deploy_app(
     smoke: bool = True,
     rollback: bool = True,
     watch_errors: str | None = None,
+    unpromoted: bool = False,
 ) -> None:
     """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke."""
     stages: tuple[str, ...] = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
     if smoke:
         stages += ("smoke",)
-    _chain(stages, env, dry_run, json_, allow_dirty, rollback, allow_older, watch_errors)
+    _chain(stages, env, dry_run, json_, allow_dirty, rollback, allow_older, watch_errors, unpromoted)
 
 
 @task(
@@ -220,6 +228,7 @@ def deploy_app(
         "force-synth": "synthesize even when nothing the CDK app reads has changed",
         **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
         **SMOKE_HELP,
+        **PROMOTE_HELP,
     },
 )
 @reports_errors
@@ -234,6 +243,7 @@ def deploy_stack(
     dry_run: bool = False,
     json_: bool = False,
     smoke: bool = True,
+    unpromoted: bool = False,
 ) -> None:
     """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
     if not dry_run:
@@ -248,6 +258,7 @@ def deploy_stack(
         smoke=smoke,
         dry_run=dry_run,
         as_json=json_,
+        unpromoted=unpromoted,
     )
 
 
@@ -261,6 +272,7 @@ def deploy_stack(
         **SMOKE_HELP,
         **ROLLBACK_HELP,
         **CANARY_HELP,
+        **PROMOTE_HELP,
     },
 )
 @reports_errors
@@ -276,6 +288,7 @@ def deploy_lambda(
     rollback: bool = True,
     canary: str | None = None,
     bake: str | None = None,
+    unpromoted: bool = False,
 ) -> None:
     """One Lambda function without CloudFormation: upload its zip, update the code, publish, move `live`; smoke."""
     if not dry_run:
@@ -291,6 +304,7 @@ def deploy_lambda(
         rollback=rollback,
         canary=canary,
         bake=bake,
+        unpromoted=unpromoted,
     )
 
 
@@ -298,6 +312,7 @@ def deploy_lambda(
     name="full",
     help=CHAIN_HELP
     | SMOKE_HELP
+    | PROMOTE_HELP
     | {"approve-access": "in a protected environment, allow the stacks to change access (IAM, network, policies)"},
 )
 @reports_errors
@@ -309,12 +324,19 @@ def deploy_full(
     allow_dirty: bool = False,
     smoke: bool = True,
     approve_access: bool = False,
+    unpromoted: bool = False,
 ) -> None:
     """Every stack in dependency order (independent ones in parallel), with this commit's image and zips; smoke."""
     if not dry_run:
         _ensure_sandbox(env)
     commands.deploy_full(
-        env=env, allow_dirty=allow_dirty, smoke=smoke, approve_access=approve_access, dry_run=dry_run, as_json=json_
+        env=env,
+        allow_dirty=allow_dirty,
+        smoke=smoke,
+        approve_access=approve_access,
+        dry_run=dry_run,
+        as_json=json_,
+        unpromoted=unpromoted,
     )
 
 
@@ -495,6 +517,7 @@ AUTO_HELP = {
     **WATCH_HELP,
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
+    **PROMOTE_HELP,
 }
 
 
@@ -514,6 +537,7 @@ def deploy_auto(
     canary: str | None = None,
     bake: str | None = None,
     watch_errors: str | None = None,
+    unpromoted: bool = False,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
     if watch:
@@ -540,6 +564,7 @@ def deploy_auto(
         canary=canary,
         bake=bake,
         watch_errors=watch_errors,
+        unpromoted=unpromoted,
     )
 
 

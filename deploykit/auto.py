@@ -98,6 +98,36 @@ def live_components(
     return live
 
 
+def unpromoted(
+    config: Config, source: str, source_live: Mapping[str, str | None], components: Collection[str], revision: Revision
+) -> dict[str, str]:
+    """component → why the environment ``source`` (``promote_from``) does not run it as ``revision`` has it, for
+    those of ``components`` it does not: never deployed there, a build with uncommitted changes there, or paths of
+    the component changed between the commit it runs there and ``revision`` (its uncommitted changes included). The
+    same rules as deploy.auto's: a component is what its paths hold, so a commit that changed only docs since, or
+    another component, is still what the source runs."""
+    wanted = {component: source_live.get(component) for component in sorted(components)}
+    try:
+        found = changes.detect(config, wanted, include_uncommitted=bool(revision.dirty))
+    except UsageError as exc:  # what the source runs is in no commit of this clone
+        raise UsageError(
+            f"cannot tell whether {source} runs what this checkout would deploy: {exc.message}",
+            next_step="fetch more history (git fetch --unshallow, or the branch deployed there), then rerun",
+        ) from None
+    why: dict[str, str] = {}
+    for component in sorted(found.components()):
+        base = found.base.get(component)
+        if base is None:
+            why[component] = f"{source} does not run it"
+        elif component in found.dirty:
+            why[component] = f"{source} runs a build of it with uncommitted changes ({wanted[component]})"
+        else:
+            paths = list(dict.fromkeys(c.path or c.old_path or "" for c in found.for_component(component)))
+            more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            why[component] = f"{source} runs it at {base[:SHORT_SHA]}; changed since: {', '.join(paths[:3])}{more}"
+    return why
+
+
 def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:
     """The image tag of the service's task definition now (its PRIMARY deployment's); "" when there is no
     service yet."""

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -370,6 +370,7 @@ def app_chain(
     allow_older: bool = False,
     rollback: bool = True,
     watch_errors: str | None = None,
+    unpromoted: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy).
@@ -379,6 +380,8 @@ def app_chain(
     config, environment = _load(runtime, env)
     environment = _with_watch(environment, watch_errors)
     revision = _revision(config, allow_dirty)
+    if "roll-service" in stages and not dry_run:
+        require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], str]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
@@ -474,6 +477,7 @@ def deploy_stack(
     smoke: bool = True,
     dry_run: bool = False,
     as_json: bool = False,
+    unpromoted: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """One stack through a change set, with its inputs as they are live now; then smoke."""
@@ -481,6 +485,10 @@ def deploy_stack(
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
+    if not dry_run:
+        require_promoted(
+            runtime, config, environment, _revision(config, True), [f"stack:{role}"], unpromoted=unpromoted
+        )
     with aws_errors(environment):
         tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
         keys, uploads = current_code_keys(aws, config, environment) if role == "api" else ({}, [])
@@ -512,6 +520,7 @@ def deploy_lambda(
     rollback: bool = True,
     canary: str | None = None,
     bake: str | None = None,
+    unpromoted: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """The Lambda fast path for one function of lambda/: upload, update code, publish, [canary,] move the alias;
@@ -529,6 +538,8 @@ def deploy_lambda(
         with aws_errors(environment):
             live = lambda_chain.live_git_sha(aws.client("lambda"), function_name)
         _refuse_older(config, environment, f"lambda:{name}", live, revision)
+    if not dry_run:
+        require_promoted(runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
@@ -831,6 +842,7 @@ def deploy_full(
     approve_access: bool = False,
     dry_run: bool = False,
     as_json: bool = False,
+    unpromoted: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke."""
@@ -838,6 +850,8 @@ def deploy_full(
     config, environment = _load(runtime, env)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
+    if not dry_run:
+        require_promoted(runtime, config, environment, revision, changes.components_of(config), unpromoted=unpromoted)
     plan = planner.full_plan(
         config, environment, revision, repository_uri="", smoke=smoke, approve_access=approve_access
     )
@@ -1284,6 +1298,7 @@ class Analysis:
     found: changes.ChangeSet
     live: dict[str, str | None]  # component → its live SHA (the app: its image tag)
     estimates: dict[str, float] = field(default_factory=dict)  # step → seconds, when asked for (deploy.auto)
+    source_live: dict[str, str | None] | None = None  # what the promote_from environment runs, if there is one
 
 
 def analyse(
@@ -1310,11 +1325,62 @@ def analyse(
         }
         if estimates and found_endpoints is not None:  # not deployed yet: deploy.full, no estimate
             reads["estimates"] = partial(_estimates, aws, environment)
+        if environment.promote_from:  # what the environment it takes releases from runs, read meanwhile
+            reads["source"] = partial(source_live, runtime, config, environment.promote_from)
         read = at_once(reads)
     live: dict[str, str | None] = read["live"]
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
     found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
-    return Analysis(config, environment, aws, found_endpoints, revision, found, live, read.get("estimates", {}))
+    return Analysis(
+        config, environment, aws, found_endpoints, revision, found, live, read.get("estimates", {}), read.get("source")
+    )
+
+
+def source_live(runtime: Runtime, config: Config, name: str) -> dict[str, str | None]:
+    """What the environment ``name`` runs, per component (read with its own credentials)."""
+    source = config.environment(name)
+    aws = runtime.aws_factory(source)
+    with aws_errors(source):
+        if source.account:  # another account's credentials would find nothing there: "does not run it", wrongly
+            aws.account()
+        return auto.live_components(aws, config, source, endpoints_if_deployed(aws, source))
+
+
+def require_promoted(
+    runtime: Runtime,
+    config: Config,
+    environment: EnvConfig,
+    revision: git.Revision,
+    components: Collection[str],
+    *,
+    unpromoted: bool,
+    live_there: Mapping[str, str | None] | None = None,
+) -> None:
+    """An environment with ``promote_from`` takes only what that one runs: UsageError (exit 2, nothing changed) when
+    it does not run ``components`` as ``revision`` has them, unless ``unpromoted`` (an emergency fix: said).
+    ``live_there``: what it runs, when already read."""
+    source = environment.promote_from
+    if not source or not components:
+        return
+    live = live_there if live_there is not None else source_live(runtime, config, source)
+    why = auto.unpromoted(config, source, live, components, revision)
+    if not why:
+        runtime.stderr.write(
+            f"✅ promoted from {source}: it runs {', '.join(sorted(components))} as this checkout has\n"
+        )
+        return
+    lines = "\n".join(f"  {component}: {reason}" for component, reason in why.items())
+    if unpromoted:
+        runtime.stderr.write(
+            f"⚠️  deploying to {environment.name} what {source} does not run (--unpromoted):\n{lines}\n"
+        )
+        return
+    raise UsageError(
+        f"{environment.name} takes only what {source} runs (promote_from = {source!r}), and {source} does not run "
+        f"this checkout's {', '.join(why)}:\n{lines}",
+        next_step=f"deploy it to {source} first (inv deploy.auto --env {source}) and let it prove itself there, then "
+        f"to {environment.name}; or check out what {source} runs. An emergency fix that cannot wait: --unpromoted",
+    )
 
 
 def _write_analysis(runtime: Runtime, lines: Sequence[str]) -> None:
@@ -1336,6 +1402,7 @@ def deploy_auto(
     canary: str | None = None,
     bake: str | None = None,
     watch_errors: str | None = None,
+    unpromoted: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
@@ -1352,6 +1419,7 @@ def deploy_auto(
         estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
     )
     if a.endpoints is None:
+        require_promoted(runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, live_there=a.source_live)
         with aws_errors(a.env):
             plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
@@ -1362,6 +1430,11 @@ def deploy_auto(
     if behind and not allow_older:  # refused before reading more; the analysis shows why
         _write_analysis(runtime, lines)
         auto.refuse_taking_back(behind, a.found.head, a.env)
+    try:
+        require_promoted(runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, live_there=a.source_live)
+    except UsageError:
+        _write_analysis(runtime, lines)  # refused before reading more; the analysis shows what would have gone
+        raise
     with aws_errors(a.env):
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
         reads: dict[str, Callable[[], Any]] = {}
@@ -1500,6 +1573,18 @@ def diff(
             "✏️  uncommitted changes are counted: commit them before deploying, or deploy them as a dirty build "
             "with --allow-dirty"
         )
+    held: dict[str, str] = {}  # component → why the promote_from environment does not run it
+    if a.env.promote_from and a.found.components():
+        source = a.env.promote_from
+        held = auto.unpromoted(a.config, source, a.source_live or {}, a.found.components(), a.revision)
+        lines += [
+            f"🚦 {component}: not promoted, {held[component]}"
+            if component in held
+            else f"🚦 {component}: {source} runs it"
+            for component in sorted(a.found.components())
+        ]
+        if held:
+            lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
     _write_analysis(runtime, lines)
     stacks_json: dict[str, Any] = {}
     roles = sorted({c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")})
@@ -1508,6 +1593,8 @@ def diff(
     if as_json:
         data = auto.diff_json(a.env, a.found)
         data["stacks"] = stacks_json
+        if a.env.promote_from:
+            data["promotion"] = {"from": a.env.promote_from, "not_promoted": held}
         runtime.stdout.write(dumps(data) + "\n")
     return a.found
 

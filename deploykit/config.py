@@ -298,6 +298,9 @@ class EnvConfig:
     poll_interval: float | None = None
     wait_timeout: float = 600.0
     protected: bool = False
+    # Another environment whose tested state this one takes (dev for prod): a deploy here of a component (the app,
+    # a function, a stack) is refused unless that environment runs it as this checkout has it; see deploykit.auto.
+    promote_from: str = ""
     # Put each deploy run's figures in CloudWatch (namespace deploykit) for the deploy dashboard; see deploykit.metrics.
     metrics: bool = True
     lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
@@ -433,6 +436,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         )
     for env in config.environments.values():
         _check_env_values(env, where)
+        _check_promotion(config, env, where)
     for index, rule in enumerate(config.changes.rules):
         try:
             rule.check()
@@ -467,6 +471,27 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
         raise ConfigError(
             f"{prefix}.app_error_watch.{problem}", next_step=f"fix [environments.{env.name}.app_error_watch]"
         )
+
+
+def _check_promotion(config: Config, env: EnvConfig, where: str) -> None:
+    """promote_from names another environment, and following it never comes back to ``env``."""
+    seen = [env.name]
+    current = env
+    while current.promote_from:
+        source = current.promote_from
+        if source not in config.environments:
+            raise ConfigError(
+                f"{where}: environments.{current.name}.promote_from = {source!r} names no environment "
+                f"(defined: {', '.join(sorted(config.environments))})",
+                next_step=f"set it to the environment {current.name} takes its releases from, or remove it",
+            )
+        if source in seen:
+            raise ConfigError(
+                f"{where}: promote_from goes round in a circle: {' → '.join([*seen, source])}",
+                next_step="an environment takes its releases from one that comes before it: break the circle",
+            )
+        seen.append(source)
+        current = config.environments[source]
 
 
 def watch_problem(watch: ErrorWatch) -> str | None:

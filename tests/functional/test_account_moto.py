@@ -15,6 +15,7 @@ from deploykit.aws import PROFILE_ENV, AwsFactory
 from deploykit.config import EnvConfig, load_config, parse_config
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Plan
+from tests.conftest import git
 from tests.functional.conftest import Deploy
 
 MOTO_ACCOUNT = "123456789012"
@@ -127,3 +128,25 @@ def test_inv_health_says_which_account_to_pin_or_that_the_credentials_are_of_ano
     assert (
         "these credentials act in AWS account 123456789012, but deploy.toml pins 210987654321" in raised.value.message
     )
+
+
+def test_a_promoted_environment_reads_its_source_with_that_accounts_credentials(
+    moto_aws: None, project: Path
+) -> None:
+    """prod takes what dev runs: read with prod's credentials (another account), dev would look empty and every
+    component "not run there". The source's pinned account is checked first, and named."""
+    toml = project / "deploy.toml"
+    text = toml.read_text().replace('[environments.dev]\n', '[environments.dev]\naccount = "210987654321"\n', 1)
+    prod = text[text.index("[environments.dev]") :].replace("environments.dev", "environments.prod")
+    toml.write_text(text + "\n" + prod.replace("[environments.prod]\n", '[environments.prod]\npromote_from = "dev"\n'))
+    git(project, "commit", "-qam", "prod, promoted from dev")
+    runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO())
+    for deploy in (
+        lambda: commands.deploy_auto(env="prod", dry_run=True, runtime=runtime),
+        lambda: commands.deploy_full(env="prod", runtime=runtime),
+        lambda: commands.app_chain(["roll-service"], env="prod", runtime=runtime),
+    ):
+        with pytest.raises(UsageError, match="the credentials for environment 'dev' act in AWS account 123456789012, "
+                           "but deploy.toml pins 210987654321") as raised:  # fmt: skip
+            deploy()
+        assert raised.value.exit_code == 2

@@ -4,6 +4,7 @@ code answers; a docs-only commit deploys nothing; --dry-run --json prints the pl
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -423,6 +424,64 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
     finally:
         toml.write_text(plain)
         git(project, "commit", "-qam", "sandbox: not protected")
+
+
+def test_an_environment_promoted_from_the_sandbox_takes_only_what_the_sandbox_runs(project: Path) -> None:
+    """prod (promote_from = "sandbox") on the same local AWS under its own stack names, never deployed: deploy.auto
+    there would deploy everything, which it may while the sandbox runs all of HEAD. After a backend commit the
+    sandbox has not had, deploy.auto and deploy.app to prod are refused, naming it, before anything is read or
+    changed in prod (--unpromoted lets it through, said); once the sandbox runs it, prod may take it."""
+    toml = project / "deploy.toml"
+    plain = toml.read_text()
+    sandbox = load_config(toml).environment("sandbox")
+    stacks = "".join(f'{role} = "Prod{role.title()}Stack"\n' for role in ("registry", "data", "auth", "fargate", "api"))
+    toml.write_text(
+        plain
+        + f'''
+[environments.prod]
+promote_from = "sandbox"
+region = "{sandbox.region}"
+endpoint_url = "{sandbox.endpoint_url}"
+cluster = "prod-cluster"
+service = "prod-service"
+container = "backend"
+repository = "prod-backend"
+
+[environments.prod.stacks]
+{stacks}'''
+    )
+    git(project, "commit", "-qam", "prod, promoted from the sandbox")  # the toolkit's file: nothing to deploy
+    cfn = _client(project, "cloudformation")
+    stacks_before = sorted(s["StackName"] for s in cfn.describe_stacks()["Stacks"])
+    try:
+        _, out, _ = auto(project, env="prod", dry_run=True, as_json=True)
+        assert "✅ promoted from sandbox: it runs app, lambda:health_handler, lambda:login_handler, stack:api" in out
+
+        fleet = project / "backend" / "app" / "fleet.py"
+        fleet.write_text(fleet.read_text() + "\n# not in the sandbox yet\n")
+        git(project, "commit", "-qam", "backend: a change for prod")
+        with pytest.raises(UsageError) as refused:
+            auto(project, env="prod", dry_run=True, as_json=True)
+        assert "prod takes only what sandbox runs (promote_from = 'sandbox'), and sandbox does not run this " in str(
+            refused.value
+        )
+        assert re.search(
+            r"\n  app: sandbox runs it at [0-9a-f]{12}; changed since: backend/app/fleet.py$",
+            str(refused.value.message),
+        )
+        assert refused.value.exit_code == 2 and "--unpromoted" in (refused.value.next_step or "")
+        with pytest.raises(UsageError, match="sandbox does not run this checkout's app"):
+            commands.app_chain(["build", "roll-service"], env="prod", runtime=quiet_runtime(project))
+        _, out, _ = auto(project, env="prod", dry_run=True, as_json=True, unpromoted=True)
+        assert "⚠️  deploying to prod what sandbox does not run (--unpromoted):\n  app: sandbox runs it at" in out
+
+        assert ran(auto(project)[0]) >= {"build", "roll-service"}  # the sandbox takes it
+        _, out, _ = auto(project, env="prod", dry_run=True, as_json=True)
+        assert "✅ promoted from sandbox" in out
+        assert sorted(s["StackName"] for s in cfn.describe_stacks()["Stacks"]) == stacks_before  # prod: untouched
+    finally:
+        toml.write_text(plain)
+        git(project, "commit", "-qam", "no prod")
 
 
 def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploykit import changes, git
+from deploykit import auto, changes, git
 from deploykit.changes import ChangeSet, StackUsage, classify, components_of, detect, stack_usage
 from deploykit.config import STACK_ROLES, ChangeRule, ChangeRules, Config, compile_glob, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
@@ -707,3 +707,50 @@ def test_unknown_components_are_refused(repo: Path) -> None:
 def test_changes_module_constants_match_the_repository() -> None:
     assert (REPO / changes.CDK_APP).is_file()
     assert (REPO / changes.LAMBDA_DIR).is_dir()
+
+
+# -- promotion (promote_from): does the source environment run each component as this checkout has it? ------------
+
+
+def test_a_component_is_promoted_when_the_source_runs_what_this_checkout_has(repo: Path) -> None:
+    """A component is what its paths hold: a later commit that changed only docs, or another component, is still
+    what the source environment runs; one that changed the component's own paths is not."""
+    config = config_of(repo)
+    tested = git.head_sha(repo)
+    source = {"app": tested[:12], "lambda:login_handler": tested, "stack:data": None}
+    revision = git.current_revision(repo)
+    assert auto.unpromoted(config, "dev", source, ["app", "lambda:login_handler"], revision) == {}
+
+    write(repo, "docs/guide.md", "more guide\n")
+    write(repo, "lambda/health_handler/handler.py", "def handler(event, context):\n    return {'ok': 1}\n")
+    commit(repo, "docs and the other function")
+    revision = git.current_revision(repo)
+    assert auto.unpromoted(config, "dev", source, ["app", "lambda:login_handler"], revision) == {}
+    assert auto.unpromoted(config, "dev", source, ["lambda:health_handler"], revision) == {
+        "lambda:health_handler": "dev does not run it"
+    }
+    assert auto.unpromoted(config, "dev", source, ["stack:data"], revision) == {"stack:data": "dev does not run it"}
+
+    write(repo, "backend/app/main.py", "app = 'new'\n")
+    commit(repo, "an app change dev has not had")
+    why = auto.unpromoted(config, "dev", source, ["app", "lambda:login_handler"], git.current_revision(repo))
+    assert why == {"app": f"dev runs it at {tested[:12]}; changed since: backend/app/main.py"}
+
+
+def test_uncommitted_changes_and_a_dirty_build_in_the_source_are_never_promoted(repo: Path) -> None:
+    config = config_of(repo)
+    tested = git.head_sha(repo)
+    write(repo, "backend/app/main.py", "app = 'on my laptop'\n")
+    revision = git.current_revision(repo, allow_dirty=True)
+    why = auto.unpromoted(config, "dev", {"app": tested[:12]}, ["app"], revision)
+    assert why == {"app": f"dev runs it at {tested[:12]}; changed since: backend/app/main.py"}
+    run_git(repo, "checkout", "--", "backend/app/main.py")
+    dirty = f"{tested[:12]}-dirty-0123456789ab"
+    why = auto.unpromoted(config, "dev", {"app": dirty}, ["app"], git.current_revision(repo))
+    assert why == {"app": f"dev runs a build of it with uncommitted changes ({dirty})"}
+
+
+def test_a_source_commit_this_clone_lacks_says_to_fetch(repo: Path) -> None:
+    with pytest.raises(UsageError, match="cannot tell whether dev runs what this checkout would deploy") as err:
+        auto.unpromoted(config_of(repo), "dev", {"app": "ab" * 20}, ["app"], git.current_revision(repo))
+    assert "git fetch --unshallow" in (err.value.next_step or "")

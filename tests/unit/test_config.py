@@ -164,3 +164,20 @@ def test_an_error_watch_is_off_unless_set_and_its_values_are_checked() -> None:
         data["environments"]["dev"]["app_error_watch"] = bad
         with pytest.raises(ConfigError, match=message):
             parse_config(data, Path("deploy.toml"))
+
+
+def test_promote_from_names_another_environment_never_in_a_circle() -> None:
+    data = raw()
+    data["environments"]["prod"] = {**data["environments"]["dev"], "promote_from": "dev"}
+    config = parse_config(data, Path("deploy.toml"))
+    assert config.environment("prod").promote_from == "dev" and config.environment("dev").promote_from == ""
+    data["environments"]["prod"]["promote_from"] = "staging"
+    with pytest.raises(ConfigError, match=r"environments\.prod\.promote_from = 'staging' names no environment"):
+        parse_config(data, Path("deploy.toml"))
+    data["environments"]["prod"]["promote_from"] = "prod"
+    with pytest.raises(ConfigError, match="promote_from goes round in a circle: prod → prod"):
+        parse_config(data, Path("deploy.toml"))
+    data["environments"]["prod"]["promote_from"] = "dev"
+    data["environments"]["dev"]["promote_from"] = "prod"
+    with pytest.raises(ConfigError, match="promote_from goes round in a circle: dev → prod → dev"):
+        parse_config(data, Path("deploy.toml"))
