@@ -130,13 +130,11 @@ def test_inv_health_says_which_account_to_pin_or_that_the_credentials_are_of_ano
     )
 
 
-def test_a_promoted_environment_reads_its_source_with_that_accounts_credentials(
-    moto_aws: None, project: Path
-) -> None:
+def test_a_promoted_environment_reads_its_source_with_that_accounts_credentials(moto_aws: None, project: Path) -> None:
     """prod takes what dev runs: read with prod's credentials (another account), dev would look empty and every
     component "not run there". The source's pinned account is checked first, and named."""
     toml = project / "deploy.toml"
-    text = toml.read_text().replace('[environments.dev]\n', '[environments.dev]\naccount = "210987654321"\n', 1)
+    text = toml.read_text().replace("[environments.dev]\n", '[environments.dev]\naccount = "210987654321"\n', 1)
     prod = text[text.index("[environments.dev]") :].replace("environments.dev", "environments.prod")
     toml.write_text(text + "\n" + prod.replace("[environments.prod]\n", '[environments.prod]\npromote_from = "dev"\n'))
     git(project, "commit", "-qam", "prod, promoted from dev")
