@@ -327,6 +327,7 @@ def _record(
         head=head,
         unchanged=sorted(set(carried) - set(deployed)),
         removed=plan.removes,
+        unpromoted=plan.unpromoted,
     )
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:
@@ -380,8 +381,9 @@ def app_chain(
     config, environment = _load(runtime, env)
     environment = _with_watch(environment, watch_errors)
     revision = _revision(config, allow_dirty)
+    let_through: tuple[str, ...] = ()
     if "roll-service" in stages and not dry_run:
-        require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
+        let_through = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], str]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
@@ -393,6 +395,7 @@ def app_chain(
     if "live" in read:
         _refuse_older(config, environment, "app", read["live"], revision)
     plan = planner.app_chain_plan(config, environment, revision, stages, repository_uri=read.get("uri"))
+    plan = dataclasses.replace(plan, unpromoted=let_through)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 
@@ -485,10 +488,13 @@ def deploy_stack(
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
-    if not dry_run:
-        require_promoted(
+    let_through = (
+        ()
+        if dry_run
+        else require_promoted(
             runtime, config, environment, _revision(config, True), [f"stack:{role}"], unpromoted=unpromoted
         )
+    )
     with aws_errors(environment):
         tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
         keys, uploads = current_code_keys(aws, config, environment) if role == "api" else ({}, [])
@@ -505,6 +511,7 @@ def deploy_stack(
         smoke=smoke,
         revision=_revision(config, True),
     )
+    plan = dataclasses.replace(plan, unpromoted=let_through)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
@@ -538,9 +545,13 @@ def deploy_lambda(
         with aws_errors(environment):
             live = lambda_chain.live_git_sha(aws.client("lambda"), function_name)
         _refuse_older(config, environment, f"lambda:{name}", live, revision)
+    let_through: tuple[str, ...] = ()
     if not dry_run:
-        require_promoted(runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted)
+        let_through = require_promoted(
+            runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted
+        )
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
+    plan = dataclasses.replace(plan, unpromoted=let_through)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 
@@ -850,11 +861,14 @@ def deploy_full(
     config, environment = _load(runtime, env)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
+    let_through: tuple[str, ...] = ()
     if not dry_run:
-        require_promoted(runtime, config, environment, revision, changes.components_of(config), unpromoted=unpromoted)
+        components = changes.components_of(config)
+        let_through = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     plan = planner.full_plan(
         config, environment, revision, repository_uri="", smoke=smoke, approve_access=approve_access
     )
+    plan = dataclasses.replace(plan, unpromoted=let_through)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
@@ -1355,26 +1369,28 @@ def require_promoted(
     *,
     unpromoted: bool,
     live_there: Mapping[str, str | None] | None = None,
-) -> None:
+) -> tuple[str, ...]:
     """An environment with ``promote_from`` takes only what that one runs: UsageError (exit 2, nothing changed) when
     it does not run ``components`` as ``revision`` has them, unless ``unpromoted`` (an emergency fix: said).
-    ``live_there``: what it runs, when already read."""
+    ``live_there``: what it runs, when already read. Returns the components let through with ``unpromoted``, which
+    the run's history record names."""
     source = environment.promote_from
     if not source or not components:
-        return
+        return ()
     live = live_there if live_there is not None else source_live(runtime, config, source)
     why = auto.unpromoted(config, source, live, components, revision)
     if not why:
         runtime.stderr.write(
             f"✅ promoted from {source}: it runs {', '.join(sorted(components))} as this checkout has\n"
         )
-        return
+        return ()
     lines = "\n".join(f"  {component}: {reason}" for component, reason in why.items())
     if unpromoted:
         runtime.stderr.write(
-            f"⚠️  deploying to {environment.name} what {source} does not run (--unpromoted):\n{lines}\n"
+            f"⚠️  deploying to {environment.name} what {source} does not run (--unpromoted; its history record says "
+            f"so):\n{lines}\n"
         )
-        return
+        return tuple(why)
     raise UsageError(
         f"{environment.name} takes only what {source} runs (promote_from = {source!r}), and {source} does not run "
         f"this checkout's {', '.join(why)}:\n{lines}",
@@ -1419,9 +1435,12 @@ def deploy_auto(
         estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
     )
     if a.endpoints is None:
-        require_promoted(runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, live_there=a.source_live)
+        let_through = require_promoted(
+            runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, live_there=a.source_live
+        )
         with aws_errors(a.env):
             plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)
+        plan = dataclasses.replace(plan, unpromoted=let_through)
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
@@ -1431,7 +1450,9 @@ def deploy_auto(
         _write_analysis(runtime, lines)
         auto.refuse_taking_back(behind, a.found.head, a.env)
     try:
-        require_promoted(runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, live_there=a.source_live)
+        let_through = require_promoted(
+            runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, live_there=a.source_live
+        )
     except UsageError:
         _write_analysis(runtime, lines)  # refused before reading more; the analysis shows what would have gone
         raise
@@ -1451,7 +1472,8 @@ def deploy_auto(
         )
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
-        plan = dataclasses.replace(plan, carried=auto.unchanged_components(a.found, a.revision)) if plan else plan
+        carried = auto.unchanged_components(a.found, a.revision)
+        plan = dataclasses.replace(plan, carried=carried, unpromoted=let_through) if plan else plan
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None

@@ -83,6 +83,8 @@ class Record:
     # not ok because a guard or bad input stopped it (exit 2): the step that refused changed nothing, and nothing
     # that was live broke; ``inv report`` counts these apart from failed runs
     refused: bool = False
+    # components the run deployed though the environment it is promoted from did not run them (--unpromoted)
+    unpromoted: list[str] = field(default_factory=list)
 
     @property
     def result(self) -> str:
@@ -109,6 +111,7 @@ class Record:
             "components": self.components,
             "unchanged": self.unchanged,
             "removed": self.removed,
+            "unpromoted": self.unpromoted,
             "base": self.base,
             "steps": self.steps,
             "error": self.error,
@@ -129,6 +132,7 @@ class Record:
             components=dict(data.get("components") or {}),
             unchanged=[str(c) for c in data.get("unchanged") or ()],
             removed=[str(c) for c in data.get("removed") or ()],
+            unpromoted=[str(c) for c in data.get("unpromoted") or ()],
             base=dict(data.get("base") or {}),
             steps=list(data.get("steps") or []),
             error=data.get("error"),
@@ -145,6 +149,7 @@ def record_of(
     removed: Sequence[str] = (),
     who: str | None = None,
     now: datetime | None = None,
+    unpromoted: Sequence[str] = (),
 ) -> Record:
     """The history record of a finished run."""
     moment = now or datetime.now(UTC)
@@ -172,6 +177,7 @@ def record_of(
         error=None if report.error is None else report.error.message,
         unchanged=list(unchanged),
         removed=list(removed),
+        unpromoted=list(unpromoted),
     )
 
 
@@ -489,6 +495,8 @@ def table(records: Sequence[Record]) -> str:
         listed = ", ".join(f"{c}@{sha[:12]}" for c, sha in sorted(r.deployed.items()))
         if r.removed:
             listed = ", ".join(filter(None, (listed, "removed " + ", ".join(sorted(r.removed)))))
+        if r.unpromoted:
+            listed = f"⚠️ unpromoted {', '.join(sorted(r.unpromoted))}; {listed}"
         listed = listed or "-"
         unchanged = f" (+{len(r.unchanged)} unchanged)" if r.unchanged else ""
         room = 70 - len(unchanged)

@@ -122,6 +122,8 @@ class Plan:
     carried: tuple[tuple[str, str], ...] = ()
     # What a successful run takes out of the environment (destroy): the live record drops these components.
     removes: tuple[str, ...] = ()
+    # Components deployed though the promote_from environment does not run them (--unpromoted): the record says so.
+    unpromoted: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -134,6 +136,7 @@ class Plan:
             self.deploys + other.deploys,
             self.carried + other.carried,
             self.removes + other.removes,
+            self.unpromoted + other.unpromoted,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -499,6 +499,23 @@ def test_components_carried_without_a_deploy_are_live_at_head_but_not_listed_as_
     assert old.unchanged == [] and old.deployed == record.components
 
 
+def test_a_deploy_let_through_unpromoted_says_so_in_its_record_and_in_inv_history(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """--unpromoted (an emergency fix the promote_from environment never ran) leaves an audit trail."""
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    plan = Plan("dev", (Deploy(),), "deploy.app", deploys=(("app", "f" * 12),), unpromoted=("app",))
+    commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False)
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    [record] = store.records()
+    assert record.unpromoted == ["app"] and record.to_json()["unpromoted"] == ["app"]
+    assert history.table([record]).splitlines()[-1].endswith(f"⚠️ unpromoted app; app@{'f' * 12}")
+    old = history.Record.from_json({k: v for k, v in record.to_json().items() if k != "unpromoted"})
+    assert old.unpromoted == []  # written before the field existed
+
+
 def test_a_destroy_is_recorded_and_drops_what_it_removed_from_the_live_record(
     bucket: str, dev_env: EnvConfig, project: Path
 ) -> None:
