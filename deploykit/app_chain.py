@@ -34,7 +34,8 @@ class EnsureBaseImage(Step):
     extra_ca_dir: str
     force: bool = False
     pull_after_days: float = 0  # a pulled image: pulled again once this machine's copy is older ([build])
-    platform: str = "linux/amd64"  # what the images are built for ([build] platform)
+    # what the images are built for ([build] platform); "": this engine's own (the sandbox, whose tasks run here)
+    platform: str = "linux/amd64"
 
     @property
     def local(self) -> bool:
@@ -53,7 +54,7 @@ class EnsureBaseImage(Step):
     def run(self, ctx: Context) -> Outcome:
         client, now = ctx.docker, ctx.clock.now()
         if self.local:
-            engine = images.engine_platform(client)
+            engine = images.engine_platform(client) if self.platform else ""
             if engine != self.platform:  # mmdebstrap builds for the machine it runs on
                 raise UsageError(
                     f"the local base image {self.image} is built for this machine's platform, {engine}, but images "
@@ -78,9 +79,9 @@ class EnsureBaseImage(Step):
             ctx.reporter.line(f"🐳 pulling {self.image} again: {why}")
         ctx.reporter.status(f"pulling {self.image}")
         try:
-            pulled = images.pull_stamped(client, self.image, self.platform)
+            pulled = images.pull_stamped(client, self.image, self.platform or None)
         except docker.errors.APIError as exc:
-            if held is not None and images.platform_of(held) == self.platform:
+            if held is not None and images.platform_of(held) == (self.platform or images.platform_of(held)):
                 # offline, or the registry down: the copy here still builds
                 failed = f"pulling {self.image} again failed ({images._short(exc)})"
                 ctx.reporter.line(f"⚠️  {failed}: building from this copy")
@@ -92,7 +93,7 @@ class EnsureBaseImage(Step):
                 f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself "
                 f"(docker pull --platform {self.platform} {self.image})",
             ) from None
-        if images.platform_of(pulled) != self.platform:  # a registry with an image for one other platform only
+        if self.platform and images.platform_of(pulled) != self.platform:  # a registry that has another platform only
             raise EnvironmentNotReady(
                 f"base image {self.image} is in its registry only for {images.platform_of(pulled)}, and images are "
                 f"built for {self.platform} ([build] platform: what the task definition runs)",
@@ -117,10 +118,11 @@ class BuildImage(Step):
     base_image: str
     git_sha: str
     extra_ca_dir: str
-    platform: str = "linux/amd64"  # what the task definition runs ([build] platform)
+    platform: str = "linux/amd64"  # what the task definition runs ([build] platform); "": this engine's own
 
     def describe(self) -> str:
-        return f"docker build {self.context} → {self.image} for {self.platform} (FROM {self.base_image})"
+        built_for = f" for {self.platform}" if self.platform else ""
+        return f"docker build {self.context} → {self.image}{built_for} (FROM {self.base_image})"
 
     def interrupted(self) -> str:
         return "the Docker engine stops the build; no image is tagged until a build completes"
@@ -128,7 +130,7 @@ class BuildImage(Step):
     def run(self, ctx: Context) -> Outcome:
         held = images.local_image(ctx.docker, self.image)
         if held is not None:
-            if images.platform_of(held) == self.platform:
+            if images.platform_of(held) == (self.platform or images.platform_of(held)):
                 return Outcome.skipped(f"{self.image} is already built (tags are immutable)", image=self.image)
             ctx.reporter.line(
                 f"🐳 {self.image} here is for {images.platform_of(held)}: building it for {self.platform}"
@@ -143,9 +145,9 @@ class BuildImage(Step):
             extra_ca_dir=_ca_dir(self.extra_ca_dir),
             say=ctx.reporter.line,
             status=ctx.reporter.status,
-            platform=self.platform,
+            platform=self.platform or None,
         )
-        built = images.platform_of(ctx.docker.images.get(self.image))
+        built = images.platform_of(ctx.docker.images.get(self.image)) if self.platform else ""
         if built != self.platform:  # an engine that ignored the platform: the task would not start
             raise StepFailed(
                 f"docker build made {self.image} for {built}, not {self.platform} ([build] platform)",
@@ -164,7 +166,7 @@ class PushImage(Step):
     local_image: str
     repository: str  # registry/repository, no tag; "" when the repository is created by an earlier step
     tag: str
-    platform: str = "linux/amd64"  # what the image is built for ([build] platform)
+    platform: str = "linux/amd64"  # what the image is built for ([build] platform); "": not checked
 
     @property
     def remote(self) -> str:
@@ -184,11 +186,11 @@ class PushImage(Step):
         existing = images.remote_image(client, self.remote, auth)
         if existing:
             digest, platforms = existing
-            if platforms and self.platform not in platforms:  # pushed from a machine that built for its own
+            if self.platform and platforms and self.platform not in platforms:  # pushed from another machine
                 raise StepFailed(
                     f"{self.remote} is in the registry for {', '.join(platforms)}, not for {self.platform} ([build] "
-                    "platform, what the task definition runs): a task would not start from it, and the tag cannot "
-                    "be pushed again",
+                    "platform, what the task definition runs): a task would not start from it, and ECR keeps a "
+                    "tag's image (the registry stack's tags are immutable)",
                     next_step="commit again (a new commit is a new tag) and deploy that",
                 )
             return Outcome.skipped(f"{self.remote} is already in the registry ({digest[:19]})", digest=digest)

@@ -39,6 +39,12 @@ def local_image(env: EnvConfig, revision: Revision) -> str:
     return f"{env.repository}:{revision.tag}"
 
 
+def build_platform(config: Config, env: EnvConfig) -> str:
+    """What ``env``'s images are built for: [build] platform, what its task definitions run; "" (this engine's own)
+    on the sandbox, whose tasks run on this machine (natively, on an arm64 one too)."""
+    return "" if env.is_local else config.build.platform
+
+
 def base_image_plan(config: Config, env: EnvConfig, *, image: str | None = None, force: bool = False) -> Plan:
     """Ensure ``image`` (default: the local base of [build.base]) is on the Docker engine."""
     step = EnsureBaseImage(
@@ -47,7 +53,7 @@ def base_image_plan(config: Config, env: EnvConfig, *, image: str | None = None,
         extra_ca_dir=config.build.extra_ca_dir,
         force=force,
         pull_after_days=config.build.pull_after_days,
-        platform=config.build.platform,
+        platform=build_platform(config, env),
     )
     return Plan(env.name, (step,), "base-image")
 
@@ -83,12 +89,12 @@ def app_chain_plan(
                     base_image=config.base_image_for(env),
                     git_sha=revision.sha if not revision.dirty else revision.tag,
                     extra_ca_dir=config.build.extra_ca_dir,
-                    platform=config.build.platform,
+                    platform=build_platform(config, env),
                 )
             )
         elif stage == "push":
             steps.append(
-                PushImage(local_image(env, revision), str(repository_uri), revision.tag, config.build.platform)
+                PushImage(local_image(env, revision), str(repository_uri), revision.tag, build_platform(config, env))
             )
         elif stage == "register-taskdef":
             steps.append(
@@ -99,7 +105,7 @@ def app_chain_plan(
                     str(repository_uri),
                     revision.tag,
                     revision.sha if not revision.dirty else revision.tag,
-                    config.build.platform,
+                    build_platform(config, env),
                 )
             )
         elif stage == "roll-service":

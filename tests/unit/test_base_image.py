@@ -260,3 +260,22 @@ def test_the_platform_is_read_from_deploy_toml_and_an_unknown_one_is_refused() -
     with pytest.raises(ConfigError, match=r"build\.platform = 'linux/arm/v7' is not a platform") as err:
         parse_config(raw, Path("deploy.toml"))
     assert err.value.next_step and "linux/amd64, linux/arm64" in err.value.next_step
+
+
+def test_aws_environments_build_for_the_platform_and_the_sandbox_for_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox runs its tasks on this engine: natively, on an arm64 machine too; AWS runs what the task
+    definition says."""
+    from deploykit import planner
+
+    raw = tomllib.loads((REPO / "deploy.toml").read_text())
+    raw["environments"]["dev"] = {k: v for k, v in raw["environments"]["sandbox"].items() if k != "endpoint_url"}
+    config = parse_config(raw, Path("deploy.toml"))
+    assert planner.build_platform(config, config.environment("sandbox")) == ""
+    assert planner.build_platform(config, config.environment("dev")) == "linux/amd64"
+    step = planner.base_image_plan(config, config.environment("sandbox")).steps[0]
+    assert isinstance(step, EnsureBaseImage) and step.platform == ""
+    monkeypatch.setattr(base_image, "build_base_image", Mock(side_effect=AssertionError("no build")))
+    current = dataclasses.replace(step, extra_ca_dir="")  # as engine() labels it
+    assert run_with(current, engine(SPEC, NOW, arch="arm64"))[0] == "skipped"  # an arm64 machine's sandbox: its own
