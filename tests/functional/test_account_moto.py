@@ -144,7 +144,7 @@ def test_a_promoted_environment_reads_its_source_with_that_accounts_credentials(
         lambda: commands.deploy_full(env="prod", runtime=runtime),
         lambda: commands.app_chain(["roll-service"], env="prod", runtime=runtime),
     ):
-        with pytest.raises(UsageError, match="the credentials for environment 'dev' act in AWS account 123456789012, "
-                           "but deploy.toml pins 210987654321") as raised:  # fmt: skip
+        with pytest.raises(UsageError, match=r"the credentials for environment 'dev' act in AWS account "
+                           r"123456789012, but deploy\.toml pins 210987654321") as raised:  # fmt: skip
             deploy()
         assert raised.value.exit_code == 2
