@@ -1036,7 +1036,7 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
         return overview.view(config, head, environment, read)
 
     found = at_once({name: partial(one, environment) for name, environment in config.environments.items()})
-    views = [found[name] for name in config.environments]  # in deploy.toml's order
+    views = overview.with_promotion(config, [found[name] for name in config.environments])  # deploy.toml's order
     runtime.stderr.write(overview.render(views, head) + "\n")
     if as_json:
         runtime.stdout.write(dumps(overview.to_json(views, head)) + "\n")

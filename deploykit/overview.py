@@ -12,7 +12,7 @@ reason and the others are still read.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,10 @@ class EnvView:
     live: tuple[Live, ...] = ()
     last_run: Record | None = None
     lock: LockInfo | None = None
+    # promote_from: the environment it takes releases from, and what that one runs that this one does not yet
+    # (component → "N changed path(s)", "new" or "?"); None: not compared (no promote_from, or either not read)
+    promoted_from: str = ""
+    waiting: dict[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +118,7 @@ class EnvView:
             ],
             "last_run": self.last_run.to_json() if self.last_run else None,
             "lock": self.lock.to_json() if self.lock else None,
+            "promotion": {"from": self.promoted_from, "waiting": self.waiting} if self.promoted_from else None,
         }
 
 
@@ -159,6 +164,44 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
     live += [Live(component, "", "", Position(known=False), counted.get(component)) for component in missing]
     live.sort(key=lambda x: _order(x.component))
     return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock)
+
+
+def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
+    """Each environment with ``promote_from``, told what its source runs that it does not yet: per component the
+    source runs, the paths that changed (by the [changes] rules) from the commit it runs here to the one it runs
+    there; "new" when it never ran here. Compared only when both were read."""
+    by_name = {v.env: v for v in views}
+    out = []
+    for v in views:
+        source = config.environments[v.env].promote_from
+        there = by_name.get(source) if source else None
+        if not source or there is None or v.error or there.error:
+            out.append(replace(v, promoted_from=source))
+            continue
+        here = {x.component: x.sha for x in v.live if x.sha}
+        waiting = {}
+        for x in there.live:
+            if not x.sha or here.get(x.component) == x.sha:
+                continue
+            waiting[x.component] = _waiting(config, x.component, here.get(x.component), x.sha)
+        out.append(replace(v, promoted_from=source, waiting={c: w for c, w in waiting.items() if w}))
+    return out
+
+
+def _waiting(config: Config, component: str, here: str | None, there: str) -> str:
+    """What the source runs of ``component`` (at ``there``) that this environment (at ``here``) does not: "" when it
+    is the same by its paths, "new" when it never ran here, "?" when a commit is not in this clone or dirty."""
+    if here is None:
+        return "new"
+    commit, dirty, _ = there.partition(git.DIRTY)
+    if dirty or git.resolve_commit(config.root, commit) is None:
+        return "?"
+    try:
+        found = changes.detect(config, {component: here}, head=commit)
+    except DeployKitError:
+        return "?"
+    paths = len(found.for_component(component))
+    return f"{paths} changed path(s)" if paths else ""
 
 
 def _changed(config: Config, live: Mapping[str, str], missing: Sequence[str]) -> dict[str, int]:
@@ -209,6 +252,13 @@ def render(views: Sequence[EnvView], head: str) -> str:
         ]
         table = tabulate(rows, headers=["component", "live", "against HEAD", "since", "a deploy of HEAD changes"])
         lines += [f"  {line}" for line in table.splitlines()]
+        if v.waiting is not None:
+            waiting = ", ".join(f"{c} ({w})" for c, w in sorted(v.waiting.items(), key=lambda i: _order(i[0])))
+            lines.append(
+                f"  🚦 waiting in {v.promoted_from} to be promoted here: {waiting}"
+                if waiting
+                else f"  🚦 runs all that {v.promoted_from} runs"
+            )
     return "\n".join(lines)
 
 

@@ -120,6 +120,33 @@ def test_each_environment_says_what_it_runs_against_head_its_last_run_and_its_lo
     assert data["environments"][2]["live"] == [] and data["environments"][2]["error"]
 
 
+def test_an_environment_promoted_from_another_says_what_waits_there_to_be_promoted(world: dict[str, str]) -> None:
+    """staging takes its releases from dev (promote_from): dev's app at c3 changed a path of the app since staging's
+    c1, dev's API stack never ran in staging, dev's health_handler (c2) is what staging's (s1) holds by its paths."""
+    root = Path(world["root"])
+    toml = root / "deploy.toml"
+    toml.write_text(
+        toml.read_text().replace("[environments.staging]\n", '[environments.staging]\npromote_from = "dev"\n')
+    )
+    config = load_config(toml)
+    for name, sha in (("dev", world["c3"]), ("staging", world["c1"])):
+        env = config.environment(name)
+        store = history.History.of(AwsFactory(env), env)
+        assert store is not None
+        run = RunReport(Plan(name, (), "deploy.app"), [], 3.0)
+        store.write(history.record_of(run, components={"app": sha}, base={}, head=sha, who=f"ci@{name}"))
+    out = io.StringIO()
+    runtime = commands.Runtime(config_path=toml, stdout=out, stderr=io.StringIO(), clock=FakeClock())
+    dev, staging, prod = commands.envs(as_json=True, runtime=runtime)
+    assert dev.waiting is None and prod.waiting is None and prod.promoted_from == ""
+    assert staging.promoted_from == "dev"
+    assert staging.waiting == {"app": "1 changed path(s)", "stack:api": "new"}
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "  🚦 waiting in dev to be promoted here: app (1 changed path(s)), stack:api (new)" in said
+    promotion = json.loads(out.getvalue())["environments"][1]["promotion"]
+    assert promotion == {"from": "dev", "waiting": {"app": "1 changed path(s)", "stack:api": "new"}}
+
+
 def test_an_environment_with_no_registry_stack_has_nothing_deployed(tmp_path: Path) -> None:
     env = load_config_env(tmp_path)
     view = overview.view(load_config(tmp_path / "deploy.toml"), "0" * 40, env, None)
