@@ -103,6 +103,18 @@ def deploy_function(factory: AwsFactory, fn: str, *, alias: bool = True) -> str:
     return key
 
 
+def bare_function(factory: AwsFactory, name: str, key: str, **more: Any) -> None:
+    """A function made by hand from ``key`` in the artifacts bucket: no version, no alias."""
+    factory.client("lambda").create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=factory.client("iam").get_role(RoleName="fn-role")["Role"]["Arn"],
+        Handler="handler.handler",
+        Code={"S3Bucket": BUCKET, "S3Key": key},
+        **more,
+    )
+
+
 @pytest.fixture
 def environment(with_lambdas: Path, factory: AwsFactory) -> dict[str, str]:
     """The registry stack (artifacts bucket), both functions deployed, and the API stack naming them and their
@@ -225,14 +237,7 @@ def test_compiled_code_vendored_for_x86_64_is_refused_on_an_arm64_function(
     """numpy's wheels vendored for x86_64 do not import on Graviton: update-code refuses before changing the
     function; pure-Python code (compiled_for "") runs on either."""
     lam = factory.client("lambda")
-    lam.create_function(
-        FunctionName="car-rental-dev-fleet",
-        Runtime="python3.11",
-        Role=factory.client("iam").get_role(RoleName="fn-role")["Role"]["Arn"],
-        Handler="handler.handler",
-        Code={"S3Bucket": BUCKET, "S3Key": environment["health_handler"]},
-        Architectures=["arm64"],
-    )
+    bare_function(factory, "car-rental-dev-fleet", environment["health_handler"], Architectures=["arm64"])
     before = lam.get_function_configuration(FunctionName="car-rental-dev-fleet")
     new = package(with_lambdas)
     clock = FakeClock()
@@ -362,13 +367,7 @@ def test_live_code_keys_and_git_sha_read_both_cloudformation_and_fast_path_descr
     assert lambda_chain.live_git_sha(lam, FUNCTIONS["health_handler"]) == sha12
 
     # no function, no alias, or a description naming no code: left out / None
-    lam.create_function(
-        FunctionName="hand-made",
-        Runtime="python3.11",
-        Role=factory.client("iam").get_role(RoleName="fn-role")["Role"]["Arn"],
-        Handler="handler.handler",
-        Code={"S3Bucket": BUCKET, "S3Key": environment["login_handler"]},
-    )
+    bare_function(factory, "hand-made", environment["login_handler"])
     assert lambda_chain.live_code_keys(lam, {"hand_made": "hand-made", "gone": "no-such-function"}) == {}
     lam.create_alias(
         FunctionName="hand-made",
