@@ -36,8 +36,8 @@ CA_ENV = [
 ]
 
 
-# Debian 12's init-system-helpers depends on "usrmerge | usr-is-merged": apt takes usrmerge, and with it perl (46 MB
-# of the image, a third of it, pulled by every Fargate task at each start). mmdebstrap's own hook makes /usr merged
+# Debian 12's init-system-helpers depends on "usrmerge | usr-is-merged": apt takes usrmerge, and with it perl (46 MB,
+# a quarter of the image, pushed and pulled with every image built FROM it). mmdebstrap's own hook makes /usr merged
 # and installs usr-is-merged instead (for a suite that has it). Part of the spec's hash: a base built without it is
 # built again once.
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/maybe-merged-usr")

@@ -429,7 +429,7 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
 def test_an_environment_promoted_from_the_sandbox_takes_only_what_the_sandbox_runs(project: Path) -> None:
     """prod (promote_from = "sandbox") on the same local AWS under its own stack names, never deployed: deploy.auto
     there would deploy everything, which it may while the sandbox runs all of HEAD. After a backend commit the
-    sandbox has not had, deploy.auto and deploy.app to prod are refused, naming it, before anything is read or
+    sandbox has not had, deploy.auto and deploy.app to prod are refused, naming it, before anything is
     changed in prod (--unpromoted lets it through, said); once the sandbox runs it, prod may take it."""
     toml = project / "deploy.toml"
     plain = toml.read_text()
