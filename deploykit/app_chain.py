@@ -81,7 +81,7 @@ class EnsureBaseImage(Step):
         try:
             pulled = images.pull_stamped(client, self.image, self.platform or None)
         except docker.errors.APIError as exc:
-            if held is not None and images.platform_of(held) == (self.platform or images.platform_of(held)):
+            if held is not None and images.is_for(held, self.platform):
                 # offline, or the registry down: the copy here still builds
                 failed = f"pulling {self.image} again failed ({images._short(exc)})"
                 ctx.reporter.line(f"⚠️  {failed}: building from this copy")
@@ -93,7 +93,7 @@ class EnsureBaseImage(Step):
                 f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself "
                 f"(docker pull --platform {self.platform} {self.image})",
             ) from None
-        if self.platform and images.platform_of(pulled) != self.platform:  # a registry that has another platform only
+        if not images.is_for(pulled, self.platform):  # a registry that has the image for another platform only
             raise EnvironmentNotReady(
                 f"base image {self.image} is in its registry only for {images.platform_of(pulled)}, and images are "
                 f"built for {self.platform} ([build] platform: what the task definition runs)",
@@ -130,7 +130,7 @@ class BuildImage(Step):
     def run(self, ctx: Context) -> Outcome:
         held = images.local_image(ctx.docker, self.image)
         if held is not None:
-            if images.platform_of(held) == (self.platform or images.platform_of(held)):
+            if images.is_for(held, self.platform):
                 return Outcome.skipped(f"{self.image} is already built (tags are immutable)", image=self.image)
             ctx.reporter.line(
                 f"🐳 {self.image} here is for {images.platform_of(held)}: building it for {self.platform}"
@@ -147,10 +147,11 @@ class BuildImage(Step):
             status=ctx.reporter.status,
             platform=self.platform or None,
         )
-        built = images.platform_of(ctx.docker.images.get(self.image)) if self.platform else ""
-        if built != self.platform:  # an engine that ignored the platform: the task would not start
+        built = ctx.docker.images.get(self.image)
+        if not images.is_for(built, self.platform):  # an engine that ignored the platform: the task would not start
             raise StepFailed(
-                f"docker build made {self.image} for {built}, not {self.platform} ([build] platform)",
+                f"docker build made {self.image} for {images.platform_of(built)}, not {self.platform} "
+                "([build] platform)",
                 next_step=f"let the engine build for {self.platform} (Docker Desktop: enable emulation; Linux: "
                 "install qemu-user-static and binfmt-support), or deploy from such a machine (CI)",
             )

@@ -57,6 +57,11 @@ def platform_of(image: docker.models.images.Image) -> str:
     return _platform(attrs.get("Os"), attrs.get("Architecture"))
 
 
+def is_for(image: docker.models.images.Image, platform: str) -> bool:
+    """Whether ``image`` is for ``platform`` (``""``: this engine's own, so any image here does)."""
+    return not platform or platform_of(image) == platform
+
+
 def engine_platform(client: docker.DockerClient) -> str:
     """The platform of the Docker engine's own machine (what it builds and runs natively)."""
     version = client.version()
@@ -87,9 +92,8 @@ def pull_again(
     ``platform``, older than ``after_days``, or pulled at a time it does not know); None when it is recent enough,
     ``after_days`` is 0, or ``ref`` names a digest (that never changes). Its age is its ``LastTagTime``, which
     :func:`pull_stamped` sets."""
-    held = platform_of(image)
-    if platform and held != platform:
-        return f"this copy is for {held}, and images are built for {platform} ([build] platform)"
+    if not is_for(image, platform):
+        return f"this copy is for {platform_of(image)}, and images are built for {platform} ([build] platform)"
     if not after_days or "@" in ref:
         return None
     stamped = ((image.attrs.get("Metadata") or {}) if isinstance(image.attrs, dict) else {}).get("LastTagTime")
