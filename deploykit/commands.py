@@ -488,12 +488,11 @@ def deploy_stack(
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
+    revision = _revision(config, True)
     let_through = (
         ()
         if dry_run
-        else require_promoted(
-            runtime, config, environment, _revision(config, True), [f"stack:{role}"], unpromoted=unpromoted
-        )
+        else require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     )
     with aws_errors(environment):
         tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
@@ -509,7 +508,7 @@ def deploy_stack(
         approve_access=approve_access,
         force_synth=force_synth,
         smoke=smoke,
-        revision=_revision(config, True),
+        revision=revision,
     )
     plan = dataclasses.replace(plan, unpromoted=let_through)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
