@@ -100,6 +100,11 @@ def chance_of_as_many(errors: int, requests: int, rate: float) -> float:
     return min(total, 1.0)
 
 
+def baseline(old: Counts | None) -> Counts | None:
+    """``old`` when it holds :data:`BASELINE` requests or more (a rate to judge a new release against), else None."""
+    return old if old is not None and old.requests >= BASELINE else None
+
+
 def failing(new: Counts, old: Counts | None, max_error_rate: float) -> bool:
     """Whether ``new``'s errors fail a release: too many (:func:`too_many_errors`) and, given ``old`` (the counts of
     what it replaces, once they hold :data:`BASELINE` requests), more than a release failing at ``old``'s own rate
@@ -108,7 +113,8 @@ def failing(new: Counts, old: Counts | None, max_error_rate: float) -> bool:
     still fails within a few requests; beside a release with no error, one over the rate is still enough."""
     if not too_many_errors(new, max_error_rate):
         return False
-    if old is not None and old.requests >= BASELINE:
+    old = baseline(old)
+    if old is not None:
         expected = min(old.rate + max_error_rate, 1.0)
         return chance_of_as_many(new.errors, new.requests, expected) < SIGNIFICANCE
     return True
@@ -257,8 +263,7 @@ class WatchErrors(Step):
         if not queries:
             return Outcome.skipped(f"no load balancer routes to {self.service}'s target groups: nothing to watch")
         since = Since(ctx.aws.client("cloudwatch"), queries, ctx.clock)
-        before = self._before(ctx, queries, service)
-        judged_by = before if before is not None and before.requests >= BASELINE else None  # a rate that means much
+        judged_by = baseline(self._before(ctx, queries, service))  # a rate that means much, or None
         beside = ""
         if judged_by is not None:
             beside = f" (the release before: {judged_by}, {judged_by.rate:.1%}, in the minutes before the rollout)"
