@@ -14,7 +14,7 @@ from typing import ClassVar
 import docker.errors
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import base_image, ecs, images, registry
+from deploykit import base_image, ecs, images, oci, registry
 from deploykit.config import PLATFORMS, BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
@@ -213,6 +213,65 @@ class PushImage(Step):
                 next_step="someone pushed the same tag concurrently; check the registry, then rerun: inv push",
             )
         return Outcome.done(f"{self.remote} {pushed.digest[:19]} ({pushed.size} B manifest)", digest=pushed.digest)
+
+
+@dataclass(frozen=True)
+class PromoteImage(Step):
+    """Copy the image the ``source`` environment (``promote_from``) runs into this environment's repository, byte
+    for byte (deploykit.oci): this environment then runs the very image its source proved, under its tag, and
+    nothing is built (no Docker engine needed). The build and push of the chain, for a promoted environment."""
+
+    name: ClassVar[str] = "promote-image"
+    source: str  # the environment the image comes from
+    tag: str  # the tag it runs there (its commit)
+    repository: str  # this environment's registry/repository, no tag; "": created by an earlier step
+    platform: str = "linux/amd64"  # what the task definition runs ([build] platform); "": not checked
+
+    @property
+    def remote(self) -> str:
+        return f"{self.repository or '<ECR repository>'}:{self.tag}"
+
+    def describe(self) -> str:
+        return f"copy the image {self.source} runs ({self.tag}) → {self.remote}"
+
+    def interrupted(self) -> str:
+        return "a copy that did not finish tags nothing in the registry; blobs already copied are not sent again"
+
+    def run(self, ctx: Context) -> Outcome:
+        if not self.repository:  # created by an earlier step of this plan (deploy.full's registry stack)
+            return replace(self, repository=registry.repository_uri(ctx.aws)).run(ctx)
+        if ctx.aws_of is None:
+            raise ValueError("PromoteImage needs Context.aws_of (the source environment's AWS)")
+        source_aws = ctx.aws_of(self.source)
+        source_uri = registry.repository_uri(source_aws)
+        source_host, source_repository = images.split_registry(source_uri)
+        target_host, target_repository = images.split_registry(self.repository)
+        copied = oci.copy_image(
+            oci.Registry(source_host, registry.credentials(source_aws)),
+            source_repository,
+            oci.Registry(target_host, registry.credentials(ctx.aws)),
+            target_repository,
+            self.tag,
+            platform=self.platform,
+            say=ctx.reporter.line,
+            status=ctx.reporter.status,
+        )
+        if copied.already:
+            return Outcome.skipped(
+                f"{self.remote} is already {self.source}'s image ({copied.digest[:19]})", digest=copied.digest
+            )
+        if copied.there:
+            return Outcome.skipped(
+                f"{self.remote} is already in the registry, built apart ({copied.there[:19]}; {self.source} runs "
+                f"{copied.digest[:19]}): kept, tags being immutable",
+                digest=copied.there,
+            )
+        mb = copied.sent_bytes / 1e6
+        return Outcome.done(
+            f"{source_uri}:{self.tag} → {self.remote} {copied.digest[:19]} ({copied.sent} blob(s) copied, {mb:.1f} "
+            f"MB; {copied.mounted} mounted; {copied.present} already there)",
+            digest=copied.digest,
+        )
 
 
 def ensure_image_in_registry(ctx: Context, repository: str, tag: str) -> None:

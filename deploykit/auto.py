@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from deploykit import changes, ecs, lambda_chain, packaging, planner
-from deploykit.app_chain import PushImage, RegisterTaskDef, RollService, WaitHealthy
+from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory, at_once
 from deploykit.canary import takes_it_back
 from deploykit.config import Config, EnvConfig
@@ -167,6 +167,7 @@ class Inputs:
     code_keys: Mapping[str, str]  # function → the code key live now
     functions: Mapping[str, str]  # function → its Lambda function name
     repository_uri: str = ""  # "" lets push resolve it from the registry stack
+    promoted: planner.PromotedImage | None = None  # the app's image is the promote_from environment's, copied
 
 
 def auto_plan(
@@ -190,7 +191,8 @@ def auto_plan(
     out = planner.synth_dir(config, env)
     packages = {fn: packaging.package_function(lambda_chain.function_folder(config, fn)) for fn in functions}
     code_keys = {**inputs.code_keys, **{fn: p.key for fn, p in packages.items()}}
-    image_tag = revision.of("app").tag if app else inputs.image_tag
+    promoted = inputs.promoted
+    image_tag = (promoted.tag if promoted else revision.of("app").tag) if app else inputs.image_tag
     if "fargate" in roles and not image_tag:
         raise UsageError(
             f"no image is live in environment {env.name!r} for the Fargate stack",
@@ -208,7 +210,9 @@ def auto_plan(
         steps.append(stack("registry"))
     first: list[Step] = []
     if app:
-        image = planner.app_chain_plan(config, env, revision, ("build", "push"), repository_uri=inputs.repository_uri)
+        image = planner.app_chain_plan(
+            config, env, revision, ("build", "push"), repository_uri=inputs.repository_uri, promoted=promoted
+        )
         first.append(StepSequence("image", image.steps))
     first += [
         UploadLambdaCode(fn, str(lambda_chain.function_folder(config, fn)), p.key, env.stacks.registry)
@@ -246,6 +250,7 @@ def auto_plan(
             ("register-taskdef", "roll-service", "wait-healthy"),
             repository_uri=inputs.repository_uri,
             watch=False,  # after smoke, below
+            promoted=promoted,
         ).steps
     if smoke:
         # always: this plan exists because the live record (written only by a deploy that passed smoke) differs
@@ -254,7 +259,7 @@ def auto_plan(
         steps.append(Smoke(always=True))
     if app:
         steps += planner.error_watch(env)  # after smoke: the release, checked, then meets real traffic
-    deploys = tuple((component, revision.of(component).tag) for component in sorted(changed))
+    deploys = tuple((c, image_tag if c == "app" else revision.of(c).tag) for c in sorted(changed))
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
 
 
@@ -303,6 +308,8 @@ def target_of(step: Step, env: EnvConfig) -> str:
         return step.service
     if isinstance(step, PushImage):
         return step.local_image
+    if isinstance(step, PromoteImage):
+        return f"{env.repository}:{step.tag}"
     if isinstance(step, Smoke | Synthesize):
         return env.name
     for name in ("image", "function", "stack", "service"):

@@ -70,6 +70,11 @@ class Runtime:
     plugins_factory: Callable[[], Plugins] = get_plugin_manager
 
 
+def _aws_of(runtime: Runtime, config: Config, name: str) -> AwsFactory:
+    """The AWS of the environment ``name``, with its own credentials."""
+    return runtime.aws_factory(config.environment(name))
+
+
 def load_plugins(runtime: Runtime, config: Config) -> Plugins:
     """The plugins (built-in and installed), configured; one that failed to load is named on stderr."""
     plugins = runtime.plugins_factory()
@@ -135,7 +140,16 @@ def run_plan(
     with _deploy_lock(runtime, aws, env, plan):
         reporter = Reporter(runtime.stderr, clock=runtime.clock)
         plugins = load_plugins(runtime, config)
-        ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory, plugins)
+        ctx = Context(
+            config,
+            env,
+            aws,
+            runtime.clock,
+            reporter,
+            runtime.docker_factory,
+            plugins,
+            partial(_aws_of, runtime, config),
+        )
         before = _live_before(runtime, aws, env) if plan.deploys or plan.removes else {}
         report = Executor(ctx, _translator(env)).execute(plan)
         if isinstance(report.error, Interrupted) and any(before.values()):
@@ -381,9 +395,9 @@ def app_chain(
     config, environment = _load(runtime, env)
     environment = _with_watch(environment, watch_errors)
     revision = _revision(config, allow_dirty)
-    let_through: tuple[str, ...] = ()
-    if "roll-service" in stages and not dry_run:
-        let_through = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
+    promotion = Promotion()
+    if "roll-service" in stages:  # a dry run too: the plan of a promoted app copies the image its source runs
+        promotion = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], str]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
@@ -394,8 +408,10 @@ def app_chain(
         read = at_once(reads)  # the image the service runs and the repository: one round trip
     if "live" in read:
         _refuse_older(config, environment, "app", read["live"], revision)
-    plan = planner.app_chain_plan(config, environment, revision, stages, repository_uri=read.get("uri"))
-    plan = dataclasses.replace(plan, unpromoted=let_through)
+    plan = planner.app_chain_plan(
+        config, environment, revision, stages, repository_uri=read.get("uri"), promoted=promotion.image
+    )
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 
@@ -489,8 +505,8 @@ def deploy_stack(
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
     revision = _revision(config, True)
-    let_through = (
-        ()
+    promotion = (
+        Promotion()
         if dry_run
         else require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     )
@@ -510,7 +526,7 @@ def deploy_stack(
         smoke=smoke,
         revision=revision,
     )
-    plan = dataclasses.replace(plan, unpromoted=let_through)
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
@@ -544,13 +560,11 @@ def deploy_lambda(
         with aws_errors(environment):
             live = lambda_chain.live_git_sha(aws.client("lambda"), function_name)
         _refuse_older(config, environment, f"lambda:{name}", live, revision)
-    let_through: tuple[str, ...] = ()
+    promotion = Promotion()
     if not dry_run:
-        let_through = require_promoted(
-            runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted
-        )
+        promotion = require_promoted(runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
-    plan = dataclasses.replace(plan, unpromoted=let_through)
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
 
 
@@ -860,14 +874,19 @@ def deploy_full(
     config, environment = _load(runtime, env)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
-    let_through: tuple[str, ...] = ()
-    if not dry_run:
-        components = changes.components_of(config)
-        let_through = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
+    # a dry run too: the plan of a promoted app copies the image its source runs
+    components = changes.components_of(config)
+    promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     plan = planner.full_plan(
-        config, environment, revision, repository_uri="", smoke=smoke, approve_access=approve_access
+        config,
+        environment,
+        revision,
+        repository_uri="",
+        smoke=smoke,
+        approve_access=approve_access,
+        promoted=promotion.image,
     )
-    plan = dataclasses.replace(plan, unpromoted=let_through)
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
@@ -1359,6 +1378,15 @@ def source_live(runtime: Runtime, config: Config, name: str) -> dict[str, str | 
         return auto.live_components(aws, config, source, endpoints_if_deployed(aws, source))
 
 
+@dataclass(frozen=True)
+class Promotion:
+    """What :func:`require_promoted` let through: the components deployed with ``--unpromoted`` (the run's history
+    record names them), and the app's image when it is to be copied from the source (build once)."""
+
+    unpromoted: tuple[str, ...] = ()
+    image: planner.PromotedImage | None = None
+
+
 def require_promoted(
     runtime: Runtime,
     config: Config,
@@ -1368,28 +1396,34 @@ def require_promoted(
     *,
     unpromoted: bool,
     live_there: Mapping[str, str | None] | None = None,
-) -> tuple[str, ...]:
+) -> Promotion:
     """An environment with ``promote_from`` takes only what that one runs: UsageError (exit 2, nothing changed) when
     it does not run ``components`` as ``revision`` has them, unless ``unpromoted`` (an emergency fix: said).
-    ``live_there``: what it runs, when already read. Returns the components let through with ``unpromoted``, which
-    the run's history record names."""
+    ``live_there``: what it runs, when already read. When the app is among ``components`` and promoted, its image is
+    the one the source runs (:attr:`Promotion.image`)."""
     source = environment.promote_from
     if not source or not components:
-        return ()
+        return Promotion()
     live = live_there if live_there is not None else source_live(runtime, config, source)
     why = auto.unpromoted(config, source, live, components, revision)
+    image = None
+    tag = live.get("app")
+    if "app" in components and "app" not in why and tag:
+        image = planner.PromotedImage(source, tag, git.resolve_commit(config.root, tag) or tag)
     if not why:
         runtime.stderr.write(
-            f"✅ promoted from {source}: it runs {', '.join(sorted(components))} as this checkout has\n"
+            f"✅ promoted from {source}: it runs {', '.join(sorted(components))} as this checkout has"
+            + (f"; the app's image is copied from there ({tag})" if image else "")
+            + "\n"
         )
-        return ()
+        return Promotion(image=image)
     lines = "\n".join(f"  {component}: {reason}" for component, reason in why.items())
     if unpromoted:
         runtime.stderr.write(
             f"⚠️  deploying to {environment.name} what {source} does not run (--unpromoted; its history record says "
             f"so):\n{lines}\n"
         )
-        return tuple(why)
+        return Promotion(tuple(why), image)
     raise UsageError(
         f"{environment.name} takes only what {source} runs (promote_from = {source!r}), and {source} does not run "
         f"this checkout's {', '.join(why)}:\n{lines}",
@@ -1434,12 +1468,14 @@ def deploy_auto(
         estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
     )
     if a.endpoints is None:
-        let_through = require_promoted(
+        promotion = require_promoted(
             runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, live_there=a.source_live
         )
         with aws_errors(a.env):
-            plan = planner.full_plan(a.config, a.env, a.revision, repository_uri="", smoke=smoke)
-        plan = dataclasses.replace(plan, unpromoted=let_through)
+            plan = planner.full_plan(
+                a.config, a.env, a.revision, repository_uri="", smoke=smoke, promoted=promotion.image
+            )
+        plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
@@ -1449,7 +1485,7 @@ def deploy_auto(
         _write_analysis(runtime, lines)
         auto.refuse_taking_back(behind, a.found.head, a.env)
     try:
-        let_through = require_promoted(
+        promotion = require_promoted(
             runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, live_there=a.source_live
         )
     except UsageError:
@@ -1468,11 +1504,12 @@ def deploy_auto(
             code_keys=read.get("code_keys", {}),
             functions=dict(a.endpoints.functions),
             repository_uri=read.get("repository_uri", ""),
+            promoted=promotion.image,
         )
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         carried = auto.unchanged_components(a.found, a.revision)
-        plan = dataclasses.replace(plan, carried=carried, unpromoted=let_through) if plan else plan
+        plan = dataclasses.replace(plan, carried=carried, unpromoted=promotion.unpromoted) if plan else plan
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None

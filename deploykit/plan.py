@@ -45,6 +45,8 @@ class Context:
     reporter: Reporter
     docker_factory: Callable[[], docker.DockerClient]
     plugins: Plugins | None = None
+    # Another environment's AWS, by name, with its own credentials (promotion copies the image its source runs)
+    aws_of: Callable[[str], AwsFactory] | None = None
     # Set when the run is interrupted while steps run side by side (Parallel): each stops at its next safe point,
     # a sequence between two of its steps, a canary by taking itself back.
     stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)

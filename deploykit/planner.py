@@ -6,12 +6,14 @@ Planning only reads; every input of every step is resolved here and written into
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit import packaging
 from deploykit.app_chain import (
     BuildImage,
     EnsureBaseImage,
+    PromoteImage,
     PushImage,
     RegisterTaskDef,
     RollService,
@@ -28,6 +30,16 @@ from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadL
 from deploykit.watch import WatchErrors
 
 APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
+
+
+@dataclass(frozen=True)
+class PromotedImage:
+    """The image a promoted environment's app takes (build once): the one ``source`` (``promote_from``) runs,
+    copied under its tag, ``tag``, built from the commit ``sha``."""
+
+    source: str
+    tag: str
+    sha: str
 
 
 def needs_repository(stages: Sequence[str]) -> bool:
@@ -67,19 +79,26 @@ def app_chain_plan(
     repository_uri: str | None,
     title: str | None = None,
     watch: bool = True,
+    promoted: PromotedImage | None = None,
 ) -> Plan:
     """The steps of the app chain ``stages`` (a subset of APP_STAGES, in chain order), and the environment's error
-    watch at the end when they roll the service and wait for it (``watch``: a caller that adds it later says no)."""
+    watch at the end when they roll the service and wait for it (``watch``: a caller that adds it later says no).
+    ``promoted``: the image comes from the promote_from environment, copied (its build and push are one copy)."""
     revision = revision.of("app")
     unknown = [s for s in stages if s not in APP_STAGES]
     if unknown:
         raise UsageError(f"unknown app-chain stage(s): {', '.join(unknown)}", next_step=f"use: {', '.join(APP_STAGES)}")
     if needs_repository(stages) and repository_uri is None:
         raise ValueError("repository_uri is needed for stages after build ('' lets push resolve it)")
-    image = f"{repository_uri}:{revision.tag}"
+    tag = promoted.tag if promoted else revision.tag
+    git_sha = promoted.sha if promoted else revision.sha if not revision.dirty else revision.tag
+    image = f"{repository_uri}:{tag}"
     steps: list[Step] = []
     for stage in sorted(stages, key=APP_STAGES.index):
-        if stage == "build":
+        if promoted and stage in ("build", "push"):
+            if not any(isinstance(step, PromoteImage) for step in steps):
+                steps.append(PromoteImage(promoted.source, tag, str(repository_uri), build_platform(config, env)))
+        elif stage == "build":
             steps += base_image_plan(config, env, image=config.base_image_for(env)).steps
             steps.append(
                 BuildImage(
@@ -103,8 +122,8 @@ def app_chain_plan(
                     env.service,
                     env.container,
                     str(repository_uri),
-                    revision.tag,
-                    revision.sha if not revision.dirty else revision.tag,
+                    tag,
+                    git_sha,
                     build_platform(config, env),
                 )
             )
@@ -118,7 +137,7 @@ def app_chain_plan(
             steps.append(Smoke())
     if watch and {"roll-service", "wait-healthy"} <= set(stages):
         steps += error_watch(env)
-    deploys = (("app", revision.tag),) if "roll-service" in stages else ()
+    deploys = (("app", tag),) if "roll-service" in stages else ()
     return Plan(env.name, tuple(steps), title or " → ".join(stages), deploys)
 
 
@@ -242,14 +261,16 @@ def full_plan(
     *,
     smoke: bool = True,
     approve_access: bool = False,
+    promoted: PromotedImage | None = None,
 ) -> Plan:
     """Every stack in dependency order, independent ones in parallel, the image and the zips in between, smoke.
-    ``approve_access``: in a protected environment, the stacks may change access (a first deploy creates it all)."""
+    ``approve_access``: in a protected environment, the stacks may change access (a first deploy creates it all).
+    ``promoted``: the image is the promote_from environment's, copied."""
     roles = stack_roles(env)
     out = synth_dir(config, env)
     packages = lambda_packages(config)
     code_keys = {fn: p.key for fn, p in packages.items()}
-    image_tag = revision.of("app").tag
+    image_tag = promoted.tag if promoted else revision.of("app").tag
 
     def stack(role: str) -> DeployStack:
         return DeployStack(
@@ -260,7 +281,10 @@ def full_plan(
         )
 
     image = StepSequence(
-        "image", app_chain_plan(config, env, revision, ("build", "push"), repository_uri=repository_uri).steps
+        "image",
+        app_chain_plan(
+            config, env, revision, ("build", "push"), repository_uri=repository_uri, promoted=promoted
+        ).steps,
     )
     uploads = [
         UploadLambdaCode(fn, str(config.root / "lambda" / fn), p.key, roles["registry"])
@@ -277,7 +301,7 @@ def full_plan(
     if smoke:
         steps.append(Smoke())
     components = ["app", *(f"stack:{role}" for role in roles), *(f"lambda:{fn}" for fn in sorted(packages))]
-    deploys = tuple((component, revision.of(component).tag) for component in components)
+    deploys = tuple((c, image_tag if c == "app" else revision.of(c).tag) for c in components)
     return Plan(env.name, tuple(steps), "deploy.full", deploys)
 
 

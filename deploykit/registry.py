@@ -39,3 +39,9 @@ def push_auth(aws: AwsFactory) -> dict[str, str] | None:
     data: dict[str, Any] = aws.client("ecr").get_authorization_token()["authorizationData"][0]
     user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
     return {"username": user, "password": password, "serveraddress": str(data["proxyEndpoint"])}
+
+
+def credentials(aws: AwsFactory) -> tuple[str, str] | None:
+    """(user, password) for the environment's registry (an ECR token), or None for a plain one."""
+    auth = push_auth(aws)
+    return (auth["username"], auth["password"]) if auth else None

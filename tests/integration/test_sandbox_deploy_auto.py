@@ -16,10 +16,11 @@ import docker
 import pytest
 
 from deploykit import commands, metrics
+from deploykit.app_chain import PromoteImage
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.errors import UsageError
-from deploykit.plan import RunReport
+from deploykit.plan import Plan, RunReport
 from sandbox import lifecycle
 from sandbox.settings import load_settings
 from tests.conftest import git, quiet_runtime
@@ -479,7 +480,31 @@ repository = "prod-backend"
         assert ran(auto(project)[0]) >= {"build", "roll-service"}  # the sandbox takes it
         _, out, _ = auto(project, env="prod", dry_run=True, as_json=True)
         assert "✅ promoted from sandbox" in out
+        tag = git(project, "rev-parse", "--short=12", "HEAD").strip()
+        assert f"the app's image is copied from there ({tag})" in out
+        plan = json.loads(out[out.index("\n{") :])
+        described = " | ".join(step["describe"] for step in plan["steps"])
+        assert "sequence: image: promote-image" in described and " build" not in described  # built once, in the sandbox
         assert sorted(s["StackName"] for s in cfn.describe_stacks()["Stacks"]) == stacks_before  # prod: untouched
+
+        # the copy itself, through run_plan (prod's repository made by hand: prod's stacks cannot run beside the
+        # sandbox's here, their load balancers wanting the same port)
+        ecr = _client(project, "ecr")
+        ecr.create_repository(repositoryName="prod-backend", imageTagMutability="IMMUTABLE")
+        try:
+            config = load_config(project / "deploy.toml")
+            copy = Plan("prod", (PromoteImage("sandbox", tag, "", ""),), "promote")
+            prod = config.environment("prod")
+            report = commands.run_plan(quiet_runtime(project), config, prod, copy, dry_run=False, as_json=False)
+            assert ran(report) == {"promote-image"}
+            images = {
+                name: ecr.describe_images(repositoryName=name, imageIds=[{"imageTag": tag}])["imageDetails"][0]
+                for name in ("car-rental-backend", "prod-backend")
+            }
+            assert images["prod-backend"]["imageDigest"] == images["car-rental-backend"]["imageDigest"]
+            assert report is not None and "mounted" in report.records[0].detail  # one registry: nothing re-sent
+        finally:
+            ecr.delete_repository(repositoryName="prod-backend", force=True)
     finally:
         toml.write_text(plain)
         git(project, "commit", "-qam", "no prod")

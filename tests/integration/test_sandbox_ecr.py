@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
+from deploykit import images, oci
 from sandbox.ext.ecr_registry import EcrRegistry, rewrite_location
 from sandbox.server import Sandbox
 from sandbox.settings import ACCOUNT_ID, Settings
@@ -414,3 +415,36 @@ def test_locations_naming_the_registry_are_rewritten_to_the_front() -> None:
     assert rewrite_location("http://localhost:5001/v2/x", 5001, "127.0.0.1:5000") == "http://127.0.0.1:5000/v2/x"
     assert rewrite_location("/v2/app/blobs/uploads/u-1", 5001, "127.0.0.1:5000") == "/v2/app/blobs/uploads/u-1"
     assert rewrite_location("http://127.0.0.1:5000/v2/x", 5001, "127.0.0.1:5000") == "http://127.0.0.1:5000/v2/x"
+
+
+def test_an_image_is_promoted_byte_for_byte_within_the_registry_and_to_another(
+    harness: Harness, repository_name: str, local_registry: LocalRegistry
+) -> None:
+    """deploykit.oci against the real front and registry: into another repository of the same registry (ECR-style
+    auth, an immutable tag) the blobs are mounted, none sent; into another registry (no auth) they stream across.
+    Each copy keeps the digest, which the Docker engine then pulls, and a second copy sends nothing."""
+    dev, prod = f"{repository_name}-dev", f"{repository_name}-prod"
+    create(harness, dev, "IMMUTABLE")
+    create(harness, prod, "IMMUTABLE")
+    digest, error = harness.push("a", dev, "abc123", harness.token())
+    assert error == "" and digest is not None
+    token = harness.token()
+    front = oci.Registry(harness.front, (token["username"], token["password"]))
+
+    within = oci.copy_image(front, dev, front, prod, "abc123", platform=images.engine_platform(harness.docker))
+    assert within.digest == digest and within.sent == 0 and within.mounted > 0
+    assert manifest_of(harness, prod, "abc123")[0] == digest
+    detail = harness.ecr.describe_images(repositoryName=prod, imageIds=[{"imageTag": "abc123"}])["imageDetails"]
+    assert [d["imageDigest"] for d in detail] == [digest]  # ECR's API answers for it
+    assert oci.copy_image(front, dev, front, prod, "abc123").already
+
+    elsewhere = oci.copy_image(front, dev, oci.Registry(local_registry.host), "promoted", "abc123")
+    assert elsewhere.digest == digest and elsewhere.sent == within.mounted and elsewhere.sent_bytes > 0
+    pulled = harness.docker.images.pull(f"{local_registry.host}/promoted", tag="abc123")
+    assert pulled.id == harness.images["a"]  # the very image dev holds
+    assert f"{local_registry.host}/promoted@{digest}" in pulled.attrs["RepoDigests"]
+    harness.docker.images.remove(f"{local_registry.host}/promoted:abc123")
+
+    stale = oci.Registry(harness.front, ("AWS", "not-the-token"))
+    with pytest.raises(oci.RegistryError, match=r"refused to let us read the manifest .*-dev:abc123 \(401"):
+        oci.copy_image(stale, dev, front, f"{repository_name}-other", "abc123")

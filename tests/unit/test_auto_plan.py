@@ -137,6 +137,30 @@ def test_stacks_go_first_in_dependency_order_then_lambdas_then_the_app(with_lamb
     assert dict(fargate.parameters) == {"ImageTag": revision.tag}  # type: ignore[attr-defined]
 
 
+def test_a_promoted_environment_copies_the_image_its_source_runs_instead_of_building(with_lambdas: Path) -> None:  # noqa: F811
+    """promote_from: the app's image is the source's, copied under its tag, which the task definition, the Fargate
+    stack's parameter and the run's record all name."""
+    config, env, revision = setup(with_lambdas)
+    promoted = planner.PromotedImage("dev", "abcdefabcdef", "abcdefabcdef" + "0" * 28)
+    found = change_set(("backend/app/routes.py", "app"), ("cdk/stacks/fargate_stack.py", "stack:fargate"))
+    plan = auto.auto_plan(config, env, revision, found, dataclasses.replace(INPUTS, promoted=promoted))
+    assert [name for name, _ in shape(plan, env)] == [
+        "synth",
+        "promote-image",
+        "deploy-stack",
+        "register-taskdef",
+        "roll-service",
+        "wait-healthy",
+        "smoke",
+    ]
+    assert ("promote-image", "car-rental-backend:abcdefabcdef") in shape(plan, env)
+    register = next(s for s in auto.flat_steps(plan.steps) if s.name == "register-taskdef")
+    assert (register.tag, register.git_sha) == ("abcdefabcdef", promoted.sha)  # type: ignore[attr-defined]
+    fargate = next(s for s in auto.flat_steps(plan.steps) if s.name == "deploy-stack")
+    assert dict(fargate.parameters) == {"ImageTag": "abcdefabcdef"}  # type: ignore[attr-defined]
+    assert dict(plan.deploys)["app"] == "abcdefabcdef" and dict(plan.deploys)["stack:fargate"] == revision.tag
+
+
 def test_with_uncommitted_changes_what_they_do_not_touch_is_built_as_the_commit(with_lambdas: Path) -> None:  # noqa: F811
     config, env, _ = setup(with_lambdas)
     (with_lambdas / "lambda" / "health_handler" / "handler.py").write_text("def handler(e, c):\n    return {}\n")

@@ -1,0 +1,140 @@
+"""Promotion builds once: a promoted environment's app chain copies the image its source (``promote_from``) runs,
+under that image's tag, instead of building and pushing its own (moto: dev runs a commit's image in ECS)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.core import DEFAULT_ACCOUNT_ID as MOTO_ACCOUNT
+from moto.ecs.models import ecs_backends
+
+from deploykit import commands, planner
+from deploykit.aws import AwsFactory
+from deploykit.config import load_config
+from deploykit.errors import UsageError
+from tests.conftest import git
+from tests.functional.conftest import CONTAINER, create_service
+from tests.functional.test_endpoints import create_stack
+
+PROD = """
+[environments.prod]
+promote_from = "dev"
+region = "eu-west-1"
+cluster = "prod-cluster"
+service = "prod-service"
+container = "backend"
+repository = "prod-backend"
+
+[environments.prod.stacks]
+registry = "ProdRegistryStack"
+data = "ProdDataStack"
+auth = "ProdAuthStack"
+fargate = "ProdFargateStack"
+api = "ProdApiStack"
+"""
+
+
+@pytest.fixture
+def promoted(project: Path, factory: AwsFactory) -> str:
+    """prod, promoted from dev, which runs HEAD's app (its image tagged with HEAD's commit); the tag."""
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text() + PROD)
+    git(project, "commit", "-qam", "prod, promoted from dev")
+    create_service(factory)
+    create_stack(factory.client("cloudformation"), "CarRentalFargateStack", {})  # dev runs an app
+    factory.client("ecr").create_repository(repositoryName="prod-backend")
+    run_there(factory, git(project, "rev-parse", "--short=12", "HEAD").strip())
+    return git(project, "rev-parse", "--short=12", "HEAD").strip()
+
+
+def run_there(factory: AwsFactory, tag: str) -> None:
+    """dev's service runs the image ``tag``."""
+    ecs = factory.client("ecs")
+    image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:{tag}"
+    arn = ecs.register_task_definition(
+        family="car-rental-backend",
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[{**CONTAINER, "image": image}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", taskDefinition=arn)
+    # moto leaves every rollout IN_PROGRESS; ECS completes it once the new tasks are healthy
+    service = ecs_backends[MOTO_ACCOUNT][factory.env.region].services["car-rental-cluster:car-rental-service"]
+    for deployment in service.deployments:
+        deployment["rolloutState"] = "COMPLETED"
+
+
+def dry_run(project: Path, deploy: Any, **options: Any) -> tuple[dict[str, Any], str]:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    deploy(env="prod", dry_run=True, as_json=True, runtime=runtime, **options)
+    assert isinstance(runtime.stdout, io.StringIO) and isinstance(runtime.stderr, io.StringIO)
+    return json.loads(runtime.stdout.getvalue()), runtime.stderr.getvalue()
+
+
+def app(**options: Any) -> Any:
+    return commands.app_chain(list(planner.APP_STAGES), **options)
+
+
+def test_the_app_chain_of_a_promoted_environment_copies_the_image_its_source_runs(project: Path, promoted: str) -> None:
+    plan, said = dry_run(project, app)
+    steps = [step["step"] for step in plan["steps"]]
+    assert steps[:4] == ["promote-image", "register-taskdef", "roll-service", "wait-healthy"]
+    assert not {"base-image", "build", "push"} & set(steps)
+    copy, register = plan["steps"][0], plan["steps"][1]
+    assert copy["inputs"]["source"] == "dev" and copy["inputs"]["tag"] == promoted
+    assert copy["inputs"]["repository"] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/prod-backend"
+    assert copy["describe"] == f"copy the image dev runs ({promoted}) → {copy['inputs']['repository']}:{promoted}"
+    assert register["inputs"]["tag"] == promoted
+    assert plan["deploys"] == [{"component": "app", "sha": promoted}]
+    assert (
+        f"✅ promoted from dev: it runs app as this checkout has; the app's image is copied from there ({promoted})"
+        in said
+    )
+
+
+def test_after_a_commit_that_leaves_the_app_alone_prod_takes_the_image_dev_runs_under_its_own_commit(
+    project: Path, promoted: str
+) -> None:
+    (project / "NOTES.md").write_text("docs only\n")
+    git(project, "add", "NOTES.md")
+    git(project, "commit", "-qm", "docs")
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    plan, _ = dry_run(project, app)
+    [copy] = [step for step in plan["steps"] if step["step"] == "promote-image"]
+    assert copy["inputs"]["tag"] == promoted != head  # the image dev proved, not a build of HEAD
+    config = load_config(project / "deploy.toml")
+    sha = git(project, "rev-parse", promoted).strip()
+    [register] = [step for step in plan["steps"] if step["step"] == "register-taskdef"]
+    assert register["inputs"]["git_sha"] == sha  # the commit the image was built from, in full
+    assert config.environment("prod").promote_from == "dev"
+
+
+def test_an_emergency_fix_let_through_unpromoted_is_built_for_prod(project: Path, promoted: str) -> None:
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n# hotfix\n")
+    git(project, "commit", "-qam", "hotfix")
+    with pytest.raises(UsageError, match="dev does not run this checkout's app"):
+        dry_run(project, app)
+    plan, said = dry_run(project, app, unpromoted=True)
+    steps = [step["step"] for step in plan["steps"]]
+    assert steps[:3] == ["base-image", "build", "push"] and "promote-image" not in steps
+    assert "⚠️  deploying to prod what dev does not run" in said
+
+
+def test_a_full_deploy_of_a_promoted_environment_copies_the_image_and_gives_its_tag_to_the_fargate_stack(
+    project: Path, promoted: str
+) -> None:
+    """dev runs the app, not its stacks (moto holds no record of them): they go --unpromoted, the app is copied."""
+    (project / "lambda").mkdir()  # no functions
+    plan, said = dry_run(project, commands.deploy_full, unpromoted=True)
+    assert "stack:fargate: dev does not run it" in said and "app:" not in said
+    described = " | ".join(step["describe"] for step in plan["steps"])
+    assert "sequence: image: promote-image" in described and "build" not in described
+    assert f"ProdFargateStack.template.json (ImageTag={promoted})" in described
+    assert {"component": "app", "sha": promoted} in plan["deploys"]

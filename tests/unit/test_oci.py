@@ -1,0 +1,232 @@
+"""deploykit.oci: an image copied between registries byte for byte, against an in-memory registry speaking the
+distribution API (tests/unit/fake_registry.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import socket
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import oci
+from deploykit.app_chain import PromoteImage
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.output import Reporter
+from deploykit.plan import Context
+from deploykit.testing import sample_env
+from tests.unit.fake_registry import Store, digest_of, running
+
+LAYERS = [b"base layer " * 1000, b"dependencies " * 3000, b"app source"]
+
+
+def test_an_image_crosses_to_another_registry_with_its_digest_and_bytes() -> None:
+    source, target = Store(user=("AWS", "dev-token")), Store(user=("AWS", "prod-token"))
+    digest = source.put_image("dev-backend", "abc123", LAYERS)
+    lines: list[str] = []
+    with running(source) as dev, running(target) as prod:
+        copied = oci.copy_image(
+            oci.Registry(dev.host, ("AWS", "dev-token")),
+            "dev-backend",
+            oci.Registry(prod.host, ("AWS", "prod-token")),
+            "prod-backend",
+            "abc123",
+            platform="linux/amd64",
+            say=lines.append,
+        )
+    assert copied.digest == digest and (copied.sent, copied.mounted, copied.present) == (4, 0, 0)
+    assert copied.sent_bytes == sum(len(blob) for blob in source.blobs["dev-backend"].values())
+    assert target.manifests["prod-backend"]["abc123"] == source.manifests["dev-backend"]["abc123"]  # the same bytes
+    assert target.blobs["prod-backend"] == source.blobs["dev-backend"]
+    assert len(lines) == 4 and all(" copied (" in line for line in lines)
+    assert target.count("PATCH") == 4 and target.count("PUT", "/manifests/abc123") == 1
+
+
+def test_a_second_copy_sends_nothing() -> None:
+    source, target = Store(), Store()
+    source.put_image("dev-backend", "abc123", LAYERS)
+    with running(source) as dev, running(target) as prod:
+        first = oci.copy_image(oci.Registry(dev.host), "dev-backend", oci.Registry(prod.host), "prod", "abc123")
+        calls = len(target.calls)
+        again = oci.copy_image(oci.Registry(dev.host), "dev-backend", oci.Registry(prod.host), "prod", "abc123")
+    assert not first.already and again.already and again.digest == first.digest and again.sent == 0
+    assert [m for m, _ in target.calls[calls:]] == ["GET"]  # the tag, found with this digest
+
+
+def test_within_one_registry_blobs_are_mounted_not_copied() -> None:
+    store = Store(user=("AWS", "token"))
+    digest = store.put_image("dev-backend", "abc123", LAYERS)
+    with running(store) as registry:
+        copied = oci.copy_image(
+            oci.Registry(registry.host, ("AWS", "token")),
+            "dev-backend",
+            oci.Registry(registry.host, ("AWS", "token")),
+            "prod-backend",
+            "abc123",
+        )
+    assert (copied.sent, copied.mounted) == (0, 4) and copied.digest == digest
+    assert store.count("POST", "mount=") == 4 and store.count("PATCH") == 0
+    assert store.count("GET", "/blobs/") == 0  # no blob was read: the registry linked them
+    assert store.manifests["prod-backend"]["abc123"] == store.manifests["dev-backend"]["abc123"]
+
+
+def test_blobs_the_target_holds_already_are_not_sent() -> None:
+    source, target = Store(), Store()
+    source.put_image("dev", "new", LAYERS)
+    target.put_image("prod", "old", LAYERS[:2])  # the base and the dependencies, from an earlier release
+    with running(source) as dev, running(target) as prod:
+        copied = oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "new")
+    assert (copied.present, copied.sent) == (3, 1)  # the app layer goes; the config (the same) and the rest are there
+    assert copied.sent_bytes == len(LAYERS[2])
+    assert target.count("GET", f"/blobs/{digest_of(LAYERS[0])}") == 0
+
+
+def test_an_image_for_another_platform_is_refused_before_anything_is_sent() -> None:
+    source, target = Store(), Store()
+    source.put_image("dev", "abc123", LAYERS, platform="linux/arm64")
+    with running(source) as dev, running(target) as prod, pytest.raises(oci.RegistryError) as refused:
+        oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "abc123", platform="linux/amd64")
+    assert "dev:abc123 is for linux/arm64, not for linux/amd64 ([build] platform" in refused.value.message
+    assert "--unpromoted" in (refused.value.next_step or "")
+    assert not any(method in ("POST", "PATCH", "PUT") for method, _ in target.calls)
+
+
+def test_a_tag_the_target_holds_with_another_image_is_left_alone() -> None:
+    source, target = Store(), Store()
+    source.put_image("dev", "abc123", LAYERS)
+    theirs = target.put_image("prod", "abc123", [b"built apart"])
+    with running(source) as dev, running(target) as prod:
+        copied = oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "abc123")
+    assert copied.there == theirs and not copied.already and copied.sent == 0
+    assert target.count("POST") == 0 and target.count("PUT") == 0
+
+
+def test_a_registry_that_answers_with_a_bearer_challenge_gets_a_token() -> None:
+    source, target = Store(), Store(user=("robot", "secret"), bearer=True)
+    digest = source.put_image("dev", "abc123", LAYERS)
+    with running(source) as dev, running(target) as prod:
+        copied = oci.copy_image(
+            oci.Registry(dev.host), "dev", oci.Registry(prod.host, ("robot", "secret")), "prod", "abc123"
+        )
+    assert copied.digest == digest and target.manifests["prod"]["abc123"][0] == source.manifests["dev"]["abc123"][0]
+    assert target.count("GET", "/token") == 1  # asked once, then reused for every call
+
+
+def test_wrong_credentials_are_said_with_the_permissions_a_copy_needs() -> None:
+    source = Store(user=("AWS", "right"))
+    source.put_image("dev", "abc123", LAYERS)
+    with running(source) as dev, running(Store()) as prod, pytest.raises(oci.RegistryError) as refused:
+        oci.copy_image(oci.Registry(dev.host, ("AWS", "stale")), "dev", oci.Registry(prod.host), "p", "abc123")
+    assert f"{dev.host} refused to let us read the manifest dev:abc123 (401: UNAUTHORIZED" in refused.value.message
+    assert "ecr:GetDownloadUrlForLayer" in (refused.value.next_step or "")
+
+
+def test_an_image_the_source_no_longer_holds_is_said() -> None:
+    gone = pytest.raises(oci.RegistryError, match=r"dev:gone is not in 127\.0\.0\.1:\d+, though its environment")
+    with running(Store()) as dev, running(Store()) as prod, gone:
+        oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "gone")
+
+
+def test_a_multi_platform_index_goes_with_each_of_its_images() -> None:
+    source, target = Store(), Store()
+    amd = source.put_image("dev", "amd", LAYERS[:2], platform="linux/amd64")
+    arm = source.put_image("dev", "arm", [b"arm layer"], platform="linux/arm64")
+    entries = [
+        {
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": digest,
+            "size": len(source.manifests["dev"][digest][0]),
+            "platform": {"os": "linux", "architecture": arch},
+        }
+        for digest, arch in ((amd, "amd64"), (arm, "arm64"))
+    ]
+    index = json.dumps({"schemaVersion": 2, "mediaType": oci.DOCKER_LIST, "manifests": entries}).encode()
+    digest = source.put_manifest("dev", "multi", index, oci.DOCKER_LIST)
+    with running(source) as dev, running(target) as prod:
+        copied = oci.copy_image(
+            oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "multi", platform="linux/arm64"
+        )
+        with pytest.raises(oci.RegistryError, match="is for linux/amd64, linux/arm64, not for linux/s390x"):
+            oci.copy_image(
+                oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod2", "multi", platform="linux/s390x"
+            )
+    assert copied.digest == digest and target.manifests["prod"]["multi"][0] == index
+    assert {amd, arm} <= set(target.manifests["prod"])  # each image of the index, by its digest
+    assert copied.sent == 5  # two configs, three layers
+
+
+def test_a_registry_that_does_not_answer_is_said() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with running(Store()) as prod, pytest.raises(oci.RegistryError) as down:
+        oci.copy_image(oci.Registry(f"127.0.0.1:{port}", timeout=2), "dev", oci.Registry(prod.host), "p", "t")
+    assert f"the registry 127.0.0.1:{port} is not answering" in down.value.message
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1:5000", True),
+        ("localhost:5000", True),
+        ("[::1]:5000", True),
+        ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", False),
+        ("registry.example.com:443", False),
+    ],
+)
+def test_loopback_registries_are_spoken_to_over_plain_http(host: str, loopback: bool) -> None:
+    assert oci.is_loopback(host) is loopback
+    assert oci.Registry(host).base.startswith("http://" if loopback else "https://")
+
+
+# -- the step ---------------------------------------------------------------------------------------------------
+
+
+def _promote_ctx(out: io.StringIO, dev_host: str, prod_host: str) -> tuple[Context, list[str]]:
+    """A Context for prod, whose source dev has its own registry; both plain (``registry``), so no ECR token."""
+    asked: list[str] = []
+
+    def factory(host: str, name: str) -> AwsFactory:
+        aws = Mock(spec=AwsFactory)
+        aws.env = dataclasses.replace(sample_env(), name=name, registry=host, repository=f"{name}-backend")
+        return aws
+
+    def aws_of(name: str) -> AwsFactory:
+        asked.append(name)
+        return factory(dev_host, name)
+
+    clock = FakeClock()
+    prod = factory(prod_host, "prod")
+    ctx = Context(Mock(), prod.env, prod, clock, Reporter(out, tty=False, clock=clock), Mock(), None, aws_of)
+    return ctx, asked
+
+
+def test_promote_image_copies_what_the_source_runs_into_this_environments_repository() -> None:
+    source, target = Store(), Store()
+    digest = source.put_image("dev-backend", "abc123def456", LAYERS)
+    out = io.StringIO()
+    with running(source) as dev, running(target) as prod:
+        ctx, asked = _promote_ctx(out, dev.host, prod.host)
+        step = PromoteImage("dev", "abc123def456", f"{prod.host}/prod-backend")
+        outcome = step.run(ctx)
+        again = step.run(ctx)
+    assert asked == ["dev", "dev"]  # dev's registry, found with dev's own AWS
+    assert outcome.status == "done" and outcome.outputs["digest"] == digest
+    assert outcome.detail.startswith(f"{dev.host}/dev-backend:abc123def456 → {prod.host}/prod-backend:abc123def456 ")
+    assert "(4 blob(s) copied" in outcome.detail
+    assert again.status == "skipped" and again.detail.endswith(f"is already dev's image ({digest[:19]})")
+    assert target.manifests["prod-backend"]["abc123def456"] == source.manifests["dev-backend"]["abc123def456"]
+
+
+def test_promote_image_keeps_a_tag_built_apart_and_says_so() -> None:
+    source, target = Store(), Store()
+    source.put_image("dev-backend", "abc123def456", LAYERS)
+    theirs = target.put_image("prod-backend", "abc123def456", [b"prod built this commit itself"])
+    with running(source) as dev, running(target) as prod:
+        ctx, _ = _promote_ctx(io.StringIO(), dev.host, prod.host)
+        outcome = PromoteImage("dev", "abc123def456", f"{prod.host}/prod-backend").run(ctx)
+    assert outcome.status == "skipped" and outcome.outputs["digest"] == theirs
+    assert "is already in the registry, built apart" in outcome.detail
