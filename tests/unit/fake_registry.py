@@ -36,6 +36,9 @@ class Store:
     user: tuple[str, str] | None = None  # credentials asked for; None: anyone
     bearer: bool = False  # ask with a Bearer challenge (the token service is /token), not Basic
     immutable: bool = True
+    # blobs are served elsewhere, as ECR does from S3: a GET or HEAD of one is redirected to ``redirect`` (another
+    # server on this store), under a URL signed for GET: it refuses a HEAD, and any Authorization header
+    redirect: str = ""
     tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -128,6 +131,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body() if self.command in ("PUT", "PATCH", "POST") else b""
         if url.path == "/token":
             return self._token(parse_qs(url.query))
+        if url.path.startswith("/s3/"):
+            return self._signed(url.path)
         if not self._authorized():
             host = f"127.0.0.1:{self.server.server_address[1]}"
             challenge = (
@@ -179,10 +184,21 @@ class Handler(BaseHTTPRequestHandler):
         digest = store.put_manifest(name, reference, body, media_type)
         self._send(201, b"", {"Docker-Content-Digest": digest, "Location": f"/v2/{name}/manifests/{digest}"})
 
+    def _signed(self, path: str) -> None:
+        _, _, name, digest = path.split("/", 3)
+        data = self.server.store.blobs.get(name, {}).get(digest)
+        if self.command != "GET" or self.headers.get("Authorization"):
+            return self._send(403, b"SignatureDoesNotMatch")
+        if data is None:
+            return self._send(404, b"NoSuchKey")
+        self._send(200, data, {"Content-Type": "application/octet-stream"})
+
     def _blob(self, name: str, digest: str) -> None:
         data = self.server.store.blobs.get(name, {}).get(digest)
         if data is None:
             return self._error(404, "BLOB_UNKNOWN", f"blob unknown: {digest}")
+        if self.server.store.redirect:
+            return self._send(307, b"", {"Location": f"{self.server.store.redirect}/s3/{name}/{digest}?sig=get"})
         self._send(200, data, {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"})
 
     def _upload(self, name: str, rest: str, query: dict[str, str], body: bytes) -> None:

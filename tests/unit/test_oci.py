@@ -84,6 +84,21 @@ def test_blobs_the_target_holds_already_are_not_sent() -> None:
     assert target.count("GET", f"/blobs/{digest_of(LAYERS[0])}") == 0
 
 
+def test_blobs_a_registry_keeps_elsewhere_are_followed_there_without_our_credentials() -> None:
+    """ECR answers a blob's GET and HEAD with a redirect to S3, signed for GET: the copy follows it for a GET,
+    leaving the registry's Authorization behind, and takes the redirect of a HEAD itself as "it is there"."""
+    source, target = Store(user=("AWS", "dev")), Store(user=("AWS", "prod"))
+    digest = source.put_image("dev", "abc123", LAYERS)
+    target.put_image("prod", "old", LAYERS[:1])
+    with running(source) as dev, running(source) as dev_s3, running(target) as prod, running(target) as prod_s3:
+        source.redirect, target.redirect = f"http://{dev_s3.host}", f"http://{prod_s3.host}"
+        copied = oci.copy_image(
+            oci.Registry(dev.host, ("AWS", "dev")), "dev", oci.Registry(prod.host, ("AWS", "prod")), "prod", "abc123"
+        )
+    assert copied.digest == digest and (copied.present, copied.sent) == (2, 2)  # config and base there; 2 sent
+    assert target.manifests["prod"]["abc123"] == source.manifests["dev"]["abc123"]
+
+
 def test_an_image_for_another_platform_is_refused_before_anything_is_sent() -> None:
     source, target = Store(), Store()
     source.put_image("dev", "abc123", LAYERS, platform="linux/arm64")
