@@ -24,7 +24,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision
-from deploykit.history import History
+from deploykit.history import History, Record
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
@@ -126,6 +126,46 @@ def unpromoted(
             more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
             why[component] = f"{source} runs it at {base[:SHORT_SHA]}; changed since: {', '.join(paths[:3])}{more}"
     return why
+
+
+def verified_in(records: Sequence[Record], components: Collection[str]) -> dict[str, list[str]]:
+    """component → the commits (image-tag form) successful runs of an environment deployed it at, newest first:
+    each passed its smoke there (a run that fails it is not ok). A commit a later rollback took the component off
+    is left out (it was found wanting there), unless a run after that rollback deployed it again; so are dirty
+    builds (never promoted). ``records``: the environment's runs, newest first."""
+    found: dict[str, list[str]] = {}
+    revoked: dict[str, set[str]] = {}
+    for record in records:
+        if not record.ok:
+            continue
+        for component, sha in record.deployed.items():
+            if component in components and DIRTY not in sha and sha not in revoked.get(component, set()):
+                found.setdefault(component, [])
+                if sha not in found[component]:
+                    found[component].append(sha)
+        if record.command.startswith("rollback"):  # what it took the components off, older runs may not vouch for
+            for component in record.deployed:
+                left = record.base.get(component)
+                if left and left not in found.get(component, []):
+                    revoked.setdefault(component, set()).add(left)
+    return found
+
+
+def promoted_earlier(config: Config, verified: Mapping[str, Sequence[str]], revision: Revision) -> dict[str, str]:
+    """component → the newest of its ``verified`` commits it is the same at as ``revision`` has it, by the change
+    rules (what the source environment proved, though it runs something else now); components with none are left
+    out. A commit this clone lacks is passed over."""
+    at: dict[str, str] = {}
+    for component, shas in sorted(verified.items()):
+        for sha in shas:
+            try:
+                found = changes.detect(config, {component: sha}, include_uncommitted=bool(revision.dirty))
+            except UsageError:  # not in this clone's history
+                continue
+            if found.base.get(component) is not None and component not in found.components():
+                at[component] = sha
+                break
+    return at
 
 
 def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:

@@ -1387,6 +1387,33 @@ class Promotion:
     image: planner.PromotedImage | None = None
 
 
+# the source's newest runs whose deploys may be promoted, besides what it runs now: as many as image cleanup keeps the
+# images of (so a promoted app's image is still in the source's registry)
+VERIFIED_RUNS = image_cleanup.HISTORY_RECORDS
+
+
+def promotion_of(
+    runtime: Runtime,
+    config: Config,
+    source: str,
+    live: Mapping[str, str | None],
+    components: Collection[str],
+    revision: git.Revision,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(component → why ``source`` never ran it as ``revision`` has it, component → the commit it ran it so at
+    before, when it runs something else now). What it runs settles most; only for the rest are its newest
+    :data:`VERIFIED_RUNS` runs read (with its credentials), each a deploy that passed its smoke there."""
+    why = auto.unpromoted(config, source, live, components, revision)
+    if not why:
+        return why, {}
+    environment = config.environment(source)
+    with aws_errors(environment):
+        store = history.History.of(runtime.aws_factory(environment), environment)
+        records = store.records(VERIFIED_RUNS) if store else []
+    earlier = auto.promoted_earlier(config, auto.verified_in(records, why), revision)
+    return {c: reason for c, reason in why.items() if c not in earlier}, earlier
+
+
 def require_promoted(
     runtime: Runtime,
     config: Config,
@@ -1397,25 +1424,32 @@ def require_promoted(
     unpromoted: bool,
     live_there: Mapping[str, str | None] | None = None,
 ) -> Promotion:
-    """An environment with ``promote_from`` takes only what that one runs: UsageError (exit 2, nothing changed) when
-    it does not run ``components`` as ``revision`` has them, unless ``unpromoted`` (an emergency fix: said).
-    ``live_there``: what it runs, when already read. When the app is among ``components`` and promoted, its image is
-    the one the source runs (:attr:`Promotion.image`)."""
+    """An environment with ``promote_from`` takes only what that one runs, or ran in a run that passed (see
+    :func:`promotion_of`): UsageError (exit 2, nothing changed) when it does not, or did not, run ``components`` as
+    ``revision`` has them, unless ``unpromoted`` (an emergency fix: said). ``live_there``: what it runs, when already
+    read. When the app is among ``components`` and promoted, its image is the one the source runs or ran
+    (:attr:`Promotion.image`)."""
     source = environment.promote_from
     if not source or not components:
         return Promotion()
     live = live_there if live_there is not None else source_live(runtime, config, source)
-    why = auto.unpromoted(config, source, live, components, revision)
+    why, earlier = promotion_of(runtime, config, source, live, components, revision)
     image = None
-    tag = live.get("app")
+    tag = earlier.get("app") or live.get("app")
     if "app" in components and "app" not in why and tag:
         image = planner.PromotedImage(source, tag, git.resolve_commit(config.root, tag) or tag)
+    now = sorted(set(components) - set(why) - set(earlier))
+    said = [f"✅ promoted from {source}: it runs {', '.join(now)} as this checkout has"] if now and not why else []
+    said += [
+        f"✅ promoted from {source}: it ran {component} as this checkout has at {sha}, in a run that passed there (it "
+        f"runs {live.get(component) or 'none of it'} now)"
+        for component, sha in sorted(earlier.items())
+    ]
+    if image:
+        verb = "ran" if "app" in earlier else "runs"
+        said.append(f"📦 the app's image is the one {source} {verb}, copied from there: {tag} (built once)")
+    runtime.stderr.write("".join(line + "\n" for line in said))
     if not why:
-        runtime.stderr.write(
-            f"✅ promoted from {source}: it runs {', '.join(sorted(components))} as this checkout has"
-            + (f"; the app's image is copied from there ({tag})" if image else "")
-            + "\n"
-        )
         return Promotion(image=image)
     lines = "\n".join(f"  {component}: {reason}" for component, reason in why.items())
     if unpromoted:
@@ -1426,7 +1460,7 @@ def require_promoted(
         return Promotion(tuple(why), image)
     raise UsageError(
         f"{environment.name} takes only what {source} runs (promote_from = {source!r}), and {source} does not run "
-        f"this checkout's {', '.join(why)}:\n{lines}",
+        f"this checkout's {', '.join(why)} (nor did any of its last {VERIFIED_RUNS} runs that passed):\n{lines}",
         next_step=f"deploy it to {source} first (inv deploy.auto --env {source}) and let it prove itself there, then "
         f"to {environment.name}; or check out what {source} runs. An emergency fix that cannot wait: --unpromoted",
     )
@@ -1632,12 +1666,15 @@ def diff(
             "with --allow-dirty"
         )
     held: dict[str, str] = {}  # component → why the promote_from environment does not run it
+    earlier: dict[str, str] = {}  # component → the commit the promote_from environment verified it at, before
     if a.env.promote_from and a.found.components():
         source = a.env.promote_from
-        held = auto.unpromoted(a.config, source, a.source_live or {}, a.found.components(), a.revision)
+        held, earlier = promotion_of(runtime, a.config, source, a.source_live or {}, a.found.components(), a.revision)
         lines += [
             f"🚦 {component}: not promoted, {held[component]}"
             if component in held
+            else f"🚦 {component}: {source} ran it at {earlier[component]}"
+            if component in earlier
             else f"🚦 {component}: {source} runs it"
             for component in sorted(a.found.components())
         ]
@@ -1652,7 +1689,7 @@ def diff(
         data = auto.diff_json(a.env, a.found)
         data["stacks"] = stacks_json
         if a.env.promote_from:
-            data["promotion"] = {"from": a.env.promote_from, "not_promoted": held}
+            data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
         runtime.stdout.write(dumps(data) + "\n")
     return a.found
 

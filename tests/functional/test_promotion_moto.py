@@ -12,10 +12,11 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID as MOTO_ACCOUNT
 from moto.ecs.models import ecs_backends
 
-from deploykit import commands, planner
+from deploykit import commands, history, planner
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.errors import UsageError
+from deploykit.plan import Plan, RunReport
 from tests.conftest import git
 from tests.functional.conftest import CONTAINER, create_service
 from tests.functional.test_endpoints import create_stack
@@ -92,10 +93,8 @@ def test_the_app_chain_of_a_promoted_environment_copies_the_image_its_source_run
     assert copy["describe"] == f"copy the image dev runs ({promoted}) → {copy['inputs']['repository']}:{promoted}"
     assert register["inputs"]["tag"] == promoted
     assert plan["deploys"] == [{"component": "app", "sha": promoted}]
-    assert (
-        f"✅ promoted from dev: it runs app as this checkout has; the app's image is copied from there ({promoted})"
-        in said
-    )
+    assert "✅ promoted from dev: it runs app as this checkout has\n" in said
+    assert f"📦 the app's image is the one dev runs, copied from there: {promoted} (built once)\n" in said
 
 
 def test_after_a_commit_that_leaves_the_app_alone_prod_takes_the_image_dev_runs_under_its_own_commit(
@@ -138,3 +137,42 @@ def test_a_full_deploy_of_a_promoted_environment_copies_the_image_and_gives_its_
     assert "sequence: image: promote-image" in described and "build" not in described
     assert f"ProdFargateStack.template.json (ImageTag={promoted})" in described
     assert {"component": "app", "sha": promoted} in plan["deploys"]
+
+
+def test_what_dev_ran_in_a_run_that_passed_is_promoted_though_dev_moved_on(
+    project: Path, promoted: str, factory: AwsFactory
+) -> None:
+    """The release waited for prod's approval while dev took the next commit: prod, at the release, takes the
+    image of dev's run that passed, found in dev's history; the next commit, never deployed to dev, is refused."""
+    bucket = "dev-artifacts"
+    factory.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    create_stack(factory.client("cloudformation"), "CarRentalRegistryStack", {"ArtifactsBucketName": bucket})
+    store = history.History(factory, factory.env, bucket)
+
+    def deployed(tag: str, before: str | None) -> None:
+        run = RunReport(Plan("dev", (), "deploy.auto"), [], 3.0)
+        store.write(history.record_of(run, components={"app": tag}, base={"app": before}, head=tag, who="ci@dev"))
+
+    deployed(promoted, None)
+    release = git(project, "rev-parse", "HEAD").strip()
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n# the next release\n")
+    git(project, "commit", "-qam", "the next release")
+    following = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    run_there(factory, following)  # dev runs it now
+    deployed(following, promoted)
+    git(project, "checkout", "-q", release)
+
+    plan, said = dry_run(project, app)
+    [copy] = [step for step in plan["steps"] if step["step"] == "promote-image"]
+    assert copy["inputs"]["tag"] == promoted
+    assert (
+        f"✅ promoted from dev: it ran app as this checkout has at {promoted}, in a run that passed there (it runs "
+        f"{following} now)\n📦 the app's image is the one dev ran, copied from there: {promoted} (built once)\n"
+    ) in said
+
+    git(project, "checkout", "-q", "main")
+    fleet.write_text(fleet.read_text() + "\n# never in dev\n")
+    git(project, "commit", "-qam", "not deployed anywhere")
+    with pytest.raises(UsageError, match=r"(?s)dev does not run this checkout's app \(nor did any of its last 30 runs"):
+        dry_run(project, app)

@@ -481,7 +481,7 @@ repository = "prod-backend"
         _, out, _ = auto(project, env="prod", dry_run=True, as_json=True)
         assert "✅ promoted from sandbox" in out
         tag = git(project, "rev-parse", "--short=12", "HEAD").strip()
-        assert f"the app's image is copied from there ({tag})" in out
+        assert f"📦 the app's image is the one sandbox runs, copied from there: {tag} (built once)" in out
         plan = json.loads(out[out.index("\n{") :])
         described = " | ".join(step["describe"] for step in plan["steps"])
         assert "sequence: image: promote-image" in described and " build" not in described  # built once, in the sandbox

@@ -12,6 +12,7 @@ from deploykit import auto, changes, git
 from deploykit.changes import ChangeSet, StackUsage, classify, components_of, detect, stack_usage
 from deploykit.config import STACK_ROLES, ChangeRule, ChangeRules, Config, compile_glob, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
+from deploykit.history import Record
 from deploykit.planner import STACK_DEPENDENCIES
 from tests.conftest import REPO, SANDBOX_TOML
 from tests.conftest import git as run_git
@@ -754,3 +755,45 @@ def test_a_source_commit_this_clone_lacks_says_to_fetch(repo: Path) -> None:
     with pytest.raises(UsageError, match="cannot tell whether dev runs what this checkout would deploy") as err:
         auto.unpromoted(config_of(repo), "dev", {"app": "ab" * 20}, ["app"], git.current_revision(repo))
     assert "git fetch --unshallow" in (err.value.next_step or "")
+
+
+def _run(
+    command: str, components: dict[str, str], base: dict[str, str | None] | None = None, ok: bool = True
+) -> Record:
+    return Record("id", "dev", "2026-11-29T10:00:00+00:00", "ci", command, "h" * 12, ok, 1.0, components, base or {})
+
+
+def test_what_the_source_verified_is_each_commit_a_run_that_passed_deployed_there() -> None:
+    """Newest first; failed runs, dirty builds and what a later rollback took a component off do not count, unless a
+    run after that rollback deployed it again."""
+    records = [  # newest first
+        _run("deploy.auto", {"app": "e" * 12}),
+        _run("rollback app", {"app": "c" * 12}, {"app": "d" * 12}),  # d was found wanting
+        _run("deploy.auto", {"app": "d" * 12, "lambda:login_handler": "d" * 12}),
+        _run("deploy.auto", {"app": "x" * 12}, ok=False),
+        _run("deploy.auto", {"app": "b" * 12 + "-dirty-0123456789ab"}),
+        _run("deploy.app", {"app": "c" * 12}),
+        _run("rollback app", {"app": "a" * 12}, {"app": "e" * 12}),  # e, before it was deployed again (newest)
+    ]
+    assert auto.verified_in(records, ["app", "lambda:login_handler"]) == {
+        "app": ["e" * 12, "c" * 12, "a" * 12],
+        "lambda:login_handler": ["d" * 12],
+    }
+    assert auto.verified_in(records, ["stack:data"]) == {}
+
+
+def test_a_component_the_source_ran_before_is_promoted_at_the_newest_such_commit(repo: Path) -> None:
+    """dev moved on since it ran what this checkout holds (the release waited for approval): the commit it ran it
+    at is found among what it verified; one whose app differs from this checkout's is not."""
+    config = config_of(repo)
+    first = commit(repo, "released to dev")[:12]
+    write(repo, "backend/app/main.py", "app = 'next'\n")
+    later = commit(repo, "dev moved on")[:12]
+    run_git(repo, "checkout", "-q", first)  # the release, checked out for prod
+    revision = git.current_revision(repo)
+    assert auto.unpromoted(config, "dev", {"app": later}, ["app"], revision) == {
+        "app": f"dev runs it at {later}; changed since: backend/app/main.py"
+    }
+    assert auto.promoted_earlier(config, {"app": [later, first]}, revision) == {"app": first}
+    assert auto.promoted_earlier(config, {"app": [later]}, revision) == {}
+    assert auto.promoted_earlier(config, {"app": ["ab" * 6, first]}, revision) == {"app": first}  # one not here
