@@ -505,11 +505,8 @@ def deploy_stack(
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
     revision = _revision(config, True)
-    promotion = (
-        Promotion()
-        if dry_run
-        else require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
-    )
+    # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
+    promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     with aws_errors(environment):
         tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
         keys, uploads = current_code_keys(aws, config, environment) if role == "api" else ({}, [])
@@ -560,9 +557,8 @@ def deploy_lambda(
         with aws_errors(environment):
             live = lambda_chain.live_git_sha(aws.client("lambda"), function_name)
         _refuse_older(config, environment, f"lambda:{name}", live, revision)
-    promotion = Promotion()
-    if not dry_run:
-        promotion = require_promoted(runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted)
+    # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
+    promotion = require_promoted(runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)

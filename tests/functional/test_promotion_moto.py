@@ -176,3 +176,10 @@ def test_what_dev_ran_in_a_run_that_passed_is_promoted_though_dev_moved_on(
     git(project, "commit", "-qam", "not deployed anywhere")
     with pytest.raises(UsageError, match=r"(?s)dev does not run this checkout's app \(nor did any of its last 30 runs"):
         dry_run(project, app)
+
+
+def test_a_dry_run_of_one_stack_is_refused_as_its_deploy_would_be(project: Path, promoted: str) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(UsageError, match="dev does not run this checkout's stack:data") as refused:
+        commands.deploy_stack("ProdDataStack", env="prod", dry_run=True, runtime=runtime)
+    assert refused.value.exit_code == 2
