@@ -255,6 +255,7 @@ class PromoteImage(Step):
             platform=self.platform,
             say=ctx.reporter.line,
             status=ctx.reporter.status,
+            sleep=ctx.clock.sleep,
         )
         if copied.already:
             return Outcome.skipped(

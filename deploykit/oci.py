@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,11 +38,16 @@ MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 ACCEPT = ", ".join((*MANIFESTS, *INDEXES))
 CHUNK = 1 << 20
 PARALLEL_BLOBS = 4
+BLOB_RETRIES = (1.0, 3.0)  # seconds before each further try of a blob whose registry did not answer
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
 class RegistryError(StepFailed):
     """A registry answered something other than what the copy needs (or did not answer)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """A registry did not answer, or answered that it could not now (429, 5xx): worth another try."""
 
 
 def is_loopback(host: str) -> bool:
@@ -197,7 +203,7 @@ class Registry:
                     method, url, headers={**sent, **self._authorization()}, timeout=self.timeout, **kwargs
                 )
         except requests.RequestException as exc:
-            raise RegistryError(
+            raise RegistryUnavailable(
                 f"the registry {self.host} is not answering: {_reason(exc)}",
                 next_step="check the network to it (the sandbox's registry: inv sandbox.status), then rerun the same "
                 "command: blobs already copied are not sent again",
@@ -240,8 +246,8 @@ class Registry:
                 "copying needs ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the source repository, "
                 "ecr:InitiateLayerUpload, ecr:UploadLayerPart, ecr:CompleteLayerUpload and ecr:PutImage on the target",
             )
-        if answer.status_code in (502, 503, 504):
-            raise RegistryError(
+        if answer.status_code in (429, 500, 502, 503, 504):
+            raise RegistryUnavailable(
                 f"the registry {self.host} is not answering: could not {doing} ({answer.status_code}: {detail})",
                 next_step="rerun the same command once it answers: blobs already copied are not sent again",
             )
@@ -297,11 +303,14 @@ def copy_image(
     platform: str = "",
     say: Callable[[str], None] = lambda _line: None,
     status: Callable[[str], None] = lambda _text: None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Copied:
     """Copy ``source_repository:tag`` to ``target_repository:tag``, byte for byte (same digest). A tag already in the
     target is left as it is (tags are immutable on ECR): :attr:`Copied.already` when it is this very image,
     :attr:`Copied.there` (its digest) when it is another. ``platform`` (``linux/amd64``; "": not checked): the
-    image, or one image of an index, must be for it, else :class:`RegistryError` before anything is sent."""
+    image, or one image of an index, must be for it, else :class:`RegistryError` before anything is sent. A blob whose
+    copy meets a registry that does not answer, or cannot now, is tried again (:data:`BLOB_RETRIES`, ``sleep``
+    between)."""
     manifest = source.manifest(source_repository, tag)
     if manifest is None:
         raise RegistryError(
@@ -323,7 +332,15 @@ def copy_image(
 
     def one(blob: tuple[str, int]) -> None:
         digest, size = blob
-        how = _copy_blob(source, source_repository, target, target_repository, digest, mount_from)
+        for wait in (*BLOB_RETRIES, None):
+            try:
+                how = _copy_blob(source, source_repository, target, target_repository, digest, mount_from)
+                break
+            except RegistryUnavailable as exc:
+                if wait is None:
+                    raise
+                say(f"  blob {digest.removeprefix('sha256:')[:12]}: {exc.message}; trying again in {wait:g} s")
+                sleep(wait)
         with progress:
             if how == "present":
                 done.present += 1

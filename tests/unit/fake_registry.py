@@ -39,6 +39,7 @@ class Store:
     # blobs are served elsewhere, as ECR does from S3: a GET or HEAD of one is redirected to ``redirect`` (another
     # server on this store), under a URL signed for GET: it refuses a HEAD, and any Authorization header
     redirect: str = ""
+    unavailable: int = 0  # the next this many blob GETs are answered 503 (a registry that cannot now)
     tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,6 +195,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, data, {"Content-Type": "application/octet-stream"})
 
     def _blob(self, name: str, digest: str) -> None:
+        if self.command == "GET" and self.server.store.unavailable > 0:
+            self.server.store.unavailable -= 1
+            return self._error(503, "UNAVAILABLE", "slow down")
         data = self.server.store.blobs.get(name, {}).get(digest)
         if data is None:
             return self._error(404, "BLOB_UNKNOWN", f"blob unknown: {digest}")

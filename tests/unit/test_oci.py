@@ -99,6 +99,24 @@ def test_blobs_a_registry_keeps_elsewhere_are_followed_there_without_our_credent
     assert target.manifests["prod"]["abc123"] == source.manifests["dev"]["abc123"]
 
 
+def test_a_blob_whose_registry_cannot_answer_now_is_tried_again() -> None:
+    source, target = Store(), Store()
+    digest = source.put_image("dev", "abc123", LAYERS[:1])
+    slept: list[float] = []
+    lines: list[str] = []
+    with running(source) as dev, running(target) as prod:
+        source.unavailable = 1
+        copied = oci.copy_image(
+            oci.Registry(dev.host), "dev", oci.Registry(prod.host), "p", "abc123", say=lines.append, sleep=slept.append
+        )
+        assert copied.digest == digest and copied.sent == 2 and slept == [1.0]
+        assert [line for line in lines if "trying again in 1 s" in line and "503: UNAVAILABLE slow down" in line]
+        source.unavailable, slept[:] = 100, []  # it never answers: each blob is tried three times, then it fails
+        with pytest.raises(oci.RegistryUnavailable, match=r"is not answering: could not read the blob"):
+            oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "q", "abc123", sleep=slept.append)
+    assert sorted(slept)[-2:] == [3.0, 3.0] and slept.count(1.0) == 2  # two blobs, 1 s then 3 s each
+
+
 def test_an_image_for_another_platform_is_refused_before_anything_is_sent() -> None:
     source, target = Store(), Store()
     source.put_image("dev", "abc123", LAYERS, platform="linux/arm64")
