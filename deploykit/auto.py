@@ -168,6 +168,45 @@ def promoted_earlier(config: Config, verified: Mapping[str, Sequence[str]], revi
     return at
 
 
+def other_bytes(
+    lambda_client: Any,
+    source: str,
+    function_names: Mapping[str, str],
+    packages: Mapping[str, packaging.Package],
+    earlier: Collection[str] = (),
+) -> dict[str, str]:
+    """``lambda:<fn>`` → why ``source`` (``promote_from``) does not run this checkout's zip of it byte for byte,
+    for those of ``packages`` (fn → this checkout's package) it runs (``function_names``: fn → its Lambda function
+    there). Packaging is reproducible, so the same sources make the same zip, but vendored requirements are what pip
+    resolves on the machine that packages them: unpinned ones can differ between dev's and prod's. Compared with the
+    version its ``live`` alias serves, or for those in ``earlier`` (what it ran before) with any version it
+    published."""
+
+    def codes(function: str) -> set[str]:
+        name = function_names[function]
+        if f"lambda:{function}" in earlier:
+            return {str(v.get("CodeSha256")) for v in lambda_chain.published_versions(lambda_client, name)}
+        config = lambda_chain.live_configuration(lambda_client, name)
+        return {str(config.get("CodeSha256"))} if config else set()
+
+    found: dict[str, set[str]] = at_once({fn: partial(codes, fn) for fn in packages if fn in function_names})
+    why: dict[str, str] = {}
+    for function, package in sorted(packages.items()):
+        theirs = found.get(function)
+        if theirs is None or package.code_sha256 in theirs:
+            continue
+        said = (
+            f"none of {source}'s {len(theirs)} version(s) of it holds"
+            if f"lambda:{function}" in earlier
+            else f"{source} runs CodeSha256 {', '.join(sorted(theirs))}, not"
+        )
+        why[f"lambda:{function}"] = (
+            f"{said} this checkout's zip (CodeSha256 {package.code_sha256}): the same sources, other bytes; its "
+            f"vendored requirements resolve otherwise here (pin every one of them, transitive ones too: pip freeze)"
+        )
+    return why
+
+
 def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:
     """The image tag of the service's task definition now (its PRIMARY deployment's); "" when there is no
     service yet."""

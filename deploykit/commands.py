@@ -33,6 +33,7 @@ from deploykit import (
     lambda_chain,
     lock,
     overview,
+    packaging,
     planner,
     registry,
     version_cleanup,
@@ -1398,16 +1399,44 @@ def promotion_of(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(component → why ``source`` never ran it as ``revision`` has it, component → the commit it ran it so at
     before, when it runs something else now). What it runs settles most; only for the rest are its newest
-    :data:`VERIFIED_RUNS` runs read (with its credentials), each a deploy that passed its smoke there."""
+    :data:`VERIFIED_RUNS` runs read (with its credentials), each a deploy that passed its smoke there. A Lambda
+    function must also be the bytes it runs or ran (:func:`auto.other_bytes`): the same sources can vendor other
+    requirements on another machine."""
     why = auto.unpromoted(config, source, live, components, revision)
-    if not why:
-        return why, {}
+    earlier: dict[str, str] = {}
+    if why:
+        earlier = _earlier(runtime, config, source, why, revision)
+        why = {c: reason for c, reason in why.items() if c not in earlier}
+    functions = [c.split(":", 1)[1] for c in components if c.startswith("lambda:") and c not in why]
+    if functions:  # promoted by the change rules: the same sources; the same bytes too?
+        why |= _lambda_bytes(runtime, config, source, functions, earlier)
+    return why, {c: sha for c, sha in earlier.items() if c not in why}
+
+
+def _earlier(
+    runtime: Runtime, config: Config, source: str, why: Mapping[str, str], revision: git.Revision
+) -> dict[str, str]:
+    """component → the commit ``source`` ran it at as ``revision`` has it, among its newest runs that passed, for
+    the components of ``why`` (those it does not run so now)."""
     environment = config.environment(source)
     with aws_errors(environment):
         store = history.History.of(runtime.aws_factory(environment), environment)
         records = store.records(VERIFIED_RUNS) if store else []
-    earlier = auto.promoted_earlier(config, auto.verified_in(records, why), revision)
-    return {c: reason for c, reason in why.items() if c not in earlier}, earlier
+    return auto.promoted_earlier(config, auto.verified_in(records, why), revision)
+
+
+def _lambda_bytes(
+    runtime: Runtime, config: Config, source: str, functions: Collection[str], earlier: Collection[str]
+) -> dict[str, str]:
+    """lambda:<fn> → why ``source`` runs, or ran, other bytes of ``functions`` than this checkout packages."""
+    environment = config.environment(source)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        names = lambda_chain.deployed_functions(StackOutputs.of(aws), environment, required=False)
+        packages = {
+            fn: packaging.package_function(lambda_chain.function_folder(config, fn)) for fn in functions if fn in names
+        }
+        return auto.other_bytes(aws.client("lambda"), source, names, packages, earlier)
 
 
 def require_promoted(

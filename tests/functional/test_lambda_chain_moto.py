@@ -801,3 +801,34 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
         "--function-version 1 --routing-config AdditionalVersionWeights={}"
     )
     assert "❌ could not take the canary of health_handler back (" in out.getvalue()
+
+
+def test_a_promoted_function_must_be_the_bytes_its_source_runs(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """prod (promote_from = "dev", here on dev's own resources) takes lambda:health_handler when dev runs it as this
+    checkout has it, and only as the very zip dev runs: a version of dev said to be this commit but holding other
+    bytes (requirements pip resolved otherwise on dev's machine) makes the sources the same and the zips not."""
+    toml = with_lambdas / "deploy.toml"
+    text = toml.read_text()
+    prod = text[text.index("[environments.dev]") :].replace("environments.dev", "environments.prod")
+    toml.write_text(text + "\n" + prod.replace("[environments.prod]\n", '[environments.prod]\npromote_from = "dev"\n'))
+    git(with_lambdas, "commit", "-qam", "prod, promoted from dev")
+    head = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    run = runtime(with_lambdas, factory)
+    commands.deploy_lambda("health_handler", env="prod", dry_run=True, runtime=run)
+    assert "✅ promoted from dev: it runs lambda:health_handler as this checkout has" in run.stderr.getvalue()  # type: ignore[attr-defined]
+
+    lam = factory.client("lambda")  # dev's live version: this commit by its description, other bytes
+    name, key = FUNCTIONS["health_handler"], environment["health_handler"]
+    lam.update_function_code(FunctionName=name, S3Bucket=BUCKET, S3Key=key)
+    version = lam.publish_version(FunctionName=name, Description=f"code s3://{BUCKET}/{key} git {head}")["Version"]
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_lambda("health_handler", env="prod", dry_run=True, runtime=runtime(with_lambdas, factory))
+    theirs = lam.get_function_configuration(FunctionName=name, Qualifier=version)["CodeSha256"]
+    assert f"  lambda:health_handler: dev runs CodeSha256 {theirs}, not this checkout's zip (CodeSha256 " in (
+        refused.value.message
+    )
+    assert "pip freeze" in refused.value.message and refused.value.exit_code == 2

@@ -12,7 +12,7 @@ from unittest.mock import Mock
 import pytest
 from botocore.exceptions import ClientError
 
-from deploykit import lambda_chain, packaging
+from deploykit import auto, lambda_chain, packaging
 from deploykit.clock import FakeClock
 from deploykit.config import load_config
 from deploykit.errors import StepFailed, UsageError
@@ -321,3 +321,26 @@ def test_the_chance_of_as_many_errors_is_the_binomial_upper_tail() -> None:
     assert chance_of_as_many(1, 10, 0.5) == 1.0  # at or below the expected count
     assert 0 < chance_of_as_many(1_500, 100_000, 0.01) < 1e-30  # large counts: log space, no overflow
     assert chance_of_as_many(5, 3, 0.5) == 0.5**5  # errors put before their invocations: as many requests
+
+
+def test_a_function_its_source_ran_before_is_the_same_bytes_when_one_of_its_versions_holds_them(tmp_path: Path) -> None:
+    """What the source runs now is compared with the version its alias serves; what it ran before (found in its
+    history) with every version it published."""
+    folder = tmp_path / "health_handler"
+    folder.mkdir()
+    (folder / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+    ours = packaging.package_function(folder)
+    client = Mock()
+    client.get_paginator.return_value.paginate.return_value = [
+        {"Versions": [{"Version": "$LATEST", "CodeSha256": "x"}, {"Version": "3", "CodeSha256": ours.code_sha256}]}
+    ]
+    client.get_alias.return_value = {"FunctionVersion": "4"}
+    client.get_function_configuration.return_value = {"CodeSha256": "other"}
+    names, packages = {"health_handler": "dev-health"}, {"health_handler": ours}
+    assert auto.other_bytes(client, "dev", names, packages, earlier=["lambda:health_handler"]) == {}
+    [why] = auto.other_bytes(client, "dev", names, packages).values()
+    assert why.startswith(f"dev runs CodeSha256 other, not this checkout's zip (CodeSha256 {ours.code_sha256})")
+    client.get_paginator.return_value.paginate.return_value = [{"Versions": [{"Version": "3", "CodeSha256": "y"}]}]
+    [why] = auto.other_bytes(client, "dev", names, packages, earlier=["lambda:health_handler"]).values()
+    assert why.startswith("none of dev's 1 version(s) of it holds this checkout's zip")
+    assert auto.other_bytes(client, "dev", {}, packages) == {}  # not deployed there: the change rules say so
