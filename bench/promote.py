@@ -43,19 +43,7 @@ sys.path.insert(0, str(REPO))  # run as a script: deploykit from this checkout
 
 from deploykit import commands, images, oci  # noqa: E402
 from deploykit.config import load_config  # noqa: E402
-
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-http:
-  addr: 127.0.0.1:{port}
-"""
+from sandbox.lifecycle import REGISTRY_CONFIG  # noqa: E402
 
 
 def free_port() -> int:
