@@ -319,7 +319,7 @@ class RegisterTaskDef(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
-        service = ecs.describe_service(client, self.cluster, self.service)
+        service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn = service["taskDefinition"]
         runs = ecs.cpu_architecture(taskdefs.get(current_arn))
@@ -369,7 +369,7 @@ class RollService(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
-        service = ecs.describe_service(client, self.cluster, self.service)
+        service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:

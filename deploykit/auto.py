@@ -220,7 +220,7 @@ def _live_image_tag(aws: AwsFactory, env: EnvConfig, *, completed: bool) -> str 
     the rollout in place, wait for it, and smoke it."""
     client = aws.client("ecs")
     try:
-        service = ecs.describe_service(client, env.cluster, env.service)
+        service = ecs.describe_service(client, env.cluster, env.service, env)
     except UsageError:
         return None
     deployments = service.get("deployments") or []

@@ -11,12 +11,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.aws import AwsFactory, at_once, is_throttling
 from deploykit.errors import UsageError
+
+if TYPE_CHECKING:
+    from deploykit.config import EnvConfig
 
 GIT_SHA_TAG = "deploykit:git-sha"
 IMAGE_TAG_TAG = "deploykit:image-tag"
@@ -46,23 +49,22 @@ REGISTER_FIELDS = (
 # -- reading ------------------------------------------------------------------------------------
 
 
-def describe_service(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
-    """The service, or a UsageError naming the cluster and the stack that creates it."""
+def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:
+    """The service, or a UsageError naming the cluster and the stack that creates it (``env``'s Fargate stack)."""
+    create = f"inv deploy.stack {env.stacks.fargate} --env {env.name}" if env else "inv deploy.stack <fargate stack>"
     try:
         answer = ecs.describe_services(cluster=cluster, services=[service])
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ClusterNotFoundException":
             raise UsageError(
-                f"ECS cluster {cluster!r} does not exist",
-                next_step="deploy the Fargate stack first: inv deploy.stack CarRentalFargateStack",
+                f"ECS cluster {cluster!r} does not exist", next_step=f"deploy the Fargate stack first: {create}"
             ) from None
         raise
     services = [s for s in answer.get("services", []) if s.get("status") != "INACTIVE"]
     if not services:
         raise UsageError(
             f"ECS service {service!r} not found in cluster {cluster!r}",
-            next_step="check 'cluster' and 'service' in deploy.toml, or create it: "
-            "inv deploy.stack CarRentalFargateStack",
+            next_step=f"check 'cluster' and 'service' in deploy.toml, or create it: {create}",
         )
     return dict(services[0])
 

@@ -278,7 +278,7 @@ def images_in_use(aws: AwsFactory, *, revisions: int = ROLLBACK_REVISIONS) -> di
     """
     env = aws.env
     client = aws.client("ecs")
-    service = ecs.describe_service(client, env.cluster, env.service)
+    service = ecs.describe_service(client, env.cluster, env.service, env)
     definitions = ecs.TaskDefinitions(client)
     users: list[tuple[str, str]] = []  # (task-definition ARN, why)
     for deployment in service.get("deployments") or ():

@@ -89,7 +89,7 @@ def parse_since(text: str, now: datetime) -> datetime:
 def app_source(ecs_client: Any, env: EnvConfig, task: str = "") -> LogSource:
     """The app's lines: the awslogs settings of ``env.container`` in the task definition the service runs now;
     ``task`` (an id, or its first characters) narrows them to one task's stream."""
-    service = ecs.describe_service(ecs_client, env.cluster, env.service)
+    service = ecs.describe_service(ecs_client, env.cluster, env.service, env)
     arn = str(service["taskDefinition"])
     definition = ecs.TaskDefinitions(ecs_client).get(arn)
     ecs.container_image(definition, env.container)  # refuses a container the task definition does not have

@@ -255,7 +255,7 @@ class WatchErrors(Step):
         return f"only the watching stopped: the release of {self.service} stays live"
 
     def run(self, ctx: Context) -> Outcome:
-        service = ecs.describe_service(ctx.aws.client("ecs"), self.cluster, self.service)
+        service = ecs.describe_service(ctx.aws.client("ecs"), self.cluster, self.service, ctx.env)
         groups = [str(lb["targetGroupArn"]) for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
         if not groups:
             return Outcome.skipped(f"{self.service} has no load balancer in front of it: nothing to watch")

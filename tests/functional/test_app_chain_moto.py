@@ -167,11 +167,13 @@ def test_roll_service_without_a_revision_says_to_register_one(project: Path, fac
 
 def test_unknown_service_and_cluster_are_bad_input(project: Path, factory: AwsFactory) -> None:
     factory.client("ecr").create_repository(repositoryName="car-rental-backend")
-    with pytest.raises(UsageError, match="cluster 'car-rental-cluster' does not exist"):
+    with pytest.raises(UsageError, match="cluster 'car-rental-cluster' does not exist") as err:
         commands.app_chain(["roll-service"], env="dev", runtime=runtime(project, factory))
+    assert err.value.next_step == "deploy the Fargate stack first: inv deploy.stack CarRentalFargateStack --env dev"
     factory.client("ecs").create_cluster(clusterName="car-rental-cluster")
-    with pytest.raises(UsageError, match="service 'car-rental-service' not found"):
+    with pytest.raises(UsageError, match="service 'car-rental-service' not found") as err:
         commands.app_chain(["roll-service"], env="dev", runtime=runtime(project, factory))
+    assert (err.value.next_step or "").endswith("create it: inv deploy.stack CarRentalFargateStack --env dev")
 
 
 def test_dry_run_changes_nothing(project: Path, factory: AwsFactory) -> None:
