@@ -18,8 +18,12 @@ What plain moto lacks, fixed here:
   drain under steady traffic to its full delay.)
 - ``listeners_that_serve``: each HTTP listener is an HTTP server on 127.0.0.1 (its port mapped through
   ``[sandbox] listener_ports``) forwarding to the healthy targets of its default target group, round
-  robin. Draining targets get no new requests; requests in flight finish. No healthy target: the
-  listener fails open to the registered ones, as an ALB does; none at all: 503.
+  robin. Each load balancer's port-80 listener gets a local port of its own: the first one's is
+  ``listener_ports``' 80 (8080), a later one's the next free port above; the load balancer's ``DNSName`` is
+  ``127.0.0.1:<that port>``, so a stack's ``http://<DNSName>`` output is where its listener answers, and two
+  environments' stacks (prod beside dev) can run side by side. Draining targets get no new requests;
+  requests in flight finish. No healthy target: the listener fails open to the registered ones, as an ALB
+  does; none at all: 503.
 - ``request_metrics``: each request a listener answers puts the ``AWS/ApplicationELB`` metrics an ALB puts, in
   moto's CloudWatch: ``RequestCount`` (by LoadBalancer, and by LoadBalancer and TargetGroup),
   ``HTTPCode_Target_<n>XX_Count`` and ``TargetResponseTime`` (by LoadBalancer and TargetGroup) for what a target
@@ -33,6 +37,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import logging
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +109,16 @@ def matches(code: int, matcher: str) -> bool:
     return False
 
 
+def _bindable(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class AlbExtension:
     name = "alb"
 
@@ -111,6 +126,7 @@ class AlbExtension:
         self.settings = settings
         self.targets: dict[str, dict[tuple[str, int], Target]] = {}
         self.servers: dict[str, tuple[int, ThreadingHTTPServer]] = {}  # listener arn → (local port, server)
+        self.balancer_ports: dict[str, int] = {}  # load balancer arn → the local port of its port-80 listener
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._metrics = ServiceMetrics()
         self._stop = threading.Event()
@@ -157,9 +173,30 @@ class AlbExtension:
                     answer.append(target.describe())
             return answer
 
+        create = backend.create_load_balancer
+
+        def create_load_balancer(*args: Any, **kwargs: Any) -> Any:
+            balancer = create(*args, **kwargs)
+            port = self._free_balancer_port({arn for arn in backend.load_balancers if arn != balancer.arn})
+            self.balancer_ports[balancer.arn] = port
+            balancer.dns_name = f"127.0.0.1:{port}"
+            return balancer
+
         backend.register_targets = register_targets
         backend.deregister_targets = deregister_targets
         backend.describe_target_health = describe_target_health
+        backend.create_load_balancer = create_load_balancer
+
+    def _free_balancer_port(self, others: set[str]) -> int:
+        """The local port for a new load balancer's port-80 listener: ``listener_ports``' 80, or the next one above
+        no other load balancer of the sandbox has."""
+        taken = {port for arn, port in self.balancer_ports.items() if arn in others}
+        port = self.settings.listener_ports.get(80, 18080)
+        if port not in taken:
+            return port  # the configured one: a listener that cannot have it says so when it starts
+        while port in taken or not _bindable(port):
+            port += 1
+        return port
 
     def _target_group(self, arn: str) -> Any:
         assert self.sandbox is not None
@@ -287,6 +324,8 @@ class AlbExtension:
                 continue
             port = int(listener.port)
             local = self.settings.listener_ports.get(port, 18000 + port)
+            if port == 80 and listener.load_balancer_arn in self.balancer_ports:
+                local = self.balancer_ports[listener.load_balancer_arn]
             try:
                 server = ListenerServer(("127.0.0.1", local), ListenerHandler, self, arn)
             except OSError as exc:

@@ -731,7 +731,7 @@ class EcsRuntime:
             try:
                 client.images.get(spec["image"])
             except docker.errors.ImageNotFound:
-                client.images.pull(spec["image"])
+                client.images.pull(spec["image"], auth_config=self._pull_auth(spec["image"]))
             container = client.containers.run(
                 spec["image"],
                 detach=True,
@@ -756,6 +756,17 @@ class EcsRuntime:
                 task.last_status = "PENDING"
                 return
         self._stop_container(task)  # stopped while it was starting
+
+    def _pull_auth(self, image: str) -> dict[str, str] | None:
+        """What ECS pulls with, as the task execution role does from ECR: the registry front's credentials, for an
+        image there (one copied into a repository by the registry's API, never on this engine, is pulled)."""
+        if not image.startswith(self.settings.registry_host + "/"):
+            return None
+        try:
+            password = (self.settings.state_dir / "registry-password").read_text().strip()
+        except OSError:
+            return None
+        return {"username": "AWS", "password": password}
 
     def _failed_to_start(self, task: RTask, reason: str, code: str) -> None:
         assert self.sandbox is not None

@@ -516,6 +516,71 @@ repository = "prod-backend"
         git(project, "commit", "-qam", "no prod")
 
 
+def test_prod_beside_the_sandbox_runs_the_very_image_the_sandbox_runs(project: Path) -> None:
+    """Build once, end to end: prod (promote_from = "sandbox", its own stacks on the same local AWS, its load
+    balancer on a port of its own) is deployed whole with the sandbox's image copied, not built; after a backend
+    commit the sandbox deploys, prod's deploy.auto copies the new image (mounted: one registry), rolls it and
+    smoke-tests it, and both answer with the same release from images of one digest."""
+    toml = project / "deploy.toml"
+    plain = toml.read_text()
+    sandbox = load_config(toml).environment("sandbox")
+    stacks = "".join(f'{role} = "Prod{role.title()}Stack"\n' for role in ("registry", "data", "auth", "fargate", "api"))
+    toml.write_text(
+        plain
+        + f"""
+[environments.prod]
+promote_from = "sandbox"
+region = "{sandbox.region}"
+endpoint_url = "{sandbox.endpoint_url}"
+cluster = "prod-cluster"
+service = "prod-service"
+container = "backend"
+repository = "prod-backend"
+
+[environments.prod.endpoints]
+api_url = "{sandbox.endpoints["api_url"]}"
+jwks_url = "{sandbox.endpoints["jwks_url"]}"
+
+[environments.prod.stacks]
+{stacks}"""
+    )
+    git(project, "commit", "-qam", "prod beside the sandbox")
+    ecr = _client(project, "ecr")
+
+    def digests(tag: str) -> set[str]:
+        return {
+            ecr.describe_images(repositoryName=name, imageIds=[{"imageTag": tag}])["imageDetails"][0]["imageDigest"]
+            for name in ("car-rental-backend", "prod-backend")
+        }
+
+    try:
+        report, _out, _ = auto(project, env="prod")
+        assert report is not None and not {"base-image", "build", "push"} & ran(report)
+        details = [c.detail for r in report.records for c in [r, *r.children]]
+        assert any("car-rental-backend:" in d and "prod-backend:" in d and " mounted" in d for d in details)
+        prod = commands.endpoints(env="prod", runtime=quiet_runtime(project))
+        sandbox_alb = endpoints(project).alb_url.rstrip("/")
+        assert prod.alb_url.rstrip("/") != sandbox_alb  # its own listener, found from its stack's output
+        tag = version_of(sandbox_alb)[:12]
+        assert version_of(prod.alb_url.rstrip("/"))[:12] == tag and len(digests(tag)) == 1
+
+        fleet = project / "backend" / "app" / "fleet.py"
+        fleet.write_text(fleet.read_text() + "\n# released to the sandbox, then to prod\n")
+        git(project, "commit", "-qam", "backend: a release")
+        assert "build" in ran(auto(project)[0])
+        new = version_of(sandbox_alb)[:12]
+        report, _out, _ = auto(project, env="prod")
+        assert ran(report) >= {"promote-image", "register-taskdef", "roll-service"} and "build" not in ran(report)
+        assert report is not None
+        [copy] = [c for r in report.records for c in [r, *r.children] if c.step == "promote-image"]
+        assert "0 blob(s) copied" in copy.detail and " mounted" in copy.detail
+        assert version_of(prod.alb_url.rstrip("/"))[:12] == new != tag and len(digests(new)) == 1
+    finally:
+        commands.destroy(env="prod", runtime=quiet_runtime(project))  # its service and load balancer
+        toml.write_text(plain)
+        git(project, "commit", "-qam", "no prod")
+
+
 def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path) -> None:
     """`inv rollback --run last` after a deploy.auto that deployed the app, a Lambda function and a stack: each goes
     back to what ran before that run, in one plan in a deploy's order (the stack while the run's image still runs,
