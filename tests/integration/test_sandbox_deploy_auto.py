@@ -432,18 +432,12 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
         git(project, "commit", "-qam", "sandbox: not protected")
 
 
-def test_an_environment_promoted_from_the_sandbox_takes_only_what_the_sandbox_runs(project: Path) -> None:
-    """prod (promote_from = "sandbox") on the same local AWS under its own stack names, never deployed: deploy.auto
-    there would deploy everything, which it may while the sandbox runs all of HEAD. After a backend commit the
-    sandbox has not had, deploy.auto and deploy.app to prod are refused, naming it, before anything is
-    changed in prod (--unpromoted lets it through, said); once the sandbox runs it, prod may take it."""
-    toml = project / "deploy.toml"
-    plain = toml.read_text()
-    sandbox = load_config(toml).environment("sandbox")
+def prod_beside_the_sandbox(project: Path) -> str:
+    """deploy.toml's section of prod: promoted from the sandbox, on the same local AWS under names of its own (its
+    load balancer's URL comes from its stack's output; API Gateway and Cognito as the sandbox's)."""
+    sandbox = load_config(project / "deploy.toml").environment("sandbox")
     stacks = "".join(f'{role} = "Prod{role.title()}Stack"\n' for role in ("registry", "data", "auth", "fargate", "api"))
-    toml.write_text(
-        plain
-        + f'''
+    return f"""
 [environments.prod]
 promote_from = "sandbox"
 region = "{sandbox.region}"
@@ -453,9 +447,22 @@ service = "prod-service"
 container = "backend"
 repository = "prod-backend"
 
+[environments.prod.endpoints]
+api_url = "{sandbox.endpoints["api_url"]}"
+jwks_url = "{sandbox.endpoints["jwks_url"]}"
+
 [environments.prod.stacks]
-{stacks}'''
-    )
+{stacks}"""
+
+
+def test_an_environment_promoted_from_the_sandbox_takes_only_what_the_sandbox_runs(project: Path) -> None:
+    """prod (promote_from = "sandbox") on the same local AWS under its own stack names, never deployed: deploy.auto
+    there would deploy everything, which it may while the sandbox runs all of HEAD. After a backend commit the
+    sandbox has not had, deploy.auto and deploy.app to prod are refused, naming it, before anything is
+    changed in prod (--unpromoted lets it through, said); once the sandbox runs it, prod may take it."""
+    toml = project / "deploy.toml"
+    plain = toml.read_text()
+    toml.write_text(plain + prod_beside_the_sandbox(project))
     git(project, "commit", "-qam", "prod, promoted from the sandbox")  # the toolkit's file: nothing to deploy
     cfn = _client(project, "cloudformation")
     stacks_before = sorted(s["StackName"] for s in cfn.describe_stacks()["Stacks"])
@@ -523,27 +530,7 @@ def test_prod_beside_the_sandbox_runs_the_very_image_the_sandbox_runs(project: P
     smoke-tests it, and both answer with the same release from images of one digest."""
     toml = project / "deploy.toml"
     plain = toml.read_text()
-    sandbox = load_config(toml).environment("sandbox")
-    stacks = "".join(f'{role} = "Prod{role.title()}Stack"\n' for role in ("registry", "data", "auth", "fargate", "api"))
-    toml.write_text(
-        plain
-        + f"""
-[environments.prod]
-promote_from = "sandbox"
-region = "{sandbox.region}"
-endpoint_url = "{sandbox.endpoint_url}"
-cluster = "prod-cluster"
-service = "prod-service"
-container = "backend"
-repository = "prod-backend"
-
-[environments.prod.endpoints]
-api_url = "{sandbox.endpoints["api_url"]}"
-jwks_url = "{sandbox.endpoints["jwks_url"]}"
-
-[environments.prod.stacks]
-{stacks}"""
-    )
+    toml.write_text(plain + prod_beside_the_sandbox(project))
     git(project, "commit", "-qam", "prod beside the sandbox")
     ecr = _client(project, "ecr")
 
