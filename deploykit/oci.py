@@ -324,7 +324,7 @@ def copy_image(
         return Copied(manifest.digest, there=existing.digest)
     images = [manifest] if not manifest.is_index else _children(source, source_repository, manifest)
     if platform:
-        _check_platform(source, source_repository, tag, manifest, images, platform)
+        _check_platform(source, source_repository, tag, manifest, platform)
     done = Copied(manifest.digest)
     blobs = list(dict.fromkeys(blob for image in images for blob in image.blobs()))
     mount_from = source_repository if source.host == target.host else None
@@ -384,9 +384,7 @@ def platform_of(config: Mapping[str, Any] | None) -> str:
     return f"{config.get('os') or 'linux'}/{config.get('architecture') or 'unknown'}"
 
 
-def _check_platform(
-    registry: Registry, repository: str, tag: str, manifest: Manifest, images: list[Manifest], platform: str
-) -> None:
+def _check_platform(registry: Registry, repository: str, tag: str, manifest: Manifest, platform: str) -> None:
     if manifest.is_index:
         platforms = [platform_of(child.get("platform")) for child in manifest.children()]
     else:
