@@ -53,7 +53,7 @@ OLDER_HELP = {
 }
 PROMOTE_HELP = {
     "unpromoted": "in an environment with promote_from, deploy even what that environment does not run (an "
-    "emergency fix; said in the output)"
+    "emergency fix; said in the output; the app is then built here, not copied from there)"
 }
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
@@ -211,7 +211,8 @@ def deploy_app(
     watch_errors: str | None = None,
     unpromoted: bool = False,
 ) -> None:
-    """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke."""
+    """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke (in an
+    environment with promote_from: promote-image, a copy of the image that one runs, instead of build → push)."""
     stages: tuple[str, ...] = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
     if smoke:
         stages += ("smoke",)
