@@ -21,7 +21,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from deploykit import commands
-from deploykit.config import find_config, load_config
+from deploykit.config import EnvConfig, find_config, load_config
 from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, UsageError
 from deploykit.lock import LockInfo
 
@@ -94,15 +94,24 @@ def _stop_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
+def on_the_sandbox(environment: EnvConfig, sandbox_endpoint: str) -> bool:
+    """Whether ``environment`` is the sandbox, or another one on its AWS endpoint (prod beside it)."""
+    if not environment.is_local:
+        return False
+    return environment.name == "sandbox" or (environment.endpoint_url or "").rstrip("/") == sandbox_endpoint
+
+
 def _ensure_sandbox(env: str | None) -> None:
-    """Tasks that target the sandbox start it when it is not running."""
+    """Tasks that target the sandbox (the environment, or another one on its AWS endpoint) start it when it is not
+    running."""
     config = load_config()
-    if not config.environment(env).is_local or config.environment(env).name != "sandbox":
+    environment = config.environment(env)
+    if not environment.is_local:
         return
     from sandbox import lifecycle
 
     settings, _path = _sandbox_settings()
-    if lifecycle.is_up(settings):
+    if not on_the_sandbox(environment, settings.endpoint_url) or lifecycle.is_up(settings):
         return
     print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
     try:

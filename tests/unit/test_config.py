@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
 import pytest
 
+import tasks
 from deploykit.config import load_config, parse_config
 from deploykit.errors import ConfigError
+from deploykit.testing import sample_env
 from tests.conftest import REPO, SANDBOX_TOML
 
 
@@ -181,3 +184,19 @@ def test_promote_from_names_another_environment_never_in_a_circle() -> None:
     data["environments"]["dev"]["promote_from"] = "prod"
     with pytest.raises(ConfigError, match="promote_from goes round in a circle: dev → prod → dev"):
         parse_config(data, Path("deploy.toml"))
+
+
+@pytest.mark.parametrize(
+    ("name", "endpoint", "on_it"),
+    [
+        ("sandbox", "http://127.0.0.1:4566", True),
+        ("prod", "http://127.0.0.1:4566/", True),  # another environment on the sandbox's AWS: prod beside it
+        ("prod", "http://127.0.0.1:4599", False),  # some other local AWS
+        ("prod", None, False),  # AWS
+    ],
+)
+def test_the_tasks_start_the_sandbox_for_it_and_for_an_environment_on_its_endpoint(
+    name: str, endpoint: str | None, on_it: bool
+) -> None:
+    environment = dataclasses.replace(sample_env(), name=name, endpoint_url=endpoint)
+    assert tasks.on_the_sandbox(environment, "http://127.0.0.1:4566") is on_it
