@@ -511,6 +511,15 @@ def deploy_stack(
     with aws_errors(environment):
         tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
         keys, uploads = current_code_keys(aws, config, environment) if role == "api" else ({}, [])
+        outputs = StackOutputs.of(aws)
+        missing = [name for other, name in planner.stack_roles(environment).items() if other != role]
+        missing = [name for name in missing if outputs(name) is None] if smoke else []
+    if missing:  # a new environment, built stack by stack: no app to check end to end yet
+        runtime.stderr.write(
+            f"ℹ️  no smoke: {environment.name} is not fully deployed ({', '.join(missing)} not there), so there is no "
+            f"app to check end to end yet; inv deploy.full --env {environment.name} deploys it all\n"
+        )
+        smoke = False
     plan = planner.deploy_stack_plan(
         config,
         environment,
