@@ -1336,7 +1336,7 @@ class Analysis:
     found: changes.ChangeSet
     live: dict[str, str | None]  # component → its live SHA (the app: its image tag)
     estimates: dict[str, float] = field(default_factory=dict)  # step → seconds, when asked for (deploy.auto)
-    source_live: dict[str, str | None] | None = None  # what the promote_from environment runs, if there is one
+    source: Source | None = None  # the promote_from environment and what it runs, if there is one
 
 
 def analyse(
@@ -1364,7 +1364,7 @@ def analyse(
         if estimates and found_endpoints is not None:  # not deployed yet: deploy.full, no estimate
             reads["estimates"] = partial(_estimates, aws, environment)
         if environment.promote_from:  # what the environment it takes releases from runs, read meanwhile
-            reads["source"] = partial(source_live, runtime, config, environment.promote_from)
+            reads["source"] = partial(read_source, runtime, config, environment.promote_from)
         read = at_once(reads)
     live: dict[str, str | None] = read["live"]
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
@@ -1374,14 +1374,27 @@ def analyse(
     )
 
 
-def source_live(runtime: Runtime, config: Config, name: str) -> dict[str, str | None]:
-    """What the environment ``name`` runs, per component (read with its own credentials)."""
+@dataclass(frozen=True)
+class Source:
+    """The environment another one is promoted from: its AWS (its own credentials; every later read of it goes
+    through this one, its stacks' outputs read once) and what it runs, per component."""
+
+    aws: AwsFactory
+    live: dict[str, str | None]
+
+    @property
+    def name(self) -> str:
+        return self.aws.env.name
+
+
+def read_source(runtime: Runtime, config: Config, name: str) -> Source:
+    """What the environment ``name`` runs, read with its own credentials."""
     source = config.environment(name)
     aws = runtime.aws_factory(source)
     with aws_errors(source):
         if source.account:  # another account's credentials would find nothing there: "does not run it", wrongly
             aws.account()
-        return auto.live_components(aws, config, source, endpoints_if_deployed(aws, source))
+        return Source(aws, auto.live_components(aws, config, source, endpoints_if_deployed(aws, source)))
 
 
 @dataclass(frozen=True)
@@ -1399,53 +1412,46 @@ VERIFIED_RUNS = image_cleanup.HISTORY_RECORDS
 
 
 def promotion_of(
-    runtime: Runtime,
-    config: Config,
-    source: str,
-    live: Mapping[str, str | None],
-    components: Collection[str],
-    revision: git.Revision,
+    config: Config, source: Source, components: Collection[str], revision: git.Revision
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(component → why ``source`` never ran it as ``revision`` has it, component → the commit it ran it so at
     before, when it runs something else now). What it runs settles most; only for the rest are its newest
     :data:`VERIFIED_RUNS` runs read (with its credentials), each a deploy that passed its smoke there. A Lambda
     function must also be the bytes it runs or ran (:func:`auto.other_bytes`): the same sources can vendor other
     requirements on another machine."""
-    why = auto.unpromoted(config, source, live, components, revision)
+    why = auto.unpromoted(config, source.name, source.live, components, revision)
     earlier: dict[str, str] = {}
     if why:
-        earlier = _earlier(runtime, config, source, why, revision)
+        earlier = _earlier(config, source.aws, why, revision)
         why = {c: reason for c, reason in why.items() if c not in earlier}
     functions = [c.split(":", 1)[1] for c in components if c.startswith("lambda:") and c not in why]
     if functions:  # promoted by the change rules: the same sources; the same bytes too?
-        why |= _lambda_bytes(runtime, config, source, functions, earlier)
+        why |= _lambda_bytes(config, source.aws, functions, earlier)
     return why, {c: sha for c, sha in earlier.items() if c not in why}
 
 
-def _earlier(
-    runtime: Runtime, config: Config, source: str, why: Mapping[str, str], revision: git.Revision
-) -> dict[str, str]:
-    """component → the commit ``source`` ran it at as ``revision`` has it, among its newest runs that passed, for
-    the components of ``why`` (those it does not run so now)."""
-    environment = config.environment(source)
+def _earlier(config: Config, aws: AwsFactory, why: Mapping[str, str], revision: git.Revision) -> dict[str, str]:
+    """component → the commit the environment of ``aws`` ran it at as ``revision`` has it, among its newest runs
+    that passed, for the components of ``why`` (those it does not run so now)."""
+    environment = aws.env
     with aws_errors(environment):
-        store = history.History.of(runtime.aws_factory(environment), environment)
+        store = history.History.of(aws, environment)
         records = store.records(VERIFIED_RUNS) if store else []
     return auto.promoted_earlier(config, auto.verified_in(records, why), revision)
 
 
 def _lambda_bytes(
-    runtime: Runtime, config: Config, source: str, functions: Collection[str], earlier: Collection[str]
+    config: Config, aws: AwsFactory, functions: Collection[str], earlier: Collection[str]
 ) -> dict[str, str]:
-    """lambda:<fn> → why ``source`` runs, or ran, other bytes of ``functions`` than this checkout packages."""
-    environment = config.environment(source)
-    aws = runtime.aws_factory(environment)
+    """lambda:<fn> → why the environment of ``aws`` runs, or ran, other bytes of ``functions`` than this checkout
+    packages."""
+    environment = aws.env
     with aws_errors(environment):
         names = lambda_chain.deployed_functions(StackOutputs.of(aws), environment, required=False)
         packages = {
             fn: packaging.package_function(lambda_chain.function_folder(config, fn)) for fn in functions if fn in names
         }
-        return auto.other_bytes(aws.client("lambda"), source, names, packages, earlier)
+        return auto.other_bytes(aws.client("lambda"), environment.name, names, packages, earlier)
 
 
 def require_promoted(
@@ -1456,18 +1462,19 @@ def require_promoted(
     components: Collection[str],
     *,
     unpromoted: bool,
-    live_there: Mapping[str, str | None] | None = None,
+    source_read: Source | None = None,
 ) -> Promotion:
     """An environment with ``promote_from`` takes only what that one runs, or ran in a run that passed (see
     :func:`promotion_of`): UsageError (exit 2, nothing changed) when it does not, or did not, run ``components`` as
-    ``revision`` has them, unless ``unpromoted`` (an emergency fix: said). ``live_there``: what it runs, when already
-    read. When the app is among ``components`` and promoted, its image is the one the source runs or ran
+    ``revision`` has them, unless ``unpromoted`` (an emergency fix: said). ``source_read``: that environment, when
+    already read. When the app is among ``components`` and promoted, its image is the one the source runs or ran
     (:attr:`Promotion.image`)."""
     source = environment.promote_from
     if not source or not components:
         return Promotion()
-    live = live_there if live_there is not None else source_live(runtime, config, source)
-    why, earlier = promotion_of(runtime, config, source, live, components, revision)
+    found = source_read if source_read is not None else read_source(runtime, config, source)
+    live = found.live
+    why, earlier = promotion_of(config, found, components, revision)
     image = None
     tag = earlier.get("app") or live.get("app")
     if "app" in components and "app" not in why and tag:
@@ -1537,7 +1544,7 @@ def deploy_auto(
     )
     if a.endpoints is None:
         promotion = require_promoted(
-            runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, live_there=a.source_live
+            runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, source_read=a.source
         )
         with aws_errors(a.env):
             plan = planner.full_plan(
@@ -1554,7 +1561,7 @@ def deploy_auto(
         auto.refuse_taking_back(behind, a.found.head, a.env)
     try:
         promotion = require_promoted(
-            runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, live_there=a.source_live
+            runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, source_read=a.source
         )
     except UsageError:
         _write_analysis(runtime, lines)  # refused before reading more; the analysis shows what would have gone
@@ -1701,9 +1708,9 @@ def diff(
         )
     held: dict[str, str] = {}  # component → why the promote_from environment does not run it
     earlier: dict[str, str] = {}  # component → the commit the promote_from environment verified it at, before
-    if a.env.promote_from and a.found.components():
-        source = a.env.promote_from
-        held, earlier = promotion_of(runtime, a.config, source, a.source_live or {}, a.found.components(), a.revision)
+    if a.source is not None and a.found.components():
+        source = a.source.name
+        held, earlier = promotion_of(a.config, a.source, a.found.components(), a.revision)
         lines += [
             f"🚦 {component}: not promoted, {held[component]}"
             if component in held
