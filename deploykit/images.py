@@ -54,7 +54,7 @@ _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64"}  # as `uname -m` says th
 def platform_of(image: docker.models.images.Image) -> str:
     """The platform an image on this engine is for, as ``os/architecture`` (``linux/amd64``)."""
     attrs = image.attrs if isinstance(image.attrs, dict) else {}
-    return _platform(attrs.get("Os"), attrs.get("Architecture"))
+    return platform_name(attrs.get("Os"), attrs.get("Architecture"))
 
 
 def is_for(image: docker.models.images.Image, platform: str) -> bool:
@@ -65,10 +65,12 @@ def is_for(image: docker.models.images.Image, platform: str) -> bool:
 def engine_platform(client: docker.DockerClient) -> str:
     """The platform of the Docker engine's own machine (what it builds and runs natively)."""
     version = client.version()
-    return _platform(version.get("Os"), version.get("Arch"))
+    return platform_name(version.get("Os"), version.get("Arch"))
 
 
-def _platform(os_name: object, arch: object) -> str:
+def platform_name(os_name: object, arch: object) -> str:
+    """``os/architecture`` as Docker names a platform (``linux/amd64``), from an OS and an architecture as an engine, a
+    registry or an image config says them (``x86_64`` is ``amd64``; none: ``linux``, ``unknown``)."""
     arch = str(arch or "unknown")
     return f"{os_name or 'linux'}/{_ARCH_ALIASES.get(arch, arch)}"
 
@@ -402,7 +404,7 @@ def remote_image(
             f"cannot ask the registry about {ref}: {_short(exc)}",
             next_step=_push_next_step(text),
         ) from None
-    platforms = tuple(_platform(p.get("os"), p.get("architecture")) for p in answer.get("Platforms") or ())
+    platforms = tuple(platform_name(p.get("os"), p.get("architecture")) for p in answer.get("Platforms") or ())
     return str(answer["Descriptor"]["digest"]), platforms
 
 

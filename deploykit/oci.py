@@ -27,6 +27,7 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 
+from deploykit import images
 from deploykit.errors import StepFailed
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -381,7 +382,7 @@ def _children(registry: Registry, repository: str, index: Manifest) -> list[Mani
 def platform_of(config: Mapping[str, Any] | None) -> str:
     """``os/architecture`` of an image config, or of an index entry's ``platform``."""
     config = config or {}
-    return f"{config.get('os') or 'linux'}/{config.get('architecture') or 'unknown'}"
+    return images.platform_name(config.get("os"), config.get("architecture"))
 
 
 def _check_platform(registry: Registry, repository: str, tag: str, manifest: Manifest, platform: str) -> None:
