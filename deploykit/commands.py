@@ -11,6 +11,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -151,15 +152,21 @@ def run_plan(
             plugins,
             partial(_aws_of, runtime, config),
         )
-        before = _live_before(runtime, aws, env) if plan.deploys or plan.removes else {}
-        report = Executor(ctx, _translator(env)).execute(plan)
+        # what is live before the run: read under the lock, while the plan's first steps run (its value is needed
+        # only after them: one round trip less before the first step)
+        reading = _LiveBefore(runtime, aws, env) if plan.deploys or plan.removes else None
+        try:
+            report = Executor(ctx, _translator(env)).execute(plan)
+        finally:
+            live = reading.result() if reading else None
+        before = {c: v.get("sha") for c, v in live.items()} if live else {}
         if isinstance(report.error, Interrupted) and any(before.values()):
-            live = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
-            report.error.message += f"; live before this run: {live}"
+            shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
+            report.error.message += f"; live before this run: {shown}"
         if plan.deploys or plan.removes:
-            _record(runtime, config, aws, env, plan, report, before)
+            _record(runtime, config, aws, env, plan, report, before, live)
         if report.error is not None and rollback is not None:
-            report.rollback = recover(runtime, ctx, report, before, rollback=rollback)
+            report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)
         if report.error is not None:
             roles = rollbacks.changed_stacks(report, env)
             if roles:
@@ -175,11 +182,17 @@ def run_plan(
 
 
 def recover(
-    runtime: Runtime, ctx: Context, report: RunReport, before: dict[str, str | None], *, rollback: bool
+    runtime: Runtime,
+    ctx: Context,
+    report: RunReport,
+    before: dict[str, str | None],
+    live: dict[str, dict[str, str]] | None = None,
+    *,
+    rollback: bool,
 ) -> RunReport | None:
     """After a failed deploy: put back what it replaced when wait-healthy, smoke or watch-errors failed
     (``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
-    is returned."""
+    is returned. ``live``: the live record as read before the failed run (which left it as it was), if it was."""
     env, error = ctx.env, report.error
     assert error is not None
     try:
@@ -208,7 +221,7 @@ def recover(
     runtime.stderr.write(f"\n⏪ {undo.plan.title}: putting back what this deploy replaced ({replaced})\n")
     undone = Executor(ctx, _translator(env)).execute(undo.plan)
     if undo.plan.deploys:
-        _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before)
+        _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before, live)
     since, outputs = runtime.clock.now() - timedelta(seconds=report.seconds + undone.seconds + 60), report.outputs()
     for component in undo.components:  # read now, after the rollback: the lines took that long to arrive
         if component.startswith("lambda:"):
@@ -307,14 +320,29 @@ def _dropped(config: Config, plan: Plan, before: dict[str, str | None]) -> tuple
     return tuple(sorted(c for c in before if c.startswith("lambda:") and c not in present and c not in plan.removes))
 
 
-def _live_before(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> dict[str, str | None]:
-    """component → SHA live before this run (from the live record); {} when there is none yet."""
-    try:
-        found = history.History.of(aws, env)
-        return {c: v.get("sha") for c, v in found.live().items()} if found else {}
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        runtime.stderr.write(f"⚠️  could not read the live record of {env.name}: {exc}\n")
-        return {}
+class _LiveBefore:
+    """The environment's live record as it is before a run, read in a thread of its own from the moment this is
+    made (the run's steps go on meanwhile): :meth:`result` waits for it. The run holds the environment's lock, so
+    nothing but this run writes the record until it ends."""
+
+    def __init__(self, runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> None:
+        self._runtime, self._aws, self._env = runtime, aws, env
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live")
+        self._future = self._pool.submit(self._read)
+        self._pool.shutdown(wait=False)
+
+    def _read(self) -> dict[str, dict[str, str]] | None:
+        found = history.History.of(self._aws, self._env)
+        return found.live() if found else None
+
+    def result(self) -> dict[str, dict[str, str]] | None:
+        """component → {sha, when, record}; {} when the environment has a bucket but no record yet, None when it has
+        no bucket yet or the record could not be read (said)."""
+        try:
+            return self._future.result()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            self._runtime.stderr.write(f"⚠️  could not read the live record of {self._env.name}: {exc}\n")
+            return None
 
 
 def _record(
@@ -325,9 +353,11 @@ def _record(
     plan: Plan,
     report: RunReport,
     before: dict[str, str | None],
+    live: dict[str, dict[str, str]] | None = None,
 ) -> None:
     """Leave the run in the environment's history (and, when it succeeded, in its live record), and its figures in
-    CloudWatch (deploykit.metrics), both at once.
+    CloudWatch (deploykit.metrics), all at once. ``live``: the live record as read before the run, under the lock
+    this run holds (not read again); None: read it.
 
     A record or metrics that cannot be written are reported and never fail a deploy that worked."""
     deployed, carried = dict(plan.deploys), dict(plan.carried)
@@ -349,7 +379,7 @@ def _record(
         found = history.History.of(aws, env)
         if found is None:
             return
-        writes: dict[str, Callable[[], object]] = {"record": partial(_keep, found.write, record)}
+        writes: dict[str, Callable[[], object]] = {"record": partial(_keep, partial(found.write, live=live), record)}
         if env.metrics:  # off: not even a CloudWatch client is made
             writes["metrics"] = partial(_put_metrics, aws, record)
         written = at_once(writes)

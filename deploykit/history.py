@@ -306,15 +306,26 @@ class History:
     def live_key(self) -> str:
         return f"deploykit/live/{self.env.name}.json"
 
-    def write(self, record: Record) -> str:
+    def write(self, record: Record, *, live: Mapping[str, Mapping[str, str]] | None = None) -> str:
+        """Put ``record`` in the history; a successful run's components go into the live record too. ``live``: the
+        live record as the writer read it while holding the environment's lock (so it is still so): both are then
+        written at once, one round trip; None: it is read first, at the same time as the record is written."""
         key = f"{self.prefix}{record.id}.json"
         body = json.dumps(record.to_json(), indent=2).encode()
         put = partial(self.s3.put_object, Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
         if not (record.ok and (record.components or record.removed)):
             put()
             return key
-        reads: dict[str, Callable[[], Any]] = {"record": put, "live": self.live}
-        live: dict[str, dict[str, str]] = at_once(reads)["live"]  # one round trip for both
+        if live is None:
+            reads: dict[str, Callable[[], Any]] = {"record": put, "live": self.live}
+            self._put_live(record, at_once(reads)["live"])  # the record written while the live one is read
+        else:
+            at_once({"record": put, "live": partial(self._put_live, record, live)})
+        return key
+
+    def _put_live(self, record: Record, before: Mapping[str, Mapping[str, str]]) -> None:
+        """The live record ``before`` was, with what ``record`` deployed and removed."""
+        live = {component: dict(value) for component, value in before.items()}
         for component, sha in record.components.items():
             if live.get(component, {}).get("sha") != sha:  # "since" stays when the same SHA is redeployed
                 live[component] = {"sha": sha, "when": record.when, "record": record.id}
@@ -326,7 +337,6 @@ class History:
             Body=json.dumps(live, indent=2, sort_keys=True).encode(),
             ContentType="application/json",
         )
-        return key
 
     def live(self) -> dict[str, dict[str, str]]:
         """component → {sha, when, record}: what the last successful deploys left."""

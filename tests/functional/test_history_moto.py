@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -343,6 +344,68 @@ def test_a_successful_record_is_written_while_the_live_record_is_read(bucket: st
     record = history.record_of(report(), components={"app": "aaaaaaaaaaaa"}, base={}, head="aaaaaaaaaaaa", who="ci")
     store.write(record)
     assert store.live()["app"]["record"] == record.id and [r.id for r in store.records()] == [record.id]
+
+
+def test_given_the_live_record_read_under_the_lock_both_are_written_at_once_and_nothing_read(
+    bucket: str, dev_env: EnvConfig
+) -> None:
+    """The run read the live record while holding the lock: the record and the new live record are put together
+    (one round trip), and the live record is not read again; the given one is not changed in place."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    first = history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="ci")
+    store.write(first)
+    read = store.live()
+    reads = fetched(store.s3)
+    held_together(store.s3, "PutObject", 2)
+    second = history.record_of(
+        report(), components={"lambda:login_handler": "b" * 12}, base={}, head="b" * 12, who="ci"
+    )
+    store.write(second, live=read)
+    assert reads == []
+    assert store.live() == {
+        "app": {"sha": "a" * 12, "when": first.when, "record": first.id},
+        "lambda:login_handler": {"sha": "b" * 12, "when": second.when, "record": second.id},
+    }
+    assert list(read) == ["app"]
+
+
+class ReadsTheBucket(Step):
+    """A step that reads an object of the artifacts bucket (its first call)."""
+
+    name = "read"
+
+    def describe(self) -> str:
+        return "read"
+
+    def run(self, ctx: Context) -> Outcome:
+        with contextlib.suppress(ctx.aws.client("s3").exceptions.NoSuchKey):
+            ctx.aws.client("s3").get_object(Bucket=BUCKET, Key="deploykit/elsewhere.json")
+        return Outcome.done("read")
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+
+def test_a_run_reads_the_live_record_once_while_its_first_step_runs(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """What was live before a run is read under its lock at the same time as the plan's first step runs (both
+    reads are held until both are in flight), and once: the live record written after it is that one, updated."""
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    aws = AwsFactory(dev_env)
+    store = history.History.of(aws, dev_env)
+    assert store is not None
+    store.write(history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="ci"))
+    keys = fetched(aws.client("s3"))
+    held_together(aws.client("s3"), "GetObject", 2)
+    plan = Plan("dev", (ReadsTheBucket(),), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
+    commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False, aws=aws)
+    assert sorted(keys) == sorted(["deploykit/elsewhere.json", store.live_key])
+    [record, _] = store.records()
+    assert record.base == {"lambda:login_handler": None}
+    assert {c: v["sha"] for c, v in store.live().items()} == {"app": "a" * 12, "lambda:login_handler": "d" * 12}
 
 
 def test_estimates_are_the_median_of_steps_that_did_something() -> None:
