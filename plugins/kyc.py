@@ -96,7 +96,8 @@ def _body(ctx: CheckContext, cleanup: Cleanup) -> str:
     bucket, table = endpoints.buckets["kyc"], endpoints.tables["kyc"]
     s3, dynamodb = ctx.aws.client("s3"), ctx.aws.client("dynamodb")
 
-    user = create_user(ctx.aws.client("cognito-idp"), endpoints.user_pool_id, cleanup)
+    # what the check leaves is deleted at once: the user, its document and its case do not depend on each other
+    user = create_user(ctx.aws.client("cognito-idp"), endpoints.user_pool_id, cleanup, together=True)
     token, _ = login(ctx.http, endpoints.login_url, user)
     sub = str(jwt_claims(token).get("sub") or user.sub)
     if not sub:
@@ -107,6 +108,7 @@ def _body(ctx: CheckContext, cleanup: Cleanup) -> str:
     cleanup.add(
         f"sweep the KYC data of {user.email} (s3://{bucket}/kyc/{sub}/, {table})",
         lambda: None if case_ids else sweep(s3, dynamodb, bucket, table, sub),
+        together=True,
     )
     start_url = join_url(endpoints.alb_url, "kyc")
     response, start_ms = call(ctx.http, "POST", start_url, expect=201, json_body=START, headers=auth)
@@ -118,10 +120,11 @@ def _body(ctx: CheckContext, cleanup: Cleanup) -> str:
         raise Failed(f"POST {start_url} → 201 but the answer has no case id and upload URL: {body_start(response)}")
     case_ids.append(case_id)
     key = object_key(sub, case_id)
-    cleanup.add(f"delete s3://{bucket}/{key}", lambda: s3.delete_object(Bucket=bucket, Key=key))
+    cleanup.add(f"delete s3://{bucket}/{key}", lambda: s3.delete_object(Bucket=bucket, Key=key), together=True)
     cleanup.add(
         f"delete the case {case_id} from {table}",
         lambda: dynamodb.delete_item(TableName=table, Key=case_key(sub, case_id)),
+        together=True,
     )
 
     headers = {str(k): str(v) for k, v in (_mapping(upload.get("headers")) or {"Content-Type": CONTENT_TYPE}).items()}

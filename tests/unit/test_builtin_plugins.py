@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -578,6 +579,23 @@ def test_kyc_passes_end_to_end_and_removes_case_document_and_user(world: World, 
     assert world.leftovers() == NOTHING_LEFT
 
 
+def test_kyc_deletes_its_user_document_and_case_at_once(world: World, platform: FakePlatform) -> None:
+    """The three deletions depend on none of the others: all three are in flight together (one round trip), and
+    each waits at a barrier the others must reach, which calls made one after the other would break."""
+    barrier = threading.Barrier(3, timeout=5)
+    calls = [("s3", "DeleteObject"), ("dynamodb", "DeleteItem"), ("cognito-idp", "AdminDeleteUser")]
+
+    def hold(**_: Any) -> None:  # None: botocore goes on with the call
+        barrier.wait()
+
+    for service, operation in calls:
+        client = world.clients[service]
+        client.meta.events.register(f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}", hold)
+    result = run(kyc, world, platform)
+    assert result.status == "passed", result.detail
+    assert world.leftovers() == NOTHING_LEFT
+
+
 def test_kyc_cleans_up_document_and_case_when_submit_fails(world: World, platform: FakePlatform) -> None:
     platform.overrides[("POST", ALB + "/kyc/*")] = answer(500, {"error": {"code": "internal_error", "message": "x"}})
     result = run(kyc, world, platform)
@@ -707,6 +725,31 @@ def test_passwords_meet_a_strict_policy() -> None:
         assert len(password) == 24
         assert any(c.isupper() for c in password) and any(c.islower() for c in password)
         assert any(c.isdigit() for c in password) and any(c in _support.PASSWORD_SYMBOLS for c in password)
+
+
+def test_steps_added_together_are_undone_at_once_and_the_others_alone_in_reverse_order() -> None:
+    """Steps added together next to one another run at the same time (each waits until the other has started);
+    a step added alone runs by itself, after what was added after it and before what was added before it; every
+    problem is reported, in the order the steps were undone."""
+    cleanup = _support.Cleanup()
+    done: list[str] = []
+    both = threading.Barrier(2, timeout=5)
+
+    def held(name: str) -> None:
+        both.wait()
+        done.append(name)
+
+    def fails() -> None:
+        both.wait()
+        raise RuntimeError("gone")
+
+    cleanup.add("delete the user", lambda: done.append("user"))
+    cleanup.add("delete the document", lambda: held("document"), together=True)
+    cleanup.add("delete the case", fails, together=True)
+    cleanup.add("close the session", lambda: done.append("session"))
+    assert cleanup.run() == ["could not delete the case (RuntimeError: gone)"]
+    assert done == ["session", "document", "user"]
+    assert cleanup.run() == []  # each step runs once
 
 
 def test_a_raising_body_still_cleans_up(world: World, platform: FakePlatform) -> None:
