@@ -294,7 +294,9 @@ def auto_plan(
         )
         first.append(StepSequence("image", image.steps))
     first += [
-        UploadLambdaCode(fn, str(lambda_chain.function_folder(config, fn)), p.key, env.stacks.registry)
+        UploadLambdaCode(
+            fn, str(lambda_chain.function_folder(config, fn)), p.key, env.stacks.registry, len(p.zip_bytes)
+        )
         for fn, p in sorted(packages.items())
     ]
     levels = planner.stack_levels()

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
-from deploykit.lambda_chain import get_alias, published_version
+from deploykit.lambda_chain import read_version_and_alias
 from deploykit.plan import Context, Outcome, Step
 from deploykit.stacks import error_code
 from deploykit.watch import Counts, Query, Since, allowed, failing, parse_duration
@@ -141,8 +141,9 @@ class CanaryRelease(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
-        new = published_version(client, self.function, self.function_name, self.code_sha256, self.key)
-        current = get_alias(client, self.function_name, self.alias)
+        new, current = read_version_and_alias(
+            ctx.aws, self.function, self.function_name, self.alias, self.code_sha256, self.key
+        )
         old = str(current["FunctionVersion"])
         if old == new:
             return Outcome.skipped(f"{self.function}: {self.alias} already serves version {new}: nothing to try")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -43,6 +44,7 @@ from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
 from deploykit.stacks import StackOutputs, error_code
 
 if TYPE_CHECKING:
+    from deploykit.aws import AwsFactory
     from deploykit.config import Config, EnvConfig
     from deploykit.git import Revision
 
@@ -199,6 +201,57 @@ def _versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
     return versions
 
 
+class Versions:
+    """Each function's versions as this command listed them (ListVersionsByFunction), kept up to date with what it
+    changed since: ``$LATEST`` as update-code left it, the version publish-version published. One per command
+    (:meth:`of`), for the fast path's steps, which run under the environment's lock: update-code lists them while
+    it reads ``$LATEST`` (one round trip for both), so publish-version need not list them again, nor move-alias
+    find the version it points at. A published version never changes; one published by another hand since the
+    listing is not seen (under the lock only CloudFormation, in a stack deploy of the same run, publishes, and
+    stacks are deployed before the fast path). Safe from any thread."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._known: dict[str, list[dict[str, Any]]] = {}
+        self._guard = threading.Lock()
+
+    @classmethod
+    def of(cls, aws: AwsFactory) -> Versions:
+        return aws.shared(_versions_of)
+
+    def listed(self, function_name: str) -> list[dict[str, Any]]:
+        """The versions (``$LATEST`` among them), listed now; remembered."""
+        versions = _versions(self.client, function_name)
+        with self._guard:
+            self._known[function_name] = versions
+        return list(versions)
+
+    def known(self, function_name: str) -> list[dict[str, Any]]:
+        """The versions as last listed and changed by this command; listed now when they never were."""
+        with self._guard:
+            versions = self._known.get(function_name)
+        return list(versions) if versions is not None else self.listed(function_name)
+
+    def latest_is(self, function_name: str, configuration: Mapping[str, Any]) -> None:
+        """``$LATEST`` is now ``configuration`` (as UpdateFunctionCode, or a read of it, gave it)."""
+        self._replace(function_name, "$LATEST", configuration)
+
+    def published(self, function_name: str, answer: Mapping[str, Any]) -> None:
+        """PublishVersion answered ``answer`` (a new version, or the last one when nothing changed)."""
+        self._replace(function_name, str(answer["Version"]), answer)
+
+    def _replace(self, function_name: str, version: str, configuration: Mapping[str, Any]) -> None:
+        with self._guard:
+            known = self._known.get(function_name)
+            if known is not None:
+                entry = {**configuration, "Version": version}
+                self._known[function_name] = [v for v in known if v.get("Version") != version] + [entry]
+
+
+def _versions_of(aws: AwsFactory) -> Versions:
+    return Versions(aws.client("lambda"))
+
+
 def published_versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
     """The published versions (not ``$LATEST``), newest first."""
     versions = [v for v in _versions(lambda_client, function_name) if str(v.get("Version")) != "$LATEST"]
@@ -209,14 +262,10 @@ def _behaviour(config: Mapping[str, Any]) -> dict[str, Any]:
     return {field: config.get(field) for field in BEHAVIOUR_FIELDS}
 
 
-def find_version(lambda_client: Any, function_name: str, code_sha256: str, key: str) -> VersionMatch | None:
-    """The newest published version with ``code_sha256`` and ``$LATEST``'s configuration, preferring those whose
-    description names ``key``; None when there is none."""
-    return match_version(_versions(lambda_client, function_name), code_sha256, key)
-
-
 def match_version(versions: Sequence[Mapping[str, Any]], code_sha256: str, key: str) -> VersionMatch | None:
-    """:func:`find_version` over the versions ListVersionsByFunction listed (``$LATEST`` among them)."""
+    """The newest published version of ``versions`` (as ListVersionsByFunction lists them, ``$LATEST`` among them)
+    with ``code_sha256`` and ``$LATEST``'s configuration, preferring those whose description names ``key``; None when
+    there is none."""
     latest = next((v for v in versions if v.get("Version") == "$LATEST"), None)
     if latest is None:
         return None
@@ -302,8 +351,13 @@ class UpdateFunctionCode(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
+        versions = Versions.of(ctx.aws)
         deadline = ctx.clock.monotonic() + self.timeout
-        current = _configuration(client, self.function_name, self.function)
+        reads: dict[str, Callable[[], Any]] = {
+            "current": partial(_configuration, client, self.function_name, self.function),
+            "versions": partial(versions.listed, self.function_name),  # for publish-version, in the same round trip
+        }
+        current = at_once(reads)["current"]
         runs_on = current.get("Architectures") or ["x86_64"]
         if self.compiled_for and runs_on != [self.compiled_for]:
             raise UsageError(
@@ -314,11 +368,13 @@ class UpdateFunctionCode(Step):
             )
         if current.get("LastUpdateStatus") in UPDATING or current.get("State") in UPDATING:
             current = self._wait(ctx, client, deadline, "a previous update")
+        versions.latest_is(self.function_name, current)
         if current.get("CodeSha256") == self.code_sha256 and current.get("LastUpdateStatus") != "Failed":
             return Outcome.skipped(f"{self.function}: $LATEST already runs {_short(self.code_sha256)}")
         bucket = artifacts_bucket(ctx, self.registry_stack)
         answer = client.update_function_code(FunctionName=self.function_name, S3Bucket=bucket, S3Key=self.key)
         final = self._wait(ctx, client, deadline, "the update", dict(answer))
+        versions.latest_is(self.function_name, final)
         if final.get("CodeSha256") != self.code_sha256:
             raise StepFailed(
                 f"{self.function_name} runs code {final.get('CodeSha256')} after the update, not {self.code_sha256} "
@@ -380,7 +436,8 @@ class PublishVersion(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
-        versions = _versions(client, self.function_name)
+        known = Versions.of(ctx.aws)
+        versions = known.known(self.function_name)  # as update-code listed them, with $LATEST as it left it
         found = match_version(versions, self.code_sha256, self.key)
         too_many = many_versions(self.function, len(versions) - 1, ctx.env.name)  # all but $LATEST
         many = f"; {too_many}" if too_many else ""
@@ -404,6 +461,7 @@ class PublishVersion(Step):
                 next_step=f"rerun: inv deploy.lambda {self.function}",
             ) from None
         version = str(answer["Version"])
+        known.published(self.function_name, answer)
         if answer.get("CodeSha256") != self.code_sha256:
             raise StepFailed(
                 f"Lambda published version {version} of {self.function_name} with code {answer.get('CodeSha256')}, "
@@ -434,27 +492,30 @@ class MoveAlias(Step):
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
         version, current = read_version_and_alias(
-            client, self.function, self.function_name, self.alias, self.code_sha256, self.key
+            ctx.aws, self.function, self.function_name, self.alias, self.code_sha256, self.key
         )
         return point_alias(client, self.function, self.function_name, self.alias, version, current=current)
 
 
 def read_version_and_alias(
-    client: Any, function: str, function_name: str, alias: str, code_sha256: str, key: str
+    aws: AwsFactory, function: str, function_name: str, alias: str, code_sha256: str, key: str
 ) -> tuple[str, dict[str, Any]]:
     """The version publish-version left for this code (:func:`published_version`) and the alias as it is
-    (:func:`get_alias`), read at once: one round trip, not two."""
+    (:func:`get_alias`), read at once: one round trip, not two (none for the version when this command's
+    publish-version left it in :class:`Versions`)."""
     reads: dict[str, Callable[[], Any]] = {
-        "version": partial(published_version, client, function, function_name, code_sha256, key),
-        "alias": partial(get_alias, client, function_name, alias),
+        "version": partial(published_version, aws, function, function_name, code_sha256, key),
+        "alias": partial(get_alias, aws.client("lambda"), function_name, alias),
     }
     found = at_once(reads)
     return str(found["version"]), dict(found["alias"])
 
 
-def published_version(client: Any, function: str, function_name: str, code_sha256: str, key: str) -> str:
-    """The version publish-version left for this code (found at run time); StepFailed when there is none."""
-    found = find_version(client, function_name, code_sha256, key)
+def published_version(aws: AwsFactory, function: str, function_name: str, code_sha256: str, key: str) -> str:
+    """The newest published version with ``code_sha256`` and ``$LATEST``'s configuration, preferring those whose
+    description names ``key``: the one publish-version left for this code (from :class:`Versions`: listed when
+    this command did not); StepFailed when there is none."""
+    found = match_version(Versions.of(aws).known(function_name), code_sha256, key)
     if found is None:
         raise StepFailed(
             f"no published version of {function_name} runs code {_short(code_sha256)} with its current configuration",
@@ -566,7 +627,7 @@ def lambda_plan(
     folder = function_folder(config, function)
     package = packaging.package_function(folder)
     steps: list[Step] = [
-        UploadLambdaCode(function, str(folder), package.key, env.stacks.registry),
+        UploadLambdaCode(function, str(folder), package.key, env.stacks.registry, len(package.zip_bytes)),
         UpdateFunctionCode(
             function,
             function_name,

@@ -228,7 +228,10 @@ def deploy_stack_plan(
     steps: list[Step] = [Synthesize(str(out), force_synth)]
     packages = lambda_packages(config) if uploads else {}
     steps += [
-        UploadLambdaCode(fn, str(config.root / "lambda" / fn), packages[fn].key, env.stacks.registry) for fn in uploads
+        UploadLambdaCode(
+            fn, str(config.root / "lambda" / fn), packages[fn].key, env.stacks.registry, len(packages[fn].zip_bytes)
+        )
+        for fn in uploads
     ]
     steps.append(
         DeployStack(
@@ -287,7 +290,7 @@ def full_plan(
         ).steps,
     )
     uploads = [
-        UploadLambdaCode(fn, str(config.root / "lambda" / fn), p.key, roles["registry"])
+        UploadLambdaCode(fn, str(config.root / "lambda" / fn), p.key, roles["registry"], len(p.zip_bytes))
         for fn, p in sorted(packages.items())
     ]
     first, *later = stack_levels()

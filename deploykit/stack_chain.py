@@ -138,6 +138,12 @@ def artifacts_bucket(ctx: Context, registry_stack: str) -> str:
     return bucket
 
 
+SMALL_ZIP = 64 * 1024
+"""A zip this small (most handlers: a few kB) is sent at once, on the condition that its key is not there yet
+(``If-None-Match: *``): one round trip where asking first takes two; a bigger one is asked about first, as sending
+it again for nothing takes longer than the question (64 kB: about 50 ms at 10 Mbit/s, one round trip to AWS)."""
+
+
 @dataclass(frozen=True)
 class UploadLambdaCode(Step):
     """Upload a function's reproducible zip under its content-hash key (skipped when already there)."""
@@ -147,6 +153,7 @@ class UploadLambdaCode(Step):
     folder: str
     key: str
     registry_stack: str
+    size: int = 0  # the zip's size in bytes, as planned; 0: not known (asked about first, as a big one)
 
     def describe(self) -> str:
         return f"{self.function} → s3://<{self.registry_stack}.{ARTIFACTS_OUTPUT}>/{self.key}"
@@ -154,19 +161,29 @@ class UploadLambdaCode(Step):
     def run(self, ctx: Context) -> Outcome:
         bucket = artifacts_bucket(ctx, self.registry_stack)
         s3 = ctx.aws.client("s3")
-        try:
-            s3.head_object(Bucket=bucket, Key=self.key)
-            return Outcome.skipped(f"{self.function}: s3://{bucket}/{self.key} is already there")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
-                raise
+        there = Outcome.skipped(f"{self.function}: s3://{bucket}/{self.key} is already there")
+        small = 0 < self.size <= SMALL_ZIP
+        if not small:
+            try:
+                s3.head_object(Bucket=bucket, Key=self.key)
+                return there
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+                    raise
         package = packaging.package_function(Path(self.folder))
         if package.key != self.key:
             raise UsageError(
                 f"{self.function} changed since the plan was made ({package.key} ≠ {self.key})",
                 next_step="rerun the command",
             )
-        s3.put_object(Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
+        put = partial(s3.put_object, Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
+        try:
+            put(IfNoneMatch="*") if small else put()
+        except ClientError as exc:
+            # 412: the key is there (its name is its content's hash: the same zip); 409: the same upload in flight
+            if not small or exc.response["Error"]["Code"] not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+            return there
         return Outcome.done(f"{self.function}: {len(package.zip_bytes)} B → s3://{bucket}/{self.key}")
 
 

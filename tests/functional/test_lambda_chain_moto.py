@@ -29,6 +29,8 @@ from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
+from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
+from deploykit.testing import fake_factory
 from tests.conftest import REPO, git
 from tests.functional.conftest import asked, held_across, new_session
 from tests.functional.test_cli import inv
@@ -217,18 +219,91 @@ def test_a_function_with_many_versions_says_how_to_delete_old_ones(
 def test_move_alias_reads_the_version_and_the_alias_in_one_round_trip(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
 ) -> None:
+    """Alone (a command of its own, a new factory), move-alias lists the versions while it reads the alias."""
     report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
     assert report is not None and report.ok and alias_version(factory, "health_handler") == "2"
-    lam = factory.client("lambda")
-    lam.update_alias(FunctionName=FUNCTIONS["health_handler"], Name="live", FunctionVersion="1")  # as if moved back
+    factory.client("lambda").update_alias(FunctionName=FUNCTIONS["health_handler"], Name="live", FunctionVersion="1")
     new = package(with_lambdas)
     step = lambda_chain.MoveAlias("health_handler", FUNCTIONS["health_handler"], "live", new.key, new.code_sha256)
+    alone = AwsFactory(dev_env)
+    lam = alone.client("lambda")
     held_across(2, (lam, "ListVersionsByFunction"), (lam, "GetAlias"))  # each waits until both are in flight
     clock = FakeClock()
-    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    ctx = Context(Mock(), dev_env, alone, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
     outcome = step.run(ctx)
     assert outcome.status == "done" and outcome.detail == "health_handler: live → version 2 (was 1)"
     assert alias_version(factory, "health_handler") == "2"
+
+
+def test_the_chain_lists_the_versions_once_while_it_reads_latest(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """update-code lists the function's versions in the round trip that reads $LATEST; publish-version and
+    move-alias then go by that listing, with $LATEST as the update left it and the version just published: no
+    listing of their own (on AWS 50-200 ms each, and a page per 50 versions)."""
+    new = package(with_lambdas)
+    factory.client("s3").put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes)
+    aws = AwsFactory(dev_env)  # one command's
+    lam = aws.client("lambda")
+    listed = asked(lam, "ListVersionsByFunction", "FunctionName")
+    held_across(2, (lam, "ListVersionsByFunction"), (lam, "GetFunctionConfiguration"))
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    name = FUNCTIONS["health_handler"]
+    steps = [
+        lambda_chain.UpdateFunctionCode(
+            "health_handler", name, "CarRentalRegistryStack", new.key, new.code_sha256, 30, 1
+        ),
+        lambda_chain.PublishVersion(
+            "health_handler", name, "CarRentalRegistryStack", new.key, new.code_sha256, "a" * 12
+        ),
+        lambda_chain.MoveAlias("health_handler", name, "live", new.key, new.code_sha256),
+    ]
+    assert [step.run(ctx).detail.split(": ", 1)[1] for step in steps] == [
+        f"$LATEST runs {new.code_sha256[:12]}… (was {environment_code(factory, '1')[:12]}…)",
+        f"version 2 (git {'a' * 12})",
+        "live → version 2 (was 1)",
+    ]
+    assert listed == [name]
+    known = {v["Version"]: v["CodeSha256"] for v in lambda_chain.Versions.of(aws).known(name)}
+    assert known == {"$LATEST": new.code_sha256, "1": environment_code(factory, "1"), "2": new.code_sha256}
+    assert listed == [name]  # known: no listing made for it
+    assert alias_version(factory, "health_handler") == "2"
+
+
+def environment_code(factory: AwsFactory, version: str) -> str:
+    return str(version_config(factory, "health_handler", version)["CodeSha256"])
+
+
+def test_a_small_zip_is_sent_at_once_and_a_big_one_is_asked_about_first(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """A handler's zip of a few kB is put on the condition that its key is not there: one call, whether it is sent
+    or already there (skipped); a zip above SMALL_ZIP, or of a size not planned, is asked about first (HeadObject),
+    and not sent when it is there."""
+    new = package(with_lambdas)
+    s3 = factory.client("s3")
+    calls: list[str] = []
+    for operation in ("HeadObject", "PutObject"):
+        s3.meta.events.register(f"before-call.s3.{operation}", lambda event_name, **_: calls.append(event_name))
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    folder = str(with_lambdas / "lambda" / "health_handler")
+
+    def upload(size: int) -> str:
+        calls.clear()
+        outcome = UploadLambdaCode("health_handler", folder, new.key, "CarRentalRegistryStack", size).run(ctx)
+        return f"{outcome.status}: " + ", ".join(c.rsplit(".", 1)[1] for c in calls)
+
+    assert len(new.zip_bytes) <= SMALL_ZIP
+    assert upload(len(new.zip_bytes)) == "done: PutObject"
+    assert s3.get_object(Bucket=BUCKET, Key=new.key)["Body"].read() == new.zip_bytes
+    assert upload(len(new.zip_bytes)) == "skipped: PutObject"
+    assert upload(SMALL_ZIP + 1) == "skipped: HeadObject"
+    assert upload(0) == "skipped: HeadObject"
+    s3.delete_object(Bucket=BUCKET, Key=new.key)
+    assert upload(SMALL_ZIP + 1) == "done: HeadObject, PutObject"
+    assert s3.get_object(Bucket=BUCKET, Key=new.key)["Body"].read() == new.zip_bytes
 
 
 def test_compiled_code_vendored_for_x86_64_is_refused_on_an_arm64_function(
@@ -732,8 +807,8 @@ def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env:
                 "RevisionId": "r1",
             },
         )
-        aws = Mock(spec=AwsFactory)
-        aws.client.side_effect = {"lambda": client, "cloudwatch": cloudwatch}.__getitem__
+        aws = fake_factory(**{"lambda": client, "cloudwatch": cloudwatch})
+        lambda_chain.Versions.of(aws).listed("fn")  # as update-code listed them, before the canary
         clock = FakeClock()
         ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
         step = CanaryRelease("health_handler", "fn", "live", "k.zip", "new", 10, 60, 0.0, 5.0)
@@ -783,8 +858,8 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
                 "RevisionId": "r2",
             },
         )
-        aws = Mock(spec=AwsFactory)
-        aws.client.side_effect = {"lambda": lam, "cloudwatch": cloudwatch}.__getitem__
+        aws = fake_factory(**{"lambda": lam, "cloudwatch": cloudwatch})
+        lambda_chain.Versions.of(aws).listed("fn")  # as update-code listed them, before the canary
         clock, out = FakeClock(), io.StringIO()
         ctx = Context(Mock(), dev_env, aws, clock, Reporter(out, tty=False, clock=clock), Mock())
         with pytest.raises(StepFailed) as failed_step:

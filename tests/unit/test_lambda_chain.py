@@ -77,7 +77,11 @@ def test_the_plan_is_upload_update_publish_alias_smoke_with_every_input_written(
     assert [s.name for s in plan.steps] == ["upload-lambda", "update-code", "publish-version", "move-alias", "smoke"]
     upload, update, publish, alias, smoke = plan.steps
     assert upload == UploadLambdaCode(
-        "health_handler", str(with_lambdas / "lambda" / "health_handler"), package.key, "CarRentalRegistryStack"
+        "health_handler",
+        str(with_lambdas / "lambda" / "health_handler"),
+        package.key,
+        "CarRentalRegistryStack",
+        len(package.zip_bytes),
     )
     assert update == lambda_chain.UpdateFunctionCode(
         "health_handler",
@@ -133,18 +137,21 @@ def test_the_newest_version_with_the_code_the_configuration_and_the_key_is_chose
             version("5", memory=128),  # same code and key, another configuration
         ]
     )
-    found = lambda_chain.find_version(client, "fn", CODE, KEY)
+    found = lambda_chain.match_version(lambda_chain.Versions(client).listed("fn"), CODE, KEY)
     assert found == lambda_chain.VersionMatch("4", CFN, names_key=True)
     client.get_paginator.assert_called_once_with("list_versions_by_function")
 
 
+def find(versions: list[dict[str, Any]]) -> lambda_chain.VersionMatch | None:
+    return lambda_chain.match_version(versions, CODE, KEY)
+
+
 def test_a_version_with_the_code_but_not_the_key_is_a_fallback() -> None:
-    client = lambda_with([version("$LATEST"), version("7", description="by hand"), version("8", code="other")])
-    assert lambda_chain.find_version(client, "fn", CODE, KEY) == lambda_chain.VersionMatch("7", "by hand", False)
-    assert lambda_chain.find_version(lambda_with([version("$LATEST")]), "fn", CODE, KEY) is None
-    assert (
-        lambda_chain.find_version(lambda_with([version("$LATEST", memory=512), version("1")]), "fn", CODE, KEY) is None
+    assert find([version("$LATEST"), version("7", description="by hand"), version("8", code="other")]) == (
+        lambda_chain.VersionMatch("7", "by hand", False)
     )
+    assert find([version("$LATEST")]) is None
+    assert find([version("$LATEST", memory=512), version("1")]) is None
 
 
 # -- waiting for an update --------------------------------------------------------------------------------------
@@ -161,6 +168,8 @@ def context(lam: Mock, clock: FakeClock) -> Context:
             }
         ]
     }
+    if not isinstance(lam.get_paginator.return_value.paginate.return_value, list):
+        lam.get_paginator.return_value.paginate.return_value = [{"Versions": [version("1", code="old")]}]
     aws = fake_factory(cloudformation=cfn, **{"lambda": lam})
     env = Mock(poll_seconds=1.0, wait_timeout=30.0)
     env.name = "test"
