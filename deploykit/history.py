@@ -96,6 +96,12 @@ class Record:
         """component → SHA for what the run itself deployed."""
         return {c: sha for c, sha in self.components.items() if c not in self.unchanged}
 
+    @property
+    def rollback(self) -> bool:
+        """Whether the run put back what ran before (``inv rollback``, or the automatic rollback of a failed
+        deploy) rather than deploying a release."""
+        return self.command.startswith(("rollback ", "automatic rollback"))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -512,14 +512,15 @@ def stack_plan(
 
 def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> history.Record:
     """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that deployed
-    something; else a record's id or the start of one (``inv history --json`` lists them), or its time as ``inv
-    history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise."""
+    something and was not itself a rollback (undoing a rollback would deploy again what it took away: after an
+    automatic rollback, the failed release); else a record's id or the start of one (``inv history --json`` lists
+    them), or its time as ``inv history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise."""
     if run == "last":
-        found = next((r for r in records if r.ok and r.deployed), None)
+        found = next((r for r in records if r.ok and r.deployed and not r.rollback), None)
         if found is None:
             raise UsageError(
-                f"no successful run that deployed something among {env.name}'s newest {len(records)} records",
-                next_step=f"see the history: inv history --env {env.name}",
+                f"no successful deploy (other than a rollback) among {env.name}'s newest {len(records)} records",
+                next_step=f"see the history: inv history --env {env.name}; a rollback is undone by naming it: --run ID",
             )
         return found
     prefix = run.strip()
@@ -557,7 +558,9 @@ def undo_targets(
     Refused (UsageError, nothing changed): a run that failed (its automatic rollback already put back what it
     replaced), one that deployed nothing, a component the run deployed first (nothing before it to go back to), and
     one that a ``newer`` successful run deployed again or took out, or that is not live any more (undo the newer run
-    first). A newer run that only carried a component unchanged did not deploy it."""
+    first). A newer run that only carried a component unchanged did not deploy it. A newer rollback that put back
+    what ran before this run has undone it already (refused, said so); one that put back this run's own release (the
+    automatic rollback of a later deploy that failed) leaves it to be undone."""
     where = f"run {record.id} ({record.command} at {record.when})"
     if not record.ok:
         raise UsageError(
@@ -574,15 +577,26 @@ def undo_targets(
             next_step="roll back the others one by one: inv rollback --component COMPONENT --to SHA",
         )
     moved: list[str] = []
+    undone: list[str] = []  # components a newer rollback put back already
     for component in sorted(record.deployed):
         since = next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
-        if since is not None:
+        runs = (live.get(component) or {}).get("sha")
+        if since is not None and since.rollback and runs == record.deployed[component]:
+            continue  # a rollback put this run's release back (after a newer deploy failed): it can be undone
+        if since is not None and since.rollback and runs == record.base.get(component):
+            undone.append(f"{component} (put back by {since.command} at {since.when}, {since.id})")
+        elif since is not None:
             moved.append(f"{component} (by {since.command} at {since.when}, {since.id})")
         elif component not in live:
             moved.append(f"{component} (not live any more)")
-    if moved:
+    if undone and not moved:
         raise UsageError(
-            f"{where}: deployed again since, or taken out: {'; '.join(moved)}; nothing was changed",
+            f"{where} is undone already: {'; '.join(undone)}; nothing was changed",
+            next_step=f"see what runs: inv history --env {env.name}; to undo an earlier run, name it: --run ID",
+        )
+    if moved or undone:
+        raise UsageError(
+            f"{where}: deployed again since, or taken out: {'; '.join(moved + undone)}; nothing was changed",
             next_step="undo the newer runs first (inv history lists them), or roll back one component: "
             "inv rollback --component COMPONENT --to SHA",
         )

@@ -240,3 +240,7 @@ def test_a_runs_rollback_goes_alone_and_puts_the_app_back(
         and f"⏪ rollback app in dev: {C} → {B} [live before run 20260301T0906" in err.getvalue()
     )
     assert service_image(factory)[1].endswith(f":{B}")
+    # again: `last` is the deploy, never the rollback just made (undoing it would deploy C again); it is undone
+    with pytest.raises(UsageError, match=r"is undone already: app \(put back by rollback run 20260301T0906") as again:
+        commands.rollback(env="dev", run="last", smoke=False, runtime=runtime(project, factory))
+    assert again.value.exit_code == 2 and service_image(factory)[1].endswith(f":{B}")

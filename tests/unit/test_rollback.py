@@ -589,8 +589,29 @@ def test_a_run_is_named_by_last_its_id_or_the_time_inv_history_shows(env: EnvCon
         rb.find_run(records, "2026-11-29T15:09:00Z", env)
     with pytest.raises(UsageError, match="'20261129T150' names 4 runs"):
         rb.find_run(records, "20261129T150", env)
-    with pytest.raises(UsageError, match="no successful run that deployed something"):
+    with pytest.raises(UsageError, match="no successful deploy"):
         rb.find_run(records[:2], "last", env)
+
+
+def test_last_is_never_a_rollback_and_a_run_a_rollback_put_back_is_undone_already(env: EnvConfig) -> None:
+    """Undoing a rollback would deploy again what it took away (after an automatic rollback: the release that
+    failed): ``last`` passes over rollbacks, and the deploy it finds, once a rollback put it back, is said to be
+    undone already; a rollback is undone only when named."""
+    deploy = run_record(1, {"app": B}, {"app": A})
+    failed = run_record(2, {"app": C}, {"app": B}, ok=False)
+    automatic = run_record(3, {"app": B}, {"app": C}, command="automatic rollback: app")
+    by_hand = run_record(4, {"app": A}, {"app": B}, command="rollback app → " + A)
+    records = [by_hand, automatic, failed, deploy]
+    assert [r.rollback for r in records] == [True, True, False, False]
+    assert rb.find_run(records, "last", env) is deploy
+    assert rb.find_run(records, by_hand.id, env) is by_hand
+    # the automatic rollback put the deploy's release back: the deploy is what runs, and goes back as before
+    assert rb.undo_targets(deploy, [automatic, failed], {"app": {"sha": B}}, env) == [("app", A)]
+    with pytest.raises(UsageError, match=r"is undone already: app \(put back by rollback app → ") as err:
+        rb.undo_targets(deploy, [by_hand, automatic, failed], {"app": {"sha": A}}, env)
+    assert "nothing was changed" in err.value.message and "--run ID" in (err.value.next_step or "")
+    with pytest.raises(UsageError, match="no successful deploy"):
+        rb.find_run([by_hand, automatic, failed], "last", env)
 
 
 def test_a_runs_components_go_back_to_what_was_live_before_it_in_a_deploys_order(env: EnvConfig) -> None:
