@@ -280,7 +280,13 @@ def auto_plan(
 
     def stack(role: str) -> DeployStack:
         parameters = planner.stack_parameters(role, image_tag, code_keys)
-        return DeployStack(names[role], str(out / f"{names[role]}.template.json"), parameters)
+        return DeployStack(
+            names[role],
+            str(out / f"{names[role]}.template.json"),
+            parameters,
+            commit=planner.kept_commit(revision, role),
+            registry_stack=env.stacks.registry,
+        )
 
     steps: list[Step] = []
     if roles:

@@ -784,7 +784,8 @@ def _stack_rollback_plan(
     preview: bool = False,
     rerun: str = "",
 ) -> Plan:
-    """Synthesize the stack's commit and deploy its template with what runs now: the live image tag, the code keys
+    """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
+    what runs now: the live image tag, the code keys
     the functions' ``live`` aliases serve (else the API stack's parameters). With ``preview`` (a dry run), first
     print the change it would make (a change set made and deleted, as inv diff does)."""
     role = target.component.role
@@ -802,14 +803,18 @@ def _stack_rollback_plan(
             functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
             keys = _code_keys_live(aws, env, functions, functions)
             live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
-        synthesis = rollbacks.synthesize_at(
-            config,
-            env,
-            target.sha,
-            account=aws.account(),
-            ecr=aws.client("ecr"),
-            say=say,
-        )
+        synthesis = rollbacks.kept_template(config, aws, env, stack, target.sha)
+        if synthesis is not None:
+            say(f"{stack} at {target.sha}: the template it was deployed with then, kept in {env.name} (no synthesis)")
+        else:
+            synthesis = rollbacks.synthesize_at(
+                config,
+                env,
+                target.sha,
+                account=aws.account(),
+                ecr=aws.client("ecr"),
+                say=say,
+            )
     template = synthesis.template(stack)
     body = template.read_text()
     parameters = rollbacks.template_parameters(

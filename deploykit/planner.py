@@ -70,6 +70,16 @@ def base_image_plan(config: Config, env: EnvConfig, *, image: str | None = None,
     return Plan(env.name, (step,), "base-image")
 
 
+def kept_commit(revision: Revision | None, role: str) -> str:
+    """The commit a stack's template is kept as after its deploy (:func:`deploykit.stack_chain.keep_template`): the
+    revision's for that stack; "" when none is known or its cdk/ holds uncommitted changes (a rollback never goes
+    back to those)."""
+    if revision is None:
+        return ""
+    stack = revision.of(f"stack:{role}")
+    return "" if stack.dirty else stack.tag
+
+
 def app_chain_plan(
     config: Config,
     env: EnvConfig,
@@ -240,6 +250,8 @@ def deploy_stack_plan(
             stack_parameters(role, image_tag, code_keys),
             allow_replace,
             approve_access=approve_access,
+            commit=kept_commit(revision, role),
+            registry_stack=env.stacks.registry,
         )
     )
     if smoke:
@@ -281,6 +293,8 @@ def full_plan(
             str(out / f"{roles[role]}.template.json"),
             stack_parameters(role, image_tag, code_keys),
             approve_access=approve_access,
+            commit=kept_commit(revision, role),
+            registry_stack=roles["registry"],
         )
 
     image = StepSequence(

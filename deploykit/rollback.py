@@ -25,6 +25,7 @@ component differs from what is live now. Resolution only reads; every step input
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +35,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from botocore.exceptions import ClientError
+
 from deploykit import auto, git, history, image_cleanup, lambda_chain, planner, registry, synth
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
@@ -42,8 +45,8 @@ from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import DeployStack, action_key
-from deploykit.stacks import StackOutputs
+from deploykit.stack_chain import DeployStack, action_key, kept_template_key
+from deploykit.stacks import StackOutputs, error_code
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -429,6 +432,38 @@ def resolve_stack(
     return Target(component, live, sha, source)
 
 
+def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, sha: str) -> synth.Synthesis | None:
+    """The template ``stack`` was deployed with from commit ``sha``, as its deploy kept it in the artifacts bucket
+    (:func:`deploykit.stack_chain.keep_template`): written as a cloud assembly of that one stack, its template and
+    its stack tags, in ``cdk.out/<env>@<sha>.kept/``. None when none was kept (a deploy before templates were
+    kept, a commit never deployed here) or the environment has no bucket: the commit's CDK app is synthesized then."""
+    bucket = history.find_artifacts_bucket(aws, env)
+    if not bucket:
+        return None
+    try:
+        answer = aws.client("s3").get_object(Bucket=bucket, Key=kept_template_key(env.name, stack, sha))
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    try:
+        kept = json.loads(answer["Body"].read())
+        template, tags = kept["template"], kept.get("tags") or {}
+        if kept.get("stack") != stack or not isinstance(template, dict) or not isinstance(tags, dict):
+            return None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # not what keep_template writes: the commit is synthesized instead
+    out = config.root / synth.OUT_ROOT / f"{env.name}@{sha}.kept"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stack}.template.json"
+    path.write_text(json.dumps(template, indent=1))
+    stack_tags = {str(k): str(v) for k, v in tags.items()}
+    properties = {"stackName": stack, "templateFile": path.name, "tags": stack_tags}
+    manifest = {"artifacts": {stack: {"type": "aws:cloudformation:stack", "properties": properties}}}
+    (out / synth.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return synth.Synthesis(out, {stack: path}, skipped=True, seconds=0.0, stack_tags={stack: stack_tags})
+
+
 def synthesize_at(
     config: Config, env: EnvConfig, sha: str, *, account: str, ecr: Any, say: Callable[[str], None] | None = None
 ) -> synth.Synthesis:
@@ -500,7 +535,16 @@ def stack_plan(
     """The stack's change set from ``template`` with ``parameters`` (deploy.stack's step and guards) → smoke.
     ``rerun``: the command a guard's refusal names to run this rollback again (with --allow-replace...)."""
     stack = planner.stack_roles(env)[target.component.role]
-    deploy = DeployStack(stack, str(template), parameters, allow_replace, approve_access=approve_access, rerun=rerun)
+    deploy = DeployStack(
+        stack,
+        str(template),
+        parameters,
+        allow_replace,
+        approve_access=approve_access,
+        rerun=rerun,
+        commit=target.sha if DIRTY not in target.sha else "",
+        registry_stack=env.stacks.registry,
+    )
     steps: list[Step] = [deploy]
     if smoke:
         steps.append(Smoke())

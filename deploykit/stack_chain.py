@@ -8,16 +8,17 @@ into its step: the image tag, the Lambda code keys.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, packaging, stacks, synth
-from deploykit.errors import UsageError
+from deploykit.errors import DeployKitError, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 ARTIFACTS_OUTPUT = "ArtifactsBucketName"
@@ -82,9 +83,41 @@ def action_key(stack: str) -> str:
     return f"deploy-stack.{stack}"
 
 
+KEPT_TEMPLATES = "deploykit/templates/"
+KEPT_FORMAT = 1
+
+
+def kept_template_key(env: str, stack: str, commit: str) -> str:
+    """Where the template ``stack`` was deployed with from ``commit`` (sha12) is kept, in the artifacts bucket."""
+    return f"{KEPT_TEMPLATES}{env}/{stack}/{commit}.json"
+
+
+def keep_template(ctx: Context, registry_stack: str, stack: str, commit: str, template: Path) -> str:
+    """Keep the template (and the stack tags of its assembly) ``stack`` was just deployed with from ``commit``, so
+    that a rollback to that commit deploys it as it was, without synthesizing the commit's CDK app with today's
+    libraries; the key. Raises what S3 or finding the bucket raise."""
+    tags = synth.read_stack_tags(template.parent).get(stack, {})
+    kept = {
+        "format": KEPT_FORMAT,
+        "stack": stack,
+        "commit": commit,
+        "tags": tags,
+        "template": json.loads(template.read_text()),
+    }
+    key = kept_template_key(ctx.env.name, stack, commit)
+    ctx.aws.client("s3").put_object(
+        Bucket=artifacts_bucket(ctx, registry_stack),
+        Key=key,
+        Body=json.dumps(kept, sort_keys=True).encode(),
+        ContentType="application/json",
+    )
+    return key
+
+
 @dataclass(frozen=True)
 class DeployStack(Step):
-    """One stack through a change set: show the changes, execute, follow the events, read the outputs."""
+    """One stack through a change set: show the changes, execute, follow the events, read the outputs; then keep
+    the template it deployed in the artifacts bucket as ``commit``'s (:func:`keep_template`), when it names one."""
 
     name: ClassVar[str] = "deploy-stack"
     stack: str
@@ -93,6 +126,10 @@ class DeployStack(Step):
     allow_replace: bool = False
     approve_access: bool = False  # in a protected environment, changes of access (IAM, network, policies) may run
     rerun: str = ""  # the command a refusal names to run this again ("": inv deploy.stack NAME)
+    # the commit (sha12) whose cdk/ made the template, and the stack that holds the artifacts bucket: the template
+    # is kept there after the deploy, for a rollback to that commit; "": not kept (a build of uncommitted changes)
+    commit: str = ""
+    registry_stack: str = ""
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.parameters)
@@ -122,9 +159,22 @@ class DeployStack(Step):
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
         outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks
+        kept = self._keep(ctx)
         if result.action == "unchanged":
-            return Outcome.skipped(f"{self.stack}: no changes", **outputs)
-        return Outcome.done(f"{self.stack}: {detail}", **outputs)
+            return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
+        return Outcome.done(f"{self.stack}: {detail}{kept}", **outputs)
+
+    def _keep(self, ctx: Context) -> str:
+        """Keep the template as ``commit``'s; what the detail says when it could not be (it never fails a deploy
+        that worked: a rollback to this commit then synthesizes it, as before)."""
+        if not (self.commit and self.registry_stack):
+            return ""
+        try:
+            keep_template(ctx, self.registry_stack, self.stack, self.commit, Path(self.template))
+        except (ClientError, BotoCoreError, DeployKitError, OSError, ValueError) as exc:
+            message = exc.message if isinstance(exc, DeployKitError) else str(exc)
+            return f"; its template was not kept for a rollback ({message})"
+        return ""
 
 
 def artifacts_bucket(ctx: Context, registry_stack: str) -> str:

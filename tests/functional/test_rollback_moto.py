@@ -20,7 +20,10 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
+from deploykit.output import Reporter
 from deploykit.plan import Context, Outcome, Plan, RunReport
+from deploykit.stack_chain import KEPT_TEMPLATES as KEPT
+from deploykit.stack_chain import DeployStack, kept_template_key
 from tests.conftest import git
 from tests.functional.conftest import CONTAINER, asked, create_service, put_image
 from tests.functional.test_endpoints import create_stack
@@ -244,3 +247,63 @@ def test_a_runs_rollback_goes_alone_and_puts_the_app_back(
     with pytest.raises(UsageError, match=r"is undone already: app \(put back by rollback run 20260301T0906") as again:
         commands.rollback(env="dev", run="last", smoke=False, runtime=runtime(project, factory))
     assert again.value.exit_code == 2 and service_image(factory)[1].endswith(f":{B}")
+
+
+def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_synthesizing(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """A stack deploy from a commit keeps the template and the stack tags it deployed with in the artifacts bucket;
+    a rollback to that commit deploys them as they were. This project's commit has no cdk/app.py, so synthesizing
+    it would be refused (see above): the kept template is all the rollback needs."""
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    first = {"Parameters": {"ImageTag": {"Type": "String"}}, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+    second = {**first, "Resources": {**first["Resources"], "Queue": {"Type": "AWS::SQS::Queue"}}}
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+
+    def deploy(template: dict[str, object], commit: str) -> Outcome:
+        assembly = tmp_path / f"assembly-{commit or 'dirty'}"
+        assembly.mkdir()
+        (assembly / "Fargate.template.json").write_text(json.dumps(template))
+        properties = {"stackName": "CarRentalFargateStack", "templateFile": "Fargate.template.json"}
+        artifact = {"type": "aws:cloudformation:stack", "properties": {**properties, "tags": {"project": "rental"}}}
+        (assembly / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": artifact}}))
+        step = DeployStack(
+            "CarRentalFargateStack",
+            str(assembly / "Fargate.template.json"),
+            (("ImageTag", C),),
+            commit=commit,
+            registry_stack=dev_env.stacks.registry,
+        )
+        return step.run(ctx)
+
+    assert deploy(first, head).status == "done"
+    key = kept_template_key("dev", "CarRentalFargateStack", head)
+    kept = json.loads(factory.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert (kept["commit"], kept["tags"], kept["template"]) == (head, {"project": "rental"}, first)
+    assert deploy(second, "").status == "done"  # uncommitted changes: nothing kept
+    assert [o["Key"] for o in factory.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=KEPT)["Contents"]] == [key]
+
+    for minutes, sha in ((10, head), (11, B)):  # deployed from head, then from B (what runs: the second template)
+        deployed.write(
+            history.record_of(
+                RunReport(Plan("dev", (), "deploy.stack"), [], 1.0),
+                components={"stack:fargate": sha},
+                base={},
+                head=sha,
+                who="ci",
+                now=datetime(2026, 3, 1, 9, minutes, tzinfo=UTC),
+            )
+        )
+    err = io.StringIO()
+    report = commands.rollback(
+        env="dev", component="stack:fargate", to=head, smoke=False, runtime=runtime(project, factory, stderr=err)
+    )
+    assert report is not None and report.ok, report and report.error
+    assert f"CarRentalFargateStack at {head}: the template it was deployed with then, kept in dev" in err.getvalue()
+    cfn = factory.client("cloudformation")
+    resources = cfn.describe_stack_resources(StackName="CarRentalFargateStack")["StackResources"]
+    assert [r["LogicalResourceId"] for r in resources] == ["Topic"]  # the queue of the second template is gone
+    [stack] = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"]
+    assert {t["Key"]: t["Value"] for t in stack["Tags"]}["project"] == "rental"
+    assert not (project / "cdk.out" / f"dev@{head}").exists()  # nothing synthesized

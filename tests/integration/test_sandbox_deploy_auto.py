@@ -154,8 +154,9 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
 
 def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Path) -> None:
     """After the stack setting above (drain 4 s): `inv rollback --component stack:fargate` deploys the stack as the
-    commit of its previous deploy (deploy.full's) synthesizes it, drain 5 s, with the image that runs now; the
-    history records it; the next deploy.auto deploys HEAD's stack again."""
+    commit of its previous deploy (deploy.full's) deployed it, drain 5 s: the template that deploy kept, not
+    synthesized again, with the image that runs now; the history records it; the next deploy.auto deploys HEAD's
+    stack again."""
     ecs = _client(project, "ecs")
     env = load_config(project / "deploy.toml").environment()
 
@@ -186,7 +187,9 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     assert f"⏪ rollback stack:fargate in sandbox: {head} → {back_to} [history: deploy.full at " in said
     assert drain() == "5"
     assert running() == revision  # what runs was kept: the same task definition, no rollout
-    assert (project / "cdk.out" / f"sandbox@{back_to}" / "CarRentalFargateStack.template.json").is_file()
+    assert f"CarRentalFargateStack at {back_to}: the template it was deployed with then, kept in sandbox" in said
+    assert (project / "cdk.out" / f"sandbox@{back_to}.kept" / "CarRentalFargateStack.template.json").is_file()
+    assert not (project / "cdk.out" / f"sandbox@{back_to}").exists()  # nothing synthesized
     assert not (project / "cdk.out" / f".source-{back_to}").exists()
     assert git(project, "status", "--porcelain") == ""  # the work tree was never touched
     listing = quiet_runtime(project)

@@ -155,6 +155,23 @@ def test_a_dirty_full_deploy_names_only_what_the_uncommitted_changes_touch_dirty
     assert [getattr(s, "image", "") for s in image.steps][1] == f"car-rental-backend:{revision.short}"
     fargate = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
     assert dict(fargate.parameters) == {"ImageTag": revision.short}
+    # every stack's template is kept as HEAD's commit's, in the registry stack's bucket
+    assert (fargate.commit, fargate.registry_stack) == (revision.short, "CarRentalRegistryStack")
+
+
+def test_a_stack_whose_cdk_holds_uncommitted_changes_keeps_no_template(with_lambdas: Path) -> None:
+    """A rollback never goes back to uncommitted changes: their template is not kept as any commit's."""
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("sandbox")
+    stack_file = with_lambdas / "cdk" / "stacks" / "data_stack.py"
+    stack_file.parent.mkdir(parents=True, exist_ok=True)
+    stack_file.write_text("# uncommitted\n")
+    revision = changes.scope(config, current_revision(with_lambdas, allow_dirty=True))
+    assert planner.kept_commit(revision, "data") == "" and planner.kept_commit(revision, "api") == revision.short
+    assert planner.kept_commit(None, "api") == ""
+    plan = planner.deploy_stack_plan(config, env, "CarRentalDataStack", image_tag="", code_keys={}, revision=revision)
+    [deploy] = [s for s in plan.steps if isinstance(s, DeployStack)]
+    assert deploy.commit == ""
 
 
 def test_code_parameters_are_named_after_the_function() -> None:
