@@ -28,7 +28,7 @@ import dataclasses
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from deploykit import auto, git, history, image_cleanup, lambda_chain, planner, registry, synth
-from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
+from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import DeployStack, action_key, kept_template_key
+from deploykit.stack_chain import DeployStack, action_key, kept_template_key, was_key
 from deploykit.stacks import StackOutputs, error_code
 
 if TYPE_CHECKING:
@@ -756,6 +756,35 @@ def split_image(image: str) -> tuple[str, str] | None:
     return repository, tag
 
 
+def _replaced_by_the_stack(env: EnvConfig, report: RunReport) -> tuple[str, str] | None:
+    """(repository, tag) of the image the run's update of the Fargate stack replaced, when it changed the image
+    parameter (deploy.auto of a commit that changes the app and that stack rolls the new image through the stack's
+    update: roll-service has nothing left to do, and says nothing of what ran before); None otherwise. The
+    repository is the plan's, as its wait-healthy (or push, or copy) names it."""
+    stack = planner.stack_roles(env)[planner.HOSTED_BY["app"]]
+    outputs = report.outputs()
+    was = outputs.get(was_key(stack, planner.IMAGE_PARAMETER))
+    if not was or outputs.get(action_key(stack)) != "updated":
+        return None
+    repository = next((r for r in map(_repository_of, _all_steps(report.plan.steps)) if r), "")
+    return (repository, was) if repository else None
+
+
+def _repository_of(step: Step) -> str:
+    """The app's repository a step names (registry/repository, no tag), or ""."""
+    if isinstance(step, WaitHealthy):
+        return (split_image(step.image) or ("", ""))[0]
+    return step.repository if isinstance(step, PushImage | PromoteImage) else ""
+
+
+def _all_steps(steps: Sequence[Step]) -> Iterator[Step]:
+    """``steps`` and the steps of their groups, in order."""
+    for step in steps:
+        yield step
+        if isinstance(step, StepSequence | Parallel):
+            yield from _all_steps(step.steps)
+
+
 def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: bool = True) -> Undo | None:
     """The automatic rollback of a failed run; None when its failure is not one a rollback answers (not
     wait-healthy, smoke or watch-errors, an interrupt, bad input) or the run replaced nothing of the app or a Lambda."""
@@ -777,6 +806,12 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
         if sha:
             deploys.append((f"lambda:{fn}", sha))
     previous = split_image(outputs.get("previous_image", ""))
+    if previous is None and (previous := _replaced_by_the_stack(env, report)) is not None:
+        stack = planner.stack_roles(env)[planner.HOSTED_BY["app"]]
+        notes.append(
+            f"{stack}'s update rolled the new image out: the image goes back on a fresh revision, the stack's own "
+            f"changes stay (inv rollback --env {env.name} --component stack:{planner.HOSTED_BY['app']} for those)"
+        )
     if previous is not None:
         repository, tag = previous
         image = f"{repository}:{tag}"

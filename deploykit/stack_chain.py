@@ -83,6 +83,12 @@ def action_key(stack: str) -> str:
     return f"deploy-stack.{stack}"
 
 
+def was_key(stack: str, parameter: str) -> str:
+    """The output of a deploy-stack step that updated ``stack``: the value ``parameter`` had before, when the
+    update changed it."""
+    return f"deploy-stack.{stack}.was.{parameter}"
+
+
 KEPT_TEMPLATES = "deploykit/templates/"
 KEPT_FORMAT = 1
 
@@ -159,6 +165,11 @@ class DeployStack(Step):
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
         outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks
+        if result.action == "updated":  # what an update changed a parameter from (rollback.undo_plan reads it)
+            given = dict(self.parameters)
+            outputs |= {
+                was_key(self.stack, k): v for k, v in result.previous_parameters.items() if given.get(k, v) != v
+            }
         kept = self._keep(ctx)
         if result.action == "unchanged":
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)

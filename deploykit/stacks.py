@@ -150,6 +150,8 @@ class StackResult:
     seconds: float
     outputs: dict[str, str] = field(default_factory=dict)
     changes: tuple[Change, ...] = ()
+    # an update's: each parameter's value before it (what the stack ran with), as DescribeStacks gave it
+    previous_parameters: dict[str, str] = field(default_factory=dict)
 
 
 # -- pure logic ----------------------------------------------------------------------------------
@@ -320,6 +322,11 @@ def outputs_of(stack: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or ()}
 
 
+def _given_parameters(stack: Mapping[str, Any] | None) -> dict[str, str]:
+    """The parameter values the stack was deployed with, as given (not as resolved from SSM)."""
+    return {str(p["ParameterKey"]): str(p.get("ParameterValue", "")) for p in (stack or {}).get("Parameters") or ()}
+
+
 def parameters_of(stack: Mapping[str, Any] | None) -> dict[str, str]:
     if not stack:
         return {}
@@ -482,7 +489,7 @@ class StackDeployer:
         rollback names itself, as deploy.stack would deploy another template)."""
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
-        change_set_type, recreated = self._prepare(name)
+        change_set_type, recreated, previous = self._prepare(name)
         cs_name = change_set_name(self.clock.now())
         request: dict[str, Any] = {
             "StackName": name,
@@ -555,7 +562,7 @@ class StackDeployer:
         action: Action = ("recreated" if recreated else "created") if change_set_type == "CREATE" else "updated"
         seconds = self.clock.monotonic() - started
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s)")
-        return StackResult(name, action, seconds, outputs_of(stack), changes)
+        return StackResult(name, action, seconds, outputs_of(stack), changes, previous)
 
     def preview(
         self,
@@ -607,25 +614,25 @@ class StackDeployer:
         self.say(f"{name}: no changes{deleted}")
         return StackResult(name, "unchanged", self.clock.monotonic() - started, self.outputs(name), ())
 
-    def _prepare(self, name: str) -> tuple[str, bool]:
-        """Recover the stack into a state a change set can start from: (change set type, recreated)."""
+    def _prepare(self, name: str) -> tuple[str, bool, dict[str, str]]:
+        """Recover the stack into a state a change set can start from: (change set type, recreated, the parameters
+        an update starts from)."""
         stack = self._wait_idle(name)
         if stack is None:
-            return "CREATE", False
+            return "CREATE", False, {}
         status = str(stack["StackStatus"])
         if status == "REVIEW_IN_PROGRESS":
             self.say(f"{name} exists only as a change set that was never executed (REVIEW_IN_PROGRESS); creating it")
-            return "CREATE", False
+            return "CREATE", False, {}
         if status in FAILED_FIRST_CREATE:
             self.say(
                 f"{name} is {status}: its first create failed and nothing of it is in use; "
                 "deleting it to create it again"
             )
             self._delete(name, stack, purpose="recreate")
-            return "CREATE", True
+            return "CREATE", True, {}
         if status == "UPDATE_ROLLBACK_FAILED":
-            self._continue_rollback(name, stack)
-            return "UPDATE", False
+            return "UPDATE", False, _given_parameters(self._continue_rollback(name, stack))
         if status == "DELETE_FAILED":
             failures = self._recent_failures(stack, name)
             raise StepFailed(
@@ -633,7 +640,7 @@ class StackDeployer:
                 f"update it.{(chr(10) + _failure_lines(failures)) if failures else ''}",
                 next_step=f"fix what blocked the delete (above), delete it ({self._cmd('destroy')}), then rerun",
             )
-        return "UPDATE", False
+        return "UPDATE", False, _given_parameters(stack)
 
     def _wait_change_set(self, name: str, change_set_id: str) -> dict[str, Any]:
         phase = self.clock.monotonic()
@@ -749,7 +756,8 @@ class StackDeployer:
             next_step=next_step,
         )
 
-    def _continue_rollback(self, name: str, stack: Mapping[str, Any]) -> None:
+    def _continue_rollback(self, name: str, stack: Mapping[str, Any]) -> dict[str, Any]:
+        """ContinueUpdateRollback, followed to its end: the stack as it is then (UPDATE_ROLLBACK_COMPLETE)."""
         self.say(f"{name} is UPDATE_ROLLBACK_FAILED: continuing the rollback (ContinueUpdateRollback) first")
         stack_id = str(stack.get("StackId") or name)
         follow = self._baseline(stack_id, name)
@@ -758,7 +766,7 @@ class StackDeployer:
         status = str(final.get("StackStatus", "?"))
         if status == "UPDATE_ROLLBACK_COMPLETE":
             self.say(f"{name}: UPDATE_ROLLBACK_COMPLETE; the previous version is in place")
-            return
+            return dict(final)
         failures = failed_resources(follow.events, name)
         skip = " ".join(f[0] for f in failures) or "<logical ids of the failing resources>"
         raise StepFailed(

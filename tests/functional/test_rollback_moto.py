@@ -23,7 +23,7 @@ from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Outcome, Plan, RunReport
 from deploykit.stack_chain import KEPT_TEMPLATES as KEPT
-from deploykit.stack_chain import DeployStack, kept_template_key
+from deploykit.stack_chain import DeployStack, kept_template_key, was_key
 from tests.conftest import git
 from tests.functional.conftest import CONTAINER, asked, create_service, put_image
 from tests.functional.test_endpoints import create_stack
@@ -261,7 +261,7 @@ def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_syn
     clock = FakeClock()
     ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
 
-    def deploy(template: dict[str, object], commit: str) -> Outcome:
+    def deploy(template: dict[str, object], commit: str, image: str = C) -> Outcome:
         assembly = tmp_path / f"assembly-{commit or 'dirty'}"
         assembly.mkdir()
         (assembly / "Fargate.template.json").write_text(json.dumps(template))
@@ -271,7 +271,7 @@ def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_syn
         step = DeployStack(
             "CarRentalFargateStack",
             str(assembly / "Fargate.template.json"),
-            (("ImageTag", C),),
+            (("ImageTag", image),),
             commit=commit,
             registry_stack=dev_env.stacks.registry,
         )
@@ -281,7 +281,12 @@ def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_syn
     key = kept_template_key("dev", "CarRentalFargateStack", head)
     kept = json.loads(factory.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
     assert (kept["commit"], kept["tags"], kept["template"]) == (head, {"project": "rental"}, first)
-    assert deploy(second, "").status == "done"  # uncommitted changes: nothing kept
+    updated = deploy(second, "", image=B)  # uncommitted changes: nothing kept
+    assert updated.status == "done"
+    # what the update changed a parameter from, for an automatic rollback of the image it rolled out
+    assert {k: v for k, v in updated.outputs.items() if ".was." in k} == {
+        was_key("CarRentalFargateStack", "ImageTag"): C
+    }
     assert [o["Key"] for o in factory.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=KEPT)["Contents"]] == [key]
 
     for minutes, sha in ((10, head), (11, B)):  # deployed from head, then from B (what runs: the second template)

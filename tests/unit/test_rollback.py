@@ -10,14 +10,15 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import auto, history, lambda_chain
+from deploykit import auto, history, lambda_chain, planner
 from deploykit import rollback as rb
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import Interrupted, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Parallel, Plan, RunReport, Step, StepRecord
+from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import DeployStack
+from deploykit.stack_chain import DeployStack, action_key, was_key
 from tests.conftest import git
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
@@ -524,6 +525,38 @@ def test_a_failed_smoke_puts_back_the_app_and_the_lambda_this_run_replaced(env: 
     assert undo.replaced == ("lambda:health_handler (was version 5)", f"app (was {A})")
     assert undo.components == ("lambda:health_handler", "app")
     assert fake.asked == [("car-rental-dev-health", "5")]
+
+
+def test_an_image_the_fargate_stacks_update_rolled_out_is_put_back_and_the_stack_left(env: EnvConfig) -> None:
+    """A commit that changes the app and the Fargate stack: deploy.auto's stack update rolls the new image (its
+    ImageTag parameter), so roll-service has nothing to do and names nothing it replaced; the update's former
+    ImageTag is what goes back, to the plan's repository, and the stack's own changes stay (said)."""
+    stack = planner.stack_roles(env)["fargate"]
+    updated = StepRecord(
+        "deploy-stack",
+        "",
+        "done",
+        outputs={action_key(stack): "updated", was_key(stack, "ImageTag"): A, was_key(stack, "Other"): "x"},
+    )
+    skipped = StepRecord("roll-service", "", "skipped", outputs={"task_definition": "x"})
+    wait = WaitHealthy(env.cluster, env.service, env.container, f"registry.test/car-rental-backend:{B}", 60, 1)
+    report = RunReport(
+        Plan(env.name, (StepSequence("app", (wait,)), Smoke()), "deploy.auto"),
+        [updated, skipped, SMOKE_FAILED],
+        9.0,
+        StepFailed("smoke: 1 of 5 checks failed", next_step="fix it"),
+    )
+    undo = rb.undo_plan(env, report, None)
+    assert undo is not None and undo.plan.title == "automatic rollback: app"
+    assert [type(s) for s in undo.plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
+    register = undo.plan.steps[0]
+    assert isinstance(register, RegisterTaskDef)
+    assert (register.repository, register.tag) == ("registry.test/car-rental-backend", A)
+    assert undo.plan.deploys == (("app", A),)
+    assert f"{stack}'s update rolled the new image out" in undo.notes[0] and "stack:fargate" in undo.notes[0]
+    # a stack update that left the image as it was replaced no app: nothing to put back
+    same = dataclasses.replace(updated, outputs={action_key(stack): "updated", was_key(stack, "Other"): "x"})
+    assert rb.undo_plan(env, dataclasses.replace(report, records=[same, skipped, SMOKE_FAILED]), None) is None
 
 
 def test_too_many_errors_after_the_rollout_put_the_previous_release_back(env: EnvConfig) -> None:
