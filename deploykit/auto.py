@@ -37,9 +37,15 @@ KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "�
 
 
 def live_components(
-    aws: AwsFactory, config: Config, env: EnvConfig, endpoints: Endpoints | None
+    aws: AwsFactory,
+    config: Config,
+    env: EnvConfig,
+    endpoints: Endpoints | None,
+    unverified: dict[str, str] | None = None,
 ) -> dict[str, str | None]:
     """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown).
+    ``unverified`` (when given) gets component → why, for a component that runs something else than what the last
+    successful deploy verified (the app: its service's image), which deploy.auto deploys again whatever changed.
 
     The live record, the service's image and each function's version are read at once (:func:`at_once`). Without
     ``endpoints`` (some stack is not deployed, e.g. after ``inv destroy``) the stacks that are still answer from
@@ -79,6 +85,11 @@ def live_components(
                 live[component] = None
             else:
                 live[component] = verified if verified and image and verified != image else (image or verified)
+            if unverified is not None and verified and image and verified != image:
+                unverified[component] = (
+                    f"{env.service} runs {image}, not {verified} (what the last successful deploy left and smoked): "
+                    "deployed again, as this checkout has it"
+                )
         elif kind == "lambda":
             serving, recorded = read.get(component), record.get(component)
             described = lambda_chain.git_sha_of(serving.get("Description")) if serving else None

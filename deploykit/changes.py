@@ -329,6 +329,21 @@ def _resolve_live(root: Path, component: str, sha: str) -> str:
 # -- detecting ---------------------------------------------------------------------------------------------------
 
 
+def _order(change: Change) -> tuple[bool, str, str, str, str]:
+    """How a change set lists its changes: by component (those that deploy nothing last), then path."""
+    return change.kind == "none", change.component or "", change.path, change.old_path or "", change.status
+
+
+def with_notes(found: ChangeSet, notes: Mapping[str, str]) -> ChangeSet:
+    """``found`` with each component of ``notes`` (component → why) counted as changed, as a change of no path
+    (status M), unless a path of it changed already."""
+    changed = found.components()
+    added = [Change("", c, kind_of(c), "M", why) for c, why in sorted(notes.items()) if c not in changed]
+    if not added:
+        return found
+    return dataclasses.replace(found, changes=tuple(sorted((*found.changes, *added), key=_order)))
+
+
 def detect(
     config: Config,
     live: Mapping[str, str | None],
@@ -437,7 +452,7 @@ def detect(
                     )
                 )
     unique = list(dict.fromkeys(changes))
-    unique.sort(key=lambda c: (c.kind == "none", c.component or "", c.path, c.old_path or "", c.status))
+    unique.sort(key=_order)
     return ChangeSet(
         base=bases,
         head=head_sha,

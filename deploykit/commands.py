@@ -1393,8 +1393,9 @@ def analyse(
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
+        unverified: dict[str, str] = {}  # what runs other than the last deploy verified: deployed again
         reads: dict[str, Callable[[], Any]] = {
-            "live": partial(auto.live_components, aws, config, environment, found_endpoints)
+            "live": partial(auto.live_components, aws, config, environment, found_endpoints, unverified)
         }
         if estimates and found_endpoints is not None:  # not deployed yet: deploy.full, no estimate
             reads["estimates"] = partial(_estimates, aws, environment)
@@ -1404,6 +1405,7 @@ def analyse(
     live: dict[str, str | None] = read["live"]
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
     found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
+    found = changes.with_notes(found, unverified)
     return Analysis(
         config, environment, aws, found_endpoints, revision, found, live, read.get("estimates", {}), read.get("source")
     )

@@ -20,7 +20,7 @@ from deploykit import commands, metrics
 from deploykit.app_chain import PromoteImage
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
-from deploykit.errors import UsageError
+from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Plan, RunReport
 from sandbox import lifecycle
 from sandbox.settings import load_settings
@@ -619,3 +619,28 @@ def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path
     again, _out, _seconds = auto(project)  # HEAD's release of all three
     assert {"register-taskdef", "move-alias", "deploy-stack"} <= ran(again)
     assert (release(), drain_seconds(project)) == ("auto-2", "3")
+
+
+def test_a_bad_release_left_in_place_then_reverted_is_deployed_again(project: Path) -> None:
+    """A release whose smoke fails, kept in place (--no-rollback), is not what the last deploy verified. Reverting
+    its commit makes the checkout what was verified, yet the service runs the bad image: deploy.auto deploys the
+    app again, says why, and the reverted commit's image answers."""
+    alb = endpoints(project).alb_url.rstrip("/")
+    good = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    routes = project / "backend" / "app" / "routes.py"
+    before = routes.read_text()
+    marker = '    """The caller, as the verified token says."""\n'
+    assert marker in before
+    routes.write_text(before.replace(marker, marker + '    raise RuntimeError("a bad release")\n', 1))
+    git(project, "commit", "-qam", "backend: a bad release")
+    bad = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    with pytest.raises(StepFailed, match="smoke failed"):
+        auto(project, rollback=False)
+    assert version_of(alb)[:12] == bad  # left in place for debugging
+    git(project, "revert", "--no-edit", "HEAD")
+    report, out, _seconds = auto(project)
+    assert {"build", "register-taskdef", "roll-service", "wait-healthy", "smoke"} <= ran(report)
+    assert f"runs {bad}, not {good} (what the last successful deploy left and smoked)" in out
+    assert version_of(alb) == git(project, "rev-parse", "HEAD").strip()
+    again, out, _seconds = auto(project)
+    assert again is None and "✅ nothing to deploy" in out  # what runs now is what was verified

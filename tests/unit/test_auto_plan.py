@@ -416,10 +416,16 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     versions["api-login-1"] = "code s3://b/lambda/login_handler/1.zip git bbbbbbbbbbbb"
     del live_record["lambda:login_handler"]
 
-    # a deploy that rolled the service but was interrupted before it was verified: the record wins
+    # a deploy that rolled the service but was interrupted before it was verified: the record wins, and the app is
+    # said to run what was not verified (deploy.auto deploys it again, whatever changed)
     live_record["app"] = {"sha": "ffffffffffff"}
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
-    assert auto.live_components(aws, config, env, endpoints)["app"] == "ffffffffffff"
+    unverified: dict[str, str] = {}
+    assert auto.live_components(aws, config, env, endpoints, unverified)["app"] == "ffffffffffff"
+    assert unverified == {
+        "app": f"{env.service} runs aaaaaaaaaaaa, not ffffffffffff (what the last successful deploy left and smoked): "
+        "deployed again, as this checkout has it"
+    }
     # a rollout still in progress: the image of the deployment that completed last is what is live
     del live_record["app"]
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
