@@ -197,7 +197,7 @@ def recover(
     assert error is not None
     try:
         with aws_errors(env):
-            undo = rollbacks.undo_plan(env, report, ctx.aws.client("lambda"), smoke=True)
+            undo = rollbacks.undo_plan(env, report, ctx.aws.client("lambda"), smoke=True, before=before)
     except DeployKitError as exc:
         error.message += f"; no automatic rollback: reading what to put back failed ({exc.message})"
         error.next_step = f"see what runs: inv health --env {env.name}; put it back: inv rollback --env {env.name}"

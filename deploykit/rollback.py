@@ -756,18 +756,26 @@ def split_image(image: str) -> tuple[str, str] | None:
     return repository, tag
 
 
-def _replaced_by_the_stack(env: EnvConfig, report: RunReport) -> tuple[str, str] | None:
-    """(repository, tag) of the image the run's update of the Fargate stack replaced, when it changed the image
+def _replaced_by_the_stack(
+    env: EnvConfig, report: RunReport, before: Mapping[str, str | None]
+) -> tuple[str, str] | None:
+    """(repository, tag) of the app the run's update of the Fargate stack replaced, when it changed the image
     parameter (deploy.auto of a commit that changes the app and that stack rolls the new image through the stack's
-    update: roll-service has nothing left to do, and says nothing of what ran before); None otherwise. The
-    repository is the plan's, as its wait-healthy (or push, or copy) names it."""
+    update: roll-service has nothing left to do, and says nothing of what ran before); None otherwise. The tag is
+    the app's as the live record had it before the run (``before``: what the last successful deploy verified; the
+    stack's former parameter may name an image that was never verified, or was taken back since); the repository
+    is the plan's, as its wait-healthy (or push, or copy) names it."""
     stack = planner.stack_roles(env)[planner.HOSTED_BY["app"]]
     outputs = report.outputs()
-    was = outputs.get(was_key(stack, planner.IMAGE_PARAMETER))
-    if not was or outputs.get(action_key(stack)) != "updated":
+    tag = before.get("app")
+    if (
+        not tag
+        or not outputs.get(was_key(stack, planner.IMAGE_PARAMETER))
+        or outputs.get(action_key(stack)) != "updated"
+    ):
         return None
     repository = next((r for r in map(_repository_of, _all_steps(report.plan.steps)) if r), "")
-    return (repository, was) if repository else None
+    return (repository, tag) if repository else None
 
 
 def _repository_of(step: Step) -> str:
@@ -785,9 +793,17 @@ def _all_steps(steps: Sequence[Step]) -> Iterator[Step]:
             yield from _all_steps(step.steps)
 
 
-def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: bool = True) -> Undo | None:
+def undo_plan(
+    env: EnvConfig,
+    report: RunReport,
+    lambda_client: Any,
+    *,
+    smoke: bool = True,
+    before: Mapping[str, str | None] | None = None,
+) -> Undo | None:
     """The automatic rollback of a failed run; None when its failure is not one a rollback answers (not
-    wait-healthy, smoke or watch-errors, an interrupt, bad input) or the run replaced nothing of the app or a Lambda."""
+    wait-healthy, smoke or watch-errors, an interrupt, bad input) or the run replaced nothing of the app or a Lambda.
+    ``before``: component → SHA live before the run (the live record), for an image the Fargate stack rolled out."""
     error, failed = report.error, failed_step(report)
     if not isinstance(error, StepFailed) or failed is None or failed.step not in TRIGGERS:
         return None
@@ -806,7 +822,7 @@ def undo_plan(env: EnvConfig, report: RunReport, lambda_client: Any, *, smoke: b
         if sha:
             deploys.append((f"lambda:{fn}", sha))
     previous = split_image(outputs.get("previous_image", ""))
-    if previous is None and (previous := _replaced_by_the_stack(env, report)) is not None:
+    if previous is None and (previous := _replaced_by_the_stack(env, report, before or {})) is not None:
         stack = planner.stack_roles(env)[planner.HOSTED_BY["app"]]
         notes.append(
             f"{stack}'s update rolled the new image out: the image goes back on a fresh revision, the stack's own "

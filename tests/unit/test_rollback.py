@@ -529,14 +529,14 @@ def test_a_failed_smoke_puts_back_the_app_and_the_lambda_this_run_replaced(env: 
 
 def test_an_image_the_fargate_stacks_update_rolled_out_is_put_back_and_the_stack_left(env: EnvConfig) -> None:
     """A commit that changes the app and the Fargate stack: deploy.auto's stack update rolls the new image (its
-    ImageTag parameter), so roll-service has nothing to do and names nothing it replaced; the update's former
-    ImageTag is what goes back, to the plan's repository, and the stack's own changes stay (said)."""
+    ImageTag parameter), so roll-service has nothing to do and names nothing it replaced; the app the live record
+    had before the run is what goes back, to the plan's repository, and the stack's own changes stay (said)."""
     stack = planner.stack_roles(env)["fargate"]
     updated = StepRecord(
         "deploy-stack",
         "",
         "done",
-        outputs={action_key(stack): "updated", was_key(stack, "ImageTag"): A, was_key(stack, "Other"): "x"},
+        outputs={action_key(stack): "updated", was_key(stack, "ImageTag"): C, was_key(stack, "Other"): "x"},
     )
     skipped = StepRecord("roll-service", "", "skipped", outputs={"task_definition": "x"})
     wait = WaitHealthy(env.cluster, env.service, env.container, f"registry.test/car-rental-backend:{B}", 60, 1)
@@ -546,7 +546,10 @@ def test_an_image_the_fargate_stacks_update_rolled_out_is_put_back_and_the_stack
         9.0,
         StepFailed("smoke: 1 of 5 checks failed", next_step="fix it"),
     )
-    undo = rb.undo_plan(env, report, None)
+    # the tag is what the live record verified before the run, not the stack's former parameter (C: an image
+    # that ran once, unverified, and was taken back since)
+    assert rb.undo_plan(env, report, None) is None  # what ran before is not known
+    undo = rb.undo_plan(env, report, None, before={"app": A, "stack:fargate": B})
     assert undo is not None and undo.plan.title == "automatic rollback: app"
     assert [type(s) for s in undo.plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
     register = undo.plan.steps[0]
@@ -556,7 +559,8 @@ def test_an_image_the_fargate_stacks_update_rolled_out_is_put_back_and_the_stack
     assert f"{stack}'s update rolled the new image out" in undo.notes[0] and "stack:fargate" in undo.notes[0]
     # a stack update that left the image as it was replaced no app: nothing to put back
     same = dataclasses.replace(updated, outputs={action_key(stack): "updated", was_key(stack, "Other"): "x"})
-    assert rb.undo_plan(env, dataclasses.replace(report, records=[same, skipped, SMOKE_FAILED]), None) is None
+    unchanged = dataclasses.replace(report, records=[same, skipped, SMOKE_FAILED])
+    assert rb.undo_plan(env, unchanged, None, before={"app": A}) is None
 
 
 def test_too_many_errors_after_the_rollout_put_the_previous_release_back(env: EnvConfig) -> None:
