@@ -109,6 +109,25 @@ def live_components(
     return live
 
 
+def left_by_failed_runs(records: Sequence[Record], live: Mapping[str, str | None]) -> dict[str, str]:
+    """stack:<role> → why, for each stack whose newest run that deployed it (``records``: newest first) failed, at
+    another commit than the live record's: its change set may have gone through before a later step failed (a
+    failed run never moves the live record, and the automatic rollback puts back code, never a stack), so the
+    stack may hold what no successful run verified; deploy.auto deploys it again, as the checkout has it (a change
+    set with nothing to change when it holds that already). A run a guard refused changed nothing."""
+    notes: dict[str, str] = {}
+    for component, sha in live.items():
+        if not component.startswith("stack:") or sha is None:
+            continue
+        newest = next((r for r in records if component in r.deployed), None)
+        if newest is not None and not newest.ok and not newest.refused and newest.deployed[component] != sha:
+            notes[component] = (
+                f"the last run that deployed it ({newest.command} at {newest.when}, {newest.deployed[component]}) "
+                "failed, maybe after its change set went through: deployed again, as this checkout has it"
+            )
+    return notes
+
+
 def unpromoted(
     config: Config, source: str, source_live: Mapping[str, str | None], components: Collection[str], revision: Revision
 ) -> dict[str, str]:

@@ -1386,7 +1386,9 @@ def analyse(
     """Read what is live in the environment and detect what changed since (uncommitted changes refused unless
     ``allow_dirty``). ``adjust`` changes the environment's settings (command-line options) before anything is read,
     so that bad options are refused first. With ``estimates`` the steps' times are read from the history at the
-    same time as what is live (one round trip less for every deploy; read for nothing when nothing changed)."""
+    same time as what is live (one round trip less for every deploy; read for nothing when nothing changed). What
+    runs other than the live record says counts as changed: the app's service running another image, a stack the
+    newest run that deployed it failed on (:func:`deploykit.auto.left_by_failed_runs`)."""
     config, environment = _load(runtime, env)
     environment = adjust(environment)
     revision = _revision(config, allow_dirty)
@@ -1397,18 +1399,18 @@ def analyse(
         reads: dict[str, Callable[[], Any]] = {
             "live": partial(auto.live_components, aws, config, environment, found_endpoints, unverified)
         }
-        if estimates and found_endpoints is not None:  # not deployed yet: deploy.full, no estimate
-            reads["estimates"] = partial(_estimates, aws, environment)
+        if found_endpoints is not None:  # the newest runs: for the estimates, and stacks a failed run left changed
+            reads["records"] = partial(_newest_records, aws, environment)
         if environment.promote_from:  # what the environment it takes releases from runs, read meanwhile
             reads["source"] = partial(read_source, runtime, config, environment.promote_from)
         read = at_once(reads)
     live: dict[str, str | None] = read["live"]
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
     found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
-    found = changes.with_notes(found, unverified)
-    return Analysis(
-        config, environment, aws, found_endpoints, revision, found, live, read.get("estimates", {}), read.get("source")
-    )
+    records: list[history.Record] = read.get("records", [])
+    found = changes.with_notes(found, {**unverified, **auto.left_by_failed_runs(records, live)})
+    guesses = history.estimates(records) if estimates else {}
+    return Analysis(config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"))
 
 
 @dataclass(frozen=True)
@@ -1721,9 +1723,10 @@ def deploy_watch(
     return runs
 
 
-def _estimates(aws: AwsFactory, env: EnvConfig) -> dict[str, float]:
+def _newest_records(aws: AwsFactory, env: EnvConfig) -> list[history.Record]:
+    """The environment's newest 30 runs, newest first (cached on this machine by ETag)."""
     found = history.History.of(aws, env)  # the registry stack was read with the endpoints: not read again
-    return history.estimates(found.records(30)) if found else {}
+    return found.records(30) if found else []
 
 
 def diff(

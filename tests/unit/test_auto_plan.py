@@ -518,3 +518,44 @@ def test_the_estimated_total_counts_a_parallel_group_as_its_longest_member(with_
         config, canary_env, revision, change_set(("lambda/health_handler/handler.py", "lambda:health_handler")), INPUTS
     )
     assert auto.estimate_total(lambda_plan.steps, canary_env, {"canary": 3.0, "smoke": 1.0}) == 121.0
+
+
+def test_a_stack_the_newest_run_that_deployed_it_failed_on_is_deployed_again() -> None:
+    """A failed run never moves the live record, yet its stack's change set may have gone through before a later
+    step failed: the stack counts as changed (said why) until a run that passes deploys it; a refused run changed
+    nothing, and a failed run at the live commit left it as the record says."""
+    from deploykit.history import Record
+
+    def run(n: int, stacks: dict[str, str], **kw: Any) -> Record:
+        when = f"2026-11-30T01:{n:02d}:00+00:00"
+        return Record(f"r{n}", "sandbox", when, "ana", kw.pop("command", "deploy.auto"), "x", seconds=1.0,
+                      components=stacks, ok=kw.pop("ok", True), **kw)  # fmt: skip
+
+    live = {"app": "a" * 12, "stack:fargate": "b" * 12, "stack:api": "b" * 12, "stack:data": None}
+    failed = run(3, {"stack:fargate": "c" * 12, "stack:api": "c" * 12}, ok=False)
+    refused = run(4, {"stack:api": "d" * 12}, ok=False, refused=True)
+    automatic = run(5, {"app": "a" * 12}, command="automatic rollback: app")
+    notes = auto.left_by_failed_runs([automatic, refused, failed, run(1, {"stack:fargate": "b" * 12})], live)
+    assert notes == {
+        "stack:fargate": f"the last run that deployed it (deploy.auto at 2026-11-30T01:03:00+00:00, {'c' * 12}) "
+        "failed, maybe after its change set went through: deployed again, as this checkout has it"
+    }
+    # deployed again by a run that passed: as the record says
+    assert list(auto.left_by_failed_runs([run(6, {"stack:fargate": "e" * 12}), failed], live)) == ["stack:api"]
+    # a failed run at the live commit itself left the stack as the record has it
+    assert auto.left_by_failed_runs([run(7, {"stack:fargate": "b" * 12}, ok=False)], live) == {}
+
+
+def test_notes_count_a_component_as_changed_unless_a_path_of_it_changed_already(with_lambdas: Path) -> None:  # noqa: F811
+    config = load_config(with_lambdas / "deploy.toml")
+    head = git(with_lambdas, "rev-parse", "HEAD").strip()
+    live = {c: head[:12] for c in changes.components_of(config)}
+    found = changes.detect(config, live)
+    assert found.components() == set()
+    noted = changes.with_notes(found, {"stack:fargate": "left by a failed run", "app": "runs another image"})
+    assert noted.components() == {"stack:fargate", "app"}
+    assert [(c.path, c.component, c.status, c.reason) for c in noted.changes] == [
+        ("", "app", "M", "runs another image"),
+        ("", "stack:fargate", "M", "left by a failed run"),
+    ]
+    assert changes.with_notes(noted, {"app": "again"}) == noted  # changed already: nothing added
