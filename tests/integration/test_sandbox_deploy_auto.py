@@ -644,3 +644,28 @@ def test_a_bad_release_left_in_place_then_reverted_is_deployed_again(project: Pa
     assert version_of(alb) == git(project, "rev-parse", "HEAD").strip()
     again, out, _seconds = auto(project)
     assert again is None and "✅ nothing to deploy" in out  # what runs now is what was verified
+
+
+def test_a_bad_release_the_fargate_stacks_update_rolled_out_is_put_back(project: Path) -> None:
+    """A commit that changes the backend (a bad release) and the Fargate stack (its drain): the stack's update rolls
+    the new image, smoke fails, and the automatic rollback puts the image back — the app the live record had, on a
+    fresh revision — while the stack's own change stays, said. After the commit is reverted, deploy.auto deploys
+    the stack again (the failed run left it changed) and nothing else."""
+    alb = endpoints(project).alb_url.rstrip("/")
+    good, drain = version_of(alb), drain_seconds(project)
+    routes = project / "backend" / "app" / "routes.py"
+    marker = '    """The caller, as the verified token says."""\n'
+    routes.write_text(routes.read_text().replace(marker, marker + '    raise RuntimeError("a bad release")\n', 1))
+    stack = project / "cdk" / "stacks" / "fargate_stack.py"
+    stack.write_text(stack.read_text().replace(f"Duration.seconds({drain})", "Duration.seconds(2)", 1))
+    git(project, "commit", "-qam", "backend and drain: a bad release")
+    with pytest.raises(StepFailed, match="smoke failed") as failed:
+        auto(project)
+    assert "CarRentalFargateStack's update rolled the new image out" in failed.value.message
+    assert "automatic rollback: app ok" in failed.value.message
+    assert (version_of(alb), drain_seconds(project)) == (good, "2")
+    git(project, "revert", "--no-edit", "HEAD")
+    report, out, _seconds = auto(project)
+    assert "the last run that deployed it (deploy.auto at " in out
+    assert ran(report) >= {"deploy-stack"} and "register-taskdef" not in ran(report)
+    assert (version_of(alb), drain_seconds(project)) == (good, drain)
