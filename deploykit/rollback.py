@@ -803,7 +803,8 @@ def undo_plan(
 ) -> Undo | None:
     """The automatic rollback of a failed run; None when its failure is not one a rollback answers (not
     wait-healthy, smoke or watch-errors, an interrupt, bad input) or the run replaced nothing of the app or a Lambda.
-    ``before``: component → SHA live before the run (the live record), for an image the Fargate stack rolled out."""
+    ``before``: component → SHA live before the run (the live record): the app goes back to the release it names, the
+    last that passed, when the service ran another before the run (or the Fargate stack's update rolled it out)."""
     error, failed = report.error, failed_step(report)
     if not isinstance(error, StepFailed) or failed is None or failed.step not in TRIGGERS:
         return None
@@ -840,6 +841,13 @@ def undo_plan(
                 WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds)
             )
         else:
+            verified = (before or {}).get("app")
+            if verified and verified != tag:  # what ran had never passed: the last release that did goes back
+                notes.append(
+                    f"{env.service} ran {tag} before this run, which no deploy verified (a failed release kept with "
+                    f"--no-rollback, or a change by other means): {verified}, the last that passed, goes back"
+                )
+                tag = verified
             replaced.append(("app", f"was {tag}"))
             steps += app_plan(env, repository, tag, smoke=False).steps
         deploys.append(("app", tag))

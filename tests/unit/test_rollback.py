@@ -563,6 +563,19 @@ def test_an_image_the_fargate_stacks_update_rolled_out_is_put_back_and_the_stack
     assert rb.undo_plan(env, unchanged, None, before={"app": A}) is None
 
 
+def test_an_image_that_never_passed_is_not_put_back_the_last_verified_release_is(env: EnvConfig) -> None:
+    """The service ran C before the run (a failed release kept with --no-rollback), the live record names A, the
+    last release that passed: A goes back, said; when what ran is what the record names, it goes back as before."""
+    ran_c = StepRecord("roll-service", "", "done", outputs={"previous_image": "registry.test/car-rental-backend:" + C})
+    undo = rb.undo_plan(env, failed_run(env, ran_c, SMOKE_FAILED), None, before={"app": A})
+    assert undo is not None and undo.plan.deploys == (("app", A),)
+    register = undo.plan.steps[0]
+    assert isinstance(register, RegisterTaskDef) and register.tag == A
+    assert f"ran {C} before this run, which no deploy verified" in undo.notes[0] and f"{A}, the last" in undo.notes[0]
+    same = rb.undo_plan(env, failed_run(env, ran_c, SMOKE_FAILED), None, before={"app": C})
+    assert same is not None and same.plan.deploys == (("app", C),) and same.notes == ()
+
+
 def test_too_many_errors_after_the_rollout_put_the_previous_release_back(env: EnvConfig) -> None:
     error = StepFailed("car-rental-service answered 9 of 100 requests with a 5xx", next_step="logs")
     undo = rb.undo_plan(env, failed_run(env, ROLLED, StepRecord("watch-errors", "", "failed"), error=error), None)
