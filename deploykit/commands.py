@@ -564,6 +564,8 @@ def deploy_stack(
         revision=revision,
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
+    if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls that image out: the app is live at it too
+        plan = dataclasses.replace(plan, deploys=(*plan.deploys, ("app", image_tag)))
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 

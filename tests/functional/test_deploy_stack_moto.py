@@ -34,3 +34,24 @@ def test_the_first_stack_of_a_new_environment_is_deployed_without_a_smoke_that_c
         create_stack(cfn, name, {})
     steps, said = plan_of(project, "CarRentalDataStack")
     assert steps == ["synth", "deploy-stack", "smoke"] and "no smoke" not in said
+
+
+def test_an_image_given_to_the_fargate_stack_is_recorded_as_the_apps(project: Path, factory: AwsFactory) -> None:
+    """`--image-tag` rolls that image out through the stack: the run records the app at it too, so the live record
+    names what runs (else the next deploy.auto would see an image no deploy verified, and deploy the app again)."""
+    cfn = factory.client("cloudformation")
+    for name in ("CarRentalRegistryStack", "CarRentalDataStack", "CarRentalAuthStack", "CarRentalApiStack"):
+        create_stack(cfn, name, {})
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.deploy_stack(
+        "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=True, as_json=True, runtime=runtime
+    )
+    assert isinstance(runtime.stdout, io.StringIO)
+    deploys = json.loads(runtime.stdout.getvalue())["deploys"]
+    assert {d["component"]: d["sha"] for d in deploys}["app"] == "abcdef123456"
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.deploy_stack(
+        "CarRentalDataStack", env="dev", image_tag="abcdef123456", dry_run=True, as_json=True, runtime=runtime
+    )
+    assert isinstance(runtime.stdout, io.StringIO)
+    assert [d["component"] for d in json.loads(runtime.stdout.getvalue())["deploys"]] == ["stack:data"]

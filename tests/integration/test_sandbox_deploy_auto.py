@@ -621,17 +621,23 @@ def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path
     assert (release(), drain_seconds(project)) == ("auto-2", "3")
 
 
+def break_me(project: Path) -> None:
+    """A bad release in the work tree: GET /me answers 500, which the smoke's auth check fails (the ALB's health
+    check passes)."""
+    routes = project / "backend" / "app" / "routes.py"
+    before = routes.read_text()
+    marker = '    """The caller, as the verified token says."""\n'
+    assert marker in before
+    routes.write_text(before.replace(marker, marker + '    raise RuntimeError("a bad release")\n', 1))
+
+
 def test_a_bad_release_left_in_place_then_reverted_is_deployed_again(project: Path) -> None:
     """A release whose smoke fails, kept in place (--no-rollback), is not what the last deploy verified. Reverting
     its commit makes the checkout what was verified, yet the service runs the bad image: deploy.auto deploys the
     app again, says why, and the reverted commit's image answers."""
     alb = endpoints(project).alb_url.rstrip("/")
     good = git(project, "rev-parse", "--short=12", "HEAD").strip()
-    routes = project / "backend" / "app" / "routes.py"
-    before = routes.read_text()
-    marker = '    """The caller, as the verified token says."""\n'
-    assert marker in before
-    routes.write_text(before.replace(marker, marker + '    raise RuntimeError("a bad release")\n', 1))
+    break_me(project)
     git(project, "commit", "-qam", "backend: a bad release")
     bad = git(project, "rev-parse", "--short=12", "HEAD").strip()
     with pytest.raises(StepFailed, match="smoke failed"):
@@ -653,9 +659,7 @@ def test_a_bad_release_the_fargate_stacks_update_rolled_out_is_put_back(project:
     the stack again (the failed run left it changed) and nothing else."""
     alb = endpoints(project).alb_url.rstrip("/")
     good, drain = version_of(alb), drain_seconds(project)
-    routes = project / "backend" / "app" / "routes.py"
-    marker = '    """The caller, as the verified token says."""\n'
-    routes.write_text(routes.read_text().replace(marker, marker + '    raise RuntimeError("a bad release")\n', 1))
+    break_me(project)
     stack = project / "cdk" / "stacks" / "fargate_stack.py"
     stack.write_text(stack.read_text().replace(f"Duration.seconds({drain})", "Duration.seconds(2)", 1))
     git(project, "commit", "-qam", "backend and drain: a bad release")
