@@ -29,11 +29,9 @@ import json
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ sys.path.insert(0, str(REPO))  # run as a script: deploykit from this checkout
 
 from deploykit import commands, images, oci  # noqa: E402
 from deploykit.config import load_config  # noqa: E402
-from sandbox.lifecycle import REGISTRY_CONFIG  # noqa: E402
+from sandbox import lifecycle  # noqa: E402
 
 
 def free_port() -> int:
@@ -57,30 +55,18 @@ class Registry:
 
     def __init__(self, root: Path) -> None:
         self.root, self.port = root, free_port()
-        root.mkdir(parents=True)
-        (root / "config.yml").write_text(REGISTRY_CONFIG.format(root=root / "data", port=self.port))
-        log = (root / "registry.log").open("ab")
-        self.process = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
-        (root / "registry.pid").write_text(str(self.process.pid))
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"docker-registry did not answer on {self.host}: see {root / 'registry.log'}"
-                    ) from None
-                time.sleep(0.1)
+        self.process = lifecycle.Process("benchmark registry", root / "registry.pid", root / "registry.log")
+        try:
+            lifecycle.start_registry(self.process, root, self.port, root)
+        except lifecycle.SandboxError as exc:
+            raise SystemExit(f"{exc.message}\n  → next: {exc.next_step}") from None
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        self.process.stop(timeout=10)
 
 
 def _ca_dir(path: str) -> Path | None:

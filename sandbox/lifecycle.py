@@ -172,6 +172,17 @@ def is_up(settings: Settings) -> bool:
     )
 
 
+def start_registry(process: Process, root: Path, port: int, cwd: Path) -> None:
+    """A distribution registry (``docker-registry``) keeping its data and config in ``root``, on 127.0.0.1:``port``,
+    started as ``process`` (its pid file and log: :meth:`Process.stop` ends it); returns once it answers, else
+    SandboxError. The sandbox's own, and the registries of their own that the tests and the benchmarks start."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=port))
+    _spawn(process, ["docker-registry", "serve", str(config)], cwd)
+    _wait(f"http://127.0.0.1:{port}/v2/", process, 20)
+
+
 def up(settings: Settings, config_path: Path) -> list[str]:
     """Start what is not running; returns what was started. Idempotent."""
     check_docker()
@@ -186,12 +197,7 @@ def up(settings: Settings, config_path: Path) -> list[str]:
     registry_url = f"http://127.0.0.1:{settings.registry_backend_port}/v2/"
     if registry.pid() is None or not _answers(registry_url):
         registry.stop()
-        root = settings.state_dir / "registry"
-        root.mkdir(exist_ok=True)
-        config = root / "config.yml"
-        config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=settings.registry_backend_port))
-        _spawn(registry, ["docker-registry", "serve", str(config)], settings.root)
-        _wait(registry_url, registry, 20)
+        start_registry(registry, settings.state_dir / "registry", settings.registry_backend_port, settings.root)
         started.append("registry")
     status_url = settings.endpoint_url + STATUS_PATH
     if server.pid() is None or not _answers(status_url):

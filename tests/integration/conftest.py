@@ -9,9 +9,6 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from deploykit import commands
 from deploykit.config import load_config
 from deploykit.errors import DeployKitError
 from deploykit.images import docker_client
-from sandbox.lifecycle import REGISTRY_CONFIG
+from sandbox import lifecycle
 from tests.conftest import REPO
 
 CA_DIR = "/usr/local/share/ca-certificates"
@@ -55,32 +52,17 @@ class LocalRegistry:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = lifecycle.Process("test registry", root / "registry.pid", root / "registry.log")
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        config = self.root / "config.yml"
-        config.write_text(REGISTRY_CONFIG.format(root=self.root / "data", port=self.port))
-        log = (self.root / "registry.log").open("ab")
-        self.process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
-        (self.root / "registry.pid").write_text(str(self.process.pid))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"docker-registry did not answer on {self.host}; see {self.root / 'registry.log'}")
+        lifecycle.start_registry(self.process, self.root, self.port, self.root)
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+        self.process.stop(timeout=10)
 
 
 @pytest.fixture(scope="session")
