@@ -18,8 +18,9 @@ from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport
 from tests.conftest import git
-from tests.functional.conftest import CONTAINER, create_service
+from tests.functional.conftest import create_service
 from tests.functional.test_endpoints import create_stack
+from tests.functional.test_rollback_moto import run_image
 
 PROD = """
 [environments.prod]
@@ -54,17 +55,7 @@ def promoted(project: Path, factory: AwsFactory) -> str:
 
 def run_there(factory: AwsFactory, tag: str) -> None:
     """dev's service runs the image ``tag``."""
-    ecs = factory.client("ecs")
-    image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:{tag}"
-    arn = ecs.register_task_definition(
-        family="car-rental-backend",
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="256",
-        memory="512",
-        containerDefinitions=[{**CONTAINER, "image": image}],
-    )["taskDefinition"]["taskDefinitionArn"]
-    ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", taskDefinition=arn)
+    run_image(factory, tag)
     # moto leaves every rollout IN_PROGRESS; ECS completes it once the new tasks are healthy
     service = ecs_backends[MOTO_ACCOUNT][factory.env.region].services["car-rental-cluster:car-rental-service"]
     for deployment in service.deployments:
