@@ -28,10 +28,10 @@ import dataclasses
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -365,11 +365,27 @@ def lambda_plan(env: EnvConfig, target: Target, function_name: str, *, smoke: bo
 
 def _missing_commit(env: EnvConfig, component: Component, sha: str) -> UsageError:
     return UsageError(
-        f"commit {sha} is not in this clone: the {component.key} of that commit cannot be synthesized, "
-        "nothing was changed",
+        f"commit {sha} is not in this clone, and {env.name} kept no template of {component.key} deployed from it: "
+        "there is nothing to deploy it from, nothing was changed",
         next_step="fetch it (git fetch --unshallow, or git fetch origin <its branch>), then rerun; "
         f"inv history --env {env.name} lists the commits deployed",
     )
+
+
+def kept_commits(aws: AwsFactory, env: EnvConfig, stack: str) -> frozenset[str]:
+    """The commits (sha12) whose template of ``stack`` the environment kept (:func:`kept_template`): a rollback to
+    one needs no commit in this clone (a shallow CI checkout). One listing; none without an artifacts bucket."""
+    bucket = history.find_artifacts_bucket(aws, env)
+    if not bucket:
+        return frozenset()
+    prefix = kept_template_key(env.name, stack, "")[: -len(".json")]
+    found: set[str] = set()
+    for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix) :]
+            if name.endswith(".json") and "/" not in name:
+                found.add(name[: -len(".json")])
+    return frozenset(found)
 
 
 def resolve_stack(
@@ -381,9 +397,10 @@ def resolve_stack(
     *,
     known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
 ) -> Target:
-    """The commit a stack goes back to: ``--to`` (any revision of this clone: a SHA, a tag, a branch), else the
-    previous successful deploy of the stack in the history whose commit this clone has (a build of uncommitted
-    changes cannot be synthesized again: its cdk/ is not in git).
+    """The commit a stack goes back to: ``--to`` (any revision of this clone: a SHA, a tag, a branch; or the SHA of
+    a commit whose template the environment kept), else the previous successful deploy of the stack in the history
+    whose template was kept or whose commit this clone has (a build of uncommitted changes cannot be synthesized
+    again: its cdk/ is not in git). A commit this clone lacks (a shallow checkout) does, when its template was kept.
 
     What is live is the live record's SHA for the stack, unless the newest run that deployed the stack failed: its
     change set may have gone through before a later step (smoke, a watch) failed, and a failed run never moves the
@@ -402,6 +419,7 @@ def resolve_stack(
     attempt = next((r for r in records if key in r.deployed), None)
     failed = attempt is not None and not attempt.ok and attempt.deployed[key] != recorded
     live = attempt.deployed[key] if failed and attempt is not None else recorded
+    kept = cache(partial(kept_commits, aws, env, planner.stack_roles(env)[component.role]))
     if to is not None:
         wanted = to.strip()
         if DIRTY in wanted:
@@ -411,11 +429,13 @@ def resolve_stack(
             )
         full = git.resolve_commit(root, wanted)  # any revision: a SHA, a tag, a branch, HEAD~1
         if full is None:
+            full = _kept_commit(wanted, kept())
+        if full is None:
             raise _missing_commit(env, component, wanted)
         return Target(component, live, full[:12], f"--to {to}")
 
     def usable(sha: str) -> bool:
-        return DIRTY not in sha and git.is_known_commit(root, sha)
+        return DIRTY not in sha and (git.is_known_commit(root, sha) or sha[:12] in kept())
 
     if failed and attempt is not None and recorded and usable(recorded):
         why = f"the last successful deploy; {attempt.command} at {attempt.when} failed after it ({attempt.id})"
@@ -430,6 +450,16 @@ def resolve_stack(
     if not usable(sha):
         raise _missing_commit(env, component, sha)
     return Target(component, live, sha, source)
+
+
+def _kept_commit(wanted: str, kept: Collection[str]) -> str | None:
+    """The kept commit (sha12) ``wanted`` names: a SHA of at least 7 hex digits, full or abbreviated; None when
+    none or more than one matches."""
+    sha = wanted.lower()
+    if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
+        return None
+    found = [commit for commit in kept if commit.startswith(sha[:12])]
+    return found[0] if len(found) == 1 else None
 
 
 def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, sha: str) -> synth.Synthesis | None:
@@ -470,6 +500,12 @@ def synthesize_at(
     """The CDK app of commit ``sha`` synthesized for ``env``: its cdk/ taken from git into
     ``cdk.out/.source-<sha>/`` for the while (the work tree is never touched), the assembly in
     ``cdk.out/<env>@<sha>/`` (skipped when it is already there, as any synthesis)."""
+    if not git.is_known_commit(config.root, sha):  # a kept template named it, but is gone (or unreadable) now
+        raise UsageError(
+            f"commit {sha} is not in this clone, and the template deployed from it could not be read from "
+            f"{env.name}: there is nothing to deploy it from, nothing was changed",
+            next_step="fetch it (git fetch --unshallow, or git fetch origin <its branch>), then rerun",
+        )
     source = config.root / synth.OUT_ROOT / f".source-{sha}"
     shutil.rmtree(source, ignore_errors=True)
     if not git.export(config.root, sha, synth.CDK_DIR, source) or not (source / synth.CDK_DIR / synth.APP).is_file():

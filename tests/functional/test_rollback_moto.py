@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from unittest.mock import Mock
 
@@ -70,6 +71,47 @@ def run_image(factory: AwsFactory, tag: str) -> str:
     )["taskDefinition"]["taskDefinitionArn"]
     ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", taskDefinition=arn)
     return str(arn)
+
+
+FIRST = {"Parameters": {"ImageTag": {"Type": "String"}}, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
+SECOND = {**FIRST, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}, "Queue": {"Type": "AWS::SQS::Queue"}}}
+
+
+def deploy_fargate(
+    factory: AwsFactory, env: EnvConfig, tmp_path: Path, template: dict[str, object], commit: str, image: str = C
+) -> Outcome:
+    """Deploy ``template`` as the Fargate stack's, from ``commit`` ("": uncommitted changes), as deploy.stack does:
+    the template kept in the artifacts bucket when a commit made it."""
+    assembly = tmp_path / f"assembly-{commit or 'dirty'}"
+    assembly.mkdir(parents=True)
+    (assembly / "Fargate.template.json").write_text(json.dumps(template))
+    properties = {"stackName": "CarRentalFargateStack", "templateFile": "Fargate.template.json"}
+    artifact = {"type": "aws:cloudformation:stack", "properties": {**properties, "tags": {"project": "rental"}}}
+    (assembly / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": artifact}}))
+    step = DeployStack(
+        "CarRentalFargateStack",
+        str(assembly / "Fargate.template.json"),
+        (("ImageTag", image),),
+        commit=commit,
+        registry_stack=env.stacks.registry,
+    )
+    clock = FakeClock()
+    return step.run(Context(Mock(), env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock()))
+
+
+def stack_record(store: history.History, sha: str, minutes: int) -> None:
+    """A successful deploy.stack of the Fargate stack at ``sha``, at 9:``minutes``."""
+    report = RunReport(Plan("dev", (), "deploy.stack"), [], 1.0)
+    now = datetime(2026, 3, 1, 9, minutes, tzinfo=UTC)
+    store.write(history.record_of(report, components={"stack:fargate": sha}, base={}, head=sha, who="ci", now=now))
+
+
+def stack_resources(factory: AwsFactory) -> list[str]:
+    cfn = factory.client("cloudformation")
+    return [
+        r["LogicalResourceId"]
+        for r in cfn.describe_stack_resources(StackName="CarRentalFargateStack")["StackResources"]
+    ]
 
 
 @pytest.fixture
@@ -256,32 +298,13 @@ def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_syn
     a rollback to that commit deploys them as they were. This project's commit has no cdk/app.py, so synthesizing
     it would be refused (see above): the kept template is all the rollback needs."""
     head = git(project, "rev-parse", "--short=12", "HEAD").strip()
-    first = {"Parameters": {"ImageTag": {"Type": "String"}}, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
-    second = {**first, "Resources": {**first["Resources"], "Queue": {"Type": "AWS::SQS::Queue"}}}
-    clock = FakeClock()
-    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    deploy = partial(deploy_fargate, factory, dev_env, tmp_path)
 
-    def deploy(template: dict[str, object], commit: str, image: str = C) -> Outcome:
-        assembly = tmp_path / f"assembly-{commit or 'dirty'}"
-        assembly.mkdir()
-        (assembly / "Fargate.template.json").write_text(json.dumps(template))
-        properties = {"stackName": "CarRentalFargateStack", "templateFile": "Fargate.template.json"}
-        artifact = {"type": "aws:cloudformation:stack", "properties": {**properties, "tags": {"project": "rental"}}}
-        (assembly / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": artifact}}))
-        step = DeployStack(
-            "CarRentalFargateStack",
-            str(assembly / "Fargate.template.json"),
-            (("ImageTag", image),),
-            commit=commit,
-            registry_stack=dev_env.stacks.registry,
-        )
-        return step.run(ctx)
-
-    assert deploy(first, head).status == "done"
+    assert deploy(FIRST, head).status == "done"
     key = kept_template_key("dev", "CarRentalFargateStack", head)
     kept = json.loads(factory.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
-    assert (kept["commit"], kept["tags"], kept["template"]) == (head, {"project": "rental"}, first)
-    updated = deploy(second, "", image=B)  # uncommitted changes: nothing kept
+    assert (kept["commit"], kept["tags"], kept["template"]) == (head, {"project": "rental"}, FIRST)
+    updated = deploy(SECOND, "", image=B)  # uncommitted changes: nothing kept
     assert updated.status == "done"
     # what the update changed a parameter from, for an automatic rollback of the image it rolled out
     assert {k: v for k, v in updated.outputs.items() if ".was." in k} == {
@@ -290,25 +313,54 @@ def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_syn
     assert [o["Key"] for o in factory.client("s3").list_objects_v2(Bucket=BUCKET, Prefix=KEPT)["Contents"]] == [key]
 
     for minutes, sha in ((10, head), (11, B)):  # deployed from head, then from B (what runs: the second template)
-        deployed.write(
-            history.record_of(
-                RunReport(Plan("dev", (), "deploy.stack"), [], 1.0),
-                components={"stack:fargate": sha},
-                base={},
-                head=sha,
-                who="ci",
-                now=datetime(2026, 3, 1, 9, minutes, tzinfo=UTC),
-            )
-        )
+        stack_record(deployed, sha, minutes)
     err = io.StringIO()
     report = commands.rollback(
         env="dev", component="stack:fargate", to=head, smoke=False, runtime=runtime(project, factory, stderr=err)
     )
     assert report is not None and report.ok, report and report.error
     assert f"CarRentalFargateStack at {head}: the template it was deployed with then, kept in dev" in err.getvalue()
+    assert stack_resources(factory) == ["Topic"]  # the queue of the second template is gone
     cfn = factory.client("cloudformation")
-    resources = cfn.describe_stack_resources(StackName="CarRentalFargateStack")["StackResources"]
-    assert [r["LogicalResourceId"] for r in resources] == ["Topic"]  # the queue of the second template is gone
     [stack] = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"]
     assert {t["Key"]: t["Value"] for t in stack["Tags"]}["project"] == "rental"
     assert not (project / "cdk.out" / f"dev@{head}").exists()  # nothing synthesized
+
+
+def test_a_stack_goes_back_to_a_commit_this_clone_lacks_when_its_template_was_kept(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """A shallow CI checkout lacks the commits deployed before: a stack's rollback to one deploys the template kept
+    from it, named by --to (a prefix of its SHA) or found in the history; one with no template kept is refused,
+    exit 2, before any change set."""
+    older = "0123456789ab"  # in no clone: only its kept template says what it deployed
+    assert deploy_fargate(factory, dev_env, tmp_path, FIRST, older).status == "done"
+    assert deploy_fargate(factory, dev_env, tmp_path, SECOND, B, image=B).status == "done"
+    stack_record(deployed, older, 10)
+    stack_record(deployed, B, 11)
+    assert stack_resources(factory) == ["Topic", "Queue"]
+
+    err = io.StringIO()
+    report = commands.rollback(
+        env="dev", component="stack:fargate", smoke=False, runtime=runtime(project, factory, stderr=err)
+    )
+    assert report is not None and report.ok, report and report.error
+    assert f"⏪ rollback stack:fargate in dev: {B} → {older} [history: deploy.stack at" in err.getvalue()
+    assert f"CarRentalFargateStack at {older}: the template it was deployed with then, kept in dev" in err.getvalue()
+    assert stack_resources(factory) == ["Topic"]
+
+    third = {**FIRST, "Resources": {**FIRST["Resources"], "Other": {"Type": "AWS::SNS::Topic"}}}
+    assert deploy_fargate(factory, dev_env, tmp_path / "again", third, "", image=B).status == "done"
+    stack_record(deployed, B, 30)
+    report = commands.rollback(
+        env="dev", component="stack:fargate", to=older[:8], smoke=False, runtime=runtime(project, factory)
+    )
+    assert report is not None and report.ok and report.plan.deploys == (("stack:fargate", older),)
+    assert stack_resources(factory) == ["Topic"]
+
+    change_sets = asked(factory.client("cloudformation"), "CreateChangeSet", "StackName")
+    for to in ("fedcba987654", older[:5]):  # no template kept; too short a prefix to name a kept one
+        with pytest.raises(UsageError, match=f"commit {to} is not in this clone, and dev kept no template") as no:
+            commands.rollback(env="dev", component="stack:fargate", to=to, runtime=runtime(project, factory))
+        assert no.value.exit_code == 2
+    assert change_sets == []

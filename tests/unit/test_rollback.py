@@ -106,6 +106,7 @@ def fake_aws(env: EnvConfig, *, live_tag: str | None, tags: list[str], records: 
         {"imageTags": [t], "imagePushedAt": now - timedelta(hours=i)} for i, t in reversed(list(enumerate(tags)))
     ]
     clients["ecr"].get_paginator.return_value.paginate.return_value = [{"imageDetails": details}]
+    clients["s3"].get_paginator.return_value.paginate.return_value = [{"KeyCount": 0}]  # no template kept
     aws.history = Mock(spec=history.History)
     aws.history.records.return_value = records
     aws.history.live.return_value = {}
@@ -400,8 +401,16 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
     with pytest.raises(UsageError, match="uncommitted changes"):
         rb.resolve_stack(aws, config, env, stack, None)
     aws.history.records.return_value = records[3:4]
-    with pytest.raises(UsageError, match=f"commit {'d' * 12} is not in this clone"):
+    with pytest.raises(UsageError, match=f"commit {'d' * 12} is not in this clone, and dev kept no template"):
         rb.resolve_stack(aws, config, env, stack, None)
+
+    # a commit this clone lacks whose template the environment kept: the template will do
+    prefix = "deploykit/templates/dev/CarRentalFargateStack/"
+    listed = [{"Contents": [{"Key": f"{prefix}{'d' * 12}.json"}, {"Key": f"{prefix}{'e' * 12}.json"}]}]
+    aws.client("s3").get_paginator.return_value.paginate.return_value = listed
+    assert rb.resolve_stack(aws, config, env, stack, None).sha == "d" * 12
+    assert rb.resolve_stack(aws, config, env, stack, "e" * 7).sha == "e" * 12
+    assert rb.resolve_stack(aws, config, env, stack, "E" * 40).sha == "e" * 12
 
 
 def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_commit(
