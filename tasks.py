@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -24,6 +24,9 @@ from deploykit import commands
 from deploykit.config import EnvConfig, find_config, load_config
 from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, UsageError
 from deploykit.lock import LockInfo
+
+if TYPE_CHECKING:
+    from sandbox.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,7 +114,11 @@ def _ensure_sandbox(env: str | None) -> None:
     from sandbox import lifecycle
 
     settings, _path = _sandbox_settings()
-    if not on_the_sandbox(environment, settings.endpoint_url) or lifecycle.is_up(settings):
+    if not on_the_sandbox(environment, settings.endpoint_url):
+        return
+    if lifecycle.is_up(settings):
+        if lifecycle.started_elsewhere(settings):
+            print(f"🧪 {_elsewhere(settings)}", file=sys.stderr)
         return
     print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
     try:
@@ -720,7 +727,20 @@ def sandbox_up(c: Context) -> None:
     settings, path = _sandbox_settings()
     started = _sandbox_call(lifecycle.up, settings, path)
     print(f"🧪 sandbox up ({', '.join(started) if started else 'already running'})", file=sys.stderr)
+    if lifecycle.started_elsewhere(settings):
+        print(f"🧪 {_elsewhere(settings)}", file=sys.stderr)
     _print_status(settings)
+
+
+def _elsewhere(settings: Settings) -> str:
+    """What a checkout is told when it uses a sandbox another checkout started (on the same ports)."""
+    from sandbox import lifecycle
+
+    parts = [{"sandbox": "AWS endpoint"}.get(part, part) for part in lifecycle.started_elsewhere(settings)]
+    return (
+        f"using the sandbox at {settings.endpoint_url}, whose {' and '.join(parts)} another checkout started "
+        "(a second clone or a worktree on the same ports): its state is shared, and inv sandbox.down there stops it"
+    )
 
 
 @task(name="down")

@@ -163,13 +163,25 @@ def _wait(url: str, process: Process, timeout: float) -> None:
     )
 
 
+def _urls(settings: Settings) -> tuple[str, str]:
+    """Where the registry and the sandbox's server answer when they are up."""
+    return f"http://127.0.0.1:{settings.registry_backend_port}/v2/", settings.endpoint_url + STATUS_PATH
+
+
 def is_up(settings: Settings) -> bool:
-    _registry, server = processes(settings)
-    return (
-        server.pid() is not None
-        and _answers(settings.endpoint_url + STATUS_PATH)
-        and _answers(f"http://127.0.0.1:{settings.registry_backend_port}/v2/")
-    )
+    """Whether the registry and the AWS endpoint answer: started by this checkout's ``up`` or another's (a second
+    clone or a worktree of the same project, whose ``deploy.toml`` names the same ports)."""
+    return all(_answers(url) for url in _urls(settings))
+
+
+def started_elsewhere(settings: Settings) -> list[str]:
+    """The parts that answer on this checkout's ports though this checkout did not start them (no process of its
+    pid files runs): another checkout's sandbox, which ``up`` uses as it is and ``down`` here leaves alone."""
+    return [
+        process.name
+        for process, url in zip(processes(settings), _urls(settings), strict=True)
+        if process.pid() is None and _answers(url)
+    ]
 
 
 def start_registry(process: Process, root: Path, port: int, cwd: Path) -> None:
@@ -184,7 +196,9 @@ def start_registry(process: Process, root: Path, port: int, cwd: Path) -> None:
 
 
 def up(settings: Settings, config_path: Path) -> list[str]:
-    """Start what is not running; returns what was started. Idempotent."""
+    """Start what is not running; returns what was started. Idempotent. A part that answers on its port though
+    this checkout did not start it (:func:`started_elsewhere`) is used as it is: starting another would only find
+    its port taken."""
     check_docker()
     if shutil.which("docker-registry") is None:
         raise SandboxError(
@@ -194,13 +208,12 @@ def up(settings: Settings, config_path: Path) -> list[str]:
     registry, server = processes(settings)
     started = []
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    registry_url = f"http://127.0.0.1:{settings.registry_backend_port}/v2/"
-    if registry.pid() is None or not _answers(registry_url):
+    registry_url, status_url = _urls(settings)
+    if not _answers(registry_url):
         registry.stop()
         start_registry(registry, settings.state_dir / "registry", settings.registry_backend_port, settings.root)
         started.append("registry")
-    status_url = settings.endpoint_url + STATUS_PATH
-    if server.pid() is None or not _answers(status_url):
+    if not _answers(status_url):
         server.stop()
         _spawn(server, [sys.executable, "-m", "sandbox", "serve", "--config", str(config_path)], settings.root)
         _wait(status_url, server, 60)
@@ -248,12 +261,13 @@ def status(settings: Settings) -> list[dict[str, object]]:
     except SandboxError as exc:
         rows.append({"part": "docker engine", "address": "-", "healthy": False, "detail": exc.message[:80]})
     backend = f"http://127.0.0.1:{settings.registry_backend_port}"
+    answers = _answers(backend + "/v2/")
     rows.append(
         {
             "part": "registry (distribution)",
             "address": backend,
-            "healthy": _answers(backend + "/v2/"),
-            "detail": f"pid {registry.pid()}" if registry.pid() else "not running",
+            "healthy": answers,
+            "detail": _owner(registry, healthy=answers),
         }
     )
     try:
@@ -261,7 +275,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
             parts = json.loads(answer.read())
         for part in parts:
             if part["part"] == "aws endpoint":
-                part["detail"] = f"{part['detail']}, pid {server.pid()}"
+                part["detail"] = f"{part['detail']}, {_owner(server, healthy=True)}"
             rows.append(part)
     except OSError:
         rows.append(
@@ -273,6 +287,14 @@ def status(settings: Settings) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def _owner(process: Process, *, healthy: bool) -> str:
+    """Which process a part is: this checkout's (its pid), another checkout's, or none."""
+    pid = process.pid()
+    if pid is not None:
+        return f"pid {pid}"
+    return "started by another checkout" if healthy else "not running"
 
 
 def log_tail(settings: Settings, part: str | None, lines: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -257,6 +258,16 @@ def test_status_lists_every_part_healthy_and_down_leaves_nothing_behind(
     settings = load_settings(path)
     assert lifecycle.up(settings, path) == ["registry", "sandbox"]
     assert lifecycle.up(settings, path) == []  # idempotent
+    # a second checkout of the project on the same ports (another clone, a worktree) uses this one's sandbox: it
+    # starts nothing (its server would only find the port taken), says whose it is, and its down stops nothing
+    other = dataclasses.replace(settings, root=tmp_path / "other")
+    assert lifecycle.started_elsewhere(settings) == [] and lifecycle.is_up(other)
+    assert lifecycle.up(other, path) == [] and lifecycle.started_elsewhere(other) == ["registry", "sandbox"]
+    details = {r["part"]: r["detail"] for r in lifecycle.status(other)}
+    assert details["registry (distribution)"] == "started by another checkout"
+    assert details["aws endpoint"].endswith(", started by another checkout")
+    assert lifecycle.down(other) == [] and lifecycle.is_up(settings)
+    assert not (tmp_path / "other" / ".sandbox" / "sandbox.pid").exists()
     rows = lifecycle.status(settings)
     assert {r["part"] for r in rows} >= {"docker engine", "registry (distribution)", "aws endpoint", "ecs runtime"}
     assert all(r["healthy"] for r in rows), rows
