@@ -32,6 +32,14 @@ from stacks.common.storage import secure_bucket
 KEEP_IMAGES = 30
 UNTAGGED_DAYS = 1
 
+# Each stack deploy from a commit keeps the template it deployed under KEPT_TEMPLATES (deploykit/stack_chain.py's
+# KEPT_TEMPLATES), so that a rollback to that commit deploys it as it was, without synthesis. A few kB to 50 kB per
+# stack and commit, written by every deploy that changes a stack: they go KEPT_TEMPLATE_DAYS after their deploy. A
+# rollback to a commit whose template has gone synthesizes the commit's CDK app from git instead, as for a commit
+# deployed before templates were kept.
+KEPT_TEMPLATES = "deploykit/templates/"
+KEPT_TEMPLATE_DAYS = 180
+
 
 class CarRentalRegistryStack(Stack):
     """ECR repository for the backend image and the S3 bucket for Lambda code zips."""
@@ -69,6 +77,9 @@ class CarRentalRegistryStack(Stack):
         # Lambda zips, named by content hash (`lambda/<function>/<sha256>.zip`): the same code is uploaded once and
         # a function's code location is a stack input (see api_stack.py).
         self.artifacts_bucket: s3.Bucket = secure_bucket(self, "ArtifactsBucket", removal_policy=RemovalPolicy.RETAIN)
+        self.artifacts_bucket.add_lifecycle_rule(
+            id="kept-templates", prefix=KEPT_TEMPLATES, expiration=Duration.days(KEPT_TEMPLATE_DAYS)
+        )
         suppress(
             self.artifacts_bucket,
             "AwsSolutions-S1",
