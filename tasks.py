@@ -162,22 +162,33 @@ def build(
     _chain(("build",), env, dry_run, json_, allow_dirty)
 
 
-@task(help=CHAIN_HELP)
+@task(help=CHAIN_HELP | PROMOTE_HELP)
 @reports_errors
 def push(
-    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    allow_dirty: bool = False,
+    unpromoted: bool = False,
 ) -> None:
-    """Push the image of this commit to the environment's registry (skipped when already there)."""
-    _chain(("push",), env, dry_run, json_, allow_dirty)
+    """Push the image of this commit to the environment's registry (skipped when already there); in an environment
+    with promote_from, copy the image that one runs instead."""
+    _chain(("push",), env, dry_run, json_, allow_dirty, unpromoted=unpromoted)
 
 
-@task(help=CHAIN_HELP)
+@task(help=CHAIN_HELP | PROMOTE_HELP)
 @reports_errors
 def register_taskdef(
-    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, allow_dirty: bool = False
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    allow_dirty: bool = False,
+    unpromoted: bool = False,
 ) -> None:
     """Register a task-definition revision that runs this commit's image (only the image changes)."""
-    _chain(("register-taskdef",), env, dry_run, json_, allow_dirty)
+    _chain(("register-taskdef",), env, dry_run, json_, allow_dirty, unpromoted=unpromoted)
 
 
 @task(help=CHAIN_HELP | OLDER_HELP | PROMOTE_HELP)

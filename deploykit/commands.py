@@ -427,7 +427,10 @@ def app_chain(
     environment = _with_watch(environment, watch_errors)
     revision = _revision(config, allow_dirty)
     promotion = Promotion()
-    if "roll-service" in stages:  # a dry run too: the plan of a promoted app copies the image its source runs
+    # A stage that puts the app into the environment (an image in its registry, a revision, the service) takes what
+    # the promote_from environment runs: push copies that image (a local build pushed under the commit's tag would
+    # stay, as tags are immutable, and be what a later promoted deploy rolls out). A dry run too: its plan copies.
+    if set(stages) & {"push", "register-taskdef", "roll-service"}:
         promotion = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], str]] = {}

@@ -117,6 +117,36 @@ def test_an_emergency_fix_let_through_unpromoted_is_built_for_prod(project: Path
     assert "⚠️  deploying to prod what dev does not run" in said
 
 
+def test_a_push_or_a_revision_alone_in_a_promoted_environment_takes_the_image_its_source_runs(
+    project: Path, promoted: str
+) -> None:
+    """inv push --env prod copies dev's image: a build of the commit pushed there would keep the tag (immutable)
+    and be what a later promoted deploy rolls out. Refused, as a deploy is, when dev does not run it."""
+
+    def push(**options: Any) -> Any:
+        return commands.app_chain(["push"], **options)
+
+    def register(**options: Any) -> Any:
+        return commands.app_chain(["register-taskdef"], **options)
+
+    plan, said = dry_run(project, push)
+    assert [step["step"] for step in plan["steps"]] == ["promote-image"]
+    assert plan["steps"][0]["inputs"]["source"] == "dev" and plan["steps"][0]["inputs"]["tag"] == promoted
+    assert f"📦 the app's image is the one dev runs, copied from there: {promoted} (built once)\n" in said
+    plan, _ = dry_run(project, register)
+    assert [(step["step"], step["inputs"]["tag"]) for step in plan["steps"]] == [("register-taskdef", promoted)]
+
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n# hotfix\n")
+    git(project, "commit", "-qam", "hotfix")
+    for chain in (push, register):
+        with pytest.raises(UsageError, match="dev does not run this checkout's app") as refused:
+            dry_run(project, chain)
+        assert refused.value.exit_code == 2
+    plan, _ = dry_run(project, push, unpromoted=True)
+    assert [step["step"] for step in plan["steps"]] == ["push"]  # built here: the emergency fix
+
+
 def test_a_full_deploy_of_a_promoted_environment_copies_the_image_and_gives_its_tag_to_the_fargate_stack(
     project: Path, promoted: str
 ) -> None:
