@@ -318,17 +318,17 @@ def auto_plan(
             registry_stack=env.stacks.registry,
         )
 
-    steps: list[Step] = []
-    if roles:
-        steps.append(Synthesize(str(out)))
-    if "registry" in roles:  # the image and the zips need its repository and bucket
-        steps.append(stack("registry"))
-    first: list[Step] = []
-    if app:
-        image = planner.app_chain_plan(
+    head: list[Step] = [Synthesize(str(out))] if roles else []
+    if "registry" in roles:  # the push and the zips need its repository and bucket
+        head.append(stack("registry"))
+    image = (
+        planner.app_chain_plan(
             config, env, revision, ("build", "push"), repository_uri=inputs.repository_uri, promoted=promoted
-        )
-        first.append(StepSequence("image", image.steps))
+        ).steps
+        if app
+        else ()
+    )
+    steps, first = planner.image_beside(head, image)  # the image builds while the CDK app synthesizes
     first += [
         UploadLambdaCode(
             fn, str(lambda_chain.function_folder(config, fn)), p.key, env.stacks.registry, len(p.zip_bytes)

@@ -39,7 +39,7 @@ from deploykit.aws import CONNECTIONS, AwsFactory, at_once
 from deploykit.cachedir import DAY, PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
-from deploykit.plan import RunReport
+from deploykit.plan import RunReport, StepRecord
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs
 
@@ -159,13 +159,16 @@ def record_of(
 ) -> Record:
     """The history record of a finished run."""
     moment = now or datetime.now(UTC)
-    steps = []
+    steps: list[dict[str, Any]] = []
+
+    def add(r: StepRecord, parent: StepRecord | None) -> None:  # a group, then its steps (a group's groups too)
+        step = {"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail}
+        steps.append(step | ({"in": parent.step} if parent is not None else {}))
+        for child in r.children:
+            add(child, r)
+
     for r in report.records:
-        steps.append({"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail})
-        steps += [
-            {"step": c.step, "status": c.status, "seconds": round(c.seconds, 3), "detail": c.detail, "in": r.step}
-            for c in r.children
-        ]
+        add(r, None)
     return Record(
         # microseconds: a run and the automatic rollback right after it sort in the order they ran
         id=f"{moment.strftime('%Y%m%dT%H%M%S.%f')}-{uuid.uuid4().hex[:8]}",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -66,7 +66,7 @@ class Outcome:
     status: Literal["done", "skipped"]
     detail: str = ""
     outputs: Mapping[str, str] = field(default_factory=dict)
-    children: tuple[StepRecord, ...] = ()  # what the sub-steps of a Parallel step did
+    children: tuple[StepRecord, ...] = ()  # what the steps of a group (Parallel, Sequence) did
 
     @classmethod
     def done(cls, detail: str = "", **outputs: str) -> Outcome:
@@ -164,8 +164,24 @@ class StepRecord:
     children: list[StepRecord] = field(default_factory=list)
 
 
+def all_records(records: Iterable[StepRecord]) -> Iterator[StepRecord]:
+    """``records`` and what their steps did, groups before their steps (a group's groups too)."""
+    for record in records:
+        yield record
+        yield from all_records(record.children)
+
+
 def record_of(step: Step, outcome: Outcome, seconds: float) -> StepRecord:
-    return StepRecord(step.name, step.describe(), outcome.status, seconds, outcome.detail, dict(outcome.outputs))
+    """What ``step`` did, with what its own steps did when it is a group (a group's groups too)."""
+    return StepRecord(
+        step.name,
+        step.describe(),
+        outcome.status,
+        seconds,
+        outcome.detail,
+        dict(outcome.outputs),
+        list(outcome.children),
+    )
 
 
 def group_status(children: list[StepRecord]) -> Literal["done", "skipped"]:
@@ -271,9 +287,16 @@ class RunReport:
     def table(self) -> str:
         icons = {"done": "✅ done", "skipped": "⏭  skipped", "failed": "❌ failed", "not run": "·  not run"}
         rows = []
+
+        def add(record: StepRecord, depth: int) -> None:  # a group's steps under it (a group's groups too, "· ↳")
+            name = f"{'· ' * (depth - 1)}↳ {record.step}" if depth else record.step
+            seconds = f"{record.seconds:.1f}s" if record.status != "not run" else ""
+            rows.append([name, icons[record.status], seconds, record.detail])
+            for child in record.children:
+                add(child, depth + 1)
+
         for r in self.records:
-            rows.append([r.step, icons[r.status], f"{r.seconds:.1f}s" if r.status != "not run" else "", r.detail])
-            rows += [[f"  ↳ {c.step}", icons[c.status], f"{c.seconds:.1f}s", c.detail] for c in r.children]
+            add(r, 0)
         rows.append(["total", "ok" if self.ok else "FAILED", f"{self.seconds:.1f}s", ""])
         return tabulate(rows, headers=["step", "result", "time", "detail"], tablefmt="simple")
 

@@ -297,23 +297,15 @@ def full_plan(
             registry_stack=roles["registry"],
         )
 
-    image = StepSequence(
-        "image",
-        app_chain_plan(
-            config, env, revision, ("build", "push"), repository_uri=repository_uri, promoted=promoted
-        ).steps,
-    )
+    image = app_chain_plan(config, env, revision, ("build", "push"), repository_uri=repository_uri, promoted=promoted)
     uploads = [
         UploadLambdaCode(fn, str(config.root / "lambda" / fn), p.key, roles["registry"], len(p.zip_bytes))
         for fn, p in sorted(packages.items())
     ]
     first, *later = stack_levels()
-    # the registry stack goes first on its own: the image and the zips need its repository and bucket
-    steps: list[Step] = [
-        Synthesize(str(out)),
-        stack("registry"),
-        _group([stack(r) for r in first if r != "registry"] + [image, *uploads]),
-    ]
+    # the registry stack goes first, while the image builds: the push and the zips need its repository and bucket
+    steps, pushed = image_beside([Synthesize(str(out)), stack("registry")], image.steps)
+    steps.append(_group([stack(r) for r in first if r != "registry"] + [*pushed, *uploads]))
     steps += [_group([stack(r) for r in level]) for level in later]
     if smoke:
         steps.append(Smoke())
@@ -324,6 +316,26 @@ def full_plan(
 
 def _group(steps: Sequence[Step]) -> Step:
     return steps[0] if len(steps) == 1 else Parallel(tuple(steps))
+
+
+def _in_order(label: str, steps: Sequence[Step]) -> Step:
+    return steps[0] if len(steps) == 1 else StepSequence(label, tuple(steps))
+
+
+def image_beside(head: Sequence[Step], image: Sequence[Step]) -> tuple[list[Step], list[Step]]:
+    """The image built while ``head`` runs (the CDK app's synthesis, then the registry stack when it changed): the
+    plan's first steps, ``head`` beside the image's steps on this machine (base image, build); and the image's steps
+    that need its repository (push; a promoted image's copy), for the group after them, beside the stacks and the
+    zips. Without ``head``, or with nothing to build, ``head`` as it is and the whole image after it.
+
+    A build takes seconds to minutes and needs no stack; the synthesis takes as long (tens of seconds for a real CDK
+    app): one waited for the other before."""
+    local = [step for step in image if isinstance(step, EnsureBaseImage | BuildImage)]
+    remote = [step for step in image if not isinstance(step, EnsureBaseImage | BuildImage)]
+    if not head or not local:
+        return list(head), [_in_order("image", image)] if image else []
+    beside = Parallel((_in_order("cdk", head), _in_order("image", local)))
+    return [beside], [_in_order("image", remote)] if remote else []
 
 
 def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str] = ()) -> Plan:

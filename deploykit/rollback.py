@@ -42,7 +42,7 @@ from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollSe
 from deploykit.aws import at_once
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.git import DIRTY
-from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord
+from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack, action_key, kept_template_key, was_key
@@ -773,14 +773,13 @@ def changed_stacks(report: RunReport, env: EnvConfig) -> list[str]:
     if not isinstance(report.error, StepFailed) or failed is None or failed.step not in TRIGGERS:
         return []
     roles: list[str] = []
-    for record in report.records:
-        for step in record.children or [record]:
-            if step.step == DeployStack.name and step.status == "done":
-                roles += [
-                    role
-                    for role, stack in planner.stack_roles(env).items()
-                    if step.outputs.get(action_key(stack)) == "updated"
-                ]
+    for step in all_records(report.records):
+        if step.step == DeployStack.name and step.status == "done":
+            roles += [
+                role
+                for role, stack in planner.stack_roles(env).items()
+                if step.outputs.get(action_key(stack)) == "updated"
+            ]
     return roles
 
 

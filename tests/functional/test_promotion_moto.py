@@ -155,7 +155,7 @@ def test_a_full_deploy_of_a_promoted_environment_copies_the_image_and_gives_its_
     plan, said = dry_run(project, commands.deploy_full, unpromoted=True)
     assert "stack:fargate: dev does not run it" in said and "app:" not in said
     described = " | ".join(step["describe"] for step in plan["steps"])
-    assert "sequence: image: promote-image" in described and "build" not in described
+    assert "promote-image: copy the image dev runs" in described and "build" not in described
     assert f"ProdFargateStack.template.json (ImageTag={promoted})" in described
     assert {"component": "app", "sha": promoted} in plan["deploys"]
 

@@ -14,7 +14,7 @@ from deploykit import auto, changes, planner
 from deploykit.config import Config, EnvConfig, ErrorWatch, LambdaCanary, load_config
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
-from deploykit.plan import Plan
+from deploykit.plan import Parallel, Plan
 from tests.conftest import git
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
@@ -128,6 +128,17 @@ def test_stacks_go_first_in_dependency_order_then_lambdas_then_the_app(with_lamb
     steps = [name + ":" + target for name, target in shape(plan, env)]
     order = [s.split(":")[0] for s in steps]
     assert order.index("deploy-stack") > order.index("synth")
+    # the image builds while the CDK app synthesizes; it is pushed beside the first stacks, before the Fargate one
+    first = plan.steps[0]
+    assert isinstance(first, Parallel) and [s.name for s in first.steps] == ["synth", "sequence"]
+    assert [s.name for s in first.steps[1].steps] == ["base-image", "build"]  # type: ignore[attr-defined]
+    second = plan.steps[1]
+    assert isinstance(second, Parallel) and sorted(s.name for s in second.steps) == [
+        "deploy-stack",
+        "push",
+        "upload-lambda",
+    ]
+    assert order.index("push") < steps.index("deploy-stack:CarRentalFargateStack")
     assert steps.index("deploy-stack:CarRentalDataStack") < steps.index("deploy-stack:CarRentalFargateStack")
     assert steps.index("deploy-stack:CarRentalFargateStack") < steps.index("update-code:health_handler")
     assert steps.index("update-code:health_handler") < steps.index("register-taskdef:car-rental-service")

@@ -146,6 +146,28 @@ def test_parallel_steps_run_together_and_are_listed_under_their_group() -> None:
     assert "↳ meet" in report.table()
 
 
+def test_a_groups_groups_are_listed_under_it_in_the_table_and_in_the_history_record() -> None:
+    """A sequence inside a parallel group (the image built while the CDK app synthesizes): its steps are shown and
+    recorded too, each under its own group, so their times reach the estimates and inv report."""
+    from deploykit import history
+    from deploykit.plan import Parallel
+    from deploykit.plan import Sequence as StepSequence
+
+    inner = StepSequence("image", (Sleep(0.0, skip=True), Sleep(0.0)))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("x", (Parallel((Sleep(0.0), inner)),)))
+    assert report.ok
+    rows = report.table().splitlines()[2:-1]
+    assert [row.split("  ")[0] for row in rows] == ["parallel", "↳ sleep", "↳ sequence", "· ↳ sleep", "· ↳ sleep"]
+    record = history.record_of(report, components={}, base={}, head="h")
+    assert [(s["step"], s["status"], s.get("in")) for s in record.steps] == [
+        ("parallel", "done", None),
+        ("sleep", "done", "parallel"),
+        ("sequence", "done", "parallel"),
+        ("sleep", "skipped", "sequence"),
+        ("sleep", "done", "sequence"),
+    ]
+
+
 def test_a_failing_parallel_step_fails_the_group_after_its_siblings_end() -> None:
     from deploykit.plan import Parallel
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploykit import changes, planner
+from deploykit import auto, changes, planner
 from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, current_revision
@@ -43,40 +43,29 @@ def test_full_plan_orders_stacks_by_dependency_with_independent_ones_in_parallel
     plan = planner.full_plan(config, env, revision, repository_uri="")
     groups = [names(step) for step in plan.steps]
     assert groups == [
-        ["synth"],
-        ["CarRentalRegistryStack"],
-        sorted(
-            [
-                "CarRentalDataStack",
-                "CarRentalAuthStack",
-                "image:base-image,build,push",
-                "upload:health_handler",
-                "upload:login_handler",
-            ]
-        ),
+        # the image builds while the CDK app synthesizes and the registry stack (its repository) deploys
+        ["cdk:synth,deploy-stack", "image:base-image,build"],
+        sorted(["CarRentalDataStack", "CarRentalAuthStack", "push", "upload:health_handler", "upload:login_handler"]),
         ["CarRentalApiStack", "CarRentalFargateStack"],
         ["smoke"],
     ]
+    [synthesis, registry] = plan.steps[0].steps[0].steps  # type: ignore[attr-defined]
+    assert isinstance(synthesis, Synthesize) and isinstance(registry, DeployStack)
+    assert registry.stack == "CarRentalRegistryStack"
     assert planner.full_plan(config, env, revision, repository_uri="", smoke=False).steps == plan.steps[:-1]
-    fargate = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
+    fargate = next(s for s in plan.steps[2].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
     assert dict(fargate.parameters) == {"ImageTag": revision.tag}  # this commit's image, built in the plan
-    api = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Api" in s.stack)
+    api = next(s for s in plan.steps[2].steps if isinstance(s, DeployStack) and "Api" in s.stack)
     keys = dict(api.parameters)
     assert set(keys) == {"LoginHandlerCodeKey", "HealthHandlerCodeKey"}
     assert keys["LoginHandlerCodeKey"].startswith("lambda/login_handler/") and keys["LoginHandlerCodeKey"].endswith(
         ".zip"
     )
     assert fargate.template.endswith("cdk.out/sandbox/CarRentalFargateStack.template.json")
-    assert isinstance(plan.steps[0], Synthesize)
 
 
 def deploy_stacks(plan: Plan) -> list[DeployStack]:
-    found: list[DeployStack] = []
-    for step in plan.steps:
-        for inner in getattr(step, "steps", (step,)):
-            if isinstance(inner, DeployStack):
-                found.append(inner)
-    return found
+    return [step for step in auto.flat_steps(plan.steps) if isinstance(step, DeployStack)]
 
 
 def test_approving_access_reaches_every_stack_of_a_full_deploy_and_one_stack_s(with_lambdas: Path) -> None:
@@ -151,9 +140,9 @@ def test_a_dirty_full_deploy_names_only_what_the_uncommitted_changes_touch_dirty
     deploys = dict(plan.deploys)
     assert deploys.pop("lambda:login_handler") == revision.tag and DIRTY in revision.tag
     assert set(deploys.values()) == {revision.short}  # the app, every stack, the other function: HEAD's commit
-    image = next(s for s in plan.steps[2].steps if isinstance(s, Sequence))
-    assert [getattr(s, "image", "") for s in image.steps][1] == f"car-rental-backend:{revision.short}"
-    fargate = next(s for s in plan.steps[3].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
+    [build] = [s for s in auto.flat_steps(plan.steps) if s.name == "build"]
+    assert getattr(build, "image", "") == f"car-rental-backend:{revision.short}"
+    fargate = next(s for s in plan.steps[2].steps if isinstance(s, DeployStack) and "Fargate" in s.stack)
     assert dict(fargate.parameters) == {"ImageTag": revision.short}
     # every stack's template is kept as HEAD's commit's, in the registry stack's bucket
     assert (fargate.commit, fargate.registry_stack) == (revision.short, "CarRentalRegistryStack")
