@@ -21,7 +21,7 @@ from deploykit.app_chain import PromoteImage
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.errors import StepFailed, UsageError
-from deploykit.plan import Plan, RunReport
+from deploykit.plan import Plan, RunReport, all_records
 from sandbox import lifecycle
 from sandbox.settings import load_settings
 from tests.conftest import git, quiet_runtime
@@ -50,15 +50,7 @@ def no_docker() -> object:
 def ran(report: RunReport | None) -> set[str]:
     """The steps that changed something (sub-steps of groups, and of groups in groups, included)."""
     assert report is not None and report.ok, report and report.error
-    done: set[str] = set()
-    records = list(report.records)
-    while records:
-        record = records.pop()
-        if record.children:
-            records += record.children
-        elif record.status == "done":
-            done.add(record.step)
-    return done
+    return {record.step for record in all_records(report.records) if not record.children and record.status == "done"}
 
 
 def endpoints(project: Path) -> Endpoints:
@@ -141,7 +133,7 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
 
     report, out, seconds = auto(project)
     assert report is not None
-    stacks = [r for s in report.records for r in (s.children or [s]) if r.step == "deploy-stack"]
+    stacks = [r for r in all_records(report.records) if r.step == "deploy-stack"]
     assert [(r.detail.split(":")[0], r.status) for r in stacks] == [("CarRentalFargateStack", "done")]
     assert not ran(report) & {"build", "push", "update-code", "register-taskdef"}
     assert "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack" in out
@@ -200,7 +192,7 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
 
     again, _, _ = auto(project)
     assert again is not None
-    stacks = [r for s in again.records for r in (s.children or [s]) if r.step == "deploy-stack"]
+    stacks = [r for r in all_records(again.records) if r.step == "deploy-stack"]
     assert [(r.detail.split(":")[0], r.status) for r in stacks] == [("CarRentalFargateStack", "done")]
     assert drain() == "4" and running() == revision
 
@@ -499,7 +491,9 @@ def test_an_environment_promoted_from_the_sandbox_takes_only_what_the_sandbox_ru
         assert f"📦 the app's image is the one sandbox runs, copied from there: {tag} (built once)" in out
         plan = json.loads(out[out.index("\n{") :])
         described = " | ".join(step["describe"] for step in plan["steps"])
-        assert "sequence: image: promote-image" in described and " build" not in described  # built once, in the sandbox
+        assert (
+            "promote-image: copy the image sandbox runs" in described and " build" not in described
+        )  # built once, in the sandbox
         assert sorted(s["StackName"] for s in cfn.describe_stacks()["Stacks"]) == stacks_before  # prod: untouched
 
         # the copy itself, through run_plan (prod's repository made by hand: prod's stacks cannot run beside the
