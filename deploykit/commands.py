@@ -37,6 +37,7 @@ from deploykit import (
     packaging,
     planner,
     registry,
+    synth,
     version_cleanup,
     watch,
 )
@@ -56,6 +57,7 @@ from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
+from deploykit.stack_chain import template_url
 from deploykit.stacks import StackDeployer, StackOutputs, access_note, changes_table, inv_command
 
 
@@ -826,7 +828,7 @@ def _stack_rollback_plan(
         json.loads(body), live, stack=stack, sha=target.sha, live_functions=functions
     )
     if preview:
-        _preview_stack(runtime, _previewer(runtime, aws, env), env, stack, body, dict(parameters), rerun=rerun)
+        _preview_stack(runtime, aws, env, stack, template, dict(parameters), rerun=rerun)
     return rollbacks.stack_plan(
         env,
         target,
@@ -1789,16 +1791,14 @@ def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict
     ctx = Context(a.config, a.env, a.aws, runtime.clock, reporter, runtime.docker_factory)
     with aws_errors(a.env), reporter.activity("synth"):
         Synthesize(str(out)).run(ctx)
-    deployer = _previewer(runtime, a.aws, a.env)
     code_keys = current_code_keys(a.aws, a.config, a.env)[0] if "api" in roles else {}
     image_tag = auto.live_image_tag_or_empty(a.aws, a.env)
     previews: dict[str, Any] = {}
     names = planner.stack_roles(a.env)
     for role in roles:
         name = names[role]
-        template = (out / f"{name}.template.json").read_text()
         parameters = dict(planner.stack_parameters(role, image_tag, code_keys))
-        previews[name] = _preview_stack(runtime, deployer, a.env, name, template, parameters)
+        previews[name] = _preview_stack(runtime, a.aws, a.env, name, out / f"{name}.template.json", parameters)
     return previews
 
 
@@ -1816,18 +1816,20 @@ def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeploy
 
 def _preview_stack(
     runtime: Runtime,
-    deployer: StackDeployer,
+    aws: AwsFactory,
     env: EnvConfig,
     name: str,
-    template: str,
+    template: Path,
     parameters: dict[str, str],
     *,
     rerun: str | None = None,
 ) -> dict[str, Any]:
     """Print what a deploy of ``template`` with ``parameters`` would change in stack ``name`` (a change set made and
     deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
+    body = synth.template_body(template)
+    deployer = _previewer(runtime, aws, env)
     with aws_errors(env):
-        found = deployer.preview(name, template, parameters)
+        found = deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body))
         stack = deployer.describe(name)
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     runtime.stderr.write(f"\n🐳 {name} ({status})\n")

@@ -8,18 +8,24 @@ into its step: the image tag, the Lambda code keys.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, packaging, stacks, synth
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.plan import Context, Outcome, Step
+from deploykit.stacks import error_code
+
+if TYPE_CHECKING:
+    from deploykit.aws import AwsFactory
+    from deploykit.config import EnvConfig
 
 ARTIFACTS_OUTPUT = "ArtifactsBucketName"
 
@@ -90,12 +96,51 @@ def was_key(stack: str, parameter: str) -> str:
 
 
 KEPT_TEMPLATES = "deploykit/templates/"
+# templates over TemplateBody's limit, handed to CloudFormation through S3 (template_url)
+STAGED_TEMPLATES = "deploykit/cfn/"
 KEPT_FORMAT = 1
 
 
 def kept_template_key(env: str, stack: str, commit: str) -> str:
     """Where the template ``stack`` was deployed with from ``commit`` (sha12) is kept, in the artifacts bucket."""
     return f"{KEPT_TEMPLATES}{env}/{stack}/{commit}.json"
+
+
+def template_url(aws: AwsFactory, env: EnvConfig, stack: str, body: str) -> str | None:
+    """Where CloudFormation reads ``stack``'s template ``body`` (minified) from when it is too big to be sent inline
+    (over :data:`~deploykit.synth.TEMPLATE_BODY_LIMIT` bytes, as a CDK app's stacks grow): the environment's
+    artifacts bucket, under the body's hash (``deploykit/cfn/<stack>/<sha256>.json``, put once: a conditional put
+    finds it there), named as CloudFormation wants it (``https://s3.<region>.amazonaws.com/<bucket>/<key>``, the
+    form the CDK CLI hands over too). None for a body that fits inline. A UsageError for the registry stack, whose
+    template must fit inline (it makes the bucket), and when the environment has no bucket yet."""
+    size = len(body.encode())
+    if size <= synth.TEMPLATE_BODY_LIMIT:
+        return None
+    registry = env.stacks.registry
+    bucket = None if stack == registry else (stacks.StackOutputs.of(aws)(registry) or {}).get(ARTIFACTS_OUTPUT)
+    if not bucket:
+        why = (
+            "it makes the artifacts bucket"
+            if stack == registry
+            else f"{registry} (its artifacts bucket) is not deployed"
+        )
+        raise UsageError(
+            f"the template of {stack} is {size:,} bytes, over CloudFormation's {synth.TEMPLATE_BODY_LIMIT:,} for a "
+            f"template sent inline, and it cannot go through S3: {why}",
+            next_step="split the stack (or move large inline content out of it), then rerun"
+            if stack == registry
+            else f"deploy {registry} first: inv deploy.stack {registry} --env {env.name}",
+        )
+    key = f"{STAGED_TEMPLATES}{stack}/{hashlib.sha256(body.encode()).hexdigest()}.json"
+    try:
+        aws.client("s3").put_object(
+            Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json", IfNoneMatch="*"
+        )
+    except ClientError as exc:  # 412: the key is there (named by its content); 409: the same put in flight
+        if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+            raise
+    suffix = "amazonaws.com.cn" if env.region.startswith("cn-") else "amazonaws.com"
+    return f"https://s3.{env.region}.{suffix}/{bucket}/{key}"
 
 
 def keep_template(ctx: Context, registry_stack: str, stack: str, commit: str, template: Path) -> str:
@@ -149,12 +194,14 @@ class DeployStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
+        url = template_url(ctx.aws, ctx.env, self.stack, body)
         tags = {**synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})}  # the CDK app's tags
         tags["deploykit:environment"] = ctx.env.name
         result = deployer(ctx).deploy(
             self.stack,
             body,
             dict(self.parameters),
+            template_url=url,
             allow_replace=self.allow_replace,
             guard_access=ctx.env.protected and not self.approve_access,
             tags=tags,

@@ -413,6 +413,11 @@ class _Follow:
     explained: dict[str, list[str]] = field(default_factory=dict)  # logical id → what its explainer found
 
 
+def _template(body: str, url: str | None) -> dict[str, str]:
+    """How a change set request names its template: from S3 when it went there, else inline."""
+    return {"TemplateURL": url} if url else {"TemplateBody": body}
+
+
 class StackDeployer:
     """Deploys, destroys and reads CloudFormation stacks; see the module documentation.
 
@@ -482,11 +487,13 @@ class StackDeployer:
         tags: Mapping[str, str] | None = None,
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
         rerun: str | None = None,
+        template_url: str | None = None,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
         (a protected environment, not approved): a change set that changes access is deleted, not executed.
         ``rerun``: the command a refusal names to run this deploy again (default ``inv deploy.stack NAME``; a
-        rollback names itself, as deploy.stack would deploy another template)."""
+        rollback names itself, as deploy.stack would deploy another template). ``template_url``: where
+        CloudFormation reads the same template from S3 (one too big to send inline)."""
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
         change_set_type, recreated, previous = self._prepare(name)
@@ -495,7 +502,7 @@ class StackDeployer:
             "StackName": name,
             "ChangeSetName": cs_name,
             "ChangeSetType": change_set_type,
-            "TemplateBody": template_body,
+            **_template(template_body, template_url),
             "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             "Capabilities": list(capabilities),
             "Description": f"deploykit: {change_set_type.lower()} {name}",
@@ -571,11 +578,13 @@ class StackDeployer:
         parameters: Mapping[str, str],
         *,
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
+        template_url: str | None = None,
     ) -> list[Change] | None:
         """The changes a deploy of ``name`` would make, from a change set that is deleted, never executed.
 
         None when the stack does not exist yet (a deploy would create all of it: no change set is made, as one
-        would leave a REVIEW_IN_PROGRESS stack behind); [] when nothing would change."""
+        would leave a REVIEW_IN_PROGRESS stack behind); [] when nothing would change. ``template_url``: as for
+        :meth:`deploy`."""
         stack = self.describe(name)
         if stack is None or str(stack.get("StackStatus")) == "REVIEW_IN_PROGRESS":
             return None
@@ -583,7 +592,7 @@ class StackDeployer:
             "StackName": name,
             "ChangeSetName": change_set_name(self.clock.now(), f"preview-{uuid.uuid4().hex[:6]}"),
             "ChangeSetType": "UPDATE",
-            "TemplateBody": template_body,
+            **_template(template_body, template_url),
             "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             "Capabilities": list(capabilities),
             "Description": f"deploykit: preview of {name} (inv diff), never executed",

@@ -53,8 +53,9 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 CDK_LIBRARIES = ("aws-cdk-lib", "constructs", "cdk-nag")
 # Environment variables cdk/stacks/common/settings.py also reads (for keys the context does not set).
 SETTINGS_ENV_PREFIX = "CAR_RENTAL_"
-# CloudFormation's limit for an inline TemplateBody.
+# CloudFormation's limit for an inline TemplateBody; a bigger template goes through S3 (TemplateURL), up to 1 MB.
 TEMPLATE_BODY_LIMIT = 51_200
+TEMPLATE_URL_LIMIT = 1_048_576
 SYNTH_TIMEOUT = 600.0
 OUTPUT_TAIL_LINES = 40
 # AWS's own ECR registry hosts: <account>.dkr.ecr.<region>.amazonaws.com(.cn), FIPS variants included.
@@ -372,7 +373,9 @@ def _display(path: Path, root: Path) -> str:
 
 
 def template_body(path: Path) -> str:
-    """The template as minified JSON for ``TemplateBody``; a UsageError above CloudFormation's 51,200 bytes."""
+    """The template as minified JSON, as CloudFormation takes it: inline (``TemplateBody``) up to
+    :data:`TEMPLATE_BODY_LIMIT` bytes, else from S3 (:func:`deploykit.stack_chain.template_url`); a UsageError
+    above CloudFormation's 1 MB for a template from S3."""
     try:
         template = json.loads(path.read_text())
     except FileNotFoundError:
@@ -386,11 +389,10 @@ def template_body(path: Path) -> str:
         ) from None
     body = json.dumps(template, separators=(",", ":"), ensure_ascii=False)
     size = len(body.encode())
-    if size > TEMPLATE_BODY_LIMIT:
+    if size > TEMPLATE_URL_LIMIT:
         raise UsageError(
-            f"template {path.name} is {size:,} bytes minified, over CloudFormation's inline TemplateBody limit of "
-            f"{TEMPLATE_BODY_LIMIT:,} bytes: deploying it would need an S3 template URL (TemplateURL), which "
-            "deploykit does not upload",
+            f"template {path.name} is {size:,} bytes minified, over CloudFormation's limit of {TEMPLATE_URL_LIMIT:,} "
+            "bytes for a template (from S3)",
             next_step="split the stack (or move large inline content out of it), then rerun",
         )
     return body

@@ -39,6 +39,10 @@ UNTAGGED_DAYS = 1
 # deployed before templates were kept.
 KEPT_TEMPLATES = "deploykit/templates/"
 KEPT_TEMPLATE_DAYS = 180
+# A template over CloudFormation's 51,200 bytes for one sent inline goes to CloudFormation through this bucket
+# (deploykit/stack_chain.py's STAGED_TEMPLATES), read once when the change set is made: a week is plenty.
+STAGED_TEMPLATES = "deploykit/cfn/"
+STAGED_TEMPLATE_DAYS = 7
 
 
 class CarRentalRegistryStack(Stack):
@@ -79,6 +83,9 @@ class CarRentalRegistryStack(Stack):
         self.artifacts_bucket: s3.Bucket = secure_bucket(self, "ArtifactsBucket", removal_policy=RemovalPolicy.RETAIN)
         self.artifacts_bucket.add_lifecycle_rule(
             id="kept-templates", prefix=KEPT_TEMPLATES, expiration=Duration.days(KEPT_TEMPLATE_DAYS)
+        )
+        self.artifacts_bucket.add_lifecycle_rule(
+            id="staged-templates", prefix=STAGED_TEMPLATES, expiration=Duration.days(STAGED_TEMPLATE_DAYS)
         )
         suppress(
             self.artifacts_bucket,

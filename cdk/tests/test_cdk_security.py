@@ -123,9 +123,10 @@ def test_ecr_keeps_the_newest_30_tagged_images_and_drops_untagged_ones_after_a_d
     assert repository["DeletionPolicy"] == "Retain"
 
 
-def test_kept_templates_expire_after_180_days_and_nothing_else_in_the_artifacts_bucket(registry: Template) -> None:
-    """The templates deploykit keeps for stack rollbacks (deploykit/templates/) go after 180 days; the Lambda zips,
-    the history, the live record and the lock never expire (only their old versions do, as in every bucket)."""
+def test_templates_expire_and_nothing_else_in_the_artifacts_bucket(registry: Template) -> None:
+    """The templates deploykit keeps for stack rollbacks (deploykit/templates/) go after 180 days, those it hands
+    CloudFormation through S3 (deploykit/cfn/) after 7; the Lambda zips, the history, the live record and the lock
+    never expire (only their old versions do, as in every bucket)."""
     bucket = only(registry.find_resources(BUCKET))
     rules = {r["Id"]: r for r in props(bucket)["LifecycleConfiguration"]["Rules"]}
     assert rules["kept-templates"] == {
@@ -134,7 +135,13 @@ def test_kept_templates_expire_after_180_days_and_nothing_else_in_the_artifacts_
         "ExpirationInDays": 180,
         "Status": "Enabled",
     }
-    assert sorted(rules) == ["kept-templates", "tidy"] and "ExpirationInDays" not in rules["tidy"]
+    assert rules["staged-templates"] == {
+        "Id": "staged-templates",
+        "Prefix": "deploykit/cfn/",
+        "ExpirationInDays": 7,
+        "Status": "Enabled",
+    }
+    assert sorted(rules) == ["kept-templates", "staged-templates", "tidy"] and "ExpirationInDays" not in rules["tidy"]
 
 
 def test_user_pool_password_policy_is_strong(auth: Template) -> None:

@@ -299,13 +299,13 @@ def test_the_registry_lifecycle_policy_never_deletes_more_than_the_cleanup() -> 
     assert timedelta(days=int(untagged_days.group(1))) >= image_cleanup.UNTAGGED_GRACE
 
 
-def test_the_registry_stack_expires_the_templates_where_deploy_stack_keeps_them() -> None:
-    """The kept templates' lifecycle rule (cdk/stacks/registry_stack.py, read as text) names deploykit's prefix."""
-    from deploykit.stack_chain import KEPT_TEMPLATES
+def test_the_registry_stack_expires_the_templates_where_deploy_stack_puts_them() -> None:
+    """The templates' lifecycle rules (cdk/stacks/registry_stack.py, read as text) name deploykit's prefixes."""
+    from deploykit.stack_chain import KEPT_TEMPLATES, STAGED_TEMPLATES
     from tests.conftest import REPO
 
-    source = (REPO / "cdk" / "stacks" / "registry_stack.py").read_text()
-    assert f'KEPT_TEMPLATES = "{KEPT_TEMPLATES}"' in source.splitlines()
+    source = (REPO / "cdk" / "stacks" / "registry_stack.py").read_text().splitlines()
+    assert f'KEPT_TEMPLATES = "{KEPT_TEMPLATES}"' in source and f'STAGED_TEMPLATES = "{STAGED_TEMPLATES}"' in source
 
 
 def test_index_parts_reads_the_platform_images_of_each_image_index_only() -> None:

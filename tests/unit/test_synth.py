@@ -348,19 +348,17 @@ def test_template_body_is_minified_json(tmp_path: Path) -> None:
     assert "\n" not in body and ": " not in body
 
 
-def test_template_body_over_the_inline_limit_says_an_s3_url_is_needed(tmp_path: Path) -> None:
-    path = tmp_path / "big.json"
-    path.write_text(json.dumps({"Description": "x" * synth.TEMPLATE_BODY_LIMIT, "Resources": {}}))
-    with pytest.raises(UsageError) as err:
-        synth.template_body(path)
-    assert "51,200" in err.value.message and "S3 template URL" in err.value.message
-
-
-def test_template_body_at_the_limit_is_accepted(tmp_path: Path) -> None:
+def test_template_body_up_to_a_template_from_s3s_limit_is_accepted_and_over_it_refused(tmp_path: Path) -> None:
+    """Over 51,200 bytes a template goes to CloudFormation through S3 (tests/functional/test_big_templates_moto.py),
+    which takes 1 MB at most."""
     path = tmp_path / "edge.json"
     overhead = len(json.dumps({"Description": ""}, separators=(",", ":")))
-    path.write_text(json.dumps({"Description": "x" * (synth.TEMPLATE_BODY_LIMIT - overhead)}))
-    assert len(synth.template_body(path)) == synth.TEMPLATE_BODY_LIMIT
+    path.write_text(json.dumps({"Description": "x" * (synth.TEMPLATE_URL_LIMIT - overhead)}))
+    assert len(synth.template_body(path)) == synth.TEMPLATE_URL_LIMIT
+    path.write_text(json.dumps({"Description": "x" * (synth.TEMPLATE_URL_LIMIT - overhead + 1)}))
+    with pytest.raises(UsageError) as err:
+        synth.template_body(path)
+    assert "1,048,576" in err.value.message and "split the stack" in (err.value.next_step or "")
 
 
 # -- the real app (slow) ---------------------------------------------------------------------------------
@@ -386,7 +384,7 @@ def test_the_real_cdk_app_synthesizes_once_then_skips_until_a_source_changes(tmp
     assert set(first.templates) == {*STACKS, "CarRentalApiStack"}
     assert f"aws://{ACCOUNT}/us-east-1" in (out / "manifest.json").read_text()
     for path in first.templates.values():
-        synth.template_body(path)  # each fits inline
+        assert len(synth.template_body(path)) <= synth.TEMPLATE_BODY_LIMIT  # each fits inline, for now
     # the image is what register-taskdef writes there: <the sandbox ECR's repositoryUri>:<tag>
     fargate = json.loads(first.templates["CarRentalFargateStack"].read_text())
     assert "ImageTag" in fargate["Parameters"]
