@@ -74,6 +74,27 @@ def at_once(reads: Mapping[K, Callable[[], T]], *, width: int = READERS) -> dict
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def all_of(calls: Mapping[K, Callable[[], T]]) -> dict[K, T]:
+    """Run ``calls`` at the same time, as :func:`at_once`, but wait for every one to end before raising the first
+    failure in ``calls``' order: for calls that clean up after themselves (a preview deletes its change set), which
+    must not be left running when the command ends."""
+    if len(calls) <= 1:
+        return {key: call() for key, call in calls.items()}
+
+    def caught(call: Callable[[], T]) -> T | BaseException:
+        try:
+            return call()
+        except Exception as exc:  # raised below, once every call has ended
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(len(calls), READERS), thread_name_prefix="all") as pool:
+        results = dict(zip(calls, pool.map(caught, calls.values()), strict=True))
+    for result in results.values():
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
 def is_throttling(exc: BaseException) -> bool:
     """Whether AWS refused the call for its rate: a throttling error code, or HTTP 429 (as botocore decides)."""
     if not isinstance(exc, botocore.exceptions.ClientError):

@@ -47,7 +47,7 @@ from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
-from deploykit.aws import AwsFactory, at_once, caller_account, translate_error
+from deploykit.aws import AwsFactory, all_of, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import Config, EnvConfig, load_config
@@ -58,7 +58,7 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
 from deploykit.stack_chain import template_url
-from deploykit.stacks import StackDeployer, StackOutputs, access_note, changes_table, inv_command
+from deploykit.stacks import Change, StackDeployer, StackOutputs, access_note, changes_table, inv_command
 
 
 @dataclass
@@ -1783,23 +1783,38 @@ def diff(
 
 
 def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict[str, Any]:
-    """Synthesize, then preview each changed stack with the inputs a deploy would give it."""
+    """Synthesize (while what is live is read), then preview each changed stack with the inputs a deploy would give
+    it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code changes
+    every stack), printed in the stacks' order."""
     from deploykit.stack_chain import Synthesize
 
     out = planner.synth_dir(a.config, a.env)
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
     ctx = Context(a.config, a.env, a.aws, runtime.clock, reporter, runtime.docker_factory)
+    reads: dict[str, Callable[[], Any]] = {
+        "synth": partial(Synthesize(str(out)).run, ctx),
+        "image_tag": partial(auto.live_image_tag_or_empty, a.aws, a.env),
+    }
+    if "api" in roles:
+        reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
     with aws_errors(a.env), reporter.activity("synth"):
-        Synthesize(str(out)).run(ctx)
-    code_keys = current_code_keys(a.aws, a.config, a.env)[0] if "api" in roles else {}
-    image_tag = auto.live_image_tag_or_empty(a.aws, a.env)
-    previews: dict[str, Any] = {}
+        read = at_once(reads)
     names = planner.stack_roles(a.env)
-    for role in roles:
-        name = names[role]
-        parameters = dict(planner.stack_parameters(role, image_tag, code_keys))
-        previews[name] = _preview_stack(runtime, a.aws, a.env, name, out / f"{name}.template.json", parameters)
-    return previews
+    previews = {
+        names[role]: partial(
+            _previewed,
+            runtime,
+            a.aws,
+            a.env,
+            names[role],
+            out / f"{names[role]}.template.json",
+            dict(planner.stack_parameters(role, read["image_tag"], read.get("code_keys", {}))),
+        )
+        for role in roles
+    }
+    with aws_errors(a.env):
+        found = all_of(previews)
+    return {name: _show_preview(runtime, a.env, name, *found[name]) for name in previews}
 
 
 def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeployer:
@@ -1826,11 +1841,32 @@ def _preview_stack(
 ) -> dict[str, Any]:
     """Print what a deploy of ``template`` with ``parameters`` would change in stack ``name`` (a change set made and
     deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
+    with aws_errors(env):
+        found, stack = _previewed(runtime, aws, env, name, template, parameters)
+    return _show_preview(runtime, env, name, found, stack, rerun=rerun)
+
+
+def _previewed(
+    runtime: Runtime, aws: AwsFactory, env: EnvConfig, name: str, template: Path, parameters: dict[str, str]
+) -> tuple[list[Change] | None, dict[str, Any] | None]:
+    """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), and the
+    stack as it is."""
     body = synth.template_body(template)
     deployer = _previewer(runtime, aws, env)
-    with aws_errors(env):
-        found = deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body))
-        stack = deployer.describe(name)
+    found = deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body))
+    return found, deployer.describe(name)
+
+
+def _show_preview(
+    runtime: Runtime,
+    env: EnvConfig,
+    name: str,
+    found: list[Change] | None,
+    stack: Mapping[str, Any] | None,
+    *,
+    rerun: str | None = None,
+) -> dict[str, Any]:
+    """Print a stack's preview (:func:`_previewed`); the same as JSON."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     runtime.stderr.write(f"\n🐳 {name} ({status})\n")
     if found is None:

@@ -11,7 +11,7 @@ from unittest.mock import Mock
 import boto3
 import pytest
 
-from deploykit.aws import AwsFactory, at_once
+from deploykit.aws import AwsFactory, all_of, at_once
 from deploykit.testing import fake_factory, sample_env
 
 
@@ -77,6 +77,26 @@ def test_a_failure_is_raised_without_waiting_for_slower_reads_and_queued_ones_ne
     release.set()
     assert waited < 5, "the failure waited for the slow reads"
     assert len(started) < 12, "reads queued behind the full pool started after the failure"
+
+
+def test_all_of_runs_calls_together_and_raises_the_first_failure_once_every_call_has_ended() -> None:
+    barrier = threading.Barrier(2, timeout=10)
+    ended: list[str] = []
+
+    def call(name: str, fail: bool = False) -> str:
+        barrier.wait()  # both in flight at once, or this times out
+        if fail:
+            raise LookupError(name)
+        time.sleep(0.2)  # the failure is not raised before this one ends (a preview deletes its change set)
+        ended.append(name)
+        return name
+
+    assert all_of({"a": partial(call, "a"), "b": partial(call, "b")}) == {"a": "a", "b": "b"}
+    ended.clear()
+    with pytest.raises(LookupError, match="x"):
+        all_of({"x": partial(call, "x", True), "y": partial(call, "y")})
+    assert ended == ["y"]
+    assert all_of({"only": lambda: threading.current_thread().name}) == {"only": threading.current_thread().name}
 
 
 def test_what_a_factory_shares_is_made_once_from_any_thread() -> None:
