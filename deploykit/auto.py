@@ -345,8 +345,8 @@ def auto_plan(
             steps.append(_group(members))
     # the API stack, when it changed, deployed the new code itself; the fast path does the others
     fast = [fn for fn in functions if "api" not in roles]
+    chains: list[Step] = []  # the functions' fast paths and the app's rollout: side by side, independent
     if fast:
-        chains: list[Step] = []
         for fn in fast:
             if fn not in inputs.functions:
                 raise UsageError(
@@ -358,9 +358,8 @@ def auto_plan(
                 )
             plan = lambda_chain.lambda_plan(config, env, revision, fn, function_name=inputs.functions[fn], smoke=False)
             chains.append(StepSequence(f"lambda {fn}", plan.steps[1:]))  # uploaded above
-        steps.append(_group(chains))
     if app:
-        steps += planner.app_chain_plan(
+        rollout = planner.app_chain_plan(
             config,
             env,
             revision,
@@ -369,6 +368,12 @@ def auto_plan(
             watch=False,  # after smoke, below
             promoted=promoted,
         ).steps
+        if chains:  # a Lambda update (a canary's bake: minutes) no longer holds the rollout back, nor it the update
+            chains.append(StepSequence("app", rollout))
+        else:
+            steps += rollout
+    if chains:
+        steps.append(_group(chains))
     if smoke:
         # always: this plan exists because the live record (written only by a deploy that passed smoke) differs
         # from HEAD; when every step finds its result in place (a stack CloudFormation finished after an

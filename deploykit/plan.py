@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from tabulate import tabulate
 
@@ -184,6 +184,32 @@ def record_of(step: Step, outcome: Outcome, seconds: float) -> StepRecord:
     )
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def carry(exc: E, children: list[StepRecord], outputs: Mapping[str, str]) -> E:
+    """``exc``, which ends a group, carrying what the group's steps did (their records, their outputs) to the
+    group's own record: what a run changed before it failed is what its automatic rollback puts back."""
+    exc.deploykit_ran = (list(children), dict(outputs))  # type: ignore[attr-defined]
+    return exc
+
+
+def carried(exc: BaseException) -> tuple[list[StepRecord], dict[str, str]]:
+    """What :func:`carry` gave ``exc`` (or the error it was translated from); nothing for another error."""
+    for error in (exc, exc.__cause__):
+        found = getattr(error, "deploykit_ran", None)
+        if found is not None:
+            return list(found[0]), dict(found[1])
+    return [], {}
+
+
+def failed_record(step: Step, exc: BaseException, seconds: float) -> StepRecord:
+    """The record of ``step``, which failed with ``exc`` (what its own steps did, when it is a group)."""
+    detail = exc.message if isinstance(exc, DeployKitError) else str(exc)
+    children, outputs = carried(exc)
+    return StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100], outputs, children)
+
+
 def group_status(children: list[StepRecord]) -> Literal["done", "skipped"]:
     """A group changed something when one of its steps did."""
     return "done" if any(c.status == "done" for c in children) else "skipped"
@@ -207,7 +233,12 @@ class Sequence(Step):
             if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
                 raise KeyboardInterrupt
             t0 = ctx.clock.monotonic()
-            outcome = step.run(ctx)
+            try:
+                outcome = step.run(ctx)
+            except Exception as exc:  # what ran before it is carried to the sequence's record
+                children.append(failed_record(step, exc, ctx.clock.monotonic() - t0))
+                carry(exc, children, {**outputs, **carried(exc)[1]})
+                raise
             outputs.update(outcome.outputs)
             children.append(record_of(step, outcome, ctx.clock.monotonic() - t0))
         detail = f"{self.label}: " + "; ".join(c.detail for c in children)
@@ -253,15 +284,15 @@ class Parallel(Step):
         for step, (result, seconds) in zip(self.steps, results, strict=True):
             if isinstance(result, BaseException):
                 failures.append((step, result))
-                detail = result.message if isinstance(result, DeployKitError) else str(result)
-                children.append(StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100]))
+                children.append(failed_record(step, result, seconds))
+                outputs.update(carried(result)[1])  # what a group among them did before it failed
                 continue
             outputs.update(result.outputs)
             children.append(record_of(step, result, seconds))
         if failures:
             for step, error in failures[1:]:
                 ctx.reporter.line(f"❌ {step.name} failed too: {error}")
-            raise failures[0][1]
+            raise carry(failures[0][1], children, outputs)
         done = sum(1 for c in children if c.status == "done")
         return Outcome(group_status(children), f"{done} of {len(children)} changed", outputs, tuple(children))
 
@@ -353,6 +384,7 @@ class Executor:
                         raise translated from raw
             except DeployKitError as exc:
                 record.status, record.detail = "failed", exc.message.splitlines()[0][:100]
+                record.children, record.outputs = carried(exc)  # a group's: what its steps did before
                 record.seconds = clock.monotonic() - t0
                 error = exc
                 out.line(f"❌ {step.name} failed after {record.seconds:.1f}s")

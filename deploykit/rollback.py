@@ -757,12 +757,12 @@ class Undo:
 
 
 def failed_step(report: RunReport) -> StepRecord | None:
-    """The step whose failure ended the run (a sub-step of a group when a group failed)."""
-    for record in report.records:
-        if record.status == "failed":
-            inner = [c for c in record.children if c.status == "failed"]
-            return inner[0] if inner else record
-    return None
+    """The step whose failure ended the run: the step of a group that failed it, when a group did (of a group's
+    group too; the first in the group's order, whose error the group raised)."""
+    failed = next((record for record in report.records if record.status == "failed"), None)
+    while failed is not None and (inner := [c for c in failed.children if c.status == "failed"]):
+        failed = inner[0]
+    return failed
 
 
 def changed_stacks(report: RunReport, env: EnvConfig) -> list[str]:

@@ -142,6 +142,13 @@ def test_stacks_go_first_in_dependency_order_then_lambdas_then_the_app(with_lamb
     assert steps.index("deploy-stack:CarRentalDataStack") < steps.index("deploy-stack:CarRentalFargateStack")
     assert steps.index("deploy-stack:CarRentalFargateStack") < steps.index("update-code:health_handler")
     assert steps.index("update-code:health_handler") < steps.index("register-taskdef:car-rental-service")
+    # the function's fast path and the app's rollout are independent: side by side, after every stack
+    together = plan.steps[-2]
+    assert isinstance(together, Parallel)
+    assert [(s.label, [x.name for x in s.steps]) for s in together.steps] == [  # type: ignore[attr-defined]
+        ("lambda health_handler", ["update-code", "publish-version", "move-alias"]),
+        ("app", ["register-taskdef", "roll-service", "wait-healthy"]),
+    ]
     assert order[-1] == "smoke" and order.count("smoke") == 1
     # the Fargate stack rolls the new image itself, so the app chain after it has nothing left to roll
     fargate = next(s for s in auto.flat_steps(plan.steps) if getattr(s, "stack", "") == "CarRentalFargateStack")
@@ -507,7 +514,7 @@ def test_the_estimated_total_counts_a_parallel_group_as_its_longest_member(with_
     config, env, revision = setup(with_lambdas)
     found = change_set(("backend/app/routes.py", "app"), ("lambda/health_handler/handler.py", "lambda:health_handler"))
     plan = auto.auto_plan(config, env, revision, found, INPUTS)
-    # the image (build, push) beside the Lambda upload, then the fast path, then the app chain, then smoke
+    # the image (build, push) beside the Lambda upload, then the fast path beside the app's rollout, then smoke
     estimates = {
         "build": 2.0,
         "push": 1.0,
@@ -518,7 +525,7 @@ def test_the_estimated_total_counts_a_parallel_group_as_its_longest_member(with_
     }
     rows = auto.estimate_rows(plan, env, estimates)
     assert sum(float(r[3][1:-1]) for r in rows if r[3]) == 19.5  # each step one after the other
-    assert auto.estimate_total(plan.steps, env, estimates) == 5.0 + 0.5 + 10.0 + 1.0
+    assert auto.estimate_total(plan.steps, env, estimates) == 5.0 + 10.0 + 1.0
     # a stack's own median goes before the median of all stack deploys
     stack_plan = auto.auto_plan(config, env, revision, change_set(("cdk/stacks/data_stack.py", "stack:data")), INPUTS)
     stack_estimates = {"deploy-stack": 9.0, "deploy-stack:CarRentalDataStack": 3.0, "synth": 4.0}

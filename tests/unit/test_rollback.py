@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -583,6 +584,56 @@ def test_an_image_that_never_passed_is_not_put_back_the_last_verified_release_is
     assert f"ran {C} before this run, which no deploy verified" in undo.notes[0] and f"{A}, the last" in undo.notes[0]
     same = rb.undo_plan(env, failed_run(env, ran_c, SMOKE_FAILED), None, before={"app": C})
     assert same is not None and same.plan.deploys == (("app", C),) and same.notes == ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Played(Step):
+    """A step that did what ``record`` says, or failed as it did."""
+
+    record: StepRecord
+    error: Exception | None = None
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.record.step
+
+    def describe(self) -> str:
+        return self.record.step
+
+    def run(self, ctx: Any) -> Any:
+        from deploykit.plan import Outcome
+
+        if self.error is not None:
+            raise self.error
+        return Outcome.done(self.record.step, **self.record.outputs)
+
+
+def test_a_release_failed_beside_a_lambda_update_puts_back_both(env: EnvConfig) -> None:
+    """deploy.auto runs a function's fast path beside the app's rollout: when the rollout fails, what both changed
+    is known from the group's record (its steps' records and outputs, carried by the failure), and goes back."""
+    from deploykit.clock import FakeClock
+    from deploykit.output import Reporter
+    from deploykit.plan import Context, Executor
+
+    error = StepFailed("car-rental-service did not become healthy", next_step="logs")
+    lambda_path = StepSequence("lambda health_handler", (Played(MOVED),))
+    rollout = StepSequence("app", (Played(ROLLED), Played(StepRecord("wait-healthy", "", "failed"), error)))
+    plan = Plan(env.name, (Parallel((lambda_path, rollout)), Smoke()), "deploy.auto")
+    clock = FakeClock()
+    ctx = Context(Mock(), env, Mock(), clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    report = Executor(ctx).execute(plan)
+    assert report.error is error
+    failed = rb.failed_step(report)
+    assert failed is not None and failed.step == "wait-healthy"
+    group = report.records[0]
+    assert [(c.step, c.status) for c in group.children] == [("sequence", "done"), ("sequence", "failed")]
+    assert [(c.step, c.status) for c in group.children[1].children] == [
+        ("roll-service", "done"),
+        ("wait-healthy", "failed"),
+    ]
+    undo = rb.undo_plan(env, report, FakeLambda())
+    assert undo is not None and undo.plan.title == "automatic rollback: lambda:health_handler, app"
+    assert [type(s) for s in undo.plan.steps] == [rb.PointAlias, RegisterTaskDef, RollService, WaitHealthy, Smoke]
 
 
 def test_too_many_errors_after_the_rollout_put_the_previous_release_back(env: EnvConfig) -> None:
