@@ -780,6 +780,36 @@ def test_create_change_sets_are_validated_as_on_aws(deployment: Deployment) -> N
         deployment.aws.change_set("Small", json.dumps(broken), {"Key": "x.zip"}, "CREATE")
 
 
+def test_a_template_too_big_to_send_inline_is_read_from_the_artifacts_bucket(deployment: Deployment) -> None:
+    """As deploykit hands over a template over 51,200 bytes (deploykit.stack_chain.template_url): put in the
+    artifacts bucket, named by a path-style TemplateURL; the sandbox's CloudFormation reads it from its S3."""
+    aws = deployment.aws
+    note = "a note a big stack carries in its metadata " * 40
+    big = {"Resources": {f"Topic{i}": {"Type": "AWS::SNS::Topic", "Metadata": {"note": note}} for i in range(40)}}
+    body = json.dumps(big, separators=(",", ":"))
+    assert len(body) > 51_200
+    bucket, key = aws.outputs(REGISTRY)["ArtifactsBucketName"], "deploykit/cfn/Big/template.json"
+    aws.clients["s3"].put_object(Bucket=bucket, Key=key, Body=body.encode())
+    aws.cf.create_change_set(
+        StackName="Big",
+        ChangeSetName="big-1",
+        ChangeSetType="CREATE",
+        TemplateURL=f"https://s3.us-east-1.amazonaws.com/{bucket}/{key}",
+    )
+    described = aws.cf.describe_change_set(StackName="Big", ChangeSetName="big-1")
+    assert described["Status"] == "CREATE_COMPLETE" and len(described["Changes"]) == 40
+    aws.cf.execute_change_set(StackName="Big", ChangeSetName="big-1")
+    status = wait_until(
+        lambda: (
+            (s := aws.cf.describe_stacks(StackName="Big")["Stacks"][0]["StackStatus"]) != "CREATE_IN_PROGRESS" and s
+        ),
+        what="the big stack",
+    )
+    assert status == "CREATE_COMPLETE"
+    assert len(aws.cf.describe_stack_resources(StackName="Big")["StackResources"]) == 40
+    aws.cf.delete_stack(StackName="Big")
+
+
 def test_a_failed_create_rolls_back_and_a_harmless_unknown_type_does_not_fail(deployment: Deployment) -> None:
     aws = deployment.aws
     operation = aws.deploy("Small", json.dumps(SMALL), {"Key": "no/such.zip"})
