@@ -621,13 +621,13 @@ def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> his
 
 def undo_order(component: str) -> tuple[int, int, str]:
     """In which order a run's components go back: a deploy's own (stacks in dependency order, then the Lambda
-    functions, then the app). A stack goes back while what runs is still the run's, so its template gets the image
-    and the code that run now (read when the plan is made) and changes neither; then the code goes back."""
+    functions and the app, side by side). A stack goes back while what runs is still the run's, so its template gets
+    the image and the code that run now (read when the plan is made) and changes neither; then the code goes back."""
     kind, _, name = component.partition(":")
     if kind == "stack":
         level = next((n for n, roles in enumerate(planner.stack_levels()) if name in roles), 0)
         return 0, level, name
-    return (2, 0, name) if kind == "app" else (1, 0, name)
+    return (1, 1, name) if kind == "app" else (1, 0, name)  # one group (run_plan_of), the functions listed first
 
 
 def undo_targets(
@@ -696,11 +696,11 @@ def run_plan_of(
 ) -> Plan:
     """One plan of the components' plans (component → its plan, without its smoke), one smoke at the end, in
     :func:`undo_order` and side by side as ``deploy.auto`` runs a deploy: the stacks of one dependency level
-    together, then the functions together, then the app."""
+    together, then the functions and the app together."""
     groups: dict[tuple[int, int], list[tuple[str, Plan]]] = {}
     for component, plan in plans:
         rank, level, _ = undo_order(component)
-        groups.setdefault((rank, level), []).append((component, plan))
+        groups.setdefault((rank, level if rank == 0 else 0), []).append((component, plan))  # the code: one group
     steps: list[Step] = []
     for _, members in sorted(groups.items()):
         if len(members) == 1:

@@ -593,15 +593,17 @@ def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path
     runtime = quiet_runtime(project)
     assert commands.rollback(run="last", dry_run=True, as_json=True, runtime=runtime) is None
     plan = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
-    names = ["deploy-stack", "move-alias", "register-taskdef", "roll-service", "wait-healthy", "smoke"]
-    assert [s["step"] for s in plan["steps"]] == names
+    assert [s["step"] for s in plan["steps"]] == ["deploy-stack", "parallel", "smoke"]  # the code side by side
+    assert [s["step"] for s in plan["steps"][1]["inputs"]["steps"]] == ["move-alias", "sequence"]
+    names = ["deploy-stack", "parallel", "move-alias", "sequence", "register-taskdef", "roll-service", "wait-healthy"]
+    names.append("smoke")
     assert (release(), drain_seconds(project)) == ("auto-2", "3")
 
     newest_before = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     runtime = quiet_runtime(project)
     undone = commands.rollback(run="last", runtime=runtime)
     assert undone is not None and undone.ok, undone and undone.error
-    assert [r.step for r in undone.records] == names
+    assert [r.step for r in all_records(undone.records)] == names
     assert (version_of(alb), release(), drain_seconds(project)) == (app_before, "auto-1", "4")
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "⏪ rollback run " in said and "⏪ rollback stack:fargate in sandbox" in said

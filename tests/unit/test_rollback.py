@@ -778,7 +778,7 @@ def test_a_runs_plan_is_its_components_plans_with_one_smoke(env: EnvConfig, tmp_
 def test_a_runs_independent_components_go_back_side_by_side_as_a_deploy_runs_them(
     env: EnvConfig, tmp_path: Path
 ) -> None:
-    """The stacks of one dependency level together, then the functions together, then the app."""
+    """The stacks of one dependency level together, then the functions and the app together."""
 
     def stack(role: str) -> tuple[str, Plan]:
         target = rb.Target(rb.Component("stack", role=role), B, A, "")
@@ -793,14 +793,17 @@ def test_a_runs_independent_components_go_back_side_by_side_as_a_deploy_runs_the
     app = ("app", rb.app_plan(env, "123.dkr.ecr/car-rental-backend", A, smoke=False))
     plans = [stack("auth"), stack("data"), stack("fargate"), function("a"), function("b"), app]
     plan = rb.run_plan_of(env, record, plans)
-    first, fargate, functions, *rest = plan.steps
+    first, fargate, code, smoke = plan.steps
     assert isinstance(first, Parallel) and [s.stack for s in first.steps] == [  # type: ignore[attr-defined]
         env.stacks.auth,
         env.stacks.data,
     ]
     assert isinstance(fargate, DeployStack) and fargate.stack == env.stacks.fargate  # the level after theirs
-    assert isinstance(functions, Parallel) and [s.function for s in functions.steps] == ["a", "b"]  # type: ignore[attr-defined]
-    assert [type(s) for s in rest] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
+    assert isinstance(code, Parallel) and isinstance(smoke, Smoke)
+    functions, rollout = code.steps[:2], code.steps[2]
+    assert [s.function for s in functions] == ["a", "b"]  # type: ignore[attr-defined]
+    assert isinstance(rollout, StepSequence) and rollout.label == "app"
+    assert [type(s) for s in rollout.steps] == [RegisterTaskDef, RollService, WaitHealthy]
     assert {c for c, _ in plan.deploys} == set(components)
     assert [rb.component_of(c).key for c in ("app", "lambda:x", "stack:api")] == ["app", "lambda:x", "stack:api"]
 
