@@ -233,7 +233,15 @@ def down(settings: Settings) -> list[str]:
 
 
 def reset(settings: Settings, config_path: Path) -> None:
-    """Down, forget all state (AWS resources, images in the registry, logs), up."""
+    """Down, forget all state (AWS resources, images in the registry, logs), up. A sandbox another checkout started
+    on these ports is not this checkout's to forget: SandboxError, nothing changed."""
+    elsewhere = started_elsewhere(settings)
+    if elsewhere:
+        raise SandboxError(
+            f"the sandbox's {' and '.join(elsewhere)} on these ports were started by another checkout (a second clone "
+            "or a worktree): its state is not this checkout's to forget, nothing was changed",
+            "run inv sandbox.reset in the checkout that started it",
+        )
     down(settings)
     for name in ("registry", "lambda", "registry-password", "ecr-images.json"):
         path = settings.state_dir / name

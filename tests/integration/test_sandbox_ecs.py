@@ -267,6 +267,9 @@ def test_status_lists_every_part_healthy_and_down_leaves_nothing_behind(
     assert details["registry (distribution)"] == "started by another checkout"
     assert details["aws endpoint"].endswith(", started by another checkout")
     assert lifecycle.down(other) == [] and lifecycle.is_up(settings)
+    with pytest.raises(lifecycle.SandboxError, match="started by another checkout"):
+        lifecycle.reset(other, path)  # not its state to forget
+    assert lifecycle.is_up(settings) and lifecycle.started_elsewhere(settings) == []
     assert not (tmp_path / "other" / ".sandbox" / "sandbox.pid").exists()
     rows = lifecycle.status(settings)
     assert {r["part"] for r in rows} >= {"docker engine", "registry (distribution)", "aws endpoint", "ecs runtime"}
