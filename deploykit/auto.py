@@ -24,7 +24,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision
-from deploykit.history import History, Record
+from deploykit.history import History, Record, step_name
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
@@ -109,23 +109,42 @@ def live_components(
     return live
 
 
-def left_by_failed_runs(records: Sequence[Record], live: Mapping[str, str | None]) -> dict[str, str]:
+def left_by_failed_runs(
+    records: Sequence[Record], live: Mapping[str, str | None], stacks: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """stack:<role> → why, for each stack whose newest run that deployed it (``records``: newest first) failed, at
     another commit than the live record's: its change set may have gone through before a later step failed (a
     failed run never moves the live record, and the automatic rollback puts back code, never a stack), so the
     stack may hold what no successful run verified; deploy.auto deploys it again, as the checkout has it (a change
-    set with nothing to change when it holds that already). A run a guard refused changed nothing."""
+    set with nothing to change when it holds that already). A run a guard refused changed nothing, nor did one whose
+    deploy of the stack found nothing to change (its step skipped, as the record says: ``stacks``, role → name):
+    the newest run that may have changed the stack is looked for behind them."""
     notes: dict[str, str] = {}
     for component, sha in live.items():
         if not component.startswith("stack:") or sha is None:
             continue
-        newest = next((r for r in records if component in r.deployed), None)
-        if newest is not None and not newest.ok and not newest.refused and newest.deployed[component] != sha:
+        name = (stacks or {}).get(component.removeprefix("stack:"))
+        newest = next(
+            (
+                r
+                for r in records
+                if component in r.deployed and not r.refused and not (name and _found_nothing_to_change(r, name))
+            ),
+            None,
+        )
+        if newest is not None and not newest.ok and newest.deployed[component] != sha:
             notes[component] = (
                 f"the last run that deployed it ({newest.command} at {newest.when}, {newest.deployed[component]}) "
                 "failed, maybe after its change set went through: deployed again, as this checkout has it"
             )
     return notes
+
+
+def _found_nothing_to_change(record: Record, stack: str) -> bool:
+    """Whether ``record``'s deploy of ``stack`` found nothing to change: its deploy-stack step (at any depth in
+    the run's groups) was skipped."""
+    name = f"{DeployStack.name}:{stack}"
+    return any(step.get("status") == "skipped" and step_name(step) == name for step in record.steps)
 
 
 def unpromoted(

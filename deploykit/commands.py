@@ -1415,7 +1415,8 @@ def analyse(
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
     found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
     records: list[history.Record] = read.get("records", [])
-    found = changes.with_notes(found, {**unverified, **auto.left_by_failed_runs(records, live)})
+    left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment))
+    found = changes.with_notes(found, {**unverified, **left})
     guesses = history.estimates(records) if estimates else {}
     return Analysis(config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"))
 

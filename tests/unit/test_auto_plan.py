@@ -540,8 +540,9 @@ def test_the_estimated_total_counts_a_parallel_group_as_its_longest_member(with_
 
 def test_a_stack_the_newest_run_that_deployed_it_failed_on_is_deployed_again() -> None:
     """A failed run never moves the live record, yet its stack's change set may have gone through before a later
-    step failed: the stack counts as changed (said why) until a run that passes deploys it; a refused run changed
-    nothing, and a failed run at the live commit left it as the record says."""
+    step failed: the stack counts as changed (said why) until a run that passes deploys it; a failed run at the live
+    commit left it as the record says. A refused run changed nothing, nor did a run whose deploy of the stack found
+    nothing to change: the run before them is the one that counts."""
     from deploykit.history import Record
 
     def run(n: int, stacks: dict[str, str], **kw: Any) -> Record:
@@ -554,14 +555,30 @@ def test_a_stack_the_newest_run_that_deployed_it_failed_on_is_deployed_again() -
     refused = run(4, {"stack:api": "d" * 12}, ok=False, refused=True)
     automatic = run(5, {"app": "a" * 12}, command="automatic rollback: app")
     notes = auto.left_by_failed_runs([automatic, refused, failed, run(1, {"stack:fargate": "b" * 12})], live)
-    assert notes == {
-        "stack:fargate": f"the last run that deployed it (deploy.auto at 2026-11-30T01:03:00+00:00, {'c' * 12}) "
+    assert notes == {  # the refused run after the failed one changed nothing: the api stack is left as that left it
+        f"stack:{role}": f"the last run that deployed it (deploy.auto at 2026-11-30T01:03:00+00:00, {'c' * 12}) "
         "failed, maybe after its change set went through: deployed again, as this checkout has it"
+        for role in ("api", "fargate")
     }
     # deployed again by a run that passed: as the record says
     assert list(auto.left_by_failed_runs([run(6, {"stack:fargate": "e" * 12}), failed], live)) == ["stack:api"]
     # a failed run at the live commit itself left the stack as the record has it
     assert auto.left_by_failed_runs([run(7, {"stack:fargate": "b" * 12}, ok=False)], live) == {}
+
+    # a failed run whose deploy of the Fargate stack found nothing to change (the step inside its groups) did not
+    # change it: what counts is the run before, here one that passed; the API stack it did update counts
+    stacks = {"fargate": "CarRentalFargateStack", "api": "CarRentalApiStack"}
+    steps = [
+        {"step": "parallel", "status": "failed", "detail": "smoke failed"},
+        {"step": "deploy-stack", "status": "skipped", "detail": "CarRentalFargateStack: no changes", "in": "parallel"},
+        {"step": "deploy-stack", "status": "done", "detail": "CarRentalApiStack: updated in 1.0s", "in": "parallel"},
+    ]
+    untouched = run(8, {"stack:fargate": "f" * 12, "stack:api": "f" * 12}, ok=False, steps=steps)
+    passed = run(2, {"stack:fargate": "b" * 12, "stack:api": "b" * 12})
+    assert list(auto.left_by_failed_runs([untouched, passed], live, stacks)) == ["stack:api"]
+    assert sorted(auto.left_by_failed_runs([untouched, passed], live)) == ["stack:api", "stack:fargate"]  # unnamed
+    # ... and behind it a failed run that did change it: that one counts (the stack may hold its template still)
+    assert sorted(auto.left_by_failed_runs([untouched, failed, passed], live, stacks)) == ["stack:api", "stack:fargate"]
 
 
 def test_notes_count_a_component_as_changed_unless_a_path_of_it_changed_already(with_lambdas: Path) -> None:  # noqa: F811
