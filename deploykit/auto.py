@@ -116,9 +116,10 @@ def left_by_failed_runs(
     another commit than the live record's: its change set may have gone through before a later step failed (a
     failed run never moves the live record, and the automatic rollback puts back code, never a stack), so the
     stack may hold what no successful run verified; deploy.auto deploys it again, as the checkout has it (a change
-    set with nothing to change when it holds that already). A run a guard refused changed nothing, nor did one whose
-    deploy of the stack found nothing to change (its step skipped, as the record says: ``stacks``, role → name):
-    the newest run that may have changed the stack is looked for behind them."""
+    set with nothing to change when it holds that already). A run a guard refused changed nothing, nor did a failed
+    one whose deploy of the stack found nothing to change (its step skipped, as the record says: ``stacks``, role →
+    name): the newest run that may have changed the stack is looked for behind them. A run that passed verified what
+    the stack held, changed or not."""
     notes: dict[str, str] = {}
     for component, sha in live.items():
         if not component.startswith("stack:") or sha is None:
@@ -128,7 +129,9 @@ def left_by_failed_runs(
             (
                 r
                 for r in records
-                if component in r.deployed and not r.refused and not (name and _found_nothing_to_change(r, name))
+                if component in r.deployed
+                and not r.refused
+                and (r.ok or not (name and _found_nothing_to_change(r, name)))  # one that passed verified it
             ),
             None,
         )

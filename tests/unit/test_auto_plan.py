@@ -577,6 +577,9 @@ def test_a_stack_the_newest_run_that_deployed_it_failed_on_is_deployed_again() -
     passed = run(2, {"stack:fargate": "b" * 12, "stack:api": "b" * 12})
     assert list(auto.left_by_failed_runs([untouched, passed], live, stacks)) == ["stack:api"]
     assert sorted(auto.left_by_failed_runs([untouched, passed], live)) == ["stack:api", "stack:fargate"]  # unnamed
+    # a run that passed with nothing to change verified what the failed run before it left (the live record's)
+    fixed = run(9, {"stack:fargate": "b" * 12}, steps=steps[1:2])
+    assert list(auto.left_by_failed_runs([fixed, failed], live, stacks)) == ["stack:api"]  # not the Fargate stack
     # ... and behind it a failed run that did change it: that one counts (the stack may hold its template still)
     assert sorted(auto.left_by_failed_runs([untouched, failed, passed], live, stacks)) == ["stack:api", "stack:fargate"]
 
