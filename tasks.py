@@ -117,8 +117,8 @@ def _ensure_sandbox(env: str | None) -> None:
     if not on_the_sandbox(environment, settings.endpoint_url):
         return
     if lifecycle.is_up(settings):
-        if lifecycle.started_elsewhere(settings):
-            print(f"🧪 {_elsewhere(settings)}", file=sys.stderr)
+        if elsewhere := lifecycle.started_elsewhere(settings):
+            print(f"🧪 {_elsewhere(settings, elsewhere)}", file=sys.stderr)
         return
     print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
     try:
@@ -738,16 +738,15 @@ def sandbox_up(c: Context) -> None:
     settings, path = _sandbox_settings()
     started = _sandbox_call(lifecycle.up, settings, path)
     print(f"🧪 sandbox up ({', '.join(started) if started else 'already running'})", file=sys.stderr)
-    if lifecycle.started_elsewhere(settings):
-        print(f"🧪 {_elsewhere(settings)}", file=sys.stderr)
+    if elsewhere := lifecycle.started_elsewhere(settings):
+        print(f"🧪 {_elsewhere(settings, elsewhere)}", file=sys.stderr)
     _print_status(settings)
 
 
-def _elsewhere(settings: Settings) -> str:
-    """What a checkout is told when it uses a sandbox another checkout started (on the same ports)."""
-    from sandbox import lifecycle
-
-    parts = [{"sandbox": "AWS endpoint"}.get(part, part) for part in lifecycle.started_elsewhere(settings)]
+def _elsewhere(settings: Settings, parts: list[str]) -> str:
+    """What a checkout is told when it uses a sandbox whose ``parts`` (lifecycle.started_elsewhere) another checkout
+    started (on the same ports)."""
+    parts = [{"sandbox": "AWS endpoint"}.get(part, part) for part in parts]
     return (
         f"using the sandbox at {settings.endpoint_url}, whose {' and '.join(parts)} another checkout started "
         "(a second clone or a worktree on the same ports): its state is shared, and inv sandbox.down there stops it"

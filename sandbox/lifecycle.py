@@ -268,12 +268,12 @@ def status(settings: Settings) -> list[dict[str, object]]:
         )
     except SandboxError as exc:
         rows.append({"part": "docker engine", "address": "-", "healthy": False, "detail": exc.message[:80]})
-    backend = f"http://127.0.0.1:{settings.registry_backend_port}"
-    answers = _answers(backend + "/v2/")
+    registry_url, _status_url = _urls(settings)
+    answers = _answers(registry_url)
     rows.append(
         {
             "part": "registry (distribution)",
-            "address": backend,
+            "address": registry_url.removesuffix("/v2/"),
             "healthy": answers,
             "detail": _owner(registry, healthy=answers),
         }
