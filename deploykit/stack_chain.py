@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -106,6 +106,18 @@ def kept_template_key(env: str, stack: str, commit: str) -> str:
     return f"{KEPT_TEMPLATES}{env}/{stack}/{commit}.json"
 
 
+def put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+    """Put ``body`` at ``key``, named by its content, unless it is there: one conditional PutObject
+    (``If-None-Match: *``); False when S3 answers that it is (412), or that the same put is in flight (409)."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+    except ClientError as exc:
+        if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+            raise
+        return False
+    return True
+
+
 def template_url(aws: AwsFactory, env: EnvConfig, stack: str, body: str) -> str | None:
     """Where CloudFormation reads ``stack``'s template ``body`` (minified) from when it is too big to be sent inline
     (over :data:`~deploykit.synth.TEMPLATE_BODY_LIMIT` bytes, as a CDK app's stacks grow): the environment's
@@ -132,13 +144,7 @@ def template_url(aws: AwsFactory, env: EnvConfig, stack: str, body: str) -> str 
             else f"deploy {registry} first: inv deploy.stack {registry} --env {env.name}",
         )
     key = f"{STAGED_TEMPLATES}{stack}/{hashlib.sha256(body.encode()).hexdigest()}.json"
-    try:
-        aws.client("s3").put_object(
-            Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json", IfNoneMatch="*"
-        )
-    except ClientError as exc:  # 412: the key is there (named by its content); 409: the same put in flight
-        if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
-            raise
+    put_once(aws.client("s3"), bucket, key, body.encode(), "application/json")
     suffix = "amazonaws.com.cn" if env.region.startswith("cn-") else "amazonaws.com"
     return f"https://s3.{env.region}.{suffix}/{bucket}/{key}"
 
@@ -284,14 +290,11 @@ class UploadLambdaCode(Step):
                 f"{self.function} changed since the plan was made ({package.key} ≠ {self.key})",
                 next_step="rerun the command",
             )
-        put = partial(s3.put_object, Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
-        try:
-            put(IfNoneMatch="*") if small else put()
-        except ClientError as exc:
-            # 412: the key is there (its name is its content's hash: the same zip); 409: the same upload in flight
-            if not small or exc.response["Error"]["Code"] not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise
-            return there
+        if small:  # its name is its content's hash: one there already is the same zip
+            if not put_once(s3, bucket, self.key, package.zip_bytes, "application/zip"):
+                return there
+        else:
+            s3.put_object(Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
         return Outcome.done(f"{self.function}: {len(package.zip_bytes)} B → s3://{bucket}/{self.key}")
 
 
