@@ -41,7 +41,7 @@ from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plan import RunReport, StepRecord
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
-from deploykit.stacks import StackOutputs
+from deploykit.stacks import StackOutputs, is_not_there
 
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
 # A kept record body goes once it is this old (a busy team's 90 days: ~5,000 records, ~10 MB); checked once a day.
@@ -352,7 +352,7 @@ class History:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self.live_key)["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if is_not_there(exc):
                 return {}
             raise
         data = json.loads(body)

@@ -50,6 +50,7 @@ from deploykit.clock import Clock, SystemClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.history import actor, find_artifacts_bucket
+from deploykit.stacks import NOT_THERE
 
 LEASE_SECONDS = 600.0
 """How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
@@ -58,8 +59,7 @@ PREFIX = "deploykit/lock/"
 _ATTEMPTS = 3
 # what S3 answers when a conditional write or delete loses: the ETag no longer matches (412), the object is gone
 # (404 on If-Match), or another conditional write on the same key is in flight (409)
-_LOST_RACE = {"PreconditionFailed", "412", "NoSuchKey", "404", "NotFound", "ConditionalRequestConflict", "409"}
-_MISSING = {"NoSuchKey", "404", "NotFound"}
+_LOST_RACE = {"PreconditionFailed", "412", *NOT_THERE, "ConditionalRequestConflict", "409"}
 
 
 def _code(exc: ClientError) -> str:
@@ -183,7 +183,7 @@ class EnvLock:
         try:
             answer = self.s3.get_object(Bucket=self.bucket, Key=self.key)
         except ClientError as exc:
-            if _code(exc) in _MISSING:
+            if _code(exc) in NOT_THERE:
                 return None
             raise
         body = answer["Body"].read()

@@ -46,7 +46,7 @@ from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, St
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack, action_key, kept_template_key, was_key
-from deploykit.stacks import StackOutputs, error_code
+from deploykit.stacks import StackOutputs, is_not_there
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -473,7 +473,7 @@ def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, s
     try:
         answer = aws.client("s3").get_object(Bucket=bucket, Key=kept_template_key(env.name, stack, sha))
     except ClientError as exc:
-        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+        if is_not_there(exc):
             return None
         raise
     try:

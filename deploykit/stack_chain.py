@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploykit import ecs, packaging, stacks, synth
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.plan import Context, Outcome, Step
-from deploykit.stacks import error_code
+from deploykit.stacks import error_code, is_not_there
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -282,7 +282,7 @@ class UploadLambdaCode(Step):
                 s3.head_object(Bucket=bucket, Key=self.key)
                 return there
             except ClientError as exc:
-                if exc.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+                if not is_not_there(exc):
                     raise
         package = packaging.package_function(Path(self.folder))
         if package.key != self.key:

@@ -206,6 +206,15 @@ def error_code(exc: BaseException) -> str:
     return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
 
 
+# what S3 answers for a key that is not there (GetObject: NoSuchKey; HeadObject, which has no body: 404)
+NOT_THERE = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+def is_not_there(exc: BaseException) -> bool:
+    """Whether ``exc`` is S3's answer for a key that is not there."""
+    return error_code(exc) in NOT_THERE
+
+
 def is_transient(exc: BaseException) -> bool:
     """Throttling, a 5xx, or a connection that dropped mid-call (not one that never connected)."""
     if isinstance(exc, ClientError):
