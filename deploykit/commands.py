@@ -1854,8 +1854,8 @@ def _previewed(
     stack as it is."""
     body = synth.template_body(template)
     deployer = _previewer(runtime, aws, env)
-    found = deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body))
-    return found, deployer.describe(name)
+    stack = deployer.describe(name)  # its status, printed; and what the preview needs to know first
+    return deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack), stack
 
 
 def _show_preview(

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import EllipsisType
 from typing import Any, Literal
 
 import botocore.exceptions
@@ -588,13 +589,15 @@ class StackDeployer:
         *,
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
         template_url: str | None = None,
+        stack: Mapping[str, Any] | EllipsisType | None = ...,
     ) -> list[Change] | None:
         """The changes a deploy of ``name`` would make, from a change set that is deleted, never executed.
 
         None when the stack does not exist yet (a deploy would create all of it: no change set is made, as one
         would leave a REVIEW_IN_PROGRESS stack behind); [] when nothing would change. ``template_url``: as for
-        :meth:`deploy`."""
-        stack = self.describe(name)
+        :meth:`deploy`. ``stack``: the stack as the caller just described it (None: there is none), else read."""
+        if stack is ...:
+            stack = self.describe(name)
         if stack is None or str(stack.get("StackStatus")) == "REVIEW_IN_PROGRESS":
             return None
         request: dict[str, Any] = {
