@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -149,17 +150,18 @@ def template_url(aws: AwsFactory, env: EnvConfig, stack: str, body: str) -> str 
     return f"https://s3.{env.region}.{suffix}/{bucket}/{key}"
 
 
-def keep_template(ctx: Context, registry_stack: str, stack: str, commit: str, template: Path) -> str:
-    """Keep the template (and the stack tags of its assembly) ``stack`` was just deployed with from ``commit``, so
-    that a rollback to that commit deploys it as it was, without synthesizing the commit's CDK app with today's
-    libraries; the key. Raises what S3 or finding the bucket raise."""
-    tags = synth.read_stack_tags(template.parent).get(stack, {})
+def keep_template(
+    ctx: Context, registry_stack: str, stack: str, commit: str, body: str, tags: Mapping[str, str]
+) -> str:
+    """Keep the template ``body`` (and the stack tags of its assembly) ``stack`` was just deployed with from
+    ``commit``, so that a rollback to that commit deploys it as it was, without synthesizing the commit's CDK app
+    with today's libraries; the key. Raises what S3 or finding the bucket raise."""
     kept = {
         "format": KEPT_FORMAT,
         "stack": stack,
         "commit": commit,
-        "tags": tags,
-        "template": json.loads(template.read_text()),
+        "tags": dict(tags),
+        "template": json.loads(body),
     }
     key = kept_template_key(ctx.env.name, stack, commit)
     ctx.aws.client("s3").put_object(
@@ -201,8 +203,7 @@ class DeployStack(Step):
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
         url = template_url(ctx.aws, ctx.env, self.stack, body)
-        tags = {**synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})}  # the CDK app's tags
-        tags["deploykit:environment"] = ctx.env.name
+        app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
         result = deployer(ctx).deploy(
             self.stack,
             body,
@@ -210,7 +211,7 @@ class DeployStack(Step):
             template_url=url,
             allow_replace=self.allow_replace,
             guard_access=ctx.env.protected and not self.approve_access,
-            tags=tags,
+            tags={**app_tags, "deploykit:environment": ctx.env.name},
             rerun=self.rerun or None,
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
@@ -223,18 +224,18 @@ class DeployStack(Step):
             outputs |= {
                 was_key(self.stack, k): v for k, v in result.previous_parameters.items() if given.get(k, v) != v
             }
-        kept = self._keep(ctx)
+        kept = self._keep(ctx, body, app_tags)  # what was deployed, not the file again (a synthesis may rewrite it)
         if result.action == "unchanged":
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
         return Outcome.done(f"{self.stack}: {detail}{kept}", **outputs)
 
-    def _keep(self, ctx: Context) -> str:
-        """Keep the template as ``commit``'s; what the detail says when it could not be (it never fails a deploy
-        that worked: a rollback to this commit then synthesizes it, as before)."""
+    def _keep(self, ctx: Context, body: str, tags: Mapping[str, str]) -> str:
+        """Keep the template ``body`` as ``commit``'s; what the detail says when it could not be (it never fails a
+        deploy that worked: a rollback to this commit then synthesizes it, as before)."""
         if not (self.commit and self.registry_stack):
             return ""
         try:
-            keep_template(ctx, self.registry_stack, self.stack, self.commit, Path(self.template))
+            keep_template(ctx, self.registry_stack, self.stack, self.commit, body, tags)
         except (ClientError, BotoCoreError, DeployKitError, OSError, ValueError) as exc:
             message = exc.message if isinstance(exc, DeployKitError) else str(exc)
             return f"; its template was not kept for a rollback ({message})"
