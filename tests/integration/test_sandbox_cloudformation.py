@@ -136,16 +136,23 @@ class Aws:
         started = time.monotonic()
         self.cf.execute_change_set(StackName=stack, ChangeSetName=name)
         operation = Operation(stack, described, "", 0.0, [])
-        while True:
-            status = self.cf.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+
+        def take_events() -> None:
             fresh = [
                 e for e in self.cf.describe_stack_events(StackName=stack)["StackEvents"] if e["EventId"] not in seen
             ]
             for event in reversed(fresh):  # the API lists the newest first
                 seen.add(event["EventId"])
                 operation.events.append(event)
+
+        while True:
+            # the events first, then the status: a status read in progress then says the events were read before the
+            # stack ended (read the other way round, a busy machine let the stack end between the two reads)
+            take_events()
+            status = self.cf.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
             operation.polls.append((status, len(operation.events)))
             if not status.endswith("_IN_PROGRESS"):
+                take_events()  # those of its last moments, after the read before the status
                 break
             assert time.monotonic() - started < DEADLINE, f"{stack} still {status} after {DEADLINE} s"
             time.sleep(0.2)
