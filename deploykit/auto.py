@@ -25,7 +25,7 @@ from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision
 from deploykit.history import History, Record, step_name
-from deploykit.plan import Parallel, Plan, Step
+from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
@@ -431,13 +431,7 @@ def _group(steps: Sequence[Step]) -> Step:
 
 def flat_steps(steps: Sequence[Step]) -> list[Step]:
     """The plan's steps in the order they run, groups opened."""
-    flat: list[Step] = []
-    for step in steps:
-        if isinstance(step, Parallel | StepSequence):
-            flat += flat_steps(step.steps)
-        else:
-            flat.append(step)
-    return flat
+    return [step for _depth, step in walk(steps) if not is_group(step)]
 
 
 def target_of(step: Step, env: EnvConfig) -> str:
@@ -570,12 +564,24 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
 
 
 def estimate_rows(plan: Plan, env: EnvConfig, estimates: Mapping[str, float]) -> list[list[Any]]:
-    """One row per step: #, step, target, its estimated time from the history (blank when never timed)."""
+    """One row per step: #, step, target, its estimated time from the history (blank when never timed); a group's
+    steps under it (as the run's table lists them), the group's row saying what runs side by side or one after the
+    other, and its estimate (the longest of its steps side by side, the sum of those one after the other)."""
     rows: list[list[Any]] = []
-    for index, step in enumerate(flat_steps(plan.steps), start=1):
+    number = 0
+    for depth, step in walk(plan.steps):
+        if is_group(step):
+            guess: float | None = estimate_total((step,), env, estimates) or None
+            rows.append(["", nested_name(step.name, depth), group_heading(step), _seconds(guess)])
+            continue
+        number += 1
         guess = _estimate(step, env, estimates)
-        rows.append([index, step.name, target_of(step, env), f"~{guess:.1f}s" if guess is not None else ""])
+        rows.append([number, nested_name(step.name, depth), target_of(step, env), _seconds(guess)])
     return rows
+
+
+def _seconds(guess: float | None) -> str:
+    return f"~{guess:.1f}s" if guess is not None else ""
 
 
 def estimate_total(steps: Sequence[Step], env: EnvConfig, estimates: Mapping[str, float]) -> float:

@@ -320,7 +320,7 @@ class RunReport:
         rows = []
 
         def add(record: StepRecord, depth: int) -> None:  # a group's steps under it (a group's groups too, "· ↳")
-            name = f"{'· ' * (depth - 1)}↳ {record.step}" if depth else record.step
+            name = nested_name(record.step, depth)
             seconds = f"{record.seconds:.1f}s" if record.status != "not run" else ""
             rows.append([name, icons[record.status], seconds, record.detail])
             for child in record.children:
@@ -453,11 +453,45 @@ def interruption(plan: Plan, index: int, step: Step) -> Interrupted:
     )
 
 
+def nested_name(name: str, depth: int) -> str:
+    """A step's name in a table that lists a group's steps under it: ``↳`` under a group, ``· ↳`` under a group's
+    group (as the run's table and the plan's show them)."""
+    return f"{'· ' * (depth - 1)}↳ {name}" if depth else name
+
+
+def walk(steps: Iterable[Step], depth: int = 0) -> Iterator[tuple[int, Step]]:
+    """Each step of a plan with its depth, in the order they start: a group (Parallel, Sequence), then its steps."""
+    for step in steps:
+        yield depth, step
+        if isinstance(step, Parallel | Sequence):
+            yield from walk(step.steps, depth + 1)
+
+
+def is_group(step: Step) -> bool:
+    return isinstance(step, Parallel | Sequence)
+
+
+def group_heading(step: Step) -> str:
+    """What a group's row in a plan says (its steps are the rows under it)."""
+    if isinstance(step, Parallel):
+        return f"side by side: {', '.join(s.label if isinstance(s, Sequence) else s.name for s in step.steps)}"
+    assert isinstance(step, Sequence)
+    return f"{step.label}: one after the other"
+
+
 def describe_plan(plan: Plan) -> str:
-    """The plan as people read it; what ``--dry-run`` prints. Runs nothing."""
+    """The plan as people read it; what ``--dry-run`` prints: every step numbered, a group's steps under it (its
+    row says what runs side by side, or one after the other). Runs nothing."""
     if not plan.steps:
         return f"Nothing to do for {plan.title} → {plan.env}."
-    rows = [[i + 1, s.name, s.describe()] for i, s in enumerate(plan.steps)]
+    rows: list[list[Any]] = []
+    number = 0
+    for depth, step in walk(plan.steps):
+        if is_group(step):
+            rows.append(["", nested_name(step.name, depth), group_heading(step)])
+        else:
+            number += 1
+            rows.append([number, nested_name(step.name, depth), step.describe()])
     head = f"Plan for {plan.title} → {plan.env} (dry run: nothing is changed)"
     return head + "\n" + tabulate(rows, headers=["#", "step", "what it would do"], tablefmt="simple")
 

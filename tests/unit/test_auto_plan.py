@@ -524,7 +524,7 @@ def test_the_estimated_total_counts_a_parallel_group_as_its_longest_member(with_
         "smoke": 1.0,
     }
     rows = auto.estimate_rows(plan, env, estimates)
-    assert sum(float(r[3][1:-1]) for r in rows if r[3]) == 19.5  # each step one after the other
+    assert sum(float(r[3][1:-1]) for r in rows if r[0] and r[3]) == 19.5  # each step one after the other
     assert auto.estimate_total(plan.steps, env, estimates) == 5.0 + 10.0 + 1.0
     # a stack's own median goes before the median of all stack deploys
     stack_plan = auto.auto_plan(config, env, revision, change_set(("cdk/stacks/data_stack.py", "stack:data")), INPUTS)
@@ -597,3 +597,30 @@ def test_notes_count_a_component_as_changed_unless_a_path_of_it_changed_already(
         ("", "stack:fargate", "M", "left by a failed run"),
     ]
     assert changes.with_notes(noted, {"app": "again"}) == noted  # changed already: nothing added
+
+
+def test_the_plan_lists_a_groups_steps_under_it_with_the_groups_estimate(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    found = change_set(("backend/app/routes.py", "app"), ("lambda/health_handler/handler.py", "lambda:health_handler"))
+    plan = auto.auto_plan(config, env, revision, found, INPUTS)
+    estimates = {"build": 2.0, "push": 1.0, "upload-lambda": 5.0, "update-code": 0.5, "wait-healthy": 10.0}
+    rows = [[str(cell) for cell in row] for row in auto.estimate_rows(plan, env, estimates)]
+    tag = f"car-rental-backend:{revision.tag}"
+    assert rows == [
+        ["", "parallel", "side by side: image, upload-lambda", "~5.0s"],
+        ["", "↳ sequence", "image: one after the other", "~3.0s"],
+        ["1", "· ↳ base-image", "deploykit/python-base:3.11-bookworm", ""],
+        ["2", "· ↳ build", tag, "~2.0s"],
+        ["3", "· ↳ push", tag, "~1.0s"],
+        ["4", "↳ upload-lambda", "health_handler", "~5.0s"],
+        ["", "parallel", "side by side: lambda health_handler, app", "~10.0s"],
+        ["", "↳ sequence", "lambda health_handler: one after the other", "~0.5s"],
+        ["5", "· ↳ update-code", "health_handler", "~0.5s"],
+        ["6", "· ↳ publish-version", "health_handler", ""],
+        ["7", "· ↳ move-alias", "health_handler", ""],
+        ["", "↳ sequence", "app: one after the other", "~10.0s"],
+        ["8", "· ↳ register-taskdef", "car-rental-service", ""],
+        ["9", "· ↳ roll-service", "car-rental-service", ""],
+        ["10", "· ↳ wait-healthy", "car-rental-service", "~10.0s"],
+        ["11", "smoke", "sandbox", ""],
+    ]

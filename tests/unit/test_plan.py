@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 from unittest.mock import Mock
@@ -118,6 +119,21 @@ def test_dry_run_describes_every_step_and_runs_none() -> None:
         "inputs": {"seconds": 1.0, "skip": False},
     }
     assert "Nothing to do" in describe_plan(Plan("sandbox", ()))
+
+
+def test_a_dry_run_lists_a_groups_steps_under_it() -> None:
+    from deploykit.plan import Parallel, Sequence
+
+    plan = Plan("sandbox", (Parallel((Sequence("image", (Sleep(1.0), Sleep(2.0))), Sleep(3.0))), Sleep(4.0)), "demo")
+    rows = [re.split(r"\s{2,}", line.strip()) for line in describe_plan(plan).splitlines()[3:]]
+    assert rows == [
+        ["parallel", "side by side: image, sleep"],
+        ["↳ sequence", "image: one after the other"],
+        ["1", "· ↳ sleep", "sleep 1.0s"],
+        ["2", "· ↳ sleep", "sleep 2.0s"],
+        ["3", "↳ sleep", "sleep 3.0s"],
+        ["4", "sleep", "sleep 4.0s"],
+    ]
 
 
 def test_parallel_steps_run_together_and_are_listed_under_their_group() -> None:
