@@ -474,7 +474,9 @@ def is_group(step: Step) -> bool:
 def group_heading(step: Step) -> str:
     """What a group's row in a plan says (its steps are the rows under it)."""
     if isinstance(step, Parallel):
-        return f"side by side: {', '.join(s.label if isinstance(s, Sequence) else s.name for s in step.steps)}"
+        names = [s.label if isinstance(s, Sequence) else s.name for s in step.steps]
+        counted = {name: names.count(name) for name in names}  # in order, each once
+        return "side by side: " + ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in counted.items())
     assert isinstance(step, Sequence)
     return f"{step.label}: one after the other"
 

@@ -124,15 +124,17 @@ def test_dry_run_describes_every_step_and_runs_none() -> None:
 def test_a_dry_run_lists_a_groups_steps_under_it() -> None:
     from deploykit.plan import Parallel, Sequence
 
-    plan = Plan("sandbox", (Parallel((Sequence("image", (Sleep(1.0), Sleep(2.0))), Sleep(3.0))), Sleep(4.0)), "demo")
+    image = Sequence("image", (Sleep(1.0), Sleep(2.0)))
+    plan = Plan("sandbox", (Parallel((image, Sleep(3.0), Sleep(3.5))), Sleep(4.0)), "demo")
     rows = [re.split(r"\s{2,}", line.strip()) for line in describe_plan(plan).splitlines()[3:]]
     assert rows == [
-        ["parallel", "side by side: image, sleep"],
+        ["parallel", "side by side: image, sleep ×2"],
         ["↳ sequence", "image: one after the other"],
         ["1", "· ↳ sleep", "sleep 1.0s"],
         ["2", "· ↳ sleep", "sleep 2.0s"],
         ["3", "↳ sleep", "sleep 3.0s"],
-        ["4", "sleep", "sleep 4.0s"],
+        ["4", "↳ sleep", "sleep 3.5s"],
+        ["5", "sleep", "sleep 4.0s"],
     ]
 
 
