@@ -571,7 +571,8 @@ def estimate_rows(plan: Plan, env: EnvConfig, estimates: Mapping[str, float]) ->
     number = 0
     for depth, step in walk(plan.steps):
         if is_group(step):
-            guess: float | None = estimate_total((step,), env, estimates) or None
+            timed = any(_estimate(s, env, estimates) is not None for s in flat_steps((step,)))
+            guess: float | None = estimate_total((step,), env, estimates) if timed else None
             rows.append(["", nested_name(step.name, depth), group_heading(step), _seconds(guess)])
             continue
         number += 1

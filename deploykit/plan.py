@@ -361,7 +361,8 @@ class Executor:
         start = clock.monotonic()
         records = [StepRecord(s.name, s.describe(), "not run") for s in plan.steps]
         error: DeployKitError | None = None
-        out.line(f"🚀 {plan.title} → {plan.env} ({len(plan.steps)} step{'s' if len(plan.steps) != 1 else ''})")
+        count = sum(1 for _depth, step in walk(plan.steps) if not is_group(step))  # as the plan numbers them
+        out.line(f"🚀 {plan.title} → {plan.env} ({count} step{'s' if count != 1 else ''})")
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
@@ -369,7 +370,7 @@ class Executor:
                 record.status, record.detail = "skipped", "nothing changed before it (inv smoke checks anyway)"
                 self._step_finished(plan, record)
                 continue
-            out.line(f"▶ {step.name}: {record.description}")
+            out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
             try:
                 with out.activity(step.name):

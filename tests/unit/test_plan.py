@@ -162,6 +162,8 @@ def test_parallel_steps_run_together_and_are_listed_under_their_group() -> None:
     assert report.ok and report.outputs() == {"a": "yes", "b": "yes"}
     assert [c.detail for c in report.records[0].children] == ["a met", "b met"]
     assert "↳ meet" in report.table()
+    # the run counts its steps as the plan numbers them, and names what goes side by side
+    assert "(2 steps)" in out.getvalue() and "▶ parallel: side by side: meet ×2\n" in out.getvalue()
 
 
 def test_a_groups_groups_are_listed_under_it_in_the_table_and_in_the_history_record() -> None:
