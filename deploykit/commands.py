@@ -708,9 +708,11 @@ def _rollback_of(
     why: str | None = None,
     rerun: str | None = None,
     known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
+    removing: Collection[str] = (),
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
-    None when it already runs the target. ``known``: the history's records and live record, read already."""
+    None when it already runs the target. ``known``: the history's records and live record, read already.
+    ``removing``: functions the API stack's rollback takes out (a run that added them being undone)."""
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -743,6 +745,7 @@ def _rollback_of(
             preview=preview,
             rerun=rerun
             or inv_command("rollback", "--component", target.component.key, "--to", target.sha, env=env.name),
+            removing=removing,
         )
     return target, plan
 
@@ -764,16 +767,22 @@ def _run_rollback_plan(
     record = rollbacks.find_run(records, run, env)
     newer = records[: records.index(record)]
     targets = rollbacks.undo_targets(record, newer, read["live"], env)
-    listed = ", ".join(f"{c} → {sha}" for c, sha in targets)
+    added = rollbacks.taken_out(record)  # functions the run added: the API stack's rollback takes them out
+    listed = ", ".join([f"{c} → {sha}" for c, sha in targets] + [f"{c} taken out (the run added it)" for c in added])
     runtime.stderr.write(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
     why, rerun = f"live before run {record.id}", inv_command("rollback", "--run", record.id, env=env.name)
     known = (records, read["live"])  # a stack's resolution reads no history again
+    removing = [c.removeprefix("lambda:") for c in added]
     plans = [
         (c, plan)
         for c, sha in targets
-        if (plan := back(rollbacks.component_of(c), sha, smoke=False, why=why, rerun=rerun, known=known)[1])
+        if (
+            plan := back(
+                rollbacks.component_of(c), sha, smoke=False, why=why, rerun=rerun, known=known, removing=removing
+            )[1]
+        )
     ]
     return rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None
 
@@ -790,11 +799,13 @@ def _stack_rollback_plan(
     smoke: bool,
     preview: bool = False,
     rerun: str = "",
+    removing: Collection[str] = (),
 ) -> Plan:
     """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
     what runs now: the live image tag, the code keys
-    the functions' ``live`` aliases serve (else the API stack's parameters). With ``preview`` (a dry run), first
-    print the change it would make (a change set made and deleted, as inv diff does)."""
+    the functions' ``live`` aliases serve (else the API stack's parameters); the functions of ``removing`` taken
+    out. With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv
+    diff does)."""
     role = target.component.role
     stack = planner.stack_roles(env)[role]
 
@@ -825,7 +836,7 @@ def _stack_rollback_plan(
     template = synthesis.template(stack)
     body = template.read_text()
     parameters = rollbacks.template_parameters(
-        json.loads(body), live, stack=stack, sha=target.sha, live_functions=functions
+        json.loads(body), live, stack=stack, sha=target.sha, live_functions=functions, removing=removing
     )
     if preview:
         _preview_stack(runtime, aws, env, stack, template, dict(parameters), rerun=rerun)

@@ -534,13 +534,23 @@ def template_parameters(
     stack: str,
     sha: str,
     live_functions: Iterable[str] = (),
+    removing: Collection[str] = (),
 ) -> tuple[tuple[str, str], ...]:
     """The parameters to deploy ``template`` (``stack`` at commit ``sha``) with: each one it declares that ``live``
     gives (the image tag, the Lambda code keys live now); one it declares without a default and ``live`` lacks
     is a UsageError, as is a function of ``live_functions`` (folders of lambda/ deployed now) whose code parameter
-    it does not declare: deploying it would delete that function."""
+    it does not declare: deploying it would delete that function, unless it is one of ``removing`` (the functions
+    a run being undone added: taking them out is the point), which the template must then not declare."""
     declared: Mapping[str, Any] = template.get("Parameters") or {}
-    gone = sorted(fn for fn in live_functions if planner.code_parameter(fn) not in declared)
+    kept = sorted(fn for fn in removing if planner.code_parameter(fn) in declared)
+    if kept:
+        raise UsageError(
+            f"{stack} at {sha} has function {', '.join(kept)} too: going back to it would keep "
+            f"{'it' if len(kept) == 1 else 'them'}, though the run being undone deployed "
+            f"{'it' if len(kept) == 1 else 'them'} first; nothing was changed",
+            next_step="roll back the run's components one by one: inv rollback --component COMPONENT --to SHA",
+        )
+    gone = sorted(fn for fn in live_functions if planner.code_parameter(fn) not in declared and fn not in removing)
     if gone:
         raise UsageError(
             f"{stack} at {sha} has no function {', '.join(gone)}, deployed since: going back would delete "
@@ -649,7 +659,8 @@ def undo_targets(
         )
     if not record.deployed:
         raise UsageError(f"{where} deployed nothing", next_step="pick another run: inv history --env " + env.name)
-    first = sorted(c for c in record.deployed if not record.base.get(c))
+    added = taken_out(record)
+    first = sorted(c for c in record.deployed if not record.base.get(c) and c not in added)
     if first:
         raise UsageError(
             f"{where} deployed {', '.join(first)} for the first time: there is nothing before it to go back to, "
@@ -680,7 +691,19 @@ def undo_targets(
             next_step="undo the newer runs first (inv history lists them), or roll back one component: "
             "inv rollback --component COMPONENT --to SHA",
         )
-    return sorted(((c, str(record.base[c])) for c in record.deployed), key=lambda pair: undo_order(pair[0]))
+    return sorted(
+        ((c, str(record.base[c])) for c in record.deployed if c not in added), key=lambda pair: undo_order(pair[0])
+    )
+
+
+def taken_out(record: history.Record) -> tuple[str, ...]:
+    """The Lambda functions ``record``'s run added (deployed for the first time) with the API stack, which it
+    deployed over an earlier commit: undoing the run takes them out, as the API stack goes back to its template
+    before the run (which has no route for them; :func:`template_parameters` checks it)."""
+    api = f"stack:{planner.HOSTED_BY['lambda']}"
+    if api not in record.deployed or not record.base.get(api):
+        return ()
+    return tuple(sorted(c for c in record.deployed if c.startswith("lambda:") and not record.base.get(c)))
 
 
 def component_of(key: str) -> Component:
@@ -696,7 +719,8 @@ def run_plan_of(
 ) -> Plan:
     """One plan of the components' plans (component → its plan, without its smoke), one smoke at the end, in
     :func:`undo_order` and side by side as ``deploy.auto`` runs a deploy: the stacks of one dependency level
-    together, then the functions and the app together."""
+    together, then the functions and the app together. The functions the run added (:func:`taken_out`) leave the
+    live record with it, when the API stack goes back."""
     groups: dict[tuple[int, int], list[tuple[str, Plan]]] = {}
     for component, plan in plans:
         rank, level, _ = undo_order(component)
@@ -715,7 +739,11 @@ def run_plan_of(
             )
         )
     deploys = tuple(pair for _, plan in plans for pair in plan.deploys)
-    return Plan(env.name, (*steps, *((Smoke(),) if smoke else ())), f"rollback run {record.id}", deploys)
+    api = f"stack:{planner.HOSTED_BY['lambda']}"
+    removes = taken_out(record) if any(component == api for component, _ in plans) else ()
+    return Plan(
+        env.name, (*steps, *((Smoke(),) if smoke else ())), f"rollback run {record.id}", deploys, removes=removes
+    )
 
 
 # -- both -------------------------------------------------------------------------------------------------------

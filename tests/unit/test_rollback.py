@@ -460,6 +460,12 @@ def test_a_stacks_template_gets_the_inputs_live_now_and_never_deletes_a_function
         rb.template_parameters(TEMPLATE, {"ImageTag": B}, stack="S", sha=A)
     assert f"git checkout {A}" in (err.value.next_step or "")
     assert rb.template_parameters({"Resources": {}}, live, stack="S", sha=A) == ()
+    # undoing the run that added a function: the template before it takes the function out, as it should...
+    both = ["login_handler", "health_handler"]
+    assert rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=both, removing=["health_handler"])
+    # ... and one that has the function still would keep it: refused
+    with pytest.raises(UsageError, match=f"S at {A} has function login_handler too: going back to it would keep it"):
+        rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=both, removing=["login_handler"])
 
 
 def test_a_stacks_plan_deploys_that_template_with_the_guards_then_smokes(env: EnvConfig, tmp_path: Path) -> None:
@@ -761,6 +767,29 @@ def test_what_a_run_cannot_be_undone_for_is_refused(env: EnvConfig, record: hist
     with pytest.raises(UsageError, match=problem) as err:
         rb.undo_targets(record, [], {"app": {"sha": B}, "lambda:new_handler": {"sha": B}}, env)
     assert err.value.exit_code == 2
+
+
+def test_a_run_that_added_a_function_with_its_route_is_undone_by_the_api_stack_which_takes_it_out(
+    env: EnvConfig, tmp_path: Path
+) -> None:
+    record = run_record(1, {"stack:api": B, "lambda:new_handler": B, "app": B}, {"stack:api": A, "app": A})
+    live = {c: {"sha": B} for c in record.deployed}
+    assert rb.taken_out(record) == ("lambda:new_handler",)
+    assert rb.undo_targets(record, [], live, env) == [("stack:api", A), ("app", A)]
+    api = rb.stack_plan(env, rb.Target(rb.Component("stack", role="api"), B, A, ""), tmp_path / "t.json", ())
+    app = rb.app_plan(env, "123.dkr.ecr/car-rental-backend", A, smoke=False)
+    plan = rb.run_plan_of(env, record, [("stack:api", api), ("app", app)])
+    assert plan.removes == ("lambda:new_handler",) and plan.deploys == (("stack:api", A), ("app", A))
+    assert rb.run_plan_of(env, record, [("app", app)]).removes == ()  # the stack at its target already
+    # a newer run that deployed the function again moved it: refused, as for any component
+    again = run_record(2, {"lambda:new_handler": C}, {"lambda:new_handler": B})
+    with pytest.raises(UsageError, match=r"deployed again since, or taken out: lambda:new_handler \(by deploy.auto"):
+        rb.undo_targets(record, [again], live, env)
+    # the API stack created by the same run (or not deployed by it): nothing takes the function out
+    created = run_record(1, {"stack:api": B, "lambda:new_handler": B}, {})
+    with pytest.raises(UsageError, match="deployed lambda:new_handler, stack:api for the first time"):
+        rb.undo_targets(created, [], live, env)
+    assert rb.taken_out(created) == ()
 
 
 def test_a_runs_plan_is_its_components_plans_with_one_smoke(env: EnvConfig, tmp_path: Path) -> None:
