@@ -312,6 +312,17 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
         assert json.loads(answer.read())["suv"] == 79
     print(f"\ndeploy.auto of a new function through the API stack: {seconds:.2f}s")
 
+    # the run that added it is undone whole: the API stack as before it, which takes the function out
+    runtime = quiet_runtime(project)
+    undone = commands.rollback(run="last", runtime=runtime)
+    assert undone is not None and undone.ok, undone and undone.error
+    assert "lambda:pricing_handler taken out (the run added it)" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "pricing_handler" not in endpoints(project).functions
+    newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
+    assert newest.removed == ["lambda:pricing_handler"] and list(newest.deployed) == ["stack:api"]
+    report, out, _seconds = auto(project)  # this checkout still has it: created again
+    assert "lambda:pricing_handler (not deployed yet) → inv deploy.auto" in out and "deploy-stack" in ran(report)
+
     (folder / "handler.py").write_text(PRICING.replace('"suv": 79', '"suv": 89'))
     git(project, "commit", "-qam", "pricing: suv 89")
     # found now: the fast path, no CloudFormation; with a canary of one second, which no request reaches
