@@ -821,8 +821,14 @@ def _stack_rollback_plan(
             functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
             keys = _code_keys_live(aws, env, functions, functions)
             live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
-        synthesis = rollbacks.kept_template(config, aws, env, stack, target.sha)
-        if synthesis is not None:
+        origin = target.deployed_from or target.sha  # runs since its deploy counted it unchanged: that template
+        synthesis = rollbacks.kept_template(config, aws, env, stack, origin)
+        if synthesis is not None and origin != target.sha:
+            say(
+                f"{stack} at {target.sha}: the template it was deployed with from {origin} (the runs since counted "
+                f"it unchanged), kept in {env.name} (no synthesis)"
+            )
+        elif synthesis is not None:
             say(f"{stack} at {target.sha}: the template it was deployed with then, kept in {env.name} (no synthesis)")
         else:
             synthesis = rollbacks.synthesize_at(

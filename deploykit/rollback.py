@@ -160,6 +160,9 @@ class Target:
     sha: str  # image tag (app) or the ``git <sha>`` of the versions (Lambda)
     source: str  # "--to 3e2532e" or "history: <record id> (<when>, <command>)"
     version: str = ""  # the Lambda version the alias moves to
+    # a stack's: the commit whose deploy left the stack as it was at ``sha`` (runs since only counted it unchanged,
+    # see deployed_from), when not ``sha`` itself: its kept template is the stack's at ``sha``
+    deployed_from: str = ""
 
     @property
     def title(self) -> str:
@@ -388,6 +391,24 @@ def kept_commits(aws: AwsFactory, env: EnvConfig, stack: str) -> frozenset[str]:
     return frozenset(found)
 
 
+def deployed_from(records: Sequence[history.Record], component: str, sha: str) -> str | None:
+    """The commit whose deploy left ``component`` live as it was at ``sha``: ``sha`` itself when a successful run
+    deployed it there; when successful runs only counted it unchanged at ``sha`` (deploy.auto carries a component
+    none of whose paths changed to its commit, without deploying it), the commit they carried it from, followed back
+    (``records``: newest first). None when the records do not reach a deploy of it."""
+    seen: set[str] = set()
+    while sha and sha not in seen:
+        seen.add(sha)
+        ok = [r for r in records if r.ok and r.components.get(component) == sha]
+        if any(component in r.deployed for r in ok):
+            return sha
+        carried = next((r for r in ok if component in r.unchanged and r.base.get(component)), None)
+        if carried is None:
+            return None
+        sha = str(carried.base[component])
+    return None
+
+
 def resolve_stack(
     aws: AwsFactory,
     config: Config,
@@ -430,16 +451,22 @@ def resolve_stack(
         full = git.resolve_commit(root, wanted)  # any revision: a SHA, a tag, a branch, HEAD~1
         if full is None:
             full = _kept_commit(wanted, kept())
+        if full is None and re.fullmatch(r"[0-9a-f]{12,40}", wanted.lower()):  # carried there from a kept one
+            origin = deployed_from(records, key, wanted.lower()[:12])
+            full = wanted.lower() if origin and origin[:12] in kept() else None
         if full is None:
             raise _missing_commit(env, component, wanted)
-        return Target(component, live, full[:12], f"--to {to}")
+        return _stack_target(component, live, full[:12], f"--to {to}", records)
 
     def usable(sha: str) -> bool:
-        return DIRTY not in sha and (git.is_known_commit(root, sha) or sha[:12] in kept())
+        if DIRTY in sha:
+            return False
+        origin = deployed_from(records, key, sha) or sha
+        return git.is_known_commit(root, sha) or sha[:12] in kept() or origin[:12] in kept()
 
     if failed and attempt is not None and recorded and usable(recorded):
         why = f"the last successful deploy; {attempt.command} at {attempt.when} failed after it ({attempt.id})"
-        return Target(component, live, recorded, why)
+        return _stack_target(component, live, recorded, why, records)
     sha, source, live = _history_target(aws, env, component, live, usable, records=records if known else None)
     if DIRTY in sha:
         raise UsageError(
@@ -449,7 +476,14 @@ def resolve_stack(
         )
     if not usable(sha):
         raise _missing_commit(env, component, sha)
-    return Target(component, live, sha, source)
+    return _stack_target(component, live, sha, source, records)
+
+
+def _stack_target(
+    component: Component, live: str | None, sha: str, source: str, records: Sequence[history.Record]
+) -> Target:
+    origin = deployed_from(records, component.key, sha)
+    return Target(component, live, sha, source, deployed_from=origin if origin and origin != sha else "")
 
 
 def _kept_commit(wanted: str, kept: Collection[str]) -> str | None:

@@ -16,6 +16,7 @@ from unittest.mock import Mock
 import pytest
 
 from deploykit import commands, history
+from deploykit import rollback as rollbacks
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
@@ -364,3 +365,52 @@ def test_a_stack_goes_back_to_a_commit_this_clone_lacks_when_its_template_was_ke
             commands.rollback(env="dev", component="stack:fargate", to=to, runtime=runtime(project, factory))
         assert no.value.exit_code == 2
     assert change_sets == []
+
+
+def test_a_stack_goes_back_to_a_commit_runs_only_counted_it_unchanged_at_with_the_template_kept_before(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """deploy.auto counts a stack none of whose paths changed as live at its commit without deploying it: no template
+    is kept for that commit, and what the stack held there is the template of the deploy it was carried from. Going
+    back to such a commit (the base of the run undone, typically) deploys that template: no synthesis, no commit in
+    the clone."""
+    older, carried = "0123456789ab", "456789abcdef"  # in no clone
+    assert deploy_fargate(factory, dev_env, tmp_path, FIRST, older).status == "done"
+    stack_record(deployed, older, 10)
+    run = RunReport(Plan("dev", (), "deploy.auto"), [], 1.0)
+    at = partial(datetime, 2026, 3, 1, 9, tzinfo=UTC)
+    deployed.write(  # an app release, the stack counted unchanged at its commit
+        history.record_of(
+            run,
+            components={"app": carried, "stack:fargate": carried},
+            base={"app": B, "stack:fargate": older},
+            head=carried,
+            unchanged=["stack:fargate"],
+            who="ci",
+            now=at(11),
+        )
+    )
+    assert deploy_fargate(factory, dev_env, tmp_path / "b", SECOND, B, image=B).status == "done"
+    deployed.write(
+        history.record_of(
+            run, components={"stack:fargate": B}, base={"stack:fargate": carried}, head=B, who="ci", now=at(12)
+        )
+    )
+    assert stack_resources(factory) == ["Topic", "Queue"]
+    assert rollbacks.deployed_from(deployed.records(10), "stack:fargate", carried) == older
+
+    err = io.StringIO()
+    report = commands.rollback(env="dev", run="last", smoke=False, runtime=runtime(project, factory, stderr=err))
+    assert report is not None and report.ok, report and report.error
+    assert report.plan.deploys == (("stack:fargate", carried),)
+    assert (
+        f"CarRentalFargateStack at {carried}: the template it was deployed with from {older} (the runs since counted "
+        "it unchanged), kept in dev (no synthesis)"
+    ) in err.getvalue()
+    assert stack_resources(factory) == ["Topic"]
+    assert not (project / "cdk.out" / f"dev@{carried}").exists()  # nothing synthesized
+    # the rollback deployed the stack at that commit: the template is kept under it now
+    assert rollbacks.deployed_from(deployed.records(10), "stack:fargate", carried) == carried
+    assert factory.client("s3").head_object(
+        Bucket=BUCKET, Key=kept_template_key("dev", "CarRentalFargateStack", carried)
+    )

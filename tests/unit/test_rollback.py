@@ -792,6 +792,22 @@ def test_a_run_that_added_a_function_with_its_route_is_undone_by_the_api_stack_w
     assert rb.taken_out(created) == ()
 
 
+def test_a_stack_counted_unchanged_at_a_commit_was_deployed_from_the_commit_it_was_carried_from() -> None:
+    key = "stack:fargate"
+    records = [  # newest first: deployed at A, carried to B then to C (a failed run deployed it at C: not live)
+        run_record(4, {key: C}, {key: B}, ok=False),
+        run_record(3, {"app": C, key: C}, {"app": B, key: B}, unchanged=[key]),
+        run_record(2, {"app": B, key: B}, {"app": A, key: A}, unchanged=[key]),
+        run_record(1, {key: A}, {}),
+    ]
+    assert [rb.deployed_from(records, key, sha) for sha in (C, B, A)] == [A, A, A]
+    assert rb.deployed_from(records, key, "ddddddd44444") is None  # no run says anything of it
+    assert rb.deployed_from(records[:3], key, C) is None  # the deploy it was carried from is older than the records
+    assert rb.deployed_from(records, "app", C) == C
+    loop = [run_record(2, {key: B}, {key: A}, unchanged=[key]), run_record(1, {key: A}, {key: B}, unchanged=[key])]
+    assert rb.deployed_from(loop, key, B) is None  # records that make a loop end it
+
+
 def test_a_runs_plan_is_its_components_plans_with_one_smoke(env: EnvConfig, tmp_path: Path) -> None:
     record = run_record(1, {"app": B, "stack:data": B}, {"app": A, "stack:data": A})
     app = rb.app_plan(env, "123.dkr.ecr/car-rental-backend", A, smoke=False)
