@@ -117,8 +117,9 @@ def left_by_failed_runs(
     failed run never moves the live record, and the automatic rollback puts back code, never a stack), so the
     stack may hold what no successful run verified; deploy.auto deploys it again, as the checkout has it (a change
     set with nothing to change when it holds that already). A run a guard refused changed nothing, nor did a failed
-    one whose deploy of the stack found nothing to change (its step skipped, as the record says: ``stacks``, role →
-    name): the newest run that may have changed the stack is looked for behind them. A run that passed verified what
+    one whose deploy of the stack found nothing to change or never started (its step skipped or not run, as the
+    record says: ``stacks``, role → name): the newest run that may have changed the stack is looked for behind
+    them. A run that passed verified what
     the stack held, changed or not."""
     notes: dict[str, str] = {}
     for component, sha in live.items():
@@ -145,9 +146,10 @@ def left_by_failed_runs(
 
 def _found_nothing_to_change(record: Record, stack: str) -> bool:
     """Whether ``record``'s deploy of ``stack`` found nothing to change: its deploy-stack step (at any depth in
-    the run's groups) was skipped."""
+    the run's groups) was skipped, or never started (the run failed before it, or beside it in a group it never
+    reached)."""
     name = f"{DeployStack.name}:{stack}"
-    return any(step.get("status") == "skipped" and step_name(step) == name for step in record.steps)
+    return any(step.get("status") in ("skipped", "not run") and step_name(step) == name for step in record.steps)
 
 
 def unpromoted(

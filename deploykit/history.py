@@ -162,7 +162,8 @@ def record_of(
     steps: list[dict[str, Any]] = []
 
     def add(r: StepRecord, parent: StepRecord | None) -> None:  # a group, then its steps (a group's groups too)
-        step = {"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail}
+        detail = r.description if r.status == "not run" else r.detail  # what it would have done (which stack)
+        step = {"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": detail}
         steps.append(step | ({"in": parent.step} if parent is not None else {}))
         for child in r.children:
             add(child, r)

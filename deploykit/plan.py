@@ -171,6 +171,13 @@ def all_records(records: Iterable[StepRecord]) -> Iterator[StepRecord]:
         yield from all_records(record.children)
 
 
+def not_run(step: Step) -> StepRecord:
+    """The record of a step that never started: a group's lists its steps, none of them run either (so the history
+    says which stacks a failed run never reached)."""
+    children = [not_run(s) for s in step.steps] if isinstance(step, Parallel | Sequence) else []
+    return StepRecord(step.name, step.describe(), "not run", children=children)
+
+
 def record_of(step: Step, outcome: Outcome, seconds: float) -> StepRecord:
     """What ``step`` did, with what its own steps did when it is a group (a group's groups too)."""
     return StepRecord(
@@ -229,14 +236,15 @@ class Sequence(Step):
     def run(self, ctx: Context) -> Outcome:
         children: list[StepRecord] = []
         outputs: dict[str, str] = {}
-        for step in self.steps:
+        for index, step in enumerate(self.steps):
             if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
                 raise KeyboardInterrupt
             t0 = ctx.clock.monotonic()
             try:
                 outcome = step.run(ctx)
-            except Exception as exc:  # what ran before it is carried to the sequence's record
+            except Exception as exc:  # what ran before it (and what did not, after it) goes to the sequence's record
                 children.append(failed_record(step, exc, ctx.clock.monotonic() - t0))
+                children += [not_run(later) for later in self.steps[index + 1 :]]
                 carry(exc, children, {**outputs, **carried(exc)[1]})
                 raise
             outputs.update(outcome.outputs)
@@ -359,7 +367,7 @@ class Executor:
     def execute(self, plan: Plan) -> RunReport:
         clock, out = self.ctx.clock, self.ctx.reporter
         start = clock.monotonic()
-        records = [StepRecord(s.name, s.describe(), "not run") for s in plan.steps]
+        records = [not_run(s) for s in plan.steps]
         error: DeployKitError | None = None
         count = sum(1 for _depth, step in walk(plan.steps) if not is_group(step))  # as the plan numbers them
         out.line(f"🚀 {plan.title} → {plan.env} ({count} step{'s' if count != 1 else ''})")
@@ -393,6 +401,7 @@ class Executor:
                 break
             except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the task
                 record.status, record.detail = "failed", "interrupted"
+                record.children = []  # a group's steps: which of them ran is not known here
                 record.seconds = clock.monotonic() - t0
                 error = interruption(plan, index, step)
                 out.line(f"⚠️  {step.name} interrupted after {record.seconds:.1f}s")

@@ -17,7 +17,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import Config
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Outcome, Plan, Step, describe_plan
+from deploykit.plan import Context, Executor, Outcome, Plan, Step, all_records, describe_plan
 
 
 @dataclass(frozen=True)
@@ -326,3 +326,54 @@ def test_an_interrupt_during_a_parallel_group_stops_each_sequence_before_its_nex
     assert isinstance(report.error, Interrupted)
     assert ran == ["watch"]
     assert [(r.step, r.status) for r in report.records] == [("parallel", "failed"), ("sleep", "not run")]
+
+
+@dataclass(frozen=True)
+class StackDeploy(Step):
+    """Named as the real step, described as it is (the stack first), so the history tells the stacks apart."""
+
+    name: ClassVar[str] = "deploy-stack"
+    stack: str
+
+    def describe(self) -> str:
+        return f"{self.stack}: change set from {self.stack}.template.json"
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome.done(f"{self.stack}: updated in 0.1s")
+
+
+def test_steps_a_failed_run_never_started_are_recorded_not_run_each_so_their_stacks_count_as_untouched() -> None:
+    """A group the run never reached lists its steps, not run; so does a sequence after its failed step. The history
+    names each not-run stack deploy by its stack, and deploy.auto does not count those stacks as left changed by
+    the failed run."""
+    from deploykit import auto, history
+    from deploykit.plan import Parallel
+    from deploykit.plan import Sequence as StepSequence
+
+    first = Parallel((StackDeploy("DataStack"), StepSequence("cdk", (Boom(StepFailed("no")), StackDeploy("Auth")))))
+    later = Parallel((StackDeploy("FargateStack"), StackDeploy("ApiStack")))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("x", (first, later, Sleep(0.0))))
+    assert not report.ok
+    statuses = [(r.step, r.status) for r in all_records(report.records)]
+    assert statuses == [
+        ("parallel", "failed"),
+        ("deploy-stack", "done"),
+        ("sequence", "failed"),
+        ("boom", "failed"),
+        ("deploy-stack", "not run"),  # after the failed step of its sequence
+        ("parallel", "not run"),
+        ("deploy-stack", "not run"),
+        ("deploy-stack", "not run"),
+        ("sleep", "not run"),
+    ]
+    assert "·  not run" in report.table().splitlines()[-3]  # the later group's steps listed under it
+    roles = {"data": "DataStack", "auth": "Auth", "fargate": "FargateStack", "api": "ApiStack"}
+    components = {f"stack:{role}": "b" * 12 for role in roles}
+    record = history.record_of(report, components=components, base={}, head="b" * 12)
+    assert [history.step_name(s) for s in record.steps if s["status"] == "not run"][:3] == [
+        "deploy-stack:Auth",
+        "parallel",
+        "deploy-stack:FargateStack",
+    ]
+    live = {component: "a" * 12 for component in components}
+    assert list(auto.left_by_failed_runs([record], live, roles)) == ["stack:data"]  # the one it did deploy
