@@ -28,7 +28,7 @@ import dataclasses
 import json
 import re
 import shutil
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, partial
@@ -42,7 +42,7 @@ from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollSe
 from deploykit.aws import at_once
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.git import DIRTY
-from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records
+from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack, action_key, kept_template_key, was_key
@@ -871,7 +871,7 @@ def _replaced_by_the_stack(
         or outputs.get(action_key(stack)) != "updated"
     ):
         return None
-    repository = next((r for r in map(_repository_of, _all_steps(report.plan.steps)) if r), "")
+    repository = next((r for _depth, step in walk(report.plan.steps) if (r := _repository_of(step))), "")
     return (repository, tag) if repository else None
 
 
@@ -880,14 +880,6 @@ def _repository_of(step: Step) -> str:
     if isinstance(step, WaitHealthy):
         return (split_image(step.image) or ("", ""))[0]
     return step.repository if isinstance(step, PushImage | PromoteImage) else ""
-
-
-def _all_steps(steps: Sequence[Step]) -> Iterator[Step]:
-    """``steps`` and the steps of their groups, in order."""
-    for step in steps:
-        yield step
-        if isinstance(step, StepSequence | Parallel):
-            yield from _all_steps(step.steps)
 
 
 def undo_plan(
