@@ -55,9 +55,9 @@ from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.images import docker_client
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps
+from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
-from deploykit.stack_chain import template_url
+from deploykit.stack_chain import UploadLambdaCode, template_url
 from deploykit.stacks import Change, StackDeployer, StackOutputs, access_note, changes_table, inv_command
 
 
@@ -709,10 +709,12 @@ def _rollback_of(
     rerun: str | None = None,
     known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
     removing: Collection[str] = (),
+    restoring: Mapping[str, str] | None = None,
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
     None when it already runs the target. ``known``: the history's records and live record, read already.
-    ``removing``: functions the API stack's rollback takes out (a run that added them being undone)."""
+    ``removing``, ``restoring``: functions the API stack's rollback takes out, or brings back (function → the commit
+    it ran), when a run that added or took them out is undone."""
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -746,12 +748,13 @@ def _rollback_of(
             rerun=rerun
             or inv_command("rollback", "--component", target.component.key, "--to", target.sha, env=env.name),
             removing=removing,
+            restoring=restoring or {},
         )
     return target, plan
 
 
 def _run_rollback_plan(
-    runtime: Runtime, env: EnvConfig, aws: AwsFactory, run: str, back: RollbackOf, *, smoke: bool
+    runtime: Runtime, env: EnvConfig, aws: AwsFactory, run: str, go_back: RollbackOf, *, smoke: bool
 ) -> Plan | None:
     """One plan that puts every component the run deployed back on what was live before it, in a deploy's order
     and side by side as a deploy (the stacks by level, the functions, the app: see rollbacks.run_plan_of); None when
@@ -767,20 +770,34 @@ def _run_rollback_plan(
     record = rollbacks.find_run(records, run, env)
     newer = records[: records.index(record)]
     targets = rollbacks.undo_targets(record, newer, read["live"], env)
-    added = rollbacks.taken_out(record)  # functions the run added: the API stack's rollback takes them out
-    listed = ", ".join([f"{c} → {sha}" for c, sha in targets] + [f"{c} taken out (the run added it)" for c in added])
+    # functions the run added and those it took out: the API stack's rollback takes out the first, brings back the
+    # others
+    added, back = rollbacks.taken_out(record), rollbacks.restored(record)
+    listed = ", ".join(
+        [f"{c} → {sha}" for c, sha in targets]
+        + [f"{c} taken out (the run added it)" for c in added]
+        + [f"{c} back at {sha} (the run took it out)" for c, sha in back.items()]
+    )
     runtime.stderr.write(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
     why, rerun = f"live before run {record.id}", inv_command("rollback", "--run", record.id, env=env.name)
     known = (records, read["live"])  # a stack's resolution reads no history again
     removing = [c.removeprefix("lambda:") for c in added]
+    restoring = {c.removeprefix("lambda:"): sha for c, sha in back.items()}
     plans = [
         (c, plan)
         for c, sha in targets
         if (
-            plan := back(
-                rollbacks.component_of(c), sha, smoke=False, why=why, rerun=rerun, known=known, removing=removing
+            plan := go_back(
+                rollbacks.component_of(c),
+                sha,
+                smoke=False,
+                why=why,
+                rerun=rerun,
+                known=known,
+                removing=removing,
+                restoring=restoring,
             )[1]
         )
     ]
@@ -800,12 +817,14 @@ def _stack_rollback_plan(
     preview: bool = False,
     rerun: str = "",
     removing: Collection[str] = (),
+    restoring: Mapping[str, str] | None = None,
 ) -> Plan:
     """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
     what runs now: the live image tag, the code keys
     the functions' ``live`` aliases serve (else the API stack's parameters); the functions of ``removing`` taken
-    out. With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv
-    diff does)."""
+    out, those of ``restoring`` (function → commit) brought back, packaged as in their commit and uploaded first.
+    With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv diff
+    does)."""
     role = target.component.role
     stack = planner.stack_roles(env)[role]
 
@@ -821,6 +840,7 @@ def _stack_rollback_plan(
             functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
             keys = _code_keys_live(aws, env, functions, functions)
             live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
+    with aws_errors(env):
         origin = target.deployed_from or target.sha  # runs since its deploy counted it unchanged: that template
         synthesis = rollbacks.kept_template(config, aws, env, stack, origin)
         if synthesis is not None and origin != target.sha:
@@ -840,13 +860,33 @@ def _stack_rollback_plan(
                 say=say,
             )
     template = synthesis.template(stack)
-    body = template.read_text()
+    body = json.loads(template.read_text())
+    # a function the template has and nothing runs now (taken out since): back, packaged as in its commit (the one
+    # it ran before the run being undone took it out, else the template's), uploaded first
+    uploads: list[Step] = []
+    brought: list[tuple[str, str]] = []
+    if role == planner.HOSTED_BY["lambda"]:
+        for fn, parameter in sorted(planner.code_parameters(body).items()):
+            if fn in functions:
+                continue
+            commit = (restoring or {}).get(fn, target.sha)
+            folder, package = rollbacks.package_at(config, env, fn, commit)
+            live[parameter] = package.key
+            uploads.append(UploadLambdaCode(fn, str(folder), package.key, env.stacks.registry, len(package.zip_bytes)))
+            brought.append((f"lambda:{fn}", commit))
+            say(f"lambda:{fn} back, packaged as in {commit} ({len(package.zip_bytes)} B): {package.key}")
     parameters = rollbacks.template_parameters(
-        json.loads(body), live, stack=stack, sha=target.sha, live_functions=functions, removing=removing
+        body,
+        live,
+        stack=stack,
+        sha=target.sha,
+        live_functions=functions,
+        removing=removing,
+        restoring=sorted(restoring or {}) if role == planner.HOSTED_BY["lambda"] else (),
     )
     if preview:
         _preview_stack(runtime, aws, env, stack, template, dict(parameters), rerun=rerun)
-    return rollbacks.stack_plan(
+    plan = rollbacks.stack_plan(
         env,
         target,
         template,
@@ -856,6 +896,9 @@ def _stack_rollback_plan(
         smoke=smoke,
         rerun=rerun,
     )
+    if not uploads:
+        return plan
+    return dataclasses.replace(plan, steps=(*uploads, *plan.steps), deploys=(*plan.deploys, *brought))
 
 
 def logs(

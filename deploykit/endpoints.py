@@ -139,10 +139,16 @@ def function_outputs(api: Mapping[str, str]) -> dict[str, dict[str, str]]:
     for key, value in api.items():
         for name, suffix in FUNCTION_OUTPUTS.items():
             ident = key.removesuffix(suffix)
-            folder = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", ident).lower()
-            if ident != key and FUNCTION_FOLDER.fullmatch(folder) and function_id(folder) == ident:
+            folder = folder_of(ident)
+            if ident != key and folder is not None:
                 found[name][folder] = value
     return found
+
+
+def folder_of(ident: str) -> str | None:
+    """LoginHandler → login_handler, the inverse of :func:`function_id`; None when ``ident`` names no folder."""
+    folder = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", ident).lower()
+    return folder if FUNCTION_FOLDER.fullmatch(folder) and function_id(folder) == ident else None
 
 
 def _is_function_key(key: str) -> bool:

@@ -5,9 +5,10 @@ Planning only reads; every input of every step is resolved here and written into
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploykit import packaging
 from deploykit.app_chain import (
@@ -20,7 +21,7 @@ from deploykit.app_chain import (
     WaitHealthy,
 )
 from deploykit.config import Config, EnvConfig
-from deploykit.endpoints import function_id
+from deploykit.endpoints import folder_of, function_id
 from deploykit.errors import UsageError
 from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
@@ -208,6 +209,16 @@ def synth_dir(config: Config, env: EnvConfig) -> Path:
 def code_parameter(function: str) -> str:
     """login_handler → LoginHandlerCodeKey: the API stack's parameter for that function's S3 key."""
     return function_id(function) + "CodeKey"
+
+
+def code_parameters(template: Mapping[str, Any]) -> dict[str, str]:
+    """function → its code parameter, for each one a template's parameters declare (the API stack's)."""
+    found: dict[str, str] = {}
+    for name in template.get("Parameters") or {}:
+        folder = folder_of(name.removesuffix("CodeKey")) if name.endswith("CodeKey") else None
+        if folder is not None:
+            found[folder] = name
+    return found
 
 
 def lambda_packages(config: Config) -> dict[str, packaging.Package]:

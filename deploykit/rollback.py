@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from deploykit import auto, git, history, image_cleanup, lambda_chain, planner, registry, synth
+from deploykit import auto, git, history, image_cleanup, lambda_chain, packaging, planner, registry, synth
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
@@ -569,13 +569,22 @@ def template_parameters(
     sha: str,
     live_functions: Iterable[str] = (),
     removing: Collection[str] = (),
+    restoring: Collection[str] = (),
 ) -> tuple[tuple[str, str], ...]:
     """The parameters to deploy ``template`` (``stack`` at commit ``sha``) with: each one it declares that ``live``
     gives (the image tag, the Lambda code keys live now); one it declares without a default and ``live`` lacks
     is a UsageError, as is a function of ``live_functions`` (folders of lambda/ deployed now) whose code parameter
     it does not declare: deploying it would delete that function, unless it is one of ``removing`` (the functions
-    a run being undone added: taking them out is the point), which the template must then not declare."""
+    a run being undone added: taking them out is the point), which the template must then not declare; those of
+    ``restoring`` (the functions that run took out, their code packaged again in ``live``) it must declare."""
     declared: Mapping[str, Any] = template.get("Parameters") or {}
+    missing = sorted(fn for fn in restoring if planner.code_parameter(fn) not in declared)
+    if missing:
+        raise UsageError(
+            f"{stack} at {sha} has no function {', '.join(missing)}, though it ran before the run being undone took "
+            f"{'it' if len(missing) == 1 else 'them'} out; nothing was changed",
+            next_step="roll back the run's components one by one: inv rollback --component COMPONENT --to SHA",
+        )
     kept = sorted(fn for fn in removing if planner.code_parameter(fn) in declared)
     if kept:
         raise UsageError(
@@ -703,8 +712,13 @@ def undo_targets(
         )
     moved: list[str] = []
     undone: list[str] = []  # components a newer rollback put back already
-    for component in sorted(record.deployed):
+    back = restored(record)  # functions the run took out: not live, unless a newer run brought them back
+    for component in [*sorted(record.deployed), *back]:
         since = next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
+        if component in back:
+            if since is not None:
+                moved.append(f"{component} (by {since.command} at {since.when}, {since.id})")
+            continue
         runs = (live.get(component) or {}).get("sha")
         if since is not None and since.rollback and runs == record.deployed[component]:
             continue  # a rollback put this run's release back (after a newer deploy failed): it can be undone
@@ -728,6 +742,36 @@ def undo_targets(
     return sorted(
         ((c, str(record.base[c])) for c in record.deployed if c not in added), key=lambda pair: undo_order(pair[0])
     )
+
+
+def restored(record: history.Record) -> dict[str, str]:
+    """``lambda:<fn>`` → the commit it ran before ``record``'s run took it out (its folder and route deleted, the API
+    stack deployed without it, over an earlier commit): undoing the run brings it back, packaged as in that commit
+    (:func:`package_at`), as the API stack goes back to its template before the run."""
+    api = f"stack:{planner.HOSTED_BY['lambda']}"
+    if api not in record.deployed or not record.base.get(api):
+        return {}
+    return {c: str(record.base[c]) for c in sorted(record.removed) if c.startswith("lambda:") and record.base.get(c)}
+
+
+def package_at(config: Config, env: EnvConfig, function: str, commit: str) -> tuple[Path, packaging.Package]:
+    """The function's folder as in ``commit`` (written to ``cdk.out/<env>@<sha>.lambda/``, where the upload step
+    packages it again) and its package: packaging is reproducible, so this is the zip that commit deployed. A
+    UsageError when this clone lacks the commit, or the commit lacks the function."""
+    full = git.resolve_commit(config.root, commit)
+    out = config.root / synth.OUT_ROOT / f"{env.name}@{commit}.lambda"
+    folder = out / lambda_chain.LAMBDA_FOLDER / function
+    if full is None or not (
+        folder.is_dir() or git.export(config.root, full, f"{lambda_chain.LAMBDA_FOLDER}/{function}", out)
+    ):
+        raise UsageError(
+            f"lambda:{function} ran commit {commit} before it was taken out, and "
+            + ("this clone does not have that commit" if full is None else "that commit has no such function")
+            + ": it cannot be packaged again; nothing was changed",
+            next_step="fetch the history (git fetch --unshallow), then rerun; or add the function back in a commit "
+            "and run inv deploy.auto",
+        )
+    return folder, packaging.package_function(folder)
 
 
 def taken_out(record: history.Record) -> tuple[str, ...]:

@@ -342,6 +342,19 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
     newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     assert newest.removed == ["lambda:pricing_handler"]
 
+    # the run that took it out is undone whole: the API stack as before it, the function back, packaged as it ran
+    runtime = quiet_runtime(project)
+    undone = commands.rollback(run="last", runtime=runtime)
+    assert undone is not None and undone.ok, undone and undone.error
+    assert "lambda:pricing_handler back at " in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert [r.step for r in undone.records][:2] == ["upload-lambda", "deploy-stack"]
+    with urllib.request.urlopen(endpoints(project).api_url + "pricing", timeout=10) as answer:
+        assert json.loads(answer.read())["suv"] == 89
+    newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
+    assert "lambda:pricing_handler" in newest.deployed and "stack:api" in newest.deployed
+    report, _out, _seconds = auto(project)  # this checkout has it no more: taken out again
+    assert "pricing_handler" not in endpoints(project).functions
+
 
 def test_a_lambda_update_that_takes_seconds_to_apply_is_waited_out_before_the_publish(project: Path) -> None:
     """As on AWS, where Lambda applies an update in 1-5 s and refuses a publish meanwhile: the sandbox's fault."""

@@ -808,6 +808,35 @@ def test_a_stack_counted_unchanged_at_a_commit_was_deployed_from_the_commit_it_w
     assert rb.deployed_from(loop, key, B) is None  # records that make a loop end it
 
 
+def test_a_run_that_took_a_function_out_brings_it_back_at_the_commit_it_ran(env: EnvConfig) -> None:
+    record = run_record(1, {"stack:api": B}, {"stack:api": A, "lambda:old_handler": C}, removed=["lambda:old_handler"])
+    assert rb.restored(record) == {"lambda:old_handler": C}
+    live = {"stack:api": {"sha": B}}  # the function is not live: the run took it out
+    assert rb.undo_targets(record, [], live, env) == [("stack:api", A)]
+    # a newer run that brought it back (or took it out again) moved it: refused, as for any component
+    again = run_record(2, {"lambda:old_handler": "ddddddd44444"}, {})
+    with pytest.raises(UsageError, match=r"deployed again since, or taken out: lambda:old_handler \(by deploy.auto"):
+        rb.undo_targets(record, [again], live, env)
+    # taken out with the API stack deployed for the first time, or without it: nothing to bring it back with
+    assert rb.restored(run_record(1, {"stack:api": B}, {}, removed=["lambda:old_handler"])) == {}
+    assert rb.restored(run_record(1, {"app": B}, {"app": A, "lambda:old_handler": C}, removed=["lambda:x"])) == {}
+
+
+def test_the_functions_of_a_template_are_named_by_their_code_parameters() -> None:
+    template = {"Parameters": {"ImageTag": {}, "LoginHandlerCodeKey": {}, "PricingHandlerCodeKey": {}, "XCodeKey": {}}}
+    assert planner.code_parameters(template) == {
+        "login_handler": "LoginHandlerCodeKey",
+        "pricing_handler": "PricingHandlerCodeKey",
+        "x": "XCodeKey",
+    }
+    assert planner.code_parameters({"Parameters": {"Weird_CodeKey": {}}}) == {}
+    # a function being brought back must be in the template it goes back to
+    live = {"LoginHandlerCodeKey": "k"}
+    with pytest.raises(UsageError, match=f"S at {A} has no function old_handler, though it ran before"):
+        rb.template_parameters(TEMPLATE, live, stack="S", sha=A, restoring=["old_handler"])
+    assert rb.template_parameters(TEMPLATE, live | {"ImageTag": B}, stack="S", sha=A, restoring=["login_handler"])
+
+
 def test_a_runs_plan_is_its_components_plans_with_one_smoke(env: EnvConfig, tmp_path: Path) -> None:
     record = run_record(1, {"app": B, "stack:data": B}, {"app": A, "stack:data": A})
     app = rb.app_plan(env, "123.dkr.ecr/car-rental-backend", A, smoke=False)
