@@ -546,6 +546,8 @@ AUTO_HELP = {
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
     **PROMOTE_HELP,
+    "allow-rolled-back": "deploy a component as it was when inv rollback took the environment off it (refused "
+    "otherwise: fix or revert it first)",
 }
 
 
@@ -566,6 +568,7 @@ def deploy_auto(
     bake: str | None = None,
     watch_errors: str | None = None,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
     if watch:
@@ -593,6 +596,7 @@ def deploy_auto(
         bake=bake,
         watch_errors=watch_errors,
         unpromoted=unpromoted,
+        allow_rolled_back=allow_rolled_back,
     )
 
 

@@ -525,6 +525,62 @@ def refuse_taking_back(behind: Mapping[str, tuple[str, int]], head: str, env: En
     )
 
 
+def taken_off(records: Sequence[Record]) -> dict[str, tuple[str, Record]]:
+    """component → (the commit a person's ``inv rollback`` took it off, that rollback's record), for each component
+    whose newest successful run that deployed it was such a rollback (``records``: newest first). The automatic
+    rollback of a failed deploy is not one: running the same release again (a failure that came and went) is
+    fair. A run that deployed the component after the rollback ends it: a fix, or the release again on purpose."""
+    found: dict[str, tuple[str, Record]] = {}
+    decided: set[str] = set()
+    for record in records:
+        if not record.ok:
+            continue
+        for component, sha in record.deployed.items():
+            if component in decided:
+                continue
+            decided.add(component)
+            off = record.base.get(component)
+            if record.command.startswith("rollback ") and off and off != sha and DIRTY not in off:
+                found[component] = (off, record)
+    return found
+
+
+def deploying_again(
+    config: Config, records: Sequence[Record], components: Collection[str], revision: Revision
+) -> dict[str, str]:
+    """component → why, for each of ``components`` (those a deploy.auto would deploy) that ``revision`` has as it
+    was at the commit a person's rollback took it off (:func:`taken_off`): deploying it would bring back what was
+    found wanting. A commit changed since (a fix forward) is not; nor one this clone lacks (it cannot tell)."""
+    why: dict[str, str] = {}
+    for component, (off, rollback) in sorted(taken_off(records).items()):
+        if component not in components:
+            continue
+        try:
+            found = changes.detect(config, {component: off}, include_uncommitted=bool(revision.dirty))
+        except UsageError:  # that commit is not in this clone's history
+            continue
+        if found.base.get(component) is not None and component not in found.components():
+            why[component] = (
+                f"{component} as at {off[:SHORT_SHA]}, which {rollback.command} took it off "
+                f"({rollback.who}, {rollback.when})"
+            )
+    return why
+
+
+def refuse_deploying_again(again: Mapping[str, str], head: str, env: EnvConfig) -> None:
+    """UsageError (nothing changed) when deploy.auto would deploy again what a rollback took off (``again``:
+    component → why, :func:`deploying_again`)."""
+    if not again:
+        return
+    listed = "; ".join(again.values())
+    raise UsageError(
+        f"HEAD ({head[:SHORT_SHA]}) would deploy again what a rollback took {env.name} off: {listed}; nothing was "
+        "changed",
+        next_step="fix or revert it in a commit, then rerun; to deploy it anyway (the rollback was for another "
+        "reason), rerun with --allow-rolled-back",
+    )
+
+
 def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Collection[str] = ()) -> list[str]:
     """Change Analysis: each changed path, its component and the command that deploys it; the paths among
     ``uncommitted`` (the work tree's, when it was compared) are marked so."""

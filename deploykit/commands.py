@@ -1439,6 +1439,7 @@ class Analysis:
     live: dict[str, str | None]  # component → its live SHA (the app: its image tag)
     estimates: dict[str, float] = field(default_factory=dict)  # step → seconds, when asked for (deploy.auto)
     source: Source | None = None  # the promote_from environment and what it runs, if there is one
+    records: list[history.Record] = field(default_factory=list)  # the newest runs, newest first
 
 
 def analyse(
@@ -1478,7 +1479,9 @@ def analyse(
     left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment))
     found = changes.with_notes(found, {**unverified, **left})
     guesses = history.estimates(records) if estimates else {}
-    return Analysis(config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"))
+    return Analysis(
+        config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"), records
+    )
 
 
 @dataclass(frozen=True)
@@ -1634,12 +1637,14 @@ def deploy_auto(
     bake: str | None = None,
     watch_errors: str | None = None,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
-    Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``; ``canary`` and ``bake``
-    replace the environment's canary settings for the Lambda code it deploys (deploykit.canary), ``watch_errors``
-    its error watch after the app's rollout (deploykit.watch)."""
+    Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``, and to deploy again a
+    component as a person's rollback took it off (HEAD the same there) unless ``allow_rolled_back``; ``canary``
+    and ``bake`` replace the environment's canary settings for the Lambda code it deploys (deploykit.canary),
+    ``watch_errors`` its error watch after the app's rollout (deploykit.watch)."""
     runtime = runtime or Runtime()
     a = analyse(
         runtime,
@@ -1666,6 +1671,10 @@ def deploy_auto(
     if behind and not allow_older:  # refused before reading more; the analysis shows why
         _write_analysis(runtime, lines)
         auto.refuse_taking_back(behind, a.found.head, a.env)
+    again = {} if allow_rolled_back else auto.deploying_again(a.config, a.records, changed, a.revision)
+    if again:
+        _write_analysis(runtime, lines)
+        auto.refuse_deploying_again(again, a.found.head, a.env)
     try:
         promotion = require_promoted(
             runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, source_read=a.source

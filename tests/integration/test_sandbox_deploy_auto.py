@@ -190,7 +190,11 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     assert listed["live"]["stack:fargate"]["sha"] == back_to
     assert listed["deployments"][0]["command"] == f"rollback stack:fargate → {back_to}"
 
-    again, _, _ = auto(project)
+    # HEAD still has the setting the rollback took the stack off: deploy.auto refuses to bring it back unasked
+    with pytest.raises(UsageError, match="would deploy again what a rollback took sandbox off: stack:fargate") as no:
+        auto(project)
+    assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "") and drain() == "5"
+    again, _, _ = auto(project, allow_rolled_back=True)
     assert again is not None
     stacks = [r for r in all_records(again.records) if r.step == "deploy-stack"]
     assert [(r.detail.split(":")[0], r.status) for r in stacks] == [("CarRentalFargateStack", "done")]
@@ -320,7 +324,7 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
     assert "pricing_handler" not in endpoints(project).functions
     newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     assert newest.removed == ["lambda:pricing_handler"] and list(newest.deployed) == ["stack:api"]
-    report, out, _seconds = auto(project)  # this checkout still has it: created again
+    report, out, _seconds = auto(project, allow_rolled_back=True)  # this checkout still has it: created again
     assert "lambda:pricing_handler (not deployed yet) → inv deploy.auto" in out and "deploy-stack" in ran(report)
 
     (folder / "handler.py").write_text(PRICING.replace('"suv": 79', '"suv": 89'))
@@ -352,7 +356,7 @@ def test_a_function_added_to_the_api_stack_is_found_and_its_removal_leaves_the_l
         assert json.loads(answer.read())["suv"] == 89
     newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     assert "lambda:pricing_handler" in newest.deployed and "stack:api" in newest.deployed
-    report, _out, _seconds = auto(project)  # this checkout has it no more: taken out again
+    report, _out, _seconds = auto(project, allow_rolled_back=True)  # this checkout has it no more: out again
     assert "pricing_handler" not in endpoints(project).functions
 
 
@@ -636,7 +640,7 @@ def test_one_run_of_the_app_a_function_and_a_stack_goes_back_whole(project: Path
     assert newest.command.startswith("rollback run ")
     assert set(newest.deployed) == {"app", "lambda:health_handler", "stack:fargate"}
 
-    again, _out, _seconds = auto(project)  # HEAD's release of all three
+    again, _out, _seconds = auto(project, allow_rolled_back=True)  # HEAD's release of all three, on purpose
     assert {"register-taskdef", "move-alias", "deploy-stack"} <= ran(again)
     assert (release(), drain_seconds(project)) == ("auto-2", "3")
 

@@ -624,3 +624,45 @@ def test_the_plan_lists_a_groups_steps_under_it_with_the_groups_estimate(with_la
         ["10", "· ↳ wait-healthy", "car-rental-service", "~10.0s"],
         ["11", "smoke", "sandbox", ""],
     ]
+
+
+def test_deploying_again_what_a_rollback_took_the_environment_off_is_refused(with_lambdas: Path) -> None:  # noqa: F811
+    """A person's rollback found a release wanting: a deploy.auto of a HEAD that has the component as that release
+    had it would bring it back. A fix since, a deploy since, or the automatic rollback of a failed run are not that."""
+    from deploykit.history import Record
+
+    config, env, _revision = setup(with_lambdas)
+    bad = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    (with_lambdas / "README.md").write_text("docs only\n")
+    git(with_lambdas, "add", "-A")
+    git(with_lambdas, "commit", "-qm", "docs")
+    revision = current_revision(with_lambdas)
+
+    def run(n: int, command: str, deployed: dict[str, str], base: dict[str, str], **kw: Any) -> Record:
+        return Record(f"r{n}", "sandbox", f"2026-11-30T02:{n:02d}:00+00:00", "ana", command, "x", seconds=1.0,
+                      components=deployed, base=base, ok=kw.pop("ok", True), **kw)  # fmt: skip
+
+    good = "a" * 12
+    rollback = run(3, "rollback app → " + good, {"app": good}, {"app": bad})
+    deploy = run(2, "deploy.auto", {"app": bad}, {"app": good})
+    assert auto.taken_off([rollback, deploy]) == {"app": (bad, rollback)}
+    again = auto.deploying_again(config, [rollback, deploy], {"app"}, revision)
+    assert list(again) == ["app"] and f"app as at {bad}, which rollback app → {good} took it off (ana, " in again["app"]
+    with pytest.raises(UsageError, match=f"would deploy again what a rollback took sandbox off: app as at {bad}") as no:
+        auto.refuse_deploying_again(again, revision.sha, env)
+    assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
+    assert auto.deploying_again(config, [rollback, deploy], {"stack:api"}, revision) == {}  # not deployed now
+    # the automatic rollback of a failed run, or a deploy after the rollback, does not count
+    automatic = run(3, "automatic rollback: app", {"app": good}, {"app": bad})
+    assert auto.taken_off([automatic, deploy]) == {}
+    assert auto.taken_off([run(4, "deploy.auto", {"app": bad}, {"app": good}), rollback, deploy]) == {}
+    assert auto.taken_off([run(4, "deploy.auto", {"app": bad}, {"app": good}, ok=False), rollback]) != {}
+    # a fix on top of the release: the app changed since, so it is not the release again
+    (with_lambdas / "backend" / "app").mkdir(parents=True, exist_ok=True)
+    (with_lambdas / "backend" / "app" / "routes.py").write_text("# fixed\n")
+    git(with_lambdas, "add", "-A")
+    git(with_lambdas, "commit", "-qm", "fix")
+    assert auto.deploying_again(config, [rollback, deploy], {"app"}, current_revision(with_lambdas)) == {}
+    # a commit this clone does not have: it cannot tell, so it does not refuse
+    elsewhere = run(3, "rollback app → " + good, {"app": good}, {"app": "0123456789ab"})
+    assert auto.deploying_again(config, [elsewhere], {"app"}, revision) == {}
