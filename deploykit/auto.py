@@ -561,8 +561,8 @@ def deploying_again(
             continue
         if found.base.get(component) is not None and component not in found.components():
             why[component] = (
-                f"{component} as at {off[:SHORT_SHA]}, which {rollback.command} took it off "
-                f"({rollback.who}, {rollback.when})"
+                f"{component} as it was at {off[:SHORT_SHA]} (taken off by {rollback.command}, {rollback.who} at "
+                f"{rollback.when})"
             )
     return why
 
@@ -574,7 +574,7 @@ def refuse_deploying_again(again: Mapping[str, str], head: str, env: EnvConfig) 
         return
     listed = "; ".join(again.values())
     raise UsageError(
-        f"HEAD ({head[:SHORT_SHA]}) would deploy again what a rollback took {env.name} off: {listed}; nothing was "
+        f"HEAD ({head[:SHORT_SHA]}) would bring back what a rollback took {env.name} off: {listed}; nothing was "
         "changed",
         next_step="fix or revert it in a commit, then rerun; to deploy it anyway (the rollback was for another "
         "reason), rerun with --allow-rolled-back",

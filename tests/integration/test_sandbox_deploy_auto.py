@@ -191,7 +191,9 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     assert listed["deployments"][0]["command"] == f"rollback stack:fargate → {back_to}"
 
     # HEAD still has the setting the rollback took the stack off: deploy.auto refuses to bring it back unasked
-    with pytest.raises(UsageError, match="would deploy again what a rollback took sandbox off: stack:fargate") as no:
+    with pytest.raises(
+        UsageError, match="would bring back what a rollback took sandbox off: stack:fargate as it was at "
+    ) as no:
         auto(project)
     assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "") and drain() == "5"
     again, _, _ = auto(project, allow_rolled_back=True)

@@ -647,8 +647,13 @@ def test_deploying_again_what_a_rollback_took_the_environment_off_is_refused(wit
     deploy = run(2, "deploy.auto", {"app": bad}, {"app": good})
     assert auto.taken_off([rollback, deploy]) == {"app": (bad, rollback)}
     again = auto.deploying_again(config, [rollback, deploy], {"app"}, revision)
-    assert list(again) == ["app"] and f"app as at {bad}, which rollback app → {good} took it off (ana, " in again["app"]
-    with pytest.raises(UsageError, match=f"would deploy again what a rollback took sandbox off: app as at {bad}") as no:
+    assert (
+        list(again) == ["app"]
+        and f"app as it was at {bad} (taken off by rollback app → {good}, ana at " in again["app"]
+    )
+    with pytest.raises(
+        UsageError, match=f"would bring back what a rollback took sandbox off: app as it was at {bad}"
+    ) as no:
         auto.refuse_deploying_again(again, revision.sha, env)
     assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
     assert auto.deploying_again(config, [rollback, deploy], {"stack:api"}, revision) == {}  # not deployed now
