@@ -579,7 +579,9 @@ def deploy_auto(
                 next_step="leave those out, or run inv deploy.auto without --watch",
             )
         _ensure_sandbox(env)
-        commands.deploy_watch(env=env, allow_older=allow_older, smoke=smoke, rollback=rollback)
+        commands.deploy_watch(
+            env=env, allow_older=allow_older, smoke=smoke, rollback=rollback, allow_rolled_back=allow_rolled_back
+        )
         return
     if not dry_run:
         _ensure_sandbox(env)
