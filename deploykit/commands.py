@@ -1840,6 +1840,8 @@ def diff(
         ]
         if held:
             lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
+    again = auto.deploying_again(a.config, a.records, a.found.components(), a.revision)
+    lines += [f"⛔ {why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
     _write_analysis(runtime, lines)
     stacks_json: dict[str, Any] = {}
     roles = sorted({c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")})
@@ -1850,6 +1852,7 @@ def diff(
         data["stacks"] = stacks_json
         if a.env.promote_from:
             data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
+        data["rolled_back"] = again  # component → why deploy.auto refuses to bring it back
         runtime.stdout.write(dumps(data) + "\n")
     return a.found
 

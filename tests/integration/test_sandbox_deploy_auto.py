@@ -190,7 +190,12 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     assert listed["live"]["stack:fargate"]["sha"] == back_to
     assert listed["deployments"][0]["command"] == f"rollback stack:fargate → {back_to}"
 
-    # HEAD still has the setting the rollback took the stack off: deploy.auto refuses to bring it back unasked
+    # HEAD still has the setting the rollback took the stack off: inv diff says so, deploy.auto refuses to bring
+    # it back unasked
+    runtime = quiet_runtime(project)
+    commands.diff(as_json=True, runtime=runtime)
+    assert list(json.loads(runtime.stdout.getvalue())["rolled_back"]) == ["stack:fargate"]  # type: ignore[attr-defined]
+    assert "⛔ stack:fargate as it was at " in runtime.stderr.getvalue()  # type: ignore[attr-defined]
     with pytest.raises(
         UsageError, match="would bring back what a rollback took sandbox off: stack:fargate as it was at "
     ) as no:
