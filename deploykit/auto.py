@@ -119,8 +119,7 @@ def left_by_failed_runs(
     set with nothing to change when it holds that already). A run a guard refused changed nothing, nor did a failed
     one whose deploy of the stack found nothing to change or never started (its step skipped or not run, as the
     record says: ``stacks``, role → name): the newest run that may have changed the stack is looked for behind
-    them. A run that passed verified what
-    the stack held, changed or not."""
+    them. A run that passed verified what the stack held, changed or not."""
     notes: dict[str, str] = {}
     for component, sha in live.items():
         if not component.startswith("stack:") or sha is None:

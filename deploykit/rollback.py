@@ -765,7 +765,7 @@ def package_at(config: Config, env: EnvConfig, function: str, commit: str) -> tu
         folder.is_dir() or git.export(config.root, full, f"{lambda_chain.LAMBDA_FOLDER}/{function}", out)
     ):
         raise UsageError(
-            f"lambda:{function} ran commit {commit} before it was taken out, and "
+            f"lambda:{function} would come back as in commit {commit}, but "
             + ("this clone does not have that commit" if full is None else "that commit has no such function")
             + ": it cannot be packaged again; nothing was changed",
             next_step="fetch the history (git fetch --unshallow), then rerun; or add the function back in a commit "
