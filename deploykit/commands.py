@@ -687,7 +687,27 @@ def rollback(
                 runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
             return None
         plan = found
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    report = run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    if report is not None and report.ok:
+        _still_in_head(runtime, config, environment, aws, report.plan)
+    return report
+
+
+def _still_in_head(runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, plan: Plan) -> None:
+    """After a rollback: say which of its components HEAD still has as the rollback found them, which the next
+    deploy.auto refuses to bring back (auto.deploying_again). Best effort: a read that fails says nothing."""
+    try:
+        found = history.History.of(aws, env)
+        records = found.records(1) if found else []  # the rollback's own record
+        revision = _revision(config, allow_dirty=True)
+        again = auto.deploying_again(config, records, {component for component, _ in plan.deploys}, revision)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
+        return
+    for why in again.values():
+        runtime.stderr.write(
+            f"⛔ HEAD ({revision.short}) still has {why}: the next inv deploy.auto refuses to bring it back; "
+            "revert or fix it in a commit\n"
+        )
 
 
 RollbackOf = Callable[..., "tuple[rollbacks.Target, Plan | None]"]

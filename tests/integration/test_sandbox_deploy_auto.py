@@ -180,6 +180,7 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     assert drain() == "5"
     assert running() == revision  # what runs was kept: the same task definition, no rollout
     assert f"CarRentalFargateStack at {back_to}: the template it was deployed with then, kept in sandbox" in said
+    assert f"⛔ HEAD ({head}) still has stack:fargate as it was at {head} (taken off by rollback " in said
     assert (project / "cdk.out" / f"sandbox@{back_to}.kept" / "CarRentalFargateStack.template.json").is_file()
     assert not (project / "cdk.out" / f"sandbox@{back_to}").exists()  # nothing synthesized
     assert not (project / "cdk.out" / f".source-{back_to}").exists()
