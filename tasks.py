@@ -58,6 +58,10 @@ PROMOTE_HELP = {
     "unpromoted": "in an environment with promote_from, deploy even what that environment does not run (an "
     "emergency fix; said in the output; the app is then built here, not copied from there)"
 }
+ROLLED_BACK_HELP = {
+    "allow-rolled-back": "deploy a component as it was when inv rollback took the environment off it (refused "
+    "otherwise: fix or revert it first)",
+}
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
 }
@@ -341,6 +345,7 @@ def deploy_lambda(
     help=CHAIN_HELP
     | SMOKE_HELP
     | PROMOTE_HELP
+    | ROLLED_BACK_HELP
     | {"approve-access": "in a protected environment, allow the stacks to change access (IAM, network, policies)"},
 )
 @reports_errors
@@ -353,6 +358,7 @@ def deploy_full(
     smoke: bool = True,
     approve_access: bool = False,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
 ) -> None:
     """Every stack in dependency order (independent ones in parallel), with this commit's image and zips; smoke."""
     if not dry_run:
@@ -365,6 +371,7 @@ def deploy_full(
         dry_run=dry_run,
         as_json=json_,
         unpromoted=unpromoted,
+        allow_rolled_back=allow_rolled_back,
     )
 
 
@@ -546,8 +553,7 @@ AUTO_HELP = {
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
     **PROMOTE_HELP,
-    "allow-rolled-back": "deploy a component as it was when inv rollback took the environment off it (refused "
-    "otherwise: fix or revert it first)",
+    **ROLLED_BACK_HELP,
 }
 
 

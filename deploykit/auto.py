@@ -567,8 +567,8 @@ def deploying_again(
 
 
 def refuse_deploying_again(again: Mapping[str, str], head: str, env: EnvConfig) -> None:
-    """UsageError (nothing changed) when deploy.auto would deploy again what a rollback took off (``again``:
-    component → why, :func:`deploying_again`)."""
+    """UsageError (nothing changed) when deploy.auto or deploy.full would deploy again what a rollback took off
+    (``again``: component → why, :func:`deploying_again`)."""
     if not again:
         return
     listed = "; ".join(again.values())

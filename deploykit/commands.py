@@ -995,15 +995,22 @@ def deploy_full(
     dry_run: bool = False,
     as_json: bool = False,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke."""
+    """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke. Refuses,
+    as deploy.auto does, to bring back a component as a person's rollback took it off, unless ``allow_rolled_back``."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     revision = _revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     # a dry run too: the plan of a promoted app copies the image its source runs
     components = changes.components_of(config)
+    if not allow_rolled_back:
+        with aws_errors(environment):
+            records = _newest_records(aws, environment)  # none yet on a first deploy (no registry stack)
+        again = auto.deploying_again(config, records, components, revision)
+        auto.refuse_deploying_again(again, revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     plan = planner.full_plan(
         config,

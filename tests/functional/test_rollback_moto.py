@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -26,7 +27,7 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Outcome, Plan, RunReport
 from deploykit.stack_chain import KEPT_TEMPLATES as KEPT
 from deploykit.stack_chain import DeployStack, kept_template_key, was_key
-from tests.conftest import git
+from tests.conftest import REPO, git
 from tests.functional.conftest import CONTAINER, asked, create_service, put_image
 from tests.functional.test_endpoints import create_stack
 
@@ -414,3 +415,27 @@ def test_a_stack_goes_back_to_a_commit_runs_only_counted_it_unchanged_at_with_th
     assert factory.client("s3").head_object(
         Bucket=BUCKET, Key=kept_template_key("dev", "CarRentalFargateStack", carried)
     )
+
+
+def test_deploy_full_refuses_to_bring_back_what_a_rollback_took_off(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """After `inv rollback` took dev off this checkout's commit, deploy.full of it would bring the release back:
+    refused (exit 2) before anything is planned, as deploy.auto does; --allow-rolled-back goes on to the plan."""
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "lambdas")  # the app is as it was: a rollback of it still counts
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    run = RunReport(Plan("dev", (), f"rollback app → {B}"), [], 1.0)
+    now = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    deployed.write(history.record_of(run, components={"app": B}, base={"app": head}, head=B, who="ana", now=now))
+    with pytest.raises(
+        UsageError, match=rf"HEAD \({head}\) would bring back what a rollback took dev off: app as it"
+    ) as no:
+        commands.deploy_full(env="dev", dry_run=True, runtime=runtime(project, factory))
+    assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
+    assert f"taken off by rollback app → {B}, ana at " in no.value.message
+    # allowed, it goes on (here to a dry run's plan, which needs nothing of Docker)
+    out = io.StringIO()
+    commands.deploy_full(env="dev", dry_run=True, allow_rolled_back=True, runtime=runtime(project, factory, stderr=out))
+    assert "Plan for deploy.full → dev (dry run: nothing is changed)" in out.getvalue()
