@@ -545,17 +545,18 @@ def taken_off(records: Sequence[Record]) -> dict[str, tuple[str, Record]]:
 
 
 def deploying_again(
-    config: Config, records: Sequence[Record], components: Collection[str], revision: Revision
+    config: Config, records: Sequence[Record], components: Collection[str], *, uncommitted: bool = False
 ) -> dict[str, str]:
-    """component → why, for each of ``components`` (those a deploy.auto would deploy) that ``revision`` has as it
-    was at the commit a person's rollback took it off (:func:`taken_off`): deploying it would bring back what was
-    found wanting. A commit changed since (a fix forward) is not; nor one this clone lacks (it cannot tell)."""
+    """component → why, for each of ``components`` (those a deploy.auto would deploy) that HEAD (with the work
+    tree's changes, when ``uncommitted``) has as it was at the commit a person's rollback took it off
+    (:func:`taken_off`): deploying it would bring back what was found wanting. A commit changed since (a fix
+    forward) is not; nor one this clone lacks (it cannot tell)."""
     why: dict[str, str] = {}
     for component, (off, rollback) in sorted(taken_off(records).items()):
         if component not in components:
             continue
         try:
-            found = changes.detect(config, {component: off}, include_uncommitted=bool(revision.dirty))
+            found = changes.detect(config, {component: off}, include_uncommitted=uncommitted)
         except UsageError:  # that commit is not in this clone's history
             continue
         if found.base.get(component) is not None and component not in found.components():

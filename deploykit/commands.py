@@ -700,7 +700,8 @@ def _still_in_head(runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFac
         found = history.History.of(aws, env)
         records = found.records(1) if found else []  # the rollback's own record
         revision = _revision(config, allow_dirty=True)
-        again = auto.deploying_again(config, records, {component for component, _ in plan.deploys}, revision)
+        deployed = {component for component, _ in plan.deploys}
+        again = auto.deploying_again(config, records, deployed, uncommitted=bool(revision.dirty))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
         return
     for why in again.values():
@@ -1009,7 +1010,7 @@ def deploy_full(
     if not allow_rolled_back:
         with aws_errors(environment):
             records = _newest_records(aws, environment)  # none yet on a first deploy (no registry stack)
-        again = auto.deploying_again(config, records, components, revision)
+        again = auto.deploying_again(config, records, components, uncommitted=bool(revision.dirty))
         auto.refuse_deploying_again(again, revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     plan = planner.full_plan(
@@ -1698,7 +1699,8 @@ def deploy_auto(
     if behind and not allow_older:  # refused before reading more; the analysis shows why
         _write_analysis(runtime, lines)
         auto.refuse_taking_back(behind, a.found.head, a.env)
-    again = {} if allow_rolled_back else auto.deploying_again(a.config, a.records, changed, a.revision)
+    uncommitted = bool(a.revision.dirty)
+    again = {} if allow_rolled_back else auto.deploying_again(a.config, a.records, changed, uncommitted=uncommitted)
     if again:
         _write_analysis(runtime, lines)
         auto.refuse_deploying_again(again, a.found.head, a.env)
@@ -1867,7 +1869,7 @@ def diff(
         ]
         if held:
             lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
-    again = auto.deploying_again(a.config, a.records, a.found.components(), a.revision)
+    again = auto.deploying_again(a.config, a.records, a.found.components(), uncommitted=bool(a.revision.dirty))
     lines += [f"⛔ {why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
     _write_analysis(runtime, lines)
     stacks_json: dict[str, Any] = {}

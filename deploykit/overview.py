@@ -20,6 +20,7 @@ from typing import Any
 from tabulate import tabulate
 
 from deploykit import changes, git
+from deploykit.auto import deploying_again
 from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
 from deploykit.config import Config, EnvConfig
@@ -71,10 +72,14 @@ class Live:
     since: str  # ISO 8601
     position: Position
     changed: int | None = None  # paths of the component changed from its live commit to HEAD; None: cannot tell
+    # HEAD has it as a person's rollback took the environment off it: why deploy.auto refuses it; "": it does not
+    rolled_back: str = ""
 
     @property
     def to_deploy(self) -> str:
         """What a deploy of HEAD would do to it."""
+        if self.rolled_back:
+            return "⛔ refused: HEAD has it as a rollback took it off"
         if not self.sha:
             return "new: never deployed here"
         if self.changed is None:
@@ -113,6 +118,7 @@ class EnvView:
                     "since": v.since or None,
                     **v.position.to_json(),
                     "changed_paths": v.changed,
+                    "rolled_back": v.rolled_back or None,
                 }
                 for v in self.live
             ],
@@ -124,27 +130,35 @@ class EnvView:
 
 @dataclass(frozen=True)
 class Read:
-    """What one environment's AWS said: its live record, its newest record, its lock (None: no history)."""
+    """What one environment's AWS said: its live record, its newest records (newest first), its lock (None: no
+    history)."""
 
     live: dict[str, dict[str, str]]
-    newest: Record | None
+    records: list[Record]
     lock: LockInfo | None
+
+    @property
+    def newest(self) -> Record | None:
+        return self.records[0] if self.records else None
+
+
+# the newest runs read, as deploy.auto reads them: a component a rollback took off, which it refuses, shows
+RECORDS = 30
 
 
 def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | None:
-    """The live record, the newest record and the lock of ``env``, in one round trip; None without a history."""
+    """The live record, the newest records and the lock of ``env``, at once; None without a history."""
     store = History.of(aws, env)
     if store is None:
         return None
     env_lock = EnvLock(aws.client("s3"), store.bucket, env.name, clock=clock)
     reads: dict[str, Callable[[], Any]] = {
         "live": store.live,
-        "newest": partial(store.records, 1),
+        "records": partial(store.records, RECORDS),
         "lock": env_lock.read,
     }
     found = at_once(reads)
-    newest: list[Record] = found["newest"]
-    return Read(found["live"], newest[0] if newest else None, found["lock"].info if found["lock"] else None)
+    return Read(found["live"], found["records"], found["lock"].info if found["lock"] else None)
 
 
 def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
@@ -162,6 +176,8 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
         for component, sha in shas.items()
     ]
     live += [Live(component, "", "", Position(known=False), counted.get(component)) for component in missing]
+    again = deploying_again(config, read.records, [x.component for x in live if x.changed])
+    live = [replace(x, rolled_back=again.get(x.component, "")) for x in live]
     live.sort(key=lambda x: _order(x.component))
     return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock)
 

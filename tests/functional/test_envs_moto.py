@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -164,3 +165,30 @@ def test_inv_envs_runs_as_a_task(world: dict[str, str]) -> None:
     done = inv(Path(world["root"]), "envs", "--json", AWS_ENDPOINT_URL="http://127.0.0.1:9")
     assert done.returncode == 0, done.stderr
     assert [e["env"] for e in json.loads(done.stdout)["environments"]] == ["dev", "staging", "prod"]
+
+
+def test_a_component_a_rollback_took_off_is_shown_as_refused(world: dict[str, str]) -> None:
+    """dev's app was rolled back from c3 (HEAD) to c2 by a person: a deploy of HEAD would bring c3 back, which
+    deploy.auto refuses, and inv envs says so rather than "1 changed path(s)"."""
+    root = Path(world["root"])
+    config = load_config(root / "deploy.toml")
+    dev = config.environment("dev")
+    store = history.History.of(AwsFactory(dev), dev)
+    assert store is not None
+    undo = RunReport(Plan("dev", (), f"rollback app → {world['c2']}"), [], 1.0)
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    record = history.record_of(
+        undo, components={"app": world["c2"]}, base={"app": world["c3"]}, head=world["c2"], who="ana", now=later
+    )
+    store.write(record)
+    out = io.StringIO()
+    runtime = commands.Runtime(config_path=root / "deploy.toml", stdout=out, stderr=io.StringIO(), clock=FakeClock())
+    views = commands.envs(as_json=True, runtime=runtime)
+    app = next(x for x in views[0].live if x.component == "app")
+    assert app.to_deploy == "⛔ refused: HEAD has it as a rollback took it off"
+    assert app.rolled_back.startswith(f"app as it was at {world['c3'][:12]} (taken off by rollback app → ")
+    listed = json.loads(out.getvalue())["environments"][0]["live"]
+    assert next(x for x in listed if x["component"] == "app")["rolled_back"] == app.rolled_back
+    assert {x["component"]: x["rolled_back"] for x in listed if x["component"] != "app"} == dict.fromkeys(
+        [x["component"] for x in listed if x["component"] != "app"]
+    )

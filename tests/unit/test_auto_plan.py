@@ -646,7 +646,7 @@ def test_deploying_again_what_a_rollback_took_the_environment_off_is_refused(wit
     rollback = run(3, "rollback app → " + good, {"app": good}, {"app": bad})
     deploy = run(2, "deploy.auto", {"app": bad}, {"app": good})
     assert auto.taken_off([rollback, deploy]) == {"app": (bad, rollback)}
-    again = auto.deploying_again(config, [rollback, deploy], {"app"}, revision)
+    again = auto.deploying_again(config, [rollback, deploy], {"app"})
     assert (
         list(again) == ["app"]
         and f"app as it was at {bad} (taken off by rollback app → {good}, ana at " in again["app"]
@@ -656,18 +656,23 @@ def test_deploying_again_what_a_rollback_took_the_environment_off_is_refused(wit
     ) as no:
         auto.refuse_deploying_again(again, revision.sha, env)
     assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
-    assert auto.deploying_again(config, [rollback, deploy], {"stack:api"}, revision) == {}  # not deployed now
+    assert auto.deploying_again(config, [rollback, deploy], {"stack:api"}) == {}  # not deployed now
     # the automatic rollback of a failed run, or a deploy after the rollback, does not count
     automatic = run(3, "automatic rollback: app", {"app": good}, {"app": bad})
     assert auto.taken_off([automatic, deploy]) == {}
     assert auto.taken_off([run(4, "deploy.auto", {"app": bad}, {"app": good}), rollback, deploy]) == {}
     assert auto.taken_off([run(4, "deploy.auto", {"app": bad}, {"app": good}, ok=False), rollback]) != {}
+    # an uncommitted fix counts when the work tree is deployed (--allow-dirty), not otherwise
+    (with_lambdas / "backend" / "app").mkdir(parents=True, exist_ok=True)
+    (with_lambdas / "backend" / "app" / "routes.py").write_text("# being fixed\n")
+    assert auto.deploying_again(config, [rollback, deploy], {"app"}, uncommitted=True) == {}
+    assert list(auto.deploying_again(config, [rollback, deploy], {"app"})) == ["app"]
     # a fix on top of the release: the app changed since, so it is not the release again
     (with_lambdas / "backend" / "app").mkdir(parents=True, exist_ok=True)
     (with_lambdas / "backend" / "app" / "routes.py").write_text("# fixed\n")
     git(with_lambdas, "add", "-A")
     git(with_lambdas, "commit", "-qm", "fix")
-    assert auto.deploying_again(config, [rollback, deploy], {"app"}, current_revision(with_lambdas)) == {}
+    assert auto.deploying_again(config, [rollback, deploy], {"app"}) == {}
     # a commit this clone does not have: it cannot tell, so it does not refuse
     elsewhere = run(3, "rollback app → " + good, {"app": good}, {"app": "0123456789ab"})
-    assert auto.deploying_again(config, [elsewhere], {"app"}, revision) == {}
+    assert auto.deploying_again(config, [elsewhere], {"app"}) == {}
