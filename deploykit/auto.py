@@ -131,7 +131,7 @@ def left_by_failed_runs(
                 for r in records
                 if component in r.deployed
                 and not r.refused
-                and (r.ok or not (name and _found_nothing_to_change(r, name)))  # one that passed verified it
+                and (r.ok or not (name and _did_not_change(r, name)))  # one that passed verified it
             ),
             None,
         )
@@ -143,9 +143,9 @@ def left_by_failed_runs(
     return notes
 
 
-def _found_nothing_to_change(record: Record, stack: str) -> bool:
-    """Whether ``record``'s deploy of ``stack`` found nothing to change: its deploy-stack step (at any depth in
-    the run's groups) was skipped, or never started (the run failed before it, or beside it in a group it never
+def _did_not_change(record: Record, stack: str) -> bool:
+    """Whether ``record``'s run did not change ``stack``: its deploy-stack step (at any depth in the run's groups)
+    found nothing to change (skipped), or never started (the run failed before it, or beside it in a group it never
     reached)."""
     name = f"{DeployStack.name}:{stack}"
     return any(step.get("status") in ("skipped", "not run") and step_name(step) == name for step in record.steps)
@@ -196,7 +196,7 @@ def verified_in(records: Sequence[Record], components: Collection[str]) -> dict[
                 found.setdefault(component, [])
                 if sha not in found[component]:
                     found[component].append(sha)
-        if record.command.startswith("rollback"):  # what it took the components off, older runs may not vouch for
+        if record.rollback_by_hand:  # what it took the components off, older runs may not vouch for
             for component in record.deployed:
                 left = record.base.get(component)
                 if left and left not in found.get(component, []):
@@ -539,7 +539,7 @@ def taken_off(records: Sequence[Record]) -> dict[str, tuple[str, Record]]:
                 continue
             decided.add(component)
             off = record.base.get(component)
-            if record.command.startswith("rollback ") and off and off != sha and DIRTY not in off:
+            if record.rollback_by_hand and off and off != sha and DIRTY not in off:
                 found[component] = (off, record)
     return found
 

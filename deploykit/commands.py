@@ -1832,8 +1832,9 @@ def deploy_watch(
 
 
 def _newest_records(aws: AwsFactory, env: EnvConfig) -> list[history.Record]:
-    """The environment's newest 30 runs, newest first (cached on this machine by ETag)."""
-    found = history.History.of(aws, env)  # the registry stack was read with the endpoints: not read again
+    """The environment's newest 30 runs, newest first (cached on this machine by ETag); none without a registry
+    stack (the first deploy)."""
+    found = history.History.of(aws, env)  # its outputs come from memory when the caller read the stacks already
     return found.records(30) if found else []
 
 

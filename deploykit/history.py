@@ -100,7 +100,12 @@ class Record:
     def rollback(self) -> bool:
         """Whether the run put back what ran before (``inv rollback``, or the automatic rollback of a failed
         deploy) rather than deploying a release."""
-        return self.command.startswith(("rollback ", "automatic rollback"))
+        return self.rollback_by_hand or self.command.startswith("automatic rollback")
+
+    @property
+    def rollback_by_hand(self) -> bool:
+        """Whether a person's ``inv rollback`` ran it (it found what it took the environment off wanting)."""
+        return self.command.startswith("rollback ")
 
     def to_json(self) -> dict[str, Any]:
         return {
