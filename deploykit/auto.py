@@ -24,12 +24,12 @@ from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision
-from deploykit.history import History, Record, step_name
+from deploykit.history import History, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
-from deploykit.stacks import StackOutputs
+from deploykit.stacks import StackOutputs, template_fingerprint
 from deploykit.watch import allowed
 
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
@@ -71,7 +71,8 @@ def live_components(
         elif function_name:
             reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
     read = at_once(reads)
-    record = {c: v.get("sha") for c, v in read.pop("record").items()}
+    entries: dict[str, dict[str, str]] = read.pop("record")
+    record = {c: v.get("sha") for c, v in entries.items()}
     live: dict[str, str | None] = {}
     for component in components:
         kind, _, name = component.partition(":")
@@ -103,10 +104,70 @@ def live_components(
                 live[component] = recorded if same else described
             else:
                 live[component] = described or recorded
+            if unverified is not None and serving and recorded:
+                why = _lambda_changed_outside(config, name, functions[name], serving, recorded)
+                if why:
+                    unverified[component] = why
         else:
             stack = getattr(env.stacks, name)
             live[component] = record.get(component) if stack in stacks else None
+    if unverified is not None:
+        roles = {getattr(env.stacks, c.partition(":")[2]): c for c in components if c.startswith("stack:")}
+        unverified |= _stacks_changed_outside(aws, {roles[s]: s for s in stacks if s in roles}, entries)
     return live
+
+
+CHANGED_OUTSIDE = "deployed again, as this checkout has it"
+
+
+def _lambda_changed_outside(
+    config: Config, function: str, function_name: str, serving: Mapping[str, Any], recorded: str
+) -> str | None:
+    """Why the version behind ``function``'s alias is not what deploykit deployed, when it is not: it runs another
+    zip than its description names, or its description names none (a person published it) and its code is not
+    ``function`` as at ``recorded`` (the live record's commit, packaged again: packaging is reproducible)."""
+    version, code = serving.get("Version", "?"), str(serving.get("CodeSha256", ""))
+    named = lambda_chain.runs_named_code(serving)
+    if named is False:
+        return (
+            f"{function_name}'s alias {lambda_chain.ALIAS} serves version {version}, whose code {code[:12]} is not the "
+            f"zip its description names (changed outside deploykit): {CHANGED_OUTSIDE}"
+        )
+    if named is None and DIRTY not in recorded:
+        at = lambda_chain.code_at(config.root, function, recorded)  # None: not to be told here (a shallow clone)
+        if at is not None and at[1] != code:
+            return (
+                f"{function_name}'s alias {lambda_chain.ALIAS} serves version {version}, which deploykit did not "
+                f"publish (changed outside deploykit): its code {code[:12]} is not {function} as at {recorded}; "
+                f"{CHANGED_OUTSIDE}"
+            )
+    return None
+
+
+def _stacks_changed_outside(
+    aws: AwsFactory, stacks: Mapping[str, str], entries: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """component → why, for each of ``stacks`` (component → stack name) that something else than deploykit changed
+    since deploykit deployed it: CloudFormation changed it later than that deploy left it (by CloudFormation's own
+    clock, :func:`deploykit.stacks.updated_of`; the live record's ``entries`` keep what each deploy left), and to
+    another template. Only a stack changed since is read (its template: one GetTemplate)."""
+    kept = {c: s for c, s in stacks.items() if entries.get(c, {}).get("updated") and entries[c].get("template")}
+    if not kept:  # deployed before the live record kept what a deploy left
+        return {}
+    outputs = StackOutputs.of(aws)
+    changed = {c: s for c, s in kept.items() if outputs.updated(s) not in ("", entries[c]["updated"])}
+    if not changed:
+        return {}
+    cfn = aws.client("cloudformation")
+    templates = at_once({c: partial(cfn.get_template, StackName=stack) for c, stack in changed.items()})
+    why: dict[str, str] = {}
+    for component, stack in changed.items():
+        if template_fingerprint(templates[component].get("TemplateBody") or "") != entries[component]["template"]:
+            why[component] = (
+                f"{stack} was changed outside deploykit: CloudFormation updated it at "
+                f"{when_utc(outputs.updated(stack))}, to a template deploykit did not deploy; {CHANGED_OUTSIDE}"
+            )
+    return why
 
 
 def left_by_failed_runs(

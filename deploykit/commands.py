@@ -37,6 +37,7 @@ from deploykit import (
     packaging,
     planner,
     registry,
+    stack_chain,
     synth,
     version_cleanup,
     watch,
@@ -375,6 +376,7 @@ def _record(
         unchanged=sorted(set(carried) - set(deployed)),
         removed=plan.removes,
         unpromoted=plan.unpromoted,
+        left=stack_chain.stacks_left(report.records, planner.stack_roles(env)),
     )
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:

@@ -85,6 +85,9 @@ class Record:
     refused: bool = False
     # components the run deployed though the environment it is promoted from did not run them (--unpromoted)
     unpromoted: list[str] = field(default_factory=list)
+    # component → what the run left it as besides its commit, for a later read to tell whether anything else changed
+    # it since (a stack: when CloudFormation last changed it and its template's fingerprint); the live record keeps it
+    left: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def result(self) -> str:
@@ -123,6 +126,7 @@ class Record:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "unpromoted": self.unpromoted,
+            "left": self.left,
             "base": self.base,
             "steps": self.steps,
             "error": self.error,
@@ -144,10 +148,17 @@ class Record:
             unchanged=[str(c) for c in data.get("unchanged") or ()],
             removed=[str(c) for c in data.get("removed") or ()],
             unpromoted=[str(c) for c in data.get("unpromoted") or ()],
+            left={
+                str(c): {str(k): str(v) for k, v in dict(state).items()}
+                for c, state in (data.get("left") or {}).items()
+            },
             base=dict(data.get("base") or {}),
             steps=list(data.get("steps") or []),
             error=data.get("error"),
         )
+
+
+LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
 
 
 def record_of(
@@ -161,6 +172,7 @@ def record_of(
     who: str | None = None,
     now: datetime | None = None,
     unpromoted: Sequence[str] = (),
+    left: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Record:
     """The history record of a finished run."""
     moment = now or datetime.now(UTC)
@@ -193,6 +205,7 @@ def record_of(
         unchanged=list(unchanged),
         removed=list(removed),
         unpromoted=list(unpromoted),
+        left={component: dict(state) for component, state in (left or {}).items()},
     )
 
 
@@ -342,8 +355,15 @@ class History:
         """The live record ``before`` was, with what ``record`` deployed and removed."""
         live = {component: dict(value) for component, value in before.items()}
         for component, sha in record.components.items():
-            if live.get(component, {}).get("sha") != sha:  # "since" stays when the same SHA is redeployed
-                live[component] = {"sha": sha, "when": record.when, "record": record.id}
+            entry = live.get(component, {})
+            if entry.get("sha") != sha:  # "since" stays when the same SHA is redeployed
+                was = entry
+                entry = {"sha": sha, "when": record.when, "record": record.id}
+                if component in record.unchanged:  # carried, not deployed: what it was left as still holds
+                    entry |= {k: v for k, v in was.items() if k not in entry}
+            if component in record.left:  # deployed again: what it was left as before no longer holds
+                entry = {k: entry[k] for k in LIVE_KEYS if k in entry} | record.left[component]
+            live[component] = entry
         for component in record.removed:
             live.pop(component, None)
         self.s3.put_object(
@@ -354,7 +374,8 @@ class History:
         )
 
     def live(self) -> dict[str, dict[str, str]]:
-        """component → {sha, when, record}: what the last successful deploys left."""
+        """component → {sha, when, record, ...}: what the last successful deploys left (with what the run that
+        deployed it left it as, :attr:`Record.left`)."""
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self.live_key)["Body"].read()
         except ClientError as exc:

@@ -108,6 +108,17 @@ def git_sha_of(description: str | None) -> str | None:
     return found["sha"] if found else None
 
 
+def runs_named_code(configuration: Mapping[str, Any]) -> bool | None:
+    """Whether a version runs the zip its description names: the fast path and the API stack name the zip by its
+    SHA-256 (``lambda/<fn>/<sha256>.zip``), which Lambda reports as CodeSha256. None when the description names no
+    such zip: neither deploykit nor its stack published the version (a person's publish names none)."""
+    key = code_key(configuration.get("Description"))
+    digest = Path(key).stem if key else ""
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        return None
+    return packaging.code_sha256_of(digest) == configuration.get("CodeSha256")
+
+
 # -- what is live ---------------------------------------------------------------------------------------------
 
 

@@ -106,13 +106,18 @@ class Package:
     @property
     def code_sha256(self) -> str:
         """The digest as Lambda reports it (``CodeSha256``: base64 of the raw SHA-256)."""
-        return base64.b64encode(bytes.fromhex(self.sha256)).decode("ascii")
+        return code_sha256_of(self.sha256)
 
     @property
     def files(self) -> tuple[str, ...]:
         """The zip's entry names, in order."""
         with zipfile.ZipFile(io.BytesIO(self.zip_bytes)) as zf:
             return tuple(zf.namelist())
+
+
+def code_sha256_of(sha256: str) -> str:
+    """A zip's SHA-256 (hex) as Lambda reports it (``CodeSha256``: base64 of the raw digest)."""
+    return base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
 
 
 def package_function(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, packaging, stacks, synth
 from deploykit.errors import DeployKitError, UsageError
-from deploykit.plan import Context, Outcome, Step
+from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 from deploykit.stacks import error_code, is_not_there
 
 if TYPE_CHECKING:
@@ -94,6 +94,32 @@ def was_key(stack: str, parameter: str) -> str:
     """The output of a deploy-stack step that updated ``stack``: the value ``parameter`` had before, when the
     update changed it."""
     return f"deploy-stack.{stack}.was.{parameter}"
+
+
+LEFT = (
+    "updated",
+    "template",
+)  # what a deploy-stack step says it left the stack as (left_key); the live record keeps it
+
+
+def left_key(stack: str, what: str) -> str:
+    """The output of a deploy-stack step that says what it left ``stack`` as (one of :data:`LEFT`): ``updated``,
+    when CloudFormation last changed the stack by its own clock (:func:`~deploykit.stacks.updated_of`), and
+    ``template``, the fingerprint of the template it runs (:func:`~deploykit.stacks.template_fingerprint`). The live
+    record keeps both, so a later read can tell whether anything else changed the stack since."""
+    return f"deploy-stack.{stack}.left.{what}"
+
+
+def stacks_left(records: Iterable[StepRecord], roles: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``stack:<role>`` → what a run's deploy-stack steps (among ``records``, groups' steps too) left that stack as
+    (:func:`left_key`), for its history record (:attr:`~deploykit.history.Record.left`). ``roles``: role → stack."""
+    left: dict[str, dict[str, str]] = {}
+    for record in all_records(records):
+        for role, stack in roles.items():
+            state = {what: record.outputs[key] for what in LEFT if (key := left_key(stack, what)) in record.outputs}
+            if state:
+                left[f"stack:{role}"] = state
+    return left
 
 
 KEPT_TEMPLATES = "deploykit/templates/"
@@ -219,6 +245,9 @@ class DeployStack(Step):
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
         outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks
+        if result.updated:
+            outputs[left_key(self.stack, "updated")] = result.updated
+            outputs[left_key(self.stack, "template")] = stacks.template_fingerprint(body)
         if result.action == "updated":  # what an update changed a parameter from (rollback.undo_plan reads it)
             given = dict(self.parameters)
             outputs |= {

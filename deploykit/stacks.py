@@ -25,6 +25,8 @@ safe to repeat (reads and deletes). Nothing here makes a client.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -153,6 +155,7 @@ class StackResult:
     changes: tuple[Change, ...] = ()
     # an update's: each parameter's value before it (what the stack ran with), as DescribeStacks gave it
     previous_parameters: dict[str, str] = field(default_factory=dict)
+    updated: str = ""  # when CloudFormation last changed the stack, after the deploy (:func:`updated_of`)
 
 
 # -- pure logic ----------------------------------------------------------------------------------
@@ -249,6 +252,7 @@ class StackOutputs:
     def __init__(self, cfn: Any) -> None:
         self._cfn = cfn
         self._known: dict[str, dict[str, str] | None] = {}  # None: the stack does not exist
+        self._updated: dict[str, str] = {}  # stack → when CloudFormation last changed it (updated_of), as read
         self._changes = 0  # calls that may change a stack, counted when sent and when answered
         self._lock = threading.Lock()
         for event in ("before-call", "after-call", "after-call-error"):
@@ -277,7 +281,15 @@ class StackOutputs:
         with self._lock:
             if changes == self._changes and not status.endswith("_IN_PROGRESS"):
                 self._known[stack] = outputs
+                self._updated[stack] = updated_of(found) if outputs is not None else ""
         return None if outputs is None else dict(outputs)
+
+    def updated(self, stack: str) -> str:
+        """When CloudFormation last changed ``stack`` (:func:`updated_of`) as the read of its outputs found it (read
+        now if it was not); "" when it does not exist, or is changing."""
+        self(stack)
+        with self._lock:
+            return self._updated.get(stack, "")
 
     def _seen(self, event_name: str, **_: Any) -> None:
         """botocore's before-call, after-call and after-call-error of every call (``<event>.cloudformation.<Op>``)."""
@@ -285,6 +297,7 @@ class StackOutputs:
             with self._lock:
                 self._changes += 1
                 self._known.clear()
+                self._updated.clear()
 
 
 def _stack_outputs(aws: AwsFactory) -> StackOutputs:
@@ -330,6 +343,27 @@ def outputs_of(stack: Mapping[str, Any] | None) -> dict[str, str]:
     if not stack:
         return {}
     return {str(o["OutputKey"]): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or ()}
+
+
+def updated_of(stack: Mapping[str, Any] | None) -> str:
+    """When CloudFormation last changed ``stack`` (its LastUpdatedTime, else its CreationTime) as DescribeStacks
+    says it, ISO 8601; "" when it says neither. CloudFormation's own clock: a deploy that leaves it so, compared
+    with a later DescribeStacks, tells whether anything changed the stack since (no laptop's clock involved)."""
+    moment = (stack or {}).get("LastUpdatedTime") or (stack or {}).get("CreationTime")
+    return moment.isoformat() if isinstance(moment, datetime) else str(moment or "")
+
+
+def template_fingerprint(template: str | Mapping[str, Any]) -> str:
+    """A short digest of a template that does not depend on its layout: its JSON with sorted keys, as submitted or
+    as GetTemplate gives it back (a dict, for JSON); a template that is no JSON (YAML) is digested as it is."""
+    parsed: Any = template
+    if isinstance(template, str):
+        try:
+            parsed = json.loads(template)
+        except ValueError:
+            return hashlib.sha256(template.encode()).hexdigest()[:16]
+    text = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _given_parameters(stack: Mapping[str, Any] | None) -> dict[str, str]:
@@ -579,7 +613,7 @@ class StackDeployer:
         action: Action = ("recreated" if recreated else "created") if change_set_type == "CREATE" else "updated"
         seconds = self.clock.monotonic() - started
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s)")
-        return StackResult(name, action, seconds, outputs_of(stack), changes, previous)
+        return StackResult(name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack))
 
     def preview(
         self,
@@ -633,7 +667,9 @@ class StackDeployer:
     def _unchanged(self, name: str, started: float, change_set_id: str | None) -> StackResult:
         deleted = " (its empty change set was deleted)" if change_set_id else ""
         self.say(f"{name}: no changes{deleted}")
-        return StackResult(name, "unchanged", self.clock.monotonic() - started, self.outputs(name), ())
+        stack = self.describe(name)
+        seconds = self.clock.monotonic() - started
+        return StackResult(name, "unchanged", seconds, outputs_of(stack), (), updated=updated_of(stack))
 
     def _prepare(self, name: str) -> tuple[str, bool, dict[str, str]]:
         """Recover the stack into a state a change set can start from: (change set type, recreated, the parameters

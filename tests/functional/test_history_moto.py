@@ -562,6 +562,42 @@ def test_components_carried_without_a_deploy_are_live_at_head_but_not_listed_as_
     assert old.unchanged == [] and old.deployed == record.components
 
 
+def test_the_live_record_keeps_what_a_deploy_left_a_stack_as_until_another_deploy_of_it(
+    bucket: str, dev_env: EnvConfig
+) -> None:
+    """What a run's deploy-stack steps left a stack as (when CloudFormation last changed it, its template's
+    fingerprint) goes into the live record: a later run that only carries the stack to its commit keeps it, one
+    that deploys the stack again (the same commit too) replaces it, one that deploys something else leaves it."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    first_left = {"updated": "2026-11-30T09:00:03.120000+00:00", "template": "0123456789abcdef"}
+
+    def run(minutes: int, components: dict[str, str], **kwargs: object) -> history.Record:
+        record = history.record_of(
+            report(), components=components, base={}, head="x", now=t0 + timedelta(minutes=minutes), **kwargs
+        )
+        store.write(record)
+        return record
+
+    first = run(0, {"stack:data": "aaaaaaaaaaaa"}, left={"stack:data": first_left})
+    assert first.left == {"stack:data": first_left} and history.Record.from_json(first.to_json()).left == first.left
+    assert store.live()["stack:data"] == {"sha": "aaaaaaaaaaaa", "when": first.when, "record": first.id} | first_left
+    carried = run(1, {"app": "bbbbbbbbbbbb", "stack:data": "bbbbbbbbbbbb"}, unchanged=["stack:data"])
+    assert store.live()["stack:data"] == {"sha": "bbbbbbbbbbbb", "when": carried.when, "record": carried.id} | (
+        first_left
+    )
+    run(2, {"app": "cccccccccccc"})  # deploys something else
+    assert store.live()["stack:data"]["template"] == "0123456789abcdef"
+    again_left = {"updated": "2026-11-30T10:00:00+00:00", "template": "fedcba9876543210"}
+    run(3, {"stack:data": "bbbbbbbbbbbb"}, left={"stack:data": again_left})  # the same commit, deployed again
+    assert store.live()["stack:data"] == {"sha": "bbbbbbbbbbbb", "when": carried.when, "record": carried.id} | (
+        again_left
+    )
+    run(4, {"stack:data": "dddddddddddd"})  # a deploy that left nothing said (a record of older code): none kept
+    assert set(store.live()["stack:data"]) == {"sha", "when", "record"}
+
+
 def test_a_deploy_let_through_unpromoted_says_so_in_its_record_and_in_inv_history(
     bucket: str, dev_env: EnvConfig, project: Path
 ) -> None:

@@ -28,7 +28,7 @@ from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from deploykit.stack_chain import DeployStack
-from deploykit.stacks import StackDeployer, StackOutputs
+from deploykit.stacks import StackDeployer, StackOutputs, updated_of
 from tests.functional.conftest import REGION, asked
 
 NAME = "CarRentalTestStack"
@@ -155,6 +155,21 @@ def test_outputs_of_a_stack(cfn: Any, deployer: StackDeployer) -> None:
     }
     # an unchanged deploy answers with the outputs too
     assert deployer.deploy(NAME, template("v1"), {"Value": "v1"}).outputs["BucketName"] == "car-rental-test-documents"
+
+
+def test_a_deploy_says_when_cloudformation_last_changed_the_stack_as_stack_outputs_reads_it(
+    cfn: Any, deployer: StackDeployer
+) -> None:
+    """What a deploy left the stack as, by CloudFormation's clock, for the live record; StackOutputs answers the same
+    from the DescribeStacks it read the outputs with (no other call)."""
+    created = deployer.deploy(NAME, template("v1"), {"Value": "v1"})
+    described = cfn.describe_stacks(StackName=NAME)["Stacks"][0]
+    assert created.updated == updated_of(described) != ""
+    assert deployer.deploy(NAME, template("v1"), {"Value": "v1"}).updated == created.updated  # unchanged
+    outputs = StackOutputs(cfn)
+    seen = asked(cfn, "DescribeStacks", "StackName")
+    assert outputs.updated(NAME) == created.updated and outputs(NAME) is not None and seen == [NAME]
+    assert outputs.updated("CarRentalAbsentStack") == ""
 
 
 def test_a_preview_shows_the_changes_and_changes_nothing(cfn: Any, deployer: StackDeployer) -> None:

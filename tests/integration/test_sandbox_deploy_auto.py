@@ -705,3 +705,69 @@ def test_a_bad_release_the_fargate_stacks_update_rolled_out_is_put_back(project:
     assert "the last run that deployed it (deploy.auto at " in out
     assert ran(report) >= {"deploy-stack"} and "register-taskdef" not in ran(report)
     assert (version_of(alb), drain_seconds(project)) == (good, drain)
+
+
+HOTFIX = """import json
+
+
+def handler(event, context):
+    return {"statusCode": 200, "body": json.dumps({"status": "ok", "release": "hotfix by hand"})}
+"""
+
+
+def test_a_stack_and_a_function_changed_outside_deploykit_are_deployed_again(project: Path) -> None:
+    """A teammate's hand-made changes beside deploykit: the Fargate stack updated with the CloudFormation API (another
+    drain), a version of the health function published from a zip and the alias moved to it. Both are live at the
+    commits the live record names, yet run something else: `inv diff` says what changed outside deploykit, and
+    deploy.auto deploys both again, as this checkout has them, and then nothing."""
+    import io
+    import zipfile
+
+    first, _out, _seconds = auto(project)
+    assert first is None, "the module's earlier tests left something to deploy"
+    found = endpoints(project)
+
+    def release() -> object:
+        with urllib.request.urlopen(found.api_health_url, timeout=10) as answer:
+            return json.loads(answer.read()).get("release")
+
+    drain, released = drain_seconds(project), release()
+    cfn = _client(project, "cloudformation")
+    stack = load_config(project / "deploy.toml").environment().stacks.fargate
+    template = cfn.get_template(StackName=stack)["TemplateBody"]
+    groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
+    for attribute in groups[0]["Properties"]["TargetGroupAttributes"]:
+        if attribute["Key"] == "deregistration_delay.timeout_seconds":
+            attribute["Value"] = "9"
+    given = cfn.describe_stacks(StackName=stack)["Stacks"][0]["Parameters"]
+    cfn.update_stack(
+        StackName=stack,
+        TemplateBody=json.dumps(template),
+        Parameters=[{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True} for p in given],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+    )
+    deadline = time.monotonic() + 60
+    while cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"] != "UPDATE_COMPLETE":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    lam = _client(project, "lambda")
+    function = found.functions["health_handler"]
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("handler.py", HOTFIX)
+    lam.update_function_code(FunctionName=function, ZipFile=zipped.getvalue())
+    lam.get_waiter("function_updated_v2").wait(FunctionName=function)
+    version = lam.publish_version(FunctionName=function, Description="hotfix by hand")["Version"]
+    lam.update_alias(FunctionName=function, Name="live", FunctionVersion=version)
+    assert (drain_seconds(project), release()) == ("9", "hotfix by hand")
+
+    runtime = quiet_runtime(project)
+    commands.diff(runtime=runtime)
+    said = runtime.stderr.getvalue() + runtime.stdout.getvalue()  # type: ignore[attr-defined]
+    assert f"{stack} was changed outside deploykit: CloudFormation updated it at " in said, said
+    assert f"{function}'s alias live serves version {version}, which deploykit did not publish" in said, said
+    report, out, _seconds = auto(project)
+    assert {"deploy-stack", "move-alias"} <= ran(report) and "register-taskdef" not in ran(report), out
+    assert (drain_seconds(project), release()) == (drain, released)
+    again, out, _seconds = auto(project)
+    assert again is None and "✅ nothing to deploy" in out, out

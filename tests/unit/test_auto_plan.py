@@ -470,6 +470,127 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     assert auto.live_components(aws, config, env, endpoints)["app"] == "aaaaaaaaaaaa"  # td:7's, not td:8's
 
 
+def _world(
+    project: Path,
+    live_record: dict[str, Any],
+    serving: dict[str, dict[str, Any]],
+    updated: dict[str, Any] | None = None,
+    templates: dict[str, Any] | None = None,
+) -> tuple[Any, ...]:
+    """What live_components reads, faked: the live record, each function's live version (by function name), every
+    stack deployed (its LastUpdatedTime from ``updated``, its template from ``templates``)."""
+    from datetime import UTC, datetime
+    from unittest.mock import Mock
+
+    from deploykit.testing import fake_factory, sample_endpoints
+
+    config, env, _revision = setup(project)
+    lam = Mock()
+    lam.get_alias.side_effect = lambda FunctionName, Name: {"FunctionVersion": "3"}
+    lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: (
+        {"Version": "3"} | serving.get(FunctionName, {"Description": "code s3://b/k"})
+    )
+    s3 = Mock()
+    s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
+    updated = {} if updated is None else updated
+    templates = {} if templates is None else templates
+
+    def describe_stacks(StackName: str) -> dict[str, Any]:
+        stack = {"StackName": StackName, "StackStatus": "UPDATE_COMPLETE", "Outputs": []}
+        stack |= {"CreationTime": datetime(2026, 11, 1, tzinfo=UTC)}
+        return {"Stacks": [stack | ({"LastUpdatedTime": updated[StackName]} if StackName in updated else {})]}
+
+    cfn = Mock()
+    cfn.describe_stacks.side_effect = describe_stacks
+    cfn.get_template.side_effect = lambda StackName: {"TemplateBody": templates[StackName]}
+    ecs = Mock()
+    ecs.describe_services.return_value = {"services": []}  # no app
+    aws = fake_factory(s3=s3, cloudformation=cfn, ecs=ecs, **{"lambda": lam})
+    endpoints = sample_endpoints(
+        functions={"login_handler": "api-login-1", "health_handler": "api-health-1"},
+        outputs={name: {} for name in planner.stack_roles(env).values()},
+    )
+    return config, env, aws, endpoints, cfn
+
+
+def test_a_lambda_version_changed_outside_deploykit_is_deployed_again(with_lambdas: Path) -> None:  # noqa: F811
+    """The version behind a function's alias must run the zip its description names (its SHA-256 is in the key);
+    one whose description names none (a person published it) must run the code of the live record's commit."""
+    from deploykit import packaging
+
+    head = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    package = packaging.package_function(with_lambdas / "lambda" / "login_handler")
+    ours = {"Description": f"code s3://b/{package.key} git {head}", "CodeSha256": package.code_sha256}
+    serving = {"api-login-1": dict(ours)}
+    record = {"lambda:login_handler": {"sha": head}}
+    config, env, aws, endpoints, *_ = _world(with_lambdas, record, serving)
+    unverified: dict[str, str] = {}
+    assert auto.live_components(aws, config, env, endpoints, unverified)["lambda:login_handler"] == head
+    assert unverified == {}
+    # the same description on another zip: not what deploykit published
+    serving["api-login-1"]["CodeSha256"] = "b3RoZXI="
+    auto.live_components(aws, config, env, endpoints, unverified)
+    assert unverified == {
+        "lambda:login_handler": "api-login-1's alias live serves version 3, whose code b3RoZXI= is not the zip its "
+        "description names (changed outside deploykit): deployed again, as this checkout has it"
+    }
+    # a person's version of the very same code (no description of ours): live as recorded
+    serving["api-login-1"] = {"Description": "hotfix", "CodeSha256": package.code_sha256}
+    unverified.clear()
+    assert auto.live_components(aws, config, env, endpoints, unverified)["lambda:login_handler"] == head
+    assert unverified == {}
+    # ... of other code: deployed again
+    serving["api-login-1"] = {"Description": "hotfix", "CodeSha256": "b3RoZXI="}
+    auto.live_components(aws, config, env, endpoints, unverified)
+    assert unverified == {
+        "lambda:login_handler": "api-login-1's alias live serves version 3, which deploykit did not publish "
+        f"(changed outside deploykit): its code b3RoZXI= is not login_handler as at {head}; deployed again, "
+        "as this checkout has it"
+    }
+    # a commit this clone lacks cannot be packaged again: not to be told, nothing said
+    record["lambda:login_handler"] = {"sha": "0123456789ab"}
+    config, env, aws, endpoints, *_ = _world(with_lambdas, record, serving)
+    unverified.clear()
+    auto.live_components(aws, config, env, endpoints, unverified)
+    assert unverified == {}
+
+
+def test_a_stack_changed_outside_deploykit_is_deployed_again(with_lambdas: Path) -> None:  # noqa: F811
+    """A stack CloudFormation changed later than deploykit's deploy left it (by CloudFormation's clock), to another
+    template, counts as changed; its template is read only when CloudFormation changed it since."""
+    from datetime import UTC, datetime
+
+    from deploykit.stacks import template_fingerprint, updated_of
+
+    template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}
+    left = datetime(2026, 11, 30, 9, 0, 1, 250000, tzinfo=UTC)
+    record = {
+        "stack:data": {"sha": "cccccccccccc", "updated": left.isoformat(), "template": template_fingerprint(template)},
+        "stack:auth": {"sha": "cccccccccccc"},  # deployed before deploykit kept what a deploy left: not told
+    }
+    data = "CarRentalDataStack"
+    updated, templates = {data: left}, {data: template}
+    config, env, aws, endpoints, cfn = _world(with_lambdas, record, {}, updated, templates)
+    assert env.stacks.data == data
+    unverified: dict[str, str] = {}
+    auto.live_components(aws, config, env, endpoints, unverified)
+    assert unverified == {} and cfn.get_template.call_count == 0  # as deploykit left it: its template not read
+    # updated since, to the same template (an update that failed and was rolled back, the same template again)
+    updated[data] = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    config, env, aws, endpoints, cfn = _world(with_lambdas, record, {}, updated, templates)
+    auto.live_components(aws, config, env, endpoints, unverified)
+    assert unverified == {} and [c.kwargs for c in cfn.get_template.call_args_list] == [{"StackName": data}]
+    # ... to another one (its layout does not count: a JSON string of the same template would be the same)
+    templates[data] = json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"x": 1}}}})
+    auto.live_components(aws, config, env, endpoints, unverified)
+    assert unverified == {
+        "stack:data": f"{data} was changed outside deploykit: CloudFormation updated it at 2026-11-30 10:00 UTC, to "
+        "a template deploykit did not deploy; deployed again, as this checkout has it"
+    }
+    assert template_fingerprint(json.dumps(template, indent=2)) == template_fingerprint(template)
+    assert updated_of({"CreationTime": left}) == left.isoformat() and updated_of(None) == ""
+
+
 def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
     """The live record, the service and both functions' aliases are asked for together: each first call waits
     for the other three (one after the other, the first would wait alone and the barrier break)."""

@@ -235,3 +235,23 @@ def test_outputs_and_parameters_of_a_stack() -> None:
     assert stacks.outputs_of(stack) == {"AlbUrl": "http://alb", "Empty": ""}
     assert stacks.parameters_of(stack) == {"ImageTag": "abc123", "Ami": "ami-1"}
     assert stacks.outputs_of(None) == {} and stacks.parameters_of({}) == {}
+
+
+def test_what_a_run_left_each_stack_as_is_read_from_its_deploy_stack_steps_groups_included() -> None:
+    from deploykit.plan import StepRecord
+    from deploykit.stack_chain import left_key, stacks_left
+
+    def deployed(stack: str, updated: str) -> StepRecord:
+        outputs = {left_key(stack, "updated"): updated, left_key(stack, "template"): "f" * 16, "x.y": "z"}
+        return StepRecord("deploy-stack", stack, "done", 1.0, "", outputs)
+
+    records = [
+        deployed("CarRentalDataStack", "t1"),
+        StepRecord("parallel", "", "done", 1.0, children=[deployed("CarRentalApiStack", "t2")]),
+        StepRecord("smoke", "", "done", 1.0),
+    ]
+    roles = {"data": "CarRentalDataStack", "api": "CarRentalApiStack", "auth": "CarRentalAuthStack"}
+    assert stacks_left(records, roles) == {
+        "stack:data": {"updated": "t1", "template": "f" * 16},
+        "stack:api": {"updated": "t2", "template": "f" * 16},
+    }
