@@ -53,6 +53,7 @@ LAMBDA_FOLDER = "lambda"
 NOT_FOUND = "ResourceNotFoundException"
 # Version descriptions: CloudFormation's versions say "code s3://<bucket>/<key>", the fast path's add " git <sha12>".
 _CODE_RE = re.compile(r"(?:^|\s)code s3://(?P<bucket>[^/\s]+)/(?P<key>\S+)")
+_PACKAGED_KEY_RE = re.compile(rf"{packaging.KEY_PREFIX}/[^/]+/(?P<sha256>[0-9a-f]{{64}})\.zip")  # packaging's keys
 _GIT_RE = re.compile(r"(?:^|\s)git (?P<sha>[0-9A-Za-z][0-9A-Za-z-]*)(?:\s|$)")
 # What a published version runs besides its code: a version is reused only when these equal $LATEST's, so a
 # rollback to old code never brings an old configuration (environment, memory, role...) back with it.
@@ -112,11 +113,8 @@ def runs_named_code(configuration: Mapping[str, Any]) -> bool | None:
     """Whether a version runs the zip its description names: the fast path and the API stack name the zip by its
     SHA-256 (``lambda/<fn>/<sha256>.zip``), which Lambda reports as CodeSha256. None when the description names no
     such zip: neither deploykit nor its stack published the version (a person's publish names none)."""
-    key = code_key(configuration.get("Description"))
-    digest = Path(key).stem if key else ""
-    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-        return None
-    return packaging.code_sha256_of(digest) == configuration.get("CodeSha256")
+    named = _PACKAGED_KEY_RE.fullmatch(code_key(configuration.get("Description")) or "")
+    return packaging.code_sha256_of(named["sha256"]) == configuration.get("CodeSha256") if named else None
 
 
 # -- what is live ---------------------------------------------------------------------------------------------
