@@ -542,11 +542,14 @@ def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan) -> dict[str,
 
 
 def diff_json(env: EnvConfig, found: changes.ChangeSet) -> dict[str, Any]:
-    """``inv diff --json``: the plan's shape without its steps, and ``behind``: each changed component whose live
-    commit is ahead of HEAD (what the ⏮ lines say), ``{component: {"live": sha, "ahead": commits}}``."""
+    """``inv diff --json``: the plan's shape without its steps; ``behind``: each changed component whose live
+    commit is ahead of HEAD (what the ⏮ lines say), ``{component: {"live": sha, "ahead": commits}}``; and
+    ``reasons``: each component counted changed with no path of it changed, ``{component: why}`` (never deployed, a
+    dirty build live, not what the last deploy verified, changed outside deploykit...)."""
     data = plan_json(env, found, Plan(env.name, ()))
     data.pop("steps")
     data["behind"] = {c: {"live": live, "ahead": n} for c, (live, n) in taken_back(found).items()}
+    data["reasons"] = {c.component: c.reason for c in found.changes if not c.path and c.component}
     return data
 
 

@@ -718,6 +718,12 @@ def test_notes_count_a_component_as_changed_unless_a_path_of_it_changed_already(
         ("", "stack:fargate", "M", "left by a failed run"),
     ]
     assert changes.with_notes(noted, {"app": "again"}) == noted  # changed already: nothing added
+    env = config.environment("sandbox")
+    assert auto.diff_json(env, noted)["reasons"] == {
+        "app": "runs another image",
+        "stack:fargate": "left by a failed run",
+    }
+    assert auto.diff_json(env, found)["reasons"] == {}
 
 
 def test_the_plan_lists_a_groups_steps_under_it_with_the_groups_estimate(with_lambdas: Path) -> None:  # noqa: F811
