@@ -33,6 +33,7 @@ from deploykit.stacks import StackOutputs, template_fingerprint
 from deploykit.watch import allowed
 
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
+AGAIN = ": deployed again, as this checkout has it"  # how a note on what runs unverified ends (deploy.auto's answer)
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
 
 
@@ -88,8 +89,8 @@ def live_components(
                 live[component] = verified if verified and image and verified != image else (image or verified)
             if unverified is not None and verified and image and verified != image:
                 unverified[component] = (
-                    f"{env.service} runs {image}, not {verified} (what the last successful deploy left and smoked): "
-                    "deployed again, as this checkout has it"
+                    f"{env.service} runs {image}, not {verified} (what the last successful deploy left and smoked)"
+                    + AGAIN
                 )
         elif kind == "lambda":
             serving, recorded = read.get(component), record.get(component)
@@ -117,9 +118,6 @@ def live_components(
     return live
 
 
-CHANGED_OUTSIDE = "deployed again, as this checkout has it"
-
-
 def _lambda_changed_outside(
     config: Config, function: str, function_name: str, serving: Mapping[str, Any], recorded: str
 ) -> str | None:
@@ -131,15 +129,14 @@ def _lambda_changed_outside(
     if named is False:
         return (
             f"{function_name}'s alias {lambda_chain.ALIAS} serves version {version}, whose code {code[:12]} is not the "
-            f"zip its description names (changed outside deploykit): {CHANGED_OUTSIDE}"
+            f"zip its description names (changed outside deploykit){AGAIN}"
         )
     if named is None and DIRTY not in recorded:
         at = lambda_chain.code_at(config.root, function, recorded)  # None: not to be told here (a shallow clone)
         if at is not None and at[1] != code:
             return (
                 f"{function_name}'s alias {lambda_chain.ALIAS} serves version {version}, which deploykit did not "
-                f"publish (changed outside deploykit): its code {code[:12]} is not {function} as at {recorded}; "
-                f"{CHANGED_OUTSIDE}"
+                f"publish (changed outside deploykit): its code {code[:12]} is not {function} as at {recorded}" + AGAIN
             )
     return None
 
@@ -165,7 +162,7 @@ def _stacks_changed_outside(
         if template_fingerprint(templates[component].get("TemplateBody") or "") != entries[component]["template"]:
             why[component] = (
                 f"{stack} was changed outside deploykit: CloudFormation updated it at "
-                f"{when_utc(outputs.updated(stack))}, to a template deploykit did not deploy; {CHANGED_OUTSIDE}"
+                f"{when_utc(outputs.updated(stack))}, to a template deploykit did not deploy{AGAIN}"
             )
     return why
 
@@ -199,7 +196,7 @@ def left_by_failed_runs(
         if newest is not None and not newest.ok and newest.deployed[component] != sha:
             notes[component] = (
                 f"the last run that deployed it ({newest.command} at {newest.when}, {newest.deployed[component]}) "
-                "failed, maybe after its change set went through: deployed again, as this checkout has it"
+                "failed, maybe after its change set went through" + AGAIN
             )
     return notes
 

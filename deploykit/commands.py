@@ -1126,12 +1126,12 @@ def health_report(
 ) -> health.HealthReport:
     """The environment at a glance, its findings and recommendations; StepFailed when something is broken."""
     runtime = runtime or Runtime()
-    _config, environment = _load(runtime, env)
+    config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = endpoints_if_deployed(aws, environment)  # None: the report says which stacks are missing
         report = health.gather(aws, environment, found)
-    _deploys_health(runtime, aws, environment, report)
+    _deploys_health(runtime, config, aws, environment, found, report)
     if not environment.is_local:
         try:
             found_account = aws.shared(caller_account)
@@ -1153,15 +1153,29 @@ def health_report(
     return report
 
 
-def _deploys_health(runtime: Runtime, aws: AwsFactory, env: EnvConfig, report: health.HealthReport) -> None:
-    """Add the last recorded run and the deploy lock to ``report`` (nothing when there is no artifacts bucket)."""
+def _deploys_health(
+    runtime: Runtime,
+    config: Config,
+    aws: AwsFactory,
+    env: EnvConfig,
+    endpoints: Endpoints | None,
+    report: health.HealthReport,
+) -> None:
+    """Add the last recorded run and the deploy lock to ``report``, and a finding for each component that runs
+    something else than deploykit's last deploy of it left (the app's service another image, a stack or a Lambda
+    version changed outside deploykit: what deploy.auto deploys again); nothing when there is no artifacts bucket."""
+    unverified: dict[str, str] = {}
     try:
         store = history.History.of(aws, env)
         env_lock = lock.EnvLock.of(aws, env, clock=runtime.clock)
         if store is None or env_lock is None:
             return
-        reads: dict[str, Callable[[], Any]] = {"newest": partial(store.records, 1), "lock": env_lock.read}
-        read = at_once(reads)  # one round trip for both
+        reads: dict[str, Callable[[], Any]] = {
+            "newest": partial(store.records, 1),
+            "lock": env_lock.read,
+            "live": partial(auto.live_components, aws, config, env, endpoints, unverified),
+        }
+        read = at_once(reads)  # one round trip for the three
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         report.rows.append(health.Row("last deploy", "-", "unknown", f"the history cannot be read: {exc}"))
         return
@@ -1172,6 +1186,15 @@ def _deploys_health(runtime: Runtime, aws: AwsFactory, env: EnvConfig, report: h
     )
     report.rows += rows
     report.findings += findings
+    report.findings += [
+        health.Finding(
+            "warning",
+            why.removesuffix(auto.AGAIN),
+            f"inv diff --env {env.name} shows it; inv deploy.auto --env {env.name} deploys {component} again as "
+            "the checkout has it (commit a hand-made change first to keep it)",
+        )
+        for component, why in sorted(unverified.items())
+    ]
 
 
 def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overview.EnvView]:

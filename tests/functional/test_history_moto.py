@@ -672,6 +672,39 @@ def test_inv_health_shows_the_last_run_and_who_holds_the_lock(bucket: str, dev_e
     assert "the last run in dev failed: deploy.app by ci (the rollout failed)" in printed
 
 
+def test_inv_health_warns_of_a_stack_changed_outside_deploykit(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    """A stack CloudFormation changed since deploykit's deploy left it, to another template: a warning that says so
+    and what to run, as `inv diff` and deploy.auto see it."""
+    import boto3
+
+    from deploykit.stacks import template_fingerprint, updated_of
+
+    cfn = boto3.client("cloudformation", region_name="eu-west-1")
+    registry = dev_env.stacks.registry
+    described = cfn.describe_stacks(StackName=registry)["Stacks"][0]
+    deployed = template_fingerprint(cfn.get_template(StackName=registry)["TemplateBody"])
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+
+    def health_said(left: dict[str, str]) -> str:
+        record = history.record_of(
+            report(), components={"stack:registry": "a" * 12}, base={}, head="a" * 12, left={"stack:registry": left}
+        )
+        store.write(record)
+        runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+        with pytest.raises(StepFailed):  # nothing else of dev is deployed here
+            commands.health_report(env="dev", runtime=runtime)
+        return runtime.stderr.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+    assert "outside deploykit" not in health_said({"updated": updated_of(described), "template": deployed})
+    said = health_said({"updated": "2026-11-30T09:00:00+00:00", "template": "0123456789abcdef"})
+    assert f"{registry} was changed outside deploykit: CloudFormation updated it at " in said, said
+    assert "inv deploy.auto --env dev deploys stack:registry again as the checkout has it" in said
+    assert "did not deploy: deployed again" not in said  # deploy.auto's answer is not health's
+    # changed since, to the template deploykit deployed: nothing said
+    assert "outside deploykit" not in health_said({"updated": "2026-11-30T09:00:00+00:00", "template": deployed})
+
+
 class ChangedStack(Step):
     """Says what DeployStack says when its change set went through."""
 

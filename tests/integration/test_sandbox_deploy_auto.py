@@ -762,10 +762,14 @@ def test_a_stack_and_a_function_changed_outside_deploykit_are_deployed_again(pro
     assert (drain_seconds(project), release()) == ("9", "hotfix by hand")
 
     runtime = quiet_runtime(project)
-    commands.diff(runtime=runtime)
-    said = runtime.stderr.getvalue() + runtime.stdout.getvalue()  # type: ignore[attr-defined]
+    commands.diff(as_json=True, runtime=runtime)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert f"{stack} was changed outside deploykit: CloudFormation updated it at " in said, said
     assert f"{function}'s alias live serves version {version}, which deploykit did not publish" in said, said
+    reasons = json.loads(runtime.stdout.getvalue())["reasons"]  # type: ignore[attr-defined]
+    assert (
+        set(reasons) == {"stack:fargate", "lambda:health_handler"} and "outside deploykit" in reasons["stack:fargate"]
+    )
     report, out, _seconds = auto(project)
     assert {"deploy-stack", "move-alias"} <= ran(report) and "register-taskdef" not in ran(report), out
     assert (drain_seconds(project), release()) == (drain, released)

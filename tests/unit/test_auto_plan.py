@@ -544,7 +544,7 @@ def test_a_lambda_version_changed_outside_deploykit_is_deployed_again(with_lambd
     auto.live_components(aws, config, env, endpoints, unverified)
     assert unverified == {
         "lambda:login_handler": "api-login-1's alias live serves version 3, which deploykit did not publish "
-        f"(changed outside deploykit): its code b3RoZXI= is not login_handler as at {head}; deployed again, "
+        f"(changed outside deploykit): its code b3RoZXI= is not login_handler as at {head}: deployed again, "
         "as this checkout has it"
     }
     # a commit this clone lacks cannot be packaged again: not to be told, nothing said
@@ -585,7 +585,7 @@ def test_a_stack_changed_outside_deploykit_is_deployed_again(with_lambdas: Path)
     auto.live_components(aws, config, env, endpoints, unverified)
     assert unverified == {
         "stack:data": f"{data} was changed outside deploykit: CloudFormation updated it at 2026-11-30 10:00 UTC, to "
-        "a template deploykit did not deploy; deployed again, as this checkout has it"
+        "a template deploykit did not deploy: deployed again, as this checkout has it"
     }
     assert template_fingerprint(json.dumps(template, indent=2)) == template_fingerprint(template)
     assert updated_of({"CreationTime": left}) == left.isoformat() and updated_of(None) == ""
