@@ -96,10 +96,8 @@ def was_key(stack: str, parameter: str) -> str:
     return f"deploy-stack.{stack}.was.{parameter}"
 
 
-LEFT = (
-    "updated",
-    "template",
-)  # what a deploy-stack step says it left the stack as (left_key); the live record keeps it
+# what a deploy-stack step says it left the stack as (left_key); the live record keeps it
+LEFT = ("updated", "template")
 
 
 def left_key(stack: str, what: str) -> str:
