@@ -346,6 +346,8 @@ class _LiveBefore:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             self._runtime.stderr.write(f"⚠️  could not read the live record of {self._env.name}: {exc}\n")
             return None
+        except UsageError:  # not one deploykit wrote: the record of the run says so when it is written
+            return None
 
 
 def _record(
@@ -389,7 +391,9 @@ def _record(
         written = at_once(writes)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:  # finding the bucket
         written = {"record": exc}
-    if isinstance(written["record"], Exception):
+    if isinstance(written["record"], history.LiveRecordUnreadable):
+        runtime.stderr.write(f"⚠️  its history record was written, but not the live record: {written['record']}\n")
+    elif isinstance(written["record"], Exception):
         runtime.stderr.write(f"⚠️  {whose} history record was not written: {written['record']}\n")
     if isinstance(written.get("metrics"), Exception):
         runtime.stderr.write(
@@ -402,7 +406,7 @@ def _keep(write: Callable[[history.Record], object], record: history.Record) -> 
     """``write(record)``, or the AWS error it raised (each part of a record is reported apart)."""
     try:
         return write(record)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable) as exc:
         return exc
 
 
@@ -783,7 +787,7 @@ def _run_rollback_plan(
     and side by side as a deploy (the stacks by level, the functions, the app: see rollbacks.run_plan_of); None when
     each already is."""
     with aws_errors(env):
-        found = _history(aws, env)
+        found = _history(aws, env, runtime)
         reads: dict[str, Callable[[], Any]] = {
             "records": partial(found.records, rollbacks.HISTORY_DEPTH),
             "live": found.live,
@@ -1011,7 +1015,7 @@ def deploy_full(
     components = changes.components_of(config)
     if not allow_rolled_back:
         with aws_errors(environment):
-            records = _newest_records(aws, environment)  # none yet on a first deploy (no registry stack)
+            records = _newest_records(aws, environment, runtime)  # none yet on a first deploy (no registry stack)
         again = auto.deploying_again(config, records, components, uncommitted=bool(revision.dirty))
         auto.refuse_deploying_again(again, revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
@@ -1222,8 +1226,10 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
     return views
 
 
-def _history(aws: AwsFactory, environment: EnvConfig) -> history.History:
-    found = history.History.of(aws, environment)
+def _history(aws: AwsFactory, environment: EnvConfig, runtime: Runtime | None = None) -> history.History:
+    """The environment's history (a record that cannot be read is passed over, said on ``runtime``'s stderr);
+    UsageError when it has none."""
+    found = history.History.of(aws, environment, warn=_warner(runtime))
     if found is None:
         raise UsageError(
             f"environment {environment.name!r} has no history: its registry stack is not deployed",
@@ -1249,10 +1255,10 @@ def history_list(
     key = _history_component(config, environment, component) if component else None
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        found = _history(aws, environment)
+        found = _history(aws, environment, runtime)
         reads: dict[str, Callable[[], Any]] = {
             "records": partial(found.records_of, key, limit) if key else partial(found.records, limit),
-            "live": found.live,
+            "live": partial(_live_or_said, runtime, found),
         }
         read = at_once(reads)
     records: list[history.Record] = read["records"]
@@ -1272,6 +1278,21 @@ def history_list(
         rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
         runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
     return records
+
+
+def _warner(runtime: Runtime | None) -> Callable[[str], object] | None:
+    """What tells the user of a history record passed over: a line on ``runtime``'s stderr."""
+    return None if runtime is None else (lambda line: runtime.stderr.write(line + "\n"))
+
+
+def _live_or_said(runtime: Runtime, found: history.History) -> dict[str, dict[str, str]]:
+    """The live record; {} when it is not one deploykit wrote, said with what to do (inv history still lists the
+    runs: it is how the record is looked into)."""
+    try:
+        return found.live()
+    except UsageError as exc:
+        runtime.stderr.write(f"⚠️  {exc}\n")
+        return {}
 
 
 def _history_component(config: Config, env: EnvConfig, text: str) -> str:
@@ -1297,7 +1318,7 @@ def deployment_report(
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        found = _history(aws, environment)
+        found = _history(aws, environment, runtime)
         records = found.records_since(start)
         dashboard = (StackOutputs.of(aws)(environment.stacks.registry) or {}).get(deploy_metrics.DASHBOARD_OUTPUT)
     heads = [r.head for r in records if git.DIRTY not in r.head]  # a build of uncommitted changes has no commit time
@@ -1521,7 +1542,7 @@ def analyse(
             "live": partial(auto.live_components, aws, config, environment, found_endpoints, unverified)
         }
         if found_endpoints is not None:  # the newest runs: for the estimates, and stacks a failed run left changed
-            reads["records"] = partial(_newest_records, aws, environment)
+            reads["records"] = partial(_newest_records, aws, environment, runtime)
         if environment.promote_from:  # what the environment it takes releases from runs, read meanwhile
             reads["source"] = partial(read_source, runtime, config, environment.promote_from)
         read = at_once(reads)
@@ -1856,10 +1877,11 @@ def deploy_watch(
     return runs
 
 
-def _newest_records(aws: AwsFactory, env: EnvConfig) -> list[history.Record]:
+def _newest_records(aws: AwsFactory, env: EnvConfig, runtime: Runtime | None = None) -> list[history.Record]:
     """The environment's newest 30 runs, newest first (cached on this machine by ETag); none without a registry
-    stack (the first deploy)."""
-    found = history.History.of(aws, env)  # its outputs come from memory when the caller read the stacks already
+    stack (the first deploy). A record that cannot be read is passed over, said on ``runtime``'s stderr."""
+    # its outputs come from memory when the caller read the stacks already
+    found = history.History.of(aws, env, warn=_warner(runtime))
     return found.records(30) if found else []
 
 

@@ -158,6 +158,10 @@ class Record:
         )
 
 
+class LiveRecordUnreadable(UsageError):
+    """The live record is not one deploykit wrote (edited by hand): nothing reads it as what is live."""
+
+
 LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
 
 
@@ -313,18 +317,28 @@ class History:
     # for 1000)
     first_page = 100
 
-    def __init__(self, aws: AwsFactory, env: EnvConfig, bucket: str, cache: RecordCache | None = None) -> None:
+    def __init__(
+        self,
+        aws: AwsFactory,
+        env: EnvConfig,
+        bucket: str,
+        cache: RecordCache | None = None,
+        warn: Callable[[str], object] | None = None,
+    ) -> None:
         self.s3 = aws.client("s3")
         self.env = env
         self.bucket = bucket
         self.cache = RecordCache.default() if cache is None else cache
         self._etags: dict[str, str] = {}  # key → its ETag, as the listings named it
+        self._warn = warn  # told once of each record that cannot be read (passed over); None: passed over unsaid
+        self.unreadable: dict[str, str] = {}  # key → why, for each record passed over
 
     @classmethod
-    def of(cls, aws: AwsFactory, env: EnvConfig) -> History | None:
-        """The environment's history; None when its registry stack (the bucket) is not deployed."""
+    def of(cls, aws: AwsFactory, env: EnvConfig, warn: Callable[[str], object] | None = None) -> History | None:
+        """The environment's history; None when its registry stack (the bucket) is not deployed. ``warn`` is told
+        of a record that cannot be read (it is passed over)."""
         bucket = find_artifacts_bucket(aws, env)
-        return cls(aws, env, bucket) if bucket else None
+        return cls(aws, env, bucket, warn=warn) if bucket else None
 
     @property
     def prefix(self) -> str:
@@ -345,8 +359,11 @@ class History:
             put()
             return key
         if live is None:
-            reads: dict[str, Callable[[], Any]] = {"record": put, "live": self.live}
-            self._put_live(record, at_once(reads)["live"])  # the record written while the live one is read
+            reads: dict[str, Callable[[], Any]] = {"record": put, "live": self._live_or_why}
+            read = at_once(reads)["live"]  # the record written while the live one is read
+            if isinstance(read, LiveRecordUnreadable):
+                raise read  # the record is written; the live record is left as it is, for a person to look into
+            self._put_live(record, read)
         else:
             at_once({"record": put, "live": partial(self._put_live, record, live)})
         return key
@@ -382,8 +399,31 @@ class History:
             if is_not_there(exc):
                 return {}
             raise
-        data = json.loads(body)
-        return {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise self._bad_live_record(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise self._bad_live_record(f"a JSON {type(data).__name__}, not an object")
+        bad = next((k for k, v in data.items() if not (isinstance(v, dict) and isinstance(v.get("sha"), str))), None)
+        if bad is not None:
+            raise self._bad_live_record(f'its entry {bad!r} is {json.dumps(data[bad])[:60]}, not {{"sha": ...}}')
+        return {str(k): {str(a): str(b) for a, b in v.items()} for k, v in data.items()}
+
+    def _live_or_why(self) -> dict[str, dict[str, str]] | LiveRecordUnreadable:
+        try:
+            return self.live()
+        except LiveRecordUnreadable as exc:
+            return exc
+
+    def _bad_live_record(self, why: str) -> LiveRecordUnreadable:
+        where = f"s3://{self.bucket}/{self.live_key}"
+        return LiveRecordUnreadable(
+            f"the live record of {self.env.name}, {where}, is not one deploykit wrote ({why})",
+            next_step=f"put back a good copy of it, or delete it (aws s3 rm {where}): what is live is then read from "
+            "the environment alone, every stack counts as changed, and the next deploy.auto deploys each again (a "
+            "stack that holds that already gets an empty change set) and writes the record anew",
+        )
 
     def records(self, limit: int = 20) -> list[Record]:
         """The newest ``limit`` records, newest first."""
@@ -488,14 +528,28 @@ class History:
         for key in keys:
             kept = self.cache.get(self.bucket, key, self._etags.get(key))
             if kept is not None:
-                with contextlib.suppress(ValueError, TypeError, AttributeError):  # not a record: fetched again
+                with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):  # fetched again
                     loaded[key] = Record.from_json(json.loads(kept))
         missing = [key for key in keys if key not in loaded]
         bodies = at_once({key: partial(self._fetch, key) for key in missing}, width=CONNECTIONS)
-        loaded.update((key, Record.from_json(json.loads(bodies[key]))) for key in missing)
+        for key in missing:
+            try:
+                loaded[key] = Record.from_json(json.loads(bodies[key]))
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:  # not a record: passed over, said once
+                self._pass_over(key, f"{type(exc).__name__}: {exc}")
         if missing:  # the cache grew: what it kept long ago goes (once a day)
             self.cache.prune(self.bucket)
-        return [loaded[key] for key in keys]
+        return [loaded[key] for key in keys if key in loaded]
+
+    def _pass_over(self, key: str, why: str) -> None:
+        if key in self.unreadable:
+            return
+        self.unreadable[key] = why
+        if self._warn is not None:
+            where = f"s3://{self.bucket}/{key}"
+            self._warn(
+                f"⚠️  passed over {where}: not a history record deploykit can read ({why}); delete it to quiet this"
+            )
 
     def _fetch(self, key: str) -> bytes:
         answer = self.s3.get_object(Bucket=self.bucket, Key=key)

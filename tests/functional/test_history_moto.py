@@ -672,6 +672,70 @@ def test_inv_health_shows_the_last_run_and_who_holds_the_lock(bucket: str, dev_e
     assert "the last run in dev failed: deploy.app by ci (the rollout failed)" in printed
 
 
+def test_a_live_record_deploykit_did_not_write_stops_a_deploy_and_inv_history_still_lists_the_runs(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """A live record edited by hand into something else (not JSON, an entry without its commit) is a UsageError
+    (exit 2) that names the object and what to do, before anything changes; `inv history` says so and lists the
+    runs (it is how one looks into it)."""
+    import boto3
+
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    store.write(history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12))
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    where = f"s3://{BUCKET}/{store.live_key}"
+    for body, why in (
+        ('{"app": {"sha": "aaaaaaaaaaaa"}', "not JSON: Expecting ',' delimiter"),
+        ('["app"]', "a JSON list, not an object"),
+        ('{"app": "aaaaaaaaaaaa"}', 'its entry \'app\' is "aaaaaaaaaaaa", not {"sha": ...}'),
+    ):
+        s3.put_object(Bucket=BUCKET, Key=store.live_key, Body=body.encode())
+        with pytest.raises(UsageError) as refused:
+            store.live()
+        assert refused.value.message.startswith(f"the live record of dev, {where}, is not one deploykit wrote ({why}")
+        assert refused.value.next_step is not None and f"delete it (aws s3 rm {where})" in refused.value.next_step
+        runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+        with pytest.raises(UsageError, match="is not one deploykit wrote"):
+            commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
+        runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+        assert len(commands.history_list(env="dev", runtime=runtime)) == 1
+        said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert f"⚠️  the live record of dev, {where}, is not one deploykit wrote" in said and "live now" not in said
+    # a deploy that does not read it first (deploy.app, deploy.lambda...) worked: its history record is written, and
+    # the live record is left as it is, said
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    plan = Plan("dev", (Deploy(),), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
+    config = load_config(project / "deploy.toml")
+    report_of_run = commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False)
+    assert report_of_run is not None and report_of_run.ok
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"⚠️  its history record was written, but not the live record: the live record of dev, {where}" in said
+    assert [r.command for r in store.records()] == ["deploy.demo", "deploy.app"]
+    assert s3.get_object(Bucket=BUCKET, Key=store.live_key)["Body"].read() == b'{"app": "aaaaaaaaaaaa"}'
+
+
+def test_a_history_record_that_cannot_be_read_is_passed_over_and_said_once(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    import boto3
+
+    warned: list[str] = []
+    store = history.History.of(AwsFactory(dev_env), dev_env, warn=warned.append)
+    assert store is not None
+    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    good = history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, now=t0)
+    store.write(good)
+    broken = f"{store.prefix}20261130T090500.000000-0badf00d.json"
+    boto3.client("s3", region_name="eu-west-1").put_object(Bucket=BUCKET, Key=broken, Body=b'{"id": "x", "truncat')
+    assert [r.id for r in store.records()] == [good.id] and [r.id for r in store.records()] == [good.id]
+    assert len(warned) == 1 and warned[0].startswith(f"⚠️  passed over s3://{BUCKET}/{broken}: not a history record")
+    assert set(store.unreadable) == {broken}
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    assert [r.id for r in commands.history_list(env="dev", runtime=runtime)] == [good.id]
+    assert f"passed over s3://{BUCKET}/{broken}" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
 def test_inv_health_warns_of_a_stack_changed_outside_deploykit(bucket: str, dev_env: EnvConfig, project: Path) -> None:
     """A stack CloudFormation changed since deploykit's deploy left it, to another template: a warning that says so
     and what to run, as `inv diff` and deploy.auto see it."""
