@@ -59,7 +59,15 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
 from deploykit.stack_chain import UploadLambdaCode, template_url
-from deploykit.stacks import Change, StackDeployer, StackOutputs, access_note, changes_table, inv_command
+from deploykit.stacks import (
+    Change,
+    StackDeployer,
+    StackOutputs,
+    access_note,
+    changes_table,
+    given_parameters,
+    inv_command,
+)
 
 
 @dataclass
@@ -1890,10 +1898,15 @@ def diff(
     env: str | None = None,
     since: str | None = None,
     as_json: bool = False,
+    verify: bool = False,
     runtime: Runtime | None = None,
 ) -> changes.ChangeSet:
     """Change Analysis: each changed path, its component and the command that deploys it; for each changed stack,
-    the CloudFormation changes it would make (a change set that is deleted, never executed) and its status."""
+    the CloudFormation changes it would make (a change set that is deleted, never executed) and its status.
+
+    ``verify``: whether the environment runs what this checkout would deploy, whatever git and the live record say:
+    every stack previewed, every function's live code compared with this checkout's zip; StepFailed (exit 1) when
+    anything differs (a nightly check of an environment that should run main)."""
     runtime = runtime or Runtime()
     a = analyse(runtime, env, since=since, allow_dirty=True)
     lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
@@ -1921,23 +1934,87 @@ def diff(
     lines += [f"⛔ {why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
     _write_analysis(runtime, lines)
     stacks_json: dict[str, Any] = {}
-    roles = sorted({c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")})
+    changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
+    roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)
     if roles:
-        stacks_json = _stack_previews(runtime, a, roles)
+        stacks_json = _stack_previews(runtime, a, roles, changed=changed, as_given=verify)
+    verdict = _verified(runtime, a, stacks_json) if verify else None
     if as_json:
         data = auto.diff_json(a.env, a.found)
         data["stacks"] = stacks_json
         if a.env.promote_from:
             data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
         data["rolled_back"] = again  # component → why deploy.auto refuses to bring it back
+        if verdict is not None:
+            data["verify"] = verdict
         runtime.stdout.write(dumps(data) + "\n")
+    if verdict is not None and verdict["differs"]:
+        raise StepFailed(
+            f"{a.env.name} does not run what this checkout would deploy: {'; '.join(verdict['differs'])}",
+            next_step=f"inv deploy.auto --env {a.env.name} deploys what changed; a stack whose change set above is "
+            f"not empty though nothing of it changed in git: inv deploy.stack NAME --env {a.env.name}",
+        )
     return a.found
 
 
-def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict[str, Any]:
-    """Synthesize (while what is live is read), then preview each changed stack with the inputs a deploy would give
-    it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code changes
-    every stack), printed in the stacks' order."""
+def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> dict[str, Any]:
+    """``inv diff --verify``'s verdict, said: each function's live code against this checkout's zip (the fast
+    path's part, which the API stack's preview cannot show), then what differs: a component the analysis counts
+    changed, a stack whose preview is not empty, a function that runs other code. ``{"differs": [what],
+    "functions": {fn: {"live": CodeSha256 or None, "checkout": CodeSha256}}}``."""
+    packages = planner.lambda_packages(a.config)
+    names = lambda_chain.deployed_functions(StackOutputs.of(a.aws), a.env, required=False)
+    client = a.aws.client("lambda")
+    with aws_errors(a.env):
+        serving = at_once(
+            {fn: partial(lambda_chain.live_configuration, client, names[fn]) for fn in packages if fn in names}
+        )
+    functions: dict[str, dict[str, str | None]] = {
+        fn: {"live": (serving.get(fn) or {}).get("CodeSha256"), "checkout": package.code_sha256}
+        for fn, package in packages.items()
+    }
+    differs = {c: f"{c} changed" for c in sorted(a.found.components())}  # component → what differs
+
+    def differ(component: str, what: str) -> None:
+        differs[component] = f"{differs[component]} ({what})" if component in differs else what
+
+    roles = {name: role for role, name in planner.stack_roles(a.env).items()}
+    for name, preview in stacks_json.items():
+        found = preview["changes"]
+        if found is None or found:
+            count = f"{len(found)} change{'s' if len(found) > 1 else ''} to make" if found else "to be created"
+            differ(f"stack:{roles[name]}", f"{name}: {count}")
+    runtime.stderr.write("\n🔧 Lambda code (what each live alias serves, against this checkout's zip)\n")
+    for fn, package in packages.items():
+        serves = functions[fn]["live"]
+        if serves == package.code_sha256:
+            runtime.stderr.write(f"  {fn}: ✅ runs this checkout's code ({serves[:12]})\n")
+        else:
+            live = f"runs {serves[:12]}" if serves else "is not deployed"
+            runtime.stderr.write(f"  {fn}: ❌ {live}, this checkout's is {package.code_sha256[:12]}\n")
+            differ(f"lambda:{fn}", f"{fn} {live}, not this checkout's code")
+    if not differs:
+        runtime.stderr.write(
+            f"\n✅ {a.env.name} runs what this checkout would deploy: no component changed, no stack has anything "
+            "to change, every function runs this checkout's code\n"
+        )
+    return {"differs": list(differs.values()), "functions": functions}
+
+
+def _stack_previews(
+    runtime: Runtime,
+    a: Analysis,
+    roles: Sequence[str],
+    *,
+    changed: Collection[str] | None = None,
+    as_given: bool = False,
+) -> dict[str, Any]:
+    """Synthesize (while what is live is read), then preview each stack of ``roles`` with the inputs a deploy would
+    give it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code
+    changes every stack), printed in the stacks' order. ``changed``: the roles the analysis counts changed (None:
+    all of ``roles``); an empty preview of another says there is nothing to change. ``as_given``: each stack keeps
+    the parameters it was deployed with (its template alone is previewed): the image and the functions' code, which
+    the app chain and the fast path change without the stacks, are compared apart (``--verify``)."""
     from deploykit.stack_chain import Synthesize
 
     out = planner.synth_dir(a.config, a.env)
@@ -1961,12 +2038,17 @@ def _stack_previews(runtime: Runtime, a: Analysis, roles: Sequence[str]) -> dict
             names[role],
             out / f"{names[role]}.template.json",
             dict(planner.stack_parameters(role, read["image_tag"], read.get("code_keys", {}))),
+            as_given=as_given,
         )
         for role in roles
     }
     with aws_errors(a.env):
         found = all_of(previews)
-    return {name: _show_preview(runtime, a.env, name, *found[name]) for name in previews}
+    counted = set(roles) if changed is None else set(changed)
+    return {
+        names[role]: _show_preview(runtime, a.env, names[role], *found[names[role]], changed=role in counted)
+        for role in roles
+    }
 
 
 def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeployer:
@@ -1999,13 +2081,23 @@ def _preview_stack(
 
 
 def _previewed(
-    runtime: Runtime, aws: AwsFactory, env: EnvConfig, name: str, template: Path, parameters: dict[str, str]
+    runtime: Runtime,
+    aws: AwsFactory,
+    env: EnvConfig,
+    name: str,
+    template: Path,
+    parameters: dict[str, str],
+    *,
+    as_given: bool = False,
 ) -> tuple[list[Change] | None, dict[str, Any] | None]:
     """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), and the
-    stack as it is."""
+    stack as it is. ``as_given``: each of ``parameters`` the stack has keeps its value (the template alone)."""
     body = synth.template_body(template)
     deployer = _previewer(runtime, aws, env)
     stack = deployer.describe(name)  # its status, printed; and what the preview needs to know first
+    if as_given:
+        given = given_parameters(stack)
+        parameters = {key: given.get(key, value) for key, value in parameters.items()}
     return deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack), stack
 
 
@@ -2017,12 +2109,16 @@ def _show_preview(
     stack: Mapping[str, Any] | None,
     *,
     rerun: str | None = None,
+    changed: bool = True,
 ) -> dict[str, Any]:
-    """Print a stack's preview (:func:`_previewed`); the same as JSON."""
+    """Print a stack's preview (:func:`_previewed`); the same as JSON. ``changed``: whether the analysis counts the
+    stack changed (an empty preview then says the change is in code the template does not see)."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     runtime.stderr.write(f"\n🐳 {name} ({status})\n")
     if found is None:
         runtime.stderr.write("  would be created\n")
+    elif not found and not changed:
+        runtime.stderr.write("  nothing to change\n")
     elif not found:
         runtime.stderr.write("  no CloudFormation change (the change is in code the template does not see)\n")
     else:

@@ -366,7 +366,7 @@ def template_fingerprint(template: str | Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _given_parameters(stack: Mapping[str, Any] | None) -> dict[str, str]:
+def given_parameters(stack: Mapping[str, Any] | None) -> dict[str, str]:
     """The parameter values the stack was deployed with, as given (not as resolved from SSM)."""
     return {str(p["ParameterKey"]): str(p.get("ParameterValue", "")) for p in (stack or {}).get("Parameters") or ()}
 
@@ -689,7 +689,7 @@ class StackDeployer:
             self._delete(name, stack, purpose="recreate")
             return "CREATE", True, {}
         if status == "UPDATE_ROLLBACK_FAILED":
-            return "UPDATE", False, _given_parameters(self._continue_rollback(name, stack))
+            return "UPDATE", False, given_parameters(self._continue_rollback(name, stack))
         if status == "DELETE_FAILED":
             failures = self._recent_failures(stack, name)
             raise StepFailed(
@@ -697,7 +697,7 @@ class StackDeployer:
                 f"update it.{(chr(10) + _failure_lines(failures)) if failures else ''}",
                 next_step=f"fix what blocked the delete (above), delete it ({self._cmd('destroy')}), then rerun",
             )
-        return "UPDATE", False, _given_parameters(stack)
+        return "UPDATE", False, given_parameters(stack)
 
     def _wait_change_set(self, name: str, change_set_id: str) -> dict[str, Any]:
         phase = self.clock.monotonic()

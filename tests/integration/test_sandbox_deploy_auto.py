@@ -775,3 +775,55 @@ def test_a_stack_and_a_function_changed_outside_deploykit_are_deployed_again(pro
     assert (drain_seconds(project), release()) == (drain, released)
     again, out, _seconds = auto(project)
     assert again is None and "✅ nothing to deploy" in out, out
+
+
+def test_diff_verify_finds_what_the_live_record_cannot_tell(project: Path) -> None:
+    """`inv diff --verify` previews every stack and compares every function's code, whatever the live record says:
+    it passes on an environment that runs the checkout, and fails (exit 1) on a stack changed by hand that the
+    record has nothing to tell by (deployed by a deploykit that kept no fingerprint), naming it; deploy.auto sees
+    nothing to deploy there, and deploy.stack puts it back."""
+    runtime = quiet_runtime(project)
+    commands.diff(verify=True, as_json=True, runtime=runtime)
+    verdict = json.loads(runtime.stdout.getvalue())["verify"]  # type: ignore[attr-defined]
+    assert verdict["differs"] == [] and set(verdict["functions"]) == {"health_handler", "login_handler"}
+    assert all(f["live"] == f["checkout"] for f in verdict["functions"].values())
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert said.count("nothing to change") == 5 and "✅ sandbox runs what this checkout would deploy" in said
+
+    config = load_config(project / "deploy.toml")
+    env = config.environment()
+    s3, bucket = _client(project, "s3"), endpoints(project).outputs[env.stacks.registry]["ArtifactsBucketName"]
+    key = f"deploykit/live/{env.name}.json"
+    live = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    live["stack:fargate"] = {k: live["stack:fargate"][k] for k in ("sha", "when", "record")}
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(live).encode())
+    cfn = _client(project, "cloudformation")
+    template = cfn.get_template(StackName=env.stacks.fargate)["TemplateBody"]
+    drain = drain_seconds(project)
+    groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
+    for attribute in groups[0]["Properties"]["TargetGroupAttributes"]:
+        if attribute["Key"] == "deregistration_delay.timeout_seconds":
+            attribute["Value"] = "7"
+    given = cfn.describe_stacks(StackName=env.stacks.fargate)["Stacks"][0]["Parameters"]
+    cfn.update_stack(
+        StackName=env.stacks.fargate,
+        TemplateBody=json.dumps(template),
+        Parameters=[{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True} for p in given],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+    )
+    deadline = time.monotonic() + 60
+    while cfn.describe_stacks(StackName=env.stacks.fargate)["Stacks"][0]["StackStatus"] != "UPDATE_COMPLETE":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    report, out, _seconds = auto(project)
+    assert report is None and "✅ nothing to deploy" in out, out  # the record cannot tell
+    with pytest.raises(StepFailed) as differs:
+        commands.diff(verify=True, runtime=quiet_runtime(project))
+    assert differs.value.message == (
+        f"sandbox does not run what this checkout would deploy: {env.stacks.fargate}: 1 change to make"
+    )
+    runtime = quiet_runtime(project)
+    assert drain_seconds(project) == "7"
+    fixed = commands.deploy_stack(env.stacks.fargate, runtime=runtime)
+    assert fixed is not None and fixed.ok and drain_seconds(project) == drain
+    commands.diff(verify=True, runtime=quiet_runtime(project))  # runs what the checkout would deploy again
