@@ -7,6 +7,7 @@ depends on state another left behind. A step whose result already exists is skip
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -17,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploykit import base_image, ecs, images, oci, registry
 from deploykit.config import PLATFORMS, BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Step
+from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 
 
 def _ca_dir(path: str) -> Path | None:
@@ -293,6 +294,16 @@ def ensure_image_in_registry(ctx: Context, repository: str, tag: str) -> None:
             f"image {repository}:{tag} is not in the registry of environment {env.name!r}",
             next_step="build and push it first: inv build push",
         )
+
+
+def app_left(records: Iterable[StepRecord]) -> dict[str, dict[str, str]]:
+    """``{"app": {"taskdef": ARN}}``: the task definition a run's register-taskdef step left the service on (among
+    ``records``, groups' steps too), for its history record; the live record keeps it, so a later read that finds
+    the service on that revision knows its image without describing it (a revision never changes). {} without one."""
+    for record in all_records(records):
+        if record.step == RegisterTaskDef.name and record.outputs.get("task_definition"):
+            return {"app": {"taskdef": record.outputs["task_definition"]}}
+    return {}
 
 
 @dataclass(frozen=True)

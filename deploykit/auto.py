@@ -11,6 +11,7 @@ deploy, then the app chain, smoke once at the end.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -63,12 +64,14 @@ def live_components(
         functions = lambda_chain.deployed_functions(outputs, env, required=False)  # {}: no API stack
         has_service = env.stacks.fargate in stacks
     found = History(aws, env, bucket) if bucket else None
-    reads: dict[str, Callable[[], Any]] = {"record": found.live if found else dict}
+    live_record = _Once(found.live if found else dict)  # the app's read waits for it: both start at once
+    reads: dict[str, Callable[[], Any]] = {"record": live_record}
     for component in components:
         kind, _, name = component.partition(":")
         function_name = functions.get(name) if kind == "lambda" else None
         if kind == "app" and has_service:
-            reads[component] = partial(_live_image_tag, aws, env, completed=True)
+            known = partial(_recorded_revision, live_record)
+            reads[component] = partial(_live_image_tag, aws, env, completed=True, known=known)
         elif function_name:
             reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
     read = at_once(reads)
@@ -324,11 +327,45 @@ def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:
     return _live_image_tag(aws, env, completed=False) or ""
 
 
-def _live_image_tag(aws: AwsFactory, env: EnvConfig, *, completed: bool) -> str | None:
+class _Once:
+    """``read()`` once, whichever thread asks first; the others wait for its answer (or its error)."""
+
+    def __init__(self, read: Callable[[], Any]) -> None:
+        self._read, self._lock = read, threading.Lock()
+        self._answer: tuple[Any, BaseException | None] | None = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._answer is None:
+                try:
+                    self._answer = (self._read(), None)
+                except BaseException as exc:  # raised again to every caller
+                    self._answer = (None, exc)
+        value, error = self._answer
+        if error is not None:
+            raise error
+        return value
+
+
+def _recorded_revision(live_record: Callable[[], Mapping[str, Mapping[str, str]]]) -> tuple[str, str] | None:
+    """(the task definition the last deploy of the app left the service on, its image tag), from the live record;
+    None when it does not say."""
+    app = live_record().get("app", {})
+    return (app["taskdef"], app["sha"]) if app.get("taskdef") and app.get("sha") else None
+
+
+def _live_image_tag(
+    aws: AwsFactory,
+    env: EnvConfig,
+    *,
+    completed: bool,
+    known: Callable[[], tuple[str, str] | None] = lambda: None,
+) -> str | None:
     """The image tag of the service's task definition, or with ``completed`` of the deployment that completed
     last. While a rollout is still in progress (a deploy was interrupted after rolling), the new image is not live
     yet: the one it replaces is, so deploy.auto plans the app again — its steps find the image, the revision and
-    the rollout in place, wait for it, and smoke it."""
+    the rollout in place, wait for it, and smoke it. ``known``: (a revision, its image tag) known already (the
+    live record's): the service on that revision is not described again (a revision never changes)."""
     client = aws.client("ecs")
     try:
         service = ecs.describe_service(client, env.cluster, env.service, env)
@@ -342,6 +379,9 @@ def _live_image_tag(aws: AwsFactory, env: EnvConfig, *, completed: bool) -> str 
         if not done:
             return None  # nothing completed: the app counts as changed
         arn = done[0]["taskDefinition"]
+    recorded = known()
+    if recorded is not None and recorded[0] == arn:
+        return recorded[1]
     try:
         image = ecs.TaskDefinitions.of(aws).image(arn, env.container)
     except UsageError:

@@ -48,6 +48,7 @@ from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
+from deploykit.app_chain import app_left
 from deploykit.aws import AwsFactory, all_of, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
@@ -386,7 +387,7 @@ def _record(
         unchanged=sorted(set(carried) - set(deployed)),
         removed=plan.removes,
         unpromoted=plan.unpromoted,
-        left=stack_chain.stacks_left(report.records, planner.stack_roles(env)),
+        left=stack_chain.stacks_left(report.records, planner.stack_roles(env)) | app_left(report.records),
     )
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:

@@ -121,10 +121,10 @@ def runs_named_code(configuration: Mapping[str, Any]) -> bool | None:
 
 
 def live_configuration(lambda_client: Any, function_name: str, alias: str = ALIAS) -> dict[str, Any] | None:
-    """The configuration of the version ``alias`` points at; None when the function or the alias does not exist."""
+    """The configuration of the version ``alias`` points at (its ``Version`` the version's number); None when the
+    function or the alias does not exist. One call: Lambda answers an alias as the version it points at."""
     try:
-        version = str(lambda_client.get_alias(FunctionName=function_name, Name=alias)["FunctionVersion"])
-        return dict(lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=version))
+        return dict(lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=alias))
     except ClientError as exc:
         if error_code(exc) == NOT_FOUND:
             return None

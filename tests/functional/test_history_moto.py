@@ -156,8 +156,9 @@ def fetched(client: object) -> list[str]:
 def test_records_read_before_are_read_from_this_machine_under_the_etag_listed_now(
     bucket: str, dev_env: EnvConfig, record_cache: Path
 ) -> None:
-    """A record never changes once written: the second read, by a new command (a new History), lists the keys and
-    fetches no body; an object written again under its key (another ETag) is fetched again."""
+    """A record never changes once written: one this machine wrote is kept as it was written, one another machine
+    wrote is fetched once; the second read, by a new command (a new History), lists the keys and fetches no body;
+    an object written again under its key (another ETag) is fetched again."""
     t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
     written = [
         history.record_of(
@@ -172,11 +173,13 @@ def test_records_read_before_are_read_from_this_machine_under_the_etag_listed_no
     ]
     first = history.History.of(AwsFactory(dev_env), dev_env)
     assert first is not None
-    for record in written:
+    for record in written[:2]:
         first.write(record)
+    written_elsewhere(dev_env, written[2])
     gets = fetched(first.s3)
     assert [r.id for r in first.records()] == [r.id for r in reversed(written)]
-    assert len(gets) == 3 and len(list((record_cache / "history" / BUCKET).rglob("*.json.*"))) == 3
+    assert gets == [f"{first.prefix}{written[2].id}.json"]  # this machine's two were kept as they were written
+    assert len(list((record_cache / "history" / BUCKET).rglob("*.json.*"))) == 3
 
     again = history.History.of(AwsFactory(dev_env), dev_env)
     assert again is not None
@@ -194,6 +197,11 @@ def test_records_read_before_are_read_from_this_machine_under_the_etag_listed_no
     assert gets == [key]
 
 
+def written_elsewhere(env: EnvConfig, record: history.Record) -> None:
+    """``record`` written by another machine: this one's cache does not hold it."""
+    history.History(AwsFactory(env), env, BUCKET, cache=history.RecordCache(None)).write(record)
+
+
 def test_a_cache_that_cannot_be_used_is_passed_over(
     bucket: str, dev_env: EnvConfig, record_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,7 +210,7 @@ def test_a_cache_that_cannot_be_used_is_passed_over(
     store = history.History.of(AwsFactory(dev_env), dev_env)
     assert store is not None
     record = history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="ci")
-    store.write(record)
+    written_elsewhere(dev_env, record)  # another machine's: this one fetches it
     gets = fetched(store.s3)
     assert [r.id for r in store.records()] == [record.id] and len(gets) == 1
     [kept] = (record_cache / "history").rglob("*.json.*")
@@ -235,7 +243,9 @@ def test_what_was_kept_long_ago_goes_once_a_day_after_a_read_that_fetched(
     store = history.History.of(AwsFactory(dev_env), dev_env)
     assert store is not None
     for n in range(2):
-        store.write(history.record_of(report(), components={"app": f"{n:012d}"}, base={}, head=f"{n:012d}", who="ci"))
+        written_elsewhere(
+            dev_env, history.record_of(report(), components={"app": f"{n:012d}"}, base={}, head=f"{n:012d}", who="ci")
+        )
     assert len(store.records()) == 2
     folder = record_cache / "history" / BUCKET
     old, young = sorted(folder.rglob("*.json.*"))
@@ -244,11 +254,15 @@ def test_what_was_kept_long_ago_goes_once_a_day_after_a_read_that_fetched(
     assert (folder / ".pruned").exists()  # the first read fetched, and pruned (nothing was old)
 
     # within the day: nothing is looked at, however old
-    store.write(history.record_of(report(), components={"app": "2" * 12}, base={}, head="2" * 12, who="ci"))
+    written_elsewhere(
+        dev_env, history.record_of(report(), components={"app": "2" * 12}, base={}, head="2" * 12, who="ci")
+    )
     assert len(store.records()) == 3 and old.exists()
     # a day later, a read that fetches prunes: the old body goes, the young ones and the new one stay
     os.utime(folder / ".pruned", (time.time() - 86401, time.time() - 86401))
-    store.write(history.record_of(report(), components={"app": "3" * 12}, base={}, head="3" * 12, who="ci"))
+    written_elsewhere(
+        dev_env, history.record_of(report(), components={"app": "3" * 12}, base={}, head="3" * 12, who="ci")
+    )
     assert len(store.records()) == 4 and not old.exists() and young.exists()
     assert len(list(folder.rglob("*.json.*"))) == 3
     gets = fetched(store.s3)

@@ -513,6 +513,36 @@ def _world(
     return config, env, aws, endpoints, cfn
 
 
+def test_the_app_on_the_revision_its_last_deploy_left_is_not_described_again(with_lambdas: Path) -> None:  # noqa: F811
+    """The live record keeps the task definition the app's last deploy left the service on: a service still on it
+    runs that deploy's image (a revision never changes), so it is not described; on another, it is."""
+    record = {"app": {"sha": "aaaaaaaaaaaa", "taskdef": "arn:td:7"}}
+    config, env, aws, endpoints, _cfn = _world(with_lambdas, record, {})
+    ecs = aws.client("ecs")
+    ecs.describe_services.return_value = {"services": [{"status": "ACTIVE", "taskDefinition": "arn:td:7"}]}
+    assert auto.live_components(aws, config, env, endpoints)["app"] == "aaaaaaaaaaaa"
+    assert ecs.describe_task_definition.call_count == 0
+    ecs.describe_services.return_value = {"services": [{"status": "ACTIVE", "taskDefinition": "arn:td:8"}]}
+    ecs.describe_task_definition.return_value = {
+        "taskDefinition": {
+            "taskDefinitionArn": "arn:td:8",
+            "containerDefinitions": [{"name": env.container, "image": "reg/car-rental-backend:bbbbbbbbbbbb"}],
+        },
+        "tags": [],
+    }
+    unverified: dict[str, str] = {}
+    assert auto.live_components(aws, config, env, endpoints, unverified)["app"] == "aaaaaaaaaaaa"  # as verified
+    assert ecs.describe_task_definition.call_count == 1 and "runs bbbbbbbbbbbb, not aaaaaaaaaaaa" in unverified["app"]
+    # what the record keeps comes from the run's register-taskdef step, in a group or not
+    from deploykit.app_chain import app_left
+    from deploykit.plan import StepRecord
+
+    registered = StepRecord("register-taskdef", "", "skipped", 0.1, "", {"task_definition": "arn:td:9"})
+    group = StepRecord("sequence", "", "done", 1.0, children=[StepRecord("build", "", "done"), registered])
+    assert app_left([group, StepRecord("smoke", "", "done")]) == {"app": {"taskdef": "arn:td:9"}}
+    assert app_left([StepRecord("smoke", "", "done")]) == {}
+
+
 def test_a_lambda_version_changed_outside_deploykit_is_deployed_again(with_lambdas: Path) -> None:  # noqa: F811
     """The version behind a function's alias must run the zip its description names (its SHA-256 is in the key);
     one whose description names none (a person published it) must run the code of the live record's commit."""
@@ -619,8 +649,7 @@ def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
         "tags": [],
     }
     lam = Mock()
-    lam.get_alias.side_effect = together({"FunctionVersion": "3"})
-    lam.get_function_configuration.return_value = {"Description": "code s3://b/k git bbbbbbbbbbbb"}
+    lam.get_function_configuration.side_effect = together({"Description": "code s3://b/k git bbbbbbbbbbbb"})
     s3 = Mock()
     s3.get_object.side_effect = together({"Body": Mock(read=Mock(return_value=b"{}"))})
     aws = fake_factory(ecs=ecs, s3=s3, **{"lambda": lam})

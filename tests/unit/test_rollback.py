@@ -193,7 +193,9 @@ def fake_lambda_aws(env: EnvConfig, listed: list[dict[str, Any]], live_version: 
     lam.get_paginator.return_value.paginate.return_value = [{"Versions": listed}]
     lam.get_alias.return_value = {"FunctionVersion": live_version}
     by_version = {v["Version"]: v for v in listed}
-    lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: by_version[Qualifier]
+    lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: by_version[
+        live_version if Qualifier == "live" else Qualifier
+    ]
     clients = {"lambda": lam, "cloudformation": Mock()}
     aws.client.side_effect = lambda name: clients[name]
     return aws
