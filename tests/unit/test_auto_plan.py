@@ -366,7 +366,6 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
         "api-health-1": "code s3://b/k",
     }
     lam = Mock()
-    lam.get_alias.side_effect = lambda FunctionName, Name: {"FunctionVersion": "3"}
     lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: {"Description": versions[FunctionName]}
     live_record = {
         "stack:data": {"sha": "cccccccccccc"},
@@ -486,7 +485,6 @@ def _world(
 
     config, env, _revision = setup(project)
     lam = Mock()
-    lam.get_alias.side_effect = lambda FunctionName, Name: {"FunctionVersion": "3"}
     lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: (
         {"Version": "3"} | serving.get(FunctionName, {"Description": "code s3://b/k"})
     )

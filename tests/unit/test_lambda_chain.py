@@ -343,7 +343,6 @@ def test_a_function_its_source_ran_before_is_the_same_bytes_when_one_of_its_vers
     client.get_paginator.return_value.paginate.return_value = [
         {"Versions": [{"Version": "$LATEST", "CodeSha256": "x"}, {"Version": "3", "CodeSha256": ours.code_sha256}]}
     ]
-    client.get_alias.return_value = {"FunctionVersion": "4"}
     client.get_function_configuration.return_value = {"CodeSha256": "other"}
     names, packages = {"health_handler": "dev-health"}, {"health_handler": ours}
     assert auto.other_bytes(client, "dev", names, packages, earlier=["lambda:health_handler"]) == {}
