@@ -44,10 +44,12 @@ def live_components(
     env: EnvConfig,
     endpoints: Endpoints | None,
     unverified: dict[str, str] | None = None,
+    entries: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, str | None]:
     """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown).
     ``unverified`` (when given) gets component → why, for a component that runs something else than what the last
     successful deploy verified (the app: its service's image), which deploy.auto deploys again whatever changed.
+    ``entries`` (when given) gets the live record's entries (component → {sha, when, record, ...}).
 
     The live record, the service's image and each function's version are read at once (:func:`at_once`). Without
     ``endpoints`` (some stack is not deployed, e.g. after ``inv destroy``) the stacks that are still answer from
@@ -75,8 +77,10 @@ def live_components(
         elif function_name:
             reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
     read = at_once(reads)
-    entries: dict[str, dict[str, str]] = read.pop("record")
-    record = {c: v.get("sha") for c, v in entries.items()}
+    kept: dict[str, dict[str, str]] = read.pop("record")
+    if entries is not None:
+        entries.update(kept)
+    record = {c: v.get("sha") for c, v in kept.items()}
     live: dict[str, str | None] = {}
     for component in components:
         kind, _, name = component.partition(":")
@@ -117,7 +121,7 @@ def live_components(
             live[component] = record.get(component) if stack in stacks else None
     if unverified is not None:
         roles = {getattr(env.stacks, c.partition(":")[2]): c for c in components if c.startswith("stack:")}
-        unverified |= _stacks_changed_outside(aws, {roles[s]: s for s in stacks if s in roles}, entries)
+        unverified |= _stacks_changed_outside(aws, {roles[s]: s for s in stacks if s in roles}, kept)
     return live
 
 
@@ -643,6 +647,19 @@ def taken_off(records: Sequence[Record]) -> dict[str, tuple[str, Record]]:
             if record.rollback_by_hand and off and off != sha and DIRTY not in off:
                 found[component] = (off, record)
     return found
+
+
+def deciding_runs(
+    entries: Mapping[str, Mapping[str, str]], records: Sequence[Record], components: Collection[str]
+) -> list[str]:
+    """The ids of the runs that left each of ``components`` live as it is (the live record's ``entries`` name them),
+    for those none of ``records`` (the newest runs) deployed: read too, :func:`taken_off` finds a person's rollback
+    however long ago it was (an environment whose app deploys many times a day leaves a stack's last deploy far
+    behind the newest runs)."""
+    deployed = {c for r in records if r.ok for c in r.deployed}
+    known = {r.id for r in records}
+    ids = {entries[c]["record"] for c in components if c not in deployed and entries.get(c, {}).get("record")}
+    return sorted(ids - known, reverse=True)
 
 
 def deploying_again(

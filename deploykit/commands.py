@@ -1522,7 +1522,8 @@ class Analysis:
     live: dict[str, str | None]  # component → its live SHA (the app: its image tag)
     estimates: dict[str, float] = field(default_factory=dict)  # step → seconds, when asked for (deploy.auto)
     source: Source | None = None  # the promote_from environment and what it runs, if there is one
-    records: list[history.Record] = field(default_factory=list)  # the newest runs, newest first
+    # the newest runs, newest first; then, older, the runs that left a changed component live (auto.deciding_runs)
+    records: list[history.Record] = field(default_factory=list)
 
 
 def analyse(
@@ -1547,8 +1548,9 @@ def analyse(
     with aws_errors(environment):
         found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
         unverified: dict[str, str] = {}  # what runs other than the last deploy verified: deployed again
+        entries: dict[str, dict[str, str]] = {}  # the live record's
         reads: dict[str, Callable[[], Any]] = {
-            "live": partial(auto.live_components, aws, config, environment, found_endpoints, unverified)
+            "live": partial(auto.live_components, aws, config, environment, found_endpoints, unverified, entries)
         }
         if found_endpoints is not None:  # the newest runs: for the estimates, and stacks a failed run left changed
             reads["records"] = partial(_newest_records, aws, environment, runtime)
@@ -1562,6 +1564,11 @@ def analyse(
     left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment))
     found = changes.with_notes(found, {**unverified, **left})
     guesses = history.estimates(records) if estimates else {}
+    older = auto.deciding_runs(entries, records, found.components()) if found_endpoints is not None else []
+    if older:  # for the guard against bringing back what a rollback took off, however long ago
+        with aws_errors(environment):
+            store = history.History.of(aws, environment, warn=_warner(runtime))
+            records = [*records, *(store.records_by_id(older) if store else [])]
     return Analysis(
         config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"), records
     )

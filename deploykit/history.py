@@ -431,6 +431,28 @@ class History:
             "stack that holds that already gets an empty change set) and writes the record anew",
         )
 
+    def records_by_id(self, ids: Sequence[str]) -> list[Record]:
+        """The records of these run ids (in their order), read at once; one that is not there is left out."""
+        keys = [f"{self.prefix}{record_id}.json" for record_id in ids]
+        reads = {key: partial(self._record_if_there, key) for key in keys}
+        found = at_once(reads, width=CONNECTIONS) if reads else {}
+        return [record for key in keys if (record := found[key]) is not None]
+
+    def _record_if_there(self, key: str) -> Record | None:
+        """The record at ``key``, fetched (one round trip: with no listing, no ETag says a cached body holds);
+        None when it is not there or is not a record (passed over, said)."""
+        try:
+            body = self._fetch(key)
+        except ClientError as exc:
+            if is_not_there(exc):
+                return None
+            raise
+        try:
+            return Record.from_json(json.loads(body))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            self._pass_over(key, f"{type(exc).__name__}: {exc}")
+            return None
+
     def records(self, limit: int = 20) -> list[Record]:
         """The newest ``limit`` records, newest first."""
         return self._load(self.newest_keys(limit))

@@ -53,3 +53,42 @@ def test_the_estimates_are_read_beside_what_is_live(deployed: AwsFactory, projec
     found = commands.analyse(runtime, "dev", since=None, allow_dirty=False, estimates=True)
     assert found.estimates == {"build": 7.0}  # the median of the recorded builds
     assert commands.analyse(runtime, "dev", since=None, allow_dirty=False).estimates == {}  # not asked: not read
+
+
+def test_a_rollback_older_than_the_newest_runs_still_keeps_deploy_auto_from_bringing_it_back(
+    deployed: AwsFactory, project: Path, dev_env: EnvConfig
+) -> None:
+    """A person rolled the data stack back from HEAD's commit; since, 31 app deploys pushed that rollback out of the
+    newest 30 runs deploy.auto reads. The live record names the run that left the stack live as it is: it is read
+    too, so deploy.auto still refuses to bring the rolled-back commit back (and `inv diff` says so)."""
+    from deploykit.errors import UsageError
+
+    data = project / "cdk" / "stacks" / "data_stack.py"
+    data.parent.mkdir(parents=True)
+    data.write_text('"""The data stack."""\n')
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "data: the stack")
+    good = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    data.write_text(data.read_text() + "\n# a bad release of the data stack\n")
+    git(project, "commit", "-qam", "data: a bad release")
+    bad = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    store = history.History.of(deployed, dev_env)
+    assert store is not None
+    undo = RunReport(Plan("dev", (), f"rollback stack:data → {good}"), [], 1.0)
+    store.write(history.record_of(undo, components={"stack:data": good}, base={"stack:data": bad}, head=good))
+    for _ in range(31):
+        run = RunReport(Plan("dev", (), "deploy.app"), [StepRecord("build", "docker build", "done", 1.0, "")], 2.0)
+        store.write(history.record_of(run, components={"app": bad}, base={}, head=bad))
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: deployed,
+    )
+    found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
+    assert len(found.records) == 31 and found.records[-1].command == f"rollback stack:data → {good}"
+    with pytest.raises(
+        UsageError, match=rf"would bring back what a rollback took dev off: stack:data as it was at {bad}"
+    ):
+        commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)

@@ -830,3 +830,22 @@ def test_deploying_again_what_a_rollback_took_the_environment_off_is_refused(wit
     # a commit this clone does not have: it cannot tell, so it does not refuse
     elsewhere = run(3, "rollback app → " + good, {"app": good}, {"app": "0123456789ab"})
     assert auto.deploying_again(config, [elsewhere], {"app"}) == {}
+
+
+def test_the_runs_read_besides_the_newest_are_those_that_left_a_changed_component_live() -> None:
+    from deploykit.history import Record
+
+    def run(run_id: str, components: dict[str, str], ok: bool = True) -> Record:
+        return Record(run_id, "dev", "", "", "deploy.auto", "", ok, 1.0, components=components)
+
+    newest = [run("0003", {"app": "c"}), run("0002", {"stack:api": "b"}, ok=False)]
+    entries = {
+        "app": {"sha": "c", "record": "0003"},
+        "stack:api": {"sha": "a", "record": "0001"},  # the failed run did not leave it live
+        "stack:data": {"sha": "a", "record": "0001"},
+        "stack:auth": {"sha": "a", "record": "0000"},
+        "lambda:login_handler": {"sha": "a"},  # written before the record was named: nothing to read
+    }
+    changed = ["app", "stack:api", "stack:data", "lambda:login_handler"]
+    assert auto.deciding_runs(entries, newest, changed) == ["0001"]  # stack:auth unchanged, app deployed since
+    assert auto.deciding_runs(entries, [*newest, run("0001", {"stack:data": "a"})], changed) == []
