@@ -40,14 +40,19 @@ def deployed(moto_aws: None, dev_env: EnvConfig, project: Path) -> AwsFactory:
     return factory
 
 
-def test_the_estimates_are_read_beside_what_is_live(deployed: AwsFactory, project: Path) -> None:
-    runtime = commands.Runtime(
+def runtime_of(project: Path, deployed: AwsFactory) -> commands.Runtime:
+    """The commands' runtime for ``project``, its output captured, against moto's ``deployed`` environment."""
+    return commands.Runtime(
         config_path=project / "deploy.toml",
         stdout=io.StringIO(),
         stderr=io.StringIO(),
         clock=FakeClock(),
         aws_factory=lambda _env: deployed,
     )
+
+
+def test_the_estimates_are_read_beside_what_is_live(deployed: AwsFactory, project: Path) -> None:
+    runtime = runtime_of(project, deployed)
     # the service (what is live) and the history's two listings (the newest records) are asked at the same time
     held_across(3, (deployed.client("ecs"), "DescribeServices"), (deployed.client("s3"), "ListObjectsV2"))
     found = commands.analyse(runtime, "dev", since=None, allow_dirty=False, estimates=True)
@@ -79,13 +84,7 @@ def test_a_rollback_older_than_the_newest_runs_still_keeps_deploy_auto_from_brin
     for _ in range(31):
         run = RunReport(Plan("dev", (), "deploy.app"), [StepRecord("build", "docker build", "done", 1.0, "")], 2.0)
         store.write(history.record_of(run, components={"app": bad}, base={}, head=bad))
-    runtime = commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=FakeClock(),
-        aws_factory=lambda _env: deployed,
-    )
+    runtime = runtime_of(project, deployed)
     found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
     assert len(found.records) == 31 and found.records[-1].command == f"rollback stack:data → {good}"
     with pytest.raises(
