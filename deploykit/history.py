@@ -162,6 +162,9 @@ class LiveRecordUnreadable(UsageError):
     """The live record is not one deploykit wrote (edited by hand): nothing reads it as what is live."""
 
 
+# what reading a body that is no record raises (not JSON, or JSON of another shape)
+NOT_A_RECORD = (ValueError, TypeError, AttributeError, KeyError)
+
 LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
 
 
@@ -447,11 +450,7 @@ class History:
             if is_not_there(exc):
                 return None
             raise
-        try:
-            return Record.from_json(json.loads(body))
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            self._pass_over(key, f"{type(exc).__name__}: {exc}")
-            return None
+        return self._parsed(key, body)
 
     def records(self, limit: int = 20) -> list[Record]:
         """The newest ``limit`` records, newest first."""
@@ -556,18 +555,24 @@ class History:
         for key in keys:
             kept = self.cache.get(self.bucket, key, self._etags.get(key))
             if kept is not None:
-                with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):  # fetched again
+                with contextlib.suppress(*NOT_A_RECORD):  # fetched again
                     loaded[key] = Record.from_json(json.loads(kept))
         missing = [key for key in keys if key not in loaded]
         bodies = at_once({key: partial(self._fetch, key) for key in missing}, width=CONNECTIONS)
         for key in missing:
-            try:
-                loaded[key] = Record.from_json(json.loads(bodies[key]))
-            except (ValueError, TypeError, AttributeError, KeyError) as exc:  # not a record: passed over, said once
-                self._pass_over(key, f"{type(exc).__name__}: {exc}")
+            if (record := self._parsed(key, bodies[key])) is not None:
+                loaded[key] = record
         if missing:  # the cache grew: what it kept long ago goes (once a day)
             self.cache.prune(self.bucket)
         return [loaded[key] for key in keys if key in loaded]
+
+    def _parsed(self, key: str, body: bytes) -> Record | None:
+        """The record ``body`` holds; None when it is not one (passed over, said once)."""
+        try:
+            return Record.from_json(json.loads(body))
+        except NOT_A_RECORD as exc:
+            self._pass_over(key, f"{type(exc).__name__}: {exc}")
+            return None
 
     def _pass_over(self, key: str, why: str) -> None:
         if key in self.unreadable:
