@@ -355,7 +355,7 @@ class _LiveBefore:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             self._runtime.stderr.write(f"⚠️  could not read the live record of {self._env.name}: {exc}\n")
             return None
-        except UsageError:  # not one deploykit wrote: the record of the run says so when it is written
+        except history.LiveRecordUnreadable:  # the record of the run says so when it is written
             return None
 
 
@@ -1299,7 +1299,7 @@ def _live_or_said(runtime: Runtime, found: history.History) -> dict[str, dict[st
     runs: it is how the record is looked into)."""
     try:
         return found.live()
-    except UsageError as exc:
+    except history.LiveRecordUnreadable as exc:
         runtime.stderr.write(f"⚠️  {exc}\n")
         return {}
 
