@@ -2014,13 +2014,13 @@ def _stack_previews(
     a: Analysis,
     roles: Sequence[str],
     *,
-    changed: Collection[str] | None = None,
+    changed: Collection[str],
     as_given: bool = False,
 ) -> dict[str, Any]:
     """Synthesize (while what is live is read), then preview each stack of ``roles`` with the inputs a deploy would
     give it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code
-    changes every stack), printed in the stacks' order. ``changed``: the roles the analysis counts changed (None:
-    all of ``roles``); an empty preview of another says there is nothing to change. ``as_given``: each stack keeps
+    changes every stack), printed in the stacks' order. ``changed``: the roles the analysis counts changed; an
+    empty preview of another says there is nothing to change. ``as_given``: each stack keeps
     the parameters it was deployed with (its template alone is previewed): the image and the functions' code, which
     the app chain and the fast path change without the stacks, are compared apart (``--verify``)."""
     from deploykit.stack_chain import Synthesize
@@ -2052,9 +2052,8 @@ def _stack_previews(
     }
     with aws_errors(a.env):
         found = all_of(previews)
-    counted = set(roles) if changed is None else set(changed)
     return {
-        names[role]: _show_preview(runtime, a.env, names[role], *found[names[role]], changed=role in counted)
+        names[role]: _show_preview(runtime, a.env, names[role], *found[names[role]], changed=role in changed)
         for role in roles
     }
 
