@@ -141,6 +141,7 @@ def _chain(
     allow_older: bool = False,
     watch_errors: str | None = None,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
 ) -> None:
     if stages != ("build",) and not dry_run:
         _ensure_sandbox(env)
@@ -154,6 +155,7 @@ def _chain(
         rollback=rollback,
         watch_errors=watch_errors,
         unpromoted=unpromoted,
+        allow_rolled_back=allow_rolled_back,
     )
 
 
@@ -195,7 +197,7 @@ def register_taskdef(
     _chain(("register-taskdef",), env, dry_run, json_, allow_dirty, unpromoted=unpromoted)
 
 
-@task(help=CHAIN_HELP | OLDER_HELP | PROMOTE_HELP)
+@task(help=CHAIN_HELP | OLDER_HELP | PROMOTE_HELP | ROLLED_BACK_HELP)
 @reports_errors
 def roll_service(
     c: Context,
@@ -205,9 +207,19 @@ def roll_service(
     allow_dirty: bool = False,
     allow_older: bool = False,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
 ) -> None:
     """Point the ECS service at the revision that runs this commit's image."""
-    _chain(("roll-service",), env, dry_run, json_, allow_dirty, allow_older=allow_older, unpromoted=unpromoted)
+    _chain(
+        ("roll-service",),
+        env,
+        dry_run,
+        json_,
+        allow_dirty,
+        allow_older=allow_older,
+        unpromoted=unpromoted,
+        allow_rolled_back=allow_rolled_back,
+    )
 
 
 @task(help=CHAIN_HELP)
@@ -228,7 +240,10 @@ def base_image(
     commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
 
 
-@task(name="app", help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP | PROMOTE_HELP)
+@task(
+    name="app",
+    help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP | PROMOTE_HELP | ROLLED_BACK_HELP,
+)
 @reports_errors
 def deploy_app(
     c: Context,
@@ -241,13 +256,14 @@ def deploy_app(
     rollback: bool = True,
     watch_errors: str | None = None,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
 ) -> None:
     """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke (in an
     environment with promote_from: promote-image, a copy of the image that one runs, instead of build → push)."""
     stages: tuple[str, ...] = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
     if smoke:
         stages += ("smoke",)
-    _chain(stages, env, dry_run, json_, allow_dirty, rollback, allow_older, watch_errors, unpromoted)
+    _chain(stages, env, dry_run, json_, allow_dirty, rollback, allow_older, watch_errors, unpromoted, allow_rolled_back)
 
 
 @task(
@@ -261,6 +277,7 @@ def deploy_app(
         **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
         **SMOKE_HELP,
         **PROMOTE_HELP,
+        **ROLLED_BACK_HELP,
     },
 )
 @reports_errors
@@ -276,6 +293,7 @@ def deploy_stack(
     json_: bool = False,
     smoke: bool = True,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
 ) -> None:
     """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
     if not dry_run:
@@ -291,6 +309,7 @@ def deploy_stack(
         dry_run=dry_run,
         as_json=json_,
         unpromoted=unpromoted,
+        allow_rolled_back=allow_rolled_back,
     )
 
 
@@ -305,6 +324,7 @@ def deploy_stack(
         **ROLLBACK_HELP,
         **CANARY_HELP,
         **PROMOTE_HELP,
+        **ROLLED_BACK_HELP,
     },
 )
 @reports_errors
@@ -321,6 +341,7 @@ def deploy_lambda(
     canary: str | None = None,
     bake: str | None = None,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
 ) -> None:
     """One Lambda function without CloudFormation: upload its zip, update the code, publish, move `live`; smoke."""
     if not dry_run:
@@ -337,6 +358,7 @@ def deploy_lambda(
         canary=canary,
         bake=bake,
         unpromoted=unpromoted,
+        allow_rolled_back=allow_rolled_back,
     )
 
 

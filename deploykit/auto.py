@@ -25,7 +25,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision
-from deploykit.history import History, Record, step_name, when_utc
+from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
@@ -33,6 +33,7 @@ from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, Upl
 from deploykit.stacks import StackOutputs, template_fingerprint
 from deploykit.watch import allowed
 
+NEWEST_RUNS = 30  # the runs read to decide: the estimates, and what a rollback took off (older ones when needed)
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
 AGAIN = ": deployed again, as this checkout has it"  # how a note on what runs unverified ends (deploy.auto's answer)
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
@@ -660,6 +661,33 @@ def deciding_runs(
     known = {r.id for r in records}
     ids = {entries[c]["record"] for c in components if c not in deployed and entries.get(c, {}).get("record")}
     return sorted(ids - known, reverse=True)
+
+
+def rolled_back(
+    aws: AwsFactory,
+    env: EnvConfig,
+    config: Config,
+    components: Collection[str],
+    *,
+    uncommitted: bool = False,
+    warn: Callable[[str], object] | None = None,
+) -> dict[str, str]:
+    """:func:`deploying_again` for ``components``, read from ``env``: its newest :data:`NEWEST_RUNS` runs and, older,
+    the runs its live record says left them live (:func:`deciding_runs`, one round trip more, only then). The guard
+    of the commands that deploy what they are told (deploy.full, deploy.app, deploy.lambda, deploy.stack); nothing
+    without a history (a first deploy). A live record that cannot be read is passed over here: the newest runs
+    still guard, and the run says so when it writes its record."""
+    store = History.of(aws, env, warn=warn)
+    if store is None:
+        return {}
+    reads: dict[str, Callable[[], Any]] = {"records": partial(store.records, NEWEST_RUNS), "live": store.live_or_why}
+    read = at_once(reads)
+    records: list[Record] = read["records"]
+    live = {} if isinstance(read["live"], LiveRecordUnreadable) else read["live"]
+    older = deciding_runs(live, records, components)
+    if older:
+        records = [*records, *store.records_by_id(older)]
+    return deploying_again(config, records, components, uncommitted=uncommitted)
 
 
 def deploying_again(

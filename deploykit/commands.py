@@ -316,6 +316,20 @@ def _in_its_account(aws: AwsFactory, env: EnvConfig) -> None:
         aws.account()
 
 
+def _rolled_back(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    aws: AwsFactory,
+    components: Collection[str],
+    revision: git.Revision,
+) -> dict[str, str]:
+    """component → why, for each of ``components`` that deploying ``revision`` would bring back as a person's
+    rollback took it off (auto.rolled_back); for auto.refuse_deploying_again."""
+    warn = _warner(runtime)
+    return auto.rolled_back(aws, env, config, components, uncommitted=bool(revision.dirty), warn=warn)
+
+
 def _refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
     """UsageError when ``component`` is live at a commit ahead of ``revision``'s (see auto.refuse_taking_back)."""
     ahead = changes.live_ahead(config.root, live, revision.sha)
@@ -434,11 +448,13 @@ def app_chain(
     rollback: bool = True,
     watch_errors: str | None = None,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy).
-    Rolling the service onto a commit behind the one it runs is refused unless ``allow_older``; ``watch_errors``
-    replaces how long the environment watches the app's errors after a rollout (deploykit.watch)."""
+    Rolling the service onto a commit behind the one it runs is refused unless ``allow_older``, and onto the app as a
+    person's rollback took it off unless ``allow_rolled_back`` (as deploy.auto does); ``watch_errors`` replaces how
+    long the environment watches the app's errors after a rollout (deploykit.watch)."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     environment = _with_watch(environment, watch_errors)
@@ -450,15 +466,18 @@ def app_chain(
     if set(stages) & {"push", "register-taskdef", "roll-service"}:
         promotion = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
     aws = runtime.aws_factory(environment)
-    reads: dict[str, Callable[[], str]] = {}
+    reads: dict[str, Callable[[], Any]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
         reads["live"] = partial(auto.live_image_tag_or_empty, aws, environment)
+    if "roll-service" in stages and not allow_rolled_back:  # a dry run too, as deploy.auto's: would it be let through
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, ["app"], revision)
     if planner.needs_repository(stages):
         reads["uri"] = partial(registry.repository_uri, aws)
     with aws_errors(environment):
-        read = at_once(reads)  # the image the service runs and the repository: one round trip
+        read = at_once(reads)  # the image the service runs, the history and the repository: one round trip
     if "live" in read:
         _refuse_older(config, environment, "app", read["live"], revision)
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     plan = planner.app_chain_plan(
         config, environment, revision, stages, repository_uri=read.get("uri"), promoted=promotion.image
     )
@@ -548,9 +567,11 @@ def deploy_stack(
     dry_run: bool = False,
     as_json: bool = False,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """One stack through a change set, with its inputs as they are live now; then smoke."""
+    """One stack through a change set, with its inputs as they are live now; then smoke. Refuses, as deploy.auto
+    does, to deploy the stack as a person's rollback took it off, unless ``allow_rolled_back``."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
@@ -558,9 +579,19 @@ def deploy_stack(
     revision = _revision(config, True)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
+    reads: dict[str, Callable[[], Any]] = {}
+    if not allow_rolled_back:  # a dry run too
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, [f"stack:{role}"], revision)
+    if role == "fargate" and not image_tag:
+        reads["tag"] = partial(live_image_tag, aws, environment)
+    if role == "api":
+        reads["keys"] = partial(current_code_keys, aws, config, environment)
     with aws_errors(environment):
-        tag = image_tag or (live_image_tag(aws, environment) if role == "fargate" else "")
-        keys, uploads = current_code_keys(aws, config, environment) if role == "api" else ({}, [])
+        read = at_once(reads)  # the history and the stack's inputs: one round trip
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
+    tag = image_tag or read.get("tag", "")
+    keys, uploads = read.get("keys", ({}, []))
+    with aws_errors(environment):
         outputs = StackOutputs.of(aws)
         missing = [name for other, name in planner.stack_roles(environment).items() if other != role]
         missing = [name for name in missing if outputs(name) is None] if smoke else []
@@ -602,11 +633,13 @@ def deploy_lambda(
     canary: str | None = None,
     bake: str | None = None,
     unpromoted: bool = False,
+    allow_rolled_back: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """The Lambda fast path for one function of lambda/: upload, update code, publish, [canary,] move the alias;
-    smoke. Moving the alias onto a commit behind the one it serves is refused unless ``allow_older``; ``canary``
-    and ``bake`` replace the environment's canary settings (deploykit.canary)."""
+    smoke. Moving the alias onto a commit behind the one it serves is refused unless ``allow_older``, and onto the
+    function as a person's rollback took it off unless ``allow_rolled_back``; ``canary`` and ``bake`` replace the
+    environment's canary settings (deploykit.canary)."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     environment = _with_canary(environment, canary, bake)
@@ -615,12 +648,19 @@ def deploy_lambda(
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
+    component = f"lambda:{name}"
+    reads: dict[str, Callable[[], Any]] = {}
     if not allow_older:
-        with aws_errors(environment):
-            live = lambda_chain.live_git_sha(aws.client("lambda"), function_name)
-        _refuse_older(config, environment, f"lambda:{name}", live, revision)
+        reads["live"] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
+    if not allow_rolled_back:
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, [component], revision)
+    with aws_errors(environment):
+        read = at_once(reads)  # the commit the alias serves and the history: one round trip
+    if "live" in read:
+        _refuse_older(config, environment, component, read["live"], revision)
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
-    promotion = require_promoted(runtime, config, environment, revision, [f"lambda:{name}"], unpromoted=unpromoted)
+    promotion = require_promoted(runtime, config, environment, revision, [component], unpromoted=unpromoted)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
@@ -1024,8 +1064,7 @@ def deploy_full(
     components = changes.components_of(config)
     if not allow_rolled_back:
         with aws_errors(environment):
-            records = _newest_records(aws, environment, runtime)  # none yet on a first deploy (no registry stack)
-        again = auto.deploying_again(config, records, components, uncommitted=bool(revision.dirty))
+            again = _rolled_back(runtime, config, environment, aws, components, revision)
         auto.refuse_deploying_again(again, revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     plan = planner.full_plan(
@@ -1220,12 +1259,12 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
     def one(environment: EnvConfig) -> overview.EnvView:
         try:
             read = overview.read_environment(runtime.aws_factory(environment), environment, runtime.clock)
+            return overview.view(config, head, environment, read)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
             error = translate_error(exc, environment)
             return overview.EnvView(
                 environment.name, environment.region, error=error.message, next_step=error.next_step
             )
-        return overview.view(config, head, environment, read)
 
     found = at_once({name: partial(one, environment) for name, environment in config.environments.items()})
     views = overview.with_promotion(config, [found[name] for name in config.environments])  # deploy.toml's order
@@ -1894,11 +1933,12 @@ def deploy_watch(
 
 
 def _newest_records(aws: AwsFactory, env: EnvConfig, runtime: Runtime | None = None) -> list[history.Record]:
-    """The environment's newest 30 runs, newest first (cached on this machine by ETag); none without a registry
-    stack (the first deploy). A record that cannot be read is passed over, said on ``runtime``'s stderr."""
+    """The environment's newest runs (auto.NEWEST_RUNS), newest first (cached on this machine by ETag); none without
+    a registry stack (the first deploy). A record that cannot be read is passed over, said on ``runtime``'s
+    stderr."""
     # its outputs come from memory when the caller read the stacks already
     found = history.History.of(aws, env, warn=_warner(runtime))
-    return found.records(30) if found else []
+    return found.records(auto.NEWEST_RUNS) if found else []
 
 
 def diff(

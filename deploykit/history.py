@@ -362,7 +362,7 @@ class History:
             put()
             return key
         if live is None:
-            reads: dict[str, Callable[[], Any]] = {"record": put, "live": self._live_or_why}
+            reads: dict[str, Callable[[], Any]] = {"record": put, "live": self.live_or_why}
             read = at_once(reads)["live"]  # the record written while the live one is read
             if isinstance(read, LiveRecordUnreadable):
                 raise read  # the record is written; the live record is left as it is, for a person to look into
@@ -419,7 +419,8 @@ class History:
             raise self._bad_live_record(f'its entry {bad!r} is {json.dumps(data[bad])[:60]}, not {{"sha": ...}}')
         return {str(k): {str(a): str(b) for a, b in v.items()} for k, v in data.items()}
 
-    def _live_or_why(self) -> dict[str, dict[str, str]] | LiveRecordUnreadable:
+    def live_or_why(self) -> dict[str, dict[str, str]] | LiveRecordUnreadable:
+        """:meth:`live`, or why it cannot be read (for a caller that can go on without it)."""
         try:
             return self.live()
         except LiveRecordUnreadable as exc:

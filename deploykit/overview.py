@@ -12,7 +12,7 @@ reason and the others are still read.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from tabulate import tabulate
 
 from deploykit import changes, git
-from deploykit.auto import deploying_again
+from deploykit.auto import NEWEST_RUNS, deciding_runs, deploying_again
 from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
 from deploykit.config import Config, EnvConfig
@@ -136,6 +136,9 @@ class Read:
     live: dict[str, dict[str, str]]
     records: list[Record]
     lock: LockInfo | None
+    # reads the runs of these ids (History.records_by_id): the older runs that left a changed component live, for
+    # the rollback guard (auto.deciding_runs); None: none are read
+    older: Callable[[Sequence[str]], list[Record]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def newest(self) -> Record | None:
@@ -143,7 +146,7 @@ class Read:
 
 
 # the newest runs read, as deploy.auto reads them: a component a rollback took off, which it refuses, shows
-RECORDS = 30
+RECORDS = NEWEST_RUNS
 
 
 def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | None:
@@ -158,13 +161,15 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
         "lock": env_lock.read,
     }
     found = at_once(reads)
-    return Read(found["live"], found["records"], found["lock"].info if found["lock"] else None)
+    lock = found["lock"].info if found["lock"] else None
+    return Read(found["live"], found["records"], lock, older=store.records_by_id)
 
 
 def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
     """An environment's view from what was read (None: it has no history yet): each component's position against
     ``head`` and what changed for it since (the rules of deploy.toml's [changes], as ``inv diff`` finds them), and
-    this checkout's components it never had."""
+    this checkout's components it never had. Reads the older runs a changed component's rollback guard needs
+    (:attr:`Read.older`)."""
     if read is None:
         return EnvView(env.name, env.region, has_history=False)
     shas = {component: str(value.get("sha") or "") for component, value in read.live.items()}
@@ -176,7 +181,12 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
         for component, sha in shas.items()
     ]
     live += [Live(component, "", "", Position(known=False), counted.get(component)) for component in missing]
-    again = deploying_again(config, read.records, [x.component for x in live if x.changed])
+    changed = [x.component for x in live if x.changed]
+    records = read.records
+    older = deciding_runs(read.live, records, changed)
+    if older and read.older:  # a rollback however long ago, as deploy.auto finds it: one round trip, only then
+        records = [*records, *read.older(older)]
+    again = deploying_again(config, records, changed)
     live = [replace(x, rolled_back=again.get(x.component, "")) for x in live]
     live.sort(key=lambda x: _order(x.component))
     return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock)

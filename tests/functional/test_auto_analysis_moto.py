@@ -4,6 +4,7 @@ estimates), in one round trip."""
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 
 import boto3
@@ -87,7 +88,14 @@ def test_a_rollback_older_than_the_newest_runs_still_keeps_deploy_auto_from_brin
     runtime = runtime_of(project, deployed)
     found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
     assert len(found.records) == 31 and found.records[-1].command == f"rollback stack:data → {good}"
-    with pytest.raises(
-        UsageError, match=rf"would bring back what a rollback took dev off: stack:data as it was at {bad}"
-    ):
+    refused = rf"would bring back what a rollback took dev off: stack:data as it was at {bad}"
+    with pytest.raises(UsageError, match=refused):
         commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
+    # the commands that deploy what they are told read it too, and so does inv envs' ⛔
+    for told in (partial(commands.deploy_stack, "data"), commands.deploy_full):
+        with pytest.raises(UsageError, match=refused) as no:
+            told(env="dev", dry_run=True, runtime=runtime)
+        assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
+    view = next(v for v in commands.envs(runtime=runtime) if v.env == "dev")
+    data_stack = next(x for x in view.live if x.component == "stack:data")
+    assert data_stack.rolled_back.startswith(f"stack:data as it was at {bad} (taken off by rollback stack:data → ")

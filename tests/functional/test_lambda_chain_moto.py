@@ -28,7 +28,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context
+from deploykit.plan import Context, Plan, RunReport
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
 from deploykit.testing import fake_factory
 from tests.conftest import REPO, git
@@ -425,6 +425,35 @@ def test_a_checkout_behind_what_the_alias_serves_is_refused_unless_allow_older(
     assert alias_version(factory, "health_handler") != "2"
 
 
+def test_a_function_a_rollback_took_off_is_refused_unless_allow_rolled_back(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """A person rolled health_handler back from HEAD's commit (its version 2 to 1): deploying HEAD would bring that
+    release back, which deploy.auto refuses: refused too, the alias left as the rollback put it."""
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    before = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    handler.write_text(handler.read_text() + "\nFEATURE = 2\n")
+    git(with_lambdas, "commit", "-qam", "feature 2")
+    head = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    factory.client("lambda").update_alias(FunctionName=FUNCTIONS["health_handler"], Name="live", FunctionVersion="1")
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    undo = RunReport(Plan("dev", (), f"rollback lambda:health_handler → {before}"), [], 1.0)
+    component = "lambda:health_handler"
+    store.write(history.record_of(undo, components={component: before}, base={component: head}, head=before))
+
+    with pytest.raises(UsageError, match=rf"HEAD \({head}\) would bring back what a rollback took dev off") as no:
+        commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
+    assert alias_version(factory, "health_handler") == "1"  # nothing changed
+    again = commands.deploy_lambda(
+        "health_handler", env="dev", smoke=False, allow_rolled_back=True, runtime=runtime(with_lambdas, factory)
+    )
+    assert again is not None and statuses(again)["move-alias"] == "done"
+    assert alias_version(factory, "health_handler") == "2"
+
+
 def test_live_code_keys_and_git_sha_read_both_cloudformation_and_fast_path_descriptions(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:
@@ -549,7 +578,7 @@ def test_the_task_is_listed_with_its_options(project: Path) -> None:
     listed = inv(project, "--list")
     assert listed.returncode == 0 and "  deploy.lambda " in listed.stdout
     helped = inv(project, "-h", "deploy.lambda")
-    for option in ("--env", "--dry-run", "--json", "--allow-dirty", "--[no-]smoke"):
+    for option in ("--env", "--dry-run", "--json", "--allow-dirty", "--[no-]smoke", "--allow-rolled-back"):
         assert option in helped.stdout, option
     refused = inv(project, "deploy.lambda", "nope", "--dry-run")
     assert refused.returncode == 2 and "unknown Lambda function 'nope'" in refused.stderr

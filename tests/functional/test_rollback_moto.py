@@ -439,3 +439,30 @@ def test_deploy_full_refuses_to_bring_back_what_a_rollback_took_off(
     out = io.StringIO()
     commands.deploy_full(env="dev", dry_run=True, allow_rolled_back=True, runtime=runtime(project, factory, stderr=out))
     assert "Plan for deploy.full → dev (dry run: nothing is changed)" in out.getvalue()
+
+
+def test_deploy_app_and_roll_service_refuse_to_bring_back_what_a_rollback_took_off(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """A person rolled dev's app back from this checkout's commit: deploy.app (and roll-service) of it would roll the
+    release out again, which deploy.auto refuses: refused too, before anything is built or changed; allowed with
+    --allow-rolled-back. A stage that rolls nothing out (build, push) is not guarded."""
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    run = RunReport(Plan("dev", (), f"rollback app → {B}"), [], 1.0)
+    now = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    deployed.write(history.record_of(run, components={"app": B}, base={"app": head}, head=B, who="ana", now=now))
+    chain = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
+    before = service_image(factory)
+    for stages in (chain, ("roll-service",)):
+        with pytest.raises(UsageError, match=rf"HEAD \({head}\) would bring back what a rollback took dev off") as no:
+            commands.app_chain(stages, env="dev", runtime=runtime(project, factory))
+        assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
+    assert service_image(factory) == before
+    out = io.StringIO()
+    commands.app_chain(
+        chain, env="dev", dry_run=True, allow_rolled_back=True, runtime=runtime(project, factory, stderr=out)
+    )
+    assert "→ roll-service → wait-healthy → dev (dry run: nothing is changed)" in out.getvalue()
+    out = io.StringIO()
+    commands.app_chain(("build", "push"), env="dev", dry_run=True, runtime=runtime(project, factory, stderr=out))
+    assert "Plan for build → push → dev (dry run: nothing is changed)" in out.getvalue()
