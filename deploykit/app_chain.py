@@ -7,15 +7,17 @@ depends on state another left behind. A step whose result already exists is skip
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import docker.errors
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import base_image, ecs, images, oci, registry
+from deploykit.aws import at_once
 from deploykit.config import PLATFORMS, BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
@@ -276,24 +278,26 @@ class PromoteImage(Step):
         )
 
 
-def ensure_image_in_registry(ctx: Context, repository: str, tag: str) -> None:
-    """A UsageError (exit 2) when ``repository:tag`` is not in the registry: nothing would run it."""
+def in_registry(ctx: Context, repository: str, tag: str) -> bool:
+    """Whether ``repository:tag`` is in the environment's registry."""
     env = ctx.env
     if env.registry:
-        found = images.remote_digest(ctx.docker, f"{repository}:{tag}", registry.push_auth(ctx.aws)) is not None
-    else:
-        try:
-            ctx.aws.client("ecr").describe_images(repositoryName=env.repository, imageIds=[{"imageTag": tag}])
-            found = True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ImageNotFoundException":
-                raise
-            found = False
-    if not found:
-        raise UsageError(
-            f"image {repository}:{tag} is not in the registry of environment {env.name!r}",
-            next_step="build and push it first: inv build push",
-        )
+        return images.remote_digest(ctx.docker, f"{repository}:{tag}", registry.push_auth(ctx.aws)) is not None
+    try:
+        ctx.aws.client("ecr").describe_images(repositoryName=env.repository, imageIds=[{"imageTag": tag}])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ImageNotFoundException":
+            raise
+        return False
+    return True
+
+
+def not_in_registry(env_name: str, repository: str, tag: str) -> UsageError:
+    """The error (exit 2) for an image the registry lacks: nothing would run it."""
+    return UsageError(
+        f"image {repository}:{tag} is not in the registry of environment {env_name!r}",
+        next_step="build and push it first: inv build push",
+    )
 
 
 def app_left(records: Iterable[StepRecord]) -> dict[str, dict[str, str]]:
@@ -330,10 +334,18 @@ class RegisterTaskDef(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
-        service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
+        service = ecs.Services.of(ctx.aws).read(self.cluster, self.service, ctx.env)  # roll-service starts from it
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn = service["taskDefinition"]
-        runs = ecs.cpu_architecture(taskdefs.get(current_arn))
+        # the revision it runs (described once per command), the newest of its family and whether the registry has
+        # the image (needed only to register, asked meanwhile): one round trip
+        reads: dict[str, Callable[[], Any]] = {
+            "current": partial(taskdefs.get, current_arn),
+            "latest": partial(taskdefs.latest, ecs.family_of(current_arn)),
+            "pushed": partial(in_registry, ctx, self.repository, self.tag),
+        }
+        read = at_once(reads)
+        runs = ecs.cpu_architecture(read["current"])
         if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
             raise UsageError(
                 f"the task definition of {self.service} ({_rev(current_arn)}) runs on {runs}, but the image is "
@@ -345,7 +357,7 @@ class RegisterTaskDef(Step):
             taskdefs.get(current_arn), taskdefs.tags(current_arn), self.container, self.image, self.git_sha
         )
         candidates = [current_arn]
-        latest = taskdefs.latest(wanted["family"])
+        latest = read["latest"]
         if latest and latest not in candidates:
             candidates.append(latest)
         for arn in candidates:
@@ -353,9 +365,13 @@ class RegisterTaskDef(Step):
                 taskdefs.get(arn), [], self.container, taskdefs.image(arn, self.container), ""
             )
             if ecs.same_registration(existing, wanted):
+                if arn == latest:
+                    taskdefs.chosen(arn, self.container, self.image)
                 return Outcome.skipped(f"{_rev(arn)} already runs {self.tag}", task_definition=arn)
-        ensure_image_in_registry(ctx, self.repository, self.tag)
+        if not read["pushed"]:
+            raise not_in_registry(ctx.env.name, self.repository, self.tag)
         arn = taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]
+        taskdefs.chosen(arn, self.container, self.image)  # roll-service points the service at it
         return Outcome.done(f"registered {_rev(arn)} (from {_rev(current_arn)})", task_definition=arn)
 
 
@@ -380,7 +396,7 @@ class RollService(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
-        service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
+        service = ecs.Services.of(ctx.aws).take(self.cluster, self.service, ctx.env)  # as register-taskdef read it
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:

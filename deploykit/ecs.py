@@ -7,6 +7,7 @@ Nothing here makes a client: each function takes the boto3 clients it needs (mad
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,6 +91,7 @@ class TaskDefinitions:
     def __init__(self, ecs: Any) -> None:
         self.ecs = ecs
         self._cache: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {}
+        self._chosen: dict[tuple[str, str, str], str] = {}  # (family, container, image) → the revision for it
 
     @classmethod
     def of(cls, aws: AwsFactory) -> TaskDefinitions:
@@ -117,18 +119,25 @@ class TaskDefinitions:
     def image(self, arn: str, container: str) -> str:
         return container_image(self.get(arn), container)
 
+    def chosen(self, arn: str, container: str, image: str) -> None:
+        """register-taskdef registered ``arn`` for ``container`` = ``image`` (or found it newest among those
+        running it): the revision the next :meth:`latest_with_image` gives (once), without listing them again."""
+        self._chosen[(family_of(arn), container, image)] = arn
+
     def latest_with_image(self, family: str, container: str, image: str, limit: int = 20) -> str | None:
-        """The newest ACTIVE revision of ``family`` whose ``container`` runs ``image``."""
+        """The newest ACTIVE revision of ``family`` whose ``container`` runs ``image``: the one register-taskdef
+        just registered or found (:meth:`chosen`), else listed."""
+        kept = self._chosen.pop((family, container, image), None)
+        if kept is not None:
+            return kept
         for arn in self._newest_first(family)[:limit]:
-            if self.get(arn).get("family") == family and self.image(arn, container) == image:
+            if family_of(arn) == family and self.image(arn, container) == image:
                 return arn
         return None
 
     def latest(self, family: str) -> str | None:
-        for arn in self._newest_first(family):
-            if self.get(arn).get("family") == family:
-                return arn
-        return None
+        """The newest ACTIVE revision of ``family`` (listed; not described)."""
+        return next((arn for arn in self._newest_first(family) if family_of(arn) == family), None)
 
     def _newest_first(self, family: str) -> list[str]:
         """ACTIVE revisions of ``family``, newest first (sorted here too: not every ECS sorts)."""
@@ -139,6 +148,44 @@ class TaskDefinitions:
 
 def _task_definitions(aws: AwsFactory) -> TaskDefinitions:
     return TaskDefinitions(aws.client("ecs"))
+
+
+def family_of(arn: str) -> str:
+    """The family a task definition's ARN (or ``family:revision``) names: no call."""
+    return arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+
+
+class Services:
+    """The service as this command last read it, for the step after to start from without reading it again:
+    register-taskdef reads it, and roll-service, which comes next and finds it as it was (registering a revision
+    does not change the service; the run holds the environment's lock), takes it. Taken once: any later read is
+    made anew. One per command (:meth:`of`); safe from any thread."""
+
+    def __init__(self, ecs: Any) -> None:
+        self.ecs = ecs
+        self._kept: dict[tuple[str, str], dict[str, Any]] = {}
+        self._guard = threading.Lock()
+
+    @classmethod
+    def of(cls, aws: AwsFactory) -> Services:
+        return aws.shared(_services)
+
+    def read(self, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:
+        """:func:`describe_service`, kept for the next :meth:`take`."""
+        found = describe_service(self.ecs, cluster, service, env)
+        with self._guard:
+            self._kept[(cluster, service)] = found
+        return found
+
+    def take(self, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:
+        """The service as :meth:`read` kept it (once), else described now."""
+        with self._guard:
+            kept = self._kept.pop((cluster, service), None)
+        return kept if kept is not None else describe_service(self.ecs, cluster, service, env)
+
+
+def _services(aws: AwsFactory) -> Services:
+    return Services(aws.client("ecs"))
 
 
 def _revision_number(arn: str) -> int:

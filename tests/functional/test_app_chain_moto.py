@@ -87,6 +87,33 @@ def test_register_then_roll_describe_each_task_definition_once(project: Path, fa
     assert described == [revisions(factory)[0]]
 
 
+def test_register_then_roll_read_the_service_and_list_the_revisions_once(project: Path, factory: AwsFactory) -> None:
+    """register-taskdef reads the service, then lists its family's revisions while it asks the registry for the
+    image (one round trip); roll-service starts from the service as register-taskdef read it and points it at the
+    revision it registered: four round trips for both, where they took seven. Alone, roll-service reads both."""
+    create_service(factory)
+    put_image(factory, current_revision(project).tag)
+    ecs = factory.client("ecs")
+    services = asked(ecs, "DescribeServices", "services")
+    listed = asked(ecs, "ListTaskDefinitions", "familyPrefix")
+    held_across(2, (ecs, "ListTaskDefinitions"), (factory.client("ecr"), "DescribeImages"))
+    chain = ["register-taskdef", "roll-service"]
+    report = commands.app_chain(chain, env="dev", allow_older=True, runtime=runtime(project, factory))
+    assert report is not None and [r.status for r in report.records] == ["done", "done"]
+    assert (len(services), len(listed)) == (1, 1)
+    service = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
+    assert service["taskDefinition"] == revisions(factory)[-1]
+
+    ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", taskDefinition=revisions(factory)[0])
+    services.clear()
+    listed.clear()
+    alone = commands.app_chain(["roll-service"], env="dev", allow_older=True, runtime=runtime(project, factory))
+    assert alone is not None and alone.records[0].status == "done"
+    assert (len(services), len(listed)) == (1, 1)
+    service = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
+    assert service["taskDefinition"] == revisions(factory)[-1]
+
+
 def test_register_taskdef_refuses_an_image_that_is_not_pushed(project: Path, factory: AwsFactory) -> None:
     create_service(factory)
     with pytest.raises(UsageError, match="is not in the registry") as err:
