@@ -469,12 +469,14 @@ def app_chain(
     reads: dict[str, Callable[[], Any]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
         reads["live"] = partial(auto.live_image_tag_or_empty, aws, environment)
-    if "roll-service" in stages and not allow_rolled_back:  # a dry run too, as deploy.auto's: would it be let through
+    if "roll-service" in stages and not (allow_rolled_back or dry_run):
         reads["again"] = partial(_rolled_back, runtime, config, environment, aws, ["app"], revision)
     if planner.needs_repository(stages):
         reads["uri"] = partial(registry.repository_uri, aws)
+    if not dry_run and "push" in stages:
+        reads["auth"] = partial(registry.push_auth, aws)  # kept for the push (or the copy), asked now
     with aws_errors(environment):
-        read = at_once(reads)  # the image the service runs, the history and the repository: one round trip
+        read = at_once(reads)  # the image the service runs, the history, the repository and its token: one round trip
     if "live" in read:
         _refuse_older(config, environment, "app", read["live"], revision)
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
@@ -1819,6 +1821,8 @@ def deploy_auto(
             reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
         if "app" in changed:
             reads["repository_uri"] = partial(registry.repository_uri, a.aws)
+        if "app" in changed and not dry_run:
+            reads["push_auth"] = partial(registry.push_auth, a.aws)  # kept for the push (or the copy), asked now
         read = at_once(reads)
         inputs = auto.Inputs(
             image_tag=a.live.get("app") or "",

@@ -351,6 +351,8 @@ class UpdateFunctionCode(Step):
     timeout: float
     poll: float
     compiled_for: str = ""  # the architecture the zip's vendored compiled code runs on; "": any
+    # the alias the chain moves after publishing: read with $LATEST, kept for move-alias (or the canary), "": not read
+    alias: str = ""
 
     def describe(self) -> str:
         return (
@@ -366,6 +368,8 @@ class UpdateFunctionCode(Step):
             "current": partial(_configuration, client, self.function_name, self.function),
             "versions": partial(versions.listed, self.function_name),  # for publish-version, in the same round trip
         }
+        if self.alias:  # for move-alias (or the canary), in the same round trip
+            reads["alias"] = partial(Aliases.of(ctx.aws).read, self.function_name, self.alias)
         current = at_once(reads)["current"]
         runs_on = current.get("Architectures") or ["x86_64"]
         if self.compiled_for and runs_on != [self.compiled_for]:
@@ -510,14 +514,47 @@ def read_version_and_alias(
     aws: AwsFactory, function: str, function_name: str, alias: str, code_sha256: str, key: str
 ) -> tuple[str, dict[str, Any]]:
     """The version publish-version left for this code (:func:`published_version`) and the alias as it is
-    (:func:`get_alias`), read at once: one round trip, not two (none for the version when this command's
-    publish-version left it in :class:`Versions`)."""
+    (:func:`get_alias`), read at once: one round trip, not two; none when this command's publish-version left the
+    version in :class:`Versions` and its update-code the alias in :class:`Aliases`."""
     reads: dict[str, Callable[[], Any]] = {
         "version": partial(published_version, aws, function, function_name, code_sha256, key),
-        "alias": partial(get_alias, aws.client("lambda"), function_name, alias),
+        "alias": partial(Aliases.of(aws).take, function_name, alias),
     }
     found = at_once(reads)
     return str(found["version"]), dict(found["alias"])
+
+
+class Aliases:
+    """An alias as this command's update-code read it, for the step that moves it next (move-alias, or the canary
+    before it) to start from without reading it again: nothing changes the alias between the two (the run holds
+    the environment's lock; updating and publishing do not touch it), and its RevisionId still guards the move.
+    Taken once: the step after the canary, which changed it, reads it anew. One per command (:meth:`of`)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._kept: dict[tuple[str, str], dict[str, Any]] = {}
+        self._guard = threading.Lock()
+
+    @classmethod
+    def of(cls, aws: AwsFactory) -> Aliases:
+        return aws.shared(_aliases_of)
+
+    def read(self, function_name: str, alias: str) -> dict[str, Any]:
+        """:func:`get_alias`, kept for the next :meth:`take`."""
+        found = get_alias(self.client, function_name, alias)
+        with self._guard:
+            self._kept[(function_name, alias)] = found
+        return found
+
+    def take(self, function_name: str, alias: str) -> dict[str, Any]:
+        """The alias as :meth:`read` kept it (once), else read now."""
+        with self._guard:
+            kept = self._kept.pop((function_name, alias), None)
+        return kept if kept is not None else get_alias(self.client, function_name, alias)
+
+
+def _aliases_of(aws: AwsFactory) -> Aliases:
+    return Aliases(aws.client("lambda"))
 
 
 def published_version(aws: AwsFactory, function: str, function_name: str, code_sha256: str, key: str) -> str:
@@ -646,6 +683,7 @@ def lambda_plan(
             env.wait_timeout,
             env.poll_seconds,
             package.compiled_for,
+            ALIAS,
         ),
         PublishVersion(function, function_name, env.stacks.registry, package.key, package.code_sha256, revision.tag),
     ]

@@ -43,6 +43,20 @@ def test_repository_uri_and_push_credentials_come_from_ecr(factory: AwsFactory) 
     assert base64.b64decode(token).decode() == f"AWS:{auth['password']}"
 
 
+def test_the_registry_token_is_asked_once_per_command_beside_the_repository(project: Path, factory: AwsFactory) -> None:
+    """A command that pushes asks for ECR's token while it reads the repository's URI, before the build: the push
+    finds it there instead of asking after the build (a round trip less between build and push)."""
+    create_service(factory)
+    ecr = factory.client("ecr")
+    tokens: list[str] = []
+    ecr.meta.events.register("before-call.ecr.GetAuthorizationToken", lambda **_: tokens.append("asked"))
+    held_across(2, (ecr, "DescribeRepositories"), (ecr, "GetAuthorizationToken"))
+    with pytest.raises(AssertionError, match="must not touch Docker"):  # the push itself is not made here
+        commands.app_chain(["push"], env="dev", runtime=runtime(project, factory))
+    assert tokens == ["asked"]
+    assert registry.push_auth(factory) == registry.push_auth(factory) and tokens == ["asked"]  # the command's own
+
+
 def test_missing_repository_is_bad_input(factory: AwsFactory) -> None:
     with pytest.raises(UsageError, match="ECR repository 'car-rental-backend' does not exist") as err:
         registry.repository_uri(factory)

@@ -14,6 +14,7 @@ import io
 import json
 import shutil
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -269,6 +270,34 @@ def test_the_chain_lists_the_versions_once_while_it_reads_latest(
     assert known == {"$LATEST": new.code_sha256, "1": environment_code(factory, "1"), "2": new.code_sha256}
     assert listed == [name]  # known: no listing made for it
     assert alias_version(factory, "health_handler") == "2"
+
+
+def test_update_code_reads_the_alias_move_alias_moves_and_a_canary_takes_it_once(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """A deploy reads the alias in the round trip that reads $LATEST: move-alias then moves it at once (its RevisionId
+    still guards the move), one round trip less after the publish. A step that changed the alias meanwhile (the
+    canary takes the kept alias, then moves it) leaves move-alias to read it anew."""
+    lam = factory.client("lambda")
+    aliases = asked(lam, "GetAlias", "Name")
+    held_across(3, (lam, "ListVersionsByFunction"), (lam, "GetFunctionConfiguration"), (lam, "GetAlias"))
+    deploy = partial(commands.deploy_lambda, "health_handler", env="dev", smoke=False, allow_older=True)
+    report = deploy(runtime=runtime(with_lambdas, factory))  # (no read of what the alias serves before the plan)
+    assert report is not None and statuses(report)["move-alias"] == "done"
+    assert aliases == ["live"] and alias_version(factory, "health_handler") == "2"
+
+    new = package(with_lambdas)  # the next command's update-code kept the alias; a canary took it and moved it
+    factory.client("s3").put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes)
+    kept = lambda_chain.Aliases.of(factory)
+    name = FUNCTIONS["health_handler"]
+    kept.read(name, "live")
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion="1")  # as a canary's UpdateAlias would
+    assert kept.take(name, "live")["FunctionVersion"] == "2"  # the canary's start: as update-code read it
+    aliases.clear()
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    moved = lambda_chain.MoveAlias("health_handler", name, "live", new.key, new.code_sha256).run(ctx)
+    assert aliases == ["live"] and moved.detail == "health_handler: live → version 2 (was 1)"
 
 
 def environment_code(factory: AwsFactory, version: str) -> str:

@@ -91,6 +91,7 @@ def test_the_plan_is_upload_update_publish_alias_smoke_with_every_input_written(
         package.code_sha256,
         env.wait_timeout,
         env.poll_seconds,
+        alias="live",  # read with $LATEST, for move-alias
     )
     assert publish == lambda_chain.PublishVersion(
         "health_handler", "fn-health", "CarRentalRegistryStack", package.key, package.code_sha256, revision.short
