@@ -334,7 +334,7 @@ class RegisterTaskDef(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
-        service = ecs.Services.of(ctx.aws).read(self.cluster, self.service, ctx.env)  # roll-service starts from it
+        service = ecs.services(ctx.aws).read((self.cluster, self.service))  # roll-service starts from it
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn = service["taskDefinition"]
         # the revision it runs (described once per command), the newest of its family and whether the registry has
@@ -396,7 +396,7 @@ class RollService(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
-        service = ecs.Services.of(ctx.aws).take(self.cluster, self.service, ctx.env)  # as register-taskdef read it
+        service = ecs.services(ctx.aws).take((self.cluster, self.service))  # as register-taskdef read it
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:

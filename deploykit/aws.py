@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -72,6 +72,32 @@ def at_once(reads: Mapping[K, Callable[[], T]], *, width: int = READERS) -> dict
         return {key: future.result() for key, future in futures.items()}
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+class HandedOn(Generic[K, T]):
+    """A read one step of a command makes for the step after it, which would otherwise make it again: kept when
+    read, taken once (a later take reads anew). For what nothing changes between the two steps while the run holds
+    the environment's lock (the service between register-taskdef and roll-service, a Lambda alias between
+    update-code and move-alias). One per command: ``aws.shared(...)`` it. Safe from any thread."""
+
+    def __init__(self, read: Callable[[K], T]) -> None:
+        self._read = read
+        self._kept: dict[K, T] = {}
+        self._guard = threading.Lock()
+
+    def read(self, key: K) -> T:
+        """Read ``key`` now, and keep it for the next :meth:`take`."""
+        found = self._read(key)
+        with self._guard:
+            self._kept[key] = found
+        return found
+
+    def take(self, key: K) -> T:
+        """``key`` as :meth:`read` kept it (once), else read now."""
+        with self._guard:
+            if key in self._kept:
+                return self._kept.pop(key)
+        return self._read(key)
 
 
 def all_of(calls: Mapping[K, Callable[[], T]]) -> dict[K, T]:

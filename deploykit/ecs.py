@@ -7,7 +7,6 @@ Nothing here makes a client: each function takes the boto3 clients it needs (mad
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit.aws import AwsFactory, at_once, is_throttling
+from deploykit.aws import AwsFactory, HandedOn, at_once, is_throttling
 from deploykit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -155,37 +154,16 @@ def family_of(arn: str) -> str:
     return arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
 
 
-class Services:
-    """The service as this command last read it, for the step after to start from without reading it again:
-    register-taskdef reads it, and roll-service, which comes next and finds it as it was (registering a revision
-    does not change the service; the run holds the environment's lock), takes it. Taken once: any later read is
-    made anew. One per command (:meth:`of`); safe from any thread."""
-
-    def __init__(self, ecs: Any) -> None:
-        self.ecs = ecs
-        self._kept: dict[tuple[str, str], dict[str, Any]] = {}
-        self._guard = threading.Lock()
-
-    @classmethod
-    def of(cls, aws: AwsFactory) -> Services:
-        return aws.shared(_services)
-
-    def read(self, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:
-        """:func:`describe_service`, kept for the next :meth:`take`."""
-        found = describe_service(self.ecs, cluster, service, env)
-        with self._guard:
-            self._kept[(cluster, service)] = found
-        return found
-
-    def take(self, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:
-        """The service as :meth:`read` kept it (once), else described now."""
-        with self._guard:
-            kept = self._kept.pop((cluster, service), None)
-        return kept if kept is not None else describe_service(self.ecs, cluster, service, env)
+def services(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
+    """The command's reads of a service by (cluster, service) (:func:`describe_service`): register-taskdef reads it,
+    and roll-service, which comes next and finds it as it was (registering a revision does not change the service),
+    takes it instead of describing it again."""
+    return aws.shared(_services)
 
 
-def _services(aws: AwsFactory) -> Services:
-    return Services(aws.client("ecs"))
+def _services(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
+    client = aws.client("ecs")
+    return HandedOn(lambda key: describe_service(client, key[0], key[1], aws.env))
 
 
 def _revision_number(arn: str) -> int:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from deploykit import git, packaging
-from deploykit.aws import at_once
+from deploykit.aws import HandedOn, at_once
 from deploykit.clock import backoff
 from deploykit.endpoints import function_outputs, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
@@ -369,7 +369,7 @@ class UpdateFunctionCode(Step):
             "versions": partial(versions.listed, self.function_name),  # for publish-version, in the same round trip
         }
         if self.alias:  # for move-alias (or the canary), in the same round trip
-            reads["alias"] = partial(Aliases.of(ctx.aws).read, self.function_name, self.alias)
+            reads["alias"] = partial(aliases(ctx.aws).read, (self.function_name, self.alias))
         current = at_once(reads)["current"]
         runs_on = current.get("Architectures") or ["x86_64"]
         if self.compiled_for and runs_on != [self.compiled_for]:
@@ -515,46 +515,26 @@ def read_version_and_alias(
 ) -> tuple[str, dict[str, Any]]:
     """The version publish-version left for this code (:func:`published_version`) and the alias as it is
     (:func:`get_alias`), read at once: one round trip, not two; none when this command's publish-version left the
-    version in :class:`Versions` and its update-code the alias in :class:`Aliases`."""
+    version in :class:`Versions` and its update-code the alias (:func:`aliases`)."""
     reads: dict[str, Callable[[], Any]] = {
         "version": partial(published_version, aws, function, function_name, code_sha256, key),
-        "alias": partial(Aliases.of(aws).take, function_name, alias),
+        "alias": partial(aliases(aws).take, (function_name, alias)),
     }
     found = at_once(reads)
     return str(found["version"]), dict(found["alias"])
 
 
-class Aliases:
-    """An alias as this command's update-code read it, for the step that moves it next (move-alias, or the canary
-    before it) to start from without reading it again: nothing changes the alias between the two (the run holds
-    the environment's lock; updating and publishing do not touch it), and its RevisionId still guards the move.
-    Taken once: the step after the canary, which changed it, reads it anew. One per command (:meth:`of`)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._kept: dict[tuple[str, str], dict[str, Any]] = {}
-        self._guard = threading.Lock()
-
-    @classmethod
-    def of(cls, aws: AwsFactory) -> Aliases:
-        return aws.shared(_aliases_of)
-
-    def read(self, function_name: str, alias: str) -> dict[str, Any]:
-        """:func:`get_alias`, kept for the next :meth:`take`."""
-        found = get_alias(self.client, function_name, alias)
-        with self._guard:
-            self._kept[(function_name, alias)] = found
-        return found
-
-    def take(self, function_name: str, alias: str) -> dict[str, Any]:
-        """The alias as :meth:`read` kept it (once), else read now."""
-        with self._guard:
-            kept = self._kept.pop((function_name, alias), None)
-        return kept if kept is not None else get_alias(self.client, function_name, alias)
+def aliases(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
+    """The command's reads of an alias by (function name, alias) (:func:`get_alias`): update-code reads it with
+    ``$LATEST``, and the step that moves it next (move-alias, or the canary before it) takes it instead of reading it
+    again: nothing changes the alias in between (updating and publishing do not touch it), and its RevisionId still
+    guards the move. The step after a canary, which moved it, reads it anew."""
+    return aws.shared(_aliases)
 
 
-def _aliases_of(aws: AwsFactory) -> Aliases:
-    return Aliases(aws.client("lambda"))
+def _aliases(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
+    client = aws.client("lambda")
+    return HandedOn(lambda key: get_alias(client, key[0], key[1]))
 
 
 def published_version(aws: AwsFactory, function: str, function_name: str, code_sha256: str, key: str) -> str:

@@ -288,11 +288,11 @@ def test_update_code_reads_the_alias_move_alias_moves_and_a_canary_takes_it_once
 
     new = package(with_lambdas)  # the next command's update-code kept the alias; a canary took it and moved it
     factory.client("s3").put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes)
-    kept = lambda_chain.Aliases.of(factory)
+    kept = lambda_chain.aliases(factory)
     name = FUNCTIONS["health_handler"]
-    kept.read(name, "live")
+    kept.read((name, "live"))
     lam.update_alias(FunctionName=name, Name="live", FunctionVersion="1")  # as a canary's UpdateAlias would
-    assert kept.take(name, "live")["FunctionVersion"] == "2"  # the canary's start: as update-code read it
+    assert kept.take((name, "live"))["FunctionVersion"] == "2"  # the canary's start: as update-code read it
     aliases.clear()
     clock = FakeClock()
     ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())

@@ -1,4 +1,4 @@
-"""deploykit.aws: independent reads at once, and one client per service from any thread."""
+"""deploykit.aws: independent reads at once, one client per service from any thread, reads handed on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from unittest.mock import Mock
 import boto3
 import pytest
 
-from deploykit.aws import AwsFactory, all_of, at_once
+from deploykit.aws import AwsFactory, HandedOn, all_of, at_once
 from deploykit.testing import fake_factory, sample_env
 
 
@@ -134,3 +134,20 @@ def test_the_fake_factory_for_tests_answers_its_clients_and_shares_as_a_factory_
     assert aws.shared(make) is aws.shared(make) and made == [aws]
     with pytest.raises(KeyError):
         aws.client("ecs")  # only the clients it was given
+
+
+def test_a_read_handed_on_is_taken_once_then_read_anew() -> None:
+    """What one step read for the next: kept when read, taken once; a take with nothing kept reads, and so does a
+    second take (what came between may have changed it)."""
+    answers = iter(["first", "second", "third"])
+    reads: list[str] = []
+
+    def read(key: str) -> str:
+        reads.append(key)
+        return f"{key}: {next(answers)}"
+
+    handed = HandedOn(read)
+    assert handed.read("svc") == "svc: first"
+    assert handed.take("svc") == "svc: first" and reads == ["svc"]  # kept: no read
+    assert handed.take("svc") == "svc: second" and reads == ["svc", "svc"]  # taken already: read anew
+    assert handed.take("other") == "other: third" and reads == ["svc", "svc", "other"]
