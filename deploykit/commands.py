@@ -1184,8 +1184,13 @@ def health_report(
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = endpoints_if_deployed(aws, environment)  # None: the report says which stacks are missing
-        report = health.gather(aws, environment, found)
-    _deploys_health(runtime, config, aws, environment, found, report)
+        reads: dict[str, Callable[[], Any]] = {
+            "report": partial(health.gather, aws, environment, found),
+            "deploys": partial(_deploys_read, config, aws, environment, found, runtime.clock),
+        }
+        read = at_once(reads)  # the environment's parts and its deploys, at the same time
+    report: health.HealthReport = read["report"]
+    _deploys_health(runtime, environment, read["deploys"], report)
     if not environment.is_local:
         try:
             found_account = aws.shared(caller_account)
@@ -1207,34 +1212,43 @@ def health_report(
     return report
 
 
-def _deploys_health(
-    runtime: Runtime,
-    config: Config,
-    aws: AwsFactory,
-    env: EnvConfig,
-    endpoints: Endpoints | None,
-    report: health.HealthReport,
-) -> None:
-    """Add the last recorded run and the deploy lock to ``report``, and a finding for each component that runs
-    something else than deploykit's last deploy of it left (the app's service another image, a stack or a Lambda
-    version changed outside deploykit: what deploy.auto deploys again); nothing when there is no artifacts bucket."""
+def _deploys_read(
+    config: Config, aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None, clock: Clock
+) -> dict[str, Any] | Exception | None:
+    """For :func:`_deploys_health`: the newest run, the deploy lock, and what runs other than deploykit's last
+    deploy of it left (``unverified``), read at once; None without an artifacts bucket; the error when the history
+    cannot be read."""
     unverified: dict[str, str] = {}
     try:
         store = history.History.of(aws, env)
-        env_lock = lock.EnvLock.of(aws, env, clock=runtime.clock)
+        env_lock = lock.EnvLock.of(aws, env, clock=clock)
         if store is None or env_lock is None:
-            return
+            return None
         reads: dict[str, Callable[[], Any]] = {
             "newest": partial(store.records, 1),
             "lock": env_lock.read,
             "live": partial(auto.live_components, aws, config, env, endpoints, unverified),
         }
-        read = at_once(reads)  # one round trip for the three
+        return {**at_once(reads), "unverified": unverified}  # one round trip for the three
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        report.rows.append(health.Row("last deploy", "-", "unknown", f"the history cannot be read: {exc}"))
+        return exc
+
+
+def _deploys_health(
+    runtime: Runtime, env: EnvConfig, read: dict[str, Any] | Exception | None, report: health.HealthReport
+) -> None:
+    """Add the last recorded run and the deploy lock to ``report``, and a finding for each component that runs
+    something else than deploykit's last deploy of it left (the app's service another image, a stack or a Lambda
+    version changed outside deploykit: what deploy.auto deploys again), as :func:`_deploys_read` read them; nothing
+    when there is no artifacts bucket."""
+    if read is None:
+        return
+    if isinstance(read, Exception):
+        report.rows.append(health.Row("last deploy", "-", "unknown", f"the history cannot be read: {read}"))
         return
     newest: list[history.Record] = read["newest"]
     held: lock.Found | None = read["lock"]
+    unverified: dict[str, str] = read["unverified"]
     rows, findings = health.deploy_rows(
         env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting
     )

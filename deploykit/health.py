@@ -13,14 +13,16 @@ data for machines.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 from tabulate import tabulate
 
+from deploykit.aws import at_once
 from deploykit.ecs import TaskDefinitions, primary_deployment
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
@@ -527,25 +529,50 @@ def target_group_recommendations(
 
 
 def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> HealthReport:
-    """Read every part of ``env``; ``endpoints`` is None when its stacks are not (all) deployed."""
+    """Read every part of ``env``; ``endpoints`` is None when its stacks are not (all) deployed. The parts are read
+    at once (the stacks, the service and then its target groups, the API stage, the functions), each into a report
+    of its own, joined in that order: the round trips of the slowest part, not of them all one after the other."""
+    parts: dict[str, Callable[[HealthReport], object]] = {
+        "stacks": partial(_gather_stacks, aws.client("cloudformation"), env, endpoints),
+        "service": partial(_gather_service_and_targets, aws, env, endpoints),
+    }
+    if endpoints is not None:
+        parts["api stage"] = partial(_gather_api_stage, aws.client("apigateway"), env, endpoints)
+        parts["lambda"] = partial(_gather_lambdas, aws.client("lambda"), env, endpoints)
+
+    def part(fill: Callable[[HealthReport], object]) -> HealthReport:
+        piece = HealthReport(env=env.name)
+        fill(piece)
+        return piece
+
+    found = at_once({name: partial(part, fill) for name, fill in parts.items()})
     report = HealthReport(env=env.name)
-    _gather_stacks(aws.client("cloudformation"), env, endpoints, report)
-    service = _gather_service(aws.client("ecs"), env, report)
-    _gather_target_groups(aws.client("elbv2"), env, service, endpoints, report)
+    for piece in found.values():  # in the order of ``parts``
+        report.rows += piece.rows
+        report.findings += piece.findings
+        report.recommendations += piece.recommendations
+        report.shifting.update(piece.shifting)
+        report.live_image = report.live_image or piece.live_image
+        report.live_sha = report.live_sha or piece.live_sha
     if endpoints is None:
         report.rows.append(Row("api stage", "-", MISSING, "unknown: the stacks' outputs cannot be resolved"))
         report.rows.append(Row("lambda", "-", MISSING, "unknown: the stacks' outputs cannot be resolved"))
-    else:
-        _gather_api_stage(aws.client("apigateway"), env, endpoints, report)
-        _gather_lambdas(aws.client("lambda"), env, endpoints, report)
     return report
+
+
+def _gather_service_and_targets(
+    aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None, report: HealthReport
+) -> None:
+    service = _gather_service(aws.client("ecs"), env, report)
+    _gather_target_groups(aws.client("elbv2"), env, service, endpoints, report)
 
 
 def _gather_stacks(cfn: Any, env: EnvConfig, endpoints: Endpoints | None, report: HealthReport) -> None:
     absent = []
-    for role in STACK_ROLES:
-        name = str(getattr(env.stacks, role))
-        stack = _describe_stack(cfn, name)
+    names = [str(getattr(env.stacks, role)) for role in STACK_ROLES]
+    described = at_once({name: partial(_describe_stack, cfn, name) for name in names})  # one round trip
+    for name in names:
+        stack = described[name]
         report.rows.append(stack_row(name, stack))
         status = None if stack is None else str(stack.get("StackStatus", ""))
         if status is None or status == "DELETE_COMPLETE":
@@ -731,15 +758,13 @@ def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, rep
 def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:
     if not endpoints.functions:
         report.rows.append(Row("lambda", "-", MISSING, f"stack {env.stacks.api} names no functions"))
+    read = at_once(
+        {key: partial(_alias_and_version, lam, function) for key, function in endpoints.functions.items()}
+    )  # every function's alias and the version it serves: one round trip
     for key, function in sorted(endpoints.functions.items()):
         label = f"{key} ({function})" if key != function else key
-        try:
-            alias = lam.get_alias(FunctionName=function, Name=LIVE_ALIAS)
-            version = str(alias["FunctionVersion"])
-            config = lam.get_function_configuration(FunctionName=function, Qualifier=version)
-        except ClientError as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise
+        found = read[key]
+        if found is None:
             report.rows.append(Row("lambda", label, MISSING, f"no function {function} or no alias {LIVE_ALIAS!r}"))
             report.findings.append(
                 Finding(
@@ -749,6 +774,8 @@ def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: Heal
                 )
             )
             continue
+        alias, config = found
+        version = str(alias["FunctionVersion"])
         parts = [f"code {str(config.get('CodeSha256', '?'))[:SHORT_SHA]}"]
         if config.get("Description"):
             parts.append(str(config["Description"]))
@@ -759,6 +786,22 @@ def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: Heal
             report.shifting[key] = (function, {str(v): float(w) for v, w in weights.items()})
             parts.append(f"traffic shift in progress: {_shares(report.shifting[key][1])}")
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
+
+
+def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The function's live alias and the configuration of the version it serves, read at once; None when the
+    function or its alias does not exist."""
+    reads: dict[str, Callable[[], Any]] = {
+        "alias": partial(lam.get_alias, FunctionName=function, Name=LIVE_ALIAS),
+        "version": partial(lam.get_function_configuration, FunctionName=function, Qualifier=LIVE_ALIAS),
+    }
+    try:
+        found = at_once(reads)
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        return None
+    return dict(found["alias"]), dict(found["version"])
 
 
 # -- output ------------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from botocore.stub import ANY, Stubber
 
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, Stacks
-from deploykit.endpoints import Endpoints
+from deploykit.endpoints import STACK_ROLES, Endpoints
 from deploykit.health import HealthReport, Row, gather, render
-from tests.functional.conftest import REGION, new_session
+from tests.functional.conftest import REGION, held_across, new_session
 
 SHA = "0123456789ab"
 IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/car-rental-backend:{SHA}"
@@ -281,6 +281,33 @@ def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeyp
     report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", target_group_arn=tg, functions=functions))
     assert report.shifting == {"health_handler": ("car-rental-health", {second: 0.1})}
     assert "traffic shift in progress: 10% to version 2" in rows_of(report, "lambda")[0].detail
+
+
+def test_the_parts_are_read_at_once_and_reported_in_their_order(aws: AwsFactory) -> None:
+    """The five stacks, the service, the API stage and both functions' aliases and versions are asked at the same
+    time (each held until all eleven are in flight: one round trip, where they took eleven one after the other); the
+    rows come in the order of the parts all the same."""
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    tg = create_target_group(aws, delay=5, settings=TUNED_TG)
+    create_service(aws, tg)
+    api, _ = create_api(aws)
+    create_function(aws, "car-rental-login")
+    create_function(aws, "car-rental-health")
+    functions = {"login_handler": "car-rental-login", "health_handler": "car-rental-health"}
+    held_across(
+        11,
+        (aws.client("cloudformation"), "DescribeStacks"),  # 5
+        (aws.client("ecs"), "DescribeServices"),  # 1
+        (aws.client("apigateway"), "GetStage"),  # 1
+        (aws.client("lambda"), "GetAlias"),  # 2
+        (aws.client("lambda"), "GetFunctionConfiguration"),  # 2
+    )
+
+    report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", target_group_arn=tg, functions=functions))
+
+    parts = list(dict.fromkeys(r.part for r in report.rows))
+    assert parts[0] == "stack" and parts[-2:] == ["api stage", "lambda"], parts
+    assert [r.name for r in rows_of(report, "stack")] == [getattr(STACKS, role) for role in STACK_ROLES]
 
 
 def test_nothing_deployed_is_reported_not_raised(aws: AwsFactory) -> None:

@@ -19,7 +19,7 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.stack_chain import action_key
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
-from tests.functional.conftest import Deploy, asked, held_together
+from tests.functional.conftest import Deploy, asked, held_across, held_together
 
 
 def report(ok: bool = True, seconds: float = 12.0) -> RunReport:
@@ -684,6 +684,24 @@ def test_inv_health_shows_the_last_run_and_who_holds_the_lock(bucket: str, dev_e
     [locked] = [line for line in printed.splitlines() if line.startswith("deploy lock")]
     assert " held " in locked and "'deploy.full'" in locked
     assert "the last run in dev failed: deploy.app by ci (the rollout failed)" in printed
+
+
+def test_inv_health_reads_the_deploys_beside_the_environments_parts(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """The history's newest run (an S3 listing) is asked while the environment's parts are (the service): one
+    round trip for both, where the history waited for every part before."""
+    factory = AwsFactory(dev_env)
+    held_across(2, (factory.client("s3"), "ListObjectsV2"), (factory.client("ecs"), "DescribeServices"))
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        aws_factory=lambda _env: factory,
+    )
+    with pytest.raises(StepFailed):  # nothing else of dev is deployed here
+        commands.health_report(env="dev", runtime=runtime)
+    assert "last deploy" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_live_record_deploykit_did_not_write_stops_a_deploy_and_inv_history_still_lists_the_runs(
