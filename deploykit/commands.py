@@ -2025,9 +2025,11 @@ def diff(
 
 def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> dict[str, Any]:
     """``inv diff --verify``'s verdict, said: each function's live code against this checkout's zip (the fast
-    path's part, which the API stack's preview cannot show), then what differs: a component the analysis counts
-    changed, a stack whose preview is not empty, a function that runs other code. ``{"differs": [what],
-    "functions": {fn: {"live": CodeSha256 or None, "checkout": CodeSha256}}}``."""
+    path's part, which the API stack's preview cannot show) and its live version's settings against this checkout's
+    template (a setting changed by hand and published, which no change set shows: CloudFormation compares templates,
+    not what runs), then what differs: a component the analysis counts changed, a stack whose preview is not empty,
+    a function that runs other code or other settings. ``{"differs": [what], "functions": {fn: {"live": CodeSha256
+    or None, "checkout": CodeSha256, "settings": {setting: {"live", "checkout"}} (those that differ)}}}``."""
     packages = planner.lambda_packages(a.config)
     names = lambda_chain.deployed_functions(StackOutputs.of(a.aws), a.env, required=False)
     client = a.aws.client("lambda")
@@ -2035,7 +2037,7 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
         serving = at_once(
             {fn: partial(lambda_chain.live_configuration, client, names[fn]) for fn in packages if fn in names}
         )
-    functions: dict[str, dict[str, str | None]] = {
+    functions: dict[str, dict[str, Any]] = {
         fn: {"live": (serving.get(fn) or {}).get("CodeSha256"), "checkout": package.code_sha256}
         for fn, package in packages.items()
     }
@@ -2050,7 +2052,10 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
         if found is None or found:
             count = f"{len(found)} change{'s' if len(found) > 1 else ''} to make" if found else "to be created"
             differ(f"stack:{roles[name]}", f"{name}: {count}")
-    runtime.stderr.write("\n🔧 Lambda code (what each live alias serves, against this checkout's zip)\n")
+    template = _synthesized(a, "api")
+    runtime.stderr.write(
+        "\n🔧 Lambda (what each live alias serves, against this checkout's zip and its template's settings)\n"
+    )
     for fn, package in packages.items():
         serves = functions[fn]["live"]
         if serves == package.code_sha256:
@@ -2059,12 +2064,31 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
             live = f"runs {serves[:12]}" if serves else "is not deployed"
             runtime.stderr.write(f"  {fn}: ❌ {live}, this checkout's is {package.code_sha256[:12]}\n")
             differ(f"lambda:{fn}", f"{fn} {live}, not this checkout's code")
+        version = serving.get(fn)
+        if not version or not template:
+            continue
+        settings = lambda_chain.configuration_differs(lambda_chain.configured(template, fn), version)
+        functions[fn]["settings"] = {key: {"live": has, "checkout": want} for key, (want, has) in settings.items()}
+        for key, (want, has) in settings.items():
+            runtime.stderr.write(f"  {fn}: ❌ its live version has {key} {has!r}, this checkout's template {want!r}\n")
+            differ(f"lambda:{fn}", f"{fn} runs with {key} {has!r}, not {want!r}")
     if not differs:
         runtime.stderr.write(
             f"\n✅ {a.env.name} runs what this checkout would deploy: no component changed, no stack has anything "
             "to change, every function runs this checkout's code\n"
         )
     return {"differs": list(differs.values()), "functions": functions}
+
+
+def _synthesized(a: Analysis, role: str) -> dict[str, Any]:
+    """The template this checkout synthesized for the stack of ``role`` (``inv diff --verify`` synthesized every
+    one); {} when there is none."""
+    path = planner.synth_dir(a.config, a.env) / f"{planner.stack_roles(a.env)[role]}.template.json"
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _stack_previews(

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from deploykit import git, packaging
 from deploykit.aws import HandedOn, at_once
 from deploykit.clock import backoff
-from deploykit.endpoints import function_outputs, resolve_endpoints
+from deploykit.endpoints import function_id, function_outputs, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
 from deploykit.smoke import Smoke
@@ -609,6 +609,49 @@ def function_names(config: Config) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / packaging.HANDLER_MODULE).is_file())
+
+
+# What a function's template sets that Lambda reports back as it was set: what ``inv diff --verify`` compares
+# (with each environment variable the template gives a plain value).
+CONFIGURED = ("Runtime", "Handler", "MemorySize", "Timeout", "Architectures")
+ENVIRONMENT = "Environment."  # prefix of an environment variable among the settings compared
+
+
+def configured(template: Mapping[str, Any], function: str) -> dict[str, Any]:
+    """What ``template`` (a synthesized API stack) sets for ``function`` (a folder of lambda/) that Lambda reports
+    back: each of :data:`CONFIGURED` it gives a plain value, and each environment variable with a plain value (as
+    ``Environment.<NAME>``); a value CloudFormation resolves (a reference, an import) is left out. The function's
+    resource is the one named by its construct (``LoginHandler`` and CDK's 8-digit hash); {} when there is none."""
+    name = re.compile(re.escape(function_id(function)) + "[0-9A-F]{8}")
+    for logical, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::Lambda::Function" or not name.fullmatch(logical):
+            continue
+        properties = resource.get("Properties") or {}
+        found = {key: properties[key] for key in CONFIGURED if key in properties and _plain(properties[key])}
+        variables = (properties.get("Environment") or {}).get("Variables") or {}
+        return found | {f"{ENVIRONMENT}{key}": value for key, value in variables.items() if _plain(value)}
+    return {}
+
+
+def _plain(value: Any) -> bool:
+    """A value as the template gives it, not one CloudFormation works out (``Ref``, ``Fn::...``)."""
+    if isinstance(value, dict):
+        return False
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    return True
+
+
+def configuration_differs(wanted: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """setting → (what the template sets, what ``live``, a version's configuration, has), for each of ``wanted``
+    (:func:`configured`) that differs."""
+    variables = (live.get("Environment") or {}).get("Variables") or {}
+    differs = {}
+    for key, value in wanted.items():
+        has = variables.get(key.removeprefix(ENVIRONMENT)) if key.startswith(ENVIRONMENT) else live.get(key)
+        if has != value:
+            differs[key] = (value, has)
+    return differs
 
 
 def code_at(root: Path, function: str, commit: str) -> tuple[str, str] | None:

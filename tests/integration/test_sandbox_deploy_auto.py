@@ -827,3 +827,48 @@ def test_diff_verify_finds_what_the_live_record_cannot_tell(project: Path) -> No
     fixed = commands.deploy_stack(env.stacks.fargate, runtime=runtime)
     assert fixed is not None and fixed.ok and drain_seconds(project) == drain
     commands.diff(verify=True, runtime=quiet_runtime(project))  # runs what the checkout would deploy again
+
+
+def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> None:
+    """A function's memory raised by hand and published behind its alias, its code left as it was: no change set
+    shows it (CloudFormation compares templates) and deploy.auto has nothing to deploy; `inv diff --verify` fails
+    (exit 1) naming the setting, and after the setting is put back, deploy.lambda moves the alias to the version
+    that has it, and the verdict passes."""
+    lam = _client(project, "lambda")
+    name = endpoints(project).functions["health_handler"]
+    wanted = lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"]
+    lam.update_function_configuration(FunctionName=name, MemorySize=wanted * 2)
+    _active(lam, name)
+    by_hand = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
+    report, out, _seconds = auto(project)
+    assert report is None and "✅ nothing to deploy" in out, out  # the code is the checkout's
+    runtime = quiet_runtime(project)
+    with pytest.raises(StepFailed) as differs:
+        commands.diff(verify=True, as_json=True, runtime=runtime)
+    assert differs.value.message == (
+        f"sandbox does not run what this checkout would deploy: health_handler runs with MemorySize {wanted * 2}, "
+        f"not {wanted}"
+    )
+    verdict = json.loads(runtime.stdout.getvalue())["verify"]  # type: ignore[attr-defined]
+    assert verdict["functions"]["health_handler"]["settings"] == {
+        "MemorySize": {"live": wanted * 2, "checkout": wanted}
+    }
+    assert verdict["functions"]["login_handler"]["settings"] == {}
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"health_handler: ❌ its live version has MemorySize {wanted * 2}, this checkout's template {wanted}" in said
+
+    lam.update_function_configuration(FunctionName=name, MemorySize=wanted)  # put back on $LATEST
+    _active(lam, name)
+    fixed = commands.deploy_lambda("health_handler", smoke=False, runtime=quiet_runtime(project))
+    assert fixed is not None and fixed.ok
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"] == wanted
+    commands.diff(verify=True, runtime=quiet_runtime(project))
+
+
+def _active(lam: Any, name: str) -> None:
+    """Wait until the function's last update has been applied (a publish meanwhile is refused, as on AWS)."""
+    deadline = time.monotonic() + 30
+    while lam.get_function_configuration(FunctionName=name).get("LastUpdateStatus") == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

@@ -353,3 +353,65 @@ def test_a_function_its_source_ran_before_is_the_same_bytes_when_one_of_its_vers
     [why] = auto.other_bytes(client, "dev", names, packages, earlier=["lambda:health_handler"]).values()
     assert why.startswith("none of dev's 1 version(s) of it holds this checkout's zip")
     assert auto.other_bytes(client, "dev", {}, packages) == {}  # not deployed there: the change rules say so
+
+
+API_TEMPLATE = {
+    "Resources": {
+        "LoginHandler5CDFBDA2": {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {
+                "Runtime": "python3.11",
+                "Handler": "handler.handler",
+                "MemorySize": 256,
+                "Timeout": 10,
+                "Architectures": ["x86_64"],
+                "Role": {"Fn::GetAtt": ["LoginHandlerServiceRole", "Arn"]},
+                "Environment": {
+                    "Variables": {
+                        "LOG_LEVEL": "INFO",
+                        "USER_POOL_CLIENT_ID": {"Fn::ImportValue": "CarRentalAuthStack:ExportsOutputRefClient"},
+                    }
+                },
+            },
+        },
+        "LoginHandlerAlias0A1B2C3D": {"Type": "AWS::Lambda::Alias", "Properties": {"Name": "live"}},
+        "HealthHandler164742B2": {"Type": "AWS::Lambda::Function", "Properties": {"MemorySize": 128}},
+    }
+}
+
+
+def test_the_settings_a_template_gives_a_function_are_those_it_sets_plainly() -> None:
+    """By the function's construct (CamelCase and CDK's hash): what Lambda reports back as set, each plain
+    environment variable; not what CloudFormation works out (a role's ARN, an import)."""
+    assert lambda_chain.configured(API_TEMPLATE, "login_handler") == {
+        "Runtime": "python3.11",
+        "Handler": "handler.handler",
+        "MemorySize": 256,
+        "Timeout": 10,
+        "Architectures": ["x86_64"],
+        "Environment.LOG_LEVEL": "INFO",
+    }
+    assert lambda_chain.configured(API_TEMPLATE, "health_handler") == {"MemorySize": 128}
+    assert lambda_chain.configured(API_TEMPLATE, "pricing_handler") == {}  # not in the template
+    assert lambda_chain.configured({}, "login_handler") == {}
+
+
+def test_a_live_version_differs_by_each_setting_it_has_otherwise() -> None:
+    wanted = lambda_chain.configured(API_TEMPLATE, "login_handler")
+    live = {
+        "Runtime": "python3.11",
+        "Handler": "handler.handler",
+        "MemorySize": 256,
+        "Timeout": 10,
+        "Architectures": ["x86_64"],
+        "Environment": {"Variables": {"LOG_LEVEL": "INFO", "USER_POOL_CLIENT_ID": "abc"}},
+    }
+    assert lambda_chain.configuration_differs(wanted, live) == {}
+    by_hand = {**live, "MemorySize": 1024, "Environment": {"Variables": {"LOG_LEVEL": "DEBUG"}}}
+    assert lambda_chain.configuration_differs(wanted, by_hand) == {
+        "MemorySize": (256, 1024),
+        "Environment.LOG_LEVEL": ("INFO", "DEBUG"),
+    }
+    assert lambda_chain.configuration_differs(wanted, {**live, "Environment": {}}) == {
+        "Environment.LOG_LEVEL": ("INFO", None)
+    }
