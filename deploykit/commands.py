@@ -2015,10 +2015,17 @@ def diff(
             data["verify"] = verdict
         runtime.stdout.write(dumps(data) + "\n")
     if verdict is not None and verdict["differs"]:
+        by_hand = [fn for fn, found in verdict["functions"].items() if found.get("settings")]
+        settings = "".join(
+            f"; {fn}'s settings: put them back on its $LATEST as the template has them (aws lambda "
+            f"update-function-configuration --function-name {verdict['functions'][fn]['name']}), then inv "
+            f"deploy.lambda {fn} --env {a.env.name} moves its alias to a version that has them"
+            for fn in by_hand
+        )
         raise StepFailed(
             f"{a.env.name} does not run what this checkout would deploy: {'; '.join(verdict['differs'])}",
             next_step=f"inv deploy.auto --env {a.env.name} deploys what changed; a stack whose change set above is "
-            f"not empty though nothing of it changed in git: inv deploy.stack NAME --env {a.env.name}",
+            f"not empty though nothing of it changed in git: inv deploy.stack NAME --env {a.env.name}{settings}",
         )
     return a.found
 
@@ -2028,8 +2035,9 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
     path's part, which the API stack's preview cannot show) and its live version's settings against this checkout's
     template (a setting changed by hand and published, which no change set shows: CloudFormation compares templates,
     not what runs), then what differs: a component the analysis counts changed, a stack whose preview is not empty,
-    a function that runs other code or other settings. ``{"differs": [what], "functions": {fn: {"live": CodeSha256
-    or None, "checkout": CodeSha256, "settings": {setting: {"live", "checkout"}} (those that differ)}}}``."""
+    a function that runs other code or other settings. ``{"differs": [what], "functions": {fn: {"name": its Lambda
+    function or None, "live": CodeSha256 or None, "checkout": CodeSha256, "settings": {setting: {"live",
+    "checkout"}} (those that differ)}}}``."""
     packages = planner.lambda_packages(a.config)
     names = lambda_chain.deployed_functions(StackOutputs.of(a.aws), a.env, required=False)
     client = a.aws.client("lambda")
@@ -2038,7 +2046,7 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
             {fn: partial(lambda_chain.live_configuration, client, names[fn]) for fn in packages if fn in names}
         )
     functions: dict[str, dict[str, Any]] = {
-        fn: {"live": (serving.get(fn) or {}).get("CodeSha256"), "checkout": package.code_sha256}
+        fn: {"name": names.get(fn), "live": (serving.get(fn) or {}).get("CodeSha256"), "checkout": package.code_sha256}
         for fn, package in packages.items()
     }
     differs = {c: f"{c} changed" for c in sorted(a.found.components())}  # component → what differs

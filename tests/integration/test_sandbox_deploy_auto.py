@@ -850,7 +850,12 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
         f"sandbox does not run what this checkout would deploy: health_handler runs with MemorySize {wanted * 2}, "
         f"not {wanted}"
     )
+    assert (
+        f"health_handler's settings: put them back on its $LATEST as the template has them (aws lambda "
+        f"update-function-configuration --function-name {name}), then inv deploy.lambda health_handler --env sandbox"
+    ) in (differs.value.next_step or "")
     verdict = json.loads(runtime.stdout.getvalue())["verify"]  # type: ignore[attr-defined]
+    assert verdict["functions"]["health_handler"]["name"] == name
     assert verdict["functions"]["health_handler"]["settings"] == {
         "MemorySize": {"live": wanted * 2, "checkout": wanted}
     }
