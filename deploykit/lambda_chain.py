@@ -271,6 +271,30 @@ def _behaviour(config: Mapping[str, Any]) -> dict[str, Any]:
     return {field: config.get(field) for field in BEHAVIOUR_FIELDS}
 
 
+def settings_note(latest: Mapping[str, Any], versions: Sequence[Mapping[str, Any]], alias: Mapping[str, Any]) -> str:
+    """What update-code says when ``$LATEST``'s settings (``latest``) differ from those of the version ``alias``
+    serves (found among ``versions``, as listed): the publish takes them live. After any deploy the two agree (a
+    stack deploy publishes what it sets; the fast path publishes ``$LATEST``), so a difference is most often a
+    setting changed by hand on ``$LATEST``. "" when they agree, or the version is not listed."""
+    serving = str(alias.get("FunctionVersion", ""))
+    live = next((v for v in versions if str(v.get("Version")) == serving), None)
+    if live is None or serving == "$LATEST":
+        return ""
+    there, here = _behaviour(live), _behaviour(latest)
+    differ = [field for field in BEHAVIOUR_FIELDS if there[field] != here[field]]
+    if not differ:
+        return ""
+    shown = ", ".join(
+        f"{field} {here[field]!r} (live {there[field]!r})" if not isinstance(here[field], (dict, list)) else field
+        for field in differ
+    )
+    return (
+        f"; ⚠️ $LATEST's settings differ from version {serving}'s, which the alias serves: {shown}; the publish takes "
+        "them live (if they should not be, put them back on $LATEST and rerun; inv diff --verify names what differs "
+        "from the template)"
+    )
+
+
 def match_version(versions: Sequence[Mapping[str, Any]], code_sha256: str, key: str) -> VersionMatch | None:
     """The newest published version of ``versions`` (as ListVersionsByFunction lists them, ``$LATEST`` among them)
     with ``code_sha256`` and ``$LATEST``'s configuration, preferring those whose description names ``key``; None when
@@ -370,7 +394,10 @@ class UpdateFunctionCode(Step):
         }
         if self.alias:  # for move-alias (or the canary), in the same round trip
             reads["alias"] = partial(aliases(ctx.aws).read, (self.function_name, self.alias))
-        current = at_once(reads)["current"]
+        read = at_once(reads)
+        current = read["current"]
+        # $LATEST's settings, which the publish takes live, against those of the version the alias serves
+        note = settings_note(current, read["versions"], read["alias"]) if "alias" in read else ""
         runs_on = current.get("Architectures") or ["x86_64"]
         if self.compiled_for and runs_on != [self.compiled_for]:
             raise UsageError(
@@ -383,7 +410,7 @@ class UpdateFunctionCode(Step):
             current = self._wait(ctx, client, deadline, "a previous update")
         versions.latest_is(self.function_name, current)
         if current.get("CodeSha256") == self.code_sha256 and current.get("LastUpdateStatus") != "Failed":
-            return Outcome.skipped(f"{self.function}: $LATEST already runs {_short(self.code_sha256)}")
+            return Outcome.skipped(f"{self.function}: $LATEST already runs {_short(self.code_sha256)}{note}")
         bucket = artifacts_bucket(ctx, self.registry_stack)
         answer = client.update_function_code(FunctionName=self.function_name, S3Bucket=bucket, S3Key=self.key)
         final = self._wait(ctx, client, deadline, "the update", dict(answer))
@@ -395,7 +422,7 @@ class UpdateFunctionCode(Step):
                 next_step=f"rerun: inv deploy.lambda {self.function} (it uploads the zip again if missing)",
             )
         was = current.get("CodeSha256") or "none"
-        return Outcome.done(f"{self.function}: $LATEST runs {_short(self.code_sha256)} (was {_short(was)})")
+        return Outcome.done(f"{self.function}: $LATEST runs {_short(self.code_sha256)} (was {_short(was)}){note}")
 
     def _wait(
         self, ctx: Context, client: Any, deadline: float, what: str, seen: dict[str, Any] | None = None

@@ -300,6 +300,38 @@ def test_update_code_reads_the_alias_move_alias_moves_and_a_canary_takes_it_once
     assert aliases == ["live"] and moved.detail == "health_handler: live → version 2 (was 1)"
 
 
+def test_update_code_says_when_latest_has_other_settings_than_the_live_version(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """Memory raised by hand on $LATEST (not published): the deploy publishes it, and update-code says so, with
+    the setting and the live version's; a deploy whose $LATEST agrees with the live version says nothing of it."""
+    name = FUNCTIONS["health_handler"]
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert report is not None and "settings differ" not in report.records[1].detail
+    live = version_config(factory, "health_handler", alias_version(factory, "health_handler"))["MemorySize"]
+    factory.client("lambda").update_function_configuration(FunctionName=name, MemorySize=live * 2)
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\nFEATURE = 3\n")
+    git(with_lambdas, "commit", "-qam", "feature 3")
+    again = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert again is not None and again.ok
+    update = next(r for r in again.records if r.step == "update-code")
+    assert (
+        f"; ⚠️ $LATEST's settings differ from version 2's, which the alias serves: MemorySize {live * 2} (live {live}); "
+        "the publish takes them live"
+    ) in update.detail
+    assert version_config(factory, "health_handler", alias_version(factory, "health_handler"))["MemorySize"] == live * 2
+
+
+def test_settings_note_names_plain_settings_with_both_values_and_others_by_name() -> None:
+    latest = {"Version": "$LATEST", "MemorySize": 512, "Environment": {"Variables": {"A": "2"}}, "Timeout": 10}
+    versions = [latest, {"Version": "3", "MemorySize": 256, "Environment": {"Variables": {"A": "1"}}, "Timeout": 10}]
+    note = lambda_chain.settings_note(latest, versions, {"FunctionVersion": "3"})
+    assert "version 3's, which the alias serves: MemorySize 512 (live 256), Environment;" in note
+    assert lambda_chain.settings_note(latest, [latest, {**latest, "Version": "3"}], {"FunctionVersion": "3"}) == ""
+    assert lambda_chain.settings_note(latest, [latest], {"FunctionVersion": "3"}) == ""  # not listed: nothing said
+
+
 def environment_code(factory: AwsFactory, version: str) -> str:
     return str(version_config(factory, "health_handler", version)["CodeSha256"])
 
