@@ -11,7 +11,6 @@ deploy, then the app chain, smoke once at the end.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -19,7 +18,7 @@ from typing import Any
 
 from deploykit import changes, ecs, lambda_chain, packaging, planner
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
-from deploykit.aws import AwsFactory, at_once
+from deploykit.aws import AwsFactory, Once, at_once
 from deploykit.canary import takes_it_back
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
@@ -67,7 +66,7 @@ def live_components(
         functions = lambda_chain.deployed_functions(outputs, env, required=False)  # {}: no API stack
         has_service = env.stacks.fargate in stacks
     found = History(aws, env, bucket) if bucket else None
-    live_record = _Once(found.live if found else dict)  # the app's read waits for it: both start at once
+    live_record = Once(found.live if found else dict)  # the app's read waits for it: both start at once
     reads: dict[str, Callable[[], Any]] = {"record": live_record}
     for component in components:
         kind, _, name = component.partition(":")
@@ -330,26 +329,6 @@ def live_image_tag_or_empty(aws: AwsFactory, env: EnvConfig) -> str:
     """The image tag of the service's task definition now (its PRIMARY deployment's); "" when there is no
     service yet."""
     return _live_image_tag(aws, env, completed=False) or ""
-
-
-class _Once:
-    """``read()`` once, whichever thread asks first; the others wait for its answer (or its error)."""
-
-    def __init__(self, read: Callable[[], Any]) -> None:
-        self._read, self._lock = read, threading.Lock()
-        self._answer: tuple[Any, BaseException | None] | None = None
-
-    def __call__(self) -> Any:
-        with self._lock:
-            if self._answer is None:
-                try:
-                    self._answer = (self._read(), None)
-                except BaseException as exc:  # raised again to every caller
-                    self._answer = (None, exc)
-        value, error = self._answer
-        if error is not None:
-            raise error
-        return value
 
 
 def _recorded_revision(live_record: Callable[[], Mapping[str, Mapping[str, str]]]) -> tuple[str, str] | None:

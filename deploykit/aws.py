@@ -74,6 +74,27 @@ def at_once(reads: Mapping[K, Callable[[], T]], *, width: int = READERS) -> dict
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+class Once(Generic[T]):
+    """``read()`` once, whichever thread asks first; the others wait for its answer (or its error, raised again to
+    each). ``aws.shared(...)`` one to read a thing once per command."""
+
+    def __init__(self, read: Callable[[], T]) -> None:
+        self._read, self._lock = read, threading.Lock()
+        self._answer: tuple[T | None, BaseException | None] | None = None
+
+    def __call__(self) -> T:
+        with self._lock:
+            if self._answer is None:
+                try:
+                    self._answer = (self._read(), None)
+                except BaseException as exc:  # raised again to every caller
+                    self._answer = (None, exc)
+        value, error = self._answer
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
+
+
 class HandedOn(Generic[K, T]):
     """A read one step of a command makes for the step after it, which would otherwise make it again: kept when
     read, taken once (a later take reads anew). For what nothing changes between the two steps while the run holds

@@ -8,12 +8,12 @@ with no credentials.
 from __future__ import annotations
 
 import base64
-import threading
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, Once
 from deploykit.errors import UsageError
 
 
@@ -39,24 +39,12 @@ def push_auth(aws: AwsFactory) -> dict[str, str] | None:
     build, so the push finds it there (one round trip less after the build)."""
     if aws.env.registry:
         return None
-    return aws.shared(_Token).auth()
+    return aws.shared(_token)()
 
 
-class _Token:
+def _token(aws: AwsFactory) -> Once[dict[str, str]]:
     """The registry's credentials of one command (one per AWS factory), asked the first time they are needed."""
-
-    def __init__(self, aws: AwsFactory) -> None:
-        self.aws = aws
-        self._guard = threading.Lock()
-        self._asked = False
-        self._auth: dict[str, str] | None = None
-
-    def auth(self) -> dict[str, str] | None:
-        with self._guard:
-            if not self._asked:
-                self._auth = _ask_token(self.aws)
-                self._asked = True
-            return self._auth
+    return Once(partial(_ask_token, aws))
 
 
 def _ask_token(aws: AwsFactory) -> dict[str, str]:

@@ -11,7 +11,7 @@ from unittest.mock import Mock
 import boto3
 import pytest
 
-from deploykit.aws import AwsFactory, HandedOn, all_of, at_once
+from deploykit.aws import AwsFactory, HandedOn, Once, all_of, at_once
 from deploykit.testing import fake_factory, sample_env
 
 
@@ -151,3 +151,24 @@ def test_a_read_handed_on_is_taken_once_then_read_anew() -> None:
     assert handed.take("svc") == "svc: first" and reads == ["svc"]  # kept: no read
     assert handed.take("svc") == "svc: second" and reads == ["svc", "svc"]  # taken already: read anew
     assert handed.take("other") == "other: third" and reads == ["svc", "svc", "other"]
+
+
+def test_a_read_once_answers_every_caller_from_one_call_its_error_too() -> None:
+    calls: list[str] = []
+
+    def read() -> str:
+        calls.append("read")
+        return "answer"
+
+    once = Once(read)
+    assert at_once({n: once for n in range(4)}) == dict.fromkeys(range(4), "answer") and calls == ["read"]
+
+    def failing() -> str:
+        calls.append("failing")
+        raise RuntimeError("no")
+
+    broken = Once(failing)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="no"):
+            broken()
+    assert calls == ["read", "failing"]
