@@ -642,6 +642,19 @@ def deciding_runs(
     return sorted(ids - known, reverse=True)
 
 
+def with_deciding_runs(
+    entries: Mapping[str, Mapping[str, str]],
+    records: Sequence[Record],
+    components: Collection[str],
+    read: Callable[[Sequence[str]], Sequence[Record]],
+) -> list[Record]:
+    """``records`` (the newest runs, newest first) and after them, read with ``read`` (History.records_by_id), the
+    older runs that left each of ``components`` live as it is when none of ``records`` deployed it
+    (:func:`deciding_runs`): one round trip more, only then."""
+    older = deciding_runs(entries, records, components)
+    return [*records, *read(older)] if older else list(records)
+
+
 def rolled_back(
     aws: AwsFactory,
     env: EnvConfig,
@@ -661,11 +674,8 @@ def rolled_back(
         return {}
     reads: dict[str, Callable[[], Any]] = {"records": partial(store.records, NEWEST_RUNS), "live": store.live_or_why}
     read = at_once(reads)
-    records: list[Record] = read["records"]
     live = {} if isinstance(read["live"], LiveRecordUnreadable) else read["live"]
-    older = deciding_runs(live, records, components)
-    if older:
-        records = [*records, *store.records_by_id(older)]
+    records = with_deciding_runs(live, read["records"], components, store.records_by_id)
     return deploying_again(config, records, components, uncommitted=uncommitted)
 
 

@@ -1619,11 +1619,11 @@ def analyse(
     left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment))
     found = changes.with_notes(found, {**unverified, **left})
     guesses = history.estimates(records) if estimates else {}
-    older = auto.deciding_runs(entries, records, found.components()) if found_endpoints is not None else []
-    if older:  # for the guard against bringing back what a rollback took off, however long ago
+    if found_endpoints is not None:  # for the guard against bringing back what a rollback took off, however long ago
         with aws_errors(environment):
-            store = history.History.of(aws, environment, warn=_warner(runtime))
-            records = [*records, *(store.records_by_id(older) if store else [])]
+            store = history.History.of(aws, environment, warn=_warner(runtime))  # its outputs read already
+            if store is not None:
+                records = auto.with_deciding_runs(entries, records, found.components(), store.records_by_id)
     return Analysis(
         config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"), records
     )

@@ -20,7 +20,7 @@ from typing import Any
 from tabulate import tabulate
 
 from deploykit import changes, git
-from deploykit.auto import NEWEST_RUNS, deciding_runs, deploying_again
+from deploykit.auto import NEWEST_RUNS, deploying_again, with_deciding_runs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
 from deploykit.config import Config, EnvConfig
@@ -183,9 +183,8 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
     live += [Live(component, "", "", Position(known=False), counted.get(component)) for component in missing]
     changed = [x.component for x in live if x.changed]
     records = read.records
-    older = deciding_runs(read.live, records, changed)
-    if older and read.older:  # a rollback however long ago, as deploy.auto finds it: one round trip, only then
-        records = [*records, *read.older(older)]
+    if read.older:  # a rollback however long ago, as deploy.auto finds it
+        records = with_deciding_runs(read.live, records, changed, read.older)
     again = deploying_again(config, records, changed)
     live = [replace(x, rolled_back=again.get(x.component, "")) for x in live]
     live.sort(key=lambda x: _order(x.component))
