@@ -108,10 +108,13 @@ class HandedOn(Generic[K, T]):
 
     def read(self, key: K) -> T:
         """Read ``key`` now, and keep it for the next :meth:`take`."""
-        found = self._read(key)
+        return self.keep(key, self._read(key))
+
+    def keep(self, key: K, value: T) -> T:
+        """Keep ``value``, known otherwise (an answer that says it), as ``key``'s for the next :meth:`take`."""
         with self._guard:
-            self._kept[key] = found
-        return found
+            self._kept[key] = value
+        return value
 
     def take(self, key: K) -> T:
         """``key`` as :meth:`read` kept it (once), else read now."""

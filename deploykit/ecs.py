@@ -90,7 +90,8 @@ class TaskDefinitions:
     def __init__(self, ecs: Any) -> None:
         self.ecs = ecs
         self._cache: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {}
-        self._chosen: dict[tuple[str, str, str], str] = {}  # (family, container, image) → the revision for it
+        # (family, container, image) → the newest revision that runs it: listed, or as register-taskdef chose it
+        self._with_image: HandedOn[tuple[str, str, str], str | None] = HandedOn(lambda key: self._listed(*key))
 
     @classmethod
     def of(cls, aws: AwsFactory) -> TaskDefinitions:
@@ -121,14 +122,14 @@ class TaskDefinitions:
     def chosen(self, arn: str, container: str, image: str) -> None:
         """register-taskdef registered ``arn`` for ``container`` = ``image`` (or found it newest among those
         running it): the revision the next :meth:`latest_with_image` gives (once), without listing them again."""
-        self._chosen[(family_of(arn), container, image)] = arn
+        self._with_image.keep((family_of(arn), container, image), arn)
 
-    def latest_with_image(self, family: str, container: str, image: str, limit: int = 20) -> str | None:
+    def latest_with_image(self, family: str, container: str, image: str) -> str | None:
         """The newest ACTIVE revision of ``family`` whose ``container`` runs ``image``: the one register-taskdef
         just registered or found (:meth:`chosen`), else listed."""
-        kept = self._chosen.pop((family, container, image), None)
-        if kept is not None:
-            return kept
+        return self._with_image.take((family, container, image))
+
+    def _listed(self, family: str, container: str, image: str, limit: int = 20) -> str | None:
         for arn in self._newest_first(family)[:limit]:
             if family_of(arn) == family and self.image(arn, container) == image:
                 return arn
