@@ -292,14 +292,6 @@ def in_registry(ctx: Context, repository: str, tag: str) -> bool:
     return True
 
 
-def not_in_registry(env_name: str, repository: str, tag: str) -> UsageError:
-    """The error (exit 2) for an image the registry lacks: nothing would run it."""
-    return UsageError(
-        f"image {repository}:{tag} is not in the registry of environment {env_name!r}",
-        next_step="build and push it first: inv build push",
-    )
-
-
 def app_left(records: Iterable[StepRecord]) -> dict[str, dict[str, str]]:
     """``{"app": {"taskdef": ARN}}``: the task definition a run's register-taskdef step left the service on (among
     ``records``, groups' steps too), for its history record; the live record keeps it, so a later read that finds
@@ -368,8 +360,11 @@ class RegisterTaskDef(Step):
                 if arn == latest:
                     taskdefs.chosen(arn, self.container, self.image)
                 return Outcome.skipped(f"{_rev(arn)} already runs {self.tag}", task_definition=arn)
-        if not read["pushed"]:
-            raise not_in_registry(ctx.env.name, self.repository, self.tag)
+        if not read["pushed"]:  # nothing would run it
+            raise UsageError(
+                f"image {self.image} is not in the registry of environment {ctx.env.name!r}",
+                next_step="build and push it first: inv build push",
+            )
         arn = taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]
         taskdefs.chosen(arn, self.container, self.image)  # roll-service points the service at it
         return Outcome.done(f"registered {_rev(arn)} (from {_rev(current_arn)})", task_definition=arn)

@@ -1835,8 +1835,8 @@ def deploy_auto(
             reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
         if "app" in changed:
             reads["repository_uri"] = partial(registry.repository_uri, a.aws)
-        if "app" in changed and not dry_run:
-            reads["push_auth"] = partial(registry.push_auth, a.aws)  # kept for the push (or the copy), asked now
+            if not dry_run:
+                reads["push_auth"] = partial(registry.push_auth, a.aws)  # kept for the push (or the copy), asked now
         read = at_once(reads)
         inputs = auto.Inputs(
             image_tag=a.live.get("app") or "",
