@@ -58,6 +58,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: deploykit from this checkout
 
+from deploykit import history, packaging  # noqa: E402
 from deploykit.aws import AwsFactory  # noqa: E402
 from deploykit.config import Config, EnvConfig, load_config, parse_config  # noqa: E402
 from deploykit.errors import DeployKitError  # noqa: E402
@@ -74,6 +75,9 @@ LAMBDA_APPLY_ROW = f"c again, Lambda applying the update in {LAMBDA_APPLY:g} s (
 HEAVY = "numpy==2.1.3"  # a requirement as big as they come: a 16 MB zip (pip fetches it once, from PyPI)
 HEAVY_FIRST_ROW = f"c again, the function now vendoring {HEAVY} (pip, first zip)"
 HEAVY_ROW = f"c again, one handler change beside {HEAVY}"
+UPLINK = 20.0  # Mbit/s: a laptop's or an office's uplink (16 MB: 6.7 s)
+HEAVY_SENT_ROW = f"c again, beside {HEAVY}, 100 ms, {UPLINK:g} Mbit/s up, numpy sent (as before)"
+HEAVY_COPIED_ROW = f"c again, beside {HEAVY}, 100 ms, {UPLINK:g} Mbit/s up, numpy copied in S3"
 CDK_CLI = "2.1148.1"  # npm's aws-cdk, the CDK CLI the seed's scripts ran (synthesizes cloud assembly schema 55)
 CDK_CLI_ROW = "before, the seed's way: build, push, cdk deploy --all"
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
@@ -114,11 +118,12 @@ class Bench:
     def command(self, task: str, *args: str) -> list[str]:
         return [sys.executable, "-m", "invoke", task, *args, *(["--env", self.env_name] if self.env_name else [])]
 
-    def inv(self, task: str, *args: str, latency: float = 0.0) -> float:
-        """Seconds ``inv TASK ARGS`` takes; with ``latency``, each AWS call waits that long first (bench/latency.py)."""
+    def inv(self, task: str, *args: str, latency: float = 0.0, uplink: float = 0.0) -> float:
+        """Seconds ``inv TASK ARGS`` takes; with ``latency``, each AWS call waits that long first, and with ``uplink``
+        (Mbit/s) a call sending a body as long as sending it takes (bench/latency.py)."""
         command = self.command(task, *args)
         if latency:
-            command[1:3] = ["bench/latency.py", str(latency)]
+            command[1:3] = ["bench/latency.py", str(latency), *(["--uplink", str(uplink)] if uplink else [])]
         started = time.perf_counter()
         done = subprocess.run(command, cwd=self.root, capture_output=True, text=True)
         seconds = time.perf_counter() - started
@@ -126,6 +131,13 @@ class Bench:
             sys.stderr.write(done.stderr[-3000:])
             raise SystemExit(f"{' '.join(self.command(task, *args)[2:])} failed (exit {done.returncode})")
         return seconds
+
+    def forget_vendored(self) -> None:
+        """Delete the vendored packages the artifacts bucket keeps for uploads to copy from: the next zip sends them."""
+        _config, env, aws = self.environment()
+        s3, bucket = aws.client("s3"), history.find_artifacts_bucket(aws, env)
+        for item in s3.list_objects_v2(Bucket=bucket, Prefix=f"{packaging.VENDORED_KEY_PREFIX}/").get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
 
     def last_steps(self) -> dict[str, float]:
         """The steps of the newest deploy in the environment's history and their seconds (as `inv history`)."""
@@ -318,6 +330,13 @@ def scenarios(bench: Bench, cdk: Path | None) -> dict[str, float]:
         r[HEAVY_FIRST_ROW] = bench.inv("deploy.auto")
         bench.edit("lambda/health_handler/handler.py", '"bench-3", ', '"bench-4", ', "lambda: beside numpy")
         r[HEAVY_ROW] = bench.inv("deploy.auto")
+        # the same as far as AWS, through an uplink: with numpy's 16 MB sent, as every handler change sent them
+        # before the upload copied them within S3 (and as the first zip of new requirements still does), then copied
+        bench.forget_vendored()
+        bench.edit("lambda/health_handler/handler.py", '"bench-4", ', '"bench-5", ', "lambda: beside numpy, sent")
+        r[HEAVY_SENT_ROW] = bench.inv("deploy.auto", latency=AWS_LATENCY, uplink=UPLINK)
+        bench.edit("lambda/health_handler/handler.py", '"bench-5", ', '"bench-6", ', "lambda: beside numpy, copied")
+        r[HEAVY_COPIED_ROW] = bench.inv("deploy.auto", latency=AWS_LATENCY, uplink=UPLINK)
     bench.edit("cdk/stacks/data_stack.py", "ACCESS_LOG_DAYS = 365", "ACCESS_LOG_DAYS = 400", "data: a setting")
     r["d: one stack setting"] = bench.inv("deploy.auto")
     bench.touch_backend(2)

@@ -435,9 +435,7 @@ def auto_plan(
     )
     steps, first = planner.image_beside(head, image)  # the image builds while the CDK app synthesizes
     first += [
-        UploadLambdaCode(
-            fn, str(lambda_chain.function_folder(config, fn)), p.key, env.stacks.registry, len(p.zip_bytes)
-        )
+        UploadLambdaCode.of(fn, lambda_chain.function_folder(config, fn), p, env.stacks.registry)
         for fn, p in sorted(packages.items())
     ]
     levels = planner.stack_levels()

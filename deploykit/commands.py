@@ -950,7 +950,7 @@ def _stack_rollback_plan(
             commit = (restoring or {}).get(fn, target.sha)
             folder, package = rollbacks.package_at(config, env, fn, commit)
             live[parameter] = package.key
-            uploads.append(UploadLambdaCode(fn, str(folder), package.key, env.stacks.registry, len(package.zip_bytes)))
+            uploads.append(UploadLambdaCode.of(fn, folder, package, env.stacks.registry))
             brought.append((f"lambda:{fn}", commit))
             say(f"lambda:{fn} back, packaged as in {commit} ({len(package.zip_bytes)} B): {package.key}")
     parameters = rollbacks.template_parameters(

@@ -723,7 +723,7 @@ def lambda_plan(
     folder = function_folder(config, function)
     package = packaging.package_function(folder)
     steps: list[Step] = [
-        UploadLambdaCode(function, str(folder), package.key, env.stacks.registry, len(package.zip_bytes)),
+        UploadLambdaCode.of(function, folder, package, env.stacks.registry),
         UpdateFunctionCode(
             function,
             function_name,

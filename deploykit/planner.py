@@ -248,12 +248,7 @@ def deploy_stack_plan(
     out = synth_dir(config, env)
     steps: list[Step] = [Synthesize(str(out), force_synth)]
     packages = lambda_packages(config) if uploads else {}
-    steps += [
-        UploadLambdaCode(
-            fn, str(config.root / "lambda" / fn), packages[fn].key, env.stacks.registry, len(packages[fn].zip_bytes)
-        )
-        for fn in uploads
-    ]
+    steps += [UploadLambdaCode.of(fn, config.root / "lambda" / fn, packages[fn], env.stacks.registry) for fn in uploads]
     steps.append(
         DeployStack(
             name,
@@ -310,8 +305,7 @@ def full_plan(
 
     image = app_chain_plan(config, env, revision, ("build", "push"), repository_uri=repository_uri, promoted=promoted)
     uploads = [
-        UploadLambdaCode(fn, str(config.root / "lambda" / fn), p.key, roles["registry"], len(p.zip_bytes))
-        for fn, p in sorted(packages.items())
+        UploadLambdaCode.of(fn, config.root / "lambda" / fn, p, roles["registry"]) for fn, p in sorted(packages.items())
     ]
     first, *later = stack_levels()
     # the registry stack goes first, while the image builds: the push and the zips need its repository and bucket

@@ -8,6 +8,7 @@ into its step: the image tag, the Lambda code keys.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, packaging, stacks, synth
+from deploykit.aws import at_once
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 from deploykit.stacks import error_code, is_not_there
@@ -286,9 +288,23 @@ SMALL_ZIP = 64 * 1024
 it again for nothing takes longer than the question (64 kB: about 50 ms at 10 Mbit/s, one round trip to AWS)."""
 
 
+PART_MIN = 5 * 1024 * 1024
+"""S3's least size of a multipart upload's part but the last: a zip whose vendored packages are at least this big
+(:attr:`~deploykit.packaging.Package.prefix_length`) is put together in S3 from a copy of them and the rest sent;
+smaller ones are sent whole (5 MiB: 4 s at 10 Mbit/s, a few round trips against seconds)."""
+
+
 @dataclass(frozen=True)
 class UploadLambdaCode(Step):
-    """Upload a function's reproducible zip under its content-hash key (skipped when already there)."""
+    """Upload a function's reproducible zip under its content-hash key (skipped when already there).
+
+    A zip with 5 MiB or more of vendored packages is not sent whole: its first bytes, the vendored entries, are the
+    same in every zip of that requirements.txt, so they are kept once in the bucket by their hash
+    (``lambda-vendored/<sha256>.bin``, put with its SHA-256 for S3 to check) and the zip is a multipart upload of a
+    copy of them made within S3 (UploadPartCopy) and the function's own files and the zip's directory, sent. A handler
+    change beside 16 MB of numpy sends kilobytes; the first zip of new requirements sends the vendored entries once,
+    as the whole zip did. The zip's key is still the hash of all its bytes, and update-code checks that Lambda reads
+    those bytes (CodeSha256)."""
 
     name: ClassVar[str] = "upload-lambda"
     function: str
@@ -296,6 +312,13 @@ class UploadLambdaCode(Step):
     key: str
     registry_stack: str
     size: int = 0  # the zip's size in bytes, as planned; 0: not known (asked about first, as a big one)
+    prefix_key: str = ""  # where the zip's vendored entries are kept, as planned (Package.prefix_key); "": none
+
+    @classmethod
+    def of(cls, function: str, folder: Path | str, package: packaging.Package, registry_stack: str) -> UploadLambdaCode:
+        """The step uploading ``package``, packaged from ``folder`` when the plan was made."""
+        prefix_key = package.prefix_key if package.prefix_length >= PART_MIN else ""
+        return cls(function, str(folder), package.key, registry_stack, len(package.zip_bytes), prefix_key)
 
     def describe(self) -> str:
         return f"{self.function} → s3://<{self.registry_stack}.{ARTIFACTS_OUTPUT}>/{self.key}"
@@ -305,25 +328,125 @@ class UploadLambdaCode(Step):
         s3 = ctx.aws.client("s3")
         there = Outcome.skipped(f"{self.function}: s3://{bucket}/{self.key} is already there")
         small = 0 < self.size <= SMALL_ZIP
+        kept: dict[str, Any] | None = None  # the vendored entries' object, when the plan named one and it is there
         if not small:
-            try:
-                s3.head_object(Bucket=bucket, Key=self.key)
+            reads = {"zip": partial(_head, s3, bucket, self.key)}
+            if self.prefix_key:  # in the same round trip
+                reads["prefix"] = partial(_head, s3, bucket, self.prefix_key)
+            found = at_once(reads)
+            if found["zip"] is not None:
                 return there
-            except ClientError as exc:
-                if not is_not_there(exc):
-                    raise
+            kept = found.get("prefix")
         package = packaging.package_function(Path(self.folder))
         if package.key != self.key:
             raise UsageError(
                 f"{self.function} changed since the plan was made ({package.key} ≠ {self.key})",
                 next_step="rerun the command",
             )
+        size = len(package.zip_bytes)
         if small:  # its name is its content's hash: one there already is the same zip
             if not put_once(s3, bucket, self.key, package.zip_bytes, "application/zip"):
                 return there
+        elif self.prefix_key and package.prefix_length >= PART_MIN:
+            sent, how = put_from_vendored(s3, bucket, package, kept)
+            vendored = _short_key(package.prefix_key)
+            said = {
+                "copied": f"its {package.prefix_length} B of vendored packages copied within S3 from {vendored}",
+                "kept": f"its vendored packages kept at {vendored} for the next zips of these requirements",
+                "whole": f"sent whole: {vendored} was gone when it was to be copied",
+            }[how]
+            return Outcome.done(f"{self.function}: {size} B → s3://{bucket}/{self.key}, {sent} B sent ({said})")
         else:
             s3.put_object(Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
-        return Outcome.done(f"{self.function}: {len(package.zip_bytes)} B → s3://{bucket}/{self.key}")
+        return Outcome.done(f"{self.function}: {size} B → s3://{bucket}/{self.key}")
+
+
+def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """HeadObject's answer (with the object's checksum, when it has one); None when the key is not there."""
+    try:
+        return dict(s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED"))
+    except ClientError as exc:
+        if is_not_there(exc):
+            return None
+        raise
+
+
+def _short_key(key: str) -> str:
+    """lambda-vendored/<64 hex>.bin → lambda-vendored/<12 hex>….bin, for people."""
+    folder, _, name = key.rpartition("/")
+    stem, dot, suffix = name.partition(".")
+    return f"{folder}/{stem[:12]}…{dot}{suffix}" if len(stem) > 12 else key
+
+
+def kept_vendored(found: Mapping[str, Any] | None, package: packaging.Package) -> bool:
+    """Whether the object HeadObject ``found`` at ``package.prefix_key`` holds its vendored entries: their length,
+    and their SHA-256 as S3 checked it when deploykit put them (ChecksumSHA256), or, from a store that does not
+    say (moto), as deploykit wrote it beside them."""
+    if not found or int(found.get("ContentLength", -1)) != package.prefix_length:
+        return False
+    checksum = found.get("ChecksumSHA256")
+    if checksum:
+        return bool(checksum == packaging.code_sha256_of(package.prefix_sha256))
+    return bool((found.get("Metadata") or {}).get("sha256") == package.prefix_sha256)
+
+
+def put_from_vendored(
+    s3: Any, bucket: str, package: packaging.Package, found: Mapping[str, Any] | None
+) -> tuple[int, str]:
+    """Put ``package``'s zip at its key as a copy, within S3, of its vendored entries (put first at
+    ``package.prefix_key`` unless ``found`` there, :func:`kept_vendored`) and the rest of it, sent: a multipart
+    upload of two parts. The bytes sent, and how: ``copied`` (the vendored entries were there), ``kept`` (put first),
+    or ``whole`` (the copy found them gone, a person's doing: the zip was sent whole). A multipart upload that does not
+    complete is aborted."""
+    length = package.prefix_length
+    data = memoryview(package.zip_bytes)
+    sent, how = 0, "copied"
+    if not kept_vendored(found, package):
+        s3.put_object(
+            Bucket=bucket,
+            Key=package.prefix_key,
+            Body=bytes(data[:length]),
+            ContentType="application/octet-stream",
+            ChecksumSHA256=packaging.code_sha256_of(package.prefix_sha256),
+            Metadata={"sha256": package.prefix_sha256},
+        )
+        sent, how = length, "kept"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=package.key, ContentType="application/zip")["UploadId"]
+    where = {"Bucket": bucket, "Key": package.key, "UploadId": upload}
+    try:
+        parts = at_once(
+            {
+                1: partial(
+                    s3.upload_part_copy,
+                    **where,
+                    PartNumber=1,
+                    CopySource={"Bucket": bucket, "Key": package.prefix_key},
+                    CopySourceRange=f"bytes=0-{length - 1}",
+                ),
+                2: partial(s3.upload_part, **where, PartNumber=2, Body=bytes(data[length:])),
+            }
+        )
+        etags = {1: parts[1]["CopyPartResult"]["ETag"], 2: parts[2]["ETag"]}
+        s3.complete_multipart_upload(
+            **where, MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in etags.items()]}
+        )
+    except ClientError as exc:
+        _abort(s3, where)
+        if not is_not_there(exc):
+            raise
+        s3.put_object(Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip")
+        return sent + len(package.zip_bytes), "whole"
+    except BaseException:
+        _abort(s3, where)
+        raise
+    return sent + len(data) - length, how
+
+
+def _abort(s3: Any, where: Mapping[str, str]) -> None:
+    """Abort a multipart upload, its parts dropped; a failure to is passed over (the bucket's lifecycle rule drops
+    it a day later: every bucket's "tidy" rule, cdk/stacks/common/storage.py)."""
+    with contextlib.suppress(ClientError, BotoCoreError):
+        s3.abort_multipart_upload(**where)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import shutil
 from datetime import UTC, datetime
 from functools import partial
@@ -22,7 +23,7 @@ from unittest.mock import Mock
 import pytest
 from botocore.stub import Stubber
 
-from deploykit import canary, commands, history, lambda_chain, packaging
+from deploykit import canary, commands, history, lambda_chain, packaging, stack_chain
 from deploykit.aws import AwsFactory
 from deploykit.canary import CanaryRelease
 from deploykit.clock import FakeClock
@@ -365,6 +366,158 @@ def test_a_small_zip_is_sent_at_once_and_a_big_one_is_asked_about_first(
     s3.delete_object(Bucket=BUCKET, Key=new.key)
     assert upload(SMALL_ZIP + 1) == "done: HeadObject, PutObject"
     assert s3.get_object(Bucket=BUCKET, Key=new.key)["Body"].read() == new.zip_bytes
+
+
+MIB = 1024 * 1024
+
+
+def big_pip(requirements: Path, target: Path) -> None:
+    """What pip --target writes for a 6 MiB package that does not compress (as numpy's compiled code barely does)."""
+    (target / "bigpkg").mkdir()
+    (target / "bigpkg" / "__init__.py").write_text("VALUE = 42\n")
+    (target / "bigpkg" / "blob.bin").write_bytes(random.Random(7).randbytes(6 * MIB))
+
+
+@pytest.fixture
+def vendored(with_lambdas: Path) -> Path:
+    """health_handler with a requirement of 6 MiB, vendored into deploykit's cache (as pip would have): its folder."""
+    folder = with_lambdas / "lambda" / "health_handler"
+    (folder / "requirements.txt").write_text("bigpkg==1.0\n")
+    packaging.package_function(folder, requirements_cache=packaging.default_vendor_cache(), installer=big_pip)
+    git(with_lambdas, "add", "-A")
+    git(with_lambdas, "commit", "-qm", "bigpkg")
+    return folder
+
+
+def sent_to(s3: Any) -> list[tuple[str, int]]:
+    """Each call ``s3`` makes from now on, with the bytes its body sends (0 for none)."""
+    seen: list[tuple[str, int]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        body = params.get("Body")
+        seen.append((model.name, len(body) if isinstance(body, bytes | bytearray) else 0))
+
+    s3.meta.events.register("provide-client-params.s3.*", record)
+    return seen
+
+
+def change_handler(folder: Path, line: str) -> packaging.Package:
+    (folder / "handler.py").write_text((folder / "handler.py").read_text() + f"\n{line}\n")
+    return packaging.package_function(folder)
+
+
+def test_vendored_packages_are_sent_once_and_copied_within_s3_into_each_later_zip(
+    vendored: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """A handler change beside 6 MiB of vendored packages sends the handler and the zip's directory, not the
+    packages: the first zip of those requirements keeps them in the bucket under their hash, and every later zip is
+    a multipart upload of a copy of them (UploadPartCopy) and the rest, sent. Each zip in S3 is its bytes exactly."""
+    s3 = factory.client("s3")
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    first = packaging.package_function(vendored)
+    assert first.prefix_length > stack_chain.PART_MIN and len(first.zip_bytes) > SMALL_ZIP
+    calls = sent_to(s3)
+
+    outcome = UploadLambdaCode.of("health_handler", vendored, first, "CarRentalRegistryStack").run(ctx)
+
+    assert outcome.status == "done" and "its vendored packages kept at lambda-vendored/" in outcome.detail
+    assert sorted(calls) == sorted(
+        [
+            ("HeadObject", 0),
+            ("HeadObject", 0),  # the zip and the vendored packages, at once
+            ("PutObject", first.prefix_length),
+            ("CreateMultipartUpload", 0),
+            ("UploadPartCopy", 0),
+            ("UploadPart", len(first.zip_bytes) - first.prefix_length),
+            ("CompleteMultipartUpload", 0),
+        ]
+    )
+    assert s3.get_object(Bucket=BUCKET, Key=first.key)["Body"].read() == first.zip_bytes
+    kept = s3.get_object(Bucket=BUCKET, Key=first.prefix_key)
+    assert kept["Body"].read() == first.zip_bytes[: first.prefix_length]
+    assert kept["Metadata"] == {"sha256": first.prefix_sha256}
+
+    second = change_handler(vendored, "CHANGED = 2")
+    assert second.prefix_key == first.prefix_key
+    calls.clear()
+    outcome = UploadLambdaCode.of("health_handler", vendored, second, "CarRentalRegistryStack").run(ctx)
+
+    tail = len(second.zip_bytes) - second.prefix_length
+    assert outcome.status == "done"
+    assert f"{tail} B sent (its {second.prefix_length} B of vendored packages copied within S3" in outcome.detail
+    assert sum(size for _, size in calls) == tail < SMALL_ZIP and ("PutObject", second.prefix_length) not in calls
+    assert s3.get_object(Bucket=BUCKET, Key=second.key)["Body"].read() == second.zip_bytes
+
+    calls.clear()
+    again = UploadLambdaCode.of("health_handler", vendored, second, "CarRentalRegistryStack").run(ctx)
+    assert again.status == "skipped" and calls == [("HeadObject", 0), ("HeadObject", 0)]
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+
+
+def test_vendored_packages_not_as_kept_are_put_again_and_gone_ones_make_the_zip_go_whole(
+    vendored: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """Something else at the vendored packages' key (of the right size) is not copied from: they are put again.
+    When they are gone by the time S3 is to copy them, the upload is aborted and the zip sent whole; when a part
+    fails, the upload is aborted and the failure raised, the zip not there."""
+    s3 = factory.client("s3")
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    first = packaging.package_function(vendored)
+    s3.put_object(Bucket=BUCKET, Key=first.prefix_key, Body=bytes(first.prefix_length))  # zeros, no checksum
+    outcome = UploadLambdaCode.of("health_handler", vendored, first, "CarRentalRegistryStack").run(ctx)
+    assert "kept at" in outcome.detail
+    assert s3.get_object(Bucket=BUCKET, Key=first.key)["Body"].read() == first.zip_bytes
+
+    second = change_handler(vendored, "CHANGED = 2")
+
+    def gone(**_: Any) -> None:  # after the HeadObject found them, before the copy
+        s3.delete_object(Bucket=BUCKET, Key=second.prefix_key)
+
+    s3.meta.events.register("before-call.s3.CreateMultipartUpload", gone)
+    outcome = UploadLambdaCode.of("health_handler", vendored, second, "CarRentalRegistryStack").run(ctx)
+    s3.meta.events.unregister("before-call.s3.CreateMultipartUpload", gone)
+    assert outcome.status == "done" and f"{len(second.zip_bytes)} B sent (sent whole:" in outcome.detail
+    assert s3.get_object(Bucket=BUCKET, Key=second.key)["Body"].read() == second.zip_bytes
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+
+    third = change_handler(vendored, "CHANGED = 3")
+    s3.put_object(Bucket=BUCKET, Key=third.prefix_key, Body=third.zip_bytes[: third.prefix_length])
+
+    def fail(**_: Any) -> None:
+        raise ConnectionResetError("the uplink dropped")
+
+    s3.meta.events.register("before-call.s3.UploadPart", fail)
+    with pytest.raises(ConnectionResetError):
+        UploadLambdaCode.of("health_handler", vendored, third, "CarRentalRegistryStack").run(ctx)
+    s3.meta.events.unregister("before-call.s3.UploadPart", fail)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+    assert not s3.list_objects_v2(Bucket=BUCKET, Prefix=third.key).get("Contents")
+
+
+def test_a_handler_change_beside_vendored_packages_deploys_what_lambda_reads_back(
+    vendored: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """deploy.lambda twice, the handler changed between: the second zip, put together in S3, is what Lambda runs
+    (update-code compares its CodeSha256 with the zip's)."""
+    first = commands.deploy_lambda(
+        "health_handler", env="dev", smoke=False, runtime=runtime(vendored.parents[1], factory)
+    )
+    assert first is not None and first.ok
+    second = change_handler(vendored, "CHANGED = 2")
+    git(vendored.parents[1], "commit", "-qam", "handler")
+
+    report = commands.deploy_lambda(
+        "health_handler", env="dev", smoke=False, runtime=runtime(vendored.parents[1], factory)
+    )
+
+    assert report is not None and report.ok, [(r.step, r.detail) for r in report.records]
+    upload = next(r.detail for r in report.records if r.step == "upload-lambda")
+    assert "vendored packages copied within S3" in upload
+    assert version_config(factory, "health_handler", alias_version(factory, "health_handler"))["CodeSha256"] == (
+        second.code_sha256
+    )
 
 
 def test_compiled_code_vendored_for_x86_64_is_refused_on_an_arm64_function(

@@ -272,6 +272,32 @@ def test_requirements_are_vendored_at_the_root_reproducibly_and_cached(fn: Path,
         assert zf.read("tinypkg-1.0.dist-info/RECORD") == b"tinypkg/__init__.py,sha256=abc,11\n"
 
 
+def test_every_zip_of_the_same_requirements_begins_with_the_same_vendored_bytes(fn: Path, tmp_path: Path) -> None:
+    """The upload has S3 copy a zip's vendored entries from a copy kept once: they must be the zip's first
+    prefix_length bytes, the same whatever the handler holds, and the rest the function's own files and the
+    directory. Without requirements there is no such prefix."""
+    plain = package_function(fn)
+    assert (plain.prefix_length, plain.prefix_sha256, plain.prefix_key) == (0, "", "")
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    cache = tmp_path / "cache"
+    first = package_function(fn, requirements_cache=cache, installer=FakePip())
+    (fn / "handler.py").write_text((fn / "handler.py").read_text() + "\nCHANGED = True\n")
+    second = package_function(fn, requirements_cache=cache, installer=FakePip())
+
+    assert first.key != second.key and first.prefix_length == second.prefix_length > 0
+    vendored = next(cache.glob("*.zip")).read_bytes()
+    assert vendored[first.prefix_length : first.prefix_length + 4] == b"PK\x01\x02"  # its central directory
+    assert first.zip_bytes[: first.prefix_length] == second.zip_bytes[: second.prefix_length]
+    assert first.zip_bytes[: first.prefix_length] == vendored[: first.prefix_length]
+    assert first.prefix_sha256 == hashlib.sha256(vendored[: first.prefix_length]).hexdigest() == second.prefix_sha256
+    assert first.prefix_key == f"lambda-vendored/{first.prefix_sha256}.bin"
+    # the function's own files begin where the prefix ends
+    with zipfile.ZipFile(io.BytesIO(second.zip_bytes)) as zf:
+        own = [info for info in zf.infolist() if info.header_offset >= second.prefix_length]
+    assert sorted(info.filename for info in own) == sorted(PACKAGED)
+    assert min(info.header_offset for info in own) == second.prefix_length
+
+
 def test_a_package_says_which_architecture_its_vendored_compiled_code_is_for(fn: Path, tmp_path: Path) -> None:
     """Pure-Python requirements run on any Lambda architecture; an extension module (.so) only on the one its
     wheel was chosen for, which update-code checks against the function's."""

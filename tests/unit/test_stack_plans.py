@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 
-from deploykit import auto, changes, planner
+from deploykit import auto, changes, packaging, planner, stack_chain
 from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, current_revision
@@ -166,3 +167,31 @@ def test_a_stack_whose_cdk_holds_uncommitted_changes_keeps_no_template(with_lamb
 def test_code_parameters_are_named_after_the_function() -> None:
     assert planner.code_parameter("login_handler") == "LoginHandlerCodeKey"
     assert planner.code_parameter("health_handler") == "HealthHandlerCodeKey"
+
+
+def test_vendored_packages_are_copied_from_only_when_their_length_and_hash_are_theirs() -> None:
+    """S3 says the SHA-256 it checked when deploykit put them (ChecksumSHA256, base64); a store that does not say
+    it (moto) is trusted by the hash deploykit wrote beside them. Anything else at the key is put over."""
+    body = b"vendored entries" * 100
+    package = packaging.Package("fn", body + b"own files", "0" * 64, "lambda/fn/x.zip", prefix_length=len(body))
+    sha = hashlib.sha256(body).hexdigest()
+    checksum = packaging.code_sha256_of(sha)
+    assert stack_chain.kept_vendored({"ContentLength": len(body), "ChecksumSHA256": checksum}, package)
+    assert stack_chain.kept_vendored({"ContentLength": len(body), "Metadata": {"sha256": sha}}, package)
+    wrong = packaging.code_sha256_of("1" * 64)
+    assert not stack_chain.kept_vendored(
+        {"ContentLength": len(body), "ChecksumSHA256": wrong, "Metadata": {"sha256": sha}}, package
+    )
+    assert not stack_chain.kept_vendored({"ContentLength": len(body) + 1, "ChecksumSHA256": checksum}, package)
+    assert not stack_chain.kept_vendored({"ContentLength": len(body)}, package)
+    assert not stack_chain.kept_vendored(None, package)
+
+
+def test_only_a_zip_with_at_least_a_part_of_vendored_packages_is_put_together_in_s3() -> None:
+    """S3's parts but the last are 5 MiB at least: smaller vendored packages are sent with the zip."""
+    small = packaging.Package("fn", b"x" * 100, "0" * 64, "lambda/fn/x.zip", prefix_length=stack_chain.PART_MIN - 1)
+    big = packaging.Package("fn", b"x" * 100, "0" * 64, "lambda/fn/x.zip", prefix_length=stack_chain.PART_MIN)
+    assert UploadLambdaCode.of("fn", "lambda/fn", small, "Registry").prefix_key == ""
+    step = UploadLambdaCode.of("fn", Path("lambda/fn"), big, "Registry")
+    assert step == UploadLambdaCode("fn", "lambda/fn", "lambda/fn/x.zip", "Registry", 100, big.prefix_key)
+    assert big.prefix_key.startswith("lambda-vendored/") and big.prefix_key.endswith(".bin")
