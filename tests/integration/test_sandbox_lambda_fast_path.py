@@ -4,6 +4,7 @@ CloudFormation stack touched, and a later deploy.stack of the API keeps it inste
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import urllib.error
@@ -15,7 +16,7 @@ from typing import Any
 import docker
 import pytest
 
-from deploykit import commands, lambda_chain
+from deploykit import commands, lambda_chain, packaging
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
@@ -88,6 +89,10 @@ def release(project: Path, name: str) -> str:
 
 def statuses(report: Any) -> dict[str, str]:
     return {r.step: r.status for r in report.records}
+
+
+def detail(report: Any, step: str) -> str:
+    return str(next(r.detail for r in report.records if r.step == step))
 
 
 def test_a_function_change_is_live_in_seconds_without_cloudformation_and_a_stack_deploy_keeps_it(
@@ -263,3 +268,40 @@ def test_lambda_cleanup_keeps_what_serves_and_what_rollback_and_the_stack_need(
     assert report is not None and report.ok
     assert int(report.outputs()[f"{FN}.version"]) == newest + 1
     assert health(deployed.api_health_url)["release"] == "after-cleanup"
+
+
+def big_pip(requirements: Path, target: Path) -> None:
+    """What pip --target writes for a 6 MiB package (its bytes do not compress) that the handler then imports."""
+    (target / "bigpkg").mkdir()
+    (target / "bigpkg" / "__init__.py").write_text("VALUE = 'vendored 42'\n")
+    (target / "bigpkg" / "blob.bin").write_bytes(random.Random(7).randbytes(6 * 1024 * 1024))
+
+
+def test_a_handler_change_beside_big_requirements_sends_the_handler_and_runs_with_them(
+    project: Path, deployed: Endpoints
+) -> None:
+    """The function vendors 6 MiB (as if from pip, into deploykit's cache): the first deploy keeps them in the
+    bucket, a handler change then sends the handler and the zip's directory only, S3 copying the rest, and the
+    sandbox's Lambda runs the zip put together so, importing the vendored package."""
+    folder = project / "lambda" / FN
+    (folder / "requirements.txt").write_text("bigpkg==1.0\n")
+    packaging.package_function(folder, requirements_cache=packaging.default_vendor_cache(), installer=big_pip)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", f"{FN}: vendors bigpkg")
+    first = commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project))
+    assert first is not None and first.ok
+    assert "its vendored packages kept at lambda-vendored/" in detail(first, "upload-lambda")
+
+    handler = folder / "handler.py"
+    handler.write_text(handler.read_text().replace(MARKER, MARKER + '"vendored": __import__("bigpkg").VALUE, ', 1))
+    git(project, "commit", "-qam", f"{FN}: answers with bigpkg")
+    package = packaging.package_function(folder)
+    report = commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project))
+
+    assert report is not None and report.ok
+    sent = len(package.zip_bytes) - package.prefix_length
+    assert f"{sent} B sent (its {package.prefix_length} B of vendored packages copied" in detail(
+        report, "upload-lambda"
+    )
+    assert sent < 64 * 1024
+    assert health(deployed.api_health_url)["vendored"] == "vendored 42"
