@@ -76,8 +76,8 @@ HEAVY = "numpy==2.1.3"  # a requirement as big as they come: a 16 MB zip (pip fe
 HEAVY_FIRST_ROW = f"c again, the function now vendoring {HEAVY} (pip, first zip)"
 HEAVY_ROW = f"c again, one handler change beside {HEAVY}"
 UPLINK = 20.0  # Mbit/s: a laptop's or an office's uplink (16 MB: 6.7 s)
-HEAVY_SENT_ROW = f"c again, beside {HEAVY}, 100 ms, {UPLINK:g} Mbit/s up, numpy sent (as before)"
-HEAVY_COPIED_ROW = f"c again, beside {HEAVY}, 100 ms, {UPLINK:g} Mbit/s up, numpy copied in S3"
+HEAVY_SENT_ROW = f"c again beside numpy, 100 ms, {UPLINK:g} Mbit/s up: numpy sent (before)"
+HEAVY_COPIED_ROW = f"c again beside numpy, 100 ms, {UPLINK:g} Mbit/s up: numpy copied in S3"
 CDK_CLI = "2.1148.1"  # npm's aws-cdk, the CDK CLI the seed's scripts ran (synthesizes cloud assembly schema 55)
 CDK_CLI_ROW = "before, the seed's way: build, push, cdk deploy --all"
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'

@@ -298,6 +298,30 @@ def test_every_zip_of_the_same_requirements_begins_with_the_same_vendored_bytes(
     assert min(info.header_offset for info in own) == second.prefix_length
 
 
+def test_a_deploy_packages_a_function_with_requirements_once_for_the_same_inputs(fn: Path) -> None:
+    """A deploy packages a function when it plans and again in its upload step: with the same files and
+    requirements.txt (and deploykit's cache and pip, as a deploy vendors) the process makes the zip once — not the
+    vendored zip read again, 16 MB appended to and hashed twice. A changed file is packaged anew."""
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    cache = packaging.default_vendor_cache()
+    assert cache is not None
+    package_function(fn, requirements_cache=cache, installer=FakePip())  # vendored into deploykit's cache
+    first = package_function(fn)
+    kept = next(cache.glob("*.zip"))
+    kept.write_bytes(b"not a zip: not read again")
+    assert package_function(fn) is first
+    assert kept.read_bytes() == b"not a zip: not read again"
+
+    handler = fn / "handler.py"
+    original = handler.read_text()
+    handler.write_text(original + "\nCHANGED = True\n")
+    changed = package_function(fn)  # packaged anew: the kept vendored zip read, found broken, made again
+    assert changed.key != first.key and changed.prefix_sha256 == first.prefix_sha256
+    assert kept.read_bytes() != b"not a zip: not read again"
+    handler.write_text(original)
+    assert package_function(fn) is first
+
+
 def test_a_package_says_which_architecture_its_vendored_compiled_code_is_for(fn: Path, tmp_path: Path) -> None:
     """Pure-Python requirements run on any Lambda architecture; an extension module (.so) only on the one its
     wheel was chosen for, which update-code checks against the function's."""
