@@ -14,6 +14,10 @@ process the way a developer runs it:
   (c) `inv deploy.auto` after one committed Lambda handler; and once more with the sandbox's Lambda applying the
       update in 1.5 s, as AWS takes 1-5 s where moto takes none (`inv sandbox.lambda-updates`); then with the
       function vendoring numpy (a 16 MB zip: pip and the vendored zip, made once), and after a change to its handler;
+      then two more handler changes with each AWS call 100 ms later and what a call sends going through a 20 Mbit/s
+      uplink (bench/latency.py --uplink): the first with the vendored packages the artifacts bucket keeps deleted, so
+      the upload sends numpy's 16 MB again (as every handler change did before uploads copied them within S3, and as
+      the first zip of new requirements still does), the second copying them;
   (d) `inv deploy.auto` after one committed stack setting (the data stack's access-log retention);
   before: the seed's full deploy — every stack with the app, from a fresh checkout (cdk.out removed, so the
           CDK app is synthesized), after one more backend change: `inv deploy.full`;
