@@ -13,7 +13,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-import docker.errors
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import base_image, ecs, images, oci, registry
@@ -55,6 +54,8 @@ class EnsureBaseImage(Step):
         return f"base image {self.image}: {how}"
 
     def run(self, ctx: Context) -> Outcome:
+        import docker.errors
+
         client, now = ctx.docker, ctx.clock.now()
         if self.local:
             engine = images.engine_platform(client) if self.platform else ""

@@ -20,13 +20,14 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING
 
 from deploykit.config import BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, StepFailed
 from deploykit.images import created, extra_ca_certificates, local_image
+
+if TYPE_CHECKING:  # imported when an image is touched (deploykit.images)
+    import docker
 
 SPEC_LABEL = "io.deploykit.base-spec"
 CA_ENV = [
@@ -163,5 +164,7 @@ def build_base_image(
 
 
 def _remove(client: docker.DockerClient, ref: str) -> None:
+    import docker.errors
+
     with contextlib.suppress(docker.errors.APIError):
         client.images.remove(ref, noprune=True)

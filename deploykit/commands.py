@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import botocore.exceptions
-import docker.errors
 from tabulate import tabulate
 
 from deploykit import (
@@ -102,7 +101,8 @@ def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
     def translate(exc: Exception) -> DeployKitError | None:
         if isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
             return translate_error(exc, env)
-        if isinstance(exc, docker.errors.DockerException):
+        docker_errors = sys.modules.get("docker.errors")  # none without an image touched: no Docker failure either
+        if docker_errors is not None and isinstance(exc, docker_errors.DockerException):
             return StepFailed(f"the Docker engine failed: {exc}", next_step="check 'docker info', then rerun")
         return None
 

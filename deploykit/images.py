@@ -16,15 +16,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import docker
-import docker.errors
-import docker.models.images
-import docker.utils
-from docker.utils.build import exclude_paths
+from typing import TYPE_CHECKING, Any
 
 from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
+
+if TYPE_CHECKING:  # the docker package is imported when an image is touched, not by every command (40 ms)
+    import docker
+    import docker.models.images
 
 CERTS_DIR = "certs"  # where extra CA certificates land inside the build context
 _STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -37,6 +35,8 @@ START_DOCKER = (
 
 def docker_client(timeout: int = 300) -> docker.DockerClient:
     """A client for the local Docker engine, or EnvironmentNotReady (exit 2) saying how to start one."""
+    import docker.errors
+
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         client = docker.from_env(timeout=timeout)
@@ -81,6 +81,8 @@ def image_exists(client: docker.DockerClient, ref: str) -> bool:
 
 def local_image(client: docker.DockerClient, ref: str) -> docker.models.images.Image | None:
     """The image ``ref`` names on this engine, or None."""
+    import docker.errors
+
     try:
         return client.images.get(ref)
     except docker.errors.ImageNotFound:
@@ -114,6 +116,8 @@ def pull_again(
 def pull_stamped(client: docker.DockerClient, ref: str, platform: str | None = None) -> docker.models.images.Image:
     """Pull ``ref`` (for ``platform``: of a multi-platform image, that one's), then tag it again with its own name,
     so its ``LastTagTime`` says when it was pulled (a digest is not stamped: it is never pulled again)."""
+    import docker.utils
+
     image = client.images.pull(ref, platform=platform)
     if "@" not in ref:
         repository, tag = docker.utils.parse_repository_tag(ref)
@@ -146,6 +150,8 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
     The certificates go under ``certs/`` in the context only (never into the work tree), so images
     trust a corporate TLS proxy and pip inside ``docker build`` can reach the package index.
     """
+    from docker.utils.build import exclude_paths
+
     if not (context / dockerfile).is_file():
         raise UsageError(f"no {dockerfile} in {context}", next_step="fix [build] context / dockerfile in deploy.toml")
     ignore = context / ".dockerignore"
@@ -244,6 +250,8 @@ def build_image(
     platform: str | None = None,
 ) -> BuildStream:
     """Build ``tag`` from ``context`` on the engine (host network: no bridge here), for ``platform``."""
+    import docker.errors
+
     fileobj = build_context(context, dockerfile, extra_ca_dir)
     stream = BuildStream(say, status)
     try:
@@ -383,6 +391,8 @@ def remote_image(
 ) -> tuple[str, tuple[str, ...]] | None:
     """The digest the registry holds for ``ref`` and the platforms it is for (``linux/amd64``; of an image index,
     each of its images'), or None when the tag is not there."""
+    import docker.errors
+
     try:
         answer = client.api.inspect_distribution(ref, auth_config=auth)
     except docker.errors.APIError as exc:
@@ -418,6 +428,8 @@ def push_image(
     status: Callable[[str], None],
 ) -> PushStream:
     """Push ``repository:tag`` (already tagged locally) and return the stream with its digest."""
+    import docker.errors
+
     stream = PushStream(say, status)
     try:
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth):
@@ -440,6 +452,8 @@ def push_failed(what: str, message: str, shown: str) -> StepFailed:
 
 
 def _short(exc: BaseException) -> str:
+    import docker.errors
+
     if isinstance(exc, docker.errors.APIError) and exc.explanation:
         return str(exc.explanation)
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
-
-import requests
 
 from deploykit import images
 from deploykit.errors import StepFailed
+
+if TYPE_CHECKING:  # imported when a registry is first spoken to (_requests), not by every command
+    import requests
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -87,6 +88,13 @@ class Manifest:
         return list(self.data.get("manifests") or []) if self.is_index else []
 
 
+def _requests() -> Any:
+    """The requests package, imported when a registry is first spoken to: not on every command's start (20 ms)."""
+    import requests
+
+    return requests
+
+
 @dataclass
 class Registry:
     """One registry host, with the credentials to use there (``user``, ``password``; None: anonymous). Answers a
@@ -95,7 +103,7 @@ class Registry:
     host: str
     credentials: tuple[str, str] | None = None
     timeout: float = 60.0
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=lambda: _requests().Session())
     _bearer: str | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -203,7 +211,7 @@ class Registry:
                 answer = self.session.request(
                     method, url, headers={**sent, **self._authorization()}, timeout=self.timeout, **kwargs
                 )
-        except requests.RequestException as exc:
+        except _requests().RequestException as exc:
             raise RegistryUnavailable(
                 f"the registry {self.host} is not answering: {_reason(exc)}",
                 next_step="check the network to it (the sandbox's registry: inv sandbox.status), then rerun the same "
@@ -229,7 +237,7 @@ class Registry:
         if not realm:
             return False
         with self._lock:
-            token = requests.get(realm, params=params, auth=self.credentials, timeout=self.timeout)
+            token = _requests().get(realm, params=params, auth=self.credentials, timeout=self.timeout)
             if token.status_code != 200:
                 return False
             data = token.json()
