@@ -661,12 +661,13 @@ def rolled_back(
     *,
     uncommitted: bool = False,
     warn: Callable[[str], object] | None = None,
+    heads: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """:func:`deploying_again` for ``components``, read from ``env``: its newest :data:`NEWEST_RUNS` runs and, older,
-    the runs its live record says left them live (:func:`deciding_runs`, one round trip more, only then). The guard
-    of the commands that deploy what they are told (deploy.full, deploy.app, deploy.lambda, deploy.stack); nothing
-    without a history (a first deploy). A live record that cannot be read is passed over here: the newest runs
-    still guard, and the run says so when it writes its record."""
+    """:func:`deploying_again` for ``components`` (each at HEAD, or at its commit of ``heads``), read from ``env``: its
+    newest :data:`NEWEST_RUNS` runs and, older, the runs its live record says left them live (:func:`deciding_runs`,
+    one round trip more, only then). The guard of the commands that deploy what they are told (deploy.full,
+    deploy.app, deploy.lambda, deploy.stack); nothing without a history (a first deploy). A live record that cannot be
+    read is passed over here: the newest runs still guard, and the run says so when it writes its record."""
     store = History.of(aws, env, warn=warn)
     if store is None:
         return {}
@@ -674,27 +675,38 @@ def rolled_back(
     read = at_once(reads)
     live = {} if isinstance(read["live"], LiveRecordUnreadable) else read["live"]
     records = with_deciding_runs(live, read["records"], components, store.records_by_id)
-    return deploying_again(config, records, components, uncommitted=uncommitted)
+    return deploying_again(config, records, components, uncommitted=uncommitted, heads=heads)
 
 
 def deploying_again(
-    config: Config, records: Sequence[Record], components: Collection[str], *, uncommitted: bool = False
+    config: Config,
+    records: Sequence[Record],
+    components: Collection[str],
+    *,
+    uncommitted: bool = False,
+    heads: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """component → why, for each of ``components`` (those a deploy.auto would deploy) that HEAD (with the work
     tree's changes, when ``uncommitted``) has as it was at the commit a person's rollback took it off
     (:func:`taken_off`): deploying it would bring back what was found wanting. A commit changed since (a fix
-    forward) is not; nor one this clone lacks (it cannot tell)."""
+    forward) is not; nor one this clone lacks (it cannot tell). ``heads``: a component deployed from another commit
+    than HEAD (``deploy.stack --image-tag`` puts the app live at its tag), that commit (a tag that names none: it
+    cannot tell either)."""
     why: dict[str, str] = {}
     for component, (off, rollback) in sorted(taken_off(records).items()):
         if component not in components:
             continue
+        head = (heads or {}).get(component, "HEAD")
         try:
-            found = changes.detect(config, {component: off}, include_uncommitted=uncommitted)
+            found = changes.detect(
+                config, {component: off}, head=head, include_uncommitted=uncommitted and head == "HEAD"
+            )
         except UsageError:  # that commit is not in this clone's history
             continue
         if found.base.get(component) is not None and component not in found.components():
+            at = "" if head == "HEAD" else f", which {head} has too"
             why[component] = (
-                f"{component} as it was at {off[:SHORT_SHA]} (taken off by {rollback.command}, {rollback.who} at "
+                f"{component} as it was at {off[:SHORT_SHA]}{at} (taken off by {rollback.command}, {rollback.who} at "
                 f"{rollback.when})"
             )
     return why

@@ -323,11 +323,13 @@ def _rolled_back(
     aws: AwsFactory,
     components: Collection[str],
     revision: git.Revision,
+    heads: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """component → why, for each of ``components`` that deploying ``revision`` would bring back as a person's
-    rollback took it off (auto.rolled_back); for auto.refuse_deploying_again."""
+    """component → why, for each of ``components`` that deploying ``revision`` (a component of ``heads`` at its
+    commit there) would bring back as a person's rollback took it off (auto.rolled_back); for
+    auto.refuse_deploying_again."""
     warn = _warner(runtime)
-    return auto.rolled_back(aws, env, config, components, uncommitted=bool(revision.dirty), warn=warn)
+    return auto.rolled_back(aws, env, config, components, uncommitted=bool(revision.dirty), warn=warn, heads=heads)
 
 
 def _refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
@@ -583,7 +585,11 @@ def deploy_stack(
     promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     reads: dict[str, Callable[[], Any]] = {}
     if not allow_rolled_back:  # a dry run too
-        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, [f"stack:{role}"], revision)
+        guarded, heads = [f"stack:{role}"], {}
+        if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls the app out at that tag: guarded too
+            guarded.append("app")
+            heads["app"] = image_tag
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, guarded, revision, heads)
     if role == "fargate" and not image_tag:
         reads["tag"] = partial(live_image_tag, aws, environment)
     if role == "api":

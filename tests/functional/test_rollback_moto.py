@@ -441,6 +441,50 @@ def test_deploy_full_refuses_to_bring_back_what_a_rollback_took_off(
     assert "Plan for deploy.full → dev (dry run: nothing is changed)" in out.getvalue()
 
 
+def test_deploy_stack_with_an_image_tag_refuses_to_roll_out_the_app_a_rollback_took_off(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """`deploy.stack <fargate> --image-tag TAG` rolls the app out at TAG: after a person rolled dev's app back from
+    a commit, the tag of that commit's build (or of a later commit with the app as it was) is refused as deploy.app
+    would refuse it; a tag whose commit changed the app since, or that names no commit of this clone, goes on."""
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    run = RunReport(Plan("dev", (), f"rollback app → {B}"), [], 1.0)
+    now = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    deployed.write(history.record_of(run, components={"app": B}, base={"app": head}, head=B, who="ana", now=now))
+    (project / "NOTES.md").write_text("the app as it was\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "notes")
+    same_app = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    stack = "CarRentalFargateStack"
+
+    for tag in (head, same_app):
+        with pytest.raises(UsageError, match=rf"app as it was at {head}, which {tag} has too \(taken off by") as no:
+            commands.deploy_stack(stack, env="dev", image_tag=tag, dry_run=True, runtime=runtime(project, factory))
+        assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
+
+    (project / "backend" / "app" / "fix.py").parent.mkdir(parents=True, exist_ok=True)
+    (project / "backend" / "app" / "fix.py").write_text("FIXED = True\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "the fix")
+    fixed = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    for tag in (fixed, C):  # the app changed since; a tag this clone cannot tell about
+        out = io.StringIO()
+        commands.deploy_stack(
+            stack, env="dev", image_tag=tag, dry_run=True, runtime=runtime(project, factory, stderr=out)
+        )
+        assert f"Plan for deploy.stack {stack} → dev (dry run: nothing is changed)" in out.getvalue(), out.getvalue()
+    out = io.StringIO()
+    commands.deploy_stack(
+        stack,
+        env="dev",
+        image_tag=head,
+        dry_run=True,
+        allow_rolled_back=True,
+        runtime=runtime(project, factory, stderr=out),
+    )
+    assert "dry run: nothing is changed" in out.getvalue()
+
+
 def test_deploy_app_and_roll_service_refuse_to_bring_back_what_a_rollback_took_off(
     project: Path, factory: AwsFactory, deployed: history.History
 ) -> None:
