@@ -12,6 +12,7 @@ data for machines.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import ClientError
 from tabulate import tabulate
 
+from deploykit import lambda_chain
 from deploykit.aws import at_once
 from deploykit.ecs import TaskDefinitions, primary_deployment
 from deploykit.endpoints import STACK_ROLES
@@ -538,7 +540,7 @@ def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> Heal
     }
     if endpoints is not None:
         parts["api stage"] = partial(_gather_api_stage, aws.client("apigateway"), env, endpoints)
-        parts["lambda"] = partial(_gather_lambdas, aws.client("lambda"), env, endpoints)
+        parts["lambda"] = partial(_gather_lambdas, aws.client("lambda"), aws.client("cloudformation"), env, endpoints)
 
     def part(fill: Callable[[HealthReport], object]) -> HealthReport:
         piece = HealthReport(env=env.name)
@@ -755,12 +757,15 @@ def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, rep
     report.rows.append(Row("api stage", name, "deployed", detail))
 
 
-def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:
+def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:
     if not endpoints.functions:
         report.rows.append(Row("lambda", "-", MISSING, f"stack {env.stacks.api} names no functions"))
-    read = at_once(
-        {key: partial(_alias_and_version, lam, function) for key, function in endpoints.functions.items()}
-    )  # every function's alias and the version it serves: one round trip
+    reads: dict[str, Callable[[], Any]] = {
+        key: partial(_alias_and_version, lam, function) for key, function in endpoints.functions.items()
+    }
+    reads[_TEMPLATE] = partial(_deployed_template, cfn, env.stacks.api)  # what the functions' settings should be
+    read = at_once(reads)  # every function's alias and the version it serves, and the API stack's template: one trip
+    template = read.pop(_TEMPLATE)
     for key, function in sorted(endpoints.functions.items()):
         label = f"{key} ({function})" if key != function else key
         found = read[key]
@@ -786,6 +791,39 @@ def _gather_lambdas(lam: Any, env: EnvConfig, endpoints: Endpoints, report: Heal
             report.shifting[key] = (function, {str(v): float(w) for v, w in weights.items()})
             parts.append(f"traffic shift in progress: {_shares(report.shifting[key][1])}")
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
+        differs = lambda_chain.configuration_differs(lambda_chain.configured(template or {}, key), config)
+        if differs:
+            said = ", ".join(f"{setting} {live} (the stack's: {wanted})" for setting, (wanted, live) in differs.items())
+            report.findings.append(
+                Finding(
+                    "warning",
+                    f"Lambda {key}: version {version}, which the alias serves, has settings other than those "
+                    f"{env.stacks.api} deployed: {said}; changed by hand, and published",
+                    f"put them back on $LATEST (aws lambda update-function-configuration --function-name {function} "
+                    f"...), then inv deploy.lambda {key} --env {env.name} publishes and serves them; inv diff --verify "
+                    f"--env {env.name} compares them with this checkout's",
+                )
+            )
+
+
+_TEMPLATE = "\0template"  # the API stack's template among the functions' reads
+
+
+def _deployed_template(cfn: Any, stack: str) -> dict[str, Any] | None:
+    """The template ``stack`` was last deployed with (GetTemplate; JSON, as the CDK writes it); None when it is not
+    there or not JSON."""
+    try:
+        body = cfn.get_template(StackName=stack).get("TemplateBody")
+    except ClientError as exc:
+        if is_missing_stack(exc):
+            return None
+        raise
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    return dict(body) if isinstance(body, Mapping) else None
 
 
 def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

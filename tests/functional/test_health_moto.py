@@ -283,10 +283,53 @@ def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeyp
     assert "traffic shift in progress: 10% to version 2" in rows_of(report, "lambda")[0].detail
 
 
+def test_a_function_serving_settings_other_than_its_stacks_is_a_warning(aws: AwsFactory) -> None:
+    """A setting changed by hand and published behind the alias is in no change set (CloudFormation compares a
+    template with the one before) and deploy.auto has nothing to deploy: inv health compares the version the alias
+    serves with the template the API stack was deployed with (GetTemplate, no synthesis) and names it."""
+    role = aws.client("iam").create_role(RoleName="fn-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    function = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "Code": {"ZipFile": "def handler(event, context):\n    return {'statusCode': 200}\n"},
+            "Handler": "index.handler",
+            "Runtime": "python3.11",
+            "Role": role,
+            "MemorySize": 256,
+            "Timeout": 10,
+            "Environment": {"Variables": {"STAGE": "dev", "TABLE": {"Ref": "AWS::StackName"}}},
+        },
+    }
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName=STACKS.api, TemplateBody=json.dumps({"Resources": {"HealthHandler1A2B3C4D": function}}))
+    name = cfn.describe_stack_resources(StackName=STACKS.api)["StackResources"][0]["PhysicalResourceId"]
+    lam = aws.client("lambda")
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=lam.publish_version(FunctionName=name)["Version"])
+    ends = endpoints(api_id="none", api_stage="prod", functions={"health_handler": name})
+
+    assert [f.what for f in gather(aws, ENV, ends).findings if "Lambda" in f.what] == []  # as the stack made it
+
+    lam.update_function_configuration(FunctionName=name, MemorySize=512, Environment={"Variables": {"STAGE": "prod"}})
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=version)
+
+    found = [f for f in gather(aws, ENV, ends).findings if "Lambda" in f.what]
+    assert [(f.severity, f.what) for f in found] == [
+        (
+            "warning",
+            f"Lambda health_handler: version {version}, which the alias serves, has settings other than those "
+            f"{STACKS.api} deployed: MemorySize 512 (the stack's: 256), Environment.STAGE prod (the stack's: dev); "
+            "changed by hand, and published",
+        )
+    ]
+    assert "inv deploy.lambda health_handler --env dev" in found[0].next_step
+    assert "inv diff --verify --env dev" in found[0].next_step
+
+
 def test_the_parts_are_read_at_once_and_reported_in_their_order(aws: AwsFactory) -> None:
-    """The five stacks, the service, the API stage and both functions' aliases and versions are asked at the same
-    time (each held until all eleven are in flight: one round trip, where they took eleven one after the other); the
-    rows come in the order of the parts all the same."""
+    """The five stacks, the service, the API stage, both functions' aliases and versions and the API stack's template
+    are asked at the same time (each held until all twelve are in flight: one round trip, where they took twelve one
+    after the other); the rows come in the order of the parts all the same."""
     create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
     tg = create_target_group(aws, delay=5, settings=TUNED_TG)
     create_service(aws, tg)
@@ -295,8 +338,9 @@ def test_the_parts_are_read_at_once_and_reported_in_their_order(aws: AwsFactory)
     create_function(aws, "car-rental-health")
     functions = {"login_handler": "car-rental-login", "health_handler": "car-rental-health"}
     held_across(
-        11,
+        12,
         (aws.client("cloudformation"), "DescribeStacks"),  # 5
+        (aws.client("cloudformation"), "GetTemplate"),  # the API stack's, for the functions' settings
         (aws.client("ecs"), "DescribeServices"),  # 1
         (aws.client("apigateway"), "GetStage"),  # 1
         (aws.client("lambda"), "GetAlias"),  # 2

@@ -843,6 +843,15 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
     report, out, _seconds = auto(project)
     assert report is None and "✅ nothing to deploy" in out, out  # the code is the checkout's
+    found = commands.health_report(runtime=quiet_runtime(project)).findings  # from the stack's template as deployed
+    assert [(f.severity, f.what) for f in found if "Lambda health_handler" in f.what] == [
+        (
+            "warning",
+            f"Lambda health_handler: version {by_hand}, which the alias serves, has settings other than those "
+            f"CarRentalApiStack deployed: MemorySize {wanted * 2} (the stack's: {wanted}); changed by hand, and "
+            "published",
+        )
+    ]
     runtime = quiet_runtime(project)
     with pytest.raises(StepFailed) as differs:
         commands.diff(verify=True, as_json=True, runtime=runtime)
@@ -869,6 +878,7 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     assert fixed is not None and fixed.ok
     assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"] == wanted
     commands.diff(verify=True, runtime=quiet_runtime(project))
+    assert not [f for f in commands.health_report(runtime=quiet_runtime(project)).findings if "Lambda" in f.what]
 
 
 def _active(lam: Any, name: str) -> None:
