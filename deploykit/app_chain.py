@@ -31,6 +31,7 @@ class EnsureBaseImage(Step):
     """Make sure the image the Dockerfile starts FROM is on the engine."""
 
     name: ClassVar[str] = "base-image"
+    artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     image: str
     spec: BaseImageSpec
     extra_ca_dir: str
@@ -116,6 +117,7 @@ class BuildImage(Step):
     """Build the backend image, tagged with the git revision."""
 
     name: ClassVar[str] = "build"
+    artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     context: str
     dockerfile: str
     image: str  # local reference, repository:tag
@@ -168,6 +170,7 @@ class PushImage(Step):
     """Push the built image to the environment's repository, unless the tag is already there."""
 
     name: ClassVar[str] = "push"
+    artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     local_image: str
     repository: str  # registry/repository, no tag; "" when the repository is created by an earlier step
     tag: str
@@ -226,6 +229,7 @@ class PromoteImage(Step):
     nothing is built (no Docker engine needed). The build and push of the chain, for a promoted environment."""
 
     name: ClassVar[str] = "promote-image"
+    artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     source: str  # the environment the image comes from
     tag: str  # the tag it runs there (its commit)
     repository: str  # this environment's registry/repository, no tag; "": created by an earlier step
@@ -325,19 +329,29 @@ class RegisterTaskDef(Step):
     def describe(self) -> str:
         return f"task definition of {self.service} with {self.container} = {self.image}"
 
-    def run(self, ctx: Context) -> Outcome:
-        client = ctx.aws.client("ecs")
-        service = ecs.services(ctx.aws).read((self.cluster, self.service))  # roll-service starts from it
+    def early(self, ctx: Context) -> Callable[[], Any] | None:
+        return partial(self._live, ctx)
+
+    def _live(self, ctx: Context, **more: Callable[[], Any]) -> dict[str, Any]:
+        """The service (kept for roll-service, which starts from it), then at once the revision it runs (described
+        once per command), the newest of its family and ``more``: two round trips."""
+        service = ecs.services(ctx.aws).read((self.cluster, self.service))
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn = service["taskDefinition"]
-        # the revision it runs (described once per command), the newest of its family and whether the registry has
-        # the image (needed only to register, asked meanwhile): one round trip
         reads: dict[str, Callable[[], Any]] = {
             "current": partial(taskdefs.get, current_arn),
             "latest": partial(taskdefs.latest, ecs.family_of(current_arn)),
-            "pushed": partial(in_registry, ctx, self.repository, self.tag),
+            **more,
         }
-        read = at_once(reads)
+        return {"service": service, **at_once(reads)}
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("ecs")
+        pushed = partial(in_registry, ctx, self.repository, self.tag)  # needed only to register
+        # read while the image was built and pushed; else now, the registry asked beside the revisions
+        read = ctx.early_reads(self) or self._live(ctx, pushed=pushed)
+        taskdefs = ecs.TaskDefinitions.of(ctx.aws)
+        current_arn = read["service"]["taskDefinition"]
         runs = ecs.cpu_architecture(read["current"])
         if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
             raise UsageError(
@@ -361,7 +375,7 @@ class RegisterTaskDef(Step):
                 if arn == latest:
                     taskdefs.chosen(arn, self.container, self.image)
                 return Outcome.skipped(f"{_rev(arn)} already runs {self.tag}", task_definition=arn)
-        if not read["pushed"]:  # nothing would run it
+        if not (read["pushed"] if "pushed" in read else pushed()):  # nothing would run it
             raise UsageError(
                 f"image {self.image} is not in the registry of environment {ctx.env.name!r}",
                 next_step="build and push it first: inv build push",

@@ -384,17 +384,24 @@ class UpdateFunctionCode(Step):
             f"(skipped when it already runs CodeSha256 {_short(self.code_sha256)})"
         )
 
+    def early(self, ctx: Context) -> Callable[[], Any] | None:
+        return partial(self._live, ctx)
+
+    def _live(self, ctx: Context) -> dict[str, Any]:
+        """$LATEST, the versions (for publish-version) and the alias (for move-alias, or the canary): one round trip."""
+        reads: dict[str, Callable[[], Any]] = {
+            "current": partial(_configuration, ctx.aws.client("lambda"), self.function_name, self.function),
+            "versions": partial(Versions.of(ctx.aws).listed, self.function_name),
+        }
+        if self.alias:
+            reads["alias"] = partial(aliases(ctx.aws).read, (self.function_name, self.alias))
+        return at_once(reads)
+
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")
         versions = Versions.of(ctx.aws)
         deadline = ctx.clock.monotonic() + self.timeout
-        reads: dict[str, Callable[[], Any]] = {
-            "current": partial(_configuration, client, self.function_name, self.function),
-            "versions": partial(versions.listed, self.function_name),  # for publish-version, in the same round trip
-        }
-        if self.alias:  # for move-alias (or the canary), in the same round trip
-            reads["alias"] = partial(aliases(ctx.aws).read, (self.function_name, self.alias))
-        read = at_once(reads)
+        read = ctx.early_reads(self) or self._live(ctx)  # read while the zip was uploaded, else now
         current = read["current"]
         # $LATEST's settings, which the publish takes live, against those of the version the alias serves
         note = settings_note(current, read["versions"], read["alias"]) if "alias" in read else ""

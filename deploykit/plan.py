@@ -15,7 +15,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -51,6 +51,30 @@ class Context:
     # a sequence between two of its steps, a canary by taking itself back.
     stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _docker: docker.DockerClient | None = field(default=None, init=False, repr=False)
+    # the first reads of steps started while the steps before them ran (Step.early), by the step's id
+    _early: dict[int, Future[Any]] = field(default_factory=dict, init=False, repr=False)
+    _early_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def start_early(self, running: Step, following: Step | None) -> None:
+        """While ``running`` runs, start the early reads (:meth:`Step.early`) of the steps ``following`` starts
+        with, when ``running`` changes nothing that is live (each of its steps :attr:`~Step.artifacts_only`): what
+        they read then is what they would read after it. Each in a thread of its own, which ends with its reads."""
+        if following is None or not all(step.artifacts_only for step in leaves(running)):
+            return
+        for step in first_steps(following):
+            read = step.early(self)
+            if read is not None:
+                future: Future[Any] = Future()
+                with self._early_guard:
+                    self._early[id(step)] = future
+                threading.Thread(target=_settle, args=(future, read), name="early", daemon=True).start()
+
+    def early_reads(self, step: Step) -> Any | None:
+        """What ``step``'s early reads found (their failure raised, as the step's own reads would raise it), waiting
+        for them if they are still out; None when they were not started (the step reads for itself)."""
+        with self._early_guard:
+            future = self._early.pop(id(step), None)
+        return None if future is None else future.result()
 
     @property
     def docker(self) -> docker.DockerClient:
@@ -108,6 +132,16 @@ class Step:
     def fixed_seconds(self) -> float | None:
         """How long the step takes by its settings (a canary, a watch), whatever the history says; None: as long as
         it takes."""
+        return None
+
+    # The step makes an artifact and changes nothing that runs in the environment (a base image, an image, its push,
+    # a zip's upload): the step after it may read what is live while it runs (early).
+    artifacts_only: ClassVar[bool] = False
+
+    def early(self, ctx: Context) -> Callable[[], Any] | None:
+        """The reads of what is live this step starts with, to run while the step before it runs when that one
+        changes nothing live (:meth:`Context.start_early`); :meth:`run` takes what they found with
+        :meth:`Context.early_reads`. None: the step has none (it reads when it runs)."""
         return None
 
 
@@ -240,6 +274,7 @@ class Sequence(Step):
             if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
                 raise KeyboardInterrupt
             t0 = ctx.clock.monotonic()
+            ctx.start_early(step, self.steps[index + 1] if index + 1 < len(self.steps) else None)
             try:
                 outcome = step.run(ctx)
             except Exception as exc:  # what ran before it (and what did not, after it) goes to the sequence's record
@@ -380,6 +415,8 @@ class Executor:
                 continue
             out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
+            following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
+            self.ctx.start_early(step, None if following is None or following.skippable else following)
             try:
                 with out.activity(step.name):
                     try:
@@ -479,6 +516,34 @@ def walk(steps: Iterable[Step], depth: int = 0) -> Iterator[tuple[int, Step]]:
 
 def is_group(step: Step) -> bool:
     return isinstance(step, Parallel | Sequence)
+
+
+def leaves(step: Step) -> Iterator[Step]:
+    """The steps that do the work of ``step``: itself, or a group's, at any depth."""
+    if isinstance(step, Parallel | Sequence):
+        for member in step.steps:
+            yield from leaves(member)
+    else:
+        yield step
+
+
+def first_steps(step: Step) -> Iterator[Step]:
+    """The steps that start when ``step`` starts: itself; a sequence's first; each of a parallel group's."""
+    if isinstance(step, Sequence):
+        if step.steps:
+            yield from first_steps(step.steps[0])
+    elif isinstance(step, Parallel):
+        for member in step.steps:
+            yield from first_steps(member)
+    else:
+        yield step
+
+
+def _settle(future: Future[Any], read: Callable[[], Any]) -> None:
+    try:
+        future.set_result(read())
+    except BaseException as exc:  # raised to the step that takes it (Context.early_reads)
+        future.set_exception(exc)
 
 
 def group_heading(step: Step) -> str:

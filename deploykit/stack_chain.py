@@ -64,6 +64,7 @@ class Synthesize(Step):
     """Run the CDK app for the environment into cdk.out/<env>/ (skipped when nothing it reads changed)."""
 
     name: ClassVar[str] = "synth"
+    artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     out_dir: str
     force: bool = False
 
@@ -307,6 +308,7 @@ class UploadLambdaCode(Step):
     those bytes (CodeSha256)."""
 
     name: ClassVar[str] = "upload-lambda"
+    artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     function: str
     folder: str
     key: str

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 from unittest.mock import Mock
 
 import pytest
 
 from deploykit import commands, registry
+from deploykit.app_chain import RegisterTaskDef, RollService
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from tests.conftest import git
 from tests.functional.conftest import CONTAINER, asked, create_service, held_across, put_image
 
@@ -261,3 +268,56 @@ def test_destroy_refuses_a_protected_environment(project: Path, factory: AwsFact
     with pytest.raises(UsageError, match="'dev' is protected") as err:
         commands.destroy(env="dev", include_data=True, runtime=runtime(project, factory))
     assert err.value.exit_code == 2
+
+
+@dataclass(frozen=True)
+class PushStandIn(Step):
+    """Stands in for the push (an artifact, nothing live changed): it puts the image in ECR once register-taskdef
+    has read the service and listed its revisions, which proves they were read while it ran."""
+
+    name: ClassVar[str] = "push"
+    artifacts_only: ClassVar[bool] = True
+    factory: AwsFactory = field(compare=False)
+    tag: str
+    read: threading.Event = field(compare=False)
+
+    def describe(self) -> str:
+        return f"push {self.tag}"
+
+    def run(self, ctx: Context) -> Outcome:
+        assert self.read.wait(10), "register-taskdef read nothing while the image was pushed"
+        put_image(self.factory, self.tag)
+        return Outcome.done(f"pushed {self.tag}")
+
+
+def test_register_taskdef_reads_the_service_and_its_revisions_while_the_image_is_pushed(
+    project: Path, factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """The push changes nothing of the service: register-taskdef's first two round trips (the service, then its
+    revision and the newest of its family) go while it runs, and after it only the registry is asked (the image is
+    there only now) before registering; roll-service takes the service as read."""
+    create_service(factory)
+    tag = current_revision(project).tag
+    ecs = factory.client("ecs")
+    services = asked(ecs, "DescribeServices", "services")
+    listed = asked(ecs, "ListTaskDefinitions", "familyPrefix")
+    read = threading.Event()
+    ecs.meta.events.register("after-call.ecs.ListTaskDefinitions", lambda **_: read.set())
+    uri = factory.client("ecr").describe_repositories()["repositories"][0]["repositoryUri"]
+    plan = Plan(
+        "dev",
+        (
+            PushStandIn(factory, tag, read),
+            RegisterTaskDef("car-rental-cluster", "car-rental-service", "backend", uri, tag, "0" * 40),
+            RollService("car-rental-cluster", "car-rental-service", "backend", f"{uri}:{tag}"),
+        ),
+    )
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+
+    report = Executor(ctx).execute(plan)
+
+    assert report.ok and [r.status for r in report.records] == ["done", "done", "done"], report.error
+    assert (len(services), len(listed)) == (1, 1)
+    service = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
+    assert service["taskDefinition"] == revisions(factory)[-1]

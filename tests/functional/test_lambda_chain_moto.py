@@ -30,7 +30,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context, Plan, RunReport
+from deploykit.plan import Context, Executor, Plan, RunReport
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
 from deploykit.testing import fake_factory
 from tests.conftest import REPO, git
@@ -299,6 +299,40 @@ def test_update_code_reads_the_alias_move_alias_moves_and_a_canary_takes_it_once
     ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
     moved = lambda_chain.MoveAlias("health_handler", name, "live", new.key, new.code_sha256).run(ctx)
     assert aliases == ["live"] and moved.detail == "health_handler: live → version 2 (was 1)"
+
+
+def test_update_code_reads_what_is_live_while_the_zip_is_uploaded(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """An upload changes nothing of the function: update-code's reads ($LATEST, the versions, the alias) go while
+    the zip is sent — the four calls in flight together, one round trip where they took two — and it reads nothing
+    again when it runs."""
+    lam, s3 = factory.client("lambda"), factory.client("s3")
+    held_across(
+        4, (s3, "PutObject"), (lam, "GetFunctionConfiguration"), (lam, "ListVersionsByFunction"), (lam, "GetAlias")
+    )
+    new = package(with_lambdas)
+    name = FUNCTIONS["health_handler"]
+    plan = Plan(
+        "dev",
+        (
+            UploadLambdaCode.of(
+                "health_handler", with_lambdas / "lambda" / "health_handler", new, "CarRentalRegistryStack"
+            ),
+            lambda_chain.UpdateFunctionCode(
+                "health_handler", name, "CarRentalRegistryStack", new.key, new.code_sha256, 30, 1, alias="live"
+            ),
+        ),
+    )
+    configurations = asked(lam, "GetFunctionConfiguration", "FunctionName")
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+
+    report = Executor(ctx).execute(plan)
+
+    assert report.ok and [r.status for r in report.records] == ["done", "done"], report.error
+    assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == new.code_sha256
+    assert len(configurations) == 1 + 1  # the early read of $LATEST, then the wait for the update (none before)
 
 
 def test_update_code_says_when_latest_has_other_settings_than_the_live_version(

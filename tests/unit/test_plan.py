@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import re
-from dataclasses import dataclass
-from typing import ClassVar
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 from unittest.mock import Mock
 
 import pytest
@@ -17,7 +19,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import Config
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Outcome, Plan, Step, all_records, describe_plan
+from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, Sequence, Step, all_records, describe_plan
 
 
 @dataclass(frozen=True)
@@ -377,3 +379,92 @@ def test_steps_a_failed_run_never_started_are_recorded_not_run_each_so_their_sta
     ]
     live = {component: "a" * 12 for component in components}
     assert list(auto.left_by_failed_runs([record], live, roles)) == ["stack:data"]  # the one it did deploy
+
+
+@dataclass(frozen=True)
+class Artifact(Step):
+    """A step that makes an artifact only (a push, an upload), and notes which early reads began while it ran."""
+
+    name: ClassVar[str] = "artifact"
+    artifacts_only: ClassVar[bool] = True
+    started: threading.Event = field(compare=False)
+    seen: list[bool] = field(compare=False)
+
+    def describe(self) -> str:
+        return "make an artifact"
+
+    def run(self, ctx: Context) -> Outcome:
+        self.seen.append(self.started.wait(5))  # the next step's early reads begin while this one runs
+        return Outcome.done("made")
+
+
+@dataclass(frozen=True)
+class Changes(Artifact):
+    """The same, but it changes what is live (a stack deploy): nothing may be read meanwhile for the next step."""
+
+    name: ClassVar[str] = "changes"
+    artifacts_only: ClassVar[bool] = False
+
+    def run(self, ctx: Context) -> Outcome:
+        self.seen.append(self.started.wait(0.3))
+        return Outcome.done("changed")
+
+
+@dataclass(frozen=True)
+class Reader(Step):
+    """A step whose first read (of what is live) may go early; it says whether it got it from the early read."""
+
+    name: ClassVar[str] = "reader"
+    started: threading.Event = field(compare=False)
+    error: Exception | None = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        return "read what is live, then act"
+
+    def early(self, ctx: Context) -> Callable[[], Any] | None:
+        return self._read
+
+    def _read(self) -> str:
+        self.started.set()
+        if self.error is not None:
+            raise self.error
+        return "live"
+
+    def run(self, ctx: Context) -> Outcome:
+        early = ctx.early_reads(self)
+        return Outcome.done("read early" if early is not None else f"read now: {self._read()}")
+
+
+def test_a_steps_first_reads_go_while_the_step_before_makes_an_artifact() -> None:
+    """Reads of what is live a step starts with run while the step before it only makes an artifact (the image
+    built and pushed, a zip uploaded): at the top of a plan, in a sequence, into a parallel group's sequences."""
+    for shape in ("top", "sequence", "parallel"):
+        started, seen = threading.Event(), []
+        reader = Reader(started)
+        after: Step = {"top": reader, "sequence": reader, "parallel": Parallel((Sequence("fn", (reader,)),))}[shape]
+        steps: tuple[Step, ...] = (Artifact(started, seen), after)
+        if shape == "sequence":
+            steps = (Sequence("chain", steps),)
+        report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", steps))
+        assert report.ok and seen == [True], shape
+        assert [r.detail for r in all_records(report.records) if r.step == "reader"] == ["read early"], shape
+
+
+def test_nothing_is_read_early_while_the_step_before_changes_what_is_live() -> None:
+    """After a step that changes the environment (a stack deploy), the next step reads when it runs: what it reads
+    may be what that step changed."""
+    started, seen = threading.Event(), []
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
+        Plan("dev", (Changes(started, seen), Reader(started)))
+    )
+    assert report.ok and seen == [False]
+    assert report.records[1].detail == "read now: live"
+
+
+def test_an_early_read_that_failed_fails_its_step_as_its_own_read_would() -> None:
+    started, seen = threading.Event(), []
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
+        Plan("dev", (Artifact(started, seen), Reader(started, StepFailed("the service is gone"))))
+    )
+    assert not report.ok and report.error is not None and report.error.message == "the service is gone"
+    assert [(r.step, r.status) for r in report.records] == [("artifact", "done"), ("reader", "failed")]
