@@ -355,8 +355,7 @@ class UploadLambdaCode(Step):
             said = {
                 "copied": f"its {package.prefix_length} B of vendored packages copied within S3 from {vendored}",
                 "kept": f"its vendored packages kept at {vendored} for the next zips of these requirements",
-                "whole": f"sent whole: {vendored} was gone when it was to be copied",
-            }[how]
+            }.get(how, f"sent whole: {how}")
             return Outcome.done(f"{self.function}: {size} B → s3://{bucket}/{self.key}, {sent} B sent ({said})")
         else:
             s3.put_object(Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
@@ -398,8 +397,9 @@ def put_from_vendored(
     """Put ``package``'s zip at its key as a copy, within S3, of its vendored entries (put first at
     ``package.prefix_key`` unless ``found`` there, :func:`kept_vendored`) and the rest of it, sent: a multipart
     upload of two parts. The bytes sent, and how: ``copied`` (the vendored entries were there), ``kept`` (put first),
-    or ``whole`` (the copy found them gone, a person's doing: the zip was sent whole). A multipart upload that does not
-    complete is aborted."""
+    or, when S3 would not put it together, why, and the zip is sent whole: the vendored entries gone by the time they
+    were to be copied (a person's doing), or S3's refusal (the caller may not read ``lambda-vendored/``, say). A
+    multipart upload that does not complete is aborted."""
     length = package.prefix_length
     data = memoryview(package.zip_bytes)
     sent, how = 0, "copied"
@@ -432,12 +432,16 @@ def put_from_vendored(
         s3.complete_multipart_upload(
             **where, MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in etags.items()]}
         )
-    except ClientError as exc:
+    except ClientError as exc:  # what the zip is matters, not how it got there: sent whole as before
         _abort(s3, where)
-        if not is_not_there(exc):
-            raise
         s3.put_object(Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip")
-        return sent + len(package.zip_bytes), "whole"
+        vendored = _short_key(package.prefix_key)
+        why = (
+            f"{vendored} was gone when it was to be copied"
+            if is_not_there(exc)
+            else f"S3 would not put it together from {vendored} ({error_code(exc)}: {exc})"
+        )
+        return sent + len(package.zip_bytes), why
     except BaseException:
         _abort(s3, where)
         raise

@@ -21,6 +21,7 @@ from typing import Any
 from unittest.mock import Mock
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from deploykit import canary, commands, history, lambda_chain, packaging, stack_chain
@@ -493,8 +494,9 @@ def test_vendored_packages_not_as_kept_are_put_again_and_gone_ones_make_the_zip_
     vendored: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
 ) -> None:
     """Something else at the vendored packages' key (of the right size) is not copied from: they are put again.
-    When they are gone by the time S3 is to copy them, the upload is aborted and the zip sent whole; when a part
-    fails, the upload is aborted and the failure raised, the zip not there."""
+    When they are gone by the time S3 is to copy them, or S3 refuses the copy, the upload is aborted and the zip sent
+    whole, saying why; when a part fails otherwise (the uplink drops), the upload is aborted and the failure raised,
+    the zip not there."""
     s3 = factory.client("s3")
     clock = FakeClock()
     ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
@@ -514,6 +516,21 @@ def test_vendored_packages_not_as_kept_are_put_again_and_gone_ones_make_the_zip_
     s3.meta.events.unregister("before-call.s3.CreateMultipartUpload", gone)
     assert outcome.status == "done" and f"{len(second.zip_bytes)} B sent (sent whole:" in outcome.detail
     assert s3.get_object(Bucket=BUCKET, Key=second.key)["Body"].read() == second.zip_bytes
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+
+    refused_once = change_handler(vendored, "CHANGED = 2b")
+
+    def denied(**_: Any) -> None:  # the caller may not read lambda-vendored/ (a policy left it out)
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "UploadPartCopy")
+
+    s3.meta.events.register("before-call.s3.UploadPartCopy", denied)
+    outcome = UploadLambdaCode.of("health_handler", vendored, refused_once, "CarRentalRegistryStack").run(ctx)
+    s3.meta.events.unregister("before-call.s3.UploadPartCopy", denied)
+    assert (
+        outcome.status == "done" and "sent whole: S3 would not put it together from lambda-vendored/" in outcome.detail
+    )
+    assert "(AccessDenied: " in outcome.detail
+    assert s3.get_object(Bucket=BUCKET, Key=refused_once.key)["Body"].read() == refused_once.zip_bytes
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
 
     third = change_handler(vendored, "CHANGED = 3")
