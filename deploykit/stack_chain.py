@@ -413,7 +413,11 @@ def put_from_vendored(
             Metadata={"sha256": package.prefix_sha256},
         )
         sent, how = length, "kept"
-    upload = s3.create_multipart_upload(Bucket=bucket, Key=package.key, ContentType="application/zip")["UploadId"]
+    # CRC32, as boto3's own multipart uploads declare it: the SDK sends each part's CRC32 (its default), S3 works out
+    # the copied part's, and the completion names both (an upload that declares an algorithm must)
+    upload = s3.create_multipart_upload(
+        Bucket=bucket, Key=package.key, ContentType="application/zip", ChecksumAlgorithm="CRC32"
+    )["UploadId"]
     where = {"Bucket": bucket, "Key": package.key, "UploadId": upload}
     try:
         parts = at_once(
@@ -428,10 +432,11 @@ def put_from_vendored(
                 2: partial(s3.upload_part, **where, PartNumber=2, Body=bytes(data[length:])),
             }
         )
-        etags = {1: parts[1]["CopyPartResult"]["ETag"], 2: parts[2]["ETag"]}
-        s3.complete_multipart_upload(
-            **where, MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in etags.items()]}
-        )
+        answers = {1: parts[1]["CopyPartResult"], 2: parts[2]}
+        completed = [
+            {"PartNumber": n, "ETag": answer["ETag"], **_crc32(answer)} for n, answer in sorted(answers.items())
+        ]
+        s3.complete_multipart_upload(**where, MultipartUpload={"Parts": completed})
     except ClientError as exc:  # what the zip is matters, not how it got there: sent whole as before
         _abort(s3, where)
         s3.put_object(Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip")
@@ -446,6 +451,11 @@ def put_from_vendored(
         _abort(s3, where)
         raise
     return sent + len(data) - length, how
+
+
+def _crc32(part: Mapping[str, Any]) -> dict[str, str]:
+    """A part's CRC32 as S3 answered it, for the completion; {} when it gave none (moto gives none for a copy)."""
+    return {"ChecksumCRC32": part["ChecksumCRC32"]} if part.get("ChecksumCRC32") else {}
 
 
 def _abort(s3: Any, where: Mapping[str, str]) -> None:

@@ -476,7 +476,11 @@ def test_vendored_packages_are_sent_once_and_copied_within_s3_into_each_later_zi
     second = change_handler(vendored, "CHANGED = 2")
     assert second.prefix_key == first.prefix_key
     calls.clear()
+    declared = asked(s3, "CreateMultipartUpload", "ChecksumAlgorithm")
+    completed = asked(s3, "CompleteMultipartUpload", "MultipartUpload")
     outcome = UploadLambdaCode.of("health_handler", vendored, second, "CarRentalRegistryStack").run(ctx)
+    # as boto3's own multipart uploads: CRC32 declared, and each part's CRC32 S3 answered named in the completion
+    assert declared == ["CRC32"] and "ChecksumCRC32" in completed[0]["Parts"][1]
 
     tail = len(second.zip_bytes) - second.prefix_length
     assert outcome.status == "done"
