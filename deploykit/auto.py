@@ -29,7 +29,7 @@ from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
-from deploykit.stacks import StackOutputs, template_fingerprint
+from deploykit.stacks import StackOutputs, deployed_template, template_fingerprint
 from deploykit.watch import allowed
 
 NEWEST_RUNS = 30  # the runs read to decide: the estimates, and what a rollback took off (older ones when needed)
@@ -45,11 +45,15 @@ def live_components(
     endpoints: Endpoints | None,
     unverified: dict[str, str] | None = None,
     entries: dict[str, dict[str, str]] | None = None,
+    drifted: dict[str, str] | None = None,
 ) -> dict[str, str | None]:
     """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown).
     ``unverified`` (when given) gets component → why, for a component that runs something else than what the last
     successful deploy verified (the app: its service's image), which deploy.auto deploys again whatever changed.
-    ``entries`` (when given) gets the live record's entries (component → {sha, when, record, ...}).
+    ``entries`` (when given) gets the live record's entries (component → {sha, when, record, ...}). ``drifted``
+    (when given) gets lambda:<fn> → what says it, for a function whose alias serves settings other than the API
+    stack's template gives it (:func:`deploykit.lambda_chain.settings_drift`; the template read with the rest), which
+    deploying does not put back.
 
     The live record, the service's image and each function's version are read at once (:func:`at_once`). Without
     ``endpoints`` (some stack is not deployed, e.g. after ``inv destroy``) the stacks that are still answer from
@@ -76,8 +80,11 @@ def live_components(
             reads[component] = partial(_live_image_tag, aws, env, completed=True, known=known)
         elif function_name:
             reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
+    if drifted is not None and functions:
+        reads["template"] = partial(deployed_template, aws.client("cloudformation"), env.stacks.api)
     read = at_once(reads)
     kept: dict[str, dict[str, str]] = read.pop("record")
+    template = read.pop("template", None)
     if entries is not None:
         entries.update(kept)
     record = {c: v.get("sha") for c, v in kept.items()}
@@ -116,6 +123,9 @@ def live_components(
                 why = _lambda_changed_outside(config, name, functions[name], serving, recorded)
                 if why:
                     unverified[component] = why
+            drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api) if serving else None
+            if drifted is not None and drift:
+                drifted[component] = drift
         else:
             stack = getattr(env.stacks, name)
             live[component] = record.get(component) if stack in stacks else None

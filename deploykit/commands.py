@@ -1585,6 +1585,16 @@ class Analysis:
     source: Source | None = None  # the promote_from environment and what it runs, if there is one
     # the newest runs, newest first; then, older, the runs that left a changed component live (auto.deciding_runs)
     records: list[history.Record] = field(default_factory=list)
+    # lambda:<fn> → what says its alias serves settings other than its stack deployed (changed by hand, published)
+    drifted: dict[str, str] = field(default_factory=dict)
+
+    def drift_lines(self) -> list[str]:
+        """The Change Analysis' lines for :attr:`drifted`: deploying does not put such settings back."""
+        return [
+            f"⚠️  {component}: {why} (no deploy puts them back: put them back on $LATEST, then inv deploy.lambda "
+            f"{component.partition(':')[2]}; inv health --env {self.env.name} names them too)"
+            for component, why in sorted(self.drifted.items())
+        ]
 
 
 def analyse(
@@ -1610,8 +1620,11 @@ def analyse(
         found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
         unverified: dict[str, str] = {}  # what runs other than the last deploy verified: deployed again
         entries: dict[str, dict[str, str]] = {}  # the live record's
+        drifted: dict[str, str] = {}  # functions serving settings other than their stack's: said, not deployed
         reads: dict[str, Callable[[], Any]] = {
-            "live": partial(auto.live_components, aws, config, environment, found_endpoints, unverified, entries)
+            "live": partial(
+                auto.live_components, aws, config, environment, found_endpoints, unverified, entries, drifted
+            )
         }
         if found_endpoints is not None:  # the newest runs: for the estimates, and stacks a failed run left changed
             reads["records"] = partial(_newest_records, aws, environment, runtime)
@@ -1631,7 +1644,7 @@ def analyse(
             if store is not None:
                 records = auto.with_deciding_runs(entries, records, found.components(), store.records_by_id)
     return Analysis(
-        config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"), records
+        config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"), records, drifted
     )
 
 
@@ -1768,9 +1781,10 @@ def require_promoted(
     )
 
 
-def _write_analysis(runtime: Runtime, lines: Sequence[str]) -> None:
+def _write_analysis(runtime: Runtime, lines: Sequence[str], drift: Sequence[str] = ()) -> None:
+    """The Change Analysis: ``lines``, then ``drift`` (what changed that no deploy puts back, Analysis.drift_lines)."""
     runtime.stderr.write(
-        "🔍 Change Analysis\n" + ("\n".join(lines) if lines else "no change since what is live") + "\n"
+        "🔍 Change Analysis\n" + "\n".join([*(lines or ["no change since what is live"]), *drift]) + "\n"
     )
 
 
@@ -1817,22 +1831,22 @@ def deploy_auto(
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     changed = a.found.components()
-    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
+    lines, drift = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths), a.drift_lines()
     behind = auto.taken_back(a.found)
     if behind and not allow_older:  # refused before reading more; the analysis shows why
-        _write_analysis(runtime, lines)
+        _write_analysis(runtime, lines, drift)
         auto.refuse_taking_back(behind, a.found.head, a.env)
     uncommitted = bool(a.revision.dirty)
     again = {} if allow_rolled_back else auto.deploying_again(a.config, a.records, changed, uncommitted=uncommitted)
     if again:
-        _write_analysis(runtime, lines)
+        _write_analysis(runtime, lines, drift)
         auto.refuse_deploying_again(again, a.found.head, a.env)
     try:
         promotion = require_promoted(
             runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, source_read=a.source
         )
     except UsageError:
-        _write_analysis(runtime, lines)  # refused before reading more; the analysis shows what would have gone
+        _write_analysis(runtime, lines, drift)  # refused before reading more; the analysis shows what would have gone
         raise
     with aws_errors(a.env):
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
@@ -1858,7 +1872,7 @@ def deploy_auto(
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None
-    _write_analysis(runtime, lines)
+    _write_analysis(runtime, lines, drift)
     if not plan:
         what = f"HEAD ({a.revision.short})"
         if a.revision.touches:  # uncommitted changes that touch components, all of them live already
@@ -2004,7 +2018,7 @@ def diff(
             lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
     again = auto.deploying_again(a.config, a.records, a.found.components(), uncommitted=bool(a.revision.dirty))
     lines += [f"⛔ {why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
-    _write_analysis(runtime, lines)
+    _write_analysis(runtime, lines, a.drift_lines())
     stacks_json: dict[str, Any] = {}
     changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
     roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)

@@ -12,7 +12,6 @@ data for machines.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from deploykit.ecs import TaskDefinitions, primary_deployment
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
-from deploykit.stacks import error_code, is_missing_stack
+from deploykit.stacks import deployed_template, error_code, is_missing_stack
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -763,7 +762,7 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
     reads: dict[str, Callable[[], Any]] = {
         key: partial(_alias_and_version, lam, function) for key, function in endpoints.functions.items()
     }
-    reads[_TEMPLATE] = partial(_deployed_template, cfn, env.stacks.api)  # what the functions' settings should be
+    reads[_TEMPLATE] = partial(deployed_template, cfn, env.stacks.api)  # what the functions' settings should be
     read = at_once(reads)  # every function's alias and the version it serves, and the API stack's template: one trip
     template = read.pop(_TEMPLATE)
     for key, function in sorted(endpoints.functions.items()):
@@ -791,14 +790,12 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
             report.shifting[key] = (function, {str(v): float(w) for v, w in weights.items()})
             parts.append(f"traffic shift in progress: {_shares(report.shifting[key][1])}")
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
-        differs = lambda_chain.configuration_differs(lambda_chain.configured(template or {}, key), config)
-        if differs:
-            said = ", ".join(f"{setting} {live} (the stack's: {wanted})" for setting, (wanted, live) in differs.items())
+        drift = lambda_chain.settings_drift(template, key, config, env.stacks.api)
+        if drift:
             report.findings.append(
                 Finding(
                     "warning",
-                    f"Lambda {key}: version {version}, which the alias serves, has settings other than those "
-                    f"{env.stacks.api} deployed: {said}; changed by hand, and published",
+                    f"Lambda {key}: {drift}",
                     f"put them back on $LATEST (aws lambda update-function-configuration --function-name {function} "
                     f"...), then inv deploy.lambda {key} --env {env.name} publishes and serves them; inv diff --verify "
                     f"--env {env.name} compares them with this checkout's",
@@ -807,23 +804,6 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
 
 
 _TEMPLATE = "\0template"  # the API stack's template among the functions' reads
-
-
-def _deployed_template(cfn: Any, stack: str) -> dict[str, Any] | None:
-    """The template ``stack`` was last deployed with (GetTemplate; JSON, as the CDK writes it); None when it is not
-    there or not JSON."""
-    try:
-        body = cfn.get_template(StackName=stack).get("TemplateBody")
-    except ClientError as exc:
-        if is_missing_stack(exc):
-            return None
-        raise
-    if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return None
-    return dict(body) if isinstance(body, Mapping) else None
 
 
 def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

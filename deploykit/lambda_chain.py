@@ -688,6 +688,22 @@ def configuration_differs(wanted: Mapping[str, Any], live: Mapping[str, Any]) ->
     return differs
 
 
+def settings_drift(
+    template: Mapping[str, Any] | None, function: str, serving: Mapping[str, Any], stack: str
+) -> str | None:
+    """What says that the version ``serving`` (its configuration) of ``function`` has settings other than those
+    ``template`` (``stack``'s, as deployed) gives it: changed by hand and published behind the alias, which no change
+    set shows and no deploy puts back. None when they agree (or there is no template)."""
+    differs = configuration_differs(configured(template or {}, function), serving)
+    if not differs:
+        return None
+    said = ", ".join(f"{setting} {live} (the stack's: {wanted})" for setting, (wanted, live) in differs.items())
+    return (
+        f"version {serving.get('Version', '?')}, which the alias serves, has settings other than those {stack} "
+        f"deployed: {said}; changed by hand, and published"
+    )
+
+
 def code_at(root: Path, function: str, commit: str) -> tuple[str, str] | None:
     """(the commit's SHA12, the CodeSha256 Lambda reports for ``function`` packaged as in that commit): packaging is
     reproducible, so the digest names the version that runs that commit's code, whoever published it. None when

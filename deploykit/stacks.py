@@ -366,6 +366,23 @@ def template_fingerprint(template: str | Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def deployed_template(cfn: Any, stack: str) -> dict[str, Any] | None:
+    """The template ``stack`` was last deployed with (GetTemplate; JSON, as the CDK writes it); None when the stack is
+    not there or its template is not JSON."""
+    try:
+        body = cfn.get_template(StackName=stack).get("TemplateBody")
+    except ClientError as exc:
+        if is_missing_stack(exc):
+            return None
+        raise
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    return dict(body) if isinstance(body, Mapping) else None
+
+
 def given_parameters(stack: Mapping[str, Any] | None) -> dict[str, str]:
     """The parameter values the stack was deployed with, as given (not as resolved from SSM)."""
     return {str(p["ParameterKey"]): str(p.get("ParameterValue", "")) for p in (stack or {}).get("Parameters") or ()}

@@ -4,6 +4,8 @@ estimates), in one round trip."""
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.plan import Plan, RunReport, StepRecord
-from tests.conftest import git
+from tests.conftest import REPO, git
 from tests.functional.conftest import REGION, held_across
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 
@@ -99,3 +101,61 @@ def test_a_rollback_older_than_the_newest_runs_still_keeps_deploy_auto_from_brin
     view = next(v for v in commands.envs(runtime=runtime) if v.env == "dev")
     data_stack = next(x for x in view.live if x.component == "stack:data")
     assert data_stack.rolled_back.startswith(f"stack:data as it was at {bad} (taken off by rollback stack:data → ")
+
+
+def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_analysis(
+    moto_aws: None, dev_env: EnvConfig, project: Path
+) -> None:
+    """A function's memory raised by hand and published behind its alias: no deploy puts it back (no change set shows
+    it, the code is the same), so the Change Analysis of deploy.auto and of inv diff says it, from the API stack's
+    template as CloudFormation holds it (read with what is live, in the same round trip); nothing when they agree."""
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "lambdas")
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket=OUTPUTS["registry"]["ArtifactsBucketName"], CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    for role, outputs in OUTPUTS.items():
+        if role != "api":
+            create_stack(cfn, getattr(dev_env.stacks, role), outputs)
+    role_arn = boto3.client("iam", region_name=REGION).create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
+    function = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "Code": {"ZipFile": "def handler(event, context):\n    return {}\n"},
+            "Handler": "handler.handler",
+            "Runtime": "python3.11",
+            "Role": role_arn["Role"]["Arn"],
+            "MemorySize": 256,
+        },
+    }
+    outputs = {k: {"Value": v} for k, v in OUTPUTS["api"].items() if not k.startswith("HealthHandler")}
+    outputs["HealthHandlerFunctionName"] = {"Value": {"Ref": "HealthHandler1A2B3C4D"}}
+    template = {"Resources": {"HealthHandler1A2B3C4D": function}, "Outputs": outputs}
+    cfn.create_stack(StackName=dev_env.stacks.api, TemplateBody=json.dumps(template))
+    name = cfn.describe_stack_resources(StackName=dev_env.stacks.api)["StackResources"][0]["PhysicalResourceId"]
+    lam = boto3.client("lambda", region_name=REGION)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=lam.publish_version(FunctionName=name)["Version"])
+    factory = AwsFactory(dev_env)
+    runtime = runtime_of(project, factory)
+    assert commands.analyse(runtime, "dev", since=None, allow_dirty=False).drifted == {}
+
+    lam.update_function_configuration(FunctionName=name, MemorySize=512)
+    by_hand = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
+    held_across(
+        2, (factory.client("cloudformation"), "GetTemplate"), (factory.client("lambda"), "GetFunctionConfiguration")
+    )
+
+    found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
+
+    said = (
+        f"version {by_hand}, which the alias serves, has settings other than those {dev_env.stacks.api} deployed: "
+        "MemorySize 512 (the stack's: 256); changed by hand, and published"
+    )
+    assert found.drifted == {"lambda:health_handler": said}
+    runtime = runtime_of(project, factory)
+    factory.client("ecr").create_repository(repositoryName="car-rental-backend")  # the app is changed: a plan
+    commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
+    assert f"⚠️  lambda:health_handler: {said} (no deploy puts them back" in runtime.stderr.getvalue()  # type: ignore[attr-defined]

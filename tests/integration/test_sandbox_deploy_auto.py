@@ -843,6 +843,10 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
     report, out, _seconds = auto(project)
     assert report is None and "✅ nothing to deploy" in out, out  # the code is the checkout's
+    assert (  # but the analysis says it, as no deploy puts it back
+        f"⚠️  lambda:health_handler: version {by_hand}, which the alias serves, has settings other than those "
+        f"CarRentalApiStack deployed: MemorySize {wanted * 2} (the stack's: {wanted}); changed by hand, and published"
+    ) in out, out
     found = commands.health_report(runtime=quiet_runtime(project)).findings  # from the stack's template as deployed
     assert [(f.severity, f.what) for f in found if "Lambda health_handler" in f.what] == [
         (
