@@ -116,6 +116,23 @@ def create_service(factory: AwsFactory, **taskdef: Any) -> dict[str, Any]:
     return dict(td)
 
 
+def api_function(role_arn: str, **properties: Any) -> dict[str, Any]:
+    """An ``AWS::Lambda::Function`` resource as the API stack holds one (its code inline, so moto's CloudFormation
+    makes it), 256 MB, with ``properties`` more."""
+    code = "def handler(event, context):\n    return {'statusCode': 200}\n"
+    return {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "Code": {"ZipFile": code},
+            "Handler": "handler.handler",
+            "Runtime": "python3.11",
+            "Role": role_arn,
+            "MemorySize": 256,
+            **properties,
+        },
+    }
+
+
 def put_image(factory: AwsFactory, tag: str) -> None:
     manifest = (
         '{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", '

@@ -18,7 +18,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.plan import Plan, RunReport, StepRecord
 from tests.conftest import REPO, git
-from tests.functional.conftest import REGION, held_across
+from tests.functional.conftest import REGION, api_function, held_across
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 
 
@@ -119,17 +119,8 @@ def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_ana
     for role, outputs in OUTPUTS.items():
         if role != "api":
             create_stack(cfn, getattr(dev_env.stacks, role), outputs)
-    role_arn = boto3.client("iam", region_name=REGION).create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
-    function = {
-        "Type": "AWS::Lambda::Function",
-        "Properties": {
-            "Code": {"ZipFile": "def handler(event, context):\n    return {}\n"},
-            "Handler": "handler.handler",
-            "Runtime": "python3.11",
-            "Role": role_arn["Role"]["Arn"],
-            "MemorySize": 256,
-        },
-    }
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
+    function = api_function(role["Role"]["Arn"])
     outputs = {k: {"Value": v} for k, v in OUTPUTS["api"].items() if not k.startswith("HealthHandler")}
     outputs["HealthHandlerFunctionName"] = {"Value": {"Ref": "HealthHandler1A2B3C4D"}}
     template = {"Resources": {"HealthHandler1A2B3C4D": function}, "Outputs": outputs}

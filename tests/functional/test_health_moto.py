@@ -24,7 +24,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, Stacks
 from deploykit.endpoints import STACK_ROLES, Endpoints
 from deploykit.health import HealthReport, Row, gather, render
-from tests.functional.conftest import REGION, held_across, new_session
+from tests.functional.conftest import REGION, api_function, held_across, new_session
 
 SHA = "0123456789ab"
 IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/car-rental-backend:{SHA}"
@@ -285,21 +285,11 @@ def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeyp
 
 def test_a_function_serving_settings_other_than_its_stacks_is_a_warning(aws: AwsFactory) -> None:
     """A setting changed by hand and published behind the alias is in no change set (CloudFormation compares a
-    template with the one before) and deploy.auto has nothing to deploy: inv health compares the version the alias
-    serves with the template the API stack was deployed with (GetTemplate, no synthesis) and names it."""
+    template with the one before) and no deploy puts it back: inv health compares the version the alias serves with
+    the template the API stack was deployed with (GetTemplate, no synthesis) and names it."""
     role = aws.client("iam").create_role(RoleName="fn-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    function = {
-        "Type": "AWS::Lambda::Function",
-        "Properties": {
-            "Code": {"ZipFile": "def handler(event, context):\n    return {'statusCode': 200}\n"},
-            "Handler": "index.handler",
-            "Runtime": "python3.11",
-            "Role": role,
-            "MemorySize": 256,
-            "Timeout": 10,
-            "Environment": {"Variables": {"STAGE": "dev", "TABLE": {"Ref": "AWS::StackName"}}},
-        },
-    }
+    variables = {"STAGE": "dev", "TABLE": {"Ref": "AWS::StackName"}}  # a value CloudFormation works out: not compared
+    function = api_function(role, Timeout=10, Environment={"Variables": variables})
     cfn = aws.client("cloudformation")
     cfn.create_stack(StackName=STACKS.api, TemplateBody=json.dumps({"Resources": {"HealthHandler1A2B3C4D": function}}))
     name = cfn.describe_stack_resources(StackName=STACKS.api)["StackResources"][0]["PhysicalResourceId"]
