@@ -65,6 +65,7 @@ from deploykit.stacks import (
     StackOutputs,
     access_note,
     changes_table,
+    error_code,
     given_parameters,
     inv_command,
 )
@@ -2055,16 +2056,21 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
     path's part, which the API stack's preview cannot show) and its live version's settings against this checkout's
     template (a setting changed by hand and published, which no change set shows: CloudFormation compares templates,
     not what runs), then what differs: a component the analysis counts changed, a stack whose preview is not empty,
-    a function that runs other code or other settings. ``{"differs": [what], "functions": {fn: {"name": its Lambda
-    function or None, "live": CodeSha256 or None, "checkout": CodeSha256, "settings": {setting: {"live",
-    "checkout"}} (those that differ)}}}``."""
+    a function that runs other code or other settings. A function's $LATEST with other settings than the template
+    (staged by hand, not published) is said, not counted: it is not served. ``{"differs": [what], "functions": {fn:
+    {"name": its Lambda function or None, "live": CodeSha256 or None, "checkout": CodeSha256, "settings": {setting:
+    {"live", "checkout"}}, "latest_settings": {setting: {"latest", "checkout"}} (those that differ)}}}``."""
     packages = planner.lambda_packages(a.config)
     names = lambda_chain.deployed_functions(StackOutputs.of(a.aws), a.env, required=False)
     client = a.aws.client("lambda")
-    with aws_errors(a.env):
-        serving = at_once(
-            {fn: partial(lambda_chain.live_configuration, client, names[fn]) for fn in packages if fn in names}
-        )
+    with aws_errors(a.env):  # what each alias serves and, beside it, $LATEST (what the next fast path publishes)
+        reads: dict[tuple[str, str], Callable[[], Any]] = {}
+        for fn in (fn for fn in packages if fn in names):
+            reads[fn, "serving"] = partial(lambda_chain.live_configuration, client, names[fn])
+            reads[fn, "latest"] = partial(_latest_configuration, client, names[fn])
+        found = at_once(reads)
+    serving = {fn: found[fn, "serving"] for fn in packages if fn in names}
+    latest = {fn: found[fn, "latest"] for fn in packages if fn in names}
     functions: dict[str, dict[str, Any]] = {
         fn: {"name": names.get(fn), "live": (serving.get(fn) or {}).get("CodeSha256"), "checkout": package.code_sha256}
         for fn, package in packages.items()
@@ -2095,17 +2101,40 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
         version = serving.get(fn)
         if not version or not template:
             continue
-        settings = lambda_chain.configuration_differs(lambda_chain.configured(template, fn), version)
+        wanted = lambda_chain.configured(template, fn)
+        settings = lambda_chain.configuration_differs(wanted, version)
         functions[fn]["settings"] = {key: {"live": has, "checkout": want} for key, (want, has) in settings.items()}
         for key, (want, has) in settings.items():
             runtime.stderr.write(f"  {fn}: ❌ its live version has {key} {has!r}, this checkout's template {want!r}\n")
             differ(f"lambda:{fn}", f"{fn} runs with {key} {has!r}, not {want!r}")
+        # $LATEST is not served, so it does not fail the verdict; the next fast-path deploy publishes what it has
+        staged = lambda_chain.configuration_differs(wanted, latest[fn]) if latest.get(fn) else {}
+        functions[fn]["latest_settings"] = {
+            key: {"latest": has, "checkout": want} for key, (want, has) in staged.items()
+        }
+        for key, (want, has) in staged.items():
+            if settings.get(key) == (want, has):  # published as it is: said above, with how to put it back
+                continue
+            runtime.stderr.write(
+                f"  {fn}: ⚠️  its $LATEST has {key} {has!r}, this checkout's template {want!r}: not served, but the "
+                f"next inv deploy.lambda {fn} (or deploy.auto of it) publishes it\n"
+            )
     if not differs:
         runtime.stderr.write(
             f"\n✅ {a.env.name} runs what this checkout would deploy: no component changed, no stack has anything "
             "to change, every function runs this checkout's code\n"
         )
     return {"differs": list(differs.values()), "functions": functions}
+
+
+def _latest_configuration(client: Any, function_name: str) -> dict[str, Any] | None:
+    """The configuration of ``function_name``'s $LATEST; None when the function is not there."""
+    try:
+        return dict(client.get_function_configuration(FunctionName=function_name))
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            return None
+        raise
 
 
 def _synthesized(a: Analysis, role: str) -> dict[str, Any]:

@@ -830,15 +830,25 @@ def test_diff_verify_finds_what_the_live_record_cannot_tell(project: Path) -> No
 
 
 def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> None:
-    """A function's memory raised by hand and published behind its alias, its code left as it was: no change set
-    shows it (CloudFormation compares templates) and deploy.auto has nothing to deploy; `inv diff --verify` fails
-    (exit 1) naming the setting, and after the setting is put back, deploy.lambda moves the alias to the version
-    that has it, and the verdict passes."""
+    """A function's memory raised by hand on $LATEST: `inv diff --verify` passes (nothing served differs) and says
+    the next fast path would publish it. Published behind its alias, its code left as it was: no change set shows it
+    (CloudFormation compares templates) and deploy.auto has nothing to deploy, but says it, as inv health does; `inv
+    diff --verify` fails (exit 1) naming the setting, and after the setting is put back, deploy.lambda moves the
+    alias to the version that has it, and the verdict passes."""
     lam = _client(project, "lambda")
     name = endpoints(project).functions["health_handler"]
     wanted = lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"]
     lam.update_function_configuration(FunctionName=name, MemorySize=wanted * 2)
     _active(lam, name)
+    runtime = quiet_runtime(project)  # on $LATEST only: not served, so the verdict passes, but it is said
+    commands.diff(verify=True, as_json=True, runtime=runtime)
+    assert (
+        f"health_handler: ⚠️  its $LATEST has MemorySize {wanted * 2}, this checkout's template {wanted}: not served, "
+        "but the next inv deploy.lambda health_handler (or deploy.auto of it) publishes it"
+    ) in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    staged = json.loads(runtime.stdout.getvalue())["verify"]["functions"]["health_handler"]  # type: ignore[attr-defined]
+    assert staged["latest_settings"] == {"MemorySize": {"latest": wanted * 2, "checkout": wanted}}
+    assert staged["settings"] == {}
     by_hand = lam.publish_version(FunctionName=name)["Version"]
     lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
     report, out, _seconds = auto(project)
