@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import base_image, ecs, images, oci, registry
-from deploykit.aws import at_once
+from deploykit.aws import AwsFactory, at_once
 from deploykit.config import PLATFORMS, BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
@@ -201,6 +201,7 @@ class PushImage(Step):
                     "tag's image (the registry stack's tags are immutable)",
                     next_step="commit again (a new commit is a new tag) and deploy that",
                 )
+            in_registry_now(ctx.aws).add(self.remote)
             return Outcome.skipped(f"{self.remote} is already in the registry ({digest[:19]})", digest=digest)
         if not images.image_exists(client, self.local_image):
             raise UsageError(f"image {self.local_image} has not been built here", next_step="run: inv build")
@@ -219,6 +220,7 @@ class PushImage(Step):
                 f"the registry reports digest {confirmed} for {self.remote}, but the push reported {pushed.digest}",
                 next_step="someone pushed the same tag concurrently; check the registry, then rerun: inv push",
             )
+        in_registry_now(ctx.aws).add(self.remote)
         return Outcome.done(f"{self.remote} {pushed.digest[:19]} ({pushed.size} B manifest)", digest=pushed.digest)
 
 
@@ -265,6 +267,7 @@ class PromoteImage(Step):
             status=ctx.reporter.status,
             sleep=ctx.clock.sleep,
         )
+        in_registry_now(ctx.aws).add(self.remote)  # copied, or there already
         if copied.already:
             return Outcome.skipped(
                 f"{self.remote} is already {self.source}'s image ({copied.digest[:19]})", digest=copied.digest
@@ -283,8 +286,21 @@ class PromoteImage(Step):
         )
 
 
+def in_registry_now(aws: AwsFactory) -> set[str]:
+    """The images (``repository:tag``) this command's push or copy left in the environment's registry, or found
+    there: register-taskdef need not ask the registry for them again (one round trip after the push)."""
+    return aws.shared(_in_registry_now)
+
+
+def _in_registry_now(aws: AwsFactory) -> set[str]:
+    return set()
+
+
 def in_registry(ctx: Context, repository: str, tag: str) -> bool:
-    """Whether ``repository:tag`` is in the environment's registry."""
+    """Whether ``repository:tag`` is in the environment's registry (known without asking when this command's push or
+    copy put it there or found it, :func:`in_registry_now`)."""
+    if f"{repository}:{tag}" in in_registry_now(ctx.aws):
+        return True
     env = ctx.env
     if env.registry:
         return images.remote_digest(ctx.docker, f"{repository}:{tag}", registry.push_auth(ctx.aws)) is not None

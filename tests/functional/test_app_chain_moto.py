@@ -12,7 +12,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import commands, registry
+from deploykit import app_chain, commands, registry
 from deploykit.app_chain import RegisterTaskDef, RollService
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
@@ -321,3 +321,24 @@ def test_register_taskdef_reads_the_service_and_its_revisions_while_the_image_is
     assert (len(services), len(listed)) == (1, 1)
     service = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
     assert service["taskDefinition"] == revisions(factory)[-1]
+
+
+def test_register_taskdef_does_not_ask_the_registry_for_the_image_this_commands_push_left_there(
+    project: Path, factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """The push (or the copy) of the same command confirmed the image in the registry: register-taskdef registers
+    without asking again (one round trip after the push). Here ECR does not hold it: asked, it would refuse."""
+    create_service(factory)
+    tag = current_revision(project).tag
+    uri = factory.client("ecr").describe_repositories()["repositories"][0]["repositoryUri"]
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    step = RegisterTaskDef("car-rental-cluster", "car-rental-service", "backend", uri, tag, "0" * 40)
+    with pytest.raises(UsageError, match="is not in the registry"):
+        step.run(ctx)
+    asked_images = asked(factory.client("ecr"), "DescribeImages", "repositoryName")
+
+    app_chain.in_registry_now(factory).add(f"{uri}:{tag}")  # as this command's push does once it confirmed it
+    outcome = step.run(ctx)
+
+    assert outcome.status == "done" and asked_images == []
