@@ -123,9 +123,10 @@ def live_components(
                 why = _lambda_changed_outside(config, name, functions[name], serving, recorded)
                 if why:
                     unverified[component] = why
-            drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api) if serving else None
-            if drifted is not None and drift:
-                drifted[component] = drift
+            if drifted is not None and serving:
+                drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api)
+                if drift:
+                    drifted[component] = drift
         else:
             stack = getattr(env.stacks, name)
             live[component] = record.get(component) if stack in stacks else None

@@ -65,7 +65,6 @@ from deploykit.stacks import (
     StackOutputs,
     access_note,
     changes_table,
-    error_code,
     given_parameters,
     inv_command,
 )
@@ -2063,14 +2062,15 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
     packages = planner.lambda_packages(a.config)
     names = lambda_chain.deployed_functions(StackOutputs.of(a.aws), a.env, required=False)
     client = a.aws.client("lambda")
+    deployed = [fn for fn in packages if fn in names]
     with aws_errors(a.env):  # what each alias serves and, beside it, $LATEST (what the next fast path publishes)
         reads: dict[tuple[str, str], Callable[[], Any]] = {}
-        for fn in (fn for fn in packages if fn in names):
+        for fn in deployed:
             reads[fn, "serving"] = partial(lambda_chain.live_configuration, client, names[fn])
-            reads[fn, "latest"] = partial(_latest_configuration, client, names[fn])
+            reads[fn, "latest"] = partial(lambda_chain.live_configuration, client, names[fn], "$LATEST")
         found = at_once(reads)
-    serving = {fn: found[fn, "serving"] for fn in packages if fn in names}
-    latest = {fn: found[fn, "latest"] for fn in packages if fn in names}
+    serving = {fn: found[fn, "serving"] for fn in deployed}
+    latest = {fn: found[fn, "latest"] for fn in deployed}
     functions: dict[str, dict[str, Any]] = {
         fn: {"name": names.get(fn), "live": (serving.get(fn) or {}).get("CodeSha256"), "checkout": package.code_sha256}
         for fn, package in packages.items()
@@ -2125,16 +2125,6 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
             "to change, every function runs this checkout's code\n"
         )
     return {"differs": list(differs.values()), "functions": functions}
-
-
-def _latest_configuration(client: Any, function_name: str) -> dict[str, Any] | None:
-    """The configuration of ``function_name``'s $LATEST; None when the function is not there."""
-    try:
-        return dict(client.get_function_configuration(FunctionName=function_name))
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            return None
-        raise
 
 
 def _synthesized(a: Analysis, role: str) -> dict[str, Any]:

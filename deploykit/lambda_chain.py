@@ -353,15 +353,6 @@ def _short(code_sha256: str) -> str:
     return code_sha256[:12] + "…"
 
 
-def _short_key(key: str) -> str:
-    """lambda/fn/<64 hex>.zip → lambda/fn/<12 hex>….zip, for people (inputs keep the whole key)."""
-    folder, _, name = key.rpartition("/")
-    stem = name.removesuffix(".zip")
-    if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem):
-        name = f"{stem[:12]}….zip"
-    return f"{folder}/{name}" if folder else name
-
-
 @dataclass(frozen=True)
 class UpdateFunctionCode(Step):
     """Point the function's ``$LATEST`` at the zip and wait until Lambda reports the update Successful."""
@@ -380,7 +371,7 @@ class UpdateFunctionCode(Step):
 
     def describe(self) -> str:
         return (
-            f"{self.function_name} $LATEST ← {_short_key(self.key)} "
+            f"{self.function_name} $LATEST ← {packaging.short_key(self.key)} "
             f"(skipped when it already runs CodeSha256 {_short(self.code_sha256)})"
         )
 
@@ -479,7 +470,9 @@ class PublishVersion(Step):
     git_sha: str
 
     def describe(self) -> str:
-        return f"publish $LATEST as a version (git {self.git_sha}), or reuse one that runs {_short_key(self.key)}"
+        return (
+            f"publish $LATEST as a version (git {self.git_sha}), or reuse one that runs {packaging.short_key(self.key)}"
+        )
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("lambda")

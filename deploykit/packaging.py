@@ -139,6 +139,16 @@ class Package:
             return tuple(zf.namelist())
 
 
+def short_key(key: str) -> str:
+    """A key named by a SHA-256, for people: ``lambda/fn/<64 hex>.zip`` → ``lambda/fn/<12 hex>….zip`` (and
+    ``lambda-vendored/<64 hex>.bin`` likewise); any other key as it is. Inputs keep the whole key."""
+    folder, _, name = key.rpartition("/")
+    stem, dot, suffix = name.partition(".")
+    if len(stem) == 64 and all(c in "0123456789abcdef" for c in stem):
+        name = f"{stem[:12]}…{dot}{suffix}"
+    return f"{folder}/{name}" if folder else name
+
+
 def code_sha256_of(sha256: str) -> str:
     """A zip's SHA-256 (hex) as Lambda reports it (``CodeSha256``: base64 of the raw digest)."""
     return base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
@@ -163,8 +173,8 @@ def package_function(
         cache = requirements_cache if requirements_cache is not None else default_vendor_cache()
         # kept only as a deploy packages: its vendoring left to deploykit's cache and pip (a caller naming either
         # wants what they do, each time)
-        inputs = _inputs_digest(name, entries, requirements.read_bytes(), cache)
         keep = requirements_cache is None and installer is None
+        inputs = _inputs_digest(name, entries, requirements.read_bytes(), cache) if keep else ""
         with _MADE_LOCK:
             made = _MADE.get(inputs) if keep else None
         if made is not None:

@@ -349,9 +349,9 @@ class UploadLambdaCode(Step):
         if small:  # its name is its content's hash: one there already is the same zip
             if not put_once(s3, bucket, self.key, package.zip_bytes, "application/zip"):
                 return there
-        elif self.prefix_key and package.prefix_length >= PART_MIN:
+        elif self.prefix_key:  # as planned: the same bytes (its key checked above), so the same vendored prefix
             sent, how = put_from_vendored(s3, bucket, package, kept)
-            vendored = _short_key(package.prefix_key)
+            vendored = packaging.short_key(package.prefix_key)
             said = {
                 "copied": f"its {package.prefix_length} B of vendored packages copied within S3 from {vendored}",
                 "kept": f"its vendored packages kept at {vendored} for the next zips of these requirements",
@@ -370,13 +370,6 @@ def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         if is_not_there(exc):
             return None
         raise
-
-
-def _short_key(key: str) -> str:
-    """lambda-vendored/<64 hex>.bin → lambda-vendored/<12 hex>….bin, for people."""
-    folder, _, name = key.rpartition("/")
-    stem, dot, suffix = name.partition(".")
-    return f"{folder}/{stem[:12]}…{dot}{suffix}" if len(stem) > 12 else key
 
 
 def kept_vendored(found: Mapping[str, Any] | None, package: packaging.Package) -> bool:
@@ -440,7 +433,7 @@ def put_from_vendored(
     except ClientError as exc:  # what the zip is matters, not how it got there: sent whole as before
         _abort(s3, where)
         s3.put_object(Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip")
-        vendored = _short_key(package.prefix_key)
+        vendored = packaging.short_key(package.prefix_key)
         why = (
             f"{vendored} was gone when it was to be copied"
             if is_not_there(exc)

@@ -531,3 +531,11 @@ def test_real_pip_vendoring_is_reproducible(fn: Path, tmp_path: Path) -> None:
     assert "bin/tiny" not in first.files  # the console script: its shebang names this machine
     with zipfile.ZipFile(io.BytesIO(first.zip_bytes)) as zf:
         assert b"../" not in zf.read("tinypkg-1.0.dist-info/RECORD")
+
+
+def test_a_key_named_by_a_sha256_is_shortened_for_people_any_other_as_it_is() -> None:
+    digest = "ab" * 32
+    assert packaging.short_key(f"lambda/fn/{digest}.zip") == "lambda/fn/abababababab….zip"
+    assert packaging.short_key(f"lambda-vendored/{digest}.bin") == "lambda-vendored/abababababab….bin"
+    assert packaging.short_key("lambda/fn/handmade.zip") == "lambda/fn/handmade.zip"
+    assert packaging.short_key(f"{digest}.zip") == "abababababab….zip"
