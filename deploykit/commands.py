@@ -40,6 +40,7 @@ from deploykit import (
     synth,
     version_cleanup,
     watch,
+    zip_cleanup,
 )
 from deploykit import canary as lambda_canary
 from deploykit import logs as applogs
@@ -58,7 +59,7 @@ from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps
 from deploykit.plugins import Plugins, get_plugin_manager
-from deploykit.stack_chain import UploadLambdaCode, template_url
+from deploykit.stack_chain import PART_MIN, UploadLambdaCode, template_url
 from deploykit.stacks import (
     Change,
     StackDeployer,
@@ -1520,6 +1521,8 @@ def lambda_cleanup(
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     deletion = None
+    objects: zip_cleanup.ObjectDecision | None = None
+    object_deletion: zip_cleanup.ObjectDeletion | None = None
     # no deploy may publish a version or move an alias onto one between reading and deleting
     with _env_lock(runtime, aws, environment, "lambda.cleanup", needed=not dry_run):
         with aws_errors(environment):
@@ -1531,6 +1534,7 @@ def lambda_cleanup(
                         next_step=f"use one of: {', '.join(sorted(functions)) or 'none'} (or leave --function out)",
                     )
                 functions = {function: functions[function]}
+            bucket = history.find_artifacts_bucket(aws, environment)
             reads: dict[str, Callable[[], Any]] = {
                 "versions": partial(version_cleanup.function_versions, aws, functions),
                 "aliases": partial(version_cleanup.routed_versions, aws, functions),
@@ -1538,6 +1542,14 @@ def lambda_cleanup(
                 "stack": partial(version_cleanup.stack_versions, aws, environment),
                 "recorded": partial(version_cleanup.recorded_shas, aws, environment, functions),
             }
+            if bucket:  # the zips, and what else may run them, in the same round trip
+                folders = None if function is None else functions
+                reads |= {
+                    "objects": partial(zip_cleanup.stored_objects, aws, bucket, folders),
+                    "latest": partial(zip_cleanup.latest_code, aws, functions),
+                    "code keys": partial(zip_cleanup.stack_code_keys, aws, environment),
+                    "sharing": partial(zip_cleanup.sharing, aws, bucket, environment),
+                }
             read = at_once(reads)
         using: dict[tuple[str, int], list[str]] = {}
         for found in (read["aliases"], read["mappings"], read["stack"]):
@@ -1550,21 +1562,98 @@ def lambda_cleanup(
         if decision.to_delete and not dry_run:
             with aws_errors(environment):
                 deletion = version_cleanup.delete_versions(aws, decision.to_delete)
+        if bucket:
+            with aws_errors(environment):
+                objects = _unneeded_zips(runtime, config, aws, bucket, decision, deletion, read, whole=function is None)
+                if objects.to_delete and not dry_run:
+                    object_deletion = zip_cleanup.delete_objects(aws, bucket, objects.to_delete)
     if decision.choices:
         runtime.stderr.write(f"Published versions of the Lambda functions of {environment.name}, newest first\n")
         runtime.stderr.write(version_cleanup.table(decision, dry_run=dry_run, deletion=deletion) + "\n\n")
     runtime.stderr.write(version_cleanup.summary(decision, dry_run=dry_run, deletion=deletion) + "\n")
+    if objects is not None:
+        if objects.choices:
+            runtime.stderr.write(f"\nLambda zips and kept vendored packages in s3://{objects.bucket}\n")
+            runtime.stderr.write(zip_cleanup.table(objects, dry_run=dry_run, deletion=object_deletion) + "\n\n")
+        runtime.stderr.write(zip_cleanup.summary(objects, dry_run=dry_run, deletion=object_deletion) + "\n")
     if as_json:
         data = version_cleanup.to_json(decision, env=environment.name, dry_run=dry_run, deletion=deletion)
+        if objects is not None:
+            data["zips"] = zip_cleanup.to_json(objects, dry_run=dry_run, deletion=object_deletion)
         runtime.stdout.write(dumps(data) + "\n")
+    rerun = f"see the tables above, then rerun: inv lambda.cleanup --env {environment.name}"
     if deletion is not None and deletion.failed:
         (name, number), why = next(iter(deletion.failed.items()))
         raise StepFailed(
             f"{len(deletion.failed)} of {len(decision.to_delete)} version(s) could not be deleted "
             f"(first: {name}:{number}: {why})",
-            next_step=f"see the table above, then rerun: inv lambda.cleanup --env {environment.name}",
+            next_step=rerun,
+        )
+    if objects is not None and object_deletion is not None and object_deletion.failed:
+        key, why = next(iter(object_deletion.failed.items()))
+        raise StepFailed(
+            f"{len(object_deletion.failed)} of {len(objects.to_delete)} object(s) of s3://{objects.bucket} could not "
+            f"be deleted (first: {key}: {why})",
+            next_step=rerun,
         )
     return decision
+
+
+def _unneeded_zips(
+    runtime: Runtime,
+    config: Config,
+    aws: AwsFactory,
+    bucket: str,
+    decision: version_cleanup.Decision,
+    deletion: version_cleanup.Deletion | None,
+    read: Mapping[str, Any],
+    *,
+    whole: bool,
+) -> zip_cleanup.ObjectDecision:
+    """Which zips (and, ``whole``: every function looked at, which vendored objects) of the artifacts bucket go
+    after the versions' cleanup (``deletion``; None: a dry run, as if ``decision`` were carried out): what the
+    versions still there and each ``$LATEST`` run, what the API stack names, and what the environments sharing the
+    bucket run (deploykit.zip_cleanup)."""
+    failed = deletion.failed if deletion is not None else {}
+    needed = zip_cleanup.Needed(keys={key: list(why) for key, why in read["code keys"].items()})
+    for choice in decision.choices:
+        version = choice.version
+        if not choice.delete or (version.function_name, version.number) in failed:
+            needed.runs(version.code_sha256, f"{version.function} version {version.number}")
+    for function, code_sha256 in read["latest"].items():
+        needed.runs(code_sha256, f"{function} $LATEST")
+    objects: list[zip_cleanup.Stored] = read["objects"]
+    big = zip_cleanup.big_zips(read["latest"], objects, PART_MIN)
+    reads: dict[tuple[str, str], Callable[[], Any]] = {}
+    if whole:
+        reads["zips", ""] = partial(zip_cleanup.zips_named, aws, bucket, big)
+    unread: list[str] = []  # why each environment sharing the bucket could not be told apart
+    for name in read["sharing"]:
+        if name in config.environments:
+            reads["env", name] = partial(_environment_code, runtime, config.environments[name])
+        else:
+            unread.append(f"environment {name!r}, not in deploy.toml, keeps its live record in this bucket too")
+    found = at_once(reads)
+    if whole:
+        needed.merge(zip_cleanup.vendored_needed(big, found["zips", ""]))
+    for (kind, name), answer in found.items():
+        if kind == "env" and isinstance(answer, zip_cleanup.Needed):
+            needed.merge(answer)
+        elif kind == "env":
+            unread.append(f"environment {name!r}, which shares this bucket, could not be read ({answer})")
+    needed.every_zip += unread
+    needed.every_vendored += unread
+    return zip_cleanup.plan_objects(bucket, objects, needed, now=runtime.clock.now())
+
+
+def _environment_code(runtime: Runtime, env: EnvConfig) -> zip_cleanup.Needed | str:
+    """What another environment sharing the artifacts bucket runs, or why it could not be read."""
+    try:
+        return zip_cleanup.environment_code(runtime.aws_factory(env), env)
+    except DeployKitError as exc:
+        return exc.message
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        return translate_error(exc, env).message
 
 
 # -- deploy.auto and diff ---------------------------------------------------------------------------------------

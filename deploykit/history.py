@@ -216,6 +216,9 @@ def record_of(
     )
 
 
+LIVE_PREFIX = "deploykit/live/"  # each environment's live record: <prefix><env>.json (one bucket may hold several)
+
+
 def find_artifacts_bucket(aws: AwsFactory, env: EnvConfig) -> str | None:
     """The environment's artifacts bucket (history, live record, lock); None when its registry stack is not
     deployed."""
@@ -349,7 +352,7 @@ class History:
 
     @property
     def live_key(self) -> str:
-        return f"deploykit/live/{self.env.name}.json"
+        return f"{LIVE_PREFIX}{self.env.name}.json"
 
     def write(self, record: Record, *, live: Mapping[str, Mapping[str, str]] | None = None) -> str:
         """Put ``record`` in the history; a successful run's components go into the live record too. ``live``: the

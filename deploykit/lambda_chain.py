@@ -203,7 +203,8 @@ class VersionMatch:
     names_key: bool  # its description names the wanted key (so live_code_keys reads it back)
 
 
-def _versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
+def all_versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
+    """Every version of the function as ListVersionsByFunction lists it, ``$LATEST`` first."""
     versions: list[dict[str, Any]] = []
     for page in lambda_client.get_paginator("list_versions_by_function").paginate(FunctionName=function_name):
         versions += page.get("Versions", [])
@@ -230,7 +231,7 @@ class Versions:
 
     def listed(self, function_name: str) -> list[dict[str, Any]]:
         """The versions (``$LATEST`` among them), listed now; remembered."""
-        versions = _versions(self.client, function_name)
+        versions = all_versions(self.client, function_name)
         with self._guard:
             self._known[function_name] = versions
         return list(versions)
@@ -263,7 +264,7 @@ def _versions_of(aws: AwsFactory) -> Versions:
 
 def published_versions(lambda_client: Any, function_name: str) -> list[dict[str, Any]]:
     """The published versions (not ``$LATEST``), newest first."""
-    versions = [v for v in _versions(lambda_client, function_name) if str(v.get("Version")) != "$LATEST"]
+    versions = [v for v in all_versions(lambda_client, function_name) if str(v.get("Version")) != "$LATEST"]
     return sorted(versions, key=lambda v: int(v["Version"]), reverse=True)
 
 

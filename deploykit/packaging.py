@@ -69,6 +69,9 @@ FILE_MODE = 0o644
 EXECUTABLE_MODE = 0o755
 KEY_PREFIX = "lambda"
 VENDORED_KEY_PREFIX = "lambda-vendored"
+# a zip put together in S3 from its kept vendored entries names their SHA-256 in this metadata field (S3's
+# x-amz-meta-vendored), so that inv lambda.cleanup knows which kept entries a live zip was made from
+VENDORED_METADATA = "vendored"
 VENDOR_KEEP_DAYS = 30  # a vendored tree and its zip go once no package used them for this long
 
 # The Lambda runtime the vendored wheels are chosen for. Part of the vendoring cache key.

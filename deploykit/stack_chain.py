@@ -408,8 +408,9 @@ def put_from_vendored(
         sent, how = length, "kept"
     # CRC32, as boto3's own multipart uploads declare it: the SDK sends each part's CRC32 (its default), S3 works out
     # the copied part's, and the completion names both (an upload that declares an algorithm must)
+    named = {packaging.VENDORED_METADATA: package.prefix_sha256}  # which kept entries it is made of (lambda.cleanup)
     upload = s3.create_multipart_upload(
-        Bucket=bucket, Key=package.key, ContentType="application/zip", ChecksumAlgorithm="CRC32"
+        Bucket=bucket, Key=package.key, ContentType="application/zip", ChecksumAlgorithm="CRC32", Metadata=named
     )["UploadId"]
     where = {"Bucket": bucket, "Key": package.key, "UploadId": upload}
     try:
@@ -432,7 +433,9 @@ def put_from_vendored(
         s3.complete_multipart_upload(**where, MultipartUpload={"Parts": completed})
     except ClientError as exc:  # what the zip is matters, not how it got there: sent whole as before
         _abort(s3, where)
-        s3.put_object(Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip")
+        s3.put_object(
+            Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip", Metadata=named
+        )
         vendored = packaging.short_key(package.prefix_key)
         why = (
             f"{vendored} was gone when it was to be copied"

@@ -534,7 +534,9 @@ def test_vendored_packages_not_as_kept_are_put_again_and_gone_ones_make_the_zip_
         outcome.status == "done" and "sent whole: S3 would not put it together from lambda-vendored/" in outcome.detail
     )
     assert "(AccessDenied: " in outcome.detail
-    assert s3.get_object(Bucket=BUCKET, Key=refused_once.key)["Body"].read() == refused_once.zip_bytes
+    sent_whole = s3.get_object(Bucket=BUCKET, Key=refused_once.key)
+    assert sent_whole["Body"].read() == refused_once.zip_bytes
+    assert sent_whole["Metadata"] == {"vendored": refused_once.prefix_sha256}  # for lambda.cleanup, as put together
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
 
     third = change_handler(vendored, "CHANGED = 3")

@@ -1,0 +1,372 @@
+"""The Lambda zips and the kept vendored packages in the artifacts bucket that nothing needs any more: ``inv
+lambda.cleanup`` deletes them after the old versions.
+
+Every Lambda deploy uploads a zip named by its content (``lambda/<fn>/<sha256>.zip``, :mod:`deploykit.packaging`),
+and a function vendoring big requirements also keeps them once (``lambda-vendored/<sha256>.bin``,
+:class:`~deploykit.stack_chain.UploadLambdaCode`); none of them expires, so a team deploying a 16 MB function a few
+times a day stores gigabytes a month. Lambda copies a zip's bytes when it takes code (each version keeps its own),
+so a zip is needed only by what may hand its key to Lambda again. A **zip** is kept when:
+
+- a function's ``$LATEST`` or one of its published versions that this cleanup keeps runs it (its CodeSha256, the
+  zip's SHA-256 as Lambda reports it): the stack's next deploy, CloudFormation rolling an update back, and
+  ``inv rollback`` hand such keys to Lambda;
+- the API stack's code parameter (``<Function>CodeKey``) names it: CloudFormation rolls a failed update back to it;
+- it was uploaded within :data:`GRACE` (a deploy in another environment may be about to use it);
+- another environment writes its live record in the same bucket (one account, one registry stack): its functions
+  are read the same way (every version kept), or, when it cannot be read, every zip is kept.
+
+A **vendored object** only speeds uploads up (a zip whose kept packages are gone is sent whole, and keeps them
+again), so it is kept while a function's ``$LATEST`` runs a zip put together from it (the zip names it in its
+metadata) or while it is younger than :data:`GRACE`; when a big zip of ``$LATEST`` does not say (uploaded before
+zips named their vendored packages), every vendored object is kept.
+
+Everything else is deleted (DeleteObjects). The bucket is versioned: S3 keeps a deleted object as a noncurrent
+version until the bucket's lifecycle expires it (90 days in deploykit's registry stack), so a deletion can be undone
+meanwhile and the storage is freed then. A deleted zip a rollback needs again is packaged from git and uploaded, as
+for any new code. :func:`plan_objects` decides and reads nothing; the readers and :func:`delete_objects` talk to S3,
+Lambda and CloudFormation.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tabulate import tabulate
+
+from deploykit import lambda_chain, packaging
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig
+from deploykit.history import LIVE_PREFIX
+from deploykit.stacks import StackOutputs, error_code, given_parameters, is_missing_stack, is_not_there
+from deploykit.version_cleanup import size
+
+GRACE = timedelta(days=1)
+ZIP_PREFIX = f"{packaging.KEY_PREFIX}/"
+VENDORED_PREFIX = f"{packaging.VENDORED_KEY_PREFIX}/"
+DELETE_BATCH = 1000  # DeleteObjects' most keys per call
+_ZIP = re.compile(rf"{ZIP_PREFIX}(?P<function>[^/]+)/(?P<sha256>[0-9a-f]{{64}})\.zip")
+_VENDORED = re.compile(rf"{VENDORED_PREFIX}(?P<sha256>[0-9a-f]{{64}})\.bin")
+
+
+# -- the decision (pure) ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A zip (``function`` its folder) or a vendored object (``function`` ""), as ListObjectsV2 details it."""
+
+    key: str
+    size: int
+    modified: datetime
+    sha256: str
+    function: str = ""
+
+    @classmethod
+    def of(cls, listed: Mapping[str, Any]) -> Stored | None:
+        """None for a key deploykit did not name so (left alone)."""
+        key = str(listed.get("Key") or "")
+        size, modified = int(listed.get("Size") or 0), listed["LastModified"]
+        if found := _ZIP.fullmatch(key):
+            return cls(key, size, modified, found["sha256"], found["function"])
+        if found := _VENDORED.fullmatch(key):
+            return cls(key, size, modified, found["sha256"])
+        return None
+
+    @property
+    def kind(self) -> str:
+        return "zip" if self.function else "vendored"
+
+
+@dataclass
+class Needed:
+    """What needs the bucket's objects, and why: zips by SHA-256 (what Lambda runs) and by key (what a stack names),
+    vendored objects by SHA-256, and why every zip (or every vendored object) is kept, when that cannot be told."""
+
+    codes: dict[str, list[str]] = field(default_factory=dict)
+    keys: dict[str, list[str]] = field(default_factory=dict)
+    vendored: dict[str, list[str]] = field(default_factory=dict)
+    every_zip: list[str] = field(default_factory=list)
+    every_vendored: list[str] = field(default_factory=list)
+
+    def runs(self, code_sha256: str, why: str) -> None:
+        """Something runs the code whose CodeSha256 (Lambda's base64) is ``code_sha256``."""
+        if code_sha256:
+            _add(self.codes, sha256_of(code_sha256), why)
+
+    def merge(self, other: Needed) -> None:
+        for mine, theirs in ((self.codes, other.codes), (self.keys, other.keys), (self.vendored, other.vendored)):
+            for name, reasons in theirs.items():
+                for why in reasons:
+                    _add(mine, name, why)
+        self.every_zip += other.every_zip
+        self.every_vendored += other.every_vendored
+
+
+def _add(found: dict[str, list[str]], name: str, why: str) -> None:
+    if why not in found.setdefault(name, []):
+        found[name].append(why)
+
+
+@dataclass(frozen=True)
+class ObjectChoice:
+    stored: Stored
+    delete: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ObjectDecision:
+    """Every zip and vendored object looked at, kept or deleted, each with its reasons."""
+
+    bucket: str
+    choices: tuple[ObjectChoice, ...]
+
+    @property
+    def to_delete(self) -> tuple[Stored, ...]:
+        return tuple(c.stored for c in self.choices if c.delete)
+
+
+def plan_objects(
+    bucket: str, objects: Iterable[Stored], needed: Needed, *, now: datetime, grace: timedelta = GRACE
+) -> ObjectDecision:
+    """Decide which of ``objects`` to delete: zips by function then newest first, then the vendored objects."""
+    choices: list[ObjectChoice] = []
+    for stored in sorted(objects, key=lambda s: (s.kind != "zip", s.function, -s.modified.timestamp(), s.key)):
+        if stored.kind == "zip":
+            reasons = needed.codes.get(stored.sha256, []) + needed.keys.get(stored.key, []) + needed.every_zip
+            unneeded = "nothing runs it: no kept version, no $LATEST, not the API stack's code parameter"
+        else:
+            reasons = needed.vendored.get(stored.sha256, []) + needed.every_vendored
+            unneeded = "no $LATEST runs a zip put together from it (the next zip of its requirements sends them)"
+        if now - stored.modified < grace:
+            reasons = [*reasons, f"uploaded within the last {_duration(grace)} (a deploy may be about to use it)"]
+        choices.append(ObjectChoice(stored, not reasons, tuple(reasons) or (unneeded,)))
+    return ObjectDecision(bucket, tuple(choices))
+
+
+def _duration(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return "day" if hours == 24 else f"{hours:g} hours"
+
+
+# -- the readers ------------------------------------------------------------------------------------------------
+
+
+def stored_objects(aws: AwsFactory, bucket: str, functions: Iterable[str] | None = None) -> list[Stored]:
+    """The zips of ``functions`` (folders; None: every folder, and the vendored objects too) in ``bucket``."""
+    prefixes = [ZIP_PREFIX, VENDORED_PREFIX] if functions is None else [f"{ZIP_PREFIX}{fn}/" for fn in functions]
+    paginator = aws.client("s3").get_paginator("list_objects_v2")
+    found: list[Stored] = []
+    for prefix in prefixes:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            found += [s for listed in page.get("Contents") or () if (s := Stored.of(listed)) is not None]
+    return found
+
+
+def latest_code(aws: AwsFactory, functions: Mapping[str, str]) -> dict[str, str]:
+    """fn (folder) → the CodeSha256 of its ``$LATEST`` (a function gone meanwhile is left out)."""
+    client = aws.client("lambda")
+    found: dict[str, str] = {}
+    for function, function_name in sorted(functions.items()):
+        try:
+            found[function] = str(client.get_function_configuration(FunctionName=function_name)["CodeSha256"])
+        except ClientError as exc:
+            if error_code(exc) != lambda_chain.NOT_FOUND:
+                raise
+    return found
+
+
+def stack_code_keys(aws: AwsFactory, env: EnvConfig) -> dict[str, list[str]]:
+    """key → why: the zips the API stack's code parameters name (CloudFormation rolls a failed update back to
+    them); {} when the stack is not there."""
+    try:
+        described = aws.client("cloudformation").describe_stacks(StackName=env.stacks.api)["Stacks"]
+    except ClientError as exc:
+        if is_missing_stack(exc):
+            return {}
+        raise
+    keys: dict[str, list[str]] = {}
+    for name, value in given_parameters(described[0] if described else None).items():
+        if name.endswith("CodeKey") and value.startswith(ZIP_PREFIX):
+            _add(keys, value, f"{env.name}: {env.stacks.api}'s {name}")
+    return keys
+
+
+def sharing(aws: AwsFactory, bucket: str, env: EnvConfig) -> list[str]:
+    """The other environments whose live record is in ``bucket`` (which share it with ``env``)."""
+    paginator = aws.client("s3").get_paginator("list_objects_v2")
+    names = [
+        str(listed["Key"])[len(LIVE_PREFIX) :].removesuffix(".json")
+        for page in paginator.paginate(Bucket=bucket, Prefix=LIVE_PREFIX)
+        for listed in page.get("Contents") or ()
+    ]
+    return sorted(name for name in names if name and name != env.name)
+
+
+def zips_named(aws: AwsFactory, bucket: str, zips: Mapping[str, Stored]) -> dict[str, str | None]:
+    """fn → the SHA-256 of the vendored packages the zip of its ``$LATEST`` (``zips``: fn → that zip) was put
+    together from, from the zip's metadata: "" when it names none, None when it is gone."""
+    s3 = aws.client("s3")
+    found: dict[str, str | None] = {}
+    for function, stored in sorted(zips.items()):
+        try:
+            metadata = s3.head_object(Bucket=bucket, Key=stored.key).get("Metadata") or {}
+        except ClientError as exc:
+            if not is_not_there(exc):
+                raise
+            found[function] = None
+        else:
+            found[function] = str(metadata.get(packaging.VENDORED_METADATA) or "")
+    return found
+
+
+def environment_code(aws: AwsFactory, env: EnvConfig) -> Needed:
+    """What another environment sharing the bucket runs: every version of its functions (``$LATEST`` too) and its
+    API stack's code parameters. Its own cleanup decides which of its versions go."""
+    needed = Needed(keys=stack_code_keys(aws, env))
+    functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+    client = aws.client("lambda")
+    for function, function_name in sorted(functions.items()):
+        for version in lambda_chain.all_versions(client, function_name):
+            needed.runs(str(version.get("CodeSha256") or ""), f"{env.name}: {function} {_version(version)}")
+    return needed
+
+
+def _version(detail: Mapping[str, Any]) -> str:
+    number = str(detail.get("Version"))
+    return number if number == "$LATEST" else f"version {number}"
+
+
+def sha256_of(code_sha256: str) -> str:
+    """Lambda's CodeSha256 (base64) as the hex that names a zip."""
+    return base64.b64decode(code_sha256).hex()
+
+
+def big_zips(latest: Mapping[str, str], objects: Iterable[Stored], big: int) -> dict[str, Stored]:
+    """fn → the zip its ``$LATEST`` (fn → CodeSha256) runs, for those of ``big`` bytes or more (only those can
+    have been put together from kept vendored packages)."""
+    by_sha = {stored.sha256: stored for stored in objects if stored.kind == "zip"}
+    found = {function: by_sha.get(sha256_of(code)) for function, code in latest.items()}
+    return {function: stored for function, stored in sorted(found.items()) if stored and stored.size >= big}
+
+
+def vendored_needed(zips: Mapping[str, Stored], named: Mapping[str, str | None]) -> Needed:
+    """The vendored objects the zips of the functions' ``$LATEST`` (:func:`big_zips`) were put together from, as
+    :func:`zips_named` read them; a zip that does not say keeps every one."""
+    needed = Needed()
+    for function, stored in zips.items():
+        vendored = named.get(function)
+        if vendored:
+            _add(needed.vendored, vendored, f"the zip {function}'s $LATEST runs was put together from it")
+        elif vendored == "":
+            needed.every_vendored.append(
+                f"{function}'s $LATEST runs {packaging.short_key(stored.key)}, which does not name the vendored "
+                "packages it was put together from (uploaded before zips named them)"
+            )
+    return needed
+
+
+# -- deleting ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectDeletion:
+    deleted: tuple[str, ...]  # keys
+    failed: dict[str, str]  # key → why
+
+
+def delete_objects(aws: AwsFactory, bucket: str, objects: Sequence[Stored]) -> ObjectDeletion:
+    """DeleteObjects, a thousand keys a call; a key S3 reports an error for is that key's failure."""
+    s3 = aws.client("s3")
+    keys = [stored.key for stored in objects]
+    failed: dict[str, str] = {}
+    for start in range(0, len(keys), DELETE_BATCH):
+        batch = keys[start : start + DELETE_BATCH]
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+        for error in answer.get("Errors") or ():
+            failed[str(error.get("Key"))] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
+    return ObjectDeletion(tuple(k for k in keys if k not in failed), failed)
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+
+
+def action_of(choice: ObjectChoice, *, dry_run: bool, deletion: ObjectDeletion | None) -> str:
+    if not choice.delete:
+        return "keep"
+    if dry_run or deletion is None:
+        return "would delete"
+    return "FAILED" if choice.stored.key in deletion.failed else "deleted"
+
+
+def table(decision: ObjectDecision, *, dry_run: bool, deletion: ObjectDeletion | None = None) -> str:
+    rows = []
+    for choice in decision.choices:
+        stored = choice.stored
+        why = "; ".join(choice.reasons)
+        failure = deletion.failed.get(stored.key) if deletion else None
+        rows.append(
+            [
+                stored.function or "(vendored)",
+                packaging.short_key(stored.key),
+                stored.modified.strftime("%Y-%m-%d %H:%M"),
+                size(stored.size),
+                action_of(choice, dry_run=dry_run, deletion=deletion),
+                f"{failure} ({why})" if failure else why,
+            ]
+        )
+    return tabulate(rows, headers=["function", "key", "uploaded (UTC)", "size", "action", "why"])
+
+
+def _objects(count: int) -> str:
+    return f"{count} object" + ("" if count == 1 else "s")
+
+
+def summary(decision: ObjectDecision, *, dry_run: bool, deletion: ObjectDeletion | None = None) -> str:
+    total, doomed = len(decision.choices), decision.to_delete
+    where = f"s3://{decision.bucket}"
+    if not total:
+        return f"no Lambda zips in {where}: nothing to delete"
+    if not doomed:
+        return f"nothing to delete in {where}: all {_objects(total)} are kept"
+    if dry_run or deletion is None:
+        freeing = size(sum(s.size for s in doomed))
+        return f"dry run: would delete {_objects(len(doomed))} of {total} in {where} ({freeing}); nothing was deleted"
+    gone = set(deletion.deleted)
+    freed = size(sum(s.size for s in doomed if s.key in gone))
+    line = (
+        f"deleted {_objects(len(gone))} in {where} ({freed}; S3 keeps them as noncurrent versions until the "
+        "bucket's lifecycle expires them)"
+    )
+    if deletion.failed:
+        line += f"; {_objects(len(deletion.failed))} could not be deleted"
+    return line
+
+
+def to_json(decision: ObjectDecision, *, dry_run: bool, deletion: ObjectDeletion | None) -> dict[str, Any]:
+    gone = set(deletion.deleted) if deletion else set()
+    return {
+        "bucket": decision.bucket,
+        "objects": [
+            {
+                "key": c.stored.key,
+                "kind": c.stored.kind,
+                "function": c.stored.function or None,
+                "bytes": c.stored.size,
+                "uploaded": c.stored.modified.isoformat(),
+                "action": action_of(c, dry_run=dry_run, deletion=deletion),
+                "why": list(c.reasons),
+            }
+            for c in decision.choices
+        ],
+        "to_delete": len(decision.to_delete),
+        "deleted": len(gone),
+        "deleted_bytes": sum(s.size for s in decision.to_delete if s.key in gone),
+        "failures": dict(deletion.failed) if deletion else {},
+    }
