@@ -181,7 +181,7 @@ def plan_cleanup(
                 if why not in mine:
                     mine.append(why)
         if not image.tags and now - image.pushed_at < UNTAGGED_GRACE:
-            mine.append(f"untagged, pushed less than {_duration(UNTAGGED_GRACE)} ago (a push may be under way)")
+            mine.append(f"untagged, pushed less than {age(UNTAGGED_GRACE)} ago (a push may be under way)")
     for index, children in (parts or {}).items():
         if reasons.get(index):
             label = next(iter(unique[index].tags), unique[index].short_digest)
@@ -197,12 +197,12 @@ def plan_cleanup(
         elif image.tags:
             choices.append(Choice(image, True, (f"older than the newest {keep}, not in use, not recorded",)))
         else:
-            age = _duration(now - image.pushed_at)
-            choices.append(Choice(image, True, (f"untagged, pushed {age} ago, not in use",)))
+            choices.append(Choice(image, True, (f"untagged, pushed {age(now - image.pushed_at)} ago, not in use",)))
     return Decision(tuple(choices), keep)
 
 
-def _duration(delta: timedelta) -> str:
+def age(delta: timedelta) -> str:
+    """How long ago, for people: ``3 days``, ``1 day``, ``5 h``, ``12 min``."""
     seconds = max(0, int(delta.total_seconds()))
     if seconds >= 2 * 86400:
         return f"{seconds // 86400} days"

@@ -43,6 +43,7 @@ from deploykit import lambda_chain, packaging
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
+from deploykit.image_cleanup import age
 from deploykit.stacks import StackOutputs, error_code, given_parameters, is_missing_stack, is_not_there
 from deploykit.version_cleanup import size
 
@@ -145,14 +146,10 @@ def plan_objects(
             reasons = needed.vendored.get(stored.sha256, []) + needed.every_vendored
             unneeded = "no $LATEST runs a zip put together from it (the next zip of its requirements sends them)"
         if now - stored.modified < grace:
-            reasons = [*reasons, f"uploaded within the last {_duration(grace)} (a deploy may be about to use it)"]
+            ago = age(now - stored.modified)
+            reasons = [*reasons, f"uploaded {ago} ago, less than {age(grace)} (a deploy may be about to use it)"]
         choices.append(ObjectChoice(stored, not reasons, tuple(reasons) or (unneeded,)))
     return ObjectDecision(bucket, tuple(choices))
-
-
-def _duration(span: timedelta) -> str:
-    hours = span.total_seconds() / 3600
-    return "day" if hours == 24 else f"{hours:g} hours"
 
 
 # -- the readers ------------------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_anything_uploaded_within_the_last_day_stays(
     run.clock = FakeClock(datetime.now(UTC) + timedelta(hours=20))
     commands.lambda_cleanup(env="dev", keep=2, dry_run=True, as_json=True, runtime=run)
     found = rows(json.loads(out.getvalue()))
-    assert found[zips["stray"]] == ("keep", ["uploaded within the last day (a deploy may be about to use it)"])
+    assert found[zips["stray"]] == ("keep", ["uploaded 20 h ago, less than 1 day (a deploy may be about to use it)"])
     assert "nothing to delete in s3://" in run.stderr.getvalue()  # type: ignore[attr-defined]
 
 

@@ -39,7 +39,7 @@ def test_a_zip_is_kept_for_what_runs_it_names_it_or_may_and_goes_otherwise() -> 
     assert why["a"] == (False, ("fn $LATEST",))
     assert why["b"] == (False, ("dev: Api's FnCodeKey",))
     assert why["c"][0] and why["c"][1][0].startswith("nothing runs it")
-    assert why["d"] == (False, ("uploaded within the last day (a deploy may be about to use it)",))
+    assert why["d"] == (False, ("uploaded 12 h ago, less than 1 day (a deploy may be about to use it)",))
     assert [c.stored.sha256[:1] for c in decision.choices] == ["d", "c", "a", "b"]  # newest first
     assert [s.sha256[:1] for s in decision.to_delete] == ["c"]
 
