@@ -79,7 +79,10 @@ class CarRentalRegistryStack(Stack):
         )
 
         # Lambda zips, named by content hash (`lambda/<function>/<sha256>.zip`): the same code is uploaded once and
-        # a function's code location is a stack input (see api_stack.py).
+        # a function's code location is a stack input (see api_stack.py). No lifecycle rule expires them: a rule
+        # counts and ages objects, and cannot tell a zip a version, $LATEST or this stack's code parameter still
+        # names (CloudFormation rolls back to it) from one nothing does; `inv lambda.cleanup` tells them apart
+        # (deploykit/zip_cleanup.py) and deletes the rest.
         self.artifacts_bucket: s3.Bucket = secure_bucket(self, "ArtifactsBucket", removal_policy=RemovalPolicy.RETAIN)
         self.artifacts_bucket.add_lifecycle_rule(
             id="kept-templates", prefix=KEPT_TEMPLATES, expiration=Duration.days(KEPT_TEMPLATE_DAYS)

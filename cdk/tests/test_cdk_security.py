@@ -126,7 +126,8 @@ def test_ecr_keeps_the_newest_30_tagged_images_and_drops_untagged_ones_after_a_d
 def test_templates_expire_and_nothing_else_in_the_artifacts_bucket(registry: Template) -> None:
     """The templates deploykit keeps for stack rollbacks (deploykit/templates/) go after 180 days, those it hands
     CloudFormation through S3 (deploykit/cfn/) after 7; the Lambda zips, the history, the live record and the lock
-    never expire (only their old versions do, as in every bucket)."""
+    never expire (only their old versions do, as in every bucket): a rule cannot tell a zip a function or the API
+    stack still names from one nothing does, which `inv lambda.cleanup` tells (deploykit/zip_cleanup.py)."""
     bucket = only(registry.find_resources(BUCKET))
     rules = {r["Id"]: r for r in props(bucket)["LifecycleConfiguration"]["Rules"]}
     assert rules["kept-templates"] == {
