@@ -144,19 +144,23 @@ def test_a_real_run_deletes_under_the_lock_and_a_later_publish_goes_on(
     assert versions(functions, HEALTH) == ["2", "3", "6", "7", "8"]  # nothing more to delete
 
 
-def test_a_version_that_cannot_be_deleted_is_reported_and_the_others_go(
-    functions: Any, factory: AwsFactory, project: Path
-) -> None:
-    lam = factory.client("lambda")
+def refuse_to_delete(lam: Any, version: str) -> None:
+    """DeleteFunction of that version refused from now on, as AWS answers when an alias moved onto it meanwhile."""
     real_delete = lam.delete_function
 
     def delete(**kwargs: Any) -> Any:
-        if kwargs["Qualifier"] == "4":  # as AWS answers when an alias moved onto it meanwhile
+        if kwargs["Qualifier"] == version:
             error = {"Error": {"Code": "ResourceConflictException", "Message": "aliases reference it: [live]"}}
             raise lam.exceptions.ResourceConflictException(error, "DeleteFunction")
         return real_delete(**kwargs)
 
     lam.delete_function = delete
+
+
+def test_a_version_that_cannot_be_deleted_is_reported_and_the_others_go(
+    functions: Any, factory: AwsFactory, project: Path
+) -> None:
+    refuse_to_delete(factory.client("lambda"), "4")
     with pytest.raises(StepFailed, match=r"1 of 3 version\(s\) could not be deleted .*car-rental-dev-health:4"):
         commands.lambda_cleanup(env="dev", keep=2, runtime=runtime(project, factory))
     assert versions(functions, HEALTH) == ["2", "3", "4", "6", "7", "8"]

@@ -29,6 +29,7 @@ from tests.functional.test_lambda_chain_moto import (  # noqa: F401 (fixtures)
     vendored,
     with_lambdas,
 )
+from tests.functional.test_lambda_cleanup_moto import refuse_to_delete
 
 HEALTH = FUNCTIONS["health_handler"]
 
@@ -131,16 +132,7 @@ def test_a_version_that_could_not_be_deleted_keeps_its_zip(
     factory: AwsFactory,
     with_lambdas: Path,  # noqa: F811
 ) -> None:
-    lam = factory.client("lambda")
-    real_delete = lam.delete_function
-
-    def delete(**kwargs: Any) -> Any:
-        if kwargs["Qualifier"] == "3":  # an alias moved onto it meanwhile
-            error = {"Error": {"Code": "ResourceConflictException", "Message": "aliases reference it: [live]"}}
-            raise lam.exceptions.ResourceConflictException(error, "DeleteFunction")
-        return real_delete(**kwargs)
-
-    lam.delete_function = delete
+    refuse_to_delete(factory.client("lambda"), "3")
     with pytest.raises(StepFailed, match=r"1 of 3 version\(s\) could not be deleted"):
         commands.lambda_cleanup(env="dev", keep=2, runtime=later(with_lambdas, factory))
     assert there(factory, zips["v3"]) and not there(factory, zips["v2"]) and not there(factory, zips["stray"])
