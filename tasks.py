@@ -68,13 +68,15 @@ BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
 
 
 def reports_errors(func: F) -> F:
-    """Print a DeployKitError's message and next step, and exit with its code (1 failed, 2 bad input)."""
+    """Print a DeployKitError's message and next step, and exit with its code (1 failed, 2 bad input). A command
+    refused because another deploy holds the lock runs again once it is free, when a wait is allowed
+    ($DEPLOYKIT_LOCK_WAIT, the environment's lock_wait; commands.until_unlocked)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = _stop_on_sigterm()
         try:
-            return func(*args, **kwargs)
+            return commands.until_unlocked(lambda: func(*args, **kwargs))
         except DeployKitError as exc:
             print(f"❌ {exc.message}", file=sys.stderr)
             if exc.next_step:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,16 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
     def now(self) -> datetime: ...
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def seconds_of(text: str) -> float | None:
+    """``300``, ``90s``, ``5m`` or ``1h`` → seconds; None for anything else."""
+    found = _DURATION.fullmatch(text.strip())
+    return None if found is None else float(found[1]) * _UNIT[found[2]]
 
 
 def backoff(first: float, cap: float, factor: float = 2.0) -> Iterator[float]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import botocore.exceptions
 from tabulate import tabulate
@@ -69,6 +69,8 @@ from deploykit.stacks import (
     given_parameters,
     inv_command,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -304,6 +306,35 @@ def _env_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *
                 warn = partial(_warn, runtime)
                 held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
         yield
+
+
+def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
+    """Run ``call``, a command; when another deploy holds the environment's lock and a wait is allowed
+    (``lock_wait``, ``$DEPLOYKIT_LOCK_WAIT``), wait until that deploy lets it go, then run the command again from
+    the start: it reads what is live anew (that deploy may have deployed what this one was to, or something newer)
+    and plans from that. The command was refused before it changed anything, so starting again is safe. Once the
+    wait is over and the lock still held: refused as without a wait (exit 2), saying how long it waited."""
+    runtime = runtime or Runtime()
+    deadline: float | None = None
+    while True:
+        try:
+            return call()
+        except lock.LockHeld as held:
+            if held.wait <= 0:
+                raise
+            clock = held.lock.clock
+            if deadline is None:
+                deadline = clock.monotonic() + held.wait
+                runtime.stderr.write(
+                    f"⏳ waiting up to {lock.duration(held.wait)} for the lock of {held.lock.env!r}: "
+                    f"{held.info.describe(clock.now())} (Ctrl-C stops waiting)\n"
+                )
+            waiting = clock.monotonic()
+            held.lock.wait_until_free(deadline, say=lambda text: runtime.stderr.write(text + "\n"))
+            runtime.stderr.write(
+                f"🔓 the lock of {held.lock.env!r} is free after {lock.duration(clock.monotonic() - waiting)}: "
+                "starting again, what is live read anew\n"
+            )
 
 
 def _warn(runtime: Runtime, message: str) -> None:

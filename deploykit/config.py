@@ -297,6 +297,9 @@ class EnvConfig:
     base_image: str | None = None
     poll_interval: float | None = None
     wait_timeout: float = 600.0
+    # How long a command waits for the lock another deploy holds (seconds; 0: refused at once, the default);
+    # $DEPLOYKIT_LOCK_WAIT (600, 90s, 15m) overrides it. See deploykit.lock.
+    lock_wait: float = 0.0
     protected: bool = False
     # Another environment whose tested state this one takes (dev for prod): a deploy here of a component (the app,
     # a function, a stack) is refused unless that environment runs it as this checkout has it; see deploykit.auto.
@@ -455,6 +458,8 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
     for key in ("wait_timeout", "connect_timeout", "read_timeout", "max_attempts"):
         if getattr(env, key) <= 0:
             raise ConfigError(f"{prefix}.{key} must be greater than 0")
+    if env.lock_wait < 0:
+        raise ConfigError(f"{prefix}.lock_wait must be 0 (refused at once) or more seconds, not {env.lock_wait:g}")
     if env.poll_interval is not None and not 0 < env.poll_interval <= 60:
         raise ConfigError(f"{prefix}.poll_interval must be between 0 and 60 seconds")
     if not all(isinstance(v, str) for v in env.endpoints.values()):

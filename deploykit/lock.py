@@ -41,12 +41,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.aws import AwsFactory
-from deploykit.clock import Clock, SystemClock
+from deploykit.clock import Clock, SystemClock, backoff, seconds_of
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.history import actor, find_artifacts_bucket
@@ -56,10 +57,26 @@ LEASE_SECONDS = 600.0
 """How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
 
 PREFIX = "deploykit/lock/"
+WAIT_ENV = "DEPLOYKIT_LOCK_WAIT"
+"""How long a command waits for another deploy's lock (``600``, ``90s``, ``15m``, ``1h``); over ``lock_wait``."""
 _ATTEMPTS = 3
 # what S3 answers when a conditional write or delete loses: the ETag no longer matches (412), the object is gone
 # (404 on If-Match), or another conditional write on the same key is in flight (409)
 _LOST_RACE = {"PreconditionFailed", "412", *NOT_THERE, "ConditionalRequestConflict", "409"}
+
+
+def wait_seconds(env: EnvConfig, environ: Mapping[str, str] | None = None) -> float:
+    """How long a command may wait for another deploy's lock of ``env``: ``$DEPLOYKIT_LOCK_WAIT`` when set, else
+    the environment's ``lock_wait`` (0: refused at once). A malformed value is a UsageError."""
+    text = (os.environ if environ is None else environ).get(WAIT_ENV, "").strip()
+    if not text:
+        return env.lock_wait
+    seconds = seconds_of(text)
+    if seconds is None:
+        raise UsageError(
+            f"{WAIT_ENV}={text!r} is not a duration", next_step="set it to seconds, minutes or hours: 600, 90s, 15m, 1h"
+        )
+    return seconds
 
 
 def _code(exc: ClientError) -> str:
@@ -81,7 +98,8 @@ def _human(moment: datetime) -> str:
     return _iso(moment).replace("+00:00", "Z")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``4s``, ``1m37s``, ``2h05m``."""
     seconds = max(0, round(seconds))
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
@@ -133,13 +151,13 @@ class LockInfo:
     def describe(self, now: datetime) -> str:
         """Who holds it, since when, which command, on which host, when the lease expires."""
         started, until = _parse(self.started), _parse(self.expires)
-        since = f"since {_human(started)} ({_duration((now - started).total_seconds())} ago)" if started else ""
+        since = f"since {_human(started)} ({duration((now - started).total_seconds())} ago)" if started else ""
         if until is None:
             lease = "its lease cannot be read"
         elif now >= until:
             lease = f"its lease expired at {_human(until)}"
         else:
-            left = _duration((until - now).total_seconds())
+            left = duration((until - now).total_seconds())
             lease = f"its lease expires at {_human(until)} (in {left}) unless renewed"
         return f"{self.owner} has been running {self.command!r} on {self.host} (pid {self.pid}) {since}; {lease}"
 
@@ -152,11 +170,28 @@ class Found:
     etag: str
 
 
+class LockHeld(UsageError):
+    """Another deploy holds the environment's lock: refused before anything changed (exit 2). ``lock`` can wait
+    for it to be free (:meth:`EnvLock.wait_until_free`), ``wait`` is how long this command may (seconds)."""
+
+    def __init__(self, message: str, *, next_step: str, lock: EnvLock, info: LockInfo, wait: float) -> None:
+        super().__init__(message, next_step=next_step)
+        self.lock, self.info, self.wait = lock, info, wait
+
+
 class EnvLock:
     """The lock object of one environment in its artifacts bucket."""
 
     def __init__(
-        self, s3: Any, bucket: str, env: str, *, clock: Clock | None = None, lease: float = LEASE_SECONDS
+        self,
+        s3: Any,
+        bucket: str,
+        env: str,
+        *,
+        clock: Clock | None = None,
+        lease: float = LEASE_SECONDS,
+        wait: Callable[[], float] = lambda: 0.0,
+        poll: float = 5.0,
     ) -> None:
         if lease <= 0:
             raise ValueError("lease must be positive")
@@ -165,6 +200,8 @@ class EnvLock:
         self.env = env
         self.clock = clock or SystemClock()
         self.lease = lease
+        self.wait = wait  # how long a command may wait for another deploy's lock (wait_seconds), asked when refused
+        self.poll = poll  # the longest pause between two looks at a lock being waited for
 
     @classmethod
     def of(
@@ -172,7 +209,10 @@ class EnvLock:
     ) -> EnvLock | None:
         """The environment's lock; None when its registry stack (the artifacts bucket) is not deployed."""
         bucket = find_artifacts_bucket(aws, env)
-        return cls(aws.client("s3"), bucket, env.name, clock=clock, lease=lease) if bucket else None
+        if not bucket:
+            return None
+        wait = partial(wait_seconds, env)
+        return cls(aws.client("s3"), bucket, env.name, clock=clock, lease=lease, wait=wait, poll=env.poll_seconds)
 
     @property
     def key(self) -> str:
@@ -222,12 +262,37 @@ class EnvLock:
             next_step="rerun in a moment",
         )
 
-    def refusal(self, info: LockInfo) -> UsageError:
-        return UsageError(
-            f"another deploy holds the lock of environment {self.env!r}: {info.describe(self.clock.now())}",
-            next_step=f"wait for it to finish, then rerun; if that deploy is dead (killed, its machine gone), "
+    def refusal(self, info: LockInfo, waited: float = 0.0) -> LockHeld:
+        still = f" (still, after waiting {duration(waited)})" if waited else ""
+        wait = "" if waited else f" (or let the command wait for it: {WAIT_ENV}=10m)"
+        return LockHeld(
+            f"another deploy holds the lock of environment {self.env!r}{still}: {info.describe(self.clock.now())}",
+            next_step=f"wait for it to finish, then rerun{wait}; if that deploy is dead (killed, its machine gone), "
             f"break the lock: inv unlock --env {self.env}",
+            lock=self,
+            info=info,
+            wait=self.wait(),
         )
+
+    def wait_until_free(self, deadline: float, say: Callable[[str], object]) -> None:
+        """Look at the lock until nobody holds it or its lease ran out (its holder died): then a command may start
+        again and take it. Looks after 0.5 s, then ever less often, at most every :attr:`poll` seconds; says when
+        another deploy took it meanwhile. At ``deadline`` (the clock's monotonic time) still held: :class:`LockHeld`
+        naming the wait."""
+        started = self.clock.monotonic()
+        holder = ""
+        for pause in backoff(0.5, self.poll):
+            found = self.read()
+            if found is None or found.info.expired(self.clock.now()):
+                return
+            if holder and found.info.token != holder:
+                now = self.clock.now()
+                say(f"⏳ another deploy took the lock of {self.env!r} meanwhile: {found.info.describe(now)}")
+            holder = found.info.token
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                raise self.refusal(found.info, waited=self.clock.monotonic() - started)
+            self.clock.sleep(min(pause, left))
 
     def _new_info(self, command: str) -> LockInfo:
         now = self.clock.now()

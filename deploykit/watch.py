@@ -20,31 +20,29 @@ few minutes judges all but its last minute.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from deploykit import ecs
-from deploykit.clock import Clock
+from deploykit.clock import Clock, seconds_of
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 PERIOD = 60  # seconds: the metrics watched here are per minute
 ELB = "AWS/ApplicationELB"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([sm]?)$")
 
 # a query: (namespace, metric name, dimensions as CloudWatch takes them, in name order)
 Query = tuple[str, str, list[dict[str, str]]]
 
 
 def parse_duration(text: str, flag: str) -> float:
-    """``300``, ``90s`` or ``5m`` → seconds; UsageError naming ``flag`` otherwise."""
-    found = _DURATION.match(text.strip())
-    if found is None:
+    """``300``, ``90s`` or ``5m`` (or ``1h``) → seconds; UsageError naming ``flag`` otherwise."""
+    seconds = seconds_of(text)
+    if seconds is None:
         raise UsageError(f"{flag} {text!r} is not a duration", next_step=f"pass seconds or minutes: {flag} 90s, 5m")
-    return float(found.group(1)) * (60 if found.group(2) == "m" else 1)
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,121 @@ def test_run_plan_is_refused_while_another_deploy_holds_the_lock_and_leaves_it_u
     assert store is not None and store.records() == []  # nothing recorded either
 
 
+class Meanwhile(FakeClock):
+    """A clock whose sleeps are where other deploys act: ``then[n]`` runs at the n-th sleep (1 the first)."""
+
+    def __init__(self, then: dict[int, Any]) -> None:
+        super().__init__(start=T0)
+        self.then = then
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.sleeps) in self.then:
+            self.then[len(self.sleeps)]()
+
+
+def waiting(project: Path, plan: Plan, clock: FakeClock) -> tuple[commands.Runtime, int]:
+    """run_plan under commands.until_unlocked, as every inv task runs; the runtime and how often it started."""
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+    )
+    config = load_config(project / "deploy.toml")
+    starts = 0
+
+    def call() -> None:
+        nonlocal starts
+        starts += 1
+        commands.run_plan(runtime, config, config.environment("dev"), plan, dry_run=False, as_json=False)
+
+    commands.until_unlocked(call, runtime)
+    return runtime, starts
+
+
+def test_a_deploy_allowed_to_wait_starts_again_once_the_other_lets_the_lock_go(
+    bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DEPLOYKIT_LOCK_WAIT: refused at first, the command looks at the lock (0.5 s, then ever less often) until
+    the other deploy releases it, then starts again from the beginning, takes the lock and runs."""
+    as_actor(monkeypatch, "ci")
+    held = env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    monkeypatch.setenv(lock.WAIT_ENV, "2m")
+    as_actor(monkeypatch, "ana@laptop")
+    clock = Meanwhile({3: held.release})
+    probe = Probe()
+    runtime, starts = waiting(project, deploying(probe), clock)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⏳ waiting up to 2m00s for the lock of 'dev': ci has been running 'deploy.auto'" in said
+    assert "🔓 the lock of 'dev' is free after 4s: starting again, what is live read anew" in said
+    assert clock.sleeps == [0.5, 1.0, 2.0]  # looked at four times: held, held, held, free
+    assert starts == 2 and len(probe.seen) == 1 and probe.seen[0] is not None
+    assert probe.seen[0]["owner"] == "ana@laptop" and stored() is None  # ran under its own lock, released
+
+
+def test_a_lock_still_held_when_the_wait_is_over_is_refused_saying_so(
+    bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ci")
+    env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    before = stored()
+    monkeypatch.setenv(lock.WAIT_ENV, "20")
+    clock = Meanwhile({})
+    probe = Probe()
+    with pytest.raises(
+        lock.LockHeld, match=r"the lock of environment 'dev' \(still, after waiting 20s\): ci has"
+    ) as refused:
+        waiting(project, deploying(probe), clock)
+    assert refused.value.exit_code == 2 and "inv unlock --env dev" in (refused.value.next_step or "")
+    assert sum(clock.sleeps) == 20 and max(clock.sleeps) <= 5.0  # AWS's poll: at most every 5 s
+    assert probe.seen == [] and stored() == before
+
+
+def test_a_deploy_not_allowed_to_wait_is_refused_at_once_and_told_how_to_wait(
+    bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ci")
+    env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    clock = Meanwhile({})
+    with pytest.raises(lock.LockHeld) as refused:
+        waiting(project, deploying(Probe()), clock)
+    assert "(or let the command wait for it: DEPLOYKIT_LOCK_WAIT=10m)" in (refused.value.next_step or "")
+    assert clock.sleeps == []
+
+
+def test_the_wait_ends_when_the_holders_lease_runs_out_and_says_who_took_it_meanwhile(
+    bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first holder lets go and another deploy takes the lock (said); that one dies, its lease (30 s) runs out:
+    the waiting command takes it over."""
+    as_actor(monkeypatch, "ci")
+    first = env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    monkeypatch.setenv(lock.WAIT_ENV, "5m")
+
+    def another() -> None:
+        first.release()
+        as_actor(monkeypatch, "bo@laptop")
+        env_lock(dev_env, clock, lease=30).acquire("deploy.lambda health_handler")  # then killed: never released
+        as_actor(monkeypatch, "ana@laptop")
+
+    clock = Meanwhile({2: another})
+    probe = Probe()
+    runtime, starts = waiting(project, deploying(probe), clock)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⏳ another deploy took the lock of 'dev' meanwhile: bo@laptop has been running 'deploy.lambda" in said
+    assert starts == 2 and probe.seen[0] is not None and probe.seen[0]["owner"] == "ana@laptop"
+    assert 30 <= sum(clock.sleeps) <= 40
+
+
+def test_a_malformed_wait_is_bad_input_and_changes_nothing(
+    bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    before = stored()
+    monkeypatch.setenv(lock.WAIT_ENV, "soon")
+    with pytest.raises(UsageError, match="DEPLOYKIT_LOCK_WAIT='soon' is not a duration") as refused:
+        waiting(project, deploying(Probe()), Meanwhile({}))
+    assert refused.value.exit_code == 2 and stored() == before
+
+
 @pytest.mark.parametrize(
     "failure", [StepFailed("the rollout failed", next_step="look"), KeyboardInterrupt(), RuntimeError("a bug")]
 )
@@ -484,7 +599,9 @@ def test_inv_refuses_a_second_deploy_and_inv_unlock_breaks_the_lock(
         refused.stderr
     )
     assert "'deploy.auto'" in refused.stderr and f"(pid {os.getpid()})" in refused.stderr
-    assert "  → next: wait for it to finish, then rerun;" in refused.stderr
+    assert "  → next: wait for it to finish, then rerun (or let the command wait for it: DEPLOYKIT_LOCK_WAIT=10m);" in (
+        refused.stderr
+    )
     assert "inv unlock --env staging" in refused.stderr
 
     asks = inv(project, "unlock", "--env", "staging")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import tasks
+from deploykit import lock
 from deploykit.config import load_config, parse_config
-from deploykit.errors import ConfigError
+from deploykit.errors import ConfigError, UsageError
 from deploykit.testing import sample_env
 from tests.conftest import REPO, SANDBOX_TOML
 
@@ -90,6 +91,22 @@ def test_values_are_range_checked() -> None:
     data = raw()
     data["environments"]["dev"]["endpoint_url"] = "127.0.0.1:4566"
     with pytest.raises(ConfigError, match="endpoint_url must start with http"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_a_lock_wait_is_none_unless_set_and_the_environment_variable_overrides_it() -> None:
+    data = raw()
+    data["environments"]["dev"]["lock_wait"] = 300
+    config = parse_config(data, Path("deploy.toml"))
+    dev, sandbox = config.environment("dev"), config.environment("sandbox")
+    assert (dev.lock_wait, sandbox.lock_wait) == (300.0, 0.0)
+    assert lock.wait_seconds(dev, {}) == 300.0 and lock.wait_seconds(sandbox, {lock.WAIT_ENV: " "}) == 0.0
+    for text, seconds in (("600", 600.0), ("90s", 90.0), ("15m", 900.0), ("1h", 3600.0), ("0", 0.0)):
+        assert lock.wait_seconds(dev, {lock.WAIT_ENV: text}) == seconds
+    with pytest.raises(UsageError, match="DEPLOYKIT_LOCK_WAIT='5 minutes' is not a duration"):
+        lock.wait_seconds(dev, {lock.WAIT_ENV: "5 minutes"})
+    data["environments"]["dev"]["lock_wait"] = -1
+    with pytest.raises(ConfigError, match=r"environments\.dev\.lock_wait must be 0 \(refused at once\) or more"):
         parse_config(data, Path("deploy.toml"))
 
 
