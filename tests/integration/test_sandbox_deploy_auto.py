@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -388,6 +389,48 @@ def test_a_lambda_update_that_takes_seconds_to_apply_is_waited_out_before_the_pu
     with urllib.request.urlopen(endpoints(project).api_health_url, timeout=10) as answer:
         assert json.loads(answer.read())["applied"] == "slowly"
     print(f"\nupdate-code with an update Lambda applies in 1 s: {update.seconds:.2f}s")
+
+
+def test_two_deploys_of_one_commit_at_once_deploy_it_once_the_second_waiting_for_the_lock(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two CI jobs (or two laptops) run deploy.auto for the same commit at the same moment, each allowed to wait for
+    the lock ($DEPLOYKIT_LOCK_WAIT): one deploys; the other, refused the lock, waits until it is free, then starts
+    again, reads what is live anew and finds nothing left to deploy, where it would have deployed the change a
+    second time from what it read before."""
+    handler = project / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text().replace('"applied": "slowly", ', '"applied": "once", ', 1))
+    git(project, "commit", "-qam", "lambda: deployed by two jobs at once")
+    monkeypatch.setenv("DEPLOYKIT_LOCK_WAIT", "60s")
+    settings = load_settings(project / "deploy.toml")
+    lifecycle.slow_lambda_updates(settings, 2.0)  # the first deploy holds the lock a few seconds
+    outcomes: dict[int, tuple[RunReport | None, str]] = {}
+
+    def job(n: int) -> None:
+        runtime = quiet_runtime(project)
+        report = commands.until_unlocked(lambda: commands.deploy_auto(runtime=runtime), runtime)
+        outcomes[n] = report, runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+    started = time.monotonic()
+    try:
+        jobs = [threading.Thread(target=job, args=(n,)) for n in (1, 2)]
+        for thread in jobs:
+            thread.start()
+        for thread in jobs:
+            thread.join(timeout=120)
+    finally:
+        lifecycle.slow_lambda_updates(settings, 0)
+    seconds = time.monotonic() - started
+    deployed = [n for n, (report, _) in outcomes.items() if report is not None]
+    assert len(outcomes) == 2 and len(deployed) == 1, outcomes
+    assert {"update-code", "publish-version", "move-alias"} <= ran(outcomes[deployed[0]][0])
+    [waited] = [said for n, (_, said) in outcomes.items() if n not in deployed]
+    assert "⏳ waiting up to 1m00s for the lock of 'sandbox'" in waited, waited
+    assert "🔓 the lock of 'sandbox' is free after" in waited and "✅ nothing to deploy" in waited, waited
+    with urllib.request.urlopen(endpoints(project).api_health_url, timeout=10) as answer:
+        assert json.loads(answer.read())["applied"] == "once"
+    print(f"\ntwo deploy.auto of one commit at once, one waiting for the lock: {seconds:.2f}s")
+    print("\n".join(line for line in waited.splitlines() if line.startswith(("⏳", "🔓", "✅"))))
 
 
 def test_an_uncommitted_edit_deploys_once_and_an_edit_elsewhere_then_deploys_nothing(project: Path) -> None:
