@@ -54,7 +54,7 @@ from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
-from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, UsageError
+from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps
@@ -141,12 +141,16 @@ def run_plan(
     as_json: bool,
     aws: AwsFactory | None = None,
     rollback: bool | None = None,
+    planned_from: Mapping[str, Mapping[str, str]] | None = None,
 ) -> RunReport | None:
     """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
 
     ``rollback`` (deploys of the app or a Lambda): when wait-healthy, smoke or watch-errors fails, True puts back
     what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back; None: neither
-    applies."""
+    applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read before the
+    lock was taken); when the record read under the lock differs (another deploy finished in between), the run
+    stops before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live
+    changed and nothing recorded, for the command to start again (:func:`until_unlocked`)."""
     if dry_run:
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
@@ -170,10 +174,14 @@ def run_plan(
         # what is live before the run: read under the lock, while the plan's first steps run (its value is needed
         # only after them: one round trip less before the first step)
         reading = _LiveBefore(runtime, aws, env) if plan.deploys or plan.removes else None
+        if reading is not None and planned_from is not None:
+            ctx.gate = partial(_still_as_planned, reading, env, planned_from)
         try:
             report = Executor(ctx, _translator(env)).execute(plan)
         finally:
             live = reading.result() if reading else None
+        if isinstance(report.error, Superseded):  # nothing live changed: nothing to record, nothing to put back
+            raise report.error
         before = {c: v.get("sha") for c, v in live.items()} if live else {}
         if isinstance(report.error, Interrupted) and any(before.values()):
             shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
@@ -194,6 +202,25 @@ def run_plan(
     if report.error is not None:
         raise report.error
     return report
+
+
+def _still_as_planned(reading: _LiveBefore, env: EnvConfig, planned_from: Mapping[str, Mapping[str, str]]) -> None:
+    """Superseded when the live record read under the lock is not the one the plan was made from."""
+    live = reading.result()
+    if live is None or live == planned_from:  # unreadable: said by the read, and the run records it so
+        return
+    moved = sorted(
+        c for c in {*live, *planned_from} if live.get(c, {}).get("sha") != planned_from.get(c, {}).get("sha")
+    )
+    what = ", ".join(
+        f"{c} {planned_from.get(c, {}).get('sha') or '-'} → {live.get(c, {}).get('sha') or '-'}" for c in moved
+    )
+    raise Superseded(
+        f"what is live in {env.name!r} changed since this command read it: another deploy finished meanwhile"
+        + (f" ({what})" if what else "")
+        + "; nothing live was changed",
+        next_step="rerun: it reads what is live anew and deploys what is left",
+    )
 
 
 def recover(
@@ -308,17 +335,28 @@ def _env_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *
         yield
 
 
+SUPERSEDED_RESTARTS = 3
+
+
 def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
     """Run ``call``, a command; when another deploy holds the environment's lock and a wait is allowed
     (``lock_wait``, ``$DEPLOYKIT_LOCK_WAIT``), wait until that deploy lets it go, then run the command again from
     the start: it reads what is live anew (that deploy may have deployed what this one was to, or something newer)
     and plans from that. The command was refused before it changed anything, so starting again is safe. Once the
-    wait is over and the lock still held: refused as without a wait (exit 2), saying how long it waited."""
+    wait is over and the lock still held: refused as without a wait (exit 2), saying how long it waited. A run
+    :class:`Superseded` (what is live changed between its reads and its lock: :func:`run_plan`) starts again at
+    once, up to :data:`SUPERSEDED_RESTARTS` times."""
     runtime = runtime or Runtime()
     deadline: float | None = None
+    restarts = 0
     while True:
         try:
             return call()
+        except Superseded as superseded:  # nothing live changed: start again at once, a few times at most
+            restarts += 1
+            if restarts > SUPERSEDED_RESTARTS:
+                raise
+            runtime.stderr.write(f"🔁 {superseded.message}: starting again, what is live read anew\n")
         except lock.LockHeld as held:
             if held.wait <= 0:
                 raise
@@ -1707,6 +1745,8 @@ class Analysis:
     records: list[history.Record] = field(default_factory=list)
     # lambda:<fn> → what says its alias serves settings other than its stack deployed (changed by hand, published)
     drifted: dict[str, str] = field(default_factory=dict)
+    # the live record as read (component → {sha, when, record, ...}): what a plan from this analysis was made from
+    entries: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def drift_lines(self) -> list[str]:
         """The Change Analysis' lines for :attr:`drifted`: deploying does not put such settings back."""
@@ -1764,7 +1804,18 @@ def analyse(
             if store is not None:
                 records = auto.with_deciding_runs(entries, records, found.components(), store.records_by_id)
     return Analysis(
-        config, environment, aws, found_endpoints, revision, found, live, guesses, read.get("source"), records, drifted
+        config,
+        environment,
+        aws,
+        found_endpoints,
+        revision,
+        found,
+        live,
+        guesses,
+        read.get("source"),
+        records,
+        drifted,
+        entries,
     )
 
 
@@ -2014,7 +2065,17 @@ def deploy_auto(
     if dry_run:
         runtime.stderr.write("(dry run: nothing is changed)\n")
         return None
-    return run_plan(runtime, a.config, a.env, plan, dry_run=False, as_json=as_json, aws=a.aws, rollback=rollback)
+    return run_plan(
+        runtime,
+        a.config,
+        a.env,
+        plan,
+        dry_run=False,
+        as_json=as_json,
+        aws=a.aws,
+        rollback=rollback,
+        planned_from=a.entries,
+    )
 
 
 WATCH_POLL = 1.0  # seconds between two looks at the work tree

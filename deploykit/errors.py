@@ -43,6 +43,11 @@ class EnvironmentNotReady(UsageError):
     """A prerequisite on this machine is missing: the Docker engine, a base image, a registry."""
 
 
+class Superseded(UsageError):
+    """What is live changed between reading it and taking the lock (another deploy finished meanwhile): the plan
+    made from it is stale. Raised before anything live was changed; the command may start again."""
+
+
 class StepFailed(DeployKitError):
     """A step of a running plan failed; what ran before it stays as it is."""
 

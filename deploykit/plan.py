@@ -51,6 +51,9 @@ class Context:
     # a sequence between two of its steps, a canary by taking itself back.
     stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _docker: docker.DockerClient | None = field(default=None, init=False, repr=False)
+    # Checked once, before the first step of the plan that changes what is live (not artifacts_only) starts: its
+    # error ends the run there, nothing live changed (deploy.auto: what is live is still what its plan was made from)
+    gate: Callable[[], None] | None = None
     # the first reads of steps started while the steps before them ran (Step.early), by the step's id
     _early: dict[int, Future[Any]] = field(default_factory=dict, init=False, repr=False)
     _early_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -59,7 +62,7 @@ class Context:
         """While ``running`` runs, start the early reads (:meth:`Step.early`) of the steps ``following`` starts
         with, when ``running`` changes nothing that is live (each of its steps :attr:`~Step.artifacts_only`): what
         they read then is what they would read after it. Each in a thread of its own, which ends with its reads."""
-        if following is None or not all(step.artifacts_only for step in leaves(running)):
+        if following is None or not all_artifacts(running):
             return
         for step in first_steps(following):
             read = step.early(self)
@@ -413,6 +416,14 @@ class Executor:
                 record.status, record.detail = "skipped", "nothing changed before it (inv smoke checks anyway)"
                 self._step_finished(plan, record)
                 continue
+            if self.ctx.gate is not None and not all_artifacts(step):
+                gate, self.ctx.gate = self.ctx.gate, None
+                try:
+                    gate()
+                except DeployKitError as exc:  # before the step: it is not run
+                    error = exc
+                    out.line(f"⏹  {exc.message}")
+                    break
             out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
             following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
@@ -516,6 +527,11 @@ def walk(steps: Iterable[Step], depth: int = 0) -> Iterator[tuple[int, Step]]:
 
 def is_group(step: Step) -> bool:
     return isinstance(step, Parallel | Sequence)
+
+
+def all_artifacts(step: Step) -> bool:
+    """Whether ``step`` (each step of a group) only makes artifacts, changing nothing that is live."""
+    return all(leaf.artifacts_only for leaf in leaves(step))
 
 
 def leaves(step: Step) -> Iterator[Step]:

@@ -26,8 +26,8 @@ from deploykit import commands, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
-from deploykit.errors import Interrupted, StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Plan, Step
+from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
+from deploykit.plan import Context, Outcome, Plan, RunReport, Step
 from tests.conftest import REPO, git
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.test_cli import inv as cli_inv
@@ -434,6 +434,87 @@ def test_a_malformed_wait_is_bad_input_and_changes_nothing(
     with pytest.raises(UsageError, match="DEPLOYKIT_LOCK_WAIT='soon' is not a duration") as refused:
         waiting(project, deploying(Probe()), Meanwhile({}))
     assert refused.value.exit_code == 2 and stored() == before
+
+
+@dataclass(frozen=True)
+class Artifact(Probe):
+    """A step that only makes an artifact (a build, an upload): nothing live changes while it runs."""
+
+    name: ClassVar[str] = "artifact"
+    artifacts_only: ClassVar[bool] = True
+
+
+def a_deploy_finished(dev_env: EnvConfig) -> dict[str, dict[str, str]]:
+    """Another deploy's successful run, recorded (the live record written): the live record now."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    store.write(
+        history.record_of(
+            RunReport(Plan("dev", (), "deploy.lambda login_handler"), [], 1.0),
+            components={"lambda:login_handler": "c" * 12},
+            base={"lambda:login_handler": None},
+            head="c" * 12,
+            who="ci",
+        )
+    )
+    return store.live()
+
+
+def planned(project: Path, plan: Plan, clock: FakeClock, planned_from: dict[str, Any]) -> commands.Runtime:
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+    )
+    config = load_config(project / "deploy.toml")
+    commands.run_plan(
+        runtime, config, config.environment("dev"), plan, dry_run=False, as_json=False, planned_from=planned_from
+    )
+    return runtime
+
+
+def test_a_plan_made_before_another_deploy_finished_stops_before_it_changes_anything(
+    bucket: str, dev_env: EnvConfig, project: Path, clock: FakeClock
+) -> None:
+    """deploy.auto reads what is live, then takes the lock: another deploy that finished in between changed the
+    live record, and the plan, made from the record before, is stale. Under the lock the record is read again; the
+    run's artifacts are made meanwhile (named by content, they are of use again), and it stops before its first
+    step that changes what is live: nothing recorded, the lock released."""
+    now = a_deploy_finished(dev_env)
+    artifact, change = Artifact(), Probe()
+    plan = Plan("dev", (artifact, change), "deploy.auto", deploys=(("lambda:login_handler", "d" * 12),))
+    with pytest.raises(Superseded, match=r"what is live in 'dev' changed since this command read it") as stale:
+        planned(project, plan, clock, planned_from={})
+    assert "another deploy finished meanwhile (lambda:login_handler - → cccccccccccc)" in stale.value.message
+    assert stale.value.exit_code == 2 and len(artifact.seen) == 1 and change.seen == []
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None and [r.command for r in store.records()] == ["deploy.lambda login_handler"]
+    assert store.live() == now and stored() is None
+
+    runtime = planned(project, plan, clock, planned_from=now)  # made from the record as it is: runs
+    assert len(change.seen) == 1 and "⏹" not in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_superseded_command_starts_again_at_once_a_few_times_at_most() -> None:
+    runtime = commands.Runtime(stdout=io.StringIO(), stderr=io.StringIO())
+    calls: list[int] = []
+
+    def stale_twice() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise Superseded("what is live in 'dev' changed since this command read it", next_step="rerun")
+        return "deployed"
+
+    assert commands.until_unlocked(stale_twice, runtime) == "deployed" and len(calls) == 3
+    assert runtime.stderr.getvalue().count("🔁 what is live in 'dev' changed") == 2  # type: ignore[attr-defined]
+
+    calls.clear()
+
+    def always_stale() -> str:
+        calls.append(1)
+        raise Superseded("changed", next_step="rerun")
+
+    with pytest.raises(Superseded):
+        commands.until_unlocked(always_stale, runtime)
+    assert len(calls) == 1 + commands.SUPERSEDED_RESTARTS
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import pytest
 
 from deploykit import commands, metrics
 from deploykit.app_chain import PromoteImage
+from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.errors import StepFailed, UsageError
@@ -431,6 +432,45 @@ def test_two_deploys_of_one_commit_at_once_deploy_it_once_the_second_waiting_for
         assert json.loads(answer.read())["applied"] == "once"
     print(f"\ntwo deploy.auto of one commit at once, one waiting for the lock: {seconds:.2f}s")
     print("\n".join(line for line in waited.splitlines() if line.startswith(("⏳", "🔓", "✅"))))
+
+
+def test_a_deploy_that_ran_between_the_reads_and_the_lock_makes_deploy_auto_start_again(project: Path) -> None:
+    """deploy.auto reads what is live, then takes the lock: another deploy of the same change that runs from start to
+    end in between (here: a deploy.lambda run just before the lock's PutObject) leaves its plan stale. Under the lock
+    the live record is read again: the run stops after its upload (an artifact), before it updates the function,
+    starts again, and finds nothing to deploy. Without this it would have published the code a second time."""
+    handler = project / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text().replace('"applied": "once", ', '"applied": "raced", ', 1))
+    git(project, "commit", "-qam", "lambda: deployed twice at nearly the same moment")
+    raced: list[str] = []
+
+    def aws_factory(env: Any) -> AwsFactory:
+        aws = AwsFactory(env)
+
+        def meanwhile(params: dict[str, Any], **_: Any) -> None:
+            if str(params.get("Key", "")).startswith("deploykit/lock/") and not raced:
+                raced.append("deploy.lambda")  # the other deploy, start to end, with credentials of its own
+                other = commands.deploy_lambda("health_handler", smoke=False, runtime=quiet_runtime(project))
+                assert other is not None and other.ok
+
+        aws.client("s3").meta.events.register("before-parameter-build.s3.PutObject", meanwhile)
+        return aws
+
+    runtime = dataclasses.replace(quiet_runtime(project), aws_factory=aws_factory)
+    lam = _client(project, "lambda")
+    function = endpoints(project).functions["health_handler"]
+    before = int(lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"])
+
+    report = commands.until_unlocked(lambda: commands.deploy_auto(runtime=runtime), runtime)
+
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert report is None and raced == ["deploy.lambda"], said
+    assert "🔁 what is live in 'sandbox' changed since this command read it: another deploy finished meanwhile" in said
+    assert "(lambda:health_handler " in said and "✅ nothing to deploy" in said, said
+    assert int(lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"]) == before + 1  # published once
+    with urllib.request.urlopen(endpoints(project).api_health_url, timeout=10) as answer:
+        assert json.loads(answer.read())["applied"] == "raced"
+    print("\n" + "\n".join(line for line in said.splitlines() if line.startswith(("🔁", "⏹", "✅ nothing"))))
 
 
 def test_an_uncommitted_edit_deploys_once_and_an_edit_elsewhere_then_deploys_nothing(project: Path) -> None:

@@ -468,3 +468,33 @@ def test_an_early_read_that_failed_fails_its_step_as_its_own_read_would() -> Non
     )
     assert not report.ok and report.error is not None and report.error.message == "the service is gone"
     assert [(r.step, r.status) for r in report.records] == [("artifact", "done"), ("reader", "failed")]
+
+
+def test_the_gate_is_passed_once_before_the_first_step_that_changes_what_is_live() -> None:
+    """Artifacts first (a group of them too), then the gate, once, then every other step; a gate that fails stops
+    the run there: the changing step and those after it are not run."""
+    started, seen = threading.Event(), []
+    started.set()
+    steps: tuple[Step, ...] = (
+        Artifact(started, seen),
+        Parallel((Artifact(started, seen), Artifact(started, seen))),
+        Sleep(1),
+        Sleep(2),
+    )
+    passed: list[int] = []
+    ctx = make_ctx(FakeClock(), io.StringIO())
+    ctx.gate = lambda: passed.append(len(seen))
+    report = Executor(ctx).execute(Plan("dev", steps))
+    assert report.ok and passed == [3] and ctx.gate is None
+
+    out = io.StringIO()
+    ctx = make_ctx(FakeClock(), out)
+
+    def stale() -> None:
+        raise UsageError("what is live changed", next_step="rerun")
+
+    ctx.gate = stale
+    report = Executor(ctx).execute(Plan("dev", (Artifact(started, seen), Sleep(1), Sleep(2))))
+    assert report.error is not None and report.error.message == "what is live changed"
+    assert [r.status for r in report.records] == ["done", "not run", "not run"]
+    assert "⏹  what is live changed" in out.getvalue()
