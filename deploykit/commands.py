@@ -418,6 +418,21 @@ def _dropped(config: Config, plan: Plan, before: dict[str, str | None]) -> tuple
     return tuple(sorted(c for c in before if c.startswith("lambda:") and c not in present and c not in plan.removes))
 
 
+def live_record(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] | None:
+    """The environment's live record (component → {sha, when, record, ...}); None without an artifacts bucket."""
+    found = history.History.of(aws, env)
+    return found.live() if found else None
+
+
+def _planned_from(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] | None:
+    """The live record a command's guards are checked beside, for :func:`run_plan` to check again under the lock;
+    None (not checked again) when it cannot be read as deploykit wrote it: the run says so when it records."""
+    try:
+        return live_record(aws, env)
+    except history.LiveRecordUnreadable:
+        return None
+
+
 class _LiveBefore:
     """The environment's live record as it is before a run, read in a thread of its own from the moment this is
     made (the run's steps go on meanwhile): :meth:`result` waits for it. The run holds the environment's lock, so
@@ -430,8 +445,7 @@ class _LiveBefore:
         self._pool.shutdown(wait=False)
 
     def _read(self) -> dict[str, dict[str, str]] | None:
-        found = history.History.of(self._aws, self._env)
-        return found.live() if found else None
+        return live_record(self._aws, self._env)
 
     def result(self) -> dict[str, dict[str, str]] | None:
         """component → {sha, when, record}; {} when the environment has a bucket but no record yet, None when it has
@@ -547,6 +561,8 @@ def app_chain(
         reads["uri"] = partial(registry.repository_uri, aws)
     if not dry_run and "push" in stages:
         reads["auth"] = partial(registry.push_auth, aws)  # kept for the push (or the copy), asked now
+    if not dry_run and {"live", "again"} & set(reads):  # what the guards were checked against: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the image the service runs, the history, the repository and its token: one round trip
     if "live" in read:
@@ -556,7 +572,17 @@ def app_chain(
         config, environment, revision, stages, repository_uri=read.get("uri"), promoted=promotion.image
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
+    return run_plan(
+        runtime,
+        config,
+        environment,
+        plan,
+        dry_run=dry_run,
+        as_json=as_json,
+        aws=aws,
+        rollback=rollback,
+        planned_from=read.get("record"),
+    )
 
 
 def base_image(
@@ -664,6 +690,8 @@ def deploy_stack(
         reads["tag"] = partial(live_image_tag, aws, environment)
     if role == "api":
         reads["keys"] = partial(current_code_keys, aws, config, environment)
+    if not dry_run and reads:  # what the guard and the inputs were read from: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the history and the stack's inputs: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
@@ -695,7 +723,9 @@ def deploy_stack(
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls that image out: the app is live at it too
         plan = dataclasses.replace(plan, deploys=(*plan.deploys, ("app", image_tag)))
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    return run_plan(
+        runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, planned_from=read.get("record")
+    )
 
 
 def deploy_lambda(
@@ -732,6 +762,8 @@ def deploy_lambda(
         reads["live"] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
     if not allow_rolled_back:
         reads["again"] = partial(_rolled_back, runtime, config, environment, aws, [component], revision)
+    if not dry_run and reads:  # what the guards were checked against: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the commit the alias serves and the history: one round trip
     if "live" in read:
@@ -741,7 +773,17 @@ def deploy_lambda(
     promotion = require_promoted(runtime, config, environment, revision, [component], unpromoted=unpromoted)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, rollback=rollback)
+    return run_plan(
+        runtime,
+        config,
+        environment,
+        plan,
+        dry_run=dry_run,
+        as_json=as_json,
+        aws=aws,
+        rollback=rollback,
+        planned_from=read.get("record"),
+    )
 
 
 def _with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:

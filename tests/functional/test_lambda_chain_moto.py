@@ -29,7 +29,7 @@ from deploykit.aws import AwsFactory
 from deploykit.canary import CanaryRelease
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, LambdaCanary, load_config
-from deploykit.errors import Interrupted, StepFailed, UsageError
+from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
@@ -198,6 +198,40 @@ def test_new_code_is_uploaded_updated_published_and_made_live_then_a_rerun_skips
         "1",
         "2",
     ]
+
+
+def test_a_deploy_that_finished_between_the_guards_reads_and_the_lock_stops_deploy_lambda_before_it_changes_anything(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """deploy.lambda checks its guards (a newer commit live, a rollback's) against what is live, then takes the lock:
+    another deploy that finished in between (its record written just before the lock's PutObject) makes the run stop
+    after its upload, before update-code; started again (as every inv task is), it deploys."""
+    other: list[str] = []
+
+    def meanwhile(params: dict[str, Any], **_: Any) -> None:
+        if str(params.get("Key", "")).startswith("deploykit/lock/") and not other:
+            other.append("deploy.lambda login_handler")
+            store = history.History.of(factory, dev_env)
+            assert store is not None
+            report = RunReport(Plan("dev", (), other[0]), [], 1.0)
+            sha = "c" * 12
+            store.write(history.record_of(report, components={"lambda:login_handler": sha}, base={}, head=sha))
+
+    factory.client("s3").meta.events.register("before-parameter-build.s3.PutObject", meanwhile)
+    run = runtime(with_lambdas, factory)
+    with pytest.raises(
+        Superseded, match=r"another deploy finished meanwhile \(lambda:login_handler - → cccccccccccc\)"
+    ):
+        commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=run)
+    assert other and alias_version(factory, "health_handler") == "1"  # nothing live changed
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "✅ upload-lambda done" in said and "⏹  what is live in 'dev' changed" in said and "▶ sequence" not in said
+
+    run = runtime(with_lambdas, factory)
+    report = commands.until_unlocked(
+        lambda: commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=run), run
+    )
+    assert report is not None and report.ok and alias_version(factory, "health_handler") == "2"
 
 
 def test_a_function_with_many_versions_says_how_to_delete_old_ones(
