@@ -2180,7 +2180,7 @@ def deploy_watch(
                     continue
             deployed, runs = state, runs + 1
             try:
-                deploy()
+                until_unlocked(deploy, runtime)  # waits for another deploy's lock when allowed, as each task does
             except Interrupted:
                 raise
             except DeployKitError as exc:  # told as the task would, then back to watching

@@ -20,6 +20,10 @@ found as :meth:`deploykit.history.History.of` finds it): ``deploykit/lock/<env>.
 - Each is one call in the common case: acquire tries the conditional create before reading anything, and release
   does not read the lock first (on AWS 100-300 ms saved each).
 - ``inv unlock --env ENV`` (:meth:`EnvLock.break_`) breaks it on purpose, for a deploy known to be dead.
+- **Waiting**: the refusal is a :class:`LockHeld`; a command allowed to wait (:func:`wait_seconds`: the
+  environment's ``lock_wait``, ``$DEPLOYKIT_LOCK_WAIT``) looks at the lock until it is free or its lease ran out
+  (:meth:`EnvLock.wait_until_free`), then starts again from the beginning
+  (:func:`deploykit.commands.until_unlocked`), reading what is live anew.
 
 Expiry is decided with the injectable :class:`~deploykit.clock.Clock` of this machine against the ``expires`` the
 holder wrote with its own: clocks of deploying machines must agree within a small part of the lease (NTP does).

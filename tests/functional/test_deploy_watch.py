@@ -11,7 +11,7 @@ import pytest
 
 from deploykit import commands
 from deploykit.clock import FakeClock
-from deploykit.errors import Interrupted, StepFailed, UsageError
+from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from tests.conftest import git
 
 FLEET = "backend/app/fleet.py"
@@ -89,6 +89,22 @@ def test_a_failed_deploy_is_told_and_the_watch_goes_on(project: Path) -> None:
     runs, printed = watch(project, clock, deploy)
     assert runs == 2 and outcomes == []
     assert "❌ smoke failed (...)\n  → next: fix the release\n" in printed
+
+
+def test_a_save_whose_deploy_was_superseded_is_deployed_again_at_once(project: Path) -> None:
+    """A deploy that found what is live changed under it (another deploy finished before its lock) starts again at
+    once, as every task does, instead of waiting for the next save."""
+    outcomes: list[Exception | None] = [Superseded("what is live in 'sandbox' changed", next_step="rerun"), None]
+
+    def deploy() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    clock = EditingClock([nothing])
+    runs, printed = watch(project, clock, deploy)
+    assert runs == 1 and outcomes == []
+    assert "🔁 what is live in 'sandbox' changed: starting again" in printed and "❌" not in printed
 
 
 def test_an_interrupted_deploy_ends_the_watch(project: Path) -> None:
