@@ -862,7 +862,16 @@ def rollback(
                 runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
             return None
         plan = found
-    report = run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    try:
+        report = run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    except lock.LockHeld as held:  # never waited for: what a rollback goes back from may change meanwhile
+        raise UsageError(
+            held.message,
+            next_step=f"wait for it to finish, look at what is live then (inv history --env {environment.name}), and "
+            f"run the rollback again if it is still wanted (a rollback does not wait for the lock: the deploy it "
+            f"would wait for changes what it goes back from); if that deploy is dead (killed, its machine gone), "
+            f"break the lock: inv unlock --env {environment.name}",
+        ) from None
     if report is not None and report.ok:
         _still_in_head(runtime, config, environment, aws, report.plan)
     return report

@@ -16,7 +16,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import commands, history
+from deploykit import commands, history, lock
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
@@ -184,6 +184,25 @@ def test_rollback_goes_back_to_the_previous_successful_deploy_on_a_fresh_revisio
     assert again is not None and again.ok
     assert service_image(factory)[1] == f"{URI}:{A}"
     assert revision_count(factory) == before + 2
+
+
+def test_a_rollback_never_waits_for_the_lock_another_deploy_holds(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even where commands may wait for the lock ($DEPLOYKIT_LOCK_WAIT), a rollback is refused at once: the deploy it
+    would wait for changes what it goes back from (the previous deploy, what is live); it says so."""
+    monkeypatch.setenv(lock.WAIT_ENV, "10m")
+    clock = FakeClock()
+    held = lock.EnvLock.of(factory, dev_env, clock=clock)
+    assert held is not None
+    held.acquire("deploy.auto")
+    rt = runtime(project, factory)
+    rt.clock = clock
+    with pytest.raises(UsageError, match="another deploy holds the lock of environment 'dev'") as refused:
+        commands.until_unlocked(lambda: commands.rollback(env="dev", smoke=False, runtime=rt), rt)
+    assert not isinstance(refused.value, lock.LockHeld) and clock.sleeps == []
+    assert "a rollback does not wait for the lock" in (refused.value.next_step or "")
+    assert service_image(factory)[1] == f"{URI}:{C}"
 
 
 def test_rollback_to_what_is_live_changes_nothing(
