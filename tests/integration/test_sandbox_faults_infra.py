@@ -337,7 +337,10 @@ def test_4_of_two_deploys_at_once_one_deploys_and_the_other_is_refused_naming_th
     assert f"❌ another deploy holds the lock of environment 'sandbox': {winner} has been running 'deploy.auto'" in (
         refusal
     ), refusal
-    assert "→ next: wait for it to finish, then rerun; if that deploy is dead" in refusal
+    assert "→ next: wait for it to finish, then rerun (or let the command wait for it: DEPLOYKIT_LOCK_WAIT=10m); " in (
+        refusal
+    )
+    assert "if that deploy is dead" in refusal
     assert "inv unlock --env sandbox" in refusal
     assert "▶ " not in refusal  # refused before any step ran
     assert sandbox.live_version() == new and sandbox.lock_holder() is None
