@@ -839,6 +839,8 @@ def rollback(
         flag = "--allow-replace" if allow_replace else "--approve-access"
         raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
     aws = runtime.aws_factory(environment)
+    # what is live as this rollback starts, read while it works out what to go back to: checked again under its lock
+    reading = None if dry_run else _LiveBefore(runtime, aws, environment)
     back = partial(
         _rollback_of,
         runtime,
@@ -862,16 +864,27 @@ def rollback(
                 runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
             return None
         plan = found
+    look = f"look at what is live then (inv history --env {environment.name}); rerun the rollback if it is still wanted"
     try:
-        report = run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+        report = run_plan(
+            runtime,
+            config,
+            environment,
+            plan,
+            dry_run=dry_run,
+            as_json=as_json,
+            aws=aws,
+            planned_from=reading.result() if reading is not None else None,
+        )
     except lock.LockHeld as held:  # never waited for: what a rollback goes back from may change meanwhile
         raise UsageError(
             held.message,
-            next_step=f"wait for it to finish, look at what is live then (inv history --env {environment.name}), and "
-            f"run the rollback again if it is still wanted (a rollback does not wait for the lock: the deploy it "
-            f"would wait for changes what it goes back from); if that deploy is dead (killed, its machine gone), "
-            f"break the lock: inv unlock --env {environment.name}",
+            next_step=f"wait for it to finish, {look} (a rollback does not wait for the lock: the deploy it would "
+            f"wait for changes what it goes back from); if that deploy is dead (killed, its machine gone), break the "
+            f"lock: inv unlock --env {environment.name}",
         ) from None
+    except Superseded as stale:  # not started again: what it would go back from is another deploy's now
+        raise UsageError(stale.message, next_step=look) from None
     if report is not None and report.ok:
         _still_in_head(runtime, config, environment, aws, report.plan)
     return report

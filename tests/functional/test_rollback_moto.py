@@ -12,6 +12,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 from unittest.mock import Mock
 
 import pytest
@@ -22,7 +23,7 @@ from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
-from deploykit.errors import UsageError
+from deploykit.errors import Superseded, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Outcome, Plan, RunReport
 from deploykit.stack_chain import KEPT_TEMPLATES as KEPT
@@ -203,6 +204,30 @@ def test_a_rollback_never_waits_for_the_lock_another_deploy_holds(
     assert not isinstance(refused.value, lock.LockHeld) and clock.sleeps == []
     assert "a rollback does not wait for the lock" in (refused.value.next_step or "")
     assert service_image(factory)[1] == f"{URI}:{C}"
+
+
+def test_a_rollback_another_deploy_finished_under_is_refused_not_started_again(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig
+) -> None:
+    """A deploy that finished between the rollback's reads and its lock (its record written just before the lock's
+    PutObject) changed what the rollback goes back from: it stops before changing anything and, unlike a deploy, is
+    not started again (it would go back from that deploy's release): refused, with what to look at."""
+    other: list[str] = []
+
+    def meanwhile(params: dict[str, Any], **_: Any) -> None:
+        if str(params.get("Key", "")).startswith("deploykit/lock/") and not other:
+            other.append("deploy.app")
+            write_record(deployed, "ddddddd44444", 10)  # another deploy of the app, finished
+
+    factory.client("s3").meta.events.register("before-parameter-build.s3.PutObject", meanwhile)
+    before = service_image(factory)
+    rt = runtime(project, factory)
+    with pytest.raises(UsageError, match=r"what is live in 'dev' changed since this command read it") as refused:
+        commands.until_unlocked(lambda: commands.rollback(env="dev", smoke=False, runtime=rt), rt)
+    assert not isinstance(refused.value, Superseded) and other == ["deploy.app"]
+    assert (refused.value.next_step or "").startswith("look at what is live then (inv history --env dev)")
+    assert service_image(factory) == before and "🔁" not in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert deployed.records(1)[0].command == "deploy.app"  # the rollback recorded nothing
 
 
 def test_rollback_to_what_is_live_changes_nothing(
