@@ -1204,10 +1204,14 @@ def deploy_full(
     aws = runtime.aws_factory(environment)
     # a dry run too: the plan of a promoted app copies the image its source runs
     components = changes.components_of(config)
+    reads: dict[str, Callable[[], Any]] = {}
     if not allow_rolled_back:
-        with aws_errors(environment):
-            again = _rolled_back(runtime, config, environment, aws, components, revision)
-        auto.refuse_deploying_again(again, revision.sha, environment)
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, components, revision)
+    if not dry_run and reads:  # what the guard was checked against: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
+    with aws_errors(environment):
+        read = at_once(reads)  # the history and the live record: one round trip
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     plan = planner.full_plan(
         config,
@@ -1219,7 +1223,9 @@ def deploy_full(
         promoted=promotion.image,
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+    return run_plan(
+        runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, planned_from=read.get("record")
+    )
 
 
 def destroy(
