@@ -368,7 +368,9 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
                     f"{held.info.describe(clock.now())} (Ctrl-C stops waiting)\n"
                 )
             waiting = clock.monotonic()
-            held.lock.wait_until_free(deadline, say=lambda text: runtime.stderr.write(text + "\n"))
+            out = Reporter(runtime.stderr, clock=clock)  # the wait's progress: elapsed, and who holds the lock
+            with out.activity("waiting for the lock"):
+                held.lock.wait_until_free(deadline, say=out.line, status=out.status)
             runtime.stderr.write(
                 f"🔓 the lock of {held.lock.env!r} is free after {lock.duration(clock.monotonic() - waiting)}: "
                 "starting again, what is live read anew\n"

@@ -278,11 +278,13 @@ class EnvLock:
             wait=self.wait(),
         )
 
-    def wait_until_free(self, deadline: float, say: Callable[[str], object]) -> None:
+    def wait_until_free(
+        self, deadline: float, say: Callable[[str], object], status: Callable[[str], object] = lambda _text: None
+    ) -> None:
         """Look at the lock until nobody holds it or its lease ran out (its holder died): then a command may start
         again and take it. Looks after 0.5 s, then ever less often, at most every :attr:`poll` seconds; says when
-        another deploy took it meanwhile. At ``deadline`` (the clock's monotonic time) still held: :class:`LockHeld`
-        naming the wait."""
+        another deploy took it meanwhile, and gives ``status`` who holds it at each look. At ``deadline`` (the
+        clock's monotonic time) still held: :class:`LockHeld` naming the wait."""
         started = self.clock.monotonic()
         holder = ""
         for pause in backoff(0.5, self.poll):
@@ -293,6 +295,7 @@ class EnvLock:
                 now = self.clock.now()
                 say(f"⏳ another deploy took the lock of {self.env!r} meanwhile: {found.info.describe(now)}")
             holder = found.info.token
+            status(f"held by {found.info.owner} ({found.info.command!r})")
             left = deadline - self.clock.monotonic()
             if left <= 0:
                 raise self.refusal(found.info, waited=self.clock.monotonic() - started)

@@ -425,6 +425,17 @@ def test_the_wait_ends_when_the_holders_lease_runs_out_and_says_who_took_it_mean
     assert 30 <= sum(clock.sleeps) <= 40
 
 
+def test_each_look_at_a_held_lock_gives_the_progress_line_its_holder(
+    bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    as_actor(monkeypatch, "ci")
+    held = env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    clock = Meanwhile({2: held.release})
+    looks: list[str] = []
+    env_lock(dev_env, clock).wait_until_free(deadline=60.0, say=looks.append, status=looks.append)
+    assert looks == ["held by ci ('deploy.auto')", "held by ci ('deploy.auto')"] and clock.sleeps == [0.5, 1.0]
+
+
 def test_a_malformed_wait_is_bad_input_and_changes_nothing(
     bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
