@@ -600,7 +600,8 @@ def deploy_auto(
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
 ) -> None:
-    """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end."""
+    """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end.
+    Another deploy holding the environment's lock: refused, or waited for with DEPLOYKIT_LOCK_WAIT=15m."""
     if watch:
         if dry_run or json_ or since or canary is not None or bake is not None or watch_errors is not None:
             raise UsageError(
