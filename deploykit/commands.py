@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -336,6 +337,8 @@ def _env_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *
 
 
 SUPERSEDED_RESTARTS = 3
+# seconds the command now running waited for another deploy's lock first (until_unlocked), for its history record
+_LOCK_WAITED: ContextVar[float] = ContextVar("lock_waited", default=0.0)
 
 
 def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
@@ -349,7 +352,9 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
     runtime = runtime or Runtime()
     deadline: float | None = None
     restarts = 0
+    waited = 0.0
     while True:
+        token = _LOCK_WAITED.set(waited)
         try:
             return call()
         except Superseded as superseded:  # nothing live changed: start again at once, a few times at most
@@ -371,10 +376,13 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
             out = Reporter(runtime.stderr, clock=clock)  # the wait's progress: elapsed, and who holds the lock
             with out.activity("waiting for the lock"):
                 held.lock.wait_until_free(deadline, say=out.line, status=out.status)
+            waited += clock.monotonic() - waiting
             runtime.stderr.write(
                 f"🔓 the lock of {held.lock.env!r} is free after {lock.duration(clock.monotonic() - waiting)}: "
                 "starting again, what is live read anew\n"
             )
+        finally:
+            _LOCK_WAITED.reset(token)
 
 
 def _warn(runtime: Runtime, message: str) -> None:
@@ -490,6 +498,7 @@ def _record(
         removed=plan.removes,
         unpromoted=plan.unpromoted,
         left=stack_chain.stacks_left(report.records, planner.stack_roles(env)) | app_left(report.records),
+        waited=_LOCK_WAITED.get(),
     )
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:

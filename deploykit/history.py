@@ -88,6 +88,8 @@ class Record:
     # component → what the run left it as besides its commit, for a later read to tell whether anything else changed
     # it since (a stack: when CloudFormation last changed it and its template's fingerprint); the live record keeps it
     left: dict[str, dict[str, str]] = field(default_factory=dict)
+    # seconds the command waited for another deploy's lock before this run ($DEPLOYKIT_LOCK_WAIT, lock_wait)
+    waited: float = 0.0
 
     @property
     def result(self) -> str:
@@ -122,6 +124,7 @@ class Record:
             "refused": self.refused,
             "result": self.result,
             "seconds": self.seconds,
+            "waited": self.waited,
             "components": self.components,
             "unchanged": self.unchanged,
             "removed": self.removed,
@@ -144,6 +147,7 @@ class Record:
             ok=bool(data.get("ok")),
             refused=bool(data.get("refused")),
             seconds=float(data.get("seconds", 0.0)),
+            waited=float(data.get("waited") or 0.0),
             components=dict(data.get("components") or {}),
             unchanged=[str(c) for c in data.get("unchanged") or ()],
             removed=[str(c) for c in data.get("removed") or ()],
@@ -180,8 +184,9 @@ def record_of(
     now: datetime | None = None,
     unpromoted: Sequence[str] = (),
     left: Mapping[str, Mapping[str, str]] | None = None,
+    waited: float = 0.0,
 ) -> Record:
-    """The history record of a finished run."""
+    """The history record of a finished run; ``waited``: the seconds its command waited for the lock first."""
     moment = now or datetime.now(UTC)
     steps: list[dict[str, Any]] = []
 
@@ -213,6 +218,7 @@ def record_of(
         removed=list(removed),
         unpromoted=list(unpromoted),
         left={component: dict(state) for component, state in (left or {}).items()},
+        waited=round(waited, 3),
     )
 
 
@@ -645,7 +651,7 @@ def table(records: Sequence[Record]) -> str:
                 r.command,
                 r.head,
                 RESULTS[r.result],
-                f"{r.seconds:.1f}s",
+                f"{r.seconds:.1f}s" + (f" (+{r.waited:.0f}s lock)" if r.waited >= 0.5 else ""),
                 deployed,
             ]
         )

@@ -209,6 +209,12 @@ class Report:
             for r in failed
         ]
 
+    def lock_waits(self) -> dict[str, Any]:
+        """How often and how long runs waited for another deploy's lock first (DEPLOYKIT_LOCK_WAIT): the time a team
+        loses to deploying one at a time."""
+        waited = [r.waited for r in self.records if r.waited > 0]
+        return {"runs": len(waited), "seconds": round(sum(waited), 3), "max_seconds": round(max(waited, default=0), 3)}
+
     def to_json(self) -> dict[str, Any]:
         restored, still_failing = self.restores()
         leads = self.lead_times()
@@ -235,6 +241,7 @@ class Report:
                 "deployments": len(leads),
                 "median_seconds": round(statistics.median(leads), 3) if leads else None,
             },
+            "lock_waits": self.lock_waits(),
             "chains": self.chains(),
             "steps": self.steps(),
             "failures": self.failures(),
@@ -291,6 +298,10 @@ def text(report: Report) -> str:
     ]
     if data["refused"]:
         figures.insert(2, ["refused runs", f"{data['refused']} (a guard or bad input stopped them: not counted above)"])
+    waits = data["lock_waits"]
+    if waits["runs"]:
+        total, longest = duration(waits["seconds"]), duration(waits["max_seconds"])
+        figures.append(["waited for the lock", f"{_n(waits['runs'], 'run')}, {total} in all (longest {longest})"])
     out = [f"{report.env}, {span}: {_n(len(report.records), 'recorded run')}", tabulate(figures, tablefmt="plain")]
     if data["chains"]:
         rows = [

@@ -369,6 +369,9 @@ def test_a_deploy_allowed_to_wait_starts_again_once_the_other_lets_the_lock_go(
     assert clock.sleeps == [0.5, 1.0, 2.0]  # looked at four times: held, held, held, free
     assert starts == 2 and len(probe.seen) == 1 and probe.seen[0] is not None
     assert probe.seen[0]["owner"] == "ana@laptop" and stored() is None  # ran under its own lock, released
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None and store.records(1)[0].waited == 3.5  # the history keeps the wait (inv report)
+    assert "(+4s lock)" in history.table(store.records(1))
 
 
 def test_a_lock_still_held_when_the_wait_is_over_is_refused_saying_so(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -239,3 +240,14 @@ def test_a_canary_that_took_itself_back_is_a_failure_restored_at_once() -> None:
     ]
     data = make(records).to_json()
     assert data["failed"] == 1 and data["restore"] == {"restored": 1, "still_failing": [], "median_seconds": 0.0}
+
+
+def test_the_time_runs_waited_for_the_lock_is_counted_and_said_only_when_there_was_some() -> None:
+    """Runs whose command waited for another deploy's lock first (DEPLOYKIT_LOCK_WAIT): what deploying one at a
+    time costs the team, beside the four figures."""
+    waited = [dataclasses.replace(record(0), waited=3.5), dataclasses.replace(record(5), waited=95.0), record(9)]
+    report = make(waited)
+    assert report.to_json()["lock_waits"] == {"runs": 2, "seconds": 98.5, "max_seconds": 95.0}
+    assert "\nwaited for the lock  2 runs, 1m 38s in all (longest 1m 35s)\n" in text(report)
+    assert make([record(0)]).to_json()["lock_waits"] == {"runs": 0, "seconds": 0, "max_seconds": 0}
+    assert "waited for the lock" not in text(make([record(0)]))
