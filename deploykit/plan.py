@@ -401,6 +401,7 @@ class Executor:
     ) -> None:
         self.ctx = ctx
         self.translate = translate
+        self._held: list[tuple[str, dict[str, Any]]] | None = None  # notifications held back until the gate
 
     def execute(self, plan: Plan) -> RunReport:
         clock, out = self.ctx.clock, self.ctx.reporter
@@ -409,6 +410,9 @@ class Executor:
         error: DeployKitError | None = None
         count = sum(1 for _depth, step in walk(plan.steps) if not is_group(step))  # as the plan numbers them
         out.line(f"🚀 {plan.title} → {plan.env} ({count} step{'s' if count != 1 else ''})")
+        # behind a gate, the plugins hear of the run once it is passed: a run the gate stops (to start again) is not
+        # theirs to tell, only the run that goes on is
+        self._held = [] if self.ctx.gate is not None else None
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
@@ -420,10 +424,11 @@ class Executor:
                 gate, self.ctx.gate = self.ctx.gate, None
                 try:
                     gate()
-                except DeployKitError as exc:  # before the step: it is not run
+                except DeployKitError as exc:  # before the step: it is not run, nor is the run told to plugins
                     error = exc
                     out.line(f"⏹  {exc.message}")
                     break
+                self._release()
             out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
             following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
@@ -467,6 +472,10 @@ class Executor:
         out.line(report.table())
         if report.ok and records and all(r.status == "skipped" for r in records):
             out.line(f"✅ nothing to do: everything {plan.title} would change is already in place")
+        if self._held is not None and error is not None and self.ctx.gate is None:  # stopped at the gate: untold
+            self._held = None
+            return report
+        self._release()  # a run that never reached its gate (artifacts only, or failed before it) is told whole
         if error is None:
             self._notify("deploykit_deployment_finished", env=plan.env, report=report.to_json())
         else:
@@ -483,8 +492,17 @@ class Executor:
             detail=record.detail,
         )
 
+    def _release(self) -> None:
+        """Tell the plugins what was held back until the gate was passed, in order."""
+        held, self._held = self._held, None
+        for hook_name, kwargs in held or ():
+            self._notify(hook_name, **kwargs)
+
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call every plugin's ``hook_name`` on its own, so one that raises is named and the others still run."""
+        if self._held is not None:
+            self._held.append((hook_name, kwargs))
+            return
         if self.ctx.plugins is None:
             return
         manager = self.ctx.plugins.manager

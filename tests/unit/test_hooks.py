@@ -19,7 +19,7 @@ from deploykit.clock import FakeClock
 from deploykit.commands import Runtime, load_plugins
 from deploykit.config import Config
 from deploykit.endpoints import override_keys
-from deploykit.errors import StepFailed
+from deploykit.errors import StepFailed, Superseded
 from deploykit.hookspecs import hookimpl
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
@@ -155,6 +155,40 @@ def test_a_failed_deployment_calls_failed_with_the_error_and_the_next_step() -> 
     assert recorder.calls[1][1]["status"] == "failed"
     failed = recorder.calls[-1][1]
     assert failed["ok"] is False and "the work failed" in failed["error"] and "fix it" in failed["error"]
+
+
+class Build(Work):
+    """A step that only makes an artifact: the run's gate comes after it."""
+
+    name = "build"
+    artifacts_only = True
+
+
+def test_behind_a_gate_plugins_hear_of_the_run_once_it_is_passed_and_not_at_all_when_it_stops_there() -> None:
+    """A run whose plan is stale by its gate (another deploy finished before its lock) stops there and starts again:
+    the plugins (a chat) hear of the run that goes on only, in order, with the steps before the gate."""
+    for passes in (True, False):
+        recorder = Recorder()
+        ctx = context(manager_with(("recorder", recorder)))
+
+        def gate(passes: bool = passes) -> None:
+            if not passes:
+                raise Superseded("what is live changed", next_step="rerun")
+
+        ctx.gate = gate
+        report = Executor(ctx).execute(Plan("test", (Build(), Work()), "demo"))
+        kinds = [kind for kind, _ in recorder.calls]
+        if passes:
+            assert report.ok and kinds == ["started", "step", "step", "finished"]
+            assert [c[1]["step"] for c in recorder.calls[1:3]] == ["build", "work"]
+        else:
+            assert isinstance(report.error, Superseded) and kinds == []
+
+    recorder = Recorder()  # failing before the gate: told whole, as any failed run
+    ctx = context(manager_with(("recorder", recorder)))
+    ctx.gate = lambda: None
+    Executor(ctx).execute(Plan("test", (Build(fail=True), Work()), "demo"))
+    assert [kind for kind, _ in recorder.calls] == ["started", "step", "failed"]
 
 
 def test_an_observer_that_raises_is_named_and_never_fails_the_deployment() -> None:
