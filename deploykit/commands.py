@@ -69,6 +69,7 @@ from deploykit.stacks import (
     changes_table,
     given_parameters,
     inv_command,
+    stack_parameters,
 )
 
 T = TypeVar("T")
@@ -626,19 +627,6 @@ def live_image_tag(aws: AwsFactory, env: EnvConfig) -> str:
         f"no image is live in environment {env.name!r} (no service, no {env.stacks.fargate} stack)",
         next_step="pass --image-tag TAG (an image already pushed), or deploy everything: inv deploy.full",
     )
-
-
-def stack_parameters(aws: AwsFactory, stack: str) -> dict[str, str]:
-    try:
-        answer = aws.client("cloudformation").describe_stacks(StackName=stack)
-    except botocore.exceptions.ClientError as exc:
-        if "does not exist" in str(exc):
-            return {}
-        raise
-    found = answer["Stacks"][0]
-    if found.get("StackStatus") in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE"):
-        return {}
-    return {p["ParameterKey"]: p.get("ParameterValue", "") for p in found.get("Parameters", [])}
 
 
 def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[dict[str, str], list[str]]:

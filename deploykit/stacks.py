@@ -383,6 +383,21 @@ def deployed_template(cfn: Any, stack: str) -> dict[str, Any] | None:
     return dict(body) if isinstance(body, Mapping) else None
 
 
+def stack_parameters(aws: AwsFactory, stack: str) -> dict[str, str]:
+    """The parameter values ``stack`` runs with, as given; {} when it does not exist, or only a change set created it
+    (REVIEW_IN_PROGRESS)."""
+    try:
+        answer = aws.client("cloudformation").describe_stacks(StackName=stack)
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return {}
+        raise
+    found = answer["Stacks"][0]
+    if found.get("StackStatus") in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE"):
+        return {}
+    return given_parameters(found)
+
+
 def given_parameters(stack: Mapping[str, Any] | None) -> dict[str, str]:
     """The parameter values the stack was deployed with, as given (not as resolved from SSM)."""
     return {str(p["ParameterKey"]): str(p.get("ParameterValue", "")) for p in (stack or {}).get("Parameters") or ()}

@@ -44,7 +44,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
 from deploykit.image_cleanup import age
-from deploykit.stacks import StackOutputs, error_code, given_parameters, is_missing_stack, is_not_there
+from deploykit.stacks import StackOutputs, error_code, is_not_there, stack_parameters
 from deploykit.version_cleanup import size
 
 GRACE = timedelta(days=1)
@@ -182,14 +182,8 @@ def latest_code(aws: AwsFactory, functions: Mapping[str, str]) -> dict[str, str]
 def stack_code_keys(aws: AwsFactory, env: EnvConfig) -> dict[str, list[str]]:
     """key → why: the zips the API stack's code parameters name (CloudFormation rolls a failed update back to
     them); {} when the stack is not there."""
-    try:
-        described = aws.client("cloudformation").describe_stacks(StackName=env.stacks.api)["Stacks"]
-    except ClientError as exc:
-        if is_missing_stack(exc):
-            return {}
-        raise
     keys: dict[str, list[str]] = {}
-    for name, value in given_parameters(described[0] if described else None).items():
+    for name, value in stack_parameters(aws, env.stacks.api).items():
         if name.endswith("CodeKey") and value.startswith(ZIP_PREFIX):
             _add(keys, value, f"{env.name}: {env.stacks.api}'s {name}")
     return keys
