@@ -1684,7 +1684,6 @@ def lambda_cleanup(
                 folders = None if function is None else functions
                 reads |= {
                     "objects": partial(zip_cleanup.stored_objects, aws, bucket, folders),
-                    "latest": partial(zip_cleanup.latest_code, aws, functions),
                     "code keys": partial(zip_cleanup.stack_code_keys, aws, environment),
                     "sharing": partial(zip_cleanup.sharing, aws, bucket, environment),
                 }
@@ -1693,16 +1692,19 @@ def lambda_cleanup(
         for found in (read["aliases"], read["mappings"], read["stack"]):
             for key, reasons in found.items():
                 using.setdefault(key, []).extend(reasons)
-        code = version_cleanup.recorded_code(config.root, read["versions"], read["recorded"])
+        versions, latest = read["versions"]
+        code = version_cleanup.recorded_code(config.root, versions, read["recorded"])
         decision = version_cleanup.plan_cleanup(
-            read["versions"], keep=keep, held=using, recorded=read["recorded"], recorded_code=code
+            versions, keep=keep, held=using, recorded=read["recorded"], recorded_code=code
         )
         if decision.to_delete and not dry_run:
             with aws_errors(environment):
                 deletion = version_cleanup.delete_versions(aws, decision.to_delete)
         if bucket:
             with aws_errors(environment):
-                objects = _unneeded_zips(runtime, config, aws, bucket, decision, deletion, read, whole=function is None)
+                objects = _unneeded_zips(
+                    runtime, config, aws, bucket, decision, deletion, read, latest, whole=function is None
+                )
                 if objects.to_delete and not dry_run:
                     object_deletion = zip_cleanup.delete_objects(aws, bucket, objects.to_delete)
     if decision.choices:
@@ -1745,23 +1747,24 @@ def _unneeded_zips(
     decision: version_cleanup.Decision,
     deletion: version_cleanup.Deletion | None,
     read: Mapping[str, Any],
+    latest: Mapping[str, str],
     *,
     whole: bool,
 ) -> zip_cleanup.ObjectDecision:
     """Which zips (and, ``whole``: every function looked at, which vendored objects) of the artifacts bucket go
     after the versions' cleanup (``deletion``; None: a dry run, as if ``decision`` were carried out): what the
-    versions still there and each ``$LATEST`` run, what the API stack names, and what the environments sharing the
-    bucket run (deploykit.zip_cleanup)."""
+    versions still there and each ``$LATEST`` run (``latest``: fn → its CodeSha256), what the API stack names, and
+    what the environments sharing the bucket run (deploykit.zip_cleanup)."""
     failed = deletion.failed if deletion is not None else {}
     needed = zip_cleanup.Needed(keys={key: list(why) for key, why in read["code keys"].items()})
     for choice in decision.choices:
         version = choice.version
         if not choice.delete or (version.function_name, version.number) in failed:
             needed.runs(version.code_sha256, f"{version.function} version {version.number}")
-    for function, code_sha256 in read["latest"].items():
+    for function, code_sha256 in latest.items():
         needed.runs(code_sha256, f"{function} $LATEST")
     objects: list[zip_cleanup.Stored] = read["objects"]
-    big = zip_cleanup.big_zips(read["latest"], objects, PART_MIN)
+    big = zip_cleanup.big_zips(latest, objects, PART_MIN)
     reads: dict[tuple[str, str], Callable[[], Any]] = {}
     if whole:
         reads["zips", ""] = partial(zip_cleanup.zips_named, aws, bucket, big)

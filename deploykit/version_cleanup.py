@@ -154,14 +154,21 @@ def plan_cleanup(
 # -- the readers ------------------------------------------------------------------------------------------------
 
 
-def function_versions(aws: AwsFactory, functions: Mapping[str, str]) -> list[Version]:
-    """The published versions (not ``$LATEST``) of each function: folder → function name."""
+def function_versions(aws: AwsFactory, functions: Mapping[str, str]) -> tuple[list[Version], dict[str, str]]:
+    """The published versions (not ``$LATEST``) of each function (folder → function name), newest first, and, from
+    the same listing, the CodeSha256 of each one's ``$LATEST`` (what its zip cleanup keeps)."""
     client = aws.client("lambda")
-    return [
-        Version.from_lambda(function, detail)
-        for function, function_name in sorted(functions.items())
-        for detail in lambda_chain.published_versions(client, function_name)
-    ]
+    published: list[Version] = []
+    latest: dict[str, str] = {}
+    for function, function_name in sorted(functions.items()):
+        numbered: list[Version] = []
+        for detail in lambda_chain.all_versions(client, function_name):
+            if str(detail.get("Version")) == "$LATEST":
+                latest[function] = str(detail.get("CodeSha256") or "")
+            else:
+                numbered.append(Version.from_lambda(function, detail))
+        published += sorted(numbered, key=lambda v: -v.number)
+    return published, latest
 
 
 def routed_versions(aws: AwsFactory, functions: Mapping[str, str]) -> dict[tuple[str, int], list[str]]:

@@ -44,7 +44,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
 from deploykit.image_cleanup import age
-from deploykit.stacks import StackOutputs, error_code, is_not_there, stack_parameters
+from deploykit.stacks import StackOutputs, is_not_there, stack_parameters
 from deploykit.version_cleanup import size
 
 GRACE = timedelta(days=1)
@@ -163,19 +163,6 @@ def stored_objects(aws: AwsFactory, bucket: str, functions: Iterable[str] | None
     for prefix in prefixes:
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             found += [s for listed in page.get("Contents") or () if (s := Stored.of(listed)) is not None]
-    return found
-
-
-def latest_code(aws: AwsFactory, functions: Mapping[str, str]) -> dict[str, str]:
-    """fn (folder) → the CodeSha256 of its ``$LATEST`` (a function gone meanwhile is left out)."""
-    client = aws.client("lambda")
-    found: dict[str, str] = {}
-    for function, function_name in sorted(functions.items()):
-        try:
-            found[function] = str(client.get_function_configuration(FunctionName=function_name)["CodeSha256"])
-        except ClientError as exc:
-            if error_code(exc) != lambda_chain.NOT_FOUND:
-                raise
     return found
 
 
