@@ -157,6 +157,11 @@ def code_sha256_of(sha256: str) -> str:
     return base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
 
 
+def sha256_of(code_sha256: str) -> str:
+    """Lambda's ``CodeSha256`` (base64) as the hex SHA-256 that names a zip: :func:`code_sha256_of` undone."""
+    return base64.b64decode(code_sha256).hex()
+
+
 def package_function(
     folder: Path, *, requirements_cache: Path | None = None, installer: Installer | None = None
 ) -> Package:

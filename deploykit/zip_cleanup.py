@@ -29,7 +29,6 @@ Lambda and CloudFormation.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,7 +97,7 @@ class Needed:
     def runs(self, code_sha256: str, why: str) -> None:
         """Something runs the code whose CodeSha256 (Lambda's base64) is ``code_sha256``."""
         if code_sha256:
-            _add(self.codes, sha256_of(code_sha256), why)
+            _add(self.codes, packaging.sha256_of(code_sha256), why)
 
     def merge(self, other: Needed) -> None:
         for mine, theirs in ((self.codes, other.codes), (self.keys, other.keys), (self.vendored, other.vendored)):
@@ -221,16 +220,11 @@ def _version(detail: Mapping[str, Any]) -> str:
     return number if number == "$LATEST" else f"version {number}"
 
 
-def sha256_of(code_sha256: str) -> str:
-    """Lambda's CodeSha256 (base64) as the hex that names a zip."""
-    return base64.b64decode(code_sha256).hex()
-
-
 def big_zips(latest: Mapping[str, str], objects: Iterable[Stored], big: int) -> dict[str, Stored]:
     """fn → the zip its ``$LATEST`` (fn → CodeSha256) runs, for those of ``big`` bytes or more (only those can
     have been put together from kept vendored packages)."""
     by_sha = {stored.sha256: stored for stored in objects if stored.kind == "zip"}
-    found = {function: by_sha.get(sha256_of(code)) for function, code in latest.items()}
+    found = {function: by_sha.get(packaging.sha256_of(code)) for function, code in latest.items()}
     return {function: stored for function, stored in sorted(found.items()) if stored and stored.size >= big}
 
 
