@@ -413,6 +413,7 @@ class Executor:
         # behind a gate, the plugins hear of the run once it is passed: a run the gate stops (to start again) is not
         # theirs to tell, only the run that goes on is
         self._held = [] if self.ctx.gate is not None else None
+        stopped_at_gate = False
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
@@ -425,7 +426,7 @@ class Executor:
                 try:
                     gate()
                 except DeployKitError as exc:  # before the step: it is not run, nor is the run told to plugins
-                    error = exc
+                    error, stopped_at_gate = exc, True
                     out.line(f"⏹  {exc.message}")
                     break
                 self._release()
@@ -472,7 +473,7 @@ class Executor:
         out.line(report.table())
         if report.ok and records and all(r.status == "skipped" for r in records):
             out.line(f"✅ nothing to do: everything {plan.title} would change is already in place")
-        if self._held is not None and error is not None and self.ctx.gate is None:  # stopped at the gate: untold
+        if stopped_at_gate:  # untold: the plugins hear of the run that starts again
             self._held = None
             return report
         self._release()  # a run that never reached its gate (artifacts only, or failed before it) is told whole
