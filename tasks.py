@@ -180,8 +180,9 @@ def push(
     allow_dirty: bool = False,
     unpromoted: bool = False,
 ) -> None:
-    """Push the image of this commit to the environment's registry (skipped when already there); in an environment
-    with promote_from, copy the image that one runs instead."""
+    """Push the image of this commit to the environment's registry (skipped when already there).
+
+    In an environment with promote_from, copy the image that one runs instead."""
     _chain(("push",), env, dry_run, json_, allow_dirty, unpromoted=unpromoted)
 
 
@@ -260,8 +261,9 @@ def deploy_app(
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
 ) -> None:
-    """The whole app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke (in an
-    environment with promote_from: promote-image, a copy of the image that one runs, instead of build → push)."""
+    """The app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke.
+
+    In an environment with promote_from: promote-image, a copy of the image that one runs, instead of build → push."""
     stages: tuple[str, ...] = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
     if smoke:
         stages += ("smoke",)
@@ -428,8 +430,10 @@ def rollback(
     allow_replace: bool = False,
     approve_access: bool = False,
 ) -> None:
-    """Put the app, one Lambda or one stack back on an earlier commit (fresh task-definition revision / alias move
-    / that commit's template); smoke."""
+    """Put the app, one Lambda, one stack or a whole run back on an earlier commit; smoke.
+
+    The app: a fresh task-definition revision with the earlier image; a Lambda: its alias moved to the earlier
+    version; a stack: that commit's template; --run: every component that run deployed, as it was before it."""
     _ensure_sandbox(env)  # even a dry run reads the environment to resolve the target
     commands.rollback(
         env=env,
@@ -527,8 +531,7 @@ def history_list(
 )
 @reports_errors
 def deploy_report(c: Context, env: str | None = None, json_: bool = False, since: str = "30d") -> None:
-    """How the environment's deploys went: frequency, failures, time to restore, commit to live, chain and step
-    times."""
+    """How the deploys went: frequency, failures, time to restore, commit to live, chain and step times."""
     _ensure_sandbox(env)
     commands.deployment_report(env=env, since=since, as_json=json_)
 
@@ -739,7 +742,10 @@ def lambda_cleanup(
     dry_run: bool = False,
     json_: bool = False,
 ) -> None:
-    """Delete old published Lambda versions: keeps the N newest, those an alias routes to or the history records."""
+    """Delete old Lambda versions and the zips nothing uses; keeps the N newest and what may run again.
+
+    Versions: keeps the N newest, those an alias routes to or the history records. Zips (lambda/, lambda-vendored/
+    in the artifacts bucket): keeps what a version left or $LATEST runs, what the API stack names, a day's uploads."""
     _ensure_sandbox(env)
     commands.lambda_cleanup(env=env, function=function, keep=keep, dry_run=dry_run, as_json=json_)
 
