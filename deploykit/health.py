@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import ClientError
 from tabulate import tabulate
 
-from deploykit import lambda_chain
+from deploykit import lambda_chain, packaging
 from deploykit.aws import at_once
 from deploykit.ecs import TaskDefinitions, primary_deployment
 from deploykit.endpoints import STACK_ROLES
@@ -780,9 +780,7 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
             continue
         alias, config = found
         version = str(alias["FunctionVersion"])
-        parts = [f"code {str(config.get('CodeSha256', '?'))[:SHORT_SHA]}"]
-        if config.get("Description"):
-            parts.append(str(config["Description"]))
+        parts = [_code(config)]
         if config.get("LastModified"):
             parts.append(f"modified {when(config['LastModified'])}")
         weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
@@ -804,6 +802,21 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
 
 
 _TEMPLATE = "\0template"  # the API stack's template among the functions' reads
+
+
+def _code(config: Mapping[str, Any]) -> str:
+    """What a version runs, for people: its CodeSha256, the zip its description names (CloudFormation's ``code
+    s3://...`` or the fast path's), the commit (the fast path's ``git <sha>``); another description as it is."""
+    description = str(config.get("Description") or "")
+    location, sha = lambda_chain.code_location(description), lambda_chain.git_sha_of(description)
+    said = f"code {str(config.get('CodeSha256', '?'))[:SHORT_SHA]}"
+    if location:
+        said += f" from {packaging.short_key(location[1])}"
+    if sha:
+        said += f", git {sha}"
+    if description and not location and not sha:
+        said += f", {description}"
+    return said
 
 
 def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

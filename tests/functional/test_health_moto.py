@@ -283,6 +283,36 @@ def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeyp
     assert "traffic shift in progress: 10% to version 2" in rows_of(report, "lambda")[0].detail
 
 
+def test_a_lambda_row_says_the_zip_and_commit_its_version_names(aws: AwsFactory) -> None:
+    create_stacks(aws, STACKS.api)
+    api, _ = create_api(aws)
+    key = f"lambda/login_handler/{'ab' * 32}.zip"
+    functions = {"login_handler": "car-rental-login", "health_handler": "car-rental-health", "other": "other-fn"}
+    lam = aws.client("lambda")
+    for function in functions.values():
+        create_function(aws, function)
+    described = {  # as the fast path writes it, as CloudFormation does, and one a person wrote
+        "car-rental-login": f"code s3://artifacts/{key} git {SHA}",
+        "car-rental-health": f"code s3://artifacts/{key}",
+        "other-fn": "hand-made release",
+    }
+    for function, description in described.items():  # $LATEST changed first: else no new version is published
+        lam.update_function_configuration(FunctionName=function, MemorySize=256)
+        version = lam.publish_version(FunctionName=function, Description=description)["Version"]
+        lam.update_alias(FunctionName=function, Name="live", FunctionVersion=version)
+    code = lam.get_function_configuration(FunctionName="car-rental-login")["CodeSha256"][:12]
+
+    report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", functions=functions))
+
+    details = {r.name.split(" ")[0]: r.detail.split(", modified ")[0] for r in rows_of(report, "lambda")}
+    short = f"lambda/login_handler/{'ab' * 6}….zip"
+    assert details == {
+        "login_handler": f"code {code} from {short}, git {SHA}",
+        "health_handler": f"code {code} from {short}",
+        "other": f"code {code}, hand-made release",
+    }
+
+
 def test_a_function_serving_settings_other_than_its_stacks_is_a_warning(aws: AwsFactory) -> None:
     """A setting changed by hand and published behind the alias is in no change set (CloudFormation compares a
     template with the one before) and no deploy puts it back: inv health compares the version the alias serves with
