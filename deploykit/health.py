@@ -954,7 +954,13 @@ def _shares(weights: Mapping[str, float]) -> str:
 
 
 def when(value: Any) -> str:
-    """A timestamp for people: datetimes in UTC to the second; strings (Lambda's LastModified) as given."""
+    """A timestamp for people: datetimes in UTC to the second, and ISO 8601 strings (Lambda's LastModified,
+    ``2026-11-30T18:43:20.000+0000``) alike; other strings as given."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         moment = value.astimezone(UTC) if value.tzinfo else value
         return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo else "")

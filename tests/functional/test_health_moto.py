@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import zipfile
 from dataclasses import MISSING, fields
 from datetime import UTC, datetime
@@ -304,7 +305,9 @@ def test_a_lambda_row_says_the_zip_and_commit_its_version_names(aws: AwsFactory)
 
     report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", functions=functions))
 
-    details = {r.name.split(" ")[0]: r.detail.split(", modified ")[0] for r in rows_of(report, "lambda")}
+    rows = rows_of(report, "lambda")
+    assert all(re.search(r", modified \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", r.detail) for r in rows), rows
+    details = {r.name.split(" ")[0]: r.detail.split(", modified ")[0] for r in rows}
     short = f"lambda/login_handler/{'ab' * 6}….zip"
     assert details == {
         "login_handler": f"code {code} from {short}, git {SHA}",

@@ -510,3 +510,17 @@ def test_the_credentials_account_against_the_pinned_one() -> None:
     assert "act in AWS account 222222222222, but deploy.toml pins 111111111111" in finding.what
     local = dataclasses.replace(dev, endpoint_url="http://127.0.0.1:4566")
     assert health.account_advice(local, "123456789012") == ([], [])  # the sandbox's account is moto's
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (datetime(2026, 11, 30, 18, 43, 20, tzinfo=UTC), "2026-11-30 18:43:20 UTC"),
+        ("2026-11-30T18:43:20.000+0000", "2026-11-30 18:43:20 UTC"),  # Lambda's LastModified on AWS
+        ("2026-11-30T18:43:20.780323000Z", "2026-11-30 18:43:20 UTC"),  # the sandbox's
+        ("yesterday", "yesterday"),
+        (None, ""),
+    ],
+)
+def test_times_are_said_alike_whether_a_datetime_or_lambdas_string(value: object, said: str) -> None:
+    assert health.when(value) == said
