@@ -28,7 +28,7 @@ from deploykit.ecs import TaskDefinitions, primary_deployment
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
-from deploykit.stacks import deployed_template, error_code, is_missing_stack
+from deploykit.stacks import StackOutputs, deployed_template, error_code
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -534,7 +534,7 @@ def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> Heal
     at once (the stacks, the service and then its target groups, the API stage, the functions), each into a report
     of its own, joined in that order: the round trips of the slowest part, not of them all one after the other."""
     parts: dict[str, Callable[[HealthReport], object]] = {
-        "stacks": partial(_gather_stacks, aws.client("cloudformation"), env, endpoints),
+        "stacks": partial(_gather_stacks, StackOutputs.of(aws).described, env, endpoints),
         "service": partial(_gather_service_and_targets, aws, env, endpoints),
     }
     if endpoints is not None:
@@ -564,14 +564,25 @@ def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> Heal
 def _gather_service_and_targets(
     aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None, report: HealthReport
 ) -> None:
-    service = _gather_service(aws.client("ecs"), env, report)
-    _gather_target_groups(aws.client("elbv2"), env, service, endpoints, report)
+    """The service, and the target group its stack names read at the same time (the one the service is behind, as a
+    rule: read again only if the service names others)."""
+    elbv2 = aws.client("elbv2")
+    reads: dict[str, Callable[[], Any]] = {"service": partial(_gather_service, aws.client("ecs"), env, report)}
+    named = endpoints.target_group_arn if endpoints is not None else ""
+    if named:
+        reads[named] = partial(_read_target_group, elbv2, named)
+    read = at_once(reads)
+    service = read.pop("service")
+    _gather_target_groups(elbv2, env, service, endpoints, report, known=read)
 
 
-def _gather_stacks(cfn: Any, env: EnvConfig, endpoints: Endpoints | None, report: HealthReport) -> None:
+def _gather_stacks(
+    describe: Callable[[str], dict[str, Any] | None], env: EnvConfig, endpoints: Endpoints | None, report: HealthReport
+) -> None:
+    """``describe``: StackOutputs.described, which answers the stacks read for the endpoints from memory."""
     absent = []
     names = [str(getattr(env.stacks, role)) for role in STACK_ROLES]
-    described = at_once({name: partial(_describe_stack, cfn, name) for name in names})  # one round trip
+    described = at_once({name: partial(describe, name) for name in names})  # one round trip, or none
     for name in names:
         stack = described[name]
         report.rows.append(stack_row(name, stack))
@@ -590,16 +601,6 @@ def _gather_stacks(cfn: Any, env: EnvConfig, endpoints: Endpoints | None, report
         )
 
 
-def _describe_stack(cfn: Any, name: str) -> dict[str, Any] | None:
-    try:
-        stacks = cfn.describe_stacks(StackName=name).get("Stacks") or []
-    except ClientError as exc:
-        if is_missing_stack(exc):
-            return None
-        raise
-    return dict(stacks[0]) if stacks else None
-
-
 def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport) -> dict[str, Any] | None:
     service = _describe_service(ecs, env.cluster, env.service)
     if service is None:
@@ -613,23 +614,28 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport) -> dict[str,
         )
         return None
     task_definitions = TaskDefinitions(ecs)
-    images: dict[str, str] = {}
-    problems: list[str] = []
-    for d in service.get("deployments") or []:
-        arn = str(d.get("taskDefinition", ""))
-        try:
-            images[arn] = task_definitions.image(arn, env.container)
-        except UsageError as exc:  # no such container in it
-            problems.append(exc.message)
-        except ClientError as exc:
-            if error_code(exc) != "ClientException":  # how ECS says "no such task definition"
-                raise
-            problems.append(f"task definition {revision(arn)} cannot be read: {exc}")
+    arns = list(dict.fromkeys(str(d.get("taskDefinition", "")) for d in service.get("deployments") or []))
+    described = at_once({arn: partial(_image_of, task_definitions, arn, env.container) for arn in arns})  # a rollout's
+    images = {arn: found for arn, found in described.items() if isinstance(found, str)}  # two at once
+    problems = [found.message for found in described.values() if isinstance(found, UsageError)]
     report.rows.extend(service_rows(service, env.cluster, images))
     report.findings.extend(service_findings(service, env.cluster, env.name))
     report.recommendations.extend(service_recommendations(service))
     _live_image(service, images, problems, env, report)
     return service
+
+
+def _image_of(task_definitions: TaskDefinitions, arn: str, container: str) -> str | UsageError:
+    """The image of ``container`` in task definition ``arn``; what says why not, when it has no such container or
+    cannot be read."""
+    try:
+        return task_definitions.image(arn, container)
+    except UsageError as exc:  # no such container in it
+        return exc
+    except ClientError as exc:
+        if error_code(exc) != "ClientException":  # how ECS says "no such task definition"
+            raise
+        return UsageError(f"task definition {revision(arn)} cannot be read: {exc}")
 
 
 def _describe_service(ecs: Any, cluster: str, name: str) -> dict[str, Any] | None:
@@ -688,9 +694,18 @@ def _target_group_arns(service: Mapping[str, Any] | None, endpoints: Endpoints |
     return arns
 
 
+TargetGroupRead = tuple[dict[str, Any], dict[str, str], list[Mapping[str, Any]]] | None
+
+
 def _gather_target_groups(
-    elbv2: Any, env: EnvConfig, service: Mapping[str, Any] | None, endpoints: Endpoints | None, report: HealthReport
+    elbv2: Any,
+    env: EnvConfig,
+    service: Mapping[str, Any] | None,
+    endpoints: Endpoints | None,
+    report: HealthReport,
+    known: Mapping[str, TargetGroupRead] | None = None,
 ) -> None:
+    """The rows of the target groups the service is behind (``known``: those read already, by ARN)."""
     arns = _target_group_arns(service, endpoints)
     if not arns:
         report.rows.append(Row("targets", "-", MISSING, "the service has no load balancer and no stack names one"))
@@ -703,19 +718,36 @@ def _gather_target_groups(
                 )
             )
         return
+    known = known or {}
+    unread = [arn for arn in arns if arn not in known]
+    read = {**known, **at_once({arn: partial(_read_target_group, elbv2, arn) for arn in unread})}
     for arn in arns:
-        _gather_target_group(elbv2, env, arn, report)
+        _target_group_rows(env, arn, read[arn], report)
 
 
-def _gather_target_group(elbv2: Any, env: EnvConfig, arn: str, report: HealthReport) -> None:
-    name = arn.split("/")[1] if arn.count("/") >= 2 else arn
+def _read_target_group(elbv2: Any, arn: str) -> TargetGroupRead:
+    """The target group, its attributes and its targets' health, read at once; None when it does not exist."""
+    reads: dict[str, Callable[[], Any]] = {
+        "group": partial(elbv2.describe_target_groups, TargetGroupArns=[arn]),
+        "attributes": partial(elbv2.describe_target_group_attributes, TargetGroupArn=arn),
+        "health": partial(elbv2.describe_target_health, TargetGroupArn=arn),
+    }
     try:
-        target_group = elbv2.describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]
-        attributes = attributes_of(elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"])
-        descriptions = list(elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"])
+        read = at_once(reads)
     except ClientError as exc:
         if error_code(exc) != "TargetGroupNotFound":
             raise
+        return None
+    return (
+        dict(read["group"]["TargetGroups"][0]),
+        attributes_of(read["attributes"]["Attributes"]),
+        list(read["health"]["TargetHealthDescriptions"]),
+    )
+
+
+def _target_group_rows(env: EnvConfig, arn: str, read: TargetGroupRead, report: HealthReport) -> None:
+    name = arn.split("/")[1] if arn.count("/") >= 2 else arn
+    if read is None:
         report.rows.append(Row("targets", name, MISSING, f"no target group {arn}"))
         report.findings.append(
             Finding(
@@ -725,6 +757,7 @@ def _gather_target_group(elbv2: Any, env: EnvConfig, arn: str, report: HealthRep
             )
         )
         return
+    target_group, attributes, descriptions = read
     name = str(target_group.get("TargetGroupName") or name)
     recs = target_group_recommendations(target_group, attributes)
     report.rows.append(targets_row(name, descriptions))
@@ -960,7 +993,7 @@ def when(value: Any) -> str:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            return value
+            return str(value)
     if isinstance(value, datetime):
         moment = value.astimezone(UTC) if value.tzinfo else value
         return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo else "")

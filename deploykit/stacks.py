@@ -251,8 +251,7 @@ class StackOutputs:
 
     def __init__(self, cfn: Any) -> None:
         self._cfn = cfn
-        self._known: dict[str, dict[str, str] | None] = {}  # None: the stack does not exist
-        self._updated: dict[str, str] = {}  # stack → when CloudFormation last changed it (updated_of), as read
+        self._described: dict[str, dict[str, Any]] = {}  # stack → DescribeStacks' answer ({}: no such stack)
         self._changes = 0  # calls that may change a stack, counted when sent and when answered
         self._lock = threading.Lock()
         for event in ("before-call", "after-call", "after-call-error"):
@@ -265,39 +264,44 @@ class StackOutputs:
 
     def __call__(self, stack: str) -> dict[str, str] | None:
         """The outputs of ``stack``; None when it does not exist (or was deleted)."""
+        found = self.described(stack)
+        if found is None or found.get("StackStatus") == "DELETE_COMPLETE":
+            return None
+        return dict(outputs_of(found))
+
+    def described(self, stack: str) -> dict[str, Any] | None:
+        """DescribeStacks' answer for ``stack`` (its status, times, outputs...), remembered as its outputs are; None
+        when it does not exist."""
         with self._lock:
-            if stack in self._known:
-                known = self._known[stack]
-                return None if known is None else dict(known)
+            if stack in self._described:
+                return dict(self._described[stack]) or None
             changes = self._changes
         try:
-            found: dict[str, Any] = (self._cfn.describe_stacks(StackName=stack).get("Stacks") or [{}])[0]
+            found: dict[str, Any] = dict((self._cfn.describe_stacks(StackName=stack).get("Stacks") or [{}])[0])
         except ClientError as exc:
             if not is_missing_stack(exc):
                 raise
             found = {}  # no such stack
-        status = str(found.get("StackStatus", ""))
-        outputs = outputs_of(found) if found and status != "DELETE_COMPLETE" else None
         with self._lock:
-            if changes == self._changes and not status.endswith("_IN_PROGRESS"):
-                self._known[stack] = outputs
-                self._updated[stack] = updated_of(found) if outputs is not None else ""
-        return None if outputs is None else dict(outputs)
+            if changes == self._changes and not str(found.get("StackStatus", "")).endswith("_IN_PROGRESS"):
+                self._described[stack] = found
+        return dict(found) or None
 
     def updated(self, stack: str) -> str:
         """When CloudFormation last changed ``stack`` (:func:`updated_of`) as the read of its outputs found it (read
         now if it was not); "" when it does not exist, or is changing."""
-        self(stack)
-        with self._lock:
-            return self._updated.get(stack, "")
+        found = self.described(stack)
+        status = str((found or {}).get("StackStatus", ""))
+        if found is None or status == "DELETE_COMPLETE" or status.endswith("_IN_PROGRESS"):
+            return ""
+        return updated_of(found)
 
     def _seen(self, event_name: str, **_: Any) -> None:
         """botocore's before-call, after-call and after-call-error of every call (``<event>.cloudformation.<Op>``)."""
         if not event_name.rsplit(".", 1)[-1].startswith(READ_OPERATIONS):
             with self._lock:
                 self._changes += 1
-                self._known.clear()
-                self._updated.clear()
+                self._described.clear()
 
 
 def _stack_outputs(aws: AwsFactory) -> StackOutputs:

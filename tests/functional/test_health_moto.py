@@ -25,6 +25,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, Stacks
 from deploykit.endpoints import STACK_ROLES, Endpoints
 from deploykit.health import HealthReport, Row, gather, render
+from deploykit.stacks import StackOutputs
 from tests.functional.conftest import REGION, api_function, held_across, new_session
 
 SHA = "0123456789ab"
@@ -350,9 +351,10 @@ def test_a_function_serving_settings_other_than_its_stacks_is_a_warning(aws: Aws
 
 
 def test_the_parts_are_read_at_once_and_reported_in_their_order(aws: AwsFactory) -> None:
-    """The five stacks, the service, the API stage, both functions' aliases and versions and the API stack's template
-    are asked at the same time (each held until all twelve are in flight: one round trip, where they took twelve one
-    after the other); the rows come in the order of the parts all the same."""
+    """The five stacks, the service, the target group its stack names (with its attributes and its targets' health),
+    the API stage, both functions' aliases and versions and the API stack's template are asked at the same time (each
+    held until all fifteen are in flight: one round trip, where they took fifteen one after the other); the rows come
+    in the order of the parts all the same."""
     create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
     tg = create_target_group(aws, delay=5, settings=TUNED_TG)
     create_service(aws, tg)
@@ -361,10 +363,13 @@ def test_the_parts_are_read_at_once_and_reported_in_their_order(aws: AwsFactory)
     create_function(aws, "car-rental-health")
     functions = {"login_handler": "car-rental-login", "health_handler": "car-rental-health"}
     held_across(
-        12,
+        15,
         (aws.client("cloudformation"), "DescribeStacks"),  # 5
         (aws.client("cloudformation"), "GetTemplate"),  # the API stack's, for the functions' settings
         (aws.client("ecs"), "DescribeServices"),  # 1
+        (aws.client("elbv2"), "DescribeTargetGroups"),  # 1
+        (aws.client("elbv2"), "DescribeTargetGroupAttributes"),  # 1
+        (aws.client("elbv2"), "DescribeTargetHealth"),  # 1
         (aws.client("apigateway"), "GetStage"),  # 1
         (aws.client("lambda"), "GetAlias"),  # 2
         (aws.client("lambda"), "GetFunctionConfiguration"),  # 2
@@ -374,7 +379,29 @@ def test_the_parts_are_read_at_once_and_reported_in_their_order(aws: AwsFactory)
 
     parts = list(dict.fromkeys(r.part for r in report.rows))
     assert parts[0] == "stack" and parts[-2:] == ["api stage", "lambda"], parts
+    assert parts.index("service") < parts.index("targets") < parts.index("health check") < parts.index("api stage")
     assert [r.name for r in rows_of(report, "stack")] == [getattr(STACKS, role) for role in STACK_ROLES]
+
+
+def test_the_stacks_read_for_the_endpoints_are_not_described_again(aws: AwsFactory) -> None:
+    """inv health resolves the endpoints from the stacks' outputs first: their rows come from that read."""
+    names = [getattr(STACKS, role) for role in STACK_ROLES]
+    create_stacks(aws, *names[:-1])  # the API stack is missing: read, and remembered as missing
+    outputs = StackOutputs.of(aws)
+    for name in names:
+        outputs(name)
+    calls: list[str] = []
+    aws.client("cloudformation").meta.events.register(
+        "before-call.cloudformation.DescribeStacks", lambda **kw: calls.append(kw["params"]["StackName"])
+    )
+
+    report = gather(aws, ENV, None)
+
+    assert calls == []
+    assert [(r.name, r.status) for r in rows_of(report, "stack")] == [
+        *((name, "CREATE_COMPLETE") for name in names[:-1]),
+        (names[-1], "missing"),
+    ]
 
 
 def test_nothing_deployed_is_reported_not_raised(aws: AwsFactory) -> None:
@@ -428,6 +455,22 @@ def test_missing_stage_alias_and_target_group_are_broken_parts(aws: AwsFactory) 
         "inv deploy.stack CarRentalApiStack --env dev"
     )
     assert broken["target group gone-tg does not exist"] == "inv deploy.stack CarRentalFargateStack --env dev"
+
+
+def test_a_service_behind_another_target_group_than_its_stack_names_is_judged_by_its_own(aws: AwsFactory) -> None:
+    """The stack's target group is read beside the service, but the service's own is the one reported."""
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    tg = create_target_group(aws, delay=5, settings=TUNED_TG)
+    create_service(aws, tg)
+    vpc = aws.client("ec2").describe_vpcs()["Vpcs"][-1]["VpcId"]
+    other = aws.client("elbv2").create_target_group(
+        Name="stacks-tg", Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="ip"
+    )["TargetGroups"][0]["TargetGroupArn"]
+
+    report = gather(aws, ENV, endpoints(api_id="x", api_stage="prod", target_group_arn=other, functions={}))
+
+    assert [(r.name, r.status) for r in rows_of(report, "targets")] == [("car-rental-tg", "0/0 healthy")]
+    assert [r.status for r in rows_of(report, "health check")] == ["tuned"]
 
 
 def test_rollout_settings_events_and_a_failed_rollout_as_aws_reports_them(aws: AwsFactory) -> None:
