@@ -581,6 +581,10 @@ AUTO_HELP = {
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
     **PROMOTE_HELP,
     **ROLLED_BACK_HELP,
+    "only": "deploy only these of the changed components, separated by commas: app, lambda:NAME, stack:ROLE (or the "
+    "stack's name), or a kind: lambda, stack; the others are held back for a later deploy.auto",
+    "skip": "hold back these changed components (as --only names them): not deployed now, deployed by a later "
+    "deploy.auto",
 }
 
 
@@ -602,6 +606,8 @@ def deploy_auto(
     watch_errors: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    only: str | None = None,
+    skip: str | None = None,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end.
     Another deploy holding the environment's lock: refused, or waited for with DEPLOYKIT_LOCK_WAIT=15m."""
@@ -614,7 +620,13 @@ def deploy_auto(
             )
         _ensure_sandbox(env)
         commands.deploy_watch(
-            env=env, allow_older=allow_older, smoke=smoke, rollback=rollback, allow_rolled_back=allow_rolled_back
+            env=env,
+            allow_older=allow_older,
+            smoke=smoke,
+            rollback=rollback,
+            allow_rolled_back=allow_rolled_back,
+            only=only,
+            skip=skip,
         )
         return
     if not dry_run:
@@ -633,6 +645,8 @@ def deploy_auto(
         watch_errors=watch_errors,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        only=only,
+        skip=skip,
     )
 
 

@@ -509,12 +509,49 @@ def unchanged_components(found: changes.ChangeSet, revision: Revision) -> tuple[
     dirty tag in the live record would count it changed next time."""
     if found.since is not None:
         return ()
-    changed = found.components()
+    changed = found.components() | found.held  # one held back (--only, --skip) is not live at HEAD either
     return tuple(
         (component, revision.short)
         for component, base in sorted(found.base.items())
         if base is not None and component not in changed and component not in found.dirty and component != "app"
     )
+
+
+KINDS = ("app", "lambda", "stack")
+
+
+def selection(text: str, config: Config, env: EnvConfig, flag: str) -> frozenset[str]:
+    """``--only`` or ``--skip``: components separated by commas — ``app``, ``lambda:<fn>``, ``stack:<role>`` or the
+    stack's name — or kinds (``lambda``, ``stack``: every one of them); UsageError naming what there is otherwise."""
+    chosen: set[str] = set()
+    known = ", ".join([*KINDS, *(c for c in changes.components_of(config) if c != "app")])
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        kind, _, name = item.partition(":")
+        if item in KINDS:
+            chosen.add(item)
+        elif kind == "lambda" and name:
+            lambda_chain.function_folder(config, name)  # refuses an unknown function, naming the known ones
+            chosen.add(item)
+        elif kind == "stack" and name:
+            chosen.add(f"stack:{planner.role_of(env, name)}")  # refuses an unknown stack, naming the known ones
+        else:
+            raise UsageError(
+                f"{flag} {text!r}: {item!r} is not a component",
+                next_step=f"name components or kinds, separated by commas: {known}",
+            )
+    if not chosen:
+        raise UsageError(f"{flag} {text!r} names nothing", next_step=f"name one or more of: {known}")
+    return frozenset(chosen)
+
+
+def held_back(found: changes.ChangeSet, only: Collection[str] | None, skip: Collection[str]) -> changes.ChangeSet:
+    """``found`` with the changed components ``only`` leaves out (None: none) or ``skip`` names held back (see
+    :func:`selection`: components or kinds)."""
+
+    def named(component: str, chosen: Collection[str]) -> bool:
+        return component in chosen or changes.kind_of(component) in chosen
+
+    return found.holding([c for c in found.components() if (only is not None and not named(c, only)) or named(c, skip)])
 
 
 def _group(steps: Sequence[Step]) -> Step:
@@ -755,6 +792,9 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
             f"⏮  {component}: live at {live[:SHORT_SHA]}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "
             f"({found.head[:SHORT_SHA]}): deploying HEAD would take {'them' if ahead > 1 else 'it'} back"
         )
+    if found.held:
+        held = ", ".join(sorted(found.held))
+        lines.append(f"⏸  held back (--only/--skip): {held}: left as live, for a later inv deploy.auto")
     quiet = [c.path for c in found.changes if c.kind == "none"]
     if quiet:
         shown = ", ".join(quiet[:QUIET_SHOWN]) + (

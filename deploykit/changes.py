@@ -22,8 +22,8 @@ import ast
 import dataclasses
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -81,6 +81,9 @@ class ChangeSet:
     # component → how many commits its live commit is ahead of head (head is behind it: deploying head takes those
     # commits back); without --since only
     ahead: dict[str, int] = field(default_factory=dict)
+    # changed components held back (deploy.auto --only/--skip): their changes are left out of ``changes``, and they
+    # are not live at head (not carried there)
+    held: frozenset[str] = frozenset()
 
     def components(self) -> set[str]:
         """The components with at least one change (kind other than none)."""
@@ -88,6 +91,13 @@ class ChangeSet:
 
     def for_component(self, component: str) -> list[Change]:
         return [c for c in self.changes if c.component == component]
+
+    def holding(self, held: Collection[str]) -> ChangeSet:
+        """This change set with the changes of ``held`` components left out, and those that changed kept in
+        :attr:`held`."""
+        back = self.components() & set(held)
+        kept = tuple(c for c in self.changes if c.component not in back)
+        return replace(self, changes=kept, held=self.held | back)
 
     def unassigned(self) -> list[Change]:
         """The changed paths that belong to no component (docs, tests, the toolkit, paths no rule matches)."""

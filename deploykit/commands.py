@@ -2046,14 +2046,21 @@ def deploy_auto(
     watch_errors: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    only: str | None = None,
+    skip: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
     Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``, and to deploy again a
     component as a person's rollback took it off (HEAD the same there) unless ``allow_rolled_back``; ``canary``
     and ``bake`` replace the environment's canary settings for the Lambda code it deploys (deploykit.canary),
-    ``watch_errors`` its error watch after the app's rollout (deploykit.watch)."""
+    ``watch_errors`` its error watch after the app's rollout (deploykit.watch). ``only`` and ``skip`` (components
+    or kinds, separated by commas: auto.selection) hold back the changed components the first leaves out or the
+    second names: not deployed, not carried to HEAD, deployed by a later deploy.auto."""
     runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    chosen = auto.selection(only, config, environment, "--only") if only is not None else None
+    skipped = auto.selection(skip, config, environment, "--skip") if skip is not None else frozenset()
     a = analyse(
         runtime,
         env,
@@ -2063,6 +2070,12 @@ def deploy_auto(
         estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
     )
     if a.endpoints is None:
+        if chosen is not None or skipped:
+            raise UsageError(
+                f"{a.env.name} is not fully deployed yet: deploy.auto deploys everything (deploy.full), and "
+                f"{'--only' if chosen is not None else '--skip'} cannot hold any of it back",
+                next_step="run it without --only and --skip; hold changes back once every stack is deployed",
+            )
         promotion = require_promoted(
             runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, source_read=a.source
         )
@@ -2073,6 +2086,7 @@ def deploy_auto(
         plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
+    a.found = auto.held_back(a.found, chosen, skipped)
     changed = a.found.components()
     lines, drift = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths), a.drift_lines()
     behind = auto.taken_back(a.found)
@@ -2161,6 +2175,8 @@ def deploy_watch(
     smoke: bool = True,
     rollback: bool = True,
     allow_rolled_back: bool = False,
+    only: str | None = None,
+    skip: str | None = None,
     runtime: Runtime | None = None,
     deploy: Callable[[], Any] | None = None,
     until: Callable[[], bool] = lambda: False,
@@ -2171,6 +2187,9 @@ def deploy_watch(
     many deploys it ran."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
+    for flag, chosen in (("--only", only), ("--skip", skip)):  # refused now, not at the first save
+        if chosen is not None:
+            auto.selection(chosen, config, environment, flag)
     if environment.protected:
         raise UsageError(
             f"environment {environment.name!r} is protected in deploy.toml; --watch deploys every save, "
@@ -2193,6 +2212,8 @@ def deploy_watch(
         smoke=smoke,
         rollback=rollback,
         allow_rolled_back=allow_rolled_back,
+        only=only,
+        skip=skip,
         runtime=runtime,
         canary="0" if canary else None,
         watch_errors="0" if watch_errors else None,

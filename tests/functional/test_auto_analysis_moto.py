@@ -16,6 +16,7 @@ from deploykit import commands, history
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from tests.conftest import REPO, git
 from tests.functional.conftest import REGION, api_function, held_across
@@ -150,3 +151,64 @@ def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_ana
     factory.client("ecr").create_repository(repositoryName="car-rental-backend")  # the app is changed: a plan
     commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
     assert f"⚠️  lambda:health_handler: {said} (no deploy puts them back" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsFactory, project: Path) -> None:
+    """Every component reads as never deployed (no service, no functions): --only and --skip keep some of them."""
+    deployed.client("ecr").create_repository(repositoryName="car-rental-backend")
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "lambdas")
+
+    def planned(**selection: str) -> tuple[set[str], set[str]]:
+        runtime = runtime_of(project, deployed)
+        commands.deploy_auto(env="dev", dry_run=True, as_json=True, runtime=runtime, **selection)
+        data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+        return {c["component"] for c in data["changes"]}, {s["name"] for s in data["steps"]}
+
+    every, _ = planned()
+    lambdas = {"lambda:health_handler", "lambda:login_handler"}
+    assert lambdas | {"stack:api", "stack:fargate"} <= every and "app" not in every  # the app is as recorded
+    kept, steps = planned(only="lambda:login_handler")
+    assert kept == {"lambda:login_handler"} and steps == {
+        "upload-lambda",
+        "update-code",
+        "publish-version",
+        "move-alias",
+        "smoke",
+    }
+    kept, steps = planned(skip="stack,lambda:health_handler")
+    assert kept == {"lambda:login_handler"} and "deploy-stack" not in steps
+    kept, _ = planned(only="stack", skip="stack:CarRentalApiStack")
+    assert kept == {c for c in every if c.startswith("stack:")} - {"stack:api"}
+    kept, steps = planned(only="app")
+    assert kept == set() and steps == set()  # nothing of it changed: nothing to deploy
+
+
+def test_an_unknown_component_to_hold_back_is_refused_before_anything_is_read(
+    deployed: AwsFactory, project: Path
+) -> None:
+    calls: list[str] = []
+    for service in ("cloudformation", "s3", "ecs", "lambda"):
+        deployed.client(service).meta.events.register(f"before-call.{service}", lambda **kw: calls.append("call"))
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_auto(env="dev", skip="stack:nope", runtime=runtime_of(project, deployed))
+    assert refused.value.exit_code == 2 and refused.value.message == "unknown stack 'nope' in environment 'dev'"
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_watch(env="dev", only="lamda", runtime=runtime_of(project, deployed), until=lambda: True)
+    assert refused.value.message == "--only 'lamda': 'lamda' is not a component"
+    assert calls == []
+
+
+def test_an_environment_not_fully_deployed_cannot_hold_anything_back(
+    moto_aws: None, dev_env: EnvConfig, project: Path
+) -> None:
+    factory = AwsFactory(dev_env)  # no stack at all: deploy.auto would deploy everything
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_auto(env="dev", only="app", runtime=runtime_of(project, factory))
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "dev is not fully deployed yet: deploy.auto deploys everything (deploy.full), and --only cannot hold any of it "
+        "back"
+    )
+    assert boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"] == []

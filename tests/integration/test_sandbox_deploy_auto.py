@@ -978,6 +978,38 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     assert not [f for f in commands.health_report(runtime=quiet_runtime(project)).findings if "Lambda" in f.what]
 
 
+def test_a_stack_change_held_back_is_deployed_by_the_next_deploy_auto_alone(project: Path) -> None:
+    """A handler and a stack setting in one commit: --skip stack deploys the handler by the fast path and leaves the
+    stack as it runs; the next deploy.auto deploys the stack alone (the handler is live at HEAD already)."""
+    handler = project / "lambda" / "login_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# held-back test\n")
+    source = project / "cdk" / "stacks" / "fargate_stack.py"
+    grace = "HEALTH_CHECK_GRACE_PERIOD = Duration.seconds(10)"
+    assert grace in source.read_text()
+    source.write_text(source.read_text().replace(grace, "HEALTH_CHECK_GRACE_PERIOD = Duration.seconds(11)"))
+    git(project, "commit", "-qam", "a handler and a stack setting")
+    ecs = _client(project, "ecs")
+
+    def grace_seconds() -> int:
+        service = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
+        return int(service["healthCheckGracePeriodSeconds"])
+
+    report, out, _seconds = auto(project, skip="stack")
+    assert ran(report) == {"upload-lambda", "update-code", "publish-version", "move-alias", "smoke"}
+    assert "⏸  held back (--only/--skip): stack:fargate: left as live, for a later inv deploy.auto" in out, out
+    assert grace_seconds() == 10
+
+    report, out, _seconds = auto(project)
+    assert report is not None
+    assert [r.detail.split(":")[0] for r in all_records(report.records) if r.step == "deploy-stack"] == [
+        "CarRentalFargateStack"
+    ]
+    assert not ran(report) & {"upload-lambda", "update-code", "build"}
+    assert "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack" in out
+    assert "lambda/login_handler/handler.py" not in out
+    assert grace_seconds() == 11
+
+
 def _active(lam: Any, name: str) -> None:
     """Wait until the function's last update has been applied (a publish meanwhile is refused, as on AWS)."""
     deadline = time.monotonic() + 30

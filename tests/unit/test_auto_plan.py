@@ -849,3 +849,75 @@ def test_the_runs_read_besides_the_newest_are_those_that_left_a_changed_componen
     changed = ["app", "stack:api", "stack:data", "lambda:login_handler"]
     assert auto.deciding_runs(entries, newest, changed) == ["0001"]  # stack:auth unchanged, app deployed since
     assert auto.deciding_runs(entries, [*newest, run("0001", {"stack:data": "a"})], changed) == []
+
+
+# -- --only and --skip ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "chosen"),
+    [
+        ("app", {"app"}),
+        ("lambda", {"lambda"}),
+        ("app, lambda:login_handler,", {"app", "lambda:login_handler"}),
+        ("stack:api,stack:CarRentalFargateStack", {"stack:api", "stack:fargate"}),  # a role or the stack's name
+        ("stack", {"stack"}),
+    ],
+)
+def test_only_and_skip_name_components_or_kinds(with_lambdas: Path, text: str, chosen: set[str]) -> None:  # noqa: F811
+    config, env, _revision = setup(with_lambdas)
+    assert auto.selection(text, config, env, "--only") == chosen
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("lamda", "--skip 'lamda': 'lamda' is not a component"),
+        (" , ", "--skip ' , ' names nothing"),
+        ("lambda:nope", "unknown Lambda function 'nope'"),
+        ("stack:nope", "unknown stack 'nope' in environment 'sandbox'"),
+        ("", "--skip '' names nothing"),
+    ],
+)
+def test_an_unknown_component_is_refused_naming_those_there_are(with_lambdas: Path, text: str, said: str) -> None:  # noqa: F811
+    config, env, _revision = setup(with_lambdas)
+    with pytest.raises(UsageError) as refused:
+        auto.selection(text, config, env, "--skip")
+    assert refused.value.message == said
+    assert refused.value.exit_code == 2
+
+
+def test_held_back_components_are_left_out_of_the_plan_and_not_carried_to_head(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, revision = setup(with_lambdas)
+    found = change_set(
+        ("backend/app/routes.py", "app"),
+        ("lambda/login_handler/handler.py", "lambda:login_handler"),
+        ("cdk/stacks/fargate_stack.py", "stack:fargate"),
+        ("README.md", ""),
+    )
+    found = dataclasses.replace(found, base={**found.base, "stack:data": "a" * 40})
+
+    skipped = auto.held_back(found, None, {"stack"})
+    assert skipped.components() == {"app", "lambda:login_handler"} and skipped.held == {"stack:fargate"}
+    plan = auto.auto_plan(config, env, revision, skipped, INPUTS)
+    assert "deploy-stack" not in {s.name for s in auto.flat_steps(plan.steps)}
+    assert {c for c, _ in plan.deploys} == {"app", "lambda:login_handler"}
+    # what is held back is not live at HEAD: only stack:data, unchanged, is carried there
+    assert auto.unchanged_components(skipped, revision) == (("stack:data", revision.tag),)
+    assert auto.analysis_lines(skipped, env)[-2:] == [
+        "⏸  held back (--only/--skip): stack:fargate: left as live, for a later inv deploy.auto",
+        "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
+    ]
+    assert [c["component"] for c in auto.plan_json(env, skipped, plan)["changes"]] == ["app", "lambda:login_handler"]
+
+    only = auto.held_back(found, {"lambda:login_handler", "stack:fargate"}, ())
+    assert only.components() == {"lambda:login_handler", "stack:fargate"} and only.held == {"app"}
+    plan = auto.auto_plan(config, env, revision, only, INPUTS)
+    assert shape(plan, env)[0] == ("synth", "sandbox") and ("build", "car-rental-backend") not in shape(plan, env)
+    fargate = next(s for s in auto.flat_steps(plan.steps) if s.name == "deploy-stack")
+    assert dict(fargate.parameters) == {"ImageTag": "aaaaaaaaaaaa"}  # type: ignore[attr-defined]  # the live image
+
+    # both: --only a kind, --skip one of it; a component that did not change is held back from nothing
+    both = auto.held_back(found, {"lambda", "app"}, {"app", "lambda:health_handler"})
+    assert both.components() == {"lambda:login_handler"} and both.held == {"app", "stack:fargate"}
+    assert not auto.auto_plan(config, env, revision, auto.held_back(found, {"stack:api"}, ()), INPUTS)
