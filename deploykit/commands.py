@@ -500,6 +500,7 @@ def _record(
         unpromoted=plan.unpromoted,
         left=stack_chain.stacks_left(report.records, planner.stack_roles(env)) | app_left(report.records),
         waited=_LOCK_WAITED.get(),
+        held=plan.held,
     )
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:
@@ -2125,7 +2126,8 @@ def deploy_auto(
         plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         carried = auto.unchanged_components(a.found, a.revision)
-        plan = dataclasses.replace(plan, carried=carried, unpromoted=promotion.unpromoted) if plan else plan
+        held = tuple(sorted(a.found.held))
+        plan = dataclasses.replace(plan, carried=carried, unpromoted=promotion.unpromoted, held=held) if plan else plan
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None

@@ -90,6 +90,8 @@ class Record:
     left: dict[str, dict[str, str]] = field(default_factory=dict)
     # seconds the command waited for another deploy's lock before this run ($DEPLOYKIT_LOCK_WAIT, lock_wait)
     waited: float = 0.0
+    # changed components the run held back (deploy.auto --only/--skip): not deployed, live as before
+    held: list[str] = field(default_factory=list)
 
     @property
     def result(self) -> str:
@@ -129,6 +131,7 @@ class Record:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "unpromoted": self.unpromoted,
+            "held": self.held,
             "left": self.left,
             "base": self.base,
             "steps": self.steps,
@@ -152,6 +155,7 @@ class Record:
             unchanged=[str(c) for c in data.get("unchanged") or ()],
             removed=[str(c) for c in data.get("removed") or ()],
             unpromoted=[str(c) for c in data.get("unpromoted") or ()],
+            held=[str(c) for c in data.get("held") or ()],
             left={
                 str(c): {str(k): str(v) for k, v in dict(state).items()}
                 for c, state in (data.get("left") or {}).items()
@@ -185,6 +189,7 @@ def record_of(
     unpromoted: Sequence[str] = (),
     left: Mapping[str, Mapping[str, str]] | None = None,
     waited: float = 0.0,
+    held: Sequence[str] = (),
 ) -> Record:
     """The history record of a finished run; ``waited``: the seconds its command waited for the lock first."""
     moment = now or datetime.now(UTC)
@@ -219,6 +224,7 @@ def record_of(
         unpromoted=list(unpromoted),
         left={component: dict(state) for component, state in (left or {}).items()},
         waited=round(waited, 3),
+        held=list(held),
     )
 
 
@@ -641,7 +647,9 @@ def table(records: Sequence[Record]) -> str:
         if r.unpromoted:
             listed = f"⚠️ unpromoted {', '.join(sorted(r.unpromoted))}; {listed}"
         listed = listed or "-"
-        unchanged = f" (+{len(r.unchanged)} unchanged)" if r.unchanged else ""
+        aside = [f"+{len(r.unchanged)} unchanged"] if r.unchanged else []
+        aside += [f"{len(r.held)} held back"] if r.held else []
+        unchanged = f" ({', '.join(aside)})" if aside else ""
         room = 70 - len(unchanged)
         deployed = (listed if len(listed) <= room else listed[: room - 3] + "...") + unchanged
         rows.append(

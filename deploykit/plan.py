@@ -163,6 +163,8 @@ class Plan:
     removes: tuple[str, ...] = ()
     # Components deployed though the promote_from environment does not run them (--unpromoted): the record says so.
     unpromoted: tuple[str, ...] = ()
+    # Changed components held back (deploy.auto --only/--skip): neither deployed nor carried; the record says so.
+    held: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -176,6 +178,7 @@ class Plan:
             self.carried + other.carried,
             self.removes + other.removes,
             self.unpromoted + other.unpromoted,
+            self.held + other.held,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -576,6 +576,34 @@ def test_components_carried_without_a_deploy_are_live_at_head_but_not_listed_as_
     assert old.unchanged == [] and old.deployed == record.components
 
 
+def test_components_held_back_are_recorded_so_and_stay_live_as_they_were(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """deploy.auto --skip: the record names what it held back; the live record keeps their commit."""
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    config = load_config(project / "deploy.toml")
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    first = Plan("dev", (Deploy(),), "deploy.auto", deploys=(("app", "a" * 12), ("stack:fargate", "a" * 12)))
+    commands.run_plan(runtime, config, dev_env, first, dry_run=False, as_json=False)
+    head = "eeeeeeeeeeee"
+    plan = Plan(
+        "dev",
+        (Deploy(),),
+        "deploy.auto",
+        deploys=(("app", head),),
+        carried=(("stack:api", head),),
+        held=("stack:fargate",),
+    )
+    commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False)
+    record = store.records()[0]
+    assert record.held == ["stack:fargate"] and "stack:fargate" not in record.components
+    assert {c: v["sha"] for c, v in store.live().items()} == {"app": head, "stack:api": head, "stack:fargate": "a" * 12}
+    assert history.table([record]).splitlines()[-1].endswith(f"app@{head} (+1 unchanged, 1 held back)")
+    assert history.Record.from_json(record.to_json()).held == ["stack:fargate"]
+    assert history.Record.from_json({k: v for k, v in record.to_json().items() if k != "held"}).held == []
+
+
 def test_the_live_record_keeps_what_a_deploy_left_a_stack_as_until_another_deploy_of_it(
     bucket: str, dev_env: EnvConfig
 ) -> None:

@@ -998,6 +998,8 @@ def test_a_stack_change_held_back_is_deployed_by_the_next_deploy_auto_alone(proj
     assert ran(report) == {"upload-lambda", "update-code", "publish-version", "move-alias", "smoke"}
     assert "⏸  held back (--only/--skip): stack:fargate: left as live, for a later inv deploy.auto" in out, out
     assert grace_seconds() == 10
+    newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
+    assert newest.held == ["stack:fargate"] and "stack:fargate" not in newest.components
 
     report, out, _seconds = auto(project)
     assert report is not None
