@@ -92,11 +92,13 @@ class EnsureBaseImage(Step):
                 ctx.reporter.line(f"⚠️  {failed}: building from this copy")
                 return Outcome.skipped(f"{self.image} is present; {failed}")
             missing = "is not on this Docker engine" if held is None else f"is here only for {images.platform_of(held)}"
+            platform = f" --platform {self.platform}" if self.platform else ""  # "": this engine's own
             raise EnvironmentNotReady(
-                f"base image {self.image} {missing} and cannot be pulled for {self.platform}: {images._short(exc)}",
+                f"base image {self.image} {missing} and cannot be pulled{' for ' + self.platform if platform else ''}: "
+                f"{images._short(exc)}",
                 next_step=f"build the local base with 'inv base-image' and set base_image = "
                 f"{self.spec.name!r} for this environment in deploy.toml, or pull it yourself "
-                f"(docker pull --platform {self.platform} {self.image})",
+                f"(docker pull{platform} {self.image})",
             ) from None
         if not images.is_for(pulled, self.platform):  # a registry that has the image for another platform only
             raise EnvironmentNotReady(

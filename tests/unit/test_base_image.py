@@ -221,6 +221,15 @@ def test_a_missing_base_that_cannot_be_pulled_is_refused_with_the_local_base_as_
     with pytest.raises(EnvironmentNotReady, match="cannot be pulled for linux/amd64: no route") as refused:
         run_with(pull_step(), client)
     assert refused.value.exit_code == 2 and "inv base-image" in (refused.value.next_step or "")
+    assert "docker pull --platform linux/amd64 python:3.11-slim" in (refused.value.next_step or "")
+    # on the sandbox, images are built for this engine's own platform: none is named
+    with pytest.raises(EnvironmentNotReady) as refused:
+        run_with(dataclasses.replace(pull_step(), platform=""), client)
+    assert refused.value.message == (
+        "base image python:3.11-slim is not on this Docker engine and cannot be pulled: "
+        "no route to registry-1.docker.io"
+    )
+    assert "(docker pull python:3.11-slim)" in (refused.value.next_step or "")
 
 
 # -- the platform images are built for ([build] platform) -------------------------------------------------------
