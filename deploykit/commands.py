@@ -53,7 +53,7 @@ from deploykit.app_chain import app_left
 from deploykit.aws import AwsFactory, all_of, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock
-from deploykit.config import Config, EnvConfig, load_config
+from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
 from deploykit.images import docker_client
@@ -1428,12 +1428,34 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
                 environment.name, environment.region, error=error.message, next_step=error.next_step
             )
 
-    found = at_once({name: partial(one, environment) for name, environment in config.environments.items()})
-    views = overview.with_promotion(config, [found[name] for name in config.environments])  # deploy.toml's order
+    environments = dict(config.environments)
+    errors: list[overview.EnvView] = []
+    for made in _made_from_patterns(runtime, config).values():  # after deploy.toml's own, by pattern
+        if isinstance(made, overview.EnvView):
+            errors.append(made)
+        else:
+            environments.update((name, config.environment(name)) for name in made)
+    found = at_once({name: partial(one, environment) for name, environment in environments.items()})
+    views = overview.with_promotion(config, [found[name] for name in environments] + errors)
     runtime.stderr.write(overview.render(views, head) + "\n")
     if as_json:
         runtime.stdout.write(dumps(overview.to_json(views, head)) + "\n")
     return views
+
+
+def _made_from_patterns(runtime: Runtime, config: Config) -> dict[str, list[str] | overview.EnvView]:
+    """pattern → the deployed environments it made (overview.made_from), every pattern read at once; a pattern whose
+    AWS cannot be read → a view of it that says why."""
+
+    def made(pattern: str) -> list[str] | overview.EnvView:
+        sample = config.environment(pattern.replace("*", SAMPLE_PART))  # the account and region they all live in
+        try:
+            return overview.made_from(runtime.aws_factory(sample), config, pattern)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
+            error = translate_error(exc, sample)
+            return overview.EnvView(pattern, sample.region, error=error.message, next_step=error.next_step)
+
+    return at_once({pattern: partial(made, pattern) for pattern in config.patterns})
 
 
 def _history(aws: AwsFactory, environment: EnvConfig, runtime: Runtime | None = None) -> history.History:

@@ -347,6 +347,10 @@ class Config:
     plugins: dict[str, Any] = field(default_factory=dict)
     # How changed paths map to deployable components (inv deploy.auto, inv diff); see deploykit.changes.
     changes: ChangeRules = field(default_factory=ChangeRules)
+    # Environments made on demand from a pattern ([environments."dev-*"]: --env dev-alice), by pattern: its table as
+    # written, {env} standing for the name; see :meth:`environment`.
+    patterns: dict[str, Any] = field(default_factory=dict)
+    _made: dict[str, EnvConfig] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def root(self) -> Path:
@@ -354,16 +358,29 @@ class Config:
         return self.path.parent
 
     def environment(self, name: str | None = None) -> EnvConfig:
-        """The named environment, else ``$DEPLOYKIT_ENV``, else ``default_env``."""
+        """The named environment, else ``$DEPLOYKIT_ENV``, else ``default_env``: one deploy.toml defines, or one a
+        pattern makes (``dev-alice`` from ``[environments."dev-*"]``, ``{env}`` in its values standing for the name)."""
         chosen = name or os.environ.get(ENV_VAR_ENV) or self.default_env
-        try:
+        if chosen in self.environments:
             return self.environments[chosen]
-        except KeyError:
-            known = ", ".join(sorted(self.environments)) or "none"
+        if chosen in self._made:
+            return self._made[chosen]
+        matching = [pattern for pattern in self.patterns if pattern_matches(pattern, chosen)]
+        if len(matching) > 1:
+            raise ConfigError(
+                f"environment {chosen!r} matches more than one pattern of deploy.toml: {', '.join(matching)}",
+                next_step="pick a name only one of them matches, or make the patterns part ways",
+            )
+        if not matching:
+            patterns = [f"{p.replace('*', '<name>')} (from {p!r})" for p in self.patterns]
+            known = ", ".join([*sorted(self.environments), *patterns]) or "none"
             raise ConfigError(
                 f"unknown environment {chosen!r} (deploy.toml defines: {known})",
                 next_step=f"pass --env with one of: {known}, or add [environments.{chosen}] to {self.path}",
-            ) from None
+            )
+        made = pattern_environment(matching[0], self.patterns[matching[0]], chosen, str(self.path))
+        _check_promotion(self, made, str(self.path))
+        return self._made.setdefault(chosen, made)
 
     def base_image_for(self, env: EnvConfig) -> str:
         return env.base_image or self.build.base_image
@@ -398,6 +415,87 @@ def load_config(path: Path | None = None) -> Config:
     return parse_config(raw, path)
 
 
+# -- environments made from a pattern -----------------------------------------------------------------------------
+
+# What the * of a pattern's name stands for: a short lowercase name (a person's, a ticket's), so that every AWS name
+# made from it stays valid and within its limits.
+PATTERN_PART = r"[a-z0-9]{1,20}"
+_PATTERN_NAME = re.compile(r"^[a-z][a-z0-9-]*\*[a-z0-9-]*$|^\*[a-z0-9-]+$")
+PLACEHOLDER = "{env}"
+# Each environment a pattern makes is a whole platform of its own: these of its names must hold {env}, so that no
+# two share a cluster, a service, a repository or a stack (nor, through the registry stack, a bucket, a lock or a
+# history).
+OWN_NAMES = ("cluster", "service", "repository")
+SAMPLE_PART = "x"  # the name a pattern is checked with as deploy.toml is read
+
+
+def pattern_matches(pattern: str, name: str) -> bool:
+    """Whether ``pattern`` (``dev-*``) makes the environment ``name`` (``dev-alice``)."""
+    before, _, after = pattern.partition("*")
+    return re.fullmatch(re.escape(before) + PATTERN_PART + re.escape(after), name) is not None
+
+
+def made_by(pattern: str, registry: str) -> re.Pattern[str]:
+    """What the registry stack of each environment ``pattern`` makes is named: its ``registry`` stack name as
+    written, ``{env}`` standing for the name (a group); how the environments it made are found by their stacks."""
+    before, _, after = pattern.partition("*")
+    parts = re.split("({env})", registry)
+    first = parts.index(PLACEHOLDER) if PLACEHOLDER in parts else -1
+    name = f"(?P<env>{re.escape(before)}{PATTERN_PART}{re.escape(after)})"
+    return re.compile(
+        "".join(
+            (name if n == first else "(?P=env)") if part == PLACEHOLDER else re.escape(part)
+            for n, part in enumerate(parts)
+        )
+    )
+
+
+def pattern_environment(pattern: str, body: dict[str, Any], name: str, where: str) -> EnvConfig:
+    """The environment ``name`` as the table of ``pattern`` makes it: each ``{env}`` in its values replaced by the
+    name; validated as any environment (ConfigError naming the pattern otherwise)."""
+    env = _build(EnvConfig, {**_filled(body, name), "name": name}, f'environments."{pattern}"', where)
+    _check_env_values(env, where)
+    return env
+
+
+def _filled(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(PLACEHOLDER, name)
+    if isinstance(value, dict):
+        return {key: _filled(item, name) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_filled(item, name) for item in value]
+    return value
+
+
+def _check_pattern(pattern: str, body: dict[str, Any], where: str) -> None:
+    """A pattern's name has one * and its table makes valid environments, none of whose names it shares."""
+    key = f'environments."{pattern}"'
+    if not _PATTERN_NAME.match(pattern):
+        raise ConfigError(
+            f"{where}: {key}: a pattern's name has one * (standing for a short lowercase name) and lowercase letters, "
+            "digits and hyphens around it",
+            next_step='name it like "dev-*" (then --env dev-alice), or give the environment a plain name',
+        )
+    if "name" in body:
+        raise ConfigError(f"{where}: unknown key '{key}.name' (the environment's name is the name)")
+    pattern_environment(pattern, body, pattern.replace("*", SAMPLE_PART), where)  # valid as any environment
+    shared = [name for name in OWN_NAMES if PLACEHOLDER not in str(body.get(name, ""))]
+    shared += [f"stacks.{role}" for role in STACK_ROLES if PLACEHOLDER not in _stack_of(body, role)]
+    if shared:
+        raise ConfigError(
+            f"{where}: {key}: each environment it makes is a whole platform of its own, but these names would be the "
+            f"same for all of them: {', '.join(shared)}",
+            next_step=f'put {PLACEHOLDER} in each, e.g. cluster = "car-rental-{PLACEHOLDER}" and, in [environments.'
+            f'"{pattern}".stacks], registry = "CarRental-{PLACEHOLDER}-Registry"',
+        )
+
+
+def _stack_of(body: dict[str, Any], role: str) -> str:
+    stacks = body.get("stacks")
+    return str(stacks.get(role, "")) if isinstance(stacks, dict) else ""
+
+
 def parse_config(raw: dict[str, Any], path: Path) -> Config:
     """Validate an already-parsed TOML document (also used by tests)."""
     where = str(path)
@@ -408,16 +506,22 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             next_step="define at least [environments.sandbox] (see README, 'deploy.toml')",
         )
     environments = {}
+    patterns: dict[str, Any] = {}
     for name, body in envs_raw.items():
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: environments.{name} must be a table")
+        if "*" in name:
+            _check_pattern(name, body, where)
+            patterns[name] = body
+            continue
         if "name" in body:
             raise ConfigError(f"{where}: unknown key 'environments.{name}.name' (the table's name is the name)")
         environments[name] = _build(EnvConfig, {**body, "name": name}, f"environments.{name}", where)
     top = {k: v for k, v in raw.items() if k != "environments"}
-    if "path" in top:
-        raise ConfigError(f"{where}: unknown key 'path'")
-    config = _build(Config, {**top, "environments": environments, "path": path}, "", where)
+    for key in ("path", "patterns", "_made"):
+        if key in top:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+    config = _build(Config, {**top, "environments": environments, "path": path, "patterns": patterns}, "", where)
     if config.default_env not in config.environments:
         raise ConfigError(
             f"{where}: default_env = {config.default_env!r} names no environment "
@@ -440,6 +544,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     for env in config.environments.values():
         _check_env_values(env, where)
         _check_promotion(config, env, where)
+    for pattern in config.patterns:  # its promote_from, checked on the environment a sample name makes
+        _check_promotion(config, config.environment(pattern.replace("*", SAMPLE_PART)), where)
     for index, rule in enumerate(config.changes.rules):
         try:
             rule.check()
@@ -523,7 +629,7 @@ def _rate_problem(rate: float) -> str | None:
 
 
 T = TypeVar("T")
-_INTERNAL = {"name", "path", "environments"}
+_INTERNAL = {"name", "path", "environments", "patterns", "_made"}
 
 
 def _build(cls: type[T], data: dict[str, Any], key_path: str, where: str) -> T:

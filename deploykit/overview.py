@@ -1,4 +1,4 @@
-"""``inv envs``: every environment of deploy.toml at a glance.
+"""``inv envs``: every environment of deploy.toml at a glance, and every one a pattern of it made that is deployed.
 
 For each environment: what it runs, per component (the app, each Lambda function, each stack), at which commit and
 how far that commit is from this checkout's HEAD; its last recorded run; who holds its deploy lock. "Is my change
@@ -23,8 +23,8 @@ from deploykit import changes, git
 from deploykit.auto import NEWEST_RUNS, deploying_again, with_deciding_runs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
-from deploykit.config import Config, EnvConfig
-from deploykit.errors import DeployKitError
+from deploykit.config import Config, EnvConfig, made_by
+from deploykit.errors import ConfigError, DeployKitError
 from deploykit.history import RESULTS, History, Record, when_utc
 from deploykit.lock import EnvLock, LockInfo
 
@@ -149,6 +149,31 @@ class Read:
 RECORDS = NEWEST_RUNS
 
 
+# every stack status but DELETE_COMPLETE: the stacks that are there (CloudFormation lists deleted ones 90 days)
+STACKS_THERE = (
+    "CREATE_IN_PROGRESS", "CREATE_FAILED", "CREATE_COMPLETE", "ROLLBACK_IN_PROGRESS", "ROLLBACK_FAILED",
+    "ROLLBACK_COMPLETE", "DELETE_IN_PROGRESS", "DELETE_FAILED", "UPDATE_IN_PROGRESS",
+    "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_FAILED", "UPDATE_ROLLBACK_IN_PROGRESS",
+    "UPDATE_ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_ROLLBACK_COMPLETE",
+    "REVIEW_IN_PROGRESS", "IMPORT_IN_PROGRESS", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_IN_PROGRESS",
+    "IMPORT_ROLLBACK_FAILED", "IMPORT_ROLLBACK_COMPLETE",
+)  # fmt: skip
+
+
+def made_from(aws: AwsFactory, config: Config, pattern: str) -> list[str]:
+    """The environments ``pattern`` made that are deployed, as their registry stacks name them (ListStacks in the
+    account and region the pattern's environments live in), sorted."""
+    registry = str(config.patterns[pattern]["stacks"]["registry"])
+    named = made_by(pattern, registry)
+    found: set[str] = set()
+    for page in aws.client("cloudformation").get_paginator("list_stacks").paginate(StackStatusFilter=STACKS_THERE):
+        for stack in page.get("StackSummaries") or ():
+            match = named.fullmatch(str(stack.get("StackName", "")))
+            if match:
+                found.add(match["env"])
+    return sorted(found)
+
+
 def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | None:
     """The live record, the newest records and the lock of ``env``, at once; None without a history."""
     store = History.of(aws, env)
@@ -198,7 +223,7 @@ def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
     by_name = {v.env: v for v in views}
     out = []
     for v in views:
-        source = config.environments[v.env].promote_from
+        source = _source(config, v.env)
         there = by_name.get(source) if source else None
         if not source or there is None or v.error or there.error:
             out.append(replace(v, promoted_from=source))
@@ -211,6 +236,15 @@ def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
             waiting[x.component] = _waiting(config, x.component, here.get(x.component), x.sha)
         out.append(replace(v, promoted_from=source, waiting={c: w for c, w in waiting.items() if w}))
     return out
+
+
+def _source(config: Config, name: str) -> str:
+    """The promote_from of environment ``name`` (one deploy.toml defines, or a pattern made); "" for a pattern's
+    own row (its environments could not be found)."""
+    try:
+        return config.environment(name).promote_from
+    except ConfigError:
+        return ""
 
 
 def _waiting(config: Config, component: str, here: str | None, there: str) -> str:

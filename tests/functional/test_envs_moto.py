@@ -192,3 +192,64 @@ def test_a_component_a_rollback_took_off_is_shown_as_refused(world: dict[str, st
     assert {x["component"]: x["rolled_back"] for x in listed if x["component"] != "app"} == dict.fromkeys(
         [x["component"] for x in listed if x["component"] != "app"]
     )
+
+
+PERSONAL = """
+[environments."dev-*"]
+region = "eu-west-1"
+cluster = "car-rental-{env}"
+service = "car-rental-{env}"
+container = "backend"
+repository = "car-rental-backend-{env}"
+promote_from = "dev"
+[environments."dev-*".stacks]
+registry = "CarRental-{env}-Registry"
+data = "CarRental-{env}-Data"
+auth = "CarRental-{env}-Auth"
+fargate = "CarRental-{env}-Fargate"
+api = "CarRental-{env}-Api"
+"""
+
+
+def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(world: dict[str, str]) -> None:
+    """dev-alice is deployed (its registry stack and a run), dev-bob7's registry stack is being created, dev-carol's
+    was deleted, and a stack named like one but for a name the pattern cannot make is not one of them."""
+    root = Path(world["root"])
+    toml = root / "deploy.toml"
+    toml.write_text(toml.read_text() + PERSONAL)
+    config = load_config(toml)
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    for name in ("dev-alice", "dev-bob7", "dev-carol"):
+        bucket = f"{name}-artifacts"
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        create_stack(cfn, f"CarRental-{name}-Registry", {"ArtifactsBucketName": bucket})
+    cfn.delete_stack(StackName="CarRental-dev-carol-Registry")
+    create_stack(cfn, "CarRental-dev-Dave-Registry", {"ArtifactsBucketName": "dev-alice-artifacts"})
+    alice = config.environment("dev-alice")
+    store = history.History.of(AwsFactory(alice), alice)
+    assert store is not None
+    run = RunReport(Plan("dev-alice", (), "deploy.full"), [], 3.0)
+    store.write(history.record_of(run, components={"app": world["c3"]}, base={}, head=world["c3"], who="alice"))
+
+    out = io.StringIO()
+    runtime = commands.Runtime(config_path=toml, stdout=out, stderr=io.StringIO(), clock=FakeClock())
+    views = commands.envs(as_json=True, runtime=runtime)
+
+    assert [v.env for v in views] == ["dev", "staging", "prod", "dev-alice", "dev-bob7"]
+    alice_view = views[3]
+    assert alice_view.last_run is not None and alice_view.last_run.who == "alice"
+    assert alice_view.promoted_from == "dev" and alice_view.waiting and alice_view.waiting["stack:api"] == "new"
+    assert views[4].last_run is None  # made, nothing recorded yet
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "▸ dev-alice (eu-west-1): last run ✅ deploy.full by alice" in said
+
+
+def test_a_pattern_whose_account_cannot_be_read_is_said_so(world: dict[str, str]) -> None:
+    root = Path(world["root"])
+    toml = root / "deploy.toml"
+    toml.write_text(toml.read_text() + PERSONAL.replace('promote_from = "dev"', 'profile = "car-rental-dev-people"'))
+    runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO(), clock=FakeClock())
+    views = commands.envs(runtime=runtime)
+    assert [v.env for v in views] == ["dev", "staging", "prod", "dev-*"]
+    assert views[-1].error is not None and "car-rental-dev-people" in views[-1].error

@@ -1012,6 +1012,58 @@ def test_a_stack_change_held_back_is_deployed_by_the_next_deploy_auto_alone(proj
     assert grace_seconds() == 11
 
 
+def test_an_environment_of_ones_own_made_from_a_pattern_deploys_whole_beside_the_sandbox(project: Path) -> None:
+    """[environments."dev-*"]: --env dev-alice is a whole platform of its own on the same local AWS (its stacks,
+    cluster, repository, bucket and load balancer named after it), deployed by deploy.auto from nothing, smoke-tested,
+    listed by inv envs beside the sandbox, and destroyed again."""
+    sandbox = load_config(project / "deploy.toml").environment("sandbox")
+    stacks = "".join(
+        f'{role} = "CarRental-{{env}}-{role.title()}"\n' for role in ("registry", "data", "auth", "fargate", "api")
+    )
+    toml = project / "deploy.toml"
+    plain = toml.read_text()
+    toml.write_text(
+        plain
+        + f"""
+[environments."dev-*"]
+region = "{sandbox.region}"
+endpoint_url = "{sandbox.endpoint_url}"
+base_image = "{sandbox.base_image}"
+cluster = "car-rental-{{env}}"
+service = "car-rental-{{env}}"
+container = "backend"
+repository = "car-rental-backend-{{env}}"
+poll_interval = 0.5
+
+[environments."dev-*".endpoints]
+api_url = "{sandbox.endpoints["api_url"]}"
+jwks_url = "{sandbox.endpoints["jwks_url"]}"
+
+[environments."dev-*".stacks]
+{stacks}"""
+    )
+    git(project, "commit", "-qam", "an environment per developer")
+    try:
+        report, out, _ = auto(project, env="dev-alice")
+        assert "🆕 dev-alice is not fully deployed yet: deploying everything (deploy.full)" in out
+        deployed = {r.detail.split(":")[0] for r in all_records(report.records) if r.step == "deploy-stack"}  # type: ignore[union-attr]
+        assert deployed == {
+            f"CarRental-dev-alice-{role.title()}" for role in ("registry", "data", "auth", "fargate", "api")
+        }
+        assert "smoke" in ran(report)
+        alice = commands.endpoints(env="dev-alice", runtime=quiet_runtime(project))
+        assert alice.alb_url.rstrip("/") != endpoints(project).alb_url.rstrip("/")  # a load balancer of its own
+        assert version_of(alice.alb_url.rstrip("/"))[:12] == git(project, "rev-parse", "--short=12", "HEAD").strip()
+        views = commands.envs(runtime=quiet_runtime(project))
+        assert [v.env for v in views] == ["sandbox", "dev-alice"]
+        assert views[1].last_run is not None and views[1].last_run.command == "deploy.full"
+    finally:
+        commands.destroy(env="dev-alice", include_data=True, runtime=quiet_runtime(project))
+        toml.write_text(plain)
+        git(project, "commit", "-qam", "no dev-alice")
+    assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
+
+
 def _active(lam: Any, name: str) -> None:
     """Wait until the function's last update has been applied (a publish meanwhile is refused, as on AWS)."""
     deadline = time.monotonic() + 30

@@ -217,3 +217,113 @@ def test_the_tasks_start_the_sandbox_for_it_and_for_an_environment_on_its_endpoi
 ) -> None:
     environment = dataclasses.replace(sample_env(), name=name, endpoint_url=endpoint)
     assert tasks.on_the_sandbox(environment, "http://127.0.0.1:4566") is on_it
+
+
+# -- environments made from a pattern ------------------------------------------------------------------------------
+
+
+def personal(**changes: object) -> dict:
+    """deploy.toml with [environments."dev-*"]: every name of it holds {env}."""
+    data = raw()
+    body = {
+        **data["environments"]["dev"],
+        "cluster": "car-rental-{env}",
+        "service": "car-rental-{env}",
+        "repository": "car-rental-backend-{env}",
+        "stacks": {
+            role: f"CarRental-{{env}}-{role.capitalize()}" for role in ("registry", "data", "auth", "fargate", "api")
+        },
+        "endpoints": {"api_url": "https://{ApiId}.example/{env}/"},
+    }
+    data["environments"]["dev-*"] = {**body, **changes}
+    return data
+
+
+def test_a_pattern_makes_an_environment_per_name_with_its_names_filled_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_config(personal(), Path("deploy.toml"))
+    alice = config.environment("dev-alice")
+    assert (alice.name, alice.cluster, alice.service, alice.repository) == (
+        "dev-alice",
+        "car-rental-dev-alice",
+        "car-rental-dev-alice",
+        "car-rental-backend-dev-alice",
+    )
+    assert alice.stacks.registry == "CarRental-dev-alice-Registry" and alice.stacks.api == "CarRental-dev-alice-Api"
+    assert alice.endpoints == {"api_url": "https://{ApiId}.example/dev-alice/"}  # the outputs' fields stay
+    assert alice.region == "eu-west-1" and config.environment("dev-alice") is alice  # made once per command
+    assert config.environment("dev") is config.environments["dev"]  # a plain one wins over a pattern
+    monkeypatch.setenv("DEPLOYKIT_ENV", "dev-bob7")
+    assert config.environment().cluster == "car-rental-dev-bob7"
+
+
+@pytest.mark.parametrize("name", ["dev-", "dev-Alice", "dev-a.b", "dev-" + "a" * 21, "prod-alice"])
+def test_a_name_no_pattern_makes_is_unknown_naming_the_patterns(name: str) -> None:
+    config = parse_config(personal(), Path("deploy.toml"))
+    with pytest.raises(ConfigError) as unknown:
+        config.environment(name)
+    assert unknown.value.message == (
+        f"unknown environment {name!r} (deploy.toml defines: dev, sandbox, dev-<name> (from 'dev-*'))"
+    )
+
+
+def test_a_name_two_patterns_make_is_refused() -> None:
+    data = personal()
+    data["environments"]["*-test"] = {**data["environments"]["dev-*"]}
+    config = parse_config(data, Path("deploy.toml"))
+    assert config.environment("ci-test").cluster == "car-rental-ci-test"
+    with pytest.raises(ConfigError, match=r"environment 'dev-test' matches more than one pattern of deploy\.toml"):
+        config.environment("dev-test")
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"cluster": "car-rental"}, "these names would be the same for all of them: cluster"),
+        (
+            {
+                "repository": "r",
+                "stacks": {**{r: f"S-{{env}}-{r}" for r in ("data", "auth", "fargate", "api")}, "registry": "Reg"},
+            },
+            "these names would be the same for all of them: repository, stacks.registry",
+        ),
+        ({"clustr": "x-{env}"}, "unknown key 'environments.\"dev-*\".clustr' (did you mean 'cluster'?)"),
+        ({"account": "123"}, "account must be an AWS account id, 12 digits in quotes"),
+        ({"promote_from": "nowhere"}, "promote_from = 'nowhere' names no environment"),
+    ],
+)
+def test_a_pattern_is_checked_as_deploy_toml_is_read(changes: dict, said: str) -> None:
+    with pytest.raises(ConfigError) as bad:
+        parse_config(personal(**changes), Path("deploy.toml"))
+    assert said in bad.value.message and bad.value.exit_code == 2
+
+
+@pytest.mark.parametrize("pattern", ["dev-**", "dev", "Dev-*", "dev-*-*", "*"])
+def test_a_pattern_has_one_star_among_lowercase_letters(pattern: str) -> None:
+    data = personal()
+    body = data["environments"].pop("dev-*")
+    data["environments"][pattern] = body
+    if "*" not in pattern:  # a plain name: an environment of its own, names and all
+        assert parse_config(data, Path("deploy.toml")).environment(pattern).cluster == "car-rental-{env}"
+        return
+    with pytest.raises(ConfigError, match="a pattern's name has one \\*"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_a_pattern_promoted_from_a_plain_environment() -> None:
+    config = parse_config(personal(promote_from="sandbox"), Path("deploy.toml"))
+    assert config.environment("dev-alice").promote_from == "sandbox"
+
+
+def test_the_commented_environments_of_the_repositorys_deploy_toml_are_valid_once_uncommented() -> None:
+    """dev, one per developer (dev-*) and prod, as deploy.toml shows them commented out."""
+    text = (REPO / "deploy.toml").read_text()
+    commented = text[text.index("# [environments.dev]") :]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in commented.splitlines())
+    config = parse_config(tomllib.loads(text + "\n" + uncommented), REPO / "deploy.toml")
+    assert {"dev", "prod"} <= set(config.environments) and list(config.patterns) == ["dev-*"]
+    alice = config.environment("dev-alice")
+    assert (alice.cluster, alice.stacks.registry, alice.promote_from) == (
+        "car-rental-dev-alice",
+        "CarRental-dev-alice-Registry",
+        "dev",
+    )
