@@ -1430,13 +1430,16 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
 
     environments = dict(config.environments)
     errors: list[overview.EnvView] = []
-    for made in _made_from_patterns(runtime, config).values():  # after deploy.toml's own, by pattern
+    patterns: dict[str, str] = {}  # environment → the pattern that made it
+    for pattern, made in _made_from_patterns(runtime, config).items():  # after deploy.toml's own, by pattern
         if isinstance(made, overview.EnvView):
             errors.append(made)
         else:
             environments.update((name, config.environment(name)) for name in made)
+            patterns.update(dict.fromkeys(made, pattern))
     found = at_once({name: partial(one, environment) for name, environment in environments.items()})
     views = overview.with_promotion(config, [found[name] for name in environments] + errors)
+    views = overview.with_patterns(views, patterns, runtime.clock.now())
     runtime.stderr.write(overview.render(views, head) + "\n")
     if as_json:
         runtime.stdout.write(dumps(overview.to_json(views, head)) + "\n")

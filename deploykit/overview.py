@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,8 @@ class EnvView:
     # (component → "N changed path(s)", "new" or "?"); None: not compared (no promote_from, or either not read)
     promoted_from: str = ""
     waiting: dict[str, str] | None = None
+    made_from: str = ""  # the pattern of deploy.toml that made it ("dev-*"); "": deploy.toml names it
+    idle_days: int | None = None  # made from a pattern, and no run for this many days (IDLE_DAYS or more)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +128,8 @@ class EnvView:
             "last_run": self.last_run.to_json() if self.last_run else None,
             "lock": self.lock.to_json() if self.lock else None,
             "promotion": {"from": self.promoted_from, "waiting": self.waiting} if self.promoted_from else None,
+            "made_from": self.made_from or None,
+            "idle_days": self.idle_days,
         }
 
 
@@ -238,6 +243,25 @@ def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
     return out
 
 
+IDLE_DAYS = 7  # an environment a pattern made, not deployed for this long, is said to be idle (it still costs)
+
+
+def with_patterns(views: Sequence[EnvView], made: Mapping[str, str], now: datetime) -> list[EnvView]:
+    """Each view of an environment a pattern made (``made``: name → pattern) told so, and how many days it has gone
+    without a run when that is :data:`IDLE_DAYS` or more: one's own environment left behind still costs."""
+    out = []
+    for v in views:
+        if v.env not in made:
+            out.append(v)
+            continue
+        last = datetime.fromisoformat(v.last_run.when) if v.last_run else None
+        days = (now - last).days if last else None
+        out.append(
+            replace(v, made_from=made[v.env], idle_days=days if days is not None and days >= IDLE_DAYS else None)
+        )
+    return out
+
+
 def _source(config: Config, name: str) -> str:
     """The promote_from of environment ``name`` (one deploy.toml defines, or a pattern made); "" for a pattern's
     own row (its environments could not be found)."""
@@ -296,6 +320,11 @@ def render(views: Sequence[EnvView], head: str) -> str:
             )
             continue
         lines.append(f"▸ {v.env} ({v.region}): {_last_run(v.last_run)}; {_lock(v.lock)}")
+        if v.idle_days is not None:
+            lines.append(
+                f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: it still costs while it runs); when "
+                f"done with it: inv destroy --env {v.env} --include-data"
+            )
         if not v.live:
             lines.append("  no component recorded as live yet")
             continue

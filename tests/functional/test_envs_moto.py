@@ -230,10 +230,12 @@ def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(worl
     store = history.History.of(AwsFactory(alice), alice)
     assert store is not None
     run = RunReport(Plan("dev-alice", (), "deploy.full"), [], 3.0)
-    store.write(history.record_of(run, components={"app": world["c3"]}, base={}, head=world["c3"], who="alice"))
+    t0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+    store.write(history.record_of(run, components={"app": world["c3"]}, base={}, head=world["c3"], who="alice", now=t0))
 
     out = io.StringIO()
-    runtime = commands.Runtime(config_path=toml, stdout=out, stderr=io.StringIO(), clock=FakeClock())
+    clock = FakeClock(start=t0 + timedelta(days=12, hours=3))
+    runtime = commands.Runtime(config_path=toml, stdout=out, stderr=io.StringIO(), clock=clock)
     views = commands.envs(as_json=True, runtime=runtime)
 
     assert [v.env for v in views] == ["dev", "staging", "prod", "dev-alice", "dev-bob7"]
@@ -243,6 +245,20 @@ def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(worl
     assert views[4].last_run is None  # made, nothing recorded yet
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "▸ dev-alice (eu-west-1): last run ✅ deploy.full by alice" in said
+    # twelve days without a run: it still costs, and how to take it down is said
+    assert (alice_view.made_from, alice_view.idle_days) == ("dev-*", 12) and views[4].idle_days is None
+    assert views[0].made_from == "" and views[0].idle_days is None  # deploy.toml's own: never said idle
+    assert (
+        "  💤 no run for 12 days (made from 'dev-*': it still costs while it runs); when done with it: inv destroy "
+        "--env dev-alice --include-data"
+    ) in said
+    data = json.loads(out.getvalue())["environments"][3]
+    assert (data["env"], data["made_from"], data["idle_days"]) == ("dev-alice", "dev-*", 12)
+    # a run six days ago is not idle
+    runtime = commands.Runtime(
+        config_path=toml, stdout=io.StringIO(), stderr=io.StringIO(), clock=FakeClock(start=t0 + timedelta(days=6))
+    )
+    assert commands.envs(runtime=runtime)[3].idle_days is None
 
 
 def test_a_pattern_whose_account_cannot_be_read_is_said_so(world: dict[str, str]) -> None:
