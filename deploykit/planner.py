@@ -353,7 +353,7 @@ def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str
         members = [r for r in level if include_data or r not in DATA_STACKS]
         gone += members
         if members:
-            steps.append(_group([DestroyStack(roles[r]) for r in members]))
+            steps.append(_group([DestroyStack(roles[r], data=r in DATA_STACKS) for r in members]))
     return Plan(env.name, tuple(steps), "destroy", removes=tuple(c for c in components if host_stack(c) in gone))
 
 

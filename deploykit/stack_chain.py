@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import ecs, packaging, stacks, synth
+from deploykit import ecs, leftovers, packaging, stacks, synth
 from deploykit.aws import at_once
-from deploykit.errors import DeployKitError, UsageError
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 from deploykit.stacks import error_code, is_not_there
 
@@ -465,19 +465,39 @@ def _abort(s3: Any, where: Mapping[str, str]) -> None:
 
 @dataclass(frozen=True)
 class DestroyStack(Step):
-    """Delete one stack and wait until it is gone."""
+    """Delete one stack and wait until it is gone; with ``data``, then what it kept on deletion (its buckets,
+    tables, user pool, image repository: deploykit.leftovers), read from its resource list before."""
 
     name: ClassVar[str] = "destroy-stack"
     stack: str
+    data: bool = False
 
     def describe(self) -> str:
-        return f"delete {self.stack}"
+        return f"delete {self.stack}" + (", then the data it keeps on deletion" if self.data else "")
 
     def interrupted(self) -> str:
         return f"if the delete call was made, CloudFormation goes on deleting {self.stack} on its own"
 
     def run(self, ctx: Context) -> Outcome:
+        kept: list[leftovers.Kept] = []
+        if self.data:
+            try:
+                kept = leftovers.kept_by(ctx.aws, self.stack)
+            except ClientError as exc:
+                if not stacks.is_missing_stack(exc):
+                    raise
         result = deployer(ctx).destroy(self.stack)
+        deleted = leftovers.delete(ctx.aws, kept) if kept else {}
+        failed = {item: why for item, why in deleted.items() if isinstance(why, Exception)}
+        if failed:
+            raise StepFailed(
+                f"{self.stack} is deleted, but not all the data it kept: "
+                + "; ".join(f"{item}: {error_code(why)} ({why})" for item, why in failed.items()),
+                next_step="delete them by hand: "
+                + "; ".join(leftovers.by_hand(item) for item in failed)
+                + " (the stack is gone: a rerun of inv destroy no longer finds them)",
+            )
+        said = "; ".join(f"{item} {why}" for item, why in deleted.items())
         if result.action == "absent":
             return Outcome.skipped(f"{self.stack} does not exist")
-        return Outcome.done(f"{self.stack} deleted in {result.seconds:.1f}s")
+        return Outcome.done(f"{self.stack} deleted in {result.seconds:.1f}s" + (f"; {said}" if said else ""))

@@ -1057,6 +1057,19 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
         views = commands.envs(runtime=quiet_runtime(project))
         assert [v.env for v in views] == ["sandbox", "dev-alice"]
         assert views[1].last_run is not None and views[1].last_run.command == "deploy.full"
+
+        # taken down with its data, nothing of it is left to hold a name: it deploys whole again
+        gone = commands.destroy(env="dev-alice", include_data=True, runtime=quiet_runtime(project))
+        assert gone is not None and gone.ok
+        details = " ".join(r.detail for r in all_records(gone.records) if r.step == "destroy-stack")
+        assert "repository car-rental-backend-dev-alice deleted" in details and "object version(s) first" in details
+        ecr = _client(project, "ecr")
+        assert "car-rental-backend-dev-alice" not in {
+            r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
+        }
+        assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
+        report, out, _ = auto(project, env="dev-alice")
+        assert report is not None and report.ok and "smoke" in ran(report)
     finally:
         commands.destroy(env="dev-alice", include_data=True, runtime=quiet_runtime(project))
         toml.write_text(plain)
