@@ -6,7 +6,8 @@ never in the file itself)::
 
     [plugins.notify]
     webhook_env = "DEPLOYKIT_CHAT_WEBHOOK"
-    environments = ["dev", "prod"]   # default: every environment that is not on this machine (not the sandbox)
+    environments = ["dev", "prod"]   # default: every environment not on this machine (not the sandbox); a
+                                     # pattern ("dev-*") names those it makes, which are left out otherwise
     on = ["finished", "failed"]      # the default; add "started" for a line as each deploy begins
 
 A run that changed nothing is not announced; one from CI links its job (GitHub Actions, GitLab CI, Jenkins, or
@@ -28,7 +29,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from deploykit.config import Config
+from deploykit.config import Config, pattern_matches
 from deploykit.errors import ConfigError
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
@@ -117,11 +118,11 @@ class Notifier:
         environments = settings.get("environments", [n for n, e in config.environments.items() if not e.is_local])
         if not isinstance(environments, list) or not all(isinstance(e, str) for e in environments):
             raise ConfigError(f"{where}: environments must be a list of environment names")
-        strangers = sorted(set(environments) - set(config.environments))
+        strangers = sorted(set(environments) - set(config.environments) - set(config.patterns))
         if strangers:
             raise ConfigError(
                 f"{where}: environments names {strangers}, which deploy.toml does not define",
-                next_step=f"use some of: {', '.join(sorted(config.environments))}",
+                next_step=f"use some of: {', '.join([*sorted(config.environments), *config.patterns])}",
             )
         on = settings.get("on", ["finished", "failed"])
         if not isinstance(on, list) or not set(on) <= set(EVENTS):
@@ -170,7 +171,8 @@ class Notifier:
     # -- sending -----------------------------------------------------------------------------------------------
 
     def _wanted(self, env: str, event: str) -> bool:
-        if not self.variable or env not in self.environments or event not in self.on:
+        named = env in self.environments or any(pattern_matches(p, env) for p in self.environments if "*" in p)
+        if not self.variable or not named or event not in self.on:
             return False
         if not self.url:
             if not self.warned:

@@ -161,6 +161,43 @@ def test_environments_on_this_machine_are_left_out_unless_named(chat: tuple[Noti
     assert [text[:22] for _, text in sent.texts] == ["✅ sandbox: deploy.auto"]
 
 
+PERSONAL = """
+[environments."dev-*"]
+region = "eu-west-1"
+cluster = "c-{env}"
+service = "s-{env}"
+container = "backend"
+repository = "r-{env}"
+[environments."dev-*".stacks]
+registry = "R-{env}"
+data = "D-{env}"
+auth = "A-{env}"
+fargate = "F-{env}"
+api = "P-{env}"
+"""
+
+
+def test_ones_own_environments_are_left_out_unless_their_pattern_is_named(
+    chat: tuple[Notifier, Sent, io.StringIO],
+) -> None:
+    """Each developer's deploys to their own environment would fill the team's chat: said only when asked for."""
+    notifier, sent, _ = chat
+
+    def personal(**settings: Any) -> Config:
+        raw = tomllib.loads(ENVIRONMENTS + PERSONAL)
+        raw["plugins"] = {"notify": {"webhook_env": "TEST_CHAT_WEBHOOK", **settings}}
+        return parse_config(raw, Path("deploy.toml"))
+
+    deploy(notifier, personal(), env="dev-alice")
+    notifier.flush()
+    assert sent.texts == []
+    deploy(notifier, personal(environments=["dev", "dev-*"]), env="dev-alice")
+    notifier.flush()
+    assert [text[:24] for _, text in sent.texts] == ["✅ dev-alice: deploy.auto"]
+    with pytest.raises(ConfigError, match=r"environments names \['qa-\*'\], which deploy.toml does not define"):
+        deploy(notifier, personal(environments=["qa-*"]), env="dev-alice")
+
+
 def test_without_settings_it_is_off_and_an_unset_variable_is_said_once(
     chat: tuple[Notifier, Sent, io.StringIO], monkeypatch: pytest.MonkeyPatch
 ) -> None:
