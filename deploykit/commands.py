@@ -1428,16 +1428,25 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
                 environment.name, environment.region, error=error.message, next_step=error.next_step
             )
 
+    # deploy.toml's own environments read while each pattern's are found (overview.made_from); then those
+    reads: dict[tuple[str, str], Callable[[], Any]] = {
+        **{("env", name): partial(one, environment) for name, environment in config.environments.items()},
+        **{("pattern", pattern): partial(_made_from, runtime, config, pattern) for pattern in config.patterns},
+    }
+    first = at_once(reads)
     environments = dict(config.environments)
     errors: list[overview.EnvView] = []
     patterns: dict[str, str] = {}  # environment → the pattern that made it
-    for pattern, made in _made_from_patterns(runtime, config).items():  # after deploy.toml's own, by pattern
+    for pattern in config.patterns:  # after deploy.toml's own, by pattern
+        made = first["pattern", pattern]
         if isinstance(made, overview.EnvView):
             errors.append(made)
         else:
+            made = [name for name in made if name not in config.environments]  # deploy.toml's own: read already
             environments.update((name, config.environment(name)) for name in made)
             patterns.update(dict.fromkeys(made, pattern))
-    found = at_once({name: partial(one, environment) for name, environment in environments.items()})
+    found = {name: view for (kind, name), view in first.items() if kind == "env"}
+    found |= at_once({name: partial(one, environments[name]) for name in patterns})
     views = overview.with_promotion(config, [found[name] for name in environments] + errors)
     views = overview.with_patterns(views, patterns, runtime.clock.now())
     runtime.stderr.write(overview.render(views, head) + "\n")
@@ -1446,19 +1455,15 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
     return views
 
 
-def _made_from_patterns(runtime: Runtime, config: Config) -> dict[str, list[str] | overview.EnvView]:
-    """pattern → the deployed environments it made (overview.made_from), every pattern read at once; a pattern whose
-    AWS cannot be read → a view of it that says why."""
-
-    def made(pattern: str) -> list[str] | overview.EnvView:
-        sample = config.environment(pattern.replace("*", SAMPLE_PART))  # the account and region they all live in
-        try:
-            return overview.made_from(runtime.aws_factory(sample), config, pattern)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
-            error = translate_error(exc, sample)
-            return overview.EnvView(pattern, sample.region, error=error.message, next_step=error.next_step)
-
-    return at_once({pattern: partial(made, pattern) for pattern in config.patterns})
+def _made_from(runtime: Runtime, config: Config, pattern: str) -> list[str] | overview.EnvView:
+    """The deployed environments ``pattern`` made (overview.made_from); when its AWS cannot be read, a view of the
+    pattern that says why."""
+    sample = config.environment(pattern.replace("*", SAMPLE_PART))  # the account and region they all live in
+    try:
+        return overview.made_from(runtime.aws_factory(sample), config, pattern)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
+        error = translate_error(exc, sample)
+        return overview.EnvView(pattern, sample.region, error=error.message, next_step=error.next_step)
 
 
 def _history(aws: AwsFactory, environment: EnvConfig, runtime: Runtime | None = None) -> history.History:
