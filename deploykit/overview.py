@@ -319,7 +319,8 @@ def render(views: Sequence[EnvView], head: str) -> str:
                 f"▸ {v.env} ({v.region}): nothing deployed yet (no registry stack: no history, no live record)"
             )
             continue
-        lines.append(f"▸ {v.env} ({v.region}): {_last_run(v.last_run)}; {_lock(v.lock)}")
+        where = f"{v.region}, from {v.made_from!r}" if v.made_from else v.region
+        lines.append(f"▸ {v.env} ({where}): {_last_run(v.last_run)}; {_lock(v.lock)}")
         if v.idle_days is not None:
             lines.append(
                 f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: it still costs while it runs); when "

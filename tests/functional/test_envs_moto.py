@@ -244,7 +244,7 @@ def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(worl
     assert alice_view.promoted_from == "dev" and alice_view.waiting and alice_view.waiting["stack:api"] == "new"
     assert views[4].last_run is None  # made, nothing recorded yet
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
-    assert "▸ dev-alice (eu-west-1): last run ✅ deploy.full by alice" in said
+    assert "▸ dev-alice (eu-west-1, from 'dev-*'): last run ✅ deploy.full by alice" in said
     # twelve days without a run: it still costs, and how to take it down is said
     assert (alice_view.made_from, alice_view.idle_days) == ("dev-*", 12) and views[4].idle_days is None
     assert views[0].made_from == "" and views[0].idle_days is None  # deploy.toml's own: never said idle
