@@ -544,6 +544,14 @@ def selection(text: str, config: Config, env: EnvConfig, flag: str) -> frozenset
     return frozenset(chosen)
 
 
+def selections(
+    config: Config, env: EnvConfig, *, only: str | None, skip: str | None
+) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """``--only`` (None: not given) and ``--skip`` (empty: not given) as :func:`selection` reads them."""
+    chosen = selection(only, config, env, "--only") if only is not None else None
+    return chosen, selection(skip, config, env, "--skip") if skip is not None else frozenset()
+
+
 def held_back(found: changes.ChangeSet, only: Collection[str] | None, skip: Collection[str]) -> changes.ChangeSet:
     """``found`` with the changed components ``only`` leaves out (None: none) or ``skip`` names held back (see
     :func:`selection`: components or kinds)."""

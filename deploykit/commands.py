@@ -377,9 +377,10 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
             out = Reporter(runtime.stderr, clock=clock)  # the wait's progress: elapsed, and who holds the lock
             with out.activity("waiting for the lock"):
                 held.lock.wait_until_free(deadline, say=out.line, status=out.status)
-            waited += clock.monotonic() - waiting
+            took = clock.monotonic() - waiting
+            waited += took
             runtime.stderr.write(
-                f"🔓 the lock of {held.lock.env!r} is free after {lock.duration(clock.monotonic() - waiting)}: "
+                f"🔓 the lock of {held.lock.env!r} is free after {lock.duration(took)}: "
                 "starting again, what is live read anew\n"
             )
         finally:
@@ -2090,8 +2091,7 @@ def deploy_auto(
     second names: not deployed, not carried to HEAD, deployed by a later deploy.auto."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
-    chosen = auto.selection(only, config, environment, "--only") if only is not None else None
-    skipped = auto.selection(skip, config, environment, "--skip") if skip is not None else frozenset()
+    chosen, skipped = auto.selections(config, environment, only=only, skip=skip)
     a = analyse(
         runtime,
         env,
@@ -2219,9 +2219,7 @@ def deploy_watch(
     many deploys it ran."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
-    for flag, chosen in (("--only", only), ("--skip", skip)):  # refused now, not at the first save
-        if chosen is not None:
-            auto.selection(chosen, config, environment, flag)
+    auto.selections(config, environment, only=only, skip=skip)  # refused now, not at the first save
     if environment.protected:
         raise UsageError(
             f"environment {environment.name!r} is protected in deploy.toml; --watch deploys every save, "

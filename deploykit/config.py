@@ -477,8 +477,6 @@ def _check_pattern(pattern: str, body: dict[str, Any], where: str) -> None:
             "digits and hyphens around it",
             next_step='name it like "dev-*" (then --env dev-alice), or give the environment a plain name',
         )
-    if "name" in body:
-        raise ConfigError(f"{where}: unknown key '{key}.name' (the environment's name is the name)")
     pattern_environment(pattern, body, pattern.replace("*", SAMPLE_PART), where)  # valid as any environment
     shared = [name for name in OWN_NAMES if PLACEHOLDER not in str(body.get(name, ""))]
     shared += [f"stacks.{role}" for role in STACK_ROLES if PLACEHOLDER not in _stack_of(body, role)]
@@ -510,12 +508,13 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     for name, body in envs_raw.items():
         if not isinstance(body, dict):
             raise ConfigError(f"{where}: environments.{name} must be a table")
+        if "name" in body:
+            key = f'environments."{name}"' if "*" in name else f"environments.{name}"
+            raise ConfigError(f"{where}: unknown key '{key}.name' (the table's name is the name)")
         if "*" in name:
             _check_pattern(name, body, where)
             patterns[name] = body
             continue
-        if "name" in body:
-            raise ConfigError(f"{where}: unknown key 'environments.{name}.name' (the table's name is the name)")
         environments[name] = _build(EnvConfig, {**body, "name": name}, f"environments.{name}", where)
     top = {k: v for k, v in raw.items() if k != "environments"}
     for key in ("path", "patterns", "_made"):

@@ -649,9 +649,9 @@ def table(records: Sequence[Record]) -> str:
         listed = listed or "-"
         aside = [f"+{len(r.unchanged)} unchanged"] if r.unchanged else []
         aside += [f"{len(r.held)} held back"] if r.held else []
-        unchanged = f" ({', '.join(aside)})" if aside else ""
-        room = 70 - len(unchanged)
-        deployed = (listed if len(listed) <= room else listed[: room - 3] + "...") + unchanged
+        noted = f" ({', '.join(aside)})" if aside else ""
+        room = 70 - len(noted)
+        deployed = (listed if len(listed) <= room else listed[: room - 3] + "...") + noted
         rows.append(
             [
                 r.when.replace("+00:00", "Z"),

@@ -31,7 +31,7 @@ KEPT: Mapping[str, str] = {
     "AWS::Cognito::UserPool": "user pool",
 }
 # how each service says "no such thing": the resource is gone already
-GONE = frozenset({"NoSuchBucket", "RepositoryNotFoundException", "ResourceNotFoundException", "NotFound", "404"})
+GONE = frozenset({"NoSuchBucket", "RepositoryNotFoundException", "ResourceNotFoundException"})
 
 
 @dataclass(frozen=True)

@@ -154,24 +154,16 @@ class Read:
 RECORDS = NEWEST_RUNS
 
 
-# every stack status but DELETE_COMPLETE: the stacks that are there (CloudFormation lists deleted ones 90 days)
-STACKS_THERE = (
-    "CREATE_IN_PROGRESS", "CREATE_FAILED", "CREATE_COMPLETE", "ROLLBACK_IN_PROGRESS", "ROLLBACK_FAILED",
-    "ROLLBACK_COMPLETE", "DELETE_IN_PROGRESS", "DELETE_FAILED", "UPDATE_IN_PROGRESS",
-    "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_FAILED", "UPDATE_ROLLBACK_IN_PROGRESS",
-    "UPDATE_ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_ROLLBACK_COMPLETE",
-    "REVIEW_IN_PROGRESS", "IMPORT_IN_PROGRESS", "IMPORT_COMPLETE", "IMPORT_ROLLBACK_IN_PROGRESS",
-    "IMPORT_ROLLBACK_FAILED", "IMPORT_ROLLBACK_COMPLETE",
-)  # fmt: skip
-
-
 def made_from(aws: AwsFactory, config: Config, pattern: str) -> list[str]:
     """The environments ``pattern`` made that are deployed, as their registry stacks name them (ListStacks in the
     account and region the pattern's environments live in), sorted."""
     registry = str(config.patterns[pattern]["stacks"]["registry"])
     named = made_by(pattern, registry)
+    cfn = aws.client("cloudformation")
+    # every status but DELETE_COMPLETE, as the API knows them: the stacks there (deleted ones are listed for 90 days)
+    there = [s for s in cfn.meta.service_model.shape_for("StackStatus").enum if s != "DELETE_COMPLETE"]
     found: set[str] = set()
-    for page in aws.client("cloudformation").get_paginator("list_stacks").paginate(StackStatusFilter=STACKS_THERE):
+    for page in cfn.get_paginator("list_stacks").paginate(StackStatusFilter=there):
         for stack in page.get("StackSummaries") or ():
             match = named.fullmatch(str(stack.get("StackName", "")))
             if match:

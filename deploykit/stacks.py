@@ -393,7 +393,7 @@ def stack_parameters(aws: AwsFactory, stack: str) -> dict[str, str]:
     try:
         answer = aws.client("cloudformation").describe_stacks(StackName=stack)
     except ClientError as exc:
-        if "does not exist" in str(exc):
+        if is_missing_stack(exc):
             return {}
         raise
     found = answer["Stacks"][0]
