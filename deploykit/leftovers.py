@@ -6,7 +6,9 @@ so that deploying the environment again fails (the repository's name is the envi
 keep costing. ``--include-data`` asks for the data to go too: before each data stack is deleted, deploykit deletes
 what it made of those kinds — read from the stack's own resource list, nothing else of the account — a versioned
 bucket emptied of every version and delete marker first, the repository with its images. A resource gone already
-is passed over, so a destroy run again after a failure finishes the job.
+is passed over, so a destroy run again after a failure finishes the job. A stack deleted already (by a destroy whose
+deletion of the data failed, or without deploykit: the console, ``cdk destroy``) is found among the deleted stacks
+CloudFormation lists for 90 days: what the last of that name kept is deleted then.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ KEPT: Mapping[str, str] = {
 }
 # how each service says "no such thing": the resource is gone already
 GONE = frozenset({"NoSuchBucket", "RepositoryNotFoundException", "ResourceNotFoundException"})
+GONE_ALREADY = "gone already"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,19 @@ def kept_by(aws: AwsFactory, stack: str) -> list[Kept]:
             if kind in KEPT and physical and resource.get("ResourceStatus") != "DELETE_COMPLETE":
                 found.append(Kept(kind, physical))
     return found
+
+
+def last_deleted(aws: AwsFactory, stack: str) -> str | None:
+    """The id of the stack named ``stack`` deleted last, as CloudFormation lists deleted stacks (for 90 days), or
+    None: a deleted stack's resource list is read by its id, its name naming only a stack that exists."""
+    found: list[Mapping[str, Any]] = []
+    paginator = aws.client("cloudformation").get_paginator("list_stacks")
+    for page in paginator.paginate(StackStatusFilter=["DELETE_COMPLETE"]):
+        found += [summary for summary in page.get("StackSummaries") or () if summary.get("StackName") == stack]
+    if not found:
+        return None
+    last = max(found, key=lambda summary: summary.get("DeletionTime") or summary.get("CreationTime") or 0)
+    return str(last["StackId"])
 
 
 def delete(aws: AwsFactory, kept: Sequence[Kept]) -> dict[Kept, str | Exception]:
@@ -92,7 +108,7 @@ def _delete_each(aws: AwsFactory, kept: Sequence[Kept]) -> dict[Kept, str | Exce
             return deleters[item.resource_type](aws, item.physical_id)
         except ClientError as exc:
             if error_code(exc) in GONE:
-                return "gone already"
+                return GONE_ALREADY
             return exc
 
     return at_once({item: partial(one, item) for item in kept})

@@ -479,13 +479,7 @@ class DestroyStack(Step):
         return f"if the delete call was made, CloudFormation goes on deleting {self.stack} on its own"
 
     def run(self, ctx: Context) -> Outcome:
-        kept: list[leftovers.Kept] = []
-        if self.data:
-            try:
-                kept = leftovers.kept_by(ctx.aws, self.stack)
-            except ClientError as exc:
-                if not stacks.is_missing_stack(exc):
-                    raise
+        kept = self._kept(ctx) if self.data else []
         result = deployer(ctx).destroy(self.stack)
         deleted = leftovers.delete(ctx.aws, kept) if kept else {}
         failed = {item: why for item, why in deleted.items() if isinstance(why, Exception)}
@@ -493,11 +487,23 @@ class DestroyStack(Step):
             raise StepFailed(
                 f"{self.stack} is deleted, but not all the data it kept: "
                 + "; ".join(f"{item}: {error_code(why)} ({why})" for item, why in failed.items()),
-                next_step="delete them by hand: "
-                + "; ".join(leftovers.by_hand(item) for item in failed)
-                + " (the stack is gone: a rerun of inv destroy no longer finds them)",
+                next_step="give the permission it names and run inv destroy --include-data again (it finds them in "
+                "the deleted stack's resource list), or delete them by hand: "
+                + "; ".join(leftovers.by_hand(item) for item in failed),
             )
         said = "; ".join(f"{item} {why}" for item, why in deleted.items())
         if result.action == "absent":
-            return Outcome.skipped(f"{self.stack} does not exist")
+            if any(why != leftovers.GONE_ALREADY for why in deleted.values()):
+                return Outcome.done(f"{self.stack} was deleted before; what it kept: {said}")
+            return Outcome.skipped(f"{self.stack} does not exist" + ("; what it kept is gone too" if said else ""))
         return Outcome.done(f"{self.stack} deleted in {result.seconds:.1f}s" + (f"; {said}" if said else ""))
+
+    def _kept(self, ctx: Context) -> list[leftovers.Kept]:
+        """What the stack keeps on deletion; when it is deleted already, what the last stack of its name kept."""
+        try:
+            return leftovers.kept_by(ctx.aws, self.stack)
+        except ClientError as exc:
+            if not stacks.is_missing_stack(exc):
+                raise
+        deleted = leftovers.last_deleted(ctx.aws, self.stack)
+        return leftovers.kept_by(ctx.aws, deleted) if deleted else []

@@ -48,7 +48,8 @@ What plain moto lacks, fixed here:
 - ``retain_on_delete``: DeleteStack deletes in reverse dependency order; DeletionPolicy Retain keeps the
   resource (DELETE_SKIPPED), as on AWS; a failed deletion is DELETE_FAILED with the resource's reason.
 - ``stack_resources``: DescribeStackResource(s) and ListStackResources show each resource's own status,
-  reason and time (moto showed the stack's status for all).
+  reason and time (moto showed the stack's status for all); a deleted stack's, asked by its id, show each
+  resource as its deletion left it (DELETE_COMPLETE, or DELETE_SKIPPED for one retained), as on AWS.
 - ``loopback_counts_as_tls``: moto enforces S3 bucket policies but ignores their conditions, so the
   templates' "deny unless aws:SecureTransport" statements (CDK's enforceSSL) denied every request. The
   sandbox serves plain HTTP on the loopback only; a Deny whose conditions are only about the transport
@@ -425,6 +426,8 @@ class StackState:
         # after UPDATE_ROLLBACK_FAILED: the template, parameters and records the rollback was going to, and
         # the records still to be cleaned up
         self.rollback: tuple[dict[str, Any], dict[str, str], dict[str, Record], list[tuple[Record, str]]] | None = None
+        # once deleted: its resources as the deletion left them (stack_resources)
+        self.deleted: dict[str, Record] = {}
 
 
 def state_of(stack: Stack) -> StackState:
@@ -647,6 +650,8 @@ class CloudFormationExtension:
 
     @staticmethod
     def records_of(stack: Stack) -> dict[str, Record]:
+        if stack.status == "DELETE_COMPLETE":
+            return state_of(stack).deleted
         resource_map = stack.resource_map
         return resource_map.records() if isinstance(resource_map, Resolver) else {}
 
@@ -1067,6 +1072,7 @@ class CloudFormationExtension:
                     return
         resolver = stack.resource_map
         items = [(r, "DeletionPolicy") for r in resolver.records().values()] if isinstance(resolver, Resolver) else []
+        records = {record.logical_resource_id: record for record, _ in items}  # their statuses follow the deletion
         pending_cleanup = state.rollback[3] if state.rollback else []
         failed = self._delete_records(
             ctx,
@@ -1083,7 +1089,7 @@ class CloudFormationExtension:
                 return
             for export in mine:
                 backend.exports.pop(export, None)
-            state.outputs, state.rollback = None, None
+            state.outputs, state.rollback, state.deleted = None, None, records
             stack.deletion_time = now()  # type: ignore[attr-defined]
             self._stack_status(stack, "DELETE_COMPLETE", "")
             backend.stacks.pop(stack.stack_id, None)

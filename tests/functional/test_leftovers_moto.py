@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -115,7 +116,69 @@ def test_what_is_gone_already_is_passed_over_and_what_cannot_go_is_named_with_it
         "ecr:DeleteRepository)"
     )
     assert f"aws ecr delete-repository --repository-name {REPOSITORY} --force" in (failed.value.next_step or "")
+    assert "run inv destroy --include-data again" in (failed.value.next_step or "")
     assert BUCKET not in {b["Name"] for b in boto3.client("s3", region_name=REGION).list_buckets()["Buckets"]}
+
+    # the permission given, the rerun finds the repository in the deleted stack's resource list
+    again = DestroyStack(STACK, data=True).run(context(stack))
+    assert again.status == "done"
+    assert again.detail == (
+        f"{STACK} was deleted before; what it kept: bucket {BUCKET} gone already; table {TABLE} gone already; "
+        f"repository {REPOSITORY} deleted, with its images"
+    )
+    assert boto3.client("ecr", region_name=REGION).describe_repositories()["repositories"] == []
+
+
+def test_a_stack_deleted_without_deploykit_has_its_data_found_among_the_deleted_stacks(stack: EnvConfig) -> None:
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    cloudformation.delete_stack(StackName=STACK)  # the console, cdk destroy: its data stays
+    other = cloudformation.create_stack(StackName="OtherStack", TemplateBody=json.dumps({"Resources": {}}))
+    cloudformation.delete_stack(StackName=other["StackId"])  # another name: not looked at
+    assert TABLE in boto3.client("dynamodb", region_name=REGION).list_tables()["TableNames"]
+
+    outcome = DestroyStack(STACK, data=True).run(context(stack))
+
+    assert outcome.status == "done"
+    assert outcome.detail.startswith(f"{STACK} was deleted before; what it kept: bucket {BUCKET} deleted, 4 object")
+    assert BUCKET not in {b["Name"] for b in boto3.client("s3", region_name=REGION).list_buckets()["Buckets"]}
+    assert TABLE not in boto3.client("dynamodb", region_name=REGION).list_tables()["TableNames"]
+    assert boto3.client("ecr", region_name=REGION).describe_repositories()["repositories"] == []
+
+    rerun = DestroyStack(STACK, data=True).run(context(stack))
+    assert (rerun.status, rerun.detail) == ("skipped", f"{STACK} does not exist; what it kept is gone too")
+    without_data = DestroyStack(STACK).run(context(stack))
+    assert (without_data.status, without_data.detail) == ("skipped", f"{STACK} does not exist")
+
+
+def test_a_stack_never_made_has_nothing_to_delete(moto_aws: None, dev_env: EnvConfig) -> None:
+    outcome = DestroyStack(STACK, data=True).run(context(dev_env))
+    assert (outcome.status, outcome.detail) == ("skipped", f"{STACK} does not exist")
+
+
+def test_the_last_deleted_stack_of_a_name_is_the_one_whose_data_is_found(moto_aws: None, dev_env: EnvConfig) -> None:
+    """Deleted stacks of one name in the order CloudFormation deleted them, whatever the order it lists them in."""
+    aws = AwsFactory(dev_env)
+    with Stubber(aws.client("cloudformation")) as cloudformation:
+        summaries = [
+            {
+                "StackId": f"arn:aws:cloudformation:{REGION}:123456789012:stack/{name}/{n}",
+                "StackName": name,
+                "CreationTime": created,
+                "DeletionTime": deleted,
+                "StackStatus": "DELETE_COMPLETE",
+            }
+            for n, (name, created, deleted) in enumerate(
+                [
+                    (STACK, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)),
+                    (STACK, datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)),
+                    ("Other", datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC)),
+                ]
+            )
+        ]
+        cloudformation.add_response(
+            "list_stacks", {"StackSummaries": summaries}, {"StackStatusFilter": ["DELETE_COMPLETE"]}
+        )
+        assert leftovers.last_deleted(aws, STACK) == summaries[0]["StackId"]
 
 
 def test_destroy_with_data_plans_the_data_stacks_to_go_with_their_data(project: Path) -> None:

@@ -1070,6 +1070,28 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
         assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
         report, out, _ = auto(project, env="dev-alice")
         assert report is not None and report.ok and "smoke" in ran(report)
+
+        # its data stacks deleted without deploykit (the console, cdk destroy): what they kept is found among the
+        # deleted stacks and goes with --include-data
+        assert commands.destroy(env="dev-alice", runtime=quiet_runtime(project)).ok  # type: ignore[union-attr]
+        cloudformation = _client(project, "cloudformation")
+        for role in ("auth", "data", "registry"):
+            name = f"CarRental-dev-alice-{role.title()}"
+            cloudformation.delete_stack(StackName=name)
+            cloudformation.get_waiter("stack_delete_complete").wait(StackName=name, WaiterConfig={"Delay": 1})
+        assert "car-rental-backend-dev-alice" in {
+            r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
+        }
+        gone = commands.destroy(env="dev-alice", include_data=True, runtime=quiet_runtime(project))
+        assert gone is not None and gone.ok
+        details = " ".join(r.detail for r in all_records(gone.records) if r.step == "destroy-stack")
+        assert (
+            "CarRental-dev-alice-Registry was deleted before; what it kept: "
+            "repository car-rental-backend-dev-alice deleted" in details
+        )
+        assert "car-rental-backend-dev-alice" not in {
+            r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
+        }
     finally:
         commands.destroy(env="dev-alice", include_data=True, runtime=quiet_runtime(project))
         toml.write_text(plain)
