@@ -311,10 +311,10 @@ def _show_version_log(runtime: Runtime, ctx: Context, function: str, outputs: di
     runtime.stderr.writelines(f"    {line.message}\n" for line in lines)
 
 
-def nothing_to_do_json(env: str, title: str) -> str:
+def nothing_to_do_json(env: str, title: str, held: Sequence[str] = ()) -> str:
     """``--json`` of a command that found nothing to do: a run report with no steps, the shape every run prints
-    (``environment`` too, as printed before)."""
-    return dumps(RunReport(Plan(env, (), title), [], 0.0, None).to_json() | {"environment": env})
+    (``environment`` too, as printed before); ``held``: the changed components deploy.auto held back."""
+    return dumps(RunReport(Plan(env, (), title, held=tuple(held)), [], 0.0, None).to_json() | {"environment": env})
 
 
 def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> AbstractContextManager[None]:
@@ -2166,9 +2166,15 @@ def deploy_auto(
         what = f"HEAD ({a.revision.short})"
         if a.revision.touches:  # uncommitted changes that touch components, all of them live already
             what = f"the work tree (HEAD {a.revision.short} with its uncommitted changes)"
-        runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what {what} would deploy\n")
+        if held:  # not "runs what HEAD would deploy": what was held back does not run
+            runtime.stderr.write(
+                f"✅ nothing else to deploy: {a.env.name} runs the rest of what {what} would deploy; held back: "
+                f"{', '.join(held)} (the next inv deploy.auto deploys them)\n"
+            )
+        else:
+            runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what {what} would deploy\n")
         if as_json:
-            runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto") + "\n")
+            runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
         return None
     rows = auto.estimate_rows(plan, a.env, a.estimates)
     total = auto.estimate_total(plan.steps, a.env, a.estimates)

@@ -389,7 +389,10 @@ class RunReport:
             "steps": [dataclasses.asdict(r) | {"seconds": round(r.seconds, 3)} for r in self.records],
             "outputs": self.outputs(),
             "error": None if self.error is None else _error_json(self.error),
-        } | ({"rollback": self.rollback.to_json()} if self.rollback is not None else {})
+        } | (
+            ({"rollback": self.rollback.to_json()} if self.rollback is not None else {})
+            | ({"held": list(self.plan.held)} if self.plan.held else {})
+        )
 
 
 class Executor:

@@ -184,6 +184,18 @@ def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsF
     kept, steps = planned(only="app")
     assert kept == set() and steps == set()  # nothing of it changed: nothing to deploy
 
+    # not "dev runs what HEAD would deploy": what is held back does not run yet
+    runtime = runtime_of(project, deployed)
+    commands.deploy_auto(env="dev", only="app", as_json=True, runtime=runtime)
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    held = sorted(every)
+    assert (
+        f"✅ nothing else to deploy: dev runs the rest of what HEAD ({head}) would deploy; held back: "
+        f"{', '.join(held)} (the next inv deploy.auto deploys them)\n"
+    ) in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    report = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert (report["ok"], report["steps"], report["held"]) == (True, [], held)
+
 
 def test_an_unknown_component_to_hold_back_is_refused_before_anything_is_read(
     deployed: AwsFactory, project: Path
