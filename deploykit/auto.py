@@ -114,13 +114,13 @@ def live_components(
             elif described and recorded and DIRTY in described and DIRTY not in recorded:
                 # a dirty build's version, whose code the recorded commit holds too (a deploy from that commit found
                 # the version in place: a version keeps the description it was published with): live at that commit
-                at = lambda_chain.code_at(config.root, name, recorded)
+                at = lambda_chain.code_at(config.root, name, recorded, config.lambda_architecture_for(env))
                 same = serving is not None and at is not None and at[1] == serving.get("CodeSha256")
                 live[component] = recorded if same else described
             else:
                 live[component] = described or recorded
             if unverified is not None and serving and recorded:
-                why = _lambda_changed_outside(config, name, functions[name], serving, recorded)
+                why = _lambda_changed_outside(config, env, name, functions[name], serving, recorded)
                 if why:
                     unverified[component] = why
             if drifted is not None and serving:
@@ -137,7 +137,7 @@ def live_components(
 
 
 def _lambda_changed_outside(
-    config: Config, function: str, function_name: str, serving: Mapping[str, Any], recorded: str
+    config: Config, env: EnvConfig, function: str, function_name: str, serving: Mapping[str, Any], recorded: str
 ) -> str | None:
     """Why the version behind ``function``'s alias is not what deploykit deployed, when it is not: it runs another
     zip than its description names, or its description names none (a person published it) and its code is not
@@ -150,7 +150,8 @@ def _lambda_changed_outside(
             f"zip its description names (changed outside deploykit){AGAIN}"
         )
     if named is None and DIRTY not in recorded:
-        at = lambda_chain.code_at(config.root, function, recorded)  # None: not to be told here (a shallow clone)
+        # None: not to be told here (a shallow clone)
+        at = lambda_chain.code_at(config.root, function, recorded, config.lambda_architecture_for(env))
         if at is not None and at[1] != code:
             return (
                 f"{function_name}'s alias {lambda_chain.ALIAS} serves version {version}, which deploykit did not "
@@ -414,7 +415,7 @@ def auto_plan(
 
     names = planner.stack_roles(env)
     out = planner.synth_dir(config, env)
-    packages = {fn: packaging.package_function(lambda_chain.function_folder(config, fn)) for fn in functions}
+    packages = {fn: lambda_chain.package(config, env, fn) for fn in functions}
     code_keys = {**inputs.code_keys, **{fn: p.key for fn, p in packages.items()}}
     promoted = inputs.promoted
     image_tag = (promoted.tag if promoted else revision.of("app").tag) if app else inputs.image_tag

@@ -30,6 +30,7 @@ from typing import Any, Literal, NamedTuple
 from deploykit import git
 from deploykit.config import STACK_ROLES, Config
 from deploykit.errors import UsageError
+from deploykit.packaging import DEFAULT_ARCHITECTURE as DEFAULT_LAMBDA_ARCHITECTURE
 
 Kind = Literal["app", "lambda", "stack", "none"]
 
@@ -40,6 +41,7 @@ HANDLER = "handler.py"
 
 _LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
 NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
+LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
 
 
 class Target(NamedTuple):
@@ -440,7 +442,7 @@ def detect(
         diff = git.changed_paths(root, base, None if include_uncommitted else head_sha)
         usage = usage_for(base) if any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p) else None
         classified = _classify_changes(config, diff, usage or StackUsage())
-        by_base[base] = _image_settings(config, classified, base, None if include_uncommitted else head_sha)
+        by_base[base] = _build_settings(config, classified, base, None if include_uncommitted else head_sha)
 
     changes: list[Change] = list(notes)
     for component, commit in bases.items():
@@ -483,7 +485,7 @@ def scope(config: Config, revision: git.Revision) -> git.Revision:
     diff = git.changed_paths(config.root, revision.sha, None)
     cdk = any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p)
     usage = (stack_usage_in_worktree(config) | stack_usage_at(config, revision.sha)) if cdk else StackUsage()
-    classified = _image_settings(config, _classify_changes(config, diff, usage), revision.sha, None)
+    classified = _build_settings(config, _classify_changes(config, diff, usage), revision.sha, None)
     paths: dict[str, set[str]] = {}
     for c in classified:
         if c.kind != "none" and c.component:
@@ -495,30 +497,49 @@ def scope(config: Config, revision: git.Revision) -> git.Revision:
     return dataclasses.replace(revision, touches=frozenset(paths), parts=parts)
 
 
-def _image_settings(config: Config, classified: list[Change], base: str, head: str | None) -> list[Change]:
-    """``classified`` with deploy.toml counted for the app when its ``[build]`` table (how the image is built:
-    context, Dockerfile, base image, extra CAs) differs between ``base`` and ``head`` (None: the work tree).
-    The rest of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
+def _build_settings(config: Config, classified: list[Change], base: str, head: str | None) -> list[Change]:
+    """``classified`` with deploy.toml counted for what its ``[build]`` table says how to build, when that differs
+    between ``base`` and ``head`` (None: the work tree): for the app, how the image is built (context, Dockerfile,
+    base image, extra CAs, platform); for the API stack and every function, ``lambda_architecture`` (the stack puts
+    the functions on it, and their requirements are vendored for it: each zip is made anew). The rest of deploy.toml
+    is the toolkit's own settings, and stays as the rules classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
 
-    def build_table(text: bytes | None) -> object:
+    def build_table(text: bytes | None) -> dict[str, Any] | str:
         try:
-            return tomllib.loads(text.decode()).get("build") if text is not None else None
+            table = tomllib.loads(text.decode()).get("build") if text is not None else None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             return "unreadable"  # unknown: counted as changed
+        return table if isinstance(table, dict) else {}
 
-    before = git.files_at(config.root, base, name).get(name)
-    after = config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name)
-    if build_table(before) == build_table(after):
+    before = build_table(git.files_at(config.root, base, name).get(name))
+    after = build_table(config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name))
+
+    def part(table: dict[str, Any] | str, lambdas: bool) -> object:
+        if isinstance(table, str):
+            return table
+        if lambdas:
+            return table.get(LAMBDA_ARCHITECTURE, DEFAULT_LAMBDA_ARCHITECTURE)
+        return {key: value for key, value in table.items() if key != LAMBDA_ARCHITECTURE}
+
+    targets: list[Target] = []
+    if part(before, False) != part(after, False):
+        targets.append(Target("app", "app", f"the [build] table of {name} changed: the image is built otherwise"))
+    if part(before, True) != part(after, True):
+        why = f"[build] {LAMBDA_ARCHITECTURE} of {name} changed: the functions run on another architecture"
+        functions = [c for c in components_of(config) if c.startswith("lambda:")]
+        targets += [Target("stack:api", "stack", why), *(Target(fn, "lambda", why) for fn in functions)]
+    if not targets:
         return classified
-    return [
-        Change(c.path, "app", "app", c.status, f"the [build] table of {name} changed: the image is built otherwise")
-        if c.path == name and c.kind == "none"
-        else c
-        for c in classified
-    ]
+    out: list[Change] = []
+    for c in classified:
+        if c.path == name and c.kind == "none":
+            out += [Change(c.path, t.component, t.kind, c.status, t.reason) for t in targets]
+        else:
+            out.append(c)
+    return out
 
 
 def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: StackUsage) -> list[Change]:

@@ -34,7 +34,6 @@ from deploykit import (
     lambda_chain,
     lock,
     overview,
-    packaging,
     planner,
     registry,
     stack_chain,
@@ -637,7 +636,7 @@ def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[
     Live means what each function's ``live`` alias serves (its version's description names the key), so a stack
     deploy keeps what ``inv deploy.lambda`` shipped; else the API stack's ``<Function>CodeKey`` parameter.
     """
-    packages = planner.lambda_packages(config)
+    packages = planner.lambda_packages(config, env)
     names = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
     keys = _code_keys_live(aws, env, names, packages)
     missing = sorted(fn for fn in packages if fn not in keys)
@@ -944,7 +943,12 @@ def _rollback_of(
                 component,
                 to=to,
                 smoke=smoke,
-                code_at=partial(lambda_chain.code_at, config.root, component.function),
+                code_at=partial(
+                    lambda_chain.code_at,
+                    config.root,
+                    component.function,
+                    architecture=config.lambda_architecture_for(env),
+                ),
             )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     if target.live == target.sha:
@@ -1725,7 +1729,9 @@ def lambda_cleanup(
             for key, reasons in found.items():
                 using.setdefault(key, []).extend(reasons)
         versions, latest = read["versions"]
-        code = version_cleanup.recorded_code(config.root, versions, read["recorded"])
+        code = version_cleanup.recorded_code(
+            config.root, versions, read["recorded"], architecture=config.lambda_architecture_for(environment)
+        )
         decision = version_cleanup.plan_cleanup(
             versions, keep=keep, held=using, recorded=read["recorded"], recorded_code=code
         )
@@ -1997,9 +2003,7 @@ def _lambda_bytes(
     environment = aws.env
     with aws_errors(environment):
         names = lambda_chain.deployed_functions(StackOutputs.of(aws), environment, required=False)
-        packages = {
-            fn: packaging.package_function(lambda_chain.function_folder(config, fn)) for fn in functions if fn in names
-        }
+        packages = {fn: lambda_chain.package(config, environment, fn) for fn in functions if fn in names}
         return auto.other_bytes(aws.client("lambda"), environment.name, names, packages, earlier)
 
 
@@ -2369,7 +2373,7 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
     (staged by hand, not published) is said, not counted: it is not served. ``{"differs": [what], "functions": {fn:
     {"name": its Lambda function or None, "live": CodeSha256 or None, "checkout": CodeSha256, "settings": {setting:
     {"live", "checkout"}}, "latest_settings": {setting: {"latest", "checkout"}} (those that differ)}}}``."""
-    packages = planner.lambda_packages(a.config)
+    packages = planner.lambda_packages(a.config, a.env)
     names = lambda_chain.deployed_functions(StackOutputs.of(a.aws), a.env, required=False)
     client = a.aws.client("lambda")
     deployed = [fn for fn in packages if fn in names]

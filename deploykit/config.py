@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import platform
 import re
 import tomllib
 import types
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deploykit.errors import ConfigError
+from deploykit.packaging import ARCHITECTURES
+
+# this machine's CPU, as `uname -m` says it → the Lambda architecture that runs its compiled code
+HOST_ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 CONFIG_NAME = "deploy.toml"
 ENV_VAR_CONFIG = "DEPLOYKIT_CONFIG"
@@ -238,6 +243,10 @@ class BuildConfig:
     # The platform the backend image is built for: what the service's task definition runs (its runtimePlatform,
     # X86_64 in cdk/stacks/fargate_stack.py), whatever machine builds it. linux/amd64 or linux/arm64.
     platform: str = "linux/amd64"
+    # The architecture the Lambda functions run on, x86_64 or arm64 (Graviton): the CDK app gives it to every function
+    # of the API stack, and a function's requirements are vendored as wheels for it. Not part of how the image is
+    # built: a change to it deploys the API stack with every function's zip made anew.
+    lambda_architecture: str = "x86_64"
     base: BaseImageSpec = field(default_factory=BaseImageSpec)
 
 
@@ -384,6 +393,14 @@ class Config:
 
     def base_image_for(self, env: EnvConfig) -> str:
         return env.base_image or self.build.base_image
+
+    def lambda_architecture_for(self, env: EnvConfig) -> str:
+        """What ``env``'s Lambda functions run on, and their requirements are vendored for: ``[build]
+        lambda_architecture``; on an environment on this machine (the sandbox, which runs functions here), this
+        machine's own, as its images are built for this engine's platform."""
+        if env.is_local:
+            return HOST_ARCHITECTURES.get(platform.machine().lower(), self.build.lambda_architecture)
+        return self.build.lambda_architecture
 
 
 def find_config(start: Path | None = None) -> Path:
@@ -539,6 +556,12 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError(
             f"{where}: build.platform = {config.build.platform!r} is not a platform images are built for",
             next_step=f"set [build] platform to one of: {', '.join(PLATFORMS)} (what the task definition runs)",
+        )
+    if config.build.lambda_architecture not in ARCHITECTURES:
+        raise ConfigError(
+            f"{where}: build.lambda_architecture = {config.build.lambda_architecture!r} is not an architecture "
+            "Lambda runs functions on",
+            next_step=f"set [build] lambda_architecture to one of: {', '.join(ARCHITECTURES)}",
         )
     for env in config.environments.values():
         _check_env_values(env, where)

@@ -402,8 +402,9 @@ class UpdateFunctionCode(Step):
             raise UsageError(
                 f"{self.function_name} runs on {', '.join(runs_on)}, but the compiled code vendored from "
                 f"lambda/{self.function}/requirements.txt is for {self.compiled_for}: it would not import there",
-                next_step=f"keep the function on {self.compiled_for} (its architecture in cdk/stacks/api_stack.py; "
-                "deploykit vendors wheels for that one only) and deploy that stack, or drop the compiled requirement",
+                next_step=f"deploy.toml's [build] lambda_architecture is {self.compiled_for} and the API stack puts "
+                f"the functions on it: deploy that stack (inv deploy.auto, after a commit changing the setting), or "
+                f"set lambda_architecture = {runs_on[0]!r} if the function is to stay on {runs_on[0]}",
             )
         if current.get("LastUpdateStatus") in UPDATING or current.get("State") in UPDATING:
             current = self._wait(ctx, client, deadline, "a previous update")
@@ -698,17 +699,25 @@ def settings_drift(
     )
 
 
-def code_at(root: Path, function: str, commit: str) -> tuple[str, str] | None:
-    """(the commit's SHA12, the CodeSha256 Lambda reports for ``function`` packaged as in that commit): packaging is
-    reproducible, so the digest names the version that runs that commit's code, whoever published it. None when
-    this clone does not have the commit or the function did not exist in it."""
+def code_at(root: Path, function: str, commit: str, architecture: str) -> tuple[str, str] | None:
+    """(the commit's SHA12, the CodeSha256 Lambda reports for ``function`` packaged as in that commit, for
+    ``architecture``): packaging is reproducible, so the digest names the version that runs that commit's code,
+    whoever published it. None when this clone does not have the commit or the function did not exist in it."""
     full = git.resolve_commit(root, commit)
     if full is None:
         return None
     with tempfile.TemporaryDirectory(prefix="deploykit-code-") as tmp:
         if not git.export(root, full, f"{LAMBDA_FOLDER}/{function}", Path(tmp)):
             return None
-        return full[: git.SHORT_SHA], packaging.package_function(Path(tmp) / LAMBDA_FOLDER / function).code_sha256
+        made = packaging.package_function(Path(tmp) / LAMBDA_FOLDER / function, architecture=architecture)
+        return full[: git.SHORT_SHA], made.code_sha256
+
+
+def package(config: Config, env: EnvConfig, function: str) -> packaging.Package:
+    """lambda/<function> packaged as this checkout holds it, for the architecture ``env``'s functions run on
+    (:meth:`Config.lambda_architecture_for`); UsageError listing the functions when there is no such function."""
+    folder = function_folder(config, function)
+    return packaging.package_function(folder, architecture=config.lambda_architecture_for(env))
 
 
 def function_folder(config: Config, function: str) -> Path:
@@ -738,21 +747,21 @@ def lambda_plan(
     canary = env.lambda_canary
     revision = revision.of(f"lambda:{function}")
     folder = function_folder(config, function)
-    package = packaging.package_function(folder)
+    made = package(config, env, function)
     steps: list[Step] = [
-        UploadLambdaCode.of(function, folder, package, env.stacks.registry),
+        UploadLambdaCode.of(function, folder, made, env.stacks.registry),
         UpdateFunctionCode(
             function,
             function_name,
             env.stacks.registry,
-            package.key,
-            package.code_sha256,
+            made.key,
+            made.code_sha256,
             env.wait_timeout,
             env.poll_seconds,
-            package.compiled_for,
+            made.compiled_for,
             ALIAS,
         ),
-        PublishVersion(function, function_name, env.stacks.registry, package.key, package.code_sha256, revision.tag),
+        PublishVersion(function, function_name, env.stacks.registry, made.key, made.code_sha256, revision.tag),
     ]
     if canary.on:
         steps.append(
@@ -760,8 +769,8 @@ def lambda_plan(
                 function,
                 function_name,
                 ALIAS,
-                package.key,
-                package.code_sha256,
+                made.key,
+                made.code_sha256,
                 canary.percent,
                 canary.seconds,
                 canary.max_error_rate,
@@ -769,7 +778,7 @@ def lambda_plan(
                 canary.compare,
             )
         )
-    steps.append(MoveAlias(function, function_name, ALIAS, package.key, package.code_sha256))
+    steps.append(MoveAlias(function, function_name, ALIAS, made.key, made.code_sha256))
     if smoke:
         steps.append(Smoke())
     return Plan(env.name, tuple(steps), f"deploy.lambda {function}", ((f"lambda:{function}", revision.tag),))

@@ -11,7 +11,8 @@ What goes in the zip:
   (``__pycache__/``, ``.pytest_cache/``, ``.mypy_cache/``, ``.ruff_cache/``, ``*.pyc``, ``*.pyo``) and
   ``requirements.txt`` itself: it is a build input, and what it asks for is in the zip as vendored packages;
 - the packages ``requirements.txt`` lists, vendored at the zip's root by ``pip install --target`` for the
-  Lambda platform (manylinux2014 x86_64, CPython 3.11, wheels only). Vendoring is deterministic only if
+  Lambda platform (manylinux2014, CPython 3.11, wheels only) on the functions' architecture, x86_64 or arm64
+  (``[build] lambda_architecture``). Vendoring is deterministic only if
   the input is: every requirement must be pinned (``name==version`` or ``name @ url``) and, because pip runs
   with ``--no-deps``, the file must list the whole dependency closure (as ``pip-compile`` or ``pip freeze``
   write it). ``-r``/``-c``/``-e`` lines are refused (the cache key would not see the included file).
@@ -52,9 +53,9 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +75,24 @@ VENDORED_KEY_PREFIX = "lambda-vendored"
 VENDORED_METADATA = "vendored"
 VENDOR_KEEP_DAYS = 30  # a vendored tree and its zip go once no package used them for this long
 
-# The Lambda runtime the vendored wheels are chosen for. Part of the vendoring cache key.
-PIP_PLATFORM_OPTIONS: tuple[str, ...] = (
-    "--platform",
-    "manylinux2014_x86_64",
-    "--only-binary=:all:",
-    "--implementation",
-    "cp",
-    "--python-version",
-    "3.11",
-)
-# The Lambda architecture those wheels' compiled code runs on (a function's Architectures): compiled modules vendored
-# for x86_64 do not import on arm64 (Graviton).
-VENDORED_ARCHITECTURE = "x86_64"
+# The Lambda runtime the vendored wheels are chosen for, on each architecture a function may run on (a function's
+# Architectures, [build] lambda_architecture): compiled modules vendored for x86_64 do not import on arm64
+# (Graviton), nor the reverse. Part of the vendoring cache key.
+ARCHITECTURES = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+DEFAULT_ARCHITECTURE = "x86_64"
+
+
+def pip_platform_options(architecture: str = DEFAULT_ARCHITECTURE) -> tuple[str, ...]:
+    """pip's options choosing wheels for the Lambda runtime on ``architecture`` (``x86_64``, ``arm64``)."""
+    if architecture not in ARCHITECTURES:
+        raise UsageError(
+            f"{architecture!r} is not an architecture Lambda runs functions on",
+            next_step=f"set [build] lambda_architecture in deploy.toml to one of: {', '.join(ARCHITECTURES)}",
+        )
+    platform = ARCHITECTURES[architecture]
+    return ("--platform", platform, "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11")
+
+
 _COMPILED_RE = re.compile(r"\.so(\.\d+)*$")  # a Python extension module or a shared library it loads
 _VENDOR_FORMAT = "deploykit-vendor-v1"  # bump when the vendored tree's normalisation, or how it is zipped, changes
 
@@ -109,9 +115,10 @@ class Package:
     zip_bytes: bytes = field(repr=False)
     sha256: str  # hex digest of zip_bytes
     key: str  # S3 key: lambda/<name>/<sha256>.zip
-    # the Lambda architecture its vendored compiled code is for (VENDORED_ARCHITECTURE); "" when it has none, and
-    # runs on any
+    # the Lambda architecture its vendored compiled code is for (the one it was packaged for); "" when it has none,
+    # and runs on any
     compiled_for: str = ""
+    architecture: str = DEFAULT_ARCHITECTURE  # the one it was packaged for
     # how many of zip_bytes' first bytes are the vendored packages' entries, the same in every zip of a function with
     # the same requirements.txt (and of another function with the same file); 0 without requirements
     prefix_length: int = 0
@@ -163,14 +170,19 @@ def sha256_of(code_sha256: str) -> str:
 
 
 def package_function(
-    folder: Path, *, requirements_cache: Path | None = None, installer: Installer | None = None
+    folder: Path,
+    *,
+    architecture: str = DEFAULT_ARCHITECTURE,
+    requirements_cache: Path | None = None,
+    installer: Installer | None = None,
 ) -> Package:
-    """Package the function in ``folder`` reproducibly.
+    """Package the function in ``folder`` reproducibly, its requirements vendored for ``architecture``.
 
-    ``requirements_cache`` keeps vendored requirements between runs (by the hash of requirements.txt);
-    without it they are vendored into a temporary directory each time. ``installer`` replaces
-    :func:`pip_install` (tests use it to avoid the network).
+    ``requirements_cache`` keeps vendored requirements between runs (by the hash of requirements.txt and the
+    architecture's pip options); without it they are vendored into a temporary directory each time. ``installer``
+    replaces :func:`pip_installer`'s (tests use it to avoid the network).
     """
+    options = pip_platform_options(architecture)
     folder = Path(folder)
     _check_function_folder(folder)
     name = folder.name
@@ -182,19 +194,19 @@ def package_function(
         # kept only as a deploy packages: its vendoring left to deploykit's cache and pip (a caller naming either
         # wants what they do, each time)
         keep = requirements_cache is None and installer is None
-        inputs = _inputs_digest(name, entries, requirements.read_bytes(), cache) if keep else ""
+        inputs = _inputs_digest(name, entries, requirements.read_bytes(), cache, options) if keep else ""
         with _MADE_LOCK:
             made = _MADE.get(inputs) if keep else None
         if made is not None:
             return made
-        vendored = _vendored_zip(requirements, cache, installer or pip_install)
+        vendored = _vendored_zip(requirements, cache, installer or pip_installer(architecture), options)
         with zipfile.ZipFile(io.BytesIO(vendored)) as zf:
             names = zf.namelist()
             # where its central directory begins: append_zip writes the function's files from there on
             prefix_length = int(zf.start_dir)
         clashes = sorted(set(entries) & set(names))
         if any(_COMPILED_RE.search(entry) for entry in names):
-            compiled_for = VENDORED_ARCHITECTURE
+            compiled_for = architecture
         if clashes:
             raise UsageError(
                 f"{folder / clashes[0]} clashes with a file of the same path vendored from {requirements}",
@@ -211,7 +223,13 @@ def package_function(
     digest = hashlib.sha256(zip_bytes).hexdigest()
     key = f"{KEY_PREFIX}/{name}/{digest}.zip"
     package = Package(
-        name=name, zip_bytes=zip_bytes, sha256=digest, key=key, compiled_for=compiled_for, prefix_length=prefix_length
+        name=name,
+        zip_bytes=zip_bytes,
+        sha256=digest,
+        key=key,
+        compiled_for=compiled_for,
+        architecture=architecture,
+        prefix_length=prefix_length,
     )
     if prefix_length and keep:
         with _MADE_LOCK:
@@ -231,10 +249,12 @@ _MADE: dict[str, Package] = {}
 _MADE_LOCK = threading.Lock()
 
 
-def _inputs_digest(name: str, entries: dict[str, tuple[bytes, bool]], requirements: bytes, cache: Path | None) -> str:
-    """What a package with requirements is made from: the function's name and files, its requirements.txt and the
-    cache its vendored packages come from (whose key is the hash of that file and the pip options)."""
-    digest = hashlib.sha256(f"{name}\0{cache}\0".encode() + requirements)
+def _inputs_digest(
+    name: str, entries: dict[str, tuple[bytes, bool]], requirements: bytes, cache: Path | None, options: Sequence[str]
+) -> str:
+    """What a package with requirements is made from: the function's name and files, its requirements.txt, the pip
+    options (the architecture) and the cache its vendored packages come from."""
+    digest = hashlib.sha256(f"{name}\0{cache}\0{chr(0).join(options)}\0".encode() + requirements)
     for path in sorted(entries):
         data, executable = entries[path]
         digest.update(f"\0{path}\0{int(executable)}\0{len(data)}\0".encode())
@@ -243,9 +263,14 @@ def _inputs_digest(name: str, entries: dict[str, tuple[bytes, bool]], requiremen
 
 
 def package_all(
-    root: Path, *, requirements_cache: Path | None = None, installer: Installer | None = None
+    root: Path,
+    *,
+    architecture: str = DEFAULT_ARCHITECTURE,
+    requirements_cache: Path | None = None,
+    installer: Installer | None = None,
 ) -> dict[str, Package]:
-    """Package every function folder (a folder with handler.py) directly under ``root`` (the repo's lambda/)."""
+    """Package every function folder (a folder with handler.py) directly under ``root`` (the repo's lambda/), for
+    ``architecture``."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(
@@ -253,7 +278,9 @@ def package_all(
             next_step="run from the repository root, where lambda/ holds one folder per function",
         )
     return {
-        child.name: package_function(child, requirements_cache=requirements_cache, installer=installer)
+        child.name: package_function(
+            child, architecture=architecture, requirements_cache=requirements_cache, installer=installer
+        )
         for child in sorted(root.iterdir(), key=lambda p: p.name)
         if child.is_dir() and (child / HANDLER_MODULE).is_file()
     }
@@ -286,8 +313,15 @@ def default_vendor_cache() -> Path | None:
     return root / "lambda-vendor" if root is not None else None
 
 
-def pip_install(requirements: Path, target: Path) -> None:
-    """Vendor ``requirements`` into ``target`` for the Lambda runtime with pip, or StepFailed with pip's output."""
+def pip_installer(architecture: str = DEFAULT_ARCHITECTURE) -> Installer:
+    """An installer vendoring a requirements file for the Lambda runtime on ``architecture`` with pip."""
+    return partial(pip_install, architecture=architecture)
+
+
+def pip_install(requirements: Path, target: Path, *, architecture: str = DEFAULT_ARCHITECTURE) -> None:
+    """Vendor ``requirements`` into ``target`` for the Lambda runtime on ``architecture`` with pip, or StepFailed with
+    pip's output."""
+    options = pip_platform_options(architecture)
     command = [
         sys.executable,
         "-m",
@@ -297,7 +331,7 @@ def pip_install(requirements: Path, target: Path) -> None:
         str(target),
         "--no-compile",
         "--no-deps",
-        *PIP_PLATFORM_OPTIONS,
+        *options,
         "--disable-pip-version-check",
         "--no-input",
         "--quiet",
@@ -309,7 +343,7 @@ def pip_install(requirements: Path, target: Path) -> None:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise StepFailed(
             f"pip could not vendor {requirements} (exit {done.returncode}):\n{tail}",
-            next_step="check the pins exist as wheels for manylinux2014_x86_64 / CPython 3.11, "
+            next_step=f"check the pins exist as wheels for {ARCHITECTURES[architecture]} / CPython 3.11, "
             f"or run it by hand: {' '.join(command)}",
         )
 
@@ -405,11 +439,11 @@ def _requirement_lines(requirements: Path) -> list[str]:
     return wanted
 
 
-def _vendored_zip(requirements: Path, cache: Path | None, installer: Installer) -> bytes:
+def _vendored_zip(requirements: Path, cache: Path | None, installer: Installer, options: Sequence[str]) -> bytes:
     """The zip of what ``requirements`` vendors (:func:`build_zip`): kept as ``<cache>/<key>.zip`` beside the tree,
     made from it once; without a cache, vendored into a temporary folder and zipped each time."""
     content = requirements.read_bytes()
-    key = hashlib.sha256("\0".join((_VENDOR_FORMAT, *PIP_PLATFORM_OPTIONS)).encode() + b"\0" + content).hexdigest()
+    key = hashlib.sha256("\0".join((_VENDOR_FORMAT, *options)).encode() + b"\0" + content).hexdigest()
     if cache is not None and not _usable(Path(cache)):
         cache = None  # a read-only home (a CI container): vendored each time, as without a cache
     if cache is None:

@@ -221,8 +221,8 @@ def code_parameters(template: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
-def lambda_packages(config: Config) -> dict[str, packaging.Package]:
-    return packaging.package_all(config.root / "lambda")
+def lambda_packages(config: Config, env: EnvConfig) -> dict[str, packaging.Package]:
+    return packaging.package_all(config.root / "lambda", architecture=config.lambda_architecture_for(env))
 
 
 def deploy_stack_plan(
@@ -247,7 +247,7 @@ def deploy_stack_plan(
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
     steps: list[Step] = [Synthesize(str(out), force_synth)]
-    packages = lambda_packages(config) if uploads else {}
+    packages = lambda_packages(config, env) if uploads else {}
     steps += [UploadLambdaCode.of(fn, config.root / "lambda" / fn, packages[fn], env.stacks.registry) for fn in uploads]
     steps.append(
         DeployStack(
@@ -289,7 +289,7 @@ def full_plan(
     ``promoted``: the image is the promote_from environment's, copied."""
     roles = stack_roles(env)
     out = synth_dir(config, env)
-    packages = lambda_packages(config)
+    packages = lambda_packages(config, env)
     code_keys = {fn: p.key for fn, p in packages.items()}
     image_tag = promoted.tag if promoted else revision.of("app").tag
 

@@ -771,7 +771,7 @@ def package_at(config: Config, env: EnvConfig, function: str, commit: str) -> tu
             next_step="fetch the history (git fetch --unshallow), then rerun; or add the function back in a commit "
             "and run inv deploy.auto",
         )
-    return folder, packaging.package_function(folder)
+    return folder, packaging.package_function(folder, architecture=config.lambda_architecture_for(env))
 
 
 def taken_out(record: history.Record) -> tuple[str, ...]:

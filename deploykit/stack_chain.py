@@ -315,12 +315,21 @@ class UploadLambdaCode(Step):
     registry_stack: str
     size: int = 0  # the zip's size in bytes, as planned; 0: not known (asked about first, as a big one)
     prefix_key: str = ""  # where the zip's vendored entries are kept, as planned (Package.prefix_key); "": none
+    architecture: str = packaging.DEFAULT_ARCHITECTURE  # what it was packaged for (Package.architecture)
 
     @classmethod
     def of(cls, function: str, folder: Path | str, package: packaging.Package, registry_stack: str) -> UploadLambdaCode:
         """The step uploading ``package``, packaged from ``folder`` when the plan was made."""
         prefix_key = package.prefix_key if package.prefix_length >= PART_MIN else ""
-        return cls(function, str(folder), package.key, registry_stack, len(package.zip_bytes), prefix_key)
+        return cls(
+            function,
+            str(folder),
+            package.key,
+            registry_stack,
+            len(package.zip_bytes),
+            prefix_key,
+            package.architecture,
+        )
 
     def describe(self) -> str:
         return f"{self.function} → s3://<{self.registry_stack}.{ARTIFACTS_OUTPUT}>/{self.key}"
@@ -339,7 +348,7 @@ class UploadLambdaCode(Step):
             if found["zip"] is not None:
                 return there
             kept = found.get("prefix")
-        package = packaging.package_function(Path(self.folder))
+        package = packaging.package_function(Path(self.folder), architecture=self.architecture)
         if package.key != self.key:
             raise UsageError(
                 f"{self.function} changed since the plan was made ({package.key} ≠ {self.key})",

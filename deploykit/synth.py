@@ -123,7 +123,8 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
     """``CDK_CONTEXT_JSON`` for ``env``: the keys of cdk/stacks/common/settings.py.
 
     ``registry`` is the value :func:`context_registry` chose; None means the environment's own ``registry``
-    (or none). ``config`` is accepted for symmetry with :func:`synthesize` (nothing in it is needed yet).
+    (or none). From ``config``: the architecture ``env``'s Lambda functions run on
+    (:meth:`Config.lambda_architecture_for`).
     """
     stacks = env.stacks
     return {
@@ -135,6 +136,7 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
         "container": env.container,
         "repository": env.repository,
         "registry": (env.registry or "").rstrip("/") if registry is None else registry,
+        "lambda_architecture": config.lambda_architecture_for(env),
         "stacks": {
             "registry": stacks.registry,
             "data": stacks.data,

@@ -236,9 +236,11 @@ def recorded_shas(
     return found
 
 
-def recorded_code(root: Path, versions: Sequence[Version], recorded: Mapping[str, Mapping[str, str]]) -> RecordedCode:
-    """The CodeSha256 of each recorded commit no version names, each function packaged as in that commit
-    (reproducibly: :func:`lambda_chain.code_at`, as ``inv rollback`` finds such a version)."""
+def recorded_code(
+    root: Path, versions: Sequence[Version], recorded: Mapping[str, Mapping[str, str]], *, architecture: str
+) -> RecordedCode:
+    """The CodeSha256 of each recorded commit no version names, each function packaged as in that commit for
+    ``architecture`` (reproducibly: :func:`lambda_chain.code_at`, as ``inv rollback`` finds such a version)."""
     named = {(v.function, v.git) for v in versions if v.git}
     codes: dict[str, dict[str, str]] = {}
     unknown: dict[str, str] = {}
@@ -246,7 +248,7 @@ def recorded_code(root: Path, versions: Sequence[Version], recorded: Mapping[str
         for sha, why in shas.items():
             if (function, sha) in named or DIRTY in sha:  # a dirty deploy's version always names it
                 continue
-            found = lambda_chain.code_at(root, function, sha)
+            found = lambda_chain.code_at(root, function, sha, architecture)
             if found is None:
                 unknown.setdefault(function, f"names no commit, and {sha} ({why}) is not in this clone to compare")
             else:

@@ -100,6 +100,10 @@ class CarRentalApiStack(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        # every function's: deploykit vendors their requirements' compiled code for the same one
+        self._architecture = (
+            lambda_.Architecture.ARM_64 if settings.lambda_architecture == "arm64" else lambda_.Architecture.X86_64
+        )
 
         access_log_group = logs.LogGroup(
             self, "ApiAccessLogs", retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY
@@ -210,7 +214,7 @@ class CarRentalApiStack(Stack):
             name,
             description=route.description,
             runtime=RUNTIME,
-            architecture=lambda_.Architecture.X86_64,
+            architecture=self._architecture,
             handler=route.handler,
             code=lambda_.Code.from_bucket(artifacts_bucket, code_key.value_as_string),
             role=role,

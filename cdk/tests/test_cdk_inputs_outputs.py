@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
-from cdk_helpers import Synthesized, only, props
+from cdk_helpers import Synthesized, only, props, synthesize
 
 EXPECTED_OUTPUTS = {
     "registry": {"RepositoryName", "RepositoryUri", "RepositoryArn", "ArtifactsBucketName", "DeployDashboardName"},
@@ -126,6 +126,16 @@ def test_lambda_code_is_the_artifacts_bucket_at_the_code_key(api: Template, name
     assert "Fn::ImportValue" in function["Code"]["S3Bucket"], "the bucket comes from the registry stack"
     assert function["Handler"] == "handler.handler"
     assert function["Runtime"] == "python3.11", "the runtime of the wheels deploykit packages"
+
+
+def test_every_function_runs_on_the_architecture_deploy_toml_names(api: Template, tmp_path: Path) -> None:
+    """[build] lambda_architecture reaches the stack as context: deploykit vendors the functions' requirements for
+    the same one."""
+    for name in FUNCTIONS:
+        assert props(only(function_resources(api, name, "AWS::Lambda::Function")))["Architectures"] == ["x86_64"]
+    graviton = synthesize(tmp_path / "arm64", {"lambda_architecture": "arm64"}).template("api")
+    for name in FUNCTIONS:
+        assert props(only(function_resources(graviton, name, "AWS::Lambda::Function")))["Architectures"] == ["arm64"]
 
 
 def test_login_handler_knows_the_app_client(api: Template) -> None:

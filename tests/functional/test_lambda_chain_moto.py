@@ -631,8 +631,9 @@ def test_compiled_code_vendored_for_x86_64_is_refused_on_an_arm64_function(
         )
 
     with pytest.raises(UsageError, match="runs on arm64, but the compiled code vendored from ") as refused:
-        update(packaging.VENDORED_ARCHITECTURE).run(ctx)
-    assert refused.value.exit_code == 2 and "cdk/stacks/api_stack.py" in (refused.value.next_step or "")
+        update(packaging.DEFAULT_ARCHITECTURE).run(ctx)
+    assert refused.value.exit_code == 2 and "[build] lambda_architecture is x86_64" in (refused.value.next_step or "")
+    assert "set lambda_architecture = 'arm64'" in (refused.value.next_step or "")
     assert lam.get_function_configuration(FunctionName="car-rental-dev-fleet")["CodeSha256"] == before["CodeSha256"]
 
     factory.client("s3").put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes)

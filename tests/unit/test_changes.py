@@ -659,6 +659,34 @@ def test_deploy_toml_counts_for_the_app_only_when_its_build_table_changes(repo: 
     assert detect(config, everything(config, run_git(repo, "rev-parse", "HEAD~1").strip())).components() == {"app"}
 
 
+def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_every_function(repo: Path) -> None:
+    """[build] lambda_architecture is no part of how the image is built: the API stack puts every function on it, and
+    every function's requirements are vendored for it."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    toml.write_text(toml.read_text().replace("[build]\n", '[build]\nlambda_architecture = "x86_64"\n'))
+    commit(repo, "the default, said")
+    assert detect(config, everything(config, base)).components() == set()
+
+    toml.write_text(toml.read_text().replace('lambda_architecture = "x86_64"', 'lambda_architecture = "arm64"'))
+    commit(repo, "Graviton")
+    result = detect(config, everything(config, base))
+    functions = {c for c in components_of(config) if c.startswith("lambda:")}
+    assert functions and result.components() == {"stack:api", *functions}
+    assert all(
+        "[build] lambda_architecture of deploy.toml changed: the functions run on another architecture" in c.reason
+        for c in result.changes
+    )
+    toml.write_text(
+        toml.read_text().replace(
+            'lambda_architecture = "arm64"\n', 'lambda_architecture = "arm64"\nplatform = "linux/arm64"\n'
+        )
+    )
+    commit(repo, "and the image")
+    assert detect(config, everything(config, base)).components() == {"app", "stack:api", *functions}
+
+
 def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:
     config = config_of(repo)
     old = run_git(repo, "rev-parse", "HEAD").strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
 import tomllib
 from pathlib import Path
 
@@ -26,6 +27,34 @@ def test_the_repository_deploy_toml_is_valid() -> None:
     assert env.name == "sandbox" and env.is_local
     assert env.poll_seconds <= 1.0
     assert config.base_image_for(env) == config.build.base.name
+
+
+def test_the_functions_architecture_is_x86_64_or_arm64() -> None:
+    raw = tomllib.loads((REPO / "deploy.toml").read_text())
+    assert parse_config(raw, Path("deploy.toml")).build.lambda_architecture == "x86_64"
+    raw["build"]["lambda_architecture"] = "arm64"
+    assert parse_config(raw, Path("deploy.toml")).build.lambda_architecture == "arm64"
+    raw["build"]["lambda_architecture"] = "aarch64"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, Path("deploy.toml"))
+    assert refused.value.message == (
+        "deploy.toml: build.lambda_architecture = 'aarch64' is not an architecture Lambda runs functions on"
+    )
+    assert refused.value.next_step == "set [build] lambda_architecture to one of: x86_64, arm64"
+
+
+def test_functions_on_this_machine_run_on_its_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the sandbox builds images for this engine's platform, its functions run (and their compiled requirements
+    are vendored for) this machine's CPU: it runs them here."""
+    raw = tomllib.loads((REPO / "deploy.toml").read_text())
+    raw["build"]["lambda_architecture"] = "arm64"
+    config = parse_config(raw, Path("deploy.toml"))
+    on_aws = sample_env(name="dev")
+    assert config.lambda_architecture_for(on_aws) == "arm64"
+    for machine, architecture in (("x86_64", "x86_64"), ("aarch64", "arm64"), ("arm64", "arm64")):
+        monkeypatch.setattr(platform, "machine", lambda machine=machine: machine)
+        assert config.lambda_architecture_for(config.environment("sandbox")) == architecture
+        assert config.lambda_architecture_for(on_aws) == "arm64"
 
 
 def test_environment_fields_and_defaults() -> None:

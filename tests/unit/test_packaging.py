@@ -334,7 +334,25 @@ def test_a_package_says_which_architecture_its_vendored_compiled_code_is_for(fn:
         (target / "tinypkg" / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
 
     package = package_function(fn, requirements_cache=tmp_path / "c2", installer=compiled)
-    assert package.compiled_for == packaging.VENDORED_ARCHITECTURE == "x86_64"
+    assert package.compiled_for == package.architecture == packaging.DEFAULT_ARCHITECTURE == "x86_64"
+    on_graviton = package_function(fn, architecture="arm64", requirements_cache=tmp_path / "c2", installer=compiled)
+    assert (on_graviton.compiled_for, on_graviton.architecture) == ("arm64", "arm64")
+
+
+def test_requirements_are_vendored_for_the_architecture_and_kept_apart(fn: Path, tmp_path: Path) -> None:
+    """The same requirements.txt vendored for x86_64 and for arm64 are two wheels sets: kept under two keys, and
+    pip is asked for each platform's wheels."""
+    (fn / "requirements.txt").write_text("tinypkg==1.0\n")
+    pip, cache = FakePip(), tmp_path / "cache"
+    package_function(fn, requirements_cache=cache, installer=pip)
+    package_function(fn, architecture="arm64", requirements_cache=cache, installer=pip)
+    package_function(fn, architecture="arm64", requirements_cache=cache, installer=pip)
+    assert len(pip.calls) == 2 and len(list(cache.glob("*.zip"))) == 2
+    assert packaging.pip_platform_options("x86_64")[:2] == ("--platform", "manylinux2014_x86_64")
+    assert packaging.pip_platform_options("arm64")[:2] == ("--platform", "manylinux2014_aarch64")
+    assert "--python-version" in packaging.pip_platform_options("arm64")
+    with pytest.raises(UsageError, match="'sparc' is not an architecture Lambda runs functions on"):
+        package_function(fn, architecture="sparc", requirements_cache=cache, installer=pip)
 
 
 def test_a_changed_requirements_file_is_vendored_again(fn: Path, tmp_path: Path) -> None:
@@ -448,6 +466,12 @@ def test_pip_install_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch
     assert command[command.index("--target") + 1] == str(tmp_path / "site")
     assert "No matching distribution" in err.value.message
     assert err.value.next_step is not None and "pip" in err.value.next_step
+
+    with pytest.raises(StepFailed) as err:
+        packaging.pip_installer("arm64")(tmp_path / "requirements.txt", tmp_path / "site")
+    command = seen[-1]
+    assert command[command.index("--platform") + 1] == "manylinux2014_aarch64" and "manylinux2014_x86_64" not in command
+    assert "wheels for manylinux2014_aarch64 / CPython 3.11" in (err.value.next_step or "")
 
 
 # -- the real functions -----------------------------------------------------------------------------------

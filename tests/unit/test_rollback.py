@@ -313,9 +313,9 @@ def test_the_code_of_a_function_in_a_commit_is_its_package_then(with_lambdas: Pa
     (folder / "handler.py").write_text((folder / "handler.py").read_text() + "\n# later\n")
     git(with_lambdas, "commit", "-qam", "later")
     assert packaging.package_function(folder).code_sha256 != then
-    assert lambda_chain.code_at(with_lambdas, "login_handler", first[:7]) == (first[:12], then)
-    assert lambda_chain.code_at(with_lambdas, "no_such_function", first) is None
-    assert lambda_chain.code_at(with_lambdas, "login_handler", "0" * 40) is None
+    assert lambda_chain.code_at(with_lambdas, "login_handler", first[:7], "x86_64") == (first[:12], then)
+    assert lambda_chain.code_at(with_lambdas, "no_such_function", first, "x86_64") is None
+    assert lambda_chain.code_at(with_lambdas, "login_handler", "0" * 40, "x86_64") is None
 
 
 def test_component_names(project: Path) -> None:

@@ -104,6 +104,7 @@ def test_context_carries_the_environment_the_account_and_the_stack_names(config:
         "container": "backend",
         "repository": "car-rental-backend",
         "registry": "",
+        "lambda_architecture": "x86_64",
         "stacks": {
             "registry": "CarRentalRegistryStack",
             "data": "CarRentalDataStack",

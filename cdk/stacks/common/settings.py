@@ -19,6 +19,8 @@ Context keys (all optional):
     availability_zones  list (or comma-separated string) of two or more AZs  ["<region>a", "<region>b"]
     kyc_cors_origins    list (or comma-separated string) of browser origins  ["*"]
     stacks              object: registry, data, auth, fargate, api -> stack name (deploy.toml [stacks])
+    lambda_architecture what the Lambda functions run on: x86_64 or arm64     "x86_64"
+                        (deploy.toml [build] lambda_architecture)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+LAMBDA_ARCHITECTURES = ("x86_64", "arm64")  # as Lambda names them
 
 
 class SettingsError(ValueError):
@@ -71,6 +74,8 @@ class Settings:
     availability_zones: tuple[str, ...] = ()
     kyc_cors_origins: tuple[str, ...] = ("*",)
     stacks: StackNames = field(default_factory=StackNames)
+    # deploy.toml's [build] lambda_architecture: deploykit vendors the functions' requirements for the same one
+    lambda_architecture: str = "x86_64"
 
     def __post_init__(self) -> None:
         if not self.availability_zones:
@@ -98,6 +103,9 @@ class Settings:
             raise SettingsError(f"availability_zones {list(self.availability_zones)} are not all in {self.region}")
         if not self.kyc_cors_origins:
             raise SettingsError("kyc_cors_origins needs at least one origin ('*' for any)")
+        if self.lambda_architecture not in LAMBDA_ARCHITECTURES:
+            known = ", ".join(LAMBDA_ARCHITECTURES)
+            raise SettingsError(f"lambda_architecture must be one of {known}, got {self.lambda_architecture!r}")
         for key in ("registry", "data", "auth", "fargate", "api"):
             name = getattr(self.stacks, key)
             if not _STACK_NAME.match(name):
