@@ -6,8 +6,10 @@ nothing here starts node. One test (marked slow) synthesizes a copy of the repos
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -114,6 +116,14 @@ def test_context_carries_the_environment_the_account_and_the_stack_names(config:
         },
     }
     assert synth.cdk_context(config, dev, ACCOUNT, registry="127.0.0.1:5000")["registry"] == "127.0.0.1:5000"
+
+
+def test_the_context_names_the_architecture_the_environments_functions_run_on(config: Config, dev: EnvConfig) -> None:
+    graviton = dataclasses.replace(config, build=dataclasses.replace(config.build, lambda_architecture="arm64"))
+    assert synth.cdk_context(graviton, dev, ACCOUNT)["lambda_architecture"] == "arm64"
+    sandbox = graviton.environment("sandbox")  # runs its functions on this machine
+    here = synth.cdk_context(graviton, sandbox, ACCOUNT, registry="127.0.0.1:5000")["lambda_architecture"]
+    assert here == graviton.lambda_architecture_for(sandbox) == {"aarch64": "arm64"}.get(platform.machine(), "x86_64")
 
 
 def test_the_context_json_is_canonical(config: Config, dev: EnvConfig) -> None:
