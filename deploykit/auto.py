@@ -633,6 +633,8 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
         return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place
+    if change.setting and change.kind == "lambda":
+        return "inv deploy.auto"  # the functions' architecture: the API stack moves them, with their new zips
     if change.kind == "app":
         return "inv deploy.app"
     if change.kind == "lambda" and change.component:
@@ -791,6 +793,8 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
         if change.kind == "none":
             continue
         what = change.path or f"{change.component} ({change.reason})"
+        if change.setting:
+            what = f"{change.path} ({change.setting} changed)"
         if change.old_path:
             what = f"{change.old_path} → {change.path}"
         if change.path and {change.path, change.old_path} & set(uncommitted):

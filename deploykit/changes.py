@@ -68,6 +68,9 @@ class Change:
     status: str
     reason: str
     old_path: str | None = None
+    # the setting of deploy.toml whose change made ``path`` (deploy.toml) count for the component: "[build]" (how
+    # the image is built), "[build] lambda_architecture"; None for a change of the component's own files
+    setting: str | None = None
 
 
 @dataclass(frozen=True)
@@ -524,19 +527,22 @@ def _build_settings(config: Config, classified: list[Change], base: str, head: s
             return table.get(LAMBDA_ARCHITECTURE, DEFAULT_LAMBDA_ARCHITECTURE)
         return {key: value for key, value in table.items() if key != LAMBDA_ARCHITECTURE}
 
-    targets: list[Target] = []
+    targets: list[tuple[Target, str]] = []  # each with the setting that made it
     if part(before, False) != part(after, False):
-        targets.append(Target("app", "app", f"the [build] table of {name} changed: the image is built otherwise"))
+        why = f"the [build] table of {name} changed: the image is built otherwise"
+        targets.append((Target("app", "app", why), "[build]"))
     if part(before, True) != part(after, True):
         why = f"[build] {LAMBDA_ARCHITECTURE} of {name} changed: the functions run on another architecture"
         functions = [c for c in components_of(config) if c.startswith("lambda:")]
-        targets += [Target("stack:api", "stack", why), *(Target(fn, "lambda", why) for fn in functions)]
+        setting = f"[build] {LAMBDA_ARCHITECTURE}"
+        targets.append((Target("stack:api", "stack", why), setting))
+        targets += [(Target(fn, "lambda", why), setting) for fn in functions]
     if not targets:
         return classified
     out: list[Change] = []
     for c in classified:
         if c.path == name and c.kind == "none":
-            out += [Change(c.path, t.component, t.kind, c.status, t.reason) for t in targets]
+            out += [Change(c.path, t.component, t.kind, c.status, t.reason, setting=s) for t, s in targets]
         else:
             out.append(c)
     return out

@@ -284,6 +284,23 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "🔧 Lambda:   lambda:login_handler (not deployed yet) → inv deploy.auto",
         "🐳 Stack:    stack:api (not deployed yet) → inv deploy.stack CarRentalApiStack",
     ]
+    # deploy.toml's settings: the setting named; the functions' architecture is the API stack's and the zips' together
+    settings = changes.ChangeSet(
+        base=dict.fromkeys(["app", "lambda:login_handler", "stack:api"], "a" * 40),
+        head=HEAD,
+        changes=(
+            changes.Change("deploy.toml", "app", "app", "M", "the [build] table...", setting="[build]"),
+            *(
+                changes.Change("deploy.toml", c, changes.kind_of(c), "M", "arch", setting="[build] lambda_architecture")
+                for c in ("lambda:login_handler", "stack:api")
+            ),
+        ),
+    )
+    assert auto.analysis_lines(settings, env) == [
+        "📱 App code: deploy.toml ([build] changed) → inv deploy.app",
+        "🔧 Lambda:   deploy.toml ([build] lambda_architecture changed) → inv deploy.auto",
+        "🐳 Stack:    deploy.toml ([build] lambda_architecture changed) → inv deploy.stack CarRentalApiStack",
+    ]
     # an environment with a canary and an error watch says what the changes will go through
     env = dataclasses.replace(
         env, lambda_canary=LambdaCanary(percent=10, seconds=300), app_error_watch=ErrorWatch(seconds=180)

@@ -676,6 +676,7 @@ def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_
     assert functions and result.components() == {"stack:api", *functions}
     assert all(
         "[build] lambda_architecture of deploy.toml changed: the functions run on another architecture" in c.reason
+        and c.setting == "[build] lambda_architecture"
         for c in result.changes
     )
     toml.write_text(
