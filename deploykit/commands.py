@@ -1442,25 +1442,27 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
     environments = dict(config.environments)
     errors: list[overview.EnvView] = []
     patterns: dict[str, str] = {}  # environment → the pattern that made it
+    stacks: dict[str, tuple[str, ...]] = {}  # environment → its stacks there
     for pattern in config.patterns:  # after deploy.toml's own, by pattern
         made = first["pattern", pattern]
         if isinstance(made, overview.EnvView):
             errors.append(made)
         else:
-            made = [name for name in made if name not in config.environments]  # deploy.toml's own: read already
+            made = {name: found for name, found in made.items() if name not in config.environments}  # read already
             environments.update((name, config.environment(name)) for name in made)
             patterns.update(dict.fromkeys(made, pattern))
+            stacks.update(made)
     found = {name: view for (kind, name), view in first.items() if kind == "env"}
     found |= at_once({name: partial(one, environments[name]) for name in patterns})
     views = overview.with_promotion(config, [found[name] for name in environments] + errors)
-    views = overview.with_patterns(views, patterns, runtime.clock.now())
+    views = overview.with_patterns(views, patterns, runtime.clock.now(), stacks)
     runtime.stderr.write(overview.render(views, head) + "\n")
     if as_json:
         runtime.stdout.write(dumps(overview.to_json(views, head)) + "\n")
     return views
 
 
-def _made_from(runtime: Runtime, config: Config, pattern: str) -> list[str] | overview.EnvView:
+def _made_from(runtime: Runtime, config: Config, pattern: str) -> dict[str, tuple[str, ...]] | overview.EnvView:
     """The deployed environments ``pattern`` made (overview.made_from); when its AWS cannot be read, a view of the
     pattern that says why."""
     sample = config.environment(pattern.replace("*", SAMPLE_PART))  # the account and region they all live in

@@ -106,6 +106,9 @@ class EnvView:
     waiting: dict[str, str] | None = None
     made_from: str = ""  # the pattern of deploy.toml that made it ("dev-*"); "": deploy.toml names it
     idle_days: int | None = None  # made from a pattern, and no run for this many days (IDLE_DAYS or more)
+    # made from a pattern, its registry stack gone (no history) but these of its stacks still there (a destroy that
+    # failed part way, stacks deleted by hand): they still cost
+    stacks_left: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -130,6 +133,7 @@ class EnvView:
             "promotion": {"from": self.promoted_from, "waiting": self.waiting} if self.promoted_from else None,
             "made_from": self.made_from or None,
             "idle_days": self.idle_days,
+            "stacks_left": list(self.stacks_left),
         }
 
 
@@ -154,21 +158,22 @@ class Read:
 RECORDS = NEWEST_RUNS
 
 
-def made_from(aws: AwsFactory, config: Config, pattern: str) -> list[str]:
-    """The environments ``pattern`` made that are deployed, as their registry stacks name them (ListStacks in the
-    account and region the pattern's environments live in), sorted."""
-    registry = str(config.patterns[pattern]["stacks"]["registry"])
-    named = made_by(pattern, registry)
+def made_from(aws: AwsFactory, config: Config, pattern: str) -> dict[str, tuple[str, ...]]:
+    """The environments ``pattern`` made that have a stack, each with its stacks there, found by their names (any of
+    the five, so that one whose registry stack is gone but not the others is found too: ListStacks in the account and
+    region the pattern's environments live in), sorted."""
+    names = [made_by(pattern, str(template)) for template in config.patterns[pattern]["stacks"].values()]
     cfn = aws.client("cloudformation")
     # every status but DELETE_COMPLETE, as the API knows them: the stacks there (deleted ones are listed for 90 days)
     there = [s for s in cfn.meta.service_model.shape_for("StackStatus").enum if s != "DELETE_COMPLETE"]
-    found: set[str] = set()
+    found: dict[str, set[str]] = {}
     for page in cfn.get_paginator("list_stacks").paginate(StackStatusFilter=there):
         for stack in page.get("StackSummaries") or ():
-            match = named.fullmatch(str(stack.get("StackName", "")))
+            name = str(stack.get("StackName", ""))
+            match = next((m for named in names if (m := named.fullmatch(name))), None)
             if match:
-                found.add(match["env"])
-    return sorted(found)
+                found.setdefault(match["env"], set()).add(name)
+    return {env: tuple(sorted(stacks)) for env, stacks in sorted(found.items())}
 
 
 def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | None:
@@ -238,9 +243,12 @@ def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
 IDLE_DAYS = 7  # an environment a pattern made, not deployed for this long, is said to be idle (it still costs)
 
 
-def with_patterns(views: Sequence[EnvView], made: Mapping[str, str], now: datetime) -> list[EnvView]:
+def with_patterns(
+    views: Sequence[EnvView], made: Mapping[str, str], now: datetime, stacks: Mapping[str, Sequence[str]]
+) -> list[EnvView]:
     """Each view of an environment a pattern made (``made``: name → pattern) told so, and how many days it has gone
-    without a run when that is :data:`IDLE_DAYS` or more: one's own environment left behind still costs."""
+    without a run when that is :data:`IDLE_DAYS` or more: one's own environment left behind still costs; so do its
+    stacks (``stacks``: name → its stacks there) when its registry stack is gone."""
     out = []
     for v in views:
         if v.env not in made:
@@ -248,8 +256,14 @@ def with_patterns(views: Sequence[EnvView], made: Mapping[str, str], now: dateti
             continue
         last = datetime.fromisoformat(v.last_run.when) if v.last_run else None
         days = (now - last).days if last else None
+        left = () if v.has_history or v.error else tuple(stacks.get(v.env, ()))
         out.append(
-            replace(v, made_from=made[v.env], idle_days=days if days is not None and days >= IDLE_DAYS else None)
+            replace(
+                v,
+                made_from=made[v.env],
+                idle_days=days if days is not None and days >= IDLE_DAYS else None,
+                stacks_left=left,
+            )
         )
     return out
 
@@ -305,6 +319,13 @@ def render(views: Sequence[EnvView], head: str) -> str:
             lines.append(f"▸ {v.env} ({v.region}): ⚠️  not read: {v.error}")
             if v.next_step:
                 lines.append(f"  → next: {v.next_step}")
+            continue
+        if not v.has_history and v.stacks_left:
+            lines.append(
+                f"▸ {v.env} ({v.region}, from {v.made_from!r}): no registry stack (no history), but "
+                f"{', '.join(v.stacks_left)} still there, and costing; to take "
+                f"{'it' if len(v.stacks_left) == 1 else 'them'} down: inv destroy --env {v.env} --include-data"
+            )
             continue
         if not v.has_history:
             lines.append(

@@ -211,9 +211,10 @@ api = "CarRental-{env}-Api"
 """
 
 
-def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(world: dict[str, str]) -> None:
+def test_the_environments_a_pattern_made_are_found_by_their_stacks(world: dict[str, str]) -> None:
     """dev-alice is deployed (its registry stack and a run), dev-bob7's registry stack is being created, dev-carol's
-    was deleted, and a stack named like one but for a name the pattern cannot make is not one of them."""
+    was deleted, dev-eve has only its Fargate stack left, and a stack named like one but for a name the pattern
+    cannot make is not one of them."""
     root = Path(world["root"])
     toml = root / "deploy.toml"
     toml.write_text(toml.read_text() + PERSONAL)
@@ -226,6 +227,7 @@ def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(worl
         create_stack(cfn, f"CarRental-{name}-Registry", {"ArtifactsBucketName": bucket})
     cfn.delete_stack(StackName="CarRental-dev-carol-Registry")
     create_stack(cfn, "CarRental-dev-Dave-Registry", {"ArtifactsBucketName": "dev-alice-artifacts"})
+    create_stack(cfn, "CarRental-dev-eve-Fargate", {"AlbUrl": "http://eve"})  # its registry stack gone before it
     alice = config.environment("dev-alice")
     store = history.History.of(AwsFactory(alice), alice)
     assert store is not None
@@ -238,7 +240,8 @@ def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(worl
     runtime = commands.Runtime(config_path=toml, stdout=out, stderr=io.StringIO(), clock=clock)
     views = commands.envs(as_json=True, runtime=runtime)
 
-    assert [v.env for v in views] == ["dev", "staging", "prod", "dev-alice", "dev-bob7"]
+    assert [v.env for v in views] == ["dev", "staging", "prod", "dev-alice", "dev-bob7", "dev-eve"]
+    assert [v.stacks_left for v in views[3:]] == [(), (), ("CarRental-dev-eve-Fargate",)]
     alice_view = views[3]
     assert alice_view.last_run is not None and alice_view.last_run.who == "alice"
     assert alice_view.promoted_from == "dev" and alice_view.waiting and alice_view.waiting["stack:api"] == "new"
@@ -254,6 +257,16 @@ def test_the_environments_a_pattern_made_are_found_by_their_registry_stacks(worl
     ) in said
     data = json.loads(out.getvalue())["environments"][3]
     assert (data["env"], data["made_from"], data["idle_days"]) == ("dev-alice", "dev-*", 12)
+    # its stacks without a registry stack: still costing, and how to take them down is said
+    assert (
+        "▸ dev-eve (eu-west-1, from 'dev-*'): no registry stack (no history), but CarRental-dev-eve-Fargate still "
+        "there, and costing; to take it down: inv destroy --env dev-eve --include-data"
+    ) in said
+    assert json.loads(out.getvalue())["environments"][5]["stacks_left"] == ["CarRental-dev-eve-Fargate"]
+    # and that command does it, without a registry stack to hold its lock in
+    gone = commands.destroy(env="dev-eve", include_data=True, runtime=runtime)
+    assert gone is not None and gone.ok
+    assert "CarRental-dev-eve-Fargate" not in {s["StackName"] for s in cfn.describe_stacks()["Stacks"]}
     # a run six days ago is not idle
     runtime = commands.Runtime(
         config_path=toml, stdout=io.StringIO(), stderr=io.StringIO(), clock=FakeClock(start=t0 + timedelta(days=6))
