@@ -15,6 +15,7 @@ from deploykit.config import Config, EnvConfig, ErrorWatch, LambdaCanary, load_c
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
 from deploykit.plan import Parallel, Plan
+from deploykit.stack_chain import UploadLambdaCode
 from tests.conftest import git
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
@@ -107,6 +108,41 @@ def test_a_lambda_change_is_the_fast_path_without_cloudformation(with_lambdas: P
         config, env, revision, change_set(("lambda/login_handler/handler.py", "lambda:login_handler")), INPUTS
     )
     assert shape(plan, env)[2:5] == [(n, "login_handler") for n in ("publish-version", "canary", "move-alias")]
+
+
+def test_the_functions_architecture_changed_deploys_the_api_stack_with_every_zip_packaged_for_it(
+    with_lambdas: Path,  # noqa: F811
+) -> None:
+    """[build] lambda_architecture = "arm64" on an environment in AWS: the API stack takes every function's zip,
+    packaged for arm64, in its change set (no fast path beside it); the sandbox's stay this machine's."""
+    config, sandbox, revision = setup(with_lambdas)
+    config = dataclasses.replace(config, build=dataclasses.replace(config.build, lambda_architecture="arm64"))
+    on_aws = dataclasses.replace(sandbox, name="dev", endpoint_url=None, registry="")
+    reason = "[build] lambda_architecture of deploy.toml changed"
+    found = changes.ChangeSet(
+        base=dict.fromkeys(["lambda:login_handler", "lambda:health_handler", "stack:api"], "a" * 40),
+        head=HEAD,
+        changes=tuple(
+            changes.Change("deploy.toml", c, changes.kind_of(c), "M", reason, setting="[build] lambda_architecture")
+            for c in ("lambda:login_handler", "lambda:health_handler", "stack:api")
+        ),
+    )
+    plan = auto.auto_plan(config, on_aws, revision, found, INPUTS)
+    assert [name for name, _ in shape(plan, on_aws)] == [
+        "synth",
+        "upload-lambda",
+        "upload-lambda",
+        "deploy-stack",
+        "smoke",
+    ]
+    uploads = [s for s in auto.flat_steps(plan.steps) if isinstance(s, UploadLambdaCode)]
+    assert {u.architecture for u in uploads} == {"arm64"}
+    parameters = dict(next(s for s in auto.flat_steps(plan.steps) if s.name == "deploy-stack").parameters)  # type: ignore[attr-defined]
+    assert set(parameters.values()) == {u.key for u in uploads}  # the new zips, not the live ones
+    here = auto.auto_plan(config, sandbox, revision, found, INPUTS)
+    assert {s.architecture for s in auto.flat_steps(here.steps) if isinstance(s, UploadLambdaCode)} == {
+        config.lambda_architecture_for(sandbox)
+    }
 
 
 def test_a_stack_change_deploys_that_stack_alone_with_the_live_inputs(with_lambdas: Path) -> None:  # noqa: F811
