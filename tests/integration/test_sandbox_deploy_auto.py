@@ -1099,6 +1099,26 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
     assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
 
 
+def test_the_functions_put_on_graviton_stay_on_this_machines_cpu_in_the_sandbox(project: Path) -> None:
+    """[build] lambda_architecture = "arm64" committed: deploy.auto deploys the API stack with the functions' zips
+    (the Change Analysis names the setting); the sandbox runs them here, so they stay on this machine's architecture
+    and answer as before."""
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[build]\n", '[build]\nlambda_architecture = "arm64"\n', 1))
+    git(project, "commit", "-qam", "the functions on Graviton")
+    config = load_config(toml)
+    here = config.lambda_architecture_for(config.environment("sandbox"))
+
+    report, out, _ = auto(project)
+    assert "🔧 Lambda:   deploy.toml ([build] lambda_architecture changed) → inv deploy.auto" in out
+    assert "🐳 Stack:    deploy.toml ([build] lambda_architecture changed) → inv deploy.stack CarRentalApiStack" in out
+    assert report is not None and report.ok and "smoke" in ran(report)
+    lam = _client(project, "lambda")
+    for name in endpoints(project).functions.values():
+        assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["Architectures"] == [here]
+    assert auto(project)[0] is None  # deployed: nothing left to do
+
+
 def _active(lam: Any, name: str) -> None:
     """Wait until the function's last update has been applied (a publish meanwhile is refused, as on AWS)."""
     deadline = time.monotonic() + 30
