@@ -375,8 +375,9 @@ class RegisterTaskDef(Step):
             raise UsageError(
                 f"the task definition of {self.service} ({_rev(current_arn)}) runs on {runs}, but the image is "
                 f"built for {self.platform} ([build] platform): its tasks would not start",
-                next_step=f"set [build] platform = {_platform_for(runs)!r} in deploy.toml, or change the task's "
-                "cpu_architecture in cdk/stacks/fargate_stack.py and deploy that stack (inv deploy.auto)",
+                next_step=f"the Fargate stack puts the tasks on [build] platform's architecture: deploy it with this "
+                f"image (inv deploy.auto, after a commit changing the setting), or set [build] platform = "
+                f"{_platform_for(runs)!r} if the service is to stay on {runs}",
             )
         wanted = ecs.derive_registration(
             taskdefs.get(current_arn), taskdefs.tags(current_arn), self.container, self.image, self.git_sha

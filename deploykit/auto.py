@@ -633,8 +633,9 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
         return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place
-    if change.setting and change.kind == "lambda":
-        return "inv deploy.auto"  # the functions' architecture: the API stack moves them, with their new zips
+    if change.setting and change.setting != "[build]":
+        # an architecture: a stack moves what runs on it, beside the image or zips made for it, in one deploy.auto
+        return "inv deploy.auto"
     if change.kind == "app":
         return "inv deploy.app"
     if change.kind == "lambda" and change.component:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from deploykit import git
-from deploykit.config import STACK_ROLES, Config
+from deploykit.config import STACK_ROLES, BuildConfig, Config
 from deploykit.errors import UsageError
 from deploykit.packaging import DEFAULT_ARCHITECTURE as DEFAULT_LAMBDA_ARCHITECTURE
 
@@ -42,6 +42,8 @@ HANDLER = "handler.py"
 _LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
 NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
 LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
+PLATFORM = "platform"  # the key of deploy.toml's [build] that the image and the Fargate stack's tasks follow
+DEFAULT_PLATFORM = BuildConfig().platform
 
 
 class Target(NamedTuple):
@@ -69,7 +71,8 @@ class Change:
     reason: str
     old_path: str | None = None
     # the setting of deploy.toml whose change made ``path`` (deploy.toml) count for the component: "[build]" (how
-    # the image is built), "[build] lambda_architecture"; None for a change of the component's own files
+    # the image is built), "[build] platform", "[build] lambda_architecture"; None for a change of the component's
+    # own files
     setting: str | None = None
 
 
@@ -503,9 +506,10 @@ def scope(config: Config, revision: git.Revision) -> git.Revision:
 def _build_settings(config: Config, classified: list[Change], base: str, head: str | None) -> list[Change]:
     """``classified`` with deploy.toml counted for what its ``[build]`` table says how to build, when that differs
     between ``base`` and ``head`` (None: the work tree): for the app, how the image is built (context, Dockerfile,
-    base image, extra CAs, platform); for the API stack and every function, ``lambda_architecture`` (the stack puts
-    the functions on it, and their requirements are vendored for it: each zip is made anew). The rest of deploy.toml
-    is the toolkit's own settings, and stays as the rules classify it."""
+    base image, extra CAs, platform); for the Fargate stack too, ``platform`` (its tasks run on that architecture);
+    for the API stack and every function, ``lambda_architecture`` (the stack puts the functions on it, and their
+    requirements are vendored for it: each zip is made anew). The rest of deploy.toml is the toolkit's own settings,
+    and stays as the rules classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
@@ -520,18 +524,25 @@ def _build_settings(config: Config, classified: list[Change], base: str, head: s
     before = build_table(git.files_at(config.root, base, name).get(name))
     after = build_table(config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name))
 
-    def part(table: dict[str, Any] | str, lambdas: bool) -> object:
+    def part(table: dict[str, Any] | str, key: str | None) -> object:
+        """The image's part of the table (``key`` None: all but lambda_architecture), or one key's value."""
         if isinstance(table, str):
             return table
-        if lambdas:
-            return table.get(LAMBDA_ARCHITECTURE, DEFAULT_LAMBDA_ARCHITECTURE)
-        return {key: value for key, value in table.items() if key != LAMBDA_ARCHITECTURE}
+        if key == LAMBDA_ARCHITECTURE:
+            return table.get(key, DEFAULT_LAMBDA_ARCHITECTURE)
+        if key == PLATFORM:
+            return table.get(key, DEFAULT_PLATFORM)
+        return {k: v for k, v in table.items() if k != LAMBDA_ARCHITECTURE}
 
     targets: list[tuple[Target, str]] = []  # each with the setting that made it
-    if part(before, False) != part(after, False):
+    platform = part(before, PLATFORM) != part(after, PLATFORM)
+    if part(before, None) != part(after, None):
         why = f"the [build] table of {name} changed: the image is built otherwise"
-        targets.append((Target("app", "app", why), "[build]"))
-    if part(before, True) != part(after, True):
+        targets.append((Target("app", "app", why), f"[build] {PLATFORM}" if platform else "[build]"))
+    if platform:
+        why = f"[build] {PLATFORM} of {name} changed: the service's tasks run on another architecture"
+        targets.append((Target("stack:fargate", "stack", why), f"[build] {PLATFORM}"))
+    if part(before, LAMBDA_ARCHITECTURE) != part(after, LAMBDA_ARCHITECTURE):
         why = f"[build] {LAMBDA_ARCHITECTURE} of {name} changed: the functions run on another architecture"
         functions = [c for c in components_of(config) if c.startswith("lambda:")]
         setting = f"[build] {LAMBDA_ARCHITECTURE}"

@@ -240,8 +240,8 @@ class BuildConfig:
     # A base image pulled from a registry (python:3.11-slim) is pulled again once this machine's copy is older
     # than this many days: the security updates its publisher built since go in. 0: only when it is missing.
     pull_after_days: float = 7
-    # The platform the backend image is built for: what the service's task definition runs (its runtimePlatform,
-    # X86_64 in cdk/stacks/fargate_stack.py), whatever machine builds it. linux/amd64 or linux/arm64.
+    # The platform the backend image is built for, whatever machine builds it, and that the CDK app puts the service's
+    # tasks on (their task definition's runtimePlatform: X86_64, ARM64). linux/amd64 or linux/arm64.
     platform: str = "linux/amd64"
     # The architecture the Lambda functions run on, x86_64 or arm64 (Graviton): the CDK app gives it to every function
     # of the API stack, and a function's requirements are vendored as wheels for it. Not part of how the image is
@@ -401,6 +401,16 @@ class Config:
         if env.is_local:
             return HOST_ARCHITECTURES.get(platform.machine().lower(), self.build.lambda_architecture)
         return self.build.lambda_architecture
+
+    def cpu_architecture_for(self, env: EnvConfig) -> str:
+        """What ``env``'s Fargate tasks run on, as ECS names it (``X86_64``, ``ARM64``): ``[build] platform``'s, which
+        the image is built for; on an environment on this machine (the sandbox), this machine's own, as its images
+        are built for this engine's platform."""
+        if env.is_local:
+            here = HOST_ARCHITECTURES.get(platform.machine().lower())
+            if here is not None:
+                return {"x86_64": "X86_64", "arm64": "ARM64"}[here]
+        return PLATFORMS[self.build.platform]
 
 
 def find_config(start: Path | None = None) -> Path:

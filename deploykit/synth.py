@@ -123,8 +123,8 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
     """``CDK_CONTEXT_JSON`` for ``env``: the keys of cdk/stacks/common/settings.py.
 
     ``registry`` is the value :func:`context_registry` chose; None means the environment's own ``registry``
-    (or none). From ``config``: the architecture ``env``'s Lambda functions run on
-    (:meth:`Config.lambda_architecture_for`).
+    (or none). From ``config``: the architectures ``env``'s Lambda functions and Fargate tasks run on
+    (:meth:`Config.lambda_architecture_for`, :meth:`Config.cpu_architecture_for`).
     """
     stacks = env.stacks
     return {
@@ -137,6 +137,7 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
         "repository": env.repository,
         "registry": (env.registry or "").rstrip("/") if registry is None else registry,
         "lambda_architecture": config.lambda_architecture_for(env),
+        "cpu_architecture": config.cpu_architecture_for(env),
         "stacks": {
             "registry": stacks.registry,
             "data": stacks.data,

@@ -152,9 +152,11 @@ class CarRentalFargateStack(Stack):
             family=settings.service,
             cpu=256,
             memory_limit_mib=512,
-            # Images are built on x86-64 machines (CI and the sandbox).
+            # What deploykit builds the image for: deploy.toml's [build] platform (the sandbox: this machine's CPU).
             runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                cpu_architecture=ecs.CpuArchitecture.ARM64
+                if settings.cpu_architecture == "ARM64"
+                else ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )

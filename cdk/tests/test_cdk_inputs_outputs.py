@@ -138,6 +138,17 @@ def test_every_function_runs_on_the_architecture_deploy_toml_names(api: Template
         assert props(only(function_resources(graviton, name, "AWS::Lambda::Function")))["Architectures"] == ["arm64"]
 
 
+def test_the_tasks_run_on_the_architecture_the_image_is_built_for(fargate: Template, tmp_path: Path) -> None:
+    """[build] platform reaches the stack as context (cpu_architecture): deploykit builds the image for the same one."""
+
+    def runs_on(template: Template) -> str:
+        task = props(only(template.find_resources("AWS::ECS::TaskDefinition")))
+        return str(task["RuntimePlatform"]["CpuArchitecture"])
+
+    assert runs_on(fargate) == "X86_64"
+    assert runs_on(synthesize(tmp_path / "arm64", {"cpu_architecture": "ARM64"}).template("fargate")) == "ARM64"
+
+
 def test_login_handler_knows_the_app_client(api: Template) -> None:
     login = props(only(function_resources(api, "LoginHandler", "AWS::Lambda::Function")))
     assert set(login["Environment"]["Variables"]) == {"USER_POOL_CLIENT_ID"}

@@ -74,6 +74,7 @@ def test_stack_names_from_context_object_or_json() -> None:
         ({"stacks": "not json"}, "JSON object"),
         ({"service": 7}, "must be a string"),
         ({"lambda_architecture": "aarch64"}, "lambda_architecture must be one of x86_64, arm64"),
+        ({"cpu_architecture": "arm64"}, "cpu_architecture must be one of X86_64, ARM64"),
     ],
 )
 def test_bad_settings_are_refused_with_the_key_named(context: dict[str, object], message: str) -> None:

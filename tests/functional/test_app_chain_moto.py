@@ -154,6 +154,7 @@ def test_register_taskdef_refuses_an_image_built_for_another_platform_than_the_t
     with pytest.raises(UsageError, match=r"runs on ARM64, but the image is built for linux/amd64") as refused:
         commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
     assert refused.value.exit_code == 2 and "platform = 'linux/arm64'" in (refused.value.next_step or "")
+    assert "the Fargate stack puts the tasks on [build] platform's architecture" in (refused.value.next_step or "")
     assert len(revisions(factory)) == 1  # nothing changed
 
     toml = project / "deploy.toml"

@@ -332,10 +332,22 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
             ),
         ),
     )
+    platform = changes.ChangeSet(
+        base=dict.fromkeys(["app", "stack:fargate"], "a" * 40),
+        head=HEAD,
+        changes=tuple(
+            changes.Change("deploy.toml", c, changes.kind_of(c), "M", "platform", setting="[build] platform")
+            for c in ("app", "stack:fargate")
+        ),
+    )
+    assert auto.analysis_lines(platform, env) == [
+        "📱 App code: deploy.toml ([build] platform changed) → inv deploy.auto",
+        "🐳 Stack:    deploy.toml ([build] platform changed) → inv deploy.auto",
+    ]
     assert auto.analysis_lines(settings, env) == [
         "📱 App code: deploy.toml ([build] changed) → inv deploy.app",
         "🔧 Lambda:   deploy.toml ([build] lambda_architecture changed) → inv deploy.auto",
-        "🐳 Stack:    deploy.toml ([build] lambda_architecture changed) → inv deploy.stack CarRentalApiStack",
+        "🐳 Stack:    deploy.toml ([build] lambda_architecture changed) → inv deploy.auto",
     ]
     # an environment with a canary and an error watch says what the changes will go through
     env = dataclasses.replace(

@@ -685,7 +685,18 @@ def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_
         )
     )
     commit(repo, "and the image")
-    assert detect(config, everything(config, base)).components() == {"app", "stack:api", *functions}
+    result = detect(config, everything(config, base))
+    assert result.components() == {"app", "stack:fargate", "stack:api", *functions}
+    # the image is built for the platform, and the Fargate stack puts the tasks on its architecture
+    assert {c.setting for c in result.for_component("app")} == {"[build] platform"}
+    [fargate] = result.for_component("stack:fargate")
+    assert fargate.setting == "[build] platform" and "the service's tasks run on another architecture" in fargate.reason
+    toml.write_text(
+        toml.read_text().replace('platform = "linux/arm64"\n', 'platform = "linux/arm64"\npull_after_days = 3\n')
+    )
+    commit(repo, "the base pulled more often")
+    later = detect(config, everything(config, run_git(repo, "rev-parse", "HEAD~1").strip()))
+    assert later.components() == {"app"} and {c.setting for c in later.changes} == {"[build]"}
 
 
 def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:

@@ -55,6 +55,8 @@ def test_functions_on_this_machine_run_on_its_architecture(monkeypatch: pytest.M
         monkeypatch.setattr(platform, "machine", lambda machine=machine: machine)
         assert config.lambda_architecture_for(config.environment("sandbox")) == architecture
         assert config.lambda_architecture_for(on_aws) == "arm64"
+        assert config.cpu_architecture_for(config.environment("sandbox")) == architecture.upper()
+        assert config.cpu_architecture_for(on_aws) == "X86_64"  # [build] platform: linux/amd64
 
 
 def test_environment_fields_and_defaults() -> None:

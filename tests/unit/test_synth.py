@@ -107,6 +107,7 @@ def test_context_carries_the_environment_the_account_and_the_stack_names(config:
         "repository": "car-rental-backend",
         "registry": "",
         "lambda_architecture": "x86_64",
+        "cpu_architecture": "X86_64",
         "stacks": {
             "registry": "CarRentalRegistryStack",
             "data": "CarRentalDataStack",
@@ -124,6 +125,10 @@ def test_the_context_names_the_architecture_the_environments_functions_run_on(co
     sandbox = graviton.environment("sandbox")  # runs its functions on this machine
     here = synth.cdk_context(graviton, sandbox, ACCOUNT, registry="127.0.0.1:5000")["lambda_architecture"]
     assert here == graviton.lambda_architecture_for(sandbox) == {"aarch64": "arm64"}.get(platform.machine(), "x86_64")
+    arm = dataclasses.replace(config, build=dataclasses.replace(config.build, platform="linux/arm64"))
+    assert synth.cdk_context(arm, dev, ACCOUNT)["cpu_architecture"] == "ARM64"
+    tasks_here = synth.cdk_context(arm, sandbox, ACCOUNT, registry="127.0.0.1:5000")["cpu_architecture"]
+    assert tasks_here == {"aarch64": "ARM64"}.get(platform.machine(), "X86_64")
 
 
 def test_the_context_json_is_canonical(config: Config, dev: EnvConfig) -> None:

@@ -21,6 +21,8 @@ Context keys (all optional):
     stacks              object: registry, data, auth, fargate, api -> stack name (deploy.toml [stacks])
     lambda_architecture what the Lambda functions run on: x86_64 or arm64     "x86_64"
                         (deploy.toml [build] lambda_architecture)
+    cpu_architecture    what the backend's Fargate tasks run on: X86_64 or   "X86_64"
+                        ARM64 (deploy.toml [build] platform)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 LAMBDA_ARCHITECTURES = ("x86_64", "arm64")  # as Lambda names them
+CPU_ARCHITECTURES = ("X86_64", "ARM64")  # as an ECS task definition's runtimePlatform names them
 
 
 class SettingsError(ValueError):
@@ -76,6 +79,8 @@ class Settings:
     stacks: StackNames = field(default_factory=StackNames)
     # deploy.toml's [build] lambda_architecture: deploykit vendors the functions' requirements for the same one
     lambda_architecture: str = "x86_64"
+    # deploy.toml's [build] platform, as ECS names its CPU: deploykit builds the backend's image for the same one
+    cpu_architecture: str = "X86_64"
 
     def __post_init__(self) -> None:
         if not self.availability_zones:
@@ -106,6 +111,9 @@ class Settings:
         if self.lambda_architecture not in LAMBDA_ARCHITECTURES:
             known = ", ".join(LAMBDA_ARCHITECTURES)
             raise SettingsError(f"lambda_architecture must be one of {known}, got {self.lambda_architecture!r}")
+        if self.cpu_architecture not in CPU_ARCHITECTURES:
+            known = ", ".join(CPU_ARCHITECTURES)
+            raise SettingsError(f"cpu_architecture must be one of {known}, got {self.cpu_architecture!r}")
         for key in ("registry", "data", "auth", "fargate", "api"):
             name = getattr(self.stacks, key)
             if not _STACK_NAME.match(name):
