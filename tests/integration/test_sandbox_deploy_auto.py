@@ -1099,23 +1099,33 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
     assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
 
 
-def test_the_functions_put_on_graviton_stay_on_this_machines_cpu_in_the_sandbox(project: Path) -> None:
-    """[build] lambda_architecture = "arm64" committed: deploy.auto deploys the API stack with the functions' zips
-    (the Change Analysis names the setting); the sandbox runs them here, so they stay on this machine's architecture
-    and answer as before."""
+def test_the_service_and_functions_put_on_graviton_stay_on_this_machines_cpu_in_the_sandbox(project: Path) -> None:
+    """[build] platform = "linux/arm64" and lambda_architecture = "arm64" committed: deploy.auto builds the image and
+    deploys the Fargate stack with it, and the API stack with the functions' zips (the Change Analysis names the
+    settings); the sandbox runs them here, so they stay on this machine's architecture and answer as before."""
     toml = project / "deploy.toml"
-    toml.write_text(toml.read_text().replace("[build]\n", '[build]\nlambda_architecture = "arm64"\n', 1))
-    git(project, "commit", "-qam", "the functions on Graviton")
+    graviton = '[build]\nplatform = "linux/arm64"\nlambda_architecture = "arm64"\n'
+    toml.write_text(toml.read_text().replace("[build]\n", graviton, 1))
+    git(project, "commit", "-qam", "the service and the functions on Graviton")
     config = load_config(toml)
-    here = config.lambda_architecture_for(config.environment("sandbox"))
+    sandbox = config.environment("sandbox")
 
     report, out, _ = auto(project)
+    assert "📱 App code: deploy.toml ([build] platform changed) → inv deploy.auto" in out
+    assert "🐳 Stack:    deploy.toml ([build] platform changed) → inv deploy.auto" in out
     assert "🔧 Lambda:   deploy.toml ([build] lambda_architecture changed) → inv deploy.auto" in out
     assert "🐳 Stack:    deploy.toml ([build] lambda_architecture changed) → inv deploy.auto" in out
-    assert report is not None and report.ok and "smoke" in ran(report)
+    assert report is not None and report.ok and {"build", "push", "smoke"} <= ran(report)
     lam = _client(project, "lambda")
     for name in endpoints(project).functions.values():
-        assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["Architectures"] == [here]
+        architectures = lam.get_function_configuration(FunctionName=name, Qualifier="live")["Architectures"]
+        assert architectures == [config.lambda_architecture_for(sandbox)]
+    ecs = _client(project, "ecs")
+    service = ecs.describe_services(cluster=sandbox.cluster, services=[sandbox.service])["services"][0]
+    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    assert task["runtimePlatform"]["cpuArchitecture"] == config.cpu_architecture_for(sandbox)
+    head = git(project, "rev-parse", "HEAD").strip()
+    assert version_of(endpoints(project).alb_url.rstrip("/")) == head  # the image built for it answers
     assert auto(project)[0] is None  # deployed: nothing left to do
 
 
