@@ -27,6 +27,7 @@ from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
+from deploykit.stack_chain import IMAGE_PARAMETER as IMAGE_PARAMETER  # the Fargate stack's input, named here too
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
 from deploykit.watch import WatchErrors
 
@@ -173,7 +174,6 @@ STACK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 DATA_STACKS = ("registry", "data", "auth")  # they hold images, tables, buckets, users: kept by destroy
 # the stack each kind of component runs in (a stack:<role> component is that stack)
 HOSTED_BY = {"app": "fargate", "lambda": "api"}
-IMAGE_PARAMETER = "ImageTag"
 
 
 def stack_levels() -> list[tuple[str, ...]]:
@@ -238,11 +238,13 @@ def deploy_stack_plan(
     force_synth: bool = False,
     smoke: bool = True,
     revision: Revision | None = None,
+    live_image: bool = False,
 ) -> Plan:
     """Synthesize, upload the zips it names (if any), one stack's change set, then smoke.
 
     ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack;
-    ``approve_access`` lets a protected environment's change set change access (see DeployStack)."""
+    ``approve_access`` lets a protected environment's change set change access (see DeployStack); ``live_image``:
+    ``image_tag`` is the image the service runs now (the Fargate stack checks its tasks' CPU against it)."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
@@ -258,6 +260,7 @@ def deploy_stack_plan(
             approve_access=approve_access,
             commit=kept_commit(revision, role),
             registry_stack=env.stacks.registry,
+            live_image=live_image and role == "fargate",
         )
     )
     if smoke:

@@ -200,6 +200,26 @@ def keep_template(
     return key
 
 
+IMAGE_PARAMETER = "ImageTag"  # the Fargate stack's input: the tag of the image its task definition runs
+
+
+def template_cpu(body: str) -> str | None:
+    """The CPU a template's ECS task definition puts its tasks on (``X86_64``, ``ARM64``; Fargate's default, X86_64,
+    when it names none); None for a template without one (or one that may run on EC2 too)."""
+    try:
+        template = json.loads(body)
+    except ValueError:
+        return None
+    for resource in (template.get("Resources") or {}).values():
+        if isinstance(resource, dict) and resource.get("Type") == "AWS::ECS::TaskDefinition":
+            properties = resource.get("Properties") or {}
+            named = (properties.get("RuntimePlatform") or {}).get("CpuArchitecture")
+            if isinstance(named, str):
+                return named
+            return "X86_64" if properties.get("RequiresCompatibilities") == ["FARGATE"] else None
+    return None
+
+
 @dataclass(frozen=True)
 class DeployStack(Step):
     """One stack through a change set: show the changes, execute, follow the events, read the outputs; then keep
@@ -216,6 +236,10 @@ class DeployStack(Step):
     # is kept there after the deploy, for a rollback to that commit; "": not kept (a build of uncommitted changes)
     commit: str = ""
     registry_stack: str = ""
+    # its ImageTag is the image the service runs now (not one built for this deploy): refused, before anything
+    # changes, when the template puts the service's tasks on another CPU than they run on now (a [build] platform
+    # change not deployed with its image: the tasks would not start)
+    live_image: bool = False
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.parameters)
@@ -229,6 +253,8 @@ class DeployStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
+        if self.live_image:
+            self._refuse_another_cpu(ctx, body)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
         app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
         result = deployer(ctx).deploy(
@@ -258,6 +284,29 @@ class DeployStack(Step):
         if result.action == "unchanged":
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
         return Outcome.done(f"{self.stack}: {detail}{kept}", **outputs)
+
+    def _refuse_another_cpu(self, ctx: Context, body: str) -> None:
+        """UsageError when the template's task definition runs on another CPU than the service's tasks do now: the
+        image they run (this deploy's ImageTag) is built for theirs."""
+        wanted = template_cpu(body)
+        if wanted is None:
+            return
+        client = ctx.aws.client("ecs")
+        try:
+            service = ecs.describe_service(client, ctx.env.cluster, ctx.env.service)
+        except UsageError:  # no service yet: nothing runs on any CPU
+            return
+        runs = ecs.cpu_architecture(ecs.TaskDefinitions.of(ctx.aws).get(str(service["taskDefinition"])))
+        if runs is None or runs == wanted:
+            return
+        tag = dict(self.parameters).get(IMAGE_PARAMETER, "?")
+        raise UsageError(
+            f"{self.stack} would put the service's tasks on {wanted}, but the image they would run, the one running "
+            f"now ({tag}), is built for {runs}: they would not start",
+            next_step="deploy the stack with an image built for [build] platform: inv deploy.auto (after the commit "
+            f"that changed it: it builds the image and deploys both), or inv deploy.stack {self.stack} --image-tag "
+            "TAG of an image built for it",
+        )
 
     def _keep(self, ctx: Context, body: str, tags: Mapping[str, str]) -> str:
         """Keep the template ``body`` as ``commit``'s; what the detail says when it could not be (it never fails a

@@ -5,9 +5,19 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from unittest.mock import Mock
 
-from deploykit import commands
+import pytest
+
+from deploykit import commands, stack_chain
 from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
+from deploykit.output import Reporter
+from deploykit.plan import Context
+from deploykit.stack_chain import DeployStack
+from tests.functional.conftest import create_service
 from tests.functional.test_endpoints import create_stack
 
 
@@ -55,3 +65,60 @@ def test_an_image_given_to_the_fargate_stack_is_recorded_as_the_apps(project: Pa
     )
     assert isinstance(runtime.stdout, io.StringIO)
     assert [d["component"] for d in json.loads(runtime.stdout.getvalue())["deploys"]] == ["stack:data"]
+
+
+def fargate_template(cpu: str | None) -> str:
+    """A Fargate stack's template, its task definition on ``cpu`` (None: naming none, Fargate's default)."""
+    properties: dict[str, object] = {"RequiresCompatibilities": ["FARGATE"], "ContainerDefinitions": []}
+    if cpu:
+        properties["RuntimePlatform"] = {"CpuArchitecture": cpu, "OperatingSystemFamily": "LINUX"}
+    resources = {"TaskDefinition": {"Type": "AWS::ECS::TaskDefinition", "Properties": properties}}
+    return json.dumps({"Parameters": {"ImageTag": {"Type": "String"}}, "Resources": resources})
+
+
+def test_the_cpu_a_template_puts_the_tasks_on() -> None:
+    assert stack_chain.template_cpu(fargate_template("ARM64")) == "ARM64"
+    assert stack_chain.template_cpu(fargate_template(None)) == "X86_64"  # Fargate's default
+    assert stack_chain.template_cpu(json.dumps({"Resources": {"T": {"Type": "AWS::SNS::Topic"}}})) is None
+    assert stack_chain.template_cpu("not json") is None
+
+
+def test_the_running_image_is_not_put_on_tasks_of_another_cpu(
+    project: Path, factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """[build] platform changed to linux/arm64 and the Fargate stack deployed with the image running now (built for
+    X86_64): refused before anything changes; with an image built for it, or the same CPU, it goes on."""
+    create_service(factory)  # its task definition names no CPU: Fargate's X86_64
+    template = tmp_path / "CarRentalFargateStack.template.json"
+    template.write_text(fargate_template("ARM64"))
+    stack = {"type": "aws:cloudformation:stack", "properties": {"templateFile": template.name}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": stack}}))
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    step = DeployStack("CarRentalFargateStack", str(template), (("ImageTag", "c0ffee123456"),), live_image=True)
+    with pytest.raises(UsageError) as refused:
+        step.run(ctx)
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "CarRentalFargateStack would put the service's tasks on ARM64, but the image they would run, the one running "
+        "now (c0ffee123456), is built for X86_64: they would not start"
+    )
+    assert "inv deploy.auto" in (refused.value.next_step or "") and "--image-tag" in (refused.value.next_step or "")
+    assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []  # nothing changed
+
+    # the same CPU: the deploy goes on (and CloudFormation creates the stack)
+    template.write_text(fargate_template(None))
+    assert step.run(ctx).status == "done"
+
+    # planned so: deploy.stack without --image-tag checks the running image; with one, it is the person's
+    steps = json.loads(plan_json(project, "CarRentalFargateStack"))["steps"]
+    assert next(s for s in steps if s["step"] == "deploy-stack")["inputs"]["live_image"] is True
+    steps = json.loads(plan_json(project, "CarRentalFargateStack", image_tag="abcdef123456"))["steps"]
+    assert next(s for s in steps if s["step"] == "deploy-stack")["inputs"]["live_image"] is False
+
+
+def plan_json(project: Path, stack: str, **options: str) -> str:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.deploy_stack(stack, env="dev", dry_run=True, as_json=True, runtime=runtime, **options)  # type: ignore[arg-type]
+    assert isinstance(runtime.stdout, io.StringIO)
+    return runtime.stdout.getvalue()
