@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import at_once
-from deploykit.ecs import TaskDefinitions, primary_deployment
+from deploykit.ecs import TaskDefinitions, cpu_architecture, primary_deployment
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
@@ -621,7 +621,10 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport) -> dict[str,
     report.rows.extend(service_rows(service, env.cluster, images))
     report.findings.extend(service_findings(service, env.cluster, env.name))
     report.recommendations.extend(service_recommendations(service))
-    _live_image(service, images, problems, env, report)
+    primary = primary_deployment(dict(service))
+    arn = str(primary.get("taskDefinition", "")) if primary else ""
+    cpu = cpu_architecture(task_definitions.get(arn)) if arn in images else None  # read already, with its image
+    _live_image(service, images, problems, env, report, cpu)
     return service
 
 
@@ -652,7 +655,12 @@ def _describe_service(ecs: Any, cluster: str, name: str) -> dict[str, Any] | Non
 
 
 def _live_image(
-    service: Mapping[str, Any], images: Mapping[str, str], problems: list[str], env: EnvConfig, report: HealthReport
+    service: Mapping[str, Any],
+    images: Mapping[str, str],
+    problems: list[str],
+    env: EnvConfig,
+    report: HealthReport,
+    cpu: str | None = None,
 ) -> None:
     primary = primary_deployment(dict(service))
     arn = str(primary.get("taskDefinition", "")) if primary else ""
@@ -672,7 +680,8 @@ def _live_image(
     report.live_image, report.live_sha = image, sha_of_tag(tag)
     match = SHA_TAG.match(tag or "")
     status = (tag or "untagged") + (" (dirty)" if match and match.group("dirty") else "")
-    report.rows.append(Row("image", env.container, status, f"{image} ({revision(arn)})"))
+    on = f", on {cpu}" if cpu else ""  # the CPU its tasks run on ([build] platform's, through the Fargate stack)
+    report.rows.append(Row("image", env.container, status, f"{image} ({revision(arn)}{on})"))
     if report.live_sha is None:
         report.findings.append(
             Finding(
@@ -813,7 +822,7 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
             continue
         alias, config = found
         version = str(alias["FunctionVersion"])
-        parts = [_code(config)]
+        parts = [_code(config), f"on {', '.join(config.get('Architectures') or ['x86_64'])}"]
         if config.get("LastModified"):
             parts.append(f"modified {when(config['LastModified'])}")
         weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}

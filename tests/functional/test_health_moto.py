@@ -151,8 +151,9 @@ def create_api(factory: AwsFactory) -> tuple[str, str]:
     return str(api), str(deployment)
 
 
-def create_function(factory: AwsFactory, name: str, *, alias: bool = True) -> dict[str, Any]:
-    """A Lambda function with one published version (and the `live` alias on it): that version's configuration."""
+def create_function(factory: AwsFactory, name: str, *, alias: bool = True, **settings: Any) -> dict[str, Any]:
+    """A Lambda function with one published version (and the `live` alias on it): that version's configuration
+    (``settings``: more of CreateFunction's)."""
     role = factory.client("iam").create_role(
         RoleName=f"{name}-role",
         AssumeRolePolicyDocument=json.dumps(
@@ -174,6 +175,7 @@ def create_function(factory: AwsFactory, name: str, *, alias: bool = True) -> di
         Role=role,
         Handler="handler.handler",
         Code={"ZipFile": code.getvalue()},
+        **settings,
     )
     version = lam.publish_version(FunctionName=name, Description=f"git {SHA}")
     if alias:
@@ -207,7 +209,7 @@ def test_a_deployed_environment_with_untuned_settings_and_no_running_tasks(aws: 
         "CarRentalApiStack": "CREATE_COMPLETE",
     }
     assert report.live_image == IMAGE and report.live_sha == SHA
-    assert Row("image", "backend", SHA, f"{IMAGE} (car-rental-backend:1)") in report.rows
+    assert Row("image", "backend", SHA, f"{IMAGE} (car-rental-backend:1, on X86_64)") in report.rows
     assert rows_of(report, "service") == [
         Row("service", "car-rental-cluster/car-rental-service", "ACTIVE", "running 0/2, pending 2")
     ]
@@ -221,7 +223,7 @@ def test_a_deployed_environment_with_untuned_settings_and_no_running_tasks(aws: 
     assert rows_of(report, "api stage") == [Row("api stage", f"{api}/prod", "deployed", f"deployment {deployment}")]
     [function] = rows_of(report, "lambda")
     assert (function.name, function.status) == ("login_handler (car-rental-login)", "live → version 1")
-    assert function.detail.startswith(f"code {version['CodeSha256'][:12]}, git {SHA}, modified ")
+    assert function.detail.startswith(f"code {version['CodeSha256'][:12]}, git {SHA}, on x86_64, modified ")
 
     findings = {f.what: f for f in report.findings}
     assert set(findings) == {
@@ -292,7 +294,7 @@ def test_a_lambda_row_says_the_zip_and_commit_its_version_names(aws: AwsFactory)
     functions = {"login_handler": "car-rental-login", "health_handler": "car-rental-health", "other": "other-fn"}
     lam = aws.client("lambda")
     for function in functions.values():
-        create_function(aws, function)
+        create_function(aws, function, Architectures=["arm64" if function == "other-fn" else "x86_64"])
     described = {  # as the fast path writes it, as CloudFormation does, and one a person wrote
         "car-rental-login": f"code s3://artifacts/{key} git {SHA}",
         "car-rental-health": f"code s3://artifacts/{key}",
@@ -310,10 +312,10 @@ def test_a_lambda_row_says_the_zip_and_commit_its_version_names(aws: AwsFactory)
     assert all(re.search(r", modified \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", r.detail) for r in rows), rows
     details = {r.name.split(" ")[0]: r.detail.split(", modified ")[0] for r in rows}
     short = f"lambda/login_handler/{'ab' * 6}….zip"
-    assert details == {
-        "login_handler": f"code {code} from {short}, git {SHA}",
-        "health_handler": f"code {code} from {short}",
-        "other": f"code {code}, hand-made release",
+    assert details == {  # and the CPU it runs on ([build] lambda_architecture's, through the API stack)
+        "login_handler": f"code {code} from {short}, git {SHA}, on x86_64",
+        "health_handler": f"code {code} from {short}, on x86_64",
+        "other": f"code {code}, hand-made release, on arm64",
     }
 
 
