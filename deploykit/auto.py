@@ -433,7 +433,6 @@ def auto_plan(
             parameters,
             commit=planner.kept_commit(revision, role),
             registry_stack=env.stacks.registry,
-            live_image=role == "fargate" and not app,  # the image running now, not one built for this run
         )
 
     head: list[Step] = [Synthesize(str(out))] if roles else []

@@ -719,7 +719,6 @@ def deploy_stack(
         force_synth=force_synth,
         smoke=smoke,
         revision=revision,
-        live_image=not image_tag,
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls that image out: the app is live at it too

@@ -69,6 +69,13 @@ def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None
     return dict(services[0])
 
 
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (``repo:tag``, ``host:port/repo:tag@sha256:...``); None without one."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[-1] if ":" in last else None
+
+
 def container_image(task_definition: dict[str, Any], container: str) -> str:
     """The image of the named container, or a UsageError listing the containers there are."""
     for definition in task_definition.get("containerDefinitions", []):

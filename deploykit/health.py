@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import at_once
-from deploykit.ecs import TaskDefinitions, cpu_architecture, primary_deployment
+from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, primary_deployment
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
@@ -190,13 +190,6 @@ def stack_finding(name: str, status: str | None, env_name: str) -> Finding | Non
 def revision(task_definition_arn: str) -> str:
     """``family:revision`` of a task-definition ARN."""
     return task_definition_arn.rsplit("/", 1)[-1]
-
-
-def image_tag(image: str) -> str | None:
-    """The tag of an image reference (``repo:tag``, ``host:port/repo:tag@sha256:...``); None without one."""
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    return last.rsplit(":", 1)[-1] if ":" in last else None
 
 
 def sha_of_tag(tag: str | None) -> str | None:

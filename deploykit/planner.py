@@ -238,13 +238,11 @@ def deploy_stack_plan(
     force_synth: bool = False,
     smoke: bool = True,
     revision: Revision | None = None,
-    live_image: bool = False,
 ) -> Plan:
     """Synthesize, upload the zips it names (if any), one stack's change set, then smoke.
 
     ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack;
-    ``approve_access`` lets a protected environment's change set change access (see DeployStack); ``live_image``:
-    ``image_tag`` is the image the service runs now (the Fargate stack checks its tasks' CPU against it)."""
+    ``approve_access`` lets a protected environment's change set change access (see DeployStack)."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
@@ -260,7 +258,6 @@ def deploy_stack_plan(
             approve_access=approve_access,
             commit=kept_commit(revision, role),
             registry_stack=env.stacks.registry,
-            live_image=live_image and role == "fargate",
         )
     )
     if smoke:

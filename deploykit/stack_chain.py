@@ -236,10 +236,6 @@ class DeployStack(Step):
     # is kept there after the deploy, for a rollback to that commit; "": not kept (a build of uncommitted changes)
     commit: str = ""
     registry_stack: str = ""
-    # its ImageTag is the image the service runs now (not one built for this deploy): refused, before anything
-    # changes, when the template puts the service's tasks on another CPU than they run on now (a [build] platform
-    # change not deployed with its image: the tasks would not start)
-    live_image: bool = False
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.parameters)
@@ -253,7 +249,7 @@ class DeployStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
-        if self.live_image:
+        if IMAGE_PARAMETER in dict(self.parameters):  # the Fargate stack: the image and the CPU must agree
             self._refuse_another_cpu(ctx, body)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
         app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
@@ -286,20 +282,23 @@ class DeployStack(Step):
         return Outcome.done(f"{self.stack}: {detail}{kept}", **outputs)
 
     def _refuse_another_cpu(self, ctx: Context, body: str) -> None:
-        """UsageError when the template's task definition runs on another CPU than the service's tasks do now: the
-        image they run (this deploy's ImageTag) is built for theirs."""
+        """UsageError, before anything changes, when the template puts the service's tasks on another CPU than they
+        run on now while its ImageTag is the image they run (built for theirs): a change of [build] platform not
+        deployed with an image built for it (deploy.stack without --image-tag, deploy.auto holding the app back, a
+        stack rollback keeping what runs). Another image (this run's build, or one a person names) passes."""
         wanted = template_cpu(body)
         if wanted is None:
             return
-        client = ctx.aws.client("ecs")
         try:
-            service = ecs.describe_service(client, ctx.env.cluster, ctx.env.service)
-        except UsageError:  # no service yet: nothing runs on any CPU
+            service = ecs.describe_service(ctx.aws.client("ecs"), ctx.env.cluster, ctx.env.service)
+            running = ecs.TaskDefinitions.of(ctx.aws).get(str(service["taskDefinition"]))
+            image = ecs.container_image(running, ctx.env.container)
+        except UsageError:  # no service yet (nothing runs on any CPU), or no such container (said elsewhere)
             return
-        runs = ecs.cpu_architecture(ecs.TaskDefinitions.of(ctx.aws).get(str(service["taskDefinition"])))
-        if runs is None or runs == wanted:
+        tag = dict(self.parameters)[IMAGE_PARAMETER]
+        runs = ecs.cpu_architecture(running)
+        if ecs.image_tag(image) != tag or runs is None or runs == wanted:
             return
-        tag = dict(self.parameters).get(IMAGE_PARAMETER, "?")
         raise UsageError(
             f"{self.stack} would put the service's tasks on {wanted}, but the image they would run, the one running "
             f"now ({tag}), is built for {runs}: they would not start",
