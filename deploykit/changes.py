@@ -30,7 +30,6 @@ from typing import Any, Literal, NamedTuple
 from deploykit import git
 from deploykit.config import STACK_ROLES, BuildConfig, Config
 from deploykit.errors import UsageError
-from deploykit.packaging import DEFAULT_ARCHITECTURE as DEFAULT_LAMBDA_ARCHITECTURE
 
 Kind = Literal["app", "lambda", "stack", "none"]
 
@@ -43,7 +42,6 @@ _LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))
 NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
 LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
 PLATFORM = "platform"  # the key of deploy.toml's [build] that the image and the Fargate stack's tasks follow
-DEFAULT_PLATFORM = BuildConfig().platform
 
 
 class Target(NamedTuple):
@@ -525,13 +523,12 @@ def _build_settings(config: Config, classified: list[Change], base: str, head: s
     after = build_table(config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name))
 
     def part(table: dict[str, Any] | str, key: str | None) -> object:
-        """The image's part of the table (``key`` None: all but lambda_architecture), or one key's value."""
+        """The image's part of the table (``key`` None: all but lambda_architecture), or one key's value (its
+        default when unset)."""
         if isinstance(table, str):
             return table
-        if key == LAMBDA_ARCHITECTURE:
-            return table.get(key, DEFAULT_LAMBDA_ARCHITECTURE)
-        if key == PLATFORM:
-            return table.get(key, DEFAULT_PLATFORM)
+        if key is not None:
+            return table.get(key, getattr(BuildConfig(), key))
         return {k: v for k, v in table.items() if k != LAMBDA_ARCHITECTURE}
 
     targets: list[tuple[Target, str]] = []  # each with the setting that made it

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deploykit.errors import ConfigError
-from deploykit.packaging import ARCHITECTURES
+from deploykit.packaging import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
 # this machine's CPU, as `uname -m` says it → the Lambda architecture that runs its compiled code
 HOST_ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+# a Lambda architecture → the CPU an ECS task definition names for it
+ECS_CPU = {"x86_64": "X86_64", "arm64": "ARM64"}
 
 CONFIG_NAME = "deploy.toml"
 ENV_VAR_CONFIG = "DEPLOYKIT_CONFIG"
@@ -246,7 +248,7 @@ class BuildConfig:
     # The architecture the Lambda functions run on, x86_64 or arm64 (Graviton): the CDK app gives it to every function
     # of the API stack, and a function's requirements are vendored as wheels for it. Not part of how the image is
     # built: a change to it deploys the API stack with every function's zip made anew.
-    lambda_architecture: str = "x86_64"
+    lambda_architecture: str = DEFAULT_ARCHITECTURE
     base: BaseImageSpec = field(default_factory=BaseImageSpec)
 
 
@@ -398,19 +400,20 @@ class Config:
         """What ``env``'s Lambda functions run on, and their requirements are vendored for: ``[build]
         lambda_architecture``; on an environment on this machine (the sandbox, which runs functions here), this
         machine's own, as its images are built for this engine's platform."""
-        if env.is_local:
-            return HOST_ARCHITECTURES.get(platform.machine().lower(), self.build.lambda_architecture)
-        return self.build.lambda_architecture
+        return _on_this_machine(env) or self.build.lambda_architecture
 
     def cpu_architecture_for(self, env: EnvConfig) -> str:
         """What ``env``'s Fargate tasks run on, as ECS names it (``X86_64``, ``ARM64``): ``[build] platform``'s, which
         the image is built for; on an environment on this machine (the sandbox), this machine's own, as its images
         are built for this engine's platform."""
-        if env.is_local:
-            here = HOST_ARCHITECTURES.get(platform.machine().lower())
-            if here is not None:
-                return {"x86_64": "X86_64", "arm64": "ARM64"}[here]
-        return PLATFORMS[self.build.platform]
+        here = _on_this_machine(env)
+        return ECS_CPU[here] if here else PLATFORMS[self.build.platform]
+
+
+def _on_this_machine(env: EnvConfig) -> str | None:
+    """This machine's CPU as Lambda names it (x86_64, arm64), for an environment that runs here (the sandbox); None
+    for another environment, or a CPU neither names."""
+    return HOST_ARCHITECTURES.get(platform.machine().lower()) if env.is_local else None
 
 
 def find_config(start: Path | None = None) -> Path:

@@ -614,10 +614,7 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport) -> dict[str,
     report.rows.extend(service_rows(service, env.cluster, images))
     report.findings.extend(service_findings(service, env.cluster, env.name))
     report.recommendations.extend(service_recommendations(service))
-    primary = primary_deployment(dict(service))
-    arn = str(primary.get("taskDefinition", "")) if primary else ""
-    cpu = cpu_architecture(task_definitions.get(arn)) if arn in images else None  # read already, with its image
-    _live_image(service, images, problems, env, report, cpu)
+    _live_image(service, images, problems, env, report, task_definitions)
     return service
 
 
@@ -653,7 +650,7 @@ def _live_image(
     problems: list[str],
     env: EnvConfig,
     report: HealthReport,
-    cpu: str | None = None,
+    task_definitions: TaskDefinitions,
 ) -> None:
     primary = primary_deployment(dict(service))
     arn = str(primary.get("taskDefinition", "")) if primary else ""
@@ -673,6 +670,7 @@ def _live_image(
     report.live_image, report.live_sha = image, sha_of_tag(tag)
     match = SHA_TAG.match(tag or "")
     status = (tag or "untagged") + (" (dirty)" if match and match.group("dirty") else "")
+    cpu = cpu_architecture(task_definitions.get(arn))  # read already, with its image
     on = f", on {cpu}" if cpu else ""  # the CPU its tasks run on ([build] platform's, through the Fargate stack)
     report.rows.append(Row("image", env.container, status, f"{image} ({revision(arn)}{on})"))
     if report.live_sha is None:

@@ -214,9 +214,11 @@ def template_cpu(body: str) -> str | None:
         if isinstance(resource, dict) and resource.get("Type") == "AWS::ECS::TaskDefinition":
             properties = resource.get("Properties") or {}
             named = (properties.get("RuntimePlatform") or {}).get("CpuArchitecture")
-            if isinstance(named, str):
-                return named
-            return "X86_64" if properties.get("RequiresCompatibilities") == ["FARGATE"] else None
+            as_ecs_says_it = {
+                "runtimePlatform": {"cpuArchitecture": named if isinstance(named, str) else None},
+                "requiresCompatibilities": properties.get("RequiresCompatibilities"),
+            }
+            return ecs.cpu_architecture(as_ecs_says_it)
     return None
 
 
