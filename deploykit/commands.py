@@ -2586,6 +2586,7 @@ def _show_preview(
                 "action": c.action,
                 "replacement": c.replacement,
                 "access": c.changes_access,
+                "details": [d.to_json() for d in c.details],
             }
             for c in found
         ]

@@ -8,7 +8,8 @@
    stack that is only a change set (``REVIEW_IN_PROGRESS``), a deleted one or none is created;
 2. **change set** (named ``deploykit-<UTC time>``): an empty one ("didn't contain changes", "No updates are
    to be performed", at creation or as its FAILED reason) is deleted and the stack reported ``unchanged``;
-   otherwise its changes are printed as a table, and a replacement or removal of a data-holding resource
+   otherwise its changes are printed as a table (read with IncludePropertyValues: under each modified resource,
+   each changed value before and after, and why), and a replacement or removal of a data-holding resource
    (tables, buckets, user pools...) is refused unless ``allow_replace``: the change set is deleted and
    nothing changes; so is, with ``guard_access`` (a protected environment), a change of IAM, network rules or
    resource policies (marked 🔐 in the table), which the CDK CLI would ask about;
@@ -120,6 +121,55 @@ Action = Literal["created", "updated", "unchanged", "deleted", "absent", "recrea
 Say = Callable[[str], None]
 
 
+# What a detail's value is when CloudFormation cannot know it before the change set runs (a resource it references
+# is replaced, an attribute of one changes), or did not say it.
+UNKNOWN_VALUE = "(known after the deploy)"
+
+
+@dataclass(frozen=True)
+class PropertyChange:
+    """One changed property of a Modify change (DescribeChangeSet's ``Details``, asked with IncludePropertyValues)."""
+
+    name: str  # the property (top level): MemorySize, Environment
+    path: str = ""  # where in it, when CloudFormation says: /Properties/Environment/Variables/TABLE
+    attribute: str = "Properties"  # Properties | Metadata | Tags | DeletionPolicy | UpdatePolicy ...
+    before: str | None = None  # the values, when CloudFormation gave them (large ones truncated by it)
+    after: str | None = None
+    change_type: str = ""  # Add | Remove | Modify ("" when not said)
+    recreation: str = ""  # Never | Conditionally | Always
+    source: str = ""  # DirectModification | ParameterReference | ResourceReference | ResourceAttribute | Automatic
+    causing: str = ""  # the parameter or resource (ResourceName.Attribute) that causes it
+
+    @property
+    def where(self) -> str:
+        """The property as a reader names it: ``Environment.Variables.TABLE``, ``Tags[0].Value``, ``MemorySize``."""
+        parts = [p for p in self.path.split("/") if p]
+        if parts and parts[0] == self.attribute:
+            parts = parts[1:]
+        if not parts:
+            return self.name or self.attribute
+        shown = parts[0]
+        for part in parts[1:]:
+            shown += f"[{part}]" if part.isdigit() else f".{part}"
+        return shown
+
+    @property
+    def replaces(self) -> bool:
+        """Whether this change (possibly) makes CloudFormation replace the resource."""
+        return self.recreation in ("Always", "Conditionally")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "property": self.where,
+            "before": self.before,
+            "after": self.after,
+            "change": self.change_type or None,
+            "recreation": self.recreation or None,
+            "source": self.source or None,
+            "causing": self.causing or None,
+        }
+
+
 @dataclass(frozen=True)
 class Change:
     """One resource change of a change set."""
@@ -130,6 +180,7 @@ class Change:
     replacement: str = ""  # True | False | Conditional ("" for Add and Remove)
     physical_id: str = ""
     scope: tuple[str, ...] = ()
+    details: tuple[PropertyChange, ...] = ()  # a Modify's changed properties, when CloudFormation said them
 
     @property
     def holds_data(self) -> bool:
@@ -176,9 +227,42 @@ def parse_changes(raw: Iterable[Mapping[str, Any]]) -> list[Change]:
                 replacement=str(rc.get("Replacement") or ""),
                 physical_id=str(rc.get("PhysicalResourceId") or ""),
                 scope=tuple(str(s) for s in rc.get("Scope") or ()),
+                details=_merged(_detail(d) for d in rc.get("Details") or () if isinstance(d, Mapping)),
             )
         )
     return changes
+
+
+def _detail(raw: Mapping[str, Any]) -> PropertyChange:
+    target = raw.get("Target") if isinstance(raw.get("Target"), Mapping) else {}
+    assert isinstance(target, Mapping)
+
+    def text(mapping: Mapping[str, Any], key: str) -> str:
+        return str(mapping.get(key) or "")
+
+    return PropertyChange(
+        name=text(target, "Name"),
+        path=text(target, "Path"),
+        attribute=text(target, "Attribute") or "Properties",
+        before=None if target.get("BeforeValue") is None else str(target["BeforeValue"]),
+        after=None if target.get("AfterValue") is None else str(target["AfterValue"]),
+        change_type=text(target, "AttributeChangeType"),
+        recreation=text(target, "RequiresRecreation"),
+        source=text(raw, "ChangeSource"),
+        causing=text(raw, "CausingEntity"),
+    )
+
+
+def _merged(details: Iterable[PropertyChange]) -> tuple[PropertyChange, ...]:
+    """The details, each property path once: CloudFormation lists a property once per cause (the template changed it
+    directly, and a parameter it references changed too); the one with values, else the first, is kept."""
+    kept: dict[tuple[str, str, str], PropertyChange] = {}
+    for detail in details:
+        key = (detail.attribute, detail.name, detail.path)
+        have = kept.get(key)
+        if have is None or (have.before is None and have.after is None and (detail.before or detail.after)):
+            kept[key] = detail
+    return tuple(kept.values())
 
 
 def dangerous_changes(changes: Iterable[Change], data_types: Iterable[str] = DATA_RESOURCE_TYPES) -> list[Change]:
@@ -313,8 +397,12 @@ def change_set_name(now: datetime, suffix: str | None = None) -> str:
     return f"deploykit-{now:%Y%m%dT%H%M%SZ}-{suffix if suffix is not None else uuid.uuid4().hex[:8]}"
 
 
+VALUE_WIDTH = 60  # a value longer than this is shown cut (inv diff --json has it whole, as CloudFormation gave it)
+
+
 def changes_table(changes: Sequence[Change]) -> str:
-    """The changes as a table: resource, type, action, replacement (data holders marked)."""
+    """The changes as a table: resource, type, action, replacement (data holders marked), each Modify followed by
+    a line per changed property (``↳ MemorySize: 256 → 512``) when CloudFormation said which."""
     if not changes:
         return "(no resource changes: only parameters, outputs or metadata change)"
     rows = []
@@ -322,7 +410,48 @@ def changes_table(changes: Sequence[Change]) -> str:
         mark = "  ⚠ holds data" if c.holds_data and c.destroys else ""
         mark += "  🔐 access" if c.changes_access else ""
         rows.append([c.logical_id, c.resource_type, c.action, (c.replacement or "-") + mark])
-    return tabulate(rows, headers=["resource", "type", "action", "replacement"], tablefmt="simple")
+    lines = tabulate(rows, headers=["resource", "type", "action", "replacement"], tablefmt="simple").splitlines()
+    out = lines[:2]
+    for c, line in zip(changes, lines[2:], strict=True):
+        out.append(line)
+        out.extend(f"  ↳ {detail_line(d)}" for d in c.details)
+    return "\n".join(out)
+
+
+def _replaced_by(change: Change) -> str:
+    """``, by TableName``: the properties whose change replaces the resource, when CloudFormation said them."""
+    names = list(dict.fromkeys(d.where for d in change.details if d.replaces))
+    return f", by {', '.join(names)}" if names else ""
+
+
+def detail_line(detail: PropertyChange) -> str:
+    """One changed property: what, from what to what, why, and whether it replaces the resource."""
+    line = detail.where
+    if detail.change_type == "Add":
+        line += f": added {_value(detail.after)}"
+    elif detail.change_type == "Remove":
+        line += f": removed (was {_value(detail.before)})"
+    elif detail.before is not None or detail.after is not None:
+        line += f": {_value(detail.before)} → {_value(detail.after)}"
+    cause = {
+        "ParameterReference": f"parameter {detail.causing}",
+        "ResourceReference": f"{detail.causing} is replaced",
+        "ResourceAttribute": f"{detail.causing} changes",
+    }.get(detail.source)
+    if cause and detail.causing:
+        line += f" ({cause})"
+    if detail.recreation == "Always":
+        line += "  ⟳ replaces it"
+    elif detail.recreation == "Conditionally":
+        line += "  ⟳ may replace it"
+    return line
+
+
+def _value(value: str | None) -> str:
+    if value is None:
+        return UNKNOWN_VALUE
+    shown = " ".join(value.split()) or repr(value)
+    return shown if len(shown) <= VALUE_WIDTH else shown[: VALUE_WIDTH - 1] + "…"
 
 
 def approve_access_command(stack: str, env_name: str | None) -> str:
@@ -621,7 +750,7 @@ class StackDeployer:
             self._delete_change_set(change_set_id)
             listed = ", ".join(
                 f"{c.logical_id} ({c.resource_type}, "
-                + ("removed" if c.action == "Remove" else f"replacement {c.replacement}")
+                + ("removed" if c.action == "Remove" else f"replacement {c.replacement}{_replaced_by(c)}")
                 + ")"
                 for c in risky
             )
@@ -738,7 +867,9 @@ class StackDeployer:
     def _wait_change_set(self, name: str, change_set_id: str) -> dict[str, Any]:
         phase = self.clock.monotonic()
         while True:
-            described: dict[str, Any] = self._call("describe_change_set", ChangeSetName=change_set_id)
+            described: dict[str, Any] = self._call(
+                "describe_change_set", ChangeSetName=change_set_id, IncludePropertyValues=True
+            )
             status = str(described.get("Status", "?"))
             if status in ("CREATE_COMPLETE", "FAILED"):
                 return described
@@ -756,7 +887,9 @@ class StackDeployer:
         changes = list(first.get("Changes") or [])
         token = first.get("NextToken")
         while token:
-            page = self._call("describe_change_set", ChangeSetName=change_set_id, NextToken=token)
+            page = self._call(
+                "describe_change_set", ChangeSetName=change_set_id, NextToken=token, IncludePropertyValues=True
+            )
             changes.extend(page.get("Changes") or [])
             token = page.get("NextToken")
         return changes

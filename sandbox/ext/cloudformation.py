@@ -19,6 +19,10 @@ What plain moto lacks, fixed here:
   properties), PolicyAction (what becomes of a replaced or removed resource: Delete, Retain,
   ReplaceAndRetain...), Scope and Details (which property, static or dynamic, caused by what); a
   parameter change modifies the resources that use it, a replacement the resources that reference it.
+- ``change_set_values``: asked IncludePropertyValues, DescribeChangeSet gives a Modify's details one per changed
+  value, with Path, BeforeValue (what the resource was made with), AfterValue (the template resolved with the new
+  parameters; none when it depends on a resource the update adds or replaces, known only after it) and
+  AttributeChangeType.
 - ``empty_change_set``: the same template and parameters make a FAILED change set with AWS's reason
   ("The submitted information didn't contain changes. Submit different information to create a change
   set."); moto raised "No updates are to be performed." instead when parameters were passed.
@@ -369,6 +373,9 @@ class ResourceChangeEntry:
         self.replacement = replacement
         self.scope = ["Properties"] if action == "Modify" else []
         self.details = details or []
+        # the same, one per changed value, with BeforeValue and AfterValue: what DescribeChangeSet answers when
+        # asked IncludePropertyValues (None: as ``details``)
+        self.value_details: list[dict[str, Any]] | None = None
         self.policy_action: str | None = None  # what becomes of the old resource: Delete, Retain, ReplaceAnd...
 
 
@@ -414,6 +421,19 @@ class SandboxChangeSet:
 
     def fail(self, reason: str) -> None:
         self.status, self.execution_status, self.status_reason = "FAILED", "UNAVAILABLE", reason
+
+    def with_values(self) -> SandboxChangeSet:
+        """change_set_values: the change set as DescribeChangeSet answers IncludePropertyValues, each Modify's
+        details one per changed value, with the value before and after."""
+        shown = copy.copy(self)
+        shown.changes = []
+        for change in self.changes:
+            if change.value_details is not None:
+                with_values = copy.copy(change)
+                with_values.details = change.value_details
+                change = with_values
+            shown.changes.append(change)
+        return shown
 
 
 class StackState:
@@ -492,6 +512,8 @@ class CloudFormationExtension:
             change_set = engine.find_change_set(
                 response.cloudformation_backend, response._get_param("ChangeSetName"), response._get_param("StackName")
             )
+            if str(response._get_param("IncludePropertyValues")).lower() == "true":
+                return ActionResult(change_set.with_values())
             return ActionResult(change_set)
 
         def execute_change_set(response: CloudFormationResponse) -> EmptyResult:
@@ -758,6 +780,7 @@ class CloudFormationExtension:
                 change_set.fail(NO_CHANGES)
             else:
                 change_set.changes = self.plan_changes(stack, template_dict, new_values)
+                self._add_values(backend, stack, template_dict, values, change_set.changes)
         else:
             change_set.changes = [
                 ResourceChangeEntry("Add", logical_id, spec["Type"])
@@ -826,6 +849,35 @@ class CloudFormationExtension:
                 change.policy_action = _policy(spec, "DeletionPolicy")
                 changes.append(change)
         return changes
+
+    def _add_values(
+        self,
+        backend: CloudFormationBackend,
+        stack: Stack,
+        template: dict[str, Any],
+        values: dict[str, str],
+        changes: list[ResourceChangeEntry],
+    ) -> None:
+        """change_set_values: each Modify's changed values, the properties resolved as the update would resolve them
+        (a value that depends on a resource added or replaced is known only after the update: no AfterValue)."""
+        records = self.records_of(stack)
+        new = {c.logical_resource_id for c in changes if c.action == "Add" or c.replacement == "True"}
+        resolver = self._resolver(backend, stack, template, values)
+        for logical_id, record in records.items():
+            if logical_id not in new:
+                resolver.put(record)
+        for logical_id in new:
+            resolver.put(_NotYetMade(logical_id, template["Resources"][logical_id]["Type"], UNKNOWN, {}))
+        for change in changes:
+            made = records.get(change.logical_resource_id)
+            if change.action != "Modify" or made is None or not change.details:
+                continue
+            spec = template["Resources"][change.logical_resource_id]
+            try:
+                after = clean_json(copy.deepcopy(spec.get("Properties") or {}), resolver)
+            except Exception:  # unresolvable now (the update will say why): the details as they are
+                continue
+            change.value_details = _value_details(change.details, made.properties, after)
 
     def execute_change_set(
         self,
@@ -1427,6 +1479,70 @@ def _policy(spec: dict[str, Any], key: str) -> str:
     """A resource's DeletionPolicy or UpdateReplacePolicy as a ResourceChange's PolicyAction word."""
     policy = str(spec.get(key) or "Delete")
     return "Retain" if policy.startswith("Retain") else "Snapshot" if policy == "Snapshot" else "Delete"
+
+
+# what a value not known before the update resolves to while the change set is made
+UNKNOWN = "\x00known-after-the-update\x00"
+
+
+class _NotYetMade(Record):
+    """A resource the update adds or replaces, while its change set is made: its id and attributes are unknown."""
+
+    def get_cfn_attribute(self, name: str) -> Any:
+        return UNKNOWN
+
+
+def _value_details(
+    details: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The property-level ``details`` one per changed value: Path, BeforeValue, AfterValue, AttributeChangeType,
+    each with its property's cause and recreation; a property whose values could not be told apart keeps its
+    detail as it was."""
+    out: list[dict[str, Any]] = []
+    for detail in details:
+        target = detail["Target"]
+        name = target["Name"]
+        leaves = list(_leaf_changes(before.get(name), after.get(name), (name,)))
+        if not leaves:
+            out.append(detail)
+            continue
+        for path, old, new, kind in leaves:
+            value_target = {**target, "Path": "/Properties/" + "/".join(path), "AttributeChangeType": kind}
+            for key, value in (("BeforeValue", old), ("AfterValue", new)):
+                shown = _shown(value)
+                if shown is not None:
+                    value_target[key] = shown
+            out.append({**detail, "Target": value_target})
+    return out
+
+
+_ABSENT = object()
+
+
+def _leaf_changes(old: Any, new: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any, Any, str]]:
+    """Each changed value under ``path``: (path, before, after, Add | Remove | Modify); objects and lists of one
+    length are followed into, other values compared as CloudFormation passes them."""
+    if old is None and new is not None:
+        yield path, _ABSENT, new, "Add"
+    elif new is None and old is not None:
+        yield path, old, _ABSENT, "Remove"
+    elif isinstance(old, dict) and isinstance(new, dict):
+        for key in dict.fromkeys([*old, *new]):
+            yield from _leaf_changes(old.get(key), new.get(key), (*path, str(key)))
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            yield from _leaf_changes(a, b, (*path, str(index)))
+    elif normalized(old) != normalized(new):
+        yield path, old, new, "Modify"
+
+
+def _shown(value: Any) -> str | None:
+    """A value as a change set shows it (objects as JSON); None: absent or not known before the update."""
+    if value is _ABSENT:
+        return None
+    plain = normalized(value)  # numbers and booleans as strings, as CloudFormation passes them
+    text = plain if isinstance(plain, str) else json.dumps(plain, sort_keys=True)
+    return None if UNKNOWN in text else text
 
 
 def _detail(provider: Provider, prop: str, evaluation: str, source: str, cause: str | None) -> dict[str, Any]:

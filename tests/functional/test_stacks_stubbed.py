@@ -31,12 +31,34 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STACK_TYPE = "AWS::CloudFormation::Stack"
 
 
-def change(logical: str, rtype: str, action: str, replacement: str | None = None) -> dict[str, Any]:
+def change(
+    logical: str, rtype: str, action: str, replacement: str | None = None, *details: dict[str, Any]
+) -> dict[str, Any]:
     rc: dict[str, Any] = {"LogicalResourceId": logical, "ResourceType": rtype, "Action": action}
     if replacement:
         rc["Replacement"] = replacement
         rc["Scope"] = ["Properties"]
+    if details:
+        rc["Details"] = list(details)
     return {"Type": "Resource", "ResourceChange": rc}
+
+
+def value_change(path: str, before: str, after: str, recreation: str = "Never") -> dict[str, Any]:
+    """A Details entry as DescribeChangeSet gives it when asked IncludePropertyValues."""
+    name = path.split("/")[2]
+    return {
+        "Target": {
+            "Attribute": "Properties",
+            "Name": name,
+            "RequiresRecreation": recreation,
+            "Path": path,
+            "BeforeValue": before,
+            "AfterValue": after,
+            "AttributeChangeType": "Modify",
+        },
+        "Evaluation": "Static",
+        "ChangeSource": "DirectModification",
+    }
 
 
 class Script:
@@ -114,7 +136,7 @@ class Script:
             body["StatusReason"] = reason
         if next_token:
             body["NextToken"] = next_token
-        expected: dict[str, Any] = {"ChangeSetName": CS_ID}
+        expected: dict[str, Any] = {"ChangeSetName": CS_ID, "IncludePropertyValues": True}  # each value's change
         if token:
             expected["NextToken"] = token
         self.stub.add_response("describe_change_set", body, expected)
@@ -270,7 +292,14 @@ def test_replacing_a_table_is_refused_the_change_set_deleted_and_nothing_execute
     script.stack("UPDATE_COMPLETE")
     script.ready_change_set(
         changes=[
-            change("CarsTable", "AWS::DynamoDB::Table", "Modify", "True"),
+            change(
+                "CarsTable",
+                "AWS::DynamoDB::Table",
+                "Modify",
+                "True",
+                value_change("/Properties/KeySchema/0/AttributeName", "car_id", "car_uid", "Always"),
+                value_change("/Properties/BillingMode", "PROVISIONED", "PAY_PER_REQUEST"),
+            ),
             change("Service", "AWS::ECS::Service", "Modify", "False"),
             change("KycBucket", "AWS::S3::Bucket", "Modify", "Conditional"),
         ]
@@ -280,7 +309,11 @@ def test_replacing_a_table_is_refused_the_change_set_deleted_and_nothing_execute
     with pytest.raises(UsageError) as err:
         run(script, make(script, clock, lines))
     message = err.value.message
-    assert "CarsTable (AWS::DynamoDB::Table, replacement True)" in message
+    # the property that replaces it is named (the billing mode does not replace it)
+    assert "CarsTable (AWS::DynamoDB::Table, replacement True, by KeySchema[0].AttributeName)" in message
+    said = "\n".join(lines).splitlines()
+    assert "  ↳ KeySchema[0].AttributeName: car_id → car_uid  ⟳ replaces it" in said
+    assert "  ↳ BillingMode: PROVISIONED → PAY_PER_REQUEST" in said
     assert "KycBucket (AWS::S3::Bucket, replacement Conditional)" in message
     assert "Service" not in message
     assert (

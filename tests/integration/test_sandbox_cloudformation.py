@@ -461,6 +461,57 @@ def test_a_change_set_with_nothing_new_fails_with_aws_reason(deployment: Deploym
         aws.cf.delete_change_set(StackName=name, ChangeSetName=change_set_name)
 
 
+def test_asked_for_property_values_a_change_set_gives_each_changed_value(deployment: Deployment) -> None:
+    """IncludePropertyValues: a detail per changed value, with its path and the values before and after, resolved
+    (a parameter's new value in the image; a reference to a resource being replaced is not known before the
+    update); without it, a detail per property, as before."""
+    aws = deployment.aws
+    template = copy.deepcopy(deployment.templates[FARGATE])
+    resources = template["Resources"]
+    service = next(k for k, r in resources.items() if r["Type"] == "AWS::ECS::Service")
+    taskdef = next(k for k, r in resources.items() if r["Type"] == "AWS::ECS::TaskDefinition")
+    count = int(resources[service]["Properties"]["DesiredCount"])
+    resources[service]["Properties"]["DesiredCount"] = count + 3
+    tag = deployment.parameters[FARGATE]["ImageTag"]
+    name, plain = aws.change_set(FARGATE, json.dumps(template), {"ImageTag": "values-test"}, "UPDATE")
+    try:
+        described = aws.cf.describe_change_set(StackName=FARGATE, ChangeSetName=name, IncludePropertyValues=True)
+    finally:
+        aws.cf.delete_change_set(StackName=FARGATE, ChangeSetName=name)
+
+    def details(answer: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+        (change,) = [
+            c["ResourceChange"] for c in answer["Changes"] if c["ResourceChange"]["LogicalResourceId"] == logical_id
+        ]
+        return list(change["Details"])
+
+    assert [(d["Target"]["Name"], d["ChangeSource"]) for d in details(plain, service)] == [
+        ("DesiredCount", "DirectModification"),
+        ("TaskDefinition", "ResourceReference"),
+    ]
+    assert all("Path" not in d["Target"] for d in details(plain, service))
+    count_detail, taskdef_detail = details(described, service)
+    assert count_detail["Target"] == {
+        "Attribute": "Properties",
+        "Name": "DesiredCount",
+        "RequiresRecreation": "Never",
+        "Path": "/Properties/DesiredCount",
+        "BeforeValue": str(count),
+        "AfterValue": str(count + 3),
+        "AttributeChangeType": "Modify",
+    }
+    assert taskdef_detail["Target"]["Path"] == "/Properties/TaskDefinition"
+    assert ":task-definition/" in taskdef_detail["Target"]["BeforeValue"]
+    assert "AfterValue" not in taskdef_detail["Target"]  # the new revision is made by the update
+    assert (taskdef_detail["ChangeSource"], taskdef_detail["CausingEntity"]) == ("ResourceReference", taskdef)
+    (image,) = [d for d in details(described, taskdef) if d["Target"]["Path"].endswith("/Image")]
+    assert image["Target"]["Path"] == "/Properties/ContainerDefinitions/0/Image"
+    assert image["Target"]["BeforeValue"].endswith(f"/car-rental-backend:{tag}")
+    assert image["Target"]["AfterValue"].endswith("/car-rental-backend:values-test")
+    assert (image["ChangeSource"], image["CausingEntity"]) == ("ParameterReference", "ImageTag")
+    assert image["Target"]["RequiresRecreation"] == "Always"
+
+
 def test_deleting_a_change_set_by_name_succeeds_while_its_stack_exists(deployment: Deployment) -> None:
     # as on AWS, where the CDK CLI counts on it: it deletes "cdk-deploy-change-set" before every deploy
     aws = deployment.aws

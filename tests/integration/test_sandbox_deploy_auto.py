@@ -518,7 +518,13 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
         commands.diff(as_json=True, runtime=runtime)
         changed = json.loads(runtime.stdout.getvalue())["stacks"]["CarRentalFargateStack"]["changes"]  # type: ignore[attr-defined]
         assert [(c["type"], c["access"]) for c in changed] == [("AWS::IAM::Policy", True)], changed
+        # which value of the policy changes, from what to what
+        (detail,) = changed[0]["details"]
+        assert re.fullmatch(r"PolicyDocument\.Statement\[\d+\]\.Action", detail["property"]), detail
+        assert detail["before"] == "cognito-idp:DescribeUserPool"
+        assert json.loads(detail["after"]) == ["cognito-idp:DescribeUserPool", "cognito-idp:ListUsers"]
         said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert f"  ↳ {detail['property']}: cognito-idp:DescribeUserPool → [" in said
         assert "🔐 access" in said
         assert "🔐 sandbox is protected: this change of access deploys only approved, inv deploy.stack " in said
 

@@ -116,6 +116,143 @@ def test_changes_table_lists_resource_type_action_replacement() -> None:
     assert "no resource changes" in stacks.changes_table([])
 
 
+def detail(name: str, source: str = "DirectModification", causing: str = "", **target: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "Target": {"Attribute": "Properties", "Name": name, "RequiresRecreation": "Never", **target},
+        "Evaluation": "Static",
+        "ChangeSource": source,
+    }
+    if causing:
+        raw["CausingEntity"] = causing
+    return raw
+
+
+def test_changed_properties_are_parsed_with_their_values() -> None:
+    raw = resource_change(
+        "Fn",
+        "AWS::Lambda::Function",
+        "Modify",
+        "False",
+        Details=[
+            detail(
+                "MemorySize",
+                Path="/Properties/MemorySize",
+                BeforeValue="256",
+                AfterValue="512",
+                AttributeChangeType="Modify",
+            ),
+            detail(
+                "Environment",
+                Path="/Properties/Environment/Variables/TABLE",
+                AfterValue="cars",
+                AttributeChangeType="Add",
+            ),
+            detail("Code", "ParameterReference", "FnCodeKey"),
+        ],
+    )
+    (change,) = stacks.parse_changes([raw])
+    memory, environment, code = change.details
+    assert (memory.where, memory.before, memory.after, memory.change_type) == ("MemorySize", "256", "512", "Modify")
+    assert (environment.where, environment.before, environment.after) == ("Environment.Variables.TABLE", None, "cars")
+    assert (code.where, code.before, code.after, code.source, code.causing) == (
+        "Code",
+        None,
+        None,
+        "ParameterReference",
+        "FnCodeKey",
+    )
+    assert memory.to_json() == {
+        "property": "MemorySize",
+        "before": "256",
+        "after": "512",
+        "change": "Modify",
+        "recreation": "Never",
+        "source": "DirectModification",
+        "causing": None,
+    }
+
+
+def test_a_property_listed_once_per_cause_is_shown_once_with_its_values() -> None:
+    raw = resource_change(
+        "Fn",
+        "AWS::Lambda::Function",
+        "Modify",
+        "False",
+        Details=[
+            detail("Code", "DirectModification"),
+            detail("Code", "ParameterReference", "FnCodeKey"),
+            detail("Timeout", Path="/Properties/Timeout", BeforeValue="3", AfterValue="9"),
+            detail("Timeout", "ParameterReference", "T", Path="/Properties/Timeout", BeforeValue="3", AfterValue="9"),
+        ],
+    )
+    (change,) = stacks.parse_changes([raw])
+    assert [(d.where, d.source) for d in change.details] == [
+        ("Code", "DirectModification"),
+        ("Timeout", "DirectModification"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "shown"),
+    [
+        ("/Properties/Tags/0/Value", "Tags", "Tags[0].Value"),
+        ("/Properties/Environment/Variables/TABLE", "Environment", "Environment.Variables.TABLE"),
+        ("", "MemorySize", "MemorySize"),  # no values asked: the property's name
+        ("/Properties", "", "Properties"),
+    ],
+)
+def test_a_property_path_is_shown_as_a_reader_names_it(path: str, name: str, shown: str) -> None:
+    assert stacks.PropertyChange(name=name, path=path).where == shown
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (stacks.PropertyChange("MemorySize", before="256", after="512", change_type="Modify"), "MemorySize: 256 → 512"),
+        (
+            stacks.PropertyChange("Timeout", before="3", after=None, change_type="Modify"),
+            "Timeout: 3 → (known after the deploy)",
+        ),
+        (stacks.PropertyChange("Description", after="cars", change_type="Add"), "Description: added cars"),
+        (stacks.PropertyChange("Description", before="old", change_type="Remove"), "Description: removed (was old)"),
+        (stacks.PropertyChange("Code", source="ParameterReference", causing="FnCodeKey"), "Code (parameter FnCodeKey)"),
+        (
+            stacks.PropertyChange("Role", source="ResourceReference", causing="FnRole", recreation="Conditionally"),
+            "Role (FnRole is replaced)  ⟳ may replace it",
+        ),
+        (
+            stacks.PropertyChange("TableName", before="cars", after="cars-2", recreation="Always"),
+            "TableName: cars → cars-2  ⟳ replaces it",
+        ),
+        (
+            stacks.PropertyChange("Policy", before='{"a":\n  ' + "x" * 80 + "}", after="{}"),
+            'Policy: {"a": ' + "x" * 53 + "… → {}",
+        ),
+    ],
+)
+def test_a_changed_property_is_one_line(change: stacks.PropertyChange, line: str) -> None:
+    assert stacks.detail_line(change) == line
+
+
+def test_the_changes_table_puts_each_resources_changed_properties_under_it() -> None:
+    memory = stacks.PropertyChange("MemorySize", before="256", after="512")
+    key = stacks.PropertyChange(
+        "KeySchema", path="/Properties/KeySchema/0/AttributeName", before="car_id", after="car_uid", recreation="Always"
+    )
+    changes = [
+        Change("Fn", "AWS::Lambda::Function", "Modify", "False", details=(memory,)),
+        Change("Topic", "AWS::SNS::Topic", "Add"),
+        Change("Cars", "AWS::DynamoDB::Table", "Modify", "True", details=(key,)),
+    ]
+    lines = stacks.changes_table(changes).splitlines()
+    assert lines[2].split()[0] == "Fn"
+    assert lines[3] == "  ↳ MemorySize: 256 → 512"
+    assert lines[4].split()[0] == "Topic"
+    assert lines[5].split()[0] == "Cars"
+    assert lines[6] == "  ↳ KeySchema[0].AttributeName: car_id → car_uid  ⟳ replaces it"
+    assert len(lines) == 7
+
+
 # -- empty change sets --------------------------------------------------------------------------------------
 
 
