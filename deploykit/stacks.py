@@ -397,7 +397,7 @@ def change_set_name(now: datetime, suffix: str | None = None) -> str:
     return f"deploykit-{now:%Y%m%dT%H%M%SZ}-{suffix if suffix is not None else uuid.uuid4().hex[:8]}"
 
 
-VALUE_WIDTH = 60  # a value longer than this is shown cut (inv diff --json has it whole, as CloudFormation gave it)
+VALUE_WIDTH = 60  # a value longer than this is shown cut in the middle (inv diff --json has it whole)
 
 
 def changes_table(changes: Sequence[Change]) -> str:
@@ -451,7 +451,11 @@ def _value(value: str | None) -> str:
     if value is None:
         return UNKNOWN_VALUE
     shown = " ".join(value.split()) or repr(value)
-    return shown if len(shown) <= VALUE_WIDTH else shown[: VALUE_WIDTH - 1] + "…"
+    if len(shown) <= VALUE_WIDTH:
+        return shown
+    # cut in the middle: the ends tell values apart (an ARN's resource, an S3 key's hash and extension)
+    head = (VALUE_WIDTH - 1) // 2
+    return shown[:head] + "…" + shown[-(VALUE_WIDTH - 1 - head) :]
 
 
 def approve_access_command(stack: str, env_name: str | None) -> str:

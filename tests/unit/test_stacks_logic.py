@@ -226,7 +226,7 @@ def test_a_property_path_is_shown_as_a_reader_names_it(path: str, name: str, sho
         ),
         (
             stacks.PropertyChange("Policy", before='{"a":\n  ' + "x" * 80 + "}", after="{}"),
-            'Policy: {"a": ' + "x" * 53 + "… → {}",
+            'Policy: {"a": ' + "x" * 23 + "…" + "x" * 29 + "} → {}",
         ),
     ],
 )
