@@ -397,6 +397,7 @@ def change_set_name(now: datetime, suffix: str | None = None) -> str:
     return f"deploykit-{now:%Y%m%dT%H%M%SZ}-{suffix if suffix is not None else uuid.uuid4().hex[:8]}"
 
 
+DETAIL_LINES = 12  # changed values shown under one resource at most (a CDK upgrade may change hundreds)
 VALUE_WIDTH = 60  # a value longer than this is shown cut in the middle (inv diff --json has it whole)
 
 
@@ -414,7 +415,10 @@ def changes_table(changes: Sequence[Change]) -> str:
     out = lines[:2]
     for c, line in zip(changes, lines[2:], strict=True):
         out.append(line)
-        out.extend(f"  ↳ {detail_line(d)}" for d in c.details)
+        shown = c.details if len(c.details) <= DETAIL_LINES else c.details[: DETAIL_LINES - 1]
+        out.extend(f"  ↳ {detail_line(d)}" for d in shown)
+        if len(shown) < len(c.details):
+            out.append(f"  ↳ … and {len(c.details) - len(shown)} more changed values (inv diff --json lists them all)")
     return "\n".join(out)
 
 

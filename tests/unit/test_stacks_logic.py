@@ -253,6 +253,19 @@ def test_the_changes_table_puts_each_resources_changed_properties_under_it() -> 
     assert len(lines) == 7
 
 
+def test_a_resource_with_many_changed_values_shows_the_first_and_counts_the_rest() -> None:
+    many = tuple(
+        stacks.PropertyChange("Tags", path=f"/Properties/Tags/{i}/Value", before="a", after="b") for i in range(30)
+    )
+    lines = stacks.changes_table([Change("Fn", "AWS::Lambda::Function", "Modify", "False", details=many)]).splitlines()
+    assert lines[3] == "  ↳ Tags[0].Value: a → b"
+    assert lines[-1] == "  ↳ … and 19 more changed values (inv diff --json lists them all)"
+    assert len(lines) == 3 + stacks.DETAIL_LINES
+    few = many[: stacks.DETAIL_LINES]
+    lines = stacks.changes_table([Change("Fn", "AWS::Lambda::Function", "Modify", "False", details=few)]).splitlines()
+    assert len(lines) == 3 + stacks.DETAIL_LINES and "more changed values" not in lines[-1]
+
+
 # -- empty change sets --------------------------------------------------------------------------------------
 
 
