@@ -127,28 +127,26 @@ def detail(name: str, source: str = "DirectModification", causing: str = "", **t
     return raw
 
 
+def function_change(*details: dict[str, Any]) -> dict[str, Any]:
+    return resource_change("Fn", "AWS::Lambda::Function", "Modify", "False", Details=list(details))
+
+
 def test_changed_properties_are_parsed_with_their_values() -> None:
-    raw = resource_change(
-        "Fn",
-        "AWS::Lambda::Function",
-        "Modify",
-        "False",
-        Details=[
-            detail(
-                "MemorySize",
-                Path="/Properties/MemorySize",
-                BeforeValue="256",
-                AfterValue="512",
-                AttributeChangeType="Modify",
-            ),
-            detail(
-                "Environment",
-                Path="/Properties/Environment/Variables/TABLE",
-                AfterValue="cars",
-                AttributeChangeType="Add",
-            ),
-            detail("Code", "ParameterReference", "FnCodeKey"),
-        ],
+    raw = function_change(
+        detail(
+            "MemorySize",
+            Path="/Properties/MemorySize",
+            BeforeValue="256",
+            AfterValue="512",
+            AttributeChangeType="Modify",
+        ),
+        detail(
+            "Environment",
+            Path="/Properties/Environment/Variables/TABLE",
+            AfterValue="cars",
+            AttributeChangeType="Add",
+        ),
+        detail("Code", "ParameterReference", "FnCodeKey"),
     )
     (change,) = stacks.parse_changes([raw])
     memory, environment, code = change.details
@@ -173,17 +171,11 @@ def test_changed_properties_are_parsed_with_their_values() -> None:
 
 
 def test_a_property_listed_once_per_cause_is_shown_once_with_its_values() -> None:
-    raw = resource_change(
-        "Fn",
-        "AWS::Lambda::Function",
-        "Modify",
-        "False",
-        Details=[
-            detail("Code", "DirectModification"),
-            detail("Code", "ParameterReference", "FnCodeKey"),
-            detail("Timeout", Path="/Properties/Timeout", BeforeValue="3", AfterValue="9"),
-            detail("Timeout", "ParameterReference", "T", Path="/Properties/Timeout", BeforeValue="3", AfterValue="9"),
-        ],
+    raw = function_change(
+        detail("Code", "DirectModification"),
+        detail("Code", "ParameterReference", "FnCodeKey"),
+        detail("Timeout", Path="/Properties/Timeout", BeforeValue="3", AfterValue="9"),
+        detail("Timeout", "ParameterReference", "T", Path="/Properties/Timeout", BeforeValue="3", AfterValue="9"),
     )
     (change,) = stacks.parse_changes([raw])
     assert [(d.where, d.source) for d in change.details] == [
