@@ -35,6 +35,7 @@ from deploykit.watch import allowed
 NEWEST_RUNS = 30  # the runs read to decide: the estimates, and what a rollback took off (older ones when needed)
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
 AGAIN = ": deployed again, as this checkout has it"  # how a note on what runs unverified ends (deploy.auto's answer)
+PACKAGES_SHOWN = 6  # the packages a requirements file's change changes, named under it at most
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
 
 
@@ -786,9 +787,16 @@ def refuse_deploying_again(again: Mapping[str, str], head: str, env: EnvConfig) 
     )
 
 
-def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Collection[str] = ()) -> list[str]:
+def analysis_lines(
+    found: changes.ChangeSet,
+    env: EnvConfig,
+    *,
+    uncommitted: Collection[str] = (),
+    requirements: Mapping[str, Sequence[changes.RequirementChange]] | None = None,
+) -> list[str]:
     """Change Analysis: each changed path, its component and the command that deploys it; the paths among
-    ``uncommitted`` (the work tree's, when it was compared) are marked so."""
+    ``uncommitted`` (the work tree's, when it was compared) are marked so; under a requirements file, the packages
+    its change changes (``requirements``: :func:`deploykit.changes.requirements_changed`)."""
     lines = []
     for change in found.changes:
         if change.kind == "none":
@@ -801,6 +809,11 @@ def analysis_lines(found: changes.ChangeSet, env: EnvConfig, *, uncommitted: Col
         if change.path and {change.path, change.old_path} & set(uncommitted):
             what += " (uncommitted)"
         lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")
+        packages = (requirements or {}).get(change.path) if not change.setting else None
+        if packages:
+            shown = ", ".join(p.describe() for p in packages[:PACKAGES_SHOWN])
+            more = len(packages) - PACKAGES_SHOWN
+            lines.append(f"{' ' * 13}📦 {shown}" + (f" and {more} more (inv diff --json)" if more > 0 else ""))
     for component, (live, ahead) in taken_back(found).items():
         lines.append(
             f"⏮  {component}: live at {live[:SHORT_SHA]}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "

@@ -571,3 +571,88 @@ def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: Sta
         for target in targets:
             out.append(Change(item.path, target.component, target.kind, item.status, target.reason, item.old_path))
     return out
+
+
+# -- what a requirements file's change changes -------------------------------------------------------------------
+
+REQUIREMENTS_RE = re.compile(r"(^|/)requirements[^/]*\.txt$")
+_REQUIREMENT_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(.*)$")
+
+
+@dataclass(frozen=True)
+class RequirementChange:
+    """One package whose requirement a requirements file's change changes: added (``before`` None), removed
+    (``after`` None), or asked for another way (another version)."""
+
+    name: str
+    before: str | None  # what follows the name: "==2.1.3", "[standard]==0.30.0"
+    after: str | None
+
+    def describe(self) -> str:
+        if self.before is None:
+            return f"{self.name}{self.after} added"
+        if self.after is None:
+            return f"{self.name}{self.before} removed"
+        if _PLAIN_PIN.match(self.before) and _PLAIN_PIN.match(self.after):
+            return f"{self.name} {self.before[2:]} → {self.after[2:]}"
+        return f"{self.name} {self.before} → {self.after}"
+
+
+_PLAIN_PIN = re.compile(r"^==[^=;,@\[]+$")  # ==2.1.3: the version alone says it
+
+
+def requirements_of(text: str) -> dict[str, str]:
+    """A requirements file's requirements, by normalised package name (PEP 503): what follows the name, spaces
+    and hashes left out; options (``--index-url``...), comments and blank lines are not requirements."""
+    found: dict[str, str] = {}
+    for raw in text.replace("\\\n", " ").splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not line or line.startswith("-"):
+            continue
+        line = re.split(r"\s--hash[=\s]", line, maxsplit=1)[0]
+        match = _REQUIREMENT_NAME.match(line)
+        if match:
+            name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            found[name] = re.sub(r"\s+", "", match.group(2))
+    return found
+
+
+def requirement_changes(before: str | None, after: str | None) -> tuple[RequirementChange, ...]:
+    """What changes between two versions of a requirements file (None: there is no such file), by package name."""
+    old, new = requirements_of(before or ""), requirements_of(after or "")
+    return tuple(
+        RequirementChange(name, old.get(name), new.get(name))
+        for name in sorted({*old, *new})
+        if old.get(name) != new.get(name)
+    )
+
+
+def requirements_changed(root: Path, found: ChangeSet) -> dict[str, tuple[RequirementChange, ...]]:
+    """For each changed requirements file of the app or a function: what it changes, from the file as it was at
+    its component's base (what is live) to head (the work tree's when it was compared). A component never
+    deployed, or a base this clone lacks, has none (its whole file is new)."""
+    out: dict[str, tuple[RequirementChange, ...]] = {}
+    for change in found.changes:
+        if change.kind not in ("app", "lambda") or not REQUIREMENTS_RE.search(change.path) or change.setting:
+            continue
+        base = found.base.get(change.component or "")
+        if not base:
+            continue
+        before = _text_at(root, base, change.old_path or change.path)
+        if found.uncommitted:
+            file = root / change.path
+            after = file.read_text(encoding="utf-8", errors="replace") if file.is_file() else None
+        else:
+            after = _text_at(root, found.head, change.path)
+        diff = requirement_changes(before, after)
+        if diff:
+            out[change.path] = diff
+    return out
+
+
+def _text_at(root: Path, rev: str, path: str) -> str | None:
+    try:
+        content = git.files_at(root, rev, path).get(path)
+    except UsageError:  # a commit this clone lacks
+        return None
+    return None if content is None else content.decode("utf-8", errors="replace")

@@ -2125,7 +2125,13 @@ def deploy_auto(
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     a.found = auto.held_back(a.found, chosen, skipped)
     changed = a.found.components()
-    lines, drift = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths), a.drift_lines()
+    lines = auto.analysis_lines(
+        a.found,
+        a.env,
+        uncommitted=a.revision.dirty_paths,
+        requirements=changes.requirements_changed(a.config.root, a.found),
+    )
+    drift = a.drift_lines()
     behind = auto.taken_back(a.found)
     if behind and not allow_older:  # refused before reading more; the analysis shows why
         _write_analysis(runtime, lines, drift)
@@ -2311,7 +2317,8 @@ def diff(
     anything differs (a nightly check of an environment that should run main)."""
     runtime = runtime or Runtime()
     a = analyse(runtime, env, since=since, allow_dirty=True)
-    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths)
+    packages = changes.requirements_changed(a.config.root, a.found)
+    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths, requirements=packages)
     if a.revision.touches:
         lines.append(
             "✏️  uncommitted changes are counted: commit them before deploying, or deploy them as a dirty build "
@@ -2347,6 +2354,11 @@ def diff(
         if a.env.promote_from:
             data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
         data["rolled_back"] = again  # component → why deploy.auto refuses to bring it back
+        # requirements file → the packages its change changes
+        data["requirements"] = {
+            path: [{"name": p.name, "before": p.before, "after": p.after} for p in found]
+            for path, found in packages.items()
+        }
         if verdict is not None:
             data["verify"] = verdict
         runtime.stdout.write(dumps(data) + "\n")

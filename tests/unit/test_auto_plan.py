@@ -302,6 +302,28 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack",
         "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
     ]
+    # under a requirements file, the packages its change changes
+    packages = changes.requirement_changes(
+        "".join(f"p{i}==1.0\n" for i in range(9)), "".join(f"p{i}==2.0\n" for i in range(9))
+    )
+    bumped = change_set(
+        ("backend/requirements.txt", "app"), ("lambda/login_handler/requirements.txt", "lambda:login_handler")
+    )
+    lines = auto.analysis_lines(
+        bumped,
+        env,
+        requirements={
+            "backend/requirements.txt": changes.requirement_changes("a==1\n", "a==2\nb==1\n"),
+            "lambda/login_handler/requirements.txt": packages,
+        },
+    )
+    assert lines == [
+        "📱 App code: backend/requirements.txt → inv deploy.app",
+        "             📦 a 1 → 2, b==1 added",
+        "🔧 Lambda:   lambda/login_handler/requirements.txt → inv deploy.lambda login_handler",
+        "             📦 p0 1.0 → 2.0, p1 1.0 → 2.0, p2 1.0 → 2.0, p3 1.0 → 2.0, p4 1.0 → 2.0, p5 1.0 → 2.0 and 3 more "
+        "(inv diff --json)",
+    ]
     # a work tree compared with --allow-dirty (and always by inv diff): its own paths are marked
     marked = auto.analysis_lines(found, env, uncommitted=("lambda/login_handler/handler.py", "README.md"))
     assert marked[1] == "🔧 Lambda:   lambda/login_handler/handler.py (uncommitted) → inv deploy.lambda login_handler"

@@ -837,3 +837,69 @@ def test_a_component_the_source_ran_before_is_promoted_at_the_newest_such_commit
     assert auto.promoted_earlier(config, {"app": [later, first]}, revision) == {"app": first}
     assert auto.promoted_earlier(config, {"app": [later]}, revision) == {}
     assert auto.promoted_earlier(config, {"app": ["ab" * 6, first]}, revision) == {"app": first}  # one not here
+
+
+# -- what a requirements file's change changes ------------------------------------------------------------------
+
+
+def test_requirements_are_read_by_normalised_name_without_hashes_options_or_comments() -> None:
+    text = (
+        "# pinned by pip-compile\n"
+        "--index-url https://pypi.example/simple\n"
+        "FastAPI==0.110.0  # the web framework\n"
+        "uvicorn[standard] == 0.30.0 \\\n"
+        "    --hash=sha256:abc\n"
+        "typing_extensions==4.12.2 ; python_version < '3.12'\n"
+        "\n"
+    )
+    assert changes.requirements_of(text) == {
+        "fastapi": "==0.110.0",
+        "uvicorn": "[standard]==0.30.0",
+        "typing-extensions": "==4.12.2;python_version<'3.12'",
+    }
+
+
+def test_requirement_changes_name_each_package_added_removed_or_changed() -> None:
+    before = "fastapi==0.110.0\nrequests==2.31.0\nidna==3.7\n"
+    after = "fastapi==0.111.0\nhttpx==0.27.0\nidna==3.7\n"
+    found = changes.requirement_changes(before, after)
+    assert [p.describe() for p in found] == [
+        "fastapi 0.110.0 → 0.111.0",
+        "httpx==0.27.0 added",
+        "requests==2.31.0 removed",
+    ]
+    assert changes.requirement_changes(before, before) == ()
+    assert [p.describe() for p in changes.requirement_changes(None, "numpy==2.1.3\n")] == ["numpy==2.1.3 added"]
+    # not a plain pin: shown as written
+    assert [p.describe() for p in changes.requirement_changes("a==1\n", "a[x]==1\n")] == ["a ==1 → [x]==1"]
+
+
+def test_the_requirements_a_commit_changes_are_read_from_what_is_live_to_head(repo: Path) -> None:
+    config = config_of(repo)
+    write(repo, "backend/requirements.txt", "fastapi==0.110.0\nrequests==2.31.0\n")
+    pinned = "".join(f"dep{i}==1.0.{i}\n" for i in range(8))
+    write(repo, "lambda/login_handler/requirements.txt", pinned + "pyjwt==2.8.0\n")
+    base = commit(repo)
+    write(repo, "backend/requirements.txt", "fastapi==0.111.0\nrequests==2.31.0\n")
+    run_git(repo, "mv", "lambda/login_handler/requirements.txt", "lambda/login_handler/requirements-prod.txt")
+    write(repo, "lambda/login_handler/requirements-prod.txt", pinned + "pyjwt==2.9.0\n")
+    write(repo, "backend/app/main.py", "app = 2\n")
+    commit(repo)
+
+    found = detect(config, everything(config, base))
+    assert {
+        path: [p.describe() for p in packages] for path, packages in changes.requirements_changed(repo, found).items()
+    } == {
+        "backend/requirements.txt": ["fastapi 0.110.0 → 0.111.0"],
+        "lambda/login_handler/requirements-prod.txt": ["pyjwt 2.8.0 → 2.9.0"],  # renamed: compared with the old name
+    }
+    # the work tree, when it was compared (inv diff, --allow-dirty)
+    write(repo, "backend/requirements.txt", "fastapi==0.111.0\n")
+    dirty = detect(config, everything(config, base), include_uncommitted=True)
+    assert [p.describe() for p in changes.requirements_changed(repo, dirty)["backend/requirements.txt"]] == [
+        "fastapi 0.110.0 → 0.111.0",
+        "requests==2.31.0 removed",
+    ]
+    # never deployed: the whole file is new, nothing to compare with
+    never = detect(config, dict.fromkeys(everything(config, base)))
+    assert changes.requirements_changed(repo, never) == {}
