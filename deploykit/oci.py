@@ -393,11 +393,21 @@ def platform_of(config: Mapping[str, Any] | None) -> str:
     return images.platform_name(config.get("os"), config.get("architecture"))
 
 
-def _check_platform(registry: Registry, repository: str, tag: str, manifest: Manifest, platform: str) -> None:
+def image_platforms(registry: Registry, repository: str, reference: str) -> list[str] | None:
+    """The platforms (``linux/amd64``...) the image ``repository:reference`` is for, as the registry holds it (an
+    index: each of its images'; an image: its config's); None when the registry has no such image."""
+    manifest = registry.manifest(repository, reference)
+    return None if manifest is None else _platforms(registry, repository, manifest)
+
+
+def _platforms(registry: Registry, repository: str, manifest: Manifest) -> list[str]:
     if manifest.is_index:
-        platforms = [platform_of(child.get("platform")) for child in manifest.children()]
-    else:
-        platforms = [platform_of(registry.blob_json(repository, str(manifest.data["config"]["digest"])))]
+        return [platform_of(child.get("platform")) for child in manifest.children()]
+    return [platform_of(registry.blob_json(repository, str(manifest.data["config"]["digest"])))]
+
+
+def _check_platform(registry: Registry, repository: str, tag: str, manifest: Manifest, platform: str) -> None:
+    platforms = _platforms(registry, repository, manifest)
     if platform not in platforms:
         raise RegistryError(
             f"{repository}:{tag} is for {', '.join(platforms) or 'no platform'}, not for {platform} ([build] "

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import ecs, leftovers, packaging, stacks, synth
+from deploykit import ecs, images, leftovers, oci, packaging, registry, stacks, synth
+from deploykit.app_chain import in_registry_now
 from deploykit.aws import at_once
+from deploykit.config import PLATFORMS
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 from deploykit.stacks import error_code, is_not_there
@@ -252,7 +254,7 @@ class DeployStack(Step):
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
         if IMAGE_PARAMETER in dict(self.parameters):  # the Fargate stack: the image and the CPU must agree
-            self._refuse_another_cpu(ctx, body)
+            self._check_image(ctx, body)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
         app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
         result = deployer(ctx).deploy(
@@ -283,31 +285,54 @@ class DeployStack(Step):
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
         return Outcome.done(f"{self.stack}: {detail}{kept}", **outputs)
 
-    def _refuse_another_cpu(self, ctx: Context, body: str) -> None:
-        """UsageError, before anything changes, when the template puts the service's tasks on another CPU than they
-        run on now while its ImageTag is the image they run (built for theirs): a change of [build] platform not
-        deployed with an image built for it (deploy.stack without --image-tag, deploy.auto holding the app back, a
-        stack rollback keeping what runs). Another image (this run's build, or one a person names) passes."""
+    def _check_image(self, ctx: Context, body: str) -> None:
+        """UsageError, before anything changes, when the service's tasks could not start from the image the template
+        would roll out (its ImageTag): one that is not in the environment's registry (a tag mistyped, never pushed, or
+        cleaned up), or one built for another CPU than the template puts the tasks on. The image running now is
+        checked against the CPU it runs on (a change of [build] platform deployed without an image built for it:
+        deploy.stack without --image-tag, deploy.auto holding the app back, a stack rollback keeping what runs); another
+        one (a tag a person names, a rollback's) is looked up in the registry, its platforms read from its manifest
+        (two reads); one this run pushed or copied is known there, built for [build] platform."""
         wanted = template_cpu(body)
         if wanted is None:
             return
+        tag = dict(self.parameters)[IMAGE_PARAMETER]
         try:
             service = ecs.describe_service(ctx.aws.client("ecs"), ctx.env.cluster, ctx.env.service)
             running = ecs.TaskDefinitions.of(ctx.aws).get(str(service["taskDefinition"]))
             image = ecs.container_image(running, ctx.env.container)
         except UsageError:  # no service yet (nothing runs on any CPU), or no such container (said elsewhere)
+            running, image = None, ""
+        if running is not None and ecs.image_tag(image) == tag:
+            runs = ecs.cpu_architecture(running)
+            if runs is None or runs == wanted:
+                return
+            raise UsageError(
+                f"{self.stack} would put the service's tasks on {wanted}, but the image they would run, the one "
+                f"running now ({tag}), is built for {runs}: they would not start",
+                next_step="deploy the stack with an image built for [build] platform: inv deploy.auto (after the "
+                f"commit that changed it: it builds the image and deploys both), or inv deploy.stack {self.stack} "
+                "--image-tag TAG of an image built for it",
+            )
+        uri = registry.repository_uri(ctx.aws)
+        if f"{uri}:{tag}" in in_registry_now(ctx.aws):  # this run's build or copy, for [build] platform
             return
-        tag = dict(self.parameters)[IMAGE_PARAMETER]
-        runs = ecs.cpu_architecture(running)
-        if ecs.image_tag(image) != tag or runs is None or runs == wanted:
-            return
-        raise UsageError(
-            f"{self.stack} would put the service's tasks on {wanted}, but the image they would run, the one running "
-            f"now ({tag}), is built for {runs}: they would not start",
-            next_step="deploy the stack with an image built for [build] platform: inv deploy.auto (after the commit "
-            f"that changed it: it builds the image and deploys both), or inv deploy.stack {self.stack} --image-tag "
-            "TAG of an image built for it",
-        )
+        host, repository = images.split_registry(uri)
+        platforms = oci.image_platforms(oci.Registry(host, registry.credentials(ctx.aws)), repository, tag)
+        if platforms is None:
+            raise UsageError(
+                f"{self.stack} would roll out the image {repository}:{tag}, which is not in the registry of "
+                f"environment {ctx.env.name!r}: the service's tasks could not start",
+                next_step=f"name an image the registry has (inv history --env {ctx.env.name} lists those deployed), "
+                f"or build and push it first (inv build push --env {ctx.env.name}); nothing was changed",
+            )
+        if not any(PLATFORMS.get(platform) == wanted for platform in platforms):
+            raise UsageError(
+                f"{self.stack} would put the service's tasks on {wanted}, but the image it would roll out "
+                f"({repository}:{tag}) is built for {', '.join(platforms) or 'no platform'}: they would not start",
+                next_step=f"name an image built for {wanted}, or deploy the stack as [build] platform has it with an "
+                "image built for it: inv deploy.auto",
+            )
 
     def _keep(self, ctx: Context, body: str, tags: Mapping[str, str]) -> str:
         """Keep the template ``body`` as ``commit``'s; what the detail says when it could not be (it never fails a

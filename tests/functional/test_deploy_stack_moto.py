@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -9,7 +10,8 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import commands, stack_chain
+from deploykit import commands, registry, stack_chain
+from deploykit.app_chain import in_registry_now
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
@@ -19,6 +21,7 @@ from deploykit.plan import Context
 from deploykit.stack_chain import DeployStack
 from tests.functional.conftest import create_service
 from tests.functional.test_endpoints import create_stack
+from tests.unit.fake_registry import Store, running
 
 
 def plan_of(project: Path, stack: str) -> tuple[list[str], str]:
@@ -113,4 +116,54 @@ def test_the_running_image_is_not_put_on_tasks_of_another_cpu(
     template.write_text(fargate_template(None))  # the CPU it runs on
     assert deploy("old") == "done"
     template.write_text(fargate_template("ARM64"))
+    in_registry_now(factory).add(f"{registry.repository_uri(factory)}:c0ffee123456")  # this run's push
     assert deploy("c0ffee123456") == "done"  # an image built for it
+
+
+def test_another_image_than_the_running_one_is_looked_up_in_the_registry_first(
+    moto_aws: None, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """deploy.stack --image-tag TAG (a rollback's image too): a tag the registry does not have, or an image built for
+    another CPU than the template's, is refused before the change set (exit 2, nothing changed), where the tasks
+    would have failed to pull or start until the circuit breaker put the service back. One the registry has for that
+    CPU goes on; the running image and one this run pushed are not looked up."""
+    store = Store()
+    store.put_image("car-rental-backend", "arm", [b"layer"], platform="linux/arm64")
+    store.put_image("car-rental-backend", "intel", [b"layer"], platform="linux/amd64")
+    with running(store) as served:
+        env = dataclasses.replace(dev_env, registry=served.host)
+        aws = AwsFactory(env)
+        create_service(aws)  # runs ...:old on X86_64
+        template = tmp_path / "CarRentalFargateStack.template.json"
+        stack = {"type": "aws:cloudformation:stack", "properties": {"templateFile": template.name}}
+        (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": stack}}))
+        clock = FakeClock()
+        ctx = Context(Mock(), env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+
+        def deploy(tag: str, cpu: str | None) -> str:
+            template.write_text(fargate_template(cpu))
+            return DeployStack("CarRentalFargateStack", str(template), (("ImageTag", tag),)).run(ctx).status
+
+        with pytest.raises(UsageError) as missing:
+            deploy("no-such-tag", None)
+        assert missing.value.exit_code == 2
+        assert missing.value.message == (
+            "CarRentalFargateStack would roll out the image car-rental-backend:no-such-tag, which is not in the "
+            "registry of environment 'dev': the service's tasks could not start"
+        )
+        assert "inv build push --env dev" in (missing.value.next_step or "")
+        with pytest.raises(UsageError) as other_cpu:
+            deploy("intel", "ARM64")
+        assert other_cpu.value.message == (
+            "CarRentalFargateStack would put the service's tasks on ARM64, but the image it would roll out "
+            "(car-rental-backend:intel) is built for linux/amd64: they would not start"
+        )
+        assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []  # nothing changed
+
+        assert deploy("arm", "ARM64") == "done"
+        assert deploy("intel", None) == "done"
+        looked = len(store.calls)
+        assert deploy("old", None) == "done"  # the running image: not looked up
+        in_registry_now(aws).add(f"{served.host}/car-rental-backend:pushed")
+        assert deploy("pushed", "ARM64") == "done"  # this run's push, for [build] platform: not looked up
+        assert len(store.calls) == looked

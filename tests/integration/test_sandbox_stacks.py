@@ -18,6 +18,7 @@ import pytest
 
 from deploykit import commands
 from deploykit.config import load_config
+from deploykit.errors import UsageError
 from deploykit.plan import all_records
 from sandbox import lifecycle
 from sandbox.settings import load_settings
@@ -128,6 +129,33 @@ def test_a_change_to_one_stack_is_applied_by_deploy_stack_alone(project: Path) -
     # the image stayed the one that is live: never silently something else
     image = taskdef["containerDefinitions"][0]["image"]
     assert image.endswith(":" + git(project, "rev-parse", "--short=12", "HEAD~1").strip())
+
+
+def test_an_image_the_registry_does_not_have_is_refused_before_the_change_set(project: Path) -> None:
+    """deploy.stack --image-tag of a tag the sandbox's registry does not have: exit 2 before any change set (on AWS
+    the tasks would fail to pull until the circuit breaker put the service back, minutes later)."""
+    env = load_config(project / "deploy.toml").environment()
+    cfn = boto3.client(
+        "cloudformation",
+        endpoint_url=env.endpoint_url,
+        region_name=env.region,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]
+    change_sets = cfn.list_change_sets(StackName="CarRentalFargateStack")["Summaries"]
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_stack("fargate", image_tag="no-such-tag", runtime=quiet_runtime(project))
+    assert refused.value.exit_code == 2
+    assert (
+        "car-rental-backend:no-such-tag, which is not in the registry of environment 'sandbox'" in refused.value.message
+    )
+    after = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]
+    assert (after["StackStatus"], after.get("LastUpdatedTime")) == (
+        before["StackStatus"],
+        before.get("LastUpdatedTime"),
+    )
+    assert cfn.list_change_sets(StackName="CarRentalFargateStack")["Summaries"] == change_sets  # none made
 
 
 def test_health_recommends_lowering_a_stack_set_deregistration_delay_of_300s(project: Path) -> None:
