@@ -314,10 +314,10 @@ class DeployStack(Step):
                 f"commit that changed it: it builds the image and deploys both), or inv deploy.stack {self.stack} "
                 "--image-tag TAG of an image built for it",
             )
-        uri = registry.repository_uri(ctx.aws)
-        if f"{uri}:{tag}" in in_registry_now(ctx.aws):  # this run's build or copy, for [build] platform
+        # this run's build or copy, for [build] platform (known without asking the registry, or ECR for its URI)
+        if any(ref.endswith(f"/{ctx.env.repository}:{tag}") for ref in in_registry_now(ctx.aws)):
             return
-        host, repository = images.split_registry(uri)
+        host, repository = images.split_registry(registry.repository_uri(ctx.aws))
         platforms = oci.image_platforms(oci.Registry(host, registry.credentials(ctx.aws)), repository, tag)
         if platforms is None:
             raise UsageError(
