@@ -167,9 +167,12 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     assert commands.rollback(component="stack:fargate", dry_run=True, runtime=runtime) is None
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "🐳 CarRentalFargateStack (UPDATE_COMPLETE)" in said, said
-    assert [line.split()[1:3] for line in said.splitlines() if "TargetGroup" in line] == [
+    lines = said.splitlines()
+    assert [line.split()[1:3] for line in lines if "TargetGroup" in line and "↳" not in line] == [
         ["AWS::ElasticLoadBalancingV2::TargetGroup", "Modify"]
     ]
+    # and the value it changes: the drain, 4 s back to 5
+    assert [line for line in lines if "↳" in line] == ["  ↳ TargetGroupAttributes[0].Value: 4 → 5"], lines
     assert "dry run: nothing is changed" in runtime.stdout.getvalue() + said  # type: ignore[attr-defined]
     assert drain() == "4"
     runtime = quiet_runtime(project)
