@@ -58,7 +58,7 @@ from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFaile
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps
-from deploykit.plugins import Plugins, get_plugin_manager
+from deploykit.plugins import Plugins, get_plugin_manager, review_stack_changes
 from deploykit.stack_chain import PART_MIN, UploadLambdaCode, template_url
 from deploykit.stacks import (
     Change,
@@ -1108,7 +1108,7 @@ def _stack_rollback_plan(
         restoring=sorted(restoring or {}) if role == planner.HOSTED_BY["lambda"] else (),
     )
     if preview:
-        _preview_stack(runtime, aws, env, stack, template, dict(parameters), rerun=rerun)
+        _preview_stack(runtime, config, aws, env, stack, template, dict(parameters), rerun=rerun)
     plan = rollbacks.stack_plan(
         env,
         target,
@@ -2509,8 +2509,11 @@ def _stack_previews(
     }
     with aws_errors(a.env):
         found = all_of(previews)
+    plugins = load_plugins(runtime, a.config)
     return {
-        names[role]: _show_preview(runtime, a.env, names[role], *found[names[role]], changed=role in changed)
+        names[role]: _show_preview(
+            runtime, a.env, names[role], *found[names[role]], changed=role in changed, plugins=plugins
+        )
         for role in roles
     }
 
@@ -2529,6 +2532,7 @@ def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeploy
 
 def _preview_stack(
     runtime: Runtime,
+    config: Config,
     aws: AwsFactory,
     env: EnvConfig,
     name: str,
@@ -2541,7 +2545,7 @@ def _preview_stack(
     deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
     with aws_errors(env):
         found, stack = _previewed(runtime, aws, env, name, template, parameters)
-    return _show_preview(runtime, env, name, found, stack, rerun=rerun)
+    return _show_preview(runtime, env, name, found, stack, rerun=rerun, plugins=load_plugins(runtime, config))
 
 
 def _previewed(
@@ -2574,9 +2578,11 @@ def _show_preview(
     *,
     rerun: str | None = None,
     changed: bool = True,
+    plugins: Plugins | None = None,
 ) -> dict[str, Any]:
     """Print a stack's preview (:func:`_previewed`); the same as JSON. ``changed``: whether the analysis counts the
-    stack changed (an empty preview then says the change is in code the template does not see)."""
+    stack changed (an empty preview then says the change is in code the template does not see). ``plugins``: the
+    team's, whose review of the changes is said under them (what a deploy of them would refuse)."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     runtime.stderr.write(f"\n🐳 {name} ({status})\n")
     if found is None:
@@ -2589,17 +2595,10 @@ def _show_preview(
         runtime.stderr.write(changes_table(found) + "\n")
         if env.protected and any(c.changes_access for c in found):
             runtime.stderr.write(access_note(name, env.name, rerun) + "\n")
-    changes = None
-    if found is not None:
-        changes = [
-            {
-                "logical_id": c.logical_id,
-                "type": c.resource_type,
-                "action": c.action,
-                "replacement": c.replacement,
-                "access": c.changes_access,
-                "details": [d.to_json() for d in c.details],
-            }
-            for c in found
-        ]
-    return {"status": status, "changes": changes}
+    changes = None if found is None else [c.to_json() for c in found]
+    refused = review_stack_changes(plugins, env, name, changes) if changes else {}
+    for plugin, reasons in sorted(refused.items()):
+        runtime.stderr.write(
+            f"⛔ plugin {plugin!r} refuses this change: {'; '.join(reasons)} (a deploy of it is refused)\n"
+        )
+    return {"status": status, "changes": changes, "refused": refused}

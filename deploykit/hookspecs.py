@@ -38,6 +38,15 @@ def deploykit_register_checks(env: EnvConfig) -> list[Check]:
 
 
 @hookspec
+def deploykit_review_stack_changes(env: EnvConfig, stack: str, changes: list[dict[str, Any]]) -> list[str]:
+    """A change set of ``stack`` is made and not executed yet: return why this plugin refuses it (an empty list: it
+    does not). ``changes`` are its resource changes as ``inv diff --json`` lists them (logical_id, type, action,
+    replacement, access, details: each changed value before and after). A refusal deletes the change set: nothing
+    is deployed (exit 2); ``inv diff`` shows it. A plugin that raises refuses too (a rule that cannot be checked)."""
+    raise NotImplementedError  # a specification only
+
+
+@hookspec
 def deploykit_deployment_started(env: str, plan: dict[str, Any]) -> None:
     """A deployment starts; ``plan`` is the plan as ``--dry-run --json`` prints it (for notifications)."""
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from deploykit import hookspecs
 from deploykit.errors import UsageError
+
+if TYPE_CHECKING:
+    from deploykit.config import EnvConfig
 
 GROUP = "deploykit"
 BLOCK_ENV = "DEPLOYKIT_BLOCK_PLUGINS"
@@ -75,3 +79,33 @@ def get_plugin_manager(
             next_step=f"fix the hook's name (see README, 'Writing check plugins'), or block it: {BLOCK_ENV}={name}",
         ) from None
     return plugins
+
+
+def review_stack_changes(
+    plugins: Plugins | None, env: EnvConfig, stack: str, changes: Sequence[Mapping[str, Any]]
+) -> dict[str, list[str]]:
+    """What each plugin implementing ``deploykit_review_stack_changes`` refuses in ``stack``'s ``changes`` (plugin name
+    → its reasons; none: nothing refused). Each is asked on its own; one that raises refuses, with what it raised: a
+    team's rule that cannot be checked does not let the change through."""
+    if plugins is None:
+        return {}
+    refused: dict[str, list[str]] = {}
+    for impl in reversed(plugins.manager.hook.deploykit_review_stack_changes.get_hookimpls()):
+        given = {"env": env, "stack": stack, "changes": [dict(c) for c in changes]}
+        try:
+            reasons = impl.function(*(given[name] for name in impl.argnames))
+        except Exception as exc:  # any failure of a team's rule refuses, named
+            reasons = [f"the review failed: {type(exc).__name__}: {exc}"]
+        if reasons is None:
+            reasons = []
+        elif not isinstance(reasons, list | tuple):
+            reasons = [f"the review returned {type(reasons).__name__}, not a list of reasons"]
+        listed = [str(r) for r in reasons if str(r).strip()]
+        if listed:
+            refused[impl.plugin_name] = listed
+    return refused
+
+
+def refusal_text(refused: Mapping[str, Sequence[str]]) -> str:
+    """``team_checks: reason; other reason``, each plugin once."""
+    return "; ".join(f"{name}: {'; '.join(reasons)}" for name, reasons in sorted(refused.items()))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import ecs, images, leftovers, oci, packaging, registry, stacks, synth
+from deploykit import ecs, images, leftovers, oci, packaging, plugins, registry, stacks, synth
 from deploykit.app_chain import in_registry_now
 from deploykit.aws import at_once
 from deploykit.config import PLATFORMS
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from deploykit.config import EnvConfig
 
 ARTIFACTS_OUTPUT = "ArtifactsBucketName"
+
+
+def review(ctx: Context, stack: str, changes: Iterable[stacks.Change]) -> dict[str, list[str]]:
+    """What the team's plugins refuse in ``stack``'s changes (plugin → its reasons), before they are executed."""
+    return plugins.review_stack_changes(ctx.plugins, ctx.env, stack, [c.to_json() for c in changes])
 
 
 def deployer(ctx: Context) -> stacks.StackDeployer:
@@ -266,6 +271,7 @@ class DeployStack(Step):
             guard_access=ctx.env.protected and not self.approve_access,
             tags={**app_tags, "deploykit:environment": ctx.env.name},
             rerun=self.rerun or None,
+            review=partial(review, ctx, self.stack),
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.changes:

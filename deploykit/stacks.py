@@ -12,7 +12,8 @@
    each changed value before and after, and why), and a replacement or removal of a data-holding resource
    (tables, buckets, user pools...) is refused unless ``allow_replace``: the change set is deleted and
    nothing changes; so is, with ``guard_access`` (a protected environment), a change of IAM, network rules or
-   resource policies (marked 🔐 in the table), which the CDK CLI would ask about;
+   resource policies (marked 🔐 in the table), which the CDK CLI would ask about; and so is one the team's
+   check plugins refuse (``review``: deploykit_review_stack_changes);
 3. **execute and follow**: the stack's events are printed as they arrive (only the ones after the execute,
    oldest first, each once, with the elapsed time) until the stack reaches a terminal status; success reads
    the outputs, anything else raises :class:`~deploykit.errors.StepFailed` listing the failing resources
@@ -43,6 +44,7 @@ from tabulate import tabulate
 from deploykit.aws import AwsFactory, is_throttling
 from deploykit.clock import Clock
 from deploykit.errors import StepFailed, UsageError
+from deploykit.plugins import BLOCK_ENV, refusal_text
 
 # Resource types whose replacement or removal loses (or orphans) data.
 DATA_RESOURCE_TYPES = frozenset(
@@ -190,6 +192,17 @@ class Change:
     def changes_access(self) -> bool:
         """Whether it grants or takes away access: an IAM, network-rule or resource-policy resource changes."""
         return self.resource_type in ACCESS_RESOURCE_TYPES
+
+    def to_json(self) -> dict[str, Any]:
+        """The change as inv diff --json lists it, and the team's plugins get it to review."""
+        return {
+            "logical_id": self.logical_id,
+            "type": self.resource_type,
+            "action": self.action,
+            "replacement": self.replacement,
+            "access": self.changes_access,
+            "details": [d.to_json() for d in self.details],
+        }
 
     @property
     def destroys(self) -> bool:
@@ -705,9 +718,12 @@ class StackDeployer:
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
         rerun: str | None = None,
         template_url: str | None = None,
+        review: Callable[[Sequence[Change]], Mapping[str, Sequence[str]]] | None = None,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
         (a protected environment, not approved): a change set that changes access is deleted, not executed.
+        ``review``: the team's plugins' verdict on the changes (plugin → its reasons to refuse them): a change set
+        one refuses is deleted, not executed.
         ``rerun``: the command a refusal names to run this deploy again (default ``inv deploy.stack NAME``; a
         rollback names itself, as deploy.stack would deploy another template). ``template_url``: where
         CloudFormation reads the same template from S3 (one too big to send inline)."""
@@ -776,6 +792,16 @@ class StackDeployer:
                 f"refusing to deploy {name} to a protected environment unapproved: the change set changes who may "
                 f"access what: {listed}. Read the 🔐 rows above; the change set was deleted, nothing was changed",
                 next_step=f"once reviewed, approve it: {again} --approve-access",
+            )
+        refused = review(changes) if review is not None else {}
+        if refused:
+            self._delete_change_set(change_set_id)
+            names = ",".join(sorted(refused))
+            raise UsageError(
+                f"refusing to deploy {name}: the team's check plugins refuse its change set: "
+                f"{refusal_text(refused)}. The change set was deleted; nothing was changed",
+                next_step="change the stack so the rule holds (inv diff shows the changes and the refusal), or, if the "
+                f"rule does not apply to this change, run without the plugin: {BLOCK_ENV}={names} {again}",
             )
         follow = self._baseline(stack_id, name)
         self._call("execute_change_set", ChangeSetName=change_set_id)

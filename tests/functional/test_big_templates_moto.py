@@ -14,7 +14,7 @@ import pytest
 from deploykit import commands, synth
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
-from deploykit.config import EnvConfig
+from deploykit.config import EnvConfig, load_config
 from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
@@ -77,12 +77,14 @@ def test_a_template_over_the_inline_limit_goes_through_s3_once_and_deploys(ctx: 
     assert template_url(ctx.aws, ctx.env, STACK, small) is None
 
 
-def test_a_preview_of_a_big_template_goes_through_s3_too(ctx: Context, tmp_path: Path) -> None:
+def test_a_preview_of_a_big_template_goes_through_s3_too(ctx: Context, project: Path, tmp_path: Path) -> None:
     assert DeployStack(STACK, str(write(tmp_path, big_template(25)))).run(ctx).status == "done"
     urls = asked(ctx.aws.client("cloudformation"), "CreateChangeSet", "TemplateURL")
     described = asked(ctx.aws.client("cloudformation"), "DescribeStacks", "StackName")
     runtime = commands.Runtime(stdout=io.StringIO(), stderr=io.StringIO())
-    found = commands._preview_stack(runtime, ctx.aws, ctx.env, STACK, write(tmp_path, big_template(30)), {})
+    found = commands._preview_stack(
+        runtime, load_config(project / "deploy.toml"), ctx.aws, ctx.env, STACK, write(tmp_path, big_template(30)), {}
+    )
     assert described.count(STACK) == 1  # the status printed and the preview's first look: one read
     added = sorted(c["logical_id"] for c in found["changes"] if c["action"] == "Add")
     assert added == [f"Topic{i}" for i in range(25, 30)] and len(urls) == 1  # (moto lists the others as Modify)

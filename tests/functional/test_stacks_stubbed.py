@@ -323,6 +323,49 @@ def test_replacing_a_table_is_refused_the_change_set_deleted_and_nothing_execute
     assert any("CarsTable" in line for line in lines)  # the table was shown first
 
 
+def test_a_change_set_the_teams_plugins_refuse_is_deleted_and_nothing_executed(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(
+        changes=[
+            change(
+                "Fn",
+                "AWS::Lambda::Function",
+                "Modify",
+                "False",
+                value_change("/Properties/MemorySize", "256", "4096"),
+            )
+        ]
+    )
+    script.call("delete_change_set", ChangeSetName=CS_ID)  # and then no ExecuteChangeSet: the Stubber would fail
+    reviewed: list[list[str]] = []
+
+    def review(changes: Any) -> dict[str, list[str]]:
+        reviewed.append([f"{c.logical_id}.{d.where}={d.after}" for c in changes for d in c.details])
+        return {"team_checks": ["Fn: MemorySize 4096 is over the team's 1024 MB"], "cost": ["over budget"]}
+
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), review=review)
+    assert reviewed == [["Fn.MemorySize=4096"]]
+    assert err.value.exit_code == 2
+    assert err.value.message == (
+        f"refusing to deploy {NAME}: the team's check plugins refuse its change set: cost: over budget; team_checks: "
+        "Fn: MemorySize 4096 is over the team's 1024 MB. The change set was deleted; nothing was changed"
+    )
+    assert (err.value.next_step or "").endswith(
+        f"run without the plugin: DEPLOYKIT_BLOCK_PLUGINS=cost,team_checks inv deploy.stack {NAME} --env dev"
+    )
+
+
+def test_a_change_set_no_plugin_refuses_is_executed(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(changes=[change("Fn", "AWS::Lambda::Function", "Modify", "False")])
+    script.executed_update()
+    result = run(script, make(script, clock, lines), review=lambda changes: {})
+    assert result.action == "updated"
+
+
 def test_allow_replace_lets_the_replacement_through(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.stack("UPDATE_COMPLETE")
     script.ready_change_set(changes=[change("CarsTable", "AWS::DynamoDB::Table", "Modify", "True")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import docker
@@ -19,7 +21,9 @@ import pytest
 from deploykit import commands
 from deploykit.config import load_config
 from deploykit.errors import UsageError
+from deploykit.hookspecs import hookimpl
 from deploykit.plan import all_records
+from deploykit.plugins import get_plugin_manager
 from sandbox import lifecycle
 from sandbox.settings import load_settings
 from tests.conftest import REPO, git, quiet_runtime
@@ -134,14 +138,7 @@ def test_a_change_to_one_stack_is_applied_by_deploy_stack_alone(project: Path) -
 def test_an_image_the_registry_does_not_have_is_refused_before_the_change_set(project: Path) -> None:
     """deploy.stack --image-tag of a tag the sandbox's registry does not have: exit 2 before any change set (on AWS
     the tasks would fail to pull until the circuit breaker put the service back, minutes later)."""
-    env = load_config(project / "deploy.toml").environment()
-    cfn = boto3.client(
-        "cloudformation",
-        endpoint_url=env.endpoint_url,
-        region_name=env.region,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    cfn = _cfn(project)
     before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]
     change_sets = cfn.list_change_sets(StackName="CarRentalFargateStack")["Summaries"]
     with pytest.raises(UsageError) as refused:
@@ -156,6 +153,71 @@ def test_an_image_the_registry_does_not_have_is_refused_before_the_change_set(pr
         before.get("LastUpdatedTime"),
     )
     assert cfn.list_change_sets(StackName="CarRentalFargateStack")["Summaries"] == change_sets  # none made
+
+
+class NoDebugInProduction:
+    """A team's rule, as a plugin: no DEBUG variable reaches the service's tasks."""
+
+    @hookimpl
+    def deploykit_review_stack_changes(self, stack: str, changes: list[dict[str, Any]]) -> list[str]:
+        return [
+            f"{stack}: {c['logical_id']} would set DEBUG"
+            for c in changes
+            for d in c["details"]
+            if c["type"] == "AWS::ECS::TaskDefinition" and '"DEBUG"' in (d["after"] or "")
+        ]
+
+
+def test_a_change_the_teams_plugin_refuses_is_shown_by_diff_and_refused_by_deploy_stack(project: Path) -> None:
+    source = project / "cdk" / "stacks" / "fargate_stack.py"
+    text = source.read_text()
+    marker = '"PORT": str(CONTAINER_PORT),'
+    source.write_text(text.replace(marker, '"DEBUG": "1", ' + marker, 1))  # uncommitted: as a developer tries it
+
+    def with_rule() -> commands.Runtime:
+        runtime = quiet_runtime(project)
+        return dataclasses.replace(
+            runtime, plugins_factory=lambda: get_plugin_manager(extra=[("team_rules", NoDebugInProduction())])
+        )
+
+    try:
+        runtime = with_rule()
+        commands.diff(as_json=True, runtime=runtime)
+        stack = json.loads(runtime.stdout.getvalue())["stacks"]["CarRentalFargateStack"]  # type: ignore[attr-defined]
+        assert stack["refused"] == {"team_rules": ["CarRentalFargateStack: " + _taskdef(stack) + " would set DEBUG"]}
+        said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert "⛔ plugin 'team_rules' refuses this change: CarRentalFargateStack: " in said
+
+        cfn = _cfn(project)
+        before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0].get("LastUpdatedTime")
+        with pytest.raises(UsageError) as refused:
+            commands.deploy_stack("fargate", runtime=with_rule())
+        assert refused.value.exit_code == 2
+        assert "the team's check plugins refuse its change set: team_rules: CarRentalFargateStack: " in (
+            refused.value.message
+        )
+        assert "DEPLOYKIT_BLOCK_PLUGINS=team_rules inv deploy.stack CarRentalFargateStack" in (
+            refused.value.next_step or ""
+        )
+        assert cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0].get("LastUpdatedTime") == before
+    finally:
+        source.write_text(text)
+
+
+def _taskdef(stack: dict[str, Any]) -> str:
+    (logical_id,) = [c["logical_id"] for c in stack["changes"] if c["type"] == "AWS::ECS::TaskDefinition"]
+    return str(logical_id)
+
+
+def _cfn(project: Path) -> Any:
+    env = load_config(project / "deploy.toml").environment()
+    return boto3.client(
+        "cloudformation",
+        endpoint_url=env.endpoint_url,
+        region_name=env.region,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
 
 
 def test_health_recommends_lowering_a_stack_set_deregistration_delay_of_300s(project: Path) -> None:

@@ -13,7 +13,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import hookspecs
+from deploykit import hookspecs, stack_chain
 from deploykit.checks import Check, CheckResult
 from deploykit.clock import FakeClock
 from deploykit.commands import Runtime, load_plugins
@@ -23,8 +23,9 @@ from deploykit.errors import StepFailed, Superseded
 from deploykit.hookspecs import hookimpl
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
-from deploykit.plugins import Plugins, get_plugin_manager
+from deploykit.plugins import Plugins, get_plugin_manager, refusal_text, review_stack_changes
 from deploykit.smoke import Smoke, registered_checks
+from deploykit.stacks import Change, PropertyChange
 from deploykit.testing import fake_factory, sample_env
 from tests.conftest import REPO
 
@@ -87,13 +88,14 @@ def context(plugins: Plugins, out: io.StringIO | None = None) -> Context:
     return Context(Mock(spec=Config), sample_env(), fake_factory(), clock, reporter, Mock(), plugins)
 
 
-def test_the_hookspecs_are_the_documented_six() -> None:
+def test_the_hookspecs_are_the_documented_seven() -> None:
     assert HOOKS == [
         "deploykit_configure",
         "deploykit_deployment_failed",
         "deploykit_deployment_finished",
         "deploykit_deployment_started",
         "deploykit_register_checks",
+        "deploykit_review_stack_changes",
         "deploykit_step_finished",
     ]
 
@@ -226,3 +228,84 @@ def test_the_smoke_step_fails_the_plan_with_each_failed_check_and_the_rerun_comm
         Smoke().run(ctx)
     assert "smoke failed (1 passed, 1 failed): down: GET /x → 502 (expected 200)" in failed.value.message
     assert failed.value.next_step is not None and "inv smoke --env test --only down" in failed.value.next_step
+
+
+TABLE_REPLACED = {
+    "logical_id": "CarsTable",
+    "type": "AWS::DynamoDB::Table",
+    "action": "Modify",
+    "replacement": "True",
+    "access": False,
+    "details": [{"property": "KeySchema[0].AttributeName", "before": "car_id", "after": "car_uid"}],
+}
+
+
+class NoKeyChanges:
+    """A team's rule: a table's key never changes (not even with --allow-replace)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, int]] = []
+
+    @hookimpl
+    def deploykit_review_stack_changes(self, env: Any, stack: str, changes: list[dict[str, Any]]) -> list[str]:
+        self.seen.append((env.name, stack, len(changes)))
+        return [
+            f"{c['logical_id']}: {d['property']} would change ({d['before']} → {d['after']})"
+            for c in changes
+            for d in c["details"]
+            if c["type"] == "AWS::DynamoDB::Table" and d["property"].startswith("KeySchema")
+        ]
+
+
+class OnlyChanges:
+    @hookimpl
+    def deploykit_review_stack_changes(self, changes: list[dict[str, Any]]) -> list[str]:  # a subset of the args
+        return [] if len(changes) < 2 else ["two changes at once"]
+
+
+class Broken:
+    @hookimpl
+    def deploykit_review_stack_changes(self, stack: str) -> list[str]:
+        raise KeyError("team-rules.yaml")
+
+
+class Wrong:
+    @hookimpl
+    def deploykit_review_stack_changes(self, stack: str) -> str:
+        return "no"
+
+
+def test_review_stack_changes_gets_each_plugins_reasons_and_a_failing_one_refuses() -> None:
+    rule = NoKeyChanges()
+    plugins = manager_with(("keys", rule), ("pairs", OnlyChanges()), ("broken", Broken()), ("wrong", Wrong()))
+    env = sample_env()
+    refused = review_stack_changes(plugins, env, "DataStack", [TABLE_REPLACED])
+    assert refused == {
+        "keys": ["CarsTable: KeySchema[0].AttributeName would change (car_id → car_uid)"],
+        "broken": ["the review failed: KeyError: 'team-rules.yaml'"],  # a rule that cannot be checked refuses
+        "wrong": ["the review returned str, not a list of reasons"],
+    }
+    assert rule.seen == [(env.name, "DataStack", 1)]
+    assert review_stack_changes(manager_with(("keys", NoKeyChanges())), env, "DataStack", []) == {}
+    assert review_stack_changes(None, env, "DataStack", [TABLE_REPLACED]) == {}  # no plugins loaded
+    assert refusal_text(refused) == (
+        "broken: the review failed: KeyError: 'team-rules.yaml'; keys: CarsTable: KeySchema[0].AttributeName would "
+        "change (car_id → car_uid); wrong: the review returned str, not a list of reasons"
+    )
+
+
+def test_a_stack_deploy_asks_the_plugins_before_its_change_set_runs() -> None:
+    """The deploy step hands the plugins the change set's changes as inv diff --json lists them."""
+    rule = NoKeyChanges()
+    ctx = context(manager_with(("keys", rule)))
+    change = Change(
+        "CarsTable",
+        "AWS::DynamoDB::Table",
+        "Modify",
+        "True",
+        details=(PropertyChange("KeySchema", "/Properties/KeySchema/0/AttributeName", before="car_id", after="x"),),
+    )
+    assert stack_chain.review(ctx, "DataStack", [change]) == {
+        "keys": ["CarsTable: KeySchema[0].AttributeName would change (car_id → x)"]
+    }
+    assert rule.seen == [(ctx.env.name, "DataStack", 1)]
