@@ -258,14 +258,15 @@ class DeployStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
-        if IMAGE_PARAMETER in dict(self.parameters):  # the Fargate stack: the image and the CPU must agree
-            self._check_image(ctx, body)
+        given = dict(self.parameters)
+        if IMAGE_PARAMETER in given:  # the Fargate stack: the image must be there, for the CPU the tasks run on
+            self._check_image(ctx, body, given[IMAGE_PARAMETER])
         url = template_url(ctx.aws, ctx.env, self.stack, body)
         app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
         result = deployer(ctx).deploy(
             self.stack,
             body,
-            dict(self.parameters),
+            given,
             template_url=url,
             allow_replace=self.allow_replace,
             guard_access=ctx.env.protected and not self.approve_access,
@@ -282,7 +283,6 @@ class DeployStack(Step):
             outputs[left_key(self.stack, "updated")] = result.updated
             outputs[left_key(self.stack, "template")] = stacks.template_fingerprint(body)
         if result.action == "updated":  # what an update changed a parameter from (rollback.undo_plan reads it)
-            given = dict(self.parameters)
             outputs |= {
                 was_key(self.stack, k): v for k, v in result.previous_parameters.items() if given.get(k, v) != v
             }
@@ -291,18 +291,18 @@ class DeployStack(Step):
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
         return Outcome.done(f"{self.stack}: {detail}{kept}", **outputs)
 
-    def _check_image(self, ctx: Context, body: str) -> None:
-        """UsageError, before anything changes, when the service's tasks could not start from the image the template
-        would roll out (its ImageTag): one that is not in the environment's registry (a tag mistyped, never pushed, or
-        cleaned up), or one built for another CPU than the template puts the tasks on. The image running now is
-        checked against the CPU it runs on (a change of [build] platform deployed without an image built for it:
-        deploy.stack without --image-tag, deploy.auto holding the app back, a stack rollback keeping what runs); another
-        one (a tag a person names, a rollback's) is looked up in the registry, its platforms read from its manifest
-        (two reads); one this run pushed or copied is known there, built for [build] platform."""
+    def _check_image(self, ctx: Context, body: str, tag: str) -> None:
+        """UsageError, before anything changes, when the service's tasks could not start from the image the
+        template would roll out (``tag``, its ImageTag): one that is not in the environment's registry (a tag
+        mistyped, never pushed, or cleaned up), or one built for another CPU than the template puts the tasks on. The
+        image running now is checked against the CPU it runs on (a change of [build] platform deployed without an
+        image built for it: deploy.stack without --image-tag, deploy.auto holding the app back, a stack rollback
+        keeping what runs); another one (a tag a person names, a rollback's) is looked up in the registry, its
+        platforms read from its manifest (two reads); one this run pushed or copied is known there, built for
+        [build] platform."""
         wanted = template_cpu(body)
         if wanted is None:
             return
-        tag = dict(self.parameters)[IMAGE_PARAMETER]
         try:
             service = ecs.describe_service(ctx.aws.client("ecs"), ctx.env.cluster, ctx.env.service)
             running = ecs.TaskDefinitions.of(ctx.aws).get(str(service["taskDefinition"]))
