@@ -8,7 +8,9 @@ dev's digest, and no Docker engine is needed. A blob the target already holds is
 streamed, never held in memory.
 
 This is the one place deploykit speaks HTTP to a registry itself (everything else about images goes through the
-Docker engine): the engine has no call that copies an image between registries.
+Docker engine): the engine has no call that copies an image between registries. A stack deploy also reads here
+which platforms an image is for (:func:`image_platforms`), without a Docker engine. Its TLS trusts what boto3
+trusts: ``AWS_CA_BUNDLE`` (a corporate proxy's CA), unless requests' own ``REQUESTS_CA_BUNDLE`` says otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -95,6 +98,17 @@ def _requests() -> Any:
     return requests
 
 
+def _session() -> requests.Session:
+    """A session whose TLS trusts what the command's AWS calls trust: ``AWS_CA_BUNDLE`` (boto3's variable: where a
+    corporate proxy re-signs TLS, the one setting covers ECR's registry too), unless ``REQUESTS_CA_BUNDLE`` is set
+    (requests reads that one itself)."""
+    session: requests.Session = _requests().Session()
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    if bundle and not os.environ.get("REQUESTS_CA_BUNDLE"):
+        session.verify = bundle
+    return session
+
+
 @dataclass
 class Registry:
     """One registry host, with the credentials to use there (``user``, ``password``; None: anonymous). Answers a
@@ -103,7 +117,7 @@ class Registry:
     host: str
     credentials: tuple[str, str] | None = None
     timeout: float = 60.0
-    session: requests.Session = field(default_factory=lambda: _requests().Session())
+    session: requests.Session = field(default_factory=_session)
     _bearer: str | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 

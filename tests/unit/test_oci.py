@@ -263,3 +263,14 @@ def test_promote_image_keeps_a_tag_built_apart_and_says_so() -> None:
         outcome = PromoteImage("dev", "abc123def456", f"{prod.host}/prod-backend").run(ctx)
     assert outcome.status == "skipped" and outcome.outputs["digest"] == theirs
     assert "is already in the registry, built apart" in outcome.detail
+
+
+def test_the_registry_trusts_the_ca_bundle_the_aws_calls_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behind a TLS proxy, AWS_CA_BUNDLE (boto3's) covers ECR's registry too; requests' own variable wins."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    assert oci.Registry("123456789012.dkr.ecr.eu-west-1.amazonaws.com").session.verify is True
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/proxy-ca.pem")
+    assert oci.Registry("123456789012.dkr.ecr.eu-west-1.amazonaws.com").session.verify == "/etc/ssl/proxy-ca.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/other.pem")  # requests reads it per request
+    assert oci.Registry("123456789012.dkr.ecr.eu-west-1.amazonaws.com").session.verify is True
