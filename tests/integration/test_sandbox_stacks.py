@@ -271,6 +271,26 @@ def test_smoke_runs_an_installed_team_plugin_unless_it_is_blocked(project: Path,
     assert "✅ smoke passed on sandbox: 5 passed" in nox.stdout + nox.stderr
 
 
+def test_an_installed_team_plugins_rule_on_stack_changes_shows_in_inv_diff(
+    project: Path, installed_team_plugin: Path
+) -> None:
+    """tests/sample_plugin's rule (a table's key never changes), installed: inv diff says it refuses such a change."""
+    source = project / "cdk" / "stacks" / "data_stack.py"
+    text = source.read_text()
+    assert '_table(self, "CarsTable", "car_id")' in text
+    source.write_text(text.replace('_table(self, "CarsTable", "car_id")', '_table(self, "CarsTable", "car_uid")'))
+    try:
+        inv = [sys.executable, "-m", "invoke", "--search-root", str(REPO), "diff", "--json"]
+        answer = run_in(project, *inv, PYTHONPATH=str(installed_team_plugin))
+        assert answer.returncode == 0, answer.stderr
+        stack = json.loads(answer.stdout)["stacks"]["CarRentalDataStack"]
+        (cars,) = [c["logical_id"] for c in stack["changes"] if c["logical_id"].startswith("CarsTable")]
+        assert stack["refused"] == {"team_checks": [f"{cars}: the table's key would change (car_id → car_uid)"]}
+        assert "⛔ plugin 'team_checks' refuses this change: " in answer.stderr
+    finally:
+        source.write_text(text)
+
+
 def test_with_the_backend_stopped_alb_and_connectivity_fail_and_smoke_exits_1(
     project: Path, docker_engine: docker.DockerClient
 ) -> None:

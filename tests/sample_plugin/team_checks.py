@@ -1,6 +1,9 @@
-"""The fleet team's check: the ALB serves a fleet with at least one car, each with a price."""
+"""The fleet team's check: the ALB serves a fleet with at least one car, each with a price; and its rule on
+infrastructure changes: a table's key never changes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from deploykit.checks import Check, CheckContext, CheckResult
 from deploykit.config import EnvConfig
@@ -26,3 +29,15 @@ def fleet(ctx: CheckContext) -> CheckResult:
 @hookimpl
 def deploykit_register_checks(env: EnvConfig) -> list[Check]:
     return [Check(NAME, fleet, description="the fleet is listed and priced", timeout=15)]
+
+
+@hookimpl
+def deploykit_review_stack_changes(changes: list[dict[str, Any]]) -> list[str]:
+    """A table's key never changes, not even with --allow-replace: the new table would start empty."""
+    return [
+        f"{change['logical_id']}: the table's key would change ({value['before']} → {value['after']})"
+        for change in changes
+        if change["type"] == "AWS::DynamoDB::Table"
+        for value in change["details"]
+        if value["property"].startswith("KeySchema")
+    ]

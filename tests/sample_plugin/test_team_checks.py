@@ -33,3 +33,23 @@ def test_an_empty_fleet_or_an_error_fails(check_context: CheckContext, fake_http
     fake_http.add("GET", CARS, status=503, json_body={"error": {"code": "dependency_error"}})
     result = run_check(check, check_context)
     assert result.status == "failed" and "→ 503 (expected 200)" in result.detail
+
+
+def table_change(prop: str, before: str, after: str) -> dict[str, object]:
+    return {
+        "logical_id": "CarsTable",
+        "type": "AWS::DynamoDB::Table",
+        "action": "Modify",
+        "replacement": "True",
+        "access": False,
+        "details": [{"property": prop, "before": before, "after": after}],
+    }
+
+
+def test_a_change_of_a_tables_key_is_refused_and_other_changes_are_not() -> None:
+    key = table_change("KeySchema[0].AttributeName", "car_id", "car_uid")
+    billing = table_change("BillingMode", "PROVISIONED", "PAY_PER_REQUEST")
+    assert team_checks.deploykit_review_stack_changes([key, billing]) == [
+        "CarsTable: the table's key would change (car_id → car_uid)"
+    ]
+    assert team_checks.deploykit_review_stack_changes([billing]) == []
