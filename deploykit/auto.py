@@ -798,6 +798,7 @@ def analysis_lines(
     ``uncommitted`` (the work tree's, when it was compared) are marked so; under a requirements file, the packages
     its change changes (``requirements``: :func:`deploykit.changes.requirements_changed`)."""
     lines = []
+    packages_said: set[str] = set()  # a file every stack counts (cdk/requirements.txt): its packages said once
     for change in found.changes:
         if change.kind == "none":
             continue
@@ -810,7 +811,8 @@ def analysis_lines(
             what += " (uncommitted)"
         lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")
         packages = (requirements or {}).get(change.path) if not change.setting else None
-        if packages:
+        if packages and change.path not in packages_said:
+            packages_said.add(change.path)
             shown = ", ".join(p.describe() for p in packages[:PACKAGES_SHOWN])
             more = len(packages) - PACKAGES_SHOWN
             lines.append(f"{' ' * 13}📦 {shown}" + (f" and {more} more (inv diff --json)" if more > 0 else ""))

@@ -628,12 +628,13 @@ def requirement_changes(before: str | None, after: str | None) -> tuple[Requirem
 
 
 def requirements_changed(root: Path, found: ChangeSet) -> dict[str, tuple[RequirementChange, ...]]:
-    """For each changed requirements file of the app or a function: what it changes, from the file as it was at
-    its component's base (what is live) to head (the work tree's when it was compared). A component never
+    """For each changed requirements file of the app, a function or the CDK app (``cdk/requirements.txt``, which
+    every stack counts): what it changes, from the file as it was at its component's base (what is live; for a file
+    several components count, the first one's) to head (the work tree's when it was compared). A component never
     deployed, or a base this clone lacks, has none (its whole file is new)."""
     out: dict[str, tuple[RequirementChange, ...]] = {}
     for change in found.changes:
-        if change.kind not in ("app", "lambda") or not REQUIREMENTS_RE.search(change.path) or change.setting:
+        if change.kind == "none" or not REQUIREMENTS_RE.search(change.path) or change.setting or change.path in out:
             continue
         base = found.base.get(change.component or "")
         if not base:

@@ -903,3 +903,22 @@ def test_the_requirements_a_commit_changes_are_read_from_what_is_live_to_head(re
     # never deployed: the whole file is new, nothing to compare with
     never = detect(config, dict.fromkeys(everything(config, base)))
     assert changes.requirements_changed(repo, never) == {}
+
+
+def test_the_cdk_apps_requirements_count_for_every_stack_and_are_read_once(repo: Path) -> None:
+    config = config_of(repo)
+    write(repo, "cdk/requirements.txt", "aws-cdk-lib==2.150.0\nconstructs==10.3.0\n")
+    base = commit(repo)
+    write(repo, "cdk/requirements.txt", "aws-cdk-lib==2.160.0\nconstructs==10.3.0\n")
+    commit(repo)
+    found = detect(config, everything(config, base))
+    assert {c.component for c in found.changes if c.path == "cdk/requirements.txt"} == {
+        f"stack:{role}" for role in STACK_ROLES
+    }
+    packages = changes.requirements_changed(repo, found)
+    assert {path: [p.describe() for p in found] for path, found in packages.items()} == {
+        "cdk/requirements.txt": ["aws-cdk-lib 2.150.0 → 2.160.0"]
+    }
+    lines = auto.analysis_lines(found, config.environment("sandbox"), requirements=packages)
+    assert [line for line in lines if "📦" in line] == ["             📦 aws-cdk-lib 2.150.0 → 2.160.0"]  # once
+    assert lines.index("             📦 aws-cdk-lib 2.150.0 → 2.160.0") == 1  # under the first stack's line
