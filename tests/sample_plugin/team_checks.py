@@ -32,7 +32,7 @@ def deploykit_register_checks(env: EnvConfig) -> list[Check]:
 
 
 @hookimpl
-def deploykit_review_stack_changes(changes: list[dict[str, Any]]) -> list[str]:
+def deploykit_review_stack_changes(env: EnvConfig, stack: str, changes: list[dict[str, Any]]) -> list[str]:
     """A table's key never changes, not even with --allow-replace: the new table would start empty."""
     return [
         f"{change['logical_id']}: the table's key would change ({value['before']} → {value['after']})"

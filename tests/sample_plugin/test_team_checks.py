@@ -9,7 +9,7 @@ from __future__ import annotations
 import team_checks
 
 from deploykit.checks import CheckContext
-from deploykit.testing import FakeHttp, plugin_checks, run_check
+from deploykit.testing import FakeHttp, plugin_checks, run_check, sample_env
 
 CARS = "https://alb.example.test/cars"
 
@@ -49,7 +49,7 @@ def table_change(prop: str, before: str, after: str) -> dict[str, object]:
 def test_a_change_of_a_tables_key_is_refused_and_other_changes_are_not() -> None:
     key = table_change("KeySchema[0].AttributeName", "car_id", "car_uid")
     billing = table_change("BillingMode", "PROVISIONED", "PAY_PER_REQUEST")
-    assert team_checks.deploykit_review_stack_changes([key, billing]) == [
+    assert team_checks.deploykit_review_stack_changes(sample_env(), "DataStack", [key, billing]) == [
         "CarsTable: the table's key would change (car_id → car_uid)"
     ]
-    assert team_checks.deploykit_review_stack_changes([billing]) == []
+    assert team_checks.deploykit_review_stack_changes(sample_env(), "DataStack", [billing]) == []
