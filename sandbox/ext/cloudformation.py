@@ -875,9 +875,9 @@ class CloudFormationExtension:
             spec = template["Resources"][change.logical_resource_id]
             try:
                 after = clean_json(copy.deepcopy(spec.get("Properties") or {}), resolver)
+                change.value_details = _value_details(change.details, made.properties, after)
             except Exception:  # unresolvable now (the update will say why): the details as they are
                 continue
-            change.value_details = _value_details(change.details, made.properties, after)
 
     def execute_change_set(
         self,
@@ -1541,7 +1541,7 @@ def _shown(value: Any) -> str | None:
     if value is _ABSENT:
         return None
     plain = normalized(value)  # numbers and booleans as strings, as CloudFormation passes them
-    text = plain if isinstance(plain, str) else json.dumps(plain, sort_keys=True)
+    text = plain if isinstance(plain, str) else json.dumps(plain, sort_keys=True, default=str)
     return None if UNKNOWN in text else text
 
 
