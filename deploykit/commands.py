@@ -1517,6 +1517,11 @@ def history_list(
         runtime.stdout.write(dumps(document | ({"component": key} if key else {})) + "\n")
     if records:
         runtime.stderr.write(history.table(records) + "\n")
+        if key and key.startswith("stack:"):  # and what each run changed in it
+            stack = planner.stack_roles(environment)[key.split(":", 1)[1]]
+            for record, lines in history.stack_changes(records, stack):
+                runtime.stderr.write(f"\n{record.when.replace('+00:00', 'Z')} {record.command} changed {stack}:\n")
+                runtime.stderr.write("".join(f"  ↳ {line}\n" for line in lines))
     elif key:
         runtime.stderr.write(f"no deployment of {key} recorded in {environment.name}\n")
     else:

@@ -198,6 +198,7 @@ def record_of(
     def add(r: StepRecord, parent: StepRecord | None) -> None:  # a group, then its steps (a group's groups too)
         detail = r.description if r.status == "not run" else r.detail  # what it would have done (which stack)
         step = {"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": detail}
+        step |= {"changes": list(r.changes)} if r.changes else {}  # what it changed (a stack: each value)
         steps.append(step | ({"in": parent.step} if parent is not None else {}))
         for child in r.children:
             add(child, r)
@@ -626,6 +627,22 @@ def estimates(records: Sequence[Record]) -> dict[str, float]:
             if step.get("status") == "done":
                 seen.setdefault(step_name(step), []).append(float(step.get("seconds", 0.0)))
     return {name: round(statistics.median(values), 1) for name, values in seen.items()}
+
+
+def stack_changes(records: Sequence[Record], stack: str) -> list[tuple[Record, list[str]]]:
+    """What each run changed in ``stack`` (the lines its deploy-stack step recorded: each value before and after),
+    for the runs that recorded some, in the order given."""
+    found = []
+    for record in records:
+        lines = [
+            str(line)
+            for step in record.steps
+            if step_name(step) == f"deploy-stack:{stack}"
+            for line in step.get("changes") or ()
+        ]
+        if lines:
+            found.append((record, lines))
+    return found
 
 
 def step_name(step: Mapping[str, Any]) -> str:

@@ -94,6 +94,8 @@ class Outcome:
     detail: str = ""
     outputs: Mapping[str, str] = field(default_factory=dict)
     children: tuple[StepRecord, ...] = ()  # what the steps of a group (Parallel, Sequence) did
+    # what it changed, one line each, for the history (a stack update: each value before and after)
+    changes: tuple[str, ...] = ()
 
     @classmethod
     def done(cls, detail: str = "", **outputs: str) -> Outcome:
@@ -202,6 +204,22 @@ class StepRecord:
     detail: str = ""
     outputs: dict[str, str] = field(default_factory=dict)
     children: list[StepRecord] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # what it changed, one line each (Outcome.changes)
+
+
+def step_json(record: StepRecord) -> dict[str, Any]:
+    """A step's record as a run's ``--json`` lists it (its group's steps in ``children``); ``changes`` only when it
+    says some."""
+    data: dict[str, Any] = {
+        "step": record.step,
+        "description": record.description,
+        "status": record.status,
+        "seconds": round(record.seconds, 3),
+        "detail": record.detail,
+        "outputs": dict(record.outputs),
+        "children": [step_json(child) for child in record.children],
+    }
+    return data | ({"changes": list(record.changes)} if record.changes else {})
 
 
 def all_records(records: Iterable[StepRecord]) -> Iterator[StepRecord]:
@@ -228,6 +246,7 @@ def record_of(step: Step, outcome: Outcome, seconds: float) -> StepRecord:
         outcome.detail,
         dict(outcome.outputs),
         list(outcome.children),
+        list(outcome.changes),
     )
 
 
@@ -386,7 +405,7 @@ class RunReport:
             "title": self.plan.title,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
-            "steps": [dataclasses.asdict(r) | {"seconds": round(r.seconds, 3)} for r in self.records],
+            "steps": [step_json(r) for r in self.records],
             "outputs": self.outputs(),
             "error": None if self.error is None else _error_json(self.error),
         } | (
@@ -470,6 +489,7 @@ class Executor:
             record.status, record.detail = outcome.status, outcome.detail
             record.outputs = dict(outcome.outputs)
             record.children = list(outcome.children)
+            record.changes = list(outcome.changes)
             record.seconds = clock.monotonic() - t0
             mark = "✅" if outcome.status == "done" else "⏭ "
             out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")

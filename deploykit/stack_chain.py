@@ -289,7 +289,8 @@ class DeployStack(Step):
         kept = self._keep(ctx, body, app_tags)  # what was deployed, not the file again (a synthesis may rewrite it)
         if result.action == "unchanged":
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
-        return Outcome.done(f"{self.stack}: {detail}{kept}", **outputs)
+        changed = stacks.change_lines(result.changes) if result.action == "updated" else ()
+        return Outcome("done", f"{self.stack}: {detail}{kept}", outputs, changes=changed)
 
     def _check_image(self, ctx: Context, body: str, tag: str) -> None:
         """UsageError, before anything changes, when the service's tasks could not start from the image the

@@ -435,6 +435,24 @@ def changes_table(changes: Sequence[Change]) -> str:
     return "\n".join(out)
 
 
+HISTORY_LINES = 100  # an update's changes the history keeps at most (a CDK upgrade may change hundreds of values)
+
+
+def change_lines(changes: Sequence[Change]) -> tuple[str, ...]:
+    """An update's changes as the history keeps them, a line each: each changed value of a modified resource
+    (``LoginHandler5CDFBDA2: MemorySize: 256 → 512``), else the resource and what happens to it
+    (``TopicB1C6B4C2 (AWS::SNS::Topic): add``); past :data:`HISTORY_LINES`, how many more."""
+    lines: list[str] = []
+    for c in changes:
+        if c.details:
+            lines += [f"{c.logical_id}: {detail_line(d)}" for d in c.details]
+        else:
+            lines.append(f"{c.logical_id} ({c.resource_type}): {c.action.lower()}")
+    if len(lines) > HISTORY_LINES:
+        lines = [*lines[: HISTORY_LINES - 1], f"… and {len(lines) - HISTORY_LINES + 1} more"]
+    return tuple(lines)
+
+
 def _replaced_by(change: Change) -> str:
     """``, by TableName``: the properties whose change replaces the resource, when CloudFormation said them."""
     names = list(dict.fromkeys(d.where for d in change.details if d.replaces))

@@ -513,6 +513,42 @@ def test_inv_history_of_one_component_lists_the_runs_that_deployed_it(
         commands.history_list(env="dev", component="db", runtime=runtime)
 
 
+def test_what_a_stack_deploy_changed_is_kept_and_inv_history_of_the_stack_shows_it(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """The deploy-stack step's changes (each value before and after) go into the record; `inv history --component
+    stack:...` lists them under the table, run by run; other steps' records carry none."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    changed = report()
+    group = changed.records[2]
+    group.children[0].changes = ["LoginHandler: MemorySize: 256 → 512", "Topic (AWS::SNS::Topic): add"]
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    store.write(
+        history.record_of(changed, components={"stack:fargate": "a" * 12}, base={}, head="a" * 12, who="ci", now=t0)
+    )
+    written = store.records(1)[0]
+    (step,) = [s for s in written.steps if s["step"] == "deploy-stack" and s.get("in") == "parallel"]
+    assert step["changes"] == ["LoginHandler: MemorySize: 256 → 512", "Topic (AWS::SNS::Topic): add"]
+    assert all("changes" not in s for s in written.steps if s is not step)
+    assert history.stack_changes([written], "CarRentalFargateStack") == [
+        (written, ["LoginHandler: MemorySize: 256 → 512", "Topic (AWS::SNS::Topic): add"])
+    ]
+    assert history.stack_changes([written], "CarRentalApiStack") == []  # skipped there: nothing changed
+
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.history_list(env="dev", component="stack:fargate", runtime=runtime)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert (
+        "\n2026-11-28T09:00:00Z deploy.app changed CarRentalFargateStack:\n"
+        "  ↳ LoginHandler: MemorySize: 256 → 512\n"
+        "  ↳ Topic (AWS::SNS::Topic): add\n"
+    ) in printed
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.history_list(env="dev", runtime=runtime)  # the whole history: the table alone
+    assert "changed CarRentalFargateStack" not in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("limit", [0, -1])
 def test_a_limit_under_one_is_a_usage_error(bucket: str, project: Path, limit: int) -> None:
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())

@@ -144,6 +144,15 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
     values = {a["Key"]: a["Value"] for a in attributes["Attributes"]}
     assert values["deregistration_delay.timeout_seconds"] == "4"
     print(f"\ndeploy.auto after one stack setting: {seconds:.2f}s")
+    # the history keeps what the update changed, value by value, and shows it for the stack
+    runtime = quiet_runtime(project)
+    [last] = commands.history_list(component="stack:fargate", limit=1, runtime=runtime)
+    (step,) = [s for s in last.steps if s["step"] == "deploy-stack"]
+    assert [line for line in step["changes"] if "TargetGroup" in line] == [
+        f"{group[0]['logical_id']}: TargetGroupAttributes[0].Value: 5 → 4"
+    ], step
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"  ↳ {group[0]['logical_id']}: TargetGroupAttributes[0].Value: 5 → 4\n" in said
 
 
 def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Path) -> None:

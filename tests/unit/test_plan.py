@@ -498,3 +498,28 @@ def test_the_gate_is_passed_once_before_the_first_step_that_changes_what_is_live
     assert report.error is not None and report.error.message == "what is live changed"
     assert [r.status for r in report.records] == ["done", "not run", "not run"]
     assert "⏹  what is live changed" in out.getvalue()
+
+
+@dataclass(frozen=True)
+class Change(Step):
+    name: ClassVar[str] = "change"
+
+    def describe(self) -> str:
+        return "change two values"
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome("done", "changed", {}, changes=("A: x: 1 → 2", "B: y: added 3"))
+
+
+def test_what_a_step_changed_is_in_its_record_and_the_runs_json_only_when_it_says_some() -> None:
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
+        Plan("x", (Parallel((Change(), Sleep(0.1))), Sleep(0.2), Change()))
+    )
+    assert report.records[0].children[0].changes == ["A: x: 1 → 2", "B: y: added 3"]  # a group's step
+    assert report.records[2].changes == ["A: x: 1 → 2", "B: y: added 3"]  # a step of the plan itself
+    steps = report.to_json()["steps"]
+    group, sleep, _change = steps
+    assert group["children"][0]["changes"] == ["A: x: 1 → 2", "B: y: added 3"]
+    assert "changes" not in group and "changes" not in sleep and "changes" not in group["children"][1]
+    assert list(sleep) == ["step", "description", "status", "seconds", "detail", "outputs", "children"]
+    assert json.loads(json.dumps(report.to_json()))["steps"] == steps  # plain JSON

@@ -258,6 +258,23 @@ def test_a_resource_with_many_changed_values_shows_the_first_and_counts_the_rest
     assert len(lines) == 3 + stacks.DETAIL_LINES and "more changed values" not in lines[-1]
 
 
+def test_an_updates_changes_are_kept_a_line_each_for_the_history() -> None:
+    memory = stacks.PropertyChange("MemorySize", before="256", after="512")
+    changes = [
+        Change("Fn", "AWS::Lambda::Function", "Modify", "False", details=(memory,)),
+        Change("Topic", "AWS::SNS::Topic", "Add"),
+        Change("Old", "AWS::SNS::Topic", "Remove"),
+    ]
+    assert stacks.change_lines(changes) == (
+        "Fn: MemorySize: 256 → 512",
+        "Topic (AWS::SNS::Topic): add",
+        "Old (AWS::SNS::Topic): remove",
+    )
+    many = [Change(f"Topic{i}", "AWS::SNS::Topic", "Add") for i in range(130)]
+    lines = stacks.change_lines(many)
+    assert len(lines) == stacks.HISTORY_LINES and lines[-1] == "… and 31 more"
+
+
 # -- empty change sets --------------------------------------------------------------------------------------
 
 
