@@ -486,11 +486,7 @@ class Executor:
                 out.line(f"⚠️  {step.name} interrupted after {record.seconds:.1f}s")
                 self._step_finished(plan, record)
                 break
-            record.status, record.detail = outcome.status, outcome.detail
-            record.outputs = dict(outcome.outputs)
-            record.children = list(outcome.children)
-            record.changes = list(outcome.changes)
-            record.seconds = clock.monotonic() - t0
+            record = records[index] = record_of(step, outcome, clock.monotonic() - t0)  # as a group's steps are
             mark = "✅" if outcome.status == "done" else "⏭ "
             out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")
             self._step_finished(plan, record)
