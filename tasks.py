@@ -655,6 +655,7 @@ def deploy_auto(
     help={
         "env": COMMON_HELP["env"],
         "json": "print the changes and each changed stack's CloudFormation changes as JSON on stdout",
+        "markdown": "print the same as Markdown on stdout, for a pull request's comment or a CI job's summary",
         "since": "compare with this commit instead of the one live for each component",
         "verify": "check that the environment runs what this checkout would deploy, whatever git and the live "
         "record say: every stack's change set and every function's code (exit 1 when anything differs)",
@@ -662,11 +663,16 @@ def deploy_auto(
 )
 @reports_errors
 def show_diff(
-    c: Context, env: str | None = None, json_: bool = False, since: str | None = None, verify: bool = False
+    c: Context,
+    env: str | None = None,
+    json_: bool = False,
+    markdown: bool = False,
+    since: str | None = None,
+    verify: bool = False,
 ) -> None:
     """Change Analysis: what changed since what is live, the command for each part, each stack's change set."""
     _ensure_sandbox(env)
-    commands.diff(env=env, since=since, as_json=json_, verify=verify)
+    commands.diff(env=env, since=since, as_json=json_, as_markdown=markdown, verify=verify)
 
 
 deploy = Collection("deploy")

@@ -33,6 +33,7 @@ from deploykit import (
     image_cleanup,
     lambda_chain,
     lock,
+    markdown,
     overview,
     planner,
     registry,
@@ -66,6 +67,7 @@ from deploykit.stacks import (
     StackOutputs,
     access_note,
     changes_table,
+    dangerous_changes,
     given_parameters,
     inv_command,
     stack_parameters,
@@ -1845,6 +1847,14 @@ def _environment_code(runtime: Runtime, env: EnvConfig) -> zip_cleanup.Needed | 
 # -- deploy.auto and diff ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A stack's preview: as ``inv diff --json`` lists it, and as ``--markdown`` shows it."""
+
+    json: dict[str, Any]
+    section: markdown.StackSection
+
+
 @dataclass
 class Analysis:
     """What deploy.auto and diff both start from: the environment, what is live, what changed."""
@@ -2311,15 +2321,20 @@ def diff(
     env: str | None = None,
     since: str | None = None,
     as_json: bool = False,
+    as_markdown: bool = False,
     verify: bool = False,
     runtime: Runtime | None = None,
 ) -> changes.ChangeSet:
     """Change Analysis: each changed path, its component and the command that deploys it; for each changed stack,
     the CloudFormation changes it would make (a change set that is deleted, never executed) and its status.
+    ``as_markdown``: the same as one Markdown document on stdout, for a pull request's comment or a CI job's summary
+    (deploykit.markdown).
 
     ``verify``: whether the environment runs what this checkout would deploy, whatever git and the live record say:
     every stack previewed, every function's live code compared with this checkout's zip; StepFailed (exit 1) when
     anything differs (a nightly check of an environment that should run main)."""
+    if as_json and as_markdown:
+        raise UsageError("--json and --markdown both print on stdout", next_step="choose one of them")
     runtime = runtime or Runtime()
     a = analyse(runtime, env, since=since, allow_dirty=True)
     packages = changes.requirements_changed(a.config.root, a.found)
@@ -2347,12 +2362,34 @@ def diff(
     again = auto.deploying_again(a.config, a.records, a.found.components(), uncommitted=bool(a.revision.dirty))
     lines += [f"⛔ {why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
     _write_analysis(runtime, lines, a.drift_lines())
-    stacks_json: dict[str, Any] = {}
+    previews: dict[str, Preview] = {}
     changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
     roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)
     if roles:
-        stacks_json = _stack_previews(runtime, a, roles, changed=changed, as_given=verify)
+        previews = _stack_previews(runtime, a, roles, changed=changed, as_given=verify)
+    stacks_json = {name: preview.json for name, preview in previews.items()}
     verdict = _verified(runtime, a, stacks_json) if verify else None
+    if as_markdown:
+        attention = [f"{why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
+        attention += [f"{component}: not promoted, {why}" for component, why in sorted(held.items())]
+        attention += [
+            f"{component}: live at {live[: git.SHORT_SHA]}, {n} commit{'s' if n > 1 else ''} ahead of HEAD: "
+            "deploy.auto refuses to take them back (or --allow-older)"
+            for component, (live, n) in auto.taken_back(a.found).items()
+        ]
+        attention += a.drift_lines()
+        found = markdown.Review(
+            env=a.env.name,
+            base=auto.oldest_base(a.found),
+            head=a.found.head,
+            components=sorted(a.found.components()),
+            analysis=[*lines, *a.drift_lines()],
+            command=inv_command("deploy.auto", env=a.env.name),
+            stacks=[preview.section for preview in previews.values()],
+            attention=attention,
+            verdict=None if verdict is None else verdict["differs"],
+        )
+        runtime.stdout.write(markdown.review(found))
     if as_json:
         data = auto.diff_json(a.env, a.found)
         data["stacks"] = stacks_json
@@ -2478,7 +2515,7 @@ def _stack_previews(
     *,
     changed: Collection[str],
     as_given: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Preview]:
     """Synthesize (while what is live is read), then preview each stack of ``roles`` with the inputs a deploy would
     give it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code
     changes every stack), printed in the stacks' order. ``changed``: the roles the analysis counts changed; an
@@ -2550,7 +2587,7 @@ def _preview_stack(
     deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
     with aws_errors(env):
         found, stack = _previewed(runtime, aws, env, name, template, parameters)
-    return _show_preview(runtime, env, name, found, stack, rerun=rerun, plugins=load_plugins(runtime, config))
+    return _show_preview(runtime, env, name, found, stack, rerun=rerun, plugins=load_plugins(runtime, config)).json
 
 
 def _previewed(
@@ -2584,26 +2621,45 @@ def _show_preview(
     rerun: str | None = None,
     changed: bool = True,
     plugins: Plugins | None = None,
-) -> dict[str, Any]:
+) -> Preview:
     """Print a stack's preview (:func:`_previewed`); the same as JSON. ``changed``: whether the analysis counts the
     stack changed (an empty preview then says the change is in code the template does not see). ``plugins``: the
     team's, whose review of the changes is said under them (what a deploy of them would refuse)."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
-    runtime.stderr.write(f"\n🐳 {name} ({status})\n")
+    lines = []
     if found is None:
-        runtime.stderr.write("  would be created\n")
+        lines.append("  would be created")
     elif not found and not changed:
-        runtime.stderr.write("  nothing to change\n")
+        lines.append("  nothing to change")
     elif not found:
-        runtime.stderr.write("  no CloudFormation change (the change is in code the template does not see)\n")
+        lines.append("  no CloudFormation change (the change is in code the template does not see)")
     else:
-        runtime.stderr.write(changes_table(found) + "\n")
+        lines.append(changes_table(found))
         if env.protected and any(c.changes_access for c in found):
-            runtime.stderr.write(access_note(name, env.name, rerun) + "\n")
+            lines.append(access_note(name, env.name, rerun))
     changes = None if found is None else [c.to_json() for c in found]
     refused = review_stack_changes(plugins, env, name, changes) if changes else {}
-    for plugin, reasons in sorted(refused.items()):
-        runtime.stderr.write(
-            f"⛔ plugin {plugin!r} refuses this change: {'; '.join(reasons)} (a deploy of it is refused)\n"
-        )
-    return {"status": status, "changes": changes, "refused": refused}
+    lines += [
+        f"⛔ plugin {plugin!r} refuses this change: {'; '.join(reasons)} (a deploy of it is refused)"
+        for plugin, reasons in sorted(refused.items())
+    ]
+    runtime.stderr.write(f"\n🐳 {name} ({status})\n" + "\n".join(lines) + "\n")
+    # what a reviewer must not miss (--markdown lists it above the tables): what a deploy refuses or asks approval for
+    attention = [
+        f"{name}: {c.logical_id} ({c.resource_type}) holds data and would be "
+        f"{'removed' if c.action == 'Remove' else 'replaced'}: a deploy refuses it without --allow-replace"
+        for c in dangerous_changes(found or ())
+    ]
+    approval = ": a deploy to this protected environment needs --approve-access" if env.protected else ""
+    attention += [
+        f"{name}: {c.logical_id} ({c.resource_type}) changes who may access what{approval}"
+        for c in found or ()
+        if c.changes_access
+    ]
+    attention += [f"{name}: plugin {p!r} refuses this change: {'; '.join(r)}" for p, r in sorted(refused.items())]
+    return Preview(
+        {"status": status, "changes": changes, "refused": refused},
+        markdown.StackSection(
+            name, status, "\n".join(lines), None if found is None else len(found), attention=tuple(attention)
+        ),
+    )

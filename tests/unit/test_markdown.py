@@ -1,0 +1,90 @@
+"""deploykit.markdown: ``inv diff --markdown``, for a pull request's comment or a CI job's summary."""
+
+from __future__ import annotations
+
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import commands, markdown
+from deploykit.errors import UsageError
+from deploykit.markdown import Review, StackSection
+
+TABLE = """resource              type                   action    replacement
+--------------------  ---------------------  --------  -------------
+LoginHandler5CDFBDA2  AWS::Lambda::Function  Modify    False
+  ↳ MemorySize: 256 → 512"""
+
+
+def review(**given: object) -> Review:
+    fields: dict[str, object] = {
+        "env": "dev",
+        "base": "0123456789abcdef0123",
+        "head": "fedcba9876543210fedc",
+        "components": ["stack:api"],
+        "analysis": ["🐳 Stack:    cdk/stacks/api_stack.py → inv deploy.stack CarRentalApiStack"],
+        "command": "inv deploy.auto --env dev",
+        "stacks": [StackSection("CarRentalApiStack", "UPDATE_COMPLETE", TABLE, 1)],
+    }
+    return Review(**(fields | given))  # type: ignore[arg-type]
+
+
+def test_markup_in_plain_text_is_shown_as_it_is() -> None:
+    assert markdown.escape("lambda/__init__.py | a*b [x](y) <b>") == r"lambda/\_\_init\_\_.py \| a\*b \[x\](y) \<b\>"
+    assert markdown.escape("two\nlines") == "two lines"
+    assert markdown.code("a") == "`a`"
+    assert markdown.code("a `b` c") == "``a `b` c``"
+    assert markdown.code("`x") == "`` `x ``"
+    assert markdown.block("x") == "```text\nx\n```"
+    assert markdown.block("a\n````\nb\n") == "`````text\na\n````\nb\n`````"
+
+
+def test_a_review_heads_with_what_deploys_and_shows_each_stack_as_the_terminal_does() -> None:
+    text = markdown.review(review())
+    lines = text.splitlines()
+    assert lines[0] == "### 🔍 deploykit: what `inv deploy.auto --env dev` would deploy to `dev`"
+    assert lines[2] == "`0123456789ab` → `fedcba987654` · **1 component changed**: `stack:api`"
+    assert "**Needs attention**" not in text
+    assert "#### Change Analysis\n\n```text\n🐳 Stack:    cdk/stacks/api_stack.py" in text
+    assert "#### 🐳 CarRentalApiStack · `UPDATE_COMPLETE` · 1 resource change\n\n```text\n" + TABLE + "\n```" in text
+    assert text.endswith("```\n")
+
+
+def test_a_review_of_nothing_says_so_and_a_first_deploy_has_no_base() -> None:
+    text = markdown.review(review(components=[], analysis=[], stacks=[], base=None))
+    assert "up to `fedcba987654` (nothing deployed before) · **nothing to deploy**" in text
+    assert "```text\nno change since what is live\n```" in text
+    created = markdown.review(review(stacks=[StackSection("S", "not deployed", "  would be created", None)]))
+    assert "#### 🐳 S · `not deployed` · would be created" in created
+
+
+def test_what_needs_attention_comes_first_and_a_verdict_is_said() -> None:
+    stack = StackSection("D", "UPDATE_COMPLETE", TABLE, 2, attention=("D: T (AWS::DynamoDB::Table) holds data",))
+    text = markdown.review(review(stacks=[stack], attention=["app: live at 0123, ahead"], verdict=["stack:api x"]))
+    head = text.split("#### Change Analysis")[0]
+    assert "**Needs attention**\n\n- app: live at 0123, ahead\n- D: T (AWS::DynamoDB::Table) holds data" in head
+    assert "❌ **`dev` does not run what this checkout would deploy**\n\n- stack:api x" in head
+    assert "✅ `dev` runs what this checkout would deploy" in markdown.review(review(verdict=[]))
+
+
+def test_a_long_table_is_folded_and_the_document_fits_a_comment() -> None:
+    long = "\n".join(f"  ↳ Value{i}: 1 → 2" for i in range(markdown.FOLD_LINES + 1))
+    text = markdown.review(review(stacks=[StackSection("A", "UPDATE_COMPLETE", long, 1)]))
+    assert "<details><summary>the changes and their values</summary>\n\n```text\n  ↳ Value0" in text
+    huge = "x" * (markdown.MAX_CHARS // 2)
+    stacks = [StackSection(n, "UPDATE_COMPLETE", huge, 1) for n in ("First", "Second", "Third")]
+    text = markdown.review(review(stacks=stacks))
+    assert len(text) <= markdown.MAX_CHARS
+    assert "#### 🐳 First · `UPDATE_COMPLETE`" in text  # the first kept whole, the last ones cut, saying so
+    assert "#### 🐳 Third\n\n(cut to fit: `inv diff --json` lists its changes)" in text
+    assert "#### 🐳 Second\n\n(cut to fit" in text
+
+
+def test_a_table_escapes_the_bars_in_its_cells() -> None:
+    assert markdown.table(["a", "b"], [["x|y", "two\nlines"]]) == "| a | b |\n|---|---|\n| x\\|y | two lines |"
+
+
+def test_json_and_markdown_together_are_refused_before_anything_is_read() -> None:
+    with pytest.raises(UsageError, match="--json and --markdown both print on stdout") as refused:
+        commands.diff(as_json=True, as_markdown=True, runtime=Mock(spec=commands.Runtime))
+    assert refused.value.exit_code == 2
