@@ -68,7 +68,7 @@ def _deploys(plan: Mapping[str, Any] | None) -> str:
     return ", ".join(pairs[:SHOWN]) + more
 
 
-def _failed_step(report: Mapping[str, Any]) -> str:
+def failed_step(report: Mapping[str, Any]) -> str:
     for step in report.get("steps", []):
         for child in step.get("children") or ():
             if child.get("status") == "failed":
@@ -163,7 +163,7 @@ class Notifier:
         refused = (report.get("error") or {}).get("exit_code") == 2
         mark, what = ("🛑", "refused") if refused else ("❌", "failed")
         text = (
-            f"{mark} {env}: {report.get('title')} by {self.who()} {what} at {_failed_step(report)} after "
+            f"{mark} {env}: {report.get('title')} by {self.who()} {what} at {failed_step(report)} after "
             f"{float(report.get('seconds', 0)):.1f}s: {message.splitlines()[0] if message else '?'}"
         )
         self._say(text + (f"\n→ next: {next_step}" if next_step else ""))

@@ -98,9 +98,11 @@ def make_project(
 @pytest.fixture(scope="session", autouse=True)
 def session_record_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Module and session fixtures (a sandbox deployed once for many tests) read history records into a cache of
-    the session's, never the user's ~/.cache."""
+    the session's, never the user's ~/.cache; and the tests' deploys never append to the page of a CI job running
+    them (the summary plugin; a test that wants it names its own file)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path_factory.mktemp("session-record-cache")))
+        patch.delenv("GITHUB_STEP_SUMMARY", raising=False)
         yield
 
 

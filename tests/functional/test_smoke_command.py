@@ -134,8 +134,8 @@ def test_an_installed_plugin_is_found_by_its_entry_point_and_blocked_by_the_vari
 ) -> None:
     assert list(installed_team_plugin.glob("carrental_team_checks-1.0.0.dist-info/entry_points.txt"))
     names = plugin_names(installed_team_plugin)
-    assert names == ["alb", "api_gateway", "auth", "connectivity", "kyc", "notify", "team_checks"]
-    assert plugin_names(installed_team_plugin, DEPLOYKIT_BLOCK_PLUGINS="team_checks,kyc,notify") == [
+    assert names == ["alb", "api_gateway", "auth", "connectivity", "kyc", "notify", "summary", "team_checks"]
+    assert plugin_names(installed_team_plugin, DEPLOYKIT_BLOCK_PLUGINS="team_checks,kyc,notify,summary") == [
         "alb",
         "api_gateway",
         "auth",

@@ -114,7 +114,7 @@ def test_a_lambda_change_runs_the_fast_path_alone(project: Path) -> None:
     print(f"\ndeploy.auto after one Lambda handler: {seconds:.2f}s")
 
 
-def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
+def test_a_stack_setting_runs_that_stack_alone(project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = project / "cdk" / "stacks" / "fargate_stack.py"
     delay = "DEREGISTRATION_DELAY = Duration.seconds(5)"
     assert delay in source.read_text()
@@ -132,8 +132,20 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
     group = [c for c in changed if c["type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
     assert group and group[0]["action"] == "Modify", changed
     assert "🐳 CarRentalFargateStack (" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    # the same for a pull request's comment: the stack's table as the terminal shows it, in a code block
+    runtime = quiet_runtime(project)
+    commands.diff(as_markdown=True, runtime=runtime)
+    review = runtime.stdout.getvalue()  # type: ignore[attr-defined]
+    assert review.startswith("### 🔍 deploykit: what `inv deploy.auto --env sandbox` would deploy to `sandbox`\n")
+    assert "**1 component changed**: `stack:fargate`" in review
+    assert "```text\n🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack\n" in review
+    table = review.split("#### 🐳 CarRentalFargateStack · `")[1]
+    assert "\n  ↳ TargetGroupAttributes[0].Value: 5 → 4\n" in table.split("```text\n")[1].split("```")[0], review
 
+    page = tmp_path / "job-summary.md"  # a CI job's page: GitHub Actions names its file so
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(page))
     report, out, seconds = auto(project)
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
     assert report is not None
     stacks = [r for r in all_records(report.records) if r.step == "deploy-stack"]
     assert [(r.detail.split(":")[0], r.status) for r in stacks] == [("CarRentalFargateStack", "done")]
@@ -153,6 +165,13 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path) -> None:
     ], step
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert f"  ↳ {group[0]['logical_id']}: TargetGroupAttributes[0].Value: 5 → 4\n" in said
+    # and the job's page has the run: its steps, and what the update changed
+    summary = page.read_text(encoding="utf-8")
+    assert summary.startswith("### ✅ `sandbox` · deploy.auto by "), summary
+    assert re.search(
+        r"^\| (↳ )?deploy-stack \| ✅ done \| [\d.]+ s \| CarRentalFargateStack: updated in ", summary, re.M
+    )
+    assert f"- {group[0]['logical_id']}: TargetGroupAttributes\\[0\\].Value: 5 → 4\n" in summary, summary
 
 
 def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Path) -> None:
@@ -539,6 +558,13 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
         assert f"  ↳ {detail['property']}: cognito-idp:DescribeUserPool → [" in said
         assert "🔐 access" in said
         assert "🔐 sandbox is protected: this change of access deploys only approved, inv deploy.stack " in said
+        runtime = quiet_runtime(project)
+        commands.diff(as_markdown=True, runtime=runtime)
+        attention = runtime.stdout.getvalue().split("#### Change Analysis")[0]  # type: ignore[attr-defined]
+        assert "**Needs attention**\n\n- CarRentalFargateStack: " in attention
+        assert "(AWS::IAM::Policy) changes who may access what: a deploy to this protected environment needs " in (
+            attention
+        )
 
         cfn = _client(project, "cloudformation")
         before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0].get("LastUpdatedTime")

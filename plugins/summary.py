@@ -1,0 +1,147 @@
+"""``summary``: each deployment as Markdown on the CI job's page (GitHub Actions' job summary).
+
+GitHub Actions shows on a run's page the Markdown its steps append to the file ``$GITHUB_STEP_SUMMARY`` names.
+This plugin appends there, as each deployment ends, what the terminal's table says: the environment, who, how
+long, each step with its status, time and detail, what each stack update changed, and a failure's message and next
+step. The automatic rollback after a failed deploy is a deployment of its own, so it follows as its own section.
+On a laptop the variable is not set and the plugin does nothing. Another CI's page that takes Markdown from a file::
+
+    [plugins.summary]
+    file_env = "GITHUB_STEP_SUMMARY"   # the default: the environment variable naming the file; "" turns it off
+
+A file that cannot be written is said on stderr and fails nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TextIO
+
+from deploykit.config import Config
+from deploykit.errors import ConfigError
+from deploykit.history import actor
+from deploykit.hookspecs import hookimpl
+from deploykit.markdown import code, escape, table
+from plugins.notify import failed_step
+
+NAME = "summary"
+KEYS = ("file_env",)
+DEFAULT_VARIABLE = "GITHUB_STEP_SUMMARY"
+CHANGES_SHOWN = 40  # lines of one stack update's changes in the summary (the history keeps up to 100)
+ICONS = {"done": "✅ done", "skipped": "⏭ skipped", "failed": "❌ failed", "not run": "· not run"}
+
+
+def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who: str, error: str = "") -> str:
+    """A deployment (``report``: the run as ``--json`` prints it; ``plan``: as ``--dry-run --json`` does) as a
+    section of Markdown: a heading with the result, what it deploys, a table of its steps, each stack update's
+    changes (folded), and a failure's message and next step."""
+    env, title, seconds = report.get("env", "?"), report.get("title", "?"), float(report.get("seconds", 0))
+    failure = report.get("error") or {}
+    if report.get("ok", not failure):
+        heading = f"### ✅ {code(str(env))} · {escape(str(title))} by {escape(who)} · {seconds:.1f} s"
+    else:
+        mark, what = ("🛑", "refused") if failure.get("exit_code") == 2 else ("❌", "failed")
+        heading = (
+            f"### {mark} {code(str(env))} · {escape(str(title))} by {escape(who)} · {what} at "
+            f"{code(failed_step(report))} after {seconds:.1f} s"
+        )
+    parts = [heading]
+    deploys = [f"{code(str(d['component']))} at {code(str(d['sha'])[:12])}" for d in (plan or {}).get("deploys", [])]
+    if deploys:
+        parts.append("Deploys " + ", ".join(deploys) + ".")
+    if report.get("held"):
+        parts.append("Held back (`--only`/`--skip`): " + ", ".join(code(str(c)) for c in report["held"]) + ".")
+    if not report.get("ok", not failure):
+        message, _, next_step = (error or str(failure.get("message", ""))).partition("\n  → next: ")
+        next_step = next_step or str(failure.get("next_step") or "")
+        parts.append("\n".join(f"> {escape(line)}" for line in message.splitlines() or ["?"]))
+        if next_step:
+            parts.append(f"**Next:** {escape(next_step)}")
+    rows = [
+        [escape(name), ICONS.get(str(s.get("status")), escape(str(s.get("status")))), _seconds(s), escape(detail)]
+        for name, s, detail in _steps(report.get("steps", []))
+    ]
+    if rows:
+        parts.append(table(["step", "status", "time", "detail"], rows))
+    for _name, step, _detail in _steps(report.get("steps", [])):
+        changes = [str(c) for c in step.get("changes") or ()]
+        if not changes:
+            continue
+        shown = changes[:CHANGES_SHOWN]
+        more = len(changes) - len(shown)
+        items = [f"- {escape(c)}" for c in shown] + ([f"- … and {more} more (`inv history`)"] if more > 0 else [])
+        # a step's description starts with what it acts on: "CarRentalApiStack: change set from ..."
+        what = escape(str(step.get("description") or step.get("step")).partition(": ")[0])
+        parts.append(f"<details><summary>{what}: what it changed</summary>\n\n" + "\n".join(items) + "\n\n</details>")
+    return "\n\n".join(parts) + "\n\n"
+
+
+def _steps(steps: list[dict[str, Any]], depth: int = 0) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(name as the table shows it, the step, its detail) for each step, a group's steps under it (``↳``)."""
+    for step in steps:
+        name = ("· " * (depth - 1) + "↳ " if depth else "") + str(step.get("step", "?"))
+        yield name, step, str(step.get("detail") or "")
+        yield from _steps(step.get("children") or [], depth + 1)
+
+
+def _seconds(step: Mapping[str, Any]) -> str:
+    return "" if step.get("status") == "not run" else f"{float(step.get('seconds', 0)):.1f} s"
+
+
+class Summary:
+    """The plugin: hook implementations over one process's settings."""
+
+    def __init__(
+        self,
+        stderr: TextIO | None = None,
+        who: Callable[[], str] = actor,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.stderr = stderr
+        self.who = who
+        self.environ = os.environ if environ is None else environ
+        self.variable = DEFAULT_VARIABLE
+        self.plans: dict[str, Mapping[str, Any]] = {}
+
+    @hookimpl
+    def deploykit_configure(self, config: Config) -> None:
+        settings = config.plugins.get(NAME, {})
+        where = f"{config.path}: [plugins.{NAME}]"
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = sorted(set(settings) - set(KEYS))
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(KEYS)}")
+        variable = settings.get("file_env", DEFAULT_VARIABLE)
+        if not isinstance(variable, str):
+            raise ConfigError(f"{where}: file_env must be the name of an environment variable, a string")
+        self.variable = variable
+
+    @hookimpl
+    def deploykit_deployment_started(self, env: str, plan: dict[str, Any]) -> None:
+        self.plans[env] = plan
+
+    @hookimpl
+    def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
+        self._write(run_markdown(report, self.plans.pop(env, None), self.who()))
+
+    @hookimpl
+    def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
+        self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error))
+
+    def _write(self, text: str) -> None:
+        path = self.environ.get(self.variable, "") if self.variable else ""
+        if not path:
+            return
+        try:
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as exc:
+            (self.stderr or sys.stderr).write(
+                f"⚠️  plugin {NAME!r}: could not write the job summary to {path} (${self.variable}): {exc}\n"
+            )
+
+
+plugin = Summary()

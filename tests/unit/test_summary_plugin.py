@@ -1,0 +1,145 @@
+"""The built-in ``summary`` plugin: each deployment as Markdown on the CI job's page ($GITHUB_STEP_SUMMARY)."""
+
+from __future__ import annotations
+
+import io
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import Config, parse_config
+from deploykit.errors import ConfigError, StepFailed, UsageError
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Sequence, Step
+from deploykit.plugins import get_plugin_manager
+from plugins.summary import CHANGES_SHOWN, Summary, run_markdown
+
+ENVIRONMENT = """
+default_env = "dev"
+
+[environments.dev]
+region = "eu-west-1"
+cluster = "c"
+service = "s"
+container = "backend"
+repository = "r"
+[environments.dev.stacks]
+registry = "R"
+data = "D"
+auth = "A"
+fargate = "F"
+api = "P"
+"""
+
+
+def config(**settings: Any) -> Config:
+    raw = tomllib.loads(ENVIRONMENT)
+    if settings:
+        raw["plugins"] = {"summary": settings}
+    return parse_config(raw, Path("deploy.toml"))
+
+
+@dataclass(frozen=True)
+class Works(Step):
+    name = "deploy-stack"
+    fail: bool = False
+    refuse: bool = False
+    changes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return "CarRentalApiStack: change set from CarRentalApiStack.template.json"
+
+    def run(self, ctx: Context) -> Outcome:
+        if self.fail:
+            raise StepFailed("the stack did not update: a | b", next_step="read its events, then rerun")
+        if self.refuse:
+            raise UsageError("the Docker engine is not running", next_step="start it, then rerun")
+        return Outcome("done", "CarRentalApiStack: updated in 0.7s", changes=self.changes)
+
+    def inputs(self) -> dict[str, object]:
+        return {}
+
+
+def deploy(summary: Summary, cfg: Config, *steps: Step) -> None:
+    plugins = get_plugin_manager(entry_points=[], extra=[("summary", summary)], environ={})
+    plugins.manager.hook.deploykit_configure(config=cfg)
+    clock = FakeClock()
+    ctx = Context(
+        cfg,
+        cfg.environment("dev"),
+        Mock(spec=AwsFactory),
+        clock,
+        Reporter(io.StringIO(), tty=False, clock=clock),
+        Mock(side_effect=AssertionError("no Docker here")),
+        plugins=plugins,
+    )
+    plan = Plan("dev", steps, "deploy.auto", deploys=(("stack:api", "0123456789abcdef"),))
+    Executor(ctx).execute(plan)
+
+
+def test_each_deployment_is_appended_to_the_file_the_variable_names(tmp_path: Path) -> None:
+    page = tmp_path / "summary.md"
+    page.write_text("# the job's own heading\n\n", encoding="utf-8")
+    summary = Summary(who=lambda: "github:ana", environ={"GITHUB_STEP_SUMMARY": str(page)})
+    lines = ("LoginHandler5CDFBDA2: MemorySize: 256 → 512", "Topic (AWS::SNS::Topic): add")
+    deploy(summary, config(), Works(changes=lines))
+    deploy(summary, config(), Sequence("stacks", (Works(fail=True),)))
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("# the job's own heading\n\n### ✅ `dev` · deploy.auto by github:ana · ")
+    assert "Deploys `stack:api` at `0123456789ab`." in text
+    assert "| deploy-stack | ✅ done | 0.0 s | CarRentalApiStack: updated in 0.7s |" in text
+    assert (
+        "<details><summary>CarRentalApiStack: what it changed</summary>\n\n"
+        "- LoginHandler5CDFBDA2: MemorySize: 256 → 512\n- Topic (AWS::SNS::Topic): add\n\n</details>"
+    ) in text
+    failed = text.split("### ❌ ")[1]
+    assert failed.startswith("`dev` · deploy.auto by github:ana · failed at `deploy-stack` after ")
+    assert "> the stack did not update: a \\| b\n\n**Next:** read its events, then rerun" in failed
+    assert "| sequence | ❌ failed | 0.0 s |" in failed and "| ↳ deploy-stack | ❌ failed | 0.0 s |" in failed
+
+
+def test_a_refusal_is_said_as_one_and_another_variable_can_be_named(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    summary = Summary(who=lambda: "ana@laptop", environ={"CI_SUMMARY": str(page), "GITHUB_STEP_SUMMARY": "/nope"})
+    deploy(summary, config(file_env="CI_SUMMARY"), Works(refuse=True))
+    assert page.read_text(encoding="utf-8").startswith("### 🛑 `dev` · deploy.auto by ana@laptop · refused at ")
+
+
+def test_without_the_variable_nothing_is_written_and_an_unwritable_file_fails_nothing(tmp_path: Path) -> None:
+    deploy(Summary(environ={}), config(), Works())  # a laptop: nothing set, nothing written, no error
+    deploy(Summary(environ={"GITHUB_STEP_SUMMARY": str(tmp_path / "x.md")}), config(file_env=""), Works())
+    assert not (tmp_path / "x.md").exists()  # file_env = "": off
+    stderr = io.StringIO()
+    summary = Summary(stderr=stderr, environ={"GITHUB_STEP_SUMMARY": str(tmp_path / "no" / "such" / "dir.md")})
+    deploy(summary, config(), Works())
+    assert stderr.getvalue().startswith("⚠️  plugin 'summary': could not write the job summary to ")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"file": "X"}, "deploy.toml: [plugins.summary] has unknown keys ['file']"),
+        ({"file_env": 3}, "deploy.toml: [plugins.summary]: file_env must be the name of an environment variable"),
+    ],
+)
+def test_settings_it_does_not_know_are_errors(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Summary(environ={}).deploykit_configure(config(**settings))
+    assert raised.value.message.startswith(message)
+
+
+def test_a_long_list_of_changes_is_cut_and_held_back_components_are_named() -> None:
+    step = {"step": "deploy-stack", "description": "S: x", "status": "done", "seconds": 1.0, "detail": "d"}
+    step["changes"] = [f"V{i}: 1 → 2" for i in range(CHANGES_SHOWN + 5)]
+    report = {"env": "dev", "title": "deploy.auto", "ok": True, "seconds": 1.0, "steps": [step], "held": ["app"]}
+    text = run_markdown(report, None, "ana")
+    assert "<summary>S: what it changed</summary>" in text
+    assert f"- V{CHANGES_SHOWN - 1}: 1 → 2\n- … and 5 more (`inv history`)" in text
+    assert "Held back (`--only`/`--skip`): `app`." in text
+    assert "Deploys" not in text
