@@ -65,8 +65,8 @@ class Review:
 
 
 def review(data: Review) -> str:
-    """The review as one Markdown document, at most :data:`MAX_CHARS` long (stacks' tables cut to fit, last
-    first, each saying so)."""
+    """The review as one Markdown document, at most :data:`MAX_CHARS` long: the Change Analysis takes half of it at
+    most, and the stacks' tables are cut to fit, the last first, each saying so."""
     head = data.head[:12]
     base = data.base[:12] if data.base else None
     lines = [f"### 🔍 deploykit: what {code(data.command)} would deploy to {code(data.env)}", ""]
@@ -87,7 +87,7 @@ def review(data: Review) -> str:
             lines += [f"- {escape(d)}" for d in data.verdict]
         else:
             lines.append(f"✅ {code(data.env)} runs what this checkout would deploy")
-    lines += ["", "#### Change Analysis", "", block("\n".join(data.analysis) or "no change since what is live")]
+    lines += ["", "#### Change Analysis", "", block(_within(data.analysis, MAX_CHARS // 2))]
     top = "\n".join(lines)
     sections = [_stack(s) for s in data.stacks]
     room = MAX_CHARS - len(top) - 2 * len(sections)
@@ -97,6 +97,19 @@ def review(data: Review) -> str:
         cut = f"#### 🐳 {escape(data.stacks[i].name)}\n\n(cut to fit: `inv diff --json` lists its changes)"
         sections[i] = cut
     return "\n\n".join([top, *sections]) + "\n"
+
+
+def _within(analysis: Sequence[str], room: int) -> str:
+    """The Change Analysis' lines, as many as ``room`` characters hold (a change to thousands of files), then how
+    many more there are."""
+    kept: list[str] = []
+    used = 0
+    for line in analysis:
+        used += len(line) + 1
+        if used > room:
+            return "\n".join([*kept, f"… and {len(analysis) - len(kept)} more lines (inv diff --json lists them)"])
+        kept.append(line)
+    return "\n".join(kept) or "no change since what is live"
 
 
 def _stack(section: StackSection) -> str:

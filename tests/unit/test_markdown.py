@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from unittest.mock import Mock
 
 import pytest
@@ -78,6 +79,11 @@ def test_a_long_table_is_folded_and_the_document_fits_a_comment() -> None:
     assert "#### 🐳 First · `UPDATE_COMPLETE`" in text  # the first kept whole, the last ones cut, saying so
     assert "#### 🐳 Third\n\n(cut to fit: `inv diff --json` lists its changes)" in text
     assert "#### 🐳 Second\n\n(cut to fit" in text
+    paths = [f"📱 App code: backend/app/module_{i:05d}.py → inv deploy.app" for i in range(5000)]
+    text = markdown.review(review(analysis=paths, stacks=stacks))
+    assert len(text) <= markdown.MAX_CHARS
+    assert "module_00000.py" in text and "module_04999.py" not in text
+    assert re.search(r"\n… and \d+ more lines \(inv diff --json lists them\)\n```", text)
 
 
 def test_a_table_escapes_the_bars_in_its_cells() -> None:
