@@ -554,6 +554,30 @@ def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
     commands.unlock(env=env, confirm=confirm)
 
 
+@task(
+    name="freeze",
+    help={
+        "env": COMMON_HELP["env"],
+        "reason": "why (required): the people the freeze stops read it",
+        "until": "when it ends by itself: a duration from now (90m, 12h, 3d) or a time (2026-12-02T08:00Z); "
+        "default: at inv unfreeze",
+    },
+)
+@reports_errors
+def freeze_env(c: Context, env: str | None = None, reason: str = "", until: str | None = None) -> None:
+    """Close the environment to deploys for a while: deploys and destroy are refused, rollbacks are not."""
+    _ensure_sandbox(env)
+    commands.freeze_env(env=env, reason=reason, until=until)
+
+
+@task(name="unfreeze", help={"env": COMMON_HELP["env"]})
+@reports_errors
+def unfreeze_env(c: Context, env: str | None = None) -> None:
+    """End the environment's freeze: deploys go again."""
+    _ensure_sandbox(env)
+    commands.unfreeze_env(env=env)
+
+
 @task(name="envs", help={"json": "print every environment's live components, last run and lock as JSON on stdout"})
 @reports_errors
 def show_envs(c: Context, json_: bool = False) -> None:
@@ -959,6 +983,8 @@ ns = Collection(
     history_list,
     deploy_report,
     unlock,
+    freeze_env,
+    unfreeze_env,
     images,
     lambdas,
     sandbox,

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -27,6 +27,7 @@ from deploykit import (
     auto,
     changes,
     ecs,
+    freeze,
     git,
     health,
     history,
@@ -52,7 +53,7 @@ from deploykit import smoke as smoke_checks
 from deploykit.app_chain import app_left
 from deploykit.aws import AwsFactory, all_of, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
-from deploykit.clock import Clock, SystemClock
+from deploykit.clock import Clock, SystemClock, seconds_of
 from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
@@ -320,21 +321,31 @@ def nothing_to_do_json(env: str, title: str, held: Sequence[str] = ()) -> str:
 
 def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> AbstractContextManager[None]:
     """One deploy at a time per environment: a plan that changes something (it deploys components, or destroys)
-    holds the environment's lock while it runs (:func:`_env_lock`)."""
-    return _env_lock(runtime, aws, env, plan.title, needed=bool(plan.deploys or plan.title.startswith("destroy")))
+    holds the environment's lock while it runs (:func:`_env_lock`); a freeze refuses it, but a rollback's."""
+    needed = bool(plan.deploys or plan.title.startswith("destroy"))
+    return _env_lock(runtime, aws, env, plan.title, needed=needed, freezes=not plan.title.startswith("rollback"))
 
 
 @contextmanager
-def _env_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *, needed: bool) -> Iterator[None]:
+def _env_lock(
+    runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *, needed: bool, freezes: bool = False
+) -> Iterator[None]:
     """When ``needed``: the environment's lock held while the block runs, released however it ends (see
     deploykit.lock); and, first, the credentials must act in the environment's account when deploy.toml pins one.
-    Not needed (nothing will change): neither."""
+    Not needed (nothing will change): neither. ``freezes``: a freeze of the environment (deploykit.freeze), read
+    while the lock is taken, refuses the command before the block runs (but with $DEPLOYKIT_ALLOW_FROZEN=1)."""
     with ExitStack() as held:
         if needed:
-            with aws_errors(env):  # reading or taking the lock; the block's own failures are its own
+            with aws_errors(env), ThreadPoolExecutor(1) as pool:  # reading or taking the lock, reading the freeze
                 _in_its_account(aws, env)
+                reading = pool.submit(freeze.read, aws, env) if freezes else None
                 warn = partial(_warn, runtime)
                 held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
+                found = reading.result() if reading is not None else None
+            if found is not None and found.holds(runtime.clock.now()):
+                if not freeze.overridden():
+                    raise freeze.refusal(found, env, command)
+                runtime.stderr.write(f"❄️  {found.describe(env.name)}; deploying anyway (${freeze.OVERRIDE_ENV}=1)\n")
         yield
 
 
@@ -1620,6 +1631,76 @@ def unlock(
     return found.info
 
 
+# -- freeze -----------------------------------------------------------------------------------------------------
+
+_DAYS = re.compile(r"(\d+(?:\.\d+)?)d")
+
+
+def _until(text: str, now: datetime) -> datetime:
+    """``--until``: a duration from now (``90m``, ``12h``, ``3d``) or a time (``2026-12-02T08:00Z``, UTC when it
+    names no zone); UsageError for anything else, or a time already past."""
+    days = _DAYS.fullmatch(text.strip())
+    seconds = float(days[1]) * 86400 if days else seconds_of(text)
+    if seconds is not None:
+        return now + timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--until {text!r} is neither a duration nor a time",
+            next_step="pass a duration from now (90m, 12h, 3d) or a time (2026-12-02T08:00Z)",
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment <= now:
+        raise UsageError(f"--until {text} is past", next_step="pass a time to come, or a duration from now (12h, 3d)")
+    return moment
+
+
+def freeze_env(
+    *, env: str | None = None, reason: str = "", until: str | None = None, runtime: Runtime | None = None
+) -> freeze.Freeze:
+    """Close the environment to deploys (deploykit.freeze): who, why, until when (``until``; none: until
+    :func:`unfreeze_env`). A freeze already there is replaced, and said."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    if not reason.strip():
+        raise UsageError(
+            "a freeze needs a reason: the people it stops read it",
+            next_step=f'inv freeze --env {environment.name} --reason "..." [--until 3d]',
+        )
+    now = runtime.clock.now()
+    made = freeze.Freeze(history.actor(), reason.strip(), now, _until(until, now) if until else None)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        _in_its_account(aws, environment)
+        before = freeze.read(aws, environment)
+        freeze.write(aws, environment, made)
+    if before is not None and before.holds(now):
+        runtime.stderr.write(f"❄️  replacing: {before.describe(environment.name)}\n")
+    runtime.stderr.write(
+        f"❄️  {made.describe(environment.name)}\n  deploys and destroy are refused (exit 2) meanwhile; inv rollback is "
+        f"not; inv unfreeze --env {environment.name} ends it\n"
+    )
+    return made
+
+
+def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> freeze.Freeze | None:
+    """End the environment's freeze: what it was; None when there was none."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = freeze.read(aws, environment)
+        if found is None:
+            runtime.stderr.write(f"🌤  {environment.name} is not frozen: nothing to end\n")
+            return None
+        _in_its_account(aws, environment)
+        freeze.delete(aws, environment)
+    over = "" if found.holds(runtime.clock.now()) else " (it was over already)"
+    runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was {found.describe(environment.name)}\n")
+    return found
+
+
 # -- images.cleanup ---------------------------------------------------------------------------------------------
 
 
@@ -1874,14 +1955,21 @@ class Analysis:
     drifted: dict[str, str] = field(default_factory=dict)
     # the live record as read (component → {sha, when, record, ...}): what a plan from this analysis was made from
     entries: dict[str, dict[str, str]] = field(default_factory=dict)
+    frozen: freeze.Freeze | None = None  # the environment's freeze, while it holds
 
-    def drift_lines(self) -> list[str]:
-        """The Change Analysis' lines for :attr:`drifted`: deploying does not put such settings back."""
-        return [
+    def closing_lines(self) -> list[str]:
+        """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), and
+        :attr:`frozen` (a deploy is refused)."""
+        lines = [
             f"⚠️  {component}: {why} (no deploy puts them back: put them back on $LATEST, then inv deploy.lambda "
             f"{component.partition(':')[2]}; inv health --env {self.env.name} names them too)"
             for component, why in sorted(self.drifted.items())
         ]
+        if self.frozen is not None:
+            lines.append(
+                f"❄️  {self.frozen.describe(self.env.name)}: a deploy is refused until it ends (a rollback is not)"
+            )
+        return lines
 
 
 def analyse(
@@ -1917,6 +2005,8 @@ def analyse(
             reads["records"] = partial(_newest_records, aws, environment, runtime)
         if environment.promote_from:  # what the environment it takes releases from runs, read meanwhile
             reads["source"] = partial(read_source, runtime, config, environment.promote_from)
+        if found_endpoints is not None:  # said in the analysis; a deploy checks it again under the lock
+            reads["freeze"] = partial(freeze.read, aws, environment)
         read = at_once(reads)
     live: dict[str, str | None] = read["live"]
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
@@ -1943,6 +2033,7 @@ def analyse(
         records,
         drifted,
         entries,
+        frozen if (frozen := read.get("freeze")) and frozen.holds(runtime.clock.now()) else None,
     )
 
 
@@ -2077,10 +2168,11 @@ def require_promoted(
     )
 
 
-def _write_analysis(runtime: Runtime, lines: Sequence[str], drift: Sequence[str] = ()) -> None:
-    """The Change Analysis: ``lines``, then ``drift`` (what changed that no deploy puts back, Analysis.drift_lines)."""
+def _write_analysis(runtime: Runtime, lines: Sequence[str], closing: Sequence[str] = ()) -> None:
+    """The Change Analysis: ``lines``, then ``closing`` (Analysis.closing_lines: settings changed that no deploy puts
+    back, a freeze)."""
     runtime.stderr.write(
-        "🔍 Change Analysis\n" + "\n".join([*(lines or ["no change since what is live"]), *drift]) + "\n"
+        "🔍 Change Analysis\n" + "\n".join([*(lines or ["no change since what is live"]), *closing]) + "\n"
     )
 
 
@@ -2146,22 +2238,22 @@ def deploy_auto(
         uncommitted=a.revision.dirty_paths,
         requirements=changes.requirements_changed(a.config.root, a.found),
     )
-    drift = a.drift_lines()
+    closing = a.closing_lines()
     behind = auto.taken_back(a.found)
     if behind and not allow_older:  # refused before reading more; the analysis shows why
-        _write_analysis(runtime, lines, drift)
+        _write_analysis(runtime, lines, closing)
         auto.refuse_taking_back(behind, a.found.head, a.env)
     uncommitted = bool(a.revision.dirty)
     again = {} if allow_rolled_back else auto.deploying_again(a.config, a.records, changed, uncommitted=uncommitted)
     if again:
-        _write_analysis(runtime, lines, drift)
+        _write_analysis(runtime, lines, closing)
         auto.refuse_deploying_again(again, a.found.head, a.env)
     try:
         promotion = require_promoted(
             runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, source_read=a.source
         )
     except UsageError:
-        _write_analysis(runtime, lines, drift)  # refused before reading more; the analysis shows what would have gone
+        _write_analysis(runtime, lines, closing)  # refused before reading more; the analysis shows what would have gone
         raise
     with aws_errors(a.env):
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
@@ -2188,7 +2280,7 @@ def deploy_auto(
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None
-    _write_analysis(runtime, lines, drift)
+    _write_analysis(runtime, lines, closing)
     if not plan:
         what = f"HEAD ({a.revision.short})"
         if a.revision.touches:  # uncommitted changes that touch components, all of them live already
@@ -2203,6 +2295,8 @@ def deploy_auto(
         if as_json:
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
         return None
+    if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
+        raise freeze.refusal(a.frozen, a.env, plan.title)
     rows = auto.estimate_rows(plan, a.env, a.estimates)
     total = auto.estimate_total(plan.steps, a.env, a.estimates)
     about = f"{total:.0f}s" if total >= 10 else f"{total:.1f}s"
@@ -2361,7 +2455,7 @@ def diff(
             lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
     again = auto.deploying_again(a.config, a.records, a.found.components(), uncommitted=bool(a.revision.dirty))
     lines += [f"⛔ {why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
-    _write_analysis(runtime, lines, a.drift_lines())
+    _write_analysis(runtime, lines, a.closing_lines())
     previews: dict[str, Preview] = {}
     changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
     roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)
@@ -2377,13 +2471,13 @@ def diff(
             "deploy.auto refuses to take them back (or --allow-older)"
             for component, (live, n) in auto.taken_back(a.found).items()
         ]
-        attention += a.drift_lines()
+        attention += a.closing_lines()
         found = markdown.Review(
             env=a.env.name,
             base=auto.oldest_base(a.found),
             head=a.found.head,
             components=sorted(a.found.components()),
-            analysis=[*lines, *a.drift_lines()],
+            analysis=[*lines, *a.closing_lines()],
             command=inv_command("deploy.auto", env=a.env.name),
             stacks=[preview.section for preview in previews.values()],
             attention=attention,

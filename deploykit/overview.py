@@ -20,12 +20,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from deploykit import changes, git
+from deploykit import changes, freeze, git
 from deploykit.auto import NEWEST_RUNS, deploying_again, with_deciding_runs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
 from deploykit.config import Config, EnvConfig, made_by
 from deploykit.errors import ConfigError, DeployKitError
+from deploykit.freeze import Freeze
 from deploykit.history import RESULTS, History, Record, when_utc
 from deploykit.lock import EnvLock, LockInfo
 
@@ -100,6 +101,7 @@ class EnvView:
     live: tuple[Live, ...] = ()
     last_run: Record | None = None
     lock: LockInfo | None = None
+    frozen: Freeze | None = None  # its freeze, while it holds
     # promote_from: the environment it takes releases from, and what that one runs that this one does not yet
     # (component → "N changed path(s)", "new" or "?"); None: not compared (no promote_from, or either not read)
     promoted_from: str = ""
@@ -130,6 +132,7 @@ class EnvView:
             ],
             "last_run": self.last_run.to_json() if self.last_run else None,
             "lock": self.lock.to_json() if self.lock else None,
+            "freeze": self.frozen.to_json() if self.frozen else None,
             "promotion": {"from": self.promoted_from, "waiting": self.waiting} if self.promoted_from else None,
             "made_from": self.made_from or None,
             "idle_days": self.idle_days,
@@ -145,6 +148,7 @@ class Read:
     live: dict[str, dict[str, str]]
     records: list[Record]
     lock: LockInfo | None
+    frozen: Freeze | None = None  # its freeze, while it holds
     # reads the runs of these ids (History.records_by_id): the older runs that left a changed component live, for
     # the rollback guard (auto.deciding_runs); None: none are read
     older: Callable[[Sequence[str]], list[Record]] | None = field(default=None, compare=False, repr=False)
@@ -177,7 +181,7 @@ def made_from(aws: AwsFactory, config: Config, pattern: str) -> dict[str, tuple[
 
 
 def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | None:
-    """The live record, the newest records and the lock of ``env``, at once; None without a history."""
+    """The live record, the newest records, the lock and the freeze of ``env``, at once; None without a history."""
     store = History.of(aws, env)
     if store is None:
         return None
@@ -186,10 +190,12 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
         "live": store.live,
         "records": partial(store.records, RECORDS),
         "lock": env_lock.read,
+        "freeze": partial(freeze.read, aws, env, store.bucket),
     }
     found = at_once(reads)
     lock = found["lock"].info if found["lock"] else None
-    return Read(found["live"], found["records"], lock, older=store.records_by_id)
+    frozen = found["freeze"] if found["freeze"] and found["freeze"].holds(clock.now()) else None
+    return Read(found["live"], found["records"], lock, frozen, older=store.records_by_id)
 
 
 def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
@@ -215,7 +221,7 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
     again = deploying_again(config, records, changed)
     live = [replace(x, rolled_back=again.get(x.component, "")) for x in live]
     live.sort(key=lambda x: _order(x.component))
-    return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock)
+    return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock, frozen=read.frozen)
 
 
 def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
@@ -334,6 +340,8 @@ def render(views: Sequence[EnvView], head: str) -> str:
             continue
         where = f"{v.region}, from {v.made_from!r}" if v.made_from else v.region
         lines.append(f"▸ {v.env} ({where}): {_last_run(v.last_run)}; {_lock(v.lock)}")
+        if v.frozen is not None:
+            lines.append(f"  ❄️  {v.frozen.describe(v.env)} (deploys refused; inv unfreeze --env {v.env})")
         if v.idle_days is not None:
             lines.append(
                 f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: it still costs while it runs); when "

@@ -162,21 +162,21 @@ def bucket(moto_aws: None, dev_env: EnvConfig) -> str:
     return ARTIFACTS_BUCKET
 
 
-def held_together(client: Any, operations: str | tuple[str, ...], parties: int) -> None:
+def held_together(client: Any, operations: str | tuple[str, ...], parties: int, *, passing: int = 0) -> None:
     """Hold the first ``parties`` calls of ``operations`` (one name or several) on ``client`` until all of them are
     in flight: calls made one after the other break the barrier, and the first fails with BrokenBarrierError.
-    Later calls pass."""
+    Later calls pass, and so do the first ``passing`` (calls made before those whose overlap is asserted)."""
     names = (operations,) if isinstance(operations, str) else operations
-    held_across(parties, *((client, name) for name in names))
+    held_across(parties, *((client, name) for name in names), passing=passing)
 
 
-def held_across(parties: int, *calls: tuple[Any, str]) -> None:
+def held_across(parties: int, *calls: tuple[Any, str], passing: int = 0) -> None:
     """:func:`held_together` for (client, operation) pairs of several clients."""
     barrier = threading.Barrier(parties, timeout=10)
     count = itertools.count()
 
     def hold(**_: Any) -> None:  # None: no answer of its own, botocore sends the call (or the next handler answers)
-        if next(count) < parties:
+        if passing <= next(count) < passing + parties:
             barrier.wait()
 
     for client, operation in calls:

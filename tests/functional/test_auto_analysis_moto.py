@@ -3,16 +3,18 @@ estimates), in one round trip."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import boto3
 import pytest
 
-from deploykit import commands, history
+from deploykit import commands, freeze, history
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
@@ -224,3 +226,20 @@ def test_an_environment_not_fully_deployed_cannot_hold_anything_back(
         "back"
     )
     assert boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"] == []
+
+
+def test_a_freeze_is_read_with_what_is_live_and_closes_the_analysis(
+    deployed: AwsFactory, project: Path, dev_env: EnvConfig
+) -> None:
+    runtime = runtime_of(project, deployed)
+    assert commands.analyse(runtime, "dev", since=None, allow_dirty=False).frozen is None
+    now = runtime.clock.now()
+    made = freeze.Freeze("lead@laptop", "audit", now - timedelta(hours=1), now + timedelta(hours=1))
+    freeze.write(deployed, dev_env, made)
+    found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
+    assert found.frozen == made
+    assert found.closing_lines()[-1] == (
+        f"❄️  {made.describe('dev')}: a deploy is refused until it ends (a rollback is not)"
+    )
+    freeze.write(deployed, dev_env, dataclasses.replace(made, until=now - timedelta(seconds=1)))  # over
+    assert commands.analyse(runtime, "dev", since=None, allow_dirty=False).frozen is None

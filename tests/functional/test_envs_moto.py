@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from deploykit import commands, history, lock, overview
+from deploykit import commands, freeze, history, lock, overview
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
@@ -82,6 +82,8 @@ def world(tmp_path: Path, no_profiles: None) -> Iterator[dict[str, str]]:
         env_lock = lock.EnvLock.of(AwsFactory(dev), dev, clock=FakeClock())
         assert env_lock is not None
         env_lock.acquire("deploy.app")
+        since = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+        freeze.write(AwsFactory(dev), dev, freeze.Freeze("lead@laptop", "Black Friday weekend", since))
         yield {**shas, "root": str(root)}
 
 
@@ -113,9 +115,20 @@ def test_each_environment_says_what_it_runs_against_head_its_last_run_and_its_lo
     assert f"HEAD is {world['c3']}" in said
     assert "▸ dev (eu-west-1): last run ✅ deploy.auto by ci@dev" in said and "🔒 held by" in said
     assert "▸ staging (eu-west-1): last run ✅ deploy.auto by ci@staging" in said and "lock free" in said
+    assert (
+        "\n  ❄️  dev is frozen by lead@laptop since 2026-11-27T18:00:00Z until inv unfreeze: Black Friday weekend "
+        "(deploys refused; inv unfreeze --env dev)\n"
+    ) in said
+    assert said.count("❄️") == 1 and staging.frozen is None
     assert "▸ prod (eu-west-1): ⚠️  not read: AWS profile 'car-rental-prod'" in said
     data = json.loads(out.getvalue())
     assert data["head"] == world["c3"]
+    assert data["environments"][0]["freeze"] == {
+        "owner": "lead@laptop",
+        "reason": "Black Friday weekend",
+        "since": "2026-11-27T18:00:00+00:00",
+        "until": None,
+    }
     [api] = [x for x in data["environments"][0]["live"] if x["component"] == "stack:api"]
     assert (api["behind"], api["ahead"], api["dirty"], api["known"], api["changed_paths"]) == (2, 0, True, True, 1)
     assert data["environments"][2]["live"] == [] and data["environments"][2]["error"]

@@ -413,10 +413,12 @@ def test_a_run_reads_the_live_record_once_while_its_first_step_runs(
     assert store is not None
     store.write(history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="ci"))
     keys = fetched(aws.client("s3"))
-    held_together(aws.client("s3"), "GetObject", 2)
+    # the first read passes: the environment's freeze, read while the lock is taken (deploykit.freeze)
+    held_together(aws.client("s3"), "GetObject", 2, passing=1)
     plan = Plan("dev", (ReadsTheBucket(),), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
     commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False, aws=aws)
-    assert sorted(keys) == sorted(["deploykit/elsewhere.json", store.live_key])
+    assert keys[0] == "deploykit/freeze/dev.json"
+    assert sorted(keys[1:]) == sorted(["deploykit/elsewhere.json", store.live_key])
     [record, _] = store.records()
     assert record.base == {"lambda:login_handler": None}
     assert {c: v["sha"] for c, v in store.live().items()} == {"app": "a" * 12, "lambda:login_handler": "d" * 12}

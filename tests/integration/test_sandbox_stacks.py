@@ -314,6 +314,51 @@ def test_with_the_backend_stopped_alb_and_connectivity_fail_and_smoke_exits_1(
     assert "❌ smoke failed" in answer.stderr and "→ next:" in answer.stderr
 
 
+def test_a_frozen_environment_refuses_a_deploy_and_says_so_until_it_is_thawed(project: Path) -> None:
+    """inv freeze, as a user types it: inv diff says it, inv deploy.app is refused (exit 2) before anything runs,
+    inv envs shows it; inv unfreeze ends it."""
+    inv = [sys.executable, "-m", "invoke", "--search-root", str(REPO)]
+    frozen = run_in(project, *inv, "freeze", "--reason", "the audit", "--until", "1h", DEPLOYKIT_ACTOR="lead")
+    assert frozen.returncode == 0, frozen.stderr
+    assert "❄️  sandbox is frozen by lead since " in frozen.stderr and ": the audit" in frozen.stderr
+    try:
+        env = load_config(project / "deploy.toml").environment()
+        ecs = boto3.client(
+            "ecs",
+            endpoint_url=env.endpoint_url,
+            region_name=env.region,
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+        )
+        running = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
+        refused = run_in(project, *inv, "deploy.app")
+        assert refused.returncode == 2, refused.stderr
+        assert "❌ refusing to deploy to sandbox: sandbox is frozen by lead since " in refused.stderr
+        assert "Nothing was changed" in refused.stderr and "DEPLOYKIT_ALLOW_FROZEN=1" in refused.stderr
+        assert "✅ done" not in refused.stderr and "⏭" not in refused.stderr  # no step ran
+        after = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
+        assert after == running
+        envs = run_in(project, *inv, "envs")
+        assert envs.returncode == 0, envs.stderr
+        assert "  ❄️  sandbox is frozen by lead since " in envs.stderr
+        runtime = quiet_runtime(project)
+        commands.diff(runtime=runtime)
+        assert "❄️  sandbox is frozen by lead" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        # deploy.auto read the freeze with what is live: refused after its analysis, before a plan or the lock
+        fleet = project / "backend" / "app" / "fleet.py"
+        fleet.write_text(fleet.read_text() + "\n# a change the freeze keeps out\n")
+        git(project, "commit", "-qam", "backend: a change")
+        runtime = quiet_runtime(project)
+        with pytest.raises(UsageError, match="refusing to deploy to sandbox: sandbox is frozen by lead since "):
+            commands.deploy_auto(runtime=runtime)
+        said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert "📱 App code: backend/app/fleet.py → inv deploy.app" in said and "Plan for" not in said
+    finally:
+        thawed = run_in(project, *inv, "unfreeze")
+    assert thawed.returncode == 0, thawed.stderr
+    assert "🌤  sandbox thawed: it was sandbox is frozen by lead since " in thawed.stderr
+
+
 def test_destroy_keeps_data_stacks_unless_asked(project: Path) -> None:
     config = load_config(project / "deploy.toml")
     env = config.environment()

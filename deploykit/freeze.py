@@ -1,0 +1,140 @@
+"""Deploy freezes: an environment closed to deploys for a while (a sales weekend, an audit, an incident).
+
+A freeze lives in the environment itself, beside its lock, so every laptop and CI job sees it: the S3 object
+``deploykit/freeze/<env>.json`` in the artifacts bucket, saying who froze it, why, since when and (optionally)
+until when. ``inv freeze`` writes it, ``inv unfreeze`` deletes it; one whose ``until`` has passed is over by itself.
+
+While it holds, every command that deploys a component (``deploy.auto``, ``deploy.app``, ``deploy.stack``,
+``deploy.lambda``, ``deploy.full``, ``roll-service``) and ``destroy`` is refused once it holds the lock, before any
+step runs (exit 2, nothing changed). The freeze is read while the lock is taken, so a deploy pays no round trip
+for it. What puts things back is never refused: ``inv rollback`` and the automatic rollback after a failed deploy
+(a freeze keeps releases out, not fixes of a release that broke), nor the cleanups. ``$DEPLOYKIT_ALLOW_FROZEN=1``
+deploys anyway, for one run (the fix the freeze's owner agreed to), saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
+from deploykit.history import find_artifacts_bucket
+from deploykit.stacks import NOT_THERE
+
+PREFIX = "deploykit/freeze/"
+OVERRIDE_ENV = "DEPLOYKIT_ALLOW_FROZEN"
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """What a freeze object says."""
+
+    owner: str
+    reason: str
+    since: datetime
+    until: datetime | None = None  # None: until inv unfreeze
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "reason": self.reason,
+            "since": self.since.isoformat(timespec="seconds"),
+            "until": self.until.isoformat(timespec="seconds") if self.until else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Freeze:
+        since = _moment(data.get("since")) or datetime.fromtimestamp(0).astimezone()
+        return cls(str(data.get("owner") or "?"), str(data.get("reason") or "?"), since, _moment(data.get("until")))
+
+    def holds(self, now: datetime) -> bool:
+        """Whether the environment is frozen at ``now`` (a freeze with an ``until`` in the past is over)."""
+        return self.until is None or now < self.until
+
+    def describe(self, env: str) -> str:
+        until = f" until {_shown(self.until)}" if self.until else " until inv unfreeze"
+        return f"{env} is frozen by {self.owner} since {_shown(self.since)}{until}: {self.reason}"
+
+
+def _moment(value: object) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def _shown(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def key(env: str) -> str:
+    return f"{PREFIX}{env}.json"
+
+
+def read(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> Freeze | None:
+    """The environment's freeze as stored (over or not); None when there is none, or no artifacts bucket yet."""
+    bucket = bucket or find_artifacts_bucket(aws, env)
+    if not bucket:
+        return None
+    try:
+        answer = aws.client("s3").get_object(Bucket=bucket, Key=key(env.name))
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in NOT_THERE:
+            return None
+        raise
+    try:
+        data = json.loads(answer["Body"].read())
+    except ValueError:
+        data = {}
+    return Freeze.from_json(data if isinstance(data, dict) else {})
+
+
+def write(aws: AwsFactory, env: EnvConfig, freeze: Freeze) -> None:
+    """Freeze the environment (a freeze already there is replaced). UsageError when it has no artifacts bucket."""
+    aws.client("s3").put_object(
+        Bucket=_bucket(aws, env),
+        Key=key(env.name),
+        Body=json.dumps(freeze.to_json(), indent=2).encode(),
+        ContentType="application/json",
+    )
+
+
+def delete(aws: AwsFactory, env: EnvConfig) -> None:
+    aws.client("s3").delete_object(Bucket=_bucket(aws, env), Key=key(env.name))
+
+
+def _bucket(aws: AwsFactory, env: EnvConfig) -> str:
+    bucket = find_artifacts_bucket(aws, env)
+    if not bucket:
+        raise UsageError(
+            f"environment {env.name!r} has no artifacts bucket yet (its registry stack {env.stacks.registry} is not "
+            "deployed): there is nothing to freeze",
+            next_step=f"deploy it first: inv deploy.full --env {env.name}",
+        )
+    return bucket
+
+
+def overridden(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this run deploys in spite of a freeze (``$DEPLOYKIT_ALLOW_FROZEN=1``)."""
+    return (os.environ if environ is None else environ).get(OVERRIDE_ENV) == "1"
+
+
+def refusal(freeze: Freeze, env: EnvConfig, command: str) -> UsageError:
+    """The refusal of ``command`` (a plan's title) while ``freeze`` holds."""
+    what = f"destroy {env.name}" if command.startswith("destroy") else f"deploy to {env.name}"
+    return UsageError(
+        f"refusing to {what}: {freeze.describe(env.name)}. Nothing was changed",
+        next_step=f"wait until it is over, or ask {freeze.owner} (inv unfreeze --env {env.name} ends it); a fix agreed "
+        f"for the freeze deploys anyway with {OVERRIDE_ENV}=1; inv rollback --env {env.name} is never refused",
+    )

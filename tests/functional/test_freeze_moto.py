@@ -1,0 +1,174 @@
+"""Deploy freezes: an environment closed to deploys, in its artifacts bucket beside the lock (moto's S3)."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from deploykit import commands, freeze, history
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import load_config
+from deploykit.errors import UsageError
+from deploykit.plan import Plan
+from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
+from tests.functional.conftest import held_across
+from tests.functional.test_lock_moto import Probe, deploying, run
+
+KEY = "deploykit/freeze/dev.json"
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=T0)
+
+
+def runtime(project: Path, clock: FakeClock) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+    )
+
+
+def stored() -> dict[str, Any] | None:
+    try:
+        answer = boto3.client("s3", region_name="eu-west-1").get_object(Bucket=BUCKET, Key=KEY)
+    except ClientError:
+        return None
+    return dict(json.loads(answer["Body"].read()))
+
+
+def frozen(project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, until: str | None = None) -> str:
+    monkeypatch.setenv(history.ACTOR_ENV, "lead@laptop")
+    rt = runtime(project, clock)
+    commands.freeze_env(env="dev", reason="Black Friday weekend", until=until, runtime=rt)
+    monkeypatch.setenv(history.ACTOR_ENV, "ana@laptop")
+    return str(rt.stderr.getvalue())  # type: ignore[attr-defined]
+
+
+def test_a_freeze_refuses_deploys_and_destroy_before_any_step_and_rollbacks_go_on(
+    bucket: str, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said = frozen(project, clock, monkeypatch, until="3d")
+    assert stored() == {
+        "owner": "lead@laptop",
+        "reason": "Black Friday weekend",
+        "since": "2026-12-01T09:00:00+00:00",
+        "until": "2026-12-04T09:00:00+00:00",
+    }
+    assert said.startswith(
+        "❄️  dev is frozen by lead@laptop since 2026-12-01T09:00:00Z until 2026-12-04T09:00:00Z: Black Friday weekend\n"
+    )
+    for plan in (deploying(Probe()), deploying(Probe(), "deploy.full"), Plan("dev", (Probe(),), "destroy")):
+        with pytest.raises(UsageError) as refused:
+            run(project, plan, clock)
+        what = "destroy dev" if plan.title == "destroy" else "deploy to dev"
+        assert refused.value.message == (
+            f"refusing to {what}: dev is frozen by lead@laptop since 2026-12-01T09:00:00Z until 2026-12-04T09:00:00Z: "
+            "Black Friday weekend. Nothing was changed"
+        )
+        assert refused.value.exit_code == 2
+        assert "DEPLOYKIT_ALLOW_FROZEN=1" in (refused.value.next_step or "")
+        assert isinstance(plan.steps[0], Probe) and plan.steps[0].seen == []  # nothing ran
+    assert (
+        boto3.client("s3", region_name="eu-west-1").list_objects_v2(Bucket=BUCKET, Prefix="deploykit/lock/")["KeyCount"]
+        == 0
+    )  # the lock taken to read the freeze beside it was let go
+    going_back = Probe()
+    run(project, deploying(going_back, "rollback lambda:login_handler → dddddddddddd"), clock)
+    assert len(going_back.seen) == 1  # a rollback is never refused
+
+
+def test_the_override_deploys_saying_so_and_a_freeze_past_its_end_refuses_nothing(
+    bucket: str, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen(project, clock, monkeypatch, until="2h")
+    monkeypatch.setenv(freeze.OVERRIDE_ENV, "1")
+    probe = Probe()
+    rt = run(project, deploying(probe), clock)
+    assert len(probe.seen) == 1
+    assert "❄️  dev is frozen by lead@laptop since 2026-12-01T09:00:00Z until 2026-12-01T11:00:00Z: Black Friday " in (
+        rt.stderr.getvalue()  # type: ignore[attr-defined]
+    )
+    assert "; deploying anyway ($DEPLOYKIT_ALLOW_FROZEN=1)" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    monkeypatch.delenv(freeze.OVERRIDE_ENV)
+    with pytest.raises(UsageError, match="refusing to deploy to dev: dev is frozen"):
+        run(project, deploying(Probe()), clock)
+    clock.advance(2 * 3600)  # its end: over by itself
+    probe = Probe()
+    run(project, deploying(probe), clock)
+    assert len(probe.seen) == 1
+
+
+def test_unfreeze_ends_it_and_says_what_it_was(
+    bucket: str, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen(project, clock, monkeypatch)  # no end: until unfreeze
+    with pytest.raises(UsageError, match="until inv unfreeze: Black Friday weekend"):
+        run(project, deploying(Probe()), clock)
+    rt = runtime(project, clock)
+    ended = commands.unfreeze_env(env="dev", runtime=rt)
+    assert ended is not None and ended.reason == "Black Friday weekend" and stored() is None
+    assert commands.unfreeze_env(env="dev", runtime=rt) is None
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert said.startswith("🌤  dev thawed: it was dev is frozen by lead@laptop since 2026-12-01T09:00:00Z until inv ")
+    assert said.endswith("🌤  dev is not frozen: nothing to end\n")
+    probe = Probe()
+    run(project, deploying(probe), clock)
+    assert len(probe.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("reason", "until", "message"),
+    [
+        ("", None, "a freeze needs a reason"),
+        ("  ", "3d", "a freeze needs a reason"),
+        ("x", "soon", "--until 'soon' is neither a duration nor a time"),
+        ("x", "2026-11-30T08:00", "--until 2026-11-30T08:00 is past"),
+    ],
+)
+def test_bad_input_is_refused_and_freezes_nothing(
+    bucket: str, project: Path, clock: FakeClock, reason: str, until: str | None, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        commands.freeze_env(env="dev", reason=reason, until=until, runtime=runtime(project, clock))
+    assert stored() is None
+
+
+def test_until_takes_durations_and_times() -> None:
+    now = T0
+    assert commands._until("90m", now) == now + timedelta(minutes=90)
+    assert commands._until("12h", now) == now + timedelta(hours=12)
+    assert commands._until("1.5d", now) == now + timedelta(hours=36)
+    assert commands._until("2026-12-02T08:00Z", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)
+    assert commands._until("2026-12-02T08:00", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)  # no zone: UTC
+    assert commands._until("2026-12-02T09:00+01:00", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)
+
+
+def test_an_environment_with_no_artifacts_bucket_has_nothing_to_freeze(
+    moto_aws: None, project: Path, clock: FakeClock
+) -> None:
+    with pytest.raises(UsageError, match="has no artifacts bucket yet") as refused:
+        commands.freeze_env(env="dev", reason="x", runtime=runtime(project, clock))
+    assert refused.value.next_step == "deploy it first: inv deploy.full --env dev"
+    assert commands.unfreeze_env(env="dev", runtime=runtime(project, clock)) is None
+
+
+def test_the_freeze_is_read_while_the_lock_is_taken(bucket: str, project: Path, clock: FakeClock) -> None:
+    """No round trip of its own: the freeze's GetObject and the lock's conditional PutObject are both in flight at
+    once (each held until the other is)."""
+    config = load_config(project / "deploy.toml")
+    env = config.environment("dev")
+    aws = AwsFactory(env)
+    s3 = aws.client("s3")
+    held_across(2, (s3, "GetObject"), (s3, "PutObject"))
+    probe = Probe()
+    commands.run_plan(runtime(project, clock), config, env, deploying(probe), dry_run=False, as_json=False, aws=aws)
+    assert len(probe.seen) == 1
