@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -25,6 +25,24 @@ def seconds_of(text: str) -> float | None:
     """``300``, ``90s``, ``5m`` or ``1h`` → seconds; None for anything else."""
     found = _DURATION.fullmatch(text.strip())
     return None if found is None else float(found[1]) * _UNIT[found[2]]
+
+
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def moment_of(text: str, now: datetime, *, ahead: bool) -> datetime | None:
+    """A time given on the command line: a span from ``now``, later (``ahead``) or earlier (``90s``, ``10m``, ``2h``,
+    ``1d``), or an ISO 8601 time (``2026-12-02T08:00Z``; UTC when it names no zone); None for anything else."""
+    value = text.strip()
+    found = _SPAN.fullmatch(value)
+    if found:
+        span = timedelta(seconds=float(found[1]) * {**_UNIT, "d": 86400}[found[2]])
+        return now + span if ahead else now - span
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def backoff(first: float, cap: float, factor: float = 2.0) -> Iterator[float]:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -53,7 +53,7 @@ from deploykit import smoke as smoke_checks
 from deploykit.app_chain import app_left
 from deploykit.aws import AwsFactory, all_of, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
-from deploykit.clock import Clock, SystemClock, seconds_of
+from deploykit.clock import Clock, SystemClock, moment_of
 from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
@@ -1633,24 +1633,16 @@ def unlock(
 
 # -- freeze -----------------------------------------------------------------------------------------------------
 
-_DAYS = re.compile(r"(\d+(?:\.\d+)?)d")
-
 
 def _until(text: str, now: datetime) -> datetime:
     """``--until``: a duration from now (``90m``, ``12h``, ``3d``) or a time (``2026-12-02T08:00Z``, UTC when it
     names no zone); UsageError for anything else, or a time already past."""
-    days = _DAYS.fullmatch(text.strip())
-    seconds = float(days[1]) * 86400 if days else seconds_of(text)
-    if seconds is not None:
-        return now + timedelta(seconds=seconds)
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
+    moment = moment_of(text, now, ahead=True)
+    if moment is None:
         raise UsageError(
             f"--until {text!r} is neither a duration nor a time",
             next_step="pass a duration from now (90m, 12h, 3d) or a time (2026-12-02T08:00Z)",
-        ) from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        )
     if moment <= now:
         raise UsageError(f"--until {text} is past", next_step="pass a time to come, or a duration from now (12h, 3d)")
     return moment
@@ -2454,8 +2446,10 @@ def diff(
         if held:
             lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
     again = auto.deploying_again(a.config, a.records, a.found.components(), uncommitted=bool(a.revision.dirty))
-    lines += [f"⛔ {why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
-    _write_analysis(runtime, lines, a.closing_lines())
+    refusals = [f"{why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
+    lines += [f"⛔ {refusal}" for refusal in refusals]
+    closing = a.closing_lines()
+    _write_analysis(runtime, lines, closing)
     previews: dict[str, Preview] = {}
     changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
     roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)
@@ -2464,20 +2458,19 @@ def diff(
     stacks_json = {name: preview.json for name, preview in previews.items()}
     verdict = _verified(runtime, a, stacks_json) if verify else None
     if as_markdown:
-        attention = [f"{why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
-        attention += [f"{component}: not promoted, {why}" for component, why in sorted(held.items())]
+        attention = [*refusals, *(f"{component}: not promoted, {why}" for component, why in sorted(held.items()))]
         attention += [
             f"{component}: live at {live[: git.SHORT_SHA]}, {n} commit{'s' if n > 1 else ''} ahead of HEAD: "
             "deploy.auto refuses to take them back (or --allow-older)"
             for component, (live, n) in auto.taken_back(a.found).items()
         ]
-        attention += a.closing_lines()
+        attention += closing
         found = markdown.Review(
             env=a.env.name,
             base=auto.oldest_base(a.found),
             head=a.found.head,
             components=sorted(a.found.components()),
-            analysis=[*lines, *a.closing_lines()],
+            analysis=[*lines, *closing],
             command=inv_command("deploy.auto", env=a.env.name),
             stacks=[preview.section for preview in previews.values()],
             attention=attention,

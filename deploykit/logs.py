@@ -14,20 +14,18 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from deploykit import ecs
-from deploykit.clock import Clock
+from deploykit.clock import Clock, moment_of
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 
 LATE_MS = 10_000  # how much later than a newer one a line may reach CloudWatch Logs and still be followed
 PAGES = 1000  # FilterLogEvents pages read for one window at most (each up to 10,000 events or 1 MB)
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _VERSION = re.compile(r"\[(\$LATEST|\d+)\]")  # a Lambda stream: 2026/11/29/[3]<instance>
 
 
@@ -69,18 +67,13 @@ class LogLine:
 def parse_since(text: str, now: datetime) -> datetime:
     """``--since``: a duration back from now (``90s``, ``10m``, ``2h``, ``1d``) or an ISO 8601 time (UTC unless it
     names its zone); UsageError otherwise."""
-    value = text.strip()
-    found = _DURATION.match(value)
-    if found:
-        return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+    when = moment_of(text, now, ahead=False)
+    if when is None:
         raise UsageError(
             f"--since {text!r} is neither a duration nor a time",
             next_step="pass a duration back from now (30s, 10m, 2h, 1d) or an ISO time (2026-11-29T06:00:00Z)",
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        )
+    return when
 
 
 # -- where each component logs ------------------------------------------------------------------------------------
