@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_CHARS = 60_000  # GitHub takes a comment of 65,536 characters at most, and a job summary of 1 MiB
-FOLD_LINES = 30  # a stack's table longer than this is folded (<details>), its first line showing
-_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")  # markup anywhere in a line (a list item's text is never at its start)
+FOLD_LINES = 30  # a stack's table longer than this is folded (<details>: opened with a click)
+# what is markup anywhere in a line; what is markup only at a line's start (#, -, 1.) is never escaped, as the text
+# escaped here always follows something ("- ", "> ", a heading's words)
+_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
 
 def escape(text: str) -> str:
@@ -127,10 +129,11 @@ def _stack(section: StackSection) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table; each cell is taken as Markdown already (escape plain text first), its ``|`` escaped."""
+    """A Markdown table; each cell is taken as Markdown already, on one line (escape plain text first: that escapes
+    its ``|`` too)."""
 
     def cell(text: str) -> str:
-        return " ".join(text.replace("|", "\\|").split("\n"))
+        return " ".join(text.split("\n"))
 
     out = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]

@@ -86,8 +86,9 @@ def test_a_long_table_is_folded_and_the_document_fits_a_comment() -> None:
     assert re.search(r"\n… and \d+ more lines \(inv diff --json lists them\)\n```", text)
 
 
-def test_a_table_escapes_the_bars_in_its_cells() -> None:
-    assert markdown.table(["a", "b"], [["x|y", "two\nlines"]]) == "| a | b |\n|---|---|\n| x\\|y | two lines |"
+def test_a_table_keeps_each_cell_on_its_line_and_a_bar_escaped_once() -> None:
+    cells = [markdown.escape("x|y"), "two\nlines"]
+    assert markdown.table(["a", "b"], [cells]) == "| a | b |\n|---|---|\n| x\\|y | two lines |"
 
 
 def test_json_and_markdown_together_are_refused_before_anything_is_read() -> None:

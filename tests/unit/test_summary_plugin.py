@@ -60,7 +60,7 @@ class Works(Step):
             raise StepFailed("the stack did not update: a | b", next_step="read its events, then rerun")
         if self.refuse:
             raise UsageError("the Docker engine is not running", next_step="start it, then rerun")
-        return Outcome("done", "CarRentalApiStack: updated in 0.7s", changes=self.changes)
+        return Outcome("done", "CarRentalApiStack: updated in 0.7s | 2 outputs", changes=self.changes)
 
     def inputs(self) -> dict[str, object]:
         return {}
@@ -93,7 +93,7 @@ def test_each_deployment_is_appended_to_the_file_the_variable_names(tmp_path: Pa
     text = page.read_text(encoding="utf-8")
     assert text.startswith("# the job's own heading\n\n### ✅ `dev` · deploy.auto by github:ana · ")
     assert "Deploys `stack:api` at `0123456789ab`." in text
-    assert "| deploy-stack | ✅ done | 0.0 s | CarRentalApiStack: updated in 0.7s |" in text
+    assert "| deploy-stack | ✅ done | 0.0 s | CarRentalApiStack: updated in 0.7s \\| 2 outputs |" in text
     assert (
         "<details><summary>CarRentalApiStack: what it changed</summary>\n\n"
         "- LoginHandler5CDFBDA2: MemorySize: 256 → 512\n- Topic (AWS::SNS::Topic): add\n\n</details>"
