@@ -1,4 +1,5 @@
-"""What the built-in checks share: URL joining, HTTP calls that fail with a one-line detail, safe body excerpts,
+"""What the built-in plugins share: their settings read from deploy.toml (:func:`settings_of`); and what the checks
+share: URL joining, HTTP calls that fail with a one-line detail, safe body excerpts,
 throwaway Cognito users, JWT helpers, and a runner that always cleans up.
 
 A check's body is a function ``body(ctx, cleanup) -> detail``: it raises :class:`Failed` (or :class:`Skipped`)
@@ -18,13 +19,15 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from deploykit.checks import CheckResult, HttpError, HttpResponse
+from deploykit.config import Config
+from deploykit.errors import ConfigError
 
 if TYPE_CHECKING:
     from deploykit.checks import CheckContext, Http
@@ -49,6 +52,27 @@ class Skipped(Exception):
 
 
 # -- URLs and bodies ------------------------------------------------------------------------------------
+
+
+def settings_of(config: Config, name: str, keys: Collection[str]) -> tuple[Mapping[str, Any], str]:
+    """The plugin ``name``'s table of deploy.toml (``[plugins.NAME]``; empty when there is none) and how an error
+    names it; ConfigError for a value that is not a table, or a key not among ``keys``."""
+    settings = config.plugins.get(name, {})
+    where = f"{config.path}: [plugins.{name}]"
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(settings) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(keys)}")
+    return settings, where
+
+
+def variable_of(settings: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    """The setting ``key``: the name of an environment variable (a string); ConfigError otherwise."""
+    variable = settings.get(key, default)
+    if not isinstance(variable, str):
+        raise ConfigError(f"{where}: {key} must be the name of an environment variable, a string")
+    return variable
 
 
 def join_url(base: str, path: str) -> str:

@@ -33,6 +33,7 @@ from deploykit.config import Config, pattern_matches
 from deploykit.errors import ConfigError
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
+from plugins._support import settings_of, variable_of
 
 NAME = "notify"
 EVENTS = ("started", "finished", "failed")
@@ -105,16 +106,8 @@ class Notifier:
 
     @hookimpl
     def deploykit_configure(self, config: Config) -> None:
-        settings = config.plugins.get(NAME, {})
-        where = f"{config.path}: [plugins.{NAME}]"
-        if not isinstance(settings, Mapping):
-            raise ConfigError(f"{where} must be a table")
-        unknown = sorted(set(settings) - set(KEYS))
-        if unknown:
-            raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(KEYS)}")
-        variable = settings.get("webhook_env", "")
-        if not isinstance(variable, str):
-            raise ConfigError(f"{where}: webhook_env must be the name of an environment variable, a string")
+        settings, where = settings_of(config, NAME, KEYS)
+        variable = variable_of(settings, "webhook_env", "", where)
         environments = settings.get("environments", [n for n, e in config.environments.items() if not e.is_local])
         if not isinstance(environments, list) or not all(isinstance(e, str) for e in environments):
             raise ConfigError(f"{where}: environments must be a list of environment names")

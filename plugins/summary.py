@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 from deploykit.config import Config
-from deploykit.errors import ConfigError
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
 from deploykit.markdown import code, escape, table
+from plugins._support import settings_of, variable_of
 from plugins.notify import failed_step
 
 NAME = "summary"
@@ -107,17 +107,8 @@ class Summary:
 
     @hookimpl
     def deploykit_configure(self, config: Config) -> None:
-        settings = config.plugins.get(NAME, {})
-        where = f"{config.path}: [plugins.{NAME}]"
-        if not isinstance(settings, Mapping):
-            raise ConfigError(f"{where} must be a table")
-        unknown = sorted(set(settings) - set(KEYS))
-        if unknown:
-            raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(KEYS)}")
-        variable = settings.get("file_env", DEFAULT_VARIABLE)
-        if not isinstance(variable, str):
-            raise ConfigError(f"{where}: file_env must be the name of an environment variable, a string")
-        self.variable = variable
+        settings, where = settings_of(config, NAME, KEYS)
+        self.variable = variable_of(settings, "file_env", DEFAULT_VARIABLE, where)
 
     @hookimpl
     def deploykit_deployment_started(self, env: str, plan: dict[str, Any]) -> None:

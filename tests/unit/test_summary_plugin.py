@@ -19,27 +19,11 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Sequence, Step
 from deploykit.plugins import get_plugin_manager
 from plugins.summary import CHANGES_SHOWN, Summary, run_markdown
-
-ENVIRONMENT = """
-default_env = "dev"
-
-[environments.dev]
-region = "eu-west-1"
-cluster = "c"
-service = "s"
-container = "backend"
-repository = "r"
-[environments.dev.stacks]
-registry = "R"
-data = "D"
-auth = "A"
-fargate = "F"
-api = "P"
-"""
+from tests.unit.test_notify_plugin import ENVIRONMENTS
 
 
 def config(**settings: Any) -> Config:
-    raw = tomllib.loads(ENVIRONMENT)
+    raw = tomllib.loads(ENVIRONMENTS)
     if settings:
         raw["plugins"] = {"summary": settings}
     return parse_config(raw, Path("deploy.toml"))
