@@ -341,8 +341,9 @@ def _env_lock(
                 reading = pool.submit(freeze.read, aws, env) if freezes else None
                 warn = partial(_warn, runtime)
                 held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
-                found = reading.result() if reading is not None else None
-            if found is not None and found.holds(runtime.clock.now()):
+                stored = reading.result() if reading is not None else None
+            found = freeze.in_force(stored, env, runtime.clock.now()) if freezes else None
+            if found is not None:
                 if not freeze.overridden():
                     raise freeze.refusal(found, env, command)
                 runtime.stderr.write(f"❄️  {found.describe(env.name)}; deploying anyway (${freeze.OVERRIDE_ENV}=1)\n")
@@ -1684,7 +1685,15 @@ def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> f
     with aws_errors(environment):
         found = freeze.read(aws, environment)
         if found is None:
-            runtime.stderr.write(f"🌤  {environment.name} is not frozen: nothing to end\n")
+            window = freeze.in_force(None, environment, runtime.clock.now())
+            runtime.stderr.write(
+                f"🌤  no inv freeze of {environment.name} to end"
+                + (
+                    f"; {window.describe(environment.name)} (deploy.toml's freeze_windows: not ended by inv unfreeze)\n"
+                    if window
+                    else ": it is not frozen\n"
+                )
+            )
             return None
         _in_its_account(aws, environment)
         freeze.delete(aws, environment)
@@ -2025,7 +2034,7 @@ def analyse(
         records,
         drifted,
         entries,
-        frozen if (frozen := read.get("freeze")) and frozen.holds(runtime.clock.now()) else None,
+        freeze.in_force(read.get("freeze"), environment, runtime.clock.now()),
     )
 
 

@@ -17,9 +17,11 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deploykit.errors import ConfigError
 from deploykit.packaging import ARCHITECTURES, DEFAULT_ARCHITECTURE
@@ -287,6 +289,67 @@ class ErrorWatch:
         return self.seconds > 0
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WHEN = re.compile(r"(?:(?P<day>[A-Za-z]{3})[a-z]*\s+)?(?P<hour>\d{1,2}):(?P<minute>\d{2})")
+
+
+@dataclass(frozen=True)
+class FreezeWindow:
+    """A time that comes back, when deploys to the environment are refused, as during ``inv freeze``
+    (``[[environments.NAME.freeze_windows]]``): weekly (``start = "Fri 15:00"``, ``end = "Mon 08:00"``) or daily
+    (``start = "18:00"``, ``end = "08:00"``), in ``timezone``. See deploykit.freeze."""
+
+    start: str
+    end: str
+    timezone: str = "UTC"
+    reason: str = "a freeze window of deploy.toml"
+
+    def _minute(self, text: str) -> tuple[int | None, int]:
+        """(day of the week, 0 Monday, or None every day; minute of the day) of ``start`` or ``end``."""
+        found = _WHEN.fullmatch(text.strip())
+        if not found or int(found["hour"]) > 23 or int(found["minute"]) > 59:
+            raise ValueError(f"{text!r} is not a day and a time (Fri 15:00) or a time (18:00)")
+        day = found["day"]
+        if day is not None and day.lower() not in _DAYS:
+            raise ValueError(f"{text!r} does not start with a day of the week (Mon ... Sun)")
+        minute = int(found["hour"]) * 60 + int(found["minute"])
+        return (None if day is None else _DAYS.index(day.lower()), minute)
+
+    def check(self) -> None:
+        """ValueError naming what is wrong with the window."""
+        (start_day, start), (end_day, end) = self._minute(self.start), self._minute(self.end)
+        if (start_day is None) != (end_day is None):
+            raise ValueError("start and end must both name a day (weekly) or neither (daily)")
+        if (start_day, start) == (end_day, end):
+            raise ValueError("start and end are the same time")
+        zone(self.timezone)
+
+    def around(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """(when the window began, when it ends) if ``now`` is in it, else None."""
+        (start_day, start), (end_day, end) = self._minute(self.start), self._minute(self.end)
+        local = now.astimezone(zone(self.timezone))
+        period = 7 * 1440 if start_day is not None else 1440
+        begin = (start_day or 0) * 1440 + start
+        finish = (end_day or 0) * 1440 + end
+        minute = (local.weekday() * 1440 if start_day is not None else 0) + local.hour * 60 + local.minute
+        into = (minute - begin) % period
+        if into >= (finish - begin) % period:
+            return None
+        top = local.replace(second=0, microsecond=0)
+        return top - timedelta(minutes=into), top + timedelta(minutes=(finish - minute) % period)
+
+    def __str__(self) -> str:
+        return f"{self.start} – {self.end} {self.timezone}"
+
+
+def zone(name: str) -> ZoneInfo:
+    """The time zone ``name`` (``Europe/Berlin``, ``UTC``); ValueError when this machine does not know it."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"timezone {name!r} is not a time zone this machine knows (Europe/Berlin, UTC)") from None
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """One deploy target: an AWS account and region, or the local sandbox."""
@@ -319,6 +382,8 @@ class EnvConfig:
     metrics: bool = True
     lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
     app_error_watch: ErrorWatch = field(default_factory=ErrorWatch)
+    # Times that come back when deploys are refused (Fridays from 15:00 to Monday 08:00); see deploykit.freeze.
+    freeze_windows: tuple[FreezeWindow, ...] = ()
     # Overrides of the endpoints read from the stacks' outputs (alb_url, api_url, jwks_url, ...); a value
     # may use the outputs as {OutputKey} fields, e.g. "http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/".
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -612,6 +677,14 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
     problem = canary_problem(env.lambda_canary)
     if problem:
         raise ConfigError(f"{prefix}.lambda_canary.{problem}", next_step=f"fix [environments.{env.name}.lambda_canary]")
+    for index, window in enumerate(env.freeze_windows):
+        try:
+            window.check()
+        except ValueError as exc:
+            raise ConfigError(
+                f"{prefix}.freeze_windows[{index}]: {exc}",
+                next_step=f'fix it in {where}: start = "Fri 15:00", end = "Mon 08:00", timezone = "Europe/Berlin"',
+            ) from None
     problem = watch_problem(env.app_error_watch)
     if problem:
         raise ConfigError(

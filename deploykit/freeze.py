@@ -41,6 +41,7 @@ class Freeze:
     reason: str
     since: datetime
     until: datetime | None = None  # None: until inv unfreeze
+    window: str = ""  # a freeze window of deploy.toml ("Fri 15:00 – Mon 08:00 Europe/Berlin"); "": inv freeze's
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,7 +62,20 @@ class Freeze:
 
     def describe(self, env: str) -> str:
         until = f" until {_shown(self.until)}" if self.until else " until inv unfreeze"
-        return f"{env} is frozen by {self.owner} since {_shown(self.since)}{until}: {self.reason}"
+        by = f"deploy.toml's freeze window {self.window}" if self.window else self.owner
+        return f"{env} is frozen by {by} since {_shown(self.since)}{until}: {self.reason}"
+
+
+def in_force(stored: Freeze | None, env: EnvConfig, now: datetime) -> Freeze | None:
+    """What freezes ``env`` at ``now``: ``stored`` (inv freeze's, as read) while it holds, else the first of its
+    freeze windows that ``now`` is in (deploy.toml), else None."""
+    if stored is not None and stored.holds(now):
+        return stored
+    for window in env.freeze_windows:
+        around = window.around(now)
+        if around is not None:
+            return Freeze("deploy.toml", window.reason, around[0], around[1], window=str(window))
+    return None
 
 
 def _moment(value: object) -> datetime | None:
@@ -133,8 +147,13 @@ def overridden(environ: Mapping[str, str] | None = None) -> bool:
 def refusal(freeze: Freeze, env: EnvConfig, command: str) -> UsageError:
     """The refusal of ``command`` (a plan's title) while ``freeze`` holds."""
     what = f"destroy {env.name}" if command.startswith("destroy") else f"deploy to {env.name}"
+    ask = (
+        f"the window is freeze_windows of [environments.{env.name}] in deploy.toml"
+        if freeze.window
+        else f"ask {freeze.owner} (inv unfreeze --env {env.name} ends it)"
+    )
     return UsageError(
         f"refusing to {what}: {freeze.describe(env.name)}. Nothing was changed",
-        next_step=f"wait until it is over, or ask {freeze.owner} (inv unfreeze --env {env.name} ends it); a fix agreed "
-        f"for the freeze deploys anyway with {OVERRIDE_ENV}=1; inv rollback --env {env.name} is never refused",
+        next_step=f"wait until it is over, or {ask}; a fix agreed for the freeze deploys anyway with {OVERRIDE_ENV}=1; "
+        f"inv rollback --env {env.name} is never refused",
     )

@@ -194,7 +194,7 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
     }
     found = at_once(reads)
     lock = found["lock"].info if found["lock"] else None
-    frozen = found["freeze"] if found["freeze"] and found["freeze"].holds(clock.now()) else None
+    frozen = freeze.in_force(found["freeze"], env, clock.now())
     return Read(found["live"], found["records"], lock, frozen, older=store.records_by_id)
 
 

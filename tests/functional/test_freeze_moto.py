@@ -119,7 +119,7 @@ def test_unfreeze_ends_it_and_says_what_it_was(
     assert commands.unfreeze_env(env="dev", runtime=rt) is None
     said = rt.stderr.getvalue()  # type: ignore[attr-defined]
     assert said.startswith("🌤  dev thawed: it was dev is frozen by lead@laptop since 2026-12-01T09:00:00Z until inv ")
-    assert said.endswith("🌤  dev is not frozen: nothing to end\n")
+    assert said.endswith("🌤  no inv freeze of dev to end: it is not frozen\n")
     probe = Probe()
     run(project, deploying(probe), clock)
     assert len(probe.seen) == 1
@@ -171,4 +171,27 @@ def test_the_freeze_is_read_while_the_lock_is_taken(bucket: str, project: Path, 
     held_across(2, (s3, "GetObject"), (s3, "PutObject"))
     probe = Probe()
     commands.run_plan(runtime(project, clock), config, env, deploying(probe), dry_run=False, as_json=False, aws=aws)
+    assert len(probe.seen) == 1
+
+
+def test_a_freeze_window_of_deploy_toml_refuses_deploys_while_it_lasts(bucket: str, project: Path) -> None:
+    toml = project / "deploy.toml"
+    window = '[[environments.dev.freeze_windows]]\nstart = "Fri 15:00"\nend = "Mon 08:00"\nreason = "the weekend"\n'
+    toml.write_text(toml.read_text() + "\n" + window)
+    saturday = FakeClock(start=datetime(2026, 12, 5, 10, 0, tzinfo=UTC))
+    with pytest.raises(UsageError) as refused:
+        run(project, deploying(Probe()), saturday)
+    assert refused.value.message == (
+        "refusing to deploy to dev: dev is frozen by deploy.toml's freeze window Fri 15:00 – Mon 08:00 UTC since "
+        "2026-12-04T15:00:00Z until 2026-12-07T08:00:00Z: the weekend. Nothing was changed"
+    )
+    going_back = Probe()
+    run(project, deploying(going_back, "rollback app → dddddddddddd"), saturday)
+    assert len(going_back.seen) == 1
+    rt = runtime(project, saturday)
+    assert commands.unfreeze_env(env="dev", runtime=rt) is None
+    assert "(deploy.toml's freeze_windows: not ended by inv unfreeze)" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    monday = FakeClock(start=datetime(2026, 12, 7, 8, 0, tzinfo=UTC))
+    probe = Probe()
+    run(project, deploying(probe), monday)
     assert len(probe.seen) == 1
