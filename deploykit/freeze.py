@@ -10,6 +10,10 @@ step runs (exit 2, nothing changed). The freeze is read while the lock is taken,
 for it. What puts things back is never refused: ``inv rollback`` and the automatic rollback after a failed deploy
 (a freeze keeps releases out, not fixes of a release that broke), nor the cleanups. ``$DEPLOYKIT_ALLOW_FROZEN=1``
 deploys anyway, for one run (the fix the freeze's owner agreed to), saying so.
+
+A freeze that comes back (no deploys over the weekend) is a window of deploy.toml
+(:class:`deploykit.config.FreezeWindow`): :func:`in_force` makes it a :class:`Freeze` while it lasts, so it is refused,
+said and overridden the same way; ``inv unfreeze`` does not end it.
 """
 
 from __future__ import annotations
