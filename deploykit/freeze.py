@@ -152,7 +152,7 @@ def refusal(freeze: Freeze, env: EnvConfig, command: str) -> UsageError:
     """The refusal of ``command`` (a plan's title) while ``freeze`` holds."""
     what = f"destroy {env.name}" if command.startswith("destroy") else f"deploy to {env.name}"
     ask = (
-        f"the window is freeze_windows of [environments.{env.name}] in deploy.toml"
+        f"change the window (freeze_windows of [environments.{env.name}] in deploy.toml)"
         if freeze.window
         else f"ask {freeze.owner} (inv unfreeze --env {env.name} ends it)"
     )

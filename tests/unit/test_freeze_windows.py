@@ -108,7 +108,7 @@ def test_inv_freeze_s_freeze_comes_first_then_the_windows() -> None:
         "2026-12-04T15:00:00+01:00 until 2026-12-07T08:00:00+01:00: a freeze window of deploy.toml"
     )
     refused = freeze.refusal(found, env, "deploy.auto")
-    assert "the window is freeze_windows of [environments.dev] in deploy.toml" in (refused.next_step or "")
+    assert "or change the window (freeze_windows of [environments.dev] in deploy.toml)" in (refused.next_step or "")
     stored = freeze.Freeze("lead", "audit", saturday, None)
     assert freeze.in_force(stored, env, saturday) == stored
     over = freeze.Freeze("lead", "audit", saturday, saturday)
