@@ -60,7 +60,7 @@ from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFaile
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps
-from deploykit.plugins import Plugins, get_plugin_manager, review_stack_changes
+from deploykit.plugins import Plugins, get_plugin_manager, observe, review_stack_changes
 from deploykit.stack_chain import PART_MIN, UploadLambdaCode, template_url
 from deploykit.stacks import (
     Change,
@@ -1323,16 +1323,17 @@ def smoke(
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)
         junit.write_text(junit_xml(results, suite=f"deploykit.smoke.{environment.name}") + "\n")
+    data = {
+        "env": environment.name,
+        "ok": all(r.status != "failed" for r in results),
+        "checks": [
+            {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail} for r in results
+        ],
+    }
     if as_json:
-        data = {
-            "env": environment.name,
-            "ok": all(r.status != "failed" for r in results),
-            "checks": [
-                {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail}
-                for r in results
-            ],
-        }
         runtime.stdout.write(dumps(data) + "\n")
+    said = runtime.stderr.write
+    observe(plugins, "deploykit_smoke_finished", lambda line: said(line + "\n"), env=environment.name, report=data)
     error = smoke_checks.failure(results, environment.name)
     if error is not None:
         raise error

@@ -64,3 +64,10 @@ def deploykit_deployment_finished(env: str, report: dict[str, Any]) -> None:
 @hookspec
 def deploykit_deployment_failed(env: str, report: dict[str, Any], error: str) -> None:
     """A deployment failed; ``error`` says what failed and the next step (for alerts)."""
+
+
+@hookspec
+def deploykit_smoke_finished(env: str, report: dict[str, Any]) -> None:
+    """A smoke run of its own (``inv smoke``, ``nox -s smoke``) ended, passed or not; ``report`` is the run as its
+    ``--json`` prints it (env, ok, checks: name, status, seconds, detail). A deployment's smoke step is told through
+    the deployment's hooks instead."""

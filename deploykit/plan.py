@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 from tabulate import tabulate
 
 from deploykit.errors import DeployKitError, Interrupted
+from deploykit.plugins import observe
 
 if TYPE_CHECKING:
     import docker
@@ -526,18 +527,7 @@ class Executor:
         if self._held is not None:
             self._held.append((hook_name, kwargs))
             return
-        if self.ctx.plugins is None:
-            return
-        manager = self.ctx.plugins.manager
-        for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            try:
-                impl.function(*(kwargs[name] for name in impl.argnames))
-            except Exception as exc:  # an observer must never fail the deployment
-                self.ctx.reporter.line(
-                    f"⚠️  plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
-                )
+        observe(self.ctx.plugins, hook_name, self.ctx.reporter.line, **kwargs)
 
 
 def interruption(plan: Plan, index: int, step: Step) -> Interrupted:

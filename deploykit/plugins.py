@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -109,3 +109,17 @@ def review_stack_changes(
 def refusal_text(refused: Mapping[str, Sequence[str]]) -> str:
     """``team_checks: reason; other reason``, each plugin once."""
     return "; ".join(f"{name}: {'; '.join(reasons)}" for name, reasons in sorted(refused.items()))
+
+
+def observe(plugins: Plugins | None, hook: str, say: Callable[[str], object], **kwargs: Any) -> None:
+    """Tell every plugin's ``hook`` (an observer's: deployment started, finished...), each on its own: one that
+    raises is said on ``say``, by name, and the others still hear it; an observer never fails what it observes."""
+    if plugins is None:
+        return
+    for impl in reversed(getattr(plugins.manager.hook, hook).get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        try:
+            impl.function(*(kwargs[name] for name in impl.argnames))
+        except Exception as exc:  # whatever a plugin raises: the others still hear it, and nothing fails
+            say(f"⚠️  plugin {impl.plugin_name!r} failed in {hook}: {type(exc).__name__}: {exc}")

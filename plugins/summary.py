@@ -1,9 +1,10 @@
-"""``summary``: each deployment as Markdown on the CI job's page (GitHub Actions' job summary).
+"""``summary``: each deployment, and each smoke run of its own, as Markdown on the CI job's page (GitHub Actions').
 
 GitHub Actions shows on a run's page the Markdown its steps append to the file ``$GITHUB_STEP_SUMMARY`` names.
 This plugin appends there, as each deployment ends, what the terminal's table says: the environment, who, how
 long, each step with its status, time and detail, what each stack update changed, and a failure's message and next
-step. The automatic rollback after a failed deploy is a deployment of its own, so it follows as its own section.
+step. The automatic rollback after a failed deploy is a deployment of its own, so it follows as its own section. A
+smoke run of its own (``inv smoke``, ``nox -s smoke``) writes its checks' table.
 On a laptop the variable is not set and the plugin does nothing. Another CI's page that takes Markdown from a file::
 
     [plugins.summary]
@@ -19,10 +20,12 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
+from deploykit.checks import CheckResult
 from deploykit.config import Config
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
 from deploykit.markdown import code, escape, table
+from deploykit.smoke import summary
 from plugins._support import settings_of, variable_of
 from plugins.notify import failed_step
 
@@ -78,6 +81,19 @@ def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who:
     return "\n\n".join(parts) + "\n\n"
 
 
+CHECK_ICONS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭ skipped"}
+
+
+def smoke_markdown(report: Mapping[str, Any], who: str) -> str:
+    """A smoke run of its own (``report``: as ``inv smoke --json`` prints it) as a section of Markdown: a heading with
+    the result and the counts, a table of the checks."""
+    checks = [CheckResult(str(c["name"]), c["status"], float(c["seconds"]), str(c["detail"])) for c in report["checks"]]
+    mark = "✅" if report.get("ok") else "❌"
+    heading = f"### {mark} {code(str(report.get('env')))} · smoke by {escape(who)} · {summary(checks) or 'no checks'}"
+    rows = [[escape(c.name), CHECK_ICONS[c.status], f"{c.seconds:.2f} s", escape(c.detail)] for c in checks]
+    return "\n\n".join([heading, table(["check", "result", "time", "detail"], rows)]) + "\n\n"
+
+
 def _steps(steps: list[dict[str, Any]], depth: int = 0) -> Iterator[tuple[str, dict[str, Any], str]]:
     """(name as the table shows it, the step, its detail) for each step, a group's steps under it (``↳``)."""
     for step in steps:
@@ -121,6 +137,10 @@ class Summary:
     @hookimpl
     def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
         self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error))
+
+    @hookimpl
+    def deploykit_smoke_finished(self, env: str, report: dict[str, Any]) -> None:
+        self._write(smoke_markdown(report, self.who()))
 
     def _write(self, text: str) -> None:
         path = self.environ.get(self.variable, "") if self.variable else ""

@@ -19,6 +19,7 @@ from deploykit.checks import Check, CheckContext, CheckResult
 from deploykit.errors import StepFailed, UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.plugins import Plugins, get_plugin_manager
+from plugins.summary import Summary
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 
 
@@ -90,6 +91,33 @@ def test_a_failed_check_fails_smoke_with_exit_1_and_skips_what_needs_it(deployed
     assert "⏭  skipped" in rt.stderr.getvalue()  # type: ignore[attr-defined]
     suite = ET.parse(junit).getroot()
     assert (suite.get("failures"), suite.get("skipped")) == ("1", "1")  # written before the exit
+
+
+class Raises:
+    """An observer that fails."""
+
+    @hookimpl
+    def deploykit_smoke_finished(self, env: str, report: dict[str, Any]) -> None:
+        raise RuntimeError("the dashboard is down")
+
+
+def test_a_smoke_run_of_its_own_is_told_to_the_plugins_and_written_on_the_job_s_page(
+    deployed: Path, tmp_path: Path
+) -> None:
+    page = tmp_path / "summary.md"
+    summary = Summary(who=lambda: "github:ana", environ={"GITHUB_STEP_SUMMARY": str(page)})
+    rt = runtime(deployed, ("app", AppChecks(fail=True)), ("summary", summary), ("raises", Raises()))
+    with pytest.raises(StepFailed):  # told before the failure is raised
+        commands.smoke(env="dev", runtime=rt)
+    assert page.read_text(encoding="utf-8").startswith(
+        "### ❌ `dev` · smoke by github:ana · 1 failed, 1 skipped\n\n"
+        "| check | result | time | detail |\n|---|---|---|---|\n"
+        "| alb | ❌ failed | 0.00 s | GET http://alb-1.eu-west-1.elb.amazonaws.com/health → 502 (expected 200) |\n"
+    )
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⚠️  plugin 'raises' failed in deploykit_smoke_finished: RuntimeError: the dashboard is down" in said
+    commands.smoke(env="dev", runtime=runtime(deployed, ("app", AppChecks()), ("summary", summary)))
+    assert "### ✅ `dev` · smoke by github:ana · 2 passed\n" in page.read_text(encoding="utf-8")
 
 
 def test_only_selects_checks_and_an_unknown_one_is_exit_2(deployed: Path) -> None:

@@ -88,7 +88,7 @@ def context(plugins: Plugins, out: io.StringIO | None = None) -> Context:
     return Context(Mock(spec=Config), sample_env(), fake_factory(), clock, reporter, Mock(), plugins)
 
 
-def test_the_hookspecs_are_the_documented_seven() -> None:
+def test_the_hookspecs_are_the_documented_eight() -> None:
     assert HOOKS == [
         "deploykit_configure",
         "deploykit_deployment_failed",
@@ -96,6 +96,7 @@ def test_the_hookspecs_are_the_documented_seven() -> None:
         "deploykit_deployment_started",
         "deploykit_register_checks",
         "deploykit_review_stack_changes",
+        "deploykit_smoke_finished",
         "deploykit_step_finished",
     ]
 
