@@ -9,10 +9,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
 from deploykit import commands
+from deploykit.config import load_config
 
 # deploykit's fixtures for plugin authors (check_context, fake_http, fake_aws...): the built-in plugins' tests and
 # the sample team plugin's use them as any plugin's tests would.
@@ -119,6 +122,14 @@ def record_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
+
+
+def sandbox_client(project: Path, service: str) -> Any:
+    """A boto3 client of ``service`` against the sandbox a test project's deploy.toml names."""
+    env = load_config(project / "deploy.toml").environment()
+    return boto3.client(
+        service, endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
+    )
 
 
 def quiet_runtime(project: Path) -> commands.Runtime:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import docker
 import pytest
 
@@ -26,7 +25,7 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, all_records
 from sandbox import lifecycle
 from sandbox.settings import load_settings
-from tests.conftest import git, quiet_runtime
+from tests.conftest import git, quiet_runtime, sandbox_client
 from tests.integration.sandbox_support import deployed_sandbox_project, version_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
@@ -101,7 +100,7 @@ def test_a_lambda_change_runs_the_fast_path_alone(project: Path) -> None:
     assert marker in text
     handler.write_text(text.replace(marker, marker + '"release": "auto-1", ', 1))
     git(project, "commit", "-qam", "lambda: health says its release")
-    cfn = _client(project, "cloudformation")
+    cfn = sandbox_client(project, "cloudformation")
     before = {s["StackName"]: s.get("LastUpdatedTime") for s in cfn.describe_stacks()["Stacks"]}
 
     report, out, seconds = auto(project)
@@ -151,7 +150,7 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path, tmp_path: Path, mo
     assert [(r.detail.split(":")[0], r.status) for r in stacks] == [("CarRentalFargateStack", "done")]
     assert not ran(report) & {"build", "push", "update-code", "register-taskdef"}
     assert "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack" in out
-    elbv2 = _client(project, "elbv2")
+    elbv2 = sandbox_client(project, "elbv2")
     attributes = elbv2.describe_target_group_attributes(TargetGroupArn=endpoints(project).target_group_arn)
     values = {a["Key"]: a["Value"] for a in attributes["Attributes"]}
     assert values["deregistration_delay.timeout_seconds"] == "4"
@@ -179,7 +178,7 @@ def test_a_stack_goes_back_to_its_previous_commit_keeping_what_runs(project: Pat
     commit of its previous deploy (deploy.full's) deployed it, drain 5 s: the template that deploy kept, not
     synthesized again, with the image that runs now; the history records it; the next deploy.auto deploys HEAD's
     stack again."""
-    ecs = _client(project, "ecs")
+    ecs = sandbox_client(project, "ecs")
     env = load_config(project / "deploy.toml").environment()
 
     def drain() -> str:
@@ -288,7 +287,7 @@ def test_the_report_and_the_deploy_dashboard_see_each_run(project: Path) -> None
     assert data["dashboard"] == "car-rental-sandbox-deploys"
     assert "the same over time: CloudWatch dashboard car-rental-sandbox-deploys" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
 
-    cloudwatch = _client(project, "cloudwatch")
+    cloudwatch = sandbox_client(project, "cloudwatch")
     body = json.loads(cloudwatch.get_dashboard(DashboardName=data["dashboard"])["DashboardBody"])
     drawn = set()
     for widget in body["widgets"]:
@@ -309,15 +308,8 @@ def test_the_report_and_the_deploy_dashboard_see_each_run(project: Path) -> None
 def drain_seconds(project: Path) -> str:
     """The deregistration delay of the app's target group (a setting of the Fargate stack)."""
     group = endpoints(project).target_group_arn
-    attributes = _client(project, "elbv2").describe_target_group_attributes(TargetGroupArn=group)["Attributes"]
+    attributes = sandbox_client(project, "elbv2").describe_target_group_attributes(TargetGroupArn=group)["Attributes"]
     return str(next(a["Value"] for a in attributes if a["Key"] == "deregistration_delay.timeout_seconds"))
-
-
-def _client(project: Path, service: str) -> Any:
-    env = load_config(project / "deploy.toml").environment()
-    return boto3.client(
-        service, endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
-    )
 
 
 PRICING = '''"""GET /pricing: the daily rate of each car class."""
@@ -488,7 +480,7 @@ def test_a_deploy_that_ran_between_the_reads_and_the_lock_makes_deploy_auto_star
         return aws
 
     runtime = dataclasses.replace(quiet_runtime(project), aws_factory=aws_factory)
-    lam = _client(project, "lambda")
+    lam = sandbox_client(project, "lambda")
     function = endpoints(project).functions["health_handler"]
     before = int(lam.get_alias(FunctionName=function, Name="live")["FunctionVersion"])
 
@@ -566,7 +558,7 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(projec
             attention
         )
 
-        cfn = _client(project, "cloudformation")
+        cfn = sandbox_client(project, "cloudformation")
         before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0].get("LastUpdatedTime")
         with pytest.raises(UsageError, match="refusing to deploy CarRentalFargateStack to a protected environment"):
             auto(project)
@@ -622,7 +614,7 @@ def test_an_environment_promoted_from_the_sandbox_takes_only_what_the_sandbox_ru
     plain = toml.read_text()
     toml.write_text(plain + prod_beside_the_sandbox(project))
     git(project, "commit", "-qam", "prod, promoted from the sandbox")  # the toolkit's file: nothing to deploy
-    cfn = _client(project, "cloudformation")
+    cfn = sandbox_client(project, "cloudformation")
     stacks_before = sorted(s["StackName"] for s in cfn.describe_stacks()["Stacks"])
     try:
         _, out, _ = auto(project, env="prod", dry_run=True, as_json=True)
@@ -661,7 +653,7 @@ def test_an_environment_promoted_from_the_sandbox_takes_only_what_the_sandbox_ru
 
         # the copy itself, through run_plan (prod's repository made by hand: prod's stacks cannot run beside the
         # sandbox's here, their load balancers wanting the same port)
-        ecr = _client(project, "ecr")
+        ecr = sandbox_client(project, "ecr")
         ecr.create_repository(repositoryName="prod-backend", imageTagMutability="IMMUTABLE")
         try:
             config = load_config(project / "deploy.toml")
@@ -692,7 +684,7 @@ def test_prod_beside_the_sandbox_runs_the_very_image_the_sandbox_runs(project: P
     plain = toml.read_text()
     toml.write_text(plain + prod_beside_the_sandbox(project))
     git(project, "commit", "-qam", "prod beside the sandbox")
-    ecr = _client(project, "ecr")
+    ecr = sandbox_client(project, "ecr")
 
     def digests(tag: str) -> set[str]:
         return {
@@ -859,7 +851,7 @@ def test_a_stack_and_a_function_changed_outside_deploykit_are_deployed_again(pro
             return json.loads(answer.read()).get("release")
 
     drain, released = drain_seconds(project), release()
-    cfn = _client(project, "cloudformation")
+    cfn = sandbox_client(project, "cloudformation")
     stack = load_config(project / "deploy.toml").environment().stacks.fargate
     template = cfn.get_template(StackName=stack)["TemplateBody"]
     groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
@@ -877,7 +869,7 @@ def test_a_stack_and_a_function_changed_outside_deploykit_are_deployed_again(pro
     while cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"] != "UPDATE_COMPLETE":
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    lam = _client(project, "lambda")
+    lam = sandbox_client(project, "lambda")
     function = found.functions["health_handler"]
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w") as archive:
@@ -919,12 +911,12 @@ def test_diff_verify_finds_what_the_live_record_cannot_tell(project: Path) -> No
 
     config = load_config(project / "deploy.toml")
     env = config.environment()
-    s3, bucket = _client(project, "s3"), endpoints(project).outputs[env.stacks.registry]["ArtifactsBucketName"]
+    s3, bucket = sandbox_client(project, "s3"), endpoints(project).outputs[env.stacks.registry]["ArtifactsBucketName"]
     key = f"deploykit/live/{env.name}.json"
     live = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     live["stack:fargate"] = {k: live["stack:fargate"][k] for k in ("sha", "when", "record")}
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(live).encode())
-    cfn = _client(project, "cloudformation")
+    cfn = sandbox_client(project, "cloudformation")
     template = cfn.get_template(StackName=env.stacks.fargate)["TemplateBody"]
     drain = drain_seconds(project)
     groups = [r for r in template["Resources"].values() if r["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
@@ -962,7 +954,7 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     (CloudFormation compares templates) and deploy.auto has nothing to deploy, but says it, as inv health does; `inv
     diff --verify` fails (exit 1) naming the setting, and after the setting is put back, deploy.lambda moves the
     alias to the version that has it, and the verdict passes."""
-    lam = _client(project, "lambda")
+    lam = sandbox_client(project, "lambda")
     name = endpoints(project).functions["health_handler"]
     wanted = lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"]
     lam.update_function_configuration(FunctionName=name, MemorySize=wanted * 2)
@@ -1032,7 +1024,7 @@ def test_a_stack_change_held_back_is_deployed_by_the_next_deploy_auto_alone(proj
     assert grace in source.read_text()
     source.write_text(source.read_text().replace(grace, "HEALTH_CHECK_GRACE_PERIOD = Duration.seconds(11)"))
     git(project, "commit", "-qam", "a handler and a stack setting")
-    ecs = _client(project, "ecs")
+    ecs = sandbox_client(project, "ecs")
 
     def grace_seconds() -> int:
         service = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
@@ -1107,7 +1099,7 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
         assert gone is not None and gone.ok
         details = " ".join(r.detail for r in all_records(gone.records) if r.step == "destroy-stack")
         assert "repository car-rental-backend-dev-alice deleted" in details and "object version(s) first" in details
-        ecr = _client(project, "ecr")
+        ecr = sandbox_client(project, "ecr")
         assert "car-rental-backend-dev-alice" not in {
             r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
         }
@@ -1118,7 +1110,7 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
         # its data stacks deleted without deploykit (the console, cdk destroy): what they kept is found among the
         # deleted stacks and goes with --include-data
         assert commands.destroy(env="dev-alice", runtime=quiet_runtime(project)).ok  # type: ignore[union-attr]
-        cloudformation = _client(project, "cloudformation")
+        cloudformation = sandbox_client(project, "cloudformation")
         for role in ("auth", "data", "registry"):
             name = f"CarRental-dev-alice-{role.title()}"
             cloudformation.delete_stack(StackName=name)
@@ -1160,11 +1152,11 @@ def test_the_service_and_functions_put_on_graviton_stay_on_this_machines_cpu_in_
     assert "🔧 Lambda:   deploy.toml ([build] lambda_architecture changed) → inv deploy.auto" in out
     assert "🐳 Stack:    deploy.toml ([build] lambda_architecture changed) → inv deploy.auto" in out
     assert report is not None and report.ok and {"build", "push", "smoke"} <= ran(report)
-    lam = _client(project, "lambda")
+    lam = sandbox_client(project, "lambda")
     for name in endpoints(project).functions.values():
         architectures = lam.get_function_configuration(FunctionName=name, Qualifier="live")["Architectures"]
         assert architectures == [config.lambda_architecture_for(sandbox)]
-    ecs = _client(project, "ecs")
+    ecs = sandbox_client(project, "ecs")
     service = ecs.describe_services(cluster=sandbox.cluster, services=[sandbox.service])["services"][0]
     task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
     assert task["runtimePlatform"]["cpuArchitecture"] == config.cpu_architecture_for(sandbox)

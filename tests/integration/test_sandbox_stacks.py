@@ -26,7 +26,7 @@ from deploykit.plan import all_records
 from deploykit.plugins import get_plugin_manager
 from sandbox import lifecycle
 from sandbox.settings import load_settings
-from tests.conftest import REPO, git, quiet_runtime
+from tests.conftest import REPO, git, quiet_runtime, sandbox_client
 from tests.integration.sandbox_support import sandbox_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
@@ -323,13 +323,7 @@ def test_a_frozen_environment_refuses_a_deploy_and_says_so_until_it_is_thawed(pr
     assert "❄️  sandbox is frozen by lead since " in frozen.stderr and ": the audit" in frozen.stderr
     try:
         env = load_config(project / "deploy.toml").environment()
-        ecs = boto3.client(
-            "ecs",
-            endpoint_url=env.endpoint_url,
-            region_name=env.region,
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
-        )
+        ecs = sandbox_client(project, "ecs")
         running = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
         refused = run_in(project, *inv, "deploy.app")
         assert refused.returncode == 2, refused.stderr
