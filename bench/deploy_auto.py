@@ -373,6 +373,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     say = sys.stderr.write
+    os.environ.pop("GITHUB_STEP_SUMMARY", None)  # its deploys are measurements: kept off a CI job's page
     if args.env:
         try:  # deploy.toml as the clone will have it: HEAD's
             text = git(REPO, "show", "HEAD:deploy.toml")
