@@ -1332,8 +1332,7 @@ def smoke(
     }
     if as_json:
         runtime.stdout.write(dumps(data) + "\n")
-    said = runtime.stderr.write
-    observe(plugins, "deploykit_smoke_finished", lambda line: said(line + "\n"), env=environment.name, report=data)
+    observe(plugins, "deploykit_smoke_finished", _line_on(runtime), env=environment.name, report=data)
     error = smoke_checks.failure(results, environment.name)
     if error is not None:
         raise error
@@ -1549,7 +1548,12 @@ def history_list(
 
 def _warner(runtime: Runtime | None) -> Callable[[str], object] | None:
     """What tells the user of a history record passed over: a line on ``runtime``'s stderr."""
-    return None if runtime is None else (lambda line: runtime.stderr.write(line + "\n"))
+    return None if runtime is None else _line_on(runtime)
+
+
+def _line_on(runtime: Runtime) -> Callable[[str], object]:
+    """What writes a line on ``runtime``'s stderr (a plugin's failure in an observer's hook)."""
+    return lambda line: runtime.stderr.write(line + "\n")
 
 
 def _live_or_said(runtime: Runtime, found: history.History) -> dict[str, dict[str, str]]:
@@ -1656,7 +1660,7 @@ def freeze_env(
     """Close the environment to deploys (deploykit.freeze): who, why, until when (``until``; none: until
     :func:`unfreeze_env`). A freeze already there is replaced, and said."""
     runtime = runtime or Runtime()
-    _config, environment = _load(runtime, env)
+    config, environment = _load(runtime, env)
     if not reason.strip():
         raise UsageError(
             "a freeze needs a reason: the people it stops read it",
@@ -1675,13 +1679,20 @@ def freeze_env(
         f"❄️  {made.describe(environment.name)}\n  deploys and destroy are refused (exit 2) meanwhile; inv rollback is "
         f"not; inv unfreeze --env {environment.name} ends it\n"
     )
+    _tell_freeze(runtime, config, environment, made)
     return made
+
+
+def _tell_freeze(runtime: Runtime, config: Config, env: EnvConfig, made: freeze.Freeze | None) -> None:
+    """The plugins hear of a freeze made (``made``) or ended (None): the team's chat."""
+    plugins = load_plugins(runtime, config)
+    observe(plugins, "deploykit_freeze_changed", _line_on(runtime), env=env.name, freeze=made and made.to_json())
 
 
 def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> freeze.Freeze | None:
     """End the environment's freeze: what it was; None when there was none."""
     runtime = runtime or Runtime()
-    _config, environment = _load(runtime, env)
+    config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = freeze.read(aws, environment)
@@ -1700,6 +1711,8 @@ def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> f
         freeze.delete(aws, environment)
     over = "" if found.holds(runtime.clock.now()) else " (it was over already)"
     runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was {found.describe(environment.name)}\n")
+    if not over:
+        _tell_freeze(runtime, config, environment, None)
     return found
 
 

@@ -71,3 +71,9 @@ def deploykit_smoke_finished(env: str, report: dict[str, Any]) -> None:
     """A smoke run of its own (``inv smoke``, ``nox -s smoke``) ended, passed or not; ``report`` is the run as its
     ``--json`` prints it (env, ok, checks: name, status, seconds, detail). A deployment's smoke step is told through
     the deployment's hooks instead."""
+
+
+@hookspec
+def deploykit_freeze_changed(env: str, freeze: dict[str, Any] | None) -> None:
+    """``inv freeze`` closed the environment to deploys (``freeze``: owner, reason, since, until, as ``inv envs
+    --json`` shows it), or ``inv unfreeze`` ended that (None): for the team's chat."""

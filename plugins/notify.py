@@ -8,7 +8,8 @@ never in the file itself)::
     webhook_env = "DEPLOYKIT_CHAT_WEBHOOK"
     environments = ["dev", "prod"]   # default: every environment not on this machine (not the sandbox); a
                                      # pattern ("dev-*") names those it makes, which are left out otherwise
-    on = ["finished", "failed"]      # the default; add "started" for a line as each deploy begins
+    on = ["finished", "failed", "freeze"]   # the default; "started": a line as each deploy begins; "freeze":
+                                            # inv freeze and inv unfreeze
 
 A run that changed nothing is not announced; one from CI links its job (GitHub Actions, GitLab CI, Jenkins, or
 $DEPLOYKIT_RUN_URL). Messages go out from a background thread, so a slow chat never
@@ -36,7 +37,8 @@ from deploykit.hookspecs import hookimpl
 from plugins._support import settings_of, variable_of
 
 NAME = "notify"
-EVENTS = ("started", "finished", "failed")
+EVENTS = ("started", "finished", "failed", "freeze")
+DEFAULT_ON = ("finished", "failed", "freeze")
 KEYS = ("webhook_env", "environments", "on")
 TIMEOUT = 5.0  # seconds for one POST; and at most, at exit, for the messages still queued
 SHOWN = 4  # components named in a message; the rest are counted
@@ -96,7 +98,7 @@ class Notifier:
         self.variable = ""
         self.url = ""
         self.environments: frozenset[str] = frozenset()
-        self.on: frozenset[str] = frozenset({"finished", "failed"})
+        self.on: frozenset[str] = frozenset(DEFAULT_ON)
         self.plans: dict[str, Mapping[str, Any]] = {}
         self.warned = False
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -117,7 +119,7 @@ class Notifier:
                 f"{where}: environments names {strangers}, which deploy.toml does not define",
                 next_step=f"use some of: {', '.join([*sorted(config.environments), *config.patterns])}",
             )
-        on = settings.get("on", ["finished", "failed"])
+        on = settings.get("on", list(DEFAULT_ON))
         if not isinstance(on, list) or not set(on) <= set(EVENTS):
             raise ConfigError(f"{where}: on must be a list of {', '.join(EVENTS)}")
         self.variable = variable
@@ -160,6 +162,19 @@ class Notifier:
             f"{float(report.get('seconds', 0)):.1f}s: {message.splitlines()[0] if message else '?'}"
         )
         self._say(text + (f"\n→ next: {next_step}" if next_step else ""))
+
+    @hookimpl
+    def deploykit_freeze_changed(self, env: str, freeze: dict[str, Any] | None) -> None:
+        if not self._wanted(env, "freeze"):
+            return
+        if freeze is None:
+            self._say(f"🌤 {env}: thawed by {self.who()}: deploys go again")
+            return
+        until = str(freeze.get("until") or "").replace("+00:00", "Z")
+        self._say(
+            f"❄️ {env}: frozen by {freeze.get('owner')} {f'until {until}' if until else 'until inv unfreeze'}: "
+            f"{freeze.get('reason')} (deploys refused; rollbacks go on)"
+        )
 
     # -- sending -----------------------------------------------------------------------------------------------
 

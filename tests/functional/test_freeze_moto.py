@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,9 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import load_config
 from deploykit.errors import UsageError
+from deploykit.hookspecs import hookimpl
 from deploykit.plan import Plan
+from deploykit.plugins import get_plugin_manager
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import held_across
 from tests.functional.test_lock_moto import Probe, deploying, run
@@ -105,6 +108,40 @@ def test_the_override_deploys_saying_so_and_a_freeze_past_its_end_refuses_nothin
     probe = Probe()
     run(project, deploying(probe), clock)
     assert len(probe.seen) == 1
+
+
+class Heard:
+    """A plugin that notes the freezes it hears of."""
+
+    def __init__(self) -> None:
+        self.freezes: list[dict[str, Any] | None] = []
+
+    @hookimpl
+    def deploykit_freeze_changed(self, env: str, freeze: dict[str, Any] | None) -> None:
+        self.freezes.append(freeze)
+
+
+def test_the_plugins_hear_of_a_freeze_and_of_its_end(
+    bucket: str, project: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heard = Heard()
+    rt = dataclasses.replace(
+        runtime(project, clock),
+        plugins_factory=lambda: get_plugin_manager(entry_points=[], extra=[("chat", heard)], environ={}),
+    )
+    monkeypatch.setenv(history.ACTOR_ENV, "lead")
+    commands.freeze_env(env="dev", reason="audit", until="1h", runtime=rt)
+    commands.unfreeze_env(env="dev", runtime=rt)
+    commands.freeze_env(env="dev", reason="audit", until="1h", runtime=rt)
+    clock.advance(7200)
+    commands.unfreeze_env(env="dev", runtime=rt)  # over already: its end was not news
+    made = {
+        "owner": "lead",
+        "reason": "audit",
+        "since": "2026-12-01T09:00:00+00:00",
+        "until": "2026-12-01T10:00:00+00:00",
+    }
+    assert heard.freezes == [made, None, made]
 
 
 def test_unfreeze_ends_it_and_says_what_it_was(

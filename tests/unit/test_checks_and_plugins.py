@@ -146,6 +146,7 @@ def test_every_hookspec_is_prefixed_and_documented() -> None:
         "deploykit_deployment_failed",
         "deploykit_review_stack_changes",
         "deploykit_smoke_finished",
+        "deploykit_freeze_changed",
     }
     for name in specs:
         assert (getattr(hookspecs, name).__doc__ or "").strip(), f"{name} has no docstring"

@@ -88,12 +88,13 @@ def context(plugins: Plugins, out: io.StringIO | None = None) -> Context:
     return Context(Mock(spec=Config), sample_env(), fake_factory(), clock, reporter, Mock(), plugins)
 
 
-def test_the_hookspecs_are_the_documented_eight() -> None:
+def test_the_hookspecs_are_the_documented_nine() -> None:
     assert HOOKS == [
         "deploykit_configure",
         "deploykit_deployment_failed",
         "deploykit_deployment_finished",
         "deploykit_deployment_started",
+        "deploykit_freeze_changed",
         "deploykit_register_checks",
         "deploykit_review_stack_changes",
         "deploykit_smoke_finished",

@@ -225,6 +225,25 @@ def test_a_refused_message_is_said_and_the_next_one_still_goes(chat: tuple[Notif
     assert "secret" not in said  # the webhook URL is a secret: never printed
 
 
+def test_a_freeze_and_its_end_are_announced_unless_left_out(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    notifier, sent, _ = chat
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK"))  # the default: freeze announced
+    made = {"owner": "lead", "reason": "Black Friday", "since": "2026-12-01T09:00:00+00:00"}
+    notifier.deploykit_freeze_changed(env="dev", freeze={**made, "until": "2026-12-04T09:00:00+00:00"})
+    notifier.deploykit_freeze_changed(env="dev", freeze={**made, "until": None})
+    notifier.deploykit_freeze_changed(env="dev", freeze=None)
+    notifier.deploykit_freeze_changed(env="sandbox", freeze=None)  # not an environment it announces
+    assert notifier.flush()
+    assert [text for _url, text in sent.texts] == [
+        "❄️ dev: frozen by lead until 2026-12-04T09:00:00Z: Black Friday (deploys refused; rollbacks go on)",
+        "❄️ dev: frozen by lead until inv unfreeze: Black Friday (deploys refused; rollbacks go on)",
+        "🌤 dev: thawed by ana@laptop: deploys go again",
+    ]
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK", on=["finished", "failed"]))
+    notifier.deploykit_freeze_changed(env="dev", freeze=None)
+    assert notifier.flush() and len(sent.texts) == 3
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -232,7 +251,7 @@ def test_a_refused_message_is_said_and_the_next_one_still_goes(chat: tuple[Notif
         ({"webhook_env": 3}, "webhook_env must be the name of an environment variable"),
         ({"webhook_env": "X", "environments": "dev"}, "environments must be a list"),
         ({"webhook_env": "X", "environments": ["staging"]}, "names ['staging'], which deploy.toml does not define"),
-        ({"webhook_env": "X", "on": ["done"]}, "on must be a list of started, finished, failed"),
+        ({"webhook_env": "X", "on": ["done"]}, "on must be a list of started, finished, failed, freeze"),
     ],
 )
 def test_bad_settings_are_a_config_error(settings: dict[str, Any], message: str) -> None:
