@@ -25,6 +25,7 @@ from deploykit.config import Config
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
 from deploykit.markdown import code, escape, table
+from deploykit.plan import nested_name
 from deploykit.smoke import summary
 from plugins._support import settings_of, variable_of
 from plugins.notify import failed_step
@@ -97,8 +98,7 @@ def smoke_markdown(report: Mapping[str, Any], who: str) -> str:
 def _steps(steps: list[dict[str, Any]], depth: int = 0) -> Iterator[tuple[str, dict[str, Any], str]]:
     """(name as the table shows it, the step, its detail) for each step, a group's steps under it (``↳``)."""
     for step in steps:
-        name = ("· " * (depth - 1) + "↳ " if depth else "") + str(step.get("step", "?"))
-        yield name, step, str(step.get("detail") or "")
+        yield nested_name(str(step.get("step", "?")), depth), step, str(step.get("detail") or "")
         yield from _steps(step.get("children") or [], depth + 1)
 
 
