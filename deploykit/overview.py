@@ -341,7 +341,8 @@ def render(views: Sequence[EnvView], head: str) -> str:
         where = f"{v.region}, from {v.made_from!r}" if v.made_from else v.region
         lines.append(f"▸ {v.env} ({where}): {_last_run(v.last_run)}; {_lock(v.lock)}")
         if v.frozen is not None:
-            lines.append(f"  ❄️  {v.frozen.describe(v.env)} (deploys refused; inv unfreeze --env {v.env})")
+            ends = "the window is deploy.toml's" if v.frozen.window else f"inv unfreeze --env {v.env} ends it"
+            lines.append(f"  ❄️  {v.frozen.describe(v.env)} (deploys refused; {ends})")
         if v.idle_days is not None:
             lines.append(
                 f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: it still costs while it runs); when "

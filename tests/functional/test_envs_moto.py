@@ -117,7 +117,7 @@ def test_each_environment_says_what_it_runs_against_head_its_last_run_and_its_lo
     assert "▸ staging (eu-west-1): last run ✅ deploy.auto by ci@staging" in said and "lock free" in said
     assert (
         "\n  ❄️  dev is frozen by lead@laptop since 2026-11-27T18:00:00Z until inv unfreeze: Black Friday weekend "
-        "(deploys refused; inv unfreeze --env dev)\n"
+        "(deploys refused; inv unfreeze --env dev ends it)\n"
     ) in said
     assert said.count("❄️") == 1 and staging.frozen is None
     assert "▸ prod (eu-west-1): ⚠️  not read: AWS profile 'car-rental-prod'" in said
