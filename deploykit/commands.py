@@ -1380,9 +1380,9 @@ def health_report(
 def _deploys_read(
     config: Config, aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None, clock: Clock
 ) -> dict[str, Any] | Exception | None:
-    """For :func:`_deploys_health`: the newest run, the deploy lock, and what runs other than deploykit's last
-    deploy of it left (``unverified``), read at once; None without an artifacts bucket; the error when the history
-    cannot be read."""
+    """For :func:`_deploys_health`: the newest run, the deploy lock, the freeze, and what runs other than
+    deploykit's last deploy of it left (``unverified``), read at once; None without an artifacts bucket; the error
+    when the history cannot be read."""
     unverified: dict[str, str] = {}
     try:
         store = history.History.of(aws, env)
@@ -1392,9 +1392,10 @@ def _deploys_read(
         reads: dict[str, Callable[[], Any]] = {
             "newest": partial(store.records, 1),
             "lock": env_lock.read,
+            "freeze": partial(freeze.read, aws, env, store.bucket),
             "live": partial(auto.live_components, aws, config, env, endpoints, unverified),
         }
-        return {**at_once(reads), "unverified": unverified}  # one round trip for the three
+        return {**at_once(reads), "unverified": unverified}  # one round trip for the four
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         return exc
 
@@ -1402,10 +1403,10 @@ def _deploys_read(
 def _deploys_health(
     runtime: Runtime, env: EnvConfig, read: dict[str, Any] | Exception | None, report: health.HealthReport
 ) -> None:
-    """Add the last recorded run and the deploy lock to ``report``, and a finding for each component that runs
-    something else than deploykit's last deploy of it left (the app's service another image, a stack or a Lambda
-    version changed outside deploykit: what deploy.auto deploys again), as :func:`_deploys_read` read them; nothing
-    when there is no artifacts bucket."""
+    """Add the last recorded run, the deploy lock and a freeze in force to ``report``, and a finding for each
+    component that runs something else than deploykit's last deploy of it left (the app's service another image, a
+    stack or a Lambda version changed outside deploykit: what deploy.auto deploys again), as :func:`_deploys_read`
+    read them; nothing when there is no artifacts bucket."""
     if read is None:
         return
     if isinstance(read, Exception):
@@ -1418,6 +1419,10 @@ def _deploys_health(
         env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting
     )
     report.rows += rows
+    frozen = freeze.in_force(read["freeze"], env, runtime.clock.now())
+    if frozen is not None:
+        by = "deploy.toml" if frozen.window else frozen.owner
+        report.rows.append(health.Row("deploy freeze", by, "frozen", f"{frozen.describe(env.name)}; deploys refused"))
     report.findings += findings
     report.findings += [
         health.Finding(

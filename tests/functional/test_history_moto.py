@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploykit import commands, history, lock
+from deploykit import commands, freeze, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
@@ -750,6 +750,15 @@ def test_inv_health_shows_the_last_run_and_who_holds_the_lock(bucket: str, dev_e
     [locked] = [line for line in printed.splitlines() if line.startswith("deploy lock")]
     assert " held " in locked and "'deploy.full'" in locked
     assert "the last run in dev failed: deploy.app by ci (the rollout failed)" in printed
+    assert "deploy freeze" not in printed  # none: no row
+    since = datetime.now(UTC)
+    freeze.write(AwsFactory(dev_env), dev_env, freeze.Freeze("lead", "audit", since, since + timedelta(hours=1)))
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(StepFailed):
+        commands.health_report(env="dev", runtime=runtime)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    [frozen] = [line.split() for line in printed.splitlines() if line.startswith("deploy freeze")]
+    assert frozen[2:8] == ["lead", "frozen", "dev", "is", "frozen", "by"]
 
 
 def test_inv_health_reads_the_deploys_beside_the_environments_parts(
