@@ -31,7 +31,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.history import find_artifacts_bucket
-from deploykit.stacks import NOT_THERE
+from deploykit.stacks import is_not_there
 
 PREFIX = "deploykit/freeze/"
 OVERRIDE_ENV = "DEPLOYKIT_ALLOW_FROZEN"
@@ -108,7 +108,7 @@ def read(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> Freeze |
     try:
         answer = aws.client("s3").get_object(Bucket=bucket, Key=key(env.name))
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code", "")) in NOT_THERE:
+        if is_not_there(exc):
             return None
         raise
     try:
