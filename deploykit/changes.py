@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import threading
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -160,6 +161,12 @@ class StackUsage:
         return StackUsage(merged)
 
 
+# CPython 3.11's ast.parse is not safe from two threads at once: its AST constructor keeps one recursion count per
+# interpreter, and two parses under way together fail with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905). inv envs finds each environment's changes in threads of its own: one parse at a time.
+_PARSING = threading.Lock()
+
+
 def stack_usage(config: Config, files: Mapping[str, bytes]) -> StackUsage:
     """Read the imports of ``files`` (path under cdk/ → Python source); the stack modules are the files the rules
     map to ``stack:<role>``."""
@@ -168,7 +175,8 @@ def stack_usage(config: Config, files: Mapping[str, bytes]) -> StackUsage:
     for path, source in files.items():
         name = _module_name(path)
         try:
-            tree = ast.parse(source, filename=path)
+            with _PARSING:
+                tree = ast.parse(source, filename=path)
         except (SyntaxError, ValueError):
             imports[path] = set(files) - {path}  # cannot tell: assume it uses everything
             continue

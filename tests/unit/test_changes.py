@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,6 +222,24 @@ def test_a_stack_module_that_does_not_parse_is_assumed_to_use_everything() -> No
     files = {"cdk/stacks/data_stack.py": b"def (\n", "cdk/stacks/common/x.py": b"X = 1\n"}
     usage = stack_usage(load_config(REPO / "deploy.toml"), files)
     assert set(usage.users["cdk/stacks/common/x.py"]) == {"data"}
+
+
+def test_stack_modules_are_parsed_one_at_a_time_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """inv envs finds each environment's changes in a thread of its own; CPython 3.11's ast.parse fails now and then
+    when two threads parse at once (python/cpython#106905): each parse holds changes._PARSING."""
+    parse = ast.parse
+    held: list[bool] = []
+
+    def parse_watched(*args: Any, **kwargs: Any) -> ast.AST:  # ast.parse is everyone's: pytest's own too
+        held.append(changes._PARSING.locked())
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(changes.ast, "parse", parse_watched)
+    files = {"cdk/stacks/data_stack.py": b"from stacks.common import x\n", "cdk/stacks/common/x.py": b"X = 1\n"}
+    with ThreadPoolExecutor(4) as pool:
+        usages = list(pool.map(lambda _: stack_usage(load_config(REPO / "deploy.toml"), files), range(8)))
+    assert held and all(held), held
+    assert all(set(u.users["cdk/stacks/common/x.py"]) == {"data"} for u in usages)
 
 
 def test_glob_syntax() -> None:
