@@ -32,6 +32,11 @@ What plain moto lacks, fixed here:
   id>``, each line with the container's own timestamp, about once a second while the task runs and in full when it
   stops. A group that does not exist stops the task at start (ResourceInitializationError), as on Fargate, unless
   ``awslogs-create-group`` is ``true``.
+- ``standalone_tasks``: RunTask runs a task of its own (no service): its container starts with the task
+  definition's image and settings, the command and environment of ``overrides.containerOverrides``, and runs
+  until it exits; the task then stops with the container's exit code (``EssentialContainerExited``), its output
+  in CloudWatch Logs as a service task's. StopTask stops it (``UserInitiated``). A one-off task such as a
+  release command (deploykit's ``release`` step) is run so.
 - ``deleted_services_stop_their_tasks``: a deleted service's tasks drain and then their containers stop
   (they kept running until the sandbox stopped); ``target_group_gone``: a task whose target group was
   deleted first stops without draining instead of failing every reconcile.
@@ -132,6 +137,10 @@ class RTask:
     log_stream: str = ""
     log_seen_ns: int = 0
     log_next: float = 0.0  # monotonic: the next shipment while the container runs
+    # a task of its own (RunTask): its group, and the overrides of its container (command, environment)
+    group: str = ""
+    command: tuple[str, ...] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
@@ -162,7 +171,8 @@ class RTask:
             healthStatus=self.health,
             launchType="FARGATE",
             startedBy=self.deployment_id,
-            group=f"service:{self.service}",
+            group=self.group or f"service:{self.service}",
+            overrides=self.overrides or {"containerOverrides": []},
             createdAt=self.created_at,
             containers=[container],
             attachments=[
@@ -185,6 +195,8 @@ class RTask:
             view["stoppedReason"] = self.stopped_reason
             if self.exit_code is not None:
                 view["stopCode"] = "EssentialContainerExited"
+            elif self.stopped_reason.startswith("Task stopped by user"):
+                view["stopCode"] = "UserInitiated"
             else:  # a start failure names its error in the container's reason; the scheduler's stops do not
                 view["stopCode"] = "TaskFailedToStart" if self.container_reason else "ServiceSchedulerInitiated"
         return view
@@ -256,6 +268,7 @@ class EcsRuntime:
         self.alb = alb
         self.services: dict[tuple[str, str], RService] = {}
         self.stopped: dict[str, RTask] = {}  # stopped tasks stay visible for a while, as on ECS
+        self.standalone: dict[str, RTask] = {}  # tasks of their own (RunTask) until they stop
         self._used_ports: set[int] = set()
         self._stop = threading.Event()
         self._log_lock = threading.Lock()  # one reader of a task's log at a time (the reconciler, a stopper)
@@ -334,8 +347,36 @@ class EcsRuntime:
                 theirs = []
             return theirs + ours
 
+        original_stop = backend.stop_task
+
+        def run_task(
+            cluster_str: str,
+            task_definition_str: str,
+            count: int,
+            overrides: dict[str, Any] | None,
+            started_by: str | None,
+            *args: Any,
+            **kwargs: Any,
+        ) -> list[Any]:
+            cluster = backend._get_cluster(cluster_str or "default")  # raises ClusterNotFoundException
+            definition = backend.describe_task_definition(task_definition_str)  # raises when not registered
+            group = kwargs.get("group") or (args[3] if len(args) > 3 else None)
+            return [
+                runtime.view(runtime.run_standalone(cluster.name, definition, overrides or {}, started_by or "", group))
+                for _ in range(max(1, int(count or 1)))
+            ]
+
+        def stop_task(cluster_str: str, task_str: str, reason: str) -> Any:
+            task = runtime.standalone.get(task_str.rsplit("/", 1)[-1])
+            if task is None:
+                return original_stop(cluster_str, task_str, reason)
+            runtime.stop_standalone(task, reason)
+            return runtime.view(task)
+
         backend.list_tasks = list_tasks
         backend.describe_tasks = describe_tasks
+        backend.run_task = run_task
+        backend.stop_task = stop_task
 
     def configure_service(
         self,
@@ -375,7 +416,36 @@ class EcsRuntime:
         return rs.primary.task_definition, rs.primary.rollout_state, failed
 
     def all_tasks(self) -> list[RTask]:
-        return [t for s in self.services.values() for t in s.tasks.values()] + list(self.stopped.values())
+        return (
+            [t for s in self.services.values() for t in s.tasks.values()]
+            + list(self.standalone.values())
+            + list(self.stopped.values())
+        )
+
+    def run_standalone(
+        self, cluster: str, definition: Any, overrides: dict[str, Any], started_by: str, group: str | None
+    ) -> RTask:
+        """Under the lock: a task of its own (RunTask), started at the next tick; its container gets the
+        overrides' command and environment."""
+        task_id = uuid.uuid4().hex
+        arn = f"arn:aws:ecs:{self.settings.region}:{ACCOUNT_ID}:task/{cluster}/{task_id}"
+        container = self._container_name(definition.arn)
+        task = RTask(arn, cluster, "", definition.arn, started_by, 0, container)
+        task.group = group or f"family:{definition.family}"
+        task.overrides = {"containerOverrides": list(overrides.get("containerOverrides") or [])}
+        for override in task.overrides["containerOverrides"]:
+            if override.get("name") == container and override.get("command"):
+                task.command = tuple(str(part) for part in override["command"])
+        self.standalone[task_id] = task
+        return task
+
+    def stop_standalone(self, task: RTask, reason: str) -> None:
+        """Under the lock: StopTask of a task of its own; its container stops at the next tick."""
+        if task.live:
+            task.desired_status = "STOPPED"
+            task.stopped_reason = f"Task stopped by user: {reason}" if reason else "Task stopped by user"
+            task.stopping_at = now()
+            task.stop_after = time.monotonic()
 
     def view(self, task: RTask) -> TaskView:
         assert self.sandbox is not None
@@ -431,7 +501,7 @@ class EcsRuntime:
     def reconcile(self) -> None:
         assert self.sandbox is not None
         with self.sandbox.lock:
-            work = self._plan()
+            work = self._plan() + self._plan_standalone()
         for action, task, extra in work:
             if action == "start":
                 self._start_container(task, extra)
@@ -440,15 +510,18 @@ class EcsRuntime:
         observed = {task.arn: self._observe(task) for _, svc in self._snapshot_services() for task in svc}
         with self.sandbox.lock:
             self._apply(observed)
+            self._apply_standalone(observed)
             self._render()
 
-    def _snapshot_services(self) -> list[tuple[RService, list[RTask]]]:
+    def _snapshot_services(self) -> list[tuple[RService | None, list[RTask]]]:
         assert self.sandbox is not None
         with self.sandbox.lock:
-            return [
+            tasks: list[tuple[RService | None, list[RTask]]] = [
                 (s, [t for t in s.tasks.values() if t.container_id and t.last_status != "STOPPED"])
                 for s in self.services.values()
             ]
+            alone = [t for t in self.standalone.values() if t.container_id and t.last_status != "STOPPED"]
+            return [*tasks, (None, alone)] if alone else tasks
 
     def sync(self, service: Any) -> None:
         """Under the lock: take a service's new settings into its deployments now, not at the next tick."""
@@ -495,6 +568,41 @@ class EcsRuntime:
                         work += self._begin_stop(rs, task, "Service deleted")
                     self.stopped[task.arn] = task
         return work
+
+    def _plan_standalone(self) -> list[tuple[str, RTask, Any]]:
+        """Under the lock: start the tasks of their own not started yet (a port each, as a service's task)."""
+        work: list[tuple[str, RTask, Any]] = []
+        for task in self.standalone.values():
+            if task.live and task.container_id is None and task.last_status == "PROVISIONING" and not task.port:
+                port = self._allocate_port()
+                if port is None:
+                    reason = "no free port left in [sandbox] task_ports"
+                    self._mark_stopped(task, reason, None, "ResourceInitializationError")
+                    continue
+                task.port = port
+                task.last_status = "PENDING"
+                work.append(("start", task, self._container_spec(task.task_definition, task)))
+        return work
+
+    def _apply_standalone(self, observed: dict[str, dict[str, Any]]) -> None:
+        """Under the lock: what Docker says of the tasks of their own; a stopped one joins the stopped tasks."""
+        for task_id, task in list(self.standalone.items()):
+            seen = observed.get(task.arn, {})
+            self._ship(task, seen.get("log_events"))
+            if task.last_status != "STOPPED":
+                if task.stop_after is not None:  # StopTask
+                    threading.Thread(target=self._stop_container, args=(task,), daemon=True).start()
+                    self._mark_stopped(task, task.stopped_reason, None, "")
+                elif seen.get("status") in ("exited", "dead", "gone"):
+                    threading.Thread(target=self._stop_container, args=(task,), daemon=True).start()
+                    self._mark_stopped(
+                        task, "Essential container in task exited", seen.get("exit_code"), seen.get("error") or ""
+                    )
+                elif seen.get("status") == "running" and task.last_status == "PENDING":
+                    task.last_status, task.started_at = "RUNNING", now()
+            if task.last_status == "STOPPED":
+                del self.standalone[task_id]
+                self.stopped[task.arn] = task
 
     def _follow(self, rs: RService, service: Any) -> None:
         """Turn moto's service fields into deployments: new task definition, forced deployment, scaling."""
@@ -651,7 +759,12 @@ class EcsRuntime:
             ECS_CONTAINER_METADATA_URI_V4="",
         )
         environment.update(_task_environment(self.settings.task_environment, environment, self.settings))
+        for override in task.overrides.get("containerOverrides", []):
+            if override.get("name") == task.container_name:
+                environment.update({e["name"]: e["value"] for e in override.get("environment") or []})
         spec: dict[str, Any] = {"image": definition["image"], "environment": environment}
+        if task.command is not None:
+            spec["command"] = list(task.command)
         check = definition.get("healthCheck")
         if check and check.get("command"):
             ports = [int(m["containerPort"]) for m in definition.get("portMappings", []) if m.get("containerPort")]
@@ -734,11 +847,12 @@ class EcsRuntime:
                 client.images.pull(spec["image"], auth_config=self._pull_auth(spec["image"]))
             container = client.containers.run(
                 spec["image"],
+                spec.get("command"),
                 detach=True,
                 network_mode="host",
                 environment=spec["environment"],
                 healthcheck=spec.get("healthcheck"),
-                name=f"sandbox-{task.service}-{task.arn[-12:]}",
+                name=f"sandbox-{task.service or 'run'}-{task.arn[-12:]}",
                 labels={LABEL: self._owner, "io.deploykit.task-arn": task.arn},
             )
         except docker.errors.DockerException as exc:

@@ -286,3 +286,73 @@ def test_status_lists_every_part_healthy_and_down_leaves_nothing_behind(
     label = f"io.deploykit.sandbox={settings.state_dir}"
     assert docker_engine.containers.list(all=True, filters={"label": label}) == []
     assert not lifecycle.is_up(settings)
+
+
+def _stopped_task(app: App, arn: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = app.ecs.describe_tasks(cluster=app.cluster, tasks=[arn])["tasks"][0]
+        if task["lastStatus"] == "STOPPED":
+            return dict(task)
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+
+
+def test_a_task_of_its_own_runs_its_command_and_stops_with_its_exit_code(app: App, images: dict[str, str]) -> None:
+    logs = aws_client(app.settings, "logs")
+    group = "/ecs/run-task-test"
+    logs.create_log_group(logGroupName=group)
+    definition = app.task_definition(images["app"], log_group=group, GREETING="from the task definition")
+    command = ["python3", "-c", "import os, sys; print(os.environ['GREETING'], os.environ['EXTRA']); sys.exit(3)"]
+    answer = app.ecs.run_task(
+        cluster=app.cluster,
+        taskDefinition=definition,
+        launchType="FARGATE",
+        startedBy="deploykit-release",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [app.subnet], "securityGroups": [app.security_group]}},
+        overrides={
+            "containerOverrides": [
+                {"name": "backend", "command": command, "environment": [{"name": "EXTRA", "value": "overridden"}]}
+            ]
+        },
+    )
+    assert answer["failures"] == []
+    (started,) = answer["tasks"]
+    assert started["group"] == f"family:{app.family}" and started["startedBy"] == "deploykit-release"
+    task = _stopped_task(app, started["taskArn"])
+    assert task["stopCode"] == "EssentialContainerExited"
+    assert task["containers"][0]["exitCode"] == 3
+    assert task["overrides"]["containerOverrides"][0]["command"] == command
+    # not one of the service's tasks; listed by its family and by who started it
+    service_tasks = app.ecs.list_tasks(cluster=app.cluster, serviceName=app.service, desiredStatus="STOPPED")
+    assert started["taskArn"] not in service_tasks["taskArns"]
+    listed = app.ecs.list_tasks(cluster=app.cluster, startedBy="deploykit-release", desiredStatus="STOPPED")
+    assert listed["taskArns"] == [started["taskArn"]]
+    stream = f"app/backend/{started['taskArn'].rsplit('/', 1)[-1]}"
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream)["events"]
+    assert [e["message"] for e in events] == ["from the task definition overridden"]
+    assert app.describe()["runningCount"] == 2  # the service did not notice
+
+
+def test_a_task_of_its_own_is_stopped_by_stop_task(
+    app: App, images: dict[str, str], docker_engine: docker.DockerClient
+) -> None:
+    definition = app.task_definition(images["app"])
+    answer = app.ecs.run_task(
+        cluster=app.cluster,
+        taskDefinition=definition,
+        overrides={"containerOverrides": [{"name": "backend", "command": ["sleep", "600"]}]},
+    )
+    arn = answer["tasks"][0]["taskArn"]
+    deadline = time.monotonic() + 30
+    while app.ecs.describe_tasks(cluster=app.cluster, tasks=[arn])["tasks"][0]["lastStatus"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    app.ecs.stop_task(cluster=app.cluster, task=arn, reason="deadline passed")
+    task = _stopped_task(app, arn)
+    assert task["stopCode"] == "UserInitiated"
+    assert task["stoppedReason"] == "Task stopped by user: deadline passed"
+    deadline = time.monotonic() + 20  # its container is stopped (SIGTERM, then SIGKILL after 5 s) and removed
+    while docker_engine.containers.list(all=True, filters={"label": f"io.deploykit.task-arn={arn}"}):
+        assert time.monotonic() < deadline, "the stopped task's container is still there"
+        time.sleep(0.3)
