@@ -455,8 +455,15 @@ def auto_plan(
     first += [stack(role) for role in levels[0] if role in roles and role != "registry"]
     if first:
         steps.append(_group(first))
+    git_sha = planner.image_commit(revision, promoted)
+
+    def deployed(role: str) -> Step:  # a new image through the Fargate stack: its release command first
+        if role == "fargate" and app:
+            return planner.fargate_with_release(config, env, stack(role), image_tag, git_sha)
+        return stack(role)
+
     for level in levels[1:]:
-        members = [stack(role) for role in level if role in roles]
+        members = [deployed(role) for role in level if role in roles]
         if members:
             steps.append(_group(members))
     # the API stack, when it changed, deployed the new code itself; the fast path does the others

@@ -733,6 +733,7 @@ def deploy_stack(
         force_synth=force_synth,
         smoke=smoke,
         revision=revision,
+        new_image=bool(image_tag),
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls that image out: the app is live at it too

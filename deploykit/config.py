@@ -255,6 +255,21 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class ReleaseCommand:
+    """A command run once in a new image before it takes any traffic (``[release]``): its data migrations, a
+    backfill, a check that it reaches what it needs. A one-off ECS task of the new task definition, beside the
+    service (its network, its capacity), with this command instead of the image's; exit code 0 lets the rollout go
+    on, anything else stops the deploy with the service untouched. See deploykit.release."""
+
+    command: tuple[str, ...] = ()  # exec form, as a task definition's command; empty: none
+    timeout: float = 600.0  # seconds before the task is stopped and the deploy fails
+
+    @property
+    def on(self) -> bool:
+        return bool(self.command)
+
+
+@dataclass(frozen=True)
 class LambdaCanary:
     """How the Lambda fast path lets a new version in (``[environments.NAME.lambda_canary]``): first a share of the
     ``live`` alias's requests, for a while, its errors watched (deploykit.canary). ``percent = 0``: no canary, the
@@ -415,6 +430,8 @@ class Config:
     environments: dict[str, EnvConfig]
     default_env: str = "sandbox"
     build: BuildConfig = field(default_factory=BuildConfig)
+    # The app's release command, run in each new image before it takes traffic; see deploykit.release.
+    release: ReleaseCommand = field(default_factory=ReleaseCommand)
     # Settings of the local sandbox (ports...). deploykit does not use them; the sandbox package
     # validates this table itself.
     sandbox: dict[str, Any] = field(default_factory=dict)
@@ -640,6 +657,16 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             f"{where}: build.lambda_architecture = {config.build.lambda_architecture!r} is not an architecture "
             "Lambda runs functions on",
             next_step=f"set [build] lambda_architecture to one of: {', '.join(ARCHITECTURES)}",
+        )
+    if config.release.timeout <= 0:
+        raise ConfigError(
+            f"{where}: release.timeout must be more than 0 seconds, not {config.release.timeout:g}",
+            next_step="fix [release] timeout in deploy.toml (how long the release command may run)",
+        )
+    if config.release.command and not all(part.strip() for part in config.release.command[:1]):
+        raise ConfigError(
+            f"{where}: release.command starts with an empty string: it names no program",
+            next_step='write it in exec form, e.g. command = ["python", "-m", "app.release"], or [] for none',
         )
     for env in config.environments.values():
         _check_env_values(env, where)

@@ -26,6 +26,7 @@ from deploykit.errors import UsageError
 from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
+from deploykit.release import Release
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import IMAGE_PARAMETER as IMAGE_PARAMETER  # the Fargate stack's input, named here too
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
@@ -103,7 +104,7 @@ def app_chain_plan(
     if needs_repository(stages) and repository_uri is None:
         raise ValueError("repository_uri is needed for stages after build ('' lets push resolve it)")
     tag = promoted.tag if promoted else revision.tag
-    git_sha = promoted.sha if promoted else revision.sha if not revision.dirty else revision.tag
+    git_sha = image_commit(revision, promoted)
     image = f"{repository_uri}:{tag}"
     steps: list[Step] = []
     for stage in sorted(stages, key=APP_STAGES.index):
@@ -140,6 +141,7 @@ def app_chain_plan(
                 )
             )
         elif stage == "roll-service":
+            steps += release_steps(config, env, tag, repository=str(repository_uri), git_sha=git_sha)
             steps.append(RollService(env.cluster, env.service, env.container, image))
         elif stage == "wait-healthy":
             steps.append(
@@ -151,6 +153,41 @@ def app_chain_plan(
         steps += error_watch(env)
     deploys = (("app", tag),) if "roll-service" in stages else ()
     return Plan(env.name, tuple(steps), title or " → ".join(stages), deploys)
+
+
+def image_commit(revision: Revision, promoted: PromotedImage | None) -> str:
+    """The commit the app's image is made from, as a task definition's tags record it (the work tree's tag when
+    uncommitted changes go in)."""
+    revision = revision.of("app")
+    return promoted.sha if promoted else revision.sha if not revision.dirty else revision.tag
+
+
+def release_steps(
+    config: Config, env: EnvConfig, tag: str, *, repository: str = "", git_sha: str = "", by_stack: bool = False
+) -> list[Step]:
+    """The release command ([release] of deploy.toml) run in image ``tag`` before the service runs it, when there is
+    one (deploykit.release). ``by_stack``: the Fargate stack rolls the image out (and may create the service)."""
+    if not config.release.on:
+        return []
+    return [
+        Release(
+            env.cluster,
+            env.service,
+            env.container,
+            tag,
+            config.release.command,
+            config.release.timeout,
+            env.poll_seconds,
+            repository=repository,
+            git_sha=git_sha,
+            by_stack=by_stack,
+        )
+    ]
+
+
+def fargate_with_release(config: Config, env: EnvConfig, stack: Step, tag: str, git_sha: str) -> Step:
+    """The Fargate stack's deploy of a new image, its release command first (the stack's level runs on beside it)."""
+    return _in_order("fargate", [*release_steps(config, env, tag, git_sha=git_sha, by_stack=True), stack])
 
 
 def error_watch(env: EnvConfig) -> list[Step]:
@@ -238,17 +275,21 @@ def deploy_stack_plan(
     force_synth: bool = False,
     smoke: bool = True,
     revision: Revision | None = None,
+    new_image: bool = False,
 ) -> Plan:
     """Synthesize, upload the zips it names (if any), one stack's change set, then smoke.
 
     ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack;
-    ``approve_access`` lets a protected environment's change set change access (see DeployStack)."""
+    ``approve_access`` lets a protected environment's change set change access (see DeployStack); ``new_image``:
+    the Fargate stack is given an image (--image-tag), whose release command runs first."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
     steps: list[Step] = [Synthesize(str(out), force_synth)]
     packages = lambda_packages(config, env) if uploads else {}
     steps += [UploadLambdaCode.of(fn, config.root / "lambda" / fn, packages[fn], env.stacks.registry) for fn in uploads]
+    if new_image and role == "fargate":
+        steps += release_steps(config, env, image_tag, by_stack=True)
     steps.append(
         DeployStack(
             name,
@@ -311,7 +352,12 @@ def full_plan(
     # the registry stack goes first, while the image builds: the push and the zips need its repository and bucket
     steps, pushed = image_beside([Synthesize(str(out)), stack("registry")], image.steps)
     steps.append(_group([stack(r) for r in first if r != "registry"] + [*pushed, *uploads]))
-    steps += [_group([stack(r) for r in level]) for level in later]
+    git_sha = image_commit(revision, promoted)
+
+    def deployed(role: str) -> Step:  # the new image's release command before the Fargate stack rolls it out
+        return fargate_with_release(config, env, stack(role), image_tag, git_sha) if role == "fargate" else stack(role)
+
+    steps += [_group([deployed(r) for r in level]) for level in later]
     if smoke:
         steps.append(Smoke())
     components = ["app", *(f"stack:{role}" for role in roles), *(f"lambda:{fn}" for fn in sorted(packages))]

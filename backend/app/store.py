@@ -60,25 +60,28 @@ class Store:
 
     # -- cars ---------------------------------------------------------------------------------
 
-    def ensure_fleet(self) -> None:
-        """Seed the fleet when the cars table is empty; checked once per process."""
+    def ensure_fleet(self) -> int:
+        """Seed the fleet when the cars table is empty; checked once per process. The number of cars written."""
         if self._seeded:
-            return
+            return 0
         table = _require(self._cars, "CARS_TABLE")
+        written = 0
         with self._seed_lock:
             if self._seeded:
-                return
+                return 0
             if not self._db.scan(TableName=table, Limit=1, ProjectionExpression="car_id").get("Items"):
                 for car in SEED_CARS:
                     try:  # conditional: two tasks seeding at once do not overwrite each other
                         self._db.put_item(
                             TableName=table, Item=to_item(car), ConditionExpression="attribute_not_exists(car_id)"
                         )
+                        written += 1
                     except ClientError as exc:
                         if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                             raise
-                log.info("seeded %d cars into the empty cars table", len(SEED_CARS))
+                log.info("seeded %d cars into the empty cars table", written)
             self._seeded = True
+        return written
 
     def list_cars(self) -> list[dict[str, Any]]:
         table = _require(self._cars, "CARS_TABLE")

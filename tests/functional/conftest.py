@@ -82,8 +82,9 @@ CONTAINER = {
 }
 
 
-def create_service(factory: AwsFactory, **taskdef: Any) -> dict[str, Any]:
-    """The ECS side of CarRentalFargateStack, as moto can hold it (``taskdef``: more of its task definition)."""
+def create_service(factory: AwsFactory, container: dict[str, Any] | None = None, **taskdef: Any) -> dict[str, Any]:
+    """The ECS side of CarRentalFargateStack, as moto can hold it (``taskdef``: more of its task definition,
+    ``container``: more of its container's definition)."""
     ecs = factory.client("ecs")
     ec2 = factory.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -99,7 +100,7 @@ def create_service(factory: AwsFactory, **taskdef: Any) -> dict[str, Any]:
         memory="512",
         executionRoleArn="arn:aws:iam::123456789012:role/exec",
         taskRoleArn="arn:aws:iam::123456789012:role/task",
-        containerDefinitions=[CONTAINER],
+        containerDefinitions=[{**CONTAINER, **(container or {})}],
         tags=[{"key": "team", "value": "cars"}],
         **taskdef,
     )["taskDefinition"]

@@ -1171,3 +1171,51 @@ def _active(lam: Any, name: str) -> None:
     while lam.get_function_configuration(FunctionName=name).get("LastUpdateStatus") == "InProgress":
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def release_command(project: Path, command: list[str] | None) -> None:
+    """Commit deploy.toml with ``[release] command`` (None: without the table)."""
+    toml = project / "deploy.toml"
+    text = toml.read_text().split("\n[release]\n", 1)[0]
+    if command is not None:
+        text += f"\n[release]\ncommand = {json.dumps(command)}\ntimeout = 60\n"
+    toml.write_text(text)
+    git(project, "commit", "-qam", f"release command: {command}")
+
+
+def test_the_release_command_runs_in_the_new_image_before_it_takes_traffic(project: Path) -> None:
+    """[release]: the backend's own release command (python -m app.release) runs in a one-off task of the new
+    image, reaching its tables, bucket and user pool, before the service rolls; then one that fails (exit 3)
+    stops deploy.auto with the service on the image it ran, the command's output in the failure."""
+    alb = endpoints(project).alb_url.rstrip("/")
+    fleet = project / "backend" / "app" / "fleet.py"
+    release_command(project, ["python", "-m", "app.release"])
+    fleet.write_text(fleet.read_text() + "\n# a release with a release command\n")
+    git(project, "commit", "-qam", "backend: released with its command")
+    report, out, _seconds = auto(project)
+    assert report is not None and report.ok, out
+    steps = [r.step for r in all_records(report.records) if not r.children]
+    assert steps.index("register-taskdef") < steps.index("release") < steps.index("roll-service"), steps
+    release = next(r for r in all_records(report.records) if r.step == "release")
+    assert release.status == "done" and "exited 0 after" in release.detail and "release: ok" in release.detail
+    ecs = sandbox_client(project, "ecs")
+    cluster = load_config(project / "deploy.toml").environment("sandbox").cluster
+    stopped = ecs.list_tasks(cluster=cluster, startedBy="deploykit-release", desiredStatus="STOPPED")["taskArns"]
+    (task,) = ecs.describe_tasks(cluster=cluster, tasks=stopped[:1])["tasks"]
+    assert task["containers"][0]["exitCode"] == 0
+    good = git(project, "rev-parse", "HEAD").strip()
+    assert version_of(alb) == good
+
+    release_command(project, ["python", "-c", "import sys; print('migration 42 failed'); sys.exit(3)"])
+    fleet.write_text(fleet.read_text() + "\n# a release whose command fails\n")
+    git(project, "commit", "-qam", "backend: its release command fails")
+    with pytest.raises(StepFailed, match="exited with code 3") as failed:
+        auto(project)
+    assert "migration 42 failed" in failed.value.message  # its last log line
+    assert "car-rental-service was not changed" in failed.value.message
+    assert "inv logs --component app --task" in (failed.value.next_step or "")
+    assert version_of(alb) == good  # the old version serves on; nothing of the new image took a request
+
+    release_command(project, None)  # the later tests' deploy.toml, as it was
+    report, out, _seconds = auto(project)
+    assert report is not None and report.ok and "release" not in {r.step for r in all_records(report.records)}

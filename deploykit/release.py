@@ -1,0 +1,231 @@
+"""The release command: run once in a new image before it takes any traffic (``[release]`` of deploy.toml).
+
+A data migration, a backfill, a check that the new image reaches what it needs: the command runs as a one-off ECS
+task of the revision that runs the new image, beside the service (its subnets, security groups and capacity), with
+the command instead of the image's own. Exit code 0 lets the rollout go on; anything else, a task that cannot start
+or one past its deadline (stopped) fails the deploy before the service is pointed at the image: the old version
+keeps serving, and nothing of the new one took a request. Its output goes where the container's always goes
+(CloudWatch Logs, awslogs); a failure shows its last lines.
+
+The step comes right before the image reaches the service: before roll-service in the app chain, before the Fargate
+stack when that stack deploys a new image (deploy.full, deploy.stack, deploy.auto with the stack changed). It is
+skipped when the service already runs the image (its command ran when it went live), and on an environment's very
+first deploy, when there is no service yet to run it beside (the Fargate stack creates it). A rollback never runs
+it: it brings back an image that ran its command before; release commands are written to be run again and to leave
+data the version before can still read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deploykit import ecs
+from deploykit.aws import is_throttling
+from deploykit.errors import StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Step
+
+STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --started-by finds them
+
+
+@dataclass(frozen=True)
+class Release(Step):
+    """The release command in a one-off task of the revision running ``repository:tag``, before the service runs it."""
+
+    name: ClassVar[str] = "release"
+    cluster: str
+    service: str
+    container: str
+    tag: str
+    command: tuple[str, ...]
+    timeout: float
+    poll: float
+    # the image's repository; "": the one the service's image comes from (a Fargate stack's deploy knows only a tag)
+    repository: str = ""
+    git_sha: str = ""  # tags a revision registered here (when the Fargate stack, not register-taskdef, makes it)
+    # the Fargate stack rolls the image out, not roll-service: no service yet is no failure (the stack creates it: an
+    # environment's first deploy), only nothing to run the command beside; nothing is handed on to roll-service
+    by_stack: bool = False
+
+    def describe(self) -> str:
+        return (
+            f"run {shlex.join(self.command)} once in {self.tag}, beside {self.service} (deadline {self.timeout:.0f}s)"
+        )
+
+    def interrupted(self) -> str:
+        return f"the release task is stopped (StopTask) if it had started; {self.service} was not changed"
+
+    def run(self, ctx: Context) -> Outcome:
+        key = (self.cluster, self.service)
+        services = ecs.services(ctx.aws)
+        try:
+            service = services.take(key)  # as register-taskdef read it
+        except UsageError:
+            if not self.by_stack:
+                raise
+            return Outcome.skipped(
+                f"no service {self.service} yet (the Fargate stack creates it): nothing to run it beside"
+            )
+        if not self.by_stack:  # roll-service takes it as it was: a one-off task changes nothing of the service
+            services.keep(key, service)
+        taskdefs = ecs.TaskDefinitions.of(ctx.aws)
+        current = service["taskDefinition"]
+        image = f"{self.repository or _repository(taskdefs.image(current, self.container))}:{self.tag}"
+        primary = ecs.primary_deployment(service)
+        if primary and taskdefs.image(primary["taskDefinition"], self.container) == image:
+            return Outcome.skipped(f"{self.service} already runs {self.tag}: its release command ran as it went live")
+        revision = self._revision(ctx, taskdefs, current, image)
+        return self._run_task(ctx, service, revision, taskdefs)
+
+    def _revision(self, ctx: Context, taskdefs: ecs.TaskDefinitions, current: str, image: str) -> str:
+        """The revision that runs ``image``: register-taskdef's (handed on to roll-service again), else one
+        registered here from the service's own (a Fargate stack deploying the image registers its own after)."""
+        arn = taskdefs.latest_with_image(ecs.family_of(current), self.container, image)
+        if arn is None:
+            wanted = ecs.derive_registration(
+                taskdefs.get(current), taskdefs.tags(current), self.container, image, self.git_sha
+            )
+            arn = taskdefs.remember(ctx.aws.client("ecs").register_task_definition(**wanted))["taskDefinitionArn"]
+            ctx.reporter.line(f"   registered {_rev(arn)} for the release command (from {_rev(current)})")
+        if not self.by_stack:
+            taskdefs.chosen(arn, self.container, image)  # roll-service's again
+        return str(arn)
+
+    def _run_task(self, ctx: Context, service: dict[str, Any], revision: str, taskdefs: ecs.TaskDefinitions) -> Outcome:
+        client = ctx.aws.client("ecs")
+        answer = client.run_task(**run_task_arguments(service, self.cluster, revision, self.container, self.command))
+        if answer.get("failures") or not answer.get("tasks"):
+            failure = (answer.get("failures") or [{}])[0]
+            raise StepFailed(
+                f"ECS could not start the release task of {_rev(revision)}: "
+                f"{failure.get('reason', 'no task in its answer')} {failure.get('detail') or ''}".rstrip(),
+                next_step=f"nothing was changed; see why in the ECS console (cluster {self.cluster}), deploy again",
+            )
+        arn = str(answer["tasks"][0]["taskArn"])
+        task_id = arn.rsplit("/", 1)[-1]
+        ctx.reporter.line(f"   release task {task_id} of {_rev(revision)}: {shlex.join(self.command)}")
+        try:
+            task = self._wait(ctx, client, arn)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a call failed: the task must not run on alone
+            _stop(client, self.cluster, arn, "deploykit: the deploy that started it stopped")
+            raise
+        seconds = _seconds(task)
+        code = container_exit_code(task, self.container)
+        if code == 0:
+            lines = self._log(ctx, taskdefs, revision, arn)
+            last = f": {lines.lines[-1].strip()[:120]}" if lines is not None and lines.lines else ""
+            return Outcome.done(f"exited 0 after {seconds:.1f}s (task {task_id}){last}", task=arn)
+        task_log = self._log(ctx, taskdefs, revision, arn)
+        if task_log is not None:
+            ecs.show_task_log(ctx.reporter.line, task_log, self.container)
+        if task.get("_deadline"):
+            what = f"did not end within {self.timeout:.0f}s and was stopped"
+        elif code is None:
+            what = f"did not run: {task.get('stoppedReason') or task.get('stopCode') or 'stopped'}"
+        else:
+            what = f"exited with code {code} after {seconds:.1f}s"
+        raise StepFailed(
+            f"the release command of {self.tag} ({shlex.join(self.command)}) {what} in task {task_id}; "
+            f"{self.service} was not changed: nothing of {self.tag} took a request{ecs.last_line(task_log)}",
+            next_step=f"fix it, commit and deploy again; its whole output: inv logs --component app --task {task_id}"
+            + (" (or raise [release] timeout in deploy.toml)" if task.get("_deadline") else ""),
+        )
+
+    def _wait(self, ctx: Context, client: Any, arn: str) -> dict[str, Any]:
+        """Poll the task until it stops; past the deadline, stop it (the answer then says ``_deadline``)."""
+        start = ctx.clock.monotonic()
+        interval, last = self.poll, ""
+        while True:
+            elapsed = ctx.clock.monotonic() - start
+            try:
+                tasks = client.describe_tasks(cluster=self.cluster, tasks=[arn]).get("tasks") or []
+            except ClientError as exc:
+                if not is_throttling(exc):
+                    raise
+                interval = min(interval * 2, self.poll * 8)
+                tasks = []
+            else:
+                interval = self.poll
+            if tasks:
+                task = dict(tasks[0])
+                state = str(task.get("lastStatus", "?"))
+                if state != last:
+                    ctx.reporter.line(f"   [{elapsed:6.1f}s] release task {state}")
+                    last = state
+                ctx.reporter.status(f"release task {state}")
+                if state == "STOPPED":
+                    return task
+            if elapsed >= self.timeout:
+                _stop(client, self.cluster, arn, f"deploykit: the release deadline of {self.timeout:.0f}s passed")
+                return {**(tasks[0] if tasks else {}), "_deadline": True}
+            if ctx.stop.is_set():  # interrupted while beside other steps: stopped like on an interrupt
+                raise StepFailed(
+                    "the run was interrupted while the release command ran; its task was stopped",
+                    next_step="deploy again",
+                )
+            ctx.clock.sleep(interval)
+
+    def _log(self, ctx: Context, taskdefs: ecs.TaskDefinitions, revision: str, arn: str) -> ecs.TaskLog | None:
+        try:
+            return ecs.container_log(ctx.aws.client("logs"), taskdefs.get(revision), self.container, arn)
+        except (ClientError, BotoCoreError):  # the log explains; it never hides the outcome
+            return None
+
+
+def run_task_arguments(
+    service: dict[str, Any], cluster: str, revision: str, container: str, command: tuple[str, ...]
+) -> dict[str, Any]:
+    """RunTask's arguments: ``revision`` once, where and as the service runs its tasks (its network, its launch type or
+    capacity providers, its platform version), ``command`` instead of the image's."""
+    arguments: dict[str, Any] = {
+        "cluster": cluster,
+        "taskDefinition": revision,
+        "count": 1,
+        "startedBy": STARTED_BY,
+        "overrides": {"containerOverrides": [{"name": container, "command": list(command)}]},
+    }
+    if service.get("networkConfiguration"):
+        arguments["networkConfiguration"] = service["networkConfiguration"]
+    if service.get("capacityProviderStrategy"):
+        arguments["capacityProviderStrategy"] = service["capacityProviderStrategy"]
+    elif service.get("launchType"):
+        arguments["launchType"] = service["launchType"]
+    if service.get("platformVersion") and service.get("platformVersion") != "LATEST":
+        arguments["platformVersion"] = service["platformVersion"]
+    return arguments
+
+
+def container_exit_code(task: dict[str, Any], container: str) -> int | None:
+    """The exit code of ``container`` in a stopped task (None: it never ran, or ECS did not say)."""
+    for each in task.get("containers") or []:
+        if each.get("name") == container and each.get("exitCode") is not None:
+            return int(each["exitCode"])
+    return None
+
+
+def _stop(client: Any, cluster: str, arn: str, reason: str) -> None:
+    with contextlib.suppress(ClientError, BotoCoreError):  # it stopped meanwhile, or the call failed: told anyway
+        client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
+
+
+def _seconds(task: dict[str, Any]) -> float:
+    started, stopped = task.get("startedAt"), task.get("stoppedAt") or task.get("executionStoppedAt")
+    try:
+        return max(0.0, float((stopped - started).total_seconds()))  # type: ignore[operator]
+    except TypeError:  # it never started, or the answer lacks the times
+        return 0.0
+
+
+def _repository(image: str) -> str:
+    """``host/repo`` of ``host/repo:tag`` (a digest or no tag: the name as it is)."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def _rev(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]

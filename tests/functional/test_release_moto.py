@@ -1,0 +1,197 @@
+"""The release command ([release] of deploy.toml) against moto's ECS: run once in the new revision, beside the
+service, before roll-service; its exit code decides. moto holds the service and its revisions; :class:`Agent`
+answers for the one-off tasks, ending each as the test says when deploykit first looks at it."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto.ecs.models import ecs_backends
+
+from deploykit import commands
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.errors import StepFailed
+from deploykit.git import current_revision
+from deploykit.release import STARTED_BY
+from tests.conftest import git
+from tests.functional.conftest import REGION, create_service, put_image
+
+ACCOUNT = "123456789012"  # moto's
+COMMAND = '["python", "-m", "app.release"]'
+RUNS = {"memory": 512}  # moto runs a task only when its container names its memory
+
+
+class Agent:
+    """ECS's scheduler and agent for the release's one-off tasks (moto cannot run one of an awsvpc task definition):
+    RunTask, DescribeTasks and StopTask of them answered here, the rest by moto. A task ends (exit ``code``; None: it
+    never ran, ``reason`` says why) the first time it is described, or never (``ends=False``) until stopped."""
+
+    def __init__(self, factory: AwsFactory, code: int | None = 0, *, ends: bool = True, reason: str = "") -> None:
+        self.code, self.ends, self.reason = code, ends, reason
+        self.run: list[dict[str, Any]] = []
+        self.stopped: list[str] = []
+        self.tasks: dict[str, dict[str, Any]] = {}
+        ecs = factory.client("ecs")
+        ecs.meta.events.register("provide-client-params.ecs.RunTask", self._ran)
+        ecs.meta.events.register("before-call.ecs.RunTask", self._run_task)
+        ecs.meta.events.register("provide-client-params.ecs.DescribeTasks", self._described)
+        ecs.meta.events.register("before-call.ecs.DescribeTasks", self._answer)
+        ecs.meta.events.register("provide-client-params.ecs.StopTask", self._stop)
+        ecs.meta.events.register("before-call.ecs.StopTask", self._answer)
+        self._answer_next: dict[str, Any] = {}
+
+    def _ran(self, params: dict[str, Any], **_: Any) -> None:
+        self.run.append(dict(params))
+        arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/car-rental-cluster/{len(self.run):032x}"
+        now = datetime.now(UTC)
+        self.tasks[arn] = {
+            "taskArn": arn,
+            "taskDefinitionArn": params["taskDefinition"],
+            "lastStatus": "PROVISIONING",
+            "startedBy": params.get("startedBy", ""),
+            "createdAt": now,
+            "containers": [{"name": "backend", "lastStatus": "PENDING"}],
+        }
+        self._answer_next = {"tasks": [self.tasks[arn]], "failures": []}
+
+    def _run_task(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        return AWSResponse("", 200, {}, None), self._answer_next  # type: ignore[arg-type]
+
+    def _described(self, params: dict[str, Any], **_: Any) -> None:
+        found = [self.tasks[arn] for arn in params["tasks"] if arn in self.tasks]
+        for task in found:
+            if self.ends and task["lastStatus"] != "STOPPED":
+                self._end(task, self.code, self.reason or "Essential container in task exited")
+        self._answer_next = {"tasks": found, "failures": []}
+
+    def _stop(self, params: dict[str, Any], **_: Any) -> None:
+        self.stopped.append(params["task"])
+        task = self.tasks[params["task"]]
+        self._end(task, 137, f"Task stopped by user: {params.get('reason', '')}")
+        self._answer_next = {"task": task}
+
+    def _answer(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        return AWSResponse("", 200, {}, None), self._answer_next  # type: ignore[arg-type]
+
+    @staticmethod
+    def _end(task: dict[str, Any], code: int | None, reason: str) -> None:
+        now = datetime.now(UTC)
+        task.update(lastStatus="STOPPED", stoppedReason=reason, startedAt=now - timedelta(seconds=2), stoppedAt=now)
+        task["containers"] = [
+            {"name": "backend", "lastStatus": "STOPPED", **({} if code is None else {"exitCode": code})}
+        ]
+
+
+@pytest.fixture
+def release_project(project: Path) -> Path:
+    with (project / "deploy.toml").open("a") as toml:
+        toml.write(f"\n[release]\ncommand = {COMMAND}\ntimeout = 30\n")
+    git(project, "commit", "-qam", "a release command")
+    return project
+
+
+def runtime(project: Path, factory: AwsFactory, stderr: io.StringIO | None = None) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=stderr or io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: factory,
+        docker_factory=Mock(side_effect=AssertionError("these stages must not touch Docker")),
+    )
+
+
+def service(factory: AwsFactory) -> dict[str, Any]:
+    ecs = factory.client("ecs")
+    return dict(ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0])
+
+
+def rollout(project: Path, factory: AwsFactory, *, push: bool = True) -> Any:
+    if push:
+        put_image(factory, current_revision(project).tag)
+    return commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+
+
+def test_the_release_command_runs_in_the_new_revision_beside_the_service_before_it_rolls(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    before = create_service(factory, RUNS)
+    agent = Agent(factory, 0)
+    report = rollout(release_project, factory)
+    assert [r.step for r in report.records] == ["register-taskdef", "release", "roll-service"]
+    registered = report.records[0].outputs["task_definition"]
+    (ran,) = agent.run
+    assert ran["taskDefinition"] == registered  # the new image's revision, not the service's current one
+    assert ran["taskDefinition"] != before["taskDefinitionArn"]
+    assert ran["overrides"] == {"containerOverrides": [{"name": "backend", "command": ["python", "-m", "app.release"]}]}
+    assert ran["startedBy"] == STARTED_BY and ran["launchType"] == "FARGATE" and ran["cluster"] == "car-rental-cluster"
+    assert ran["networkConfiguration"] == service(factory)["networkConfiguration"]
+    assert report.records[1].status == "done" and "exited 0" in report.records[1].detail
+    assert service(factory)["taskDefinition"] == registered  # then the rollout went on
+    assert not agent.stopped
+
+
+def test_a_failing_release_command_stops_the_deploy_before_the_service_changes(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    before = create_service(factory, RUNS)
+    Agent(factory, 3)
+    with pytest.raises(StepFailed) as failed:
+        rollout(release_project, factory)
+    message = str(failed.value)
+    assert "the release command of" in message and "exited with code 3" in message
+    assert "car-rental-service was not changed" in message
+    assert "inv logs --component app --task" in (failed.value.next_step or "")
+    assert service(factory)["taskDefinition"] == before["taskDefinitionArn"]  # roll-service never ran
+
+
+def test_a_release_task_that_could_not_start_says_why(release_project: Path, factory: AwsFactory) -> None:
+    before = create_service(factory, RUNS)
+    Agent(factory, None, reason="CannotPullContainerError: pull access denied")
+    with pytest.raises(StepFailed, match="did not run: CannotPullContainerError: pull access denied"):
+        rollout(release_project, factory)
+    assert service(factory)["taskDefinition"] == before["taskDefinitionArn"]
+
+
+def test_a_release_command_past_its_deadline_is_stopped(release_project: Path, factory: AwsFactory) -> None:
+    before = create_service(factory, RUNS)
+    agent = Agent(factory, ends=False)
+    with pytest.raises(StepFailed, match="did not end within 30s and was stopped") as failed:
+        rollout(release_project, factory)
+    assert "[release] timeout" in (failed.value.next_step or "")
+    assert agent.stopped == list(agent.tasks)
+    assert service(factory)["taskDefinition"] == before["taskDefinitionArn"]
+
+
+def test_the_release_command_is_skipped_when_the_service_already_runs_the_image(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    create_service(factory, RUNS)
+    agent = Agent(factory, 0)
+    first = rollout(release_project, factory)
+    # the rollout completed, as ECS would show it (moto leaves the PRIMARY deployment on the revision it began with)
+    moto_service = ecs_backends[ACCOUNT][REGION].services["car-rental-cluster:car-rental-service"]
+    moto_service.deployments[0]["taskDefinition"] = first.records[0].outputs["task_definition"]
+    again = rollout(release_project, factory, push=False)
+    assert [(r.step, r.status) for r in again.records] == [
+        ("register-taskdef", "skipped"),
+        ("release", "skipped"),
+        ("roll-service", "skipped"),
+    ]
+    assert "its release command ran as it went live" in again.records[1].detail
+    assert len(agent.run) == 1
+
+
+def test_without_a_release_command_no_task_is_run(project: Path, factory: AwsFactory) -> None:
+    create_service(factory, RUNS)
+    agent = Agent(factory, 0)
+    report = rollout(project, factory)
+    assert [r.step for r in report.records] == ["register-taskdef", "roll-service"]
+    assert agent.run == []
