@@ -30,6 +30,7 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --started-by finds them
+SHOWN = 60  # characters of the command shown in the plan and a failure's message
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,13 @@ class Release(Step):
     by_stack: bool = False
 
     def describe(self) -> str:
-        return (
-            f"run {shlex.join(self.command)} once in {self.tag}, beside {self.service} (deadline {self.timeout:.0f}s)"
-        )
+        return f"run {self.shown} once in {self.tag}, beside {self.service} (deadline {self.timeout:.0f}s)"
+
+    @property
+    def shown(self) -> str:
+        """The command as a shell would read it, cut to a line's part."""
+        text = shlex.join(self.command)
+        return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
 
     def interrupted(self) -> str:
         return f"the release task is stopped (StopTask) if it had started; {self.service} was not changed"
@@ -107,7 +112,7 @@ class Release(Step):
             )
         arn = str(answer["tasks"][0]["taskArn"])
         task_id = arn.rsplit("/", 1)[-1]
-        ctx.reporter.line(f"   release task {task_id} of {_rev(revision)}: {shlex.join(self.command)}")
+        ctx.reporter.line(f"   release task {task_id} of {_rev(revision)}")
         try:
             task = self._wait(ctx, client, arn)
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a call failed: the task must not run on alone
@@ -129,7 +134,7 @@ class Release(Step):
         else:
             what = f"exited with code {code} after {seconds:.1f}s"
         raise StepFailed(
-            f"the release command of {self.tag} ({shlex.join(self.command)}) {what} in task {task_id}; "
+            f"the release command of {self.tag} ({self.shown}) {what} in task {task_id}; "
             f"{self.service} was not changed: nothing of {self.tag} took a request{ecs.last_line(task_log)}",
             next_step=f"fix it, commit and deploy again; its whole output: inv logs --component app --task {task_id}"
             + (" (or raise [release] timeout in deploy.toml)" if task.get("_deadline") else ""),

@@ -139,3 +139,13 @@ def test_the_release_table_is_checked(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=re.escape(problem)):
             parse_config({**base, "release": release}, tmp_path / "deploy.toml")
+
+
+def test_a_long_command_is_cut_in_what_people_read() -> None:
+    def step(*command: str) -> Release:
+        return Release("c", "s", "backend", "abc", command, 60, 1)
+
+    assert step(*COMMAND).shown == "python -m app.release"
+    assert step("sh", "-c", "echo 'it works'").shown == "sh -c 'echo '\"'\"'it works'\"'\"''"
+    long = step("python", "-c", "x" * 100)
+    assert len(long.shown) == 60 and long.shown.endswith("…") and long.shown in long.describe()
