@@ -10,7 +10,9 @@ keeps serving, and nothing of the new one took a request. Its output goes where 
 The step comes right before the image reaches the service: before roll-service in the app chain, before the Fargate
 stack when that stack deploys a new image (deploy.full, deploy.stack, deploy.auto with the stack changed). It is
 skipped when the service already runs the image (its command ran when it went live), and on an environment's very
-first deploy, when there is no service yet to run it beside (the Fargate stack creates it). A rollback never runs
+first deploy, when there is no service yet to run it beside (the Fargate stack creates it). Before a Fargate stack,
+the revision it runs in is made from the service's own with the new image: what the stack's update changes in the
+task definition reaches the command from the next deploy on. A rollback never runs
 it: it brings back an image that ran its command before; release commands are written to be run again and to leave
 data the version before can still read.
 """
