@@ -10,6 +10,7 @@ serving. Safe to run again: seeding writes only into an empty table, each car on
 from __future__ import annotations
 
 import sys
+
 from app.aws import AwsClients, make_clients
 from app.config import ConfigError, Settings
 from app.health import deep_health
