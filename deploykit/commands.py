@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import sys
@@ -75,6 +76,7 @@ from deploykit.stacks import (
 )
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -102,6 +104,63 @@ def load_plugins(runtime: Runtime, config: Config) -> Plugins:
         runtime.stderr.write(f"⚠️  plugin {name!r} failed to load and is left out: {error}\n")
     plugins.manager.hook.deploykit_configure(config=config)
     return plugins
+
+
+def not_run(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    command: str,
+    outcome: str,
+    *,
+    head: str | None = None,
+    **more: Any,
+) -> None:
+    """Tell the plugins a deploy command ended before any step of a plan ran (deploykit_deployment_not_run);
+    ``head``: the checkout's commit (read here when not given), ``more``: message, next_step, held."""
+    if head is None:
+        try:
+            head = git.head_sha(config.root)[: git.SHORT_SHA]
+        except DeployKitError:  # not a git checkout after all: the report leaves it out
+            head = ""
+    report: dict[str, Any] = {"env": env.name, "command": command, "outcome": outcome, "head": head}
+    report |= {"message": "", "next_step": "", "held": [], **more}
+    observe(
+        load_plugins(runtime, config), "deploykit_deployment_not_run", _line_on(runtime), env=env.name, report=report
+    )
+
+
+def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
+    """A deploy command (``command``: its name, or what makes it from the command's arguments) that is refused (exit
+    2) or fails before a plan of it runs tells the plugins so (:func:`not_run`), as its run would have: a CI job's page
+    then says why nothing was deployed. Not told: what the executor told already (:attr:`DeployKitError.heard`), a
+    dry run's, a run superseded or refused by a lock the command waits for (:func:`until_unlocked` starts it again),
+    an error of deploy.toml or of the environment's name (nothing to tell it to)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            runtime = kwargs["runtime"] = kwargs.get("runtime") or Runtime()
+            try:
+                return func(*args, **kwargs)
+            except DeployKitError as exc:
+                retried = isinstance(exc, Superseded) or (isinstance(exc, lock.LockHeld) and exc.wait > 0)
+                if not (exc.heard or retried or kwargs.get("dry_run") or isinstance(exc, ConfigError | Interrupted)):
+                    try:
+                        config, environment = _load(runtime, kwargs.get("env"))
+                    except DeployKitError:
+                        raise exc from None
+                    name = command if isinstance(command, str) else command(*args, **kwargs)
+                    outcome = "refused" if exc.exit_code == 2 else "failed"
+                    not_run(
+                        runtime, config, environment, name, outcome, message=exc.message, next_step=exc.next_step or ""
+                    )
+                    exc.heard = True
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
@@ -186,6 +245,8 @@ def run_plan(
             live = reading.result() if reading else None
         if isinstance(report.error, Superseded):  # nothing live changed: nothing to record, nothing to put back
             raise report.error
+        if report.error is not None:
+            report.error.heard = True  # the executor told the plugins of the run and its failure
         before = {c: v.get("sha") for c, v in live.items()} if live else {}
         if isinstance(report.error, Interrupted) and any(before.values()):
             shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
@@ -550,6 +611,9 @@ def _put_metrics(aws: AwsFactory, record: history.Record) -> object:
     return _keep(partial(deploy_metrics.publish, aws.client("cloudwatch")), record)
 
 
+@heard_when_not_run(
+    lambda stages, **_: "deploy.app" if {"build", "wait-healthy"} <= set(stages) else " → ".join(stages)
+)
 def app_chain(
     stages: Sequence[str],
     *,
@@ -669,6 +733,7 @@ def _code_keys_live(
     return {fn: key for fn, key in keys.items() if key}
 
 
+@heard_when_not_run(lambda stack, **_: f"deploy.stack {stack}")
 def deploy_stack(
     stack: str,
     *,
@@ -743,6 +808,7 @@ def deploy_stack(
     )
 
 
+@heard_when_not_run(lambda name, **_: f"deploy.lambda {name}")
 def deploy_lambda(
     name: str,
     *,
@@ -818,6 +884,7 @@ def _with_canary(environment: EnvConfig, percent: str | None, bake: str | None) 
     )
 
 
+@heard_when_not_run("rollback")
 def rollback(
     *,
     env: str | None = None,
@@ -1204,6 +1271,7 @@ def logs(
     return lines
 
 
+@heard_when_not_run("deploy.full")
 def deploy_full(
     *,
     env: str | None = None,
@@ -1248,6 +1316,7 @@ def deploy_full(
     )
 
 
+@heard_when_not_run("destroy")
 def destroy(
     *,
     env: str | None = None,
@@ -2197,6 +2266,7 @@ def _write_analysis(runtime: Runtime, lines: Sequence[str], closing: Sequence[st
     )
 
 
+@heard_when_not_run("deploy.auto")
 def deploy_auto(
     *,
     env: str | None = None,
@@ -2313,6 +2383,8 @@ def deploy_auto(
             )
         else:
             runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what {what} would deploy\n")
+        if not dry_run:
+            not_run(runtime, a.config, a.env, "deploy.auto", "nothing", head=a.revision.short, held=list(held))
         if as_json:
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
         return None

@@ -14,6 +14,9 @@ class DeployKitError(Exception):
     """
 
     exit_code = 1
+    # the plugins heard of it as a deployment's failure (deploykit_deployment_failed); else, from a deploy command,
+    # as a deployment that did not run (deploykit_deployment_not_run): commands.heard_when_not_run
+    heard = False
 
     def __init__(self, message: str, next_step: str | None = None) -> None:
         super().__init__(message)

@@ -67,6 +67,16 @@ def deploykit_deployment_failed(env: str, report: dict[str, Any], error: str) ->
 
 
 @hookspec
+def deploykit_deployment_not_run(env: str, report: dict[str, Any]) -> None:
+    """A deploy command ended before any step of a plan ran: ``report["outcome"]`` is ``nothing`` (``deploy.auto``
+    found nothing to deploy: the environment runs what the checkout would deploy), ``refused`` (exit 2: a freeze, the
+    lock another deploy holds, a guard such as taking back newer commits) or ``failed`` (exit 1: a read of what is
+    live failed). ``report``: env, command, outcome, head (the checkout's commit, "" when unknown), message and
+    next_step (why, and what to do; "" for nothing), held (changed components held back by --only/--skip). A
+    deployment whose plan ran is told through the hooks above instead; a dry run is told nothing."""
+
+
+@hookspec
 def deploykit_smoke_finished(env: str, report: dict[str, Any]) -> None:
     """A smoke run of its own (``inv smoke``, ``nox -s smoke``) ended, passed or not; ``report`` is the run as its
     ``--json`` prints it (env, ok, checks: name, status, seconds, detail). A deployment's smoke step is told through

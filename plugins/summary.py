@@ -4,7 +4,8 @@ GitHub Actions shows on a run's page the Markdown its steps append to the file `
 This plugin appends there, as each deployment ends, what the terminal's table says: the environment, who, how
 long, each step with its status, time and detail, what each stack update changed, and a failure's message and next
 step. The automatic rollback after a failed deploy is a deployment of its own, so it follows as its own section. A
-smoke run of its own (``inv smoke``, ``nox -s smoke``) writes its checks' table.
+smoke run of its own (``inv smoke``, ``nox -s smoke``) writes its checks' table; a deploy that ran no step says
+why: nothing to deploy, or refused (a freeze, the lock, a guard) or failed before its first step, with what to do.
 On a laptop the variable is not set and the plugin does nothing. Another CI's page that takes Markdown from a file::
 
     [plugins.summary]
@@ -82,6 +83,27 @@ def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who:
     return "\n\n".join(parts) + "\n\n"
 
 
+NOT_RUN = {"nothing": ("✅", "nothing to deploy"), "refused": ("🛑", "refused"), "failed": ("❌", "failed")}
+
+
+def not_run_markdown(report: Mapping[str, Any], who: str) -> str:
+    """A deploy command that ended before any step ran (``report``: as deploykit_deployment_not_run gives it) as a
+    section of Markdown: nothing to deploy, or why it was refused or failed and what to do."""
+    mark, what = NOT_RUN.get(str(report.get("outcome")), ("❌", escape(str(report.get("outcome")))))
+    env, head = str(report.get("env", "?")), str(report.get("head") or "")
+    when = "" if report.get("outcome") == "nothing" else " before any step"
+    parts = [f"### {mark} {code(env)} · {escape(str(report.get('command', '?')))} by {escape(who)} · {what}{when}"]
+    if report.get("outcome") == "nothing":
+        parts.append(f"{code(env)} runs what {code(head) if head else 'the checkout'} would deploy.")
+    else:
+        parts.append("\n".join(f"> {escape(line)}" for line in str(report.get("message") or "?").splitlines()))
+        if report.get("next_step"):
+            parts.append(f"**Next:** {escape(str(report['next_step']))}")
+    if report.get("held"):
+        parts.append("Held back (`--only`/`--skip`): " + ", ".join(code(str(c)) for c in report["held"]) + ".")
+    return "\n\n".join(parts) + "\n\n"
+
+
 CHECK_ICONS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭ skipped"}
 
 
@@ -137,6 +159,10 @@ class Summary:
     @hookimpl
     def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
         self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error))
+
+    @hookimpl
+    def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
+        self._write(not_run_markdown(report, self.who()))
 
     @hookimpl
     def deploykit_smoke_finished(self, env: str, report: dict[str, Any]) -> None:

@@ -144,6 +144,7 @@ def test_every_hookspec_is_prefixed_and_documented() -> None:
         "deploykit_step_finished",
         "deploykit_deployment_finished",
         "deploykit_deployment_failed",
+        "deploykit_deployment_not_run",
         "deploykit_review_stack_changes",
         "deploykit_smoke_finished",
         "deploykit_freeze_changed",

@@ -88,11 +88,12 @@ def context(plugins: Plugins, out: io.StringIO | None = None) -> Context:
     return Context(Mock(spec=Config), sample_env(), fake_factory(), clock, reporter, Mock(), plugins)
 
 
-def test_the_hookspecs_are_the_documented_nine() -> None:
+def test_the_hookspecs_are_the_documented_ten() -> None:
     assert HOOKS == [
         "deploykit_configure",
         "deploykit_deployment_failed",
         "deploykit_deployment_finished",
+        "deploykit_deployment_not_run",
         "deploykit_deployment_started",
         "deploykit_freeze_changed",
         "deploykit_register_checks",

@@ -18,7 +18,7 @@ from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Sequence, Step
 from deploykit.plugins import get_plugin_manager
-from plugins.summary import CHANGES_SHOWN, Summary, run_markdown
+from plugins.summary import CHANGES_SHOWN, Summary, not_run_markdown, run_markdown
 from tests.unit.test_notify_plugin import ENVIRONMENTS
 
 
@@ -127,3 +127,22 @@ def test_a_long_list_of_changes_is_cut_and_held_back_components_are_named() -> N
     assert f"- V{CHANGES_SHOWN - 1}: 1 → 2\n- … and 5 more (`inv history`)" in text
     assert "Held back (`--only`/`--skip`): `app`." in text
     assert "Deploys" not in text
+
+
+def test_a_deploy_that_ran_no_step_says_why_escaped() -> None:
+    report = {
+        "env": "prod",
+        "command": "deploy.stack CarRentalDataStack",
+        "outcome": "failed",
+        "head": "0123456789ab",
+        "message": "reading the stack failed: <AccessDenied> on *everything*\nsecond line",
+        "next_step": "check the role's `cloudformation:DescribeStacks`",
+        "held": [],
+    }
+    assert not_run_markdown(report, "ci|bot") == (
+        "### ❌ `prod` · deploy.stack CarRentalDataStack by ci\\|bot · failed before any step\n\n"
+        "> reading the stack failed: \\<AccessDenied\\> on \\*everything\\*\n> second line\n\n"
+        "**Next:** check the role's \\`cloudformation:DescribeStacks\\`\n\n"
+    )
+    nothing = {**report, "outcome": "nothing", "message": "", "next_step": "", "head": ""}
+    assert not_run_markdown(nothing, "ana").splitlines()[2] == "`prod` runs what the checkout would deploy."

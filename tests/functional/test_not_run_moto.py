@@ -1,0 +1,130 @@
+"""A deploy command that ran no step tells the plugins why (deploykit_deployment_not_run): nothing to deploy, refused
+or failed before its plan; the summary plugin writes it on the CI job's page. Against moto's deployed environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import pytest
+
+from deploykit import commands, freeze
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig
+from deploykit.errors import StepFailed, Superseded, UsageError
+from deploykit.hookspecs import hookimpl
+from deploykit.lock import LockHeld
+from deploykit.plugins import get_plugin_manager
+from plugins.summary import Summary
+from tests.conftest import git
+from tests.functional.test_auto_analysis_moto import deployed, runtime_of  # noqa: F401 - a fixture
+
+
+class Heard:
+    """A plugin that notes what it hears of deployments that did not run, and of those that did."""
+
+    def __init__(self) -> None:
+        self.not_run: list[dict[str, Any]] = []
+        self.failed: list[str] = []
+
+    @hookimpl
+    def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
+        self.not_run.append(report)
+
+    @hookimpl
+    def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
+        self.failed.append(error)
+
+
+def hearing(runtime: commands.Runtime, heard: Heard, page: Path | None = None) -> commands.Runtime:
+    extra: list[tuple[str, object]] = [("heard", heard)]
+    if page is not None:
+        extra.append(("summary", Summary(environ={"GITHUB_STEP_SUMMARY": str(page)}, who=lambda: "ana@ci")))
+    return dataclasses.replace(
+        runtime, plugins_factory=lambda: get_plugin_manager(entry_points=[], extra=extra, environ={})
+    )
+
+
+def test_nothing_to_deploy_is_told_and_written_on_the_job_s_page(
+    deployed: AwsFactory,  # noqa: F811
+    project: Path,
+    tmp_path: Path,
+) -> None:
+    heard, page = Heard(), tmp_path / "summary.md"
+    runtime = hearing(runtime_of(project, deployed), heard, page)
+    commands.deploy_auto(env="dev", only="app", runtime=runtime)  # everything else held back: nothing left
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    (report,) = heard.not_run
+    assert report["outcome"] == "nothing" and report["command"] == "deploy.auto" and report["env"] == "dev"
+    assert report["head"] == head and report["message"] == "" and report["held"]
+    text = page.read_text()
+    assert text.startswith(
+        f"### ✅ `dev` · deploy.auto by ana@ci · nothing to deploy\n\n`dev` runs what `{head}` would"
+    )
+    assert "Held back (`--only`/`--skip`): `stack:api`" in text
+    # a dry run is no deploy: nothing told
+    commands.deploy_auto(env="dev", only="app", dry_run=True, runtime=runtime)
+    assert len(heard.not_run) == 1
+
+
+def test_a_refusal_before_any_step_is_told_with_its_next_step(
+    deployed: AwsFactory,  # noqa: F811
+    project: Path,
+    dev_env: EnvConfig,
+    tmp_path: Path,
+) -> None:
+    heard, page = Heard(), tmp_path / "summary.md"
+    runtime = hearing(runtime_of(project, deployed), heard, page)
+    now = runtime.clock.now()
+    freeze.write(deployed, dev_env, freeze.Freeze("lead@laptop", "audit", now, now + timedelta(hours=1)))
+    with pytest.raises(UsageError, match="dev is frozen by lead@laptop") as refused:
+        commands.deploy_auto(env="dev", only="stack:data", runtime=runtime)
+    (report,) = heard.not_run
+    assert (report["outcome"], report["command"]) == ("refused", "deploy.auto")
+    assert report["message"] == refused.value.message and report["next_step"] == refused.value.next_step
+    assert heard.failed == []  # no plan ran: not a deployment's failure
+    text = page.read_text()
+    assert text.startswith("### 🛑 `dev` · deploy.auto by ana@ci · refused before any step\n\n> refusing to deploy")
+    assert "**Next:** wait until it is over" in text
+    with pytest.raises(UsageError):  # its dry run is refused too, and tells nothing
+        commands.deploy_auto(env="dev", dry_run=True, skip="stack:nope", runtime=runtime)
+    assert len(heard.not_run) == 1
+
+
+def test_only_what_no_one_told_and_nothing_run_again_is_told(project: Path) -> None:
+    heard = Heard()
+    runtime = hearing(
+        commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO()), heard
+    )
+
+    def command(error: Exception) -> Any:
+        @commands.heard_when_not_run(lambda what, **_: f"deploy.stack {what}")
+        def deploy(what: str, *, env: str | None = None, runtime: commands.Runtime | None = None) -> None:
+            raise error
+
+        return deploy
+
+    told = StepFailed("the artifacts bucket could not be read", next_step="check the credentials")
+    told.heard = True  # the executor told it as the run's failure
+    lock = Mock(spec=["env"])
+    for error in (
+        told,
+        Superseded("another deploy finished meanwhile"),  # started again at once
+        LockHeld("held by bo", next_step="wait", lock=lock, info=Mock(), wait=600),  # waited for, then again
+    ):
+        with pytest.raises(type(error)):
+            command(error)("data", env="sandbox", runtime=runtime)
+    assert heard.not_run == []
+    failed = StepFailed("reading what is live failed", next_step="rerun")
+    with pytest.raises(StepFailed):
+        command(failed)("data", env="sandbox", runtime=runtime)
+    with pytest.raises(UsageError):  # an environment deploy.toml does not know: nothing to tell it to
+        command(UsageError("no"))("data", env="nope", runtime=runtime)
+    (report,) = heard.not_run
+    assert (report["env"], report["command"], report["outcome"]) == ("sandbox", "deploy.stack data", "failed")
+    assert (report["message"], report["next_step"]) == ("reading what is live failed", "rerun")
+    assert failed.heard  # once: a caller further out does not tell it again
