@@ -195,6 +195,34 @@ def _window(
     return [line for _, _, line in sorted(kept, key=lambda entry: entry[:2])], recent
 
 
+class Tail:
+    """The lines of ``source`` that arrive from ``start`` on, each once: :meth:`first` the newest ``limit`` of those
+    there already, then each :meth:`new` call the lines come since (one read from ``LATE_MS`` before the newest seen,
+    so that a line stamped earlier than one shown, another stream's sent a little later, still comes)."""
+
+    def __init__(self, logs: Any, source: LogSource, start: datetime) -> None:
+        self.logs, self.source = logs, source
+        self.start_ms = self.newest = int(start.timestamp() * 1000)
+        self.seen: dict[str, int] = {}  # event id → time, of the lines within LATE_MS of the newest
+
+    def first(self, limit: int) -> list[LogLine]:
+        batch, self.seen = _window(self.logs, self.source, self.start_ms, None, limit)  # seen: what it left out too
+        self.newest = max([self.start_ms, *self.seen.values()])
+        return batch
+
+    def new(self) -> list[LogLine]:
+        pages = _filter(self.logs, self.source, max(self.newest - LATE_MS, self.start_ms), None)
+        found = []
+        for line in sorted((line for page in pages for line in page), key=lambda line: line.timestamp):
+            if line.event_id in self.seen:
+                continue
+            self.seen[line.event_id] = line.timestamp
+            self.newest = max(self.newest, line.timestamp)
+            found.append(line)
+        self.seen = {i: t for i, t in self.seen.items() if t >= self.newest - LATE_MS}
+        return found
+
+
 def follow(
     logs: Any,
     source: LogSource,
@@ -206,21 +234,12 @@ def follow(
     poll: float = 2.0,
     until: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Emit the newest ``limit`` lines since ``start``, then each new line as it arrives, until ``until()`` says so
-    (or the user interrupts). Every ``poll`` seconds one read from ``LATE_MS`` before the newest line seen: a line
-    stamped earlier than one already shown (another task's, sent a little later) still comes, and each line once."""
-    start_ms = int(start.timestamp() * 1000)
-    batch, seen = _window(logs, source, start_ms, None, limit)  # seen: what the first read left out too
-    newest = max([start_ms, *seen.values()])
-    for line in batch:
+    """Emit the newest ``limit`` lines since ``start``, then each new line as it arrives (:class:`Tail`), one read
+    every ``poll`` seconds, until ``until()`` says so (or the user interrupts)."""
+    tail = Tail(logs, source, start)
+    for line in tail.first(limit):
         emit(line)
     while not until():
         clock.sleep(poll)
-        pages = _filter(logs, source, max(newest - LATE_MS, start_ms), None)
-        for line in sorted((line for page in pages for line in page), key=lambda line: line.timestamp):
-            if line.event_id in seen:
-                continue
-            seen[line.event_id] = line.timestamp
-            newest = max(newest, line.timestamp)
+        for line in tail.new():
             emit(line)
-        seen = {i: t for i, t in seen.items() if t >= newest - LATE_MS}

@@ -19,20 +19,16 @@ data the version before can still read.
 
 from __future__ import annotations
 
-import contextlib
-import shlex
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import ecs
-from deploykit.aws import is_throttling
+from deploykit import ecs, oneoff
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --started-by finds them
-SHOWN = 60  # characters of the command shown in the plan and a failure's message
 
 
 @dataclass(frozen=True)
@@ -60,8 +56,7 @@ class Release(Step):
     @property
     def shown(self) -> str:
         """The command as a shell would read it, cut to a line's part."""
-        text = shlex.join(self.command)
-        return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+        return oneoff.shown(self.command)
 
     def interrupted(self) -> str:
         return f"the release task is stopped (StopTask) if it had started; {self.service} was not changed"
@@ -104,127 +99,55 @@ class Release(Step):
 
     def _run_task(self, ctx: Context, service: dict[str, Any], revision: str, taskdefs: ecs.TaskDefinitions) -> Outcome:
         client = ctx.aws.client("ecs")
-        answer = client.run_task(**run_task_arguments(service, self.cluster, revision, self.container, self.command))
-        if answer.get("failures") or not answer.get("tasks"):
-            failure = (answer.get("failures") or [{}])[0]
-            raise StepFailed(
-                f"ECS could not start the release task of {_rev(revision)}: "
-                f"{failure.get('reason', 'no task in its answer')} {failure.get('detail') or ''}".rstrip(),
-                next_step=f"nothing was changed; see why in the ECS console (cluster {self.cluster}), deploy again",
-            )
-        arn = str(answer["tasks"][0]["taskArn"])
+        arguments = oneoff.run_task_arguments(service, self.cluster, revision, self.container, self.command, STARTED_BY)
+        arn = oneoff.start(client, arguments, f"the release task of {_rev(revision)}")
         task_id = arn.rsplit("/", 1)[-1]
         ctx.reporter.line(f"   release task {task_id} of {_rev(revision)}")
+        seen: list[str] = []
+
+        def state(status: str, elapsed: float) -> None:
+            if not seen or seen[-1] != status:
+                ctx.reporter.line(f"   [{elapsed:6.1f}s] release task {status}")
+                seen.append(status)
+            ctx.reporter.status(f"release task {status}")
+
+        def interrupted() -> None:  # while beside other steps: the task is stopped as on an interrupt
+            if ctx.stop.is_set():
+                raise StepFailed("the run was interrupted while the release command ran", next_step="deploy again")
+
         try:
-            task = self._wait(ctx, client, arn)
+            ended = oneoff.wait(
+                client,
+                ctx.clock,
+                self.cluster,
+                arn,
+                self.container,
+                timeout=self.timeout,
+                poll=self.poll,
+                state=state,
+                each=interrupted,
+            )
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a call failed: the task must not run on alone
-            _stop(client, self.cluster, arn, "deploykit: the deploy that started it stopped")
+            oneoff.stop(client, self.cluster, arn, "deploykit: the deploy that started it stopped")
             raise
-        seconds = _seconds(task)
-        code = container_exit_code(task, self.container)
-        if code == 0:
-            lines = self._log(ctx, taskdefs, revision, arn)
-            last = f": {lines.lines[-1].strip()[:120]}" if lines is not None and lines.lines else ""
-            return Outcome.done(f"exited 0 after {seconds:.1f}s (task {task_id}){last}", task=arn)
         task_log = self._log(ctx, taskdefs, revision, arn)
+        if ended.ok:
+            last = f": {task_log.lines[-1].strip()[:120]}" if task_log is not None and task_log.lines else ""
+            return Outcome.done(f"exited 0 after {ended.seconds:.1f}s (task {task_id}){last}", task=arn)
         if task_log is not None:
             ecs.show_task_log(ctx.reporter.line, task_log, self.container)
-        if task.get("_deadline"):
-            what = f"did not end within {self.timeout:.0f}s and was stopped"
-        elif code is None:
-            what = f"did not run: {task.get('stoppedReason') or task.get('stopCode') or 'stopped'}"
-        else:
-            what = f"exited with code {code} after {seconds:.1f}s"
         raise StepFailed(
-            f"the release command of {self.tag} ({self.shown}) {what} in task {task_id}; "
+            f"the release command of {self.tag} ({self.shown}) {ended.what()} in task {task_id}; "
             f"{self.service} was not changed: nothing of {self.tag} took a request{ecs.last_line(task_log)}",
             next_step=f"fix it, commit and deploy again; its whole output: inv logs --component app --task {task_id}"
-            + (" (or raise [release] timeout in deploy.toml)" if task.get("_deadline") else ""),
+            + (" (or raise [release] timeout in deploy.toml)" if ended.deadline is not None else ""),
         )
-
-    def _wait(self, ctx: Context, client: Any, arn: str) -> dict[str, Any]:
-        """Poll the task until it stops; past the deadline, stop it (the answer then says ``_deadline``)."""
-        start = ctx.clock.monotonic()
-        interval, last = self.poll, ""
-        while True:
-            elapsed = ctx.clock.monotonic() - start
-            try:
-                tasks = client.describe_tasks(cluster=self.cluster, tasks=[arn]).get("tasks") or []
-            except ClientError as exc:
-                if not is_throttling(exc):
-                    raise
-                interval = min(interval * 2, self.poll * 8)
-                tasks = []
-            else:
-                interval = self.poll
-            if tasks:
-                task = dict(tasks[0])
-                state = str(task.get("lastStatus", "?"))
-                if state != last:
-                    ctx.reporter.line(f"   [{elapsed:6.1f}s] release task {state}")
-                    last = state
-                ctx.reporter.status(f"release task {state}")
-                if state == "STOPPED":
-                    return task
-            if elapsed >= self.timeout:
-                _stop(client, self.cluster, arn, f"deploykit: the release deadline of {self.timeout:.0f}s passed")
-                return {**(tasks[0] if tasks else {}), "_deadline": True}
-            if ctx.stop.is_set():  # interrupted while beside other steps: stopped like on an interrupt
-                raise StepFailed(
-                    "the run was interrupted while the release command ran; its task was stopped",
-                    next_step="deploy again",
-                )
-            ctx.clock.sleep(interval)
 
     def _log(self, ctx: Context, taskdefs: ecs.TaskDefinitions, revision: str, arn: str) -> ecs.TaskLog | None:
         try:
             return ecs.container_log(ctx.aws.client("logs"), taskdefs.get(revision), self.container, arn)
         except (ClientError, BotoCoreError):  # the log explains; it never hides the outcome
             return None
-
-
-def run_task_arguments(
-    service: dict[str, Any], cluster: str, revision: str, container: str, command: tuple[str, ...]
-) -> dict[str, Any]:
-    """RunTask's arguments: ``revision`` once, where and as the service runs its tasks (its network, its launch type or
-    capacity providers, its platform version), ``command`` instead of the image's."""
-    arguments: dict[str, Any] = {
-        "cluster": cluster,
-        "taskDefinition": revision,
-        "count": 1,
-        "startedBy": STARTED_BY,
-        "overrides": {"containerOverrides": [{"name": container, "command": list(command)}]},
-    }
-    if service.get("networkConfiguration"):
-        arguments["networkConfiguration"] = service["networkConfiguration"]
-    if service.get("capacityProviderStrategy"):
-        arguments["capacityProviderStrategy"] = service["capacityProviderStrategy"]
-    elif service.get("launchType"):
-        arguments["launchType"] = service["launchType"]
-    if service.get("platformVersion") and service.get("platformVersion") != "LATEST":
-        arguments["platformVersion"] = service["platformVersion"]
-    return arguments
-
-
-def container_exit_code(task: dict[str, Any], container: str) -> int | None:
-    """The exit code of ``container`` in a stopped task (None: it never ran, or ECS did not say)."""
-    for each in task.get("containers") or []:
-        if each.get("name") == container and each.get("exitCode") is not None:
-            return int(each["exitCode"])
-    return None
-
-
-def _stop(client: Any, cluster: str, arn: str, reason: str) -> None:
-    with contextlib.suppress(ClientError, BotoCoreError):  # it stopped meanwhile, or the call failed: told anyway
-        client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
-
-
-def _seconds(task: dict[str, Any]) -> float:
-    started, stopped = task.get("startedAt"), task.get("stoppedAt") or task.get("executionStoppedAt")
-    try:
-        return max(0.0, float((stopped - started).total_seconds()))  # type: ignore[operator]
-    except TypeError:  # it never started, or the answer lacks the times
-        return 0.0
 
 
 def _repository(image: str) -> str:

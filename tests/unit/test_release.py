@@ -12,8 +12,9 @@ from deploykit import auto, planner
 from deploykit.config import Config, ReleaseCommand, load_config, parse_config
 from deploykit.errors import ConfigError
 from deploykit.git import current_revision
+from deploykit.oneoff import Ended, run_task_arguments
 from deploykit.plan import Plan
-from deploykit.release import Release, container_exit_code, run_task_arguments
+from deploykit.release import Release
 from tests.unit.test_auto_plan import INPUTS, change_set, shape
 from tests.unit.test_config import raw
 from tests.unit.test_stack_plans import names, with_lambdas  # noqa: F401 - a fixture
@@ -99,7 +100,7 @@ def test_the_release_task_runs_where_and_as_the_service_runs_its_tasks() -> None
         "awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED"}
     }
     service = {"networkConfiguration": network, "launchType": "FARGATE", "platformVersion": "1.4.0"}
-    arguments = run_task_arguments(service, "cluster", "family:7", "backend", COMMAND)
+    arguments = run_task_arguments(service, "cluster", "family:7", "backend", COMMAND, "deploykit-release")
     assert arguments == {
         "cluster": "cluster",
         "taskDefinition": "family:7",
@@ -113,17 +114,26 @@ def test_the_release_task_runs_where_and_as_the_service_runs_its_tasks() -> None
     # capacity providers (Fargate Spot) instead of a launch type; LATEST is what ECS picks anyway
     strategy = [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]
     spot = run_task_arguments(
-        {"capacityProviderStrategy": strategy, "launchType": "", "platformVersion": "LATEST"}, "c", "f:1", "b", COMMAND
+        {"capacityProviderStrategy": strategy, "launchType": "", "platformVersion": "LATEST"},
+        "c",
+        "f:1",
+        "b",
+        COMMAND,
+        "deploykit-run",
     )
     assert spot["capacityProviderStrategy"] == strategy
     assert "launchType" not in spot and "platformVersion" not in spot and "networkConfiguration" not in spot
 
 
-def test_the_exit_code_is_the_named_container_s() -> None:
+def test_how_a_one_off_task_ended_is_its_container_s_exit_code() -> None:
     task = {"containers": [{"name": "sidecar", "exitCode": 0}, {"name": "backend", "exitCode": 3}]}
-    assert container_exit_code(task, "backend") == 3
-    assert container_exit_code({"containers": [{"name": "backend"}]}, "backend") is None  # it never ran
-    assert container_exit_code({}, "backend") is None
+    assert Ended(task, "backend").exit_code == 3 and not Ended(task, "backend").ok
+    assert Ended(task, "backend").what() == "exited with code 3 after 0.0s"
+    never = {"containers": [{"name": "backend"}], "stoppedReason": "CannotPullContainerError: denied"}
+    assert Ended(never, "backend").exit_code is None  # it never ran
+    assert Ended(never, "backend").what() == "did not run: CannotPullContainerError: denied"
+    assert Ended({}, "backend", deadline=30).what() == "did not end within 30s and was stopped"
+    assert Ended({"containers": [{"name": "backend", "exitCode": 0}]}, "backend").ok
 
 
 def test_the_release_table_is_checked(tmp_path: Path) -> None:

@@ -1,0 +1,154 @@
+"""One-off ECS tasks: a command run once in a revision of the service's task definition, beside the service.
+
+The task runs where and as the service runs its own (its subnets and security groups, its launch type or capacity
+providers, its platform version; the revision's task role, environment, secrets and log configuration), with the
+command instead of the image's. The release step (deploykit.release) runs the release command so, ``inv run`` a
+person's command. Waiting is polling with the command's clock, a deadline (the task is then stopped) and the
+caller's look at each poll (a log tail, an interrupt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deploykit.aws import is_throttling
+from deploykit.clock import Clock
+from deploykit.errors import StepFailed
+
+SHOWN = 60  # characters of a command shown in a plan and a message
+
+
+def shown(command: tuple[str, ...] | list[str]) -> str:
+    """``command`` as a shell would read it, cut to a line's part."""
+    text = shlex.join(command)
+    return text if len(text) <= SHOWN else text[: SHOWN - 1] + "…"
+
+
+def run_task_arguments(
+    service: dict[str, Any],
+    cluster: str,
+    revision: str,
+    container: str,
+    command: tuple[str, ...] | list[str],
+    started_by: str,
+) -> dict[str, Any]:
+    """RunTask's arguments: ``revision`` once, where and as the service runs its tasks (its network, its launch type or
+    capacity providers, its platform version), ``command`` instead of the image's."""
+    arguments: dict[str, Any] = {
+        "cluster": cluster,
+        "taskDefinition": revision,
+        "count": 1,
+        "startedBy": started_by,
+        "overrides": {"containerOverrides": [{"name": container, "command": list(command)}]},
+    }
+    if service.get("networkConfiguration"):
+        arguments["networkConfiguration"] = service["networkConfiguration"]
+    if service.get("capacityProviderStrategy"):
+        arguments["capacityProviderStrategy"] = service["capacityProviderStrategy"]
+    elif service.get("launchType"):
+        arguments["launchType"] = service["launchType"]
+    if service.get("platformVersion") and service.get("platformVersion") != "LATEST":
+        arguments["platformVersion"] = service["platformVersion"]
+    return arguments
+
+
+def start(client: Any, arguments: dict[str, Any], what: str) -> str:
+    """Run the task; its ARN. ECS's refusal to place it (``failures``) is a StepFailed naming ``what`` it was for."""
+    answer = client.run_task(**arguments)
+    if answer.get("failures") or not answer.get("tasks"):
+        failure = (answer.get("failures") or [{}])[0]
+        raise StepFailed(
+            f"ECS could not start {what}: {failure.get('reason', 'no task in its answer')} "
+            f"{failure.get('detail') or ''}".rstrip(),
+            next_step=f"nothing was changed; see why in the ECS console (cluster {arguments['cluster']}), then rerun",
+        )
+    return str(answer["tasks"][0]["taskArn"])
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A one-off task as it stopped (``task``: its DescribeTasks answer), or was stopped past its deadline."""
+
+    task: dict[str, Any]
+    container: str
+    deadline: float | None = None  # the deadline it was stopped at (seconds); None: it stopped on its own
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code of the container (None: it never ran, or ECS did not say)."""
+        for each in self.task.get("containers") or []:
+            if each.get("name") == self.container and each.get("exitCode") is not None:
+                return int(each["exitCode"])
+        return None
+
+    @property
+    def ok(self) -> bool:
+        return self.deadline is None and self.exit_code == 0
+
+    @property
+    def seconds(self) -> float:
+        """How long the container ran (0 when it never started, or the answer lacks the times)."""
+        started, stopped = self.task.get("startedAt"), self.task.get("stoppedAt") or self.task.get("executionStoppedAt")
+        try:
+            return max(0.0, float((stopped - started).total_seconds()))  # type: ignore[operator]
+        except TypeError:
+            return 0.0
+
+    def what(self) -> str:
+        """How it ended, for a message: ``exited with code 3 after 0.3s``."""
+        if self.deadline is not None:
+            return f"did not end within {self.deadline:.0f}s and was stopped"
+        if self.exit_code is None:
+            return f"did not run: {self.task.get('stoppedReason') or self.task.get('stopCode') or 'stopped'}"
+        return f"exited with code {self.exit_code} after {self.seconds:.1f}s"
+
+
+def wait(
+    client: Any,
+    clock: Clock,
+    cluster: str,
+    arn: str,
+    container: str,
+    *,
+    timeout: float,
+    poll: float,
+    state: Callable[[str, float], None] = lambda _state, _elapsed: None,
+    each: Callable[[], None] = lambda: None,
+) -> Ended:
+    """Poll the task until it stops. ``state(lastStatus, elapsed)`` hears each poll's state, ``each()`` is called after
+    every poll (it may raise to end the wait: the caller then stops the task). Past ``timeout``, the task is
+    stopped (:func:`stop`) and the answer says so. Throttled polls back off."""
+    started = clock.monotonic()
+    interval = poll
+    while True:
+        elapsed = clock.monotonic() - started
+        try:
+            tasks = client.describe_tasks(cluster=cluster, tasks=[arn]).get("tasks") or []
+        except ClientError as exc:
+            if not is_throttling(exc):
+                raise
+            interval, tasks = min(interval * 2, poll * 8), []
+        else:
+            interval = poll
+        if tasks:
+            task = dict(tasks[0])
+            state(str(task.get("lastStatus", "?")), elapsed)
+            if task.get("lastStatus") == "STOPPED":
+                return Ended(task, container)
+        each()
+        if elapsed >= timeout:
+            stop(client, cluster, arn, f"deploykit: its deadline of {timeout:.0f}s passed")
+            return Ended(dict(tasks[0]) if tasks else {}, container, deadline=timeout)
+        clock.sleep(interval)
+
+
+def stop(client: Any, cluster: str, arn: str, reason: str) -> None:
+    """StopTask, told nothing of a failure (it stopped meanwhile, or the call failed: the caller says what happened)."""
+    with contextlib.suppress(ClientError, BotoCoreError):
+        client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
