@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from deploykit import (
     lambda_chain,
     lock,
     markdown,
+    oneoff,
     overview,
     planner,
     registry,
@@ -54,7 +56,7 @@ from deploykit import smoke as smoke_checks
 from deploykit.app_chain import app_left
 from deploykit.aws import AwsFactory, all_of, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
-from deploykit.clock import Clock, SystemClock, moment_of
+from deploykit.clock import Clock, SystemClock, moment_of, seconds_of
 from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
@@ -1269,6 +1271,112 @@ def logs(
     elif len(lines) == limit:
         runtime.stderr.write(f"(the newest {limit}; --limit N for more)\n")
     return lines
+
+
+RUN_STARTED_BY = "deploykit-run"  # inv run's tasks: ListTasks --started-by finds them
+RUN_LAST_READS = 3  # reads of the task's log after it stopped, for lines the log driver sent late
+
+
+def run_command(
+    command: str,
+    *,
+    env: str | None = None,
+    timeout: str = "10m",
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> dict[str, Any]:
+    """``inv run``: ``command`` once in a one-off task of the revision the service runs, beside it (deploykit.oneoff):
+    its output followed as it runs (stdout; stderr with ``as_json``), the task stopped past ``timeout`` or on Ctrl-C.
+    StepFailed (exit 1) unless it exits 0. Nothing deployed changes: no lock, no freeze, no history."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    argv = shlex.split(command)
+    if not argv:
+        raise UsageError("name the command to run", next_step="inv run 'python -m app.release' (one string, quoted)")
+    deadline = seconds_of(timeout)
+    if deadline is None or deadline <= 0:
+        raise UsageError(f"--timeout {timeout!r} is not a duration", next_step="pass one such as 300, 90s, 10m or 1h")
+    aws = runtime.aws_factory(environment)
+    out = runtime.stderr if as_json else runtime.stdout
+    with aws_errors(environment):
+        client = aws.client("ecs")
+        service = ecs.describe_service(client, environment.cluster, environment.service, environment)
+        revision = str(service["taskDefinition"])
+        taskdefs = ecs.TaskDefinitions.of(aws)
+        tag = ecs.image_tag(taskdefs.image(revision, environment.container)) or "?"
+        arguments = oneoff.run_task_arguments(
+            service, environment.cluster, revision, environment.container, argv, RUN_STARTED_BY
+        )
+        arn = oneoff.start(client, arguments, f"a task of {revision.rsplit('/', 1)[-1]}")
+        task_id = arn.rsplit("/", 1)[-1]
+        runtime.stderr.write(
+            f"🏃 {oneoff.shown(argv)} in {environment.name}: task {task_id} of {revision.rsplit('/', 1)[-1]} "
+            f"({tag}), beside {environment.service}; Ctrl-C stops it\n"
+        )
+        tail = None
+        where = ecs.log_stream(taskdefs.get(revision), environment.container, arn)
+        if where is not None:  # its own stream: every line in it is the command's
+            source = applogs.LogSource("app", *where)
+            tail = applogs.Tail(aws.client("logs"), source, runtime.clock.now() - timedelta(minutes=5))
+        else:
+            runtime.stderr.write(f"   (its output is not followed: {environment.container} logs without awslogs)\n")
+
+        def show_new() -> None:
+            if tail is None:
+                return
+            try:
+                lines = tail.new()
+            except botocore.exceptions.ClientError:  # its stream is not there yet: the next poll reads it
+                return
+            for line in lines:
+                out.write(line.message + "\n")
+            out.flush()
+
+        def state(status: str, elapsed: float) -> None:
+            if status != states[-1]:
+                runtime.stderr.write(f"   [{elapsed:6.1f}s] task {status}\n")
+                states.append(status)
+
+        states = [""]
+        try:
+            ended = oneoff.wait(
+                client,
+                runtime.clock,
+                environment.cluster,
+                arn,
+                environment.container,
+                timeout=deadline,
+                poll=environment.poll_seconds,
+                state=state,
+                each=show_new,
+            )
+        except BaseException:  # Ctrl-C, SIGTERM, a call failed: the task does not run on alone
+            oneoff.stop(client, environment.cluster, arn, "deploykit: inv run that started it stopped")
+            runtime.stderr.write(f"⏹  task {task_id} stopped\n")
+            raise
+        for _ in range(RUN_LAST_READS if tail is not None else 0):  # what it wrote last, sent as it stopped
+            show_new()
+            runtime.clock.sleep(environment.poll_seconds)
+        show_new()
+    result = {
+        "environment": environment.name,
+        "command": argv,
+        "task": arn,
+        "task_definition": revision,
+        "image_tag": tag,
+        "exit_code": ended.exit_code,
+        "seconds": round(ended.seconds, 3),
+        "ok": ended.ok,
+    }
+    if as_json:
+        runtime.stdout.write(dumps(result) + "\n")
+    if not ended.ok:
+        raise StepFailed(
+            f"{oneoff.shown(argv)} {ended.what()} in task {task_id} of {environment.name}",
+            next_step=f"its output again: inv logs --env {environment.name} --task {task_id} --since 1h",
+        )
+    runtime.stderr.write(f"✅ exited 0 after {ended.seconds:.1f}s (task {task_id})\n")
+    return result
 
 
 @heard_when_not_run("deploy.full")

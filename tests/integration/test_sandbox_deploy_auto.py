@@ -1219,3 +1219,19 @@ def test_the_release_command_runs_in_the_new_image_before_it_takes_traffic(proje
     release_command(project, None)  # the later tests' deploy.toml, as it was
     report, out, _seconds = auto(project)
     assert report is not None and report.ok and "release" not in {r.step for r in all_records(report.records)}
+
+
+def test_inv_run_runs_a_command_in_the_live_image_beside_the_service_and_shows_what_it_wrote(project: Path) -> None:
+    """inv run: the backend's release command, by hand, in a one-off task of what the service runs (its environment:
+    the stacks' tables, bucket and pool), its output followed; a command that fails fails it with its exit code."""
+    runtime = quiet_runtime(project)
+    result = commands.run_command("python -m app.release", runtime=runtime)
+    out = runtime.stdout.getvalue()  # type: ignore[attr-defined]
+    assert result["ok"] and result["exit_code"] == 0, out
+    assert "release: dynamodb:cars ok" in out and out.splitlines()[-1].startswith("release: ok"), out
+    assert result["image_tag"] == version_of(endpoints(project).alb_url.rstrip("/"))[:12]
+    failing = quiet_runtime(project)
+    with pytest.raises(StepFailed, match="exited with code 4") as failed:
+        commands.run_command("python -c \"import sys; print('no such car'); sys.exit(4)\"", runtime=failing)
+    assert failing.stdout.getvalue() == "no such car\n"  # type: ignore[attr-defined]
+    assert "inv logs --env sandbox --task" in (failed.value.next_step or "")

@@ -1,0 +1,109 @@
+"""inv run: a command once in a one-off task of the revision the service runs, its output followed from CloudWatch
+Logs, its exit code the command's. moto holds the service, its revisions and the log; :class:`Agent` answers for the
+one-off task (moto cannot run one of an awsvpc task definition)."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploykit import commands
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.errors import StepFailed, UsageError
+from tests.functional.conftest import create_service
+from tests.functional.test_release_moto import RUNS, Agent
+
+NOW = datetime.now(UTC)
+GROUP = "/ecs/car-rental"  # the functional CONTAINER's awslogs group, streams backend/backend/<task id>
+
+
+class Writing(Agent):
+    """An agent whose task writes ``lines`` to its awslogs stream as it starts."""
+
+    def __init__(self, factory: AwsFactory, lines: list[str], code: int | None = 0, **kwargs: Any) -> None:
+        super().__init__(factory, code, **kwargs)
+        self.logs = factory.client("logs")
+        self.lines = lines
+
+    def _ran(self, params: dict[str, Any], **kwargs: Any) -> None:
+        super()._ran(params, **kwargs)
+        stream = f"backend/backend/{list(self.tasks)[-1].rsplit('/', 1)[-1]}"
+        self.logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
+        start = int(NOW.timestamp() * 1000)  # CloudWatch Logs takes no event older than 14 days
+        events = [{"timestamp": start + i, "message": line} for i, line in enumerate(self.lines)]
+        if events:
+            self.logs.put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=events)
+
+
+def runtime(project: Path, factory: AwsFactory) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(start=NOW),
+        aws_factory=lambda _env: factory,
+    )
+
+
+@pytest.fixture
+def service(factory: AwsFactory) -> dict[str, Any]:
+    taskdef = create_service(factory, RUNS)
+    factory.client("logs").create_log_group(logGroupName=GROUP)
+    return taskdef
+
+
+def test_the_command_runs_in_the_revision_the_service_runs_and_its_output_is_shown(
+    project: Path, factory: AwsFactory, service: dict[str, Any]
+) -> None:
+    agent = Writing(factory, ["reindexing 42 cars", "done"])
+    rt = runtime(project, factory)
+    result = commands.run_command("python -m app.admin reindex --all", env="dev", runtime=rt)
+    (ran,) = agent.run
+    assert ran["taskDefinition"] == service["taskDefinitionArn"]  # what the service runs, not a new revision
+    assert ran["overrides"]["containerOverrides"] == [
+        {"name": "backend", "command": ["python", "-m", "app.admin", "reindex", "--all"]}
+    ]
+    assert ran["startedBy"] == "deploykit-run" and ran["networkConfiguration"]["awsvpcConfiguration"]["subnets"]
+    assert rt.stdout.getvalue() == "reindexing 42 cars\ndone\n"  # type: ignore[attr-defined]
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "🏃 python -m app.admin reindex --all in dev: task " in said and "(old), beside car-rental-service" in said
+    assert "✅ exited 0 after 2.0s" in said
+    assert result["exit_code"] == 0 and result["ok"] and result["image_tag"] == "old"
+
+
+def test_a_failing_command_fails_the_run_with_its_exit_code_and_json_says_it(
+    project: Path, factory: AwsFactory, service: dict[str, Any]
+) -> None:
+    Writing(factory, ["boom"], 2)
+    rt = runtime(project, factory)
+    with pytest.raises(StepFailed, match=r"^python -m app\.admin exited with code 2 after 2\.0s in task \w+ of dev\n"):
+        commands.run_command("python -m app.admin", env="dev", as_json=True, runtime=rt)
+    document = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    assert (document["exit_code"], document["ok"], document["command"]) == (2, False, ["python", "-m", "app.admin"])
+    assert "boom\n" in rt.stderr.getvalue()  # type: ignore[attr-defined]  # its output on stderr, stdout is JSON
+
+
+def test_a_command_past_its_timeout_is_stopped(project: Path, factory: AwsFactory, service: dict[str, Any]) -> None:
+    agent = Writing(factory, [], ends=False)
+    with pytest.raises(StepFailed, match="did not end within 90s and was stopped"):
+        commands.run_command("sleep 600", env="dev", timeout="90s", runtime=runtime(project, factory))
+    assert agent.stopped == list(agent.tasks)
+
+
+@pytest.mark.parametrize(
+    ("command", "timeout", "message"),
+    [("", "10m", "name the command to run"), ("  ", "10m", "name the command"), ("x", "soon", "is not a duration")],
+)
+def test_bad_input_runs_nothing(
+    project: Path, factory: AwsFactory, service: dict[str, Any], command: str, timeout: str, message: str
+) -> None:
+    agent = Agent(factory)
+    with pytest.raises(UsageError, match=message):
+        commands.run_command(command, env="dev", timeout=timeout, runtime=runtime(project, factory))
+    assert agent.run == []
