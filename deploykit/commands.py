@@ -1274,7 +1274,7 @@ def logs(
 
 
 RUN_STARTED_BY = "deploykit-run"  # inv run's tasks: ListTasks --started-by finds them
-RUN_LAST_READS = 3  # reads of the task's log after it stopped, for lines the log driver sent late
+RUN_LAST_READS = 5  # reads of the task's log after it stopped, a second apart at most, while lines still come
 
 
 def run_command(
@@ -1321,16 +1321,17 @@ def run_command(
         else:
             runtime.stderr.write(f"   (its output is not followed: {environment.container} logs without awslogs)\n")
 
-        def show_new() -> None:
+        def show_new() -> int:
             if tail is None:
-                return
+                return 0
             try:
                 lines = tail.new()
             except botocore.exceptions.ClientError:  # its stream is not there yet: the next poll reads it
-                return
+                return 0
             for line in lines:
                 out.write(line.message + "\n")
             out.flush()
+            return len(lines)
 
         def state(status: str, elapsed: float) -> None:
             if status != states[-1]:
@@ -1354,10 +1355,11 @@ def run_command(
             oneoff.stop(client, environment.cluster, arn, "deploykit: inv run that started it stopped")
             runtime.stderr.write(f"⏹  task {task_id} stopped\n")
             raise
-        for _ in range(RUN_LAST_READS if tail is not None else 0):  # what it wrote last, sent as it stopped
-            show_new()
-            runtime.clock.sleep(environment.poll_seconds)
-        show_new()
+        show_new()  # what it wrote last, sent as it stopped; then whatever the log driver still sends, a little later
+        for _ in range(RUN_LAST_READS if tail is not None else 0):
+            runtime.clock.sleep(min(environment.poll_seconds, 1.0))
+            if not show_new():
+                break
     result = {
         "environment": environment.name,
         "command": argv,

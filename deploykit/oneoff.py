@@ -119,7 +119,7 @@ def wait(
     timeout: float,
     poll: float,
     state: Callable[[str, float], None] = lambda _state, _elapsed: None,
-    each: Callable[[], None] = lambda: None,
+    each: Callable[[], object] = lambda: None,
 ) -> Ended:
     """Poll the task until it stops. ``state(lastStatus, elapsed)`` hears each poll's state, ``each()`` is called after
     every poll (it may raise to end the wait: the caller then stops the task). Past ``timeout``, the task is

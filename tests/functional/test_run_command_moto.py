@@ -107,3 +107,17 @@ def test_bad_input_runs_nothing(
     with pytest.raises(UsageError, match=message):
         commands.run_command(command, env="dev", timeout=timeout, runtime=runtime(project, factory))
     assert agent.run == []
+
+
+def test_an_interrupt_stops_the_task(project: Path, factory: AwsFactory, service: dict[str, Any]) -> None:
+    agent = Agent(factory, ends=False)
+
+    def interrupt(**_: Any) -> None:
+        raise KeyboardInterrupt
+
+    factory.client("ecs").meta.events.register_first("before-call.ecs.DescribeTasks", interrupt)
+    rt = runtime(project, factory)
+    with pytest.raises(KeyboardInterrupt):
+        commands.run_command("sleep 600", env="dev", runtime=rt)
+    assert agent.stopped == list(agent.tasks)
+    assert "⏹  task " in rt.stderr.getvalue()  # type: ignore[attr-defined]
