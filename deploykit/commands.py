@@ -1290,7 +1290,10 @@ def run_command(
     StepFailed (exit 1) unless it exits 0. Nothing deployed changes: no lock, no freeze, no history."""
     runtime = runtime or Runtime()
     _config, environment = _load(runtime, env)
-    argv = shlex.split(command)
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:  # an unbalanced quote
+        raise UsageError(f"the command cannot be split into its words: {exc}", next_step="check its quotes") from None
     if not argv:
         raise UsageError("name the command to run", next_step="inv run 'python -m app.release' (one string, quoted)")
     deadline = seconds_of(timeout)

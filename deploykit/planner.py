@@ -289,7 +289,7 @@ def deploy_stack_plan(
     packages = lambda_packages(config, env) if uploads else {}
     steps += [UploadLambdaCode.of(fn, config.root / "lambda" / fn, packages[fn], env.stacks.registry) for fn in uploads]
     if new_image and role == "fargate":
-        steps += release_steps(config, env, image_tag, by_stack=True)
+        steps += release_steps(config, env, image_tag, git_sha=image_tag, by_stack=True)  # the tag: a short SHA
     steps.append(
         DeployStack(
             name,

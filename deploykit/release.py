@@ -12,9 +12,9 @@ stack when that stack deploys a new image (deploy.full, deploy.stack, deploy.aut
 skipped when the service already runs the image (its command ran when it went live), and on an environment's very
 first deploy, when there is no service yet to run it beside (the Fargate stack creates it). Before a Fargate stack,
 the revision it runs in is made from the service's own with the new image: what the stack's update changes in the
-task definition reaches the command from the next deploy on. A rollback never runs
-it: it brings back an image that ran its command before; release commands are written to be run again and to leave
-data the version before can still read.
+task definition reaches the command from the next deploy on. A rollback never runs it: it brings back an image
+that ran its command before; release commands are written to be run again and to leave data the version before can
+still read.
 """
 
 from __future__ import annotations

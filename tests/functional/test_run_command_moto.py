@@ -98,7 +98,12 @@ def test_a_command_past_its_timeout_is_stopped(project: Path, factory: AwsFactor
 
 @pytest.mark.parametrize(
     ("command", "timeout", "message"),
-    [("", "10m", "name the command to run"), ("  ", "10m", "name the command"), ("x", "soon", "is not a duration")],
+    [
+        ("", "10m", "name the command to run"),
+        ("  ", "10m", "name the command"),
+        ("x", "soon", "is not a duration"),
+        ("echo 'unbalanced", "10m", "cannot be split into its words: No closing quotation"),
+    ],
 )
 def test_bad_input_runs_nothing(
     project: Path, factory: AwsFactory, service: dict[str, Any], command: str, timeout: str, message: str
