@@ -1216,9 +1216,27 @@ def test_the_release_command_runs_in_the_new_image_before_it_takes_traffic(proje
     assert "inv logs --component app --task" in (failed.value.next_step or "")
     assert version_of(alb) == good  # the old version serves on; nothing of the new image took a request
 
-    release_command(project, None)  # the later tests' deploy.toml, as it was
+    # a new image through the Fargate stack's update (its drain changed too): the command runs first, beside the
+    # service, in a revision made for it; the app chain's own, after the stack, finds the image live
+    release_command(project, ["python", "-m", "app.release"])
+    drain = drain_seconds(project)
+    stack = project / "cdk" / "stacks" / "fargate_stack.py"
+    stack.write_text(stack.read_text().replace(f"Duration.seconds({drain})", "Duration.seconds(2)", 1))
+    git(project, "commit", "-qam", "backend and drain: released through the Fargate stack")
+    report, out, _seconds = auto(project)
+    assert report is not None and report.ok, out
+    records = [r for r in all_records(report.records) if not r.children]
+    order = [(r.step, r.status) for r in records if r.step in ("release", "deploy-stack", "roll-service")]
+    assert order == [("release", "done"), ("deploy-stack", "done"), ("release", "skipped"), ("roll-service", "skipped")]
+    assert "registered car-rental-service:" in out and "for the release command" in out
+    assert drain_seconds(project) == "2" and version_of(alb) == git(project, "rev-parse", "HEAD").strip()
+
+    release_command(project, None)  # the later tests' deploy.toml and drain, as they were
+    stack.write_text(stack.read_text().replace("Duration.seconds(2)", f"Duration.seconds({drain})", 1))
+    git(project, "commit", "-qam", "the drain as it was")
     report, out, _seconds = auto(project)
     assert report is not None and report.ok and "release" not in {r.step for r in all_records(report.records)}
+    assert drain_seconds(project) == drain
 
 
 def test_inv_run_runs_a_command_in_the_live_image_beside_the_service_and_shows_what_it_wrote(project: Path) -> None:
