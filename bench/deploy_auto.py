@@ -74,6 +74,8 @@ TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
 AWS_LATENCY = 0.1  # seconds: an AWS call from a laptop takes 50-200 ms, one on the sandbox about 10 ms
 LATENCY_ROW = f"a, each AWS call {AWS_LATENCY * 1000:.0f} ms later (as far as AWS)"
 APP_LATENCY_ROW = f"b again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
+RELEASE_ROW = "b again, with a release command (python -m app.release)"
+RELEASE = '\n[release]\ncommand = ["python", "-m", "app.release"]\n'
 LAMBDA_LATENCY_ROW = f"c again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
 LAMBDA_APPLY = 1.5  # seconds: AWS applies a function's code update in 1-5 s; the sandbox, unless told, at once
 LAMBDA_APPLY_ROW = f"c again, Lambda applying the update in {LAMBDA_APPLY:g} s (as AWS)"
@@ -318,6 +320,13 @@ def scenarios(bench: Bench, cdk: list[str] | None) -> dict[str, float]:
     if not bench.env_name:  # the app's rollout as far away as AWS: its reads and calls one after the other show
         bench.touch_backend(5)
         r[APP_LATENCY_ROW] = bench.inv("deploy.auto", latency=AWS_LATENCY)
+        # what a release command costs: the backend's own, run in the new image before the rollout ([release])
+        toml = (root / "deploy.toml").read_text()
+        bench.add("deploy.toml", toml + RELEASE, "a release command")
+        bench.touch_backend(6)
+        r[RELEASE_ROW] = bench.inv("deploy.auto")
+        bench.waits["release (python -m app.release, in a one-off task)"] = bench.last_steps()["release"]
+        bench.add("deploy.toml", toml, "no release command")
     bench.edit(
         "lambda/health_handler/handler.py",
         'body = {"status": "ok", ',
