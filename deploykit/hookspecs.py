@@ -73,7 +73,8 @@ def deploykit_deployment_not_run(env: str, report: dict[str, Any]) -> None:
     lock another deploy holds, a guard such as taking back newer commits) or ``failed`` (exit 1: a read of what is
     live failed). ``report``: env, command, outcome, head (the checkout's commit, "" when unknown), message and
     next_step (why, and what to do; "" for nothing), held (changed components held back by --only/--skip). A
-    deployment whose plan ran is told through the hooks above instead; a dry run is told nothing."""
+    deployment whose plan ran is told through the hooks above instead; a dry run is told nothing. The built-in
+    ``summary`` plugin writes it on the CI job's page, ``notify`` puts a refusal in the chat when asked."""
 
 
 @hookspec

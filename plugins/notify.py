@@ -9,7 +9,8 @@ never in the file itself)::
     environments = ["dev", "prod"]   # default: every environment not on this machine (not the sandbox); a
                                      # pattern ("dev-*") names those it makes, which are left out otherwise
     on = ["finished", "failed", "freeze"]   # the default; "started": a line as each deploy begins; "freeze":
-                                            # inv freeze and inv unfreeze
+                                            # inv freeze and inv unfreeze; "refused": a deploy refused or
+                                            # failed before its first step (a freeze, the lock, a guard)
 
 A run that changed nothing is not announced; one from CI links its job (GitHub Actions, GitLab CI, Jenkins, or
 $DEPLOYKIT_RUN_URL). Messages go out from a background thread, so a slow chat never
@@ -37,7 +38,7 @@ from deploykit.hookspecs import hookimpl
 from plugins._support import settings_of, variable_of
 
 NAME = "notify"
-EVENTS = ("started", "finished", "failed", "freeze")
+EVENTS = ("started", "finished", "failed", "freeze", "refused")
 DEFAULT_ON = ("finished", "failed", "freeze")
 KEYS = ("webhook_env", "environments", "on")
 TIMEOUT = 5.0  # seconds for one POST; and at most, at exit, for the messages still queued
@@ -175,6 +176,16 @@ class Notifier:
             f"❄️ {env}: frozen by {freeze.get('owner')} {f'until {until}' if until else 'until inv unfreeze'}: "
             f"{freeze.get('reason')} (deploys refused; rollbacks go on)"
         )
+
+    @hookimpl
+    def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
+        if report.get("outcome") == "nothing" or not self._wanted(env, "refused"):
+            return  # nothing to deploy is no news
+        mark, what = ("🛑", "refused") if report.get("outcome") == "refused" else ("❌", "failed")
+        message = str(report.get("message") or "?").splitlines()[0]
+        next_step = str(report.get("next_step") or "")
+        text = f"{mark} {env}: {report.get('command')} by {self.who()} {what} before any step: {message}"
+        self._say(text + (f"\n→ next: {next_step}" if next_step else ""))
 
     # -- sending -----------------------------------------------------------------------------------------------
 

@@ -244,6 +244,32 @@ def test_a_freeze_and_its_end_are_announced_unless_left_out(chat: tuple[Notifier
     assert notifier.flush() and len(sent.texts) == 3
 
 
+def test_a_deploy_that_ran_no_step_is_announced_only_when_asked(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    notifier, sent, _ = chat
+    refused = {
+        "env": "dev",
+        "command": "deploy.auto",
+        "outcome": "refused",
+        "head": "0123456789ab",
+        "message": "refusing to deploy to dev: dev is frozen by lead\nsecond line",
+        "next_step": "wait until it is over",
+        "held": [],
+    }
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK"))  # the default: not announced
+    notifier.deploykit_deployment_not_run(env="dev", report=refused)
+    assert notifier.flush() and sent.texts == []
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK", on=["refused"]))
+    notifier.deploykit_deployment_not_run(env="dev", report=refused)
+    notifier.deploykit_deployment_not_run(env="dev", report={**refused, "outcome": "failed", "next_step": ""})
+    notifier.deploykit_deployment_not_run(env="dev", report={**refused, "outcome": "nothing"})  # no news
+    assert notifier.flush()
+    assert [text for _url, text in sent.texts] == [
+        "🛑 dev: deploy.auto by ana@laptop refused before any step: refusing to deploy to dev: dev is frozen by lead"
+        "\n→ next: wait until it is over",
+        "❌ dev: deploy.auto by ana@laptop failed before any step: refusing to deploy to dev: dev is frozen by lead",
+    ]
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -251,7 +277,7 @@ def test_a_freeze_and_its_end_are_announced_unless_left_out(chat: tuple[Notifier
         ({"webhook_env": 3}, "webhook_env must be the name of an environment variable"),
         ({"webhook_env": "X", "environments": "dev"}, "environments must be a list"),
         ({"webhook_env": "X", "environments": ["staging"]}, "names ['staging'], which deploy.toml does not define"),
-        ({"webhook_env": "X", "on": ["done"]}, "on must be a list of started, finished, failed, freeze"),
+        ({"webhook_env": "X", "on": ["done"]}, "on must be a list of started, finished, failed, freeze, refused"),
     ],
 )
 def test_bad_settings_are_a_config_error(settings: dict[str, Any], message: str) -> None:
