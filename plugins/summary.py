@@ -10,6 +10,12 @@ On a laptop the variable is not set and the plugin does nothing. Another CI's pa
 
     [plugins.summary]
     file_env = "GITHUB_STEP_SUMMARY"   # the default: the environment variable naming the file; "" turns it off
+    annotations = true                 # the default: in GitHub Actions, a failure is an error annotation too
+
+In GitHub Actions (``$GITHUB_ACTIONS`` is ``true``) a deployment that failed or was refused, before its first step
+or at one, and a smoke run that failed also print a workflow command, ``::error title=...::message``, on stderr:
+the runner reads those on stderr as on stdout in a ``run:`` step, and shows the error on the run's page and in the
+pull request's checks.
 
 A file that cannot be written is said on stderr and fails nothing.
 """
@@ -23,6 +29,7 @@ from typing import Any, TextIO
 
 from deploykit.checks import CheckResult
 from deploykit.config import Config
+from deploykit.errors import ConfigError
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
 from deploykit.markdown import code, escape, table
@@ -32,7 +39,7 @@ from plugins._support import settings_of, variable_of
 from plugins.notify import failed_step
 
 NAME = "summary"
-KEYS = ("file_env",)
+KEYS = ("file_env", "annotations")
 DEFAULT_VARIABLE = "GITHUB_STEP_SUMMARY"
 CHANGES_SHOWN = 40  # lines of one stack update's changes in the summary (the history keeps up to 100)
 ICONS = {"done": "✅ done", "skipped": "⏭ skipped", "failed": "❌ failed", "not run": "· not run"}
@@ -107,6 +114,16 @@ def not_run_markdown(report: Mapping[str, Any], who: str) -> str:
 CHECK_ICONS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭ skipped"}
 
 
+def annotation(title: str, message: str) -> str:
+    """A GitHub Actions workflow command for an error annotation: ``::error title=TITLE::MESSAGE``, each escaped as
+    the runner unescapes it (``%``, CR and LF in both; ``:`` and ``,`` in the title, a property)."""
+
+    def data(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    return f"::error title={data(title).replace(':', '%3A').replace(',', '%2C')}::{data(message)}\n"
+
+
 def smoke_markdown(report: Mapping[str, Any], who: str) -> str:
     """A smoke run of its own (``report``: as ``inv smoke --json`` prints it) as a section of Markdown: a heading with
     the result and the counts, a table of the checks."""
@@ -141,12 +158,16 @@ class Summary:
         self.who = who
         self.environ = os.environ if environ is None else environ
         self.variable = DEFAULT_VARIABLE
+        self.annotations = True
         self.plans: dict[str, Mapping[str, Any]] = {}
 
     @hookimpl
     def deploykit_configure(self, config: Config) -> None:
         settings, where = settings_of(config, NAME, KEYS)
         self.variable = variable_of(settings, "file_env", DEFAULT_VARIABLE, where)
+        self.annotations = settings.get("annotations", True)
+        if not isinstance(self.annotations, bool):
+            raise ConfigError(f"{where}: annotations must be true or false", next_step="fix it in deploy.toml")
 
     @hookimpl
     def deploykit_deployment_started(self, env: str, plan: dict[str, Any]) -> None:
@@ -159,14 +180,32 @@ class Summary:
     @hookimpl
     def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
         self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error))
+        what = "refused" if (report.get("error") or {}).get("exit_code") == 2 else "failed"
+        self._annotate(f"deploykit: {report.get('title')} to {env} {what} at {failed_step(report)}", error)
 
     @hookimpl
     def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
         self._write(not_run_markdown(report, self.who()))
+        if report.get("outcome") in ("refused", "failed"):
+            message = str(report.get("message") or "?")
+            if report.get("next_step"):
+                message += f"\n  → next: {report['next_step']}"
+            self._annotate(f"deploykit: {report.get('command')} to {env} {report['outcome']} before any step", message)
 
     @hookimpl
     def deploykit_smoke_finished(self, env: str, report: dict[str, Any]) -> None:
         self._write(smoke_markdown(report, self.who()))
+        failed = [c for c in report.get("checks", []) if c.get("status") == "failed"]
+        if not report.get("ok") and failed:
+            lines = [f"{c.get('name')}: {c.get('detail')}" for c in failed]
+            self._annotate(f"deploykit: smoke of {env} failed ({len(failed)} check(s))", "\n".join(lines))
+
+    def _annotate(self, title: str, message: str) -> None:
+        """An error annotation, in GitHub Actions only (see the module's doc)."""
+        if self.annotations and self.environ.get("GITHUB_ACTIONS") == "true":
+            out = self.stderr or sys.stderr
+            out.write(annotation(title, message))
+            out.flush()
 
     def _write(self, text: str) -> None:
         path = self.environ.get(self.variable, "") if self.variable else ""

@@ -18,7 +18,7 @@ from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Sequence, Step
 from deploykit.plugins import get_plugin_manager
-from plugins.summary import CHANGES_SHOWN, Summary, not_run_markdown, run_markdown
+from plugins.summary import CHANGES_SHOWN, Summary, annotation, not_run_markdown, run_markdown
 from tests.unit.test_notify_plugin import ENVIRONMENTS
 
 
@@ -110,6 +110,7 @@ def test_without_the_variable_nothing_is_written_and_an_unwritable_file_fails_no
     [
         ({"file": "X"}, "deploy.toml: [plugins.summary] has unknown keys ['file']"),
         ({"file_env": 3}, "deploy.toml: [plugins.summary]: file_env must be the name of an environment variable"),
+        ({"annotations": "yes"}, "deploy.toml: [plugins.summary]: annotations must be true or false"),
     ],
 )
 def test_settings_it_does_not_know_are_errors(settings: dict[str, Any], message: str) -> None:
@@ -146,3 +147,45 @@ def test_a_deploy_that_ran_no_step_says_why_escaped() -> None:
     )
     nothing = {**report, "outcome": "nothing", "message": "", "next_step": "", "head": ""}
     assert not_run_markdown(nothing, "ana").splitlines()[2] == "`prod` runs what the checkout would deploy."
+
+
+def test_in_github_actions_a_failure_is_an_error_annotation_too(tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    actions = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(tmp_path / "page.md")}
+    summary = Summary(stderr=stderr, who=lambda: "ci", environ=actions)
+    deploy(summary, config(), Works())  # a success: no annotation
+    deploy(summary, config(), Works(fail=True))
+    deploy(summary, config(), Works(refuse=True))
+    summary.deploykit_deployment_not_run(
+        env="dev",
+        report={"command": "deploy.auto", "outcome": "refused", "message": "dev is frozen", "next_step": "wait"},
+    )
+    summary.deploykit_deployment_not_run(env="dev", report={"command": "deploy.auto", "outcome": "nothing"})
+    summary.deploykit_smoke_finished(
+        env="dev",
+        report={
+            "env": "dev",
+            "ok": False,
+            "checks": [
+                {"name": "alb", "status": "passed", "seconds": 0.1, "detail": "GET /health 200"},
+                {"name": "auth", "status": "failed", "seconds": 0.2, "detail": "GET /me → 500"},
+            ],
+        },
+    )
+    assert stderr.getvalue().splitlines() == [
+        "::error title=deploykit%3A deploy.auto to dev failed at deploy-stack::the stack did not update: a | b%0A"
+        "  → next: read its events, then rerun",
+        "::error title=deploykit%3A deploy.auto to dev refused at deploy-stack::the Docker engine is not running%0A"
+        "  → next: start it, then rerun",
+        "::error title=deploykit%3A deploy.auto to dev refused before any step::dev is frozen%0A  → next: wait",
+        "::error title=deploykit%3A smoke of dev failed (1 check(s))::auth: GET /me → 500",
+    ]
+    # not in GitHub Actions, or turned off: none
+    for environ, settings in (({"GITHUB_STEP_SUMMARY": str(tmp_path / "x.md")}, {}), (actions, {"annotations": False})):
+        quiet = io.StringIO()
+        deploy(Summary(stderr=quiet, environ=environ), config(**settings), Works(fail=True))
+        assert quiet.getvalue() == ""
+
+
+def test_an_annotation_is_escaped_as_the_runner_reads_it() -> None:
+    assert annotation("a: b, c%", "50% done\r\nnext") == "::error title=a%3A b%2C c%25::50%25 done%0D%0Anext\n"
