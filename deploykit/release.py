@@ -19,6 +19,8 @@ still read.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +31,13 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --started-by finds them
+SKIP_ENV = "DEPLOYKIT_SKIP_RELEASE"  # =1: this run deploys without running the release command (said in its step)
+
+
+def skipped_by_hand(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this run leaves the release command out (``$DEPLOYKIT_SKIP_RELEASE=1``: an emergency's way past one
+    that cannot pass now, a partner's API down; the step says so)."""
+    return (os.environ if environ is None else environ).get(SKIP_ENV) == "1"
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class Release(Step):
         return f"the release task is stopped (StopTask) if it had started; {self.service} was not changed"
 
     def run(self, ctx: Context) -> Outcome:
+        if skipped_by_hand():
+            return Outcome.skipped(f"${SKIP_ENV}=1: {self.shown} not run for {self.tag}")
         key = (self.cluster, self.service)
         services = ecs.services(ctx.aws)
         try:

@@ -195,3 +195,19 @@ def test_without_a_release_command_no_task_is_run(project: Path, factory: AwsFac
     report = rollout(project, factory)
     assert [r.step for r in report.records] == ["register-taskdef", "roll-service"]
     assert agent.run == []
+
+
+def test_skipping_it_by_hand_rolls_out_without_running_it(
+    release_project: Path, factory: AwsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_service(factory, RUNS)
+    agent = Agent(factory, 3)  # it would fail
+    monkeypatch.setenv("DEPLOYKIT_SKIP_RELEASE", "1")
+    report = rollout(release_project, factory)
+    assert [(r.step, r.status) for r in report.records] == [
+        ("register-taskdef", "done"),
+        ("release", "skipped"),
+        ("roll-service", "done"),
+    ]
+    assert report.records[1].detail.startswith("$DEPLOYKIT_SKIP_RELEASE=1: python -m app.release not run for ")
+    assert agent.run == []
