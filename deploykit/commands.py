@@ -1337,11 +1337,8 @@ def run_command(
             return len(lines)
 
         def state(status: str, elapsed: float) -> None:
-            if status != states[-1]:
-                runtime.stderr.write(f"   [{elapsed:6.1f}s] task {status}\n")
-                states.append(status)
+            runtime.stderr.write(f"   [{elapsed:6.1f}s] task {status}\n")
 
-        states = [""]
         try:
             ended = oneoff.wait(
                 client,

@@ -121,11 +121,11 @@ def wait(
     state: Callable[[str, float], None] = lambda _state, _elapsed: None,
     each: Callable[[], object] = lambda: None,
 ) -> Ended:
-    """Poll the task until it stops. ``state(lastStatus, elapsed)`` hears each poll's state, ``each()`` is called after
+    """Poll the task until it stops. ``state(lastStatus, elapsed)`` hears each new state, ``each()`` is called after
     every poll (it may raise to end the wait: the caller then stops the task). Past ``timeout``, the task is
     stopped (:func:`stop`) and the answer says so. Throttled polls back off."""
     started = clock.monotonic()
-    interval = poll
+    interval, last = poll, ""
     while True:
         elapsed = clock.monotonic() - started
         try:
@@ -138,8 +138,11 @@ def wait(
             interval = poll
         if tasks:
             task = dict(tasks[0])
-            state(str(task.get("lastStatus", "?")), elapsed)
-            if task.get("lastStatus") == "STOPPED":
+            status = str(task.get("lastStatus", "?"))
+            if status != last:
+                state(status, elapsed)
+                last = status
+            if status == "STOPPED":
                 return Ended(task, container)
         each()
         if elapsed >= timeout:

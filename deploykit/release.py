@@ -114,12 +114,9 @@ class Release(Step):
         arn = oneoff.start(client, arguments, f"the release task of {_rev(revision)}")
         task_id = arn.rsplit("/", 1)[-1]
         ctx.reporter.line(f"   release task {task_id} of {_rev(revision)}")
-        seen: list[str] = []
 
         def state(status: str, elapsed: float) -> None:
-            if not seen or seen[-1] != status:
-                ctx.reporter.line(f"   [{elapsed:6.1f}s] release task {status}")
-                seen.append(status)
+            ctx.reporter.line(f"   [{elapsed:6.1f}s] release task {status}")
             ctx.reporter.status(f"release task {status}")
 
         def interrupted() -> None:  # while beside other steps: the task is stopped as on an interrupt
