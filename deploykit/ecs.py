@@ -69,6 +69,14 @@ def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None
     return dict(services[0])
 
 
+def split_image(image: str) -> tuple[str, str] | None:
+    """``registry/repository:tag`` → (``registry/repository``, ``tag``); None for an untagged or digest reference."""
+    repository, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag or "@" in image:
+        return None
+    return repository, tag
+
+
 def image_tag(image: str) -> str | None:
     """The tag of an image reference (``repo:tag``, ``host:port/repo:tag@sha256:...``); None without one."""
     name = image.split("@", 1)[0]

@@ -159,10 +159,9 @@ class Release(Step):
 
 
 def _repository(image: str) -> str:
-    """``host/repo`` of ``host/repo:tag`` (a digest or no tag: the name as it is)."""
+    """``host/repo`` of ``host/repo:tag`` (a digest left out; no tag: the name as it is)."""
     name = image.split("@", 1)[0]
-    head, _, last = name.rpartition("/")
-    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+    return (ecs.split_image(name) or (name, ""))[0]
 
 
 def _rev(arn: str) -> str:

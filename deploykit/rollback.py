@@ -40,6 +40,7 @@ from botocore.exceptions import ClientError
 from deploykit import auto, git, history, image_cleanup, lambda_chain, packaging, planner, registry, synth
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
+from deploykit.ecs import split_image
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records, walk
@@ -887,14 +888,6 @@ def changed_stacks(report: RunReport, env: EnvConfig) -> list[str]:
                 if step.outputs.get(action_key(stack)) == "updated"
             ]
     return roles
-
-
-def split_image(image: str) -> tuple[str, str] | None:
-    """``registry/repository:tag`` → (``registry/repository``, ``tag``); None for an untagged or digest reference."""
-    repository, sep, tag = image.rpartition(":")
-    if not sep or "/" in tag or "@" in image:
-        return None
-    return repository, tag
 
 
 def _replaced_by_the_stack(
