@@ -72,6 +72,15 @@ def _deploys(plan: Mapping[str, Any] | None) -> str:
     return ", ".join(pairs[:SHOWN]) + more
 
 
+MARKS = {"refused": "🛑", "failed": "❌"}  # how a deploy that did not succeed ended, as a mark
+
+
+def how_it_ended(report: Mapping[str, Any]) -> str:
+    """``refused`` or ``failed``: a failed run's report (exit code 2: a guard or bad input stopped the run, and the
+    step that refused changed nothing)."""
+    return "refused" if (report.get("error") or {}).get("exit_code") == 2 else "failed"
+
+
 def failed_step(report: Mapping[str, Any]) -> str:
     for step in report.get("steps", []):
         for child in step.get("children") or ():
@@ -155,11 +164,9 @@ class Notifier:
         if not self._wanted(env, "failed"):
             return
         message, _, next_step = error.partition("\n  → next: ")
-        # exit code 2: a guard or bad input stopped the run; the step that refused changed nothing
-        refused = (report.get("error") or {}).get("exit_code") == 2
-        mark, what = ("🛑", "refused") if refused else ("❌", "failed")
+        what = how_it_ended(report)
         text = (
-            f"{mark} {env}: {report.get('title')} by {self.who()} {what} at {failed_step(report)} after "
+            f"{MARKS[what]} {env}: {report.get('title')} by {self.who()} {what} at {failed_step(report)} after "
             f"{float(report.get('seconds', 0)):.1f}s: {message.splitlines()[0] if message else '?'}"
         )
         self._say(text + (f"\n→ next: {next_step}" if next_step else ""))
@@ -181,10 +188,10 @@ class Notifier:
     def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
         if report.get("outcome") == "nothing" or not self._wanted(env, "refused"):
             return  # nothing to deploy is no news
-        mark, what = ("🛑", "refused") if report.get("outcome") == "refused" else ("❌", "failed")
+        what = "refused" if report.get("outcome") == "refused" else "failed"
         message = str(report.get("message") or "?").splitlines()[0]
         next_step = str(report.get("next_step") or "")
-        text = f"{mark} {env}: {report.get('command')} by {self.who()} {what} before any step: {message}"
+        text = f"{MARKS[what]} {env}: {report.get('command')} by {self.who()} {what} before any step: {message}"
         self._say(text + (f"\n→ next: {next_step}" if next_step else ""))
 
     # -- sending -----------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from deploykit.markdown import code, escape, table
 from deploykit.plan import nested_name
 from deploykit.smoke import summary
 from plugins._support import settings_of, variable_of
-from plugins.notify import failed_step
+from plugins.notify import MARKS, failed_step, how_it_ended
 
 NAME = "summary"
 KEYS = ("file_env", "annotations")
@@ -54,9 +54,9 @@ def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who:
     if report.get("ok", not failure):
         heading = f"### ✅ {code(str(env))} · {escape(str(title))} by {escape(who)} · {seconds:.1f} s"
     else:
-        mark, what = ("🛑", "refused") if failure.get("exit_code") == 2 else ("❌", "failed")
+        what = how_it_ended(report)
         heading = (
-            f"### {mark} {code(str(env))} · {escape(str(title))} by {escape(who)} · {what} at "
+            f"### {MARKS[what]} {code(str(env))} · {escape(str(title))} by {escape(who)} · {what} at "
             f"{code(failed_step(report))} after {seconds:.1f} s"
         )
     parts = [heading]
@@ -90,7 +90,7 @@ def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who:
     return "\n\n".join(parts) + "\n\n"
 
 
-NOT_RUN = {"nothing": ("✅", "nothing to deploy"), "refused": ("🛑", "refused"), "failed": ("❌", "failed")}
+NOT_RUN = {"nothing": ("✅", "nothing to deploy"), **{what: (mark, what) for what, mark in MARKS.items()}}
 
 
 def not_run_markdown(report: Mapping[str, Any], who: str) -> str:
@@ -180,8 +180,9 @@ class Summary:
     @hookimpl
     def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
         self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error))
-        what = "refused" if (report.get("error") or {}).get("exit_code") == 2 else "failed"
-        self._annotate(f"deploykit: {report.get('title')} to {env} {what} at {failed_step(report)}", error)
+        self._annotate(
+            f"deploykit: {report.get('title')} to {env} {how_it_ended(report)} at {failed_step(report)}", error
+        )
 
     @hookimpl
     def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
