@@ -102,10 +102,11 @@ def make_project(
 def session_record_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Module and session fixtures (a sandbox deployed once for many tests) read history records into a cache of
     the session's, never the user's ~/.cache; and the tests' deploys never append to the page of a CI job running
-    them (the summary plugin; a test that wants it names its own file)."""
+    them, nor put error annotations on it (the summary plugin; a test that wants either names its own)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path_factory.mktemp("session-record-cache")))
         patch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+        patch.delenv("GITHUB_ACTIONS", raising=False)
         yield
 
 
