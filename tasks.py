@@ -449,6 +449,28 @@ def rollback(
 
 
 @task(
+    name="restart",
+    help={
+        "env": COMMON_HELP["env"],
+        "dry-run": COMMON_HELP["dry-run"],
+        "json": COMMON_HELP["json"],
+        "smoke": "run the checks after the restart (--no-smoke leaves them out)",
+    },
+)
+@reports_errors
+def restart_app(
+    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, smoke: bool = True
+) -> None:
+    """Replace every task of the service with a fresh one of what it runs (a rotated secret); wait; smoke.
+
+    Nothing is built or deployed: the same revision, image and commit, new tasks beside the old ones, the old drained
+    once the new serve. Holds the lock and is recorded in the history; a freeze does not refuse it."""
+    if not dry_run:
+        _ensure_sandbox(env)
+    commands.restart_app(env=env, smoke=smoke, dry_run=dry_run, as_json=json_)
+
+
+@task(
     name="logs",
     help={
         "env": COMMON_HELP["env"],
@@ -995,6 +1017,7 @@ ns = Collection(
     rollback,
     show_logs,
     run_command,
+    restart_app,
     show_endpoints,
     show_diff,
     show_envs,

@@ -494,27 +494,28 @@ class WaitHealthy(Step):
         if verdict.state == "healthy":
             return Outcome.done(f"healthy: {verdict.summary}")
         message = f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}"
-        task_log = self._task_log(ctx, waiter.last, taskdefs)
-        if task_log is not None:
-            ecs.show_task_log(ctx.reporter.line, task_log, self.container)
-            message += ecs.last_line(task_log)
+        message += shown_task_log(ctx, waiter.last, taskdefs, self.container)
         raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
             message, next_step=_wait_next_step(verdict.reason, self.cluster, self.service)
         )
 
-    def _task_log(
-        self, ctx: Context, snapshot: ecs.Snapshot | None, taskdefs: ecs.TaskDefinitions
-    ) -> ecs.TaskLog | None:
-        """What the task that explains the failure (the last to stop, else the newest running) wrote last, when
-        its container logs to CloudWatch Logs (awslogs)."""
-        task = ecs.task_to_explain(snapshot) if snapshot is not None else None
-        if task is None:
-            return None
-        try:
-            definition = taskdefs.get(task["taskDefinitionArn"])
-        except (ClientError, BotoCoreError):  # the task definition is cached from the polls; never hide the failure
-            return None
-        return ecs.container_log(ctx.aws.client("logs"), definition, self.container, task["taskArn"])
+
+def shown_task_log(ctx: Context, snapshot: ecs.Snapshot | None, taskdefs: ecs.TaskDefinitions, container: str) -> str:
+    """Show what the task that explains a failed rollout (the last to stop, else the newest running) wrote last,
+    when its container logs to CloudWatch Logs (awslogs); the failure's message ends with the last line returned
+    ("" when there is none)."""
+    task = ecs.task_to_explain(snapshot) if snapshot is not None else None
+    if task is None:
+        return ""
+    try:
+        definition = taskdefs.get(task["taskDefinitionArn"])
+    except (ClientError, BotoCoreError):  # the task definition is cached from the polls; never hide the failure
+        return ""
+    task_log = ecs.container_log(ctx.aws.client("logs"), definition, container, task["taskArn"])
+    if task_log is None:
+        return ""
+    ecs.show_task_log(ctx.reporter.line, task_log, container)
+    return ecs.last_line(task_log)
 
 
 def _wait_next_step(reason: str, cluster: str, service: str) -> str:

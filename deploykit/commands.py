@@ -41,6 +41,7 @@ from deploykit import (
     overview,
     planner,
     registry,
+    restart,
     stack_chain,
     synth,
     version_cleanup,
@@ -253,7 +254,7 @@ def run_plan(
         if isinstance(report.error, Interrupted) and any(before.values()):
             shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
             report.error.message += f"; live before this run: {shown}"
-        if plan.deploys or plan.removes:
+        if plan.deploys or plan.removes or plan.restarts:
             _record(runtime, config, aws, env, plan, report, before, live)
         if report.error is not None and rollback is not None:
             report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)
@@ -383,10 +384,12 @@ def nothing_to_do_json(env: str, title: str, held: Sequence[str] = ()) -> str:
 
 
 def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> AbstractContextManager[None]:
-    """One deploy at a time per environment: a plan that changes something (it deploys components, or destroys)
-    holds the environment's lock while it runs (:func:`_env_lock`); a freeze refuses it, but a rollback's."""
-    needed = bool(plan.deploys or plan.title.startswith("destroy"))
-    return _env_lock(runtime, aws, env, plan.title, needed=needed, freezes=not plan.title.startswith("rollback"))
+    """One deploy at a time per environment: a plan that changes something (it deploys components, restarts them, or
+    destroys) holds the environment's lock while it runs (:func:`_env_lock`); a freeze refuses it, but a rollback's
+    and a restart's (they bring nothing new)."""
+    needed = bool(plan.deploys or plan.restarts or plan.title.startswith("destroy"))
+    freezes = not (plan.title.startswith("rollback") or plan.restarts)
+    return _env_lock(runtime, aws, env, plan.title, needed=needed, freezes=freezes)
 
 
 @contextmanager
@@ -566,6 +569,7 @@ def _record(
     plan = dataclasses.replace(plan, removes=(*plan.removes, *_dropped(config, plan, before)))
     # the run's revision: a dirty build's tag when any part was one (what the changes did not touch is HEAD's)
     head = next((t for t in deployed.values() if git.DIRTY in t), next(iter(deployed.values()), ""))
+    head = head or next((sha for _, sha in plan.restarts), "")  # a restart: the commit its tasks run
     components = {**carried, **deployed}
     record = history.record_of(
         report,
@@ -1379,6 +1383,26 @@ def run_command(
         )
     runtime.stderr.write(f"✅ exited 0 after {ended.seconds:.1f}s (task {task_id})\n")
     return result
+
+
+@heard_when_not_run(restart.TITLE)
+def restart_app(
+    *,
+    env: str | None = None,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Every task of the service replaced by a fresh one of the revision it runs (deploykit.restart); then smoke.
+    Nothing is built or deployed: no work-tree, commit or promotion guard applies, and a freeze does not refuse it."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
+    plan = restart.restart_plan(environment, tag, smoke=smoke)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
 @heard_when_not_run("deploy.full")

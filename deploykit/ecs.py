@@ -7,7 +7,7 @@ Nothing here makes a client: each function takes the boto3 clients it needs (mad
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -258,16 +258,31 @@ class Verdict:
     rolled_back_by_ecs: bool = False
 
 
-def our_deployments(service: dict[str, Any], images: dict[str, str], image: str) -> list[dict[str, Any]]:
+def our_deployments(
+    service: dict[str, Any], images: dict[str, str], image: str, deployment: str = ""
+) -> list[dict[str, Any]]:
     """The deployments rolling out ``image``: those running it that are PRIMARY or not COMPLETED. A COMPLETED
     ACTIVE one with the same image is the release being replaced (a rollback goes back to the image an older
-    deployment still runs): its tasks stopping as they drain are not ours failing."""
+    deployment still runs): its tasks stopping as they drain are not ours failing. ``deployment`` (a restart, whose
+    deployment runs the very revision of the one it replaces): that deployment only, by its id."""
+    if deployment:
+        return [d for d in service.get("deployments", []) if d.get("id") == deployment]
     return [
         d
         for d in service.get("deployments", [])
         if images.get(d.get("taskDefinition", "")) == image
         and (d.get("status") == "PRIMARY" or d.get("rolloutState") != "COMPLETED")
     ]
+
+
+def is_ours(d: Mapping[str, Any] | None, images: Mapping[str, str], image: str, deployment: str = "") -> bool:
+    """Whether deployment ``d`` is the one waited for: the one of id ``deployment`` when given, else one running
+    ``image``."""
+    if d is None:
+        return False
+    if deployment:
+        return d.get("id") == deployment
+    return images.get(d.get("taskDefinition", "")) == image
 
 
 def primary_deployment(service: dict[str, Any]) -> dict[str, Any] | None:
@@ -303,28 +318,41 @@ def summarize(snapshot: Snapshot) -> str:
     return text
 
 
-def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool) -> Verdict:
+def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool, deployment: str = "") -> Verdict:
     """Decide from one snapshot whether the rollout of ``image`` succeeded, failed or goes on.
 
     Success needs all of: the PRIMARY deployment runs ``image``, its rolloutState is COMPLETED (or
     it is the only deployment, for services without rollout states), running equals desired, and
     every ALB target of its tasks is healthy. A PRIMARY that runs something else after ours was
-    seen (a circuit-breaker rollback) is a failure, never a success.
+    seen (a circuit-breaker rollback) is a failure, never a success. ``deployment`` (a restart): the
+    PRIMARY must be that deployment, by its id; another one after it was seen is the failure.
     """
     service = snapshot.service
     summary = summarize(snapshot)
-    ours = our_deployments(service, snapshot.images, image)
-    for deployment in ours:
-        if deployment.get("rolloutState") == "FAILED":
-            reason = deployment.get("rolloutStateReason") or "no reason given"
-            rolled_back = primary_deployment(service) not in (None, deployment)
+    ours = our_deployments(service, snapshot.images, image, deployment)
+    for one in ours:
+        if one.get("rolloutState") == "FAILED":
+            reason = one.get("rolloutStateReason") or "no reason given"
+            rolled_back = primary_deployment(service) not in (None, one)
             what = "circuit breaker rolled the service back" if rolled_back else "rollout FAILED"
             return Verdict("failed", summary, f"{what}: {reason}", rolled_back_by_ecs=rolled_back)
     primary = primary_deployment(service)
     if primary is None:
         return Verdict("waiting", summary, "the service has no PRIMARY deployment yet")
+    if deployment and primary.get("id") != deployment:
+        if seen_ours_primary or ours:
+            label = revision_label(primary.get("taskDefinition", ""), snapshot.images)
+            back_to = f"{primary.get('id', '?')} of {label}"
+            reason = _rollback_reason(service) or "no reason in the service events"
+            return Verdict(
+                "failed",
+                summary,
+                f"deployment {deployment} was replaced by {back_to}: {reason}",
+                rolled_back_by_ecs=True,
+            )
+        return Verdict("waiting", summary, f"the service accepted deployment {deployment}; it is not listed yet")
     primary_image = snapshot.images.get(primary.get("taskDefinition", ""), "")
-    if primary_image != image:
+    if not deployment and primary_image != image:
         back_to = revision_label(primary.get("taskDefinition", ""), snapshot.images)
         if seen_ours_primary or ours:
             reason = _rollback_reason(service) or "no reason in the service events"
@@ -631,7 +659,9 @@ class RolloutWaiter:
         image: str,
         timeout: float,
         poll: float,
+        deployment: str = "",
     ) -> Verdict:
+        """``deployment``: wait for that deployment (by id) rather than for any running ``image`` (a restart)."""
         start = self.clock.monotonic()
         since = self.clock.now()
         seen_events: set[str] = set()
@@ -644,7 +674,7 @@ class RolloutWaiter:
             polled = self.clock.monotonic()
             elapsed = polled - start
             try:
-                snapshot = self.snapshot(cluster, service, container, image, since)
+                snapshot = self.snapshot(cluster, service, container, image, since, deployment)
             except ClientError as exc:
                 if not is_throttling(exc):
                     raise
@@ -657,14 +687,14 @@ class RolloutWaiter:
                 interval = poll
                 self.last = snapshot
                 primary = primary_deployment(snapshot.service)
-                if primary and snapshot.images.get(primary.get("taskDefinition", "")) == image:
+                if primary is not None and is_ours(primary, snapshot.images, image, deployment):
                     seen_ours_primary = True
                     if first and isinstance(primary.get("createdAt"), datetime):
                         since = min(since, primary["createdAt"])
                 first = False
                 for event in new_events(snapshot.service, seen_events, since):
                     self.say(f"[{elapsed:6.1f}s] event: {event.get('message', '')}")
-                verdict = assess(snapshot, image, seen_ours_primary=seen_ours_primary)
+                verdict = assess(snapshot, image, seen_ours_primary=seen_ours_primary, deployment=deployment)
                 if verdict.summary != last_summary:
                     self.say(f"[{elapsed:6.1f}s] {verdict.summary}")
                     last_summary = verdict.summary
@@ -680,16 +710,19 @@ class RolloutWaiter:
             # a poll every ``interval``, however long its reads took (on AWS ~7 calls one after the other)
             self.clock.sleep(max(0.0, interval - (self.clock.monotonic() - polled)))
 
-    def snapshot(self, cluster: str, service_name: str, container: str, image: str, since: datetime) -> Snapshot:
+    def snapshot(
+        self, cluster: str, service_name: str, container: str, image: str, since: datetime, deployment: str = ""
+    ) -> Snapshot:
         """The service, then at once what it says to look at: the running tasks of our PRIMARY, the stopped ones
-        of our deployment, the health of its target groups (three round trips, not six one after the other)."""
+        of our deployment, the health of its target groups (three round trips, not six one after the other).
+        ``deployment`` (a restart: the tasks it replaces run the same revision): only the tasks it started."""
         service = describe_service(self.ecs, cluster, service_name)
         images: dict[str, str] = {}
         arns = [d.get("taskDefinition", "") for d in service.get("deployments", [])] + [service["taskDefinition"]]
         for arn in arns:
             images[arn] = self.taskdefs.image(arn, container)
         primary = primary_deployment(service)
-        ours = our_deployments(service, images, image)
+        ours = our_deployments(service, images, image, deployment)
         # target group ARN → the container port registered in it
         groups = {
             str(lb["targetGroupArn"]): lb.get("containerPort")
@@ -697,7 +730,7 @@ class RolloutWaiter:
             if lb.get("targetGroupArn")
         }
         reads: dict[str, Callable[[], Any]] = {}
-        if primary and images.get(primary.get("taskDefinition", "")) == image:
+        if is_ours(primary, images, image, deployment):
             reads["RUNNING"] = partial(self._tasks, cluster, service_name, "RUNNING")
             for group in groups:  # read with the tasks: they are matched to its targets below
                 reads[group] = partial(self.elbv2.describe_target_health, TargetGroupArn=group)
@@ -707,7 +740,10 @@ class RolloutWaiter:
         running = [
             t
             for t in found.get("RUNNING", [])
-            if primary and t.get("taskDefinitionArn") == primary["taskDefinition"] and t.get("lastStatus") == "RUNNING"
+            if primary
+            and t.get("taskDefinitionArn") == primary["taskDefinition"]
+            and t.get("lastStatus") == "RUNNING"
+            and (not deployment or t.get("startedBy") == deployment)
         ]
         our_ids = {d.get("id") for d in ours}
         our_arns = {d.get("taskDefinition") for d in ours}
@@ -716,7 +752,7 @@ class RolloutWaiter:
             if task.get("taskDefinitionArn") not in our_arns:
                 continue
             stopped_at = task.get("stoppedAt")
-            recent = isinstance(stopped_at, datetime) and stopped_at >= since
+            recent = isinstance(stopped_at, datetime) and stopped_at >= since and not deployment
             if task.get("startedBy") in our_ids or recent:
                 stopped.append(task)
         health = {group: found[group] for group in groups if group in found}

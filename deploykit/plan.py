@@ -168,6 +168,9 @@ class Plan:
     unpromoted: tuple[str, ...] = ()
     # Changed components held back (deploy.auto --only/--skip): neither deployed nor carried; the record says so.
     held: tuple[str, ...] = ()
+    # What the run replaces the running copies of without deploying anything (inv restart): (component, the SHA it
+    # runs) pairs. It holds the lock and is recorded in the history (at that SHA); the live record stays as it is.
+    restarts: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -182,6 +185,7 @@ class Plan:
             self.removes + other.removes,
             self.unpromoted + other.unpromoted,
             self.held + other.held,
+            self.restarts + other.restarts,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -87,6 +87,10 @@ def test_a_freeze_refuses_deploys_and_destroy_before_any_step_and_rollbacks_go_o
     going_back = Probe()
     run(project, deploying(going_back, "rollback lambda:login_handler → dddddddddddd"), clock)
     assert len(going_back.seen) == 1  # a rollback is never refused
+    restarting = Probe()
+    run(project, Plan("dev", (restarting,), "restart app", restarts=(("app", "dddddddddddd"),)), clock)
+    [held] = restarting.seen  # nor a restart, which brings nothing new; it holds the lock all the same
+    assert held is not None and held["command"] == "restart app"
 
 
 def test_the_override_deploys_saying_so_and_a_freeze_past_its_end_refuses_nothing(

@@ -1253,3 +1253,59 @@ def test_inv_run_runs_a_command_in_the_live_image_beside_the_service_and_shows_w
         commands.run_command("python -c \"import sys; print('no such car'); sys.exit(4)\"", runtime=failing)
     assert failing.stdout.getvalue() == "no such car\n"  # type: ignore[attr-defined]
     assert "inv logs --env sandbox --task" in (failed.value.next_step or "")
+
+
+def test_inv_restart_replaces_every_task_with_a_fresh_one_of_the_same_revision_without_a_failed_request(
+    project: Path,
+) -> None:
+    """inv restart: new tasks of the revision the service runs, the old drained; the app answers all along; the run
+    is in the history, the live record as it was; a service in the middle of a rollout is refused, untouched."""
+    env = load_config(project / "deploy.toml").environment()
+    ecs = sandbox_client(project, "ecs")
+    url = endpoints(project).alb_url.rstrip("/")
+
+    def service() -> dict[str, Any]:
+        return dict(ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0])
+
+    def tasks() -> set[str]:
+        return set(ecs.list_tasks(cluster=env.cluster, serviceName=env.service, desiredStatus="RUNNING")["taskArns"])
+
+    before, old_tasks, live_before = service(), tasks(), commands.live_record(AwsFactory(env), env)
+    version = version_of(url)
+    answers: list[int | str] = []
+    done = threading.Event()
+
+    def ask() -> None:  # the users' requests all along the restart
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                    answers.append(answer.status)
+            except Exception as exc:  # any failed request counts
+                answers.append(repr(exc))
+            time.sleep(0.05)
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    try:
+        report = commands.restart_app(runtime=quiet_runtime(project))
+    finally:
+        done.set()
+        asking.join()
+    assert report is not None and report.ok, report and report.error
+    after = service()
+    assert after["taskDefinition"] == before["taskDefinition"]  # the same revision...
+    assert tasks().isdisjoint(old_tasks) and len(tasks()) == after["desiredCount"]  # ...in fresh tasks only
+    assert [d["id"] for d in after["deployments"]] == [report.records[0].outputs["deployment"]]
+    assert version_of(url) == version
+    assert answers and all(a == 200 for a in answers), [a for a in answers if a != 200]
+    newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
+    assert (newest.command, newest.head, newest.ok) == ("restart app", version[:12], True)
+    assert commands.live_record(AwsFactory(env), env) == live_before
+
+    ecs.update_service(cluster=env.cluster, service=env.service, forceNewDeployment=True)  # someone else's rollout
+    with pytest.raises(UsageError, match="refusing to restart car-rental-service while it rolls out"):
+        commands.restart_app(runtime=quiet_runtime(project))
+    deadline = time.monotonic() + 60
+    while not (len(service()["deployments"]) == 1 and service()["deployments"][0]["rolloutState"] == "COMPLETED"):
+        assert time.monotonic() < deadline, service()["deployments"]  # the tests after this one find it steady
+        time.sleep(0.5)

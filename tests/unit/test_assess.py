@@ -209,3 +209,28 @@ def test_rolling_back_to_an_image_an_older_deployment_still_runs() -> None:
     verdict = assess(Snapshot(service, images, [], [], [], 0), "repo/app:old", seen_ours_primary=True)
     assert verdict.state == "waiting" and "IN_PROGRESS" in verdict.reason
     assert [d["taskDefinition"] for d in our_deployments(service, images, "repo/app:old")] == [back]
+
+
+# -- a restart: the deployment waited for by its id (the one it replaces runs the same revision) ------------------
+
+OLD_IMAGE = IMAGES[OLD]
+
+
+def test_a_restart_waits_for_its_own_deployment_though_the_old_one_runs_the_same_revision_completed() -> None:
+    old = dep(OLD, "ACTIVE", "COMPLETED")
+    fresh = dep(OLD, "PRIMARY", "IN_PROGRESS", 0, id="ecs-svc/fresh")
+    verdict = assess(snap(fresh, old), OLD_IMAGE, seen_ours_primary=False, deployment="ecs-svc/fresh")
+    assert verdict.state == "waiting" and "IN_PROGRESS" in verdict.reason
+    # by the image alone the COMPLETED old deployment is no one's, and the new one is just "a rollout"
+    assert our_deployments(snap(fresh, old).service, IMAGES, OLD_IMAGE, "ecs-svc/fresh") == [fresh]
+    done = dep(OLD, "PRIMARY", "COMPLETED", id="ecs-svc/fresh")
+    assert assess(snap(done), OLD_IMAGE, seen_ours_primary=True, deployment="ecs-svc/fresh").state == "healthy"
+
+
+def test_a_restart_whose_deployment_is_not_listed_yet_waits_and_one_replaced_after_it_was_seen_fails() -> None:
+    steady = dep(OLD, "PRIMARY", "COMPLETED")  # the same revision, PRIMARY: by the image it would be done
+    waiting = assess(snap(steady), OLD_IMAGE, seen_ours_primary=False, deployment="ecs-svc/fresh")
+    assert waiting.state == "waiting" and "ecs-svc/fresh" in waiting.reason and "not listed yet" in waiting.reason
+    replaced = assess(snap(steady), OLD_IMAGE, seen_ours_primary=True, deployment="ecs-svc/fresh")
+    assert replaced.state == "failed" and replaced.rolled_back_by_ecs
+    assert replaced.reason.startswith("deployment ecs-svc/fresh was replaced by ecs-svc/4 of app:4 (old)")

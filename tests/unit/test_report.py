@@ -194,6 +194,20 @@ def test_a_refused_run_is_neither_a_deployment_nor_a_failure_and_needs_no_restor
     assert "🛑 refused  deploy-stack" in printed
 
 
+def test_a_restart_is_neither_a_deploy_run_nor_a_restore_but_its_failure_is_listed() -> None:
+    restarted = [step("restart", 1.6, "failed", "the fresh tasks of car-rental-service did not become healthy")]
+    records = [
+        record(0),
+        record(5, "restart app", ok=False, deployed={}, steps=restarted, error="did not become healthy"),
+        record(7, ok=False, error="the rollout failed"),
+        record(9, "restart app", deployed={}, steps=[step("restart", 1.5)]),
+    ]
+    data = make(records).to_json()
+    assert data["deploy_runs"] == 2 and data["failed"] == 1 and data["deployments"] == 1
+    assert data["restore"]["still_failing"] == [records[2].id]  # new tasks of the same code restore nothing
+    assert [f["command"] for f in data["failures"]] == ["deploy.auto", "restart app"]
+
+
 def test_a_window_of_hours_counts_an_hour_and_an_empty_one_says_so() -> None:
     assert "(2.0 an hour)" in text(make([record(0), record(1)], days=1 / 24))
     assert text(make([])) == "dev: no deployment recorded from 2026-11-20 09:00 → 2026-11-27 09:00 UTC\n"
