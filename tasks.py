@@ -839,6 +839,34 @@ lambdas = Collection("lambda")
 lambdas.add_task(lambda_cleanup)
 
 
+# -- task definitions ------------------------------------------------------------------------------------------
+
+
+@task(
+    name="cleanup",
+    help={
+        "env": COMMON_HELP["env"],
+        "keep": "how many of the newest revisions to keep whatever else holds (default 10)",
+        "dry-run": "list what would be deregistered, change nothing",
+        "json": "print every ACTIVE revision, its action and why as JSON on stdout",
+    },
+)
+@reports_errors
+def taskdefs_cleanup(
+    c: Context, env: str | None = None, keep: int = 10, dry_run: bool = False, json_: bool = False
+) -> None:
+    """Deregister old revisions of the service's task definition; keeps the N newest and what runs or may.
+
+    Kept: the N newest, the service's and its deployments', those a task runs, the Fargate stack's, the live
+    record's. Deregistered revisions stay described by ARN; running tasks are not touched."""
+    _ensure_sandbox(env)
+    commands.taskdefs_cleanup(env=env, keep=keep, dry_run=dry_run, as_json=json_)
+
+
+taskdefs = Collection("taskdefs")
+taskdefs.add_task(taskdefs_cleanup)
+
+
 # -- the sandbox: a local AWS on this machine ---------------------------------------------------------------
 
 
@@ -1030,5 +1058,6 @@ ns = Collection(
     unfreeze_env,
     images,
     lambdas,
+    taskdefs,
     sandbox,
 )

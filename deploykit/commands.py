@@ -44,6 +44,7 @@ from deploykit import (
     restart,
     stack_chain,
     synth,
+    taskdef_cleanup,
     version_cleanup,
     watch,
     zip_cleanup,
@@ -1985,6 +1986,59 @@ def images_cleanup(
             f"{len(deletion.failed)} of {len(decision.to_delete)} image(s) of {repository} could not be deleted "
             f"(first: {label}: {deletion.failed[first]})",
             next_step=f"see the table above, then rerun: inv images.cleanup --env {environment.name}",
+        )
+    return decision
+
+
+# -- taskdefs.cleanup ------------------------------------------------------------------------------------------
+
+
+def taskdefs_cleanup(
+    *,
+    env: str | None = None,
+    keep: int = taskdef_cleanup.DEFAULT_KEEP,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> taskdef_cleanup.Decision:
+    """Deregister the old revisions of the service's task-definition family, keeping the ``keep`` newest and every
+    one the service, a task, the Fargate stack or the live record needs (deploykit.taskdef_cleanup says which)."""
+    runtime = runtime or Runtime()
+    _keep_at_least_one(keep)
+    _, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    client = aws.client("ecs")
+    done = None
+    # no deploy may register or roll a revision between reading and deregistering
+    with _env_lock(runtime, aws, environment, "taskdefs.cleanup", needed=not dry_run), aws_errors(environment):
+        service = ecs.describe_service(client, environment.cluster, environment.service, environment)
+        family = ecs.family_of(str(service["taskDefinition"]))
+        reads: dict[str, Callable[[], Any]] = {
+            "active": partial(ecs.active_revisions, client, family),
+            "live": partial(live_record, aws, environment),
+        }
+        read = at_once(reads)
+        live_taskdef = ((read["live"] or {}).get("app") or {}).get("taskdef")
+        needed = taskdef_cleanup.needed_revisions(aws, service, live_taskdef)
+        decision = taskdef_cleanup.plan_cleanup(family, read["active"], keep=keep, needed=needed)
+        if decision.to_deregister and not dry_run:
+            done = taskdef_cleanup.deregister(client, decision.to_deregister)
+        taskdefs = ecs.TaskDefinitions(client)
+        images = at_once({c.arn: partial(taskdefs.image, c.arn, environment.container) for c in decision.kept}, width=8)
+    tags = {arn: ecs.image_tag(image) or image for arn, image in images.items()}
+    if decision.kept:
+        runtime.stderr.write(f"Revisions of {family} in {environment.name} kept, newest first\n")
+        runtime.stderr.write(taskdef_cleanup.table(decision, tags) + "\n\n")
+    runtime.stderr.write(taskdef_cleanup.summary(decision, dry_run=dry_run, done=done) + "\n")
+    if as_json:
+        data = taskdef_cleanup.to_json(decision, env=environment.name, dry_run=dry_run, done=done, images=tags)
+        runtime.stdout.write(dumps(data) + "\n")
+    if done is not None and done.failed:
+        first = next(iter(done.failed))
+        raise StepFailed(
+            f"{len(done.failed)} of {len(decision.to_deregister)} revision(s) of {family} could not be deregistered "
+            f"(first: {ecs.revision_label(first, {})}: {done.failed[first]})",
+            next_step=f"rerun: inv taskdefs.cleanup --env {environment.name} (what was deregistered stays so)",
         )
     return decision
 

@@ -158,7 +158,7 @@ class TaskDefinitions:
         """ACTIVE revisions of ``family``, newest first (sorted here too: not every ECS sorts)."""
         answer = self.ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC")
         arns = [str(a) for a in answer.get("taskDefinitionArns", [])]
-        return sorted(arns, key=_revision_number, reverse=True)
+        return sorted(arns, key=revision_number, reverse=True)
 
 
 def _task_definitions(aws: AwsFactory) -> TaskDefinitions:
@@ -182,9 +182,19 @@ def _services(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
     return HandedOn(lambda key: describe_service(client, key[0], key[1], aws.env))
 
 
-def _revision_number(arn: str) -> int:
+def revision_number(arn: str) -> int:
+    """A task definition's revision, from its ARN or ``family:revision`` (0 when it names none): no call."""
     tail = arn.rsplit(":", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+def active_revisions(client: Any, family: str) -> list[str]:
+    """Every ACTIVE revision of exactly ``family`` (every page read), newest first (sorted here too)."""
+    arns: list[str] = []
+    paginator = client.get_paginator("list_task_definitions")
+    for page in paginator.paginate(familyPrefix=family, status="ACTIVE", sort="DESC"):
+        arns += [str(a) for a in page.get("taskDefinitionArns") or () if family_of(str(a)) == family]
+    return sorted(arns, key=revision_number, reverse=True)
 
 
 # -- register-taskdef ---------------------------------------------------------------------------

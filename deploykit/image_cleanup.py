@@ -305,12 +305,8 @@ def images_in_use(aws: AwsFactory, *, revisions: int = ROLLBACK_REVISIONS) -> di
 
 
 def newest_revisions(client: Any, family: str, count: int) -> list[str]:
-    """The newest ``count`` ACTIVE revisions of exactly ``family`` (every page read, sorted here too)."""
-    arns: list[str] = []
-    paginator = client.get_paginator("list_task_definitions")
-    for page in paginator.paginate(familyPrefix=family, status="ACTIVE", sort="DESC"):
-        arns += [str(a) for a in page.get("taskDefinitionArns") or () if _family(str(a)) == family]
-    return sorted(arns, key=_revision_number, reverse=True)[:count]
+    """The newest ``count`` ACTIVE revisions of exactly ``family``."""
+    return ecs.active_revisions(client, family)[:count]
 
 
 def _revision(arn: str) -> str:
@@ -319,11 +315,6 @@ def _revision(arn: str) -> str:
 
 def _family(arn: str) -> str:
     return _revision(arn).rpartition(":")[0] if ":" in _revision(arn) else _revision(arn)
-
-
-def _revision_number(arn: str) -> int:
-    tail = arn.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 @dataclass(frozen=True)

@@ -1309,3 +1309,37 @@ def test_inv_restart_replaces_every_task_with_a_fresh_one_of_the_same_revision_w
     while not (len(service()["deployments"]) == 1 and service()["deployments"][0]["rolloutState"] == "COMPLETED"):
         assert time.monotonic() < deadline, service()["deployments"]  # the tests after this one find it steady
         time.sleep(0.5)
+
+
+def test_taskdefs_cleanup_deregisters_old_revisions_and_keeps_what_runs_and_what_the_stack_holds(
+    project: Path,
+) -> None:
+    """inv taskdefs.cleanup on the sandbox: the revisions deploys left go, the service's and the Fargate stack's
+    stay, and what runs goes on (a one-off task of the service's revision starts after it)."""
+    env = load_config(project / "deploy.toml").environment()
+    ecs = sandbox_client(project, "ecs")
+    running = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
+    definition = ecs.describe_task_definition(taskDefinition=running)["taskDefinition"]
+    fields = ("family", "containerDefinitions", "networkMode", "requiresCompatibilities", "cpu", "memory")
+    for _ in range(4):  # what four more deploys would have left
+        ecs.register_task_definition(**{k: definition[k] for k in fields if k in definition})
+    held = [
+        r["PhysicalResourceId"]
+        for r in sandbox_client(project, "cloudformation").list_stack_resources(StackName=env.stacks.fargate)[
+            "StackResourceSummaries"
+        ]
+        if r["ResourceType"] == "AWS::ECS::TaskDefinition"
+    ]
+    family = definition["family"]
+    before = ecs.list_task_definitions(familyPrefix=family, status="ACTIVE")["taskDefinitionArns"]
+    runtime = quiet_runtime(project)
+    decision = commands.taskdefs_cleanup(keep=2, runtime=runtime)
+    after = ecs.list_task_definitions(familyPrefix=family, status="ACTIVE")["taskDefinitionArns"]
+    newest = sorted(before, key=lambda a: int(a.rsplit(":", 1)[1]))[-2:]
+    assert set(after) == {running, *held, *newest}, runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert len(decision.to_deregister) == len(before) - len(after) >= 2
+    gone = decision.to_deregister[0]
+    assert ecs.describe_task_definition(taskDefinition=gone)["taskDefinition"]["status"] == "INACTIVE"
+    result = commands.run_command("python -c 'print(42)'", runtime=quiet_runtime(project))
+    assert result["ok"]
+    assert version_of(endpoints(project).alb_url.rstrip("/"))

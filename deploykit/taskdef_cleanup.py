@@ -1,0 +1,239 @@
+"""``inv taskdefs.cleanup``: deregister the old revisions of the service's task-definition family, never one in use.
+
+Every deploy of the app registers a revision (``register-taskdef``; a release command before a Fargate stack's update
+one more; the stack its own): a team deploying many times a day leaves thousands, each an ACTIVE entry of the
+console's and ``ListTaskDefinitions``' lists. A revision is kept when any of these holds (every kept one says which):
+
+- it is one of the ``keep`` newest ACTIVE revisions (by revision number);
+- the service uses it: its ``taskDefinition``, or the revision of any deployment it lists (PRIMARY, ACTIVE: what the
+  circuit breaker rolls back to must stay usable, as ECS cannot update a service to an INACTIVE revision);
+- a task of the cluster runs it (RUNNING or PENDING, the service's or a one-off: ``inv run``, a release command);
+- the Fargate stack holds it as its ``AWS::ECS::TaskDefinition`` (a stack rollback puts the service back on it);
+- the environment's live record names it (the revision the last app deploy left the service on).
+
+Everything else ACTIVE in the family is deregistered: INACTIVE, out of the lists, still described by its ARN (AWS
+keeps INACTIVE revisions discoverable); tasks and services on it would keep running. A rollback does not need old
+revisions: it registers a fresh one with the old image. Deleting INACTIVE revisions for good (DeleteTaskDefinitions)
+is left to the person: nothing is gained but a shorter INACTIVE list. :func:`plan_cleanup` decides and reads nothing;
+the readers and :func:`deregister` talk to AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from botocore.exceptions import ClientError
+from tabulate import tabulate
+
+from deploykit import ecs
+from deploykit.aws import AwsFactory, at_once
+
+DEFAULT_KEEP = 10
+TASKDEF_RESOURCE = "AWS::ECS::TaskDefinition"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What happens to one revision, and why."""
+
+    arn: str
+    deregister: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def revision(self) -> int:
+        return ecs.revision_number(self.arn)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Every ACTIVE revision of the family, newest first, each kept or deregistered with its reasons."""
+
+    family: str
+    choices: tuple[Choice, ...]
+    keep: int
+
+    @property
+    def to_deregister(self) -> tuple[str, ...]:
+        return tuple(c.arn for c in self.choices if c.deregister)
+
+    @property
+    def kept(self) -> tuple[Choice, ...]:
+        return tuple(c for c in self.choices if not c.deregister)
+
+
+@dataclass(frozen=True)
+class Deregistration:
+    done: tuple[str, ...]
+    failed: Mapping[str, str]  # ARN → why
+
+
+def plan_cleanup(family: str, active: Iterable[str], *, keep: int, needed: Mapping[str, Sequence[str]]) -> Decision:
+    """Decide which ACTIVE revisions of ``family`` to deregister. ``needed``: revision ARN (or ``family:revision``)
+    → why it must stay (in use, held by the stack, recorded)."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    why_by_name = {ecs.revision_label(arn, {}): list(reasons) for arn, reasons in needed.items()}
+    ordered = sorted(set(active), key=ecs.revision_number, reverse=True)
+    choices = []
+    for index, arn in enumerate(ordered):
+        reasons = [f"newest {keep}"] if index < keep else []
+        reasons += why_by_name.get(ecs.revision_label(arn, {}), [])
+        if reasons:
+            choices.append(Choice(arn, False, tuple(reasons)))
+        else:
+            choices.append(Choice(arn, True, (f"older than the newest {keep}, not in use, not held, not recorded",)))
+    return Decision(family, tuple(choices), keep)
+
+
+# -- the readers ------------------------------------------------------------------------------------------------
+
+
+def needed_revisions(aws: AwsFactory, service: Mapping[str, Any], live_taskdef: str | None) -> dict[str, list[str]]:
+    """Revision ARN → why it must stay: the service's, its deployments', those its cluster's tasks run, the Fargate
+    stack's and the live record's (the tasks and the stack read at once). A read that fails raises: without it,
+    nothing is known to be safe."""
+    env = aws.env
+    needed: dict[str, list[str]] = {}
+
+    def add(arn: str, why: str) -> None:
+        if arn and why not in needed.setdefault(arn, []):
+            needed[arn].append(why)
+
+    for deployment in service.get("deployments") or ():
+        add(str(deployment.get("taskDefinition") or ""), f"the service's {deployment.get('status', '')} deployment")
+    add(str(service.get("taskDefinition") or ""), "the service runs it")
+    if live_taskdef:
+        add(live_taskdef, "the live record's (the last app deploy left the service on it)")
+    reads: dict[str, Callable[[], Any]] = {
+        "tasks": partial(cluster_task_revisions, aws.client("ecs"), env.cluster),
+        "stack": partial(stack_revisions, aws, env.stacks.fargate),
+    }
+    found = at_once(reads)
+    for arn, count in found["tasks"].items():
+        add(arn, f"{count} task(s) run it")
+    for arn in found["stack"]:
+        add(arn, f"held by {env.stacks.fargate}")
+    return needed
+
+
+def cluster_task_revisions(client: Any, cluster: str) -> dict[str, int]:
+    """Task-definition ARN → how many of the cluster's tasks (RUNNING and PENDING: desired RUNNING) run it."""
+    arns: list[str] = []
+    for page in client.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING"):
+        arns += [str(a) for a in page.get("taskArns") or ()]
+    counts: dict[str, int] = {}
+    for start in range(0, len(arns), 100):  # DescribeTasks takes at most 100
+        for task in client.describe_tasks(cluster=cluster, tasks=arns[start : start + 100]).get("tasks") or ():
+            arn = str(task.get("taskDefinitionArn") or "")
+            counts[arn] = counts.get(arn, 0) + 1
+    return counts
+
+
+def stack_revisions(aws: AwsFactory, stack: str) -> list[str]:
+    """The task definitions the stack holds as resources (none when it does not exist)."""
+    held: list[str] = []
+    paginator = aws.client("cloudformation").get_paginator("list_stack_resources")
+    try:
+        for page in paginator.paginate(StackName=stack):
+            for resource in page.get("StackResourceSummaries") or ():
+                if resource.get("ResourceType") == TASKDEF_RESOURCE and resource.get("PhysicalResourceId"):
+                    held.append(str(resource["PhysicalResourceId"]))
+    except ClientError as exc:
+        if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
+            return []
+        raise
+    return held
+
+
+def deregister(client: Any, arns: Sequence[str]) -> Deregistration:
+    """DeregisterTaskDefinition, one revision per call (there is no batch); each failure kept, the rest go on."""
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    for arn in arns:
+        try:
+            client.deregister_task_definition(taskDefinition=arn)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            failed[arn] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
+        else:
+            done.append(arn)
+    return Deregistration(tuple(done), failed)
+
+
+# -- output -----------------------------------------------------------------------------------------------------
+
+
+def spans(numbers: Iterable[int]) -> str:
+    """Revision numbers as runs: ``1-12, 14, 16-40``."""
+    parts: list[str] = []
+    ordered = sorted(set(numbers))
+    start = previous = None
+    for n in [*ordered, None]:
+        if start is not None and (n is None or previous is None or n != previous + 1):
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+            start = None
+        if n is not None and start is None:
+            start = n
+        previous = n
+    return ", ".join(parts)
+
+
+def action_of(choice: Choice, *, dry_run: bool, done: Deregistration | None) -> str:
+    if not choice.deregister:
+        return "keep"
+    if dry_run or done is None:
+        return "would deregister"
+    return "deregistered" if choice.arn in done.done else "FAILED"
+
+
+def table(decision: Decision, images: Mapping[str, str]) -> str:
+    """The kept revisions, newest first, with the image tag each runs (``images``: ARN → tag) and why."""
+    rows = [[ecs.revision_label(c.arn, {}), images.get(c.arn, ""), "keep", "; ".join(c.reasons)] for c in decision.kept]
+    return tabulate(rows, headers=["revision", "image", "action", "why"])
+
+
+def summary(decision: Decision, *, dry_run: bool, done: Deregistration | None) -> str:
+    total, going = len(decision.choices), decision.to_deregister
+    if not total:
+        return f"no ACTIVE revision of {decision.family}: nothing to deregister"
+    if not going:
+        return f"nothing to deregister: all {total} ACTIVE revision(s) of {decision.family} are kept"
+    which = spans(ecs.revision_number(arn) for arn in going)
+    if dry_run or done is None:
+        return (
+            f"dry run: would deregister {len(going)} of {total} ACTIVE revision(s) of {decision.family} ({which}); "
+            "nothing was changed"
+        )
+    line = f"deregistered {len(done.done)} of {total} ACTIVE revision(s) of {decision.family}"
+    line += f" ({spans(ecs.revision_number(arn) for arn in done.done)})" if done.done else ""
+    if done.failed:
+        line += f"; {len(done.failed)} could not be"
+    return line
+
+
+def to_json(
+    decision: Decision, *, env: str, dry_run: bool, done: Deregistration | None, images: Mapping[str, str]
+) -> dict[str, Any]:
+    return {
+        "env": env,
+        "family": decision.family,
+        "keep": decision.keep,
+        "dry_run": dry_run,
+        "revisions": [
+            {
+                "arn": c.arn,
+                "revision": c.revision,
+                "image_tag": images.get(c.arn, ""),
+                "action": action_of(c, dry_run=dry_run, done=done),
+                "why": list(c.reasons),
+            }
+            for c in decision.choices
+        ],
+        "to_deregister": len(decision.to_deregister),
+        "deregistered": len(done.done) if done else 0,
+        "failures": dict(done.failed) if done else {},
+    }

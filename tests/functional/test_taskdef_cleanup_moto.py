@@ -1,0 +1,151 @@
+"""inv taskdefs.cleanup against moto: the service's task-definition family, its tasks, the live record in S3.
+
+moto keeps the service's one deployment (made by CreateService); the test adds the ACTIVE one ECS would list during
+a rollout in moto's backend. moto runs a one-off task only of a revision outside awsvpc whose container names its
+memory: the test registers one such revision in the family, as an ``inv run`` task's."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.ecs.models import ecs_backends
+
+from deploykit import commands
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
+from deploykit.errors import StepFailed, UsageError
+from tests.functional.conftest import ARTIFACTS_BUCKET, CONTAINER, REGION, create_service
+
+ACCOUNT = "123456789012"  # moto's
+FAMILY = "car-rental-backend"
+
+
+def arn(revision: int) -> str:
+    return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{FAMILY}:{revision}"
+
+
+def runtime(project: Path, factory: AwsFactory) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: factory,
+    )
+
+
+def register(factory: AwsFactory, count: int, **more: Any) -> None:
+    """``count`` more revisions of the family, as deploys leave them."""
+    ecs = factory.client("ecs")
+    for n in range(count):
+        image = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/car-rental-backend:{n:012x}"
+        ecs.register_task_definition(
+            family=FAMILY,
+            containerDefinitions=[{**CONTAINER, "image": image, "memory": 256}],
+            **more,
+        )
+
+
+def active(factory: AwsFactory) -> list[int]:
+    arns = factory.client("ecs").list_task_definitions(familyPrefix=FAMILY, status="ACTIVE")["taskDefinitionArns"]
+    return sorted(int(a.rsplit(":", 1)[1]) for a in arns)
+
+
+@pytest.fixture
+def family(factory: AwsFactory) -> AwsFactory:
+    """Revision 1 the service's (create_service), 2-13 twelve deploys' since, the service still on 1."""
+    create_service(factory)
+    register(factory, 12)
+    return factory
+
+
+def test_the_newest_and_everything_in_use_stay_the_rest_is_deregistered(
+    project: Path, family: AwsFactory, bucket: str
+) -> None:
+    ecs = family.client("ecs")
+    service = ecs_backends[ACCOUNT][REGION].services["car-rental-cluster:car-rental-service"]
+    # a rollout from 2 to 1 in progress: the circuit breaker's way back must stay usable
+    service.deployments.append(
+        {**service.deployments[0], "id": "ecs-svc/2", "status": "ACTIVE", "taskDefinition": arn(2)}
+    )
+    register(family, 1)  # 14: what a one-off task runs
+    network = service.network_configuration
+    ecs.run_task(
+        cluster="car-rental-cluster",
+        taskDefinition=arn(14),
+        startedBy="deploykit-run",
+        launchType="FARGATE",
+        networkConfiguration=network,
+    )
+    register(family, 6)  # 15-20
+    live = {"app": {"sha": "3e2532eaf7e5", "taskdef": arn(5)}}
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=ARTIFACTS_BUCKET, Key="deploykit/live/dev.json", Body=json.dumps(live).encode()
+    )
+    rt = runtime(project, family)
+    decision = commands.taskdefs_cleanup(env="dev", keep=3, as_json=True, runtime=rt)
+    assert active(family) == [1, 2, 5, 14, 18, 19, 20]
+    why = {c.revision: c.reasons for c in decision.kept}
+    assert why[1] == ("the service's PRIMARY deployment", "the service runs it")
+    assert why[2] == ("the service's ACTIVE deployment",)
+    assert why[5] == ("the live record's (the last app deploy left the service on it)",)
+    assert why[14] == ("1 task(s) run it",)
+    assert why[20] == ("newest 3",)
+    printed = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "deregistered 13 of 20 ACTIVE revision(s) of car-rental-backend (3-4, 6-13, 15-17)" in printed
+    data = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    assert (data["to_deregister"], data["deregistered"], data["failures"]) == (13, 13, {})
+    assert next(r for r in data["revisions"] if r["revision"] == 20)["image_tag"] == f"{5:012x}"
+    described = ecs.describe_task_definition(taskDefinition=arn(3))["taskDefinition"]
+    assert described["status"] == "INACTIVE"  # out of the lists, still described by its ARN
+
+
+def test_a_dry_run_says_what_it_would_deregister_and_changes_nothing(project: Path, family: AwsFactory) -> None:
+    rt = runtime(project, family)
+    decision = commands.taskdefs_cleanup(env="dev", keep=10, dry_run=True, runtime=rt)
+    assert len(decision.to_deregister) == 2 and active(family) == list(range(1, 14))
+    assert "dry run: would deregister 2 of 13 ACTIVE revision(s) of car-rental-backend (2-3); nothing was changed" in (
+        rt.stderr.getvalue()  # type: ignore[attr-defined]
+    )
+
+
+def test_a_revision_that_cannot_be_deregistered_fails_the_run_after_the_others(
+    project: Path, family: AwsFactory
+) -> None:
+    ecs = family.client("ecs")
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if params["taskDefinition"] == arn(2):
+            params["taskDefinition"] = f"{FAMILY}:not-a-revision"  # moto refuses it as ECS would a bad one
+
+    ecs.meta.events.register("provide-client-params.ecs.DeregisterTaskDefinition", refuse)
+    with pytest.raises(StepFailed) as failed:
+        commands.taskdefs_cleanup(env="dev", keep=10, runtime=runtime(project, family))
+    assert failed.value.message.startswith(
+        "1 of 2 revision(s) of car-rental-backend could not be deregistered (first: "
+    )
+    assert "car-rental-backend:2: " in failed.value.message
+    assert "inv taskdefs.cleanup --env dev" in (failed.value.next_step or "")
+    assert active(family) == [1, 2, *range(4, 14)]  # 2 stayed, 3 after it went
+
+
+@pytest.mark.parametrize("keep", [0, -1])
+def test_keep_must_be_at_least_one(project: Path, family: AwsFactory, keep: int) -> None:
+    with pytest.raises(UsageError, match="--keep must be at least 1"):
+        commands.taskdefs_cleanup(env="dev", keep=keep, runtime=runtime(project, family))
+    assert active(family) == list(range(1, 14))
+
+
+def test_no_service_is_refused_naming_the_stack_that_creates_it(
+    project: Path, factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    factory.client("ecs").create_cluster(clusterName="car-rental-cluster")
+    with pytest.raises(UsageError) as refused:
+        commands.taskdefs_cleanup(env="dev", runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2 and dev_env.stacks.fargate in (refused.value.next_step or "")
