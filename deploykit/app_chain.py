@@ -373,8 +373,8 @@ class RegisterTaskDef(Step):
         runs = ecs.cpu_architecture(read["current"])
         if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
             raise UsageError(
-                f"the task definition of {self.service} ({_rev(current_arn)}) runs on {runs}, but the image is "
-                f"built for {self.platform} ([build] platform): its tasks would not start",
+                f"the task definition of {self.service} ({ecs.revision_name(current_arn)}) runs on {runs}, but the "
+                f"image is built for {self.platform} ([build] platform): its tasks would not start",
                 next_step=f"the Fargate stack puts the tasks on [build] platform's architecture: deploy it with this "
                 f"image (inv deploy.auto, after a commit changing the setting), or set [build] platform = "
                 f"{_platform_for(runs)!r} if the service is to stay on {runs}",
@@ -393,7 +393,7 @@ class RegisterTaskDef(Step):
             if ecs.same_registration(existing, wanted):
                 if arn == latest:
                     taskdefs.chosen(arn, self.container, self.image)
-                return Outcome.skipped(f"{_rev(arn)} already runs {self.tag}", task_definition=arn)
+                return Outcome.skipped(f"{ecs.revision_name(arn)} already runs {self.tag}", task_definition=arn)
         if not (read["pushed"] if "pushed" in read else pushed()):  # nothing would run it
             raise UsageError(
                 f"image {self.image} is not in the registry of environment {ctx.env.name!r}",
@@ -401,7 +401,9 @@ class RegisterTaskDef(Step):
             )
         arn = taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]
         taskdefs.chosen(arn, self.container, self.image)  # roll-service points the service at it
-        return Outcome.done(f"registered {_rev(arn)} (from {_rev(current_arn)})", task_definition=arn)
+        return Outcome.done(
+            f"registered {ecs.revision_name(arn)} (from {ecs.revision_name(current_arn)})", task_definition=arn
+        )
 
 
 @dataclass(frozen=True)
@@ -430,7 +432,7 @@ class RollService(Step):
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:
             return Outcome.skipped(
-                f"PRIMARY deployment already runs {_rev(primary['taskDefinition'])}",
+                f"PRIMARY deployment already runs {ecs.revision_name(primary['taskDefinition'])}",
                 task_definition=primary["taskDefinition"],
             )
         previous = service["taskDefinition"]
@@ -444,7 +446,7 @@ class RollService(Step):
         answer = client.update_service(cluster=self.cluster, service=self.service, taskDefinition=target)
         deployment = ecs.primary_deployment(answer["service"]) or {}
         return Outcome.done(
-            f"{self.service} → {_rev(target)} (deployment {deployment.get('id', '?')})",
+            f"{self.service} → {ecs.revision_name(target)} (deployment {deployment.get('id', '?')})",
             task_definition=target,
             # what ran before, for an automatic rollback (deploykit.rollback.undo_plan)
             previous_task_definition=previous,
@@ -529,7 +531,3 @@ def _wait_next_step(reason: str, cluster: str, service: str) -> str:
 
 def _platform_for(architecture: str) -> str:
     return next((name for name, arch in PLATFORMS.items() if arch == architecture), architecture)
-
-
-def _rev(arn: str) -> str:
-    return arn.rsplit("/", 1)[-1]

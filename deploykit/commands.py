@@ -138,8 +138,9 @@ def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
     """A deploy command (``command``: its name, or what makes it from the command's arguments) that is refused (exit
     2) or fails before a plan of it runs tells the plugins so (:func:`not_run`), as its run would have: a CI job's page
     then says why nothing was deployed. Not told: what the executor told already (:attr:`DeployKitError.heard`), a
-    dry run's, a run superseded or refused by a lock the command waits for (:func:`until_unlocked` starts it again),
-    an error of deploy.toml or of the environment's name (nothing to tell it to)."""
+    dry run's, an error of deploy.toml or of the environment's name (nothing to tell it to). A run superseded or
+    refused by a lock the command waits for is told only when :func:`until_unlocked` gives up starting it again
+    (:attr:`DeployKitError.tell_later`): the refusal it ends with."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -148,18 +149,23 @@ def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
             try:
                 return func(*args, **kwargs)
             except DeployKitError as exc:
-                retried = isinstance(exc, Superseded) or (isinstance(exc, lock.LockHeld) and exc.wait > 0)
-                if not (exc.heard or retried or kwargs.get("dry_run") or isinstance(exc, ConfigError | Interrupted)):
+                if not (exc.heard or kwargs.get("dry_run") or isinstance(exc, ConfigError | Interrupted)):
                     try:
                         config, environment = _load(runtime, kwargs.get("env"))
                     except DeployKitError:
                         raise exc from None
                     name = command if isinstance(command, str) else command(*args, **kwargs)
-                    outcome = "refused" if exc.exit_code == 2 else "failed"
-                    not_run(
-                        runtime, config, environment, name, outcome, message=exc.message, next_step=exc.next_step or ""
-                    )
-                    exc.heard = True
+
+                    def tell(error: DeployKitError) -> None:
+                        outcome = "refused" if error.exit_code == 2 else "failed"
+                        message, next_step = error.message, error.next_step or ""
+                        not_run(runtime, config, environment, name, outcome, message=message, next_step=next_step)
+                        error.heard = True
+
+                    if isinstance(exc, Superseded) or (isinstance(exc, lock.LockHeld) and exc.wait > 0):
+                        exc.tell_later = tell  # started again: told only if the command gives up
+                    else:
+                        tell(exc)
                 raise
 
         return wrapper  # type: ignore[return-value]
@@ -441,6 +447,7 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
         except Superseded as superseded:  # nothing live changed: start again at once, a few times at most
             restarts += 1
             if restarts > SUPERSEDED_RESTARTS:
+                _told(superseded, superseded)
                 raise
             runtime.stderr.write(f"🔁 {superseded.message}: starting again, what is live read anew\n")
         except lock.LockHeld as held:
@@ -456,7 +463,11 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
             waiting = clock.monotonic()
             out = Reporter(runtime.stderr, clock=clock)  # the wait's progress: elapsed, and who holds the lock
             with out.activity("waiting for the lock"):
-                held.lock.wait_until_free(deadline, say=out.line, status=out.status)
+                try:
+                    held.lock.wait_until_free(deadline, say=out.line, status=out.status)
+                except lock.LockHeld as still:  # the wait is over, the lock still held: the command's refusal
+                    _told(held, still)
+                    raise
             took = clock.monotonic() - waiting
             waited += took
             runtime.stderr.write(
@@ -465,6 +476,13 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
             )
         finally:
             _LOCK_WAITED.reset(token)
+
+
+def _told(retried: DeployKitError, final: DeployKitError) -> None:
+    """The plugins told of ``final``, the refusal a command gives up with after ``retried`` made it start again
+    (:func:`heard_when_not_run` left ``retried`` untold, for this)."""
+    if retried.tell_later is not None and not final.heard:
+        retried.tell_later(final)
 
 
 def _warn(runtime: Runtime, message: str) -> None:
@@ -2037,7 +2055,7 @@ def taskdefs_cleanup(
         first = next(iter(done.failed))
         raise StepFailed(
             f"{len(done.failed)} of {len(decision.to_deregister)} revision(s) of {family} could not be deregistered "
-            f"(first: {ecs.revision_label(first, {})}: {done.failed[first]})",
+            f"(first: {ecs.revision_name(first)}: {done.failed[first]})",
             next_step=f"rerun: inv taskdefs.cleanup --env {environment.name} (what was deregistered stays so)",
         )
     return decision

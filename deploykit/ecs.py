@@ -302,8 +302,14 @@ def primary_deployment(service: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def revision_name(arn: str) -> str:
+    """``family:revision`` of a task definition's ARN (or of ``family:revision`` itself): no call."""
+    return arn.rsplit("/", 1)[-1]
+
+
 def revision_label(arn: str, images: dict[str, str]) -> str:
-    rev = arn.rsplit("/", 1)[-1]
+    """``family:revision``, and the image tag our container runs in it when ``images`` knows it."""
+    rev = revision_name(arn)
     image = images.get(arn, "")
     return f"{rev} ({image.rsplit(':', 1)[-1]})" if image else rev
 

@@ -6,6 +6,8 @@ Exit codes follow the house convention: 0 success or nothing to do, 1 a failed d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class DeployKitError(Exception):
     """Base of every error deploykit reports to a person.
@@ -17,6 +19,9 @@ class DeployKitError(Exception):
     # the plugins heard of it as a deployment's failure (deploykit_deployment_failed); else, from a deploy command,
     # as a deployment that did not run (deploykit_deployment_not_run): commands.heard_when_not_run
     heard = False
+    # a refusal the command is started again after (a lock it waits for, a superseded plan): how to tell the plugins
+    # of the last one, should the command give up (commands.until_unlocked), the error given
+    tell_later: Callable[[DeployKitError], None] | None = None
 
     def __init__(self, message: str, next_step: str | None = None) -> None:
         super().__init__(message)

@@ -284,14 +284,16 @@ def images_in_use(aws: AwsFactory, *, revisions: int = ROLLBACK_REVISIONS) -> di
     for deployment in service.get("deployments") or ():
         arn = str(deployment.get("taskDefinition") or "")
         if arn:
-            users.append((arn, f"in use by {_revision(arn)} ({deployment.get('status', 'deployment')})"))
+            users.append((arn, f"in use by {ecs.revision_name(arn)} ({deployment.get('status', 'deployment')})"))
     if service.get("taskDefinition"):
-        users.append((str(service["taskDefinition"]), f"in use by {_revision(service['taskDefinition'])} (service)"))
+        users.append(
+            (str(service["taskDefinition"]), f"in use by {ecs.revision_name(service['taskDefinition'])} (service)")
+        )
     current = next((arn for arn, _ in users), "")
-    family = _family(current)
+    family = ecs.family_of(current)
     if family:
         for arn in newest_revisions(client, family, revisions):
-            users.append((arn, f"rollback target {_revision(arn)} (one of the newest {revisions} revisions)"))
+            users.append((arn, f"rollback target {ecs.revision_name(arn)} (one of the newest {revisions} revisions)"))
     found: dict[str, str] = {}
     for arn, why in users:
         for container in definitions.get(arn).get("containerDefinitions") or ():
@@ -307,14 +309,6 @@ def images_in_use(aws: AwsFactory, *, revisions: int = ROLLBACK_REVISIONS) -> di
 def newest_revisions(client: Any, family: str, count: int) -> list[str]:
     """The newest ``count`` ACTIVE revisions of exactly ``family``."""
     return ecs.active_revisions(client, family)[:count]
-
-
-def _revision(arn: str) -> str:
-    return arn.rsplit("/", 1)[-1]
-
-
-def _family(arn: str) -> str:
-    return _revision(arn).rpartition(":")[0] if ":" in _revision(arn) else _revision(arn)
 
 
 @dataclass(frozen=True)

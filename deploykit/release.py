@@ -103,7 +103,9 @@ class Release(Step):
                 taskdefs.get(current), taskdefs.tags(current), self.container, image, self.git_sha
             )
             arn = taskdefs.remember(ctx.aws.client("ecs").register_task_definition(**wanted))["taskDefinitionArn"]
-            ctx.reporter.line(f"   registered {_rev(arn)} for the release command (from {_rev(current)})")
+            ctx.reporter.line(
+                f"   registered {ecs.revision_name(arn)} for the release command (from {ecs.revision_name(current)})"
+            )
         if not self.by_stack:
             taskdefs.chosen(arn, self.container, image)  # roll-service's again
         return str(arn)
@@ -111,9 +113,9 @@ class Release(Step):
     def _run_task(self, ctx: Context, service: dict[str, Any], revision: str, taskdefs: ecs.TaskDefinitions) -> Outcome:
         client = ctx.aws.client("ecs")
         arguments = oneoff.run_task_arguments(service, self.cluster, revision, self.container, self.command, STARTED_BY)
-        arn = oneoff.start(client, arguments, f"the release task of {_rev(revision)}")
+        arn = oneoff.start(client, arguments, f"the release task of {ecs.revision_name(revision)}")
         task_id = arn.rsplit("/", 1)[-1]
-        ctx.reporter.line(f"   release task {task_id} of {_rev(revision)}")
+        ctx.reporter.line(f"   release task {task_id} of {ecs.revision_name(revision)}")
 
         def state(status: str, elapsed: float) -> None:
             ctx.reporter.line(f"   [{elapsed:6.1f}s] release task {status}")
@@ -162,7 +164,3 @@ def _repository(image: str) -> str:
     """``host/repo`` of ``host/repo:tag`` (a digest left out; no tag: the name as it is)."""
     name = image.split("@", 1)[0]
     return (ecs.split_image(name) or (name, ""))[0]
-
-
-def _rev(arn: str) -> str:
-    return arn.rsplit("/", 1)[-1]

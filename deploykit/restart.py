@@ -39,11 +39,11 @@ def rolling(service: dict[str, Any]) -> str:
     deployments = service.get("deployments", [])
     primary = ecs.primary_deployment(service)
     if primary is not None and primary.get("rolloutState", "COMPLETED") != "COMPLETED":
-        rev = ecs.revision_label(primary.get("taskDefinition", ""), {})
+        rev = ecs.revision_name(primary.get("taskDefinition", ""))
         return f"its deployment {primary.get('id', '?')} of {rev} is {primary.get('rolloutState')}"
     others = [d for d in deployments if d.get("status") != "PRIMARY"]
     if others:
-        revs = ", ".join(ecs.revision_label(d.get("taskDefinition", ""), {}) for d in others)
+        revs = ", ".join(ecs.revision_name(d.get("taskDefinition", "")) for d in others)
         return f"{len(others)} older deployment(s) of {revs} still run tasks"
     return ""
 
@@ -79,7 +79,7 @@ class RestartService(Step):
                 f"inv health --env {ctx.env.name}), then inv restart again",
             )
         arn = str(service["taskDefinition"])
-        rev = ecs.revision_label(arn, {})
+        rev = ecs.revision_name(arn)
         desired = int(service.get("desiredCount", 0))
         if desired == 0:
             return Outcome.skipped(f"{self.service} runs no task (desired count 0): none to restart")

@@ -76,12 +76,12 @@ def plan_cleanup(family: str, active: Iterable[str], *, keep: int, needed: Mappi
     → why it must stay (in use, held by the stack, recorded)."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
-    why_by_name = {ecs.revision_label(arn, {}): list(reasons) for arn, reasons in needed.items()}
+    why_by_name = {ecs.revision_name(arn): list(reasons) for arn, reasons in needed.items()}
     ordered = sorted(set(active), key=ecs.revision_number, reverse=True)
     choices = []
     for index, arn in enumerate(ordered):
         reasons = [f"newest {keep}"] if index < keep else []
-        reasons += why_by_name.get(ecs.revision_label(arn, {}), [])
+        reasons += why_by_name.get(ecs.revision_name(arn), [])
         if reasons:
             choices.append(Choice(arn, False, tuple(reasons)))
         else:
@@ -192,7 +192,7 @@ def action_of(choice: Choice, *, dry_run: bool, done: Deregistration | None) -> 
 
 def table(decision: Decision, images: Mapping[str, str]) -> str:
     """The kept revisions, newest first, with the image tag each runs (``images``: ARN → tag) and why."""
-    rows = [[ecs.revision_label(c.arn, {}), images.get(c.arn, ""), "keep", "; ".join(c.reasons)] for c in decision.kept]
+    rows = [[ecs.revision_name(c.arn), images.get(c.arn, ""), "keep", "; ".join(c.reasons)] for c in decision.kept]
     return tabulate(rows, headers=["revision", "image", "action", "why"])
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from deploykit import commands, freeze
 from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, Superseded, UsageError
 from deploykit.hookspecs import hookimpl
@@ -128,3 +129,37 @@ def test_only_what_no_one_told_and_nothing_run_again_is_told(project: Path) -> N
     assert (report["env"], report["command"], report["outcome"]) == ("sandbox", "deploy.stack data", "failed")
     assert (report["message"], report["next_step"]) == ("reading what is live failed", "rerun")
     assert failed.heard  # once: a caller further out does not tell it again
+
+
+def test_a_command_that_gives_up_after_waiting_or_starting_again_is_told_its_last_refusal(project: Path) -> None:
+    """The refusals until_unlocked starts a command again after are not told; the one it gives up with is, once."""
+    heard = Heard()
+    runtime = hearing(
+        commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO()), heard
+    )
+    lock = Mock(spec=["env", "clock", "wait_until_free"])
+    lock.env, lock.clock = "sandbox", FakeClock()
+    final = LockHeld("held by bo (still, after waiting 10m00s)", next_step="wait", lock=lock, info=Mock(), wait=0)
+    lock.wait_until_free.side_effect = final
+    attempts: list[str] = []
+
+    @commands.heard_when_not_run("deploy.auto")
+    def deploy(*, env: str | None = None, runtime: commands.Runtime | None = None) -> None:
+        attempts.append("lock")
+        raise LockHeld("held by bo", next_step="wait", lock=lock, info=Mock(describe=str), wait=600)
+
+    with pytest.raises(LockHeld) as refused:
+        commands.until_unlocked(lambda: deploy(env="sandbox", runtime=runtime), runtime)
+    assert refused.value is final and len(attempts) == 1
+    (report,) = heard.not_run
+    assert (report["command"], report["outcome"], report["message"]) == ("deploy.auto", "refused", final.message)
+
+    @commands.heard_when_not_run("deploy.auto")
+    def superseded(*, env: str | None = None, runtime: commands.Runtime | None = None) -> None:
+        attempts.append("superseded")
+        raise Superseded("another deploy finished meanwhile")
+
+    with pytest.raises(Superseded):
+        commands.until_unlocked(lambda: superseded(env="sandbox", runtime=runtime), runtime)
+    assert attempts.count("superseded") == commands.SUPERSEDED_RESTARTS + 1
+    assert [r["message"] for r in heard.not_run] == [final.message, "another deploy finished meanwhile"]
