@@ -36,6 +36,7 @@ NEWEST_RUNS = 30  # the runs read to decide: the estimates, and what a rollback 
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
 AGAIN = ": deployed again, as this checkout has it"  # how a note on what runs unverified ends (deploy.auto's answer)
 PACKAGES_SHOWN = 6  # the packages a requirements file's change changes, named under it at most
+COMMITS_SHOWN = 10  # the commits behind the changes, named before "and N more"
 KIND_ICONS = {"app": "📱 App code:", "lambda": "🔧 Lambda:  ", "stack": "🐳 Stack:   ", "none": "📄 No deploy:"}
 
 
@@ -800,10 +801,12 @@ def analysis_lines(
     *,
     uncommitted: Collection[str] = (),
     requirements: Mapping[str, Sequence[changes.RequirementChange]] | None = None,
+    commits: Sequence[changes.ChangedBy] = (),
 ) -> list[str]:
     """Change Analysis: each changed path, its component and the command that deploys it; the paths among
     ``uncommitted`` (the work tree's, when it was compared) are marked so; under a requirements file, the packages
-    its change changes (``requirements``: :func:`deploykit.changes.requirements_changed`)."""
+    its change changes (``requirements``: :func:`deploykit.changes.requirements_changed`); then the commits behind
+    the changes (``commits``: :func:`deploykit.changes.commits_behind`), what a deploy takes live."""
     lines = []
     packages_said: set[str] = set()  # a file every stack counts (cdk/requirements.txt): its packages said once
     for change in found.changes:
@@ -823,6 +826,7 @@ def analysis_lines(
             shown = ", ".join(p.describe() for p in packages[:PACKAGES_SHOWN])
             more = len(packages) - PACKAGES_SHOWN
             lines.append(f"{' ' * 13}📦 {shown}" + (f" and {more} more (inv diff --json)" if more > 0 else ""))
+    lines += commit_lines(commits)
     for component, (live, ahead) in taken_back(found).items():
         lines.append(
             f"⏮  {component}: live at {live[:SHORT_SHA]}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "
@@ -850,6 +854,20 @@ def analysis_lines(
             f"👀 the app's 5xx are watched for {watch.seconds:g}s after its rollout, {allowed(watch.max_error_rate)} "
             "rolls it back"
         )
+    return lines
+
+
+def commit_lines(commits: Sequence[changes.ChangedBy]) -> list[str]:
+    """The commits a deploy takes live, newest first: :data:`COMMITS_SHOWN` of them, then how many more."""
+    if not commits:
+        return []
+    count = len(commits)
+    lines = [f"📝 {count} commit{'s' if count > 1 else ''} behind these changes, newest first:"]
+    for commit in commits[:COMMITS_SHOWN]:
+        subject = commit.subject if len(commit.subject) <= 72 else commit.subject[:71] + "…"
+        lines.append(f"   {commit.sha[:SHORT_SHA]} {subject} · {commit.author} · {', '.join(commit.components)}")
+    if count > COMMITS_SHOWN:
+        lines.append(f"   … and {count - COMMITS_SHOWN} more (inv diff --json lists them)")
     return lines
 
 

@@ -350,6 +350,47 @@ def _resolve_live(root: Path, component: str, sha: str) -> str:
     )
 
 
+# -- the commits behind the changes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangedBy:
+    """A commit that brings changes of ``components`` (what a deploy of them takes live)."""
+
+    sha: str
+    author: str
+    when: str  # ISO 8601, the author's time in UTC
+    subject: str
+    components: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "components": list(self.components)}
+
+
+def commits_behind(root: Path, found: ChangeSet) -> list[ChangedBy]:
+    """The commits behind ``found``'s changes, newest first: for each changed component with a base, the commits of
+    base..head that touch its changed paths (both sides of a rename), each with every component it brings changes
+    of. Left out: components never deployed (everything of them is new) and changes of the work tree (no commit)."""
+    by_sha: dict[str, tuple[git.Commit, set[str]]] = {}
+    bases: list[str] = []
+    for component in sorted(found.components()):
+        base = found.base.get(component)
+        paths = {p for c in found.for_component(component) for p in (c.path, c.old_path) if p}
+        if not base or not paths or base == found.head:
+            continue
+        bases.append(base)
+        for commit in git.log(root, base, found.head, sorted(paths)):
+            by_sha.setdefault(commit.sha, (commit, set()))[1].add(component)
+    if not by_sha:
+        return []
+    place = git.newest_first(root, found.head, bases)  # one order for the commits of every component's range
+    ordered = sorted(by_sha.values(), key=lambda pair: (place.get(pair[0].sha, len(place)), -pair[0].when.timestamp()))
+    return [
+        ChangedBy(c.sha, c.author, c.when.isoformat(timespec="seconds"), c.subject, tuple(sorted(components)))
+        for c, components in ordered
+    ]
+
+
 # -- detecting ---------------------------------------------------------------------------------------------------
 
 

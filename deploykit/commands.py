@@ -2529,11 +2529,13 @@ def deploy_auto(
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     a.found = auto.held_back(a.found, chosen, skipped)
     changed = a.found.components()
+    commits = changes.commits_behind(a.config.root, a.found)
     lines = auto.analysis_lines(
         a.found,
         a.env,
         uncommitted=a.revision.dirty_paths,
         requirements=changes.requirements_changed(a.config.root, a.found),
+        commits=commits,
     )
     closing = a.closing_lines()
     behind = auto.taken_back(a.found)
@@ -2573,7 +2575,12 @@ def deploy_auto(
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         carried = auto.unchanged_components(a.found, a.revision)
         held = tuple(sorted(a.found.held))
-        plan = dataclasses.replace(plan, carried=carried, unpromoted=promotion.unpromoted, held=held) if plan else plan
+        taken = tuple((c.sha, c.author, c.subject) for c in commits)  # what the run takes live, for its record
+        plan = (
+            dataclasses.replace(plan, carried=carried, unpromoted=promotion.unpromoted, held=held, commits=taken)
+            if plan
+            else plan
+        )
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None
@@ -2731,7 +2738,10 @@ def diff(
     runtime = runtime or Runtime()
     a = analyse(runtime, env, since=since, allow_dirty=True)
     packages = changes.requirements_changed(a.config.root, a.found)
-    lines = auto.analysis_lines(a.found, a.env, uncommitted=a.revision.dirty_paths, requirements=packages)
+    commits = changes.commits_behind(a.config.root, a.found)
+    lines = auto.analysis_lines(
+        a.found, a.env, uncommitted=a.revision.dirty_paths, requirements=packages, commits=commits
+    )
     if a.revision.touches:
         lines.append(
             "✏️  uncommitted changes are counted: commit them before deploying, or deploy them as a dirty build "
@@ -2790,6 +2800,7 @@ def diff(
         if a.env.promote_from:
             data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
         data["rolled_back"] = again  # component → why deploy.auto refuses to bring it back
+        data["commits"] = [commit.to_json() for commit in commits]  # behind the changes, newest first
         # requirements file → the packages its change changes
         data["requirements"] = {
             path: [{"name": p.name, "before": p.before, "after": p.after} for p in found]

@@ -236,6 +236,50 @@ def commit_times(root: Path, shas: Sequence[str]) -> dict[str, datetime]:
     return found
 
 
+@dataclass(frozen=True)
+class Commit:
+    """One commit as ``git log`` tells it."""
+
+    sha: str  # full
+    author: str
+    when: datetime  # the author's time
+    subject: str
+
+
+LOG_PATHS = 500  # more paths than this: the range's every commit, not only those touching them (a command line's size)
+
+
+def log(root: Path, base: str, head: str, paths: Sequence[str] = ()) -> list[Commit]:
+    """The commits of ``base..head`` (those ``head`` has that ``base`` lacks), newest first; with ``paths``, only
+    those that change one of them (git's history simplification: a merge that changes nothing of them is left out).
+    One git process."""
+    _refuse_option(base)
+    _refuse_option(head)
+    only = ["--", *paths] if paths and len(paths) <= LOG_PATHS else []
+    out = _git(root, "log", "--format=%H%x1f%an%x1f%at%x1f%s%x1e", f"{base}..{head}", *only).decode(errors="replace")
+    found: list[Commit] = []
+    for entry in out.split("\x1e"):
+        parts = entry.strip("\n").split("\x1f")
+        if len(parts) == 4 and parts[2].isdigit():
+            found.append(Commit(parts[0], parts[1], datetime.fromtimestamp(int(parts[2]), UTC), parts[3]))
+    return found
+
+
+def newest_first(root: Path, head: str, bases: Sequence[str]) -> dict[str, int]:
+    """Full SHA → its place among the commits ``head`` has that every one of ``bases`` lacks' common ancestor has
+    not (0: ``head`` itself), in git's topological order: children before their parents, which commit times (a
+    second apart at best) cannot always tell."""
+    for rev in (head, *bases):
+        _refuse_option(rev)
+    if not bases:
+        return {}
+    oldest = (
+        _git(root, "merge-base", "--octopus", *dict.fromkeys(bases)).decode().strip() if len(bases) > 1 else bases[0]
+    )
+    listed = _git(root, "rev-list", "--topo-order", head, f"^{oldest}").decode().split()
+    return {sha: index for index, sha in enumerate(listed)}
+
+
 def is_shallow(root: Path) -> bool:
     """Whether this clone has only part of the history (CI checkouts often do)."""
     return _git(root, "rev-parse", "--is-shallow-repository").decode().strip() == "true"

@@ -39,7 +39,7 @@ from deploykit.aws import CONNECTIONS, AwsFactory, at_once
 from deploykit.cachedir import DAY, PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
-from deploykit.plan import RunReport, StepRecord
+from deploykit.plan import RunReport, StepRecord, commits_json
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs, is_not_there
 
@@ -92,6 +92,8 @@ class Record:
     waited: float = 0.0
     # changed components the run held back (deploy.auto --only/--skip): not deployed, live as before
     held: list[str] = field(default_factory=list)
+    # the commits the run took live, newest first, at most RECORDED_COMMITS: {"sha" (12), "author", "subject"}
+    commits: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def result(self) -> str:
@@ -132,6 +134,7 @@ class Record:
             "removed": self.removed,
             "unpromoted": self.unpromoted,
             "held": self.held,
+            "commits": self.commits,
             "left": self.left,
             "base": self.base,
             "steps": self.steps,
@@ -156,6 +159,7 @@ class Record:
             removed=[str(c) for c in data.get("removed") or ()],
             unpromoted=[str(c) for c in data.get("unpromoted") or ()],
             held=[str(c) for c in data.get("held") or ()],
+            commits=[{str(k): str(v) for k, v in dict(c).items()} for c in data.get("commits") or ()],
             left={
                 str(c): {str(k): str(v) for k, v in dict(state).items()}
                 for c, state in (data.get("left") or {}).items()
@@ -173,6 +177,7 @@ class LiveRecordUnreadable(UsageError):
 # what reading a body that is no record raises (not JSON, or JSON of another shape)
 NOT_A_RECORD = (ValueError, TypeError, AttributeError, KeyError)
 
+RECORDED_COMMITS = 50  # the commits a record names at most (a first deploy after months brings hundreds)
 LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
 
 
@@ -226,6 +231,7 @@ def record_of(
         left={component: dict(state) for component, state in (left or {}).items()},
         waited=round(waited, 3),
         held=list(held),
+        commits=commits_json(report.plan.commits[:RECORDED_COMMITS]),
     )
 
 

@@ -171,6 +171,8 @@ class Plan:
     # What the run replaces the running copies of without deploying anything (inv restart): (component, the SHA it
     # runs) pairs. It holds the lock and is recorded in the history (at that SHA); the live record stays as it is.
     restarts: tuple[tuple[str, str], ...] = ()
+    # The commits the run takes live, newest first: (full SHA, author, subject) (deploy.auto: those behind its changes)
+    commits: tuple[tuple[str, str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -186,6 +188,7 @@ class Plan:
             self.unpromoted + other.unpromoted,
             self.held + other.held,
             self.restarts + other.restarts,
+            self.commits + tuple(c for c in other.commits if c not in self.commits),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -194,7 +197,12 @@ class Plan:
             "title": self.title,
             "steps": [{"step": s.name, "describe": s.describe(), "inputs": s.inputs()} for s in self.steps],
             "deploys": [{"component": component, "sha": sha} for component, sha in self.deploys],
-        }
+        } | ({"commits": commits_json(self.commits)} if self.commits else {})
+
+
+def commits_json(commits: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """The commits a run takes live, as its JSON lists them: ``sha`` (12 characters), ``author``, ``subject``."""
+    return [{"sha": sha[:12], "author": author, "subject": subject} for sha, author, subject in commits]
 
 
 StepStatus = Literal["done", "skipped", "failed", "not run"]
@@ -416,6 +424,7 @@ class RunReport:
         } | (
             ({"rollback": self.rollback.to_json()} if self.rollback is not None else {})
             | ({"held": list(self.plan.held)} if self.plan.held else {})
+            | ({"commits": commits_json(self.plan.commits)} if self.plan.commits else {})
         )
 
 

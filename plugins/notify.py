@@ -72,6 +72,15 @@ def _deploys(plan: Mapping[str, Any] | None) -> str:
     return ", ".join(pairs[:SHOWN]) + more
 
 
+def _commits(plan: Mapping[str, Any] | None) -> str:
+    """The commits a run takes live, one line each (``SHOWN`` of them, then how many more): what is going out."""
+    commits = list((plan or {}).get("commits") or ())
+    lines = [f"• {c.get('sha', '?')} {c.get('subject', '')} ({c.get('author', '?')})" for c in commits[:SHOWN]]
+    if len(commits) > SHOWN:
+        lines.append(f"• and {len(commits) - SHOWN} more")
+    return "".join(f"\n{line}" for line in lines)
+
+
 MARKS = {"refused": "🛑", "failed": "❌"}  # how a deploy that did not succeed ended, as a mark
 
 
@@ -144,7 +153,9 @@ class Notifier:
         self.plans[env] = plan
         if self._wanted(env, "started"):
             deploys = _deploys(plan)
-            self._say(f"🚀 {env}: {plan.get('title')} by {self.who()}" + (f": {deploys}" if deploys else ""))
+            self._say(
+                f"🚀 {env}: {plan.get('title')} by {self.who()}" + (f": {deploys}" if deploys else "") + _commits(plan)
+            )
 
     @hookimpl
     def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:

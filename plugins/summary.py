@@ -41,6 +41,7 @@ from plugins.notify import MARKS, failed_step, how_it_ended
 NAME = "summary"
 KEYS = ("file_env", "annotations")
 DEFAULT_VARIABLE = "GITHUB_STEP_SUMMARY"
+COMMITS_SHOWN = 20  # the commits a run takes live, listed on the page
 CHANGES_SHOWN = 40  # lines of one stack update's changes in the summary (the history keeps up to 100)
 ICONS = {"done": "✅ done", "skipped": "⏭ skipped", "failed": "❌ failed", "not run": "· not run"}
 
@@ -63,6 +64,15 @@ def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who:
     deploys = [f"{code(str(d['component']))} at {code(str(d['sha'])[:12])}" for d in (plan or {}).get("deploys", [])]
     if deploys:
         parts.append("Deploys " + ", ".join(deploys) + ".")
+    commits = list((plan or {}).get("commits") or ())
+    if commits:
+        listed = [
+            f"- {code(str(c.get('sha', '?')))} {escape(str(c.get('subject', '')))} ({escape(str(c.get('author', '')))})"
+            for c in commits[:COMMITS_SHOWN]
+        ]
+        if len(commits) > COMMITS_SHOWN:
+            listed.append(f"- and {len(commits) - COMMITS_SHOWN} more")
+        parts.append(f"{len(commits)} commit{'s' if len(commits) > 1 else ''} going live:\n\n" + "\n".join(listed))
     if report.get("held"):
         parts.append("Held back (`--only`/`--skip`): " + ", ".join(code(str(c)) for c in report["held"]) + ".")
     if not report.get("ok", not failure):

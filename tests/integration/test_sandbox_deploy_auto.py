@@ -88,8 +88,11 @@ def test_a_backend_change_runs_the_app_chain_alone(project: Path) -> None:
     report, out, seconds = auto(project)
     assert ran(report) == {"build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke"}
     assert "📱 App code: backend/app/fleet.py → inv deploy.app" in out
+    assert f"📝 1 commit behind these changes, newest first:\n   {head} backend: a change · t · app" in out
     assert version_of(endpoints(project).alb_url.rstrip("/")) == git(project, "rev-parse", "HEAD").strip()
     assert head in out
+    [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
+    assert record.commits == [{"sha": head, "author": "t", "subject": "backend: a change"}]  # what went live
     print(f"\ndeploy.auto after one backend file: {seconds:.2f}s")
 
 
@@ -127,6 +130,9 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path, tmp_path: Path, mo
     assert preview["changes"] == [
         {"path": "cdk/stacks/fargate_stack.py", "component": "stack:fargate", "kind": "stack"}
     ]
+    [commit] = preview["commits"]  # what the deploy takes live
+    assert (commit["subject"], commit["components"]) == ("fargate: drain for 4 s", ["stack:fargate"])
+    assert commit["sha"] == git(project, "rev-parse", "HEAD").strip()
     changed = preview["stacks"]["CarRentalFargateStack"]["changes"]
     group = [c for c in changed if c["type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
     assert group and group[0]["action"] == "Modify", changed

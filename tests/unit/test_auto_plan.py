@@ -1008,3 +1008,19 @@ def test_held_back_components_are_left_out_of_the_plan_and_not_carried_to_head(w
     both = auto.held_back(found, {"lambda", "app"}, {"app", "lambda:health_handler"})
     assert both.components() == {"lambda:login_handler"} and both.held == {"app", "stack:fargate"}
     assert not auto.auto_plan(config, env, revision, auto.held_back(found, {"stack:api"}, ()), INPUTS)
+
+
+def test_the_commits_behind_the_changes_are_said_ten_at_most_long_subjects_cut() -> None:
+    commits = [
+        changes.ChangedBy(
+            f"{i:012x}" + "0" * 28, "ana", "2026-12-01T06:00:00+00:00", "x" * 80 if i == 0 else f"Fix {i}", ("app",)
+        )
+        for i in range(auto.COMMITS_SHOWN + 3)
+    ]
+    lines = auto.commit_lines(commits)
+    assert lines[0] == f"📝 {auto.COMMITS_SHOWN + 3} commits behind these changes, newest first:"
+    assert lines[1] == f"   {0:012x} {'x' * 71}… · ana · app"
+    assert lines[2] == f"   {1:012x} Fix 1 · ana · app"
+    assert lines[-1] == "   … and 3 more (inv diff --json lists them)" and len(lines) == auto.COMMITS_SHOWN + 2
+    assert auto.commit_lines(commits[:1])[0] == "📝 1 commit behind these changes, newest first:"
+    assert auto.commit_lines([]) == []

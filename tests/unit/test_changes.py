@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from deploykit import auto, changes, git
-from deploykit.changes import ChangeSet, StackUsage, classify, components_of, detect, stack_usage
+from deploykit.changes import ChangeSet, StackUsage, classify, commits_behind, components_of, detect, stack_usage
 from deploykit.config import STACK_ROLES, ChangeRule, ChangeRules, Config, compile_glob, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
 from deploykit.history import Record
@@ -943,3 +943,34 @@ def test_the_cdk_apps_requirements_count_for_every_stack_and_are_read_once(repo:
     lines = auto.analysis_lines(found, config.environment("sandbox"), requirements=packages)
     assert [line for line in lines if "📦" in line] == ["             📦 aws-cdk-lib 2.150.0 → 2.160.0"]  # once
     assert lines.index("             📦 aws-cdk-lib 2.150.0 → 2.160.0") == 1  # under the first stack's line
+
+
+# -- the commits behind the changes ------------------------------------------------------------------------------
+
+
+def test_the_commits_behind_the_changes_each_name_the_components_they_change_newest_first(repo: Path) -> None:
+    """Per component, the commits of its own range touching its changed paths (a rename's old side too); the
+    docs-only commit brings nothing live and is not listed. The commits are made within a second: git's order."""
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "lambda/login_handler/handler.py", "# login v2\n")
+    login = commit(repo, "Login: v2")
+    write(repo, "README.md", "# docs only\n")
+    commit(repo, "Docs: say more")
+    app_base = run_git(repo, "rev-parse", "HEAD").strip()  # the app went live here, the functions did not
+    run_git(repo, "mv", "backend/app/main.py", "backend/app/server.py")
+    write(repo, "lambda/login_handler/handler.py", "# login v3\n")
+    both = commit(repo, "Move the server; login v3")
+    write(repo, "lambda/health_handler/handler.py", "# health\n")
+    health = commit(repo, "Health: more detail")
+    live = {**everything(config, base[:12]), "app": app_base[:12]}
+    found = detect(config, live)
+    listed = commits_behind(repo, found)
+    assert [(c.sha, c.subject, c.components) for c in listed] == [
+        (health, "Health: more detail", ("lambda:health_handler",)),
+        (both, "Move the server; login v3", ("app", "lambda:login_handler")),
+        (login, "Login: v2", ("lambda:login_handler",)),
+    ]  # the app's range starts after "Login: v2"; the docs commit changed nothing deployable
+    assert listed[0].author == "t" and listed[0].to_json()["components"] == ["lambda:health_handler"]
+    assert commits_behind(repo, detect(config, everything(config, None))) == []  # never deployed: all of it is new
+    assert commits_behind(repo, detect(config, everything(config, health[:12]))) == []  # nothing changed

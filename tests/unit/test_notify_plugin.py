@@ -140,6 +140,25 @@ def test_a_deploy_and_a_failure_are_announced_through_the_executor(chat: tuple[N
     assert sent.texts[-1][1].startswith("🛑 dev: deploy.auto by ana@laptop refused at build after ")
 
 
+def test_the_start_of_a_deploy_lists_the_commits_it_takes_live(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
+    notifier, sent, _ = chat
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK", on=["started"]))
+    commits = [{"sha": f"{i:012x}", "author": "ana", "subject": f"Fix {i}"} for i in range(6)]
+    notifier.deploykit_deployment_started(
+        env="dev", plan={"title": "deploy.auto", "deploys": [{"component": "app", "sha": "0" * 12}], "commits": commits}
+    )
+    notifier.flush()
+    [(_, text)] = sent.texts
+    assert text.splitlines() == [
+        "🚀 dev: deploy.auto by ana@laptop: app@000000000000",
+        "• 000000000000 Fix 0 (ana)",
+        "• 000000000001 Fix 1 (ana)",
+        "• 000000000002 Fix 2 (ana)",
+        "• 000000000003 Fix 3 (ana)",
+        "• and 2 more",
+    ]
+
+
 def test_by_default_only_the_end_of_a_deploy_that_changed_something_is_said(
     chat: tuple[Notifier, Sent, io.StringIO],
 ) -> None:

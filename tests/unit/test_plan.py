@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -523,3 +524,26 @@ def test_what_a_step_changed_is_in_its_record_and_the_runs_json_only_when_it_say
     assert "changes" not in group and "changes" not in sleep and "changes" not in group["children"][1]
     assert list(sleep) == ["step", "description", "status", "seconds", "detail", "outputs", "children"]
     assert json.loads(json.dumps(report.to_json()))["steps"] == steps  # plain JSON
+
+
+def test_the_commits_a_plan_takes_live_are_in_its_json_its_report_and_its_history_record_capped() -> None:
+    from deploykit import history
+    from deploykit.plan import RunReport
+
+    many = tuple((f"{i:012x}" + "0" * 28, "ana", f"Fix {i}") for i in range(history.RECORDED_COMMITS + 5))
+    plan = Plan("dev", (), "deploy.auto", deploys=(("app", "a" * 12),), commits=many[:2])
+    assert plan.to_json()["commits"] == [
+        {"sha": f"{0:012x}", "author": "ana", "subject": "Fix 0"},
+        {"sha": f"{1:012x}", "author": "ana", "subject": "Fix 1"},
+    ]
+    assert "commits" not in Plan("dev", (), "deploy.stack data").to_json()  # other plans' JSON as it was
+    both = plan + Plan("dev", (), "more", commits=many[1:3])
+    assert both.commits == many[:3]  # each commit once
+    report = RunReport(dataclasses.replace(plan, commits=many), [], 1.0, None)
+    assert len(report.to_json()["commits"]) == len(many)
+    record = history.record_of(report, components={"app": "a" * 12}, base={"app": None}, head="a" * 12)
+    assert len(record.commits) == history.RECORDED_COMMITS and record.commits[0]["subject"] == "Fix 0"
+    again = history.Record.from_json(json.loads(json.dumps(record.to_json())))
+    assert again.commits == record.commits
+    older = history.Record.from_json({k: v for k, v in record.to_json().items() if k != "commits"})
+    assert older.commits == []  # a record written before commits were kept

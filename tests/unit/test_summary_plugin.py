@@ -18,7 +18,7 @@ from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Sequence, Step
 from deploykit.plugins import get_plugin_manager
-from plugins.summary import CHANGES_SHOWN, Summary, annotation, not_run_markdown, run_markdown
+from plugins.summary import CHANGES_SHOWN, COMMITS_SHOWN, Summary, annotation, not_run_markdown, run_markdown
 from tests.unit.test_notify_plugin import ENVIRONMENTS
 
 
@@ -189,3 +189,12 @@ def test_in_github_actions_a_failure_is_an_error_annotation_too(tmp_path: Path) 
 
 def test_an_annotation_is_escaped_as_the_runner_reads_it() -> None:
     assert annotation("a: b, c%", "50% done\r\nnext") == "::error title=a%3A b%2C c%25::50%25 done%0D%0Anext\n"
+
+
+def test_the_commits_a_run_takes_live_are_listed_escaped_and_cut() -> None:
+    report = {"env": "prod", "title": "deploy.auto", "ok": True, "seconds": 3.0, "steps": []}
+    commits = [{"sha": f"{i:012x}", "author": "ana", "subject": f"Fix #{i} <b>"} for i in range(COMMITS_SHOWN + 2)]
+    text = run_markdown(report, {"deploys": [], "commits": commits}, "ana")
+    assert f"{COMMITS_SHOWN + 2} commits going live:\n\n- `000000000000` Fix #0 \\<b\\> (ana)\n" in text
+    assert f"- `{COMMITS_SHOWN - 1:012x}` Fix #{COMMITS_SHOWN - 1} \\<b\\> (ana)\n- and 2 more" in text
+    assert "going live" not in run_markdown(report, {"deploys": []}, "ana")
