@@ -687,7 +687,8 @@ def app_chain(
     plan = planner.app_chain_plan(
         config, environment, revision, stages, repository_uri=read.get("uri"), promoted=promotion.image
     )
-    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
+    taken = _commits_since(config, "app", read.get("live"), revision) if plan.deploys else ()
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
     return run_plan(
         runtime,
         config,
@@ -878,7 +879,8 @@ def deploy_lambda(
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [component], unpromoted=unpromoted)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
-    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
+    taken = _commits_since(config, component, read.get("live"), revision)
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
     return run_plan(
         runtime,
         config,
@@ -890,6 +892,21 @@ def deploy_lambda(
         rollback=rollback,
         planned_from=read.get("record"),
     )
+
+
+def _commits_since(
+    config: Config, component: str, live: str | None, revision: git.Revision
+) -> tuple[tuple[str, str, str], ...]:
+    """The commits a deploy of ``component`` takes live (deploy.auto's 📝 lines, for its record and the plugins):
+    those behind its changes since ``live``, its live SHA or image tag as the guard against going back read it;
+    none when that is unknown (not read: --allow-older; never deployed; a commit this clone lacks)."""
+    if not live:
+        return ()
+    try:
+        found = changes.detect(config, {component: live}, include_uncommitted=bool(revision.dirty))
+    except DeployKitError:
+        return ()
+    return tuple((c.sha, c.author, c.subject) for c in changes.commits_behind(config.root, found))
 
 
 def _with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:

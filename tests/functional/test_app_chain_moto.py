@@ -12,7 +12,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import app_chain, commands, registry
+from deploykit import app_chain, commands, history, registry
 from deploykit.app_chain import RegisterTaskDef, RollService
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
@@ -343,3 +343,25 @@ def test_register_taskdef_does_not_ask_the_registry_for_the_image_this_commands_
     outcome = step.run(ctx)
 
     assert outcome.status == "done" and asked_images == []
+
+
+def test_rolling_the_service_records_the_commits_it_takes_live(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig
+) -> None:
+    """As deploy.auto's: the commits since the one the service runs that change the app (not docs)."""
+    live = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    image = f"{CONTAINER['image'].rsplit(':', 1)[0]}:{live}"
+    create_service(factory, {"image": image})
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n# more cars\n")
+    git(project, "commit", "-qam", "Fleet: more cars")
+    change = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    (project / "README.md").write_text("docs\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "Docs")
+    put_image(factory, current_revision(project).tag)
+    report = commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+    assert report is not None and report.ok
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    assert store.records(limit=1)[0].commits == [{"sha": change, "author": "t", "subject": "Fleet: more cars"}]

@@ -1244,3 +1244,22 @@ def test_a_promoted_function_must_be_the_bytes_its_source_runs(
         refused.value.message
     )
     assert "pip freeze" in refused.value.message and refused.value.exit_code == 2
+
+
+def test_a_deploy_of_a_function_records_the_commits_it_takes_live(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """As deploy.auto's: the commits since the one the alias serves that change the function (not another's)."""
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\n# v2\n")
+    git(with_lambdas, "commit", "-qam", "Health: v2")
+    v2 = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    other = with_lambdas / "lambda" / "login_handler" / "handler.py"
+    other.write_text(other.read_text() + "\n# elsewhere\n")
+    git(with_lambdas, "commit", "-qam", "Login: not this one")
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert report is not None and report.ok
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    assert store.records(limit=1)[0].commits == [{"sha": v2, "author": "t", "subject": "Health: v2"}]
