@@ -476,33 +476,59 @@ class WaitHealthy(Step):
         return f"only the waiting stopped: ECS goes on with the rollout of {self.service} on its own"
 
     def run(self, ctx: Context) -> Outcome:
-        taskdefs = ecs.TaskDefinitions.of(ctx.aws)
-        waiter = ecs.RolloutWaiter(
-            ctx.aws.client("ecs"),
-            ctx.aws.client("elbv2"),
-            ctx.clock,
-            say=ctx.reporter.line,
-            status=ctx.reporter.status,
-            taskdefs=taskdefs,
-        )
-        verdict = waiter.wait(
-            cluster=self.cluster,
-            service=self.service,
-            container=self.container,
-            image=self.image,
-            timeout=self.timeout,
-            poll=self.poll,
+        verdict, last_line = await_rollout(
+            ctx, self.cluster, self.service, self.container, self.image, self.timeout, self.poll
         )
         if verdict.state == "healthy":
             return Outcome.done(f"healthy: {verdict.summary}")
         message = f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}"
-        message += shown_task_log(ctx, waiter.last, taskdefs, self.container)
         raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
-            message, next_step=_wait_next_step(verdict.reason, self.cluster, self.service)
+            message + last_line, next_step=_wait_next_step(verdict.reason, self.cluster, self.service)
         )
 
 
-def shown_task_log(ctx: Context, snapshot: ecs.Snapshot | None, taskdefs: ecs.TaskDefinitions, container: str) -> str:
+def await_rollout(
+    ctx: Context,
+    cluster: str,
+    service: str,
+    container: str,
+    image: str,
+    timeout: float,
+    poll: float,
+    deployment: str = "",
+) -> tuple[ecs.Verdict, str]:
+    """Wait for the rollout of ``image`` (or of ``deployment``, by id: a restart) with the step's reporter; the
+    verdict, and for a failure the last line the task that explains it wrote (its last lines shown; "" when it
+    wrote none), for the failure's message to end with."""
+    taskdefs = ecs.TaskDefinitions.of(ctx.aws)
+    waiter = ecs.RolloutWaiter(
+        ctx.aws.client("ecs"),
+        ctx.aws.client("elbv2"),
+        ctx.clock,
+        say=ctx.reporter.line,
+        status=ctx.reporter.status,
+        taskdefs=taskdefs,
+    )
+    verdict = waiter.wait(
+        cluster=cluster,
+        service=service,
+        container=container,
+        image=image,
+        timeout=timeout,
+        poll=poll,
+        deployment=deployment,
+    )
+    if verdict.state == "healthy":
+        return verdict, ""
+    return verdict, _shown_task_log(ctx, waiter.last, taskdefs, container)
+
+
+def events_command(cluster: str, service: str) -> str:
+    """The command that shows the service's newest events."""
+    return f"aws ecs describe-services --cluster {cluster} --services {service} --query 'services[0].events[:10]'"
+
+
+def _shown_task_log(ctx: Context, snapshot: ecs.Snapshot | None, taskdefs: ecs.TaskDefinitions, container: str) -> str:
     """Show what the task that explains a failed rollout (the last to stop, else the newest running) wrote last,
     when its container logs to CloudWatch Logs (awslogs); the failure's message ends with the last line returned
     ("" when there is none)."""
@@ -523,7 +549,7 @@ def shown_task_log(ctx: Context, snapshot: ecs.Snapshot | None, taskdefs: ecs.Ta
 def _wait_next_step(reason: str, cluster: str, service: str) -> str:
     if "not rolling out" in reason:
         return "roll it first: inv roll-service"
-    logs = f"aws ecs describe-services --cluster {cluster} --services {service} --query 'services[0].events[:10]'"
+    logs = events_command(cluster, service)
     if "deadline" in reason:
         return f"look at the service events ({logs}); rerun inv wait-healthy to keep waiting"
     return f"fix the release (the old version keeps serving), then rerun; events: {logs}"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from deploykit import ecs
-from deploykit.app_chain import shown_task_log
+from deploykit.app_chain import await_rollout, events_command
 from deploykit.config import EnvConfig
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step
@@ -96,33 +96,15 @@ class RestartService(Step):
                 f"--services {self.service}",
             )
         ctx.reporter.line(f"deployment {deployment}: {desired} fresh task(s) of {rev} ({image.rsplit(':', 1)[-1]})")
-        waiter = ecs.RolloutWaiter(
-            client,
-            ctx.aws.client("elbv2"),
-            ctx.clock,
-            say=ctx.reporter.line,
-            status=ctx.reporter.status,
-            taskdefs=taskdefs,
-        )
-        verdict = waiter.wait(
-            cluster=self.cluster,
-            service=self.service,
-            container=self.container,
-            image=image,
-            timeout=self.timeout,
-            poll=self.poll,
-            deployment=deployment,
+        verdict, last_line = await_rollout(
+            ctx, self.cluster, self.service, self.container, image, self.timeout, self.poll, deployment
         )
         if verdict.state == "healthy":
             return Outcome.done(
                 f"{desired} fresh task(s) of {rev} serve (deployment {deployment})", deployment=deployment
             )
-        message = f"the fresh tasks of {self.service} ({rev}) did not become healthy: {verdict.reason}"
-        message += shown_task_log(ctx, waiter.last, taskdefs, self.container)
-        events = (
-            f"aws ecs describe-services --cluster {self.cluster} --services {self.service} "
-            "--query 'services[0].events[:10]'"
-        )
+        message = f"the fresh tasks of {self.service} ({rev}) did not become healthy: {verdict.reason}{last_line}"
+        events = events_command(self.cluster, self.service)
         if "deadline" in verdict.reason:
             next_step = f"ECS goes on trying while the old tasks serve; look at the service events ({events})"
         else:
