@@ -62,6 +62,7 @@ ROLLED_BACK_HELP = {
     "allow-rolled-back": "deploy a component as it was when inv rollback took the environment off it (refused "
     "otherwise: fix or revert it first)",
 }
+YES_HELP = {"yes": "answer yes where the environment asks before each change (confirm = true): for scripts"}
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
 }
@@ -144,6 +145,7 @@ def _chain(
     watch_errors: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    yes: bool = False,
 ) -> None:
     if stages != ("build",) and not dry_run:
         _ensure_sandbox(env)
@@ -158,6 +160,7 @@ def _chain(
         watch_errors=watch_errors,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        runtime=commands.Runtime(assume_yes=yes),
     )
 
 
@@ -200,7 +203,7 @@ def register_taskdef(
     _chain(("register-taskdef",), env, dry_run, json_, allow_dirty, unpromoted=unpromoted)
 
 
-@task(help=CHAIN_HELP | OLDER_HELP | PROMOTE_HELP | ROLLED_BACK_HELP)
+@task(help=CHAIN_HELP | OLDER_HELP | PROMOTE_HELP | ROLLED_BACK_HELP | YES_HELP)
 @reports_errors
 def roll_service(
     c: Context,
@@ -211,6 +214,7 @@ def roll_service(
     allow_older: bool = False,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    yes: bool = False,
 ) -> None:
     """Point the ECS service at the revision that runs this commit's image."""
     _chain(
@@ -222,6 +226,7 @@ def roll_service(
         allow_older=allow_older,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        yes=yes,
     )
 
 
@@ -245,7 +250,7 @@ def base_image(
 
 @task(
     name="app",
-    help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP | PROMOTE_HELP | ROLLED_BACK_HELP,
+    help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP | PROMOTE_HELP | ROLLED_BACK_HELP | YES_HELP,
 )
 @reports_errors
 def deploy_app(
@@ -260,6 +265,7 @@ def deploy_app(
     watch_errors: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    yes: bool = False,
 ) -> None:
     """The app chain in one plan: build → push → register-taskdef → roll-service → wait-healthy → smoke.
 
@@ -267,7 +273,19 @@ def deploy_app(
     stages: tuple[str, ...] = ("build", "push", "register-taskdef", "roll-service", "wait-healthy")
     if smoke:
         stages += ("smoke",)
-    _chain(stages, env, dry_run, json_, allow_dirty, rollback, allow_older, watch_errors, unpromoted, allow_rolled_back)
+    _chain(
+        stages,
+        env,
+        dry_run,
+        json_,
+        allow_dirty,
+        rollback,
+        allow_older,
+        watch_errors,
+        unpromoted,
+        allow_rolled_back,
+        yes,
+    )
 
 
 @task(
@@ -282,6 +300,7 @@ def deploy_app(
         **SMOKE_HELP,
         **PROMOTE_HELP,
         **ROLLED_BACK_HELP,
+        **YES_HELP,
     },
 )
 @reports_errors
@@ -298,6 +317,7 @@ def deploy_stack(
     smoke: bool = True,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    yes: bool = False,
 ) -> None:
     """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
     if not dry_run:
@@ -314,6 +334,7 @@ def deploy_stack(
         as_json=json_,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        runtime=commands.Runtime(assume_yes=yes),
     )
 
 
@@ -329,6 +350,7 @@ def deploy_stack(
         **CANARY_HELP,
         **PROMOTE_HELP,
         **ROLLED_BACK_HELP,
+        **YES_HELP,
     },
 )
 @reports_errors
@@ -346,6 +368,7 @@ def deploy_lambda(
     bake: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    yes: bool = False,
 ) -> None:
     """One Lambda function without CloudFormation: upload its zip, update the code, publish, move `live`; smoke."""
     if not dry_run:
@@ -363,6 +386,7 @@ def deploy_lambda(
         bake=bake,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        runtime=commands.Runtime(assume_yes=yes),
     )
 
 
@@ -372,6 +396,7 @@ def deploy_lambda(
     | SMOKE_HELP
     | PROMOTE_HELP
     | ROLLED_BACK_HELP
+    | YES_HELP
     | {"approve-access": "in a protected environment, allow the stacks to change access (IAM, network, policies)"},
 )
 @reports_errors
@@ -385,6 +410,7 @@ def deploy_full(
     approve_access: bool = False,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    yes: bool = False,
 ) -> None:
     """Every stack in dependency order (independent ones in parallel), with this commit's image and zips; smoke."""
     if not dry_run:
@@ -398,6 +424,7 @@ def deploy_full(
         as_json=json_,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        runtime=commands.Runtime(assume_yes=yes),
     )
 
 
@@ -415,6 +442,7 @@ def deploy_full(
         "allow-replace": "a stack: let its change set replace or delete data resources (as deploy.stack)",
         "approve-access": "a stack in a protected environment: let its change set change access (as deploy.stack)",
         **SMOKE_HELP,
+        **YES_HELP,
     },
 )
 @reports_errors
@@ -429,6 +457,7 @@ def rollback(
     smoke: bool = True,
     allow_replace: bool = False,
     approve_access: bool = False,
+    yes: bool = False,
 ) -> None:
     """Put the app, one Lambda, one stack or a whole run back on an earlier commit; smoke.
 
@@ -445,6 +474,7 @@ def rollback(
         approve_access=approve_access,
         dry_run=dry_run,
         as_json=json_,
+        runtime=commands.Runtime(assume_yes=yes),
     )
 
 
@@ -455,11 +485,17 @@ def rollback(
         "dry-run": COMMON_HELP["dry-run"],
         "json": COMMON_HELP["json"],
         "smoke": "run the checks after the restart (--no-smoke leaves them out)",
+        **YES_HELP,
     },
 )
 @reports_errors
 def restart_app(
-    c: Context, env: str | None = None, dry_run: bool = False, json_: bool = False, smoke: bool = True
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    smoke: bool = True,
+    yes: bool = False,
 ) -> None:
     """Replace every task of the service with a fresh one of what it runs (a rotated secret); wait; smoke.
 
@@ -467,7 +503,7 @@ def restart_app(
     once the new serve. Holds the lock and is recorded in the history; a freeze does not refuse it."""
     if not dry_run:
         _ensure_sandbox(env)
-    commands.restart_app(env=env, smoke=smoke, dry_run=dry_run, as_json=json_)
+    commands.restart_app(env=env, smoke=smoke, dry_run=dry_run, as_json=json_, runtime=commands.Runtime(assume_yes=yes))
 
 
 @task(
@@ -650,6 +686,7 @@ AUTO_HELP = {
     "stack's name), or a kind: lambda, stack; the others are held back for a later deploy.auto",
     "skip": "hold back these changed components (as --only names them): not deployed now, deployed by a later "
     "deploy.auto",
+    **YES_HELP,
 }
 
 
@@ -673,6 +710,7 @@ def deploy_auto(
     allow_rolled_back: bool = False,
     only: str | None = None,
     skip: str | None = None,
+    yes: bool = False,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end.
     Another deploy holding the environment's lock: refused, or waited for with DEPLOYKIT_LOCK_WAIT=15m."""
@@ -712,6 +750,7 @@ def deploy_auto(
         allow_rolled_back=allow_rolled_back,
         only=only,
         skip=skip,
+        runtime=commands.Runtime(assume_yes=yes),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import re
 import shlex
 import sys
@@ -94,6 +95,23 @@ class Runtime:
     aws_factory: Callable[[EnvConfig], AwsFactory] = AwsFactory
     docker_factory: Callable[[], Any] = docker_client
     plugins_factory: Callable[[], Plugins] = get_plugin_manager
+    # an environment with confirm = true: --yes given (or $DEPLOYKIT_YES=1) answers for the person; else ``ask``
+    # puts the question (True: go on; None: there is no one to ask, no terminal)
+    assume_yes: bool = False
+    ask: Callable[[str], bool | None] = field(default_factory=lambda: ask_on_terminal)
+
+
+YES_ENV = "DEPLOYKIT_YES"  # =1: every confirmation an environment asks for (confirm = true) answered yes
+
+
+def ask_on_terminal(question: str) -> bool | None:
+    """``question`` on the terminal, answered y or yes (anything else is no); None without a terminal to ask on."""
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def _aws_of(runtime: Runtime, config: Config, name: str) -> AwsFactory:
@@ -231,6 +249,7 @@ def run_plan(
             runtime.stderr.write(describe_plan(plan) + "\n")
         return None
     aws = aws or runtime.aws_factory(env)
+    _confirmed(runtime, env, plan)
     with _deploy_lock(runtime, aws, env, plan):
         reporter = Reporter(runtime.stderr, clock=runtime.clock)
         plugins = load_plugins(runtime, config)
@@ -277,6 +296,33 @@ def run_plan(
     if report.error is not None:
         raise report.error
     return report
+
+
+def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
+    """In an environment that asks first (``confirm = true``), a plan that changes it runs only once someone said
+    yes: on the terminal, or by --yes / $DEPLOYKIT_YES=1. Declined, or no one to ask: refused, nothing changed. A
+    destroy asks on its own (the environment's name typed)."""
+    if not env.confirm or not (plan.deploys or plan.removes or plan.restarts) or plan.title.startswith("destroy"):
+        return
+    what = ", ".join(f"{component}@{sha[: git.SHORT_SHA]}" for component, sha in plan.deploys) or ", ".join(
+        component for component, _ in plan.restarts
+    )
+    commits = f", {len(plan.commits)} commit{'s' if len(plan.commits) > 1 else ''}" if plan.commits else ""
+    steps = f"{len(plan.steps)} step{'s' if len(plan.steps) > 1 else ''}"
+    summary = f"{plan.title} → {env.name} ({steps}: {what}{commits})"
+    if runtime.assume_yes or os.environ.get(YES_ENV) == "1":
+        runtime.stderr.write(f"✔  {summary}: confirmed by --yes\n")
+        return
+    answer = runtime.ask(f"❓ {summary}: {env.name} asks first (confirm = true). Go on? [y/N] ")
+    if answer is None:
+        raise UsageError(
+            f"{env.name} asks before each change (confirm = true in deploy.toml) and there is no terminal to ask on: "
+            "nothing was changed",
+            next_step=f"rerun with --yes (or {YES_ENV}=1) where the run is approved another way, as a CI job's "
+            "environment approval",
+        )
+    if not answer:
+        raise UsageError(f"{summary} not confirmed: nothing was changed", next_step="rerun when it should go")
 
 
 def _still_as_planned(reading: _LiveBefore, env: EnvConfig, planned_from: Mapping[str, Mapping[str, str]]) -> None:

@@ -390,6 +390,9 @@ class EnvConfig:
     # $DEPLOYKIT_LOCK_WAIT (600, 90s, 15m) overrides it. See deploykit.lock.
     lock_wait: float = 0.0
     protected: bool = False
+    # Ask before a command changes it (a deploy, a rollback, a restart): the plan, then "[y/N]" on the terminal;
+    # --yes or $DEPLOYKIT_YES=1 answer for a script (CI, whose job's approval is the confirmation). See commands.
+    confirm: bool = False
     # Another environment whose tested state this one takes (dev for prod): a deploy here of a component (the app,
     # a function, a stack) is refused unless that environment runs it as this checkout has it; see deploykit.auto.
     promote_from: str = ""
