@@ -164,9 +164,11 @@ class Notifier:
         if not self._wanted(env, "finished") or not any(s.get("status") == "done" for s in steps):
             return  # a run that changed nothing says nothing
         deploys = _deploys(plan)
+        went = "" if "started" in self.on else _commits(plan)  # what went live, said once: at the start when it is said
         self._say(
             f"✅ {env}: {report.get('title')} by {self.who()} in {float(report.get('seconds', 0)):.1f}s"
             + (f": {deploys}" if deploys else "")
+            + went
         )
 
     @hookimpl

@@ -142,7 +142,7 @@ def test_a_deploy_and_a_failure_are_announced_through_the_executor(chat: tuple[N
 
 def test_the_start_of_a_deploy_lists_the_commits_it_takes_live(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
     notifier, sent, _ = chat
-    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK", on=["started"]))
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK", on=["started", "finished"]))
     commits = [{"sha": f"{i:012x}", "author": "ana", "subject": f"Fix {i}"} for i in range(6)]
     notifier.deploykit_deployment_started(
         env="dev", plan={"title": "deploy.auto", "deploys": [{"component": "app", "sha": "0" * 12}], "commits": commits}
@@ -157,6 +157,15 @@ def test_the_start_of_a_deploy_lists_the_commits_it_takes_live(chat: tuple[Notif
         "• 000000000003 Fix 3 (ana)",
         "• and 2 more",
     ]
+    # said once: not again as it ends; a chat told only of the ends (the default) reads them there
+    report = {"title": "deploy.auto", "seconds": 3.0, "steps": [{"step": "build", "status": "done"}]}
+    notifier.deploykit_deployment_finished(env="dev", report=report)
+    notifier.deploykit_configure(config=config(webhook_env="TEST_CHAT_WEBHOOK"))
+    notifier.deploykit_deployment_started(env="dev", plan={"title": "deploy.auto", "deploys": [], "commits": commits})
+    notifier.deploykit_deployment_finished(env="dev", report=report)
+    notifier.flush()
+    assert [text.count("•") for _, text in sent.texts[1:]] == [0, 5]
+    assert sent.texts[-1][1].startswith("✅ dev: deploy.auto by ana@laptop in 3.0s\n• 000000000000 Fix 0 (ana)")
 
 
 def test_by_default_only_the_end_of_a_deploy_that_changed_something_is_said(
