@@ -587,15 +587,21 @@ def smoke_checks(
         "json": "print the records (and the live record) as JSON on stdout",
         "limit": "how many deployments, newest first (default 20)",
         "component": "only the runs that deployed it: app, lambda:<fn> or stack:<role>, e.g. stack:fargate",
+        "commits": "under the table, the commits each run took live (what shipped)",
     },
 )
 @reports_errors
 def history_list(
-    c: Context, env: str | None = None, json_: bool = False, limit: int = 20, component: str | None = None
+    c: Context,
+    env: str | None = None,
+    json_: bool = False,
+    limit: int = 20,
+    component: str | None = None,
+    commits: bool = False,
 ) -> None:
     """The environment's deployments (who, when, command, commit, result, time) and what is live per component."""
     _ensure_sandbox(env)
-    commands.history_list(env=env, limit=limit, component=component, as_json=json_)
+    commands.history_list(env=env, limit=limit, component=component, as_json=json_, commits=commits)
 
 
 @task(

@@ -1796,10 +1796,12 @@ def history_list(
     limit: int = 20,
     component: str | None = None,
     as_json: bool = False,
+    commits: bool = False,
     runtime: Runtime | None = None,
 ) -> list[history.Record]:
     """The environment's newest deployments (who, when, what, result), newest first; with ``component`` (app,
-    lambda:<fn>, stack:<role or name>) only the runs that deployed it, and only its live entry."""
+    lambda:<fn>, stack:<role or name>) only the runs that deployed it, and only its live entry; with ``commits``,
+    under the table, the commits each run took live."""
     if limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     runtime = runtime or Runtime()
@@ -1827,6 +1829,8 @@ def history_list(
             for record, lines in history.stack_changes(records, stack):
                 runtime.stderr.write(f"\n{record.when.replace('+00:00', 'Z')} {record.command} changed {stack}:\n")
                 runtime.stderr.write("".join(f"  ↳ {line}\n" for line in lines))
+        if commits:
+            runtime.stderr.write(history.shipped(records))
     elif key:
         runtime.stderr.write(f"no deployment of {key} recorded in {environment.name}\n")
     else:

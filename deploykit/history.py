@@ -661,6 +661,23 @@ def step_name(step: Mapping[str, Any]) -> str:
     return name
 
 
+def shipped(records: Sequence[Record]) -> str:
+    """Under ``inv history --commits``' table: for each successful run that took commits live, newest first, the run
+    and its commits; a line for the runs that kept none (older records, other commands) counted together."""
+    parts: list[str] = []
+    none = 0
+    for r in records:
+        if not r.ok or not r.commits:
+            none += 1
+            continue
+        took = f"{len(r.commits)} commit{'s' if len(r.commits) > 1 else ''}"
+        parts.append(f"\n{r.when.replace('+00:00', 'Z')} {r.command} by {r.who} took {took} live:\n")
+        parts += [f"  {c.get('sha', '?')} {c.get('subject', '')} · {c.get('author', '')}\n" for c in r.commits]
+    if none:
+        parts.append(f"\n({none} of the runs above took no commit live that their record names)\n")
+    return "".join(parts)
+
+
 def table(records: Sequence[Record]) -> str:
     rows = []
     for r in records:

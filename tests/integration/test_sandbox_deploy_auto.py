@@ -91,8 +91,10 @@ def test_a_backend_change_runs_the_app_chain_alone(project: Path) -> None:
     assert f"📝 1 commit behind these changes, newest first:\n   {head} backend: a change · t · app" in out
     assert version_of(endpoints(project).alb_url.rstrip("/")) == git(project, "rev-parse", "HEAD").strip()
     assert head in out
-    [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
+    listing = quiet_runtime(project)
+    [record] = commands.history_list(limit=1, commits=True, runtime=listing)
     assert record.commits == [{"sha": head, "author": "t", "subject": "backend: a change"}]  # what went live
+    assert f"took 1 commit live:\n  {head} backend: a change · t\n" in listing.stderr.getvalue()  # type: ignore[attr-defined]
     print(f"\ndeploy.auto after one backend file: {seconds:.2f}s")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from deploykit.history import Record
+from deploykit.history import Record, shipped
 from deploykit.report import Report, chain, duration, percentile, text, verb
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -265,3 +265,21 @@ def test_the_time_runs_waited_for_the_lock_is_counted_and_said_only_when_there_w
     assert "\nwaited for the lock  2 runs, 1m 38s in all (longest 1m 35s)\n" in text(report)
     assert make([record(0)]).to_json()["lock_waits"] == {"runs": 0, "seconds": 0, "max_seconds": 0}
     assert "waited for the lock" not in text(make([record(0)]))
+
+
+def test_inv_history_commits_lists_what_each_successful_run_took_live() -> None:
+    took = record(9, deployed={"app": "b" * 12})
+    took.commits[:] = [
+        {"sha": "b" * 12, "author": "ana", "subject": "Fleet: more cars"},
+        {"sha": "c" * 12, "author": "bo", "subject": "Login: v2"},
+    ]
+    failed = record(5, ok=False, error="the rollout failed")
+    failed.commits[:] = [{"sha": "d" * 12, "author": "ana", "subject": "Broken"}]
+    text = shipped([took, failed, record(1)])
+    assert text == (
+        "\n2026-11-20T09:09:00Z deploy.auto by ana@laptop took 2 commits live:\n"
+        "  bbbbbbbbbbbb Fleet: more cars · ana\n"
+        "  cccccccccccc Login: v2 · bo\n"
+        "\n(2 of the runs above took no commit live that their record names)\n"
+    )
+    assert shipped([]) == ""
