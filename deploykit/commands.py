@@ -872,7 +872,9 @@ def deploy_stack(
         revision=revision,
         new_image=bool(image_tag),
     )
-    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
+    live_sha = ((read.get("record") or {}).get(f"stack:{role}") or {}).get("sha")  # as the live record has it
+    taken = _commits_since(config, f"stack:{role}", live_sha, revision)
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
     if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls that image out: the app is live at it too
         plan = dataclasses.replace(plan, deploys=(*plan.deploys, ("app", image_tag)))
     return run_plan(

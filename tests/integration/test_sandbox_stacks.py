@@ -120,6 +120,7 @@ def test_a_change_to_one_stack_is_applied_by_deploy_stack_alone(project: Path) -
     seconds = time.monotonic() - started
     assert report is not None and report.ok
     assert report.records[-1].status == "done", report.records[-1]
+    assert [subject for _, _, subject in report.plan.commits] == ["fargate: one more env var"]  # what went live
     print(f"\none-stack update (deploy.stack CarRentalFargateStack): {seconds:.1f}s")
     config = load_config(project / "deploy.toml")
     env = config.environment()
