@@ -479,6 +479,21 @@ def rollback(
 
 
 @task(
+    name="tasks",
+    help={
+        "env": COMMON_HELP["env"],
+        "stopped": "how many of the newest stopped tasks to show after the running ones (default 10; 0: none)",
+        "json": "print the tasks as JSON on stdout",
+    },
+)
+@reports_errors
+def tasks_list(c: Context, env: str | None = None, stopped: int = 10, json_: bool = False) -> None:
+    """The service's tasks: revision, image, who started them, status, health, ALB target, why one stopped."""
+    _ensure_sandbox(env)
+    commands.tasks_list(env=env, stopped=stopped, as_json=json_)
+
+
+@task(
     name="restart",
     help={
         "env": COMMON_HELP["env"],
@@ -1091,6 +1106,7 @@ ns = Collection(
     show_logs,
     run_command,
     restart_app,
+    tasks_list,
     show_endpoints,
     show_diff,
     show_envs,

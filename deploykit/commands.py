@@ -45,6 +45,7 @@ from deploykit import (
     restart,
     stack_chain,
     synth,
+    task_list,
     taskdef_cleanup,
     version_cleanup,
     watch,
@@ -1467,6 +1468,39 @@ def run_command(
         )
     runtime.stderr.write(f"✅ exited 0 after {ended.seconds:.1f}s (task {task_id})\n")
     return result
+
+
+def tasks_list(
+    *,
+    env: str | None = None,
+    stopped: int = task_list.STOPPED_SHOWN,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> list[task_list.TaskRow]:
+    """The tasks of the service's family in its cluster (deploykit.task_list): the running ones, then the ``stopped``
+    newest stopped ones, each with its revision, image, who started it, status, health, target and why it stopped."""
+    if stopped < 0:
+        raise UsageError(
+            f"--stopped must be 0 or more (got {stopped})", next_step="pass --stopped N with N of 0 or more"
+        )
+    runtime = runtime or Runtime()
+    _, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = task_list.read(aws, environment, stopped_shown=stopped)
+    name = f"{environment.cluster}/{environment.service}"
+    if as_json:
+        document = {"env": environment.name, "service": name, "tasks": [r.to_json() for r in found]}
+        runtime.stdout.write(dumps(document) + "\n")
+    if not found:
+        runtime.stderr.write(f"no task of {name} in {environment.name}, running or stopped within the hour\n")
+        return found
+    runtime.stderr.write(f"Tasks of {name} in {environment.name}, running first, then the newest stopped\n")
+    runtime.stderr.write(task_list.table(found) + "\n")
+    runtime.stderr.write(
+        f"\nwhat a task wrote: inv logs --env {environment.name} --task ID (the first characters of its id do)\n"
+    )
+    return found
 
 
 @heard_when_not_run(restart.TITLE)

@@ -772,7 +772,7 @@ class RolloutWaiter:
             if task.get("startedBy") in our_ids or recent:
                 stopped.append(task)
         health = {group: found[group] for group in groups if group in found}
-        targets = _targets(health, groups, running)
+        targets = target_states(health, groups, running)
         return Snapshot(service, images, running, stopped, targets, len(groups) * len(running))
 
     def _tasks(self, cluster: str, service: str, desired: str) -> list[dict[str, Any]]:
@@ -782,7 +782,7 @@ class RolloutWaiter:
         return list(self.ecs.describe_tasks(cluster=cluster, tasks=arns[:100]).get("tasks", []))
 
 
-def _targets(
+def target_states(
     health: dict[str, dict[str, Any]], container_ports: dict[str, Any], tasks: list[dict[str, Any]]
 ) -> list[TargetState]:
     """The ALB target state of each task, per target group (DescribeTargetHealth answers by group ARN)."""

@@ -1308,6 +1308,13 @@ def test_inv_restart_replaces_every_task_with_a_fresh_one_of_the_same_revision_w
     assert answers and all(a == 200 for a in answers), [a for a in answers if a != 200]
     newest = commands.history_list(limit=1, runtime=quiet_runtime(project))[0]
     assert (newest.command, newest.head, newest.ok) == ("restart app", version[:12], True)
+    # inv tasks: the fresh task serving, started by the PRIMARY deployment; the old ones stopped by it
+    listed = commands.tasks_list(runtime=quiet_runtime(project))
+    serving = [r for r in listed if r.status == "RUNNING"]
+    assert [r.arn for r in serving] == sorted(tasks()) and serving[0].started_by == "PRIMARY deployment"
+    assert serving[0].image_tag == version[:12] and serving[0].target.endswith(" healthy")
+    replaced = [r for r in listed if r.arn in old_tasks]
+    assert replaced and all(r.status == "STOPPED" and "stopped by deployment" in r.detail for r in replaced)
     assert commands.live_record(AwsFactory(env), env) == live_before
 
     ecs.update_service(cluster=env.cluster, service=env.service, forceNewDeployment=True)  # someone else's rollout
