@@ -5,6 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from deploykit import commands
+from deploykit.errors import UsageError
 from deploykit.task_list import rows, table, why_stopped
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
@@ -75,3 +79,9 @@ def test_why_a_task_stopped_puts_the_exit_codes_first() -> None:
     }
     assert why_stopped(stopped) == "backend exit 137, OutOfMemoryError; Task failed container health checks"
     assert why_stopped({}) == "no reason given"
+
+
+def test_a_negative_count_of_stopped_tasks_is_refused_before_anything_is_read() -> None:
+    with pytest.raises(UsageError, match="--stopped must be 0 or more") as refused:
+        commands.tasks_list(stopped=-1, runtime=commands.Runtime(aws_factory=None))  # type: ignore[arg-type]
+    assert refused.value.exit_code == 2
