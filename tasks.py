@@ -555,17 +555,25 @@ def show_logs(
         "command": "the command, one quoted string: 'python -m app.release' (split as a shell would)",
         "env": COMMON_HELP["env"],
         "timeout": "stop it after this long: 300, 90s, 10m, 1h (default 10m)",
+        "image-tag": "run it in this image of the service's repository instead (pushed, not yet deployed)",
         "json": "print the task, its exit code and time as JSON on stdout (its output then on stderr)",
     },
 )
 @reports_errors
-def run_command(c: Context, command: str, env: str | None = None, timeout: str = "10m", json_: bool = False) -> None:
+def run_command(
+    c: Context,
+    command: str,
+    env: str | None = None,
+    timeout: str = "10m",
+    image_tag: str | None = None,
+    json_: bool = False,
+) -> None:
     """A command once, in a one-off task of what the service runs, beside it; its output followed.
 
     The task has the service's network, roles, environment and secrets; exit 1 unless the command exits 0; Ctrl-C
     or --timeout stops the task."""
     _ensure_sandbox(env)
-    commands.run_command(command, env=env, timeout=timeout, as_json=json_)
+    commands.run_command(command, env=env, timeout=timeout, image_tag=image_tag, as_json=json_)
 
 
 @task(name="endpoints", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})

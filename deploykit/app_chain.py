@@ -301,13 +301,18 @@ def _in_registry_now(aws: AwsFactory) -> set[str]:
 def in_registry(ctx: Context, repository: str, tag: str) -> bool:
     """Whether ``repository:tag`` is in the environment's registry (known without asking when this command's push or
     copy put it there or found it, :func:`in_registry_now`)."""
-    if f"{repository}:{tag}" in in_registry_now(ctx.aws):
+    return image_in_registry(ctx.aws, lambda: ctx.docker, repository, tag)
+
+
+def image_in_registry(aws: AwsFactory, docker: Callable[[], Any], repository: str, tag: str) -> bool:
+    """:func:`in_registry` outside a plan: ``docker`` gives the Docker client a plain registry is read with."""
+    if f"{repository}:{tag}" in in_registry_now(aws):
         return True
-    env = ctx.env
+    env = aws.env
     if env.registry:
-        return images.remote_digest(ctx.docker, f"{repository}:{tag}", registry.push_auth(ctx.aws)) is not None
+        return images.remote_digest(docker(), f"{repository}:{tag}", registry.push_auth(aws)) is not None
     try:
-        ctx.aws.client("ecr").describe_images(repositoryName=env.repository, imageIds=[{"imageTag": tag}])
+        aws.client("ecr").describe_images(repositoryName=env.repository, imageIds=[{"imageTag": tag}])
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ImageNotFoundException":
             raise

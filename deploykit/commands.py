@@ -57,7 +57,7 @@ from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
-from deploykit.app_chain import app_left
+from deploykit.app_chain import app_left, image_in_registry
 from deploykit.aws import AwsFactory, all_of, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock, SystemClock, moment_of, seconds_of
@@ -1371,12 +1371,16 @@ def run_command(
     *,
     env: str | None = None,
     timeout: str = "10m",
+    image_tag: str | None = None,
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """``inv run``: ``command`` once in a one-off task of the revision the service runs, beside it (deploykit.oneoff):
     its output followed as it runs (stdout; stderr with ``as_json``), the task stopped past ``timeout`` or on Ctrl-C.
-    StepFailed (exit 1) unless it exits 0. Nothing deployed changes: no lock, no freeze, no history."""
+    StepFailed (exit 1) unless it exits 0. Nothing deployed changes: no lock, no freeze, no history. ``image_tag``:
+    another image of the service's repository instead (one pushed, not yet deployed: a migration tried first), in a
+    revision of the service's own with only that image changed (found, else registered); refused (exit 2) when the
+    registry does not have it."""
     runtime = runtime or Runtime()
     _config, environment = _load(runtime, env)
     try:
@@ -1395,6 +1399,8 @@ def run_command(
         service = ecs.describe_service(client, environment.cluster, environment.service, environment)
         revision = str(service["taskDefinition"])
         taskdefs = ecs.TaskDefinitions.of(aws)
+        if image_tag:
+            revision = _revision_of(runtime, aws, environment, taskdefs, revision, image_tag)
         tag = ecs.image_tag(taskdefs.image(revision, environment.container)) or "?"
         arguments = oneoff.run_task_arguments(
             service, environment.cluster, revision, environment.container, argv, RUN_STARTED_BY
@@ -1501,6 +1507,27 @@ def tasks_list(
         f"\nwhat a task wrote: inv logs --env {environment.name} --task ID (the first characters of its id do)\n"
     )
     return found
+
+
+def _revision_of(
+    runtime: Runtime, aws: AwsFactory, env: EnvConfig, taskdefs: ecs.TaskDefinitions, current: str, tag: str
+) -> str:
+    """For ``inv run --image-tag``: a revision of the service's that runs ``tag`` of the image's repository, once the
+    registry is known to have it."""
+    repository, _ = ecs.split_image(taskdefs.image(current, env.container)) or (env.repository, "")
+    if not image_in_registry(aws, runtime.docker_factory, repository, tag):
+        raise UsageError(
+            f"the image {repository}:{tag} is not in the registry of {env.name}: nothing was run",
+            next_step="push it first (inv push, for this checkout's commit), or name a tag inv history lists",
+        )
+    arn, registered = ecs.revision_running(
+        aws.client("ecs"), taskdefs, current, env.container, f"{repository}:{tag}", tag
+    )
+    if registered:
+        runtime.stderr.write(
+            f"   registered {ecs.revision_name(arn)} to run {tag} (from {ecs.revision_name(current)})\n"
+        )
+    return arn
 
 
 @heard_when_not_run(restart.TITLE)

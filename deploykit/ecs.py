@@ -231,6 +231,19 @@ def derive_registration(
     return kwargs
 
 
+def revision_running(
+    client: Any, taskdefs: TaskDefinitions, current: str, container: str, image: str, git_sha: str
+) -> tuple[str, bool]:
+    """A revision of ``current``'s family whose ``container`` runs ``image``: the newest ACTIVE one that does, else one
+    registered now from ``current`` with only that image changed (:func:`derive_registration`); (its ARN, whether it
+    was registered now)."""
+    arn = taskdefs.latest_with_image(family_of(current), container, image)
+    if arn is not None:
+        return arn, False
+    wanted = derive_registration(taskdefs.get(current), taskdefs.tags(current), container, image, git_sha)
+    return str(taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]), True
+
+
 def same_registration(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two RegisterTaskDefinition argument sets make the same revision; tags are metadata."""
     return {k: v for k, v in a.items() if k != "tags"} == {k: v for k, v in b.items() if k != "tags"}

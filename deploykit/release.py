@@ -97,12 +97,9 @@ class Release(Step):
     def _revision(self, ctx: Context, taskdefs: ecs.TaskDefinitions, current: str, image: str) -> str:
         """The revision that runs ``image``: register-taskdef's (handed on to roll-service again), else one
         registered here from the service's own (a Fargate stack deploying the image registers its own after)."""
-        arn = taskdefs.latest_with_image(ecs.family_of(current), self.container, image)
-        if arn is None:
-            wanted = ecs.derive_registration(
-                taskdefs.get(current), taskdefs.tags(current), self.container, image, self.git_sha
-            )
-            arn = taskdefs.remember(ctx.aws.client("ecs").register_task_definition(**wanted))["taskDefinitionArn"]
+        client = ctx.aws.client("ecs")
+        arn, registered = ecs.revision_running(client, taskdefs, current, self.container, image, self.git_sha)
+        if registered:
             ctx.reporter.line(
                 f"   registered {ecs.revision_name(arn)} for the release command (from {ecs.revision_name(current)})"
             )

@@ -16,7 +16,7 @@ from deploykit import commands
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed, UsageError
-from tests.functional.conftest import create_service
+from tests.functional.conftest import create_service, put_image
 from tests.functional.test_release_moto import RUNS, Agent
 
 NOW = datetime.now(UTC)
@@ -126,3 +126,40 @@ def test_an_interrupt_stops_the_task(project: Path, factory: AwsFactory, service
         commands.run_command("sleep 600", env="dev", runtime=rt)
     assert agent.stopped == list(agent.tasks)
     assert "⏹  task " in rt.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_another_image_runs_in_a_revision_of_the_services_own_registered_once(
+    project: Path, factory: AwsFactory, service: dict[str, Any]
+) -> None:
+    """--image-tag: an image pushed, not deployed (a migration tried first), in the service's revision with only the
+    image changed; registered the first time, found the next; the service itself untouched."""
+    put_image(factory, "abc123abc123")
+    agent = Writing(factory, ["dry run: 3 bookings to migrate"])
+    first = runtime(project, factory)
+    result = commands.run_command("python -m app.release --dry-run", env="dev", image_tag="abc123abc123", runtime=first)
+    assert result["ok"] and result["image_tag"] == "abc123abc123"
+    ecs = factory.client("ecs")
+    ran = ecs.describe_task_definition(taskDefinition=agent.run[0]["taskDefinition"])["taskDefinition"]
+    assert ran["containerDefinitions"][0]["image"].endswith("/car-rental-backend:abc123abc123")
+    assert ran["taskDefinitionArn"] != service["taskDefinitionArn"]
+    assert ran["containerDefinitions"][0]["environment"] == service["containerDefinitions"][0]["environment"]
+    assert (
+        "   registered car-rental-backend:2 to run abc123abc123 (from car-rental-backend:1)" in first.stderr.getvalue()
+    )  # type: ignore[attr-defined]
+    again = runtime(project, factory)
+    commands.run_command("python -m app.release --dry-run", env="dev", image_tag="abc123abc123", runtime=again)
+    assert agent.run[1]["taskDefinition"] == ran["taskDefinitionArn"] and "registered" not in again.stderr.getvalue()  # type: ignore[attr-defined]
+    svc = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0]
+    assert svc["taskDefinition"] == service["taskDefinitionArn"]
+
+
+def test_an_image_the_registry_does_not_have_is_refused_and_nothing_runs(
+    project: Path, factory: AwsFactory, service: dict[str, Any]
+) -> None:
+    agent = Agent(factory)
+    with pytest.raises(UsageError, match="car-rental-backend:nope00000000 is not in the registry of dev") as refused:
+        commands.run_command("true", env="dev", image_tag="nope00000000", runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2 and "inv push" in (refused.value.next_step or "")
+    assert agent.run == []
+    listed = factory.client("ecs").list_task_definitions(familyPrefix="car-rental-backend")["taskDefinitionArns"]
+    assert listed == [service["taskDefinitionArn"]]  # nothing registered either
