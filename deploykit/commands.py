@@ -2912,16 +2912,19 @@ def diff(
             for component, (live, n) in auto.taken_back(a.found).items()
         ]
         attention += closing
+        listed = set(auto.commit_lines(commits))  # listed apart, linked: not in the block too
         found = markdown.Review(
             env=a.env.name,
             base=auto.oldest_base(a.found),
             head=a.found.head,
             components=sorted(a.found.components()),
-            analysis=[*lines, *closing],
+            analysis=[*(line for line in lines if line not in listed), *closing],
             command=inv_command("deploy.auto", env=a.env.name),
             stacks=[preview.section for preview in previews.values()],
             attention=attention,
             verdict=None if verdict is None else verdict["differs"],
+            commits=[commit.to_json() for commit in commits],
+            commit_url=git.commit_url_base(a.config.root, os.environ),
         )
         runtime.stdout.write(markdown.review(found))
     if as_json:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -278,6 +279,27 @@ def newest_first(root: Path, head: str, bases: Sequence[str]) -> dict[str, int]:
     )
     listed = _git(root, "rev-list", "--topo-order", head, f"^{oldest}").decode().split()
     return {sha: index for index, sha in enumerate(listed)}
+
+
+def commit_url_base(root: Path, environ: Mapping[str, str]) -> str:
+    """Where a commit of this repository is shown on the web, the SHA to append: the CI's own repository (GitHub
+    Actions: ``$GITHUB_SERVER_URL/$GITHUB_REPOSITORY``; GitLab CI: ``$CI_PROJECT_URL``), else the ``origin`` remote
+    when it is on github.com or gitlab.com; "" otherwise (another host: no guess)."""
+    if environ.get("GITHUB_SERVER_URL") and environ.get("GITHUB_REPOSITORY"):
+        return f"{environ['GITHUB_SERVER_URL'].rstrip('/')}/{environ['GITHUB_REPOSITORY']}/commit/"
+    if environ.get("CI_PROJECT_URL"):
+        return f"{environ['CI_PROJECT_URL'].rstrip('/')}/-/commit/"
+    try:
+        remote = _git(root, "remote", "get-url", "origin").decode().strip()
+    except UsageError:  # no origin
+        return ""
+    found = re.fullmatch(
+        r"(?:https://(?:[^@/]+@)?|ssh://git@|git@)(github\.com|gitlab\.com)[:/](.+?)(?:\.git)?/?", remote
+    )
+    if not found:
+        return ""
+    host, path = found.groups()
+    return f"https://{host}/{path}/commit/" if host == "github.com" else f"https://{host}/{path}/-/commit/"
 
 
 def is_shallow(root: Path) -> bool:

@@ -9,11 +9,13 @@ miss (a refusal, data replaced, access changed) is listed above them, outside an
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 MAX_CHARS = 60_000  # GitHub takes a comment of 65,536 characters at most, and a job summary of 1 MiB
 FOLD_LINES = 30  # a stack's table longer than this is folded (<details>: opened with a click)
+COMMITS_LISTED = 30  # the commits going live, listed at most
 # what is markup anywhere in a line; what is markup only at a line's start (#, -, 1.) is never escaped, as the text
 # escaped here always follows something ("- ", "> ", a heading's words)
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
@@ -64,6 +66,10 @@ class Review:
     stacks: Sequence[StackSection] = ()
     attention: Sequence[str] = ()  # outside the stacks (a component deploy.auto refuses to bring back, ...)
     verdict: Sequence[str] | None = None  # --verify: what differs (empty: nothing does); None: not asked
+    # the commits behind the changes, newest first ({"sha", "author", "subject", "components"}), and where one is
+    # shown on the web, its SHA appended ("": not linked)
+    commits: Sequence[Mapping[str, Any]] = ()
+    commit_url: str = ""
 
 
 def review(data: Review) -> str:
@@ -90,6 +96,7 @@ def review(data: Review) -> str:
         else:
             lines.append(f"✅ {code(data.env)} runs what this checkout would deploy")
     lines += ["", "#### Change Analysis", "", block(_within(data.analysis, MAX_CHARS // 2))]
+    lines += _commits(data.commits, data.commit_url)
     top = "\n".join(lines)
     sections = [_stack(s) for s in data.stacks]
     room = MAX_CHARS - len(top) - 2 * len(sections)
@@ -99,6 +106,23 @@ def review(data: Review) -> str:
         cut = f"#### 🐳 {escape(data.stacks[i].name)}\n\n(cut to fit: `inv diff --json` lists its changes)"
         sections[i] = cut
     return "\n\n".join([top, *sections]) + "\n"
+
+
+def _commits(commits: Sequence[Mapping[str, Any]], url: str) -> list[str]:
+    """The commits going live as a list, each linked where the repository is known to be shown, :data:`COMMITS_LISTED`
+    of them at most."""
+    if not commits:
+        return []
+    lines = ["", f"#### Commits going live ({len(commits)})", ""]
+    for commit in commits[:COMMITS_LISTED]:
+        sha = str(commit.get("sha", ""))
+        shown = f"[{code(sha[:12])}]({url}{sha})" if url and sha else code(sha[:12])
+        components = ", ".join(code(str(c)) for c in commit.get("components") or ())
+        lines.append(f"- {shown} {escape(str(commit.get('subject', '')))} · {escape(str(commit.get('author', '')))}")
+        lines[-1] += f" · {components}" if components else ""
+    if len(commits) > COMMITS_LISTED:
+        lines.append(f"- … and {len(commits) - COMMITS_LISTED} more (`inv diff --json` lists them)")
+    return lines
 
 
 def _within(analysis: Sequence[str], room: int) -> str:

@@ -46,7 +46,9 @@ CHANGES_SHOWN = 40  # lines of one stack update's changes in the summary (the hi
 ICONS = {"done": "✅ done", "skipped": "⏭ skipped", "failed": "❌ failed", "not run": "· not run"}
 
 
-def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who: str, error: str = "") -> str:
+def run_markdown(
+    report: Mapping[str, Any], plan: Mapping[str, Any] | None, who: str, error: str = "", commit_url: str = ""
+) -> str:
     """A deployment (``report``: the run as ``--json`` prints it; ``plan``: as ``--dry-run --json`` does) as a
     section of Markdown: a heading with the result, what it deploys, a table of its steps, each stack update's
     changes (folded), and a failure's message and next step."""
@@ -66,10 +68,11 @@ def run_markdown(report: Mapping[str, Any], plan: Mapping[str, Any] | None, who:
         parts.append("Deploys " + ", ".join(deploys) + ".")
     commits = list((plan or {}).get("commits") or ())
     if commits:
-        listed = [
-            f"- {code(str(c.get('sha', '?')))} {escape(str(c.get('subject', '')))} ({escape(str(c.get('author', '')))})"
-            for c in commits[:COMMITS_SHOWN]
-        ]
+        listed = []
+        for c in commits[:COMMITS_SHOWN]:
+            sha = str(c.get("sha", "?"))
+            linked = f"[{code(sha)}]({commit_url}{sha})" if commit_url else code(sha)
+            listed.append(f"- {linked} {escape(str(c.get('subject', '')))} ({escape(str(c.get('author', '')))})")
         if len(commits) > COMMITS_SHOWN:
             listed.append(f"- and {len(commits) - COMMITS_SHOWN} more")
         parts.append(f"{len(commits)} commit{'s' if len(commits) > 1 else ''} going live:\n\n" + "\n".join(listed))
@@ -185,11 +188,11 @@ class Summary:
 
     @hookimpl
     def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
-        self._write(run_markdown(report, self.plans.pop(env, None), self.who()))
+        self._write(run_markdown(report, self.plans.pop(env, None), self.who(), commit_url=self._commit_url()))
 
     @hookimpl
     def deploykit_deployment_failed(self, env: str, report: dict[str, Any], error: str) -> None:
-        self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error))
+        self._write(run_markdown(report, self.plans.pop(env, None), self.who(), error, self._commit_url()))
         self._annotate(
             f"deploykit: {report.get('title')} to {env} {how_it_ended(report)} at {failed_step(report)}", error
         )
@@ -210,6 +213,11 @@ class Summary:
         if not report.get("ok") and failed:
             lines = [f"{c.get('name')}: {c.get('detail')}" for c in failed]
             self._annotate(f"deploykit: smoke of {env} failed ({len(failed)} check(s))", "\n".join(lines))
+
+    def _commit_url(self) -> str:
+        """Where GitHub shows a commit of the job's repository, the SHA to append ("" outside GitHub Actions)."""
+        server, repository = self.environ.get("GITHUB_SERVER_URL", ""), self.environ.get("GITHUB_REPOSITORY", "")
+        return f"{server.rstrip('/')}/{repository}/commit/" if server and repository else ""
 
     def _annotate(self, title: str, message: str) -> None:
         """An error annotation, in GitHub Actions only (see the module's doc)."""

@@ -146,6 +146,8 @@ def test_a_stack_setting_runs_that_stack_alone(project: Path, tmp_path: Path, mo
     assert review.startswith("### 🔍 deploykit: what `inv deploy.auto --env sandbox` would deploy to `sandbox`\n")
     assert "**1 component changed**: `stack:fargate`" in review
     assert "```text\n🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack\n" in review
+    assert "#### Commits going live (1)\n\n- `" in review and "fargate: drain for 4 s · t · `stack:fargate`" in review
+    assert "📝" not in review  # listed apart, not in the analysis' block too
     table = review.split("#### 🐳 CarRentalFargateStack · `")[1]
     assert "\n  ↳ TargetGroupAttributes[0].Value: 5 → 4\n" in table.split("```text\n")[1].split("```")[0], review
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 from unittest.mock import Mock
 
 import pytest
 
 from deploykit import commands, markdown
 from deploykit.errors import UsageError
+from deploykit.git import commit_url_base
 from deploykit.markdown import Review, StackSection
+from tests.conftest import git
 
 TABLE = """resource              type                   action    replacement
 --------------------  ---------------------  --------  -------------
@@ -95,3 +99,40 @@ def test_json_and_markdown_together_are_refused_before_anything_is_read() -> Non
     with pytest.raises(UsageError, match="--json and --markdown both print on stdout") as refused:
         commands.diff(as_json=True, as_markdown=True, runtime=Mock(spec=commands.Runtime))
     assert refused.value.exit_code == 2
+
+
+def test_the_commits_going_live_follow_the_analysis_linked_where_the_repository_is_known() -> None:
+    commits = [
+        {"sha": "1f75bd3b539f" + "0" * 28, "author": "ana", "subject": "Login: `v2` <fast>", "components": ["app"]},
+        *({"sha": f"{i:040x}", "author": "bo", "subject": f"Fix {i}", "components": []} for i in range(31)),
+    ]
+    url = "https://github.com/acme/car-rental/commit/"
+    text = markdown.review(review(commits=commits, commit_url=url))
+    section = text.split("#### Commits going live (32)\n\n")[1]
+    first = f"- [`1f75bd3b539f`]({url}1f75bd3b539f{'0' * 28}) Login: \\`v2\\` \\<fast\\> · ana · `app`\n"
+    assert section.startswith(first)
+    assert "\n- … and 2 more (`inv diff --json` lists them)\n" in section
+    assert text.index("#### Change Analysis") < text.index("#### Commits going live") < text.index("#### 🐳")
+    plain = markdown.review(review(commits=commits[:1]))
+    assert "\n- `1f75bd3b539f` Login:" in plain  # no repository on the web known: not linked
+    assert "Commits going live" not in markdown.review(review())
+
+
+def test_where_a_commit_is_shown_on_the_web(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    assert commit_url_base(tmp_path, {}) == ""  # no origin
+    expected = {
+        "git@github.com:acme/car-rental.git": "https://github.com/acme/car-rental/commit/",
+        "https://x-access-token@github.com/acme/car-rental": "https://github.com/acme/car-rental/commit/",
+        "ssh://git@gitlab.com/acme/sub/car-rental.git": "https://gitlab.com/acme/sub/car-rental/-/commit/",
+        "https://git.example.com/acme/car-rental.git": "",  # another host: no guess
+    }
+    for remote, base in expected.items():
+        subprocess.run(["git", "-C", str(tmp_path), "remote", "remove", "origin"], capture_output=True)
+        git(tmp_path, "remote", "add", "origin", remote)
+        assert commit_url_base(tmp_path, {}) == base, remote
+    actions = {"GITHUB_SERVER_URL": "https://github.example.com", "GITHUB_REPOSITORY": "acme/car-rental"}
+    assert commit_url_base(tmp_path, actions) == "https://github.example.com/acme/car-rental/commit/"
+    assert commit_url_base(tmp_path, {"CI_PROJECT_URL": "https://gl.example.com/a/b/"}) == (
+        "https://gl.example.com/a/b/-/commit/"
+    )

@@ -198,3 +198,15 @@ def test_the_commits_a_run_takes_live_are_listed_escaped_and_cut() -> None:
     assert f"{COMMITS_SHOWN + 2} commits going live:\n\n- `000000000000` Fix #0 \\<b\\> (ana)\n" in text
     assert f"- `{COMMITS_SHOWN - 1:012x}` Fix #{COMMITS_SHOWN - 1} \\<b\\> (ana)\n- and 2 more" in text
     assert "going live" not in run_markdown(report, {"deploys": []}, "ana")
+
+
+def test_in_github_actions_the_commits_link_to_the_repository() -> None:
+    report = {"env": "prod", "title": "deploy.auto", "ok": True, "seconds": 3.0, "steps": []}
+    plan = {"deploys": [], "commits": [{"sha": "1f75bd3b539f", "author": "ana", "subject": "Login: v2"}]}
+    url = "https://github.com/acme/car-rental/commit/"
+    assert "- [`1f75bd3b539f`](https://github.com/acme/car-rental/commit/1f75bd3b539f) Login: v2 (ana)" in (
+        run_markdown(report, plan, "ana", commit_url=url)
+    )
+    summary = Summary(environ={"GITHUB_SERVER_URL": "https://github.com/", "GITHUB_REPOSITORY": "acme/car-rental"})
+    assert summary._commit_url() == url
+    assert Summary(environ={})._commit_url() == ""
