@@ -274,10 +274,15 @@ def newest_first(root: Path, head: str, bases: Sequence[str]) -> dict[str, int]:
         _refuse_option(rev)
     if not bases:
         return {}
-    oldest = (
-        _git(root, "merge-base", "--octopus", *dict.fromkeys(bases)).decode().strip() if len(bases) > 1 else bases[0]
-    )
-    listed = _git(root, "rev-list", "--topo-order", head, f"^{oldest}").decode().split()
+    try:
+        oldest = (
+            _git(root, "merge-base", "--octopus", *dict.fromkeys(bases)).decode().strip()
+            if len(bases) > 1
+            else bases[0]
+        )
+        listed = _git(root, "rev-list", "--topo-order", head, f"^{oldest}").decode().split()
+    except UsageError:  # no common ancestor (an orphan branch): no order to give; the caller falls back on times
+        return {}
     return {sha: index for index, sha in enumerate(listed)}
 
 

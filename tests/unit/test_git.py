@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.errors import UsageError
-from deploykit.git import commit_times, current_revision, dirty_paths
+from deploykit.git import commit_times, current_revision, dirty_paths, log, newest_first
 from tests.conftest import git
 
 
@@ -72,3 +72,20 @@ def test_commit_times_are_read_in_one_go_and_unknown_shas_left_out(project: Path
     assert found["HEAD"] == found[head[:12]]
     assert first in found and set(found) == {head[:12], first, "HEAD"}
     assert commit_times(project, []) == {}
+
+
+def test_commits_are_put_in_one_order_and_histories_with_no_common_ancestor_give_none(project: Path) -> None:
+    base = git(project, "rev-parse", "HEAD").strip()
+    for name in ("one", "two"):
+        (project / f"{name}.txt").write_text(name)
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", f"add {name}")
+    head = git(project, "rev-parse", "HEAD").strip()
+    place = newest_first(project, head, [base])
+    assert [c.subject for c in log(project, base, head)] == ["add two", "add one"]
+    assert place[head] == 0 and len(place) == 2
+    assert [c.subject for c in log(project, base, head, ["one.txt"])] == ["add one"]
+    git(project, "checkout", "-q", "--orphan", "elsewhere")
+    git(project, "commit", "-qm", "another history")
+    orphan = git(project, "rev-parse", "HEAD").strip()
+    assert newest_first(project, head, [base, orphan]) == {}  # no order to give: times decide
