@@ -1405,10 +1405,10 @@ def run_command(
         arguments = oneoff.run_task_arguments(
             service, environment.cluster, revision, environment.container, argv, RUN_STARTED_BY
         )
-        arn = oneoff.start(client, arguments, f"a task of {revision.rsplit('/', 1)[-1]}")
+        arn = oneoff.start(client, arguments, f"a task of {ecs.revision_name(revision)}")
         task_id = arn.rsplit("/", 1)[-1]
         runtime.stderr.write(
-            f"🏃 {oneoff.shown(argv)} in {environment.name}: task {task_id} of {revision.rsplit('/', 1)[-1]} "
+            f"🏃 {oneoff.shown(argv)} in {environment.name}: task {task_id} of {ecs.revision_name(revision)} "
             f"({tag}), beside {environment.service}; Ctrl-C stops it\n"
         )
         tail = None
@@ -1514,7 +1514,7 @@ def _revision_of(
 ) -> str:
     """For ``inv run --image-tag``: a revision of the service's that runs ``tag`` of the image's repository, once the
     registry is known to have it."""
-    repository, _ = ecs.split_image(taskdefs.image(current, env.container)) or (env.repository, "")
+    repository = ecs.image_repository(taskdefs.image(current, env.container))
     if not image_in_registry(aws, runtime.docker_factory, repository, tag):
         raise UsageError(
             f"the image {repository}:{tag} is not in the registry of {env.name}: nothing was run",
@@ -2171,7 +2171,7 @@ def taskdefs_cleanup(
         decision = taskdef_cleanup.plan_cleanup(family, read["active"], keep=keep, needed=needed)
         if decision.to_deregister and not dry_run:
             done = taskdef_cleanup.deregister(client, decision.to_deregister)
-        taskdefs = ecs.TaskDefinitions(client)
+        taskdefs = ecs.TaskDefinitions.of(aws)
         images = at_once({c.arn: partial(taskdefs.image, c.arn, environment.container) for c in decision.kept}, width=8)
     tags = {arn: ecs.image_tag(image) or image for arn, image in images.items()}
     if decision.kept:

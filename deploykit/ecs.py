@@ -77,6 +77,12 @@ def split_image(image: str) -> tuple[str, str] | None:
     return repository, tag
 
 
+def image_repository(image: str) -> str:
+    """``host/repo`` of ``host/repo:tag`` (a digest left out; no tag: the name as it is)."""
+    name = image.split("@", 1)[0]
+    return (split_image(name) or (name, ""))[0]
+
+
 def image_tag(image: str) -> str | None:
     """The tag of an image reference (``repo:tag``, ``host:port/repo:tag@sha256:...``); None without one."""
     name = image.split("@", 1)[0]

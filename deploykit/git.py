@@ -286,12 +286,20 @@ def newest_first(root: Path, head: str, bases: Sequence[str]) -> dict[str, int]:
     return {sha: index for index, sha in enumerate(listed)}
 
 
+def github_commit_url(environ: Mapping[str, str]) -> str:
+    """Where GitHub shows a commit of the repository a GitHub Actions job runs for, the SHA to append ("" outside
+    GitHub Actions)."""
+    server, repository = environ.get("GITHUB_SERVER_URL", ""), environ.get("GITHUB_REPOSITORY", "")
+    return f"{server.rstrip('/')}/{repository}/commit/" if server and repository else ""
+
+
 def commit_url_base(root: Path, environ: Mapping[str, str]) -> str:
     """Where a commit of this repository is shown on the web, the SHA to append: the CI's own repository (GitHub
     Actions: ``$GITHUB_SERVER_URL/$GITHUB_REPOSITORY``; GitLab CI: ``$CI_PROJECT_URL``), else the ``origin`` remote
     when it is on github.com or gitlab.com; "" otherwise (another host: no guess)."""
-    if environ.get("GITHUB_SERVER_URL") and environ.get("GITHUB_REPOSITORY"):
-        return f"{environ['GITHUB_SERVER_URL'].rstrip('/')}/{environ['GITHUB_REPOSITORY']}/commit/"
+    github = github_commit_url(environ)
+    if github:
+        return github
     if environ.get("CI_PROJECT_URL"):
         return f"{environ['CI_PROJECT_URL'].rstrip('/')}/-/commit/"
     try:

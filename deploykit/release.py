@@ -87,7 +87,7 @@ class Release(Step):
             services.keep(key, service)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current = service["taskDefinition"]
-        image = f"{self.repository or _repository(taskdefs.image(current, self.container))}:{self.tag}"
+        image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == image:
             return Outcome.skipped(f"{self.service} already runs {self.tag}: its release command ran as it went live")
@@ -155,9 +155,3 @@ class Release(Step):
             return ecs.container_log(ctx.aws.client("logs"), taskdefs.get(revision), self.container, arn)
         except (ClientError, BotoCoreError):  # the log explains; it never hides the outcome
             return None
-
-
-def _repository(image: str) -> str:
-    """``host/repo`` of ``host/repo:tag`` (a digest left out; no tag: the name as it is)."""
-    name = image.split("@", 1)[0]
-    return (ecs.split_image(name) or (name, ""))[0]

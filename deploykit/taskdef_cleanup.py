@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from deploykit import ecs
 from deploykit.aws import AwsFactory, at_once
+from deploykit.stacks import is_missing_stack
 
 DEFAULT_KEEP = 10
 TASKDEF_RESOURCE = "AWS::ECS::TaskDefinition"
@@ -143,7 +144,7 @@ def stack_revisions(aws: AwsFactory, stack: str) -> list[str]:
                 if resource.get("ResourceType") == TASKDEF_RESOURCE and resource.get("PhysicalResourceId"):
                     held.append(str(resource["PhysicalResourceId"]))
     except ClientError as exc:
-        if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
+        if is_missing_stack(exc):
             return []
         raise
     return held

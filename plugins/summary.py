@@ -30,6 +30,7 @@ from typing import Any, TextIO
 from deploykit.checks import CheckResult
 from deploykit.config import Config
 from deploykit.errors import ConfigError
+from deploykit.git import github_commit_url
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
 from deploykit.markdown import code, escape, table
@@ -216,8 +217,7 @@ class Summary:
 
     def _commit_url(self) -> str:
         """Where GitHub shows a commit of the job's repository, the SHA to append ("" outside GitHub Actions)."""
-        server, repository = self.environ.get("GITHUB_SERVER_URL", ""), self.environ.get("GITHUB_REPOSITORY", "")
-        return f"{server.rstrip('/')}/{repository}/commit/" if server and repository else ""
+        return github_commit_url(self.environ)
 
     def _annotate(self, title: str, message: str) -> None:
         """An error annotation, in GitHub Actions only (see the module's doc)."""
