@@ -188,6 +188,23 @@ def _services(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
     return HandedOn(lambda key: describe_service(client, key[0], key[1], aws.env))
 
 
+DESCRIBE_TASKS_BATCH = 100  # DescribeTasks takes at most 100 tasks
+
+
+def cluster_tasks(client: Any, cluster: str, desired: str, family: str | None = None) -> list[dict[str, Any]]:
+    """The tasks of ``cluster`` whose desired status is ``desired`` (RUNNING: pending and running ones too; STOPPED:
+    those ECS still lists), of ``family`` only when given: every page listed, then described in batches."""
+    listing: dict[str, Any] = {"cluster": cluster, "desiredStatus": desired, **({"family": family} if family else {})}
+    arns: list[str] = []
+    for page in client.get_paginator("list_tasks").paginate(**listing):
+        arns += [str(a) for a in page.get("taskArns") or ()]
+    tasks: list[dict[str, Any]] = []
+    for start in range(0, len(arns), DESCRIBE_TASKS_BATCH):
+        batch = arns[start : start + DESCRIBE_TASKS_BATCH]
+        tasks += client.describe_tasks(cluster=cluster, tasks=batch).get("tasks") or []
+    return tasks
+
+
 def revision_number(arn: str) -> int:
     """A task definition's revision, from its ARN or ``family:revision`` (0 when it names none): no call."""
     tail = arn.rsplit(":", 1)[-1]

@@ -4,8 +4,8 @@ Each task's revision and the image tag our container runs in it, who started it 
 deployment, by the deployment's id, or ``inv run`` and the release command by their ``startedBy``), its status and
 health, its ALB target's state, since when, and for one that stopped why (the stop reason, the exit codes). The
 running tasks first (desired RUNNING: PENDING and RUNNING), then the newest stopped ones (ECS keeps a stopped task
-about an hour). What is read, at once: the tasks both ways, then their descriptions, the revisions' images and the
-target groups' health. :func:`rows` decides and reads nothing.
+about an hour). What is read, at once: the tasks both ways (each listed, then described: ecs.cluster_tasks), then
+the revisions' images and the target groups' health. :func:`rows` decides and reads nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from deploykit import ecs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig
 
-DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
 STOPPED_SHOWN = 10
 
 
@@ -122,13 +121,10 @@ def read(aws: AwsFactory, env: EnvConfig, *, stopped_shown: int = STOPPED_SHOWN)
     client = aws.client("ecs")
     service = ecs.describe_service(client, env.cluster, env.service, env)
     family = ecs.family_of(str(service["taskDefinition"]))
-    listed = at_once({status: partial(_arns, client, env.cluster, family, status) for status in ("RUNNING", "STOPPED")})
-    arns = [*listed["RUNNING"], *listed["STOPPED"]]
-    batches: dict[int, Callable[[], Any]] = {
-        start: partial(_described, client, env.cluster, arns[start : start + DESCRIBE_BATCH])
-        for start in range(0, len(arns), DESCRIBE_BATCH)
-    }
-    tasks = [task for batch in at_once(batches).values() for task in batch]
+    listed = at_once(
+        {status: partial(ecs.cluster_tasks, client, env.cluster, status, family) for status in ("RUNNING", "STOPPED")}
+    )
+    tasks = [*listed["RUNNING"], *listed["STOPPED"]]
     taskdefs = ecs.TaskDefinitions.of(aws)
     revisions = sorted({str(t.get("taskDefinitionArn", "")) for t in tasks if t.get("taskDefinitionArn")})
     groups = {
@@ -137,9 +133,8 @@ def read(aws: AwsFactory, env: EnvConfig, *, stopped_shown: int = STOPPED_SHOWN)
         if lb.get("targetGroupArn")
     }
     reads: dict[str, Callable[[], Any]] = {f"image {r}": partial(taskdefs.image, r, env.container) for r in revisions}
-    elbv2 = aws.client("elbv2") if groups else None
     for group in groups:
-        reads[f"group {group}"] = partial(elbv2.describe_target_health, TargetGroupArn=group)  # type: ignore[union-attr]
+        reads[f"group {group}"] = partial(aws.client("elbv2").describe_target_health, TargetGroupArn=group)
     found = at_once(reads, width=8)
     images = {r: str(found[f"image {r}"]) for r in revisions}
     targets: dict[str, str] = {}
@@ -150,17 +145,6 @@ def read(aws: AwsFactory, env: EnvConfig, *, stopped_shown: int = STOPPED_SHOWN)
             for state in ecs.target_states(answer, groups, [task]):
                 targets.setdefault(str(task.get("taskArn")), f"{state.target} {state.state}")
     return rows(service, tasks, images, targets, stopped_shown=stopped_shown)
-
-
-def _arns(client: Any, cluster: str, family: str, desired: str) -> list[str]:
-    arns: list[str] = []
-    for page in client.get_paginator("list_tasks").paginate(cluster=cluster, family=family, desiredStatus=desired):
-        arns += [str(a) for a in page.get("taskArns") or ()]
-    return arns
-
-
-def _described(client: Any, cluster: str, arns: Sequence[str]) -> list[dict[str, Any]]:
-    return list(client.describe_tasks(cluster=cluster, tasks=list(arns)).get("tasks") or ())
 
 
 # -- output -----------------------------------------------------------------------------------------------------

@@ -123,14 +123,10 @@ def needed_revisions(aws: AwsFactory, service: Mapping[str, Any], live_taskdef: 
 
 def cluster_task_revisions(client: Any, cluster: str) -> dict[str, int]:
     """Task-definition ARN → how many of the cluster's tasks (RUNNING and PENDING: desired RUNNING) run it."""
-    arns: list[str] = []
-    for page in client.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING"):
-        arns += [str(a) for a in page.get("taskArns") or ()]
     counts: dict[str, int] = {}
-    for start in range(0, len(arns), 100):  # DescribeTasks takes at most 100
-        for task in client.describe_tasks(cluster=cluster, tasks=arns[start : start + 100]).get("tasks") or ():
-            arn = str(task.get("taskDefinitionArn") or "")
-            counts[arn] = counts.get(arn, 0) + 1
+    for task in ecs.cluster_tasks(client, cluster, "RUNNING"):
+        arn = str(task.get("taskDefinitionArn") or "")
+        counts[arn] = counts.get(arn, 0) + 1
     return counts
 
 
