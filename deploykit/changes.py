@@ -23,7 +23,7 @@ import dataclasses
 import re
 import threading
 import tomllib
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -365,6 +365,11 @@ class ChangedBy:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "components": list(self.components)}
+
+
+def as_taken(commits: Sequence[ChangedBy]) -> tuple[tuple[str, str, str], ...]:
+    """The commits as a plan keeps those it takes live (:attr:`deploykit.plan.Plan.commits`): SHA, author, subject."""
+    return tuple((c.sha, c.author, c.subject) for c in commits)
 
 
 def commits_behind(root: Path, found: ChangeSet) -> list[ChangedBy]:

@@ -281,7 +281,7 @@ def run_plan(
         if isinstance(report.error, Interrupted) and any(before.values()):
             shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
             report.error.message += f"; live before this run: {shown}"
-        if plan.deploys or plan.removes or plan.restarts:
+        if plan.changes_live:
             _record(runtime, config, aws, env, plan, report, before, live)
         if report.error is not None and rollback is not None:
             report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)
@@ -303,7 +303,7 @@ def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
     """In an environment that asks first (``confirm = true``), a plan that changes it runs only once someone said
     yes: on the terminal, or by --yes / $DEPLOYKIT_YES=1. Declined, or no one to ask: refused, nothing changed. A
     destroy asks on its own (the environment's name typed)."""
-    if not env.confirm or not (plan.deploys or plan.removes or plan.restarts) or plan.title.startswith("destroy"):
+    if not env.confirm or not plan.changes_live or plan.title.startswith("destroy"):
         return
     what = ", ".join(f"{component}@{sha[: git.SHORT_SHA]}" for component, sha in plan.deploys) or ", ".join(
         component for component, _ in plan.restarts
@@ -955,7 +955,7 @@ def _commits_since(
         found = changes.detect(config, {component: live}, include_uncommitted=bool(revision.dirty))
     except DeployKitError:
         return ()
-    return tuple((c.sha, c.author, c.subject) for c in changes.commits_behind(config.root, found))
+    return changes.as_taken(changes.commits_behind(config.root, found))
 
 
 def _with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
@@ -2705,7 +2705,7 @@ def deploy_auto(
         # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
         carried = auto.unchanged_components(a.found, a.revision)
         held = tuple(sorted(a.found.held))
-        taken = tuple((c.sha, c.author, c.subject) for c in commits)  # what the run takes live, for its record
+        taken = changes.as_taken(commits)  # what the run takes live, for its record
         plan = (
             dataclasses.replace(plan, carried=carried, unpromoted=promotion.unpromoted, held=held, commits=taken)
             if plan
@@ -2869,6 +2869,7 @@ def diff(
     a = analyse(runtime, env, since=since, allow_dirty=True)
     packages = changes.requirements_changed(a.config.root, a.found)
     commits = changes.commits_behind(a.config.root, a.found)
+    commits_json = [commit.to_json() for commit in commits]  # behind the changes, newest first
     lines = auto.analysis_lines(
         a.found, a.env, uncommitted=a.revision.dirty_paths, requirements=packages, commits=commits
     )
@@ -2923,7 +2924,7 @@ def diff(
             stacks=[preview.section for preview in previews.values()],
             attention=attention,
             verdict=None if verdict is None else verdict["differs"],
-            commits=[commit.to_json() for commit in commits],
+            commits=commits_json,
             commit_url=git.commit_url_base(a.config.root, os.environ),
         )
         runtime.stdout.write(markdown.review(found))
@@ -2933,7 +2934,7 @@ def diff(
         if a.env.promote_from:
             data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
         data["rolled_back"] = again  # component → why deploy.auto refuses to bring it back
-        data["commits"] = [commit.to_json() for commit in commits]  # behind the changes, newest first
+        data["commits"] = commits_json
         # requirements file → the packages its change changes
         data["requirements"] = {
             path: [{"name": p.name, "before": p.before, "after": p.after} for p in found]

@@ -177,6 +177,11 @@ class Plan:
     def __bool__(self) -> bool:
         return bool(self.steps)
 
+    @property
+    def changes_live(self) -> bool:
+        """Whether a run of it changes what the environment runs: it deploys, removes or restarts components."""
+        return bool(self.deploys or self.removes or self.restarts)
+
     def __add__(self, other: Plan) -> Plan:
         return Plan(
             self.env,
