@@ -1052,6 +1052,61 @@ def sandbox_throttle(
 
 
 @task(
+    name="scan-findings",
+    iterable=["finding"],
+    help={
+        "finding": "NAME:SEVERITY[:PACKAGE[@VERSION]], e.g. CVE-2026-0001:HIGH:openssl@3.0.11; repeat for more",
+        "seconds": "how long each scan takes before it is COMPLETE (ECR: seconds to minutes; default 0)",
+        "clear": "scans find nothing again, at once",
+    },
+)
+@reports_errors
+def sandbox_scan_findings(
+    c: Context, finding: list[str] | None = None, seconds: float = 0.0, clear: bool = False
+) -> None:
+    """Rehearse ECR's image scans: each image scanned from now on is found to have these findings."""
+    from sandbox import lifecycle
+
+    findings = [] if clear else [_finding(text) for text in finding or []]
+    if not clear and not findings and not seconds:
+        raise UsageError(
+            "name a finding (or --seconds, or --clear)",
+            next_step="inv sandbox.scan-findings --finding CVE-2026-0001:HIGH:openssl@3.0.11 [--seconds 2]",
+        )
+    if not 0 <= seconds <= 600:
+        raise UsageError(
+            f"--seconds {seconds:g}: a scan takes from 0 to 600 seconds here",
+            next_step="inv sandbox.scan-findings --finding CVE-2026-0001:HIGH --seconds 2",
+        )
+    settings, _path = _sandbox_settings()
+    _sandbox_call(lambda: lifecycle.rehearse_image_scans(settings, findings, 0.0 if clear else seconds))
+    if not findings and (clear or not seconds):
+        print("🧪 the sandbox's image scans find nothing again, at once", file=sys.stderr)
+        return
+    names = ", ".join(f"{f['name']} ({f['severity']})" for f in findings) or "nothing"
+    print(f"🧪 each image the sandbox's ECR scans from now on: {names}, in {seconds:g}s", file=sys.stderr)
+
+
+def _finding(text: str) -> dict[str, str]:
+    """``NAME:SEVERITY[:PACKAGE[@VERSION]]`` → a finding of the sandbox's scan rehearsal."""
+    name, _, rest = text.partition(":")
+    severity, _, package = rest.partition(":")
+    severities = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
+    if not name.strip() or severity.upper() not in severities:
+        raise UsageError(
+            f"--finding {text!r} is not NAME:SEVERITY[:PACKAGE[@VERSION]] with a severity of {', '.join(severities)}",
+            next_step="inv sandbox.scan-findings --finding CVE-2026-0001:HIGH:openssl@3.0.11",
+        )
+    finding = {"name": name.strip(), "severity": severity.upper()}
+    package, _, version = package.partition("@")
+    if package:
+        finding["package"] = package
+    if version:
+        finding["version"] = version
+    return finding
+
+
+@task(
     name="lambda-updates",
     help={"seconds": "how long Lambda takes to apply each later update (AWS: 1-5 s); 0: at once, as before"},
 )
@@ -1098,6 +1153,7 @@ for _task in (
     sandbox_reset,
     sandbox_throttle,
     sandbox_lambda_updates,
+    sandbox_scan_findings,
 ):
     sandbox.add_task(_task)
 

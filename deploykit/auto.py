@@ -460,7 +460,7 @@ def auto_plan(
 
     def deployed(role: str) -> Step:  # a new image through the Fargate stack: its release command first
         if role == "fargate" and app:
-            return planner.fargate_with_release(config, env, stack(role), image_tag, git_sha)
+            return planner.fargate_with_image(config, env, stack(role), image_tag, git_sha)
         return stack(role)
 
     for level in levels[1:]:

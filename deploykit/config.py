@@ -304,6 +304,38 @@ class ErrorWatch:
         return self.seconds > 0
 
 
+SEVERITIES = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # ECR's, from least to most severe
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """The gate on the registry's scan of a new image (``[environments.NAME.image_scan]``, deploykit.scan_gate):
+    before the image runs anywhere in the environment, the scan ECR made of it is read (waited for, up to
+    ``timeout`` seconds), and findings of ``severity`` or worse that ``ignore`` does not name stop the deploy.
+    ``severity = ""`` (the default): no gate."""
+
+    severity: str = ""  # the least severe finding that stops a deploy: CRITICAL, HIGH, MEDIUM, LOW or INFORMATIONAL
+    # findings accepted (CVE-2023-4911, ...): each one reviewed, as deploy.toml's commits are
+    ignore: tuple[str, ...] = ()
+    timeout: float = 600.0  # seconds a scan still in progress is waited for (ECR's basic scans: seconds to minutes)
+
+    @property
+    def on(self) -> bool:
+        return bool(self.severity)
+
+
+def scan_problem(scan: ImageScan) -> str | None:
+    """What is wrong with an image scan gate's settings, or None."""
+    if scan.severity and scan.severity not in SEVERITIES:
+        return f'severity must be one of {", ".join(reversed(SEVERITIES))} (or "": no gate), not {scan.severity!r}'
+    if scan.timeout <= 0:
+        return f"timeout must be more than 0 seconds, not {scan.timeout:g}"
+    blank = [name for name in scan.ignore if not name.strip()]
+    if blank:
+        return 'ignore holds an empty name: list findings by name, e.g. ["CVE-2023-4911"]'
+    return None
+
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WHEN = re.compile(r"(?:(?P<day>[A-Za-z]{3})[a-z]*\s+)?(?P<hour>\d{1,2}):(?P<minute>\d{2})")
 
@@ -400,6 +432,8 @@ class EnvConfig:
     metrics: bool = True
     lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
     app_error_watch: ErrorWatch = field(default_factory=ErrorWatch)
+    # The gate on ECR's scan of each new image before it runs here (off unless set); see deploykit.scan_gate.
+    image_scan: ImageScan = field(default_factory=ImageScan)
     # Times that come back when deploys are refused (Fridays from 15:00 to Monday 08:00); see deploykit.freeze.
     freeze_windows: tuple[FreezeWindow, ...] = ()
     # Overrides of the endpoints read from the stacks' outputs (alb_url, api_url, jwks_url, ...); a value
@@ -720,6 +754,9 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
         raise ConfigError(
             f"{prefix}.app_error_watch.{problem}", next_step=f"fix [environments.{env.name}.app_error_watch]"
         )
+    problem = scan_problem(env.image_scan)
+    if problem:
+        raise ConfigError(f"{prefix}.image_scan.{problem}", next_step=f"fix [environments.{env.name}.image_scan]")
 
 
 def _check_promotion(config: Config, env: EnvConfig, where: str) -> None:

@@ -27,6 +27,7 @@ from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
 from deploykit.release import Release
+from deploykit.scan_gate import ScanGate
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import IMAGE_PARAMETER as IMAGE_PARAMETER  # the Fargate stack's input, named here too
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
@@ -141,7 +142,7 @@ def app_chain_plan(
                 )
             )
         elif stage == "roll-service":
-            steps += release_steps(config, env, tag, repository=str(repository_uri), git_sha=git_sha)
+            steps += before_rollout(config, env, tag, repository=str(repository_uri), git_sha=git_sha)
             steps.append(RollService(env.cluster, env.service, env.container, image))
         elif stage == "wait-healthy":
             steps.append(
@@ -162,14 +163,35 @@ def image_commit(revision: Revision, promoted: PromotedImage | None) -> str:
     return promoted.sha if promoted else revision.sha if not revision.dirty else revision.tag
 
 
-def release_steps(
+def before_rollout(
     config: Config, env: EnvConfig, tag: str, *, repository: str = "", git_sha: str = "", by_stack: bool = False
 ) -> list[Step]:
-    """The release command ([release] of deploy.toml) run in image ``tag`` before the service runs it, when there is
-    one (deploykit.release). ``by_stack``: the Fargate stack rolls the image out (and may create the service)."""
+    """What comes before image ``tag`` reaches the service: the gate on its scan ([environments.NAME.image_scan],
+    deploykit.scan_gate), then the release command ([release], deploykit.release), each when there is one.
+    ``by_stack``: the Fargate stack rolls the image out (and may create the service)."""
+    scan = env.image_scan
+    gate: list[Step] = (
+        [
+            ScanGate(
+                env.cluster,
+                env.service,
+                env.container,
+                env.repository,
+                tag,
+                scan.severity,
+                scan.ignore,
+                scan.timeout,
+                env.poll_seconds,
+                by_stack=by_stack,
+            )
+        ]
+        if scan.on
+        else []
+    )
     if not config.release.on:
-        return []
+        return gate
     return [
+        *gate,
         Release(
             env.cluster,
             env.service,
@@ -181,13 +203,14 @@ def release_steps(
             repository=repository,
             git_sha=git_sha,
             by_stack=by_stack,
-        )
+        ),
     ]
 
 
-def fargate_with_release(config: Config, env: EnvConfig, stack: Step, tag: str, git_sha: str) -> Step:
-    """The Fargate stack's deploy of a new image, its release command first (the stack's level runs on beside it)."""
-    return _in_order("fargate", [*release_steps(config, env, tag, git_sha=git_sha, by_stack=True), stack])
+def fargate_with_image(config: Config, env: EnvConfig, stack: Step, tag: str, git_sha: str) -> Step:
+    """The Fargate stack's deploy of a new image, its scan gate and release command first (the stack's level runs on
+    beside them)."""
+    return _in_order("fargate", [*before_rollout(config, env, tag, git_sha=git_sha, by_stack=True), stack])
 
 
 def error_watch(env: EnvConfig) -> list[Step]:
@@ -289,7 +312,7 @@ def deploy_stack_plan(
     packages = lambda_packages(config, env) if uploads else {}
     steps += [UploadLambdaCode.of(fn, config.root / "lambda" / fn, packages[fn], env.stacks.registry) for fn in uploads]
     if new_image and role == "fargate":
-        steps += release_steps(config, env, image_tag, git_sha=image_tag, by_stack=True)  # the tag: a short SHA
+        steps += before_rollout(config, env, image_tag, git_sha=image_tag, by_stack=True)  # the tag: a short SHA
     steps.append(
         DeployStack(
             name,
@@ -355,7 +378,7 @@ def full_plan(
     git_sha = image_commit(revision, promoted)
 
     def deployed(role: str) -> Step:  # the new image's release command before the Fargate stack rolls it out
-        return fargate_with_release(config, env, stack(role), image_tag, git_sha) if role == "fargate" else stack(role)
+        return fargate_with_image(config, env, stack(role), image_tag, git_sha) if role == "fargate" else stack(role)
 
     steps += [_group([deployed(r) for r in level]) for level in later]
     if smoke:

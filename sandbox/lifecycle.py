@@ -337,6 +337,13 @@ def slow_lambda_updates(settings: Settings, seconds: float) -> None:
     _faults_call(settings, "POST", {"lambda_update": {"seconds": seconds}})
 
 
+def rehearse_image_scans(settings: Settings, findings: list[dict[str, str]], seconds: float = 0.0) -> None:
+    """Have the sandbox's ECR scans of images, from now on, find ``findings`` (``{"name": "CVE-2026-0001",
+    "severity": "HIGH", "package": "openssl", "version": "3.0.11"}``, package and version optional) and take
+    ``seconds`` each; no findings and 0: a scan finds nothing, at once, again."""
+    _faults_call(settings, "POST", {"scan_findings": {"findings": findings, "seconds": seconds}})
+
+
 def clear_faults(settings: Settings) -> None:
     """Forget every injected fault: the sandbox answers normally again."""
     _faults_call(settings, "DELETE")

@@ -36,6 +36,13 @@ Besides AWS, the endpoint answers two routes of its own (``sandbox.settings``):
   AWS takes 1-5 s, moto none (0, the default, and what ``DELETE`` sets again). ``GET`` lists it while it is on
   (``"lambda_update": {"seconds": 2}``). ``lifecycle.slow_lambda_updates(settings, 2)`` is its client.
 
+  ``{"scan_findings": {"findings": [{"name": "CVE-2026-0001", "severity": "HIGH", "package": "openssl",
+  "version": "3.0.11"}], "seconds": 2}}`` is what ECR's scans of images find from then on, and how long each takes
+  (sandbox.ext.ecr_registry: the sandbox is no scanner; by default a scan finds nothing, at once): a rehearsal of a
+  scan gate (deploykit.scan_gate). ``severity`` is one of ECR's (CRITICAL, HIGH, MEDIUM, LOW, INFORMATIONAL,
+  UNDEFINED), ``package`` and ``version`` are optional; ``{"findings": [], "seconds": 0}`` (or ``DELETE``) ends it.
+  ``GET`` lists it while it is on. ``lifecycle.rehearse_image_scans(settings, findings, seconds)`` is its client.
+
   Only calls made over HTTP are throttled: deploykit's, the AWS CLI's, and those of the code the sandbox
   runs (task containers and Lambda functions call the endpoint, as they call AWS). The sandbox's own
   reconcilers (ECS tasks, ALB health, CloudFormation resources, the ECR registry front) call moto's backends
@@ -380,6 +387,10 @@ def _headers(content_type: str, body: bytes, *extra: tuple[str, str]) -> list[tu
     return [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra]
 
 
+# the severities of ECR's findings (basic scanning), as a scan rehearsal may give them
+SCAN_SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED")
+
+
 class Faults:
     """The faults injected into the sandbox's AWS answers (the ``/_sandbox/faults`` route).
 
@@ -392,6 +403,9 @@ class Faults:
         self._throttles: list[Throttle] = []
         self._models = _Models()
         self.lambda_update_seconds = 0.0  # how long Lambda takes to apply an update (sandbox.ext.apigw_lambda)
+        # what ECR's scans of images find, and how long each takes (sandbox.ext.ecr_registry), from when it is set
+        self.scan_findings: tuple[dict[str, str], ...] = ()
+        self.scan_seconds = 0.0
 
     # -- what the route does -----------------------------------------------------------------------
     def throttle(self, service: str, operation: str | None = None, count: int = 1) -> Throttle:
@@ -431,12 +445,45 @@ class Faults:
         self.lambda_update_seconds = float(seconds)
         log.info("fault: Lambda applies each update in %gs", seconds)
 
+    def rehearse_scans(self, findings: Any, seconds: Any = 0) -> None:
+        """ECR's scans of images started from now on find ``findings`` (each a name, a severity, optionally a
+        package and its version) and take ``seconds``; none and 0: a scan finds nothing, at once (the default)."""
+        checked = self._checked_scans(findings, seconds)
+        with self._lock:
+            self.scan_findings, self.scan_seconds = checked, float(seconds)
+        log.info("fault: ECR's scans find %d finding(s), in %gs each", len(checked), seconds)
+
+    @staticmethod
+    def _checked_scans(findings: Any, seconds: Any) -> tuple[dict[str, str], ...]:
+        if not isinstance(findings, list):
+            raise FaultError(f'scan_findings: "findings" must be a list of findings, not {findings!r}')
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds <= 600:
+            raise FaultError(f'scan_findings: "seconds" must be a number from 0 to 600, not {seconds!r}')
+        checked = []
+        for finding in findings:
+            if not isinstance(finding, dict) or not set(finding) <= {"name", "severity", "package", "version"}:
+                raise FaultError(
+                    f"scan_findings: {finding!r} is not a finding: "
+                    '{"name": "CVE-2026-0001", "severity": "HIGH", "package": "openssl", "version": "3.0.11"}'
+                )
+            if not all(isinstance(value, str) for value in finding.values()) or not finding.get("name", "").strip():
+                raise FaultError(f"scan_findings: {finding!r}: name, package and version are strings, name not empty")
+            if finding.get("severity") not in SCAN_SEVERITIES:
+                raise FaultError(
+                    f"scan_findings: {finding['name']}: severity must be one of {', '.join(SCAN_SEVERITIES)}, "
+                    f"not {finding.get('severity')!r}"
+                )
+            checked.append(dict(finding))
+        return tuple(checked)
+
     def clear(self) -> int:
         """Forget every fault; returns how many there were."""
         with self._lock:
             cleared, self._throttles = len(self._throttles), []
             if self.lambda_update_seconds:
                 cleared, self.lambda_update_seconds = cleared + 1, 0.0
+            if self.scan_findings or self.scan_seconds:
+                cleared, self.scan_findings, self.scan_seconds = cleared + 1, (), 0.0
         if cleared:
             log.info("fault: %d fault(s) cleared", cleared)
         return cleared
@@ -447,6 +494,8 @@ class Faults:
             listed: dict[str, Any] = {"throttle": [t.to_json() for t in self._throttles]}
         if self.lambda_update_seconds:
             listed["lambda_update"] = {"seconds": self.lambda_update_seconds}
+        if self.scan_findings or self.scan_seconds:
+            listed["scan_findings"] = {"findings": list(self.scan_findings), "seconds": self.scan_seconds}
         return listed
 
     def describe(self) -> str:
@@ -458,6 +507,10 @@ class Faults:
         ]
         if "lambda_update" in listed:
             said.append(f"Lambda applies each update in {listed['lambda_update']['seconds']:g}s")
+        if "scan_findings" in listed:
+            rehearsed = listed["scan_findings"]
+            names = ", ".join(f"{f['name']} ({f['severity']})" for f in rehearsed["findings"]) or "nothing"
+            said.append(f"ECR's scans find {names}, in {rehearsed['seconds']:g}s")
         return "; ".join(said) + ("; clear: inv sandbox.throttle --clear" if said else "")
 
     def control(self, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -470,14 +523,15 @@ class Faults:
         if method != "POST":
             return 405, {"error": f"{method} is not allowed here: POST adds faults, GET lists them, DELETE clears them"}
         usage = (
-            'expected {"throttle": {"service": "ecs", "operation": "UpdateService", "count": 3}} '
-            'and/or {"lambda_update": {"seconds": 2}}'
+            'expected {"throttle": {"service": "ecs", "operation": "UpdateService", "count": 3}}, '
+            '{"lambda_update": {"seconds": 2}} and/or {"scan_findings": {"findings": [{"name": "CVE-2026-0001", '
+            '"severity": "HIGH"}], "seconds": 2}}'
         )
         try:
             data = json.loads(body or b"null")
         except ValueError as exc:
             return 400, {"error": f"the body is not JSON ({exc}); {usage}"}
-        if not isinstance(data, dict) or not data or not set(data) <= {"throttle", "lambda_update"}:
+        if not isinstance(data, dict) or not data or not set(data) <= {"throttle", "lambda_update", "scan_findings"}:
             return 400, {"error": usage}
         given = data.get("throttle", [])
         specs = given if isinstance(given, list) else [given]
@@ -490,8 +544,15 @@ class Faults:
                 throttles.append(self._validated(spec.get("service"), spec.get("operation"), spec.get("count", 1)))
             if update is not None and (not isinstance(update, dict) or set(update) != {"seconds"}):
                 raise FaultError(f"lambda_update: {update!r} is not a duration; {usage}")
+            scans = data.get("scan_findings")
+            if scans is not None and (not isinstance(scans, dict) or not set(scans) <= {"findings", "seconds"}):
+                raise FaultError(f"scan_findings: {scans!r} is not a scan rehearsal; {usage}")
+            if scans is not None:
+                self._checked_scans(scans.get("findings", []), scans.get("seconds", 0))
             if update is not None:
                 self.slow_lambda_updates(update["seconds"])
+            if scans is not None:  # checked above: set as it is
+                self.rehearse_scans(scans.get("findings", []), scans.get("seconds", 0))
         except FaultError as exc:
             return 400, {"error": str(exc)}
         for throttle in throttles:  # validated above: added as they are

@@ -34,6 +34,12 @@ What plain moto lacks, fixed here:
   deleted and re-put under its remaining tags). Failures are reported per image id, as ECR does.
 - ``delete_repository_deletes_images``: DeleteRepository refuses a repository with images unless
   ``force``, and with ``force`` deletes its images from the registry.
+- ``image_scans``: StartImageScan and DescribeImageScanFindings answer for the registry's images, as ECR's basic
+  scanning does: a repository with scanOnPush scans each image pushed to it (through the front or PutImage),
+  StartImageScan scans one (once a day, LimitExceededException after that), a scan is IN_PROGRESS for a while,
+  then COMPLETE with its findings; DescribeImageScanFindings of an image never scanned is ScanNotFoundException.
+  The sandbox is no scanner: what a scan finds, and how long it takes (0 s unless set), is what the
+  ``scan_findings`` rehearsal (``inv sandbox.scan-findings``) holds when the scan starts: none by default.
 
 ECR API calls run inside moto's request handling, hence under the sandbox lock; they talk to the
 registry with short timeouts. The front takes the sandbox lock only to read a repository's settings,
@@ -68,7 +74,9 @@ from moto.ecr.exceptions import (
     ImageAlreadyExistsException,
     ImageNotFoundException,
     InvalidParameterException,
+    LimitExceededException,
     RepositoryNotEmptyException,
+    ScanNotFoundException,
 )
 from moto.ecr.responses import ECRResponse
 
@@ -332,6 +340,93 @@ class PushRecords:
             self._save()
 
 
+# -- image scans ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScanRecord:
+    """One scan of an image: when it started, how long it takes, what it finds (the rehearsal's findings then)."""
+
+    started: datetime
+    seconds: float
+    findings: tuple[dict[str, str], ...]
+
+    def complete(self, now: datetime) -> bool:
+        return now >= self.started + timedelta(seconds=self.seconds)
+
+
+class ImageScans:
+    """The scans of images by (repository, digest), the latest of each; in memory, as moto's state is."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scans: dict[tuple[str, str], ScanRecord] = {}
+
+    def start(
+        self,
+        name: str,
+        digest: str,
+        findings: tuple[dict[str, str], ...],
+        seconds: float,
+        *,
+        once_a_day: bool = False,
+        now: datetime | None = None,
+    ) -> ScanRecord:
+        now = now or datetime.now(UTC)
+        with self._lock:
+            earlier = self._scans.get((name, digest))
+            if once_a_day and earlier is not None and earlier.started.date() == now.date():
+                raise LimitExceededException()
+            record = self._scans[(name, digest)] = ScanRecord(now, seconds, findings)
+        log.info("scan of %s@%s started: %d finding(s) in %gs", name, digest[:19], len(findings), seconds)
+        return record
+
+    def get(self, name: str, digest: str) -> ScanRecord | None:
+        with self._lock:
+            return self._scans.get((name, digest))
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            for key in [key for key in self._scans if key[0] == name]:
+                del self._scans[key]
+
+
+def scan_answer(
+    registry_id: str, name: str, image_id: dict[str, str], scan: ScanRecord, now: datetime
+) -> dict[str, Any]:
+    """DescribeImageScanFindings' answer for ``scan`` at ``now``: IN_PROGRESS, or COMPLETE with its findings
+    (basic scanning's shape: name, uri, severity, the package as attributes)."""
+    answer: dict[str, Any] = {"registryId": registry_id, "repositoryName": name, "imageId": image_id}
+    if not scan.complete(now):
+        return answer | {"imageScanStatus": {"status": "IN_PROGRESS", "description": "The scan is in progress."}}
+    counts: dict[str, int] = {}
+    findings = []
+    for finding in scan.findings:
+        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
+        attributes = [
+            {"key": key, "value": finding[field_name]}
+            for key, field_name in (("package_name", "package"), ("package_version", "version"))
+            if finding.get(field_name)
+        ]
+        findings.append(
+            {
+                "name": finding["name"],
+                "description": f"{finding['name']}, as the sandbox's scan rehearsal holds it",
+                "uri": f"https://nvd.nist.gov/vuln/detail/{finding['name']}",
+                "severity": finding["severity"],
+                "attributes": attributes,
+            }
+        )
+    done = scan.started + timedelta(seconds=scan.seconds)
+    return answer | {
+        "imageScanStatus": {"status": "COMPLETE", "description": "The scan was completed successfully."},
+        "imageScanFindings": {
+            "imageScanCompletedAt": done,
+            "vulnerabilitySourceUpdatedAt": scan.started,
+            "findingSeverityCounts": counts,
+            "findings": findings,
+        },
+    }
+
+
 # -- what the ECR API returns ---------------------------------------------------------------------------
 @dataclass
 class RegistryImage:
@@ -365,6 +460,7 @@ class RepositorySettings:
     name: str
     mutability: str
     exclusions: list[str] = field(default_factory=list)
+    scan_on_push: bool = False
 
     def tag_is_immutable(self, tag: str) -> bool:
         immutable = self.mutability.startswith("IMMUTABLE")
@@ -381,6 +477,7 @@ class EcrRegistry:
         self.password = ""
         self.registry = RegistryClient(settings.registry_backend_port)
         self.records = PushRecords(settings.state_dir / "ecr-images.json")
+        self.scans = ImageScans()
         self.sandbox: Sandbox | None = None
         self._server: FrontServer | None = None
         self._thread: threading.Thread | None = None
@@ -428,6 +525,7 @@ class EcrRegistry:
                 for image in images:
                     self._call_registry(self.registry.delete_manifest, repository_name, image.image_digest)
                 self.records.forget(repository_name)
+                self.scans.forget(repository_name)
             return original_delete(repository_name, registry_id, True)
 
         def list_images(repository_name: str, registry_id: str | None = None, tag_status: str = "ANY") -> Any:
@@ -510,6 +608,30 @@ class EcrRegistry:
                 for _ in registry_ids or [ACCOUNT_ID]
             ]
 
+        def start_image_scan(registry_id: str | None, repository_name: str, image_id: dict[str, str]) -> Any:
+            backend._get_repository(repository_name, registry_id)
+            manifest, tag = self._image_of(repository_name, image_id, registry_id)
+            self.scan(repository_name, manifest.digest, by_hand=True)
+            return {
+                "registryId": registry_id or ACCOUNT_ID,
+                "repositoryName": repository_name,
+                "imageId": {"imageDigest": manifest.digest, **({"imageTag": tag} if tag else {})},
+                "imageScanStatus": {"status": "IN_PROGRESS"},
+            }
+
+        def describe_image_scan_findings(
+            registry_id: str | None, repository_name: str, image_id: dict[str, str]
+        ) -> Any:
+            backend._get_repository(repository_name, registry_id)
+            manifest, tag = self._image_of(repository_name, image_id, registry_id)
+            found = self.scans.get(repository_name, manifest.digest)
+            if found is None:
+                raise ScanNotFoundException(image_id_text(image_id), repository_name, registry_id or ACCOUNT_ID)
+            image = {"imageDigest": manifest.digest, **({"imageTag": tag} if tag else {})}
+            return scan_answer(registry_id or ACCOUNT_ID, repository_name, image, found, datetime.now(UTC))
+
+        backend.start_image_scan = start_image_scan
+        backend.describe_image_scan_findings = describe_image_scan_findings
         backend.create_repository = create_repository
         backend.delete_repository = delete_repository
         backend.list_images = list_images
@@ -529,10 +651,12 @@ class EcrRegistry:
     @staticmethod
     def _settings_of(repository: Any) -> RepositorySettings:
         filters = repository.image_tag_mutability_exclusion_filters or []
+        scanning = repository.image_scanning_configuration or {}  # the API's scanOnPush, CloudFormation's ScanOnPush
         return RepositorySettings(
             repository.name,
             str(getattr(repository.image_tag_mutability, "value", repository.image_tag_mutability)),
             [str(f.get("filter", "")) for f in filters],
+            bool(scanning.get("scanOnPush", scanning.get("ScanOnPush", False))),
         )
 
     def repository(self, name: str) -> RepositorySettings | None:
@@ -541,6 +665,28 @@ class EcrRegistry:
         with self.sandbox.lock:
             repository = self.sandbox.backend("ecr").repositories.get(name)
             return None if repository is None else self._settings_of(repository)
+
+    def _image_of(self, name: str, image_id: dict[str, str], registry_id: str | None) -> tuple[Manifest, str | None]:
+        """(manifest, tag) of an image id of repository ``name``; ECR's ImageNotFoundException when it has none."""
+        found, _problem = self._resolve(name, image_id)
+        if found is None:
+            raise ImageNotFoundException(
+                image_id=image_id_text(image_id), repository_name=name, registry_id=registry_id or ACCOUNT_ID
+            )
+        return found
+
+    def scan(self, name: str, digest: str, *, by_hand: bool = False) -> ScanRecord:
+        """Start the scan of image ``digest`` of ``name`` with what the rehearsal holds now (sandbox.server.Faults
+        .scan_findings); ``by_hand`` (StartImageScan): refused when the image was scanned today, as ECR refuses."""
+        faults = self.sandbox.faults if self.sandbox is not None else None
+        findings = tuple(faults.scan_findings) if faults is not None else ()
+        seconds = faults.scan_seconds if faults is not None else 0.0
+        return self.scans.start(name, digest, findings, seconds, once_a_day=by_hand)
+
+    def scanned_on_push(self, repository: RepositorySettings, digest: str) -> None:
+        """An image was pushed: scanned when its repository scans on push (once per digest, as ECR)."""
+        if repository.scan_on_push and self.scans.get(repository.name, digest) is None:
+            self.scan(repository.name, digest)
 
     def _call_registry(self, call: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -693,6 +839,7 @@ class EcrRegistry:
                 ) from None
             raise InvalidParameterException(f"Invalid parameter at 'ImageManifest': {exc}") from None
         self.records.pushed_at(name, pushed)
+        self.scanned_on_push(repository, pushed)
         image_id = {"imageDigest": pushed, **({"imageTag": image_tag} if image_tag else {})}
         return RegistryManifest(ACCOUNT_ID, name, image_id, image_manifest, media_type)
 
@@ -855,6 +1002,7 @@ class FrontHandler(BaseHTTPRequestHandler):
             status, digest = self._forward([body], length=len(body))
         if status in (200, 201):
             extension.records.pushed_at(name, digest or sha256_digest(body))
+            extension.scanned_on_push(repository, digest or sha256_digest(body))
 
     # -- reading the client's body ---------------------------------------------------------------------------
     def _chunked_request(self) -> bool:

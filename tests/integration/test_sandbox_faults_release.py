@@ -18,6 +18,9 @@ from deploykit import commands, lock
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.errors import StepFailed
+from deploykit.plan import all_records
+from sandbox import lifecycle
+from sandbox.settings import load_settings
 from tests.conftest import git, quiet_runtime
 from tests.integration.sandbox_support import LoopingClient, deployed_sandbox_project, version_of
 
@@ -188,6 +191,54 @@ def test_a_lambda_release_that_fails_smoke_goes_back_to_the_version_live_before(
 
     git(project, "revert", "--no-edit", "HEAD")
     assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
+
+
+def test_an_image_whose_scan_finds_a_high_vulnerability_never_runs(project: Path) -> None:
+    """With [environments.sandbox.image_scan] severity = "HIGH" and the sandbox's scans rehearsing a HIGH finding
+    (scan on push, done a second later): deploy.auto of a backend change stops at the scan gate, before anything
+    of the new image runs, the old version serving (nothing to roll back); accepted in deploy.toml, it goes live."""
+    settings = load_settings(project / "deploy.toml")
+    url = alb(project)
+    live, tasks = version_of(url), running_tasks(project)
+    toml = project / "deploy.toml"
+    plain = toml.read_text()
+    toml.write_text(plain + '\n[environments.sandbox.image_scan]\nseverity = "HIGH"\ntimeout = 60\n')
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n# a release whose image has a HIGH finding\n")
+    git(project, "commit", "-qam", "a release whose image has a HIGH finding, behind a scan gate")
+    finding = {"name": "CVE-2026-0001", "severity": "HIGH", "package": "openssl", "version": "3.0.11"}
+    lifecycle.rehearse_image_scans(settings, [finding, {"name": "CVE-2026-0002", "severity": "MEDIUM"}], 1.0)
+    try:
+        runtime = quiet_runtime(project)
+        started = time.monotonic()
+        with pytest.raises(StepFailed) as failed:
+            commands.deploy_auto(runtime=runtime)
+        seconds = time.monotonic() - started
+        printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert failed.value.exit_code == 1
+        assert "has 1 finding(s) of HIGH or worse that deploy.toml does not accept (1 HIGH, 1 MEDIUM in all)" in (
+            failed.value.message
+        )
+        assert "CVE-2026-0001 (HIGH, openssl 3.0.11)" in failed.value.message
+        assert "▶ roll-service" not in printed and "automatic rollback" not in printed
+        assert version_of(url) == live and running_tasks(project) == tasks
+        assert lock_is_free(project)
+        print(f"\na HIGH finding: stopped at the scan gate in {seconds:.1f}s\n{failed.value}")
+
+        toml.write_text(toml.read_text() + 'ignore = ["CVE-2026-0001"]\n')
+        git(project, "commit", "-qam", "CVE-2026-0001 reviewed: accepted")
+        runtime = quiet_runtime(project)
+        report = commands.deploy_auto(runtime=runtime)
+        assert report is not None and report.ok
+        (gate,) = [r for r in all_records(report.records) if r.step == "scan-gate"]
+        assert gate.detail == (
+            "passed: 1 HIGH, 1 MEDIUM; accepted by deploy.toml: CVE-2026-0001 (HIGH, openssl 3.0.11)"
+        )
+        assert version_of(url) == git(project, "rev-parse", "HEAD").strip()
+    finally:
+        lifecycle.rehearse_image_scans(settings, [], 0)
+        toml.write_text(plain)
+        git(project, "commit", "-qam", "no scan gate")
 
 
 def test_inv_logs_reads_what_the_app_and_a_function_wrote(project: Path) -> None:

@@ -1,0 +1,297 @@
+"""The image scan gate: ECR's scan of a new image judged before the image runs in the environment
+(``[environments.NAME.image_scan]`` of deploy.toml).
+
+ECR scans an image pushed to a repository that scans on push (the registry stack's does), or one asked for
+(StartImageScan). With ``severity = "HIGH"``, a deploy that brings a new image reads that scan (waits while it is
+in progress, up to ``timeout``) and goes on only when no finding of that severity or worse is left that ``ignore``
+does not name: otherwise it stops (exit 1) before the image runs anything, the old version serving on, and says
+which findings stopped it. A scan that cannot be judged (FAILED, UNSUPPORTED_IMAGE, FINDINGS_UNAVAILABLE, ...) or
+is still in progress at the deadline stops the deploy too: the gate fails closed.
+
+The step comes right before the image reaches the environment: before the release command (which runs the image)
+and roll-service in the app chain, before the Fargate stack when that stack deploys a new image (deploy.full,
+deploy.stack --image-tag, deploy.auto with the stack changed). It is skipped when the service already runs the
+image (it was judged as it went live), and never part of a rollback: that brings back an image that ran before, and
+keeping a broken release in place for a finding in the one before it helps no one. Basic scanning's findings (a
+name, a severity, the package as attributes) and enhanced scanning's (Amazon Inspector: ``enhancedFindings``, their
+``status``; a SUPPRESSED or CLOSED one does not count) are both read; an UNDEFINED or UNTRIAGED severity never stops
+a deploy (it is counted). ``$DEPLOYKIT_SKIP_SCAN=1`` deploys without the gate, an emergency's way past it; the step
+says so, and the history keeps it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from botocore.exceptions import ClientError
+
+from deploykit import ecs
+from deploykit.clock import backoff
+from deploykit.config import SEVERITIES
+from deploykit.errors import StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Step
+
+SKIP_ENV = "DEPLOYKIT_SKIP_SCAN"  # =1: this run deploys without judging the scan (said in its step)
+IN_PROGRESS = ("IN_PROGRESS", "PENDING")  # waited for
+JUDGED = ("COMPLETE", "ACTIVE")  # basic scanning's finished scan; enhanced scanning's continuous one
+NOT_COUNTED = ("SUPPRESSED", "CLOSED")  # enhanced findings a person or Inspector set aside
+SHOWN = 10  # findings named in a refusal
+
+
+def skipped_by_hand(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this run deploys without the gate (``$DEPLOYKIT_SKIP_SCAN=1``)."""
+    return (os.environ if environ is None else environ).get(SKIP_ENV) == "1"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding of a scan: its name (CVE-2023-4911), severity, package (``glibc 2.36-9``) and, for an enhanced
+    scan, its status (ACTIVE, SUPPRESSED, CLOSED)."""
+
+    name: str
+    severity: str
+    package: str = ""
+    status: str = "ACTIVE"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.severity}{', ' + self.package if self.package else ''})"
+
+
+def rank(severity: str) -> int:
+    """How severe (INFORMATIONAL 0 ... CRITICAL 4); -1 for UNDEFINED, UNTRIAGED or any other."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+
+
+def findings_of(page: Mapping[str, Any]) -> list[Finding]:
+    """The findings of one page of DescribeImageScanFindings, basic and enhanced."""
+    scan = page.get("imageScanFindings") or {}
+    found = []
+    for finding in scan.get("findings") or ():
+        attributes = {a.get("key"): a.get("value", "") for a in finding.get("attributes") or ()}
+        package = " ".join(p for p in (attributes.get("package_name"), attributes.get("package_version")) if p)
+        found.append(Finding(str(finding.get("name", "?")), str(finding.get("severity", "UNDEFINED")), package))
+    for finding in scan.get("enhancedFindings") or ():
+        details = finding.get("packageVulnerabilityDetails") or {}
+        packages = details.get("vulnerablePackages") or [{}]
+        package = " ".join(p for p in (packages[0].get("name"), packages[0].get("version")) if p)
+        name = details.get("vulnerabilityId") or finding.get("title") or finding.get("findingArn") or "?"
+        found.append(
+            Finding(str(name), str(finding.get("severity", "UNDEFINED")), package, str(finding.get("status", "ACTIVE")))
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a finished scan says under the gate's settings."""
+
+    counts: Mapping[str, int]  # by severity, as ECR counts them
+    blocking: tuple[Finding, ...]  # at the gate's severity or worse, not accepted: the deploy stops
+    accepted: tuple[Finding, ...]  # at the gate's severity or worse, named in ignore
+
+    @property
+    def passed(self) -> bool:
+        return not self.blocking
+
+    def counted(self) -> str:
+        """``1 HIGH, 3 MEDIUM`` (most severe first), or ``no findings``."""
+        order = [*reversed(SEVERITIES), *sorted(set(self.counts) - set(SEVERITIES))]
+        said = [f"{self.counts[s]} {s}" for s in order if self.counts.get(s)]
+        return ", ".join(said) or "no findings"
+
+
+def judge(findings: Iterable[Finding], counts: Mapping[str, int], severity: str, ignore: Sequence[str]) -> Verdict:
+    """The verdict on ``findings`` when findings of ``severity`` or worse stop a deploy, those named in ``ignore``
+    (any case) accepted; a SUPPRESSED or CLOSED enhanced finding does not count."""
+    accepted_names = {name.strip().upper() for name in ignore}
+    serious = [f for f in findings if rank(f.severity) >= rank(severity) >= 0 and f.status.upper() not in NOT_COUNTED]
+    serious.sort(key=lambda f: (-rank(f.severity), f.name))
+    blocking = tuple(f for f in serious if f.name.upper() not in accepted_names)
+    accepted = tuple(f for f in serious if f.name.upper() in accepted_names)
+    return Verdict(dict(counts), blocking, accepted)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """ECR's scan of an image as it stands: its status (and description), and when judged, its findings."""
+
+    status: str
+    description: str = ""
+    findings: tuple[Finding, ...] = ()
+    counts: Mapping[str, int] | None = None
+
+
+def read_scan(client: Any, repository: str, tag: str) -> Scan | None:
+    """The scan of ``repository:tag`` (every page of its findings), or None when ECR has none of it."""
+    request: dict[str, Any] = {"repositoryName": repository, "imageId": {"imageTag": tag}, "maxResults": 1000}
+    findings: list[Finding] = []
+    first: dict[str, Any] | None = None
+    while True:
+        try:
+            page = client.describe_image_scan_findings(**request)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ScanNotFoundException":
+                return None
+            if code in ("ImageNotFoundException", "RepositoryNotFoundException"):
+                raise UsageError(
+                    f"{repository}:{tag} is not in the environment's registry, so there is no scan to judge: "
+                    f"{exc.response['Error'].get('Message', code)}",
+                    next_step="push it first (inv push), or deploy it with inv deploy.app",
+                ) from None
+            raise
+        first = first or page
+        findings += findings_of(page)
+        token = page.get("nextToken")
+        if not token:
+            break
+        request["nextToken"] = token
+    assert first is not None  # the loop reads a page before it ends
+    state = first.get("imageScanStatus") or {}
+    counts = (first.get("imageScanFindings") or {}).get("findingSeverityCounts")
+    return Scan(str(state.get("status", "")), str(state.get("description", "")), tuple(findings), counts)
+
+
+def refusal(image: str, severity: str, verdict: Verdict) -> str:
+    """Why the gate stopped the deploy: the image, the findings at ``severity`` or worse (the first ten), the
+    counts."""
+    shown = "\n".join(f"  {finding}" for finding in verdict.blocking[:SHOWN])
+    more = len(verdict.blocking) - SHOWN
+    return (
+        f"ECR's scan of {image} has {len(verdict.blocking)} finding(s) of {severity} or worse that deploy.toml "
+        f"does not accept ({verdict.counted()} in all):\n{shown}" + (f"\n  ... and {more} more" if more > 0 else "")
+    )
+
+
+@dataclass(frozen=True)
+class ScanGate(Step):
+    """ECR's scan of ``repository:tag`` judged before the image runs here: findings of ``severity`` or worse that
+    ``ignore`` does not name stop the deploy."""
+
+    name: ClassVar[str] = "scan-gate"
+    cluster: str
+    service: str
+    container: str
+    repository: str  # the ECR repository's name
+    tag: str
+    severity: str
+    ignore: tuple[str, ...]
+    timeout: float
+    poll: float
+    # the Fargate stack rolls the image out, not roll-service: the service is read anew by the steps after
+    by_stack: bool = False
+
+    @property
+    def image(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    def describe(self) -> str:
+        return f"judge ECR's scan of {self.image}: a finding of {self.severity} or worse stops the deploy"
+
+    def interrupted(self) -> str:
+        return f"it only reads the scan (and may have asked ECR for one); {self.service} was not changed"
+
+    def run(self, ctx: Context) -> Outcome:
+        if skipped_by_hand():
+            return Outcome.skipped(f"${SKIP_ENV}=1: ECR's scan of {self.image} not judged", scan="not judged")
+        if self._runs_already(ctx):
+            return Outcome.skipped(f"{self.service} already runs {self.tag}: its scan was judged as it went live")
+        client = ctx.aws.client("ecr")
+        scan = self._finished_scan(ctx, client)
+        if scan.status not in JUDGED:
+            raise StepFailed(
+                f"ECR's scan of {self.image} cannot be judged: {scan.status}"
+                + (f" ({scan.description})" if scan.description else ""),
+                next_step=f"see aws ecr describe-image-scan-findings --repository-name {self.repository} --image-id "
+                f"imageTag={self.tag}; scan it again (aws ecr start-image-scan) and deploy again, or, in an "
+                f"emergency, {SKIP_ENV}=1 deploys without the gate",
+            )
+        counts = scan.counts if scan.counts is not None else _counts(scan.findings)
+        verdict = judge(scan.findings, counts, self.severity, self.ignore)
+        if not verdict.passed:
+            names = ", ".join(f'"{f.name}"' for f in verdict.blocking[:3])
+            raise StepFailed(
+                refusal(self.image, self.severity, verdict),
+                next_step=f"update what they are in (the base image: inv base-image --force; the requirements) and "
+                f"deploy again; or, once reviewed, accept them in [environments.{ctx.env.name}.image_scan] ignore = "
+                f"[{names}]; in an emergency, {SKIP_ENV}=1 deploys without the gate",
+            )
+        if verdict.accepted:
+            detail = f"passed: {verdict.counted()}; accepted by deploy.toml: {', '.join(map(str, verdict.accepted))}"
+        else:
+            detail = f"passed: nothing of {self.severity} or worse ({verdict.counted()})"
+        return Outcome.done(detail, scan=verdict.counted())
+
+    def _runs_already(self, ctx: Context) -> bool:
+        """Whether the service's primary deployment runs the image (no service yet: no)."""
+        services = ecs.services(ctx.aws)
+        key = (self.cluster, self.service)
+        try:
+            service = services.take(key)  # as register-taskdef read it
+        except UsageError:
+            if not self.by_stack:
+                raise
+            return False
+        if not self.by_stack:  # roll-service takes it as it was: reading a scan changes nothing of the service
+            services.keep(key, service)
+        primary = ecs.primary_deployment(service)
+        if not primary:
+            return False
+        running = ecs.TaskDefinitions.of(ctx.aws).image(primary["taskDefinition"], self.container)
+        repository = ecs.image_repository(running)
+        same = repository == self.repository or repository.endswith("/" + self.repository)
+        return same and ecs.image_tag(running) == self.tag
+
+    def _finished_scan(self, ctx: Context, client: Any) -> Scan:
+        """The scan once it is no longer in progress (one started when ECR has none); StepFailed at the deadline."""
+        start = ctx.clock.monotonic()
+        pauses = backoff(min(self.poll, 1.0), max(self.poll, 1.0))
+        asked = False
+        while True:
+            scan = read_scan(client, self.repository, self.tag)
+            elapsed = ctx.clock.monotonic() - start
+            if scan is None and not asked:
+                asked = True
+                self._start(ctx, client)
+            elif scan is not None and scan.status not in IN_PROGRESS:
+                if elapsed >= 1:
+                    ctx.reporter.line(f"   [{elapsed:6.1f}s] scan {scan.status}")
+                return scan
+            state = scan.status if scan is not None else "not started yet"
+            ctx.reporter.status(f"scan of {self.tag} {state}")
+            if ctx.stop.is_set():
+                raise StepFailed("the run was interrupted while the scan was awaited", next_step="deploy again")
+            if elapsed >= self.timeout:
+                raise StepFailed(
+                    f"ECR's scan of {self.image} is still {state} after {elapsed:.0f}s (image_scan timeout "
+                    f"{self.timeout:.0f}s)",
+                    next_step=f"deploy again when the scan is done (aws ecr describe-image-scan-findings "
+                    f"--repository-name {self.repository} --image-id imageTag={self.tag}), or raise [environments."
+                    f"{ctx.env.name}.image_scan] timeout; in an emergency, {SKIP_ENV}=1 deploys without the gate",
+                )
+            ctx.clock.sleep(min(next(pauses), max(self.timeout - elapsed, 0.01)))
+
+    def _start(self, ctx: Context, client: Any) -> None:
+        """Ask ECR to scan the image (a repository that does not scan on push); one already on its way is fine."""
+        try:
+            client.start_image_scan(repositoryName=self.repository, imageId={"imageTag": self.tag})
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "LimitExceededException":  # scanned today already: its scan is on its way
+                return
+            raise StepFailed(
+                f"ECR has no scan of {self.image} and would not start one: {error.get('Message', error.get('Code'))}",
+                next_step=f"turn on scan on push for {self.repository} (the registry stack does), or, in an "
+                f"emergency, {SKIP_ENV}=1 deploys without the gate",
+            ) from None
+        ctx.reporter.line(f"   no scan of {self.image} yet: asked ECR for one (StartImageScan)")
+
+
+def _counts(findings: Iterable[Finding]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding.severity] = counts.get(finding.severity, 0) + 1
+    return counts
