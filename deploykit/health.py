@@ -28,6 +28,7 @@ from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, primary_
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
+from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code
 
 if TYPE_CHECKING:
@@ -560,7 +561,9 @@ def _gather_service_and_targets(
     """The service, and the target group its stack names read at the same time (the one the service is behind, as a
     rule: read again only if the service names others)."""
     elbv2 = aws.client("elbv2")
-    reads: dict[str, Callable[[], Any]] = {"service": partial(_gather_service, aws.client("ecs"), env, report)}
+    reads: dict[str, Callable[[], Any]] = {
+        "service": partial(_gather_service, aws.client("ecs"), env, report, aws.client("ecr"))
+    }
     named = endpoints.target_group_arn if endpoints is not None else ""
     if named:
         reads[named] = partial(_read_target_group, elbv2, named)
@@ -594,7 +597,7 @@ def _gather_stacks(
         )
 
 
-def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport) -> dict[str, Any] | None:
+def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = None) -> dict[str, Any] | None:
     service = _describe_service(ecs, env.cluster, env.service)
     if service is None:
         report.rows.append(Row("service", f"{env.cluster}/{env.service}", MISSING, "no such ECS service or cluster"))
@@ -615,6 +618,8 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport) -> dict[str,
     report.findings.extend(service_findings(service, env.cluster, env.name))
     report.recommendations.extend(service_recommendations(service))
     _live_image(service, images, problems, env, report, task_definitions)
+    if ecr is not None and report.live_image:
+        _live_scan(ecr, report.live_image, env, report)
     return service
 
 
@@ -681,6 +686,46 @@ def _live_image(
                 f"deploy a commit: inv deploy.app --env {env.name}",
             )
         )
+
+
+def _live_scan(ecr: Any, image: str, env: EnvConfig, report: HealthReport) -> None:
+    """ECR's scan of the live image: a row, and a finding when it found something of the scan gate's severity (HIGH
+    without a gate) that deploy.toml does not accept. A scan that cannot be read (no right to, the image gone from
+    the registry) is a row saying so: the rest of the report stands."""
+    tag = image_tag(image) or ""
+    try:
+        scan = read_scan(ecr, env.repository, tag) if tag else None
+    except (UsageError, ClientError) as exc:
+        why = exc.message if isinstance(exc, UsageError) else f"{error_code(exc)}: {exc}"
+        report.rows.append(Row("scan", tag or "-", "unknown", f"ECR's scan cannot be read: {why}"))
+        return
+    row, finding = scan_health(scan, tag, env)
+    report.rows.append(row)
+    if finding is not None:
+        report.findings.append(finding)
+
+
+def scan_health(scan: Scan | None, tag: str, env: EnvConfig) -> tuple[Row, Finding | None]:
+    """The row of the live image's scan, and the finding when it holds something of the gate's severity (HIGH
+    without a gate) that deploy.toml does not accept."""
+    if scan is None:
+        how = f"aws ecr start-image-scan --repository-name {env.repository} --image-id imageTag={tag}"
+        return Row("scan", tag or "-", "not scanned", f"ECR has no scan of it ({how})"), None
+    if scan.status not in JUDGED:
+        return Row("scan", tag, scan.status, scan.description), None
+    severity = env.image_scan.severity or "HIGH"
+    verdict = judge(scan.findings, scan.tally, severity, env.image_scan.ignore)
+    accepted = f"; accepted by deploy.toml: {', '.join(f.name for f in verdict.accepted)}" if verdict.accepted else ""
+    row = Row("scan", tag, scan.status, verdict.counted() + accepted)
+    if verdict.passed:
+        return row, None
+    named = ", ".join(str(f) for f in verdict.blocking[:3]) + (" ..." if len(verdict.blocking) > 3 else "")
+    return row, Finding(
+        "warning",
+        f"the live image {tag} has {len(verdict.blocking)} finding(s) of {severity} or worse in ECR's scan: {named}",
+        f"update what they are in and deploy it (inv base-image --force, then inv deploy.app --env {env.name}), or, "
+        f"once reviewed, accept them in [environments.{env.name}.image_scan] ignore",
+    )
 
 
 def _target_group_arns(service: Mapping[str, Any] | None, endpoints: Endpoints | None) -> list[str]:

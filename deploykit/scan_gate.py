@@ -123,6 +123,11 @@ class Scan:
     findings: tuple[Finding, ...] = ()
     counts: Mapping[str, int] | None = None
 
+    @property
+    def tally(self) -> Mapping[str, int]:
+        """The findings by severity: as ECR counts them, else counted here."""
+        return self.counts if self.counts is not None else _counts(self.findings)
+
 
 def read_scan(client: Any, repository: str, tag: str) -> Scan | None:
     """The scan of ``repository:tag`` (every page of its findings), or None when ECR has none of it."""
@@ -209,8 +214,7 @@ class ScanGate(Step):
                 f"imageTag={self.tag}; scan it again (aws ecr start-image-scan) and deploy again, or, in an "
                 f"emergency, {SKIP_ENV}=1 deploys without the gate",
             )
-        counts = scan.counts if scan.counts is not None else _counts(scan.findings)
-        verdict = judge(scan.findings, counts, self.severity, self.ignore)
+        verdict = judge(scan.findings, scan.tally, self.severity, self.ignore)
         if not verdict.passed:
             names = ", ".join(f'"{f.name}"' for f in verdict.blocking[:3])
             raise StepFailed(

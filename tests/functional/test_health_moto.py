@@ -10,6 +10,7 @@ registered target as healthy without health-checking it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import re
@@ -22,7 +23,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from deploykit.aws import AwsFactory
-from deploykit.config import EnvConfig, Stacks
+from deploykit.config import EnvConfig, ImageScan, Stacks
 from deploykit.endpoints import STACK_ROLES, Endpoints
 from deploykit.health import HealthReport, Row, gather, render
 from deploykit.stacks import StackOutputs
@@ -584,3 +585,43 @@ def test_rollout_settings_events_and_a_failed_rollout_as_aws_reports_them(aws: A
             "a rollout is in progress: 2 deployments (PRIMARY car-rental-backend:1, ACTIVE car-rental-backend:2)",
         ),
     ]
+
+
+def test_the_live_images_scan_is_a_row_and_a_finding_of_high_or_worse_a_warning(aws: AwsFactory) -> None:
+    create_stacks(aws, STACKS.registry, STACKS.data, STACKS.auth, STACKS.fargate, STACKS.api)
+    create_service(aws, None)
+    ecr = aws.client("ecr")
+    # not in the registry (an image cleanup took it): said in its row, the rest of the report stands
+    report = gather(aws, ENV, None)
+    [row] = rows_of(report, "scan")
+    assert (row.name, row.status) == (SHA, "unknown") and "ECR's scan cannot be read" in row.detail
+    assert rows_of(report, "image")
+
+    ecr.create_repository(repositoryName="car-rental-backend")
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"})
+    ecr.put_image(repositoryName="car-rental-backend", imageManifest=manifest, imageTag=SHA)
+    [row] = rows_of(gather(aws, ENV, None), "scan")
+    assert row == Row(
+        "scan",
+        SHA,
+        "not scanned",
+        "ECR has no scan of it (aws ecr start-image-scan --repository-name car-rental-backend --image-id "
+        f"imageTag={SHA})",
+    )
+
+    ecr.start_image_scan(repositoryName="car-rental-backend", imageId={"imageTag": SHA})  # moto's: one HIGH finding
+    report = gather(aws, ENV, None)
+    assert rows_of(report, "scan") == [Row("scan", SHA, "COMPLETE", "1 HIGH")]
+    [finding] = [f for f in report.findings if "ECR's scan" in f.what]
+    assert finding.severity == "warning"
+    assert finding.what == (
+        f"the live image {SHA} has 1 finding(s) of HIGH or worse in ECR's scan: CVE-9999-9999 (HIGH, moto_fake 9.9.9)"
+    )
+    assert finding.next_step.startswith("update what they are in and deploy it (inv base-image --force, then inv")
+    assert re.search(rf"^scan +{SHA} +COMPLETE +1 HIGH$", render(report), re.M)
+
+    # the environment's gate says what counts, and what is accepted
+    gated = dataclasses.replace(ENV, image_scan=ImageScan("HIGH", ("CVE-9999-9999",)))
+    report = gather(AwsFactory(gated, session=new_session()), gated, None)
+    assert rows_of(report, "scan") == [Row("scan", SHA, "COMPLETE", "1 HIGH; accepted by deploy.toml: CVE-9999-9999")]
+    assert not [f for f in report.findings if "ECR's scan" in f.what]
