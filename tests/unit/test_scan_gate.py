@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploykit import auto, planner
-from deploykit.config import Config, ImageScan, ReleaseCommand, load_config, parse_config
+from deploykit.config import Config, ImageScan, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
 from deploykit.git import current_revision
 from deploykit.plan import Plan
@@ -20,6 +20,7 @@ from sandbox.ext.ecr_registry import ImageScans, ScanRecord, scan_answer
 from sandbox.server import Faults
 from tests.unit.test_auto_plan import INPUTS, change_set, shape
 from tests.unit.test_config import raw
+from tests.unit.test_release import with_release
 from tests.unit.test_stack_plans import names, with_lambdas  # noqa: F401 - a fixture
 
 GATE = ImageScan("HIGH", ("CVE-2023-4911",), 300)
@@ -28,7 +29,7 @@ GATE = ImageScan("HIGH", ("CVE-2023-4911",), 300)
 def gated(config: Config, *, release: bool = False) -> Config:
     env = dataclasses.replace(config.environment("sandbox"), image_scan=GATE)
     made = dataclasses.replace(config, environments={**config.environments, "sandbox": env})
-    return dataclasses.replace(made, release=ReleaseCommand(("python", "-m", "app.release"))) if release else made
+    return with_release(made) if release else made
 
 
 def gates(plan: Plan) -> list[ScanGate]:
