@@ -76,6 +76,8 @@ LATENCY_ROW = f"a, each AWS call {AWS_LATENCY * 1000:.0f} ms later (as far as AW
 APP_LATENCY_ROW = f"b again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
 RELEASE_ROW = "b again, with a release command (python -m app.release)"
 RELEASE = '\n[release]\ncommand = ["python", "-m", "app.release"]\n'
+SCAN_ROW = "b again, behind the image scan gate (HIGH; the sandbox's scan done at push)"
+SCAN_GATE = '\n[environments.sandbox.image_scan]\nseverity = "HIGH"\n'
 LAMBDA_LATENCY_ROW = f"c again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
 LAMBDA_APPLY = 1.5  # seconds: AWS applies a function's code update in 1-5 s; the sandbox, unless told, at once
 LAMBDA_APPLY_ROW = f"c again, Lambda applying the update in {LAMBDA_APPLY:g} s (as AWS)"
@@ -327,6 +329,12 @@ def scenarios(bench: Bench, cdk: list[str] | None) -> dict[str, float]:
         r[RELEASE_ROW] = bench.inv("deploy.auto")
         bench.waits["release (python -m app.release, in a one-off task)"] = bench.last_steps()["release"]
         bench.add("deploy.toml", toml, "no release command")
+        # what the image scan gate costs when ECR's scan is done by the time it asks (one request, here)
+        bench.add("deploy.toml", toml + SCAN_GATE, "the image scan gate")
+        bench.touch_backend(7)
+        r[SCAN_ROW] = bench.inv("deploy.auto")
+        bench.waits["scan-gate (the sandbox's scan done at push)"] = bench.last_steps()["scan-gate"]
+        bench.add("deploy.toml", toml, "no image scan gate")
     bench.edit(
         "lambda/health_handler/handler.py",
         'body = {"status": "ok", ',
