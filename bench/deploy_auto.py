@@ -76,7 +76,7 @@ LATENCY_ROW = f"a, each AWS call {AWS_LATENCY * 1000:.0f} ms later (as far as AW
 APP_LATENCY_ROW = f"b again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
 RELEASE_ROW = "b again, with a release command (python -m app.release)"
 RELEASE = '\n[release]\ncommand = ["python", "-m", "app.release"]\n'
-SCAN_ROW = "b again, behind the image scan gate (HIGH; the sandbox's scan done at push)"
+SCAN_ROW = "b again, behind the image scan gate (scan done at push)"
 SCAN_GATE = '\n[environments.sandbox.image_scan]\nseverity = "HIGH"\n'
 LAMBDA_LATENCY_ROW = f"c again, each AWS call {AWS_LATENCY * 1000:.0f} ms later"
 LAMBDA_APPLY = 1.5  # seconds: AWS applies a function's code update in 1-5 s; the sandbox, unless told, at once
