@@ -43,6 +43,7 @@ from deploykit import (
     planner,
     registry,
     restart,
+    scan_gate,
     stack_chain,
     synth,
     task_list,
@@ -1520,6 +1521,8 @@ def _revision_of(
             f"the image {repository}:{tag} is not in the registry of {env.name}: nothing was run",
             next_step="push it first (inv push, for this checkout's commit), or name a tag inv history lists",
         )
+    if env.image_scan.on and ecs.image_tag(taskdefs.image(current, env.container)) != tag:
+        _judged(runtime, aws, env, tag)
     arn, registered = ecs.revision_running(
         aws.client("ecs"), taskdefs, current, env.container, f"{repository}:{tag}", tag
     )
@@ -1528,6 +1531,20 @@ def _revision_of(
             f"   registered {ecs.revision_name(arn)} to run {tag} (from {ecs.revision_name(current)})\n"
         )
     return arn
+
+
+def _judged(runtime: Runtime, aws: AwsFactory, env: EnvConfig, tag: str) -> None:
+    """For ``inv run --image-tag`` in an environment with an image scan gate: ECR's scan of an image the service
+    does not run judged as a deploy's would be, before anything runs it (StepFailed, exit 1, when it does not pass)."""
+
+    def say(line: str) -> None:
+        runtime.stderr.write(line + "\n")
+
+    if scan_gate.skipped_by_hand():
+        say(f"   ${scan_gate.SKIP_ENV}=1: ECR's scan of {tag} not judged")
+        return
+    detail, _counted = scan_gate.image_judge(env, tag, "runs it").verdict(aws.client("ecr"), runtime.clock, say)
+    say(f"   ECR's scan of {tag}: {detail}")
 
 
 @heard_when_not_run(restart.TITLE)

@@ -27,7 +27,7 @@ from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
 from deploykit.plan import Sequence as StepSequence
 from deploykit.release import Release
-from deploykit.scan_gate import ScanGate
+from deploykit.scan_gate import ScanGate, image_judge
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import IMAGE_PARAMETER as IMAGE_PARAMETER  # the Fargate stack's input, named here too
 from deploykit.stack_chain import DeployStack, DestroyStack, Synthesize, UploadLambdaCode
@@ -169,23 +169,9 @@ def before_rollout(
     """What comes before image ``tag`` reaches the service: the gate on its scan ([environments.NAME.image_scan],
     deploykit.scan_gate), then the release command ([release], deploykit.release), each when there is one.
     ``by_stack``: the Fargate stack rolls the image out (and may create the service)."""
-    scan = env.image_scan
     gate: list[Step] = (
-        [
-            ScanGate(
-                env.cluster,
-                env.service,
-                env.container,
-                env.repository,
-                tag,
-                scan.severity,
-                scan.ignore,
-                scan.timeout,
-                env.poll_seconds,
-                by_stack=by_stack,
-            )
-        ]
-        if scan.on
+        [ScanGate(env.cluster, env.service, env.container, image_judge(env, tag), by_stack=by_stack)]
+        if env.image_scan.on
         else []
     )
     if not config.release.on:

@@ -10,8 +10,9 @@ is still in progress at the deadline stops the deploy too: the gate fails closed
 
 The step comes right before the image reaches the environment: before the release command (which runs the image)
 and roll-service in the app chain, before the Fargate stack when that stack deploys a new image (deploy.full,
-deploy.stack --image-tag, deploy.auto with the stack changed). It is skipped when the service already runs the
-image (it was judged as it went live), and never part of a rollback: that brings back an image that ran before, and
+deploy.stack --image-tag, deploy.auto with the stack changed); ``inv run --image-tag`` judges the image it is to
+run the same way (:class:`ImageJudge`). It is skipped when the service already runs the image (it was judged as it
+went live), and never part of a rollback: that brings back an image that ran before, and
 keeping a broken release in place for a finding in the one before it helps no one. Basic scanning's findings (a
 name, a severity, the package as attributes) and enhanced scanning's (Amazon Inspector: ``enhancedFindings``, their
 ``status``; a SUPPRESSED or CLOSED one does not count) are both read; an UNDEFINED or UNTRIAGED severity never stops
@@ -22,15 +23,15 @@ says so, and the history keeps it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
 
 from deploykit import ecs
-from deploykit.clock import backoff
-from deploykit.config import SEVERITIES
+from deploykit.clock import Clock, backoff
+from deploykit.config import SEVERITIES, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
@@ -172,29 +173,137 @@ def refusal(image: str, severity: str, verdict: Verdict) -> str:
 
 
 @dataclass(frozen=True)
-class ScanGate(Step):
-    """ECR's scan of ``repository:tag`` judged before the image runs here: findings of ``severity`` or worse that
-    ``ignore`` does not name stop the deploy."""
+class ImageJudge:
+    """The gate's judgement of one image, ``repository:tag``, by an environment's ``[image_scan]`` settings: the scan
+    waited for (asked for when ECR has none), then judged. The scan gate's step and ``inv run --image-tag`` use it."""
 
-    name: ClassVar[str] = "scan-gate"
-    cluster: str
-    service: str
-    container: str
     repository: str  # the ECR repository's name
     tag: str
     severity: str
     ignore: tuple[str, ...]
     timeout: float
     poll: float
-    # the Fargate stack rolls the image out, not roll-service: the service is read anew by the steps after
-    by_stack: bool = False
+    env_name: str
+    what: str = "deploys"  # what the way past it lets through: "DEPLOYKIT_SKIP_SCAN=1 deploys without the gate"
 
     @property
     def image(self) -> str:
         return f"{self.repository}:{self.tag}"
 
+    @property
+    def emergency(self) -> str:
+        return f"in an emergency, {SKIP_ENV}=1 {self.what} without the gate"
+
+    def verdict(
+        self,
+        client: Any,
+        clock: Clock,
+        say: Callable[[str], None],
+        status: Callable[[str], None] = lambda _state: None,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> tuple[str, str]:
+        """What the scan says once it passed (``passed: ...``), and its findings by severity (``1 HIGH, 2 LOW``);
+        StepFailed naming the findings that stop it, a scan
+        that cannot be judged, or one still in progress at the deadline. ``say``: a line for the person; ``status``:
+        the state while waiting; ``stopped``: the run was interrupted."""
+        scan = self._finished_scan(client, clock, say, status, stopped)
+        if scan.status not in JUDGED:
+            raise StepFailed(
+                f"ECR's scan of {self.image} cannot be judged: {scan.status}"
+                + (f" ({scan.description})" if scan.description else ""),
+                next_step=f"see aws ecr describe-image-scan-findings --repository-name {self.repository} --image-id "
+                f"imageTag={self.tag}; scan it again (aws ecr start-image-scan) and try again, or, {self.emergency}",
+            )
+        verdict = judge(scan.findings, scan.tally, self.severity, self.ignore)
+        if not verdict.passed:
+            names = ", ".join(f'"{f.name}"' for f in verdict.blocking[:3])
+            raise StepFailed(
+                refusal(self.image, self.severity, verdict),
+                next_step=f"update what they are in (the base image: inv base-image --force; the requirements) and "
+                f"deploy again; or, once reviewed, accept them in [environments.{self.env_name}.image_scan] ignore = "
+                f"[{names}]; {self.emergency}",
+            )
+        if verdict.accepted:
+            accepted = ", ".join(map(str, verdict.accepted))
+            return f"passed: {verdict.counted()}; accepted by deploy.toml: {accepted}", verdict.counted()
+        return f"passed: nothing of {self.severity} or worse ({verdict.counted()})", verdict.counted()
+
+    def _finished_scan(
+        self,
+        client: Any,
+        clock: Clock,
+        say: Callable[[str], None],
+        status: Callable[[str], None],
+        stopped: Callable[[], bool],
+    ) -> Scan:
+        """The scan once it is no longer in progress (one started when ECR has none); StepFailed at the deadline."""
+        start = clock.monotonic()
+        pauses = backoff(min(self.poll, 1.0), max(self.poll, 1.0))
+        asked = False
+        while True:
+            scan = read_scan(client, self.repository, self.tag)
+            elapsed = clock.monotonic() - start
+            if scan is None and not asked:
+                asked = True
+                self._start(client, say)
+            elif scan is not None and scan.status not in IN_PROGRESS:
+                if elapsed >= 1:
+                    say(f"   [{elapsed:6.1f}s] scan {scan.status}")
+                return scan
+            state = scan.status if scan is not None else "not started yet"
+            status(f"scan of {self.tag} {state}")
+            if stopped():
+                raise StepFailed("the run was interrupted while the scan was awaited", next_step="run it again")
+            if elapsed >= self.timeout:
+                raise StepFailed(
+                    f"ECR's scan of {self.image} is still {state} after {elapsed:.0f}s (image_scan timeout "
+                    f"{self.timeout:.0f}s)",
+                    next_step=f"try again when the scan is done (aws ecr describe-image-scan-findings "
+                    f"--repository-name {self.repository} --image-id imageTag={self.tag}), or raise [environments."
+                    f"{self.env_name}.image_scan] timeout; {self.emergency}",
+                )
+            clock.sleep(min(next(pauses), max(self.timeout - elapsed, 0.01)))
+
+    def _start(self, client: Any, say: Callable[[str], None]) -> None:
+        """Ask ECR to scan the image (a repository that does not scan on push); one already on its way is fine."""
+        try:
+            client.start_image_scan(repositoryName=self.repository, imageId={"imageTag": self.tag})
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") == "LimitExceededException":  # scanned today already: its scan is on its way
+                return
+            raise StepFailed(
+                f"ECR has no scan of {self.image} and would not start one: {error.get('Message', error.get('Code'))}",
+                next_step=f"turn on scan on push for {self.repository} (the registry stack does), or, {self.emergency}",
+            ) from None
+        say(f"   no scan of {self.image} yet: asked ECR for one (StartImageScan)")
+
+
+def image_judge(env: EnvConfig, tag: str, what: str = "deploys") -> ImageJudge:
+    """``env``'s judgement of its repository's image ``tag`` (its [image_scan] settings, its poll)."""
+    scan = env.image_scan
+    return ImageJudge(env.repository, tag, scan.severity, scan.ignore, scan.timeout, env.poll_seconds, env.name, what)
+
+
+@dataclass(frozen=True)
+class ScanGate(Step):
+    """ECR's scan of ``judge.image`` judged before the image runs here: findings of the environment's severity or
+    worse that its ``ignore`` does not name stop the deploy."""
+
+    name: ClassVar[str] = "scan-gate"
+    cluster: str
+    service: str
+    container: str
+    judge: ImageJudge
+    # the Fargate stack rolls the image out, not roll-service: the service is read anew by the steps after
+    by_stack: bool = False
+
+    @property
+    def image(self) -> str:
+        return self.judge.image
+
     def describe(self) -> str:
-        return f"judge ECR's scan of {self.image}: a finding of {self.severity} or worse stops the deploy"
+        return f"judge ECR's scan of {self.image}: a finding of {self.judge.severity} or worse stops the deploy"
 
     def interrupted(self) -> str:
         return f"it only reads the scan (and may have asked ECR for one); {self.service} was not changed"
@@ -203,31 +312,11 @@ class ScanGate(Step):
         if skipped_by_hand():
             return Outcome.skipped(f"${SKIP_ENV}=1: ECR's scan of {self.image} not judged", scan="not judged")
         if self._runs_already(ctx):
-            return Outcome.skipped(f"{self.service} already runs {self.tag}: its scan was judged as it went live")
-        client = ctx.aws.client("ecr")
-        scan = self._finished_scan(ctx, client)
-        if scan.status not in JUDGED:
-            raise StepFailed(
-                f"ECR's scan of {self.image} cannot be judged: {scan.status}"
-                + (f" ({scan.description})" if scan.description else ""),
-                next_step=f"see aws ecr describe-image-scan-findings --repository-name {self.repository} --image-id "
-                f"imageTag={self.tag}; scan it again (aws ecr start-image-scan) and deploy again, or, in an "
-                f"emergency, {SKIP_ENV}=1 deploys without the gate",
-            )
-        verdict = judge(scan.findings, scan.tally, self.severity, self.ignore)
-        if not verdict.passed:
-            names = ", ".join(f'"{f.name}"' for f in verdict.blocking[:3])
-            raise StepFailed(
-                refusal(self.image, self.severity, verdict),
-                next_step=f"update what they are in (the base image: inv base-image --force; the requirements) and "
-                f"deploy again; or, once reviewed, accept them in [environments.{ctx.env.name}.image_scan] ignore = "
-                f"[{names}]; in an emergency, {SKIP_ENV}=1 deploys without the gate",
-            )
-        if verdict.accepted:
-            detail = f"passed: {verdict.counted()}; accepted by deploy.toml: {', '.join(map(str, verdict.accepted))}"
-        else:
-            detail = f"passed: nothing of {self.severity} or worse ({verdict.counted()})"
-        return Outcome.done(detail, scan=verdict.counted())
+            return Outcome.skipped(f"{self.service} already runs {self.judge.tag}: its scan was judged as it went live")
+        detail, counted = self.judge.verdict(
+            ctx.aws.client("ecr"), ctx.clock, ctx.reporter.line, ctx.reporter.status, ctx.stop.is_set
+        )
+        return Outcome.done(detail, scan=counted)
 
     def _runs_already(self, ctx: Context) -> bool:
         """Whether the service's primary deployment runs the image (no service yet: no)."""
@@ -246,52 +335,8 @@ class ScanGate(Step):
             return False
         running = ecs.TaskDefinitions.of(ctx.aws).image(primary["taskDefinition"], self.container)
         repository = ecs.image_repository(running)
-        same = repository == self.repository or repository.endswith("/" + self.repository)
-        return same and ecs.image_tag(running) == self.tag
-
-    def _finished_scan(self, ctx: Context, client: Any) -> Scan:
-        """The scan once it is no longer in progress (one started when ECR has none); StepFailed at the deadline."""
-        start = ctx.clock.monotonic()
-        pauses = backoff(min(self.poll, 1.0), max(self.poll, 1.0))
-        asked = False
-        while True:
-            scan = read_scan(client, self.repository, self.tag)
-            elapsed = ctx.clock.monotonic() - start
-            if scan is None and not asked:
-                asked = True
-                self._start(ctx, client)
-            elif scan is not None and scan.status not in IN_PROGRESS:
-                if elapsed >= 1:
-                    ctx.reporter.line(f"   [{elapsed:6.1f}s] scan {scan.status}")
-                return scan
-            state = scan.status if scan is not None else "not started yet"
-            ctx.reporter.status(f"scan of {self.tag} {state}")
-            if ctx.stop.is_set():
-                raise StepFailed("the run was interrupted while the scan was awaited", next_step="deploy again")
-            if elapsed >= self.timeout:
-                raise StepFailed(
-                    f"ECR's scan of {self.image} is still {state} after {elapsed:.0f}s (image_scan timeout "
-                    f"{self.timeout:.0f}s)",
-                    next_step=f"deploy again when the scan is done (aws ecr describe-image-scan-findings "
-                    f"--repository-name {self.repository} --image-id imageTag={self.tag}), or raise [environments."
-                    f"{ctx.env.name}.image_scan] timeout; in an emergency, {SKIP_ENV}=1 deploys without the gate",
-                )
-            ctx.clock.sleep(min(next(pauses), max(self.timeout - elapsed, 0.01)))
-
-    def _start(self, ctx: Context, client: Any) -> None:
-        """Ask ECR to scan the image (a repository that does not scan on push); one already on its way is fine."""
-        try:
-            client.start_image_scan(repositoryName=self.repository, imageId={"imageTag": self.tag})
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if error.get("Code") == "LimitExceededException":  # scanned today already: its scan is on its way
-                return
-            raise StepFailed(
-                f"ECR has no scan of {self.image} and would not start one: {error.get('Message', error.get('Code'))}",
-                next_step=f"turn on scan on push for {self.repository} (the registry stack does), or, in an "
-                f"emergency, {SKIP_ENV}=1 deploys without the gate",
-            ) from None
-        ctx.reporter.line(f"   no scan of {self.image} yet: asked ECR for one (StartImageScan)")
+        same = repository == self.judge.repository or repository.endswith("/" + self.judge.repository)
+        return same and ecs.image_tag(running) == self.judge.tag
 
 
 def _counts(findings: Iterable[Finding]) -> dict[str, int]:

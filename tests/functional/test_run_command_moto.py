@@ -16,6 +16,7 @@ from deploykit import commands
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed, UsageError
+from tests.conftest import git
 from tests.functional.conftest import create_service, put_image
 from tests.functional.test_release_moto import RUNS, Agent
 
@@ -163,3 +164,32 @@ def test_an_image_the_registry_does_not_have_is_refused_and_nothing_runs(
     assert agent.run == []
     listed = factory.client("ecs").list_task_definitions(familyPrefix="car-rental-backend")["taskDefinitionArns"]
     assert listed == [service["taskDefinitionArn"]]  # nothing registered either
+
+
+def test_behind_a_scan_gate_an_image_the_scan_refuses_is_not_run(
+    project: Path, factory: AwsFactory, service: dict[str, Any]
+) -> None:
+    """[image_scan]: an image the service does not run is judged as a deploy would judge it before anything runs it
+    (moto's scan finds CVE-9999-9999, HIGH); accepted in deploy.toml, it runs."""
+    with (project / "deploy.toml").open("a") as toml:
+        toml.write('\n[environments.dev.image_scan]\nseverity = "HIGH"\n')
+    git(project, "commit", "-qam", "a scan gate")
+    put_image(factory, "abc123abc123")
+    agent = Writing(factory, ["migrated"])
+    with pytest.raises(StepFailed, match=r"has 1 finding\(s\) of HIGH or worse") as refused:
+        commands.run_command("true", env="dev", image_tag="abc123abc123", runtime=runtime(project, factory))
+    assert refused.value.exit_code == 1 and "DEPLOYKIT_SKIP_SCAN=1 runs it without the gate" in str(
+        refused.value.next_step
+    )
+    assert agent.run == []
+    listed = factory.client("ecs").list_task_definitions(familyPrefix="car-rental-backend")["taskDefinitionArns"]
+    assert listed == [service["taskDefinitionArn"]]  # nothing registered either
+
+    with (project / "deploy.toml").open("a") as toml:
+        toml.write('ignore = ["CVE-9999-9999"]\n')
+    git(project, "commit", "-qam", "CVE-9999-9999 accepted")
+    rt = runtime(project, factory)
+    assert commands.run_command("true", env="dev", image_tag="abc123abc123", runtime=rt)["ok"]
+    assert "   ECR's scan of abc123abc123: passed: 1 HIGH; accepted by deploy.toml: CVE-9999-9999" in (
+        rt.stderr.getvalue()  # type: ignore[attr-defined]
+    )

@@ -15,7 +15,7 @@ from deploykit.config import Config, ImageScan, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
 from deploykit.git import current_revision
 from deploykit.plan import Plan
-from deploykit.scan_gate import Finding, ScanGate, findings_of, judge, rank, refusal
+from deploykit.scan_gate import Finding, ImageJudge, ScanGate, findings_of, judge, rank, refusal
 from sandbox.ext.ecr_registry import ImageScans, ScanRecord, scan_answer
 from sandbox.server import Faults
 from tests.unit.test_auto_plan import INPUTS, change_set, shape
@@ -46,14 +46,10 @@ def test_the_app_chain_judges_the_scan_before_the_release_command_and_roll_servi
     plan = planner.app_chain_plan(on, on.environment("sandbox"), revision, stages, repository_uri=uri)
     assert [s.name for s in plan.steps] == ["register-taskdef", "scan-gate", "release", "roll-service", "wait-healthy"]
     (gate,) = gates(plan)
-    assert (gate.repository, gate.tag, gate.severity, gate.ignore, gate.timeout) == (
-        "car-rental-backend",
-        revision.tag,
-        "HIGH",
-        ("CVE-2023-4911",),
-        300,
+    assert gate.judge == ImageJudge(
+        "car-rental-backend", revision.tag, "HIGH", ("CVE-2023-4911",), 300, env.poll_seconds, "sandbox"
     )
-    assert not gate.by_stack and gate.poll == env.poll_seconds
+    assert not gate.by_stack
     assert auto.target_of(gate, env) == f"car-rental-backend:{revision.tag}"
     # a chain that does not roll the service judges nothing
     assert gates(planner.app_chain_plan(on, env, revision, ("build", "push"), repository_uri=uri)) == []
@@ -65,7 +61,7 @@ def test_a_new_image_through_the_fargate_stack_is_judged_first(with_lambdas: Pat
     full = planner.full_plan(config, env, revision, repository_uri="")
     assert names(full.steps[2]) == ["CarRentalApiStack", "fargate:scan-gate,release,deploy-stack"]
     (gate,) = gates(full)
-    assert gate.by_stack and gate.tag == revision.tag
+    assert gate.by_stack and gate.judge.tag == revision.tag
 
     def plan(stack: str, new_image: bool) -> list[str]:
         made = planner.deploy_stack_plan(config, env, stack, image_tag="abc", code_keys={}, new_image=new_image)
