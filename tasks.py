@@ -494,6 +494,21 @@ def tasks_list(c: Context, env: str | None = None, stopped: int = 10, json_: boo
 
 
 @task(
+    name="scan",
+    help={
+        "env": COMMON_HELP["env"],
+        "image-tag": "the image of the environment's repository to judge (default: this checkout's, as inv push tags)",
+        "json": "print the scan and its verdict as JSON on stdout",
+    },
+)
+@reports_errors
+def scan_image(c: Context, env: str | None = None, image_tag: str | None = None, json_: bool = False) -> None:
+    """ECR's scan of an image, judged as the scan gate judges a deploy's: its findings; exit 1 if refused."""
+    _ensure_sandbox(env)
+    commands.scan_image(env=env, image_tag=image_tag, as_json=json_)
+
+
+@task(
     name="restart",
     help={
         "env": COMMON_HELP["env"],
@@ -1170,6 +1185,7 @@ ns = Collection(
     show_logs,
     run_command,
     restart_app,
+    scan_image,
     tasks_list,
     show_endpoints,
     show_diff,

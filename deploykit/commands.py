@@ -1533,6 +1533,65 @@ def _revision_of(
     return arn
 
 
+SCAN_SHOWN = 20  # findings listed by inv scan (its --json lists them all)
+
+
+def scan_image(
+    *, env: str | None = None, image_tag: str | None = None, as_json: bool = False, runtime: Runtime | None = None
+) -> dict[str, Any]:
+    """``inv scan``: ECR's scan of an image of the environment's repository (this checkout's, as ``inv push`` names
+    it, unless ``image_tag``) judged as the environment's image scan gate judges it before a deploy (its severity,
+    HIGH without a gate; its ignore list): waited for while in progress, asked for when ECR has none; its findings,
+    most severe first. StepFailed (exit 1) when the gate would stop it; UsageError (exit 2) when the registry does not
+    have the image. Nothing changes but a scan asked for."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    tag = image_tag or _revision(config, allow_dirty=True).of("app").tag
+    gate = environment.image_scan
+    severity = gate.severity or "HIGH"
+    judge = dataclasses.replace(scan_gate.image_judge(environment, tag, "deploys it"), severity=severity)
+    aws = runtime.aws_factory(environment)
+
+    def say(line: str) -> None:
+        runtime.stderr.write(line + "\n")
+
+    with aws_errors(environment):
+        found = judge.finished(aws.client("ecr"), runtime.clock, say)
+    findings = sorted(found.findings, key=lambda f: (-scan_gate.rank(f.severity), f.name))
+    verdict = scan_gate.judge(findings, found.tally, severity, gate.ignore)
+    result = {
+        "environment": environment.name,
+        "image": judge.image,
+        "status": found.status,
+        "description": found.description,
+        "severity": severity,
+        "gate": gate.on,
+        "counts": dict(found.tally),
+        "findings": [dataclasses.asdict(f) for f in findings],
+        "blocking": [f.name for f in verdict.blocking],
+        "accepted": [f.name for f in verdict.accepted],
+        "passed": found.status in scan_gate.JUDGED and verdict.passed,
+    }
+    if as_json:
+        runtime.stdout.write(dumps(result) + "\n")
+    whose = (
+        f"{environment.name}'s image scan gate" if gate.on else f"{severity} (no image scan gate in {environment.name})"
+    )
+    say(f"🛡️  ECR's scan of {judge.image}: {found.status}, {verdict.counted()}; judged by {whose}")
+    if findings:
+        blocking, accepted = set(verdict.blocking), set(verdict.accepted)
+        rows = [
+            [f.name, f.severity, f.package, "stops a deploy" if f in blocking else "accepted" if f in accepted else ""]
+            for f in findings[:SCAN_SHOWN]
+        ]
+        say(tabulate(rows, headers=["finding", "severity", "package", "gate"], tablefmt="simple"))
+        if len(findings) > SCAN_SHOWN:
+            say(f"... and {len(findings) - SCAN_SHOWN} more (--json lists them all)")
+    detail, _counted = judge.judged(found)  # StepFailed when the gate would stop it
+    say(f"✅ {detail}")
+    return result
+
+
 def _judged(runtime: Runtime, aws: AwsFactory, env: EnvConfig, tag: str) -> None:
     """For ``inv run --image-tag`` in an environment with an image scan gate: ECR's scan of an image the service
     does not run judged as a deploy's would be, before anything runs it (StepFailed, exit 1, when it does not pass)."""

@@ -206,7 +206,10 @@ class ImageJudge:
         StepFailed naming the findings that stop it, a scan
         that cannot be judged, or one still in progress at the deadline. ``say``: a line for the person; ``status``:
         the state while waiting; ``stopped``: the run was interrupted."""
-        scan = self._finished_scan(client, clock, say, status, stopped)
+        return self.judged(self.finished(client, clock, say, status, stopped))
+
+    def judged(self, scan: Scan) -> tuple[str, str]:
+        """:meth:`verdict` of a scan read already (:meth:`finished`)."""
         if scan.status not in JUDGED:
             raise StepFailed(
                 f"ECR's scan of {self.image} cannot be judged: {scan.status}"
@@ -228,13 +231,13 @@ class ImageJudge:
             return f"passed: {verdict.counted()}; accepted by deploy.toml: {accepted}", verdict.counted()
         return f"passed: nothing of {self.severity} or worse ({verdict.counted()})", verdict.counted()
 
-    def _finished_scan(
+    def finished(
         self,
         client: Any,
         clock: Clock,
         say: Callable[[str], None],
-        status: Callable[[str], None],
-        stopped: Callable[[], bool],
+        status: Callable[[str], None] = lambda _state: None,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> Scan:
         """The scan once it is no longer in progress (one started when ECR has none); StepFailed at the deadline."""
         start = clock.monotonic()

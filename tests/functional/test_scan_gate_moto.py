@@ -6,6 +6,7 @@ one that failed, enhanced findings) where the test needs them."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from moto.ecs.models import ecs_backends
 from deploykit import commands
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
-from deploykit.errors import StepFailed
+from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
 from tests.conftest import git
 from tests.functional.conftest import REGION, create_service, put_image
@@ -267,3 +268,52 @@ def test_every_page_of_findings_is_read(gated: Path, factory: AwsFactory) -> Non
     Scans(factory, [scan("COMPLETE", *low, nextToken="page-2"), scan("COMPLETE", high)])
     with pytest.raises(StepFailed, match=r"CVE-2026-99 \(HIGH\)"):
         rollout(gated, factory)
+
+
+# -- inv scan ------------------------------------------------------------------------------------------------------
+
+
+def test_inv_scan_judges_this_checkouts_image_as_the_gate_would(project: Path, factory: AwsFactory) -> None:
+    """Without a gate: judged at HIGH; moto's scan (asked for: ECR had none) finds CVE-9999-9999, HIGH: exit 1,
+    the finding listed; the environment's gate says what counts and what is accepted."""
+    create_service(factory)
+    tag = current_revision(project).tag
+    put_image(factory, tag)
+    rt = runtime(project, factory)
+    with pytest.raises(StepFailed, match=r"has 1 finding\(s\) of HIGH or worse") as refused:
+        commands.scan_image(env="dev", as_json=True, runtime=rt)
+    assert refused.value.exit_code == 1
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"   no scan of car-rental-backend:{tag} yet: asked ECR for one (StartImageScan)" in said
+    heading = f"🛡️  ECR's scan of car-rental-backend:{tag}: COMPLETE, 1 HIGH; judged by HIGH (no image scan gate in dev)"
+    assert heading in said
+    assert "CVE-9999-9999  HIGH        moto_fake 9.9.9  stops a deploy" in said
+    printed = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    assert printed == {
+        "environment": "dev",
+        "image": f"car-rental-backend:{tag}",
+        "status": "COMPLETE",
+        "description": "The scan was completed successfully.",
+        "severity": "HIGH",
+        "gate": False,
+        "counts": {"HIGH": 1},
+        "findings": [{"name": "CVE-9999-9999", "severity": "HIGH", "package": "moto_fake 9.9.9", "status": "ACTIVE"}],
+        "blocking": ["CVE-9999-9999"],
+        "accepted": [],
+        "passed": False,
+    }
+
+    with_gate(project, severity="HIGH", ignore=["CVE-9999-9999"])
+    rt = runtime(project, factory)
+    result = commands.scan_image(env="dev", image_tag=tag, runtime=rt)
+    assert result["passed"] and result["accepted"] == ["CVE-9999-9999"] and result["gate"]
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "judged by dev's image scan gate" in said and "accepted" in said
+    assert "✅ passed: 1 HIGH; accepted by deploy.toml: CVE-9999-9999 (HIGH, moto_fake 9.9.9)" in said
+
+
+def test_inv_scan_of_an_image_the_registry_does_not_have_is_bad_input(project: Path, factory: AwsFactory) -> None:
+    create_service(factory)
+    with pytest.raises(UsageError, match="car-rental-backend:nope00000000 is not in the environment's registry") as bad:
+        commands.scan_image(env="dev", image_tag="nope00000000", runtime=runtime(project, factory))
+    assert bad.value.exit_code == 2 and "inv push" in (bad.value.next_step or "")
