@@ -224,6 +224,8 @@ def test_an_image_whose_scan_finds_a_high_vulnerability_never_runs(project: Path
         assert version_of(url) == live and running_tasks(project) == tasks
         assert lock_is_free(project)
         print(f"\na HIGH finding: stopped at the scan gate in {seconds:.1f}s\n{failed.value}")
+        with pytest.raises(StepFailed, match=r"CVE-2026-0001 \(HIGH, openssl 3.0.11\)"):  # inv scan says the same
+            commands.scan_image(runtime=quiet_runtime(project))
 
         toml.write_text(toml.read_text() + 'ignore = ["CVE-2026-0001"]\n')
         git(project, "commit", "-qam", "CVE-2026-0001 reviewed: accepted")
