@@ -1542,8 +1542,8 @@ def scan_image(
     """``inv scan``: ECR's scan of an image of the environment's repository (this checkout's, as ``inv push`` names
     it, unless ``image_tag``) judged as the environment's image scan gate judges it before a deploy (its severity,
     HIGH without a gate; its ignore list): waited for while in progress, asked for when ECR has none; its findings,
-    most severe first. StepFailed (exit 1) when the gate would stop it; UsageError (exit 2) when the registry does not
-    have the image. Nothing changes but a scan asked for."""
+    most severe first. StepFailed (exit 1) when the gate would refuse a deploy of it; UsageError (exit 2) when the
+    registry does not have the image. Nothing changes but a scan asked for."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     tag = image_tag or _revision(config, allow_dirty=True).of("app").tag
@@ -1587,14 +1587,17 @@ def scan_image(
         say(tabulate(rows, headers=["finding", "severity", "package", "gate"], tablefmt="simple"))
         if len(findings) > SCAN_SHOWN:
             say(f"... and {len(findings) - SCAN_SHOWN} more (--json lists them all)")
-    detail, _counted = judge.judged(found)  # StepFailed when the gate would stop it
+    try:
+        detail, _counted = judge.judged(found)
+    except UsageError as refused:  # what refuses a deploy fails this check (exit 1)
+        raise StepFailed(refused.message, next_step=refused.next_step) from None
     say(f"✅ {detail}")
     return result
 
 
 def _judged(runtime: Runtime, aws: AwsFactory, env: EnvConfig, tag: str) -> None:
     """For ``inv run --image-tag`` in an environment with an image scan gate: ECR's scan of an image the service
-    does not run judged as a deploy's would be, before anything runs it (StepFailed, exit 1, when it does not pass)."""
+    does not run judged as a deploy's would be, before anything runs it (refused, exit 2, when it does not pass)."""
 
     def say(line: str) -> None:
         runtime.stderr.write(line + "\n")

@@ -4,8 +4,9 @@
 ECR scans an image pushed to a repository that scans on push (the registry stack's does), or one asked for
 (StartImageScan). With ``severity = "HIGH"``, a deploy that brings a new image reads that scan (waits while it is
 in progress, up to ``timeout``) and goes on only when no finding of that severity or worse is left that ``ignore``
-does not name: otherwise it stops (exit 1) before the image runs anything, the old version serving on, and says
-which findings stopped it. A scan that cannot be judged (FAILED, UNSUPPORTED_IMAGE, FINDINGS_UNAVAILABLE, ...) or
+does not name: otherwise the deploy is refused (exit 2, as the other guards refuse: "refused" in the history, no
+failed deploy in ``inv report``) before the image runs anything, the old version serving on, and it says which
+findings stopped it. A scan that cannot be judged (FAILED, UNSUPPORTED_IMAGE, FINDINGS_UNAVAILABLE, ...) or
 is still in progress at the deadline stops the deploy too: the gate fails closed.
 
 The step comes right before the image reaches the environment: before the release command (which runs the image)
@@ -203,8 +204,8 @@ class ImageJudge:
         stopped: Callable[[], bool] = lambda: False,
     ) -> tuple[str, str]:
         """What the scan says once it passed (``passed: ...``), and its findings by severity (``1 HIGH, 2 LOW``);
-        StepFailed naming the findings that stop it, a scan
-        that cannot be judged, or one still in progress at the deadline. ``say``: a line for the person; ``status``:
+        UsageError (refused, exit 2) naming the findings that stop it; StepFailed for a scan that cannot be judged,
+        or one still in progress at the deadline. ``say``: a line for the person; ``status``:
         the state while waiting; ``stopped``: the run was interrupted."""
         return self.judged(self.finished(client, clock, say, status, stopped))
 
@@ -218,9 +219,9 @@ class ImageJudge:
                 f"imageTag={self.tag}; scan it again (aws ecr start-image-scan) and try again, or, {self.emergency}",
             )
         verdict = judge(scan.findings, scan.tally, self.severity, self.ignore)
-        if not verdict.passed:
+        if not verdict.passed:  # a guard's refusal (exit 2): nothing changed, the image is what must change
             names = ", ".join(f'"{f.name}"' for f in verdict.blocking[:3])
-            raise StepFailed(
+            raise UsageError(
                 refusal(self.image, self.severity, verdict),
                 next_step=f"update what they are in (the base image: inv base-image --force; the requirements) and "
                 f"deploy again; or, once reviewed, accept them in [environments.{self.env_name}.image_scan] ignore = "

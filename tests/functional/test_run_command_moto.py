@@ -176,9 +176,9 @@ def test_behind_a_scan_gate_an_image_the_scan_refuses_is_not_run(
     git(project, "commit", "-qam", "a scan gate")
     put_image(factory, "abc123abc123")
     agent = Writing(factory, ["migrated"])
-    with pytest.raises(StepFailed, match=r"has 1 finding\(s\) of HIGH or worse") as refused:
+    with pytest.raises(UsageError, match=r"has 1 finding\(s\) of HIGH or worse") as refused:
         commands.run_command("true", env="dev", image_tag="abc123abc123", runtime=runtime(project, factory))
-    assert refused.value.exit_code == 1 and "DEPLOYKIT_SKIP_SCAN=1 runs it without the gate" in str(
+    assert refused.value.exit_code == 2 and "DEPLOYKIT_SKIP_SCAN=1 runs it without the gate" in str(
         refused.value.next_step
     )
     assert agent.run == []

@@ -64,8 +64,9 @@ def test_a_finding_at_the_gates_severity_stops_the_deploy_before_the_service_cha
 ) -> None:
     with_gate(project, severity="HIGH")
     before = create_service(factory)
-    with pytest.raises(StepFailed) as failed:
+    with pytest.raises(UsageError) as failed:
         rollout(project, factory)
+    assert failed.value.exit_code == 2  # refused, as the other guards refuse: nothing changed
     message = str(failed.value)
     tag = current_revision(project).tag
     assert f"ECR's scan of car-rental-backend:{tag} has 1 finding(s) of HIGH or worse" in message
@@ -254,7 +255,7 @@ def test_enhanced_findings_count_unless_suppressed_or_closed(gated: Path, factor
         enhanced("CVE-2024-0002", "UNTRIAGED"),
     ]
     Scans(factory, [scan("ACTIVE", *findings, enhanced=True)])
-    with pytest.raises(StepFailed) as failed:
+    with pytest.raises(UsageError) as failed:
         rollout(gated, factory)
     message = str(failed.value)
     assert "has 1 finding(s) of HIGH or worse" in message
@@ -266,7 +267,7 @@ def test_every_page_of_findings_is_read(gated: Path, factory: AwsFactory) -> Non
     low = [{"name": f"CVE-2026-{n}", "severity": "LOW"} for n in range(3)]
     high = {"name": "CVE-2026-99", "severity": "HIGH"}
     Scans(factory, [scan("COMPLETE", *low, nextToken="page-2"), scan("COMPLETE", high)])
-    with pytest.raises(StepFailed, match=r"CVE-2026-99 \(HIGH\)"):
+    with pytest.raises(UsageError, match=r"CVE-2026-99 \(HIGH\)"):
         rollout(gated, factory)
 
 

@@ -17,7 +17,7 @@ import pytest
 from deploykit import commands, lock
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
-from deploykit.errors import StepFailed
+from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import all_records
 from sandbox import lifecycle
 from sandbox.settings import load_settings
@@ -211,11 +211,12 @@ def test_an_image_whose_scan_finds_a_high_vulnerability_never_runs(project: Path
     try:
         runtime = quiet_runtime(project)
         started = time.monotonic()
-        with pytest.raises(StepFailed) as failed:
+        with pytest.raises(UsageError) as failed:
             commands.deploy_auto(runtime=runtime)
         seconds = time.monotonic() - started
         printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
-        assert failed.value.exit_code == 1
+        assert failed.value.exit_code == 2  # refused, as the other guards refuse
+        assert commands.history_list(limit=1, runtime=quiet_runtime(project))[0].result == "refused"
         assert "has 1 finding(s) of HIGH or worse that deploy.toml does not accept (1 HIGH, 1 MEDIUM in all)" in (
             failed.value.message
         )
