@@ -12,8 +12,8 @@ is still in progress at the deadline stops the deploy too: the gate fails closed
 The step comes right before the image reaches the environment: before the release command (which runs the image)
 and roll-service in the app chain, before the Fargate stack when that stack deploys a new image (deploy.full,
 deploy.stack --image-tag, deploy.auto with the stack changed); ``inv run --image-tag`` judges the image it is to
-run the same way (:class:`ImageJudge`). It is skipped when the service already runs the image (it was judged as it
-went live), and never part of a rollback: that brings back an image that ran before, and
+run the same way, and ``inv scan`` any image (:class:`ImageJudge`). It is skipped when the service already runs the
+image (it was judged as it went live), and never part of a rollback: that brings back an image that ran before, and
 keeping a broken release in place for a finding in the one before it helps no one. Basic scanning's findings (a
 name, a severity, the package as attributes) and enhanced scanning's (Amazon Inspector: ``enhancedFindings``, their
 ``status``; a SUPPRESSED or CLOSED one does not count) are both read; an UNDEFINED or UNTRIAGED severity never stops
@@ -176,7 +176,8 @@ def refusal(image: str, severity: str, verdict: Verdict) -> str:
 @dataclass(frozen=True)
 class ImageJudge:
     """The gate's judgement of one image, ``repository:tag``, by an environment's ``[image_scan]`` settings: the scan
-    waited for (asked for when ECR has none), then judged. The scan gate's step and ``inv run --image-tag`` use it."""
+    waited for (asked for when ECR has none), then judged. The scan gate's step, ``inv run --image-tag`` and ``inv
+    scan`` use it."""
 
     repository: str  # the ECR repository's name
     tag: str
@@ -205,8 +206,8 @@ class ImageJudge:
     ) -> tuple[str, str]:
         """What the scan says once it passed (``passed: ...``), and its findings by severity (``1 HIGH, 2 LOW``);
         UsageError (refused, exit 2) naming the findings that stop it; StepFailed for a scan that cannot be judged,
-        or one still in progress at the deadline. ``say``: a line for the person; ``status``:
-        the state while waiting; ``stopped``: the run was interrupted."""
+        or one still in progress at the deadline. ``say``: a line for the person; ``status``: the state while
+        waiting; ``stopped``: the run was interrupted."""
         return self.judged(self.finished(client, clock, say, status, stopped))
 
     def judged(self, scan: Scan) -> tuple[str, str]:

@@ -448,3 +448,45 @@ def test_an_image_is_promoted_byte_for_byte_within_the_registry_and_to_another(
     stale = oci.Registry(harness.front, ("AWS", "not-the-token"))
     with pytest.raises(oci.RegistryError, match=r"refused to let us read the manifest .*-dev:abc123 \(401"):
         oci.copy_image(stale, dev, front, f"{repository_name}-other", "abc123")
+
+
+def test_scans_of_images_on_push_and_asked_for_once_a_day(harness: Harness, repository_name: str) -> None:
+    """A repository without scan on push: no scan until StartImageScan (IN_PROGRESS, then COMPLETE with the
+    rehearsal's findings as they were when it started), and not twice a day; one with scan on push scans each push."""
+    create(harness, repository_name)
+    digest, error = harness.push("a", repository_name, "v1", harness.token())
+    assert error == "" and digest is not None
+    image = {"imageTag": "v1"}
+    with pytest.raises(ClientError) as missing:
+        harness.ecr.describe_image_scan_findings(repositoryName=repository_name, imageId=image)
+    assert missing.value.response["Error"]["Code"] == "ScanNotFoundException"
+
+    faults = harness.extension.sandbox.faults  # type: ignore[union-attr]
+    faults.rehearse_scans([{"name": "CVE-2026-7", "severity": "CRITICAL", "package": "glibc"}], 0.5)
+    started = harness.ecr.start_image_scan(repositoryName=repository_name, imageId=image)
+    assert started["imageScanStatus"] == {"status": "IN_PROGRESS"}
+    assert started["imageId"] == {"imageDigest": digest, "imageTag": "v1"}
+    faults.rehearse_scans([], 0)  # a later change of the rehearsal leaves this scan as it started
+    early = harness.ecr.describe_image_scan_findings(repositoryName=repository_name, imageId=image)
+    assert early["imageScanStatus"]["status"] == "IN_PROGRESS"
+    time.sleep(0.6)
+    done = harness.ecr.describe_image_scan_findings(repositoryName=repository_name, imageId={"imageDigest": digest})
+    assert done["imageScanStatus"]["status"] == "COMPLETE"
+    assert done["imageScanFindings"]["findingSeverityCounts"] == {"CRITICAL": 1}
+    [finding] = done["imageScanFindings"]["findings"]
+    assert (finding["name"], finding["severity"]) == ("CVE-2026-7", "CRITICAL")
+    assert finding["attributes"] == [{"key": "package_name", "value": "glibc"}]
+    with pytest.raises(ClientError) as again:
+        harness.ecr.start_image_scan(repositoryName=repository_name, imageId=image)
+    assert again.value.response["Error"]["Code"] == "LimitExceededException"
+
+    harness.ecr.put_image_scanning_configuration(
+        repositoryName=repository_name, imageScanningConfiguration={"scanOnPush": True}
+    )
+    digest_b, error = harness.push("b", repository_name, "v2", harness.token())
+    assert error == "" and digest_b is not None
+    scanned = harness.ecr.describe_image_scan_findings(repositoryName=repository_name, imageId={"imageTag": "v2"})
+    assert scanned["imageScanStatus"]["status"] == "COMPLETE" and scanned["imageScanFindings"]["findings"] == []
+    with pytest.raises(ClientError) as unknown:
+        harness.ecr.describe_image_scan_findings(repositoryName=repository_name, imageId={"imageTag": "nope"})
+    assert unknown.value.response["Error"]["Code"] == "ImageNotFoundException"
