@@ -318,6 +318,9 @@ class ImageScan:
     # findings accepted (CVE-2023-4911, ...): each one reviewed, as deploy.toml's commits are
     ignore: tuple[str, ...] = ()
     timeout: float = 600.0  # seconds a scan still in progress is waited for (ECR's basic scans: seconds to minutes)
+    # a basic scan older than this many days is made again before it is judged (0: judged at any age): an image
+    # scanned weeks ago and deployed now is judged on what is known now (ECR scans an image once a day at most)
+    rescan_after_days: float = 0.0
 
     @property
     def on(self) -> bool:
@@ -330,6 +333,8 @@ def scan_problem(scan: ImageScan) -> str | None:
         return f'severity must be one of {", ".join(reversed(SEVERITIES))} (or "": no gate), not {scan.severity!r}'
     if scan.timeout <= 0:
         return f"timeout must be more than 0 seconds, not {scan.timeout:g}"
+    if scan.rescan_after_days < 0:
+        return f"rescan_after_days must be 0 (judged at any age) or more, not {scan.rescan_after_days:g}"
     blank = [name for name in scan.ignore if not name.strip()]
     if blank:
         return 'ignore holds an empty name: list findings by name, e.g. ["CVE-2023-4911"]'

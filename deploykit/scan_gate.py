@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
@@ -124,6 +125,11 @@ class Scan:
     description: str = ""
     findings: tuple[Finding, ...] = ()
     counts: Mapping[str, int] | None = None
+    completed_at: datetime | None = None  # imageScanCompletedAt: when a basic scan was made
+
+    def older_than(self, moment: datetime) -> bool:
+        """Whether this is a finished scan made before ``moment``."""
+        return self.status == "COMPLETE" and self.completed_at is not None and self.completed_at < moment
 
     @property
     def tally(self) -> Mapping[str, int]:
@@ -158,8 +164,15 @@ def read_scan(client: Any, repository: str, tag: str) -> Scan | None:
         request["nextToken"] = token
     assert first is not None  # the loop reads a page before it ends
     state = first.get("imageScanStatus") or {}
-    counts = (first.get("imageScanFindings") or {}).get("findingSeverityCounts")
-    return Scan(str(state.get("status", "")), str(state.get("description", "")), tuple(findings), counts)
+    found = first.get("imageScanFindings") or {}
+    completed = found.get("imageScanCompletedAt")
+    return Scan(
+        str(state.get("status", "")),
+        str(state.get("description", "")),
+        tuple(findings),
+        found.get("findingSeverityCounts"),
+        completed if isinstance(completed, datetime) else None,
+    )
 
 
 def refusal(image: str, severity: str, verdict: Verdict) -> str:
@@ -187,6 +200,7 @@ class ImageJudge:
     poll: float
     env_name: str
     what: str = "deploys"  # what the way past it lets through: "DEPLOYKIT_SKIP_SCAN=1 deploys without the gate"
+    rescan_after: float = 0.0  # seconds: a basic scan older than this is made again first (0: judged at any age)
 
     @property
     def image(self) -> str:
@@ -241,16 +255,24 @@ class ImageJudge:
         status: Callable[[str], None] = lambda _state: None,
         stopped: Callable[[], bool] = lambda: False,
     ) -> Scan:
-        """The scan once it is no longer in progress (one started when ECR has none); StepFailed at the deadline."""
+        """The scan once it is no longer in progress (one started when ECR has none, or when its basic scan is older
+        than ``rescan_after``); StepFailed at the deadline."""
         start = clock.monotonic()
         pauses = backoff(min(self.poll, 1.0), max(self.poll, 1.0))
         asked = False
+        replaced: datetime | None = None  # a scan asked for again: the one it replaces, until ECR shows the new one
         while True:
             scan = read_scan(client, self.repository, self.tag)
             elapsed = clock.monotonic() - start
-            if scan is None and not asked:
+            stale = self._stale(scan, clock) if not asked else None
+            if (scan is None or stale is not None) and not asked:
                 asked = True
-                self._start(client, say)
+                if self._start(client, say, stale):
+                    replaced = stale
+                elif scan is not None:  # scanned today already (LimitExceeded): the scan there is judged
+                    return scan
+            elif scan is not None and replaced is not None and scan.older_than(replaced + timedelta(seconds=1)):
+                scan = None  # the scan asked for is not shown yet: the old one is still there
             elif scan is not None and scan.status not in IN_PROGRESS:
                 if elapsed >= 1:
                     say(f"   [{elapsed:6.1f}s] scan {scan.status}")
@@ -269,25 +291,53 @@ class ImageJudge:
                 )
             clock.sleep(min(next(pauses), max(self.timeout - elapsed, 0.01)))
 
-    def _start(self, client: Any, say: Callable[[str], None]) -> None:
-        """Ask ECR to scan the image (a repository that does not scan on push); one already on its way is fine."""
+    def _stale(self, scan: Scan | None, clock: Clock) -> datetime | None:
+        """When ``scan`` was made, if it is a basic scan older than ``rescan_after``; else None."""
+        if scan is None or self.rescan_after <= 0 or scan.completed_at is None:
+            return None
+        return scan.completed_at if scan.older_than(clock.now() - timedelta(seconds=self.rescan_after)) else None
+
+    def _start(self, client: Any, say: Callable[[str], None], stale: datetime | None = None) -> bool:
+        """Ask ECR to scan the image (a repository that does not scan on push; a scan older than ``rescan_after``);
+        False when ECR scanned it today already (one on its way, or the one there is today's)."""
         try:
             client.start_image_scan(repositoryName=self.repository, imageId={"imageTag": self.tag})
         except ClientError as exc:
             error = exc.response.get("Error", {})
             if error.get("Code") == "LimitExceededException":  # scanned today already: its scan is on its way
-                return
+                if stale is not None:
+                    made = f"{stale:%Y-%m-%d %H:%M} UTC"
+                    say(f"   ECR will not scan {self.image} again today: the scan of {made} is judged")
+                return False
             raise StepFailed(
                 f"ECR has no scan of {self.image} and would not start one: {error.get('Message', error.get('Code'))}",
                 next_step=f"turn on scan on push for {self.repository} (the registry stack does), or, {self.emergency}",
             ) from None
-        say(f"   no scan of {self.image} yet: asked ECR for one (StartImageScan)")
+        if stale is None:
+            say(f"   no scan of {self.image} yet: asked ECR for one (StartImageScan)")
+        else:
+            days = self.rescan_after / 86400
+            say(
+                f"   ECR's scan of {self.image} is from {stale:%Y-%m-%d %H:%M} UTC, older than {days:g} day(s) "
+                "(image_scan rescan_after_days): asked ECR for a new one (StartImageScan)"
+            )
+        return True
 
 
 def image_judge(env: EnvConfig, tag: str, what: str = "deploys") -> ImageJudge:
     """``env``'s judgement of its repository's image ``tag`` (its [image_scan] settings, its poll)."""
     scan = env.image_scan
-    return ImageJudge(env.repository, tag, scan.severity, scan.ignore, scan.timeout, env.poll_seconds, env.name, what)
+    return ImageJudge(
+        env.repository,
+        tag,
+        scan.severity,
+        scan.ignore,
+        scan.timeout,
+        env.poll_seconds,
+        env.name,
+        what,
+        scan.rescan_after_days * 86400,
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -168,14 +168,16 @@ def _answer(answer: dict[str, Any]) -> tuple[AWSResponse, dict[str, Any]]:
     return AWSResponse("", status, {}, None), answer  # type: ignore[arg-type]
 
 
-def scan(status: str, *findings: dict[str, Any], enhanced: bool = False, **more: Any) -> dict[str, Any]:
+def scan(
+    status: str, *findings: dict[str, Any], enhanced: bool = False, completed: datetime | None = None, **more: Any
+) -> dict[str, Any]:
     answer: dict[str, Any] = {"imageScanStatus": {"status": status, "description": more.pop("description", "")}}
     if findings or status in ("COMPLETE", "ACTIVE"):
         counts: dict[str, int] = {}
         for finding in findings:
             counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
         answer["imageScanFindings"] = {
-            "imageScanCompletedAt": datetime.now(UTC),
+            "imageScanCompletedAt": completed or datetime.now(UTC),
             "findingSeverityCounts": counts,
             ("enhancedFindings" if enhanced else "findings"): list(findings),
         }
@@ -233,6 +235,53 @@ def test_a_scan_ecr_says_is_on_its_way_is_waited_for(gated: Path, factory: AwsFa
     report = rollout(gated, factory)
     assert report.records[1].detail == "passed: nothing of HIGH or worse (no findings)"
     assert scans.started == 1  # asked once only
+
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)  # FakeClock's start
+OLD = {"name": "CVE-2025-1", "severity": "MEDIUM", "attributes": []}  # what a month-old scan knew
+NEW = {"name": "CVE-2025-2", "severity": "HIGH", "attributes": []}  # what is known now
+
+
+def test_a_scan_older_than_rescan_after_days_is_made_again_and_the_new_one_judged(
+    project: Path, factory: AwsFactory
+) -> None:
+    with_gate(project, severity="HIGH", rescan_after_days=7)
+    before = create_service(factory)
+    month_old = scan("COMPLETE", OLD, completed=NOW - timedelta(days=31))
+    fresh = scan("COMPLETE", OLD, NEW, completed=NOW + timedelta(seconds=3))
+    # ECR may show the old scan a moment longer after it was asked for a new one
+    scans = Scans(factory, [month_old, month_old, scan("IN_PROGRESS"), fresh])
+    rt = runtime(project, factory)
+    put_image(factory, current_revision(project).tag)
+    with pytest.raises(UsageError, match=r"CVE-2025-2 \(HIGH\)"):  # what is known now, not what the old scan knew
+        commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=rt)
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "is from 2025-12-01 00:00 UTC, older than 7 day(s) (image_scan rescan_after_days): asked ECR" in said
+    assert scans.started == 1 and scans.described == 4
+    assert running(factory) == before["taskDefinitionArn"]
+
+
+def test_a_scan_within_rescan_after_days_is_judged_as_it_is(project: Path, factory: AwsFactory) -> None:
+    with_gate(project, severity="HIGH", rescan_after_days=7)
+    create_service(factory)
+    scans = Scans(factory, [scan("COMPLETE", OLD, completed=NOW - timedelta(days=2))])
+    report = rollout(project, factory)
+    assert report.records[1].detail == "passed: nothing of HIGH or worse (1 MEDIUM)"
+    assert scans.started == 0
+
+
+def test_a_stale_scan_ecr_will_not_redo_today_is_judged_as_it_is(project: Path, factory: AwsFactory) -> None:
+    with_gate(project, severity="HIGH", rescan_after_days=0.5)
+    create_service(factory)
+    once_a_day = {"Error": {"Code": "LimitExceededException", "Message": "The scan quota per image has been exceeded"}}
+    scans = Scans(factory, [scan("COMPLETE", OLD, completed=NOW - timedelta(hours=13))], start=once_a_day)
+    rt = runtime(project, factory)
+    put_image(factory, current_revision(project).tag)
+    report = commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=rt)
+    assert report.records[1].detail == "passed: nothing of HIGH or worse (1 MEDIUM)"
+    assert scans.started == 1
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "ECR will not scan car-rental-backend:" in said and "again today: the scan of 2025-12-31 11:00 UTC" in said
 
 
 def enhanced(name: str, severity: str, status: str = "ACTIVE") -> dict[str, Any]:

@@ -352,7 +352,7 @@ def test_the_commented_environments_of_the_repositorys_deploy_toml_are_valid_onc
     uncommented = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in commented.splitlines())
     config = parse_config(tomllib.loads(text + "\n" + uncommented), REPO / "deploy.toml")
     assert {"dev", "prod"} <= set(config.environments) and list(config.patterns) == ["dev-*"]
-    assert config.environment("prod").image_scan == ImageScan("HIGH", (), 600.0)
+    assert config.environment("prod").image_scan == ImageScan("HIGH", (), 600.0, 7.0)
     alice = config.environment("dev-alice")
     assert (alice.cluster, alice.stacks.registry, alice.promote_from) == (
         "car-rental-dev-alice",

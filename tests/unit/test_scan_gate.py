@@ -23,7 +23,7 @@ from tests.unit.test_config import raw
 from tests.unit.test_release import with_release
 from tests.unit.test_stack_plans import names, with_lambdas  # noqa: F401 - a fixture
 
-GATE = ImageScan("HIGH", ("CVE-2023-4911",), 300)
+GATE = ImageScan("HIGH", ("CVE-2023-4911",), 300)  # rescan_after_days 0: judged at any age
 
 
 def gated(config: Config, *, release: bool = False) -> Config:
@@ -47,7 +47,7 @@ def test_the_app_chain_judges_the_scan_before_the_release_command_and_roll_servi
     assert [s.name for s in plan.steps] == ["register-taskdef", "scan-gate", "release", "roll-service", "wait-healthy"]
     (gate,) = gates(plan)
     assert gate.judge == ImageJudge(
-        "car-rental-backend", revision.tag, "HIGH", ("CVE-2023-4911",), 300, env.poll_seconds, "sandbox"
+        "car-rental-backend", revision.tag, "HIGH", ("CVE-2023-4911",), 300, env.poll_seconds, "sandbox", "deploys", 0
     )
     assert not gate.by_stack
     assert auto.target_of(gate, env) == f"car-rental-backend:{revision.tag}"
@@ -156,10 +156,17 @@ def test_the_image_scan_table_is_checked() -> None:
     data = raw()
     data["environments"]["dev"]["image_scan"] = {"severity": "HIGH", "ignore": ["CVE-2023-4911"]}
     scan = parse_config(data, Path("deploy.toml")).environment("dev").image_scan
-    assert (scan.on, scan.severity, scan.ignore, scan.timeout) == (True, "HIGH", ("CVE-2023-4911",), 600.0)
+    assert (scan.on, scan.severity, scan.ignore, scan.timeout, scan.rescan_after_days) == (
+        True,
+        "HIGH",
+        ("CVE-2023-4911",),
+        600.0,
+        0.0,
+    )
     for bad, message in (
         ({"severity": "high"}, r"image_scan\.severity must be one of CRITICAL, HIGH, MEDIUM, LOW, INFORMATIONAL"),
         ({"severity": "HIGH", "timeout": 0}, r"image_scan\.timeout must be more than 0 seconds, not 0"),
+        ({"severity": "HIGH", "rescan_after_days": -1}, r"image_scan\.rescan_after_days must be 0 .* or more, not -1"),
         ({"severity": "HIGH", "ignore": [" "]}, r"image_scan\.ignore holds an empty name"),
         ({"severity": "HIGH", "ignore": "CVE-1"}, r"'environments\.dev\.image_scan\.ignore' must be a list of strings"),
         ({"level": "HIGH"}, r"unknown key 'environments\.dev\.image_scan\.level'"),
