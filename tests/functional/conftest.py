@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from deploykit import commands
 from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
 from deploykit.plan import Context, Outcome, Step
 
 REGION = "eu-west-1"
+
+
+def moto_runtime(
+    project: Path,
+    factory: AwsFactory,
+    *,
+    stdout: io.StringIO | None = None,
+    clock: FakeClock | None = None,
+) -> commands.Runtime:
+    """A command's runtime on ``project``'s deploy.toml with ``factory``'s AWS (moto): its output kept (stdout,
+    stderr), a fake clock, and no Docker engine (a command that reaches for one fails the test)."""
+    return commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=stdout or io.StringIO(),
+        stderr=io.StringIO(),
+        clock=clock or FakeClock(),
+        aws_factory=lambda _env: factory,
+        docker_factory=Mock(side_effect=AssertionError("this command must not touch Docker")),
+    )
 
 
 @pytest.fixture

@@ -23,17 +23,7 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from tests.conftest import git
 from tests.functional.conftest import CONTAINER, asked, create_service, held_across, put_image
-
-
-def runtime(project: Path, factory: AwsFactory, stdout: io.StringIO | None = None) -> commands.Runtime:
-    return commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=stdout or io.StringIO(),
-        stderr=io.StringIO(),
-        clock=FakeClock(),
-        aws_factory=lambda _env: factory,
-        docker_factory=Mock(side_effect=AssertionError("these stages must not touch Docker")),
-    )
+from tests.functional.conftest import moto_runtime as runtime
 
 
 def revisions(factory: AwsFactory) -> list[str]:
@@ -75,7 +65,9 @@ def test_register_taskdef_changes_only_the_image_and_is_idempotent(project: Path
     revision = current_revision(project)
     put_image(factory, revision.tag)
     out = io.StringIO()
-    report = commands.app_chain(["register-taskdef"], env="dev", as_json=True, runtime=runtime(project, factory, out))
+    report = commands.app_chain(
+        ["register-taskdef"], env="dev", as_json=True, runtime=runtime(project, factory, stdout=out)
+    )
     assert report is not None and report.records[0].status == "done"
     arns = revisions(factory)
     assert len(arns) == 2
@@ -235,7 +227,7 @@ def test_dry_run_changes_nothing(project: Path, factory: AwsFactory) -> None:
             env="dev",
             dry_run=True,
             as_json=True,
-            runtime=runtime(project, factory, out),
+            runtime=runtime(project, factory, stdout=out),
         )
         is None
     )

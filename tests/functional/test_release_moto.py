@@ -4,11 +4,9 @@ answers for the one-off tasks, ending each as the test says when deploykit first
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest.mock import Mock
 
 import pytest
 from botocore.awsrequest import AWSResponse
@@ -16,12 +14,12 @@ from moto.ecs.models import ecs_backends
 
 from deploykit import commands
 from deploykit.aws import AwsFactory
-from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed
 from deploykit.git import current_revision
 from deploykit.release import STARTED_BY
 from tests.conftest import git
 from tests.functional.conftest import REGION, create_service, put_image
+from tests.functional.conftest import moto_runtime as runtime
 
 ACCOUNT = "123456789012"  # moto's
 COMMAND = '["python", "-m", "app.release"]'
@@ -95,17 +93,6 @@ def release_project(project: Path) -> Path:
         toml.write(f"\n[release]\ncommand = {COMMAND}\ntimeout = 30\n")
     git(project, "commit", "-qam", "a release command")
     return project
-
-
-def runtime(project: Path, factory: AwsFactory, stderr: io.StringIO | None = None) -> commands.Runtime:
-    return commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=stderr or io.StringIO(),
-        clock=FakeClock(),
-        aws_factory=lambda _env: factory,
-        docker_factory=Mock(side_effect=AssertionError("these stages must not touch Docker")),
-    )
 
 
 def service(factory: AwsFactory) -> dict[str, Any]:

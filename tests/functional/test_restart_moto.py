@@ -6,21 +6,19 @@ test_restart_scripted."""
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import datetime
 from pathlib import Path
-from unittest.mock import Mock
 
 import pytest
 from moto.ecs.models import ecs_backends
 
 from deploykit import commands, history
 from deploykit.aws import AwsFactory
-from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.report import Report
 from tests.functional.conftest import REGION, create_service
+from tests.functional.conftest import moto_runtime as runtime
 
 ACCOUNT = "123456789012"  # moto's
 
@@ -32,17 +30,6 @@ def steady(factory: AwsFactory) -> str:
     service.deployments[0].update(rolloutState="COMPLETED", runningCount=2, pendingCount=0)
     service.running_count = 2
     return str(service.deployments[0]["id"])
-
-
-def runtime(project: Path, factory: AwsFactory) -> commands.Runtime:
-    return commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=FakeClock(),
-        aws_factory=lambda _env: factory,
-        docker_factory=Mock(side_effect=AssertionError("a restart builds nothing")),
-    )
 
 
 def test_a_restart_is_recorded_at_the_commit_it_runs_and_changes_no_live_record(

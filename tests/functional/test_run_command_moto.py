@@ -4,7 +4,6 @@ one-off task (moto cannot run one of an awsvpc task definition)."""
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed, UsageError
 from tests.conftest import git
-from tests.functional.conftest import create_service, put_image
+from tests.functional.conftest import create_service, moto_runtime, put_image
 from tests.functional.test_release_moto import RUNS, Agent
 
 NOW = datetime.now(UTC)
@@ -43,13 +42,7 @@ class Writing(Agent):
 
 
 def runtime(project: Path, factory: AwsFactory) -> commands.Runtime:
-    return commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=FakeClock(start=NOW),
-        aws_factory=lambda _env: factory,
-    )
+    return moto_runtime(project, factory, clock=FakeClock(start=NOW))
 
 
 @pytest.fixture

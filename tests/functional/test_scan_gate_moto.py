@@ -5,13 +5,11 @@ one that failed, enhanced findings) where the test needs them."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest.mock import Mock
 
 import pytest
 from botocore.awsrequest import AWSResponse
@@ -24,6 +22,7 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
 from tests.conftest import git
 from tests.functional.conftest import REGION, create_service, put_image
+from tests.functional.conftest import moto_runtime as runtime
 
 ACCOUNT = "123456789012"  # moto's
 
@@ -36,21 +35,12 @@ def with_gate(project: Path, **settings: Any) -> Path:
     return project
 
 
-def runtime(project: Path, factory: AwsFactory, clock: FakeClock | None = None) -> commands.Runtime:
-    return commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=clock or FakeClock(),
-        aws_factory=lambda _env: factory,
-        docker_factory=Mock(side_effect=AssertionError("these stages must not touch Docker")),
-    )
-
-
 def rollout(project: Path, factory: AwsFactory, *, push: bool = True, clock: FakeClock | None = None) -> Any:
     if push:
         put_image(factory, current_revision(project).tag)
-    return commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory, clock))
+    return commands.app_chain(
+        ["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory, clock=clock)
+    )
 
 
 def running(factory: AwsFactory) -> str:

@@ -6,7 +6,6 @@ memory: the test registers one such revision in the family, as an ``inv run`` ta
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from moto.ecs.models import ecs_backends
 
 from deploykit import commands
 from deploykit.aws import AwsFactory
-from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from tests.functional.conftest import ARTIFACTS_BUCKET, CONTAINER, REGION, create_service
+from tests.functional.conftest import moto_runtime as runtime
 
 ACCOUNT = "123456789012"  # moto's
 FAMILY = "car-rental-backend"
@@ -28,16 +27,6 @@ FAMILY = "car-rental-backend"
 
 def arn(revision: int) -> str:
     return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{FAMILY}:{revision}"
-
-
-def runtime(project: Path, factory: AwsFactory) -> commands.Runtime:
-    return commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=FakeClock(),
-        aws_factory=lambda _env: factory,
-    )
 
 
 def register(factory: AwsFactory, count: int, **more: Any) -> None:
