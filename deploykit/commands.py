@@ -1605,7 +1605,8 @@ def _judged(runtime: Runtime, aws: AwsFactory, env: EnvConfig, tag: str) -> None
     if scan_gate.skipped_by_hand():
         say(f"   ${scan_gate.SKIP_ENV}=1: ECR's scan of {tag} not judged")
         return
-    detail, _counted = scan_gate.image_judge(env, tag, "runs it").verdict(aws.client("ecr"), runtime.clock, say)
+    judge = scan_gate.image_judge(env, tag, "runs it")
+    detail, _counted = judge.judged(judge.finished(aws.client("ecr"), runtime.clock, say))
     say(f"   ECR's scan of {tag}: {detail}")
 
 

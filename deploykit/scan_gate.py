@@ -210,22 +210,10 @@ class ImageJudge:
     def emergency(self) -> str:
         return f"in an emergency, {SKIP_ENV}=1 {self.what} without the gate"
 
-    def verdict(
-        self,
-        client: Any,
-        clock: Clock,
-        say: Callable[[str], None],
-        status: Callable[[str], None] = lambda _state: None,
-        stopped: Callable[[], bool] = lambda: False,
-    ) -> tuple[str, str]:
-        """What the scan says once it passed (``passed: ...``), and its findings by severity (``1 HIGH, 2 LOW``);
-        UsageError (refused, exit 2) naming the findings that stop it; StepFailed for a scan that cannot be judged,
-        or one still in progress at the deadline. ``say``: a line for the person; ``status``: the state while
-        waiting; ``stopped``: the run was interrupted."""
-        return self.judged(self.finished(client, clock, say, status, stopped))
-
     def judged(self, scan: Scan) -> tuple[str, str]:
-        """:meth:`verdict` of a scan read already (:meth:`finished`)."""
+        """What the scan (:meth:`finished`) says once it passed (``passed: ...``), and its findings by severity (``1
+        HIGH, 2 LOW``); UsageError (refused, exit 2) naming the findings that stop it; StepFailed for a scan that
+        cannot be judged."""
         if scan.status not in JUDGED:
             raise StepFailed(
                 f"ECR's scan of {self.image} cannot be judged: {scan.status}"
@@ -256,7 +244,8 @@ class ImageJudge:
         stopped: Callable[[], bool] = lambda: False,
     ) -> Scan:
         """The scan once it is no longer in progress (one started when ECR has none, or when its basic scan is older
-        than ``rescan_after``); StepFailed at the deadline."""
+        than ``rescan_after``); StepFailed at the deadline. ``say``: a line for the person; ``status``: the state
+        while waiting; ``stopped``: the run was interrupted."""
         start = clock.monotonic()
         pauses = backoff(min(self.poll, 1.0), max(self.poll, 1.0))
         asked = False
@@ -368,9 +357,10 @@ class ScanGate(Step):
             return Outcome.skipped(f"${SKIP_ENV}=1: ECR's scan of {self.image} not judged", scan="not judged")
         if self._runs_already(ctx):
             return Outcome.skipped(f"{self.service} already runs {self.judge.tag}: its scan was judged as it went live")
-        detail, counted = self.judge.verdict(
+        scan = self.judge.finished(
             ctx.aws.client("ecr"), ctx.clock, ctx.reporter.line, ctx.reporter.status, ctx.stop.is_set
         )
+        detail, counted = self.judge.judged(scan)
         return Outcome.done(detail, scan=counted)
 
     def _runs_already(self, ctx: Context) -> bool:
