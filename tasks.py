@@ -537,6 +537,53 @@ def restart_app(
 
 
 @task(
+    name="pause",
+    help={
+        "env": COMMON_HELP["env"],
+        "reason": "why, for who finds it paused (inv health, inv envs, the history)",
+        "dry-run": COMMON_HELP["dry-run"],
+        "json": COMMON_HELP["json"],
+        **YES_HELP,
+    },
+)
+@reports_errors
+def pause_app(
+    c: Context, env: str | None = None, reason: str = "", dry_run: bool = False, json_: bool = False, yes: bool = False
+) -> None:
+    """Scale the service to 0 tasks while nobody works on it (nights, weekends); the count kept for inv resume.
+
+    The load balancer, the API, its Lambdas and the data stay; the ALB answers 503 meanwhile. Any deploy wakes it
+    first. Refused in a protected environment. Holds the lock and is recorded in the history."""
+    if not dry_run:
+        _ensure_sandbox(env)
+    commands.pause_app(env=env, reason=reason, dry_run=dry_run, as_json=json_, runtime=commands.Runtime(assume_yes=yes))
+
+
+@task(
+    name="resume",
+    help={
+        "env": COMMON_HELP["env"],
+        "dry-run": COMMON_HELP["dry-run"],
+        "json": COMMON_HELP["json"],
+        "smoke": "run the checks once the tasks serve (--no-smoke leaves them out)",
+        **YES_HELP,
+    },
+)
+@reports_errors
+def resume_app(
+    c: Context,
+    env: str | None = None,
+    dry_run: bool = False,
+    json_: bool = False,
+    smoke: bool = True,
+    yes: bool = False,
+) -> None:
+    """Scale a paused service back to the count it ran; wait until its tasks serve; smoke."""
+    _ensure_sandbox(env)  # even a dry run reads whether it is paused
+    commands.resume_app(env=env, smoke=smoke, dry_run=dry_run, as_json=json_, runtime=commands.Runtime(assume_yes=yes))
+
+
+@task(
     name="logs",
     help={
         "env": COMMON_HELP["env"],
@@ -1185,6 +1232,8 @@ ns = Collection(
     show_logs,
     run_command,
     restart_app,
+    pause_app,
+    resume_app,
     scan_image,
     tasks_list,
     show_endpoints,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -501,10 +502,12 @@ def await_rollout(
     timeout: float,
     poll: float,
     deployment: str = "",
+    since: datetime | None = None,
 ) -> tuple[ecs.Verdict, str]:
     """Wait for the rollout of ``image`` (or of ``deployment``, by id: a restart) with the step's reporter; the
     verdict, and for a failure the last line the task that explains it wrote (its last lines shown; "" when it
-    wrote none), for the failure's message to end with."""
+    wrote none), for the failure's message to end with. ``since``: what counts starts then (a wake:
+    :meth:`ecs.RolloutWaiter.wait`)."""
     taskdefs = ecs.TaskDefinitions.of(ctx.aws)
     waiter = ecs.RolloutWaiter(
         ctx.aws.client("ecs"),
@@ -522,6 +525,7 @@ def await_rollout(
         timeout=timeout,
         poll=poll,
         deployment=deployment,
+        since=since,
     )
     if verdict.state == "healthy":
         return verdict, ""

@@ -40,6 +40,7 @@ from deploykit import (
     markdown,
     oneoff,
     overview,
+    pause,
     planner,
     registry,
     restart,
@@ -67,7 +68,7 @@ from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
 from deploykit.images import docker_client
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps
+from deploykit.plan import Context, Executor, Plan, RunReport, Step, describe_plan, dumps, in_background
 from deploykit.plugins import Plugins, get_plugin_manager, observe, review_stack_changes
 from deploykit.stack_chain import PART_MIN, UploadLambdaCode, template_url
 from deploykit.stacks import (
@@ -244,7 +245,7 @@ def run_plan(
     lock was taken); when the record read under the lock differs (another deploy finished in between), the run
     stops before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live
     changed and nothing recorded, for the command to start again (:func:`until_unlocked`)."""
-    if dry_run:
+    if dry_run:  # reads nothing: a wake of a paused environment is not shown (deploy.auto's dry run shows it)
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
         else:
@@ -252,7 +253,12 @@ def run_plan(
         return None
     aws = aws or runtime.aws_factory(env)
     _confirmed(runtime, env, plan)
+    # a deploy wakes a paused environment first: whether it is paused is read while the lock is taken
+    pausing = in_background(partial(pause.read, aws, env), "pause") if pause.may_wake(plan) else None
     with _deploy_lock(runtime, aws, env, plan):
+        if pausing is not None:
+            with aws_errors(env):
+                plan = pause.woken(plan, pausing.result(), env)
         reporter = Reporter(runtime.stderr, clock=runtime.clock)
         plugins = load_plugins(runtime, config)
         ctx = Context(
@@ -1630,6 +1636,73 @@ def restart_app(
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
+@heard_when_not_run(pause.PAUSE_TITLE)
+def pause_app(
+    *,
+    env: str | None = None,
+    reason: str = "",
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """The service scaled to 0 tasks, the count it ran kept in the environment (deploykit.pause); refused in a
+    protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if environment.protected:
+        raise UsageError(
+            f"environment {environment.name!r} is protected in deploy.toml; pausing it would take its app down",
+            next_step="pause development environments only; a protected one scales in its Fargate stack's settings",
+        )
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
+    plan = pause.pause_plan(environment, tag, history.actor(), reason.strip())
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+@heard_when_not_run(pause.RESUME_TITLE)
+def resume_app(
+    *,
+    env: str | None = None,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """A paused service scaled back to the count it ran, waited for until it serves; then smoke. Not paused: said,
+    nothing to do (exit 0); a service at 0 tasks that inv pause did not pause: UsageError (its count is not known)."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        kept, desired = pause.read_state(aws, environment)
+    paused = pause.in_force(kept, desired)
+    if desired is None:
+        raise UsageError(
+            f"{environment.name} has no service {environment.service} to resume",
+            next_step=f"deploy it: inv deploy.full --env {environment.name}",
+        )
+    if paused is None:
+        if desired == 0:
+            raise UsageError(
+                f"{environment.service} in {environment.name} runs no task, but inv pause did not pause it: the count "
+                "to come back to is not known",
+                next_step=f"deploy the Fargate stack (inv deploy.stack {environment.stacks.fargate} --env "
+                f"{environment.name}) for its count, or: aws ecs update-service --cluster {environment.cluster} "
+                f"--service {environment.service} --desired-count N",
+            )
+        runtime.stderr.write(
+            f"☀️  {environment.name} is not paused: {environment.service} wants {desired} task(s); nothing to do\n"
+        )
+        if as_json:
+            runtime.stdout.write(nothing_to_do_json(environment.name, pause.RESUME_TITLE) + "\n")
+        return None
+    tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
+    plan = pause.resume_plan(environment, paused, tag, smoke=smoke)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
 @heard_when_not_run("deploy.full")
 def deploy_full(
     *,
@@ -1809,7 +1882,7 @@ def health_report(
 def _deploys_read(
     config: Config, aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None, clock: Clock
 ) -> dict[str, Any] | Exception | None:
-    """For :func:`_deploys_health`: the newest run, the deploy lock, the freeze, and what runs other than
+    """For :func:`_deploys_health`: the newest run, the deploy lock, the freeze, the pause, and what runs other than
     deploykit's last deploy of it left (``unverified``), read at once; None without an artifacts bucket; the error
     when the history cannot be read."""
     unverified: dict[str, str] = {}
@@ -1822,9 +1895,10 @@ def _deploys_read(
             "newest": partial(store.records, 1),
             "lock": env_lock.read,
             "freeze": partial(freeze.read, aws, env, store.bucket),
+            "pause": partial(pause.read_object, aws, env, store.bucket),
             "live": partial(auto.live_components, aws, config, env, endpoints, unverified),
         }
-        return {**at_once(reads), "unverified": unverified}  # one round trip for the four
+        return {**at_once(reads), "unverified": unverified}  # one round trip for them all
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         return exc
 
@@ -1832,7 +1906,8 @@ def _deploys_read(
 def _deploys_health(
     runtime: Runtime, env: EnvConfig, read: dict[str, Any] | Exception | None, report: health.HealthReport
 ) -> None:
-    """Add the last recorded run, the deploy lock and a freeze in force to ``report``, and a finding for each
+    """Add the last recorded run, the deploy lock, a freeze in force and a pause to ``report`` (a paused service's
+    missing tasks are the pause's one finding, not broken), and a finding for each
     component that runs something else than deploykit's last deploy of it left (the app's service another image, a
     stack or a Lambda version changed outside deploykit: what deploy.auto deploys again), as :func:`_deploys_read`
     read them; nothing when there is no artifacts bucket."""
@@ -1852,6 +1927,18 @@ def _deploys_health(
     if frozen is not None:
         by = "deploy.toml" if frozen.window else frozen.owner
         report.rows.append(health.Row("deploy freeze", by, "frozen", f"{frozen.describe(env.name)}; deploys refused"))
+    paused = pause.in_force(read["pause"], report.desired)
+    if paused is not None:  # what explains the service's missing tasks: said once, as what it is
+        report.rows.append(health.Row("pause", paused.owner, "paused", f"{paused.describe(env.name)}"))
+        report.findings = [f for f in report.findings if f.cause != health.NO_TASKS]
+        findings = [
+            *findings,
+            health.Finding(
+                "warning",
+                f"{paused.describe(env.name)}: no task runs, the ALB answers 503",
+                f"inv resume --env {env.name} starts {paused.tasks} again (any deploy wakes it too)",
+            ),
+        ]
     report.findings += findings
     report.findings += [
         health.Finding(
@@ -2462,6 +2549,7 @@ class Analysis:
     # the live record as read (component → {sha, when, record, ...}): what a plan from this analysis was made from
     entries: dict[str, dict[str, str]] = field(default_factory=dict)
     frozen: freeze.Freeze | None = None  # the environment's freeze, while it holds
+    paused: pause.Pause | None = None  # the environment's pause, while it holds: a deploy wakes it first
 
     def closing_lines(self) -> list[str]:
         """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), and
@@ -2474,6 +2562,11 @@ class Analysis:
         if self.frozen is not None:
             lines.append(
                 f"❄️  {self.frozen.describe(self.env.name)}: a deploy is refused until it ends (a rollback is not)"
+            )
+        if self.paused is not None:
+            lines.append(
+                f"⏸  {self.paused.describe(self.env.name)}: a deploy wakes it first ({self.paused.tasks}), and it "
+                "stays awake"
             )
         return lines
 
@@ -2511,8 +2604,9 @@ def analyse(
             reads["records"] = partial(_newest_records, aws, environment, runtime)
         if environment.promote_from:  # what the environment it takes releases from runs, read meanwhile
             reads["source"] = partial(read_source, runtime, config, environment.promote_from)
-        if found_endpoints is not None:  # said in the analysis; a deploy checks it again under the lock
+        if found_endpoints is not None:  # said in the analysis; a deploy checks them again under the lock
             reads["freeze"] = partial(freeze.read, aws, environment)
+            reads["pause"] = partial(pause.read, aws, environment)
         read = at_once(reads)
     live: dict[str, str | None] = read["live"]
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
@@ -2540,6 +2634,7 @@ def analyse(
         drifted,
         entries,
         freeze.in_force(read.get("freeze"), environment, runtime.clock.now()),
+        read.get("pause"),
     )
 
 
@@ -2791,6 +2886,7 @@ def deploy_auto(
             if plan
             else plan
         )
+        plan = pause.woken(plan, a.paused, a.env)  # a paused environment woken first
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None

@@ -712,10 +712,15 @@ class RolloutWaiter:
         timeout: float,
         poll: float,
         deployment: str = "",
+        since: datetime | None = None,
     ) -> Verdict:
-        """``deployment``: wait for that deployment (by id) rather than for any running ``image`` (a restart)."""
+        """``deployment``: wait for that deployment (by id) rather than for any running ``image`` (a restart).
+        ``since``: only what happened from then on counts, events and stopped tasks, though the deployment is older
+        (a paused service scaled up again: the tasks its pause stopped are not failures); by default, from when the
+        deployment was made."""
         start = self.clock.monotonic()
-        since = self.clock.now()
+        fixed = since is not None
+        since = since or self.clock.now()
         seen_events: set[str] = set()
         seen_ours_primary = False
         last_summary = ""
@@ -726,7 +731,7 @@ class RolloutWaiter:
             polled = self.clock.monotonic()
             elapsed = polled - start
             try:
-                snapshot = self.snapshot(cluster, service, container, image, since, deployment)
+                snapshot = self.snapshot(cluster, service, container, image, since, deployment, fixed=fixed)
             except ClientError as exc:
                 if not is_throttling(exc):
                     raise
@@ -741,7 +746,7 @@ class RolloutWaiter:
                 primary = primary_deployment(snapshot.service)
                 if primary is not None and is_ours(primary, snapshot.images, image, deployment):
                     seen_ours_primary = True
-                    if first and isinstance(primary.get("createdAt"), datetime):
+                    if first and not fixed and isinstance(primary.get("createdAt"), datetime):
                         since = min(since, primary["createdAt"])
                 first = False
                 for event in new_events(snapshot.service, seen_events, since):
@@ -763,11 +768,21 @@ class RolloutWaiter:
             self.clock.sleep(max(0.0, interval - (self.clock.monotonic() - polled)))
 
     def snapshot(
-        self, cluster: str, service_name: str, container: str, image: str, since: datetime, deployment: str = ""
+        self,
+        cluster: str,
+        service_name: str,
+        container: str,
+        image: str,
+        since: datetime,
+        deployment: str = "",
+        *,
+        fixed: bool = False,
     ) -> Snapshot:
         """The service, then at once what it says to look at: the running tasks of our PRIMARY, the stopped ones
         of our deployment, the health of its target groups (three round trips, not six one after the other).
-        ``deployment`` (a restart: the tasks it replaces run the same revision): only the tasks it started."""
+        ``deployment`` (a restart: the tasks it replaces run the same revision): only the tasks it started.
+        ``fixed``: only tasks stopped from ``since`` on are ours (a wake: the deployment's tasks a pause stopped
+        before it are not)."""
         service = describe_service(self.ecs, cluster, service_name)
         images: dict[str, str] = {}
         arns = [d.get("taskDefinition", "") for d in service.get("deployments", [])] + [service["taskDefinition"]]
@@ -804,8 +819,10 @@ class RolloutWaiter:
             if task.get("taskDefinitionArn") not in our_arns:
                 continue
             stopped_at = task.get("stoppedAt")
-            recent = isinstance(stopped_at, datetime) and stopped_at >= since and not deployment
-            if task.get("startedBy") in our_ids or recent:
+            since_then = isinstance(stopped_at, datetime) and stopped_at >= since
+            if fixed and not since_then:
+                continue
+            if task.get("startedBy") in our_ids or (since_then and not deployment):
                 stopped.append(task)
         health = {group: found[group] for group in groups if group in found}
         targets = target_states(health, groups, running)

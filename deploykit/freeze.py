@@ -18,20 +18,16 @@ said and overridden the same way; ``inv unfreeze`` does not end it.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from deploykit import stored
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
-from deploykit.history import find_artifacts_bucket
-from deploykit.stacks import is_not_there
 
 PREFIX = "deploykit/freeze/"
 OVERRIDE_ENV = "DEPLOYKIT_ALLOW_FROZEN"
@@ -57,43 +53,30 @@ class Freeze:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Freeze:
-        since = _moment(data.get("since")) or datetime.fromtimestamp(0).astimezone()
-        return cls(str(data.get("owner") or "?"), str(data.get("reason") or "?"), since, _moment(data.get("until")))
+        since = stored.moment(data.get("since")) or datetime.fromtimestamp(0).astimezone()
+        until = stored.moment(data.get("until"))
+        return cls(str(data.get("owner") or "?"), str(data.get("reason") or "?"), since, until)
 
     def holds(self, now: datetime) -> bool:
         """Whether the environment is frozen at ``now`` (a freeze with an ``until`` in the past is over)."""
         return self.until is None or now < self.until
 
     def describe(self, env: str) -> str:
-        until = f" until {_shown(self.until)}" if self.until else " until inv unfreeze"
+        until = f" until {stored.shown(self.until)}" if self.until else " until inv unfreeze"
         by = f"deploy.toml's freeze window {self.window}" if self.window else self.owner
-        return f"{env} is frozen by {by} since {_shown(self.since)}{until}: {self.reason}"
+        return f"{env} is frozen by {by} since {stored.shown(self.since)}{until}: {self.reason}"
 
 
-def in_force(stored: Freeze | None, env: EnvConfig, now: datetime) -> Freeze | None:
-    """What freezes ``env`` at ``now``: ``stored`` (inv freeze's, as read) while it holds, else the first of its
+def in_force(kept: Freeze | None, env: EnvConfig, now: datetime) -> Freeze | None:
+    """What freezes ``env`` at ``now``: ``kept`` (inv freeze's, as read) while it holds, else the first of its
     freeze windows that ``now`` is in (deploy.toml), else None."""
-    if stored is not None and stored.holds(now):
-        return stored
+    if kept is not None and kept.holds(now):
+        return kept
     for window in env.freeze_windows:
         around = window.around(now)
         if around is not None:
             return Freeze("deploy.toml", window.reason, around[0], around[1], window=str(window))
     return None
-
-
-def _moment(value: object) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.astimezone()
-
-
-def _shown(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def key(env: str) -> str:
@@ -102,45 +85,17 @@ def key(env: str) -> str:
 
 def read(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> Freeze | None:
     """The environment's freeze as stored (over or not); None when there is none, or no artifacts bucket yet."""
-    bucket = bucket or find_artifacts_bucket(aws, env)
-    if not bucket:
-        return None
-    try:
-        answer = aws.client("s3").get_object(Bucket=bucket, Key=key(env.name))
-    except ClientError as exc:
-        if is_not_there(exc):
-            return None
-        raise
-    try:
-        data = json.loads(answer["Body"].read())
-    except ValueError:
-        data = {}
-    return Freeze.from_json(data if isinstance(data, dict) else {})
+    data = stored.read_json(aws, env, key(env.name), bucket)
+    return None if data is None else Freeze.from_json(data)
 
 
 def write(aws: AwsFactory, env: EnvConfig, freeze: Freeze) -> None:
     """Freeze the environment (a freeze already there is replaced). UsageError when it has no artifacts bucket."""
-    aws.client("s3").put_object(
-        Bucket=_bucket(aws, env),
-        Key=key(env.name),
-        Body=json.dumps(freeze.to_json(), indent=2).encode(),
-        ContentType="application/json",
-    )
+    stored.write_json(aws, env, key(env.name), freeze.to_json(), nothing_to="freeze")
 
 
 def delete(aws: AwsFactory, env: EnvConfig) -> None:
-    aws.client("s3").delete_object(Bucket=_bucket(aws, env), Key=key(env.name))
-
-
-def _bucket(aws: AwsFactory, env: EnvConfig) -> str:
-    bucket = find_artifacts_bucket(aws, env)
-    if not bucket:
-        raise UsageError(
-            f"environment {env.name!r} has no artifacts bucket yet (its registry stack {env.stacks.registry} is not "
-            "deployed): there is nothing to freeze",
-            next_step=f"deploy it first: inv deploy.full --env {env.name}",
-        )
-    return bucket
+    stored.delete(aws, env, key(env.name), nothing_to="freeze")
 
 
 def overridden(environ: Mapping[str, str] | None = None) -> bool:

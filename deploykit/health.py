@@ -82,6 +82,14 @@ class Finding:
     severity: Severity
     what: str
     next_step: str
+    # what it comes from, when something else may explain it: NO_TASKS (a paused service wants none)
+    cause: str = field(default="", compare=False)
+
+    def to_json(self) -> dict[str, str]:
+        return {"severity": self.severity, "what": self.what, "next_step": self.next_step}
+
+
+NO_TASKS = "no tasks"
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,7 @@ class HealthReport:
     recommendations: list[Recommendation] = field(default_factory=list)
     live_image: str | None = None
     live_sha: str | None = None
+    desired: int | None = None  # the service's desired count; None: no service read
     # function (its folder name) → (its Lambda function name, the versions its live alias routes a share to beside
     # its own): a canary running, or one cut short
     shifting: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
@@ -121,7 +130,7 @@ class HealthReport:
             "live_image": self.live_image,
             "live_sha": self.live_sha,
             "rows": [asdict(r) for r in self.rows],
-            "findings": [asdict(f) for f in self.findings],
+            "findings": [f.to_json() for f in self.findings],
             "recommendations": [asdict(r) for r in self.recommendations],
         }
 
@@ -276,7 +285,9 @@ def service_findings(service: Mapping[str, Any], cluster: str, env_name: str) ->
     running, desired, pending = _counts(service)
     if desired == 0:
         findings.append(
-            Finding("warning", f"service {name} wants 0 tasks: nothing serves the ALB", f"look at it: {describe}")
+            Finding(
+                "warning", f"service {name} wants 0 tasks: nothing serves the ALB", f"look at it: {describe}", NO_TASKS
+            )
         )
     elif running < desired:
         waiting = f"{pending} pending tasks" if pending else "no pending tasks"
@@ -430,7 +441,11 @@ def target_findings(name: str, arn: str, descriptions: list[Mapping[str, Any]], 
     )
     reasons = "; ".join(target_reasons(descriptions))
     if not descriptions:
-        return [Finding("broken", f"target group {name} has no registered targets: the ALB serves nothing", next_step)]
+        return [
+            Finding(
+                "broken", f"target group {name} has no registered targets: the ALB serves nothing", next_step, NO_TASKS
+            )
+        ]
     if not counts.get("healthy"):
         return [Finding("broken", f"no healthy target in target group {name} ({reasons})", next_step)]
     if counts.get("unhealthy"):
@@ -549,6 +564,7 @@ def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> Heal
         report.shifting.update(piece.shifting)
         report.live_image = report.live_image or piece.live_image
         report.live_sha = report.live_sha or piece.live_sha
+        report.desired = piece.desired if report.desired is None else report.desired
     if endpoints is None:
         report.rows.append(Row("api stage", "-", MISSING, "unknown: the stacks' outputs cannot be resolved"))
         report.rows.append(Row("lambda", "-", MISSING, "unknown: the stacks' outputs cannot be resolved"))
@@ -614,6 +630,7 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = N
     described = at_once({arn: partial(_image_of, task_definitions, arn, env.container) for arn in arns})  # a rollout's
     images = {arn: found for arn, found in described.items() if isinstance(found, str)}  # two at once
     problems = [found.message for found in described.values() if isinstance(found, UsageError)]
+    report.desired = int(service.get("desiredCount") or 0)
     report.rows.extend(service_rows(service, env.cluster, images))
     report.findings.extend(service_findings(service, env.cluster, env.name))
     report.recommendations.extend(service_recommendations(service))

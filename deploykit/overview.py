@@ -4,9 +4,9 @@ For each environment: what it runs, per component (the app, each Lambda function
 how far that commit is from this checkout's HEAD; its last recorded run; who holds its deploy lock. "Is my change
 in staging yet?" and "what would prod get from main?" become one command. What runs is the environment's live record
 (what ``inv history`` lists under "live now"), written by every successful deploy; the position against HEAD comes
-from this clone's git history. Per environment that is one stack read and three S3 reads, every environment read at
-once; an environment whose AWS cannot be read (another account, no credentials, an endpoint down) is shown with the
-reason and the others are still read.
+from this clone's git history; a freeze and a pause are said. Per environment that is one stack read, four S3 reads
+and one of its service, every environment read at once; an environment whose AWS cannot be read (another account, no
+credentials, an endpoint down) is shown with the reason and the others are still read.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from deploykit import changes, freeze, git
+from deploykit import changes, freeze, git, pause
 from deploykit.auto import NEWEST_RUNS, deploying_again, with_deciding_runs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.clock import Clock
@@ -102,6 +102,7 @@ class EnvView:
     last_run: Record | None = None
     lock: LockInfo | None = None
     frozen: Freeze | None = None  # its freeze, while it holds
+    paused: pause.Pause | None = None  # its pause, while it holds
     # promote_from: the environment it takes releases from, and what that one runs that this one does not yet
     # (component → "N changed path(s)", "new" or "?"); None: not compared (no promote_from, or either not read)
     promoted_from: str = ""
@@ -133,6 +134,7 @@ class EnvView:
             "last_run": self.last_run.to_json() if self.last_run else None,
             "lock": self.lock.to_json() if self.lock else None,
             "freeze": self.frozen.to_json() if self.frozen else None,
+            "pause": self.paused.to_json() if self.paused else None,
             "promotion": {"from": self.promoted_from, "waiting": self.waiting} if self.promoted_from else None,
             "made_from": self.made_from or None,
             "idle_days": self.idle_days,
@@ -149,6 +151,7 @@ class Read:
     records: list[Record]
     lock: LockInfo | None
     frozen: Freeze | None = None  # its freeze, while it holds
+    paused: pause.Pause | None = None  # its pause, while it holds
     # reads the runs of these ids (History.records_by_id): the older runs that left a changed component live, for
     # the rollback guard (auto.deciding_runs); None: none are read
     older: Callable[[Sequence[str]], list[Record]] | None = field(default=None, compare=False, repr=False)
@@ -181,7 +184,8 @@ def made_from(aws: AwsFactory, config: Config, pattern: str) -> dict[str, tuple[
 
 
 def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | None:
-    """The live record, the newest records, the lock and the freeze of ``env``, at once; None without a history."""
+    """The live record, the newest records, the lock, the freeze and the pause of ``env`` (the pause: its service's
+    desired count too), at once; None without a history."""
     store = History.of(aws, env)
     if store is None:
         return None
@@ -191,11 +195,12 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
         "records": partial(store.records, RECORDS),
         "lock": env_lock.read,
         "freeze": partial(freeze.read, aws, env, store.bucket),
+        "pause": partial(pause.read, aws, env, store.bucket),
     }
     found = at_once(reads)
     lock = found["lock"].info if found["lock"] else None
     frozen = freeze.in_force(found["freeze"], env, clock.now())
-    return Read(found["live"], found["records"], lock, frozen, older=store.records_by_id)
+    return Read(found["live"], found["records"], lock, frozen, found["pause"], older=store.records_by_id)
 
 
 def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
@@ -221,7 +226,15 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
     again = deploying_again(config, records, changed)
     live = [replace(x, rolled_back=again.get(x.component, "")) for x in live]
     live.sort(key=lambda x: _order(x.component))
-    return EnvView(env.name, env.region, live=tuple(live), last_run=read.newest, lock=read.lock, frozen=read.frozen)
+    return EnvView(
+        env.name,
+        env.region,
+        live=tuple(live),
+        last_run=read.newest,
+        lock=read.lock,
+        frozen=read.frozen,
+        paused=read.paused,
+    )
 
 
 def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
@@ -343,6 +356,11 @@ def render(views: Sequence[EnvView], head: str) -> str:
         if v.frozen is not None:
             ends = "the window is deploy.toml's" if v.frozen.window else f"inv unfreeze --env {v.env} ends it"
             lines.append(f"  ❄️  {v.frozen.describe(v.env)} (deploys refused; {ends})")
+        if v.paused is not None:
+            lines.append(
+                f"  ⏸  {v.paused.describe(v.env)} ({v.paused.tasks} when it wakes: inv resume --env {v.env}, or any "
+                "deploy)"
+            )
         if v.idle_days is not None:
             lines.append(
                 f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: it still costs while it runs); when "

@@ -68,10 +68,8 @@ class Context:
         for step in first_steps(following):
             read = step.early(self)
             if read is not None:
-                future: Future[Any] = Future()
                 with self._early_guard:
-                    self._early[id(step)] = future
-                threading.Thread(target=_settle, args=(future, read), name="early", daemon=True).start()
+                    self._early[id(step)] = in_background(read, "early")
 
     def early_reads(self, step: Step) -> Any | None:
         """What ``step``'s early reads found (their failure raised, as the step's own reads would raise it), waiting
@@ -269,6 +267,7 @@ def record_of(step: Step, outcome: Outcome, seconds: float) -> StepRecord:
 
 
 E = TypeVar("E", bound=BaseException)
+T = TypeVar("T")
 
 
 def carry(exc: E, children: list[StepRecord], outputs: Mapping[str, str]) -> E:
@@ -604,11 +603,19 @@ def first_steps(step: Step) -> Iterator[Step]:
         yield step
 
 
-def _settle(future: Future[Any], read: Callable[[], Any]) -> None:
-    try:
-        future.set_result(read())
-    except BaseException as exc:  # raised to the step that takes it (Context.early_reads)
-        future.set_exception(exc)
+def in_background(read: Callable[[], T], name: str) -> Future[T]:
+    """``read`` started in a thread of its own, which ends with it; what it returns or raises, in the future (its
+    failure raised to whoever takes the result). Nothing waits for it: a run that no longer needs it lets it end."""
+    future: Future[T] = Future()
+
+    def settle() -> None:
+        try:
+            future.set_result(read())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=settle, name=name, daemon=True).start()
+    return future
 
 
 def group_heading(step: Step) -> str:

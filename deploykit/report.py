@@ -24,7 +24,8 @@ from deploykit.history import RESULTS, Record, step_name
 # Wall-time goals on AWS per chain, in seconds (DESIGN.md); stacks take what CloudFormation needs.
 GOALS: Mapping[str, float] = {"app": 75.0, "lambda": 15.0}
 ROLLBACKS = ("rollback", "automatic rollback")
-NOT_DEPLOYS = (*ROLLBACKS, "destroy", "base-image", "restart")  # restart: new tasks, nothing deployed
+# restart: new tasks, pause and resume: tasks stopped or started; nothing deployed
+NOT_DEPLOYS = (*ROLLBACKS, "destroy", "base-image", "restart", "pause", "resume")
 GROUPS = ("sequence", "parallel")  # a group's time is its children's
 CHAINS = ("app", "lambda", "stack", "mixed", "full", "nothing")
 FAILURES_SHOWN = 5

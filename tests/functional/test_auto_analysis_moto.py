@@ -14,14 +14,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from deploykit import commands, freeze, history
+from deploykit import commands, freeze, history, pause
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from tests.conftest import REPO, git
-from tests.functional.conftest import REGION, api_function, held_across
+from tests.functional.conftest import REGION, api_function, create_service, held_across
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 
 
@@ -243,3 +243,18 @@ def test_a_freeze_is_read_with_what_is_live_and_closes_the_analysis(
     )
     freeze.write(deployed, dev_env, dataclasses.replace(made, until=now - timedelta(seconds=1)))  # over
     assert commands.analyse(runtime, "dev", since=None, allow_dirty=False).frozen is None
+
+
+def test_a_pause_is_read_with_what_is_live_and_said_as_a_deploy_wakes_it(
+    deployed: AwsFactory, project: Path, dev_env: EnvConfig
+) -> None:
+    create_service(deployed)
+    runtime = runtime_of(project, deployed)
+    made = pause.Pause(2, "ana@laptop", "nights", runtime.clock.now())
+    pause.write_object(deployed, dev_env, made)  # its service runs: not paused
+    assert commands.analyse(runtime, "dev", since=None, allow_dirty=False).paused is None
+    deployed.client("ecs").update_service(cluster=dev_env.cluster, service=dev_env.service, desiredCount=0)
+    found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
+    assert found.paused == made
+    said = f"⏸  {made.describe('dev')}: a deploy wakes it first (2 tasks), and it stays awake"
+    assert found.closing_lines()[-1] == said

@@ -413,12 +413,13 @@ def test_a_run_reads_the_live_record_once_while_its_first_step_runs(
     assert store is not None
     store.write(history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="ci"))
     keys = fetched(aws.client("s3"))
-    # the first read passes: the environment's freeze, read while the lock is taken (deploykit.freeze)
-    held_together(aws.client("s3"), "GetObject", 2, passing=1)
+    # the first two reads pass: the environment's freeze and pause, read while the lock is taken (deploykit.freeze,
+    # deploykit.pause)
+    held_together(aws.client("s3"), "GetObject", 2, passing=2)
     plan = Plan("dev", (ReadsTheBucket(),), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
     commands.run_plan(runtime, config, dev_env, plan, dry_run=False, as_json=False, aws=aws)
-    assert keys[0] == "deploykit/freeze/dev.json"
-    assert sorted(keys[1:]) == sorted(["deploykit/elsewhere.json", store.live_key])
+    assert sorted(keys[:2]) == ["deploykit/freeze/dev.json", "deploykit/pause/dev.json"]
+    assert sorted(keys[2:]) == sorted(["deploykit/elsewhere.json", store.live_key])
     [record, _] = store.records()
     assert record.base == {"lambda:login_handler": None}
     assert {c: v["sha"] for c, v in store.live().items()} == {"app": "a" * 12, "lambda:login_handler": "d" * 12}

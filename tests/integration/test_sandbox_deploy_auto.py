@@ -8,6 +8,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -1326,6 +1327,71 @@ def test_inv_restart_replaces_every_task_with_a_fresh_one_of_the_same_revision_w
     while not (len(service()["deployments"]) == 1 and service()["deployments"][0]["rolloutState"] == "COMPLETED"):
         assert time.monotonic() < deadline, service()["deployments"]  # the tests after this one find it steady
         time.sleep(0.5)
+
+
+def test_a_paused_sandbox_serves_nothing_a_backend_deploy_wakes_it_and_resume_brings_it_back(project: Path) -> None:
+    """inv pause: the service at 0 tasks, the ALB answering 503, inv health saying paused (not broken); deploy.auto
+    of a backend change wakes it first (its own rollout waits) and the new version answers; paused again, inv resume
+    brings the count back and waits until it serves."""
+    env = load_config(project / "deploy.toml").environment()
+    ecs = sandbox_client(project, "ecs")
+    url = endpoints(project).alb_url.rstrip("/")
+
+    def service() -> dict[str, Any]:
+        return dict(ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0])
+
+    def running() -> list[str]:
+        return list(ecs.list_tasks(cluster=env.cluster, serviceName=env.service, desiredStatus="RUNNING")["taskArns"])
+
+    def status() -> int:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as refused:
+            return refused.code
+
+    count = service()["desiredCount"]
+    started = time.monotonic()
+    report = commands.pause_app(reason="the night", runtime=quiet_runtime(project))
+    paused_in = time.monotonic() - started
+    assert report is not None and report.ok and report.records[0].status == "done", report and report.error
+    assert service()["desiredCount"] == 0 and service()["runningCount"] == 0 and running() == []
+    assert status() == 503
+    checked = quiet_runtime(project)
+    health = commands.health_report(runtime=checked)  # not broken: paused
+    assert [r.status for r in health.rows if r.part == "pause"] == ["paused"]
+    assert any("is paused by" in f.what and "the night" in f.what for f in health.findings)
+
+    routes = project / "backend" / "app" / "fleet.py"
+    routes.write_text(routes.read_text() + "\n# deployed to a paused sandbox\n")
+    git(project, "commit", "-qam", "backend: deployed while paused")
+    report, out, seconds = auto(project)
+    assert report is not None and report.ok, out
+    assert [r.step for r in report.records] == [
+        "wake",
+        "sequence",
+        "register-taskdef",
+        "roll-service",
+        "wait-healthy",
+        "smoke",
+    ], out
+    assert "a deploy wakes it first" in out and "the rollout that follows waits for them" in out
+    assert version_of(url) == git(project, "rev-parse", "HEAD").strip()
+    assert service()["desiredCount"] == count and len(running()) == count
+
+    commands.pause_app(runtime=quiet_runtime(project))
+    assert status() == 503
+    started = time.monotonic()
+    report = commands.resume_app(runtime=quiet_runtime(project))
+    resumed_in = time.monotonic() - started
+    assert report is not None and report.ok and [r.step for r in report.records] == ["wake", "smoke"]
+    assert report.records[0].detail.endswith("serve") and status() == 200
+    assert service()["desiredCount"] == count
+    newest = [r.command for r in commands.history_list(limit=4, runtime=quiet_runtime(project))]
+    assert newest == ["resume app", "pause app", "deploy.auto", "pause app"]
+    print(
+        f"\npause: {paused_in:.2f}s; deploy.auto of a backend change, paused: {seconds:.2f}s; resume: {resumed_in:.2f}s"
+    )
 
 
 def test_taskdefs_cleanup_deregisters_old_revisions_and_keeps_what_runs_and_what_the_stack_holds(

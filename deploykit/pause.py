@@ -1,0 +1,303 @@
+"""``inv pause`` and ``inv resume``: an environment's app service at no task while nobody works on it.
+
+What it is for: a development environment (the team's ``dev``, a developer's own ``dev-<name>``) runs its Fargate
+tasks day and night, billed by the second, and is used eight hours a day. ``inv pause`` scales the service to 0
+tasks and keeps the count it ran; ``inv resume`` scales it back to that count, waits until the tasks serve, and
+smokes. Everything else stays: the load balancer (it answers 503 meanwhile), the API and its Lambda functions (billed
+by request), the data, the images, the history. A CI schedule can pause every evening and resume every morning.
+
+A deploy to a paused environment wakes it first (:class:`WakeService`, the plan's first step ``wake``): a deploy is
+someone working on it, and smoke needs the app. When the plan rolls the app out itself (its ``wait-healthy`` waits
+for the count), the wake only sets the count and the rollout waits; otherwise (a Lambda, a stack) the wake waits
+until the tasks serve, so that smoke finds them. The environment stays awake whatever the deploy then does.
+
+Where it is kept: the S3 object ``deploykit/pause/<env>.json`` in the artifacts bucket (who paused it, why, since
+when, how many tasks it ran), beside the freeze and the lock; the service's desired count of 0 is the other half.
+The environment is paused while both hold: a service scaled up by other means since (a Fargate stack update sets
+its template's count, as CloudFormation does whenever it updates the service; a person) is not paused any more,
+whatever the object says, and the next pause replaces the object. A protected environment is never paused.
+
+Both hold the environment's lock and are recorded in the history (``pause app``, ``resume app``), but deploy
+nothing: the live record, rollbacks' targets and the deploy report's figures are untouched; a freeze refuses
+neither (they bring nothing new).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, ClassVar
+
+from deploykit import ecs, stored
+from deploykit.app_chain import WaitHealthy, await_rollout, events_command
+from deploykit.aws import AwsFactory, at_once
+from deploykit.config import EnvConfig
+from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
+from deploykit.history import find_artifacts_bucket
+from deploykit.plan import Context, Outcome, Plan, Step, leaves
+from deploykit.restart import rolling
+from deploykit.smoke import Smoke
+
+PREFIX = "deploykit/pause/"
+PAUSE_TITLE = "pause app"
+RESUME_TITLE = "resume app"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """What a pause object says: the count the service ran, who paused it, why, since when."""
+
+    count: int
+    owner: str
+    reason: str
+    since: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "owner": self.owner,
+            "reason": self.reason,
+            "since": self.since.isoformat(timespec="seconds"),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Pause:
+        since = stored.moment(data.get("since")) or datetime.fromtimestamp(0).astimezone()
+        try:
+            count = max(1, int(data.get("count") or 1))
+        except (TypeError, ValueError):
+            count = 1  # a count that cannot be read: one task, which serves
+        return cls(count, str(data.get("owner") or "?"), str(data.get("reason") or ""), since)
+
+    def describe(self, env: str) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        return f"{env} is paused by {self.owner} since {stored.shown(self.since)}{why}"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.count} task{'s' if self.count != 1 else ''}"
+
+
+def key(env: str) -> str:
+    return f"{PREFIX}{env}.json"
+
+
+def read_object(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> Pause | None:
+    """The pause object as stored (its service scaled up since or not); None when there is none."""
+    data = stored.read_json(aws, env, key(env.name), bucket)
+    return None if data is None else Pause.from_json(data)
+
+
+def write_object(aws: AwsFactory, env: EnvConfig, pause: Pause) -> None:
+    stored.write_json(aws, env, key(env.name), pause.to_json(), nothing_to="pause")
+
+
+def delete_object(aws: AwsFactory, env: EnvConfig) -> None:
+    stored.delete(aws, env, key(env.name), nothing_to="pause")
+
+
+def desired_count(service: Mapping[str, Any] | None) -> int | None:
+    """The service's desired count; None when there is no service (not deployed yet)."""
+    return None if service is None else int(service.get("desiredCount") or 0)
+
+
+def in_force(kept: Pause | None, desired: int | None) -> Pause | None:
+    """The pause that holds: ``kept`` (the object) while the service wants no task; None otherwise."""
+    return kept if kept is not None and desired == 0 else None
+
+
+def _service_or_none(aws: AwsFactory, env: EnvConfig) -> dict[str, Any] | None:
+    try:
+        return ecs.describe_service(aws.client("ecs"), env.cluster, env.service, env)
+    except UsageError:  # no cluster or service yet: nothing runs, nothing is paused
+        return None
+
+
+def read_state(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> tuple[Pause | None, int | None]:
+    """The pause object (None: none) and the service's desired count (None: no service), read at once; ``bucket``:
+    the artifacts bucket, when known."""
+    bucket = bucket or find_artifacts_bucket(aws, env)
+    if not bucket:
+        return None, None
+    reads: dict[str, Callable[[], Any]] = {
+        "object": partial(read_object, aws, env, bucket),
+        "service": partial(_service_or_none, aws, env),
+    }
+    found = at_once(reads)
+    return found["object"], desired_count(found["service"])
+
+
+def read(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> Pause | None:
+    """The environment's pause while it holds (the object, and the service at 0 tasks); None when it is not paused
+    (or not deployed)."""
+    return in_force(*read_state(aws, env, bucket))
+
+
+@dataclass(frozen=True)
+class PauseService(Step):
+    """The service scaled to 0 tasks, the count it ran kept in the pause object first; waited for until no task
+    runs (the ALB drains them first)."""
+
+    name: ClassVar[str] = "pause"
+    cluster: str
+    service: str
+    owner: str
+    reason: str
+    timeout: float
+    poll: float
+
+    def describe(self) -> str:
+        return (
+            f"scale {self.service} to 0 tasks, the count it runs kept for inv resume; wait until they stopped "
+            f"(deadline {self.timeout:.0f}s, poll {self.poll:g}s)"
+        )
+
+    def interrupted(self) -> str:
+        return f"only the waiting stopped: ECS goes on stopping the tasks of {self.service}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("ecs")
+        service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
+        desired = desired_count(service) or 0
+        if desired == 0:
+            kept = read_object(ctx.aws, ctx.env)
+            if kept is not None:
+                return Outcome.skipped(f"paused already: {kept.describe(ctx.env.name)}")
+            return Outcome.skipped(f"{self.service} runs no task already (desired count 0): nothing to pause")
+        busy = rolling(service)
+        if busy:
+            raise UsageError(
+                f"refusing to pause {self.service} while it rolls out: {busy}",
+                next_step=f"wait until it is done (inv wait-healthy --env {ctx.env.name}), then inv pause again",
+            )
+        made = Pause(desired, self.owner, self.reason, ctx.clock.now())
+        write_object(ctx.aws, ctx.env, made)  # first: what to come back to is never lost
+        client.update_service(cluster=self.cluster, service=self.service, desiredCount=0)
+        ctx.reporter.line(f"{self.service}: desired count {desired} → 0")
+        left = self._wait_stopped(ctx, client)
+        comes_back = f"inv resume --env {ctx.env.name} (or any deploy) starts {made.tasks} again"
+        if left:
+            return Outcome.done(
+                f"{self.service} wants 0 tasks; {left} still stopping after {self.timeout:.0f}s (ECS goes on); "
+                + comes_back,
+                count=str(desired),
+            )
+        return Outcome.done(f"{made.tasks} of {self.service} stopped; {comes_back}", count=str(desired))
+
+    def _wait_stopped(self, ctx: Context, client: Any) -> int:
+        """Until the service runs no task (running and pending); the tasks left at the deadline."""
+        start = ctx.clock.monotonic()
+        said = ""
+        with ctx.reporter.activity(f"stopping the tasks of {self.service}"):
+            while True:
+                service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
+                left = int(service.get("runningCount") or 0) + int(service.get("pendingCount") or 0)
+                elapsed = ctx.clock.monotonic() - start
+                state = f"{left} task(s) left" if left else "no task runs"
+                if state != said:
+                    ctx.reporter.line(f"[{elapsed:6.1f}s] {state}")
+                    said = state
+                ctx.reporter.status(state)
+                if left == 0 or elapsed + self.poll > self.timeout:
+                    return left
+                ctx.clock.sleep(self.poll)
+
+
+@dataclass(frozen=True)
+class WakeService(Step):
+    """A paused service scaled back to the count it ran, the pause object deleted; with ``wait``, waited for until
+    its tasks serve (PRIMARY, COMPLETED, running the count, targets healthy), else left to the rollout that
+    follows."""
+
+    name: ClassVar[str] = "wake"
+    cluster: str
+    service: str
+    container: str
+    count: int
+    paused: str  # who paused it, since when (Pause.describe)
+    wait: bool
+    timeout: float
+    poll: float
+
+    def describe(self) -> str:
+        then = "wait until they serve" if self.wait else "the rollout that follows waits for them"
+        tasks = f"{self.count} task{'s' if self.count != 1 else ''}"
+        return f"scale {self.service} back to {tasks} ({self.paused}); {then}"
+
+    def interrupted(self) -> str:
+        return f"only the waiting stopped: ECS goes on starting the tasks of {self.service}"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("ecs")
+        service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
+        desired = desired_count(service) or 0
+        if desired:  # scaled up by other means since it was planned: not paused any more
+            delete_object(ctx.aws, ctx.env)
+            return Outcome.skipped(f"{self.service} wants {desired} task(s) already: not paused any more")
+        woken_at = ctx.clock.now()  # the tasks the pause stopped before are not failures of the wake
+        client.update_service(cluster=self.cluster, service=self.service, desiredCount=self.count)
+        delete_object(ctx.aws, ctx.env)  # after the count: a failed update leaves it paused, and says so
+        rev = ecs.revision_name(str(service.get("taskDefinition", "")))
+        ctx.reporter.line(f"{self.service}: desired count 0 → {self.count} ({rev})")
+        if not self.wait:
+            return Outcome.done(f"{self.count} task(s) of {rev} starting; the rollout that follows waits for them")
+        image = ecs.TaskDefinitions.of(ctx.aws).image(str(service["taskDefinition"]), self.container)
+        verdict, last_line = await_rollout(
+            ctx, self.cluster, self.service, self.container, image, self.timeout, self.poll, since=woken_at
+        )
+        if verdict.state == "healthy":
+            return Outcome.done(f"{self.count} task(s) of {rev} serve")
+        raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
+            f"the tasks of {self.service} ({rev}) did not become healthy after the pause: {verdict.reason}{last_line}",
+            next_step=f"ECS goes on trying; look at the service events ({events_command(self.cluster, self.service)})"
+            f"; what the tasks read when they start (a secret, a parameter) may have changed while it was paused",
+        )
+
+
+def pause_plan(env: EnvConfig, tag: str, owner: str, reason: str) -> Plan:
+    """pause (scale to 0, waited for); ``tag``: the image tag the service runs (its history record's commit)."""
+    step = PauseService(env.cluster, env.service, owner, reason, env.wait_timeout, env.poll_seconds)
+    return Plan(env.name, (step,), PAUSE_TITLE, restarts=(("app", tag),))
+
+
+def wake_step(env: EnvConfig, pause: Pause, *, wait: bool) -> WakeService:
+    return WakeService(
+        env.cluster,
+        env.service,
+        env.container,
+        pause.count,
+        pause.describe(env.name),
+        wait,
+        env.wait_timeout,
+        env.poll_seconds,
+    )
+
+
+def resume_plan(env: EnvConfig, pause: Pause, tag: str, *, smoke: bool = True) -> Plan:
+    """wake (waited for until the tasks serve) → smoke."""
+    steps: list[Step] = [wake_step(env, pause, wait=True)]
+    if smoke:
+        steps.append(Smoke())
+    return Plan(env.name, tuple(steps), RESUME_TITLE, restarts=(("app", tag),))
+
+
+def _leaves(plan: Plan) -> list[Step]:
+    return [leaf for step in plan.steps for leaf in leaves(step)]
+
+
+def may_wake(plan: Plan) -> bool:
+    """Whether ``plan`` would wake a paused environment and does not yet: it deploys, and has no wake step."""
+    return bool(plan.deploys) and not any(isinstance(step, WakeService) for step in _leaves(plan))
+
+
+def woken(plan: Plan, pause: Pause | None, env: EnvConfig) -> Plan:
+    """``plan`` (a deploy) with the wake of a paused environment (``pause``) first; as it is when the environment
+    is not paused, or the plan is not one to wake it (:func:`may_wake`). The wake waits for the tasks unless the
+    plan's own ``wait-healthy`` does."""
+    if pause is None or not may_wake(plan):
+        return plan
+    wait = not any(isinstance(step, WaitHealthy) for step in _leaves(plan))
+    return dataclasses.replace(plan, steps=(wake_step(env, pause, wait=wait), *plan.steps))

@@ -1,0 +1,209 @@
+"""inv pause and inv resume, and a deploy waking a paused environment, on moto: the pause object beside the lock,
+the service's desired count, the history, the refusals.
+
+moto starts no task and keeps the counts it is given: :class:`Stopping` is the clock under which the service's tasks
+stop as a pause waits (as ECS drains them); the wait of a wake for its tasks to serve is the rollout waiter's, tested
+on the sandbox (tests/integration) and in test_wait_healthy_scripted."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.ecs.models import ecs_backends
+
+from deploykit import commands, history, pause
+from deploykit.app_chain import WaitHealthy
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig, load_config
+from deploykit.errors import StepFailed, UsageError
+from deploykit.plan import Context, Outcome, Plan
+from deploykit.report import Report
+from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
+from tests.functional.conftest import REGION, Deploy
+from tests.functional.conftest import moto_runtime as runtime
+from tests.functional.test_restart_moto import steady
+
+ACCOUNT = "123456789012"  # moto's
+KEY = "deploykit/pause/dev.json"
+T0 = datetime(2026, 12, 1, 19, 0, tzinfo=UTC)
+
+
+def moto_service() -> Any:
+    return ecs_backends[ACCOUNT][REGION].services["car-rental-cluster:car-rental-service"]
+
+
+class Stopping(FakeClock):
+    """Time passes as ECS stops the service's tasks: after ``after`` sleeps, none runs."""
+
+    def __init__(self, after: int = 2) -> None:
+        super().__init__(start=T0)
+        self.after = after
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.sleeps) >= self.after:
+            moto_service().running_count = 0
+            moto_service().pending_count = 0
+
+
+def kept() -> dict[str, Any] | None:
+    try:
+        answer = boto3.client("s3", region_name=REGION).get_object(Bucket=BUCKET, Key=KEY)
+    except ClientError:
+        return None
+    return dict(json.loads(answer["Body"].read()))
+
+
+def paused(project: Path, factory: AwsFactory, monkeypatch: pytest.MonkeyPatch) -> commands.Runtime:
+    """The service of create_service, running 2 tasks, paused by ana@laptop; its runtime."""
+    monkeypatch.setenv(history.ACTOR_ENV, "ana@laptop")
+    steady(factory)
+    rt = runtime(project, factory, clock=Stopping())
+    ecs = factory.client("ecs")
+    ecs.meta.events.register("after-call.ecs.UpdateService", draining)
+    try:
+        report = commands.pause_app(env="dev", reason="nights", runtime=rt)
+    finally:
+        ecs.meta.events.unregister("after-call.ecs.UpdateService", draining)
+    assert report is not None and report.ok
+    return rt
+
+
+def draining(**_: Any) -> None:
+    """As ECS answers a scale-in: the tasks still run, drained first (moto counts them gone at once)."""
+    moto_service().running_count = 2
+
+
+def test_a_pause_keeps_the_count_scales_to_zero_waits_and_is_recorded_as_no_deploy(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    live_before = store.live()
+    rt = paused(project, factory, monkeypatch)
+    assert moto_service().desired_count == 0
+    assert kept() == {"count": 2, "owner": "ana@laptop", "reason": "nights", "since": "2026-12-01T19:00:00+00:00"}
+    assert len(rt.clock.sleeps) == 2  # type: ignore[attr-defined]  # waited until no task ran
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "desired count 2 → 0" in said and "no task runs" in said
+    assert "inv resume --env dev (or any deploy) starts 2 tasks again" in said
+    [record] = store.records()
+    assert (record.command, record.who, record.ok, record.components) == ("pause app", "ana@laptop", True, {})
+    assert store.live() == live_before  # what deploy.auto compares with is untouched
+    when = datetime.fromisoformat(record.when)
+    assert Report("dev", when, when, (record,)).deployments == []
+    found = pause.read(factory, dev_env)
+    assert found is not None and (found.count, found.owner, found.reason) == (2, "ana@laptop", "nights")
+
+
+def test_pausing_again_changes_nothing_and_a_service_scaled_up_since_is_not_paused(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paused(project, factory, monkeypatch)
+    again = commands.pause_app(env="dev", reason="other", runtime=runtime(project, factory, clock=Stopping()))
+    assert again is not None and again.records[0].status == "skipped"
+    assert "paused already: dev is paused by ana@laptop since 2026-12-01T19:00:00Z: nights" in again.records[0].detail
+    assert kept() is not None and kept()["reason"] == "nights"  # type: ignore[index]
+    factory.client("ecs").update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=1)
+    assert pause.read(factory, dev_env) is None  # the object alone does not make it paused
+
+
+def test_a_protected_environment_is_never_paused(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.dev]\n", "[environments.dev]\nprotected = true\n"))
+    steady(factory)
+    with pytest.raises(UsageError, match=r"protected in deploy.toml; pausing it would take its app down") as refused:
+        commands.pause_app(env="dev", runtime=runtime(project, factory, clock=Stopping()))
+    assert refused.value.exit_code == 2
+    assert moto_service().desired_count == 2 and kept() is None
+
+
+class Rolled(WaitHealthy):
+    """The app's rollout waited for, as moto cannot: done at once."""
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome.done("rolled out")
+
+
+def test_a_deploy_wakes_a_paused_environment_first_and_its_rollout_waits(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = paused(project, factory, monkeypatch)
+    Deploy.ran = 0
+    config = load_config(project / "deploy.toml")
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:new"
+    rolls = Rolled("car-rental-cluster", "car-rental-service", "backend", image, 60.0, 1.0)
+    plan = Plan("dev", (Deploy(), rolls), "deploy.demo", deploys=(("app", "dddddddddddd"),))
+    report = commands.run_plan(rt, config, dev_env, plan, dry_run=False, as_json=False)
+    assert report is not None and [r.step for r in report.records] == ["wake", "deploy", "wait-healthy"]
+    assert "desired count 0 → 2" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert moto_service().desired_count == 2 and kept() is None and Deploy.ran == 1
+    assert pause.read(factory, dev_env) is None
+    store = history.History.of(factory, dev_env)
+    assert store is not None and [s["step"] for s in store.records()[0].steps] == ["wake", "deploy", "wait-healthy"]
+
+
+def test_a_plan_without_a_rollout_of_its_own_is_woken_with_a_wake_that_waits(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paused(project, factory, monkeypatch)
+    plan = Plan("dev", (Deploy(),), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
+    found = pause.woken(plan, pause.read(factory, dev_env), dev_env)  # as a run makes it, under the lock
+    wake = found.steps[0]
+    assert isinstance(wake, pause.WakeService) and wake.wait and wake.count == 2
+    assert "paused by ana@laptop since 2026-12-01T19:00:00Z: nights" in wake.describe()
+
+
+def test_resume_of_an_environment_not_paused_does_nothing_and_of_one_scaled_to_zero_by_hand_is_refused(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steady(factory)
+    rt = runtime(project, factory)
+    assert commands.resume_app(env="dev", as_json=True, runtime=rt) is None
+    assert "dev is not paused: car-rental-service wants 2 task(s); nothing to do" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert json.loads(rt.stdout.getvalue())["steps"] == []  # type: ignore[attr-defined]
+    factory.client("ecs").update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=0)
+    with pytest.raises(UsageError, match="inv pause did not pause it: the count to come back to is not known") as no:
+        commands.resume_app(env="dev", runtime=runtime(project, factory))
+    assert no.value.exit_code == 2 and "--desired-count N" in (no.value.next_step or "")
+
+
+def test_resume_dry_run_shows_the_wake_and_the_smoke_and_changes_nothing(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paused(project, factory, monkeypatch)
+    rt = runtime(project, factory)
+    assert commands.resume_app(env="dev", dry_run=True, as_json=True, runtime=rt) is None
+    shown = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    assert (shown["title"], [s["step"] for s in shown["steps"]]) == ("resume app", ["wake", "smoke"])
+    assert shown["steps"][0]["inputs"]["wait"] is True and shown["steps"][0]["inputs"]["count"] == 2
+    assert moto_service().desired_count == 0 and kept() is not None
+
+
+def test_health_and_envs_say_paused_rather_than_broken(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paused(project, factory, monkeypatch)
+    rt = runtime(project, factory, stdout=io.StringIO())
+    with pytest.raises(StepFailed) as broken:  # nothing else of dev is deployed here
+        commands.health_report(env="dev", as_json=True, runtime=rt)
+    assert "wants 0 tasks" not in broken.value.message  # the pause explains it
+    report = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    [row] = [r for r in report["rows"] if r["part"] == "pause"]
+    assert (row["name"], row["status"]) == ("ana@laptop", "paused")
+    assert not any("wants 0 tasks" in f["what"] for f in report["findings"])
+    [finding] = [f for f in report["findings"] if "is paused by" in f["what"]]
+    assert finding["severity"] == "warning" and finding["next_step"].startswith("inv resume --env dev starts 2 tasks")
+    views = commands.envs(as_json=True, runtime=runtime(project, factory))
+    [dev] = [v for v in views if v.env == "dev"]
+    assert dev.paused is not None and dev.paused.owner == "ana@laptop"
