@@ -1837,6 +1837,15 @@ def smoke(
     observe(plugins, "deploykit_smoke_finished", _line_on(runtime), env=environment.name, report=data)
     error = smoke_checks.failure(results, environment.name)
     if error is not None:
+        try:  # the likeliest cause, read only now: a paused environment answers 503
+            paused = pause.read(aws, environment)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
+            paused = None  # the checks' own detail stands
+        if paused is not None:
+            error.next_step = (
+                f"{paused.describe(environment.name)}: nothing serves the ALB; inv resume --env {environment.name} "
+                f"starts {paused.tasks} again, then smoke again"
+            )
         raise error
     runtime.stderr.write(f"✅ smoke passed on {environment.name}: {smoke_checks.summary(results)}\n")
     return results

@@ -1357,6 +1357,11 @@ def test_a_paused_sandbox_serves_nothing_a_backend_deploy_wakes_it_and_resume_br
     assert report is not None and report.ok and report.records[0].status == "done", report and report.error
     assert service()["desiredCount"] == 0 and service()["runningCount"] == 0 and running() == []
     assert status() == 503
+    with pytest.raises(StepFailed, match="no registered targets") as smoked:  # said why, and what ends it
+        commands.smoke(runtime=quiet_runtime(project))
+    assert "is paused by" in (smoked.value.next_step or "") and "inv resume --env sandbox" in (
+        smoked.value.next_step or ""
+    )
     checked = quiet_runtime(project)
     health = commands.health_report(runtime=checked)  # not broken: paused
     assert [r.status for r in health.rows if r.part == "pause"] == ["paused"]
