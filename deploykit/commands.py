@@ -1627,12 +1627,28 @@ def restart_app(
 ) -> RunReport | None:
     """Every task of the service replaced by a fresh one of the revision it runs (deploykit.restart); then smoke.
     Nothing is built or deployed: no work-tree, commit or promotion guard applies, and a freeze does not refuse it."""
-    runtime = runtime or Runtime()
+    plan_of = partial(restart.restart_plan, smoke=smoke)
+    return _run_on_service(runtime or Runtime(), env, plan_of, dry_run=dry_run, as_json=as_json)
+
+
+def _run_on_service(
+    runtime: Runtime,
+    env: str | None,
+    plan_of: Callable[[EnvConfig, str], Plan],
+    *,
+    dry_run: bool,
+    as_json: bool,
+    refuse: Callable[[EnvConfig], None] = lambda _environment: None,
+) -> RunReport | None:
+    """A plan on the service as it runs (restart, pause), made by ``plan_of`` from the environment and the image tag
+    the service runs (the commit its history record names; not read for a dry run), then run; ``refuse`` raises
+    when the environment may not have it."""
     config, environment = _load(runtime, env)
+    refuse(environment)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
-    plan = restart.restart_plan(environment, tag, smoke=smoke)
+    plan = plan_of(environment, tag)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
@@ -1647,18 +1663,18 @@ def pause_app(
 ) -> RunReport | None:
     """The service scaled to 0 tasks, the count it ran kept in the environment (deploykit.pause); refused in a
     protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze."""
-    runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
-    if environment.protected:
-        raise UsageError(
-            f"environment {environment.name!r} is protected in deploy.toml; pausing it would take its app down",
-            next_step="pause development environments only; a protected one scales in its Fargate stack's settings",
-        )
-    aws = runtime.aws_factory(environment)
-    with aws_errors(environment):
-        tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
-    plan = pause.pause_plan(environment, tag, history.actor(), reason.strip())
-    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+    def refuse(environment: EnvConfig) -> None:
+        if environment.protected:
+            raise UsageError(
+                f"environment {environment.name!r} is protected in deploy.toml; pausing it would take its app down",
+                next_step="pause development environments only; a protected one scales in its Fargate stack's settings",
+            )
+
+    def plan_of(environment: EnvConfig, tag: str) -> Plan:
+        return pause.pause_plan(environment, tag, history.actor(), reason.strip())
+
+    return _run_on_service(runtime or Runtime(), env, plan_of, dry_run=dry_run, as_json=as_json, refuse=refuse)
 
 
 @heard_when_not_run(pause.RESUME_TITLE)
