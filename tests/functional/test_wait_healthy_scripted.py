@@ -494,3 +494,34 @@ def dev_env() -> EnvConfig:  # no moto needed: all answers come from the script
         "car-rental-backend",
         Stacks("r", "d", "a", "f", "api"),
     )
+
+
+def test_a_wake_counts_only_what_stopped_after_it_not_the_tasks_its_pause_stopped() -> None:
+    """A paused service scaled back up: its deployment is the old one (made at T0), whose tasks the pause stopped
+    (started by it, stopped before the wake). Waited for from the wake on (``since``), they are not failures; from
+    the deployment's making on (a rollout's wait), they would be."""
+    paused_by = "Scaling activity initiated by (deployment ecs-svc/5)"
+    stopped = [task(1, stopped=paused_by), task(2, stopped=paused_by)]  # stopped at T0 + 5 s
+    woken_at = T0 + timedelta(hours=9)
+
+    def script() -> Rollout:
+        return (
+            Rollout()
+            .poll(service(deployment(NEW, "PRIMARY", "COMPLETED", 0), running=0), stopped=stopped)
+            .poll(
+                service(deployment(NEW, "PRIMARY", "COMPLETED", 2)),
+                running=[task(3), task(4)],
+                stopped=stopped,
+                targets=health((3, "healthy"), (4, "healthy")),
+            )
+        )
+
+    def wait(rollout: Rollout, since: datetime | None) -> Any:
+        waiter = RolloutWaiter(rollout.ecs, rollout.elbv2, FakeClock(woken_at), say=lambda _line: None)
+        return waiter.wait(
+            cluster=CLUSTER, service=SERVICE, container=CONTAINER, image=IMAGE, timeout=60, poll=1.0, since=since
+        )
+
+    assert wait(script(), woken_at).state == "healthy"
+    failed = wait(script(), None)
+    assert failed.state == "failed" and paused_by in failed.reason
