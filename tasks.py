@@ -21,7 +21,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from deploykit import commands
-from deploykit.config import EnvConfig, find_config, load_config
+from deploykit.config import SAMPLE_PART, EnvConfig, find_config, load_config
 from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, UsageError
 from deploykit.lock import LockInfo
 
@@ -62,6 +62,7 @@ ROLLED_BACK_HELP = {
     "allow-rolled-back": "deploy a component as it was when inv rollback took the environment off it (refused "
     "otherwise: fix or revert it first)",
 }
+PATTERN_ENV_HELP = COMMON_HELP["env"] + '; or a pattern of it ("dev-*"): each deployed environment it made'
 YES_HELP = {"yes": "answer yes where the environment asks before each change (confirm = true): for scripts"}
 BASE_HELP = {k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"} | {
     "force": "rebuild even when the image is present and current",
@@ -115,6 +116,8 @@ def _ensure_sandbox(env: str | None) -> None:
     """Tasks that target the sandbox (the environment, or another one on its AWS endpoint) start it when it is not
     running."""
     config = load_config()
+    if env in config.patterns:  # the environments a pattern makes ("dev-*") live where any of them would
+        env = env.replace("*", SAMPLE_PART)
     environment = config.environment(env)
     if not environment.is_local:
         return
@@ -539,7 +542,7 @@ def restart_app(
 @task(
     name="pause",
     help={
-        "env": COMMON_HELP["env"],
+        "env": PATTERN_ENV_HELP,
         "reason": "why, for who finds it paused (inv health, inv envs, the history)",
         "dry-run": COMMON_HELP["dry-run"],
         "json": COMMON_HELP["json"],
@@ -562,7 +565,7 @@ def pause_app(
 @task(
     name="resume",
     help={
-        "env": COMMON_HELP["env"],
+        "env": PATTERN_ENV_HELP,
         "dry-run": COMMON_HELP["dry-run"],
         "json": COMMON_HELP["json"],
         "smoke": "run the checks once the tasks serve (--no-smoke leaves them out)",

@@ -1652,7 +1652,6 @@ def _run_on_service(
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 
 
-@heard_when_not_run(pause.PAUSE_TITLE)
 def pause_app(
     *,
     env: str | None = None,
@@ -1662,7 +1661,25 @@ def pause_app(
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """The service scaled to 0 tasks, the count it ran kept in the environment (deploykit.pause); refused in a
-    protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze."""
+    protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze.
+    ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
+    runtime = runtime or Runtime()
+    one = partial(_pause_one, reason=reason, dry_run=dry_run)
+    if _is_pattern(runtime, env):
+        _each_made(runtime, str(env), one, "pause", as_json=as_json)
+        return None
+    return one(env=env, as_json=as_json, runtime=runtime)
+
+
+@heard_when_not_run(pause.PAUSE_TITLE)
+def _pause_one(
+    *,
+    env: str | None = None,
+    reason: str = "",
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
 
     def refuse(environment: EnvConfig) -> None:
         if environment.protected:
@@ -1677,7 +1694,6 @@ def pause_app(
     return _run_on_service(runtime or Runtime(), env, plan_of, dry_run=dry_run, as_json=as_json, refuse=refuse)
 
 
-@heard_when_not_run(pause.RESUME_TITLE)
 def resume_app(
     *,
     env: str | None = None,
@@ -1687,7 +1703,73 @@ def resume_app(
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """A paused service scaled back to the count it ran, waited for until it serves; then smoke. Not paused: said,
-    nothing to do (exit 0); a service at 0 tasks that inv pause did not pause: UsageError (its count is not known)."""
+    nothing to do (exit 0); a service at 0 tasks that inv pause did not pause: UsageError (its count is not known).
+    ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
+    runtime = runtime or Runtime()
+    one = partial(_resume_one, smoke=smoke, dry_run=dry_run)
+    if _is_pattern(runtime, env):
+        _each_made(runtime, str(env), one, "resume", as_json=as_json)
+        return None
+    return one(env=env, as_json=as_json, runtime=runtime)
+
+
+def _is_pattern(runtime: Runtime, env: str | None) -> bool:
+    return bool(env) and env in load_config(runtime.config_path).patterns
+
+
+def _each_made(
+    runtime: Runtime, pattern: str, one: Callable[..., RunReport | None], verb: str, *, as_json: bool
+) -> None:
+    """``one`` (a command on one environment) on each deployed environment ``pattern`` made, one after the other,
+    each waiting for its own lock when allowed (:func:`until_unlocked`); one that fails or is refused does not stop
+    the others. Each is said as it goes; ``as_json``: ``{"pattern", "environments": [{"env", "ok", "error",
+    "next_step", "run"}]}`` at the end (``run``: its run report, null when there was nothing to do). Refused in
+    every one it failed in: UsageError (exit 2); else failed in any: StepFailed (exit 1). Deployed: its registry
+    stack (the artifacts bucket the pause lives in) is there."""
+    config = load_config(runtime.config_path)
+    made = _made_from(runtime, config, pattern)
+    if isinstance(made, overview.EnvView):
+        raise UsageError(
+            f"the environments {pattern!r} made cannot be listed: {made.error}", next_step=made.next_step or ""
+        )
+    names = [name for name in made if config.environment(name).stacks.registry in made[name]]
+    results: list[dict[str, Any]] = []
+    errors: dict[str, DeployKitError] = {}
+    for name in names:
+        runtime.stderr.write(f"\n▸ {name}\n")
+        try:
+            report = until_unlocked(partial(one, env=name, as_json=False, runtime=runtime), runtime)
+        except DeployKitError as exc:
+            errors[name] = exc
+            runtime.stderr.write(
+                f"❌ {name}: {exc.message}\n" + (f"  → next: {exc.next_step}\n" if exc.next_step else "")
+            )
+            results.append({"env": name, "ok": False, "error": exc.message, "next_step": exc.next_step, "run": None})
+        else:
+            run = report.to_json() if report is not None else None
+            results.append({"env": name, "ok": True, "error": None, "next_step": None, "run": run})
+    if not names:
+        runtime.stderr.write(f"no deployed environment made from {pattern!r}: nothing to {verb}\n")
+    if as_json:
+        runtime.stdout.write(dumps({"pattern": pattern, "environments": results}) + "\n")
+    if errors:
+        what = f"{verb} failed in {len(errors)} of {len(names)} environments made from {pattern!r}: {', '.join(errors)}"
+        step = f"see each above; inv {verb} --env NAME again for one"
+        if all(exc.exit_code == 2 for exc in errors.values()):
+            raise UsageError(what.replace("failed in", "refused in", 1), next_step=step)
+        raise StepFailed(what, next_step=step)
+    return None
+
+
+@heard_when_not_run(pause.RESUME_TITLE)
+def _resume_one(
+    *,
+    env: str | None = None,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)

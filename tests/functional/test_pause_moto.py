@@ -29,6 +29,7 @@ from deploykit.report import Report
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import REGION, Deploy
 from tests.functional.conftest import moto_runtime as runtime
+from tests.functional.test_endpoints import create_stack
 from tests.functional.test_restart_moto import steady
 
 ACCOUNT = "123456789012"  # moto's
@@ -207,3 +208,82 @@ def test_health_and_envs_say_paused_rather_than_broken(
     views = commands.envs(as_json=True, runtime=runtime(project, factory))
     [dev] = [v for v in views if v.env == "dev"]
     assert dev.paused is not None and dev.paused.owner == "ana@laptop"
+
+
+PERSONAL = """
+[environments."dev-*"]
+region = "eu-west-1"
+cluster = "car-rental-{env}"
+service = "svc-{env}"
+container = "backend"
+repository = "car-rental-backend-{env}"
+[environments."dev-*".stacks]
+registry = "CarRental-{env}-Registry"
+data = "CarRental-{env}-Data"
+auth = "CarRental-{env}-Auth"
+fargate = "CarRental-{env}-Fargate"
+api = "CarRental-{env}-Api"
+"""
+
+
+def personal(project: Path, factory: AwsFactory, extra: str = "") -> None:
+    """dev-alice (2 tasks) and dev-bob (1) deployed from the pattern, each with its registry stack and service;
+    dev-eve has only its Fargate stack left (not deployed: no bucket for a pause)."""
+    toml = project / "deploy.toml"
+    head = '[environments."dev-*"]\n'
+    toml.write_text(toml.read_text() + PERSONAL.replace(head, head + extra))
+    steady(factory)  # the cluster and a task definition
+    ecs, cfn, s3 = factory.client("ecs"), factory.client("cloudformation"), factory.client("s3")
+    taskdef = moto_service().task_definition
+    for name, count in (("dev-alice", 2), ("dev-bob", 1)):
+        s3.create_bucket(Bucket=f"{name}-artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
+        create_stack(cfn, f"CarRental-{name}-Registry", {"ArtifactsBucketName": f"{name}-artifacts"})
+        ecs.create_cluster(clusterName=f"car-rental-{name}")
+        ecs.create_service(
+            cluster=f"car-rental-{name}", serviceName=f"svc-{name}", taskDefinition=taskdef, desiredCount=count
+        )
+        service = ecs_backends[ACCOUNT][REGION].services[f"car-rental-{name}:svc-{name}"]
+        service.deployments[0].update(rolloutState="COMPLETED")  # steady, as steady() makes the first
+    create_stack(cfn, "CarRental-dev-eve-Fargate", {"AlbUrl": "http://eve"})
+
+
+def desired(factory: AwsFactory, name: str) -> int:
+    found = factory.client("ecs").describe_services(cluster=f"car-rental-{name}", services=[f"svc-{name}"])
+    return int(found["services"][0]["desiredCount"])
+
+
+def test_a_pattern_pauses_and_resumes_each_deployed_environment_it_made(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(history.ACTOR_ENV, "github:dev-nights")
+    personal(project, factory)
+    out = io.StringIO()
+    rt = runtime(project, factory, stdout=out)
+    assert commands.pause_app(env="dev-*", reason="nights", as_json=True, runtime=rt) is None
+    assert (desired(factory, "dev-alice"), desired(factory, "dev-bob")) == (0, 0)
+    shown = json.loads(out.getvalue())
+    assert shown["pattern"] == "dev-*" and [e["env"] for e in shown["environments"]] == ["dev-alice", "dev-bob"]
+    assert all(e["ok"] and e["run"]["steps"][0]["status"] == "done" for e in shown["environments"])
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "▸ dev-alice" in said and "▸ dev-bob" in said and "dev-eve" not in said
+    config = load_config(project / "deploy.toml")
+    alice = pause.read(factory, config.environment("dev-alice"))
+    assert alice is not None and (alice.count, alice.owner) == (2, "github:dev-nights")
+    # resume: the waits for the tasks to serve are the rollout waiter's (the sandbox's test); here, their dry run
+    out = io.StringIO()
+    commands.resume_app(env="dev-*", dry_run=True, as_json=True, runtime=runtime(project, factory, stdout=out))
+    runs = {e["env"]: e["run"] for e in json.loads(out.getvalue())["environments"]}
+    assert runs == {"dev-alice": None, "dev-bob": None}  # a dry run prints its plan, runs nothing
+    assert desired(factory, "dev-alice") == 0
+
+
+def test_a_pattern_whose_environments_are_protected_is_refused_in_each(
+    project: Path, factory: AwsFactory, bucket: str
+) -> None:
+    personal(project, factory, extra="protected = true\n")
+    rt = runtime(project, factory)
+    with pytest.raises(UsageError, match=r"pause refused in 2 of 2 environments made from 'dev-\*'") as refused:
+        commands.pause_app(env="dev-*", runtime=rt)
+    assert refused.value.exit_code == 2
+    assert (desired(factory, "dev-alice"), desired(factory, "dev-bob")) == (2, 1)
+    assert "❌ dev-bob: environment 'dev-bob' is protected" in rt.stderr.getvalue()  # type: ignore[attr-defined]

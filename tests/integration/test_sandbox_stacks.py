@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import docker
 import pytest
 
@@ -80,15 +79,7 @@ def test_deploy_full_brings_up_every_stack_then_does_nothing_the_second_time(pro
     status, body = http("POST", endpoints.login_url, {"username": "nobody"})
     assert status == 400, body
     # ... and a real user of the stack's pool gets tokens
-    config = load_config(project / "deploy.toml")
-    env = config.environment()
-    idp = boto3.client(
-        "cognito-idp",
-        endpoint_url=env.endpoint_url,
-        region_name=env.region,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    idp = sandbox_client(project, "cognito-idp")
     idp.admin_create_user(UserPoolId=endpoints.user_pool_id, Username="tester@example.com", MessageAction="SUPPRESS")
     idp.admin_set_user_password(
         UserPoolId=endpoints.user_pool_id, Username="tester@example.com", Password="Sandbox-Passw0rd!", Permanent=True
@@ -124,9 +115,7 @@ def test_a_change_to_one_stack_is_applied_by_deploy_stack_alone(project: Path) -
     print(f"\none-stack update (deploy.stack CarRentalFargateStack): {seconds:.1f}s")
     config = load_config(project / "deploy.toml")
     env = config.environment()
-    ecs = boto3.client(
-        "ecs", endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
-    )
+    ecs = sandbox_client(project, "ecs")
     service = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]
     taskdef = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
     names = {e["name"] for e in taskdef["containerDefinitions"][0]["environment"]}
@@ -211,14 +200,7 @@ def _taskdef(stack: dict[str, Any]) -> str:
 
 
 def _cfn(project: Path) -> Any:
-    env = load_config(project / "deploy.toml").environment()
-    return boto3.client(
-        "cloudformation",
-        endpoint_url=env.endpoint_url,
-        region_name=env.region,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    return sandbox_client(project, "cloudformation")
 
 
 def test_health_recommends_lowering_a_stack_set_deregistration_delay_of_300s(project: Path) -> None:
@@ -297,9 +279,7 @@ def test_with_the_backend_stopped_alb_and_connectivity_fail_and_smoke_exits_1(
 ) -> None:
     config = load_config(project / "deploy.toml")
     env = config.environment()
-    ecs = boto3.client(
-        "ecs", endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
-    )
+    ecs = sandbox_client(project, "ecs")
     tasks = ecs.list_tasks(cluster=env.cluster, serviceName=env.service, desiredStatus="RUNNING")["taskArns"]
     assert tasks
     for arn in tasks:
@@ -355,15 +335,7 @@ def test_a_frozen_environment_refuses_a_deploy_and_says_so_until_it_is_thawed(pr
 
 
 def test_destroy_keeps_data_stacks_unless_asked(project: Path) -> None:
-    config = load_config(project / "deploy.toml")
-    env = config.environment()
-    cfn = boto3.client(
-        "cloudformation",
-        endpoint_url=env.endpoint_url,
-        region_name=env.region,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-    )
+    cfn = sandbox_client(project, "cloudformation")
 
     def alive() -> set[str]:
         stacks = cfn.describe_stacks()["Stacks"]
