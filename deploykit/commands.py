@@ -1680,6 +1680,7 @@ def _pause_one(
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
+    """:func:`pause_app` on one environment."""
 
     def refuse(environment: EnvConfig) -> None:
         if environment.protected:
@@ -1770,6 +1771,7 @@ def _resume_one(
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
+    """:func:`resume_app` on one environment."""
     runtime = runtime or Runtime()
     config, environment = _load(runtime, env)
     aws = runtime.aws_factory(environment)
@@ -2036,7 +2038,7 @@ def _deploys_health(
         report.rows.append(health.Row("deploy freeze", by, "frozen", f"{frozen.describe(env.name)}; deploys refused"))
     paused = pause.in_force(read["pause"], report.desired)
     if paused is not None:  # what explains the service's missing tasks: said once, as what it is
-        report.rows.append(health.Row("pause", paused.owner, "paused", f"{paused.describe(env.name)}"))
+        report.rows.append(health.Row("pause", paused.owner, "paused", paused.describe(env.name)))
         report.findings = [f for f in report.findings if f.cause != health.NO_TASKS]
         findings = [
             *findings,
