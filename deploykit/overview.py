@@ -103,6 +103,7 @@ class EnvView:
     lock: LockInfo | None = None
     frozen: Freeze | None = None  # its freeze, while it holds
     paused: pause.Pause | None = None  # its pause, while it holds
+    tasks: int | None = None  # the tasks its service wants (what it pays Fargate for); None: no service
     # promote_from: the environment it takes releases from, and what that one runs that this one does not yet
     # (component → "N changed path(s)", "new" or "?"); None: not compared (no promote_from, or either not read)
     promoted_from: str = ""
@@ -135,6 +136,7 @@ class EnvView:
             "lock": self.lock.to_json() if self.lock else None,
             "freeze": self.frozen.to_json() if self.frozen else None,
             "pause": self.paused.to_json() if self.paused else None,
+            "tasks": self.tasks,
             "promotion": {"from": self.promoted_from, "waiting": self.waiting} if self.promoted_from else None,
             "made_from": self.made_from or None,
             "idle_days": self.idle_days,
@@ -152,6 +154,7 @@ class Read:
     lock: LockInfo | None
     frozen: Freeze | None = None  # its freeze, while it holds
     paused: pause.Pause | None = None  # its pause, while it holds
+    tasks: int | None = None  # the tasks its service wants; None: no service
     # reads the runs of these ids (History.records_by_id): the older runs that left a changed component live, for
     # the rollback guard (auto.deciding_runs); None: none are read
     older: Callable[[Sequence[str]], list[Record]] | None = field(default=None, compare=False, repr=False)
@@ -195,12 +198,14 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
         "records": partial(store.records, RECORDS),
         "lock": env_lock.read,
         "freeze": partial(freeze.read, aws, env, store.bucket),
-        "pause": partial(pause.read, aws, env, store.bucket),
+        "pause": partial(pause.read_state, aws, env, store.bucket),
     }
     found = at_once(reads)
     lock = found["lock"].info if found["lock"] else None
     frozen = freeze.in_force(found["freeze"], env, clock.now())
-    return Read(found["live"], found["records"], lock, frozen, found["pause"], older=store.records_by_id)
+    kept, tasks = found["pause"]
+    paused = pause.in_force(kept, tasks)
+    return Read(found["live"], found["records"], lock, frozen, paused, tasks, older=store.records_by_id)
 
 
 def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
@@ -234,6 +239,7 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
         lock=read.lock,
         frozen=read.frozen,
         paused=read.paused,
+        tasks=read.tasks,
     )
 
 
@@ -352,7 +358,7 @@ def render(views: Sequence[EnvView], head: str) -> str:
             )
             continue
         where = f"{v.region}, from {v.made_from!r}" if v.made_from else v.region
-        lines.append(f"▸ {v.env} ({where}): {_last_run(v.last_run)}; {_lock(v.lock)}")
+        lines.append(f"▸ {v.env} ({where}): {_last_run(v.last_run)}; {_lock(v.lock)}{_tasks(v.tasks)}")
         if v.frozen is not None:
             ends = "the window is deploy.toml's" if v.frozen.window else f"inv unfreeze --env {v.env} ends it"
             lines.append(f"  ❄️  {v.frozen.describe(v.env)} (deploys refused; {ends})")
@@ -396,6 +402,11 @@ def _last_run(record: Record | None) -> str:
         return "no run recorded"
     mark = RESULTS[record.result].split()[0]  # the history table's mark: ✅ ❌ 🛑
     return f"last run {mark} {record.command} by {record.who} at {when_utc(record.when)}"
+
+
+def _tasks(count: int | None) -> str:
+    """What the service runs, for what it costs: "; 2 tasks" ("" without a service)."""
+    return "" if count is None else f"; {count} task{'' if count == 1 else 's'}"
 
 
 def _lock(holder: LockInfo | None) -> str:

@@ -205,9 +205,12 @@ def test_health_and_envs_say_paused_rather_than_broken(
     assert not any("wants 0 tasks" in f["what"] for f in report["findings"])
     [finding] = [f for f in report["findings"] if "is paused by" in f["what"]]
     assert finding["severity"] == "warning" and finding["next_step"].startswith("inv resume --env dev starts 2 tasks")
-    views = commands.envs(as_json=True, runtime=runtime(project, factory))
+    listing = runtime(project, factory)
+    views = commands.envs(as_json=True, runtime=listing)
     [dev] = [v for v in views if v.env == "dev"]
     assert dev.paused is not None and dev.paused.owner == "ana@laptop"
+    said = listing.stderr.getvalue()  # type: ignore[attr-defined]
+    assert dev.tasks == 0 and "; lock free; 0 tasks\n  ⏸  dev is paused by ana@laptop" in said
 
 
 PERSONAL = """
