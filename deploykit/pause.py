@@ -31,6 +31,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar
 
+from botocore.exceptions import ClientError
+
 from deploykit import ecs, stored
 from deploykit.app_chain import WaitHealthy, await_rollout, events_command
 from deploykit.aws import AwsFactory, at_once
@@ -40,27 +42,34 @@ from deploykit.history import find_artifacts_bucket
 from deploykit.plan import Context, Outcome, Plan, Step, leaves
 from deploykit.restart import rolling
 from deploykit.smoke import Smoke
+from deploykit.stacks import error_code
 
 PREFIX = "deploykit/pause/"
+SCALED = "ecs:service:DesiredCount"  # the dimension Application Auto Scaling scales a service on
+DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 PAUSE_TITLE = "pause app"
 RESUME_TITLE = "resume app"
 
 
 @dataclass(frozen=True)
 class Pause:
-    """What a pause object says: the count the service ran, who paused it, why, since when."""
+    """What a pause object says: the count the service ran, who paused it, why, since when; and the service's
+    Application Auto Scaling range (min, max) when it scales by it (None: it does not)."""
 
     count: int
     owner: str
     reason: str
     since: datetime
+    scaling: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        scaling = {"min": self.scaling[0], "max": self.scaling[1]} if self.scaling else None
         return {
             "count": self.count,
             "owner": self.owner,
             "reason": self.reason,
             "since": self.since.isoformat(timespec="seconds"),
+            "scaling": scaling,
         }
 
     @classmethod
@@ -70,7 +79,7 @@ class Pause:
             count = max(1, int(data.get("count") or 1))
         except (TypeError, ValueError):
             count = 1  # a count that cannot be read: one task, which serves
-        return cls(count, str(data.get("owner") or "?"), str(data.get("reason") or ""), since)
+        return cls(count, str(data.get("owner") or "?"), str(data.get("reason") or ""), since, _range(data))
 
     def describe(self, env: str) -> str:
         why = f": {self.reason}" if self.reason else ""
@@ -79,6 +88,18 @@ class Pause:
     @property
     def tasks(self) -> str:
         return f"{self.count} task{'s' if self.count != 1 else ''}"
+
+
+def _range(data: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The scaling range a pause object kept (None: none, or one that cannot be read)."""
+    scaling = data.get("scaling")
+    if not isinstance(scaling, Mapping):
+        return None
+    try:
+        low, high = int(scaling["min"]), int(scaling["max"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (low, high) if 0 <= low <= high else None
 
 
 def key(env: str) -> str:
@@ -136,10 +157,43 @@ def read(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> Pause | 
     return in_force(*read_state(aws, env, bucket))
 
 
+def _scaled(cluster: str, service: str) -> dict[str, str]:
+    return {"ServiceNamespace": "ecs", "ResourceId": f"service/{cluster}/{service}", "ScalableDimension": SCALED}
+
+
+def read_scaling(client: Any, cluster: str, service: str) -> tuple[tuple[int, int] | None, str]:
+    """The service's Application Auto Scaling range (min, max; None: it does not scale by it) and, when that cannot
+    be read (no right to), why: it is then taken as not scaling, and said."""
+    where = _scaled(cluster, service)
+    try:
+        answer = client.describe_scalable_targets(
+            ServiceNamespace=where["ServiceNamespace"],
+            ResourceIds=[where["ResourceId"]],
+            ScalableDimension=where["ScalableDimension"],
+        )
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        return None, (
+            f"Application Auto Scaling could not be read ({error_code(exc)}): if {service} scales by it, it may start "
+            "tasks again (give application-autoscaling:DescribeScalableTargets and RegisterScalableTarget)"
+        )
+    targets = answer.get("ScalableTargets") or []
+    if not targets:
+        return None, ""
+    return (int(targets[0]["MinCapacity"]), int(targets[0]["MaxCapacity"])), ""
+
+
+def set_scaling(client: Any, cluster: str, service: str, low: int, high: int) -> None:
+    """The service's Application Auto Scaling range set to ``low``-``high`` (its policies kept)."""
+    client.register_scalable_target(**_scaled(cluster, service), MinCapacity=low, MaxCapacity=high)
+
+
 @dataclass(frozen=True)
 class PauseService(Step):
     """The service scaled to 0 tasks, the count it ran kept in the pause object first; waited for until no task
-    runs (the ALB drains them first)."""
+    runs (the ALB drains them first). A service Application Auto Scaling scales gets the range 0-0 too (its own
+    range kept in the object), or the scaling would start its tasks again."""
 
     name: ClassVar[str] = "pause"
     cluster: str
@@ -173,12 +227,19 @@ class PauseService(Step):
                 f"refusing to pause {self.service} while it rolls out: {busy}",
                 next_step=f"wait until it is done (inv wait-healthy --env {ctx.env.name}), then inv pause again",
             )
-        made = Pause(desired, self.owner, self.reason, ctx.clock.now())
+        scaling_client = ctx.aws.client("application-autoscaling")
+        scaling, unread = read_scaling(scaling_client, self.cluster, self.service)
+        made = Pause(desired, self.owner, self.reason, ctx.clock.now(), scaling)
         write_object(ctx.aws, ctx.env, made)  # first: what to come back to is never lost
+        if scaling is not None:
+            set_scaling(scaling_client, self.cluster, self.service, 0, 0)
+            ctx.reporter.line(f"Application Auto Scaling: {self.service} {scaling[0]}-{scaling[1]} tasks → 0-0")
         client.update_service(cluster=self.cluster, service=self.service, desiredCount=0)
         ctx.reporter.line(f"{self.service}: desired count {desired} → 0")
         left = self._wait_stopped(ctx, client)
         comes_back = f"inv resume --env {ctx.env.name} (or any deploy) starts {made.tasks} again"
+        if unread:
+            comes_back += f"; {unread}"
         if left:
             return Outcome.done(
                 f"{self.service} wants 0 tasks; {left} still stopping after {self.timeout:.0f}s (ECS goes on); "
@@ -219,6 +280,7 @@ class WakeService(Step):
     count: int
     paused: str  # who paused it, since when (Pause.describe)
     wait: bool
+    scaling: tuple[int, int] | None  # its Application Auto Scaling range, set back first (None: it has none)
     timeout: float
     poll: float
 
@@ -238,6 +300,10 @@ class WakeService(Step):
             delete_object(ctx.aws, ctx.env)
             return Outcome.skipped(f"{self.service} wants {desired} task(s) already: not paused any more")
         woken_at = ctx.clock.now()  # the tasks the pause stopped before are not failures of the wake
+        if self.scaling is not None:
+            set_scaling(ctx.aws.client("application-autoscaling"), self.cluster, self.service, *self.scaling)
+            low, high = self.scaling
+            ctx.reporter.line(f"Application Auto Scaling: {self.service} 0-0 → {low}-{high} tasks")
         client.update_service(cluster=self.cluster, service=self.service, desiredCount=self.count)
         delete_object(ctx.aws, ctx.env)  # after the count: a failed update leaves it paused, and says so
         rev = ecs.revision_name(str(service.get("taskDefinition", "")))
@@ -271,6 +337,7 @@ def wake_step(env: EnvConfig, pause: Pause, *, wait: bool) -> WakeService:
         pause.count,
         pause.describe(env.name),
         wait,
+        pause.scaling,
         env.wait_timeout,
         env.poll_seconds,
     )

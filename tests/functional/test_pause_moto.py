@@ -91,7 +91,13 @@ def test_a_pause_keeps_the_count_scales_to_zero_waits_and_is_recorded_as_no_depl
     live_before = store.live()
     rt = paused(project, factory, monkeypatch)
     assert moto_service().desired_count == 0
-    assert kept() == {"count": 2, "owner": "ana@laptop", "reason": "nights", "since": "2026-12-01T19:00:00+00:00"}
+    assert kept() == {
+        "count": 2,
+        "owner": "ana@laptop",
+        "reason": "nights",
+        "since": "2026-12-01T19:00:00+00:00",
+        "scaling": None,  # it does not scale by Application Auto Scaling
+    }
     assert len(rt.clock.sleeps) == 2  # type: ignore[attr-defined]  # waited until no task ran
     said = rt.stderr.getvalue()  # type: ignore[attr-defined]
     assert "desired count 2 → 0" in said and "no task runs" in said
@@ -103,6 +109,45 @@ def test_a_pause_keeps_the_count_scales_to_zero_waits_and_is_recorded_as_no_depl
     assert Report("dev", when, when, (record,)).deployments == []
     found = pause.read(factory, dev_env)
     assert found is not None and (found.count, found.owner, found.reason) == (2, "ana@laptop", "nights")
+
+
+def scalable(factory: AwsFactory, low: int, high: int) -> dict[str, Any]:
+    """The service's Application Auto Scaling target, set to ``low``-``high`` when given; as it is."""
+    where = {
+        "ServiceNamespace": "ecs",
+        "ResourceId": "service/car-rental-cluster/car-rental-service",
+        "ScalableDimension": "ecs:service:DesiredCount",
+    }
+    client = factory.client("application-autoscaling")
+    if low >= 0:
+        client.register_scalable_target(**where, MinCapacity=low, MaxCapacity=high)
+    found = client.describe_scalable_targets(
+        ServiceNamespace="ecs", ResourceIds=[where["ResourceId"]], ScalableDimension=where["ScalableDimension"]
+    )
+    [target] = found["ScalableTargets"]
+    return {"min": target["MinCapacity"], "max": target["MaxCapacity"]}
+
+
+def test_a_service_that_autoscales_is_paused_with_its_range_at_zero_and_woken_with_its_range_back(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else Application Auto Scaling would start tasks again up to its minimum (and scale a woken one to 0)."""
+    steady(factory)
+    scalable(factory, 2, 6)
+    monkeypatch.setenv(history.ACTOR_ENV, "ana@laptop")
+    rt = runtime(project, factory, clock=Stopping())
+    report = commands.pause_app(env="dev", runtime=rt)
+    assert report is not None and report.ok
+    assert scalable(factory, -1, -1) == {"min": 0, "max": 0} and moto_service().desired_count == 0
+    assert kept() is not None and kept()["scaling"] == {"min": 2, "max": 6}  # type: ignore[index]
+    assert "Application Auto Scaling: car-rental-service 2-6 tasks → 0-0" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    config = load_config(project / "deploy.toml")
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:new"
+    rolls = Rolled("car-rental-cluster", "car-rental-service", "backend", image, 60.0, 1.0)
+    plan = Plan("dev", (rolls,), "deploy.demo", deploys=(("app", "dddddddddddd"),))
+    woke = commands.run_plan(rt, config, dev_env, plan, dry_run=False, as_json=False)
+    assert woke is not None and woke.records[0].step == "wake"
+    assert scalable(factory, -1, -1) == {"min": 2, "max": 6} and moto_service().desired_count == 2
 
 
 def test_pausing_again_changes_nothing_and_a_service_scaled_up_since_is_not_paused(

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 
 from deploykit.app_chain import RollService, WaitHealthy
 from deploykit.config import EnvConfig, load_config
-from deploykit.pause import Pause, WakeService, in_force, may_wake, pause_plan, resume_plan, woken
+from deploykit.pause import Pause, WakeService, in_force, may_wake, pause_plan, read_scaling, resume_plan, woken
 from deploykit.plan import Outcome, Parallel, Plan, Sequence, Step
 from deploykit.smoke import Smoke
 
@@ -94,3 +97,33 @@ def test_pause_and_resume_plans_are_recorded_at_the_commit_the_service_runs(dev_
     resumed = resume_plan(dev_env, PAUSE, "c" * 12)
     assert [s.name for s in resumed.steps] == ["wake", "smoke"] and resumed.title == "resume app"
     assert [s.name for s in resume_plan(dev_env, PAUSE, "c" * 12, smoke=False).steps] == ["wake"]
+
+
+def test_the_scaling_range_a_pause_keeps_round_trips_and_a_bad_one_is_none() -> None:
+    scaled = Pause(2, "ana@laptop", "nights", SINCE, (2, 6))
+    assert scaled.to_json()["scaling"] == {"min": 2, "max": 6} and Pause.from_json(scaled.to_json()) == scaled
+    assert PAUSE.to_json()["scaling"] is None
+    for bad in ({"min": 3, "max": 1}, {"min": -1, "max": 2}, {"min": "x", "max": 2}, {"max": 2}, [1, 2]):
+        assert Pause.from_json({**PAUSE.to_json(), "scaling": bad}).scaling is None
+
+
+def test_a_wake_sets_the_scaling_range_back_first(dev_env: EnvConfig) -> None:
+    scaled = Pause(2, "ana@laptop", "nights", SINCE, (2, 6))
+    plan = Plan("dev", (Noop(),), deploys=(("lambda:login_handler", "a" * 12),))
+    wake = woken(plan, scaled, dev_env).steps[0]
+    assert isinstance(wake, WakeService) and wake.scaling == (2, 6) and wake.inputs()["scaling"] == [2, 6]
+
+
+def test_scaling_that_cannot_be_read_is_taken_as_none_and_said_and_other_errors_raise() -> None:
+    client = boto3.client(
+        "application-autoscaling", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stub:
+        stub.add_client_error("describe_scalable_targets", "AccessDeniedException", "not allowed")
+        stub.add_client_error("describe_scalable_targets", "ValidationException", "bad")
+        stub.add_response("describe_scalable_targets", {"ScalableTargets": []})
+        found, why = read_scaling(client, "c", "svc")
+        assert found is None and why.startswith("Application Auto Scaling could not be read (AccessDeniedException)")
+        with pytest.raises(ClientError):
+            read_scaling(client, "c", "svc")
+        assert read_scaling(client, "c", "svc") == (None, "")
