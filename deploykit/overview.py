@@ -103,6 +103,9 @@ class EnvView:
     lock: LockInfo | None = None
     frozen: Freeze | None = None  # its freeze, while it holds
     paused: pause.Pause | None = None  # its pause, while it holds
+    # when someone last worked on it: its newest run that is no pause or resume (a schedule's), or, when its newest
+    # runs are all those, the oldest of them (it has been idle at least since); "": no run
+    worked: str = ""
     tasks: int | None = None  # the tasks its service wants (what it pays Fargate for); None: no service
     # promote_from: the environment it takes releases from, and what that one runs that this one does not yet
     # (component → "N changed path(s)", "new" or "?"); None: not compared (no promote_from, or either not read)
@@ -240,7 +243,16 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
         frozen=read.frozen,
         paused=read.paused,
         tasks=read.tasks,
+        worked=_worked(read.records),
     )
+
+
+def _worked(records: Sequence[Record]) -> str:
+    """When someone last worked on an environment, from its newest runs (newest first): see EnvView.worked."""
+    scheduled = (pause.PAUSE_TITLE, pause.RESUME_TITLE)
+    worked = next((r for r in records if not r.command.startswith(scheduled)), None)
+    found = worked or (records[-1] if records else None)
+    return found.when if found else ""
 
 
 def with_promotion(config: Config, views: Sequence[EnvView]) -> list[EnvView]:
@@ -272,14 +284,15 @@ def with_patterns(
     views: Sequence[EnvView], made: Mapping[str, str], now: datetime, stacks: Mapping[str, Sequence[str]]
 ) -> list[EnvView]:
     """Each view of an environment a pattern made (``made``: name → pattern) told so, and how many days it has gone
-    without a run when that is :data:`IDLE_DAYS` or more: one's own environment left behind still costs; so do its
-    stacks (``stacks``: name → its stacks there) when its registry stack is gone."""
+    without a run when that is :data:`IDLE_DAYS` or more (pauses and resumes, a schedule's, do not count: see
+    EnvView.worked): one's own environment left behind still costs; so do its stacks (``stacks``: name → its stacks
+    there) when its registry stack is gone."""
     out = []
     for v in views:
         if v.env not in made:
             out.append(v)
             continue
-        last = datetime.fromisoformat(v.last_run.when) if v.last_run else None
+        last = datetime.fromisoformat(v.worked) if v.worked else None
         days = (now - last).days if last else None
         left = () if v.has_history or v.error else tuple(stacks.get(v.env, ()))
         out.append(
@@ -369,8 +382,8 @@ def render(views: Sequence[EnvView], head: str) -> str:
             )
         if v.idle_days is not None:
             lines.append(
-                f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: it still costs while it runs); when "
-                f"done with it: inv destroy --env {v.env} --include-data"
+                f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: {_costs(v)}); when done with it: inv "
+                f"destroy --env {v.env} --include-data"
             )
         if not v.live:
             lines.append("  no component recorded as live yet")
@@ -402,6 +415,12 @@ def _last_run(record: Record | None) -> str:
         return "no run recorded"
     mark = RESULTS[record.result].split()[0]  # the history table's mark: ✅ ❌ 🛑
     return f"last run {mark} {record.command} by {record.who} at {when_utc(record.when)}"
+
+
+def _costs(v: EnvView) -> str:
+    if v.paused is not None:
+        return "paused, its load balancer and storage still cost"
+    return "it still costs while it runs"
 
 
 def _tasks(count: int | None) -> str:

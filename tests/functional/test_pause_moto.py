@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Plan
+from deploykit.plan import Context, Outcome, Plan, RunReport
 from deploykit.report import Report
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import REGION, Deploy
@@ -335,3 +335,25 @@ def test_a_pattern_whose_environments_are_protected_is_refused_in_each(
     assert refused.value.exit_code == 2
     assert (desired(factory, "dev-alice"), desired(factory, "dev-bob")) == (2, 1)
     assert "❌ dev-bob: environment 'dev-bob' is protected" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_paused_environment_is_idle_since_its_last_deploy_not_since_its_schedules_pause(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nightly pause is a run in the history: counted as work, no environment under the schedule would ever be
+    said idle; and a paused one costs less than a running one, said so."""
+    personal(project, factory)
+    alice = load_config(project / "deploy.toml").environment("dev-alice")
+    store = history.History.of(factory, alice)
+    assert store is not None
+    deployed = RunReport(Plan("dev-alice", (), "deploy.full"), [], 3.0)
+    store.write(
+        history.record_of(deployed, components={}, base={}, head="c" * 12, who="alice", now=T0 - timedelta(days=12))
+    )
+    commands.pause_app(env="dev-alice", runtime=runtime(project, factory, clock=Stopping()))
+    listing = runtime(project, factory, clock=FakeClock(start=T0 + timedelta(hours=1)))
+    views = {v.env: v for v in commands.envs(runtime=listing)}
+    assert views["dev-alice"].last_run is not None and views["dev-alice"].last_run.command == "pause app"
+    assert views["dev-alice"].idle_days == 12 and views["dev-bob"].idle_days is None
+    said = listing.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "💤 no run for 12 days (made from 'dev-*': paused, its load balancer and storage still cost)" in said
