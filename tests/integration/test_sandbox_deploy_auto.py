@@ -1370,6 +1370,11 @@ def test_a_paused_sandbox_serves_nothing_a_backend_deploy_wakes_it_and_resume_br
     routes = project / "backend" / "app" / "fleet.py"
     routes.write_text(routes.read_text() + "\n# deployed to a paused sandbox\n")
     git(project, "commit", "-qam", "backend: deployed while paused")
+    planned = quiet_runtime(project)
+    commands.deploy_auto(dry_run=True, as_json=True, runtime=planned)
+    steps = json.loads(planned.stdout.getvalue())["steps"]  # type: ignore[attr-defined]
+    assert steps[0] == {"name": "wake", "target": env.service} and steps[-1]["name"] == "smoke"
+    assert service()["desiredCount"] == 0  # the dry run woke nothing
     report, out, seconds = auto(project)
     assert report is not None and report.ok, out
     assert [r.step for r in report.records] == [
