@@ -179,7 +179,8 @@ def inv_deploy_auto(project: Path, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), "deploy.auto"],
         cwd=project,
-        env={**inherited, "DEPLOYKIT_CONFIG": str(project / "deploy.toml"), **env},
+        # a child that hangs dumps every thread's stack on the watchdog's SIGABRT (interrupt_when), for the failure
+        env={**inherited, "DEPLOYKIT_CONFIG": str(project / "deploy.toml"), "PYTHONFAULTHANDLER": "1", **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -192,10 +193,19 @@ def interrupt_when(
     process: subprocess.Popen[str], marker: str, delay: float = 0.0, until: Callable[[], bool] | None = None
 ) -> tuple[str, float]:
     """Ctrl-C ``process`` once its stderr shows ``marker`` (and ``delay`` more seconds, or as soon after as ``until``
-    says); its whole stderr and the seconds from start to the signal. A watchdog kills it if the marker never
-    comes."""
+    says); its whole stderr and the seconds from start to the signal. A watchdog ends it if the marker never comes,
+    or it never ends: SIGABRT first, on which it prints where each of its threads stands (PYTHONFAULTHANDLER), then
+    SIGKILL."""
     started = time.monotonic()
-    watchdog = threading.Timer(240, process.kill)
+
+    def abort_then_kill() -> None:
+        process.send_signal(signal.SIGABRT)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    watchdog = threading.Timer(240, abort_then_kill)
     watchdog.start()
     lines: list[str] = []
     signalled = 0.0
