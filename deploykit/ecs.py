@@ -338,6 +338,21 @@ def primary_deployment(service: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def rolling(service: dict[str, Any]) -> str:
+    """What of ``service`` is still rolling out ("" when nothing): a deployment besides the PRIMARY, or a PRIMARY
+    whose rollout has not COMPLETED."""
+    deployments = service.get("deployments", [])
+    primary = primary_deployment(service)
+    if primary is not None and primary.get("rolloutState", "COMPLETED") != "COMPLETED":
+        rev = revision_name(primary.get("taskDefinition", ""))
+        return f"its deployment {primary.get('id', '?')} of {rev} is {primary.get('rolloutState')}"
+    others = [d for d in deployments if d.get("status") != "PRIMARY"]
+    if others:
+        revs = ", ".join(revision_name(d.get("taskDefinition", "")) for d in others)
+        return f"{len(others)} older deployment(s) of {revs} still run tasks"
+    return ""
+
+
 def revision_name(arn: str) -> str:
     """``family:revision`` of a task definition's ARN (or of ``family:revision`` itself): no call."""
     return arn.rsplit("/", 1)[-1]

@@ -42,7 +42,6 @@ from deploykit.config import EnvConfig
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.history import find_artifacts_bucket
 from deploykit.plan import Context, Outcome, Plan, Step, leaves
-from deploykit.restart import rolling
 from deploykit.smoke import Smoke
 from deploykit.stacks import error_code
 
@@ -223,7 +222,7 @@ class PauseService(Step):
             if kept is not None:
                 return Outcome.skipped(f"paused already: {kept.describe(ctx.env.name)}")
             return Outcome.skipped(f"{self.service} runs no task already (desired count 0): nothing to pause")
-        busy = rolling(service)
+        busy = ecs.rolling(service)
         if busy:
             raise UsageError(
                 f"refusing to pause {self.service} while it rolls out: {busy}",

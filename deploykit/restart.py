@@ -21,9 +21,9 @@ refuse a rollback: it brings nothing new. A service in the middle of a rollout i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from deploykit import ecs
+from deploykit import ecs, pause
 from deploykit.app_chain import await_rollout, events_command
 from deploykit.config import EnvConfig
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
@@ -31,21 +31,6 @@ from deploykit.plan import Context, Outcome, Plan, Step
 from deploykit.smoke import Smoke
 
 TITLE = "restart app"
-
-
-def rolling(service: dict[str, Any]) -> str:
-    """What of ``service`` is still rolling out ("" when nothing): a deployment besides the PRIMARY, or a PRIMARY
-    whose rollout has not COMPLETED."""
-    deployments = service.get("deployments", [])
-    primary = ecs.primary_deployment(service)
-    if primary is not None and primary.get("rolloutState", "COMPLETED") != "COMPLETED":
-        rev = ecs.revision_name(primary.get("taskDefinition", ""))
-        return f"its deployment {primary.get('id', '?')} of {rev} is {primary.get('rolloutState')}"
-    others = [d for d in deployments if d.get("status") != "PRIMARY"]
-    if others:
-        revs = ", ".join(ecs.revision_name(d.get("taskDefinition", "")) for d in others)
-        return f"{len(others)} older deployment(s) of {revs} still run tasks"
-    return ""
 
 
 @dataclass(frozen=True)
@@ -71,7 +56,7 @@ class RestartService(Step):
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
         service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
-        busy = rolling(service)
+        busy = ecs.rolling(service)
         if busy:
             raise UsageError(
                 f"refusing to restart {self.service} while it rolls out: {busy}",
@@ -82,6 +67,12 @@ class RestartService(Step):
         rev = ecs.revision_name(arn)
         desired = int(service.get("desiredCount", 0))
         if desired == 0:
+            kept = pause.read_object(ctx.aws, ctx.env)  # paused: what starts fresh tasks is inv resume
+            if kept is not None:
+                return Outcome.skipped(
+                    f"{self.service} runs no task: {kept.describe(ctx.env.name)}; inv resume --env {ctx.env.name} "
+                    "starts fresh ones"
+                )
             return Outcome.skipped(f"{self.service} runs no task (desired count 0): none to restart")
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         image = taskdefs.image(arn, self.container)

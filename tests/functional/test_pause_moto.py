@@ -158,6 +158,9 @@ def test_pausing_again_changes_nothing_and_a_service_scaled_up_since_is_not_paus
     assert again is not None and again.records[0].status == "skipped"
     assert "paused already: dev is paused by ana@laptop since 2026-12-01T19:00:00Z: nights" in again.records[0].detail
     assert kept() is not None and kept()["reason"] == "nights"  # type: ignore[index]
+    restarted = commands.restart_app(env="dev", smoke=False, runtime=runtime(project, factory))
+    assert restarted is not None and restarted.records[0].status == "skipped"
+    assert restarted.records[0].detail.endswith("nights; inv resume --env dev starts fresh ones")
     factory.client("ecs").update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=1)
     assert pause.read(factory, dev_env) is None  # the object alone does not make it paused
 

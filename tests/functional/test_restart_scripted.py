@@ -173,7 +173,8 @@ def test_a_service_in_the_middle_of_a_rollout_is_refused_and_not_touched(dev_env
     assert script.updates == []
 
 
-def test_a_service_with_no_task_has_nothing_to_restart(dev_env: EnvConfig) -> None:
+def test_a_service_with_no_task_has_nothing_to_restart(moto_aws: None, dev_env: EnvConfig) -> None:
+    """Not paused by inv pause (moto's AWS: no artifacts bucket, no pause object), its count is someone's."""
     idle = service(deployment(OLD, "PRIMARY", "COMPLETED", 0, desired=0), running=0)
     idle["services"][0]["desiredCount"] = 0
     script = Restart().before(idle)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploykit.config import load_config
-from deploykit.restart import RestartService, restart_plan, rolling
+from deploykit.ecs import rolling
+from deploykit.restart import RestartService, restart_plan
 
 TD = "arn:aws:ecs:us-east-1:1:task-definition/app:{}"
 
