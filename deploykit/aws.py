@@ -57,6 +57,10 @@ READERS = 8  # reads in flight at once, at most (unless a caller asks for more)
 CONNECTIONS = 32  # connections a client keeps open, at most: a wide read (at_once's width) needs as many
 
 
+# what AWS answers when the credentials have no right to a call
+DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+
+
 def at_once(reads: Mapping[K, Callable[[], T]], *, width: int = READERS) -> dict[K, T]:
     """Run reads that do not depend on each other at the same time: one round trip for all instead of one each
     (on AWS a call from a laptop takes 50-200 ms; deploy.auto reads a dozen things before it knows what to do).
@@ -287,7 +291,7 @@ def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
                 f"the AWS credentials of environment {env.name!r} have expired",
                 next_step=f"run: aws sso login --profile {env.profile}" if env.profile else "refresh them",
             )
-        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        if code in DENIED:
             return UsageError(
                 f"AWS refused {operation} in {env.name!r}: {message}",
                 next_step="use a role allowed to deploy (see README, 'Permissions')",

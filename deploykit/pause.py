@@ -37,7 +37,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import ecs, stored
 from deploykit.app_chain import WaitHealthy, await_rollout, events_command
-from deploykit.aws import AwsFactory, at_once
+from deploykit.aws import DENIED, AwsFactory, at_once
 from deploykit.config import EnvConfig
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.history import find_artifacts_bucket
@@ -47,7 +47,6 @@ from deploykit.stacks import error_code
 
 PREFIX = "deploykit/pause/"
 SCALED = "ecs:service:DesiredCount"  # the dimension Application Auto Scaling scales a service on
-DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 PAUSE_TITLE = "pause app"
 RESUME_TITLE = "resume app"
 
