@@ -1557,10 +1557,7 @@ def scan_image(
     severity = gate.severity or "HIGH"
     judge = dataclasses.replace(scan_gate.image_judge(environment, tag, "deploys it"), severity=severity)
     aws = runtime.aws_factory(environment)
-
-    def say(line: str) -> None:
-        runtime.stderr.write(line + "\n")
-
+    say = _line_on(runtime)
     with aws_errors(environment):
         found = judge.finished(aws.client("ecr"), runtime.clock, say)
     findings = sorted(found.findings, key=lambda f: (-scan_gate.rank(f.severity), f.name))
@@ -1604,10 +1601,7 @@ def scan_image(
 def _judged(runtime: Runtime, aws: AwsFactory, env: EnvConfig, tag: str) -> None:
     """For ``inv run --image-tag`` in an environment with an image scan gate: ECR's scan of an image the service
     does not run judged as a deploy's would be, before anything runs it (refused, exit 2, when it does not pass)."""
-
-    def say(line: str) -> None:
-        runtime.stderr.write(line + "\n")
-
+    say = _line_on(runtime)
     if scan_gate.skipped_by_hand():
         say(f"   ${scan_gate.SKIP_ENV}=1: ECR's scan of {tag} not judged")
         return
@@ -1742,9 +1736,7 @@ def _each_made(
             report = until_unlocked(partial(one, env=name, as_json=False, runtime=runtime), runtime)
         except DeployKitError as exc:
             errors[name] = exc
-            runtime.stderr.write(
-                f"❌ {name}: {exc.message}\n" + (f"  → next: {exc.next_step}\n" if exc.next_step else "")
-            )
+            runtime.stderr.write(f"❌ {name}: {exc}\n")  # its message and next step, as a command's error prints
             results.append({"env": name, "ok": False, "error": exc.message, "next_step": exc.next_step, "run": None})
         else:
             run = report.to_json() if report is not None else None

@@ -239,7 +239,7 @@ class ImageJudge:
         self,
         client: Any,
         clock: Clock,
-        say: Callable[[str], None],
+        say: Callable[[str], object],
         status: Callable[[str], None] = lambda _state: None,
         stopped: Callable[[], bool] = lambda: False,
     ) -> Scan:
@@ -286,7 +286,7 @@ class ImageJudge:
             return None
         return scan.completed_at if scan.older_than(clock.now() - timedelta(seconds=self.rescan_after)) else None
 
-    def _start(self, client: Any, say: Callable[[str], None], stale: datetime | None = None) -> bool:
+    def _start(self, client: Any, say: Callable[[str], object], stale: datetime | None = None) -> bool:
         """Ask ECR to scan the image (a repository that does not scan on push; a scan older than ``rescan_after``);
         False when ECR scanned it today already (one on its way, or the one there is today's)."""
         try:
