@@ -1657,12 +1657,8 @@ def pause_app(
     """The service scaled to 0 tasks, the count it ran kept in the environment (deploykit.pause); refused in a
     protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze.
     ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
-    runtime = runtime or Runtime()
     one = partial(_pause_one, reason=reason, dry_run=dry_run)
-    if _is_pattern(runtime, env):
-        _each_made(runtime, str(env), one, "pause", as_json=as_json)
-        return None
-    return one(env=env, as_json=as_json, runtime=runtime)
+    return _one_or_each(runtime or Runtime(), env, one, "pause", as_json=as_json)
 
 
 @heard_when_not_run(pause.PAUSE_TITLE)
@@ -1700,16 +1696,19 @@ def resume_app(
     """A paused service scaled back to the count it ran, waited for until it serves; then smoke. Not paused: said,
     nothing to do (exit 0); a service at 0 tasks that inv pause did not pause: UsageError (its count is not known).
     ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
-    runtime = runtime or Runtime()
     one = partial(_resume_one, smoke=smoke, dry_run=dry_run)
-    if _is_pattern(runtime, env):
-        _each_made(runtime, str(env), one, "resume", as_json=as_json)
+    return _one_or_each(runtime or Runtime(), env, one, "resume", as_json=as_json)
+
+
+def _one_or_each(
+    runtime: Runtime, env: str | None, one: Callable[..., RunReport | None], verb: str, *, as_json: bool
+) -> RunReport | None:
+    """``one`` (a command on one environment) on ``env``; on each deployed environment it made when ``env`` is a
+    pattern of deploy.toml (:func:`_each_made`, which returns no report)."""
+    if env and env in load_config(runtime.config_path).patterns:
+        _each_made(runtime, env, one, verb, as_json=as_json)
         return None
     return one(env=env, as_json=as_json, runtime=runtime)
-
-
-def _is_pattern(runtime: Runtime, env: str | None) -> bool:
-    return bool(env) and env in load_config(runtime.config_path).patterns
 
 
 def _each_made(

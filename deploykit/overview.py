@@ -425,7 +425,7 @@ def _costs(v: EnvView) -> str:
 
 def _tasks(count: int | None) -> str:
     """What the service runs, for what it costs: "; 2 tasks" ("" without a service)."""
-    return "" if count is None else f"; {count} task{'' if count == 1 else 's'}"
+    return "" if count is None else f"; {pause.tasks(count)}"
 
 
 def _lock(holder: LockInfo | None) -> str:

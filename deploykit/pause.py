@@ -87,7 +87,12 @@ class Pause:
 
     @property
     def tasks(self) -> str:
-        return f"{self.count} task{'s' if self.count != 1 else ''}"
+        return tasks(self.count)
+
+
+def tasks(count: int) -> str:
+    """``1 task``, ``2 tasks``: a count of a service's tasks, as the pause says them."""
+    return f"{count} task{'s' if count != 1 else ''}"
 
 
 def _range(data: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -286,8 +291,7 @@ class WakeService(Step):
 
     def describe(self) -> str:
         then = "wait until they serve" if self.wait else "the rollout that follows waits for them"
-        tasks = f"{self.count} task{'s' if self.count != 1 else ''}"
-        return f"scale {self.service} back to {tasks} ({self.paused}); {then}"
+        return f"scale {self.service} back to {tasks(self.count)} ({self.paused}); {then}"
 
     def interrupted(self) -> str:
         return f"only the waiting stopped: ECS goes on starting the tasks of {self.service}"
