@@ -30,6 +30,7 @@ from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import REGION, Deploy
 from tests.functional.conftest import moto_runtime as runtime
 from tests.functional.test_endpoints import create_stack
+from tests.functional.test_envs_moto import PERSONAL  # dev-*, each on a cluster and service of its own
 from tests.functional.test_restart_moto import steady
 
 ACCOUNT = "123456789012"  # moto's
@@ -261,22 +262,6 @@ def test_health_and_envs_say_paused_rather_than_broken(
     assert dev.tasks == 0 and "; lock free; 0 tasks\n  ⏸  dev is paused by ana@laptop" in said
 
 
-PERSONAL = """
-[environments."dev-*"]
-region = "eu-west-1"
-cluster = "car-rental-{env}"
-service = "svc-{env}"
-container = "backend"
-repository = "car-rental-backend-{env}"
-[environments."dev-*".stacks]
-registry = "CarRental-{env}-Registry"
-data = "CarRental-{env}-Data"
-auth = "CarRental-{env}-Auth"
-fargate = "CarRental-{env}-Fargate"
-api = "CarRental-{env}-Api"
-"""
-
-
 def personal(project: Path, factory: AwsFactory, extra: str = "") -> None:
     """dev-alice (2 tasks) and dev-bob (1) deployed from the pattern, each with its registry stack and service;
     dev-eve has only its Fargate stack left (not deployed: no bucket for a pause)."""
@@ -291,15 +276,15 @@ def personal(project: Path, factory: AwsFactory, extra: str = "") -> None:
         create_stack(cfn, f"CarRental-{name}-Registry", {"ArtifactsBucketName": f"{name}-artifacts"})
         ecs.create_cluster(clusterName=f"car-rental-{name}")
         ecs.create_service(
-            cluster=f"car-rental-{name}", serviceName=f"svc-{name}", taskDefinition=taskdef, desiredCount=count
+            cluster=f"car-rental-{name}", serviceName=f"car-rental-{name}", taskDefinition=taskdef, desiredCount=count
         )
-        service = ecs_backends[ACCOUNT][REGION].services[f"car-rental-{name}:svc-{name}"]
+        service = ecs_backends[ACCOUNT][REGION].services[f"car-rental-{name}:car-rental-{name}"]
         service.deployments[0].update(rolloutState="COMPLETED")  # steady, as steady() makes the first
     create_stack(cfn, "CarRental-dev-eve-Fargate", {"AlbUrl": "http://eve"})
 
 
 def desired(factory: AwsFactory, name: str) -> int:
-    found = factory.client("ecs").describe_services(cluster=f"car-rental-{name}", services=[f"svc-{name}"])
+    found = factory.client("ecs").describe_services(cluster=f"car-rental-{name}", services=[f"car-rental-{name}"])
     return int(found["services"][0]["desiredCount"])
 
 
