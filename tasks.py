@@ -8,10 +8,13 @@ Tasks compose in one call, each deriving its inputs from git and the environment
 
 from __future__ import annotations
 
+import faulthandler
 import functools
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -83,15 +86,48 @@ def reports_errors(func: F) -> F:
             print(f"❌ {exc.message}", file=sys.stderr)
             if exc.next_step:
                 print(f"  → next: {exc.next_step}", file=sys.stderr)
+            if exc.exit_code == INTERRUPTED:
+                _leave_within(EXIT_GRACE)
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             print("⚠️  interrupted", file=sys.stderr)
-            raise Exit(code=130) from None
+            _leave_within(EXIT_GRACE)
+            raise Exit(code=INTERRUPTED) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C or SIGTERM
+EXIT_GRACE = 10.0  # seconds an interrupted command may take to leave once it has said so
+
+
+def _leave_within(seconds: float) -> None:
+    """An interrupted command has said what it left and released its lock: once Python is on its way out, the
+    process ends within ``seconds``. What Python still does then (waiting for threads whose reads nobody needs now,
+    closing connections) may be wedged by where the interrupt landed; past the grace, deploykit says so, prints where
+    each thread stands (for a bug report) and leaves with the interrupt's exit code rather than leave the terminal (or
+    a CI job) hanging. A caller that goes on in the same process (the main thread still running ``seconds`` later)
+    is left alone."""
+
+    sys.stdout.flush()  # what the command printed (its --json) is out before anything could wedge
+    sys.stderr.flush()
+
+    def leave() -> None:
+        deadline = time.monotonic() + seconds
+        while threading.main_thread().is_alive():  # until Python is on its way out (threading's shutdown began)
+            if time.monotonic() > deadline:
+                return  # a caller in the same process goes on (a script, a test): not ours to end
+            time.sleep(0.05)
+        time.sleep(seconds)
+        said = f"⚠️  deploykit took more than {seconds:g}s to exit after the interrupt: leaving now; where its threads "
+        os.write(2, (said + "stood (please report it):\n").encode())  # not through sys.stderr, whose lock may be held
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)  # writes to the descriptor itself
+        os._exit(INTERRUPTED)
+
+    threading.Thread(target=leave, name="deploykit-exit-grace", daemon=True).start()
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
