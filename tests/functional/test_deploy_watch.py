@@ -11,6 +11,7 @@ import pytest
 
 from deploykit import commands
 from deploykit.clock import FakeClock
+from deploykit.commands import autodeploy
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from tests.conftest import git
 
@@ -142,7 +143,7 @@ def test_the_loop_leaves_out_a_canary_and_an_error_watch_and_says_so(
     )
     toml.write_text(toml.read_text() + "\n" + settings)
     asked: list[dict[str, Any]] = []
-    monkeypatch.setattr(commands, "deploy_auto", lambda **kwargs: asked.append(kwargs))
+    monkeypatch.setattr(autodeploy, "deploy_auto", lambda **kwargs: asked.append(kwargs))
     runs, printed = watch(project, EditingClock([nothing]), None)  # the loop's own deploy: the stand-in records it
     assert runs == 1 and asked[0]["canary"] == "0" and asked[0]["watch_errors"] == "0"
     assert "👀 the edit loop leaves out sandbox's Lambda canary and error watch" in printed

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from deploykit import commands, freeze, history
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.commands import freezing
 from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.hookspecs import hookimpl
@@ -185,12 +186,12 @@ def test_bad_input_is_refused_and_freezes_nothing(
 
 def test_until_takes_durations_and_times() -> None:
     now = T0
-    assert commands._until("90m", now) == now + timedelta(minutes=90)
-    assert commands._until("12h", now) == now + timedelta(hours=12)
-    assert commands._until("1.5d", now) == now + timedelta(hours=36)
-    assert commands._until("2026-12-02T08:00Z", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)
-    assert commands._until("2026-12-02T08:00", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)  # no zone: UTC
-    assert commands._until("2026-12-02T09:00+01:00", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)
+    assert freezing._until("90m", now) == now + timedelta(minutes=90)
+    assert freezing._until("12h", now) == now + timedelta(hours=12)
+    assert freezing._until("1.5d", now) == now + timedelta(hours=36)
+    assert freezing._until("2026-12-02T08:00Z", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)
+    assert freezing._until("2026-12-02T08:00", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)  # no zone: UTC
+    assert freezing._until("2026-12-02T09:00+01:00", now) == datetime(2026, 12, 2, 8, tzinfo=UTC)
 
 
 def test_an_environment_with_no_artifacts_bucket_has_nothing_to_freeze(

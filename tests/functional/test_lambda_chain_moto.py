@@ -33,6 +33,7 @@ from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
+from deploykit.stacks import stack_parameters
 from deploykit.testing import fake_factory
 from tests.conftest import REPO, git
 from tests.functional.conftest import asked, held_across, new_session
@@ -803,9 +804,7 @@ def test_current_code_keys_prefer_what_the_alias_serves_over_the_stack_parameter
     assert keys == {"health_handler": package(with_lambdas).key, "login_handler": environment["login_handler"]}
     assert missing == []
     # the stack's parameter still names the old code: a stack deploy passing it would have reverted the fast path
-    assert (
-        commands.stack_parameters(factory, "CarRentalApiStack")["HealthHandlerCodeKey"] == environment["health_handler"]
-    )
+    assert stack_parameters(factory, "CarRentalApiStack")["HealthHandlerCodeKey"] == environment["health_handler"]
 
     # no alias (a version never published): the stack's parameter
     lam = factory.client("lambda")

@@ -17,9 +17,9 @@ from botocore.exceptions import ClientError
 from botocore.retries.standard import ThrottledRetryableChecker
 from botocore.stub import Stubber
 
-from deploykit import commands
 from deploykit.aws import THROTTLING_CODES, AwsFactory, is_throttling, translate_error
 from deploykit.clock import FakeClock
+from deploykit.commands import core
 from deploykit.config import Config, EnvConfig, load_config
 from deploykit.errors import StepFailed
 from deploykit.output import Reporter
@@ -101,7 +101,7 @@ def test_a_plan_whose_step_is_throttled_fails_with_the_clear_error(
     stub.add_client_error("update_service", "ThrottlingException", "Rate exceeded", 400)
     clock, stream = FakeClock(), io.StringIO()
     ctx = Context(Mock(spec=Config), dev_env, factory, clock, Reporter(stream, tty=False, clock=clock), Mock())
-    report = Executor(ctx, commands._translator(dev_env)).execute(Plan("dev", (UpdateService(),)))
+    report = Executor(ctx, core._translator(dev_env)).execute(Plan("dev", (UpdateService(),)))
     assert report.to_json()["error"] == {
         "message": "AWS throttled UpdateService in dev (ThrottlingException) after its retries: Rate exceeded; "
         "nothing after this call was changed",

@@ -18,7 +18,7 @@ from botocore.stub import Stubber
 from deploykit import rollback
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
-from deploykit.commands import _translator
+from deploykit.commands.core import _translator
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter

@@ -24,14 +24,14 @@ from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
 from deploykit.git import current_revision
 from deploykit.images import created, remote_digest
 from deploykit.output import Reporter
-from deploykit.plan import Context
+from deploykit.plan import Context, RunReport
 from tests.conftest import git, make_project, quiet_runtime
 from tests.integration.conftest import CA_DIR, LocalRegistry, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image", "cleanup_images")]
 
 
-def statuses(report: commands.RunReport | None) -> dict[str, str]:
+def statuses(report: RunReport | None) -> dict[str, str]:
     assert report is not None
     return {r.step: r.status for r in report.records}
 

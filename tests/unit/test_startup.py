@@ -7,7 +7,7 @@ import sys
 
 import docker.errors
 
-from deploykit import commands
+from deploykit.commands import core
 from deploykit.config import load_config
 from deploykit.errors import StepFailed
 from tests.conftest import REPO
@@ -24,6 +24,6 @@ def test_a_command_imports_neither_docker_nor_requests_until_it_touches_an_image
 def test_a_docker_failure_in_a_step_is_still_said_as_one() -> None:
     """The translator knows docker's errors without importing docker (by the module an image step imported)."""
     env = load_config(REPO / "deploy.toml").environment("sandbox")
-    translated = commands._translator(env)(docker.errors.DockerException("the engine hung up"))
+    translated = core._translator(env)(docker.errors.DockerException("the engine hung up"))
     assert isinstance(translated, StepFailed) and translated.message == "the Docker engine failed: the engine hung up"
-    assert commands._translator(env)(ValueError("not docker's")) is None
+    assert core._translator(env)(ValueError("not docker's")) is None

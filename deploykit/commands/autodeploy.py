@@ -1,0 +1,668 @@
+"""inv deploy.auto (and its --watch) and inv diff: what changed since what is live, planned and run, or shown."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from tabulate import tabulate
+
+from deploykit import (
+    auto,
+    changes,
+    freeze,
+    git,
+    history,
+    lambda_chain,
+    markdown,
+    pause,
+    planner,
+    registry,
+)
+from deploykit.aws import AwsFactory, all_of, at_once
+from deploykit.commands.core import (
+    Runtime,
+    _load,
+    _revision,
+    _warner,
+    aws_errors,
+    heard_when_not_run,
+    load_plugins,
+    not_run,
+    nothing_to_do_json,
+    run_plan,
+    until_unlocked,
+)
+from deploykit.commands.deploys import _with_canary, _with_watch, current_code_keys
+from deploykit.commands.previews import Preview, _previewed, _show_preview
+from deploykit.commands.promotion import Source, promotion_of, read_source, require_promoted
+from deploykit.commands.views import endpoints_if_deployed
+from deploykit.config import Config, EnvConfig
+from deploykit.endpoints import Endpoints
+from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
+from deploykit.output import Reporter
+from deploykit.plan import Context, RunReport, dumps
+from deploykit.stacks import (
+    StackOutputs,
+    inv_command,
+)
+
+
+@dataclass
+class Analysis:
+    """What deploy.auto and diff both start from: the environment, what is live, what changed."""
+
+    config: Config
+    env: EnvConfig
+    aws: AwsFactory
+    endpoints: Endpoints | None
+    revision: git.Revision
+    found: changes.ChangeSet
+    live: dict[str, str | None]  # component → its live SHA (the app: its image tag)
+    estimates: dict[str, float] = field(default_factory=dict)  # step → seconds, when asked for (deploy.auto)
+    source: Source | None = None  # the promote_from environment and what it runs, if there is one
+    # the newest runs, newest first; then, older, the runs that left a changed component live (auto.deciding_runs)
+    records: list[history.Record] = field(default_factory=list)
+    # lambda:<fn> → what says its alias serves settings other than its stack deployed (changed by hand, published)
+    drifted: dict[str, str] = field(default_factory=dict)
+    # the live record as read (component → {sha, when, record, ...}): what a plan from this analysis was made from
+    entries: dict[str, dict[str, str]] = field(default_factory=dict)
+    frozen: freeze.Freeze | None = None  # the environment's freeze, while it holds
+    paused: pause.Pause | None = None  # the environment's pause, while it holds: a deploy wakes it first
+
+    def closing_lines(self) -> list[str]:
+        """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), and
+        :attr:`frozen` (a deploy is refused)."""
+        lines = [
+            f"⚠️  {component}: {why} (no deploy puts them back: put them back on $LATEST, then inv deploy.lambda "
+            f"{component.partition(':')[2]}; inv health --env {self.env.name} names them too)"
+            for component, why in sorted(self.drifted.items())
+        ]
+        if self.frozen is not None:
+            lines.append(
+                f"❄️  {self.frozen.describe(self.env.name)}: a deploy is refused until it ends (a rollback is not)"
+            )
+        if self.paused is not None:
+            lines.append(
+                f"⏸  {self.paused.describe(self.env.name)}: a deploy wakes it first ({self.paused.tasks}), and it "
+                "stays awake"
+            )
+        return lines
+
+
+def analyse(
+    runtime: Runtime,
+    env: str | None,
+    *,
+    since: str | None,
+    allow_dirty: bool,
+    adjust: Callable[[EnvConfig], EnvConfig] = lambda environment: environment,
+    estimates: bool = False,
+) -> Analysis:
+    """Read what is live in the environment and detect what changed since (uncommitted changes refused unless
+    ``allow_dirty``). ``adjust`` changes the environment's settings (command-line options) before anything is read,
+    so that bad options are refused first. With ``estimates`` the steps' times are read from the history at the
+    same time as what is live (one round trip less for every deploy; read for nothing when nothing changed). What
+    runs other than the live record says counts as changed: the app's service running another image, a stack the
+    newest run that deployed it failed on (:func:`deploykit.auto.left_by_failed_runs`)."""
+    config, environment = _load(runtime, env)
+    environment = adjust(environment)
+    revision = _revision(config, allow_dirty)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
+        unverified: dict[str, str] = {}  # what runs other than the last deploy verified: deployed again
+        entries: dict[str, dict[str, str]] = {}  # the live record's
+        drifted: dict[str, str] = {}  # functions serving settings other than their stack's: said, not deployed
+        reads: dict[str, Callable[[], Any]] = {
+            "live": partial(
+                auto.live_components, aws, config, environment, found_endpoints, unverified, entries, drifted
+            )
+        }
+        if found_endpoints is not None:  # the newest runs: for the estimates, and stacks a failed run left changed
+            reads["records"] = partial(_newest_records, aws, environment, runtime)
+        if environment.promote_from:  # what the environment it takes releases from runs, read meanwhile
+            reads["source"] = partial(read_source, runtime, config, environment.promote_from)
+        if found_endpoints is not None:  # said in the analysis; a deploy checks them again under the lock
+            reads["freeze"] = partial(freeze.read, aws, environment)
+            reads["pause"] = partial(pause.read, aws, environment)
+        read = at_once(reads)
+    live: dict[str, str | None] = read["live"]
+    tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
+    found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
+    records: list[history.Record] = read.get("records", [])
+    left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment))
+    found = changes.with_notes(found, {**unverified, **left})
+    guesses = history.estimates(records) if estimates else {}
+    if found_endpoints is not None:  # for the guard against bringing back what a rollback took off, however long ago
+        with aws_errors(environment):
+            store = history.History.of(aws, environment, warn=_warner(runtime))  # its outputs read already
+            if store is not None:
+                records = auto.with_deciding_runs(entries, records, found.components(), store.records_by_id)
+    return Analysis(
+        config,
+        environment,
+        aws,
+        found_endpoints,
+        revision,
+        found,
+        live,
+        guesses,
+        read.get("source"),
+        records,
+        drifted,
+        entries,
+        freeze.in_force(read.get("freeze"), environment, runtime.clock.now()),
+        read.get("pause"),
+    )
+
+
+def _write_analysis(runtime: Runtime, lines: Sequence[str], closing: Sequence[str] = ()) -> None:
+    """The Change Analysis: ``lines``, then ``closing`` (Analysis.closing_lines: settings changed that no deploy puts
+    back, a freeze)."""
+    runtime.stderr.write(
+        "🔍 Change Analysis\n" + "\n".join([*(lines or ["no change since what is live"]), *closing]) + "\n"
+    )
+
+
+@heard_when_not_run("deploy.auto")
+def deploy_auto(
+    *,
+    env: str | None = None,
+    since: str | None = None,
+    allow_dirty: bool = False,
+    allow_older: bool = False,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    rollback: bool = True,
+    canary: str | None = None,
+    bake: str | None = None,
+    watch_errors: str | None = None,
+    unpromoted: bool = False,
+    allow_rolled_back: bool = False,
+    only: str | None = None,
+    skip: str | None = None,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
+    Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``, and to deploy again a
+    component as a person's rollback took it off (HEAD the same there) unless ``allow_rolled_back``; ``canary``
+    and ``bake`` replace the environment's canary settings for the Lambda code it deploys (deploykit.canary),
+    ``watch_errors`` its error watch after the app's rollout (deploykit.watch). ``only`` and ``skip`` (components
+    or kinds, separated by commas: auto.selection) hold back the changed components the first leaves out or the
+    second names: not deployed, not carried to HEAD, deployed by a later deploy.auto."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    chosen, skipped = auto.selections(config, environment, only=only, skip=skip)
+    a = analyse(
+        runtime,
+        env,
+        since=since,
+        allow_dirty=allow_dirty,
+        adjust=lambda environment: _with_watch(_with_canary(environment, canary, bake), watch_errors),
+        estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
+    )
+    if a.endpoints is None:
+        if chosen is not None or skipped:
+            raise UsageError(
+                f"{a.env.name} is not fully deployed yet: deploy.auto deploys everything (deploy.full), and "
+                f"{'--only' if chosen is not None else '--skip'} cannot hold any of it back",
+                next_step="run it without --only and --skip; hold changes back once every stack is deployed",
+            )
+        promotion = require_promoted(
+            runtime, a.config, a.env, a.revision, a.live, unpromoted=unpromoted, source_read=a.source
+        )
+        with aws_errors(a.env):
+            plan = planner.full_plan(
+                a.config, a.env, a.revision, repository_uri="", smoke=smoke, promoted=promotion.image
+            )
+        plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
+        runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
+        return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
+    a.found = auto.held_back(a.found, chosen, skipped)
+    changed = a.found.components()
+    commits = changes.commits_behind(a.config.root, a.found)
+    lines = auto.analysis_lines(
+        a.found,
+        a.env,
+        uncommitted=a.revision.dirty_paths,
+        requirements=changes.requirements_changed(a.config.root, a.found),
+        commits=commits,
+    )
+    closing = a.closing_lines()
+    behind = auto.taken_back(a.found)
+    if behind and not allow_older:  # refused before reading more; the analysis shows why
+        _write_analysis(runtime, lines, closing)
+        auto.refuse_taking_back(behind, a.found.head, a.env)
+    uncommitted = bool(a.revision.dirty)
+    again = {} if allow_rolled_back else auto.deploying_again(a.config, a.records, changed, uncommitted=uncommitted)
+    if again:
+        _write_analysis(runtime, lines, closing)
+        auto.refuse_deploying_again(again, a.found.head, a.env)
+    try:
+        promotion = require_promoted(
+            runtime, a.config, a.env, a.revision, changed, unpromoted=unpromoted, source_read=a.source
+        )
+    except UsageError:
+        _write_analysis(runtime, lines, closing)  # refused before reading more; the analysis shows what would have gone
+        raise
+    with aws_errors(a.env):
+        # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
+        reads: dict[str, Callable[[], Any]] = {}
+        if "stack:api" in changed:
+            reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
+        if "app" in changed:
+            reads["repository_uri"] = partial(registry.repository_uri, a.aws)
+            if not dry_run:
+                reads["push_auth"] = partial(registry.push_auth, a.aws)  # kept for the push (or the copy), asked now
+        read = at_once(reads)
+        inputs = auto.Inputs(
+            image_tag=a.live.get("app") or "",
+            code_keys=read.get("code_keys", {}),
+            functions=dict(a.endpoints.functions),
+            repository_uri=read.get("repository_uri", ""),
+            promoted=promotion.image,
+        )
+        plan = auto.auto_plan(a.config, a.env, a.revision, a.found, inputs, smoke=smoke)
+        # components with no change since their live SHA are live at HEAD too: recorded so, later diffs start there
+        carried = auto.unchanged_components(a.found, a.revision)
+        held = tuple(sorted(a.found.held))
+        taken = changes.as_taken(commits)  # what the run takes live, for its record
+        plan = (
+            dataclasses.replace(plan, carried=carried, unpromoted=promotion.unpromoted, held=held, commits=taken)
+            if plan
+            else plan
+        )
+        plan = pause.woken(plan, a.paused, a.env)  # a paused environment woken first
+    if dry_run and as_json:
+        runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
+        return None
+    _write_analysis(runtime, lines, closing)
+    if not plan:
+        what = f"HEAD ({a.revision.short})"
+        if a.revision.touches:  # uncommitted changes that touch components, all of them live already
+            what = f"the work tree (HEAD {a.revision.short} with its uncommitted changes)"
+        if held:  # not "runs what HEAD would deploy": what was held back does not run
+            runtime.stderr.write(
+                f"✅ nothing else to deploy: {a.env.name} runs the rest of what {what} would deploy; held back: "
+                f"{', '.join(held)} (the next inv deploy.auto deploys them)\n"
+            )
+        else:
+            runtime.stderr.write(f"✅ nothing to deploy: {a.env.name} runs what {what} would deploy\n")
+        if not dry_run:
+            not_run(runtime, a.config, a.env, "deploy.auto", "nothing", head=a.revision.short, held=list(held))
+        if as_json:
+            runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
+        return None
+    if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
+        raise freeze.refusal(a.frozen, a.env, plan.title)
+    rows = auto.estimate_rows(plan, a.env, a.estimates)
+    total = auto.estimate_total(plan.steps, a.env, a.estimates)
+    about = f"{total:.0f}s" if total >= 10 else f"{total:.1f}s"
+    runtime.stderr.write(
+        f"\nPlan for deploy.auto → {a.env.name}"
+        + (f" (about {about} from the history)" if total else "")
+        + "\n"
+        + tabulate(rows, headers=["#", "step", "target", "estimate"], tablefmt="simple")
+        + "\n\n"
+    )
+    if dry_run:
+        runtime.stderr.write("(dry run: nothing is changed)\n")
+        return None
+    return run_plan(
+        runtime,
+        a.config,
+        a.env,
+        plan,
+        dry_run=False,
+        as_json=as_json,
+        aws=a.aws,
+        rollback=rollback,
+        planned_from=a.entries,
+    )
+
+
+WATCH_POLL = 1.0  # seconds between two looks at the work tree
+WATCH_SETTLE = 0.5  # a change is deployed once the work tree stayed the same this long (an editor saving files)
+
+
+def deploy_watch(
+    *,
+    env: str | None = None,
+    allow_older: bool = False,
+    smoke: bool = True,
+    rollback: bool = True,
+    allow_rolled_back: bool = False,
+    only: str | None = None,
+    skip: str | None = None,
+    runtime: Runtime | None = None,
+    deploy: Callable[[], Any] | None = None,
+    until: Callable[[], bool] = lambda: False,
+) -> int:
+    """``inv deploy.auto --watch``: deploy.auto of the work tree (uncommitted changes included, as --allow-dirty)
+    now, then again each time it changes (a save, a commit, a checkout), until Ctrl-C (or ``until()``). A failed
+    deploy is told and the watch goes on: the next save deploys again. Refuses a protected environment. Returns how
+    many deploys it ran."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    auto.selections(config, environment, only=only, skip=skip)  # refused now, not at the first save
+    if environment.protected:
+        raise UsageError(
+            f"environment {environment.name!r} is protected in deploy.toml; --watch deploys every save, "
+            "uncommitted ones included",
+            next_step=f"watch a development environment (the sandbox), or deploy commits: inv deploy.auto --env "
+            f"{environment.name}",
+        )
+    # a canary or an error watch of minutes at every save would defeat the loop: left out, and said so
+    canary, watch_errors = environment.lambda_canary.on, environment.app_error_watch.on
+    if canary or watch_errors:
+        runtime.stderr.write(
+            f"👀 the edit loop leaves out {environment.name}'s Lambda canary and error watch (each save would wait "
+            "for them): inv deploy.auto without --watch runs them\n"
+        )
+    deploy = deploy or partial(
+        deploy_auto,
+        env=env,
+        allow_dirty=True,
+        allow_older=allow_older,
+        smoke=smoke,
+        rollback=rollback,
+        allow_rolled_back=allow_rolled_back,
+        only=only,
+        skip=skip,
+        runtime=runtime,
+        canary="0" if canary else None,
+        watch_errors="0" if watch_errors else None,
+    )
+    clock, deployed, runs = runtime.clock, None, 0
+    try:
+        while not until():
+            state = git.worktree_state(config.root)
+            if state == deployed:
+                clock.sleep(WATCH_POLL)
+                continue
+            if deployed is not None:  # a change: deploy it once it has settled
+                clock.sleep(WATCH_SETTLE)
+                if git.worktree_state(config.root) != state:
+                    continue
+            deployed, runs = state, runs + 1
+            try:
+                until_unlocked(deploy, runtime)  # waits for another deploy's lock when allowed, as each task does
+            except Interrupted:
+                raise
+            except DeployKitError as exc:  # told as the task would, then back to watching
+                runtime.stderr.write(f"❌ {exc.message}\n" + (f"  → next: {exc.next_step}\n" if exc.next_step else ""))
+            runtime.stderr.write(
+                f"\n👀 watching {config.root} for changes to deploy to {environment.name} (Ctrl-C ends)\n"
+            )
+    except KeyboardInterrupt:  # the way to stop watching: not an error
+        runtime.stderr.write("\nstopped watching\n")
+    return runs
+
+
+def _newest_records(aws: AwsFactory, env: EnvConfig, runtime: Runtime | None = None) -> list[history.Record]:
+    """The environment's newest runs (auto.NEWEST_RUNS), newest first (cached on this machine by ETag); none without
+    a registry stack (the first deploy). A record that cannot be read is passed over, said on ``runtime``'s
+    stderr."""
+    # its outputs come from memory when the caller read the stacks already
+    found = history.History.of(aws, env, warn=_warner(runtime))
+    return found.records(auto.NEWEST_RUNS) if found else []
+
+
+def diff(
+    *,
+    env: str | None = None,
+    since: str | None = None,
+    as_json: bool = False,
+    as_markdown: bool = False,
+    verify: bool = False,
+    runtime: Runtime | None = None,
+) -> changes.ChangeSet:
+    """Change Analysis: each changed path, its component and the command that deploys it; for each changed stack,
+    the CloudFormation changes it would make (a change set that is deleted, never executed) and its status.
+    ``as_markdown``: the same as one Markdown document on stdout, for a pull request's comment or a CI job's summary
+    (deploykit.markdown).
+
+    ``verify``: whether the environment runs what this checkout would deploy, whatever git and the live record say:
+    every stack previewed, every function's live code compared with this checkout's zip; StepFailed (exit 1) when
+    anything differs (a nightly check of an environment that should run main)."""
+    if as_json and as_markdown:
+        raise UsageError("--json and --markdown both print on stdout", next_step="choose one of them")
+    runtime = runtime or Runtime()
+    a = analyse(runtime, env, since=since, allow_dirty=True)
+    packages = changes.requirements_changed(a.config.root, a.found)
+    commits = changes.commits_behind(a.config.root, a.found)
+    commits_json = [commit.to_json() for commit in commits]  # behind the changes, newest first
+    lines = auto.analysis_lines(
+        a.found, a.env, uncommitted=a.revision.dirty_paths, requirements=packages, commits=commits
+    )
+    if a.revision.touches:
+        lines.append(
+            "✏️  uncommitted changes are counted: commit them before deploying, or deploy them as a dirty build "
+            "with --allow-dirty"
+        )
+    held: dict[str, str] = {}  # component → why the promote_from environment does not run it
+    earlier: dict[str, str] = {}  # component → the commit the promote_from environment verified it at, before
+    if a.source is not None and a.found.components():
+        source = a.source.name
+        held, earlier = promotion_of(a.config, a.source, a.found.components(), a.revision)
+        lines += [
+            f"🚦 {component}: not promoted, {held[component]}"
+            if component in held
+            else f"🚦 {component}: {source} ran it at {earlier[component]}"
+            if component in earlier
+            else f"🚦 {component}: {source} runs it"
+            for component in sorted(a.found.components())
+        ]
+        if held:
+            lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
+    again = auto.deploying_again(a.config, a.records, a.found.components(), uncommitted=bool(a.revision.dirty))
+    refusals = [f"{why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
+    lines += [f"⛔ {refusal}" for refusal in refusals]
+    closing = a.closing_lines()
+    _write_analysis(runtime, lines, closing)
+    previews: dict[str, Preview] = {}
+    changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
+    roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)
+    if roles:
+        previews = _stack_previews(runtime, a, roles, changed=changed, as_given=verify)
+    stacks_json = {name: preview.json for name, preview in previews.items()}
+    verdict = _verified(runtime, a, stacks_json) if verify else None
+    if as_markdown:
+        attention = [*refusals, *(f"{component}: not promoted, {why}" for component, why in sorted(held.items()))]
+        attention += [
+            f"{component}: live at {live[: git.SHORT_SHA]}, {n} commit{'s' if n > 1 else ''} ahead of HEAD: "
+            "deploy.auto refuses to take them back (or --allow-older)"
+            for component, (live, n) in auto.taken_back(a.found).items()
+        ]
+        attention += closing
+        listed = set(auto.commit_lines(commits))  # listed apart, linked: not in the block too
+        found = markdown.Review(
+            env=a.env.name,
+            base=auto.oldest_base(a.found),
+            head=a.found.head,
+            components=sorted(a.found.components()),
+            analysis=[*(line for line in lines if line not in listed), *closing],
+            command=inv_command("deploy.auto", env=a.env.name),
+            stacks=[preview.section for preview in previews.values()],
+            attention=attention,
+            verdict=None if verdict is None else verdict["differs"],
+            commits=commits_json,
+            commit_url=git.commit_url_base(a.config.root, os.environ),
+        )
+        runtime.stdout.write(markdown.review(found))
+    if as_json:
+        data = auto.diff_json(a.env, a.found)
+        data["stacks"] = stacks_json
+        if a.env.promote_from:
+            data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
+        data["rolled_back"] = again  # component → why deploy.auto refuses to bring it back
+        data["commits"] = commits_json
+        # requirements file → the packages its change changes
+        data["requirements"] = {
+            path: [{"name": p.name, "before": p.before, "after": p.after} for p in found]
+            for path, found in packages.items()
+        }
+        if verdict is not None:
+            data["verify"] = verdict
+        runtime.stdout.write(dumps(data) + "\n")
+    if verdict is not None and verdict["differs"]:
+        by_hand = [fn for fn, found in verdict["functions"].items() if found.get("settings")]
+        settings = "".join(
+            f"; {fn}'s settings: put them back on its $LATEST as the template has them (aws lambda "
+            f"update-function-configuration --function-name {verdict['functions'][fn]['name']}), then inv "
+            f"deploy.lambda {fn} --env {a.env.name} moves its alias to a version that has them"
+            for fn in by_hand
+        )
+        raise StepFailed(
+            f"{a.env.name} does not run what this checkout would deploy: {'; '.join(verdict['differs'])}",
+            next_step=f"inv deploy.auto --env {a.env.name} deploys what changed; a stack whose change set above is "
+            f"not empty though nothing of it changed in git: inv deploy.stack NAME --env {a.env.name}{settings}",
+        )
+    return a.found
+
+
+def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> dict[str, Any]:
+    """``inv diff --verify``'s verdict, said: each function's live code against this checkout's zip (the fast
+    path's part, which the API stack's preview cannot show) and its live version's settings against this checkout's
+    template (a setting changed by hand and published, which no change set shows: CloudFormation compares templates,
+    not what runs), then what differs: a component the analysis counts changed, a stack whose preview is not empty,
+    a function that runs other code or other settings. A function's $LATEST with other settings than the template
+    (staged by hand, not published) is said, not counted: it is not served. ``{"differs": [what], "functions": {fn:
+    {"name": its Lambda function or None, "live": CodeSha256 or None, "checkout": CodeSha256, "settings": {setting:
+    {"live", "checkout"}}, "latest_settings": {setting: {"latest", "checkout"}} (those that differ)}}}``."""
+    packages = planner.lambda_packages(a.config, a.env)
+    names = lambda_chain.deployed_functions(StackOutputs.of(a.aws), a.env, required=False)
+    client = a.aws.client("lambda")
+    deployed = [fn for fn in packages if fn in names]
+    with aws_errors(a.env):  # what each alias serves and, beside it, $LATEST (what the next fast path publishes)
+        reads: dict[tuple[str, str], Callable[[], Any]] = {}
+        for fn in deployed:
+            reads[fn, "serving"] = partial(lambda_chain.live_configuration, client, names[fn])
+            reads[fn, "latest"] = partial(lambda_chain.live_configuration, client, names[fn], "$LATEST")
+        found = at_once(reads)
+    serving = {fn: found[fn, "serving"] for fn in deployed}
+    latest = {fn: found[fn, "latest"] for fn in deployed}
+    functions: dict[str, dict[str, Any]] = {
+        fn: {"name": names.get(fn), "live": (serving.get(fn) or {}).get("CodeSha256"), "checkout": package.code_sha256}
+        for fn, package in packages.items()
+    }
+    differs = {c: f"{c} changed" for c in sorted(a.found.components())}  # component → what differs
+
+    def differ(component: str, what: str) -> None:
+        differs[component] = f"{differs[component]} ({what})" if component in differs else what
+
+    roles = {name: role for role, name in planner.stack_roles(a.env).items()}
+    for name, preview in stacks_json.items():
+        found = preview["changes"]
+        if found is None or found:
+            count = f"{len(found)} change{'s' if len(found) > 1 else ''} to make" if found else "to be created"
+            differ(f"stack:{roles[name]}", f"{name}: {count}")
+    template = _synthesized(a, "api")
+    runtime.stderr.write(
+        "\n🔧 Lambda (what each live alias serves, against this checkout's zip and its template's settings)\n"
+    )
+    for fn, package in packages.items():
+        serves = functions[fn]["live"]
+        if serves == package.code_sha256:
+            runtime.stderr.write(f"  {fn}: ✅ runs this checkout's code ({serves[:12]})\n")
+        else:
+            live = f"runs {serves[:12]}" if serves else "is not deployed"
+            runtime.stderr.write(f"  {fn}: ❌ {live}, this checkout's is {package.code_sha256[:12]}\n")
+            differ(f"lambda:{fn}", f"{fn} {live}, not this checkout's code")
+        version = serving.get(fn)
+        if not version or not template:
+            continue
+        wanted = lambda_chain.configured(template, fn)
+        settings = lambda_chain.configuration_differs(wanted, version)
+        functions[fn]["settings"] = {key: {"live": has, "checkout": want} for key, (want, has) in settings.items()}
+        for key, (want, has) in settings.items():
+            runtime.stderr.write(f"  {fn}: ❌ its live version has {key} {has!r}, this checkout's template {want!r}\n")
+            differ(f"lambda:{fn}", f"{fn} runs with {key} {has!r}, not {want!r}")
+        # $LATEST is not served, so it does not fail the verdict; the next fast-path deploy publishes what it has
+        staged = lambda_chain.configuration_differs(wanted, latest[fn]) if latest.get(fn) else {}
+        functions[fn]["latest_settings"] = {
+            key: {"latest": has, "checkout": want} for key, (want, has) in staged.items()
+        }
+        for key, (want, has) in staged.items():
+            if settings.get(key) == (want, has):  # published as it is: said above, with how to put it back
+                continue
+            runtime.stderr.write(
+                f"  {fn}: ⚠️  its $LATEST has {key} {has!r}, this checkout's template {want!r}: not served, but the "
+                f"next inv deploy.lambda {fn} (or deploy.auto of it) publishes it\n"
+            )
+    if not differs:
+        runtime.stderr.write(
+            f"\n✅ {a.env.name} runs what this checkout would deploy: no component changed, no stack has anything "
+            "to change, every function runs this checkout's code\n"
+        )
+    return {"differs": list(differs.values()), "functions": functions}
+
+
+def _synthesized(a: Analysis, role: str) -> dict[str, Any]:
+    """The template this checkout synthesized for the stack of ``role`` (``inv diff --verify`` synthesized every
+    one); {} when there is none."""
+    path = planner.synth_dir(a.config, a.env) / f"{planner.stack_roles(a.env)[role]}.template.json"
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _stack_previews(
+    runtime: Runtime,
+    a: Analysis,
+    roles: Sequence[str],
+    *,
+    changed: Collection[str],
+    as_given: bool = False,
+) -> dict[str, Preview]:
+    """Synthesize (while what is live is read), then preview each stack of ``roles`` with the inputs a deploy would
+    give it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code
+    changes every stack), printed in the stacks' order. ``changed``: the roles the analysis counts changed; an
+    empty preview of another says there is nothing to change. ``as_given``: each stack keeps
+    the parameters it was deployed with (its template alone is previewed): the image and the functions' code, which
+    the app chain and the fast path change without the stacks, are compared apart (``--verify``)."""
+    from deploykit.stack_chain import Synthesize
+
+    out = planner.synth_dir(a.config, a.env)
+    reporter = Reporter(runtime.stderr, clock=runtime.clock)
+    ctx = Context(a.config, a.env, a.aws, runtime.clock, reporter, runtime.docker_factory)
+    reads: dict[str, Callable[[], Any]] = {
+        "synth": partial(Synthesize(str(out)).run, ctx),
+        "image_tag": partial(auto.live_image_tag_or_empty, a.aws, a.env),
+    }
+    if "api" in roles:
+        reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
+    with aws_errors(a.env), reporter.activity("synth"):
+        read = at_once(reads)
+    names = planner.stack_roles(a.env)
+    previews = {
+        names[role]: partial(
+            _previewed,
+            runtime,
+            a.aws,
+            a.env,
+            names[role],
+            out / f"{names[role]}.template.json",
+            dict(planner.stack_parameters(role, read["image_tag"], read.get("code_keys", {}))),
+            as_given=as_given,
+        )
+        for role in roles
+    }
+    with aws_errors(a.env):
+        found = all_of(previews)
+    plugins = load_plugins(runtime, a.config)
+    return {
+        names[role]: _show_preview(
+            runtime, a.env, names[role], *found[names[role]], changed=role in changed, plugins=plugins
+        )
+        for role in roles
+    }

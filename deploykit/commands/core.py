@@ -1,0 +1,685 @@
+"""What every command shares: the runtime, loading the configuration and plugins, running a plan under the
+environment's lock (confirmation, the pause's wake, the record in the history, the automatic rollback)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import botocore.exceptions
+
+from deploykit import (
+    auto,
+    changes,
+    ecs,
+    freeze,
+    git,
+    history,
+    lock,
+    overview,
+    pause,
+    planner,
+    stack_chain,
+)
+from deploykit import logs as applogs
+from deploykit import metrics as deploy_metrics
+from deploykit import rollback as rollbacks
+from deploykit.app_chain import app_left
+from deploykit.aws import AwsFactory, at_once, translate_error
+from deploykit.clock import Clock, SystemClock
+from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
+from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
+from deploykit.images import docker_client
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps, in_background
+from deploykit.plugins import Plugins, get_plugin_manager, observe
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Runtime:
+    """Everything a command needs from the outside world; tests replace any part of it."""
+
+    config_path: Path | None = None
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    clock: Clock = field(default_factory=SystemClock)
+    aws_factory: Callable[[EnvConfig], AwsFactory] = AwsFactory
+    docker_factory: Callable[[], Any] = docker_client
+    plugins_factory: Callable[[], Plugins] = get_plugin_manager
+    # an environment with confirm = true: --yes given (or $DEPLOYKIT_YES=1) answers for the person; else ``ask``
+    # puts the question (True: go on; None: there is no one to ask, no terminal)
+    assume_yes: bool = False
+    ask: Callable[[str], bool | None] = field(default_factory=lambda: ask_on_terminal)
+
+
+YES_ENV = "DEPLOYKIT_YES"  # =1: every confirmation an environment asks for (confirm = true) answered yes
+
+
+def ask_on_terminal(question: str) -> bool | None:
+    """``question`` on the terminal, answered y or yes (anything else is no); None without a terminal to ask on."""
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _aws_of(runtime: Runtime, config: Config, name: str) -> AwsFactory:
+    """The AWS of the environment ``name``, with its own credentials."""
+    return runtime.aws_factory(config.environment(name))
+
+
+def load_plugins(runtime: Runtime, config: Config) -> Plugins:
+    """The plugins (built-in and installed), configured; one that failed to load is named on stderr."""
+    plugins = runtime.plugins_factory()
+    for name, error in sorted(plugins.broken.items()):
+        runtime.stderr.write(f"⚠️  plugin {name!r} failed to load and is left out: {error}\n")
+    plugins.manager.hook.deploykit_configure(config=config)
+    return plugins
+
+
+def not_run(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    command: str,
+    outcome: str,
+    *,
+    head: str | None = None,
+    **more: Any,
+) -> None:
+    """Tell the plugins a deploy command ended before any step of a plan ran (deploykit_deployment_not_run);
+    ``head``: the checkout's commit (read here when not given), ``more``: message, next_step, held."""
+    if head is None:
+        try:
+            head = git.head_sha(config.root)[: git.SHORT_SHA]
+        except DeployKitError:  # not a git checkout after all: the report leaves it out
+            head = ""
+    report: dict[str, Any] = {"env": env.name, "command": command, "outcome": outcome, "head": head}
+    report |= {"message": "", "next_step": "", "held": [], **more}
+    observe(
+        load_plugins(runtime, config), "deploykit_deployment_not_run", _line_on(runtime), env=env.name, report=report
+    )
+
+
+def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
+    """A deploy command (``command``: its name, or what makes it from the command's arguments) that is refused (exit
+    2) or fails before a plan of it runs tells the plugins so (:func:`not_run`), as its run would have: a CI job's page
+    then says why nothing was deployed. Not told: what the executor told already (:attr:`DeployKitError.heard`), a
+    dry run's, an error of deploy.toml or of the environment's name (nothing to tell it to). A run superseded or
+    refused by a lock the command waits for is told only when :func:`until_unlocked` gives up starting it again
+    (:attr:`DeployKitError.tell_later`): the refusal it ends with."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            runtime = kwargs["runtime"] = kwargs.get("runtime") or Runtime()
+            try:
+                return func(*args, **kwargs)
+            except DeployKitError as exc:
+                if not (exc.heard or kwargs.get("dry_run") or isinstance(exc, ConfigError | Interrupted)):
+                    try:
+                        config, environment = _load(runtime, kwargs.get("env"))
+                    except DeployKitError:
+                        raise exc from None
+                    name = command if isinstance(command, str) else command(*args, **kwargs)
+
+                    def tell(error: DeployKitError) -> None:
+                        outcome = "refused" if error.exit_code == 2 else "failed"
+                        message, next_step = error.message, error.next_step or ""
+                        not_run(runtime, config, environment, name, outcome, message=message, next_step=next_step)
+                        error.heard = True
+
+                    if isinstance(exc, Superseded) or (isinstance(exc, lock.LockHeld) and exc.wait > 0):
+                        exc.tell_later = tell  # started again: told only if the command gives up
+                    else:
+                        tell(exc)
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
+    def translate(exc: Exception) -> DeployKitError | None:
+        if isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
+            return translate_error(exc, env)
+        docker_errors = sys.modules.get("docker.errors")  # none without an image touched: no Docker failure either
+        if docker_errors is not None and isinstance(exc, docker_errors.DockerException):
+            return StepFailed(f"the Docker engine failed: {exc}", next_step="check 'docker info', then rerun")
+        return None
+
+    return translate
+
+
+@contextmanager
+def aws_errors(env: EnvConfig) -> Iterator[None]:
+    """Planning reads AWS too: its botocore failures become the same clear errors as a step's."""
+    try:
+        yield
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise translate_error(exc, env) from None
+
+
+def _load(runtime: Runtime, env_name: str | None) -> tuple[Config, EnvConfig]:
+    config = load_config(runtime.config_path)
+    return config, config.environment(env_name)
+
+
+def _revision(config: Config, allow_dirty: bool) -> git.Revision:
+    """HEAD's revision (uncommitted changes refused unless ``allow_dirty``), knowing which components they touch."""
+    return changes.scope(config, git.current_revision(config.root, allow_dirty=allow_dirty))
+
+
+def run_plan(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    plan: Plan,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    aws: AwsFactory | None = None,
+    rollback: bool | None = None,
+    planned_from: Mapping[str, Mapping[str, str]] | None = None,
+) -> RunReport | None:
+    """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
+
+    ``rollback`` (deploys of the app or a Lambda): when wait-healthy, smoke or watch-errors fails, True puts back
+    what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back; None: neither
+    applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read before the
+    lock was taken); when the record read under the lock differs (another deploy finished in between), the run
+    stops before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live
+    changed and nothing recorded, for the command to start again (:func:`until_unlocked`)."""
+    if dry_run:  # reads nothing: a wake of a paused environment is not shown (deploy.auto's dry run shows it)
+        if as_json:
+            runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
+        else:
+            runtime.stderr.write(describe_plan(plan) + "\n")
+        return None
+    aws = aws or runtime.aws_factory(env)
+    _confirmed(runtime, env, plan)
+    # a deploy wakes a paused environment first: whether it is paused is read while the lock is taken
+    pausing = in_background(partial(pause.read, aws, env), "pause") if pause.may_wake(plan) else None
+    with _deploy_lock(runtime, aws, env, plan):
+        if pausing is not None:
+            with aws_errors(env):
+                plan = pause.woken(plan, pausing.result(), env)
+        reporter = Reporter(runtime.stderr, clock=runtime.clock)
+        plugins = load_plugins(runtime, config)
+        ctx = Context(
+            config,
+            env,
+            aws,
+            runtime.clock,
+            reporter,
+            runtime.docker_factory,
+            plugins,
+            partial(_aws_of, runtime, config),
+        )
+        # what is live before the run: read under the lock, while the plan's first steps run (its value is needed
+        # only after them: one round trip less before the first step)
+        reading = _LiveBefore(runtime, aws, env) if plan.deploys or plan.removes else None
+        if reading is not None and planned_from is not None:
+            ctx.gate = partial(_still_as_planned, reading, env, planned_from)
+        try:
+            report = Executor(ctx, _translator(env)).execute(plan)
+        finally:
+            live = reading.result() if reading else None
+        if isinstance(report.error, Superseded):  # nothing live changed: nothing to record, nothing to put back
+            raise report.error
+        if report.error is not None:
+            report.error.heard = True  # the executor told the plugins of the run and its failure
+        before = {c: v.get("sha") for c, v in live.items()} if live else {}
+        if isinstance(report.error, Interrupted) and any(before.values()):
+            shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
+            report.error.message += f"; live before this run: {shown}"
+        if plan.changes_live:
+            _record(runtime, config, aws, env, plan, report, before, live)
+        if report.error is not None and rollback is not None:
+            report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)
+        if report.error is not None:
+            roles = rollbacks.changed_stacks(report, env)
+            if roles:
+                back = ", ".join(f"inv rollback --env {env.name} --component stack:{role}" for role in roles)
+                report.error.next_step = "; ".join(
+                    filter(None, (report.error.next_step, f"if a stack change of this run broke it: {back}"))
+                )
+    if as_json:
+        runtime.stdout.write(dumps(report.to_json()) + "\n")
+    if report.error is not None:
+        raise report.error
+    return report
+
+
+def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
+    """In an environment that asks first (``confirm = true``), a plan that changes it runs only once someone said
+    yes: on the terminal, or by --yes / $DEPLOYKIT_YES=1. Declined, or no one to ask: refused, nothing changed. A
+    destroy asks on its own (the environment's name typed)."""
+    if not env.confirm or not plan.changes_live or plan.title.startswith("destroy"):
+        return
+    what = ", ".join(f"{component}@{sha[: git.SHORT_SHA]}" for component, sha in plan.deploys) or ", ".join(
+        component for component, _ in plan.restarts
+    )
+    commits = f", {len(plan.commits)} commit{'s' if len(plan.commits) > 1 else ''}" if plan.commits else ""
+    steps = f"{len(plan.steps)} step{'s' if len(plan.steps) > 1 else ''}"
+    summary = f"{plan.title} → {env.name} ({steps}: {what}{commits})"
+    if runtime.assume_yes or os.environ.get(YES_ENV) == "1":
+        runtime.stderr.write(f"✔  {summary}: confirmed by --yes\n")
+        return
+    answer = runtime.ask(f"❓ {summary}: {env.name} asks first (confirm = true). Go on? [y/N] ")
+    if answer is None:
+        raise UsageError(
+            f"{env.name} asks before each change (confirm = true in deploy.toml) and there is no terminal to ask on: "
+            "nothing was changed",
+            next_step=f"rerun with --yes (or {YES_ENV}=1) where the run is approved another way, as a CI job's "
+            "environment approval",
+        )
+    if not answer:
+        raise UsageError(f"{summary} not confirmed: nothing was changed", next_step="rerun when it should go")
+
+
+def _still_as_planned(reading: _LiveBefore, env: EnvConfig, planned_from: Mapping[str, Mapping[str, str]]) -> None:
+    """Superseded when the live record read under the lock is not the one the plan was made from."""
+    live = reading.result()
+    if live is None or live == planned_from:  # unreadable: said by the read, and the run records it so
+        return
+    moved = sorted(
+        c for c in {*live, *planned_from} if live.get(c, {}).get("sha") != planned_from.get(c, {}).get("sha")
+    )
+    what = ", ".join(
+        f"{c} {planned_from.get(c, {}).get('sha') or '-'} → {live.get(c, {}).get('sha') or '-'}" for c in moved
+    )
+    raise Superseded(
+        f"what is live in {env.name!r} changed since this command read it: another deploy finished meanwhile"
+        + (f" ({what})" if what else "")
+        + "; nothing live was changed",
+        next_step="rerun: it reads what is live anew and deploys what is left",
+    )
+
+
+def recover(
+    runtime: Runtime,
+    ctx: Context,
+    report: RunReport,
+    before: dict[str, str | None],
+    live: dict[str, dict[str, str]] | None = None,
+    *,
+    rollback: bool,
+) -> RunReport | None:
+    """After a failed deploy: put back what it replaced when wait-healthy, smoke or watch-errors failed
+    (``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
+    is returned. ``live``: the live record as read before the failed run (which left it as it was), if it was."""
+    env, error = ctx.env, report.error
+    assert error is not None
+    try:
+        with aws_errors(env):
+            undo = rollbacks.undo_plan(env, report, ctx.aws.client("lambda"), smoke=True, before=before)
+    except DeployKitError as exc:
+        error.message += f"; no automatic rollback: reading what to put back failed ({exc.message})"
+        error.next_step = f"see what runs: inv health --env {env.name}; put it back: inv rollback --env {env.name}"
+        return None
+    if undo is None:
+        return None
+    replaced = ", ".join(undo.replaced)
+    # what the failed release wrote stays in CloudWatch Logs after its tasks stopped and its alias moved back
+    wrote = "; what it wrote: " + ", ".join(
+        f"inv logs --env {env.name}" + ("" if c == "app" else f" --component {c}") + " --since 15m"
+        for c in undo.components
+    )
+    if not rollback:
+        error.message += f"; left in place for debugging (--no-rollback): {replaced}"
+        error.next_step = (
+            f"put back what was live: inv rollback --env {env.name} (per Lambda: --component lambda:NAME){wrote}"
+        )
+        return None
+    for note in undo.notes:
+        runtime.stderr.write(f"↩️  {note}\n")
+    runtime.stderr.write(f"\n⏪ {undo.plan.title}: putting back what this deploy replaced ({replaced})\n")
+    undone = Executor(ctx, _translator(env)).execute(undo.plan)
+    if undo.plan.deploys:
+        _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before, live)
+    since, outputs = runtime.clock.now() - timedelta(seconds=report.seconds + undone.seconds + 60), report.outputs()
+    for component in undo.components:  # read now, after the rollback: the lines took that long to arrive
+        if component.startswith("lambda:"):
+            _show_version_log(runtime, ctx, component.split(":", 1)[1], outputs, since)
+    what = "; ".join((*undo.notes, f"{undo.plan.title} ok in {undone.seconds:.1f}s"))
+    if undone.error is None:
+        error.message += f"; {what}: {env.name} runs what was live before"
+        error.next_step = (
+            f"fix the release and deploy again (inv deploy.auto --env {env.name}){wrote}; "
+            "--no-rollback keeps a failed release in place for debugging"
+        )
+    else:
+        error.message += (
+            f"; the automatic rollback failed too ({undone.error.message.splitlines()[0]}): {env.name} may run "
+            f"neither version"
+        )
+        error.next_step = (
+            f"see what runs: inv health --env {env.name}; then put it back by hand: inv rollback --env {env.name}"
+        )
+    return undone
+
+
+def _show_version_log(runtime: Runtime, ctx: Context, function: str, outputs: dict[str, str], since: datetime) -> None:
+    """What the version of ``function`` a failed deploy made live wrote, from CloudWatch Logs; a log that cannot
+    be read is said, never raised (the deploy's own failure is what counts)."""
+    version, function_name = outputs.get(f"{function}.version"), outputs.get(f"{function}.function_name")
+    if not version or not function_name:
+        return
+    try:
+        with aws_errors(ctx.env):
+            source = applogs.lambda_source(ctx.aws.client("lambda"), function, function_name)
+            lines = applogs.version_lines(ctx.aws.client("logs"), source, version, since, limit=ecs.TASK_LOG_LINES)
+    except DeployKitError as exc:
+        runtime.stderr.write(f"📜 could not read what {function} version {version} wrote: {exc.message}\n")
+        return
+    if not lines:
+        runtime.stderr.write(
+            f"📜 no line of {function} version {version} in CloudWatch Logs {source.group} yet (they can take "
+            f"seconds to arrive): inv logs --env {ctx.env.name} --component lambda:{function}\n"
+        )
+        return
+    runtime.stderr.write(f"📜 the last {len(lines)} lines {function} version {version} wrote ({source.group}):\n")
+    runtime.stderr.writelines(f"    {line.message}\n" for line in lines)
+
+
+def nothing_to_do_json(env: str, title: str, held: Sequence[str] = ()) -> str:
+    """``--json`` of a command that found nothing to do: a run report with no steps, the shape every run prints
+    (``environment`` too, as printed before); ``held``: the changed components deploy.auto held back."""
+    return dumps(RunReport(Plan(env, (), title, held=tuple(held)), [], 0.0, None).to_json() | {"environment": env})
+
+
+def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> AbstractContextManager[None]:
+    """One deploy at a time per environment: a plan that changes something (it deploys components, restarts them, or
+    destroys) holds the environment's lock while it runs (:func:`_env_lock`); a freeze refuses it, but a rollback's
+    and a restart's (they bring nothing new)."""
+    needed = bool(plan.deploys or plan.restarts or plan.title.startswith("destroy"))
+    freezes = not (plan.title.startswith("rollback") or plan.restarts)
+    return _env_lock(runtime, aws, env, plan.title, needed=needed, freezes=freezes)
+
+
+@contextmanager
+def _env_lock(
+    runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *, needed: bool, freezes: bool = False
+) -> Iterator[None]:
+    """When ``needed``: the environment's lock held while the block runs, released however it ends (see
+    deploykit.lock); and, first, the credentials must act in the environment's account when deploy.toml pins one.
+    Not needed (nothing will change): neither. ``freezes``: a freeze of the environment (deploykit.freeze), read
+    while the lock is taken, refuses the command before the block runs (but with $DEPLOYKIT_ALLOW_FROZEN=1)."""
+    with ExitStack() as held:
+        if needed:
+            with aws_errors(env), ThreadPoolExecutor(1) as pool:  # reading or taking the lock, reading the freeze
+                _in_its_account(aws, env)
+                reading = pool.submit(freeze.read, aws, env) if freezes else None
+                warn = partial(_warn, runtime)
+                held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
+                stored = reading.result() if reading is not None else None
+            found = freeze.in_force(stored, env, runtime.clock.now()) if freezes else None
+            if found is not None:
+                if not freeze.overridden():
+                    raise freeze.refusal(found, env, command)
+                runtime.stderr.write(f"❄️  {found.describe(env.name)}; deploying anyway (${freeze.OVERRIDE_ENV}=1)\n")
+        yield
+
+
+SUPERSEDED_RESTARTS = 3
+# seconds the command now running waited for another deploy's lock first (until_unlocked), for its history record
+_LOCK_WAITED: ContextVar[float] = ContextVar("lock_waited", default=0.0)
+
+
+def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
+    """Run ``call``, a command; when another deploy holds the environment's lock and a wait is allowed
+    (``lock_wait``, ``$DEPLOYKIT_LOCK_WAIT``), wait until that deploy lets it go, then run the command again from
+    the start: it reads what is live anew (that deploy may have deployed what this one was to, or something newer)
+    and plans from that. The command was refused before it changed anything, so starting again is safe. Once the
+    wait is over and the lock still held: refused as without a wait (exit 2), saying how long it waited. A run
+    :class:`Superseded` (what is live changed between its reads and its lock: :func:`run_plan`) starts again at
+    once, up to :data:`SUPERSEDED_RESTARTS` times."""
+    runtime = runtime or Runtime()
+    deadline: float | None = None
+    restarts = 0
+    waited = 0.0
+    while True:
+        token = _LOCK_WAITED.set(waited)
+        try:
+            return call()
+        except Superseded as superseded:  # nothing live changed: start again at once, a few times at most
+            restarts += 1
+            if restarts > SUPERSEDED_RESTARTS:
+                _told(superseded, superseded)
+                raise
+            runtime.stderr.write(f"🔁 {superseded.message}: starting again, what is live read anew\n")
+        except lock.LockHeld as held:
+            if held.wait <= 0:
+                raise
+            clock = held.lock.clock
+            if deadline is None:
+                deadline = clock.monotonic() + held.wait
+                runtime.stderr.write(
+                    f"⏳ waiting up to {lock.duration(held.wait)} for the lock of {held.lock.env!r}: "
+                    f"{held.info.describe(clock.now())} (Ctrl-C stops waiting)\n"
+                )
+            waiting = clock.monotonic()
+            out = Reporter(runtime.stderr, clock=clock)  # the wait's progress: elapsed, and who holds the lock
+            with out.activity("waiting for the lock"):
+                try:
+                    held.lock.wait_until_free(deadline, say=out.line, status=out.status)
+                except lock.LockHeld as still:  # the wait is over, the lock still held: the command's refusal
+                    _told(held, still)
+                    raise
+            took = clock.monotonic() - waiting
+            waited += took
+            runtime.stderr.write(
+                f"🔓 the lock of {held.lock.env!r} is free after {lock.duration(took)}: "
+                "starting again, what is live read anew\n"
+            )
+        finally:
+            _LOCK_WAITED.reset(token)
+
+
+def _told(retried: DeployKitError, final: DeployKitError) -> None:
+    """The plugins told of ``final``, the refusal a command gives up with after ``retried`` made it start again
+    (:func:`heard_when_not_run` left ``retried`` untold, for this)."""
+    if retried.tell_later is not None and not final.heard:
+        retried.tell_later(final)
+
+
+def _warn(runtime: Runtime, message: str) -> None:
+    runtime.stderr.write(f"⚠️  {message}\n")
+
+
+def _in_its_account(aws: AwsFactory, env: EnvConfig) -> None:
+    """Refuse credentials of another account than the one deploy.toml pins for ``env`` (none pinned: no check,
+    and no call)."""
+    if env.account:
+        aws.account()
+
+
+def _rolled_back(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    aws: AwsFactory,
+    components: Collection[str],
+    revision: git.Revision,
+    heads: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """component → why, for each of ``components`` that deploying ``revision`` (a component of ``heads`` at its
+    commit there) would bring back as a person's rollback took it off (auto.rolled_back); for
+    auto.refuse_deploying_again."""
+    warn = _warner(runtime)
+    return auto.rolled_back(aws, env, config, components, uncommitted=bool(revision.dirty), warn=warn, heads=heads)
+
+
+def _refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
+    """UsageError when ``component`` is live at a commit ahead of ``revision``'s (see auto.refuse_taking_back)."""
+    ahead = changes.live_ahead(config.root, live, revision.sha)
+    if ahead:
+        auto.refuse_taking_back({component: ahead}, revision.sha, env)
+
+
+def _dropped(config: Config, plan: Plan, before: dict[str, str | None]) -> tuple[str, ...]:
+    """The Lambda functions of the live record that this checkout no longer has (their folder was deleted) when
+    the plan deploys the API stack: the stack, synthesized from this checkout, took them away."""
+    if not any(component == f"stack:{planner.HOSTED_BY['lambda']}" for component, _ in plan.deploys):
+        return ()
+    present = set(changes.components_of(config))
+    return tuple(sorted(c for c in before if c.startswith("lambda:") and c not in present and c not in plan.removes))
+
+
+def live_record(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] | None:
+    """The environment's live record (component → {sha, when, record, ...}); None without an artifacts bucket."""
+    found = history.History.of(aws, env)
+    return found.live() if found else None
+
+
+def _planned_from(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] | None:
+    """The live record a command's guards are checked beside, for :func:`run_plan` to check again under the lock;
+    None (not checked again) when it cannot be read as deploykit wrote it: the run says so when it records."""
+    try:
+        return live_record(aws, env)
+    except history.LiveRecordUnreadable:
+        return None
+
+
+class _LiveBefore:
+    """The environment's live record as it is before a run, read in a thread of its own from the moment this is
+    made (the run's steps go on meanwhile): :meth:`result` waits for it. The run holds the environment's lock, so
+    nothing but this run writes the record until it ends."""
+
+    def __init__(self, runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> None:
+        self._runtime, self._aws, self._env = runtime, aws, env
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live")
+        self._future = self._pool.submit(self._read)
+        self._pool.shutdown(wait=False)
+
+    def _read(self) -> dict[str, dict[str, str]] | None:
+        return live_record(self._aws, self._env)
+
+    def result(self) -> dict[str, dict[str, str]] | None:
+        """component → {sha, when, record}; {} when the environment has a bucket but no record yet, None when it has
+        no bucket yet or the record could not be read (said)."""
+        try:
+            return self._future.result()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            self._runtime.stderr.write(f"⚠️  could not read the live record of {self._env.name}: {exc}\n")
+            return None
+        except history.LiveRecordUnreadable:  # the record of the run says so when it is written
+            return None
+
+
+def _record(
+    runtime: Runtime,
+    config: Config,
+    aws: AwsFactory,
+    env: EnvConfig,
+    plan: Plan,
+    report: RunReport,
+    before: dict[str, str | None],
+    live: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Leave the run in the environment's history (and, when it succeeded, in its live record), and its figures in
+    CloudWatch (deploykit.metrics), all at once. ``live``: the live record as read before the run, under the lock
+    this run holds (not read again); None: read it.
+
+    A record or metrics that cannot be written are reported and never fail a deploy that worked."""
+    deployed, carried = dict(plan.deploys), dict(plan.carried)
+    plan = dataclasses.replace(plan, removes=(*plan.removes, *_dropped(config, plan, before)))
+    # the run's revision: a dirty build's tag when any part was one (what the changes did not touch is HEAD's)
+    head = next((t for t in deployed.values() if git.DIRTY in t), next(iter(deployed.values()), ""))
+    head = head or next((sha for _, sha in plan.restarts), "")  # a restart: the commit its tasks run
+    components = {**carried, **deployed}
+    record = history.record_of(
+        report,
+        components=components,
+        base={c: before.get(c) for c in (*components, *plan.removes)},
+        head=head,
+        unchanged=sorted(set(carried) - set(deployed)),
+        removed=plan.removes,
+        unpromoted=plan.unpromoted,
+        left=stack_chain.stacks_left(report.records, planner.stack_roles(env)) | app_left(report.records),
+        waited=_LOCK_WAITED.get(),
+        held=plan.held,
+    )
+    whose = "the deployment worked but its" if report.ok else "the failed run's"
+    try:
+        found = history.History.of(aws, env)
+        if found is None:
+            return
+        writes: dict[str, Callable[[], object]] = {"record": partial(_keep, partial(found.write, live=live), record)}
+        if env.metrics:  # off: not even a CloudWatch client is made
+            writes["metrics"] = partial(_put_metrics, aws, record)
+        written = at_once(writes)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:  # finding the bucket
+        written = {"record": exc}
+    if isinstance(written["record"], history.LiveRecordUnreadable):
+        runtime.stderr.write(f"⚠️  its history record was written, but not the live record: {written['record']}\n")
+    elif isinstance(written["record"], Exception):
+        runtime.stderr.write(f"⚠️  {whose} history record was not written: {written['record']}\n")
+    if isinstance(written.get("metrics"), Exception):
+        runtime.stderr.write(
+            f"⚠️  {whose} metrics were not put in CloudWatch: {written['metrics']} (the dashboard misses this "
+            f"run; metrics = false in [environments.{env.name}] turns them off)\n"
+        )
+
+
+def _keep(write: Callable[[history.Record], object], record: history.Record) -> object:
+    """``write(record)``, or the AWS error it raised (each part of a record is reported apart)."""
+    try:
+        return write(record)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable) as exc:
+        return exc
+
+
+def _put_metrics(aws: AwsFactory, record: history.Record) -> object:
+    return _keep(partial(deploy_metrics.publish, aws.client("cloudwatch")), record)
+
+
+def _made_from(runtime: Runtime, config: Config, pattern: str) -> dict[str, tuple[str, ...]] | overview.EnvView:
+    """The deployed environments ``pattern`` made (overview.made_from); when its AWS cannot be read, a view of the
+    pattern that says why."""
+    sample = config.environment(pattern.replace("*", SAMPLE_PART))  # the account and region they all live in
+    try:
+        return overview.made_from(runtime.aws_factory(sample), config, pattern)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
+        error = translate_error(exc, sample)
+        return overview.EnvView(pattern, sample.region, error=error.message, next_step=error.next_step)
+
+
+def _history(aws: AwsFactory, environment: EnvConfig, runtime: Runtime | None = None) -> history.History:
+    """The environment's history (a record that cannot be read is passed over, said on ``runtime``'s stderr);
+    UsageError when it has none."""
+    found = history.History.of(aws, environment, warn=_warner(runtime))
+    if found is None:
+        raise UsageError(
+            f"environment {environment.name!r} has no history: its registry stack is not deployed",
+            next_step=f"deploy it: inv deploy.full --env {environment.name}",
+        )
+    return found
+
+
+def _warner(runtime: Runtime | None) -> Callable[[str], object] | None:
+    """What tells the user of a history record passed over: a line on ``runtime``'s stderr."""
+    return None if runtime is None else _line_on(runtime)
+
+
+def _line_on(runtime: Runtime) -> Callable[[str], object]:
+    """What writes a line on ``runtime``'s stderr (a plugin's failure in an observer's hook)."""
+    return lambda line: runtime.stderr.write(line + "\n")

@@ -1,0 +1,732 @@
+"""The commands that deploy: the app chain, one stack, one Lambda function, the full deploy, a rollback; and
+inv destroy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import botocore.exceptions
+
+from deploykit import (
+    auto,
+    changes,
+    git,
+    history,
+    lambda_chain,
+    lock,
+    planner,
+    registry,
+    watch,
+)
+from deploykit import canary as lambda_canary
+from deploykit import rollback as rollbacks
+from deploykit.aws import AwsFactory, at_once
+from deploykit.commands.core import (
+    Runtime,
+    _history,
+    _LiveBefore,
+    _load,
+    _planned_from,
+    _refuse_older,
+    _revision,
+    _rolled_back,
+    aws_errors,
+    heard_when_not_run,
+    nothing_to_do_json,
+    run_plan,
+)
+from deploykit.commands.previews import _preview_stack
+from deploykit.commands.promotion import Promotion, require_promoted
+from deploykit.config import Config, EnvConfig
+from deploykit.errors import DeployKitError, Superseded, UsageError
+from deploykit.plan import Plan, RunReport, Step
+from deploykit.stack_chain import UploadLambdaCode
+from deploykit.stacks import (
+    StackOutputs,
+    inv_command,
+    stack_parameters,
+)
+
+
+@heard_when_not_run(
+    lambda stages, **_: "deploy.app" if {"build", "wait-healthy"} <= set(stages) else " → ".join(stages)
+)
+def app_chain(
+    stages: Sequence[str],
+    *,
+    env: str | None = None,
+    dry_run: bool = False,
+    as_json: bool = False,
+    allow_dirty: bool = False,
+    allow_older: bool = False,
+    rollback: bool = True,
+    watch_errors: str | None = None,
+    unpromoted: bool = False,
+    allow_rolled_back: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy).
+    Rolling the service onto a commit behind the one it runs is refused unless ``allow_older``, and onto the app as a
+    person's rollback took it off unless ``allow_rolled_back`` (as deploy.auto does); ``watch_errors`` replaces how
+    long the environment watches the app's errors after a rollout (deploykit.watch)."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    environment = _with_watch(environment, watch_errors)
+    revision = _revision(config, allow_dirty)
+    promotion = Promotion()
+    # A stage that puts the app into the environment (an image in its registry, a revision, the service) takes what
+    # the promote_from environment runs: push copies that image (a local build pushed under the commit's tag would
+    # stay, as tags are immutable, and be what a later promoted deploy rolls out). A dry run too: its plan copies.
+    if set(stages) & {"push", "register-taskdef", "roll-service"}:
+        promotion = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
+    aws = runtime.aws_factory(environment)
+    reads: dict[str, Callable[[], Any]] = {}
+    if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
+        reads["live"] = partial(auto.live_image_tag_or_empty, aws, environment)
+    if "roll-service" in stages and not (allow_rolled_back or dry_run):
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, ["app"], revision)
+    if planner.needs_repository(stages):
+        reads["uri"] = partial(registry.repository_uri, aws)
+    if not dry_run and "push" in stages:
+        reads["auth"] = partial(registry.push_auth, aws)  # kept for the push (or the copy), asked now
+    if not dry_run and {"live", "again"} & set(reads):  # what the guards were checked against: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
+    with aws_errors(environment):
+        read = at_once(reads)  # the image the service runs, the history, the repository and its token: one round trip
+    if "live" in read:
+        _refuse_older(config, environment, "app", read["live"], revision)
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
+    plan = planner.app_chain_plan(
+        config, environment, revision, stages, repository_uri=read.get("uri"), promoted=promotion.image
+    )
+    taken = _commits_since(config, "app", read.get("live"), revision) if plan.deploys else ()
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
+    return run_plan(
+        runtime,
+        config,
+        environment,
+        plan,
+        dry_run=dry_run,
+        as_json=as_json,
+        aws=aws,
+        rollback=rollback,
+        planned_from=read.get("record"),
+    )
+
+
+def base_image(
+    *,
+    env: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Make sure the environment's base image is on the Docker engine (build the local one if needed)."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    plan = planner.base_image_plan(config, environment, force=force)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)
+
+
+# -- stacks -----------------------------------------------------------------------------------------------------
+
+
+def live_image_tag(aws: AwsFactory, env: EnvConfig) -> str:
+    """The image tag live now: the running service's, else the stack's current ImageTag parameter."""
+    tag = auto.live_image_tag_or_empty(aws, env)
+    if tag:
+        return tag
+    current = stack_parameters(aws, env.stacks.fargate)
+    if current.get(planner.IMAGE_PARAMETER):
+        return current[planner.IMAGE_PARAMETER]
+    raise UsageError(
+        f"no image is live in environment {env.name!r} (no service, no {env.stacks.fargate} stack)",
+        next_step="pass --image-tag TAG (an image already pushed), or deploy everything: inv deploy.full",
+    )
+
+
+def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[dict[str, str], list[str]]:
+    """The Lambda code keys live now, and the functions never deployed (given this commit's zips, to upload).
+
+    Live means what each function's ``live`` alias serves (its version's description names the key), so a stack
+    deploy keeps what ``inv deploy.lambda`` shipped; else the API stack's ``<Function>CodeKey`` parameter.
+    """
+    packages = planner.lambda_packages(config, env)
+    names = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+    keys = _code_keys_live(aws, env, names, packages)
+    missing = sorted(fn for fn in packages if fn not in keys)
+    keys.update({fn: packages[fn].key for fn in missing})
+    return keys, missing
+
+
+def _code_keys_live(
+    aws: AwsFactory, env: EnvConfig, names: Mapping[str, str], functions: Iterable[str]
+) -> dict[str, str]:
+    """fn → the S3 key of the code live now, for those of ``functions`` that have one: what the ``live`` alias
+    serves (``names``: fn → the deployed function's name), else the API stack's ``<Function>CodeKey`` parameter."""
+    served = lambda_chain.live_code_keys(aws.client("lambda"), {fn: n for fn, n in names.items() if fn in functions})
+    parameters = stack_parameters(aws, env.stacks.api)
+    keys = {fn: served.get(fn) or parameters.get(planner.code_parameter(fn)) for fn in functions}
+    return {fn: key for fn, key in keys.items() if key}
+
+
+@heard_when_not_run(lambda stack, **_: f"deploy.stack {stack}")
+def deploy_stack(
+    stack: str,
+    *,
+    env: str | None = None,
+    image_tag: str | None = None,
+    allow_replace: bool = False,
+    approve_access: bool = False,
+    force_synth: bool = False,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    unpromoted: bool = False,
+    allow_rolled_back: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """One stack through a change set, with its inputs as they are live now; then smoke. Refuses, as deploy.auto
+    does, to deploy the stack as a person's rollback took it off, unless ``allow_rolled_back``."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    role = planner.role_of(environment, stack)
+    revision = _revision(config, True)
+    # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
+    promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
+    reads: dict[str, Callable[[], Any]] = {}
+    if not allow_rolled_back:  # a dry run too
+        guarded, heads = [f"stack:{role}"], {}
+        if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls the app out at that tag: guarded too
+            guarded.append("app")
+            heads["app"] = image_tag
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, guarded, revision, heads)
+    if role == "fargate" and not image_tag:
+        reads["tag"] = partial(live_image_tag, aws, environment)
+    if role == "api":
+        reads["keys"] = partial(current_code_keys, aws, config, environment)
+    if not dry_run and reads:  # what the guard and the inputs were read from: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
+    with aws_errors(environment):
+        read = at_once(reads)  # the history and the stack's inputs: one round trip
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
+    tag = image_tag or read.get("tag", "")
+    keys, uploads = read.get("keys", ({}, []))
+    with aws_errors(environment):
+        outputs = StackOutputs.of(aws)
+        missing = [name for other, name in planner.stack_roles(environment).items() if other != role]
+        missing = [name for name in missing if outputs(name) is None] if smoke else []
+    if missing:  # a new environment, built stack by stack: no app to check end to end yet
+        runtime.stderr.write(
+            f"ℹ️  no smoke: {environment.name} is not fully deployed ({', '.join(missing)} not there), so there is no "
+            f"app to check end to end yet; inv deploy.full --env {environment.name} deploys it all\n"
+        )
+        smoke = False
+    plan = planner.deploy_stack_plan(
+        config,
+        environment,
+        stack,
+        image_tag=tag,
+        code_keys=keys,
+        uploads=uploads,
+        allow_replace=allow_replace,
+        approve_access=approve_access,
+        force_synth=force_synth,
+        smoke=smoke,
+        revision=revision,
+        new_image=bool(image_tag),
+    )
+    live_sha = ((read.get("record") or {}).get(f"stack:{role}") or {}).get("sha")  # as the live record has it
+    taken = _commits_since(config, f"stack:{role}", live_sha, revision)
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
+    if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls that image out: the app is live at it too
+        plan = dataclasses.replace(plan, deploys=(*plan.deploys, ("app", image_tag)))
+    return run_plan(
+        runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, planned_from=read.get("record")
+    )
+
+
+@heard_when_not_run(lambda name, **_: f"deploy.lambda {name}")
+def deploy_lambda(
+    name: str,
+    *,
+    env: str | None = None,
+    allow_dirty: bool = False,
+    allow_older: bool = False,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    rollback: bool = True,
+    canary: str | None = None,
+    bake: str | None = None,
+    unpromoted: bool = False,
+    allow_rolled_back: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """The Lambda fast path for one function of lambda/: upload, update code, publish, [canary,] move the alias;
+    smoke. Moving the alias onto a commit behind the one it serves is refused unless ``allow_older``, and onto the
+    function as a person's rollback took it off unless ``allow_rolled_back``; ``canary`` and ``bake`` replace the
+    environment's canary settings (deploykit.canary)."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    environment = _with_canary(environment, canary, bake)
+    lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
+    revision = _revision(config, allow_dirty)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
+    component = f"lambda:{name}"
+    reads: dict[str, Callable[[], Any]] = {}
+    if not allow_older:
+        reads["live"] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
+    if not allow_rolled_back:
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, [component], revision)
+    if not dry_run and reads:  # what the guards were checked against: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
+    with aws_errors(environment):
+        read = at_once(reads)  # the commit the alias serves and the history: one round trip
+    if "live" in read:
+        _refuse_older(config, environment, component, read["live"], revision)
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
+    # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
+    promotion = require_promoted(runtime, config, environment, revision, [component], unpromoted=unpromoted)
+    plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
+    taken = _commits_since(config, component, read.get("live"), revision)
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
+    return run_plan(
+        runtime,
+        config,
+        environment,
+        plan,
+        dry_run=dry_run,
+        as_json=as_json,
+        aws=aws,
+        rollback=rollback,
+        planned_from=read.get("record"),
+    )
+
+
+def _commits_since(
+    config: Config, component: str, live: str | None, revision: git.Revision
+) -> tuple[tuple[str, str, str], ...]:
+    """The commits a deploy of ``component`` takes live (deploy.auto's 📝 lines, for its record and the plugins):
+    those behind its changes since ``live``, its live SHA or image tag as the guard against going back read it;
+    none when that is unknown (not read: --allow-older; never deployed; a commit this clone lacks)."""
+    if not live:
+        return ()
+    try:
+        found = changes.detect(config, {component: live}, include_uncommitted=bool(revision.dirty))
+    except DeployKitError:
+        return ()
+    return changes.as_taken(changes.commits_behind(config.root, found))
+
+
+def _with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
+    if duration is None:
+        return environment
+    seconds = watch.parse_duration(duration, "--watch-errors")
+    return dataclasses.replace(
+        environment, app_error_watch=dataclasses.replace(environment.app_error_watch, seconds=seconds)
+    )
+
+
+def _with_canary(environment: EnvConfig, percent: str | None, bake: str | None) -> EnvConfig:
+    if percent is None and bake is None:
+        return environment
+    return dataclasses.replace(
+        environment, lambda_canary=lambda_canary.with_options(environment.lambda_canary, percent, bake)
+    )
+
+
+@heard_when_not_run("rollback")
+def rollback(
+    *,
+    env: str | None = None,
+    to: str | None = None,
+    component: str | None = None,
+    run: str | None = None,
+    smoke: bool = True,
+    allow_replace: bool = False,
+    approve_access: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Put the app (a fresh task-definition revision with an earlier image), one Lambda function (its alias on an
+    earlier version) or one stack (its template as an earlier commit's cdk/ synthesizes it, what runs kept) back
+    on commit ``to``, else on the previous successful deploy in the history; then smoke. ``run`` (a record id, or
+    ``last``): every component that run deployed back to what was live before it, in one plan, smoke once.
+
+    Refuses (UsageError, nothing changed) what cannot be rolled back to: an image no longer in the registry, a
+    Lambda commit no version runs (tagged with it, or with its code), a commit this clone lacks (a stack), an
+    empty history. ``allow_replace`` and ``approve_access`` are deploy.stack's, for a stack. See deploykit.rollback."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if run is not None and (component is not None or to is not None):
+        raise UsageError(
+            f"--run goes alone: it puts back every component of that run as it was before it, not with "
+            f"{'--to' if to is not None else '--component'}",
+            next_step="leave out --component and --to, or --run",
+        )
+    target_component = (
+        None if run is not None else rollbacks.parse_component(component or "app", config, env=environment)
+    )
+    if target_component is not None and target_component.kind != "stack" and (allow_replace or approve_access):
+        flag = "--allow-replace" if allow_replace else "--approve-access"
+        raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
+    aws = runtime.aws_factory(environment)
+    # what is live as this rollback starts, read while it works out what to go back to: checked again under its lock
+    reading = None if dry_run else _LiveBefore(runtime, aws, environment)
+    back = partial(
+        _rollback_of,
+        runtime,
+        config,
+        environment,
+        aws,
+        allow_replace=allow_replace,
+        approve_access=approve_access,
+        preview=dry_run,
+    )
+    if target_component is None:
+        plan = _run_rollback_plan(runtime, environment, aws, str(run), back, smoke=smoke)
+        if plan is None:
+            if as_json:
+                runtime.stdout.write(nothing_to_do_json(environment.name, f"rollback run {run}") + "\n")
+            return None
+    else:
+        target, found = back(target_component, to, smoke=smoke)
+        if found is None:
+            if as_json:
+                runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
+            return None
+        plan = found
+    look = f"look at what is live then (inv history --env {environment.name}); rerun the rollback if it is still wanted"
+    try:
+        report = run_plan(
+            runtime,
+            config,
+            environment,
+            plan,
+            dry_run=dry_run,
+            as_json=as_json,
+            aws=aws,
+            planned_from=reading.result() if reading is not None else None,
+        )
+    except lock.LockHeld as held:  # never waited for: what a rollback goes back from may change meanwhile
+        raise UsageError(
+            held.message,
+            next_step=f"wait for it to finish, {look} (a rollback does not wait for the lock: the deploy it would "
+            f"wait for changes what it goes back from); if that deploy is dead (killed, its machine gone), break the "
+            f"lock: inv unlock --env {environment.name}",
+        ) from None
+    except Superseded as stale:  # not started again: what it would go back from is another deploy's now
+        raise UsageError(stale.message, next_step=look) from None
+    if report is not None and report.ok:
+        _still_in_head(runtime, config, environment, aws, report.plan)
+    return report
+
+
+def _still_in_head(runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, plan: Plan) -> None:
+    """After a rollback: say which of its components HEAD still has as the rollback found them, which the next
+    deploy.auto refuses to bring back (auto.deploying_again). Best effort: a read that fails says nothing."""
+    try:
+        found = history.History.of(aws, env)
+        records = found.records(1) if found else []  # the rollback's own record
+        revision = _revision(config, allow_dirty=True)
+        deployed = {component for component, _ in plan.deploys}
+        again = auto.deploying_again(config, records, deployed, uncommitted=bool(revision.dirty))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
+        return
+    for why in again.values():
+        runtime.stderr.write(
+            f"⛔ HEAD ({revision.short}) still has {why}: the next inv deploy.auto refuses to bring it back; "
+            "revert or fix it in a commit\n"
+        )
+
+
+RollbackOf = Callable[..., "tuple[rollbacks.Target, Plan | None]"]
+
+
+def _rollback_of(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    aws: AwsFactory,
+    component: rollbacks.Component,
+    to: str | None,
+    *,
+    smoke: bool,
+    allow_replace: bool,
+    approve_access: bool,
+    preview: bool,
+    why: str | None = None,
+    rerun: str | None = None,
+    known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
+    removing: Collection[str] = (),
+    restoring: Mapping[str, str] | None = None,
+) -> tuple[rollbacks.Target, Plan | None]:
+    """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
+    None when it already runs the target. ``known``: the history's records and live record, read already.
+    ``removing``, ``restoring``: functions the API stack's rollback takes out, or brings back (function → the commit
+    it ran), when a run that added or took them out is undone."""
+    with aws_errors(env):
+        if component.kind == "stack":
+            target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
+        else:
+            target, plan = rollbacks.rollback_plan(
+                aws,
+                env,
+                component,
+                to=to,
+                smoke=smoke,
+                code_at=partial(
+                    lambda_chain.code_at,
+                    config.root,
+                    component.function,
+                    architecture=config.lambda_architecture_for(env),
+                ),
+            )
+    what = target.component.key + (f" (version {target.version})" if target.version else "")
+    if target.live == target.sha:
+        runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
+        return target, None
+    runtime.stderr.write(
+        f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} [{why or target.source}]\n"
+    )
+    if component.kind == "stack":
+        plan = _stack_rollback_plan(
+            runtime,
+            config,
+            env,
+            aws,
+            target,
+            allow_replace=allow_replace,
+            approve_access=approve_access,
+            smoke=smoke,
+            preview=preview,
+            rerun=rerun
+            or inv_command("rollback", "--component", target.component.key, "--to", target.sha, env=env.name),
+            removing=removing,
+            restoring=restoring or {},
+        )
+    return target, plan
+
+
+def _run_rollback_plan(
+    runtime: Runtime, env: EnvConfig, aws: AwsFactory, run: str, go_back: RollbackOf, *, smoke: bool
+) -> Plan | None:
+    """One plan that puts every component the run deployed back on what was live before it, in a deploy's order
+    and side by side as a deploy (the stacks by level, the functions, the app: see rollbacks.run_plan_of); None when
+    each already is."""
+    with aws_errors(env):
+        found = _history(aws, env, runtime)
+        reads: dict[str, Callable[[], Any]] = {
+            "records": partial(found.records, rollbacks.HISTORY_DEPTH),
+            "live": found.live,
+        }
+        read = at_once(reads)
+    records: list[history.Record] = read["records"]
+    record = rollbacks.find_run(records, run, env)
+    newer = records[: records.index(record)]
+    targets = rollbacks.undo_targets(record, newer, read["live"], env)
+    # functions the run added and those it took out: the API stack's rollback takes out the first, brings back the
+    # others
+    added, back = rollbacks.taken_out(record), rollbacks.restored(record)
+    listed = ", ".join(
+        [f"{c} → {sha}" for c, sha in targets]
+        + [f"{c} taken out (the run added it)" for c in added]
+        + [f"{c} back at {sha} (the run took it out)" for c, sha in back.items()]
+    )
+    runtime.stderr.write(
+        f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
+    )
+    why, rerun = f"live before run {record.id}", inv_command("rollback", "--run", record.id, env=env.name)
+    known = (records, read["live"])  # a stack's resolution reads no history again
+    removing = [c.removeprefix("lambda:") for c in added]
+    restoring = {c.removeprefix("lambda:"): sha for c, sha in back.items()}
+    plans = [
+        (c, plan)
+        for c, sha in targets
+        if (
+            plan := go_back(
+                rollbacks.component_of(c),
+                sha,
+                smoke=False,
+                why=why,
+                rerun=rerun,
+                known=known,
+                removing=removing,
+                restoring=restoring,
+            )[1]
+        )
+    ]
+    return rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None
+
+
+def _stack_rollback_plan(
+    runtime: Runtime,
+    config: Config,
+    env: EnvConfig,
+    aws: AwsFactory,
+    target: rollbacks.Target,
+    *,
+    allow_replace: bool,
+    approve_access: bool,
+    smoke: bool,
+    preview: bool = False,
+    rerun: str = "",
+    removing: Collection[str] = (),
+    restoring: Mapping[str, str] | None = None,
+) -> Plan:
+    """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
+    what runs now: the live image tag, the code keys
+    the functions' ``live`` aliases serve (else the API stack's parameters); the functions of ``removing`` taken
+    out, those of ``restoring`` (function → commit) brought back, packaged as in their commit and uploaded first.
+    With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv diff
+    does)."""
+    role = target.component.role
+    stack = planner.stack_roles(env)[role]
+
+    def say(line: str) -> None:
+        runtime.stderr.write(f"⚙️  {line}\n")
+
+    live: dict[str, str] = {}
+    functions: dict[str, str] = {}
+    with aws_errors(env):
+        if role == planner.HOSTED_BY["app"]:
+            live[planner.IMAGE_PARAMETER] = live_image_tag(aws, env)
+        if role == planner.HOSTED_BY["lambda"]:
+            functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+            keys = _code_keys_live(aws, env, functions, functions)
+            live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
+    with aws_errors(env):
+        origin = target.deployed_from or target.sha  # runs since its deploy counted it unchanged: that template
+        synthesis = rollbacks.kept_template(config, aws, env, stack, origin)
+        if synthesis is not None and origin != target.sha:
+            say(
+                f"{stack} at {target.sha}: the template it was deployed with from {origin} (the runs since counted "
+                f"it unchanged), kept in {env.name} (no synthesis)"
+            )
+        elif synthesis is not None:
+            say(f"{stack} at {target.sha}: the template it was deployed with then, kept in {env.name} (no synthesis)")
+        else:
+            synthesis = rollbacks.synthesize_at(
+                config,
+                env,
+                target.sha,
+                account=aws.account(),
+                ecr=aws.client("ecr"),
+                say=say,
+            )
+    template = synthesis.template(stack)
+    body = json.loads(template.read_text())
+    # a function the template has and nothing runs now (taken out since): back, packaged as in its commit (the one
+    # it ran before the run being undone took it out, else the template's), uploaded first
+    uploads: list[Step] = []
+    brought: list[tuple[str, str]] = []
+    if role == planner.HOSTED_BY["lambda"]:
+        for fn, parameter in sorted(planner.code_parameters(body).items()):
+            if fn in functions:
+                continue
+            commit = (restoring or {}).get(fn, target.sha)
+            folder, package = rollbacks.package_at(config, env, fn, commit)
+            live[parameter] = package.key
+            uploads.append(UploadLambdaCode.of(fn, folder, package, env.stacks.registry))
+            brought.append((f"lambda:{fn}", commit))
+            say(f"lambda:{fn} back, packaged as in {commit} ({len(package.zip_bytes)} B): {package.key}")
+    parameters = rollbacks.template_parameters(
+        body,
+        live,
+        stack=stack,
+        sha=target.sha,
+        live_functions=functions,
+        removing=removing,
+        restoring=sorted(restoring or {}) if role == planner.HOSTED_BY["lambda"] else (),
+    )
+    if preview:
+        _preview_stack(runtime, config, aws, env, stack, template, dict(parameters), rerun=rerun)
+    plan = rollbacks.stack_plan(
+        env,
+        target,
+        template,
+        parameters,
+        allow_replace=allow_replace,
+        approve_access=approve_access,
+        smoke=smoke,
+        rerun=rerun,
+    )
+    if not uploads:
+        return plan
+    return dataclasses.replace(plan, steps=(*uploads, *plan.steps), deploys=(*plan.deploys, *brought))
+
+
+@heard_when_not_run("deploy.full")
+def deploy_full(
+    *,
+    env: str | None = None,
+    allow_dirty: bool = False,
+    smoke: bool = True,
+    approve_access: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    unpromoted: bool = False,
+    allow_rolled_back: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke. Refuses,
+    as deploy.auto does, to bring back a component as a person's rollback took it off, unless ``allow_rolled_back``."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    revision = _revision(config, allow_dirty)
+    aws = runtime.aws_factory(environment)
+    # a dry run too: the plan of a promoted app copies the image its source runs
+    components = changes.components_of(config)
+    reads: dict[str, Callable[[], Any]] = {}
+    if not allow_rolled_back:
+        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, components, revision)
+    if not dry_run and reads:  # what the guard was checked against: still so under the lock?
+        reads["record"] = partial(_planned_from, aws, environment)
+    with aws_errors(environment):
+        read = at_once(reads)  # the history and the live record: one round trip
+    auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
+    promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
+    plan = planner.full_plan(
+        config,
+        environment,
+        revision,
+        repository_uri="",
+        smoke=smoke,
+        approve_access=approve_access,
+        promoted=promotion.image,
+    )
+    plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
+    return run_plan(
+        runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, planned_from=read.get("record")
+    )
+
+
+@heard_when_not_run("destroy")
+def destroy(
+    *,
+    env: str | None = None,
+    include_data: bool = False,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Delete the stacks in reverse order; those holding data only with include_data. Refuses protected envs."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if environment.protected:
+        raise UsageError(
+            f"environment {environment.name!r} is protected in deploy.toml; destroy refuses it",
+            next_step="delete its stacks by hand if you really mean it, or set protected = false",
+        )
+    plan = planner.destroy_plan(environment, include_data=include_data, components=changes.components_of(config))
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)

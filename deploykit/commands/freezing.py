@@ -1,0 +1,91 @@
+"""inv freeze and inv unfreeze."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from deploykit import (
+    freeze,
+    history,
+)
+from deploykit.clock import moment_of
+from deploykit.commands.core import Runtime, _in_its_account, _line_on, _load, aws_errors, load_plugins
+from deploykit.config import Config, EnvConfig
+from deploykit.errors import UsageError
+from deploykit.plugins import observe
+
+
+def _until(text: str, now: datetime) -> datetime:
+    """``--until``: a duration from now (``90m``, ``12h``, ``3d``) or a time (``2026-12-02T08:00Z``, UTC when it
+    names no zone); UsageError for anything else, or a time already past."""
+    moment = moment_of(text, now, ahead=True)
+    if moment is None:
+        raise UsageError(
+            f"--until {text!r} is neither a duration nor a time",
+            next_step="pass a duration from now (90m, 12h, 3d) or a time (2026-12-02T08:00Z)",
+        )
+    if moment <= now:
+        raise UsageError(f"--until {text} is past", next_step="pass a time to come, or a duration from now (12h, 3d)")
+    return moment
+
+
+def freeze_env(
+    *, env: str | None = None, reason: str = "", until: str | None = None, runtime: Runtime | None = None
+) -> freeze.Freeze:
+    """Close the environment to deploys (deploykit.freeze): who, why, until when (``until``; none: until
+    :func:`unfreeze_env`). A freeze already there is replaced, and said."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if not reason.strip():
+        raise UsageError(
+            "a freeze needs a reason: the people it stops read it",
+            next_step=f'inv freeze --env {environment.name} --reason "..." [--until 3d]',
+        )
+    now = runtime.clock.now()
+    made = freeze.Freeze(history.actor(), reason.strip(), now, _until(until, now) if until else None)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        _in_its_account(aws, environment)
+        before = freeze.read(aws, environment)
+        freeze.write(aws, environment, made)
+    if before is not None and before.holds(now):
+        runtime.stderr.write(f"❄️  replacing: {before.describe(environment.name)}\n")
+    runtime.stderr.write(
+        f"❄️  {made.describe(environment.name)}\n  deploys and destroy are refused (exit 2) meanwhile; inv rollback is "
+        f"not; inv unfreeze --env {environment.name} ends it\n"
+    )
+    _tell_freeze(runtime, config, environment, made)
+    return made
+
+
+def _tell_freeze(runtime: Runtime, config: Config, env: EnvConfig, made: freeze.Freeze | None) -> None:
+    """The plugins hear of a freeze made (``made``) or ended (None): the team's chat."""
+    plugins = load_plugins(runtime, config)
+    observe(plugins, "deploykit_freeze_changed", _line_on(runtime), env=env.name, freeze=made and made.to_json())
+
+
+def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> freeze.Freeze | None:
+    """End the environment's freeze: what it was; None when there was none."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = freeze.read(aws, environment)
+        if found is None:
+            window = freeze.in_force(None, environment, runtime.clock.now())
+            runtime.stderr.write(
+                f"🌤  no inv freeze of {environment.name} to end"
+                + (
+                    f"; {window.describe(environment.name)} (deploy.toml's freeze_windows: not ended by inv unfreeze)\n"
+                    if window
+                    else ": it is not frozen\n"
+                )
+            )
+            return None
+        _in_its_account(aws, environment)
+        freeze.delete(aws, environment)
+    over = "" if found.holds(runtime.clock.now()) else " (it was over already)"
+    runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was {found.describe(environment.name)}\n")
+    if not over:
+        _tell_freeze(runtime, config, environment, None)
+    return found

@@ -1,0 +1,139 @@
+"""What a stack's change set would change, shown before it is executed (deploy.stack, deploy.auto, inv diff)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploykit import (
+    markdown,
+    synth,
+)
+from deploykit.aws import AwsFactory
+from deploykit.commands.core import Runtime, aws_errors, load_plugins
+from deploykit.config import Config, EnvConfig
+from deploykit.plugins import Plugins, review_stack_changes
+from deploykit.stack_chain import template_url
+from deploykit.stacks import (
+    Change,
+    StackDeployer,
+    access_note,
+    changes_table,
+    dangerous_changes,
+    given_parameters,
+)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A stack's preview: as ``inv diff --json`` lists it, and as ``--markdown`` shows it."""
+
+    json: dict[str, Any]
+    section: markdown.StackSection
+
+
+def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeployer:
+    """A StackDeployer that only previews: it says nothing while it waits for a change set."""
+    return StackDeployer(
+        aws.client("cloudformation"),
+        runtime.clock,
+        say=lambda _t: None,
+        poll=env.poll_seconds,
+        timeout=env.wait_timeout,
+        env=env.name,
+    )
+
+
+def _preview_stack(
+    runtime: Runtime,
+    config: Config,
+    aws: AwsFactory,
+    env: EnvConfig,
+    name: str,
+    template: Path,
+    parameters: dict[str, str],
+    *,
+    rerun: str | None = None,
+) -> dict[str, Any]:
+    """Print what a deploy of ``template`` with ``parameters`` would change in stack ``name`` (a change set made and
+    deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
+    with aws_errors(env):
+        found, stack = _previewed(runtime, aws, env, name, template, parameters)
+    return _show_preview(runtime, env, name, found, stack, rerun=rerun, plugins=load_plugins(runtime, config)).json
+
+
+def _previewed(
+    runtime: Runtime,
+    aws: AwsFactory,
+    env: EnvConfig,
+    name: str,
+    template: Path,
+    parameters: dict[str, str],
+    *,
+    as_given: bool = False,
+) -> tuple[list[Change] | None, dict[str, Any] | None]:
+    """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), and the
+    stack as it is. ``as_given``: each of ``parameters`` the stack has keeps its value (the template alone)."""
+    body = synth.template_body(template)
+    deployer = _previewer(runtime, aws, env)
+    stack = deployer.describe(name)  # its status, printed; and what the preview needs to know first
+    if as_given:
+        given = given_parameters(stack)
+        parameters = {key: given.get(key, value) for key, value in parameters.items()}
+    return deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack), stack
+
+
+def _show_preview(
+    runtime: Runtime,
+    env: EnvConfig,
+    name: str,
+    found: list[Change] | None,
+    stack: Mapping[str, Any] | None,
+    *,
+    rerun: str | None = None,
+    changed: bool = True,
+    plugins: Plugins | None = None,
+) -> Preview:
+    """Print a stack's preview (:func:`_previewed`); the same as JSON. ``changed``: whether the analysis counts the
+    stack changed (an empty preview then says the change is in code the template does not see). ``plugins``: the
+    team's, whose review of the changes is said under them (what a deploy of them would refuse)."""
+    status = str(stack.get("StackStatus")) if stack else "not deployed"
+    lines = []
+    if found is None:
+        lines.append("  would be created")
+    elif not found and not changed:
+        lines.append("  nothing to change")
+    elif not found:
+        lines.append("  no CloudFormation change (the change is in code the template does not see)")
+    else:
+        lines.append(changes_table(found))
+        if env.protected and any(c.changes_access for c in found):
+            lines.append(access_note(name, env.name, rerun))
+    changes = None if found is None else [c.to_json() for c in found]
+    refused = review_stack_changes(plugins, env, name, changes) if changes else {}
+    lines += [
+        f"⛔ plugin {plugin!r} refuses this change: {'; '.join(reasons)} (a deploy of it is refused)"
+        for plugin, reasons in sorted(refused.items())
+    ]
+    runtime.stderr.write(f"\n🐳 {name} ({status})\n" + "\n".join(lines) + "\n")
+    # what a reviewer must not miss (--markdown lists it above the tables): what a deploy refuses or asks approval for
+    attention = [
+        f"{name}: {c.logical_id} ({c.resource_type}) holds data and would be "
+        f"{'removed' if c.action == 'Remove' else 'replaced'}: a deploy refuses it without --allow-replace"
+        for c in dangerous_changes(found or ())
+    ]
+    approval = ": a deploy to this protected environment needs --approve-access" if env.protected else ""
+    attention += [
+        f"{name}: {c.logical_id} ({c.resource_type}) changes who may access what{approval}"
+        for c in found or ()
+        if c.changes_access
+    ]
+    attention += [f"{name}: plugin {p!r} refuses this change: {'; '.join(r)}" for p, r in sorted(refused.items())]
+    return Preview(
+        {"status": status, "changes": changes, "refused": refused},
+        markdown.StackSection(
+            name, status, "\n".join(lines), None if found is None else len(found), attention=tuple(attention)
+        ),
+    )

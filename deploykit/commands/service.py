@@ -1,0 +1,540 @@
+"""The commands that act on the running service: inv logs, inv run, inv tasks, inv scan, inv restart, inv pause
+and inv resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+import botocore.exceptions
+from tabulate import tabulate
+
+from deploykit import (
+    auto,
+    ecs,
+    history,
+    lambda_chain,
+    oneoff,
+    overview,
+    pause,
+    restart,
+    scan_gate,
+    task_list,
+)
+from deploykit import logs as applogs
+from deploykit import rollback as rollbacks
+from deploykit.app_chain import image_in_registry
+from deploykit.aws import AwsFactory
+from deploykit.clock import seconds_of
+from deploykit.commands.core import (
+    Runtime,
+    _line_on,
+    _load,
+    _made_from,
+    _revision,
+    aws_errors,
+    heard_when_not_run,
+    nothing_to_do_json,
+    run_plan,
+    until_unlocked,
+)
+from deploykit.config import EnvConfig, load_config
+from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.plan import Plan, RunReport, dumps
+from deploykit.stacks import (
+    StackOutputs,
+)
+
+
+def logs(
+    *,
+    env: str | None = None,
+    component: str = "app",
+    since: str = "10m",
+    task: str = "",
+    limit: int = 200,
+    follow: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> list[applogs.LogLine]:
+    """What a component (the app's containers, or one Lambda function) wrote since ``since``, from CloudWatch Logs:
+    the newest ``limit`` lines on stdout, oldest first; with ``follow``, then each new line until interrupted."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
+    if follow and as_json:
+        raise UsageError("--follow and --json do not go together", next_step="leave out one of them")
+    which = rollbacks.parse_component(component, config, purpose="logs")
+    if task and which.kind != "app":
+        raise UsageError("--task names one of the app's tasks", next_step="leave out --task, or use --component app")
+    start = applogs.parse_since(since, runtime.clock.now())
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        if which.kind == "app":
+            source = applogs.app_source(aws.client("ecs"), environment, task)
+        else:
+            function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, which.function)
+            source = applogs.lambda_source(aws.client("lambda"), which.function, function_name)
+        streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
+        runtime.stderr.write(
+            f"📜 {source.component} in {environment.name}: CloudWatch Logs {source.group}{streams}; "
+            f"since {start:%Y-%m-%d %H:%M:%S} UTC (times in UTC)\n"
+        )
+        if follow:
+
+            def emit(line: applogs.LogLine) -> None:
+                runtime.stdout.write(line.render(source) + "\n")
+                runtime.stdout.flush()
+
+            try:
+                applogs.follow(aws.client("logs"), source, start, clock=runtime.clock, emit=emit, limit=limit)
+            except KeyboardInterrupt:  # the way to stop following: not an error
+                runtime.stderr.write("\nstopped following\n")
+            return []
+        lines = applogs.read(aws.client("logs"), source, start, limit=limit)
+    if as_json:
+        document = {
+            "environment": environment.name,
+            "component": source.component,
+            "group": source.group,
+            "since": start.isoformat(),
+            "lines": [line.to_json(source) for line in lines],
+        }
+        runtime.stdout.write(dumps(document) + "\n")
+    else:
+        runtime.stdout.writelines(line.render(source) + "\n" for line in lines)
+    if not lines:
+        runtime.stderr.write(f"no lines written since {start:%Y-%m-%d %H:%M:%S} UTC (try a longer --since)\n")
+    elif len(lines) == limit:
+        runtime.stderr.write(f"(the newest {limit}; --limit N for more)\n")
+    return lines
+
+
+RUN_STARTED_BY = "deploykit-run"  # inv run's tasks: ListTasks --started-by finds them
+RUN_LAST_READS = 5  # reads of the task's log after it stopped, a second apart at most, while lines still come
+
+
+def run_command(
+    command: str,
+    *,
+    env: str | None = None,
+    timeout: str = "10m",
+    image_tag: str | None = None,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> dict[str, Any]:
+    """``inv run``: ``command`` once in a one-off task of the revision the service runs, beside it (deploykit.oneoff):
+    its output followed as it runs (stdout; stderr with ``as_json``), the task stopped past ``timeout`` or on Ctrl-C.
+    StepFailed (exit 1) unless it exits 0. Nothing deployed changes: no lock, no freeze, no history. ``image_tag``:
+    another image of the service's repository instead (one pushed, not yet deployed: a migration tried first), in a
+    revision of the service's own with only that image changed (found, else registered); refused (exit 2) when the
+    registry does not have it."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:  # an unbalanced quote
+        raise UsageError(f"the command cannot be split into its words: {exc}", next_step="check its quotes") from None
+    if not argv:
+        raise UsageError("name the command to run", next_step="inv run 'python -m app.release' (one string, quoted)")
+    deadline = seconds_of(timeout)
+    if deadline is None or deadline <= 0:
+        raise UsageError(f"--timeout {timeout!r} is not a duration", next_step="pass one such as 300, 90s, 10m or 1h")
+    aws = runtime.aws_factory(environment)
+    out = runtime.stderr if as_json else runtime.stdout
+    with aws_errors(environment):
+        client = aws.client("ecs")
+        service = ecs.describe_service(client, environment.cluster, environment.service, environment)
+        revision = str(service["taskDefinition"])
+        taskdefs = ecs.TaskDefinitions.of(aws)
+        if image_tag:
+            revision = _revision_of(runtime, aws, environment, taskdefs, revision, image_tag)
+        tag = ecs.image_tag(taskdefs.image(revision, environment.container)) or "?"
+        arguments = oneoff.run_task_arguments(
+            service, environment.cluster, revision, environment.container, argv, RUN_STARTED_BY
+        )
+        arn = oneoff.start(client, arguments, f"a task of {ecs.revision_name(revision)}")
+        task_id = arn.rsplit("/", 1)[-1]
+        runtime.stderr.write(
+            f"🏃 {oneoff.shown(argv)} in {environment.name}: task {task_id} of {ecs.revision_name(revision)} "
+            f"({tag}), beside {environment.service}; Ctrl-C stops it\n"
+        )
+        tail = None
+        where = ecs.log_stream(taskdefs.get(revision), environment.container, arn)
+        if where is not None:  # its own stream: every line in it is the command's
+            source = applogs.LogSource("app", *where)
+            tail = applogs.Tail(aws.client("logs"), source, runtime.clock.now() - timedelta(minutes=5))
+        else:
+            runtime.stderr.write(f"   (its output is not followed: {environment.container} logs without awslogs)\n")
+
+        def show_new() -> int:
+            if tail is None:
+                return 0
+            try:
+                lines = tail.new()
+            except botocore.exceptions.ClientError:  # its stream is not there yet: the next poll reads it
+                return 0
+            for line in lines:
+                out.write(line.message + "\n")
+            out.flush()
+            return len(lines)
+
+        def state(status: str, elapsed: float) -> None:
+            runtime.stderr.write(f"   [{elapsed:6.1f}s] task {status}\n")
+
+        try:
+            ended = oneoff.wait(
+                client,
+                runtime.clock,
+                environment.cluster,
+                arn,
+                environment.container,
+                timeout=deadline,
+                poll=environment.poll_seconds,
+                state=state,
+                each=show_new,
+            )
+        except BaseException:  # Ctrl-C, SIGTERM, a call failed: the task does not run on alone
+            oneoff.stop(client, environment.cluster, arn, "deploykit: inv run that started it stopped")
+            runtime.stderr.write(f"⏹  task {task_id} stopped\n")
+            raise
+        show_new()  # what it wrote last, sent as it stopped; then whatever the log driver still sends, a little later
+        for _ in range(RUN_LAST_READS if tail is not None else 0):
+            runtime.clock.sleep(min(environment.poll_seconds, 1.0))
+            if not show_new():
+                break
+    result = {
+        "environment": environment.name,
+        "command": argv,
+        "task": arn,
+        "task_definition": revision,
+        "image_tag": tag,
+        "exit_code": ended.exit_code,
+        "seconds": round(ended.seconds, 3),
+        "ok": ended.ok,
+    }
+    if as_json:
+        runtime.stdout.write(dumps(result) + "\n")
+    if not ended.ok:
+        raise StepFailed(
+            f"{oneoff.shown(argv)} {ended.what()} in task {task_id} of {environment.name}",
+            next_step=f"its output again: inv logs --env {environment.name} --task {task_id} --since 1h",
+        )
+    runtime.stderr.write(f"✅ exited 0 after {ended.seconds:.1f}s (task {task_id})\n")
+    return result
+
+
+def tasks_list(
+    *,
+    env: str | None = None,
+    stopped: int = task_list.STOPPED_SHOWN,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> list[task_list.TaskRow]:
+    """The tasks of the service's family in its cluster (deploykit.task_list): the running ones, then the ``stopped``
+    newest stopped ones, each with its revision, image, who started it, status, health, target and why it stopped."""
+    if stopped < 0:
+        raise UsageError(
+            f"--stopped must be 0 or more (got {stopped})", next_step="pass --stopped N with N of 0 or more"
+        )
+    runtime = runtime or Runtime()
+    _, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = task_list.read(aws, environment, stopped_shown=stopped)
+    name = f"{environment.cluster}/{environment.service}"
+    if as_json:
+        document = {"env": environment.name, "service": name, "tasks": [r.to_json() for r in found]}
+        runtime.stdout.write(dumps(document) + "\n")
+    if not found:
+        runtime.stderr.write(f"no task of {name} in {environment.name}, running or stopped within the hour\n")
+        return found
+    runtime.stderr.write(f"Tasks of {name} in {environment.name}, running first, then the newest stopped\n")
+    runtime.stderr.write(task_list.table(found) + "\n")
+    runtime.stderr.write(
+        f"\nwhat a task wrote: inv logs --env {environment.name} --task ID (the first characters of its id do)\n"
+    )
+    return found
+
+
+def _revision_of(
+    runtime: Runtime, aws: AwsFactory, env: EnvConfig, taskdefs: ecs.TaskDefinitions, current: str, tag: str
+) -> str:
+    """For ``inv run --image-tag``: a revision of the service's that runs ``tag`` of the image's repository, once the
+    registry is known to have it."""
+    repository = ecs.image_repository(taskdefs.image(current, env.container))
+    if not image_in_registry(aws, runtime.docker_factory, repository, tag):
+        raise UsageError(
+            f"the image {repository}:{tag} is not in the registry of {env.name}: nothing was run",
+            next_step="push it first (inv push, for this checkout's commit), or name a tag inv history lists",
+        )
+    if env.image_scan.on and ecs.image_tag(taskdefs.image(current, env.container)) != tag:
+        _judged(runtime, aws, env, tag)
+    arn, registered = ecs.revision_running(
+        aws.client("ecs"), taskdefs, current, env.container, f"{repository}:{tag}", tag
+    )
+    if registered:
+        runtime.stderr.write(
+            f"   registered {ecs.revision_name(arn)} to run {tag} (from {ecs.revision_name(current)})\n"
+        )
+    return arn
+
+
+SCAN_SHOWN = 20  # findings listed by inv scan (its --json lists them all)
+
+
+def scan_image(
+    *, env: str | None = None, image_tag: str | None = None, as_json: bool = False, runtime: Runtime | None = None
+) -> dict[str, Any]:
+    """``inv scan``: ECR's scan of an image of the environment's repository (this checkout's, as ``inv push`` names
+    it, unless ``image_tag``) judged as the environment's image scan gate judges it before a deploy (its severity,
+    HIGH without a gate; its ignore list): waited for while in progress, asked for when ECR has none; its findings,
+    most severe first. StepFailed (exit 1) when the gate would refuse a deploy of it; UsageError (exit 2) when the
+    registry does not have the image. Nothing changes but a scan asked for."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    tag = image_tag or _revision(config, allow_dirty=True).of("app").tag
+    gate = environment.image_scan
+    severity = gate.severity or "HIGH"
+    judge = dataclasses.replace(scan_gate.image_judge(environment, tag, "deploys it"), severity=severity)
+    aws = runtime.aws_factory(environment)
+    say = _line_on(runtime)
+    with aws_errors(environment):
+        found = judge.finished(aws.client("ecr"), runtime.clock, say)
+    findings = sorted(found.findings, key=lambda f: (-scan_gate.rank(f.severity), f.name))
+    verdict = scan_gate.judge(findings, found.tally, severity, gate.ignore)
+    result = {
+        "environment": environment.name,
+        "image": judge.image,
+        "status": found.status,
+        "description": found.description,
+        "severity": severity,
+        "gate": gate.on,
+        "counts": dict(found.tally),
+        "findings": [dataclasses.asdict(f) for f in findings],
+        "blocking": [f.name for f in verdict.blocking],
+        "accepted": [f.name for f in verdict.accepted],
+        "passed": found.status in scan_gate.JUDGED and verdict.passed,
+    }
+    if as_json:
+        runtime.stdout.write(dumps(result) + "\n")
+    whose = (
+        f"{environment.name}'s image scan gate" if gate.on else f"{severity} (no image scan gate in {environment.name})"
+    )
+    say(f"🛡️  ECR's scan of {judge.image}: {found.status}, {verdict.counted()}; judged by {whose}")
+    if findings:
+        blocking, accepted = set(verdict.blocking), set(verdict.accepted)
+        rows = [
+            [f.name, f.severity, f.package, "stops a deploy" if f in blocking else "accepted" if f in accepted else ""]
+            for f in findings[:SCAN_SHOWN]
+        ]
+        say(tabulate(rows, headers=["finding", "severity", "package", "gate"], tablefmt="simple"))
+        if len(findings) > SCAN_SHOWN:
+            say(f"... and {len(findings) - SCAN_SHOWN} more (--json lists them all)")
+    try:
+        detail, _counted = judge.judged(found)
+    except UsageError as refused:  # what refuses a deploy fails this check (exit 1)
+        raise StepFailed(refused.message, next_step=refused.next_step) from None
+    say(f"✅ {detail}")
+    return result
+
+
+def _judged(runtime: Runtime, aws: AwsFactory, env: EnvConfig, tag: str) -> None:
+    """For ``inv run --image-tag`` in an environment with an image scan gate: ECR's scan of an image the service
+    does not run judged as a deploy's would be, before anything runs it (refused, exit 2, when it does not pass)."""
+    say = _line_on(runtime)
+    if scan_gate.skipped_by_hand():
+        say(f"   ${scan_gate.SKIP_ENV}=1: ECR's scan of {tag} not judged")
+        return
+    judge = scan_gate.image_judge(env, tag, "runs it")
+    detail, _counted = judge.judged(judge.finished(aws.client("ecr"), runtime.clock, say))
+    say(f"   ECR's scan of {tag}: {detail}")
+
+
+@heard_when_not_run(restart.TITLE)
+def restart_app(
+    *,
+    env: str | None = None,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """Every task of the service replaced by a fresh one of the revision it runs (deploykit.restart); then smoke.
+    Nothing is built or deployed: no work-tree, commit or promotion guard applies, and a freeze does not refuse it."""
+    plan_of = partial(restart.restart_plan, smoke=smoke)
+    return _run_on_service(runtime or Runtime(), env, plan_of, dry_run=dry_run, as_json=as_json)
+
+
+def _run_on_service(
+    runtime: Runtime,
+    env: str | None,
+    plan_of: Callable[[EnvConfig, str], Plan],
+    *,
+    dry_run: bool,
+    as_json: bool,
+    refuse: Callable[[EnvConfig], None] = lambda _environment: None,
+) -> RunReport | None:
+    """A plan on the service as it runs (restart, pause), made by ``plan_of`` from the environment and the image tag
+    the service runs (the commit its history record names; not read for a dry run), then run; ``refuse`` raises
+    when the environment may not have it."""
+    config, environment = _load(runtime, env)
+    refuse(environment)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
+    plan = plan_of(environment, tag)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def pause_app(
+    *,
+    env: str | None = None,
+    reason: str = "",
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """The service scaled to 0 tasks, the count it ran kept in the environment (deploykit.pause); refused in a
+    protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze.
+    ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
+    one = partial(_pause_one, reason=reason, dry_run=dry_run)
+    return _one_or_each(runtime or Runtime(), env, one, "pause", as_json=as_json)
+
+
+@heard_when_not_run(pause.PAUSE_TITLE)
+def _pause_one(
+    *,
+    env: str | None = None,
+    reason: str = "",
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """:func:`pause_app` on one environment."""
+
+    def refuse(environment: EnvConfig) -> None:
+        if environment.protected:
+            raise UsageError(
+                f"environment {environment.name!r} is protected in deploy.toml; pausing it would take its app down",
+                next_step="pause development environments only; a protected one scales in its Fargate stack's settings",
+            )
+
+    def plan_of(environment: EnvConfig, tag: str) -> Plan:
+        return pause.pause_plan(environment, tag, history.actor(), reason.strip())
+
+    return _run_on_service(runtime or Runtime(), env, plan_of, dry_run=dry_run, as_json=as_json, refuse=refuse)
+
+
+def resume_app(
+    *,
+    env: str | None = None,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """A paused service scaled back to the count it ran, waited for until it serves; then smoke. Not paused: said,
+    nothing to do (exit 0); a service at 0 tasks that inv pause did not pause: UsageError (its count is not known).
+    ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
+    one = partial(_resume_one, smoke=smoke, dry_run=dry_run)
+    return _one_or_each(runtime or Runtime(), env, one, "resume", as_json=as_json)
+
+
+def _one_or_each(
+    runtime: Runtime, env: str | None, one: Callable[..., RunReport | None], verb: str, *, as_json: bool
+) -> RunReport | None:
+    """``one`` (a command on one environment) on ``env``; on each deployed environment it made when ``env`` is a
+    pattern of deploy.toml (:func:`_each_made`, which returns no report)."""
+    if env and env in load_config(runtime.config_path).patterns:
+        _each_made(runtime, env, one, verb, as_json=as_json)
+        return None
+    return one(env=env, as_json=as_json, runtime=runtime)
+
+
+def _each_made(
+    runtime: Runtime, pattern: str, one: Callable[..., RunReport | None], verb: str, *, as_json: bool
+) -> None:
+    """``one`` (a command on one environment) on each deployed environment ``pattern`` made, one after the other,
+    each waiting for its own lock when allowed (:func:`until_unlocked`); one that fails or is refused does not stop
+    the others. Each is said as it goes; ``as_json``: ``{"pattern", "environments": [{"env", "ok", "error",
+    "next_step", "run"}]}`` at the end (``run``: its run report, null when there was nothing to do). Refused in
+    every one it failed in: UsageError (exit 2); else failed in any: StepFailed (exit 1). Deployed: its registry
+    stack (the artifacts bucket the pause lives in) is there."""
+    config = load_config(runtime.config_path)
+    made = _made_from(runtime, config, pattern)
+    if isinstance(made, overview.EnvView):
+        raise UsageError(
+            f"the environments {pattern!r} made cannot be listed: {made.error}", next_step=made.next_step or ""
+        )
+    names = [name for name in made if config.environment(name).stacks.registry in made[name]]
+    results: list[dict[str, Any]] = []
+    errors: dict[str, DeployKitError] = {}
+    for name in names:
+        runtime.stderr.write(f"\n▸ {name}\n")
+        try:
+            report = until_unlocked(partial(one, env=name, as_json=False, runtime=runtime), runtime)
+        except DeployKitError as exc:
+            errors[name] = exc
+            runtime.stderr.write(f"❌ {name}: {exc}\n")  # its message and next step, as a command's error prints
+            results.append({"env": name, "ok": False, "error": exc.message, "next_step": exc.next_step, "run": None})
+        else:
+            run = report.to_json() if report is not None else None
+            results.append({"env": name, "ok": True, "error": None, "next_step": None, "run": run})
+    if not names:
+        runtime.stderr.write(f"no deployed environment made from {pattern!r}: nothing to {verb}\n")
+    if as_json:
+        runtime.stdout.write(dumps({"pattern": pattern, "environments": results}) + "\n")
+    if errors:
+        what = f"{verb} failed in {len(errors)} of {len(names)} environments made from {pattern!r}: {', '.join(errors)}"
+        step = f"see each above; inv {verb} --env NAME again for one"
+        if all(exc.exit_code == 2 for exc in errors.values()):
+            raise UsageError(what.replace("failed in", "refused in", 1), next_step=step)
+        raise StepFailed(what, next_step=step)
+    return None
+
+
+@heard_when_not_run(pause.RESUME_TITLE)
+def _resume_one(
+    *,
+    env: str | None = None,
+    smoke: bool = True,
+    dry_run: bool = False,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> RunReport | None:
+    """:func:`resume_app` on one environment."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        kept, desired = pause.read_state(aws, environment)
+    paused = pause.in_force(kept, desired)
+    if desired is None:
+        raise UsageError(
+            f"{environment.name} has no service {environment.service} to resume",
+            next_step=f"deploy it: inv deploy.full --env {environment.name}",
+        )
+    if paused is None:
+        if desired == 0:
+            raise UsageError(
+                f"{environment.service} in {environment.name} runs no task, but inv pause did not pause it: the count "
+                "to come back to is not known",
+                next_step=f"deploy the Fargate stack (inv deploy.stack {environment.stacks.fargate} --env "
+                f"{environment.name}) for its count, or: aws ecs update-service --cluster {environment.cluster} "
+                f"--service {environment.service} --desired-count N",
+            )
+        runtime.stderr.write(
+            f"☀️  {environment.name} is not paused: {environment.service} wants {desired} task(s); nothing to do\n"
+        )
+        if as_json:
+            runtime.stdout.write(nothing_to_do_json(environment.name, pause.RESUME_TITLE) + "\n")
+        return None
+    tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
+    plan = pause.resume_plan(environment, paused, tag, smoke=smoke)
+    return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)

@@ -1,0 +1,420 @@
+"""The commands that read an environment: inv endpoints, inv smoke, inv health, inv envs, inv history, inv
+report; and inv unlock."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+from tabulate import tabulate
+
+from deploykit import (
+    auto,
+    freeze,
+    git,
+    health,
+    history,
+    lock,
+    overview,
+    pause,
+    planner,
+)
+from deploykit import logs as applogs
+from deploykit import metrics as deploy_metrics
+from deploykit import report as deploy_report
+from deploykit import rollback as rollbacks
+from deploykit import smoke as smoke_checks
+from deploykit.aws import AwsFactory, at_once, caller_account, translate_error
+from deploykit.checks import CheckResult, junit_xml, table
+from deploykit.clock import Clock
+from deploykit.commands.core import (
+    Runtime,
+    _history,
+    _in_its_account,
+    _line_on,
+    _load,
+    _made_from,
+    aws_errors,
+    load_plugins,
+)
+from deploykit.config import Config, EnvConfig, load_config
+from deploykit.endpoints import Endpoints, resolve_endpoints
+from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
+from deploykit.plan import dumps
+from deploykit.plugins import observe
+from deploykit.stacks import (
+    StackOutputs,
+)
+
+
+def endpoints_if_deployed(aws: AwsFactory, env: EnvConfig) -> Endpoints | None:
+    """The environment's endpoints; None when some of its stacks are not deployed (a bad override still fails)."""
+    try:
+        return resolve_endpoints(StackOutputs.of(aws), env, env.endpoints)
+    except ConfigError:
+        raise
+    except UsageError:
+        return None
+
+
+def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None) -> Endpoints:
+    """The environment's endpoints from its stacks' outputs and deploy.toml's overrides; printed as a table."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = resolve_endpoints(StackOutputs.of(aws), environment, environment.endpoints)
+    data = found.to_json()
+    if as_json:
+        runtime.stdout.write(dumps(data) + "\n")
+    else:
+        rows = []
+        for key, value in data.items():
+            if key == "outputs":
+                continue
+            if isinstance(value, dict):
+                rows += [[f"{key}.{k}", v] for k, v in value.items()]
+            else:
+                rows.append([key, value])
+        runtime.stderr.write(tabulate(rows, headers=["endpoint", "value"]) + "\n")
+    return found
+
+
+# -- checks -----------------------------------------------------------------------------------------------------
+
+
+def smoke(
+    *,
+    env: str | None = None,
+    only: Sequence[str] | None = None,
+    as_json: bool = False,
+    junit: Path | None = None,
+    runtime: Runtime | None = None,
+) -> list[CheckResult]:
+    """Run every registered check (or ``only`` those) against the environment; raise StepFailed if one fails."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    plugins = load_plugins(runtime, config)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        _in_its_account(aws, environment)  # the checks make throwaway users and cases: not in another account
+        results = smoke_checks.run_smoke(plugins, environment, aws, only=only)
+    runtime.stderr.write(table(results) + "\n")
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(junit_xml(results, suite=f"deploykit.smoke.{environment.name}") + "\n")
+    data = {
+        "env": environment.name,
+        "ok": all(r.status != "failed" for r in results),
+        "checks": [
+            {"name": r.name, "status": r.status, "seconds": round(r.seconds, 3), "detail": r.detail} for r in results
+        ],
+    }
+    if as_json:
+        runtime.stdout.write(dumps(data) + "\n")
+    observe(plugins, "deploykit_smoke_finished", _line_on(runtime), env=environment.name, report=data)
+    error = smoke_checks.failure(results, environment.name)
+    if error is not None:
+        try:  # the likeliest cause, read only now: a paused environment answers 503
+            paused = pause.read(aws, environment)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
+            paused = None  # the checks' own detail stands
+        if paused is not None:
+            error.next_step = (
+                f"{paused.describe(environment.name)}: nothing serves the ALB; inv resume --env {environment.name} "
+                f"starts {paused.tasks} again, then smoke again"
+            )
+        raise error
+    runtime.stderr.write(f"✅ smoke passed on {environment.name}: {smoke_checks.summary(results)}\n")
+    return results
+
+
+def health_report(
+    *, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None
+) -> health.HealthReport:
+    """The environment at a glance, its findings and recommendations; StepFailed when something is broken."""
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = endpoints_if_deployed(aws, environment)  # None: the report says which stacks are missing
+        reads: dict[str, Callable[[], Any]] = {
+            "report": partial(health.gather, aws, environment, found),
+            "deploys": partial(_deploys_read, config, aws, environment, found, runtime.clock),
+        }
+        read = at_once(reads)  # the environment's parts and its deploys, at the same time
+    report: health.HealthReport = read["report"]
+    _deploys_health(runtime, environment, read["deploys"], report)
+    if not environment.is_local:
+        try:
+            found_account = aws.shared(caller_account)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            found_account = None  # the other parts have said what the credentials cannot do
+        if found_account:
+            findings, recommendations = health.account_advice(environment, found_account)
+            report.findings += findings
+            report.recommendations += recommendations
+    runtime.stderr.write(health.render(report) + "\n")
+    if as_json:
+        runtime.stdout.write(dumps(report.to_json()) + "\n")
+    if report.broken:
+        broken = [f.what for f in report.findings if f.severity == "broken"]
+        raise StepFailed(
+            f"environment {environment.name!r} has {len(broken)} broken part(s): {'; '.join(broken)}",
+            next_step="run the command shown under each finding above",
+        )
+    return report
+
+
+def _deploys_read(
+    config: Config, aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None, clock: Clock
+) -> dict[str, Any] | Exception | None:
+    """For :func:`_deploys_health`: the newest run, the deploy lock, the freeze, the pause, and what runs other than
+    deploykit's last deploy of it left (``unverified``), read at once; None without an artifacts bucket; the error
+    when the history cannot be read."""
+    unverified: dict[str, str] = {}
+    try:
+        store = history.History.of(aws, env)
+        env_lock = lock.EnvLock.of(aws, env, clock=clock)
+        if store is None or env_lock is None:
+            return None
+        reads: dict[str, Callable[[], Any]] = {
+            "newest": partial(store.records, 1),
+            "lock": env_lock.read,
+            "freeze": partial(freeze.read, aws, env, store.bucket),
+            "pause": partial(pause.read_object, aws, env, store.bucket),
+            "live": partial(auto.live_components, aws, config, env, endpoints, unverified),
+        }
+        return {**at_once(reads), "unverified": unverified}  # one round trip for them all
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        return exc
+
+
+def _deploys_health(
+    runtime: Runtime, env: EnvConfig, read: dict[str, Any] | Exception | None, report: health.HealthReport
+) -> None:
+    """Add the last recorded run, the deploy lock, a freeze in force and a pause to ``report`` (a paused service's
+    missing tasks are the pause's one finding, not broken), and a finding for each
+    component that runs something else than deploykit's last deploy of it left (the app's service another image, a
+    stack or a Lambda version changed outside deploykit: what deploy.auto deploys again), as :func:`_deploys_read`
+    read them; nothing when there is no artifacts bucket."""
+    if read is None:
+        return
+    if isinstance(read, Exception):
+        report.rows.append(health.Row("last deploy", "-", "unknown", f"the history cannot be read: {read}"))
+        return
+    newest: list[history.Record] = read["newest"]
+    held: lock.Found | None = read["lock"]
+    unverified: dict[str, str] = read["unverified"]
+    rows, findings = health.deploy_rows(
+        env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting
+    )
+    report.rows += rows
+    frozen = freeze.in_force(read["freeze"], env, runtime.clock.now())
+    if frozen is not None:
+        by = "deploy.toml" if frozen.window else frozen.owner
+        report.rows.append(health.Row("deploy freeze", by, "frozen", f"{frozen.describe(env.name)}; deploys refused"))
+    paused = pause.in_force(read["pause"], report.desired)
+    if paused is not None:  # what explains the service's missing tasks: said once, as what it is
+        report.rows.append(health.Row("pause", paused.owner, "paused", paused.describe(env.name)))
+        report.findings = [f for f in report.findings if f.cause != health.NO_TASKS]
+        findings = [
+            *findings,
+            health.Finding(
+                "warning",
+                f"{paused.describe(env.name)}: no task runs, the ALB answers 503",
+                f"inv resume --env {env.name} starts {paused.tasks} again (any deploy wakes it too)",
+            ),
+        ]
+    report.findings += findings
+    report.findings += [
+        health.Finding(
+            "warning",
+            why.removesuffix(auto.AGAIN),
+            f"inv diff --env {env.name} shows it; inv deploy.auto --env {env.name} deploys {component} again as "
+            "the checkout has it (commit a hand-made change first to keep it)",
+        )
+        for component, why in sorted(unverified.items())
+    ]
+
+
+def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overview.EnvView]:
+    """Every environment of deploy.toml at a glance: what it runs (each component's live commit against HEAD), its
+    last run and its lock; one whose AWS cannot be read is shown so (see deploykit.overview)."""
+    runtime = runtime or Runtime()
+    config = load_config(runtime.config_path)
+    head = git.head_sha(config.root)
+
+    def one(environment: EnvConfig) -> overview.EnvView:
+        try:
+            read = overview.read_environment(runtime.aws_factory(environment), environment, runtime.clock)
+            return overview.view(config, head, environment, read)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError) as exc:
+            error = translate_error(exc, environment)
+            return overview.EnvView(
+                environment.name, environment.region, error=error.message, next_step=error.next_step
+            )
+
+    # deploy.toml's own environments read while each pattern's are found (overview.made_from); then those
+    reads: dict[tuple[str, str], Callable[[], Any]] = {
+        **{("env", name): partial(one, environment) for name, environment in config.environments.items()},
+        **{("pattern", pattern): partial(_made_from, runtime, config, pattern) for pattern in config.patterns},
+    }
+    first = at_once(reads)
+    environments = dict(config.environments)
+    errors: list[overview.EnvView] = []
+    patterns: dict[str, str] = {}  # environment → the pattern that made it
+    stacks: dict[str, tuple[str, ...]] = {}  # environment → its stacks there
+    for pattern in config.patterns:  # after deploy.toml's own, by pattern
+        made = first["pattern", pattern]
+        if isinstance(made, overview.EnvView):
+            errors.append(made)
+        else:
+            made = {name: found for name, found in made.items() if name not in config.environments}  # read already
+            environments.update((name, config.environment(name)) for name in made)
+            patterns.update(dict.fromkeys(made, pattern))
+            stacks.update(made)
+    found = {name: view for (kind, name), view in first.items() if kind == "env"}
+    found |= at_once({name: partial(one, environments[name]) for name in patterns})
+    views = overview.with_promotion(config, [found[name] for name in environments] + errors)
+    views = overview.with_patterns(views, patterns, runtime.clock.now(), stacks)
+    runtime.stderr.write(overview.render(views, head) + "\n")
+    if as_json:
+        runtime.stdout.write(dumps(overview.to_json(views, head)) + "\n")
+    return views
+
+
+def history_list(
+    *,
+    env: str | None = None,
+    limit: int = 20,
+    component: str | None = None,
+    as_json: bool = False,
+    commits: bool = False,
+    runtime: Runtime | None = None,
+) -> list[history.Record]:
+    """The environment's newest deployments (who, when, what, result), newest first; with ``component`` (app,
+    lambda:<fn>, stack:<role or name>) only the runs that deployed it, and only its live entry; with ``commits``,
+    under the table, the commits each run took live."""
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
+    runtime = runtime or Runtime()
+    config, environment = _load(runtime, env)
+    key = _history_component(config, environment, component) if component else None
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = _history(aws, environment, runtime)
+        reads: dict[str, Callable[[], Any]] = {
+            "records": partial(found.records_of, key, limit) if key else partial(found.records, limit),
+            "live": partial(_live_or_said, runtime, found),
+        }
+        read = at_once(reads)
+    records: list[history.Record] = read["records"]
+    live: dict[str, dict[str, str]] = read["live"]
+    if key:
+        live = {c: v for c, v in live.items() if c == key}
+    if as_json:
+        document = {"env": environment.name, "live": live, "deployments": [r.to_json() for r in records]}
+        runtime.stdout.write(dumps(document | ({"component": key} if key else {})) + "\n")
+    if records:
+        runtime.stderr.write(history.table(records) + "\n")
+        if key and key.startswith("stack:"):  # and what each run changed in it
+            stack = planner.stack_roles(environment)[key.split(":", 1)[1]]
+            for record, lines in history.stack_changes(records, stack):
+                runtime.stderr.write(f"\n{record.when.replace('+00:00', 'Z')} {record.command} changed {stack}:\n")
+                runtime.stderr.write("".join(f"  ↳ {line}\n" for line in lines))
+        if commits:
+            runtime.stderr.write(history.shipped(records))
+    elif key:
+        runtime.stderr.write(f"no deployment of {key} recorded in {environment.name}\n")
+    else:
+        runtime.stderr.write(f"no deployment recorded in {environment.name} yet\n")
+    if live:
+        rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
+        runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
+    return records
+
+
+def _live_or_said(runtime: Runtime, found: history.History) -> dict[str, dict[str, str]]:
+    """The live record; {} when it is not one deploykit wrote, said with what to do (inv history still lists the
+    runs: it is how the record is looked into)."""
+    try:
+        return found.live()
+    except history.LiveRecordUnreadable as exc:
+        runtime.stderr.write(f"⚠️  {exc}\n")
+        return {}
+
+
+def _history_component(config: Config, env: EnvConfig, text: str) -> str:
+    """The history's name of ``--component``: app, stack:<role> (a role or a stack name), lambda:<fn> (also a
+    function whose folder is gone: the history still names it)."""
+    kind, _, name = text.strip().partition(":")
+    if kind == "lambda" and re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return f"lambda:{name}"
+    return rollbacks.parse_component(text, config, purpose="history", env=env).key
+
+
+def deployment_report(
+    *, env: str | None = None, since: str = "30d", as_json: bool = False, runtime: Runtime | None = None
+) -> deploy_report.Report:
+    """What the environment's history says about its deploys since ``since`` (30d, 12h, an ISO time): how often,
+    how often they failed and how quickly it was on a good deploy again, commit to live, each chain's and each
+    step's times."""
+    runtime = runtime or Runtime()
+    until = runtime.clock.now()
+    start = applogs.parse_since(since, until)
+    if start >= until:
+        raise UsageError(f"--since {since!r} is not in the past", next_step="pass 7d, 12h or an earlier time")
+    config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = _history(aws, environment, runtime)
+        records = found.records_since(start)
+        dashboard = (StackOutputs.of(aws)(environment.stacks.registry) or {}).get(deploy_metrics.DASHBOARD_OUTPUT)
+    heads = [r.head for r in records if git.DIRTY not in r.head]  # a build of uncommitted changes has no commit time
+    made = deploy_report.Report(environment.name, start, until, tuple(records), git.commit_times(config.root, heads))
+    if as_json:
+        runtime.stdout.write(dumps(made.to_json() | {"dashboard": dashboard}) + "\n")
+    runtime.stderr.write(deploy_report.text(made))
+    if dashboard and environment.metrics:
+        runtime.stderr.write(f"\nthe same over time: {deploy_metrics.dashboard_link(environment, dashboard)}\n")
+    return made
+
+
+def unlock(
+    *,
+    env: str | None = None,
+    confirm: Callable[[lock.LockInfo], bool] | None = None,
+    runtime: Runtime | None = None,
+) -> lock.LockInfo | None:
+    """Break the environment's deploy lock on purpose (its deploy is dead): say who held it, then delete it.
+
+    ``confirm`` is asked with the holder before anything is deleted; False leaves the lock as it is. Returns what
+    the broken lock held; None when there was nothing to break (or it was kept)."""
+    runtime = runtime or Runtime()
+    _config, environment = _load(runtime, env)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        env_lock = lock.EnvLock.of(aws, environment, clock=runtime.clock)
+        found = env_lock.read() if env_lock is not None else None
+        if env_lock is None or found is None:
+            runtime.stderr.write(f"🔓 no deploy holds the lock of {environment.name}: nothing to unlock\n")
+            return None
+        runtime.stderr.write(f"🔒 {found.info.describe(runtime.clock.now())}\n")
+        if confirm is not None and not confirm(found.info):
+            runtime.stderr.write("Nothing changed: the lock is still held.\n")
+            return None
+        _in_its_account(aws, environment)
+        if not env_lock.break_(found):
+            raise UsageError(
+                f"the lock of {environment.name!r} changed while it was being broken (renewed, released or taken)",
+                next_step=f"look again: inv unlock --env {environment.name}",
+            )
+    runtime.stderr.write(
+        f"🔓 lock of {environment.name} broken: {found.info.owner}'s {found.info.command!r} no longer holds it\n"
+    )
+    return found.info
