@@ -27,19 +27,19 @@ from deploykit import (
 from deploykit.aws import AwsFactory, all_of, at_once
 from deploykit.commands.core import (
     Runtime,
-    _load,
-    _revision,
-    _warner,
     aws_errors,
+    head_revision,
     heard_when_not_run,
+    load_env,
     load_plugins,
     not_run,
     nothing_to_do_json,
     run_plan,
     until_unlocked,
+    warner,
 )
-from deploykit.commands.deploys import _with_canary, _with_watch, current_code_keys
-from deploykit.commands.previews import Preview, _previewed, _show_preview
+from deploykit.commands.deploys import current_code_keys, with_canary, with_watch
+from deploykit.commands.previews import Preview, show_preview, stack_previewed
 from deploykit.commands.promotion import Source, promotion_of, read_source, require_promoted
 from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
@@ -110,9 +110,9 @@ def analyse(
     same time as what is live (one round trip less for every deploy; read for nothing when nothing changed). What
     runs other than the live record says counts as changed: the app's service running another image, a stack the
     newest run that deployed it failed on (:func:`deploykit.auto.left_by_failed_runs`)."""
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     environment = adjust(environment)
-    revision = _revision(config, allow_dirty)
+    revision = head_revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed
@@ -141,7 +141,7 @@ def analyse(
     guesses = history.estimates(records) if estimates else {}
     if found_endpoints is not None:  # for the guard against bringing back what a rollback took off, however long ago
         with aws_errors(environment):
-            store = history.History.of(aws, environment, warn=_warner(runtime))  # its outputs read already
+            store = history.History.of(aws, environment, warn=warner(runtime))  # its outputs read already
             if store is not None:
                 records = auto.with_deciding_runs(entries, records, found.components(), store.records_by_id)
     return Analysis(
@@ -198,14 +198,14 @@ def deploy_auto(
     or kinds, separated by commas: auto.selection) hold back the changed components the first leaves out or the
     second names: not deployed, not carried to HEAD, deployed by a later deploy.auto."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     chosen, skipped = auto.selections(config, environment, only=only, skip=skip)
     a = analyse(
         runtime,
         env,
         since=since,
         allow_dirty=allow_dirty,
-        adjust=lambda environment: _with_watch(_with_canary(environment, canary, bake), watch_errors),
+        adjust=lambda environment: with_watch(with_canary(environment, canary, bake), watch_errors),
         estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
     )
     if a.endpoints is None:
@@ -350,7 +350,7 @@ def deploy_watch(
     deploy is told and the watch goes on: the next save deploys again. Refuses a protected environment. Returns how
     many deploys it ran."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     auto.selections(config, environment, only=only, skip=skip)  # refused now, not at the first save
     if environment.protected:
         raise UsageError(
@@ -411,7 +411,7 @@ def _newest_records(aws: AwsFactory, env: EnvConfig, runtime: Runtime | None = N
     a registry stack (the first deploy). A record that cannot be read is passed over, said on ``runtime``'s
     stderr."""
     # its outputs come from memory when the caller read the stacks already
-    found = history.History.of(aws, env, warn=_warner(runtime))
+    found = history.History.of(aws, env, warn=warner(runtime))
     return found.records(auto.NEWEST_RUNS) if found else []
 
 
@@ -646,7 +646,7 @@ def _stack_previews(
     names = planner.stack_roles(a.env)
     previews = {
         names[role]: partial(
-            _previewed,
+            stack_previewed,
             runtime,
             a.aws,
             a.env,
@@ -661,7 +661,7 @@ def _stack_previews(
         found = all_of(previews)
     plugins = load_plugins(runtime, a.config)
     return {
-        names[role]: _show_preview(
+        names[role]: show_preview(
             runtime, a.env, names[role], *found[names[role]], changed=role in changed, plugins=plugins
         )
         for role in roles

@@ -18,7 +18,7 @@ from deploykit import (
     zip_cleanup,
 )
 from deploykit.aws import AwsFactory, at_once, translate_error
-from deploykit.commands.core import Runtime, _env_lock, _load, _warn, aws_errors, live_record
+from deploykit.commands.core import Runtime, aws_errors, held_lock, live_record, load_env, say_warning
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import dumps
@@ -47,13 +47,13 @@ def images_cleanup(
     roll back to, and those any environment's history records (deploykit.image_cleanup says exactly which)."""
     runtime = runtime or Runtime()
     _keep_at_least_one(keep)
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     repository = environment.repository
-    warn = partial(_warn, runtime)
+    warn = partial(say_warning, runtime)
     deletion = None
     # no deploy may register a revision of an image between reading and deleting
-    with _env_lock(runtime, aws, environment, "images.cleanup", needed=not dry_run):
+    with held_lock(runtime, aws, environment, "images.cleanup", needed=not dry_run):
         with aws_errors(environment):
             details = image_cleanup.repository_images(aws)
             in_use = image_cleanup.images_in_use(aws)
@@ -106,12 +106,12 @@ def taskdefs_cleanup(
     one the service, a task, the Fargate stack or the live record needs (deploykit.taskdef_cleanup says which)."""
     runtime = runtime or Runtime()
     _keep_at_least_one(keep)
-    _, environment = _load(runtime, env)
+    _, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     client = aws.client("ecs")
     done = None
     # no deploy may register or roll a revision between reading and deregistering
-    with _env_lock(runtime, aws, environment, "taskdefs.cleanup", needed=not dry_run), aws_errors(environment):
+    with held_lock(runtime, aws, environment, "taskdefs.cleanup", needed=not dry_run), aws_errors(environment):
         service = ecs.describe_service(client, environment.cluster, environment.service, environment)
         family = ecs.family_of(str(service["taskDefinition"]))
         reads: dict[str, Callable[[], Any]] = {
@@ -161,13 +161,13 @@ def lambda_cleanup(
     (deploykit.version_cleanup says exactly which)."""
     runtime = runtime or Runtime()
     _keep_at_least_one(keep)
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     deletion = None
     objects: zip_cleanup.ObjectDecision | None = None
     object_deletion: zip_cleanup.ObjectDeletion | None = None
     # no deploy may publish a version or move an alias onto one between reading and deleting
-    with _env_lock(runtime, aws, environment, "lambda.cleanup", needed=not dry_run):
+    with held_lock(runtime, aws, environment, "lambda.cleanup", needed=not dry_run):
         with aws_errors(environment):
             functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
             if function is not None:

@@ -113,7 +113,7 @@ def not_run(
     report: dict[str, Any] = {"env": env.name, "command": command, "outcome": outcome, "head": head}
     report |= {"message": "", "next_step": "", "held": [], **more}
     observe(
-        load_plugins(runtime, config), "deploykit_deployment_not_run", _line_on(runtime), env=env.name, report=report
+        load_plugins(runtime, config), "deploykit_deployment_not_run", line_on(runtime), env=env.name, report=report
     )
 
 
@@ -134,7 +134,7 @@ def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
             except DeployKitError as exc:
                 if not (exc.heard or kwargs.get("dry_run") or isinstance(exc, ConfigError | Interrupted)):
                     try:
-                        config, environment = _load(runtime, kwargs.get("env"))
+                        config, environment = load_env(runtime, kwargs.get("env"))
                     except DeployKitError:
                         raise exc from None
                     name = command if isinstance(command, str) else command(*args, **kwargs)
@@ -177,12 +177,12 @@ def aws_errors(env: EnvConfig) -> Iterator[None]:
         raise translate_error(exc, env) from None
 
 
-def _load(runtime: Runtime, env_name: str | None) -> tuple[Config, EnvConfig]:
+def load_env(runtime: Runtime, env_name: str | None) -> tuple[Config, EnvConfig]:
     config = load_config(runtime.config_path)
     return config, config.environment(env_name)
 
 
-def _revision(config: Config, allow_dirty: bool) -> git.Revision:
+def head_revision(config: Config, allow_dirty: bool) -> git.Revision:
     """HEAD's revision (uncommitted changes refused unless ``allow_dirty``), knowing which components they touch."""
     return changes.scope(config, git.current_revision(config.root, allow_dirty=allow_dirty))
 
@@ -235,7 +235,7 @@ def run_plan(
         )
         # what is live before the run: read under the lock, while the plan's first steps run (its value is needed
         # only after them: one round trip less before the first step)
-        reading = _LiveBefore(runtime, aws, env) if plan.deploys or plan.removes else None
+        reading = LiveBefore(runtime, aws, env) if plan.deploys or plan.removes else None
         if reading is not None and planned_from is not None:
             ctx.gate = partial(_still_as_planned, reading, env, planned_from)
         try:
@@ -295,7 +295,7 @@ def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
         raise UsageError(f"{summary} not confirmed: nothing was changed", next_step="rerun when it should go")
 
 
-def _still_as_planned(reading: _LiveBefore, env: EnvConfig, planned_from: Mapping[str, Mapping[str, str]]) -> None:
+def _still_as_planned(reading: LiveBefore, env: EnvConfig, planned_from: Mapping[str, Mapping[str, str]]) -> None:
     """Superseded when the live record read under the lock is not the one the plan was made from."""
     live = reading.result()
     if live is None or live == planned_from:  # unreadable: said by the read, and the run records it so
@@ -408,15 +408,15 @@ def nothing_to_do_json(env: str, title: str, held: Sequence[str] = ()) -> str:
 
 def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> AbstractContextManager[None]:
     """One deploy at a time per environment: a plan that changes something (it deploys components, restarts them, or
-    destroys) holds the environment's lock while it runs (:func:`_env_lock`); a freeze refuses it, but a rollback's
+    destroys) holds the environment's lock while it runs (:func:`held_lock`); a freeze refuses it, but a rollback's
     and a restart's (they bring nothing new)."""
     needed = bool(plan.deploys or plan.restarts or plan.title.startswith("destroy"))
     freezes = not (plan.title.startswith("rollback") or plan.restarts)
-    return _env_lock(runtime, aws, env, plan.title, needed=needed, freezes=freezes)
+    return held_lock(runtime, aws, env, plan.title, needed=needed, freezes=freezes)
 
 
 @contextmanager
-def _env_lock(
+def held_lock(
     runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *, needed: bool, freezes: bool = False
 ) -> Iterator[None]:
     """When ``needed``: the environment's lock held while the block runs, released however it ends (see
@@ -426,9 +426,9 @@ def _env_lock(
     with ExitStack() as held:
         if needed:
             with aws_errors(env), ThreadPoolExecutor(1) as pool:  # reading or taking the lock, reading the freeze
-                _in_its_account(aws, env)
+                check_account(aws, env)
                 reading = pool.submit(freeze.read, aws, env) if freezes else None
-                warn = partial(_warn, runtime)
+                warn = partial(say_warning, runtime)
                 held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
                 stored = reading.result() if reading is not None else None
             found = freeze.in_force(stored, env, runtime.clock.now()) if freezes else None
@@ -501,18 +501,18 @@ def _told(retried: DeployKitError, final: DeployKitError) -> None:
         retried.tell_later(final)
 
 
-def _warn(runtime: Runtime, message: str) -> None:
+def say_warning(runtime: Runtime, message: str) -> None:
     runtime.stderr.write(f"⚠️  {message}\n")
 
 
-def _in_its_account(aws: AwsFactory, env: EnvConfig) -> None:
+def check_account(aws: AwsFactory, env: EnvConfig) -> None:
     """Refuse credentials of another account than the one deploy.toml pins for ``env`` (none pinned: no check,
     and no call)."""
     if env.account:
         aws.account()
 
 
-def _rolled_back(
+def rolled_back_components(
     runtime: Runtime,
     config: Config,
     env: EnvConfig,
@@ -524,11 +524,11 @@ def _rolled_back(
     """component → why, for each of ``components`` that deploying ``revision`` (a component of ``heads`` at its
     commit there) would bring back as a person's rollback took it off (auto.rolled_back); for
     auto.refuse_deploying_again."""
-    warn = _warner(runtime)
+    warn = warner(runtime)
     return auto.rolled_back(aws, env, config, components, uncommitted=bool(revision.dirty), warn=warn, heads=heads)
 
 
-def _refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
+def refuse_older(config: Config, env: EnvConfig, component: str, live: str | None, revision: git.Revision) -> None:
     """UsageError when ``component`` is live at a commit ahead of ``revision``'s (see auto.refuse_taking_back)."""
     ahead = changes.live_ahead(config.root, live, revision.sha)
     if ahead:
@@ -550,7 +550,7 @@ def live_record(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] | 
     return found.live() if found else None
 
 
-def _planned_from(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] | None:
+def live_record_planned(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] | None:
     """The live record a command's guards are checked beside, for :func:`run_plan` to check again under the lock;
     None (not checked again) when it cannot be read as deploykit wrote it: the run says so when it records."""
     try:
@@ -559,7 +559,7 @@ def _planned_from(aws: AwsFactory, env: EnvConfig) -> dict[str, dict[str, str]] 
         return None
 
 
-class _LiveBefore:
+class LiveBefore:
     """The environment's live record as it is before a run, read in a thread of its own from the moment this is
     made (the run's steps go on meanwhile): :meth:`result` waits for it. The run holds the environment's lock, so
     nothing but this run writes the record until it ends."""
@@ -652,7 +652,7 @@ def _put_metrics(aws: AwsFactory, record: history.Record) -> object:
     return _keep(partial(deploy_metrics.publish, aws.client("cloudwatch")), record)
 
 
-def _made_from(runtime: Runtime, config: Config, pattern: str) -> dict[str, tuple[str, ...]] | overview.EnvView:
+def environments_made(runtime: Runtime, config: Config, pattern: str) -> dict[str, tuple[str, ...]] | overview.EnvView:
     """The deployed environments ``pattern`` made (overview.made_from); when its AWS cannot be read, a view of the
     pattern that says why."""
     sample = config.environment(pattern.replace("*", SAMPLE_PART))  # the account and region they all live in
@@ -663,10 +663,10 @@ def _made_from(runtime: Runtime, config: Config, pattern: str) -> dict[str, tupl
         return overview.EnvView(pattern, sample.region, error=error.message, next_step=error.next_step)
 
 
-def _history(aws: AwsFactory, environment: EnvConfig, runtime: Runtime | None = None) -> history.History:
+def read_history(aws: AwsFactory, environment: EnvConfig, runtime: Runtime | None = None) -> history.History:
     """The environment's history (a record that cannot be read is passed over, said on ``runtime``'s stderr);
     UsageError when it has none."""
-    found = history.History.of(aws, environment, warn=_warner(runtime))
+    found = history.History.of(aws, environment, warn=warner(runtime))
     if found is None:
         raise UsageError(
             f"environment {environment.name!r} has no history: its registry stack is not deployed",
@@ -675,11 +675,11 @@ def _history(aws: AwsFactory, environment: EnvConfig, runtime: Runtime | None = 
     return found
 
 
-def _warner(runtime: Runtime | None) -> Callable[[str], object] | None:
+def warner(runtime: Runtime | None) -> Callable[[str], object] | None:
     """What tells the user of a history record passed over: a line on ``runtime``'s stderr."""
-    return None if runtime is None else _line_on(runtime)
+    return None if runtime is None else line_on(runtime)
 
 
-def _line_on(runtime: Runtime) -> Callable[[str], object]:
+def line_on(runtime: Runtime) -> Callable[[str], object]:
     """What writes a line on ``runtime``'s stderr (a plugin's failure in an observer's hook)."""
     return lambda line: runtime.stderr.write(line + "\n")

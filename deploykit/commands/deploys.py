@@ -26,20 +26,20 @@ from deploykit import canary as lambda_canary
 from deploykit import rollback as rollbacks
 from deploykit.aws import AwsFactory, at_once
 from deploykit.commands.core import (
+    LiveBefore,
     Runtime,
-    _history,
-    _LiveBefore,
-    _load,
-    _planned_from,
-    _refuse_older,
-    _revision,
-    _rolled_back,
     aws_errors,
+    head_revision,
     heard_when_not_run,
+    live_record_planned,
+    load_env,
     nothing_to_do_json,
+    read_history,
+    refuse_older,
+    rolled_back_components,
     run_plan,
 )
-from deploykit.commands.previews import _preview_stack
+from deploykit.commands.previews import preview_stack
 from deploykit.commands.promotion import Promotion, require_promoted
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, Superseded, UsageError
@@ -74,9 +74,9 @@ def app_chain(
     person's rollback took it off unless ``allow_rolled_back`` (as deploy.auto does); ``watch_errors`` replaces how
     long the environment watches the app's errors after a rollout (deploykit.watch)."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
-    environment = _with_watch(environment, watch_errors)
-    revision = _revision(config, allow_dirty)
+    config, environment = load_env(runtime, env)
+    environment = with_watch(environment, watch_errors)
+    revision = head_revision(config, allow_dirty)
     promotion = Promotion()
     # A stage that puts the app into the environment (an image in its registry, a revision, the service) takes what
     # the promote_from environment runs: push copies that image (a local build pushed under the commit's tag would
@@ -88,17 +88,17 @@ def app_chain(
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
         reads["live"] = partial(auto.live_image_tag_or_empty, aws, environment)
     if "roll-service" in stages and not (allow_rolled_back or dry_run):
-        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, ["app"], revision)
+        reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, ["app"], revision)
     if planner.needs_repository(stages):
         reads["uri"] = partial(registry.repository_uri, aws)
     if not dry_run and "push" in stages:
         reads["auth"] = partial(registry.push_auth, aws)  # kept for the push (or the copy), asked now
     if not dry_run and {"live", "again"} & set(reads):  # what the guards were checked against: still so under the lock?
-        reads["record"] = partial(_planned_from, aws, environment)
+        reads["record"] = partial(live_record_planned, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the image the service runs, the history, the repository and its token: one round trip
     if "live" in read:
-        _refuse_older(config, environment, "app", read["live"], revision)
+        refuse_older(config, environment, "app", read["live"], revision)
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     plan = planner.app_chain_plan(
         config, environment, revision, stages, repository_uri=read.get("uri"), promoted=promotion.image
@@ -128,7 +128,7 @@ def base_image(
 ) -> RunReport | None:
     """Make sure the environment's base image is on the Docker engine (build the local one if needed)."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     plan = planner.base_image_plan(config, environment, force=force)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)
 
@@ -194,10 +194,10 @@ def deploy_stack(
     """One stack through a change set, with its inputs as they are live now; then smoke. Refuses, as deploy.auto
     does, to deploy the stack as a person's rollback took it off, unless ``allow_rolled_back``."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
-    revision = _revision(config, True)
+    revision = head_revision(config, True)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     reads: dict[str, Callable[[], Any]] = {}
@@ -206,13 +206,13 @@ def deploy_stack(
         if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls the app out at that tag: guarded too
             guarded.append("app")
             heads["app"] = image_tag
-        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, guarded, revision, heads)
+        reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, guarded, revision, heads)
     if role == "fargate" and not image_tag:
         reads["tag"] = partial(live_image_tag, aws, environment)
     if role == "api":
         reads["keys"] = partial(current_code_keys, aws, config, environment)
     if not dry_run and reads:  # what the guard and the inputs were read from: still so under the lock?
-        reads["record"] = partial(_planned_from, aws, environment)
+        reads["record"] = partial(live_record_planned, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the history and the stack's inputs: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
@@ -274,10 +274,10 @@ def deploy_lambda(
     function as a person's rollback took it off unless ``allow_rolled_back``; ``canary`` and ``bake`` replace the
     environment's canary settings (deploykit.canary)."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
-    environment = _with_canary(environment, canary, bake)
+    config, environment = load_env(runtime, env)
+    environment = with_canary(environment, canary, bake)
     lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
-    revision = _revision(config, allow_dirty)
+    revision = head_revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
@@ -286,13 +286,13 @@ def deploy_lambda(
     if not allow_older:
         reads["live"] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
     if not allow_rolled_back:
-        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, [component], revision)
+        reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, [component], revision)
     if not dry_run and reads:  # what the guards were checked against: still so under the lock?
-        reads["record"] = partial(_planned_from, aws, environment)
+        reads["record"] = partial(live_record_planned, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the commit the alias serves and the history: one round trip
     if "live" in read:
-        _refuse_older(config, environment, component, read["live"], revision)
+        refuse_older(config, environment, component, read["live"], revision)
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [component], unpromoted=unpromoted)
@@ -327,7 +327,7 @@ def _commits_since(
     return changes.as_taken(changes.commits_behind(config.root, found))
 
 
-def _with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
+def with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
     if duration is None:
         return environment
     seconds = watch.parse_duration(duration, "--watch-errors")
@@ -336,7 +336,7 @@ def _with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
     )
 
 
-def _with_canary(environment: EnvConfig, percent: str | None, bake: str | None) -> EnvConfig:
+def with_canary(environment: EnvConfig, percent: str | None, bake: str | None) -> EnvConfig:
     if percent is None and bake is None:
         return environment
     return dataclasses.replace(
@@ -367,7 +367,7 @@ def rollback(
     Lambda commit no version runs (tagged with it, or with its code), a commit this clone lacks (a stack), an
     empty history. ``allow_replace`` and ``approve_access`` are deploy.stack's, for a stack. See deploykit.rollback."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     if run is not None and (component is not None or to is not None):
         raise UsageError(
             f"--run goes alone: it puts back every component of that run as it was before it, not with "
@@ -382,7 +382,7 @@ def rollback(
         raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
     aws = runtime.aws_factory(environment)
     # what is live as this rollback starts, read while it works out what to go back to: checked again under its lock
-    reading = None if dry_run else _LiveBefore(runtime, aws, environment)
+    reading = None if dry_run else LiveBefore(runtime, aws, environment)
     back = partial(
         _rollback_of,
         runtime,
@@ -438,7 +438,7 @@ def _still_in_head(runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFac
     try:
         found = history.History.of(aws, env)
         records = found.records(1) if found else []  # the rollback's own record
-        revision = _revision(config, allow_dirty=True)
+        revision = head_revision(config, allow_dirty=True)
         deployed = {component for component, _ in plan.deploys}
         again = auto.deploying_again(config, records, deployed, uncommitted=bool(revision.dirty))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
@@ -525,7 +525,7 @@ def _run_rollback_plan(
     and side by side as a deploy (the stacks by level, the functions, the app: see rollbacks.run_plan_of); None when
     each already is."""
     with aws_errors(env):
-        found = _history(aws, env, runtime)
+        found = read_history(aws, env, runtime)
         reads: dict[str, Callable[[], Any]] = {
             "records": partial(found.records, rollbacks.HISTORY_DEPTH),
             "live": found.live,
@@ -650,7 +650,7 @@ def _stack_rollback_plan(
         restoring=sorted(restoring or {}) if role == planner.HOSTED_BY["lambda"] else (),
     )
     if preview:
-        _preview_stack(runtime, config, aws, env, stack, template, dict(parameters), rerun=rerun)
+        preview_stack(runtime, config, aws, env, stack, template, dict(parameters), rerun=rerun)
     plan = rollbacks.stack_plan(
         env,
         target,
@@ -682,16 +682,16 @@ def deploy_full(
     """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke. Refuses,
     as deploy.auto does, to bring back a component as a person's rollback took it off, unless ``allow_rolled_back``."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
-    revision = _revision(config, allow_dirty)
+    config, environment = load_env(runtime, env)
+    revision = head_revision(config, allow_dirty)
     aws = runtime.aws_factory(environment)
     # a dry run too: the plan of a promoted app copies the image its source runs
     components = changes.components_of(config)
     reads: dict[str, Callable[[], Any]] = {}
     if not allow_rolled_back:
-        reads["again"] = partial(_rolled_back, runtime, config, environment, aws, components, revision)
+        reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, components, revision)
     if not dry_run and reads:  # what the guard was checked against: still so under the lock?
-        reads["record"] = partial(_planned_from, aws, environment)
+        reads["record"] = partial(live_record_planned, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the history and the live record: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
@@ -722,7 +722,7 @@ def destroy(
 ) -> RunReport | None:
     """Delete the stacks in reverse order; those holding data only with include_data. Refuses protected envs."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     if environment.protected:
         raise UsageError(
             f"environment {environment.name!r} is protected in deploy.toml; destroy refuses it",

@@ -9,7 +9,7 @@ from deploykit import (
     history,
 )
 from deploykit.clock import moment_of
-from deploykit.commands.core import Runtime, _in_its_account, _line_on, _load, aws_errors, load_plugins
+from deploykit.commands.core import Runtime, aws_errors, check_account, line_on, load_env, load_plugins
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plugins import observe
@@ -35,7 +35,7 @@ def freeze_env(
     """Close the environment to deploys (deploykit.freeze): who, why, until when (``until``; none: until
     :func:`unfreeze_env`). A freeze already there is replaced, and said."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     if not reason.strip():
         raise UsageError(
             "a freeze needs a reason: the people it stops read it",
@@ -45,7 +45,7 @@ def freeze_env(
     made = freeze.Freeze(history.actor(), reason.strip(), now, _until(until, now) if until else None)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        _in_its_account(aws, environment)
+        check_account(aws, environment)
         before = freeze.read(aws, environment)
         freeze.write(aws, environment, made)
     if before is not None and before.holds(now):
@@ -61,13 +61,13 @@ def freeze_env(
 def _tell_freeze(runtime: Runtime, config: Config, env: EnvConfig, made: freeze.Freeze | None) -> None:
     """The plugins hear of a freeze made (``made``) or ended (None): the team's chat."""
     plugins = load_plugins(runtime, config)
-    observe(plugins, "deploykit_freeze_changed", _line_on(runtime), env=env.name, freeze=made and made.to_json())
+    observe(plugins, "deploykit_freeze_changed", line_on(runtime), env=env.name, freeze=made and made.to_json())
 
 
 def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> freeze.Freeze | None:
     """End the environment's freeze: what it was; None when there was none."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = freeze.read(aws, environment)
@@ -82,7 +82,7 @@ def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> f
                 )
             )
             return None
-        _in_its_account(aws, environment)
+        check_account(aws, environment)
         freeze.delete(aws, environment)
     over = "" if found.holds(runtime.clock.now()) else " (it was over already)"
     runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was {found.describe(environment.name)}\n")

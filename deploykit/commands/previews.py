@@ -46,7 +46,7 @@ def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeploy
     )
 
 
-def _preview_stack(
+def preview_stack(
     runtime: Runtime,
     config: Config,
     aws: AwsFactory,
@@ -60,11 +60,11 @@ def _preview_stack(
     """Print what a deploy of ``template`` with ``parameters`` would change in stack ``name`` (a change set made and
     deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
     with aws_errors(env):
-        found, stack = _previewed(runtime, aws, env, name, template, parameters)
-    return _show_preview(runtime, env, name, found, stack, rerun=rerun, plugins=load_plugins(runtime, config)).json
+        found, stack = stack_previewed(runtime, aws, env, name, template, parameters)
+    return show_preview(runtime, env, name, found, stack, rerun=rerun, plugins=load_plugins(runtime, config)).json
 
 
-def _previewed(
+def stack_previewed(
     runtime: Runtime,
     aws: AwsFactory,
     env: EnvConfig,
@@ -85,7 +85,7 @@ def _previewed(
     return deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack), stack
 
 
-def _show_preview(
+def show_preview(
     runtime: Runtime,
     env: EnvConfig,
     name: str,
@@ -96,7 +96,7 @@ def _show_preview(
     changed: bool = True,
     plugins: Plugins | None = None,
 ) -> Preview:
-    """Print a stack's preview (:func:`_previewed`); the same as JSON. ``changed``: whether the analysis counts the
+    """Print a stack's preview (:func:`stack_previewed`); the same as JSON. ``changed``: whether the analysis counts the
     stack changed (an empty preview then says the change is in code the template does not see). ``plugins``: the
     team's, whose review of the changes is said under them (what a deploy of them would refuse)."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"

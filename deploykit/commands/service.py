@@ -32,12 +32,12 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import seconds_of
 from deploykit.commands.core import (
     Runtime,
-    _line_on,
-    _load,
-    _made_from,
-    _revision,
     aws_errors,
+    environments_made,
+    head_revision,
     heard_when_not_run,
+    line_on,
+    load_env,
     nothing_to_do_json,
     run_plan,
     until_unlocked,
@@ -64,7 +64,7 @@ def logs(
     """What a component (the app's containers, or one Lambda function) wrote since ``since``, from CloudWatch Logs:
     the newest ``limit`` lines on stdout, oldest first; with ``follow``, then each new line until interrupted."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     if limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     if follow and as_json:
@@ -135,7 +135,7 @@ def run_command(
     revision of the service's own with only that image changed (found, else registered); refused (exit 2) when the
     registry does not have it."""
     runtime = runtime or Runtime()
-    _config, environment = _load(runtime, env)
+    _config, environment = load_env(runtime, env)
     try:
         argv = shlex.split(command)
     except ValueError as exc:  # an unbalanced quote
@@ -243,7 +243,7 @@ def tasks_list(
             f"--stopped must be 0 or more (got {stopped})", next_step="pass --stopped N with N of 0 or more"
         )
     runtime = runtime or Runtime()
-    _, environment = _load(runtime, env)
+    _, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = task_list.read(aws, environment, stopped_shown=stopped)
@@ -297,13 +297,13 @@ def scan_image(
     most severe first. StepFailed (exit 1) when the gate would refuse a deploy of it; UsageError (exit 2) when the
     registry does not have the image. Nothing changes but a scan asked for."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
-    tag = image_tag or _revision(config, allow_dirty=True).of("app").tag
+    config, environment = load_env(runtime, env)
+    tag = image_tag or head_revision(config, allow_dirty=True).of("app").tag
     gate = environment.image_scan
     severity = gate.severity or "HIGH"
     judge = dataclasses.replace(scan_gate.image_judge(environment, tag, "deploys it"), severity=severity)
     aws = runtime.aws_factory(environment)
-    say = _line_on(runtime)
+    say = line_on(runtime)
     with aws_errors(environment):
         found = judge.finished(aws.client("ecr"), runtime.clock, say)
     findings = sorted(found.findings, key=lambda f: (-scan_gate.rank(f.severity), f.name))
@@ -347,7 +347,7 @@ def scan_image(
 def _judged(runtime: Runtime, aws: AwsFactory, env: EnvConfig, tag: str) -> None:
     """For ``inv run --image-tag`` in an environment with an image scan gate: ECR's scan of an image the service
     does not run judged as a deploy's would be, before anything runs it (refused, exit 2, when it does not pass)."""
-    say = _line_on(runtime)
+    say = line_on(runtime)
     if scan_gate.skipped_by_hand():
         say(f"   ${scan_gate.SKIP_ENV}=1: ECR's scan of {tag} not judged")
         return
@@ -383,7 +383,7 @@ def _run_on_service(
     """A plan on the service as it runs (restart, pause), made by ``plan_of`` from the environment and the image tag
     the service runs (the commit its history record names; not read for a dry run), then run; ``refuse`` raises
     when the environment may not have it."""
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     refuse(environment)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
@@ -467,7 +467,7 @@ def _each_made(
     every one it failed in: UsageError (exit 2); else failed in any: StepFailed (exit 1). Deployed: its registry
     stack (the artifacts bucket the pause lives in) is there."""
     config = load_config(runtime.config_path)
-    made = _made_from(runtime, config, pattern)
+    made = environments_made(runtime, config, pattern)
     if isinstance(made, overview.EnvView):
         raise UsageError(
             f"the environments {pattern!r} made cannot be listed: {made.error}", next_step=made.next_step or ""
@@ -510,7 +510,7 @@ def _resume_one(
 ) -> RunReport | None:
     """:func:`resume_app` on one environment."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         kept, desired = pause.read_state(aws, environment)

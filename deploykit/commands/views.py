@@ -33,13 +33,13 @@ from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock
 from deploykit.commands.core import (
     Runtime,
-    _history,
-    _in_its_account,
-    _line_on,
-    _load,
-    _made_from,
     aws_errors,
+    check_account,
+    environments_made,
+    line_on,
+    load_env,
     load_plugins,
+    read_history,
 )
 from deploykit.config import Config, EnvConfig, load_config
 from deploykit.endpoints import Endpoints, resolve_endpoints
@@ -64,7 +64,7 @@ def endpoints_if_deployed(aws: AwsFactory, env: EnvConfig) -> Endpoints | None:
 def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None) -> Endpoints:
     """The environment's endpoints from its stacks' outputs and deploy.toml's overrides; printed as a table."""
     runtime = runtime or Runtime()
-    _config, environment = _load(runtime, env)
+    _config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = resolve_endpoints(StackOutputs.of(aws), environment, environment.endpoints)
@@ -97,11 +97,11 @@ def smoke(
 ) -> list[CheckResult]:
     """Run every registered check (or ``only`` those) against the environment; raise StepFailed if one fails."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     plugins = load_plugins(runtime, config)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        _in_its_account(aws, environment)  # the checks make throwaway users and cases: not in another account
+        check_account(aws, environment)  # the checks make throwaway users and cases: not in another account
         results = smoke_checks.run_smoke(plugins, environment, aws, only=only)
     runtime.stderr.write(table(results) + "\n")
     if junit is not None:
@@ -116,7 +116,7 @@ def smoke(
     }
     if as_json:
         runtime.stdout.write(dumps(data) + "\n")
-    observe(plugins, "deploykit_smoke_finished", _line_on(runtime), env=environment.name, report=data)
+    observe(plugins, "deploykit_smoke_finished", line_on(runtime), env=environment.name, report=data)
     error = smoke_checks.failure(results, environment.name)
     if error is not None:
         try:  # the likeliest cause, read only now: a paused environment answers 503
@@ -138,7 +138,7 @@ def health_report(
 ) -> health.HealthReport:
     """The environment at a glance, its findings and recommendations; StepFailed when something is broken."""
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found = endpoints_if_deployed(aws, environment)  # None: the report says which stacks are missing
@@ -262,7 +262,7 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
     # deploy.toml's own environments read while each pattern's are found (overview.made_from); then those
     reads: dict[tuple[str, str], Callable[[], Any]] = {
         **{("env", name): partial(one, environment) for name, environment in config.environments.items()},
-        **{("pattern", pattern): partial(_made_from, runtime, config, pattern) for pattern in config.patterns},
+        **{("pattern", pattern): partial(environments_made, runtime, config, pattern) for pattern in config.patterns},
     }
     first = at_once(reads)
     environments = dict(config.environments)
@@ -303,11 +303,11 @@ def history_list(
     if limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     runtime = runtime or Runtime()
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     key = _history_component(config, environment, component) if component else None
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        found = _history(aws, environment, runtime)
+        found = read_history(aws, environment, runtime)
         reads: dict[str, Callable[[], Any]] = {
             "records": partial(found.records_of, key, limit) if key else partial(found.records, limit),
             "live": partial(_live_or_said, runtime, found),
@@ -369,10 +369,10 @@ def deployment_report(
     start = applogs.parse_since(since, until)
     if start >= until:
         raise UsageError(f"--since {since!r} is not in the past", next_step="pass 7d, 12h or an earlier time")
-    config, environment = _load(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        found = _history(aws, environment, runtime)
+        found = read_history(aws, environment, runtime)
         records = found.records_since(start)
         dashboard = (StackOutputs.of(aws)(environment.stacks.registry) or {}).get(deploy_metrics.DASHBOARD_OUTPUT)
     heads = [r.head for r in records if git.DIRTY not in r.head]  # a build of uncommitted changes has no commit time
@@ -396,7 +396,7 @@ def unlock(
     ``confirm`` is asked with the holder before anything is deleted; False leaves the lock as it is. Returns what
     the broken lock held; None when there was nothing to break (or it was kept)."""
     runtime = runtime or Runtime()
-    _config, environment = _load(runtime, env)
+    _config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         env_lock = lock.EnvLock.of(aws, environment, clock=runtime.clock)
@@ -408,7 +408,7 @@ def unlock(
         if confirm is not None and not confirm(found.info):
             runtime.stderr.write("Nothing changed: the lock is still held.\n")
             return None
-        _in_its_account(aws, environment)
+        check_account(aws, environment)
         if not env_lock.break_(found):
             raise UsageError(
                 f"the lock of {environment.name!r} changed while it was being broken (renewed, released or taken)",

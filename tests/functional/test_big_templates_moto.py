@@ -83,7 +83,7 @@ def test_a_preview_of_a_big_template_goes_through_s3_too(ctx: Context, project: 
     urls = asked(ctx.aws.client("cloudformation"), "CreateChangeSet", "TemplateURL")
     described = asked(ctx.aws.client("cloudformation"), "DescribeStacks", "StackName")
     runtime = commands.Runtime(stdout=io.StringIO(), stderr=io.StringIO())
-    found = previews._preview_stack(
+    found = previews.preview_stack(
         runtime, load_config(project / "deploy.toml"), ctx.aws, ctx.env, STACK, write(tmp_path, big_template(30)), {}
     )
     assert described.count(STACK) == 1  # the status printed and the preview's first look: one read
