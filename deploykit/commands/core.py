@@ -206,8 +206,14 @@ def run_plan(
     applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read before the
     lock was taken); when the record read under the lock differs (another deploy finished in between), the run
     stops before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live
-    changed and nothing recorded, for the command to start again (:func:`until_unlocked`)."""
-    if dry_run:  # reads nothing: a wake of a paused environment is not shown (deploy.auto's dry run shows it)
+    changed and nothing recorded, for the command to start again (:func:`until_unlocked`).
+
+    A deploy wakes a paused environment first (:func:`pause.woken`): its dry run reads the pause too and shows the
+    wake, so that the plan shown is the plan run (deploy.auto's own dry run shows it from its analysis)."""
+    if dry_run:
+        if pause.may_wake(plan):  # the wake the run would add under the lock
+            with aws_errors(env):
+                plan = pause.woken(plan, pause.read(aws or runtime.aws_factory(env), env), env)
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
         else:

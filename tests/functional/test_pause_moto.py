@@ -203,6 +203,31 @@ def test_a_deploy_wakes_a_paused_environment_first_and_its_rollout_waits(
     assert store is not None and [s["step"] for s in store.records()[0].steps] == ["wake", "deploy", "wait-healthy"]
 
 
+def test_a_deploys_dry_run_shows_the_wake_it_would_run_and_wakes_nothing(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(project / "deploy.toml")
+    plan = Plan("dev", (Deploy(),), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
+    paused(project, factory, monkeypatch)
+    Deploy.ran = 0
+    rt = runtime(project, factory)
+    assert commands.run_plan(rt, config, dev_env, plan, dry_run=True, as_json=True) is None
+    shown = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    assert [s["step"] for s in shown["steps"]] == ["wake", "deploy"]
+    assert shown["steps"][0]["inputs"]["count"] == 2 and shown["steps"][0]["inputs"]["wait"] is True
+    people = runtime(project, factory)
+    commands.app_chain(("roll-service", "wait-healthy"), env="dev", dry_run=True, allow_older=True, runtime=people)
+    said = people.stderr.getvalue()  # type: ignore[attr-defined]
+    rows = [line.split()[1] for line in said.splitlines() if line.strip()[:1].isdigit()]
+    assert rows == ["wake", "roll-service", "wait-healthy"], said
+    assert "scale car-rental-service back to 2 tasks (dev is paused by ana@laptop since" in said
+    assert moto_service().desired_count == 0 and kept() is not None and Deploy.ran == 0
+    factory.client("ecs").update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=2)
+    awake = runtime(project, factory)  # scaled up by other means: not paused any more, nothing to wake
+    commands.run_plan(awake, config, dev_env, plan, dry_run=True, as_json=True)
+    assert [s["step"] for s in json.loads(awake.stdout.getvalue())["steps"]] == ["deploy"]  # type: ignore[attr-defined]
+
+
 def test_a_plan_without_a_rollout_of_its_own_is_woken_with_a_wake_that_waits(
     project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
