@@ -212,8 +212,7 @@ def run_plan(
     wake, so that the plan shown is the plan run (deploy.auto's own dry run shows it from its analysis)."""
     if dry_run:
         if pause.may_wake(plan):  # the wake the run would add under the lock
-            with aws_errors(env):
-                plan = pause.woken(plan, pause.read(aws or runtime.aws_factory(env), env), env)
+            plan = _woken_if_read(runtime, env, plan, aws or runtime.aws_factory(env))
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
         else:
@@ -272,6 +271,20 @@ def run_plan(
     if report.error is not None:
         raise report.error
     return report
+
+
+def _woken_if_read(runtime: Runtime, env: EnvConfig, plan: Plan, aws: AwsFactory) -> Plan:
+    """A dry run's ``plan`` with the wake of a paused environment first; as it is, said, when AWS cannot tell (no
+    credentials, the endpoint down): a dry run shows the plan without AWS, as it did before it read the pause."""
+    try:
+        with aws_errors(env):
+            return pause.woken(plan, pause.read(aws, env), env)
+    except DeployKitError as exc:
+        runtime.stderr.write(
+            f"ℹ️  whether {env.name} is paused could not be read ({exc.message.splitlines()[0]}): if it is, the run "
+            "wakes it first\n"
+        )
+        return plan
 
 
 def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
