@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 from collections.abc import Iterator
@@ -40,10 +41,29 @@ def docker_engine() -> docker.DockerClient:
         raise
 
 
+# below the kernel's ephemeral range (32768-60999 on Debian), where bind(0) and outgoing connections take their
+# ports, and below the task ports of the private sandboxes (21000-29000)
+FREE_PORTS = range(10000, 20000)
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, for a server a test starts later, never the same twice in this process. Not one of
+    bind(0)'s: the tests running beside the integration ones (the backend's moto servers) bind ports of the ephemeral
+    range, and one took a private sandbox's port between this pick and the sandbox's start once (CI: its status
+    route answered by another server, the sandbox then gone)."""
+    for _ in range(200):
+        port = random.choice(FREE_PORTS)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1} on 127.0.0.1")
 
 
 class LocalRegistry:

@@ -126,7 +126,7 @@ def private_sandbox_files(root: Path, *, ecr: bool = False) -> Path:
     """deploy.toml for a sandbox on free ports under ``root``; returns its path."""
     ports = {name: free_port() for name in ("aws", "registry", "backend", "api")}
     listener = free_port()
-    task_first = 21000 + (free_port() % 40) * 200  # below the ephemeral range, where free_port() picks
+    task_first = 21000 + (free_port() % 40) * 200  # 21000-28999: apart from the ephemeral range and free_port()'s
     root.mkdir(parents=True, exist_ok=True)
     path = root / "deploy.toml"
     path.write_text(sandbox_toml(ports, listener, task_first, ecr=ecr))
