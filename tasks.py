@@ -25,7 +25,7 @@ from invoke.tasks import task
 
 from deploykit import commands
 from deploykit.config import SAMPLE_PART, EnvConfig, find_config, load_config
-from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, UsageError
+from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, Interrupted, UsageError
 from deploykit.lock import LockInfo
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C or SIGTERM
+INTERRUPTED = Interrupted.exit_code  # 130: a command stopped by Ctrl-C or SIGTERM
 EXIT_GRACE = 10.0  # seconds an interrupted command may take to leave once it has said so
 
 
