@@ -162,14 +162,14 @@ def _ensure_sandbox(env: str | None) -> None:
     settings, _path = _sandbox_settings()
     if not on_the_sandbox(environment, settings.endpoint_url):
         return
-    if lifecycle.is_up(settings):
-        if elsewhere := lifecycle.started_elsewhere(settings):
-            print(f"🧪 {_elsewhere(settings, elsewhere)}", file=sys.stderr)
-        return
-    print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
     try:
+        if lifecycle.is_up(settings):
+            if elsewhere := lifecycle.started_elsewhere(settings):
+                print(f"🧪 {_elsewhere(settings, elsewhere)}", file=sys.stderr)
+            return
+        print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
         lifecycle.up(settings, config.path)
-    except lifecycle.SandboxError as exc:
+    except lifecycle.SandboxError as exc:  # another program on its ports too
         raise EnvironmentNotReady(exc.message, exc.next_step) from None
 
 
@@ -1067,7 +1067,7 @@ def sandbox_up(c: Context) -> None:
     settings, path = _sandbox_settings()
     started = _sandbox_call(lifecycle.up, settings, path)
     print(f"🧪 sandbox up ({', '.join(started) if started else 'already running'})", file=sys.stderr)
-    if elsewhere := lifecycle.started_elsewhere(settings):
+    if elsewhere := _sandbox_call(lifecycle.started_elsewhere, settings):
         print(f"🧪 {_elsewhere(settings, elsewhere)}", file=sys.stderr)
     _print_status(settings)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from sandbox.settings import FAULTS_PATH, STATUS_PATH, Settings
+from sandbox.settings import FAULTS_PATH, PID_HEADER, STATUS_PATH, Settings
 
 REGISTRY_CONFIG = """\
 version: 0.1
@@ -118,14 +118,54 @@ def processes(settings: Settings) -> tuple[Process, Process]:
     )
 
 
-def _answers(url: str, timeout: float = 1.0) -> bool:
+REGISTRY_MARK = "Docker-Distribution-Api-Version"  # a header every answer of a distribution registry's /v2/ has
+_TITLES = {"registry": "registry", "sandbox": "AWS endpoint"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One of the sandbox's servers as its clients find it: where it answers, and what tells its answer from another
+    program's on the same port (``mark``, a header of the answer)."""
+
+    name: str  # "registry" or "sandbox", as its Process
+    url: str
+    mark: str
+    setting: str  # the key of its port in deploy.toml's [sandbox]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.split(":")[2].split("/")[0])
+
+
+def parts(settings: Settings) -> tuple[Part, Part]:
+    """The registry and the sandbox's server (its AWS endpoint), in the order of :func:`processes`."""
+    return _registry_part(settings.registry_backend_port), Part(
+        "sandbox", settings.endpoint_url + STATUS_PATH, PID_HEADER, "aws_port"
+    )
+
+
+def answering(part: Part, timeout: float = 1.0) -> str | None:
+    """The mark of ``part``'s answer (the sandbox's pid; the registry's API version) when it answers; None when
+    nothing answers on its port. Another program answering there (it took the port): SandboxError naming it, for
+    the sandbox cannot start there and its clients would be talking to that program."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered, even if with an error status
+        with urllib.request.urlopen(part.url, timeout=timeout) as answer:
+            status, headers = answer.status, answer.headers
+    except urllib.error.HTTPError as error:  # it answered, with an error status
+        status, headers = error.code, error.headers
     except OSError:
-        return False
+        return None
+    mark = headers.get(part.mark)
+    if mark is not None:
+        return str(mark)
+    server = headers.get("Server")
+    raise SandboxError(
+        f"127.0.0.1:{part.port} is taken by another program: it answered {part.url} with HTTP {status}"
+        + (f" ({server})" if server else "")
+        + f", not as the sandbox's {_TITLES[part.name]}",
+        f"stop that program (ss -ltnp 'sport = :{part.port}' names it), or give the sandbox another port: "
+        f"{part.setting} = ... in deploy.toml's [sandbox]",
+    )
 
 
 def check_docker() -> docker.DockerClient:
@@ -146,10 +186,18 @@ def _spawn(process: Process, command: list[str], cwd: Path) -> None:
     process.pid_file.write_text(str(child.pid))
 
 
-def _wait(url: str, process: Process, timeout: float) -> None:
+def _wait(part: Part, process: Process, timeout: float, *, pid_marked: bool = False) -> None:
+    """Until ``part`` answers as the one ``process`` runs (``pid_marked``: its answer's mark is that pid), else
+    SandboxError with the end of its log. Another program answering on its port meanwhile is waited past: the
+    process, finding its port taken, ends, and that is said."""
     deadline = time.monotonic() + timeout
+    foreign = ""
     while time.monotonic() < deadline:
-        if _answers(url):
+        try:
+            mark = answering(part)
+        except SandboxError as exc:
+            mark, foreign = None, exc.message
+        if mark is not None and (not pid_marked or mark == str(process.pid())):
             return
         if process.pid() is None:
             break
@@ -158,30 +206,35 @@ def _wait(url: str, process: Process, timeout: float) -> None:
         "\n".join(process.log_file.read_text(errors="replace").splitlines()[-15:]) if process.log_file.exists() else ""
     )
     raise SandboxError(
-        f"the sandbox's {process.name} did not answer at {url}" + (f"; its log ends with:\n{tail}" if tail else ""),
+        f"the sandbox's {process.name} did not answer at {part.url}"
+        + (f" ({foreign})" if foreign else "")
+        + (f"; its log ends with:\n{tail}" if tail else ""),
         f"read {process.log_file}, fix, then rerun: inv sandbox.up",
     )
 
 
-def _urls(settings: Settings) -> tuple[str, str]:
-    """Where the registry and the sandbox's server answer when they are up."""
-    return f"http://127.0.0.1:{settings.registry_backend_port}/v2/", settings.endpoint_url + STATUS_PATH
-
-
 def is_up(settings: Settings) -> bool:
     """Whether the registry and the AWS endpoint answer: started by this checkout's ``up`` or another's (a second
-    clone or a worktree of the same project, whose ``deploy.toml`` names the same ports)."""
-    return all(_answers(url) for url in _urls(settings))
+    clone or a worktree of the same project, whose ``deploy.toml`` names the same ports). Another program on one of
+    their ports: SandboxError (:func:`answering`)."""
+    marks = [answering(part) for part in parts(settings)]  # each asked: another program on either is said
+    return None not in marks
 
 
 def started_elsewhere(settings: Settings) -> list[str]:
-    """The parts that answer on this checkout's ports though this checkout did not start them (no process of its
-    pid files runs): another checkout's sandbox, which ``up`` uses as it is and ``down`` here leaves alone."""
+    """The parts that answer on this checkout's ports though this checkout did not start them: another checkout's
+    sandbox, which ``up`` uses as it is and ``down`` here leaves alone. The AWS endpoint is this checkout's when its
+    pid is that of this checkout's pid file; the registry, when that file's process runs."""
     return [
-        process.name
-        for process, url in zip(processes(settings), _urls(settings), strict=True)
-        if process.pid() is None and _answers(url)
+        part.name
+        for process, part in zip(processes(settings), parts(settings), strict=True)
+        if (mark := answering(part)) is not None and not _started_here(process, part, mark)
     ]
+
+
+def _started_here(process: Process, part: Part, mark: str) -> bool:
+    pid = process.pid()
+    return pid is not None and (part.mark != PID_HEADER or mark == str(pid))
 
 
 def start_registry(process: Process, root: Path, port: int, cwd: Path) -> None:
@@ -192,13 +245,19 @@ def start_registry(process: Process, root: Path, port: int, cwd: Path) -> None:
     config = root / "config.yml"
     config.write_text(REGISTRY_CONFIG.format(root=root / "data", port=port))
     _spawn(process, ["docker-registry", "serve", str(config)], cwd)
-    _wait(f"http://127.0.0.1:{port}/v2/", process, 20)
+    _wait(_registry_part(port), process, 20)
+
+
+def _registry_part(port: int) -> Part:
+    return Part("registry", f"http://127.0.0.1:{port}/v2/", REGISTRY_MARK, "registry_backend_port")
 
 
 def up(settings: Settings, config_path: Path) -> list[str]:
     """Start what is not running; returns what was started. Idempotent. A part that answers on its port though
     this checkout did not start it (:func:`started_elsewhere`) is used as it is: starting another would only find
-    its port taken."""
+    its port taken. Another program on one of the ports: SandboxError naming it, before anything is started."""
+    registry_part, server_part = parts(settings)
+    registry_mark, server_mark = answering(registry_part), answering(server_part)
     check_docker()
     if shutil.which("docker-registry") is None:
         raise SandboxError(
@@ -208,15 +267,14 @@ def up(settings: Settings, config_path: Path) -> list[str]:
     registry, server = processes(settings)
     started = []
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    registry_url, status_url = _urls(settings)
-    if not _answers(registry_url):
+    if registry_mark is None:
         registry.stop()
         start_registry(registry, settings.state_dir / "registry", settings.registry_backend_port, settings.root)
         started.append("registry")
-    if not _answers(status_url):
+    if server_mark is None:
         server.stop()
         _spawn(server, [sys.executable, "-m", "sandbox", "serve", "--config", str(config_path)], settings.root)
-        _wait(status_url, server, 60)
+        _wait(server_part, server, 60, pid_marked=True)
         started.append("sandbox")
     return started
 
@@ -268,41 +326,46 @@ def status(settings: Settings) -> list[dict[str, object]]:
         )
     except SandboxError as exc:
         rows.append({"part": "docker engine", "address": "-", "healthy": False, "detail": exc.message[:80]})
-    registry_url, _status_url = _urls(settings)
-    answers = _answers(registry_url)
+    registry_part, server_part = parts(settings)
+    try:
+        mark = answering(registry_part)
+        detail = _owner(registry, registry_part, mark)
+    except SandboxError:
+        mark, detail = None, _TAKEN.format(port=registry_part.port)
     rows.append(
         {
             "part": "registry (distribution)",
-            "address": registry_url.removesuffix("/v2/"),
-            "healthy": answers,
-            "detail": _owner(registry, healthy=answers),
+            "address": registry_part.url.removesuffix("/v2/"),
+            "healthy": mark is not None,
+            "detail": detail,
         }
     )
+    down = {"part": "aws endpoint", "address": settings.endpoint_url, "healthy": False}
     try:
-        with urllib.request.urlopen(settings.endpoint_url + STATUS_PATH, timeout=2) as answer:
-            parts = json.loads(answer.read())
-        for part in parts:
-            if part["part"] == "aws endpoint":
-                part["detail"] = f"{part['detail']}, {_owner(server, healthy=True)}"
-            rows.append(part)
-    except OSError:
-        rows.append(
-            {
-                "part": "aws endpoint",
-                "address": settings.endpoint_url,
-                "healthy": False,
-                "detail": "not running: inv sandbox.up",
-            }
-        )
+        with urllib.request.urlopen(server_part.url, timeout=2) as answer:
+            mark, listed = answer.headers.get(PID_HEADER), json.loads(answer.read())
+    except urllib.error.HTTPError:
+        mark, listed = None, None
+    except (OSError, ValueError):
+        return [*rows, {**down, "detail": "not running: inv sandbox.up"}]
+    if mark is None:  # an answer, but not the sandbox's
+        return [*rows, {**down, "detail": _TAKEN.format(port=server_part.port)}]
+    for row in listed:
+        if row["part"] == "aws endpoint":
+            row["detail"] = f"{row['detail']}, {_owner(server, server_part, mark)}"
+        rows.append(row)
     return rows
 
 
-def _owner(process: Process, *, healthy: bool) -> str:
-    """Which process a part is: this checkout's (its pid), another checkout's, or none."""
-    pid = process.pid()
-    if pid is not None:
-        return f"pid {pid}"
-    return "started by another checkout" if healthy else "not running"
+_TAKEN = "port {port} taken by another program: inv sandbox.up says which"
+
+
+def _owner(process: Process, part: Part, mark: str | None) -> str:
+    """Which process a part is: this checkout's (its pid), another checkout's, or none (``mark``: its answer's,
+    :func:`answering`)."""
+    if mark is None:
+        return "not running"
+    return f"pid {process.pid()}" if _started_here(process, part, mark) else "started by another checkout"
 
 
 def log_tail(settings: Settings, part: str | None, lines: int) -> str:

@@ -8,7 +8,8 @@ Run by ``inv sandbox.up`` as ``python -m sandbox serve --config deploy.toml``.
 
 Besides AWS, the endpoint answers two routes of its own (``sandbox.settings``):
 
-- ``GET /_sandbox/status``: each part and its health (``inv sandbox.status``).
+- ``GET /_sandbox/status``: each part and its health (``inv sandbox.status``); the answer's
+  ``X-Deploykit-Sandbox-Pid`` header is the server's pid (how ``sandbox.lifecycle`` knows the server it started).
 - ``/_sandbox/faults``: fault injection, for fault tests and demos. ``POST`` a JSON body
   ``{"throttle": {"service": "ecs", "operation": "UpdateService", "count": 3}}`` (or a list of such) and the
   next ``count`` AWS requests of that operation are refused the way AWS refuses a request over its rate, then
@@ -55,11 +56,12 @@ import difflib
 import io
 import json
 import logging
+import os
 import re
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qs, parse_qsl
@@ -71,7 +73,7 @@ from moto.backends import get_backend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from sandbox.settings import ACCOUNT_ID, FAULTS_PATH, STATUS_PATH, Settings
+from sandbox.settings import ACCOUNT_ID, FAULTS_PATH, PID_HEADER, STATUS_PATH, Settings
 
 log = logging.getLogger("sandbox")
 
@@ -125,7 +127,8 @@ class Sandbox:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             path = environ.get("PATH_INFO")
             if path == STATUS_PATH:
-                return _json_answer(start_response, 200, [asdict(p) for p in self.status()])
+                mark = [(PID_HEADER, str(os.getpid()))]
+                return _json_answer(start_response, 200, [asdict(p) for p in self.status()], mark)
             if path == FAULTS_PATH:
                 code, data = self.faults.control(str(environ.get("REQUEST_METHOD", "GET")), _whole_body(environ))
                 return _json_answer(start_response, code, data)
@@ -179,10 +182,13 @@ class Sandbox:
         self._stopped.set()
 
 
-def _json_answer(start_response: Callable[..., Any], code: int, data: Any) -> list[bytes]:
+def _json_answer(
+    start_response: Callable[..., Any], code: int, data: Any, headers: Sequence[tuple[str, str]] = ()
+) -> list[bytes]:
     body = json.dumps(data).encode()
     start_response(
-        _STATUS_LINES.get(code, str(code)), [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        _STATUS_LINES.get(code, str(code)),
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
     )
     return [body]
 

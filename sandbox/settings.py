@@ -17,6 +17,9 @@ ACCOUNT_ID = "123456789012"  # moto's default account: what the sandbox's ARNs c
 # their health; the faults injected into its AWS answers (sandbox.server, "Fault injection").
 STATUS_PATH = "/_sandbox/status"
 FAULTS_PATH = "/_sandbox/faults"
+# The status route's answer carries the sandbox server's pid in this header: lifecycle tells by it the server it
+# started from another checkout's, and either from another program that holds the port.
+PID_HEADER = "X-Deploykit-Sandbox-Pid"
 
 
 class SettingsError(Exception):

@@ -1,0 +1,138 @@
+"""How ``sandbox.lifecycle`` tells the sandbox's own servers from another program on their ports: the AWS endpoint's
+status answer carries its pid, the registry's the distribution API header. Real servers on 127.0.0.1, no Docker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sandbox import lifecycle
+from sandbox.settings import Settings
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def foreign_port() -> Iterator[int]:
+    """A port another program holds: it answers every request with 404."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def sandbox(served_sandbox: Settings) -> Settings:
+    """The served sandbox (this process's pid in its answers), with no registry on its registry port."""
+    return dataclasses.replace(served_sandbox, registry_backend_port=_free_port())
+
+
+@pytest.fixture
+def other_process() -> Iterator[int]:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child.pid
+    child.kill()
+    child.wait()
+
+
+def test_the_sandbox_answers_with_its_pid_and_is_this_checkouts_only_when_its_pid_file_names_that_pid(
+    sandbox: Settings, other_process: int
+) -> None:
+    registry, server = lifecycle.parts(sandbox)
+    assert lifecycle.answering(server) == str(os.getpid())
+    assert lifecycle.answering(registry) is None  # nothing on its port
+    assert not lifecycle.is_up(sandbox)
+    pid_file = lifecycle.processes(sandbox)[1].pid_file
+    assert lifecycle.started_elsewhere(sandbox) == ["sandbox"]  # no pid file: another checkout's
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(str(other_process))  # a process of ours runs, but it is not the one answering
+    assert lifecycle.started_elsewhere(sandbox) == ["sandbox"]
+    assert _aws_row(lifecycle.status(sandbox))["detail"].endswith(", started by another checkout")
+    pid_file.write_text(str(os.getpid()))
+    assert lifecycle.started_elsewhere(sandbox) == []
+    assert _aws_row(lifecycle.status(sandbox))["detail"].endswith(f", pid {os.getpid()}")
+
+
+def test_another_program_on_the_aws_port_is_named_and_up_starts_nothing(sandbox: Settings, foreign_port: int) -> None:
+    taken = dataclasses.replace(sandbox, aws_port=foreign_port)
+    with pytest.raises(lifecycle.SandboxError) as raised:
+        lifecycle.answering(lifecycle.parts(taken)[1])
+    assert raised.value.message.startswith(
+        f"127.0.0.1:{foreign_port} is taken by another program: it answered "
+        f"http://127.0.0.1:{foreign_port}/_sandbox/status with HTTP 404 (BaseHTTP/"
+    )
+    assert raised.value.message.endswith(", not as the sandbox's AWS endpoint")
+    assert raised.value.next_step == (
+        f"stop that program (ss -ltnp 'sport = :{foreign_port}' names it), or give the sandbox another port: "
+        "aws_port = ... in deploy.toml's [sandbox]"
+    )
+    with pytest.raises(lifecycle.SandboxError, match="is taken by another program"):
+        lifecycle.is_up(taken)
+    with pytest.raises(lifecycle.SandboxError, match="is taken by another program"):
+        lifecycle.up(taken, taken.root / "deploy.toml")  # before the Docker engine is even asked
+    assert not taken.state_dir.exists()  # nothing started, no pid file written
+    row = _aws_row(lifecycle.status(taken))
+    assert not row["healthy"]
+    assert row["detail"] == f"port {foreign_port} taken by another program: inv sandbox.up says which"
+
+
+def test_another_program_on_the_registry_port_is_named(sandbox: Settings, foreign_port: int) -> None:
+    taken = dataclasses.replace(sandbox, registry_backend_port=foreign_port)
+    with pytest.raises(lifecycle.SandboxError, match=r"answered http://127.0.0.1:\d+/v2/ with HTTP 404") as raised:
+        lifecycle.up(taken, taken.root / "deploy.toml")
+    assert raised.value.message.endswith(", not as the sandbox's registry")
+    assert "registry_backend_port = ... in deploy.toml's [sandbox]" in raised.value.next_step
+    registry_row = next(r for r in lifecycle.status(taken) if r["part"] == "registry (distribution)")
+    assert not registry_row["healthy"] and "taken by another program" in str(registry_row["detail"])
+
+
+def test_a_started_server_is_waited_for_by_its_own_pid_not_taken_for_one_already_answering(
+    sandbox: Settings, other_process: int, foreign_port: int, tmp_path: Path
+) -> None:
+    server = lifecycle.processes(sandbox)[1]
+    part = lifecycle.parts(sandbox)[1]
+    server.pid_file.parent.mkdir(parents=True)
+    server.pid_file.write_text(str(other_process))  # started, still starting: the answer is some other sandbox's
+    with pytest.raises(lifecycle.SandboxError, match="did not answer at"):
+        lifecycle._wait(part, server, 0.5, pid_marked=True)
+    server.pid_file.write_text(str(os.getpid()))
+    lifecycle._wait(part, server, 0.5, pid_marked=True)  # its own answer
+    # a started server finding its port taken ends: said with what holds the port, and the end of its log
+    ended = subprocess.Popen([sys.executable, "-c", "print('address already in use')"])
+    ended.wait()
+    server.pid_file.write_text(str(ended.pid))
+    server.log_file.write_text("address already in use\n")
+    taken = dataclasses.replace(part, url=f"http://127.0.0.1:{foreign_port}/_sandbox/status")
+    with pytest.raises(lifecycle.SandboxError) as raised:
+        lifecycle._wait(taken, server, 5, pid_marked=True)
+    assert raised.value.message.startswith(
+        f"the sandbox's sandbox did not answer at {taken.url} (127.0.0.1:{foreign_port} is taken by another program"
+    )
+    assert raised.value.message.endswith("; its log ends with:\naddress already in use")
+
+
+def _aws_row(rows: list[dict[str, object]]) -> dict[str, object]:
+    return next(r for r in rows if r["part"] == "aws endpoint")
