@@ -24,11 +24,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING
 
 from sandbox.settings import FAULTS_PATH, PID_HEADER, STATUS_PATH, Settings
+
+if TYPE_CHECKING:
+    import docker
 
 REGISTRY_CONFIG = """\
 version: 0.1
@@ -169,6 +170,9 @@ def answering(part: Part, timeout: float = 1.0) -> str | None:
 
 
 def check_docker() -> docker.DockerClient:
+    import docker  # here: every deploy to the sandbox asks whether it is up, and that needs no Docker client
+    import docker.errors
+
     try:
         client = docker.from_env(timeout=30)
         client.ping()
