@@ -164,11 +164,19 @@ def image_commit(revision: Revision, promoted: PromotedImage | None) -> str:
 
 
 def before_rollout(
-    config: Config, env: EnvConfig, tag: str, *, repository: str = "", git_sha: str = "", by_stack: bool = False
+    config: Config,
+    env: EnvConfig,
+    tag: str,
+    *,
+    repository: str = "",
+    git_sha: str = "",
+    by_stack: bool = False,
+    first: bool = False,
 ) -> list[Step]:
     """What comes before image ``tag`` reaches the service: the gate on its scan ([environments.NAME.image_scan],
     deploykit.scan_gate), then the release command ([release], deploykit.release), each when there is one.
-    ``by_stack``: the Fargate stack rolls the image out (and may create the service)."""
+    ``by_stack``: the Fargate stack rolls the image out (and may create the service: ``first``, the environment's
+    first deploy, whose release command then runs after the stack, :func:`fargate_with_image`)."""
     gate: list[Step] = (
         [ScanGate(env.cluster, env.service, env.container, image_judge(env, tag), by_stack=by_stack)]
         if env.image_scan.on
@@ -178,25 +186,37 @@ def before_rollout(
         return gate
     return [
         *gate,
-        Release(
-            env.cluster,
-            env.service,
-            env.container,
-            tag,
-            config.release.command,
-            config.release.timeout,
-            env.poll_seconds,
-            repository=repository,
-            git_sha=git_sha,
-            by_stack=by_stack,
-        ),
+        _release(config, env, tag, repository=repository, git_sha=git_sha, by_stack=by_stack, created_after=first),
     ]
 
 
-def fargate_with_image(config: Config, env: EnvConfig, stack: Step, tag: str, git_sha: str) -> Step:
+def _release(config: Config, env: EnvConfig, tag: str, **how: Any) -> Release:
+    return Release(
+        env.cluster,
+        env.service,
+        env.container,
+        tag,
+        config.release.command,
+        config.release.timeout,
+        env.poll_seconds,
+        **how,
+    )
+
+
+def fargate_with_image(
+    config: Config, env: EnvConfig, stack: Step, tag: str, git_sha: str, *, first: bool = False
+) -> Step:
     """The Fargate stack's deploy of a new image, its scan gate and release command first (the stack's level runs on
-    beside them)."""
-    return _in_order("fargate", [*before_rollout(config, env, tag, git_sha=git_sha, by_stack=True), stack])
+    beside them). ``first``: the environment's first deploy (some of its stacks are not deployed), where the stack
+    may create the service: a release command runs after it then, in the revision of the service's tasks."""
+    after = (
+        [_release(config, env, tag, git_sha=git_sha, by_stack=True, after_creation=True)]
+        if first and config.release.on
+        else []
+    )
+    return _in_order(
+        "fargate", [*before_rollout(config, env, tag, git_sha=git_sha, by_stack=True, first=first), stack, *after]
+    )
 
 
 def error_watch(env: EnvConfig) -> list[Step]:
@@ -333,10 +353,13 @@ def full_plan(
     smoke: bool = True,
     approve_access: bool = False,
     promoted: PromotedImage | None = None,
+    first_deploy: bool = False,
 ) -> Plan:
     """Every stack in dependency order, independent ones in parallel, the image and the zips in between, smoke.
     ``approve_access``: in a protected environment, the stacks may change access (a first deploy creates it all).
-    ``promoted``: the image is the promote_from environment's, copied."""
+    ``promoted``: the image is the promote_from environment's, copied. ``first_deploy``: some of the environment's
+    stacks are not deployed yet: the Fargate stack may create the service, and a release command then runs after it
+    (:func:`fargate_with_image`)."""
     roles = stack_roles(env)
     out = synth_dir(config, env)
     packages = lambda_packages(config, env)
@@ -364,7 +387,9 @@ def full_plan(
     git_sha = image_commit(revision, promoted)
 
     def deployed(role: str) -> Step:  # the new image's release command before the Fargate stack rolls it out
-        return fargate_with_image(config, env, stack(role), image_tag, git_sha) if role == "fargate" else stack(role)
+        if role == "fargate":
+            return fargate_with_image(config, env, stack(role), image_tag, git_sha, first=first_deploy)
+        return stack(role)
 
     steps += [_group([deployed(r) for r in level]) for level in later]
     if smoke:

@@ -9,8 +9,11 @@ keeps serving, and nothing of the new one took a request. Its output goes where 
 
 The step comes right before the image reaches the service: before roll-service in the app chain, before the Fargate
 stack when that stack deploys a new image (deploy.full, deploy.stack, deploy.auto with the stack changed). It is
-skipped when the service already runs the image (its command ran when it went live), and on an environment's very
-first deploy, when there is no service yet to run it beside (the Fargate stack creates it). Before a Fargate stack,
+skipped when the service already runs the image (its command ran when it went live). On an environment's first
+deploy there is no service yet to run it beside: the Fargate stack creates it, and the command runs right after, in
+the revision of the service's first tasks (a step after the stack, which runs only when the step before it found no
+service); nothing was served before, so nothing older kept serving meanwhile, and a failure fails the deploy with the
+service in place. Before a Fargate stack,
 the revision it runs in is made from the service's own with the new image: what the stack's update changes in the
 task definition reaches the command from the next deploy on. A rollback never runs it: it brings back an image
 that ran its command before; release commands are written to be run again and to leave data the version before can
@@ -27,6 +30,7 @@ from typing import Any, ClassVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, oneoff
+from deploykit.aws import AwsFactory
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
@@ -58,9 +62,20 @@ class Release(Step):
     # the Fargate stack rolls the image out, not roll-service: no service yet is no failure (the stack creates it: an
     # environment's first deploy), only nothing to run the command beside; nothing is handed on to roll-service
     by_stack: bool = False
+    # an environment's first deploy: a step after the Fargate stack runs the command once the stack created the
+    # service (``created_after``: this step, before the stack, leaves it to that one when there is no service yet;
+    # ``after_creation``: that step, which runs only then)
+    created_after: bool = False
+    after_creation: bool = False
 
     def describe(self) -> str:
-        return f"run {self.shown} once in {self.tag}, beside {self.service} (deadline {self.timeout:.0f}s)"
+        if self.after_creation:
+            return (
+                f"run {self.shown} once in {self.tag} if the Fargate stack just created {self.service} (a first "
+                f"deploy; deadline {self.timeout:.0f}s)"
+            )
+        there = " when it is there" if self.created_after else ""
+        return f"run {self.shown} once in {self.tag}, beside {self.service}{there} (deadline {self.timeout:.0f}s)"
 
     @property
     def shown(self) -> str:
@@ -68,18 +83,28 @@ class Release(Step):
         return oneoff.shown(self.command)
 
     def interrupted(self) -> str:
+        if self.after_creation:
+            return f"the release task is stopped (StopTask) if it had started; {self.service} runs {self.tag} already"
         return f"the release task is stopped (StopTask) if it had started; {self.service} was not changed"
 
     def run(self, ctx: Context) -> Outcome:
         if skipped_by_hand():
             return Outcome.skipped(f"${SKIP_ENV}=1: {self.shown} not run for {self.tag}")
         key = (self.cluster, self.service)
+        if self.after_creation:
+            return self._after_creation(ctx, key)
         services = ecs.services(ctx.aws)
         try:
             service = services.take(key)  # as register-taskdef read it
         except UsageError:
             if not self.by_stack:
                 raise
+            if self.created_after:
+                ctx.aws.shared(_awaiting_creation).add(key)
+                return Outcome.skipped(
+                    f"no service {self.service} yet: the Fargate stack creates it, then the command runs in its tasks' "
+                    "revision"
+                )
             return Outcome.skipped(
                 f"no service {self.service} yet (the Fargate stack creates it): nothing to run it beside"
             )
@@ -93,6 +118,20 @@ class Release(Step):
             return Outcome.skipped(f"{self.service} already runs {self.tag}: its release command ran as it went live")
         revision = self._revision(ctx, taskdefs, current, image)
         return self._run_task(ctx, service, revision, taskdefs)
+
+    def _after_creation(self, ctx: Context, key: tuple[str, str]) -> Outcome:
+        """After the Fargate stack of a first deploy: the command, when the step before the stack found no service
+        (the stack created it, with the image); nothing to do when the service was there (the command's turn was
+        before the stack)."""
+        awaiting = ctx.aws.shared(_awaiting_creation)
+        if key not in awaiting:
+            return Outcome.skipped(f"{self.service} was there before the Fargate stack: the command's turn was before")
+        awaiting.discard(key)
+        service = ecs.services(ctx.aws).take(key)  # as the stack left it
+        taskdefs = ecs.TaskDefinitions.of(ctx.aws)
+        current = service["taskDefinition"]
+        image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
+        return self._run_task(ctx, service, self._revision(ctx, taskdefs, current, image), taskdefs)
 
     def _revision(self, ctx: Context, taskdefs: ecs.TaskDefinitions, current: str, image: str) -> str:
         """The revision that runs ``image``: register-taskdef's (handed on to roll-service again), else one
@@ -143,10 +182,21 @@ class Release(Step):
             return Outcome.done(f"exited 0 after {ended.seconds:.1f}s (task {task_id}){last}", task=arn)
         if task_log is not None:
             ecs.show_task_log(ctx.reporter.line, task_log, self.container)
+        if self.after_creation:
+            where = (
+                f"{self.service} runs {self.tag} already: this first deploy's Fargate stack created it with the image, "
+                "there was no service to run the command beside before"
+            )
+            again = "fix it, commit and deploy again (the next image's command runs before it takes a request)"
+        else:
+            where, again = (
+                f"{self.service} was not changed: nothing of {self.tag} took a request",
+                "fix it, commit and deploy again",
+            )
         raise StepFailed(
             f"the release command of {self.tag} ({self.shown}) {ended.what()} in task {task_id}; "
-            f"{self.service} was not changed: nothing of {self.tag} took a request{ecs.last_line(task_log)}",
-            next_step=f"fix it, commit and deploy again; its whole output: inv logs --component app --task {task_id}"
+            f"{where}{ecs.last_line(task_log)}",
+            next_step=f"{again}; its whole output: inv logs --component app --task {task_id}"
             + (" (or raise [release] timeout in deploy.toml)" if ended.deadline is not None else ""),
         )
 
@@ -155,3 +205,9 @@ class Release(Step):
             return ecs.container_log(ctx.aws.client("logs"), taskdefs.get(revision), self.container, arn)
         except (ClientError, BotoCoreError):  # the log explains; it never hides the outcome
             return None
+
+
+def _awaiting_creation(aws: AwsFactory) -> set[tuple[str, str]]:
+    """The services (cluster, service) whose release command waits for the Fargate stack to create them: one set per
+    command (``aws.shared``), from the step before the stack to the step after it."""
+    return set()

@@ -220,7 +220,7 @@ def deploy_auto(
         )
         with aws_errors(a.env):
             plan = planner.full_plan(
-                a.config, a.env, a.revision, repository_uri="", smoke=smoke, promoted=promotion.image
+                a.config, a.env, a.revision, repository_uri="", smoke=smoke, promoted=promotion.image, first_deploy=True
             )
         plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")

@@ -41,6 +41,7 @@ from deploykit.commands.core import (
 )
 from deploykit.commands.previews import preview_stack
 from deploykit.commands.promotion import Promotion, require_promoted
+from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, Superseded, UsageError
 from deploykit.plan import Plan, RunReport, Step
@@ -692,8 +693,10 @@ def deploy_full(
         reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, components, revision)
     if not dry_run and reads:  # what the guard was checked against: still so under the lock?
         reads["record"] = partial(live_record_planned, aws, environment)
+    if config.release.on:  # a first deploy's release command runs after the Fargate stack created the service
+        reads["endpoints"] = partial(endpoints_if_deployed, aws, environment)
     with aws_errors(environment):
-        read = at_once(reads)  # the history and the live record: one round trip
+        read = at_once(reads)  # the history, the live record, whether every stack is deployed: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     plan = planner.full_plan(
@@ -704,6 +707,7 @@ def deploy_full(
         smoke=smoke,
         approve_access=approve_access,
         promoted=promotion.image,
+        first_deploy=config.release.on and read["endpoints"] is None,
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(

@@ -4,20 +4,28 @@ answers for the one-off tasks, ending each as the test says when deploykit first
 
 from __future__ import annotations
 
+import io
+import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from unittest.mock import Mock
 
 import pytest
 from botocore.awsrequest import AWSResponse
 from moto.ecs.models import ecs_backends
 
-from deploykit import commands
+from deploykit import commands, planner
 from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import load_config
 from deploykit.errors import StepFailed
 from deploykit.git import current_revision
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.release import STARTED_BY
-from tests.conftest import git
+from tests.conftest import REPO, git
 from tests.functional.conftest import REGION, create_service, put_image
 from tests.functional.conftest import moto_runtime as runtime
 
@@ -198,3 +206,115 @@ def test_skipping_it_by_hand_rolls_out_without_running_it(
     ]
     assert report.records[1].detail.startswith("$DEPLOYKIT_SKIP_RELEASE=1: python -m app.release not run for ")
     assert agent.run == []
+
+
+@dataclass(frozen=True)
+class FargateStack(Step):
+    """The Fargate stack of a first deploy, as far as the release command sees it: it creates the service, running
+    ``image`` ("": the service is there already, the stack leaves it)."""
+
+    name: ClassVar[str] = "deploy-stack"
+    factory: AwsFactory
+    image: str = ""
+
+    def describe(self) -> str:
+        return "the Fargate stack"
+
+    def run(self, ctx: Context) -> Outcome:
+        if self.image:
+            create_service(self.factory, {**RUNS, "image": self.image})
+        return Outcome.done("deployed")
+
+
+def first_deploy(project: Path, factory: AwsFactory, stack: Step) -> tuple[Plan, Context]:
+    config = load_config(project / "deploy.toml")
+    env, revision = config.environment("dev"), current_revision(project)
+    fargate = planner.fargate_with_image(config, env, stack, revision.tag, revision.sha, first=True)
+    clock = FakeClock()
+    reporter = Reporter(io.StringIO(), tty=False, clock=clock)
+    return Plan("dev", (fargate,)), Context(config, env, factory, clock, reporter, Mock())
+
+
+def test_a_first_deploys_release_command_runs_once_the_fargate_stack_created_the_service(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    """No service before the Fargate stack (an environment's first deploy): the step before it leaves the command to
+    the step after it, which runs it in the revision the stack gave the service; the new image needs no revision of
+    its own."""
+    tag = current_revision(release_project).tag
+    image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:{tag}"
+    agent = Agent(factory, 0)
+    plan, ctx = first_deploy(release_project, factory, FargateStack(factory, image))
+    report = Executor(ctx).execute(plan)
+    assert report.ok, report.error
+    done = [(r.step, r.status) for r in report.records[0].children]
+    assert done == [("release", "skipped"), ("deploy-stack", "done"), ("release", "done")]
+    before, _stack, after = report.records[0].children
+    assert before.detail == (
+        "no service car-rental-service yet: the Fargate stack creates it, then the command runs in its tasks' revision"
+    )
+    assert "exited 0" in after.detail
+    (ran,) = agent.run
+    assert ran["taskDefinition"] == service(factory)["taskDefinition"]  # the stack's revision, none registered
+    assert ran["networkConfiguration"] == service(factory)["networkConfiguration"]
+    assert len(factory.client("ecs").list_task_definitions()["taskDefinitionArns"]) == 1
+
+
+def test_a_first_deploy_onto_a_service_already_there_runs_the_command_before_the_stack_only(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    """Some stacks not deployed, but the Fargate stack's service is there: the command's turn is before the stack,
+    as in any deploy; the step after the stack finds nothing left to it."""
+    create_service(factory, RUNS)
+    agent = Agent(factory, 0)
+    plan, ctx = first_deploy(release_project, factory, FargateStack(factory))
+    report = Executor(ctx).execute(plan)
+    assert report.ok, report.error
+    assert [(r.step, r.status) for r in report.records[0].children] == [
+        ("release", "done"),
+        ("deploy-stack", "done"),
+        ("release", "skipped"),
+    ]
+    assert report.records[0].children[2].detail == (
+        "car-rental-service was there before the Fargate stack: the command's turn was before"
+    )
+    assert len(agent.run) == 1
+
+
+def test_a_first_deploys_failing_release_command_fails_it_saying_the_service_runs_the_image(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    tag = current_revision(release_project).tag
+    image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:{tag}"
+    Agent(factory, 3)
+    plan, ctx = first_deploy(release_project, factory, FargateStack(factory, image))
+    report = Executor(ctx).execute(plan)
+    assert isinstance(report.error, StepFailed)
+    message = report.error.message
+    assert "exited with code 3" in message
+    assert (
+        f"car-rental-service runs {tag} already: this first deploy's Fargate stack created it with the image" in message
+    )
+    assert (report.error.next_step or "").startswith(
+        "fix it, commit and deploy again (the next image's command runs before it takes a request); its whole output: "
+        "inv logs --component app --task "
+    )
+
+
+def test_deploy_full_of_an_environment_not_deployed_yet_runs_the_command_after_the_fargate_stack_too(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    """deploy.full reads whether every stack is deployed (with a release command only): here none is, so its plan
+    has the step after the Fargate stack; the dry run shows it."""
+    shutil.copytree(REPO / "lambda", release_project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    git(release_project, "add", "-A")
+    git(release_project, "commit", "-qm", "lambdas")
+    ran = runtime(release_project, factory)
+    commands.deploy_full(env="dev", dry_run=True, runtime=ran)
+    lines = ran.stderr.getvalue().splitlines()  # type: ignore[attr-defined]
+    fargate = [
+        line.split("↳ ", 1)[1] for line in lines if "· ↳ release" in line or "↳ deploy-stack  CarRentalF" in line
+    ]
+    assert [line.split()[0] for line in fargate] == ["release", "deploy-stack", "release"], lines
+    assert "beside car-rental-service when it is there (deadline 30s)" in fargate[0]
+    assert "if the Fargate stack just created car-rental-service (a first deploy; deadline 30s)" in fargate[2]

@@ -1115,8 +1115,20 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
             r["repositoryName"] for r in ecr.describe_repositories()["repositories"]
         }
         assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
+        # deployed whole again, now with a release command: no service to run it beside before the Fargate stack, so
+        # it runs right after the stack created the service, in the revision of its tasks
+        release_command(project, ["python", "-m", "app.release"])
         report, out, _ = auto(project, env="dev-alice")
-        assert report is not None and report.ok and "smoke" in ran(report)
+        assert report is not None and report.ok and "smoke" in ran(report), out
+        fargate = next(
+            r for r in all_records(report.records) if r.step == "sequence" and r.description.startswith("fargate")
+        )
+        assert [(r.step, r.status) for r in fargate.children] == [
+            ("release", "skipped"),
+            ("deploy-stack", "done"),
+            ("release", "done"),
+        ], out
+        assert "exited 0 after" in fargate.children[2].detail and "release: ok" in fargate.children[2].detail
 
         # its data stacks deleted without deploykit (the console, cdk destroy): what they kept is found among the
         # deleted stacks and goes with --include-data

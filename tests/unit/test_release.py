@@ -62,6 +62,16 @@ def test_a_new_image_through_the_fargate_stack_runs_its_release_command_first(wi
     assert names(full.steps[2]) == ["CarRentalApiStack", "fargate:release,deploy-stack"]
     (release,) = releases(full)
     assert release.tag == revision.tag and release.by_stack and release.repository == ""
+    assert not (release.created_after or release.after_creation)
+    # an environment's first deploy: the stack may create the service, and the command then runs after it
+    first = planner.full_plan(config, env, revision, repository_uri="", first_deploy=True)
+    assert names(first.steps[2]) == ["CarRentalApiStack", "fargate:release,deploy-stack,release"]
+    before, after = releases(first)
+    assert before.created_after and not before.after_creation and before.by_stack
+    assert after.after_creation and after.by_stack and (after.tag, after.git_sha) == (revision.tag, release.git_sha)
+    # without a release command, nothing either side
+    plain = load_config(with_lambdas / "deploy.toml")
+    assert releases(planner.full_plan(plain, env, revision, repository_uri="", first_deploy=True)) == []
 
     # deploy.auto: the app and the Fargate stack changed: the release command before the stack; the app chain's own
     # after it finds the image live and is skipped then
