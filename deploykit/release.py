@@ -9,15 +9,14 @@ keeps serving, and nothing of the new one took a request. Its output goes where 
 
 The step comes right before the image reaches the service: before roll-service in the app chain, before the Fargate
 stack when that stack deploys a new image (deploy.full, deploy.stack, deploy.auto with the stack changed). It is
-skipped when the service already runs the image (its command ran when it went live). On an environment's first
-deploy there is no service yet to run it beside: the Fargate stack creates it, and the command runs right after, in
-the revision of the service's first tasks (a step after the stack, which runs only when the step before it found no
-service); nothing was served before, so nothing older kept serving meanwhile, and a failure fails the deploy with the
-service in place. Before a Fargate stack,
-the revision it runs in is made from the service's own with the new image: what the stack's update changes in the
-task definition reaches the command from the next deploy on. A rollback never runs it: it brings back an image
-that ran its command before; release commands are written to be run again and to leave data the version before can
-still read.
+skipped when the service already runs the image (its command ran when it went live). Before a Fargate stack, the
+revision it runs in is made from the service's own with the new image: what the stack's update changes in the task
+definition reaches the command from the next deploy on. On an environment's first deploy there is no service yet to
+run it beside: the Fargate stack creates it, and the command runs right after, in the revision of the service's
+first tasks (a step after the stack, which runs only when the step before it found no service); nothing was served
+before, so nothing older kept serving meanwhile, and a failure fails the deploy with the service in place. A rollback
+never runs it: it brings back an image that ran its command before; release commands are written to be run again and
+to leave data the version before can still read.
 """
 
 from __future__ import annotations

@@ -129,19 +129,20 @@ class Part:
     program's on the same port (``mark``, a header of the answer)."""
 
     name: str  # "registry" or "sandbox", as its Process
-    url: str
+    port: int
+    path: str  # what is asked there
     mark: str
     setting: str  # the key of its port in deploy.toml's [sandbox]
 
     @property
-    def port(self) -> int:
-        return int(self.url.split(":")[2].split("/")[0])
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
 
 def parts(settings: Settings) -> tuple[Part, Part]:
     """The registry and the sandbox's server (its AWS endpoint), in the order of :func:`processes`."""
     return _registry_part(settings.registry_backend_port), Part(
-        "sandbox", settings.endpoint_url + STATUS_PATH, PID_HEADER, "aws_port"
+        "sandbox", settings.aws_port, STATUS_PATH, PID_HEADER, "aws_port"
     )
 
 
@@ -253,7 +254,7 @@ def start_registry(process: Process, root: Path, port: int, cwd: Path) -> None:
 
 
 def _registry_part(port: int) -> Part:
-    return Part("registry", f"http://127.0.0.1:{port}/v2/", REGISTRY_MARK, "registry_backend_port")
+    return Part("registry", port, "/v2/", REGISTRY_MARK, "registry_backend_port")
 
 
 def up(settings: Settings, config_path: Path) -> list[str]:
@@ -339,7 +340,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
     rows.append(
         {
             "part": "registry (distribution)",
-            "address": registry_part.url.removesuffix("/v2/"),
+            "address": f"http://127.0.0.1:{registry_part.port}",
             "healthy": mark is not None,
             "detail": detail,
         }

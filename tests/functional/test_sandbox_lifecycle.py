@@ -125,7 +125,7 @@ def test_a_started_server_is_waited_for_by_its_own_pid_not_taken_for_one_already
     ended.wait()
     server.pid_file.write_text(str(ended.pid))
     server.log_file.write_text("address already in use\n")
-    taken = dataclasses.replace(part, url=f"http://127.0.0.1:{foreign_port}/_sandbox/status")
+    taken = dataclasses.replace(part, port=foreign_port)
     with pytest.raises(lifecycle.SandboxError) as raised:
         lifecycle._wait(taken, server, 5, pid_marked=True)
     assert raised.value.message.startswith(
