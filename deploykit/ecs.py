@@ -53,7 +53,8 @@ def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None
     """The service, or a UsageError naming the cluster and the stack that creates it (``env``'s Fargate stack)."""
     create = f"inv deploy.stack {env.stacks.fargate} --env {env.name}" if env else "inv deploy.stack <fargate stack>"
     try:
-        answer = ecs.describe_services(cluster=cluster, services=[service])
+        # its tags too: a release command that failed after a first deploy marks the service (deploykit.release)
+        answer = ecs.describe_services(cluster=cluster, services=[service], include=["TAGS"])
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ClusterNotFoundException":
             raise UsageError(

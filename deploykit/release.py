@@ -34,6 +34,11 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --started-by finds them
+# A service whose image's command failed after a first deploy's Fargate stack created it runs that image all the same:
+# this tag on the service (its value: the image tag) has the command run again before the image counts as released
+# (a deploy of the same commit would otherwise find the image running and skip it); the next command that passes
+# takes it off.
+PENDING_TAG = "deploykit:release-pending"
 SKIP_ENV = "DEPLOYKIT_SKIP_RELEASE"  # =1: this run deploys without running the release command (said in its step)
 
 
@@ -114,7 +119,11 @@ class Release(Step):
         image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == image:
-            return Outcome.skipped(f"{self.service} already runs {self.tag}: its release command ran as it went live")
+            if pending(service) != self.tag:
+                return Outcome.skipped(
+                    f"{self.service} already runs {self.tag}: its release command ran as it went live"
+                )
+            ctx.reporter.line(f"   {self.service} runs {self.tag}, whose command failed after the service was created")
         revision = self._revision(ctx, taskdefs, current, image)
         return self._run_task(ctx, service, revision, taskdefs)
 
@@ -178,15 +187,16 @@ class Release(Step):
         task_log = self._log(ctx, taskdefs, revision, arn)
         if ended.ok:
             last = f": {task_log.lines[-1].strip()[:120]}" if task_log is not None and task_log.lines else ""
-            return Outcome.done(f"exited 0 after {ended.seconds:.1f}s (task {task_id}){last}", task=arn)
+            unmarked = _mark(client, service, None) if pending(service) is not None else ""
+            return Outcome.done(f"exited 0 after {ended.seconds:.1f}s (task {task_id}){last}{unmarked}", task=arn)
         if task_log is not None:
             ecs.show_task_log(ctx.reporter.line, task_log, self.container)
         if self.after_creation:
             where = (
                 f"{self.service} runs {self.tag} already: this first deploy's Fargate stack created it with the image, "
-                "there was no service to run the command beside before"
+                "there was no service to run the command beside before" + _mark(client, service, self.tag)
             )
-            again = "fix it, commit and deploy again (the next image's command runs before it takes a request)"
+            again = "fix what it needs and deploy again (the command runs first, this commit or a later one)"
         else:
             where, again = (
                 f"{self.service} was not changed: nothing of {self.tag} took a request",
@@ -210,3 +220,22 @@ def _awaiting_creation(aws: AwsFactory) -> set[tuple[str, str]]:
     """The services (cluster, service) whose release command waits for the Fargate stack to create them: one set per
     command (``aws.shared``), from the step before the stack to the step after it."""
     return set()
+
+
+def pending(service: dict[str, Any]) -> str | None:
+    """The image tag whose release command is still to pass on ``service`` (described with its tags), if any."""
+    return next((str(t.get("value")) for t in service.get("tags", []) if t.get("key") == PENDING_TAG), None)
+
+
+def _mark(client: Any, service: dict[str, Any], tag: str | None) -> str:
+    """Put the pending mark for ``tag`` on ``service``, or take it off (None); what to say of it, added to the step's
+    detail or message (how it failed, when it did)."""
+    arn = service.get("serviceArn", "")
+    try:
+        if tag is None:
+            client.untag_resource(resourceArn=arn, tagKeys=[PENDING_TAG])
+            return f"; {PENDING_TAG} taken off the service"
+        client.tag_resource(resourceArn=arn, tags=[{"key": PENDING_TAG, "value": tag}])
+        return f"; tagged {PENDING_TAG}={tag}: a deploy, of this commit too, runs the command again first"
+    except (ClientError, BotoCoreError) as exc:
+        return f" ({PENDING_TAG} could not be {'taken off' if tag is None else 'put on'} the service: {exc})"

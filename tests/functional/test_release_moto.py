@@ -24,7 +24,7 @@ from deploykit.errors import StepFailed
 from deploykit.git import current_revision
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
-from deploykit.release import STARTED_BY
+from deploykit.release import STARTED_BY, pending
 from tests.conftest import REPO, git
 from tests.functional.conftest import REGION, create_service, put_image
 from tests.functional.conftest import moto_runtime as runtime
@@ -281,12 +281,15 @@ def test_a_first_deploy_onto_a_service_already_there_runs_the_command_before_the
     assert len(agent.run) == 1
 
 
-def test_a_first_deploys_failing_release_command_fails_it_saying_the_service_runs_the_image(
+def test_a_first_deploys_failing_release_command_marks_the_service_and_the_next_deploy_runs_it_again(
     release_project: Path, factory: AwsFactory
 ) -> None:
+    """The command failed after the first deploy's Fargate stack created the service, which runs the image: the
+    service is tagged, so the next deploy of the same commit, finding the image running, runs the command all the
+    same (first); once it passes, the tag comes off and a deploy after that skips it as usual."""
     tag = current_revision(release_project).tag
     image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:{tag}"
-    Agent(factory, 3)
+    agent = Agent(factory, 3)
     plan, ctx = first_deploy(release_project, factory, FargateStack(factory, image))
     report = Executor(ctx).execute(plan)
     assert isinstance(report.error, StepFailed)
@@ -295,10 +298,31 @@ def test_a_first_deploys_failing_release_command_fails_it_saying_the_service_run
     assert (
         f"car-rental-service runs {tag} already: this first deploy's Fargate stack created it with the image" in message
     )
+    assert f"; tagged deploykit:release-pending={tag}: a deploy, of this commit too, runs the command again" in message
     assert (report.error.next_step or "").startswith(
-        "fix it, commit and deploy again (the next image's command runs before it takes a request); its whole output: "
+        "fix what it needs and deploy again (the command runs first, this commit or a later one); its whole output: "
         "inv logs --component app --task "
     )
+    assert pending(service_with_tags(factory)) == tag
+
+    agent.code = 0  # what it needed is there now: the same commit again
+    again = rollout(release_project, factory, push=False)
+    assert [(r.step, r.status) for r in again.records] == [
+        ("register-taskdef", "skipped"),
+        ("release", "done"),
+        ("roll-service", "skipped"),
+    ]
+    assert again.records[1].detail.endswith("; deploykit:release-pending taken off the service")
+    assert pending(service_with_tags(factory)) is None and len(agent.run) == 2
+    third = rollout(release_project, factory, push=False)
+    assert [(r.step, r.status) for r in third.records][1] == ("release", "skipped")
+    assert len(agent.run) == 2
+
+
+def service_with_tags(factory: AwsFactory) -> dict[str, Any]:
+    ecs = factory.client("ecs")
+    found = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"], include=["TAGS"])
+    return dict(found["services"][0])
 
 
 def test_deploy_full_of_an_environment_not_deployed_yet_runs_the_command_after_the_fargate_stack_too(
