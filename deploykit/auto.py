@@ -27,6 +27,8 @@ from deploykit.git import DIRTY, SHORT_SHA, Revision
 from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
+from deploykit.release import PENDING_TAG
+from deploykit.release import pending as release_pending
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
 from deploykit.stacks import StackOutputs, deployed_template, template_fingerprint
@@ -73,13 +75,14 @@ def live_components(
         has_service = env.stacks.fargate in stacks
     found = History(aws, env, bucket) if bucket else None
     live_record = Once(found.live if found else dict)  # the app's read waits for it: both start at once
+    pending: dict[str, str] = {}  # the app's image whose release command has not passed (deploykit.release)
     reads: dict[str, Callable[[], Any]] = {"record": live_record}
     for component in components:
         kind, _, name = component.partition(":")
         function_name = functions.get(name) if kind == "lambda" else None
         if kind == "app" and has_service:
             known = partial(_recorded_revision, live_record)
-            reads[component] = partial(_live_image_tag, aws, env, completed=True, known=known)
+            reads[component] = partial(_live_image_tag, aws, env, completed=True, known=known, pending=pending)
         elif function_name:
             reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
     if drifted is not None and functions:
@@ -107,6 +110,11 @@ def live_components(
                 unverified[component] = (
                     f"{env.service} runs {image}, not {verified} (what the last successful deploy left and smoked)"
                     + AGAIN
+                )
+            elif unverified is not None and pending:
+                unverified[component] = (
+                    f"{env.service} runs {pending['tag']}, whose release command has not passed "
+                    f"({PENDING_TAG}={pending['tag']})" + AGAIN
                 )
         elif kind == "lambda":
             serving, recorded = read.get(component), record.get(component)
@@ -358,17 +366,22 @@ def _live_image_tag(
     *,
     completed: bool,
     known: Callable[[], tuple[str, str] | None] = lambda: None,
+    pending: dict[str, str] | None = None,
 ) -> str | None:
     """The image tag of the service's task definition, or with ``completed`` of the deployment that completed
     last. While a rollout is still in progress (a deploy was interrupted after rolling), the new image is not live
     yet: the one it replaces is, so deploy.auto plans the app again — its steps find the image, the revision and
     the rollout in place, wait for it, and smoke it. ``known``: (a revision, its image tag) known already (the
-    live record's): the service on that revision is not described again (a revision never changes)."""
+    live record's): the service on that revision is not described again (a revision never changes). ``pending``
+    (when given) gets ``{"tag": TAG}`` when the service is tagged as running an image whose release command has not
+    passed (:data:`deploykit.release.PENDING_TAG`: a first deploy's that failed)."""
     client = aws.client("ecs")
     try:
         service = ecs.describe_service(client, env.cluster, env.service, env)
     except UsageError:
         return None
+    if pending is not None and (tag := release_pending(service)) is not None:
+        pending["tag"] = tag
     deployments = service.get("deployments") or []
     primary = next((d for d in deployments if d.get("status") == "PRIMARY"), None)
     arn = service["taskDefinition"]

@@ -20,6 +20,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
+from deploykit.release import PENDING_TAG
 from tests.conftest import REPO, git
 from tests.functional.conftest import REGION, api_function, create_service, held_across
 from tests.functional.test_endpoints import OUTPUTS, create_stack
@@ -258,3 +259,25 @@ def test_a_pause_is_read_with_what_is_live_and_said_as_a_deploy_wakes_it(
     assert found.paused == made
     said = f"⏸  {made.describe('dev')}: a deploy wakes it first (2 tasks), and it stays awake"
     assert found.closing_lines()[-1] == said
+
+
+def test_an_image_whose_release_command_has_not_passed_counts_as_changed(
+    deployed: AwsFactory, project: Path, dev_env: EnvConfig
+) -> None:
+    """The service runs HEAD's image, as the live record says, but is tagged deploykit:release-pending (a first
+    deploy's command failed after the Fargate stack created it): the app is deployed again, said why, so that its
+    release command runs; without the tag it is not."""
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    image = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/car-rental-backend:{head}"
+    create_service(deployed, {"image": image})
+    runtime = runtime_of(project, deployed)
+    assert "app" not in commands.analyse(runtime, "dev", since=None, allow_dirty=False).found.components()
+    ecs = deployed.client("ecs")
+    (service,) = ecs.describe_services(cluster=dev_env.cluster, services=[dev_env.service])["services"]
+    ecs.tag_resource(resourceArn=service["serviceArn"], tags=[{"key": PENDING_TAG, "value": head}])
+    found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
+    (app,) = [c for c in found.found.changes if c.component == "app"]
+    assert app.reason == (
+        f"{dev_env.service} runs {head}, whose release command has not passed ({PENDING_TAG}={head}): deployed again, "
+        "as this checkout has it"
+    )

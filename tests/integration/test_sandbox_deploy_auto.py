@@ -1059,10 +1059,9 @@ def test_a_stack_change_held_back_is_deployed_by_the_next_deploy_auto_alone(proj
     assert grace_seconds() == 11
 
 
-def test_an_environment_of_ones_own_made_from_a_pattern_deploys_whole_beside_the_sandbox(project: Path) -> None:
-    """[environments."dev-*"]: --env dev-alice is a whole platform of its own on the same local AWS (its stacks,
-    cluster, repository, bucket and load balancer named after it), deployed by deploy.auto from nothing, smoke-tested,
-    listed by inv envs beside the sandbox, and destroyed again."""
+def with_dev_pattern(project: Path) -> str:
+    """Commit deploy.toml with [environments."dev-*"]: an environment per developer on the sandbox's AWS, its stacks,
+    cluster, repository and load balancer named after it. Returns deploy.toml as it was."""
     sandbox = load_config(project / "deploy.toml").environment("sandbox")
     stacks = "".join(
         f'{role} = "CarRental-{{env}}-{role.title()}"\n' for role in ("registry", "data", "auth", "fargate", "api")
@@ -1090,6 +1089,15 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
 {stacks}"""
     )
     git(project, "commit", "-qam", "an environment per developer")
+    return plain
+
+
+def test_an_environment_of_ones_own_made_from_a_pattern_deploys_whole_beside_the_sandbox(project: Path) -> None:
+    """[environments."dev-*"]: --env dev-alice is a whole platform of its own on the same local AWS (its stacks,
+    cluster, repository, bucket and load balancer named after it), deployed by deploy.auto from nothing, smoke-tested,
+    listed by inv envs beside the sandbox, and destroyed again."""
+    toml = project / "deploy.toml"
+    plain = with_dev_pattern(project)
     try:
         report, out, _ = auto(project, env="dev-alice")
         assert "🆕 dev-alice is not fully deployed yet: deploying everything (deploy.full)" in out
@@ -1155,6 +1163,44 @@ jwks_url = "{sandbox.endpoints["jwks_url"]}"
         commands.destroy(env="dev-alice", include_data=True, runtime=quiet_runtime(project))
         toml.write_text(plain)
         git(project, "commit", "-qam", "no dev-alice")
+    assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
+
+
+def test_a_first_deploys_release_command_that_failed_runs_first_when_the_same_commit_is_deployed_again(
+    project: Path,
+) -> None:
+    """dev-bob's first deploy, the backend's release command on and its user pool out of reach (DescribeUserPool
+    throttled): the command fails after the Fargate stack created the service, which serves the image, tagged
+    deploykit:release-pending. The pool back, deploy.auto of the very same commit runs the command first, takes the
+    tag off, and deploys the rest."""
+    toml = project / "deploy.toml"
+    plain = with_dev_pattern(project)
+    settings = load_settings(toml)
+    try:
+        release_command(project, ["python", "-m", "app.release"])
+        head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+        lifecycle.inject_throttling(settings, "cognito-idp", "DescribeUserPool", count=20)
+        with pytest.raises(StepFailed, match="exited with code 1") as failed:
+            auto(project, env="dev-bob")
+        message = failed.value.message
+        assert f"car-rental-dev-bob runs {head} already: this first deploy's Fargate stack created it" in message
+        assert f"tagged deploykit:release-pending={head}" in message
+        assert "cognito:user_pool" in message or "not reachable" in message, message  # its last log line
+        lifecycle.clear_faults(settings)
+
+        report, out, _ = auto(project, env="dev-bob")
+        assert report is not None and report.ok and "smoke" in ran(report), out
+        releases = [r for r in all_records(report.records) if r.step == "release"]
+        assert [r.status for r in releases][:1] == ["done"], out
+        assert releases[0].detail.endswith("; deploykit:release-pending taken off the service"), releases[0].detail
+        assert "release: ok" in releases[0].detail
+        bob = commands.endpoints(env="dev-bob", runtime=quiet_runtime(project))
+        assert version_of(bob.alb_url.rstrip("/"))[:12] == head
+    finally:
+        lifecycle.clear_faults(settings)
+        commands.destroy(env="dev-bob", include_data=True, runtime=quiet_runtime(project))
+        toml.write_text(plain)
+        git(project, "commit", "-qam", "no dev-bob")
     assert [v.env for v in commands.envs(runtime=quiet_runtime(project))] == ["sandbox"]
 
 
