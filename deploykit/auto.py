@@ -111,7 +111,7 @@ def live_components(
                     f"{env.service} runs {image}, not {verified} (what the last successful deploy left and smoked)"
                     + AGAIN
                 )
-            elif unverified is not None and pending:
+            elif unverified is not None and pending and config.release.on:  # its command to run (none: no tag to mind)
                 unverified[component] = (
                     f"{env.service} runs {pending['tag']}, whose release command has not passed "
                     f"({PENDING_TAG}={pending['tag']})" + AGAIN

@@ -275,6 +275,11 @@ def test_an_image_whose_release_command_has_not_passed_counts_as_changed(
     ecs = deployed.client("ecs")
     (service,) = ecs.describe_services(cluster=dev_env.cluster, services=[dev_env.service])["services"]
     ecs.tag_resource(resourceArn=service["serviceArn"], tags=[{"key": PENDING_TAG, "value": head}])
+    # no release command (any longer): nothing would take the tag off, and nothing is deployed for it
+    assert "app" not in commands.analyse(runtime, "dev", since=None, allow_dirty=False).found.components()
+    with (project / "deploy.toml").open("a") as toml:
+        toml.write('\n[release]\ncommand = ["python", "-m", "app.release"]\n')
+    git(project, "commit", "-qam", "a release command")
     found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
     (app,) = [c for c in found.found.changes if c.component == "app"]
     assert app.reason == (
