@@ -34,10 +34,10 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
 STARTED_BY = "deploykit-release"  # the one-off tasks' startedBy: ListTasks --started-by finds them
-# A service whose image's command failed after a first deploy's Fargate stack created it runs that image all the same:
-# this tag on the service (its value: the image tag) has the command run again before the image counts as released
-# (a deploy of the same commit would otherwise find the image running and skip it); the next command that passes
-# takes it off.
+# A service that runs an image whose command has not passed (it failed after a first deploy's Fargate stack created the
+# service, or $DEPLOYKIT_SKIP_RELEASE=1 left it out): this tag on the service (its value: the image tag) has the next
+# deploy run the command first (deploy.auto counts the app as changed; the image running would otherwise say it ran);
+# the next command that passes takes it off.
 PENDING_TAG = "deploykit:release-pending"
 SKIP_ENV = "DEPLOYKIT_SKIP_RELEASE"  # =1: this run deploys without running the release command (said in its step)
 
@@ -92,8 +92,6 @@ class Release(Step):
         return f"the release task is stopped (StopTask) if it had started; {self.service} was not changed"
 
     def run(self, ctx: Context) -> Outcome:
-        if skipped_by_hand():
-            return Outcome.skipped(f"${SKIP_ENV}=1: {self.shown} not run for {self.tag}")
         key = (self.cluster, self.service)
         if self.after_creation:
             return self._after_creation(ctx, key)
@@ -123,9 +121,16 @@ class Release(Step):
                 return Outcome.skipped(
                     f"{self.service} already runs {self.tag}: its release command ran as it went live"
                 )
-            ctx.reporter.line(f"   {self.service} runs {self.tag}, whose command failed after the service was created")
+            ctx.reporter.line(f"   {self.service} runs {self.tag}, whose command has not passed")
+        if skipped_by_hand():
+            return self._skipped_by_hand(ctx, service)
         revision = self._revision(ctx, taskdefs, current, image)
         return self._run_task(ctx, service, revision, taskdefs)
+
+    def _skipped_by_hand(self, ctx: Context, service: dict[str, Any]) -> Outcome:
+        """``$DEPLOYKIT_SKIP_RELEASE=1``: not run, and the service tagged, so that the next deploy runs it first."""
+        marked = _mark(ctx.aws.client("ecs"), service, self.tag)
+        return Outcome.skipped(f"${SKIP_ENV}=1: {self.shown} not run for {self.tag}{marked}")
 
     def _after_creation(self, ctx: Context, key: tuple[str, str]) -> Outcome:
         """After the Fargate stack of a first deploy: the command, when the step before the stack found no service
@@ -136,6 +141,8 @@ class Release(Step):
             return Outcome.skipped(f"{self.service} was there before the Fargate stack: the command's turn was before")
         awaiting.discard(key)
         service = ecs.services(ctx.aws).take(key)  # as the stack left it
+        if skipped_by_hand():
+            return self._skipped_by_hand(ctx, service)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current = service["taskDefinition"]
         image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
@@ -236,6 +243,6 @@ def _mark(client: Any, service: dict[str, Any], tag: str | None) -> str:
             client.untag_resource(resourceArn=arn, tagKeys=[PENDING_TAG])
             return f"; {PENDING_TAG} taken off the service"
         client.tag_resource(resourceArn=arn, tags=[{"key": PENDING_TAG, "value": tag}])
-        return f"; tagged {PENDING_TAG}={tag}: a deploy, of this commit too, runs the command again first"
+        return f"; tagged {PENDING_TAG}={tag}: a deploy, of this commit too, runs the command first"
     except (ClientError, BotoCoreError) as exc:
         return f" ({PENDING_TAG} could not be {'taken off' if tag is None else 'put on'} the service: {exc})"

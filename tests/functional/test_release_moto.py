@@ -192,10 +192,13 @@ def test_without_a_release_command_no_task_is_run(project: Path, factory: AwsFac
     assert agent.run == []
 
 
-def test_skipping_it_by_hand_rolls_out_without_running_it(
+def test_skipping_it_by_hand_rolls_out_without_running_it_and_the_next_deploy_runs_it_first(
     release_project: Path, factory: AwsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """$DEPLOYKIT_SKIP_RELEASE=1 (what the command needs is down): the image rolls out, its command not run, and the
+    service is tagged; the same image deployed again without it runs the command first, and the tag comes off."""
     create_service(factory, RUNS)
+    tag = current_revision(release_project).tag
     agent = Agent(factory, 3)  # it would fail
     monkeypatch.setenv("DEPLOYKIT_SKIP_RELEASE", "1")
     report = rollout(release_project, factory)
@@ -204,8 +207,23 @@ def test_skipping_it_by_hand_rolls_out_without_running_it(
         ("release", "skipped"),
         ("roll-service", "done"),
     ]
-    assert report.records[1].detail.startswith("$DEPLOYKIT_SKIP_RELEASE=1: python -m app.release not run for ")
-    assert agent.run == []
+    assert report.records[1].detail == (
+        f"$DEPLOYKIT_SKIP_RELEASE=1: python -m app.release not run for {tag}; tagged deploykit:release-pending={tag}: "
+        "a deploy, of this commit too, runs the command first"
+    )
+    assert agent.run == [] and pending(service_with_tags(factory)) == tag
+
+    monkeypatch.delenv("DEPLOYKIT_SKIP_RELEASE")
+    agent.code = 0  # what it needs is back
+    moto_service = ecs_backends[ACCOUNT][REGION].services["car-rental-cluster:car-rental-service"]
+    moto_service.deployments[0]["taskDefinition"] = report.records[0].outputs["task_definition"]  # rolled out
+    again = rollout(release_project, factory, push=False)
+    assert [(r.step, r.status) for r in again.records] == [
+        ("register-taskdef", "skipped"),
+        ("release", "done"),
+        ("roll-service", "skipped"),
+    ]
+    assert len(agent.run) == 1 and pending(service_with_tags(factory)) is None
 
 
 @dataclass(frozen=True)
@@ -298,7 +316,7 @@ def test_a_first_deploys_failing_release_command_marks_the_service_and_the_next_
     assert (
         f"car-rental-service runs {tag} already: this first deploy's Fargate stack created it with the image" in message
     )
-    assert f"; tagged deploykit:release-pending={tag}: a deploy, of this commit too, runs the command again" in message
+    assert f"; tagged deploykit:release-pending={tag}: a deploy, of this commit too, runs the command first" in message
     assert (report.error.next_step or "").startswith(
         "fix what it needs and deploy again (the command runs first, this commit or a later one); its whole output: "
         "inv logs --component app --task "
