@@ -9,7 +9,8 @@ keeps serving, and nothing of the new one took a request. Its output goes where 
 
 The step comes right before the image reaches the service: before roll-service in the app chain, before the Fargate
 stack when that stack deploys a new image (deploy.full, deploy.stack, deploy.auto with the stack changed). It is
-skipped when the service already runs the image (its command ran when it went live). Before a Fargate stack, the
+skipped when the service already runs the image (its command ran when it went live), unless the service is tagged as
+running an image whose command has not passed (:data:`PENDING_TAG`). Before a Fargate stack, the
 revision it runs in is made from the service's own with the new image: what the stack's update changes in the task
 definition reaches the command from the next deploy on. On an environment's first deploy there is no service yet to
 run it beside: the Fargate stack creates it, and the command runs right after, in the revision of the service's
@@ -116,7 +117,8 @@ class Release(Step):
         current = service["taskDefinition"]
         image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
         primary = ecs.primary_deployment(service)
-        if primary and taskdefs.image(primary["taskDefinition"], self.container) == image:
+        runs = primary is not None and taskdefs.image(primary["taskDefinition"], self.container) == image
+        if runs:
             if pending(service) != self.tag:
                 return Outcome.skipped(
                     f"{self.service} already runs {self.tag}: its release command ran as it went live"
@@ -125,7 +127,7 @@ class Release(Step):
         if skipped_by_hand():
             return self._skipped_by_hand(ctx, service)
         revision = self._revision(ctx, taskdefs, current, image)
-        return self._run_task(ctx, service, revision, taskdefs)
+        return self._run_task(ctx, service, revision, taskdefs, runs=runs)
 
     def _skipped_by_hand(self, ctx: Context, service: dict[str, Any]) -> Outcome:
         """``$DEPLOYKIT_SKIP_RELEASE=1``: not run, and the service tagged, so that the next deploy runs it first."""
@@ -146,7 +148,7 @@ class Release(Step):
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current = service["taskDefinition"]
         image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
-        return self._run_task(ctx, service, self._revision(ctx, taskdefs, current, image), taskdefs)
+        return self._run_task(ctx, service, self._revision(ctx, taskdefs, current, image), taskdefs, runs=True)
 
     def _revision(self, ctx: Context, taskdefs: ecs.TaskDefinitions, current: str, image: str) -> str:
         """The revision that runs ``image``: register-taskdef's (handed on to roll-service again), else one
@@ -161,7 +163,11 @@ class Release(Step):
             taskdefs.chosen(arn, self.container, image)  # roll-service's again
         return str(arn)
 
-    def _run_task(self, ctx: Context, service: dict[str, Any], revision: str, taskdefs: ecs.TaskDefinitions) -> Outcome:
+    def _run_task(
+        self, ctx: Context, service: dict[str, Any], revision: str, taskdefs: ecs.TaskDefinitions, *, runs: bool
+    ) -> Outcome:
+        """The command in a one-off task of ``revision``; ``runs``: the service runs the image already (a first
+        deploy's service, or one whose image's command has not passed), which a failure then says, and tags."""
         client = ctx.aws.client("ecs")
         arguments = oneoff.run_task_arguments(service, self.cluster, revision, self.container, self.command, STARTED_BY)
         arn = oneoff.start(client, arguments, f"the release task of {ecs.revision_name(revision)}")
@@ -198,11 +204,14 @@ class Release(Step):
             return Outcome.done(f"exited 0 after {ended.seconds:.1f}s (task {task_id}){last}{unmarked}", task=arn)
         if task_log is not None:
             ecs.show_task_log(ctx.reporter.line, task_log, self.container)
-        if self.after_creation:
-            where = (
-                f"{self.service} runs {self.tag} already: this first deploy's Fargate stack created it with the image, "
-                "there was no service to run the command beside before" + _mark(client, service, self.tag)
+        if runs:
+            how = (
+                "this first deploy's Fargate stack created it with the image, there was no service to run the command "
+                "beside before"
+                if self.after_creation
+                else "its command has not passed"
             )
+            where = f"{self.service} runs {self.tag} already: {how}" + _mark(client, service, self.tag)
             again = "fix what it needs and deploy again (the command runs first, this commit or a later one)"
         else:
             where, again = (

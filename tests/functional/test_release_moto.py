@@ -323,6 +323,12 @@ def test_a_first_deploys_failing_release_command_marks_the_service_and_the_next_
     )
     assert pending(service_with_tags(factory)) == tag
 
+    # the same commit again while what it needs is still out: the service ran the image all along, and says so
+    with pytest.raises(StepFailed) as still:
+        rollout(release_project, factory, push=False)
+    assert f"car-rental-service runs {tag} already: its command has not passed; tagged " in still.value.message
+    assert "was not changed" not in still.value.message and pending(service_with_tags(factory)) == tag
+
     agent.code = 0  # what it needed is there now: the same commit again
     again = rollout(release_project, factory, push=False)
     assert [(r.step, r.status) for r in again.records] == [
@@ -331,10 +337,10 @@ def test_a_first_deploys_failing_release_command_marks_the_service_and_the_next_
         ("roll-service", "skipped"),
     ]
     assert again.records[1].detail.endswith("; deploykit:release-pending taken off the service")
-    assert pending(service_with_tags(factory)) is None and len(agent.run) == 2
+    assert pending(service_with_tags(factory)) is None and len(agent.run) == 3
     third = rollout(release_project, factory, push=False)
     assert [(r.step, r.status) for r in third.records][1] == ("release", "skipped")
-    assert len(agent.run) == 2
+    assert len(agent.run) == 3
 
 
 def service_with_tags(factory: AwsFactory) -> dict[str, Any]:
