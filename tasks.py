@@ -163,8 +163,9 @@ def _ensure_sandbox(env: str | None) -> None:
     if not on_the_sandbox(environment, settings.endpoint_url):
         return
     try:
-        if lifecycle.is_up(settings):
-            if elsewhere := lifecycle.started_elsewhere(settings):
+        up, elsewhere = lifecycle.survey(settings)  # each part asked once
+        if up:
+            if elsewhere:
                 print(f"🧪 {_elsewhere(settings, elsewhere)}", file=sys.stderr)
             return
         print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)

@@ -115,7 +115,7 @@ class Release(Step):
             services.keep(key, service)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current = service["taskDefinition"]
-        image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
+        image = self._image(taskdefs, current)
         primary = ecs.primary_deployment(service)
         runs = primary is not None and taskdefs.image(primary["taskDefinition"], self.container) == image
         if runs:
@@ -147,8 +147,12 @@ class Release(Step):
             return self._skipped_by_hand(ctx, service)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current = service["taskDefinition"]
-        image = f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
+        image = self._image(taskdefs, current)
         return self._run_task(ctx, service, self._revision(ctx, taskdefs, current, image), taskdefs, runs=True)
+
+    def _image(self, taskdefs: ecs.TaskDefinitions, current: str) -> str:
+        """The new image: ``repository:tag``, the repository the one ``current`` (a revision) runs when not given."""
+        return f"{self.repository or ecs.image_repository(taskdefs.image(current, self.container))}:{self.tag}"
 
     def _revision(self, ctx: Context, taskdefs: ecs.TaskDefinitions, current: str, image: str) -> str:
         """The revision that runs ``image``: register-taskdef's (handed on to roll-service again), else one

@@ -218,23 +218,30 @@ def _wait(part: Part, process: Process, timeout: float, *, pid_marked: bool = Fa
     )
 
 
+def survey(settings: Settings) -> tuple[bool, list[str]]:
+    """Each part asked once (every deploy to the sandbox asks): whether both answer (:func:`is_up`), and those
+    another checkout started (:func:`started_elsewhere`). Another program on one of their ports: SandboxError
+    (:func:`answering`)."""
+    marks = [answering(part) for part in parts(settings)]  # each asked: another program on either is said
+    elsewhere = [
+        part.name
+        for process, part, mark in zip(processes(settings), parts(settings), marks, strict=True)
+        if mark is not None and not _started_here(process, part, mark)
+    ]
+    return None not in marks, elsewhere
+
+
 def is_up(settings: Settings) -> bool:
     """Whether the registry and the AWS endpoint answer: started by this checkout's ``up`` or another's (a second
-    clone or a worktree of the same project, whose ``deploy.toml`` names the same ports). Another program on one of
-    their ports: SandboxError (:func:`answering`)."""
-    marks = [answering(part) for part in parts(settings)]  # each asked: another program on either is said
-    return None not in marks
+    clone or a worktree of the same project, whose ``deploy.toml`` names the same ports)."""
+    return survey(settings)[0]
 
 
 def started_elsewhere(settings: Settings) -> list[str]:
     """The parts that answer on this checkout's ports though this checkout did not start them: another checkout's
     sandbox, which ``up`` uses as it is and ``down`` here leaves alone. The AWS endpoint is this checkout's when its
     pid is that of this checkout's pid file; the registry, when that file's process runs."""
-    return [
-        part.name
-        for process, part in zip(processes(settings), parts(settings), strict=True)
-        if (mark := answering(part)) is not None and not _started_here(process, part, mark)
-    ]
+    return survey(settings)[1]
 
 
 def _started_here(process: Process, part: Part, mark: str) -> bool:

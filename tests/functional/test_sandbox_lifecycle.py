@@ -67,6 +67,7 @@ def test_the_sandbox_answers_with_its_pid_and_is_this_checkouts_only_when_its_pi
     assert not lifecycle.is_up(sandbox)
     pid_file = lifecycle.processes(sandbox)[1].pid_file
     assert lifecycle.started_elsewhere(sandbox) == ["sandbox"]  # no pid file: another checkout's
+    assert lifecycle.survey(sandbox) == (False, ["sandbox"])  # both, from one question to each part
     pid_file.parent.mkdir(parents=True)
     pid_file.write_text(str(other_process))  # a process of ours runs, but it is not the one answering
     assert lifecycle.started_elsewhere(sandbox) == ["sandbox"]
