@@ -209,14 +209,16 @@ def fargate_with_image(
     """The Fargate stack's deploy of a new image, its scan gate and release command first (the stack's level runs on
     beside them). ``first``: the environment's first deploy (some of its stacks are not deployed), where the stack
     may create the service: a release command runs after it then, in the revision of the service's tasks."""
+    return _in_order("fargate", _image_by_stack(config, env, stack, tag, git_sha, first))
+
+
+def _image_by_stack(config: Config, env: EnvConfig, stack: Step, tag: str, git_sha: str, first: bool) -> list[Step]:
     after = (
         [_release(config, env, tag, git_sha=git_sha, by_stack=True, after_creation=True)]
         if first and config.release.on
         else []
     )
-    return _in_order(
-        "fargate", [*before_rollout(config, env, tag, git_sha=git_sha, by_stack=True, first=first), stack, *after]
-    )
+    return [*before_rollout(config, env, tag, git_sha=git_sha, by_stack=True, first=first), stack, *after]
 
 
 def error_watch(env: EnvConfig) -> list[Step]:
@@ -305,31 +307,33 @@ def deploy_stack_plan(
     smoke: bool = True,
     revision: Revision | None = None,
     new_image: bool = False,
+    first: bool = False,
 ) -> Plan:
     """Synthesize, upload the zips it names (if any), one stack's change set, then smoke.
 
     ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack;
     ``approve_access`` lets a protected environment's change set change access (see DeployStack); ``new_image``:
-    the Fargate stack is given an image (--image-tag), whose release command runs first."""
+    the Fargate stack is given an image (--image-tag), whose release command runs first; ``first``: the Fargate
+    stack is not deployed yet, so the stack creates the service and the command runs after it instead."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
     steps: list[Step] = [Synthesize(str(out), force_synth)]
     packages = lambda_packages(config, env) if uploads else {}
     steps += [UploadLambdaCode.of(fn, config.root / "lambda" / fn, packages[fn], env.stacks.registry) for fn in uploads]
-    if new_image and role == "fargate":
-        steps += before_rollout(config, env, image_tag, git_sha=image_tag, by_stack=True)  # the tag: a short SHA
-    steps.append(
-        DeployStack(
-            name,
-            str(out / f"{name}.template.json"),
-            stack_parameters(role, image_tag, code_keys),
-            allow_replace,
-            approve_access=approve_access,
-            commit=kept_commit(revision, role),
-            registry_stack=env.stacks.registry,
-        )
+    deploy = DeployStack(
+        name,
+        str(out / f"{name}.template.json"),
+        stack_parameters(role, image_tag, code_keys),
+        allow_replace,
+        approve_access=approve_access,
+        commit=kept_commit(revision, role),
+        registry_stack=env.stacks.registry,
     )
+    if new_image and role == "fargate":  # the image's tag: a short SHA
+        steps += _image_by_stack(config, env, deploy, image_tag, image_tag, first)
+    else:
+        steps.append(deploy)
     if smoke:
         steps.append(Smoke())
     deploys = ((f"stack:{role}", revision.of(f"stack:{role}").tag),) if revision is not None else ()

@@ -221,8 +221,12 @@ def deploy_stack(
     keys, uploads = read.get("keys", ({}, []))
     with aws_errors(environment):
         outputs = StackOutputs.of(aws)
-        missing = [name for other, name in planner.stack_roles(environment).items() if other != role]
+        names = planner.stack_roles(environment)
+        missing = [name for other, name in names.items() if other != role]
         missing = [name for name in missing if outputs(name) is None] if smoke else []
+        # an image given to a Fargate stack not deployed yet: the stack creates the service, the release command
+        # runs after it (in the service's first revision), as an environment's first deploy.full runs it
+        first = bool(image_tag) and role == "fargate" and config.release.on and outputs(names[role]) is None
     if missing:  # a new environment, built stack by stack: no app to check end to end yet
         runtime.stderr.write(
             f"ℹ️  no smoke: {environment.name} is not fully deployed ({', '.join(missing)} not there), so there is no "
@@ -242,6 +246,7 @@ def deploy_stack(
         smoke=smoke,
         revision=revision,
         new_image=bool(image_tag),
+        first=first,
     )
     live_sha = ((read.get("record") or {}).get(f"stack:{role}") or {}).get("sha")  # as the live record has it
     taken = _commits_since(config, f"stack:{role}", live_sha, revision)

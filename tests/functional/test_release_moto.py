@@ -366,3 +366,16 @@ def test_deploy_full_of_an_environment_not_deployed_yet_runs_the_command_after_t
     assert [line.split()[0] for line in fargate] == ["release", "deploy-stack", "release"], lines
     assert "beside car-rental-service when it is there (deadline 30s)" in fargate[0]
     assert "if the Fargate stack just created car-rental-service (a first deploy; deadline 30s)" in fargate[2]
+
+
+def test_deploy_stack_of_a_fargate_stack_not_deployed_yet_runs_the_command_after_it_too(
+    release_project: Path, factory: AwsFactory
+) -> None:
+    """deploy.stack CarRentalFargateStack --image-tag TAG onto an environment without it: the stack creates the
+    service, so its plan has the step after the stack (the dry run shows it), as deploy.full's first deploy has."""
+    ran = runtime(release_project, factory)
+    commands.deploy_stack("CarRentalFargateStack", env="dev", image_tag="abc1234", dry_run=True, runtime=ran)
+    lines = ran.stderr.getvalue().splitlines()  # type: ignore[attr-defined]
+    steps = [line.split()[1] for line in lines if line.split()[:1] in (["2"], ["3"], ["4"])]
+    assert steps == ["release", "deploy-stack", "release"], lines
+    assert "if the Fargate stack just created car-rental-service (a first deploy; deadline 30s)" in lines[-1], lines

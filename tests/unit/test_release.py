@@ -98,13 +98,18 @@ def test_deploy_stack_runs_the_release_command_only_for_an_image_it_is_given(wit
     config = with_release(load_config(with_lambdas / "deploy.toml"))
     env = config.environment("sandbox")
 
-    def plan(stack: str, new_image: bool) -> list[str]:
-        made = planner.deploy_stack_plan(config, env, stack, image_tag="abc", code_keys={}, new_image=new_image)
+    def plan(stack: str, new_image: bool, first: bool = False) -> list[str]:
+        made = planner.deploy_stack_plan(
+            config, env, stack, image_tag="abc", code_keys={}, new_image=new_image, first=first
+        )
         return [s.name for s in made.steps]
 
     assert plan("CarRentalFargateStack", True) == ["synth", "release", "deploy-stack", "smoke"]
     assert plan("CarRentalFargateStack", False) == ["synth", "deploy-stack", "smoke"]
     assert plan("CarRentalDataStack", True) == ["synth", "deploy-stack", "smoke"]
+    # the Fargate stack not deployed yet: it creates the service, the command runs after it too
+    assert plan("CarRentalFargateStack", True, first=True) == ["synth", "release", "deploy-stack", "release", "smoke"]
+    assert plan("CarRentalFargateStack", False, first=True) == ["synth", "deploy-stack", "smoke"]
 
 
 def test_the_release_task_runs_where_and_as_the_service_runs_its_tasks() -> None:
