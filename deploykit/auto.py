@@ -27,8 +27,9 @@ from deploykit.git import DIRTY, SHORT_SHA, Revision
 from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
-from deploykit.release import PENDING_TAG
+from deploykit.release import PENDING_TAG, SKIP_ENV
 from deploykit.release import pending as release_pending
+from deploykit.release import skipped_by_hand as release_skipped_by_hand
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
 from deploykit.stacks import StackOutputs, deployed_template, template_fingerprint
@@ -57,7 +58,8 @@ def live_components(
     ``entries`` (when given) gets the live record's entries (component → {sha, when, record, ...}). ``drifted``
     (when given) gets lambda:<fn> → what says it, for a function whose alias serves settings other than the API
     stack's template gives it (:func:`deploykit.lambda_chain.settings_drift`; the template read with the rest), which
-    deploying does not put back.
+    deploying does not put back; and app → why, for a service whose image's release command has not passed while
+    ``$DEPLOYKIT_SKIP_RELEASE=1`` is set (deploying again would only skip it again).
 
     The live record, the service's image and each function's version are read at once (:func:`at_once`). Without
     ``endpoints`` (some stack is not deployed, e.g. after ``inv destroy``) the stacks that are still answer from
@@ -111,11 +113,14 @@ def live_components(
                     f"{env.service} runs {image}, not {verified} (what the last successful deploy left and smoked)"
                     + AGAIN
                 )
-            elif unverified is not None and pending and config.release.on:  # its command to run (none: no tag to mind)
-                unverified[component] = (
-                    f"{env.service} runs {pending['tag']}, whose release command has not passed "
-                    f"({PENDING_TAG}={pending['tag']})" + AGAIN
-                )
+            elif pending and config.release.on:  # its command to run (none: no tag to mind)
+                waiting = pending["tag"]
+                note = f"{env.service} runs {waiting}, whose release command has not passed ({PENDING_TAG}={waiting})"
+                if not release_skipped_by_hand():
+                    if unverified is not None:
+                        unverified[component] = note + AGAIN
+                elif drifted is not None:  # deployed again only to skip it again: said, not deployed
+                    drifted[component] = f"{note}; ${SKIP_ENV}=1 skips it, so the app is not deployed again for it"
         elif kind == "lambda":
             serving, recorded = read.get(component), record.get(component)
             described = lambda_chain.git_sha_of(serving.get("Description")) if serving else None

@@ -23,6 +23,7 @@ from deploykit import (
     pause,
     planner,
     registry,
+    release,
 )
 from deploykit.aws import AwsFactory, all_of, at_once
 from deploykit.commands.core import (
@@ -68,7 +69,8 @@ class Analysis:
     source: Source | None = None  # the promote_from environment and what it runs, if there is one
     # the newest runs, newest first; then, older, the runs that left a changed component live (auto.deciding_runs)
     records: list[history.Record] = field(default_factory=list)
-    # lambda:<fn> → what says its alias serves settings other than its stack deployed (changed by hand, published)
+    # lambda:<fn> → what says its alias serves settings other than its stack deployed (changed by hand, published);
+    # app → its image's release command not passed while $DEPLOYKIT_SKIP_RELEASE=1 (said, not deployed)
     drifted: dict[str, str] = field(default_factory=dict)
     # the live record as read (component → {sha, when, record, ...}): what a plan from this analysis was made from
     entries: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -82,7 +84,13 @@ class Analysis:
             f"⚠️  {component}: {why} (no deploy puts them back: put them back on $LATEST, then inv deploy.lambda "
             f"{component.partition(':')[2]}; inv health --env {self.env.name} names them too)"
             for component, why in sorted(self.drifted.items())
+            if component != "app"
         ]
+        if "app" in self.drifted:
+            lines.append(
+                f"⚠️  app: {self.drifted['app']} (unset {release.SKIP_ENV} and inv deploy.auto --env {self.env.name}: "
+                "the command runs first)"
+            )
         if self.frozen is not None:
             lines.append(
                 f"❄️  {self.frozen.describe(self.env.name)}: a deploy is refused until it ends (a rollback is not)"

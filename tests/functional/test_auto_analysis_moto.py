@@ -286,3 +286,29 @@ def test_an_image_whose_release_command_has_not_passed_counts_as_changed(
         f"{dev_env.service} runs {head}, whose release command has not passed ({PENDING_TAG}={head}): deployed again, "
         "as this checkout has it"
     )
+
+
+def test_an_image_whose_release_command_has_not_passed_is_said_not_deployed_while_it_is_skipped_by_hand(
+    deployed: AwsFactory, project: Path, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DEPLOYKIT_SKIP_RELEASE=1 left set after the emergency's deploy: deploying the app again would only skip the
+    command again and tag the service again, so the tag is said (with the way to run it), and nothing deployed."""
+    with (project / "deploy.toml").open("a") as toml:
+        toml.write('\n[release]\ncommand = ["python", "-m", "app.release"]\n')
+    git(project, "commit", "-qam", "a release command")
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    create_service(deployed, {"image": f"123456789012.dkr.ecr.{REGION}.amazonaws.com/car-rental-backend:{head}"})
+    ecs = deployed.client("ecs")
+    (service,) = ecs.describe_services(cluster=dev_env.cluster, services=[dev_env.service])["services"]
+    ecs.tag_resource(resourceArn=service["serviceArn"], tags=[{"key": PENDING_TAG, "value": head}])
+    monkeypatch.setenv("DEPLOYKIT_SKIP_RELEASE", "1")
+    found = commands.analyse(runtime_of(project, deployed), "dev", since=None, allow_dirty=False)
+    assert "app" not in found.found.components()
+    assert found.closing_lines() == [
+        f"⚠️  app: {dev_env.service} runs {head}, whose release command has not passed ({PENDING_TAG}={head}); "
+        "$DEPLOYKIT_SKIP_RELEASE=1 skips it, so the app is not deployed again for it (unset DEPLOYKIT_SKIP_RELEASE "
+        "and inv deploy.auto --env dev: the command runs first)"
+    ]
+    monkeypatch.delenv("DEPLOYKIT_SKIP_RELEASE")
+    found = commands.analyse(runtime_of(project, deployed), "dev", since=None, allow_dirty=False)
+    assert "app" in found.found.components() and found.closing_lines() == []
