@@ -20,10 +20,9 @@ import pytest
 from deploykit import commands
 from deploykit.errors import StepFailed
 from deploykit.git import current_revision
-from sandbox import lifecycle
 from sandbox.settings import Settings, load_settings
 from tests.conftest import git, quiet_runtime
-from tests.integration.sandbox_support import LoopingClient, create_app, sandbox_project, version_of
+from tests.integration.sandbox_support import LoopingClient, create_app, running_sandbox, sandbox_project, version_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
@@ -32,10 +31,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
     """A git checkout of the backend whose deploy.toml targets a private sandbox through its ECR."""
     root = sandbox_project(tmp_path_factory.mktemp("chain"), ("backend",))
-    settings = load_settings(root / "deploy.toml")
-    lifecycle.up(settings, root / "deploy.toml")
-    yield root
-    lifecycle.down(settings)
+    with running_sandbox(root):
+        yield root
 
 
 def run(project: Path, *stages: str) -> None:

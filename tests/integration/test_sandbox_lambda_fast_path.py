@@ -21,10 +21,8 @@ from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.errors import StepFailed
-from sandbox import lifecycle
-from sandbox.settings import load_settings
 from tests.conftest import git, quiet_runtime
-from tests.integration.sandbox_support import sandbox_project
+from tests.integration.sandbox_support import running_sandbox, sandbox_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
@@ -40,10 +38,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.Dock
         ("backend", "lambda", "cdk"),
         gitignore=".sandbox/\n__pycache__/\ncdk.out/\n",
     )
-    settings = load_settings(root / "deploy.toml")
-    lifecycle.up(settings, root / "deploy.toml")
-    yield root
-    lifecycle.down(settings)
+    with running_sandbox(root):
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,8 @@ from deploykit.errors import UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.plan import all_records
 from deploykit.plugins import get_plugin_manager
-from sandbox import lifecycle
-from sandbox.settings import load_settings
 from tests.conftest import REPO, git, quiet_runtime, sandbox_client
-from tests.integration.sandbox_support import sandbox_project
+from tests.integration.sandbox_support import running_sandbox, sandbox_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
@@ -37,10 +35,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.Dock
     root = sandbox_project(
         tmp_path_factory.mktemp("stacks"), ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n"
     )
-    settings = load_settings(root / "deploy.toml")
-    lifecycle.up(settings, root / "deploy.toml")
-    yield root
-    lifecycle.down(settings)
+    with running_sandbox(root):
+        yield root
 
 
 def http(method: str, url: str, body: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
