@@ -112,7 +112,8 @@ def repository_name(request: pytest.FixtureRequest) -> str:
 def cleanup_images(docker_engine: docker.DockerClient, repository_name: str) -> Iterator[None]:
     yield
     for image in docker_engine.images.list():
-        for tag in image.tags:
-            if repository_name in tag:
+        # its tags, and the references by digest a pull leaves (repository@sha256:..., listed as <none>)
+        for ref in [*image.tags, *(image.attrs.get("RepoDigests") or [])]:
+            if repository_name in ref:
                 with contextlib.suppress(docker.errors.APIError):
-                    docker_engine.images.remove(tag, noprune=False)
+                    docker_engine.images.remove(ref, noprune=False)
