@@ -63,7 +63,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: deploykit from this checkout
 
-from deploykit import history, packaging  # noqa: E402
+from deploykit import history, images, packaging  # noqa: E402
 from deploykit.aws import AwsFactory  # noqa: E402
 from deploykit.config import Config, EnvConfig, load_config, parse_config  # noqa: E402
 from deploykit.errors import DeployKitError  # noqa: E402
@@ -177,6 +177,14 @@ class Bench:
         config = load_config(self.root / "deploy.toml")
         env = config.environment(self.env_name)
         return config, env, AwsFactory(env)
+
+    def prune_older_builds(self) -> int:
+        """The engine's older builds of the measured repository removed now, all of them ([build] keep_local_images), as
+        builds do over a day: a machine's backlog would otherwise be pruned in the scenarios' builds (40 tags each)."""
+        config, env, _ = self.environment()
+        if not config.build.keep_local_images:
+            return 0
+        return len(images.prune_builds(images.docker_client(), env.repository, config.build.keep_local_images, ""))
 
     def build_and_push(self, config: Config, env: EnvConfig, aws: AwsFactory, tag: str, *build_args: str) -> str:
         """The team's scripts' first half: `docker build`, `docker login` with ECR's token, `docker push`."""
@@ -435,6 +443,9 @@ def main() -> int:
         if not args.env:
             bench.inv("sandbox.up")
         deployed = True  # from here on the environment may run the clone's commits
+        pruned = bench.prune_older_builds()
+        if pruned:
+            say(f"🧹 {pruned} tag(s) of older builds removed from this engine first ([build] keep_local_images)\n")
         r["setup: first deploy.full"] = bench.inv("deploy.full")
         b_steps = scenarios(bench, cdk if isinstance(cdk, list) else None)
     finally:

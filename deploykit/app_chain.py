@@ -18,9 +18,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import base_image, ecs, images, oci, registry
 from deploykit.aws import AwsFactory, at_once
+from deploykit.cachedir import PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import PLATFORMS, BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
+
+# tags of older builds a build removes at most (about 20-50 ms each): a machine holding hundreds, the first time,
+# is pruned over its next builds rather than one build waiting on them all
+PRUNED_PER_BUILD = 40
 
 
 def _ca_dir(path: str) -> Path | None:
@@ -128,6 +133,7 @@ class BuildImage(Step):
     git_sha: str
     extra_ca_dir: str
     platform: str = "linux/amd64"  # what the task definition runs ([build] platform); "": this engine's own
+    keep_local: int = 0  # [build] keep_local_images: older builds removed after a build, once a day; 0: never
 
     def describe(self) -> str:
         built_for = f" for {self.platform}" if self.platform else ""
@@ -150,7 +156,7 @@ class BuildImage(Step):
             dockerfile=self.dockerfile,
             tag=self.image,
             buildargs={"BASE_IMAGE": self.base_image, "GIT_SHA": self.git_sha},
-            labels={"io.deploykit.git-sha": self.git_sha, "org.opencontainers.image.revision": self.git_sha},
+            labels={images.BUILD_LABEL: self.git_sha, "org.opencontainers.image.revision": self.git_sha},
             extra_ca_dir=_ca_dir(self.extra_ca_dir),
             say=ctx.reporter.line,
             status=ctx.reporter.status,
@@ -165,7 +171,31 @@ class BuildImage(Step):
                 "install qemu-user-static and binfmt-support), or deploy from such a machine (CI)",
             )
         cached = f", {result.steps_cached}/{result.steps_total} steps from cache" if result.steps_total else ""
-        return Outcome.done(f"{self.image} ({result.image_id[7:19]}{cached})", image=self.image)
+        return Outcome.done(f"{self.image} ({result.image_id[7:19]}{cached}){self._prune(ctx)}", image=self.image)
+
+    def _prune(self, ctx: Context) -> str:
+        """The older builds of this image's repository removed from the engine ([build] keep_local_images), at
+        most once a day (a stamp in the cache; without a cache, after each build); said in the step's detail."""
+        if not self.keep_local:
+            return ""
+        repository = self.image.rsplit(":", 1)[0]
+        root = cache_root()
+        folder = root / "local-builds" / repository.replace("/", "_") if root is not None else None
+        if folder is not None:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                folder = None
+        if folder is not None and not prune_due(folder, ctx.clock.now().timestamp()):
+            return ""
+        removed = images.prune_builds(ctx.docker, repository, self.keep_local, self.image, PRUNED_PER_BUILD)
+        if len(removed) == PRUNED_PER_BUILD and folder is not None:  # more left (a first prune): the next build goes on
+            (folder / PRUNE_STAMP).unlink(missing_ok=True)
+        if not removed:
+            return ""
+        return (
+            f"; {len(removed)} tag(s) of older builds removed from this engine (keep_local_images = {self.keep_local})"
+        )
 
 
 @dataclass(frozen=True)

@@ -251,6 +251,9 @@ class BuildConfig:
     # of the API stack, and a function's requirements are vendored as wheels for it. Not part of how the image is
     # built: a change to it deploys the API stack with every function's zip made anew.
     lambda_architecture: str = DEFAULT_ARCHITECTURE
+    # The builds of the backend image kept on this machine's Docker engine, newest first (their local tags and the
+    # registry's): after a build, once a day, the older ones' tags are removed. 0: never.
+    keep_local_images: int = 10
     base: BaseImageSpec = field(default_factory=BaseImageSpec)
 
 
@@ -689,6 +692,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
                 f"{where}: {key} must be 0 (never by age) or more, not {days:g}",
                 next_step=f"fix [{table}] {name} in deploy.toml",
             )
+    if config.build.keep_local_images < 0:
+        raise ConfigError(
+            f"{where}: build.keep_local_images must be 0 (never remove) or more, not {config.build.keep_local_images}",
+            next_step="fix [build] keep_local_images in deploy.toml",
+        )
     if config.build.platform not in PLATFORMS:
         raise ConfigError(
             f"{where}: build.platform = {config.build.platform!r} is not a platform images are built for",

@@ -355,6 +355,49 @@ def registry_unreachable(message: str) -> bool:
     return any(marker in lowered for marker in _UNREACHABLE)
 
 
+BUILD_LABEL = "io.deploykit.git-sha"  # on every image deploykit builds: the commit it is made from
+
+
+def prune_builds(
+    client: docker.DockerClient, repository: str, keep: int, current: str, limit: int | None = None
+) -> list[str]:
+    """Remove from this engine the tags of the older builds of ``repository`` (deploykit's images of it, by
+    :data:`BUILD_LABEL`: the local name and the registry's, ``127.0.0.1:5000/car-rental-backend:TAG`` or an ECR
+    repository's), keeping the ``keep`` newest builds and ``current``; returns the tags removed. An image goes with
+    its last tag (with the build steps only it used); one a container uses, running or stopped, keeps it (the engine
+    refuses: skipped). Tags of other repositories and other images are never touched. ``limit``: at most that many
+    tags removed (the oldest builds' first)."""
+    import docker.errors
+
+    builds = []
+    for image in client.images.list(filters={"label": BUILD_LABEL}):
+        tags = [tag for tag in image.tags if _repository_part(tag) == repository]
+        if tags:
+            stamp = image.attrs.get("Created")
+            when = created(stamp)  # to the second; its fraction (as Docker writes it) orders builds within one
+            builds.append((when.timestamp() if when else 0.0, str(stamp), image, tags))
+    builds.sort(key=lambda found: found[:2], reverse=True)
+    removed: list[str] = []
+    for _, _, image, tags in reversed(builds[keep:]):
+        if current in image.tags:
+            continue
+        for tag in tags:
+            if limit is not None and len(removed) >= limit:
+                return removed
+            try:
+                client.images.remove(tag, noprune=False)
+            except docker.errors.APIError:  # a container uses it (409), or it went meanwhile
+                continue
+            removed.append(tag)
+    return removed
+
+
+def _repository_part(tag: str) -> str:
+    """``repository`` of ``[registry/]repository:tag``, the registry left out."""
+    name = split_registry(tag)[1]
+    return name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+
+
 def split_registry(ref: str) -> tuple[str, str]:
     """An image reference → (its registry host, "" when it names none, the rest): Docker's rule, the first path part
     is a host when it has a dot or a port, or is ``localhost`` (``127.0.0.1:5000/repo:tag`` → ``127.0.0.1:5000``)."""

@@ -123,6 +123,7 @@ def app_chain_plan(
                     git_sha=revision.sha if not revision.dirty else revision.tag,
                     extra_ca_dir=config.build.extra_ca_dir,
                     platform=build_platform(config, env),
+                    keep_local=config.build.keep_local_images,
                 )
             )
         elif stage == "push":

@@ -22,7 +22,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
 from deploykit.git import current_revision
-from deploykit.images import created, remote_digest
+from deploykit.images import BUILD_LABEL, created, prune_builds, remote_digest
 from deploykit.output import Reporter
 from deploykit.plan import Context, RunReport
 from tests.conftest import git, make_project, quiet_runtime
@@ -168,7 +168,11 @@ def test_push_to_a_registry_that_is_down_fails_clearly(tmp_path: Path, repositor
 
 
 def test_a_pulled_base_image_is_pulled_when_missing_and_again_once_older_than_pull_after_days(
-    local_registry: LocalRegistry, repository_name: str, docker_engine: docker.DockerClient, base_image: str
+    local_registry: LocalRegistry,
+    repository_name: str,
+    docker_engine: docker.DockerClient,
+    base_image: str,
+    cleanup_images: None,
 ) -> None:
     """A base image from a registry (here a real one on 127.0.0.1, as python:3.11-slim is on Docker Hub): pulled
     when missing and stamped; a week on (the step's clock), pulled again, unchanged or updated as the registry has
@@ -281,3 +285,40 @@ def test_an_image_for_another_platform_is_rebuilt_refused_or_never_pushed_over(
     with pytest.raises(EnvironmentNotReady, match="is in its registry only for linux/arm64, and images are built for"):
         step.run(ctx)
     assert "this copy is for linux/arm64, and images are built for linux/amd64" in out.getvalue()
+
+
+def test_older_builds_are_removed_from_the_engine_newest_kept_and_those_a_container_uses(
+    docker_engine: docker.DockerClient, repository_name: str, base_image: str, cleanup_images: None
+) -> None:
+    """Five builds of a repository (labelled as deploykit labels them, each also under the registry's name): the
+    two newest and the one being deployed stay, the one a (stopped) container uses stays, the others go with both
+    their tags; an image of the repository deploykit did not build, and a build of another repository, stay."""
+    registry = f"127.0.0.1:{free_port()}/{repository_name}"
+
+    def build(n: int, label: bool = True, repository: str = repository_name) -> str:
+        lines = [f"FROM {base_image}", f"LABEL n={n}"] + ([f"LABEL {BUILD_LABEL}=sha{n}"] if label else [])
+        image, _ = docker_engine.images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=f"{repository}:t{n}")
+        image.tag(registry if repository == repository_name else f"127.0.0.1:1/{repository}", f"t{n}")
+        return f"{repository}:t{n}"
+
+    made = [build(n) for n in range(5)]  # oldest first
+    foreign, other = build(5, label=False), build(6, repository=f"{repository_name}-other")
+    container = docker_engine.containers.create(made[1], command=["true"])
+    try:
+        used = docker_engine.images.get(made[1]).id
+        # at most one tag: the oldest build's first (t0 is the one deployed now)
+        first = prune_builds(docker_engine, repository_name, 2, current=made[0], limit=1)
+        assert len(first) == 1 and first[0] in (made[1], f"{registry}:t1"), first
+        removed = prune_builds(docker_engine, repository_name, 2, current=made[0])
+        # t3, t4: the newest two; t1: a container uses it, so its image stays (with its other tag: the engine refuses
+        # to take the last); t2 goes, both its tags, and its image with them
+        assert sorted(removed) == sorted([made[2], f"{registry}:t2"]), removed
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_engine.images.get(f"{registry}:t2")
+        assert len(docker_engine.images.get(used).tags) == 1
+        tags = {tag for image in docker_engine.images.list() for tag in image.tags}
+        kept = [made[0], made[3], made[4], f"{registry}:t0", f"{registry}:t3", f"{registry}:t4", foreign, other]
+        assert set(kept) <= tags, tags
+        assert prune_builds(docker_engine, repository_name, 2, current=made[0]) == []  # nothing more to take
+    finally:
+        container.remove()

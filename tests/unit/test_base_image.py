@@ -16,7 +16,7 @@ import docker.models.images
 import pytest
 
 from deploykit import base_image, images
-from deploykit.app_chain import EnsureBaseImage
+from deploykit.app_chain import BuildImage, EnsureBaseImage
 from deploykit.clock import FakeClock
 from deploykit.config import BaseImageSpec, parse_config
 from deploykit.errors import ConfigError, EnvironmentNotReady, UsageError
@@ -133,6 +133,11 @@ def test_max_age_days_is_read_from_deploy_toml_and_a_negative_one_is_refused() -
     with pytest.raises(ConfigError, match=r"build\.pull_after_days must be 0 \(never by age\) or more, not -2") as err:
         parse_config(raw, Path("deploy.toml"))
     assert err.value.next_step == "fix [build] pull_after_days in deploy.toml"
+    raw["build"]["pull_after_days"] = 7
+    assert parse_config(raw, Path("deploy.toml")).build.keep_local_images == 10
+    raw["build"]["keep_local_images"] = -1
+    with pytest.raises(ConfigError, match=r"build\.keep_local_images must be 0 \(never remove\) or more, not -1"):
+        parse_config(raw, Path("deploy.toml"))
 
 
 # -- a base image pulled from a registry (python:3.11-slim) ---------------------------------------------------
@@ -288,3 +293,61 @@ def test_aws_environments_build_for_the_platform_and_the_sandbox_for_this_machin
     monkeypatch.setattr(base_image, "build_base_image", Mock(side_effect=AssertionError("no build")))
     current = dataclasses.replace(step, extra_ca_dir="")  # as engine() labels it
     assert run_with(current, engine(SPEC, NOW, arch="arm64"))[0] == "skipped"  # an arm64 machine's sandbox: its own
+
+
+# -- older builds on this engine ([build] keep_local_images) --------------------------------------------------------
+
+
+def test_older_builds_are_pruned_after_a_build_once_a_day_and_never_with_keep_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+    engine = Mock(spec=docker.DockerClient)
+    engine.images = Mock(spec=docker.models.images.ImageCollection)
+    engine.images.list.return_value = []
+    clock = FakeClock(start=datetime(2026, 12, 1, 9, tzinfo=UTC))
+    ctx = Context(Mock(), Mock(), Mock(), clock, Reporter(io.StringIO(), tty=False, clock=clock), lambda: engine)
+    step = BuildImage("backend", "Dockerfile", "car-rental-backend:abc", SPEC.name, "abc", "", keep_local=3)
+    assert step._prune(ctx) == ""
+    engine.images.list.assert_called_once_with(filters={"label": "io.deploykit.git-sha"})
+    clock.advance(6 * 3600)
+    step._prune(ctx)  # the same day: not asked again
+    assert engine.images.list.call_count == 1
+    clock.advance(19 * 3600)
+    step._prune(ctx)
+    assert engine.images.list.call_count == 2
+    clock.advance(2 * 86400)
+    assert dataclasses.replace(step, keep_local=0)._prune(ctx) == ""
+    assert engine.images.list.call_count == 2
+    assert (tmp_path / "cache" / "local-builds" / "car-rental-backend" / ".pruned").exists()
+
+
+def test_a_first_prune_of_many_builds_goes_on_over_the_next_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine holding 60 builds: a build removes the oldest 40 tags and leaves the day's stamp off, so the next
+    build, the same hour, removes the rest but the newest 3; the one after that waits a day."""
+    monkeypatch.setenv("DEPLOYKIT_CACHE_DIR", str(tmp_path / "cache"))
+    held: dict[str, Mock] = {}
+    for n in range(60):
+        image = Mock(spec=docker.models.images.Image)
+        image.tags, image.attrs = (
+            [f"car-rental-backend:t{n:02}"],
+            {"Created": f"2026-11-{1 + n // 10:02}T10:00:{n:02}Z"},
+        )
+        held[image.tags[0]] = image
+    engine = Mock(spec=docker.DockerClient)
+    engine.images = Mock(spec=docker.models.images.ImageCollection)
+    engine.images.list.side_effect = lambda **_: list(held.values())
+    engine.images.remove.side_effect = lambda tag, noprune: held.pop(tag)
+    clock = FakeClock(start=datetime(2026, 12, 1, 9, tzinfo=UTC))
+    ctx = Context(Mock(), Mock(), Mock(), clock, Reporter(io.StringIO(), tty=False, clock=clock), lambda: engine)
+    step = BuildImage("backend", "Dockerfile", "car-rental-backend:t59", SPEC.name, "t59", "", keep_local=3)
+    assert step._prune(ctx) == "; 40 tag(s) of older builds removed from this engine (keep_local_images = 3)"
+    assert sorted(held)[0] == "car-rental-backend:t40"  # the oldest went first
+    clock.advance(60)
+    assert step._prune(ctx) == "; 17 tag(s) of older builds removed from this engine (keep_local_images = 3)"
+    assert sorted(held) == ["car-rental-backend:t57", "car-rental-backend:t58", "car-rental-backend:t59"]
+    clock.advance(60)
+    step._prune(ctx)
+    assert engine.images.list.call_count == 2
