@@ -336,8 +336,8 @@ def live_ahead(root: Path, live: str | None, head: str) -> tuple[str, int] | Non
     return (sha, ahead) if sha and ahead else None
 
 
-def _resolve_live(root: Path, component: str, sha: str) -> str:
-    full = git.resolve_commit(root, sha)
+def _resolve_live(root: Path, component: str, sha: str, full: str | None) -> str:
+    """``full``, the commit live ``sha`` resolved to (None: none): refused when it is not in this clone's history."""
     if full is not None:
         return full
     shallow = " (this clone is shallow)" if git.is_shallow(root) else ""
@@ -438,12 +438,16 @@ def detect(
         kind_of(component)
     if include_uncommitted and head != "HEAD":
         raise ValueError("include_uncommitted compares the work tree: head must be HEAD")
-    head_sha = git.resolve_commit(root, head)
+    # each live commit as the image tag or SHA has it, then every revision resolved at once (one git process)
+    parsed = {c: parse_live(c, tag) for c, tag in live.items() if tag is not None} if since is None else {}
+    asked = [head, *([since] if since is not None else []), *(sha for sha, _ in parsed.values())]
+    resolved = git.resolve_commits(root, asked)
+    head_sha = resolved[head]
     if head_sha is None:
         raise UsageError(f"{head!r} names no commit in {root}", next_step="pass a commit SHA, a tag or a branch")
     since_sha: str | None = None
     if since is not None:
-        since_sha = git.resolve_commit(root, since)
+        since_sha = resolved[since]
         if since_sha is None:
             raise UsageError(
                 f"--since {since}: no such commit in this clone's history",
@@ -466,8 +470,8 @@ def detect(
             was_dirty = bool(found and found["dirty"])
             sha = found["sha"] if found else tag
         else:
-            sha, was_dirty = parse_live(component, tag)
-            bases[component] = _resolve_live(root, component, sha)
+            sha, was_dirty = parsed[component]
+            bases[component] = _resolve_live(root, component, sha, resolved[sha])
         if was_dirty:
             dirty.add(component)
             if since_sha is None and (worktree_tags or {}).get(component, "").lower() == tag.strip().lower():

@@ -182,6 +182,22 @@ def resolve_commit(root: Path, rev: str) -> str | None:
     return _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").decode().strip()
 
 
+def resolve_commits(root: Path, revs: Sequence[str]) -> dict[str, str | None]:
+    """rev → the full SHA of the commit it names, None when none (or an abbreviation that is ambiguous), for each of
+    ``revs``: :func:`resolve_commit` of them all in one git process."""
+    wanted = list(dict.fromkeys(revs))
+    for rev in wanted:
+        _refuse_option(rev)
+    asked = [rev for rev in wanted if "\n" not in rev]
+    found: dict[str, str | None] = dict.fromkeys(wanted)
+    if asked:
+        out = _git(root, "cat-file", "--batch-check", stdin="".join(f"{rev}^{{commit}}\n" for rev in asked).encode())
+        for rev, line in zip(asked, out.decode().splitlines(), strict=True):
+            parts = line.split()  # "<sha> commit <size>", or "<rev>^{commit} missing" / "... ambiguous"
+            found[rev] = parts[0] if len(parts) == 3 and parts[1] == "commit" else None
+    return found
+
+
 def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     """Write the files under ``folder`` (relative to ``root``) in commit ``rev`` into ``dest``, at the same relative
     paths, executable bits kept; False when that commit has no such folder."""

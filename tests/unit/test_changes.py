@@ -363,6 +363,20 @@ def test_known_commits_and_option_like_revisions(repo: Path) -> None:
     assert git.resolve_commit(repo, "0123456789ab") is None
     with pytest.raises(UsageError):
         git.is_known_commit(repo, "--all")
+    # all at once, in one git process: as resolve_commit has them one by one
+    first = run_git(repo, "rev-list", "--max-parents=0", "HEAD").strip()
+    asked = [head[:12], "0123456789ab", "HEAD", "HEAD~0", first, head[:12], "a\nb", "HEAD:backend"]
+    assert git.resolve_commits(repo, asked) == {
+        head[:12]: head,
+        "0123456789ab": None,
+        "HEAD": head,
+        "HEAD~0": head,
+        first: first,
+        "a\nb": None,
+        "HEAD:backend": None,  # a tree, not a commit
+    }
+    with pytest.raises(UsageError):
+        git.resolve_commits(repo, ["HEAD", "--all"])
 
 
 def test_changed_paths_lists_renames_with_their_old_path_and_deletions(repo: Path) -> None:
