@@ -116,11 +116,10 @@ def live_components(
             elif pending and config.release.on:  # its command to run (none: no tag to mind)
                 waiting = pending["tag"]
                 note = f"{env.service} runs {waiting}, whose release command has not passed ({PENDING_TAG}={waiting})"
-                if not release_skipped_by_hand():
-                    if unverified is not None:
-                        unverified[component] = note + AGAIN
-                elif drifted is not None:  # deployed again only to skip it again: said, not deployed
+                if drifted is not None and release_skipped_by_hand():  # deployed again only to skip it again
                     drifted[component] = f"{note}; ${SKIP_ENV}=1 skips it, so the app is not deployed again for it"
+                elif unverified is not None:  # (inv health, which collects no drift, says it whatever the variable)
+                    unverified[component] = note + AGAIN
         elif kind == "lambda":
             serving, recorded = read.get(component), record.get(component)
             described = lambda_chain.git_sha_of(serving.get("Description")) if serving else None

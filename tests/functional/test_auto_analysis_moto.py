@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from deploykit import commands, freeze, history, pause
+from deploykit import auto, commands, freeze, history, pause
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
@@ -304,6 +304,9 @@ def test_an_image_whose_release_command_has_not_passed_is_said_not_deployed_whil
     monkeypatch.setenv("DEPLOYKIT_SKIP_RELEASE", "1")
     found = commands.analyse(runtime_of(project, deployed), "dev", since=None, allow_dirty=False)
     assert "app" not in found.found.components()
+    unverified: dict[str, str] = {}  # as inv health reads it (no drift collected): said whatever the variable
+    auto.live_components(deployed, found.config, found.env, found.endpoints, unverified)
+    assert unverified["app"].startswith(f"{dev_env.service} runs {head}, whose release command has not passed")
     assert found.closing_lines() == [
         f"⚠️  app: {dev_env.service} runs {head}, whose release command has not passed ({PENDING_TAG}={head}); "
         "$DEPLOYKIT_SKIP_RELEASE=1 skips it, so the app is not deployed again for it (unset DEPLOYKIT_SKIP_RELEASE "
