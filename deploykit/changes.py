@@ -345,7 +345,8 @@ def _resolve_live(root: Path, component: str, sha: str, full: str | None) -> str
         f"{component} is live at {sha}, a commit that is not in this clone's history{shallow}",
         next_step=(
             "fetch more history (git fetch --unshallow, or git fetch origin <the branch it was deployed from>), "
-            "or pass --since SHA to compare with a commit you have"
+            "or pass --since SHA to compare with a commit you have; a commit never pushed is for whoever deployed "
+            "it (inv history names them) to push (require_pushed = true in deploy.toml keeps it from happening)"
         ),
     )
 

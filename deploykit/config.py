@@ -430,6 +430,10 @@ class EnvConfig:
     # $DEPLOYKIT_LOCK_WAIT (600, 90s, 15m) overrides it. See deploykit.lock.
     lock_wait: float = 0.0
     protected: bool = False
+    # Deploy only commits a remote branch holds (as this clone last fetched them): a shared environment running a
+    # commit only one laptop has stops every teammate's deploy.auto there (its live SHA not in their history).
+    # $DEPLOYKIT_ALLOW_UNPUSHED=1 overrides it (an emergency). See commands.core.
+    require_pushed: bool = False
     # Ask before a command changes it (a deploy, a rollback, a restart): the plan, then "[y/N]" on the terminal;
     # --yes or $DEPLOYKIT_YES=1 answer for a script (CI, whose job's approval is the confirmation). See commands.
     confirm: bool = False

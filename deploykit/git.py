@@ -198,6 +198,16 @@ def resolve_commits(root: Path, revs: Sequence[str]) -> dict[str, str | None]:
     return found
 
 
+def on_a_remote(root: Path, sha: str) -> bool | None:
+    """Whether a remote-tracking branch of this clone (``refs/remotes/*``, as last fetched: no network) holds commit
+    ``sha``; None when the clone has no remote-tracking branch at all."""
+    _refuse_option(sha)
+    if not _git(root, "for-each-ref", "--count=1", "--format=%(refname)", "refs/remotes").strip():
+        return None
+    held = _git(root, "for-each-ref", "--count=1", "--format=%(refname)", "--contains", sha, "refs/remotes")
+    return bool(held.strip())
+
+
 def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     """Write the files under ``folder`` (relative to ``root``) in commit ``rev`` into ``dest``, at the same relative
     paths, executable bits kept; False when that commit has no such folder."""

@@ -35,6 +35,7 @@ from deploykit.commands.core import (
     load_plugins,
     not_run,
     nothing_to_do_json,
+    require_pushed,
     run_plan,
     until_unlocked,
     warner,
@@ -321,6 +322,7 @@ def deploy_auto(
         + "\n\n"
     )
     if dry_run:
+        require_pushed(runtime, a.config, a.env, plan, dry_run=True)  # says whether the run would be refused
         runtime.stderr.write("(dry run: nothing is changed)\n")
         return None
     return run_plan(

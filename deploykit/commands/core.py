@@ -67,6 +67,7 @@ class Runtime:
 
 
 YES_ENV = "DEPLOYKIT_YES"  # =1: every confirmation an environment asks for (confirm = true) answered yes
+ALLOW_UNPUSHED_ENV = "DEPLOYKIT_ALLOW_UNPUSHED"  # =1: require_pushed = true lets this run through (an emergency)
 
 
 def ask_on_terminal(question: str) -> bool | None:
@@ -210,6 +211,7 @@ def run_plan(
 
     A deploy wakes a paused environment first (:func:`pause.woken`): its dry run reads the pause too and shows the
     wake, so that the plan shown is the plan run (deploy.auto's own dry run shows it from its analysis)."""
+    require_pushed(runtime, config, env, plan, dry_run=dry_run)
     if dry_run:
         if pause.may_wake(plan):  # the wake the run would add under the lock
             plan = _woken_if_read(runtime, env, plan, aws or runtime.aws_factory(env))
@@ -285,6 +287,33 @@ def _woken_if_read(runtime: Runtime, env: EnvConfig, plan: Plan, aws: AwsFactory
             "wakes it first\n"
         )
         return plan
+
+
+def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan, *, dry_run: bool) -> None:
+    """In an environment that takes only pushed commits (``require_pushed = true``), a plan that deploys this
+    checkout's HEAD is refused, before anything changes, while no remote branch holds it (as this clone last fetched
+    them: no network): once it ran there, each teammate's deploy.auto would stop at a live commit their clone cannot
+    fetch. A dry run says so and goes on; a clone with no remote branch at all, and $DEPLOYKIT_ALLOW_UNPUSHED=1 (said),
+    let it through."""
+    if not env.require_pushed or not plan.deploys:
+        return
+    head = git.head_sha(config.root)
+    if not any(sha[: git.SHORT_SHA] == head[: git.SHORT_SHA] for _, sha in plan.deploys):
+        return  # another commit (a rollback's, one a promotion takes): live already somewhere
+    if git.on_a_remote(config.root, head) is not False:
+        return
+    refusal = UsageError(
+        f"{env.name} takes only pushed commits (require_pushed = true), and HEAD {head[: git.SHORT_SHA]} is on no "
+        f"remote branch (as this clone last fetched them): running there, it would stop each teammate's inv "
+        f"deploy.auto --env {env.name} at a commit their clone cannot fetch",
+        next_step=f"git push (git fetch first, if it was pushed from elsewhere), then deploy again; in an emergency, "
+        f"{ALLOW_UNPUSHED_ENV}=1",
+    )
+    if dry_run or os.environ.get(ALLOW_UNPUSHED_ENV) == "1":
+        why = "the run would be refused" if dry_run else f"{ALLOW_UNPUSHED_ENV}=1 lets it through"
+        runtime.stderr.write(f"⚠️  {refusal.message} ({why})\n")
+        return
+    raise refusal
 
 
 def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
