@@ -357,7 +357,8 @@ def deploy_watch(
 ) -> int:
     """``inv deploy.auto --watch``: deploy.auto of the work tree (uncommitted changes included, as --allow-dirty)
     now, then again each time it changes (a save, a commit, a checkout), until Ctrl-C (or ``until()``). A failed
-    deploy is told and the watch goes on: the next save deploys again. Refuses a protected environment. Returns how
+    deploy is told and the watch goes on: the next save deploys again. Refuses a protected environment, and one
+    that takes only pushed commits. Returns how
     many deploys it ran."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
@@ -368,6 +369,13 @@ def deploy_watch(
             "uncommitted ones included",
             next_step=f"watch a development environment (the sandbox), or deploy commits: inv deploy.auto --env "
             f"{environment.name}",
+        )
+    if environment.require_pushed:  # each save would be refused: a work tree is on no remote branch
+        raise UsageError(
+            f"environment {environment.name!r} takes only pushed commits (require_pushed = true in deploy.toml); "
+            "--watch deploys every save, uncommitted ones included",
+            next_step=f"watch an environment of your own (the sandbox, a dev-* one), or push and deploy commits: "
+            f"inv deploy.auto --env {environment.name}",
         )
     # a canary or an error watch of minutes at every save would defeat the loop: left out, and said so
     canary, watch_errors = environment.lambda_canary.on, environment.app_error_watch.on

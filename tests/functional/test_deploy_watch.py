@@ -134,6 +134,18 @@ def test_a_protected_environment_is_refused_before_anything_is_deployed(project:
     assert err.value.exit_code == 2 and deployed == []
 
 
+def test_an_environment_taking_only_pushed_commits_is_refused_before_anything_is_deployed(project: Path) -> None:
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text().replace("[environments.sandbox]\n", "[environments.sandbox]\nrequire_pushed = true\n")
+    )
+    deployed: list[int] = []
+    with pytest.raises(UsageError) as err:
+        watch(project, EditingClock([nothing]), lambda: deployed.append(1))
+    assert "takes only pushed commits (require_pushed = true in deploy.toml); --watch deploys" in err.value.message
+    assert err.value.exit_code == 2 and deployed == []
+
+
 def test_the_loop_leaves_out_a_canary_and_an_error_watch_and_says_so(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
