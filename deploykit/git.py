@@ -176,15 +176,12 @@ def is_known_commit(root: Path, sha: str) -> bool:
 
 def resolve_commit(root: Path, rev: str) -> str | None:
     """The full SHA of the commit ``rev`` names (a SHA, a tag, a branch, HEAD~2), or None if there is none."""
-    _refuse_option(rev)
-    if not is_known_commit(root, rev):
-        return None
-    return _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").decode().strip()
+    return resolve_commits(root, [rev])[rev]
 
 
 def resolve_commits(root: Path, revs: Sequence[str]) -> dict[str, str | None]:
     """rev → the full SHA of the commit it names, None when none (or an abbreviation that is ambiguous), for each of
-    ``revs``: :func:`resolve_commit` of them all in one git process."""
+    ``revs``, in one git process."""
     wanted = list(dict.fromkeys(revs))
     for rev in wanted:
         _refuse_option(rev)

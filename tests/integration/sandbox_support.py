@@ -348,7 +348,7 @@ def running_sandbox(project: Path) -> Iterator[Settings]:
         yield settings
     finally:
         try:
-            _link_tree(_registry_v2(project), _layer_store(project), ("blobs", f"repositories/{BACKEND}/_layers"))
+            _link_tree(_registry_v2(project), _layer_store(project), LAYER_PARTS)
         finally:
             lifecycle.down(settings)
 
@@ -359,6 +359,7 @@ def running_sandbox(project: Path) -> Iterator[Settings]:
 # registry for the compressed digest it sent before) instead of compressing and sending 210 MB again: 9-10 s of each
 # module's first deploy.
 BACKEND = "car-rental-backend"
+LAYER_PARTS = ("blobs", f"repositories/{BACKEND}/_layers")  # what is linked, under the registry's v2/ folder
 
 
 def _registry_v2(project: Path) -> Path:
@@ -390,7 +391,7 @@ def sandbox_project(root: Path, parts: tuple[str, ...], *, gitignore: str = ".sa
             ignore=shutil.ignore_patterns("__pycache__", "*.crt", "tests", "cdk.out", ".pytest_cache"),
         )
     (root / ".gitignore").write_text(gitignore)
-    _link_tree(_layer_store(root), _registry_v2(root), ("blobs", f"repositories/{BACKEND}/_layers"))
+    _link_tree(_layer_store(root), _registry_v2(root), LAYER_PARTS)
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "initial")
