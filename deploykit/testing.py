@@ -22,10 +22,9 @@ import json
 from typing import Any
 from unittest.mock import Mock
 
-import boto3
 import pytest
 
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, new_session
 from deploykit.checks import Check, CheckContext, CheckResult, Http, HttpError, HttpResponse, run_checks
 from deploykit.config import EnvConfig, Stacks
 from deploykit.endpoints import FUNCTION_OUTPUTS, MAPPED_OUTPUTS, SCALAR_OUTPUTS, Endpoints
@@ -150,7 +149,7 @@ def run_check(check: Check, ctx: CheckContext) -> CheckResult:
 def moto_aws(env: EnvConfig | None = None) -> AwsFactory:
     """An AwsFactory for use inside ``moto.mock_aws()`` (dummy credentials, the env's region)."""
     env = env or sample_env()
-    session = boto3.session.Session(region_name=env.region, aws_access_key_id="test", aws_secret_access_key="test")
+    session = new_session(region_name=env.region, aws_access_key_id="test", aws_secret_access_key="test")
     return AwsFactory(env, session=session)
 
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from deploykit import commands
+from deploykit import aws, commands
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
@@ -167,7 +167,7 @@ def put_image(factory: AwsFactory, tag: str) -> None:
 
 
 def new_session() -> boto3.session.Session:
-    return boto3.session.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    return aws.new_session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
 
 
 ARTIFACTS_BUCKET = "registry-artifacts-1"

@@ -23,7 +23,7 @@ from moto.ecr.models import ecr_backends
 from moto.ecs.models import ecs_backends
 
 from deploykit import commands, history, lock
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, new_session
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import ConfigError, UsageError
@@ -226,7 +226,7 @@ def test_an_environment_whose_aws_refuses_is_skipped_too(world: World) -> None:
     def factory(env: EnvConfig) -> AwsFactory:
         if env.name != "staging":
             return AwsFactory(env)
-        session = boto3.session.Session(region_name=REGION, aws_access_key_id="other", aws_secret_access_key="x")
+        session = new_session(region_name=REGION, aws_access_key_id="other", aws_secret_access_key="x")
         aws = AwsFactory(env, session=session)
         client = aws.client("cloudformation")
 

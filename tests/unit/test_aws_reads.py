@@ -1,4 +1,5 @@
-"""deploykit.aws: independent reads at once, one client per service from any thread, reads handed on."""
+"""deploykit.aws: independent reads at once, one client per service from any thread, reads handed on, one botocore
+loader for every session."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from unittest.mock import Mock
 import boto3
 import pytest
 
-from deploykit.aws import AwsFactory, HandedOn, Once, all_of, at_once
+from deploykit import aws as aws_module
+from deploykit.aws import AwsFactory, HandedOn, Once, all_of, at_once, new_session
 from deploykit.testing import fake_factory, sample_env
 
 
@@ -172,3 +174,55 @@ def test_a_read_once_answers_every_caller_from_one_call_its_error_too() -> None:
         with pytest.raises(RuntimeError, match="no"):
             broken()
     assert calls == ["read", "failing"]
+
+
+def test_every_session_shares_one_loader_so_a_model_is_parsed_once_per_process() -> None:
+    """A new session per environment (or per command of a long-lived process) no longer parses botocore's models
+    again: the loader, its cache of parsed files with it, is the first session's; boto3's own folder, which each new
+    session adds to the loader's search path, is there once."""
+    first = new_session(region_name="eu-west-1", aws_access_key_id="a", aws_secret_access_key="b")
+    loader = first._session.get_component("data_loader")
+    paths = list(loader.search_paths)
+    first.client("ecs")
+    other = new_session(region_name="us-east-1", aws_access_key_id="c", aws_secret_access_key="d")
+    assert other._session.get_component("data_loader") is loader and loader.search_paths == paths
+    parsed: list[str] = []
+    read = loader.file_loader.load_file
+    loader.file_loader.load_file = lambda path: parsed.append(path) or read(path)  # type: ignore[method-assign]
+    try:
+        client = other.client("ecs")
+    finally:
+        del loader.file_loader.load_file
+    assert parsed == [] and client.meta.region_name == "us-east-1"  # the session's own settings: its region
+    assert other.get_credentials().access_key == "c"
+
+
+def test_two_factories_never_make_clients_at_the_same_time() -> None:
+    """The shared loader is not thread-safe: factories of two environments, asked from two threads at once, make
+    their clients one after the other."""
+    inside, most = 0, 0
+    guard = threading.Lock()
+
+    def make(service: str, **_: Any) -> Mock:
+        nonlocal inside, most
+        with guard:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.05)
+        with guard:
+            inside -= 1
+        return Mock(name=service)
+
+    factories = []
+    for _ in range(2):
+        session = Mock(spec=boto3.session.Session)
+        session.client.side_effect = make
+        factories.append(AwsFactory(sample_env(), session=session))
+    barrier = threading.Barrier(4, timeout=10)
+
+    def ask(i: int) -> Any:
+        barrier.wait()
+        return factories[i % 2].client("ecs" if i < 2 else "s3")
+
+    at_once({i: partial(ask, i) for i in range(4)})
+    assert most == 1 and not aws_module.MAKING._is_owned()  # type: ignore[attr-defined]

@@ -23,13 +23,12 @@ from typing import Any
 from unittest.mock import Mock
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
 import plugins
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, new_session
 from deploykit.checks import Check, CheckContext, CheckResult, Http, HttpError, HttpResponse, run_checks
 from deploykit.endpoints import Endpoints
 from deploykit.plugins import get_plugin_manager
@@ -90,7 +89,7 @@ class World:
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
-        session = boto3.session.Session(region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test")
+        session = new_session(region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test")
         idp, s3, dynamodb = session.client("cognito-idp"), session.client("s3"), session.client("dynamodb")
         policy = {
             "MinimumLength": 12,
