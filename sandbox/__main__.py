@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,4 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Stopped: its containers, workers and servers ended, its state written as it changed, nothing left for exit to
+    # do but the interpreter's teardown of moto's thousands of objects, which took 0.7 s of each `inv sandbox.down`.
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(code)

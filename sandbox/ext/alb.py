@@ -46,7 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from sandbox.ext.service_metrics import ServiceMetrics
-from sandbox.server import PartStatus
+from sandbox.server import PartStatus, serving
 from sandbox.settings import Settings
 
 if TYPE_CHECKING:
@@ -331,7 +331,7 @@ class AlbExtension:
             except OSError as exc:
                 log.error("cannot serve listener %s (port %s) on 127.0.0.1:%s: %s", arn, port, local, exc)
                 continue
-            threading.Thread(target=server.serve_forever, name=f"listener-{local}", daemon=True).start()
+            serving(server, f"listener-{local}")
             self.servers[arn] = (local, server)
             log.info("ALB listener :%s serving on http://127.0.0.1:%s", port, local)
 

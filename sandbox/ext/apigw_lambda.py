@@ -95,7 +95,7 @@ from moto.awslambda.exceptions import LambdaClientError
 
 from sandbox.ext.service_metrics import ServiceMetrics
 from sandbox.lambda_runner import CodeError, FunctionCode, InvokeResult, LambdaRuntime
-from sandbox.server import PartStatus
+from sandbox.server import PartStatus, serving
 from sandbox.settings import ACCOUNT_ID, Settings
 
 if TYPE_CHECKING:
@@ -742,8 +742,7 @@ class ApiGatewayLambda:
             self._server_error = f"cannot listen on 127.0.0.1:{self.settings.api_port}: {exc}"
             log.error("API Gateway stages: %s", self._server_error)
             return
-        self._thread = threading.Thread(target=self._server.serve_forever, name="apigw", daemon=True)
-        self._thread.start()
+        self._thread = serving(self._server, "apigw")
         log.info("API Gateway stages serving on http://127.0.0.1:%s", self.settings.api_port)
 
     def stop(self) -> None:

@@ -80,7 +80,7 @@ from moto.ecr.exceptions import (
 )
 from moto.ecr.responses import ECRResponse
 
-from sandbox.server import PartStatus
+from sandbox.server import PartStatus, serving
 from sandbox.settings import ACCOUNT_ID, Settings
 
 if TYPE_CHECKING:
@@ -858,8 +858,7 @@ class EcrRegistry:
 
     def start(self) -> None:
         self._server = FrontServer(("127.0.0.1", self.settings.registry_port), FrontHandler, self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ecr-registry-front", daemon=True)
-        self._thread.start()
+        self._thread = serving(self._server, "ecr-registry-front")
         log.info("registry front serving on %s (registry at %s)", self.front_address, self.registry.address)
 
     def stop(self) -> None:

@@ -53,6 +53,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -465,12 +466,12 @@ class EcsRuntime:
         self._remove_leftovers()
 
     def _remove_leftovers(self) -> None:
+        """Remove this sandbox's task containers, all at once (each removal of a running one waits for its kill)."""
         assert self.sandbox is not None
-        for container in self.sandbox.docker.containers.list(all=True, filters={"label": f"{LABEL}={self._owner}"}):
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                log.warning("could not remove container %s", container.short_id)
+        found = self.sandbox.docker.containers.list(all=True, filters={"label": f"{LABEL}={self._owner}"})
+        if found:
+            with ThreadPoolExecutor(min(len(found), 8), thread_name_prefix="remove") as pool:
+                list(pool.map(_remove, found))
 
     @property
     def _owner(self) -> str:
@@ -1142,3 +1143,10 @@ def _task_environment(templates: dict[str, str], environment: dict[str, str], se
         except (KeyError, ValueError, IndexError):
             continue
     return extra
+
+
+def _remove(container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.APIError:
+        log.warning("could not remove container %s", container.short_id)
