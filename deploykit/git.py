@@ -195,14 +195,17 @@ def resolve_commits(root: Path, revs: Sequence[str]) -> dict[str, str | None]:
     return found
 
 
-def on_a_remote(root: Path, sha: str) -> bool | None:
-    """Whether a remote-tracking branch of this clone (``refs/remotes/*``, as last fetched: no network) holds commit
-    ``sha``; None when the clone has no remote-tracking branch at all."""
-    _refuse_option(sha)
+def unpushed(root: Path, shas: Sequence[str]) -> list[str] | None:
+    """Those of commits ``shas`` (full SHAs) that no remote-tracking branch of this clone (``refs/remotes/*``, as last
+    fetched: no network) holds, in their order; None when the clone has no remote-tracking branch at all."""
+    for sha in shas:
+        _refuse_option(sha)
     if not _git(root, "for-each-ref", "--count=1", "--format=%(refname)", "refs/remotes").strip():
         return None
-    held = _git(root, "for-each-ref", "--count=1", "--format=%(refname)", "--contains", sha, "refs/remotes")
-    return bool(held.strip())
+    if not shas:
+        return []
+    ahead = set(_git(root, "rev-list", *dict.fromkeys(shas), "--not", "--remotes").decode().split())  # no remote's
+    return [sha for sha in dict.fromkeys(shas) if sha in ahead]
 
 
 def export(root: Path, rev: str, folder: str, dest: Path) -> bool:

@@ -290,22 +290,26 @@ def _woken_if_read(runtime: Runtime, env: EnvConfig, plan: Plan, aws: AwsFactory
 
 
 def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan, *, dry_run: bool) -> None:
-    """In an environment that takes only pushed commits (``require_pushed = true``), a plan that deploys this
-    checkout's HEAD is refused, before anything changes, while no remote branch holds it (as this clone last fetched
-    them: no network): once it ran there, each teammate's deploy.auto would stop at a live commit their clone cannot
-    fetch. A dry run says so and goes on; a clone with no remote branch at all, and $DEPLOYKIT_ALLOW_UNPUSHED=1 (said),
-    let it through."""
-    if not env.require_pushed or not plan.deploys:
+    """In an environment that takes only pushed commits (``require_pushed = true``), a plan that deploys a commit no
+    remote branch holds (as this clone last fetched them: no network) is refused, before anything changes: HEAD, or
+    another this clone has (the image ``deploy.stack --image-tag`` rolls out, what a promotion takes). Once it ran
+    there, each teammate's deploy.auto would stop at a live commit their clone cannot fetch. A rollback goes through
+    (back to what ran before: never held up), as does a commit this clone does not have (nothing to tell), a clone
+    with no remote branch at all, and $DEPLOYKIT_ALLOW_UNPUSHED=1 (said); a dry run says so and goes on."""
+    if not env.require_pushed or not plan.deploys or plan.title.startswith("rollback"):
+        return
+    tags = [tag.split(git.DIRTY)[0] for _, tag in plan.deploys]  # a dirty build's: the commit it was built on
+    commits = [sha for sha in git.resolve_commits(config.root, tags).values() if sha is not None]
+    held_back = git.unpushed(config.root, commits)
+    if not held_back:
         return
     head = git.head_sha(config.root)
-    if not any(sha[: git.SHORT_SHA] == head[: git.SHORT_SHA] for _, sha in plan.deploys):
-        return  # another commit (a rollback's, one a promotion takes): live already somewhere
-    if git.on_a_remote(config.root, head) is not False:
-        return
+    named = " and ".join(("HEAD " if sha == head else "commit ") + sha[: git.SHORT_SHA] for sha in held_back)
+    named += " is" if len(held_back) == 1 else " are"
     refusal = UsageError(
-        f"{env.name} takes only pushed commits (require_pushed = true), and HEAD {head[: git.SHORT_SHA]} is on no "
-        f"remote branch (as this clone last fetched them): running there, it would stop each teammate's inv "
-        f"deploy.auto --env {env.name} at a commit their clone cannot fetch",
+        f"{env.name} takes only pushed commits (require_pushed = true), and {named} on no remote branch (as this "
+        f"clone last fetched them): running there, it would stop each teammate's inv deploy.auto --env {env.name} "
+        "at a commit their clone cannot fetch",
         next_step=f"git push (git fetch first, if it was pushed from elsewhere), then deploy again; in an emergency, "
         f"{ALLOW_UNPUSHED_ENV}=1",
     )

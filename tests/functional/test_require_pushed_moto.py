@@ -1,6 +1,7 @@
 """An environment that takes only pushed commits (require_pushed = true): a plan deploying this checkout's HEAD is
-refused before anything changes while no remote branch holds it; a dry run says so; a clone with no remote, another
-commit (a rollback's), and $DEPLOYKIT_ALLOW_UNPUSHED=1 go through."""
+refused before anything changes while no remote branch holds it, as is another commit of this clone no remote branch
+holds (an older local build's image); a dry run says so; a clone with no remote, a rollback, and
+$DEPLOYKIT_ALLOW_UNPUSHED=1 go through."""
 
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ def strict(project: Path) -> Path:
     return project
 
 
-def run(project: Path, sha: str, *, dry_run: bool = False) -> tuple[bool, str]:
+def run(project: Path, sha: str, *, dry_run: bool = False, title: str = "deploy.auto") -> tuple[bool, str]:
     """A plan deploying ``sha`` to dev through run_plan: (whether its step ran, what it said)."""
     probe = Probe()
     runtime = commands.Runtime(
         config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=FakeClock()
     )
     config = load_config(project / "deploy.toml")
-    plan = Plan("dev", (probe,), "deploy.auto", deploys=(("app", sha[:12]),))
+    plan = Plan("dev", (probe,), title, deploys=(("app", sha[:12]),))
     try:
         commands.run_plan(runtime, config, config.environment("dev"), plan, dry_run=dry_run, as_json=False)
     finally:
@@ -73,7 +74,14 @@ def test_only_a_commit_a_remote_branch_holds_is_deployed(
     ran, said = run(strict, head(strict), dry_run=True)  # a dry run says so, and shows its plan
     assert not ran and "⚠️  dev takes only pushed commits" in said and "(the run would be refused)" in said
     assert "Plan for deploy.auto → dev (dry run" in said
-    assert run(strict, pushed)[0]  # another commit than HEAD (a rollback's): live before, pushed
+    assert run(strict, pushed)[0]  # another commit than HEAD, pushed
+    local = head(strict)
+    (strict / "README.md").write_text("another local commit\n")
+    git(strict, "commit", "-qam", "local too")
+    with pytest.raises(UsageError, match=f"and commit {local[:12]} is on no remote branch"):
+        run(strict, local)  # not HEAD, but on no remote branch either (an older local build's image): refused
+    assert run(strict, local, title="rollback app")[0]  # back to what ran before: never held up
+    assert run(strict, "0123456789ab")[0]  # a commit this clone does not have: nothing to tell
     monkeypatch.setenv("DEPLOYKIT_ALLOW_UNPUSHED", "1")
     ran, said = run(strict, head(strict))
     assert ran and "(DEPLOYKIT_ALLOW_UNPUSHED=1 lets it through)" in said

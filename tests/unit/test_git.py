@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.errors import UsageError
-from deploykit.git import commit_times, current_revision, dirty_paths, log, newest_first
+from deploykit.git import commit_times, current_revision, dirty_paths, log, newest_first, unpushed
 from tests.conftest import git
 
 
@@ -89,3 +89,24 @@ def test_commits_are_put_in_one_order_and_histories_with_no_common_ancestor_give
     git(project, "commit", "-qm", "another history")
     orphan = git(project, "rev-parse", "HEAD").strip()
     assert newest_first(project, head, [base, orphan]) == {}  # no order to give: times decide
+
+
+def test_unpushed_names_the_commits_no_remote_branch_holds_and_none_without_a_remote(
+    project: Path, tmp_path: Path
+) -> None:
+    first = git(project, "rev-parse", "HEAD").strip()
+    assert unpushed(project, [first]) is None  # no remote-tracking branch at all: nothing to tell
+    git(tmp_path, "init", "-q", "--bare", str(tmp_path / "origin.git"))
+    git(project, "remote", "add", "origin", str(tmp_path / "origin.git"))
+    git(project, "push", "-q", "origin", "HEAD:main")
+    (project / "a.txt").write_text("local\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "local one")
+    second = git(project, "rev-parse", "HEAD").strip()
+    (project / "a.txt").write_text("local again\n")
+    git(project, "commit", "-qam", "local two")
+    third = git(project, "rev-parse", "HEAD").strip()
+    assert unpushed(project, [third, first, second, third]) == [third, second]  # in their order, once each
+    assert unpushed(project, [first]) == [] and unpushed(project, []) == []
+    git(project, "push", "-q", "origin", "HEAD~1:main")
+    assert unpushed(project, [first, second, third]) == [third]
