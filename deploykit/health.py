@@ -981,12 +981,12 @@ def deploy_rows(
     rows: list[Row] = []
     findings: list[Finding] = []
     if newest is None:
-        rows.append(Row("last deploy", "-", "none", "no deployment recorded yet"))
+        rows.append(Row("last run", "-", "none", "no run recorded yet"))
     else:
         error = (newest.error or "").splitlines()[0] if newest.error else ""
         detail = f"{when(datetime.fromisoformat(newest.when))} by {newest.who}, {newest.head}, "
         detail += f"{newest.seconds:.1f}s" + (f": {error}" if error else "")
-        rows.append(Row("last deploy", newest.command, "ok" if newest.ok else "failed", detail))
+        rows.append(Row("last run", newest.command, "ok" if newest.ok else "failed", detail))
         if not newest.ok:
             findings.append(
                 Finding(

@@ -746,7 +746,7 @@ def test_inv_health_shows_the_last_run_and_who_holds_the_lock(bucket: str, dev_e
     with pytest.raises(StepFailed):  # nothing else of dev is deployed here
         commands.health_report(env="dev", runtime=runtime)
     printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
-    [last] = [line.split() for line in printed.splitlines() if line.startswith("last deploy")]
+    [last] = [line.split() for line in printed.splitlines() if line.startswith("last run")]
     assert last[2:4] == ["deploy.app", "failed"] and "bbbbbbbbbbbb," in last
     [locked] = [line for line in printed.splitlines() if line.startswith("deploy lock")]
     assert " held " in locked and "'deploy.full'" in locked
@@ -777,7 +777,7 @@ def test_inv_health_reads_the_deploys_beside_the_environments_parts(
     )
     with pytest.raises(StepFailed):  # nothing else of dev is deployed here
         commands.health_report(env="dev", runtime=runtime)
-    assert "last deploy" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "last run" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_live_record_deploykit_did_not_write_stops_a_deploy_and_inv_history_still_lists_the_runs(

@@ -450,7 +450,7 @@ def holder(expires: datetime) -> LockInfo:
 def test_the_last_deploy_and_a_free_lock_are_rows_and_nothing_is_found() -> None:
     rows, findings = health.deploy_rows("dev", recorded(True), None, NOW)
     assert rows == [
-        Row("last deploy", "deploy.auto", "ok", "2026-11-29 08:50:00 UTC by ana@laptop, 05c317f69b77, 4.2s"),
+        Row("last run", "deploy.auto", "ok", "2026-11-29 08:50:00 UTC by ana@laptop, 05c317f69b77, 4.2s"),
         Row("deploy lock", "-", "free", "no deploy is running"),
     ]
     assert findings == []
@@ -470,7 +470,7 @@ def test_a_failed_last_run_is_a_warning_that_names_what_to_run() -> None:
 
 def test_a_held_lock_says_who_and_an_expired_one_says_so() -> None:
     rows, _ = health.deploy_rows("dev", None, holder(NOW + timedelta(minutes=8)), NOW)
-    assert rows[0] == Row("last deploy", "-", "none", "no deployment recorded yet")
+    assert rows[0] == Row("last run", "-", "none", "no run recorded yet")
     assert (
         rows[1].status == "held" and rows[1].name == "ci" and "'deploy.full' on runner-1 (pid 4242)" in rows[1].detail
     )
