@@ -57,8 +57,9 @@ THROTTLING_CODES = frozenset(
 # (the 1.2 MB endpoints file, each service's model, the scan of its 400-odd service folders) are parsed once per
 # process instead of once per session. A new session's first client took 60-200 ms here, 10-12 ms with the loader
 # shared: a command making sessions for several environments (promotion, inv envs), and each command of a long-lived
-# process (the watch, the tests), paid it each time. Sessions, and clients, are made one at a time (MAKING), so the
-# loader is never used from two threads at once.
+# process (the watch, the tests), paid it each time. Sessions and clients are made one at a time (MAKING); what a
+# client loads later (a paginator's or a waiter's model, from any thread) goes through the loader's cache, whose only
+# race is a file parsed twice, as among the clients and threads of one botocore session.
 _loader: botocore.loaders.Loader | None = None
 MAKING = threading.RLock()
 
@@ -261,7 +262,7 @@ class AwsFactory:
 
     def client(self, service: str) -> Any:
         """A boto3 client for ``service`` (``"ecs"``, ``"ecr"``, ``"elbv2"``...), cached; safe from any thread."""
-        with MAKING:  # a boto3 session is not thread-safe, nor is the loader sessions share: one client at a time
+        with MAKING:  # a boto3 session is not thread-safe, nor is making clients over one loader: one at a time
             if service not in self._clients:
                 self._clients[service] = self.session.client(
                     service,  # type: ignore[call-overload]
