@@ -34,4 +34,5 @@ if __name__ == "__main__":
     # do but the interpreter's teardown of moto's thousands of objects, which took 0.7 s of each `inv sandbox.down`.
     logging.shutdown()
     sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(code)
