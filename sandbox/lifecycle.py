@@ -59,6 +59,10 @@ class SandboxError(Exception):
         self.message, self.next_step = message, next_step
 
 
+class SandboxBusy(SandboxError):
+    """A part took the connection but did not answer in time: it runs, busy or hung; it is not missing."""
+
+
 @dataclass(frozen=True)
 class Process:
     name: str
@@ -133,6 +137,7 @@ class Part:
     path: str  # what is asked there
     mark: str
     setting: str  # the key of its port in deploy.toml's [sandbox]
+    method: str = "GET"  # how it is asked: the sandbox's status is asked HEAD, its mark alone (the parts not read)
 
     @property
     def url(self) -> str:
@@ -142,21 +147,34 @@ class Part:
 def parts(settings: Settings) -> tuple[Part, Part]:
     """The registry and the sandbox's server (its AWS endpoint), in the order of :func:`processes`."""
     return _registry_part(settings.registry_backend_port), Part(
-        "sandbox", settings.aws_port, STATUS_PATH, PID_HEADER, "aws_port"
+        "sandbox", settings.aws_port, STATUS_PATH, PID_HEADER, "aws_port", method="HEAD"
     )
 
 
-def answering(part: Part, timeout: float = 1.0) -> str | None:
+ANSWER_TIMEOUT = 5.0  # seconds a part that took the connection has to answer before it counts as busy or hung
+
+
+def answering(part: Part, timeout: float | None = None) -> str | None:
     """The mark of ``part``'s answer (the sandbox's pid; the registry's API version) when it answers; None when
     nothing answers on its port. Another program answering there (it took the port): SandboxError naming it, for
-    the sandbox cannot start there and its clients would be talking to that program."""
+    the sandbox cannot start there and its clients would be talking to that program. A part that takes the
+    connection but does not answer within ``timeout``: SandboxError too, never None: the sandbox is there, busy or
+    hung, and ``up`` would otherwise stop it and start an empty one, its every stack and service lost."""
+    timeout = ANSWER_TIMEOUT if timeout is None else timeout
     try:
-        with urllib.request.urlopen(part.url, timeout=timeout) as answer:
+        with urllib.request.urlopen(urllib.request.Request(part.url, method=part.method), timeout=timeout) as answer:
             status, headers = answer.status, answer.headers
     except urllib.error.HTTPError as error:  # it answered, with an error status
         status, headers = error.code, error.headers
-    except OSError:
-        return None
+    except OSError as error:
+        if _timed_out(error):  # connected, then no answer in time
+            raise SandboxBusy(
+                f"the sandbox's {_TITLES[part.name]} on 127.0.0.1:{part.port} took the connection but did not answer "
+                f"{part.url} within {timeout:g}s: busy or hung (it was left running)",
+                "run the command again; if it still does not answer, inv sandbox.status says what it runs, and inv "
+                "sandbox.reset starts it afresh (its stacks and services are lost)",
+            ) from None
+        return None  # nothing listens there
     mark = headers.get(part.mark)
     if mark is not None:
         return str(mark)
@@ -168,6 +186,11 @@ def answering(part: Part, timeout: float = 1.0) -> str | None:
         f"stop that program (ss -ltnp 'sport = :{part.port}' names it), or give the sandbox another port: "
         f"{part.setting} = ... in deploy.toml's [sandbox]",
     )
+
+
+def _timed_out(error: BaseException) -> bool:
+    """Whether urlopen's ``error`` is a timeout (raised as is while reading, inside a URLError while connecting)."""
+    return isinstance(getattr(error, "reason", error), TimeoutError)
 
 
 def check_docker() -> docker.DockerClient:
@@ -342,6 +365,8 @@ def status(settings: Settings) -> list[dict[str, object]]:
     try:
         mark = answering(registry_part)
         detail = _owner(registry, registry_part, mark)
+    except SandboxBusy:
+        mark, detail = None, _BUSY.format(seconds=ANSWER_TIMEOUT)
     except SandboxError:
         mark, detail = None, _TAKEN.format(port=registry_part.port)
     rows.append(
@@ -354,11 +379,13 @@ def status(settings: Settings) -> list[dict[str, object]]:
     )
     down = {"part": "aws endpoint", "address": settings.endpoint_url, "healthy": False}
     try:
-        with urllib.request.urlopen(server_part.url, timeout=2) as answer:
+        with urllib.request.urlopen(server_part.url, timeout=ANSWER_TIMEOUT) as answer:
             mark, listed = answer.headers.get(PID_HEADER), json.loads(answer.read())
     except urllib.error.HTTPError:
         mark, listed = None, None
-    except (OSError, ValueError):
+    except (OSError, ValueError) as error:
+        if _timed_out(error):
+            return [*rows, {**down, "detail": _BUSY.format(seconds=ANSWER_TIMEOUT)}]
         return [*rows, {**down, "detail": "not running: inv sandbox.up"}]
     if mark is None:  # an answer, but not the sandbox's
         return [*rows, {**down, "detail": _TAKEN.format(port=server_part.port)}]
@@ -370,6 +397,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
 
 
 _TAKEN = "port {port} taken by another program: inv sandbox.up says which"
+_BUSY = "running, but no answer within {seconds:g}s: busy or hung (inv sandbox.reset starts it afresh)"
 
 
 def _owner(process: Process, part: Part, mark: str | None) -> str:

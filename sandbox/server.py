@@ -128,6 +128,9 @@ class Sandbox:
             path = environ.get("PATH_INFO")
             if path == STATUS_PATH:
                 mark = [(PID_HEADER, str(os.getpid()))]
+                if environ.get("REQUEST_METHOD") == "HEAD":  # who answers here, asked by every deploy: no part read
+                    start_response("200 OK", [*mark, ("Content-Length", "0")])
+                    return [b""]
                 return _json_answer(start_response, 200, [asdict(p) for p in self.status()], mark)
             if path == FAULTS_PATH:
                 code, data = self.faults.control(str(environ.get("REQUEST_METHOD", "GET")), _whole_body(environ))

@@ -1,5 +1,6 @@
 """How ``sandbox.lifecycle`` tells the sandbox's own servers from another program on their ports: the AWS endpoint's
-status answer carries its pid, the registry's the distribution API header. Real servers on 127.0.0.1, no Docker."""
+status answer carries its pid, the registry's the distribution API header; and a busy one from a missing one. Real
+servers on 127.0.0.1, no Docker."""
 
 from __future__ import annotations
 
@@ -9,19 +10,25 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest.mock import Mock
 
 import pytest
+from werkzeug.serving import make_server
 
 from sandbox import lifecycle
+from sandbox.server import PartStatus, Sandbox
 from sandbox.settings import Settings
 
 
 class _NotFound(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_error(404)
+
+    do_HEAD = do_GET
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -137,3 +144,60 @@ def test_a_started_server_is_waited_for_by_its_own_pid_not_taken_for_one_already
 
 def _aws_row(rows: list[dict[str, object]]) -> dict[str, object]:
     return next(r for r in rows if r["part"] == "aws endpoint")
+
+
+@pytest.fixture
+def slow_sandbox(tmp_path: Path) -> Iterator[Settings]:
+    """The sandbox's WSGI app with a part whose status takes 3 s to read (a registry of thousands of images)."""
+    slow = Mock()
+    slow.name = "slow"
+    slow.status.side_effect = lambda: (time.sleep(3), [PartStatus("slow", "", True, "")])[1]
+    server = make_server("127.0.0.1", 0, Sandbox(Settings(root=tmp_path), Mock(), [slow]).wsgi(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Settings(root=tmp_path, aws_port=server.port, registry_backend_port=_free_port())
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def test_whether_the_sandbox_is_there_is_asked_without_reading_its_parts(slow_sandbox: Settings) -> None:
+    """Every deploy asks: the answer is its pid alone, however long its parts' status takes to read."""
+    started = time.monotonic()
+    assert lifecycle.answering(lifecycle.parts(slow_sandbox)[1], timeout=1) == str(os.getpid())
+    assert time.monotonic() - started < 1
+
+
+@pytest.fixture
+def hung_port() -> Iterator[int]:
+    """A port whose program takes connections (the kernel does, for its backlog) and never answers."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        yield int(listening.getsockname()[1])
+
+
+def test_a_sandbox_that_takes_the_connection_but_does_not_answer_is_left_running_not_started_again(
+    sandbox: Settings, hung_port: int, other_process: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken for missing, a busy or hung sandbox was stopped by up() and an empty one started: every stack and
+    service of the developer's sandbox lost. Now it is said, and nothing is stopped or started."""
+    hung = dataclasses.replace(sandbox, aws_port=hung_port)
+    server = lifecycle.processes(hung)[1]
+    server.pid_file.parent.mkdir(parents=True)
+    server.pid_file.write_text(str(other_process))  # the sandbox process, running
+    part = lifecycle.parts(hung)[1]
+    with pytest.raises(lifecycle.SandboxBusy) as raised:
+        lifecycle.answering(part, timeout=0.3)
+    assert raised.value.message == (
+        f"the sandbox's AWS endpoint on 127.0.0.1:{hung_port} took the connection but did not answer {part.url} "
+        "within 0.3s: busy or hung (it was left running)"
+    )
+    assert "inv sandbox.reset starts it afresh" in raised.value.next_step
+    monkeypatch.setattr(lifecycle, "ANSWER_TIMEOUT", 0.3)
+    with pytest.raises(lifecycle.SandboxBusy):
+        lifecycle.up(hung, hung.root / "deploy.toml")
+    with pytest.raises(lifecycle.SandboxBusy):
+        lifecycle.is_up(hung)
+    row = _aws_row(lifecycle.status(hung))
+    assert server.pid() == other_process  # not stopped
+    assert not row["healthy"] and str(row["detail"]).startswith("running, but no answer within 0.3s: busy or hung")
