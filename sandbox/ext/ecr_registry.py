@@ -461,11 +461,54 @@ class RepositorySettings:
     mutability: str
     exclusions: list[str] = field(default_factory=list)
     scan_on_push: bool = False
+    lifecycle_policy: str = ""  # its lifecycle policy's JSON text, "" for none
 
     def tag_is_immutable(self, tag: str) -> bool:
         immutable = self.mutability.startswith("IMMUTABLE")
         excluded = any(fnmatch.fnmatchcase(tag, pattern) for pattern in self.exclusions)
         return immutable != excluded
+
+
+# -- lifecycle policies --------------------------------------------------------------------------------------
+def expired_by_policy(policy_text: str, images: list[RegistryImage], now: datetime) -> list[str]:
+    """The digests an ECR lifecycle policy (its JSON text) expires among ``images``, oldest push first, as ECR
+    evaluates one: rules by ``rulePriority``; a rule selects by ``tagStatus`` (``tagged`` with ``tagPrefixList`` or
+    ``tagPatternList``: each prefix or pattern matched by one of the image's tags; ``untagged``; ``any``), then
+    expires those pushed more than ``countNumber`` days ago (``sinceImagePushed``) or those past the newest
+    ``countNumber`` of its selection (``imageCountMoreThan``, the images higher rules matched counted too); an image
+    that matched a rule of higher priority is never expired by a lower one."""
+    rules = sorted(json.loads(policy_text).get("rules", []), key=lambda rule: int(rule["rulePriority"]))
+    matched: set[str] = set()  # by a rule of higher priority
+    expired: set[str] = set()
+    for rule in rules:
+        selection = rule["selection"]
+        chosen = [image for image in images if _selects(selection, image.image_tags)]
+        if str(selection.get("countType")) == "sinceImagePushed":
+            before = now - timedelta(days=int(selection["countNumber"]))
+            over = [image for image in chosen if image.image_pushed_at < before]
+        else:  # imageCountMoreThan
+            newest_first = sorted(chosen, key=lambda image: image.image_pushed_at, reverse=True)
+            over = newest_first[int(selection["countNumber"]) :]
+        if str((rule.get("action") or {}).get("type", "expire")) == "expire":
+            expired.update(image.image_digest for image in over if image.image_digest not in matched)
+        matched.update(image.image_digest for image in chosen)
+    return [
+        image.image_digest for image in sorted(images, key=lambda i: i.image_pushed_at) if image.image_digest in expired
+    ]
+
+
+def _selects(selection: dict[str, Any], tags: list[str]) -> bool:
+    status = str(selection.get("tagStatus", "any")).lower()
+    if status == "untagged":
+        return not tags
+    if status == "any":
+        return True
+    prefixes, patterns = selection.get("tagPrefixList") or [], selection.get("tagPatternList") or []
+    return (
+        bool(tags)
+        and all(any(t.startswith(p) for t in tags) for p in prefixes)
+        and all(any(fnmatch.fnmatchcase(t, p) for t in tags) for p in patterns)
+    )
 
 
 # -- the extension --------------------------------------------------------------------------------------
@@ -657,6 +700,7 @@ class EcrRegistry:
             str(getattr(repository.image_tag_mutability, "value", repository.image_tag_mutability)),
             [str(f.get("filter", "")) for f in filters],
             bool(scanning.get("scanOnPush", scanning.get("ScanOnPush", False))),
+            str(repository.lifecycle_policy or ""),
         )
 
     def repository(self, name: str) -> RepositorySettings | None:
@@ -682,6 +726,36 @@ class EcrRegistry:
         findings = tuple(faults.scan_findings) if faults is not None else ()
         seconds = faults.scan_seconds if faults is not None else 0.0
         return self.scans.start(name, digest, findings, seconds, once_a_day=by_hand)
+
+    def pushed(self, repository: RepositorySettings, digest: str) -> None:
+        """An image was pushed (through the front or PutImage): its push time recorded, scanned when the repository
+        scans on push, and the repository's lifecycle policy applied, as ECR applies it after pushes: in a thread of
+        its own, off the push's path (it reads every image of the repository)."""
+        self.records.pushed_at(repository.name, digest)
+        self.scanned_on_push(repository, digest)
+        if repository.lifecycle_policy:
+            threading.Thread(
+                target=self.apply_lifecycle_policy, args=(repository,), name="ecr-lifecycle", daemon=True
+            ).start()
+
+    def apply_lifecycle_policy(self, repository: RepositorySettings, now: datetime | None = None) -> list[str]:
+        """Expire the images of ``repository`` its lifecycle policy selects (:func:`expired_by_policy`); the digests
+        expired. A policy the sandbox cannot read, or a registry that fails, is logged, and nothing is expired."""
+        name = repository.name
+        with self.repo_lock(name):
+            try:
+                images = self.images(name)
+                gone = expired_by_policy(repository.lifecycle_policy, images, now or datetime.now(UTC))
+            except (ServiceException, ValueError, KeyError, TypeError) as exc:
+                log.warning("the lifecycle policy of %s was not applied: %s", name, exc)
+                return []
+            for digest in gone:
+                answer = self.delete_images(name, [{"imageDigest": digest}])
+                if answer["failures"]:
+                    log.warning("lifecycle policy of %s: %s not expired: %s", name, digest, answer["failures"])
+            if gone:
+                log.info("lifecycle policy of %s: %d image(s) expired", name, len(gone))
+            return gone
 
     def scanned_on_push(self, repository: RepositorySettings, digest: str) -> None:
         """An image was pushed: scanned when its repository scans on push (once per digest, as ECR)."""
@@ -838,8 +912,7 @@ class EcrRegistry:
                     f"'{ACCOUNT_ID}' do not exist: {exc}"
                 ) from None
             raise InvalidParameterException(f"Invalid parameter at 'ImageManifest': {exc}") from None
-        self.records.pushed_at(name, pushed)
-        self.scanned_on_push(repository, pushed)
+        self.pushed(repository, pushed)
         image_id = {"imageDigest": pushed, **({"imageTag": image_tag} if image_tag else {})}
         return RegistryManifest(ACCOUNT_ID, name, image_id, image_manifest, media_type)
 
@@ -1000,8 +1073,7 @@ class FrontHandler(BaseHTTPRequestHandler):
                     return
             status, digest = self._forward([body], length=len(body))
         if status in (200, 201):
-            extension.records.pushed_at(name, digest or sha256_digest(body))
-            extension.scanned_on_push(repository, digest or sha256_digest(body))
+            extension.pushed(repository, digest or sha256_digest(body))
 
     # -- reading the client's body ---------------------------------------------------------------------------
     def _chunked_request(self) -> bool:

@@ -288,6 +288,38 @@ def test_a_mutable_tag_moves_and_leaves_the_old_image_untagged(harness: Harness,
     assert untagged == [{"imageDigest": first}]
 
 
+def test_the_repositorys_lifecycle_policy_expires_what_it_selects_after_a_push(
+    harness: Harness, repository_name: str
+) -> None:
+    """As ECR after a push: the registry stack's policy (cdk/stacks/registry_stack.py; here the newest one tagged
+    image, untagged ones a day after their push) expires the older tagged image, in the registry too; the image just
+    pushed stays."""
+    create(harness, repository_name)
+    rules = [
+        {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 1, "countUnit": "days"},
+        {"tagStatus": "tagged", "tagPatternList": ["*"], "countType": "imageCountMoreThan", "countNumber": 1},
+    ]
+    text = {
+        "rules": [{"rulePriority": i + 1, "selection": r, "action": {"type": "expire"}} for i, r in enumerate(rules)]
+    }
+    harness.ecr.put_lifecycle_policy(repositoryName=repository_name, lifecyclePolicyText=json.dumps(text))
+    first, error = harness.push("a", repository_name, "one", harness.token())
+    assert first and error == ""
+    time.sleep(0.05)  # pushed later, to the microsecond
+    second, error = harness.push("b", repository_name, "two", harness.token())
+    assert second and second != first and error == ""
+    deadline = time.monotonic() + 20  # applied in a thread of its own, after the push
+    while True:
+        details = harness.ecr.describe_images(repositoryName=repository_name)["imageDetails"]
+        held = sorted((d["imageDigest"], tuple(d.get("imageTags", []))) for d in details)
+        if held == [(second, ("two",))] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert held == [(second, ("two",))]  # "one" is past the newest one tagged image: expired
+    status, _, _ = harness.backend("GET", f"/v2/{repository_name}/manifests/{first}")
+    assert status == 404
+
+
 def test_batch_delete_image_really_deletes(harness: Harness, repository_name: str) -> None:
     create(harness, repository_name)
     digest, _ = harness.push("a", repository_name, "v1", harness.token())
