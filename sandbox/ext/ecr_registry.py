@@ -746,6 +746,10 @@ class EcrRegistry:
             try:
                 images = self.images(name)
                 gone = expired_by_policy(repository.lifecycle_policy, images, now or datetime.now(UTC))
+                # an untagged image an index (a multi-platform image) names is part of that image: never expired
+                # alone, whatever the rules count it as
+                inside = self._indexed(name, [i for i in images if i.image_manifest_media_type in INDEX_TYPES])
+                gone = [digest for digest in gone if digest not in inside]
             except (ServiceException, ValueError, KeyError, TypeError) as exc:
                 log.warning("the lifecycle policy of %s was not applied: %s", name, exc)
                 return []
@@ -756,6 +760,15 @@ class EcrRegistry:
             if gone:
                 log.info("lifecycle policy of %s: %d image(s) expired", name, len(gone))
             return gone
+
+    def _indexed(self, name: str, indexes: list[RegistryImage]) -> set[str]:
+        """The digests the manifests of ``indexes`` (images that are indexes) name."""
+        named: set[str] = set()
+        for index in indexes:
+            manifest = self._call_registry(self.registry.manifest, name, index.image_digest)
+            if manifest is not None:
+                named.update(str(m.get("digest")) for m in manifest.document.get("manifests") or [])
+        return named
 
     def scanned_on_push(self, repository: RepositorySettings, digest: str) -> None:
         """An image was pushed: scanned when its repository scans on push (once per digest, as ECR)."""

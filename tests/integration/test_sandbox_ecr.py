@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +318,42 @@ def test_the_repositorys_lifecycle_policy_expires_what_it_selects_after_a_push(
     assert held == [(second, ("two",))]  # "one" is past the newest one tagged image: expired
     status, _, _ = harness.backend("GET", f"/v2/{repository_name}/manifests/{first}")
     assert status == 404
+
+
+def test_an_untagged_image_a_tagged_index_names_is_never_expired_alone(harness: Harness, repository_name: str) -> None:
+    """A multi-platform image is an index and its images, which are untagged: the registry stack's rule for untagged
+    images (a day after their push) must not break it. An untagged image nothing names goes."""
+    create(harness, repository_name)
+    rule = {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 1, "countUnit": "days"}
+    text = {"rules": [{"rulePriority": 1, "selection": rule, "action": {"type": "expire"}}]}
+    harness.ecr.put_lifecycle_policy(repositoryName=repository_name, lifecyclePolicyText=json.dumps(text))
+    named, _ = harness.push("a", repository_name, "x", harness.token())
+    alone, _ = harness.push("b", repository_name, "x", harness.token())  # the tag moves: "a" untagged
+    size = len(harness.backend("GET", f"/v2/{repository_name}/manifests/{named}")[1])
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": DOCKER_MANIFEST,
+                "digest": named,
+                "size": size,
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }
+        ],
+    }
+    code, answer, _ = harness.front_request(
+        "PUT",
+        f"/v2/{repository_name}/manifests/x",  # the tag moves to the index: "b" untagged too
+        body=json.dumps(index).encode(),
+        headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+    )
+    assert code == 201, answer
+    repository = harness.extension.repository(repository_name)
+    assert repository is not None and repository.lifecycle_policy
+    later = datetime.now(UTC) + timedelta(days=2)  # both untagged images are past their day
+    assert harness.extension.apply_lifecycle_policy(repository, now=later) == [alone]
+    assert harness.backend("GET", f"/v2/{repository_name}/manifests/{named}")[0] == 200
 
 
 def test_batch_delete_image_really_deletes(harness: Harness, repository_name: str) -> None:
