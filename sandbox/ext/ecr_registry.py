@@ -753,8 +753,9 @@ class EcrRegistry:
             except (ServiceException, ValueError, KeyError, TypeError) as exc:
                 log.warning("the lifecycle policy of %s was not applied: %s", name, exc)
                 return []
+            tags_of = {image.image_digest: image.image_tags for image in images}  # read under this lock: current
             for digest in gone:
-                answer = self.delete_images(name, [{"imageDigest": digest}])
+                answer = self.delete_images(name, [{"imageDigest": digest}], tags_of)
                 if answer["failures"]:
                     log.warning("lifecycle policy of %s: %s not expired: %s", name, digest, answer["failures"])
             if gone:
@@ -844,8 +845,12 @@ class EcrRegistry:
         return (manifest, tag), None
 
     # -- changing the registry ------------------------------------------------------------------------------
-    def delete_images(self, name: str, image_ids: list[dict[str, str]]) -> dict[str, Any]:
-        """BatchDeleteImage (hold the repository's lock)."""
+    def delete_images(
+        self, name: str, image_ids: list[dict[str, str]], tags_of: dict[str, list[str]] | None = None
+    ) -> dict[str, Any]:
+        """BatchDeleteImage (hold the repository's lock). ``tags_of``: each digest's tags, when the caller read them
+        under the same lock (:meth:`images`); else each image's are read from the registry (its tags, then one
+        request per tag)."""
         answer: dict[str, Any] = {"imageIds": [], "failures": []}
         for image_id in image_ids:
             found, fail = self._resolve(name, image_id)
@@ -854,7 +859,8 @@ class EcrRegistry:
                 continue
             assert found is not None
             manifest, tag = found
-            tags = self._tags_of(name, manifest.digest)
+            known = (tags_of or {}).get(manifest.digest)
+            tags = list(known) if known is not None else self._tags_of(name, manifest.digest)
             remaining = [t for t in tags if t != tag] if tag else []
             try:
                 self.registry.delete_manifest(name, manifest.digest)
