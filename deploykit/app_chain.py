@@ -345,6 +345,8 @@ def image_in_registry(aws: AwsFactory, docker: Callable[[], Any], repository: st
     try:
         aws.client("ecr").describe_images(repositoryName=env.repository, imageIds=[{"imageTag": tag}])
     except ClientError as exc:
+        if exc.response["Error"]["Code"] == "RepositoryNotFoundException":
+            raise registry.no_repository(env) from None
         if exc.response["Error"]["Code"] != "ImageNotFoundException":
             raise
         return False

@@ -14,6 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from deploykit.aws import AwsFactory, Once
+from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 
 
@@ -25,12 +26,16 @@ def repository_uri(aws: AwsFactory) -> str:
         answer = aws.client("ecr").describe_repositories(repositoryNames=[env.repository])
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "RepositoryNotFoundException":
-            raise UsageError(
-                f"ECR repository {env.repository!r} does not exist in environment {env.name!r}",
-                next_step=f"deploy the registry stack first: inv deploy.stack {env.stacks.registry} --env {env.name}",
-            ) from None
+            raise no_repository(env) from None
         raise
     return str(answer["repositories"][0]["repositoryUri"])
+
+
+def no_repository(env: EnvConfig) -> UsageError:
+    return UsageError(
+        f"ECR repository {env.repository!r} does not exist in environment {env.name!r}",
+        next_step=f"deploy the registry stack first: inv deploy.stack {env.stacks.registry} --env {env.name}",
+    )
 
 
 def push_auth(aws: AwsFactory) -> dict[str, str] | None:

@@ -229,6 +229,17 @@ def template_cpu(body: str) -> str | None:
     return None
 
 
+def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> UsageError:
+    """The refusal of a stack deploy that would roll out an image the environment's registry does not have (its run
+    finds it after synthesis, its dry run before)."""
+    return UsageError(
+        f"{stack} would roll out the image {repository}:{tag}, which is not in the registry of "
+        f"environment {env_name!r}: the service's tasks could not start",
+        next_step=f"name an image the registry has (inv history --env {env_name} lists those deployed), "
+        f"or build and push it first (inv build push --env {env_name}); nothing was changed",
+    )
+
+
 @dataclass(frozen=True)
 class DeployStack(Step):
     """One stack through a change set: show the changes, execute, follow the events, read the outputs; then keep
@@ -327,12 +338,7 @@ class DeployStack(Step):
         host, repository = images.split_registry(registry.repository_uri(ctx.aws))
         platforms = oci.image_platforms(oci.Registry(host, registry.credentials(ctx.aws)), repository, tag)
         if platforms is None:
-            raise UsageError(
-                f"{self.stack} would roll out the image {repository}:{tag}, which is not in the registry of "
-                f"environment {ctx.env.name!r}: the service's tasks could not start",
-                next_step=f"name an image the registry has (inv history --env {ctx.env.name} lists those deployed), "
-                f"or build and push it first (inv build push --env {ctx.env.name}); nothing was changed",
-            )
+            raise image_not_there(self.stack, repository, tag, ctx.env.name)
         if not any(PLATFORMS.get(platform) == wanted for platform in platforms):
             raise UsageError(
                 f"{self.stack} would put the service's tasks on {wanted}, but the image it would roll out "

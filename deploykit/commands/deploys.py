@@ -24,6 +24,7 @@ from deploykit import (
 )
 from deploykit import canary as lambda_canary
 from deploykit import rollback as rollbacks
+from deploykit.app_chain import image_in_registry
 from deploykit.aws import AwsFactory, at_once
 from deploykit.commands.core import (
     LiveBefore,
@@ -45,7 +46,7 @@ from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, Superseded, UsageError
 from deploykit.plan import Plan, RunReport, Step
-from deploykit.stack_chain import UploadLambdaCode
+from deploykit.stack_chain import UploadLambdaCode, image_not_there
 from deploykit.stacks import (
     StackOutputs,
     inv_command,
@@ -210,6 +211,8 @@ def deploy_stack(
         reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, guarded, revision, heads)
     if role == "fargate" and not image_tag:
         reads["tag"] = partial(live_image_tag, aws, environment)
+    if role == "fargate" and image_tag:  # a tag not in the registry: refused now, a dry run too, not after synthesis
+        reads["image"] = partial(_image_there, runtime, aws, image_tag)
     if role == "api":
         reads["keys"] = partial(current_code_keys, aws, config, environment)
     if not dry_run and reads:  # what the guard and the inputs were read from: still so under the lock?
@@ -218,6 +221,8 @@ def deploy_stack(
         read = at_once(reads)  # the history and the stack's inputs: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     tag = image_tag or read.get("tag", "")
+    if read.get("image") is False:
+        raise image_not_there(planner.stack_roles(environment)[role], environment.repository, tag, environment.name)
     keys, uploads = read.get("keys", ({}, []))
     with aws_errors(environment):
         outputs = StackOutputs.of(aws)
@@ -256,6 +261,12 @@ def deploy_stack(
     return run_plan(
         runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, planned_from=read.get("record")
     )
+
+
+def _image_there(runtime: Runtime, aws: AwsFactory, tag: str) -> bool:
+    """Whether the environment's registry has its repository's image ``tag`` (no registry stack: UsageError)."""
+    env = aws.env  # a plain registry is read at its URI; ECR is asked by repository name (no DescribeRepositories)
+    return image_in_registry(aws, runtime.docker_factory, registry.repository_uri(aws) if env.registry else "", tag)
 
 
 @heard_when_not_run(lambda name, **_: f"deploy.lambda {name}")

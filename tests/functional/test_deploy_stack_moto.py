@@ -19,7 +19,7 @@ from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from deploykit.stack_chain import DeployStack
-from tests.functional.conftest import create_service
+from tests.functional.conftest import create_service, put_image
 from tests.functional.test_endpoints import create_stack
 from tests.unit.fake_registry import Store, running
 
@@ -55,6 +55,8 @@ def test_an_image_given_to_the_fargate_stack_is_recorded_as_the_apps(project: Pa
     cfn = factory.client("cloudformation")
     for name in ("CarRentalRegistryStack", "CarRentalDataStack", "CarRentalAuthStack", "CarRentalApiStack"):
         create_stack(cfn, name, {})
+    factory.client("ecr").create_repository(repositoryName="car-rental-backend")
+    put_image(factory, "abcdef123456")
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
     commands.deploy_stack(
         "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=True, as_json=True, runtime=runtime
@@ -68,6 +70,41 @@ def test_an_image_given_to_the_fargate_stack_is_recorded_as_the_apps(project: Pa
     )
     assert isinstance(runtime.stdout, io.StringIO)
     assert [d["component"] for d in json.loads(runtime.stdout.getvalue())["deploys"]] == ["stack:data"]
+
+
+def test_an_image_the_registry_does_not_have_is_refused_by_the_dry_run_too(project: Path, factory: AwsFactory) -> None:
+    """`--image-tag` of an image the registry lacks (mistyped, never pushed, cleaned up): the run would refuse it
+    after synthesis; the dry run, and the run, refuse it before anything (exit 2, the next step); no registry
+    stack: named."""
+    for dry_run in (True, False):
+        with pytest.raises(UsageError, match="does not exist in environment 'dev'") as refused:
+            commands.deploy_stack(
+                "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=dry_run, runtime=quiet(project)
+            )
+        assert "deploy the registry stack first: inv deploy.stack CarRentalRegistryStack" in refused.value.next_step
+    factory.client("ecr").create_repository(repositoryName="car-rental-backend")
+    put_image(factory, "abcdef000000")
+    for dry_run in (True, False):
+        with pytest.raises(UsageError) as refused:
+            commands.deploy_stack(
+                "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=dry_run, runtime=quiet(project)
+            )
+        assert refused.value.message == (
+            "CarRentalFargateStack would roll out the image car-rental-backend:abcdef123456, which is not in the "
+            "registry of environment 'dev': the service's tasks could not start"
+        )
+        assert refused.value.exit_code == 2 and "inv build push --env dev" in refused.value.next_step
+    put_image(factory, "abcdef123456")
+    runtime = quiet(project)
+    commands.deploy_stack(
+        "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=True, as_json=True, runtime=runtime
+    )
+    assert isinstance(runtime.stdout, io.StringIO)
+    assert "deploy-stack" in [step["step"] for step in json.loads(runtime.stdout.getvalue())["steps"]]
+
+
+def quiet(project: Path) -> commands.Runtime:
+    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
 
 
 def fargate_template(cpu: str | None) -> str:

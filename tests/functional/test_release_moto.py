@@ -374,6 +374,8 @@ def test_deploy_stack_of_a_fargate_stack_not_deployed_yet_runs_the_command_after
     """deploy.stack CarRentalFargateStack --image-tag TAG onto an environment without it: the stack creates the
     service, so its plan has the step after the stack (the dry run shows it), as deploy.full's first deploy has."""
     ran = runtime(release_project, factory)
+    factory.client("ecr").create_repository(repositoryName="car-rental-backend")  # the registry stack's
+    put_image(factory, "abc1234")
     commands.deploy_stack("CarRentalFargateStack", env="dev", image_tag="abc1234", dry_run=True, runtime=ran)
     lines = ran.stderr.getvalue().splitlines()  # type: ignore[attr-defined]
     steps = [line.split()[1] for line in lines if line.split()[:1] in (["2"], ["3"], ["4"])]

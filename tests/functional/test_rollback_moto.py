@@ -511,6 +511,8 @@ def test_deploy_stack_with_an_image_tag_refuses_to_roll_out_the_app_a_rollback_t
     git(project, "add", "-A")
     git(project, "commit", "-qm", "the fix")
     fixed = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    for tag in (head, fixed):  # the registry has them, as it has C (deploy.stack refuses a tag it lacks)
+        put_image(factory, tag)
     for tag in (fixed, C):  # the app changed since; a tag this clone cannot tell about
         out = io.StringIO()
         commands.deploy_stack(
