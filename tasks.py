@@ -8,19 +8,22 @@ Tasks compose in one call, each deriving its inputs from git and the environment
 
 from __future__ import annotations
 
+import difflib
 import faulthandler
 import functools
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
+from invoke.program import Program
 from invoke.tasks import task
 
 from deploykit import commands
@@ -1258,6 +1261,70 @@ for _task in (
     sandbox_scan_findings,
 ):
     sandbox.add_task(_task)
+
+
+def _clear_parse_errors() -> None:
+    """What invoke says of a command line it cannot parse ("No idea what '--dryrun' is!", exit 1), as deploykit says
+    bad input: what is wrong, the next step (the option or task meant, when one is close), exit 2 (1 is a deploy that
+    failed, which a CI script must be able to tell from a typo). invoke parses the tasks' options after it has read
+    this module, with no hook of its own for this: its two parse steps are wrapped here, once."""
+    if getattr(Program.parse_tasks, "deploykit", False):
+        return
+    for name in ("parse_tasks", "parse_cleanup"):  # the tasks and their options; `inv --help TASK`
+        original = getattr(Program, name)
+
+        def parse(self: Program, original: Callable[[Program], None] = original) -> None:
+            try:
+                original(self)
+            except ParseError as exc:
+                message, next_step = parse_error_text(exc, self.collection.task_names if self.collection else {})
+                raise Exit(f"❌ {message}\n  → next: {next_step}", code=2) from None
+
+        parse.deploykit = True  # type: ignore[attr-defined]
+        setattr(Program, name, parse)
+
+
+def parse_error_text(exc: ParseError, task_names: Mapping[str, Sequence[str]]) -> tuple[str, str]:
+    """(message, next step) for invoke's ``exc``; ``task_names``: each task's name and its aliases."""
+    context = exc.context
+    task = context.name if context is not None else None
+    said = str(exc)
+    unknown = re.fullmatch(r"No idea what '(.*)' is!", said)
+    if unknown and unknown.group(1).startswith("-") and context is not None:
+        word = unknown.group(1)
+        options = [f for f in [*context.flags.keys(), *context.inverse_flags] if f.startswith("--")]
+        close = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
+        return f"inv {task} has no option {word}", _maybe(close, f"inv --help {task} lists its options")
+    if unknown:
+        word = unknown.group(1)
+        names = [*task_names, *(alias for aliases in task_names.values() for alias in aliases)]
+        close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+        close = [f"inv {name}" for name in close]
+        if task:  # a word after a task's options that is neither a task nor one of its options' values
+            return (
+                f"{word!r} after inv {task} is neither a task nor the value of one of its options",
+                _maybe(close, f"inv --help {task} lists its options, each value after its option (--name VALUE)"),
+            )
+        return f"no task {word!r}", _maybe(close, "inv --list lists the tasks")
+    needs = re.fullmatch(r"Flag <Argument: (\S+?)(?: \(.*\))?> needed value and was not given one!", said)
+    if needs and task:
+        option = "--" + needs.group(1).replace("_", "-")
+        return f"inv {task}: {option} needs a value", f"{option} VALUE (inv --help {task} says what it takes)"
+    missing = re.fullmatch(r"'.+' did not receive required positional arguments: (.+)", said)
+    if missing and task:
+        wanted = " ".join(name.strip(" '").upper() for name in missing.group(1).split(","))
+        return f"inv {task} needs its {wanted}", f"inv {task} {wanted} (inv --help {task} says what it takes)"
+    where = f"inv {task}: " if task else ""
+    return f"{where}{said}", (
+        f"inv --help {task} says what it takes" if task else "inv --list lists the tasks; inv --help TASK their options"
+    )
+
+
+def _maybe(close: list[str], then: str) -> str:
+    return f"did you mean {close[0]}? ({then})" if close else then
+
+
+_clear_parse_errors()
 
 ns = Collection(
     build,

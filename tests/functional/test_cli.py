@@ -54,6 +54,16 @@ def test_unknown_environment_exits_2(project: Path) -> None:
     assert "unknown environment 'staging'" in done.stderr and "→ next:" in done.stderr
 
 
+def test_an_option_the_task_does_not_have_exits_2_with_the_one_meant(project: Path) -> None:
+    """As a user types it: invoke reads tasks.py, whose parse errors are deploykit's bad input."""
+    done = inv(project, "deploy.auto", "--dryrun")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "❌ inv deploy.auto has no option --dryrun",
+        "  → next: did you mean --dry-run? (inv --help deploy.auto lists its options)",
+    ]
+
+
 def test_watch_with_a_dry_run_exits_2_before_anything_runs(project: Path) -> None:
     done = inv(project, "deploy.auto", "--watch", "--dry-run")
     assert done.returncode == 2
