@@ -115,6 +115,18 @@ def lambda_source(lambda_client: Any, function: str, function_name: str) -> LogS
 # -- reading ------------------------------------------------------------------------------------------------------
 
 
+def has_streams(logs: Any, source: LogSource) -> bool:
+    """Whether any stream of ``source`` (its prefix: one task's) is in its group, whenever it wrote (one
+    ``DescribeLogStreams``); a group that does not exist has none."""
+    try:
+        answer = logs.describe_log_streams(logGroupName=source.group, logStreamNamePrefix=source.stream_prefix, limit=1)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            return False
+        raise
+    return bool(answer.get("logStreams"))
+
+
 def version_lines(logs: Any, source: LogSource, version: str, start: datetime, *, limit: int) -> list[LogLine]:
     """The newest ``limit`` lines one version of a function wrote since ``start`` (its streams are named
     ``<date>/[<version>]<instance>``), oldest first."""

@@ -97,6 +97,12 @@ def logs(
                 runtime.stderr.write("\nstopped following\n")
             return []
         lines = applogs.read(aws.client("logs"), source, start, limit=limit)
+        if not lines and task.strip() and not applogs.has_streams(aws.client("logs"), source):
+            raise UsageError(  # a mistyped id: said so, rather than "try a longer --since"
+                f"no task of {environment.service} whose id starts with {task.strip()!r} ever wrote to {source.group}",
+                next_step=f"inv tasks --env {environment.name} lists the service's tasks (running, and stopped "
+                "within the hour): the first characters of one's id do",
+            )
     if as_json:
         document = {
             "environment": environment.name,

@@ -189,6 +189,21 @@ def test_inv_logs_prints_the_lines_on_stdout_and_where_they_come_from_on_stderr(
     assert document["lines"][0]["source"] == "bbbb2222"
 
 
+def test_a_task_id_no_stream_starts_with_is_bad_input_not_a_quiet_window(
+    project: Path, factory: AwsFactory, logs: Any
+) -> None:
+    """--task of an id no task of the service ever had (mistyped): exit 2 naming it and where the ids are, where it
+    said "no lines written ... (try a longer --since)"; a task that wrote, only not in the window: said so, exit 0."""
+    create_service(factory)
+    with pytest.raises(UsageError) as refused:
+        run_logs(project, factory, since="5m", task="cccc")
+    assert refused.value.exit_code == 2
+    assert refused.value.message == f"no task of car-rental-service whose id starts with 'cccc' ever wrote to {GROUP}"
+    assert "inv tasks --env dev lists the service's tasks" in refused.value.next_step
+    lines, _, err = run_logs(project, factory, since="10s", task="aaaa")
+    assert lines == [] and "no lines written since" in err
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
