@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+
 import pytest
+from invoke.exceptions import ParseError
+from invoke.parser import Parser
 from invoke.program import Program
 from invoke.util import helpline
 
 import tasks
+from tests.conftest import REPO
 
 
 def _tasks() -> list[str]:
@@ -58,3 +64,60 @@ def test_a_command_line_invoke_cannot_parse_is_bad_input(
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"❌ {said}", lines
     assert lines[1].startswith(f"  → next: {next_step}"), lines
+
+
+def readme_command_lines() -> list[tuple[int, list[str], str]]:
+    """(line number, the words of an `inv ...` command, the README line after it) for each command the README shows:
+    after `$ ` in its transcripts, or in backquotes in its text; `./dev` dropped, one per part of `a && b`, `a | b`;
+    [optional] parts' brackets dropped, a <placeholder> one word."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    found = []
+    for number, line in enumerate(lines, 1):
+        after = lines[number] if number < len(lines) else ""
+        shown = re.match(r"\s*\$ (.*)", line)
+        texts = [shown.group(1)] if shown else []
+        texts += [span for span in re.findall(r"`([^`]*)`", line) if re.match(r"(\./dev )?inv [a-z]", span)]
+        for text in texts:
+            text = re.sub(r"<\w[^<>]*>", "PLACEHOLDER", re.sub(r"(?<!\S)\[|\](?!\S)", " ", text))
+            words = shlex.shlex(text, posix=True, punctuation_chars=";&|<>")
+            words.whitespace_split, words.commenters = True, "#"
+            try:
+                tokens = list(words)
+            except ValueError:  # a quote the text opens and leaves for the reader: words as they are
+                tokens = text.split()
+            part: list[str] = []
+            for token in [*tokens, ";"]:
+                if token.strip(";&|<>"):
+                    part.append(token)
+                    continue
+                if part[:2] == ["./dev", "inv"]:
+                    part = part[1:]
+                if part[:1] == ["inv"]:
+                    found.append((number, [w for w in part[1:] if w not in ("...", "…")], after))
+                part = []
+    return found
+
+
+def test_every_command_the_readme_shows_parses_with_the_tasks_options() -> None:
+    """Each `inv TASK --option` of the manual names a task and options it has (placeholders and [optional] parts as
+    they are written: only an unknown task or option fails); a transcript of a command line refused as bad input
+    (`❌ inv ... has no option ...`) is refused."""
+    commands = readme_command_lines()
+    assert len(commands) > 400
+    contexts = tasks.ns.to_contexts()
+    wrong = []
+    for number, words, after in commands:
+        refused = after.startswith("❌ ") and ("has no option" in after or "neither a task" in after)
+        named = [c for c in contexts if {c.name, *c.aliases} & set(words)]  # the tasks it names: parsed faster
+        try:
+            Parser(contexts=named).parse_argv(words)
+        except ValueError:  # a placeholder (N) given to a numeric option
+            parsed = True
+        except ParseError as exc:
+            parsed = not str(exc).startswith("No idea what")  # a value or argument left out in the text: fine
+        else:
+            parsed = True
+        if parsed == refused:
+            shown = "inv " + " ".join(words)
+            wrong.append(f"README line {number}: {shown}" + (" (shown refused, but it parses)" if refused else ""))
+    assert not wrong, "\n".join(wrong)
