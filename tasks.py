@@ -1294,9 +1294,16 @@ def parse_error_text(exc: ParseError, task_names: Mapping[str, Sequence[str]]) -
         word = unknown.group(1)
         options = [f for f in [*context.flags.keys(), *context.inverse_flags] if f.startswith("--")]
         close = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
+        if not task:  # before any task: invoke's own options
+            return f"inv has no option {word}", _maybe(
+                close, "inv --help lists its own options, inv --help TASK a task's"
+            )
         return f"inv {task} has no option {word}", _maybe(close, f"inv --help {task} lists its options")
     if unknown:
         word = unknown.group(1)
+        group = sorted(name for name in task_names if name.startswith(f"{word}."))
+        if group:  # a collection's name: `inv deploy`
+            return f"{word!r} is a group of tasks, not one", f"name one: inv {', inv '.join(group)}"
         names = [*task_names, *(alias for aliases in task_names.values() for alias in aliases)]
         close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
         close = [f"inv {name}" for name in close]

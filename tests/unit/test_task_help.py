@@ -51,6 +51,8 @@ def test_the_list_names_every_task_once() -> None:
         ),
         (["deploy.auto", "--env"], "inv deploy.auto: --env needs a value", "--env VALUE"),
         (["deploy.stack"], "inv deploy.stack needs its NAME", "inv deploy.stack NAME"),
+        (["--nope"], "inv has no option --nope", ""),
+        (["images"], "'images' is a group of tasks, not one", "name one: inv images.cleanup"),
     ],
 )
 def test_a_command_line_invoke_cannot_parse_is_bad_input(
