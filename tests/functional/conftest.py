@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -206,6 +206,28 @@ def held_across(parties: int, *calls: tuple[Any, str], passing: int = 0) -> None
     for client, operation in calls:
         service = client.meta.service_model.service_id.hyphenize()
         client.meta.events.register(f"before-call.{service}.{operation}", hold)  # before a catch-all "before-call"
+
+
+def held_each(*calls: tuple[Any, str] | tuple[Any, str, Callable[[dict[str, Any]], bool]]) -> None:
+    """Hold the first call of each (client, operation[, which]) until one of each is in flight: each is one party of
+    the barrier, so other calls of the same operations (another key, another function) cannot stand in for it, as
+    they can with :func:`held_across`. ``which`` picks the call by its parameters (``lambda p: p["Key"] == ...``)."""
+    barrier, lock = threading.Barrier(len(calls), timeout=10), threading.Lock()
+    for call in calls:
+        client, operation = call[0], call[1]
+        which = call[2] if len(call) > 2 else None  # type: ignore[misc]
+        taken: list[bool] = []  # the call held for this pair, once taken
+
+        def hold(params: dict[str, Any], which: Any = which, taken: list[bool] = taken, **_: Any) -> None:
+            with lock:
+                mine = not taken and (which is None or which(params))
+                if mine:
+                    taken.append(True)
+            if mine:
+                barrier.wait()
+
+        service = client.meta.service_model.service_id.hyphenize()
+        client.meta.events.register(f"before-parameter-build.{service}.{operation}", hold)
 
 
 def asked(client: Any, operation: str, param: str) -> list[str]:

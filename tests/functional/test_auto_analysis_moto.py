@@ -22,7 +22,7 @@ from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from deploykit.release import PENDING_TAG
 from tests.conftest import REPO, git
-from tests.functional.conftest import REGION, api_function, create_service, held_across
+from tests.functional.conftest import REGION, api_function, create_service, held_across, held_each
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 
 
@@ -139,9 +139,8 @@ def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_ana
     lam.update_function_configuration(FunctionName=name, MemorySize=512)
     by_hand = lam.publish_version(FunctionName=name)["Version"]
     lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
-    held_across(
-        2, (factory.client("cloudformation"), "GetTemplate"), (factory.client("lambda"), "GetFunctionConfiguration")
-    )
+    # the template, and one function's configuration: in flight together (one of each held until the other is)
+    held_each((factory.client("cloudformation"), "GetTemplate"), (factory.client("lambda"), "GetFunctionConfiguration"))
 
     found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
 

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from deploykit import commands, freeze, history
+from deploykit import commands, freeze, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.commands import freezing
@@ -23,7 +23,7 @@ from deploykit.hookspecs import hookimpl
 from deploykit.plan import Plan
 from deploykit.plugins import get_plugin_manager
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
-from tests.functional.conftest import held_across
+from tests.functional.conftest import held_each
 from tests.functional.test_lock_moto import Probe, deploying, run
 
 KEY = "deploykit/freeze/dev.json"
@@ -210,7 +210,10 @@ def test_the_freeze_is_read_while_the_lock_is_taken(bucket: str, project: Path, 
     env = config.environment("dev")
     aws = AwsFactory(env)
     s3 = aws.client("s3")
-    held_across(2, (s3, "GetObject"), (s3, "PutObject"))
+    held_each(
+        (s3, "GetObject", lambda params: str(params.get("Key", "")).startswith(freeze.PREFIX)),
+        (s3, "PutObject", lambda params: str(params.get("Key", "")).startswith(lock.PREFIX)),
+    )
     probe = Probe()
     commands.run_plan(runtime(project, clock), config, env, deploying(probe), dry_run=False, as_json=False, aws=aws)
     assert len(probe.seen) == 1

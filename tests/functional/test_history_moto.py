@@ -19,7 +19,7 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.stack_chain import action_key
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
-from tests.functional.conftest import Deploy, asked, held_across, held_together
+from tests.functional.conftest import Deploy, asked, held_each, held_together
 
 
 def report(ok: bool = True, seconds: float = 12.0) -> RunReport:
@@ -768,7 +768,7 @@ def test_inv_health_reads_the_deploys_beside_the_environments_parts(
     """The history's newest run (an S3 listing) is asked while the environment's parts are (the service): one
     round trip for both, where the history waited for every part before."""
     factory = AwsFactory(dev_env)
-    held_across(2, (factory.client("s3"), "ListObjectsV2"), (factory.client("ecs"), "DescribeServices"))
+    held_each((factory.client("s3"), "ListObjectsV2"), (factory.client("ecs"), "DescribeServices"))
     runtime = commands.Runtime(
         config_path=project / "deploy.toml",
         stdout=io.StringIO(),
