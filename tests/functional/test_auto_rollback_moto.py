@@ -17,7 +17,7 @@ from deploykit import commands, history
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
-from deploykit.errors import RolledBackByEcs, StepFailed
+from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome
 from tests.conftest import git
 from tests.functional import test_rollback_moto as rollback_tests
@@ -132,7 +132,7 @@ def test_a_failure_before_the_service_rolled_puts_nothing_back(
     """register-taskdef refuses an image that is not in the registry: nothing was replaced, nothing to undo."""
     git(project, "commit", "-q", "--allow-empty", "-m", "an unpushed release")
     err = io.StringIO()
-    with pytest.raises(Exception) as failed:
+    with pytest.raises(UsageError) as failed:  # bad input (exit 2): the image was never pushed
         commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory, stderr=err))
     assert "is not in the registry" in str(failed.value)
     assert "automatic rollback" not in str(failed.value) and "⏪" not in err.getvalue()

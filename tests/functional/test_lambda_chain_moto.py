@@ -1088,7 +1088,10 @@ def test_the_plan_shows_the_canary_between_publish_and_move_alias(
         aws_factory=lambda _env: factory,
     )
     commands.deploy_lambda(FN, env="dev", canary="10%", bake="2m", dry_run=True, as_json=True, runtime=runtime)
-    assert '"canary"' in out.getvalue() and "10% of car-rental-dev-health:live's requests for 120s" in out.getvalue()
+    steps = [(step["step"], step["describe"]) for step in json.loads(out.getvalue())["steps"]]
+    names = [name for name, _ in steps]
+    assert names.index("publish-version") + 1 == names.index("canary") == names.index("move-alias") - 1, names
+    assert "10% of car-rental-dev-health:live's requests for 120s" in dict(steps)["canary"]
     assert routing_now(factory) == ("1", {})  # a dry run changes nothing
     assert alias_version(factory, FN) == "1"
 

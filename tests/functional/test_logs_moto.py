@@ -221,7 +221,10 @@ def test_inv_logs_refuses_bad_input_before_asking_aws(
     handler.parent.mkdir(parents=True)
     handler.write_text("def handler(event, context):\n    return {}\n")
     factory = AwsFactory(dev_env)
-    factory._clients["ecs"] = Stubber(new_session().client("ecs")).client  # any call would fail
+    for service in ("ecs", "lambda", "logs", "cloudformation"):  # any call fails: nothing is stubbed
+        stubber = Stubber(new_session().client(service))
+        stubber.activate()
+        factory._clients[service] = stubber.client
     with pytest.raises(UsageError) as err:
         run_logs(project, factory, **kwargs)
     assert err.value.message == message and err.value.exit_code == 2

@@ -91,7 +91,7 @@ def test_a_refusal_before_any_step_is_told_with_its_next_step(
     text = page.read_text()
     assert text.startswith("### 🛑 `dev` · deploy.auto by ana@ci · refused before any step\n\n> refusing to deploy")
     assert "**Next:** wait until it is over" in text
-    with pytest.raises(UsageError):  # its dry run is refused too, and tells nothing
+    with pytest.raises(UsageError, match="unknown stack 'nope'"):  # a refused dry run tells nothing
         commands.deploy_auto(env="dev", dry_run=True, skip="stack:nope", runtime=runtime)
     assert len(heard.not_run) == 1
 

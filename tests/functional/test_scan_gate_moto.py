@@ -91,7 +91,7 @@ def test_a_finding_deploy_toml_accepts_lets_the_deploy_go_on(project: Path, fact
 
 def test_without_a_gate_no_scan_is_read(project: Path, factory: AwsFactory) -> None:
     create_service(factory)
-    scans = Scans(factory, [])  # any read of a scan would fail: nothing scripted
+    scans = Scans(factory, [])  # any read of a scan is counted (and refused: nothing scripted)
     report = rollout(project, factory)
     assert [r.step for r in report.records] == ["register-taskdef", "roll-service"]
     assert scans.described == 0
@@ -143,10 +143,9 @@ class Scans:
         ecr.meta.events.register("before-call.ecr.StartImageScan", self._start)
 
     def _describe(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        self.described += 1  # counted first: a read with nothing scripted is counted too, not only refused
         assert self.script, "no scan was scripted"
-        answer = self.script[min(self.described, len(self.script) - 1)]
-        self.described += 1
-        return _answer(answer)
+        return _answer(self.script[min(self.described - 1, len(self.script) - 1)])
 
     def _start(self, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
         self.started += 1

@@ -940,7 +940,9 @@ def test_the_requirements_a_commit_changes_are_read_from_what_is_live_to_head(re
     assert changes.requirements_changed(repo, never) == {}
 
 
-def test_the_cdk_apps_requirements_count_for_every_stack_and_are_read_once(repo: Path) -> None:
+def test_the_cdk_apps_requirements_count_for_every_stack_and_are_read_once(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = config_of(repo)
     write(repo, "cdk/requirements.txt", "aws-cdk-lib==2.150.0\nconstructs==10.3.0\n")
     base = commit(repo)
@@ -950,10 +952,19 @@ def test_the_cdk_apps_requirements_count_for_every_stack_and_are_read_once(repo:
     assert {c.component for c in found.changes if c.path == "cdk/requirements.txt"} == {
         f"stack:{role}" for role in STACK_ROLES
     }
+    reads: list[tuple[str, tuple[str, ...]]] = []
+    files_at = git.files_at
+
+    def counted(root: Path, rev: str, folder: str, suffix: str = "") -> dict[str, bytes]:
+        reads.append((rev, (folder,)))
+        return files_at(root, rev, folder, suffix)
+
+    monkeypatch.setattr(git, "files_at", counted)
     packages = changes.requirements_changed(repo, found)
     assert {path: [p.describe() for p in found] for path, found in packages.items()} == {
         "cdk/requirements.txt": ["aws-cdk-lib 2.150.0 → 2.160.0"]
     }
+    assert [paths for _, paths in reads] == [("cdk/requirements.txt",)] * 2  # as it was and is: once, five stacks
     lines = auto.analysis_lines(found, config.environment("sandbox"), requirements=packages)
     assert [line for line in lines if "📦" in line] == ["             📦 aws-cdk-lib 2.150.0 → 2.160.0"]  # once
     assert lines.index("             📦 aws-cdk-lib 2.150.0 → 2.160.0") == 1  # under the first stack's line

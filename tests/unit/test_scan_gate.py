@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from moto.ecr.exceptions import LimitExceededException
 
 from deploykit import auto, planner
 from deploykit.config import Config, ImageScan, load_config, parse_config
@@ -193,7 +194,7 @@ def test_the_sandbox_scans_in_progress_then_complete_with_the_rehearsed_findings
     assert done["imageScanFindings"]["findingSeverityCounts"] == {"HIGH": 1}
     assert findings_of(done) == [Finding("CVE-2026-1", "HIGH", "openssl 3.0.11")]  # as deploykit reads ECR's
     # StartImageScan: once a day
-    with pytest.raises(Exception, match="scan quota"):
+    with pytest.raises(LimitExceededException, match="scan quota"):
         scans.start("repo", "sha256:" + "a" * 64, (), 0, once_a_day=True, now=start + timedelta(hours=1))
     again = scans.start("repo", "sha256:" + "a" * 64, (), 0, once_a_day=True, now=start + timedelta(days=1))
     assert scans.get("repo", "sha256:" + "a" * 64) == again == ScanRecord(start + timedelta(days=1), 0, ())
