@@ -16,8 +16,10 @@ from deploykit import (
     changes,
     git,
     history,
+    images,
     lambda_chain,
     lock,
+    oci,
     planner,
     registry,
     watch,
@@ -264,9 +266,12 @@ def deploy_stack(
 
 
 def _image_there(runtime: Runtime, aws: AwsFactory, tag: str) -> bool:
-    """Whether the environment's registry has its repository's image ``tag`` (no registry stack: UsageError)."""
-    env = aws.env  # a plain registry is read at its URI; ECR is asked by repository name (no DescribeRepositories)
-    return image_in_registry(aws, runtime.docker_factory, registry.repository_uri(aws) if env.registry else "", tag)
+    """Whether the environment's registry has its repository's image ``tag`` (no registry stack: UsageError): ECR
+    asked by the repository's name (DescribeImages), a plain registry through its API (no Docker engine needed)."""
+    if not aws.env.registry:
+        return image_in_registry(aws, runtime.docker_factory, "", tag)
+    host, repository = images.split_registry(registry.repository_uri(aws))
+    return oci.Registry(host).manifest(repository, tag) is not None
 
 
 @heard_when_not_run(lambda name, **_: f"deploy.lambda {name}")

@@ -103,6 +103,32 @@ def test_an_image_the_registry_does_not_have_is_refused_by_the_dry_run_too(proje
     assert "deploy-stack" in [step["step"] for step in json.loads(runtime.stdout.getvalue())["steps"]]
 
 
+def test_a_plain_registry_is_asked_for_the_image_through_its_api_without_docker(
+    project: Path, factory: AwsFactory
+) -> None:
+    """An environment pushing to a registry of its own (`registry = "host"`): the dry run asks that registry (its
+    API), not the Docker engine, whether it has the image."""
+    store = Store()
+    store.put_image("car-rental-backend", "abcdef123456", [b"layer"], platform="linux/amd64")
+    with running(store) as served:
+        toml = project / "deploy.toml"
+        toml.write_text(
+            toml.read_text().replace("[environments.dev]\n", f'[environments.dev]\nregistry = "{served.host}"\n')
+        )
+
+        def no_docker() -> None:
+            raise AssertionError("the Docker engine was asked")
+
+        for tag, there in (("abcdef123456", True), ("abcdef000000", False)):
+            runtime = dataclasses.replace(quiet(project), docker_factory=no_docker)
+            if there:
+                commands.deploy_stack("CarRentalFargateStack", env="dev", image_tag=tag, dry_run=True, runtime=runtime)
+                continue
+            with pytest.raises(UsageError, match="car-rental-backend:abcdef000000, which is not in the registry"):
+                commands.deploy_stack("CarRentalFargateStack", env="dev", image_tag=tag, dry_run=True, runtime=runtime)
+        assert ("GET", "/v2/car-rental-backend/manifests/abcdef000000") in store.calls
+
+
 def quiet(project: Path) -> commands.Runtime:
     return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
 
