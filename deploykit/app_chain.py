@@ -329,19 +329,16 @@ def _in_registry_now(aws: AwsFactory) -> set[str]:
     return set()
 
 
-def in_registry(ctx: Context, repository: str, tag: str) -> bool:
+def image_in_registry(aws: AwsFactory, repository: str, tag: str) -> bool:
     """Whether ``repository:tag`` is in the environment's registry (known without asking when this command's push or
-    copy put it there or found it, :func:`in_registry_now`)."""
-    return image_in_registry(ctx.aws, lambda: ctx.docker, repository, tag)
-
-
-def image_in_registry(aws: AwsFactory, docker: Callable[[], Any], repository: str, tag: str) -> bool:
-    """:func:`in_registry` outside a plan: ``docker`` gives the Docker client a plain registry is read with."""
+    copy put it there or found it, :func:`in_registry_now`): ECR asked by the repository's name (DescribeImages), a
+    plain registry through its API at ``repository`` (``host/path``: no Docker engine needed)."""
     if f"{repository}:{tag}" in in_registry_now(aws):
         return True
     env = aws.env
     if env.registry:
-        return images.remote_digest(docker(), f"{repository}:{tag}", registry.push_auth(aws)) is not None
+        host, path = images.split_registry(repository)
+        return oci.Registry(host).manifest(path, tag) is not None
     try:
         aws.client("ecr").describe_images(repositoryName=env.repository, imageIds=[{"imageTag": tag}])
     except ClientError as exc:
@@ -403,7 +400,7 @@ class RegisterTaskDef(Step):
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
-        pushed = partial(in_registry, ctx, self.repository, self.tag)  # needed only to register
+        pushed = partial(image_in_registry, ctx.aws, self.repository, self.tag)  # needed only to register
         # read while the image was built and pushed; else now, the registry asked beside the revisions
         read = ctx.early_reads(self) or self._live(ctx, pushed=pushed)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)

@@ -16,10 +16,8 @@ from deploykit import (
     changes,
     git,
     history,
-    images,
     lambda_chain,
     lock,
-    oci,
     planner,
     registry,
     watch,
@@ -214,7 +212,7 @@ def deploy_stack(
     if role == "fargate" and not image_tag:
         reads["tag"] = partial(live_image_tag, aws, environment)
     if role == "fargate" and image_tag:  # a tag not in the registry: refused now, a dry run too, not after synthesis
-        reads["image"] = partial(_image_there, runtime, aws, image_tag)
+        reads["image"] = partial(_image_there, aws, image_tag)
     if role == "api":
         reads["keys"] = partial(current_code_keys, aws, config, environment)
     if not dry_run and reads:  # what the guard and the inputs were read from: still so under the lock?
@@ -265,13 +263,10 @@ def deploy_stack(
     )
 
 
-def _image_there(runtime: Runtime, aws: AwsFactory, tag: str) -> bool:
-    """Whether the environment's registry has its repository's image ``tag`` (no registry stack: UsageError): ECR
-    asked by the repository's name (DescribeImages), a plain registry through its API (no Docker engine needed)."""
-    if not aws.env.registry:
-        return image_in_registry(aws, runtime.docker_factory, "", tag)
-    host, repository = images.split_registry(registry.repository_uri(aws))
-    return oci.Registry(host).manifest(repository, tag) is not None
+def _image_there(aws: AwsFactory, tag: str) -> bool:
+    """Whether the environment's registry has its repository's image ``tag`` (no registry stack: UsageError); a plain
+    registry's URI is known without a call, ECR's repository is asked by its name."""
+    return image_in_registry(aws, registry.repository_uri(aws) if aws.env.registry else aws.env.repository, tag)
 
 
 @heard_when_not_run(lambda name, **_: f"deploy.lambda {name}")

@@ -274,7 +274,7 @@ def _revision_of(
     """For ``inv run --image-tag``: a revision of the service's that runs ``tag`` of the image's repository, once the
     registry is known to have it."""
     repository = ecs.image_repository(taskdefs.image(current, env.container))
-    if not image_in_registry(aws, runtime.docker_factory, repository, tag):
+    if not image_in_registry(aws, repository, tag):
         raise UsageError(
             f"the image {repository}:{tag} is not in the registry of {env.name}: nothing was run",
             next_step="push it first (inv push, for this checkout's commit), or name a tag inv history lists",
