@@ -198,14 +198,15 @@ def resolve_commits(root: Path, revs: Sequence[str]) -> dict[str, str | None]:
 def unpushed(root: Path, shas: Sequence[str]) -> list[str] | None:
     """Those of commits ``shas`` (full SHAs) that no remote-tracking branch of this clone (``refs/remotes/*``, as last
     fetched: no network) holds, in their order; None when the clone has no remote-tracking branch at all."""
-    for sha in shas:
+    unique = list(dict.fromkeys(shas))
+    for sha in unique:
         _refuse_option(sha)
     if not _git(root, "for-each-ref", "--count=1", "--format=%(refname)", "refs/remotes").strip():
         return None
-    if not shas:
+    if not unique:
         return []
-    ahead = set(_git(root, "rev-list", *dict.fromkeys(shas), "--not", "--remotes").decode().split())  # no remote's
-    return [sha for sha in dict.fromkeys(shas) if sha in ahead]
+    ahead = set(_git(root, "rev-list", *unique, "--not", "--remotes").decode().split())  # no remote holds them
+    return [sha for sha in unique if sha in ahead]
 
 
 def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
