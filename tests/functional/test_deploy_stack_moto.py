@@ -19,6 +19,7 @@ from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from deploykit.stack_chain import DeployStack
+from tests.conftest import quiet_runtime
 from tests.functional.conftest import create_service, put_image
 from tests.functional.test_endpoints import create_stack
 from tests.unit.fake_registry import Store, running
@@ -79,7 +80,11 @@ def test_an_image_the_registry_does_not_have_is_refused_by_the_dry_run_too(proje
     for dry_run in (True, False):
         with pytest.raises(UsageError, match="does not exist in environment 'dev'") as refused:
             commands.deploy_stack(
-                "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=dry_run, runtime=quiet(project)
+                "CarRentalFargateStack",
+                env="dev",
+                image_tag="abcdef123456",
+                dry_run=dry_run,
+                runtime=quiet_runtime(project),
             )
         assert "deploy the registry stack first: inv deploy.stack CarRentalRegistryStack" in refused.value.next_step
     factory.client("ecr").create_repository(repositoryName="car-rental-backend")
@@ -87,7 +92,11 @@ def test_an_image_the_registry_does_not_have_is_refused_by_the_dry_run_too(proje
     for dry_run in (True, False):
         with pytest.raises(UsageError) as refused:
             commands.deploy_stack(
-                "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=dry_run, runtime=quiet(project)
+                "CarRentalFargateStack",
+                env="dev",
+                image_tag="abcdef123456",
+                dry_run=dry_run,
+                runtime=quiet_runtime(project),
             )
         assert refused.value.message == (
             "CarRentalFargateStack would roll out the image car-rental-backend:abcdef123456, which is not in the "
@@ -95,7 +104,7 @@ def test_an_image_the_registry_does_not_have_is_refused_by_the_dry_run_too(proje
         )
         assert refused.value.exit_code == 2 and "inv build push --env dev" in refused.value.next_step
     put_image(factory, "abcdef123456")
-    runtime = quiet(project)
+    runtime = quiet_runtime(project)
     commands.deploy_stack(
         "CarRentalFargateStack", env="dev", image_tag="abcdef123456", dry_run=True, as_json=True, runtime=runtime
     )
@@ -120,17 +129,13 @@ def test_a_plain_registry_is_asked_for_the_image_through_its_api_without_docker(
             raise AssertionError("the Docker engine was asked")
 
         for tag, there in (("abcdef123456", True), ("abcdef000000", False)):
-            runtime = dataclasses.replace(quiet(project), docker_factory=no_docker)
+            runtime = dataclasses.replace(quiet_runtime(project), docker_factory=no_docker)
             if there:
                 commands.deploy_stack("CarRentalFargateStack", env="dev", image_tag=tag, dry_run=True, runtime=runtime)
                 continue
             with pytest.raises(UsageError, match="car-rental-backend:abcdef000000, which is not in the registry"):
                 commands.deploy_stack("CarRentalFargateStack", env="dev", image_tag=tag, dry_run=True, runtime=runtime)
         assert ("GET", "/v2/car-rental-backend/manifests/abcdef000000") in store.calls
-
-
-def quiet(project: Path) -> commands.Runtime:
-    return commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
 
 
 def fargate_template(cpu: str | None) -> str:
