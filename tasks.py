@@ -1277,19 +1277,26 @@ def _clear_parse_errors() -> None:
             try:
                 original(self)
             except ParseError as exc:
-                message, next_step = parse_error_text(exc, self.collection.task_names if self.collection else {})
+                names = self.collection.task_names if self.collection else {}
+                message, next_step = parse_error_text(exc, names, self.argv)
                 raise Exit(f"❌ {message}\n  → next: {next_step}", code=2) from None
 
         parse.deploykit = True  # type: ignore[attr-defined]
         setattr(Program, name, parse)
 
 
-def parse_error_text(exc: ParseError, task_names: Mapping[str, Sequence[str]]) -> tuple[str, str]:
-    """(message, next step) for invoke's ``exc``; ``task_names``: each task's name and its aliases."""
+def parse_error_text(
+    exc: ParseError, task_names: Mapping[str, Sequence[str]], argv: Sequence[str] = ()
+) -> tuple[str, str]:
+    """(message, next step) for invoke's ``exc``; ``task_names``: each task's name and its aliases; ``argv``: the
+    command line as typed (``inv`` first)."""
     context = exc.context
     task = context.name if context is not None else None
     said = str(exc)
     unknown = re.fullmatch(r"No idea what '(.*)' is!", said)
+    echoed = _echo_meant_as_env(unknown.group(1) if unknown else "", argv, task_names)
+    if echoed is not None:
+        return echoed
     if unknown and unknown.group(1).startswith("-") and context is not None:
         word = unknown.group(1)
         options = [f for f in [*context.flags.keys(), *context.inverse_flags] if f.startswith("--")]
@@ -1324,6 +1331,30 @@ def parse_error_text(exc: ParseError, task_names: Mapping[str, Sequence[str]]) -
     where = f"inv {task}: " if task else ""
     return f"{where}{said}", (
         f"inv --help {task} says what it takes" if task else "inv --list lists the tasks; inv --help TASK their options"
+    )
+
+
+def _echo_meant_as_env(
+    word: str, argv: Sequence[str], task_names: Mapping[str, Sequence[str]]
+) -> tuple[str, str] | None:
+    """`inv -e sandbox deploy.auto`: invoke's own ``-e`` (``--echo``) before any task, taken as ``--env``; the
+    (message, next step) that says so; None when ``word`` does not follow ``-e`` there, or is close to a task's name."""
+    words = list(argv[1:])
+    names = {*task_names, *(alias for aliases in task_names.values() for alias in aliases)}
+    others = [name for name in names if not name.startswith(f"{word}.")]  # `-e sandbox`: the environment
+    if difflib.get_close_matches(word, others, n=1, cutoff=0.6):  # `inv -e helth`: a task mistyped, echoed
+        return None
+    for at, flag in enumerate(words[:-1]):
+        if words[at + 1] == word and flag in ("-e", "--echo"):
+            break
+        if flag in names:  # a task: -e from here on would be the task's own
+            return None
+    else:
+        return None
+    after = next((w for w in words[at + 2 :] if w in names), "TASK")
+    return (
+        f"no task {word!r}: -e before a task is invoke's own --echo, not --env",
+        f"the environment after the task: inv {after} --env {word}",
     )
 
 

@@ -53,6 +53,17 @@ def test_the_list_names_every_task_once() -> None:
         (["deploy.stack"], "inv deploy.stack needs its NAME", "inv deploy.stack NAME"),
         (["--nope"], "inv has no option --nope", ""),
         (["images"], "'images' is a group of tasks, not one", "name one: inv images.cleanup"),
+        (
+            ["-e", "sandbox", "deploy.auto", "--dry-run"],
+            "no task 'sandbox': -e before a task is invoke's own --echo, not --env",
+            "the environment after the task: inv deploy.auto --env sandbox",
+        ),
+        (
+            ["--echo", "prod"],
+            "no task 'prod': -e before a task is invoke's own --echo, not --env",
+            "the environment after the task: inv TASK --env prod",
+        ),
+        (["-e", "helth"], "no task 'helth'", "did you mean inv health?"),
     ],
 )
 def test_a_command_line_invoke_cannot_parse_is_bad_input(
@@ -109,7 +120,9 @@ def test_every_command_the_readme_shows_parses_with_the_tasks_options() -> None:
     contexts = tasks.ns.to_contexts()
     wrong = []
     for number, words, after in commands:
-        refused = after.startswith("❌ ") and ("has no option" in after or "neither a task" in after)
+        refused = after.startswith("❌ ") and any(
+            said in after for said in ("has no option", "neither a task", "no task")
+        )
         named = [c for c in contexts if {c.name, *c.aliases} & set(words)]  # the tasks it names: parsed faster
         try:
             Parser(contexts=named).parse_argv(words)
