@@ -180,6 +180,13 @@ class Plan:
         """Whether a run of it changes what the environment runs: it deploys, removes or restarts components."""
         return bool(self.deploys or self.removes or self.restarts)
 
+    @property
+    def rollback(self) -> bool:
+        """Whether it puts back what ran before (``inv rollback``, the automatic rollback): its title says so
+        (``rollback app → 3e2532eaf7e5``, ``automatic rollback: app``), as the history lists the run (and tells it:
+        ``history.Record.rollback``)."""
+        return self.title.startswith(("rollback ", "automatic rollback"))
+
     def __add__(self, other: Plan) -> Plan:
         return Plan(
             self.env,

@@ -296,7 +296,7 @@ def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan,
     there, each teammate's deploy.auto would stop at a live commit their clone cannot fetch. A rollback goes through
     (back to what ran before: never held up), as does a commit this clone does not have (nothing to tell), a clone
     with no remote branch at all, and $DEPLOYKIT_ALLOW_UNPUSHED=1 (said); a dry run says so and goes on."""
-    if not env.require_pushed or not plan.deploys or plan.title.startswith("rollback"):
+    if not env.require_pushed or not plan.deploys or plan.rollback:
         return
     tags = [tag.split(git.DIRTY)[0] for _, tag in plan.deploys]  # a dirty build's: the commit it was built on
     commits = [sha for sha in git.resolve_commits(config.root, tags).values() if sha is not None]
@@ -463,7 +463,7 @@ def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) 
     destroys) holds the environment's lock while it runs (:func:`held_lock`); a freeze refuses it, but a rollback's
     and a restart's (they bring nothing new)."""
     needed = bool(plan.deploys or plan.restarts or plan.title.startswith("destroy"))
-    freezes = not (plan.title.startswith("rollback") or plan.restarts)
+    freezes = not (plan.rollback or plan.restarts)
     return held_lock(runtime, aws, env, plan.title, needed=needed, freezes=freezes)
 
 

@@ -165,6 +165,7 @@ def test_app_plan_registers_a_fresh_revision_then_rolls_waits_and_smokes(env: En
     register = plan.steps[0]
     assert isinstance(register, RegisterTaskDef) and register.image == f"123.dkr.ecr/car-rental-backend:{A}"
     assert plan.title == f"rollback app → {A}" and plan.deploys == (("app", A),)
+    assert plan.rollback and not dataclasses.replace(plan, title="deploy.app").rollback
     assert [s.name for s in rb.app_plan(env, "r", A, smoke=False).steps][-1] == "wait-healthy"
 
 
@@ -540,6 +541,7 @@ def test_a_failed_smoke_puts_back_the_app_and_the_lambda_this_run_replaced(env: 
     assert (register.repository, register.tag) == ("registry.test/car-rental-backend", A)
     assert undo.plan.deploys == (("lambda:health_handler", B), ("app", A))
     assert undo.plan.title == "automatic rollback: lambda:health_handler, app"
+    assert undo.plan.rollback
     assert undo.replaced == ("lambda:health_handler (was version 5)", f"app (was {A})")
     assert undo.components == ("lambda:health_handler", "app")
     assert fake.asked == [("car-rental-dev-health", "5")]
