@@ -264,10 +264,23 @@ def stack_roles(env: EnvConfig) -> dict[str, str]:
 
 
 def role_of(env: EnvConfig, stack: str) -> str:
-    for role, name in stack_roles(env).items():
+    """The role of the stack ``stack`` names: its name (``CarRentalFargateStack``), its role (``fargate``), or the end
+    of its name that only it has (``FargateStack``, as the seed's ``deploy-stack.sh FargateStack`` named it), in any
+    case."""
+    roles = stack_roles(env)
+    for role, name in roles.items():
         if name == stack or role == stack:
             return role
-    known = ", ".join(stack_roles(env).values())
+    word = stack.lower()
+    ends = [role for role, name in roles.items() if word in (role, name.lower()) or name.lower().endswith(word)]
+    if len(ends) == 1 and word:
+        return ends[0]
+    known = ", ".join(roles.values())
+    if len(ends) > 1:
+        raise UsageError(
+            f"{stack!r} could name any of {', '.join(roles[r] for r in ends)} in environment {env.name!r}",
+            next_step=f"name one: {known} (or its role: {', '.join(roles)})",
+        )
     raise UsageError(f"unknown stack {stack!r} in environment {env.name!r}", next_step=f"use one of: {known}")
 
 

@@ -175,7 +175,7 @@ def _write_analysis(runtime: Runtime, lines: Sequence[str], closing: Sequence[st
     """The Change Analysis: ``lines``, then ``closing`` (Analysis.closing_lines: settings changed that no deploy puts
     back, a freeze)."""
     runtime.stderr.write(
-        "🔍 Change Analysis\n" + "\n".join([*(lines or ["no change since what is live"]), *closing]) + "\n"
+        "📋 Change Analysis:\n" + "\n".join([*(lines or ["no change since what is live"]), *closing]) + "\n"
     )
 
 

@@ -152,7 +152,9 @@ def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_ana
     runtime = runtime_of(project, factory)
     factory.client("ecr").create_repository(repositoryName="car-rental-backend")  # the app is changed: a plan
     commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
-    assert f"⚠️  lambda:health_handler: {said} (no deploy puts them back" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    err = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "📋 Change Analysis:\n" in err  # the heading of the seed's diff.sh, as its users know it
+    assert f"⚠️  lambda:health_handler: {said} (no deploy puts them back" in err
 
 
 def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsFactory, project: Path) -> None:

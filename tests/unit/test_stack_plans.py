@@ -103,6 +103,26 @@ def test_deploy_stack_plan_takes_the_inputs_it_is_given(with_lambdas: Path) -> N
         planner.deploy_stack_plan(config, env, "NoSuchStack", image_tag="", code_keys={})
 
 
+@pytest.mark.parametrize(
+    ("named", "role"),
+    [("CarRentalFargateStack", "fargate"), ("fargate", "fargate"), ("FargateStack", "fargate"), ("apistack", "api")],
+)
+def test_a_stack_is_named_by_its_name_its_role_or_the_end_of_its_name_only_it_has(
+    project: Path, named: str, role: str
+) -> None:
+    """The seed's `deploy-stack.sh FargateStack` names the stack as its users type it: the end of its name."""
+    assert planner.role_of(load_config(project / "deploy.toml").environment("sandbox"), named) == role
+
+
+def test_a_name_that_could_be_any_of_several_stacks_is_refused_naming_them(project: Path) -> None:
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    with pytest.raises(UsageError, match="'Stack' could name any of CarRentalRegistryStack, ") as refused:
+        planner.role_of(env, "Stack")
+    assert refused.value.next_step.startswith("name one: CarRentalRegistryStack, ")
+    with pytest.raises(UsageError, match="unknown stack 'Fargate2Stack'"):
+        planner.role_of(env, "Fargate2Stack")
+
+
 def test_destroy_keeps_the_stacks_that_hold_data_unless_asked(project: Path) -> None:
     env = load_config(project / "deploy.toml").environment("sandbox")
     kept = [names(s) for s in planner.destroy_plan(env, include_data=False).steps]
