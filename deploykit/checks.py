@@ -8,13 +8,15 @@ detail), printable as a table and as JUnit XML for CI.
 
 from __future__ import annotations
 
+import atexit
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
     from deploykit.endpoints import Endpoints
 
 Status = Literal["passed", "failed", "skipped"]
+
+# How long the process, as it ends, waits for checks that ran past their timeout, so that their ``finally`` can
+# clean up what they made (seconds, all of them together); a check still running then is left behind.
+LATE_CHECKS_GRACE = 10.0
+_late: list[threading.Thread] = []  # the threads of checks that ran past their timeout, in this process
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,9 @@ class Check:
 
 
 def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
-    """The checks named in ``only`` (all when None); an unknown name is a UsageError listing the known ones."""
+    """The checks named in ``only`` (all when None) and those they need, in turn (a check whose prerequisite did not
+    run is skipped: ``--only`` of it alone would pass without running it); an unknown name is a UsageError listing
+    the known ones."""
     names = [c.name for c in checks]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -150,55 +159,87 @@ def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
     unknown = [n for n in wanted if n not in names]
     if unknown:
         raise UsageError(f"unknown check(s): {', '.join(unknown)}", next_step=f"use: {', '.join(sorted(names))}")
-    return [c for c in checks if c.name in wanted]
+    by_name = {c.name: c for c in checks}
+    chosen: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        if name in by_name and name not in chosen:
+            chosen.add(name)
+            wanted.extend(by_name[name].needs)
+    return [c for c in checks if c.name in chosen]
 
 
 def run_checks(checks: Sequence[Check], ctx: CheckContext, *, workers: int = 8) -> list[CheckResult]:
     """Run ``checks``: independent ones in parallel, each within its timeout; results in the given order.
 
-    A check whose ``needs`` did not all pass is skipped. A check past its timeout is reported failed at
-    once; its thread cannot be killed, so it is left to finish (and clean up) in the background.
+    A check whose ``needs`` did not all pass is skipped. At most ``workers`` run at once, each in its own thread. A
+    check past its timeout is reported failed at once; its thread cannot be killed, so it is left to finish (and
+    clean up) in the background, as a daemon: when the process ends it waits :data:`LATE_CHECKS_GRACE` seconds at
+    most for such checks, so a check that never returns does not keep the command from ending.
     """
     by_name = {c.name: c for c in checks}
     results: dict[str, CheckResult] = {}
     started: dict[str, float] = {}
     running: dict[Future[CheckResult], Check] = {}
+    threads: dict[Future[CheckResult], threading.Thread] = {}
     pending = list(checks)
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="check")
-    try:
-        while pending or running:
-            for check in list(pending):
-                missing = [n for n in check.needs if n in by_name and n not in results]
-                if missing:
-                    continue
-                pending.remove(check)
-                failed = [n for n in check.needs if n in results and results[n].status != "passed"]
-                unknown = [n for n in check.needs if n not in by_name]
-                if failed or unknown:
-                    why = f"needs {', '.join(failed or unknown)}" + (" (did not pass)" if failed else " (not run)")
-                    results[check.name] = CheckResult.skipped(check.name, why)
-                    continue
-                started[check.name] = time.monotonic()
-                running[pool.submit(_guarded, check, ctx)] = check
-            if not running:
+    while pending or running:
+        for check in list(pending):
+            if len(running) >= max(1, workers):
+                break
+            missing = [n for n in check.needs if n in by_name and n not in results]
+            if missing:
                 continue
-            nearest = min(started[c.name] + c.timeout for c in running.values())
-            done, _ = wait(running, timeout=max(0.0, nearest - time.monotonic()), return_when=FIRST_COMPLETED)
-            now = time.monotonic()
-            for future in list(running):
-                check = running[future]
-                seconds = now - started[check.name]
-                if future in done:
-                    result = future.result()
-                    results[check.name] = CheckResult(check.name, result.status, seconds, result.detail)
-                    del running[future]
-                elif seconds >= check.timeout:
-                    detail = f"timed out after {check.timeout:g}s"
-                    results[check.name] = CheckResult(check.name, "failed", seconds, detail)
-                    del running[future]
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+            pending.remove(check)
+            failed = [n for n in check.needs if n in results and results[n].status != "passed"]
+            unknown = [n for n in check.needs if n not in by_name]
+            if failed or unknown:
+                why = f"needs {', '.join(failed or unknown)}" + (" (did not pass)" if failed else " (not run)")
+                results[check.name] = CheckResult.skipped(check.name, why)
+                continue
+            started[check.name] = time.monotonic()
+            future, threads[future] = _start(check, ctx)
+            running[future] = check
+        if not running:
+            continue
+        nearest = min(started[c.name] + c.timeout for c in running.values())
+        done, _ = wait(running, timeout=max(0.0, nearest - time.monotonic()), return_when=FIRST_COMPLETED)
+        now = time.monotonic()
+        for future in list(running):
+            check = running[future]
+            seconds = now - started[check.name]
+            if future in done:
+                result = future.result()
+                results[check.name] = CheckResult(check.name, result.status, seconds, result.detail)
+                del running[future]
+            elif seconds >= check.timeout:
+                detail = f"timed out after {check.timeout:g}s"
+                results[check.name] = CheckResult(check.name, "failed", seconds, detail)
+                _late.append(threads[future])
+                del running[future]
     return [results[c.name] for c in checks]
+
+
+def _start(check: Check, ctx: CheckContext) -> tuple[Future[CheckResult], threading.Thread]:
+    """``check`` running in a daemon thread of its own (a pool's threads are joined when the interpreter exits: one
+    check that hangs would hang the command): the future of its result, and the thread."""
+    future: Future[CheckResult] = Future()
+
+    def run() -> None:
+        future.set_result(_guarded(check, ctx))
+
+    thread = threading.Thread(target=run, name=f"check-{check.name}", daemon=True)
+    thread.start()
+    return future, thread
+
+
+@atexit.register
+def _wait_for_late_checks() -> None:
+    """As the process ends: give the checks that ran past their timeout :data:`LATE_CHECKS_GRACE` seconds, in all,
+    to return (their ``finally`` cleans up), then leave them."""
+    deadline = time.monotonic() + LATE_CHECKS_GRACE
+    for thread in _late:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _guarded(check: Check, ctx: CheckContext) -> CheckResult:

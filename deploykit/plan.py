@@ -207,7 +207,8 @@ class Plan:
             "title": self.title,
             "steps": [{"step": s.name, "describe": s.describe(), "inputs": s.inputs()} for s in self.steps],
             "deploys": [{"component": component, "sha": sha} for component, sha in self.deploys],
-        } | ({"commits": commits_json(self.commits)} if self.commits else {})
+            "commits": commits_json(self.commits),  # [] when it takes none live, or is not told (a rollback)
+        }
 
 
 def commits_json(commits: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:

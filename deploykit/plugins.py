@@ -19,7 +19,7 @@ from deploykit import hookspecs
 from deploykit.errors import UsageError
 
 if TYPE_CHECKING:
-    from deploykit.config import EnvConfig
+    from deploykit.config import Config, EnvConfig
 
 GROUP = "deploykit"
 BLOCK_ENV = "DEPLOYKIT_BLOCK_PLUGINS"
@@ -69,7 +69,15 @@ def get_plugin_manager(
     for name, plugin in candidates:
         if manager.is_registered(plugin) or manager.get_plugin(name) is not None:
             continue
-        manager.register(plugin, name=name)
+        _refuse_unmarked(manager, name, plugin)
+        try:
+            manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # a hook's argument the hook does not have
+            raise UsageError(
+                f"plugin {name!r} cannot be loaded: {exc}",
+                next_step=f"take only the hook's own arguments (README, 'Writing check plugins'), or block it: "
+                f"{BLOCK_ENV}={name}",
+            ) from None
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -79,6 +87,48 @@ def get_plugin_manager(
             next_step=f"fix the hook's name (see README, 'Writing check plugins'), or block it: {BLOCK_ENV}={name}",
         ) from None
     return plugins
+
+
+def _refuse_unmarked(manager: pluggy.PluginManager, name: str, plugin: object) -> None:
+    """A ``deploykit_*`` function of ``plugin`` without ``@hookimpl`` is never called (pluggy looks at marked ones
+    only): refused, naming it, as a misspelt hook is."""
+    unmarked = sorted(
+        attr
+        for attr in dir(plugin)
+        if attr.startswith(f"{hookspecs.PROJECT}_")
+        and callable(getattr(plugin, attr, None))
+        and manager.parse_hookimpl_opts(plugin, attr) is None
+    )
+    if unmarked:
+        raise UsageError(
+            f"plugin {name!r} defines {', '.join(f'{attr}()' for attr in unmarked)} without @hookimpl: deploykit "
+            "would never call it",
+            next_step="mark it: from deploykit.hookspecs import hookimpl, then @hookimpl above the def (README, "
+            f"'Writing check plugins'); or block the plugin: {BLOCK_ENV}={name}",
+        )
+
+
+def configure_plugins(plugins: Plugins, config: Config) -> None:
+    """Give each plugin the loaded ``config`` (``deploykit_configure``), each on its own, in the order they loaded: a
+    settings error it raises (ConfigError) names the plugin and its table; anything else it raises is a UsageError
+    naming the plugin too (exit 2, nothing has run yet), not a traceback."""
+    for impl in plugins.manager.hook.deploykit_configure.get_hookimpls():
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        name = impl.plugin_name
+        try:
+            impl.function(*({"config": config}[arg] for arg in impl.argnames))
+        except UsageError as exc:
+            if f"[plugins.{name}]" not in exc.message:
+                exc.message = f"[plugins.{name}] of {config.path}: {exc.message}"
+            exc.message = f"plugin {name!r}: {exc.message}"
+            exc.next_step = exc.next_step or f"fix [plugins.{name}] in {config.path.name}"
+            raise
+        except Exception as exc:  # the plugin's own bug: named, with the way out
+            raise UsageError(
+                f"plugin {name!r} failed in deploykit_configure: {type(exc).__name__}: {exc}",
+                next_step=f"fix the plugin (or its [plugins.{name}] settings), or block it: {BLOCK_ENV}={name}",
+            ) from exc
 
 
 def review_stack_changes(

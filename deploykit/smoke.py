@@ -24,40 +24,87 @@ if TYPE_CHECKING:
 
 
 def registered_checks(plugins: Plugins, env: EnvConfig) -> list[Check]:
-    """Every check the loaded plugins register for ``env``, in plugin-name order."""
+    """Every check the loaded plugins register for ``env``, in plugin-name order; what a plugin's hook raises goes
+    through as it is (a plugin's own tests: ``deploykit.testing.plugin_checks``), a wrong answer is a UsageError."""
     checks: list[Check] = []
     for found in reversed(plugins.manager.hook.deploykit_register_checks(env=env)):  # pluggy answers LIFO
-        for check in found or []:
-            if not isinstance(check, Check):
-                raise UsageError(
-                    f"a plugin's deploykit_register_checks returned {type(check).__name__}, not a Check",
-                    next_step="return a list of deploykit.checks.Check from the hook",
-                )
-            checks.append(check)
+        given = _checks_in(found)
+        if isinstance(given, str):
+            raise UsageError(f"a plugin's {given}", next_step="return a list of deploykit.checks.Check from the hook")
+        checks.extend(given)
     return checks
 
 
-def broken_plugin_results(plugins: Plugins) -> list[CheckResult]:
-    """One failed row per plugin that failed to load: its checks did not run."""
+def plugins_checks(plugins: Plugins, env: EnvConfig) -> tuple[list[Check], dict[str, str]]:
+    """Every check the loaded plugins register for ``env``, in plugin-name order, and each plugin whose hook failed
+    (name → what it raised, or returned instead of a list of Check): each plugin is asked on its own, so one that
+    fails takes neither the others' checks nor the run down (:func:`plugin_failed_results`)."""
+    checks: list[Check] = []
+    failed: dict[str, str] = {}
+    for impl in plugins.manager.hook.deploykit_register_checks.get_hookimpls():  # in the order plugins loaded
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        try:
+            found = impl.function(*({"env": env}[name] for name in impl.argnames))
+        except Exception as exc:  # a plugin's error, whatever it is: its checks did not run, said as a failed row
+            failed[impl.plugin_name] = f"deploykit_register_checks raised {type(exc).__name__}: {exc}"
+            continue
+        given = _checks_in(found)
+        if isinstance(given, str):
+            failed[impl.plugin_name] = given
+        else:
+            checks.extend(given)
+    return checks, failed
+
+
+def _checks_in(found: object) -> list[Check] | str:
+    """The checks of a deploykit_register_checks answer (a list of Check, or nothing), or what is wrong with it."""
+    if found is None:
+        return []
+    if not isinstance(found, list | tuple):
+        return f"deploykit_register_checks returned {type(found).__name__}, not a list of Check"
+    wrong = [type(check).__name__ for check in found if not isinstance(check, Check)]
+    return f"deploykit_register_checks returned {wrong[0]}, not a Check" if wrong else list(found)
+
+
+def plugin_failed_results(plugins: Plugins, failed: dict[str, str] | None = None) -> list[CheckResult]:
+    """One failed row per plugin that failed to load, or whose deploykit_register_checks failed (``failed``): its
+    checks did not run."""
     return [
-        CheckResult.failed(f"plugin:{name}", f"failed to load ({error}); fix it, or block it: {BLOCK_ENV}={name}")
-        for name, error in sorted(plugins.broken.items())
+        CheckResult.failed(f"plugin:{name}", f"{said}; fix it, or block it: {BLOCK_ENV}={name}")
+        for name, said in _gone(plugins, failed).items()
     ]
+
+
+def _gone(plugins: Plugins, failed: dict[str, str] | None) -> dict[str, str]:
+    """Each plugin whose checks are not there, by name: what went wrong."""
+    said = {name: f"failed to load ({error})" for name, error in plugins.broken.items()}
+    said |= {name: f"failed: {error}" for name, error in (failed or {}).items()}
+    return dict(sorted(said.items()))
 
 
 def run_smoke(
     plugins: Plugins, env: EnvConfig, aws: AwsFactory, *, only: Sequence[str] | None = None, http: Http | None = None
 ) -> list[CheckResult]:
-    """Select the checks (``only`` by name), resolve the endpoints, run them; broken plugins as failed rows."""
-    checks = select(registered_checks(plugins, env), only)
-    if not checks and not plugins.broken:
+    """Select the checks (``only`` by name, with those they need), resolve the endpoints, run them; a plugin that
+    failed to load or to register its checks is a failed row (with ``only``: named when a check asked for is
+    unknown, since it may be one of that plugin's)."""
+    registered, failed = plugins_checks(plugins, env)
+    try:
+        checks = select(registered, only)
+    except UsageError as exc:
+        gone = [f"plugin {name!r} {said}" for name, said in _gone(plugins, failed).items()]
+        if gone:
+            exc.message += f" (maybe one of a plugin whose checks are not there: {'; '.join(gone)})"
+        raise
+    if not checks and not plugins.broken and not failed:
         raise UsageError(
             f"no checks are registered for environment {env.name!r}",
             next_step=f"install deploykit with its built-in plugins (pip install -e .), or unset {BLOCK_ENV}",
         )
     endpoints = resolve_endpoints(StackOutputs.of(aws), env, env.endpoints)
     context = CheckContext(env, endpoints, aws, http or Http())
-    return run_checks(checks, context) + (broken_plugin_results(plugins) if only is None else [])
+    return run_checks(checks, context) + (plugin_failed_results(plugins, failed) if only is None else [])
 
 
 def summary(results: Sequence[CheckResult]) -> str:

@@ -122,7 +122,12 @@ def test_a_smoke_run_of_its_own_is_told_to_the_plugins_and_written_on_the_job_s_
 
 def test_only_selects_checks_and_an_unknown_one_is_exit_2(deployed: Path) -> None:
     rt = runtime(deployed, ("app", AppChecks()))
-    assert [r.name for r in commands.smoke(env="dev", only=["login"], runtime=rt)] == ["login"]
+    assert [r.name for r in commands.smoke(env="dev", only=["alb"], runtime=rt)] == ["alb"]
+    # login needs alb: run too, else login would be skipped and the run pass without running it
+    assert [(r.name, r.status) for r in commands.smoke(env="dev", only=["login"], runtime=rt)] == [
+        ("alb", "passed"),
+        ("login", "passed"),
+    ]
     with pytest.raises(UsageError, match="unknown check\\(s\\): nope") as unknown:
         commands.smoke(env="dev", only=["nope"], runtime=rt)
     assert unknown.value.next_step == "use: alb, login"
@@ -135,6 +140,39 @@ def test_a_plugin_that_failed_to_load_is_a_failed_row_and_the_others_still_run(d
     printed = rt.stderr.getvalue()  # type: ignore[attr-defined]
     assert "plugin 'team' failed to load and is left out: ImportError" in printed
     assert printed.count("✅ passed") == 2
+
+
+class RegistersBadly:
+    """A plugin whose deploykit_register_checks raises, or answers a Check where a list is due."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    @hookimpl
+    def deploykit_register_checks(self, env: Any) -> object:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_a_plugin_whose_checks_fail_to_register_is_a_failed_row_and_the_others_still_run(deployed: Path) -> None:
+    """Each plugin is asked on its own: one that raises (or answers a Check, not a list) neither crashes the run
+    nor takes the others' checks with it; its failed row fails smoke (exit 1), named."""
+    raising, bare = RegistersBadly(RuntimeError("cannot register")), RegistersBadly(Check("x", lambda ctx: None))  # type: ignore[arg-type,return-value]
+    rt = runtime(deployed, ("app", AppChecks()), ("raising", raising), ("bare", bare))
+    with pytest.raises(StepFailed) as failed:
+        commands.smoke(env="dev", runtime=rt)
+    said = failed.value.message
+    assert "plugin:raising: failed: deploykit_register_checks raised RuntimeError: cannot register" in said
+    assert "plugin:bare: failed: deploykit_register_checks returned Check, not a list of Check" in said
+    assert rt.stderr.getvalue().count("✅ passed") == 2  # type: ignore[attr-defined]
+    with pytest.raises(UsageError) as unknown:  # a check asked for by name may be one of theirs: said
+        commands.smoke(env="dev", only=["team_fleet"], runtime=rt)
+    assert unknown.value.message == (
+        "unknown check(s): team_fleet (maybe one of a plugin whose checks are not there: plugin 'bare' failed: "
+        "deploykit_register_checks returned Check, not a list of Check; plugin 'raising' failed: "
+        "deploykit_register_checks raised RuntimeError: cannot register)"
+    )
 
 
 def test_no_stacks_means_a_clear_error_before_any_check(project: Path, moto_aws: None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
 import sys
 import threading
 import time
@@ -60,11 +61,56 @@ def test_a_raising_check_fails_with_its_error_and_a_slow_one_times_out() -> None
     assert results[1].status == "failed" and results[1].detail == "timed out after 0.3s"
 
 
+def test_a_check_past_its_timeout_may_clean_up_as_the_process_ends_but_never_keeps_it_from_ending() -> None:
+    """Past its timeout a check is reported failed; as the process ends, it waits LATE_CHECKS_GRACE seconds at most
+    for such checks (their `finally` cleans up), then ends: a check that never returns does not hang `inv smoke` (a
+    thread pool's threads are joined at exit: it would, for as long as the check runs)."""
+    script = """
+import time
+from unittest.mock import Mock
+from deploykit import checks
+def late(ctx):
+    try:
+        time.sleep(1)
+    finally:
+        print("cleaned up", flush=True)
+hang = checks.Check("hang", lambda ctx: time.sleep(120), timeout=0.2)
+context = checks.CheckContext(Mock(), Mock(), Mock())
+results = checks.run_checks([hang, checks.Check("late", late, timeout=0.2)], context)
+print(*(r.detail for r in results), sep="\\n", flush=True)
+checks.LATE_CHECKS_GRACE = 3.0
+"""
+    started = time.monotonic()
+    ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
+    took = time.monotonic() - started
+    assert ended.stdout == "timed out after 0.2s\ntimed out after 0.2s\ncleaned up\n", ended.stderr
+    assert 2.5 < took < 30, took  # the grace waited for, then the hanging check left behind
+
+
+def test_no_more_than_workers_checks_run_at_once() -> None:
+    lock, now, most = threading.Lock(), [0], [0]
+
+    def run(ctx: CheckContext) -> CheckResult:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.05)
+        with lock:
+            now[0] -= 1
+        return CheckResult.passed("c")
+
+    results = run_checks([Check(f"c{i}", run) for i in range(6)], CTX, workers=2)
+    assert [r.status for r in results] == ["passed"] * 6 and most[0] == 2
+
+
 def test_select_and_its_errors() -> None:
     checks = [check("alb"), check("auth")]
     assert [c.name for c in select(checks, ["auth"])] == ["auth"]
     with pytest.raises(UsageError, match="unknown check"):
         select(checks, ["albb"])
+    # what a chosen check needs is run too, in turn (else it would be skipped and --only would pass, unrun)
+    chain = [check("api"), check("alb"), check("login", needs=("api",)), check("team", needs=("login",))]
+    assert [c.name for c in select(chain, ["team"])] == ["api", "login", "team"]
     with pytest.raises(UsageError, match="two plugins register"):
         select([check("alb"), check("alb")], None)
 
@@ -133,6 +179,36 @@ def test_blocking_by_environment_variable_removes_a_plugin(plugin_modules: types
 def test_a_misspelt_hook_fails_at_load_with_the_plugin_name(plugin_modules: types.SimpleNamespace) -> None:
     with pytest.raises(UsageError, match="plugin 'sloppy' implements a hook deploykit does not have"):
         get_plugin_manager(entry_points=[fake_entry_point("sloppy", "dk_test_typo")], environ={})
+
+
+def test_a_hook_without_hookimpl_is_refused_at_load_naming_it() -> None:
+    """pluggy calls only marked functions: an unmarked deploykit_* one would go silently unused."""
+
+    class Unmarked:
+        def deploykit_register_checks(self, env: object) -> list[Check]:
+            return []
+
+        def helper(self) -> None: ...
+
+    with pytest.raises(UsageError) as refused:
+        get_plugin_manager(entry_points=[], extra=[("team", Unmarked())], environ={})
+    assert refused.value.message == (
+        "plugin 'team' defines deploykit_register_checks() without @hookimpl: deploykit would never call it"
+    )
+    assert refused.value.next_step.startswith("mark it: from deploykit.hookspecs import hookimpl")
+
+
+def test_a_hook_taking_an_argument_the_hook_does_not_have_is_refused_at_load() -> None:
+    class WrongArgument:
+        @hookspecs.hookimpl
+        def deploykit_register_checks(self, environment: object) -> list[Check]:
+            return []
+
+    with pytest.raises(UsageError) as refused:
+        get_plugin_manager(entry_points=[], extra=[("team", WrongArgument())], environ={})
+    assert refused.value.message.startswith("plugin 'team' cannot be loaded: ")
+    assert "environment" in refused.value.message
+    assert refused.value.next_step.startswith("take only the hook's own arguments")
 
 
 def test_every_hookspec_is_prefixed_and_documented() -> None:

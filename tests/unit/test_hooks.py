@@ -19,7 +19,7 @@ from deploykit.clock import FakeClock
 from deploykit.commands import Runtime, load_plugins
 from deploykit.config import Config
 from deploykit.endpoints import override_keys
-from deploykit.errors import StepFailed, Superseded
+from deploykit.errors import ConfigError, StepFailed, Superseded, UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
@@ -112,12 +112,60 @@ def test_every_hookspec_is_in_the_readme_with_its_signature(hook: str) -> None:
     assert documented[0] == signature, f"README has {hook}{documented[0]}, the hookspec is {hook}{signature}"
 
 
+def test_the_guides_complete_plugin_is_the_sample_plugin_the_tests_install_and_run() -> None:
+    """The README's `team_checks.py` is tests/sample_plugin's, from its imports on (its output is what that code
+    prints): what a plugin author copies is what the suite runs."""
+    readme = (REPO / "README.md").read_text()
+    shown = re.search(r"```python\n# team_checks.py\n(.*?)```\n", readme, flags=re.DOTALL)
+    assert shown is not None
+    sample = (REPO / "tests" / "sample_plugin" / "team_checks.py").read_text()
+    assert shown.group(1) == sample[sample.index("from typing import Any") :]
+
+
 def test_configure_is_called_once_with_the_loaded_config() -> None:
     recorder = Recorder()
     config = Mock(spec=Config)
     runtime = Runtime(stderr=io.StringIO(), plugins_factory=lambda: manager_with(("recorder", recorder)))
     load_plugins(runtime, config)
     assert recorder.calls == [("configure", {"config": config})]
+
+
+class Configured:
+    """A plugin whose deploykit_configure raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    @hookimpl
+    def deploykit_configure(self, config: Any) -> None:
+        raise self.error
+
+
+def test_a_settings_error_of_a_plugin_names_the_plugin_and_its_table() -> None:
+    config = Mock(spec=Config, path=REPO / "deploy.toml")
+    runtime = Runtime(stderr=io.StringIO(), plugins_factory=lambda: manager_with(("team", Configured(error))))
+    error = ConfigError("min_cars must be a number")
+    with pytest.raises(ConfigError) as refused:
+        load_plugins(runtime, config)
+    assert refused.value.exit_code == 2
+    assert (
+        refused.value.message == f"plugin 'team': [plugins.team] of {REPO / 'deploy.toml'}: min_cars must be a number"
+    )
+    assert refused.value.next_step == "fix [plugins.team] in deploy.toml"
+    error = ConfigError(f"{REPO / 'deploy.toml'}: [plugins.team] has unknown keys ['x']", next_step="use only y")
+    with pytest.raises(ConfigError) as refused:  # it named its table itself: not twice
+        load_plugins(runtime, config)
+    assert refused.value.message == f"plugin 'team': {REPO / 'deploy.toml'}: [plugins.team] has unknown keys ['x']"
+    assert refused.value.next_step == "use only y"
+
+
+def test_a_plugin_that_raises_in_configure_is_bad_input_naming_it_not_a_traceback() -> None:
+    plugins = manager_with(("team", Configured(KeyError("min_cars"))))
+    runtime = Runtime(stderr=io.StringIO(), plugins_factory=lambda: plugins)
+    with pytest.raises(UsageError) as refused:
+        load_plugins(runtime, Mock(spec=Config, path=REPO / "deploy.toml"))
+    assert refused.value.message == "plugin 'team' failed in deploykit_configure: KeyError: 'min_cars'"
+    assert refused.value.next_step.endswith("or block it: DEPLOYKIT_BLOCK_PLUGINS=team")
 
 
 def test_register_checks_gets_the_environment_and_its_checks_run_in_plugin_order() -> None:

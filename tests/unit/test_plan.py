@@ -536,7 +536,9 @@ def test_the_commits_a_plan_takes_live_are_in_its_json_its_report_and_its_histor
         {"sha": f"{0:012x}", "author": "ana", "subject": "Fix 0"},
         {"sha": f"{1:012x}", "author": "ana", "subject": "Fix 1"},
     ]
-    assert "commits" not in Plan("dev", (), "deploy.stack data").to_json()  # other plans' JSON as it was
+    assert (
+        Plan("dev", (), "deploy.stack data").to_json()["commits"] == []
+    )  # always there: a plugin reads plan["commits"]
     both = plan + Plan("dev", (), "more", commits=many[1:3])
     assert both.commits == many[:3]  # each commit once
     report = RunReport(dataclasses.replace(plan, commits=many), [], 1.0, None)
