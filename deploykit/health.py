@@ -289,16 +289,20 @@ def service_findings(service: Mapping[str, Any], cluster: str, env_name: str) ->
                 "warning", f"service {name} wants 0 tasks: nothing serves the ALB", f"look at it: {describe}", NO_TASKS
             )
         )
-    elif running < desired:
+    deployments = list(service.get("deployments") or [])
+    if desired and running < desired:
         waiting = f"{pending} pending tasks" if pending else "no pending tasks"
+        # a rollout in progress is its own finding: restart refuses one (it would fight it)
+        fresh = "" if len(deployments) > 1 else f"; fresh tasks of the same release: inv restart --env {env_name}"
         findings.append(
             Finding(
                 "broken" if running == 0 else "warning",
                 f"service {name} runs {running} of {desired} desired tasks ({waiting})",
-                f"look at the service events above, or: {describe}; why tasks stopped: {stopped}",
+                f"why tasks stopped: inv tasks --env {env_name}; what they wrote: inv logs --env {env_name} "
+                f"--since 15m{fresh}; the release before: inv rollback --env {env_name} (the service events are "
+                f"above; or: {describe}; {stopped})",
             )
         )
-    deployments = list(service.get("deployments") or [])
     for d in deployments:
         if d.get("rolloutState") == "FAILED":
             reason = d.get("rolloutStateReason") or "no reason given"
@@ -306,8 +310,8 @@ def service_findings(service: Mapping[str, Any], cluster: str, env_name: str) ->
                 Finding(
                     "broken",
                     f"deployment of {revision(str(d.get('taskDefinition', '?')))} ({d.get('status')}) FAILED: {reason}",
-                    f"see the service events above; fix the cause and redeploy: inv deploy.app --env {env_name} "
-                    "(or deploy the last good commit to roll back)",
+                    f"why its tasks stopped: inv tasks --env {env_name}; fix the cause and redeploy: inv deploy.app "
+                    f"--env {env_name}, or put the release before back: inv rollback --env {env_name}",
                 )
             )
     if len(deployments) > 1:

@@ -124,10 +124,12 @@ def test_no_running_task_is_broken_and_counts_the_pending_ones() -> None:
     assert len(findings) == 1
     assert findings[0].severity == "broken"
     assert findings[0].what == "service car-rental-service runs 0 of 2 desired tasks (2 pending tasks)"
-    assert "aws ecs describe-services --cluster car-rental-cluster --services car-rental-service" in (
-        findings[0].next_step
+    assert findings[0].next_step == (
+        "why tasks stopped: inv tasks --env dev; what they wrote: inv logs --env dev --since 15m; fresh tasks of the "
+        "same release: inv restart --env dev; the release before: inv rollback --env dev (the service events are "
+        "above; or: aws ecs describe-services --cluster car-rental-cluster --services car-rental-service; aws ecs "
+        "list-tasks --cluster car-rental-cluster --service-name car-rental-service --desired-status STOPPED)"
     )
-    assert "sandbox" not in findings[0].next_step
 
 
 def test_some_running_tasks_missing_is_a_warning() -> None:
@@ -146,6 +148,9 @@ def test_a_failed_rollout_is_broken_and_a_second_deployment_means_a_rollout_in_p
     )
     findings = health.service_findings(svc, "c", "dev")
     assert [f.severity for f in findings] == ["broken", "warning"]
+    missing = health.service_findings({**svc, "runningCount": 1}, "c", "dev")[0]
+    assert missing.what.endswith("runs 1 of 2 desired tasks (no pending tasks)")
+    assert "inv restart" not in missing.next_step  # it refuses a service mid-rollout
     assert findings[0].what == "deployment of car-rental-backend:8 (PRIMARY) FAILED: tasks failed to start"
     assert "inv deploy.app --env dev" in findings[0].next_step
     assert findings[1].what == (
