@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import boto3
 import pytest
@@ -131,6 +133,17 @@ def sandbox_client(project: Path, service: str) -> Any:
     return boto3.client(
         service, endpoint_url=env.endpoint_url, region_name=env.region, aws_access_key_id="x", aws_secret_access_key="x"
     )
+
+
+@functools.cache
+def _real_client(service: str) -> Any:
+    return boto3.client(service, region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def aws_client(service: str) -> Mock:
+    """A fake boto3 client of ``service`` for unit tests: ``Mock(spec=...)`` of a real one, so a call of an operation
+    the service does not have (a typo, a renamed method) fails instead of answering a Mock."""
+    return Mock(spec=_real_client(service))
 
 
 def quiet_runtime(project: Path) -> commands.Runtime:

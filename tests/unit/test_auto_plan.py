@@ -16,7 +16,7 @@ from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
 from deploykit.plan import Parallel, Plan
 from deploykit.stack_chain import UploadLambdaCode
-from tests.conftest import git
+from tests.conftest import aws_client, git
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
 HEAD = "f" * 40
@@ -439,7 +439,7 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     from deploykit.testing import fake_factory, sample_endpoints
 
     config, env, _revision = setup(with_lambdas)
-    ecs = Mock()
+    ecs = aws_client("ecs")
     ecs.describe_services.return_value = {"services": [{"status": "ACTIVE", "taskDefinition": "arn:td:7"}]}
     ecs.describe_task_definition.return_value = {
         "taskDefinition": {
@@ -452,14 +452,14 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
         "api-login-1": "code s3://b/lambda/login_handler/1.zip git bbbbbbbbbbbb",
         "api-health-1": "code s3://b/k",
     }
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: {"Description": versions[FunctionName]}
     live_record = {
         "stack:data": {"sha": "cccccccccccc"},
         "lambda:health_handler": {"sha": "dddddddddddd"},
         "stack:api": {"sha": "eeeeeeeeeeee"},
     }
-    s3 = Mock()
+    s3 = aws_client("s3")
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
     aws = fake_factory(ecs=ecs, s3=s3, **{"lambda": lam})
     endpoints = sample_endpoints(
@@ -479,7 +479,7 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
     }
     assert s3.get_object.call_args.kwargs["Key"] == "deploykit/live/sandbox.json"
     # some stack missing (after inv destroy): no endpoints; the stacks still there answer, the rest is None
-    cfn = Mock()
+    cfn = aws_client("cloudformation")
     present = {
         env.stacks.registry: [{"OutputKey": "ArtifactsBucketName", "OutputValue": "bucket"}],
         env.stacks.data: [],
@@ -571,11 +571,11 @@ def _world(
     from deploykit.testing import fake_factory, sample_endpoints
 
     config, env, _revision = setup(project)
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: (
         {"Version": "3"} | serving.get(FunctionName, {"Description": "code s3://b/k"})
     )
-    s3 = Mock()
+    s3 = aws_client("s3")
     s3.get_object.return_value = {"Body": Mock(read=Mock(return_value=json.dumps(live_record).encode()))}
     updated = {} if updated is None else updated
     templates = {} if templates is None else templates
@@ -585,10 +585,10 @@ def _world(
         stack |= {"CreationTime": datetime(2026, 11, 1, tzinfo=UTC)}
         return {"Stacks": [stack | ({"LastUpdatedTime": updated[StackName]} if StackName in updated else {})]}
 
-    cfn = Mock()
+    cfn = aws_client("cloudformation")
     cfn.describe_stacks.side_effect = describe_stacks
     cfn.get_template.side_effect = lambda StackName: {"TemplateBody": templates[StackName]}
-    ecs = Mock()
+    ecs = aws_client("ecs")
     ecs.describe_services.return_value = {"services": []}  # no app
     aws = fake_factory(s3=s3, cloudformation=cfn, ecs=ecs, **{"lambda": lam})
     endpoints = sample_endpoints(
@@ -724,7 +724,7 @@ def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
 
         return call
 
-    ecs = Mock()
+    ecs = aws_client("ecs")
     ecs.describe_services.side_effect = together({"services": [{"status": "ACTIVE", "taskDefinition": "arn:td:7"}]})
     ecs.describe_task_definition.return_value = {
         "taskDefinition": {
@@ -733,9 +733,9 @@ def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
         },
         "tags": [],
     }
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = together({"Description": "code s3://b/k git bbbbbbbbbbbb"})
-    s3 = Mock()
+    s3 = aws_client("s3")
     s3.get_object.side_effect = together({"Body": Mock(read=Mock(return_value=b"{}"))})
     aws = fake_factory(ecs=ecs, s3=s3, **{"lambda": lam})
     endpoints = sample_endpoints(functions={"login_handler": "api-login-1", "health_handler": "api-health-1"})

@@ -15,6 +15,7 @@ import pytest
 from deploykit import aws as aws_module
 from deploykit.aws import AwsFactory, HandedOn, Once, all_of, at_once, new_session
 from deploykit.testing import fake_factory, sample_env
+from tests.conftest import aws_client
 
 
 def test_reads_are_in_flight_together_and_come_back_by_key() -> None:
@@ -124,7 +125,7 @@ def test_what_a_factory_shares_is_made_once_from_any_thread() -> None:
 
 
 def test_the_fake_factory_for_tests_answers_its_clients_and_shares_as_a_factory_does() -> None:
-    s3 = Mock()
+    s3 = aws_client("s3")
     aws = fake_factory(s3=s3)
     assert aws.client("s3") is s3
     made: list[Any] = []

@@ -27,7 +27,7 @@ from deploykit.plugins import Plugins, get_plugin_manager, refusal_text, review_
 from deploykit.smoke import Smoke, registered_checks
 from deploykit.stacks import Change, PropertyChange
 from deploykit.testing import fake_factory, sample_env
-from tests.conftest import REPO
+from tests.conftest import REPO, aws_client
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("deploykit_"))
 
@@ -268,7 +268,7 @@ def test_the_smoke_step_fails_the_plan_with_each_failed_check_and_the_rerun_comm
             ]
 
     ctx = context(manager_with(("checks", Checks())))
-    cfn = Mock()
+    cfn = aws_client("cloudformation")
     cfn.describe_stacks.side_effect = lambda StackName: {
         "Stacks": [{"StackName": StackName, "StackStatus": "CREATE_COMPLETE", "Outputs": []}]
     }

@@ -16,6 +16,7 @@ from deploykit import image_cleanup
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, Stacks
 from deploykit.image_cleanup import Image, plan_cleanup, split_reference, tag_key
+from tests.conftest import aws_client
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SHA = "0123456789abcdef0123456789abcdef01234567"  # a full git SHA; its tag is the first 12 characters
@@ -218,7 +219,7 @@ def test_split_reference(reference: str, expected: tuple[str, str | None, str | 
 
 def fake_aws(answers: list[dict[str, Any]]) -> tuple[AwsFactory, Mock]:
     env = EnvConfig("dev", "eu-west-1", "c", "s", "backend", "car-rental-backend", Stacks("r", "d", "a", "f", "p"))
-    ecr = Mock()
+    ecr = aws_client("ecr")
     ecr.batch_delete_image.side_effect = answers
     aws = Mock(spec=AwsFactory)
     aws.env = env

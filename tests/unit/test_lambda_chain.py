@@ -22,7 +22,7 @@ from deploykit.plan import Context
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode
 from deploykit.testing import fake_factory
-from tests.conftest import REPO, git
+from tests.conftest import REPO, aws_client, git
 
 KEY = "lambda/health_handler/" + "ab" * 32 + ".zip"
 CODE = "q83vEjRWeJA="
@@ -122,7 +122,7 @@ def version(number: str, code: str = CODE, description: str = CFN, memory: int =
 
 
 def lambda_with(versions: list[dict[str, Any]]) -> Mock:
-    client = Mock()
+    client = aws_client("lambda")
     client.get_paginator.return_value.paginate.return_value = [{"Versions": versions[:2]}, {"Versions": versions[2:]}]
     return client
 
@@ -159,7 +159,7 @@ def test_a_version_with_the_code_but_not_the_key_is_a_fallback() -> None:
 
 
 def context(lam: Mock, clock: FakeClock) -> Context:
-    cfn = Mock()
+    cfn = aws_client("cloudformation")
     cfn.describe_stacks.return_value = {
         "Stacks": [
             {
@@ -186,7 +186,7 @@ def step(timeout: float = 10.0, poll: float = 5.0) -> lambda_chain.UpdateFunctio
 
 
 def test_the_update_is_skipped_when_latest_already_has_the_code() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.return_value = config(CODE)
     outcome = step().run(context(lam, FakeClock()))
     assert outcome.status == "skipped" and "already runs" in outcome.detail
@@ -194,7 +194,7 @@ def test_the_update_is_skipped_when_latest_already_has_the_code() -> None:
 
 
 def test_the_update_waits_until_lambda_reports_it_successful_polling_soon_then_each_second() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = [
         config("old"),
         config(CODE, "InProgress"),
@@ -213,7 +213,7 @@ def test_the_update_waits_until_lambda_reports_it_successful_polling_soon_then_e
 
 
 def test_the_polls_are_never_further_apart_than_the_environments_poll_interval() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = [config("old"), *[config(CODE, "InProgress")] * 3, config(CODE)]
     lam.update_function_code.return_value = config(CODE, "InProgress")
     clock = FakeClock()
@@ -222,7 +222,7 @@ def test_the_polls_are_never_further_apart_than_the_environments_poll_interval()
 
 
 def test_an_update_lambda_answers_successful_at_once_needs_no_read_after_it() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.return_value = config("old")
     lam.update_function_code.return_value = config(CODE)
     clock = FakeClock()
@@ -232,7 +232,7 @@ def test_an_update_lambda_answers_successful_at_once_needs_no_read_after_it() ->
 
 
 def test_a_previous_update_in_progress_is_waited_for_first() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = [
         config("old", "InProgress"),
         config("old", "InProgress"),
@@ -246,7 +246,7 @@ def test_a_previous_update_in_progress_is_waited_for_first() -> None:
 
 
 def test_a_failed_update_fails_the_step_with_lambdas_reason() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.update_function_code.return_value = config("old", "InProgress")
     lam.get_function_configuration.side_effect = [
         config("old"),
@@ -265,7 +265,7 @@ def test_a_failed_update_fails_the_step_with_lambdas_reason() -> None:
 
 
 def test_an_update_past_the_deadline_fails_naming_the_state() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.update_function_code.return_value = config("old", "InProgress")
     lam.get_function_configuration.side_effect = [config("old")] + [config("old", "InProgress")] * 10
     clock = FakeClock()
@@ -275,7 +275,7 @@ def test_an_update_past_the_deadline_fails_naming_the_state() -> None:
 
 
 def test_code_other_than_planned_after_the_update_fails() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = [config("old")]
     lam.update_function_code.return_value = config("something-else")
     with pytest.raises(StepFailed, match="not q83vEjRWeJA="):
@@ -283,7 +283,7 @@ def test_code_other_than_planned_after_the_update_fails() -> None:
 
 
 def test_a_missing_function_says_to_deploy_the_api_stack() -> None:
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = ClientError(
         {"Error": {"Code": "ResourceNotFoundException", "Message": "Function not found"}}, "GetFunctionConfiguration"
     )
@@ -340,7 +340,7 @@ def test_a_function_its_source_ran_before_is_the_same_bytes_when_one_of_its_vers
     folder.mkdir()
     (folder / "handler.py").write_text("def handler(event, context):\n    return {}\n")
     ours = packaging.package_function(folder)
-    client = Mock()
+    client = aws_client("lambda")
     client.get_paginator.return_value.paginate.return_value = [
         {"Versions": [{"Version": "$LATEST", "CodeSha256": "x"}, {"Version": "3", "CodeSha256": ours.code_sha256}]}
     ]

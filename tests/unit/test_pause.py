@@ -5,14 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.exceptions import ClientError
-from botocore.stub import Stubber
 
 from deploykit.app_chain import RollService, WaitHealthy
 from deploykit.config import EnvConfig, load_config
-from deploykit.pause import Pause, WakeService, in_force, may_wake, pause_plan, read_scaling, resume_plan, woken
+from deploykit.pause import Pause, WakeService, in_force, may_wake, pause_plan, resume_plan, woken
 from deploykit.plan import Outcome, Parallel, Plan, Sequence, Step
 from deploykit.smoke import Smoke
 
@@ -112,18 +109,3 @@ def test_a_wake_sets_the_scaling_range_back_first(dev_env: EnvConfig) -> None:
     plan = Plan("dev", (Noop(),), deploys=(("lambda:login_handler", "a" * 12),))
     wake = woken(plan, scaled, dev_env).steps[0]
     assert isinstance(wake, WakeService) and wake.scaling == (2, 6) and wake.inputs()["scaling"] == [2, 6]
-
-
-def test_scaling_that_cannot_be_read_is_taken_as_none_and_said_and_other_errors_raise() -> None:
-    client = boto3.client(
-        "application-autoscaling", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    with Stubber(client) as stub:
-        stub.add_client_error("describe_scalable_targets", "AccessDeniedException", "not allowed")
-        stub.add_client_error("describe_scalable_targets", "ValidationException", "bad")
-        stub.add_response("describe_scalable_targets", {"ScalableTargets": []})
-        found, why = read_scaling(client, "c", "svc")
-        assert found is None and why.startswith("Application Auto Scaling could not be read (AccessDeniedException)")
-        with pytest.raises(ClientError):
-            read_scaling(client, "c", "svc")
-        assert read_scaling(client, "c", "svc") == (None, "")

@@ -6,9 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 
 from deploykit import auto, planner
 from deploykit.config import Config, ReleaseCommand, load_config, parse_config
@@ -16,7 +14,7 @@ from deploykit.errors import ConfigError
 from deploykit.git import current_revision
 from deploykit.oneoff import Ended, run_task_arguments
 from deploykit.plan import Plan
-from deploykit.release import PENDING_TAG, Release, _mark, pending
+from deploykit.release import Release
 from tests.unit.test_auto_plan import INPUTS, change_set, shape
 from tests.unit.test_config import raw
 from tests.unit.test_stack_plans import names, with_lambdas  # noqa: F401 - a fixture
@@ -176,20 +174,3 @@ def test_a_long_command_is_cut_in_what_people_read() -> None:
     assert step("sh", "-c", "echo 'it works'").shown == "sh -c 'echo '\"'\"'it works'\"'\"''"
     long = step("python", "-c", "x" * 100)
     assert len(long.shown) == 60 and long.shown.endswith("…") and long.shown in long.describe()
-
-
-def test_the_pending_mark_that_cannot_be_put_on_or_taken_off_is_said_not_raised() -> None:
-    """A deploy role without ecs:TagResource / UntagResource: the step's outcome stands, its words say the mark's."""
-    ecs = boto3.client("ecs", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
-    arn = "arn:aws:ecs:eu-west-1:123456789012:service/car-rental-cluster/car-rental-service"
-    service = {"serviceArn": arn, "tags": [{"key": PENDING_TAG, "value": "abc"}]}
-    assert pending(service) == "abc" and pending({"tags": [{"key": "team", "value": "cars"}]}) is None
-    with Stubber(ecs) as stub:
-        stub.add_client_error("tag_resource", "AccessDeniedException", "not allowed: ecs:TagResource")
-        stub.add_client_error("untag_resource", "AccessDeniedException", "not allowed: ecs:UntagResource")
-        stub.add_response("untag_resource", {}, {"resourceArn": arn, "tagKeys": [PENDING_TAG]})
-        put = _mark(ecs, service, "abc")
-        assert put.startswith(" (deploykit:release-pending could not be put on the service: An error occurred")
-        assert "not allowed: ecs:TagResource" in put
-        assert "could not be taken off the service" in _mark(ecs, service, None)
-        assert _mark(ecs, service, None) == "; deploykit:release-pending taken off the service"

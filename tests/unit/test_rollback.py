@@ -14,13 +14,14 @@ import pytest
 from deploykit import auto, history, lambda_chain, planner
 from deploykit import rollback as rb
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
+from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import Interrupted, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Parallel, Plan, RunReport, Step, StepRecord
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import DeployStack, action_key, was_key
-from tests.conftest import git
+from tests.conftest import aws_client, git
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
 A = "aaaaaaa11111"
@@ -98,9 +99,9 @@ def test_nothing_to_go_back_to() -> None:
 
 
 def fake_aws(env: EnvConfig, *, live_tag: str | None, tags: list[str], records: list[history.Record]) -> Mock:
-    aws = Mock()
+    aws = Mock(spec=AwsFactory)
     aws.env = env
-    clients: dict[str, Mock] = {"ecs": Mock(), "ecr": Mock(), "cloudformation": Mock(), "s3": Mock()}
+    clients: dict[str, Mock] = {name: aws_client(name) for name in ("ecs", "ecr", "cloudformation", "s3")}
     aws.client.side_effect = lambda name: clients[name]
     now = datetime(2026, 2, 1, tzinfo=UTC)
     details = [  # ECR answers in no particular order: the newest push comes first once sorted
@@ -188,16 +189,16 @@ def test_the_newest_version_tagged_with_the_sha_is_chosen() -> None:
 
 
 def fake_lambda_aws(env: EnvConfig, listed: list[dict[str, Any]], live_version: str) -> Mock:
-    aws = Mock()
+    aws = Mock(spec=AwsFactory)
     aws.env = env
-    lam = Mock()
+    lam = aws_client("lambda")
     lam.get_paginator.return_value.paginate.return_value = [{"Versions": listed}]
     lam.get_alias.return_value = {"FunctionVersion": live_version}
     by_version = {v["Version"]: v for v in listed}
     lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: by_version[
         live_version if Qualifier == "live" else Qualifier
     ]
-    clients = {"lambda": lam, "cloudformation": Mock()}
+    clients = {"lambda": lam, "cloudformation": aws_client("cloudformation")}
     aws.client.side_effect = lambda name: clients[name]
     return aws
 
