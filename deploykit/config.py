@@ -573,7 +573,11 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}", next_step=f"fix the syntax at the place named in {path}"
         ) from None
-    return parse_config(raw, path)
+    try:
+        return parse_config(raw, path)
+    except ConfigError as exc:  # a key of the wrong kind or value: where it is said, how to fix it
+        exc.next_step = exc.next_step or f"fix it in {path} (README, 'deploy.toml', says what each key takes)"
+        raise
 
 
 # -- environments made from a pattern -----------------------------------------------------------------------------

@@ -164,6 +164,17 @@ def test_default_env_must_exist() -> None:
         parse_config(data, Path("deploy.toml"))
 
 
+def test_a_value_of_the_wrong_kind_names_the_key_and_the_next_step(tmp_path: Path) -> None:
+    """Each message names the key; those whose message alone says what to do get the same next step: the file."""
+    bad = tmp_path / "deploy.toml"
+    text = (REPO / "deploy.toml").read_text()
+    assert text.count("\npoll_interval = 0.5\n") == 1  # the sandbox's
+    bad.write_text(text.replace("\npoll_interval = 0.5\n", "\npoll_interval = 90\n"))
+    with pytest.raises(ConfigError, match="sandbox.poll_interval must be between 0 and 60 seconds") as refused:
+        load_config(bad)
+    assert refused.value.next_step == f"fix it in {bad} (README, 'deploy.toml', says what each key takes)"
+
+
 def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
     bad = tmp_path / "deploy.toml"
     bad.write_text("[environments.sandbox\nregion = 'x'\n")
