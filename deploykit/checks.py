@@ -153,6 +153,12 @@ def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
             f"two plugins register the check(s) {', '.join(duplicates)}",
             next_step="rename one, or block a plugin with DEPLOYKIT_BLOCK_PLUGINS",
         )
+    cycle = _needs_cycle(checks)
+    if cycle:
+        raise UsageError(
+            f"the checks' needs go round in a circle: {' → '.join(cycle)}",
+            next_step="take one of these out of the other's needs (needs= of the plugin's Check)",
+        )
     if only is None:
         return list(checks)
     wanted = [n.strip() for n in only if n.strip()]
@@ -167,6 +173,30 @@ def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
             chosen.add(name)
             wanted.extend(by_name[name].needs)
     return [c for c in checks if c.name in chosen]
+
+
+def _needs_cycle(checks: Sequence[Check]) -> list[str]:
+    """A circle of ``needs`` among ``checks`` (``a → b → a``; none: []): each would wait for the other for ever."""
+    by_name = {c.name: c for c in checks}
+    done: set[str] = set()
+
+    def walk(name: str, path: list[str]) -> list[str]:
+        if name in path:
+            return [*path[path.index(name) :], name]
+        if name in done or name not in by_name:
+            return []
+        for needed in by_name[name].needs:
+            found = walk(needed, [*path, name])
+            if found:
+                return found
+        done.add(name)
+        return []
+
+    for check in checks:
+        found = walk(check.name, [])
+        if found:
+            return found
+    return []
 
 
 def run_checks(checks: Sequence[Check], ctx: CheckContext, *, workers: int = 8) -> list[CheckResult]:
@@ -201,6 +231,10 @@ def run_checks(checks: Sequence[Check], ctx: CheckContext, *, workers: int = 8) 
             future, threads[future] = _start(check, ctx)
             running[future] = check
         if not running:
+            if pending and all(any(n in by_name and n not in results for n in c.needs) for c in pending):
+                for check in pending:  # a circle of needs (select refuses one): skipped, never waited for
+                    results[check.name] = CheckResult.skipped(check.name, "needs a check that needs it (a circle)")
+                pending.clear()
             continue
         nearest = min(started[c.name] + c.timeout for c in running.values())
         done, _ = wait(running, timeout=max(0.0, nearest - time.monotonic()), return_when=FIRST_COMPLETED)

@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import at_once
-from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, primary_deployment
+from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, primary_deployment, rolling
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
@@ -292,8 +292,9 @@ def service_findings(service: Mapping[str, Any], cluster: str, env_name: str) ->
     deployments = list(service.get("deployments") or [])
     if desired and running < desired:
         waiting = f"{pending} pending tasks" if pending else "no pending tasks"
-        # a rollout in progress is its own finding: restart refuses one (it would fight it)
-        fresh = "" if len(deployments) > 1 else f"; fresh tasks of the same release: inv restart --env {env_name}"
+        busy = rolling(dict(service))  # restart refuses a service still rolling out (it would fight it)
+        restart = f"fresh tasks of the same release: inv restart --env {env_name}"
+        fresh = f"; once it stops rolling out ({busy}), {restart}" if busy else f"; {restart}"
         findings.append(
             Finding(
                 "broken" if running == 0 else "warning",

@@ -402,6 +402,18 @@ class RunReport:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def changed_live(self) -> bool:
+        """Whether a step of the run that changes what is live (not :attr:`~Step.artifacts_only`) was done: a step
+        of a group counts on its own."""
+
+        def done(step: Step, record: StepRecord) -> bool:
+            if is_group(step) and record.children:
+                return any(done(s, r) for s, r in zip(step.steps, record.children, strict=False))  # type: ignore[attr-defined]
+            return record.status == "done" and not all_artifacts(step)
+
+        return any(done(step, record) for step, record in zip(self.plan.steps, self.records, strict=False))
+
     def outputs(self) -> dict[str, str]:
         merged: dict[str, str] = {}
         for record in self.records:

@@ -103,6 +103,22 @@ def test_no_more_than_workers_checks_run_at_once() -> None:
     assert [r.status for r in results] == ["passed"] * 6 and most[0] == 2
 
 
+def test_a_circle_of_needs_is_refused_and_never_waited_for() -> None:
+    """a needs b, b needs a: each would wait for the other for ever. select refuses it (bad input); run_checks, given
+    one anyway, skips them instead of spinning."""
+    circle = [check("alb"), check("a", needs=("b",)), check("b", needs=("c",)), check("c", needs=("a",))]
+    with pytest.raises(UsageError, match="the checks' needs go round in a circle: a → b → c → a"):
+        select(circle, None)
+    with pytest.raises(UsageError, match="circle: self → self"):
+        select([check("self", needs=("self",))], ["self"])
+    ran: list[list[CheckResult]] = []
+    worker = threading.Thread(target=lambda: ran.append(run_checks(circle, CTX)), daemon=True)
+    worker.start()
+    worker.join(10)
+    assert ran, "run_checks did not return"
+    assert [(r.name, r.status) for r in ran[0]] == [("alb", "passed")] + [(n, "skipped") for n in "abc"]
+
+
 def test_select_and_its_errors() -> None:
     checks = [check("alb"), check("auth")]
     assert [c.name for c in select(checks, ["auth"])] == ["auth"]

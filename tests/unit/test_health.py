@@ -150,7 +150,13 @@ def test_a_failed_rollout_is_broken_and_a_second_deployment_means_a_rollout_in_p
     assert [f.severity for f in findings] == ["broken", "warning"]
     missing = health.service_findings({**svc, "runningCount": 1}, "c", "dev")[0]
     assert missing.what.endswith("runs 1 of 2 desired tasks (no pending tasks)")
-    assert "inv restart" not in missing.next_step  # it refuses a service mid-rollout
+    assert "; once it stops rolling out (its deployment ? of car-rental-backend:8 is FAILED), fresh tasks of the " in (
+        missing.next_step  # restart refuses a service mid-rollout
+    )
+    # a first rollout stuck: one deployment, IN_PROGRESS, no task running
+    stuck = service(runningCount=0, deployments=[deployment("PRIMARY", 1, "IN_PROGRESS", 0, 2, 2)])
+    [finding] = health.service_findings(stuck, "c", "dev")
+    assert "once it stops rolling out (its deployment ? of car-rental-backend:1 is IN_PROGRESS)" in finding.next_step
     assert findings[0].what == "deployment of car-rental-backend:8 (PRIMARY) FAILED: tasks failed to start"
     assert "inv deploy.app --env dev" in findings[0].next_step
     assert findings[1].what == (
