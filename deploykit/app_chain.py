@@ -365,6 +365,7 @@ class RegisterTaskDef(Step):
     """A new task-definition revision: the service's current one with only our container's image changed."""
 
     name: ClassVar[str] = "register-taskdef"
+    changes_what_runs: ClassVar[bool] = False  # a revision no service runs yet
     cluster: str
     service: str
     container: str
@@ -494,6 +495,7 @@ class WaitHealthy(Step):
     """Wait until the new revision is PRIMARY, COMPLETED, fully running and healthy behind the ALB."""
 
     name: ClassVar[str] = "wait-healthy"
+    changes_what_runs: ClassVar[bool] = False  # a wait
     cluster: str
     service: str
     container: str

@@ -359,6 +359,7 @@ class UpdateFunctionCode(Step):
     """Point the function's ``$LATEST`` at the zip and wait until Lambda reports the update Successful."""
 
     name: ClassVar[str] = "update-code"
+    changes_what_runs: ClassVar[bool] = False  # $LATEST's code: the alias serves a published version
     function: str
     function_name: str
     registry_stack: str
@@ -464,6 +465,7 @@ class PublishVersion(Step):
     version with this code, this configuration and this key exists: it is reused)."""
 
     name: ClassVar[str] = "publish-version"
+    changes_what_runs: ClassVar[bool] = False  # a version no alias serves yet
     function: str
     function_name: str
     registry_stack: str

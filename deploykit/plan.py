@@ -141,6 +141,10 @@ class Step:
     # The step makes an artifact and changes nothing that runs in the environment (a base image, an image, its push,
     # a zip's upload): the step after it may read what is live while it runs (early).
     artifacts_only: ClassVar[bool] = False
+    # False: done, it still leaves what the environment runs and serves as it was (a task-definition revision no
+    # service runs yet, a Lambda version no alias serves, a wait, a check): a refusal after it is still "nothing
+    # changed" (RunReport.changed_live). An artifacts_only step changes nothing either way.
+    changes_what_runs: ClassVar[bool] = True
 
     def early(self, ctx: Context) -> Callable[[], Any] | None:
         """The reads of what is live this step starts with, to run while the step before it runs when that one
@@ -404,13 +408,15 @@ class RunReport:
 
     @property
     def changed_live(self) -> bool:
-        """Whether a step of the run that changes what is live (not :attr:`~Step.artifacts_only`) was done: a step
-        of a group counts on its own."""
+        """Whether a step of the run that changes what the environment runs (:attr:`~Step.changes_what_runs`, not
+        :attr:`~Step.artifacts_only`) was done: a step of a group counts on its own."""
 
         def done(step: Step, record: StepRecord) -> bool:
             if is_group(step) and record.children:
                 return any(done(s, r) for s, r in zip(step.steps, record.children, strict=False))  # type: ignore[attr-defined]
-            return record.status == "done" and not all_artifacts(step)
+            return record.status == "done" and any(
+                leaf.changes_what_runs and not leaf.artifacts_only for leaf in leaves(step)
+            )
 
         return any(done(step, record) for step, record in zip(self.plan.steps, self.records, strict=False))
 

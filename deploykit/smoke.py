@@ -128,6 +128,7 @@ class Smoke(Step):
     """The last step of a deploy chain: every registered check (or those in ``only``) must pass."""
 
     name: ClassVar[str] = "smoke"
+    changes_what_runs: ClassVar[bool] = False  # checks
     verifies: ClassVar[bool] = True
     only: tuple[str, ...] | None = None
     # run even when no step before it changed anything: what the plan deploys was never verified (deploy.auto)

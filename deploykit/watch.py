@@ -220,6 +220,7 @@ class WatchErrors(Step):
     rate in the minutes before the rollout: :func:`failing`)."""
 
     name: ClassVar[str] = "watch-errors"
+    changes_what_runs: ClassVar[bool] = False  # a watch
     cluster: str
     service: str
     seconds: float

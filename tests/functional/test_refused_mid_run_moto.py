@@ -44,6 +44,20 @@ class Build(Step):
         return Outcome.done("built")
 
 
+@dataclasses.dataclass(frozen=True)
+class Register(Step):
+    """Done, it leaves what runs as it was (as register-taskdef's revision, which no service runs yet)."""
+
+    name: ClassVar[str] = "register"
+    changes_what_runs: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        return "register"
+
+    def run(self, ctx: Context) -> Outcome:
+        return Outcome.done("registered")
+
+
 def run(project: Path, env: EnvConfig, *steps: Step) -> UsageError:
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
     config = dataclasses.replace(load_config(project / "deploy.toml"), environments={env.name: env})
@@ -58,10 +72,11 @@ def run(project: Path, env: EnvConfig, *steps: Step) -> UsageError:
     [
         ((Refused(),), 2),  # nothing ran before it
         ((Build(), Refused()), 2),  # an artifact only: nothing live changed
+        ((Build(), Register(), Refused()), 2),  # a revision nothing runs yet (the scan gate refuses there)
         ((Deploy(), Refused()), 1),  # a stack deployed before it
         ((Parallel((Deploy(), Refused())),), 1),  # one beside it, in the same group
     ],
-    ids=["first", "after-an-artifact", "after-a-deploy", "beside-a-deploy"],
+    ids=["first", "after-an-artifact", "after-a-revision", "after-a-deploy", "beside-a-deploy"],
 )
 def test_a_refusal_after_a_step_changed_what_is_live_exits_1(
     bucket: str, dev_env: EnvConfig, project: Path, steps: tuple[Step, ...], code: int

@@ -170,7 +170,7 @@ def test_a_value_of_the_wrong_kind_names_the_key_and_the_next_step(tmp_path: Pat
     text = (REPO / "deploy.toml").read_text()
     assert text.count("\npoll_interval = 0.5\n") == 1  # the sandbox's
     bad.write_text(text.replace("\npoll_interval = 0.5\n", "\npoll_interval = 90\n"))
-    with pytest.raises(ConfigError, match="sandbox.poll_interval must be between 0 and 60 seconds") as refused:
+    with pytest.raises(ConfigError, match=r"sandbox\.poll_interval must be between 0 and 60 seconds") as refused:
         load_config(bad)
     assert refused.value.next_step == f"fix it in {bad} (README, 'deploy.toml', says what each key takes)"
 
