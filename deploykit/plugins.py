@@ -1,4 +1,5 @@
-"""The plugin manager: built-in and external plugins alike come from the entry-point group ``deploykit``.
+"""The plugin manager: built-in and external plugins alike come from the entry-point group ``deploykit``, each a
+module or an object with hook functions, or a class (made once per manager: no instance shared at import).
 
 ``DEPLOYKIT_BLOCK_PLUGINS=name,other`` blocks plugins by their entry-point name. A plugin that fails to
 import is reported by name and does not take the others down; a plugin implementing a hook that does not
@@ -62,7 +63,9 @@ def get_plugin_manager(
         if entry_point.name in blocked:
             continue
         try:
-            candidates.append((entry_point.name, entry_point.load()))
+            loaded = entry_point.load()
+            # a class: one fresh instance per manager (its state, a notifier's queue, is not shared between them)
+            candidates.append((entry_point.name, loaded() if isinstance(loaded, type) else loaded))
         except Exception as exc:  # a broken plugin is reported, the others still load
             plugins.broken[entry_point.name] = f"{type(exc).__name__}: {exc}"
     candidates += [(name, plugin) for name, plugin in extra if name not in blocked]

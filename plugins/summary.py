@@ -238,5 +238,3 @@ class Summary:
                 f"⚠️  plugin {NAME!r}: could not write the job summary to {path} (${self.variable}): {exc}\n"
             )
 
-
-plugin = Summary()

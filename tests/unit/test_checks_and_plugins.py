@@ -175,6 +175,35 @@ def test_plugins_from_entry_points_register_checks(plugin_modules: types.SimpleN
     assert registered == ["team-check"]
 
 
+def test_a_class_named_by_an_entry_point_is_made_once_per_manager() -> None:
+    """No instance at import, shared by every manager of the process (the built-in notifier keeps a queue and a
+    thread): each manager makes its own."""
+    module = types.ModuleType("dk_test_class")
+
+    class Plugin:
+        made = 0
+
+        def __init__(self) -> None:
+            Plugin.made += 1
+
+        @hookspecs.hookimpl
+        def deploykit_register_checks(self, env: object) -> list[Check]:
+            return [check("team-check")]
+
+    module.Plugin = Plugin  # type: ignore[attr-defined]
+    sys.modules["dk_test_class"] = module
+    try:
+        found = [fake_entry_point("team", "dk_test_class:Plugin")]
+        first = get_plugin_manager(entry_points=found, environ={})
+        second = get_plugin_manager(entry_points=found, environ={})
+    finally:
+        sys.modules.pop("dk_test_class")
+    assert Plugin.made == 2
+    assert isinstance(first.manager.get_plugin("team"), Plugin)
+    assert first.manager.get_plugin("team") is not second.manager.get_plugin("team")
+    assert [c.name for group in first.manager.hook.deploykit_register_checks(env=None) for c in group] == ["team-check"]
+
+
 def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(plugin_modules: types.SimpleNamespace) -> None:
     plugins = get_plugin_manager(
         entry_points=[fake_entry_point("broken", "dk_no_such_module"), fake_entry_point("team", "dk_test_good")],
