@@ -84,6 +84,7 @@ def reports_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = _stop_on_sigterm()
         try:
+            _check_config()
             return commands.until_unlocked(lambda: func(*args, **kwargs))
         except DeployKitError as exc:
             print(f"❌ {exc.message}", file=sys.stderr)
@@ -339,7 +340,8 @@ def deploy_app(
         "allow-replace": "allow the change set to replace a table, bucket or user pool (their data is lost)",
         "approve-access": "in a protected environment, allow the change set to change access (IAM, network, policies)",
         "force-synth": "synthesize even when nothing the CDK app reads has changed",
-        **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
+        **COMMON_HELP,
+        "allow-dirty": "deploy from uncommitted changes (the history then names the dirty build, <sha12>-dirty-<hash>)",
         **SMOKE_HELP,
         **PROMOTE_HELP,
         **ROLLED_BACK_HELP,
@@ -360,6 +362,7 @@ def deploy_stack(
     smoke: bool = True,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    allow_dirty: bool = False,
     yes: bool = False,
 ) -> None:
     """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
@@ -368,6 +371,7 @@ def deploy_stack(
     commands.deploy_stack(
         name,
         env=env,
+        allow_dirty=allow_dirty,
         image_tag=image_tag,
         allow_replace=allow_replace,
         approve_access=approve_access,
@@ -1043,6 +1047,14 @@ taskdefs.add_task(taskdefs_cleanup)
 # -- the sandbox: a local AWS on this machine ---------------------------------------------------------------
 
 
+def _check_config() -> None:
+    """deploy.toml, validated whole before any task runs (a few milliseconds): its own keys, and the [sandbox] table
+    the sandbox reads (deploykit leaves that table to it). A mistake anywhere in it is exit 2 with where it is, even
+    for a task that would not have read that part."""
+    load_config()
+    _sandbox_settings()
+
+
 def _sandbox_settings() -> tuple[Any, Any]:
     from sandbox.settings import SettingsError, load_settings
 
@@ -1113,6 +1125,11 @@ def sandbox_logs(c: Context, part: str | None = None, lines: int = 50) -> None:
     from sandbox import lifecycle
 
     settings, _path = _sandbox_settings()
+    if lines < 1:
+        raise UsageError(f"--lines {lines}: a log's end is 1 line or more", next_step="inv sandbox.logs --lines 50")
+    parts = [process.name for process in lifecycle.processes(settings)]
+    if part is not None and part not in parts:
+        raise UsageError(f"the sandbox has no part {part!r}", next_step=f"name one: --part {' or --part '.join(parts)}")
     print(lifecycle.log_tail(settings, part, lines))
 
 
@@ -1280,6 +1297,10 @@ def _clear_parse_errors() -> None:
                 names = self.collection.task_names if self.collection else {}
                 message, next_step = parse_error_text(exc, names, self.argv)
                 raise Exit(f"❌ {message}\n  → next: {next_step}", code=2) from None
+            except ValueError as exc:  # a number option given a word: invoke's int() or float() of it
+                names = self.collection.task_names if self.collection else {}
+                message, next_step = number_error_text(exc, names, self.argv)
+                raise Exit(f"❌ {message}\n  → next: {next_step}", code=2) from None
 
         parse.deploykit = True  # type: ignore[attr-defined]
         setattr(Program, name, parse)
@@ -1320,7 +1341,9 @@ def parse_error_text(
                 _maybe(close, f"inv --help {task} lists its options, each value after its option (--name VALUE)"),
             )
         return f"no task {word!r}", _maybe(close, "inv --list lists the tasks")
-    needs = re.fullmatch(r"Flag <Argument: (\S+?)(?: \(.*\))?> needed value and was not given one!", said)
+    needs = re.fullmatch(
+        r"Flag <Argument: (\S+?)(?: \([^)]*\))?(?: \[\w+\])?> needed value and was not given one!", said
+    )
     if needs and task:
         option = "--" + needs.group(1).replace("_", "-")
         return f"inv {task}: {option} needs a value", f"{option} VALUE (inv --help {task} says what it takes)"
@@ -1332,6 +1355,29 @@ def parse_error_text(
     return f"{where}{said}", (
         f"inv --help {task} says what it takes" if task else "inv --list lists the tasks; inv --help TASK their options"
     )
+
+
+def number_error_text(exc: ValueError, task_names: Mapping[str, Sequence[str]], argv: Sequence[str]) -> tuple[str, str]:
+    """(message, next step) for a word given to a number option (``inv history --limit abc``): invoke raises the
+    ValueError of its int() or float(), naming neither the option nor the task; both are read back from ``argv``."""
+    found = re.search(r"(int\(\)|float).*?: '(.*)'$", str(exc))
+    kind = "a whole number" if found and found.group(1).startswith("int") else "a number"
+    value = found.group(2) if found else ""
+    names = {*task_names, *(alias for aliases in task_names.values() for alias in aliases)}
+    task, option = "", ""
+    for before, word in zip(["", *argv[1:]], argv[1:], strict=False):
+        if word in names:
+            task = word
+        if word == value and before.startswith("-"):
+            option = before
+            break
+        if word.startswith("-") and word.split("=", 1)[-1] == value and "=" in word:
+            option = word.split("=", 1)[0]
+            break
+    where = f"inv {task}: " if task else ""
+    what = f"{option} takes {kind}" if option else f"a number option takes {kind}"
+    help_of = f"inv --help {task}" if task else "inv --help TASK"
+    return f"{where}{what}, not {value!r}", f"{option or '--option'} N ({help_of} says what it takes)"
 
 
 def _echo_meant_as_env(

@@ -519,9 +519,8 @@ class WaitHealthy(Step):
         if verdict.state == "healthy":
             return Outcome.done(f"healthy: {verdict.summary}")
         message = f"{self.service} did not become healthy on {self.image.rsplit(':', 1)[-1]}: {verdict.reason}"
-        raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
-            message + last_line, next_step=_wait_next_step(verdict.reason, self.cluster, self.service)
-        )
+        failure = RolledBackByEcs if verdict.rolled_back_by_ecs else UsageError if verdict.not_asked else StepFailed
+        raise failure(message + last_line, next_step=_wait_next_step(verdict.reason, self.cluster, self.service))
 
 
 def await_rollout(

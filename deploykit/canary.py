@@ -65,7 +65,9 @@ def with_options(settings: LambdaCanary, percent: str | None, bake: str | None) 
         chosen = dataclasses.replace(chosen, seconds=parse_duration(bake, "--bake"))
     problem = canary_problem(chosen)
     if problem:
-        raise UsageError(f"the canary's {problem}", next_step="pass --canary between 0 and 100, --bake above 0")
+        raise UsageError(
+            f"the canary's {problem}", next_step="pass --canary from 1 to 99 (0: no canary), --bake above 0"
+        )
     if bake is not None and not chosen.on:
         raise UsageError(
             "--bake is how long a canary runs, and there is none here",

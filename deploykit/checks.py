@@ -162,6 +162,8 @@ def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
     if only is None:
         return list(checks)
     wanted = [n.strip() for n in only if n.strip()]
+    if not wanted:  # `--only ,`: not every check, and not none of them either
+        raise UsageError("--only names no check", next_step=f"name one or more: {', '.join(sorted(names))}")
     unknown = [n for n in wanted if n not in names]
     if unknown:
         raise UsageError(f"unknown check(s): {', '.join(unknown)}", next_step=f"use: {', '.join(sorted(names))}")

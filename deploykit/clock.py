@@ -28,6 +28,7 @@ def seconds_of(text: str) -> float | None:
 
 
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def moment_of(text: str, now: datetime, *, ahead: bool) -> datetime | None:
@@ -35,14 +36,16 @@ def moment_of(text: str, now: datetime, *, ahead: bool) -> datetime | None:
     ``1d``), or an ISO 8601 time (``2026-12-02T08:00Z``; UTC when it names no zone); None for anything else."""
     value = text.strip()
     found = _SPAN.fullmatch(value)
-    if found:
-        span = timedelta(seconds=float(found[1]) * {**_UNIT, "d": 86400}[found[2]])
-        return now + span if ahead else now - span
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if found:
+            span = timedelta(seconds=float(found[1]) * {**_UNIT, "d": 86400}[found[2]])
+            when = now + span if ahead else now - span
+        else:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # not a time, or one past the calendar's ends (99999999999d)
         return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if when >= EPOCH else None  # AWS counts time from 1970: nothing it holds is older
 
 
 def backoff(first: float, cap: float, factor: float = 2.0) -> Iterator[float]:

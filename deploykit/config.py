@@ -518,7 +518,7 @@ class Config:
             known = ", ".join([*sorted(self.environments), *patterns]) or "none"
             raise ConfigError(
                 f"unknown environment {chosen!r} (deploy.toml defines: {known})",
-                next_step=f"pass --env with one of: {known}, or add [environments.{chosen}] to {self.path}",
+                next_step=f"pass --env with one of: {known}, or add [{_table('environments', chosen)}] to {self.path}",
             )
         made = pattern_environment(matching[0], self.patterns[matching[0]], chosen, str(self.path))
         _check_promotion(self, made, str(self.path))
@@ -828,11 +828,18 @@ T = TypeVar("T")
 _INTERNAL = {"name", "path", "environments", "patterns", "_made"}
 
 
+def _table(prefix: str, name: str) -> str:
+    """A table's name as TOML takes it: ``environments.dev``, ``environments."zz-*"`` (a bare key holds no ``*``)."""
+    return f"{prefix}.{name}" if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'{prefix}."{name}"'
+
+
 def _build(cls: type[T], data: dict[str, Any], key_path: str, where: str) -> T:
     """Make dataclass ``cls`` from ``data``, checking keys and value types."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     public = [n for n in fields if n not in _INTERNAL]
+    if cls is Config:  # read apart, but a key of the file all the same
+        public.append("environments")
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(key, public, n=1)

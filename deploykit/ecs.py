@@ -303,6 +303,9 @@ class Verdict:
     # ECS's deployment circuit breaker already put the previous deployment back: a failure that needs no
     # rollback of ours (it would only repeat it)
     rolled_back_by_ecs: bool = False
+    # Nothing to wait for: the service was never asked to run the image (wait-healthy alone, before roll-service):
+    # bad input, not a failed rollout
+    not_asked: bool = False
 
 
 def our_deployments(
@@ -437,6 +440,8 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool, deploymen
             "failed",
             summary,
             f"the service is not rolling out {image}: its PRIMARY deployment runs {back_to}",
+            # unless ECS may have rolled it back, its deployment gone before the first look: a failed rollout
+            not_asked=not _rollback_reason(service),
         )
     for task in snapshot.stopped_tasks:
         return Verdict("failed", summary, f"a new task stopped: {describe_stopped(task)}")

@@ -991,12 +991,13 @@ def deploy_rows(
         error = (newest.error or "").splitlines()[0] if newest.error else ""
         detail = f"{when(datetime.fromisoformat(newest.when))} by {newest.who}, {newest.head}, "
         detail += f"{newest.seconds:.1f}s" + (f": {error}" if error else "")
-        rows.append(Row("last run", newest.command, "ok" if newest.ok else "failed", detail))
+        rows.append(Row("last run", newest.command, newest.result, detail))  # ok, failed, or refused
         if not newest.ok:
+            did = "was refused" if newest.refused else "failed"  # refused: it changed nothing live
             findings.append(
                 Finding(
                     "warning",
-                    f"the last run in {env_name} failed: {newest.command} by {newest.who} ({error or 'no message'})",
+                    f"the last run in {env_name} {did}: {newest.command} by {newest.who} ({error or 'no message'})",
                     f"what it did: inv history --env {env_name}; once fixed: inv deploy.auto --env {env_name}",
                 )
             )

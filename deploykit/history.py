@@ -219,7 +219,7 @@ def record_of(
         command=report.plan.title,
         head=head,
         ok=report.ok,
-        refused=isinstance(report.error, UsageError),
+        refused=isinstance(report.error, UsageError) and report.error.exit_code == UsageError.exit_code,
         seconds=round(report.seconds, 3),
         components=dict(components),
         base=dict(base),

@@ -70,7 +70,7 @@ def parse_since(text: str, now: datetime) -> datetime:
     when = moment_of(text, now, ahead=False)
     if when is None:
         raise UsageError(
-            f"--since {text!r} is neither a duration nor a time",
+            f"--since {text!r} is neither a duration nor a time (since 1970, as AWS counts)",
             next_step="pass a duration back from now (30s, 10m, 2h, 1d) or an ISO time (2026-11-29T06:00:00Z)",
         )
     return when

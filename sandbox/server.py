@@ -318,6 +318,26 @@ def _compile_route(operation: Any) -> _Route:
     return _Route(operation.name, method, pattern, tuple(query), frozenset(headers), weight)
 
 
+# the AWS services the app's stacks and deploykit use on the sandbox (a throttle may name one by its signing name)
+HOSTED_SERVICES = (
+    "apigateway",
+    "application-autoscaling",
+    "cloudformation",
+    "cloudwatch",
+    "cognito-idp",
+    "dynamodb",
+    "ecr",
+    "ecs",
+    "elbv2",
+    "iam",
+    "lambda",
+    "logs",
+    "s3",
+    "ssm",
+    "sts",
+)
+
+
 class _Models:
     """botocore's service models: names, operations and REST routes (loaded on first use, cached)."""
 
@@ -334,6 +354,23 @@ class _Models:
                 return self._session.get_service_model(name)
             except botocore.exceptions.UnknownServiceError:
                 return None
+
+    def signing_names(self) -> dict[str, str]:
+        """The signing name (credential scope) of each service the sandbox hosts for the app, by that name:
+        ``elasticloadbalancing`` → ``elbv2``, ``monitoring`` → ``cloudwatch``."""
+        found: dict[str, str] = {}
+        for name in HOSTED_SERVICES:
+            model = self.model(name)
+            if model is not None:
+                found.setdefault(str(model.signing_name), name)
+        return found
+
+    def names(self) -> list[str]:
+        """Every service botocore has a model of (``ecs``, ``elbv2``...)."""
+        with self._lock:
+            if self._session is None:
+                self._session = botocore.session.get_session()
+            return list(self._session.get_available_services())
 
     def rest_operation(self, name: str, call: AwsCall) -> str | None:
         """The operation of model ``name`` a REST request is, or None when no route of it matches."""
@@ -453,12 +490,19 @@ class Faults:
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise FaultError(f'throttle: "count" must be a positive integer, not {count!r}')
         model = self._models.model(service)
-        if model is not None and operation is not None and operation not in model.operation_names:
+        if model is None:  # a signing name (elasticloadbalancing), or no AWS service: nothing would be throttled
+            signing = self._models.signing_names()
+            if service in signing:
+                model = self._models.model(signing[service])
+            else:
+                close = difflib.get_close_matches(service, [*self._models.names(), *signing], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else " (boto3's names: ecs, elbv2, lambda, s3...)"
+                raise FaultError(f"throttle: no AWS service is named {service!r}{hint}")
+        if operation is not None and operation not in model.operation_names:
             close = difflib.get_close_matches(operation, model.operation_names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise FaultError(f"throttle: {service} has no operation {operation!r}{hint}")
-        signing_name = str(model.signing_name) if model is not None else service
-        return Throttle(service, operation, count, signing_name, service if model is not None else None)
+        return Throttle(service, operation, count, str(model.signing_name), str(model.service_name))
 
     def slow_lambda_updates(self, seconds: float) -> None:
         """Lambda applies each later update in ``seconds`` (InProgress until then), as AWS does; 0: at once."""

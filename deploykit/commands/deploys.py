@@ -191,15 +191,24 @@ def deploy_stack(
     as_json: bool = False,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    allow_dirty: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """One stack through a change set, with its inputs as they are live now; then smoke. Refuses, as deploy.auto
-    does, to deploy the stack as a person's rollback took it off, unless ``allow_rolled_back``."""
+    does, to deploy the stack as a person's rollback took it off, unless ``allow_rolled_back``; and uncommitted
+    changes (its synthesis reads the work tree), unless ``allow_dirty``."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
-    revision = head_revision(config, True)
+    if image_tag and role != planner.HOSTED_BY["app"]:  # the only stack with an image to roll out
+        names = planner.stack_roles(environment)
+        raise UsageError(
+            f"--image-tag is for {names[planner.HOSTED_BY['app']]}, which runs the app's image; "
+            f"{names[role]} has none",
+            next_step=f"inv deploy.stack {names[role]} without --image-tag",
+        )
+    revision = head_revision(config, allow_dirty)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     reads: dict[str, Callable[[], Any]] = {}

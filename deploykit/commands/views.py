@@ -3,6 +3,8 @@ report; and inv unlock."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -87,6 +89,21 @@ def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime
 # -- checks -----------------------------------------------------------------------------------------------------
 
 
+def _writable(path: Path, option: str) -> None:
+    """``path`` can take a file (its folder made when missing); UsageError naming ``option`` otherwise."""
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder", next_step=f"name a file: {option} {path / 'smoke.xml'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+    except OSError as exc:
+        raise UsageError(
+            f"{option} {path} cannot be written: {exc.strerror or exc}",
+            next_step=f"name a file you can write: {option} FILE",
+        ) from None
+
+
 def smoke(
     *,
     env: str | None = None,
@@ -98,6 +115,8 @@ def smoke(
     """Run every registered check (or ``only`` those) against the environment; raise StepFailed if one fails."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
+    if junit is not None:  # a place no file can be written: said before any check runs
+        _writable(junit, "--junit")
     plugins = load_plugins(runtime, config)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
@@ -105,8 +124,13 @@ def smoke(
         results = smoke_checks.run_smoke(plugins, environment, aws, only=only)
     runtime.stderr.write(table(results) + "\n")
     if junit is not None:
-        junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(junit_xml(results, suite=f"deploykit.smoke.{environment.name}") + "\n")
+        try:
+            junit.write_text(junit_xml(results, suite=f"deploykit.smoke.{environment.name}") + "\n")
+        except OSError as exc:  # it could be made, and now cannot be written (a full disk)
+            raise StepFailed(
+                f"the checks ran ({smoke_checks.summary(results)}), but --junit {junit} could not be written: {exc}",
+                next_step="free the place, or name another file, and run inv smoke again",
+            ) from None
     data = {
         "env": environment.name,
         "ok": all(r.status != "failed" for r in results),

@@ -19,7 +19,7 @@ from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from deploykit.stack_chain import DeployStack
-from tests.conftest import quiet_runtime
+from tests.conftest import git, quiet_runtime
 from tests.functional.conftest import create_service, put_image
 from tests.functional.test_endpoints import create_stack
 from tests.unit.fake_registry import Store, running
@@ -66,11 +66,12 @@ def test_an_image_given_to_the_fargate_stack_is_recorded_as_the_apps(project: Pa
     deploys = json.loads(runtime.stdout.getvalue())["deploys"]
     assert {d["component"]: d["sha"] for d in deploys}["app"] == "abcdef123456"
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
-    commands.deploy_stack(
-        "CarRentalDataStack", env="dev", image_tag="abcdef123456", dry_run=True, as_json=True, runtime=runtime
+    with pytest.raises(UsageError) as refused:  # a stack that runs no image: the tag would go unused, unsaid
+        commands.deploy_stack("CarRentalApiStack", env="dev", image_tag="abcdef123456", dry_run=True, runtime=runtime)
+    assert refused.value.message == (
+        "--image-tag is for CarRentalFargateStack, which runs the app's image; CarRentalApiStack has none"
     )
-    assert isinstance(runtime.stdout, io.StringIO)
-    assert [d["component"] for d in json.loads(runtime.stdout.getvalue())["deploys"]] == ["stack:data"]
+    assert refused.value.next_step == "inv deploy.stack CarRentalApiStack without --image-tag"
 
 
 def test_an_image_the_registry_does_not_have_is_refused_by_the_dry_run_too(project: Path, factory: AwsFactory) -> None:
@@ -124,6 +125,7 @@ def test_a_plain_registry_is_asked_for_the_image_through_its_api_without_docker(
         toml.write_text(
             toml.read_text().replace("[environments.dev]\n", f'[environments.dev]\nregistry = "{served.host}"\n')
         )
+        git(project, "commit", "-qam", "dev: a registry of its own")
 
         def no_docker() -> None:
             raise AssertionError("the Docker engine was asked")
@@ -235,3 +237,21 @@ def test_another_image_than_the_running_one_is_looked_up_in_the_registry_first(
         in_registry_now(aws).add(f"{served.host}/car-rental-backend:pushed")
         assert deploy("pushed", "ARM64") == "done"  # this run's push, for [build] platform: not looked up
         assert len(store.calls) == looked
+
+
+def test_uncommitted_changes_are_refused_unless_allowed_and_then_named_as_a_dirty_build(
+    project: Path, factory: AwsFactory
+) -> None:
+    """Its synthesis reads the work tree: a stack deployed from uncommitted CDK code must not be recorded as the
+    clean commit. Refused (exit 2, nothing run, a dry run too); with allow_dirty, the plan records the dirty build."""
+    stack_file = project / "cdk" / "stacks" / "data_stack.py"
+    stack_file.parent.mkdir(parents=True, exist_ok=True)
+    stack_file.write_text(stack_file.read_text() + "\n# uncommitted\n" if stack_file.exists() else "# uncommitted\n")
+    with pytest.raises(UsageError, match="uncommitted changes") as refused:
+        plan_of(project, "CarRentalDataStack")
+    assert "--allow-dirty" in (refused.value.next_step or "")
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    commands.deploy_stack("data", env="dev", dry_run=True, as_json=True, allow_dirty=True, runtime=runtime)
+    assert isinstance(runtime.stdout, io.StringIO)
+    [deployed] = json.loads(runtime.stdout.getvalue())["deploys"]
+    assert deployed["component"] == "stack:data" and "-dirty-" in deployed["sha"]

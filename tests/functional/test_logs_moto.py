@@ -211,7 +211,7 @@ def test_a_task_id_no_stream_starts_with_is_bad_input_not_a_quiet_window(
         ({"component": "db"}, "unknown component 'db' for logs"),
         ({"component": "lambda:login_handler", "task": "ab"}, "--task names one of the app's tasks"),
         ({"limit": 0}, "--limit must be at least 1 (got 0)"),
-        ({"since": "soon"}, "--since 'soon' is neither a duration nor a time"),
+        ({"since": "soon"}, "--since 'soon' is neither a duration nor a time (since 1970, as AWS counts)"),
     ],
 )
 def test_inv_logs_refuses_bad_input_before_asking_aws(

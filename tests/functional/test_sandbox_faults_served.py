@@ -194,12 +194,17 @@ def test_the_route_adds_lists_clears_and_refuses_what_it_cannot_do() -> None:
     )
     many = {"throttle": [{"service": "cloudformation"}, {"service": "lambda", "operation": "GetFunction", "count": 2}]}
     assert faults.control("POST", json.dumps(many).encode())[0] == 200
+    signed = {"throttle": {"service": "elasticloadbalancing", "operation": "DescribeTargetHealth"}}  # a signing name
+    assert faults.control("POST", json.dumps(signed).encode())[0] == 200
     code, listed = faults.control("GET", b"")
-    assert code == 200 and [t["count"] for t in listed["throttle"]] == [3, 1, 2]
+    assert code == 200 and [t["count"] for t in listed["throttle"]] == [3, 1, 2, 1]
     assert listed["throttle"][1] == {"service": "cloudformation", "operation": None, "count": 1}
 
     for bad, says in [
         ({"throttle": {"service": "ecs", "operation": "UpdateServic"}}, "did you mean 'UpdateService'"),
+        # a service AWS does not have would never be throttled: refused, not added
+        ({"throttle": {"service": "nope"}}, "no AWS service is named 'nope'"),
+        ({"throttle": {"service": "elbv3"}}, "no AWS service is named 'elbv3' (did you mean 'elbv2'?)"),
         ({"throttle": {"service": "ecs", "count": 0}}, "positive integer"),
         ({"throttle": {"service": "ecs", "times": 2}}, "is not a throttle"),
         ({"throttle": {"operation": "UpdateService"}}, '"service" must be'),
@@ -212,9 +217,9 @@ def test_the_route_adds_lists_clears_and_refuses_what_it_cannot_do() -> None:
     assert faults.control("POST", json.dumps(half).encode())[0] == 400
     assert faults.control("POST", b"{not json")[0] == 400
     assert faults.control("PUT", b"")[0] == 405
-    assert len(faults.listing()["throttle"]) == 3
+    assert len(faults.listing()["throttle"]) == 4
 
-    assert faults.control("DELETE", b"") == (200, {"cleared": 3, "throttle": []})
+    assert faults.control("DELETE", b"") == (200, {"cleared": 4, "throttle": []})
 
 
 def test_the_route_slows_lambdas_updates_lists_it_while_on_and_clears_it() -> None:

@@ -207,3 +207,18 @@ def test_an_installed_plugin_is_found_by_its_entry_point_and_blocked_by_the_vari
         "auth",
         "connectivity",
     ]
+
+
+def test_a_junit_file_that_cannot_be_written_is_refused_before_any_check_runs(deployed: Path, tmp_path: Path) -> None:
+    """A folder, or a place no folder can be made in: exit 2 before the checks (they make throwaway users), not a
+    traceback after them."""
+    checks = AppChecks()
+    rt = runtime(deployed, ("app", checks))
+    with pytest.raises(UsageError, match=f"--junit {tmp_path} is a folder") as folder:
+        commands.smoke(env="dev", junit=tmp_path, runtime=rt)
+    assert folder.value.next_step == f"name a file: --junit {tmp_path / 'smoke.xml'}"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(UsageError, match=f"--junit {blocked / 'smoke.xml'} cannot be written: "):
+        commands.smoke(env="dev", junit=blocked / "smoke.xml", runtime=rt)  # its folder would be a file
+    assert checks.seen == []

@@ -29,7 +29,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.ecs import RolloutWaiter
-from deploykit.errors import StepFailed
+from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan
 from tests.functional.conftest import held_across, new_session
@@ -383,8 +383,8 @@ def test_wait_healthy_step_reports_failure_with_the_next_command(dev_env: EnvCon
     ctx = Context(None, dev_env, factory, clock, Reporter(out, tty=False, clock=clock), lambda: None)  # type: ignore[arg-type]
     report = Executor(ctx).execute(Plan("dev", (WaitHealthy(CLUSTER, SERVICE, CONTAINER, IMAGE, 60, 1.0),)))
     rollout.assert_all_answered()
-    assert isinstance(report.error, StepFailed)
-    assert "is not rolling out" in report.error.message
+    assert isinstance(report.error, UsageError)  # never asked to run it: bad input (exit 2), not a failed rollout
+    assert report.error.exit_code == 2 and "is not rolling out" in report.error.message
     assert report.error.next_step == "roll it first: inv roll-service"
     assert report.records[0].status == "failed"
 

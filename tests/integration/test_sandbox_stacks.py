@@ -177,7 +177,7 @@ def test_a_change_the_teams_plugin_refuses_is_shown_by_diff_and_refused_by_deplo
         cfn = _cfn(project)
         before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0].get("LastUpdatedTime")
         with pytest.raises(UsageError) as refused:
-            commands.deploy_stack("fargate", runtime=with_rule())
+            commands.deploy_stack("fargate", allow_dirty=True, runtime=with_rule())  # uncommitted: allowed
         assert refused.value.exit_code == 2
         assert "the team's check plugins refuse its change set: team_rules: CarRentalFargateStack: " in (
             refused.value.message

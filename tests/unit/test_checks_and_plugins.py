@@ -124,6 +124,8 @@ def test_select_and_its_errors() -> None:
     assert [c.name for c in select(checks, ["auth"])] == ["auth"]
     with pytest.raises(UsageError, match="unknown check"):
         select(checks, ["albb"])
+    with pytest.raises(UsageError, match="--only names no check"):  # `--only ,`
+        select(checks, ["", " "])
     # what a chosen check needs is run too, in turn (else it would be skipped and --only would pass, unrun)
     chain = [check("api"), check("alb"), check("login", needs=("api",)), check("team", needs=("login",))]
     assert [c.name for c in select(chain, ["team"])] == ["api", "login", "team"]

@@ -86,8 +86,23 @@ def test_unknown_nested_and_top_level_keys() -> None:
         parse_config(data, Path("deploy.toml"))
     data = raw()
     data["defaults"] = {}
-    with pytest.raises(ConfigError, match="unknown key 'defaults'"):
+    with pytest.raises(ConfigError, match="unknown key 'defaults'") as unknown:
         parse_config(data, Path("deploy.toml"))
+    data = raw()
+    data["bogus"] = 1
+    with pytest.raises(ConfigError, match="unknown key 'bogus'") as unknown:
+        parse_config(data, Path("deploy.toml"))
+    assert "environments" in unknown.value.message  # among the known keys of the file's top
+
+
+def test_an_unknown_environment_names_the_table_to_add_as_toml_takes_it() -> None:
+    config = parse_config(raw(), Path("deploy.toml"))
+    with pytest.raises(ConfigError) as unknown:
+        config.environment("qa")
+    assert "or add [environments.qa] to " in (unknown.value.next_step or "")
+    with pytest.raises(ConfigError) as unknown:
+        config.environment("zz-*")
+    assert 'or add [environments."zz-*"] to ' in (unknown.value.next_step or "")
 
 
 def test_missing_field_is_named() -> None:

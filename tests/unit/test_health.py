@@ -479,6 +479,16 @@ def test_a_failed_last_run_is_a_warning_that_names_what_to_run() -> None:
     ]
 
 
+def test_a_refused_last_run_is_said_refused_not_failed() -> None:
+    """A guard or bad input stopped it (Docker down, a freeze): it changed nothing live, and is said so."""
+    refused = dataclasses.replace(recorded(False, "the Docker engine is not running"), refused=True)
+    rows, findings = health.deploy_rows("dev", refused, None, NOW)
+    assert rows[0].status == "refused"
+    assert [f.what for f in findings] == [
+        "the last run in dev was refused: deploy.auto by ana@laptop (the Docker engine is not running)"
+    ]
+
+
 def test_a_held_lock_says_who_and_an_expired_one_says_so() -> None:
     rows, _ = health.deploy_rows("dev", None, holder(NOW + timedelta(minutes=8)), NOW)
     assert rows[0] == Row("last run", "-", "none", "no run recorded yet")

@@ -26,7 +26,11 @@ def test_since_takes_an_iso_time_utc_unless_it_names_its_zone() -> None:
     assert parse_since("2026-11-29T06:30:00+01:00", NOW) == datetime(2026, 11, 29, 5, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("text", ["yesterday", "10", "5 m", "-1h", ""])
+@pytest.mark.parametrize(
+    "text",
+    # and times past the calendar's ends, or before 1970, which AWS refuses (a traceback, or exit 1, before)
+    ["yesterday", "10", "5 m", "-1h", "", "99999999999d", "1000000d", "0001-01-01T00:00Z", "1969-12-31T23:59Z"],
+)
 def test_anything_else_is_refused_with_the_forms_it_takes(text: str) -> None:
     with pytest.raises(UsageError) as err:
         parse_since(text, NOW)

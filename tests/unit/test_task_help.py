@@ -64,6 +64,10 @@ def test_the_list_names_every_task_once() -> None:
             "the environment after the task: inv TASK --env prod",
         ),
         (["-e", "helth"], "no task 'helth'", "did you mean inv health?"),
+        # a word given to a number option: invoke's own int() of it, a traceback before
+        (["history", "--limit", "abc"], "inv history: --limit takes a whole number, not 'abc'", "--limit N (inv"),
+        (["history", "--limit=1e3"], "inv history: --limit takes a whole number, not '1e3'", "--limit N"),
+        (["images.cleanup", "--keep"], "inv images.cleanup: --keep needs a value", "--keep VALUE"),
     ],
 )
 def test_a_command_line_invoke_cannot_parse_is_bad_input(
