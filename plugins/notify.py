@@ -253,4 +253,3 @@ class Notifier:
 
     def _warn(self, text: str) -> None:
         (self.stderr or sys.stderr).write(f"⚠️  plugin {NAME!r}: {text}\n")
-

@@ -237,4 +237,3 @@ class Summary:
             (self.stderr or sys.stderr).write(
                 f"⚠️  plugin {NAME!r}: could not write the job summary to {path} (${self.variable}): {exc}\n"
             )
-

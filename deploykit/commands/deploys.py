@@ -204,8 +204,7 @@ def deploy_stack(
     if image_tag and role != planner.HOSTED_BY["app"]:  # the only stack with an image to roll out
         names = planner.stack_roles(environment)
         raise UsageError(
-            f"--image-tag is for {names[planner.HOSTED_BY['app']]}, which runs the app's image; "
-            f"{names[role]} has none",
+            f"--image-tag is for {names[planner.HOSTED_BY['app']]}, which runs the app's image; {names[role]} has none",
             next_step=f"inv deploy.stack {names[role]} without --image-tag",
         )
     revision = head_revision(config, allow_dirty)
