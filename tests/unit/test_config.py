@@ -95,6 +95,20 @@ def test_unknown_nested_and_top_level_keys() -> None:
     assert "environments" in unknown.value.message  # among the known keys of the file's top
 
 
+def test_an_empty_environment_name_is_refused_not_taken_for_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--env "$TARGET"` with TARGET unset must not deploy to default_env."""
+    config = parse_config(raw(), Path("deploy.toml"))
+    monkeypatch.delenv("DEPLOYKIT_ENV", raising=False)
+    with pytest.raises(ConfigError, match=r"the environment's name is empty \(--env is ''\): an unset variable\?"):
+        config.environment("")
+    monkeypatch.setenv("DEPLOYKIT_ENV", " ")
+    with pytest.raises(ConfigError, match=r"\(\$DEPLOYKIT_ENV is ''\)"):
+        config.environment()
+    assert config.environment("dev").name == "dev"  # --env given: the variable is not read
+    monkeypatch.delenv("DEPLOYKIT_ENV")
+    assert config.environment().name == config.default_env
+
+
 def test_an_unknown_environment_names_the_table_to_add_as_toml_takes_it() -> None:
     config = parse_config(raw(), Path("deploy.toml"))
     with pytest.raises(ConfigError) as unknown:
