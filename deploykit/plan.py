@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from tabulate import tabulate
 
-from deploykit.errors import DeployKitError, Interrupted
+from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.plugins import observe
 
 if TYPE_CHECKING:
@@ -535,6 +535,11 @@ class Executor:
             out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")
             self._step_finished(plan, record)
         report = RunReport(plan, records, clock.monotonic() - start, error)
+        if error is not None and error.exit_code == UsageError.exit_code and report.changed_live:
+            # refused by a step after others changed what runs (a plugin's review of a later stack): not "nothing
+            # changed" (exit 2) but a run that failed part way (exit 1), as its table shows; settled before the
+            # plugins and the history hear of it
+            error.exit_code = StepFailed.exit_code
         out.line()
         out.line(report.table())
         if report.ok and records and all(r.status == "skipped" for r in records):

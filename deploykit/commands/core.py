@@ -257,10 +257,6 @@ def run_plan(
         if isinstance(report.error, Interrupted) and any(before.values()):
             shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
             report.error.message += f"; live before this run: {shown}"
-        if report.error is not None and report.error.exit_code == UsageError.exit_code and report.changed_live:
-            # refused by a step after others changed what is live (a plugin's review of a later stack): not
-            # "nothing changed" (exit 2), a run that failed part way (exit 1), as its table shows
-            report.error.exit_code = StepFailed.exit_code
         if plan.changes_live:
             _record(runtime, config, aws, env, plan, report, before, live)
         if report.error is not None and rollback is not None:
