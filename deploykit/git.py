@@ -137,7 +137,7 @@ def current_revision(root: Path, *, allow_dirty: bool = False) -> Revision:
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
         raise UsageError(
             f"the work tree has uncommitted changes: {shown}",
-            next_step="commit or stash them, or pass --allow-dirty to build a uniquely tagged dirty image",
+            next_step="commit or stash them, or pass --allow-dirty to deploy them as a dirty build (sha12-dirty-hash)",
         )
     return Revision(sha, paths, dirty_hash(root, paths))
 
