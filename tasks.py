@@ -1298,9 +1298,10 @@ def _clear_parse_errors() -> None:
                 message, next_step = parse_error_text(exc, names, self.argv)
                 raise Exit(f"❌ {message}\n  → next: {next_step}", code=2) from None
             except ValueError as exc:  # a number option given a word: invoke's int() or float() of it
-                names = self.collection.task_names if self.collection else {}
-                message, next_step = number_error_text(exc, names, self.argv)
-                raise Exit(f"❌ {message}\n  → next: {next_step}", code=2) from None
+                said = number_error_text(exc, self.collection.task_names if self.collection else {}, self.argv)
+                if said is None:  # another ValueError: not one to guess at
+                    raise
+                raise Exit(f"❌ {said[0]}\n  → next: {said[1]}", code=2) from None
 
         parse.deploykit = True  # type: ignore[attr-defined]
         setattr(Program, name, parse)
@@ -1332,8 +1333,7 @@ def parse_error_text(
         group = sorted(name for name in task_names if name.startswith(f"{word}."))
         if group:  # a collection's name: `inv deploy`
             return f"{word!r} is a group of tasks, not one", f"name one: inv {', inv '.join(group)}"
-        names = [*task_names, *(alias for aliases in task_names.values() for alias in aliases)]
-        close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(word, sorted(_names(task_names)), n=1, cutoff=0.6)
         close = [f"inv {name}" for name in close]
         if task:  # a word after a task's options that is neither a task nor one of its options' values
             return (
@@ -1357,13 +1357,20 @@ def parse_error_text(
     )
 
 
-def number_error_text(exc: ValueError, task_names: Mapping[str, Sequence[str]], argv: Sequence[str]) -> tuple[str, str]:
+def number_error_text(
+    exc: ValueError, task_names: Mapping[str, Sequence[str]], argv: Sequence[str]
+) -> tuple[str, str] | None:
     """(message, next step) for a word given to a number option (``inv history --limit abc``): invoke raises the
-    ValueError of its int() or float(), naming neither the option nor the task; both are read back from ``argv``."""
-    found = re.search(r"(int\(\)|float).*?: '(.*)'$", str(exc))
-    kind = "a whole number" if found and found.group(1).startswith("int") else "a number"
-    value = found.group(2) if found else ""
-    names = {*task_names, *(alias for aliases in task_names.values() for alias in aliases)}
+    ValueError of its int() or float(), naming neither the option nor the task; both are read back from ``argv``.
+    None for another ValueError."""
+    found = re.fullmatch(
+        r"(invalid literal for int\(\) with base 10|could not convert string to float): '(.*)'", str(exc)
+    )
+    if found is None:
+        return None
+    kind = "a whole number" if "int()" in found.group(1) else "a number"
+    value = found.group(2)
+    names = _names(task_names)
     task, option = "", ""
     for before, word in zip(["", *argv[1:]], argv[1:], strict=False):
         if word in names:
@@ -1386,7 +1393,7 @@ def _echo_meant_as_env(
     """`inv -e sandbox deploy.auto`: invoke's own ``-e`` (``--echo``) before any task, taken as ``--env``; the
     (message, next step) that says so; None when ``word`` does not follow ``-e`` there, or is close to a task's name."""
     words = list(argv[1:])
-    names = {*task_names, *(alias for aliases in task_names.values() for alias in aliases)}
+    names = _names(task_names)
     others = [name for name in names if not name.startswith(f"{word}.")]  # `-e sandbox`: the environment
     if difflib.get_close_matches(word, others, n=1, cutoff=0.6):  # `inv -e helth`: a task mistyped, echoed
         return None
@@ -1402,6 +1409,11 @@ def _echo_meant_as_env(
         f"no task {word!r}: -e before a task is invoke's own --echo, not --env",
         f"the environment after the task: inv {after} --env {word}",
     )
+
+
+def _names(task_names: Mapping[str, Sequence[str]]) -> set[str]:
+    """Every task's name and alias."""
+    return {*task_names, *(alias for aliases in task_names.values() for alias in aliases)}
 
 
 def _maybe(close: list[str], then: str) -> str:
