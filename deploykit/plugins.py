@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -92,6 +93,17 @@ def get_plugin_manager(
     return plugins
 
 
+def each_plugin(plugins: Plugins, hook: str, **kwargs: Any) -> list[tuple[str, Callable[[], Any]]]:
+    """Each plugin's ``hook`` (wrappers left out), in the order the plugins loaded, as (the plugin's name, a call of
+    it with those of ``kwargs`` it takes): for asking each plugin on its own, so that one that raises is told apart
+    from the others (pluggy's own hook call stops at the first that raises)."""
+    return [
+        (impl.plugin_name, partial(impl.function, *(kwargs[name] for name in impl.argnames)))
+        for impl in getattr(plugins.manager.hook, hook).get_hookimpls()
+        if not (impl.hookwrapper or impl.wrapper)
+    ]
+
+
 def _refuse_unmarked(manager: pluggy.PluginManager, name: str, plugin: object) -> None:
     """A ``deploykit_*`` function of ``plugin`` without ``@hookimpl`` is never called (pluggy looks at marked ones
     only): refused, naming it, as a misspelt hook is."""
@@ -115,12 +127,9 @@ def configure_plugins(plugins: Plugins, config: Config) -> None:
     """Give each plugin the loaded ``config`` (``deploykit_configure``), each on its own, in the order they loaded: a
     settings error it raises (ConfigError) names the plugin and its table; anything else it raises is a UsageError
     naming the plugin too (exit 2, nothing has run yet), not a traceback."""
-    for impl in plugins.manager.hook.deploykit_configure.get_hookimpls():
-        if impl.hookwrapper or impl.wrapper:
-            continue
-        name = impl.plugin_name
+    for name, configure in each_plugin(plugins, "deploykit_configure", config=config):
         try:
-            impl.function(*({"config": config}[arg] for arg in impl.argnames))
+            configure()
         except UsageError as exc:
             if f"[plugins.{name}]" not in exc.message:
                 exc.message = f"[plugins.{name}] of {config.path}: {exc.message}"
@@ -169,10 +178,8 @@ def observe(plugins: Plugins | None, hook: str, say: Callable[[str], object], **
     raises is said on ``say``, by name, and the others still hear it; an observer never fails what it observes."""
     if plugins is None:
         return
-    for impl in reversed(getattr(plugins.manager.hook, hook).get_hookimpls()):
-        if impl.hookwrapper or impl.wrapper:
-            continue
+    for name, tell in reversed(each_plugin(plugins, hook, **kwargs)):  # as pluggy calls them: the last loaded first
         try:
-            impl.function(*(kwargs[name] for name in impl.argnames))
+            tell()
         except Exception as exc:  # whatever a plugin raises: the others still hear it, and nothing fails
-            say(f"⚠️  plugin {impl.plugin_name!r} failed in {hook}: {type(exc).__name__}: {exc}")
+            say(f"⚠️  plugin {name!r} failed in {hook}: {type(exc).__name__}: {exc}")

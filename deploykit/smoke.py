@@ -15,7 +15,7 @@ from deploykit.checks import Check, CheckContext, CheckResult, Http, run_checks,
 from deploykit.endpoints import resolve_endpoints
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
-from deploykit.plugins import BLOCK_ENV, Plugins, get_plugin_manager
+from deploykit.plugins import BLOCK_ENV, Plugins, each_plugin, get_plugin_manager
 from deploykit.stacks import StackOutputs
 
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ def registered_checks(plugins: Plugins, env: EnvConfig) -> list[Check]:
     """Every check the loaded plugins register for ``env``, in plugin-name order; what a plugin's hook raises goes
     through as it is (a plugin's own tests: ``deploykit.testing.plugin_checks``), a wrong answer is a UsageError."""
     checks: list[Check] = []
-    for found in reversed(plugins.manager.hook.deploykit_register_checks(env=env)):  # pluggy answers LIFO
-        given = _checks_in(found)
+    for _name, register in each_plugin(plugins, "deploykit_register_checks", env=env):
+        given = _checks_in(register())
         if isinstance(given, str):
             raise UsageError(f"a plugin's {given}", next_step="return a list of deploykit.checks.Check from the hook")
         checks.extend(given)
@@ -41,17 +41,15 @@ def plugins_checks(plugins: Plugins, env: EnvConfig) -> tuple[list[Check], dict[
     fails takes neither the others' checks nor the run down (:func:`plugin_failed_results`)."""
     checks: list[Check] = []
     failed: dict[str, str] = {}
-    for impl in plugins.manager.hook.deploykit_register_checks.get_hookimpls():  # in the order plugins loaded
-        if impl.hookwrapper or impl.wrapper:
-            continue
+    for name, register in each_plugin(plugins, "deploykit_register_checks", env=env):
         try:
-            found = impl.function(*({"env": env}[name] for name in impl.argnames))
+            found = register()
         except Exception as exc:  # a plugin's error, whatever it is: its checks did not run, said as a failed row
-            failed[impl.plugin_name] = f"deploykit_register_checks raised {type(exc).__name__}: {exc}"
+            failed[name] = f"deploykit_register_checks raised {type(exc).__name__}: {exc}"
             continue
         given = _checks_in(found)
         if isinstance(given, str):
-            failed[impl.plugin_name] = given
+            failed[name] = given
         else:
             checks.extend(given)
     return checks, failed
