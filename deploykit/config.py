@@ -502,17 +502,17 @@ class Config:
     def environment(self, name: str | None = None) -> EnvConfig:
         """The named environment, else ``$DEPLOYKIT_ENV``, else ``default_env``: one deploy.toml defines, or one a
         pattern makes (``dev-alice`` from ``[environments."dev-*"]``, ``{env}`` in its values standing for the name)."""
-        given = [(said, value) for said, value in (("--env", name), (f"${ENV_VAR_ENV}", os.environ.get(ENV_VAR_ENV)))]
-        for said, value in given:  # `--env "$TARGET"` with TARGET unset must not deploy to the default environment
-            if value is not None and not value.strip():
+        chosen = self.default_env
+        for said, value in (("--env", name), (f"${ENV_VAR_ENV}", os.environ.get(ENV_VAR_ENV))):
+            if value is not None and not value.strip():  # `--env "$TARGET"`, TARGET unset: not the default
                 raise ConfigError(
                     f"the environment's name is empty ({said} is ''): an unset variable?",
                     next_step=f"name one: {', '.join(sorted(self.environments))}; or leave {said} out for "
                     f"{self.default_env!r}, deploy.toml's default_env",
                 )
             if value:
+                chosen = value
                 break
-        chosen = name or os.environ.get(ENV_VAR_ENV) or self.default_env
         if chosen in self.environments:
             return self.environments[chosen]
         if chosen in self._made:

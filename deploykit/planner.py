@@ -272,7 +272,7 @@ def role_of(env: EnvConfig, stack: str) -> str:
         if name == stack or role == stack:
             return role
     word = stack.lower()
-    ends = [role for role, name in roles.items() if word in (role, name.lower()) or name.lower().endswith(word)]
+    ends = [role for role, name in roles.items() if word == role or name.lower().endswith(word)]
     if len(ends) == 1 and word:
         return ends[0]
     known = ", ".join(roles.values())

@@ -346,12 +346,16 @@ class _Models:
         self._session: botocore.session.Session | None = None
         self._routes: dict[str, list[_Route]] = {}
 
+    def _botocore(self) -> botocore.session.Session:
+        """The botocore session the models are read from, made on first use (the caller holds the lock)."""
+        if self._session is None:
+            self._session = botocore.session.get_session()
+        return self._session
+
     def model(self, name: str) -> Any:
         with self._lock:
-            if self._session is None:
-                self._session = botocore.session.get_session()
             try:
-                return self._session.get_service_model(name)
+                return self._botocore().get_service_model(name)
             except botocore.exceptions.UnknownServiceError:
                 return None
 
@@ -368,9 +372,7 @@ class _Models:
     def names(self) -> list[str]:
         """Every service botocore has a model of (``ecs``, ``elbv2``...)."""
         with self._lock:
-            if self._session is None:
-                self._session = botocore.session.get_session()
-            return list(self._session.get_available_services())
+            return list(self._botocore().get_available_services())
 
     def rest_operation(self, name: str, call: AwsCall) -> str | None:
         """The operation of model ``name`` a REST request is, or None when no route of it matches."""
