@@ -227,13 +227,8 @@ class AwsFactory:
 
     @property
     def profile(self) -> str | None:
-        """The AWS profile this factory's session uses: ``$DEPLOYKIT_AWS_PROFILE`` when set ("" for none), else the
-        environment's; never one for an environment on this machine (the sandbox takes any credentials)."""
-        if self.env.is_local:
-            return self.env.profile
-        if PROFILE_ENV in self._environ:
-            return self._environ[PROFILE_ENV] or None
-        return self.env.profile
+        """The AWS profile this factory's session uses (:func:`profile_of`)."""
+        return profile_of(self.env, self._environ)
 
     def account(self) -> str:
         """The AWS account these credentials act in (STS GetCallerIdentity, asked once per factory); a UsageError
@@ -286,22 +281,35 @@ def caller_account(aws: AwsFactory) -> str:
     return str(aws.client("sts").get_caller_identity()["Account"])
 
 
+def profile_of(env: EnvConfig, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The AWS profile the environment's sessions use: ``$DEPLOYKIT_AWS_PROFILE`` when set ("" for none), else the
+    environment's; never one for an environment on this machine (the sandbox takes any credentials)."""
+    if env.is_local:
+        return env.profile
+    if PROFILE_ENV in environ:
+        return environ[PROFILE_ENV] or None
+    return env.profile
+
+
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
     """Turn a botocore failure into a message that says what failed and what to run next (one deploykit already
-    said in its own words is returned as it is)."""
+    said in its own words is returned as it is). The next steps name the profile the session used
+    (:func:`profile_of`): in CI, with ``DEPLOYKIT_AWS_PROFILE=""``, the job's own credentials, never deploy.toml's."""
     if isinstance(exc, DeployKitError):
         return exc
+    profile = profile_of(env)
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
-        how = (
-            f"aws sso login --profile {env.profile}"
-            if env.profile
-            else "aws configure (or set 'profile' in deploy.toml)"
-        )
-        return UsageError(f"no AWS credentials for environment {env.name!r}", next_step=f"run: {how}")
+        if profile:
+            how = f"run: aws sso login --profile {profile}"
+        elif os.environ.get(PROFILE_ENV) == "" and env.profile:
+            how = f"give the job its credentials (the AWS_* variables, or its role): {PROFILE_ENV}='' uses them"
+        else:
+            how = "run: aws configure (or set 'profile' in deploy.toml)"
+        return UsageError(f"no AWS credentials for environment {env.name!r}", next_step=how)
     if isinstance(exc, botocore.exceptions.TokenRetrievalError | botocore.exceptions.SSOTokenLoadError):
         return UsageError(
-            f"the AWS SSO session of profile {env.profile!r} has expired",
-            next_step=f"run: aws sso login --profile {env.profile}",
+            f"the AWS SSO session of profile {profile!r} has expired",
+            next_step=f"run: aws sso login --profile {profile}",
         )
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
         if env.is_local:
@@ -317,7 +325,7 @@ def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
         if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
             return UsageError(
                 f"the AWS credentials of environment {env.name!r} have expired",
-                next_step=f"run: aws sso login --profile {env.profile}" if env.profile else "refresh them",
+                next_step=f"run: aws sso login --profile {profile}" if profile else "refresh them",
             )
         if code in DENIED:
             return UsageError(

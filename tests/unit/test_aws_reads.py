@@ -10,10 +10,12 @@ from typing import Any
 from unittest.mock import Mock
 
 import boto3
+import botocore.exceptions
 import pytest
+from botocore.exceptions import ClientError
 
 from deploykit import aws as aws_module
-from deploykit.aws import AwsFactory, HandedOn, Once, all_of, at_once, new_session
+from deploykit.aws import PROFILE_ENV, AwsFactory, HandedOn, Once, all_of, at_once, new_session, translate_error
 from deploykit.testing import fake_factory, sample_env
 from tests.conftest import aws_client
 
@@ -227,3 +229,26 @@ def test_two_factories_never_make_clients_at_the_same_time() -> None:
 
     at_once({i: partial(ask, i) for i in range(4)})
     assert most == 1 and not aws_module.MAKING._is_owned()  # type: ignore[attr-defined]
+
+
+def test_a_credentials_error_names_the_profile_the_session_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In CI, DEPLOYKIT_AWS_PROFILE="" replaces deploy.toml's profile with the job's credentials: a missing or expired
+    credential's next step names those, never `aws sso login` of the profile that was not used."""
+    env = sample_env(name="dev", profile="car-rental-dev")
+    missing, expired = (
+        botocore.exceptions.NoCredentialsError(),
+        ClientError({"Error": {"Code": "ExpiredToken", "Message": "expired"}}, "DescribeStacks"),
+    )
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    assert translate_error(missing, env).next_step == "run: aws sso login --profile car-rental-dev"
+    monkeypatch.setenv(PROFILE_ENV, "ci-role")
+    assert translate_error(missing, env).next_step == "run: aws sso login --profile ci-role"
+    assert translate_error(expired, env).next_step == "run: aws sso login --profile ci-role"
+    monkeypatch.setenv(PROFILE_ENV, "")
+    assert translate_error(missing, env).next_step == (
+        "give the job its credentials (the AWS_* variables, or its role): DEPLOYKIT_AWS_PROFILE='' uses them"
+    )
+    assert translate_error(expired, env).next_step == "refresh them"
+    assert translate_error(missing, sample_env(name="dev")).next_step == (
+        "run: aws configure (or set 'profile' in deploy.toml)"
+    )
