@@ -18,7 +18,10 @@ process the way a developer runs it:
       uplink (bench/latency.py --uplink): the first with the vendored packages the artifacts bucket keeps deleted, so
       the upload sends numpy's 16 MB again (as every handler change did before uploads copied them within S3, and as
       the first zip of new requirements still does), the second copying them;
-  (d) `inv deploy.auto` after one committed stack setting (the data stack's access-log retention);
+  (d) `inv deploy.auto` after one committed stack setting (the data stack's access-log retention); then after a
+      setting of the Fargate stack that rolls the service out (a variable of its container), once with the
+      environment's stack_mode = "standard" (CloudFormation waits for the service) and once with "express"
+      (deploykit does): on the sandbox the two waits are the same; on AWS (--env) the ratio is express mode's gain;
   before: the seed's full deploy — every stack with the app, from a fresh checkout (cdk.out removed, so the
           CDK app is synthesized), after one more backend change: `inv deploy.full`;
   before, the seed's way: the same full deploy as the seed's scripts ran it, after one more backend change:
@@ -89,6 +92,11 @@ HEAVY_SENT_ROW = f"c again beside numpy, 100 ms, {UPLINK:g} Mbit/s up: numpy sen
 HEAVY_COPIED_ROW = f"c again beside numpy, 100 ms, {UPLINK:g} Mbit/s up: numpy copied in S3"
 CDK_CLI = "2.1148.1"  # npm's aws-cdk, the CDK CLI the seed's scripts ran (synthesizes cloud assembly schema 55)
 CDK_CLI_ROW = "before, the seed's way: build, push, cdk deploy --all"
+FARGATE_STANDARD_ROW = 'd again, a Fargate stack setting, stack_mode = "standard"'
+FARGATE_EXPRESS_ROW = 'd again, a Fargate stack setting, stack_mode = "express"'
+# the Fargate stack's container environment, where the bench adds a variable (a new revision, rolled out)
+FARGATE_MARKER = '"PORT": str(CONTAINER_PORT),'
+
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
 
 
@@ -317,6 +325,19 @@ def cdk_cli() -> list[str] | str:
     return [node, str(cdk)]
 
 
+def with_stack_mode(toml: str, env: str, mode: str) -> str:
+    """deploy.toml with environment ``env``'s stack_mode set to ``mode`` (its table's line, or one added under the
+    table's header)."""
+    found = re.search(rf'(?m)^\[environments\.(?:{re.escape(env)}|"{re.escape(env)}")\]\n', toml)
+    if found is None:
+        raise SystemExit(f"deploy.toml has no [environments.{env}] table: update the benchmark")
+    start = found.end()
+    end = toml.find("\n[", start)
+    end = len(toml) if end < 0 else end
+    table = re.sub(r"(?m)^stack_mode = .*\n", "", toml[start:end])
+    return toml[:start] + f'stack_mode = "{mode}"\n' + table + toml[end:]
+
+
 def scenarios(bench: Bench, cdk: list[str] | None) -> dict[str, float]:
     """(a)-(d), before and after, on an environment that runs the clone's HEAD; (b)'s steps. With ``cdk`` (the
     CDK CLI), also the seed's full deploy as its scripts ran it."""
@@ -376,6 +397,17 @@ def scenarios(bench: Bench, cdk: list[str] | None) -> dict[str, float]:
         r[HEAVY_COPIED_ROW] = bench.inv("deploy.auto", latency=AWS_LATENCY, uplink=UPLINK)
     bench.edit("cdk/stacks/data_stack.py", "ACCESS_LOG_DAYS = 365", "ACCESS_LOG_DAYS = 400", "data: a setting")
     r["d: one stack setting"] = bench.inv("deploy.auto")
+    toml = (root / "deploy.toml").read_text()
+    for mode, row in (("standard", FARGATE_STANDARD_ROW), ("express", FARGATE_EXPRESS_ROW)):
+        bench.add("deploy.toml", with_stack_mode(toml, bench.env_name or "sandbox", mode), f"stack_mode = {mode}")
+        marker = f'"BENCH_STACK_MODE": "{mode}", '
+        bench.edit(
+            "cdk/stacks/fargate_stack.py", FARGATE_MARKER, marker + FARGATE_MARKER, f"fargate: a setting ({mode})"
+        )
+        r[row] = bench.inv("deploy.auto")
+        bench.waits[f"deploy-stack of the Fargate stack, {mode}"] = bench.last_steps()["deploy-stack"]
+        bench.edit("cdk/stacks/fargate_stack.py", marker, "", f"fargate: the setting gone ({mode})")
+    bench.add("deploy.toml", toml, "stack_mode as it was")
     bench.touch_backend(2)
     shutil.rmtree(root / "cdk.out", ignore_errors=True)
     r["before: full deploy (every stack + app)"] = bench.inv("deploy.full")

@@ -204,6 +204,9 @@ class ChangeRules:
 # task definition's runtimePlatform names it (Fargate's default, when a task definition names none, is X86_64).
 PLATFORMS = {"linux/amd64": "X86_64", "linux/arm64": "ARM64"}
 
+# How CloudFormation applies a stack update ([environments.NAME] stack_mode): its deployment modes.
+STACK_MODES = ("standard", "express")
+
 
 @dataclass(frozen=True)
 class BaseImageSpec:
@@ -442,6 +445,10 @@ class EnvConfig:
     promote_from: str = ""
     # Put each deploy run's figures in CloudWatch (namespace deploykit) for the deploy dashboard; see deploykit.metrics.
     metrics: bool = True
+    # How CloudFormation applies a stack update: "standard" (each resource waited for until it is ready) or "express"
+    # (done once each resource's configuration is applied; deploykit then waits for the app's service itself, and the
+    # smoke checks follow). Not for a protected environment; see deploykit.stacks.
+    stack_mode: str = "standard"
     lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
     app_error_watch: ErrorWatch = field(default_factory=ErrorWatch)
     # The gate on ECR's scan of each new image before it runs here (off unless set); see deploykit.scan_gate.
@@ -756,6 +763,18 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
     prefix = f"{where}: environments.{env.name}"
     if env.retry_mode not in ("legacy", "standard", "adaptive"):
         raise ConfigError(f"{prefix}.retry_mode must be legacy, standard or adaptive, not {env.retry_mode!r}")
+    if env.stack_mode not in STACK_MODES:
+        raise ConfigError(
+            f"{prefix}.stack_mode must be standard or express, not {env.stack_mode!r}",
+            next_step=f'set stack_mode = "express" (faster stack updates) or "standard" in [environments.{env.name}]',
+        )
+    if env.stack_mode == "express" and env.protected:
+        raise ConfigError(
+            f"{prefix}: a protected environment updates its stacks in standard mode (CloudFormation waits until each "
+            "resource is ready), not express",
+            next_step=f'remove stack_mode = "express" from [environments.{env.name}] (express is for development '
+            "environments)",
+        )
     for key in ("wait_timeout", "connect_timeout", "read_timeout", "max_attempts"):
         if getattr(env, key) <= 0:
             raise ConfigError(f"{prefix}.{key} must be greater than 0")

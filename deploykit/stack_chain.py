@@ -9,6 +9,7 @@ into its step: the image tag, the Lambda code keys.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -21,10 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, images, leftovers, oci, packaging, plugins, registry, stacks, synth
-from deploykit.app_chain import in_registry_now
+from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import at_once
 from deploykit.config import PLATFORMS
-from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 from deploykit.stacks import error_code, is_not_there
 
@@ -38,6 +39,11 @@ ARTIFACTS_OUTPUT = "ArtifactsBucketName"
 def review(ctx: Context, stack: str, changes: Iterable[stacks.Change]) -> dict[str, list[str]]:
     """What the team's plugins refuse in ``stack``'s changes (plugin → its reasons), before they are executed."""
     return plugins.review_stack_changes(ctx.plugins, ctx.env, stack, [c.to_json() for c in changes])
+
+
+def _role_of(env: EnvConfig, stack: str) -> str:
+    """The role (fargate, api...) of the environment's stack ``stack``; its name when it has none."""
+    return next((f.name for f in dataclasses.fields(env.stacks) if getattr(env.stacks, f.name) == stack), stack)
 
 
 def deployer(ctx: Context) -> stacks.StackDeployer:
@@ -284,10 +290,17 @@ class DeployStack(Step):
             tags={**app_tags, "deploykit:environment": ctx.env.name},
             rerun=self.rerun or None,
             review=partial(review, ctx, self.stack),
+            express=ctx.env.stack_mode == "express",
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
+        if result.express:
+            detail += " in express mode"
         if result.changes:
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
+        if result.express and any(
+            c.resource_type == "AWS::ECS::Service" and c.action != "Remove" for c in result.changes
+        ):
+            detail += f"; {self._await_service(ctx)}"
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
         outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks
         if result.updated:
@@ -302,6 +315,38 @@ class DeployStack(Step):
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
         changed = stacks.change_lines(result.changes) if result.action == "updated" else ()
         return Outcome("done", f"{self.stack}: {detail}{kept}", outputs, changes=changed)
+
+    def _await_service(self, ctx: Context) -> str:
+        """After an update in express mode that changed the app's service: wait for its rollout, as CloudFormation
+        would have in the standard mode (a paused service, running no task, is not waited for); what became of it.
+        A failed rollout fails the step, the stack keeping its new template."""
+        cluster, name, container = ctx.env.cluster, ctx.env.service, ctx.env.container
+        service = ecs.describe_service(ctx.aws.client("ecs"), cluster, name, ctx.env)
+        primary = ecs.primary_deployment(service) or {}
+        if not service.get("desiredCount"):
+            return f"{name} runs no task (desired count 0): not waited for"
+        revision = str(primary.get("taskDefinition") or service["taskDefinition"])
+        image = ecs.TaskDefinitions.of(ctx.aws).image(revision, container)
+        ctx.reporter.line(f"{self.stack}: express mode ended before {name} was ready: waiting for it")
+        deployment = str(primary.get("id", ""))
+        verdict, last_line = await_rollout(
+            ctx, cluster, name, container, image, ctx.env.wait_timeout, ctx.env.poll_seconds, deployment
+        )
+        if verdict.state == "healthy":
+            return f"{name} healthy: {verdict.summary}"
+        again = self.rerun or f"inv deploy.stack {self.stack} --env {ctx.env.name}"
+        meanwhile = (
+            "ECS put the previous revision back"
+            if verdict.rolled_back_by_ecs
+            else "ECS goes on trying until its circuit breaker puts the previous revision back"
+        )
+        raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
+            f"{self.stack} was updated in express mode, but {name} did not become healthy on "
+            f"{ecs.revision_name(revision)}: {verdict.reason}{last_line}",
+            next_step=f"the stack keeps its new template ({meanwhile}); "
+            f"fix the cause and rerun {again}, or go back: inv rollback --env {ctx.env.name} --component "
+            f"stack:{_role_of(ctx.env, self.stack)}; events: {events_command(cluster, name)}",
+        )
 
     def _check_image(self, ctx: Context, body: str, tag: str) -> None:
         """UsageError, before anything changes, when the service's tasks could not start from the image the

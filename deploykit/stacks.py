@@ -19,6 +19,12 @@
    the outputs, anything else raises :class:`~deploykit.errors.StepFailed` listing the failing resources
    with their reasons and the command to run next.
 
+With ``express`` (an environment's ``stack_mode = "express"``) an update's change set asks for CloudFormation's
+express mode (``DeploymentConfig``: done once each resource's configuration is applied, not once it is ready; its
+rollback on failure kept on). A first create, and a template with custom resources (which express mode does not
+run), are applied in the standard mode: :func:`express_blocker` says why. What express mode does not wait for, the
+caller does (:class:`deploykit.stack_chain.DeployStack` waits for the app's service).
+
 Each wait polls every ``poll`` seconds on the injected clock (a change set being made: every
 ``min(poll, 1)`` seconds), and has its own deadline of ``timeout`` seconds. Throttling is retried with
 exponential backoff on every call; other transient errors (5xx, a dropped connection) only on calls that are
@@ -114,6 +120,11 @@ IDEMPOTENT_CALLS = frozenset(
 )
 
 SUCCESS_AFTER_EXECUTE = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
+# What a change set asks for to be applied in CloudFormation's express mode, its rollback on failure kept (express mode
+# turns it off unless asked).
+EXPRESS_CONFIG = {"Mode": "EXPRESS", "DisableRollback": False}
+# Resource types CloudFormation's express mode does not run: their templates are applied in the standard mode.
+NOT_EXPRESS_TYPES = ("AWS::CloudFormation::CustomResource", "Custom::")
 FAILED_FIRST_CREATE = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED"})
 STACK_TYPE = "AWS::CloudFormation::Stack"
 EVENT_PAGES = 5  # describe_stack_events pages read per poll at most (100 events each)
@@ -220,6 +231,7 @@ class StackResult:
     # an update's: each parameter's value before it (what the stack ran with), as DescribeStacks gave it
     previous_parameters: dict[str, str] = field(default_factory=dict)
     updated: str = ""  # when CloudFormation last changed the stack, after the deploy (:func:`updated_of`)
+    express: bool = False  # applied in CloudFormation's express mode: its resources may still be getting ready
 
 
 # -- pure logic ----------------------------------------------------------------------------------
@@ -661,6 +673,28 @@ class _Follow:
     explained: dict[str, list[str]] = field(default_factory=dict)  # logical id → what its explainer found
 
 
+def express_blocker(change_set_type: str, body: str) -> str:
+    """Why a change set of ``change_set_type`` for template ``body`` is applied in the standard mode when express is
+    asked for; "" when nothing stands in the way. A first create waits for every resource (what comes next, the
+    other stacks and the smoke checks, needs them ready); custom resources are not run in express mode."""
+    if change_set_type != "UPDATE":
+        return "a new stack is created in the standard mode, each resource waited for"
+    try:
+        resources = json.loads(body).get("Resources") or {}
+    except (ValueError, AttributeError):
+        return ""
+    custom = sorted(
+        {
+            str(spec.get("Type"))
+            for spec in resources.values()
+            if isinstance(spec, Mapping) and str(spec.get("Type", "")).startswith(NOT_EXPRESS_TYPES)
+        }
+    )
+    if custom:
+        return f"its template has custom resources ({', '.join(custom)}), which express mode does not run"
+    return ""
+
+
 def _template(body: str, url: str | None) -> dict[str, str]:
     """How a change set request names its template: from S3 when it went there, else inline."""
     return {"TemplateURL": url} if url else {"TemplateBody": body}
@@ -737,6 +771,7 @@ class StackDeployer:
         rerun: str | None = None,
         template_url: str | None = None,
         review: Callable[[Sequence[Change]], Mapping[str, Sequence[str]]] | None = None,
+        express: bool = False,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
         (a protected environment, not approved): a change set that changes access is deleted, not executed.
@@ -744,7 +779,8 @@ class StackDeployer:
         one refuses is deleted, not executed.
         ``rerun``: the command a refusal names to run this deploy again (default ``inv deploy.stack NAME``; a
         rollback names itself, as deploy.stack would deploy another template). ``template_url``: where
-        CloudFormation reads the same template from S3 (one too big to send inline)."""
+        CloudFormation reads the same template from S3 (one too big to send inline). ``express``: an update is applied
+        in CloudFormation's express mode, unless :func:`express_blocker` says why not (said)."""
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
         change_set_type, recreated, previous = self._prepare(name)
@@ -760,6 +796,13 @@ class StackDeployer:
         }
         if tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+        if express:
+            blocker = express_blocker(change_set_type, template_body)
+            if blocker:
+                self.say(f"{name}: standard mode, not express: {blocker}")
+                express = False
+            else:
+                request["DeploymentConfig"] = dict(EXPRESS_CONFIG)
         try:
             created = self._call("create_change_set", **request)
         except ClientError as exc:
@@ -829,8 +872,9 @@ class StackDeployer:
             raise self._deploy_failure(name, stack, follow)
         action: Action = ("recreated" if recreated else "created") if change_set_type == "CREATE" else "updated"
         seconds = self.clock.monotonic() - started
-        self.say(f"{name}: {status} ({action} in {seconds:.1f}s)")
-        return StackResult(name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack))
+        mode = " in express mode: its resources may still be getting ready" if express else ""
+        self.say(f"{name}: {status} ({action} in {seconds:.1f}s{mode})")
+        return StackResult(name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack), express)
 
     def preview(
         self,

@@ -41,6 +41,11 @@ What plain moto lacks, fixed here:
   what it was made with: equal ones are left alone; changed ones are updated in place or replaced (a new
   resource first, the old one deleted in the cleanup phase, UpdateReplacePolicy honoured; a custom-named
   resource cannot be replaced, as on AWS), as the type's provider says.
+- ``express_mode``: a change set asked for DeploymentConfig Mode EXPRESS applies its resources without waiting for
+  them to be ready (an ECS service's deployment, a deleted service's tasks draining): each is complete once its
+  configuration is applied, with AWS's status reason ("Resource operation completed using Express Mode. It may
+  continue becoming available in the background."), so a rollout that fails later does not fail the stack.
+  DeploymentConfig DisableRollback is honoured as ExecuteChangeSet's is.
 - ``rollback``: a failed create deletes what it made (ROLLBACK_COMPLETE; DisableRollback: CREATE_FAILED);
   a failed update puts the stack back on its previous template and parameters, the resource whose update
   failed included (UPDATE_ROLLBACK_COMPLETE, or UPDATE_ROLLBACK_FAILED, which ContinueUpdateRollback
@@ -397,6 +402,7 @@ class SandboxChangeSet:
         tags: list[dict[str, str]],
         notification_arns: list[str],
         role_arn: str | None,
+        deployment_config: dict[str, Any] | None = None,
     ) -> None:
         self.change_set_id = change_set_id
         self.change_set_name = change_set_name
@@ -412,6 +418,7 @@ class SandboxChangeSet:
         self.tags = tags
         self.notification_arns = notification_arns
         self.role_arn = role_arn
+        self.deployment_config = dict(deployment_config or {})
         self.creation_time = now()
         self.changes: list[ResourceChangeEntry] = []
         self.status = "CREATE_COMPLETE"
@@ -693,8 +700,15 @@ class CloudFormationExtension:
         description: str | None,
         notification_arns: list[str],
         role_arn: str | None,
+        deployment_config: dict[str, Any] | None = None,
     ) -> SandboxChangeSet:
-        """change_sets_that_validate, change_set_changes, empty_change_set."""
+        """change_sets_that_validate, change_set_changes, empty_change_set, express_mode."""
+        mode = (deployment_config or {}).get("Mode", "STANDARD")
+        if mode not in ("STANDARD", "EXPRESS"):
+            raise ValidationError(
+                message=f"1 validation error detected: Value '{mode}' at 'deploymentConfig.mode' failed to satisfy "
+                "constraint: Member must satisfy enum value set: [STANDARD, EXPRESS]"
+            )
         if not re.fullmatch(r"[a-zA-Z][-a-zA-Z0-9]*", change_set_name or "") or len(change_set_name) > 128:
             raise ValidationError(
                 message=f"1 validation error detected: Value '{change_set_name}' at 'changeSetName' failed to satisfy "
@@ -768,6 +782,7 @@ class CloudFormationExtension:
             tags=list(tags),
             notification_arns=list(notification_arns),
             role_arn=role_arn,
+            deployment_config=deployment_config,
         )
         missing = sorted(n for n in imports_of(template_dict) if n not in backend.exports)
         if missing:
@@ -898,6 +913,10 @@ class CloudFormationExtension:
         state = state_of(stack)
         if state.busy:
             raise ValidationError(message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.")
+        if "DisableRollback" in change_set.deployment_config:
+            disable_rollback = str(change_set.deployment_config["DisableRollback"]).lower() == "true"
+        elif change_set.deployment_config.get("Mode") == "EXPRESS":
+            disable_rollback = True  # express mode's default
         for other_id, other in list(backend.change_sets.items()):
             if other_id != change_set.change_set_id and getattr(other, "stack_id", None) == stack.stack_id:
                 del backend.change_sets[other_id]
@@ -972,9 +991,15 @@ class CloudFormationExtension:
         self._threads[stack.stack_id] = thread
         thread.start()
 
-    def _context(self, backend: CloudFormationBackend, stack: Stack) -> Context:
+    def _context(
+        self, backend: CloudFormationBackend, stack: Stack, change_set: SandboxChangeSet | None = None
+    ) -> Context:
+        """``change_set``: the one whose execution this is (its DeploymentConfig Mode: express_mode)."""
         assert self.sandbox is not None
-        return Context(self.sandbox, backend.account_id, backend.region_name, stack.name, stack.stack_id, self.ecs)
+        express = change_set is not None and change_set.deployment_config.get("Mode") == "EXPRESS"
+        return Context(
+            self.sandbox, backend.account_id, backend.region_name, stack.name, stack.stack_id, self.ecs, express=express
+        )
 
     def _resolver(
         self, backend: CloudFormationBackend, stack: Stack, template: dict[str, Any], values: dict[str, str]
@@ -996,7 +1021,7 @@ class CloudFormationExtension:
         self, backend: CloudFormationBackend, stack: Stack, change_set: SandboxChangeSet, disable_rollback: bool
     ) -> None:
         assert self.sandbox is not None
-        ctx = self._context(backend, stack)
+        ctx = self._context(backend, stack, change_set)
         template, values = change_set.template_dict, change_set.parameters
         with self.sandbox.lock:
             resolver = self._resolver(backend, stack, template, values)
@@ -1034,7 +1059,7 @@ class CloudFormationExtension:
 
     def _update(self, backend: CloudFormationBackend, stack: Stack, change_set: SandboxChangeSet) -> None:
         assert self.sandbox is not None
-        ctx = self._context(backend, stack)
+        ctx = self._context(backend, stack, change_set)
         old_template, old_values = stack.template_dict, dict(stack.parameters)
         current = self.records_of(stack)
         template, values = change_set.template_dict, change_set.parameters
@@ -1237,9 +1262,9 @@ class CloudFormationExtension:
                     raise OperationFailed(logical_id, _reason(exc)) from None
                 old.properties = props
                 old.extra.pop("dirty", None)
-            self._wait(ctx, stack, provider, old, "UPDATE")
+            done = self._wait(ctx, stack, provider, old, "UPDATE")
             with lock:
-                self._event(stack, old, "UPDATE_COMPLETE", "")
+                self._event(stack, old, "UPDATE_COMPLETE", done)
         for logical_id, record in current.items():
             if logical_id not in live and all(record is not r for r, _ in cleanup):
                 cleanup.append((record, "DeletionPolicy"))
@@ -1268,19 +1293,23 @@ class CloudFormationExtension:
                 raise OperationFailed(logical_id, _reason(exc)) from None
             target.put(record)
             self._event(stack, record, f"{action}_IN_PROGRESS", "Resource creation Initiated")
-        self._wait(ctx, stack, provider, record, action)
+        done = self._wait(ctx, stack, provider, record, action)
         with self.sandbox.lock:
-            self._event(stack, record, f"{action}_COMPLETE", "")
+            self._event(stack, record, f"{action}_COMPLETE", done)
         return record
 
-    def _wait(self, ctx: Context, stack: Stack, provider: Provider, record: Record, action: str) -> None:
+    def _wait(self, ctx: Context, stack: Stack, provider: Provider, record: Record, action: str) -> str:
+        """Until the resource is ready; in express mode not at all. The reason its _COMPLETE event gives."""
         assert self.sandbox is not None
+        if ctx.express:
+            return EXPRESS_REASON
         try:
             provider.wait(ctx, record)
         except Exception as exc:
             with self.sandbox.lock:
                 self._event(stack, record, f"{action}_FAILED", _reason(exc))
             raise OperationFailed(record.logical_resource_id, _reason(exc)) from None
+        return ""
 
     def _delete_records(
         self,
@@ -1321,7 +1350,7 @@ class CloudFormationExtension:
                     failed.append(record.logical_resource_id)
                     continue
             try:
-                if record.physical_resource_id:
+                if record.physical_resource_id and not ctx.express:
                     provider.wait_deleted(ctx, record)
             except Exception as exc:
                 with self.sandbox.lock:
@@ -1329,7 +1358,7 @@ class CloudFormationExtension:
                 failed.append(record.logical_resource_id)
                 continue
             with self.sandbox.lock:
-                self._event(stack, record, "DELETE_COMPLETE", "")
+                self._event(stack, record, "DELETE_COMPLETE", EXPRESS_REASON if ctx.express else "")
                 if resolver is not None and resolver.records().get(record.logical_resource_id) is record:
                     resolver.drop(record.logical_resource_id)
         return failed
@@ -1466,7 +1495,17 @@ def _change_set_request(response: CloudFormationResponse) -> dict[str, Any]:
         "description": response._get_param("Description"),
         "notification_arns": response._get_param("NotificationARNs", []) or [],
         "role_arn": response._get_param("RoleARN"),
+        "deployment_config": _deployment_config(response),
     }
+
+
+def _deployment_config(response: CloudFormationResponse) -> dict[str, Any]:
+    """DeploymentConfig as a dict (Mode, DisableRollback), whether moto parsed it or left it in the query string."""
+    parsed = response._get_param("DeploymentConfig")
+    if isinstance(parsed, dict):
+        return dict(parsed)
+    prefix = "DeploymentConfig."
+    return {k[len(prefix) :]: v[0] for k, v in response.querystring.items() if k.startswith(prefix) and v}
 
 
 def _already_exists(name: str) -> CloudFormationError:
@@ -1480,6 +1519,11 @@ def _policy(spec: dict[str, Any], key: str) -> str:
     policy = str(spec.get(key) or "Delete")
     return "Retain" if policy.startswith("Retain") else "Snapshot" if policy == "Snapshot" else "Delete"
 
+
+# The status reason of a resource operation CloudFormation completed in express mode (express_mode).
+EXPRESS_REASON = (
+    "Resource operation completed using Express Mode. It may continue becoming available in the background."
+)
 
 # what a value not known before the update resolves to while the change set is made
 UNKNOWN = "\x00known-after-the-update\x00"

@@ -140,6 +140,7 @@ class Context:
     stack_id: str
     ecs: EcsRuntime | None = None
     tags: list[dict[str, str]] = field(default_factory=list)
+    express: bool = False  # the operation runs in express mode: a resource is done once applied, not once ready
 
     def backend(self, service: str) -> Any:
         key = "aws" if service in PARTITION_SERVICES else self.region

@@ -121,6 +121,27 @@ def test_create_then_nothing_then_update_then_destroy(cfn: Any, deployer: StackD
     assert deployer.destroy(NAME).action == "absent"
 
 
+def test_express_mode_is_asked_for_an_update_and_a_create_is_applied_in_the_standard_mode(
+    cfn: Any, deployer: StackDeployer, lines: list[str]
+) -> None:
+    asked_for: list[dict[str, Any]] = []
+    cfn.meta.events.register(
+        "provide-client-params.cloudformation.CreateChangeSet", lambda params, **_: asked_for.append(dict(params))
+    )
+    created = deployer.deploy(NAME, template("v1"), {"Value": "v1"}, express=True)
+    assert created.action == "created" and not created.express
+    assert "DeploymentConfig" not in asked_for[-1]
+    assert f"{NAME}: standard mode, not express: a new stack is created in the standard mode" in "\n".join(lines)
+    lines.clear()
+    updated = deployer.deploy(NAME, template("v2"), {"Value": "v2"}, express=True)
+    assert updated.action == "updated" and updated.express
+    assert asked_for[-1]["DeploymentConfig"] == {"Mode": "EXPRESS", "DisableRollback": False}
+    assert any(line.startswith(f"{NAME}: UPDATE_COMPLETE (updated in") and "in express mode" in line for line in lines)
+    assert ssm_value() == "v2"
+    standard = deployer.deploy(NAME, template("v3"), {"Value": "v3"})
+    assert not standard.express and "DeploymentConfig" not in asked_for[-1]
+
+
 def test_a_stack_that_is_only_a_change_set_is_created(cfn: Any, deployer: StackDeployer, lines: list[str]) -> None:
     cfn.create_change_set(
         StackName=NAME,

@@ -109,7 +109,7 @@ class Aws:
         self._count = 0
 
     def change_set(
-        self, stack: str, template: str, parameters: dict[str, str], kind: str
+        self, stack: str, template: str, parameters: dict[str, str], kind: str, **extra: Any
     ) -> tuple[str, dict[str, Any]]:
         self._count += 1
         name = f"deploykit-{self._count}"
@@ -120,17 +120,19 @@ class Aws:
             TemplateBody=template,
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             Capabilities=CAPABILITIES,
+            **extra,
         )
         return name, self.cf.describe_change_set(StackName=stack, ChangeSetName=name)
 
-    def deploy(self, stack: str, template: str, parameters: dict[str, str] | None = None) -> Operation:
-        """A change set (CREATE or UPDATE), executed, its events followed as they arrive, to a terminal state."""
+    def deploy(self, stack: str, template: str, parameters: dict[str, str] | None = None, **extra: Any) -> Operation:
+        """A change set (CREATE or UPDATE), executed, its events followed as they arrive, to a terminal state;
+        ``extra``: more of CreateChangeSet's parameters (DeploymentConfig)."""
         try:
             self.cf.describe_stacks(StackName=stack)
             kind = "UPDATE"
         except ClientError:
             kind = "CREATE"
-        name, described = self.change_set(stack, template, parameters or {}, kind)
+        name, described = self.change_set(stack, template, parameters or {}, kind, **extra)
         assert described["Status"] == "CREATE_COMPLETE", described.get("StatusReason")
         seen = {e["EventId"] for e in self.cf.describe_stack_events(StackName=stack)["StackEvents"]}
         started = time.monotonic()
@@ -635,6 +637,48 @@ def test_a_failed_update_rolls_back_with_the_resource_reason(deployment: Deploym
     stack = aws.cf.describe_stacks(StackName=FARGATE)["Stacks"][0]
     assert stack["Parameters"] == [{"ParameterKey": "ImageTag", "ParameterValue": "v2"}]
     assert aws.service()["taskDefinition"] == before
+    assert json.loads(get(deployment.listener + "/version")[1])["version"] == "v2"
+
+
+def test_in_express_mode_an_update_ends_once_applied_and_a_failed_rollout_does_not_fail_it(
+    deployment: Deployment,
+) -> None:
+    """DeploymentConfig Mode EXPRESS: the stack is UPDATE_COMPLETE once the service's update is applied, before its
+    deployment is done, each resource's event saying so; a rollout that fails afterwards (an image the registry does
+    not have) is the circuit breaker's to undo, the stack staying on the new template. Deployed back in the standard
+    mode after, for the tests that follow."""
+    aws = deployment.aws
+    before = aws.service()["taskDefinition"]
+    express = {"DeploymentConfig": {"Mode": "EXPRESS", "DisableRollback": False}}
+    operation = aws.deploy(FARGATE, deployment.template(FARGATE), {"ImageTag": "no-such-image"}, **express)
+    report(operation)
+    assert operation.status == "UPDATE_COMPLETE"
+    done = [
+        e
+        for e in operation.events
+        if e["ResourceStatus"] == "UPDATE_COMPLETE" and e["ResourceType"] != "AWS::CloudFormation::Stack"
+    ]
+    assert {e["ResourceType"] for e in done} == {"AWS::ECS::TaskDefinition", "AWS::ECS::Service"}
+    assert {e["ResourceStatusReason"] for e in done} == {
+        "Resource operation completed using Express Mode. It may continue becoming available in the background."
+    }
+    rolling = aws.service()
+    assert rolling["taskDefinition"] != before
+    assert [d["rolloutState"] for d in rolling["deployments"] if d["status"] == "PRIMARY"] == ["IN_PROGRESS"]
+    wait_until(lambda: aws.service()["taskDefinition"] == before, 120, "the circuit breaker putting the service back")
+    stack = aws.cf.describe_stacks(StackName=FARGATE)["Stacks"][0]
+    assert (stack["StackStatus"], stack["Parameters"]) == (
+        "UPDATE_COMPLETE",
+        [{"ParameterKey": "ImageTag", "ParameterValue": "no-such-image"}],
+    )
+    with pytest.raises(ClientError, match=r"deploymentConfig\.mode"):
+        aws.change_set(
+            FARGATE, deployment.template(FARGATE), {"ImageTag": "v2"}, "UPDATE", DeploymentConfig={"Mode": "FAST"}
+        )
+    back = aws.deploy(FARGATE, deployment.template(FARGATE), deployment.parameters[FARGATE])
+    assert back.status == "UPDATE_COMPLETE"
+    assert not [e for e in back.events if "Express" in e.get("ResourceStatusReason", "")]
+    assert [d["rolloutState"] for d in aws.service()["deployments"] if d["status"] == "PRIMARY"] == ["COMPLETED"]
     assert json.loads(get(deployment.listener + "/version")[1])["version"] == "v2"
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from deploykit import commands
 from deploykit.config import load_config
-from deploykit.errors import UsageError
+from deploykit.errors import StepFailed, UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.plan import all_records
 from deploykit.plugins import get_plugin_manager
@@ -119,6 +119,65 @@ def test_a_change_to_one_stack_is_applied_by_deploy_stack_alone(project: Path) -
     # the image stayed the one that is live: never silently something else
     image = taskdef["containerDefinitions"][0]["image"]
     assert image.endswith(":" + git(project, "rev-parse", "--short=12", "HEAD~1").strip())
+
+
+def test_in_express_mode_deploy_stack_waits_for_the_service_itself_and_fails_on_its_rollout(project: Path) -> None:
+    """stack_mode = "express": the Fargate stack's update ends once applied, and deploy.stack waits for the service's
+    rollout itself, as CloudFormation would have; a revision whose tasks crash (a number the backend cannot read)
+    fails the step, exit 1, naming what to do, while the previous revision serves. Back to standard after."""
+    toml, source = project / "deploy.toml", project / "cdk" / "stacks" / "fargate_stack.py"
+    toml_text, text = toml.read_text(), source.read_text()
+    before = git(project, "rev-parse", "HEAD").strip()
+    marker = '"PORT": str(CONTAINER_PORT),'
+    assert "[environments.sandbox]\n" in toml_text and marker in text
+    toml.write_text(toml_text.replace("[environments.sandbox]\n", '[environments.sandbox]\nstack_mode = "express"\n'))
+    source.write_text(text.replace(marker, '"DEPLOYKIT_EXPRESS": "1", ' + marker, 1))
+    git(project, "commit", "-qam", "sandbox: express; fargate: one more env var")
+    env = load_config(project / "deploy.toml").environment()
+    assert env.stack_mode == "express"
+    runtime = quiet_runtime(project)
+    try:
+        started = time.monotonic()
+        report = commands.deploy_stack("fargate", runtime=runtime)
+        seconds = time.monotonic() - started
+        assert report is not None and report.ok
+        deployed = next(r for r in report.records if r.step == "deploy-stack")
+        assert "updated in" in deployed.detail and "in express mode" in deployed.detail, deployed.detail
+        assert f"{env.service} healthy" in deployed.detail, deployed.detail
+        print(f"\none-stack update in express mode (deploy.stack fargate): {seconds:.1f}s")
+        events = _cfn(project).describe_stack_events(StackName="CarRentalFargateStack")["StackEvents"]
+        assert any("Express Mode" in e.get("ResourceStatusReason", "") for e in events)
+        ecs = sandbox_client(project, "ecs")
+        service = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]
+        assert [(d["status"], d["rolloutState"]) for d in service["deployments"]] == [("PRIMARY", "COMPLETED")]
+        serving = service["taskDefinition"]
+
+        source.write_text(source.read_text().replace(marker, '"KYC_MAX_BYTES": "lots", ' + marker, 1))
+        git(project, "commit", "-qam", "fargate: a setting the backend cannot read")
+        with pytest.raises(StepFailed) as failed:
+            commands.deploy_stack("fargate", runtime=quiet_runtime(project))
+        print(f"❌ {failed.value.message}\n  → next: {failed.value.next_step}")
+        assert failed.value.exit_code == 1
+        assert "CarRentalFargateStack was updated in express mode, but car-rental-service did not become healthy" in (
+            failed.value.message
+        )
+        assert "the stack keeps its new template" in failed.value.next_step
+        assert "inv rollback --env sandbox --component stack:fargate" in failed.value.next_step
+        assert "ECS goes on trying until its circuit breaker puts the previous revision back" in failed.value.next_step
+
+        def put_back() -> bool:  # the old tasks serve meanwhile; the circuit breaker trips at the third failed task
+            found = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]
+            return bool(found["taskDefinition"] == serving)
+
+        deadline = time.monotonic() + 120
+        while not put_back():
+            assert time.monotonic() < deadline, "the circuit breaker never put the previous revision back"
+            time.sleep(1)
+        wait_http_ok(f"{load_config(project / 'deploy.toml').environment().endpoints['alb_url']}/health")
+    finally:
+        git(project, "reset", "-q", "--hard", before)  # the tests after count the commits
+        report = commands.deploy_stack("fargate", runtime=quiet_runtime(project))
+        assert report is not None and report.ok
 
 
 def test_an_image_the_registry_does_not_have_is_refused_before_the_change_set(project: Path) -> None:

@@ -154,6 +154,23 @@ def test_values_are_range_checked() -> None:
         parse_config(data, Path("deploy.toml"))
 
 
+def test_stack_mode_is_standard_unless_set_and_never_express_in_a_protected_environment() -> None:
+    assert parse_config(raw(), Path("deploy.toml")).environments["dev"].stack_mode == "standard"
+    data = raw()
+    data["environments"]["dev"]["stack_mode"] = "express"
+    assert parse_config(data, Path("deploy.toml")).environments["dev"].stack_mode == "express"
+    data["environments"]["dev"]["stack_mode"] = "fast"
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert "environments.dev.stack_mode must be standard or express, not 'fast'" in err.value.message
+    assert 'stack_mode = "express"' in (err.value.next_step or "")
+    data["environments"]["dev"] |= {"stack_mode": "express", "protected": True}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert "a protected environment updates its stacks in standard mode" in err.value.message
+    assert 'remove stack_mode = "express" from [environments.dev]' in (err.value.next_step or "")
+
+
 def test_a_lock_wait_is_none_unless_set_and_the_environment_variable_overrides_it() -> None:
     data = raw()
     data["environments"]["dev"]["lock_wait"] = 300

@@ -414,3 +414,21 @@ def test_what_a_run_left_each_stack_as_is_read_from_its_deploy_stack_steps_group
         "stack:data": {"updated": "t1", "template": "f" * 16},
         "stack:api": {"updated": "t2", "template": "f" * 16},
     }
+
+
+def test_express_mode_is_for_updates_of_templates_without_custom_resources() -> None:
+    plain = '{"Resources": {"Cars": {"Type": "AWS::DynamoDB::Table"}, "Service": {"Type": "AWS::ECS::Service"}}}'
+    assert stacks.express_blocker("UPDATE", plain) == ""
+    assert (
+        stacks.express_blocker("CREATE", plain)
+        == "a new stack is created in the standard mode, each resource waited for"
+    )
+    custom = (
+        '{"Resources": {"Seed": {"Type": "Custom::SeedCars"}, "Other": {"Type": "AWS::CloudFormation::CustomResource"},'
+        ' "Cars": {"Type": "AWS::DynamoDB::Table"}}}'
+    )
+    assert stacks.express_blocker("UPDATE", custom) == (
+        "its template has custom resources (AWS::CloudFormation::CustomResource, Custom::SeedCars), which express mode "
+        "does not run"
+    )
+    assert stacks.express_blocker("UPDATE", "not json") == ""  # CloudFormation says what is wrong with it
