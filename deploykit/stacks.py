@@ -799,7 +799,8 @@ class StackDeployer:
         if express:
             blocker = express_blocker(change_set_type, template_body)
             if blocker:
-                self.say(f"{name}: standard mode, not express: {blocker}")
+                if change_set_type == "UPDATE":  # a create always is: not said for every stack of a new environment
+                    self.say(f"{name}: standard mode, not express: {blocker}")
                 express = False
             else:
                 request["DeploymentConfig"] = dict(EXPRESS_CONFIG)
