@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import faulthandler
 import functools
+import inspect
 import os
 import re
 import signal
@@ -84,6 +85,7 @@ def reports_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = _stop_on_sigterm()
         try:
+            _refuse_flag_as_positional(func, args, kwargs)
             _check_config()
             return commands.until_unlocked(lambda: func(*args, **kwargs))
         except DeployKitError as exc:
@@ -102,6 +104,25 @@ def reports_errors(func: F) -> F:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _refuse_flag_as_positional(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A UsageError when a task's positional argument (deploy.stack's NAME, run's COMMAND...) got a flag for its value:
+    invoke gives the flag after a task's name to a positional still unfilled (pyinvoke/invoke#982), so `inv invoke
+    --help` would call a function named '--help', and `inv run --help` run a command '--help'. Refused before
+    anything is read or started."""
+    bound = inspect.signature(func).bind_partial(*args, **kwargs)
+    for name, parameter in list(inspect.signature(func).parameters.items())[1:]:  # after the context
+        value = bound.arguments.get(name)
+        if parameter.default is inspect.Parameter.empty and isinstance(value, str) and value.startswith("-"):
+            word = name.upper()
+            task = next((a for a, b in zip(sys.argv, sys.argv[1:], strict=False) if b == value), "TASK")
+            raise UsageError(
+                f"{value!r} was taken for {word}: invoke takes a flag written where the task's {word} goes for the "
+                f"{word} itself (pyinvoke/invoke#982)",
+                next_step=f"this task's help: inv --help {task}; to run it, give {word} first: inv {task} {word} "
+                "[--options]",
+            )
 
 
 INTERRUPTED = Interrupted.exit_code  # 130: a command stopped by Ctrl-C or SIGTERM
@@ -683,6 +704,27 @@ def run_command(
     or --timeout stops the task."""
     _ensure_sandbox(env)
     commands.run_command(command, env=env, timeout=timeout, image_tag=image_tag, as_json=json_)
+
+
+@task(
+    name="invoke",
+    help={
+        "function": "the function: its folder under lambda/, e.g. login_handler",
+        "env": COMMON_HELP["env"],
+        "event": 'the event: JSON (\'{"httpMethod": "GET"}\') or @FILE, a JSON file (default {})',
+        "version": "call this version instead of the live alias",
+        "json": "print the answer, the version, the status and the log's tail as JSON on stdout",
+    },
+)
+@reports_errors
+def invoke_function(
+    c: Context, function: str, env: str | None = None, event: str = "{}", version: str = "", json_: bool = False
+) -> None:
+    """One Lambda function called once through its live alias: its answer, the version that gave it, its log's tail.
+
+    The code runs for real in the environment (what it writes is written); exit 1 when the function raised."""
+    _ensure_sandbox(env)
+    commands.invoke_function(function, env=env, event=event, version=version, as_json=json_)
 
 
 @task(name="endpoints", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
@@ -1434,6 +1476,7 @@ ns = Collection(
     rollback,
     show_logs,
     run_command,
+    invoke_function,
     restart_app,
     pause_app,
     resume_app,

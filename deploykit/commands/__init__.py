@@ -10,7 +10,7 @@ One module per kind of command, each importing only :mod:`~deploykit.commands.co
 - ``views`` (endpoints, smoke, health, envs, history, report, unlock), ``freezing``, ``cleanup``;
 - ``promotion`` (promote_from) and ``previews`` (a stack's change set shown), which the deploys use;
 - ``deploys`` (the app chain, a stack, a Lambda function, the full deploy, a rollback, destroy), ``service`` (logs,
-  run, tasks, scan, restart, pause, resume), and ``autodeploy`` (deploy.auto, its --watch, diff) above them all.
+  run, tasks, scan, restart, pause, resume, invoke), and ``autodeploy`` (deploy.auto, its --watch, diff) above them all.
 """
 
 from __future__ import annotations
@@ -38,7 +38,16 @@ from deploykit.commands.deploys import (
     rollback,
 )
 from deploykit.commands.freezing import freeze_env, unfreeze_env
-from deploykit.commands.service import logs, pause_app, restart_app, resume_app, run_command, scan_image, tasks_list
+from deploykit.commands.service import (
+    invoke_function,
+    logs,
+    pause_app,
+    restart_app,
+    resume_app,
+    run_command,
+    scan_image,
+    tasks_list,
+)
 from deploykit.commands.views import (
     deployment_report,
     endpoints,
@@ -74,6 +83,7 @@ __all__ = [
     "heard_when_not_run",
     "history_list",
     "images_cleanup",
+    "invoke_function",
     "lambda_cleanup",
     "live_record",
     "load_plugins",

@@ -1,9 +1,10 @@
-"""The commands that act on the running service: inv logs, inv run, inv tasks, inv scan, inv restart, inv pause
-and inv resume."""
+"""The commands that act on what runs: inv logs, inv run, inv tasks, inv scan, inv restart, inv pause and inv resume
+on the service, inv invoke on a Lambda function."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shlex
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,6 +18,7 @@ from deploykit import (
     auto,
     ecs,
     history,
+    invoking,
     lambda_chain,
     oneoff,
     overview,
@@ -33,6 +35,7 @@ from deploykit.clock import seconds_of
 from deploykit.commands.core import (
     Runtime,
     aws_errors,
+    check_account,
     environments_made,
     head_revision,
     heard_when_not_run,
@@ -544,3 +547,65 @@ def _resume_one(
     tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
     plan = pause.resume_plan(environment, paused, tag, smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def invoke_function(
+    function: str,
+    *,
+    env: str | None = None,
+    event: str = "{}",
+    version: str = "",
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> invoking.Invocation:
+    """Call the Lambda function of folder ``function`` once, synchronously, through its live alias (or ``version``),
+    with ``event`` (JSON, or @FILE): the version that answered on stderr, its answer on stdout, the last lines it
+    logged on stderr. A function that raised fails the command (exit 1) after its answer is shown."""
+    runtime = runtime or Runtime()
+    config, environment = load_env(runtime, env)
+    lambda_chain.function_folder(config, function)  # refuses an unknown function, naming the known ones
+    if version and not (version.isdigit() or version == "$LATEST"):
+        raise UsageError(
+            f"--version {version!r} is not a version of a function: a number (or $LATEST)",
+            next_step=f"leave it out to call the {lambda_chain.ALIAS} alias, or give a number (inv history "
+            f"--env {environment.name} --component lambda:{function} names the versions deployed)",
+        )
+    payload = invoking.read_event(event, config.root)
+    qualifier = version or lambda_chain.ALIAS
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        check_account(aws, environment)  # the code runs for real: never in an account deploy.toml does not name
+        function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, function)
+        client = aws.client("lambda")
+        try:
+            result = invoking.invoke(client, runtime.clock, function, function_name, qualifier, payload)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != lambda_chain.NOT_FOUND:
+                raise
+            raise UsageError(
+                f"{function_name} has no {'version' if version else 'alias'} {qualifier} in {environment.name}",
+                next_step=f"inv history --env {environment.name} --component lambda:{function} names the versions "
+                "deployed; leave --version out for the alias",
+            ) from None
+        described = client.get_function_configuration(FunctionName=function_name, Qualifier=result.version or qualifier)
+    sha = lambda_chain.git_sha_of(described.get("Description"))
+    what = f"version {result.version}" + (f" (git {sha})" if sha else "")
+    runtime.stderr.write(
+        f"⚡ {function} in {environment.name}: {function_name}:{qualifier} → {what}, status {result.status} in "
+        f"{result.seconds * 1000:.0f} ms\n"
+    )
+    if as_json:
+        runtime.stdout.write(dumps(result.to_json(environment.name) | {"git_sha": sha or None}) + "\n")
+    else:
+        answer = result.answer
+        runtime.stdout.write((json.dumps(answer, indent=2) if not isinstance(answer, str) else answer) + "\n")
+        if result.log_tail:
+            lines = result.log_tail.rstrip("\n").splitlines()
+            runtime.stderr.write("📜 the last lines it logged:\n" + "".join(f"  {line}\n" for line in lines))
+    if result.function_error:
+        raise StepFailed(
+            f"{function} {what} failed ({result.function_error}): {result.error}",
+            next_step=f"its log: inv logs --env {environment.name} --component lambda:{function} --since 10m; fix the "
+            "handler, then inv deploy.auto",
+        )
+    return result

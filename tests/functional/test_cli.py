@@ -64,6 +64,25 @@ def test_an_option_the_task_does_not_have_exits_2_with_the_one_meant(project: Pa
     ]
 
 
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [(("invoke", "--help"), "FUNCTION"), (("run", "--help"), "COMMAND"), (("deploy.stack", "--dry"), "NAME")],
+)
+def test_a_flag_given_where_a_task_takes_its_name_is_refused_not_run(
+    project: Path, args: tuple[str, ...], word: str
+) -> None:
+    """invoke hands a flag after a task's name to a positional still unfilled (pyinvoke/invoke#982): `inv run --help`
+    would run the command '--help' in a one-off task. Refused, exit 2, before the sandbox is started or AWS read."""
+    done = inv(project, *args)
+    assert done.returncode == 2
+    task, flag = args
+    assert done.stderr.splitlines() == [
+        f"❌ '{flag}' was taken for {word}: invoke takes a flag written where the task's {word} goes for the {word} "
+        "itself (pyinvoke/invoke#982)",
+        f"  → next: this task's help: inv --help {task}; to run it, give {word} first: inv {task} {word} [--options]",
+    ]
+
+
 def test_watch_with_a_dry_run_exits_2_before_anything_runs(project: Path) -> None:
     done = inv(project, "deploy.auto", "--watch", "--dry-run")
     assert done.returncode == 2

@@ -20,7 +20,7 @@ from deploykit import commands, lambda_chain, packaging
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
-from deploykit.errors import StepFailed
+from deploykit.errors import StepFailed, UsageError
 from tests.conftest import git, quiet_runtime
 from tests.integration.sandbox_support import running_sandbox, sandbox_project
 
@@ -301,3 +301,53 @@ def test_a_handler_change_beside_big_requirements_sends_the_handler_and_runs_wit
     )
     assert sent < 64 * 1024
     assert health(deployed.api_health_url)["vendored"] == "vendored 42"
+
+
+def test_inv_invoke_calls_the_live_alias_or_a_version_and_shows_what_it_answered(
+    project: Path, deployed: Endpoints
+) -> None:
+    """inv invoke: the live alias's version answers the event given, its log's tail shown; a version that raises is a
+    failed invocation (exit 1) whose answer is shown all the same; a version the function lacks is bad input."""
+    lam, function_name = client(project, "lambda"), deployed.functions[FN]
+    requirements = project / "lambda" / FN / "requirements.txt"
+    if requirements.exists():  # the test before vendors a package no index has, through a cache of its own
+        handler = project / "lambda" / FN / "handler.py"
+        handler.write_text(handler.read_text().replace('"vendored": __import__("bigpkg").VALUE, ', ""))
+        requirements.unlink()
+        git(project, "commit", "-qam", f"{FN}: vendors nothing")
+    sha = release(project, "invoked")
+    assert commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project)) is not None
+    good = str(lam.get_alias(FunctionName=function_name, Name="live")["FunctionVersion"])
+    runtime = quiet_runtime(project)
+    result = commands.invoke_function(FN, event='{"httpMethod": "GET"}', runtime=runtime)
+    assert (result.qualifier, result.version, result.status, result.function_error) == ("live", good, 200, "")
+    assert json.loads(result.answer["body"])["release"] == "invoked"
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"⚡ {FN} in sandbox: {function_name}:live → version {good} (git {sha}), status 200 in " in said
+    assert "📜 the last lines it logged:" in said and "START RequestId" in said
+    assert json.loads(runtime.stdout.getvalue())["statusCode"] == 200  # type: ignore[attr-defined]
+    refused = commands.invoke_function(FN, event='{"httpMethod": "POST"}', as_json=True, runtime=quiet_runtime(project))
+    assert refused.answer["statusCode"] == 405  # the handler's own answer: a successful invocation
+
+    handler = project / "lambda" / FN / "handler.py"
+    fine = handler.read_text()
+    handler.write_text(fine + '\n\ndef handler(event, context):  # noqa: F811\n    raise KeyError("body")\n')
+    git(project, "commit", "-qam", f"{FN}: raises")
+    try:
+        assert commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project)) is not None
+        runtime = quiet_runtime(project)
+        with pytest.raises(StepFailed) as failed:
+            commands.invoke_function(FN, runtime=runtime)
+        assert failed.value.exit_code == 1
+        assert f"{FN} version {int(good) + 1} (git " in failed.value.message
+        assert "failed (Unhandled): KeyError: 'body'" in failed.value.message
+        assert f"inv logs --env sandbox --component lambda:{FN} --since 10m" in (failed.value.next_step or "")
+        assert json.loads(runtime.stdout.getvalue())["errorType"] == "KeyError"  # type: ignore[attr-defined]
+        again = commands.invoke_function(FN, version=good, runtime=quiet_runtime(project))
+        assert (again.version, again.status, again.function_error) == (good, 200, "")
+        with pytest.raises(UsageError, match=f"{function_name} has no version 999 in sandbox"):
+            commands.invoke_function(FN, version="999", runtime=quiet_runtime(project))
+    finally:
+        handler.write_text(fine)
+        git(project, "commit", "-qam", f"{FN}: fine again")
+        assert commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project)) is not None
