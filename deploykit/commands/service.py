@@ -3,6 +3,7 @@ on the service, inv invoke on a Lambda function."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shlex
@@ -597,8 +598,10 @@ def invoke_function(
     if as_json:
         runtime.stdout.write(dumps(result.to_json(environment.name) | {"git_sha": sha or None}) + "\n")
     else:
-        answer = result.answer
-        runtime.stdout.write((json.dumps(answer, indent=2) if not isinstance(answer, str) else answer) + "\n")
+        text = result.payload.decode(errors="replace")
+        with contextlib.suppress(ValueError):  # not JSON: as it came
+            text = json.dumps(json.loads(text), indent=2)  # pretty, a JSON string keeping its quotes
+        runtime.stdout.write(text + "\n")
         if result.log_tail:
             lines = result.log_tail.rstrip("\n").splitlines()
             runtime.stderr.write("📜 the last lines it logged:\n" + "".join(f"  {line}\n" for line in lines))
