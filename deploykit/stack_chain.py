@@ -301,6 +301,8 @@ class DeployStack(Step):
             c.resource_type == "AWS::ECS::Service" and c.action != "Remove" for c in result.changes
         ):
             detail += f"; {self._await_service(ctx)}"
+        elif ctx.env.stack_mode == "express" and result.action in ("updated", "unchanged"):
+            self._check_service_runs_stack(ctx, body)
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
         outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks
         if result.updated:
@@ -346,6 +348,44 @@ class DeployStack(Step):
             next_step=f"the stack keeps its new template ({meanwhile}); "
             f"fix the cause and rerun {again}, or go back: inv rollback --env {ctx.env.name} --component "
             f"stack:{_role_of(ctx.env, self.stack)}; events: {events_command(cluster, name)}",
+        )
+
+    def _check_service_runs_stack(self, ctx: Context, body: str) -> None:
+        """Express mode, the app's service left alone by this deploy: a StepFailed when the service runs an older
+        revision than the one the stack holds. An express update whose rollout failed leaves that (CloudFormation
+        did not roll the stack back; ECS's circuit breaker put the service's previous revision back), and a deploy
+        of the same template again finds nothing to change: it must not pass for the stack's. A newer revision is
+        the app's own deploys (register-taskdef); one of another family, or a template without exactly one task
+        definition, is not judged."""
+        try:
+            resources = json.loads(body).get("Resources") or {}
+        except (ValueError, AttributeError):
+            return
+        kinds = {lid: str(spec.get("Type")) for lid, spec in resources.items() if isinstance(spec, Mapping)}
+        definitions = [lid for lid, kind in kinds.items() if kind == "AWS::ECS::TaskDefinition"]
+        if len(definitions) != 1 or "AWS::ECS::Service" not in kinds.values():
+            return
+        held = (
+            ctx.aws.client("cloudformation")
+            .describe_stack_resource(StackName=self.stack, LogicalResourceId=definitions[0])["StackResourceDetail"]
+            .get("PhysicalResourceId", "")
+        )
+        name = ctx.env.service
+        service = ecs.describe_service(ctx.aws.client("ecs"), ctx.env.cluster, name, ctx.env)
+        running = str((ecs.primary_deployment(service) or {}).get("taskDefinition") or service.get("taskDefinition"))
+        held_family, _, held_number = ecs.revision_name(str(held)).rpartition(":")
+        run_family, _, run_number = ecs.revision_name(running).rpartition(":")
+        if held_family != run_family or not (held_number.isdigit() and run_number.isdigit()):
+            return
+        if int(run_number) >= int(held_number):
+            return
+        raise StepFailed(
+            f"{self.stack} holds {ecs.revision_name(str(held))}, but {name} runs {ecs.revision_name(running)}: the "
+            "stack's revision never became the service's (an express update whose rollout failed: CloudFormation "
+            "kept the stack's template, ECS put the previous revision back)",
+            next_step=f"why its tasks stopped: inv tasks --env {ctx.env.name}; fix the stack and deploy it (its "
+            f"template changes then), or go back: inv rollback --env {ctx.env.name} --component "
+            f"stack:{_role_of(ctx.env, self.stack)}",
         )
 
     def _check_image(self, ctx: Context, body: str, tag: str) -> None:

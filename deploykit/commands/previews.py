@@ -106,7 +106,10 @@ def show_preview(
     elif not found and not changed:
         lines.append("  nothing to change")
     elif not found:
-        lines.append("  no CloudFormation change (the change is in code the template does not see)")
+        lines.append(
+            "  no CloudFormation change: the stack holds this template already (the change is in code the template "
+            "does not see, or a run that failed after its change set went through left it there)"
+        )
     else:
         lines.append(changes_table(found))
         if env.protected and any(c.changes_access for c in found):

@@ -207,7 +207,7 @@ def _deploys_read(
         if store is None or env_lock is None:
             return None
         reads: dict[str, Callable[[], Any]] = {
-            "newest": partial(store.records, 1),
+            "newest": partial(store.records, auto.NEWEST_RUNS),  # which run last deployed each stack (cached)
             "lock": env_lock.read,
             "freeze": partial(freeze.read, aws, env, store.bucket),
             "pause": partial(pause.read_object, aws, env, store.bucket),
@@ -233,7 +233,9 @@ def _deploys_health(
         return
     newest: list[history.Record] = read["newest"]
     held: lock.Found | None = read["lock"]
-    unverified: dict[str, str] = read["unverified"]
+    # a stack the newest run that deployed it failed on holds what that run left, not a change made outside deploykit
+    failed = auto.left_by_failed_runs(newest, read["live"], planner.stack_roles(env))
+    unverified: dict[str, str] = {c: why for c, why in read["unverified"].items() if c not in failed}
     rows, findings = health.deploy_rows(
         env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting
     )
@@ -263,6 +265,15 @@ def _deploys_health(
             "the checkout has it (commit a hand-made change first to keep it)",
         )
         for component, why in sorted(unverified.items())
+    ]
+    report.findings += [
+        health.Finding(
+            "warning",
+            why.removesuffix(auto.AGAIN),
+            f"inv history --env {env.name} says how it failed; inv deploy.auto --env {env.name} deploys {component} "
+            "again as the checkout has it",
+        )
+        for component, why in sorted(failed.items())
     ]
 
 

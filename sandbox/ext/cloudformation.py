@@ -1500,12 +1500,10 @@ def _change_set_request(response: CloudFormationResponse) -> dict[str, Any]:
 
 
 def _deployment_config(response: CloudFormationResponse) -> dict[str, Any]:
-    """DeploymentConfig as a dict (Mode, DisableRollback), whether moto parsed it or left it in the query string."""
+    """DeploymentConfig as a dict (Mode, DisableRollback), as moto parses a structure of the request by its model;
+    {} when none was given."""
     parsed = response._get_param("DeploymentConfig")
-    if isinstance(parsed, dict):
-        return dict(parsed)
-    prefix = "DeploymentConfig."
-    return {k[len(prefix) :]: v[0] for k, v in response.querystring.items() if k.startswith(prefix) and v}
+    return dict(parsed) if isinstance(parsed, dict) else {}
 
 
 def _already_exists(name: str) -> CloudFormationError:

@@ -876,6 +876,21 @@ def test_inv_health_warns_of_a_stack_changed_outside_deploykit(bucket: str, dev_
     # changed since, to the template deploykit deployed: nothing said
     assert "outside deploykit" not in health_said({"updated": "2026-11-30T09:00:00+00:00", "template": deployed})
 
+    # changed since by a run that failed after its change set went through (an express update whose rollout failed):
+    # what that run left, said so, not a change made outside deploykit
+    health_said({"updated": "2026-11-30T09:00:00+00:00", "template": "0123456789abcdef"})
+    failed = history.record_of(
+        report(ok=False), components={"stack:registry": "b" * 12}, base={"stack:registry": "a" * 12}, head="b" * 12
+    )
+    store.write(failed)
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(StepFailed):
+        commands.health_report(env="dev", runtime=runtime)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "outside deploykit" not in said, said
+    assert f"the last run that deployed it ({failed.command} at {failed.when}, {'b' * 12}) failed" in said, said
+    assert "inv history --env dev says how it failed; inv deploy.auto --env dev deploys stack:registry again" in said
+
 
 class ChangedStack(Step):
     """Says what DeployStack says when its change set went through."""

@@ -174,6 +174,16 @@ def test_in_express_mode_deploy_stack_waits_for_the_service_itself_and_fails_on_
             assert time.monotonic() < deadline, "the circuit breaker never put the previous revision back"
             time.sleep(1)
         wait_http_ok(f"{load_config(project / 'deploy.toml').environment().endpoints['alb_url']}/health")
+        # the same commit again: its change set finds nothing to change (the stack kept the template), which must not
+        # pass for a deploy of it while the service runs the revision before
+        with pytest.raises(StepFailed) as again:
+            commands.deploy_stack("fargate", runtime=quiet_runtime(project))
+        print(f"❌ {again.value.message}\n  → next: {again.value.next_step}")
+        assert again.value.exit_code == 1
+        assert f"but car-rental-service runs {serving.rsplit('/', 1)[-1]}: the stack's revision never became" in (
+            again.value.message
+        )
+        assert "inv rollback --env sandbox --component stack:fargate" in (again.value.next_step or "")
     finally:
         git(project, "reset", "-q", "--hard", before)  # the tests after count the commits
         report = commands.deploy_stack("fargate", runtime=quiet_runtime(project))
