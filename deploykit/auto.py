@@ -452,6 +452,7 @@ def auto_plan(
             parameters,
             commit=planner.kept_commit(revision, role),
             registry_stack=env.stacks.registry,
+            express=env.stack_mode == "express",
         )
 
     head: list[Step] = [Synthesize(str(out))] if roles else []

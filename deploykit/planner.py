@@ -343,6 +343,7 @@ def deploy_stack_plan(
         approve_access=approve_access,
         commit=kept_commit(revision, role),
         registry_stack=env.stacks.registry,
+        express=env.stack_mode == "express",
     )
     if new_image and role == "fargate":  # the image's tag: a short SHA
         steps += _image_by_stack(config, env, deploy, image_tag, image_tag, first)
@@ -392,6 +393,7 @@ def full_plan(
             approve_access=approve_access,
             commit=kept_commit(revision, role),
             registry_stack=roles["registry"],
+            express=env.stack_mode == "express",
         )
 
     image = app_chain_plan(config, env, revision, ("build", "push"), repository_uri=repository_uri, promoted=promoted)

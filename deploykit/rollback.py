@@ -634,6 +634,7 @@ def stack_plan(
         rerun=rerun,
         commit=target.sha if DIRTY not in target.sha else "",
         registry_stack=env.stacks.registry,
+        express=env.stack_mode == "express",
     )
     steps: list[Step] = [deploy]
     if smoke:

@@ -262,10 +262,12 @@ class DeployStack(Step):
     # is kept there after the deploy, for a rollback to that commit; "": not kept (a build of uncommitted changes)
     commit: str = ""
     registry_stack: str = ""
+    express: bool = False  # an update through CloudFormation's express mode (the environment's stack_mode)
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.parameters)
-        return f"{self.stack}: change set from {Path(self.template).name}" + (f" ({params})" if params else "")
+        mode = "; an update in express mode" if self.express else ""
+        return f"{self.stack}: change set from {Path(self.template).name}" + (f" ({params})" if params else "") + mode
 
     def interrupted(self) -> str:
         return (
@@ -290,7 +292,7 @@ class DeployStack(Step):
             tags={**app_tags, "deploykit:environment": ctx.env.name},
             rerun=self.rerun or None,
             review=partial(review, ctx, self.stack),
-            express=ctx.env.stack_mode == "express",
+            express=self.express,
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.express:
@@ -301,7 +303,7 @@ class DeployStack(Step):
             c.resource_type == "AWS::ECS::Service" and c.action != "Remove" for c in result.changes
         ):
             detail += f"; {self._await_service(ctx)}"
-        elif ctx.env.stack_mode == "express" and result.action in ("updated", "unchanged"):
+        elif self.express and result.action in ("updated", "unchanged"):
             self._check_service_runs_stack(ctx, body)
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
         outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks

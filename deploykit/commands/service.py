@@ -568,8 +568,8 @@ def invoke_function(
     if version and not (version.isdigit() or version == "$LATEST"):
         raise UsageError(
             f"--version {version!r} is not a version of a function: a number (or $LATEST)",
-            next_step=f"leave it out to call the {lambda_chain.ALIAS} alias, or give a number (inv history "
-            f"--env {environment.name} --component lambda:{function} names the versions deployed)",
+            next_step=f"leave it out to call the {lambda_chain.ALIAS} alias, or give a version's number (aws lambda "
+            "list-versions-by-function lists them)",
         )
     payload = invoking.read_event(event, config.root)
     qualifier = version or lambda_chain.ALIAS
@@ -585,8 +585,8 @@ def invoke_function(
                 raise
             raise UsageError(
                 f"{function_name} has no {'version' if version else 'alias'} {qualifier} in {environment.name}",
-                next_step=f"inv history --env {environment.name} --component lambda:{function} names the versions "
-                "deployed; leave --version out for the alias",
+                next_step=f"aws lambda list-versions-by-function --function-name {function_name} lists its versions; "
+                "leave --version out for the alias",
             ) from None
         described = client.get_function_configuration(FunctionName=function_name, Qualifier=result.version or qualifier)
     sha = lambda_chain.git_sha_of(described.get("Description"))

@@ -25,7 +25,9 @@ What plain moto lacks, fixed here:
   true.
 - ``circuit_breaker``: new tasks that fail to start, exit or stay unhealthy count as failed; at the
   threshold the deployment is FAILED with a reason and, with rollback on, the previous task
-  definition is PRIMARY again while the failed deployment's tasks stop.
+  definition is PRIMARY again while the failed deployment's tasks stop. A task whose container exits
+  has its targets deregistered, as ECS does (left registered, the target stayed unhealthy, and the next
+  task given its port started behind it, its health checks counted from unhealthy).
 - Desired-count changes scale the PRIMARY deployment.
 - ``awslogs``: what a task's container writes (stdout and stderr) goes to CloudWatch Logs as the awslogs log
   driver sends it: to the task definition's ``awslogs-group``, stream ``<awslogs-stream-prefix>/<container>/<task
@@ -816,6 +818,14 @@ class EcsRuntime:
         task.desired_status = "STOPPED"
         task.stopped_reason = task.stopped_reason or reason
         task.stopping_at = now()
+        delay = self._deregister(rs, task)
+        if task.last_status == "RUNNING":
+            task.last_status = "DEACTIVATING" if delay else "STOPPING"
+        task.stop_after = time.monotonic() + delay
+        return []
+
+    def _deregister(self, rs: RService, task: RTask) -> float:
+        """Deregister the task's targets, when it has any: the longest deregistration delay (0 without)."""
         delay = 0.0
         if task.registered:
             for lb in self._load_balancers(rs):
@@ -824,10 +834,7 @@ class EcsRuntime:
                 except Exception:  # target_group_gone: nothing left to drain from
                     log.info("target group %s is gone; %s stops without draining", lb["targetGroupArn"], task.arn)
             rs.event("has begun draining connections on 1 tasks.")
-        if task.last_status == "RUNNING":
-            task.last_status = "DEACTIVATING" if delay else "STOPPING"
-        task.stop_after = time.monotonic() + delay
-        return []
+        return delay
 
     def _load_balancers(self, rs: RService) -> list[dict[str, Any]]:
         assert self.sandbox is not None
@@ -974,6 +981,7 @@ class EcsRuntime:
                     continue
                 if seen.get("status") in ("exited", "dead", "gone"):
                     was_live = task.live
+                    self._deregister(rs, task)  # as ECS does for a task that stopped: its port may serve another
                     self._mark_stopped(
                         task, "Essential container in task exited", seen.get("exit_code"), seen.get("error") or ""
                     )

@@ -33,14 +33,18 @@ from tests.integration.conftest import free_port
 
 BASE = "deploykit/python-base:3.11-bookworm"
 
-# A tiny app: /health and /version; MODE=crash exits at start, MODE=sick answers /health with 500;
-# /slow/N answers after N seconds.
+# A tiny app: /health and /version; MODE=crash exits at start, MODE=crash-later 1.5 s after it (once registered
+# with its target group), MODE=sick answers /health with 500; /slow/N answers after N seconds.
 TEST_APP = """\
 import json, os, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 VERSION = os.environ.get("VERSION", "?")
 if os.environ.get("MODE") == "crash":
     print("crashing on purpose", flush=True)
+    sys.exit(3)
+if os.environ.get("MODE") == "crash-later":
+    time.sleep(1.5)
+    print("crashing later on purpose", flush=True)
     sys.exit(3)
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args): pass

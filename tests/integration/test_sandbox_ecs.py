@@ -202,6 +202,21 @@ def test_a_crashing_release_trips_the_circuit_breaker_and_the_old_one_keeps_serv
         assert [e["message"] for e in events] == ["crashing on purpose"], (stream, events)
 
 
+def test_a_task_that_exits_after_it_was_registered_leaves_no_target_behind(app: App, images: dict[str, str]) -> None:
+    """As ECS deregisters a stopped task's targets: a release whose tasks exit once registered leaves none of their
+    targets registered (draining, then gone), so the next task given the port starts as a new target."""
+    v1 = app.describe()["taskDefinition"]
+    later = app.task_definition(images["app"], VERSION="crash-later", MODE="crash-later")
+    app.ecs.update_service(cluster=app.cluster, service=app.service, taskDefinition=later)
+    app.wait(lambda s: any(d["rolloutState"] == "FAILED" for d in s["deployments"]), timeout=120)
+    service = app.wait(completed_on(v1))
+    messages = [e["message"] for e in service["events"]]
+    assert any("registered 1 targets" in m for m in messages)
+    health = app.elbv2.describe_target_health(TargetGroupArn=app.target_group)["TargetHealthDescriptions"]
+    states = sorted(h["TargetHealth"]["State"] for h in health)
+    assert set(states) <= {"healthy", "draining"} and states.count("healthy") == service["desiredCount"], health
+
+
 def test_a_release_whose_log_group_does_not_exist_never_starts(app: App, images: dict[str, str]) -> None:
     v1 = app.describe()["taskDefinition"]
     lost = app.task_definition(images["app"], log_group="/ecs/never-created", VERSION="lost")
