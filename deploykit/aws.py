@@ -266,6 +266,18 @@ class AwsFactory:
                 )
             return self._clients[service]
 
+    def unretried_client(self, service: str, read_timeout: float | None = None) -> Any:
+        """A new client of ``service`` that sends each call once, never again on a timeout or a 5xx (botocore's
+        retries would: for a call that must not run twice, Lambda's Invoke), reading an answer for up to
+        ``read_timeout`` seconds (default: the environment's). Not cached."""
+        config = self.botocore_config.merge(
+            BotoConfig(
+                retries={"mode": "standard", "max_attempts": 0}, read_timeout=read_timeout or self.env.read_timeout
+            )
+        )
+        with MAKING:
+            return self.session.client(service, endpoint_url=self.env.endpoint_url, config=config)  # type: ignore[call-overload]
+
     def shared(self, make: Callable[[AwsFactory], T]) -> T:
         """One ``make(self)`` per factory, the same from any thread: what a command reads once and remembers
         over this factory's clients (e.g. :class:`deploykit.stacks.StackOutputs`)."""

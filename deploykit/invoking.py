@@ -20,6 +20,9 @@ from deploykit.errors import UsageError
 
 # What a synchronous Invoke may carry (Lambda's limit on the request's payload).
 MAX_EVENT_BYTES = 6 * 1024 * 1024
+# How long an Invoke's answer is waited for: a function runs for 900 s at most, and the call is sent once (an
+# Invoke is not safe to repeat: botocore's retry of a read timeout would run the function again).
+ANSWER_SECONDS = 900 + 30
 
 
 def read_event(text: str, root: Path) -> bytes:
@@ -107,7 +110,8 @@ class Invocation:
 def invoke(
     lambda_client: Any, clock: Clock, function: str, function_name: str, qualifier: str, event: bytes
 ) -> Invocation:
-    """Invoke ``function_name:qualifier`` with ``event``, synchronously, its log's tail asked for."""
+    """Invoke ``function_name:qualifier`` with ``event``, synchronously, its log's tail asked for. ``lambda_client``
+    must send the call once (:meth:`deploykit.aws.AwsFactory.unretried_client`)."""
     started = clock.monotonic()
     answer = lambda_client.invoke(
         FunctionName=function_name, Qualifier=qualifier, Payload=event, InvocationType="RequestResponse", LogType="Tail"

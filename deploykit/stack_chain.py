@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, images, leftovers, oci, packaging, plugins, registry, stacks, synth
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
-from deploykit.aws import at_once
+from deploykit.aws import at_once, translate_error
 from deploykit.config import PLATFORMS
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
@@ -299,12 +299,14 @@ class DeployStack(Step):
             detail += " in express mode"
         if result.changes:
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
+        again = ""  # the stack's revision of the service rolled out again (_service_runs_stack)
         if result.express and any(
             c.resource_type == "AWS::ECS::Service" and c.action != "Remove" for c in result.changes
         ):
-            detail += f"; {self._await_service(ctx)}"
-        elif self.express and result.action in ("updated", "unchanged"):
-            self._check_service_runs_stack(ctx, body)
+            detail += f"; {self._after_execute(ctx, partial(self._await_service, ctx))}"
+        elif result.express or (self.express and result.action == "unchanged"):
+            again = self._after_execute(ctx, partial(self._service_runs_stack, ctx, body))
+            detail += f"; {again}" if again else ""
         outputs = {f"{self.stack}.{k}": v for k, v in result.outputs.items()}
         outputs[action_key(self.stack)] = result.action  # what CloudFormation did, read by rollback.changed_stacks
         if result.updated:
@@ -315,15 +317,18 @@ class DeployStack(Step):
                 was_key(self.stack, k): v for k, v in result.previous_parameters.items() if given.get(k, v) != v
             }
         kept = self._keep(ctx, body, app_tags)  # what was deployed, not the file again (a synthesis may rewrite it)
+        if result.action == "unchanged" and again:  # the stack's revision rolled out again: the step did something
+            return Outcome("done", f"{self.stack}: no changes to the stack; {again}{kept}", outputs)
         if result.action == "unchanged":
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
         changed = stacks.change_lines(result.changes) if result.action == "updated" else ()
         return Outcome("done", f"{self.stack}: {detail}{kept}", outputs, changes=changed)
 
-    def _await_service(self, ctx: Context) -> str:
+    def _await_service(self, ctx: Context, what: str = "") -> str:
         """After an update in express mode that changed the app's service: wait for its rollout, as CloudFormation
         would have in the standard mode (a paused service, running no task, is not waited for); what became of it.
-        A failed rollout fails the step, the stack keeping its new template."""
+        A failed rollout fails the step, the stack keeping its new template. ``what``: what was rolled out, for the
+        failure's message (default: the stack's express update)."""
         cluster, name, container = ctx.env.cluster, ctx.env.service, ctx.env.container
         service = ecs.describe_service(ctx.aws.client("ecs"), cluster, name, ctx.env)
         primary = ecs.primary_deployment(service) or {}
@@ -331,7 +336,8 @@ class DeployStack(Step):
             return f"{name} runs no task (desired count 0): not waited for"
         revision = str(primary.get("taskDefinition") or service["taskDefinition"])
         image = ecs.TaskDefinitions.of(ctx.aws).image(revision, container)
-        ctx.reporter.line(f"{self.stack}: express mode ended before {name} was ready: waiting for it")
+        if not what:
+            ctx.reporter.line(f"{self.stack}: express mode ended before {name} was ready: waiting for it")
         deployment = str(primary.get("id", ""))
         verdict, last_line = await_rollout(
             ctx, cluster, name, container, image, ctx.env.wait_timeout, ctx.env.poll_seconds, deployment
@@ -345,50 +351,61 @@ class DeployStack(Step):
             else "ECS goes on trying until its circuit breaker puts the previous revision back"
         )
         raise (RolledBackByEcs if verdict.rolled_back_by_ecs else StepFailed)(
-            f"{self.stack} was updated in express mode, but {name} did not become healthy on "
+            f"{what or f'{self.stack} was updated in express mode'}, but {name} did not become healthy on "
             f"{ecs.revision_name(revision)}: {verdict.reason}{last_line}",
             next_step=f"the stack keeps its new template ({meanwhile}); "
             f"fix the cause and rerun {again}, or go back: inv rollback --env {ctx.env.name} --component "
             f"stack:{_role_of(ctx.env, self.stack)}; events: {events_command(cluster, name)}",
         )
 
-    def _check_service_runs_stack(self, ctx: Context, body: str) -> None:
-        """Express mode, the app's service left alone by this deploy: a StepFailed when the service runs an older
-        revision than the one the stack holds. An express update whose rollout failed leaves that (CloudFormation
-        did not roll the stack back; ECS's circuit breaker put the service's previous revision back), and a deploy
-        of the same template again finds nothing to change: it must not pass for the stack's. A newer revision is
-        the app's own deploys (register-taskdef); one of another family, or a template without exactly one task
-        definition, is not judged."""
+    def _after_execute(self, ctx: Context, work: Callable[[], str]) -> str:
+        """``work``, after the change set went through: bad input it finds (an AWS refusal, a service gone) is the
+        step's failure, exit 1, never a refusal (exit 2: nothing changed), since the stack has changed."""
+        try:
+            return work()
+        except UsageError as exc:
+            raise StepFailed(exc.message, next_step=exc.next_step) from None
+        except (ClientError, BotoCoreError) as exc:
+            said = translate_error(exc, ctx.env)
+            raise StepFailed(said.message, next_step=said.next_step) from None
+
+    def _service_runs_stack(self, ctx: Context, body: str) -> str:
+        """Express mode, the app's service left alone by this deploy: when the service runs an older revision than
+        the one the stack holds, roll the stack's out again and wait for it, as CloudFormation would update the
+        service to it in the standard mode; what became of it ("" when there was nothing to do). An express update
+        whose rollout failed leaves that (CloudFormation did not roll the stack back; ECS's circuit breaker put the
+        previous revision back), and a deploy of the same template again finds nothing to change: it must roll it
+        out again (passing once its cause outside the template, a secret, a permission, is fixed), never pass for
+        it. A newer revision is the app's own deploys (register-taskdef); one of another family, or a template
+        without exactly one task definition, is not judged."""
         try:
             resources = json.loads(body).get("Resources") or {}
         except (ValueError, AttributeError):
-            return
+            return ""
         kinds = {lid: str(spec.get("Type")) for lid, spec in resources.items() if isinstance(spec, Mapping)}
         definitions = [lid for lid, kind in kinds.items() if kind == "AWS::ECS::TaskDefinition"]
         if len(definitions) != 1 or "AWS::ECS::Service" not in kinds.values():
-            return
-        held = (
+            return ""
+        held = str(
             ctx.aws.client("cloudformation")
             .describe_stack_resource(StackName=self.stack, LogicalResourceId=definitions[0])["StackResourceDetail"]
             .get("PhysicalResourceId", "")
         )
-        name = ctx.env.service
-        service = ecs.describe_service(ctx.aws.client("ecs"), ctx.env.cluster, name, ctx.env)
+        name, client = ctx.env.service, ctx.aws.client("ecs")
+        service = ecs.describe_service(client, ctx.env.cluster, name, ctx.env)
         running = str((ecs.primary_deployment(service) or {}).get("taskDefinition") or service.get("taskDefinition"))
-        held_family, _, held_number = ecs.revision_name(str(held)).rpartition(":")
+        held_family, _, held_number = ecs.revision_name(held).rpartition(":")
         run_family, _, run_number = ecs.revision_name(running).rpartition(":")
         if held_family != run_family or not (held_number.isdigit() and run_number.isdigit()):
-            return
+            return ""
         if int(run_number) >= int(held_number):
-            return
-        raise StepFailed(
-            f"{self.stack} holds {ecs.revision_name(str(held))}, but {name} runs {ecs.revision_name(running)}: the "
-            "stack's revision never became the service's (an express update whose rollout failed: CloudFormation "
-            "kept the stack's template, ECS put the previous revision back)",
-            next_step=f"why its tasks stopped: inv tasks --env {ctx.env.name}; fix the stack and deploy it (its "
-            f"template changes then), or go back: inv rollback --env {ctx.env.name} --component "
-            f"stack:{_role_of(ctx.env, self.stack)}",
+            return ""
+        ctx.reporter.line(
+            f"{self.stack} holds {ecs.revision_name(held)}, which {name} does not run ({ecs.revision_name(running)}: "
+            "ECS put it back after the stack's express update failed to roll out): rolling it out again"
         )
+        client.update_service(cluster=ctx.env.cluster, service=name, taskDefinition=held)
+        return self._await_service(ctx, f"{self.stack}'s {ecs.revision_name(held)} was rolled out again")
 
     def _check_image(self, ctx: Context, body: str, tag: str) -> None:
         """UsageError, before anything changes, when the service's tasks could not start from the image the

@@ -578,8 +578,9 @@ def invoke_function(
         check_account(aws, environment)  # the code runs for real: never in an account deploy.toml does not name
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, function)
         client = aws.client("lambda")
+        once = aws.unretried_client("lambda", read_timeout=invoking.ANSWER_SECONDS)  # the function runs once
         try:
-            result = invoking.invoke(client, runtime.clock, function, function_name, qualifier, payload)
+            result = invoking.invoke(once, runtime.clock, function, function_name, qualifier, payload)
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != lambda_chain.NOT_FOUND:
                 raise

@@ -45,7 +45,8 @@ What plain moto lacks, fixed here:
   them to be ready (an ECS service's deployment, a deleted service's tasks draining): each is complete once its
   configuration is applied, with AWS's status reason ("Resource operation completed using Express Mode. It may
   continue becoming available in the background."), so a rollout that fails later does not fail the stack.
-  DeploymentConfig DisableRollback is honoured as ExecuteChangeSet's is.
+  DeploymentConfig DisableRollback (default false, as the API reference has it) is honoured as ExecuteChangeSet's
+  is.
 - ``rollback``: a failed create deletes what it made (ROLLBACK_COMPLETE; DisableRollback: CREATE_FAILED);
   a failed update puts the stack back on its previous template and parameters, the resource whose update
   failed included (UPDATE_ROLLBACK_COMPLETE, or UPDATE_ROLLBACK_FAILED, which ContinueUpdateRollback
@@ -913,10 +914,8 @@ class CloudFormationExtension:
         state = state_of(stack)
         if state.busy:
             raise ValidationError(message=f"Stack:{stack.stack_id} is in {stack.status} state and can not be updated.")
-        if "DisableRollback" in change_set.deployment_config:
+        if "DisableRollback" in change_set.deployment_config:  # its default false, as the API reference gives it
             disable_rollback = str(change_set.deployment_config["DisableRollback"]).lower() == "true"
-        elif change_set.deployment_config.get("Mode") == "EXPRESS":
-            disable_rollback = True  # express mode's default
         for other_id, other in list(backend.change_sets.items()):
             if other_id != change_set.change_set_id and getattr(other, "stack_id", None) == stack.stack_id:
                 del backend.change_sets[other_id]

@@ -252,3 +252,14 @@ def test_a_credentials_error_names_the_profile_the_session_used(monkeypatch: pyt
     assert translate_error(missing, sample_env(name="dev")).next_step == (
         "run: aws configure (or set 'profile' in deploy.toml)"
     )
+
+
+def test_an_unretried_client_sends_a_call_once_and_waits_as_long_as_asked() -> None:
+    """Lambda's Invoke runs the function: botocore's retry of a read timeout (its standard mode retries one) would
+    run it again. The unretried client makes no retry, whatever the environment's retry settings."""
+    factory = AwsFactory(sample_env(max_attempts=5, read_timeout=60.0), session=boto3.session.Session())
+    once = factory.unretried_client("lambda", read_timeout=930)
+    assert once.meta.config.retries["total_max_attempts"] == 1  # botocore counts the first try
+    assert once.meta.config.read_timeout == 930
+    assert factory.client("lambda").meta.config.retries["total_max_attempts"] == 6  # the shared one keeps its retries
+    assert factory.unretried_client("lambda") is not once  # not cached: each call's own
