@@ -257,23 +257,18 @@ def _deploys_health(
             ),
         ]
     report.findings += findings
+    first = {  # what to look at first: the change made by hand, or how the run failed
+        **{c: (why, f"inv diff --env {env.name} shows it; ", " (commit a hand-made change first to keep it)")
+           for c, why in unverified.items()},
+        **{c: (why, f"inv history --env {env.name} says how it failed; ", "") for c, why in failed.items()},
+    }  # fmt: skip
     report.findings += [
         health.Finding(
             "warning",
             why.removesuffix(auto.AGAIN),
-            f"inv diff --env {env.name} shows it; inv deploy.auto --env {env.name} deploys {component} again as "
-            "the checkout has it (commit a hand-made change first to keep it)",
+            f"{look}inv deploy.auto --env {env.name} deploys {component} again as the checkout has it{keep}",
         )
-        for component, why in sorted(unverified.items())
-    ]
-    report.findings += [
-        health.Finding(
-            "warning",
-            why.removesuffix(auto.AGAIN),
-            f"inv history --env {env.name} says how it failed; inv deploy.auto --env {env.name} deploys {component} "
-            "again as the checkout has it",
-        )
-        for component, why in sorted(failed.items())
+        for component, (why, look, keep) in sorted(first.items())
     ]
 
 
