@@ -111,8 +111,9 @@ def _refuse_flag_as_positional(func: Callable[..., Any], args: tuple[Any, ...], 
     invoke gives the flag after a task's name to a positional still unfilled (pyinvoke/invoke#982), so `inv invoke
     --help` would call a function named '--help', and `inv run --help` run a command '--help'. Refused before
     anything is read or started."""
-    bound = inspect.signature(func).bind_partial(*args, **kwargs)
-    for name, parameter in list(inspect.signature(func).parameters.items())[1:]:  # after the context
+    signature = inspect.signature(func)
+    bound = signature.bind_partial(*args, **kwargs)
+    for name, parameter in list(signature.parameters.items())[1:]:  # after the context
         value = bound.arguments.get(name)
         if parameter.default is inspect.Parameter.empty and isinstance(value, str) and value.startswith("-"):
             word = name.upper()

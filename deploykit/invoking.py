@@ -10,6 +10,7 @@ function's log. A function that raised (``FunctionError``) is a failed invocatio
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +76,22 @@ class Invocation:
     @property
     def answer(self) -> Any:
         """The payload as JSON when it is JSON, else as text."""
+        return self._read[1]
+
+    @property
+    def shown(self) -> str:
+        """The payload for a person: pretty JSON when it is JSON (a JSON string keeping its quotes), else as it came."""
+        is_json, value = self._read
+        return json.dumps(value, indent=2) if is_json else str(value)
+
+    @functools.cached_property
+    def _read(self) -> tuple[bool, Any]:
+        """(whether the payload is JSON, it parsed or as text), read once."""
         text = self.payload.decode(errors="replace")
         try:
-            return json.loads(text)
+            return True, json.loads(text)
         except ValueError:
-            return text
+            return False, text
 
     @property
     def error(self) -> str:

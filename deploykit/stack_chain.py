@@ -9,7 +9,6 @@ into its step: the image tag, the Lambda code keys.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploykit import ecs, images, leftovers, oci, packaging, plugins, registry, stacks, synth
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import at_once, translate_error
-from deploykit.config import PLATFORMS
+from deploykit.config import PLATFORMS, STACK_ROLES
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 from deploykit.stacks import error_code, is_not_there
@@ -43,7 +42,7 @@ def review(ctx: Context, stack: str, changes: Iterable[stacks.Change]) -> dict[s
 
 def _role_of(env: EnvConfig, stack: str) -> str:
     """The role (fargate, api...) of the environment's stack ``stack``; its name when it has none."""
-    return next((f.name for f in dataclasses.fields(env.stacks) if getattr(env.stacks, f.name) == stack), stack)
+    return next((role for role in STACK_ROLES if getattr(env.stacks, role) == stack), stack)
 
 
 def deployer(ctx: Context) -> stacks.StackDeployer:
@@ -378,11 +377,7 @@ class DeployStack(Step):
         out again (passing once its cause outside the template, a secret, a permission, is fixed), never pass for
         it. A newer revision is the app's own deploys (register-taskdef); one of another family, or a template
         without exactly one task definition, is not judged."""
-        try:
-            resources = json.loads(body).get("Resources") or {}
-        except (ValueError, AttributeError):
-            return ""
-        kinds = {lid: str(spec.get("Type")) for lid, spec in resources.items() if isinstance(spec, Mapping)}
+        kinds = stacks.resource_types(body)
         definitions = [lid for lid, kind in kinds.items() if kind == "AWS::ECS::TaskDefinition"]
         if len(definitions) != 1 or "AWS::ECS::Service" not in kinds.values():
             return ""

@@ -120,8 +120,8 @@ IDEMPOTENT_CALLS = frozenset(
 )
 
 SUCCESS_AFTER_EXECUTE = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
-# What a change set asks for to be applied in CloudFormation's express mode, its rollback on failure kept (express mode
-# turns it off unless asked).
+# What a change set asks for to be applied in CloudFormation's express mode, its rollback on failure asked for
+# (the API reference gives false as DisableRollback's default; some guides say express mode turns it off).
 EXPRESS_CONFIG = {"Mode": "EXPRESS", "DisableRollback": False}
 # Resource types CloudFormation's express mode does not run: their templates are applied in the standard mode.
 NOT_EXPRESS_TYPES = ("AWS::CloudFormation::CustomResource", "Custom::")
@@ -673,23 +673,22 @@ class _Follow:
     explained: dict[str, list[str]] = field(default_factory=dict)  # logical id → what its explainer found
 
 
+def resource_types(body: str) -> dict[str, str]:
+    """Each resource of template ``body`` (JSON, as the CDK writes it) → its type; {} for a template that is not."""
+    try:
+        resources = json.loads(body).get("Resources") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {lid: str(spec.get("Type", "")) for lid, spec in resources.items() if isinstance(spec, Mapping)}
+
+
 def express_blocker(change_set_type: str, body: str) -> str:
     """Why a change set of ``change_set_type`` for template ``body`` is applied in the standard mode when express is
     asked for; "" when nothing stands in the way. A first create waits for every resource (what comes next, the
     other stacks and the smoke checks, needs them ready); custom resources are not run in express mode."""
     if change_set_type != "UPDATE":
         return "a new stack is created in the standard mode, each resource waited for"
-    try:
-        resources = json.loads(body).get("Resources") or {}
-    except (ValueError, AttributeError):
-        return ""
-    custom = sorted(
-        {
-            str(spec.get("Type"))
-            for spec in resources.values()
-            if isinstance(spec, Mapping) and str(spec.get("Type", "")).startswith(NOT_EXPRESS_TYPES)
-        }
-    )
+    custom = sorted({kind for kind in resource_types(body).values() if kind.startswith(NOT_EXPRESS_TYPES)})
     if custom:
         return f"its template has custom resources ({', '.join(custom)}), which express mode does not run"
     return ""

@@ -3,9 +3,7 @@ on the service, inv invoke on a Lambda function."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import shlex
 from collections.abc import Callable
 from datetime import timedelta
@@ -599,10 +597,7 @@ def invoke_function(
     if as_json:
         runtime.stdout.write(dumps(result.to_json(environment.name) | {"git_sha": sha or None}) + "\n")
     else:
-        text = result.payload.decode(errors="replace")
-        with contextlib.suppress(ValueError):  # not JSON: as it came
-            text = json.dumps(json.loads(text), indent=2)  # pretty, a JSON string keeping its quotes
-        runtime.stdout.write(text + "\n")
+        runtime.stdout.write(result.shown + "\n")
         if result.log_tail:
             lines = result.log_tail.rstrip("\n").splitlines()
             runtime.stderr.write("📜 the last lines it logged:\n" + "".join(f"  {line}\n" for line in lines))
