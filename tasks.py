@@ -861,6 +861,7 @@ AUTO_HELP = {
     **WATCH_HELP,
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
+    "logs": "with --watch: between deploys, print what the app and the functions log (--no-logs: not)",
     **PROMOTE_HELP,
     **ROLLED_BACK_HELP,
     "only": "deploy only these of the changed components, separated by commas: app, lambda:NAME, stack:ROLE (or the "
@@ -892,6 +893,7 @@ def deploy_auto(
     only: str | None = None,
     skip: str | None = None,
     yes: bool = False,
+    logs: bool = True,
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end.
     Another deploy holding the environment's lock: refused, or waited for with DEPLOYKIT_LOCK_WAIT=15m."""
@@ -911,6 +913,7 @@ def deploy_auto(
             allow_rolled_back=allow_rolled_back,
             only=only,
             skip=skip,
+            logs=logs,
         )
         return
     if not dry_run:

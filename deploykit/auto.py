@@ -580,14 +580,19 @@ def selections(
     return chosen, selection(skip, config, env, "--skip") if skip is not None else frozenset()
 
 
-def held_back(found: changes.ChangeSet, only: Collection[str] | None, skip: Collection[str]) -> changes.ChangeSet:
-    """``found`` with the changed components ``only`` leaves out (None: none) or ``skip`` names held back (see
-    :func:`selection`: components or kinds)."""
+def selected(component: str, only: Collection[str] | None, skip: Collection[str]) -> bool:
+    """Whether ``--only`` (None: not given) and ``--skip`` (:func:`selections`) leave ``component`` in: each names
+    components or kinds."""
 
-    def named(component: str, chosen: Collection[str]) -> bool:
+    def named(chosen: Collection[str]) -> bool:
         return component in chosen or changes.kind_of(component) in chosen
 
-    return found.holding([c for c in found.components() if (only is not None and not named(c, only)) or named(c, skip)])
+    return (only is None or named(only)) and not named(skip)
+
+
+def held_back(found: changes.ChangeSet, only: Collection[str] | None, skip: Collection[str]) -> changes.ChangeSet:
+    """``found`` with the changed components ``only`` leaves out or ``skip`` names held back (:func:`selected`)."""
+    return found.holding([c for c in found.components() if not selected(c, only, skip)])
 
 
 def _group(steps: Sequence[Step]) -> Step:

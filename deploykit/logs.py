@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs
 from deploykit.clock import Clock, moment_of
@@ -56,8 +56,10 @@ class LogLine:
     def time(self) -> datetime:
         return datetime.fromtimestamp(self.timestamp / 1000, UTC)
 
-    def render(self, source: LogSource) -> str:
-        return f"{self.time:%H:%M:%S}.{self.timestamp % 1000:03d}  {source.label(self.stream):<8}  {self.message}"
+    def render(self, source: LogSource, *, named: bool = False) -> str:
+        """``HH:MM:SS.mmm  <who>  <message>``; ``named``: who is the component, then the task or version."""
+        who = f"{source.component} {source.label(self.stream)}" if named else f"{source.label(self.stream):<8}"
+        return f"{self.time:%H:%M:%S}.{self.timestamp % 1000:03d}  {who}  {self.message}"
 
     def to_json(self, source: LogSource) -> dict[str, Any]:
         stamp = self.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -74,6 +76,11 @@ def parse_since(text: str, now: datetime) -> datetime:
             next_step="pass a duration back from now (30s, 10m, 2h, 1d) or an ISO time (2026-11-29T06:00:00Z)",
         )
     return when
+
+
+class NoLogGroup(UsageError):
+    """A source's log group does not exist: the stack that makes it is not deployed, or (a function's group, made at
+    its first run) nothing wrote to it yet."""
 
 
 # -- where each component logs ------------------------------------------------------------------------------------
@@ -162,7 +169,7 @@ def _filter(logs: Any, source: LogSource, start_ms: int, end_ms: int | None) -> 
             page = logs.filter_log_events(**kwargs, **({"nextToken": token} if token else {}))
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-                raise UsageError(
+                raise NoLogGroup(
                     f"log group {source.group} of {source.component} does not exist",
                     next_step="deploy the stack that creates it (inv deploy.auto), or check the log settings",
                 ) from None
@@ -255,3 +262,39 @@ def follow(
         clock.sleep(poll)
         for line in tail.new():
             emit(line)
+
+
+class Followed:
+    """The lines of several components as they arrive, each once, in time order across them (the edit loop's view,
+    ``inv deploy.auto --watch``). :meth:`follow` sets the sources: a new one is read from ``start`` (its newest
+    ``limit`` lines first, then as :class:`Tail` reads), one no longer named is dropped, one named again keeps its
+    place. :meth:`new` reads each source once (one FilterLogEvents each, more when a read has pages): the new lines,
+    oldest first, and the sources whose read failed with why (read again at the next call). A group that does not
+    exist yet (a function that never ran) has no lines: not a failure."""
+
+    def __init__(self, logs: Any, start: datetime, *, limit: int) -> None:
+        self.logs, self.start, self.limit = logs, start, limit
+        self.tails: dict[LogSource, tuple[Tail, bool]] = {}  # source → (its tail, whether its first read was made)
+
+    @property
+    def sources(self) -> list[LogSource]:
+        return list(self.tails)
+
+    def follow(self, sources: Iterable[LogSource]) -> None:
+        named = list(dict.fromkeys(sources))
+        self.tails = {s: self.tails.get(s) or (Tail(self.logs, s, self.start), False) for s in named}
+
+    def new(self) -> tuple[list[tuple[LogSource, LogLine]], list[tuple[LogSource, Exception]]]:
+        found: list[tuple[LogSource, LogLine]] = []
+        failed: list[tuple[LogSource, Exception]] = []
+        for source, (tail, started) in list(self.tails.items()):
+            try:
+                lines = tail.new() if started else tail.first(self.limit)
+            except NoLogGroup:  # no lines yet
+                continue
+            except (UsageError, ClientError, BotoCoreError) as exc:  # throttled past the retries, denied, unreachable
+                failed.append((source, exc))
+                continue
+            self.tails[source] = (tail, True)
+            found += [(source, line) for line in lines]
+        return sorted(found, key=lambda pair: pair[1].timestamp), failed

@@ -48,7 +48,7 @@ def watch(project: Path, clock: EditingClock, deploy: Callable[[], Any] | None) 
     stderr = io.StringIO()
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=stderr, clock=clock)
     runs = commands.deploy_watch(
-        env="sandbox", runtime=runtime, deploy=deploy, until=lambda: len(clock.sleeps) > len(clock.edits)
+        env="sandbox", runtime=runtime, deploy=deploy, until=lambda: len(clock.sleeps) > len(clock.edits), logs=False
     )
     return runs, stderr.getvalue()
 
