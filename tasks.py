@@ -656,7 +656,8 @@ def resume_app(
     name="logs",
     help={
         "env": COMMON_HELP["env"],
-        "component": "app (default: the service's containers) or lambda:<fn>, e.g. lambda:login_handler",
+        "component": "app (default: the service's containers), lambda:<fn> (e.g. lambda:login_handler), several "
+        "separated by commas, or all (the app and every function)",
         "since": "how far back: a duration (30s, 10m, 2h, 1d) or an ISO time (default 10m)",
         "task": "only this task of the app (its id, or the first characters shown in the second column)",
         "limit": "the newest N lines (default 200)",

@@ -3,8 +3,9 @@
 Where a component logs is read from the environment, never configured twice: the app's from the awslogs settings
 of the container in the task definition its service runs (group, and streams ``<prefix>/<container>/<task id>``),
 a function's from its LoggingConfig (``/aws/lambda/<function name>`` when it has none). The lines are read with
-FilterLogEvents over a time window (every page; the newest ``limit`` kept), or followed: one read every ``poll``
-seconds from the newest line seen, each event shown once. Nothing here makes a client.
+FilterLogEvents over a time window (every page; the newest ``limit`` kept), or followed (:class:`Tail`, one source;
+:class:`Followed`, several): each read from the newest line seen, each event shown once. Nothing here makes a
+client.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs
-from deploykit.clock import Clock, moment_of
+from deploykit.clock import moment_of
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 
@@ -242,35 +243,13 @@ class Tail:
         return found
 
 
-def follow(
-    logs: Any,
-    source: LogSource,
-    start: datetime,
-    *,
-    clock: Clock,
-    emit: Callable[[LogLine], None],
-    limit: int,
-    poll: float = 2.0,
-    until: Callable[[], bool] = lambda: False,
-) -> None:
-    """Emit the newest ``limit`` lines since ``start``, then each new line as it arrives (:class:`Tail`), one read
-    every ``poll`` seconds, until ``until()`` says so (or the user interrupts)."""
-    tail = Tail(logs, source, start)
-    for line in tail.first(limit):
-        emit(line)
-    while not until():
-        clock.sleep(poll)
-        for line in tail.new():
-            emit(line)
-
-
 class Followed:
-    """The lines of several components as they arrive, each once, in time order across them (the edit loop's view,
-    ``inv deploy.auto --watch``). :meth:`follow` sets the sources: a new one is read from ``start`` (its newest
-    ``limit`` lines first, then as :class:`Tail` reads), one no longer named is dropped, one named again keeps its
-    place. :meth:`new` reads each source once (one FilterLogEvents each, more when a read has pages): the new lines,
-    oldest first, and the sources whose read failed with why (read again at the next call). A group that does not
-    exist yet (a function that never ran) has no lines: not a failure."""
+    """The lines of components as they arrive, each once, a read's in time order across them (``inv logs --follow``,
+    ``inv deploy.auto --watch``). :meth:`follow` sets the sources: a new one is read from ``start`` (the newest
+    ``limit`` lines of the new ones together first, then as :class:`Tail` reads), one no longer named is dropped, one
+    named again keeps its place. :meth:`new` reads each source once (one FilterLogEvents each, more when a read has
+    pages): the new lines, oldest first, and the sources whose read failed with why (read again at the next call). A
+    group that does not exist yet (a function that never ran) has no lines: not a failure."""
 
     def __init__(self, logs: Any, start: datetime, *, limit: int) -> None:
         self.logs, self.start, self.limit = logs, start, limit
@@ -286,6 +265,7 @@ class Followed:
 
     def new(self) -> tuple[list[tuple[LogSource, LogLine]], list[tuple[LogSource, Exception]]]:
         found: list[tuple[LogSource, LogLine]] = []
+        first: list[tuple[LogSource, LogLine]] = []  # of the sources read for the first time: the newest limit of all
         failed: list[tuple[LogSource, Exception]] = []
         for source, (tail, started) in list(self.tails.items()):
             try:
@@ -296,5 +276,6 @@ class Followed:
                 failed.append((source, exc))
                 continue
             self.tails[source] = (tail, True)
-            found += [(source, line) for line in lines]
+            (found if started else first).extend((source, line) for line in lines)
+        found += sorted(first, key=lambda pair: pair[1].timestamp)[-self.limit :]
         return sorted(found, key=lambda pair: pair[1].timestamp), failed

@@ -45,6 +45,7 @@ from deploykit.commands.core import (
 from deploykit.commands.deploys import current_code_keys, with_canary, with_watch
 from deploykit.commands.previews import Preview, show_preview, stack_previewed
 from deploykit.commands.promotion import Source, promotion_of, read_source, require_promoted
+from deploykit.commands.service import LogFollower, log_components, log_source
 from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints
@@ -342,89 +343,26 @@ def deploy_auto(
 
 WATCH_POLL = 1.0  # seconds between two looks at the work tree
 WATCH_SETTLE = 0.5  # a change is deployed once the work tree stayed the same this long (an editor saving files)
-# seconds between two reads of the logs while watching (cdk watch's too): one FilterLogEvents per component, which
-# AWS allows 5 of a second per account and region, shared by the whole account
-LOGS_POLL = 2.0
 LOGS_FIRST = 100  # a component followed from the middle of the watch on (a function deployed first): its newest lines
 
 
 def _log_sources(
     runtime: Runtime, config: Config, env: EnvConfig, only: Collection[str] | None, skip: Collection[str]
 ) -> tuple[list[applogs.LogSource], dict[str, str]]:
-    """Where the components the watch deploys log (the app's, each deployed function's; read from the environment
-    as inv logs reads them), and why one cannot be followed (component → why: not deployed yet, no awslogs)."""
+    """Where the components the watch deploys log (the app's, each deployed function's; as inv logs finds them), and
+    why one cannot be followed (component → why: not deployed yet, no awslogs)."""
     aws = runtime.aws_factory(env)  # of its own: the stacks' outputs as they are after the deploy just made
-    wanted = ["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))]
     sources: list[applogs.LogSource] = []
     missing: dict[str, str] = {}
-    functions: dict[str, str] | None = None
-    for component in (c for c in wanted if auto.selected(c, only, skip)):
-        try:
-            if component == "app":
-                sources.append(applogs.app_source(aws.client("ecs"), env))
-                continue
-            if functions is None:
-                functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
-            function = component.partition(":")[2]
-            if function in functions:
-                sources.append(applogs.lambda_source(aws.client("lambda"), function, functions[function]))
-            else:
-                missing[component] = "not deployed"
-        except DeployKitError as exc:
-            missing[component] = exc.message
-        except (ClientError, BotoCoreError) as exc:
-            missing[component] = str(exc)
+    for which in log_components("all", config):
+        if auto.selected(which.key, only, skip):
+            try:
+                sources.append(log_source(aws, env, which))
+            except DeployKitError as exc:
+                missing[which.key] = exc.message
+            except (ClientError, BotoCoreError) as exc:
+                missing[which.key] = str(exc)
     return sources, missing
-
-
-class _LogsBetweenDeploys:
-    """The edit loop's logs: each component's new lines, read every LOGS_POLL seconds while the watch waits for a
-    save, printed on stdout as ``inv logs --follow`` prints them, named by component. The components are looked up
-    again after each deploy (it may have made a function, or moved the app to another log group). What cannot be
-    followed or read is said on stderr once, and again only when the reason changes."""
-
-    def __init__(
-        self, runtime: Runtime, config: Config, env: EnvConfig, only: Collection[str] | None, skip: Collection[str]
-    ) -> None:
-        self.runtime, self.config, self.env, self.only, self.skip = runtime, config, env, only, skip
-        logs = runtime.aws_factory(env).client("logs")
-        self.followed = applogs.Followed(logs, runtime.clock.now(), limit=LOGS_FIRST)
-        self.said: dict[str, str] = {}  # component → the last thing said of why it is not followed or read
-        self.next_read = 0.0
-
-    def refresh(self) -> None:
-        sources, missing = _log_sources(self.runtime, self.config, self.env, self.only, self.skip)
-        before = {s.component for s in self.followed.sources}
-        self.followed.follow(sources)
-        added = [s.component for s in sources if s.component not in before]
-        if added:
-            self.runtime.stderr.write(f"📜 following the logs of {', '.join(added)} between deploys (--no-logs: not)\n")
-        for component, why in missing.items():
-            self._say(component, f"📜 not following {component}'s logs: {why}")
-        self.next_read = 0.0  # at once: the lines of the deploy's smoke
-
-    def read_if_due(self) -> None:
-        clock = self.runtime.clock
-        if clock.monotonic() < self.next_read:
-            return
-        self.next_read = clock.monotonic() + LOGS_POLL
-        lines, failed = self.followed.new()
-        for source, line in lines:
-            self.runtime.stdout.write(line.render(source, named=True) + "\n")
-        self.runtime.stdout.flush()
-        for source, exc in failed:
-            why = exc.message if isinstance(exc, DeployKitError) else str(exc)
-            self._say(
-                source.component,
-                f"📜 could not read {source.component}'s logs ({why}): reading again in {LOGS_POLL:g} s",
-            )
-        for component in {s.component for s in self.followed.sources} - {s.component for s, _ in failed}:
-            self.said.pop(component, None)  # read again: a failure later is said again
-
-    def _say(self, component: str, text: str) -> None:
-        if self.said.get(component) != text:
-            self.said[component] = text
-            self.runtime.stderr.write(text + "\n")
 
 
 def deploy_watch(
@@ -444,7 +382,7 @@ def deploy_watch(
     """``inv deploy.auto --watch``: deploy.auto of the work tree (uncommitted changes included, as --allow-dirty)
     now, then again each time it changes (a save, a commit, a checkout), until Ctrl-C (or ``until()``). A failed
     deploy is told and the watch goes on: the next save deploys again. With ``logs``, between deploys, the new log
-    lines of the components it deploys (``_LogsBetweenDeploys``). Refuses a protected environment, and one that
+    lines of the components it deploys (commands.service.LogFollower). Refuses a protected environment, and one that
     takes only pushed commits. Returns how many deploys it ran."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
@@ -485,7 +423,10 @@ def deploy_watch(
         watch_errors="0" if watch_errors else None,
     )
     clock, deployed, runs = runtime.clock, None, 0
-    following = _LogsBetweenDeploys(runtime, config, environment, chosen, skipped) if logs else None
+    following = None
+    if logs:  # between deploys: the lines of the components it deploys, from the first deploy's on
+        logs_client = runtime.aws_factory(environment).client("logs")
+        following = LogFollower(runtime, logs_client, runtime.clock.now(), limit=LOGS_FIRST)
     try:
         while not until():
             state = git.worktree_state(config.root)
@@ -505,8 +446,12 @@ def deploy_watch(
                 raise
             except DeployKitError as exc:  # told as the task would, then back to watching
                 runtime.stderr.write(f"❌ {exc.message}\n" + (f"  → next: {exc.next_step}\n" if exc.next_step else ""))
-            if following:
-                following.refresh()
+            if following:  # looked up again: the deploy may have made a function, or moved a log group
+                added = following.follow(*_log_sources(runtime, config, environment, chosen, skipped))
+                if added:
+                    runtime.stderr.write(
+                        f"📜 following the logs of {', '.join(added)} between deploys (--no-logs: not)\n"
+                    )
             runtime.stderr.write(
                 f"\n👀 watching {config.root} for changes to deploy to {environment.name} (Ctrl-C ends)\n"
             )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -44,12 +44,85 @@ from deploykit.commands.core import (
     run_plan,
     until_unlocked,
 )
-from deploykit.config import EnvConfig, load_config
+from deploykit.config import Config, EnvConfig, load_config
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,
 )
+
+# seconds between two reads of followed logs (cdk watch's too): one FilterLogEvents per component, which AWS allows
+# 5 times a second per account and region, shared by everyone in the account
+LOGS_POLL = 2.0
+
+
+def log_components(text: str, config: Config) -> list[rollbacks.Component]:
+    """``--component``: ``app``, ``lambda:<fn>``, several separated by commas, or ``all`` (the app and every function
+    of lambda/); UsageError naming what there is otherwise."""
+    if text.strip() == "all":
+        return [
+            rollbacks.Component("app"),
+            *(rollbacks.Component("lambda", fn) for fn in lambda_chain.function_names(config)),
+        ]
+    named = [part.strip() for part in text.split(",") if part.strip()] or [text]
+    found = [rollbacks.parse_component(part, config, purpose="logs") for part in named]
+    return list(dict.fromkeys(found))
+
+
+def log_source(aws: AwsFactory, env: EnvConfig, which: rollbacks.Component, task: str = "") -> applogs.LogSource:
+    """Where a component logs, read from the environment (the app: the awslogs settings of the task definition its
+    service runs, ``task`` narrowing them to one task's stream; a function: its LoggingConfig); UsageError when it is
+    not deployed."""
+    if which.kind == "app":
+        return applogs.app_source(aws.client("ecs"), env, task)
+    function_name = lambda_chain.deployed_function(StackOutputs.of(aws), env, which.function)
+    return applogs.lambda_source(aws.client("lambda"), which.function, function_name)
+
+
+class LogFollower:
+    """Components' new lines printed on ``runtime``'s stdout as they come (applogs.Followed: each once, the lines of a
+    read in time order across components; named by component when ``named``), and on its stderr, once each and again
+    only when the reason changes, what cannot be followed or read. ``inv logs --follow``, and ``inv deploy.auto
+    --watch`` between deploys."""
+
+    def __init__(self, runtime: Runtime, logs: Any, start: datetime, *, limit: int, named: bool = True) -> None:
+        self.runtime, self.named = runtime, named
+        self.followed = applogs.Followed(logs, start, limit=limit)
+        self.said: dict[str, str] = {}  # component → the last thing said of why it is not followed or read
+        self.next_read = 0.0
+
+    def follow(self, sources: Sequence[applogs.LogSource], missing: Mapping[str, str] | None = None) -> list[str]:
+        """Follow ``sources`` from now on (what ``missing`` names: component → why not), read at the next
+        :meth:`read_if_due`; the components not followed before."""
+        before = {s.component for s in self.followed.sources}
+        self.followed.follow(sources)
+        for component, why in (missing or {}).items():
+            self._say(component, f"📜 not following {component}'s logs: {why}")
+        self.next_read = 0.0
+        return [s.component for s in sources if s.component not in before]
+
+    def read_if_due(self) -> None:
+        """Read every component once if LOGS_POLL seconds passed since the last read (or the sources changed)."""
+        clock = self.runtime.clock
+        if clock.monotonic() < self.next_read:
+            return
+        self.next_read = clock.monotonic() + LOGS_POLL
+        lines, failed = self.followed.new()
+        self.runtime.stdout.writelines(line.render(source, named=self.named) + "\n" for source, line in lines)
+        self.runtime.stdout.flush()
+        for source, exc in failed:
+            why = exc.message if isinstance(exc, DeployKitError) else str(exc)
+            self._say(
+                source.component,
+                f"📜 could not read {source.component}'s logs ({why}): reading again in {LOGS_POLL:g} s",
+            )
+        for component in {s.component for s in self.followed.sources} - {s.component for s, _ in failed}:
+            self.said.pop(component, None)  # read: a failure later is said again
+
+    def _say(self, component: str, text: str) -> None:
+        if self.said.get(component) != text:
+            self.said[component] = text
+            self.runtime.stderr.write(text + "\n")
 
 
 def logs(
@@ -63,64 +136,83 @@ def logs(
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> list[applogs.LogLine]:
-    """What a component (the app's containers, or one Lambda function) wrote since ``since``, from CloudWatch Logs:
-    the newest ``limit`` lines on stdout, oldest first; with ``follow``, then each new line until interrupted."""
+    """What components (the app's containers, Lambda functions: ``component``, see :func:`log_components`) wrote
+    since ``since``, from CloudWatch Logs: the newest ``limit`` lines on stdout, oldest first (named by component when
+    there are several); with ``follow``, then each new line until interrupted (:class:`LogFollower`)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     if limit < 1:
         raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     if follow and as_json:
         raise UsageError("--follow and --json do not go together", next_step="leave out one of them")
-    which = rollbacks.parse_component(component, config, purpose="logs")
-    if task and which.kind != "app":
-        raise UsageError("--task names one of the app's tasks", next_step="leave out --task, or use --component app")
+    which = log_components(component, config)
+    if task and [w.kind for w in which] != ["app"]:
+        raise UsageError(
+            "--task names one of the app's tasks", next_step="leave out --task, or use it with --component app alone"
+        )
     start = applogs.parse_since(since, runtime.clock.now())
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        if which.kind == "app":
-            source = applogs.app_source(aws.client("ecs"), environment, task)
-        else:
-            function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, which.function)
-            source = applogs.lambda_source(aws.client("lambda"), which.function, function_name)
-        streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
-        runtime.stderr.write(
-            f"📜 {source.component} in {environment.name}: CloudWatch Logs {source.group}{streams}; "
-            f"since {start:%Y-%m-%d %H:%M:%S} UTC (times in UTC)\n"
-        )
+        sources = [log_source(aws, environment, w, task) for w in which]
+        for source in sources:
+            streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
+            runtime.stderr.write(
+                f"📜 {source.component} in {environment.name}: CloudWatch Logs {source.group}{streams}; "
+                f"since {start:%Y-%m-%d %H:%M:%S} UTC (times in UTC)\n"
+            )
         if follow:
-
-            def emit(line: applogs.LogLine) -> None:
-                runtime.stdout.write(line.render(source) + "\n")
-                runtime.stdout.flush()
-
+            follower = LogFollower(runtime, aws.client("logs"), start, limit=limit, named=len(sources) > 1)
+            follower.follow(sources)
             try:
-                applogs.follow(aws.client("logs"), source, start, clock=runtime.clock, emit=emit, limit=limit)
+                while True:
+                    follower.read_if_due()
+                    runtime.clock.sleep(LOGS_POLL)
             except KeyboardInterrupt:  # the way to stop following: not an error
                 runtime.stderr.write("\nstopped following\n")
             return []
-        lines = applogs.read(aws.client("logs"), source, start, limit=limit)
-        if not lines and task.strip() and not applogs.has_streams(aws.client("logs"), source):
+        pairs = _newest_lines(runtime, aws.client("logs"), sources, start, limit)
+        if not pairs and task.strip() and not applogs.has_streams(aws.client("logs"), sources[0]):
             raise UsageError(  # a mistyped id: said so, rather than "try a longer --since"
-                f"no task of {environment.service} whose id starts with {task.strip()!r} ever wrote to {source.group}",
+                f"no task of {environment.service} whose id starts with {task.strip()!r} ever wrote to "
+                f"{sources[0].group}",
                 next_step=f"inv tasks --env {environment.name} lists the service's tasks (running, and stopped "
                 "within the hour): the first characters of one's id do",
             )
+    lines = [line for _, line in pairs]
     if as_json:
-        document = {
-            "environment": environment.name,
-            "component": source.component,
-            "group": source.group,
+        document: dict[str, Any] = {"environment": environment.name}
+        if len(sources) == 1:  # the shape of one component, kept for scripts
+            document |= {"component": sources[0].component, "group": sources[0].group}
+        else:
+            document["components"] = [{"component": s.component, "group": s.group} for s in sources]
+        document |= {
             "since": start.isoformat(),
-            "lines": [line.to_json(source) for line in lines],
+            "lines": [line.to_json(source) | {"component": source.component} for source, line in pairs],
         }
         runtime.stdout.write(dumps(document) + "\n")
     else:
-        runtime.stdout.writelines(line.render(source) + "\n" for line in lines)
+        runtime.stdout.writelines(line.render(source, named=len(sources) > 1) + "\n" for source, line in pairs)
     if not lines:
         runtime.stderr.write(f"no lines written since {start:%Y-%m-%d %H:%M:%S} UTC (try a longer --since)\n")
     elif len(lines) == limit:
         runtime.stderr.write(f"(the newest {limit}; --limit N for more)\n")
     return lines
+
+
+def _newest_lines(
+    runtime: Runtime, logs: Any, sources: Sequence[applogs.LogSource], start: datetime, limit: int
+) -> list[tuple[applogs.LogSource, applogs.LogLine]]:
+    """The newest ``limit`` lines of all ``sources`` since ``start``, oldest first. Of several, one whose log group
+    does not exist (a function that never ran) is said and passed over; of one, it is the UsageError."""
+    found: list[tuple[applogs.LogSource, applogs.LogLine]] = []
+    for source in sources:
+        try:
+            found += [(source, line) for line in applogs.read(logs, source, start, limit=limit)]
+        except applogs.NoLogGroup as exc:
+            if len(sources) == 1:
+                raise
+            runtime.stderr.write(f"📜 {exc.message}: nothing written yet\n")
+    return sorted(found, key=lambda pair: pair[1].timestamp)[-limit:]
 
 
 RUN_STARTED_BY = "deploykit-run"  # inv run's tasks: ListTasks --started-by finds them

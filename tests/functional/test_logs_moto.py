@@ -16,7 +16,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
-from deploykit.logs import LogLine, LogSource, app_source, follow, lambda_source, read, version_lines
+from deploykit.logs import Followed, LogLine, LogSource, app_source, lambda_source, read, version_lines
 from tests.functional.conftest import CONTAINER, create_service, new_session
 
 GROUP = "/ecs/car-rental"  # conftest's CONTAINER logs there, prefix "backend"
@@ -147,8 +147,15 @@ def test_follow_shows_the_newest_lines_then_each_new_one_once_late_ones_included
             lambda: None,
         ]
     )
+    followed = Followed(logs, NOW, limit=2)
+    followed.follow([source])
     shown: list[LogLine] = []
-    follow(logs, source, NOW, clock=clock, emit=shown.append, limit=2, poll=2.0, until=lambda: len(clock.sleeps) == 3)
+    while len(clock.sleeps) < 3:
+        lines, failed = followed.new()
+        assert failed == [] and {s for s, _ in lines} <= {source}
+        shown += [line for _, line in lines]
+        clock.sleep(2.0)
+    shown += [line for _, line in followed.new()[0]]
     assert [line.message for line in shown] == [
         "task a serves",  # the newest two at the start; the two before them stay out
         "task b serves",

@@ -1,5 +1,6 @@
-"""inv deploy.auto --watch's logs between deploys, against moto: which components are followed, their lines each once
-in time order across them, what cannot be followed or read said once."""
+"""The logs of several components, against moto: ``inv logs --component all`` (or a list), and ``inv deploy.auto
+--watch`` between deploys: which components are followed, their lines each once in time order across them, what
+cannot be followed or read said once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from botocore.awsrequest import AWSResponse
 from deploykit import commands
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.errors import UsageError
 from tests.conftest import REPO, git
 from tests.functional.conftest import create_service
 
@@ -111,7 +113,8 @@ def test_between_deploys_each_component_s_new_lines_come_once_in_time_order(
         f"{NOW + timedelta(seconds=3):%H:%M:%S}.000  app bbbb2222  GET /health 200",
     ]
     assert "📜 following the logs of app, lambda:health_handler between deploys (--no-logs: not)\n" in err
-    assert err.count("📜 not following lambda:login_handler's logs: not deployed\n") == 1
+    said = "📜 not following lambda:login_handler's logs: the API stack CarRentalApiStack has no Lambda function for "
+    assert err.count(said + "'login_handler' (it has: health_handler)\n") == 1
     assert "could not read" not in err  # the function's group missing at first is no failure
     # the tree read every second, the logs every other (LOGS_POLL)
     assert clock.sleeps == [1.0] * 6
@@ -171,3 +174,109 @@ def test_a_read_that_fails_is_said_once_and_the_lines_come_once_it_reads_again(
         "📜 could not read app's logs (An error occurred (AccessDeniedException) when calling the FilterLogEvents "
         "operation: not allowed): reading again in 2 s"
     ]
+
+
+# -- inv logs of several components --------------------------------------------------------------------------------
+
+
+def run_logs(project: Path, factory: AwsFactory, clock: FakeClock | None = None, **kwargs: Any) -> tuple[str, str]:
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=clock or FakeClock(NOW + timedelta(minutes=1)),
+        aws_factory=lambda _env: factory,
+    )
+    commands.logs(env="dev", **kwargs, runtime=runtime)
+    return runtime.stdout.getvalue(), runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def written(deployed: Any) -> Any:
+    put(deployed, GROUP, "backend/backend/aaaa1111", (1.5, "GET /cars 200"), (3, "GET /health 200"))
+    put(deployed, f"/aws/lambda/{HEALTH}", "2026/12/02/[3]abcdef", (1.2, "START health"), (2, "END health"))
+    return deployed
+
+
+def test_all_merges_the_app_s_and_the_functions_newest_lines_in_time_order_named(
+    project: Path, factory: AwsFactory, written: Any
+) -> None:
+    """login_handler is not deployed: --component all refuses it, as naming it would; health_handler and the app."""
+    with pytest.raises(UsageError, match="has no Lambda function for 'login_handler'"):
+        run_logs(project, factory, component="all", since="1m")
+    out, err = run_logs(project, factory, component="app,lambda:health_handler", since="1m", limit=3)
+    assert out.splitlines() == [
+        f"{NOW + timedelta(seconds=1.5):%H:%M:%S}.500  app aaaa1111  GET /cars 200",
+        f"{NOW + timedelta(seconds=2):%H:%M:%S}.000  lambda:health_handler [3]  END health",
+        f"{NOW + timedelta(seconds=3):%H:%M:%S}.000  app aaaa1111  GET /health 200",
+    ]
+    assert f"📜 app in dev: CloudWatch Logs {GROUP}, streams backend/backend/*; since " in err
+    assert f"📜 lambda:health_handler in dev: CloudWatch Logs /aws/lambda/{HEALTH}; since " in err
+    assert err.endswith("(the newest 3; --limit N for more)\n")
+
+
+def test_json_of_several_names_each_line_s_component_and_each_component_s_group(
+    project: Path, factory: AwsFactory, written: Any
+) -> None:
+    out, _ = run_logs(project, factory, component="lambda:health_handler,app", since="1m", as_json=True)
+    document = json.loads(out)
+    assert document["components"] == [
+        {"component": "lambda:health_handler", "group": f"/aws/lambda/{HEALTH}"},
+        {"component": "app", "group": GROUP},
+    ]
+    assert "component" not in document and "group" not in document
+    assert [(line["component"], line["message"]) for line in document["lines"]] == [
+        ("lambda:health_handler", "START health"),
+        ("app", "GET /cars 200"),
+        ("lambda:health_handler", "END health"),
+        ("app", "GET /health 200"),
+    ]
+    out, _ = run_logs(project, factory, component="app", since="1m", as_json=True)
+    one = json.loads(out)  # one component: the shape scripts read, each line naming its component too
+    assert one["component"] == "app" and one["group"] == GROUP and "components" not in one
+    assert {line["component"] for line in one["lines"]} == {"app"}
+
+
+def test_of_several_a_function_that_never_ran_is_said_and_passed_over(
+    project: Path, factory: AwsFactory, deployed: Any
+) -> None:
+    put(deployed, GROUP, "backend/backend/aaaa1111", (1.5, "GET /cars 200"))
+    out, err = run_logs(project, factory, component="app,lambda:health_handler", since="1m")
+    assert out.splitlines() == [f"{NOW + timedelta(seconds=1.5):%H:%M:%S}.500  app aaaa1111  GET /cars 200"]
+    assert f"📜 log group /aws/lambda/{HEALTH} of lambda:health_handler does not exist: nothing written yet\n" in err
+    with pytest.raises(UsageError, match=f"log group /aws/lambda/{HEALTH} of lambda:health_handler does not exist"):
+        run_logs(project, factory, component="lambda:health_handler", since="1m")  # alone: as before
+
+
+def test_task_goes_with_the_app_alone(project: Path, factory: AwsFactory, deployed: Any) -> None:
+    with pytest.raises(UsageError) as refused:
+        run_logs(project, factory, component="app,lambda:health_handler", task="aaaa")
+    assert refused.value.message == "--task names one of the app's tasks"
+    with pytest.raises(UsageError, match="unknown Lambda function 'nope'"):
+        run_logs(project, factory, component="app,lambda:nope")
+
+
+def test_follow_of_several_prints_each_new_line_once_named_until_ctrl_c(
+    project: Path, factory: AwsFactory, written: Any
+) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    clock = WritingClock(
+        [
+            lambda: put(written, GROUP, "backend/backend/aaaa1111", (5, "GET /bookings 200")),
+            lambda: put(written, f"/aws/lambda/{HEALTH}", "2026/12/02/[3]abcdef", (4.5, "START again")),
+            interrupt,
+        ]
+    )
+    out, err = run_logs(
+        project, factory, clock, component="app,lambda:health_handler", since="1m", limit=2, follow=True
+    )
+    assert [line.split("  ", 1)[1] for line in out.splitlines()] == [
+        "lambda:health_handler [3]  END health",  # the newest 2 at the start
+        "app aaaa1111  GET /health 200",
+        "app aaaa1111  GET /bookings 200",
+        "lambda:health_handler [3]  START again",
+    ]
+    assert err.endswith("\nstopped following\n")
+    assert clock.sleeps == [2.0, 2.0]
