@@ -7,7 +7,7 @@ depends on state another left behind. A step whose result already exists is skip
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import base_image, ecs, images, oci, registry
+from deploykit import base_image, ecs, images, oci, registry, stacks
 from deploykit.aws import AwsFactory, at_once
 from deploykit.cachedir import PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import PLATFORMS, BaseImageSpec
@@ -375,6 +375,9 @@ class RegisterTaskDef(Step):
     # what the image is built for ([build] platform), checked against the task definition's; "" (a rollback to an
     # image that ran here before): not checked
     platform: str = ""
+    # in express mode, made from the revision the Fargate stack holds when the service runs an older one (_base);
+    # False (a rollback, which puts back what ran): always from the one the service runs
+    from_stack: bool = True
 
     @property
     def image(self) -> str:
@@ -388,7 +391,8 @@ class RegisterTaskDef(Step):
 
     def _live(self, ctx: Context, **more: Callable[[], Any]) -> dict[str, Any]:
         """The service (kept for roll-service, which starts from it), then at once the revision it runs (described
-        once per command), the newest of its family and ``more``: two round trips."""
+        once per command), the newest of its family, in express mode the one the Fargate stack holds
+        (:meth:`_base`), and ``more``: two round trips."""
         service = ecs.services(ctx.aws).read((self.cluster, self.service))
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn = service["taskDefinition"]
@@ -397,7 +401,26 @@ class RegisterTaskDef(Step):
             "latest": partial(taskdefs.latest, ecs.family_of(current_arn)),
             **more,
         }
+        if self.from_stack and ctx.env.stack_mode == "express":
+            cfn = ctx.aws.client("cloudformation")
+            reads["held"] = partial(stacks.held_task_definition, cfn, ctx.env.stacks.fargate)
         return {"service": service, **at_once(reads)}
+
+    @staticmethod
+    def _base(read: Mapping[str, Any]) -> tuple[str, str]:
+        """The revision the new one is made from, and why when it is not the one the service runs: in express mode,
+        the one the Fargate stack holds when the service runs an older one. An express update whose rollout failed
+        leaves that: CloudFormation kept the stack's new template, ECS's circuit breaker put the older revision back.
+        Made from the older one, the new revision would drop what the template changed (an environment variable, a
+        size, a role), and no later stack deploy would put it back (its change set is empty, and the service then
+        runs a newer revision than the stack's)."""
+        current, held = str(read["service"]["taskDefinition"]), str(read.get("held") or "")
+        if held and ecs.is_older(current, held):
+            why = (
+                f"the Fargate stack holds it; the service runs {ecs.revision_name(current)}, its express rollout failed"
+            )
+            return held, why
+        return current, ""
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
@@ -405,8 +428,8 @@ class RegisterTaskDef(Step):
         # read while the image was built and pushed; else now, the registry asked beside the revisions
         read = ctx.early_reads(self) or self._live(ctx, pushed=pushed)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
-        current_arn = read["service"]["taskDefinition"]
-        runs = ecs.cpu_architecture(read["current"])
+        current_arn, why = self._base(read)
+        runs = ecs.cpu_architecture(taskdefs.get(current_arn))
         if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
             raise UsageError(
                 f"the task definition of {self.service} ({ecs.revision_name(current_arn)}) runs on {runs}, but the "
@@ -437,9 +460,8 @@ class RegisterTaskDef(Step):
             )
         arn = taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]
         taskdefs.chosen(arn, self.container, self.image)  # roll-service points the service at it
-        return Outcome.done(
-            f"registered {ecs.revision_name(arn)} (from {ecs.revision_name(current_arn)})", task_definition=arn
-        )
+        base = ecs.revision_name(current_arn) + (f": {why}" if why else "")
+        return Outcome.done(f"registered {ecs.revision_name(arn)} (from {base})", task_definition=arn)
 
 
 @dataclass(frozen=True)

@@ -362,6 +362,14 @@ def revision_name(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
 
 
+def is_older(arn: str, than: str) -> bool:
+    """Whether task definition ``arn`` is an older revision of the family of ``than`` (no call); False for another
+    family."""
+    family, _, number = revision_name(arn).rpartition(":")
+    other_family, _, other = revision_name(than).rpartition(":")
+    return family == other_family and number.isdigit() and other.isdigit() and int(number) < int(other)
+
+
 def revision_label(arn: str, images: dict[str, str]) -> str:
     """``family:revision``, and the image tag our container runs in it when ``images`` knows it."""
     rev = revision_name(arn)

@@ -250,7 +250,7 @@ def app_plan(env: EnvConfig, repository_uri: str, tag: str, *, smoke: bool = Tru
     """register a fresh revision with ``repository_uri:tag`` → roll → wait-healthy → smoke."""
     image = f"{repository_uri}:{tag}"
     steps: list[Step] = [
-        RegisterTaskDef(env.cluster, env.service, env.container, repository_uri, tag, tag),
+        RegisterTaskDef(env.cluster, env.service, env.container, repository_uri, tag, tag, from_stack=False),
         RollService(env.cluster, env.service, env.container, image),
         WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds),
     ]

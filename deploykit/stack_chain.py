@@ -223,7 +223,7 @@ def template_cpu(body: str) -> str | None:
     except ValueError:
         return None
     for resource in (template.get("Resources") or {}).values():
-        if isinstance(resource, dict) and resource.get("Type") == "AWS::ECS::TaskDefinition":
+        if isinstance(resource, dict) and resource.get("Type") == stacks.TASK_DEFINITION:
             properties = resource.get("Properties") or {}
             named = (properties.get("RuntimePlatform") or {}).get("CpuArchitecture")
             as_ecs_says_it = {
@@ -378,7 +378,7 @@ class DeployStack(Step):
         it. A newer revision is the app's own deploys (register-taskdef); one of another family, or a template
         without exactly one task definition, is not judged."""
         kinds = stacks.resource_types(body)
-        definitions = [lid for lid, kind in kinds.items() if kind == "AWS::ECS::TaskDefinition"]
+        definitions = [lid for lid, kind in kinds.items() if kind == stacks.TASK_DEFINITION]
         if len(definitions) != 1 or "AWS::ECS::Service" not in kinds.values():
             return ""
         held = str(
@@ -389,11 +389,7 @@ class DeployStack(Step):
         name, client = ctx.env.service, ctx.aws.client("ecs")
         service = ecs.describe_service(client, ctx.env.cluster, name, ctx.env)
         running = str((ecs.primary_deployment(service) or {}).get("taskDefinition") or service.get("taskDefinition"))
-        held_family, _, held_number = ecs.revision_name(held).rpartition(":")
-        run_family, _, run_number = ecs.revision_name(running).rpartition(":")
-        if held_family != run_family or not (held_number.isdigit() and run_number.isdigit()):
-            return ""
-        if int(run_number) >= int(held_number):
+        if not ecs.is_older(running, held):
             return ""
         ctx.reporter.line(
             f"{self.stack} holds {ecs.revision_name(held)}, which {name} does not run ({ecs.revision_name(running)}: "

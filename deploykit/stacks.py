@@ -344,6 +344,7 @@ def is_missing_stack(exc: BaseException) -> bool:
     )
 
 
+TASK_DEFINITION = "AWS::ECS::TaskDefinition"
 # CloudFormation operations that change no stack; any other call may (ExecuteChangeSet, DeleteStack, ...)
 READ_OPERATIONS = ("Describe", "List", "Get", "Validate", "Estimate")
 
@@ -680,6 +681,19 @@ def resource_types(body: str) -> dict[str, str]:
     except (ValueError, AttributeError):
         return {}
     return {lid: str(spec.get("Type", "")) for lid, spec in resources.items() if isinstance(spec, Mapping)}
+
+
+def held_task_definition(cfn: Any, stack: str) -> str:
+    """The task definition ``stack`` holds (the physical id of its one ``AWS::ECS::TaskDefinition``, one
+    DescribeStackResources); "" when it has none or several, or does not exist."""
+    try:
+        resources = cfn.describe_stack_resources(StackName=stack).get("StackResources") or []
+    except ClientError as exc:
+        if is_missing_stack(exc):
+            return ""
+        raise
+    held = [str(r.get("PhysicalResourceId") or "") for r in resources if r.get("ResourceType") == TASK_DEFINITION]
+    return held[0] if len(held) == 1 else ""
 
 
 def express_blocker(change_set_type: str, body: str) -> str:

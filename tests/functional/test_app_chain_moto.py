@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,45 @@ def test_register_taskdef_refuses_an_image_built_for_another_platform_than_the_t
     put_image(factory, current_revision(project).tag)
     report = commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
     assert report is not None and report.records[0].status == "done" and len(revisions(factory)) == 2
+
+
+def test_in_express_mode_the_new_revision_is_made_from_the_one_the_fargate_stack_holds_when_newer(
+    project: Path, factory: AwsFactory
+) -> None:
+    """An express update of the Fargate stack registered :2 (a new setting); its rollout failed and ECS put :1 back,
+    the stack keeping :2. Made from :1, the app's next revision would drop the setting for good."""
+    create_service(factory)
+    setting = {"Name": "FEATURE", "Value": "on"}
+    held = {
+        "Type": "AWS::ECS::TaskDefinition",
+        "Properties": {
+            "Family": "car-rental-backend",
+            "Cpu": "256",
+            "Memory": "512",
+            "NetworkMode": "awsvpc",
+            "RequiresCompatibilities": ["FARGATE"],
+            "ContainerDefinitions": [
+                {"Name": "backend", "Image": CONTAINER["image"], "Essential": True, "Environment": [setting]}
+            ],
+        },
+    }
+    cfn = factory.client("cloudformation")
+    cfn.create_stack(StackName="CarRentalFargateStack", TemplateBody=json.dumps({"Resources": {"TaskDef": held}}))
+    put_image(factory, current_revision(project).tag)
+    ran = commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert ran is not None and ran.records[0].detail == "registered car-rental-backend:3 (from car-rental-backend:1)"
+
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.dev]\n", '[environments.dev]\nstack_mode = "express"\n', 1))
+    git(project, "commit", "-qam", "dev: express")
+    put_image(factory, current_revision(project).tag)
+    ran = commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert ran is not None and ran.records[0].detail == (
+        "registered car-rental-backend:4 (from car-rental-backend:2: the Fargate stack holds it; the service runs "
+        "car-rental-backend:1, its express rollout failed)"
+    )
+    new = factory.client("ecs").describe_task_definition(taskDefinition=revisions(factory)[-1])["taskDefinition"]
+    assert {"name": "FEATURE", "value": "on"} in new["containerDefinitions"][0]["environment"]
 
 
 def test_roll_service_points_the_service_at_our_revision(project: Path, factory: AwsFactory) -> None:

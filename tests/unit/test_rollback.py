@@ -165,6 +165,7 @@ def test_app_plan_registers_a_fresh_revision_then_rolls_waits_and_smokes(env: En
     assert [type(s) for s in plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
     register = plan.steps[0]
     assert isinstance(register, RegisterTaskDef) and register.image == f"123.dkr.ecr/car-rental-backend:{A}"
+    assert not register.from_stack  # what ran is put back, never a template an express update left unrolled
     assert plan.title == f"rollback app → {A}" and plan.deploys == (("app", A),)
     assert plan.rollback and not dataclasses.replace(plan, title="deploy.app").rollback
     assert [s.name for s in rb.app_plan(env, "r", A, smoke=False).steps][-1] == "wait-healthy"
