@@ -24,12 +24,12 @@ from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import at_once
-from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, primary_deployment, rolling
+from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, is_older, primary_deployment, rolling
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
-from deploykit.stacks import StackOutputs, deployed_template, error_code
+from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -588,9 +588,35 @@ def _gather_service_and_targets(
     named = endpoints.target_group_arn if endpoints is not None else ""
     if named:
         reads[named] = partial(_read_target_group, elbv2, named)
+    if env.stack_mode == "express":
+        reads[HELD] = partial(held_task_definition, aws.client("cloudformation"), env.stacks.fargate)
     read = at_once(reads)
-    service = read.pop("service")
+    service, held = read.pop("service"), read.pop(HELD, "")
+    if service is not None and held:
+        report.findings.extend(held_findings(service, held, env))
     _gather_target_groups(elbv2, env, service, endpoints, report, known=read)
+
+
+HELD = "held"  # the read of the task definition the Fargate stack holds (express mode)
+
+
+def held_findings(service: Mapping[str, Any], held: str, env: EnvConfig) -> list[Finding]:
+    """Express mode: the Fargate stack holds a newer revision than the service runs. An express update whose rollout
+    failed leaves that (CloudFormation kept its new template; ECS put the older revision back), until a deploy rolls
+    it out again (the stack's deploy-stack step, or the app's, which makes its revision from the stack's)."""
+    running = str(service.get("taskDefinition") or "")  # the PRIMARY deployment's: ECS's rollback makes it the older
+    if not is_older(running, held):
+        return []
+    stack = env.stacks.fargate
+    return [
+        Finding(
+            "warning",
+            f"{stack} holds {revision(held)}, which {env.service} does not run ({revision(running)}): an express "
+            "update's rollout failed and ECS put the older revision back",
+            f"see why its tasks stopped: inv tasks --env {env.name}; fix the cause, then inv deploy.auto --env "
+            f"{env.name} rolls it out again; or go back: inv rollback --component stack:fargate --env {env.name}",
+        )
+    ]
 
 
 def _gather_stacks(

@@ -627,3 +627,31 @@ def test_the_live_images_scan_is_a_row_and_a_finding_of_high_or_worse_a_warning(
     report = gather(AwsFactory(gated, session=new_session()), gated, None)
     assert rows_of(report, "scan") == [Row("scan", SHA, "COMPLETE", "1 HIGH; accepted by deploy.toml: CVE-9999-9999")]
     assert not [f for f in report.findings if "ECR's scan" in f.what]
+
+
+def test_in_express_mode_a_stack_revision_the_service_does_not_run_is_a_warning(aws: AwsFactory) -> None:
+    """An express update registered :2; its rollout failed and ECS put :1 back, the stack keeping :2."""
+    create_target_group(aws, delay=5, settings=TUNED_TG)
+    create_service(aws, None)
+    held = {
+        "Type": "AWS::ECS::TaskDefinition",
+        "Properties": {
+            "Family": "car-rental-backend",
+            "ContainerDefinitions": [{"Name": "backend", "Image": IMAGE, "Essential": True, "Memory": 512}],
+        },
+    }
+    cfn = aws.client("cloudformation")
+    cfn.create_stack(StackName=STACKS.fargate, TemplateBody=json.dumps({"Resources": {"TaskDef": held}}))
+    express = dataclasses.replace(ENV, stack_mode="express")
+    [finding] = [f for f in gather(aws, express, None).findings if "holds" in f.what]
+    assert (finding.severity, finding.what) == (
+        "warning",
+        "CarRentalFargateStack holds car-rental-backend:2, which car-rental-service does not run "
+        "(car-rental-backend:1): an express update's rollout failed and ECS put the older revision back",
+    )
+    assert "inv deploy.auto --env dev rolls it out again" in finding.next_step
+    assert not [f for f in gather(aws, ENV, None).findings if "holds" in f.what]  # standard mode: not read
+
+    ecs = aws.client("ecs")
+    ecs.update_service(cluster=ENV.cluster, service=ENV.service, taskDefinition="car-rental-backend:2")
+    assert not [f for f in gather(aws, express, None).findings if "holds" in f.what]  # rolled out again
