@@ -376,8 +376,10 @@ class RegisterTaskDef(Step):
     # image that ran here before): not checked
     platform: str = ""
     # in express mode, made from the revision the Fargate stack holds when the service runs an older one (_base);
-    # False (a rollback, which puts back what ran): always from the one the service runs
+    # False (a rollback, which puts back what ran): from the one the service runs, said when the stack holds a newer
     from_stack: bool = True
+    # the revision to make it from, whatever the service runs: the automatic rollback's, what ran before the run
+    base: str = ""
 
     @property
     def image(self) -> str:
@@ -401,26 +403,36 @@ class RegisterTaskDef(Step):
             "latest": partial(taskdefs.latest, ecs.family_of(current_arn)),
             **more,
         }
-        if self.from_stack and ctx.env.stack_mode == "express":
+        if not self.base and ctx.env.stack_mode == "express":
             cfn = ctx.aws.client("cloudformation")
             reads["held"] = partial(stacks.held_task_definition, cfn, ctx.env.stacks.fargate)
         return {"service": service, **at_once(reads)}
 
-    @staticmethod
-    def _base(read: Mapping[str, Any]) -> tuple[str, str]:
-        """The revision the new one is made from, and why when it is not the one the service runs: in express mode,
-        the one the Fargate stack holds when the service runs an older one. An express update whose rollout failed
-        leaves that: CloudFormation kept the stack's new template, ECS's circuit breaker put the older revision back.
-        Made from the older one, the new revision would drop what the template changed (an environment variable, a
-        size, a role), and no later stack deploy would put it back (its change set is empty, and the service then
-        runs a newer revision than the stack's)."""
+    def _base(self, read: Mapping[str, Any], stack: str) -> tuple[str, str]:
+        """The revision the new one is made from, and what the step's detail says of it. ``base`` when given (the
+        automatic rollback: what ran before the run). Else, in express mode, the one the Fargate stack holds: its
+        template's settings with our image. An express update whose rollout failed leaves the service on an older
+        revision (CloudFormation kept the stack's new template, ECS's circuit breaker put the older one back), and an
+        automatic rollback after it puts back what ran: made from what the service runs, the new revision would drop
+        what the template changed (an environment variable, a size, a role) for good, since no later stack deploy
+        puts it back (its change set is empty). Where the service runs the stack's revision or one made from it, the
+        result is the same. A rollback (not ``from_stack``) puts back what ran, and says what it leaves out."""
         current, held = str(read["service"]["taskDefinition"]), str(read.get("held") or "")
-        if held and ecs.is_older(current, held):
-            why = (
-                f"the Fargate stack holds it; the service runs {ecs.revision_name(current)}, its express rollout failed"
-            )
-            return held, why
-        return current, ""
+        runs = ecs.revision_name(current)
+        if self.base:
+            return self.base, f"{ecs.revision_name(self.base)}: what ran before"
+        if not held or held == current or ecs.family_of(held) != ecs.family_of(current):
+            return current, runs
+        failed = ecs.is_older(current, held)
+        if self.from_stack:
+            why = f"; the service runs {runs}, its express rollout failed" if failed else ""
+            return held, f"{ecs.revision_name(held)}, which {stack} holds{why}"
+        if not failed:
+            return current, runs
+        return current, (
+            f"{runs}; {stack} holds {ecs.revision_name(held)}, which this rollback leaves out: the next deploy makes "
+            "its revision from it, inv rollback --component stack:fargate puts the stack back too"
+        )
 
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
@@ -428,7 +440,7 @@ class RegisterTaskDef(Step):
         # read while the image was built and pushed; else now, the registry asked beside the revisions
         read = ctx.early_reads(self) or self._live(ctx, pushed=pushed)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
-        current_arn, why = self._base(read)
+        current_arn, base = self._base(read, ctx.env.stacks.fargate)
         runs = ecs.cpu_architecture(taskdefs.get(current_arn))
         if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
             raise UsageError(
@@ -441,7 +453,7 @@ class RegisterTaskDef(Step):
         wanted = ecs.derive_registration(
             taskdefs.get(current_arn), taskdefs.tags(current_arn), self.container, self.image, self.git_sha
         )
-        candidates = [current_arn]
+        candidates = [str(read["service"]["taskDefinition"])]  # a revision it runs, or the newest: nothing to register
         latest = read["latest"]
         if latest and latest not in candidates:
             candidates.append(latest)
@@ -460,7 +472,6 @@ class RegisterTaskDef(Step):
             )
         arn = taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]
         taskdefs.chosen(arn, self.container, self.image)  # roll-service points the service at it
-        base = ecs.revision_name(current_arn) + (f": {why}" if why else "")
         return Outcome.done(f"registered {ecs.revision_name(arn)} (from {base})", task_definition=arn)
 
 

@@ -246,11 +246,12 @@ def resolve_app(aws: AwsFactory, env: EnvConfig, to: str | None) -> Target:
     return Target(Component("app"), live, tag, source)
 
 
-def app_plan(env: EnvConfig, repository_uri: str, tag: str, *, smoke: bool = True) -> Plan:
-    """register a fresh revision with ``repository_uri:tag`` → roll → wait-healthy → smoke."""
+def app_plan(env: EnvConfig, repository_uri: str, tag: str, *, smoke: bool = True, base: str = "") -> Plan:
+    """register a fresh revision with ``repository_uri:tag`` (from ``base``, else from the one the service runs) →
+    roll → wait-healthy → smoke."""
     image = f"{repository_uri}:{tag}"
     steps: list[Step] = [
-        RegisterTaskDef(env.cluster, env.service, env.container, repository_uri, tag, tag, from_stack=False),
+        RegisterTaskDef(env.cluster, env.service, env.container, repository_uri, tag, tag, from_stack=False, base=base),
         RollService(env.cluster, env.service, env.container, image),
         WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds),
     ]
@@ -976,7 +977,9 @@ def undo_plan(
                 )
                 tag = verified
             replaced.append(("app", f"was {tag}"))
-            steps += app_plan(env, repository, tag, smoke=False).steps
+            # from what ran before the run: the failed revision may carry a template the stack holds (express mode)
+            ran = outputs.get("previous_task_definition", "")
+            steps += app_plan(env, repository, tag, smoke=False, base=ran).steps
         deploys.append(("app", tag))
     if not replaced:
         return None

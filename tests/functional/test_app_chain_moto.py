@@ -190,8 +190,8 @@ def test_in_express_mode_the_new_revision_is_made_from_the_one_the_fargate_stack
     put_image(factory, current_revision(project).tag)
     ran = commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
     assert ran is not None and ran.records[0].detail == (
-        "registered car-rental-backend:4 (from car-rental-backend:2: the Fargate stack holds it; the service runs "
-        "car-rental-backend:1, its express rollout failed)"
+        "registered car-rental-backend:4 (from car-rental-backend:2, which CarRentalFargateStack holds; the service "
+        "runs car-rental-backend:1, its express rollout failed)"
     )
     new = factory.client("ecs").describe_task_definition(taskDefinition=revisions(factory)[-1])["taskDefinition"]
     assert {"name": "FEATURE", "value": "on"} in new["containerDefinitions"][0]["environment"]

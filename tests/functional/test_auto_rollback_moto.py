@@ -21,6 +21,7 @@ from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome
 from tests.conftest import git
 from tests.functional import test_rollback_moto as rollback_tests
+from tests.functional.conftest import put_image
 from tests.functional.test_rollback_moto import URI, revision_count, runtime, service_image
 
 deployed = rollback_tests.deployed  # the fixture: a service that ran A, then B, and runs C now
@@ -137,3 +138,57 @@ def test_a_failure_before_the_service_rolled_puts_nothing_back(
     assert "is not in the registry" in str(failed.value)
     assert "automatic rollback" not in str(failed.value) and "⏪" not in err.getvalue()
     assert service_image(factory)[1] == f"{URI}:{C}"
+
+
+@pytest.fixture
+def express(project: Path, factory: AwsFactory) -> None:
+    """dev in express mode, committed before `release` tags HEAD."""
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.dev]\n", '[environments.dev]\nstack_mode = "express"\n', 1))
+    git(project, "commit", "-qam", "dev: express")
+
+
+def test_in_express_mode_the_rollback_puts_back_what_ran_not_the_stack_s_unrolled_template(
+    project: Path, factory: AwsFactory, express: None, deployed: history.History, release: str
+) -> None:
+    """The Fargate stack holds a revision its express update failed to roll out (a new setting); the release is made
+    from it, fails, and the rollback makes its revision from what ran before, without the setting."""
+    ran, _ = service_image(factory)
+    held = {
+        "Type": "AWS::ECS::TaskDefinition",
+        "Properties": {
+            "Family": "car-rental-backend",
+            "ContainerDefinitions": [
+                {"Name": "backend", "Image": f"{URI}:{C}", "Memory": 512, "Environment": [{"Name": "F", "Value": "on"}]}
+            ],
+        },
+    }
+    cfn = factory.client("cloudformation")
+    cfn.create_stack(StackName="CarRentalFargateStack", TemplateBody=json.dumps({"Resources": {"TaskDef": held}}))
+    stack_revision = factory.client("ecs").list_task_definitions(familyPrefix="car-rental-backend")[
+        "taskDefinitionArns"
+    ][-1]
+    err = io.StringIO()
+    with pytest.raises(StepFailed):
+        commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory, io.StringIO(), err))
+    printed = err.getvalue()
+    name = stack_revision.rsplit("/", 1)[-1]
+    assert f"(from {name}, which CarRentalFargateStack holds; the service runs {ran.rsplit('/', 1)[-1]}, " in printed
+    assert f"(from {ran.rsplit('/', 1)[-1]}: what ran before)" in printed
+    arn, image = service_image(factory)
+    definition = factory.client("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    assert image == f"{URI}:{C}"
+    assert all(e["name"] != "F" for e in definition["containerDefinitions"][0].get("environment", []))
+
+    # the service now runs a revision newer than the stack's, made from what ran: the next deploy still makes its
+    # revision from the stack's, the setting back
+    (project / "NOTES.md").write_text("a fix\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "the fix")
+    put_image(factory, git(project, "rev-parse", "--short=12", "HEAD").strip())
+    report = commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory))
+    assert report is not None and report.ok
+    assert report.records[0].detail.endswith(f"(from {name}, which CarRentalFargateStack holds)")
+    arn, _ = service_image(factory)
+    definition = factory.client("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    assert {"name": "F", "value": "on"} in definition["containerDefinitions"][0]["environment"]
