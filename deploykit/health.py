@@ -589,15 +589,32 @@ def _gather_service_and_targets(
     if named:
         reads[named] = partial(_read_target_group, elbv2, named)
     if env.stack_mode == "express":
-        reads[HELD] = partial(held_task_definition, aws.client("cloudformation"), env.stacks.fargate)
+        reads[HELD] = partial(_held, aws.client("cloudformation"), env.stacks.fargate)
     read = at_once(reads)
     service, held = read.pop("service"), read.pop(HELD, "")
-    if service is not None and held:
+    if isinstance(held, ClientError):  # a diagnosis goes on without it
+        report.findings.append(
+            Finding(
+                "warning",
+                f"the task definition {env.stacks.fargate} holds could not be read: {held}",
+                "give the role cloudformation:DescribeStackResources on the Fargate stack (express mode reads it), "
+                f"then inv health --env {env.name}",
+            )
+        )
+    elif service is not None and held:
         report.findings.extend(held_findings(service, held, env))
     _gather_target_groups(elbv2, env, service, endpoints, report, known=read)
 
 
 HELD = "held"  # the read of the task definition the Fargate stack holds (express mode)
+
+
+def _held(cfn: Any, stack: str) -> str | ClientError:
+    """stacks.held_task_definition, or the AWS error that kept it from being read."""
+    try:
+        return held_task_definition(cfn, stack)
+    except ClientError as exc:
+        return exc
 
 
 def held_findings(service: Mapping[str, Any], held: str, env: EnvConfig) -> list[Finding]:

@@ -246,33 +246,31 @@ class Tail:
 class Followed:
     """The lines of components as they arrive, each once, a read's in time order across them (``inv logs --follow``,
     ``inv deploy.auto --watch``). :meth:`follow` sets the sources: a new one is read from ``start`` (the newest
-    ``limit`` lines of the new ones together first, then as :class:`Tail` reads), one no longer named is dropped, one
-    named again keeps its place. :meth:`new` reads each source once (one FilterLogEvents each, more when a read has
-    pages): the new lines, oldest first, and the sources whose read failed with why (read again at the next call). A
-    group that does not exist yet (a function that never ran) has no lines: not a failure."""
+    ``limit`` lines of the new ones together first, then as :class:`Tail` reads), one no longer named is not read,
+    and one named again goes on where it was (no line twice). :meth:`new` reads each source once (one
+    FilterLogEvents each, more when a read has pages): the new lines, oldest first, and the sources whose read failed
+    with why (read again at the next call); a group that does not exist yet (a function that never ran) is one of
+    those, its error a :class:`NoLogGroup`."""
 
     def __init__(self, logs: Any, start: datetime, *, limit: int) -> None:
         self.logs, self.start, self.limit = logs, start, limit
-        self.tails: dict[LogSource, tuple[Tail, bool]] = {}  # source → (its tail, whether its first read was made)
-
-    @property
-    def sources(self) -> list[LogSource]:
-        return list(self.tails)
+        self.tails: dict[LogSource, tuple[Tail, bool]] = {}  # every source followed → (its tail, first read made)
+        self.sources: list[LogSource] = []  # those followed now
 
     def follow(self, sources: Iterable[LogSource]) -> None:
-        named = list(dict.fromkeys(sources))
-        self.tails = {s: self.tails.get(s) or (Tail(self.logs, s, self.start), False) for s in named}
+        self.sources = list(dict.fromkeys(sources))
+        for source in self.sources:
+            self.tails.setdefault(source, (Tail(self.logs, source, self.start), False))
 
     def new(self) -> tuple[list[tuple[LogSource, LogLine]], list[tuple[LogSource, Exception]]]:
         found: list[tuple[LogSource, LogLine]] = []
         first: list[tuple[LogSource, LogLine]] = []  # of the sources read for the first time: the newest limit of all
         failed: list[tuple[LogSource, Exception]] = []
-        for source, (tail, started) in list(self.tails.items()):
+        for source in self.sources:
+            tail, started = self.tails[source]
             try:
                 lines = tail.new() if started else tail.first(self.limit)
-            except NoLogGroup:  # no lines yet
-                continue
-            except (UsageError, ClientError, BotoCoreError) as exc:  # throttled past the retries, denied, unreachable
+            except (UsageError, ClientError, BotoCoreError) as exc:  # no group yet, throttled, denied, unreachable
                 failed.append((source, exc))
                 continue
             self.tails[source] = (tail, True)

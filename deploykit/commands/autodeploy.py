@@ -45,7 +45,7 @@ from deploykit.commands.core import (
 from deploykit.commands.deploys import current_code_keys, with_canary, with_watch
 from deploykit.commands.previews import Preview, show_preview, stack_previewed
 from deploykit.commands.promotion import Source, promotion_of, read_source, require_promoted
-from deploykit.commands.service import LogFollower, log_components, log_source
+from deploykit.commands.service import LogFollower, log_components, log_source, logs_client
 from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints
@@ -348,21 +348,27 @@ LOGS_FIRST = 100  # a component followed from the middle of the watch on (a func
 
 def _log_sources(
     runtime: Runtime, config: Config, env: EnvConfig, only: Collection[str] | None, skip: Collection[str]
-) -> tuple[list[applogs.LogSource], dict[str, str]]:
-    """Where the components the watch deploys log (the app's, each deployed function's; as inv logs finds them), and
-    why one cannot be followed (component → why: not deployed yet, no awslogs)."""
+) -> tuple[list[applogs.LogSource], dict[str, str], set[str]]:
+    """Where the components the watch changes log (the app's, each deployed function's; as inv logs finds them): a
+    component ``--only`` and ``--skip`` leave in, or whose stack they leave in (a Fargate stack deploy replaces the
+    app's tasks) unless ``--skip`` names it. Also why one cannot be followed (component → why: not deployed yet, no
+    awslogs), and the components whose lookup failed for a moment (an AWS error: followed on as they were)."""
     aws = runtime.aws_factory(env)  # of its own: the stacks' outputs as they are after the deploy just made
     sources: list[applogs.LogSource] = []
     missing: dict[str, str] = {}
-    for which in log_components("all", config):
-        if auto.selected(which.key, only, skip):
-            try:
-                sources.append(log_source(aws, env, which))
-            except DeployKitError as exc:
-                missing[which.key] = exc.message
-            except (ClientError, BotoCoreError) as exc:
-                missing[which.key] = str(exc)
-    return sources, missing
+    unsure: set[str] = set()
+    for which in log_components("all", config)[0]:
+        host = f"stack:{planner.HOSTED_BY[which.kind]}"
+        by_stack = auto.selected(host, only, skip) and auto.selected(which.key, None, skip)  # and not skipped itself
+        if not (auto.selected(which.key, only, skip) or by_stack):
+            continue
+        try:
+            sources.append(log_source(aws, env, which))
+        except DeployKitError as exc:
+            missing[which.key] = exc.message
+        except (ClientError, BotoCoreError):
+            unsure.add(which.key)
+    return sources, missing, unsure
 
 
 def deploy_watch(
@@ -425,8 +431,8 @@ def deploy_watch(
     clock, deployed, runs = runtime.clock, None, 0
     following = None
     if logs:  # between deploys: the lines of the components it deploys, from the first deploy's on
-        logs_client = runtime.aws_factory(environment).client("logs")
-        following = LogFollower(runtime, logs_client, runtime.clock.now(), limit=LOGS_FIRST)
+        client = logs_client(runtime.aws_factory(environment))
+        following = LogFollower(runtime, client, runtime.clock.now(), limit=LOGS_FIRST)
     try:
         while not until():
             state = git.worktree_state(config.root)
@@ -447,7 +453,8 @@ def deploy_watch(
             except DeployKitError as exc:  # told as the task would, then back to watching
                 runtime.stderr.write(f"❌ {exc.message}\n" + (f"  → next: {exc.next_step}\n" if exc.next_step else ""))
             if following:  # looked up again: the deploy may have made a function, or moved a log group
-                added = following.follow(*_log_sources(runtime, config, environment, chosen, skipped))
+                sources, missing, unsure = _log_sources(runtime, config, environment, chosen, skipped)
+                added = following.follow(sources, missing, keep=unsure)
                 if added:
                     runtime.stderr.write(
                         f"📜 following the logs of {', '.join(added)} between deploys (--no-logs: not)\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -51,22 +51,26 @@ from deploykit.stacks import (
     StackOutputs,
 )
 
-# seconds between two reads of followed logs (cdk watch's too): one FilterLogEvents per component, which AWS allows
-# 5 times a second per account and region, shared by everyone in the account
+# seconds between two reads of followed logs (cdk watch's too), at least: one FilterLogEvents per component, which AWS
+# allows 5 times a second per account and region, shared by everyone in the account; so with many components, half a
+# second each (10 functions and the app: a read every 5.5 s)
 LOGS_POLL = 2.0
+LOGS_POLL_EACH = 0.5
+LOGS_READ_TIMEOUT = 10.0  # seconds: a read sent once, never retried by botocore (the next read is the retry)
 
 
-def log_components(text: str, config: Config) -> list[rollbacks.Component]:
+def log_components(text: str, config: Config) -> tuple[list[rollbacks.Component], bool]:
     """``--component``: ``app``, ``lambda:<fn>``, several separated by commas, or ``all`` (the app and every function
-    of lambda/); UsageError naming what there is otherwise."""
-    if text.strip() == "all":
-        return [
-            rollbacks.Component("app"),
-            *(rollbacks.Component("lambda", fn) for fn in lambda_chain.function_names(config)),
-        ]
+    of lambda/); and whether ``all`` was asked. UsageError naming what there is otherwise."""
     named = [part.strip() for part in text.split(",") if part.strip()] or [text]
-    found = [rollbacks.parse_component(part, config, purpose="logs") for part in named]
-    return list(dict.fromkeys(found))
+    if "all" in named:
+        fns = lambda_chain.function_names(config)
+        return [rollbacks.Component("app"), *(rollbacks.Component("lambda", fn) for fn in fns)], True
+    try:
+        found = [rollbacks.parse_component(part, config, purpose="logs") for part in named]
+    except UsageError as exc:
+        raise UsageError(exc.message, next_step=f"{exc.next_step}, several separated by commas, or all") from None
+    return list(dict.fromkeys(found)), False
 
 
 def log_source(aws: AwsFactory, env: EnvConfig, which: rollbacks.Component, task: str = "") -> applogs.LogSource:
@@ -79,6 +83,13 @@ def log_source(aws: AwsFactory, env: EnvConfig, which: rollbacks.Component, task
     return applogs.lambda_source(aws.client("lambda"), which.function, function_name)
 
 
+def logs_client(aws: AwsFactory) -> Any:
+    """The followers' CloudWatch Logs client: each read sent once (a throttled one is said, and read again at the
+    next poll), and waited for LOGS_READ_TIMEOUT at most, so a read never holds up the watch's look at the work tree
+    for long."""
+    return aws.unretried_client("logs", read_timeout=LOGS_READ_TIMEOUT)
+
+
 class LogFollower:
     """Components' new lines printed on ``runtime``'s stdout as they come (applogs.Followed: each once, the lines of a
     read in time order across components; named by component when ``named``), and on its stderr, once each and again
@@ -89,32 +100,49 @@ class LogFollower:
         self.runtime, self.named = runtime, named
         self.followed = applogs.Followed(logs, start, limit=limit)
         self.said: dict[str, str] = {}  # component → the last thing said of why it is not followed or read
+        self.ever: set[str] = set()  # the components followed at some time
         self.next_read = 0.0
 
-    def follow(self, sources: Sequence[applogs.LogSource], missing: Mapping[str, str] | None = None) -> list[str]:
-        """Follow ``sources`` from now on (what ``missing`` names: component → why not), read at the next
-        :meth:`read_if_due`; the components not followed before."""
-        before = {s.component for s in self.followed.sources}
-        self.followed.follow(sources)
+    @property
+    def poll(self) -> float:
+        """Seconds between two reads: LOGS_POLL, more with many components (LOGS_POLL_EACH each)."""
+        return max(LOGS_POLL, LOGS_POLL_EACH * len(self.followed.sources))
+
+    def follow(
+        self,
+        sources: Sequence[applogs.LogSource],
+        missing: Mapping[str, str] | None = None,
+        keep: Collection[str] = (),
+    ) -> list[str]:
+        """Follow ``sources`` from now on, and those followed now of the components ``keep`` names (their lookup
+        failed for a moment); say what ``missing`` names (component → why not). Read at the next
+        :meth:`read_if_due`. Returns the components never followed before."""
+        kept = [s for s in self.followed.sources if s.component in keep]
+        self.followed.follow([*sources, *kept])
         for component, why in (missing or {}).items():
             self._say(component, f"📜 not following {component}'s logs: {why}")
         self.next_read = 0.0
-        return [s.component for s in sources if s.component not in before]
+        added = [s.component for s in sources if s.component not in self.ever]
+        self.ever.update(added)
+        return added
 
     def read_if_due(self) -> None:
-        """Read every component once if LOGS_POLL seconds passed since the last read (or the sources changed)."""
+        """Read every component once if :attr:`poll` seconds passed since the last read (or the sources changed)."""
         clock = self.runtime.clock
         if clock.monotonic() < self.next_read:
             return
-        self.next_read = clock.monotonic() + LOGS_POLL
+        self.next_read = clock.monotonic() + self.poll
         lines, failed = self.followed.new()
         self.runtime.stdout.writelines(line.render(source, named=self.named) + "\n" for source, line in lines)
         self.runtime.stdout.flush()
         for source, exc in failed:
+            if isinstance(exc, applogs.NoLogGroup):
+                self._say(source.component, f"📜 {exc.message} yet: following it from when it does")
+                continue
             why = exc.message if isinstance(exc, DeployKitError) else str(exc)
             self._say(
                 source.component,
-                f"📜 could not read {source.component}'s logs ({why}): reading again in {LOGS_POLL:g} s",
+                f"📜 could not read {source.component}'s logs ({why}): reading again in {self.poll:g} s",
             )
         for component in {s.component for s in self.followed.sources} - {s.component for s, _ in failed}:
             self.said.pop(component, None)  # read: a failure later is said again
@@ -145,7 +173,7 @@ def logs(
         raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     if follow and as_json:
         raise UsageError("--follow and --json do not go together", next_step="leave out one of them")
-    which = log_components(component, config)
+    which, everything = log_components(component, config)
     if task and [w.kind for w in which] != ["app"]:
         raise UsageError(
             "--task names one of the app's tasks", next_step="leave out --task, or use it with --component app alone"
@@ -153,7 +181,14 @@ def logs(
     start = applogs.parse_since(since, runtime.clock.now())
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
-        sources = [log_source(aws, environment, w, task) for w in which]
+        sources = []
+        for w in which:
+            try:
+                sources.append(log_source(aws, environment, w, task))
+            except UsageError as exc:  # all: a function not deployed yet (its folder added) is left out, and said
+                if not (everything and w.kind == "lambda"):
+                    raise
+                runtime.stderr.write(f"📜 {w.key} left out: {exc.message}\n")
         for source in sources:
             streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
             runtime.stderr.write(
@@ -161,12 +196,12 @@ def logs(
                 f"since {start:%Y-%m-%d %H:%M:%S} UTC (times in UTC)\n"
             )
         if follow:
-            follower = LogFollower(runtime, aws.client("logs"), start, limit=limit, named=len(sources) > 1)
+            follower = LogFollower(runtime, logs_client(aws), start, limit=limit, named=len(sources) > 1)
             follower.follow(sources)
             try:
                 while True:
                     follower.read_if_due()
-                    runtime.clock.sleep(LOGS_POLL)
+                    runtime.clock.sleep(follower.poll)
             except KeyboardInterrupt:  # the way to stop following: not an error
                 runtime.stderr.write("\nstopped following\n")
             return []

@@ -655,3 +655,11 @@ def test_in_express_mode_a_stack_revision_the_service_does_not_run_is_a_warning(
     ecs = aws.client("ecs")
     ecs.update_service(cluster=ENV.cluster, service=ENV.service, taskDefinition="car-rental-backend:2")
     assert not [f for f in gather(aws, express, None).findings if "holds" in f.what]  # rolled out again
+
+    stub = Stubber(cfn)  # a role without cloudformation:DescribeStackResources: said, the rest reported
+    stub.add_client_error("describe_stack_resources", "AccessDenied", "not allowed", 403)
+    with stub:
+        report = gather(aws, express, None)
+    [denied] = [f for f in report.findings if "could not be read" in f.what]
+    assert denied.severity == "warning" and "cloudformation:DescribeStackResources" in denied.next_step
+    assert [r.status for r in rows_of(report, "service")]  # the service is still reported

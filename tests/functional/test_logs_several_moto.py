@@ -115,7 +115,11 @@ def test_between_deploys_each_component_s_new_lines_come_once_in_time_order(
     assert "📜 following the logs of app, lambda:health_handler between deploys (--no-logs: not)\n" in err
     said = "📜 not following lambda:login_handler's logs: the API stack CarRentalApiStack has no Lambda function for "
     assert err.count(said + "'login_handler' (it has: health_handler)\n") == 1
-    assert "could not read" not in err  # the function's group missing at first is no failure
+    assert "could not read" not in err  # the function's group missing at first is no failure, said once
+    said = (
+        f"📜 log group /aws/lambda/{HEALTH} of lambda:health_handler does not exist yet: following it from when it does"
+    )
+    assert err.count(said) == 1
     # the tree read every second, the logs every other (LOGS_POLL)
     assert clock.sleeps == [1.0] * 6
 
@@ -142,6 +146,8 @@ def test_only_the_components_the_watch_deploys_are_followed_and_said_once_across
 
 def test_no_logs_reads_none(project: Path, factory: AwsFactory, deployed: Any) -> None:
     calls: list[str] = []
+    # on the clients made from now on (the followers'), and on the one the test writes with
+    factory.session.events.register("before-call.logs", lambda model, **_: calls.append(model.name))
     deployed.meta.events.register("before-call.logs", lambda model, **_: calls.append(model.name))
     clock = WritingClock([lambda: put(deployed, GROUP, "backend/backend/aaaa1111", (1, "GET /cars 200"))] * 3)
     _, out, err = watch(project, factory, clock, logs=False)
@@ -163,7 +169,7 @@ def test_a_read_that_fails_is_said_once_and_the_lines_come_once_it_reads_again(
         error = {"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}
         return AWSResponse("https://logs", 400, {}, None), error
 
-    deployed.meta.events.register("before-call.logs.FilterLogEvents", throttled)
+    factory.session.events.register("before-call.logs.FilterLogEvents", throttled)  # the follower's own client
     clock = WritingClock(
         [lambda: put(deployed, GROUP, "backend/backend/aaaa1111", (1, "GET /cars 200"))] + [lambda: None] * 5
     )
@@ -201,10 +207,12 @@ def written(deployed: Any) -> Any:
 def test_all_merges_the_app_s_and_the_functions_newest_lines_in_time_order_named(
     project: Path, factory: AwsFactory, written: Any
 ) -> None:
-    """login_handler is not deployed: --component all refuses it, as naming it would; health_handler and the app."""
+    """login_handler is not deployed: named, it is refused; of all, it is left out and said."""
     with pytest.raises(UsageError, match="has no Lambda function for 'login_handler'"):
-        run_logs(project, factory, component="all", since="1m")
-    out, err = run_logs(project, factory, component="app,lambda:health_handler", since="1m", limit=3)
+        run_logs(project, factory, component="app,lambda:login_handler", since="1m")
+    out, err = run_logs(project, factory, component="all", since="1m", limit=3)
+    assert "📜 lambda:login_handler left out: the API stack CarRentalApiStack has no Lambda function for " in err
+    assert out == run_logs(project, factory, component="app,all", since="1m", limit=3)[0]
     assert out.splitlines() == [
         f"{NOW + timedelta(seconds=1.5):%H:%M:%S}.500  app aaaa1111  GET /cars 200",
         f"{NOW + timedelta(seconds=2):%H:%M:%S}.000  lambda:health_handler [3]  END health",
@@ -280,3 +288,58 @@ def test_follow_of_several_prints_each_new_line_once_named_until_ctrl_c(
     ]
     assert err.endswith("\nstopped following\n")
     assert clock.sleeps == [2.0, 2.0]
+
+
+def test_a_lookup_that_fails_for_a_moment_keeps_the_component_followed_and_no_line_comes_twice(
+    project: Path, factory: AwsFactory, deployed: Any
+) -> None:
+    fleet = project / "backend" / "app" / "fleet.py"
+    lookups: list[str] = []
+
+    def describe(**_: Any) -> Any:  # the second deploy's look at the service is refused
+        lookups.append("DescribeServices")
+        if len(lookups) == 2:
+            return AWSResponse("https://ecs", 400, {}, None), {
+                "Error": {"Code": "AccessDeniedException", "Message": "x"}
+            }
+        return None
+
+    factory.client("ecs").meta.events.register("before-call.ecs.DescribeServices", describe)
+    clock = WritingClock(
+        [
+            lambda: put(deployed, GROUP, "backend/backend/aaaa1111", (1, "before the save")),
+            lambda: fleet.write_text(fleet.read_text() + "\n# a save\n"),
+            lambda: None,  # settled: deployed again, the service's lookup refused
+            lambda: put(deployed, GROUP, "backend/backend/aaaa1111", (4, "after the save")),
+            lambda: None,
+            lambda: None,
+        ]
+    )
+    runs, out, err = watch(project, factory, clock, only="app")
+    assert runs == 2 and len(lookups) == 2
+    assert [line.split("  ")[-1] for line in out.splitlines()] == ["before the save", "after the save"]
+    assert err.count("📜 following the logs of app between deploys") == 1 and "not following app" not in err
+
+
+def test_a_stack_the_watch_deploys_has_the_logs_of_what_it_runs_followed(
+    project: Path, factory: AwsFactory, deployed: Any
+) -> None:
+    """--only stack:fargate: a Fargate stack deploy replaces the app's tasks; --skip app still leaves the app out."""
+    _, _, err = watch(project, factory, WritingClock([lambda: None]), only="stack:fargate")
+    assert "📜 following the logs of app between deploys" in err and "lambda:" not in err
+    _, _, err = watch(project, factory, WritingClock([lambda: None]), only="stack", skip="app")
+    assert "📜 following the logs of lambda:health_handler between deploys" in err and " app" not in err
+
+
+def test_inv_logs_follow_of_a_group_that_does_not_exist_yet_says_so_and_waits_for_it(
+    project: Path, factory: AwsFactory, deployed: Any
+) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    clock = WritingClock(
+        [lambda: put(deployed, f"/aws/lambda/{HEALTH}", "2026/12/02/[3]abcdef", (1, "START health")), interrupt]
+    )
+    out, err = run_logs(project, factory, clock, component="lambda:health_handler", since="1m", follow=True)
+    assert out.splitlines() == [f"{NOW + timedelta(seconds=1):%H:%M:%S}.000  [3]       START health"]
+    assert f"📜 log group /aws/lambda/{HEALTH} of lambda:health_handler does not exist yet: following it from " in err
