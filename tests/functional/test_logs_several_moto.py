@@ -4,11 +4,9 @@ cannot be followed or read said once."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,11 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.errors import UsageError
 from tests.conftest import REPO, git
-from tests.functional.conftest import create_service
+from tests.functional.conftest import create_service, moto_runtime
+from tests.functional.test_logs_moto import NOW, WritingClock  # the lines stamped from NOW
 
 GROUP = "/ecs/car-rental"  # conftest's CONTAINER logs there, prefix "backend"
 HEALTH = "Api-Health-1"  # the API stack's health_handler; login_handler is not deployed
-NOW = datetime.now(UTC).replace(microsecond=0)  # CloudWatch Logs takes no events older than 14 days
 
 
 def put(logs: Any, group: str, stream: str, *lines: tuple[float, str]) -> None:
@@ -35,19 +33,6 @@ def put(logs: Any, group: str, stream: str, *lines: tuple[float, str]) -> None:
         logs.create_log_stream(logGroupName=group, logStreamName=stream)
     events = [{"timestamp": int((NOW + timedelta(seconds=at)).timestamp() * 1000), "message": m} for at, m in lines]
     logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
-
-
-class WritingClock(FakeClock):
-    """A clock whose n-th sleep first lets ``writes[n]`` happen (lines reaching CloudWatch Logs meanwhile)."""
-
-    def __init__(self, writes: list[Callable[[], Any]]) -> None:
-        super().__init__(NOW)
-        self.writes = writes
-
-    def sleep(self, seconds: float) -> None:
-        if len(self.sleeps) < len(self.writes):
-            self.writes[len(self.sleeps)]()
-        super().sleep(seconds)
 
 
 @pytest.fixture
@@ -75,13 +60,7 @@ def deployed(project: Path, factory: AwsFactory) -> Any:
 
 def watch(project: Path, factory: AwsFactory, clock: WritingClock, **options: Any) -> tuple[int, str, str]:
     """The watch (its deploy a no-op) until the clock's writes are done: (deploys, stdout, stderr)."""
-    runtime = commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=clock,
-        aws_factory=lambda _env: factory,
-    )
+    runtime = moto_runtime(project, factory, clock=clock)
     runs = commands.deploy_watch(
         env="dev",
         runtime=runtime,
@@ -186,13 +165,7 @@ def test_a_read_that_fails_is_said_once_and_the_lines_come_once_it_reads_again(
 
 
 def run_logs(project: Path, factory: AwsFactory, clock: FakeClock | None = None, **kwargs: Any) -> tuple[str, str]:
-    runtime = commands.Runtime(
-        config_path=project / "deploy.toml",
-        stdout=io.StringIO(),
-        stderr=io.StringIO(),
-        clock=clock or FakeClock(NOW + timedelta(minutes=1)),
-        aws_factory=lambda _env: factory,
-    )
+    runtime = moto_runtime(project, factory, clock=clock or FakeClock(NOW + timedelta(minutes=1)))
     commands.logs(env="dev", **kwargs, runtime=runtime)
     return runtime.stdout.getvalue(), runtime.stderr.getvalue()  # type: ignore[attr-defined]
 
