@@ -375,8 +375,8 @@ class RegisterTaskDef(Step):
     # what the image is built for ([build] platform), checked against the task definition's; "" (a rollback to an
     # image that ran here before): not checked
     platform: str = ""
-    # in express mode, made from the revision the Fargate stack holds when the service runs an older one (_base);
-    # False (a rollback, which puts back what ran): from the one the service runs, said when the stack holds a newer
+    # in express mode, made from the revision the Fargate stack holds (_base); False (a rollback, which puts back
+    # what ran): from the one the service runs, said when the stack holds a newer one
     from_stack: bool = True
     # the revision to make it from, whatever the service runs: the automatic rollback's, what ran before the run
     base: str = ""

@@ -343,7 +343,7 @@ def deploy_auto(
 
 WATCH_POLL = 1.0  # seconds between two looks at the work tree
 WATCH_SETTLE = 0.5  # a change is deployed once the work tree stayed the same this long (an editor saving files)
-LOGS_FIRST = 100  # a component followed from the middle of the watch on (a function deployed first): its newest lines
+LOGS_FIRST = 100  # of the lines written since the watch began, the newest shown when components are first followed
 
 
 def _log_sources(
