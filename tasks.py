@@ -898,6 +898,11 @@ def deploy_auto(
 ) -> None:
     """Deploy exactly what changed since what is live: stacks, Lambda code, the app; smoke once at the end.
     Another deploy holding the environment's lock: refused, or waited for with DEPLOYKIT_LOCK_WAIT=15m."""
+    if not logs and not watch:
+        raise UsageError(
+            "--no-logs goes with --watch (the logs it prints between deploys)",
+            next_step="add --watch, or leave out --no-logs",
+        )
     if watch:
         if dry_run or json_ or since or canary is not None or bake is not None or watch_errors is not None:
             raise UsageError(

@@ -83,6 +83,11 @@ def test_a_flag_given_where_a_task_takes_its_name_is_refused_not_run(
     ]
 
 
+def test_no_logs_without_watch_exits_2(project: Path) -> None:
+    done = inv(project, "deploy.auto", "--no-logs", "--dry-run")
+    assert done.returncode == 2 and "--no-logs goes with --watch" in done.stderr
+
+
 def test_watch_with_a_dry_run_exits_2_before_anything_runs(project: Path) -> None:
     done = inv(project, "deploy.auto", "--watch", "--dry-run")
     assert done.returncode == 2
