@@ -663,6 +663,7 @@ def resume_app(
         "limit": "the newest N lines (default 200)",
         "follow": "then print each new line as it arrives, until Ctrl-C",
         "json": "print the lines as JSON on stdout",
+        "filter": 'only the lines matching a CloudWatch Logs filter pattern: ERROR, "GET /cars", ?ERROR ?WARN',
     },
 )
 @reports_errors
@@ -675,10 +676,20 @@ def show_logs(
     limit: int = 200,
     follow: bool = False,
     json_: bool = False,
+    filter_: str = "",
 ) -> None:
-    """What the app's containers or a Lambda function wrote (CloudWatch Logs): the newest lines, or followed."""
+    """What the app's containers or Lambda functions wrote (CloudWatch Logs): the newest lines, or followed."""
     _ensure_sandbox(env)
-    commands.logs(env=env, component=component, since=since, task=task, limit=limit, follow=follow, as_json=json_)
+    commands.logs(
+        env=env,
+        component=component,
+        since=since,
+        task=task,
+        limit=limit,
+        follow=follow,
+        as_json=json_,
+        pattern=filter_,
+    )
 
 
 @task(

@@ -32,11 +32,13 @@ _VERSION = re.compile(r"\[(\$LATEST|\d+)\]")  # a Lambda stream: 2026/11/29/[3]<
 
 @dataclass(frozen=True)
 class LogSource:
-    """Where one component's lines are: a log group, and the prefix of its streams ('' for all of them)."""
+    """Where one component's lines are: a log group, and the prefix of its streams ('' for all of them); with
+    ``pattern``, only the lines that match it (a CloudWatch Logs filter pattern, which CloudWatch Logs applies)."""
 
     component: str  # "app" or "lambda:<fn>"
     group: str
     stream_prefix: str = ""
+    pattern: str = ""
 
     def label(self, stream: str) -> str:
         """Who wrote a line, short: the task (first 8 of its id) for the app, the version for a function."""
@@ -164,6 +166,8 @@ def _filter(logs: Any, source: LogSource, start_ms: int, end_ms: int | None) -> 
         kwargs["endTime"] = end_ms
     if source.stream_prefix:
         kwargs["logStreamNamePrefix"] = source.stream_prefix
+    if source.pattern:
+        kwargs["filterPattern"] = source.pattern
     token = None
     for _ in range(PAGES):
         try:
@@ -173,6 +177,13 @@ def _filter(logs: Any, source: LogSource, start_ms: int, end_ms: int | None) -> 
                 raise NoLogGroup(
                     f"log group {source.group} of {source.component} does not exist",
                     next_step="deploy the stack that creates it (inv deploy.auto), or check the log settings",
+                ) from None
+            if source.pattern and exc.response["Error"]["Code"] == "InvalidParameterException":
+                why = exc.response["Error"].get("Message")
+                raise UsageError(
+                    f"--filter {source.pattern!r} is refused by CloudWatch Logs: {why}",
+                    next_step="use a filter pattern: a term (ERROR), terms that must all be there (ERROR cars), a "
+                    'phrase in double quotes ("GET /cars"), ?A ?B for either, A -B for A without B',
                 ) from None
             raise
         # the prefix again here: not every CloudWatch Logs applies it (moto, so the sandbox, does not)

@@ -162,11 +162,13 @@ def logs(
     limit: int = 200,
     follow: bool = False,
     as_json: bool = False,
+    pattern: str = "",
     runtime: Runtime | None = None,
 ) -> list[applogs.LogLine]:
     """What components (the app's containers, Lambda functions: ``component``, see :func:`log_components`) wrote
     since ``since``, from CloudWatch Logs: the newest ``limit`` lines on stdout, oldest first (named by component when
-    there are several); with ``follow``, then each new line until interrupted (:class:`LogFollower`)."""
+    there are several; with ``pattern``, only the lines matching it, a CloudWatch Logs filter pattern); with
+    ``follow``, then each new line until interrupted (:class:`LogFollower`)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     if limit < 1:
@@ -184,15 +186,16 @@ def logs(
         sources = []
         for w in which:
             try:
-                sources.append(log_source(aws, environment, w, task))
+                sources.append(dataclasses.replace(log_source(aws, environment, w, task), pattern=pattern.strip()))
             except UsageError as exc:  # all: a function not deployed yet (its folder added) is left out, and said
                 if not (everything and w.kind == "lambda"):
                     raise
                 runtime.stderr.write(f"📜 {w.key} left out: {exc.message}\n")
         for source in sources:
             streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
+            matching = f", lines matching {source.pattern}" if source.pattern else ""
             runtime.stderr.write(
-                f"📜 {source.component} in {environment.name}: CloudWatch Logs {source.group}{streams}; "
+                f"📜 {source.component} in {environment.name}: CloudWatch Logs {source.group}{streams}{matching}; "
                 f"since {start:%Y-%m-%d %H:%M:%S} UTC (times in UTC)\n"
             )
         if follow:
@@ -228,7 +231,8 @@ def logs(
     else:
         runtime.stdout.writelines(line.render(source, named=len(sources) > 1) + "\n" for source, line in pairs)
     if not lines:
-        runtime.stderr.write(f"no lines written since {start:%Y-%m-%d %H:%M:%S} UTC (try a longer --since)\n")
+        matching = f" matching {pattern.strip()}" if pattern.strip() else ""
+        runtime.stderr.write(f"no lines{matching} written since {start:%Y-%m-%d %H:%M:%S} UTC (try a longer --since)\n")
     elif len(lines) == limit:
         runtime.stderr.write(f"(the newest {limit}; --limit N for more)\n")
     return lines

@@ -196,6 +196,37 @@ def test_inv_logs_prints_the_lines_on_stdout_and_where_they_come_from_on_stderr(
     assert document["lines"][0]["source"] == "bbbb2222"
 
 
+def test_filter_reads_only_the_lines_matching_a_cloudwatch_logs_pattern(
+    project: Path, factory: AwsFactory, logs: Any
+) -> None:
+    create_service(factory)
+    asked: list[str] = []
+    factory.client("logs").meta.events.register(
+        "before-parameter-build.logs.FilterLogEvents", lambda params, **_: asked.append(params.get("filterPattern", ""))
+    )
+    lines, _, err = run_logs(project, factory, since="5m", pattern="serves")
+    assert [line.message for line in lines] == ["task a serves", "task b serves"]
+    assert asked == ["serves"]  # CloudWatch Logs filters: only the matching lines come over the wire
+    assert f"📜 app in dev: CloudWatch Logs {GROUP}, streams backend/backend/*, lines matching serves; since " in err
+    _, _, err = run_logs(project, factory, since="5m", pattern="nothing-like-it")
+    assert "no lines matching nothing-like-it written since " in err
+
+
+def test_a_filter_pattern_cloudwatch_logs_refuses_is_bad_input_naming_the_syntax(
+    project: Path, factory: AwsFactory, logs: Any
+) -> None:
+    create_service(factory)
+    stub = Stubber(factory.client("logs"))
+    stub.add_client_error("filter_log_events", "InvalidParameterException", "Invalid filter pattern", 400)
+    with stub, pytest.raises(UsageError) as refused:
+        run_logs(project, factory, since="5m", pattern='{ $.level = "ERROR"')
+    assert (
+        refused.value.message
+        == "--filter '{ $.level = \"ERROR\"' is refused by CloudWatch Logs: Invalid filter pattern"
+    )
+    assert '"GET /cars"' in (refused.value.next_step or "")
+
+
 def test_a_task_id_no_stream_starts_with_is_bad_input_not_a_quiet_window(
     project: Path, factory: AwsFactory, logs: Any
 ) -> None:

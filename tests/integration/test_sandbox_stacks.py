@@ -17,7 +17,8 @@ from typing import Any
 import docker
 import pytest
 
-from deploykit import commands
+from deploykit import commands, health
+from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.hookspecs import hookimpl
@@ -174,6 +175,14 @@ def test_in_express_mode_deploy_stack_waits_for_the_service_itself_and_fails_on_
             assert time.monotonic() < deadline, "the circuit breaker never put the previous revision back"
             time.sleep(1)
         wait_http_ok(f"{load_config(project / 'deploy.toml').environment().endpoints['alb_url']}/health")
+        held = failed.value.message.split(" did not become healthy on ", 1)[1].split(":", 2)
+        held_revision = f"{held[0]}:{held[1]}"
+        # inv health says so meanwhile (the stack's resources read from the sandbox's CloudFormation)
+        warned = [f.what for f in health.gather(AwsFactory(env), env, None).findings if " holds " in f.what]
+        assert warned == [
+            f"CarRentalFargateStack holds {held_revision}, which car-rental-service does not run "
+            f"({serving.rsplit('/', 1)[-1]}): an express update's rollout failed and ECS put the older revision back"
+        ]
         # the same commit again: its change set finds nothing to change (the stack kept the template); the stack's
         # revision is rolled out again, as CloudFormation would in the standard mode, and fails again, never passes
         runtime = quiet_runtime(project)
@@ -182,8 +191,6 @@ def test_in_express_mode_deploy_stack_waits_for_the_service_itself_and_fails_on_
         said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
         print(f"❌ {again.value.message}\n  → next: {again.value.next_step}")
         assert again.value.exit_code == 1
-        held = failed.value.message.split(" did not become healthy on ", 1)[1].split(":", 2)
-        held_revision = f"{held[0]}:{held[1]}"
         assert (
             f"CarRentalFargateStack holds {held_revision}, which car-rental-service does not run "
             f"({serving.rsplit('/', 1)[-1]}: ECS put it back after the stack's express update failed to roll out): "
