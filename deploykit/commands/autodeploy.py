@@ -25,6 +25,7 @@ from deploykit import (
     planner,
     registry,
     release,
+    syntax,
 )
 from deploykit import logs as applogs
 from deploykit.aws import AwsFactory, all_of, at_once
@@ -312,6 +313,13 @@ def deploy_auto(
         if as_json:
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
         return None
+    broken = syntax.python_errors(a.config.root, syntax.changed_code(a.found))
+    if broken:  # refused before anything is built: it would fail at its rollout, its smoke or its synthesis
+        files = f"{len(broken)} changed Python file{'s' if len(broken) > 1 else ''}"
+        said = f"{files} do{'' if len(broken) > 1 else 'es'} not compile: {'; '.join(broken)}"
+        if not dry_run:
+            raise UsageError(said, next_step="fix it and deploy again (nothing was built or deployed)")
+        runtime.stderr.write(f"⚠️  {said}: the deploy would be refused\n")
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
     rows = auto.estimate_rows(plan, a.env, a.estimates)

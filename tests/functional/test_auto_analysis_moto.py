@@ -10,6 +10,7 @@ import shutil
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from unittest.mock import Mock
 
 import boto3
 import pytest
@@ -316,3 +317,35 @@ def test_an_image_whose_release_command_has_not_passed_is_said_not_deployed_whil
     monkeypatch.delenv("DEPLOYKIT_SKIP_RELEASE")
     found = commands.analyse(runtime_of(project, deployed), "dev", since=None, allow_dirty=False)
     assert "app" in found.found.components() and found.closing_lines() == []
+
+
+def test_changed_python_that_does_not_compile_is_refused_before_anything_is_built(
+    deployed: AwsFactory, project: Path
+) -> None:
+    """A typo committed in the backend: refused (exit 2) before the image is built, where it would have crashed the
+    new tasks at their rollout; the dry run says it would be."""
+    deployed.client("ecr").create_repository(repositoryName="car-rental-backend")
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    fleet = project / "backend" / "app" / "fleet.py"
+    fleet.write_text(fleet.read_text() + "\n\ndef broken(:\n    pass\n")
+    (project / "backend" / "tests").mkdir(exist_ok=True)
+    (project / "backend" / "tests" / "test_wip.py").write_text("def half(:\n")  # tests deploy nothing: not judged
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "backend: a typo")
+    lines = len(fleet.read_text().splitlines())
+    runtime = dataclasses.replace(
+        runtime_of(project, deployed), docker_factory=Mock(side_effect=AssertionError("nothing is built"))
+    )
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_auto(env="dev", runtime=runtime)
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        f"1 changed Python file does not compile: backend/app/fleet.py:{lines - 1}: invalid syntax"
+    )
+    assert "nothing was built or deployed" in (refused.value.next_step or "")
+
+    runtime = runtime_of(project, deployed)
+    commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⚠️  1 changed Python file does not compile: backend/app/fleet.py:" in said
+    assert ": the deploy would be refused\n" in said
