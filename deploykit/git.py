@@ -120,6 +120,15 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
     return digest.hexdigest()
 
 
+def worktree_files(root: Path, folder: str) -> list[str]:
+    """The files under ``folder`` a build of the work tree sees: tracked ones that are there, and untracked ones git
+    does not ignore (paths relative to ``root``, sorted)."""
+    listed = _git(
+        root, "--literal-pathspecs", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", folder
+    )
+    return sorted({p for p in listed.decode(errors="surrogateescape").split("\0") if p and (root / p).is_file()})
+
+
 def worktree_state(root: Path) -> tuple[str, str]:
     """What a deploy of the work tree would build from, as (HEAD's SHA, a hash of the uncommitted changes): it
     changes with a commit, a checkout, or any edit of a file git does not ignore (``inv deploy.auto --watch``)."""

@@ -16,7 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from deploykit.changes import ChangeSet
+from deploykit import git
+from deploykit.changes import ChangeSet, classify
+from deploykit.config import Config
+from deploykit.errors import UsageError
 
 CODE_KINDS = ("app", "lambda", "stack")  # the kinds of change whose Python is deployed (or synthesized)
 
@@ -36,6 +39,30 @@ def python_errors(root: Path, paths: Iterable[str]) -> list[str]:
         except ValueError as exc:  # null bytes in the source
             errors.append(f"{path}: {exc}")
     return errors
+
+
+def component_code(config: Config, component: str, folder: str) -> list[str]:
+    """The Python files of ``folder`` in the work tree that deploy.toml's rules give to ``component`` (``app``,
+    ``lambda:<fn>``): what a build of it takes (deploy.app, deploy.lambda)."""
+    return [
+        path
+        for path in git.worktree_files(config.root, folder)
+        if path.endswith(".py") and any(t.component == component for t in classify(config, path))
+    ]
+
+
+def said(errors: list[str], which: str) -> str:
+    """``N <which> Python file(s) do(es) not compile: <each error>``."""
+    many = len(errors) > 1
+    return f"{len(errors)} {which} Python file{'s' if many else ''} do{'' if many else 'es'} not compile: " + "; ".join(
+        errors
+    )
+
+
+def refuse(errors: list[str], which: str) -> None:
+    """UsageError naming the files of ``errors`` (:func:`python_errors`) when there are any: nothing built yet."""
+    if errors:
+        raise UsageError(said(errors, which), next_step="fix it and deploy again (nothing was built or deployed)")
 
 
 def changed_code(found: ChangeSet) -> list[str]:

@@ -314,12 +314,10 @@ def deploy_auto(
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
         return None
     broken = syntax.python_errors(a.config.root, syntax.changed_code(a.found))
-    if broken:  # refused before anything is built: it would fail at its rollout, its smoke or its synthesis
-        files = f"{len(broken)} changed Python file{'s' if len(broken) > 1 else ''}"
-        said = f"{files} do{'' if len(broken) > 1 else 'es'} not compile: {'; '.join(broken)}"
-        if not dry_run:
-            raise UsageError(said, next_step="fix it and deploy again (nothing was built or deployed)")
-        runtime.stderr.write(f"⚠️  {said}: the deploy would be refused\n")
+    if broken and dry_run:
+        runtime.stderr.write(f"⚠️  {syntax.said(broken, 'changed')}: the deploy would be refused\n")
+    elif broken:  # refused before anything is built: it would fail at its rollout, its smoke or its synthesis
+        syntax.refuse(broken, "changed")
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
     rows = auto.estimate_rows(plan, a.env, a.estimates)

@@ -20,6 +20,7 @@ from deploykit import (
     lock,
     planner,
     registry,
+    syntax,
     watch,
 )
 from deploykit import canary as lambda_canary
@@ -85,6 +86,10 @@ def app_chain(
     # stay, as tags are immutable, and be what a later promoted deploy rolls out). A dry run too: its plan copies.
     if set(stages) & {"push", "register-taskdef", "roll-service"}:
         promotion = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
+    if "build" in stages and not (dry_run or promotion.image):  # what the image would take (a promoted one: built)
+        syntax.refuse(
+            syntax.python_errors(config.root, syntax.component_code(config, "app", config.build.context)), "app"
+        )
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], Any]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
@@ -301,8 +306,11 @@ def deploy_lambda(
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     environment = with_canary(environment, canary, bake)
-    lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
+    folder = lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
     revision = head_revision(config, allow_dirty)
+    if not dry_run:  # what its zip would take
+        code = syntax.component_code(config, f"lambda:{name}", folder.relative_to(config.root).as_posix())
+        syntax.refuse(syntax.python_errors(config.root, code), f"lambda:{name}")
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)

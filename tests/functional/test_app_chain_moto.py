@@ -128,6 +128,19 @@ def test_register_then_roll_read_the_service_and_list_the_revisions_once(project
     assert service["taskDefinition"] == revisions(factory)[-1]
 
 
+def test_the_app_s_python_that_does_not_compile_is_refused_before_the_build(project: Path, factory: AwsFactory) -> None:
+    """Every Python file of the build context the rules give to the app, as the work tree has it (an untracked one
+    too); the backend's tests deploy nothing and are not judged. Nothing is built (the runtime has no Docker)."""
+    (project / "backend" / "app" / "wip.py").write_text("import os\n\ndef half(:\n")
+    (project / "backend" / "tests").mkdir(exist_ok=True)
+    (project / "backend" / "tests" / "test_wip.py").write_text("def (:\n")
+    with pytest.raises(UsageError) as refused:
+        commands.app_chain(["build"], env="dev", allow_dirty=True, runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2
+    assert refused.value.message == "1 app Python file does not compile: backend/app/wip.py:3: invalid syntax"
+    commands.app_chain(["build"], env="dev", allow_dirty=True, dry_run=True, runtime=runtime(project, factory))
+
+
 def test_register_taskdef_refuses_an_image_that_is_not_pushed(project: Path, factory: AwsFactory) -> None:
     create_service(factory)
     with pytest.raises(UsageError, match="is not in the registry") as err:

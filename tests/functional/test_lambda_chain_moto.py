@@ -827,6 +827,24 @@ def test_an_unknown_function_is_refused_naming_the_functions_of_lambda(with_lamb
     assert "health_handler, login_handler" in (err.value.next_step or "")
 
 
+def test_a_handler_that_does_not_compile_is_refused_before_anything_is_packaged(
+    with_lambdas: Path, factory: AwsFactory
+) -> None:
+    """Refused (exit 2) before AWS is asked anything: a version that raises on every call is never published. A test
+    of the function (not in its zip) is not judged."""
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\n\ndef half_made(event:\n")
+    (with_lambdas / "lambda" / "health_handler" / "tests").mkdir(exist_ok=True)
+    (with_lambdas / "lambda" / "health_handler" / "tests" / "test_wip.py").write_text("def (:\n")
+    lines = len(handler.read_text().splitlines())
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_lambda("health_handler", env="dev", allow_dirty=True, runtime=runtime(with_lambdas, factory))
+    assert refused.value.exit_code == 2
+    assert refused.value.message.startswith(
+        f"1 lambda:health_handler Python file does not compile: lambda/health_handler/handler.py:{lines}: "
+    )
+
+
 def test_without_the_api_stack_it_says_to_deploy_it_first(with_lambdas: Path, factory: AwsFactory) -> None:
     with pytest.raises(UsageError, match="CarRentalApiStack is not deployed") as err:
         commands.deploy_lambda("health_handler", env="dev", runtime=runtime(with_lambdas, factory))
