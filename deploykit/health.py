@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
-from deploykit.aws import at_once
+from deploykit.aws import DENIED, at_once
 from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, is_older, primary_deployment, rolling
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
@@ -593,12 +593,17 @@ def _gather_service_and_targets(
     read = at_once(reads)
     service, held = read.pop("service"), read.pop(HELD, "")
     if isinstance(held, ClientError):  # a diagnosis goes on without it
+        denied = error_code(held) in DENIED
         report.findings.append(
             Finding(
                 "warning",
                 f"the task definition {env.stacks.fargate} holds could not be read: {held}",
-                "give the role cloudformation:DescribeStackResources on the Fargate stack (express mode reads it), "
-                f"then inv health --env {env.name}",
+                (
+                    "give the role cloudformation:DescribeStackResources on the Fargate stack (express mode reads it), "
+                    if denied
+                    else "try again: "
+                )
+                + f"inv health --env {env.name}",
             )
         )
     elif service is not None and held:

@@ -86,6 +86,10 @@ class NoLogGroup(UsageError):
     its first run) nothing wrote to it yet."""
 
 
+class BadFilterPattern(UsageError):
+    """CloudWatch Logs refuses a source's filter pattern: bad input, never a read to try again."""
+
+
 # -- where each component logs ------------------------------------------------------------------------------------
 
 
@@ -180,7 +184,7 @@ def _filter(logs: Any, source: LogSource, start_ms: int, end_ms: int | None) -> 
                 ) from None
             if source.pattern and exc.response["Error"]["Code"] == "InvalidParameterException":
                 why = exc.response["Error"].get("Message")
-                raise UsageError(
+                raise BadFilterPattern(
                     f"--filter {source.pattern!r} is refused by CloudWatch Logs: {why}",
                     next_step="use a filter pattern: a term (ERROR), terms that must all be there (ERROR cars), a "
                     'phrase in double quotes ("GET /cars"), ?A ?B for either, A -B for A without B',
@@ -281,6 +285,8 @@ class Followed:
             tail, started = self.tails[source]
             try:
                 lines = tail.new() if started else tail.first(self.limit)
+            except BadFilterPattern:
+                raise
             except (UsageError, ClientError, BotoCoreError) as exc:  # no group yet, throttled, denied, unreachable
                 failed.append((source, exc))
                 continue

@@ -236,6 +236,8 @@ def deploy_auto(
                 a.config, a.env, a.revision, repository_uri="", smoke=smoke, promoted=promotion.image, first_deploy=True
             )
         plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
+        if not dry_run and not promotion.image:  # the code it builds and packages: all of it
+            syntax.refuse(syntax.python_errors(a.config.root, syntax.every_code(a.config)), "app or function")
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     a.found = auto.held_back(a.found, chosen, skipped)
@@ -313,7 +315,7 @@ def deploy_auto(
         if as_json:
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
         return None
-    broken = syntax.python_errors(a.config.root, syntax.changed_code(a.found))
+    broken = syntax.python_errors(a.config.root, syntax.changed_code(a.config, a.found))
     if broken and dry_run:
         runtime.stderr.write(f"⚠️  {syntax.said(broken, 'changed')}: the deploy would be refused\n")
     elif broken:  # refused before anything is built: it would fail at its rollout, its smoke or its synthesis

@@ -223,6 +223,8 @@ def logs(
             document |= {"component": sources[0].component, "group": sources[0].group}
         else:
             document["components"] = [{"component": s.component, "group": s.group} for s in sources]
+        if pattern.strip():
+            document["filter"] = pattern.strip()
         document |= {
             "since": start.isoformat(),
             "lines": [line.to_json(source) | {"component": source.component} for source, line in pairs],

@@ -138,7 +138,10 @@ def test_the_app_s_python_that_does_not_compile_is_refused_before_the_build(proj
         commands.app_chain(["build"], env="dev", allow_dirty=True, runtime=runtime(project, factory))
     assert refused.value.exit_code == 2
     assert refused.value.message == "1 app Python file does not compile: backend/app/wip.py:3: invalid syntax"
-    commands.app_chain(["build"], env="dev", allow_dirty=True, dry_run=True, runtime=runtime(project, factory))
+    dry = runtime(project, factory)
+    commands.app_chain(["build"], env="dev", allow_dirty=True, dry_run=True, runtime=dry)
+    said = dry.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⚠️  1 app Python file does not compile: backend/app/wip.py:3: invalid syntax: the deploy would be" in said
 
 
 def test_register_taskdef_refuses_an_image_that_is_not_pushed(project: Path, factory: AwsFactory) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
 from deploykit import commands
@@ -207,6 +208,7 @@ def test_filter_reads_only_the_lines_matching_a_cloudwatch_logs_pattern(
     lines, _, err = run_logs(project, factory, since="5m", pattern="serves")
     assert [line.message for line in lines] == ["task a serves", "task b serves"]
     assert asked == ["serves"]  # CloudWatch Logs filters: only the matching lines come over the wire
+    assert json.loads(run_logs(project, factory, since="5m", pattern="serves", as_json=True)[1])["filter"] == "serves"
     assert f"📜 app in dev: CloudWatch Logs {GROUP}, streams backend/backend/*, lines matching serves; since " in err
     _, _, err = run_logs(project, factory, since="5m", pattern="nothing-like-it")
     assert "no lines matching nothing-like-it written since " in err
@@ -225,6 +227,15 @@ def test_a_filter_pattern_cloudwatch_logs_refuses_is_bad_input_naming_the_syntax
         == "--filter '{ $.level = \"ERROR\"' is refused by CloudWatch Logs: Invalid filter pattern"
     )
     assert '"GET /cars"' in (refused.value.next_step or "")
+
+    def refuse(**_: Any) -> Any:  # the follower's own client, made from the session
+        return AWSResponse("https://logs", 400, {}, None), {
+            "Error": {"Code": "InvalidParameterException", "Message": "Invalid filter pattern"}
+        }
+
+    factory.session.events.register("before-call.logs.FilterLogEvents", refuse)
+    with pytest.raises(UsageError, match="is refused by CloudWatch Logs: Invalid filter pattern"):
+        run_logs(project, factory, since="5m", pattern="{ $.x", follow=True)  # exit 2, never read again for ever
 
 
 def test_a_task_id_no_stream_starts_with_is_bad_input_not_a_quiet_window(

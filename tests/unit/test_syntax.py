@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from deploykit.changes import Change, ChangeSet
+import pytest
+
+from deploykit.changes import NOT_DEPLOYED, Change, ChangeSet
+from deploykit.config import load_config
 from deploykit.syntax import changed_code, python_errors
+from tests.conftest import git
 
 
 def test_each_python_file_that_does_not_compile_is_named_with_its_line(tmp_path: Path) -> None:
@@ -23,17 +28,45 @@ def test_each_python_file_that_does_not_compile_is_named_with_its_line(tmp_path:
     assert len(errors) == 3 and errors[2].startswith("nul.py")
 
 
-def test_the_changed_code_is_that_of_the_app_the_functions_and_the_stacks_not_deleted() -> None:
+def test_the_changed_code_is_that_of_the_app_the_functions_and_the_stacks_still_theirs_and_there(
+    project: Path,
+) -> None:
+    """Deleted: not judged; renamed out of a component (the old path's change names the new one): not deployed, not
+    judged; a function never deployed: every file of it."""
+    (project / "lambda" / "newfn").mkdir(parents=True)
+    (project / "lambda" / "newfn" / "handler.py").write_text("def handler(event, context):\n    return 1\n")
+    (project / "lambda" / "newfn" / "util.py").write_text("X = 1\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "newfn")
+    config = load_config(project / "deploy.toml")
     found = ChangeSet(
         base={},
         head="h",
         changes=(
             Change("backend/app/a.py", "app", "app", "M", ""),
             Change("backend/app/old.py", "app", "app", "D", ""),
-            Change("lambda/fn/handler.py", "lambda:fn", "lambda", "A", ""),
             Change("cdk/stacks/api_stack.py", "stack:api", "stack", "M", ""),
             Change("backend/tests/test_a.py", None, "none", "M", ""),
-            Change("", "app", "app", "A", "never deployed"),
+            Change("scratch.py", "app", "app", "R", "renamed out (the old path)", old_path="backend/app/s.py"),
+            Change("", "lambda:newfn", "lambda", "A", NOT_DEPLOYED),
         ),
     )
-    assert changed_code(found) == ["backend/app/a.py", "lambda/fn/handler.py", "cdk/stacks/api_stack.py"]
+    assert changed_code(config, found) == [
+        "backend/app/a.py",
+        "cdk/stacks/api_stack.py",
+        "lambda/newfn/handler.py",
+        "lambda/newfn/util.py",
+    ]
+
+
+def test_what_this_python_cannot_judge_is_passed_over_and_its_warnings_are_not_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "deep.py").write_text("X = " + "+".join(["1"] * 100_000) + "\n")  # too deep for the compiler
+    (tmp_path / "warns.py").write_text('import re\nPATTERN = re.compile("\\d+")\nOK = 1 is 1\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as under python -W error: each SyntaxWarning a SyntaxError
+        assert python_errors(tmp_path, ["deep.py", "warns.py"]) == []
+    (tmp_path / "bad.py").write_text("def (:\n")
+    monkeypatch.setenv("DEPLOYKIT_SKIP_COMPILE_CHECK", "1")
+    assert python_errors(tmp_path, ["bad.py"]) == []
