@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from deploykit import git
+from deploykit import git, lambda_chain
 from deploykit.changes import NOT_DEPLOYED, ChangeSet, classify
 from deploykit.config import Config
 from deploykit.errors import UsageError
@@ -75,13 +75,13 @@ def folder_of(config: Config, component: str) -> str | None:
     if component == "app":
         return config.build.context
     if component.startswith("lambda:"):
-        return f"lambda/{component.partition(':')[2]}"
+        return f"{lambda_chain.LAMBDA_FOLDER}/{component.partition(':')[2]}"
     return None
 
 
 def every_code(config: Config) -> list[str]:
     """The Python of the app and of every function of lambda/: what a deploy of everything builds and packages."""
-    components = ["app", *(f"lambda:{p.parent.name}" for p in sorted((config.root / "lambda").glob("*/handler.py")))]
+    components = ["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))]
     return [
         path
         for component in components

@@ -18,7 +18,7 @@ import pytest
 from deploykit import auto, commands, freeze, history, pause
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
-from deploykit.config import EnvConfig
+from deploykit.config import EnvConfig, load_config
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from deploykit.release import PENDING_TAG
@@ -349,3 +349,25 @@ def test_changed_python_that_does_not_compile_is_refused_before_anything_is_buil
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "⚠️  1 changed Python file does not compile: backend/app/fleet.py:" in said
     assert ": the deploy would be refused\n" in said
+
+
+def test_a_first_deploy_of_everything_checks_all_of_the_app_s_and_the_functions_python(
+    moto_aws: None, project: Path
+) -> None:
+    """Nothing deployed: deploy.auto deploys everything (deploy.full), so every Python file it builds or packages is
+    compiled first; a broken handler is refused before a stack is created."""
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    handler = project / "lambda" / "login_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\n\ndef half(:\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "a typo")
+    runtime = dataclasses.replace(
+        runtime_of(project, AwsFactory(load_config(project / "deploy.toml").environment("dev"))),
+        docker_factory=Mock(side_effect=AssertionError("nothing is built")),
+    )
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_auto(env="dev", runtime=runtime)
+    assert refused.value.message.startswith(
+        "1 app or function Python file does not compile: lambda/login_handler/handler.py:"
+    )
+    assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
