@@ -43,7 +43,7 @@ from deploykit.commands.core import (
     until_unlocked,
     warner,
 )
-from deploykit.commands.deploys import current_code_keys, with_canary, with_watch
+from deploykit.commands.deploys import current_code_keys, refuse_or_say, with_canary, with_watch
 from deploykit.commands.previews import Preview, show_preview, stack_previewed
 from deploykit.commands.promotion import Source, promotion_of, read_source, require_promoted
 from deploykit.commands.service import LogFollower, log_components, log_source, logs_client
@@ -315,11 +315,10 @@ def deploy_auto(
         if as_json:
             runtime.stdout.write(nothing_to_do_json(a.env.name, "deploy.auto", held) + "\n")
         return None
-    broken = syntax.python_errors(a.config.root, syntax.changed_code(a.config, a.found))
-    if broken and dry_run:
-        runtime.stderr.write(f"⚠️  {syntax.said(broken, 'changed')}: the deploy would be refused\n")
-    elif broken:  # refused before anything is built: it would fail at its rollout, its smoke or its synthesis
-        syntax.refuse(broken, "changed")
+    # refused before anything is built: it would fail at its rollout, its smoke or its synthesis
+    refuse_or_say(
+        runtime, syntax.python_errors(a.config.root, syntax.changed_code(a.config, a.found)), "changed", dry_run=dry_run
+    )
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
     rows = auto.estimate_rows(plan, a.env, a.estimates)

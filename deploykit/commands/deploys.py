@@ -55,7 +55,7 @@ from deploykit.stacks import (
 )
 
 
-def _refuse_or_say(runtime: Runtime, broken: list[str], which: str, *, dry_run: bool) -> None:
+def refuse_or_say(runtime: Runtime, broken: list[str], which: str, *, dry_run: bool) -> None:
     """Python that does not compile (deploykit.syntax): refused, or, in a dry run, said."""
     if broken and dry_run:
         runtime.stderr.write(f"⚠️  {syntax.said(broken, which)}: the deploy would be refused\n")
@@ -95,7 +95,7 @@ def app_chain(
         promotion = require_promoted(runtime, config, environment, revision, ["app"], unpromoted=unpromoted)
     if "build" in stages and not promotion.image:  # what the image would take (a promoted one: built already)
         broken = syntax.python_errors(config.root, syntax.component_code(config, "app", config.build.context))
-        _refuse_or_say(runtime, broken, "app", dry_run=dry_run)
+        refuse_or_say(runtime, broken, "app", dry_run=dry_run)
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], Any]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
@@ -315,7 +315,7 @@ def deploy_lambda(
     folder = lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
     revision = head_revision(config, allow_dirty)
     code = syntax.component_code(config, f"lambda:{name}", folder.relative_to(config.root).as_posix())  # its zip's
-    _refuse_or_say(runtime, syntax.python_errors(config.root, code), f"lambda:{name}", dry_run=dry_run)
+    refuse_or_say(runtime, syntax.python_errors(config.root, code), f"lambda:{name}", dry_run=dry_run)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
