@@ -381,11 +381,9 @@ class DeployStack(Step):
         definitions = [lid for lid, kind in kinds.items() if kind == stacks.TASK_DEFINITION]
         if len(definitions) != 1 or "AWS::ECS::Service" not in kinds.values():
             return ""
-        held = str(
-            ctx.aws.client("cloudformation")
-            .describe_stack_resource(StackName=self.stack, LogicalResourceId=definitions[0])["StackResourceDetail"]
-            .get("PhysicalResourceId", "")
-        )
+        held = stacks.held_task_definition(ctx.aws.client("cloudformation"), self.stack)
+        if not held:
+            return ""
         name, client = ctx.env.service, ctx.aws.client("ecs")
         service = ecs.describe_service(client, ctx.env.cluster, name, ctx.env)
         running = str((ecs.primary_deployment(service) or {}).get("taskDefinition") or service.get("taskDefinition"))
