@@ -29,8 +29,10 @@ from invoke.tasks import task
 
 from deploykit import commands
 from deploykit.config import SAMPLE_PART, EnvConfig, find_config, load_config
+from deploykit.endpoints import check_overrides
 from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, Interrupted, UsageError
 from deploykit.lock import LockInfo
+from deploykit.plugins import check_tables, installed_names
 
 if TYPE_CHECKING:
     from sandbox.settings import Settings
@@ -1112,10 +1114,17 @@ taskdefs.add_task(taskdefs_cleanup)
 
 def _check_config() -> None:
     """deploy.toml, validated whole before any task runs (a few milliseconds): its own keys, and the [sandbox] table
-    the sandbox reads (deploykit leaves that table to it). A mistake anywhere in it is exit 2 with where it is, even
-    for a task that would not have read that part."""
-    load_config()
+    the sandbox reads (deploykit leaves that table to it), the keys and templates of each environment's endpoints, and
+    the [plugins.NAME] tables' names. A mistake anywhere in it is exit 2 with where it is, even for a task that would
+    not have read that part."""
+    config = load_config()
     _sandbox_settings()
+    for env in config.environments.values():
+        check_overrides(env.endpoints, env.name)
+    for pattern, body in config.patterns.items():
+        endpoints = body.get("endpoints")
+        check_overrides(endpoints if isinstance(endpoints, dict) else {}, pattern)
+    check_tables(config, installed_names())
 
 
 def _sandbox_settings() -> tuple[Any, Any]:

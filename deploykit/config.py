@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import platform
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deploykit.errors import ConfigError
@@ -53,6 +56,13 @@ STACK_ROLES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Stacks))
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GLOB_TOKEN = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|\*|\?|[^*?{]+|\{")
 _LAMBDA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# What the CDK app takes (cdk/stacks/common/settings.py, which deploykit does not import): checked as deploy.toml is
+# read, so that a name it would refuse is not found out only when a stack is synthesized.
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")  # ECS cluster, service, container; ECR repository
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?/?$")  # a trailing / is dropped (synth)
+_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Targets without an argument. stacks:shared: every stack whose module imports the changed CDK module,
 # transitively; stacks:all: every stack.
 PLAIN_TARGETS = ("app", "none", "stacks:shared", "stacks:all")
@@ -67,6 +77,8 @@ def compile_glob(glob: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
     backend/, ``**/*.md``: every .md file), and ``{name}`` matches a non-empty part of one segment
     (``lambda/{fn}/**``, ``cdk/stacks/{role}_stack.py``) whose text the rule's target may use.
     """
+    if glob != glob.strip():
+        raise ValueError(f"{glob!r} begins or ends with a space, which no path of the repository does")
     if not glob or glob.startswith("/") or glob.endswith("/") or "\\" in glob:
         raise ValueError(f"{glob!r} must be a relative path with forward slashes, not starting or ending with /")
     segments = glob.split("/")
@@ -348,7 +360,8 @@ def scan_problem(scan: ImageScan) -> str | None:
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_WHEN = re.compile(r"(?:(?P<day>[A-Za-z]{3})[a-z]*\s+)?(?P<hour>\d{1,2}):(?P<minute>\d{2})")
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WHEN = re.compile(r"(?:(?P<day>[A-Za-z]+)\s+)?(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})")
 
 
 @dataclass(frozen=True)
@@ -367,11 +380,11 @@ class FreezeWindow:
         found = _WHEN.fullmatch(text.strip())
         if not found or int(found["hour"]) > 23 or int(found["minute"]) > 59:
             raise ValueError(f"{text!r} is not a day and a time (Fri 15:00) or a time (18:00)")
-        day = found["day"]
-        if day is not None and day.lower() not in _DAYS:
-            raise ValueError(f"{text!r} does not start with a day of the week (Mon ... Sun)")
+        day = None if found["day"] is None else found["day"].lower()
+        if day is not None and day not in _DAYS and day not in _DAY_NAMES:
+            raise ValueError(f"{text!r} does not start with a day of the week (Mon ... Sun, or Monday ... Sunday)")
         minute = int(found["hour"]) * 60 + int(found["minute"])
-        return (None if day is None else _DAYS.index(day.lower()), minute)
+        return (None if day is None else _DAYS.index(day[:3]), minute)
 
     def check(self) -> None:
         """ValueError naming what is wrong with the window."""
@@ -492,7 +505,7 @@ class Config:
     # validates this table itself.
     sandbox: dict[str, Any] = field(default_factory=dict)
     # Settings of plugins, by plugin name ([plugins.team_checks]); each plugin reads its own table in its
-    # deploykit_configure hook. deploykit does not validate them.
+    # deploykit_configure hook. deploykit checks only that each names a plugin (deploykit.plugins.check_tables).
     plugins: dict[str, Any] = field(default_factory=dict)
     # How changed paths map to deployable components (inv deploy.auto, inv diff); see deploykit.changes.
     changes: ChangeRules = field(default_factory=ChangeRules)
@@ -538,7 +551,7 @@ class Config:
                 next_step=f"pass --env with one of: {known}, or add [{_table('environments', chosen)}] to {self.path}",
             )
         made = pattern_environment(matching[0], self.patterns[matching[0]], chosen, str(self.path))
-        _check_promotion(self, made, str(self.path))
+        _check_promotion(self, made, str(self.path), _table("environments", matching[0]))
         return self._made.setdefault(chosen, made)
 
     def base_image_for(self, env: EnvConfig) -> str:
@@ -583,9 +596,24 @@ def load_config(path: Path | None = None) -> Config:
     """Read and validate deploy.toml; every problem is a ConfigError naming the key."""
     path = (path or find_config()).resolve()
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(read_toml_text(path))
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist", next_step="create it (see README, 'deploy.toml')") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path} is a folder, not a file",
+            next_step=f"point {ENV_VAR_CONFIG} at the {CONFIG_NAME} file itself, or unset it",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path} cannot be read: {exc.strerror or exc}", next_step="check the file's permissions"
+        ) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte {exc.object[exc.start]:#04x} on line {line} ({exc.reason})",
+            next_step=f"save {path.name} as UTF-8 (TOML files are UTF-8); the editor's encoding setting does it",
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}", next_step=f"fix the syntax at the place named in {path}"
@@ -595,6 +623,12 @@ def load_config(path: Path | None = None) -> Config:
     except ConfigError as exc:  # a key of the wrong kind or value: where it is said, how to fix it
         exc.next_step = exc.next_step or f"fix it in {path} (README, 'deploy.toml', says what each key takes)"
         raise
+
+
+def read_toml_text(path: Path) -> str:
+    """A TOML file's text: UTF-8, as TOML is; a byte order mark at the start (some Windows editors write one, and
+    tomllib refuses it as an invalid statement) is left out. UnicodeDecodeError when it is not UTF-8."""
+    return path.read_bytes().decode("utf-8-sig")
 
 
 # -- environments made from a pattern -----------------------------------------------------------------------------
@@ -635,8 +669,9 @@ def made_by(pattern: str, registry: str) -> re.Pattern[str]:
 def pattern_environment(pattern: str, body: dict[str, Any], name: str, where: str) -> EnvConfig:
     """The environment ``name`` as the table of ``pattern`` makes it: each ``{env}`` in its values replaced by the
     name; validated as any environment (ConfigError naming the pattern otherwise)."""
-    env = _build(EnvConfig, {**_filled(body, name), "name": name}, f'environments."{pattern}"', where)
-    _check_env_values(env, where)
+    table = _table("environments", pattern)
+    env = _build(EnvConfig, {**_filled(body, name), "name": name}, table, where)
+    _check_env_values(env, where, table)
     return env
 
 
@@ -688,16 +723,23 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     environments = {}
     patterns: dict[str, Any] = {}
     for name, body in envs_raw.items():
+        table = _table("environments", name)
         if not isinstance(body, dict):
-            raise ConfigError(f"{where}: environments.{name} must be a table")
+            raise ConfigError(f"{where}: {table} must be a table")
         if "name" in body:
-            key = f'environments."{name}"' if "*" in name else f"environments.{name}"
-            raise ConfigError(f"{where}: unknown key '{key}.name' (the table's name is the name)")
+            raise ConfigError(f"{where}: unknown key '{table}.name' (the table's name is the name)")
+        if "*" not in name and not _ENV_NAME.match(name):
+            raise ConfigError(
+                f"{where}: [{table}]: an environment's name is letters, digits, '.', '_' and '-', starting with a "
+                "letter or digit, at most 63 (it names folders and appears in commands)",
+                next_step=f"rename it in {where}, e.g. [environments.staging]",
+            )
         if "*" in name:
             _check_pattern(name, body, where)
             patterns[name] = body
-            continue
-        environments[name] = _build(EnvConfig, {**body, "name": name}, f"environments.{name}", where)
+        else:
+            environments[name] = _build(EnvConfig, {**body, "name": name}, f"environments.{name}", where)
+        _check_off_tables(body, table, where)  # its keys known by now: a misspelt one is said as such
     top = {k: v for k, v in raw.items() if k != "environments"}
     for key in ("path", "patterns", "_made"):
         if key in top:
@@ -738,6 +780,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             f"{where}: release.timeout must be more than 0 seconds, not {config.release.timeout:g}",
             next_step="fix [release] timeout in deploy.toml (how long the release command may run)",
         )
+    _check_build(config.build, where)
     if config.release.command and not all(part.strip() for part in config.release.command[:1]):
         raise ConfigError(
             f"{where}: release.command starts with an empty string: it names no program",
@@ -746,9 +789,23 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     for env in config.environments.values():
         _check_env_values(env, where)
         _check_promotion(config, env, where)
-    for pattern in config.patterns:  # its promote_from, checked on the environment a sample name makes
-        _check_promotion(config, config.environment(pattern.replace("*", SAMPLE_PART)), where)
-    for index, rule in enumerate(config.changes.rules):
+    _check_apart(config, where)
+    for pattern, body in config.patterns.items():  # its promote_from, checked on the environment a sample name makes
+        sample = pattern_environment(pattern, body, pattern.replace("*", SAMPLE_PART), where)
+        _check_promotion(config, sample, where, _table("environments", pattern))
+    _check_rules(config.changes.rules, where)
+    return config
+
+
+def _check_rules(rules: tuple[ChangeRule, ...], where: str) -> None:
+    """Each rule of [changes] well formed; at least one; none after a rule that takes every path (``**``), which
+    they would never get."""
+    if not rules:
+        raise ConfigError(
+            f"{where}: changes.rules is empty: no change would deploy anything",
+            next_step=f"remove [changes] from {where} for the rules of this repository's layout, or list yours",
+        )
+    for index, rule in enumerate(rules):
         try:
             rule.check()
         except ValueError as exc:
@@ -756,11 +813,68 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
                 f"{where}: changes.rules[{index}] {rule}: {exc}",
                 next_step=f"fix that rule of [changes] in {where} (README, 'deploy.toml')",
             ) from None
-    return config
+        if "**" in rule.paths and index < len(rules) - 1:
+            raise ConfigError(
+                f'{where}: changes.rules[{index}] {rule} takes every path ("**"), so the {len(rules) - index - 1} '
+                "rule(s) after it never match (the first rule that matches a path wins)",
+                next_step=f"make it the last rule of [changes] in {where}, or narrow its paths",
+            )
 
 
-def _check_env_values(env: EnvConfig, where: str) -> None:
-    prefix = f"{where}: environments.{env.name}"
+def _check_build(build: BuildConfig, where: str) -> None:
+    """The strings of [build] and [build.base] that name something (a folder, a file, an image, a suite, a mirror)
+    are not empty, nor are the packages."""
+    named = {
+        "build.context": build.context,
+        "build.dockerfile": build.dockerfile,
+        "build.base_image": build.base_image,
+        "build.base.name": build.base.name,
+        "build.base.suite": build.base.suite,
+        "build.base.mirror": build.base.mirror,
+    }
+    for key, value in named.items():
+        if not value.strip() or value != value.strip():
+            table, _, name = key.rpartition(".")
+            raise ConfigError(
+                f"{where}: {key} = {value!r} is {'empty' if not value.strip() else 'padded with spaces'}",
+                next_step=f"fix [{table}] {name} in {where}, or remove it for its default (README, 'deploy.toml')",
+            )
+    if not build.base.packages or not all(package.strip() for package in build.base.packages):
+        raise ConfigError(
+            f"{where}: build.base.packages must list the Debian packages the base image needs, none empty",
+            next_step=f"fix [build.base] packages in {where}, or remove it for its default",
+        )
+
+
+def _check_apart(config: Config, where: str) -> None:
+    """No two environments on the same AWS (one endpoint, or one account, or one profile's, and one region) share a
+    stack: they would be one platform under two names, each deploy replacing the other's, with one lock and one
+    history, which the registry stack keeps. Environments that name none of the three (the credentials of the shell
+    or the CI job: dev's and prod's may be two accounts) are not compared."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for env in config.environments.values():
+        where_it_runs = env.endpoint_url or (f"account {env.account}" if env.account else "")
+        where_it_runs = where_it_runs or (f"profile {env.profile}" if env.profile else "")
+        if not where_it_runs:  # the credentials of the shell or the CI job: one account or another
+            continue
+        for role in STACK_ROLES:
+            stack = getattr(env.stacks, role)
+            other = seen.setdefault((where_it_runs, env.region, stack), env.name)
+            if other != env.name:
+                raise ConfigError(
+                    f"{where}: environments {other} and {env.name} both have the stack {stack} in the same place "
+                    f"({where_it_runs}, {env.region}): they would be one platform, each deploy replacing the "
+                    "other's",
+                    next_step=f"give [environments.{env.name}.stacks] names of its own (or another account, "
+                    "region or endpoint), or remove one of the two environments",
+                )
+
+
+def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
+    """``env``'s values, each within what it takes; ``table``: the table it came from as deploy.toml names it
+    (``environments."dev-*"`` for one a pattern made; default: its own)."""
+    table = table or _table("environments", env.name)
+    prefix = f"{where}: {table}"
     if env.retry_mode not in ("legacy", "standard", "adaptive"):
         raise ConfigError(f"{prefix}.retry_mode must be legacy, standard or adaptive, not {env.retry_mode!r}")
     if env.stack_mode not in STACK_MODES:
@@ -775,19 +889,27 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
             next_step=f'remove stack_mode = "express" from [environments.{env.name}] (express is for development '
             "environments)",
         )
-    for key in ("wait_timeout", "connect_timeout", "read_timeout", "max_attempts"):
+    for key in ("wait_timeout", "connect_timeout", "read_timeout"):
         if getattr(env, key) <= 0:
             raise ConfigError(f"{prefix}.{key} must be greater than 0")
+    if not 0 <= env.max_attempts <= MAX_ATTEMPTS:
+        raise ConfigError(
+            f"{prefix}.max_attempts must be from 0 (no retry) to {MAX_ATTEMPTS} retries, not {env.max_attempts}"
+        )
     if env.lock_wait < 0:
         raise ConfigError(f"{prefix}.lock_wait must be 0 (refused at once) or more seconds, not {env.lock_wait:g}")
     if env.poll_interval is not None and not 0 < env.poll_interval <= 60:
         raise ConfigError(f"{prefix}.poll_interval must be between 0 and 60 seconds")
     if not all(isinstance(v, str) for v in env.endpoints.values()):
         raise ConfigError(f"{prefix}.endpoints: every value must be a string")
-    if env.account is not None and not (len(env.account) == 12 and env.account.isdigit()):
+    if env.account is not None and not re.fullmatch(r"[0-9]{12}", env.account):
         raise ConfigError(f"{prefix}.account must be an AWS account id, 12 digits in quotes, not {env.account!r}")
-    if env.endpoint_url and not env.endpoint_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{prefix}.endpoint_url must start with http:// or https://")
+    if env.endpoint_url is not None and not _is_url(env.endpoint_url):
+        raise ConfigError(
+            f"{prefix}.endpoint_url must be an http:// or https:// address with a host, not {env.endpoint_url!r}",
+            next_step='set it like "http://127.0.0.1:4566" (the sandbox), or remove it for AWS itself',
+        )
+    _check_names(env, prefix, table)
     problem = canary_problem(env.lambda_canary)
     if problem:
         raise ConfigError(f"{prefix}.lambda_canary.{problem}", next_step=f"fix [environments.{env.name}.lambda_canary]")
@@ -809,22 +931,97 @@ def _check_env_values(env: EnvConfig, where: str) -> None:
         raise ConfigError(f"{prefix}.image_scan.{problem}", next_step=f"fix [environments.{env.name}.image_scan]")
 
 
-def _check_promotion(config: Config, env: EnvConfig, where: str) -> None:
-    """promote_from names another environment, and following it never comes back to ``env``."""
+# The tables of a feature that is off until one of its keys turns it on, and no option of a command does: that key.
+# (The canary's and the error watch's are turned on by --canary and --watch-errors too: their tables may hold the
+# settings for those alone.)
+_TURNED_ON_BY = {"image_scan": "severity"}
+
+
+def _check_off_tables(body: Mapping[str, Any], table: str, where: str) -> None:
+    """A feature's table that sets its other keys but not the one that turns it on (``[...image_scan] ignore = [...]``
+    without ``severity``) is refused: the feature would be off while the file reads as if it were on. The key set to
+    its off value (``severity = ""``) keeps the table's settings for later."""
+    for feature, key in _TURNED_ON_BY.items():
+        settings = body.get(feature)
+        if isinstance(settings, Mapping) and settings and key not in settings:
+            raise ConfigError(
+                f"{where}: [{table}.{feature}] sets {', '.join(sorted(settings))} but not {key}: it is off",
+                next_step=f"set {key} in [{table}.{feature}] to turn it on (README, 'deploy.toml'), or remove the "
+                "table",
+            )
+
+
+def _is_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (a port that is not a number raises)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and text == text.strip()
+
+
+def _check_names(env: EnvConfig, prefix: str, table: str) -> None:
+    """The region, the names of the cluster, service, container, repository and stacks, and the registry: what the
+    CDK app and AWS take (checked here as the file is read, not found out when a stack is synthesized); no two stack
+    roles on one stack."""
+    if not _REGION.match(env.region):
+        raise ConfigError(
+            f"{prefix}.region = {env.region!r} is not an AWS region", next_step=f'set it like "eu-west-1" in [{table}]'
+        )
+    for key in ("cluster", "service", "container", "repository"):
+        value = getattr(env, key)
+        if not _NAME.match(value):
+            raise ConfigError(
+                f"{prefix}.{key} = {value!r} is not a name it can have: lower-case letters, digits, '.', '_', '-' or "
+                "'/', starting with a letter or digit, at most 255",
+                next_step=f"fix {key} in [{table}]",
+            )
+    names: dict[str, str] = {}
+    for role in STACK_ROLES:
+        value = getattr(env.stacks, role)
+        if not _STACK_NAME.match(value):
+            raise ConfigError(
+                f"{prefix}.stacks.{role} = {value!r} is not a CloudFormation stack name: letters, digits and '-', "
+                "starting with a letter, at most 128",
+                next_step=f"fix {role} in [{table}.stacks]",
+            )
+        if value in names:
+            raise ConfigError(
+                f"{prefix}.stacks: {names[value]} and {role} both name the stack {value!r}: one would replace the "
+                "other",
+                next_step=f"give each role its own stack name in [{table}.stacks]",
+            )
+        names[value] = role
+    if env.registry and not _REGISTRY.match(env.registry):  # "": the one ECR names
+        raise ConfigError(
+            f"{prefix}.registry = {env.registry!r} is not a registry host: host[:port], no scheme",
+            next_step=f'set it like "127.0.0.1:5000" in [{table}], or remove it (the registry ECR names)',
+        )
+    if env.base_image is not None and not env.base_image.strip():
+        raise ConfigError(
+            f"{prefix}.base_image is empty",
+            next_step=f"name an image in [{table}], or remove the key for [build] base_image",
+        )
+
+
+def _check_promotion(config: Config, env: EnvConfig, where: str, table: str = "") -> None:
+    """promote_from names another environment, and following it never comes back to ``env``; ``table``: the table
+    ``env`` came from (a pattern's, for one it made)."""
     seen = [env.name]
     current = env
     while current.promote_from:
         source = current.promote_from
-        if source not in config.environments:
-            raise ConfigError(
-                f"{where}: environments.{current.name}.promote_from = {source!r} names no environment "
-                f"(defined: {', '.join(sorted(config.environments))})",
-                next_step=f"set it to the environment {current.name} takes its releases from, or remove it",
-            )
+        label = table if current is env and table else _table("environments", current.name)
         if source in seen:
             raise ConfigError(
-                f"{where}: promote_from goes round in a circle: {' → '.join([*seen, source])}",
-                next_step="an environment takes its releases from one that comes before it: break the circle",
+                f"{where}: {label}.promote_from goes round in a circle: {' → '.join([*seen, source])}",
+                next_step="an environment takes its releases from another that comes before it: break the circle",
+            )
+        if source not in config.environments:
+            raise ConfigError(
+                f"{where}: {label}.promote_from = {source!r} names no environment "
+                f"(defined: {', '.join(sorted(config.environments))})",
+                next_step=f"set it to the environment {current.name} takes its releases from, or remove it",
             )
         seen.append(source)
         current = config.environments[source]
@@ -852,6 +1049,8 @@ def _rate_problem(rate: float) -> str | None:
         return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {rate:g}"
     return None
 
+
+MAX_ATTEMPTS = 20  # [environments.NAME] max_attempts: botocore's retries after the first try
 
 T = TypeVar("T")
 _INTERNAL = {"name", "path", "environments", "patterns", "_made"}
@@ -917,6 +1116,11 @@ def _coerce(hint: Any, value: Any, key_path: str, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):  # TOML's nan and inf
+        raise ConfigError(
+            f"{where}: {key_path!r} must be a number, not {value!r}",
+            next_step=f"give {key_path} a number in {where}",
+        )
     if hint in (str, int, float, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ConfigError(
             f"{where}: {key_path!r} must be {hint.__name__}, not {type(value).__name__} ({value!r})",

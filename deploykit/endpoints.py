@@ -164,6 +164,34 @@ def _sources() -> dict[str, tuple[str, str]]:
     return sources
 
 
+def check_overrides(overrides: Mapping[str, str], env_name: str) -> None:
+    """ConfigError unless each key of ``overrides`` (an environment's [endpoints]) is an endpoint and each value a
+    template that can be filled ({OutputKey} fields, {{ and }} for braces); what each field names is only known once
+    the stacks' outputs are read. Checked as deploy.toml is read, and again here."""
+    next_step = f"fix [environments.{env_name}.endpoints] in deploy.toml"
+    unknown = sorted(key for key in set(overrides) - set(_sources()) if not _is_function_key(key))
+    if unknown:
+        raise ConfigError(
+            f"unknown endpoint override(s) for environment {env_name!r}: {', '.join(unknown)} "
+            f"(known: {', '.join([*override_keys(), *(f'{name}.<fn>' for name in FUNCTION_OUTPUTS)])})",
+            next_step=next_step,
+        )
+    for key, template in overrides.items():
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        except ValueError as exc:
+            fields, problem = [], str(exc)
+        else:
+            odd = [name for name in fields if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)]
+            problem = f"{{{odd[0]}}} is not a field (an output's name)" if odd else ""
+        if problem:
+            raise ConfigError(
+                f"endpoint override {key} = {template!r} of environment {env_name!r} is not a valid template "
+                f"({problem}); write {{{{ and }}}} for literal braces",
+                next_step=next_step,
+            )
+
+
 def resolve_endpoints(
     outputs: Callable[[str], Mapping[str, str] | None], env: EnvConfig, overrides: Mapping[str, str] | None = None
 ) -> Endpoints:
@@ -173,13 +201,7 @@ def resolve_endpoints(
     :class:`~deploykit.stacks.StackOutputs`."""
     overrides = dict(overrides or {})
     known = _sources()
-    unknown = sorted(key for key in set(overrides) - set(known) if not _is_function_key(key))
-    if unknown:
-        raise ConfigError(
-            f"unknown endpoint override(s) for environment {env.name!r}: {', '.join(unknown)} "
-            f"(known: {', '.join([*override_keys(), *(f'{name}.<fn>' for name in FUNCTION_OUTPUTS)])})",
-            next_step=f"fix [environments.{env.name}.endpoints] in deploy.toml",
-        )
+    check_overrides(overrides, env.name)
     stack_names = {role: str(getattr(env.stacks, role)) for role in STACK_ROLES}
     by_stack: dict[str, dict[str, str]] = {}
     absent: list[str] = []

@@ -8,6 +8,7 @@ exist (a misspelt ``deploykit_*`` function) is a UsageError naming it.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from deploykit import hookspecs
-from deploykit.errors import UsageError
+from deploykit.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from deploykit.config import Config, EnvConfig
@@ -120,6 +121,29 @@ def _refuse_unmarked(manager: pluggy.PluginManager, name: str, plugin: object) -
             "would never call it",
             next_step="mark it: from deploykit.hookspecs import hookimpl, then @hookimpl above the def (README, "
             f"'Writing check plugins'); or block the plugin: {BLOCK_ENV}={name}",
+        )
+
+
+def installed_names(environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The names of the plugins installed (the entry points of the group) and of those blocked, without loading any:
+    the names a [plugins.NAME] table of deploy.toml may have."""
+    found = {entry_point.name for entry_point in importlib.metadata.entry_points(group=GROUP)}
+    return tuple(sorted(found | set(blocked_names(environ))))
+
+
+def check_tables(config: Config, known: Iterable[str]) -> None:
+    """Each [plugins.NAME] table of deploy.toml is for a plugin ``known`` (loaded, broken or blocked): a misspelt
+    name would leave the plugin without its settings, and so off (a chat told nothing), and say nothing."""
+    names = sorted(set(known))
+    for table in sorted(config.plugins):
+        if table in names:
+            continue
+        close = difflib.get_close_matches(table, names, n=1)
+        raise ConfigError(
+            f"{config.path}: [plugins.{table}] is for no plugin installed here"
+            + (f" (did you mean [plugins.{close[0]}]?)" if close else f" (installed: {', '.join(names) or 'none'})"),
+            next_step=f"rename the table in {config.path.name}, or install the plugin (README, 'Writing check "
+            "plugins': its entry point in the group deploykit)",
         )
 
 

@@ -72,6 +72,13 @@ def variable_of(settings: Mapping[str, Any], key: str, default: str, where: str)
     variable = settings.get(key, default)
     if not isinstance(variable, str):
         raise ConfigError(f"{where}: {key} must be the name of an environment variable, a string")
+    if variable and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
+        shown = variable if len(variable) <= 12 else f"{variable[:12]}..."  # a secret written there: not all of it
+        raise ConfigError(
+            f"{where}: {key} = {shown!r} is not the name of an environment variable",
+            next_step=f"set {key} to the name of the variable that holds the value ({key} = "
+            f'"{default or "DEPLOYKIT_CHAT_WEBHOOK"}"), and keep the value itself out of deploy.toml: a committed file',
+        )
     return variable
 
 

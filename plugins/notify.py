@@ -139,7 +139,7 @@ class Notifier:
                 next_step=f"use some of: {', '.join([*sorted(config.environments), *config.patterns])}",
             )
         on = settings.get("on", list(DEFAULT_ON))
-        if not isinstance(on, list) or not set(on) <= set(EVENTS):
+        if not isinstance(on, list) or not all(isinstance(e, str) for e in on) or not set(on) <= set(EVENTS):
             raise ConfigError(f"{where}: on must be a list of {', '.join(EVENTS)}")
         self.variable = variable
         self.url = os.environ.get(variable, "") if variable else ""

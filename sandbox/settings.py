@@ -57,7 +57,7 @@ class Settings:
 
 def load_settings(deploy_toml: Path) -> Settings:
     """Read [sandbox] (every key optional) and the sandbox environment's region from deploy.toml."""
-    raw = tomllib.loads(deploy_toml.read_text())
+    raw = tomllib.loads(deploy_toml.read_bytes().decode("utf-8-sig"))  # UTF-8, a byte order mark left out
     table: dict[str, Any] = dict(raw.get("sandbox", {}))
     region = raw.get("environments", {}).get("sandbox", {}).get("region", "us-east-1")
     known = {f.name for f in fields(Settings)} - {"root", "region"}
@@ -70,21 +70,59 @@ def load_settings(deploy_toml: Path) -> Settings:
     values: dict[str, Any] = {"root": deploy_toml.resolve().parent, "region": region}
     for key, value in table.items():
         if key == "task_ports":
-            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)):
-                raise SettingsError(f"{deploy_toml}: sandbox.task_ports must be [first, last]")
+            if not (isinstance(value, list) and len(value) == 2 and all(_is_port(v) for v in value)):
+                raise SettingsError(f"{deploy_toml}: sandbox.task_ports must be [first, last], two ports (1-65535)")
+            if value[0] > value[1]:
+                raise SettingsError(f"{deploy_toml}: sandbox.task_ports = {value}: the first port comes after the last")
             values[key] = (value[0], value[1])
         elif key == "listener_ports":
-            if not isinstance(value, dict):
-                raise SettingsError(f"{deploy_toml}: sandbox.listener_ports must be a table of port = port")
-            values[key] = {int(k): int(v) for k, v in value.items()}
+            if not (
+                isinstance(value, dict)
+                and all(k.isascii() and k.isdigit() and _is_port(int(k)) and _is_port(v) for k, v in value.items())
+            ):
+                raise SettingsError(
+                    f"{deploy_toml}: sandbox.listener_ports must be a table of port = port (1-65535), "
+                    "like { 80 = 8080 }"
+                )
+            values[key] = {int(k): v for k, v in value.items()}
         elif key == "task_environment":
             if not (isinstance(value, dict) and all(isinstance(v, str) for v in value.values())):
                 raise SettingsError(f'{deploy_toml}: sandbox.task_environment must be a table of NAME = "template"')
             values[key] = dict(value)
         elif key == "tick":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+                raise SettingsError(f"{deploy_toml}: sandbox.tick must be a number of seconds, more than 0, at most 10")
             values[key] = float(value)
-        else:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise SettingsError(f"{deploy_toml}: sandbox.{key} must be an integer")
+        elif key == "circuit_breaker_threshold":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingsError(
+                    f"{deploy_toml}: sandbox.circuit_breaker_threshold must be a whole number, 1 or more"
+                )
             values[key] = value
-    return Settings(**values)
+        else:
+            if not _is_port(value):
+                raise SettingsError(f"{deploy_toml}: sandbox.{key} must be a port, a whole number from 1 to 65535")
+            values[key] = value
+    settings = Settings(**values)
+    _check_ports(settings, deploy_toml)
+    return settings
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _check_ports(settings: Settings, deploy_toml: Path) -> None:
+    """No port taken twice, none inside task_ports."""
+    taken: dict[int, str] = {}
+    named = {key: getattr(settings, key) for key in ("aws_port", "registry_port", "registry_backend_port", "api_port")}
+    named.update({f"listener_ports.{listen}": port for listen, port in settings.listener_ports.items()})
+    first, last = settings.task_ports
+    for key, port in named.items():
+        if port in taken:
+            raise SettingsError(f"{deploy_toml}: sandbox.{taken[port]} and sandbox.{key} are both port {port}")
+        if first <= port <= last:
+            raise SettingsError(
+                f"{deploy_toml}: sandbox.{key} = {port} is within task_ports [{first}, {last}], which tasks are given"
+            )
+        taken[port] = key

@@ -43,7 +43,7 @@ from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFaile
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps, in_background
-from deploykit.plugins import Plugins, configure_plugins, get_plugin_manager, observe
+from deploykit.plugins import Plugins, check_tables, configure_plugins, get_plugin_manager, observe
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,6 +90,7 @@ def load_plugins(runtime: Runtime, config: Config) -> Plugins:
     plugins = runtime.plugins_factory()
     for name, error in sorted(plugins.broken.items()):
         runtime.stderr.write(f"⚠️  plugin {name!r} failed to load and is left out: {error}\n")
+    check_tables(config, [*(name for name, _ in plugins.manager.list_name_plugin()), *plugins.broken, *plugins.blocked])
     configure_plugins(plugins, config)
     return plugins
 

@@ -136,6 +136,7 @@ def test_a_promoted_environment_reads_its_source_with_that_accounts_credentials(
     toml = project / "deploy.toml"
     text = toml.read_text().replace("[environments.dev]\n", '[environments.dev]\naccount = "210987654321"\n', 1)
     prod = text[text.index("[environments.dev]") :].replace("environments.dev", "environments.prod")
+    prod = prod.replace('account = "210987654321"\n', "", 1)  # another account's (the stacks named as dev's)
     toml.write_text(text + "\n" + prod.replace("[environments.prod]\n", '[environments.prod]\npromote_from = "dev"\n'))
     git(project, "commit", "-qam", "prod, promoted from dev")
     runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO())

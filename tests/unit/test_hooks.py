@@ -85,7 +85,7 @@ def manager_with(*plugins: tuple[str, object]) -> Plugins:
 def context(plugins: Plugins, out: io.StringIO | None = None) -> Context:
     clock = FakeClock()
     reporter = Reporter(out or io.StringIO(), tty=False, clock=clock)
-    return Context(Mock(spec=Config), sample_env(), fake_factory(), clock, reporter, Mock(), plugins)
+    return Context(Mock(spec=Config, plugins={}), sample_env(), fake_factory(), clock, reporter, Mock(), plugins)
 
 
 def test_the_hookspecs_are_the_documented_ten() -> None:
@@ -124,7 +124,7 @@ def test_the_guides_complete_plugin_is_the_sample_plugin_the_tests_install_and_r
 
 def test_configure_is_called_once_with_the_loaded_config() -> None:
     recorder = Recorder()
-    config = Mock(spec=Config)
+    config = Mock(spec=Config, plugins={})
     runtime = Runtime(stderr=io.StringIO(), plugins_factory=lambda: manager_with(("recorder", recorder)))
     load_plugins(runtime, config)
     assert recorder.calls == [("configure", {"config": config})]
@@ -142,7 +142,7 @@ class Configured:
 
 
 def test_a_settings_error_of_a_plugin_names_the_plugin_and_its_table() -> None:
-    config = Mock(spec=Config, path=REPO / "deploy.toml")
+    config = Mock(spec=Config, plugins={}, path=REPO / "deploy.toml")
     runtime = Runtime(stderr=io.StringIO(), plugins_factory=lambda: manager_with(("team", Configured(error))))
     error = ConfigError("min_cars must be a number")
     with pytest.raises(ConfigError) as refused:
@@ -163,7 +163,7 @@ def test_a_plugin_that_raises_in_configure_is_bad_input_naming_it_not_a_tracebac
     plugins = manager_with(("team", Configured(KeyError("min_cars"))))
     runtime = Runtime(stderr=io.StringIO(), plugins_factory=lambda: plugins)
     with pytest.raises(UsageError) as refused:
-        load_plugins(runtime, Mock(spec=Config, path=REPO / "deploy.toml"))
+        load_plugins(runtime, Mock(spec=Config, plugins={}, path=REPO / "deploy.toml"))
     assert refused.value.message == "plugin 'team' failed in deploykit_configure: KeyError: 'min_cars'"
     assert refused.value.next_step.endswith("or block it: DEPLOYKIT_BLOCK_PLUGINS=team")
 

@@ -1,0 +1,263 @@
+"""deploy.toml values that would load and then do something else than the file reads as: each refused as the file is
+read (ConfigError, exit 2) naming the key, the value and the table it is in."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tasks
+from deploykit.config import load_config, parse_config
+from deploykit.endpoints import check_overrides
+from deploykit.errors import ConfigError
+from deploykit.plugins import check_tables, installed_names
+from plugins.notify import Notifier
+from sandbox.settings import SettingsError, load_settings
+from tests.unit.test_config import personal, raw
+
+HERE = Path("deploy.toml")
+
+
+def refused(data: dict[str, Any]) -> ConfigError:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, HERE)
+    assert raised.value.exit_code == 2
+    return raised.value
+
+
+def with_dev(**changes: Any) -> dict[str, Any]:
+    data = raw()
+    data["environments"]["dev"].update(changes)
+    return data
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    "where",
+    [("environments", "dev", "wait_timeout"), ("build", "pull_after_days"), ("release", "timeout")],
+)
+def test_nan_and_inf_are_no_number_of_seconds_or_days(where: tuple[str, ...], value: float) -> None:
+    data = raw()
+    table = data
+    for key in where[:-1]:
+        table = table.setdefault(key, {})
+    table[where[-1]] = value
+    error = refused(data)
+    assert f"'{'.'.join(where)}' must be a number, not {value!r}" in error.message
+
+
+def test_a_scan_gate_table_without_its_severity_is_refused_not_left_off() -> None:
+    error = refused(with_dev(image_scan={"ignore": ["CVE-2023-4911"], "timeout": 300}))
+    assert "[environments.dev.image_scan] sets ignore, timeout but not severity: it is off" in error.message
+    assert "set severity in [environments.dev.image_scan]" in (error.next_step or "")
+    # the key at its off value keeps the settings for later
+    off = parse_config(with_dev(image_scan={"severity": "", "timeout": 300}), HERE).environment("dev")
+    assert not off.image_scan.on and off.image_scan.timeout == 300
+    # a misspelt key is said as such, not as a table that is off
+    assert "did you mean 'severity'" in refused(with_dev(image_scan={"severty": "HIGH"})).message
+    # the canary's and the error watch's settings may wait for --canary and --watch-errors
+    dev = parse_config(with_dev(lambda_canary={"compare": False}, app_error_watch={"max_error_rate": 0.05}), HERE)
+    assert not dev.environment("dev").lambda_canary.on and dev.environment("dev").app_error_watch.max_error_rate == 0.05
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"region": "eu-west1"}, "region = 'eu-west1' is not an AWS region"),
+        ({"region": "eu-west-1 "}, "is not an AWS region"),
+        ({"cluster": ""}, "cluster = '' is not a name it can have"),
+        ({"repository": "Car_Rental Backend"}, "repository = 'Car_Rental Backend' is not a name it can have"),
+        ({"endpoint_url": ""}, "endpoint_url must be an http:// or https:// address with a host, not ''"),
+        ({"endpoint_url": "http://"}, "with a host, not 'http://'"),
+        ({"endpoint_url": "http://127.0.0.1:port"}, "with a host"),
+        ({"registry": "http://127.0.0.1:5000"}, "registry = 'http://127.0.0.1:5000' is not a registry host"),
+        ({"base_image": " "}, "environments.dev.base_image is empty"),
+        ({"max_attempts": 21}, "max_attempts must be from 0 (no retry) to 20 retries, not 21"),
+        ({"account": "١١١١١١١١١١١١"}, "account must be an AWS account id"),
+        ({"stacks": {"data": "CarRentalRegistryStack"}}, "registry and data both name the stack"),
+        ({"stacks": {"api": "CarRental_Api Stack"}}, "stacks.api = 'CarRental_Api Stack' is not a CloudFormation"),
+    ],
+)
+def test_a_name_or_value_aws_or_the_cdk_app_would_refuse_is_refused_as_the_file_is_read(
+    changes: dict[str, Any], said: str
+) -> None:
+    if "stacks" in changes:
+        changes = {"stacks": {**raw()["environments"]["dev"]["stacks"], **changes["stacks"]}}
+    error = refused(with_dev(**changes))
+    assert said in error.message and error.message.startswith("deploy.toml: environments.dev")
+
+
+def test_no_retry_is_a_number_of_retries() -> None:
+    assert parse_config(with_dev(max_attempts=0), HERE).environment("dev").max_attempts == 0
+
+
+def test_two_environments_with_a_stack_in_common_in_one_place_are_one_platform() -> None:
+    data = raw()
+    data["environments"]["staging"] = copy.deepcopy(data["environments"]["sandbox"])
+    error = refused(data)
+    assert "environments sandbox and staging both have the stack" in error.message
+    assert "(http://127.0.0.1:4566, us-east-1)" in error.message
+    # one account, the same region and stack names: the same
+    data = raw()
+    data["environments"]["dev"]["account"] = "210987654321"
+    data["environments"]["prod"] = {**copy.deepcopy(data["environments"]["dev"]), "protected": True}
+    assert "environments dev and prod both have the stack" in refused(data).message
+    # another region, or no account, profile or endpoint named (the shell's or CI job's credentials): not compared
+    data["environments"]["prod"]["region"] = "eu-central-1"
+    parse_config(data, HERE)
+    data = raw()
+    data["environments"]["prod"] = copy.deepcopy(data["environments"]["dev"])
+    parse_config(data, HERE)
+
+
+def test_rules_that_would_deploy_nothing_or_never_match_are_refused() -> None:
+    data = raw()
+    data["changes"] = {"rules": []}
+    assert "changes.rules is empty: no change would deploy anything" in refused(data).message
+    data["changes"] = {"rules": [{"paths": [" backend/**"], "to": "app"}]}
+    assert "begins or ends with a space" in refused(data).message
+    data["changes"] = {"rules": [{"paths": ["**"], "to": "none"}, {"paths": ["backend/**"], "to": "app"}]}
+    error = refused(data)
+    assert 'takes every path ("**"), so the 1 rule(s) after it never match' in error.message
+    data["changes"]["rules"].reverse()  # last: what no rule before it takes
+    parse_config(data, HERE)
+
+
+@pytest.mark.parametrize("name", ["../../x", "my prod", ".hidden"])
+def test_an_environment_name_that_cannot_name_a_folder_is_refused(name: str) -> None:
+    data = raw()
+    data["environments"][name] = data["environments"].pop("dev")
+    assert "an environment's name is letters, digits" in refused(data).message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("context", "", "build.context = '' is empty"),
+        ("dockerfile", " Dockerfile", "build.dockerfile = ' Dockerfile' is padded with spaces"),
+        ("base_image", "", "build.base_image = '' is empty"),
+    ],
+)
+def test_an_empty_build_setting_is_refused(key: str, value: str, said: str) -> None:
+    data = raw()
+    data.setdefault("build", {})[key] = value
+    assert said in refused(data).message
+    data = raw()
+    data.setdefault("build", {})["base"] = {"packages": ["python3", ""]}
+    assert "build.base.packages must list" in refused(data).message
+
+
+def test_an_error_in_a_pattern_names_the_patterns_table_not_its_sample() -> None:
+    error = refused(personal(promote_from="{env}"))
+    assert 'environments."dev-*".promote_from goes round in a circle' in error.message
+    error = refused(personal(wait_timeout=-1))
+    assert 'environments."dev-*".wait_timeout must be greater than 0' in error.message
+    # a plain environment of the sample's name does not hide the pattern's
+    data = personal(promote_from="nowhere")
+    data["environments"]["dev-x"] = {**data["environments"]["dev"]}
+    data["environments"]["dev-x"].update(
+        cluster="c-x",
+        service="s-x",
+        repository="r-x",
+        stacks={r: f"X-{r}" for r in data["environments"]["dev"]["stacks"]},
+    )
+    assert "promote_from = 'nowhere' names no environment" in refused(data).message
+
+
+@pytest.mark.parametrize("start", ["Fridge 15:00", "Fr 15:00", "Mondays 08:00"])
+def test_a_freeze_window_names_a_day_whole_or_by_its_three_letters(start: str) -> None:
+    window = {"start": start, "end": "Mon 08:00"}
+    assert "does not start with a day of the week" in refused(with_dev(freeze_windows=[window])).message
+    for day in ("Friday 15:00", "fri 15:00"):
+        parse_config(with_dev(freeze_windows=[{"start": day, "end": "Monday 08:00"}]), HERE)
+
+
+def test_a_file_that_cannot_be_read_as_utf8_toml_is_named(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "deploy.toml").read_text()
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b"# caf\xe9 (Latin-1)\n" + text.encode())
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text: byte 0xe9 on line 1") as raised:
+        load_config(latin)
+    assert "save latin.toml as UTF-8" in (raised.value.next_step or "")
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        load_config(tmp_path)
+    marked = tmp_path / "deploy.toml"
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())  # a byte order mark: passed over, by the sandbox too
+    assert load_config(marked).default_env == "sandbox"
+    assert load_settings(marked).aws_port == 4566
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ('listener_ports = { 80 = "abc" }', "listener_ports must be a table of port = port"),
+        ("listener_ports = { http = 8080 }", "listener_ports must be a table of port = port"),
+        ("listener_ports = { 80 = true }", "listener_ports must be a table of port = port"),
+        ('tick = "fast"', "tick must be a number of seconds"),
+        ("tick = 0", "tick must be a number of seconds"),
+        ("tick = nan", "tick must be a number of seconds"),
+        ("api_port = 70000", "api_port must be a port"),
+        ("api_port = 5000", "sandbox.registry_port and sandbox.api_port are both port 5000"),
+        ("api_port = 20001", "api_port = 20001 is within task_ports"),
+        ("task_ports = [20999, 20000]", "the first port comes after the last"),
+        ("circuit_breaker_threshold = 0", "circuit_breaker_threshold must be a whole number, 1 or more"),
+    ],
+)
+def test_the_sandbox_table_refuses_what_it_cannot_serve(tmp_path: Path, line: str, said: str) -> None:
+    toml = tmp_path / "deploy.toml"
+    toml.write_text(f'[environments.sandbox]\nendpoint_url = "http://127.0.0.1:4566"\n\n[sandbox]\n{line}\n')
+    with pytest.raises(SettingsError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(toml)
+
+
+def test_a_plugin_table_for_no_plugin_installed_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "notify" in installed_names({}) and "blocked_one" in installed_names(
+        {"DEPLOYKIT_BLOCK_PLUGINS": "blocked_one"}
+    )
+    text = (Path(__file__).resolve().parents[2] / "deploy.toml").read_text()
+    toml = tmp_path / "deploy.toml"
+    toml.write_text(text + '\n[plugins.notfy]\nwebhook_env = "DEPLOYKIT_CHAT_WEBHOOK"\n')
+    config = load_config(toml)
+    with pytest.raises(ConfigError, match=r"\[plugins.notfy\] is for no plugin installed here \(did you mean "
+                       r"\[plugins.notify\]\?\)"):  # fmt: skip
+        check_tables(config, installed_names({}))
+    check_tables(config, ["notfy"])  # one the command was given (a test's)
+    monkeypatch.setenv("DEPLOYKIT_CONFIG", str(toml))
+    with pytest.raises(ConfigError, match="is for no plugin installed here"):
+        tasks._check_config()  # before any task: a dry run or inv diff too
+
+
+def test_an_endpoint_override_of_no_endpoint_or_a_broken_template_is_refused_before_any_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match=r"unknown endpoint override\(s\) for environment 'dev': alb_ur"):
+        check_overrides({"alb_ur": "http://x"}, "dev")
+    with pytest.raises(ConfigError, match=r"alb_url = '\{ApiID' of environment 'dev' is not a valid template"):
+        check_overrides({"alb_url": "{ApiID"}, "dev")
+    with pytest.raises(ConfigError, match=r"\{0\} is not a field"):
+        check_overrides({"alb_url": "http://{0}/"}, "dev")
+    check_overrides({"alb_url": "http://{ApiId}.{env}/{{literal}}", "functions.login_handler": "f"}, "dev")
+    text = (Path(__file__).resolve().parents[2] / "deploy.toml").read_text()
+    toml = tmp_path / "deploy.toml"
+    toml.write_text(
+        text.replace("[environments.sandbox.endpoints]\n", '[environments.sandbox.endpoints]\nalb_ur = "x"\n')
+    )
+    monkeypatch.setenv("DEPLOYKIT_CONFIG", str(toml))
+    with pytest.raises(ConfigError, match="unknown endpoint override"):
+        tasks._check_config()
+
+
+def test_a_webhook_written_where_its_variables_name_goes_is_refused_without_echoing_it() -> None:
+    data = raw()
+    data["plugins"] = {"notify": {"webhook_env": "https://hooks.slack.com/services/T000/B000/XXXX"}}
+    config = parse_config(data, HERE)
+    with pytest.raises(ConfigError) as raised:
+        Notifier().deploykit_configure(config)
+    assert "webhook_env = 'https://hook...' is not the name of an environment variable" in raised.value.message
+    assert "XXXX" not in raised.value.message + (raised.value.next_step or "")
+    data["plugins"] = {"notify": {"webhook_env": "DEPLOYKIT_CHAT_WEBHOOK", "on": [["finished"]]}}
+    with pytest.raises(ConfigError, match="on must be a list of"):
+        Notifier().deploykit_configure(parse_config(data, HERE))
