@@ -538,8 +538,9 @@ class Executor:
         if error is not None and error.exit_code == UsageError.exit_code and report.changed_live:
             # refused by a step after others changed what runs (a plugin's review of a later stack): not "nothing
             # changed" (exit 2) but a run that failed part way (exit 1), as its table shows; settled before the
-            # plugins and the history hear of it
+            # plugins and the history hear of it; its "nothing was changed" is the refusing step's alone
             error.exit_code = StepFailed.exit_code
+            error.message += " (by this step: the steps before it changed what runs, as the table shows)"
         out.line()
         out.line(report.table())
         if report.ok and records and all(r.status == "skipped" for r in records):

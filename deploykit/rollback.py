@@ -193,6 +193,7 @@ def _history_target(
             live = found.live().get(component.key, {}).get("sha")
         records = found.records(HISTORY_DEPTH)
     record = previous_deploy(records or [], component.key, live, usable)
+    passed = _passed_over(records or [], component.key, live, record)
     if record is None:
         raise UsageError(
             f"nothing to go back to: no successful deploy of {component.key} in {env.name}'s history "
@@ -200,7 +201,22 @@ def _history_target(
             next_step=f"see the history (inv history --env {env.name}), or name a commit: inv rollback --to <sha>",
         )
     sha = record.components[component.key]
-    return sha, f"history: {record.command} at {record.when} by {record.who} ({record.id})", live
+    source = f"history: {record.command} at {record.when} by {record.who} ({record.id})"
+    if passed:  # said before the change, in the plan: it goes back further than the deploy before
+        source += f"; passed over, as they cannot be put back: {', '.join(passed)}"
+    return sha, source, live
+
+
+def _passed_over(
+    records: Sequence[history.Record], component: str, live: str | None, chosen: history.Record | None
+) -> list[str]:
+    """The commits of the successful deploys of ``component`` newer than ``chosen`` (not live) that
+    :func:`previous_deploy` passed over, as nothing of them is left to put back (a build of uncommitted changes, a
+    version since deleted, a commit this clone lacks with no template kept), newest first."""
+    if chosen is None:
+        return []
+    found = [r.deployed[component] for r in records[: records.index(chosen)] if r.ok and component in r.deployed]
+    return list(dict.fromkeys(sha for sha in found if sha != live and sha != chosen.components[component]))
 
 
 # -- the app ----------------------------------------------------------------------------------------------------
@@ -411,6 +427,21 @@ def deployed_from(records: Sequence[history.Record], component: str, sha: str) -
     return None
 
 
+def may_have_changed(record: history.Record, stack: str) -> bool:
+    """Whether ``record``, a run that did not succeed, may have left ``stack`` at its commit: one of its deploy-stack
+    steps of that stack went through (a later step failed) or failed (its change set may have been executed first; a
+    failure's detail may name no stack). A refused run changed nothing; one that failed before its stack step (a
+    build), or at another stack, left this one as it was."""
+    if record.refused:
+        return False
+    return any(
+        step.get("step") == "deploy-stack"
+        and step.get("status") in ("done", "failed")
+        and history.step_name(step) in (f"deploy-stack:{stack}", "deploy-stack")
+        for step in record.steps
+    )
+
+
 def resolve_stack(
     aws: AwsFactory,
     config: Config,
@@ -439,10 +470,12 @@ def resolve_stack(
         known = read["records"], read["live"]
     records: Sequence[history.Record] = known[0] if known else []
     recorded: str | None = known[1].get(key, {}).get("sha") if known else None
-    attempt = next((r for r in records if key in r.deployed), None)
+    stack = planner.stack_roles(env)[component.role]
+    # the newest run that deployed the stack or may have changed it (refused runs, failures before it, passed over)
+    attempt = next((r for r in records if key in r.deployed and (r.ok or may_have_changed(r, stack))), None)
     failed = attempt is not None and not attempt.ok and attempt.deployed[key] != recorded
     live = attempt.deployed[key] if failed and attempt is not None else recorded
-    kept = cache(partial(kept_commits, aws, env, planner.stack_roles(env)[component.role]))
+    kept = cache(partial(kept_commits, aws, env, stack))
     if to is not None:
         wanted = to.strip()
         if DIRTY in wanted:
@@ -646,13 +679,24 @@ def stack_plan(
 # -- a whole run ------------------------------------------------------------------------------------------------
 
 
+# A run's time as inv history shows it (an offset instead of Z too); anything else is an id or the start of one, never
+# read as a time (an id's -1234... suffix reads as a UTC offset).
+_SHOWN_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z|[+-][0-9]{2}:[0-9]{2})?")
+
+
+def _changed(record: history.Record) -> bool:
+    """Whether a run deployed a component at another commit than ran there before."""
+    return any(sha != record.base.get(component) for component, sha in record.deployed.items())
+
+
 def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> history.Record:
-    """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that deployed
-    something and was not itself a rollback (undoing a rollback would deploy again what it took away: after an
-    automatic rollback, the failed release); else a record's id or the start of one (``inv history --json`` lists
+    """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that changed
+    something (a component it deployed at another commit than ran before: a rerun whose every step was skipped
+    changed nothing) and was not itself a rollback (undoing a rollback would deploy again what it took away: after
+    an automatic rollback, the failed release); else a record's id or the start of one (``inv history --json`` lists
     them), or its time as ``inv history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise."""
     if run == "last":
-        found = next((r for r in records if r.ok and r.deployed and not r.rollback), None)
+        found = next((r for r in records if r.ok and _changed(r) and not r.rollback), None)
         if found is None:
             raise UsageError(
                 f"no successful deploy (other than a rollback) among {env.name}'s newest {len(records)} records",
@@ -660,11 +704,9 @@ def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> his
             )
         return found
     prefix = run.strip()
-    try:  # the time inv history shows, 2026-11-29T15:23:55Z: the id starts with it
+    if _SHOWN_TIME.fullmatch(prefix):  # the time inv history shows, 2026-11-29T15:23:55Z: the id starts with it
         moment = datetime.fromisoformat(prefix.replace("Z", "+00:00"))
         prefix = (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y%m%dT%H%M%S")
-    except ValueError:
-        pass
     named = [r for r in records if r.id.startswith(prefix)] if prefix else []
     if len(named) != 1:
         problem = f"no run {run!r}" if not named else f"{run!r} names {len(named)} runs"

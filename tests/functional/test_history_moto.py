@@ -727,6 +727,10 @@ def test_a_function_whose_folder_is_gone_leaves_the_live_record_with_the_api_sta
     commands.run_plan(runtime, config, dev_env, Plan("dev", (Deploy(),), "deploy.app", (("app", "b" * 12),)), **QUIET)
     store = history.History.of(AwsFactory(dev_env), dev_env)
     assert store is not None and "lambda:pricing_handler" in store.live()
+    # nor does a rollback of the API stack: it deploys a kept or older template, with every function that runs
+    back = Plan("dev", (Deploy(),), f"rollback stack:api → {'a' * 12}", (("stack:api", "a" * 12),))
+    commands.run_plan(runtime, config, dev_env, back, **QUIET)
+    assert store.records()[0].removed == [] and "lambda:pricing_handler" in store.live()
     # the API stack, synthesized from this checkout, no longer has it
     api = Plan("dev", (Deploy(),), "deploy.stack CarRentalApiStack", (("stack:api", "c" * 12),))
     commands.run_plan(runtime, config, dev_env, api, **QUIET)

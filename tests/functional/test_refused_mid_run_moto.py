@@ -84,6 +84,8 @@ def test_a_refusal_after_a_step_changed_what_is_live_exits_1(
     error = run(project, dev_env, *steps)
     assert error.message.startswith("the team's check plugins refuse its change set")
     assert error.exit_code == code
+    # its "nothing was changed" is the refusing step's alone: said when the steps before it changed what runs
+    assert error.message.endswith("the steps before it changed what runs, as the table shows)") == (code == 1)
     runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
     [record] = commands.history_list(env="dev", limit=1, runtime=runtime)
     assert record.result == ("refused" if code == 2 else "failed")  # the history says it as the exit code does

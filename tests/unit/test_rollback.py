@@ -383,6 +383,8 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
     aws.history.live.return_value = {"stack:fargate": {"sha": third}}
     target = rb.resolve_stack(aws, config, env, stack, None)
     assert (target.live, target.sha) == (third, first) and "(r0)" in target.source
+    # further back than the deploy before: said, with what was passed over (the plan prints it before any change)
+    assert target.source.endswith(f"; passed over, as they cannot be put back: {second}-dirty-0123abcd, {'d' * 12}")
     assert target.title == f"rollback stack:fargate → {first}"
     # what a whole run's rollback read already is not read again
     aws.history.records.reset_mock()
@@ -428,12 +430,33 @@ def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_co
     config = load_config(project / "deploy.toml")
     first, second, third = commits(project, 3)
     stack = rb.Component("stack", role="fargate")
-    records = [stack_record(third, n=3, ok=False), stack_record(second, n=2), stack_record(first, n=1)]
+    through = [
+        {"step": "deploy-stack", "status": "done", "detail": "CarRentalFargateStack: updated in 2.1s (1 change)"},
+        {"step": "smoke", "status": "failed", "detail": "alb: 502"},
+    ]
+    failed = dataclasses.replace(stack_record(third, n=3, ok=False), steps=through)
+    records = [failed, stack_record(second, n=2), stack_record(first, n=1)]
     aws = fake_aws(env, live_tag=None, tags=[], records=records)
     aws.history.live.return_value = {"stack:fargate": {"sha": second}}
     target = rb.resolve_stack(aws, config, env, stack, None)
     assert (target.live, target.sha) == (third, second)
     assert target.source.startswith("the last successful deploy; deploy.app at ") and "(r3)" in target.source
+    # a run refused since, or one that failed before its stack step (a build) or at another stack, changed nothing
+    # of it: not taken for what runs (it was, and the rerun a guard's refusal names did nothing)
+    before = [{"step": "build", "status": "failed", "detail": "no space left"}]
+    other = [{"step": "deploy-stack", "status": "failed", "detail": "CarRentalDataStack: update failed"}]
+    for newer in (
+        dataclasses.replace(stack_record(first, n=5, ok=False), refused=True, steps=through),
+        dataclasses.replace(stack_record(first, n=5, ok=False), steps=before),
+        dataclasses.replace(stack_record(first, n=5, ok=False), steps=other),
+    ):
+        target = rb.resolve_stack(aws, config, env, stack, None, known=([newer, *records], {}))
+        assert (target.live, target.sha) == (third, second)  # the failed run's, found past the newer one
+        target = rb.resolve_stack(aws, config, env, stack, None, known=([newer, *records[1:]], {"stack:fargate": {"sha": second}}))
+        assert (target.live, target.sha) == (second, first)
+    # a failure whose message names no stack may have gone through: counted
+    unnamed = [{"step": "deploy-stack", "status": "failed", "detail": "the change set failed: Throttling"}]
+    assert rb.may_have_changed(dataclasses.replace(failed, steps=unnamed), "CarRentalFargateStack")
     target = rb.resolve_stack(aws, config, env, stack, second)
     assert (target.live, target.sha) == (third, second)
     # once a run deployed it successfully again, the live record is what runs
@@ -713,6 +736,13 @@ def test_a_run_is_named_by_last_its_id_or_the_time_inv_history_shows(env: EnvCon
         rb.find_run(records, "20261129T150", env)
     with pytest.raises(UsageError, match="no successful deploy"):
         rb.find_run(records[:2], "last", env)
+    # a rerun whose steps were all skipped changed nothing: last is the run before it
+    rerun = run_record(4, {"app": B}, {"app": B})
+    assert rb.find_run([rerun, *records], "last", env) is records[2]
+    # an id is never read as a time: its suffix may read as a UTC offset (-12:34:56.78)
+    odd = dataclasses.replace(records[0], id="20261130T055550.397211-12345678")
+    assert rb.find_run([odd, *records[1:]], odd.id, env) is odd
+    assert rb.find_run([odd, *records[1:]], "20261130T0555", env) is odd  # the start of one
 
 
 def test_last_is_never_a_rollback_and_a_run_a_rollback_put_back_is_undone_already(env: EnvConfig) -> None:
