@@ -391,7 +391,7 @@ def test_a_pattern_has_one_star_among_lowercase_letters(pattern: str) -> None:
     body = data["environments"].pop("dev-*")
     data["environments"][pattern] = body
     if "*" not in pattern:  # a plain name: an environment of its own, where {env} is no placeholder
-        with pytest.raises(ConfigError, match="cluster = 'car-rental-{env}' is not a name it can have"):
+        with pytest.raises(ConfigError, match=r"cluster = 'car-rental-\{env\}' is not a name it can have"):
             parse_config(data, Path("deploy.toml"))
         return
     with pytest.raises(ConfigError, match="a pattern's name has one \\*"):

@@ -452,7 +452,8 @@ def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_co
     ):
         target = rb.resolve_stack(aws, config, env, stack, None, known=([newer, *records], {}))
         assert (target.live, target.sha) == (third, second)  # the failed run's, found past the newer one
-        target = rb.resolve_stack(aws, config, env, stack, None, known=([newer, *records[1:]], {"stack:fargate": {"sha": second}}))
+        known = ([newer, *records[1:]], {"stack:fargate": {"sha": second}})
+        target = rb.resolve_stack(aws, config, env, stack, None, known=known)
         assert (target.live, target.sha) == (second, first)
     # a failure whose message names no stack may have gone through: counted
     unnamed = [{"step": "deploy-stack", "status": "failed", "detail": "the change set failed: Throttling"}]
