@@ -1123,7 +1123,7 @@ def _check_config() -> None:
         check_overrides(env.endpoints, env.name)
     for pattern, body in config.patterns.items():
         endpoints = body.get("endpoints")
-        check_overrides(endpoints if isinstance(endpoints, dict) else {}, pattern)
+        check_overrides(endpoints if isinstance(endpoints, dict) else {}, pattern, f'environments."{pattern}"')
     check_tables(config, installed_names())
 
 

@@ -17,7 +17,6 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -361,6 +360,13 @@ def scan_problem(scan: ImageScan) -> str | None:
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _is_day(word: str) -> bool:
+    """A day of the week, whole or cut short to three letters or more (Fri, Thurs, Tues), or Weds."""
+    return word == "weds" or (len(word) >= 3 and any(name.startswith(word) for name in _DAY_NAMES))
+
+
 _WHEN = re.compile(r"(?:(?P<day>[A-Za-z]+)\s+)?(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2})")
 
 
@@ -381,8 +387,8 @@ class FreezeWindow:
         if not found or int(found["hour"]) > 23 or int(found["minute"]) > 59:
             raise ValueError(f"{text!r} is not a day and a time (Fri 15:00) or a time (18:00)")
         day = None if found["day"] is None else found["day"].lower()
-        if day is not None and day not in _DAYS and day not in _DAY_NAMES:
-            raise ValueError(f"{text!r} does not start with a day of the week (Mon ... Sun, or Monday ... Sunday)")
+        if day is not None and not _is_day(day):
+            raise ValueError(f"{text!r} does not start with a day of the week (Mon ... Sun, Monday ... Sunday)")
         minute = int(found["hour"]) * 60 + int(found["minute"])
         return (None if day is None else _DAYS.index(day[:3]), minute)
 
@@ -739,7 +745,6 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             patterns[name] = body
         else:
             environments[name] = _build(EnvConfig, {**body, "name": name}, f"environments.{name}", where)
-        _check_off_tables(body, table, where)  # its keys known by now: a misspelt one is said as such
     top = {k: v for k, v in raw.items() if k != "environments"}
     for key in ("path", "patterns", "_made"):
         if key in top:
@@ -853,21 +858,23 @@ def _check_apart(config: Config, where: str) -> None:
     or the CI job: dev's and prod's may be two accounts) are not compared."""
     seen: dict[tuple[str, str, str], str] = {}
     for env in config.environments.values():
-        where_it_runs = env.endpoint_url or (f"account {env.account}" if env.account else "")
-        where_it_runs = where_it_runs or (f"profile {env.profile}" if env.profile else "")
-        if not where_it_runs:  # the credentials of the shell or the CI job: one account or another
-            continue
-        for role in STACK_ROLES:
-            stack = getattr(env.stacks, role)
-            other = seen.setdefault((where_it_runs, env.region, stack), env.name)
-            if other != env.name:
-                raise ConfigError(
-                    f"{where}: environments {other} and {env.name} both have the stack {stack} in the same place "
-                    f"({where_it_runs}, {env.region}): they would be one platform, each deploy replacing the "
-                    "other's",
-                    next_step=f"give [environments.{env.name}.stacks] names of its own (or another account, "
-                    "region or endpoint), or remove one of the two environments",
-                )
+        named = (
+            env.endpoint_url,
+            f"account {env.account}" if env.account else "",
+            f"profile {env.profile}" if env.profile else "",
+        )
+        for where_it_runs in filter(None, named):  # none: the credentials of the shell or the CI job
+            for role in STACK_ROLES:
+                stack = getattr(env.stacks, role)
+                other = seen.setdefault((where_it_runs, env.region, stack), env.name)
+                if other != env.name:
+                    raise ConfigError(
+                        f"{where}: environments {other} and {env.name} both have the stack {stack} in the same place "
+                        f"({where_it_runs}, {env.region}): they would be one platform, each deploy replacing the "
+                        "other's",
+                        next_step=f"give [environments.{env.name}.stacks] names of its own (or another account, "
+                        "region or endpoint), or remove one of the two environments",
+                    )
 
 
 def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
@@ -880,14 +887,13 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
     if env.stack_mode not in STACK_MODES:
         raise ConfigError(
             f"{prefix}.stack_mode must be standard or express, not {env.stack_mode!r}",
-            next_step=f'set stack_mode = "express" (faster stack updates) or "standard" in [environments.{env.name}]',
+            next_step=f'set stack_mode = "express" (faster stack updates) or "standard" in [{table}]',
         )
     if env.stack_mode == "express" and env.protected:
         raise ConfigError(
             f"{prefix}: a protected environment updates its stacks in standard mode (CloudFormation waits until each "
             "resource is ready), not express",
-            next_step=f'remove stack_mode = "express" from [environments.{env.name}] (express is for development '
-            "environments)",
+            next_step=f'remove stack_mode = "express" from [{table}] (express is for development environments)',
         )
     for key in ("wait_timeout", "connect_timeout", "read_timeout"):
         if getattr(env, key) <= 0:
@@ -912,7 +918,7 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
     _check_names(env, prefix, table)
     problem = canary_problem(env.lambda_canary)
     if problem:
-        raise ConfigError(f"{prefix}.lambda_canary.{problem}", next_step=f"fix [environments.{env.name}.lambda_canary]")
+        raise ConfigError(f"{prefix}.lambda_canary.{problem}", next_step=f"fix [{table}.lambda_canary]")
     for index, window in enumerate(env.freeze_windows):
         try:
             window.check()
@@ -923,32 +929,10 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
             ) from None
     problem = watch_problem(env.app_error_watch)
     if problem:
-        raise ConfigError(
-            f"{prefix}.app_error_watch.{problem}", next_step=f"fix [environments.{env.name}.app_error_watch]"
-        )
+        raise ConfigError(f"{prefix}.app_error_watch.{problem}", next_step=f"fix [{table}.app_error_watch]")
     problem = scan_problem(env.image_scan)
     if problem:
-        raise ConfigError(f"{prefix}.image_scan.{problem}", next_step=f"fix [environments.{env.name}.image_scan]")
-
-
-# The tables of a feature that is off until one of its keys turns it on, and no option of a command does: that key.
-# (The canary's and the error watch's are turned on by --canary and --watch-errors too: their tables may hold the
-# settings for those alone.)
-_TURNED_ON_BY = {"image_scan": "severity"}
-
-
-def _check_off_tables(body: Mapping[str, Any], table: str, where: str) -> None:
-    """A feature's table that sets its other keys but not the one that turns it on (``[...image_scan] ignore = [...]``
-    without ``severity``) is refused: the feature would be off while the file reads as if it were on. The key set to
-    its off value (``severity = ""``) keeps the table's settings for later."""
-    for feature, key in _TURNED_ON_BY.items():
-        settings = body.get(feature)
-        if isinstance(settings, Mapping) and settings and key not in settings:
-            raise ConfigError(
-                f"{where}: [{table}.{feature}] sets {', '.join(sorted(settings))} but not {key}: it is off",
-                next_step=f"set {key} in [{table}.{feature}] to turn it on (README, 'deploy.toml'), or remove the "
-                "table",
-            )
+        raise ConfigError(f"{prefix}.image_scan.{problem}", next_step=f"fix [{table}.image_scan]")
 
 
 def _is_url(text: str) -> bool:

@@ -164,11 +164,12 @@ def _sources() -> dict[str, tuple[str, str]]:
     return sources
 
 
-def check_overrides(overrides: Mapping[str, str], env_name: str) -> None:
+def check_overrides(overrides: Mapping[str, str], env_name: str, table: str = "") -> None:
     """ConfigError unless each key of ``overrides`` (an environment's [endpoints]) is an endpoint and each value a
     template that can be filled ({OutputKey} fields, {{ and }} for braces); what each field names is only known once
-    the stacks' outputs are read. Checked as deploy.toml is read, and again here."""
-    next_step = f"fix [environments.{env_name}.endpoints] in deploy.toml"
+    the stacks' outputs are read. Checked as deploy.toml is read, and again here. ``table``: the environment's table
+    as deploy.toml names it (``environments."dev-*"``, a pattern's); default: ``environments.<env_name>``."""
+    next_step = f"fix [{table or f'environments.{env_name}'}.endpoints] in deploy.toml"
     unknown = sorted(key for key in set(overrides) - set(_sources()) if not _is_function_key(key))
     if unknown:
         raise ConfigError(

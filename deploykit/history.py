@@ -655,7 +655,8 @@ def step_name(step: Mapping[str, Any]) -> str:
     """A recorded step's name, a stack's named by the stack ("deploy-stack:CarRentalApiStack"): each stack takes
     its own time."""
     name = str(step.get("step"))
-    stack = str(step.get("detail", "")).split(":", 1)[0]
+    detail = str(step.get("detail", ""))
+    stack = detail.split(":", 1)[0] if ":" in detail else ""  # not "interrupted"
     if name == "deploy-stack" and stack and " " not in stack:  # not a failure's message
         return f"{name}:{stack}"
     return name

@@ -143,7 +143,8 @@ def check_tables(config: Config, known: Iterable[str]) -> None:
             f"{config.path}: [plugins.{table}] is for no plugin installed here"
             + (f" (did you mean [plugins.{close[0]}]?)" if close else f" (installed: {', '.join(names) or 'none'})"),
             next_step=f"rename the table in {config.path.name}, or install the plugin (README, 'Writing check "
-            "plugins': its entry point in the group deploykit)",
+            f"plugins': its entry point in the group deploykit), or where it is not installed (a CI job) block it: "
+            f"{BLOCK_ENV}={table}",
         )
 
 

@@ -427,19 +427,25 @@ def deployed_from(records: Sequence[history.Record], component: str, sha: str) -
     return None
 
 
-def may_have_changed(record: history.Record, stack: str) -> bool:
-    """Whether ``record``, a run that did not succeed, may have left ``stack`` at its commit: one of its deploy-stack
-    steps of that stack went through (a later step failed) or failed (its change set may have been executed first; a
-    failure's detail may name no stack). A refused run changed nothing; one that failed before its stack step (a
-    build), or at another stack, left this one as it was."""
+def may_have_changed(record: history.Record, stack: str, stacks: Collection[str] = ()) -> bool:
+    """Whether ``record``, a run that did not succeed, may have left ``stack`` at its commit: a deploy-stack step of
+    that stack went through (a later step failed), or one failed naming it or naming none of the environment's
+    ``stacks`` (its change set may have been executed first), or a deploy-stack step or a group of steps was
+    interrupted (CloudFormation goes on by itself; which steps of a group ran is not recorded). A refused run changed
+    nothing; one that failed before its stack step (a build), or at another stack, left this one as it was."""
     if record.refused:
         return False
-    return any(
-        step.get("step") == "deploy-stack"
-        and step.get("status") in ("done", "failed")
-        and history.step_name(step) in (f"deploy-stack:{stack}", "deploy-stack")
-        for step in record.steps
-    )
+    for step in record.steps:
+        name, status, detail = step.get("step"), step.get("status"), str(step.get("detail") or "")
+        if status == "failed" and detail == "interrupted" and name in ("deploy-stack", "parallel", "sequence"):
+            return True
+        if name != "deploy-stack":
+            continue
+        if status == "done" and history.step_name(step) == f"deploy-stack:{stack}":
+            return True
+        if status == "failed" and (stack in detail or not any(other in detail for other in stacks)):
+            return True
+    return False
 
 
 def resolve_stack(
@@ -472,7 +478,8 @@ def resolve_stack(
     recorded: str | None = known[1].get(key, {}).get("sha") if known else None
     stack = planner.stack_roles(env)[component.role]
     # the newest run that deployed the stack or may have changed it (refused runs, failures before it, passed over)
-    attempt = next((r for r in records if key in r.deployed and (r.ok or may_have_changed(r, stack))), None)
+    every = list(planner.stack_roles(env).values())
+    attempt = next((r for r in records if key in r.deployed and (r.ok or may_have_changed(r, stack, every))), None)
     failed = attempt is not None and not attempt.ok and attempt.deployed[key] != recorded
     live = attempt.deployed[key] if failed and attempt is not None else recorded
     kept = cache(partial(kept_commits, aws, env, stack))
@@ -705,7 +712,13 @@ def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> his
         return found
     prefix = run.strip()
     if _SHOWN_TIME.fullmatch(prefix):  # the time inv history shows, 2026-11-29T15:23:55Z: the id starts with it
-        moment = datetime.fromisoformat(prefix.replace("Z", "+00:00"))
+        try:
+            moment = datetime.fromisoformat(prefix.replace("Z", "+00:00"))
+        except ValueError:  # 2026-02-30: no time there is, nor a run
+            raise UsageError(
+                f"--run {run}: there is no such time ({prefix[:10]} is no day of the calendar)",
+                next_step=f"pass a run's time as inv history --env {env.name} shows it, its id, or --run last",
+            ) from None
         prefix = (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y%m%dT%H%M%S")
     named = [r for r in records if r.id.startswith(prefix)] if prefix else []
     if len(named) != 1:

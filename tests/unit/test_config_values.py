@@ -49,18 +49,16 @@ def test_nan_and_inf_are_no_number_of_seconds_or_days(where: tuple[str, ...], va
     assert f"'{'.'.join(where)}' must be a number, not {value!r}" in error.message
 
 
-def test_a_scan_gate_table_without_its_severity_is_refused_not_left_off() -> None:
-    error = refused(with_dev(image_scan={"ignore": ["CVE-2023-4911"], "timeout": 300}))
-    assert "[environments.dev.image_scan] sets ignore, timeout but not severity: it is off" in error.message
-    assert "set severity in [environments.dev.image_scan]" in (error.next_step or "")
-    # the key at its off value keeps the settings for later
-    off = parse_config(with_dev(image_scan={"severity": "", "timeout": 300}), HERE).environment("dev")
-    assert not off.image_scan.on and off.image_scan.timeout == 300
-    # a misspelt key is said as such, not as a table that is off
+def test_a_features_table_may_hold_settings_for_when_it_is_turned_on() -> None:
+    """inv scan reads [image_scan]'s ignore with no gate; --canary and --watch-errors turn the others on."""
+    dev = parse_config(
+        with_dev(
+            image_scan={"ignore": ["CVE-2023-4911"]}, lambda_canary={"compare": False}, app_error_watch={"seconds": 0}
+        ),
+        HERE,
+    ).environment("dev")
+    assert dev.image_scan.ignore == ("CVE-2023-4911",) and not dev.image_scan.on and not dev.lambda_canary.on
     assert "did you mean 'severity'" in refused(with_dev(image_scan={"severty": "HIGH"})).message
-    # the canary's and the error watch's settings may wait for --canary and --watch-errors
-    dev = parse_config(with_dev(lambda_canary={"compare": False}, app_error_watch={"max_error_rate": 0.05}), HERE)
-    assert not dev.environment("dev").lambda_canary.on and dev.environment("dev").app_error_watch.max_error_rate == 0.05
 
 
 @pytest.mark.parametrize(
@@ -105,6 +103,10 @@ def test_two_environments_with_a_stack_in_common_in_one_place_are_one_platform()
     data["environments"]["dev"]["account"] = "210987654321"
     data["environments"]["prod"] = {**copy.deepcopy(data["environments"]["dev"]), "protected": True}
     assert "environments dev and prod both have the stack" in refused(data).message
+    # one profile, whatever else either names
+    data["environments"]["dev"]["profile"] = "car-rental"
+    data["environments"]["prod"].update(profile="car-rental", account="222222222222")
+    assert "(profile car-rental, eu-west-1)" in refused(data).message
     # another region, or no account, profile or endpoint named (the shell's or CI job's credentials): not compared
     data["environments"]["prod"]["region"] = "eu-central-1"
     parse_config(data, HERE)
@@ -155,6 +157,12 @@ def test_an_error_in_a_pattern_names_the_patterns_table_not_its_sample() -> None
     assert 'environments."dev-*".promote_from goes round in a circle' in error.message
     error = refused(personal(wait_timeout=-1))
     assert 'environments."dev-*".wait_timeout must be greater than 0' in error.message
+    error = refused(personal(lambda_canary={"percent": 200}))  # the next step too
+    assert 'environments."dev-*".lambda_canary.percent' in error.message
+    assert error.next_step == 'fix [environments."dev-*".lambda_canary]'
+    with pytest.raises(ConfigError) as raised:
+        check_overrides({"alb_ur": "x"}, "dev-*", 'environments."dev-*"')
+    assert raised.value.next_step == 'fix [environments."dev-*".endpoints] in deploy.toml'
     # a plain environment of the sample's name does not hide the pattern's
     data = personal(promote_from="nowhere")
     data["environments"]["dev-x"] = {**data["environments"]["dev"]}
@@ -167,11 +175,11 @@ def test_an_error_in_a_pattern_names_the_patterns_table_not_its_sample() -> None
     assert "promote_from = 'nowhere' names no environment" in refused(data).message
 
 
-@pytest.mark.parametrize("start", ["Fridge 15:00", "Fr 15:00", "Mondays 08:00"])
+@pytest.mark.parametrize("start", ["Fridge 15:00", "Fr 15:00", "Mondays 08:00", "Wedding 09:00"])
 def test_a_freeze_window_names_a_day_whole_or_by_its_three_letters(start: str) -> None:
     window = {"start": start, "end": "Mon 08:00"}
     assert "does not start with a day of the week" in refused(with_dev(freeze_windows=[window])).message
-    for day in ("Friday 15:00", "fri 15:00"):
+    for day in ("Friday 15:00", "fri 15:00", "Thurs 18:00", "Tues 09:00", "Weds 09:00"):
         parse_config(with_dev(freeze_windows=[{"start": day, "end": "Monday 08:00"}]), HERE)
 
 
@@ -224,7 +232,11 @@ def test_a_plugin_table_for_no_plugin_installed_is_refused(tmp_path: Path, monke
     with pytest.raises(ConfigError, match=r"\[plugins.notfy\] is for no plugin installed here \(did you mean "
                        r"\[plugins.notify\]\?\)"):  # fmt: skip
         check_tables(config, installed_names({}))
+    with pytest.raises(ConfigError) as raised:
+        check_tables(config, installed_names({}))
+    assert "DEPLOYKIT_BLOCK_PLUGINS=notfy" in (raised.value.next_step or "")  # a CI job without the team's plugin
     check_tables(config, ["notfy"])  # one the command was given (a test's)
+    check_tables(config, installed_names({"DEPLOYKIT_BLOCK_PLUGINS": "notfy"}))
     monkeypatch.setenv("DEPLOYKIT_CONFIG", str(toml))
     with pytest.raises(ConfigError, match="is for no plugin installed here"):
         tasks._check_config()  # before any task: a dry run or inv diff too

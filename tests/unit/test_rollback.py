@@ -444,7 +444,10 @@ def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_co
     # a run refused since, or one that failed before its stack step (a build) or at another stack, changed nothing
     # of it: not taken for what runs (it was, and the rerun a guard's refusal names did nothing)
     before = [{"step": "build", "status": "failed", "detail": "no space left"}]
-    other = [{"step": "deploy-stack", "status": "failed", "detail": "CarRentalDataStack: update failed"}]
+    other = [
+        {"step": "deploy-stack", "status": "done", "detail": "CarRentalAuthStack: updated in 1.0s (1 change)"},
+        {"step": "deploy-stack", "status": "failed", "detail": "refusing to deploy CarRentalDataStack: it replaces"},
+    ]
     for newer in (
         dataclasses.replace(stack_record(first, n=5, ok=False), refused=True, steps=through),
         dataclasses.replace(stack_record(first, n=5, ok=False), steps=before),
@@ -455,9 +458,24 @@ def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_co
         known = ([newer, *records[1:]], {"stack:fargate": {"sha": second}})
         target = rb.resolve_stack(aws, config, env, stack, None, known=known)
         assert (target.live, target.sha) == (second, first)
-    # a failure whose message names no stack may have gone through: counted
-    unnamed = [{"step": "deploy-stack", "status": "failed", "detail": "the change set failed: Throttling"}]
-    assert rb.may_have_changed(dataclasses.replace(failed, steps=unnamed), "CarRentalFargateStack")
+    # a failure whose message names none of the environment's stacks may have gone through, as may an interrupted
+    # stack step or group (CloudFormation goes on by itself): counted
+    every = ["CarRentalDataStack", "CarRentalFargateStack"]
+    for steps in (
+        [{"step": "deploy-stack", "status": "failed", "detail": "the change set failed: Throttling"}],
+        [{"step": "deploy-stack", "status": "failed", "detail": "interrupted"}],
+        [{"step": "parallel", "status": "failed", "detail": "interrupted"}],
+        [
+            {
+                "step": "deploy-stack",
+                "status": "failed",
+                "detail": "could not make a change set for CarRentalFargateStack: x",
+            }
+        ],
+    ):
+        assert rb.may_have_changed(dataclasses.replace(failed, steps=steps), "CarRentalFargateStack", every)
+    assert not rb.may_have_changed(dataclasses.replace(failed, steps=other), "CarRentalFargateStack", every)
+    assert history.step_name({"step": "deploy-stack", "status": "failed", "detail": "interrupted"}) == "deploy-stack"
     target = rb.resolve_stack(aws, config, env, stack, second)
     assert (target.live, target.sha) == (third, second)
     # once a run deployed it successfully again, the live record is what runs
@@ -744,6 +762,9 @@ def test_a_run_is_named_by_last_its_id_or_the_time_inv_history_shows(env: EnvCon
     odd = dataclasses.replace(records[0], id="20261130T055550.397211-12345678")
     assert rb.find_run([odd, *records[1:]], odd.id, env) is odd
     assert rb.find_run([odd, *records[1:]], "20261130T0555", env) is odd  # the start of one
+    with pytest.raises(UsageError, match="there is no such time") as raised:  # not a traceback
+        rb.find_run(records, "2026-02-30T10:00:00Z", env)
+    assert raised.value.exit_code == 2
 
 
 def test_last_is_never_a_rollback_and_a_run_a_rollback_put_back_is_undone_already(env: EnvConfig) -> None:
