@@ -88,6 +88,7 @@ def reports_errors(func: F) -> F:
         previous = _stop_on_sigterm()
         try:
             _refuse_flag_as_positional(func, args, kwargs)
+            _refuse_empty_values(func, args, kwargs)
             _check_config()
             return commands.until_unlocked(lambda: func(*args, **kwargs))
         except DeployKitError as exc:
@@ -126,6 +127,23 @@ def _refuse_flag_as_positional(func: Callable[..., Any], args: tuple[Any, ...], 
                 next_step=f"this task's help: inv --help {task}; to run it, give {word} first: inv {task} {word} "
                 "[--options]",
             )
+
+
+def _refuse_empty_values(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A UsageError when an option or argument was given an empty value (``--image-tag "$TAG"``, TAG unset): taken as
+    not given, it would act on something else than asked (the image running now, a freeze with no end, every
+    check). Refused before anything is read or started. --env has its own (deploykit.config)."""
+    signature = inspect.signature(func)
+    bound = signature.bind_partial(*args, **kwargs)
+    for name, parameter in list(signature.parameters.items())[1:]:  # after the context
+        value = bound.arguments.get(name)
+        if name == "env" or not isinstance(value, str) or value.strip() or value == parameter.default:
+            continue
+        said = name.upper() if parameter.default is inspect.Parameter.empty else f"--{name.replace('_', '-')}"
+        raise UsageError(
+            f"{said} is empty ({value!r}): an unset variable?",
+            next_step=f"give {said} a value, or leave it out where it may be (inv --help TASK lists the options)",
+        )
 
 
 INTERRUPTED = Interrupted.exit_code  # 130: a command stopped by Ctrl-C or SIGTERM

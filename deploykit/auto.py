@@ -577,7 +577,14 @@ def selections(
 ) -> tuple[frozenset[str] | None, frozenset[str]]:
     """``--only`` (None: not given) and ``--skip`` (empty: not given) as :func:`selection` reads them."""
     chosen = selection(only, config, env, "--only") if only is not None else None
-    return chosen, selection(skip, config, env, "--skip") if skip is not None else frozenset()
+    skipped = selection(skip, config, env, "--skip") if skip is not None else frozenset()
+    both = sorted(chosen & skipped) if chosen is not None else []
+    if both:
+        raise UsageError(
+            f"--only and --skip both name {', '.join(both)}: the one takes it in, the other leaves it out",
+            next_step="name each component in one of them",
+        )
+    return chosen, skipped
 
 
 def selected(component: str, only: Collection[str] | None, skip: Collection[str]) -> bool:

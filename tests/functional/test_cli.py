@@ -120,6 +120,23 @@ def test_an_unknown_sandbox_setting_exits_2_and_names_the_known_ones(project: Pa
         assert "→ next: fix the [sandbox] table of deploy.toml" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("run", "true", "--image-tag", ""), "--image-tag is empty ('')"),  # not: the image running now
+        (("freeze", "--reason", "x", "--until", " "), "--until is empty (' ')"),  # not: a freeze with no end
+        (("deploy.stack", ""), "NAME is empty ('')"),
+        (("smoke", "--only", ""), "--only is empty ('')"),  # not: every check
+    ],
+)
+def test_an_empty_value_is_refused_before_anything_is_read_or_started(
+    project: Path, args: tuple[str, ...], said: str
+) -> None:
+    done = inv(project, *args)
+    assert done.returncode == 2 and f"❌ {said}: an unset variable?" in done.stderr, done.stderr
+    assert "sandbox" not in done.stderr  # nothing started, nothing asked
+
+
 def test_a_canary_option_that_is_not_a_number_exits_2(project: Path) -> None:
     done = inv(project, "deploy.lambda", "login_handler", "--canary", "ten", "--dry-run")
     assert done.returncode == 2 and "--canary 'ten' is not a percentage" in done.stderr, done.stderr

@@ -974,6 +974,18 @@ def test_an_unknown_component_is_refused_naming_those_there_are(with_lambdas: Pa
     assert refused.value.exit_code == 2
 
 
+def test_only_and_skip_naming_one_component_is_refused(with_lambdas: Path) -> None:  # noqa: F811
+    config, env, _revision = setup(with_lambdas)
+    with pytest.raises(UsageError, match="--only and --skip both name app") as refused:
+        auto.selections(config, env, only="app,lambda", skip="app")
+    assert refused.value.exit_code == 2
+    # a kind in one, a component of it in the other: all functions but one
+    assert auto.selections(config, env, only="lambda", skip="lambda:login_handler") == (
+        {"lambda"},
+        {"lambda:login_handler"},
+    )
+
+
 def test_held_back_components_are_left_out_of_the_plan_and_not_carried_to_head(with_lambdas: Path) -> None:  # noqa: F811
     config, env, revision = setup(with_lambdas)
     found = change_set(
