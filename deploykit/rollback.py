@@ -716,7 +716,7 @@ def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> his
             moment = datetime.fromisoformat(prefix.replace("Z", "+00:00"))
         except ValueError:  # 2026-02-30: no time there is, nor a run
             raise UsageError(
-                f"--run {run}: there is no such time ({prefix[:10]} is no day of the calendar)",
+                f"--run {run}: there is no such time (a day or an hour the calendar does not have)",
                 next_step=f"pass a run's time as inv history --env {env.name} shows it, its id, or --run last",
             ) from None
         prefix = (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y%m%dT%H%M%S")
