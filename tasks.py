@@ -87,8 +87,9 @@ def reports_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = _stop_on_sigterm()
         try:
-            _refuse_flag_as_positional(func, args, kwargs)
-            _refuse_empty_values(func, args, kwargs)
+            given = _given(func, args, kwargs)
+            _refuse_flag_as_positional(given)
+            _refuse_empty_values(given)
             _check_config()
             return commands.until_unlocked(lambda: func(*args, **kwargs))
         except DeployKitError as exc:
@@ -109,15 +110,21 @@ def reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _refuse_flag_as_positional(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _given(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[tuple[str, inspect.Parameter, Any]]:
+    """Each parameter of a task after its context, with the value the command line gave it (None: not given)."""
+    signature = inspect.signature(func)
+    bound = signature.bind_partial(*args, **kwargs)
+    return [(name, p, bound.arguments.get(name)) for name, p in list(signature.parameters.items())[1:]]
+
+
+def _refuse_flag_as_positional(given: list[tuple[str, inspect.Parameter, Any]]) -> None:
     """A UsageError when a task's positional argument (deploy.stack's NAME, run's COMMAND...) got a flag for its value:
     invoke gives the flag after a task's name to a positional still unfilled (pyinvoke/invoke#982), so `inv invoke
     --help` would call a function named '--help', and `inv run --help` run a command '--help'. Refused before
     anything is read or started."""
-    signature = inspect.signature(func)
-    bound = signature.bind_partial(*args, **kwargs)
-    for name, parameter in list(signature.parameters.items())[1:]:  # after the context
-        value = bound.arguments.get(name)
+    for name, parameter, value in given:
         if parameter.default is inspect.Parameter.empty and isinstance(value, str) and value.startswith("-"):
             word = name.upper()
             task = next((a for a, b in zip(sys.argv, sys.argv[1:], strict=False) if b == value), "TASK")
@@ -129,14 +136,11 @@ def _refuse_flag_as_positional(func: Callable[..., Any], args: tuple[Any, ...], 
             )
 
 
-def _refuse_empty_values(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _refuse_empty_values(given: list[tuple[str, inspect.Parameter, Any]]) -> None:
     """A UsageError when an option or argument was given an empty value (``--image-tag "$TAG"``, TAG unset): taken as
     not given, it would act on something else than asked (the image running now, a freeze with no end, every
     check). Refused before anything is read or started. --env has its own (deploykit.config)."""
-    signature = inspect.signature(func)
-    bound = signature.bind_partial(*args, **kwargs)
-    for name, parameter in list(signature.parameters.items())[1:]:  # after the context
-        value = bound.arguments.get(name)
+    for name, parameter, value in given:
         if name == "env" or not isinstance(value, str) or value.strip() or value == parameter.default:
             continue
         said = name.upper() if parameter.default is inspect.Parameter.empty else f"--{name.replace('_', '-')}"
