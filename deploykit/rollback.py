@@ -476,10 +476,12 @@ def resolve_stack(
         known = read["records"], read["live"]
     records: Sequence[history.Record] = known[0] if known else []
     recorded: str | None = known[1].get(key, {}).get("sha") if known else None
-    stack = planner.stack_roles(env)[component.role]
+    roles = planner.stack_roles(env)
+    stack = roles[component.role]
     # the newest run that deployed the stack or may have changed it (refused runs, failures before it, passed over)
-    every = list(planner.stack_roles(env).values())
-    attempt = next((r for r in records if key in r.deployed and (r.ok or may_have_changed(r, stack, every))), None)
+    attempt = next(
+        (r for r in records if key in r.deployed and (r.ok or may_have_changed(r, stack, roles.values()))), None
+    )
     failed = attempt is not None and not attempt.ok and attempt.deployed[key] != recorded
     live = attempt.deployed[key] if failed and attempt is not None else recorded
     kept = cache(partial(kept_commits, aws, env, stack))
