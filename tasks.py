@@ -28,7 +28,8 @@ from invoke.program import Program
 from invoke.tasks import task
 
 from deploykit import commands
-from deploykit.config import SAMPLE_PART, EnvConfig, find_config, load_config
+from deploykit.aws import AwsFactory
+from deploykit.config import EnvConfig, find_config, load_config
 from deploykit.endpoints import check_overrides
 from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, Interrupted, UsageError
 from deploykit.lock import LockInfo
@@ -198,30 +199,48 @@ def on_the_sandbox(environment: EnvConfig, sandbox_endpoint: str) -> bool:
     return environment.name == "sandbox" or (environment.endpoint_url or "").rstrip("/") == sandbox_endpoint
 
 
-def _ensure_sandbox(env: str | None) -> None:
-    """Tasks that target the sandbox (the environment, or another one on its AWS endpoint) start it when it is not
-    running."""
-    config = load_config()
-    if env in config.patterns:  # the environments a pattern makes ("dev-*") live where any of them would
-        env = env.replace("*", SAMPLE_PART)
-    environment = config.environment(env)
-    if not environment.is_local:
-        return
+class _SandboxFirst:
+    """A command's ``aws_factory`` that starts the sandbox when it is not running, the first time the command asks for
+    the AWS of an environment on it (the sandbox, or another environment on its AWS endpoint: prod beside it). That
+    is after the command has checked its options and the environment's name: a typo (``inv tasks --stopped -3``)
+    is refused without starting anything."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started = False
+
+    def __call__(self, environment: EnvConfig) -> AwsFactory:
+        if environment.is_local and not self._started:
+            with self._lock:  # a command may ask from several threads at once
+                if not self._started:
+                    self._started = _start_sandbox(environment)
+        return AwsFactory(environment)
+
+
+def _start_sandbox(environment: EnvConfig) -> bool:
+    """Start the sandbox when ``environment`` is on it and it is not running; whether it is (now) running."""
     from sandbox import lifecycle
 
-    settings, _path = _sandbox_settings()
+    settings, path = _sandbox_settings()
     if not on_the_sandbox(environment, settings.endpoint_url):
-        return
+        return False
     try:
         up, elsewhere = lifecycle.survey(settings)  # each part asked once
         if up:
             if elsewhere:
                 print(f"🧪 {_elsewhere(settings, elsewhere)}", file=sys.stderr)
-            return
+            return True
         print("🧪 the sandbox is not running: starting it (inv sandbox.up)", file=sys.stderr)
-        lifecycle.up(settings, config.path)
+        lifecycle.up(settings, path)
     except lifecycle.SandboxError as exc:  # another program on its ports too
         raise EnvironmentNotReady(exc.message, exc.next_step) from None
+    return True
+
+
+def _runtime(*, start_sandbox: bool = True, assume_yes: bool = False) -> commands.Runtime:
+    """A task's runtime for its command: ``start_sandbox`` (not for a dry run) starts the sandbox when the command
+    first needs it (_SandboxFirst); ``assume_yes``: --yes."""
+    return commands.Runtime(aws_factory=_SandboxFirst() if start_sandbox else AwsFactory, assume_yes=assume_yes)
 
 
 def _chain(
@@ -237,8 +256,6 @@ def _chain(
     allow_rolled_back: bool = False,
     yes: bool = False,
 ) -> None:
-    if stages != ("build",) and not dry_run:
-        _ensure_sandbox(env)
     commands.app_chain(
         stages,
         env=env,
@@ -250,7 +267,7 @@ def _chain(
         watch_errors=watch_errors,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
-        runtime=commands.Runtime(assume_yes=yes),
+        runtime=_runtime(start_sandbox=stages != ("build",) and not dry_run, assume_yes=yes),
     )
 
 
@@ -412,8 +429,6 @@ def deploy_stack(
     yes: bool = False,
 ) -> None:
     """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
-    if not dry_run:
-        _ensure_sandbox(env)
     commands.deploy_stack(
         name,
         env=env,
@@ -427,7 +442,7 @@ def deploy_stack(
         as_json=json_,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
-        runtime=commands.Runtime(assume_yes=yes),
+        runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
     )
 
 
@@ -464,8 +479,6 @@ def deploy_lambda(
     yes: bool = False,
 ) -> None:
     """One Lambda function without CloudFormation: upload its zip, update the code, publish, move `live`; smoke."""
-    if not dry_run:
-        _ensure_sandbox(env)
     commands.deploy_lambda(
         name,
         env=env,
@@ -479,7 +492,7 @@ def deploy_lambda(
         bake=bake,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
-        runtime=commands.Runtime(assume_yes=yes),
+        runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
     )
 
 
@@ -506,8 +519,6 @@ def deploy_full(
     yes: bool = False,
 ) -> None:
     """Every stack in dependency order (independent ones in parallel), with this commit's image and zips; smoke."""
-    if not dry_run:
-        _ensure_sandbox(env)
     commands.deploy_full(
         env=env,
         allow_dirty=allow_dirty,
@@ -517,7 +528,7 @@ def deploy_full(
         as_json=json_,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
-        runtime=commands.Runtime(assume_yes=yes),
+        runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
     )
 
 
@@ -556,7 +567,6 @@ def rollback(
 
     The app: a fresh task-definition revision with the earlier image; a Lambda: its alias moved to the earlier
     version; a stack: that commit's template; --run: every component that run deployed, as it was before it."""
-    _ensure_sandbox(env)  # even a dry run reads the environment to resolve the target
     commands.rollback(
         env=env,
         to=to,
@@ -567,7 +577,7 @@ def rollback(
         approve_access=approve_access,
         dry_run=dry_run,
         as_json=json_,
-        runtime=commands.Runtime(assume_yes=yes),
+        runtime=_runtime(assume_yes=yes),  # even a dry run reads the environment to resolve the target
     )
 
 
@@ -582,8 +592,7 @@ def rollback(
 @reports_errors
 def tasks_list(c: Context, env: str | None = None, stopped: int = 10, json_: bool = False) -> None:
     """The service's tasks: revision, image, who started them, status, health, ALB target, why one stopped."""
-    _ensure_sandbox(env)
-    commands.tasks_list(env=env, stopped=stopped, as_json=json_)
+    commands.tasks_list(env=env, stopped=stopped, as_json=json_, runtime=_runtime())
 
 
 @task(
@@ -597,8 +606,7 @@ def tasks_list(c: Context, env: str | None = None, stopped: int = 10, json_: boo
 @reports_errors
 def scan_image(c: Context, env: str | None = None, image_tag: str | None = None, json_: bool = False) -> None:
     """ECR's scan of an image, judged as the scan gate judges a deploy's: its findings; exit 1 if refused."""
-    _ensure_sandbox(env)
-    commands.scan_image(env=env, image_tag=image_tag, as_json=json_)
+    commands.scan_image(env=env, image_tag=image_tag, as_json=json_, runtime=_runtime())
 
 
 @task(
@@ -624,9 +632,13 @@ def restart_app(
 
     Nothing is built or deployed: the same revision, image and commit, new tasks beside the old ones, the old drained
     once the new serve. Holds the lock and is recorded in the history; a freeze does not refuse it."""
-    if not dry_run:
-        _ensure_sandbox(env)
-    commands.restart_app(env=env, smoke=smoke, dry_run=dry_run, as_json=json_, runtime=commands.Runtime(assume_yes=yes))
+    commands.restart_app(
+        env=env,
+        smoke=smoke,
+        dry_run=dry_run,
+        as_json=json_,
+        runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
+    )
 
 
 @task(
@@ -647,9 +659,13 @@ def pause_app(
 
     The load balancer, the API, its Lambdas and the data stay; the ALB answers 503 meanwhile. Any deploy wakes it
     first. Refused in a protected environment. Holds the lock and is recorded in the history."""
-    if not dry_run:
-        _ensure_sandbox(env)
-    commands.pause_app(env=env, reason=reason, dry_run=dry_run, as_json=json_, runtime=commands.Runtime(assume_yes=yes))
+    commands.pause_app(
+        env=env,
+        reason=reason,
+        dry_run=dry_run,
+        as_json=json_,
+        runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
+    )
 
 
 @task(
@@ -672,8 +688,8 @@ def resume_app(
     yes: bool = False,
 ) -> None:
     """Scale a paused service back to the count it ran; wait until its tasks serve; smoke."""
-    _ensure_sandbox(env)  # even a dry run reads whether it is paused
-    commands.resume_app(env=env, smoke=smoke, dry_run=dry_run, as_json=json_, runtime=commands.Runtime(assume_yes=yes))
+    runtime = _runtime(assume_yes=yes)  # even a dry run reads whether it is paused
+    commands.resume_app(env=env, smoke=smoke, dry_run=dry_run, as_json=json_, runtime=runtime)
 
 
 @task(
@@ -703,7 +719,6 @@ def show_logs(
     filter_: str = "",
 ) -> None:
     """What the app's containers or Lambda functions wrote (CloudWatch Logs): the newest lines, or followed."""
-    _ensure_sandbox(env)
     commands.logs(
         env=env,
         component=component,
@@ -713,6 +728,7 @@ def show_logs(
         follow=follow,
         as_json=json_,
         pattern=filter_,
+        runtime=_runtime(),
     )
 
 
@@ -739,8 +755,7 @@ def run_command(
 
     The task has the service's network, roles, environment and secrets; exit 1 unless the command exits 0; Ctrl-C
     or --timeout stops the task."""
-    _ensure_sandbox(env)
-    commands.run_command(command, env=env, timeout=timeout, image_tag=image_tag, as_json=json_)
+    commands.run_command(command, env=env, timeout=timeout, image_tag=image_tag, as_json=json_, runtime=_runtime())
 
 
 @task(
@@ -760,8 +775,7 @@ def invoke_function(
     """One Lambda function called once through its live alias: its answer, the version that gave it, its log's tail.
 
     The code runs for real in the environment (what it writes is written); exit 1 when the function raised."""
-    _ensure_sandbox(env)
-    commands.invoke_function(function, env=env, event=event, version=version, as_json=json_)
+    commands.invoke_function(function, env=env, event=event, version=version, as_json=json_, runtime=_runtime())
 
 
 @task(name="endpoints", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
@@ -787,8 +801,13 @@ def smoke_checks(
     """Run every check the plugins register (alb, api_gateway, auth, kyc, connectivity, yours) in parallel."""
     from pathlib import Path
 
-    _ensure_sandbox(env)
-    commands.smoke(env=env, only=only.split(",") if only else None, as_json=json_, junit=Path(junit) if junit else None)
+    commands.smoke(
+        env=env,
+        only=only.split(",") if only else None,
+        as_json=json_,
+        junit=Path(junit) if junit else None,
+        runtime=_runtime(),
+    )
 
 
 @task(
@@ -811,8 +830,7 @@ def history_list(
     commits: bool = False,
 ) -> None:
     """The environment's deployments (who, when, command, commit, result, time) and what is live per component."""
-    _ensure_sandbox(env)
-    commands.history_list(env=env, limit=limit, component=component, as_json=json_, commits=commits)
+    commands.history_list(env=env, limit=limit, component=component, as_json=json_, commits=commits, runtime=_runtime())
 
 
 @task(
@@ -826,8 +844,7 @@ def history_list(
 @reports_errors
 def deploy_report(c: Context, env: str | None = None, json_: bool = False, since: str = "30d") -> None:
     """How the deploys went: frequency, failures, time to restore, commit to live, chain and step times."""
-    _ensure_sandbox(env)
-    commands.deployment_report(env=env, since=since, as_json=json_)
+    commands.deployment_report(env=env, since=since, as_json=json_, runtime=_runtime())
 
 
 @task(name="unlock", help={"env": COMMON_HELP["env"], "yes": "do not ask for confirmation (for scripts)"})
@@ -835,17 +852,15 @@ def deploy_report(c: Context, env: str | None = None, json_: bool = False, since
 def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
     """Break the environment's deploy lock on purpose, when the deploy holding it is dead: who held it, deleted."""
 
-    def confirm(held: LockInfo) -> bool:
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            raise UsageError(
-                "unlock needs a confirmation and there is no terminal to ask on", "pass --yes to confirm in a script"
-            )
-        return input("Break this lock? Only if that deploy is dead. [y/N] ").strip().lower() in ("y", "yes")
+    if not yes and not sys.stdin.isatty():  # said before the lock is read
+        raise UsageError(
+            "unlock needs a confirmation and there is no terminal to ask on", "pass --yes to confirm in a script"
+        )
 
-    _ensure_sandbox(env)
-    commands.unlock(env=env, confirm=confirm)
+    def confirm(held: LockInfo) -> bool:
+        return yes or input("Break this lock? Only if that deploy is dead. [y/N] ").strip().lower() in ("y", "yes")
+
+    commands.unlock(env=env, confirm=confirm, runtime=_runtime())
 
 
 @task(
@@ -860,16 +875,14 @@ def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
 @reports_errors
 def freeze_env(c: Context, env: str | None = None, reason: str = "", until: str | None = None) -> None:
     """Close the environment to deploys for a while: deploys and destroy are refused, rollbacks are not."""
-    _ensure_sandbox(env)
-    commands.freeze_env(env=env, reason=reason, until=until)
+    commands.freeze_env(env=env, reason=reason, until=until, runtime=_runtime())
 
 
 @task(name="unfreeze", help={"env": COMMON_HELP["env"]})
 @reports_errors
 def unfreeze_env(c: Context, env: str | None = None) -> None:
     """End the environment's freeze: deploys go again."""
-    _ensure_sandbox(env)
-    commands.unfreeze_env(env=env)
+    commands.unfreeze_env(env=env, runtime=_runtime())
 
 
 @task(name="envs", help={"json": "print every environment's live components, last run and lock as JSON on stdout"})
@@ -883,8 +896,7 @@ def show_envs(c: Context, json_: bool = False) -> None:
 @reports_errors
 def health_report(c: Context, env: str | None = None, json_: bool = False) -> None:
     """Start of the day: stacks, service, targets, API stage, Lambdas, live SHA; findings and recommendations."""
-    _ensure_sandbox(env)
-    commands.health_report(env=env, as_json=json_)
+    commands.health_report(env=env, as_json=json_, runtime=_runtime())
 
 
 AUTO_HELP = {
@@ -945,7 +957,6 @@ def deploy_auto(
                 "--canary, --bake or --watch-errors",
                 next_step="leave those out, or run inv deploy.auto without --watch",
             )
-        _ensure_sandbox(env)
         commands.deploy_watch(
             env=env,
             allow_older=allow_older,
@@ -955,10 +966,9 @@ def deploy_auto(
             only=only,
             skip=skip,
             logs=logs,
+            runtime=_runtime(),
         )
         return
-    if not dry_run:
-        _ensure_sandbox(env)
     commands.deploy_auto(
         env=env,
         since=since,
@@ -975,7 +985,7 @@ def deploy_auto(
         allow_rolled_back=allow_rolled_back,
         only=only,
         skip=skip,
-        runtime=commands.Runtime(assume_yes=yes),
+        runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
     )
 
 
@@ -1000,8 +1010,7 @@ def show_diff(
     verify: bool = False,
 ) -> None:
     """Change Analysis: what changed since what is live, the command for each part, each stack's change set."""
-    _ensure_sandbox(env)
-    commands.diff(env=env, since=since, as_json=json_, as_markdown=markdown, verify=verify)
+    commands.diff(env=env, since=since, as_json=json_, as_markdown=markdown, verify=verify, runtime=_runtime())
 
 
 deploy = Collection("deploy")
@@ -1061,8 +1070,7 @@ def images_cleanup(
     c: Context, env: str | None = None, keep: int = 10, dry_run: bool = False, json_: bool = False
 ) -> None:
     """Delete old images of the repository: keeps the N newest, those in use or recorded in any history."""
-    _ensure_sandbox(env)
-    commands.images_cleanup(env=env, keep=keep, dry_run=dry_run, as_json=json_)
+    commands.images_cleanup(env=env, keep=keep, dry_run=dry_run, as_json=json_, runtime=_runtime())
 
 
 images = Collection("images")
@@ -1095,8 +1103,7 @@ def lambda_cleanup(
 
     Versions: keeps the N newest, those an alias routes to or the history records. Zips (lambda/, lambda-vendored/
     in the artifacts bucket): keeps what a version left or $LATEST runs, what the API stack names, a day's uploads."""
-    _ensure_sandbox(env)
-    commands.lambda_cleanup(env=env, function=function, keep=keep, dry_run=dry_run, as_json=json_)
+    commands.lambda_cleanup(env=env, function=function, keep=keep, dry_run=dry_run, as_json=json_, runtime=_runtime())
 
 
 lambdas = Collection("lambda")
@@ -1123,8 +1130,7 @@ def taskdefs_cleanup(
 
     Kept: the N newest, the service's and its deployments', those a task runs, the Fargate stack's, the live
     record's. Deregistered revisions stay described by ARN; running tasks are not touched."""
-    _ensure_sandbox(env)
-    commands.taskdefs_cleanup(env=env, keep=keep, dry_run=dry_run, as_json=json_)
+    commands.taskdefs_cleanup(env=env, keep=keep, dry_run=dry_run, as_json=json_, runtime=_runtime())
 
 
 taskdefs = Collection("taskdefs")
@@ -1262,6 +1268,8 @@ def sandbox_throttle(
         return
     if not service:
         raise UsageError("name the service to throttle", next_step="inv sandbox.throttle --service ecs [--operation X]")
+    if count < 1:
+        raise UsageError(f"--count {count}: throttle 1 request or more", next_step="inv sandbox.throttle --service ecs")
     pending = _sandbox_call(lambda: lifecycle.inject_throttling(settings, service, operation, count=count))
     for fault in pending:
         print(f"🧪 throttling {fault}", file=sys.stderr)
@@ -1283,6 +1291,11 @@ def sandbox_scan_findings(
     """Rehearse ECR's image scans: each image scanned from now on is found to have these findings."""
     from sandbox import lifecycle
 
+    if clear and (finding or seconds):
+        raise UsageError(
+            "--clear forgets every finding and the scan's time: it goes alone",
+            next_step="inv sandbox.scan-findings --clear, or leave out --clear",
+        )
     findings = [] if clear else [_finding(text) for text in finding or []]
     if not clear and not findings and not seconds:
         raise UsageError(

@@ -26,7 +26,7 @@ import tomllib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, NoReturn
 
 from deploykit import git
 from deploykit.config import STACK_ROLES, BuildConfig, Config
@@ -415,6 +415,19 @@ def with_notes(found: ChangeSet, notes: Mapping[str, str]) -> ChangeSet:
     return dataclasses.replace(found, changes=tuple(sorted((*found.changes, *added), key=_order)))
 
 
+def check_since(root: Path, since: str) -> str:
+    """The full SHA of the commit ``--since`` names in the clone at ``root``; UsageError when it names none (checked
+    before the environment is read)."""
+    return git.resolve_commits(root, [since])[since] or _no_such_since(since)
+
+
+def _no_such_since(since: str) -> NoReturn:
+    raise UsageError(
+        f"--since {since}: no such commit in this clone's history",
+        next_step="pass a commit you have (git log --oneline), or fetch more history (git fetch --unshallow)",
+    )
+
+
 def detect(
     config: Config,
     live: Mapping[str, str | None],
@@ -448,12 +461,7 @@ def detect(
         raise UsageError(f"{head!r} names no commit in {root}", next_step="pass a commit SHA, a tag or a branch")
     since_sha: str | None = None
     if since is not None:
-        since_sha = resolved[since]
-        if since_sha is None:
-            raise UsageError(
-                f"--since {since}: no such commit in this clone's history",
-                next_step="pass a commit you have (git log --oneline), or fetch more history (git fetch --unshallow)",
-            )
+        since_sha = resolved[since] or _no_such_since(since)
 
     bases: dict[str, str | None] = {}
     notes: list[Change] = []

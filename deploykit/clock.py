@@ -19,12 +19,15 @@ class Clock(Protocol):
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
+LONGEST = 366 * 86400.0  # no wait, watch or timeout deploykit takes is longer than a year (8784h)
 
 
 def seconds_of(text: str) -> float | None:
-    """``300``, ``90s``, ``5m`` or ``1h`` → seconds; None for anything else."""
+    """``300``, ``90s``, ``5m`` or ``1h`` → seconds; None for anything else, and for more than a year (LONGEST:
+    ``99999999h`` is a typo, and 400 digits would be infinite)."""
     found = _DURATION.fullmatch(text.strip())
-    return None if found is None else float(found[1]) * _UNIT[found[2]]
+    seconds = None if found is None else float(found[1]) * _UNIT[found[2]]
+    return seconds if seconds is not None and seconds <= LONGEST else None
 
 
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhd])")

@@ -7,6 +7,7 @@ Nothing here makes a client: each function takes the boto3 clients it needs (mad
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from deploykit.config import EnvConfig
 
 GIT_SHA_TAG = "deploykit:git-sha"
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's and ECR's rule for a tag
 IMAGE_TAG_TAG = "deploykit:image-tag"
 
 # Fields of DescribeTaskDefinition's answer that RegisterTaskDefinition accepts back.
@@ -47,6 +49,17 @@ REGISTER_FIELDS = (
 
 
 # -- reading ------------------------------------------------------------------------------------
+
+
+def check_image_tag(tag: str) -> str:
+    """``--image-tag``, as given; UsageError unless it can name an image (checked before anything is read)."""
+    if not _IMAGE_TAG.fullmatch(tag):
+        raise UsageError(
+            f"--image-tag {tag!r} cannot name an image: a tag is letters, digits, _, . and - (up to 128 characters, "
+            "not starting with . or -)",
+            next_step="pass a tag inv push gave an image, e.g. the 12 characters of its commit's SHA (inv history)",
+        )
+    return tag
 
 
 def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:

@@ -78,7 +78,8 @@ def wait_seconds(env: EnvConfig, environ: Mapping[str, str] | None = None) -> fl
     seconds = seconds_of(text)
     if seconds is None:
         raise UsageError(
-            f"{WAIT_ENV}={text!r} is not a duration", next_step="set it to seconds, minutes or hours: 600, 90s, 15m, 1h"
+            f"{WAIT_ENV}={text!r} is not a duration (of a year at most)",
+            next_step="set it to seconds, minutes or hours: 600, 90s, 15m, 1h",
         )
     return seconds
 

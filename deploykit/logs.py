@@ -78,6 +78,11 @@ def parse_since(text: str, now: datetime) -> datetime:
             f"--since {text!r} is neither a duration nor a time (since 1970, as AWS counts)",
             next_step="pass a duration back from now (30s, 10m, 2h, 1d) or an ISO time (2026-11-29T06:00:00Z)",
         )
+    if when > now:
+        raise UsageError(
+            f"--since {text} is to come: nothing was written since then",
+            next_step=f"pass a time before now ({now:%Y-%m-%dT%H:%M:%SZ}), or a duration back from now (10m, 2h)",
+        )
     return when
 
 

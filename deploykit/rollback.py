@@ -698,6 +698,23 @@ def _changed(record: history.Record) -> bool:
     return any(sha != record.base.get(component) for component, sha in record.deployed.items())
 
 
+def run_prefix(run: str, env: EnvConfig) -> str:
+    """What the id of the run ``--run`` names starts with (``last`` as it is): its time as ``inv history`` shows it
+    (``2026-11-29T15:23:55Z``) as an id writes it, else the id or its start as given. UsageError for a time the
+    calendar does not have: checked before the environment is read."""
+    prefix = run.strip()
+    if not _SHOWN_TIME.fullmatch(prefix):
+        return prefix
+    try:
+        moment = datetime.fromisoformat(prefix.replace("Z", "+00:00"))
+    except ValueError:  # 2026-02-30: no time there is, nor a run
+        raise UsageError(
+            f"--run {run}: there is no such time (a day or an hour the calendar does not have)",
+            next_step=f"pass a run's time as inv history --env {env.name} shows it, its id, or --run last",
+        ) from None
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y%m%dT%H%M%S")
+
+
 def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> history.Record:
     """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that changed
     something (a component it deployed at another commit than ran before: a rerun whose every step was skipped
@@ -712,16 +729,7 @@ def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> his
                 next_step=f"see the history: inv history --env {env.name}; a rollback is undone by naming it: --run ID",
             )
         return found
-    prefix = run.strip()
-    if _SHOWN_TIME.fullmatch(prefix):  # the time inv history shows, 2026-11-29T15:23:55Z: the id starts with it
-        try:
-            moment = datetime.fromisoformat(prefix.replace("Z", "+00:00"))
-        except ValueError:  # 2026-02-30: no time there is, nor a run
-            raise UsageError(
-                f"--run {run}: there is no such time (a day or an hour the calendar does not have)",
-                next_step=f"pass a run's time as inv history --env {env.name} shows it, its id, or --run last",
-            ) from None
-        prefix = (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y%m%dT%H%M%S")
+    prefix = run_prefix(run, env)
     named = [r for r in records if r.id.startswith(prefix)] if prefix else []
     if len(named) != 1:
         problem = f"no run {run!r}" if not named else f"{run!r} names {len(named)} runs"

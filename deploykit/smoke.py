@@ -81,12 +81,18 @@ def _gone(plugins: Plugins, failed: dict[str, str] | None) -> dict[str, str]:
     return dict(sorted(said.items()))
 
 
-def run_smoke(
-    plugins: Plugins, env: EnvConfig, aws: AwsFactory, *, only: Sequence[str] | None = None, http: Http | None = None
-) -> list[CheckResult]:
-    """Select the checks (``only`` by name, with those they need), resolve the endpoints, run them; a plugin that
-    failed to load or to register its checks is a failed row (with ``only``: named when a check asked for is
-    unknown, since it may be one of that plugin's)."""
+@dataclass(frozen=True)
+class Chosen:
+    """The checks a smoke runs, and each plugin whose hook failed (:func:`plugins_checks`)."""
+
+    checks: list[Check]
+    failed: dict[str, str]
+
+
+def choose(plugins: Plugins, env: EnvConfig, only: Sequence[str] | None = None) -> Chosen:
+    """The checks (``only`` by name, with those they need); UsageError for a name no check has (with ``only``: named
+    when a check asked for is unknown, since it may be one of a plugin that failed), or when no check is registered.
+    Nothing is read from the environment: ``inv smoke --only typo`` is refused before it is."""
     registered, failed = plugins_checks(plugins, env)
     try:
         checks = select(registered, only)
@@ -100,9 +106,24 @@ def run_smoke(
             f"no checks are registered for environment {env.name!r}",
             next_step=f"install deploykit with its built-in plugins (pip install -e .), or unset {BLOCK_ENV}",
         )
+    return Chosen(checks, failed)
+
+
+def run_smoke(
+    plugins: Plugins,
+    env: EnvConfig,
+    aws: AwsFactory,
+    *,
+    only: Sequence[str] | None = None,
+    http: Http | None = None,
+    chosen: Chosen | None = None,
+) -> list[CheckResult]:
+    """Run the checks :func:`choose` picks (``chosen``, when the caller did already), after resolving the endpoints;
+    a plugin that failed to load or to register its checks is a failed row (unless ``only``)."""
+    picked = chosen or choose(plugins, env, only)
     endpoints = resolve_endpoints(StackOutputs.of(aws), env, env.endpoints)
     context = CheckContext(env, endpoints, aws, http or Http())
-    return run_checks(checks, context) + (plugin_failed_results(plugins, failed) if only is None else [])
+    return run_checks(picked.checks, context) + (plugin_failed_results(plugins, picked.failed) if only is None else [])
 
 
 def summary(results: Sequence[CheckResult]) -> str:

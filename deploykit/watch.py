@@ -41,7 +41,10 @@ def parse_duration(text: str, flag: str) -> float:
     """``300``, ``90s`` or ``5m`` (or ``1h``) → seconds; UsageError naming ``flag`` otherwise."""
     seconds = seconds_of(text)
     if seconds is None:
-        raise UsageError(f"{flag} {text!r} is not a duration", next_step=f"pass seconds or minutes: {flag} 90s, 5m")
+        raise UsageError(
+            f"{flag} {text!r} is not a duration (of a year at most)",
+            next_step=f"pass seconds or minutes: {flag} 90s, 5m",
+        )
     return seconds
 
 

@@ -126,6 +126,8 @@ def analyse(
     config, environment = load_env(runtime, env)
     environment = adjust(environment)
     revision = head_revision(config, allow_dirty)
+    if since is not None:
+        changes.check_since(config.root, since)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         found_endpoints = endpoints_if_deployed(aws, environment)  # None: every component counts as never deployed

@@ -166,17 +166,18 @@ def lambda_cleanup(
     deletion = None
     objects: zip_cleanup.ObjectDecision | None = None
     object_deletion: zip_cleanup.ObjectDeletion | None = None
+    with aws_errors(environment):  # the functions: a --function of none is refused before the lock is taken
+        functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
+    if function is not None:
+        if function not in functions:
+            raise UsageError(
+                f"no Lambda function {function!r} in the API stack of {environment.name!r}",
+                next_step=f"use one of: {', '.join(sorted(functions)) or 'none'} (or leave --function out)",
+            )
+        functions = {function: functions[function]}
     # no deploy may publish a version or move an alias onto one between reading and deleting
     with held_lock(runtime, aws, environment, "lambda.cleanup", needed=not dry_run):
         with aws_errors(environment):
-            functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
-            if function is not None:
-                if function not in functions:
-                    raise UsageError(
-                        f"no Lambda function {function!r} in the API stack of {environment.name!r}",
-                        next_step=f"use one of: {', '.join(sorted(functions)) or 'none'} (or leave --function out)",
-                    )
-                functions = {function: functions[function]}
             bucket = history.find_artifacts_bucket(aws, environment)
             reads: dict[str, Callable[[], Any]] = {
                 "versions": partial(version_cleanup.function_versions, aws, functions),

@@ -14,6 +14,7 @@ import botocore.exceptions
 from deploykit import (
     auto,
     changes,
+    ecs,
     git,
     history,
     lambda_chain,
@@ -210,7 +211,6 @@ def deploy_stack(
     changes (its synthesis reads the work tree), unless ``allow_dirty``."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
-    aws = runtime.aws_factory(environment)
     role = planner.role_of(environment, stack)
     if image_tag and role != planner.HOSTED_BY["app"]:  # the only stack with an image to roll out
         names = planner.stack_roles(environment)
@@ -218,7 +218,10 @@ def deploy_stack(
             f"--image-tag is for {names[planner.HOSTED_BY['app']]}, which runs the app's image; {names[role]} has none",
             next_step=f"inv deploy.stack {names[role]} without --image-tag",
         )
+    if image_tag:
+        ecs.check_image_tag(image_tag)
     revision = head_revision(config, allow_dirty)
+    aws = runtime.aws_factory(environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     reads: dict[str, Callable[[], Any]] = {}
@@ -418,6 +421,10 @@ def rollback(
     if target_component is not None and target_component.kind != "stack" and (allow_replace or approve_access):
         flag = "--allow-replace" if allow_replace else "--approve-access"
         raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
+    if run is not None:  # what can be told without the environment, before it is read
+        rollbacks.run_prefix(run, environment)
+    elif to is not None and target_component is not None and target_component.kind != "stack":
+        rollbacks.normalize_to(to)  # a stack's --to is any revision of this clone's, resolved where it is read
     aws = runtime.aws_factory(environment)
     # what is live as this rollback starts, read while it works out what to go back to: checked again under its lock
     reading = None if dry_run else LiveBefore(runtime, aws, environment)

@@ -4,6 +4,7 @@ on the service, inv invoke on a Lambda function."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -284,8 +285,15 @@ def run_command(
     if not argv:
         raise UsageError("name the command to run", next_step="inv run 'python -m app.release' (one string, quoted)")
     deadline = seconds_of(timeout)
-    if deadline is None or deadline <= 0:
-        raise UsageError(f"--timeout {timeout!r} is not a duration", next_step="pass one such as 300, 90s, 10m or 1h")
+    if deadline is None:
+        raise UsageError(
+            f"--timeout {timeout!r} is not a duration (of a year at most)",
+            next_step="pass one such as 300, 90s, 10m or 1h",
+        )
+    if deadline <= 0:
+        raise UsageError(f"--timeout {timeout}: the command would be stopped before it starts", "pass 300, 90s or 10m")
+    if image_tag:
+        ecs.check_image_tag(image_tag)
     aws = runtime.aws_factory(environment)
     out = runtime.stderr if as_json else runtime.stdout
     with aws_errors(environment):
@@ -439,7 +447,7 @@ def scan_image(
     registry does not have the image. Nothing changes but a scan asked for."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
-    tag = image_tag or head_revision(config, allow_dirty=True).of("app").tag
+    tag = ecs.check_image_tag(image_tag) if image_tag else head_revision(config, allow_dirty=True).of("app").tag
     gate = environment.image_scan
     severity = gate.severity or "HIGH"
     judge = dataclasses.replace(scan_gate.image_judge(environment, tag, "deploys it"), severity=severity)
@@ -696,7 +704,7 @@ def invoke_function(
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     lambda_chain.function_folder(config, function)  # refuses an unknown function, naming the known ones
-    if version and not (version.isdigit() or version == "$LATEST"):
+    if version and not (re.fullmatch(r"[1-9][0-9]*", version) or version == "$LATEST"):  # not 0, not ٣
         raise UsageError(
             f"--version {version!r} is not a version of a function: a number (or $LATEST)",
             next_step=f"leave it out to call the {lambda_chain.ALIAS} alias, or give a version's number (aws lambda "

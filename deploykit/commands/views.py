@@ -90,12 +90,15 @@ def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime
 
 
 def _writable(path: Path, option: str) -> None:
-    """``path`` can take a file (its folder made when missing); UsageError naming ``option`` otherwise."""
+    """``path`` can take a file (its folders made as it is written, not now: nothing is left behind by a command
+    refused later); UsageError naming ``option`` otherwise."""
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder", next_step=f"name a file: {option} {path / 'smoke.xml'}")
+    there = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path if path.exists() else path.parent, os.W_OK):
+        if there != path and not there.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{there} is a file")
+        if not os.access(there, os.W_OK):
             raise PermissionError(errno.EACCES, "permission denied")
     except OSError as exc:
         raise UsageError(
@@ -118,13 +121,15 @@ def smoke(
     if junit is not None:  # a place no file can be written: said before any check runs
         _writable(junit, "--junit")
     plugins = load_plugins(runtime, config)
+    chosen = smoke_checks.choose(plugins, environment, only)  # an unknown check: refused before anything is read
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         check_account(aws, environment)  # the checks make throwaway users and cases: not in another account
-        results = smoke_checks.run_smoke(plugins, environment, aws, only=only)
+        results = smoke_checks.run_smoke(plugins, environment, aws, only=only, chosen=chosen)
     runtime.stderr.write(table(results) + "\n")
     if junit is not None:
         try:
+            junit.parent.mkdir(parents=True, exist_ok=True)
             junit.write_text(junit_xml(results, suite=f"deploykit.smoke.{environment.name}") + "\n")
         except OSError as exc:  # it could be made, and now cannot be written (a full disk)
             raise StepFailed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,64 @@ def test_an_empty_value_is_refused_before_anything_is_read_or_started(
     assert "sandbox" not in done.stderr  # nothing started, nothing asked
 
 
+def _sandbox_on_free_ports(project: Path) -> None:
+    """The project's sandbox on ports nothing listens on: whatever sandbox runs on this machine (another test's, the
+    developer's), this one is not running."""
+    ports = []
+    for _ in range(4):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    aws, registry, backend, api = ports
+    text = (project / "deploy.toml").read_text().replace("127.0.0.1:4566", f"127.0.0.1:{aws}")
+    text = text.replace('registry = "127.0.0.1:5000"', f'registry = "127.0.0.1:{registry}"')
+    text += f"\n[sandbox]\naws_port = {aws}\nregistry_port = {registry}\nregistry_backend_port = {backend}\n"
+    (project / "deploy.toml").write_text(text + f"api_port = {api}\n")
+    git(project, "commit", "-qam", "a sandbox of its own")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("tasks", "--stopped", "-3"), "--stopped must be 0 or more (got -3)"),
+        (("deploy.stack", "NoSuchStack"), "unknown stack 'NoSuchStack' in environment 'sandbox'"),
+        (("rollback", "--to", "xyz"), "--to 'xyz' is not a commit"),
+        (("rollback", "--run", "2026-02-30T10:00:00Z"), "--run 2026-02-30T10:00:00Z: there is no such time"),
+        (("deploy.auto", "--since", "no-such-ref"), "--since no-such-ref: no such commit in this clone's history"),
+        (("diff", "--since", "no-such-ref"), "--since no-such-ref: no such commit in this clone's history"),
+        (("run", "true", "--timeout", "0"), "--timeout 0: the command would be stopped before it starts"),
+        (("run", "true", "--timeout", "9" * 400 + "h"), "h' is not a duration (of a year at most)"),
+        (("run", "true", "--image-tag", "a b"), "--image-tag 'a b' cannot name an image"),
+        (("scan", "--image-tag", ".hidden"), "--image-tag '.hidden' cannot name an image"),
+        (("logs", "--since", "2999-01-01T00:00:00Z"), "--since 2999-01-01T00:00:00Z is to come"),
+        (("report", "--since", "2999-01-01T00:00:00Z"), "--since 2999-01-01T00:00:00Z is to come"),
+        (("smoke", "--only", "no_such_check"), "unknown check(s): no_such_check"),
+        (("unlock",), "unlock needs a confirmation and there is no terminal to ask on"),
+        (("history", "--limit", "0"), "--limit must be at least 1 (got 0)"),
+        (("images.cleanup", "--keep", "0"), "--keep must be at least 1 (got 0)"),
+        (("freeze", "--until", "1h"), "a freeze needs a reason"),
+    ],
+)
+def test_bad_input_is_refused_before_the_sandbox_is_started(project: Path, args: tuple[str, ...], said: str) -> None:
+    """A task that starts the sandbox when it is not running (tasks._SandboxFirst) does so when its command first
+    asks for the environment's AWS: after the options are checked. A typo starts nothing and is named as such (it
+    was: moto and the registry started, or the Docker engine's absence said instead)."""
+    _sandbox_on_free_ports(project)
+    done = inv(project, *args)
+    assert done.returncode == 2 and done.stderr.startswith("❌ ") and said in done.stderr.splitlines()[0], done.stderr
+    assert "🧪" not in done.stderr and not (project / ".sandbox").exists()
+
+
+def test_a_task_that_needs_the_sandbox_starts_it(project: Path) -> None:
+    """The other side of the test above: good options, the sandbox not running: started (here the Docker engine is
+    pointed nowhere, so its start is refused with how to start the engine)."""
+    _sandbox_on_free_ports(project)
+    done = inv(project, "tasks")
+    assert done.returncode == 2
+    assert "🧪 the sandbox is not running: starting it (inv sandbox.up)" in done.stderr
+    assert "Docker engine is not answering" in done.stderr
+
+
 def test_a_canary_option_that_is_not_a_number_exits_2(project: Path) -> None:
     done = inv(project, "deploy.lambda", "login_handler", "--canary", "ten", "--dry-run")
     assert done.returncode == 2 and "--canary 'ten' is not a percentage" in done.stderr, done.stderr
@@ -193,3 +252,20 @@ def test_dry_run_of_each_task_needs_neither_docker_nor_aws(project: Path, task: 
     assert "dry run: nothing is changed" in done.stderr
     if task in ("roll-service", "deploy.app"):  # a deploy's dry run reads the pause (its wake shown) when it can
         assert "ℹ️  whether sandbox is paused could not be read (the sandbox's AWS endpoint" in done.stderr
+
+
+def test_invoke_takes_a_version_number_from_1_in_ascii_digits(project: Path) -> None:
+    (project / "lambda" / "login_handler").mkdir(parents=True)
+    (project / "lambda" / "login_handler" / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "a function")
+    for version in ("0", "٣", "1.0"):
+        done = inv(project, "invoke", "login_handler", "--version", version)
+        assert done.returncode == 2 and f"--version {version!r} is not a version of a function" in done.stderr
+
+
+def test_the_sandbox_rehearsals_refuse_what_they_cannot_do(project: Path) -> None:
+    done = inv(project, "sandbox.scan-findings", "--clear", "--finding", "CVE-2026-0001:HIGH")
+    assert done.returncode == 2 and "--clear forgets every finding and the scan's time: it goes alone" in done.stderr
+    done = inv(project, "sandbox.throttle", "--service", "ecs", "--count", "0")
+    assert done.returncode == 2 and "--count 0: throttle 1 request or more" in done.stderr

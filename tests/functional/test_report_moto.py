@@ -91,7 +91,11 @@ def test_inv_report_reads_the_window_and_times_commits_to_live(bucket: str, dev_
 
 @pytest.mark.parametrize(
     ("since", "message"),
-    [("soon", "--since 'soon' is neither a duration nor a time"), ("2027-01-01", "is not in the past")],
+    [
+        ("soon", "--since 'soon' is neither a duration nor a time"),
+        ("2027-01-01", "--since 2027-01-01 is to come"),
+        ("0s", "--since '0s' is not in the past"),
+    ],
 )
 def test_a_window_that_is_no_window_is_a_usage_error(bucket: str, project: Path, since: str, message: str) -> None:
     with pytest.raises(UsageError, match=message) as raised:

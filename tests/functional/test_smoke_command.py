@@ -12,6 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
 
@@ -224,3 +225,18 @@ def test_a_junit_file_that_cannot_be_written_is_refused_before_any_check_runs(de
     with pytest.raises(UsageError, match=f"--junit {blocked / 'smoke.xml'} cannot be written: "):
         commands.smoke(env="dev", junit=blocked / "smoke.xml", runtime=rt)  # its folder would be a file
     assert checks.seen == []
+    with pytest.raises(UsageError, match=f"--junit {blocked / 'x' / 'smoke.xml'} cannot be written: "):
+        commands.smoke(env="dev", junit=blocked / "x" / "smoke.xml", runtime=rt)  # a folder of it would be a file
+    assert checks.seen == []
+
+
+def test_a_smoke_refused_leaves_no_folder_behind(deployed: Path, tmp_path: Path) -> None:
+    """The --junit file's folders are made as it is written: a smoke refused before (a check no plugin has) makes
+    none, nor reads the environment."""
+    rt = runtime(deployed, ("app", AppChecks()))
+    rt.aws_factory = Mock(side_effect=AssertionError("the environment was read"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(UsageError, match=r"unknown check\(s\): nope"):
+        commands.smoke(env="dev", only=["nope"], junit=out / "reports" / "ci" / "smoke.xml", runtime=rt)
+    assert list(out.iterdir()) == []

@@ -53,3 +53,11 @@ def test_an_app_line_names_its_task_and_a_function_line_its_version() -> None:
     assert fn.label("2026/11/29/[12]0123456789abcdef") == "[12]"
     assert fn.label("2026/11/29/[$LATEST]0123456789abcdef") == "[$LATEST]"
     assert fn.label("a-stream-of-another-shape") == "er-shape"
+
+
+def test_a_time_to_come_is_refused_as_such() -> None:
+    """Nothing was written since a time to come: said, rather than an empty listing."""
+    assert parse_since("2026-11-29T06:00:00Z", NOW) == NOW  # now itself: a follow from now on
+    with pytest.raises(UsageError, match="--since 2026-11-29T06:00:01Z is to come") as err:
+        parse_since("2026-11-29T06:00:01Z", NOW)
+    assert err.value.next_step == "pass a time before now (2026-11-29T06:00:00Z), or a duration back from now (10m, 2h)"

@@ -1,0 +1,20 @@
+"""Durations given on the command line and in variables (--timeout, --watch-errors, DEPLOYKIT_LOCK_WAIT)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploykit.clock import LONGEST, seconds_of
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("300", 300.0), (" 90s ", 90.0), ("1.5m", 90.0), ("1h", 3600.0), ("8784h", LONGEST)]
+)
+def test_a_duration_is_seconds_minutes_or_hours(text: str, seconds: float) -> None:
+    assert seconds_of(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1", "1d", "5 m", "8785h", "9" * 400, "9" * 400 + "h"])
+def test_anything_else_or_longer_than_a_year_is_none(text: str) -> None:
+    """400 digits would be infinite (a wait that never ends, or an OverflowError deep in a sleep)."""
+    assert seconds_of(text) is None
