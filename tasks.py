@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -193,10 +194,21 @@ def _stop_on_sigterm() -> Any:
 
 
 def on_the_sandbox(environment: EnvConfig, sandbox_endpoint: str) -> bool:
-    """Whether ``environment`` is the sandbox, or another one on its AWS endpoint (prod beside it)."""
-    if not environment.is_local:
-        return False
-    return environment.name == "sandbox" or (environment.endpoint_url or "").rstrip("/") == sandbox_endpoint
+    """Whether ``environment`` is on the sandbox's AWS endpoint: the sandbox, or another environment beside it (prod
+    on the same endpoint). Its address decides, not its name: ``http://localhost:4566/`` is the sandbox at
+    ``http://127.0.0.1:4566``; an environment named sandbox on another port (another local AWS) is not."""
+    return environment.is_local and _address(environment.endpoint_url or "") == _address(sandbox_endpoint)
+
+
+def _address(url: str) -> tuple[str, int | None]:
+    """The host (every name of this machine's loopback as one) and port of an endpoint URL."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port out of range: deploy.toml's check says so
+        return url, None
+    host = parts.hostname or ""
+    return ("loopback" if host in ("127.0.0.1", "localhost", "::1") else host), port
 
 
 class _SandboxFirst:
@@ -240,7 +252,8 @@ def _start_sandbox(environment: EnvConfig) -> bool:
 def _runtime(*, start_sandbox: bool = True, assume_yes: bool = False) -> commands.Runtime:
     """A task's runtime for its command: ``start_sandbox`` (not for a dry run) starts the sandbox when the command
     first needs it (_SandboxFirst); ``assume_yes``: --yes."""
-    return commands.Runtime(aws_factory=_SandboxFirst() if start_sandbox else AwsFactory, assume_yes=assume_yes)
+    factory = _SandboxFirst() if start_sandbox else AwsFactory
+    return commands.Runtime(aws_factory=factory, peer_aws_factory=AwsFactory, assume_yes=assume_yes)
 
 
 def _chain(
@@ -951,10 +964,18 @@ def deploy_auto(
             next_step="add --watch, or leave out --no-logs",
         )
     if watch:
-        if dry_run or json_ or since or canary is not None or bake is not None or watch_errors is not None:
+        if (
+            dry_run
+            or json_
+            or since
+            or canary is not None
+            or bake is not None
+            or watch_errors is not None
+            or unpromoted
+        ):
             raise UsageError(
                 "--watch deploys the work tree as it changes: it does not go with --dry-run, --json, --since, "
-                "--canary, --bake or --watch-errors",
+                "--canary, --bake, --watch-errors or --unpromoted",
                 next_step="leave those out, or run inv deploy.auto without --watch",
             )
         commands.deploy_watch(
@@ -966,7 +987,7 @@ def deploy_auto(
             only=only,
             skip=skip,
             logs=logs,
-            runtime=_runtime(),
+            runtime=_runtime(assume_yes=yes),
         )
         return
     commands.deploy_auto(

@@ -351,6 +351,18 @@ def pip_install(requirements: Path, target: Path, *, architecture: str = DEFAULT
 # -- the function's own files -----------------------------------------------------------------------
 
 
+def check_function(folder: Path) -> None:
+    """What :func:`package_function` would refuse in ``folder`` before it packages anything: a folder that is no
+    function, a name no function can have, a link to a directory, a requirement not pinned or an option refused. In
+    milliseconds (pip is not run): checked before a deploy reads the environment."""
+    _check_function_folder(folder)
+    for _path, _source in _walk(folder):
+        pass  # refuses a link to a directory
+    requirements = folder / REQUIREMENTS
+    if requirements.is_file():
+        _requirement_lines(requirements)
+
+
 def _check_function_folder(folder: Path) -> None:
     if not folder.is_dir():
         known = _function_names(folder.parent)

@@ -242,12 +242,35 @@ def _missing_image(env: EnvConfig, wanted: str, tags: Sequence[str]) -> UsageErr
     )
 
 
-def resolve_app(aws: AwsFactory, env: EnvConfig, to: str | None) -> Target:
+def check_app(env: EnvConfig) -> None:
+    """UsageError when the app of ``env`` cannot be rolled back by deploykit (told before anything is read)."""
     if env.registry:
         raise UsageError(
             f"environment {env.name!r} pushes to a plain registry ({env.registry}): rollback lists images with ECR",
             next_step="roll back by deploying the old commit: git checkout <sha> && inv deploy.app",
         )
+
+
+def check_stack_to(root: Path, to: str) -> str:
+    """A stack's ``--to`` as far as this clone can tell without the environment: not a build of uncommitted changes,
+    and a revision of this clone (a SHA, a tag, a branch, HEAD~1) or a SHA (of a commit whose template the environment
+    may have kept); stripped. UsageError otherwise."""
+    wanted = to.strip()
+    if DIRTY in wanted:
+        raise UsageError(
+            f"--to {to} is a build of uncommitted changes: a stack goes back to a commit's cdk/ as committed",
+            next_step="pass a commit SHA (inv history lists them)",
+        )
+    if not re.fullmatch(r"[0-9a-fA-F]+", wanted) and git.resolve_commit(root, wanted) is None:  # hex: kept, maybe
+        raise UsageError(
+            f"--to {to}: no commit, tag or branch of that name in this clone, nothing was changed",
+            next_step="pass a commit SHA (inv history lists them), or fetch it first (git fetch origin <its branch>)",
+        )
+    return wanted
+
+
+def resolve_app(aws: AwsFactory, env: EnvConfig, to: str | None) -> Target:
+    check_app(env)
     live = auto.live_image_tag_or_empty(aws, env) or None
     tags = repository_tags(aws)
     if to is not None:
@@ -486,12 +509,7 @@ def resolve_stack(
     live = attempt.deployed[key] if failed and attempt is not None else recorded
     kept = cache(partial(kept_commits, aws, env, stack))
     if to is not None:
-        wanted = to.strip()
-        if DIRTY in wanted:
-            raise UsageError(
-                f"--to {to} is a build of uncommitted changes: a stack goes back to a commit's cdk/ as committed",
-                next_step="pass a commit SHA (inv history lists them)",
-            )
+        wanted = check_stack_to(root, to)
         full = git.resolve_commit(root, wanted)  # any revision: a SHA, a tag, a branch, HEAD~1
         if full is None:
             full = _kept_commit(wanted, kept())

@@ -57,7 +57,7 @@ def images_cleanup(
         with aws_errors(environment):
             details = image_cleanup.repository_images(aws)
             in_use = image_cleanup.images_in_use(aws)
-            recorded = image_cleanup.recorded_images(config, environment, runtime.aws_factory, target_aws=aws)
+            recorded = image_cleanup.recorded_images(config, environment, runtime.peer_aws, target_aws=aws)
             parts = image_cleanup.index_parts(aws, details)
         for name, why in recorded.skipped.items():
             warn(f"skipped the history of {name} (its AWS cannot be read): {why}")
@@ -298,7 +298,7 @@ def _unneeded_zips(
 def _environment_code(runtime: Runtime, env: EnvConfig) -> zip_cleanup.Needed | str:
     """What another environment sharing the artifacts bucket runs, or why it could not be read."""
     try:
-        return zip_cleanup.environment_code(runtime.aws_factory(env), env)
+        return zip_cleanup.environment_code(runtime.peer_aws(env), env)
     except DeployKitError as exc:
         return exc.message
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:

@@ -58,12 +58,20 @@ class Runtime:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     clock: Clock = field(default_factory=SystemClock)
     aws_factory: Callable[[EnvConfig], AwsFactory] = AwsFactory
+    # the AWS of the other environments a command reads on the way (their histories, the code they run), never
+    # starting anything (aws_factory may start the sandbox: tasks._SandboxFirst); None: aws_factory
+    peer_aws_factory: Callable[[EnvConfig], AwsFactory] | None = None
     docker_factory: Callable[[], Any] = docker_client
     plugins_factory: Callable[[], Plugins] = get_plugin_manager
     # an environment with confirm = true: --yes given (or $DEPLOYKIT_YES=1) answers for the person; else ``ask``
     # puts the question (True: go on; None: there is no one to ask, no terminal)
     assume_yes: bool = False
     ask: Callable[[str], bool | None] = field(default_factory=lambda: ask_on_terminal)
+
+    @property
+    def peer_aws(self) -> Callable[[EnvConfig], AwsFactory]:
+        """The factory of the AWS of environments other than the command's own (peer_aws_factory)."""
+        return self.peer_aws_factory or self.aws_factory
 
 
 YES_ENV = "DEPLOYKIT_YES"  # =1: every confirmation an environment asks for (confirm = true) answered yes
@@ -338,14 +346,28 @@ def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
         return
     answer = runtime.ask(f"❓ {summary}: {env.name} asks first (confirm = true). Go on? [y/N] ")
     if answer is None:
-        raise UsageError(
-            f"{env.name} asks before each change (confirm = true in deploy.toml) and there is no terminal to ask on: "
-            "nothing was changed",
-            next_step=f"rerun with --yes (or {YES_ENV}=1) where the run is approved another way, as a CI job's "
-            "environment approval",
-        )
+        raise _no_one_to_ask(env)
     if not answer:
         raise UsageError(f"{summary} not confirmed: nothing was changed", next_step="rerun when it should go")
+
+
+def _no_one_to_ask(env: EnvConfig) -> UsageError:
+    return UsageError(
+        f"{env.name} asks before each change (confirm = true in deploy.toml) and there is no terminal to ask on: "
+        "nothing was changed",
+        next_step=f"rerun with --yes (or {YES_ENV}=1) where the run is approved another way, as a CI job's "
+        "environment approval",
+    )
+
+
+def refuse_unaskable(runtime: Runtime, env: EnvConfig, *, dry_run: bool) -> None:
+    """For a command whose plan always changes ``env``: in an environment that asks first (confirm = true), with no
+    one to answer (no --yes, no $DEPLOYKIT_YES=1, no terminal), refused before anything is read, as
+    :func:`_confirmed` would refuse it once the plan is made."""
+    if dry_run or not env.confirm or runtime.assume_yes or os.environ.get(YES_ENV) == "1":
+        return
+    if runtime.ask is ask_on_terminal and not sys.stdin.isatty():
+        raise _no_one_to_ask(env)
 
 
 def _still_as_planned(reading: LiveBefore, env: EnvConfig, planned_from: Mapping[str, Mapping[str, str]]) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
@@ -19,6 +20,7 @@ from deploykit import (
     history,
     lambda_chain,
     lock,
+    packaging,
     planner,
     registry,
     syntax,
@@ -39,6 +41,7 @@ from deploykit.commands.core import (
     nothing_to_do_json,
     read_history,
     refuse_older,
+    refuse_unaskable,
     rolled_back_components,
     run_plan,
 )
@@ -61,6 +64,18 @@ def refuse_or_say(runtime: Runtime, broken: list[str], which: str, *, dry_run: b
     if broken and dry_run:
         runtime.stderr.write(f"⚠️  {syntax.said(broken, which)}: the deploy would be refused\n")
     syntax.refuse([] if dry_run else broken, which)
+
+
+def check_packaging(runtime: Runtime, folders: Iterable[Path], *, dry_run: bool) -> None:
+    """What packaging each function folder would refuse (packaging.check_function: an unpinned requirement, a link
+    to a directory), before the environment is read: refused, or, in a dry run, said."""
+    for folder in folders:
+        try:
+            packaging.check_function(folder)
+        except UsageError as exc:
+            if not dry_run:
+                raise
+            runtime.stderr.write(f"⚠️  {exc.message}: the deploy would be refused\n")
 
 
 @heard_when_not_run(
@@ -97,6 +112,8 @@ def app_chain(
     if "build" in stages and not promotion.image:  # what the image would take (a promoted one: built already)
         broken = syntax.python_errors(config.root, syntax.component_code(config, "app", config.build.context))
         refuse_or_say(runtime, broken, "app", dry_run=dry_run)
+    if "roll-service" in stages:
+        refuse_unaskable(runtime, environment, dry_run=dry_run)
     aws = runtime.aws_factory(environment)
     reads: dict[str, Callable[[], Any]] = {}
     if "roll-service" in stages and not (allow_older or dry_run):  # a dry run of the chain reads nothing live
@@ -221,6 +238,7 @@ def deploy_stack(
     if image_tag:
         ecs.check_image_tag(image_tag)
     revision = head_revision(config, allow_dirty)
+    refuse_unaskable(runtime, environment, dry_run=dry_run)
     aws = runtime.aws_factory(environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
@@ -319,6 +337,8 @@ def deploy_lambda(
     revision = head_revision(config, allow_dirty)
     code = syntax.component_code(config, f"lambda:{name}", folder.relative_to(config.root).as_posix())  # its zip's
     refuse_or_say(runtime, syntax.python_errors(config.root, code), f"lambda:{name}", dry_run=dry_run)
+    check_packaging(runtime, [folder], dry_run=dry_run)
+    refuse_unaskable(runtime, environment, dry_run=dry_run)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
@@ -423,8 +443,14 @@ def rollback(
         raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
     if run is not None:  # what can be told without the environment, before it is read
         rollbacks.run_prefix(run, environment)
-    elif to is not None and target_component is not None and target_component.kind != "stack":
-        rollbacks.normalize_to(to)  # a stack's --to is any revision of this clone's, resolved where it is read
+    elif target_component is not None and target_component.kind == "stack":
+        if to is not None:
+            rollbacks.check_stack_to(config.root, to)
+    elif target_component is not None:
+        if target_component.kind == "app":
+            rollbacks.check_app(environment)
+        if to is not None:
+            rollbacks.normalize_to(to)
     aws = runtime.aws_factory(environment)
     # what is live as this rollback starts, read while it works out what to go back to: checked again under its lock
     reading = None if dry_run else LiveBefore(runtime, aws, environment)
@@ -729,6 +755,9 @@ def deploy_full(
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     revision = head_revision(config, allow_dirty)
+    functions = lambda_chain.function_names(config)
+    check_packaging(runtime, [config.root / lambda_chain.LAMBDA_FOLDER / fn for fn in functions], dry_run=dry_run)
+    refuse_unaskable(runtime, environment, dry_run=dry_run)
     aws = runtime.aws_factory(environment)
     # a dry run too: the plan of a promoted app copies the image its source runs
     components = changes.components_of(config)

@@ -42,10 +42,11 @@ from deploykit.commands.core import (
     line_on,
     load_env,
     nothing_to_do_json,
+    refuse_unaskable,
     run_plan,
     until_unlocked,
 )
-from deploykit.config import Config, EnvConfig, load_config
+from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
@@ -534,6 +535,7 @@ def _run_on_service(
     when the environment may not have it."""
     config, environment = load_env(runtime, env)
     refuse(environment)
+    refuse_unaskable(runtime, environment, dry_run=dry_run)
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
@@ -552,8 +554,23 @@ def pause_app(
     """The service scaled to 0 tasks, the count it ran kept in the environment (deploykit.pause); refused in a
     protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze.
     ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
+    runtime = runtime or Runtime()
+    config = load_config(runtime.config_path)
+    if env and env in config.patterns and config.environment(env.replace("*", SAMPLE_PART)).protected:
+        raise UsageError(  # each environment it made is as protected as it: refused before any is listed
+            f"the environments {env!r} makes are protected in deploy.toml; pausing them would take their apps down",
+            next_step="pause development environments only; a protected one scales in its Fargate stack's settings",
+        )
     one = partial(_pause_one, reason=reason, dry_run=dry_run)
-    return _one_or_each(runtime or Runtime(), env, one, "pause", as_json=as_json)
+    return _one_or_each(runtime, env, one, "pause", as_json=as_json)
+
+
+def _refuse_pause(environment: EnvConfig) -> None:
+    if environment.protected:
+        raise UsageError(
+            f"environment {environment.name!r} is protected in deploy.toml; pausing it would take its app down",
+            next_step="pause development environments only; a protected one scales in its Fargate stack's settings",
+        )
 
 
 @heard_when_not_run(pause.PAUSE_TITLE)
@@ -567,17 +584,10 @@ def _pause_one(
 ) -> RunReport | None:
     """:func:`pause_app` on one environment."""
 
-    def refuse(environment: EnvConfig) -> None:
-        if environment.protected:
-            raise UsageError(
-                f"environment {environment.name!r} is protected in deploy.toml; pausing it would take its app down",
-                next_step="pause development environments only; a protected one scales in its Fargate stack's settings",
-            )
-
     def plan_of(environment: EnvConfig, tag: str) -> Plan:
         return pause.pause_plan(environment, tag, history.actor(), reason.strip())
 
-    return _run_on_service(runtime or Runtime(), env, plan_of, dry_run=dry_run, as_json=as_json, refuse=refuse)
+    return _run_on_service(runtime or Runtime(), env, plan_of, dry_run=dry_run, as_json=as_json, refuse=_refuse_pause)
 
 
 def resume_app(

@@ -93,6 +93,8 @@ def test_watch_with_a_dry_run_exits_2_before_anything_runs(project: Path) -> Non
     done = inv(project, "deploy.auto", "--watch", "--dry-run")
     assert done.returncode == 2
     assert "--watch deploys the work tree as it changes: it does not go with --dry-run" in done.stderr
+    done = inv(project, "deploy.auto", "--watch", "--unpromoted")  # was: left out without a word
+    assert done.returncode == 2 and "--watch-errors or --unpromoted" in done.stderr
 
 
 def test_malformed_deploy_toml_exits_2(project: Path) -> None:
@@ -159,8 +161,10 @@ def _sandbox_on_free_ports(project: Path) -> None:
     [
         (("tasks", "--stopped", "-3"), "--stopped must be 0 or more (got -3)"),
         (("deploy.stack", "NoSuchStack"), "unknown stack 'NoSuchStack' in environment 'sandbox'"),
-        (("rollback", "--to", "xyz"), "--to 'xyz' is not a commit"),
+        (("rollback", "--to", "xyz"), "environment 'sandbox' pushes to a plain registry (127.0.0.1:"),
         (("rollback", "--run", "2026-02-30T10:00:00Z"), "--run 2026-02-30T10:00:00Z: there is no such time"),
+        (("rollback", "--component", "stack:data", "--to", "no-such-branch"), "--to no-such-branch: no commit, tag or"),
+        (("rollback", "--component", "stack:data", "--to", "abcdef1-dirty-ff"), "is a build of uncommitted changes"),
         (("deploy.auto", "--since", "no-such-ref"), "--since no-such-ref: no such commit in this clone's history"),
         (("diff", "--since", "no-such-ref"), "--since no-such-ref: no such commit in this clone's history"),
         (("run", "true", "--timeout", "0"), "--timeout 0: the command would be stopped before it starts"),
@@ -269,3 +273,35 @@ def test_the_sandbox_rehearsals_refuse_what_they_cannot_do(project: Path) -> Non
     assert done.returncode == 2 and "--clear forgets every finding and the scan's time: it goes alone" in done.stderr
     done = inv(project, "sandbox.throttle", "--service", "ecs", "--count", "0")
     assert done.returncode == 2 and "--count 0: throttle 1 request or more" in done.stderr
+
+
+def test_a_function_packaging_would_refuse_is_refused_before_the_environment_is_read(project: Path) -> None:
+    """An unpinned requirement was found as the zip was made, after the environment was read (and the sandbox
+    started): now before, for deploy.lambda and for deploy.full."""
+    _sandbox_on_free_ports(project)
+    (project / "lambda" / "login_handler").mkdir(parents=True)
+    (project / "lambda" / "login_handler" / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+    (project / "lambda" / "login_handler" / "requirements.txt").write_text("requests\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "a function with an unpinned requirement")
+    for args in (("deploy.lambda", "login_handler"), ("deploy.full",)):
+        done = inv(project, *args)
+        assert done.returncode == 2, done.stderr
+        assert "requirements.txt: 'requests' is not pinned, so the package would change with the day" in done.stderr
+        assert "🧪" not in done.stderr
+
+
+def test_an_environment_that_asks_first_with_no_one_to_ask_is_refused_before_it_is_read(project: Path) -> None:
+    """confirm = true, no terminal, no --yes: a command whose plan always changes the environment is refused before
+    the environment is read (and the sandbox started), not once its plan is made."""
+    _sandbox_on_free_ports(project)
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.sandbox]\n", "[environments.sandbox]\nconfirm = true\n", 1))
+    git(project, "commit", "-qam", "the sandbox asks first")
+    for args in (("deploy.stack", "CarRentalDataStack"), ("deploy.full",), ("restart",), ("roll-service",)):
+        done = inv(project, *args)
+        assert done.returncode == 2, done.stderr
+        assert "sandbox asks before each change (confirm = true in deploy.toml) and there is no terminal" in done.stderr
+        assert "🧪" not in done.stderr
+    done = inv(project, "restart", "--yes")  # answered: goes on to read the environment, and start the sandbox for it
+    assert "🧪 the sandbox is not running: starting it" in done.stderr

@@ -286,3 +286,24 @@ def test_the_task_exits_2_on_bad_input(project: Path) -> None:
     assert done.returncode == 2 and "unknown environment 'qa'" in done.stderr
     done = inv(project, "images.cleanup", "--env", "dev", "--keep", "0")
     assert done.returncode == 2 and "--keep must be at least 1" in done.stderr
+
+
+def test_the_other_environments_are_read_through_the_peer_factory(world: World) -> None:
+    """The command's own AWS (which a task's runtime may start the sandbox for: tasks._SandboxFirst) is asked for the
+    environment cleaned alone; the histories of the others go through ``peer_aws_factory``, which starts nothing
+    (``inv images.cleanup --env prod`` started the sandbox to read its history)."""
+    asked: list[str] = []
+    peers: list[str] = []
+
+    def own(env: EnvConfig) -> AwsFactory:
+        asked.append(env.name)
+        return AwsFactory(env)
+
+    def peer(env: EnvConfig) -> AwsFactory:
+        peers.append(env.name)
+        return AwsFactory(env)
+
+    runtime = runtime_for(world)
+    runtime.aws_factory, runtime.peer_aws_factory = own, peer
+    commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime)
+    assert asked == ["dev"] and sorted(peers) == ["prod", "staging"]
