@@ -183,22 +183,34 @@ def stack_usage(config: Config, files: Mapping[str, bytes]) -> StackUsage:
         imported = _imported_modules(name, path.endswith("/__init__.py"), tree)
         imports[path] = {modules[m] for m in imported if m in modules and modules[m] != path}
     users: dict[str, dict[str, tuple[str, ...]]] = {}
+    stack_modules: dict[str, str] = {}  # path → role
     for path in sorted(files):
         found = config.changes.match(path)
-        if not found or not found[2].startswith("stack:"):
-            continue
-        role = found[2].partition(":")[2]
-        chains: dict[str, tuple[str, ...]] = {path: (path,)}
-        queue = [path]
-        while queue:
-            current = queue.pop(0)
-            for dependency in sorted(imports.get(current, ())):
-                if dependency not in chains:
-                    chains[dependency] = (*chains[current], dependency)
-                    queue.append(dependency)
-        for reached, chain in chains.items():
+        if found and found[2].startswith("stack:"):
+            stack_modules[path] = found[2].partition(":")[2]
+    for path, role in stack_modules.items():
+        for reached, chain in _reached(path, imports).items():
             users.setdefault(reached, {}).setdefault(role, chain)
+    if CDK_APP in files:  # what the app itself imports (tags, flags: besides the stack modules) builds every stack
+        for reached, chain in _reached(CDK_APP, imports, stop=stack_modules.keys()).items():
+            if reached != CDK_APP:
+                for role in STACK_ROLES:
+                    users.setdefault(reached, {}).setdefault(role, chain)
     return StackUsage(users)
+
+
+def _reached(start: str, imports: Mapping[str, set[str]], stop: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Each module ``start`` imports, transitively (the modules of ``stop`` neither counted nor followed), with the
+    chain of imports to it; ``start`` included."""
+    chains: dict[str, tuple[str, ...]] = {start: (start,)}
+    queue = [start]
+    while queue:
+        current = queue.pop(0)
+        for dependency in sorted(imports.get(current, ())):
+            if dependency not in chains and dependency not in stop:
+                chains[dependency] = (*chains[current], dependency)
+                queue.append(dependency)
+    return chains
 
 
 def stack_usage_at(config: Config, rev: str) -> StackUsage:
@@ -215,7 +227,10 @@ def stack_usage_in_worktree(config: Config) -> StackUsage:
             relative = file.relative_to(config.root)
             if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
                 continue
-            files[relative.as_posix()] = file.read_bytes()
+            try:  # a link to nothing, or a folder named x.py: no module to read
+                files[relative.as_posix()] = file.read_bytes()
+            except OSError:
+                continue
     return stack_usage(config, files)
 
 
@@ -309,6 +324,10 @@ def _users(config: Config, path: str, usage: StackUsage | None) -> dict[str, tup
 
 
 def _used_by(role: str, chain: tuple[str, ...], why: str) -> Target:
+    if chain[0] == CDK_APP:
+        return Target(
+            f"stack:{role}", "stack", f"{why}: imported by the CDK app, which builds every stack ({' → '.join(chain)})"
+        )
     return Target(f"stack:{role}", "stack", f"{why}: imported by the {role} stack ({' → '.join(chain)})")
 
 
@@ -418,10 +437,15 @@ def with_notes(found: ChangeSet, notes: Mapping[str, str]) -> ChangeSet:
 def check_since(root: Path, since: str) -> str:
     """The full SHA of the commit ``--since`` names in the clone at ``root``; UsageError when it names none (checked
     before the environment is read)."""
-    return git.resolve_commits(root, [since])[since] or _no_such_since(since)
+    return git.resolve_commits(root, [since])[since] or _no_such_since(root, since)
 
 
-def _no_such_since(since: str) -> NoReturn:
+def _no_such_since(root: Path, since: str) -> NoReturn:
+    if git.is_ambiguous(root, since):
+        raise UsageError(
+            f"--since {since} names more than one commit of this clone",
+            next_step="give more of its digits (git log --oneline --abbrev=12 shows them)",
+        )
     raise UsageError(
         f"--since {since}: no such commit in this clone's history",
         next_step="pass a commit you have (git log --oneline), or fetch more history (git fetch --unshallow)",
@@ -461,7 +485,7 @@ def detect(
         raise UsageError(f"{head!r} names no commit in {root}", next_step="pass a commit SHA, a tag or a branch")
     since_sha: str | None = None
     if since is not None:
-        since_sha = resolved[since] or _no_such_since(since)
+        since_sha = resolved[since] or _no_such_since(root, since)
 
     bases: dict[str, str | None] = {}
     notes: list[Change] = []

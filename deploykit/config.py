@@ -111,7 +111,7 @@ def compile_glob(glob: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
                 pattern += re.escape(token)
         if not last:
             pattern += "/"
-    return re.compile(pattern), tuple(names)
+    return re.compile(pattern, re.DOTALL), tuple(names)  # DOTALL: a file name may hold a newline
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ DEFAULT_CHANGE_RULES: tuple[ChangeRule, ...] = (
     _rule("app", "backend/**"),
     _rule("none", "lambda/*/tests/**", "lambda/*/conftest.py", "lambda/README.md", "lambda/conftest.py"),
     _rule("lambda:{fn}", "lambda/{fn}/**"),
-    _rule("none", "cdk/tests/**", "cdk/*.md"),
+    _rule("none", "cdk/tests/**", "cdk/**/*.md"),
     _rule("stack:{role}", "cdk/stacks/{role}_stack.py"),
     _rule("stacks:all", "cdk/app.py", "cdk/cdk.json", "cdk/requirements.txt"),
     _rule("stacks:shared", "cdk/**"),

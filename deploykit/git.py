@@ -84,7 +84,8 @@ def head_sha(root: Path) -> str:
 
 def dirty_paths(root: Path) -> tuple[str, ...]:
     """Paths with uncommitted changes, untracked files included (ignored files are not)."""
-    out = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all").decode(errors="replace")
+    # a name that is not UTF-8 kept as its bytes (surrogateescape): the path of a file that is there
+    out = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all").decode(errors="surrogateescape")
     paths = []
     entries = iter(out.split("\0"))
     for entry in entries:
@@ -111,12 +112,12 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
     """The diff against HEAD and the untracked files' contents, of ``only`` (every path when empty), and ``paths``."""
     digest = hashlib.sha256(_git(root, "--literal-pathspecs", "diff", "HEAD", "--binary", "--", *only))
     listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *only)
-    for rel in sorted(p for p in listed.decode().split("\0") if p):
-        digest.update(rel.encode() + b"\0")
+    for rel in sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p):
+        digest.update(rel.encode(errors="surrogateescape") + b"\0")
         file = root / rel
         if file.is_file():
             digest.update(file.read_bytes())
-    digest.update("\0".join(paths).encode())
+    digest.update("\0".join(paths).encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 
@@ -127,6 +128,23 @@ def worktree_files(root: Path, folder: str) -> list[str]:
         root, "--literal-pathspecs", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", folder
     )
     return sorted({p for p in listed.decode(errors="surrogateescape").split("\0") if p and (root / p).is_file()})
+
+
+def files_git_sees(folder: Path) -> set[str] | None:
+    """The files under ``folder`` that git tracks or would (untracked, not ignored), relative to it; None when
+    ``folder`` is in no git work tree (a commit's files exported to a temporary folder)."""
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=folder,
+            capture_output=True,
+            check=False,
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if done.returncode != 0:
+        return None
+    return {p for p in done.stdout.decode(errors="surrogateescape").split("\0") if p}
 
 
 def worktree_state(root: Path) -> tuple[str, str]:
@@ -181,6 +199,15 @@ def is_known_commit(root: Path, sha: str) -> bool:
     """Whether ``sha`` (full or abbreviated) names a commit in the local history."""
     _refuse_option(sha)
     return _git_ok(root, "cat-file", "-e", f"{sha}^{{commit}}")
+
+
+def is_ambiguous(root: Path, rev: str) -> bool:
+    """Whether ``rev`` is an abbreviated SHA more than one object of the clone at ``root`` starts with."""
+    _refuse_option(rev)
+    if "\n" in rev:
+        return False
+    out = _git(root, "cat-file", "--batch-check", stdin=f"{rev}\n".encode())  # with ^{commit}: "missing"
+    return out.decode(errors="replace").rstrip().endswith(" ambiguous")
 
 
 def resolve_commit(root: Path, rev: str) -> str | None:

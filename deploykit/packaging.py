@@ -59,6 +59,7 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
+from deploykit import git
 from deploykit.cachedir import DAY, cache_root, prune_due
 from deploykit.errors import StepFailed, UsageError
 
@@ -356,8 +357,8 @@ def check_function(folder: Path) -> None:
     function, a name no function can have, a link to a directory, a requirement not pinned or an option refused. In
     milliseconds (pip is not run): checked before a deploy reads the environment."""
     _check_function_folder(folder)
-    for _path, _source in _walk(folder):
-        pass  # refuses a link to a directory
+    for _path, _source in _function_sources(folder):
+        pass  # refuses a link to a directory, or to a file outside the folder
     requirements = folder / REQUIREMENTS
     if requirements.is_file():
         _requirement_lines(requirements)
@@ -387,10 +388,28 @@ def _function_names(root: Path) -> list[str]:
 
 
 def _function_files(folder: Path) -> Iterator[tuple[str, tuple[bytes, bool]]]:
-    for path, source in _walk(folder):
-        if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL:
-            continue
+    """The files of the function's zip: in a git work tree, those git tracks or would (a file it ignores, a .env or
+    a build's output, is left out: it would ship a secret, differ from a CI build of the same commit, and change
+    the code without deploy.auto seeing a change); the tests, conftest.py and requirements.txt left out."""
+    for path, source in _function_sources(folder):
         yield path, _read(source)
+
+
+def _function_sources(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(path in the zip, file) of :func:`_function_files`; UsageError for a link to a file outside the folder (its
+    changes would not be the function's: deploy.auto counts what changes under lambda/<fn>/)."""
+    seen = git.files_git_sees(folder)
+    inside = folder.resolve()
+    for path, source in _walk(folder):
+        if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL or (seen is not None and path not in seen):
+            continue
+        if source.is_symlink() and not source.resolve().is_relative_to(inside):
+            raise UsageError(
+                f"{source} is a link to {source.resolve()}, outside the function's folder: a change there would "
+                "not deploy the function",
+                next_step="copy the file into the folder, or vendor it through requirements.txt",
+            )
+        yield path, source
 
 
 def _walk(root: Path) -> Iterator[tuple[str, Path]]:

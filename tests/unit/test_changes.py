@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import shutil
+import subprocess
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -135,7 +137,8 @@ NO_USAGE = StackUsage()  # classify purely: no import graph, so nothing is read 
         ("cdk/stacks/auth_stack.py", "stack:auth", "stack", "stack:auth"),
         ("cdk/stacks/registry_stack.py", "stack:registry", "stack", "stack:registry"),
         ("cdk/tests/test_cdk_app.py", None, "none", "cdk/tests/**"),
-        ("cdk/README.md", None, "none", "cdk/*.md"),
+        ("cdk/README.md", None, "none", "cdk/**/*.md"),
+        ("cdk/stacks/common/README.md", None, "none", "cdk/**/*.md"),  # not every stack
         ("README.md", None, "none", "**/*.md"),
         ("docs/guide.md", None, "none", "**/*.md"),
         ("docs/diagram.png", None, "none", "docs/**"),
@@ -218,6 +221,36 @@ def test_import_styles_of_the_cdk_app() -> None:
     assert [t.component for t in targets] == ["stack:api", "stack:fargate"]
 
 
+def test_what_the_cdk_app_itself_imports_counts_for_every_stack() -> None:
+    """A module cdk/app.py imports besides the stack modules (tags, feature flags) builds every stack; what only the
+    stack modules import keeps to those stacks (the app imports each stack module: not followed from it)."""
+    files = {
+        "cdk/app.py": b"from tagging import T\nfrom stacks.data_stack import DataStack\n",
+        "cdk/tagging.py": b"from flags import F\n",
+        "cdk/flags.py": b"F = 1\n",
+        "cdk/stacks/__init__.py": b"",
+        "cdk/stacks/data_stack.py": b"from stacks.storage import S\n",
+        "cdk/stacks/storage.py": b"S = 1\n",
+    }
+    config = load_config(REPO / "deploy.toml")
+    usage = stack_usage(config, files)
+    assert set(usage.users["cdk/flags.py"]) == set(STACK_ROLES)
+    assert set(usage.users["cdk/stacks/storage.py"]) == {"data"}
+    targets = classify(config, "cdk/flags.py", usage=usage)
+    assert {t.component for t in targets} == ALL_STACKS
+    assert "imported by the CDK app, which builds every stack (cdk/app.py → cdk/tagging.py → cdk/flags.py)" in (
+        targets[0].reason
+    )
+
+
+def test_a_link_to_nothing_or_a_folder_named_like_a_module_in_cdk_is_passed_over(repo: Path) -> None:
+    """Read from the work tree (inv diff, a dirty deploy): they are no module to read (a traceback before)."""
+    (repo / "cdk" / "stacks" / "common" / "dangling.py").symlink_to("missing_target.py")
+    (repo / "cdk" / "stacks" / "common" / "folder.py").mkdir()
+    storage = classify(config_of(repo), "cdk/stacks/common/storage.py")
+    assert {t.component for t in storage} == {"stack:registry", "stack:data"}
+
+
 def test_a_stack_module_that_does_not_parse_is_assumed_to_use_everything() -> None:
     files = {"cdk/stacks/data_stack.py": b"def (\n", "cdk/stacks/common/x.py": b"X = 1\n"}
     usage = stack_usage(load_config(REPO / "deploy.toml"), files)
@@ -249,6 +282,7 @@ def test_glob_syntax() -> None:
     assert matches("*.md", "README.md") and not matches("*.md", "docs/a.md")  # * stays within a segment
     assert matches("**/*.md", "README.md") and matches("**/*.md", "a/b/c.md")  # ** is zero or more segments
     assert matches("backend/**", "backend/a/b.py") and not matches("backend/**", "backend")
+    assert matches("backend/**", "backend/app/new\nline.py")  # a file name may hold a newline: still backend's
     assert not matches("backend/**", "backendx/a.py")
     assert matches("a/?.py", "a/b.py") and not matches("a/?.py", "a/bc.py")
     assert matches("a.b", "a.b") and not matches("a.b", "axb")  # regex characters are literal
@@ -533,6 +567,26 @@ def test_each_component_is_compared_with_its_own_live_commit(repo: Path, monkeyp
     assert result.components() == {"app"}
     assert sorted(calls) == sorted([first, second])  # one diff per distinct base
     assert [c.path for c in result.unassigned()] == ["README.md"]
+
+
+def test_a_since_that_names_two_commits_says_so(repo: Path) -> None:
+    """Two commits whose SHAs start alike (made so: their bodies differ until the first 5 digits agree): "no such
+    commit, fetch more history" would send the user the wrong way."""
+    tree = run_git(repo, "rev-parse", "HEAD^{tree}").strip()
+    seen: dict[str, bytes] = {}
+    for n in range(200_000):
+        body = f"tree {tree}\nauthor a <a@b> 0 +0000\ncommitter a <a@b> 0 +0000\n\n{n}\n".encode()
+        sha = hashlib.sha1(b"commit %d\0" % len(body) + body).hexdigest()
+        if sha[:5] in seen and seen[sha[:5]] != body:
+            for made in (seen[sha[:5]], body):
+                write = ["git", "hash-object", "-t", "commit", "-w", "--stdin"]
+                subprocess.run(write, cwd=repo, input=made, check=True, capture_output=True)
+            break
+        seen[sha[:5]] = body
+    prefix = sha[:5]
+    with pytest.raises(UsageError, match=f"--since {prefix} names more than one commit of this clone") as err:
+        detect(config_of(repo), {"app": None}, since=prefix)
+    assert "give more of its digits" in (err.value.next_step or "")
 
 
 def test_a_live_sha_unknown_to_git_says_how_to_fix_it(repo: Path) -> None:

@@ -50,6 +50,16 @@ def test_allowed_dirty_tags_are_unique_to_the_diff(project: Path) -> None:
     assert current_revision(project, allow_dirty=True).tag != second.tag
 
 
+def test_a_file_name_that_is_not_utf8_is_listed_as_the_file_it_is(project: Path) -> None:
+    """A Latin-1 name (café.py written by an old editor): its path is the file's (its bytes kept), and a dirty
+    build of it is tagged (a traceback before)."""
+    with open(os.fsencode(project / "backend" / "app") + b"/caf\xe9.py", "wb") as out:
+        out.write(b"X = 1\n")
+    (name,) = dirty_paths(project)
+    assert (project / name).is_file() and os.fsencode(name) == b"backend/app/caf\xe9.py"
+    assert current_revision(project, allow_dirty=True).dirty
+
+
 def test_renames_are_listed_once(project: Path) -> None:
     git(project, "mv", "backend/app/server.py", "backend/app/serve.py")
     assert dirty_paths(project) == ("backend/app/serve.py",)

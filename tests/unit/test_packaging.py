@@ -158,6 +158,22 @@ def test_tests_caches_and_requirements_are_left_out(fn: Path) -> None:
     assert list(package_function(fn).files) == PACKAGED
 
 
+def test_in_a_git_work_tree_the_files_git_ignores_are_left_out(fn: Path, tmp_path: Path) -> None:
+    """A .env beside the handler, a build's output: git ignores them, a CI build of the commit would not have them,
+    and deploy.auto never sees them change. An untracked file git does not ignore is packaged (and makes the build
+    dirty, as any uncommitted change)."""
+    outside = package_function(fn).sha256  # no git work tree (a commit exported to a folder): every file
+    (tmp_path / ".gitignore").write_text(".env\nbuild/\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert package_function(fn).sha256 == outside  # git sees every file of it: the same zip
+    (fn / ".env").write_text("SECRET=1\n")
+    (fn / "build").mkdir()
+    (fn / "build" / "out.py").write_text("X = 1\n")
+    assert package_function(fn).sha256 == outside
+    (fn / "extra.py").write_text("Y = 1\n")
+    assert "extra.py" in package_function(fn).files
+
+
 def test_entries_are_sorted_with_fixed_dates_modes_and_compression(fn: Path) -> None:
     infos = entries(package_function(fn))
 
@@ -214,6 +230,19 @@ def test_directory_symlink_is_refused(fn: Path, tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="symbolic link"):
         package_function(fn)
+
+
+def test_a_link_to_a_file_outside_the_folder_is_refused_one_inside_is_packaged(fn: Path, tmp_path: Path) -> None:
+    """A change to a file outside lambda/<fn>/ is not the function's for deploy.auto: linked in, it would ship in
+    the zip and never deploy when it changes."""
+    (fn / "inner.py").symlink_to("handler.py")
+    assert "inner.py" in package_function(fn).files
+    (tmp_path / "shared.py").write_text("S = 1\n")
+    (fn / "shared.py").symlink_to(tmp_path / "shared.py")
+    with pytest.raises(UsageError, match=r"shared\.py is a link to .*, outside the function's folder"):
+        package_function(fn)
+    with pytest.raises(UsageError, match="outside the function's folder"):
+        packaging.check_function(fn)
 
 
 def test_package_all_finds_every_function_folder(fn: Path) -> None:
