@@ -208,7 +208,7 @@ def _address(url: str) -> tuple[str, int | None]:
     except ValueError:  # a port out of range: deploy.toml's check says so
         return url, None
     host = parts.hostname or ""
-    return ("loopback" if host in ("127.0.0.1", "localhost", "::1") else host), port
+    return ("loopback" if host in ("127.0.0.1", "localhost") else host), port  # the sandbox listens on IPv4 alone
 
 
 class _SandboxFirst:
@@ -865,6 +865,7 @@ def deploy_report(c: Context, env: str | None = None, json_: bool = False, since
 def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
     """Break the environment's deploy lock on purpose, when the deploy holding it is dead: who held it, deleted."""
 
+    load_config().environment(env)  # an unknown environment said as such first
     if not yes and not sys.stdin.isatty():  # said before the lock is read
         raise UsageError(
             "unlock needs a confirmation and there is no terminal to ask on", "pass --yes to confirm in a script"

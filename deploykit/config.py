@@ -17,6 +17,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -524,6 +525,20 @@ class Config:
     def root(self) -> Path:
         """The project root: the folder that holds deploy.toml."""
         return self.path.parent
+
+    def plugin_settings(self, name: str, keys: Collection[str]) -> tuple[Mapping[str, Any], str]:
+        """The plugin ``name``'s table of deploy.toml (``[plugins.NAME]``; empty when there is none) and how an error
+        names it (``<deploy.toml>: [plugins.NAME]``); ConfigError for a value that is not a table (``[plugins] NAME =
+        5``), or a key not among ``keys`` (a misspelt setting is refused, not left unread). For a plugin's
+        ``deploykit_configure``."""
+        settings = self.plugins.get(name, {})
+        where = f"{self.path}: [plugins.{name}]"
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where} must be a table", next_step=f"write it as a table: [plugins.{name}]")
+        unknown = sorted(set(settings) - set(keys))
+        if unknown:
+            raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(sorted(keys))}")
+        return settings, where
 
     def environment(self, name: str | None = None) -> EnvConfig:
         """The named environment, else ``$DEPLOYKIT_ENV``, else ``default_env``: one deploy.toml defines, or one a

@@ -132,7 +132,8 @@ def worktree_files(root: Path, folder: str) -> list[str]:
 
 def files_git_sees(folder: Path) -> set[str] | None:
     """The files under ``folder`` that git tracks or would (untracked, not ignored), relative to it; None when
-    ``folder`` is in no git work tree (a commit's files exported to a temporary folder)."""
+    ``folder`` is in no git work tree, or git sees none of its files (a commit's files exported to a temporary
+    folder, or to one git ignores)."""
     try:
         done = subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -142,9 +143,9 @@ def files_git_sees(folder: Path) -> set[str] | None:
         )
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if done.returncode != 0:
-        return None
-    return {p for p in done.stdout.decode(errors="surrogateescape").split("\0") if p}
+    listed = {p for p in done.stdout.decode(errors="surrogateescape").split("\0") if p}
+    # nothing seen: a folder git ignores as a whole (a commit's files exported under cdk.out/), where every file counts
+    return listed if done.returncode == 0 and listed else None
 
 
 def worktree_state(root: Path) -> tuple[str, str]:
@@ -202,12 +203,15 @@ def is_known_commit(root: Path, sha: str) -> bool:
 
 
 def is_ambiguous(root: Path, rev: str) -> bool:
-    """Whether ``rev`` is an abbreviated SHA more than one object of the clone at ``root`` starts with."""
-    _refuse_option(rev)
-    if "\n" in rev:
+    """Whether ``rev`` is an abbreviated SHA more than one commit of the clone at ``root`` starts with (objects of
+    other kinds sharing it do not count: git tells a commit from them)."""
+    if not re.fullmatch(r"[0-9a-fA-F]{4,39}", rev):
         return False
-    out = _git(root, "cat-file", "--batch-check", stdin=f"{rev}\n".encode())  # with ^{commit}: "missing"
-    return out.decode(errors="replace").rstrip().endswith(" ambiguous")
+    candidates = _git(root, "rev-parse", f"--disambiguate={rev.lower()}").decode().split()
+    if len(candidates) < 2:
+        return False
+    kinds = _git(root, "cat-file", "--batch-check=%(objecttype)", stdin="".join(f"{c}\n" for c in candidates).encode())
+    return kinds.decode().split().count("commit") > 1
 
 
 def resolve_commit(root: Path, rev: str) -> str | None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
 
@@ -26,13 +28,14 @@ import pytest
 
 from deploykit.aws import AwsFactory, new_session
 from deploykit.checks import Check, CheckContext, CheckResult, Http, HttpError, HttpResponse, run_checks
-from deploykit.config import EnvConfig, Stacks
+from deploykit.config import Config, EnvConfig, Stacks
 from deploykit.endpoints import FUNCTION_OUTPUTS, MAPPED_OUTPUTS, SCALAR_OUTPUTS, Endpoints
-from deploykit.plugins import get_plugin_manager
+from deploykit.plugins import configure_plugins, get_plugin_manager
 from deploykit.smoke import registered_checks
 
 __all__ = [
     "FakeHttp",
+    "fake_factory",
     "moto_aws",
     "plugin_checks",
     "replace_endpoints",
@@ -135,15 +138,28 @@ class FakeHttp(Http):
         return answer
 
 
-def plugin_checks(plugin: object, env: EnvConfig | None = None, *, name: str = "under-test") -> list[Check]:
-    """Register ``plugin`` alone (hook names validated as at load time) and return the checks it registers."""
+def plugin_checks(
+    plugin: object,
+    env: EnvConfig | None = None,
+    *,
+    name: str = "under-test",
+    settings: Mapping[str, Any] | None = None,
+) -> list[Check]:
+    """Register ``plugin`` alone under ``name`` (hook names validated as at load time), configure it as ``inv``
+    does (its ``deploykit_configure`` given a deploy.toml whose ``[plugins.NAME]`` table is ``settings``, none when
+    not given; a ConfigError it raises comes out as ``inv`` says it), and return the checks it registers."""
+    environment = env or sample_env()
     plugins = get_plugin_manager(entry_points=[], extra=[(name, plugin)], environ={})
-    return registered_checks(plugins, env or sample_env())
+    table = {} if settings is None else {name: dict(settings)}
+    config = Config(Path("deploy.toml"), {environment.name: environment}, default_env=environment.name, plugins=table)
+    configure_plugins(plugins, config)
+    return registered_checks(plugins, environment)
 
 
 def run_check(check: Check, ctx: CheckContext) -> CheckResult:
-    """Run one check as ``inv smoke`` does: its timeout applies, an exception becomes a failure."""
-    return run_checks([check], ctx)[0]
+    """Run one check as ``inv smoke`` does: its timeout applies, an exception becomes a failure. It runs alone:
+    the checks its ``needs`` names are not run first, and do not hold it back."""
+    return run_checks([dataclasses.replace(check, needs=())], ctx)[0]
 
 
 def moto_aws(env: EnvConfig | None = None) -> AwsFactory:

@@ -1,4 +1,5 @@
-"""What the built-in plugins share: their settings read from deploy.toml (:func:`settings_of`); and what the checks
+"""What the built-in plugins share: a setting naming an environment variable (:func:`variable_of`; their tables are
+read with Config.plugin_settings, as any plugin's); and what the checks
 share: URL joining, HTTP calls that fail with a one-line detail, safe body excerpts,
 throwaway Cognito users, JWT helpers, and a runner that always cleans up.
 
@@ -26,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from deploykit.checks import CheckResult, HttpError, HttpResponse
-from deploykit.config import Config
 from deploykit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,19 +52,6 @@ class Skipped(Exception):
 
 
 # -- URLs and bodies ------------------------------------------------------------------------------------
-
-
-def settings_of(config: Config, name: str, keys: Collection[str]) -> tuple[Mapping[str, Any], str]:
-    """The plugin ``name``'s table of deploy.toml (``[plugins.NAME]``; empty when there is none) and how an error
-    names it; ConfigError for a value that is not a table, or a key not among ``keys``."""
-    settings = config.plugins.get(name, {})
-    where = f"{config.path}: [plugins.{name}]"
-    if not isinstance(settings, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(settings) - set(keys))
-    if unknown:
-        raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(keys)}")
-    return settings, where
 
 
 def variable_of(settings: Mapping[str, Any], key: str, default: str, where: str) -> str:

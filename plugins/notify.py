@@ -35,7 +35,7 @@ from deploykit.config import Config, pattern_matches
 from deploykit.errors import ConfigError
 from deploykit.history import actor
 from deploykit.hookspecs import hookimpl
-from plugins._support import settings_of, variable_of
+from plugins._support import variable_of
 
 NAME = "notify"
 EVENTS = ("started", "finished", "failed", "freeze", "refused")
@@ -127,7 +127,7 @@ class Notifier:
 
     @hookimpl
     def deploykit_configure(self, config: Config) -> None:
-        settings, where = settings_of(config, NAME, KEYS)
+        settings, where = config.plugin_settings(NAME, KEYS)
         variable = variable_of(settings, "webhook_env", "", where)
         environments = settings.get("environments", [n for n, e in config.environments.items() if not e.is_local])
         if not isinstance(environments, list) or not all(isinstance(e, str) for e in environments):

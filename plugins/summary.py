@@ -36,7 +36,7 @@ from deploykit.hookspecs import hookimpl
 from deploykit.markdown import code, escape, table
 from deploykit.plan import nested_name
 from deploykit.smoke import summary
-from plugins._support import settings_of, variable_of
+from plugins._support import variable_of
 from plugins.notify import MARKS, failed_step, how_it_ended
 
 NAME = "summary"
@@ -177,7 +177,7 @@ class Summary:
 
     @hookimpl
     def deploykit_configure(self, config: Config) -> None:
-        settings, where = settings_of(config, NAME, KEYS)
+        settings, where = config.plugin_settings(NAME, KEYS)
         self.variable = variable_of(settings, "file_env", DEFAULT_VARIABLE, where)
         self.annotations = settings.get("annotations", True)
         if not isinstance(self.annotations, bool):

@@ -6,10 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from deploykit.checks import Check, CheckContext, CheckResult
-from deploykit.config import EnvConfig
+from deploykit.config import Config, EnvConfig
+from deploykit.errors import ConfigError
 from deploykit.hookspecs import hookimpl
 
 NAME = "team_fleet"
+MIN_CARS = {"value": 1}  # [plugins.team_checks] min_cars, read once deploy.toml is loaded
+
+
+@hookimpl
+def deploykit_configure(config: Config) -> None:
+    settings, where = config.plugin_settings("team_checks", {"min_cars"})  # a misspelt key is refused
+    min_cars = settings.get("min_cars", 1)
+    if not isinstance(min_cars, int) or isinstance(min_cars, bool) or min_cars < 1:
+        raise ConfigError(f"{where}: min_cars must be a whole number of 1 or more, not {min_cars!r}")
+    MIN_CARS["value"] = min_cars
 
 
 def fleet(ctx: CheckContext) -> CheckResult:
@@ -20,6 +31,8 @@ def fleet(ctx: CheckContext) -> CheckResult:
     cars = answer.json().get("cars", [])
     if not cars:
         return CheckResult.failed(NAME, f"GET {url} → no cars: the fleet is empty")
+    if len(cars) < MIN_CARS["value"]:
+        return CheckResult.failed(NAME, f"GET {url} → {len(cars)} cars, fewer than min_cars = {MIN_CARS['value']}")
     unpriced = [car.get("car_id", "?") for car in cars if not car.get("daily_price_cents")]
     if unpriced:
         return CheckResult.failed(NAME, f"cars without a daily rate: {', '.join(unpriced)}")

@@ -6,9 +6,11 @@ A team's repository enables them in its top-level conftest.py: ``pytest_plugins 
 
 from __future__ import annotations
 
+import pytest
 import team_checks
 
 from deploykit.checks import CheckContext
+from deploykit.errors import ConfigError
 from deploykit.testing import FakeHttp, plugin_checks, run_check, sample_env
 
 CARS = "https://alb.example.test/cars"
@@ -33,6 +35,25 @@ def test_an_empty_fleet_or_an_error_fails(check_context: CheckContext, fake_http
     fake_http.add("GET", CARS, status=503, json_body={"error": {"code": "dependency_error"}})
     result = run_check(check, check_context)
     assert result.status == "failed" and "→ 503 (expected 200)" in result.detail
+
+
+def test_the_fleet_may_be_held_to_a_minimum_by_the_plugins_settings(
+    check_context: CheckContext, fake_http: FakeHttp
+) -> None:
+    fake_http.add("GET", CARS, json_body={"cars": [{"car_id": "c1", "daily_price_cents": 4900}]})
+    [check] = plugin_checks(team_checks, name="team_checks", settings={"min_cars": 2})  # [plugins.team_checks]
+    result = run_check(check, check_context)
+    assert (result.status, result.detail) == ("failed", f"GET {CARS} → 1 cars, fewer than min_cars = 2")
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [({"min_cars": 0}, "min_cars must be a whole number of 1 or more, not 0"), ({"min_car": 2}, "unknown keys")],
+)
+def test_settings_the_plugin_cannot_use_are_refused_as_inv_refuses_them(settings: dict[str, int], said: str) -> None:
+    with pytest.raises(ConfigError, match=r"plugin 'team_checks': deploy.toml: \[plugins.team_checks\]") as err:
+        plugin_checks(team_checks, name="team_checks", settings=settings)
+    assert said in err.value.message
 
 
 def table_change(prop: str, before: str, after: str) -> dict[str, object]:

@@ -589,6 +589,22 @@ def test_a_since_that_names_two_commits_says_so(repo: Path) -> None:
     assert "give more of its digits" in (err.value.next_step or "")
 
 
+def test_a_since_that_two_files_start_with_but_no_commit_is_no_such_commit(repo: Path) -> None:
+    """Objects of other kinds sharing a prefix do not make it name two commits (git tells a commit from them)."""
+    seen: dict[str, bytes] = {}
+    for n in range(200_000):
+        body = f"{n}\n".encode()
+        sha = hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
+        if sha[:5] in seen:
+            for made in (seen[sha[:5]], body):
+                write = ["git", "hash-object", "-w", "--stdin"]
+                subprocess.run(write, cwd=repo, input=made, check=True, capture_output=True)
+            break
+        seen[sha[:5]] = body
+    with pytest.raises(UsageError, match=f"--since {sha[:5]}: no such commit in this clone's history"):
+        detect(config_of(repo), {"app": None}, since=sha[:5])
+
+
 def test_a_live_sha_unknown_to_git_says_how_to_fix_it(repo: Path) -> None:
     config = config_of(repo)
     with pytest.raises(UsageError) as err:

@@ -299,7 +299,7 @@ def test_promote_from_names_another_environment_never_in_a_circle() -> None:
         ("prod", "http://127.0.0.1:4599", False),  # some other local AWS
         ("prod", None, False),  # AWS
         ("dev", "http://localhost:4566", True),  # the same address, by another name
-        ("dev", "http://[::1]:4566/", True),
+        ("dev", "http://[::1]:4566/", False),  # the sandbox listens on 127.0.0.1 alone
         ("sandbox", "http://127.0.0.1:4599", False),  # the name alone: starting the sandbox would not help it
         ("dev", "http://10.0.0.5:4566", False),
     ],

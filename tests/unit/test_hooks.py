@@ -26,7 +26,7 @@ from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.plugins import Plugins, get_plugin_manager, refusal_text, review_stack_changes
 from deploykit.smoke import Smoke, registered_checks
 from deploykit.stacks import Change, PropertyChange
-from deploykit.testing import fake_factory, sample_env
+from deploykit.testing import fake_factory, run_check, sample_env
 from tests.conftest import REPO, aws_client
 
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("deploykit_"))
@@ -166,6 +166,13 @@ def test_a_plugin_that_raises_in_configure_is_bad_input_naming_it_not_a_tracebac
         load_plugins(runtime, Mock(spec=Config, plugins={}, path=REPO / "deploy.toml"))
     assert refused.value.message == "plugin 'team' failed in deploykit_configure: KeyError: 'min_cars'"
     assert refused.value.next_step.endswith("or block it: DEPLOYKIT_BLOCK_PLUGINS=team")
+
+
+def test_the_testing_helper_runs_a_check_alone_whatever_it_needs(check_context: Any) -> None:
+    """A plugin's test registers its plugin alone: a check needing the built-in alb would only ever be skipped
+    ("needs alb (not run)") if run_check applied its needs."""
+    check = Check("mine", lambda ctx: CheckResult.passed("mine", "ok"), needs=("alb",))
+    assert run_check(check, check_context).status == "passed"
 
 
 def test_register_checks_gets_the_environment_and_its_checks_run_in_plugin_order() -> None:

@@ -172,6 +172,8 @@ def test_in_a_git_work_tree_the_files_git_ignores_are_left_out(fn: Path, tmp_pat
     assert package_function(fn).sha256 == outside
     (fn / "extra.py").write_text("Y = 1\n")
     assert "extra.py" in package_function(fn).files
+    (tmp_path / ".gitignore").write_text(".env\nbuild/\na/\n")  # the folder ignored as a whole (cdk.out/ holds
+    assert "build/out.py" in package_function(fn).files  # a commit's files exported there): every file counts
 
 
 def test_entries_are_sorted_with_fixed_dates_modes_and_compression(fn: Path) -> None:
