@@ -14,7 +14,13 @@ found as :meth:`deploykit.history.History.of` finds it): ``deploykit/lock/<env>.
   ETag read (``If-Match``), so of two deploys taking over the same stale lock exactly one wins.
 - **Renewal**: while a deploy runs, a daemon thread rewrites the lock every ``lease / 3`` seconds with a new
   ``expires``, again conditional on the ETag it last wrote, so a long deploy never loses its lock and a renewal
-  never overwrites a lock someone else now holds (it stops and the lease is marked lost instead).
+  never overwrites a lock someone else now holds (it stops and the lease is marked lost instead). A renewal that
+  fails (throttling, the network) is tried again :data:`RENEW_RETRY` seconds later. A deploy whose lease is lost
+  (broken, taken over, or run out unrenewed) stops before its next step that changes what is live
+  (:meth:`Lease.check`, :class:`LockLost`).
+- **Lost answers**: a conditional write whose answer is lost goes through, and the SDK's retry of it is refused
+  (its condition no longer holds): acquire, renewal and release then read the lock back, and one holding this
+  deploy's ``token`` is its own.
 - **Release** deletes the object only if it is still ours: the delete is conditional on the ETag we last wrote
   (``DeleteObject`` with ``If-Match``; S3 refuses it when anyone wrote the lock since).
 - Each is one call in the common case: acquire tries the conditional create before reading anything, and release
@@ -53,11 +59,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploykit.aws import AwsFactory
 from deploykit.clock import Clock, SystemClock, backoff, seconds_of
 from deploykit.config import EnvConfig
-from deploykit.errors import UsageError
+from deploykit.errors import StepFailed, UsageError
 from deploykit.history import actor, find_artifacts_bucket
 from deploykit.stacks import NOT_THERE
 
 LEASE_SECONDS = 600.0
+RENEW_RETRY = 10.0  # seconds before a renewal that failed (a network blip, throttling) is tried again
 """How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
 
 PREFIX = "deploykit/lock/"
@@ -175,6 +182,12 @@ class Found:
     etag: str
 
 
+class LockLost(StepFailed):
+    """The lock of a running deploy was broken, taken over, or ran out unrenewed: the deploy stops before its next
+    step (exit 1: the steps before it may have changed what is live), and puts nothing back (another deploy may be
+    running now)."""
+
+
 class LockHeld(UsageError):
     """Another deploy holds the environment's lock: refused before anything changed (exit 2). ``lock`` can wait
     for it to be free (:meth:`EnvLock.wait_until_free`), ``wait`` is how long this command may (seconds)."""
@@ -197,6 +210,7 @@ class EnvLock:
         lease: float = LEASE_SECONDS,
         wait: Callable[[], float] = lambda: 0.0,
         poll: float = 5.0,
+        environment: EnvConfig | None = None,
     ) -> None:
         if lease <= 0:
             raise ValueError("lease must be positive")
@@ -207,6 +221,7 @@ class EnvLock:
         self.lease = lease
         self.wait = wait  # how long a command may wait for another deploy's lock (wait_seconds), asked when refused
         self.poll = poll  # the longest pause between two looks at a lock being waited for
+        self.environment = environment  # its settings: the AWS errors of a wait said as for the environment
 
     @classmethod
     def of(
@@ -217,7 +232,8 @@ class EnvLock:
         if not bucket:
             return None
         wait = partial(wait_seconds, env)
-        return cls(aws.client("s3"), bucket, env.name, clock=clock, lease=lease, wait=wait, poll=env.poll_seconds)
+        s3 = aws.client("s3")
+        return cls(s3, bucket, env.name, clock=clock, lease=lease, wait=wait, poll=env.poll_seconds, environment=env)
 
     @property
     def key(self) -> str:
@@ -239,18 +255,24 @@ class EnvLock:
         return Found(LockInfo.from_json(data if isinstance(data, dict) else {}), str(answer["ETag"]))
 
     def acquire(self, command: str) -> Lease:
-        """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held."""
-        info = self._new_info(command)
+        """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held. One token
+        for every attempt: a lock found holding it is ours (a write whose answer was lost went through, and the
+        SDK's retry of it was refused)."""
+        token = uuid.uuid4().hex
+        info = self._new_info(command, token)
         try:  # the common case first, one call: nobody holds it (the condition fails when someone does)
             return Lease(self, info, self._write(info, IfNoneMatch="*"))
         except ClientError as exc:
+            self._refuse_missing_bucket(exc)
             if _code(exc) not in _LOST_RACE:
                 raise
         for _attempt in range(_ATTEMPTS):
             current = self.read()
+            if current is not None and current.info.token == token:
+                return Lease(self, current.info, current.etag)
             if current is not None and not current.info.expired(self.clock.now()):
                 raise self.refusal(current.info)
-            info = self._new_info(command)
+            info = self._new_info(command, token)
             condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
             try:
                 etag = self._write(info, **condition)
@@ -260,12 +282,23 @@ class EnvLock:
                 raise
             return Lease(self, info, etag, previous=None if current is None else current.info)
         current = self.read()
+        if current is not None and current.info.token == token:
+            return Lease(self, current.info, current.etag)
         if current is not None:
             raise self.refusal(current.info)
         raise UsageError(  # pragma: no cover - needs three lost races in a row, each to a lock released at once
             f"the deploy lock of {self.env!r} keeps changing hands; nothing was changed",
             next_step="rerun in a moment",
         )
+
+    def _refuse_missing_bucket(self, exc: ClientError) -> None:
+        if _code(exc) == "NoSuchBucket":
+            raise UsageError(
+                f"the artifacts bucket {self.bucket} of {self.env!r}, where its deploy lock and history live, does not "
+                "exist: the registry stack names a bucket that was deleted; nothing was changed",
+                next_step=f"see the stacks: inv health --env {self.env}; make the bucket again under that name "
+                f"(aws s3 mb s3://{self.bucket}), or delete and deploy the registry stack anew",
+            ) from None
 
     def refusal(self, info: LockInfo, waited: float = 0.0) -> LockHeld:
         still = f" (still, after waiting {duration(waited)})" if waited else ""
@@ -280,13 +313,19 @@ class EnvLock:
         )
 
     def wait_until_free(
-        self, deadline: float, say: Callable[[str], object], status: Callable[[str], object] = lambda _text: None
+        self,
+        deadline: float,
+        say: Callable[[str], object],
+        status: Callable[[str], object] = lambda _text: None,
+        *,
+        since: float | None = None,
     ) -> None:
         """Look at the lock until nobody holds it or its lease ran out (its holder died): then a command may start
         again and take it. Looks after 0.5 s, then ever less often, at most every :attr:`poll` seconds; says when
         another deploy took it meanwhile, and gives ``status`` who holds it at each look. At ``deadline`` (the
-        clock's monotonic time) still held: :class:`LockHeld` naming the wait."""
-        started = self.clock.monotonic()
+        clock's monotonic time) still held: :class:`LockHeld` naming the wait, counted from ``since`` (the command's
+        first refusal: a command started again may be refused again), else from now."""
+        started = self.clock.monotonic() if since is None else since
         holder = ""
         for pause in backoff(0.5, self.poll):
             found = self.read()
@@ -302,7 +341,7 @@ class EnvLock:
                 raise self.refusal(found.info, waited=self.clock.monotonic() - started)
             self.clock.sleep(min(pause, left))
 
-    def _new_info(self, command: str) -> LockInfo:
+    def _new_info(self, command: str, token: str) -> LockInfo:
         now = self.clock.now()
         return LockInfo(
             owner=actor(),
@@ -311,7 +350,7 @@ class EnvLock:
             command=command,
             started=_iso(now),
             expires=_iso(now + timedelta(seconds=self.lease)),
-            token=uuid.uuid4().hex,
+            token=token,
         )
 
     def _write(self, info: LockInfo, **condition: str) -> str:
@@ -361,26 +400,45 @@ class Lease:
                 if _code(exc) not in _LOST_RACE:
                     raise
                 found = self.lock.read()
+                if found is not None and found.info.token == self.info.token:  # ours: the write went through, and
+                    self.info, self.etag = found.info, found.etag  # the SDK's retry of it was refused
+                    return True
                 holder = found.info.describe(self.lock.clock.now()) if found else "nobody holds it"
                 self.lost = f"the lock of {self.lock.env!r} was broken or taken over while this deploy ran ({holder})"
                 return False
             self.info = info
             return True
 
+    def check(self) -> None:
+        """Between two steps of a deploy: :class:`LockLost` when the lock is no longer ours (broken, taken over), or
+        its lease ran out unrenewed (renewals failing): another deploy may hold it now, and this one must stop."""
+        with self._mutex:
+            if self.lost is None and self.info.expired(self.lock.clock.now()):
+                self.lost = f"the lease of the lock of {self.lock.env!r} ran out: renewing it kept failing"
+            if self.lost is not None:
+                raise LockLost(
+                    f"{self.lost}: the deploy stops here, another may be running",
+                    next_step=f"see who holds it and what is live: inv history --env {self.lock.env}; rerun once "
+                    "it is free",
+                )
+
     def start_renewing(self, every: float | None = None, on_error: Callable[[str], None] | None = None) -> None:
         """Renew every ``every`` seconds (default lease / 3) on a daemon thread until :meth:`release`."""
         interval = every if every is not None else self.lock.lease / 3
 
         def loop() -> None:
-            while not self._stop.wait(interval):
+            pause = interval
+            while not self._stop.wait(pause):
                 try:
                     if not self.renew():
                         if on_error and self.lost:
                             on_error(self.lost)
                         return
-                except Exception as exc:  # a network blip: the next renewal tries again, well before expiry
+                    pause = interval
+                except Exception as exc:  # a network blip: tried again soon, well before the lease runs out
+                    pause = min(interval, RENEW_RETRY)
                     if on_error:
-                        on_error(f"renewing the deploy lock failed (retrying): {exc}")
+                        on_error(f"renewing the deploy lock failed (retrying in {pause:g}s): {exc}")
 
         self._thread = threading.Thread(target=loop, name=f"deploykit-lock-{self.lock.env}", daemon=True)
         self._thread.start()
@@ -399,6 +457,10 @@ class Lease:
                 return False
             try:  # one call: the delete is conditional on the ETag of what we last wrote
                 released = self.lock.break_(Found(self.info, self.etag))
+                if not released:  # the lock changed since we wrote it, or is gone (by another; or by us, when the
+                    found = self.lock.read()  # answer to our delete was lost: the two cannot be told apart)
+                    if found is not None and found.info.token == self.info.token:  # ours still: a renewal went
+                        released = self.lock.break_(found)  # through whose answer was lost
             except ClientError as exc:
                 if _code(exc) == "NoSuchBucket":
                     return False
@@ -428,8 +490,8 @@ def held(
         yield None
         return
     lease_ = lock.acquire(command)
-    lease_.start_renewing(renew_every, on_error=warn)
     try:
+        lease_.start_renewing(renew_every, on_error=warn)
         yield lease_
     finally:
         lost_while_running = lease_.lost  # already reported by the renewing thread

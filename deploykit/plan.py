@@ -55,6 +55,9 @@ class Context:
     # Checked once, before the first step of the plan that changes what is live (not artifacts_only) starts: its
     # error ends the run there, nothing live changed (deploy.auto: what is live is still what its plan was made from)
     gate: Callable[[], None] | None = None
+    # Checked before each step of the plan that changes what is live: its error (the deploy lock lost: another deploy
+    # may hold it now) ends the run there (deploykit.lock.Lease.check)
+    holding: Callable[[], None] | None = None
     # the first reads of steps started while the steps before them ran (Step.early), by the step's id
     _early: dict[int, Future[Any]] = field(default_factory=dict, init=False, repr=False)
     _early_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -499,6 +502,13 @@ class Executor:
                     out.line(f"⏹  {exc.message}")
                     break
                 self._release()
+            if self.ctx.holding is not None and not all_artifacts(step):
+                try:
+                    self.ctx.holding()
+                except DeployKitError as exc:  # before the step: it is not run
+                    error = exc
+                    out.line(f"⏹  {exc.message}")
+                    break
             out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
             following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None

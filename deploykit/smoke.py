@@ -98,6 +98,7 @@ def choose(plugins: Plugins, env: EnvConfig, only: Sequence[str] | None = None) 
         checks = select(registered, only)
     except UsageError as exc:
         gone = [f"plugin {name!r} {said}" for name, said in _gone(plugins, failed).items()]
+        gone += [f"plugin {name!r} blocked by {BLOCK_ENV}" for name in sorted(plugins.blocked)]
         if gone:
             exc.message += f" (maybe one of a plugin whose checks are not there: {'; '.join(gone)})"
         raise

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -233,7 +233,7 @@ def run_plan(
     _confirmed(runtime, env, plan)
     # a deploy wakes a paused environment first: whether it is paused is read while the lock is taken
     pausing = in_background(partial(pause.read, aws, env), "pause") if pause.may_wake(plan) else None
-    with _deploy_lock(runtime, aws, env, plan):
+    with _deploy_lock(runtime, aws, env, plan) as lease:
         if pausing is not None:
             with aws_errors(env):
                 plan = pause.woken(plan, pausing.result(), env)
@@ -254,6 +254,8 @@ def run_plan(
         reading = LiveBefore(runtime, aws, env) if plan.deploys or plan.removes else None
         if reading is not None and planned_from is not None:
             ctx.gate = partial(_still_as_planned, reading, env, planned_from)
+        if lease is not None:  # a deploy whose lock was broken or taken over stops before its next step
+            ctx.holding = lease.check
         try:
             report = Executor(ctx, _translator(env)).execute(plan)
         finally:
@@ -268,8 +270,8 @@ def run_plan(
             report.error.message += f"; live before this run: {shown}"
         if plan.changes_live:
             _record(runtime, config, aws, env, plan, report, before, live)
-        if report.error is not None and rollback is not None:
-            report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)
+        if report.error is not None and rollback is not None and not isinstance(report.error, lock.LockLost):
+            report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)  # not without the lock
         if report.error is not None:
             roles = rollbacks.changed_stacks(report, env)
             if roles:
@@ -481,7 +483,9 @@ def nothing_to_do_json(env: str, title: str, held: Sequence[str] = ()) -> str:
     return dumps(RunReport(Plan(env, (), title, held=tuple(held)), [], 0.0, None).to_json() | {"environment": env})
 
 
-def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) -> AbstractContextManager[None]:
+def _deploy_lock(
+    runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan
+) -> AbstractContextManager[lock.Lease | None]:
     """One deploy at a time per environment: a plan that changes something (it deploys components, restarts them, or
     destroys) holds the environment's lock while it runs (:func:`held_lock`); a freeze refuses it, but a rollback's
     and a restart's (they bring nothing new)."""
@@ -493,25 +497,27 @@ def _deploy_lock(runtime: Runtime, aws: AwsFactory, env: EnvConfig, plan: Plan) 
 @contextmanager
 def held_lock(
     runtime: Runtime, aws: AwsFactory, env: EnvConfig, command: str, *, needed: bool, freezes: bool = False
-) -> Iterator[None]:
+) -> Iterator[lock.Lease | None]:
     """When ``needed``: the environment's lock held while the block runs, released however it ends (see
     deploykit.lock); and, first, the credentials must act in the environment's account when deploy.toml pins one.
     Not needed (nothing will change): neither. ``freezes``: a freeze of the environment (deploykit.freeze), read
-    while the lock is taken, refuses the command before the block runs (but with $DEPLOYKIT_ALLOW_FROZEN=1)."""
+    while the lock is taken, refuses the command before the block runs (but with $DEPLOYKIT_ALLOW_FROZEN=1). Yields
+    the lease held (None: none needed, or nowhere to hold one yet)."""
+    lease: lock.Lease | None = None
     with ExitStack() as held:
         if needed:
             with aws_errors(env), ThreadPoolExecutor(1) as pool:  # reading or taking the lock, reading the freeze
                 check_account(aws, env)
                 reading = pool.submit(freeze.read, aws, env) if freezes else None
                 warn = partial(say_warning, runtime)
-                held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
+                lease = held.enter_context(lock.held(aws, env, command, clock=runtime.clock, warn=warn))
                 stored = reading.result() if reading is not None else None
             found = freeze.in_force(stored, env, runtime.clock.now()) if freezes else None
             if found is not None:
                 if not freeze.overridden():
                     raise freeze.refusal(found, env, command)
                 runtime.stderr.write(f"❄️  {found.describe(env.name)}; deploying anyway (${freeze.OVERRIDE_ENV}=1)\n")
-        yield
+        yield lease
 
 
 SUPERSEDED_RESTARTS = 3
@@ -529,6 +535,7 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
     once, up to :data:`SUPERSEDED_RESTARTS` times."""
     runtime = runtime or Runtime()
     deadline: float | None = None
+    first: float | None = None  # when the command was first refused (monotonic)
     restarts = 0
     waited = 0.0
     while True:
@@ -546,16 +553,18 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
                 raise
             clock = held.lock.clock
             if deadline is None:
-                deadline = clock.monotonic() + held.wait
+                first = clock.monotonic()
+                deadline = first + held.wait
                 runtime.stderr.write(
                     f"⏳ waiting up to {lock.duration(held.wait)} for the lock of {held.lock.env!r}: "
                     f"{held.info.describe(clock.now())} (Ctrl-C stops waiting)\n"
                 )
             waiting = clock.monotonic()
             out = Reporter(runtime.stderr, clock=clock)  # the wait's progress: elapsed, and who holds the lock
-            with out.activity("waiting for the lock"):
+            translated = aws_errors(held.lock.environment) if held.lock.environment else nullcontext()
+            with out.activity("waiting for the lock"), translated:
                 try:
-                    held.lock.wait_until_free(deadline, say=out.line, status=out.status)
+                    held.lock.wait_until_free(deadline, say=out.line, status=out.status, since=first)
                 except lock.LockHeld as still:  # the wait is over, the lock still held: the command's refusal
                     _told(held, still)
                     raise

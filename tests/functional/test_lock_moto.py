@@ -26,7 +26,7 @@ from deploykit import commands, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
-from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
+from deploykit.errors import DeployKitError, Interrupted, StepFailed, Superseded, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step
 from tests.conftest import REPO, git
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
@@ -241,6 +241,89 @@ def test_a_renewal_never_overwrites_a_lock_someone_else_now_holds(
     assert theirs.release() is True
 
 
+class AnswerLost:
+    """An S3 client whose next ``operation`` goes through, and whose answer is lost: the SDK's retry of it is what
+    answers (a 412 for a conditional write that already happened, a 404 for a delete), as a read timeout makes it."""
+
+    def __init__(self, client: Any, operation: str) -> None:
+        self.client, self.operation, self.armed = client, operation, True
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.client, name)
+        if name != self.operation or not self.armed:
+            return real
+
+        def through_then_refused(**kwargs: Any) -> Any:
+            self.armed = False
+            real(**kwargs)
+            return real(**kwargs)  # the retry: refused by the condition the first attempt already met
+
+        return through_then_refused
+
+
+def test_a_write_whose_answer_was_lost_is_ours_not_another_deploys(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conditional write retried after its answer was lost is refused (412): the lock then holds our token.
+    Taking and renewing it read it back and see that it is ours (the deploy refused itself, or lost its own lock
+    and left it behind for the lease); a release after such a renewal deletes it."""
+    as_actor(monkeypatch, "ana@laptop")
+    taking = env_lock(dev_env, clock)
+    taking.s3 = AnswerLost(taking.s3, "put_object")  # the first write of acquire
+    lease = taking.acquire("deploy.full")
+    assert stored() is not None and stored()[0]["token"] == lease.info.token  # type: ignore[index]
+    lease.lock.s3 = AnswerLost(s3(), "put_object")
+    clock.sleep(200)
+    assert lease.renew() is True and lease.lost is None  # a put_object answer lost: still ours, renewed
+    assert stored()[0]["expires"] == "2026-11-28T09:13:20+00:00"  # type: ignore[index]
+    lease.etag = '"an-etag-of-before"'  # a renewal whose answer was lost: the ETag we hold is not the lock's
+    assert lease.release() is True and lease.lost is None and stored() is None
+
+
+def test_a_deploy_whose_lock_ran_out_stops_before_its_next_step_and_puts_nothing_back(
+    bucket: str, project: Path, clock: FakeClock
+) -> None:
+    """Renewals failing until the lease ran out (another deploy may have taken the lock since): the run stops before
+    its next step that changes what is live (exit 1: what ran before may have changed it), with no automatic
+    rollback (it would change what runs without the lock)."""
+
+    @dataclass(frozen=True)
+    class Slow(Probe):
+        def run(self, ctx: Context) -> Outcome:
+            clock.sleep(601)  # no renewal got through meanwhile
+            return super().run(ctx)
+
+    first, second = Slow(), Probe()
+    plan = Plan("dev", (first, second), "deploy.demo", deploys=(("lambda:login_handler", "dddddddddddd"),))
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+    )
+    config = load_config(project / "deploy.toml")
+    with pytest.raises(lock.LockLost) as lost:
+        commands.run_plan(runtime, config, config.environment("dev"), plan, dry_run=False, as_json=False, rollback=True)
+    assert lost.value.exit_code == 1
+    assert lost.value.message == (
+        "the lease of the lock of 'dev' ran out: renewing it kept failing: the deploy stops here, another may be "
+        "running"
+    )
+    assert len(first.seen) == 1 and second.seen == []
+    assert "⏹  the lease of the lock" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_lease_lost_to_another_deploy_stops_the_next_step(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = env_lock(dev_env, clock).acquire("deploy.full")
+    mine.check()  # ours: nothing said
+    broken = env_lock(dev_env, clock).read()
+    assert broken is not None and env_lock(dev_env, clock).break_(broken) is True  # inv unlock, by mistake
+    as_actor(monkeypatch, "bob@ci")
+    env_lock(dev_env, clock).acquire("deploy.auto")
+    assert mine.renew() is False  # the renewing thread finds it
+    with pytest.raises(lock.LockLost, match=r"bob@ci has been running 'deploy\.auto'.*: the deploy stops here"):
+        mine.check()
+
+
 def test_held_does_without_a_lock_when_the_environment_has_no_artifacts_bucket(
     moto_aws: None, dev_env: EnvConfig, clock: FakeClock
 ) -> None:
@@ -390,6 +473,57 @@ def test_a_lock_still_held_when_the_wait_is_over_is_refused_saying_so(
     assert refused.value.exit_code == 2 and "inv unlock --env dev" in (refused.value.next_step or "")
     assert sum(clock.sleeps) == 20 and max(clock.sleeps) <= 5.0  # AWS's poll: at most every 5 s
     assert probe.seen == [] and stored() == before
+
+
+def test_a_refusal_after_starting_again_counts_the_wait_from_the_first_refusal(
+    bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free at the 3rd look, the command starts again; another deploy took the lock meanwhile, and the wait is over:
+    refused saying how long it waited in all (it said nothing of a wait, and to set the variable already set)."""
+    as_actor(monkeypatch, "ci")
+    held = env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    monkeypatch.setenv(lock.WAIT_ENV, "4")
+
+    def release_then_taken() -> None:
+        held.release()
+        as_actor(monkeypatch, "ci#3")
+        env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+        as_actor(monkeypatch, "ana@laptop")
+
+    clock = Meanwhile({3: release_then_taken})
+    with pytest.raises(lock.LockHeld, match=r"\(still, after waiting 4s\): ci#3 has been running") as refused:
+        waiting(project, deploying(Probe()), clock)
+    assert "DEPLOYKIT_LOCK_WAIT=10m" not in (refused.value.next_step or "")
+
+
+def test_an_aws_error_while_waiting_is_said_as_for_the_environment(
+    bucket: str, dev_env: EnvConfig, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look at the lock that AWS refuses (access, throttling) while waiting: deploykit's message (exit 2 for a
+    refusal), not botocore's exception and a traceback."""
+    as_actor(monkeypatch, "ci")
+    env_lock(dev_env, FakeClock(start=T0)).acquire("deploy.auto")
+    monkeypatch.setenv(lock.WAIT_ENV, "2m")
+    original = lock.EnvLock.read
+
+    def denied(self: lock.EnvLock) -> Any:
+        if self.clock.monotonic() > 0:  # the looks of the wait, after the first refusal
+            error = {"Error": {"Code": "AccessDenied", "Message": "no"}}
+            raise ClientError(error, "GetObject")  # type: ignore[arg-type]
+        return original(self)
+
+    monkeypatch.setattr(lock.EnvLock, "read", denied)
+    with pytest.raises(DeployKitError) as refused:
+        waiting(project, deploying(Probe()), Meanwhile({}))
+    assert refused.value.exit_code == 2 and "AWS refused GetObject in 'dev'" in refused.value.message
+
+
+def test_a_deleted_artifacts_bucket_is_a_refusal_naming_it(bucket: str, dev_env: EnvConfig, clock: FakeClock) -> None:
+    """The registry stack still names the bucket, which was deleted: nothing changed, and a rerun cannot help."""
+    s3().delete_bucket(Bucket=BUCKET)
+    with pytest.raises(UsageError, match=f"the artifacts bucket {BUCKET} of 'dev', where its deploy lock") as refused:
+        env_lock(dev_env, clock).acquire("deploy.full")
+    assert refused.value.exit_code == 2 and f"aws s3 mb s3://{BUCKET}" in (refused.value.next_step or "")
 
 
 def test_a_deploy_not_allowed_to_wait_is_refused_at_once_and_told_how_to_wait(

@@ -137,7 +137,7 @@ def test_a_command_that_gives_up_after_waiting_or_starting_again_is_told_its_las
     runtime = hearing(
         commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO()), heard
     )
-    lock = Mock(spec=["env", "clock", "wait_until_free"])
+    lock = Mock(spec=["env", "clock", "wait_until_free", "environment"], environment=None)
     lock.env, lock.clock = "sandbox", FakeClock()
     final = LockHeld("held by bo (still, after waiting 10m00s)", next_step="wait", lock=lock, info=Mock(), wait=0)
     lock.wait_until_free.side_effect = final

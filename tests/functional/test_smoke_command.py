@@ -17,10 +17,12 @@ from unittest.mock import Mock
 import pytest
 
 from deploykit import commands
+from deploykit import smoke as smoke_checks
 from deploykit.checks import Check, CheckContext, CheckResult
 from deploykit.errors import StepFailed, UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.plugins import Plugins, get_plugin_manager
+from deploykit.testing import sample_env
 from plugins.summary import Summary
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 
@@ -175,6 +177,18 @@ def test_a_plugin_whose_checks_fail_to_register_is_a_failed_row_and_the_others_s
         "unknown check(s): team_fleet (maybe one of a plugin whose checks are not there: plugin 'bare' failed: "
         "deploykit_register_checks returned Check, not a list of Check; plugin 'raising' failed: "
         "deploykit_register_checks raised RuntimeError: cannot register)"
+    )
+
+
+def test_a_check_asked_for_while_plugins_are_blocked_names_them(project: Path) -> None:
+    """The check may be one of a blocked plugin's: said, rather than only "unknown"."""
+    blocked = {"DEPLOYKIT_BLOCK_PLUGINS": "team"}
+    plugins = get_plugin_manager(entry_points=[], extra=[("app", AppChecks())], environ=blocked)
+    with pytest.raises(UsageError) as unknown:
+        smoke_checks.choose(plugins, sample_env(), ["team_fleet"])
+    assert unknown.value.message == (
+        "unknown check(s): team_fleet (maybe one of a plugin whose checks are not there: plugin 'team' blocked by "
+        "DEPLOYKIT_BLOCK_PLUGINS)"
     )
 
 
