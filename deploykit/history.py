@@ -76,6 +76,9 @@ class Record:
     base: dict[str, str | None] = field(default_factory=dict)  # component → SHA live before
     steps: list[dict[str, Any]] = field(default_factory=list)  # step, status, seconds, detail
     error: str | None = None
+    # whether a step that changes what the environment runs was done (RunReport.changed_live); None: a record of
+    # before it was kept, judged from its steps (deploykit.report.changed)
+    changed: bool | None = None
     # components in ``components`` the run did not deploy: no change since their live SHA, so live at ``head`` too
     unchanged: list[str] = field(default_factory=list)
     # components the run took out of the environment (destroy); ``base`` says what each ran
@@ -139,22 +142,37 @@ class Record:
             "base": self.base,
             "steps": self.steps,
             "error": self.error,
+            **({"changed": self.changed} if self.changed is not None else {}),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
+        """The record a history object holds; one of NOT_A_RECORD for what no deploykit wrote (a hand edit): a time
+        without its zone, an error that is not text, a step without its seconds, a component's SHA that is not one."""
+        when = datetime.fromisoformat(str(data["when"]))
+        if when.tzinfo is None:
+            raise ValueError(f"when {data['when']!r} names no time zone")
+        error = data.get("error")
+        if error is not None and not isinstance(error, str):
+            raise TypeError("error is not text")
+        steps = list(data.get("steps") or [])
+        if not all(_is_step(step) for step in steps):
+            raise TypeError("a step is not a step deploykit records")
+        components = dict(data.get("components") or {})
+        if not all(isinstance(sha, str) for sha in components.values()):
+            raise TypeError("a component's SHA is not text")
         return cls(
             id=str(data["id"]),
             env=str(data["env"]),
             when=str(data["when"]),
-            who=str(data.get("who", "")),
+            who=str(data.get("who") or ""),
             command=str(data.get("command", "")),
             head=str(data.get("head", "")),
             ok=bool(data.get("ok")),
             refused=bool(data.get("refused")),
             seconds=float(data.get("seconds", 0.0)),
             waited=float(data.get("waited") or 0.0),
-            components=dict(data.get("components") or {}),
+            components=components,
             unchanged=[str(c) for c in data.get("unchanged") or ()],
             removed=[str(c) for c in data.get("removed") or ()],
             unpromoted=[str(c) for c in data.get("unpromoted") or ()],
@@ -165,9 +183,20 @@ class Record:
                 for c, state in (data.get("left") or {}).items()
             },
             base=dict(data.get("base") or {}),
-            steps=list(data.get("steps") or []),
-            error=data.get("error"),
+            steps=steps,
+            error=error,
+            changed=bool(data["changed"]) if isinstance(data.get("changed"), bool) else None,
         )
+
+
+def _is_step(step: object) -> bool:
+    """A step as a record holds it: a table with its name and its seconds (a number), its children steps too."""
+    if not isinstance(step, Mapping) or not isinstance(step.get("step"), str):
+        return False
+    seconds = step.get("seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return False
+    return all(_is_step(child) for child in step.get("children") or ())
 
 
 class LiveRecordUnreadable(UsageError):
@@ -176,6 +205,7 @@ class LiveRecordUnreadable(UsageError):
 
 # what reading a body that is no record raises (not JSON, or JSON of another shape)
 NOT_A_RECORD = (ValueError, TypeError, AttributeError, KeyError)
+_RECORD_KEY = re.compile(r"[0-9]{8}T[0-9]{6}[^/]*\.json")  # a record's key after the history's prefix: <id>.json
 
 RECORDED_COMMITS = 50  # the commits a record names at most (a first deploy after months brings hundreds)
 LIVE_KEYS = ("sha", "when", "record")  # every live record entry's: the commit, since when, the run that deployed it
@@ -232,6 +262,7 @@ def record_of(
         waited=round(waited, 3),
         held=list(held),
         commits=commits_json(report.plan.commits[:RECORDED_COMMITS]),
+        changed=report.changed_live if report.plan.steps else None,
     )
 
 
@@ -564,9 +595,12 @@ class History:
         return keys
 
     def _listed(self, page: Mapping[str, Any]) -> list[str]:
-        """The keys of a ListObjectsV2 answer; their ETags are kept for :meth:`_load`."""
+        """The keys of records in a ListObjectsV2 answer (an object put there by hand, notes.txt, is none: it would
+        take a place among the newest); their ETags are kept for :meth:`_load`."""
         keys = []
         for found in page.get("Contents") or ():
+            if not _RECORD_KEY.fullmatch(str(found["Key"])[len(self.prefix) :]):
+                continue
             keys.append(str(found["Key"]))
             self._etags[keys[-1]] = str(found.get("ETag") or "")
         return keys
@@ -704,4 +738,7 @@ def table(records: Sequence[Record]) -> str:
                 deployed,
             ]
         )
-    return tabulate(rows, headers=["when", "who", "command", "head", "result", "time", "deployed"])
+    # disable_numparse: a SHA of digits and one e (123456789e12) is not a number to print as 1.23457e+20
+    return tabulate(
+        rows, headers=["when", "who", "command", "head", "result", "time", "deployed"], disable_numparse=True
+    )

@@ -398,7 +398,8 @@ def render(views: Sequence[EnvView], head: str) -> str:
             ]
             for x in v.live
         ]
-        table = tabulate(rows, headers=["component", "live", "against HEAD", "since", "a deploy of HEAD changes"])
+        headers = ["component", "live", "against HEAD", "since", "a deploy of HEAD changes"]
+        table = tabulate(rows, headers=headers, disable_numparse=True)  # a SHA of digits is no number
         lines += [f"  {line}" for line in table.splitlines()]
         if v.waiting is not None:
             waiting = ", ".join(f"{c} ({w})" for c, w in sorted(v.waiting.items(), key=lambda i: _order(i[0])))

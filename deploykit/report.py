@@ -12,7 +12,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tabulate import tabulate
@@ -41,10 +41,39 @@ def verb(record: Record) -> str:
     return record.command if " → " in record.command else record.command.split(" ", 1)[0]
 
 
+# steps that change nothing the environment runs (they make or check what a later step rolls out), and groups (their
+# steps are recorded each): a record kept before records said whether a run changed what runs is judged without them
+_CHANGES_NOTHING = frozenset(
+    {
+        "synth",
+        "build",
+        "base-image",
+        "push",
+        "upload-lambda",
+        "register-taskdef",
+        "smoke",
+        "wait-healthy",
+        "watch-errors",
+        "scan-gate",
+        "promote-image",
+        "parallel",
+        "sequence",
+    }
+)
+
+
 def changed(record: Record) -> bool:
-    """Whether a run deployed something: it names components and one of its steps did something (a
-    ``deploy.stack`` whose change set was empty names its stack, but skipped every step)."""
-    return bool(record.deployed) and (not record.steps or any(s.get("status") == "done" for s in record.steps))
+    """Whether a run deployed something: it names components and changed what the environment runs (its record
+    says so; one kept before records said it: one of its steps that change what runs was done). A ``deploy.stack``
+    whose change set was empty synthesized and smoked, and changed nothing; nor did an app chain that found its
+    revision running."""
+    if not record.deployed:
+        return False
+    if record.changed is not None:
+        return record.changed
+    return not record.steps or any(
+        s.get("status") == "done" and s.get("step") not in _CHANGES_NOTHING for s in record.steps
+    )
 
 
 def chain(record: Record) -> str:
@@ -135,10 +164,9 @@ class Report:
                 seconds.append(0.0)
                 continue
             after = _moment(failed)
-            fix = next(
-                (r for r in self.records if r.ok and (changed(r) or verb(r) in ROLLBACKS) and _moment(r) > after),
-                None,
-            )
+            later = self.records[self.records.index(failed) + 1 :]  # in the ids' order, to the microsecond: an
+            fix = next((r for r in later if r.ok and (changed(r) or verb(r) in ROLLBACKS)), None)  # automatic
+            # rollback ends within the second its failed run did
             if fix is None:
                 open_.append(failed)
             else:
@@ -278,7 +306,8 @@ def _rate(count: int, days: float) -> str:
 def text(report: Report) -> str:
     """The report for people: the figures, the chains, the steps, the newest failures."""
     data = report.to_json()
-    span = f"{report.since:%Y-%m-%d %H:%M} → {report.until:%Y-%m-%d %H:%M} UTC"
+    since, until = report.since.astimezone(UTC), report.until.astimezone(UTC)  # --since may name another zone
+    span = f"{since:%Y-%m-%d %H:%M} → {until:%Y-%m-%d %H:%M} UTC"
     if not report.records:
         return f"{report.env}: no deployment recorded from {span}\n"
     runs, failed = data["deploy_runs"], data["failed"]

@@ -219,7 +219,7 @@ def _deploys_read(
             "live": partial(auto.live_components, aws, config, env, endpoints, unverified),
         }
         return {**at_once(reads), "unverified": unverified}  # one round trip for them all
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable) as exc:
         return exc
 
 
@@ -370,7 +370,9 @@ def history_list(
         runtime.stderr.write(f"no deployment recorded in {environment.name} yet\n")
     if live:
         rows = [[component, value.get("sha", ""), value.get("when", "")] for component, value in sorted(live.items())]
-        runtime.stderr.write("\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"]) + "\n")
+        runtime.stderr.write(
+            "\nlive now:\n" + tabulate(rows, headers=["component", "sha", "since"], disable_numparse=True) + "\n"
+        )
     return records
 
 

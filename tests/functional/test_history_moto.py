@@ -431,7 +431,7 @@ def test_estimates_are_the_median_of_steps_that_did_something() -> None:
             {
                 "id": str(i),
                 "env": "dev",
-                "when": "",
+                "when": "2026-11-29T10:00:00+00:00",
                 "steps": [
                     {"step": "build", "status": "done", "seconds": s},
                     {
@@ -584,6 +584,7 @@ def test_every_executed_plan_that_deploys_leaves_a_record(bucket: str, dev_env: 
         {"lambda:login_handler": None},
     )
     assert store.live()["lambda:login_handler"]["sha"] == "dddddddddddd"
+    assert record.changed is True  # a step that changes what runs was done: a deployment for inv report
 
 
 def test_components_carried_without_a_deploy_are_live_at_head_but_not_listed_as_deployed(
@@ -938,3 +939,57 @@ def test_a_run_that_fails_after_changing_a_stack_names_the_rollback_of_that_stac
         "see the failed check above; if a stack change of this run broke it: "
         "inv rollback --env dev --component stack:fargate"
     )
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"when": "2026-11-29T11:00:00"},  # no zone: compared with aware times, a TypeError in inv report
+        {"when": "yesterday"},
+        {"error": {"message": "x"}},  # not text: its first line read for the tables
+        {"steps": ["build"]},
+        {"steps": [{"step": "build", "status": "done", "seconds": None}]},
+        {"components": {"app": None}},  # no SHA to print
+    ],
+)
+def test_a_record_edited_into_what_no_deploykit_writes_is_passed_over(
+    bucket: str, dev_env: EnvConfig, project: Path, edit: dict[str, object]
+) -> None:
+    """Valid JSON, yet not a record: passed over with a warning, as a record that is not JSON is, where the views
+    raised a traceback reading it (inv report, inv health, inv history)."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    good = history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="ci")
+    store.write(good)
+    bad = history.record_of(report(), components={"app": "b" * 12}, base={}, head="b" * 12, who="ci")
+    body = bad.to_json() | edit
+    store.s3.put_object(Bucket=BUCKET, Key=f"{store.prefix}{bad.id}.json", Body=json.dumps(body).encode())
+    assert [r.id for r in store.records()] == [good.id]
+
+
+def test_an_object_that_is_no_record_takes_no_place_among_the_newest(bucket: str, dev_env: EnvConfig) -> None:
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    made = [history.record_of(report(), components={"app": c * 12}, base={}, head=c * 12, who="ci") for c in "abc"]
+    for record in made:
+        store.write(record)
+        time.sleep(0.001)
+    store.s3.put_object(Bucket=BUCKET, Key=f"{store.prefix}notes.txt", Body=b"see the wiki")
+    assert [r.head for r in store.records(2)] == [made[2].head, made[1].head]  # was: one, notes.txt taking a place
+
+
+def test_a_sha_of_digits_is_printed_as_it_is_not_as_a_number() -> None:
+    record = history.record_of(report(), components={"app": "123456789e12"}, base={}, head="123456789e12", who="ci")
+    assert "123456789e12" in history.table([record]) and "e+20" not in history.table([record])
+
+
+def test_inv_health_shows_a_live_record_it_cannot_read_as_a_row(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    """Each part of the report in its own rows: a live record edited by hand is one, not the end of the report."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    store.s3.put_object(Bucket=BUCKET, Key=store.live_key, Body=b'["app"]')
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(StepFailed):  # nothing else of dev is deployed here
+        commands.health_report(env="dev", runtime=runtime)
+    [row] = [line for line in runtime.stderr.getvalue().splitlines() if line.startswith("last deploy")]  # type: ignore[attr-defined]
+    assert "the history cannot be read" in row

@@ -6,6 +6,7 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 def run(ok: bool = True, seconds: float = 4.0, title: str = "deploy.auto") -> RunReport:
     records = [
         StepRecord("build", "docker build", "done", 0.5, "built"),
+        StepRecord("roll-service", "update the service", "done", 0.1, "rolled"),
         StepRecord("wait-healthy", "wait", "done" if ok else "failed", 2.0, "healthy" if ok else "unhealthy"),
     ]
     error = None if ok else StepFailed("the rollout failed", next_step="look")
@@ -106,3 +108,32 @@ def test_a_window_that_is_no_window_is_a_usage_error(bucket: str, project: Path,
 def test_no_registry_stack_means_no_report(moto_aws: None, project: Path) -> None:
     with pytest.raises(UsageError, match="has no history: its registry stack is not deployed"):
         commands.deployment_report(env="dev", runtime=runtime_at(project, NOW))
+
+
+def test_an_automatic_rollback_within_the_second_of_its_failed_run_restores_it(bucket: str, dev_env: EnvConfig) -> None:
+    """Records keep their time to the second; their ids, to the microsecond, keep their order: a Lambda's automatic
+    rollback (an alias moved back) ends in the second its failed run did, and restores it (it was "still failing")."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    failed_at = NOW - timedelta(hours=1)
+    write(store, failed_at - timedelta(minutes=5), "aaaaaaaaaaaa")
+    write(store, failed_at, "bbbbbbbbbbbb", ok=False)
+    write(store, failed_at + timedelta(microseconds=600_000), "aaaaaaaaaaaa", title="automatic rollback: app")
+    report = history_report(store)
+    seconds, still = report.restores()
+    assert (seconds, still) == ([0.0], [])
+
+
+def history_report(store: history.History) -> Any:
+    from deploykit.report import Report
+
+    return Report("dev", NOW - timedelta(days=1), NOW, tuple(store.records_since(NOW - timedelta(days=1))))
+
+
+def test_a_since_in_another_zone_is_shown_in_utc(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    write(store, NOW - timedelta(hours=3), "aaaaaaaaaaaa")
+    runtime = runtime_at(project, NOW)
+    commands.deployment_report(env="dev", since="2026-11-29T10:00:00+02:00", runtime=runtime)
+    assert "2026-11-29 08:00 → 2026-11-29 12:00 UTC" in runtime.stderr.getvalue()  # type: ignore[attr-defined]

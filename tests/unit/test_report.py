@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from deploykit.history import Record, shipped
-from deploykit.report import Report, chain, duration, percentile, text, verb
+from deploykit.report import Report, chain, changed, duration, percentile, text, verb
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -58,6 +58,7 @@ APP_STEPS = [
     step("sequence", 0.7),
     step("build", 0.5, inside="sequence"),
     step("push", 0.2, inside="sequence"),
+    step("roll-service", 0.1),
     step("wait-healthy", 2.0),
     step("smoke", 0.3),
 ]
@@ -144,9 +145,20 @@ def test_steps_say_where_the_time_goes_most_first_groups_left_out_stacks_by_name
         "build",
         "smoke",
         "push",
+        "roll-service",
     ]
     wait = rows[1]
     assert wait == {"step": "wait-healthy", "done": 2, "failed": 1, "median": 2.0, "p90": 2.0, "max": 2.0, "total": 4.0}
+
+
+def test_a_run_that_changed_nothing_that_runs_is_no_deployment() -> None:
+    """A deploy.stack whose change set was empty synthesized and smoked (done), and changed nothing: its record
+    says so (changed: false); one kept before records said it is judged by its steps."""
+    said = dataclasses.replace(record(0, steps=[step("synth", 2.0), step("smoke", 0.3)]), changed=False)
+    kept_before = record(1, steps=[step("synth", 2.0), step("deploy-stack", 0.1, status="skipped"), step("smoke", 0.3)])
+    deployed = record(2, steps=[step("synth", 2.0), step("deploy-stack", 3.0), step("smoke", 0.3)])
+    assert [changed(r) for r in (said, kept_before, deployed)] == [False, False, True]
+    assert make([said, kept_before, deployed]).to_json()["deployments"] == 1
 
 
 def test_a_step_that_only_ever_failed_is_listed_with_no_times() -> None:
