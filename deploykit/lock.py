@@ -411,16 +411,18 @@ class Lease:
 
     def check(self) -> None:
         """Between two steps of a deploy: :class:`LockLost` when the lock is no longer ours (broken, taken over), or
-        its lease ran out unrenewed (renewals failing): another deploy may hold it now, and this one must stop."""
-        with self._mutex:
-            if self.lost is None and self.info.expired(self.lock.clock.now()):
-                self.lost = f"the lease of the lock of {self.lock.env!r} ran out: renewing it kept failing"
-            if self.lost is not None:
-                raise LockLost(
-                    f"{self.lost}: the deploy stops here, another may be running",
-                    next_step=f"see who holds it and what is live: inv history --env {self.lock.env}; rerun once "
-                    "it is free",
-                )
+        its lease ran out unrenewed (renewals failing): another deploy may hold it now, and this one must stop. What
+        the renewals last knew, read without waiting for one under way (a stalled S3 call holds the state's mutex);
+        a lease that ran out is still released (the delete is conditional on what we wrote)."""
+        lost = self.lost
+        if lost is None and self.info.expired(self.lock.clock.now()):
+            lost = f"the lease of the lock of {self.lock.env!r} ran out: renewing it kept failing"
+        if lost is not None:
+            raise LockLost(
+                f"{lost}: the deploy stops here, another may be running",
+                next_step=f"see who holds it and what is live: inv history --env {self.lock.env}; rerun once it is "
+                "free",
+            )
 
     def start_renewing(self, every: float | None = None, on_error: Callable[[str], None] | None = None) -> None:
         """Renew every ``every`` seconds (default lease / 3) on a daemon thread until :meth:`release`."""

@@ -27,6 +27,7 @@ ROLLBACKS = ("rollback", "automatic rollback")
 # restart: new tasks, pause and resume: tasks stopped or started; nothing deployed
 NOT_DEPLOYS = (*ROLLBACKS, "destroy", "base-image", "restart", "pause", "resume")
 GROUPS = ("sequence", "parallel")  # a group's time is its children's
+_NOT_FIXES = ("destroy", "base-image", "restart", "pause", "resume")  # a deploy run or a rollback restores
 CHAINS = ("app", "lambda", "stack", "mixed", "full", "nothing")
 FAILURES_SHOWN = 5
 STEPS_SHOWN = 10  # in the text; --json has them all
@@ -56,6 +57,8 @@ _CHANGES_NOTHING = frozenset(
         "watch-errors",
         "scan-gate",
         "promote-image",
+        "update-code",
+        "publish-version",
         "parallel",
         "sequence",
     }
@@ -165,8 +168,9 @@ class Report:
                 continue
             after = _moment(failed)
             later = self.records[self.records.index(failed) + 1 :]  # in the ids' order, to the microsecond: an
-            fix = next((r for r in later if r.ok and (changed(r) or verb(r) in ROLLBACKS)), None)  # automatic
-            # rollback ends within the second its failed run did
+            # automatic rollback ends within the second its failed run did; a successful rerun that found the
+            # release in place (nothing to change) restores it too
+            fix = next((r for r in later if r.ok and not r.refused and verb(r) not in _NOT_FIXES), None)
             if fix is None:
                 open_.append(failed)
             else:

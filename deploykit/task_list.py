@@ -21,6 +21,7 @@ from tabulate import tabulate
 from deploykit import ecs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
 
 STOPPED_SHOWN = 10
 
@@ -110,10 +111,19 @@ def why_stopped(task: Mapping[str, Any]) -> str:
         bits += [str(container["reason"])] if container.get("reason") else []
         if bits:
             codes.append(f"{container.get('name', '?')} {', '.join(bits)}")
-    return "; ".join([*codes, str(task.get("stoppedReason") or "no reason given")])
+    return "; ".join([*codes, str(task.get("stoppedReason") or task.get("stopCode") or "no reason given")])
 
 
 # -- the reads --------------------------------------------------------------------------------------------------
+
+
+def _image_or_none(taskdefs: ecs.TaskDefinitions, revision: str, env: EnvConfig) -> str | None:
+    """The image of our container in ``revision``; None for a revision without it (one of before the container was
+    renamed, a task of it stopped within the hour): its row, not the whole list, goes without an image."""
+    try:
+        return taskdefs.image(revision, env.container)
+    except UsageError:
+        return None
 
 
 def read(aws: AwsFactory, env: EnvConfig, *, stopped_shown: int = STOPPED_SHOWN) -> list[TaskRow]:
@@ -124,7 +134,8 @@ def read(aws: AwsFactory, env: EnvConfig, *, stopped_shown: int = STOPPED_SHOWN)
     listed = at_once(
         {status: partial(ecs.cluster_tasks, client, env.cluster, status, family) for status in ("RUNNING", "STOPPED")}
     )
-    tasks = [*listed["RUNNING"], *listed["STOPPED"]]
+    # a task that stopped between the two listings is in both: once, as stopped (a task never runs again)
+    tasks = list({str(t.get("taskArn")): t for t in [*listed["RUNNING"], *listed["STOPPED"]]}.values())
     taskdefs = ecs.TaskDefinitions.of(aws)
     revisions = sorted({str(t.get("taskDefinitionArn", "")) for t in tasks if t.get("taskDefinitionArn")})
     groups = {
@@ -132,11 +143,11 @@ def read(aws: AwsFactory, env: EnvConfig, *, stopped_shown: int = STOPPED_SHOWN)
         for lb in service.get("loadBalancers") or ()
         if lb.get("targetGroupArn")
     }
-    reads: dict[str, Callable[[], Any]] = {f"image {r}": partial(taskdefs.image, r, env.container) for r in revisions}
+    reads: dict[str, Callable[[], Any]] = {f"image {r}": partial(_image_or_none, taskdefs, r, env) for r in revisions}
     for group in groups:
         reads[f"group {group}"] = partial(aws.client("elbv2").describe_target_health, TargetGroupArn=group)
     found = at_once(reads, width=8)
-    images = {r: str(found[f"image {r}"]) for r in revisions}
+    images = {r: str(found[f"image {r}"] or "-") for r in revisions}
     targets: dict[str, str] = {}
     running = [t for t in tasks if t.get("lastStatus") != "STOPPED"]
     for group in groups:

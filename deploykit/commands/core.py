@@ -258,6 +258,12 @@ def run_plan(
             ctx.holding = lease.check
         try:
             report = Executor(ctx, _translator(env)).execute(plan)
+            if lease is not None and report.error is None:  # lost during its last step: what it recorded as live
+                try:  # may no longer be (another deploy may hold the lock and have deployed): a failed run, which
+                    lease.check()  # leaves the live record as it is
+                except lock.LockLost as lost:
+                    report.error = lost
+                    runtime.stderr.write(f"❌ {lost.message}\n")
         finally:
             live = reading.result() if reading else None
         if isinstance(report.error, Superseded):  # nothing live changed: nothing to record, nothing to put back

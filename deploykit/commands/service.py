@@ -201,6 +201,11 @@ def logs(
                 f"since {start:%Y-%m-%d %H:%M:%S} UTC (times in UTC)\n"
             )
         if follow:
+            if task.strip() and not applogs.has_streams(aws.client("logs"), sources[0]):  # yet: it may be starting
+                runtime.stderr.write(
+                    f"📜 no task of {environment.service} whose id starts with {task.strip()!r} has written yet: "
+                    f"following until one does (a mistyped id never will: inv tasks --env {environment.name})\n"
+                )
             follower = LogFollower(runtime, logs_client(aws), start, limit=limit, named=len(sources) > 1)
             follower.follow(sources)
             try:
@@ -211,6 +216,8 @@ def logs(
                 runtime.stderr.write("\nstopped following\n")
             return []
         pairs = _newest_lines(runtime, aws.client("logs"), sources, start, limit)
+        cut = len(pairs) > limit
+        pairs = pairs[-limit:]
         if not pairs and task.strip() and not applogs.has_streams(aws.client("logs"), sources[0]):
             raise UsageError(  # a mistyped id: said so, rather than "try a longer --since"
                 f"no task of {environment.service} whose id starts with {task.strip()!r} ever wrote to "
@@ -237,7 +244,7 @@ def logs(
     if not lines:
         matching = f" matching {pattern.strip()}" if pattern.strip() else ""
         runtime.stderr.write(f"no lines{matching} written since {start:%Y-%m-%d %H:%M:%S} UTC (try a longer --since)\n")
-    elif len(lines) == limit:
+    elif cut:
         runtime.stderr.write(f"(the newest {limit}; --limit N for more)\n")
     return lines
 
@@ -249,13 +256,13 @@ def _newest_lines(
     does not exist (a function that never ran) is said and passed over; of one, it is the UsageError."""
     found: list[tuple[applogs.LogSource, applogs.LogLine]] = []
     for source in sources:
-        try:
-            found += [(source, line) for line in applogs.read(logs, source, start, limit=limit)]
+        try:  # one more than asked: whether there were more than ``limit`` (then said cut) is known
+            found += [(source, line) for line in applogs.read(logs, source, start, limit=limit + 1)]
         except applogs.NoLogGroup as exc:
             if len(sources) == 1:
                 raise
             runtime.stderr.write(f"📜 {exc.message}: nothing written yet\n")
-    return sorted(found, key=lambda pair: pair[1].timestamp)[-limit:]
+    return sorted(found, key=lambda pair: pair[1].timestamp)[-(limit + 1) :]
 
 
 RUN_STARTED_BY = "deploykit-run"  # inv run's tasks: ListTasks --started-by finds them
@@ -322,12 +329,19 @@ def run_command(
         else:
             runtime.stderr.write(f"   (its output is not followed: {environment.container} logs without awslogs)\n")
 
+        unread: list[str] = []  # why its output could not be read, said once
+
         def show_new() -> int:
             if tail is None:
                 return 0
             try:
                 lines = tail.new()
             except botocore.exceptions.ClientError:  # its stream is not there yet: the next poll reads it
+                return 0
+            except (botocore.exceptions.BotoCoreError, applogs.NoLogGroup) as exc:  # the command runs on all the same
+                if not unread:
+                    unread.append(exc.message if isinstance(exc, applogs.NoLogGroup) else str(exc))
+                    runtime.stderr.write(f"   (its output cannot be read now: {unread[0]}; the command runs on)\n")
                 return 0
             for line in lines:
                 out.write(line.message + "\n")
@@ -731,14 +745,26 @@ def invoke_function(
         try:
             result = invoking.invoke(once, runtime.clock, function, function_name, qualifier, payload)
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != lambda_chain.NOT_FOUND:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "TooManyRequestsException":  # Invoke is never retried (it may have run): said as what it is
+                raise StepFailed(
+                    f"Lambda refused to call {function_name}:{qualifier} for now (its concurrency or rate limit): "
+                    "the function did not run",
+                    next_step="run the command again in a moment",
+                ) from None
+            if code != lambda_chain.NOT_FOUND:
                 raise
             raise UsageError(
                 f"{function_name} has no {'version' if version else 'alias'} {qualifier} in {environment.name}",
                 next_step=f"aws lambda list-versions-by-function --function-name {function_name} lists its versions; "
                 "leave --version out for the alias",
             ) from None
-        described = client.get_function_configuration(FunctionName=function_name, Qualifier=result.version or qualifier)
+        try:  # which commit answered: the answer is shown whatever this read does (the function ran)
+            described = client.get_function_configuration(
+                FunctionName=function_name, Qualifier=result.version or qualifier
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+            described = {}
     sha = lambda_chain.git_sha_of(described.get("Description"))
     what = f"version {result.version}" + (f" (git {sha})" if sha else "")
     runtime.stderr.write(

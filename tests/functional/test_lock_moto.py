@@ -308,6 +308,31 @@ def test_a_deploy_whose_lock_ran_out_stops_before_its_next_step_and_puts_nothing
     )
     assert len(first.seen) == 1 and second.seen == []
     assert "⏹  the lease of the lock" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert stored() is None  # released all the same: nobody else took it (the delete is conditional on ours)
+
+
+def test_a_lock_lost_during_the_last_step_fails_the_run_and_leaves_the_live_record(
+    bucket: str, project: Path, clock: FakeClock
+) -> None:
+    """The last step ran on after the lease ran out: what it left may not be what is live (another deploy may have
+    taken the lock and deployed), so the run fails and the live record is left as it was."""
+
+    @dataclass(frozen=True)
+    class Slow(Probe):
+        def run(self, ctx: Context) -> Outcome:
+            clock.sleep(601)
+            return super().run(ctx)
+
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+    )
+    config = load_config(project / "deploy.toml")
+    with pytest.raises(lock.LockLost):
+        commands.run_plan(runtime, config, config.environment("dev"), deploying(Slow()), dry_run=False, as_json=False)
+    store = history.History.of(AwsFactory(config.environment("dev")), config.environment("dev"))
+    assert store is not None
+    [record] = store.records()
+    assert not record.ok and "lambda:login_handler" not in store.live()
 
 
 def test_a_lease_lost_to_another_deploy_stops_the_next_step(

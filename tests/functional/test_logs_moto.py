@@ -197,6 +197,17 @@ def test_inv_logs_prints_the_lines_on_stdout_and_where_they_come_from_on_stderr(
     assert document["lines"][0]["source"] == "bbbb2222"
 
 
+def test_the_limit_is_said_as_a_cut_only_when_there_were_more_lines(
+    project: Path, factory: AwsFactory, logs: Any
+) -> None:
+    create_service(factory)
+    lines, _, err = run_logs(project, factory, since="5m", limit=4)  # all four there are
+    assert len(lines) == 4 and "(the newest 4" not in err
+    lines, _, err = run_logs(project, factory, since="5m", limit=3)
+    assert [line.message for line in lines][-1] == "task b serves" and len(lines) == 3
+    assert "(the newest 3; --limit N for more)" in err
+
+
 def test_filter_reads_only_the_lines_matching_a_cloudwatch_logs_pattern(
     project: Path, factory: AwsFactory, logs: Any
 ) -> None:

@@ -71,6 +71,19 @@ def test_the_command_runs_in_the_revision_the_service_runs_and_its_output_is_sho
     assert result["exit_code"] == 0 and result["ok"] and result["image_tag"] == "old"
 
 
+def test_a_log_that_cannot_be_read_leaves_the_command_running(project: Path, factory: AwsFactory) -> None:
+    """Its log group missing (or CloudWatch Logs unreachable): said once, and the command runs to its end; the
+    task was stopped, the run exit 2 (1), a backfill killed over its output."""
+    create_service(factory, RUNS)  # no log group
+    agent = Agent(factory, 0)
+    rt = runtime(project, factory)
+    result = commands.run_command("python -m app.admin reindex", env="dev", runtime=rt)
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert result["exit_code"] == 0 and result["ok"] and not agent.stopped
+    assert said.count("(its output cannot be read now: log group /ecs/car-rental") == 1
+    assert "✅ exited 0" in said
+
+
 def test_a_failing_command_fails_the_run_with_its_exit_code_and_json_says_it(
     project: Path, factory: AwsFactory, service: dict[str, Any]
 ) -> None:

@@ -161,6 +161,14 @@ def test_a_run_that_changed_nothing_that_runs_is_no_deployment() -> None:
     assert make([said, kept_before, deployed]).to_json()["deployments"] == 1
 
 
+def test_a_successful_rerun_that_found_the_release_in_place_restores_the_failure() -> None:
+    """deploy.app failed at smoke with --no-rollback; its rerun found roll-service done and passed: restored, though
+    it changed nothing."""
+    failed = record(0, ok=False, error="smoke failed", steps=APP_STEPS)
+    rerun = dataclasses.replace(record(10, steps=[step("wait-healthy", 1.0), step("smoke", 0.3)]), changed=False)
+    assert make([failed, rerun]).restores() == ([600.0], [])
+
+
 def test_a_step_that_only_ever_failed_is_listed_with_no_times() -> None:
     rows = make([record(0, ok=False, steps=[step("push", 0.3, status="failed", detail="denied")])]).steps()
     assert rows == [{"step": "push", "done": 0, "failed": 1, "median": None, "p90": None, "max": None, "total": 0}]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
 
-from deploykit import commands
+from deploykit import commands, ecs
 from deploykit.errors import UsageError
-from deploykit.task_list import rows, table, why_stopped
+from deploykit.task_list import _image_or_none, rows, table, why_stopped
+from deploykit.testing import sample_env
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 TD = "arn:aws:ecs:eu-west-1:1:task-definition/app:{}"
@@ -85,3 +87,16 @@ def test_a_negative_count_of_stopped_tasks_is_refused_before_anything_is_read() 
     with pytest.raises(UsageError, match="--stopped must be 0 or more") as refused:
         commands.tasks_list(stopped=-1, runtime=commands.Runtime(aws_factory=None))  # type: ignore[arg-type]
     assert refused.value.exit_code == 2
+
+
+def test_a_stop_without_a_reason_says_its_code() -> None:
+    """ECS gives a stopCode (SpotInterruption, TaskFailedToStart) where it gives no reason."""
+    assert why_stopped({"stopCode": "SpotInterruption"}) == "SpotInterruption"
+
+
+def test_a_revision_without_the_container_goes_without_an_image_not_the_whole_list() -> None:
+    """A stopped task of a revision of before the container was renamed: its row has no image; the list was
+    refused, telling to fix deploy.toml, which was right."""
+    taskdefs = Mock(spec=ecs.TaskDefinitions)
+    taskdefs.image.side_effect = UsageError("task definition app:2 has no container 'backend'")
+    assert _image_or_none(taskdefs, TD.format(2), sample_env(container="backend")) is None
