@@ -64,8 +64,8 @@ from deploykit.history import actor, find_artifacts_bucket
 from deploykit.stacks import NOT_THERE
 
 LEASE_SECONDS = 600.0
-RENEW_RETRY = 10.0  # seconds before a renewal that failed (a network blip, throttling) is tried again
 """How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
+RENEW_RETRY = 10.0  # seconds before a renewal that failed (a network blip, throttling) is tried again
 
 PREFIX = "deploykit/lock/"
 WAIT_ENV = "DEPLOYKIT_LOCK_WAIT"
