@@ -315,7 +315,21 @@ def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan,
     with no remote branch at all, and $DEPLOYKIT_ALLOW_UNPUSHED=1 (said); a dry run says so and goes on."""
     if not env.require_pushed or not plan.deploys or plan.rollback:
         return
-    tags = [tag.split(git.DIRTY)[0] for _, tag in plan.deploys]  # a dirty build's: the commit it was built on
+    _refuse_unpushed(runtime, config, env, [tag for _, tag in plan.deploys], dry_run=dry_run)
+
+
+def refuse_unpushed_early(runtime: Runtime, config: Config, env: EnvConfig, tags: Sequence[str]) -> None:
+    """:func:`require_pushed` before the environment is read, for a command whose plan always deploys ``tags`` (HEAD;
+    deploy.stack's --image-tag): refused then, rather than once the plan is made. A dry run, and a run let through by
+    $DEPLOYKIT_ALLOW_UNPUSHED=1, are said once the plan is made, as before."""
+    if env.require_pushed and os.environ.get(ALLOW_UNPUSHED_ENV) != "1":
+        _refuse_unpushed(runtime, config, env, tags, dry_run=False)
+
+
+def _refuse_unpushed(
+    runtime: Runtime, config: Config, env: EnvConfig, deployed: Sequence[str], *, dry_run: bool
+) -> None:
+    tags = [tag.split(git.DIRTY)[0] for tag in deployed]  # a dirty build's: the commit it was built on
     commits = [sha for sha in git.resolve_commits(config.root, tags).values() if sha is not None]
     held_back = git.unpushed(config.root, commits)
     if not held_back:

@@ -42,6 +42,7 @@ from deploykit.commands.core import (
     read_history,
     refuse_older,
     refuse_unaskable,
+    refuse_unpushed_early,
     rolled_back_components,
     run_plan,
 )
@@ -239,6 +240,8 @@ def deploy_stack(
         ecs.check_image_tag(image_tag)
     revision = head_revision(config, allow_dirty)
     refuse_unaskable(runtime, environment, dry_run=dry_run)
+    if not dry_run:  # what git alone tells: before the environment is read
+        refuse_unpushed_early(runtime, config, environment, [revision.tag, *([image_tag] if image_tag else [])])
     aws = runtime.aws_factory(environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
@@ -339,6 +342,8 @@ def deploy_lambda(
     refuse_or_say(runtime, syntax.python_errors(config.root, code), f"lambda:{name}", dry_run=dry_run)
     check_packaging(runtime, [folder], dry_run=dry_run)
     refuse_unaskable(runtime, environment, dry_run=dry_run)
+    if not dry_run:
+        refuse_unpushed_early(runtime, config, environment, [revision.tag])
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
@@ -758,6 +763,8 @@ def deploy_full(
     functions = lambda_chain.function_names(config)
     check_packaging(runtime, [config.root / lambda_chain.LAMBDA_FOLDER / fn for fn in functions], dry_run=dry_run)
     refuse_unaskable(runtime, environment, dry_run=dry_run)
+    if not dry_run:
+        refuse_unpushed_early(runtime, config, environment, [revision.tag])
     aws = runtime.aws_factory(environment)
     # a dry run too: the plan of a promoted app copies the image its source runs
     components = changes.components_of(config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from unittest.mock import Mock
 
 import pytest
 
@@ -89,3 +90,27 @@ def test_only_a_commit_a_remote_branch_holds_is_deployed(
     git(strict, "push", "-q", "origin", "main")
     ran, said = run(strict, head(strict))
     assert ran and "⚠️" not in said
+
+
+def test_a_deploy_of_head_is_refused_before_the_environment_is_read(strict: Path, tmp_path: Path) -> None:
+    """deploy.full, deploy.lambda and deploy.stack always deploy HEAD: git alone tells it is on no remote branch,
+    before anything is read (or the sandbox started for it)."""
+    remote = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(strict, "remote", "add", "origin", str(remote))
+    git(strict, "push", "-q", "origin", "main")
+    (strict / "README.md").write_text("a local commit\n")
+    git(strict, "add", "-A")
+    git(strict, "commit", "-qm", "local only")
+    runtime = commands.Runtime(
+        config_path=strict / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        aws_factory=Mock(side_effect=AssertionError("the environment was read")),
+    )
+    for deploy in (
+        lambda: commands.deploy_full(env="dev", runtime=runtime),
+        lambda: commands.deploy_stack("CarRentalDataStack", env="dev", runtime=runtime),
+    ):
+        with pytest.raises(UsageError, match=f"and HEAD {head(strict)[:12]} is on no remote branch"):
+            deploy()
