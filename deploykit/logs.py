@@ -60,9 +60,13 @@ class LogLine:
         return datetime.fromtimestamp(self.timestamp / 1000, UTC)
 
     def render(self, source: LogSource, *, named: bool = False) -> str:
-        """``HH:MM:SS.mmm  <who>  <message>``; ``named``: who is the component, then the task or version."""
+        """``HH:MM:SS.mmm  <who>  <message>``; ``named``: who is the component, then the task or version. A message of
+        several lines (a traceback in one event) has each further line under the first, the time and writer left blank
+        (a line of its own would read as another event without them)."""
         who = f"{source.component} {source.label(self.stream)}" if named else f"{source.label(self.stream):<8}"
-        return f"{self.time:%H:%M:%S}.{self.timestamp % 1000:03d}  {who}  {self.message}"
+        head = f"{self.time:%H:%M:%S}.{self.timestamp % 1000:03d}  {who}  "
+        first, *more = self.message.rstrip("\n").split("\n")
+        return "\n".join([head + first, *(" " * len(head) + line for line in more)])
 
     def to_json(self, source: LogSource) -> dict[str, Any]:
         stamp = self.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")

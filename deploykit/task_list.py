@@ -61,10 +61,15 @@ def rows(
     newest stopped ones. ``images``: revision ARN → our container's image; ``targets``: task ARN → its target."""
     deployments = {str(d.get("id")): str(d.get("status", "")) for d in service.get("deployments") or ()}
 
+    ours = f"service:{service.get('serviceName')}" if service.get("serviceName") else ""
+
     def who(task: Mapping[str, Any]) -> str:
         by = str(task.get("startedBy") or "")
         if by in deployments:
             return f"{deployments[by]} deployment"
+        group = str(task.get("group") or "")
+        if ours and group.startswith("service:") and group != ours:  # another service of the same family
+            return f"service {group.removeprefix('service:')}"
         if by.startswith("ecs-svc/"):
             return "an older deployment"
         return by or "-"

@@ -61,3 +61,15 @@ def test_a_time_to_come_is_refused_as_such() -> None:
     with pytest.raises(UsageError, match="--since 2026-11-29T06:00:01Z is to come") as err:
         parse_since("2026-11-29T06:00:01Z", NOW)
     assert err.value.next_step == "pass a time before now (2026-11-29T06:00:00Z), or a duration back from now (10m, 2h)"
+
+
+def test_a_message_of_several_lines_keeps_them_under_its_first() -> None:
+    """One event holding a traceback: its further lines under the first, not at the margin as if another writer's."""
+    app = LogSource("app", "/ecs/car-rental", "backend/backend/")
+    message = "Traceback:\n  File x\nValueError\n"
+    line = LogLine(int(NOW.timestamp() * 1000), "backend/backend/f7f276cd0001", message, "1")
+    assert line.render(app).splitlines() == [
+        "06:00:00.000  f7f276cd  Traceback:",
+        "                          File x",
+        "                        ValueError",
+    ]

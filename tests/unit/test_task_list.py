@@ -100,3 +100,13 @@ def test_a_revision_without_the_container_goes_without_an_image_not_the_whole_li
     taskdefs = Mock(spec=ecs.TaskDefinitions)
     taskdefs.image.side_effect = UsageError("task definition app:2 has no container 'backend'")
     assert _image_or_none(taskdefs, TD.format(2), sample_env(container="backend")) is None
+
+
+def test_a_task_of_another_service_of_the_family_is_named_by_its_service() -> None:
+    service = {**SERVICE, "serviceName": "car-rental"}
+    worker = task(1, 5, "ecs-svc/9", group="service:car-rental-worker")
+    older = task(2, 4, "ecs-svc/3", group="service:car-rental")
+    assert [r.started_by for r in rows(service, [worker, older], IMAGES, {})] == [
+        "an older deployment",
+        "service car-rental-worker",
+    ]
