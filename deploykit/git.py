@@ -124,10 +124,7 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
 def worktree_files(root: Path, folder: str) -> list[str]:
     """The files under ``folder`` a build of the work tree sees: tracked ones that are there, and untracked ones git
     does not ignore (paths relative to ``root``, sorted)."""
-    listed = _git(
-        root, "--literal-pathspecs", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", folder
-    )
-    return sorted({p for p in listed.decode(errors="surrogateescape").split("\0") if p and (root / p).is_file()})
+    return sorted({p for p in _files_seen(root, "--", folder) if (root / p).is_file()})
 
 
 def files_git_sees(folder: Path) -> set[str] | None:
@@ -135,17 +132,18 @@ def files_git_sees(folder: Path) -> set[str] | None:
     ``folder`` is in no git work tree, or git sees none of its files (a commit's files exported to a temporary
     folder, or to one git ignores)."""
     try:
-        done = subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=folder,
-            capture_output=True,
-            check=False,
-        )
-    except (FileNotFoundError, NotADirectoryError):
+        listed = _files_seen(folder)
+    except UsageError:  # no git work tree there
         return None
-    listed = {p for p in done.stdout.decode(errors="surrogateescape").split("\0") if p}
     # nothing seen: a folder git ignores as a whole (a commit's files exported under cdk.out/), where every file counts
-    return listed if done.returncode == 0 and listed else None
+    return listed or None
+
+
+def _files_seen(cwd: Path, *pathspec: str) -> set[str]:
+    """What git tracks or would track (untracked files it does not ignore), relative to ``cwd``, under ``pathspec``
+    (default: all of ``cwd``); tracked files deleted from the work tree included."""
+    listed = _git(cwd, "--literal-pathspecs", "ls-files", "--cached", "--others", "--exclude-standard", "-z", *pathspec)
+    return {p for p in listed.decode(errors="surrogateescape").split("\0") if p}
 
 
 def worktree_state(root: Path) -> tuple[str, str]:
