@@ -507,8 +507,16 @@ class History:
         return self._parsed(key, body)
 
     def records(self, limit: int = 20) -> list[Record]:
-        """The newest ``limit`` records, newest first."""
-        return self._load(self.newest_keys(limit))
+        """The newest ``limit`` records, newest first. An object among the newest that is no record (passed over,
+        said) takes no place: the keys are listed again, twice as many, until ``limit`` records are read or the
+        history has no more (the records read before come from this machine's cache)."""
+        want = limit
+        while True:
+            keys = self.newest_keys(want)
+            found = self._load(keys)
+            if len(found) >= limit or len(keys) < want:
+                return found[:limit]
+            want *= 2
 
     def newest_keys(self, limit: int) -> list[str]:
         """The keys of the newest ``limit`` records, newest first. S3 lists keys oldest first, a page of 1000 at a

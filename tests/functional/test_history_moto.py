@@ -993,3 +993,20 @@ def test_inv_health_shows_a_live_record_it_cannot_read_as_a_row(bucket: str, dev
         commands.health_report(env="dev", runtime=runtime)
     [row] = [line for line in runtime.stderr.getvalue().splitlines() if line.startswith("last deploy")]  # type: ignore[attr-defined]
     assert "the history cannot be read" in row
+
+
+def test_a_record_that_cannot_be_read_takes_no_place_among_the_newest(bucket: str, dev_env: EnvConfig) -> None:
+    """inv history --limit 2 with an unreadable record among the newest two listed one run (and --limit 1 none)."""
+    warned: list[str] = []
+    store = history.History.of(AwsFactory(dev_env), dev_env, warn=warned.append)
+    assert store is not None
+    made = [history.record_of(report(), components={"app": c * 12}, base={}, head=c * 12, who="ci") for c in "abc"]
+    for record in made:
+        store.write(record)
+        time.sleep(0.001)
+    broken = f"{store.prefix}{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.999999-0badf00d.json"
+    store.s3.put_object(Bucket=BUCKET, Key=broken, Body=b'{"id": "x", "truncat')
+    assert [r.head for r in store.records(2)] == [made[2].head, made[1].head]
+    assert [r.head for r in store.records(1)] == [made[2].head]
+    assert [r.head for r in store.records(5)] == [m.head for m in reversed(made)]
+    assert len(warned) == 1 and broken in warned[0]
