@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
 from deploykit.lambda_chain import read_version_and_alias
-from deploykit.plan import Context, Outcome, Step
+from deploykit.plan import Context, Outcome, Step, carry
 from deploykit.stacks import error_code
 from deploykit.watch import Counts, Query, Since, allowed, failing, parse_duration
 
@@ -100,6 +100,10 @@ def version_counts(found: Mapping[str, float], versions: Sequence[str]) -> dict[
         version: Counts(round(found[f"invocations{i}"]), round(found[f"errors{i}"]))
         for i, version in enumerate(versions)
     }
+
+
+# the output a failed canary's error carries: its function (a folder of lambda/)
+FAILED_FUNCTION = "canary.failed_function"
 
 
 @dataclass(frozen=True)
@@ -186,15 +190,29 @@ class CanaryRelease(Step):
                 f"({counts[new].rate:.0%}; version {old}: {counts[old]}, {counts[old].rate:.0%}), "
                 f"{self._allowed(f'version {old}')} takes it back"
             )
+            # the function whose release is bad, for the automatic rollback (of what moved beside it) to show its log
+            culprit = {
+                FAILED_FUNCTION: self.function,
+                f"{self.function}.version": new,
+                f"{self.function}.function_name": self.function_name,
+            }
             if not self._take_back(ctx, client, old, revision):
-                raise StepFailed(
-                    f"{failed}; but taking it back failed: {self.alias} may still route {self.percent:g}% to it",
-                    next_step=self._clear_command(old),
+                raise carry(
+                    StepFailed(
+                        f"{failed}; but taking it back failed: {self.alias} may still route {self.percent:g}% to it",
+                        next_step=self._clear_command(old),
+                    ),
+                    [],
+                    culprit,
                 )
-            raise StepFailed(
-                f"{failed}; {self.alias} serves version {old} {TAKEN_BACK}",
-                next_step=f"see what it wrote: inv logs --component lambda:{self.function} --since 15m; fix it, "
-                f"commit, and deploy again",
+            raise carry(
+                StepFailed(
+                    f"{failed}; {self.alias} serves version {old} {TAKEN_BACK}",
+                    next_step=f"see what it wrote: inv logs --component lambda:{self.function} --since 15m; fix it, "
+                    f"commit, and deploy again",
+                ),
+                [],
+                culprit,
             )
         detail = (
             f"{self.function}: version {new} took {self.percent:g}% for {self.seconds:g}s: {counts[new]} "

@@ -12,9 +12,9 @@
   the image tag and the Lambda code keys the template asks for are those live now, so only the infrastructure goes
   back. A template that needs what nothing live gives, or that would delete a function deployed since, is refused.
 
-**Automatic rollback** (:func:`undo_plan`): when wait-healthy, smoke or watch-errors fails in a deploy that rolled
-the service or moved a Lambda alias, the same steps put back what that run replaced — read from what its own steps
-recorded (roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure
+**Automatic rollback** (:func:`undo_plan`): when wait-healthy, smoke, watch-errors or a canary fails in a deploy that
+rolled the service or moved a Lambda alias, the same steps put back what that run replaced — read from what its own
+steps recorded (roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure
 ECS's circuit breaker already rolled back is only waited for, not repeated.
 
 The target is ``--to <sha>`` (a 7-40 hex prefix, or a whole ``<sha12>-dirty-<hash>`` tag), else the previous
@@ -933,8 +933,9 @@ def rollback_plan(
 
 # -- automatic rollback -----------------------------------------------------------------------------------------
 
-# the failures that a rollback answers: the release itself is bad
-TRIGGERS = ("wait-healthy", "smoke", "watch-errors")
+# the failures that a rollback answers: the release itself is bad (a failed canary of one function of deploy.auto's:
+# its own version is taken back already, the other functions' and the app's, moved beside it, go back)
+TRIGGERS = ("wait-healthy", "smoke", "watch-errors", "canary")
 
 
 @dataclass(frozen=True)
@@ -959,7 +960,7 @@ def failed_step(report: RunReport) -> StepRecord | None:
 
 def changed_stacks(report: RunReport, env: EnvConfig) -> list[str]:
     """The roles of the stacks a failed run updated (a stack it created has nothing before it) when it failed after
-    them, in a step a rollback answers (wait-healthy, smoke, watch-errors): the automatic rollback puts back code,
+    them, in a step a rollback answers (:data:`TRIGGERS`): the automatic rollback puts back code,
     never a stack."""
     failed = failed_step(report)
     if not isinstance(report.error, StepFailed) or failed is None or failed.step not in TRIGGERS:
@@ -1013,7 +1014,7 @@ def undo_plan(
     before: Mapping[str, str | None] | None = None,
 ) -> Undo | None:
     """The automatic rollback of a failed run; None when its failure is not one a rollback answers (not
-    wait-healthy, smoke or watch-errors, an interrupt, bad input) or the run replaced nothing of the app or a Lambda.
+    one of :data:`TRIGGERS`, an interrupt, bad input) or the run replaced nothing of the app or a Lambda.
     ``before``: component → SHA live before the run (the live record): the app goes back to the release it names, the
     last that passed, when the service ran another before the run (or the Fargate stack's update rolled it out)."""
     error, failed = report.error, failed_step(report)

@@ -37,6 +37,7 @@ from deploykit import metrics as deploy_metrics
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import app_left
 from deploykit.aws import AwsFactory, at_once, translate_error
+from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
 from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
@@ -211,11 +212,11 @@ def run_plan(
 ) -> RunReport | None:
     """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
 
-    ``rollback`` (deploys of the app or a Lambda): when wait-healthy, smoke or watch-errors fails, True puts back
-    what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back; None: neither
-    applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read before the
-    lock was taken); when the record read under the lock differs (another deploy finished in between), the run
-    stops before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live
+    ``rollback`` (deploys of the app or a Lambda): when wait-healthy, smoke, watch-errors or a canary fails, True
+    puts back what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back;
+    None: neither applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read
+    before the lock was taken); when the record read under the lock differs (another deploy finished in between), the
+    run stops before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live
     changed and nothing recorded, for the command to start again (:func:`until_unlocked`).
 
     A deploy wakes a paused environment first (:func:`pause.woken`): its dry run reads the pause too and shows the
@@ -420,7 +421,7 @@ def recover(
     *,
     rollback: bool,
 ) -> RunReport | None:
-    """After a failed deploy: put back what it replaced when wait-healthy, smoke or watch-errors failed
+    """After a failed deploy: put back what it replaced when wait-healthy, smoke, watch-errors or a canary failed
     (``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
     is returned. ``live``: the live record as read before the failed run (which left it as it was), if it was."""
     env, error = ctx.env, report.error
@@ -435,10 +436,13 @@ def recover(
     if undo is None:
         return None
     replaced = ", ".join(undo.replaced)
-    # what the failed release wrote stays in CloudWatch Logs after its tasks stopped and its alias moved back
+    # what the failed release wrote stays in CloudWatch Logs after its tasks stopped and its alias moved back: of
+    # each component put back, or of the function whose canary failed (what moved beside it goes back unjudged)
+    failed = rollbacks.failed_step(report)
+    culprit = failed.outputs.get(FAILED_FUNCTION) if failed is not None else None
+    suspects = (f"lambda:{culprit}",) if culprit else undo.components
     wrote = "; what it wrote: " + ", ".join(
-        f"inv logs --env {env.name}" + ("" if c == "app" else f" --component {c}") + " --since 15m"
-        for c in undo.components
+        f"inv logs --env {env.name}" + ("" if c == "app" else f" --component {c}") + " --since 15m" for c in suspects
     )
     if not rollback:
         error.message += f"; left in place for debugging (--no-rollback): {replaced}"
@@ -453,7 +457,7 @@ def recover(
     if undo.plan.deploys:
         _record(runtime, ctx.config, ctx.aws, env, undo.plan, undone, before, live)
     since, outputs = runtime.clock.now() - timedelta(seconds=report.seconds + undone.seconds + 60), report.outputs()
-    for component in undo.components:  # read now, after the rollback: the lines took that long to arrive
+    for component in suspects:  # read now, after the rollback: the lines took that long to arrive
         if component.startswith("lambda:"):
             _show_version_log(runtime, ctx, component.split(":", 1)[1], outputs, since)
     what = "; ".join((*undo.notes, f"{undo.plan.title} ok in {undone.seconds:.1f}s"))

@@ -14,6 +14,7 @@ import io
 import json
 import random
 import shutil
+import threading
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -24,19 +25,23 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from deploykit import canary, commands, history, lambda_chain, packaging, stack_chain
+from deploykit import auto, canary, changes, commands, history, lambda_chain, packaging, stack_chain
 from deploykit.aws import AwsFactory
 from deploykit.canary import CanaryRelease
 from deploykit.clock import FakeClock
+from deploykit.commands.core import run_plan
+from deploykit.commands.deploys import with_canary
 from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
+from deploykit.git import current_revision
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Plan, RunReport
+from deploykit.plan import Context, Executor, Outcome, Plan, RunReport
+from deploykit.smoke import Smoke
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
 from deploykit.stacks import stack_parameters
 from deploykit.testing import fake_factory
 from tests.conftest import REPO, git
-from tests.functional.conftest import asked, held_across, new_session
+from tests.functional.conftest import asked, held_across, moto_runtime, new_session
 from tests.functional.test_cli import inv
 
 BUCKET = "car-rental-dev-artifacts"
@@ -1083,6 +1088,83 @@ def test_an_interrupt_during_the_canary_takes_it_back(
         stopped.value.message
     )
     assert routing_now(factory) == ("1", {})
+
+
+class BothServe(FakeClock):
+    """Both functions serve ten requests while anyone sleeps (the steps of deploy.auto's side-by-side chains sleep in
+    their own threads), routed by each alias's weights; the (function, version) in ``failing`` fail every one."""
+
+    def __init__(self, factory: AwsFactory, failing: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(start=datetime.now(UTC))
+        self.lam, self.cloudwatch = factory.client("lambda"), factory.client("cloudwatch")
+        self.failing = failing
+        self.guard = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self.guard:
+            super().sleep(seconds)
+            for fn, name in FUNCTIONS.items():
+                alias = self.lam.get_alias(FunctionName=name, Name="live")
+                weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+                served = {version: round(10 * weight) for version, weight in weights.items()}
+                served[str(alias["FunctionVersion"])] = 10 - sum(served.values())
+                data = []
+                for version, count in served.items():
+                    dimensions = canary.dimensions(name, "live", version)
+                    errors = count if (fn, version) in self.failing else 0
+                    data += [
+                        {
+                            "MetricName": "Invocations",
+                            "Dimensions": dimensions,
+                            "Value": count,
+                            "Timestamp": self.now(),
+                        },
+                        {"MetricName": "Errors", "Dimensions": dimensions, "Value": errors, "Timestamp": self.now()},
+                    ]
+                self.cloudwatch.put_metric_data(Namespace="AWS/Lambda", MetricData=data)
+
+
+def test_a_failed_canary_in_deploy_auto_puts_back_the_function_moved_beside_it(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit changes both functions; deploy.auto's canaries run side by side, login_handler's fails (and takes
+    itself back). health_handler's passed and took every request: the automatic rollback puts it back, and smoke
+    checks what serves. It was left serving its new version, never smoke-tested, no rollback."""
+    for fn in FUNCTIONS:  # version 2 of each, by the fast path, recorded
+        commands.deploy_lambda(fn, env="dev", smoke=False, runtime=moto_runtime(with_lambdas, factory))
+    base = git(with_lambdas, "rev-parse", "--short=12", "HEAD").strip()
+    for fn in FUNCTIONS:
+        handler = with_lambdas / "lambda" / fn / "handler.py"
+        handler.write_text(handler.read_text() + "\n# both change\n")
+    git(with_lambdas, "commit", "-qam", "both change")
+    smoked: list[str] = []
+    monkeypatch.setattr(Smoke, "run", lambda _self, _ctx: smoked.append("smoke") or Outcome.done("ok"))
+    config = load_config(with_lambdas / "deploy.toml")
+    env = with_canary(config.environment("dev"), "10", "30s")
+    revision = changes.scope(config, current_revision(config.root, allow_dirty=False))
+    found = changes.detect(config, {f"lambda:{fn}": base for fn in FUNCTIONS})
+    plan = auto.auto_plan(config, env, revision, found, auto.Inputs(image_tag="", code_keys={}, functions=FUNCTIONS))
+    clock = BothServe(factory, failing=(("login_handler", "3"),))
+    runtime = moto_runtime(with_lambdas, factory, clock=clock)
+    with pytest.raises(StepFailed) as failed:
+        run_plan(runtime, config, env, plan, dry_run=False, as_json=False, aws=factory, rollback=True)
+    assert "the canary of login_handler failed" in failed.value.message
+    lam = factory.client("lambda")
+    for fn in FUNCTIONS:  # each serves version 2 alone: login_handler took itself back, health_handler was put back
+        alias = lam.get_alias(FunctionName=FUNCTIONS[fn], Name="live")
+        assert (alias["FunctionVersion"], alias.get("RoutingConfig", {}).get("AdditionalVersionWeights") or {}) == (
+            "2",
+            {},
+        ), fn
+    assert "⏪ automatic rollback: lambda:health_handler: putting back what this deploy replaced" in said(runtime)
+    assert "; automatic rollback: lambda:health_handler ok in" in failed.value.message
+    # what the failed canary's version wrote is the log to read, not that of the function put back unjudged
+    assert "inv logs --env dev --component lambda:login_handler --since 15m" in (failed.value.next_step or "")
+    assert "lambda:health_handler --since" not in (failed.value.next_step or "")
+    assert "what login_handler version 3 wrote" in said(runtime)
+    assert smoked == ["smoke"]  # the rollback's: what serves is checked
+    store = history.History.of(factory, env)
+    assert store is not None and store.live()["lambda:health_handler"]["sha"] == base
 
 
 def test_a_canary_no_request_reached_is_said_and_the_deploy_goes_on(
