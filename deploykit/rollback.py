@@ -12,10 +12,11 @@
   the image tag and the Lambda code keys the template asks for are those live now, so only the infrastructure goes
   back. A template that needs what nothing live gives, or that would delete a function deployed since, is refused.
 
-**Automatic rollback** (:func:`undo_plan`): when wait-healthy, smoke, watch-errors or a canary fails in a deploy that
-rolled the service or moved a Lambda alias, the same steps put back what that run replaced — read from what its own
-steps recorded (roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure
-ECS's circuit breaker already rolled back is only waited for, not repeated.
+**Automatic rollback** (:func:`undo_plan`): when a step fails in a deploy that rolled the service or moved a Lambda
+alias (wait-healthy, smoke, watch-errors, a canary: the release is bad; another step beside them: what they made live
+was never smoke-tested), the same steps put back what that run replaced — read from what its own steps recorded
+(roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure ECS's circuit
+breaker already rolled back is only waited for, not repeated.
 
 The target is ``--to <sha>`` (a 7-40 hex prefix, or a whole ``<sha12>-dirty-<hash>`` tag), else the previous
 successful deploy of that component in the environment's history: the newest ok record whose SHA for the
@@ -933,8 +934,8 @@ def rollback_plan(
 
 # -- automatic rollback -----------------------------------------------------------------------------------------
 
-# the failures that a rollback answers: the release itself is bad (a failed canary of one function of deploy.auto's:
-# its own version is taken back already, the other functions' and the app's, moved beside it, go back)
+# the failures that say the release itself is bad (a failed canary of one function of deploy.auto's: its own version
+# is taken back already), after which a stack this run changed may be to blame too
 TRIGGERS = ("wait-healthy", "smoke", "watch-errors", "canary")
 
 
@@ -1013,12 +1014,14 @@ def undo_plan(
     smoke: bool = True,
     before: Mapping[str, str | None] | None = None,
 ) -> Undo | None:
-    """The automatic rollback of a failed run; None when its failure is not one a rollback answers (not
-    one of :data:`TRIGGERS`, an interrupt, bad input) or the run replaced nothing of the app or a Lambda.
+    """The automatic rollback of a failed run; None when its failure is not one a rollback answers (an interrupt,
+    bad input) or the run replaced nothing of the app or a Lambda. A step failure of any kind counts: one of
+    :data:`TRIGGERS` says the release is bad, and another one, beside a rollout or an alias's move (deploy.auto runs
+    them side by side), leaves what they made live never smoke-tested, nor recorded live.
     ``before``: component → SHA live before the run (the live record): the app goes back to the release it names, the
     last that passed, when the service ran another before the run (or the Fargate stack's update rolled it out)."""
-    error, failed = report.error, failed_step(report)
-    if not isinstance(error, StepFailed) or failed is None or failed.step not in TRIGGERS:
+    error = report.error
+    if not isinstance(error, StepFailed) or failed_step(report) is None:
         return None
     outputs = report.outputs()
     steps: list[Step] = []

@@ -212,12 +212,12 @@ def run_plan(
 ) -> RunReport | None:
     """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
 
-    ``rollback`` (deploys of the app or a Lambda): when wait-healthy, smoke, watch-errors or a canary fails, True
-    puts back what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back;
-    None: neither applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read
-    before the lock was taken); when the record read under the lock differs (another deploy finished in between), the
-    run stops before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live
-    changed and nothing recorded, for the command to start again (:func:`until_unlocked`).
+    ``rollback`` (deploys of the app or a Lambda): when a step fails after the run rolled the service or moved an alias,
+    True puts back what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back;
+    None: neither applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read before
+    the lock was taken); when the record read under the lock differs (another deploy finished in between), the run stops
+    before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live changed and
+    nothing recorded, for the command to start again (:func:`until_unlocked`).
 
     A deploy wakes a paused environment first (:func:`pause.woken`): its dry run reads the pause too and shows the
     wake, so that the plan shown is the plan run (deploy.auto's own dry run shows it from its analysis)."""
@@ -421,8 +421,8 @@ def recover(
     *,
     rollback: bool,
 ) -> RunReport | None:
-    """After a failed deploy: put back what it replaced when wait-healthy, smoke, watch-errors or a canary failed
-    (``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
+    """After a failed deploy: put back what it replaced (:func:`deploykit.rollback.undo_plan`: after any step failure,
+    ``rollback``), or say how to (``--no-rollback``). The failure's message then tells both; the rollback's own run
     is returned. ``live``: the live record as read before the failed run (which left it as it was), if it was."""
     env, error = ctx.env, report.error
     assert error is not None

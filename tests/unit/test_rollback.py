@@ -708,7 +708,7 @@ def test_a_circuit_breaker_rollback_is_only_waited_for(env: EnvConfig) -> None:
 @pytest.mark.parametrize(
     ("records", "error"),
     [
-        ((ROLLED, StepRecord("push", "", "failed")), None),  # not the release's fault: nothing to put back
+        ((StepRecord("push", "", "failed"),), None),  # before the service rolled: nothing to put back
         ((ROLLED, SMOKE_FAILED), Interrupted("interrupted during smoke")),  # Ctrl-C: the message says what to run
         ((StepRecord("roll-service", "", "skipped"), SMOKE_FAILED), None),  # this run replaced nothing
         ((ROLLED, SMOKE_FAILED), UsageError("bad input")),

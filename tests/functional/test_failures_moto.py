@@ -1,0 +1,343 @@
+"""deploy.auto when things go wrong part-way through a plan of several steps, against moto.
+
+Stacks (synth, deploy-stack), the image (base, build, push), wait-healthy and smoke are scripted fakes (moto runs no
+task, no CloudFormation of CDK templates); the Lambda fast path, register-taskdef, roll-service, the lock, the
+history and the live record are deploykit's own code against moto."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest.mock import Mock
+
+import boto3
+import pytest
+
+from deploykit import commands, history, lambda_chain, packaging
+from deploykit.app_chain import BuildImage, EnsureBaseImage, PushImage, WaitHealthy
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
+from deploykit.errors import DeployKitError, Interrupted, StepFailed
+from deploykit.plan import Context, Outcome, Plan, RunReport
+from deploykit.smoke import Smoke
+from deploykit.stack_chain import DeployStack, Synthesize, action_key
+from tests.conftest import REPO, git
+from tests.functional.conftest import REGION, create_service, put_image
+from tests.functional.test_endpoints import OUTPUTS, create_stack
+
+BUCKET = OUTPUTS["registry"]["ArtifactsBucketName"]
+URI = OUTPUTS["registry"]["RepositoryUri"]
+FUNCTIONS = {
+    "health_handler": OUTPUTS["api"]["HealthHandlerFunctionName"],
+    "login_handler": OUTPUTS["api"]["LoginHandlerFunctionName"],
+}
+
+
+class Script:
+    """What each faked step does: a mapping name → callable(step, ctx) -> Outcome (raise to fail)."""
+
+    def __init__(self) -> None:
+        self.stack: dict[str, Callable[[DeployStack, Context], Outcome]] = {}
+        self.smoke: Callable[[Context], Outcome] = lambda ctx: Outcome.done("5 passed", smoke="5 passed")
+        self.wait: Callable[[WaitHealthy, Context], Outcome] = lambda step, ctx: Outcome.done("healthy")
+        self.stacks_run: list[str] = []
+        self.failing_updates: set[str] = set()
+        self.smokes = 0
+
+
+def updated(step: DeployStack, ctx: Context) -> Outcome:
+    return Outcome("done", f"{step.stack}: updated", {action_key(step.stack): "updated"})
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Script:
+    s = Script()
+
+    def deploy_stack(self: DeployStack, ctx: Context) -> Outcome:
+        s.stacks_run.append(self.stack)
+        return s.stack.get(self.stack, updated)(self, ctx)
+
+    def smoke(self: Smoke, ctx: Context) -> Outcome:
+        s.smokes += 1
+        return s.smoke(ctx)
+
+    monkeypatch.setattr(Synthesize, "run", lambda self, ctx: Outcome.done("synthesized"))
+    monkeypatch.setattr(DeployStack, "run", deploy_stack)
+    monkeypatch.setattr(EnsureBaseImage, "run", lambda self, ctx: Outcome.skipped("there"))
+    monkeypatch.setattr(BuildImage, "run", lambda self, ctx: Outcome.done("built"))
+
+    def push(self: PushImage, ctx: Context) -> Outcome:
+        try:
+            put_image(ctx.aws, self.tag)
+        except Exception:  # already there
+            return Outcome.skipped("already in the registry")
+        return Outcome.done("pushed")
+
+    monkeypatch.setattr(PushImage, "run", push)
+    monkeypatch.setattr(WaitHealthy, "run", lambda self, ctx: s.wait(self, ctx))
+    monkeypatch.setattr(Smoke, "run", smoke)
+    return s
+
+
+def head(project: Path) -> str:
+    return git(project, "rev-parse", "--short=12", "HEAD").strip()
+
+
+def deploy_function(factory: AwsFactory, project: Path, fn: str, sha: str) -> None:
+    """The function as a fast-path deploy of ``sha`` leaves it: its zip in the bucket, version 1 described with the
+    key and the commit, ``live`` → 1."""
+    package = packaging.package_function(project / "lambda" / fn)
+    factory.client("s3").put_object(Bucket=BUCKET, Key=package.key, Body=package.zip_bytes)
+    lam = factory.client("lambda")
+    lam.create_function(
+        FunctionName=FUNCTIONS[fn],
+        Runtime="python3.11",
+        Role=factory.client("iam").get_role(RoleName="fn-role")["Role"]["Arn"],
+        Handler="handler.handler",
+        Code={"S3Bucket": BUCKET, "S3Key": package.key},
+    )
+    version = lam.publish_version(
+        FunctionName=FUNCTIONS[fn], Description=lambda_chain.version_description(BUCKET, package.key, sha)
+    )["Version"]
+    lam.create_alias(FunctionName=FUNCTIONS[fn], Name="live", FunctionVersion=version)
+
+
+@pytest.fixture
+def world(moto_aws: None, dev_env: EnvConfig, project: Path, script: Script) -> AwsFactory:
+    """Every stack, both functions, the service, all live at commit A (the live record says so too)."""
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    shutil.copytree(REPO / "cdk", project / "cdk", ignore=shutil.ignore_patterns("__pycache__", "cdk.out", "tests"))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "lambdas and cdk")
+    a = head(project)
+    factory = AwsFactory(dev_env)
+    factory.client("iam").create_role(RoleName="fn-role", AssumeRolePolicyDocument="{}")
+    boto3.client("s3", region_name=REGION).create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    for role, outputs in OUTPUTS.items():
+        create_stack(cfn, getattr(dev_env.stacks, role), outputs)
+    for fn in FUNCTIONS:
+        deploy_function(factory, project, fn, a)
+    create_service(factory, container={"image": f"{URI}:{a}"})
+    put_image(factory, a)
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    components = {"app": a, **{f"lambda:{fn}": a for fn in FUNCTIONS}}
+    components |= {f"stack:{role}": a for role in OUTPUTS}
+    run = RunReport(Plan("dev", (), "deploy.full"), [], 9.0)
+    store.write(history.record_of(run, components=components, base={}, head=a, who="ci"))
+    return factory
+
+
+def change(project: Path, *paths: str, message: str = "change") -> str:
+    for path in paths:
+        target = project / path
+        target.write_text(target.read_text() + f"\n# {message}\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", message)
+    return head(project)
+
+
+def runtime(project: Path, factory: AwsFactory) -> commands.Runtime:
+    return commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: factory,
+        docker_factory=Mock(side_effect=AssertionError("no Docker here")),
+    )
+
+
+def auto(project: Path, factory: AwsFactory, **options: Any) -> tuple[RunReport | None, DeployKitError | None, str]:
+    run = runtime(project, factory)
+    try:
+        report = commands.deploy_auto(env="dev", as_json=True, runtime=run, **options)
+        error = None
+    except DeployKitError as exc:
+        report, error = None, exc
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    out = run.stdout.getvalue()  # type: ignore[attr-defined]
+    return report, error, said + "\n---JSON---\n" + out
+
+
+def live(factory: AwsFactory, env: EnvConfig) -> dict[str, str]:
+    store = history.History.of(factory, env)
+    assert store is not None
+    return {c: v["sha"] for c, v in store.live().items()}
+
+
+def newest(factory: AwsFactory, env: EnvConfig, n: int = 1) -> list[history.Record]:
+    store = history.History.of(factory, env)
+    assert store is not None
+    return store.records(n)
+
+
+def alias_version(factory: AwsFactory, fn: str) -> str:
+    return str(factory.client("lambda").get_alias(FunctionName=FUNCTIONS[fn], Name="live")["FunctionVersion"])
+
+
+def service_tag(factory: AwsFactory) -> str:
+    ecs = factory.client("ecs")
+    arn = ecs.describe_services(cluster="car-rental-cluster", services=["car-rental-service"])["services"][0][
+        "taskDefinition"
+    ]
+    image = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]["containerDefinitions"][0]["image"]
+    return str(image.rsplit(":", 1)[-1])
+
+
+def planned(project: Path, factory: AwsFactory, **options: Any) -> tuple[set[str], list[str]]:
+    run = runtime(project, factory)
+    commands.deploy_auto(env="dev", dry_run=True, as_json=True, runtime=run, **options)
+    text = run.stdout.getvalue()  # type: ignore[attr-defined]
+    if not text.strip():
+        return set(), []
+    data = json.loads(text)
+    return {c["component"] for c in data["changes"]}, [f"{s['name']}:{s['target']}" for s in data["steps"]]
+
+
+def test_harness_a_clean_run(project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script) -> None:
+    b = change(project, "lambda/health_handler/handler.py", "backend/app/main.py", "cdk/stacks/data_stack.py")
+    report, error, said = auto(project, world)
+    assert error is None, said
+    assert report is not None and report.ok
+    assert live(world, dev_env)["lambda:health_handler"] == b
+    assert live(world, dev_env)["app"] == b
+    assert service_tag(world) == b
+
+
+def failing_update(monkeypatch: pytest.MonkeyPatch, fn: str, script: Script | None = None) -> Script:
+    """update-code of ``fn`` fails as Lambda's Failed update makes it (the rest: deploykit's own), while ``fn`` is in
+    the script's failing_updates."""
+    real = lambda_chain.UpdateFunctionCode.run
+    script = script or Script()
+    script.failing_updates.add(fn)
+
+    def run(self: lambda_chain.UpdateFunctionCode, ctx: Context) -> Outcome:
+        if self.function in script.failing_updates:
+            raise StepFailed(
+                f"Lambda failed the update of {self.function_name}: InvalidImage", next_step="fix it, then rerun"
+            )
+        return real(self, ctx)
+
+    monkeypatch.setattr(lambda_chain.UpdateFunctionCode, "run", run)
+    return script
+
+
+def test_one_function_failing_beside_the_other_and_the_app_puts_both_back(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """login_handler's update fails while, beside it, health_handler's alias moved and the app rolled out: those two,
+    never smoke-tested, go back (they stayed, and the message named login_handler alone)."""
+    ecs_as_aws_reports_it(world)
+    a = head(project)
+    change(project, "lambda/health_handler/handler.py", "lambda/login_handler/handler.py", "backend/app/main.py")
+    failing_update(monkeypatch, "login_handler")
+    _, error, _ = auto(project, world)
+    assert isinstance(error, StepFailed)
+    assert error.message.startswith(f"Lambda failed the update of {FUNCTIONS['login_handler']}: InvalidImage")
+    assert "automatic rollback: lambda:health_handler, app ok in" in error.message
+    assert alias_version(world, "health_handler") == "1" and service_tag(world) == a
+    assert script.smokes == 1  # the rollback's: what serves again is checked
+    assert live(world, dev_env)["lambda:health_handler"] == a
+    components, _ = planned(project, world)  # the next run deploys all three again
+    assert {"app", "lambda:health_handler", "lambda:login_handler"} <= components
+
+
+def smoke_fails(ctx: Context) -> Outcome:
+    raise StepFailed("smoke failed (4 passed, 1 failed): api_gateway: GET /health → 502", next_step="look")
+
+
+def interrupt(*_: Any) -> Outcome:
+    raise KeyboardInterrupt
+
+
+def lock_held(factory: AwsFactory) -> list[str]:
+    listed = factory.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="deploykit/lock/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_ctrl_c_between_publish_and_move_alias_then_the_rerun_moves_it_and_smokes(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = change(project, "lambda/health_handler/handler.py")
+    real = lambda_chain.MoveAlias.run
+    monkeypatch.setattr(lambda_chain.MoveAlias, "run", interrupt)
+    _, error, said = auto(project, world)
+    assert isinstance(error, Interrupted)
+    assert lock_held(world) == []
+    assert alias_version(world, "health_handler") == "1"
+    record = newest(world, dev_env)[0]
+    assert (record.ok, record.result) == (False, "failed")
+    monkeypatch.setattr(lambda_chain.MoveAlias, "run", real)
+    smokes = script.smokes
+    report, error, said = auto(project, world)
+    assert error is None and report is not None and report.ok, said
+    assert alias_version(world, "health_handler") == "2" and script.smokes == smokes + 1
+    assert live(world, dev_env)["lambda:health_handler"] == b
+    assert lock_held(world) == []
+
+
+def test_a_stack_failing_beside_another_stops_the_later_levels_and_the_rerun_plans_both(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    a = head(project)
+    change(project, "cdk/stacks/data_stack.py", "cdk/stacks/auth_stack.py", "cdk/stacks/api_stack.py")
+
+    def fails(step: DeployStack, ctx: Context) -> Outcome:
+        raise StepFailed(
+            f"{step.stack} UPDATE_ROLLBACK_COMPLETE: Table: Resource handler returned message", next_step="x"
+        )
+
+    script.stack["CarRentalDataStack"] = fails
+    _, error, _ = auto(project, world)
+    assert isinstance(error, StepFailed)
+    assert "CarRentalAuthStack" in script.stacks_run and "CarRentalApiStack" not in script.stacks_run
+    assert lock_held(world) == []
+    assert live(world, dev_env)["stack:auth"] == a
+    components, _ = planned(project, world)
+    assert {"stack:data", "stack:auth", "stack:api"} <= components
+
+
+def test_two_failures_in_one_group_put_the_unhealthy_app_back(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """login_handler's update fails and, beside it, the app never gets healthy: the group raises the first failure
+    (the function's); the unhealthy release goes back all the same (it stayed: the first was no rollback trigger)."""
+    ecs_as_aws_reports_it(world)
+    a = head(project)
+    b = change(project, "lambda/login_handler/handler.py", "backend/app/main.py")
+    failing_update(monkeypatch, "login_handler", script)
+
+    def unhealthy(step: WaitHealthy, ctx: Context) -> Outcome:
+        if step.image.endswith(f":{b}"):
+            raise StepFailed(f"car-rental-service did not become healthy on {b}: a new task stopped", next_step="f")
+        return Outcome.done("healthy")
+
+    script.wait = unhealthy
+    _, error, said = auto(project, world)
+    assert isinstance(error, StepFailed)
+    assert "did not become healthy" in said  # said as "failed too"
+    assert "automatic rollback: app ok in" in error.message
+    assert service_tag(world) == a
+
+
+def ecs_as_aws_reports_it(factory: AwsFactory) -> None:
+    """moto leaves the PRIMARY deployment on the first revision after UpdateService; ECS makes the new revision the
+    PRIMARY one (COMPLETED once rolled out): the answers of DescribeServices rewritten so."""
+
+    def fix(parsed: dict[str, Any], **_: Any) -> None:
+        for service in parsed.get("services", []):
+            for deployment in service.get("deployments", []):
+                if deployment.get("status") == "PRIMARY":
+                    deployment["taskDefinition"] = service["taskDefinition"]
+                    deployment["rolloutState"] = "COMPLETED"
+
+    factory.client("ecs").meta.events.register("after-call.ecs.DescribeServices", fix)
