@@ -87,6 +87,8 @@ def live_components(
             reads[component] = partial(_live_image_tag, aws, env, completed=True, known=known, pending=pending)
         elif function_name:
             reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
+            if unverified is not None:  # its routing: a canary cut short sends a share to a version never verified
+                reads[f"{component}@alias"] = partial(lambda_chain.alias_if_there, aws.client("lambda"), function_name)
     if drifted is not None and functions:
         reads["template"] = partial(deployed_template, aws.client("cloudformation"), env.stacks.api)
     read = at_once(reads)
@@ -133,7 +135,24 @@ def live_components(
                 live[component] = recorded if same else described
             else:
                 live[component] = described or recorded
-            if unverified is not None and serving and recorded:
+            # the version the last successful deploy left the alias on (and smoked), when its record says: another
+            # one serving was never verified (moved by a run that failed, kept with --no-rollback, or interrupted)
+            left = kept.get(component, {}).get("version")
+            version = str(serving.get("Version", "")) if serving else ""
+            routed = lambda_chain.routed_versions(read.get(f"{component}@alias"))
+            if recorded and left and version and version != left:
+                live[component] = recorded  # what was verified: deploy.auto deploys again (and smokes) what serves
+                if unverified is not None:
+                    unverified[component] = (
+                        f"{functions[name]}'s alias {lambda_chain.ALIAS} serves version {version}, not version "
+                        f"{left} (what the last successful deploy left and smoked)" + AGAIN
+                    )
+            elif routed and unverified is not None:
+                unverified[component] = (
+                    f"{functions[name]}'s alias {lambda_chain.ALIAS} sends {lambda_chain.routing_shares(routed)} "
+                    f"beside version {version} (a canary cut short)" + AGAIN
+                )
+            elif unverified is not None and serving and recorded:
                 why = _lambda_changed_outside(config, env, name, functions[name], serving, recorded)
                 if why:
                     unverified[component] = why
@@ -201,7 +220,10 @@ def _stacks_changed_outside(
 
 
 def left_by_failed_runs(
-    records: Sequence[Record], live: Mapping[str, str | None], stacks: Mapping[str, str] | None = None
+    records: Sequence[Record],
+    live: Mapping[str, str | None],
+    stacks: Mapping[str, str] | None = None,
+    entries: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, str]:
     """stack:<role> → why, for each stack whose newest run that deployed it (``records``: newest first) failed, at
     another commit than the live record's: its change set may have gone through before a later step failed (a
@@ -210,9 +232,27 @@ def left_by_failed_runs(
     set with nothing to change when it holds that already). A run a guard refused changed nothing, nor did a failed
     one whose deploy of the stack found nothing to change or never started (its step skipped or not run, as the
     record says: ``stacks``, role → name): the newest run that may have changed the stack is looked for behind
-    them. A run that passed verified what the stack held, changed or not."""
+    them. A run that passed verified what the stack held, changed or not.
+
+    lambda:<fn> → why, the same way, for each function whose newest run that may have moved its alias failed at
+    another commit than the live record's (``entries``: its entries; what is live for a function is read from the
+    version its alias serves, which that run may have put there): its new version served, never verified (kept with
+    --no-rollback, or the run interrupted). A run that never moved the alias (its move-alias skipped, not run, or
+    its canary taken back) is passed over."""
     notes: dict[str, str] = {}
     for component, sha in live.items():
+        if component.startswith("lambda:") and (verified := (entries or {}).get(component, {}).get("sha")):
+            fn = component.removeprefix("lambda:")
+            last = next(
+                (r for r in records if component in r.deployed and not r.refused and (r.ok or _may_have_moved(r, fn))),
+                None,
+            )
+            if last is not None and not last.ok and last.deployed[component] != verified:
+                notes[component] = (
+                    f"the last run that deployed it ({last.command} at {last.when}, {last.deployed[component]}) "
+                    "failed after its alias may have moved" + AGAIN
+                )
+            continue
         if not component.startswith("stack:") or sha is None:
             continue
         name = (stacks or {}).get(component.removeprefix("stack:"))
@@ -232,6 +272,18 @@ def left_by_failed_runs(
                 "failed, maybe after its change set went through" + AGAIN
             )
     return notes
+
+
+def _may_have_moved(record: Record, fn: str) -> bool:
+    """Whether ``record``'s failed run may have moved ``fn``'s alias: its move-alias step of that function was done,
+    or a step that may hold one was cut short (an interrupted group says nothing of its steps)."""
+    for step in record.steps:
+        name, status, detail = step.get("step"), step.get("status"), str(step.get("detail", ""))
+        if name == lambda_chain.MoveAlias.name and status == "done" and detail.startswith(f"{fn}: "):
+            return True
+        if status == "failed" and detail == "interrupted" and name in ("move-alias", "parallel", "sequence"):
+            return True
+    return False
 
 
 def _did_not_change(record: Record, stack: str) -> bool:

@@ -174,12 +174,12 @@ class CanaryRelease(Step):
                 f"beside version {old}: {exc.response.get('Error', {}).get('Message', exc)} (nothing was changed)",
                 next_step=f"deploy it without a canary: inv deploy.lambda {self.function} --canary 0",
             ) from None
-        ctx.reporter.line(
-            f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
-            f"{self.seconds:g}s (version {old} the rest); {self._allowed(f'version {old}')} takes it back"
-        )
         revision = str(answer.get("RevisionId", ""))
-        try:
+        try:  # from the split on: an interrupt anywhere (while the line below is written too) takes it back
+            ctx.reporter.line(
+                f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
+                f"{self.seconds:g}s (version {old} the rest); {self._allowed(f'version {old}')} takes it back"
+            )
             counts = self._watch(ctx, since, new, old)
         except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
             self._take_back(ctx, client, old, revision)

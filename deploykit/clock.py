@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -72,6 +73,36 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class Stoppable:
+    """``clock``, whose sleeps end, with KeyboardInterrupt, once ``stop`` is set: a step running beside others
+    (:class:`deploykit.plan.Parallel`) stops waiting (for a rollout, a stack, a function) when the run is interrupted,
+    where it waited out its whole deadline (wait-healthy's ten minutes) before the interrupt could end the command.
+    Anything else is the clock's own (a test's fake clock keeps its attributes)."""
+
+    def __init__(self, clock: Clock, stop: threading.Event) -> None:
+        self.clock, self.stop = clock, stop
+
+    def monotonic(self) -> float:
+        return self.clock.monotonic()
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def sleep(self, seconds: float) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        if isinstance(self.clock, SystemClock):
+            if self.stop.wait(seconds):  # woken by the interrupt, not at the end of the pause
+                raise KeyboardInterrupt
+            return
+        self.clock.sleep(seconds)
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.clock, name)
 
 
 class FakeClock:

@@ -1033,10 +1033,16 @@ def watch_problem(watch: ErrorWatch) -> str | None:
     return _rate_problem(watch.max_error_rate)
 
 
+CANARY_STEP = 0.01  # the smallest share of requests a canary takes, in percent (a weight of 0.0001)
+
+
 def canary_problem(canary: LambdaCanary) -> str | None:
     """What is wrong with a canary's settings (``"percent must ..."``), or None."""
     if not 0 <= canary.percent < 100:
         return f"percent must be at least 0 (no canary) and under 100, not {canary.percent:g}"
+    if canary.percent and not CANARY_STEP <= canary.percent <= 100 - CANARY_STEP:
+        # Lambda's weights are sent to 4 decimals: 0.004 would route nothing, 99.995 every request
+        return f"percent must be 0 (no canary) or from {CANARY_STEP:g} to {100 - CANARY_STEP:g}, not {canary.percent:g}"
     if canary.seconds <= 0:
         return f"seconds must be greater than 0, not {canary.seconds:g}"
     return _rate_problem(canary.max_error_rate)

@@ -931,10 +931,10 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
         parts = [_code(config), f"on {', '.join(config.get('Architectures') or ['x86_64'])}"]
         if config.get("LastModified"):
             parts.append(f"modified {when(config['LastModified'])}")
-        weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        weights = lambda_chain.routed_versions(alias)
         if weights:
-            report.shifting[key] = (function, {str(v): float(w) for v, w in weights.items()})
-            parts.append(f"traffic shift in progress: {_shares(report.shifting[key][1])}")
+            report.shifting[key] = (function, weights)
+            parts.append(f"traffic shift in progress: {lambda_chain.routing_shares(report.shifting[key][1])}")
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
         drift = lambda_chain.settings_drift(template, key, config, env.stacks.api)
         if drift:
@@ -1055,8 +1055,8 @@ def deploy_rows(
             findings.append(
                 Finding(
                     "warning",
-                    f"Lambda {function}: its live alias routes {_shares(weights)}, and no deploy is running (a canary "
-                    "cut short: its process was killed before it could take itself back)",
+                    f"Lambda {function}: its live alias routes {lambda_chain.routing_shares(weights)}, and no deploy "
+                    "is running (a canary cut short: its process was killed before it could take itself back)",
                     f"finish it: inv deploy.lambda {function} --env {env_name}; or take it back: aws lambda "
                     f"update-alias --function-name {name} --name {LIVE_ALIAS} --routing-config "
                     "AdditionalVersionWeights={}",
@@ -1095,11 +1095,6 @@ def account_advice(env: EnvConfig, account: str) -> tuple[list[Finding], list[Re
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def _shares(weights: Mapping[str, float]) -> str:
-    """An alias's weighted routing, for people: "10% to version 3"."""
-    return ", ".join(f"{w:.0%} to version {v}" for v, w in sorted(weights.items()))
 
 
 def when(value: Any) -> str:

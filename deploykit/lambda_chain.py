@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +38,7 @@ from deploykit.aws import HandedOn, at_once
 from deploykit.clock import backoff
 from deploykit.endpoints import function_id, function_outputs, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Plan, Step
+from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
 from deploykit.stacks import StackOutputs, error_code
@@ -125,6 +125,16 @@ def live_configuration(lambda_client: Any, function_name: str, alias: str = ALIA
     function or the alias does not exist. One call: Lambda answers an alias as the version it points at."""
     try:
         return dict(lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=alias))
+    except ClientError as exc:
+        if error_code(exc) == NOT_FOUND:
+            return None
+        raise
+
+
+def alias_if_there(lambda_client: Any, function_name: str, alias: str = ALIAS) -> dict[str, Any] | None:
+    """The function's ``alias`` (its version, its routing); None when the function or the alias does not exist."""
+    try:
+        return dict(lambda_client.get_alias(FunctionName=function_name, Name=alias))
     except ClientError as exc:
         if error_code(exc) == NOT_FOUND:
             return None
@@ -608,8 +618,10 @@ def point_alias(
     (:func:`get_alias`), else it is read here."""
     current = current if current is not None else get_alias(client, function_name, alias)
     previous = str(current["FunctionVersion"])
-    weights = (current.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-    outputs = {f"{function}.version": version}
+    weights = routed_versions(current)
+    # the alias and its function even when it was in place: an automatic rollback reads them (a version left there by
+    # an earlier run that did not pass goes back to what the live record verified: deploykit.rollback.undo_plan)
+    outputs = {f"{function}.version": version, f"{function}.function_name": function_name, f"{function}.alias": alias}
     if previous == version and not weights:
         return Outcome.skipped(f"{function}: {alias} already points at version {version}", **outputs)
     client.update_alias(
@@ -623,12 +635,35 @@ def point_alias(
         f"{function}: {alias} → version {version} ({note + ', ' if note else ''}was {previous})",
         **outputs,
         # what the alias pointed at before, for an automatic rollback (deploykit.rollback.undo_plan)
-        **{
-            f"{function}.previous_version": previous,
-            f"{function}.function_name": function_name,
-            f"{function}.alias": alias,
-        },
+        **{f"{function}.previous_version": previous},
     )
+
+
+def routed_versions(alias: Mapping[str, Any] | None) -> dict[str, float]:
+    """version → the share of ``alias``'s requests it takes beside the alias's own version (a canary's weighted
+    routing); {} when the alias routes to its version alone."""
+    weights = ((alias or {}).get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    return {str(version): float(weight) for version, weight in weights.items()}
+
+
+def routing_shares(routed: Mapping[str, float]) -> str:
+    """An alias's weighted routing for people: ``{"3": 0.1}`` as ``10% to version 3`` (0.005: ``0.5%``)."""
+    return ", ".join(f"{round(weight * 100, 4):g}% to version {version}" for version, weight in sorted(routed.items()))
+
+
+def lambda_left(records: Iterable[StepRecord]) -> dict[str, dict[str, str]]:
+    """``lambda:<fn>`` → ``{"version": N}``: the version a run's move-alias steps (among ``records``, groups' steps
+    too; a rollback's too) left each function's alias on, for its history record: the live record keeps it, so a
+    later read that finds the alias on another version knows the version serving was never verified (a run that
+    moved it and then failed, kept with --no-rollback or interrupted) and deploys it again."""
+    left: dict[str, dict[str, str]] = {}
+    for record in all_records(records):
+        if record.step != MoveAlias.name or record.status == "failed":
+            continue
+        for fn in (key.removesuffix(".alias") for key in record.outputs if key.endswith(".alias")):
+            if version := record.outputs.get(f"{fn}.version"):
+                left[f"lambda:{fn}"] = {"version": version}
+    return left
 
 
 # -- the plan -------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from tabulate import tabulate
 
+from deploykit.clock import Stoppable
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.plugins import observe
 
@@ -61,6 +62,10 @@ class Context:
     # the first reads of steps started while the steps before them ran (Step.early), by the step's id
     _early: dict[int, Future[Any]] = field(default_factory=dict, init=False, repr=False)
     _early_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.clock, Stoppable):  # its sleeps end once ``stop`` is set
+            self.clock = Stoppable(self.clock, self.stop)
 
     def start_early(self, running: Step, following: Step | None) -> None:
         """While ``running`` runs, start the early reads (:meth:`Step.early`) of the steps ``following`` starts

@@ -165,6 +165,9 @@ class Target:
     # a stack's: the commit whose deploy left the stack as it was at ``sha`` (runs since only counted it unchanged,
     # see deployed_from), when not ``sha`` itself: its kept template is the stack's at ``sha``
     deployed_from: str = ""
+    # a Lambda alias's weighted routing (version → share): a canary cut short, cleared by the rollback's move even
+    # when the alias's own version is the target
+    routed: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -336,7 +339,12 @@ def resolve_lambda(
     publishes name their code only."""
     function_name = lambda_chain.deployed_function(StackOutputs.of(aws), env, component.function)
     client = aws.client("lambda")
-    serving = lambda_chain.live_configuration(client, function_name)
+    reads: dict[str, Callable[[], Any]] = {
+        "serving": partial(lambda_chain.live_configuration, client, function_name),
+        "alias": partial(lambda_chain.alias_if_there, client, function_name),
+    }
+    read = at_once(reads)
+    serving, routed = read["serving"], lambda_chain.routed_versions(read["alias"])
     live = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
     live_version = str(serving.get("Version")) if serving else None
     versions = lambda_chain.published_versions(client, function_name)
@@ -369,7 +377,7 @@ def resolve_lambda(
         raise _missing_version(env, component.function, function_name, wanted, shas, compared)
     if version == live_version:  # its code is what runs: nothing to roll back (a version the stack published)
         live = sha
-    return Target(component, live, sha, source, version), function_name
+    return Target(component, live, sha, source, version, routed=routed), function_name
 
 
 @dataclass(frozen=True)
@@ -999,6 +1007,18 @@ def _replaced_by_the_stack(
     return (repository, tag) if repository else None
 
 
+def _found_rolled_out(report: RunReport, before: Mapping[str, str | None]) -> tuple[str, str] | None:
+    """(repository, tag) of the app the live record verified (``before``), when the run found the service rolled
+    out already on the release it deploys (its roll-service skipped), which is not that one: an earlier run's, never
+    verified. None otherwise (the run rolled it itself: ``previous_image`` says what ran before)."""
+    verified, deployed = before.get("app"), dict(report.plan.deploys).get("app")
+    rolled = any(r.step == RollService.name and r.status == "skipped" for r in all_records(report.records))
+    if not verified or not deployed or verified == deployed or not rolled:
+        return None
+    repository = next((r for _depth, step in walk(report.plan.steps) if (r := _repository_of(step))), "")
+    return (repository, verified) if repository else None
+
+
 def _repository_of(step: Step) -> str:
     """The app's repository a step names (registry/repository, no tag), or ""."""
     if isinstance(step, WaitHealthy):
@@ -1013,13 +1033,19 @@ def undo_plan(
     *,
     smoke: bool = True,
     before: Mapping[str, str | None] | None = None,
+    entries: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Undo | None:
     """The automatic rollback of a failed run; None when its failure is not one a rollback answers (an interrupt,
     bad input) or the run replaced nothing of the app or a Lambda. A step failure of any kind counts: one of
     :data:`TRIGGERS` says the release is bad, and another one, beside a rollout or an alias's move (deploy.auto runs
     them side by side), leaves what they made live never smoke-tested, nor recorded live.
     ``before``: component → SHA live before the run (the live record): the app goes back to the release it names, the
-    last that passed, when the service ran another before the run (or the Fargate stack's update rolled it out)."""
+    last that passed, when the service ran another before the run (or the Fargate stack's update rolled it out).
+    ``entries``: the live record's entries (what each deploy left: a function's alias on its version).
+
+    What an earlier run left in place, never verified (it failed after moving it, kept with --no-rollback, or was
+    interrupted), and this run found there (its move-alias, its roll-service skipped: nothing to put back of its
+    own) goes back all the same, to what the live record verified: this run was to verify it, and it failed."""
     error = report.error
     if not isinstance(error, StepFailed) or failed_step(report) is None:
         return None
@@ -1028,9 +1054,19 @@ def undo_plan(
     notes: list[str] = []
     replaced: list[tuple[str, str]] = []  # (what, what it was): the title names the first, the report both
     deploys: list[tuple[str, str]] = []
-    for key in sorted(k for k in outputs if k.endswith(".previous_version")):
-        fn = key.removesuffix(".previous_version")
-        function_name, alias, version = outputs[f"{fn}.function_name"], outputs[f"{fn}.alias"], outputs[key]
+    for fn in sorted(k.removesuffix(".alias") for k in outputs if k.endswith(".alias")):
+        version = outputs.get(f"{fn}.previous_version")
+        verified = (entries or {}).get(f"lambda:{fn}", {}).get("version")
+        if version is None and verified and verified != outputs.get(f"{fn}.version"):
+            version = verified  # found in place: an earlier run's, never verified
+            notes.append(
+                f"{fn}'s alias served version {outputs.get(f'{fn}.version')} before this run, which no deploy "
+                f"verified (an earlier run moved it and failed, or was interrupted): version {verified}, the last "
+                "that passed, goes back"
+            )
+        if version is None:
+            continue
+        function_name, alias = outputs[f"{fn}.function_name"], outputs[f"{fn}.alias"]
         description = lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=version)
         sha = lambda_chain.git_sha_of(description.get("Description")) or ""
         steps.append(PointAlias(fn, function_name, alias, version, sha or "unknown"))
@@ -1038,6 +1074,11 @@ def undo_plan(
         if sha:
             deploys.append((f"lambda:{fn}", sha))
     previous = split_image(outputs.get("previous_image", ""))
+    if previous is None and (previous := _found_rolled_out(report, before or {})) is not None:
+        notes.append(
+            f"{env.service} ran {dict(report.plan.deploys).get('app')} before this run, which no deploy verified (an "
+            f"earlier run rolled it out and failed, or was interrupted): {previous[1]}, the last that passed, goes back"
+        )
     if previous is None and (previous := _replaced_by_the_stack(env, report, before or {})) is not None:
         stack = planner.stack_roles(env)[planner.HOSTED_BY["app"]]
         notes.append(

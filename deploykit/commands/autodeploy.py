@@ -151,7 +151,7 @@ def analyse(
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
     found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
     records: list[history.Record] = read.get("records", [])
-    left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment))
+    left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment), entries)
     found = changes.with_notes(found, {**unverified, **left})
     guesses = history.estimates(records) if estimates else {}
     if found_endpoints is not None:  # for the guard against bringing back what a rollback took off, however long ago

@@ -26,6 +26,7 @@ from deploykit import (
     freeze,
     git,
     history,
+    lambda_chain,
     lock,
     overview,
     pause,
@@ -428,7 +429,9 @@ def recover(
     assert error is not None
     try:
         with aws_errors(env):
-            undo = rollbacks.undo_plan(env, report, ctx.aws.client("lambda"), smoke=True, before=before)
+            undo = rollbacks.undo_plan(
+                env, report, ctx.aws.client("lambda"), smoke=True, before=before, entries=live or {}
+            )
     except DeployKitError as exc:
         error.message += f"; no automatic rollback: reading what to put back failed ({exc.message})"
         error.next_step = f"see what runs: inv health --env {env.name}; put it back: inv rollback --env {env.name}"
@@ -724,7 +727,9 @@ def _record(
         unchanged=sorted(set(carried) - set(deployed)),
         removed=plan.removes,
         unpromoted=plan.unpromoted,
-        left=stack_chain.stacks_left(report.records, planner.stack_roles(env)) | app_left(report.records),
+        left=stack_chain.stacks_left(report.records, planner.stack_roles(env))
+        | app_left(report.records)
+        | lambda_chain.lambda_left(report.records),
         waited=_LOCK_WAITED.get(),
         held=plan.held,
     )

@@ -569,9 +569,12 @@ def _rollback_of(
                 ),
             )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
-    if target.live == target.sha:
+    if target.live == target.sha and not target.routed:
         runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
         return target, None
+    if target.routed:  # the move clears it
+        shares = lambda_chain.routing_shares(target.routed)
+        runtime.stderr.write(f"↩️  its alias also sends {shares} (a canary cut short): the rollback clears that\n")
     runtime.stderr.write(
         f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} [{why or target.source}]\n"
     )

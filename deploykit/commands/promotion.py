@@ -18,7 +18,7 @@ from deploykit.aws import AwsFactory
 from deploykit.commands.core import Runtime, aws_errors
 from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
-from deploykit.errors import UsageError
+from deploykit.errors import DeployKitError, UsageError
 from deploykit.stacks import (
     StackOutputs,
 )
@@ -38,13 +38,19 @@ class Source:
 
 
 def read_source(runtime: Runtime, config: Config, name: str) -> Source:
-    """What the environment ``name`` runs, read with its own credentials."""
+    """What the environment ``name`` runs, read with its own credentials; an error reading it names it as the
+    source of the promotion check (on AWS, "cannot reach AWS" says nothing of which environment's credentials, or
+    region, failed)."""
     source = config.environment(name)
     aws = runtime.aws_factory(source)
-    with aws_errors(source):
-        if source.account:  # another account's credentials would find nothing there: "does not run it", wrongly
-            aws.account()
-        return Source(aws, auto.live_components(aws, config, source, endpoints_if_deployed(aws, source)))
+    try:
+        with aws_errors(source):
+            if source.account:  # another account's credentials would find nothing there: "does not run it", wrongly
+                aws.account()
+            return Source(aws, auto.live_components(aws, config, source, endpoints_if_deployed(aws, source)))
+    except DeployKitError as exc:
+        exc.message = f"reading {name}, the environment releases are promoted from, failed: {exc.message}"
+        raise
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,7 @@ def _deploys_read(
     deploykit's last deploy of it left (``unverified``), read at once; None without an artifacts bucket; the error
     when the history cannot be read."""
     unverified: dict[str, str] = {}
+    entries: dict[str, dict[str, str]] = {}
     try:
         store = history.History.of(aws, env)
         env_lock = lock.EnvLock.of(aws, env, clock=clock)
@@ -216,9 +217,9 @@ def _deploys_read(
             "lock": env_lock.read,
             "freeze": partial(freeze.read, aws, env, store.bucket),
             "pause": partial(pause.read_object, aws, env, store.bucket),
-            "live": partial(auto.live_components, aws, config, env, endpoints, unverified),
+            "live": partial(auto.live_components, aws, config, env, endpoints, unverified, entries),
         }
-        return {**at_once(reads), "unverified": unverified}  # one round trip for them all
+        return {**at_once(reads), "unverified": unverified, "entries": entries}  # one round trip for them all
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable) as exc:
         return exc
 
@@ -239,7 +240,7 @@ def _deploys_health(
     newest: list[history.Record] = read["newest"]
     held: lock.Found | None = read["lock"]
     # a stack the newest run that deployed it failed on holds what that run left, not a change made outside deploykit
-    failed = auto.left_by_failed_runs(newest, read["live"], planner.stack_roles(env))
+    failed = auto.left_by_failed_runs(newest, read["live"], planner.stack_roles(env), read["entries"])
     unverified: dict[str, str] = {c: why for c, why in read["unverified"].items() if c not in failed}
     rows, findings = health.deploy_rows(
         env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting

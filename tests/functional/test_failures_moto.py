@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ import pytest
 from deploykit import commands, history, lambda_chain, packaging
 from deploykit.app_chain import BuildImage, EnsureBaseImage, PushImage, WaitHealthy
 from deploykit.aws import AwsFactory
-from deploykit.clock import FakeClock
+from deploykit.clock import FakeClock, SystemClock
 from deploykit.config import EnvConfig
 from deploykit.errors import DeployKitError, Interrupted, StepFailed
 from deploykit.plan import Context, Outcome, Plan, RunReport
@@ -341,3 +345,186 @@ def ecs_as_aws_reports_it(factory: AwsFactory) -> None:
                     deployment["rolloutState"] = "COMPLETED"
 
     factory.client("ecs").meta.events.register("after-call.ecs.DescribeServices", fix)
+
+
+# -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------
+
+
+def test_ctrl_c_during_smoke_of_a_lambda_change_then_the_rerun_deploys_it_again_and_smokes(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """The alias moved, then Ctrl-C in smoke: the rerun said "nothing to deploy" (what is live for a function is read
+    from its alias's version) and never smoked what serves; the live record stayed on A."""
+    b = change(project, "lambda/health_handler/handler.py")
+    script.smoke = interrupt
+    _, error, _ = auto(project, world)
+    assert isinstance(error, Interrupted)
+    assert alias_version(world, "health_handler") == "2"
+    script.smoke = lambda ctx: Outcome.done("5 passed")
+    components, _ = planned(project, world)
+    assert components == {"lambda:health_handler"}
+    smokes = script.smokes
+    report, error, said = auto(project, world)
+    assert error is None and report is not None and report.ok, said
+    assert "the last run that deployed it (deploy.auto at" in said and "failed after its alias may have moved" in said
+    assert script.smokes == smokes + 1 and alias_version(world, "health_handler") == "2"
+    assert live(world, dev_env)["lambda:health_handler"] == b
+
+
+def test_a_function_kept_after_its_smoke_failed_is_deployed_again_and_put_back_when_it_fails_again(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """--no-rollback kept version 3 serving after its smoke failed. The next deploy.auto counts the function changed
+    (it said "nothing to deploy"), and when smoke fails again, puts back version 2, the last that passed (its
+    move-alias found version 3 in place, so this run had replaced nothing of its own)."""
+    b = change(project, "lambda/health_handler/handler.py", message="b")
+    _, error, said = auto(project, world)
+    assert error is None and alias_version(world, "health_handler") == "2", said  # passed: recorded with version 2
+    change(project, "lambda/health_handler/handler.py", message="c")
+    script.smoke = smoke_fails
+    _, error, _ = auto(project, world, rollback=False)
+    assert isinstance(error, StepFailed) and "left in place for debugging (--no-rollback)" in error.message
+    assert alias_version(world, "health_handler") == "3" and live(world, dev_env)["lambda:health_handler"] == b
+    components, _ = planned(project, world)
+    assert components == {"lambda:health_handler"}
+    smokes: list[str] = []
+
+    def once(ctx: Context) -> Outcome:  # this run's smoke fails, the rollback's passes
+        smokes.append("smoke")
+        return smoke_fails(ctx) if len(smokes) == 1 else Outcome.done("5 passed")
+
+    script.smoke = once
+    _, error, said = auto(project, world)  # smoke fails again: this time the rollback is on
+    assert isinstance(error, StepFailed)
+    assert "health_handler's alias served version 3 before this run, which no deploy verified" in said
+    assert "automatic rollback: lambda:health_handler ok in" in error.message
+    assert alias_version(world, "health_handler") == "2" and live(world, dev_env)["lambda:health_handler"] == b
+
+
+def test_a_version_the_live_record_did_not_verify_counts_as_changed(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """The live record keeps the version each deploy left the alias on: another one serving (moved by hand, or by a
+    run whose record was lost) counts as changed, and what is live for it is the record's commit."""
+    b = change(project, "lambda/health_handler/handler.py", message="b")
+    auto(project, world)
+    store = history.History.of(world, dev_env)
+    assert store is not None and store.live()["lambda:health_handler"]["version"] == "2"
+    world.client("lambda").update_alias(FunctionName=FUNCTIONS["health_handler"], Name="live", FunctionVersion="1")
+    run = runtime(project, world)
+    commands.deploy_auto(env="dev", dry_run=True, runtime=run)
+    said = run.stderr.getvalue() + run.stdout.getvalue()  # type: ignore[attr-defined]
+    assert f"{FUNCTIONS['health_handler']}'s alias live serves version 1, not version 2 (what the last" in said
+    components, _ = planned(project, world)
+    assert components == {"lambda:health_handler"} and live(world, dev_env)["lambda:health_handler"] == b
+
+
+def test_a_canary_cut_short_is_finished_by_the_next_deploy_auto_and_cleared_by_a_rollback(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """A canary's process killed mid-bake leaves the alias sending 10% to version 2: deploy.auto said "nothing to
+    deploy", and inv rollback to the commit the alias serves said "nothing to roll back"; both leave it split."""
+    a = head(project)
+    change(project, "lambda/health_handler/handler.py")
+    lam, name = world.client("lambda"), FUNCTIONS["health_handler"]
+    auto(project, world)
+    lam.update_alias(
+        FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.1}}
+    )
+    run = runtime(project, world)
+    commands.rollback(env="dev", component="lambda:health_handler", to=a, runtime=run)
+    assert "its alias also sends 10% to version 2 (a canary cut short): the rollback clears that" in (
+        run.stderr.getvalue()  # type: ignore[attr-defined]
+    )
+    alias = lam.get_alias(FunctionName=name, Name="live")
+    assert (alias["FunctionVersion"], alias.get("RoutingConfig", {}).get("AdditionalVersionWeights") or {}) == ("1", {})
+
+    _, error, said = auto(project, world, allow_rolled_back=True)  # b again, on purpose
+    assert error is None and alias_version(world, "health_handler") == "2", said
+    lam.update_alias(  # as a canary of version 1 (say, a newer build) cut short
+        FunctionName=name, Name="live", FunctionVersion="2", RoutingConfig={"AdditionalVersionWeights": {"1": 0.1}}
+    )
+    report, error, said = auto(project, world)
+    assert error is None and report is not None, said
+    assert "sends 10% to version 1 beside version 2 (a canary cut short): deployed again" in said
+    alias = lam.get_alias(FunctionName=name, Name="live")
+    assert (alias["FunctionVersion"], alias.get("RoutingConfig", {}).get("AdditionalVersionWeights") or {}) == ("2", {})
+
+
+def test_the_rerun_after_ctrl_c_in_wait_healthy_puts_back_a_release_that_fails_smoke(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """Ctrl-C during wait-healthy, then the same command again: register and roll find the release in place
+    (skipped) and smoke fails. It was left serving: roll-service, skipped, said nothing of what ran before."""
+    ecs_as_aws_reports_it(world)
+    a = head(project)
+    b = change(project, "backend/app/main.py")
+    script.wait = interrupt
+    _, error, _ = auto(project, world)
+    assert isinstance(error, Interrupted)
+    assert service_tag(world) == b and lock_held(world) == []
+    script.wait = lambda step, ctx: Outcome.done("healthy")
+    smokes: list[str] = []
+
+    def once(ctx: Context) -> Outcome:  # this run's smoke fails, the rollback's passes
+        smokes.append("smoke")
+        return smoke_fails(ctx) if len(smokes) == 1 else Outcome.done("5 passed")
+
+    script.smoke = once
+    _, error, said = auto(project, world)
+    assert isinstance(error, StepFailed) and "smoke failed" in error.message
+    assert "roll-service      ⏭  skipped" in said
+    assert f"car-rental-service ran {b} before this run, which no deploy verified" in said
+    assert "automatic rollback: app ok in" in error.message
+    assert service_tag(world) == a and live(world, dev_env)["app"] == a
+
+
+def test_ctrl_c_during_wait_healthy_beside_a_lambda_chain_ends_the_wait(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's rollout beside a function's fast path: Ctrl-C while wait-healthy polls (moto runs no task, so it
+    never gets healthy). The command returned only at wait-healthy's deadline (600 s by default), the group waiting
+    for its thread, which never looked at the interrupt."""
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            "[environments.dev]\n", "[environments.dev]\nwait_timeout = 8\npoll_interval = 0.2\n", 1
+        )
+    )
+    git(project, "commit", "-qam", "dev: short deadline")
+    change(project, "lambda/health_handler/handler.py", "backend/app/main.py")
+    monkeypatch.undo()  # the real WaitHealthy; the rest faked again
+    monkeypatch.setattr(Synthesize, "run", lambda self, ctx: Outcome.done("synthesized"))
+    monkeypatch.setattr(EnsureBaseImage, "run", lambda self, ctx: Outcome.skipped("there"))
+    monkeypatch.setattr(BuildImage, "run", lambda self, ctx: Outcome.done("built"))
+    monkeypatch.setattr(PushImage, "run", lambda self, ctx: (put_image(ctx.aws, self.tag), Outcome.done("p"))[1])
+    monkeypatch.setattr(Smoke, "run", lambda self, ctx: Outcome.done("5 passed"))
+    started: list[float] = []
+    real_wait = WaitHealthy.run
+
+    def ctrl_c() -> None:  # only into the wait: a SIGINT after it would end the test session
+        if len(started) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def wait(self: WaitHealthy, ctx: Context) -> Outcome:
+        started.append(time.monotonic())
+        threading.Timer(1.0, ctrl_c).start()  # Ctrl-C 1 s into the wait
+        try:
+            return real_wait(self, ctx)
+        finally:
+            started.append(time.monotonic())
+
+    monkeypatch.setattr(WaitHealthy, "run", wait)
+    run = runtime(project, world)
+    run = commands.Runtime(
+        config_path=run.config_path,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=SystemClock(),
+        aws_factory=run.aws_factory,
+        docker_factory=run.docker_factory,
+    )
+    with pytest.raises(Interrupted) as stopped:
+        commands.deploy_auto(env="dev", runtime=run)
+    assert len(started) == 2 and started[1] - started[0] < 6, started  # the deadline is 8 s, the Ctrl-C came at 1 s
+    assert "interrupted" in stopped.value.message

@@ -9,6 +9,7 @@ the outputs and parameters deploykit reads (moto keeps the outputs of stacks mad
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -1201,6 +1202,9 @@ def test_the_plan_shows_the_canary_between_publish_and_move_alias(
     [
         ("ten", None, "--canary 'ten' is not a percentage"),
         ("100", None, "the canary's percent must be at least 0 (no canary) and under 100, not 100"),
+        # Lambda's weights go to 4 decimals: the first routed nothing, the second every request
+        ("0.004", None, "the canary's percent must be 0 (no canary) or from 0.01 to 99.99, not 0.004"),
+        ("99.995", None, "the canary's percent must be 0 (no canary) or from 0.01 to 99.99, not 99.995"),
         ("10", "soon", "--bake 'soon' is not a duration"),
         (None, "5m", "--bake is how long a canary runs, and there is none here"),
         ("0", "5m", "--bake is how long a canary runs, and there is none here"),
@@ -1346,6 +1350,63 @@ def test_a_promoted_function_must_be_the_bytes_its_source_runs(
         refused.value.message
     )
     assert "pip freeze" in refused.value.message and refused.value.exit_code == 2
+
+
+def test_a_function_whose_release_failed_in_the_source_is_not_promoted(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dev kept a release whose smoke failed (--no-rollback): its alias serves it, its live record names the commit
+    before. prod (promote_from = "dev") took it ("✅ promoted from dev"): what dev runs was read from the alias."""
+    toml = with_lambdas / "deploy.toml"
+    text = toml.read_text()
+    prod = text[text.index("[environments.dev]") :].replace("environments.dev", "environments.prod")
+    toml.write_text(text + "\n" + prod.replace("[environments.prod]\n", '[environments.prod]\npromote_from = "dev"\n'))
+    git(with_lambdas, "commit", "-qam", "prod, promoted from dev")
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    handler = with_lambdas / "lambda" / FN / "handler.py"
+    handler.write_text(handler.read_text() + "\n# a broken release\n")
+    git(with_lambdas, "commit", "-qam", "a broken release")
+
+    def failing(_self: Smoke, _ctx: Context) -> Outcome:
+        raise StepFailed("smoke failed (4 passed, 1 failed): api_gateway: GET /health → 500", next_step="look")
+
+    monkeypatch.setattr(Smoke, "run", failing)
+    with pytest.raises(StepFailed, match="left in place for debugging"):
+        commands.deploy_lambda(FN, env="dev", rollback=False, runtime=runtime(with_lambdas, factory))
+    assert alias_version(factory, FN) == "3"
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_lambda(FN, env="prod", dry_run=True, runtime=runtime(with_lambdas, factory))
+    assert "lambda:health_handler: dev runs it at " in refused.value.message and refused.value.exit_code == 2
+    assert "changed since: lambda/health_handler/handler.py" in refused.value.message
+
+
+def test_a_source_environment_that_cannot_be_read_is_named_as_the_promotions(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """dev, prod's promote_from, does not answer: the error said "cannot reach AWS" alone (on AWS, at the region's
+    endpoint prod shares), naming neither dev nor the promotion check."""
+    toml = with_lambdas / "deploy.toml"
+    text = toml.read_text().replace("[environments.dev]\n", "[environments.dev]\nmax_attempts = 0\n", 1)
+    prod = text[text.index("[environments.dev]") :].replace("environments.dev", "environments.prod")
+    toml.write_text(text + "\n" + prod.replace("[environments.prod]\n", '[environments.prod]\npromote_from = "dev"\n'))
+    git(with_lambdas, "commit", "-qam", "prod, promoted from dev, which does not answer")
+
+    def factory_of(env: EnvConfig) -> AwsFactory:
+        return AwsFactory(dataclasses.replace(env, endpoint_url="http://127.0.0.1:9")) if env.name == "dev" else factory
+
+    run = commands.Runtime(
+        config_path=toml,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=factory_of,
+        docker_factory=Mock(side_effect=AssertionError("no Docker")),
+    )
+    with pytest.raises(StepFailed) as failed:
+        commands.deploy_lambda(FN, env="prod", dry_run=True, runtime=run)
+    assert failed.value.message.startswith(
+        "reading dev, the environment releases are promoted from, failed: cannot reach AWS (Could not connect to "
+    )
 
 
 def test_a_deploy_of_a_function_records_the_commits_it_takes_live(
