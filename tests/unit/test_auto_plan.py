@@ -453,6 +453,7 @@ def test_what_is_live_comes_from_the_environment_itself(with_lambdas: Path) -> N
         "api-health-1": "code s3://b/k",
     }
     lam = aws_client("lambda")
+    lam.get_alias.return_value = {"Name": "live", "FunctionVersion": "1"}  # no weighted routing
     lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: {"Description": versions[FunctionName]}
     live_record = {
         "stack:data": {"sha": "cccccccccccc"},
@@ -572,6 +573,7 @@ def _world(
 
     config, env, _revision = setup(project)
     lam = aws_client("lambda")
+    lam.get_alias.return_value = {"Name": "live", "FunctionVersion": "1"}  # no weighted routing
     lam.get_function_configuration.side_effect = lambda FunctionName, Qualifier: (
         {"Version": "3"} | serving.get(FunctionName, {"Description": "code s3://b/k"})
     )
@@ -734,6 +736,7 @@ def test_what_is_live_is_read_at_once(with_lambdas: Path) -> None:  # noqa: F811
         "tags": [],
     }
     lam = aws_client("lambda")
+    lam.get_alias.return_value = {"Name": "live", "FunctionVersion": "1"}  # no weighted routing
     lam.get_function_configuration.side_effect = together({"Description": "code s3://b/k git bbbbbbbbbbbb"})
     s3 = aws_client("s3")
     s3.get_object.side_effect = together({"Body": Mock(read=Mock(return_value=b"{}"))})
