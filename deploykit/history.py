@@ -363,6 +363,78 @@ _SAFE_NAME = re.compile(r"[0-9A-Za-z._-]{1,255}")
 
 # How far back `History.records` looks first, then next; past the last, the whole history is listed.
 RECENT_WINDOWS = (timedelta(days=7), timedelta(days=90))
+# The newest records `inv rollback` reads for the deploy before the live one (deploykit.rollback); a cleanup keeps
+# what it would go back to within as many (History.recorded).
+ROLLBACK_DEPTH = 100
+# (component, SHA) → whether what the SHA deployed is still there to go back to (a Lambda: a version names it)
+Usable = Callable[[str, str], bool]
+
+
+def deploys_of(records: Iterable[Record], component: str) -> list[Record]:
+    """The records (newest first in, newest first out) of runs that deployed ``component`` successfully. A run that
+    only carried it to its commit (deploy.auto, no change since) did not deploy it: its SHA names no image or
+    version."""
+    return [record for record in records if record.ok and record.deployed.get(component)]
+
+
+def rollback_targets(records: Iterable[Record], component: str, usable: Usable | None = None) -> list[Record]:
+    """The successful deploys of ``component`` (``records`` newest first) that ``inv rollback`` may go back to,
+    whatever is live: those of the newest two commits ``usable`` says are there to go back to (default: every
+    commit), and those of the commits passed over before the second. ``inv rollback`` takes the newest such deploy
+    at a commit other than the live one (:func:`deploykit.rollback.previous_deploy`), which is among them."""
+    chosen: list[Record] = []
+    there: set[str] = set()
+    for record in deploys_of(records, component):
+        sha = record.components[component]
+        chosen.append(record)
+        if usable is None or usable(component, sha):
+            there.add(sha)
+            if len(there) == 2:
+                break
+    return chosen
+
+
+@dataclass(frozen=True)
+class Recent:
+    """An environment's live record and its newest records (newest first), as one read found them."""
+
+    env: str
+    live: Mapping[str, Mapping[str, str]]
+    records: Sequence[Record]
+
+    def recorded(
+        self, components: Iterable[str], newest: int, usable: Usable | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
+        """component → (SHA, why) named for it, newest first: what is live now, then, run by run of the newest
+        ``newest`` records, what the run deployed (or failed to) and what was live before it (a run that carried a
+        component unchanged, nothing built or published at it, is passed over for that component); then, of all
+        the records read, the deploys :func:`rollback_targets` finds (``usable``: its test), so that a cleanup
+        keeps what ``inv rollback`` goes back to however many runs of other components came since."""
+        found: dict[str, list[tuple[str, str]]] = {component: [] for component in components}
+        where = self.env
+        for component, named in found.items():
+            entry = self.live.get(component, {})
+            if entry.get("sha"):
+                named.append((str(entry["sha"]), f"live in {where} since {when_utc(entry.get('when', ''))}"))
+        for record in self.records[:newest]:
+            for component, named in found.items():
+                if component in record.unchanged:
+                    continue
+                deployed, before = record.components.get(component), record.base.get(component)
+                if deployed:
+                    result = "deployed" if record.ok else "deploy failed"
+                    named.append((deployed, f"{result} in {where} at {when_utc(record.when)}"))
+                if before:
+                    named.append((before, f"live in {where} before {when_utc(record.when)}"))
+        for component, named in found.items():
+            seen = {sha for sha, _ in named}
+            for record in rollback_targets(self.records, component, usable):
+                sha = record.components[component]
+                if sha not in seen:
+                    seen.add(sha)
+                    when = when_utc(record.when)
+                    named.append((sha, f"deployed in {where} at {when}, what inv rollback may go back to"))
+        return found
 
 
 class History:
@@ -562,30 +634,18 @@ class History:
                 return found[:limit]
             batch *= 4
 
-    def recorded(self, components: Iterable[str], records: int) -> dict[str, list[tuple[str, str]]]:
-        """component → (SHA, why) that the live record and the newest ``records`` records name for it, newest first:
-        what is live now, then run by run what the run deployed (or failed to) and what was live before it. A run
-        that carried a component unchanged (live at its commit, nothing built or published at it) is passed over
-        for that component. The live record and the records are read at once."""
-        found: dict[str, list[tuple[str, str]]] = {component: [] for component in components}
-        reads: dict[str, Callable[[], Any]] = {"live": self.live, "records": partial(self.records, records)}
+    def recorded(
+        self, components: Iterable[str], records: int, usable: Usable | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
+        """:meth:`Recent.recorded` of :meth:`recent`: what the live record and the newest ``records`` records name
+        for each component, and what ``inv rollback`` may go back to (read as deep as it reads)."""
+        return self.recent(max(records, ROLLBACK_DEPTH)).recorded(components, records, usable)
+
+    def recent(self, depth: int = ROLLBACK_DEPTH) -> Recent:
+        """The live record and the newest ``depth`` records, read at once."""
+        reads: dict[str, Callable[[], Any]] = {"live": self.live, "records": partial(self.records, depth)}
         read = at_once(reads)
-        where = self.env.name
-        for component, named in found.items():
-            entry = read["live"].get(component, {})
-            if entry.get("sha"):
-                named.append((str(entry["sha"]), f"live in {where} since {when_utc(entry.get('when', ''))}"))
-        for record in read["records"]:
-            for component, named in found.items():
-                if component in record.unchanged:
-                    continue
-                deployed, before = record.components.get(component), record.base.get(component)
-                if deployed:
-                    result = "deployed" if record.ok else "deploy failed"
-                    named.append((deployed, f"{result} in {where} at {when_utc(record.when)}"))
-                if before:
-                    named.append((before, f"live in {where} before {when_utc(record.when)}"))
-        return found
+        return Recent(self.env.name, read["live"], tuple(read["records"]))
 
     def records_since(self, moment: datetime) -> list[Record]:
         """Every record written at ``moment`` or later, oldest first. Keys start with their UTC time, so S3 lists

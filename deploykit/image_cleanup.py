@@ -9,7 +9,10 @@ An image is kept when any of these holds (every kept image says which):
   the service's task-definition family, so a rollback target stays;
 - it is **recorded** (:func:`recorded_images`): its tag is the ``app`` SHA of one of the newest
   :data:`HISTORY_RECORDS` deployment records of any environment of deploy.toml (deployed there, or live there
-  before that deploy), or of an environment's live record. Tags are ``<sha12>`` or ``<sha12>-dirty-<hash>``;
+  before that deploy), of an environment's live record, or of a deploy ``inv rollback`` may go back to there (the
+  app's newest two successful deploys, by commit, of the newest :data:`deploykit.history.ROLLBACK_DEPTH` records,
+  as many as it reads: :func:`deploykit.history.rollback_targets`). Tags are ``<sha12>`` or
+  ``<sha12>-dirty-<hash>``;
 - it is an untagged image pushed less than :data:`UNTAGGED_GRACE` ago (a push may still be under way, and the
   registry stack's lifecycle rule waits as long), or a platform image of a kept image index.
 
@@ -329,8 +332,8 @@ def recorded_images(
     records: int = HISTORY_RECORDS,
     target_aws: AwsFactory | None = None,
 ) -> Recorded:
-    """The ``app`` SHAs of every environment's newest ``records`` records (deployed, and live before) and of its
-    live record → why.
+    """The ``app`` SHAs of every environment's newest ``records`` records (deployed, and live before), of its
+    live record and of the deploys ``inv rollback`` may go back to there (:meth:`History.recorded`) → why.
 
     Each environment's history is found as :meth:`History.of` finds it. An environment whose AWS cannot be read
     (another account, no credentials, an endpoint down) is skipped and named in ``skipped``; the target
@@ -362,7 +365,8 @@ def recorded_images(
 
 
 def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[str, str]] | None:
-    """(app SHA, why) of one environment, newest first (:meth:`History.recorded`); None without a history."""
+    """(app SHA, why) of one environment, newest first (:meth:`History.recorded`: with what ``inv rollback`` may go
+    back to); None without a history."""
     history = History.of(aws, env)
     return None if history is None else history.recorded(["app"], records)["app"]
 

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 _TO_RE = re.compile(r"^[0-9a-f]{7,40}(?:-dirty-[0-9a-z]+)?$")
 SHOWN = 10  # tags / SHAs named when the target is not there
-HISTORY_DEPTH = 100
+HISTORY_DEPTH = history.ROLLBACK_DEPTH  # the newest records read for the deploy before the live one
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def previous_deploy(
     A record that only carried the component to its commit (deploy.auto, no change since) did not deploy it: its
     SHA names no image or version. Of the rest, the first whose SHA is ``usable`` (a Lambda: one that has a
     published version), else the first, so that the error names what is missing."""
-    found = [record for record in records if record.ok and (sha := record.deployed.get(component)) and sha != live]
+    found = [record for record in history.deploys_of(records, component) if record.components[component] != live]
     return next((r for r in found if usable(r.components[component])), found[0] if found else None)
 
 

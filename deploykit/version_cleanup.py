@@ -11,11 +11,13 @@ holds (every kept version says which):
 - an event source mapping (a queue, a stream) invokes that very version;
 - the API stack holds it as a resource (``AWS::Lambda::Version``: CloudFormation's own);
 - it is **recorded**: its description names (``git <sha12>``) the function's SHA in the environment's live record
-  or in one of its newest :data:`HISTORY_RECORDS` deployment records (deployed, or live before that deploy), so
-  ``inv rollback`` finds what it goes back to. A recorded commit no version names (``deploy.full`` and
-  ``deploy.stack`` let CloudFormation publish, which names the code only) keeps the newest version running that
-  commit's code, packaged from this clone as ``inv rollback`` compares it; a commit this clone does not have keeps
-  every version no commit names, since which one it was cannot be told.
+  or in one of its newest :data:`HISTORY_RECORDS` deployment records (deployed, or live before that deploy), or a
+  commit ``inv rollback`` may go back to (the function's newest two successful deploys, by commit, of the newest
+  :data:`deploykit.history.ROLLBACK_DEPTH` records, as many as it reads: :func:`deploykit.history.rollback_targets`),
+  so ``inv rollback`` finds what it goes back to however many deploys of other components came since. A recorded
+  commit no version names (``deploy.full`` and ``deploy.stack`` let CloudFormation publish, which names the code
+  only) keeps the newest version running that commit's code, packaged from this clone as ``inv rollback`` compares
+  it; a commit this clone does not have keeps every version no commit names, since which one it was cannot be told.
 
 Everything else is deleted (DeleteFunction with the version as qualifier; ``$LATEST`` is never touched).
 :func:`plan_cleanup` decides and reads nothing; the readers and :func:`delete_versions` talk to AWS.
@@ -35,7 +37,7 @@ from deploykit import lambda_chain
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.git import DIRTY
-from deploykit.history import History
+from deploykit.history import ROLLBACK_DEPTH, History, Recent
 from deploykit.image_cleanup import tag_key
 
 DEFAULT_KEEP = 10
@@ -220,27 +222,72 @@ def stack_versions(aws: AwsFactory, env: EnvConfig) -> dict[tuple[str, int], lis
     return held
 
 
+def recent_history(aws: AwsFactory, env: EnvConfig) -> Recent | None:
+    """The environment's live record and its newest records, as many as ``inv rollback`` reads (and at least
+    :data:`HISTORY_RECORDS`); None when it has no history."""
+    found = History.of(aws, env)
+    return None if found is None else found.recent(max(HISTORY_RECORDS, ROLLBACK_DEPTH))
+
+
+class CodeOf:
+    """function, commit → :func:`lambda_chain.code_at` (its SHA12, the function's CodeSha256 packaged as in it, or
+    None), each packaged once."""
+
+    def __init__(self, root: Path, architecture: str) -> None:
+        self.root = root
+        self.architecture = architecture
+        self._found: dict[tuple[str, str], tuple[str, str] | None] = {}
+
+    def __call__(self, function: str, commit: str) -> tuple[str, str] | None:
+        key = (function, commit)
+        if key not in self._found:
+            self._found[key] = lambda_chain.code_at(self.root, function, commit, self.architecture)
+        return self._found[key]
+
+
 def recorded_shas(
-    aws: AwsFactory, env: EnvConfig, functions: Iterable[str], records: int = HISTORY_RECORDS
+    recent: Recent | None,
+    functions: Iterable[str],
+    versions: Sequence[Version] = (),
+    code_of: CodeOf | None = None,
+    records: int = HISTORY_RECORDS,
 ) -> dict[str, dict[str, str]]:
-    """function (folder) → {SHA → why}: its live SHA and its SHAs in the newest ``records`` records
-    (:meth:`History.recorded`; SHA12s, and a dirty deploy's ``<sha12>-dirty-<hash>`` as its version names it)."""
-    history = History.of(aws, env)
+    """function (folder) → {SHA → why}: its live SHA, its SHAs in the newest ``records`` records and the commits
+    ``inv rollback`` may go back to (:meth:`Recent.recorded`; SHA12s, and a dirty deploy's ``<sha12>-dirty-<hash>``
+    as its version names it). A commit is there to go back to, as ``inv rollback`` finds one, when one of
+    ``versions`` names it, or runs its code (``code_of``: the function packaged as in the commit)."""
     found: dict[str, dict[str, str]] = {function: {} for function in functions}
-    if history is None:
+    if recent is None:
         return found
-    named = history.recorded([f"lambda:{function}" for function in found], records)
+    named = {(v.function, v.git) for v in versions if v.git}
+    runs = {(v.function, v.code_sha256) for v in versions}
+
+    def usable(component: str, sha: str) -> bool:
+        function = component.removeprefix("lambda:")
+        if (function, tag_key(sha)) in named:
+            return True
+        code = None if code_of is None or DIRTY in sha else code_of(function, sha)
+        return code is not None and (function, code[1]) in runs
+
+    recorded = recent.recorded([f"lambda:{function}" for function in found], records, usable)
     for function, shas in found.items():
-        for sha, why in named[f"lambda:{function}"]:
+        for sha, why in recorded[f"lambda:{function}"]:
             shas.setdefault(tag_key(sha), why)
     return found
 
 
 def recorded_code(
-    root: Path, versions: Sequence[Version], recorded: Mapping[str, Mapping[str, str]], *, architecture: str
+    root: Path,
+    versions: Sequence[Version],
+    recorded: Mapping[str, Mapping[str, str]],
+    *,
+    architecture: str,
+    code_of: CodeOf | None = None,
 ) -> RecordedCode:
     """The CodeSha256 of each recorded commit no version names, each function packaged as in that commit for
-    ``architecture`` (reproducibly: :func:`lambda_chain.code_at`, as ``inv rollback`` finds such a version)."""
+    ``architecture`` (reproducibly: :func:`lambda_chain.code_at`, as ``inv rollback`` finds such a version;
+    ``code_of``: what was packaged already)."""
+    code_of = code_of or CodeOf(root, architecture)
     named = {(v.function, v.git) for v in versions if v.git}
     codes: dict[str, dict[str, str]] = {}
     unknown: dict[str, str] = {}
@@ -248,7 +295,7 @@ def recorded_code(
         for sha, why in shas.items():
             if (function, sha) in named or DIRTY in sha:  # a dirty deploy's version always names it
                 continue
-            found = lambda_chain.code_at(root, function, sha, architecture)
+            found = code_of(function, sha)
             if found is None:
                 unknown.setdefault(function, f"names no commit, and {sha} ({why}) is not in this clone to compare")
             else:

@@ -184,7 +184,7 @@ def lambda_cleanup(
                 "aliases": partial(version_cleanup.routed_versions, aws, functions),
                 "mappings": partial(version_cleanup.mapped_versions, aws, functions),
                 "stack": partial(version_cleanup.stack_versions, aws, environment),
-                "recorded": partial(version_cleanup.recorded_shas, aws, environment, functions),
+                "history": partial(version_cleanup.recent_history, aws, environment),
             }
             if bucket:  # the zips, and what else may run them, in the same round trip
                 folders = None if function is None else functions
@@ -199,12 +199,13 @@ def lambda_cleanup(
             for key, reasons in found.items():
                 using.setdefault(key, []).extend(reasons)
         versions, latest = read["versions"]
+        architecture = config.lambda_architecture_for(environment)
+        code_of = version_cleanup.CodeOf(config.root, architecture)
+        recorded = version_cleanup.recorded_shas(read["history"], functions, versions, code_of)
         code = version_cleanup.recorded_code(
-            config.root, versions, read["recorded"], architecture=config.lambda_architecture_for(environment)
+            config.root, versions, recorded, architecture=architecture, code_of=code_of
         )
-        decision = version_cleanup.plan_cleanup(
-            versions, keep=keep, held=using, recorded=read["recorded"], recorded_code=code
-        )
+        decision = version_cleanup.plan_cleanup(versions, keep=keep, held=using, recorded=recorded, recorded_code=code)
         if decision.to_delete and not dry_run:
             with aws_errors(environment):
                 deletion = version_cleanup.delete_versions(aws, decision.to_delete)

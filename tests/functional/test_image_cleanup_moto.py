@@ -22,7 +22,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ecr.models import ecr_backends
 from moto.ecs.models import ecs_backends
 
-from deploykit import commands, history, lock
+from deploykit import commands, history, lock, rollback
 from deploykit.aws import AwsFactory, new_session
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
@@ -307,3 +307,31 @@ def test_the_other_environments_are_read_through_the_peer_factory(world: World) 
     runtime.aws_factory, runtime.peer_aws_factory = own, peer
     commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime)
     assert asked == ["dev"] and sorted(peers) == ["prod", "staging"]
+
+
+def test_the_image_inv_rollback_goes_back_to_stays_however_many_other_deploys_came_since(world: World) -> None:
+    """The app's deploy before the live one is what ``inv rollback`` (no --to) goes back to, read from the newest 100
+    records. 30 Lambda deploys since pushed it out of the newest 30 records the cleanup read: its image was deleted,
+    and the rollback then refused with 'image ... is no longer in the registry'. It stays, and says why; an older
+    image of the app no rollback goes back to (12, live before the first deploy) still goes."""
+    dev = load_config(world.config).environment("dev")
+    write_record(dev, app=tag(4), before=tag(10), when=NOW - timedelta(hours=19))  # revision 8 runs image 4
+    store = history.History.of(AwsFactory(dev), dev)
+    assert store is not None
+    fn = "lambda:health_handler"
+    for k in range(30):
+        report = RunReport(Plan("dev", (), "deploy.lambda health_handler"), [], 1.0, None)
+        when = NOW - timedelta(hours=18) + timedelta(minutes=k)
+        store.write(
+            history.record_of(report, components={fn: f"{k + 1:012x}"}, base={fn: f"{k:012x}"}, head="x", now=when)
+        )
+    assert rollback.resolve_app(AwsFactory(dev), dev, None).sha == tag(10)
+
+    runtime = runtime_for(world)
+    decision = commands.images_cleanup(env="dev", keep=2, runtime=runtime)
+    by_tag = {c.image.tags[0]: c for c in decision.choices if c.image.tags}
+    assert not by_tag[tag(10)].delete
+    assert by_tag[tag(10)].reasons == ("deployed in dev at 2026-11-27 16:00 UTC, what inv rollback may go back to",)
+    assert by_tag[tag(12)].delete, "not what a rollback goes back to, and out of the newest 30 records"
+    assert tag(10) in remaining_tags(world)
+    assert rollback.resolve_app(AwsFactory(dev), dev, None).sha == tag(10), "its image is still there"

@@ -9,13 +9,14 @@ import io
 import json
 import shutil
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.stub import Stubber
 
-from deploykit import commands, history, lock, packaging, version_cleanup
+from deploykit import commands, history, lock, packaging, rollback, version_cleanup
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
@@ -108,6 +109,52 @@ def test_a_dry_run_says_what_it_would_delete_and_why_and_deletes_nothing(
     assert [v.number for v in decision.to_delete] == [5, 4, 1]
     assert versions(functions, HEALTH) == [str(n) for n in range(1, 9)]  # nothing deleted
     assert "dry run: would delete 3 versions of 10" in run.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def deploy_record(store: history.History, components: dict[str, str], base: dict[str, str], minute: int) -> None:
+    """A successful run's record, ``minute`` minutes after the first one."""
+    when = datetime.now(UTC) - timedelta(hours=6) + timedelta(minutes=minute)
+    title = "deploy.app" if "app" in components else "deploy.lambda health_handler"
+    report = RunReport(Plan("dev", (), title), [], 1.0)
+    store.write(history.record_of(report, components=components, base=base, head="x", who="ci", now=when))
+
+
+@pytest.mark.parametrize("gone", [None, "4"], ids=["the-deploy-before", "its-version-deleted-by-hand"])
+def test_the_version_inv_rollback_goes_back_to_stays_however_many_other_deploys_came_since(
+    gone: str | None, bucket: str, factory: AwsFactory, project: Path, dev_env: EnvConfig
+) -> None:
+    """``inv rollback lambda:health_handler`` (no --to) reads the newest 100 records and goes back to the function's
+    newest successful deploy before the live one that has a version (2, 3, 4, then 5 live). 30 app deploys since
+    pushed it out of the newest 30 records the cleanup read: its version was deleted, and the rollback then refused.
+    It stays and says why, and so does the deploy before it when a person deleted that one's version (rollback
+    passes over it); older versions still go."""
+    role = factory.client("iam").create_role(RoleName="fn-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    lam = factory.client("lambda")
+    lam.create_function(
+        FunctionName=HEALTH, Runtime="python3.11", Role=role, Handler="handler.handler", Code={"ZipFile": code("0")}
+    )
+    publish(lam, HEALTH, 5)
+    lam.create_alias(FunctionName=HEALTH, Name="live", FunctionVersion="5")
+    if gone:
+        lam.delete_function(FunctionName=HEALTH, Qualifier=gone)
+    create_stack(factory.client("cloudformation"), dev_env.stacks.api, {"HealthHandlerFunctionName": HEALTH})
+    store = history.History.of(factory, dev_env)
+    assert store is not None
+    fn = "lambda:health_handler"
+    for n in (2, 3, 4, 5):
+        deploy_record(store, {fn: sha(n)}, {fn: sha(n - 1)}, n)
+    for k in range(30):
+        deploy_record(store, {"app": f"{k + 1:012x}"}, {"app": f"{k:012x}"}, 10 + k)
+    target = "3" if gone else "4"
+    component = rollback.Component("lambda", "health_handler")
+    assert rollback.resolve_lambda(factory, dev_env, component, None)[0].version == target
+
+    decision = commands.lambda_cleanup(env="dev", keep=1, runtime=runtime(project, factory))
+    why = {c.version.number: (c.delete, "; ".join(c.reasons)) for c in decision.choices}
+    assert not why[int(target)][0]
+    assert why[int(target)][1].endswith(", what inv rollback may go back to")
+    assert versions(lam, HEALTH) == (["3", "5"] if gone else ["4", "5"])
+    assert rollback.resolve_lambda(factory, dev_env, component, None)[0].version == target
 
 
 def test_a_version_a_queue_invokes_is_kept(functions: Any, factory: AwsFactory, project: Path) -> None:

@@ -90,6 +90,24 @@ def test_previous_deploy_ignores_other_components() -> None:
     assert rb.previous_deploy(records, "lambda:login_handler", live=C) is None
 
 
+@pytest.mark.parametrize("live", [A, B, C, "zzzzzzzzzzzz", None])
+@pytest.mark.parametrize("there", [{A, B, C}, {A, C}, {A}, set()])
+def test_what_a_cleanup_keeps_holds_what_rollback_goes_back_to_whatever_is_live(
+    live: str | None, there: set[str]
+) -> None:
+    """history.rollback_targets (what lambda.cleanup and images.cleanup keep) holds previous_deploy's pick for any
+    live commit and any commits still there to go back to, and not every deploy."""
+    records = [
+        record(C, n=9), record(B, ok=False, n=8), record(B, n=7), record(C, n=6), record(B, n=5),
+        record(A, component="lambda:login_handler", n=4), record(A, n=3), record(B, n=2), record(A, n=1),
+    ]  # fmt: skip
+    kept = history.rollback_targets(records, "app", lambda _c, sha: sha in there)
+    picked = rb.previous_deploy(records, "app", live, lambda sha: sha in there)
+    assert picked is None or picked.components["app"] in {r.components["app"] for r in kept}
+    if there == {A, B, C}:
+        assert [r.id for r in kept] == ["r9", "r7"], "the newest two commits' deploys, no further"
+
+
 def test_nothing_to_go_back_to() -> None:
     assert rb.previous_deploy([], "app", A) is None
     assert rb.previous_deploy([record(A, n=2), record(A, n=1), record(B, ok=False)], "app", A) is None
