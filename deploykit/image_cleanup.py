@@ -6,7 +6,8 @@ An image is kept when any of these holds (every kept image says which):
   ``keep``-th are all kept, so the result never depends on the order ECR lists them in);
 - it is **in use** (:func:`images_in_use`): run by a task definition of the ECS service's current deployments
   (PRIMARY, ACTIVE, whatever ECS lists), or by one of the newest :data:`ROLLBACK_REVISIONS` ACTIVE revisions of
-  the service's task-definition family, so a rollback target stays;
+  the service's task-definition family, so a rollback target stays, or by a task definition the Fargate stack
+  holds, which a CloudFormation rollback puts the service back on;
 - it is **recorded** (:func:`recorded_images`): its tag is the ``app`` SHA of one of the newest
   :data:`HISTORY_RECORDS` deployment records of any environment of deploy.toml (deployed there, or live there
   before that deploy), of an environment's live record, or of a deploy ``inv rollback`` may go back to there (the
@@ -29,14 +30,15 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import botocore.exceptions
 from botocore.exceptions import ClientError
 from tabulate import tabulate
 
-from deploykit import ecs
-from deploykit.aws import AwsFactory, translate_error
+from deploykit import ecs, taskdef_cleanup
+from deploykit.aws import AwsFactory, at_once, translate_error
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.git import DIRTY, SHORT_SHA
@@ -275,13 +277,20 @@ def images_in_use(aws: AwsFactory, *, revisions: int = ROLLBACK_REVISIONS) -> di
 
     Read: the task definitions of the service's current deployments (every one ECS lists: PRIMARY, ACTIVE,
     DRAINING) and its ``taskDefinition``, plus the newest ``revisions`` ACTIVE revisions of that task
-    definition's family (rollback targets). Older ACTIVE revisions, other families and other services are not
-    read. Every container of those task definitions counts, when its image is in this repository.
+    definition's family (rollback targets), and those the Fargate stack holds (a CloudFormation rollback puts the
+    service back on them: :func:`deploykit.taskdef_cleanup.stack_revisions`, read with the service). Older ACTIVE
+    revisions, other families and other services are not read. Every container of those task definitions counts,
+    when its image is in this repository.
     A service that cannot be found is an error (a UsageError naming it): without it, nothing is known to be safe.
     """
     env = aws.env
     client = aws.client("ecs")
-    service = ecs.describe_service(client, env.cluster, env.service, env)
+    reads: dict[str, Callable[[], Any]] = {
+        "service": partial(ecs.describe_service, client, env.cluster, env.service, env),
+        "stack": partial(taskdef_cleanup.stack_revisions, aws, env.stacks.fargate),
+    }
+    read = at_once(reads)
+    service = read["service"]
     definitions = ecs.TaskDefinitions(client)
     users: list[tuple[str, str]] = []  # (task-definition ARN, why)
     for deployment in service.get("deployments") or ():
@@ -297,6 +306,9 @@ def images_in_use(aws: AwsFactory, *, revisions: int = ROLLBACK_REVISIONS) -> di
     if family:
         for arn in newest_revisions(client, family, revisions):
             users.append((arn, f"rollback target {ecs.revision_name(arn)} (one of the newest {revisions} revisions)"))
+    for arn in read["stack"]:
+        why = f"held by {env.stacks.fargate} ({ecs.revision_name(arn)}): a stack rollback goes back to it"
+        users.append((arn, why))
     found: dict[str, str] = {}
     for arn, why in users:
         for container in definitions.get(arn).get("containerDefinitions") or ():

@@ -335,3 +335,34 @@ def test_the_image_inv_rollback_goes_back_to_stays_however_many_other_deploys_ca
     assert by_tag[tag(12)].delete, "not what a rollback goes back to, and out of the newest 30 records"
     assert tag(10) in remaining_tags(world)
     assert rollback.resolve_app(AwsFactory(dev), dev, None).sha == tag(10), "its image is still there"
+
+
+def test_the_image_of_the_task_definition_the_fargate_stack_holds_stays(world: World) -> None:
+    """A failed update of the Fargate stack rolls the service back to the task definition the stack holds
+    (taskdefs.cleanup keeps that revision). Its image was deleted when no deployment, newest revision or history
+    named it, and the stack's rollback then put the service on an image that is gone. It stays, and says why."""
+    template = {
+        "Resources": {
+            "TaskDef": {
+                "Type": "AWS::ECS::TaskDefinition",
+                "Properties": {
+                    "Family": REPOSITORY,
+                    "ContainerDefinitions": [{"Name": "backend", "Image": f"{URI}:{tag(6)}", "Memory": 512}],
+                },
+            }
+        }
+    }
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    cfn.create_stack(StackName="CarRentalFargateStack", TemplateBody=json.dumps(template))
+    [held] = [
+        r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName="CarRentalFargateStack")["StackResourceSummaries"]
+    ]
+    assert held.endswith(f"{REPOSITORY}:9")
+    boto3.client("ecs", region_name=REGION).deregister_task_definition(taskDefinition=held)  # not among the newest
+    decision = commands.images_cleanup(env="dev", keep=2, runtime=runtime_for(world))
+    by_tag = {c.image.tags[0]: c for c in decision.choices if c.image.tags}
+    assert by_tag[tag(6)].reasons == (
+        f"held by CarRentalFargateStack ({REPOSITORY}:9): a stack rollback goes back to it",
+    )
+    assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - {tag(2), "untagged"}
