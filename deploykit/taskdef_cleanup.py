@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from deploykit import ecs
 from deploykit.aws import AwsFactory, at_once
+from deploykit.errors import UsageError
 from deploykit.stacks import is_missing_stack
 
 DEFAULT_KEEP = 10
@@ -144,6 +145,20 @@ def stack_revisions(aws: AwsFactory, stack: str) -> list[str]:
             return []
         raise
     return held
+
+
+def kept_images(aws: AwsFactory, decision: Decision, container: str) -> dict[str, str]:
+    """ARN → the image ``container`` runs in each kept revision, for the table: "" in a revision that has no such
+    container (registered before it was renamed): an older revision is no error of deploy.toml's."""
+    taskdefs = ecs.TaskDefinitions.of(aws)
+
+    def image(arn: str) -> str:
+        try:
+            return taskdefs.image(arn, container)
+        except UsageError:  # no such container in it
+            return ""
+
+    return at_once({c.arn: partial(image, c.arn) for c in decision.kept}, width=8)
 
 
 def deregister(client: Any, arns: Sequence[str]) -> Deregistration:

@@ -122,10 +122,9 @@ def taskdefs_cleanup(
         live_taskdef = ((read["live"] or {}).get("app") or {}).get("taskdef")
         needed = taskdef_cleanup.needed_revisions(aws, service, live_taskdef)
         decision = taskdef_cleanup.plan_cleanup(family, read["active"], keep=keep, needed=needed)
+        images = taskdef_cleanup.kept_images(aws, decision, environment.container)  # read before anything changes
         if decision.to_deregister and not dry_run:
             done = taskdef_cleanup.deregister(client, decision.to_deregister)
-        taskdefs = ecs.TaskDefinitions.of(aws)
-        images = at_once({c.arn: partial(taskdefs.image, c.arn, environment.container) for c in decision.kept}, width=8)
     tags = {arn: ecs.image_tag(image) or image for arn, image in images.items()}
     if decision.kept:
         runtime.stderr.write(f"Revisions of {family} in {environment.name} kept, newest first\n")

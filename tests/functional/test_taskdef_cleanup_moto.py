@@ -138,3 +138,28 @@ def test_no_service_is_refused_naming_the_stack_that_creates_it(
     with pytest.raises(UsageError) as refused:
         commands.taskdefs_cleanup(env="dev", runtime=runtime(project, factory))
     assert refused.value.exit_code == 2 and dev_env.stacks.fargate in (refused.value.next_step or "")
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_kept_revision_whose_container_was_named_otherwise_shows_no_image(
+    project: Path, factory: AwsFactory, dry_run: bool
+) -> None:
+    """The container was renamed 'api' → 'backend' a few deploys ago (revisions 1-3 say 'api'). Reading each kept
+    revision's image for the table raised 'has no container backend: fix container in deploy.toml' (exit 2): a
+    real run had deregistered 1-2 already and said nothing of them; the dry run could not preview. Such a revision
+    shows no image; the table, the summary and the exit code are what they would be."""
+    ecs = factory.client("ecs")
+    for _ in range(3):
+        ecs.register_task_definition(family=FAMILY, containerDefinitions=[{**CONTAINER, "name": "api", "memory": 256}])
+    create_service(factory)  # 4, container 'backend': the service's
+    register(factory, 8)  # 5-12
+    rt = runtime(project, factory)
+    decision = commands.taskdefs_cleanup(env="dev", keep=10, dry_run=dry_run, as_json=True, runtime=rt)
+    assert decision.to_deregister == (arn(2), arn(1))
+    assert active(factory) == list(range(1 if dry_run else 3, 13))
+    rows = {r["revision"]: r["image_tag"] for r in json.loads(rt.stdout.getvalue())["revisions"]}  # type: ignore[attr-defined]
+    assert rows[3] == "" and rows[12] == f"{7:012x}"
+    printed = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "car-rental-backend:3" in printed
+    done = "would deregister 2 of 12 ACTIVE revision(s)" if dry_run else "deregistered 2 of 12 ACTIVE revision(s)"
+    assert done in printed
