@@ -303,6 +303,15 @@ def profile_of(env: EnvConfig, environ: Mapping[str, str] = os.environ) -> str |
     return env.profile
 
 
+def answered(exc: botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError) -> str:
+    """What AWS answered, for the row of one item a call failed for: ``Code: message`` (a refusal), else the SDK's
+    own words (the endpoint could not be reached)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
+    return str(exc)
+
+
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
     """Turn a botocore failure into a message that says what failed and what to run next (one deploykit already
     said in its own words is returned as it is). The next steps name the profile the session used

@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from tabulate import tabulate
 
 from deploykit import ecs, taskdef_cleanup
-from deploykit.aws import AwsFactory, at_once, translate_error
+from deploykit.aws import AwsFactory, answered, at_once, translate_error
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, UsageError
 from deploykit.git import DIRTY, SHORT_SHA
@@ -388,34 +388,58 @@ def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[s
 
 @dataclass(frozen=True)
 class Deletion:
-    """What BatchDeleteImage did: the digests deleted, and digest → the failure reported for it."""
+    """What BatchDeleteImage did: the digests deleted, and digest → the failure reported for it. ``gone``: those of
+    ``deleted`` that were gone already (ImageNotFound: the registry's lifecycle rule, or another cleanup, first)."""
 
     deleted: tuple[str, ...]
     failed: dict[str, str]
+    gone: tuple[str, ...] = ()
+
+
+ALREADY_GONE = "ImageNotFound"  # BatchDeleteImage's failure code for an image that is not there (any more)
 
 
 def delete_images(aws: AwsFactory, images: Sequence[Image]) -> Deletion:
-    """BatchDeleteImage by digest (every tag of an image goes with it), in batches of 100."""
+    """BatchDeleteImage by digest (every tag of an image goes with it), in batches of 100. An image already gone
+    counts as deleted (in ``gone``); a batch AWS refuses whole (throttled after its retries, access) is a failure
+    of each of its images, and the next batch goes on: what was deleted before is always reported."""
     ecr = aws.client("ecr")
     deleted: list[str] = []
+    gone_before: list[str] = []
     failed: dict[str, str] = {}
     digests = [image.digest for image in images]
     for start in range(0, len(digests), DELETE_BATCH):
         batch = digests[start : start + DELETE_BATCH]
-        answer = ecr.batch_delete_image(repositoryName=aws.env.repository, imageIds=[{"imageDigest": d} for d in batch])
+        try:
+            answer = ecr.batch_delete_image(
+                repositoryName=aws.env.repository, imageIds=[{"imageDigest": d} for d in batch]
+            )
+        except (botocore.exceptions.BotoCoreError, ClientError) as exc:
+            failed.update(dict.fromkeys(batch, answered(exc)))
+            continue
         gone = {str(i.get("imageDigest")) for i in answer.get("imageIds") or ()}
         for failure in answer.get("failures") or ():
             digest = str((failure.get("imageId") or {}).get("imageDigest", ""))
             code, reason = failure.get("failureCode", "Unknown"), failure.get("failureReason", "")
+            if code == ALREADY_GONE and digest in batch:
+                gone_before.append(digest)
+                continue
             failed[digest] = f"{code}: {reason}" if reason else str(code)
         for digest in batch:
             if digest in failed:
                 continue
-            if digest in gone or not _still_there(ecr, aws.env.repository, digest):
-                deleted.append(digest)
-            else:
+            try:
+                there = (
+                    digest not in gone and digest not in gone_before and _still_there(ecr, aws.env.repository, digest)
+                )
+            except (botocore.exceptions.BotoCoreError, ClientError) as exc:
+                failed[digest] = f"not reported deleted, and could not be read again: {answered(exc)}"
+                continue
+            if there:
                 failed[digest] = "not deleted, and no failure reported for it"
-    return Deletion(tuple(deleted), failed)
+            else:
+                deleted.append(digest)
+    return Deletion(tuple(deleted), failed, tuple(gone_before))
 
 
 def _still_there(ecr: Any, repository: str, digest: str) -> bool:
@@ -454,6 +478,8 @@ def table(decision: Decision, *, dry_run: bool, deletion: Deletion | None = None
         why = "; ".join(choice.reasons)
         if deletion is not None and image.digest in deletion.failed:
             why = f"{deletion.failed[image.digest]} ({why})"
+        elif deletion is not None and image.digest in deletion.gone:
+            why = f"already gone (the registry's lifecycle rule, or another cleanup, deleted it first); {why}"
         rows.append(
             [
                 ", ".join(image.tags) or "<untagged>",
@@ -491,6 +517,7 @@ def to_json(
         "deleted": len(deleted),
         "freed_bytes": sum(i.size for i in decision.to_delete if i.digest in deleted),
         "failures": dict(deletion.failed) if deletion else {},
+        "already_gone": list(deletion.gone) if deletion else [],
         "histories_read": list(recorded.read),
         "histories_skipped": dict(recorded.skipped),
         "without_history": list(recorded.without_history),
@@ -517,6 +544,8 @@ def summary(decision: Decision, *, repository: str, dry_run: bool, deletion: Del
     gone = set(deletion.deleted)
     freed = sum(i.size for i in decision.to_delete if i.digest in gone)
     line = f"deleted {_images(len(gone))}, freed {megabytes(freed)} ({size_note})"
+    if deletion.gone:
+        line += f"; {len(deletion.gone)} of them already gone"
     if deletion.failed:
         line += f"; {_images(len(deletion.failed))} could not be deleted"
     return line

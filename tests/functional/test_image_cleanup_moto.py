@@ -22,11 +22,11 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ecr.models import ecr_backends
 from moto.ecs.models import ecs_backends
 
-from deploykit import commands, history, lock, rollback
+from deploykit import commands, history, image_cleanup, lock, rollback
 from deploykit.aws import AwsFactory, new_session
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
-from deploykit.errors import ConfigError, UsageError
+from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Plan, RunReport
 from tests.functional.conftest import CONTAINER, REGION
 from tests.functional.test_cli import inv
@@ -366,3 +366,68 @@ def test_the_image_of_the_task_definition_the_fargate_stack_holds_stays(world: W
         f"held by CarRentalFargateStack ({REPOSITORY}:9): a stack rollback goes back to it",
     )
     assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - {tag(2), "untagged"}
+
+
+def refuse_after(client: Any, operation: str, calls: int, code: str = "ThrottlingException") -> list[int]:
+    """The ``calls``+1-th and later calls of ``operation`` answer ``code`` (as AWS would after its retries)."""
+    made: list[int] = []
+
+    def answer(**_: Any) -> Any:
+        made.append(1)
+        if len(made) <= calls:
+            return None
+        error = {"Error": {"Code": code, "Message": "Rate exceeded"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return type("Response", (), {"status_code": 400, "headers": {}})(), error
+
+    client.meta.events.register(f"before-call.ecr.{operation}", answer)
+    return made
+
+
+def test_a_batch_refused_whole_is_reported_per_image_after_those_deleted(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BatchDeleteImage throttled for the second batch (after its retries): the command ended on one AWS error, no
+    table and no summary, so the images the first batch deleted were said nowhere. Now each row says what became
+    of its image, the summary counts both, and the run exits 1."""
+    monkeypatch.setattr(image_cleanup, "DELETE_BATCH", 2)  # the three images to delete go in two batches
+    runtime = runtime_for(world)
+    dev = load_config(world.config).environment("dev")
+    factory = AwsFactory(dev)
+    runtime.aws_factory = lambda _env: factory
+    made = refuse_after(factory.client("ecr"), "BatchDeleteImage", 1)
+    with pytest.raises(StepFailed) as failed:
+        commands.images_cleanup(env="dev", keep=2, as_json=True, runtime=runtime)
+    assert failed.value.exit_code == 1 and len(made) == 2
+    assert failed.value.message.startswith("1 of 3 image(s) of car-rental-backend could not be deleted (first: ")
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "deleted 2 images, freed" in printed and "; 1 image could not be deleted" in printed
+    rows = {line.split()[0]: line for line in printed.splitlines() if "deleted" in line or "FAILED" in line}
+    assert "FAILED" in rows["<untagged>"] and "ThrottlingException: Rate exceeded" in rows["<untagged>"]
+    assert " deleted " in rows[tag(2)] and " deleted " in rows[tag(6)]
+    assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - {tag(2), tag(6)}
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["deleted"] == 2 and list(data["failures"]) == [world.digests["untagged"]]
+
+
+def test_an_image_already_gone_counts_as_deleted(world: World) -> None:
+    """The registry's lifecycle rule expires untagged images a day after their push, as the cleanup does: when it
+    deleted one just before the cleanup's BatchDeleteImage, ECR answers ImageNotFound for it. That was a FAILED
+    row and exit 1 for an image gone as wanted; now it is deleted, said as already gone, and the run exits 0."""
+    dev = load_config(world.config).environment("dev")
+    factory = AwsFactory(dev)
+    other = boto3.client("ecr", region_name=REGION)
+
+    def lifecycle(**_: Any) -> None:
+        other.batch_delete_image(repositoryName=REPOSITORY, imageIds=[{"imageDigest": world.digests["untagged"]}])
+
+    factory.client("ecr").meta.events.register_first("before-call.ecr.BatchDeleteImage", lifecycle)
+    runtime = runtime_for(world)
+    runtime.aws_factory = lambda _env: factory
+    commands.images_cleanup(env="dev", keep=2, as_json=True, runtime=runtime)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    [row] = [line for line in printed.splitlines() if line.startswith("<untagged>")]
+    assert " deleted " in row and "already gone (the registry's lifecycle rule, or another cleanup" in row
+    assert "deleted 3 images, freed" in printed and "; 1 of them already gone" in printed
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["failures"] == {} and data["already_gone"] == [world.digests["untagged"]] and data["deleted"] == 3
+    assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - DELETED
