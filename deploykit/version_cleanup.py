@@ -310,13 +310,18 @@ def recorded_code(
 class Deletion:
     deleted: tuple[tuple[str, int], ...]  # (function name, version)
     failed: dict[tuple[str, int], str]
+    gone: tuple[tuple[str, int], ...] = ()  # those of ``deleted`` that were gone already (another cleanup, a person)
+
+
+ALREADY_GONE = "ResourceNotFoundException"  # DeleteFunction's answer for a version that is not there (any more)
 
 
 def delete_versions(aws: AwsFactory, versions: Sequence[Version]) -> Deletion:
     """DeleteFunction with each version as its qualifier; a refusal (an alias moved onto it meanwhile, access) is
-    that version's failure, the others go on."""
+    that version's failure, the others go on. A version already gone counts as deleted (in ``gone``)."""
     client = aws.client("lambda")
     deleted: list[tuple[str, int]] = []
+    gone: list[tuple[str, int]] = []
     failed: dict[tuple[str, int], str] = {}
     for version in versions:
         key = (version.function_name, version.number)
@@ -324,10 +329,14 @@ def delete_versions(aws: AwsFactory, versions: Sequence[Version]) -> Deletion:
             client.delete_function(FunctionName=version.function_name, Qualifier=str(version.number))
         except ClientError as exc:
             error = exc.response.get("Error", {})
+            if error.get("Code") == ALREADY_GONE:
+                deleted.append(key)
+                gone.append(key)
+                continue
             failed[key] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
         else:
             deleted.append(key)
-    return Deletion(tuple(deleted), failed)
+    return Deletion(tuple(deleted), failed, tuple(gone))
 
 
 # -- output -----------------------------------------------------------------------------------------------------
@@ -352,6 +361,8 @@ def table(decision: Decision, *, dry_run: bool, deletion: Deletion | None = None
         version = choice.version
         why = "; ".join(choice.reasons)
         failure = deletion.failed.get((version.function_name, version.number)) if deletion else None
+        if deletion is not None and (version.function_name, version.number) in deletion.gone:
+            why = f"already gone (another cleanup, or a person, deleted it first); {why}"
         rows.append(
             [
                 version.function,
@@ -384,6 +395,8 @@ def summary(decision: Decision, *, dry_run: bool, deletion: Deletion | None = No
     gone = set(deletion.deleted)
     freed = sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in gone)
     line = f"deleted {_versions(len(gone))}, freed {size(freed)} of code storage"
+    if deletion.gone:
+        line += f"; {len(deletion.gone)} of them already gone"
     if deletion.failed:
         line += f"; {_versions(len(deletion.failed))} could not be deleted"
     return line
@@ -411,4 +424,5 @@ def to_json(decision: Decision, *, env: str, dry_run: bool, deletion: Deletion |
         "deleted": len(gone),
         "freed_bytes": sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in gone),
         "failures": {f"{name}:{number}": why for (name, number), why in (deletion.failed if deletion else {}).items()},
+        "already_gone": [f"{name}:{number}" for name, number in (deletion.gone if deletion else ())],
     }

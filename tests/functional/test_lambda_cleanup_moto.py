@@ -213,6 +213,31 @@ def test_a_version_that_cannot_be_deleted_is_reported_and_the_others_go(
     assert versions(functions, HEALTH) == ["2", "3", "4", "6", "7", "8"]
 
 
+def test_a_version_already_gone_counts_as_deleted(functions: Any, factory: AwsFactory, project: Path) -> None:
+    """Another cleanup (or a person) deleted version 4 between the listing and the deletion: DeleteFunction answers
+    ResourceNotFoundException. That was a FAILED row and exit 1 for a version gone as wanted; now it is deleted,
+    said as already gone, and the run exits 0."""
+    lam = factory.client("lambda")
+    real_delete = lam.delete_function
+
+    def delete(**kwargs: Any) -> Any:
+        if kwargs["Qualifier"] == "4":
+            real_delete(**kwargs)  # someone else, first
+        return real_delete(**kwargs)
+
+    lam.delete_function = delete
+    out = io.StringIO()
+    run = runtime(project, factory, out)
+    commands.lambda_cleanup(env="dev", function="health_handler", keep=2, as_json=True, runtime=run)
+    assert versions(functions, HEALTH) == ["2", "3", "6", "7", "8"]
+    printed = run.stderr.getvalue()  # type: ignore[attr-defined]
+    [row] = [line for line in printed.splitlines() if line.startswith("health_handler          4")]
+    assert " deleted " in row and "already gone (another cleanup, or a person, deleted it first)" in row
+    assert "deleted 3 versions, freed" in printed and "; 1 of them already gone" in printed
+    data = json.loads(out.getvalue())
+    assert data["failures"] == {} and data["already_gone"] == [f"{HEALTH}:4"] and data["deleted"] == 3
+
+
 def test_a_recorded_commit_cloudformation_published_keeps_the_version_running_its_code(
     functions: Any, factory: AwsFactory, project: Path, dev_env: EnvConfig
 ) -> None:
