@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, answered
 from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
 from deploykit.image_cleanup import age
@@ -254,13 +254,18 @@ class ObjectDeletion:
 
 
 def delete_objects(aws: AwsFactory, bucket: str, objects: Sequence[Stored]) -> ObjectDeletion:
-    """DeleteObjects, a thousand keys a call; a key S3 reports an error for is that key's failure."""
+    """DeleteObjects, a thousand keys a call; a key S3 reports an error for is that key's failure, and a call S3
+    refuses whole (slowed down after its retries, access) the failure of each of its keys (the next call goes on)."""
     s3 = aws.client("s3")
     keys = [stored.key for stored in objects]
     failed: dict[str, str] = {}
     for start in range(0, len(keys), DELETE_BATCH):
         batch = keys[start : start + DELETE_BATCH]
-        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+        try:
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+        except (BotoCoreError, ClientError) as exc:
+            failed.update(dict.fromkeys(batch, answered(exc)))
+            continue
         for error in answer.get("Errors") or ():
             failed[str(error.get("Key"))] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
     return ObjectDeletion(tuple(k for k in keys if k not in failed), failed)

@@ -165,6 +165,7 @@ def lambda_cleanup(
     deletion = None
     objects: zip_cleanup.ObjectDecision | None = None
     object_deletion: zip_cleanup.ObjectDeletion | None = None
+    zips_error: DeployKitError | None = None  # why the zips could not be read or deleted (after the versions)
     with aws_errors(environment):  # the functions: a --function of none is refused before the lock is taken
         functions = lambda_chain.deployed_functions(StackOutputs.of(aws), environment)
     if function is not None:
@@ -209,12 +210,15 @@ def lambda_cleanup(
             with aws_errors(environment):
                 deletion = version_cleanup.delete_versions(aws, decision.to_delete)
         if bucket:
-            with aws_errors(environment):
-                objects = _unneeded_zips(
-                    runtime, config, aws, bucket, decision, deletion, read, latest, whole=function is None
-                )
-                if objects.to_delete and not dry_run:
-                    object_deletion = zip_cleanup.delete_objects(aws, bucket, objects.to_delete)
+            try:  # the versions deleted are reported whatever becomes of the zips
+                with aws_errors(environment):
+                    objects = _unneeded_zips(
+                        runtime, config, aws, bucket, decision, deletion, read, latest, whole=function is None
+                    )
+                    if objects.to_delete and not dry_run:
+                        object_deletion = zip_cleanup.delete_objects(aws, bucket, objects.to_delete)
+            except DeployKitError as exc:
+                zips_error = exc
     if decision.choices:
         runtime.stderr.write(f"Published versions of the Lambda functions of {environment.name}, newest first\n")
         runtime.stderr.write(version_cleanup.table(decision, dry_run=dry_run, deletion=deletion) + "\n\n")
@@ -224,10 +228,14 @@ def lambda_cleanup(
             runtime.stderr.write(f"\nLambda zips and kept vendored packages in s3://{objects.bucket}\n")
             runtime.stderr.write(zip_cleanup.table(objects, dry_run=dry_run, deletion=object_deletion) + "\n\n")
         runtime.stderr.write(zip_cleanup.summary(objects, dry_run=dry_run, deletion=object_deletion) + "\n")
+    if zips_error is not None:
+        runtime.stderr.write(f"\nthe Lambda zips of s3://{bucket} were left as they are: {zips_error.message}\n")
     if as_json:
         data = version_cleanup.to_json(decision, env=environment.name, dry_run=dry_run, deletion=deletion)
         if objects is not None:
             data["zips"] = zip_cleanup.to_json(objects, dry_run=dry_run, deletion=object_deletion)
+        if zips_error is not None:
+            data["zips_error"] = zips_error.message
         runtime.stdout.write(dumps(data) + "\n")
     rerun = f"see the tables above, then rerun: inv lambda.cleanup --env {environment.name}"
     if deletion is not None and deletion.failed:
@@ -237,6 +245,10 @@ def lambda_cleanup(
             f"(first: {name}:{number}: {why})",
             next_step=rerun,
         )
+    if zips_error is not None:
+        if deletion is None or not deletion.deleted or zips_error.exit_code == StepFailed.exit_code:
+            raise zips_error
+        raise StepFailed(zips_error.message, next_step=zips_error.next_step) from zips_error  # versions went: 1
     if objects is not None and object_deletion is not None and object_deletion.failed:
         key, why = next(iter(object_deletion.failed.items()))
         raise StepFailed(

@@ -172,6 +172,62 @@ def test_a_failed_object_deletion_is_reported_and_exits_1(
     assert there(factory, zips["stray"]) and not there(factory, zips["v2"])
 
 
+def refuse(client: Any, operation: str, code: str) -> None:
+    """Every call of ``operation`` answers ``code``, as S3 does after the SDK's retries."""
+    service = client.meta.service_model.service_id.hyphenize()
+
+    def answer(**_: Any) -> Any:
+        error = {"Error": {"Code": code, "Message": "Please reduce your request rate."}}
+        return type("Response", (), {"status_code": 503, "headers": {}})(), error | {"ResponseMetadata": {}}
+
+    client.meta.events.register(f"before-call.{service}.{operation}", answer)
+
+
+def test_a_deletion_s3_refuses_whole_is_reported_per_object_after_the_versions(
+    zips: dict[str, str],
+    factory: AwsFactory,
+    with_lambdas: Path,  # noqa: F811
+) -> None:
+    """Versions 3, 2 and 1 deleted, then DeleteObjects refused as a whole (SlowDown after its retries): the command
+    ended on that one AWS error, and the three versions deleted for good were said nowhere. Now the versions' table
+    and summary come first, then the zips' with each object's failure, and the run exits 1."""
+    refuse(factory.client("s3"), "DeleteObjects", "SlowDown")
+    out = io.StringIO()
+    run = later(with_lambdas, factory, out)
+    with pytest.raises(StepFailed, match=rf"3 of 3 object\(s\) of s3://{BUCKET} could not be deleted") as failed:
+        commands.lambda_cleanup(env="dev", keep=2, as_json=True, runtime=run)
+    assert failed.value.exit_code == 1 and "SlowDown" in failed.value.message
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "deleted 3 versions, freed" in said
+    assert said.count("FAILED") == 3 and all(there(factory, zips[name]) for name in ("v2", "v3", "stray"))
+    data = json.loads(out.getvalue())
+    assert data["deleted"] == 3 and len(data["zips"]["failures"]) == 3
+
+
+def test_zips_that_cannot_be_read_still_report_the_versions_deleted(
+    zips: dict[str, str],
+    factory: AwsFactory,
+    with_lambdas: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The zip step reads what the big $LATEST zips were put together from (HeadObject) after the versions went: a
+    refusal there ended the command on one AWS error with nothing of the versions said. Now their table and summary
+    come first, then why the zips were left as they are, and the run exits 1."""
+    monkeypatch.setattr("deploykit.commands.cleanup.PART_MIN", 1)  # every $LATEST zip is a big one
+    refuse(factory.client("s3"), "HeadObject", "SlowDown")
+    out = io.StringIO()
+    run = later(with_lambdas, factory, out)
+    with pytest.raises(StepFailed, match="SlowDown") as failed:
+        commands.lambda_cleanup(env="dev", keep=2, as_json=True, runtime=run)
+    assert failed.value.exit_code == 1
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "deleted 3 versions, freed" in said
+    assert f"the Lambda zips of s3://{BUCKET} were left as they are: " in said
+    assert all(there(factory, key) for key in zips.values())
+    data = json.loads(out.getvalue())
+    assert data["deleted"] == 3 and "SlowDown" in data["zips_error"] and "zips" not in data
+
+
 STAGING = """
 [environments.staging]
 region = "eu-west-1"
