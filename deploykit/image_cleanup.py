@@ -355,9 +355,10 @@ def recorded_images(
     skipped: dict[str, str] = {}
     without: list[str] = []
     read: list[str] = []
-    names = [target.name, *sorted(n for n in config.environments if n != target.name)]
-    for name in names:
-        env = config.environments[name]
+    # the target may be one a pattern made (dev-alice): not among deploy.toml's own, read first all the same
+    others = [config.environments[n] for n in sorted(config.environments) if n != target.name]
+    for env in [target, *others]:
+        name = env.name
         try:
             aws = target_aws if (name == target.name and target_aws is not None) else aws_factory(env)
             found = _history_shas(aws, env, records)

@@ -20,7 +20,7 @@ from deploykit import (
 from deploykit.aws import AwsFactory, at_once, translate_error
 from deploykit.commands.core import Runtime, aws_errors, held_lock, live_record, load_env, say_warning
 from deploykit.config import Config, EnvConfig
-from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
 from deploykit.plan import dumps
 from deploykit.stack_chain import PART_MIN
 from deploykit.stacks import (
@@ -290,10 +290,12 @@ def _unneeded_zips(
         reads["zips", ""] = partial(zip_cleanup.zips_named, aws, bucket, big)
     unread: list[str] = []  # why each environment sharing the bucket could not be told apart
     for name in read["sharing"]:
-        if name in config.environments:
-            reads["env", name] = partial(_environment_code, runtime, config.environments[name])
-        else:
+        try:  # one of deploy.toml's own, or one a pattern of it makes (dev-bob from [environments."dev-*"])
+            other = config.environment(name)
+        except ConfigError:
             unread.append(f"environment {name!r}, not in deploy.toml, keeps its live record in this bucket too")
+        else:
+            reads["env", name] = partial(_environment_code, runtime, other)
     found = at_once(reads)
     if whole:
         needed.merge(zip_cleanup.vendored_needed(big, found["zips", ""]))

@@ -431,3 +431,57 @@ def test_an_image_already_gone_counts_as_deleted(world: World) -> None:
     data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
     assert data["failures"] == {} and data["already_gone"] == [world.digests["untagged"]] and data["deleted"] == 3
     assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - DELETED
+
+
+PATTERN = """
+[environments."dev-*"]
+region = "{region}"
+cluster = "car-rental-{{env}}"
+service = "car-rental-{{env}}"
+container = "backend"
+repository = "car-rental-backend-{{env}}"
+
+[environments."dev-*".stacks]
+registry = "CarRental-{{env}}-Registry"
+data = "CarRental-{{env}}-Data"
+auth = "CarRental-{{env}}-Auth"
+fargate = "CarRental-{{env}}-Fargate"
+api = "CarRental-{{env}}-Api"
+"""
+
+
+def test_an_environment_a_pattern_makes_is_cleaned_like_any_other(world: World) -> None:
+    """``--env dev-alice``, made from ``[environments."dev-*"]``, crashed with KeyError: 'dev-alice' (the histories
+    were looked up by name among deploy.toml's own environments). Its own history is read first, then theirs."""
+    with world.config.open("a") as toml:
+        toml.write(PATTERN.format(region=REGION))
+    alice = load_config(world.config).environment("dev-alice")
+    ecr = boto3.client("ecr", region_name=REGION)
+    ecr.create_repository(repositoryName=alice.repository)
+    for n in range(3):
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"digest": f"sha256:{n + 500:064x}", "size": 1000, "mediaType": "application/json"},
+            "layers": [{"digest": f"sha256:{n + 600:064x}", "size": 1000, "mediaType": "application/tar+gzip"}],
+        }
+        ecr.put_image(repositoryName=alice.repository, imageManifest=json.dumps(manifest), imageTag=tag(n))
+    ecs = boto3.client("ecs", region_name=REGION)
+    ecs.create_cluster(clusterName=alice.cluster)
+    container = {**CONTAINER, "image": f"{URI}-dev-alice:{tag(0)}", "memory": 256}
+    arn = ecs.register_task_definition(family="car-rental-dev-alice", containerDefinitions=[container])
+    revision = arn["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster=alice.cluster, serviceName=alice.service, taskDefinition=revision)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="alice-artifacts", CreateBucketConfiguration={"LocationConstraint": REGION})
+    cfn = boto3.client("cloudformation", region_name=REGION)
+    create_stack(cfn, alice.stacks.registry, {"ArtifactsBucketName": "alice-artifacts"})
+    write_record(alice, app=tag(1), before=tag(2), when=NOW - timedelta(hours=2))
+    runtime = runtime_for(world)
+    decision = commands.images_cleanup(env="dev-alice", keep=1, dry_run=True, as_json=True, runtime=runtime)
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["env"] == "dev-alice" and data["histories_read"] == ["dev-alice", "dev", "staging"]
+    why = {c.image.tags[0]: c.reasons for c in decision.choices}
+    assert "in use by car-rental-dev-alice:1 (PRIMARY)" in why[tag(0)]
+    assert "live in dev-alice since 2026-11-28 10:00 UTC" in why[tag(1)]
+    assert "live in dev-alice before 2026-11-28 10:00 UTC" in why[tag(2)]

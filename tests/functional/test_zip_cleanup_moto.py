@@ -276,6 +276,45 @@ def test_what_an_environment_sharing_the_bucket_runs_stays(
     assert all(action == "keep" for action, _ in found.values())
 
 
+QA = """
+[environments."qa-*"]
+region = "eu-west-1"
+cluster = "car-rental-{env}"
+service = "car-rental-{env}"
+container = "backend"
+repository = "car-rental-backend-{env}"
+
+[environments."qa-*".stacks]
+registry = "CarRental-{env}-Registry"
+data = "CarRental-{env}-Data"
+auth = "CarRental-{env}-Auth"
+fargate = "CarRental-{env}-Fargate"
+api = "CarRental-{env}-Api"
+"""
+
+
+def test_an_environment_a_pattern_makes_sharing_the_bucket_is_read_too(
+    zips: dict[str, str],
+    factory: AwsFactory,
+    with_lambdas: Path,  # noqa: F811
+) -> None:
+    """qa-bob, made from ``[environments."qa-*"]``, keeps its live record in dev's bucket: it was taken for an
+    environment deploy.toml does not name, and every zip stayed. What it runs is read as for any environment."""
+    with (with_lambdas / "deploy.toml").open("a") as toml:
+        toml.write(QA)
+    s3, lam = factory.client("s3"), factory.client("lambda")
+    role = factory.client("iam").get_role(RoleName="fn-role")["Role"]["Arn"]
+    code = {"S3Bucket": BUCKET, "S3Key": zips["v2"]}
+    lam.create_function(FunctionName="qa-bob-health", Runtime="python3.11", Role=role, Handler="h.h", Code=code)
+    stack(factory, "CarRental-qa-bob-Api", {"HealthHandlerFunctionName": "qa-bob-health"})
+    s3.put_object(Bucket=BUCKET, Key="deploykit/live/qa-bob.json", Body=b"{}")
+    out = io.StringIO()
+    commands.lambda_cleanup(env="dev", keep=2, dry_run=True, as_json=True, runtime=later(with_lambdas, factory, out))
+    found = rows(json.loads(out.getvalue()))
+    assert found[zips["v2"]] == ("keep", ["qa-bob: health_handler $LATEST"])
+    assert found[zips["v3"]][0] == "would delete"
+
+
 def other_pip(requirements: Path, target: Path) -> None:
     """bigpkg 2.0: 6 MiB of other bytes."""
     (target / "bigpkg").mkdir()
