@@ -44,6 +44,7 @@ from deploykit.errors import DeployKitError, UsageError
 from deploykit.git import DIRTY, SHORT_SHA
 from deploykit.history import History
 from deploykit.images import split_registry
+from deploykit.lock import STOPPED, LockLost, lost_lease
 
 DEFAULT_KEEP = 10
 ROLLBACK_REVISIONS = 5
@@ -395,15 +396,17 @@ class Deletion:
     deleted: tuple[str, ...]
     failed: dict[str, str]
     gone: tuple[str, ...] = ()
+    stopped: LockLost | None = None  # the lock was lost: the images from the batch it was found lost are not done
 
 
 ALREADY_GONE = "ImageNotFound"  # BatchDeleteImage's failure code for an image that is not there (any more)
 
 
-def delete_images(aws: AwsFactory, images: Sequence[Image]) -> Deletion:
+def delete_images(aws: AwsFactory, images: Sequence[Image], holding: Callable[[], None] | None = None) -> Deletion:
     """BatchDeleteImage by digest (every tag of an image goes with it), in batches of 100. An image already gone
     counts as deleted (in ``gone``); a batch AWS refuses whole (throttled after its retries, access) is a failure
-    of each of its images, and the next batch goes on: what was deleted before is always reported."""
+    of each of its images, and the next batch goes on: what was deleted before is always reported. ``holding``
+    (the lease's check) is asked before each batch: once the lock is lost, the rest is not done (``stopped``)."""
     ecr = aws.client("ecr")
     deleted: list[str] = []
     gone_before: list[str] = []
@@ -411,6 +414,9 @@ def delete_images(aws: AwsFactory, images: Sequence[Image]) -> Deletion:
     digests = [image.digest for image in images]
     for start in range(0, len(digests), DELETE_BATCH):
         batch = digests[start : start + DELETE_BATCH]
+        if (stopped := lost_lease(holding)) is not None:
+            failed.update(dict.fromkeys(digests[start:], STOPPED))
+            return Deletion(tuple(deleted), failed, tuple(gone_before), stopped)
         try:
             answer = ecr.batch_delete_image(
                 repositoryName=aws.env.repository, imageIds=[{"imageDigest": d} for d in batch]

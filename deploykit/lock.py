@@ -188,6 +188,23 @@ class LockLost(StepFailed):
     running now)."""
 
 
+# a row's reason for what a cleanup did not get to once its lease was lost (lost_lease)
+STOPPED = "not done: the deploy lock was lost, and the run stopped before it"
+
+
+def lost_lease(holding: Callable[[], None] | None) -> LockLost | None:
+    """What ``holding`` (a lease's :meth:`Lease.check`; None: no lock held, a dry run) raises when the lock is no
+    longer ours, else None: for a cleanup's deletions, checked before each call, so that it stops, reports what it did
+    and then raises it (exit 1)."""
+    if holding is None:
+        return None
+    try:
+        holding()
+    except LockLost as exc:
+        return exc
+    return None
+
+
 class LockHeld(UsageError):
     """Another deploy holds the environment's lock: refused before anything changed (exit 2). ``lock`` can wait
     for it to be free (:meth:`EnvLock.wait_until_free`), ``wait`` is how long this command may (seconds)."""

@@ -31,6 +31,7 @@ from tabulate import tabulate
 from deploykit import ecs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.errors import UsageError
+from deploykit.lock import STOPPED, LockLost, lost_lease
 from deploykit.stacks import is_missing_stack
 
 DEFAULT_KEEP = 10
@@ -71,6 +72,7 @@ class Decision:
 class Deregistration:
     done: tuple[str, ...]
     failed: Mapping[str, str]  # ARN → why
+    stopped: LockLost | None = None  # the lock was lost: the revisions from the one it was found lost are not done
 
 
 def plan_cleanup(family: str, active: Iterable[str], *, keep: int, needed: Mapping[str, Sequence[str]]) -> Decision:
@@ -161,11 +163,16 @@ def kept_images(aws: AwsFactory, decision: Decision, container: str) -> dict[str
     return at_once({c.arn: partial(image, c.arn) for c in decision.kept}, width=8)
 
 
-def deregister(client: Any, arns: Sequence[str]) -> Deregistration:
-    """DeregisterTaskDefinition, one revision per call (there is no batch); each failure kept, the rest go on."""
+def deregister(client: Any, arns: Sequence[str], holding: Callable[[], None] | None = None) -> Deregistration:
+    """DeregisterTaskDefinition, one revision per call (there is no batch); each failure kept, the rest go on.
+    ``holding`` (the lease's check) is asked before each: once the lock is lost, the rest is not done
+    (``stopped``)."""
     done: list[str] = []
     failed: dict[str, str] = {}
-    for arn in arns:
+    for index, arn in enumerate(arns):
+        if (stopped := lost_lease(holding)) is not None:
+            failed.update(dict.fromkeys(arns[index:], STOPPED))
+            return Deregistration(tuple(done), failed, stopped)
         try:
             client.deregister_task_definition(taskDefinition=arn)
         except ClientError as exc:

@@ -25,7 +25,7 @@ Everything else is deleted (DeleteFunction with the version as qualifier; ``$LAT
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from deploykit.config import EnvConfig
 from deploykit.git import DIRTY
 from deploykit.history import ROLLBACK_DEPTH, History, Recent
 from deploykit.image_cleanup import tag_key
+from deploykit.lock import STOPPED, LockLost, lost_lease
 
 DEFAULT_KEEP = 10
 HISTORY_RECORDS = 30
@@ -311,20 +312,27 @@ class Deletion:
     deleted: tuple[tuple[str, int], ...]  # (function name, version)
     failed: dict[tuple[str, int], str]
     gone: tuple[tuple[str, int], ...] = ()  # those of ``deleted`` that were gone already (another cleanup, a person)
+    stopped: LockLost | None = None  # the lock was lost: the versions from the one it was found lost are not done
 
 
 ALREADY_GONE = "ResourceNotFoundException"  # DeleteFunction's answer for a version that is not there (any more)
 
 
-def delete_versions(aws: AwsFactory, versions: Sequence[Version]) -> Deletion:
+def delete_versions(
+    aws: AwsFactory, versions: Sequence[Version], holding: Callable[[], None] | None = None
+) -> Deletion:
     """DeleteFunction with each version as its qualifier; a refusal (an alias moved onto it meanwhile, access) is
-    that version's failure, the others go on. A version already gone counts as deleted (in ``gone``)."""
+    that version's failure, the others go on. A version already gone counts as deleted (in ``gone``). ``holding``
+    (the lease's check) is asked before each: once the lock is lost, the rest is not done (``stopped``)."""
     client = aws.client("lambda")
     deleted: list[tuple[str, int]] = []
     gone: list[tuple[str, int]] = []
     failed: dict[tuple[str, int], str] = {}
-    for version in versions:
+    for index, version in enumerate(versions):
         key = (version.function_name, version.number)
+        if (stopped := lost_lease(holding)) is not None:
+            failed.update(dict.fromkeys(((v.function_name, v.number) for v in versions[index:]), STOPPED))
+            return Deletion(tuple(deleted), failed, tuple(gone), stopped)
         try:
             client.delete_function(FunctionName=version.function_name, Qualifier=str(version.number))
         except ClientError as exc:

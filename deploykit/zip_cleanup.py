@@ -30,7 +30,7 @@ Lambda and CloudFormation.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from deploykit.aws import AwsFactory, answered
 from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
 from deploykit.image_cleanup import age
+from deploykit.lock import STOPPED, LockLost, lost_lease
 from deploykit.stacks import StackOutputs, is_not_there, stack_parameters
 from deploykit.version_cleanup import size
 
@@ -251,16 +252,24 @@ def vendored_needed(zips: Mapping[str, Stored], named: Mapping[str, str | None])
 class ObjectDeletion:
     deleted: tuple[str, ...]  # keys
     failed: dict[str, str]  # key → why
+    stopped: LockLost | None = None  # the lock was lost: the keys from the call it was found lost are not done
 
 
-def delete_objects(aws: AwsFactory, bucket: str, objects: Sequence[Stored]) -> ObjectDeletion:
+def delete_objects(
+    aws: AwsFactory, bucket: str, objects: Sequence[Stored], holding: Callable[[], None] | None = None
+) -> ObjectDeletion:
     """DeleteObjects, a thousand keys a call; a key S3 reports an error for is that key's failure, and a call S3
-    refuses whole (slowed down after its retries, access) the failure of each of its keys (the next call goes on)."""
+    refuses whole (slowed down after its retries, access) the failure of each of its keys (the next call goes on).
+    ``holding`` (the lease's check) is asked before each call: once the lock is lost, the rest is not done
+    (``stopped``)."""
     s3 = aws.client("s3")
     keys = [stored.key for stored in objects]
     failed: dict[str, str] = {}
     for start in range(0, len(keys), DELETE_BATCH):
         batch = keys[start : start + DELETE_BATCH]
+        if (stopped := lost_lease(holding)) is not None:
+            failed.update(dict.fromkeys(keys[start:], STOPPED))
+            return ObjectDeletion(tuple(k for k in keys if k not in failed), failed, stopped)
         try:
             answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
         except (BotoCoreError, ClientError) as exc:

@@ -13,6 +13,7 @@ from deploykit import (
     history,
     image_cleanup,
     lambda_chain,
+    lock,
     taskdef_cleanup,
     version_cleanup,
     zip_cleanup,
@@ -28,6 +29,11 @@ from deploykit.stacks import (
 )
 
 # -- images.cleanup ---------------------------------------------------------------------------------------------
+
+
+def holding(lease: lock.Lease | None) -> Callable[[], None] | None:
+    """What a cleanup asks before each deletion: whether the lock is still ours (None: none held, a dry run)."""
+    return None if lease is None else lease.check
 
 
 def _keep_at_least_one(keep: int) -> None:
@@ -53,7 +59,7 @@ def images_cleanup(
     warn = partial(say_warning, runtime)
     deletion = None
     # no deploy may register a revision of an image between reading and deleting
-    with held_lock(runtime, aws, environment, "images.cleanup", needed=not dry_run):
+    with held_lock(runtime, aws, environment, "images.cleanup", needed=not dry_run) as lease:
         with aws_errors(environment):
             details = image_cleanup.repository_images(aws)
             in_use = image_cleanup.images_in_use(aws)
@@ -68,7 +74,7 @@ def images_cleanup(
         )
         if decision.to_delete and not dry_run:
             with aws_errors(environment):
-                deletion = image_cleanup.delete_images(aws, decision.to_delete)
+                deletion = image_cleanup.delete_images(aws, decision.to_delete, holding(lease))
     if decision.choices:
         runtime.stderr.write(f"Images of {repository} in {environment.name}, newest first\n")
         runtime.stderr.write(image_cleanup.table(decision, dry_run=dry_run, deletion=deletion) + "\n\n")
@@ -79,6 +85,8 @@ def images_cleanup(
             decision, env=environment.name, repository=repository, dry_run=dry_run, deletion=deletion, recorded=recorded
         )
         runtime.stdout.write(dumps(data) + "\n")
+    if deletion is not None and deletion.stopped is not None:
+        raise deletion.stopped
     if deletion is not None and deletion.failed:
         by_digest = {i.digest: i for i in decision.to_delete}
         first = next(iter(deletion.failed))
@@ -111,7 +119,10 @@ def taskdefs_cleanup(
     client = aws.client("ecs")
     done = None
     # no deploy may register or roll a revision between reading and deregistering
-    with held_lock(runtime, aws, environment, "taskdefs.cleanup", needed=not dry_run), aws_errors(environment):
+    with (
+        held_lock(runtime, aws, environment, "taskdefs.cleanup", needed=not dry_run) as lease,
+        aws_errors(environment),
+    ):
         service = ecs.describe_service(client, environment.cluster, environment.service, environment)
         family = ecs.family_of(str(service["taskDefinition"]))
         reads: dict[str, Callable[[], Any]] = {
@@ -124,7 +135,7 @@ def taskdefs_cleanup(
         decision = taskdef_cleanup.plan_cleanup(family, read["active"], keep=keep, needed=needed)
         images = taskdef_cleanup.kept_images(aws, decision, environment.container)  # read before anything changes
         if decision.to_deregister and not dry_run:
-            done = taskdef_cleanup.deregister(client, decision.to_deregister)
+            done = taskdef_cleanup.deregister(client, decision.to_deregister, holding(lease))
     tags = {arn: ecs.image_tag(image) or image for arn, image in images.items()}
     if decision.kept:
         runtime.stderr.write(f"Revisions of {family} in {environment.name} kept, newest first\n")
@@ -133,6 +144,8 @@ def taskdefs_cleanup(
     if as_json:
         data = taskdef_cleanup.to_json(decision, env=environment.name, dry_run=dry_run, done=done, images=tags)
         runtime.stdout.write(dumps(data) + "\n")
+    if done is not None and done.stopped is not None:
+        raise done.stopped
     if done is not None and done.failed:
         first = next(iter(done.failed))
         raise StepFailed(
@@ -176,7 +189,7 @@ def lambda_cleanup(
             )
         functions = {function: functions[function]}
     # no deploy may publish a version or move an alias onto one between reading and deleting
-    with held_lock(runtime, aws, environment, "lambda.cleanup", needed=not dry_run):
+    with held_lock(runtime, aws, environment, "lambda.cleanup", needed=not dry_run) as lease:
         with aws_errors(environment):
             bucket = history.find_artifacts_bucket(aws, environment)
             reads: dict[str, Callable[[], Any]] = {
@@ -208,15 +221,15 @@ def lambda_cleanup(
         decision = version_cleanup.plan_cleanup(versions, keep=keep, held=using, recorded=recorded, recorded_code=code)
         if decision.to_delete and not dry_run:
             with aws_errors(environment):
-                deletion = version_cleanup.delete_versions(aws, decision.to_delete)
-        if bucket:
+                deletion = version_cleanup.delete_versions(aws, decision.to_delete, holding(lease))
+        if bucket and (deletion is None or deletion.stopped is None):  # the lock lost: the zips are left as they are
             try:  # the versions deleted are reported whatever becomes of the zips
                 with aws_errors(environment):
                     objects = _unneeded_zips(
                         runtime, config, aws, bucket, decision, deletion, read, latest, whole=function is None
                     )
                     if objects.to_delete and not dry_run:
-                        object_deletion = zip_cleanup.delete_objects(aws, bucket, objects.to_delete)
+                        object_deletion = zip_cleanup.delete_objects(aws, bucket, objects.to_delete, holding(lease))
             except DeployKitError as exc:
                 zips_error = exc
     if decision.choices:
@@ -238,6 +251,9 @@ def lambda_cleanup(
             data["zips_error"] = zips_error.message
         runtime.stdout.write(dumps(data) + "\n")
     rerun = f"see the tables above, then rerun: inv lambda.cleanup --env {environment.name}"
+    for done in (deletion, object_deletion):  # the lock lost: what was done is said above, and the run stops
+        if done is not None and done.stopped is not None:
+            raise done.stopped
     if deletion is not None and deletion.failed:
         (name, number), why = next(iter(deletion.failed.items()))
         raise StepFailed(

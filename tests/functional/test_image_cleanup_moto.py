@@ -485,3 +485,31 @@ def test_an_environment_a_pattern_makes_is_cleaned_like_any_other(world: World) 
     assert "in use by car-rental-dev-alice:1 (PRIMARY)" in why[tag(0)]
     assert "live in dev-alice since 2026-11-28 10:00 UTC" in why[tag(1)]
     assert "live in dev-alice before 2026-11-28 10:00 UTC" in why[tag(2)]
+
+
+def test_a_lock_lost_midway_stops_the_deletions_after_reporting_those_done(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cleanup's lease ran out unrenewed while it deleted (another deploy may hold the lock now and register a
+    revision of an image it is about to delete): it went on deleting. Now the lease is checked before each batch:
+    the rest is not done, each row says so, and the run stops with LockLost (exit 1) after the table."""
+    monkeypatch.setattr(image_cleanup, "DELETE_BATCH", 2)
+    runtime = runtime_for(world)
+    dev = load_config(world.config).environment("dev")
+    factory = AwsFactory(dev)
+    runtime.aws_factory = lambda _env: factory
+    clock = runtime.clock
+    assert isinstance(clock, FakeClock)
+
+    def renewals_fail(**_: Any) -> None:  # after this batch, the lease has run out
+        clock.advance(lock.LEASE_SECONDS + 1)
+
+    factory.client("ecr").meta.events.register("after-call.ecr.BatchDeleteImage", renewals_fail)
+    with pytest.raises(lock.LockLost, match="ran out") as lost:
+        commands.images_cleanup(env="dev", keep=2, runtime=runtime)
+    assert lost.value.exit_code == 1
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "deleted 2 images, freed" in printed
+    [row] = [line for line in printed.splitlines() if line.startswith("<untagged>")]
+    assert "FAILED" in row and lock.STOPPED in row
+    assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - {tag(2), tag(6)}

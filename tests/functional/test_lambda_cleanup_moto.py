@@ -238,6 +238,29 @@ def test_a_version_already_gone_counts_as_deleted(functions: Any, factory: AwsFa
     assert data["failures"] == {} and data["already_gone"] == [f"{HEALTH}:4"] and data["deleted"] == 3
 
 
+def test_a_lock_lost_midway_stops_the_deletions_after_reporting_those_done(
+    functions: Any, factory: AwsFactory, project: Path
+) -> None:
+    """The cleanup's lease ran out unrenewed while it deleted (another deploy may hold the lock now, and move an
+    alias onto a version about to go): it went on deleting. Now the lease is checked before each version: the rest
+    is not done, each row says so, the zips are left as they are, and the run stops with LockLost (exit 1)."""
+    run = runtime(project, factory)
+    clock = run.clock
+    assert isinstance(clock, FakeClock)
+
+    def renewals_fail(**_: Any) -> None:  # after this deletion, the lease has run out
+        clock.advance(lock.LEASE_SECONDS + 1)
+
+    factory.client("lambda").meta.events.register("after-call.lambda.DeleteFunction", renewals_fail)
+    with pytest.raises(lock.LockLost, match="ran out") as lost:
+        commands.lambda_cleanup(env="dev", keep=2, runtime=run)
+    assert lost.value.exit_code == 1
+    assert versions(functions, HEALTH) == ["1", "2", "3", "4", "6", "7", "8"]  # 5 went, then it stopped
+    printed = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "deleted 1 version, freed" in printed and "; 2 versions could not be deleted" in printed
+    assert printed.count(lock.STOPPED) == 2
+
+
 def test_a_recorded_commit_cloudformation_published_keeps_the_version_running_its_code(
     functions: Any, factory: AwsFactory, project: Path, dev_env: EnvConfig
 ) -> None:

@@ -14,8 +14,9 @@ import boto3
 import pytest
 from moto.ecs.models import ecs_backends
 
-from deploykit import commands
+from deploykit import commands, lock
 from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from tests.functional.conftest import ARTIFACTS_BUCKET, CONTAINER, REGION, create_service
@@ -163,3 +164,26 @@ def test_a_kept_revision_whose_container_was_named_otherwise_shows_no_image(
     assert "car-rental-backend:3" in printed
     done = "would deregister 2 of 12 ACTIVE revision(s)" if dry_run else "deregistered 2 of 12 ACTIVE revision(s)"
     assert done in printed
+
+
+def test_a_lock_lost_midway_stops_the_deregistrations_after_reporting_those_done(
+    project: Path, family: AwsFactory, bucket: str
+) -> None:
+    """The cleanup's lease ran out unrenewed while it deregistered (another deploy may hold the lock now and roll the
+    service onto a revision about to go): it went on. Now the lease is checked before each revision: the rest is
+    not done, and the run stops with LockLost (exit 1) after its summary."""
+    rt = runtime(project, family)
+    clock = rt.clock
+    assert isinstance(clock, FakeClock)
+
+    def renewals_fail(**_: Any) -> None:  # after this one, the lease has run out
+        clock.advance(lock.LEASE_SECONDS + 1)
+
+    family.client("ecs").meta.events.register("after-call.ecs.DeregisterTaskDefinition", renewals_fail)
+    with pytest.raises(lock.LockLost, match="ran out") as lost:
+        commands.taskdefs_cleanup(env="dev", keep=10, as_json=True, runtime=rt)
+    assert lost.value.exit_code == 1
+    assert active(family) == [1, 2, *range(4, 14)]  # 3 went, then it stopped
+    assert "deregistered 1 of 13 ACTIVE revision(s) of car-rental-backend (3); 1 could not be" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    data = json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["failures"] == {arn(2): lock.STOPPED}
