@@ -65,30 +65,111 @@ class SandboxBusy(SandboxError):
 
 @dataclass(frozen=True)
 class Process:
+    """A process ``up`` started, known again by its pid file: its pid, then the start time the kernel gives it
+    (``/proc/<pid>/stat``, field 22), which a later process given the same pid (after a crash, a reboot) does not
+    share. A pid file of an older deploykit holds the pid alone: that process is ours when its command line names
+    ``program``. A pid file whose process is gone, or is another program's now, is stale: dropped, said, and its
+    process never signalled."""
+
     name: str
     pid_file: Path
     log_file: Path
+    program: str = ""  # what the command line of a process of an old pid file (a pid alone) must hold to be ours
 
     def pid(self) -> int | None:
-        """The pid of our pid file if that process is alive (not exited, not a zombie)."""
+        """The pid of our pid file if that process is alive (not exited, not a zombie) and is the one we started."""
         try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
+            fields = self.pid_file.read_text().split()
+            pid, started = int(fields[0]), (int(fields[1]) if len(fields) > 1 else None)
+        except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) else None
+        if not _alive(pid):
+            return None
+        if _ours(pid, started, self.program):
+            return pid
+        self.pid_file.unlink(missing_ok=True)  # another program's now: never ours to signal
+        _say(
+            f"{_shown(self.pid_file)} named pid {pid}, which is no longer the {self.name} this checkout started "
+            f"({_command_line(pid) or 'another process'}): dropped that pid file, nothing was signalled"
+        )
+        return None
+
+    def record(self, pid: int) -> None:
+        """Write our pid file for the process ``pid`` (just started): its pid and its start time."""
+        write_pid_file(self.pid_file, pid)
 
     def stop(self, timeout: float = 20) -> bool:
         """SIGTERM the process of our pid file and wait; SIGKILL at the deadline. False if none ran."""
+        return self.end(timeout) is not None
+
+    def end(self, timeout: float = 20) -> str | None:
+        """As :meth:`stop`; how it ended: ``"terminated"`` (by SIGTERM), ``"killed"`` (SIGKILL, at the deadline), or
+        None when none of ours ran."""
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
-            return False
-        os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
-            os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 5)  # and reap it, when it is our own child
+            return None
+        try:
+            os.kill(pid, signal.SIGTERM)
+            how = "terminated"
+            if not _wait_gone(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                how = "killed"
+                _wait_gone(pid, 5)  # and reap it, when it is our own child
+        except ProcessLookupError:
+            how = "terminated"  # it ended by itself meanwhile
+        except PermissionError:
+            raise SandboxError(
+                f"the sandbox's {_TITLES.get(self.name, self.name)} (pid {pid}, {_shown(self.pid_file)}) runs as "
+                "another user: it cannot be stopped from here",
+                f"stop it as the user who started it (sudo kill {pid}), then rerun",
+            ) from None
         self.pid_file.unlink(missing_ok=True)
+        return how
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    """A pid file :class:`Process` knows its process again by: the pid, and its start time where /proc gives it."""
+    started = _start_time(pid)
+    path.write_text(f"{pid}\n" if started is None else f"{pid} {started}\n")
+
+
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (/proc/<pid>/stat, field 22); None without /proc."""
+    try:
+        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        return int(after_name[19])  # fields 3... follow the name: field 22 is the 20th of them
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _ours(pid: int, started: int | None, program: str) -> bool:
+    """Whether the live process ``pid`` is the one our pid file recorded: the same start time; for a pid file of an
+    older deploykit (no start time), a command line naming ``program``. Without /proc (not Linux), as before: the
+    pid alone."""
+    if not Path("/proc/self/stat").exists():
         return True
+    if started is not None:
+        return _start_time(pid) == started
+    return bool(program) and program in _command_line(pid)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user knows it: relative to the working folder when under it."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def _say(text: str) -> None:
+    print(f"🧪 {text}", file=sys.stderr)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -108,9 +189,9 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process: alive (whether it is ours, _ours says)
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return True
 
@@ -118,8 +199,8 @@ def _alive(pid: int) -> bool:
 def processes(settings: Settings) -> tuple[Process, Process]:
     state = settings.state_dir
     return (
-        Process("registry", state / "registry.pid", state / "registry.log"),
-        Process("sandbox", state / "sandbox.pid", state / "sandbox.log"),
+        Process("registry", state / "registry.pid", state / "registry.log", "docker-registry serve"),
+        Process("sandbox", state / "sandbox.pid", state / "sandbox.log", "-m sandbox serve"),
     )
 
 
@@ -211,7 +292,7 @@ def _spawn(process: Process, command: list[str], cwd: Path) -> None:
         child = subprocess.Popen(
             command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    process.pid_file.write_text(str(child.pid))
+    process.record(child.pid)
 
 
 def _wait(part: Part, process: Process, timeout: float, *, pid_marked: bool = False) -> None:

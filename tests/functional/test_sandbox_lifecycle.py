@@ -76,10 +76,10 @@ def test_the_sandbox_answers_with_its_pid_and_is_this_checkouts_only_when_its_pi
     assert lifecycle.started_elsewhere(sandbox) == ["sandbox"]  # no pid file: another checkout's
     assert lifecycle.survey(sandbox) == (False, ["sandbox"])  # both, from one question to each part
     pid_file.parent.mkdir(parents=True)
-    pid_file.write_text(str(other_process))  # a process of ours runs, but it is not the one answering
+    lifecycle.write_pid_file(pid_file, other_process)  # a process of ours runs, but it is not the one answering
     assert lifecycle.started_elsewhere(sandbox) == ["sandbox"]
     assert _aws_row(lifecycle.status(sandbox))["detail"].endswith(", started by another checkout")
-    pid_file.write_text(str(os.getpid()))
+    lifecycle.write_pid_file(pid_file, os.getpid())
     assert lifecycle.started_elsewhere(sandbox) == []
     assert _aws_row(lifecycle.status(sandbox))["detail"].endswith(f", pid {os.getpid()}")
 
@@ -123,15 +123,16 @@ def test_a_started_server_is_waited_for_by_its_own_pid_not_taken_for_one_already
     server = lifecycle.processes(sandbox)[1]
     part = lifecycle.parts(sandbox)[1]
     server.pid_file.parent.mkdir(parents=True)
-    server.pid_file.write_text(str(other_process))  # started, still starting: the answer is some other sandbox's
+    # started, still starting: the answer is some other sandbox's
+    lifecycle.write_pid_file(server.pid_file, other_process)
     with pytest.raises(lifecycle.SandboxError, match="did not answer at"):
         lifecycle._wait(part, server, 0.5, pid_marked=True)
-    server.pid_file.write_text(str(os.getpid()))
+    lifecycle.write_pid_file(server.pid_file, os.getpid())
     lifecycle._wait(part, server, 0.5, pid_marked=True)  # its own answer
     # a started server finding its port taken ends: said with what holds the port, and the end of its log
     ended = subprocess.Popen([sys.executable, "-c", "print('address already in use')"])
     ended.wait()
-    server.pid_file.write_text(str(ended.pid))
+    lifecycle.write_pid_file(server.pid_file, ended.pid)
     server.log_file.write_text("address already in use\n")
     taken = dataclasses.replace(part, port=foreign_port)
     with pytest.raises(lifecycle.SandboxError) as raised:
@@ -184,7 +185,7 @@ def test_a_sandbox_that_takes_the_connection_but_does_not_answer_is_left_running
     hung = dataclasses.replace(sandbox, aws_port=hung_port)
     server = lifecycle.processes(hung)[1]
     server.pid_file.parent.mkdir(parents=True)
-    server.pid_file.write_text(str(other_process))  # the sandbox process, running
+    lifecycle.write_pid_file(server.pid_file, other_process)  # the sandbox process, running
     part = lifecycle.parts(hung)[1]
     with pytest.raises(lifecycle.SandboxBusy) as raised:
         lifecycle.answering(part, timeout=0.3)
@@ -201,3 +202,60 @@ def test_a_sandbox_that_takes_the_connection_but_does_not_answer_is_left_running
     row = _aws_row(lifecycle.status(hung))
     assert server.pid() == other_process  # not stopped
     assert not row["healthy"] and str(row["detail"]).startswith("running, but no answer within 0.3s: busy or hung")
+
+
+def test_a_pid_file_whose_pid_is_another_program_now_is_dropped_and_that_program_never_signalled(
+    tmp_path: Path, other_process: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a crash or a reboot, the pid of .sandbox/sandbox.pid or registry.pid may be another program's: down and up
+    killed it. Now a pid file holds the start time of its process too, and a pid file whose process is not the one it
+    recorded is dropped, said, and its process left alone."""
+    settings = Settings(root=tmp_path, aws_port=_free_port(), registry_backend_port=_free_port())
+    registry, server = lifecycle.processes(settings)
+    settings.state_dir.mkdir()
+    server.pid_file.write_text(f"{other_process}\n")  # an older deploykit's pid file: no sandbox runs as that pid
+    registry.pid_file.write_text(f"{other_process} 1\n")  # that pid, but a process started at another time
+    assert lifecycle.down(settings) == []
+    assert lifecycle._alive(other_process), "an unrelated process was signalled"
+    assert not server.pid_file.exists() and not registry.pid_file.exists()
+    said = capsys.readouterr().err
+    assert f"named pid {other_process}, which is no longer the sandbox this checkout started (" in said
+    assert "dropped that pid file, nothing was signalled" in said and "registry.pid named pid" in said
+
+    lifecycle.write_pid_file(server.pid_file, other_process)  # as up() writes it: this process, its start time
+    assert server.pid_file.read_text().split()[1].isdigit()
+    assert lifecycle.processes(settings)[1].pid() == other_process
+
+
+def test_an_old_pid_file_is_ours_when_its_process_runs_the_program_and_stopped(tmp_path: Path) -> None:
+    settings = Settings(root=tmp_path)
+    server = lifecycle.processes(settings)[1]
+    settings.state_dir.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "sandbox", "serve"])
+    try:
+        server.pid_file.write_text(f"{child.pid}\n")  # a pid file of a deploykit before start times
+        assert server.pid() == child.pid
+        assert lifecycle.down(settings) == ["sandbox"]
+        assert not lifecycle._alive(child.pid)  # ended by its SIGTERM (and reaped)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_server_of_another_user_is_said_not_a_traceback(
+    tmp_path: Path, other_process: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(root=tmp_path)
+    server = lifecycle.processes(settings)[1]
+    settings.state_dir.mkdir()
+    lifecycle.write_pid_file(server.pid_file, other_process)
+
+    def kill(pid: int, signum: int) -> None:
+        if signum:
+            raise PermissionError(1, "Operation not permitted")
+
+    with monkeypatch.context() as patched, pytest.raises(lifecycle.SandboxError) as raised:
+        patched.setattr(lifecycle.os, "kill", kill)
+        lifecycle.down(settings)
+    assert raised.value.message.endswith("runs as another user: it cannot be stopped from here")
+    assert raised.value.next_step == f"stop it as the user who started it (sudo kill {other_process}), then rerun"
