@@ -1,12 +1,19 @@
-"""./dev and the Docker engine: an engine chosen with DOCKER_HOST that does not answer is named at once."""
+"""./dev and the Docker engine: an engine chosen with DOCKER_HOST that does not answer is named at once; the dockerd
+./dev started is known by its pid file and its command line, and only that one is ever stopped."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import REPO
 from tests.functional.test_dev_bytecode import checkout
 
 
@@ -31,3 +38,89 @@ def test_an_engine_chosen_with_docker_host_that_does_not_answer_is_named_without
     assert "unset DOCKER_HOST to let ./dev start a local one" in done.stderr
     assert time.monotonic() - started < 10, "it waited for a local dockerd that cannot help"
     assert "dockerd" not in calls.read_text()
+
+
+def _tools(tmp_path: Path) -> tuple[Path, Path]:
+    """A docker that answers once dockerd was started, and a dockerd that says it was; `id` says root (./dev starts
+    dockerd as root on Debian only)."""
+    tools, calls = tmp_path / "bin", tmp_path / "calls"
+    tools.mkdir()
+    scripts = {
+        "docker": f'[ -f "{tmp_path}/engine-up" ]',
+        "dockerd": f'echo "dockerd $*" >> "{calls}"; touch "{tmp_path}/engine-up"',
+        "docker-registry": "exit 0",
+        "mmdebstrap": "exit 0",
+        "id": "echo 0",
+    }
+    for name, body in scripts.items():
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    return tools, calls
+
+
+def _environ(tools: Path) -> dict[str, str]:
+    environ = dict(os.environ, PATH=f"{tools}:{os.environ['PATH']}")
+    for name in ("DEPLOYKIT_NO_DOCKER", "DOCKER_HOST"):
+        environ.pop(name, None)
+    return environ
+
+
+@pytest.fixture
+def unrelated() -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+@pytest.mark.skipif(not Path("/etc/debian_version").exists(), reason="./dev starts dockerd on Debian only")
+def test_a_stale_dockerd_pid_file_naming_another_program_is_dropped_and_dockerd_started(
+    tmp_path: Path, unrelated: subprocess.Popen[bytes]
+) -> None:
+    """A dockerd.pid left by a crash or a reboot, whose pid another program has now: ./dev took that program for its
+    dockerd, started none, and waited 30 s for an engine that never came. Now it is said, and dockerd started."""
+    (tmp_path / "checkout").mkdir()
+    root = checkout(tmp_path / "checkout")
+    tools, calls = _tools(tmp_path)
+    (root / ".sandbox").mkdir()
+    (root / ".sandbox" / "dockerd.pid").write_text(f"{unrelated.pid}\n")
+    started = time.monotonic()
+    done = subprocess.run([str(root / "dev"), "true"], capture_output=True, text=True, env=_environ(tools), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 10
+    assert f".sandbox/dockerd.pid named pid {unrelated.pid}, which is no dockerd ./dev started (" in done.stderr
+    assert "dropped it, nothing was signalled" in done.stderr and "starting dockerd" in done.stderr
+    assert calls.read_text().startswith("dockerd --bridge=none")
+    assert unrelated.poll() is None, "the program that has the stale pid was signalled"
+
+
+def test_stop_dockerd_stops_only_the_dockerd_dev_started(tmp_path: Path, unrelated: subprocess.Popen[bytes]) -> None:
+    """.ci/run stops the engine at its exit with ./dev --stop-dockerd (before: kill $(cat .sandbox/dockerd.pid), which
+    killed whatever process had that pid by then); the README's advice is the same command."""
+    (tmp_path / "checkout").mkdir()
+    root = checkout(tmp_path / "checkout")
+    pid_file = root / ".sandbox" / "dockerd.pid"
+    pid_file.parent.mkdir()
+    pid_file.write_text(f"{unrelated.pid}\n")
+    environ = dict(os.environ)
+    done = subprocess.run([str(root / "dev"), "--stop-dockerd"], capture_output=True, text=True, env=environ)
+    assert done.returncode == 0, done.stderr
+    assert "dropped it, nothing was signalled" in done.stderr and "nothing to stop" in done.stderr
+    assert unrelated.poll() is None and not pid_file.exists()
+    # a dockerd ./dev started: its command line is dockerd ... --pidfile <that pid file>
+    code = "import time; time.sleep(60)"
+    ours = subprocess.Popen(["dockerd", "-c", code, "--pidfile", str(pid_file)], executable=sys.executable)
+    try:
+        pid_file.write_text(f"{ours.pid}\n")
+        done = subprocess.run([str(root / "dev"), "--stop-dockerd"], capture_output=True, text=True, env=environ)
+        assert done.returncode == 0, done.stderr
+        assert f"stopping the dockerd ./dev started (pid {ours.pid})" in done.stderr
+        assert ours.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        ours.kill()
+        ours.wait()
+
+
+def test_ci_run_stops_the_engine_through_dev_never_by_a_bare_kill() -> None:
+    text = (REPO / ".ci" / "run").read_text()
+    assert "./dev --stop-dockerd" in text and "kill " not in text
