@@ -1184,7 +1184,9 @@ def _sandbox_settings() -> tuple[Any, Any]:
     try:
         return load_settings(path), path
     except SettingsError as exc:
-        raise ConfigError(str(exc), "fix the [sandbox] table of deploy.toml, then rerun (nothing started)") from None
+        raise ConfigError(
+            str(exc), exc.next_step or "fix the [sandbox] table of deploy.toml, then rerun (nothing started)"
+        ) from None
 
 
 def _sandbox_call(func: Callable[..., Any], *args: Any) -> Any:

@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ACCOUNT_ID = "123456789012"  # moto's default account: what the sandbox's ARNs carry
 
@@ -23,7 +24,11 @@ PID_HEADER = "X-Deploykit-Sandbox-Pid"
 
 
 class SettingsError(Exception):
-    """The [sandbox] table of deploy.toml is malformed."""
+    """The [sandbox] table of deploy.toml is malformed, or disagrees with the environments on the sandbox."""
+
+    def __init__(self, message: str, next_step: str | None = None) -> None:
+        super().__init__(message)
+        self.next_step = next_step
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ def load_settings(deploy_toml: Path) -> Settings:
             values[key] = value
     settings = Settings(**values)
     _check_ports(settings, deploy_toml)
+    _check_environments(settings, raw.get("environments", {}), deploy_toml)
     return settings
 
 
@@ -126,3 +132,76 @@ def _check_ports(settings: Settings, deploy_toml: Path) -> None:
                 f"{deploy_toml}: sandbox.{key} = {port} is within task_ports [{first}, {last}], which tasks are given"
             )
         taken[port] = key
+
+
+LOOPBACK = ("127.0.0.1", "localhost")
+# URLs that may name a port of their own on this machine (a plain registry of one's own, a proxy in front of the load
+# balancer): said only beside a URL of the sandbox's AWS endpoint or API Gateway that names another port than [sandbox]
+SECONDARY = ("registry", "endpoints.alb_url")
+
+
+def _check_environments(settings: Settings, environments: Any, deploy_toml: Path) -> None:
+    """The environments on the sandbox name its ports: [environments.sandbox] when its endpoint_url is on this machine,
+    and any other environment on the sandbox's AWS endpoint (prod beside it). A URL of theirs on 127.0.0.1 or localhost
+    naming another port than [sandbox] gives (the ports of [sandbox] changed alone, for a sandbox of a second checkout
+    of its own) would have the commands talk to whatever listens there: the other checkout's sandbox, without a word.
+    An environment whose endpoint is elsewhere (AWS, another local AWS on another port) is not the sandbox's."""
+    if not isinstance(environments, dict):
+        return  # deploykit's own check of deploy.toml says what is wrong with it
+    expected = {
+        "endpoint_url": ("aws_port", (settings.aws_port,)),
+        "registry": ("registry_port", (settings.registry_port, settings.registry_backend_port)),
+        "endpoints.api_url": ("api_port", (settings.api_port,)),
+        "endpoints.jwks_url": ("aws_port", (settings.aws_port,)),
+        "endpoints.alb_url": ("listener_ports", tuple(settings.listener_ports.values())),
+    }
+    for name, table in environments.items():
+        if not isinstance(table, dict) or "*" in name:
+            continue
+        endpoint = _loopback_port(table.get("endpoint_url"))
+        if endpoint is None or (name != "sandbox" and endpoint != settings.aws_port):
+            continue  # not on this machine, or another local AWS beside the sandbox's
+        given = table.get("endpoints")
+        endpoints: dict[str, Any] = given if isinstance(given, dict) else {}
+        values = {
+            "endpoint_url": table.get("endpoint_url"),
+            "registry": table.get("registry"),
+            **{f"endpoints.{key}": endpoints.get(key) for key in ("api_url", "jwks_url")},
+        }
+        if name == "sandbox":  # another environment's load balancer takes the next free port: its own
+            values["endpoints.alb_url"] = endpoints.get("alb_url")
+        wrong = []
+        for key, value in values.items():
+            port = _loopback_port(value, host_port=key == "registry")
+            setting, ports = expected[key]
+            if port is not None and ports and port not in ports:
+                wanted = ports[0] if setting != "listener_ports" else settings.listener_ports.get(80, ports[0])
+                wrong.append((key, str(value), port, setting, wanted))
+        if any(key not in SECONDARY for key, *_ in wrong):
+            said = ", ".join(
+                f"{key} = {value!r} (port {port}; [sandbox] {setting}: {wanted})"
+                for key, value, port, setting, wanted in wrong
+            )
+            fixed = ", ".join(
+                f"{key} = {value.replace(f':{port}', f':{wanted}', 1)!r}"
+                for key, value, port, _setting, wanted in wrong
+            )
+            raise SettingsError(
+                f"{deploy_toml}: environments.{name} names ports on this machine that the sandbox of [sandbox] does "
+                f"not listen on: {said}; its commands would talk to whatever listens there, another checkout's "
+                "sandbox perhaps",
+                f"give [environments.{name}] the ports of [sandbox] ({fixed}), or set [sandbox] back to the ports "
+                "it names",
+            )
+
+
+def _loopback_port(value: Any, *, host_port: bool = False) -> int | None:
+    """The port of ``value``, a URL (``host_port``: host:port) on 127.0.0.1 or localhost; None for any other."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parts = urlsplit(("//" + value) if host_port else value.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None  # deploykit's own check of deploy.toml says what is wrong with it
+    return port if parts.hostname in LOOPBACK else None

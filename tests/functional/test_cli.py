@@ -152,6 +152,7 @@ def _sandbox_on_free_ports(project: Path) -> None:
         for each in held:
             each.close()
     text = (project / "deploy.toml").read_text().replace("127.0.0.1:4566", f"127.0.0.1:{aws}")
+    text = text.replace("127.0.0.1:4567", f"127.0.0.1:{api}")  # the sandbox environment's URLs name its ports
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "127.0.0.1:{registry}"')
     text += f"\n[sandbox]\naws_port = {aws}\nregistry_port = {registry}\nregistry_backend_port = {backend}\n"
     (project / "deploy.toml").write_text(text + f"api_port = {api}\n")
@@ -241,6 +242,10 @@ def test_docker_engine_not_running_exits_2_with_how_to_start_it(project: Path) -
 def test_sandbox_endpoint_down_exits_2(project: Path) -> None:
     text = (project / "deploy.toml").read_text().replace('registry = "127.0.0.1:5000"\n', "", 1)
     text = text.replace("http://127.0.0.1:4566", "http://127.0.0.1:9")  # nothing listens on the discard port
+    # another local AWS than the sandbox's (whose environment names the sandbox's ports: deploy.toml's check)
+    text = text.replace("environments.sandbox", "environments.local").replace(
+        'default_env = "sandbox"', 'default_env = "local"'
+    )
     (project / "deploy.toml").write_text(text)
     git(project, "commit", "-qam", "no registry override")
     done = inv(project, "register-taskdef")
@@ -251,7 +256,8 @@ def test_sandbox_endpoint_down_exits_2(project: Path) -> None:
 @pytest.mark.parametrize("task", ["build", "push", "register-taskdef", "roll-service", "wait-healthy", "deploy.app"])
 def test_dry_run_of_each_task_needs_neither_docker_nor_aws(project: Path, task: str) -> None:
     text = (project / "deploy.toml").read_text()  # no AWS at all, even with a sandbox up on this machine
-    (project / "deploy.toml").write_text(text.replace("http://127.0.0.1:4566", "http://127.0.0.1:9"))
+    text = text.replace("http://127.0.0.1:4566", "http://127.0.0.1:9")
+    (project / "deploy.toml").write_text(text + "\n[sandbox]\naws_port = 9\n")
     git(project, "commit", "-qam", "the sandbox's endpoint: nothing there")
     done = inv(project, task, "--dry-run")
     assert done.returncode == 0, done.stderr

@@ -221,6 +221,70 @@ def test_the_sandbox_table_refuses_what_it_cannot_serve(tmp_path: Path, line: st
         load_settings(toml)
 
 
+def test_the_sandbox_ports_changed_alone_are_refused_naming_the_urls_that_name_the_old_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's advice for a second checkout: ports of its own in [sandbox]. Changed there alone, the sandbox
+    environment's URLs named the first checkout's sandbox, and every command talked to it without a word (the sandbox
+    of this checkout never started: its endpoint was not the environment's). Now deploy.toml is refused, exit 2."""
+    text = (Path(__file__).resolve().parents[2] / "deploy.toml").read_text()
+    toml = tmp_path / "deploy.toml"
+    moved = text.replace("aws_port = 4566", "aws_port = 4666").replace("api_port = 4567", "api_port = 4667")
+    toml.write_text(
+        moved.replace("registry_port = 5000", "registry_port = 5100").replace("{ 80 = 8080 }", "{ 80 = 8180 }")
+    )
+    with pytest.raises(SettingsError) as raised:
+        load_settings(toml)
+    message = str(raised.value)
+    assert "environments.sandbox names ports on this machine that the sandbox of [sandbox] does not listen on: " in (
+        message
+    )
+    assert "endpoint_url = 'http://127.0.0.1:4566' (port 4566; [sandbox] aws_port: 4666)" in message
+    assert "endpoints.alb_url = 'http://127.0.0.1:8080' (port 8080; [sandbox] listener_ports: 8180)" in message
+    assert "endpoints.api_url = 'http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/_user_request_/' (port 4567" in (
+        message
+    )
+    assert "endpoints.jwks_url = 'http://127.0.0.1:4566/{UserPoolId}/.well-known/jwks.json' (port 4566;" in message
+    assert raised.value.next_step is not None
+    assert raised.value.next_step.startswith(
+        "give [environments.sandbox] the ports of [sandbox] (endpoint_url = 'http://127.0.0.1:4666', "
+    )
+    monkeypatch.setenv("DEPLOYKIT_CONFIG", str(toml))
+    with pytest.raises(ConfigError) as refused:
+        tasks._check_config()  # before any task: exit 2
+    assert refused.value.exit_code == 2 and (refused.value.next_step or "").startswith("give [environments.sandbox]")
+    # the URLs moved with it: accepted; so is the registry straight to the distribution registry
+    agreed = moved.replace("127.0.0.1:4566", "127.0.0.1:4666").replace("127.0.0.1:4567", "127.0.0.1:4667")
+    agreed = agreed.replace(
+        'endpoint_url = "http://127.0.0.1:4666"\n',
+        'endpoint_url = "http://127.0.0.1:4666"\nregistry = "localhost:5001"\n',
+        1,
+    )
+    toml.write_text(agreed)
+    assert load_settings(toml).aws_port == 4666
+    # a plain registry of one's own on this machine, the sandbox's ports otherwise agreed: not the sandbox's
+    toml.write_text(agreed.replace('registry = "localhost:5001"', 'registry = "localhost:5050"'))
+    assert load_settings(toml).aws_port == 4666
+
+
+def test_environments_that_point_elsewhere_are_not_the_sandboxs(tmp_path: Path) -> None:
+    """Another local AWS on its own port (a prod on a LocalStack), AWS itself, and an environment without a local
+    endpoint keep their URLs; one on the sandbox's endpoint (prod beside the sandbox) must name its other ports too."""
+    toml = tmp_path / "deploy.toml"
+    toml.write_text(
+        '[environments.sandbox]\nendpoint_url = "http://127.0.0.1:4566"\n\n'
+        '[environments.localstack]\nendpoint_url = "http://localhost:4599"\nregistry = "localhost:4510"\n'
+        '[environments.localstack.endpoints]\napi_url = "http://localhost:4599/restapis/x/"\n\n'
+        '[environments.aws]\nregion = "eu-west-1"\n[environments.aws.endpoints]\nalb_url = "http://127.0.0.1:9999"\n\n'
+        '[environments.prod]\nendpoint_url = "http://localhost:4566"\n'
+        '[environments.prod.endpoints]\nalb_url = "http://127.0.0.1:8081"\n'
+    )
+    assert load_settings(toml).aws_port == 4566  # prod's load balancer: the next free port, its own
+    toml.write_text(toml.read_text() + 'jwks_url = "http://127.0.0.1:4666/{UserPoolId}/.well-known/jwks.json"\n')
+    with pytest.raises(SettingsError, match=r"environments.prod names ports .*: endpoints.jwks_url = "):
+        load_settings(toml)
+
+
 def test_a_plugin_table_for_no_plugin_installed_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "notify" in installed_names({}) and "blocked_one" in installed_names(
         {"DEPLOYKIT_BLOCK_PLUGINS": "blocked_one"}
