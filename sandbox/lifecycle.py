@@ -13,10 +13,13 @@ refuses a request over its rate.
 from __future__ import annotations
 
 import contextlib
+import errno
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -247,6 +250,15 @@ def answering(part: Part, timeout: float | None = None) -> str | None:
             status, headers = answer.status, answer.headers
     except urllib.error.HTTPError as error:  # it answered, with an error status
         status, headers = error.code, error.headers
+    except http.client.HTTPException as error:  # it answered, but not in HTTP (an SSH server, a database...)
+        if isinstance(error, ConnectionError):  # closed without a word (RemoteDisconnected): as nothing there
+            return None
+        raise SandboxError(
+            f"127.0.0.1:{part.port} is taken by another program: it answered {part.url} with something other than "
+            f"HTTP ({type(error).__name__}: {str(error)[:60]}), not as the sandbox's {_TITLES[part.name]}",
+            f"stop that program (ss -ltnp 'sport = :{part.port}' names it), or give the sandbox another port: "
+            f"{part.setting} = ... in deploy.toml's [sandbox]",
+        ) from None
     except OSError as error:
         if _timed_out(error):  # connected, then no answer in time
             raise SandboxBusy(
@@ -374,6 +386,18 @@ def up(settings: Settings, config_path: Path) -> list[str]:
     its port taken. Another program on one of the ports: SandboxError naming it, before anything is started."""
     registry_part, server_part = parts(settings)
     registry_mark, server_mark = answering(registry_part), answering(server_part)
+    listening = [("registry_backend_port", settings.registry_backend_port)] if registry_mark is None else []
+    if server_mark is None:  # the sandbox process listens on these (its AWS endpoint, the ECR front, API Gateway)
+        listening += [("aws_port", settings.aws_port), ("registry_port", settings.registry_port)]
+        listening.append(("api_port", settings.api_port))
+    for setting, port in listening:  # every port it will listen on, before anything is started
+        if _in_use(port):
+            raise SandboxError(
+                f"127.0.0.1:{port} ({setting} of deploy.toml's [sandbox]) is in use by another program: the sandbox "
+                "cannot listen there, nothing was started",
+                f"stop that program (ss -ltnp 'sport = :{port}' names it), or give the sandbox another port: "
+                f"{setting} = ... in deploy.toml's [sandbox] (and the URLs of [environments.sandbox] naming it)",
+            )
     check_docker()
     if shutil.which("docker-registry") is None:
         raise SandboxError(
@@ -381,18 +405,36 @@ def up(settings: Settings, config_path: Path) -> list[str]:
             "run the command through ./dev (it installs it on Debian), or: apt-get install docker-registry",
         )
     registry, server = processes(settings)
-    started = []
+    started: list[str] = []
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    if registry_mark is None:
-        registry.stop()
-        start_registry(registry, settings.state_dir / "registry", settings.registry_backend_port, settings.root)
-        started.append("registry")
-    if server_mark is None:
-        server.stop()
-        _spawn(server, [sys.executable, "-m", "sandbox", "serve", "--config", str(config_path)], settings.root)
-        _wait(server_part, server, 60, pid_marked=True)
-        started.append("sandbox")
+    try:
+        if registry_mark is None:
+            registry.stop()
+            started.append("registry")
+            start_registry(registry, settings.state_dir / "registry", settings.registry_backend_port, settings.root)
+        if server_mark is None:
+            server.stop()
+            started.append("sandbox")
+            _spawn(server, [sys.executable, "-m", "sandbox", "serve", "--config", str(config_path)], settings.root)
+            _wait(server_part, server, 60, pid_marked=True)
+    except BaseException:  # a part that did not come up (or Ctrl-C): what this start started goes, no pid file left
+        for process in (server, registry):
+            if process.name in started:
+                with contextlib.suppress(SandboxError):
+                    process.stop(timeout=10)
+        raise
     return started
+
+
+def _in_use(port: int) -> bool:
+    """Whether another program listens on 127.0.0.1:``port`` (or on every address): the sandbox could not."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: a closing socket is no owner
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
 
 
 def down(settings: Settings) -> list[str]:
@@ -464,6 +506,10 @@ def status(settings: Settings) -> list[dict[str, object]]:
             mark, listed = answer.headers.get(PID_HEADER), json.loads(answer.read())
     except urllib.error.HTTPError:
         mark, listed = None, None
+    except http.client.HTTPException as error:  # an answer, but not in HTTP
+        if not isinstance(error, ConnectionError):
+            return [*rows, {**down, "detail": _TAKEN.format(port=server_part.port)}]
+        return [*rows, {**down, "detail": "not running: inv sandbox.up"}]
     except (OSError, ValueError) as error:
         if _timed_out(error):
             return [*rows, {**down, "detail": _BUSY.format(seconds=ANSWER_TIMEOUT)}]

@@ -4,6 +4,7 @@ servers on 127.0.0.1, no Docker."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -259,3 +260,102 @@ def test_a_server_of_another_user_is_said_not_a_traceback(
         lifecycle.down(settings)
     assert raised.value.message.endswith("runs as another user: it cannot be stopped from here")
     assert raised.value.next_step == f"stop it as the user who started it (sudo kill {other_process}), then rerun"
+
+
+def _free_settings(root: Path) -> Settings:
+    held = [socket.socket() for _ in range(4)]  # bound at once: four different ports
+    try:
+        for each in held:
+            each.bind(("127.0.0.1", 0))
+        aws, registry, backend, api = (each.getsockname()[1] for each in held)
+    finally:
+        for each in held:
+            each.close()
+    return Settings(root=root, aws_port=aws, registry_port=registry, registry_backend_port=backend, api_port=api)
+
+
+@pytest.mark.parametrize("setting", ["registry_port", "api_port"])
+def test_every_port_the_sandbox_listens_on_is_checked_before_anything_starts(
+    tmp_path: Path, setting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """registry_port taken: the sandbox process ended with an OSError traceback, leaving docker-registry running and a
+    stale sandbox.pid; api_port taken: exit 0 and one ❌ row. Now up() stops before starting anything."""
+    settings = _free_settings(tmp_path)
+    port = getattr(settings, setting)
+
+    def engine() -> None:
+        raise AssertionError("up() went on to start the sandbox")
+
+    monkeypatch.setattr(lifecycle, "check_docker", engine)
+    with socket.socket() as holder:  # another program's server: listening, never answering
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        with pytest.raises(lifecycle.SandboxError) as raised:
+            lifecycle.up(settings, tmp_path / "deploy.toml")
+    assert raised.value.message == (
+        f"127.0.0.1:{port} ({setting} of deploy.toml's [sandbox]) is in use by another program: the sandbox cannot "
+        "listen there, nothing was started"
+    )
+    assert raised.value.next_step.startswith(f"stop that program (ss -ltnp 'sport = :{port}' names it), or give ")
+    assert f"{setting} = ... in deploy.toml's [sandbox]" in raised.value.next_step
+    assert list(settings.state_dir.glob("*.pid")) == []
+
+
+def test_a_start_that_fails_part_way_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry started, then the sandbox process did not come up: the registry kept running, a sandbox.pid was
+    left. Now what this start started is stopped, and no pid file is left."""
+    settings = _free_settings(tmp_path)
+    registries: list[int] = []
+
+    def start_registry(process: lifecycle.Process, root: Path, port: int, cwd: Path) -> None:
+        lifecycle._spawn(process, [sys.executable, "-c", "import time; time.sleep(60)"], cwd)
+        registries.append(int(process.pid_file.read_text().split()[0]))
+
+    monkeypatch.setattr(lifecycle, "check_docker", lambda: None)
+    monkeypatch.setattr(lifecycle.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(lifecycle, "start_registry", start_registry)
+    try:
+        with pytest.raises(lifecycle.SandboxError, match="the sandbox's sandbox did not answer at"):
+            lifecycle.up(settings, tmp_path / "no-such-deploy.toml")  # the sandbox process fails to read it
+        assert not lifecycle._alive(registries[0]), "the registry this start started was left running"
+        assert list(settings.state_dir.glob("*.pid")) == []
+    finally:
+        for pid in registries:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
+@pytest.fixture
+def ssh_like_port() -> Iterator[int]:
+    """A program that answers every connection with a line that is not HTTP (an SSH server)."""
+
+    def serve(listening: socket.socket) -> None:
+        while True:
+            try:
+                connection, _ = listening.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        threading.Thread(target=serve, args=(listening,), daemon=True).start()
+        yield int(listening.getsockname()[1])
+        listening.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_program_answering_in_something_other_than_http_is_named_not_a_traceback(
+    tmp_path: Path, ssh_like_port: int
+) -> None:
+    settings = dataclasses.replace(_free_settings(tmp_path), aws_port=ssh_like_port)
+    with pytest.raises(lifecycle.SandboxError) as raised:
+        lifecycle.up(settings, tmp_path / "deploy.toml")
+    assert raised.value.message.startswith(
+        f"127.0.0.1:{ssh_like_port} is taken by another program: it answered http://127.0.0.1:{ssh_like_port}"
+        "/_sandbox/status with something other than HTTP (BadStatusLine: "
+    )
+    assert "aws_port = ... in deploy.toml's [sandbox]" in raised.value.next_step
+    row = _aws_row(lifecycle.status(settings))
+    assert row["detail"] == f"port {ssh_like_port} taken by another program: inv sandbox.up says which"
