@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandbox.settings import FAULTS_PATH, PID_HEADER, STATUS_PATH, Settings
+from sandbox.settings import FAULTS_PATH, PID_HEADER, STATUS_PATH, TASK_LABEL, Settings
 
 if TYPE_CHECKING:
     import docker
@@ -437,15 +437,45 @@ def _in_use(port: int) -> bool:
     return False
 
 
+STOP_TIMEOUT = 20.0  # seconds the sandbox process has to end after SIGTERM before it is killed
+
+
 def down(settings: Settings) -> list[str]:
-    """Stop what up started, by pid; returns what was stopped."""
+    """Stop what up started, by pid; returns what was stopped. The sandbox process removes its task containers as it
+    stops; one that had to be killed could not: they are removed here, or said to remain."""
     registry, server = processes(settings)
     stopped = []
-    if server.stop():
+    how = server.end(STOP_TIMEOUT)
+    if how is not None:
         stopped.append("sandbox")
+    if how == "killed":
+        _remove_task_containers(settings)
     if registry.stop():
         stopped.append("registry")
     return stopped
+
+
+def _remove_task_containers(settings: Settings) -> None:
+    """After the sandbox process was killed: remove this checkout's task containers (labelled with its state folder)
+    as it would have at its stop, and say so; when the Docker engine cannot, say they remain and how they go."""
+    label = f"{TASK_LABEL}={settings.task_owner}"
+    killed = f"the sandbox did not end within {STOP_TIMEOUT:g}s of SIGTERM and was killed"
+    try:
+        import docker.errors
+
+        client = check_docker()
+        found = client.containers.list(all=True, filters={"label": label})
+        for container in found:
+            container.remove(force=True)
+    except (SandboxError, docker.errors.DockerException) as exc:
+        reason = exc.message if isinstance(exc, SandboxError) else str(exc)
+        _say(
+            f"{killed}: its task containers may remain ({reason[:100]}); "
+            f"docker rm -f $(docker ps -aq --filter label={label}) removes them, and so does the next inv sandbox.up"
+        )
+        return
+    if found:
+        _say(f"{killed}: removed its {len(found)} task container(s)")
 
 
 def reset(settings: Settings, config_path: Path) -> None:

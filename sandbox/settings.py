@@ -21,6 +21,9 @@ FAULTS_PATH = "/_sandbox/faults"
 # The status route's answer carries the sandbox server's pid in this header: lifecycle tells by it the server it
 # started from another checkout's, and either from another program that holds the port.
 PID_HEADER = "X-Deploykit-Sandbox-Pid"
+# The label of each task container a sandbox starts, its value the sandbox's state folder (Settings.task_owner): the
+# sandbox removes its own at its stop and start, and lifecycle those of a sandbox that had to be killed.
+TASK_LABEL = "io.deploykit.sandbox"
 
 
 class SettingsError(Exception):
@@ -50,6 +53,11 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return self.root / ".sandbox"
+
+    @property
+    def task_owner(self) -> str:
+        """The value of TASK_LABEL on this checkout's task containers."""
+        return str(self.state_dir)
 
     @property
     def endpoint_url(self) -> str:

@@ -64,7 +64,7 @@ import docker
 import docker.errors
 
 from sandbox.server import PartStatus
-from sandbox.settings import ACCOUNT_ID, Settings
+from sandbox.settings import ACCOUNT_ID, TASK_LABEL, Settings
 
 if TYPE_CHECKING:
     from sandbox.ext.alb import AlbExtension
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandbox.ecs")
 
-LABEL = "io.deploykit.sandbox"
+LABEL = TASK_LABEL  # its value: the state folder of the sandbox that started the container (Settings.task_owner)
 RESTART_BACKOFF = 1.0  # seconds before a failed task is replaced
 LOG_EVERY = 1.0  # seconds between two shipments of a running container's output to CloudWatch Logs
 FAILED_VISIBLE = 10.0  # seconds a FAILED deployment stays listed after its rollback completed
@@ -477,7 +477,7 @@ class EcsRuntime:
 
     @property
     def _owner(self) -> str:
-        return str(self.settings.state_dir)
+        return self.settings.task_owner
 
     def status(self) -> list[PartStatus]:
         assert self.sandbox is not None

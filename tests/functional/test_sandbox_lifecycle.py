@@ -359,3 +359,66 @@ def test_a_program_answering_in_something_other_than_http_is_named_not_a_traceba
     assert "aws_port = ... in deploy.toml's [sandbox]" in raised.value.next_step
     row = _aws_row(lifecycle.status(settings))
     assert row["detail"] == f"port {ssh_like_port} taken by another program: inv sandbox.up says which"
+
+
+@pytest.fixture
+def stubborn(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A sandbox process that does not end on SIGTERM (hung), recorded as this checkout's."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    yield child
+    child.kill()
+    child.wait()
+
+
+def test_a_sandbox_that_had_to_be_killed_has_its_task_containers_removed(
+    tmp_path: Path,
+    stubborn: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Killed at the deadline, the sandbox process could not remove its task containers (it does at its stop): down
+    said "sandbox down" and they kept running. Now down removes those of this checkout, and says so."""
+    settings = Settings(root=tmp_path)
+    settings.state_dir.mkdir()
+    lifecycle.write_pid_file(lifecycle.processes(settings)[1].pid_file, stubborn.pid)
+    containers = [Mock(), Mock()]
+    client = Mock()
+    client.containers.list.return_value = containers
+    monkeypatch.setattr(lifecycle, "check_docker", lambda: client)
+    monkeypatch.setattr(lifecycle, "STOP_TIMEOUT", 0.3)
+    assert lifecycle.down(settings) == ["sandbox"]
+    assert not lifecycle._alive(stubborn.pid)
+    client.containers.list.assert_called_once_with(
+        all=True, filters={"label": f"io.deploykit.sandbox={tmp_path}/.sandbox"}
+    )
+    for container in containers:
+        container.remove.assert_called_once_with(force=True)
+    said = capsys.readouterr().err
+    assert "the sandbox did not end within 0.3s of SIGTERM and was killed: removed its 2 task container(s)" in said
+
+
+def test_a_killed_sandbox_whose_containers_cannot_be_removed_says_they_remain(
+    tmp_path: Path,
+    stubborn: subprocess.Popen[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(root=tmp_path)
+    settings.state_dir.mkdir()
+    lifecycle.write_pid_file(lifecycle.processes(settings)[1].pid_file, stubborn.pid)
+
+    def engine_down() -> None:
+        raise lifecycle.SandboxError("the Docker engine is not answering: gone", lifecycle.START_DOCKER)
+
+    monkeypatch.setattr(lifecycle, "check_docker", engine_down)
+    monkeypatch.setattr(lifecycle, "STOP_TIMEOUT", 0.3)
+    assert lifecycle.down(settings) == ["sandbox"]
+    said = capsys.readouterr().err
+    assert (
+        "was killed: its task containers may remain (the Docker engine is not answering: gone); docker rm -f " in said
+    )
+    assert f"--filter label=io.deploykit.sandbox={tmp_path}/.sandbox) removes them, and so does the next inv " in said
