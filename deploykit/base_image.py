@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import threading
@@ -41,6 +42,7 @@ CA_ENV = [
 # a quarter of the image, pushed and pulled with every image built FROM it). mmdebstrap's own hook makes /usr merged
 # and installs usr-is-merged instead (for a suite that has it). Part of the spec's hash: a base built without it is
 # built again once.
+CA_HOOK_DIR = "usr/local/share/ca-certificates/deploykit"  # where the hook puts extra_ca_dir's certificates
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/maybe-merged-usr")
 _BUILD_FORMAT = "merged-usr-hook"
 
@@ -74,8 +76,8 @@ def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[s
     hooks = []
     if extra_ca_certificates(extra_ca_dir):
         hooks.append(
-            f'mkdir -p "$1/usr/local/share/ca-certificates/deploykit" && '
-            f'find {extra_ca_dir} -name "*.crt" -exec cp {{}} "$1/usr/local/share/ca-certificates/deploykit/" \\; && '
+            f'mkdir -p "$1/{CA_HOOK_DIR}" && '
+            f'find {shlex.quote(str(extra_ca_dir))} -name "*.crt" -exec cp {{}} "$1/{CA_HOOK_DIR}/" \\; && '
             f'chroot "$1" update-ca-certificates'
         )
     hooks.append('rm -rf "$1/var/lib/apt/lists/"* "$1/var/cache/apt/"*')
@@ -145,6 +147,14 @@ def build_base_image(
     if code != 0:
         _remove(client, f"{repository}:{staging}")
         tail = "\n".join(f"    | {line}" for line in log[-15:])
+        if any(line.startswith("E: command failed: ") and CA_HOOK_DIR in line for line in log):
+            raise StepFailed(
+                f"mmdebstrap failed (exit {code}) building {spec.name}, at its step that installs the CA certificates "
+                f"of [build] extra_ca_dir ({extra_ca_dir}):\n{tail}",
+                next_step=f"check that the *.crt files of {extra_ca_dir} can be read (ls -l "
+                f"{shlex.quote(str(extra_ca_dir))}), or set extra_ca_dir in [build] of deploy.toml, then rerun: "
+                "inv base-image",
+            )
         raise StepFailed(
             f"mmdebstrap failed (exit {code}) building {spec.name}:\n{tail}",
             next_step=f"check that {' and '.join(dict.fromkeys(line.split()[1] for line in spec.sources()))} "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import subprocess
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from deploykit import base_image, images
 from deploykit.app_chain import BuildImage, EnsureBaseImage
 from deploykit.clock import FakeClock
 from deploykit.config import BaseImageSpec, parse_config
-from deploykit.errors import ConfigError, EnvironmentNotReady, UsageError
+from deploykit.errors import ConfigError, EnvironmentNotReady, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from tests.conftest import REPO
@@ -68,6 +70,56 @@ def test_it_is_built_from_the_suite_its_updates_and_its_security_updates() -> No
     assert [line.split()[2] for line in no_security.sources()] == ["bookworm", "bookworm-updates"]
     # another source is another image
     assert base_image.spec_hash(only_suite, None) != base_image.spec_hash(SPEC, None)
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def _customize_hook(command: list[str]) -> str:
+    return next(arg.split("=", 1)[1] for arg in command if arg.startswith("--customize-hook=") and "ca-cert" in arg)
+
+
+def _run_hook(hook: str, target: Path, tools: Path) -> subprocess.CompletedProcess[str]:
+    """The hook as mmdebstrap runs it (sh -c HOOK exec TARGET), with a stub for chroot."""
+    tools.mkdir(exist_ok=True)
+    (tools / "chroot").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "chroot").chmod(0o755)
+    environ = dict(os.environ, PATH=f"{tools}:{os.environ['PATH']}")
+    return subprocess.run(["sh", "-c", hook, "exec", str(target)], capture_output=True, text=True, env=environ)
+
+
+def test_an_extra_ca_dir_with_a_space_in_its_path_is_copied_into_the_base(tmp_path: Path) -> None:
+    """Unquoted, '/home/me/my certs' was two arguments of find: the hook failed, and the error blamed the mirror."""
+    folder = tmp_path / "my certs"
+    folder.mkdir()
+    (folder / "proxy.crt").write_text(PEM)
+    target = tmp_path / "root"
+    done = _run_hook(_customize_hook(base_image.mmdebstrap_command(SPEC, folder)), target, tmp_path / "bin")
+    assert done.returncode == 0, done.stderr
+    assert (target / base_image.CA_HOOK_DIR / "proxy.crt").read_text() == PEM
+
+
+def test_a_failed_ca_step_of_mmdebstrap_is_said_as_such_not_as_the_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    failed = f'E: command failed: mkdir -p "$1/{base_image.CA_HOOK_DIR}" && find ...'
+    (tools / "mmdebstrap").write_text(
+        f"#!/bin/sh\necho 'I: running --customize-hook' >&2\necho '{failed}' >&2\nexit 1\n"
+    )
+    (tools / "mmdebstrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    client = engine(None)
+    client.api = Mock()
+    client.api.import_image_from_stream.side_effect = lambda stream, **_: stream.read()
+    with pytest.raises(StepFailed) as raised:
+        base_image.build_base_image(client, SPEC, tmp_path, status=lambda _: None)
+    assert raised.value.message.startswith(
+        f"mmdebstrap failed (exit 1) building {SPEC.name}, at its step that installs the CA certificates of [build] "
+        f"extra_ca_dir ({tmp_path}):"
+    )
+    assert "can be read" in (raised.value.next_step or "") and "apt-get update" not in (raised.value.next_step or "")
 
 
 @pytest.mark.parametrize(
