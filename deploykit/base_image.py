@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from deploykit.config import BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, StepFailed
-from deploykit.images import created, extra_ca_certificates, local_image
+from deploykit.images import ca_name, created, extra_ca_certificates, local_image
 
 if TYPE_CHECKING:  # imported when an image is touched (deploykit.images)
     import docker
@@ -50,7 +50,8 @@ _BUILD_FORMAT = "merged-usr-hook"
 def spec_hash(spec: BaseImageSpec, extra_ca_dir: Path | None) -> str:
     digest = hashlib.sha256(repr((spec.suite, spec.sources(), sorted(spec.packages), _BUILD_FORMAT)).encode())
     for cert in extra_ca_certificates(extra_ca_dir):
-        digest.update(cert.name.encode() + b"\0" + cert.read_bytes())
+        assert extra_ca_dir is not None
+        digest.update(ca_name(cert, extra_ca_dir).encode() + b"\0" + cert.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -74,12 +75,14 @@ def stale(client: docker.DockerClient, spec: BaseImageSpec, extra_ca_dir: Path |
 
 def mmdebstrap_command(spec: BaseImageSpec, extra_ca_dir: Path | None) -> list[str]:
     hooks = []
-    if extra_ca_certificates(extra_ca_dir):
-        hooks.append(
-            f'mkdir -p "$1/{CA_HOOK_DIR}" && '
-            f'find {shlex.quote(str(extra_ca_dir))} -name "*.crt" -exec cp {{}} "$1/{CA_HOOK_DIR}/" \\; && '
-            f'chroot "$1" update-ca-certificates'
-        )
+    certificates = extra_ca_certificates(extra_ca_dir)
+    if certificates:
+        assert extra_ca_dir is not None
+        copies = []
+        for cert in certificates:  # each by its path under the folder: two of one name in two subfolders both kept
+            target = shlex.quote(f"{CA_HOOK_DIR}/{ca_name(cert, extra_ca_dir)}")
+            copies.append(f'mkdir -p "$(dirname "$1/"{target})" && cp -- {shlex.quote(str(cert))} "$1/"{target}')
+        hooks.append(" && ".join([*copies, 'chroot "$1" update-ca-certificates']))
     hooks.append('rm -rf "$1/var/lib/apt/lists/"* "$1/var/cache/apt/"*')
     command = [
         "mmdebstrap",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import tarfile
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploykit.errors import EnvironmentNotReady, StepFailed, UsageError
+from deploykit.errors import ConfigError, EnvironmentNotReady, StepFailed, UsageError
 
 if TYPE_CHECKING:  # the docker package is imported when an image is touched, not by every command (40 ms)
     import docker
@@ -170,20 +171,64 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
             info = tarfile.TarInfo(CERTS_DIR)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
+        folders = {CERTS_DIR}
         for cert in extra_ca_certificates(extra_ca_dir):
+            assert extra_ca_dir is not None
+            name = f"{CERTS_DIR}/{ca_name(cert, extra_ca_dir)}"  # a subfolder's file keeps its folder: no collision
+            for parent in reversed(Path(name).parents[:-2]):
+                if str(parent) not in folders:
+                    folders.add(str(parent))
+                    info = tarfile.TarInfo(str(parent))
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
             data = cert.read_bytes()
-            info = tarfile.TarInfo(f"{CERTS_DIR}/{cert.name}")
+            info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
 
 
+PEM_MARKS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")
+
+
 def extra_ca_certificates(folder: Path | None) -> list[Path]:
-    """The ``*.crt`` files of ``folder`` (update-ca-certificates only reads that suffix)."""
+    """The ``*.crt`` files of ``folder`` and its subfolders (update-ca-certificates reads only that suffix, and only
+    PEM). A file that is no PEM certificate would be skipped inside the image without a word, and pip behind a TLS
+    proxy then fail on a CA the user put there: ConfigError naming it, with the command that converts it."""
     if folder is None or not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*.crt") if p.is_file())
+    found = sorted(p for p in folder.rglob("*.crt") if p.is_file())
+    for cert in found:
+        try:
+            data = cert.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"{cert} in [build] extra_ca_dir cannot be read: {exc.strerror}",
+                next_step=f"make it readable (chmod a+r {shlex.quote(str(cert))}), or move it out of {folder}",
+            ) from None
+        if not any(mark in data for mark in PEM_MARKS):
+            der = data[:1] == b"\x30"  # an ASN.1 SEQUENCE: a DER-encoded certificate
+            quoted, pem = shlex.quote(str(cert)), shlex.quote(f"/tmp/{cert.stem}.pem")
+            raise ConfigError(
+                f"{cert} in [build] extra_ca_dir is not a PEM certificate ("
+                + ("binary: DER-encoded, it seems" if der else "no -----BEGIN CERTIFICATE----- line")
+                + "): update-ca-certificates would skip it inside the image without a word, and the image would not "
+                "trust that CA (pip behind a TLS proxy fails with CERTIFICATE_VERIFY_FAILED)",
+                next_step=(
+                    f"convert it to PEM: openssl x509 -inform DER -in {quoted} -out {pem} && mv {pem} {quoted}"
+                    if der
+                    else f"replace it with the CA's PEM file, or move it out of {folder}"
+                )
+                + ' (or extra_ca_dir = "" in [build] of deploy.toml for no extra CA), then rerun',
+            )
+    return found
+
+
+def ca_name(cert: Path, folder: Path) -> str:
+    """Where ``cert`` of ``folder`` goes among the image's extra CA certificates: its path under ``folder``, so that
+    two files of one name in two subfolders are both kept (update-ca-certificates reads subfolders)."""
+    return cert.relative_to(folder).as_posix()
 
 
 @dataclass

@@ -99,6 +99,21 @@ def test_an_extra_ca_dir_with_a_space_in_its_path_is_copied_into_the_base(tmp_pa
     assert (target / base_image.CA_HOOK_DIR / "proxy.crt").read_text() == PEM
 
 
+def test_ca_certificates_of_one_name_in_two_subfolders_both_go_into_the_base(tmp_path: Path) -> None:
+    folder = tmp_path / "cas"
+    for sub in ("corp", "lab"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "root.crt").write_text(PEM.replace("MIIB", sub))
+    target = tmp_path / "root"
+    done = _run_hook(_customize_hook(base_image.mmdebstrap_command(SPEC, folder)), target, tmp_path / "bin")
+    assert done.returncode == 0, done.stderr
+    for sub in ("corp", "lab"):
+        assert sub in (target / base_image.CA_HOOK_DIR / sub / "root.crt").read_text()
+    with pytest.raises(ConfigError, match="is not a PEM certificate"):
+        (folder / "lab" / "root.crt").write_bytes(bytes.fromhex("3082"))
+        base_image.mmdebstrap_command(SPEC, folder)
+
+
 def test_a_failed_ca_step_of_mmdebstrap_is_said_as_such_not_as_the_mirror(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploykit.errors import StepFailed, UsageError
+from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.images import BuildStream, PushStream, build_context
 
 
@@ -98,10 +98,56 @@ def test_build_context_honours_dockerignore_and_adds_ca_certificates(tmp_path: P
     (cas / "notes.txt").write_text("not a cert")
     with tarfile.open(fileobj=build_context(ctx, "Dockerfile", tmp_path / "cas")) as tar:
         names = set(tar.getnames())
-    assert {"Dockerfile", "app", "app/main.py", "certs", "certs/proxy.crt"} <= names
+    assert {"Dockerfile", "app", "app/main.py", "certs", "certs/corp", "certs/corp/proxy.crt"} <= names
     assert "app/cache.pyc" not in names and "certs/stale.crt" not in names and "certs/notes.txt" not in names
     with tarfile.open(fileobj=build_context(ctx, "Dockerfile", None)) as tar:
         assert "certs" in tar.getnames() and not [n for n in tar.getnames() if n.startswith("certs/")]
+
+
+def test_ca_certificates_of_one_name_in_two_subfolders_are_both_in_the_context(tmp_path: Path) -> None:
+    """Flattened into certs/, the second of two root.crt (corp/, lab/) took the first's place: one CA not trusted."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM x\n")
+    for folder in ("corp", "lab"):
+        (tmp_path / "cas" / folder).mkdir(parents=True)
+        (tmp_path / "cas" / folder / "root.crt").write_text(f"-----BEGIN CERTIFICATE-----\n{folder}\n")
+    with tarfile.open(fileobj=build_context(ctx, "Dockerfile", tmp_path / "cas")) as tar:
+        files = {name: tar.extractfile(name) for name in ("certs/corp/root.crt", "certs/lab/root.crt")}
+        held = {name: file.read() for name, file in files.items() if file is not None}
+    assert held == {f"certs/{f}/root.crt": f"-----BEGIN CERTIFICATE-----\n{f}\n".encode() for f in ("corp", "lab")}
+
+
+@pytest.mark.parametrize(
+    ("content", "said", "next_step"),
+    [
+        (
+            bytes.fromhex("308203a1308202"),
+            "is not a PEM certificate (binary: DER-encoded, it seems): update-ca-certificates would skip it inside the "
+            "image without a word",
+            "convert it to PEM: openssl x509 -inform DER -in ",
+        ),
+        (b"just some notes\n", "is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)", "replace it with the"),
+    ],
+    ids=["der", "not-a-certificate"],
+)
+def test_a_ca_certificate_that_is_not_pem_is_refused_before_the_build(
+    tmp_path: Path, content: bytes, said: str, next_step: str
+) -> None:
+    """update-ca-certificates skipped it inside the image, its output sent to /dev/null: pip then failed behind the
+    proxy with CERTIFICATE_VERIFY_FAILED, on a CA the user had put in extra_ca_dir. Now: exit 2, before the build."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "cas").mkdir()
+    (tmp_path / "cas" / "proxy ca.crt").write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        build_context(ctx, "Dockerfile", tmp_path / "cas")
+    assert raised.value.exit_code == 2
+    assert raised.value.message.startswith(f"{tmp_path}/cas/proxy ca.crt in [build] extra_ca_dir {said}")
+    assert (raised.value.next_step or "").startswith(next_step)
+    if content.startswith(b"0"):
+        assert f"-in '{tmp_path}/cas/proxy ca.crt' -out '/tmp/proxy ca.pem' && mv " in (raised.value.next_step or "")
 
 
 def test_build_context_without_a_dockerfile_is_bad_input(tmp_path: Path) -> None:
