@@ -595,12 +595,14 @@ class Executor:
 
 
 def interruption(plan: Plan, index: int, step: Step) -> Interrupted:
-    """The error of a plan stopped by an interrupt during ``step``: what it left in progress, and what to run."""
-    done = [s.name for s in plan.steps[:index]]
-    before = f"the steps before it ({', '.join(done)}) are done and stay; " if done else ""
+    """The error of a plan stopped by an interrupt during ``step``: what it left in progress, and what to run. The
+    steps before and after it are counted as the plan numbers them: a group's own steps, not the group."""
+    done = counted([leaf.name for prior in plan.steps[:index] for leaf in leaves(prior)])
+    before = f"the steps before it ({done}) are done and stay; " if done else ""
+    later = sum(1 for following in plan.steps[index + 1 :] for _ in leaves(following))
     return Interrupted(
         f"interrupted during {step.name} ({step.describe()}): {step.interrupted()}; {before}"
-        f"{len(plan.steps) - index - 1} later step(s) not run",
+        f"{later} later step(s) not run",
         next_step=f"run the same command again (or inv deploy.auto --env {plan.env}): every step skips what is "
         f"already in place, so it converges; inv health --env {plan.env} shows what is live now",
     )
@@ -665,12 +667,16 @@ def in_background(read: Callable[[], T], name: str) -> Future[T]:
     return future
 
 
+def counted(names: list[str]) -> str:
+    """``names`` in order, each once, with how many times when more than once: "upload-lambda ×2, build"."""
+    times = {name: names.count(name) for name in names}
+    return ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in times.items())
+
+
 def group_heading(step: Step) -> str:
     """What a group's row in a plan says (its steps are the rows under it)."""
     if isinstance(step, Parallel):
-        names = [s.label if isinstance(s, Sequence) else s.name for s in step.steps]
-        counted = {name: names.count(name) for name in names}  # in order, each once
-        return "side by side: " + ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in counted.items())
+        return "side by side: " + counted([s.label if isinstance(s, Sequence) else s.name for s in step.steps])
     assert isinstance(step, Sequence)
     return f"{step.label}: one after the other"
 

@@ -386,7 +386,7 @@ def test_5_ctrl_c_during_roll_service_leaves_a_consistent_service_and_a_rerun_co
     message = next(x for x in err.splitlines() if x.startswith("❌"))
     assert message.startswith("❌ interrupted during roll-service (update service car-rental-service to the revision")
     assert "if the update call was made, ECS goes on rolling car-rental-service" in message
-    assert "the steps before it (sequence, register-taskdef) are done and stay" in message
+    assert "the steps before it (base-image, build, push, register-taskdef) are done and stay" in message
     assert f"live before this run: app@{old[:12]}" in message
     assert "→ next: run the same command again (or inv deploy.auto --env sandbox)" in err
     assert sandbox.lock_holder() is None

@@ -273,6 +273,16 @@ def test_an_interrupt_stops_the_plan_cleanly_and_says_what_was_left_in_progress(
     assert "⚠️  roll interrupted after 0.5s" in out.getvalue()
 
 
+def test_an_interrupt_names_the_steps_of_the_groups_before_and_after_it() -> None:
+    """As the plan numbers them: it said "the steps before it (parallel)", and counted a group as one later step."""
+    clock, out = FakeClock(), io.StringIO()
+    before = Parallel((Sleep(1.0), Sleep(1.0), Sequence("image", (Sleep(0.5), Verify()))))
+    plan = Plan("dev", (before, Interrupt(), Sequence("after", (Sleep(1.0), Sleep(1.0)))), "demo")
+    report = Executor(make_ctx(clock, out)).execute(plan)
+    assert report.error is not None
+    assert "the steps before it (sleep ×3, verify) are done and stay; 2 later step(s) not run" in report.error.message
+
+
 def test_an_interrupt_during_a_parallel_group_stops_each_sequence_before_its_next_step() -> None:
     """Ctrl-C reaches the main thread while siblings run in workers: they finish the step they are in (none is cut
     halfway) and start no other; a step that watches ``ctx.stop`` (the canary) can end sooner."""
