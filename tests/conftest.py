@@ -6,6 +6,7 @@ import functools
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,6 +70,19 @@ auth = "CarRentalAuthStack"
 fargate = "CarRentalFargateStack"
 api = "CarRentalApiStack"
 """
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` ports of 127.0.0.1 nothing listens on, all different: bound at once, then closed (a port closed
+    before the next one is bound may be handed out again: CI once saw two settings given the same one)."""
+    held = [socket.socket() for _ in range(count)]
+    try:
+        for each in held:
+            each.bind(("127.0.0.1", 0))
+        return [each.getsockname()[1] for each in held]
+    finally:
+        for each in held:
+            each.close()
 
 
 def git(root: Path, *args: str) -> str:

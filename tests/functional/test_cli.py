@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, git
+from tests.conftest import REPO, free_ports, git
 
 
 def inv(
@@ -143,14 +142,7 @@ def test_an_empty_value_is_refused_before_anything_is_read_or_started(
 def _sandbox_on_free_ports(project: Path) -> None:
     """The project's sandbox on ports nothing listens on: whatever sandbox runs on this machine (another test's, the
     developer's), this one is not running."""
-    held = [socket.socket() for _ in range(4)]  # all bound at once: four different ports (one closed before the
-    try:  # next is bound may be handed out again)
-        for each in held:
-            each.bind(("127.0.0.1", 0))
-        aws, registry, backend, api = (each.getsockname()[1] for each in held)
-    finally:
-        for each in held:
-            each.close()
+    aws, registry, backend, api = free_ports(4)
     text = (project / "deploy.toml").read_text().replace("127.0.0.1:4566", f"127.0.0.1:{aws}")
     text = text.replace("127.0.0.1:4567", f"127.0.0.1:{api}")  # the sandbox environment's URLs name its ports
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "127.0.0.1:{registry}"')

@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 from sandbox import lifecycle
 from sandbox.server import PartStatus, Sandbox
 from sandbox.settings import Settings
+from tests.conftest import free_ports
 
 
 class _NotFound(BaseHTTPRequestHandler):
@@ -263,14 +264,7 @@ def test_a_server_of_another_user_is_said_not_a_traceback(
 
 
 def _free_settings(root: Path) -> Settings:
-    held = [socket.socket() for _ in range(4)]  # bound at once: four different ports
-    try:
-        for each in held:
-            each.bind(("127.0.0.1", 0))
-        aws, registry, backend, api = (each.getsockname()[1] for each in held)
-    finally:
-        for each in held:
-            each.close()
+    aws, registry, backend, api = free_ports(4)
     return Settings(root=root, aws_port=aws, registry_port=registry, registry_backend_port=backend, api_port=api)
 
 
