@@ -242,11 +242,7 @@ def left_by_failed_runs(
     notes: dict[str, str] = {}
     for component, sha in live.items():
         if component.startswith("lambda:") and (verified := (entries or {}).get(component, {}).get("sha")):
-            fn = component.removeprefix("lambda:")
-            last = next(
-                (r for r in records if component in r.deployed and not r.refused and (r.ok or _may_have_moved(r, fn))),
-                None,
-            )
+            last = next((r for r in records if _settles_alias(r, component)), None)
             if last is not None and not last.ok and last.deployed[component] != verified:
                 notes[component] = (
                     f"the last run that deployed it ({last.command} at {last.when}, {last.deployed[component]}) "
@@ -272,6 +268,18 @@ def left_by_failed_runs(
                 "failed, maybe after its change set went through" + AGAIN
             )
     return notes
+
+
+def _settles_alias(record: Record, component: str) -> bool:
+    """Whether ``record``'s run tells what the alias of ``component`` (``lambda:<fn>``) serves: one that deployed it
+    and passed, or failed after it may have moved it; or one that passed and moved it though it deployed no commit of
+    it (an automatic rollback to a version CloudFormation published, which names none). A refused run moved nothing."""
+    fn = component.removeprefix("lambda:")
+    if record.refused:
+        return False
+    if component in record.deployed:
+        return record.ok or _may_have_moved(record, fn)
+    return record.ok and _may_have_moved(record, fn)
 
 
 def _may_have_moved(record: Record, fn: str) -> bool:

@@ -1074,16 +1074,17 @@ def undo_plan(
         if sha:
             deploys.append((f"lambda:{fn}", sha))
     previous = split_image(outputs.get("previous_image", ""))
-    if previous is None and (previous := _found_rolled_out(report, before or {})) is not None:
-        notes.append(
-            f"{env.service} ran {dict(report.plan.deploys).get('app')} before this run, which no deploy verified (an "
-            f"earlier run rolled it out and failed, or was interrupted): {previous[1]}, the last that passed, goes back"
-        )
     if previous is None and (previous := _replaced_by_the_stack(env, report, before or {})) is not None:
         stack = planner.stack_roles(env)[planner.HOSTED_BY["app"]]
         notes.append(
             f"{stack}'s update rolled the new image out: the image goes back on a fresh revision, the stack's own "
             f"changes stay (inv rollback --env {env.name} --component stack:{planner.HOSTED_BY['app']} for those)"
+        )
+    # after the stack's: a stack's update that rolled the image out leaves roll-service nothing to do either
+    if previous is None and (previous := _found_rolled_out(report, before or {})) is not None:
+        notes.append(
+            f"{env.service} ran {dict(report.plan.deploys).get('app')} before this run, which no deploy verified (an "
+            f"earlier run rolled it out and failed, or was interrupted): {previous[1]}, the last that passed, goes back"
         )
     if previous is not None:
         repository, tag = previous

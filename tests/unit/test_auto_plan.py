@@ -822,6 +822,38 @@ def test_a_stack_the_newest_run_that_deployed_it_failed_on_is_deployed_again() -
     assert sorted(auto.left_by_failed_runs([untouched, failed, passed], live, stacks)) == ["stack:api", "stack:fargate"]
 
 
+def test_a_function_the_newest_run_that_moved_its_alias_failed_on_is_deployed_again() -> None:
+    """What is live for a function is read from its alias, which a failed run may have moved (kept with
+    --no-rollback, or interrupted in smoke): it counts as changed until a run that passes moves it. A failed run
+    that never moved it (its move-alias not run, its canary taken back) is passed over, and a run that passed and
+    moved it settles it though it deployed no commit of it (the automatic rollback to a version CloudFormation
+    published, which names none: it said the function changed forever)."""
+    from deploykit.history import Record
+
+    def run(n: int, components: dict[str, str], steps: list[dict[str, Any]], **kw: Any) -> Record:
+        when = f"2026-12-03T01:{n:02d}:00+00:00"
+        return Record(f"r{n}", "sandbox", when, "ana", kw.pop("command", "deploy.auto"), "x", seconds=1.0,
+                      components=components, ok=kw.pop("ok", True), steps=steps, **kw)  # fmt: skip
+
+    moved = [{"step": "move-alias", "status": "done", "detail": "health_handler: live → version 3 (was 2)"}]
+    not_moved = [{"step": "move-alias", "status": "not run", "detail": "point api-health-1:live at ..."}]
+    live = {"lambda:health_handler": "c" * 12}  # read from the alias: the failed run's
+    entries = {"lambda:health_handler": {"sha": "b" * 12}}
+    failed = run(3, {"lambda:health_handler": "c" * 12}, moved, ok=False)
+    assert auto.left_by_failed_runs([failed], live, entries=entries) == {
+        "lambda:health_handler": "the last run that deployed it (deploy.auto at 2026-12-03T01:03:00+00:00, "
+        f"{'c' * 12}) failed after its alias may have moved: deployed again, as this checkout has it"
+    }
+    assert auto.left_by_failed_runs([failed], live) == {}  # the live record's entries not read: nothing to compare
+    taken_back = run(4, {"lambda:health_handler": "d" * 12}, not_moved, ok=False)
+    assert list(auto.left_by_failed_runs([taken_back, failed], live, entries=entries)) == ["lambda:health_handler"]
+    back = [{"step": "move-alias", "status": "done", "detail": "health_handler: live → version 1 (git unknown, was 3)"}]
+    rollback = run(5, {}, back, command="automatic rollback: lambda:health_handler")
+    assert auto.left_by_failed_runs([rollback, failed], live, entries=entries) == {}
+    passed = run(6, {"lambda:health_handler": "c" * 12}, moved)
+    assert auto.left_by_failed_runs([passed, failed], live, entries=entries) == {}
+
+
 def test_notes_count_a_component_as_changed_unless_a_path_of_it_changed_already(with_lambdas: Path) -> None:  # noqa: F811
     config = load_config(with_lambdas / "deploy.toml")
     head = git(with_lambdas, "rev-parse", "HEAD").strip()

@@ -623,7 +623,7 @@ def test_an_image_the_fargate_stacks_update_rolled_out_is_put_back_and_the_stack
     skipped = StepRecord("roll-service", "", "skipped", outputs={"task_definition": "x"})
     wait = WaitHealthy(env.cluster, env.service, env.container, f"registry.test/car-rental-backend:{B}", 60, 1)
     report = RunReport(
-        Plan(env.name, (StepSequence("app", (wait,)), Smoke()), "deploy.auto"),
+        Plan(env.name, (StepSequence("app", (wait,)), Smoke()), "deploy.auto", (("app", B),)),
         [updated, skipped, SMOKE_FAILED],
         9.0,
         StepFailed("smoke: 1 of 5 checks failed", next_step="fix it"),
@@ -638,11 +638,20 @@ def test_an_image_the_fargate_stacks_update_rolled_out_is_put_back_and_the_stack
     assert isinstance(register, RegisterTaskDef)
     assert (register.repository, register.tag) == ("registry.test/car-rental-backend", A)
     assert undo.plan.deploys == (("app", A),)
+    # said as the stack's doing (roll-service, skipped, found the release in place: the stack had rolled it out)
+    assert len(undo.notes) == 1
     assert f"{stack}'s update rolled the new image out" in undo.notes[0] and "stack:fargate" in undo.notes[0]
-    # a stack update that left the image as it was replaced no app: nothing to put back
+    # a stack update that left the image as it was replaced no app: roll-service found B in place, which ran before
+    # the run and no deploy verified (an earlier run's): A, what the live record verified, goes back, said so
     same = dataclasses.replace(updated, outputs={action_key(stack): "updated", was_key(stack, "Other"): "x"})
     unchanged = dataclasses.replace(report, records=[same, skipped, SMOKE_FAILED])
-    assert rb.undo_plan(env, unchanged, None, before={"app": A}) is None
+    earlier = rb.undo_plan(env, unchanged, None, before={"app": A})
+    assert earlier is not None and earlier.plan.deploys == (("app", A),)
+    assert earlier.notes == (
+        f"car-rental-service ran {B} before this run, which no deploy verified (an earlier run rolled it out and "
+        f"failed, or was interrupted): {A}, the last that passed, goes back",
+    )
+    assert rb.undo_plan(env, unchanged, None, before={"app": B}) is None  # B is what was verified
 
 
 def test_an_image_that_never_passed_is_not_put_back_the_last_verified_release_is(env: EnvConfig) -> None:
