@@ -140,22 +140,27 @@ def live_components(
             left = kept.get(component, {}).get("version")
             version = str(serving.get("Version", "")) if serving else ""
             routed = lambda_chain.routed_versions(read.get(f"{component}@alias"))
-            if recorded and left and version and version != left:
+            # the most telling reason first: a version deploykit did not publish, then one it did that the record
+            # did not verify, then a canary cut short
+            why = None
+            if unverified is not None and serving and recorded:
+                why = _lambda_changed_outside(config, env, name, functions[name], serving, recorded)
+            # a version the fast path published (its description names a commit): CloudFormation's own, published when
+            # a stack deploy changes the function (its configuration), moves the alias without a move-alias step,
+            # leaving the record's version behind, and names no commit
+            if recorded and left and version and version != left and described:
                 live[component] = recorded  # what was verified: deploy.auto deploys again (and smokes) what serves
-                if unverified is not None:
-                    unverified[component] = (
-                        f"{functions[name]}'s alias {lambda_chain.ALIAS} serves version {version}, not version "
-                        f"{left} (what the last successful deploy left and smoked)" + AGAIN
-                    )
-            elif routed and unverified is not None:
-                unverified[component] = (
+                why = why or (
+                    f"{functions[name]}'s alias {lambda_chain.ALIAS} serves version {version}, not version {left} "
+                    "(what the last successful deploy left and smoked)" + AGAIN
+                )
+            if routed and not why:
+                why = (
                     f"{functions[name]}'s alias {lambda_chain.ALIAS} sends {lambda_chain.routing_shares(routed)} "
                     f"beside version {version} (a canary cut short)" + AGAIN
                 )
-            elif unverified is not None and serving and recorded:
-                why = _lambda_changed_outside(config, env, name, functions[name], serving, recorded)
-                if why:
-                    unverified[component] = why
+            if why and unverified is not None:
+                unverified[component] = why
             if drifted is not None and serving:
                 drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api)
                 if drift:

@@ -362,8 +362,9 @@ class Parallel(Step):
 
     def interrupted(self) -> str:
         return (
-            "the steps already running were left to finish what they had started, none was cut halfway, and none "
-            "was started after it (a canary took itself back)"
+            "the steps running beside it stopped at their next safe point (a wait at its next poll: what "
+            "CloudFormation or ECS had started goes on by itself; a canary took itself back), and none was started "
+            "after it"
         )
 
     def inputs(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from deploykit import auto, git, history, image_cleanup, lambda_chain, packaging
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
 from deploykit.ecs import split_image
-from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
+from deploykit.errors import RolledBackByEcs, StepFailed, Superseded, UsageError
 from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records, walk
 from deploykit.plan import Sequence as StepSequence
@@ -1047,7 +1047,10 @@ def undo_plan(
     interrupted), and this run found there (its move-alias, its roll-service skipped: nothing to put back of its
     own) goes back all the same, to what the live record verified: this run was to verify it, and it failed."""
     error = report.error
-    if not isinstance(error, StepFailed) or failed_step(report) is None:
+    # a step that refused after others changed what runs (a smoke with no check to run, a plugin's review of a later
+    # stack) fails the run as one that failed (exit 1): what changed beside it was not verified either
+    refused_late = isinstance(error, UsageError) and not isinstance(error, Superseded) and report.changed_live
+    if not (isinstance(error, StepFailed) or refused_late) or failed_step(report) is None:
         return None
     outputs = report.outputs()
     steps: list[Step] = []
@@ -1068,7 +1071,9 @@ def undo_plan(
             continue
         function_name, alias = outputs[f"{fn}.function_name"], outputs[f"{fn}.alias"]
         description = lambda_client.get_function_configuration(FunctionName=function_name, Qualifier=version)
-        sha = lambda_chain.git_sha_of(description.get("Description")) or ""
+        # a version CloudFormation published names no commit: the live record's, what the last deploy that passed
+        # verified (the run deployed it from there), so that the rollback's record says what serves again
+        sha = lambda_chain.git_sha_of(description.get("Description")) or (before or {}).get(f"lambda:{fn}") or ""
         steps.append(PointAlias(fn, function_name, alias, version, sha or "unknown"))
         replaced.append((f"lambda:{fn}", f"was version {version}"))
         if sha:
