@@ -307,8 +307,12 @@ def carried(exc: BaseException) -> tuple[list[StepRecord], dict[str, str]]:
 
 
 def failed_record(step: Step, exc: BaseException, seconds: float) -> StepRecord:
-    """The record of ``step``, which failed with ``exc`` (what its own steps did, when it is a group)."""
-    detail = exc.message if isinstance(exc, DeployKitError) else str(exc)
+    """The record of ``step``, which failed with ``exc`` (what its own steps did, when it is a group); stopped by an
+    interrupt (KeyboardInterrupt), it failed as "interrupted", as a step of the plan's own does."""
+    if isinstance(exc, KeyboardInterrupt):
+        detail = "interrupted"
+    else:
+        detail = exc.message if isinstance(exc, DeployKitError) else str(exc)
     children, outputs = carried(exc)
     return StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100], outputs, children)
 
@@ -334,12 +338,13 @@ class Sequence(Step):
         outputs: dict[str, str] = {}
         for index, step in enumerate(self.steps):
             if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
-                raise KeyboardInterrupt
+                raise carry(KeyboardInterrupt(), children + [not_run(later) for later in self.steps[index:]], outputs)
             t0 = ctx.clock.monotonic()
             ctx.start_early(step, self.steps[index + 1] if index + 1 < len(self.steps) else None)
             try:
                 outcome = step.run(ctx)
-            except Exception as exc:  # what ran before it (and what did not, after it) goes to the sequence's record
+            except BaseException as exc:  # what ran before it (and what did not, after it) goes to the sequence's
+                # record; an interrupt's too, so the history says which steps of the group ran
                 children.append(failed_record(step, exc, ctx.clock.monotonic() - t0))
                 children += [not_run(later) for later in self.steps[index + 1 :]]
                 carry(exc, children, {**outputs, **carried(exc)[1]})
@@ -371,36 +376,56 @@ class Parallel(Step):
         return {"steps": [{"step": s.name, "inputs": s.inputs()} for s in self.steps]}
 
     def run(self, ctx: Context) -> Outcome:
-        def timed(step: Step) -> tuple[Outcome | BaseException, float]:
+        ended: dict[int, tuple[Outcome | BaseException, float]] = {}  # by the step's place; none: it never started
+
+        def timed(index: int, step: Step) -> None:
+            if ctx.stop.is_set():  # interrupted before its turn came (Ctrl-C as the group started): not started
+                return
             t0 = ctx.clock.monotonic()
             try:
-                return step.run(ctx), ctx.clock.monotonic() - t0
-            except Exception as exc:  # reported below, once every sibling has ended
-                return exc, ctx.clock.monotonic() - t0
+                ended[index] = step.run(ctx), ctx.clock.monotonic() - t0
+            except BaseException as exc:  # reported below, once every sibling has ended (an interrupt's stop too)
+                ended[index] = exc, ctx.clock.monotonic() - t0
 
         with ThreadPoolExecutor(max_workers=max(1, len(self.steps)), thread_name_prefix="parallel") as pool:
             try:
-                results = list(pool.map(timed, self.steps))
-            except BaseException:  # an interrupt: the steps still running stop at their next safe point
+                for future in [pool.submit(timed, index, step) for index, step in enumerate(self.steps)]:
+                    future.result()
+            except BaseException as exc:  # an interrupt: the steps still running stop at their next safe point
                 ctx.stop.set()
-                raise
-        children: list[StepRecord] = []
-        outputs: dict[str, str] = {}
-        failures: list[tuple[Step, BaseException]] = []
-        for step, (result, seconds) in zip(self.steps, results, strict=True):
-            if isinstance(result, BaseException):
-                failures.append((step, result))
-                children.append(failed_record(step, result, seconds))
-                outputs.update(carried(result)[1])  # what a group among them did before it failed
-                continue
-            outputs.update(result.outputs)
-            children.append(record_of(step, result, seconds))
+                pool.shutdown(wait=True)  # each has ended then: what it did goes to the group's record
+                raise carry(exc, *self._records(ended)) from None
+        children, outputs = self._records(ended)
+        failures = [(s, r) for i, s in enumerate(self.steps) if i in ended and isinstance(r := ended[i][0], Exception)]
+        for step, error in failures[1:]:
+            ctx.reporter.line(f"❌ {step.name} failed too: {error}")
+        if len(ended) < len(self.steps) or any(isinstance(r, KeyboardInterrupt) for r, _ in ended.values()):
+            # stopped by the interrupt of a group around this one: said as one, with what each step did
+            raise carry(KeyboardInterrupt(), children, outputs)
         if failures:
-            for step, error in failures[1:]:
-                ctx.reporter.line(f"❌ {step.name} failed too: {error}")
             raise carry(failures[0][1], children, outputs)
         done = sum(1 for c in children if c.status == "done")
         return Outcome(group_status(children), f"{done} of {len(children)} changed", outputs, tuple(children))
+
+    def _records(
+        self, ended: Mapping[int, tuple[Outcome | BaseException, float]]
+    ) -> tuple[list[StepRecord], dict[str, str]]:
+        """The records of the group's steps once each has ended (not run: one that never started) and their
+        outputs (what a group among them did before it failed, too)."""
+        children: list[StepRecord] = []
+        outputs: dict[str, str] = {}
+        for index, step in enumerate(self.steps):
+            if index not in ended:
+                children.append(not_run(step))
+                continue
+            result, seconds = ended[index]
+            if isinstance(result, BaseException):
+                children.append(failed_record(step, result, seconds))
+                outputs.update(carried(result)[1])
+                continue
+            outputs.update(result.outputs)
+            children.append(record_of(step, result, seconds))
+        return children, outputs
 
 
 @dataclass
@@ -538,9 +563,9 @@ class Executor:
                 out.line(f"❌ {step.name} failed after {record.seconds:.1f}s")
                 self._step_finished(plan, record)
                 break
-            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the task
+            except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM turned into one by the task
                 record.status, record.detail = "failed", "interrupted"
-                record.children = []  # a group's steps: which of them ran is not known here
+                record.children, record.outputs = carried(stopped)  # a group's: what each of its steps did
                 record.seconds = clock.monotonic() - t0
                 error = interruption(plan, index, step)
                 out.line(f"⚠️  {step.name} interrupted after {record.seconds:.1f}s")

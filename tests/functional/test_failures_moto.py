@@ -528,6 +528,10 @@ def test_ctrl_c_during_wait_healthy_beside_a_lambda_chain_ends_the_wait(
         commands.deploy_auto(env="dev", runtime=run)
     assert len(started) == 2 and started[1] - started[0] < 6, started  # the deadline is 8 s, the Ctrl-C came at 1 s
     assert "interrupted" in stopped.value.message
+    # the history says what each step of the group did (it listed the group alone, "failed interrupted")
+    steps = [(s["step"], s["status"], s.get("in")) for s in newest(world, dev_env)[0].steps]
+    assert ("wait-healthy", "failed", "sequence") in steps and ("move-alias", "done", "sequence") in steps, steps
+    assert ("smoke", "not run", None) in steps
 
 
 def cfn_publishes(factory: AwsFactory, fn: str) -> str:

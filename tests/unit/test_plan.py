@@ -339,6 +339,13 @@ def test_an_interrupt_during_a_parallel_group_stops_each_sequence_before_its_nex
     assert isinstance(report.error, Interrupted)
     assert ran == ["watch"]
     assert [(r.step, r.status) for r in report.records] == [("parallel", "failed"), ("sleep", "not run")]
+    # what each step of the group did is its record's: it listed none ("which of them ran is not known here")
+    assert [(r.step, r.status, r.detail) for r in all_records(report.records[0].children)] == [
+        ("sequence", "failed", "interrupted"),
+        ("watch", "done", "stopped"),
+        ("after", "not run", ""),
+        ("ctrl-c", "done", "pressed"),
+    ]
 
 
 @dataclass(frozen=True)
