@@ -46,6 +46,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,6 +67,11 @@ from deploykit.stacks import NOT_THERE
 LEASE_SECONDS = 600.0
 """How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
 RENEW_RETRY = 10.0  # seconds before a renewal that failed (a network blip, throttling) is tried again
+VERIFY_EVERY = 15.0
+"""Seconds between two reads of the lock while a deploy holds it, between renewals: a lock broken by ``inv unlock``
+(the deploy was thought dead) or taken over is noticed within them, not at the next renewal, a third of the lease
+later (200 s), during which the deploy went on beside the new holder. One small read now and then, off the deploy's
+path (the renewing thread's): a deploy of a few seconds makes none."""
 
 PREFIX = "deploykit/lock/"
 WAIT_ENV = "DEPLOYKIT_LOCK_WAIT"
@@ -420,11 +426,26 @@ class Lease:
                 if found is not None and found.info.token == self.info.token:  # ours: the write went through, and
                     self.info, self.etag = found.info, found.etag  # the SDK's retry of it was refused
                     return True
-                holder = found.info.describe(self.lock.clock.now()) if found else "nobody holds it"
-                self.lost = f"the lock of {self.lock.env!r} was broken or taken over while this deploy ran ({holder})"
-                return False
+                return self._lost_to(found)
             self.info = info
             return True
+
+    def verify(self) -> bool:
+        """Read the lock back: True while it is still ours; False (and ``lost`` set) once it was broken (``inv
+        unlock``) or taken over. A read that fails raises, as a renewal's write does."""
+        with self._mutex:
+            if self.lost:
+                return False
+            found = self.lock.read()
+            if found is not None and found.info.token == self.info.token:
+                return True
+            return self._lost_to(found)
+
+    def _lost_to(self, found: Found | None) -> bool:
+        """Note that the lock is no longer ours (``found``: who holds it now, if anyone); False."""
+        holder = found.info.describe(self.lock.clock.now()) if found else "nobody holds it"
+        self.lost = f"the lock of {self.lock.env!r} was broken or taken over while this deploy ran ({holder})"
+        return False
 
     def check(self) -> None:
         """Between two steps of a deploy: :class:`LockLost` when the lock is no longer ours (broken, taken over), or
@@ -441,23 +462,38 @@ class Lease:
                 "free",
             )
 
-    def start_renewing(self, every: float | None = None, on_error: Callable[[str], None] | None = None) -> None:
-        """Renew every ``every`` seconds (default lease / 3) on a daemon thread until :meth:`release`."""
+    def start_renewing(
+        self,
+        every: float | None = None,
+        on_error: Callable[[str], None] | None = None,
+        *,
+        verify_every: float = VERIFY_EVERY,
+    ) -> None:
+        """Renew every ``every`` seconds (default lease / 3) on a daemon thread until :meth:`release`, and read the
+        lock back every ``verify_every`` seconds between renewals (:meth:`verify`)."""
         interval = every if every is not None else self.lock.lease / 3
 
         def loop() -> None:
-            pause = interval
+            renew_at = time.monotonic() + interval
+            pause = min(interval, verify_every)
             while not self._stop.wait(pause):
+                due = time.monotonic() >= renew_at
                 try:
-                    if not self.renew():
+                    if not (self.renew() if due else self.verify()):
                         if on_error and self.lost:
                             on_error(self.lost)
                         return
-                    pause = interval
                 except Exception as exc:  # a network blip: tried again soon, well before the lease runs out
+                    if not due:  # a read back that failed: the next one, in turn
+                        pause = max(0.0, min(verify_every, renew_at - time.monotonic()))
+                        continue
                     pause = min(interval, RENEW_RETRY)
                     if on_error:
                         on_error(f"renewing the deploy lock failed (retrying in {pause:g}s): {exc}")
+                    continue
+                if due:
+                    renew_at = time.monotonic() + interval
+                pause = max(0.0, min(verify_every, renew_at - time.monotonic()))
 
         self._thread = threading.Thread(target=loop, name=f"deploykit-lock-{self.lock.env}", daemon=True)
         self._thread.start()

@@ -225,6 +225,33 @@ def test_the_holder_renews_on_a_thread_while_it_runs(
     assert lease._thread is None  # the renewing thread has ended
 
 
+def test_a_holder_reads_its_lock_back_between_renewals_and_stops_once_it_was_broken(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inv unlock of a deploy thought dead, which was not: it went on beside the next holder until its next renewal,
+    a third of the lease later (200 s). It reads the lock back between renewals (every 15 s; here 0.02 s)."""
+    mine = env_lock(dev_env, clock).acquire("deploy.auto")
+    said: list[str] = []
+    mine.start_renewing(every=1000, on_error=said.append, verify_every=0.02)
+    time.sleep(0.2)  # several reads back, each finding its own lock
+    mine.check()
+    assert mine.lost is None and said == []
+    broken = env_lock(dev_env, clock).read()
+    assert broken is not None and env_lock(dev_env, clock).break_(broken) is True
+    as_actor(monkeypatch, "bob@desktop")
+    theirs = env_lock(dev_env, clock).acquire("deploy.app")
+    deadline = time.monotonic() + 10
+    while mine.lost is None:
+        assert time.monotonic() < deadline, "the broken lock was never noticed"
+        time.sleep(0.01)
+    with pytest.raises(lock.LockLost, match="was broken or taken over while this deploy ran"):
+        mine.check()
+    assert said == [mine.lost]
+    found = stored()
+    assert mine.release() is False and stored() == found  # bob's lock stays
+    assert theirs.release() is True
+
+
 def test_a_renewal_never_overwrites_a_lock_someone_else_now_holds(
     bucket: str, dev_env: EnvConfig, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
