@@ -610,9 +610,34 @@ def test_a_live_sha_unknown_to_git_says_how_to_fix_it(repo: Path) -> None:
     with pytest.raises(UsageError) as err:
         detect(config, {"app": None, "lambda:login_handler": "0123456789ab"})
     assert "lambda:login_handler" in err.value.message and "0123456789ab" in err.value.message
-    assert "git fetch --unshallow" in (err.value.next_step or "")
+    assert "shallow" not in err.value.message
+    # a complete clone: git refuses --unshallow there ("does not make sense"); the commit's branch is what to fetch
+    assert "git fetch --unshallow" not in (err.value.next_step or "")
+    assert "git fetch origin <branch>" in (err.value.next_step or "")
     assert "--since SHA" in (err.value.next_step or "")
     assert err.value.exit_code == 2
+    with pytest.raises(UsageError, match="--since 0123456789ab: no such commit") as err:
+        detect(config, {"app": None}, since="0123456789ab")
+    assert "--unshallow" not in (err.value.next_step or "") and "git fetch origin" in (err.value.next_step or "")
+
+
+def test_a_live_sha_a_shallow_clone_lacks_says_to_fetch_more_history(repo: Path, tmp_path: Path) -> None:
+    """A CI checkout (git clone --depth 1) lacks the live commit: it is told to deepen or unshallow, and once it has
+    (git fetch --deepen), the same detect finds the changes since that commit."""
+    live = run_git(repo, "rev-parse", "HEAD").strip()
+    write(repo, "backend/app/main.py", "app = 'newer'\n")
+    commit(repo, "an app change")
+    clone = tmp_path / "ci"
+    run_git(tmp_path, "clone", "-q", "--depth", "1", f"file://{repo}", str(clone))
+    with pytest.raises(UsageError, match=r"app is live at \w+, .* \(this clone is shallow\)") as err:
+        detect(config_of(clone), {"app": live[:12]})
+    assert "git fetch --unshallow, or git fetch --deepen=<commits>" in (err.value.next_step or "")
+    with pytest.raises(UsageError, match="no such commit") as err:
+        detect(config_of(clone), {"app": None}, since=live)
+    assert "git fetch --deepen=<commits>" in (err.value.next_step or "")
+    run_git(clone, "fetch", "-q", "--deepen=1")
+    found = detect(config_of(clone), {"app": live[:12]})
+    assert found.base == {"app": live} and [c.path for c in found.for_component("app")] == ["backend/app/main.py"]
 
 
 def test_a_live_value_that_is_no_sha_is_refused(repo: Path) -> None:
