@@ -23,7 +23,7 @@ from deploykit.canary import takes_it_back
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
-from deploykit.git import DIRTY, SHORT_SHA, Revision
+from deploykit.git import DIRTY, SHORT_SHA, Revision, is_shallow
 from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
@@ -321,7 +321,7 @@ def unpromoted(
     except UsageError as exc:  # what the source runs is in no commit of this clone
         raise UsageError(
             f"cannot tell whether {source} runs what this checkout would deploy: {exc.message}",
-            next_step="fetch more history (git fetch --unshallow, or the branch deployed there), then rerun",
+            next_step=f"{changes.fetch_more(is_shallow(config.root), 'deployed there')}, then rerun",
         ) from None
     why: dict[str, str] = {}
     for component in sorted(found.components()):

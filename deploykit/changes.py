@@ -364,7 +364,7 @@ def _resolve_live(root: Path, component: str, sha: str, full: str | None) -> str
         f"{component} is live at {sha}, a commit that is not in this clone's history"
         + (" (this clone is shallow)" if shallow else ""),
         next_step=(
-            f"{_fetch_more(shallow, 'it was deployed from')}, or pass --since SHA to compare with a commit you "
+            f"{fetch_more(shallow, 'it was deployed from')}, or pass --since SHA to compare with a commit you "
             "have; a commit never pushed is for whoever deployed it (inv history names them) to push "
             "(require_pushed = true in deploy.toml keeps it from happening); one a rebase or a force-push rewrote is "
             "in no clone: --since names where to start"
@@ -372,7 +372,7 @@ def _resolve_live(root: Path, component: str, sha: str, full: str | None) -> str
     )
 
 
-def _fetch_more(shallow: bool, branch: str) -> str:
+def fetch_more(shallow: bool, branch: str) -> str:
     """How to get a commit this clone lacks: more of the history of a shallow clone (``git fetch --unshallow``
     refuses a complete one), the branch it is on otherwise."""
     if shallow:
@@ -458,7 +458,7 @@ def _no_such_since(root: Path, since: str) -> NoReturn:
         )
     raise UsageError(
         f"--since {since}: no such commit in this clone's history",
-        next_step=f"pass a commit you have (git log --oneline), or {_fetch_more(git.is_shallow(root), 'it is on')}",
+        next_step=f"pass a commit you have (git log --oneline), or {fetch_more(git.is_shallow(root), 'it is on')}",
     )
 
 

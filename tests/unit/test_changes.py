@@ -924,7 +924,13 @@ def test_uncommitted_changes_and_a_dirty_build_in_the_source_are_never_promoted(
 def test_a_source_commit_this_clone_lacks_says_to_fetch(repo: Path) -> None:
     with pytest.raises(UsageError, match="cannot tell whether dev runs what this checkout would deploy") as err:
         auto.unpromoted(config_of(repo), "dev", {"app": "ab" * 20}, ["app"], git.current_revision(repo))
-    assert "git fetch --unshallow" in (err.value.next_step or "")
+    # a complete clone: git refuses --unshallow there; the branch deployed there is what to fetch
+    assert err.value.next_step == "fetch the branch deployed there (git fetch origin <branch>), then rerun"
+    shallow = repo.parent / "shallow"
+    run_git(repo.parent, "clone", "-q", "--depth", "1", f"file://{repo}", str(shallow))
+    with pytest.raises(UsageError, match="cannot tell whether dev runs") as err:
+        auto.unpromoted(config_of(shallow), "dev", {"app": "ab" * 20}, ["app"], git.current_revision(shallow))
+    assert "git fetch --unshallow, or git fetch --deepen=<commits>" in (err.value.next_step or "")
 
 
 def _run(
