@@ -723,12 +723,15 @@ def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan) -> dict[str,
 
 def diff_json(env: EnvConfig, found: changes.ChangeSet) -> dict[str, Any]:
     """``inv diff --json``: the plan's shape without its steps; ``behind``: each changed component whose live
-    commit is ahead of HEAD (what the ⏮ lines say), ``{component: {"live": sha, "ahead": commits}}``; and
+    commit is ahead of HEAD (what the ⏮ lines say), ``{component: {"live": sha, "ahead": commits}}``; ``replaced``:
+    each changed component whose live commit is on another line of history (the 🔀 lines), ``{component: {"live":
+    sha, "commits": how many HEAD lacks}}``; and
     ``reasons``: each component counted changed with no path of it changed, ``{component: why}`` (never deployed, a
     dirty build live, not what the last deploy verified, changed outside deploykit...)."""
     data = plan_json(env, found, Plan(env.name, ()))
     data.pop("steps")
     data["behind"] = {c: {"live": live, "ahead": n} for c, (live, n) in taken_back(found).items()}
+    data["replaced"] = {c: {"live": live, "commits": n} for c, (live, n) in replaced(found).items()}
     data["reasons"] = {c.component: c.reason for c in found.changes if not c.path and c.component}
     return data
 
@@ -754,6 +757,13 @@ def taken_back(found: changes.ChangeSet) -> dict[str, tuple[str, int]]:
     commit, how many commits): deploying HEAD would take those commits back. Never with --since."""
     changed = found.components()
     return {c: (found.base.get(c) or "", n) for c, n in sorted(found.ahead.items()) if c in changed}
+
+
+def replaced(found: changes.ChangeSet) -> dict[str, tuple[str, int]]:
+    """The changed components whose live commit is on another line of history (another branch deployed): component →
+    (that commit, how many commits it has that HEAD lacks), which deploying HEAD replaces. Never with --since."""
+    changed = found.components()
+    return {c: (found.base.get(c) or "", n) for c, n in sorted(found.apart.items()) if c in changed}
 
 
 def refuse_taking_back(behind: Mapping[str, tuple[str, int]], head: str, env: EnvConfig) -> None:
@@ -926,6 +936,12 @@ def analysis_lines(
         lines.append(
             f"⏮  {component}: live at {live[:SHORT_SHA]}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "
             f"({found.head[:SHORT_SHA]}): deploying HEAD would take {'them' if ahead > 1 else 'it'} back"
+        )
+    for component, (live, apart) in replaced(found).items():
+        lines.append(
+            f"🔀 {component}: live at {live[:SHORT_SHA]}, on another line of history ({apart} "
+            f"commit{'s' if apart > 1 else ''} HEAD ({found.head[:SHORT_SHA]}) lacks, another branch's): deploying "
+            f"HEAD replaces {'them' if apart > 1 else 'it'}"
         )
     if found.held:
         held = ", ".join(sorted(found.held))

@@ -88,6 +88,9 @@ class ChangeSet:
     # component → how many commits its live commit is ahead of head (head is behind it: deploying head takes those
     # commits back); without --since only
     ahead: dict[str, int] = field(default_factory=dict)
+    # component → how many commits its live commit has that head lacks, when that commit is on another line of
+    # history (neither an ancestor of head nor a descendant: another branch deployed): deploying head replaces them
+    apart: dict[str, int] = field(default_factory=dict)
     # changed components held back (deploy.auto --only/--skip): their changes are left out of ``changes``, and they
     # are not live at head (not carried there)
     held: frozenset[str] = frozenset()
@@ -542,6 +545,10 @@ def detect(
 
     distinct = list(dict.fromkeys(b for b in bases.values() if b is not None))
     newer = {} if since_sha else {base: n for base in distinct if (n := git.commits_ahead(root, base, head_sha))}
+    # a live commit on another line: what it has that head lacks is replaced (said, never refused)
+    aside: dict[str, int] = {}
+    if since_sha is None:
+        aside = {b: n for b in distinct if b not in newer and b != head_sha and (n := _apart(root, b, head_sha))}
     by_base: dict[str, list[Change]] = {}
     for base in distinct:
         diff = git.changed_paths(root, base, None if include_uncommitted else head_sha)
@@ -578,7 +585,15 @@ def detect(
         uncommitted=include_uncommitted,
         since=since_sha,
         ahead={component: newer[base] for component, base in bases.items() if base in newer},
+        apart={component: aside[base] for component, base in bases.items() if base in aside},
     )
+
+
+def _apart(root: Path, live: str, head: str) -> int:
+    """How many commits ``live`` has that ``head`` lacks when it is on another line (both have commits the other
+    lacks); 0 otherwise (the same line of history)."""
+    theirs, ours = git.divergence(root, live, head)
+    return theirs if theirs and ours else 0
 
 
 def scope(config: Config, revision: git.Revision) -> git.Revision:

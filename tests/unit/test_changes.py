@@ -640,6 +640,31 @@ def test_a_live_sha_a_shallow_clone_lacks_says_to_fetch_more_history(repo: Path,
     assert found.base == {"app": live} and [c.path for c in found.for_component("app")] == ["backend/app/main.py"]
 
 
+def test_a_live_commit_of_another_branch_is_said_replaced_not_taken_back(repo: Path) -> None:
+    """Another branch deployed (its live commit neither an ancestor of HEAD nor a descendant): deploying HEAD
+    replaces what that branch has and HEAD lacks; the analysis and inv diff --json say so, nothing refused."""
+    run_git(repo, "checkout", "-q", "-b", "feature")
+    write(repo, "backend/app/main.py", "app = 'feature'\n")
+    live = commit(repo, "feature: an app change")
+    run_git(repo, "checkout", "-q", "main")
+    write(repo, "README.md", "# docs\n")
+    commit(repo, "main: docs")
+    config = config_of(repo)
+    found = detect(config, {"app": live[:12]})
+    assert found.components() == {"app"} and found.ahead == {} and found.apart == {"app": 1}
+    env = config.environment()
+    lines = auto.analysis_lines(found, env, commits=commits_behind(repo, found))
+    assert (
+        f"🔀 app: live at {live[:12]}, on another line of history (1 commit HEAD ({found.head[:12]}) lacks, "
+        "another branch's): deploying HEAD replaces it" in lines
+    )
+    assert auto.diff_json(env, found)["replaced"] == {"app": {"live": live, "commits": 1}}
+    assert auto.taken_back(found) == {}  # not refused: replacing another branch is what a deploy of HEAD asks
+    run_git(repo, "merge", "-q", "--no-edit", "feature")  # HEAD has it now: on the same line, nothing replaced
+    assert detect(config, {"app": live[:12]}).apart == {}
+    assert detect(config, {"app": live[:12]}, since=live).apart == {}
+
+
 def test_a_live_value_that_is_no_sha_is_refused(repo: Path) -> None:
     with pytest.raises(UsageError, match="app is live at 'latest'"):
         detect(config_of(repo), {"app": "latest"})
