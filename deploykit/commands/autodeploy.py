@@ -177,12 +177,14 @@ def analyse(
     )
 
 
-def _write_analysis(runtime: Runtime, lines: Sequence[str], closing: Sequence[str] = ()) -> None:
+def _write_analysis(
+    runtime: Runtime, lines: Sequence[str], closing: Sequence[str] = (), since: str | None = None
+) -> None:
     """The Change Analysis: ``lines``, then ``closing`` (Analysis.closing_lines: settings changed that no deploy puts
-    back, a freeze)."""
-    runtime.stderr.write(
-        "📋 Change Analysis:\n" + "\n".join([*(lines or ["no change since what is live"]), *closing]) + "\n"
-    )
+    back, a freeze). No line: no change since what is live, or since the commit ``--since`` named (``since``: what
+    is live was not compared then)."""
+    empty = f"no change since {since[: git.SHORT_SHA]} (--since)" if since else "no change since what is live"
+    runtime.stderr.write("📋 Change Analysis:\n" + "\n".join([*(lines or [empty]), *closing]) + "\n")
 
 
 @heard_when_not_run("deploy.auto")
@@ -300,12 +302,19 @@ def deploy_auto(
     if dry_run and as_json:
         runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
         return None
-    _write_analysis(runtime, lines, closing)
+    _write_analysis(runtime, lines, closing, a.found.since)
     if not plan:
         what = f"HEAD ({a.revision.short})"
         if a.revision.touches:  # uncommitted changes that touch components, all of them live already
             what = f"the work tree (HEAD {a.revision.short} with its uncommitted changes)"
-        if held:  # not "runs what HEAD would deploy": what was held back does not run
+        if a.found.since:  # what is live was not compared: only that HEAD changes nothing since the commit named
+            runtime.stderr.write(
+                f"✅ nothing {'else ' if held else ''}to deploy: {what} changes nothing "
+                f"{'else ' if held else ''}deployable since {a.found.since[: git.SHORT_SHA]} (--since)"
+                + (f", held back: {', '.join(held)}" if held else "")
+                + f"; what {a.env.name} runs was not compared (inv diff without --since compares it)\n"
+            )
+        elif held:  # not "runs what HEAD would deploy": what was held back does not run
             runtime.stderr.write(
                 f"✅ nothing else to deploy: {a.env.name} runs the rest of what {what} would deploy; held back: "
                 f"{', '.join(held)} (the next inv deploy.auto deploys them)\n"
@@ -536,7 +545,7 @@ def diff(
     refusals = [f"{why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
     lines += [f"⛔ {refusal}" for refusal in refusals]
     closing = a.closing_lines()
-    _write_analysis(runtime, lines, closing)
+    _write_analysis(runtime, lines, closing, a.found.since)
     previews: dict[str, Preview] = {}
     changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
     roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)

@@ -50,6 +50,23 @@ def hearing(runtime: commands.Runtime, heard: Heard, page: Path | None = None) -
     )
 
 
+def test_nothing_to_deploy_since_a_commit_does_not_claim_the_environment_runs_head(
+    deployed: AwsFactory,  # noqa: F811
+    project: Path,
+) -> None:
+    """--since compares HEAD with the commit named, not with what is live: "nothing to deploy" then says so, never
+    that the environment runs what HEAD would deploy (a shallow CI clone passing --since HEAD, told so by a live
+    commit it lacks, would read that its environment is up to date)."""
+    runtime = runtime_of(project, deployed)
+    commands.deploy_auto(env="dev", only="app", since="HEAD", runtime=runtime)
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "no change since what is live" not in said
+    assert f"✅ nothing else to deploy: HEAD ({head}) changes nothing else deployable since {head} (--since)" in said
+    assert "what dev runs was not compared (inv diff without --since compares it)" in said
+    assert "dev runs the rest of what" not in said
+
+
 def test_nothing_to_deploy_is_told_and_written_on_the_job_s_page(
     deployed: AwsFactory,  # noqa: F811
     project: Path,
