@@ -39,6 +39,7 @@ from deploykit.aws import CONNECTIONS, AwsFactory, at_once
 from deploykit.cachedir import DAY, PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
+from deploykit.git import DIRTY
 from deploykit.plan import RunReport, StepRecord, commits_json
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs, is_not_there
@@ -784,7 +785,8 @@ def shipped(records: Sequence[Record]) -> str:
 def table(records: Sequence[Record]) -> str:
     rows = []
     for r in records:
-        listed = ", ".join(f"{c}@{sha[:12]}" for c, sha in sorted(r.deployed.items()))
+        # a dirty build's whole tag: its commit alone would read as a deploy of that commit
+        listed = ", ".join(f"{c}@{sha if DIRTY in sha else sha[:12]}" for c, sha in sorted(r.deployed.items()))
         if r.removed:
             listed = ", ".join(filter(None, (listed, "removed " + ", ".join(sorted(r.removed)))))
         if r.unpromoted:

@@ -328,6 +328,22 @@ def test_without_a_home_there_is_no_cache_and_no_failure(monkeypatch: pytest.Mon
     assert history.RecordCache.default({"XDG_CACHE_HOME": "/x"}).root == Path("/x/deploykit")
 
 
+def test_the_table_names_a_dirty_build_deployed_by_its_whole_tag(bucket: str, dev_env: EnvConfig) -> None:
+    """A build of uncommitted changes (--allow-dirty) is in no commit: the table's deployed column says its tag, as
+    --json does, never the commit under it (which reads as a clean deploy of that commit to the next clone)."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    dirty = f"{'d' * 12}-dirty-{'e' * 12}"
+    run = RunReport(Plan("dev", (), "deploy.auto"), [StepRecord("build", "docker build", "done", 1.0, "built")], 1.5)
+    store.write(history.record_of(run, components={"app": dirty}, base={}, head=dirty, who="ana"))
+    [read] = store.records()
+    assert read.to_json()["components"] == {"app": dirty}
+    assert f"app@{dirty}" in history.table([read]).splitlines()[-1]
+    full = "f" * 40  # a full SHA is still cut to its 12 first digits
+    store.write(history.record_of(run, components={"app": full}, base={}, head=full, who="ana"))
+    assert f"app@{'f' * 12} " in history.table(store.records()[:1]).splitlines()[-1] + " "
+
+
 def test_a_run_a_guard_stopped_is_recorded_as_refused_and_moves_nothing(bucket: str, dev_env: EnvConfig) -> None:
     store = history.History.of(AwsFactory(dev_env), dev_env)
     assert store is not None
