@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from deploykit import auto, git, history, image_cleanup, lambda_chain, packaging, planner, registry, synth
+from deploykit import auto, changes, git, history, image_cleanup, lambda_chain, packaging, planner, registry, synth
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
 from deploykit.ecs import split_image
@@ -416,11 +416,11 @@ def lambda_plan(env: EnvConfig, target: Target, function_name: str, *, smoke: bo
 # -- a stack ----------------------------------------------------------------------------------------------------
 
 
-def _missing_commit(env: EnvConfig, component: Component, sha: str) -> UsageError:
+def _missing_commit(root: Path, env: EnvConfig, component: Component, sha: str) -> UsageError:
     return UsageError(
         f"commit {sha} is not in this clone, and {env.name} kept no template of {component.key} deployed from it: "
         "there is nothing to deploy it from, nothing was changed",
-        next_step="fetch it (git fetch --unshallow, or git fetch origin <its branch>), then rerun; "
+        next_step=f"{changes.fetch_more(git.is_shallow(root), 'it is on')}, then rerun; "
         f"inv history --env {env.name} lists the commits deployed",
     )
 
@@ -526,7 +526,7 @@ def resolve_stack(
             origin = deployed_from(records, key, wanted.lower()[:12])
             full = wanted.lower() if origin and origin[:12] in kept() else None
         if full is None:
-            raise _missing_commit(env, component, wanted)
+            raise _missing_commit(root, env, component, wanted)
         return _stack_target(component, live, full[:12], f"--to {to}", records)
 
     def usable(sha: str) -> bool:
@@ -546,7 +546,7 @@ def resolve_stack(
             next_step="name a commit: inv rollback --component " + key + " --to <sha>",
         )
     if not usable(sha):
-        raise _missing_commit(env, component, sha)
+        raise _missing_commit(root, env, component, sha)
     return _stack_target(component, live, sha, source, records)
 
 
@@ -609,7 +609,7 @@ def synthesize_at(
         raise UsageError(
             f"commit {sha} is not in this clone, and the template deployed from it could not be read from "
             f"{env.name}: there is nothing to deploy it from, nothing was changed",
-            next_step="fetch it (git fetch --unshallow, or git fetch origin <its branch>), then rerun",
+            next_step=f"{changes.fetch_more(git.is_shallow(config.root), 'it is on')}, then rerun",
         )
     source = config.root / synth.OUT_ROOT / f".source-{sha}"
     shutil.rmtree(source, ignore_errors=True)
@@ -863,8 +863,11 @@ def package_at(config: Config, env: EnvConfig, function: str, commit: str) -> tu
             f"lambda:{function} would come back as in commit {commit}, but "
             + ("this clone does not have that commit" if full is None else "that commit has no such function")
             + ": it cannot be packaged again; nothing was changed",
-            next_step="fetch the history (git fetch --unshallow), then rerun; or add the function back in a commit "
-            "and run inv deploy.auto",
+            next_step=(
+                f"{changes.fetch_more(git.is_shallow(config.root), 'it is on')}, then rerun"
+                if full is None
+                else "add the function back in a commit and run inv deploy.auto"
+            ),
         )
     return folder, packaging.package_function(folder, architecture=config.lambda_architecture_for(env))
 

@@ -418,7 +418,9 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
     assert rb.resolve_stack(aws, config, env, stack, "HEAD~2").sha == first  # any revision git knows
     with pytest.raises(UsageError, match=f"commit {'e' * 7} is not in this clone") as err:
         rb.resolve_stack(aws, config, env, stack, "e" * 7)
-    assert err.value.exit_code == 2 and "git fetch" in (err.value.next_step or "")
+    # a complete clone is told to fetch the commit's branch: git refuses --unshallow there
+    assert err.value.exit_code == 2 and "git fetch origin" in (err.value.next_step or "")
+    assert "--unshallow" not in (err.value.next_step or "")
     with pytest.raises(UsageError, match="uncommitted changes"):
         rb.resolve_stack(aws, config, env, stack, f"{second}-dirty-0123abcd")
 
