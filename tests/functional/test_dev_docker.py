@@ -107,6 +107,14 @@ def test_stop_dockerd_stops_only_the_dockerd_dev_started(tmp_path: Path, unrelat
     assert done.returncode == 0, done.stderr
     assert "dropped it, nothing was signalled" in done.stderr and "nothing to stop" in done.stderr
     assert unrelated.poll() is None and not pid_file.exists()
+    # one naming no process now (a reboot): said as such, with no shell error about its /proc entry
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pid_file.write_text(f"{gone.pid}\n")
+    done = subprocess.run([str(root / "dev"), "--stop-dockerd"], capture_output=True, text=True, env=environ)
+    assert done.returncode == 0, done.stderr
+    assert f"named pid {gone.pid}, which is no dockerd ./dev started (no process now)" in done.stderr
+    assert "No such file" not in done.stderr and not pid_file.exists()
     # a dockerd ./dev started: its command line is dockerd ... --pidfile <that pid file>
     code = "import time; time.sleep(60)"
     ours = subprocess.Popen(["dockerd", "-c", code, "--pidfile", str(pid_file)], executable=sys.executable)
