@@ -98,6 +98,10 @@ class Record:
     held: list[str] = field(default_factory=list)
     # the commits the run took live, newest first, at most RECORDED_COMMITS: {"sha" (12), "author", "subject"}
     commits: list[dict[str, str]] = field(default_factory=list)
+    # the committer time of ``head``'s commit (ISO 8601, UTC) as the clone that deployed it read it: inv report's
+    # commit to live reads it here, so a shallow CI clone that lacks the commit agrees with a laptop; None: a build
+    # of uncommitted changes, a run that deployed no commit, a record of before it was kept
+    committed: str | None = None
 
     @property
     def result(self) -> str:
@@ -144,6 +148,7 @@ class Record:
             "steps": self.steps,
             "error": self.error,
             **({"changed": self.changed} if self.changed is not None else {}),
+            **({"committed": self.committed} if self.committed is not None else {}),
         }
 
     @classmethod
@@ -162,6 +167,9 @@ class Record:
         components = dict(data.get("components") or {})
         if not all(isinstance(sha, str) for sha in components.values()):
             raise TypeError("a component's SHA is not text")
+        committed = data.get("committed")
+        if committed is not None and datetime.fromisoformat(str(committed)).tzinfo is None:
+            raise ValueError(f"committed {committed!r} names no time zone")
         return cls(
             id=str(data["id"]),
             env=str(data["env"]),
@@ -187,6 +195,7 @@ class Record:
             steps=steps,
             error=error,
             changed=bool(data["changed"]) if isinstance(data.get("changed"), bool) else None,
+            committed=None if committed is None else str(committed),
         )
 
 
@@ -226,8 +235,10 @@ def record_of(
     left: Mapping[str, Mapping[str, str]] | None = None,
     waited: float = 0.0,
     held: Sequence[str] = (),
+    committed: datetime | None = None,
 ) -> Record:
-    """The history record of a finished run; ``waited``: the seconds its command waited for the lock first."""
+    """The history record of a finished run; ``waited``: the seconds its command waited for the lock first;
+    ``committed``: the committer time of ``head``'s commit."""
     moment = now or datetime.now(UTC)
     steps: list[dict[str, Any]] = []
 
@@ -264,6 +275,7 @@ def record_of(
         held=list(held),
         commits=commits_json(report.plan.commits[:RECORDED_COMMITS]),
         changed=report.changed_live if report.plan.steps else None,
+        committed=None if committed is None else committed.astimezone(UTC).isoformat(timespec="seconds"),
     )
 
 

@@ -102,6 +102,16 @@ def _moment(record: Record) -> datetime:
     return datetime.fromisoformat(record.when)
 
 
+def _committed(record: Record, commit_times: Mapping[str, datetime]) -> datetime | None:
+    """The committer time of the commit ``record`` deployed: the one it keeps, else the one this clone's git knows
+    (a record of before it was kept); None for a build of uncommitted changes."""
+    if DIRTY in record.head:
+        return None
+    if record.committed is not None:
+        return datetime.fromisoformat(record.committed)
+    return commit_times.get(record.head)
+
+
 def _spread(values: Sequence[float]) -> dict[str, float]:
     return {
         "median": round(statistics.median(values), 3),
@@ -182,7 +192,7 @@ class Report:
         commit (not of uncommitted changes) that git knows."""
         found = []
         for r in self.deployments:
-            committed = None if DIRTY in r.head else self.commit_times.get(r.head)
+            committed = _committed(r, self.commit_times)
             if committed is not None:
                 found.append(max(0.0, (_moment(r) - committed).total_seconds()))
         return found

@@ -732,6 +732,8 @@ def _record(
         | lambda_chain.lambda_left(report.records),
         waited=_LOCK_WAITED.get(),
         held=plan.held,
+        # read here, where the commit is (a shallow clone reading the history later may lack it)
+        committed=git.commit_times(config.root, [head]).get(head) if head and git.DIRTY not in head else None,
     )
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:

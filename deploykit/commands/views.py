@@ -413,7 +413,8 @@ def deployment_report(
         found = read_history(aws, environment, runtime)
         records = found.records_since(start)
         dashboard = (StackOutputs.of(aws)(environment.stacks.registry) or {}).get(deploy_metrics.DASHBOARD_OUTPUT)
-    heads = [r.head for r in records if git.DIRTY not in r.head]  # a build of uncommitted changes has no commit time
+    # the commit times the records do not keep (older ones): a build of uncommitted changes has none
+    heads = [r.head for r in records if r.committed is None and git.DIRTY not in r.head]
     made = deploy_report.Report(environment.name, start, until, tuple(records), git.commit_times(config.root, heads))
     if as_json:
         runtime.stdout.write(dumps(made.to_json() | {"dashboard": dashboard}) + "\n")

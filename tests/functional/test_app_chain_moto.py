@@ -7,6 +7,7 @@ import io
 import json
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 from unittest.mock import Mock
@@ -413,3 +414,6 @@ def test_rolling_the_service_records_the_commits_it_takes_live(
     store = history.History.of(factory, dev_env)
     assert store is not None
     assert store.records(limit=1)[0].commits == [{"sha": change, "author": "t", "subject": "Fleet: more cars"}]
+    # the commit's time, kept for inv report's commit to live (a clone that lacks the commit reads it there)
+    committed = datetime.fromtimestamp(int(git(project, "show", "-s", "--format=%ct", "HEAD")), UTC)
+    assert store.records(limit=1)[0].committed == committed.isoformat(timespec="seconds")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from datetime import UTC, datetime, timedelta
@@ -89,6 +90,27 @@ def test_inv_report_reads_the_window_and_times_commits_to_live(bucket: str, dev_
     printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "commit to live   median 5m 00s (1 deployment)" in printed
     assert "newest failed or refused runs:" in printed and "the rollout failed" in printed
+
+
+def test_commit_to_live_reads_the_commit_time_a_record_keeps(bucket: str, dev_env: EnvConfig, project: Path) -> None:
+    """A shallow CI clone lacks the commits deployed from laptops: the time the deploying clone kept is read, so
+    every clone says the same; a record of before it was kept falls back to this clone's git."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    kept = dataclasses.replace(
+        history.record_of(run(), components={"app": "c" * 12}, base={}, head="c" * 12, now=NOW - timedelta(hours=1)),
+        committed=(NOW - timedelta(hours=1, minutes=10)).isoformat(timespec="seconds"),
+    )
+    store.write(kept)  # a commit this clone does not have
+    runtime = runtime_at(project, NOW)
+
+    commands.deployment_report(env="dev", since="7d", as_json=True, runtime=runtime)
+
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["lead_time"] == {"deployments": 1, "median_seconds": pytest.approx(600.0)}
+    assert history.Record.from_json(kept.to_json()).committed == kept.committed
+    with pytest.raises(ValueError, match="names no time zone"):
+        history.Record.from_json(kept.to_json() | {"committed": "2026-12-03T10:00:00"})
 
 
 @pytest.mark.parametrize(
