@@ -104,6 +104,8 @@ def app_chain(
     config, environment = load_env(runtime, env)
     environment = with_watch(environment, watch_errors)
     revision = head_revision(config, allow_dirty)
+    if "roll-service" in stages and not dry_run:  # the service onto HEAD: what git alone tells, before any read
+        refuse_unpushed_early(runtime, config, environment, [revision.tag])
     promotion = Promotion()
     # A stage that puts the app into the environment (an image in its registry, a revision, the service) takes what
     # the promote_from environment runs: push copies that image (a local build pushed under the commit's tag would

@@ -11,7 +11,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import commands
+from deploykit import commands, planner
 from deploykit.clock import FakeClock
 from deploykit.config import load_config
 from deploykit.errors import UsageError
@@ -93,8 +93,8 @@ def test_only_a_commit_a_remote_branch_holds_is_deployed(
 
 
 def test_a_deploy_of_head_is_refused_before_the_environment_is_read(strict: Path, tmp_path: Path) -> None:
-    """deploy.full, deploy.lambda and deploy.stack always deploy HEAD: git alone tells it is on no remote branch,
-    before anything is read (or the sandbox started for it)."""
+    """deploy.full, deploy.lambda, deploy.stack and deploy.app always deploy HEAD: git alone tells it is on no remote
+    branch, before anything is read (or the sandbox started for it)."""
     remote = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
     git(strict, "remote", "add", "origin", str(remote))
@@ -111,6 +111,7 @@ def test_a_deploy_of_head_is_refused_before_the_environment_is_read(strict: Path
     for deploy in (
         lambda: commands.deploy_full(env="dev", runtime=runtime),
         lambda: commands.deploy_stack("CarRentalDataStack", env="dev", runtime=runtime),
+        lambda: commands.app_chain(planner.APP_STAGES, env="dev", runtime=runtime),
     ):
         with pytest.raises(UsageError, match=f"and HEAD {head(strict)[:12]} is on no remote branch"):
             deploy()
