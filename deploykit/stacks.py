@@ -9,10 +9,11 @@
 2. **change set** (named ``deploykit-<UTC time>``): an empty one ("didn't contain changes", "No updates are
    to be performed", at creation or as its FAILED reason) is deleted and the stack reported ``unchanged``;
    otherwise its changes are printed as a table (read with IncludePropertyValues: under each modified resource,
-   each changed value before and after, and why), and a replacement or removal of a data-holding resource
-   (tables, buckets, user pools...) is refused unless ``allow_replace``: the change set is deleted and
-   nothing changes; so is, with ``guard_access`` (a protected environment), a change of IAM, network rules or
-   resource policies (marked 🔐 in the table), which the CDK CLI would ask about; and so is one the team's
+   each changed value before and after, and why; a removed or replaced resource the deployed template's
+   DeletionPolicy or UpdateReplacePolicy keeps is said kept, out of the stack), and a replacement or removal of a
+   data-holding resource (tables, buckets, user pools...) is refused unless ``allow_replace``: the change set is
+   deleted and nothing changes; so is, with ``guard_access`` (a protected environment), a change of IAM, network
+   rules or resource policies (marked 🔐 in the table), which the CDK CLI would ask about; and so is one the team's
    check plugins refuse (``review``: deploykit_review_stack_changes);
 3. **execute and follow**: the stack's events are printed as they arrive (only the ones after the execute,
    oldest first, each once, with the elapsed time) until the stack reaches a terminal status; success reads
@@ -38,7 +39,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import EllipsisType
 from typing import Any, Literal
@@ -137,6 +138,9 @@ Say = Callable[[str], None]
 # What a detail's value is when CloudFormation cannot know it before the change set runs (a resource it references
 # is replaced, an attribute of one changes), or did not say it.
 UNKNOWN_VALUE = "(known after the deploy)"
+# The policies that keep something of a resource CloudFormation removes (DeletionPolicy) or replaces (the old one:
+# UpdateReplacePolicy), as the deployed template sets them: the resource stays, out of the stack; or a snapshot of it.
+KEEPING_POLICIES = frozenset({"Retain", "RetainExceptOnCreate", "Snapshot"})
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,11 @@ class Change:
     physical_id: str = ""
     scope: tuple[str, ...] = ()
     details: tuple[PropertyChange, ...] = ()  # a Modify's changed properties, when CloudFormation said them
+    # what CloudFormation says becomes of the resource: Delete, Retain, Snapshot, ReplaceAndRetain... ("" unsaid)
+    policy_action: str = ""
+    # what keeps the resource it destroys: "DeletionPolicy Retain" (a Remove), "UpdateReplacePolicy Snapshot" (the
+    # old one of a replacement); "" when it is deleted (:func:`with_kept`)
+    kept_by: str = ""
 
     @property
     def holds_data(self) -> bool:
@@ -213,7 +222,18 @@ class Change:
             "replacement": self.replacement,
             "access": self.changes_access,
             "details": [d.to_json() for d in self.details],
+            "kept_by": self.kept_by or None,
         }
+
+    @property
+    def kept(self) -> str:
+        """What becomes of the resource it destroys when a policy keeps it, as a reader is told; "" when deleted."""
+        if not self.kept_by:
+            return ""
+        which = "it" if self.action == "Remove" else "the old one"
+        if self.kept_by.endswith("Snapshot"):
+            return f"{which} is deleted after a snapshot ({self.kept_by})"
+        return f"{which} is kept, out of the stack, not deleted ({self.kept_by})"
 
     @property
     def destroys(self) -> bool:
@@ -253,9 +273,29 @@ def parse_changes(raw: Iterable[Mapping[str, Any]]) -> list[Change]:
                 physical_id=str(rc.get("PhysicalResourceId") or ""),
                 scope=tuple(str(s) for s in rc.get("Scope") or ()),
                 details=_merged(_detail(d) for d in rc.get("Details") or () if isinstance(d, Mapping)),
+                policy_action=str(rc.get("PolicyAction") or ""),
             )
         )
     return changes
+
+
+def with_kept(changes: Iterable[Change], template: Mapping[str, Any] | None) -> list[Change]:
+    """``changes``, each that destroys a resource with what keeps it (:attr:`Change.kept_by`): CloudFormation goes by
+    the DeletionPolicy of a resource it removes and the UpdateReplacePolicy of one it replaces, as last deployed (the
+    CDK sets Retain on a function's versions and, by default, on tables, buckets and user pools). Its change set says
+    what it will do (PolicyAction); where it does not (moto), the policy is read from the deployed ``template``."""
+    resources = (template or {}).get("Resources")
+    resources = resources if isinstance(resources, Mapping) else {}
+    found = []
+    for change in changes:
+        attribute = "DeletionPolicy" if change.action == "Remove" else "UpdateReplacePolicy"
+        policy: object = change.policy_action.removeprefix("Replace").removeprefix("And")
+        if not policy and isinstance(resource := resources.get(change.logical_id), Mapping):
+            policy = resource.get(attribute)
+        if change.destroys and isinstance(policy, str) and policy in KEEPING_POLICIES:
+            change = replace(change, kept_by=f"{attribute} {policy}")
+        found.append(change)
+    return found
 
 
 def _detail(raw: Mapping[str, Any]) -> PropertyChange:
@@ -441,6 +481,8 @@ def changes_table(changes: Sequence[Change]) -> str:
     out = lines[:2]
     for c, line in zip(changes, lines[2:], strict=True):
         out.append(line)
+        if c.kept:
+            out.append(f"  ↳ {c.kept}")
         shown = c.details if len(c.details) <= DETAIL_LINES else c.details[: DETAIL_LINES - 1]
         out.extend(f"  ↳ {detail_line(d)}" for d in shown)
         if len(shown) < len(c.details):
@@ -460,7 +502,8 @@ def change_lines(changes: Sequence[Change]) -> tuple[str, ...]:
         if c.details:
             lines += [f"{c.logical_id}: {detail_line(d)}" for d in c.details]
         else:
-            lines.append(f"{c.logical_id} ({c.resource_type}): {c.action.lower()}")
+            kept = f" ({c.kept_by}: kept)" if c.kept_by else ""
+            lines.append(f"{c.logical_id} ({c.resource_type}): {c.action.lower()}{kept}")
     if len(lines) > HISTORY_LINES:
         lines = [*lines[: HISTORY_LINES - 1], f"… and {len(lines) - HISTORY_LINES + 1} more"]
     return tuple(lines)
@@ -840,7 +883,7 @@ class StackDeployer:
                 f"CloudFormation could not make a change set for {name}: {reason}",
                 next_step=f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
             )
-        changes = tuple(parse_changes(self._all_changes(change_set_id, described)))
+        changes = tuple(self._kept(name, parse_changes(self._all_changes(change_set_id, described))))
         noun = "change" if len(changes) == 1 else "changes"
         self.say(f"{name}: change set {cs_name} ({change_set_type.lower()}, {len(changes)} {noun})")
         self.say(changes_table(changes))
@@ -850,6 +893,7 @@ class StackDeployer:
             listed = ", ".join(
                 f"{c.logical_id} ({c.resource_type}, "
                 + ("removed" if c.action == "Remove" else f"replacement {c.replacement}{_replaced_by(c)}")
+                + (f": {c.kept}" if c.kept else "")
                 + ")"
                 for c in risky
             )
@@ -935,9 +979,16 @@ class StackDeployer:
                     f"CloudFormation could not make a change set for {name}: {reason}",
                     next_step="fix the template or the parameters (nothing was changed)",
                 )
-            return parse_changes(self._all_changes(change_set_id, described))
+            return self._kept(name, parse_changes(self._all_changes(change_set_id, described)))
         finally:
             self._delete_change_set(change_set_id)
+
+    def _kept(self, name: str, changes: list[Change]) -> list[Change]:
+        """:func:`with_kept`: the template ``name`` was last deployed with read only when a change that destroys a
+        resource has no PolicyAction (a function's configuration change removes its last version: most updates)."""
+        if not any(c.destroys and not c.policy_action for c in changes):
+            return with_kept(changes, None)
+        return with_kept(changes, deployed_template(self.cfn, name))
 
     def _unchanged(self, name: str, started: float, change_set_id: str | None) -> StackResult:
         deleted = " (its empty change set was deleted)" if change_set_id else ""

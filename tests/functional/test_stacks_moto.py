@@ -34,7 +34,7 @@ from tests.functional.conftest import REGION, asked
 NAME = "CarRentalTestStack"
 
 
-def template(value: str = "v1", *, with_table: bool = True) -> str:
+def template(value: str = "v1", *, with_table: bool = True, table_policy: str | None = None) -> str:
     resources: dict[str, Any] = {
         "Setting": {
             "Type": "AWS::SSM::Parameter",
@@ -52,6 +52,8 @@ def template(value: str = "v1", *, with_table: bool = True) -> str:
                 "KeySchema": [{"AttributeName": "car_id", "KeyType": "HASH"}],
             },
         }
+        if table_policy:
+            resources["Cars"]["DeletionPolicy"] = table_policy
     return json.dumps(
         {
             "Parameters": {"Value": {"Type": "String"}},
@@ -205,6 +207,27 @@ def test_a_preview_shows_the_changes_and_changes_nothing(cfn: Any, deployer: Sta
     left = [c["ChangeSetName"] for c in cfn.list_change_sets(StackName=NAME)["Summaries"]]
     assert not [name for name in left if "preview" in name]  # and deleted
     assert deployer.describe(NAME)["StackStatus"] == "CREATE_COMPLETE"  # type: ignore[index]
+
+
+def test_a_removal_the_deployed_templates_policy_keeps_is_said_kept(
+    cfn: Any, deployer: StackDeployer, lines: list[str]
+) -> None:
+    """CloudFormation keeps a resource it removes when the template it was deployed with says DeletionPolicy Retain
+    (as the CDK's tables, buckets, user pools and function versions are): the preview and the refusal say so."""
+    deployer.deploy(NAME, template("v1", table_policy="Retain"), {"Value": "v1"})
+    changes = deployer.preview(NAME, template("v1", with_table=False), {"Value": "v1"})
+    assert changes is not None
+    assert [(c.logical_id, c.action, c.kept_by) for c in changes] == [("Cars", "Remove", "DeletionPolicy Retain")]
+    lines.clear()
+    with pytest.raises(UsageError) as refused:
+        deployer.deploy(NAME, template("v1", with_table=False), {"Value": "v1"})
+    assert (
+        "Cars (AWS::DynamoDB::Table, removed: it is kept, out of the stack, not deleted (DeletionPolicy Retain))"
+        in refused.value.message
+    )
+    assert "  ↳ it is kept, out of the stack, not deleted (DeletionPolicy Retain)" in "\n".join(lines)
+    removed = deployer.deploy(NAME, template("v1", with_table=False), {"Value": "v1"}, allow_replace=True)
+    assert [c.kept_by for c in removed.changes] == ["DeletionPolicy Retain"]  # (moto deletes it all the same)
 
 
 # -- StackOutputs: each stack read once per command, forgotten when anything may have changed it ------------------

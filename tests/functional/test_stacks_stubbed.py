@@ -38,6 +38,8 @@ def change(
     if replacement:
         rc["Replacement"] = replacement
         rc["Scope"] = ["Properties"]
+    if action == "Remove" or replacement in ("True", "Conditional"):  # as CloudFormation says it (no policy set)
+        rc["PolicyAction"] = "Delete" if action == "Remove" else "ReplaceAndDelete"
     if details:
         rc["Details"] = list(details)
     return {"Type": "Resource", "ResourceChange": rc}

@@ -275,6 +275,69 @@ def test_an_updates_changes_are_kept_a_line_each_for_the_history() -> None:
     assert len(lines) == stacks.HISTORY_LINES and lines[-1] == "… and 31 more"
 
 
+def test_a_removed_or_replaced_resource_a_policy_keeps_is_said_kept() -> None:
+    """CloudFormation keeps what the deployed template's DeletionPolicy (a Remove) or UpdateReplacePolicy (the old one
+    of a replacement) keeps; the other policy, and Delete, keep nothing."""
+    deployed = {
+        "Resources": {
+            "Version1": {"Type": "AWS::Lambda::Version", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"},
+            "Cars": {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Retain"},
+            "Db": {"Type": "AWS::RDS::DBInstance", "DeletionPolicy": "Snapshot"},
+            "Topic": {"Type": "AWS::SNS::Topic"},
+            "Pool": {"Type": "AWS::Cognito::UserPool", "DeletionPolicy": "RetainExceptOnCreate"},
+        }
+    }
+    changes = [
+        Change("Version1", "AWS::Lambda::Version", "Remove"),
+        Change("Cars", "AWS::DynamoDB::Table", "Remove"),  # Delete: gone with its data
+        Change("Cars", "AWS::DynamoDB::Table", "Modify", "True"),  # the old one kept
+        Change("Db", "AWS::RDS::DBInstance", "Remove"),
+        Change("Db", "AWS::RDS::DBInstance", "Modify", "Conditional"),  # no UpdateReplacePolicy: deleted
+        Change("Topic", "AWS::SNS::Topic", "Remove"),
+        Change("Pool", "AWS::Cognito::UserPool", "Remove"),
+        Change("Pool", "AWS::Cognito::UserPool", "Modify", "False"),  # destroys nothing
+        Change("New", "AWS::SNS::Topic", "Add"),
+    ]
+    kept = stacks.with_kept(changes, deployed)
+    assert [c.kept_by for c in kept] == [
+        "DeletionPolicy Retain",
+        "",
+        "UpdateReplacePolicy Retain",
+        "DeletionPolicy Snapshot",
+        "",
+        "",
+        "DeletionPolicy RetainExceptOnCreate",
+        "",
+        "",
+    ]
+    assert kept[0].kept == "it is kept, out of the stack, not deleted (DeletionPolicy Retain)"
+    assert kept[2].kept == "the old one is kept, out of the stack, not deleted (UpdateReplacePolicy Retain)"
+    assert kept[3].kept == "it is deleted after a snapshot (DeletionPolicy Snapshot)"
+    assert stacks.with_kept(changes, None) == changes  # no deployed template: nothing said kept
+    lines = stacks.changes_table(kept[:2]).splitlines()
+    assert lines[3] == "  ↳ it is kept, out of the stack, not deleted (DeletionPolicy Retain)"
+    assert lines[4].startswith("Cars") and "↳" not in "".join(lines[4:])
+    assert stacks.change_lines(kept[:2]) == (
+        "Version1 (AWS::Lambda::Version): remove (DeletionPolicy Retain: kept)",
+        "Cars (AWS::DynamoDB::Table): remove",
+    )
+    assert kept[0].to_json()["kept_by"] == "DeletionPolicy Retain" and kept[1].to_json()["kept_by"] is None
+    said = [  # CloudFormation's own word (PolicyAction) goes first: no template needed
+        Change("Cars", "AWS::DynamoDB::Table", "Remove", policy_action="Retain"),
+        Change("Cars", "AWS::DynamoDB::Table", "Modify", "True", policy_action="ReplaceAndSnapshot"),
+        Change("Version1", "AWS::Lambda::Version", "Remove", policy_action="Delete"),  # above all, the template's
+        Change("Fn", "AWS::Lambda::Function", "Modify", "False", policy_action="Retain"),  # destroys nothing
+    ]
+    assert [c.kept_by for c in stacks.with_kept(said, deployed)] == [
+        "DeletionPolicy Retain",
+        "UpdateReplacePolicy Snapshot",
+        "",
+        "",
+    ]
+    raw = resource_change("Cars", "AWS::DynamoDB::Table", "Remove", None, PolicyAction="Retain")
+    assert stacks.parse_changes([raw])[0].policy_action == "Retain"
+
+
 # -- empty change sets --------------------------------------------------------------------------------------
 
 
