@@ -1466,6 +1466,16 @@ def parse_error_text(
             return f"{word!r} is a group of tasks, not one", f"name one: inv {', inv '.join(group)}"
         close = difflib.get_close_matches(word, sorted(_names(task_names)), n=1, cutoff=0.6)
         close = [f"inv {name}" for name in close]
+        if (
+            task
+            and context is not None
+            and "--component" in context.flags
+            and re.fullmatch(r"app|(lambda|stack):[\w.-]+", word)
+        ):
+            return (  # `inv rollback app`: a component named as deploy.lambda names its function
+                f"{word!r} after inv {task} is neither a task nor the value of one of its options",
+                f"did you mean inv {task} --component {word}? (inv --help {task} lists its options)",
+            )
         if task:  # a word after a task's options that is neither a task nor one of its options' values
             return (
                 f"{word!r} after inv {task} is neither a task nor the value of one of its options",

@@ -47,7 +47,22 @@ def test_the_list_names_every_task_once() -> None:
         (
             ["rollback", "app"],
             "'app' after inv rollback is neither a task nor the value of one of its options",
+            "did you mean inv rollback --component app? (inv --help rollback lists its options)",
+        ),
+        (
+            ["rollback", "lambda:login_handler"],
+            "'lambda:login_handler' after inv rollback is neither a task nor the value of one of its options",
+            "did you mean inv rollback --component lambda:login_handler?",
+        ),
+        (
+            ["rollback", "prod"],
+            "'prod' after inv rollback is neither a task nor the value of one of its options",
             "inv --help rollback lists its options, each value after its option (--name VALUE)",
+        ),
+        (
+            ["history", "app"],  # history takes --component too (the runs that deployed it)
+            "'app' after inv history is neither a task nor the value of one of its options",
+            "did you mean inv history --component app?",
         ),
         (["deploy.auto", "--env"], "inv deploy.auto: --env needs a value", "--env VALUE"),
         (["deploy.stack"], "inv deploy.stack needs its NAME", "inv deploy.stack NAME"),
