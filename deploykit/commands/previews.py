@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit import (
+    health,
     markdown,
     synth,
 )
@@ -100,7 +101,12 @@ def show_preview(
     stack changed (an empty preview then says the change is in code the template does not see). ``plugins``: the
     team's, whose review of the changes is said under them (what a deploy of them would refuse)."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
-    lines = []
+    # its health, as inv health judges its status: a last update rolled back, a stack busy or stuck, and what a deploy
+    # of it does first (waits, continues the rollback, creates it again)
+    finding = health.stack_finding(name, status, env.name) if stack else None
+    lines = (
+        [f"  {'❌' if finding.severity == 'broken' else '⚠️ '} {finding.what} → {finding.next_step}"] if finding else []
+    )
     if found is None:
         lines.append("  would be created")
     elif not found and not changed:
@@ -134,8 +140,9 @@ def show_preview(
         if c.changes_access
     ]
     attention += [f"{name}: plugin {p!r} refuses this change: {'; '.join(r)}" for p, r in sorted(refused.items())]
+    attention += [finding.what] if finding else []
     return Preview(
-        {"status": status, "changes": changes, "refused": refused},
+        {"status": status, "health": finding.to_json() if finding else None, "changes": changes, "refused": refused},
         markdown.StackSection(
             name, status, "\n".join(lines), None if found is None else len(found), attention=tuple(attention)
         ),
