@@ -163,6 +163,9 @@ def live_components(
                 unverified[component] = why
             if drifted is not None and serving:
                 drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api)
+                if drift:  # $LATEST read only then: whether the next deploy of it serves the stack's settings again
+                    latest = lambda_chain.live_configuration(aws.client("lambda"), functions[name], "$LATEST")
+                    drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api, latest)
                 if drift:
                     drifted[component] = drift
         else:

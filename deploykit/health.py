@@ -937,7 +937,18 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
             parts.append(f"traffic shift in progress: {lambda_chain.routing_shares(report.shifting[key][1])}")
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
         drift = lambda_chain.settings_drift(template, key, config, env.stacks.api)
-        if drift:
+        if drift:  # $LATEST read only then: whether the next deploy of it serves the stack's settings again
+            latest = lambda_chain.live_configuration(lam, function, "$LATEST")
+            drift = lambda_chain.settings_drift(template, key, config, env.stacks.api, latest)
+        if drift and lambda_chain.LATEST_HAS_THEM in drift:  # a version that keeps its own: $LATEST has the stack's
+            report.findings.append(
+                Finding(
+                    "warning",
+                    f"Lambda {key}: {drift}",
+                    f"the next deploy of it publishes the stack's: inv deploy.lambda {key} --env {env.name}",
+                )
+            )
+        elif drift:
             report.findings.append(
                 Finding(
                     "warning",

@@ -720,19 +720,39 @@ def configuration_differs(wanted: Mapping[str, Any], live: Mapping[str, Any]) ->
     return differs
 
 
+# What settings_drift says of a version whose settings $LATEST no longer has (it has the stack's): a deploy of the
+# function, which publishes $LATEST, serves the stack's settings again
+LATEST_HAS_THEM = "which $LATEST has"
+
+
 def settings_drift(
-    template: Mapping[str, Any] | None, function: str, serving: Mapping[str, Any], stack: str
+    template: Mapping[str, Any] | None,
+    function: str,
+    serving: Mapping[str, Any],
+    stack: str,
+    latest: Mapping[str, Any] | None = None,
 ) -> str | None:
     """What says that the version ``serving`` (its configuration) of ``function`` has settings other than those
-    ``template`` (``stack``'s, as deployed) gives it: changed by hand and published behind the alias, which no change
-    set shows and no deploy puts back. None when they agree (or there is no template)."""
-    differs = configuration_differs(configured(template or {}, function), serving)
+    ``template`` (``stack``'s, as deployed) gives it; None when they agree (or there is no template). When
+    ``latest`` ($LATEST's configuration) has the stack's settings, the version keeps those it was published with (an
+    older one put back by inv rollback, or one published by hand): the next deploy of the function publishes the
+    stack's (:data:`LATEST_HAS_THEM`). Else they were changed by hand and published behind the alias, which no
+    change set shows and no deploy puts back."""
+    wanted = configured(template or {}, function)
+    differs = configuration_differs(wanted, serving)
     if not differs:
         return None
     said = ", ".join(f"{setting} {live} (the stack's: {wanted})" for setting, (wanted, live) in differs.items())
+    version = serving.get("Version", "?")
+    if latest is not None and not configuration_differs(wanted, latest):
+        return (
+            f"version {version}, which the alias serves, has settings other than those {stack} deployed, "
+            f"{LATEST_HAS_THEM}: {said}; a version keeps the settings it was published with (an older one put back "
+            "by inv rollback, or one published by hand)"
+        )
     return (
-        f"version {serving.get('Version', '?')}, which the alias serves, has settings other than those {stack} "
-        f"deployed: {said}; changed by hand, and published"
+        f"version {version}, which the alias serves, has settings other than those {stack} deployed: {said}; "
+        "changed by hand, and published"
     )
 
 

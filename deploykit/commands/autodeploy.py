@@ -86,8 +86,14 @@ class Analysis:
         """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), and
         :attr:`frozen` (a deploy is refused)."""
         lines = [
-            f"⚠️  {component}: {why} (no deploy puts them back: put them back on $LATEST, then inv deploy.lambda "
-            f"{component.partition(':')[2]}; inv health --env {self.env.name} names them too)"
+            f"⚠️  {component}: {why} ("
+            + (
+                f"the next deploy of it publishes the stack's: inv deploy.lambda {component.partition(':')[2]}"
+                if lambda_chain.LATEST_HAS_THEM in why  # a version that keeps its own: the next deploy serves them
+                else "no deploy puts them back: put them back on $LATEST, then inv deploy.lambda "
+                f"{component.partition(':')[2]}"
+            )
+            + f"; inv health --env {self.env.name} names them too)"
             for component, why in sorted(self.drifted.items())
             if component != "app"
         ]

@@ -157,6 +157,22 @@ def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_ana
     assert "📋 Change Analysis:\n" in err  # the heading of the seed's diff.sh, as its users know it
     assert f"⚠️  lambda:health_handler: {said} (no deploy puts them back" in err
 
+    # $LATEST back to the stack's settings (or the stack's update set them there, and inv rollback moved the alias
+    # back to an older version): the version keeps its own, and the next deploy of the function serves the stack's
+    lam.update_function_configuration(FunctionName=name, MemorySize=256)
+    runtime = runtime_of(project, factory)
+    found = commands.analyse(runtime, "dev", since=None, allow_dirty=False)
+    said = (
+        f"version {by_hand}, which the alias serves, has settings other than those {dev_env.stacks.api} deployed, "
+        "which $LATEST has: MemorySize 512 (the stack's: 256); a version keeps the settings it was published with "
+        "(an older one put back by inv rollback, or one published by hand)"
+    )
+    assert found.drifted == {"lambda:health_handler": said}
+    runtime = runtime_of(project, factory)
+    commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
+    err = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"⚠️  lambda:health_handler: {said} (the next deploy of it publishes the stack's: inv deploy.lambda" in err
+
 
 def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsFactory, project: Path) -> None:
     """Every component reads as never deployed (no service, no functions): --only and --skip keep some of them."""

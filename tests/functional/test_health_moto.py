@@ -354,6 +354,21 @@ def test_a_function_serving_settings_other_than_its_stacks_is_a_warning(aws: Aws
     assert "inv deploy.lambda health_handler --env dev" in found[0].next_step
     assert "inv diff --verify --env dev" in found[0].next_step
 
+    # inv rollback back to an older version, $LATEST holding the stack's settings (here: put back by hand): the
+    # version keeps those it was published with, and the next deploy of the function serves the stack's again
+    lam.update_function_configuration(FunctionName=name, MemorySize=256, Environment={"Variables": {"STAGE": "dev"}})
+    found = [f for f in gather(aws, ENV, ends).findings if "Lambda" in f.what]
+    assert [(f.severity, f.what, f.next_step) for f in found] == [
+        (
+            "warning",
+            f"Lambda health_handler: version {version}, which the alias serves, has settings other than those "
+            f"{STACKS.api} deployed, which $LATEST has: MemorySize 512 (the stack's: 256), Environment.STAGE prod "
+            "(the stack's: dev); a version keeps the settings it was published with (an older one put back by inv "
+            "rollback, or one published by hand)",
+            "the next deploy of it publishes the stack's: inv deploy.lambda health_handler --env dev",
+        )
+    ]
+
 
 def test_the_parts_are_read_at_once_and_reported_in_their_order(aws: AwsFactory) -> None:
     """The five stacks, the service, the target group its stack names (with its attributes and its targets' health),
