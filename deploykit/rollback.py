@@ -194,7 +194,7 @@ def _history_target(
         )
     if found is not None:
         if live is None:  # the environment does not say: the live record does
-            live = found.live().get(component.key, {}).get("sha")
+            live = _recorded_live(found, component)
         records = found.records(HISTORY_DEPTH)
     record = previous_deploy(records or [], component.key, live, usable)
     passed = _passed_over(records or [], component.key, live, record)
@@ -209,6 +209,11 @@ def _history_target(
     if passed:  # said before the change, in the plan: it goes back further than the deploy before
         source += f"; passed over, as they cannot be put back: {', '.join(passed)}"
     return sha, source, live
+
+
+def _recorded_live(found: history.History | None, component: Component) -> str | None:
+    """The commit the live record names for ``component`` (what the last successful deploy of it left)."""
+    return found.live().get(component.key, {}).get("sha") if found is not None else None
 
 
 def _passed_over(
@@ -367,6 +372,8 @@ def resolve_lambda(
         wanted = normalize_to(to)
         sha = pick(wanted, shas, what=f"the versions of {function_name}") or wanted
         source = f"--to {to}"
+        if live is None:  # a version CloudFormation published names its zip, not its commit: the live record does
+            live = _recorded_live(history.History.of(aws, env), component)
     else:
         # records written before they told carried components apart name SHAs with no version: passed over
         wanted, source, live = _history_target(aws, env, component, live, usable=usable)

@@ -419,6 +419,25 @@ def test_a_version_the_live_record_did_not_verify_counts_as_changed(
     assert components == {"lambda:health_handler"} and live(world, dev_env)["lambda:health_handler"] == b
 
 
+def test_a_rollback_to_a_commit_names_what_is_live_from_the_record_when_the_version_does_not(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """A version CloudFormation published (a stack deploy that changed the function's settings) names its zip, not
+    its commit: inv rollback --to said it went from "(unknown)"; the live record names the commit."""
+    a = head(project)
+    b = change(project, "lambda/health_handler/handler.py", message="b")
+    auto(project, world)
+    lam, name = world.client("lambda"), FUNCTIONS["health_handler"]
+    # as CloudFormation publishes one: its description (moto copies $LATEST's) names the zip alone
+    lam.update_function_configuration(FunctionName=name, Description="code s3://artifacts/lambda/health_handler/x.zip")
+    published = lam.publish_version(FunctionName=name)
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=published["Version"])
+    run = runtime(project, world)
+    commands.rollback(env="dev", component="lambda:health_handler", to=a, dry_run=True, runtime=run)
+    said = run.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"⏪ rollback lambda:health_handler (version 1) in dev: {b[:12]} → {a[:12]}" in said, said
+
+
 def test_a_canary_cut_short_is_finished_by_the_next_deploy_auto_and_cleared_by_a_rollback(
     project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
 ) -> None:
