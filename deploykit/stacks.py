@@ -988,7 +988,11 @@ class StackDeployer:
         resource has no PolicyAction (a function's configuration change removes its last version: most updates)."""
         if not any(c.destroys and not c.policy_action for c in changes):
             return with_kept(changes, None)
-        return with_kept(changes, deployed_template(self.cfn, name))
+        try:
+            deployed = deployed_template(self.cfn, name)
+        except ClientError:  # what is kept is told, not needed: a template that cannot be read tells nothing
+            deployed = None
+        return with_kept(changes, deployed)
 
     def _unchanged(self, name: str, started: float, change_set_id: str | None) -> StackResult:
         deleted = " (its empty change set was deleted)" if change_set_id else ""

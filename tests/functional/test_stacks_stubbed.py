@@ -368,6 +368,21 @@ def test_a_change_set_no_plugin_refuses_is_executed(script: Script, clock: FakeC
     assert result.action == "updated"
 
 
+def test_a_removal_whose_policy_cannot_be_read_is_deployed_as_told(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """A Remove with no PolicyAction (an endpoint that does not say it) sends deploykit to the deployed template for
+    the policy; a GetTemplate refused tells nothing kept, and the deploy goes on."""
+    script.stack("UPDATE_COMPLETE")
+    removed = change("OldTopic", "AWS::SNS::Topic", "Remove")
+    del removed["ResourceChange"]["PolicyAction"]
+    script.ready_change_set(changes=[removed])
+    script.stub.add_client_error("get_template", "AccessDenied", "not allowed: cloudformation:GetTemplate")
+    script.executed_update()
+    result = run(script, make(script, clock, lines))
+    assert result.action == "updated" and [c.kept_by for c in result.changes] == [""]
+
+
 def test_allow_replace_lets_the_replacement_through(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.stack("UPDATE_COMPLETE")
     script.ready_change_set(changes=[change("CarsTable", "AWS::DynamoDB::Table", "Modify", "True")])
