@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -976,6 +976,16 @@ def _code(config: Mapping[str, Any]) -> str:
     if description and not location and not sha:
         said += f", {description}"
     return said
+
+
+def with_live_commit(row: Row, live: Mapping[str, str | None]) -> Row:
+    """A function's row with the commit it runs as deploy.auto reads it (``live``: component → SHA), where its
+    version names none: a version CloudFormation publishes (a stack deploy that changed the function) names its zip,
+    and the live record the commit. Any other row as it is."""
+    if row.part != "lambda" or ", git " in row.detail:
+        return row
+    sha = live.get(f"lambda:{row.name.split(' ', 1)[0]}")
+    return replace(row, detail=f"{row.detail}, git {sha} (the live record)") if sha else row
 
 
 def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

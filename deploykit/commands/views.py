@@ -246,6 +246,7 @@ def _deploys_health(
         env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting
     )
     report.rows += rows
+    report.rows = [health.with_live_commit(row, read["live"]) for row in report.rows]  # a stack's version: no commit
     frozen = freeze.in_force(read["freeze"], env, runtime.clock.now())
     if frozen is not None:
         by = "deploy.toml" if frozen.window else frozen.owner

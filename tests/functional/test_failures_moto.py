@@ -6,6 +6,7 @@ history and the live record are deploykit's own code against moto."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -436,6 +437,12 @@ def test_a_rollback_to_a_commit_names_what_is_live_from_the_record_when_the_vers
     commands.rollback(env="dev", component="lambda:health_handler", to=a, dry_run=True, runtime=run)
     said = run.stderr.getvalue()  # type: ignore[attr-defined]
     assert f"⏪ rollback lambda:health_handler (version 1) in dev: {b[:12]} → {a[:12]}" in said, said
+    run = runtime(project, world)  # inv health's row of the function names it too
+    with contextlib.suppress(StepFailed):  # (this world's service is a fake one inv health may find broken)
+        commands.health_report(env="dev", as_json=True, runtime=run)
+    rows = json.loads(run.stdout.getvalue())["rows"]  # type: ignore[attr-defined]
+    [row] = [r for r in rows if r["part"] == "lambda" and r["name"].startswith("health_handler")]
+    assert row["detail"].endswith(f", git {b[:12]} (the live record)"), row
 
 
 def test_a_canary_cut_short_is_finished_by_the_next_deploy_auto_and_cleared_by_a_rollback(

@@ -545,3 +545,19 @@ def test_the_credentials_account_against_the_pinned_one() -> None:
 )
 def test_times_are_said_alike_whether_a_datetime_or_lambdas_string(value: object, said: str) -> None:
     assert health.when(value) == said
+
+
+def test_a_functions_row_names_the_live_commit_where_its_version_names_none() -> None:
+    """A version CloudFormation published names its zip, not its commit: the row takes the commit deploy.auto reads
+    (the live record's); a version the fast path published names its own, and other rows stay as they are."""
+    live = {"lambda:health_handler": "0123456789ab", "lambda:login_handler": "ba9876543210", "app": "fedcba987654"}
+    stack_made = Row("lambda", "health_handler (Api-Health-1)", "live → version 3", "code abc from x.zip, on x86_64")
+    fast_path = Row("lambda", "login_handler", "live → version 2", "code def, git 111111111111, on arm64")
+    unknown = Row("lambda", "other", "live → version 1", "code ghi")
+    app = Row("image", "backend", "0123", "registry/backend:0123")
+    assert [health.with_live_commit(row, live).detail for row in (stack_made, fast_path, unknown, app)] == [
+        "code abc from x.zip, on x86_64, git 0123456789ab (the live record)",
+        "code def, git 111111111111, on arm64",
+        "code ghi",
+        "registry/backend:0123",
+    ]
