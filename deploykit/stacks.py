@@ -947,11 +947,13 @@ class StackDeployer:
         """The changes a deploy of ``name`` would make, from a change set that is deleted, never executed.
 
         None when the stack does not exist yet (a deploy would create all of it: no change set is made, as one
-        would leave a REVIEW_IN_PROGRESS stack behind); [] when nothing would change. ``template_url``: as for
+        would leave a REVIEW_IN_PROGRESS stack behind), or only as its failed first create (``ROLLBACK_COMPLETE``,
+        ``ROLLBACK_FAILED``: CloudFormation takes no update change set for it, and a deploy deletes it and creates it
+        again); [] when nothing would change. ``template_url``: as for
         :meth:`deploy`. ``stack``: the stack as the caller just described it (None: there is none), else read."""
         if stack is ...:
             stack = self.describe(name)
-        if stack is None or str(stack.get("StackStatus")) == "REVIEW_IN_PROGRESS":
+        if stack is None or str(stack.get("StackStatus")) in ("REVIEW_IN_PROGRESS", *FAILED_FIRST_CREATE):
             return None
         request: dict[str, Any] = {
             "StackName": name,

@@ -831,3 +831,19 @@ def test_a_change_set_is_asked_about_every_second_even_when_the_stack_is_polled_
 
     run(script, make(script, clock, lines, poll=5.0))
     assert clock.sleeps == [1.0, 5.0]
+
+
+# -- preview (inv diff): a change set made and deleted, never executed ----------------------------------------
+
+
+@pytest.mark.parametrize("status", ["ROLLBACK_COMPLETE", "ROLLBACK_FAILED"])
+def test_a_preview_of_a_failed_first_create_is_a_create_not_an_error(
+    script: Script, clock: FakeClock, lines: list[str], status: str
+) -> None:
+    """CloudFormation refuses an UPDATE change set for a stack whose first create failed ("is in ROLLBACK_COMPLETE
+    state and can not be updated"); a deploy deletes it and creates it again, so the preview is a create."""
+    script.stack(status)
+    with script.stub:
+        found = make(script, clock, lines).preview(NAME, BODY, PARAMS)
+        script.stub.assert_no_pending_responses()
+    assert found is None  # would be created; no change set was asked for
