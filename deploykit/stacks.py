@@ -794,6 +794,7 @@ class StackDeployer:
         # A change set is usually ready in seconds: it is asked about more often than a stack's progress.
         self.change_set_poll = change_set_poll if change_set_poll is not None else min(poll, 1.0)
         self._started = clock.monotonic()
+        self._deleted: set[str] = set()  # change sets deleted (_delete_change_set)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -873,56 +874,60 @@ class StackDeployer:
                 ) from None
             raise
         change_set_id, stack_id = str(created["Id"]), str(created["StackId"])
-        described = self._wait_change_set(name, change_set_id)
-        if described.get("Status") == "FAILED":
-            reason = str(described.get("StatusReason") or "no reason given")
+        try:  # a failure or an interrupt before the execute leaves no change set behind (one to execute by mistake)
+            described = self._wait_change_set(name, change_set_id)
+            if described.get("Status") == "FAILED":
+                reason = str(described.get("StatusReason") or "no reason given")
+                self._delete_change_set(change_set_id)
+                if is_empty_change_set("FAILED", reason):
+                    return self._unchanged(name, started, change_set_id)
+                raise UsageError(
+                    f"CloudFormation could not make a change set for {name}: {reason}",
+                    next_step=f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
+                )
+            changes = tuple(self._kept(name, parse_changes(self._all_changes(change_set_id, described))))
+            noun = "change" if len(changes) == 1 else "changes"
+            self.say(f"{name}: change set {cs_name} ({change_set_type.lower()}, {len(changes)} {noun})")
+            self.say(changes_table(changes))
+            risky = dangerous_changes(changes)
+            if risky and not allow_replace:
+                self._delete_change_set(change_set_id)
+                listed = ", ".join(
+                    f"{c.logical_id} ({c.resource_type}, "
+                    + ("removed" if c.action == "Remove" else f"replacement {c.replacement}{_replaced_by(c)}")
+                    + (f": {c.kept}" if c.kept else "")
+                    + ")"
+                    for c in risky
+                )
+                raise UsageError(
+                    f"refusing to deploy {name}: the change set would replace or remove resources that hold data: "
+                    f"{listed}. Their data would be lost (or left behind, orphaned). The change set was deleted; "
+                    "nothing was changed",
+                    next_step=f"if that is intended, rerun with --allow-replace: {again} --allow-replace",
+                )
+            access = [c for c in changes if c.changes_access]
+            if access and guard_access:
+                self._delete_change_set(change_set_id)
+                listed = ", ".join(f"{c.logical_id} ({c.resource_type}, {c.action.lower()})" for c in access)
+                raise UsageError(
+                    f"refusing to deploy {name} to a protected environment unapproved: the change set changes who may "
+                    f"access what: {listed}. Read the 🔐 rows above; the change set was deleted, nothing was changed",
+                    next_step=f"once reviewed, approve it: {again} --approve-access",
+                )
+            refused = review(changes) if review is not None else {}
+            if refused:
+                self._delete_change_set(change_set_id)
+                names = ",".join(sorted(refused))
+                raise UsageError(
+                    f"refusing to deploy {name}: the team's check plugins refuse its change set: "
+                    f"{refusal_text(refused)}. The change set was deleted; nothing was changed",
+                    next_step="change the stack so the rule holds (inv diff shows the changes and the refusal), or, "
+                    f"if the rule does not apply to this change, run without the plugin: {BLOCK_ENV}={names} {again}",
+                )
+            follow = self._baseline(stack_id, name)
+        except BaseException:
             self._delete_change_set(change_set_id)
-            if is_empty_change_set("FAILED", reason):
-                return self._unchanged(name, started, change_set_id)
-            raise UsageError(
-                f"CloudFormation could not make a change set for {name}: {reason}",
-                next_step=f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
-            )
-        changes = tuple(self._kept(name, parse_changes(self._all_changes(change_set_id, described))))
-        noun = "change" if len(changes) == 1 else "changes"
-        self.say(f"{name}: change set {cs_name} ({change_set_type.lower()}, {len(changes)} {noun})")
-        self.say(changes_table(changes))
-        risky = dangerous_changes(changes)
-        if risky and not allow_replace:
-            self._delete_change_set(change_set_id)
-            listed = ", ".join(
-                f"{c.logical_id} ({c.resource_type}, "
-                + ("removed" if c.action == "Remove" else f"replacement {c.replacement}{_replaced_by(c)}")
-                + (f": {c.kept}" if c.kept else "")
-                + ")"
-                for c in risky
-            )
-            raise UsageError(
-                f"refusing to deploy {name}: the change set would replace or remove resources that hold data: "
-                f"{listed}. Their data would be lost (or left behind, orphaned). The change set was deleted; "
-                "nothing was changed",
-                next_step=f"if that is intended, rerun with --allow-replace: {again} --allow-replace",
-            )
-        access = [c for c in changes if c.changes_access]
-        if access and guard_access:
-            self._delete_change_set(change_set_id)
-            listed = ", ".join(f"{c.logical_id} ({c.resource_type}, {c.action.lower()})" for c in access)
-            raise UsageError(
-                f"refusing to deploy {name} to a protected environment unapproved: the change set changes who may "
-                f"access what: {listed}. Read the 🔐 rows above; the change set was deleted, nothing was changed",
-                next_step=f"once reviewed, approve it: {again} --approve-access",
-            )
-        refused = review(changes) if review is not None else {}
-        if refused:
-            self._delete_change_set(change_set_id)
-            names = ",".join(sorted(refused))
-            raise UsageError(
-                f"refusing to deploy {name}: the team's check plugins refuse its change set: "
-                f"{refusal_text(refused)}. The change set was deleted; nothing was changed",
-                next_step="change the stack so the rule holds (inv diff shows the changes and the refusal), or, if the "
-                f"rule does not apply to this change, run without the plugin: {BLOCK_ENV}={names} {again}",
-            )
-        follow = self._baseline(stack_id, name)
+            raise
         self._call("execute_change_set", ChangeSetName=change_set_id)
         stack = self._follow(name, follow, "deploying")
         status = str(stack.get("StackStatus", "?"))
@@ -1062,6 +1067,10 @@ class StackDeployer:
         return changes
 
     def _delete_change_set(self, change_set_id: str) -> None:
+        """Delete a change set not executed (once: a second call for the same one does nothing)."""
+        if change_set_id in self._deleted:
+            return
+        self._deleted.add(change_set_id)
         try:
             self._call("delete_change_set", ChangeSetName=change_set_id)
         except ClientError as exc:

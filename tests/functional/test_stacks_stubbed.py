@@ -847,3 +847,28 @@ def test_a_preview_of_a_failed_first_create_is_a_create_not_an_error(
         found = make(script, clock, lines).preview(NAME, BODY, PARAMS)
         script.stub.assert_no_pending_responses()
     assert found is None  # would be created; no change set was asked for
+
+
+def test_an_interrupt_before_the_execute_leaves_no_change_set_behind(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """Ctrl-C while the change set is made or reviewed: the change set is deleted, none is left on the stack for a
+    person to execute by mistake later, and nothing is executed."""
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set()
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+
+    def review(changes: Any) -> dict[str, list[str]]:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(script, make(script, clock, lines), review=review)
+
+
+def test_a_change_set_that_cannot_be_read_is_deleted(script: Script, clock: FakeClock, lines: list[str]) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set()
+    script.error("describe_change_set", "AccessDenied")
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    with pytest.raises(ClientError):
+        run(script, make(script, clock, lines))
