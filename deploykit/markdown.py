@@ -51,6 +51,7 @@ class StackSection:
     text: str  # the preview as the terminal shows it (the changes' table, their values under them)
     changes: int | None  # resource changes; None: the stack would be created
     attention: tuple[str, ...] = ()  # what a reviewer must not miss in it (said above every block)
+    no_preview: bool = False  # its status takes no change set (busy, a failed rollback): changes unknown, not None
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,9 @@ def _within(analysis: Sequence[str], room: int) -> str:
 
 
 def _stack(section: StackSection) -> str:
-    if section.changes is None:
+    if section.no_preview:
+        what = "no preview"
+    elif section.changes is None:
         what = "would be created"
     elif section.changes:
         what = f"{section.changes} resource change{'s' if section.changes > 1 else ''}"

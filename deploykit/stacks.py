@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -127,6 +128,8 @@ EXPRESS_CONFIG = {"Mode": "EXPRESS", "DisableRollback": False}
 # Resource types CloudFormation's express mode does not run: their templates are applied in the standard mode.
 NOT_EXPRESS_TYPES = ("AWS::CloudFormation::CustomResource", "Custom::")
 FAILED_FIRST_CREATE = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED"})
+# What CloudFormation answers an update (or an UPDATE change set) of a stack in a status that takes none
+CANNOT_UPDATE = re.compile(r"is in (?P<status>[A-Z_]+) state and can ?not be updated")
 STACK_TYPE = "AWS::CloudFormation::Stack"
 EVENT_PAGES = 5  # describe_stack_events pages read per poll at most (100 events each)
 QUIET_POLLS = 3  # polls after which an unchanged terminal status counts even without any sign of activity
@@ -344,6 +347,33 @@ def is_no_changes_message(text: str | None) -> bool:
 def is_empty_change_set(status: str | None, reason: str | None) -> bool:
     """A FAILED change set whose reason says there was nothing to change."""
     return status == "FAILED" and is_no_changes_message(reason)
+
+
+@dataclass(frozen=True)
+class NoPreview:
+    """Why no change set can show what a deploy of a stack would change now: CloudFormation takes no UPDATE change
+    set in its status (``reason`` says it, with what a deploy does first)."""
+
+    status: str
+    reason: str
+
+
+def no_preview(status: str) -> NoPreview | None:
+    """:class:`NoPreview` for a stack in ``status`` that CloudFormation makes no change set for (busy, its rollback
+    failed, half deleted); None when one can be made (or the stack is created: :meth:`StackDeployer.preview`)."""
+    if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+        return NoPreview(
+            status, "CloudFormation makes no change set while the stack is busy; a deploy waits for it, then makes one"
+        )
+    if status == "UPDATE_ROLLBACK_FAILED":
+        return NoPreview(
+            status,
+            "CloudFormation makes no change set until the failed rollback is continued; a deploy continues it first, "
+            "then makes one",
+        )
+    if status == "DELETE_FAILED":
+        return NoPreview(status, "CloudFormation updates no half-deleted stack; a deploy refuses it")
+    return None
 
 
 def is_no_changes_error(exc: BaseException) -> bool:
@@ -948,18 +978,23 @@ class StackDeployer:
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
         template_url: str | None = None,
         stack: Mapping[str, Any] | EllipsisType | None = ...,
-    ) -> list[Change] | None:
+    ) -> list[Change] | NoPreview | None:
         """The changes a deploy of ``name`` would make, from a change set that is deleted, never executed.
 
         None when the stack does not exist yet (a deploy would create all of it: no change set is made, as one
         would leave a REVIEW_IN_PROGRESS stack behind), or only as its failed first create (``ROLLBACK_COMPLETE``,
         ``ROLLBACK_FAILED``: CloudFormation takes no update change set for it, and a deploy deletes it and creates it
-        again); [] when nothing would change. ``template_url``: as for
-        :meth:`deploy`. ``stack``: the stack as the caller just described it (None: there is none), else read."""
+        again); [] when nothing would change; :class:`NoPreview` when its status takes no change set (busy, a failed
+        rollback, half deleted: what a deploy does first differs, and one stack must not fail a whole diff).
+        ``template_url``: as for :meth:`deploy`. ``stack``: the stack as the caller just described it (None: there is
+        none), else read."""
         if stack is ...:
             stack = self.describe(name)
-        if stack is None or str(stack.get("StackStatus")) in ("REVIEW_IN_PROGRESS", *FAILED_FIRST_CREATE):
+        status = str(stack.get("StackStatus")) if stack is not None else ""
+        if stack is None or status in ("REVIEW_IN_PROGRESS", *FAILED_FIRST_CREATE):
             return None
+        if blocked := no_preview(status):
+            return blocked
         request: dict[str, Any] = {
             "StackName": name,
             "ChangeSetName": change_set_name(self.clock.now(), f"preview-{uuid.uuid4().hex[:6]}"),
@@ -974,6 +1009,10 @@ class StackDeployer:
         except ClientError as exc:
             if is_no_changes_error(exc):
                 return []
+            # it started an operation since it was described (another deploy, a person in the console)
+            late = CANNOT_UPDATE.search(str(exc.response.get("Error", {}).get("Message", "")))
+            if error_code(exc) == "ValidationError" and late and (blocked := no_preview(late["status"])):
+                return blocked
             raise
         change_set_id = str(created["Id"])
         try:

@@ -646,7 +646,9 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
     roles = {name: role for role, name in planner.stack_roles(a.env).items()}
     for name, preview in stacks_json.items():
         found = preview["changes"]
-        if found is None or found:
+        if preview.get("no_preview"):  # what it holds cannot be compared now: not verified
+            differ(f"stack:{roles[name]}", f"{name}: {preview['status']}, not compared ({preview['no_preview']})")
+        elif found is None or found:
             count = f"{len(found)} change{'s' if len(found) > 1 else ''} to make" if found else "to be created"
             differ(f"stack:{roles[name]}", f"{name}: {count}")
     template = _synthesized(a, "api")

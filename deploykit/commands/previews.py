@@ -19,6 +19,7 @@ from deploykit.plugins import Plugins, review_stack_changes
 from deploykit.stack_chain import template_url
 from deploykit.stacks import (
     Change,
+    NoPreview,
     StackDeployer,
     access_note,
     changes_table,
@@ -74,7 +75,7 @@ def stack_previewed(
     parameters: dict[str, str],
     *,
     as_given: bool = False,
-) -> tuple[list[Change] | None, dict[str, Any] | None]:
+) -> tuple[list[Change] | NoPreview | None, dict[str, Any] | None]:
     """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), and the
     stack as it is. ``as_given``: each of ``parameters`` the stack has keeps its value (the template alone)."""
     body = synth.template_body(template)
@@ -90,7 +91,7 @@ def show_preview(
     runtime: Runtime,
     env: EnvConfig,
     name: str,
-    found: list[Change] | None,
+    found: list[Change] | NoPreview | None,
     stack: Mapping[str, Any] | None,
     *,
     rerun: str | None = None,
@@ -107,7 +108,11 @@ def show_preview(
     lines = (
         [f"  {'❌' if finding.severity == 'broken' else '⚠️ '} {finding.what} → {finding.next_step}"] if finding else []
     )
-    if found is None:
+    blocked = found if isinstance(found, NoPreview) else None
+    if isinstance(found, NoPreview):
+        lines.append(f"  no preview: {found.reason}; run inv diff again once it is done")
+        found = None
+    elif found is None:
         lines.append("  would be created")
     elif not found and not changed:
         lines.append("  nothing to change")
@@ -142,8 +147,19 @@ def show_preview(
     attention += [f"{name}: plugin {p!r} refuses this change: {'; '.join(r)}" for p, r in sorted(refused.items())]
     attention += [finding.what] if finding else []
     return Preview(
-        {"status": status, "health": finding.to_json() if finding else None, "changes": changes, "refused": refused},
+        {
+            "status": status,
+            "health": finding.to_json() if finding else None,
+            "changes": changes,
+            "no_preview": blocked.reason if blocked else None,
+            "refused": refused,
+        },
         markdown.StackSection(
-            name, status, "\n".join(lines), None if found is None else len(found), attention=tuple(attention)
+            name,
+            status,
+            "\n".join(lines),
+            None if found is None else len(found),
+            attention=tuple(attention),
+            no_preview=blocked is not None,
         ),
     )

@@ -12,7 +12,7 @@ import pytest
 from deploykit import commands
 from deploykit.commands.previews import show_preview
 from deploykit.config import load_config
-from deploykit.stacks import Change
+from deploykit.stacks import Change, no_preview
 
 
 def preview(project: Path, stack: dict[str, Any] | None) -> tuple[str, dict[str, Any], tuple[str, ...]]:
@@ -59,3 +59,16 @@ def test_a_stack_that_is_fine_or_not_there_says_nothing_more(project: Path, stac
     said, shown, attention = preview(project, stack)
     assert shown["health"] is None and attention == ()
     assert "⚠️" not in said and "❌" not in said
+
+
+def test_a_stack_whose_status_takes_no_change_set_says_no_preview_not_would_be_created(project: Path) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    env = load_config(project / "deploy.toml").environment("dev")
+    stack = {"StackName": "CarRentalApiStack", "StackStatus": "UPDATE_ROLLBACK_FAILED"}
+    shown = show_preview(runtime, env, "CarRentalApiStack", no_preview("UPDATE_ROLLBACK_FAILED"), stack)
+    said = runtime.stderr.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert said[2].startswith("  ❌ stack CarRentalApiStack is UPDATE_ROLLBACK_FAILED")  # its health, then why
+    assert said[3].startswith("  no preview: CloudFormation makes no change set until the failed rollback is ")
+    assert "would be created" not in "\n".join(said)
+    assert shown.json["changes"] is None and "continues it first" in shown.json["no_preview"]
+    assert shown.section.no_preview and shown.section.changes is None

@@ -17,7 +17,7 @@ from botocore.stub import ANY, Stubber
 
 from deploykit.clock import FakeClock
 from deploykit.errors import StepFailed, UsageError
-from deploykit.stacks import StackDeployer
+from deploykit.stacks import NoPreview, StackDeployer
 from tests.functional.conftest import new_session
 
 ACCOUNT = "123456789012"
@@ -847,6 +847,46 @@ def test_a_preview_of_a_failed_first_create_is_a_create_not_an_error(
         found = make(script, clock, lines).preview(NAME, BODY, PARAMS)
         script.stub.assert_no_pending_responses()
     assert found is None  # would be created; no change set was asked for
+
+
+@pytest.mark.parametrize("status", ["UPDATE_IN_PROGRESS", "UPDATE_ROLLBACK_FAILED", "DELETE_FAILED"])
+def test_a_preview_of_a_stack_whose_status_takes_no_change_set_says_why_and_asks_for_none(
+    script: Script, clock: FakeClock, lines: list[str], status: str
+) -> None:
+    """CloudFormation makes no UPDATE change set for a stack busy, whose rollback failed, or half deleted ("is in
+    <status> state and can not be updated"): the preview says so (one such stack must not fail a whole inv diff)."""
+    script.stack(status)
+    with script.stub:
+        found = make(script, clock, lines).preview(NAME, BODY, PARAMS)
+        script.stub.assert_no_pending_responses()  # no change set was asked for
+    assert isinstance(found, NoPreview) and found.status == status
+    assert {"UPDATE_IN_PROGRESS": "busy", "UPDATE_ROLLBACK_FAILED": "continues it first"}.get(status, "refuses") in (
+        found.reason
+    )
+
+
+def test_a_stack_that_became_busy_after_it_was_read_previews_as_busy_not_as_an_error(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error(
+        "create_change_set",
+        "ValidationError",
+        f"Stack:{STACK_ID} is in UPDATE_IN_PROGRESS state and can not be updated.",
+        400,
+    )
+    with script.stub:
+        found = make(script, clock, lines).preview(NAME, BODY, PARAMS)
+    assert isinstance(found, NoPreview) and found.status == "UPDATE_IN_PROGRESS" and "busy" in found.reason
+
+
+def test_a_preview_refused_for_another_reason_is_still_an_error(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error("create_change_set", "ValidationError", "Template format error: bad", 400)
+    with script.stub, pytest.raises(ClientError, match="Template format error"):
+        make(script, clock, lines).preview(NAME, BODY, PARAMS)
 
 
 def test_an_interrupt_before_the_execute_leaves_no_change_set_behind(
