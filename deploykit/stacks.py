@@ -363,7 +363,9 @@ def no_preview(status: str) -> NoPreview | None:
     failed, half deleted); None when one can be made (or the stack is created: :meth:`StackDeployer.preview`)."""
     if status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
         return NoPreview(
-            status, "CloudFormation makes no change set while the stack is busy; a deploy waits for it, then makes one"
+            status,
+            "CloudFormation makes no change set while the stack is busy; a deploy waits for it, then makes one "
+            "(run inv diff again once it is done)",
         )
     if status == "UPDATE_ROLLBACK_FAILED":
         return NoPreview(

@@ -110,7 +110,8 @@ def show_preview(
     )
     blocked = found if isinstance(found, NoPreview) else None
     if isinstance(found, NoPreview):
-        lines.append(f"  no preview: {found.reason}; run inv diff again once it is done")
+        now = f" (it is {found.status} now)" if found.status != status else ""  # it started since it was read
+        lines.append(f"  no preview{now}: {found.reason}")
         found = None
     elif found is None:
         lines.append("  would be created")

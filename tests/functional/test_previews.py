@@ -72,3 +72,14 @@ def test_a_stack_whose_status_takes_no_change_set_says_no_preview_not_would_be_c
     assert "would be created" not in "\n".join(said)
     assert shown.json["changes"] is None and "continues it first" in shown.json["no_preview"]
     assert shown.section.no_preview and shown.section.changes is None
+
+
+def test_a_stack_that_became_busy_after_it_was_read_says_its_status_now(project: Path) -> None:
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    env = load_config(project / "deploy.toml").environment("dev")
+    stack = {"StackName": "CarRentalApiStack", "StackStatus": "UPDATE_COMPLETE"}
+    show_preview(runtime, env, "CarRentalApiStack", no_preview("UPDATE_IN_PROGRESS"), stack)
+    said = runtime.stderr.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert said[1] == "🐳 CarRentalApiStack (UPDATE_COMPLETE)"
+    assert said[2].startswith("  no preview (it is UPDATE_IN_PROGRESS now): CloudFormation makes no change set while")
+    assert said[2].endswith("(run inv diff again once it is done)")
