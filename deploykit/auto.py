@@ -949,12 +949,22 @@ def analysis_lines(
     if found.held:
         held = ", ".join(sorted(found.held))
         lines.append(f"⏸  held back (--only/--skip): {held}: left as live, for a later inv deploy.auto")
-    quiet = [c.path for c in found.changes if c.kind == "none"]
+    # paths of a function this checkout has not (its folder has no handler.py: removed, or shared code), apart from
+    # docs and tests: a removed function's files are no docs
+    absent: dict[str, list[str]] = {}
+    quiet: list[str] = []
+    for c in found.changes:
+        if c.kind == "none":
+            gone = changes.not_deployable(c)
+            (absent.setdefault(gone, []) if gone else quiet).append(c.path)
     if quiet:
-        shown = ", ".join(quiet[:QUIET_SHOWN]) + (
-            f" and {len(quiet) - QUIET_SHOWN} more" if len(quiet) > QUIET_SHOWN else ""
+        lines.append(f"{KIND_ICONS['none']} {_some(quiet)} (docs, tests, the toolkit: nothing to deploy)")
+    for component, paths in sorted(absent.items()):
+        folder = f"{changes.LAMBDA_DIR}/{component.partition(':')[2]}"
+        lines.append(
+            f"{KIND_ICONS['none']} {_some(paths)} ({folder}/ has no {changes.HANDLER} in this checkout: no function "
+            f"{component} to deploy; one deployed stays until the stack that holds it is deployed without it)"
         )
-        lines.append(f"{KIND_ICONS['none']} {shown} (docs, tests, the toolkit: nothing to deploy)")
     kinds = {c.kind for c in found.changes}
     canary, watch = env.lambda_canary, env.app_error_watch
     if "lambda" in kinds and canary.on:
@@ -969,6 +979,12 @@ def analysis_lines(
             "rolls it back"
         )
     return lines
+
+
+def _some(paths: Sequence[str]) -> str:
+    """The first :data:`QUIET_SHOWN` of ``paths``, then how many more."""
+    more = f" and {len(paths) - QUIET_SHOWN} more" if len(paths) > QUIET_SHOWN else ""
+    return ", ".join(paths[:QUIET_SHOWN]) + more
 
 
 def commit_lines(commits: Sequence[changes.ChangedBy]) -> list[str]:

@@ -45,6 +45,12 @@ LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] 
 PLATFORM = "platform"  # the key of deploy.toml's [build] that the image and the Fargate stack's tasks follow
 
 
+# said of a path a rule gives a component this checkout has not (a lambda/ folder with no handler.py: a function
+# removed, or a folder of shared code)
+NOT_DEPLOYABLE = "is not a deployable component of this checkout"
+_NOT_DEPLOYABLE = re.compile(rf", but (?P<component>\S+) {NOT_DEPLOYABLE}$")
+
+
 class Target(NamedTuple):
     """Where one path belongs: a component (None for nothing deployable), its kind, and why."""
 
@@ -571,7 +577,7 @@ def detect(
                         None,
                         "none",
                         change.status,
-                        f"{change.reason}, but {change.component} is not a deployable component of this checkout",
+                        f"{change.reason}, but {change.component} {NOT_DEPLOYABLE}",
                         change.old_path,
                     )
                 )
@@ -587,6 +593,13 @@ def detect(
         ahead={component: newer[base] for component, base in bases.items() if base in newer},
         apart={component: aside[base] for component, base in bases.items() if base in aside},
     )
+
+
+def not_deployable(change: Change) -> str | None:
+    """The component a rule gives ``change``'s path that this checkout has not (``lambda:<fn>`` of a folder with no
+    handler.py); None for any other change."""
+    found = _NOT_DEPLOYABLE.search(change.reason) if change.kind == "none" else None
+    return found["component"] if found else None
 
 
 def _apart(root: Path, live: str, head: str) -> int:

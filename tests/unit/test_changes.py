@@ -718,6 +718,28 @@ def test_a_lambda_folder_without_handler_is_not_a_component(repo: Path) -> None:
     assert "lambda:shared_lib is not a deployable component" in change.reason
 
 
+def test_a_removed_function_s_files_are_said_as_such_not_as_docs(repo: Path) -> None:
+    """lambda/<fn>/ removed: its files deploy nothing as such (the stack that holds the function removes it), and
+    the Change Analysis says why, apart from the docs and tests."""
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    live = everything(config, base)
+    run_git(repo, "rm", "-q", "-r", "lambda/health_handler")
+    write(repo, "README.md", "# changed\n")
+    commit(repo)
+    result = detect(config_of(repo), {c: s for c, s in live.items() if c != "lambda:health_handler"})
+    gone = [c for c in result.unassigned() if c.path.startswith("lambda/health_handler/")]
+    assert gone and all(changes.not_deployable(c) == "lambda:health_handler" for c in gone)
+    assert [changes.not_deployable(c) for c in result.unassigned() if c.path == "README.md"] == [None]
+    lines = auto.analysis_lines(result, config.environment("sandbox"))
+    assert lines[0] == "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)"
+    assert lines[1].startswith("📄 No deploy: lambda/health_handler/")
+    assert lines[1].endswith(
+        " (lambda/health_handler/ has no handler.py in this checkout: no function lambda:health_handler to deploy; "
+        "one deployed stays until the stack that holds it is deployed without it)"
+    )
+
+
 def test_uncommitted_changes_count_only_when_asked(repo: Path) -> None:
     config = config_of(repo)
     base = run_git(repo, "rev-parse", "HEAD").strip()
