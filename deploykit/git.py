@@ -322,7 +322,10 @@ def log(root: Path, base: str, head: str, paths: Sequence[str] = ()) -> list[Com
     _refuse_option(base)
     _refuse_option(head)
     only = ["--", *paths] if paths and len(paths) <= LOG_PATHS else []
-    out = _git(root, "log", "--format=%H%x1f%an%x1f%at%x1f%s%x1e", f"{base}..{head}", *only).decode(errors="replace")
+    # --literal-pathspecs: a path is a path (backend/app/[id].py is no pattern matching backend/app/i.py)
+    out = _git(
+        root, "--literal-pathspecs", "log", "--format=%H%x1f%an%x1f%at%x1f%s%x1e", f"{base}..{head}", *only
+    ).decode(errors="replace")
     found: list[Commit] = []
     for entry in out.split("\x1e"):
         parts = entry.strip("\n").split("\x1f")

@@ -1147,3 +1147,21 @@ def test_the_commits_behind_the_changes_each_name_the_components_they_change_new
     assert listed[0].author == "t" and listed[0].to_json()["components"] == ["lambda:health_handler"]
     assert commits_behind(repo, detect(config, everything(config, None))) == []  # never deployed: all of it is new
     assert commits_behind(repo, detect(config, everything(config, health[:12]))) == []  # nothing changed
+
+
+def test_the_commits_behind_a_path_with_glob_characters_are_those_that_change_it(repo: Path) -> None:
+    """A changed path is a path, not a pattern: ``backend/app/[id].py`` is no character class matching ``i.py``, and
+    the commits that changed (and reverted) only ``i.py`` bring nothing live."""
+    config = config_of(repo)
+    write(repo, "backend/app/[id].py", "ID = 1\n")
+    write(repo, "backend/app/i.py", "I = 1\n")
+    base = commit(repo, "Routes")
+    write(repo, "backend/app/i.py", "I = 2\n")
+    commit(repo, "I: two")
+    write(repo, "backend/app/i.py", "I = 1\n")
+    commit(repo, "I: back to one")
+    write(repo, "backend/app/[id].py", "ID = 2\n")
+    route = commit(repo, "Route by id")
+    found = detect(config, everything(config, base[:12]))
+    assert [c.path for c in found.for_component("app")] == ["backend/app/[id].py"]
+    assert [(c.sha, c.subject) for c in commits_behind(repo, found)] == [(route, "Route by id")]
