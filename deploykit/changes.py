@@ -43,6 +43,7 @@ _LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))
 NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
 LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
 PLATFORM = "platform"  # the key of deploy.toml's [build] that the image and the Fargate stack's tasks follow
+KEEP_LOCAL_IMAGES = "keep_local_images"  # the key of deploy.toml's [build] for this machine's old builds: no input
 
 
 # said of a path a rule gives a component this checkout has not (a lambda/ folder with no handler.py: a function
@@ -652,13 +653,13 @@ def _build_settings(config: Config, classified: list[Change], base: str, head: s
     after = build_table(config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name))
 
     def part(table: dict[str, Any] | str, key: str | None) -> object:
-        """The image's part of the table (``key`` None: all but lambda_architecture), or one key's value (its
-        default when unset)."""
+        """The image's part of the table (``key`` None: all but lambda_architecture and keep_local_images, which
+        only says which older builds this machine's engine keeps), or one key's value (its default when unset)."""
         if isinstance(table, str):
             return table
         if key is not None:
             return table.get(key, getattr(BuildConfig(), key))
-        return {k: v for k, v in table.items() if k != LAMBDA_ARCHITECTURE}
+        return {k: v for k, v in table.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES)}
 
     targets: list[tuple[Target, str]] = []  # each with the setting that made it
     platform = part(before, PLATFORM) != part(after, PLATFORM)
