@@ -83,16 +83,21 @@ def head_sha(root: Path) -> str:
 
 
 def dirty_paths(root: Path) -> tuple[str, ...]:
-    """Paths with uncommitted changes, untracked files included (ignored files are not)."""
+    """Paths with uncommitted changes, untracked files included (ignored files are not), relative to ``root``: a
+    project in a subfolder of its repository has those under it only, as :func:`changed_paths` has."""
+    # git status names paths from the top of the repository, whatever folder it runs in: the subfolder's prefix
+    prefix = _git(root, "rev-parse", "--show-prefix").decode(errors="surrogateescape").rstrip("\n")
     # a name that is not UTF-8 kept as its bytes (surrogateescape): the path of a file that is there
-    out = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all").decode(errors="surrogateescape")
+    listed = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
+    out = listed.decode(errors="surrogateescape")
     paths = []
     entries = iter(out.split("\0"))
     for entry in entries:
         if not entry:
             continue
         status, path = entry[:2], entry[3:]
-        paths.append(path)
+        if path.startswith(prefix):
+            paths.append(path[len(prefix) :])
         if "R" in status or "C" in status:
             next(entries, None)  # the rename's source path follows
     return tuple(sorted(paths))

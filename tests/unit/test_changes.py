@@ -438,6 +438,29 @@ def test_changed_paths_are_relative_to_a_project_in_a_subfolder(tmp_path: Path) 
     assert git.changed_paths(top / "project", base) == [git.PathChange("M", "backend/app/main.py")]
 
 
+def test_uncommitted_changes_are_those_of_a_project_in_a_subfolder_relative_to_it(tmp_path: Path) -> None:
+    """As its committed changes: an edit elsewhere in the repository is no uncommitted change of the project (its
+    deploy is not refused for it), and the project's own are named as the Change Analysis names its paths, so that
+    it marks them (uncommitted)."""
+    top = tmp_path / "mono"
+    write(top, "other/x.py", "1\n")
+    write(top, "project/backend/app/main.py", "1\n")
+    run_git(top, "init", "-q", "-b", "main")
+    commit(top, "initial")
+    project = top / "project"
+    write(top, "other/x.py", "2\n")
+    write(top, "other/new.py", "N = 1\n")
+    assert git.dirty_paths(project) == ()
+    assert not git.current_revision(project).dirty
+    write(top, "project/backend/app/main.py", "2\n")
+    write(top, "project/backend/app/new.py", "N = 1\n")
+    assert git.dirty_paths(project) == ("backend/app/main.py", "backend/app/new.py")
+    assert git.changed_paths(project, "HEAD", None) == [
+        git.PathChange("M", "backend/app/main.py"),
+        git.PathChange("A", "backend/app/new.py"),
+    ]
+
+
 # -- detect ------------------------------------------------------------------------------------------------------
 
 
