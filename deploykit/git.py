@@ -317,7 +317,7 @@ class Commit:
     subject: str
 
 
-LOG_PATHS = 500  # more paths than this: the range's every commit, not only those touching them (a command line's size)
+LOG_PATHS = 500  # more paths than this go to git on its standard input, not its command line (whose size is limited)
 
 
 def log(root: Path, base: str, head: str, paths: Sequence[str] = ()) -> list[Commit]:
@@ -327,9 +327,20 @@ def log(root: Path, base: str, head: str, paths: Sequence[str] = ()) -> list[Com
     _refuse_option(base)
     _refuse_option(head)
     only = ["--", *paths] if paths and len(paths) <= LOG_PATHS else []
+    # more: one a line after a "--" line on its standard input (--stdin); a path holding a newline cannot be given so,
+    # and the range's every commit is listed then
+    piped = len(paths) > LOG_PATHS and not any("\n" in p for p in paths)
+    stdin = "".join(f"{p}\n" for p in ("--", *paths)).encode(errors="surrogateescape") if piped else None
     # --literal-pathspecs: a path is a path (backend/app/[id].py is no pattern matching backend/app/i.py)
     out = _git(
-        root, "--literal-pathspecs", "log", "--format=%H%x1f%an%x1f%at%x1f%s%x1e", f"{base}..{head}", *only
+        root,
+        "--literal-pathspecs",
+        "log",
+        "--format=%H%x1f%an%x1f%at%x1f%s%x1e",
+        *(["--stdin"] if piped else []),
+        f"{base}..{head}",
+        *only,
+        stdin=stdin,
     ).decode(errors="replace")
     found: list[Commit] = []
     for entry in out.split("\x1e"):

@@ -1206,3 +1206,23 @@ def test_how_many_old_builds_this_machine_keeps_is_no_change_of_the_image(repo: 
     toml.write_text(toml.read_text().replace("keep_local_images = 3\n", "keep_local_images = 3\npull_after_days = 1\n"))
     commit(repo, "and pull the base daily")
     assert detect(config, everything(config, base)).components() == {"app"}
+
+
+def test_the_commits_behind_many_changed_paths_are_still_those_that_change_them(repo: Path) -> None:
+    """More changed paths than a command line is given (git.LOG_PATHS): a docs-only commit, or one of another
+    component, is still no commit behind the app's changes."""
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    for n in range(git.LOG_PATHS + 1):
+        write(repo, f"backend/app/assets/a{n}.txt", f"{n}\n")
+    assets = commit(repo, "Assets")
+    write(repo, "README.md", "# docs only\n")
+    commit(repo, "Docs: say more")
+    write(repo, "lambda/login_handler/handler.py", "# login v2\n")
+    login = commit(repo, "Login: v2")
+    found = detect(config, {"app": base[:12], "lambda:login_handler": base[:12]})
+    assert len(found.for_component("app")) > git.LOG_PATHS
+    assert [(c.sha, c.components) for c in commits_behind(repo, found)] == [
+        (login, ("lambda:login_handler",)),
+        (assets, ("app",)),
+    ]
