@@ -235,6 +235,10 @@ def test_an_old_pid_file_is_ours_when_its_process_runs_the_program_and_stopped(t
     settings.state_dir.mkdir()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", "sandbox", "serve"])
     try:
+        deadline = time.monotonic() + 10  # until its exec: a forked child has the parent's command line first
+        while "sandbox serve" not in lifecycle._command_line(child.pid):
+            assert time.monotonic() < deadline, lifecycle._command_line(child.pid)
+            time.sleep(0.01)
         server.pid_file.write_text(f"{child.pid}\n")  # a pid file of a deploykit before start times
         assert server.pid() == child.pid
         assert lifecycle.down(settings) == ["sandbox"]
