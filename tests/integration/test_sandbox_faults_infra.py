@@ -1,5 +1,5 @@
 """Infrastructure faults during deploy.auto on a private sandbox: the registry down, AWS throttling, a broken build,
-two deploys at once, Ctrl-C while the service rolls and while a stack updates.
+two deploys at once, Ctrl-C while the service rolls and while a stack updates, a stack whose rollback fails.
 
 Each test commits a change, provokes the fault and checks what a person is left with: an error that names the
 problem and the next step, the exit code, the previous version still answering on the ALB, nothing half-deployed
@@ -9,6 +9,7 @@ then the fault is removed and deploy.auto run again converges. Each prints its t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -445,3 +446,51 @@ def test_6_ctrl_c_during_a_stack_update_lets_cloudformation_finish_and_a_rerun_c
     again = auto(sandbox.root)
     assert again.report is None and "✅ nothing to deploy" in again.output
     print(f"[ctrl-c in deploy-stack] rerun {rerun.seconds:.1f}s; scenario {time.monotonic() - started:.1f}s")
+
+
+def test_7_a_stack_whose_rollback_failed_is_said_by_inv_diff_and_a_rerun_continues_the_rollback(
+    sandbox: Sandboxed,
+) -> None:
+    """The API stack's access log group deleted behind CloudFormation's back: its update fails, and so does its
+    rollback (UPDATE_ROLLBACK_FAILED). deploy.auto says so with the cause; inv diff says the stack's health and 'no
+    preview' (CloudFormation makes no change set for it) and goes on, where it failed on CreateChangeSet; --verify
+    counts it not verified. With the log group back, deploy.auto continues the rollback, then deploys."""
+    started = time.monotonic()
+    stack = sandbox.env.stacks.api
+    cfn, logs = sandbox.client("cloudformation"), sandbox.client("logs")
+    resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+    group = next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"].startswith("ApiAccessLogs"))
+    logs.delete_log_group(logGroupName=group)
+    stack_file = sandbox.root / "cdk" / "stacks" / "api_stack.py"
+    kept = '"ApiAccessLogs", retention=logs.RetentionDays.{}'
+    assert kept.format("TWO_WEEKS") in stack_file.read_text()
+    stack_file.write_text(stack_file.read_text().replace(kept.format("TWO_WEEKS"), kept.format("ONE_MONTH")))
+    git(sandbox.root, "commit", "-qam", "api: access logs kept a month")
+
+    failed = auto(sandbox.root)
+    assert failed.error is not None and failed.error.exit_code == 1, failed.output
+    assert f"deploying stack {stack} failed: it is UPDATE_ROLLBACK_FAILED" in failed.error.message
+    assert "The specified log group does not exist" in failed.output
+    assert cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"] == "UPDATE_ROLLBACK_FAILED"
+
+    runtime = quiet_runtime(sandbox.root)
+    commands.diff(as_json=True, runtime=runtime)  # no error: the stack is said, the rest goes on
+    previewed = json.loads(runtime.stdout.getvalue())["stacks"][stack]  # type: ignore[attr-defined]
+    assert previewed["status"] == "UPDATE_ROLLBACK_FAILED" and previewed["changes"] is None
+    assert previewed["health"]["severity"] == "broken"
+    assert "a deploy continues it first" in previewed["no_preview"]
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"🐳 {stack} (UPDATE_ROLLBACK_FAILED)\n  ❌ stack {stack} is UPDATE_ROLLBACK_FAILED" in said, said
+    assert "\n  no preview: CloudFormation makes no change set until the failed rollback is continued" in said
+    with pytest.raises(DeployKitError) as unverified:
+        commands.diff(verify=True, runtime=quiet_runtime(sandbox.root))
+    assert f"{stack}: UPDATE_ROLLBACK_FAILED, not compared" in unverified.value.message
+
+    logs.create_log_group(logGroupName=group)  # the cause fixed
+    rerun = converges(sandbox)
+    assert f"{stack} is UPDATE_ROLLBACK_FAILED: continuing the rollback (ContinueUpdateRollback) first" in (
+        rerun.output
+    )
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["retentionInDays"] == 30
+    assert auto(sandbox.root).report is None  # nothing left to deploy
+    print(f"\n[rollback failed] {stack}: failed, said by inv diff, recovered in {time.monotonic() - started:.1f}s")
