@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from deploykit import commands
+from deploykit import commands, markdown
 from deploykit.commands.previews import show_preview
 from deploykit.config import load_config
 from deploykit.stacks import Change, no_preview
@@ -72,6 +72,9 @@ def test_a_stack_whose_status_takes_no_change_set_says_no_preview_not_would_be_c
     assert "would be created" not in "\n".join(said)
     assert shown.json["changes"] is None and "continues it first" in shown.json["no_preview"]
     assert shown.section.no_preview and shown.section.changes is None
+    review = markdown.Review("dev", None, "a" * 40, ["stack:api"], [], "inv deploy.auto", [shown.section])
+    title = markdown.review(review)
+    assert "#### 🐳 CarRentalApiStack · `UPDATE_ROLLBACK_FAILED` · no preview\n" in title  # not "would be created"
 
 
 def test_a_stack_that_became_busy_after_it_was_read_says_its_status_now(project: Path) -> None:
