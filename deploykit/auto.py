@@ -320,7 +320,7 @@ def unpromoted(
     another component, is still what the source runs."""
     wanted = {component: source_live.get(component) for component in sorted(components)}
     try:
-        found = changes.detect(config, wanted, include_uncommitted=bool(revision.dirty))
+        found = changes.detect(config, wanted, include_uncommitted=bool(revision.dirty), env=source)
     except UsageError as exc:  # what the source runs is in no commit of this clone
         raise UsageError(
             f"cannot tell whether {source} runs what this checkout would deploy: {exc.message}",
@@ -743,7 +743,7 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
         return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place
-    if change.setting and change.setting != "[build]":
+    if change.setting and change.setting != "[build]" and not change.setting.endswith(" base_image"):
         # an architecture: a stack moves what runs on it, beside the image or zips made for it, in one deploy.auto
         return "inv deploy.auto"
     if change.kind == "app":

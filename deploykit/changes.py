@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn
 
 from deploykit import git
-from deploykit.config import STACK_ROLES, BuildConfig, Config
+from deploykit.config import STACK_ROLES, BuildConfig, Config, pattern_matches
 from deploykit.errors import UsageError
 
 Kind = Literal["app", "lambda", "stack", "none"]
@@ -480,6 +480,7 @@ def detect(
     since: str | None = None,
     include_uncommitted: bool = False,
     worktree_tags: Mapping[str, str] | None = None,
+    env: str | None = None,
 ) -> ChangeSet:
     """The changes of each component of ``live`` (component → its live SHA or image tag, None: never deployed).
 
@@ -489,7 +490,8 @@ def detect(
     that build is the one ``worktree_tags`` (component → the tag a deploy of the work tree gives it) names: then
     what is live is what the work tree holds for it. With ``include_uncommitted`` (``head`` must be HEAD) the work
     tree is compared instead of HEAD's commit, untracked files included. Changes that belong to a deployable
-    component missing from ``live`` are left out.
+    component missing from ``live`` are left out. ``env``: the environment deployed to, whose own ``base_image``
+    in deploy.toml counts for the app (None: any environment's does).
     """
     root = config.root
     for component in live:
@@ -561,7 +563,7 @@ def detect(
         diff = git.changed_paths(root, base, None if include_uncommitted else head_sha)
         usage = usage_for(base) if any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p) else None
         classified = _classify_changes(config, diff, usage or StackUsage())
-        by_base[base] = _build_settings(config, classified, base, None if include_uncommitted else head_sha)
+        by_base[base] = _build_settings(config, classified, base, None if include_uncommitted else head_sha, env)
 
     changes: list[Change] = list(notes)
     for component, commit in bases.items():
@@ -631,26 +633,33 @@ def scope(config: Config, revision: git.Revision) -> git.Revision:
     return dataclasses.replace(revision, touches=frozenset(paths), parts=parts)
 
 
-def _build_settings(config: Config, classified: list[Change], base: str, head: str | None) -> list[Change]:
+def _build_settings(
+    config: Config, classified: list[Change], base: str, head: str | None, env: str | None = None
+) -> list[Change]:
     """``classified`` with deploy.toml counted for what its ``[build]`` table says how to build, when that differs
     between ``base`` and ``head`` (None: the work tree): for the app, how the image is built (context, Dockerfile,
-    base image, extra CAs, platform); for the Fargate stack too, ``platform`` (its tasks run on that architecture);
-    for the API stack and every function, ``lambda_architecture`` (the stack puts the functions on it, and their
-    requirements are vendored for it: each zip is made anew). The rest of deploy.toml is the toolkit's own settings,
-    and stays as the rules classify it."""
+    base image, extra CAs, platform), and the base image an environment sets for itself (``env``'s, from its table or
+    the pattern that makes it; None: any environment's); for the Fargate stack too, ``platform`` (its tasks run on
+    that architecture); for the API stack and every function, ``lambda_architecture`` (the stack puts the functions
+    on it, and their requirements are vendored for it: each zip is made anew). The rest of deploy.toml is the
+    toolkit's own settings, and stays as the rules classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
 
-    def build_table(text: bytes | None) -> dict[str, Any] | str:
+    def document(text: bytes | None) -> dict[str, Any] | str:
         try:
-            table = tomllib.loads(text.decode()).get("build") if text is not None else None
+            return tomllib.loads(text.decode()) if text is not None else {}
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             return "unreadable"  # unknown: counted as changed
-        return table if isinstance(table, dict) else {}
 
-    before = build_table(git.files_at(config.root, base, name).get(name))
-    after = build_table(config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name))
+    def table(doc: dict[str, Any] | str, key: str) -> dict[str, Any] | str:
+        found = doc.get(key) if isinstance(doc, dict) else doc
+        return found if isinstance(found, dict | str) else {}
+
+    old_doc = document(git.files_at(config.root, base, name).get(name))
+    new_doc = document(config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name))
+    before, after = table(old_doc, "build"), table(new_doc, "build")
 
     def part(table: dict[str, Any] | str, key: str | None) -> object:
         """The image's part of the table (``key`` None: all but lambda_architecture and keep_local_images, which
@@ -661,11 +670,30 @@ def _build_settings(config: Config, classified: list[Change], base: str, head: s
             return table.get(key, getattr(BuildConfig(), key))
         return {k: v for k, v in table.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES)}
 
+    def base_images(doc: dict[str, Any] | str) -> dict[str, object] | str:
+        """Each environment's own base_image (``env``'s table and the patterns that make it; None: every one)."""
+        tables = table(doc, "environments")
+        if isinstance(tables, str):
+            return tables
+        return {
+            key: t.get("base_image")
+            for key, t in tables.items()
+            if isinstance(t, dict) and (env is None or key == env or ("*" in key and pattern_matches(key, env)))
+        }
+
     targets: list[tuple[Target, str]] = []  # each with the setting that made it
     platform = part(before, PLATFORM) != part(after, PLATFORM)
+    old_bases, new_bases = base_images(old_doc), base_images(new_doc)
     if part(before, None) != part(after, None):
         why = f"the [build] table of {name} changed: the image is built otherwise"
         targets.append((Target("app", "app", why), f"[build] {PLATFORM}" if platform else "[build]"))
+    elif old_bases != new_bases:
+        changed = [env or "*"]  # one side unreadable
+        if isinstance(old_bases, dict) and isinstance(new_bases, dict):
+            changed = sorted(k for k in {*old_bases, *new_bases} if old_bases.get(k) != new_bases.get(k))
+        tables = ", ".join(f"[environments.{k}]" if "*" not in k else f'[environments."{k}"]' for k in changed)
+        why = f"base_image of {tables} in {name} changed: the image is built on another base"
+        targets.append((Target("app", "app", why), f"{tables} base_image"))
     if platform:
         why = f"[build] {PLATFORM} of {name} changed: the service's tasks run on another architecture"
         targets.append((Target("stack:fargate", "stack", why), f"[build] {PLATFORM}"))

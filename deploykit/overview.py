@@ -221,7 +221,7 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
     shas = {component: str(value.get("sha") or "") for component, value in read.live.items()}
     positions = {sha: position(config.root, sha, head) for sha in set(shas.values())}
     missing = [c for c in changes.components_of(config) if c not in shas]
-    counted = _changed(config, {c: sha for c, sha in shas.items() if positions[sha].known}, missing)
+    counted = _changed(config, {c: sha for c, sha in shas.items() if positions[sha].known}, missing, env.name)
     live = [
         Live(component, sha, str(read.live[component].get("when") or ""), positions[sha], counted.get(component))
         for component, sha in shas.items()
@@ -331,10 +331,11 @@ def _waiting(config: Config, component: str, here: str | None, there: str) -> st
     return f"{paths} changed path(s)" if paths else ""
 
 
-def _changed(config: Config, live: Mapping[str, str], missing: Sequence[str]) -> dict[str, int]:
-    """component → how many of its paths changed from its live commit to HEAD; {} when that cannot be told."""
+def _changed(config: Config, live: Mapping[str, str], missing: Sequence[str], env: str) -> dict[str, int]:
+    """component → how many of its paths changed from its live commit to HEAD in ``env``; {} when that cannot be
+    told."""
     try:
-        found = changes.detect(config, {**live, **dict.fromkeys(missing)})
+        found = changes.detect(config, {**live, **dict.fromkeys(missing)}, env=env)
     except DeployKitError:  # a live value no commit explains: the rows say so ("?")
         return {}
     return {component: len(found.for_component(component)) for component in [*live, *missing]}

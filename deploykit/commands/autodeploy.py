@@ -155,7 +155,9 @@ def analyse(
         read = at_once(reads)
     live: dict[str, str | None] = read["live"]
     tags = {component: revision.of(component).tag for component in live}  # a live dirty build may be the same
-    found = changes.detect(config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags)
+    found = changes.detect(
+        config, live, since=since, include_uncommitted=revision.dirty, worktree_tags=tags, env=environment.name
+    )
     records: list[history.Record] = read.get("records", [])
     left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment), entries)
     found = changes.with_notes(found, {**unverified, **left})

@@ -1226,3 +1226,38 @@ def test_the_commits_behind_many_changed_paths_are_still_those_that_change_them(
         (login, ("lambda:login_handler",)),
         (assets, ("app",)),
     ]
+
+
+def test_an_environment_s_own_base_image_counts_for_the_app_there(repo: Path) -> None:
+    """[environments.NAME] base_image (the image is built FROM it there): a new one rebuilds the app in that
+    environment, not in another; a change of the environment's other settings is the toolkit's."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    old = 'base_image = "deploykit/python-base:3.11-bookworm"'
+    assert old in toml.read_text()
+    toml.write_text(toml.read_text().replace(old, 'base_image = "deploykit/python-base:3.11-bookworm-2"', 1))
+    commit(repo, "sandbox: a new base")
+    found = detect(config, everything(config, base), env="sandbox")
+    assert found.components() == {"app"}
+    (change,) = found.for_component("app")
+    assert change.path == "deploy.toml" and change.setting == "[environments.sandbox] base_image"
+    assert "the image is built on another base" in change.reason
+    assert auto.analysis_lines(found, config.environment("sandbox"))[0] == (
+        "📱 App code: deploy.toml ([environments.sandbox] base_image changed) → inv deploy.app"
+    )
+    assert detect(config, everything(config, base), env="dev").components() == set()  # dev's base is [build]'s
+    assert detect(config, everything(config, base)).components() == {"app"}  # unnamed: any environment's counts
+    # a pattern's base_image counts for the environments it makes
+    toml.write_text(
+        toml.read_text() + '\n[environments."dev-*"]\nregion = "eu-west-1"\nbase_image = "python:3.11-bookworm"\n'
+    )
+    commit(repo, "dev-*: environments of their own")
+    middle = run_git(repo, "rev-parse", "HEAD").strip()
+    toml.write_text(toml.read_text().replace('"python:3.11-bookworm"\n', '"python:3.12-bookworm"\n'))
+    commit(repo, "dev-*: a new base")
+    assert detect(config, everything(config, middle), env="dev-alice").components() == {"app"}
+    assert detect(config, everything(config, middle), env="sandbox").components() == set()
+    # another setting of the environment: no change of the image
+    toml.write_text(toml.read_text().replace("poll_interval = 0.5\n", "poll_interval = 1\n", 1))
+    assert detect(config, everything(config, middle), env="sandbox", include_uncommitted=True).components() == set()
