@@ -653,13 +653,13 @@ def _build_settings(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             return "unreadable"  # unknown: counted as changed
 
-    def table(doc: dict[str, Any] | str, key: str) -> dict[str, Any] | str:
+    def section(doc: dict[str, Any] | str, key: str) -> dict[str, Any] | str:
         found = doc.get(key) if isinstance(doc, dict) else doc
         return found if isinstance(found, dict | str) else {}
 
     old_doc = document(git.files_at(config.root, base, name).get(name))
     new_doc = document(config.path.read_bytes() if head is None else git.files_at(config.root, head, name).get(name))
-    before, after = table(old_doc, "build"), table(new_doc, "build")
+    before, after = section(old_doc, "build"), section(new_doc, "build")
 
     def part(table: dict[str, Any] | str, key: str | None) -> object:
         """The image's part of the table (``key`` None: all but lambda_architecture and keep_local_images, which
@@ -672,7 +672,7 @@ def _build_settings(
 
     def base_images(doc: dict[str, Any] | str) -> dict[str, object] | str:
         """Each environment's own base_image (``env``'s table and the patterns that make it; None: every one)."""
-        tables = table(doc, "environments")
+        tables = section(doc, "environments")
         if isinstance(tables, str):
             return tables
         return {
