@@ -165,6 +165,18 @@ def live_git_sha(lambda_client: Any, function_name: str) -> str | None:
     return git_sha_of(config.get("Description")) if config else None
 
 
+def serving_unverified(entry: Mapping[str, str] | None, serving: Mapping[str, Any]) -> bool:
+    """Whether the version ``serving`` (the alias's, its configuration) is not the one the live record's ``entry``
+    for the function (what the last successful run left and smoked) verified: another version than the one that run
+    left the alias on, or, when the record keeps none (a stack deploy), one the fast path published at another commit
+    (a run that failed after it moved the alias: kept with --no-rollback, or interrupted)."""
+    entry = entry or {}
+    if entry.get("version"):
+        return str(serving.get("Version", "")) != entry["version"]
+    described = git_sha_of(serving.get("Description"))
+    return described is not None and described != entry.get("sha")
+
+
 def deployed_functions(outputs: StackOutputs, env: EnvConfig, *, required: bool = True) -> dict[str, str]:
     """fn (folder name) → Lambda function name, from the environment's endpoints (the API stack's outputs).
 

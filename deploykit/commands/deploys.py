@@ -52,6 +52,7 @@ from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, Superseded, UsageError
 from deploykit.plan import Plan, RunReport, Step
+from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, image_not_there
 from deploykit.stacks import (
     StackOutputs,
@@ -351,20 +352,30 @@ def deploy_lambda(
         function_name = lambda_chain.deployed_function(StackOutputs.of(aws), environment, name)
     component = f"lambda:{name}"
     reads: dict[str, Callable[[], Any]] = {}
-    if not allow_older:
-        reads["live"] = partial(lambda_chain.live_git_sha, aws.client("lambda"), function_name)
+    if not allow_older or (smoke and not dry_run):  # the version the alias serves: the commit it names (the guard
+        # against going back), and whether the live record verified it (else smoke runs whatever the steps find)
+        reads["serving"] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
     if not allow_rolled_back:
         reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, [component], revision)
-    if not dry_run and reads:  # what the guards were checked against: still so under the lock?
+    guarded = not (allow_older and allow_rolled_back)  # what the guards were checked against: still so under the lock?
+    if not dry_run and reads:
         reads["record"] = partial(live_record_planned, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the commit the alias serves and the history: one round trip
-    if "live" in read:
+    serving = read.get("serving")
+    if not allow_older:
+        read["live"] = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
         refuse_older(config, environment, component, read["live"], revision)
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
     promotion = require_promoted(runtime, config, environment, revision, [component], unpromoted=unpromoted)
     plan = lambda_chain.lambda_plan(config, environment, revision, name, function_name=function_name, smoke=smoke)
+    if serving and "record" in read and lambda_chain.serving_unverified((read["record"] or {}).get(component), serving):
+        # a run that failed after moving the alias (--no-rollback, interrupted) left it there: a rerun whose steps
+        # all find their result in place still smokes what serves before the live record takes it as verified
+        plan = dataclasses.replace(
+            plan, steps=tuple(Smoke(step.only, always=True) if isinstance(step, Smoke) else step for step in plan.steps)
+        )
     taken = _commits_since(config, component, read.get("live"), revision)
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
     return run_plan(
@@ -376,7 +387,7 @@ def deploy_lambda(
         as_json=as_json,
         aws=aws,
         rollback=rollback,
-        planned_from=read.get("record"),
+        planned_from=read.get("record") if guarded else None,
     )
 
 

@@ -16,6 +16,7 @@ import json
 import random
 import shutil
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -1426,3 +1427,49 @@ def test_a_deploy_of_a_function_records_the_commits_it_takes_live(
     store = history.History.of(factory, dev_env)
     assert store is not None
     assert store.records(limit=1)[0].commits == [{"sha": v2, "author": "t", "subject": "Health: v2"}]
+
+
+def test_a_rerun_after_a_release_kept_with_no_rollback_smokes_it_before_the_live_record_takes_it(
+    with_lambdas: Path,
+    factory: AwsFactory,
+    environment: dict[str, str],
+    dev_env: EnvConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release whose smoke failed, kept with --no-rollback, serves behind the alias; the same command run again
+    found every step in place and skipped smoke too ("nothing changed before it"), so the live record took the
+    release that failed smoke as verified, with no check run."""
+    smoked: list[str] = []
+
+    def smoke(result: str) -> Callable[[Smoke, Context], Outcome]:
+        def run(_self: Smoke, _ctx: Context) -> Outcome:
+            smoked.append(result)
+            if result == "failed":
+                raise StepFailed("smoke failed (4 passed, 1 failed): api_gateway: GET /health → 500", next_step="look")
+            return Outcome.done("5 passed")
+
+        return run
+
+    monkeypatch.setattr(Smoke, "run", smoke("passed"))
+    commands.deploy_lambda(FN, env="dev", runtime=runtime(with_lambdas, factory))
+    store = history.History.of(factory, dev_env)
+    assert store is not None and store.live()[f"lambda:{FN}"]["version"] == "2"
+    handler = with_lambdas / "lambda" / FN / "handler.py"
+    handler.write_text(handler.read_text() + "\n# a broken release\n")
+    git(with_lambdas, "commit", "-qam", "a broken release")
+    monkeypatch.setattr(Smoke, "run", smoke("failed"))
+    with pytest.raises(StepFailed, match="left in place for debugging"):
+        commands.deploy_lambda(FN, env="dev", rollback=False, runtime=runtime(with_lambdas, factory))
+    assert alias_version(factory, FN) == "3" and store.live()[f"lambda:{FN}"]["version"] == "2"
+
+    with pytest.raises(StepFailed, match="smoke failed"):  # still broken: smoked again, and not taken as verified
+        commands.deploy_lambda(FN, env="dev", rollback=False, runtime=runtime(with_lambdas, factory))
+    assert smoked == ["passed", "failed", "failed"] and store.live()[f"lambda:{FN}"]["version"] == "2"
+
+    monkeypatch.setattr(Smoke, "run", smoke("passed"))  # what it calls is back
+    report = commands.deploy_lambda(FN, env="dev", runtime=runtime(with_lambdas, factory))
+    assert report is not None and statuses(report)["smoke"] == "done" and smoked[-1] == "passed"
+    assert store.live()[f"lambda:{FN}"]["version"] == "3"
+    again = commands.deploy_lambda(FN, env="dev", runtime=runtime(with_lambdas, factory))
+    assert again is not None and set(statuses(again).values()) == {"skipped"}  # verified: nothing to do
+    assert len(smoked) == 4
