@@ -30,8 +30,8 @@ them into each new zip (:class:`deploykit.stack_chain.UploadLambdaCode`), so a h
 kilobytes, not 16 MB.
 
 How it is written: entries sorted by path (forward slashes), no directory entries, every date
-1980-01-01 00:00:00, Unix permissions 0644 (0755 when the source file has an executable bit), ZIP_DEFLATED
-at level 6, no comment. File mtimes, the order the file system lists entries, the umask and the folder's
+1980-01-01 00:00:00, Unix permissions 0644 (0755 when its owner may run the source file, as git records it),
+ZIP_DEFLATED at level 6, no comment. File mtimes, the order the file system lists entries, the umask and the folder's
 location do not change a byte. (The deflate output is zlib's: two machines agree when their zlib does,
 which the standard zlib does; a machine that differs only re-uploads the same code under another name.)
 Symbolic links to files are packaged as the files they point at; links to directories are refused.
@@ -437,7 +437,7 @@ def _read(source: Path) -> tuple[bytes, bool]:
         mode = source.stat().st_mode
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}", next_step=f"fix or remove {source}") from None
-    return data, bool(mode & 0o111)
+    return data, bool(mode & stat.S_IXUSR)  # executable as git records it: when its owner may run it
 
 
 # -- vendored requirements --------------------------------------------------------------------------

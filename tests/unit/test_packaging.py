@@ -142,6 +142,19 @@ def test_an_executable_bit_changes_the_hash(fn: Path) -> None:
     assert package_function(fn).sha256 != before.sha256
 
 
+def test_an_executable_bit_counts_as_git_counts_it_the_owners(fn: Path) -> None:
+    """git records a file as executable when its owner may run it (100755), else as 100644, whatever its group and
+    others may do; a zip of a checkout whose file has an execute bit for its group alone (0654: copied from a share,
+    or chmod g+x) was 0755 where a clean clone of the same commit (and the commit as inv rollback and deploy.auto
+    package it, lambda_chain.code_at) gives 0644: the same commit, two zips."""
+    before = package_function(fn)
+    (fn / "lib" / "util.py").chmod(0o654)
+    (fn / "README.md").chmod(0o645)
+    assert package_function(fn).sha256 == before.sha256
+    (fn / "lib" / "util.py").chmod(0o744)
+    assert package_function(fn).sha256 != before.sha256
+
+
 def test_excluded_files_do_not_change_the_hash(fn: Path) -> None:
     before = package_function(fn)
     (fn / "tests" / "test_sample.py").write_text("def test_other():\n    pass\n")
