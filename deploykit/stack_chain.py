@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, images, leftovers, oci, packaging, plugins, registry, stacks, synth
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
-from deploykit.aws import at_once, translate_error
+from deploykit.aws import DENIED, at_once, translate_error
 from deploykit.config import PLATFORMS, STACK_ROLES
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
@@ -520,11 +520,13 @@ class UploadLambdaCode(Step):
         s3 = ctx.aws.client("s3")
         there = Outcome.skipped(f"{self.function}: s3://{bucket}/{self.key} is already there")
         small = 0 < self.size <= SMALL_ZIP
-        kept: dict[str, Any] | None = None  # the vendored entries' object, when the plan named one and it is there
+        # the vendored entries' object, when the plan named one and it is there; S3's refusal to say (a role that may
+        # not read lambda-vendored/*): the zip goes whole
+        kept: dict[str, Any] | ClientError | None = None
         if not small:
-            reads = {"zip": partial(_head, s3, bucket, self.key)}
+            reads: dict[str, Callable[[], Any]] = {"zip": partial(_head, s3, bucket, self.key)}
             if self.prefix_key:  # in the same round trip
-                reads["prefix"] = partial(_head, s3, bucket, self.prefix_key)
+                reads["prefix"] = partial(_head_unless_denied, s3, bucket, self.prefix_key)
             found = at_once(reads)
             if found["zip"] is not None:
                 return there
@@ -540,6 +542,19 @@ class UploadLambdaCode(Step):
             if not put_once(s3, bucket, self.key, package.zip_bytes, "application/zip"):
                 return there
         elif self.prefix_key:  # as planned: the same bytes (its key checked above), so the same vendored prefix
+            if isinstance(kept, ClientError):  # nothing it may copy from
+                s3.put_object(
+                    Bucket=bucket,
+                    Key=self.key,
+                    Body=package.zip_bytes,
+                    ContentType="application/zip",
+                    Metadata={packaging.VENDORED_METADATA: package.prefix_sha256},  # as put_from_vendored's whole zip
+                )
+                why = f"S3 would not say whether {packaging.short_key(package.prefix_key)} is there"
+                return Outcome.done(
+                    f"{self.function}: {size} B → s3://{bucket}/{self.key}, {size} B sent "
+                    f"(sent whole: {why} ({error_code(kept)}: {kept}))"
+                )
             sent, how = put_from_vendored(s3, bucket, package, kept)
             vendored = packaging.short_key(package.prefix_key)
             said = {
@@ -560,6 +575,16 @@ def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         if is_not_there(exc):
             return None
         raise
+
+
+def _head_unless_denied(s3: Any, bucket: str, key: str) -> dict[str, Any] | ClientError | None:
+    """:func:`_head`, with S3's refusal returned, not raised: a caller that may not read ``key`` (HeadObject's 403)."""
+    try:
+        return _head(s3, bucket, key)
+    except ClientError as exc:
+        if error_code(exc) not in DENIED | {"403", "Forbidden"}:
+            raise
+        return exc
 
 
 def kept_vendored(found: Mapping[str, Any] | None, package: packaging.Package) -> bool:

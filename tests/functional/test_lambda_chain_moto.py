@@ -597,6 +597,37 @@ def test_vendored_packages_not_as_kept_are_put_again_and_gone_ones_make_the_zip_
     assert not s3.list_objects_v2(Bucket=BUCKET, Prefix=third.key).get("Contents")
 
 
+def test_a_caller_that_may_not_read_the_vendored_packages_sends_the_zip_whole(
+    vendored: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """A deploy role whose policy leaves out lambda-vendored/* may not read the vendored packages' object: S3 answers
+    its HeadObject 403 (as it answers UploadPartCopy AccessDenied). The upload failed with 'AWS HeadObject failed
+    (403)' where the zip goes whole, saying why, as when S3 refuses the copy."""
+    s3 = factory.client("s3")
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    first = packaging.package_function(vendored)
+    s3.put_object(Bucket=BUCKET, Key=first.prefix_key, Body=first.zip_bytes[: first.prefix_length])
+
+    def forbidden(params: dict[str, Any], **_: Any) -> None:
+        if str(params.get("Key", "")).startswith(f"{packaging.VENDORED_KEY_PREFIX}/"):
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+    def denied(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "UploadPartCopy")
+
+    s3.meta.events.register("before-parameter-build.s3.HeadObject", forbidden)
+    s3.meta.events.register("before-call.s3.UploadPartCopy", denied)
+    calls = sent_to(s3)
+    outcome = UploadLambdaCode.of("health_handler", vendored, first, "CarRentalRegistryStack").run(ctx)
+
+    assert outcome.status == "done", outcome.detail
+    assert f"{len(first.zip_bytes)} B sent (sent whole: " in outcome.detail and "(403: " in outcome.detail
+    assert ("PutObject", len(first.zip_bytes)) in calls and ("PutObject", first.prefix_length) not in calls
+    assert s3.get_object(Bucket=BUCKET, Key=first.key)["Body"].read() == first.zip_bytes
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+
+
 def test_a_handler_change_beside_vendored_packages_deploys_what_lambda_reads_back(
     vendored: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:
