@@ -636,13 +636,22 @@ def point_alias(
     outputs = {f"{function}.version": version, f"{function}.function_name": function_name, f"{function}.alias": alias}
     if previous == version and not weights:
         return Outcome.skipped(f"{function}: {alias} already points at version {version}", **outputs)
-    client.update_alias(
-        FunctionName=function_name,
-        Name=alias,
-        FunctionVersion=version,
-        RoutingConfig={"AdditionalVersionWeights": {}},
-        RevisionId=current["RevisionId"],
-    )
+    try:
+        client.update_alias(
+            FunctionName=function_name,
+            Name=alias,
+            FunctionVersion=version,
+            RoutingConfig={"AdditionalVersionWeights": {}},
+            RevisionId=current["RevisionId"],
+        )
+    except ClientError as exc:
+        # the alias's RevisionId moved on since it was read: botocore sent the call again after its answer was lost
+        # (a read timeout), the first attempt having moved it; or someone else changed it. In place is in place
+        if error_code(exc) != "PreconditionFailedException":
+            raise
+        now = get_alias(client, function_name, alias)
+        if str(now["FunctionVersion"]) != version or routed_versions(now):
+            raise
     return Outcome.done(
         f"{function}: {alias} → version {version} ({note + ', ' if note else ''}was {previous})",
         **outputs,

@@ -1298,6 +1298,50 @@ def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env:
     assert refused.value.next_step == "deploy it without a canary: inv deploy.lambda health_handler --canary 0"
 
 
+def test_an_alias_move_whose_answer_was_lost_and_sent_again_is_done(dev_env: EnvConfig) -> None:
+    """UpdateAlias is guarded by the alias's RevisionId: when its answer is lost (a read timeout, a dropped
+    connection), botocore sends the same call again, which Lambda refuses (PreconditionFailedException: the first
+    attempt moved the RevisionId on). move-alias failed though the alias serves its version, and the run counted a
+    failure after the alias moved. Played by botocore's Stubber (moto ignores RevisionId): the retry's refusal, then
+    the alias as the first attempt left it."""
+    client = new_session().client("lambda", region_name="eu-west-1")
+    config = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
+    versions = [
+        {"Version": "$LATEST", "CodeSha256": "new", **config},
+        {"Version": "1", "CodeSha256": "old", **config},
+        {"Version": "2", "CodeSha256": "new", "Description": "code s3://b/k.zip git aaaaaaaaaaaa", **config},
+    ]
+    with Stubber(client) as stub:
+        stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
+        aws = fake_factory(**{"lambda": client})
+        lambda_chain.Versions.of(aws).listed("fn")  # as update-code listed them
+        stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "1", "RevisionId": "r1"})
+        stub.add_client_error(
+            "update_alias",
+            "PreconditionFailedException",
+            "The Revision Id provided does not match the latest Revision Id.",
+            http_status_code=412,
+        )
+        stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "2", "RevisionId": "r2"})
+        clock = FakeClock()
+        ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        moved = lambda_chain.MoveAlias("health_handler", "fn", "live", "k.zip", "new").run(ctx)
+        stub.assert_no_pending_responses()
+    assert moved.status == "done" and moved.detail == "health_handler: live → version 2 (was 1)"
+    assert moved.outputs["health_handler.previous_version"] == "1"
+
+    with Stubber(client) as stub:  # someone else moved it meanwhile, elsewhere: refused as before
+        stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
+        aws = fake_factory(**{"lambda": client})
+        lambda_chain.Versions.of(aws).listed("fn")
+        stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "1", "RevisionId": "r1"})
+        stub.add_client_error("update_alias", "PreconditionFailedException", "no match", http_status_code=412)
+        stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "3", "RevisionId": "r3"})
+        ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        with pytest.raises(ClientError, match="PreconditionFailedException"):
+            lambda_chain.MoveAlias("health_handler", "fn", "live", "k.zip", "new").run(ctx)
+
+
 def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfig) -> None:
     """Someone changed the alias during the canary (its RevisionId moved on), so taking it back is refused: a shape
     moto does not produce (it ignores RevisionId), played by botocore's Stubber."""
