@@ -922,7 +922,7 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
                 Finding(
                     "broken",
                     f"Lambda {function}: the function or its {LIVE_ALIAS!r} alias does not exist",
-                    f"inv deploy.stack {env.stacks.api} --env {env.name}",
+                    lambda_chain.deleted_behind_the_stack(env.stacks.api, env.name),
                 )
             )
             continue

@@ -360,14 +360,27 @@ def _origin(description: str) -> str:
 # -- steps ----------------------------------------------------------------------------------------------------
 
 
+def deleted_behind_the_stack(stack: str | None = None, env: str | None = None) -> str:
+    """What to do about a function (or its alias) the API stack (``stack``, its name when known) holds that Lambda
+    has not: it was deleted outside CloudFormation, which still counts it as there, so a deploy of the unchanged
+    stack changes nothing and one that updates it fails on it."""
+    deploy = f"inv deploy.stack {stack or 'api'}" + (f" --env {env}" if env else "")
+    return (
+        f"it was deleted outside CloudFormation, which still counts it as there: a deploy of the API stack as it is "
+        f"does not bring it back (aws cloudformation detect-stack-drift --stack-name {stack or '<the API stack>'} "
+        "shows it). Have CloudFormation create it again: take its route out of FUNCTIONS in cdk/stacks/api_stack.py "
+        f"and {deploy}, then put the route back and {deploy} again"
+    )
+
+
 def _configuration(lambda_client: Any, function_name: str, function: str) -> dict[str, Any]:
     try:
         return dict(lambda_client.get_function_configuration(FunctionName=function_name))
     except ClientError as exc:
         if error_code(exc) == NOT_FOUND:
             raise UsageError(
-                f"Lambda function {function_name} ({function}) does not exist",
-                next_step="deploy the API stack first: inv deploy.stack api",
+                f"Lambda function {function_name} ({function}) does not exist, though the API stack's outputs name it",
+                next_step=deleted_behind_the_stack(),
             ) from None
         raise
 
@@ -611,8 +624,8 @@ def get_alias(client: Any, function_name: str, alias: str) -> dict[str, Any]:
         if error_code(exc) != NOT_FOUND:
             raise
         raise UsageError(
-            f"{function_name} has no alias {alias!r} (the API stack makes it)",
-            next_step="deploy the API stack first: inv deploy.stack api",
+            f"{function_name} has no alias {alias!r} (or no function of that name), though the API stack makes it",
+            next_step=deleted_behind_the_stack(),
         ) from None
 
 

@@ -1548,3 +1548,22 @@ def test_a_rerun_after_a_release_kept_with_no_rollback_smokes_it_before_the_live
     again = commands.deploy_lambda(FN, env="dev", runtime=runtime(with_lambdas, factory))
     assert again is not None and set(statuses(again).values()) == {"skipped"}  # verified: nothing to do
     assert len(smoked) == 4
+
+
+@pytest.mark.parametrize("deleted", ["function", "alias"])
+def test_a_function_deleted_outside_cloudformation_is_told_how_to_have_it_created_again(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], deleted: str
+) -> None:
+    """The API stack names the function, but Lambda has it (or its alias) no more: a deploy of the unchanged stack
+    would change nothing, so the advice is not 'deploy the API stack first' but how to have CloudFormation make it."""
+    lam = factory.client("lambda")
+    if deleted == "function":
+        lam.delete_function(FunctionName=FUNCTIONS["health_handler"])
+    else:
+        lam.delete_alias(FunctionName=FUNCTIONS["health_handler"], Name="live")
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert "though the API stack" in refused.value.message and refused.value.exit_code == 2
+    assert refused.value.next_step == lambda_chain.deleted_behind_the_stack()
+    assert "deleted outside CloudFormation" in (refused.value.next_step or "")
+    assert "take its route out of FUNCTIONS in cdk/stacks/api_stack.py" in (refused.value.next_step or "")
