@@ -141,17 +141,24 @@ def alias_if_there(lambda_client: Any, function_name: str, alias: str = ALIAS) -
         raise
 
 
-def live_code_keys(lambda_client: Any, functions: Mapping[str, str]) -> dict[str, str]:
+def live_code_keys(
+    lambda_client: Any, functions: Mapping[str, str], stored: Callable[[str], bool] | None = None
+) -> dict[str, str]:
     """fn → the S3 key of the code its ``live`` alias serves, read from that version's description.
 
     ``functions`` maps each function's folder name to its Lambda function name (``Endpoints.functions``). A
-    function without the alias, or whose live version's description names no ``code s3://bucket/key``, is left
-    out.
+    function without the alias is left out; so is one whose live version's description names no ``code
+    s3://bucket/key`` (a person published it), unless ``stored`` says the zip its code would be uploaded as is in the
+    bucket (``lambda/<fn>/<sha256>.zip``, named by the content Lambda reports as CodeSha256): a version published by
+    hand runs code deploykit uploaded, which a later stack deploy must keep, not revert to its parameter's.
     """
     keys: dict[str, str] = {}
     for fn, function_name in functions.items():
         config = live_configuration(lambda_client, function_name)
         key = code_key(config.get("Description")) if config else None
+        if key is None and config and config.get("CodeSha256") and stored is not None:
+            named = packaging.zip_key(fn, packaging.sha256_of(str(config["CodeSha256"])))
+            key = named if stored(named) else None
         if key:
             keys[fn] = key
     return keys

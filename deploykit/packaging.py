@@ -150,6 +150,11 @@ class Package:
             return tuple(zf.namelist())
 
 
+def zip_key(name: str, sha256: str) -> str:
+    """The S3 key of function ``name``'s zip whose SHA-256 (hex) is ``sha256``: ``lambda/<name>/<sha256>.zip``."""
+    return f"{KEY_PREFIX}/{name}/{sha256}.zip"
+
+
 def short_key(key: str) -> str:
     """A key named by a SHA-256, for people: ``lambda/fn/<64 hex>.zip`` → ``lambda/fn/<12 hex>….zip`` (and
     ``lambda-vendored/<64 hex>.bin`` likewise); any other key as it is. Inputs keep the whole key."""
@@ -222,7 +227,7 @@ def package_function(
         zip_bytes = build_zip(entries)
         prefix_length = 0
     digest = hashlib.sha256(zip_bytes).hexdigest()
-    key = f"{KEY_PREFIX}/{name}/{digest}.zip"
+    key = zip_key(name, digest)
     package = Package(
         name=name,
         zip_bytes=zip_bytes,

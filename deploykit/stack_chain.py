@@ -577,6 +577,11 @@ def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         raise
 
 
+def in_bucket(s3: Any, bucket: str, key: str) -> bool:
+    """Whether ``key`` is in ``bucket`` (HeadObject)."""
+    return _head(s3, bucket, key) is not None
+
+
 def _head_unless_denied(s3: Any, bucket: str, key: str) -> dict[str, Any] | ClientError | None:
     """:func:`_head`, with S3's refusal returned, not raised: a caller that may not read ``key`` (HeadObject's 403)."""
     try:

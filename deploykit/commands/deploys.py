@@ -53,7 +53,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.errors import DeployKitError, Superseded, UsageError
 from deploykit.plan import Plan, RunReport, Step
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import UploadLambdaCode, image_not_there
+from deploykit.stack_chain import ARTIFACTS_OUTPUT, UploadLambdaCode, image_not_there, in_bucket
 from deploykit.stacks import (
     StackOutputs,
     inv_command,
@@ -204,7 +204,13 @@ def _code_keys_live(
 ) -> dict[str, str]:
     """fn → the S3 key of the code live now, for those of ``functions`` that have one: what the ``live`` alias
     serves (``names``: fn → the deployed function's name), else the API stack's ``<Function>CodeKey`` parameter."""
-    served = lambda_chain.live_code_keys(aws.client("lambda"), {fn: n for fn, n in names.items() if fn in functions})
+
+    def stored(key: str) -> bool:  # the zip of a version published by hand: uploaded by deploykit, so still there?
+        bucket = (StackOutputs.of(aws)(env.stacks.registry) or {}).get(ARTIFACTS_OUTPUT)
+        return bool(bucket) and in_bucket(aws.client("s3"), str(bucket), key)
+
+    wanted = {fn: n for fn, n in names.items() if fn in functions}
+    served = lambda_chain.live_code_keys(aws.client("lambda"), wanted, stored)
     parameters = stack_parameters(aws, env.stacks.api)
     keys = {fn: served.get(fn) or parameters.get(planner.code_parameter(fn)) for fn in functions}
     return {fn: key for fn, key in keys.items() if key}

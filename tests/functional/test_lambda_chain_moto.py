@@ -850,6 +850,36 @@ def test_current_code_keys_prefer_what_the_alias_serves_over_the_stack_parameter
     assert commands.current_code_keys(factory, config, env)[0]["login_handler"] == environment["login_handler"]
 
 
+def test_current_code_keys_keep_the_code_of_a_version_a_person_published_when_deploykit_uploaded_it(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """A version published by hand (a setting changed in an incident) names no code in its description: the key is
+    the zip deploykit uploaded that code as (named by its content), so a later stack deploy keeps the fast path's
+    code, where it went back to the stack's parameter and reverted it. Code a person uploaded some other way: the
+    parameter, as before."""
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("dev")
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    lam, name = factory.client("lambda"), FUNCTIONS["health_handler"]
+
+    def publish_by_hand() -> None:
+        lam.update_function_configuration(FunctionName=name, Description="memory raised by hand")
+        version = lam.publish_version(FunctionName=name, Description="memory raised by hand")["Version"]
+        lam.update_alias(FunctionName=name, Name="live", FunctionVersion=version)
+
+    publish_by_hand()
+    assert (
+        lambda_chain.code_key(lam.get_function_configuration(FunctionName=name, Qualifier="live")["Description"])
+        is None
+    )
+    assert commands.current_code_keys(factory, config, env)[0]["health_handler"] == package(with_lambdas).key
+
+    _key, other = old_package("other")  # uploaded straight to Lambda, never to the bucket
+    lam.update_function_code(FunctionName=name, ZipFile=other)
+    publish_by_hand()
+    assert commands.current_code_keys(factory, config, env)[0]["health_handler"] == environment["health_handler"]
+
+
 def test_current_code_keys_give_this_commits_zips_to_functions_never_deployed(
     with_lambdas: Path, factory: AwsFactory
 ) -> None:
