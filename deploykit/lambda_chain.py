@@ -455,7 +455,14 @@ class UpdateFunctionCode(Step):
         if current.get("CodeSha256") == self.code_sha256 and current.get("LastUpdateStatus") != "Failed":
             return Outcome.skipped(f"{self.function}: $LATEST already runs {_short(self.code_sha256)}{note}")
         bucket = artifacts_bucket(ctx, self.registry_stack)
-        answer = client.update_function_code(FunctionName=self.function_name, S3Bucket=bucket, S3Key=self.key)
+        try:
+            answer = client.update_function_code(FunctionName=self.function_name, S3Bucket=bucket, S3Key=self.key)
+        except ClientError as exc:
+            if error_code(exc) != "ResourceConflictException":
+                raise
+            # an update began since $LATEST was read (a stack deploy, a person): waited for, as one seen at the read
+            self._wait(ctx, client, deadline, "an update begun meanwhile")
+            answer = client.update_function_code(FunctionName=self.function_name, S3Bucket=bucket, S3Key=self.key)
         final = self._wait(ctx, client, deadline, "the update", dict(answer))
         versions.latest_is(self.function_name, final)
         if final.get("CodeSha256") != self.code_sha256:

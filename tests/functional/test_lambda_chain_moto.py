@@ -17,6 +17,7 @@ import random
 import shutil
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -1597,3 +1598,44 @@ def test_a_function_deleted_outside_cloudformation_is_told_how_to_have_it_create
     assert refused.value.next_step == lambda_chain.deleted_behind_the_stack()
     assert "deleted outside CloudFormation" in (refused.value.next_step or "")
     assert "take its route out of FUNCTIONS in cdk/stacks/api_stack.py" in (refused.value.next_step or "")
+
+
+def test_an_update_another_actor_began_after_the_read_is_waited_for_then_the_code_is_updated(
+    dev_env: EnvConfig,
+) -> None:
+    """UpdateFunctionCode refused with ResourceConflictException: an update began between update-code's read of
+    $LATEST (idle then) and its call (a stack deploy, a person). It is waited for, as one seen at the read is, and
+    the update made then: the step failed with the AWS error, for a rerun to wait. Played by botocore's Stubber."""
+    lam = new_session().client("lambda", region_name="eu-west-1")
+    cfn = new_session().client("cloudformation", region_name="eu-west-1")
+    config = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
+    idle = {"FunctionName": "fn", "Version": "$LATEST", "CodeSha256": "old", "State": "Active", **config}
+    with Stubber(lam) as stub, Stubber(cfn) as stub_cfn:
+        aws = fake_factory(**{"lambda": lam, "cloudformation": cfn})
+        outputs = [{"OutputKey": "ArtifactsBucketName", "OutputValue": "bucket"}]
+        stack = {"StackName": "Registry", "CreationTime": datetime(2026, 1, 1, tzinfo=UTC)}
+        stub_cfn.add_response(
+            "describe_stacks", {"Stacks": [{**stack, "StackStatus": "UPDATE_COMPLETE", "Outputs": outputs}]}
+        )
+        stub.add_client_error(
+            "update_function_code",
+            "ResourceConflictException",
+            "The operation cannot be performed at this time. An update is in progress for resource: fn",
+            http_status_code=409,
+        )
+        stub.add_response("get_function_configuration", {**idle, "LastUpdateStatus": "InProgress"})
+        stub.add_response("get_function_configuration", {**idle, "LastUpdateStatus": "Successful"})
+        updated = {**idle, "CodeSha256": "new", "LastUpdateStatus": "Successful"}
+        stub.add_response(
+            "update_function_code", updated, {"FunctionName": "fn", "S3Bucket": "bucket", "S3Key": "k.zip"}
+        )
+        clock = FakeClock()
+        ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        step = lambda_chain.UpdateFunctionCode("health_handler", "fn", "Registry", "k.zip", "new", 60.0, 1.0)
+        read: Future[Any] = Future()  # $LATEST idle, as read while the zip was uploaded (the step's early read)
+        read.set_result({"current": {**idle, "LastUpdateStatus": "Successful"}, "versions": [idle]})
+        ctx._early[id(step)] = read
+        done = step.run(ctx)
+        stub.assert_no_pending_responses()
+    assert done.status == "done" and done.detail == "health_handler: $LATEST runs new… (was old…)"
+    assert clock.sleeps  # it waited for the other update
