@@ -319,6 +319,10 @@ def default_vendor_cache() -> Path | None:
     return root / "lambda-vendor" if root is not None else None
 
 
+# what pip says of a requirement no index has (as a wheel for the platform asked)
+_NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
+
+
 def pip_installer(architecture: str = DEFAULT_ARCHITECTURE) -> Installer:
     """An installer vendoring a requirements file for the Lambda runtime on ``architecture`` with pip."""
     return partial(pip_install, architecture=architecture)
@@ -347,10 +351,18 @@ def pip_install(requirements: Path, target: Path, *, architecture: str = DEFAULT
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        platform = f"{ARCHITECTURES[architecture]} / CPython 3.11"
+        missing = _NO_DISTRIBUTION.findall(done.stderr or done.stdout or "")
+        if missing:  # the file asks for what the index has not: bad input, nothing was changed
+            raise UsageError(
+                f"{requirements} asks for what the package index has no wheel of for {platform}: "
+                f"{', '.join(missing)}\n{tail}",
+                next_step=f"pin a version the index has as a wheel for {platform} (pip index versions NAME lists "
+                f"them), commit it and rerun; or run pip by hand: {' '.join(command)}",
+            )
         raise StepFailed(
             f"pip could not vendor {requirements} (exit {done.returncode}):\n{tail}",
-            next_step=f"check the pins exist as wheels for {ARCHITECTURES[architecture]} / CPython 3.11, "
-            f"or run it by hand: {' '.join(command)}",
+            next_step=f"check the pins exist as wheels for {platform}, or run it by hand: {' '.join(command)}",
         )
 
 

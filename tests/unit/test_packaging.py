@@ -500,15 +500,28 @@ def test_pip_install_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(subprocess, "run", run)
 
-    with pytest.raises(StepFailed) as err:
+    with pytest.raises(UsageError) as refused:  # a pin no index has: the file's fault (exit 2)
         packaging.pip_install(tmp_path / "requirements.txt", tmp_path / "site")
+    assert refused.value.exit_code == 2 and "no wheel of for manylinux2014_x86_64 / CPython 3.11: nope==9" in (
+        refused.value.message
+    )
+    assert "pin a version the index has" in (refused.value.next_step or "")
 
-    (command,) = seen
+    def unreachable(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        seen.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: Could not install packages: connection refused\n")
+
+    monkeypatch.setattr(subprocess, "run", unreachable)
+    with pytest.raises(StepFailed) as err:  # anything else: a failure of the run (exit 1)
+        packaging.pip_install(tmp_path / "requirements.txt", tmp_path / "site")
+    assert not isinstance(err.value, UsageError) and err.value.exit_code == 1
+
+    command = seen[0]
     assert command[:4] == [sys.executable, "-m", "pip", "install"]
     for option in ("--no-deps", "--no-compile", "--only-binary=:all:", "manylinux2014_x86_64", "3.11"):
         assert option in command
     assert command[command.index("--target") + 1] == str(tmp_path / "site")
-    assert "No matching distribution" in err.value.message
+    assert "connection refused" in err.value.message
     assert err.value.next_step is not None and "pip" in err.value.next_step
 
     with pytest.raises(StepFailed) as err:
