@@ -282,14 +282,15 @@ def test_code_other_than_planned_after_the_update_fails() -> None:
         step().run(context(lam, FakeClock()))
 
 
-def test_a_missing_function_says_to_deploy_the_api_stack() -> None:
+def test_a_missing_function_the_stack_names_says_it_was_deleted_behind_the_stack() -> None:
     lam = aws_client("lambda")
     lam.get_function_configuration.side_effect = ClientError(
         {"Error": {"Code": "ResourceNotFoundException", "Message": "Function not found"}}, "GetFunctionConfiguration"
     )
     with pytest.raises(UsageError, match=r"Lambda function fn \(health_handler\) does not exist") as err:
         step().run(context(lam, FakeClock()))
-    assert err.value.next_step == "deploy the API stack first: inv deploy.stack api"
+    assert err.value.next_step == lambda_chain.deleted_behind_the_stack()
+    assert "a deploy of the API stack as it is does not bring it back" in err.value.next_step
 
 
 def test_a_canary_fails_on_more_errors_than_its_rate_allows() -> None:
