@@ -364,13 +364,16 @@ def deploy_lambda(
     if not allow_rolled_back:
         reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, [component], revision)
     guarded = not (allow_older and allow_rolled_back)  # what the guards were checked against: still so under the lock?
-    if not dry_run and reads:
+    if (not dry_run and reads) or not allow_older:  # also what the guard reads of a version that names no commit
         reads["record"] = partial(live_record_planned, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the commit the alias serves and the history: one round trip
     serving = read.get("serving")
     if not allow_older:
-        read["live"] = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
+        # the commit the version names (the fast path's), else the one the live record names, as deploy.auto reads
+        # it: a version CloudFormation or a person published names none, and the guard let any commit through
+        recorded = ((read.get("record") or {}).get(component) or {}).get("sha")
+        read["live"] = (lambda_chain.git_sha_of(serving.get("Description")) or recorded) if serving else None
         refuse_older(config, environment, component, read["live"], revision)
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     # a dry run too, as deploy.auto's: it shows whether the deploy would be let through

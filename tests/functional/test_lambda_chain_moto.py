@@ -773,6 +773,32 @@ def test_a_checkout_behind_what_the_alias_serves_is_refused_unless_allow_older(
     assert alias_version(factory, "health_handler") != "2"
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_version_that_names_no_commit_is_guarded_by_the_commit_the_live_record_names(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dry_run: bool
+) -> None:
+    """The alias serves a version a person (or CloudFormation) published: its description names no commit, and the
+    guard against going back let an out-of-date checkout through. It reads the live record's commit then, as
+    deploy.auto does."""
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    old = git(with_lambdas, "rev-parse", "HEAD").strip()
+    handler.write_text(handler.read_text() + "\nFEATURE = 2\n")
+    git(with_lambdas, "commit", "-qam", "feature 2")
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    lam, name = factory.client("lambda"), FUNCTIONS["health_handler"]
+    lam.update_function_configuration(FunctionName=name, Description="memory raised by hand")
+    by_hand = lam.publish_version(FunctionName=name, Description="memory raised by hand")["Version"]
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
+    assert lambda_chain.live_git_sha(lam, name) is None  # the version names no commit
+
+    git(with_lambdas, "checkout", "-q", old)  # an out-of-date checkout
+    with pytest.raises(UsageError, match=r"HEAD \(\w{12}\) is behind what dev runs: lambda:health_handler"):
+        commands.deploy_lambda(
+            "health_handler", env="dev", smoke=False, dry_run=dry_run, runtime=runtime(with_lambdas, factory)
+        )
+    assert alias_version(factory, "health_handler") == by_hand  # nothing changed
+
+
 def test_a_function_a_rollback_took_off_is_refused_unless_allow_rolled_back(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
 ) -> None:
