@@ -183,6 +183,10 @@ class Plan:
     restarts: tuple[tuple[str, str], ...] = ()
     # The commits the run takes live, newest first: (full SHA, author, subject) (deploy.auto: those behind its changes)
     commits: tuple[tuple[str, str, str], ...] = ()
+    # What a rollback found running of the components it goes back, as it read them from the environment: (component,
+    # SHA) pairs. The run's record names them as live before it, where the live record does not (a failed run's
+    # release, which never moved it): the next deploy.auto then knows what the rollback took off.
+    found: tuple[tuple[str, str], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.steps)

@@ -924,8 +924,14 @@ def run_plan_of(
     deploys = tuple(pair for _, plan in plans for pair in plan.deploys)
     api = f"stack:{planner.HOSTED_BY['lambda']}"
     removes = taken_out(record) if any(component == api for component, _ in plans) else ()
+    found = tuple(pair for _, plan in plans for pair in plan.found)
     return Plan(
-        env.name, (*steps, *((Smoke(),) if smoke else ())), f"rollback run {record.id}", deploys, removes=removes
+        env.name,
+        (*steps, *((Smoke(),) if smoke else ())),
+        f"rollback run {record.id}",
+        deploys,
+        removes=removes,
+        found=found,
     )
 
 

@@ -722,7 +722,8 @@ def _record(
     record = history.record_of(
         report,
         components=components,
-        base={c: before.get(c) for c in (*components, *plan.removes)},
+        # what a rollback went back from, where it read it from the environment: the live record may not name it
+        base={c: dict(plan.found).get(c) or before.get(c) for c in (*components, *plan.removes)},
         head=head,
         unchanged=sorted(set(carried) - set(deployed)),
         removed=plan.removes,

@@ -616,6 +616,8 @@ def _rollback_of(
             removing=removing,
             restoring=restoring or {},
         )
+    if plan is not None and target.live:  # what it goes back from, for its record (the live record may not say it)
+        plan = dataclasses.replace(plan, found=((target.component.key, target.live),))
     return target, plan
 
 

@@ -17,15 +17,15 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import commands, history, lock
+from deploykit import auto, commands, history, lock
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
-from deploykit.errors import Superseded, UsageError
+from deploykit.errors import StepFailed, Superseded, UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context, Outcome, Plan, RunReport
+from deploykit.plan import Context, Outcome, Plan, RunReport, StepRecord
 from deploykit.stack_chain import KEPT_TEMPLATES as KEPT
 from deploykit.stack_chain import DeployStack, kept_template_key, was_key
 from tests.conftest import REPO, git
@@ -244,6 +244,46 @@ def test_rollback_to_what_is_live_changes_nothing(
     printed = json.loads(out.getvalue())
     assert list(printed)[:7] == ["env", "title", "ok", "seconds", "steps", "outputs", "error"]
     assert (printed["env"], printed["ok"], printed["steps"], printed["error"]) == ("dev", True, [], None)
+
+
+def test_a_rollback_from_a_failed_runs_release_records_that_release_as_what_it_took_off(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """A failed run never moves the live record, yet what it released may run (kept with --no-rollback, a stack's
+    change set that went through before smoke failed). A rollback from it records it as what ran before, as it said
+    (`D → C`), so that the next deploy.auto knows what the rollback took off (it said C → C, and took nothing off)."""
+    failed = "ddddddd44444"
+    put_image(factory, failed)
+    run_image(factory, failed)  # the failed release kept running
+    write_record(deployed, failed, 7, ok=False)
+    err = io.StringIO()
+    report = commands.rollback(env="dev", smoke=False, runtime=runtime(project, factory, stderr=err))
+    assert report is not None and report.ok
+    assert f"⏪ rollback app in dev: {failed} → {C} [history: " in err.getvalue()
+    newest = deployed.records(1)[0]
+    assert (newest.components, newest.base) == ({"app": C}, {"app": failed})
+    assert auto.taken_off(deployed.records(10))["app"] == (failed, newest)
+    assert deployed.live()["app"]["sha"] == C
+
+    # a stack: the failed run's change set went through before its smoke failed
+    older = "0123456789ab"
+    assert deploy_fargate(factory, dev_env, tmp_path, FIRST, older).status == "done"
+    stack_record(deployed, older, 10)
+    assert deploy_fargate(factory, dev_env, tmp_path / "b", SECOND, B, image=B).status == "done"
+    through = [
+        StepRecord("deploy-stack", "s", "done", 1.0, "CarRentalFargateStack: updated in 1.0s (1 change)"),
+        StepRecord("smoke", "s", "failed", 1.0, "alb: 502"),
+    ]
+    run = RunReport(Plan("dev", (), "deploy.stack"), through, 2.0, StepFailed("smoke failed"))
+    now = datetime(2026, 3, 1, 9, 12, tzinfo=UTC)
+    deployed.write(
+        history.record_of(run, components={"stack:fargate": B}, base={"stack:fargate": older}, head=B, now=now)
+    )
+    report = commands.rollback(env="dev", component="stack:fargate", smoke=False, runtime=runtime(project, factory))
+    assert report is not None and report.ok and stack_resources(factory) == ["Topic"]
+    newest = deployed.records(1)[0]
+    assert (newest.components, newest.base) == ({"stack:fargate": older}, {"stack:fargate": B})
+    assert auto.taken_off(deployed.records(10))["stack:fargate"] == (B, newest)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(
