@@ -183,9 +183,11 @@ def _history_target(
     usable: Callable[[str], bool] = bool,
     *,
     records: Sequence[history.Record] | None = None,
+    deeper: Callable[[str, int], Sequence[history.Record]] | None = None,
 ) -> tuple[str, str, str | None]:
     """(sha, source, live) of the previous successful deploy; UsageError when there is none. ``records``: the
-    newest records when the caller has read them already."""
+    newest records when the caller has read them already; ``deeper``: History.records_of, for the records of the
+    component past them."""
     found = history.History.of(aws, env) if records is None else None
     if records is None and found is None:
         raise UsageError(
@@ -196,7 +198,13 @@ def _history_target(
         if live is None:  # the environment does not say: the live record does
             live = _recorded_live(found, component)
         records = found.records(HISTORY_DEPTH)
+        deeper = found.records_of
     record = previous_deploy(records or [], component.key, live, usable)
+    if (record is None or not usable(record.components[component.key])) and deeper is not None:
+        # the newest records hold no deploy to go back to (runs of other components since): the component's own,
+        # further back
+        records = deeper(component.key, HISTORY_DEPTH)
+        record = previous_deploy(records, component.key, live, usable)
     passed = _passed_over(records or [], component.key, live, record)
     if record is None:
         raise UsageError(
@@ -545,7 +553,15 @@ def resolve_stack(
     if failed and attempt is not None and recorded and usable(recorded):
         why = f"the last successful deploy; {attempt.command} at {attempt.when} failed after it ({attempt.id})"
         return _stack_target(component, live, recorded, why, records)
-    sha, source, live = _history_target(aws, env, component, live, usable, records=records if known else None)
+    sha, source, live = _history_target(
+        aws,
+        env,
+        component,
+        live,
+        usable,
+        records=records if known else None,
+        deeper=found.records_of if found is not None else None,
+    )
     if DIRTY in sha:
         raise UsageError(
             f"the previous deploy of {key} ({sha}) was of uncommitted changes: its cdk/ is not in git, "

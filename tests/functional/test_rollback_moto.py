@@ -286,6 +286,37 @@ def test_a_rollback_from_a_failed_runs_release_records_that_release_as_what_it_t
     assert auto.taken_off(deployed.records(10))["stack:fargate"] == (B, newest)
 
 
+def test_the_deploy_to_go_back_to_is_found_past_the_newest_runs_of_other_components(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """The newest records are read first; when a hundred runs of other components came since the component's
+    previous deploy (a function deployed many times a day, a stack rarely), its own records further back are: it
+    was 'nothing to go back to: no successful deploy of app in dev's history'."""
+    older = "0123456789ab"
+    assert deploy_fargate(factory, dev_env, tmp_path, FIRST, older).status == "done"
+    assert deploy_fargate(factory, dev_env, tmp_path / "b", SECOND, B, image=B).status == "done"
+    stack_record(deployed, older, 10)
+    stack_record(deployed, B, 11)
+    run = RunReport(Plan("dev", (), "deploy.lambda"), [], 1.0)
+    for n in range(rollbacks.HISTORY_DEPTH):
+        now = datetime(2026, 3, 1, 10, 0, tzinfo=UTC) + timedelta(minutes=n)
+        deployed.write(
+            history.record_of(run, components={"lambda:login_handler": f"{n:012x}"}, base={}, head=f"{n:012x}", now=now)
+        )
+    err = io.StringIO()
+    report = commands.rollback(env="dev", smoke=False, runtime=runtime(project, factory, stderr=err))
+    assert report is not None and report.ok, report and report.error
+    assert f"⏪ rollback app in dev: {C} → {B} [history: deploy.app at 2026-03-01T09:01:00+00:00" in err.getvalue()
+    assert service_image(factory)[1] == f"{URI}:{B}"
+    err = io.StringIO()
+    report = commands.rollback(
+        env="dev", component="stack:fargate", smoke=False, runtime=runtime(project, factory, stderr=err)
+    )
+    assert report is not None and report.ok, report and report.error
+    assert f"⏪ rollback stack:fargate in dev: {B} → {older} [history: deploy.stack at" in err.getvalue()
+    assert stack_resources(factory) == ["Topic"]
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(
     project: Path, factory: AwsFactory, deployed: history.History
 ) -> None:

@@ -129,6 +129,10 @@ def fake_aws(env: EnvConfig, *, live_tag: str | None, tags: list[str], records: 
     clients["s3"].get_paginator.return_value.paginate.return_value = [{"KeyCount": 0}]  # no template kept
     aws.history = Mock(spec=history.History)
     aws.history.records.return_value = records
+    # a component's records further back: those of the history (as History.records_of finds them)
+    aws.history.records_of.side_effect = lambda component, limit: [
+        r for r in aws.history.records.return_value if component in r.deployed or component in r.removed
+    ][:limit]
     aws.history.live.return_value = {}
     aws.live_tag = live_tag
     return aws
@@ -319,6 +323,7 @@ def test_a_lambda_whose_only_version_runs_the_previous_deploys_code_has_nothing_
     store = Mock(spec=history.History)
     full = dataclasses.replace(record(A, n=1), command="deploy.full", components={"app": A, key: A})
     store.records.return_value = [full]
+    store.records_of.return_value = [full]  # its own records, further back: the same
     store.live.return_value = {key: {"sha": C}}  # carried to C by a later deploy.auto
     monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
     target, _ = rb.resolve_lambda(aws, env, rb.Component("lambda", "login_handler"), None, lambda _c: (A, "code-of-A="))
