@@ -765,6 +765,18 @@ def run_prefix(run: str, env: EnvConfig) -> str:
     return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y%m%dT%H%M%S")
 
 
+def run_moment(run: str, env: EnvConfig) -> datetime | None:
+    """The second the run ``run`` names started in (UTC), when it names one (its id, or its time, whole or with
+    its seconds at least): the history since then holds it. None for ``last`` and for a shorter start of an id."""
+    if run == "last":
+        return None
+    prefix = run_prefix(run, env)
+    try:
+        return datetime.strptime(prefix[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> history.Record:
     """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that changed
     something (a component it deployed at another commit than ran before: a rerun whose every step was skipped

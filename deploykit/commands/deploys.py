@@ -635,6 +635,14 @@ def _run_rollback_plan(
         }
         read = at_once(reads)
     records: list[history.Record] = read["records"]
+    moment = rollbacks.run_moment(run, env)
+    if (
+        moment is not None
+        and len(records) >= rollbacks.HISTORY_DEPTH
+        and not any(r.id.startswith(rollbacks.run_prefix(run, env)) for r in records)
+    ):  # older than the newest records: the history since it (the runs after it are checked too)
+        with aws_errors(env):
+            records = found.records_since(moment)[::-1]
     record = rollbacks.find_run(records, run, env)
     newer = records[: records.index(record)]
     targets = rollbacks.undo_targets(record, newer, read["live"], env)

@@ -408,6 +408,35 @@ def test_a_runs_rollback_goes_alone_and_puts_the_app_back(
     assert again.value.exit_code == 2 and service_image(factory)[1].endswith(f":{B}")
 
 
+def test_a_run_older_than_the_newest_records_is_found_by_its_id_or_time(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """inv history --limit 200 lists runs past the newest 100 records a rollback reads first: one named by its whole
+    id or its time is read from the history since then (it was 'no run ... among dev's newest 100 records', told to
+    pass a whole record id, as it had)."""
+    run = RunReport(Plan("dev", (), "deploy.app"), [], 30.0, None)
+    now = datetime(2026, 3, 1, 9, 6, tzinfo=UTC)  # the app: C deployed over B
+    deployed.write(history.record_of(run, components={"app": C}, base={"app": B}, head=C, who="ci", now=now))
+    undone = deployed.records(1)[0]
+    other = RunReport(Plan("dev", (), "deploy.lambda"), [], 1.0)
+    for n in range(rollbacks.HISTORY_DEPTH):
+        at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC) + timedelta(minutes=n)
+        deployed.write(
+            history.record_of(other, components={"lambda:login_handler": f"{n:012x}"}, base={}, head=C, now=at)
+        )
+    for named in (undone.id, "2026-03-01T09:06:00Z"):
+        out = io.StringIO()
+        commands.rollback(env="dev", run=named, dry_run=True, as_json=True, runtime=runtime(project, factory, out))
+        planned = json.loads(out.getvalue())
+        assert planned["title"] == f"rollback run {undone.id}"
+        assert planned["deploys"] == [{"component": "app", "sha": B}]
+    with pytest.raises(UsageError, match="no run '20260301T0907' among dev's") as unknown:
+        commands.rollback(env="dev", run="20260301T0907", smoke=False, runtime=runtime(project, factory))
+    assert unknown.value.exit_code == 2
+    report = commands.rollback(env="dev", run=undone.id, smoke=False, runtime=runtime(project, factory))
+    assert report is not None and report.ok and service_image(factory)[1].endswith(f":{B}")
+
+
 def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_synthesizing(
     project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
 ) -> None:
