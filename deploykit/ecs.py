@@ -871,10 +871,17 @@ class RolloutWaiter:
         return Snapshot(service, images, running, stopped, targets, len(groups) * len(running))
 
     def _tasks(self, cluster: str, service: str, desired: str) -> list[dict[str, Any]]:
-        arns = self.ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus=desired).get("taskArns", [])
-        if not arns:
-            return []
-        return list(self.ecs.describe_tasks(cluster=cluster, tasks=arns[:100]).get("tasks", []))
+        """The service's tasks whose desired status is ``desired``: every page listed (100 a page), described in
+        batches (the stopped tasks of earlier deployments may fill the first page)."""
+        arns: list[str] = []
+        listing = {"cluster": cluster, "serviceName": service, "desiredStatus": desired}
+        for page in self.ecs.get_paginator("list_tasks").paginate(**listing):
+            arns += [str(a) for a in page.get("taskArns") or ()]
+        tasks: list[dict[str, Any]] = []
+        for start in range(0, len(arns), DESCRIBE_TASKS_BATCH):
+            batch = arns[start : start + DESCRIBE_TASKS_BATCH]
+            tasks += self.ecs.describe_tasks(cluster=cluster, tasks=batch).get("tasks") or []
+        return tasks
 
 
 def target_states(

@@ -525,3 +525,35 @@ def test_a_wake_counts_only_what_stopped_after_it_not_the_tasks_its_pause_stoppe
     assert wait(script(), woken_at).state == "healthy"
     failed = wait(script(), None)
     assert failed.state == "failed" and paused_by in failed.reason
+
+
+class PagedRollout(Rollout):
+    """A Rollout whose ListTasks answers come in pages (AWS's hold at most 100 task ARNs, then a nextToken)."""
+
+    @staticmethod
+    def key(operation: str, params: dict[str, Any]) -> tuple[str, ...]:
+        if operation == "ListTasks":
+            return (operation, params["desiredStatus"], params.get("nextToken", ""))
+        return Rollout.key(operation, params)
+
+
+def test_a_new_task_that_stopped_on_the_second_page_of_stopped_tasks_fails_fast() -> None:
+    """A service whose earlier deployments stopped 100 tasks within the hour (ECS still lists them): ListTasks
+    gives the stopped tasks a page of 100 at a time, and the new task that stopped may be on the second page. Read
+    from the first page only, it was not seen, and the wait went on to the deadline."""
+    old = [task(n, OLD, stopped="Scaling activity initiated by (deployment ecs-svc/4)") for n in range(10, 110)]
+    crashed = task(3, stopped="Essential container in task exited")
+    rollout = PagedRollout()
+    rollout.add(
+        "DescribeServices",
+        service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)),
+    )
+    rollout.add("ListTasks", {"taskArns": []}, desiredStatus="RUNNING")
+    rollout.add("DescribeTargetHealth", {"TargetHealthDescriptions": []}, TargetGroupArn=TG)
+    rollout.add("ListTasks", {"taskArns": [t["taskArn"] for t in old], "nextToken": "page2"}, desiredStatus="STOPPED")
+    rollout.add("ListTasks", {"taskArns": [crashed["taskArn"]]}, desiredStatus="STOPPED", nextToken="page2")
+    rollout.add("DescribeTasks", {"tasks": old, "failures": []}, tasks=[t["taskArn"] for t in old])
+    rollout.add("DescribeTasks", {"tasks": [crashed], "failures": []}, tasks=[crashed["taskArn"]])
+    verdict, _, clock = rollout.wait(timeout=0.5, poll=1.0)  # one poll: the failure is seen in it, or never
+    assert verdict.state == "failed" and clock.monotonic() == 0.0
+    assert verdict.reason.startswith("a new task stopped: task3: Essential container in task exited")
