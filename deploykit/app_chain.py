@@ -145,18 +145,31 @@ class BuildImage(Step):
     def run(self, ctx: Context) -> Outcome:
         held = images.local_image(ctx.docker, self.image)
         if held is not None:
-            if images.is_for(held, self.platform):
+            # another environment pushing to a repository of the same name builds the same local tag, maybe FROM
+            # another base (the sandbox's local one): that build is not this environment's image
+            base = images.labels_of(held).get(images.BASE_LABEL)
+            if images.is_for(held, self.platform) and base == self.base_image:
                 return Outcome.skipped(f"{self.image} is already built (tags are immutable)", image=self.image)
-            ctx.reporter.line(
-                f"🐳 {self.image} here is for {images.platform_of(held)}: building it for {self.platform}"
-            )
+            if not images.is_for(held, self.platform):
+                ctx.reporter.line(
+                    f"🐳 {self.image} here is for {images.platform_of(held)}: building it for {self.platform}"
+                )
+            else:
+                ctx.reporter.line(
+                    f"🐳 {self.image} here is built FROM {base or 'a base it does not name'}: building it FROM "
+                    f"{self.base_image}"
+                )
         result = images.build_image(
             ctx.docker,
             context=Path(self.context),
             dockerfile=self.dockerfile,
             tag=self.image,
             buildargs={"BASE_IMAGE": self.base_image, "GIT_SHA": self.git_sha},
-            labels={images.BUILD_LABEL: self.git_sha, "org.opencontainers.image.revision": self.git_sha},
+            labels={
+                images.BUILD_LABEL: self.git_sha,
+                "org.opencontainers.image.revision": self.git_sha,
+                images.BASE_LABEL: self.base_image,
+            },
             extra_ca_dir=_ca_dir(self.extra_ca_dir),
             say=ctx.reporter.line,
             status=ctx.reporter.status,

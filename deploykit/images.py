@@ -401,6 +401,13 @@ def registry_unreachable(message: str) -> bool:
 
 
 BUILD_LABEL = "io.deploykit.git-sha"  # on every image deploykit builds: the commit it is made from
+BASE_LABEL = "org.opencontainers.image.base.name"  # on every image deploykit builds: the base it is built FROM
+
+
+def labels_of(image: docker.models.images.Image) -> dict[str, str]:
+    """The labels of an image on this engine ({} when it has none)."""
+    attrs = image.attrs if isinstance(image.attrs, dict) else {}
+    return dict((attrs.get("Config") or {}).get("Labels") or {})
 
 
 def prune_builds(

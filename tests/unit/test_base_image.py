@@ -418,3 +418,44 @@ def test_a_first_prune_of_many_builds_goes_on_over_the_next_builds(
     clock.advance(60)
     step._prune(ctx)
     assert engine.images.list.call_count == 2
+
+
+# -- this engine's build of the commit ------------------------------------------------------------------------------
+
+
+def test_the_commit_built_from_another_environments_base_is_built_again_from_this_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sandbox and dev both push to a repository named car-rental-backend, so both build the local image
+    car-rental-backend:<sha12>; the sandbox builds it FROM the local base, dev FROM python:3.11-slim. Deployed to the
+    sandbox first, the commit's build here is the sandbox's: dev's build step skipped it as 'already built' and dev
+    got the image FROM the sandbox's base, while its plan said FROM python:3.11-slim."""
+    held: dict[str, Mock] = {}
+    built: list[dict[str, str]] = []
+
+    def build_image(client: Mock, *, tag: str, buildargs: dict[str, str], labels: dict[str, str], **_: object) -> Mock:
+        built.append(buildargs)
+        image = Mock(spec=docker.models.images.Image)
+        image.attrs = {"Os": "linux", "Architecture": "amd64", "Config": {"Labels": dict(labels)}}
+        held[tag] = image
+        return Mock(image_id="sha256:" + "c" * 64, steps_total=21, steps_cached=21)
+
+    def get(ref: str) -> Mock:
+        if ref not in held:
+            raise docker.errors.ImageNotFound("no such image")
+        return held[ref]
+
+    monkeypatch.setattr(images, "build_image", build_image)
+    client = Mock(spec=docker.DockerClient)
+    client.images = Mock(spec=docker.models.images.ImageCollection)
+    client.images.get.side_effect = get
+    clock = FakeClock(start=NOW)
+    ctx = Context(Mock(), Mock(), Mock(), clock, Reporter(io.StringIO(), tty=False, clock=clock), lambda: client)
+    sandbox = BuildImage("backend", "Dockerfile", "car-rental-backend:abc", SPEC.name, "abc", "", platform="")
+    dev = dataclasses.replace(sandbox, base_image="python:3.11-slim", platform="linux/amd64")
+
+    assert sandbox.run(ctx).status == "done"
+    assert dev.run(ctx).status == "done"
+    assert [b["BASE_IMAGE"] for b in built] == [SPEC.name, "python:3.11-slim"]
+    assert dev.run(ctx).status == "skipped"  # dev's build, again: tags are immutable
+    assert sandbox.run(ctx).status == "done" and len(built) == 3
