@@ -45,6 +45,7 @@ REGISTER_FIELDS = (
     "ephemeralStorage",
     "runtimePlatform",
     "enableFaultInjection",
+    "trustedExecutionConfiguration",
 )
 
 

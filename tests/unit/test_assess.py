@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deploykit.ecs import (
+    REGISTER_FIELDS,
     Snapshot,
     TargetState,
     assess,
@@ -234,3 +235,23 @@ def test_a_restart_whose_deployment_is_not_listed_yet_waits_and_one_replaced_aft
     replaced = assess(snap(steady), OLD_IMAGE, seen_ours_primary=True, deployment="ecs-svc/fresh")
     assert replaced.state == "failed" and replaced.rolled_back_by_ecs
     assert replaced.reason.startswith("deployment ecs-svc/fresh was replaced by ecs-svc/4 of app:4 (old)")
+
+
+def test_every_setting_a_task_definition_gives_back_to_registertaskdefinition_is_carried() -> None:
+    """The new revision is the old one with one image changed: a setting DescribeTaskDefinition gives and
+    RegisterTaskDefinition takes that is not carried is dropped from the service at the next deploy (the trusted
+    execution of ECS Managed Instances: its isolation mode and attestation policy)."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("ecs")
+    given = set(model.shape_for("TaskDefinition").members)
+    taken = set(model.operation_model("RegisterTaskDefinition").input_shape.members) - {"tags"}
+    current = {
+        "family": "app",
+        "taskDefinitionArn": OLD,
+        "containerDefinitions": [{"name": "backend", "image": "repo/app:old"}],
+        "trustedExecutionConfiguration": {"isolationMode": "ISOLATED_SANDBOX"},
+    }
+    kwargs = derive_registration(current, [], "backend", IMAGE, "f" * 40)
+    assert kwargs["trustedExecutionConfiguration"] == {"isolationMode": "ISOLATED_SANDBOX"}
+    assert (given & taken) - set(REGISTER_FIELDS) == set()
