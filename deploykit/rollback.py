@@ -1138,7 +1138,10 @@ def undo_plan(
     if previous is not None:
         repository, tag = previous
         image = f"{repository}:{tag}"
-        if isinstance(error, RolledBackByEcs):
+        verified = (before or {}).get("app")
+        # ECS's circuit breaker puts back the last deployment it saw complete: one that never passed (kept with
+        # --no-rollback after its smoke failed) is not waited for, the last release that passed goes back (below)
+        if isinstance(error, RolledBackByEcs) and not (verified and verified != tag):
             replaced.append(("app", f"was {tag}, which ECS put back"))
             notes.append(
                 f"ECS's circuit breaker already rolled {env.service} back to {tag}: not repeated, only waited for"
@@ -1147,7 +1150,6 @@ def undo_plan(
                 WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds)
             )
         else:
-            verified = (before or {}).get("app")
             if verified and verified != tag:  # what ran had never passed: the last release that did goes back
                 notes.append(
                     f"{env.service} ran {tag} before this run, which no deploy verified (a failed release kept with "

@@ -739,6 +739,33 @@ def test_a_circuit_breaker_rollback_is_only_waited_for(env: EnvConfig) -> None:
     assert "not repeated" in undo.notes[0]
 
 
+def test_a_circuit_breaker_that_put_back_a_release_that_never_passed_is_followed_by_the_last_verified_one(
+    env: EnvConfig,
+) -> None:
+    """The service ran C before the run (a release that failed its smoke, kept with --no-rollback: ECS saw it
+    COMPLETED), the live record names A. The run's release failed and ECS's circuit breaker put back C, the last
+    deployment ECS saw complete: waiting for C (its smoke failing again) left the release that never passed
+    serving; A goes back on a fresh revision made from what ran, said. When ECS put back what the record names, it
+    is only waited for."""
+    error = RolledBackByEcs("circuit breaker rolled the service back", next_step="fix")
+    ran_c = StepRecord(
+        "roll-service",
+        "",
+        "done",
+        outputs={"previous_image": "registry.test/car-rental-backend:" + C, "previous_task_definition": "td:7"},
+    )
+    failed = failed_run(env, ran_c, StepRecord("wait-healthy", "", "failed"), error=error)
+    undo = rb.undo_plan(env, failed, None, before={"app": A})
+    assert undo is not None and undo.plan.deploys == (("app", A),)
+    assert [type(s) for s in undo.plan.steps] == [RegisterTaskDef, RollService, WaitHealthy, Smoke]
+    register = undo.plan.steps[0]
+    assert isinstance(register, RegisterTaskDef) and (register.tag, register.base) == (A, "td:7")
+    assert any(f"ran {C} before this run, which no deploy verified" in note for note in undo.notes)
+    same = rb.undo_plan(env, failed, None, before={"app": C})
+    assert same is not None and [type(s) for s in same.plan.steps] == [WaitHealthy, Smoke]
+    assert same.plan.deploys == (("app", C),) and "not repeated" in same.notes[0]
+
+
 @pytest.mark.parametrize(
     ("records", "error"),
     [
