@@ -619,6 +619,12 @@ def last_line(task_log: TaskLog | None) -> str:
     return f"; its last log line: {task_log.lines[-1].strip()[:200]}"
 
 
+def scaled_in(task: Mapping[str, Any]) -> bool:
+    """Whether ECS stopped a task scaling its service in (``Scaling activity initiated by ...``: a lower desired
+    count, Application Auto Scaling, a pause): no failure of it, whenever it stopped."""
+    return str(task.get("stoppedReason", "")).startswith("Scaling activity initiated by")
+
+
 def failed_task(task: dict[str, Any]) -> bool:
     """Whether a stopped task failed (its essential container exited, it could not start, it failed its health
     checks), rather than being stopped by a deployment or a scale-in."""
@@ -859,7 +865,7 @@ class RolloutWaiter:
         our_arns = {d.get("taskDefinition") for d in ours}
         stopped = []
         for task in found.get("STOPPED", []):
-            if task.get("taskDefinitionArn") not in our_arns:
+            if task.get("taskDefinitionArn") not in our_arns or scaled_in(task):
                 continue
             stopped_at = task.get("stoppedAt")
             since_then = isinstance(stopped_at, datetime) and stopped_at >= since
