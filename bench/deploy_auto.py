@@ -116,7 +116,9 @@ def git(root: Path, *args: str) -> str:
 def private_toml(text: str) -> tuple[str, dict[str, int]]:
     """deploy.toml with the sandbox's ports moved to free ones (every literal use of the default ones)."""
     ports = {name: free_port() for name in ("aws", "registry", "backend", "api", "listener")}
-    first = 30000 + free_port() % 20000
+    # 21000-28999, as the integration tests choose them: outside the ephemeral range (32768-60999 on Linux) where
+    # free_port() finds the others, which a task range there could hold (30000-49999 held the AWS port once)
+    first = 21000 + (free_port() % 40) * 200
     for old, new in (("4566", ports["aws"]), ("4567", ports["api"]), ("8080", ports["listener"])):
         text = text.replace(f":{old}", f":{new}").replace(f"= {old}", f"= {new}")
     text = re.sub(r"registry_port = \d+", f"registry_port = {ports['registry']}", text)
