@@ -101,10 +101,17 @@ FARGATE_MARKER = '"PORT": str(CONTAINER_PORT),'
 GROUPS = {"sequence", "parallel"}  # steps that hold others: their own time is their members'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` ports nothing listens on, all different: bound at once, then closed (one closed before the next is
+    bound may be handed out again: the bench once gave the AWS and the API port the same one)."""
+    held = [socket.socket() for _ in range(count)]
+    try:
+        for each in held:
+            each.bind(("127.0.0.1", 0))
+        return [int(each.getsockname()[1]) for each in held]
+    finally:
+        for each in held:
+            each.close()
 
 
 def git(root: Path, *args: str) -> str:
@@ -115,10 +122,11 @@ def git(root: Path, *args: str) -> str:
 
 def private_toml(text: str) -> tuple[str, dict[str, int]]:
     """deploy.toml with the sandbox's ports moved to free ones (every literal use of the default ones)."""
-    ports = {name: free_port() for name in ("aws", "registry", "backend", "api", "listener")}
+    names = ("aws", "registry", "backend", "api", "listener")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     # 21000-28999, as the integration tests choose them: outside the ephemeral range (32768-60999 on Linux) where
-    # free_port() finds the others, which a task range there could hold (30000-49999 held the AWS port once)
-    first = 21000 + (free_port() % 40) * 200
+    # free_ports() finds the others, which a task range there could hold (30000-49999 held the AWS port once)
+    first = 21000 + (ports["listener"] % 40) * 200
     for old, new in (("4566", ports["aws"]), ("4567", ports["api"]), ("8080", ports["listener"])):
         text = text.replace(f":{old}", f":{new}").replace(f"= {old}", f"= {new}")
     text = re.sub(r"registry_port = \d+", f"registry_port = {ports['registry']}", text)
