@@ -206,10 +206,15 @@ def _services(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
 DESCRIBE_TASKS_BATCH = 100  # DescribeTasks takes at most 100 tasks
 
 
-def cluster_tasks(client: Any, cluster: str, desired: str, family: str | None = None) -> list[dict[str, Any]]:
+def cluster_tasks(
+    client: Any, cluster: str, desired: str, family: str | None = None, *, service: str | None = None
+) -> list[dict[str, Any]]:
     """The tasks of ``cluster`` whose desired status is ``desired`` (RUNNING: pending and running ones too; STOPPED:
-    those ECS still lists), of ``family`` only when given: every page listed, then described in batches."""
+    those ECS still lists, an hour's worth: more than a page), of ``family`` or of ``service`` only when given: every
+    page listed, then described in batches."""
     listing: dict[str, Any] = {"cluster": cluster, "desiredStatus": desired, **({"family": family} if family else {})}
+    if service:
+        listing["serviceName"] = service
     arns: list[str] = []
     for page in client.get_paginator("list_tasks").paginate(**listing):
         arns += [str(a) for a in page.get("taskArns") or ()]
@@ -664,8 +669,7 @@ def explain_failed_service(
     if len(parts) != 3 or parts[0] != "service":
         return []
     cluster, name = parts[1], parts[2]
-    arns = ecs.list_tasks(cluster=cluster, serviceName=name, desiredStatus="STOPPED").get("taskArns", [])
-    tasks = ecs.describe_tasks(cluster=cluster, tasks=arns[:100]).get("tasks", []) if arns else []
+    tasks = cluster_tasks(ecs, cluster, "STOPPED", service=name)  # every page: the task that failed may be past 100
     failed = [
         t
         for t in tasks
@@ -880,15 +884,7 @@ class RolloutWaiter:
     def _tasks(self, cluster: str, service: str, desired: str) -> list[dict[str, Any]]:
         """The service's tasks whose desired status is ``desired``: every page listed (100 a page), described in
         batches (the stopped tasks of earlier deployments may fill the first page)."""
-        arns: list[str] = []
-        listing = {"cluster": cluster, "serviceName": service, "desiredStatus": desired}
-        for page in self.ecs.get_paginator("list_tasks").paginate(**listing):
-            arns += [str(a) for a in page.get("taskArns") or ()]
-        tasks: list[dict[str, Any]] = []
-        for start in range(0, len(arns), DESCRIBE_TASKS_BATCH):
-            batch = arns[start : start + DESCRIBE_TASKS_BATCH]
-            tasks += self.ecs.describe_tasks(cluster=cluster, tasks=batch).get("tasks") or []
-        return tasks
+        return cluster_tasks(self.ecs, cluster, desired, service=service)
 
 
 def target_states(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from deploykit.ecs import explain_failed_service
@@ -159,4 +159,35 @@ def test_a_log_group_the_rollback_deleted_is_named_as_gone() -> None:
     assert found and said == [
         "📜 no log of task crash2: its log group is gone (a stack's rollback deletes the group it created) "
         f"(CloudWatch Logs {GROUP}, stream backend/backend/crash2)"
+    ]
+
+
+def test_a_task_that_failed_past_the_first_page_of_stopped_tasks_is_found(logs: Any) -> None:
+    """ECS lists the stopped tasks of about an hour: 100 stopped by earlier deployments fill the first page, and the
+    task that failed is on the second. Only the first page was read: the failure was explained by nothing."""
+    old = [
+        stopped(f"old{n}", 1, "ServiceSchedulerInitiated", "Task stopped by deployment ecs-svc/1") for n in range(100)
+    ]
+    crash = TASKS[3]
+    ecs = new_session().client("ecs")
+    stub = Stubber(ecs)
+    listing = {"cluster": CLUSTER, "serviceName": SERVICE, "desiredStatus": "STOPPED"}
+    stub.add_response("list_tasks", {"taskArns": [t["taskArn"] for t in old], "nextToken": "page2"}, listing)
+    stub.add_response("list_tasks", {"taskArns": [crash["taskArn"]]}, {**listing, "nextToken": "page2"})
+    stub.add_response("describe_tasks", {"tasks": old, "failures": []}, {"cluster": CLUSTER, "tasks": ANY})
+    stub.add_response("describe_tasks", {"tasks": [crash], "failures": []}, {"cluster": CLUSTER, "tasks": ANY})
+    options = {"awslogs-group": GROUP, "awslogs-stream-prefix": "backend", "awslogs-region": "eu-west-1"}
+    container = {
+        "name": "backend",
+        "image": "repo:abc",
+        "logConfiguration": {"logDriver": "awslogs", "options": options},
+    }
+    definition = {"taskDefinitionArn": TASKDEF, "family": "car-rental-backend", "containerDefinitions": [container]}
+    stub.add_response("describe_task_definition", {"taskDefinition": definition, "tags": []}, None)
+    with stub:
+        found = explain_failed_service(ecs, logs, SERVICE_ARN, SINCE, container="backend", say=lambda _line: None)
+        stub.assert_no_pending_responses()
+    assert found == [
+        "  1 task of car-rental-service failed, the last: crash2: Essential container in task exited; "
+        "container backend: exit code 1; its last log line: RuntimeError: boom at import"
     ]
