@@ -906,12 +906,14 @@ class StackDeployer:
                 ) from None
             raise
         change_set_id, stack_id = str(created["Id"]), str(created["StackId"])
-        try:  # a failure or an interrupt before the execute leaves no change set behind (one to execute by mistake)
+        # a failure, a refusal or an interrupt before the execute deletes the change set (below): none is left behind
+        # for a person to execute by mistake
+        try:
             described = self._wait_change_set(name, change_set_id)
             if described.get("Status") == "FAILED":
                 reason = str(described.get("StatusReason") or "no reason given")
-                self._delete_change_set(change_set_id)
                 if is_empty_change_set("FAILED", reason):
+                    self._delete_change_set(change_set_id)
                     return self._unchanged(name, started, change_set_id)
                 raise UsageError(
                     f"CloudFormation could not make a change set for {name}: {reason}",
@@ -923,7 +925,6 @@ class StackDeployer:
             self.say(changes_table(changes))
             risky = dangerous_changes(changes)
             if risky and not allow_replace:
-                self._delete_change_set(change_set_id)
                 listed = ", ".join(
                     f"{c.logical_id} ({c.resource_type}, "
                     + ("removed" if c.action == "Remove" else f"replacement {c.replacement}{_replaced_by(c)}")
@@ -939,7 +940,6 @@ class StackDeployer:
                 )
             access = [c for c in changes if c.changes_access]
             if access and guard_access:
-                self._delete_change_set(change_set_id)
                 listed = ", ".join(f"{c.logical_id} ({c.resource_type}, {c.action.lower()})" for c in access)
                 raise UsageError(
                     f"refusing to deploy {name} to a protected environment unapproved: the change set changes who may "
@@ -948,7 +948,6 @@ class StackDeployer:
                 )
             refused = review(changes) if review is not None else {}
             if refused:
-                self._delete_change_set(change_set_id)
                 names = ",".join(sorted(refused))
                 raise UsageError(
                     f"refusing to deploy {name}: the team's check plugins refuse its change set: "
@@ -1087,8 +1086,7 @@ class StackDeployer:
             if status in ("CREATE_COMPLETE", "FAILED"):
                 return described
             self.status(f"{name}: change set {status}")
-            if self.clock.monotonic() - phase + self.change_set_poll > self.timeout:
-                self._delete_change_set(change_set_id)
+            if self.clock.monotonic() - phase + self.change_set_poll > self.timeout:  # the caller deletes it
                 raise StepFailed(
                     f"deadline of {self.timeout:g}s passed while CloudFormation made the change set of {name} "
                     f"(still {status}); it was deleted, nothing was changed",
@@ -1108,7 +1106,8 @@ class StackDeployer:
         return changes
 
     def _delete_change_set(self, change_set_id: str) -> None:
-        """Delete a change set not executed (once: a second call for the same one does nothing)."""
+        """Delete a change set not executed (once: a second call for the same one does nothing, as when what follows
+        the deletion of an empty one fails)."""
         if change_set_id in self._deleted:
             return
         self._deleted.add(change_set_id)
