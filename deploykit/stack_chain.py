@@ -542,19 +542,6 @@ class UploadLambdaCode(Step):
             if not put_once(s3, bucket, self.key, package.zip_bytes, "application/zip"):
                 return there
         elif self.prefix_key:  # as planned: the same bytes (its key checked above), so the same vendored prefix
-            if isinstance(kept, ClientError):  # nothing it may copy from
-                s3.put_object(
-                    Bucket=bucket,
-                    Key=self.key,
-                    Body=package.zip_bytes,
-                    ContentType="application/zip",
-                    Metadata={packaging.VENDORED_METADATA: package.prefix_sha256},  # as put_from_vendored's whole zip
-                )
-                why = f"S3 would not say whether {packaging.short_key(package.prefix_key)} is there"
-                return Outcome.done(
-                    f"{self.function}: {size} B → s3://{bucket}/{self.key}, {size} B sent "
-                    f"(sent whole: {why} ({error_code(kept)}: {kept}))"
-                )
             sent, how = put_from_vendored(s3, bucket, package, kept)
             vendored = packaging.short_key(package.prefix_key)
             said = {
@@ -605,14 +592,26 @@ def kept_vendored(found: Mapping[str, Any] | None, package: packaging.Package) -
 
 
 def put_from_vendored(
-    s3: Any, bucket: str, package: packaging.Package, found: Mapping[str, Any] | None
+    s3: Any, bucket: str, package: packaging.Package, found: Mapping[str, Any] | ClientError | None
 ) -> tuple[int, str]:
     """Put ``package``'s zip at its key as a copy, within S3, of its vendored entries (put first at
     ``package.prefix_key`` unless ``found`` there, :func:`kept_vendored`) and the rest of it, sent: a multipart
     upload of two parts. The bytes sent, and how: ``copied`` (the vendored entries were there), ``kept`` (put first),
-    or, when S3 would not put it together, why, and the zip is sent whole: the vendored entries gone by the time they
-    were to be copied (a person's doing), or S3's refusal (the caller may not read ``lambda-vendored/``, say). A
-    multipart upload that does not complete is aborted."""
+    or, when S3 would not put it together, why, and the zip is sent whole: S3 would not say whether the vendored
+    entries are there (``found`` is its refusal of HeadObject), they were gone by the time they were to be copied (a
+    person's doing), or S3 refused the copy (the caller may not read ``lambda-vendored/``, say). A multipart upload
+    that does not complete is aborted."""
+    named = {packaging.VENDORED_METADATA: package.prefix_sha256}  # which kept entries it is made of (lambda.cleanup)
+    vendored = packaging.short_key(package.prefix_key)
+
+    def whole() -> int:
+        s3.put_object(
+            Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip", Metadata=named
+        )
+        return len(package.zip_bytes)
+
+    if isinstance(found, ClientError):  # nothing it may copy from
+        return whole(), f"S3 would not say whether {vendored} is there ({error_code(found)}: {found})"
     length = package.prefix_length
     data = memoryview(package.zip_bytes)
     sent, how = 0, "copied"
@@ -628,7 +627,6 @@ def put_from_vendored(
         sent, how = length, "kept"
     # CRC32, as boto3's own multipart uploads declare it: the SDK sends each part's CRC32 (its default), S3 works out
     # the copied part's, and the completion names both (an upload that declares an algorithm must)
-    named = {packaging.VENDORED_METADATA: package.prefix_sha256}  # which kept entries it is made of (lambda.cleanup)
     upload = s3.create_multipart_upload(
         Bucket=bucket, Key=package.key, ContentType="application/zip", ChecksumAlgorithm="CRC32", Metadata=named
     )["UploadId"]
@@ -655,16 +653,12 @@ def put_from_vendored(
         s3.complete_multipart_upload(**where, MultipartUpload={"Parts": completed})
     except ClientError as exc:  # what the zip is matters, not how it got there: sent whole as before
         _abort(s3, where)
-        s3.put_object(
-            Bucket=bucket, Key=package.key, Body=package.zip_bytes, ContentType="application/zip", Metadata=named
-        )
-        vendored = packaging.short_key(package.prefix_key)
         why = (
             f"{vendored} was gone when it was to be copied"
             if is_not_there(exc)
             else f"S3 would not put it together from {vendored} ({error_code(exc)}: {exc})"
         )
-        return sent + len(package.zip_bytes), why
+        return sent + whole(), why
     except BaseException:
         _abort(s3, where)
         raise
