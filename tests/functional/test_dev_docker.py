@@ -29,7 +29,12 @@ def test_an_engine_chosen_with_docker_host_that_does_not_answer_is_named_without
         # docker answers nothing (its engine is down); dockerd would say it was started
         (tools / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{calls}"\nexit 1\n')
         (tools / name).chmod(0o755)
-    environ = dict(os.environ, DOCKER_HOST="tcp://127.0.0.1:1", PATH=f"{tools}:{os.environ['PATH']}")
+    environ = dict(
+        os.environ,
+        DOCKER_HOST="tcp://127.0.0.1:1",
+        PATH=f"{tools}:{os.environ['PATH']}",
+        DEPLOYKIT_ENGINE_LOCK=str(tmp_path / "lock"),
+    )
     environ.pop("DEPLOYKIT_NO_DOCKER", None)
     started = time.monotonic()
     done = subprocess.run([str(root / "dev"), "true"], capture_output=True, text=True, env=environ, timeout=60)
@@ -59,7 +64,8 @@ def _tools(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _environ(tools: Path) -> dict[str, str]:
-    environ = dict(os.environ, PATH=f"{tools}:{os.environ['PATH']}")
+    # the engine lock of these fake engines, not the machine's
+    environ = dict(os.environ, PATH=f"{tools}:{os.environ['PATH']}", DEPLOYKIT_ENGINE_LOCK=str(tools.parent / "lock"))
     for name in ("DEPLOYKIT_NO_DOCKER", "DOCKER_HOST"):
         environ.pop(name, None)
     return environ
@@ -92,6 +98,37 @@ def test_a_stale_dockerd_pid_file_naming_another_program_is_dropped_and_dockerd_
     assert "dropped it, nothing was signalled" in done.stderr and "starting dockerd" in done.stderr
     assert calls.read_text().startswith("dockerd --bridge=none")
     assert unrelated.poll() is None, "the program that has the stale pid was signalled"
+
+
+@pytest.mark.skipif(not Path("/etc/debian_version").exists(), reason="./dev starts dockerd on Debian only")
+def test_two_dev_started_together_start_one_dockerd(tmp_path: Path) -> None:
+    """Two ./dev started at once on a machine with no engine (two terminals, two checkouts) each started a dockerd;
+    the two raced for containerd and the socket, and one command failed on a reset connection. Now the second waits
+    for the first's engine."""
+    tools, calls = _tools(tmp_path)
+    # an engine that takes a while to answer, as a first dockerd does, and then runs on
+    body = f'echo "dockerd $*" >> "{calls}"\necho $$ >> "{tmp_path}/engines"\nsleep 2\ntouch "{tmp_path}/engine-up"\n'
+    (tools / "dockerd").write_text(f"#!/bin/sh\n{body}exec sleep 30\n")
+    roots = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        roots.append(checkout(tmp_path / name))
+    runs = [
+        subprocess.Popen([str(root / "dev"), "true"], stderr=subprocess.PIPE, text=True, env=_environ(tools))
+        for root in roots
+    ]
+    try:
+        errors = [run.communicate(timeout=20)[1] for run in runs]  # not the 30 s of a held lock
+        assert [run.returncode for run in runs] == [0, 0], errors
+        assert calls.read_text().count("dockerd --bridge=none") == 1, errors
+        assert sum("starting dockerd" in e for e in errors) == 1, errors
+        assert not any("did not answer" in e for e in errors), errors
+        # the running engine does not hold the lock: the next ./dev that finds it down must not wait on it
+        free = subprocess.run(["flock", "-n", str(tmp_path / "lock"), "true"], capture_output=True)
+        assert free.returncode == 0, "the dockerd ./dev started holds the engine lock"
+    finally:
+        for pid in (tmp_path / "engines").read_text().split():
+            os.kill(int(pid), signal.SIGTERM)
 
 
 def test_stop_dockerd_stops_only_the_dockerd_dev_started(tmp_path: Path, unrelated: subprocess.Popen[bytes]) -> None:
