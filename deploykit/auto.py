@@ -523,9 +523,15 @@ def auto_plan(
             express=env.stack_mode == "express",
         )
 
+    levels = planner.stack_levels()
+    others = [role for role in levels[0] if role in roles and role != "registry"]  # of the registry's level
     head: list[Step] = [Synthesize(str(out))] if roles else []
-    if "registry" in roles:  # the push and the zips need its repository and bucket
-        head.append(stack("registry"))
+    if "registry" in roles:
+        if app or packages:  # the push and the zips need its repository and bucket: it goes first, alone
+            head.append(stack("registry"))
+        else:  # nothing waits for it but the later stacks: the others of its level beside it (a shared CDK module)
+            head.append(_group([stack("registry"), *(stack(role) for role in others)]))
+            others = []
     image = (
         planner.app_chain_plan(
             config, env, revision, ("build", "push"), repository_uri=inputs.repository_uri, promoted=promoted
@@ -538,8 +544,7 @@ def auto_plan(
         UploadLambdaCode.of(fn, lambda_chain.function_folder(config, fn), p, env.stacks.registry)
         for fn, p in sorted(packages.items())
     ]
-    levels = planner.stack_levels()
-    first += [stack(role) for role in levels[0] if role in roles and role != "registry"]
+    first += [stack(role) for role in others]
     if first:
         steps.append(_group(first))
     git_sha = planner.image_commit(revision, promoted)

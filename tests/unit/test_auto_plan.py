@@ -191,6 +191,22 @@ def test_stacks_go_first_in_dependency_order_then_lambdas_then_the_app(with_lamb
     assert dict(fargate.parameters) == {"ImageTag": revision.tag}  # type: ignore[attr-defined]
 
 
+def test_a_shared_module_of_independent_stacks_deploys_them_side_by_side(with_lambdas: Path) -> None:  # noqa: F811
+    """cdk/stacks/common/storage.py is the registry's and the data stack's: the data stack waited for the registry
+    stack, which only the image's push and the zips need."""
+    config, env, revision = setup(with_lambdas)
+    shared = (("cdk/stacks/common/storage.py", "stack:registry"), ("cdk/stacks/common/storage.py", "stack:data"))
+    plan = auto.auto_plan(config, env, revision, change_set(*shared), INPUTS)
+    assert [s.name for s in plan.steps] == ["synth", "parallel", "smoke"]
+    assert [s.stack for s in plan.steps[1].steps] == ["CarRentalRegistryStack", "CarRentalDataStack"]  # type: ignore[attr-defined]
+    # with a zip to upload, the registry stack goes first, alone: the upload needs its bucket
+    found = change_set(*shared, ("lambda/health_handler/handler.py", "lambda:health_handler"))
+    plan = auto.auto_plan(config, env, revision, found, INPUTS)
+    assert [s.name for s in plan.steps[:2]] == ["synth", "deploy-stack"]
+    assert plan.steps[1].stack == "CarRentalRegistryStack"  # type: ignore[attr-defined]
+    assert sorted(s.name for s in plan.steps[2].steps) == ["deploy-stack", "upload-lambda"]  # type: ignore[attr-defined]
+
+
 def test_a_promoted_environment_copies_the_image_its_source_runs_instead_of_building(with_lambdas: Path) -> None:  # noqa: F811
     """promote_from: the app's image is the source's, copied under its tag, which the task definition, the Fargate
     stack's parameter and the run's record all name."""
