@@ -441,7 +441,7 @@ def test_a_run_reads_the_live_record_once_while_its_first_step_runs(
     assert {c: v["sha"] for c, v in store.live().items()} == {"app": "a" * 12, "lambda:login_handler": "d" * 12}
 
 
-def test_estimates_are_the_median_of_steps_that_did_something() -> None:
+def test_estimates_are_the_median_of_the_steps_that_ran_skips_included() -> None:
     runs = [
         history.Record.from_json(
             {
@@ -457,12 +457,20 @@ def test_estimates_are_the_median_of_steps_that_did_something() -> None:
                         "detail": "CarRentalApiStack: updated",
                     },
                     {"step": "push", "status": "skipped", "seconds": 0.1},
+                    # the first run built the base image; the others found it current
+                    {"step": "base-image", "status": "done" if s == 10.0 else "skipped", "seconds": 60.0 if s == 10.0 else 0.04},
+                    {"step": "smoke", "status": "failed", "seconds": 30.0},  # cut short: says nothing of its time
                 ],
             }
         )
         for i, s in enumerate((1.0, 3.0, 10.0))
     ]
-    assert history.estimates(runs) == {"build": 3.0, "deploy-stack:CarRentalApiStack": 6.0}
+    assert history.estimates(runs) == {
+        "build": 3.0,
+        "deploy-stack:CarRentalApiStack": 6.0,
+        "push": 0.1,
+        "base-image": 0.0,  # not the build's minute
+    }
 
 
 def test_inv_history_prints_the_table_and_json_and_needs_the_registry_stack(
