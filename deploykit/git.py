@@ -104,7 +104,9 @@ def dirty_paths(root: Path) -> tuple[str, ...]:
 
 
 def dirty_hash(root: Path, paths: tuple[str, ...]) -> str:
-    """A hash of the uncommitted diff against HEAD, untracked files' contents included."""
+    """A hash of the uncommitted diff against HEAD, untracked files' contents included: of the files under ``root``
+    alone, as :func:`dirty_paths` lists them (a project in a subfolder of its repository: an edit elsewhere in the
+    repository leaves it as it is)."""
     return _uncommitted_hash(root, paths, ())
 
 
@@ -114,9 +116,12 @@ def paths_hash(root: Path, paths: tuple[str, ...]) -> str:
 
 
 def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...]) -> str:
-    """The diff against HEAD and the untracked files' contents, of ``only`` (every path when empty), and ``paths``."""
-    digest = hashlib.sha256(_git(root, "--literal-pathspecs", "diff", "HEAD", "--binary", "--", *only))
-    listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *only)
+    """The diff against HEAD and the untracked files' contents, of ``only`` (every path under ``root`` when empty),
+    and ``paths``."""
+    # "." when empty: git diff run in a subfolder of the repository diffs the whole repository unless told otherwise
+    spec = only or (".",)
+    digest = hashlib.sha256(_git(root, "--literal-pathspecs", "diff", "HEAD", "--binary", "--", *spec))
+    listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *spec)
     for rel in sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p):
         digest.update(rel.encode(errors="surrogateescape") + b"\0")
         file = root / rel

@@ -461,6 +461,27 @@ def test_uncommitted_changes_are_those_of_a_project_in_a_subfolder_relative_to_i
     ]
 
 
+def test_the_dirty_hash_of_a_project_in_a_subfolder_is_of_its_own_changes(tmp_path: Path) -> None:
+    """As its uncommitted paths: an edit elsewhere in the repository leaves the dirty build's tag (and what deploy.auto
+    --watch sees) as it is; one of the project's own changes it."""
+    top = tmp_path / "mono"
+    write(top, "other/x.py", "1\n")
+    write(top, "project/backend/app/main.py", "1\n")
+    run_git(top, "init", "-q", "-b", "main")
+    commit(top, "initial")
+    project = top / "project"
+    write(top, "project/backend/app/main.py", "2\n")
+    first = git.current_revision(project, allow_dirty=True)
+    state = git.worktree_state(project)
+    write(top, "other/x.py", "2\n")
+    write(top, "other/new.py", "N = 1\n")
+    assert git.current_revision(project, allow_dirty=True).tag == first.tag
+    assert git.worktree_state(project) == state
+    write(top, "project/backend/app/main.py", "3\n")
+    assert git.current_revision(project, allow_dirty=True).tag != first.tag
+    assert git.worktree_state(project) != state
+
+
 # -- detect ------------------------------------------------------------------------------------------------------
 
 
