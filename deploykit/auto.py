@@ -930,6 +930,8 @@ def analysis_lines(
             what = f"{change.path} ({change.setting} changed)"
         if change.old_path:
             what = f"{change.old_path} → {change.path}"
+        if change.submodule:
+            what += " (submodule)"
         if change.path and {change.path, change.old_path} & set(uncommitted):
             what += " (uncommitted)"
         lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")

@@ -80,6 +80,8 @@ class Change:
     # the image is built), "[build] platform", "[build] lambda_architecture"; None for a change of the component's
     # own files
     setting: str | None = None
+    # ``path`` is a submodule's folder (git.PathChange.submodule): classified as a file under it would be
+    submodule: bool = False
 
 
 @dataclass(frozen=True)
@@ -287,12 +289,26 @@ def _imported_modules(module: str, is_package: bool, tree: ast.AST) -> set[str]:
 # -- classifying one path ----------------------------------------------------------------------------------------
 
 
-def classify(config: Config, path: str, *, usage: StackUsage | None = None) -> tuple[Target, ...]:
+# the name of "a file" in a submodule's folder, which a rule's glob is matched against for the folder: a * or ** of
+# the glob matches it, no literal part does (no path git knows holds a NUL), so backend/** and lambda/{fn}/** match
+# the submodule backend or lambda/x, and backend/*.md or backend/tests/** do not match the submodule backend
+_ANY_FILE = "\0"
+
+
+def classify(
+    config: Config, path: str, *, usage: StackUsage | None = None, submodule: bool = False
+) -> tuple[Target, ...]:
     """Where ``path`` belongs, by the first matching rule: one Target, or one per stack for shared CDK code.
+
+    ``submodule``: ``path`` is a submodule's folder, whose files git's diff does not name: it belongs where the
+    first rule matching any file under it puts that file (``backend/**`` for the submodule ``backend``).
 
     Pure but for CDK modules: a ``stacks:shared`` path, or a stack module that other stacks import, needs the
     import graph, read from the work tree unless ``usage`` is given.
     """
+    if submodule:
+        inside = classify(config, f"{path}/{_ANY_FILE}", usage=usage)
+        return tuple(t._replace(reason=f"{t.reason} (a submodule: its folder's files)") for t in inside)
     found = config.changes.match(path)
     if found is None:
         return (Target(None, "none", "no rule"),)
@@ -574,16 +590,8 @@ def detect(
             if change.kind == "none":
                 changes.append(change)
             elif change.component not in live and change.component not in deployable:
-                changes.append(
-                    Change(
-                        change.path,
-                        None,
-                        "none",
-                        change.status,
-                        f"{change.reason}, but {change.component} {NOT_DEPLOYABLE}",
-                        change.old_path,
-                    )
-                )
+                why = f"{change.reason}, but {change.component} {NOT_DEPLOYABLE}"
+                changes.append(replace(change, component=None, kind="none", reason=why))
     unique = list(dict.fromkeys(changes))
     unique.sort(key=_order)
     return ChangeSet(
@@ -717,17 +725,27 @@ def _build_settings(
 def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: StackUsage) -> list[Change]:
     out: list[Change] = []
     for item in diff:
-        targets = list(classify(config, item.path, usage=usage))
+        targets = list(classify(config, item.path, usage=usage, submodule=item.submodule))
         if item.old_path is not None:
             seen = {t.component for t in targets}
-            for old in classify(config, item.old_path, usage=usage):
+            for old in classify(config, item.old_path, usage=usage, submodule=item.submodule):
                 if old.component not in seen:
                     targets.append(old._replace(reason=f"{old.reason} (the old path)"))
                     seen.add(old.component)
             deployable = [t for t in targets if t.kind != "none"]
             targets = deployable or targets[:1]
         for target in targets:
-            out.append(Change(item.path, target.component, target.kind, item.status, target.reason, item.old_path))
+            out.append(
+                Change(
+                    item.path,
+                    target.component,
+                    target.kind,
+                    item.status,
+                    target.reason,
+                    item.old_path,
+                    submodule=item.submodule,
+                )
+            )
     return out
 
 

@@ -181,13 +181,21 @@ def current_revision(root: Path, *, allow_dirty: bool = False) -> Revision:
 # -- history: what changed between two commits (deploykit.changes) ---------------------------------------------
 
 
+GITLINK = "160000"  # the mode git gives a submodule's entry: the commit the folder is checked out at
+
+
 @dataclass(frozen=True)
 class PathChange:
-    """One changed path of ``git diff --name-status``: A, M, D, T (type change) or R (renamed from ``old_path``)."""
+    """One changed path of ``git diff``: A, M, D, T (type change) or R (renamed from ``old_path``).
+
+    ``submodule``: the path is a submodule's folder (a gitlink, on either side): a commit of the submodule taken up,
+    or its work tree changed, is this one change of the folder's path, none of the files under it.
+    """
 
     status: str
     path: str
     old_path: str | None = None
+    submodule: bool = False
 
 
 def _git_ok(root: Path, *args: str) -> bool:
@@ -413,28 +421,37 @@ def changed_paths(root: Path, base: str, head: str | None = "HEAD") -> list[Path
     """The paths that differ between commit ``base`` and ``head`` (None: the work tree, untracked files included).
 
     Paths are relative to ``root`` (a project in a subfolder of its repository sees only its own files). Renames
-    are detected (``-M``) and listed once, with their old path.
+    are detected (``-M``) and listed once, with their old path. A submodule is its folder's path, marked so (the
+    modes ``--raw`` gives tell it).
     """
     _refuse_option(base)
-    args = ["-c", "core.quotepath=off", "diff", "--name-status", "-z", "-M", "--relative", "--no-ext-diff", base]
+    args = ["-c", "core.quotepath=off", "diff", "--raw", "-z", "-M", "--relative", "--no-ext-diff", base]
     if head is not None:
         _refuse_option(head)
         args.append(head)
-    fields = _git(root, *args, "--").decode(errors="surrogateescape").split("\0")
-    changes: list[PathChange] = []
-    index = 0
-    while index < len(fields) and fields[index]:
-        status = fields[index][0]
-        if status in "RC":
-            changes.append(PathChange(status, fields[index + 2], fields[index + 1]))
-            index += 3
-        else:
-            changes.append(PathChange(status, fields[index + 1]))
-            index += 2
+    changes = _raw_changes(_git(root, *args, "--"))
     if head is None:
         untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").decode(errors="surrogateescape")
         changes.extend(PathChange("A", path) for path in untracked.split("\0") if path)
     return sorted(changes, key=lambda c: (c.path, c.old_path or ""))
+
+
+def _raw_changes(out: bytes) -> list[PathChange]:
+    """The changes ``git diff --raw -z`` lists."""
+    fields = out.decode(errors="surrogateescape").split("\0")
+    changes: list[PathChange] = []
+    index = 0
+    while index < len(fields) and fields[index]:
+        # :<old mode> <new mode> <old object> <new object> <status>[<score>], then the path (two: a rename's)
+        old_mode, new_mode, _old, _new, status = fields[index].lstrip(":").split()
+        submodule = GITLINK in (old_mode, new_mode)
+        if status[0] in "RC":
+            changes.append(PathChange(status[0], fields[index + 2], fields[index + 1], submodule))
+            index += 3
+        else:
+            changes.append(PathChange(status[0], fields[index + 1], submodule=submodule))
+            index += 2
+    return changes
 
 
 def files_at(root: Path, rev: str, folder: str, suffix: str = "") -> dict[str, bytes]:

@@ -709,6 +709,58 @@ def test_a_live_commit_of_another_branch_is_said_replaced_not_taken_back(repo: P
     assert detect(config, {"app": live[:12]}, since=live).apart == {}
 
 
+# -- submodules --------------------------------------------------------------------------------------------------
+
+
+def submodule(repo: Path, folder: str, files: dict[str, str]) -> Path:
+    """``folder`` of ``repo`` replaced by a real submodule holding ``files`` (its own repository beside ``repo``);
+    committed. The submodule's work tree."""
+    source = repo.parent / folder.replace("/", "-")
+    for path, text in files.items():
+        write(source, path, text)
+    run_git(source, "init", "-q", "-b", "main")
+    commit(source, "submodule: initial")
+    if (repo / folder).exists():
+        run_git(repo, "rm", "-r", "-q", folder)
+    run_git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(source), folder)
+    commit(repo, f"{folder} as a submodule")
+    return repo / folder
+
+
+def test_a_submodule_taken_up_counts_as_a_change_of_its_folder(repo: Path) -> None:
+    """backend, or lambda/<fn>, as a submodule: taking up its new commit is one changed path, the folder's, which
+    git's diff names without the files under it; it belongs where the rules put a file under it (backend/** → the
+    app), not to nothing."""
+    backend = submodule(repo, "backend", {"Dockerfile": "FROM python:3.11-slim\n", "app/main.py": "app = None\n"})
+    function = submodule(repo, "lambda/fleet_handler", {"handler.py": "def handler(event, context):\n    return {}\n"})
+    config = config_of(repo)
+    assert "lambda:fleet_handler" in components_of(config)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    assert git.changed_paths(repo, "HEAD~2", base)[-1] == git.PathChange("A", "lambda/fleet_handler", submodule=True)
+    for folder in (backend, function):
+        write(folder, "new.py", "N = 1\n")
+        commit(folder, "submodule: a change")
+    run_git(repo, "add", "backend", "lambda/fleet_handler")
+    head = commit(repo, "take up the submodules' changes")
+
+    found = detect(config, everything(config, base))
+    assert found.components() == {"app", "lambda:fleet_handler"}
+    assert [(c.path, c.component, c.status, c.submodule) for c in found.changes] == [
+        ("backend", "app", "M", True),
+        ("lambda/fleet_handler", "lambda:fleet_handler", "M", True),
+    ]
+    assert found.for_component("app")[0].reason == 'rule "backend/**" → app (a submodule: its folder\'s files)'
+    lines = auto.analysis_lines(found, config.environment("sandbox"), commits=commits_behind(repo, found))
+    assert lines[:2] == [
+        "📱 App code: backend (submodule) → inv deploy.app",
+        "🔧 Lambda:   lambda/fleet_handler (submodule) → inv deploy.lambda fleet_handler",
+    ]
+    assert [c.sha for c in commits_behind(repo, found)] == [head]
+    # a narrower rule of the folder (backend/tests/** → none) is not the submodule's: it holds more than tests
+    assert classify(config, "backend/tests", submodule=True)[0].component is None
+    assert classify(config, "backend/tests")[0].component == "app"
+
+
 def test_a_live_value_that_is_no_sha_is_refused(repo: Path) -> None:
     with pytest.raises(UsageError, match="app is live at 'latest'"):
         detect(config_of(repo), {"app": "latest"})
