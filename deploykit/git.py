@@ -120,13 +120,21 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
     and ``paths``."""
     # "." when empty: git diff run in a subfolder of the repository diffs the whole repository unless told otherwise
     spec = only or (".",)
-    digest = hashlib.sha256(_git(root, "--literal-pathspecs", "diff", "HEAD", "--binary", "--", *spec))
+    # a submodule's diff is the commit its folder is at, "-dirty" when its work tree has changes (untracked files
+    # too, as git status tells them: --ignore-submodules=none); what those are is hashed from the submodule itself
+    diff = ["--literal-pathspecs", "diff", "HEAD", "--ignore-submodules=none"]
+    digest = hashlib.sha256(_git(root, *diff, "--binary", "--", *spec))
     listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *spec)
     for rel in sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p):
         digest.update(rel.encode(errors="surrogateescape") + b"\0")
         file = root / rel
         if file.is_file():
             digest.update(file.read_bytes())
+    for change in _raw_changes(_git(root, "-c", "core.quotepath=off", *diff, "--raw", "-z", "--relative", "--", *spec)):
+        folder = root / change.path
+        if change.submodule and (folder / ".git").exists():  # checked out: its own uncommitted changes
+            digest.update(change.path.encode(errors="surrogateescape") + b"\0")
+            digest.update(_uncommitted_hash(folder, (), ()).encode())
     digest.update("\0".join(paths).encode(errors="surrogateescape"))
     return digest.hexdigest()
 
@@ -422,13 +430,16 @@ def changed_paths(root: Path, base: str, head: str | None = "HEAD") -> list[Path
 
     Paths are relative to ``root`` (a project in a subfolder of its repository sees only its own files). Renames
     are detected (``-M``) and listed once, with their old path. A submodule is its folder's path, marked so (the
-    modes ``--raw`` gives tell it).
+    modes ``--raw`` gives tell it); in the work tree it counts as changed when ``git status`` says so, untracked
+    files in it included (which ``git diff`` leaves out unless told).
     """
     _refuse_option(base)
     args = ["-c", "core.quotepath=off", "diff", "--raw", "-z", "-M", "--relative", "--no-ext-diff", base]
     if head is not None:
         _refuse_option(head)
         args.append(head)
+    else:
+        args.insert(-1, "--ignore-submodules=none")
     changes = _raw_changes(_git(root, *args, "--"))
     if head is None:
         untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").decode(errors="surrogateescape")

@@ -761,6 +761,31 @@ def test_a_submodule_taken_up_counts_as_a_change_of_its_folder(repo: Path) -> No
     assert classify(config, "backend/tests")[0].component == "app"
 
 
+def test_a_submodule_s_uncommitted_changes_are_its_folder_s(repo: Path) -> None:
+    """An edit in a submodule's work tree (a file changed, or a new one git does not ignore) makes its folder an
+    uncommitted change of the project: refused, or counted with --allow-dirty for the component it belongs to, the
+    dirty build named by what the submodule's work tree holds (not only that it is dirty)."""
+    backend = submodule(repo, "backend", {"Dockerfile": "FROM python:3.11-slim\n", "app/main.py": "app = None\n"})
+    config = config_of(repo)
+    clean = git.current_revision(repo)
+    write(backend, "app/new.py", "N = 1\n")  # untracked in the submodule
+    assert git.dirty_paths(repo) == ("backend",)
+    untracked = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    assert untracked.touches == {"app"} and untracked.of("stack:api") == clean
+    found = detect(config, everything(config, clean.sha), include_uncommitted=True)
+    assert found.components() == {"app"} and found.changes[0].submodule
+    lines = auto.analysis_lines(found, config.environment("sandbox"), uncommitted=untracked.dirty_paths)
+    assert lines[0] == "📱 App code: backend (submodule) (uncommitted) → inv deploy.app"
+
+    write(backend, "app/new.py", "N = 2\n")
+    edited = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    write(backend, "app/main.py", "app = 1\n")  # tracked in the submodule
+    both = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    tags = {r.of("app").tag for r in (untracked, edited, both)} | {r.tag for r in (untracked, edited, both)}
+    assert len(tags) == 3 and all(t.startswith(f"{clean.short}{git.DIRTY}") for t in tags)
+    assert git.worktree_state(repo) == git.worktree_state(repo) != (clean.sha, "")
+
+
 def test_a_live_value_that_is_no_sha_is_refused(repo: Path) -> None:
     with pytest.raises(UsageError, match="app is live at 'latest'"):
         detect(config_of(repo), {"app": "latest"})
