@@ -141,8 +141,14 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
 
 def worktree_files(root: Path, folder: str) -> list[str]:
     """The files under ``folder`` a build of the work tree sees: tracked ones that are there, and untracked ones git
-    does not ignore (paths relative to ``root``, sorted)."""
-    return sorted({p for p in _files_seen(root, "--", folder) if (root / p).is_file()})
+    does not ignore (paths relative to ``root``, sorted); in a submodule checked out there, those of its own."""
+    found: set[str] = set()
+    for path in _files_seen(root, "--", folder):
+        if (root / path).is_file():
+            found.add(path)
+        elif (root / path / ".git").exists():  # a submodule's folder: git lists the folder, not its files
+            found.update(f"{path}/{inside}" for inside in worktree_files(root / path, "."))
+    return sorted(found)
 
 
 def files_git_sees(folder: Path) -> set[str] | None:

@@ -109,7 +109,8 @@ def refuse(errors: list[str], which: str) -> None:
 
 def changed_code(config: Config, found: ChangeSet) -> list[str]:
     """The Python to deploy that changed: the changed paths of the app, a function or a stack (not deleted, and
-    still theirs: a file renamed out of one is not deployed), and every file of a component never deployed."""
+    still theirs: a file renamed out of one is not deployed), every file of a component never deployed, and every
+    file of a submodule's folder that changed (git names the folder alone)."""
     paths = []
     for change in found.changes:
         if change.kind not in CODE_KINDS or change.status == "D" or change.component is None:
@@ -117,6 +118,8 @@ def changed_code(config: Config, found: ChangeSet) -> list[str]:
         if not change.path:  # the whole component is new (or its live build was of a dirty tree)
             folder = folder_of(config, change.component) if change.reason == NOT_DEPLOYED else None
             paths += component_code(config, change.component, folder) if folder is not None else []
+        elif change.submodule:  # a submodule's folder: the files it holds
+            paths += component_code(config, change.component, change.path)
         elif any(t.component == change.component for t in classify(config, change.path)):
             paths.append(change.path)
     return paths

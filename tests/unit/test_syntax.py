@@ -70,3 +70,27 @@ def test_what_this_python_cannot_judge_is_passed_over_and_its_warnings_are_not_e
     (tmp_path / "bad.py").write_text("def (:\n")
     monkeypatch.setenv("DEPLOYKIT_SKIP_COMPILE_CHECK", "1")
     assert python_errors(tmp_path, ["bad.py"]) == []
+
+
+def test_a_submodule_taken_up_has_every_python_file_of_its_folder_judged(project: Path, tmp_path: Path) -> None:
+    """git names a submodule's folder alone (backend, not its files): what is compiled is what the folder holds in the
+    work tree that the rules give the component (its tests are not the app's)."""
+    source = tmp_path / "backend-src"
+    for path, text in {
+        "Dockerfile": "FROM python:3.11-slim\n",
+        "app/main.py": "app = None\n",
+        "app/broken.py": "if True\n    pass\n",
+        "tests/test_main.py": "def test_x(:\n",
+    }.items():
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text(text)
+    git(source, "init", "-q", "-b", "main")
+    git(source, "add", "-A")
+    git(source, "commit", "-qm", "backend")
+    git(project, "rm", "-r", "-q", "backend")
+    git(project, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(source), "backend")
+    git(project, "commit", "-qm", "backend as a submodule")
+    config = load_config(project / "deploy.toml")
+    found = ChangeSet(base={}, head="h", changes=(Change("backend", "app", "app", "M", "", submodule=True),))
+    assert changed_code(config, found) == ["backend/app/broken.py", "backend/app/main.py"]
+    assert python_errors(project, changed_code(config, found)) == ["backend/app/broken.py:1: expected ':'"]
