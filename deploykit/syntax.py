@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from deploykit import git, lambda_chain
-from deploykit.changes import NOT_DEPLOYED, ChangeSet, classify
+from deploykit.changes import NOT_DEPLOYED, ChangeSet, StackUsage, classify, stack_usage_in_worktree
 from deploykit.config import Config
 from deploykit.errors import UsageError
 
@@ -57,15 +57,16 @@ def python_errors(root: Path, paths: Iterable[str]) -> list[str]:
     return errors
 
 
-def component_code(config: Config, component: str, folder: str) -> list[str]:
+def component_code(config: Config, component: str, folder: str, *, usage: StackUsage | None = None) -> list[str]:
     """The Python files of ``folder`` in the work tree that deploy.toml's rules give to ``component`` (``app``,
-    ``lambda:<fn>``); none when the folder is not inside the checkout."""
+    ``lambda:<fn>``); none when the folder is not inside the checkout. ``usage``: the CDK modules' import graph, read
+    from the work tree for each CDK module when not given."""
     if not (config.root / folder).resolve().is_relative_to(config.root.resolve()):
         return []
     return [
         path
         for path in git.worktree_files(config.root, folder or ".")
-        if path.endswith(".py") and any(t.component == component for t in classify(config, path))
+        if path.endswith(".py") and any(t.component == component for t in classify(config, path, usage=usage))
     ]
 
 
@@ -112,6 +113,8 @@ def changed_code(config: Config, found: ChangeSet) -> list[str]:
     still theirs: a file renamed out of one is not deployed), every file of a component never deployed, and every
     file of a submodule's folder that changed (git names the folder alone)."""
     paths = []
+    # a submodule holding CDK modules: the import graph read once, not for each module of it and each stack
+    usage = stack_usage_in_worktree(config) if any(c.submodule and c.kind == "stack" for c in found.changes) else None
     for change in found.changes:
         if change.kind not in CODE_KINDS or change.status == "D" or change.component is None:
             continue
@@ -119,7 +122,7 @@ def changed_code(config: Config, found: ChangeSet) -> list[str]:
             folder = folder_of(config, change.component) if change.reason == NOT_DEPLOYED else None
             paths += component_code(config, change.component, folder) if folder is not None else []
         elif change.submodule:  # a submodule's folder: the files it holds
-            paths += component_code(config, change.component, change.path)
+            paths += component_code(config, change.component, change.path, usage=usage)
         elif any(t.component == change.component for t in classify(config, change.path)):
             paths.append(change.path)
     return paths

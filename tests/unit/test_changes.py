@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from deploykit import auto, changes, git
+from deploykit import auto, changes, git, syntax
 from deploykit.changes import ChangeSet, StackUsage, classify, commits_behind, components_of, detect, stack_usage
 from deploykit.config import STACK_ROLES, ChangeRule, ChangeRules, Config, compile_glob, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
@@ -759,6 +759,25 @@ def test_a_submodule_taken_up_counts_as_a_change_of_its_folder(repo: Path) -> No
     # a narrower rule of the folder (backend/tests/** → none) is not the submodule's: it holds more than tests
     assert classify(config, "backend/tests", submodule=True)[0].component is None
     assert classify(config, "backend/tests")[0].component == "app"
+
+
+def test_a_cdk_submodule_taken_up_counts_for_every_stack_and_its_modules_are_compiled(repo: Path) -> None:
+    """cdk/ as a submodule: its folder matches cdk/** (stacks:shared), and which modules changed is not told, so
+    every stack; the compile check before the deploy judges the stacks' modules the submodule holds."""
+    files = {p.relative_to(repo / "cdk").as_posix(): p.read_text() for p in (repo / "cdk").rglob("*") if p.is_file()}
+    cdk = submodule(repo, "cdk", files)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(cdk, "stacks/common/naming.py", "PREFIX = 'renamed'\n")
+    commit(cdk, "submodule: a change")
+    run_git(repo, "add", "cdk")
+    commit(repo, "take up cdk")
+    config = config_of(repo)
+    found = detect(config, everything(config, base))
+    assert found.components() == ALL_STACKS
+    assert {c.path for c in found.changes} == {"cdk"} and all(c.submodule for c in found.changes)
+    code = syntax.changed_code(config, found)
+    assert {"cdk/app.py", "cdk/stacks/api_stack.py", "cdk/stacks/common/naming.py"} <= set(code)
+    assert "cdk/tests/test_cdk_app.py" not in code
 
 
 def test_a_submodule_s_uncommitted_changes_are_its_folder_s(repo: Path) -> None:
