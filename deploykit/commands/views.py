@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import botocore.exceptions
 from tabulate import tabulate
@@ -20,6 +20,7 @@ from deploykit import (
     git,
     health,
     history,
+    lambda_chain,
     lock,
     overview,
     pause,
@@ -354,6 +355,8 @@ def history_list(
     live: dict[str, dict[str, str]] = read["live"]
     if key:
         live = {c: v for c, v in live.items() if c == key}
+    if key and not records and not live and _gone_function(config, key):
+        _unknown_component(config, environment, key)
     if as_json:
         document = {"env": environment.name, "live": live, "deployments": [r.to_json() for r in records]}
         runtime.stdout.write(dumps(document | ({"component": key} if key else {})) + "\n")
@@ -390,11 +393,28 @@ def _live_or_said(runtime: Runtime, found: history.History) -> dict[str, dict[st
 
 def _history_component(config: Config, env: EnvConfig, text: str) -> str:
     """The history's name of ``--component``: app, stack:<role> (a role or a stack name), lambda:<fn> (also a
-    function whose folder is gone: the history still names it)."""
+    function whose folder is gone: the history still names it; :func:`history_list` refuses one it has no run of)."""
     kind, _, name = text.strip().partition(":")
     if kind == "lambda" and re.fullmatch(r"[A-Za-z0-9_-]+", name):
         return f"lambda:{name}"
     return rollbacks.parse_component(text, config, purpose="history", env=env).key
+
+
+def _gone_function(config: Config, key: str) -> bool:
+    """Whether ``key`` is lambda:<fn> for a function that has no folder in this checkout."""
+    kind, _, name = key.partition(":")
+    return kind == "lambda" and name not in lambda_chain.function_names(config)
+
+
+def _unknown_component(config: Config, env: EnvConfig, key: str) -> NoReturn:
+    """UsageError for lambda:<fn> that is neither a function of lambda/ nor one the history has a run of."""
+    known = ["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))]
+    known += [f"stack:{role}" for role in planner.stack_roles(env)]
+    raise UsageError(
+        f"unknown component {key!r} for history: lambda/{key.split(':', 1)[1]} is no function of this checkout "
+        f"and no run of it is recorded in {env.name}",
+        next_step=f"use --component with one of: {', '.join(known)}",
+    )
 
 
 def deployment_report(

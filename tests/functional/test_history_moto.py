@@ -533,11 +533,45 @@ def test_inv_history_of_one_component_lists_the_runs_that_deployed_it(
     listed, live = printed.split("live now:")
     assert "app@ffffffffffff" in listed and "stack:fargate" not in live  # the live table: app alone
     assert "ffffffffffff" in live
-    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
-    commands.history_list(env="dev", component="lambda:gone_handler", runtime=runtime)  # a folder deleted since
-    assert "no deployment of lambda:gone_handler recorded in dev" in runtime.stderr.getvalue()  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="unknown component 'db' for history"):
         commands.history_list(env="dev", component="db", runtime=runtime)
+
+
+def test_inv_history_of_a_function_whose_folder_is_gone_lists_its_runs_and_of_one_never_run_refuses(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """lambda:<fn> of a function removed from lambda/ since: the runs the history has of it, and its live entry;
+    a name neither lambda/ nor the history knows (a typo) is a usage error naming the components, not an empty
+    listing."""
+    (project / "lambda" / "login_handler").mkdir(parents=True)
+    (project / "lambda" / "login_handler" / "handler.py").write_text("def handler(event, context): ...\n")
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    t0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+    for n, fn in enumerate(["gone_handler", "login_handler", "gone_handler"]):
+        store.write(
+            history.record_of(
+                report(), components={f"lambda:{fn}": f"{n:012d}"}, base={}, head=f"{n:012d}", who="ci",
+                now=t0 + timedelta(minutes=n),
+            )
+        )  # fmt: skip
+
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    records = commands.history_list(env="dev", component="lambda:gone_handler", as_json=True, runtime=runtime)
+    assert [r.head for r in records] == [f"{n:012d}" for n in (2, 0)]
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert data["component"] == "lambda:gone_handler" and data["live"]["lambda:gone_handler"]["sha"] == "0" * 11 + "2"
+    assert [d["head"] for d in data["deployments"]] == [f"{n:012d}" for n in (2, 0)]
+
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(UsageError) as raised:
+        commands.history_list(env="dev", component="lambda:login_handlr", as_json=True, runtime=runtime)
+    assert raised.value.exit_code == 2
+    assert "unknown component 'lambda:login_handlr' for history" in str(raised.value)
+    assert "no run of it is recorded in dev" in str(raised.value)
+    assert raised.value.next_step is not None
+    assert "app, lambda:login_handler, stack:" in raised.value.next_step
+    assert runtime.stdout.getvalue() == ""  # type: ignore[attr-defined]
 
 
 def test_what_a_stack_deploy_changed_is_kept_and_inv_history_of_the_stack_shows_it(
