@@ -45,6 +45,7 @@ import hashlib
 import io
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -353,17 +354,27 @@ def pip_install(requirements: Path, target: Path, *, architecture: str = DEFAULT
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         platform = f"{ARCHITECTURES[architecture]} / CPython 3.11"
         missing = _NO_DISTRIBUTION.findall(done.stderr or done.stdout or "")
+        # ``target`` is a temporary folder, gone once this fails: the command to run by hand vendors into one the
+        # user can look into, the rest as run
+        by_hand = command.copy()
+        by_hand[by_hand.index("--target") + 1] = str(by_hand_target(requirements))
         if missing:  # the file asks for what the index has not: bad input, nothing was changed
             raise UsageError(
                 f"{requirements} asks for what the package index has no wheel of for {platform}: "
                 f"{', '.join(missing)}\n{tail}",
                 next_step=f"pin a version the index has as a wheel for {platform} (pip index versions NAME lists "
-                f"them), commit it and rerun; or run pip by hand: {' '.join(command)}",
+                f"them), commit it and rerun; or run pip by hand: {shlex.join(by_hand)}",
             )
         raise StepFailed(
             f"pip could not vendor {requirements} (exit {done.returncode}):\n{tail}",
-            next_step=f"check the pins exist as wheels for {platform}, or run it by hand: {' '.join(command)}",
+            next_step=f"check the pins exist as wheels for {platform}, or run it by hand: {shlex.join(by_hand)}",
         )
+
+
+def by_hand_target(requirements: Path) -> Path:
+    """Where the pip command a failed vendoring prints installs: ``<temp>/<function>-deps``, a folder that stays
+    (deploykit's own, temporary, is gone by the time the command is read)."""
+    return Path(tempfile.gettempdir()) / f"{Path(requirements).parent.name}-deps"
 
 
 # -- the function's own files -----------------------------------------------------------------------

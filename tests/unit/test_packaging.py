@@ -8,9 +8,11 @@ import importlib.util
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 
 from deploykit import packaging
-from deploykit.errors import StepFailed, UsageError
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function, prune_vendored
 
 REPO = Path(__file__).resolve().parents[2]
@@ -529,6 +531,40 @@ def test_pip_install_targets_the_lambda_platform(monkeypatch: pytest.MonkeyPatch
     command = seen[-1]
     assert command[command.index("--platform") + 1] == "manylinux2014_aarch64" and "manylinux2014_x86_64" not in command
     assert "wheels for manylinux2014_aarch64 / CPython 3.11" in (err.value.next_step or "")
+
+
+@pytest.mark.parametrize(
+    ("fails", "exit_code"),
+    [("ERROR: No matching distribution found for nope==9\n", 2), ("ERROR: connection refused\n", 1)],
+)
+def test_a_failed_vendoring_prints_a_pip_command_that_can_be_run_after_it(
+    monkeypatch: pytest.MonkeyPatch, fn: Path, tmp_path: Path, fails: str, exit_code: int
+) -> None:
+    """The folder pip vendored into is deploykit's own, temporary, removed once it failed: the command printed to
+    run by hand installs into <temp>/<function>-deps instead, quoted for a shell, and is otherwise the one run."""
+    (fn / "requirements.txt").write_text("nope==9\n")
+    run: list[list[str]] = []
+    real_run = subprocess.run
+
+    def pip(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if command[1:3] != ["-m", "pip"]:  # git, listing the function's files
+            return real_run(command, **kwargs)
+        run.append(command)
+        return subprocess.CompletedProcess(command, 1, "", fails)
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    with pytest.raises(DeployKitError) as failed:
+        package_function(fn, architecture="arm64", requirements_cache=tmp_path / "cache with a space")
+    assert failed.value.exit_code == exit_code
+    [command] = run
+    used = Path(command[command.index("--target") + 1])
+    assert not used.exists()  # what deploykit ran is no command to run again
+    printed = shlex.split((failed.value.next_step or "").split("by hand: ", 1)[1])
+    target = printed[printed.index("--target") + 1]
+    assert target == str(Path(tempfile.gettempdir()) / "sample_fn-deps") and Path(target).parent.is_dir()
+    assert printed[: printed.index("--target")] == command[: command.index("--target")]
+    assert printed[printed.index("--target") + 2 :] == command[command.index("--target") + 2 :]
+    assert printed[-1] == str(fn / "requirements.txt") and "manylinux2014_aarch64" in printed
 
 
 # -- the real functions -----------------------------------------------------------------------------------
