@@ -821,9 +821,10 @@ def undo_targets(
     Refused (UsageError, nothing changed): a run that failed (its automatic rollback already put back what it
     replaced), one that deployed nothing, a component the run deployed first (nothing before it to go back to), and
     one that a ``newer`` successful run deployed again or took out, or that is not live any more (undo the newer run
-    first). A newer run that only carried a component unchanged did not deploy it. A newer rollback that put back
-    what ran before this run has undone it already (refused, said so); one that put back this run's own release (the
-    automatic rollback of a later deploy that failed) leaves it to be undone."""
+    first); a stack the run deployed over a build of uncommitted changes (no commit's cdk/ to go back to). A newer
+    run that only carried a component unchanged did not deploy it. A newer rollback that put back what ran before
+    this run has undone it already (refused, said so); one that put back this run's own release (the automatic
+    rollback of a later deploy that failed) leaves it to be undone."""
     where = f"run {record.id} ({record.command} at {record.when})"
     if not record.ok:
         raise UsageError(
@@ -868,6 +869,15 @@ def undo_targets(
             f"{where}: deployed again since, or taken out: {'; '.join(moved + undone)}; nothing was changed",
             next_step="undo the newer runs first (inv history lists them), or roll back one component: "
             "inv rollback --component COMPONENT --to SHA",
+        )
+    dirty = sorted(c for c in record.deployed if c.startswith("stack:") and DIRTY in str(record.base.get(c)))
+    if dirty:  # said as --run's, not as the --to it is resolved with (check_stack_to)
+        stack = dirty[0]
+        raise UsageError(
+            f"{where} deployed {stack} over a build of uncommitted changes ({record.base[stack]}): a stack goes back "
+            "to a commit's cdk/ as committed, and that build's is not in git; nothing was changed",
+            next_step=f"roll back the run's components one by one, {stack} to a commit: inv rollback --env {env.name} "
+            f"--component {stack} --to SHA (inv history --env {env.name} --component {stack} lists them)",
         )
     return sorted(
         ((c, str(record.base[c])) for c in record.deployed if c not in added), key=lambda pair: undo_order(pair[0])

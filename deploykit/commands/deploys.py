@@ -492,10 +492,10 @@ def rollback(
         preview=dry_run,
     )
     if target_component is None:
-        plan = _run_rollback_plan(runtime, environment, aws, str(run), back, smoke=smoke)
+        record, plan = _run_rollback_plan(runtime, environment, aws, str(run), back, smoke=smoke)
         if plan is None:
-            if as_json:
-                runtime.stdout.write(nothing_to_do_json(environment.name, f"rollback run {run}") + "\n")
+            if as_json:  # titled as its plan would be: the run it names, whatever --run said (last, a time)
+                runtime.stdout.write(nothing_to_do_json(environment.name, f"rollback run {record.id}") + "\n")
             return None
     else:
         target, found = back(target_component, to, smoke=smoke)
@@ -623,10 +623,10 @@ def _rollback_of(
 
 def _run_rollback_plan(
     runtime: Runtime, env: EnvConfig, aws: AwsFactory, run: str, go_back: RollbackOf, *, smoke: bool
-) -> Plan | None:
-    """One plan that puts every component the run deployed back on what was live before it, in a deploy's order
-    and side by side as a deploy (the stacks by level, the functions, the app: see rollbacks.run_plan_of); None when
-    each already is."""
+) -> tuple[history.Record, Plan | None]:
+    """The run's record, and one plan that puts every component the run deployed back on what was live before it,
+    in a deploy's order and side by side as a deploy (the stacks by level, the functions, the app: see
+    rollbacks.run_plan_of); None when each already is."""
     with aws_errors(env):
         found = read_history(aws, env, runtime)
         reads: dict[str, Callable[[], Any]] = {
@@ -677,7 +677,7 @@ def _run_rollback_plan(
             )[1]
         )
     ]
-    return rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None
+    return record, (rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None)
 
 
 def _stack_rollback_plan(

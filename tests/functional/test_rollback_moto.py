@@ -408,6 +408,57 @@ def test_a_runs_rollback_goes_alone_and_puts_the_app_back(
     assert again.value.exit_code == 2 and service_image(factory)[1].endswith(f":{B}")
 
 
+def test_a_runs_rollback_with_nothing_to_do_is_titled_by_the_run_it_names(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """--json of a --run that finds each component back already names the run, as its plan would and as --to's
+    names the commit (it was titled `rollback run last`, what was typed)."""
+    run = RunReport(Plan("dev", (), "deploy.app"), [], 30.0, None)
+    now = datetime(2026, 3, 1, 9, 6, tzinfo=UTC)  # C deployed over B...
+    deployed.write(history.record_of(run, components={"app": C}, base={"app": B}, head=C, who="ci", now=now))
+    undone = deployed.records(1)[0]
+    run_image(factory, B)  # ...and B runs again (put back by hand)
+    revisions = revision_count(factory)
+    for named in ("last", "2026-03-01T09:06:00Z"):
+        out, err = io.StringIO(), io.StringIO()
+        assert (
+            commands.rollback(env="dev", run=named, as_json=True, runtime=runtime(project, factory, out, err)) is None
+        )
+        assert json.loads(out.getvalue())["title"] == f"rollback run {undone.id}"
+        assert f"nothing to roll back: app already runs {B} in dev" in err.getvalue()
+    out = io.StringIO()
+    assert commands.rollback(env="dev", to=B, as_json=True, runtime=runtime(project, factory, out)) is None
+    assert json.loads(out.getvalue())["title"] == f"rollback app → {B}"
+    assert revision_count(factory) == revisions
+
+
+def test_a_runs_rollback_of_a_stack_deployed_over_uncommitted_changes_names_the_next_step_for_it(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """The stack went back over a build of uncommitted changes: refused (its cdk/ is not in git), exit 2, no change
+    set, said of the run, with a next step --run can follow (it was `--to <build> is a build of uncommitted
+    changes`, told to pass a commit SHA, which --run does not take)."""
+    run = RunReport(Plan("dev", (), "deploy.stack"), [], 1.0)
+    at = partial(datetime, 2026, 3, 1, 9, tzinfo=UTC)
+    dirty = f"{A}-dirty-0f1e2d3c"
+    deployed.write(history.record_of(run, components={"stack:fargate": dirty}, base={}, head=dirty, now=at(10)))
+    deployed.write(
+        history.record_of(run, components={"stack:fargate": B}, base={"stack:fargate": dirty}, head=B, now=at(11))
+    )
+    undone = deployed.records(1)[0]
+    change_sets = asked(factory.client("cloudformation"), "CreateChangeSet", "StackName")
+    with pytest.raises(UsageError) as refused:
+        commands.rollback(env="dev", run="last", smoke=False, runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2 and change_sets == []
+    assert refused.value.message.startswith(f"run {undone.id} (deploy.stack at ")
+    assert f"deployed stack:fargate over a build of uncommitted changes ({dirty})" in refused.value.message
+    assert "--to" not in refused.value.message
+    assert refused.value.next_step == (
+        "roll back the run's components one by one, stack:fargate to a commit: inv rollback --env dev --component "
+        "stack:fargate --to SHA (inv history --env dev --component stack:fargate lists them)"
+    )
+
+
 def test_a_run_older_than_the_newest_records_is_found_by_its_id_or_time(
     project: Path, factory: AwsFactory, deployed: history.History
 ) -> None:
