@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from deploykit import images
-from deploykit.errors import StepFailed
+from deploykit.errors import StepFailed, UsageError
 
 if TYPE_CHECKING:  # imported when a registry is first spoken to (_requests), not by every command
     import requests
@@ -331,7 +331,9 @@ def copy_image(
     """Copy ``source_repository:tag`` to ``target_repository:tag``, byte for byte (same digest). A tag already in the
     target is left as it is (tags are immutable on ECR): :attr:`Copied.already` when it is this very image,
     :attr:`Copied.there` (its digest) when it is another. ``platform`` (``linux/amd64``; "": not checked): the
-    image, or one image of an index, must be for it, else :class:`RegistryError` before anything is sent. A blob whose
+    image, or one image of an index, must be for it, else :class:`RegistryError` before anything is sent; so must
+    the one a tag already in the target holds (the image its manifest's config names, or an image of its index),
+    else UsageError (:func:`_check_kept`). A blob whose
     copy meets a registry that does not answer, or cannot now, is tried again (:data:`BLOB_RETRIES`, ``sleep``
     between)."""
     manifest = source.manifest(source_repository, tag)
@@ -342,6 +344,8 @@ def copy_image(
         )
     existing = target.manifest(target_repository, tag)
     if existing is not None:
+        if platform:  # kept as it is, so it must be for the platform as a copy would be
+            _check_kept(target, target_repository, tag, existing, platform)
         if existing.digest == manifest.digest:
             return Copied(manifest.digest, already=True)
         return Copied(manifest.digest, there=existing.digest)
@@ -427,6 +431,22 @@ def _check_platform(registry: Registry, repository: str, tag: str, manifest: Man
             f"{repository}:{tag} is for {', '.join(platforms) or 'no platform'}, not for {platform} ([build] "
             "platform, what the task definition runs): a task would not start from it",
             next_step="deploy with --unpromoted to build it here for the right platform, or set [build] platform",
+        )
+
+
+def _check_kept(registry: Registry, repository: str, tag: str, manifest: Manifest, platform: str) -> None:
+    """UsageError when the image (or image index) ``repository:tag`` the target registry holds already, and a copy
+    keeps, is not for ``platform``: as a push of it would be refused (app_chain.PushImage)."""
+    platforms = _platforms(registry, repository, manifest)
+    if platform not in platforms:
+        held = ", ".join(platforms) or "no platform"
+        raise UsageError(
+            f"{registry.host}/{repository}:{tag} is in the registry already, for {held}, not for {platform} ([build] "
+            "platform, what the task definition runs): a task would not start from it, and the tag is kept as it is "
+            "(tags are immutable), so nothing was copied",
+            next_step=f"deploy a new commit (a new tag) to the environment promoted from, then here; or, if nothing "
+            f"runs {tag} here, delete that image from {repository} and rerun; if the tasks are to run "
+            f"{platforms[0] if platforms else 'another platform'}, set [build] platform in deploy.toml",
         )
 
 

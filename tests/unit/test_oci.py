@@ -15,6 +15,7 @@ from deploykit import oci
 from deploykit.app_chain import PromoteImage
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from deploykit.testing import sample_env
@@ -135,6 +136,51 @@ def test_a_tag_the_target_holds_with_another_image_is_left_alone() -> None:
         copied = oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "abc123")
     assert copied.there == theirs and not copied.already and copied.sent == 0
     assert target.count("POST") == 0 and target.count("PUT") == 0
+
+
+@pytest.mark.parametrize("theirs", ["linux/arm64", "dev's own"])
+def test_a_tag_the_target_holds_for_another_platform_is_refused_not_kept(theirs: str) -> None:
+    """Kept as it is, a tag the target holds must be for the platform a copy would have to be for: an image built apart
+    for arm64, or dev's very image (once copied there, as it was for arm64), is refused, exit 2, nothing sent (it
+    was kept, and the task would not start from it)."""
+    source, target = Store(), Store()
+    source.put_image("dev", "abc123", LAYERS, platform="linux/arm64")
+    target.put_image("prod", "abc123", LAYERS if theirs == "dev's own" else [b"built apart"], platform="linux/arm64")
+    with running(source) as dev, running(target) as prod, pytest.raises(UsageError) as refused:
+        oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "abc123", platform="linux/amd64")
+    assert refused.value.exit_code == 2
+    assert refused.value.message.startswith(
+        f"{prod.host}/prod:abc123 is in the registry already, for linux/arm64, not for linux/amd64 ([build] platform"
+    )
+    assert "nothing was copied" in refused.value.message
+    assert "deploy a new commit (a new tag)" in (refused.value.next_step or "")
+    assert "set [build] platform" in (refused.value.next_step or "")
+    assert not any(method in ("POST", "PATCH", "PUT") for method, _ in target.calls)
+
+
+def test_a_tag_the_target_holds_as_an_index_is_kept_when_one_of_its_images_is_for_the_platform() -> None:
+    source, target = Store(), Store()
+    source.put_image("dev", "abc123", LAYERS, platform="linux/arm64")
+    amd = target.put_image("prod", "amd", [b"amd layer"], platform="linux/amd64")
+    entry = {
+        "mediaType": oci.DOCKER_MANIFEST,
+        "digest": amd,
+        "size": len(target.manifests["prod"][amd][0]),
+        "platform": {"os": "linux", "architecture": "amd64"},
+    }
+    index = json.dumps({"schemaVersion": 2, "mediaType": oci.DOCKER_LIST, "manifests": [entry]}).encode()
+    theirs = target.put_manifest("prod", "abc123", index, oci.DOCKER_LIST)
+    with running(source) as dev, running(target) as prod:
+        kept = oci.copy_image(
+            oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "abc123", platform="linux/amd64"
+        )
+        wrong = r"prod:abc123 is in the registry already, for linux/amd64, not for linux/arm64"
+        with pytest.raises(UsageError, match=wrong):
+            oci.copy_image(
+                oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "abc123", platform="linux/arm64"
+            )
+    assert kept.there == theirs and kept.sent == 0
+    assert not any(method in ("POST", "PATCH", "PUT") for method, _ in target.calls)
 
 
 def test_a_registry_that_answers_with_a_bearer_challenge_gets_a_token() -> None:
@@ -263,6 +309,22 @@ def test_promote_image_keeps_a_tag_built_apart_and_says_so() -> None:
         outcome = PromoteImage("dev", "abc123def456", f"{prod.host}/prod-backend").run(ctx)
     assert outcome.status == "skipped" and outcome.outputs["digest"] == theirs
     assert "is already in the registry, built apart" in outcome.detail
+
+
+def test_promote_image_refuses_a_tag_its_registry_holds_for_another_platform() -> None:
+    source, target = Store(), Store()
+    source.put_image("dev-backend", "abc123def456", LAYERS, platform="linux/arm64")
+    target.put_image("prod-backend", "abc123def456", [b"prod built this commit itself"], platform="linux/amd64")
+    with running(source) as dev, running(target) as prod:
+        ctx, _ = _promote_ctx(io.StringIO(), dev.host, prod.host)
+        step = PromoteImage("dev", "abc123def456", f"{prod.host}/prod-backend", platform="linux/arm64")
+        with pytest.raises(UsageError) as refused:
+            step.run(ctx)
+    assert refused.value.exit_code == 2
+    assert (
+        f"{prod.host}/prod-backend:abc123def456 is in the registry already, for linux/amd64, not for linux/arm64"
+    ) in refused.value.message
+    assert target.count("PUT") == 0
 
 
 def test_the_registry_trusts_the_ca_bundle_the_aws_calls_trust(monkeypatch: pytest.MonkeyPatch) -> None:
