@@ -458,7 +458,9 @@ def test_estimates_are_the_median_of_the_steps_that_ran_skips_included() -> None
                     },
                     {"step": "push", "status": "skipped", "seconds": 0.1},
                     # the first run built the base image; the others found it current
-                    {"step": "base-image", "status": "done" if s == 10.0 else "skipped", "seconds": 60.0 if s == 10.0 else 0.04},
+                    {"step": "base-image", "status": "done", "seconds": 60.0}
+                    if s == 10.0
+                    else {"step": "base-image", "status": "skipped", "seconds": 0.04},
                     {"step": "smoke", "status": "failed", "seconds": 30.0},  # cut short: says nothing of its time
                 ],
             }
