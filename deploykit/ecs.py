@@ -309,9 +309,11 @@ class Snapshot:
     service: dict[str, Any]
     images: dict[str, str]  # task-definition ARN → image of our container
     running_tasks: list[dict[str, Any]] = field(default_factory=list)  # tasks of the PRIMARY deployment
-    stopped_tasks: list[dict[str, Any]] = field(default_factory=list)  # of our deployment, stopped
+    stopped_tasks: list[dict[str, Any]] = field(default_factory=list)  # of our deployment, stopped: failures
     targets: list[TargetState] = field(default_factory=list)  # of the new tasks
     expected_targets: int = 0
+    # of our deployment, stopped by a person (StopTask): no failures, ECS replaces them (:func:`stopped_by_person`)
+    stopped_by_people: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -630,9 +632,20 @@ def scaled_in(task: Mapping[str, Any]) -> bool:
     return str(task.get("stoppedReason", "")).startswith("Scaling activity initiated by")
 
 
-def failed_task(task: dict[str, Any]) -> bool:
+def stopped_by_person(task: Mapping[str, Any]) -> bool:
+    """Whether a person (or their tool) stopped the task with StopTask: stopCode ``UserInitiated``. ECS starts another
+    in its place, and the stop says nothing of the release: no failure of it. The stop code names what ended the task
+    first: one whose essential container exited (or that could not start) before someone stopped it keeps
+    ``EssentialContainerExited`` (``TaskFailedToStart``), a failure, whatever its stop reason says; and the reason of
+    a person's stop is their own text (``aws ecs stop-task --reason``), never read as ECS's."""
+    return task.get("stopCode") == "UserInitiated"
+
+
+def failed_task(task: Mapping[str, Any]) -> bool:
     """Whether a stopped task failed (its essential container exited, it could not start, it failed its health
-    checks), rather than being stopped by a deployment or a scale-in."""
+    checks), rather than being stopped by a deployment, a scale-in or a person (:func:`stopped_by_person`)."""
+    if stopped_by_person(task):
+        return False
     reason = str(task.get("stoppedReason", ""))
     return task.get("stopCode") in ("EssentialContainerExited", "TaskFailedToStart") or reason.startswith("Task failed")
 
@@ -775,6 +788,7 @@ class RolloutWaiter:
         fixed = since is not None
         since = since or self.clock.now()
         seen_events: set[str] = set()
+        told_stopped: set[str] = set()  # the tasks a person stopped, said once each
         seen_ours_primary = False
         last_summary = ""
         interval = poll
@@ -804,6 +818,14 @@ class RolloutWaiter:
                 first = False
                 for event in new_events(snapshot.service, seen_events, since):
                     self.say(f"[{elapsed:6.1f}s] event: {event.get('message', '')}")
+                for task in snapshot.stopped_by_people:
+                    if str(task.get("taskArn")) not in told_stopped:
+                        told_stopped.add(str(task.get("taskArn")))
+                        self.say(
+                            f"[{elapsed:6.1f}s] task {str(task.get('taskArn', '?')).rsplit('/', 1)[-1]} was stopped by "
+                            f"a person (StopTask: {task.get('stoppedReason') or 'no reason given'}): no failure of "
+                            "the release; ECS starts another"
+                        )
                 verdict = assess(snapshot, image, seen_ours_primary=seen_ours_primary, deployment=deployment)
                 if verdict.summary != last_summary:
                     self.say(f"[{elapsed:6.1f}s] {verdict.summary}")
@@ -867,7 +889,8 @@ class RolloutWaiter:
         ]
         our_ids = {d.get("id") for d in ours}
         our_arns = {d.get("taskDefinition") for d in ours}
-        stopped = []
+        stopped: list[dict[str, Any]] = []
+        by_people: list[dict[str, Any]] = []
         for task in found.get("STOPPED", []):
             if task.get("taskDefinitionArn") not in our_arns or scaled_in(task):
                 continue
@@ -876,10 +899,10 @@ class RolloutWaiter:
             if fixed and not since_then:
                 continue
             if task.get("startedBy") in our_ids or (since_then and not deployment):
-                stopped.append(task)
+                (by_people if stopped_by_person(task) else stopped).append(task)
         health = {group: found[group] for group in groups if group in found}
         targets = target_states(health, groups, running)
-        return Snapshot(service, images, running, stopped, targets, len(groups) * len(running))
+        return Snapshot(service, images, running, stopped, targets, len(groups) * len(running), by_people)
 
     def _tasks(self, cluster: str, service: str, desired: str) -> list[dict[str, Any]]:
         """The service's tasks whose desired status is ``desired``: every page listed (100 a page), described in

@@ -191,3 +191,24 @@ def test_a_task_that_failed_past_the_first_page_of_stopped_tasks_is_found(logs: 
         "  1 task of car-rental-service failed, the last: crash2: Essential container in task exited; "
         "container backend: exit code 1; its last log line: RuntimeError: boom at import"
     ]
+
+
+def test_a_task_a_person_stopped_explains_nothing_whatever_its_reason_says(logs: Any) -> None:
+    """StopTask (stopCode UserInitiated) with the person's own reason, even one reading like ECS's failures, and the
+    SIGTERM's exit code: no failure of the service. One whose essential container exited before someone stopped it
+    keeps its stop code, EssentialContainerExited: it failed, and is the one named."""
+    by_hand = stopped("byhand", 12, "UserInitiated", "Task failed to answer, stopped by alice", 143)
+    ecs, stub = ecs_with([TASKS[0], by_hand], read=False)
+    with stub:
+        found = explain_failed_service(ecs, logs, SERVICE_ARN, SINCE, container="backend", say=lambda _line: None)
+        stub.assert_no_pending_responses()
+    assert found == []
+
+    crashed_then_stopped = stopped("crash1", 5, "EssentialContainerExited", "Task stopped by user", 1)
+    ecs, stub = ecs_with([by_hand, crashed_then_stopped])
+    with stub:
+        found = explain_failed_service(ecs, logs, SERVICE_ARN, SINCE, container="backend", say=lambda _line: None)
+    assert found == [
+        "  1 task of car-rental-service failed, the last: crash1: Task stopped by user; container backend: exit code "
+        "1; its last log line: first crash"
+    ]

@@ -361,6 +361,55 @@ def test_a_stopped_new_task_fails_fast_with_its_reason() -> None:
     assert "Essential container in task exited" in verdict.reason and "OutOfMemoryError" in verdict.reason
 
 
+def stopped_as(n: int, code: str, reason: str, exit_code: int) -> dict[str, Any]:
+    """A task of the new deployment that stopped with ``code`` (ECS's stopCode) and ``reason``."""
+    data = task(n, stopped=reason)
+    data.update(stopCode=code, containers=[{"name": CONTAINER, "exitCode": exit_code}])
+    return data
+
+
+def test_a_new_task_a_person_stopped_is_no_failure_and_the_rollout_goes_on() -> None:
+    """StopTask during the rollout (stopCode UserInitiated; the person's reason, however it reads, and SIGTERM's exit
+    code): ECS starts another, and the release is judged by it. Said once, not counted."""
+    by_hand = stopped_as(3, "UserInitiated", "Task failed to answer me, so I stopped it", 143)
+    rollout = (
+        Rollout()
+        .poll(
+            service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 1), deployment(OLD, "ACTIVE", "COMPLETED", 2)),
+            running=[task(1)],
+            stopped=[by_hand],
+            targets=health((1, "healthy")),
+        )
+        .poll(
+            service(deployment(NEW, "PRIMARY", "COMPLETED", 2)),
+            running=[task(1), task(2)],
+            stopped=[by_hand],
+            targets=health((1, "healthy"), (2, "healthy")),
+        )
+    )
+    verdict, said, _ = rollout.wait()
+    assert verdict.state == "healthy"
+    told = [line for line in said if "stopped by a person" in line]
+    assert told == [
+        "[   0.0s] task task3 was stopped by a person (StopTask: Task failed to answer me, so I stopped it): no "
+        "failure of the release; ECS starts another"
+    ]
+
+
+def test_a_new_task_that_failed_before_a_person_stopped_it_still_fails_the_rollout() -> None:
+    """Its essential container exited first: ECS keeps that stop code (EssentialContainerExited), whatever stop reason
+    a later StopTask left (the sandbox shows it so). A failure, and the task that explains it."""
+    crashed = stopped_as(3, "EssentialContainerExited", "Task stopped by user", 1)
+    rollout = Rollout().poll(
+        service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2)),
+        stopped=[crashed, stopped_as(4, "UserInitiated", "Task stopped by user", 143)],
+    )
+    verdict, said, _ = rollout.wait()
+    assert verdict.state == "failed"
+    assert verdict.reason == "a new task stopped: task3: Task stopped by user; container backend: exit code 1"
+    assert not any("task task3 was stopped by a person" in line for line in said)
+
+
 def test_throttling_is_retried_with_backoff() -> None:
     rollout = Rollout().fail("DescribeServices", "ThrottlingException", "Rate exceeded")
     rollout.poll(
