@@ -452,6 +452,8 @@ class RegisterTaskDef(Step):
         pushed = partial(image_in_registry, ctx.aws, self.repository, self.tag)  # needed only to register
         # read while the image was built and pushed; else now, the registry asked beside the revisions
         read = ctx.early_reads(self) or self._live(ctx, pushed=pushed)
+        # a revision for a service roll-service could not point at it: refused before it is registered
+        ecs.refuse_unrollable(read["service"], self.cluster, ctx.env)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         current_arn, base = self._base(read, ctx.env.stacks.fargate)
         runs = ecs.cpu_architecture(taskdefs.get(current_arn))
@@ -510,6 +512,7 @@ class RollService(Step):
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
         service = ecs.services(ctx.aws).take((self.cluster, self.service))  # as register-taskdef read it
+        ecs.refuse_unrollable(service, self.cluster, ctx.env)  # UpdateService would refuse it: said before
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         primary = ecs.primary_deployment(service)
         if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:
@@ -525,7 +528,13 @@ class RollService(Step):
                 f"no ACTIVE revision of task definition family {family!r} runs {self.image}",
                 next_step="register one first: inv register-taskdef",
             )
-        answer = client.update_service(cluster=self.cluster, service=self.service, taskDefinition=target)
+        try:
+            answer = client.update_service(cluster=self.cluster, service=self.service, taskDefinition=target)
+        except ClientError as exc:  # gone or changed since it was read: a rerun would be refused the same
+            refused = ecs.update_refused(exc, self.cluster, self.service, ctx.env)
+            if refused is None:  # throttled, a server error...: said as any AWS failure (a rerun may pass)
+                raise
+            raise refused from None
         deployment = ecs.primary_deployment(answer["service"]) or {}
         return Outcome.done(
             f"{self.service} → {ecs.revision_name(target)} (deployment {deployment.get('id', '?')})",

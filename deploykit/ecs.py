@@ -63,25 +63,103 @@ def check_image_tag(tag: str) -> str:
     return tag
 
 
+def _create_command(env: EnvConfig | None) -> str:
+    """The command that deploys the stack that creates the cluster and the service (``env``'s Fargate stack)."""
+    return f"inv deploy.stack {env.stacks.fargate} --env {env.name}" if env else "inv deploy.stack <fargate stack>"
+
+
+def no_cluster(cluster: str, env: EnvConfig | None) -> UsageError:
+    return UsageError(
+        f"ECS cluster {cluster!r} does not exist", next_step=f"deploy the Fargate stack first: {_create_command(env)}"
+    )
+
+
+def no_service(service: str, cluster: str, env: EnvConfig | None) -> UsageError:
+    return UsageError(
+        f"ECS service {service!r} not found in cluster {cluster!r}",
+        next_step=f"check 'cluster' and 'service' in deploy.toml, or create it: {_create_command(env)}",
+    )
+
+
 def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:
     """The service, or a UsageError naming the cluster and the stack that creates it (``env``'s Fargate stack)."""
-    create = f"inv deploy.stack {env.stacks.fargate} --env {env.name}" if env else "inv deploy.stack <fargate stack>"
     try:
         # its tags too: a release command that failed after a first deploy marks the service (deploykit.release)
         answer = ecs.describe_services(cluster=cluster, services=[service], include=["TAGS"])
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ClusterNotFoundException":
-            raise UsageError(
-                f"ECS cluster {cluster!r} does not exist", next_step=f"deploy the Fargate stack first: {create}"
-            ) from None
+            raise no_cluster(cluster, env) from None
         raise
     services = [s for s in answer.get("services", []) if s.get("status") != "INACTIVE"]
     if not services:
-        raise UsageError(
-            f"ECS service {service!r} not found in cluster {cluster!r}",
-            next_step=f"check 'cluster' and 'service' in deploy.toml, or create it: {create}",
-        )
+        raise no_service(service, cluster, env)
     return dict(services[0])
+
+
+def being_deleted(service: str, cluster: str, env: EnvConfig | None, why: str) -> UsageError:
+    """ECS is deleting the service, or has (DRAINING, INACTIVE; UpdateService: ServiceNotActiveException): no
+    rerun can roll it, the stack that defines it must make it again. ``why``: its status, or what ECS answered."""
+    fargate = env.stacks.fargate if env else "<fargate stack>"
+    return UsageError(
+        f"ECS service {service!r} in cluster {cluster!r} is being deleted or was deleted ({why}): it cannot be "
+        "rolled out; nothing was changed",
+        next_step=f"once ECS has deleted it, deploy the stack that defines it: {_create_command(env)} (deleted by "
+        f"hand while {fargate} still holds it, it is not made again from an unchanged template: "
+        f"aws cloudformation detect-stack-drift --stack-name {fargate} shows it)",
+    )
+
+
+def other_controller(service: str, controller: str, env: EnvConfig | None, why: str = "") -> UsageError:
+    """The service is deployed by another deployment controller than ECS's own (CODE_DEPLOY, EXTERNAL): UpdateService
+    refuses it a new revision, whatever the rerun. ``why``: what ECS answered."""
+    fargate = env.stacks.fargate if env else "the Fargate stack"
+    by = {
+        "CODE_DEPLOY": "CodeDeploy (an AppSpec naming the revision to run)",
+        "EXTERNAL": "the tool that makes its task sets",
+    }
+    return UsageError(
+        f"ECS service {service!r} is deployed by its {controller} deployment controller"
+        + (f" ({why})" if why else "")
+        + ": deploykit rolls out only services ECS deploys itself (deployment controller ECS); nothing was changed",
+        next_step=f"deploy it with {by.get(controller, 'that controller')}; if this is not the service "
+        f"{fargate} makes (with the ECS controller: cdk/stacks/fargate_stack.py), fix 'cluster' and 'service' in "
+        "deploy.toml",
+    )
+
+
+def refuse_unrollable(service: Mapping[str, Any], cluster: str, env: EnvConfig | None) -> None:
+    """UsageError, before anything is changed, for a service UpdateService would refuse a new revision whatever the
+    rerun: one ECS is deleting (DRAINING), or one another controller deploys (CODE_DEPLOY, EXTERNAL)."""
+    name = str(service.get("serviceName", "?"))
+    if service.get("status") in ("DRAINING", "INACTIVE"):
+        raise being_deleted(name, cluster, env, f"status {service.get('status')}")
+    controller = str((service.get("deploymentController") or {}).get("type") or "ECS")
+    if controller != "ECS":
+        raise other_controller(name, controller, env)
+
+
+# how UpdateService names the controller it refuses for ("... with a CODE_DEPLOY controller ...", "... services with
+# a EXTERNAL deployment controller ..."); not a launch type EXTERNAL (ECS Anywhere) alone
+_CONTROLLER = re.compile(r"\b(CODE_DEPLOY|EXTERNAL)\b(?=.*\bcontroller\b)", re.IGNORECASE | re.DOTALL)
+
+
+def update_refused(exc: ClientError, cluster: str, service: str, env: EnvConfig | None) -> UsageError | None:
+    """The UsageError for an UpdateService refusal no rerun helps (the state must be fixed first): the cluster or the
+    service gone, the service being deleted, another deployment controller; None for any other error (throttling,
+    a server error: a rerun may pass), to be raised as it is."""
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    answered = f"{code}: {message}".rstrip(": ")
+    if code == "ClusterNotFoundException":
+        return no_cluster(cluster, env)
+    if code == "ServiceNotFoundException":
+        return no_service(service, cluster, env)
+    if code == "ServiceNotActiveException":
+        return being_deleted(service, cluster, env, answered)
+    controller = _CONTROLLER.search(message) if code == "InvalidParameterException" else None
+    if controller:
+        return other_controller(service, controller.group(1).upper(), env, answered)
+    return None
 
 
 def split_image(image: str) -> tuple[str, str] | None:

@@ -105,9 +105,15 @@ CONTAINER = {
 }
 
 
-def create_service(factory: AwsFactory, container: dict[str, Any] | None = None, **taskdef: Any) -> dict[str, Any]:
+def create_service(
+    factory: AwsFactory,
+    container: dict[str, Any] | None = None,
+    *,
+    service: dict[str, Any] | None = None,
+    **taskdef: Any,
+) -> dict[str, Any]:
     """The ECS side of CarRentalFargateStack, as moto can hold it (``taskdef``: more of its task definition,
-    ``container``: more of its container's definition)."""
+    ``container``: more of its container's definition, ``service``: more of the service's)."""
     ecs = factory.client("ecs")
     ec2 = factory.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -136,6 +142,7 @@ def create_service(factory: AwsFactory, container: dict[str, Any] | None = None,
         networkConfiguration={
             "awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "DISABLED"}
         },
+        **(service or {}),
     )
     return dict(td)
 

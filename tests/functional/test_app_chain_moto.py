@@ -13,11 +13,13 @@ from typing import ClassVar
 from unittest.mock import Mock
 
 import pytest
+from botocore.stub import Stubber
 
 from deploykit import app_chain, commands, history, registry
 from deploykit.app_chain import RegisterTaskDef, RollService
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.commands import core
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.git import current_revision
@@ -417,3 +419,181 @@ def test_rolling_the_service_records_the_commits_it_takes_live(
     # the commit's time, kept for inv report's commit to live (a clone that lacks the commit reads it there)
     committed = datetime.fromtimestamp(int(git(project, "show", "-s", "--format=%ct", "HEAD")), UTC)
     assert store.records(limit=1)[0].committed == committed.isoformat(timespec="seconds")
+
+
+# -- services UpdateService refuses whatever the rerun: said as such, exit 2 ------------------------------------
+
+
+@pytest.mark.parametrize("controller", ["CODE_DEPLOY", "EXTERNAL"])
+def test_a_service_another_controller_deploys_is_refused_before_anything_is_registered(
+    project: Path, factory: AwsFactory, controller: str
+) -> None:
+    """UpdateService refuses such a service a new revision (moto does not): the deployment controller is in the
+    service register-taskdef reads, so the chain stops there, before registering a revision nothing would run."""
+    create_service(factory, service={"deploymentController": {"type": controller}})
+    put_image(factory, current_revision(project).tag)
+    updates = asked(factory.client("ecs"), "UpdateService", "service")
+    for stages in (["register-taskdef", "roll-service"], ["roll-service"]):
+        with pytest.raises(UsageError) as err:
+            commands.app_chain(stages, env="dev", allow_older=True, runtime=runtime(project, factory))
+        assert err.value.exit_code == 2
+        assert err.value.message == (
+            f"ECS service 'car-rental-service' is deployed by its {controller} deployment controller: deploykit "
+            "rolls out only services ECS deploys itself (deployment controller ECS); nothing was changed"
+        )
+        assert (err.value.next_step or "").startswith("deploy it with ")
+        assert "cdk/stacks/fargate_stack.py" in (err.value.next_step or "")
+    assert len(revisions(factory)) == 1 and updates == []
+
+
+@dataclass(frozen=True)
+class Refuse(Step):
+    """Between register-taskdef and roll-service: ECS's next answer (UpdateService's, the only call roll-service
+    makes after register-taskdef's reads) is ``code``, as the Stubber plays it (moto gives none of these)."""
+
+    name: ClassVar[str] = "refuse"
+    changes_what_runs: ClassVar[bool] = False
+    stub: Stubber = field(compare=False)
+    code: str
+    message: str
+
+    def describe(self) -> str:
+        return f"ECS refuses UpdateService: {self.code}"
+
+    def run(self, ctx: Context) -> Outcome:
+        self.stub.add_client_error("update_service", self.code, self.message, 400)
+        self.stub.activate()
+        return Outcome.done("armed")
+
+
+REFUSALS = [
+    (
+        "ServiceNotActiveException",
+        "Service was not ACTIVE.",
+        2,
+        "ECS service 'car-rental-service' in cluster 'car-rental-cluster' is being deleted or was deleted "
+        "(ServiceNotActiveException: Service was not ACTIVE.): it cannot be rolled out; nothing was changed",
+        "once ECS has deleted it, deploy the stack that defines it: inv deploy.stack CarRentalFargateStack --env dev",
+    ),
+    (
+        "InvalidParameterException",
+        "UpdateService with a CODE_DEPLOY controller can only update the desired count, deployment configuration...",
+        2,
+        "ECS service 'car-rental-service' is deployed by its CODE_DEPLOY deployment controller "
+        "(InvalidParameterException: UpdateService with a CODE_DEPLOY controller can only update the desired count, "
+        "deployment configuration...): deploykit rolls out only services ECS deploys itself (deployment controller "
+        "ECS); nothing was changed",
+        "deploy it with CodeDeploy",
+    ),
+    (
+        "ClusterNotFoundException",
+        "Cluster not found.",
+        2,
+        "ECS cluster 'car-rental-cluster' does not exist",
+        "deploy the Fargate stack first: inv deploy.stack CarRentalFargateStack --env dev",
+    ),
+    (
+        "ServiceNotFoundException",
+        "Service not found.",
+        2,
+        "ECS service 'car-rental-service' not found in cluster 'car-rental-cluster'",
+        "check 'cluster' and 'service' in deploy.toml, or create it: inv deploy.stack CarRentalFargateStack --env dev",
+    ),
+    (
+        "InvalidParameterException",
+        "Unable to update task definition on services with a EXTERNAL deployment controller.",
+        2,
+        "ECS service 'car-rental-service' is deployed by its EXTERNAL deployment controller "
+        "(InvalidParameterException: Unable to update task definition on services with a EXTERNAL deployment "
+        "controller.): deploykit rolls out only services ECS deploys itself (deployment controller ECS); nothing "
+        "was changed",
+        "deploy it with the tool that makes its task sets",
+    ),
+    # any other refusal, and throttling, are said as before: a rerun may pass
+    (
+        "InvalidParameterException",
+        "Task definition does not support launch_type EXTERNAL.",  # ECS Anywhere's: no deployment controller
+        1,
+        "AWS UpdateService failed (InvalidParameterException): Task definition does not support launch_type EXTERNAL.",
+        "rerun; if it persists, inv health",
+    ),
+    (
+        "ThrottlingException",
+        "Rate exceeded",
+        1,
+        "AWS throttled UpdateService in dev (ThrottlingException) after its retries: Rate exceeded; nothing after "
+        "this call was changed",
+        "wait a minute and rerun the same command",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "said", "exit_code", "message", "next_step"),
+    REFUSALS,
+    ids=["not-active", "code-deploy", "no-cluster", "no-service", "external", "other-invalid-parameter", "throttled"],
+)
+def test_update_service_refusals_a_rerun_cannot_help_name_the_problem_and_exit_2(
+    project: Path,
+    factory: AwsFactory,
+    dev_env: EnvConfig,
+    code: str,
+    said: str,
+    exit_code: int,
+    message: str,
+    next_step: str,
+) -> None:
+    """The service changed between register-taskdef's read and roll-service's UpdateService (deleted, given another
+    controller, its cluster gone): what must be fixed first and how, exit 2, not "rerun"."""
+    create_service(factory)
+    tag = current_revision(project).tag
+    put_image(factory, tag)
+    uri = factory.client("ecr").describe_repositories()["repositories"][0]["repositoryUri"]
+    stub = Stubber(factory.client("ecs"))
+    plan = Plan(
+        "dev",
+        (
+            RegisterTaskDef("car-rental-cluster", "car-rental-service", "backend", uri, tag, "0" * 40),
+            Refuse(stub, code, said),
+            RollService("car-rental-cluster", "car-rental-service", "backend", f"{uri}:{tag}"),
+        ),
+    )
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    try:
+        report = Executor(ctx, core._translator(dev_env)).execute(plan)
+    finally:
+        stub.deactivate()
+    stub.assert_no_pending_responses()  # UpdateService was asked, and nothing after it
+    assert [r.status for r in report.records] == ["done", "done", "failed"]
+    assert report.error is not None
+    assert (report.error.exit_code, report.error.message) == (exit_code, message)
+    assert (report.error.next_step or "").startswith(next_step)
+    service = factory.client("ecs").describe_services(cluster="car-rental-cluster", services=["car-rental-service"])
+    assert service["services"][0]["taskDefinition"] == revisions(factory)[0]  # still the one it ran
+
+
+def test_a_service_being_deleted_is_refused_before_update_service(dev_env: EnvConfig, aws_credentials: None) -> None:
+    """DRAINING (moto deletes at once): roll-service reads it and refuses without asking UpdateService."""
+    factory = AwsFactory(dev_env)
+    ecs = factory.client("ecs")
+    arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/car-rental-backend:1"
+    draining = {"serviceName": "car-rental-service", "status": "DRAINING", "taskDefinition": arn, "deployments": []}
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    step = RollService("car-rental-cluster", "car-rental-service", "backend", "repo/car-rental-backend:abc")
+    with Stubber(ecs) as stub:  # any other call fails
+        stub.add_response(
+            "describe_services",
+            {"services": [draining], "failures": []},
+            {"cluster": "car-rental-cluster", "services": ["car-rental-service"], "include": ["TAGS"]},
+        )
+        with pytest.raises(UsageError) as err:
+            step.run(ctx)
+        stub.assert_no_pending_responses()
+    assert err.value.exit_code == 2
+    assert err.value.message == (
+        "ECS service 'car-rental-service' in cluster 'car-rental-cluster' is being deleted or was deleted (status "
+        "DRAINING): it cannot be rolled out; nothing was changed"
+    )
+    assert "inv deploy.stack CarRentalFargateStack --env dev" in (err.value.next_step or "")
