@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from botocore.exceptions import ClientError
+
 from deploykit import ecs, pause
 from deploykit.app_chain import await_rollout, events_command
 from deploykit.config import EnvConfig
@@ -56,6 +58,7 @@ class RestartService(Step):
     def run(self, ctx: Context) -> Outcome:
         client = ctx.aws.client("ecs")
         service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
+        ecs.refuse_unrollable(service, self.cluster, ctx.env)  # UpdateService would refuse it: said before
         busy = ecs.rolling(service)
         if busy:
             raise UsageError(
@@ -76,7 +79,13 @@ class RestartService(Step):
             return Outcome.skipped(f"{self.service} runs no task (desired count 0): none to restart")
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         image = taskdefs.image(arn, self.container)
-        answer = client.update_service(cluster=self.cluster, service=self.service, forceNewDeployment=True)
+        try:
+            answer = client.update_service(cluster=self.cluster, service=self.service, forceNewDeployment=True)
+        except ClientError as exc:  # gone or changed since it was read: a rerun would be refused the same
+            refused = ecs.update_refused(exc, self.cluster, self.service, ctx.env)
+            if refused is None:  # throttled, a server error...: said as any AWS failure (a rerun may pass)
+                raise
+            raise refused from None
         primary = ecs.primary_deployment(answer.get("service", {})) or {}
         deployment = str(primary.get("id", ""))
         before = (ecs.primary_deployment(service) or {}).get("id")

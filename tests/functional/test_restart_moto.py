@@ -16,8 +16,9 @@ from moto.ecs.models import ecs_backends
 from deploykit import commands, history
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
 from deploykit.report import Report
-from tests.functional.conftest import REGION, create_service
+from tests.functional.conftest import REGION, asked, create_service
 from tests.functional.conftest import moto_runtime as runtime
 
 ACCOUNT = "123456789012"  # moto's
@@ -61,3 +62,21 @@ def test_its_dry_run_prints_the_plan_and_touches_nothing(project: Path, factory:
     assert (
         ecs_backends[ACCOUNT][REGION].services["car-rental-cluster:car-rental-service"].deployments[0]["id"] == before
     )
+
+
+def test_a_service_another_controller_deploys_is_refused_before_update_service(
+    project: Path, factory: AwsFactory
+) -> None:
+    """ForceNewDeployment is a deployment too, which UpdateService refuses a CODE_DEPLOY service (moto does not): said
+    from the service read first, exit 2, rather than "rerun" after the refusal."""
+    create_service(factory, service={"deploymentController": {"type": "CODE_DEPLOY"}})
+    updates = asked(factory.client("ecs"), "UpdateService", "service")
+    with pytest.raises(UsageError) as err:
+        commands.restart_app(env="dev", smoke=False, runtime=runtime(project, factory))
+    assert err.value.exit_code == 2
+    assert err.value.message.startswith(
+        "ECS service 'car-rental-service' is deployed by its CODE_DEPLOY deployment controller: deploykit rolls out "
+        "only services ECS deploys itself"
+    )
+    assert (err.value.next_step or "").startswith("deploy it with CodeDeploy")
+    assert updates == []  # no deployment forced
