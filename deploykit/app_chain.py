@@ -528,13 +528,7 @@ class RollService(Step):
                 f"no ACTIVE revision of task definition family {family!r} runs {self.image}",
                 next_step="register one first: inv register-taskdef",
             )
-        try:
-            answer = client.update_service(cluster=self.cluster, service=self.service, taskDefinition=target)
-        except ClientError as exc:  # gone or changed since it was read: a rerun would be refused the same
-            refused = ecs.update_refused(exc, self.cluster, self.service, ctx.env)
-            if refused is None:  # throttled, a server error...: said as any AWS failure (a rerun may pass)
-                raise
-            raise refused from None
+        answer = ecs.update_service(client, self.cluster, self.service, ctx.env, taskDefinition=target)
         deployment = ecs.primary_deployment(answer["service"]) or {}
         return Outcome.done(
             f"{self.service} → {ecs.revision_name(target)} (deployment {deployment.get('id', '?')})",

@@ -162,6 +162,19 @@ def update_refused(exc: ClientError, cluster: str, service: str, env: EnvConfig 
     return None
 
 
+def update_service(client: Any, cluster: str, service: str, env: EnvConfig | None, **changes: Any) -> dict[str, Any]:
+    """UpdateService of ``service`` with ``changes`` (a revision, a forced deployment): a refusal no rerun helps
+    raised as :func:`update_refused`'s UsageError; any other error (throttled, a server error: a rerun may pass)
+    as it is."""
+    try:
+        return dict(client.update_service(cluster=cluster, service=service, **changes))
+    except ClientError as exc:  # gone or changed since it was read: a rerun would be refused the same
+        refused = update_refused(exc, cluster, service, env)
+        if refused is None:
+            raise
+        raise refused from None
+
+
 def split_image(image: str) -> tuple[str, str] | None:
     """``registry/repository:tag`` → (``registry/repository``, ``tag``); None for an untagged or digest reference."""
     repository, sep, tag = image.rpartition(":")

@@ -23,8 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from botocore.exceptions import ClientError
-
 from deploykit import ecs, pause
 from deploykit.app_chain import await_rollout, events_command
 from deploykit.config import EnvConfig
@@ -79,13 +77,7 @@ class RestartService(Step):
             return Outcome.skipped(f"{self.service} runs no task (desired count 0): none to restart")
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         image = taskdefs.image(arn, self.container)
-        try:
-            answer = client.update_service(cluster=self.cluster, service=self.service, forceNewDeployment=True)
-        except ClientError as exc:  # gone or changed since it was read: a rerun would be refused the same
-            refused = ecs.update_refused(exc, self.cluster, self.service, ctx.env)
-            if refused is None:  # throttled, a server error...: said as any AWS failure (a rerun may pass)
-                raise
-            raise refused from None
+        answer = ecs.update_service(client, self.cluster, self.service, ctx.env, forceNewDeployment=True)
         primary = ecs.primary_deployment(answer.get("service", {})) or {}
         deployment = str(primary.get("id", ""))
         before = (ecs.primary_deployment(service) or {}).get("id")

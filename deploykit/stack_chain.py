@@ -393,7 +393,7 @@ class DeployStack(Step):
             f"{self.stack} holds {ecs.revision_name(held)}, which {name} does not run ({ecs.revision_name(running)}: "
             "ECS put it back after the stack's express update failed to roll out): rolling it out again"
         )
-        client.update_service(cluster=ctx.env.cluster, service=name, taskDefinition=held)
+        ecs.update_service(client, ctx.env.cluster, name, ctx.env, taskDefinition=held)
         return self._await_service(ctx, f"{self.stack}'s {ecs.revision_name(held)} was rolled out again")
 
     def _check_image(self, ctx: Context, body: str, tag: str) -> None:
