@@ -438,16 +438,21 @@ def test_changed_paths_are_relative_to_a_project_in_a_subfolder(tmp_path: Path) 
     assert git.changed_paths(top / "project", base) == [git.PathChange("M", "backend/app/main.py")]
 
 
-def test_uncommitted_changes_are_those_of_a_project_in_a_subfolder_relative_to_it(tmp_path: Path) -> None:
-    """As its committed changes: an edit elsewhere in the repository is no uncommitted change of the project (its
-    deploy is not refused for it), and the project's own are named as the Change Analysis names its paths, so that
-    it marks them (uncommitted)."""
+def _subfolder_project(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository (its top folder, first) with a project in its subfolder project/ and a file elsewhere."""
     top = tmp_path / "mono"
     write(top, "other/x.py", "1\n")
     write(top, "project/backend/app/main.py", "1\n")
     run_git(top, "init", "-q", "-b", "main")
     commit(top, "initial")
-    project = top / "project"
+    return top, top / "project"
+
+
+def test_uncommitted_changes_are_those_of_a_project_in_a_subfolder_relative_to_it(tmp_path: Path) -> None:
+    """As its committed changes: an edit elsewhere in the repository is no uncommitted change of the project (its
+    deploy is not refused for it), and the project's own are named as the Change Analysis names its paths, so that
+    it marks them (uncommitted)."""
+    top, project = _subfolder_project(tmp_path)
     write(top, "other/x.py", "2\n")
     write(top, "other/new.py", "N = 1\n")
     assert git.dirty_paths(project) == ()
@@ -464,12 +469,7 @@ def test_uncommitted_changes_are_those_of_a_project_in_a_subfolder_relative_to_i
 def test_the_dirty_hash_of_a_project_in_a_subfolder_is_of_its_own_changes(tmp_path: Path) -> None:
     """As its uncommitted paths: an edit elsewhere in the repository leaves the dirty build's tag (and what deploy.auto
     --watch sees) as it is; one of the project's own changes it."""
-    top = tmp_path / "mono"
-    write(top, "other/x.py", "1\n")
-    write(top, "project/backend/app/main.py", "1\n")
-    run_git(top, "init", "-q", "-b", "main")
-    commit(top, "initial")
-    project = top / "project"
+    top, project = _subfolder_project(tmp_path)
     write(top, "project/backend/app/main.py", "2\n")
     first = git.current_revision(project, allow_dirty=True)
     state = git.worktree_state(project)
