@@ -241,10 +241,11 @@ class PushImage(Step):
         if existing:
             digest, platforms = existing
             if self.platform and platforms and self.platform not in platforms:  # pushed from another machine
-                raise StepFailed(
+                # a state to fix, not a failure a rerun may pass (exit 2, nothing pushed), as promotion says it
+                raise UsageError(
                     f"{self.remote} is in the registry for {', '.join(platforms)}, not for {self.platform} ([build] "
                     "platform, what the task definition runs): a task would not start from it, and ECR keeps a "
-                    "tag's image (the registry stack's tags are immutable)",
+                    "tag's image (the registry stack's tags are immutable); nothing was pushed",
                     next_step="commit again (a new commit is a new tag) and deploy that",
                 )
             in_registry_now(ctx.aws).add(self.remote)

@@ -273,7 +273,7 @@ def test_an_image_for_another_platform_is_rebuilt_refused_or_never_pushed_over(
     remote = f"{local_registry.host}/{repository_name}"
     docker_engine.images.get(f"{repository_name}-base:arm").tag(remote, "mac")
     docker_engine.images.push(remote, tag="mac")
-    with pytest.raises(StepFailed, match="is in the registry for linux/arm64, not for linux/amd64") as refused:
+    with pytest.raises(UsageError, match="is in the registry for linux/arm64, not for linux/amd64") as refused:
         PushImage(f"{repository_name}:mac", remote, "mac", "linux/amd64").run(ctx)
     assert "commit again" in (refused.value.next_step or "")
     # the sandbox (platform "": this machine's own, its tasks run here) takes what is there, as before
