@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from deploykit.config import EnvConfig
     from deploykit.endpoints import Endpoints
     from deploykit.history import Record
-    from deploykit.lock import LockInfo
+    from deploykit.lock import Found
 
 Severity = Literal["broken", "warning"]
 
@@ -1045,11 +1045,12 @@ def render(report: HealthReport) -> str:
 def deploy_rows(
     env_name: str,
     newest: Record | None,
-    holder: LockInfo | None,
+    holder: Found | None,
     now: datetime,
     shifting: Mapping[str, tuple[str, Mapping[str, float]]] | None = None,
 ) -> tuple[list[Row], list[Finding]]:
-    """The environment's last recorded run and its deploy lock, as rows; a warning when that run failed, and one
+    """The environment's last recorded run and its deploy lock (as read: expired or not by S3's clock when it gave
+    its times, else by ``now``), as rows; a warning when that run failed, and one
     for each function whose live alias still splits its requests (``shifting``) while no deploy is running: a
     canary cut short, its process killed before it could take itself back."""
     rows: list[Row] = []
@@ -1085,7 +1086,7 @@ def deploy_rows(
             )
     else:
         status = "expired" if holder.expired(now) else "held"
-        rows.append(Row("deploy lock", holder.owner, status, holder.describe(now)))
+        rows.append(Row("deploy lock", holder.info.owner, status, holder.describe(now)))
     return rows, findings
 
 

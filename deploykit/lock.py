@@ -2,16 +2,17 @@
 
 The lock is an S3 object in the environment's artifacts bucket (the registry stack's ``ArtifactsBucketName``,
 found as :meth:`deploykit.history.History.of` finds it): ``deploykit/lock/<env>.json``, holding who holds it
-(``owner``, ``host``, ``pid``), the ``command``, when it ``started``, when its lease ``expires`` and a random
-``token`` that says "this one is mine".
+(``owner``, ``host``, ``pid``), the ``command``, when it ``started``, how long its ``lease`` is (seconds), when it
+``expires`` (by the holder's clock: for people, and stores that give no time) and a random ``token`` that says "this
+one is mine".
 
 - **Acquire** is a conditional create (``PutObject`` with ``If-None-Match: *``): of two deploys starting at the
   same moment, S3 lets exactly one create it. The other is refused with a :class:`~deploykit.errors.UsageError`
   (exit 2, nothing changed) that says who holds it, since when, which command, on which host, when the lease
   expires, and what to do.
 - **A lease**: a lock left by a killed process (no ``finally`` ran) expires ``lease`` seconds after its last
-  renewal (:data:`LEASE_SECONDS` by default). An expired lock is taken over with a write conditional on the
-  ETag read (``If-Match``), so of two deploys taking over the same stale lock exactly one wins.
+  write, the create or a renewal (:data:`LEASE_SECONDS` by default). An expired lock is taken over with a write
+  conditional on the ETag read (``If-Match``), so of two deploys taking over the same stale lock exactly one wins.
 - **Renewal**: while a deploy runs, a daemon thread rewrites the lock every ``lease / 3`` seconds with a new
   ``expires``, again conditional on the ETag it last wrote, so a long deploy never loses its lock and a renewal
   never overwrites a lock someone else now holds (it stops and the lease is marked lost instead). A renewal that
@@ -31,8 +32,13 @@ found as :meth:`deploykit.history.History.of` finds it): ``deploykit/lock/<env>.
   (:meth:`EnvLock.wait_until_free`), then starts again from the beginning
   (:func:`deploykit.commands.until_unlocked`), reading what is live anew.
 
-Expiry is decided with the injectable :class:`~deploykit.clock.Clock` of this machine against the ``expires`` the
-holder wrote with its own: clocks of deploying machines must agree within a small part of the lease (NTP does).
+**Expiry is judged by S3's clock alone** (:meth:`Found.expired`), so deploying machines whose clocks disagree (a
+laptop 15 minutes ahead, one behind) neither take over a lock that is being renewed nor wait for a dead one past its
+lease: the lock's ``LastModified`` (set by S3 at each write) against S3's time of the read, the ``Date`` of the same
+answer, with the ``lease`` the lock says. Only when S3 gives no such times (an S3-compatible store without ``Date``)
+or the lock says no lease (written by an older deploykit) is it judged with this machine's injectable
+:class:`~deploykit.clock.Clock` against the ``expires`` the holder wrote with its own: clocks must then agree within a
+small part of the lease (NTP does).
 
 An environment with no artifacts bucket yet (a first ``deploy.full``: the registry stack does not exist) has
 nowhere to hold a lock: :func:`held` then proceeds without one and yields ``None``. Two first deploys of the same
@@ -51,7 +57,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any
 
@@ -116,6 +123,34 @@ def _human(moment: datetime) -> str:
     return _iso(moment).replace("+00:00", "Z")
 
 
+def _utc(moment: object) -> datetime | None:
+    """A time S3 gave (a ``LastModified``), in UTC; None when there is none."""
+    if not isinstance(moment, datetime):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _served(answer: Mapping[str, Any]) -> datetime | None:
+    """S3's time when it answered: the ``Date`` header of the answer; None when there is none or it cannot be read
+    (an S3-compatible store may send none)."""
+    headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    date = headers.get("date")
+    if not date:
+        return None
+    try:
+        return _utc(parsedate_to_datetime(str(date)))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _lease_of(value: object) -> float | None:
+    """The lease the lock document says (seconds); None when it says none, or nothing usable (an older deploykit
+    wrote none)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 < value < float("inf") else None
+
+
 def duration(seconds: float) -> str:
     """``4s``, ``1m37s``, ``2h05m``."""
     seconds = max(0, round(seconds))
@@ -135,11 +170,12 @@ class LockInfo:
     pid: int
     command: str
     started: str  # ISO 8601, UTC
-    expires: str  # ISO 8601, UTC: the holder renews it while it runs
+    expires: str  # ISO 8601, UTC, by the holder's clock: the holder renews it while it runs
     token: str
+    lease: float | None = None  # seconds the lock outlives its last write (None: an older deploykit wrote none)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "owner": self.owner,
             "host": self.host,
             "pid": self.pid,
@@ -148,6 +184,9 @@ class LockInfo:
             "expires": self.expires,
             "token": self.token,
         }
+        if self.lease is not None:
+            data["lease"] = self.lease
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LockInfo:
@@ -159,33 +198,72 @@ class LockInfo:
             started=str(data.get("started", "")),
             expires=str(data.get("expires", "")),
             token=str(data.get("token", "")),
+            lease=_lease_of(data.get("lease")),
         )
 
     def expired(self, now: datetime) -> bool:
-        """True once the lease ran out; a lock whose ``expires`` cannot be read counts as expired."""
+        """True once the lease ran out by ``now`` against ``expires`` (two clocks: :meth:`Found.expired` uses S3's
+        one when it can); a lock whose ``expires`` cannot be read counts as expired."""
         until = _parse(self.expires)
         return until is None or now >= until
 
-    def describe(self, now: datetime) -> str:
-        """Who holds it, since when, which command, on which host, when the lease expires."""
+    def describe(self, now: datetime, *, left: float | None = None) -> str:
+        """Who holds it, since when, which command, on which host, when the lease expires: against ``expires`` by
+        ``now``, or, given ``left`` (seconds the lease has left by S3's clock, ``now`` being S3's time), that long
+        after ``now`` by S3's clock."""
         started, until = _parse(self.started), _parse(self.expires)
         since = f"since {_human(started)} ({duration((now - started).total_seconds())} ago)" if started else ""
-        if until is None:
+        if left is not None:
+            end = _human(now + timedelta(seconds=left))
+            lease = (
+                f"its lease expires in {duration(left)} unless renewed (at {end} by S3's clock)"
+                if left > 0
+                else f"its lease expired {duration(-left)} ago (at {end} by S3's clock)"
+            )
+        elif until is None:
             lease = "its lease cannot be read"
         elif now >= until:
             lease = f"its lease expired at {_human(until)}"
         else:
-            left = duration((until - now).total_seconds())
-            lease = f"its lease expires at {_human(until)} (in {left}) unless renewed"
+            lease = (
+                f"its lease expires at {_human(until)} (in {duration((until - now).total_seconds())}) unless renewed"
+            )
         return f"{self.owner} has been running {self.command!r} on {self.host} (pid {self.pid}) {since}; {lease}"
 
 
 @dataclass(frozen=True)
 class Found:
-    """The lock object as read: its content and the ETag a conditional write or delete must match."""
+    """The lock object as read: its content, the ETag a conditional write or delete must match, and S3's two times
+    that say how old it is by S3's one clock: its ``LastModified`` (``written``, set by S3 at each write: the create,
+    each renewal) and the ``Date`` of the read's answer (``served``). None when S3 gave none."""
 
     info: LockInfo
     etag: str
+    written: datetime | None = None
+    served: datetime | None = None
+
+    @property
+    def left(self) -> float | None:
+        """Seconds its lease has left by S3's clock (negative: it ran out that long ago): the lease the lock says
+        less the time since its last write; None without S3's two times or the lease."""
+        if self.written is None or self.served is None or self.info.lease is None:
+            return None
+        return self.info.lease - max(0.0, (self.served - self.written).total_seconds())
+
+    def expired(self, now: datetime) -> bool:
+        """True once the lease ran out: by S3's clock alone when S3 gave its times (the deploying machines' clocks
+        may disagree by any amount), else by ``now`` (this machine's clock) against the ``expires`` the holder wrote
+        with its own (:meth:`LockInfo.expired`)."""
+        left = self.left
+        return self.info.expired(now) if left is None else left <= 0
+
+    def describe(self, now: datetime) -> str:
+        """:meth:`LockInfo.describe`, its times from S3's clock when S3 gave them: "since" measured to the read's
+        ``Date``, the lease's end as the last write's ``LastModified`` plus the lease."""
+        left = self.left
+        if left is None or self.served is None:
+            return self.info.describe(now)
+        return self.info.describe(self.served, left=left)
 
 
 class LockLost(StepFailed):
@@ -213,11 +291,18 @@ def lost_lease(holding: Callable[[], None] | None) -> LockLost | None:
 
 class LockHeld(UsageError):
     """Another deploy holds the environment's lock: refused before anything changed (exit 2). ``lock`` can wait
-    for it to be free (:meth:`EnvLock.wait_until_free`), ``wait`` is how long this command may (seconds)."""
+    for it to be free (:meth:`EnvLock.wait_until_free`), ``wait`` is how long this command may (seconds); ``found``
+    the lock as read (S3's times with it), when it was."""
 
-    def __init__(self, message: str, *, next_step: str, lock: EnvLock, info: LockInfo, wait: float) -> None:
+    def __init__(
+        self, message: str, *, next_step: str, lock: EnvLock, info: LockInfo, wait: float, found: Found | None = None
+    ) -> None:
         super().__init__(message, next_step=next_step)
-        self.lock, self.info, self.wait = lock, info, wait
+        self.lock, self.info, self.wait, self.found = lock, info, wait, found
+
+    def holder(self, now: datetime) -> str:
+        """Who holds it and until when (:meth:`Found.describe`), ``now`` being this machine's time."""
+        return (self.found if self.found is not None else self.info).describe(now)
 
 
 class EnvLock:
@@ -275,7 +360,8 @@ class EnvLock:
             data = json.loads(body)
         except ValueError:
             data = {}
-        return Found(LockInfo.from_json(data if isinstance(data, dict) else {}), str(answer["ETag"]))
+        info = LockInfo.from_json(data if isinstance(data, dict) else {})
+        return Found(info, str(answer["ETag"]), written=_utc(answer.get("LastModified")), served=_served(answer))
 
     def acquire(self, command: str) -> Lease:
         """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held. One token
@@ -293,8 +379,8 @@ class EnvLock:
             current = self.read()
             if current is not None and current.info.token == token:
                 return Lease(self, current.info, current.etag)
-            if current is not None and not current.info.expired(self.clock.now()):
-                raise self.refusal(current.info)
+            if current is not None and not current.expired(self.clock.now()):
+                raise self.refusal(current)
             info = self._new_info(command, token)
             condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
             try:
@@ -308,7 +394,7 @@ class EnvLock:
         if current is not None and current.info.token == token:
             return Lease(self, current.info, current.etag)
         if current is not None:
-            raise self.refusal(current.info)
+            raise self.refusal(current)
         raise UsageError(  # pragma: no cover - needs three lost races in a row, each to a lock released at once
             f"the deploy lock of {self.env!r} keeps changing hands; nothing was changed",
             next_step="rerun in a moment",
@@ -323,16 +409,17 @@ class EnvLock:
                 f"(aws s3 mb s3://{self.bucket}), or delete and deploy the registry stack anew",
             ) from None
 
-    def refusal(self, info: LockInfo, waited: float = 0.0) -> LockHeld:
+    def refusal(self, found: Found, waited: float = 0.0) -> LockHeld:
         still = f" (still, after waiting {duration(waited)})" if waited else ""
         wait = "" if waited else f" (or let the command wait for it: {WAIT_ENV}=10m)"
         return LockHeld(
-            f"another deploy holds the lock of environment {self.env!r}{still}: {info.describe(self.clock.now())}",
+            f"another deploy holds the lock of environment {self.env!r}{still}: {found.describe(self.clock.now())}",
             next_step=f"wait for it to finish, then rerun{wait}; if that deploy is dead (killed, its machine gone), "
             f"break the lock: inv unlock --env {self.env}",
             lock=self,
-            info=info,
+            info=found.info,
             wait=self.wait(),
+            found=found,
         )
 
     def wait_until_free(
@@ -352,16 +439,16 @@ class EnvLock:
         holder = ""
         for pause in backoff(0.5, self.poll):
             found = self.read()
-            if found is None or found.info.expired(self.clock.now()):
+            if found is None or found.expired(self.clock.now()):
                 return
             if holder and found.info.token != holder:
                 now = self.clock.now()
-                say(f"⏳ another deploy took the lock of {self.env!r} meanwhile: {found.info.describe(now)}")
+                say(f"⏳ another deploy took the lock of {self.env!r} meanwhile: {found.describe(now)}")
             holder = found.info.token
             status(f"held by {found.info.owner} ({found.info.command!r})")
             left = deadline - self.clock.monotonic()
             if left <= 0:
-                raise self.refusal(found.info, waited=self.clock.monotonic() - started)
+                raise self.refusal(found, waited=self.clock.monotonic() - started)
             self.clock.sleep(min(pause, left))
 
     def _new_info(self, command: str, token: str) -> LockInfo:
@@ -374,6 +461,7 @@ class EnvLock:
             started=_iso(now),
             expires=_iso(now + timedelta(seconds=self.lease)),
             token=token,
+            lease=self.lease,
         )
 
     def _write(self, info: LockInfo, **condition: str) -> str:
@@ -416,7 +504,7 @@ class Lease:
             if self.lost:
                 return False
             until = self.lock.clock.now() + timedelta(seconds=self.lock.lease)
-            info = dataclasses.replace(self.info, expires=_iso(until))
+            info = dataclasses.replace(self.info, expires=_iso(until), lease=self.lock.lease)
             try:
                 self.etag = self.lock._write(info, IfMatch=self.etag)
             except ClientError as exc:
@@ -443,7 +531,7 @@ class Lease:
 
     def _lost_to(self, found: Found | None) -> bool:
         """Note that the lock is no longer ours (``found``: who holds it now, if anyone); False."""
-        holder = found.info.describe(self.lock.clock.now()) if found else "nobody holds it"
+        holder = found.describe(self.lock.clock.now()) if found else "nobody holds it"
         self.lost = f"the lock of {self.lock.env!r} was broken or taken over while this deploy ran ({holder})"
         return False
 

@@ -584,7 +584,7 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
                 deadline = first + held.wait
                 runtime.stderr.write(
                     f"⏳ waiting up to {lock.duration(held.wait)} for the lock of {held.lock.env!r}: "
-                    f"{held.info.describe(clock.now())} (Ctrl-C stops waiting)\n"
+                    f"{held.holder(clock.now())} (Ctrl-C stops waiting)\n"
                 )
             waiting = clock.monotonic()
             out = Reporter(runtime.stderr, clock=clock)  # the wait's progress: elapsed, and who holds the lock

@@ -244,7 +244,7 @@ def _deploys_health(
     failed = auto.left_by_failed_runs(newest, read["live"], planner.stack_roles(env), read["entries"])
     unverified: dict[str, str] = {c: why for c, why in read["unverified"].items() if c not in failed}
     rows, findings = health.deploy_rows(
-        env.name, newest[0] if newest else None, held.info if held else None, runtime.clock.now(), report.shifting
+        env.name, newest[0] if newest else None, held, runtime.clock.now(), report.shifting
     )
     report.rows += rows
     report.rows = [health.with_live_commit(row, read["live"]) for row in report.rows]  # a stack's version: no commit
@@ -464,7 +464,7 @@ def unlock(
         if env_lock is None or found is None:
             runtime.stderr.write(f"🔓 no deploy holds the lock of {environment.name}: nothing to unlock\n")
             return None
-        runtime.stderr.write(f"🔒 {found.info.describe(runtime.clock.now())}\n")
+        runtime.stderr.write(f"🔒 {found.describe(runtime.clock.now())}\n")
         if confirm is not None and not confirm(found.info):
             runtime.stderr.write("Nothing changed: the lock is still held.\n")
             return None

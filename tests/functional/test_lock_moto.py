@@ -5,26 +5,30 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
 from invoke.context import Context as InvokeContext
 from invoke.exceptions import Exit
 from moto.server import ThreadedMotoServer
 
 from deploykit import commands, history, lock
 from deploykit.aws import AwsFactory
-from deploykit.clock import FakeClock
+from deploykit.clock import FakeClock, SystemClock
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, Superseded, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport, Step
@@ -102,6 +106,7 @@ def test_acquire_writes_who_holds_it_and_release_deletes_it(
         "started": "2026-11-28T09:00:00+00:00",
         "expires": "2026-11-28T09:10:00+00:00",
         "token": lease.info.token,
+        "lease": 600.0,
     }
     assert etag == lease.etag and lease.previous is None and len(lease.info.token) == 32
     assert lease.release() is True
@@ -895,3 +900,137 @@ def test_inv_refuses_a_second_deploy_and_inv_unlock_breaks_the_lock(
     assert "🔓 lock of staging broken" in broken.stderr
     assert found.read() is None
     assert holder.release() is False  # the dead deploy, were it to come back, cannot remove someone else's
+
+
+# -- expiry by S3's clock, whatever the deploying machines' clocks say --------------------------------------------
+
+
+def test_a_machine_whose_clock_runs_ahead_leaves_a_live_lock_alone(
+    moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto's server answers as S3 does, with the lock's LastModified and its own time (Date): a laptop whose clock
+    runs 15 minutes ahead finds the lock just written by a running deploy, whose ``expires`` (by the holder's clock)
+    is already past by its own, and is refused all the same, told the lease's time left by S3's clock."""
+    client = boto3.client(
+        "s3", region_name="us-east-1", endpoint_url=moto_server, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    client.create_bucket(Bucket=BUCKET)
+    as_actor(monkeypatch, "ci")
+    running = lock.EnvLock(client, BUCKET, "dev", clock=SystemClock()).acquire("deploy.auto")
+    ahead = FakeClock(start=datetime.now(UTC) + timedelta(minutes=15))
+    laptop = lock.EnvLock(client, BUCKET, "dev", clock=ahead)
+    found = laptop.read()
+    assert found is not None and found.written is not None and found.served is not None  # S3's two times
+    assert found.info.expired(ahead.now())  # by the holder's expires against this clock it would be taken over
+    as_actor(monkeypatch, "ana@laptop")
+    with pytest.raises(lock.LockHeld) as refused:
+        laptop.acquire("deploy.app")
+    assert re.search(
+        r"; its lease expires in (10m00s|9m5\ds) unless renewed \(at \S+Z by S3's clock\)$", refused.value.message
+    ), refused.value.message
+    again = laptop.read()
+    assert again is not None and again.info == running.info and again.etag == running.etag  # untouched
+    assert running.release() is True
+
+
+S3_NOW = T0  # S3's time when it answers the read
+
+
+def stubbed(clock: FakeClock) -> tuple[lock.EnvLock, Stubber]:
+    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return lock.EnvLock(client, BUCKET, "dev", clock=clock), Stubber(client)
+
+
+def held_by(
+    owner: str, *, started: datetime, written: datetime | None, served: datetime | None = S3_NOW, lease: bool = True
+) -> dict[str, Any]:
+    """GetObject's answer for a lock written at ``written`` (S3's LastModified) by a holder whose clock agrees with
+    S3's, read at ``served`` (the answer's Date header; None: a store that sends none); ``lease``: the document
+    says its lease (600 s), as an older deploykit's does not."""
+    data = {
+        "owner": owner,
+        "host": "box",
+        "pid": 7,
+        "command": "deploy.full",
+        "started": started.isoformat(),
+        "expires": ((written or started) + timedelta(seconds=600)).isoformat(),
+        "token": "theirs",
+        **({"lease": 600.0} if lease else {}),
+    }
+    body = json.dumps(data).encode()
+    return {
+        "Body": StreamingBody(io.BytesIO(body), len(body)),
+        "ETag": '"theirs"',
+        **({"LastModified": written} if written else {}),
+        "ResponseMetadata": {
+            "HTTPStatusCode": 200,
+            "HTTPHeaders": {"date": format_datetime(served, usegmt=True)} if served else {},
+        },
+    }
+
+
+def refuses_the_create(stub: Stubber) -> None:
+    stub.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+
+
+def test_a_machine_whose_clock_runs_behind_takes_over_a_lock_dead_for_its_lease_by_s3s_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Last written 601 s ago by S3's clock: expired, though by this machine's clock (15 minutes behind) its holder's
+    ``expires`` is 14 minutes ahead."""
+    behind = FakeClock(start=S3_NOW - timedelta(minutes=15))
+    env_lock, stub = stubbed(behind)
+    as_actor(monkeypatch, "ana@laptop")
+    with stub:
+        refuses_the_create(stub)
+        written = S3_NOW - timedelta(seconds=601)
+        stub.add_response(
+            "get_object", held_by("killed@box", started=written, written=written), {"Bucket": BUCKET, "Key": KEY}
+        )
+        stub.add_response(
+            "put_object",
+            {"ETag": '"mine"'},
+            {"Bucket": BUCKET, "Key": KEY, "Body": ANY, "ContentType": "application/json", "IfMatch": '"theirs"'},
+        )
+        taken = env_lock.acquire("deploy.app")
+        stub.assert_no_pending_responses()
+    assert taken.previous is not None and taken.previous.owner == "killed@box" and taken.etag == '"mine"'
+
+
+def test_a_refusal_tells_the_lease_left_and_since_when_by_s3s_clock() -> None:
+    """Renewed 100 s ago by S3's clock, taken 5 minutes ago: this machine's clock 15 minutes ahead changes neither."""
+    ahead = FakeClock(start=S3_NOW + timedelta(minutes=15))
+    env_lock, stub = stubbed(ahead)
+    with stub:
+        refuses_the_create(stub)
+        answer = held_by("ci", started=S3_NOW - timedelta(minutes=5), written=S3_NOW - timedelta(seconds=100))
+        stub.add_response("get_object", answer, {"Bucket": BUCKET, "Key": KEY})
+        with pytest.raises(lock.LockHeld) as refused:
+            env_lock.acquire("deploy.app")
+    assert refused.value.message == (
+        "another deploy holds the lock of environment 'dev': ci has been running 'deploy.full' on box (pid 7) since "
+        "2026-11-28T08:55:00Z (5m00s ago); its lease expires in 8m20s unless renewed (at 2026-11-28T09:08:20Z by "
+        "S3's clock)"
+    )
+    assert refused.value.holder(ahead.now()) == refused.value.message.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        held_by("ci", started=S3_NOW - timedelta(seconds=601), written=S3_NOW - timedelta(seconds=601), served=None),
+        held_by("ci", started=S3_NOW - timedelta(seconds=601), written=S3_NOW - timedelta(seconds=601), lease=False),
+    ],
+    ids=["a store that sends no Date", "a lock an older deploykit wrote, saying no lease"],
+)
+def test_without_s3s_times_or_the_lease_expiry_is_judged_by_this_clock_as_before(answer: dict[str, Any]) -> None:
+    """By S3's clock it would have expired a second ago; judged by this clock (15 minutes behind) against the
+    holder's ``expires``, it has 14m59s left."""
+    behind = FakeClock(start=S3_NOW - timedelta(minutes=15))
+    env_lock, stub = stubbed(behind)
+    with stub:
+        refuses_the_create(stub)
+        stub.add_response("get_object", answer, {"Bucket": BUCKET, "Key": KEY})
+        with pytest.raises(lock.LockHeld) as refused:
+            env_lock.acquire("deploy.app")
+    assert refused.value.message.endswith("its lease expires at 2026-11-28T08:59:59Z (in 14m59s) unless renewed")

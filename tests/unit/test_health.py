@@ -10,7 +10,7 @@ import pytest
 
 from deploykit import health, history
 from deploykit.health import Finding, HealthReport, Recommendation, Row
-from deploykit.lock import LockInfo
+from deploykit.lock import Found, LockInfo
 from deploykit.testing import sample_env
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -446,8 +446,10 @@ def recorded(ok: bool, error: str | None = None) -> history.Record:
     )
 
 
-def holder(expires: datetime) -> LockInfo:
-    return LockInfo(
+def holder(expires: datetime, **s3_times: datetime) -> Found:
+    """The lock as read: by a store that gave no times (judged by ``expires``), or with S3's ``written`` and
+    ``served`` (judged by them, its lease 600 s)."""
+    info = LockInfo(
         owner="ci",
         host="runner-1",
         pid=4242,
@@ -455,7 +457,9 @@ def holder(expires: datetime) -> LockInfo:
         started=(NOW - timedelta(minutes=2)).isoformat(),
         expires=expires.isoformat(),
         token="t",
+        lease=600.0,
     )
+    return Found(info, '"e"', **s3_times)
 
 
 def test_the_last_deploy_and_a_free_lock_are_rows_and_nothing_is_found() -> None:
@@ -497,6 +501,23 @@ def test_a_held_lock_says_who_and_an_expired_one_says_so() -> None:
     )
     rows, _ = health.deploy_rows("dev", None, holder(NOW - timedelta(seconds=1)), NOW)
     assert rows[1].status == "expired" and "its lease expired" in rows[1].detail
+
+
+def test_a_lock_is_held_or_expired_by_s3s_clock_whatever_this_machines_says() -> None:
+    """This machine's clock (NOW) 15 minutes ahead of S3's: the lock renewed 100 s ago by S3's clock is held, though
+    the ``expires`` its holder wrote is past by this clock; one last written 11 minutes ago expired, though by this
+    clock it ends in an hour."""
+    s3_now = NOW - timedelta(minutes=15)
+    renewed = holder(NOW - timedelta(minutes=5), written=s3_now - timedelta(seconds=100), served=s3_now)
+    rows, _ = health.deploy_rows("dev", None, renewed, NOW)
+    assert rows[1].status == "held" and rows[1].detail.endswith(
+        "its lease expires in 8m20s unless renewed (at 2026-11-29T08:53:20Z by S3's clock)"
+    )
+    dead = holder(NOW + timedelta(hours=1), written=s3_now - timedelta(minutes=11), served=s3_now)
+    rows, _ = health.deploy_rows("dev", None, dead, NOW)
+    assert rows[1].status == "expired" and rows[1].detail.endswith(
+        "its lease expired 1m00s ago (at 2026-11-29T08:44:00Z by S3's clock)"
+    )
 
 
 def test_a_split_alias_with_no_deploy_running_is_a_canary_cut_short() -> None:
