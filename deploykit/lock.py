@@ -38,7 +38,8 @@ lease: the lock's ``LastModified`` (set by S3 at each write) against S3's time o
 answer, with the ``lease`` the lock says. Only when S3 gives no such times (an S3-compatible store without ``Date``)
 or the lock says no lease (written by an older deploykit) is it judged with this machine's injectable
 :class:`~deploykit.clock.Clock` against the ``expires`` the holder wrote with its own: clocks must then agree within a
-small part of the lease (NTP does).
+small part of the lease (NTP does). The holder itself counts its lease on its monotonic clock from before its last
+write that went through (:meth:`Lease.check`): it never thinks it holds the lock after others may take it.
 
 An environment with no artifacts bucket yet (a first ``deploy.full``: the registry stack does not exist) has
 nowhere to hold a lock: :func:`held` then proceeds without one and yields ``None``. Two first deploys of the same
@@ -369,8 +370,9 @@ class EnvLock:
         SDK's retry of it was refused)."""
         token = uuid.uuid4().hex
         info = self._new_info(command, token)
+        first = self.clock.monotonic()  # before any write: a lock found ours was written no earlier
         try:  # the common case first, one call: nobody holds it (the condition fails when someone does)
-            return Lease(self, info, self._write(info, IfNoneMatch="*"))
+            return Lease(self, info, self._write(info, IfNoneMatch="*"), written=first)
         except ClientError as exc:
             self._refuse_missing_bucket(exc)
             if _code(exc) not in _LOST_RACE:
@@ -378,21 +380,22 @@ class EnvLock:
         for _attempt in range(_ATTEMPTS):
             current = self.read()
             if current is not None and current.info.token == token:
-                return Lease(self, current.info, current.etag)
+                return Lease(self, current.info, current.etag, written=first)
             if current is not None and not current.expired(self.clock.now()):
                 raise self.refusal(current)
             info = self._new_info(command, token)
             condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
+            sent = self.clock.monotonic()
             try:
                 etag = self._write(info, **condition)
             except ClientError as exc:
                 if _code(exc) in _LOST_RACE:
                     continue  # someone else created, renewed or took it between our read and write: look again
                 raise
-            return Lease(self, info, etag, previous=None if current is None else current.info)
+            return Lease(self, info, etag, previous=None if current is None else current.info, written=sent)
         current = self.read()
         if current is not None and current.info.token == token:
-            return Lease(self, current.info, current.etag)
+            return Lease(self, current.info, current.etag, written=first)
         if current is not None:
             raise self.refusal(current)
         raise UsageError(  # pragma: no cover - needs three lost races in a row, each to a lock released at once
@@ -488,11 +491,16 @@ class EnvLock:
 class Lease:
     """A lock we hold: renew it while the deploy runs, release it at the end."""
 
-    def __init__(self, lock: EnvLock, info: LockInfo, etag: str, *, previous: LockInfo | None = None) -> None:
+    def __init__(
+        self, lock: EnvLock, info: LockInfo, etag: str, *, previous: LockInfo | None = None, written: float
+    ) -> None:
         self.lock = lock
         self.info = info
         self.etag = etag
         self.previous = previous  # the expired lock this one took over, if any
+        # the clock's monotonic time before our last write of the lock that went through: S3 set its LastModified
+        # later, so the lease runs out for others no sooner than ``lease`` seconds after it (check)
+        self.written = written
         self.lost: str | None = None  # why the lock is no longer ours, once it is not
         self._mutex = threading.Lock()
         self._stop = threading.Event()
@@ -505,6 +513,7 @@ class Lease:
                 return False
             until = self.lock.clock.now() + timedelta(seconds=self.lock.lease)
             info = dataclasses.replace(self.info, expires=_iso(until), lease=self.lock.lease)
+            sent = self.lock.clock.monotonic()
             try:
                 self.etag = self.lock._write(info, IfMatch=self.etag)
             except ClientError as exc:
@@ -512,10 +521,10 @@ class Lease:
                     raise
                 found = self.lock.read()
                 if found is not None and found.info.token == self.info.token:  # ours: the write went through, and
-                    self.info, self.etag = found.info, found.etag  # the SDK's retry of it was refused
-                    return True
+                    self.info, self.etag = found.info, found.etag  # the SDK's retry of it was refused (or an
+                    return True  # earlier one's did: ``written`` is left as it was, the earlier time)
                 return self._lost_to(found)
-            self.info = info
+            self.info, self.written = info, sent
             return True
 
     def verify(self) -> bool:
@@ -539,9 +548,11 @@ class Lease:
         """Between two steps of a deploy: :class:`LockLost` when the lock is no longer ours (broken, taken over), or
         its lease ran out unrenewed (renewals failing): another deploy may hold it now, and this one must stop. What
         the renewals last knew, read without waiting for one under way (a stalled S3 call holds the state's mutex);
-        a lease that ran out is still released (the delete is conditional on what we wrote)."""
+        a lease that ran out is still released (the delete is conditional on what we wrote). The lease is counted on
+        the clock's monotonic time from before our last write that went through, so that no change of this machine's
+        wall clock, nor its disagreeing with others', lets the deploy run on once others may take the lock."""
         lost = self.lost
-        if lost is None and self.info.expired(self.lock.clock.now()):
+        if lost is None and self.lock.clock.monotonic() - self.written >= self.lock.lease:
             lost = f"the lease of the lock of {self.lock.env!r} ran out: renewing it kept failing"
         if lost is not None:
             raise LockLost(

@@ -1034,3 +1034,33 @@ def test_without_s3s_times_or_the_lease_expiry_is_judged_by_this_clock_as_before
         with pytest.raises(lock.LockHeld) as refused:
             env_lock.acquire("deploy.app")
     assert refused.value.message.endswith("its lease expires at 2026-11-28T08:59:59Z (in 14m59s) unless renewed")
+
+
+class SteppedClock(FakeClock):
+    """A fake clock whose wall clock is set back or forward (NTP stepping it, a person fixing it) while its
+    monotonic time goes on."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start=start)
+        self.step = timedelta(0)
+
+    def now(self) -> datetime:
+        return super().now() + self.step
+
+
+def test_a_holder_whose_clock_is_set_back_still_stops_once_its_lease_ran_out_unrenewed(
+    bucket: str, dev_env: EnvConfig
+) -> None:
+    """Its lease is counted from its last write on its monotonic clock: set 15 minutes back, its wall clock would
+    keep the ``expires`` it wrote ahead long after others (judging by S3's clock) may take the lock."""
+    clock = SteppedClock(T0)
+    mine = env_lock(dev_env, clock).acquire("deploy.full")
+    clock.sleep(200)
+    assert mine.renew() is True  # the last renewal that went through: the lease counts from it
+    clock.step = -timedelta(minutes=15)
+    clock.sleep(599)
+    mine.check()  # a second left
+    clock.sleep(1)
+    with pytest.raises(lock.LockLost, match="ran out: renewing it kept failing"):
+        mine.check()
+    assert mine.release() is True
