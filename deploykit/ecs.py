@@ -403,8 +403,9 @@ class Snapshot:
     stopped_tasks: list[dict[str, Any]] = field(default_factory=list)  # of our deployment, stopped: failures
     targets: list[TargetState] = field(default_factory=list)  # of the new tasks
     expected_targets: int = 0
-    # of our deployment, stopped by a person (StopTask): no failures, ECS replaces them (:func:`stopped_by_person`)
-    stopped_by_people: list[dict[str, Any]] = field(default_factory=list)
+    # of our deployment, stopped from outside the release (a person's StopTask, Fargate Spot, a Fargate retirement): no
+    # failures, ECS replaces them (:func:`stopped_from_outside`)
+    stopped_from_outside: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -723,19 +724,34 @@ def scaled_in(task: Mapping[str, Any]) -> bool:
     return str(task.get("stoppedReason", "")).startswith("Scaling activity initiated by")
 
 
-def stopped_by_person(task: Mapping[str, Any]) -> bool:
-    """Whether a person (or their tool) stopped the task with StopTask: stopCode ``UserInitiated``. ECS starts another
-    in its place, and the stop says nothing of the release: no failure of it. The stop code names what ended the task
-    first: one whose essential container exited (or that could not start) before someone stopped it keeps
-    ``EssentialContainerExited`` (``TaskFailedToStart``), a failure, whatever its stop reason says; and the reason of
-    a person's stop is their own text (``aws ecs stop-task --reason``), never read as ECS's."""
-    return task.get("stopCode") == "UserInitiated"
+# ECS's stop codes (botocore's TaskStopCode) of a task stopped from outside the release, and who or what stopped it:
+# ECS starts another in its place, and the stop says nothing of the release (:func:`stopped_from_outside`)
+OUTSIDE_STOPS = {
+    "UserInitiated": "a person (StopTask: {reason})",
+    "SpotInterruption": "Fargate Spot taking its capacity back (SpotInterruption: {reason})",
+    "TerminationNotice": "Fargate retiring it for maintenance (TerminationNotice: {reason})",
+}
+
+
+def stopped_from_outside(task: Mapping[str, Any]) -> str | None:
+    """Who or what stopped the task from outside the release, as the line that tells it names them ("a person
+    (StopTask: REASON)", "Fargate Spot taking its capacity back (SpotInterruption: REASON)"); None for a task that
+    stopped for any other reason. By stop code: ``UserInitiated`` (a person or their tool: StopTask),
+    ``SpotInterruption`` (Fargate Spot took the capacity back), ``TerminationNotice`` (Fargate retired the task for
+    maintenance). ECS starts another in its place, and the stop says nothing of the release: no failure of it. The
+    stop code names what ended the task first: one whose essential container exited (or that could not start) before
+    it was stopped keeps ``EssentialContainerExited`` (``TaskFailedToStart``), a failure, whatever its stop reason
+    says; and the reason of a person's stop is their own text (``aws ecs stop-task --reason``), never read as
+    ECS's."""
+    wording = OUTSIDE_STOPS.get(str(task.get("stopCode", "")))
+    return wording.format(reason=task.get("stoppedReason") or "no reason given") if wording else None
 
 
 def failed_task(task: Mapping[str, Any]) -> bool:
     """Whether a stopped task failed (its essential container exited, it could not start, it failed its health
-    checks), rather than being stopped by a deployment, a scale-in or a person (:func:`stopped_by_person`)."""
-    if stopped_by_person(task):
+    checks), rather than being stopped by a deployment, a scale-in, a person or Fargate
+    (:func:`stopped_from_outside`)."""
+    if stopped_from_outside(task):
         return False
     reason = str(task.get("stoppedReason", ""))
     return task.get("stopCode") in ("EssentialContainerExited", "TaskFailedToStart") or reason.startswith("Task failed")
@@ -879,7 +895,7 @@ class RolloutWaiter:
         fixed = since is not None
         since = since or self.clock.now()
         seen_events: set[str] = set()
-        told_stopped: set[str] = set()  # the tasks a person stopped, said once each
+        told_stopped: set[str] = set()  # the tasks stopped from outside the release, said once each
         seen_ours_primary = False
         last_summary = ""
         interval = poll
@@ -909,13 +925,12 @@ class RolloutWaiter:
                 first = False
                 for event in new_events(snapshot.service, seen_events, since):
                     self.say(f"[{elapsed:6.1f}s] event: {event.get('message', '')}")
-                for task in snapshot.stopped_by_people:
+                for task in snapshot.stopped_from_outside:
                     if str(task.get("taskArn")) not in told_stopped:
                         told_stopped.add(str(task.get("taskArn")))
                         self.say(
                             f"[{elapsed:6.1f}s] task {str(task.get('taskArn', '?')).rsplit('/', 1)[-1]} was stopped by "
-                            f"a person (StopTask: {task.get('stoppedReason') or 'no reason given'}): no failure of "
-                            "the release; ECS starts another"
+                            f"{stopped_from_outside(task)}: no failure of the release; ECS starts another"
                         )
                 verdict = assess(snapshot, image, seen_ours_primary=seen_ours_primary, deployment=deployment)
                 if verdict.summary != last_summary:
@@ -981,7 +996,7 @@ class RolloutWaiter:
         our_ids = {d.get("id") for d in ours}
         our_arns = {d.get("taskDefinition") for d in ours}
         stopped: list[dict[str, Any]] = []
-        by_people: list[dict[str, Any]] = []
+        from_outside: list[dict[str, Any]] = []
         for task in found.get("STOPPED", []):
             if task.get("taskDefinitionArn") not in our_arns or scaled_in(task):
                 continue
@@ -990,10 +1005,10 @@ class RolloutWaiter:
             if fixed and not since_then:
                 continue
             if task.get("startedBy") in our_ids or (since_then and not deployment):
-                (by_people if stopped_by_person(task) else stopped).append(task)
+                (from_outside if stopped_from_outside(task) else stopped).append(task)
         health = {group: found[group] for group in groups if group in found}
         targets = target_states(health, groups, running)
-        return Snapshot(service, images, running, stopped, targets, len(groups) * len(running), by_people)
+        return Snapshot(service, images, running, stopped, targets, len(groups) * len(running), from_outside)
 
     def _tasks(self, cluster: str, service: str, desired: str) -> list[dict[str, Any]]:
         """The service's tasks whose desired status is ``desired``: every page listed (100 a page), described in

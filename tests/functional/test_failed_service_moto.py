@@ -193,6 +193,29 @@ def test_a_task_that_failed_past_the_first_page_of_stopped_tasks_is_found(logs: 
     ]
 
 
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [("SpotInterruption", "Your Spot Task was interrupted."), ("TerminationNotice", "Task stopped for maintenance")],
+)
+def test_a_task_fargate_took_back_explains_nothing(logs: Any, code: str, reason: str) -> None:
+    """Fargate Spot took its capacity back, or Fargate retired the task (SIGTERM's exit code): no failure of the
+    service, as a person's stop; a task that crashed beside it is the one named."""
+    taken = stopped("taken", 12, code, reason, 143)
+    ecs, stub = ecs_with([TASKS[0], taken], read=False)
+    with stub:
+        found = explain_failed_service(ecs, logs, SERVICE_ARN, SINCE, container="backend", say=lambda _line: None)
+        stub.assert_no_pending_responses()
+    assert found == []
+
+    ecs, stub = ecs_with([taken, TASKS[2]])
+    with stub:
+        found = explain_failed_service(ecs, logs, SERVICE_ARN, SINCE, container="backend", say=lambda _line: None)
+    assert found == [
+        "  1 task of car-rental-service failed, the last: crash1: Essential container in task exited; container "
+        "backend: exit code 1; its last log line: first crash"
+    ]
+
+
 def test_a_task_a_person_stopped_explains_nothing_whatever_its_reason_says(logs: Any) -> None:
     """StopTask (stopCode UserInitiated) with the person's own reason, even one reading like ECS's failures, and the
     SIGTERM's exit code: no failure of the service. One whose essential container exited before someone stopped it

@@ -396,6 +396,48 @@ def test_a_new_task_a_person_stopped_is_no_failure_and_the_rollout_goes_on() -> 
     ]
 
 
+@pytest.mark.parametrize(
+    ("code", "reason", "told"),
+    [
+        (
+            "SpotInterruption",
+            "Your Spot Task was interrupted.",
+            "Fargate Spot taking its capacity back (SpotInterruption: Your Spot Task was interrupted.)",
+        ),
+        (
+            "TerminationNotice",
+            "Task stopped due to task retirement",
+            "Fargate retiring it for maintenance (TerminationNotice: Task stopped due to task retirement)",
+        ),
+    ],
+)
+def test_a_new_task_fargate_took_back_is_no_failure_and_the_rollout_goes_on(code: str, reason: str, told: str) -> None:
+    """Fargate Spot took the capacity back, or Fargate retired the task (its SIGTERM's exit code, 143): the stop says
+    nothing of the release, ECS starts another, and the release is judged by it. Said once, as a person's stop is,
+    not counted."""
+    taken = stopped_as(3, code, reason, 143)
+    rollout = (
+        Rollout()
+        .poll(
+            service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 1), deployment(OLD, "ACTIVE", "COMPLETED", 2)),
+            running=[task(1)],
+            stopped=[taken],
+            targets=health((1, "healthy")),
+        )
+        .poll(
+            service(deployment(NEW, "PRIMARY", "COMPLETED", 2)),
+            running=[task(1), task(2)],
+            stopped=[taken],
+            targets=health((1, "healthy"), (2, "healthy")),
+        )
+    )
+    verdict, said, _ = rollout.wait()
+    assert verdict.state == "healthy"
+    assert [line for line in said if "task task3" in line] == [
+        f"[   0.0s] task task3 was stopped by {told}: no failure of the release; ECS starts another"
+    ]
+
+
 def test_a_new_task_that_failed_before_a_person_stopped_it_still_fails_the_rollout() -> None:
     """Its essential container exited first: ECS keeps that stop code (EssentialContainerExited), whatever stop reason
     a later StopTask left (the sandbox shows it so). A failure, and the task that explains it."""
