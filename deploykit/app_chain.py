@@ -596,6 +596,7 @@ def await_rollout(
         say=ctx.reporter.line,
         status=ctx.reporter.status,
         taskdefs=taskdefs,
+        env=ctx.env,
     )
     verdict = waiter.wait(
         cluster=cluster,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.aws import AwsFactory, HandedOn, at_once, is_throttling
-from deploykit.errors import UsageError
+from deploykit.errors import ServiceBeingDeleted, UsageError
 
 if TYPE_CHECKING:
     from deploykit.config import EnvConfig
@@ -81,8 +81,12 @@ def no_service(service: str, cluster: str, env: EnvConfig | None) -> UsageError:
     )
 
 
-def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None = None) -> dict[str, Any]:
-    """The service, or a UsageError naming the cluster and the stack that creates it (``env``'s Fargate stack)."""
+def describe_service(
+    ecs: Any, cluster: str, service: str, env: EnvConfig | None = None, *, deleted: bool = False
+) -> dict[str, Any]:
+    """The service, or a UsageError naming the cluster and the stack that creates it (``env``'s Fargate stack).
+    ``deleted``: an INACTIVE service (ECS deleted it, and lists it a while longer) is answered, when there is no
+    other of its name, rather than refused as not found (its caller tells it as deleted)."""
     try:
         # its tags too: a release command that failed after a first deploy marks the service (deploykit.release)
         answer = ecs.describe_services(cluster=cluster, services=[service], include=["TAGS"])
@@ -90,19 +94,23 @@ def describe_service(ecs: Any, cluster: str, service: str, env: EnvConfig | None
         if exc.response["Error"]["Code"] == "ClusterNotFoundException":
             raise no_cluster(cluster, env) from None
         raise
-    services = [s for s in answer.get("services", []) if s.get("status") != "INACTIVE"]
+    found = list(answer.get("services", []))
+    services = [s for s in found if s.get("status") != "INACTIVE"] or (found if deleted else [])
     if not services:
         raise no_service(service, cluster, env)
     return dict(services[0])
 
 
-def being_deleted(service: str, cluster: str, env: EnvConfig | None, why: str) -> UsageError:
+def being_deleted(
+    service: str, cluster: str, env: EnvConfig | None, why: str, *, so: str = "it cannot be rolled out"
+) -> ServiceBeingDeleted:
     """ECS is deleting the service, or has (DRAINING, INACTIVE; UpdateService: ServiceNotActiveException): no
-    rerun can roll it, the stack that defines it must make it again. ``why``: its status, or what ECS answered."""
+    rerun can roll it, the stack that defines it must make it again. ``why``: its status, or what ECS answered;
+    ``so``: what that means for the command (a wait: the rollout it waits for cannot finish)."""
     fargate = env.stacks.fargate if env else "<fargate stack>"
-    return UsageError(
-        f"ECS service {service!r} in cluster {cluster!r} is being deleted or was deleted ({why}): it cannot be "
-        "rolled out; nothing was changed",
+    return ServiceBeingDeleted(
+        f"ECS service {service!r} in cluster {cluster!r} is being deleted or was deleted ({why}): {so}; nothing was "
+        "changed",
         next_step=f"once ECS has deleted it, deploy the stack that defines it: {_create_command(env)} (deleted by "
         f"hand while {fargate} still holds it, it is not made again from an unchanged template: "
         f"aws cloudformation detect-stack-drift --stack-name {fargate} shows it)",
@@ -856,7 +864,9 @@ class RolloutWaiter:
     """Polls a service until :func:`assess` says healthy or failed, or the deadline passes.
 
     ``say(text)`` receives each state change and each new service event (already prefixed with the
-    elapsed time); ``status(text)`` the current state for the progress line.
+    elapsed time); ``status(text)`` the current state for the progress line. A service ECS is deleting, or has
+    (DRAINING, INACTIVE: ``inv destroy``, its stack or itself deleted), ends the wait at once: no rollout of it can
+    finish (:func:`being_deleted`, raised).
     """
 
     def __init__(
@@ -868,8 +878,10 @@ class RolloutWaiter:
         say: Any = print,
         status: Any = None,
         taskdefs: TaskDefinitions | None = None,
+        env: EnvConfig | None = None,
     ) -> None:
         self.ecs, self.elbv2, self.clock = ecs, elbv2, clock
+        self.env = env  # the environment, for the next step of a service gone or being deleted
         self.say = say
         self.status = status or (lambda _text: None)
         self.taskdefs = taskdefs or TaskDefinitions(ecs)
@@ -964,7 +976,11 @@ class RolloutWaiter:
         ``deployment`` (a restart: the tasks it replaces run the same revision): only the tasks it started.
         ``fixed``: only tasks stopped from ``since`` on are ours (a wake: the deployment's tasks a pause stopped
         before it are not)."""
-        service = describe_service(self.ecs, cluster, service_name)
+        service = describe_service(self.ecs, cluster, service_name, self.env, deleted=True)
+        if service.get("status") in ("DRAINING", "INACTIVE"):  # it never comes back: no deadline to wait for
+            raise being_deleted(
+                service_name, cluster, self.env, f"status {service['status']}", so="its rollout cannot finish"
+            )
         images: dict[str, str] = {}
         arns = [d.get("taskDefinition", "") for d in service.get("deployments", [])] + [service["taskDefinition"]]
         for arn in arns:

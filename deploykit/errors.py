@@ -51,6 +51,11 @@ class EnvironmentNotReady(UsageError):
     """A prerequisite on this machine is missing: the Docker engine, a base image, a registry."""
 
 
+class ServiceBeingDeleted(UsageError):
+    """ECS is deleting the service, or has (DRAINING, INACTIVE): nothing can be rolled out on it, by a rerun or a
+    rollback, until the stack that defines it makes it again (:func:`deploykit.ecs.being_deleted`)."""
+
+
 class Superseded(UsageError):
     """What is live changed between reading it and taking the lock (another deploy finished meanwhile): the plan
     made from it is stale. Raised before anything live was changed; the command may start again."""

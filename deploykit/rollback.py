@@ -42,7 +42,7 @@ from deploykit import auto, changes, git, history, image_cleanup, lambda_chain, 
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
 from deploykit.ecs import split_image
-from deploykit.errors import RolledBackByEcs, StepFailed, Superseded, UsageError
+from deploykit.errors import RolledBackByEcs, ServiceBeingDeleted, StepFailed, Superseded, UsageError
 from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records, walk
 from deploykit.plan import Sequence as StepSequence
@@ -1145,6 +1145,16 @@ def undo_plan(
             f"{env.service} ran {dict(report.plan.deploys).get('app')} before this run, which no deploy verified (an "
             f"earlier run rolled it out and failed, or was interrupted): {previous[1]}, the last that passed, goes back"
         )
+    # ECS is deleting the service (the wait found it so, or roll-service): nothing can be rolled out on it, a
+    # rollback's register-taskdef would be refused; the app is left as it is, and no smoke follows (its checks of the
+    # app fail on a service being deleted)
+    deleting = isinstance(error, ServiceBeingDeleted)
+    if previous is not None and deleting:
+        notes.append(
+            f"ECS is deleting {env.service}: the app is not put back (nothing can be rolled out on a service being "
+            "deleted), and no smoke follows"
+        )
+        previous = None
     if previous is not None:
         repository, tag = previous
         image = f"{repository}:{tag}"
@@ -1173,7 +1183,7 @@ def undo_plan(
         deploys.append(("app", tag))
     if not replaced:
         return None
-    if smoke and any(isinstance(s, Smoke) for s in report.plan.steps):
+    if smoke and not deleting and any(isinstance(s, Smoke) for s in report.plan.steps):
         steps.append(Smoke())
     title = "automatic rollback: " + ", ".join(name for name, _ in replaced)
     report_lines = tuple(f"{name} ({was})" for name, was in replaced)

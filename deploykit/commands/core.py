@@ -41,7 +41,15 @@ from deploykit.aws import AwsFactory, at_once, translate_error
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
-from deploykit.errors import ConfigError, DeployKitError, Interrupted, StepFailed, Superseded, UsageError
+from deploykit.errors import (
+    ConfigError,
+    DeployKitError,
+    Interrupted,
+    ServiceBeingDeleted,
+    StepFailed,
+    Superseded,
+    UsageError,
+)
 from deploykit.images import docker_client
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps, in_background
@@ -437,6 +445,8 @@ def recover(
         error.next_step = f"see what runs: inv health --env {env.name}; put it back: inv rollback --env {env.name}"
         return None
     if undo is None:
+        if isinstance(error, ServiceBeingDeleted) and report.changed_live:
+            error.message += "; no automatic rollback: nothing can be rolled out on a service being deleted"
         return None
     replaced = ", ".join(undo.replaced)
     # what the failed release wrote stays in CloudWatch Logs after its tasks stopped and its alias moved back: of

@@ -21,7 +21,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.commands import core
 from deploykit.config import EnvConfig
-from deploykit.errors import StepFailed, UsageError
+from deploykit.errors import ServiceBeingDeleted, StepFailed, UsageError
 from deploykit.git import current_revision
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
@@ -596,4 +596,41 @@ def test_a_service_being_deleted_is_refused_before_update_service(dev_env: EnvCo
         "ECS service 'car-rental-service' in cluster 'car-rental-cluster' is being deleted or was deleted (status "
         "DRAINING): it cannot be rolled out; nothing was changed"
     )
+    assert "inv deploy.stack CarRentalFargateStack --env dev" in (err.value.next_step or "")
+
+
+def test_a_service_deleted_during_the_wait_ends_it_at_once_and_nothing_is_rolled_back_on_it(
+    project: Path, factory: AwsFactory
+) -> None:
+    """Someone deletes the service (inv destroy, its stack deleted: INACTIVE in moto, which deletes at once; DRAINING
+    on AWS) right after roll-service pointed it at the new revision: the wait stops at its first poll, saying so,
+    rather than polling until its deadline (minutes on AWS); the run changed what runs, so it failed (exit 1), and
+    the automatic rollback, which could not roll the service either, is not tried."""
+    create_service(factory)
+    tag = current_revision(project).tag
+    put_image(factory, tag)
+    other = factory.client("ecs")  # what someone else's tool calls, after UpdateService answered
+    deleted: list[str] = []
+
+    def delete(**_: object) -> None:
+        if not deleted:
+            deleted.append("car-rental-service")
+            other.delete_service(cluster="car-rental-cluster", service="car-rental-service", force=True)
+
+    other.meta.events.register("after-call.ecs.UpdateService", delete)
+    clock = FakeClock()
+    with pytest.raises(ServiceBeingDeleted) as err:
+        commands.app_chain(
+            ["register-taskdef", "roll-service", "wait-healthy"],
+            env="dev",
+            runtime=runtime(project, factory, clock=clock),
+        )
+    assert deleted and clock.sleeps == []  # not one pause: the first poll saw it
+    assert err.value.exit_code == 1
+    assert err.value.message.startswith(
+        "ECS service 'car-rental-service' in cluster 'car-rental-cluster' is being deleted or was deleted (status "
+        "INACTIVE): its rollout cannot finish; nothing was changed (by this step: the steps before it changed what "
+        "runs, as the table shows)"
+    )
+    assert err.value.message.endswith("; no automatic rollback: nothing can be rolled out on a service being deleted")
     assert "inv deploy.stack CarRentalFargateStack --env dev" in (err.value.next_step or "")

@@ -29,7 +29,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.ecs import RolloutWaiter
-from deploykit.errors import StepFailed, UsageError
+from deploykit.errors import ServiceBeingDeleted, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan
 from tests.functional.conftest import held_across, new_session
@@ -450,6 +450,29 @@ def test_a_new_task_that_failed_before_a_person_stopped_it_still_fails_the_rollo
     assert verdict.state == "failed"
     assert verdict.reason == "a new task stopped: task3: Task stopped by user; container backend: exit code 1"
     assert not any("task task3 was stopped by a person" in line for line in said)
+
+
+def test_a_service_ecs_is_deleting_ends_the_wait_at_once(dev_env: EnvConfig) -> None:
+    """DRAINING (inv destroy, its stack or the service deleted while the wait waits): it never comes back, and
+    the wait stops at that poll, saying so, instead of polling until its deadline. Alone, exit 2: a state to fix."""
+    rollout = Rollout().poll(
+        service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2))
+    )
+    draining = service(deployment(NEW, "PRIMARY", "IN_PROGRESS", 0), deployment(OLD, "ACTIVE", "COMPLETED", 2))
+    draining["services"][0]["status"] = "DRAINING"
+    rollout.add("DescribeServices", draining)  # and nothing after it
+    clock = FakeClock(T0)
+    waiter = RolloutWaiter(rollout.ecs, rollout.elbv2, clock, say=lambda _line: None, env=dev_env)
+    with pytest.raises(ServiceBeingDeleted) as err:
+        waiter.wait(cluster=CLUSTER, service=SERVICE, container=CONTAINER, image=IMAGE, timeout=600, poll=5.0)
+    rollout.assert_all_answered()
+    assert clock.monotonic() == 5.0  # the second poll, not the deadline's
+    assert err.value.exit_code == 2
+    assert err.value.message == (
+        f"ECS service '{SERVICE}' in cluster '{CLUSTER}' is being deleted or was deleted (status DRAINING): its "
+        "rollout cannot finish; nothing was changed"
+    )
+    assert f"inv deploy.stack {dev_env.stacks.fargate} --env dev" in (err.value.next_step or "")
 
 
 def test_throttling_is_retried_with_backoff() -> None:

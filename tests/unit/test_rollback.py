@@ -724,6 +724,35 @@ def test_a_release_failed_beside_a_lambda_update_puts_back_both(env: EnvConfig) 
     assert [type(s) for s in undo.plan.steps] == [rb.PointAlias, RegisterTaskDef, RollService, WaitHealthy, Smoke]
 
 
+def test_a_service_being_deleted_is_not_rolled_back_what_moved_beside_it_is(env: EnvConfig) -> None:
+    """The wait found the service being deleted (inv destroy, its stack deleted) after roll-service and a function's
+    alias moved: the run failed (exit 1), and its rollback puts the alias back but not the app, which nothing can roll
+    out (register-taskdef would refuse it), nor smokes what is left (the app's checks fail on it), and says so."""
+    from deploykit.clock import FakeClock
+    from deploykit.ecs import being_deleted
+    from deploykit.output import Reporter
+    from deploykit.plan import Context, Executor
+
+    def run(*beside: Step) -> RunReport:
+        gone = being_deleted(env.service, env.cluster, env, "status DRAINING", so="its rollout cannot finish")
+        rollout = StepSequence("app", (Played(ROLLED), Played(StepRecord("wait-healthy", "", "failed"), gone)))
+        plan = Plan(env.name, (Parallel((*beside, rollout)) if beside else rollout, Smoke()), "deploy.auto")
+        clock = FakeClock()
+        ctx = Context(Mock(), env, Mock(), clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        report = Executor(ctx).execute(plan)
+        assert report.error is gone and report.error.exit_code == 1  # after roll-service: a failed run
+        return report
+
+    undo = rb.undo_plan(env, run(StepSequence("lambda health_handler", (Played(MOVED),))), FakeLambda())
+    assert undo is not None and undo.plan.title == "automatic rollback: lambda:health_handler"
+    assert [type(s) for s in undo.plan.steps] == [rb.PointAlias]
+    assert undo.notes == (
+        f"ECS is deleting {env.service}: the app is not put back (nothing can be rolled out on a service being "
+        "deleted), and no smoke follows",
+    )
+    assert rb.undo_plan(env, run(), FakeLambda()) is None  # the app alone: nothing to put back
+
+
 def test_too_many_errors_after_the_rollout_put_the_previous_release_back(env: EnvConfig) -> None:
     error = StepFailed("car-rental-service answered 9 of 100 requests with a 5xx", next_step="logs")
     undo = rb.undo_plan(env, failed_run(env, ROLLED, StepRecord("watch-errors", "", "failed"), error=error), None)
