@@ -87,12 +87,19 @@ def parse_component(text: str, config: Config, purpose: str = "rollback", env: E
         return Component("lambda", name)
     if kind == "stack" and name and env is not None:
         return Component("stack", role=planner.role_of(env, name))  # refuses an unknown stack, naming the known ones
+    raise UsageError(
+        f"unknown component {text!r} for {purpose}",
+        next_step=f"use --component with one of: {', '.join(known_components(config, env))}",
+    )
+
+
+def known_components(config: Config, env: EnvConfig | None) -> list[str]:
+    """The components ``--component`` may name: app, lambda:<fn> for each function of lambda/, and, given ``env``,
+    stack:<role> for each of its stacks."""
     known = ["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))]
     if env is not None:
         known += [f"stack:{role}" for role in planner.stack_roles(env)]
-    raise UsageError(
-        f"unknown component {text!r} for {purpose}", next_step=f"use --component with one of: {', '.join(known)}"
-    )
+    return known
 
 
 def normalize_to(to: str) -> str:

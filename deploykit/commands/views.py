@@ -408,12 +408,10 @@ def _gone_function(config: Config, key: str) -> bool:
 
 def _unknown_component(config: Config, env: EnvConfig, key: str) -> NoReturn:
     """UsageError for lambda:<fn> that is neither a function of lambda/ nor one the history has a run of."""
-    known = ["app", *(f"lambda:{fn}" for fn in lambda_chain.function_names(config))]
-    known += [f"stack:{role}" for role in planner.stack_roles(env)]
     raise UsageError(
         f"unknown component {key!r} for history: lambda/{key.split(':', 1)[1]} is no function of this checkout "
         f"and no run of it is recorded in {env.name}",
-        next_step=f"use --component with one of: {', '.join(known)}",
+        next_step=f"use --component with one of: {', '.join(rollbacks.known_components(config, env))}",
     )
 
 
