@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import base_image, ecs, images, oci, registry, stacks
+from deploykit import base_image, ecs, images, oci, references, registry, stacks
 from deploykit.aws import AwsFactory, at_once
 from deploykit.cachedir import PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import PLATFORMS, BaseImageSpec
@@ -403,7 +403,22 @@ class RegisterTaskDef(Step):
         return f"task definition of {self.service} with {self.container} = {self.image}"
 
     def early(self, ctx: Context) -> Callable[[], Any] | None:
-        return partial(self._live, ctx)
+        return partial(self._early, ctx)
+
+    def _early(self, ctx: Context) -> dict[str, Any]:
+        """:meth:`_live`, then whether what the new revision names exists (:meth:`_references`): both beside the
+        image's build."""
+        read = self._live(ctx)
+        return {**read, "references": self._references(ctx, read)}
+
+    def _references(self, ctx: Context, read: Mapping[str, Any]) -> references.Findings:
+        """Whether the secrets, roles, log groups and environment files of the revision the new one is made from
+        exist (the new one names the same: only the image changes), read at once."""
+        base = self._base(read, ctx.env.stacks.fargate)[0]
+        taskdef = ecs.TaskDefinitions.of(ctx.aws).get(base)
+        parts = base.split(":")
+        named, elsewhere = references.of(taskdef, region=parts[3], account=parts[4])
+        return references.check(ctx.aws, named, elsewhere)
 
     def _live(self, ctx: Context, **more: Callable[[], Any]) -> dict[str, Any]:
         """The service (kept for roll-service, which starts from it), then at once the revision it runs (described
@@ -486,9 +501,14 @@ class RegisterTaskDef(Step):
                 f"image {self.image} is not in the registry of environment {ctx.env.name!r}",
                 next_step="build and push it first: inv build push",
             )
+        found = read["references"] if "references" in read else self._references(ctx, read)
+        references.refuse_missing(found, self.service, base)  # no task of it would start
         arn = taskdefs.remember(client.register_task_definition(**wanted))["taskDefinitionArn"]
         taskdefs.chosen(arn, self.container, self.image)  # roll-service points the service at it
-        return Outcome.done(f"registered {ecs.revision_name(arn)} (from {base})", task_definition=arn)
+        return Outcome.done(
+            f"registered {ecs.revision_name(arn)} (from {base}){references.said_unchecked(found)}",
+            task_definition=arn,
+        )
 
 
 @dataclass(frozen=True)

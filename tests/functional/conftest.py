@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import threading
@@ -100,6 +101,7 @@ CONTAINER = {
             "awslogs-group": "/ecs/car-rental",
             "awslogs-region": "eu-west-1",
             "awslogs-stream-prefix": "backend",
+            "awslogs-create-group": "true",  # the tests that read its log make the group; register-taskdef needs none
         },
     },
 }
@@ -121,6 +123,7 @@ def create_service(
     sg = ec2.create_security_group(GroupName="svc", Description="svc", VpcId=vpc)["GroupId"]
     factory.client("ecr").create_repository(repositoryName="car-rental-backend")
     ecs.create_cluster(clusterName="car-rental-cluster")
+    create_references(factory)
     td = ecs.register_task_definition(
         family="car-rental-backend",
         networkMode="awsvpc",
@@ -145,6 +148,16 @@ def create_service(
         **(service or {}),
     )
     return dict(td)
+
+
+def create_references(factory: AwsFactory) -> None:
+    """What CONTAINER's task definition names, which register-taskdef checks (deploykit.references): its roles and
+    its secret's SSM parameter (moto names the parameter of ``...:parameter/api-key`` ``/api-key``)."""
+    iam = factory.client("iam")
+    for role in ("exec", "task"):
+        with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+            iam.create_role(RoleName=role, AssumeRolePolicyDocument="{}")
+    factory.client("ssm").put_parameter(Name="/api-key", Value="k", Type="SecureString", Overwrite=True)
 
 
 def api_function(role_arn: str, **properties: Any) -> dict[str, Any]:

@@ -177,6 +177,62 @@ def test_register_taskdef_refuses_an_image_built_for_another_platform_than_the_t
     assert report is not None and report.records[0].status == "done" and len(revisions(factory)) == 2
 
 
+DB_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"
+
+
+def test_register_taskdef_refuses_a_revision_whose_secret_or_log_group_is_missing_and_registers_once_they_exist(
+    project: Path, factory: AwsFactory
+) -> None:
+    """ECS would find a missing secret or log group only as each new task failed to start (ResourceInitializationError):
+    the new revision is refused before it is registered, naming each missing thing; once they exist it is
+    registered. A role deleted is missing too (ECS could not assume it)."""
+    create_service(
+        factory,
+        {
+            "secrets": [
+                {"name": "API_KEY", "valueFrom": "arn:aws:ssm:eu-west-1:123456789012:parameter/api-key"},
+                {"name": "DB", "valueFrom": f"{DB_SECRET}:password::"},
+            ],
+            "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/backend"}},
+        },
+    )
+    put_image(factory, current_revision(project).tag)
+    with pytest.raises(UsageError) as refused:
+        commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "the new revision of car-rental-service's task definition (from car-rental-backend:1) names what does not "
+        "exist, so none of its tasks would start: secret DB of container backend (Secrets Manager secret "
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf): not found; log group /ecs/backend of "
+        "container backend: not found. Nothing was changed"
+    )
+    assert "create what is missing" in (refused.value.next_step or "")
+    assert len(revisions(factory)) == 1  # nothing registered
+
+    factory.client("logs").create_log_group(logGroupName="/ecs/backend")
+    secret = factory.client("secretsmanager").create_secret(Name="db", SecretString='{"password": "x"}')["ARN"]
+    ecs = factory.client("ecs")  # moto makes its own suffix for the secret's ARN: the revision names that one
+    current = ecs.describe_task_definition(taskDefinition="car-rental-backend")["taskDefinition"]
+    current["containerDefinitions"][0]["secrets"][1]["valueFrom"] = f"{secret}:password::"
+    keys = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "cpu", "memory")
+    arn = ecs.register_task_definition(**{k: current[k] for k in keys}, requiresCompatibilities=["FARGATE"])
+    ecs.update_service(
+        cluster="car-rental-cluster",
+        service="car-rental-service",
+        taskDefinition=arn["taskDefinition"]["taskDefinitionArn"],
+    )
+    factory.client("iam").delete_role(RoleName="task")
+    with pytest.raises(UsageError, match="names what does not exist") as refused:
+        commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert "tasks would start: the task role arn:aws:iam::123456789012:role/task: not found. " in refused.value.message
+
+    factory.client("iam").create_role(RoleName="task", AssumeRolePolicyDocument="{}")
+    report = commands.app_chain(["register-taskdef"], env="dev", runtime=runtime(project, factory))
+    assert report is not None and report.records[0].status == "done", report.error
+    assert report.records[0].detail == "registered car-rental-backend:3 (from car-rental-backend:2)"
+    assert len(revisions(factory)) == 3
+
+
 def test_in_express_mode_the_new_revision_is_made_from_the_one_the_fargate_stack_holds_when_newer(
     project: Path, factory: AwsFactory
 ) -> None:

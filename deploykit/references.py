@@ -1,0 +1,191 @@
+"""What a task definition names that must exist for ECS to start its tasks, checked before a new revision is
+registered (``register-taskdef``: ``inv deploy.app``, the app chain of ``deploy.auto``, ``inv rollback`` of the
+app), as ``ecspresso verify`` does by hand.
+
+A task whose references are missing does not start: ECS says so only once it tries, as the task's stop reason
+(``ResourceInitializationError: unable to pull secrets or registry auth``, ``... ParameterNotFound``,
+``failed to validate logger args: The specified log group does not exist``, ``ECS was unable to assume the
+role``). On AWS that is the rollout's first tasks failing a minute into the deploy, then the automatic rollback;
+here it is a refusal before anything changes (exit 2), naming what is missing. What is checked:
+
+- each container's ``secrets``: an SSM parameter (its name or ARN: ``GetParameters``, which takes both) or a
+  Secrets Manager secret (``DescribeSecret``: its metadata, never its value; one scheduled for deletion counts as
+  missing, ECS cannot read it);
+- each container's ``environmentFiles`` (S3 objects: ``HeadObject``);
+- the ``awslogs`` log group of each container, unless the driver creates it (``awslogs-create-group``);
+- the task and execution roles (``GetRole``).
+
+A reference in another region or account than the task definition's is not checked (the caller's rights there are
+another matter), nor is one this caller may not read (``AccessDenied``) or that a read could not reach: each is said
+as not checked, and the deploy goes on. The reads go at once (:func:`deploykit.aws.at_once`), beside the image's build
+when the step reads early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import botocore.exceptions
+
+from deploykit.aws import DENIED, AwsFactory, at_once
+from deploykit.errors import UsageError
+
+SSM_BATCH = 10  # GetParameters takes at most 10 names
+# what each service answers for a thing that is not there
+NOT_FOUND = frozenset({"ResourceNotFoundException", "NoSuchEntity", "ParameterNotFound", "404", "NoSuchKey"})
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One thing a task definition names: ``kind`` (the service that holds it: ssm, secretsmanager, s3, logs, iam),
+    ``key`` (what that service's read takes) and ``said`` (how a person is told of it)."""
+
+    kind: str
+    key: str
+    said: str
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the reads found: the references ``missing`` (each said, with why), and those ``unchecked`` (with why)."""
+
+    checked: int
+    missing: tuple[str, ...] = ()
+    unchecked: tuple[str, ...] = ()
+
+
+def of(registration: Mapping[str, Any], *, region: str, account: str) -> tuple[list[Reference], list[str]]:
+    """The references of a RegisterTaskDefinition argument set (or a described revision) that can be checked from
+    ``region`` and ``account`` (the task definition's), and how each of the others is said as not checked."""
+    found: list[Reference] = []
+    elsewhere: list[str] = []
+
+    def here(arn: str, said: str) -> bool:
+        parts = arn.split(":")
+        ref_region, ref_account = (parts[3], parts[4]) if len(parts) > 4 else ("", "")
+        if (ref_region and ref_region != region) or (ref_account and account and ref_account != account):
+            elsewhere.append(f"{said}: in {ref_region or 'another'} region / account {ref_account or '?'}")
+            return False
+        return True
+
+    for container in registration.get("containerDefinitions") or []:
+        name = container.get("name", "?")
+        for secret in container.get("secrets") or []:
+            value = str(secret.get("valueFrom", ""))
+            said = f"secret {secret.get('name', '?')} of container {name}"
+            if not value or (value.startswith("arn:") and not here(value, f"{said} ({value})")):
+                continue
+            if value.startswith("arn:") and value.split(":")[2] == "secretsmanager":
+                secret_arn = ":".join(value.split(":")[:7])  # without :json-key:version-stage:version-id
+                found.append(Reference("secretsmanager", secret_arn, f"{said} (Secrets Manager secret {secret_arn})"))
+            else:
+                found.append(Reference("ssm", value, f"{said} (SSM parameter {value})"))
+        for file in container.get("environmentFiles") or []:
+            value = str(file.get("value", ""))
+            if value.startswith("arn:aws:s3:::") and "/" in value:
+                bucket, key = value.removeprefix("arn:aws:s3:::").split("/", 1)
+                found.append(Reference("s3", f"{bucket}/{key}", f"environment file of container {name} ({value})"))
+        logging = container.get("logConfiguration") or {}
+        options = logging.get("options") or {}
+        group = options.get("awslogs-group")
+        if logging.get("logDriver") == "awslogs" and group and options.get("awslogs-create-group") != "true":
+            said = f"log group {group} of container {name}"
+            if options.get("awslogs-region", region) != region:
+                elsewhere.append(f"{said}: in region {options['awslogs-region']}")
+            else:
+                found.append(Reference("logs", group, said))
+    for field, role in (("executionRoleArn", "execution role"), ("taskRoleArn", "task role")):
+        arn = str(registration.get(field) or "")
+        if arn and here(arn, f"the {role} {arn}"):
+            found.append(Reference("iam", arn.rsplit("/", 1)[-1], f"the {role} {arn}"))
+    return found, elsewhere
+
+
+def check(aws: AwsFactory, references: Iterable[Reference], elsewhere: Iterable[str] = ()) -> Findings:
+    """Read whether each reference exists, all at once; ``elsewhere`` (from :func:`of`) is said as not checked."""
+    references = list(references)
+    reads: dict[int, Callable[[], list[tuple[Reference, str | None]]]] = {}
+    parameters = [ref for ref in references if ref.kind == "ssm"]
+    for start in range(0, len(parameters), SSM_BATCH):
+        reads[len(reads)] = partial(_parameters, aws, parameters[start : start + SSM_BATCH])
+    for ref in references:
+        if ref.kind != "ssm":
+            reads[len(reads)] = partial(_one, aws, ref)
+    missing: list[str] = []
+    unchecked: list[str] = list(elsewhere)
+    for answers in at_once(reads).values():
+        for ref, problem in answers:
+            if problem is None:
+                continue
+            if problem.startswith("not checked"):
+                unchecked.append(f"{ref.said}: {problem.removeprefix('not checked: ')}")
+            else:
+                missing.append(f"{ref.said}: {problem}")
+    return Findings(len(references), tuple(missing), tuple(unchecked))
+
+
+def refuse_missing(found: Findings, service: str, base: str) -> None:
+    """A UsageError naming what is missing, when something is: no task of the new revision of ``service``'s task
+    definition (made from ``base``, as a step's detail names it) would start."""
+    if not found.missing:
+        return
+    listed = "; ".join(found.missing)
+    raise UsageError(
+        f"the new revision of {service}'s task definition (from {base}) names what does not exist, so none of its "
+        f"tasks would start: {listed}. Nothing was changed",
+        next_step="create what is missing (or, if it was renamed, change the Fargate stack to name the new one and "
+        "deploy it: inv deploy.auto), then rerun",
+    )
+
+
+def said_unchecked(found: Findings) -> str:
+    """A short note for the step's detail: how many references were not checked, and the first reason."""
+    if not found.unchecked:
+        return ""
+    more = f" (+{len(found.unchecked) - 1} more)" if len(found.unchecked) > 1 else ""
+    return f"; not checked: {found.unchecked[0]}{more}"
+
+
+def _problem(exc: Exception) -> str:
+    """How a failed read is said: "not found ..." (missing) or "not checked: ..." (denied, unreachable, other)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in NOT_FOUND:
+            return "not found"
+        if code in DENIED or code == "403":
+            return "not checked: this caller may not read it"
+        return f"not checked: {code} {error.get('Message', '')}".rstrip()
+    return f"not checked: {exc}"
+
+
+def _parameters(aws: AwsFactory, refs: list[Reference]) -> list[tuple[Reference, str | None]]:
+    try:
+        answer = aws.client("ssm").get_parameters(Names=[ref.key for ref in refs], WithDecryption=False)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        return [(ref, _problem(exc)) for ref in refs]
+    invalid = set(answer.get("InvalidParameters") or [])
+    return [(ref, "not found" if ref.key in invalid else None) for ref in refs]
+
+
+def _one(aws: AwsFactory, ref: Reference) -> list[tuple[Reference, str | None]]:
+    try:
+        if ref.kind == "secretsmanager":
+            described = aws.client("secretsmanager").describe_secret(SecretId=ref.key)
+            if described.get("DeletedDate"):
+                return [(ref, "scheduled for deletion")]
+        elif ref.kind == "s3":
+            bucket, key = ref.key.split("/", 1)
+            aws.client("s3").head_object(Bucket=bucket, Key=key)
+        elif ref.kind == "logs":
+            groups = aws.client("logs").describe_log_groups(logGroupNamePrefix=ref.key).get("logGroups") or []
+            if not any(group.get("logGroupName") == ref.key for group in groups):
+                return [(ref, "not found")]
+        elif ref.kind == "iam":
+            aws.client("iam").get_role(RoleName=ref.key)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        return [(ref, _problem(exc))]
+    return [(ref, None)]
