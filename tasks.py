@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from invoke.tasks import task
 
 from deploykit import commands
 from deploykit.aws import AwsFactory
-from deploykit.config import EnvConfig, find_config, load_config
+from deploykit.config import ConfigCache, EnvConfig, find_config
 from deploykit.endpoints import check_overrides
 from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, Interrupted, UsageError
 from deploykit.lock import LockInfo
@@ -40,6 +41,16 @@ if TYPE_CHECKING:
     from sandbox.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# deploy.toml as the running task reads it (reports_errors sets it for the task's run, and only then): the check of the
+# whole file before the task, the sandbox's settings and the command's own environment share one read of it
+_CONFIGS: ContextVar[ConfigCache | None] = ContextVar("deploykit_task_configs", default=None)
+
+
+def _configs() -> ConfigCache:
+    """The running task's :class:`ConfigCache`; outside a task (a test calling a helper), one of its own."""
+    return _CONFIGS.get() or ConfigCache()
+
 
 COMMON_HELP = {
     "env": "environment from deploy.toml (default: $DEPLOYKIT_ENV, else default_env)",
@@ -88,6 +99,7 @@ def reports_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = _stop_on_sigterm()
+        configs = _CONFIGS.set(ConfigCache())
         try:
             given = _given(func, args, kwargs)
             _refuse_flag_as_positional(given)
@@ -106,6 +118,7 @@ def reports_errors(func: F) -> F:
             _leave_within(EXIT_GRACE)
             raise Exit(code=INTERRUPTED) from None
         finally:
+            _CONFIGS.reset(configs)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -217,23 +230,24 @@ class _SandboxFirst:
     is after the command has checked its options and the environment's name: a typo (``inv tasks --stopped -3``)
     is refused without starting anything."""
 
-    def __init__(self) -> None:
+    def __init__(self, configs: ConfigCache | None = None) -> None:
         self._lock = threading.Lock()
         self._started = False
+        self._configs = configs or ConfigCache()  # the task's (asked from the command's threads, not the task's)
 
     def __call__(self, environment: EnvConfig) -> AwsFactory:
         if environment.is_local and not self._started:
             with self._lock:  # a command may ask from several threads at once
                 if not self._started:
-                    self._started = _start_sandbox(environment)
+                    self._started = _start_sandbox(environment, self._configs)
         return AwsFactory(environment)
 
 
-def _start_sandbox(environment: EnvConfig) -> bool:
+def _start_sandbox(environment: EnvConfig, configs: ConfigCache) -> bool:
     """Start the sandbox when ``environment`` is on it and it is not running; whether it is (now) running."""
     from sandbox import lifecycle
 
-    settings, path = _sandbox_settings()
+    settings, path = _sandbox_settings(configs)
     if not on_the_sandbox(environment, settings.endpoint_url):
         return False
     try:
@@ -252,8 +266,14 @@ def _start_sandbox(environment: EnvConfig) -> bool:
 def _runtime(*, start_sandbox: bool = True, assume_yes: bool = False) -> commands.Runtime:
     """A task's runtime for its command: ``start_sandbox`` (not for a dry run) starts the sandbox when the command
     first needs it (_SandboxFirst); ``assume_yes``: --yes."""
-    factory = _SandboxFirst() if start_sandbox else AwsFactory
-    return commands.Runtime(aws_factory=factory, peer_aws_factory=AwsFactory, assume_yes=assume_yes)
+    configs = _configs()
+    factory = _SandboxFirst(configs) if start_sandbox else AwsFactory
+    return commands.Runtime(configs=configs, aws_factory=factory, peer_aws_factory=AwsFactory, assume_yes=assume_yes)
+
+
+def _plain_runtime() -> commands.Runtime:
+    """The runtime of a command that starts nothing (the sandbox neither): the task's deploy.toml, read once."""
+    return commands.Runtime(configs=_configs())
 
 
 def _chain(
@@ -365,7 +385,7 @@ def base_image(
     c: Context, env: str | None = None, force: bool = False, dry_run: bool = False, json_: bool = False
 ) -> None:
     """Build the local Debian/Python base image (mmdebstrap | docker import), cached."""
-    commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_)
+    commands.base_image(env=env, force=force, dry_run=dry_run, as_json=json_, runtime=_plain_runtime())
 
 
 @task(
@@ -795,7 +815,7 @@ def invoke_function(
 @reports_errors
 def show_endpoints(c: Context, env: str | None = None, json_: bool = False) -> None:
     """The environment's endpoints (ALB and API URLs, pool and client ids, tables, buckets) from its stacks."""
-    commands.endpoints(env=env, as_json=json_)
+    commands.endpoints(env=env, as_json=json_, runtime=_plain_runtime())
 
 
 @task(
@@ -865,7 +885,7 @@ def deploy_report(c: Context, env: str | None = None, json_: bool = False, since
 def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
     """Break the environment's deploy lock on purpose, when the deploy holding it is dead: who held it, deleted."""
 
-    load_config().environment(env)  # an unknown environment said as such first
+    _configs().load().environment(env)  # an unknown environment said as such first
     if not yes and not sys.stdin.isatty():  # said before the lock is read
         raise UsageError(
             "unlock needs a confirmation and there is no terminal to ask on", "pass --yes to confirm in a script"
@@ -903,7 +923,7 @@ def unfreeze_env(c: Context, env: str | None = None) -> None:
 @reports_errors
 def show_envs(c: Context, json_: bool = False) -> None:
     """Every environment at a glance: each component's live commit against HEAD, the last run, the lock."""
-    commands.envs(as_json=json_)
+    commands.envs(as_json=json_, runtime=_plain_runtime())
 
 
 @task(name="health", help={"env": COMMON_HELP["env"], "json": "print the report as JSON on stdout"})
@@ -1060,7 +1080,7 @@ def destroy(
     json_: bool = False,
 ) -> None:
     """Delete the environment's stacks in reverse order; data stacks only with --include-data."""
-    config = load_config()
+    config = _configs().load()
     environment = config.environment(env)
     if not dry_run and not yes:
         if not sys.stdin.isatty():
@@ -1072,7 +1092,7 @@ def destroy(
         if answer.strip() != environment.name:
             print("Nothing deleted.", file=sys.stderr)
             return
-    commands.destroy(env=env, include_data=include_data, dry_run=dry_run, as_json=json_)
+    commands.destroy(env=env, include_data=include_data, dry_run=dry_run, as_json=json_, runtime=_plain_runtime())
 
 
 # -- images ----------------------------------------------------------------------------------------------------
@@ -1166,9 +1186,11 @@ def _check_config() -> None:
     """deploy.toml, validated whole before any task runs (a few milliseconds): its own keys, and the [sandbox] table
     the sandbox reads (deploykit leaves that table to it), the keys and templates of each environment's endpoints, and
     the [plugins.NAME] tables' names. A mistake anywhere in it is exit 2 with where it is, even for a task that would
-    not have read that part."""
-    config = load_config()
-    _sandbox_settings()
+    not have read that part. Read once for the task: the task's command and the sandbox's settings take it from the
+    task's :class:`ConfigCache`, not from the file again."""
+    configs = _configs()
+    config = configs.load()
+    _sandbox_settings(configs)
     for env in config.environments.values():
         check_overrides(env.endpoints, env.name)
     for pattern, body in config.patterns.items():
@@ -1177,12 +1199,14 @@ def _check_config() -> None:
     check_tables(config, installed_names())
 
 
-def _sandbox_settings() -> tuple[Any, Any]:
-    from sandbox.settings import SettingsError, load_settings
+def _sandbox_settings(configs: ConfigCache | None = None) -> tuple[Any, Any]:
+    """The [sandbox] table's settings and deploy.toml's path, from ``configs`` (default: the running task's)."""
+    from sandbox.settings import SettingsError, settings_of
 
     path = find_config()
+    configs = configs or _configs()
     try:
-        return load_settings(path), path
+        return settings_of(configs.toml(path), path), path
     except SettingsError as exc:
         raise ConfigError(
             str(exc), exc.next_step or "fix the [sandbox] table of deploy.toml, then rerun (nothing started)"

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import re
+import threading
 import tomllib
 import types
 import typing
@@ -614,10 +615,16 @@ def find_config(start: Path | None = None) -> Path:
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Read and validate deploy.toml; every problem is a ConfigError naming the key."""
+    """Read and validate deploy.toml; every problem is a ConfigError naming the key. A command reads it through its
+    :class:`ConfigCache` (``Runtime.configs``), which does this once however many of its parts ask."""
     path = (path or find_config()).resolve()
+    return _validated(_parsed(_read(path), path), path)
+
+
+def _read(path: Path) -> bytes:
+    """deploy.toml's bytes; ConfigError when it cannot be read."""
     try:
-        raw = tomllib.loads(read_toml_text(path))
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist", next_step="create it (see README, 'deploy.toml')") from None
     except IsADirectoryError:
@@ -629,6 +636,13 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(
             f"{path} cannot be read: {exc.strerror or exc}", next_step="check the file's permissions"
         ) from None
+
+
+def _parsed(data: bytes, path: Path) -> dict[str, Any]:
+    """deploy.toml's ``data`` as TOML (a byte order mark at the start left out: :func:`read_toml_text`); ConfigError
+    when it is not UTF-8 or not TOML."""
+    try:
+        return tomllib.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError(
@@ -639,11 +653,55 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}", next_step=f"fix the syntax at the place named in {path}"
         ) from None
+
+
+def _validated(raw: dict[str, Any], path: Path) -> Config:
     try:
         return parse_config(raw, path)
     except ConfigError as exc:  # a key of the wrong kind or value: where it is said, how to fix it
         exc.next_step = exc.next_step or f"fix it in {path} (README, 'deploy.toml', says what each key takes)"
         raise
+
+
+class ConfigCache:
+    """deploy.toml as one command reads it: parsed and validated once however many of its parts ask for it (the
+    task's check of the whole file before it runs, the sandbox's settings, the command's environment, the parts that
+    look up an environment again), where each of them read, parsed and validated it anew.
+
+    Each ask still reads the file (a few kB, microseconds), and the TOML is parsed and validated again only when its
+    bytes changed: an edit while the command waited for another deploy's lock (:func:`commands.until_unlocked` runs
+    it again from the start) is read, as it was before. A file's size and modification time would not tell an edit of
+    the same length within one tick of the file system's clock. One per command (``commands.Runtime.configs``), never
+    module-wide: a test's or another command's deploy.toml is never taken for this one's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a command asks from several threads at times (one AWS factory per thread)
+        self._files: dict[Path, tuple[bytes, dict[str, Any], Config | None]] = {}
+
+    def load(self, path: Path | None = None) -> Config:
+        """:func:`load_config` of ``path`` (default: :func:`find_config`): the same Config while the file is
+        unchanged."""
+        path = (path or find_config()).resolve()
+        with self._lock:
+            data, raw, config = self._entry(path)
+            if config is None:
+                config = _validated(raw, path)  # a ConfigError is raised again at the next ask, the file read again
+                self._files[path] = (data, raw, config)
+            return config
+
+    def toml(self, path: Path | None = None) -> dict[str, Any]:
+        """``path`` (default: :func:`find_config`) parsed, not validated: for a reader of a table of its own (the
+        sandbox's [sandbox]). Shared with the other askers: read, never changed."""
+        path = (path or find_config()).resolve()
+        with self._lock:
+            return self._entry(path)[1]
+
+    def _entry(self, path: Path) -> tuple[bytes, dict[str, Any], Config | None]:
+        data = _read(path)
+        entry = self._files.get(path)
+        if entry is None or entry[0] != data:
+            entry = self._files[path] = (data, _parsed(data, path), None)
+        return entry
 
 
 def read_toml_text(path: Path) -> str:

@@ -70,7 +70,12 @@ class Settings:
 
 def load_settings(deploy_toml: Path) -> Settings:
     """Read [sandbox] (every key optional) and the sandbox environment's region from deploy.toml."""
-    raw = tomllib.loads(deploy_toml.read_bytes().decode("utf-8-sig"))  # UTF-8, a byte order mark left out
+    text = deploy_toml.read_bytes().decode("utf-8-sig")  # UTF-8, a byte order mark left out
+    return settings_of(tomllib.loads(text), deploy_toml)
+
+
+def settings_of(raw: dict[str, Any], deploy_toml: Path) -> Settings:
+    """:func:`load_settings` of deploy.toml already parsed (``raw``, read, never changed): a task's, read once."""
     table: dict[str, Any] = dict(raw.get("sandbox", {}))
     region = raw.get("environments", {}).get("sandbox", {}).get("region", "us-east-1")
     known = {f.name for f in fields(Settings)} - {"root", "region"}

@@ -40,7 +40,7 @@ from deploykit.app_chain import app_left
 from deploykit.aws import AwsFactory, at_once, translate_error
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock
-from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
+from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
 from deploykit.errors import (
     ConfigError,
     DeployKitError,
@@ -64,6 +64,8 @@ class Runtime:
     """Everything a command needs from the outside world; tests replace any part of it."""
 
     config_path: Path | None = None
+    # deploy.toml as this command reads it: parsed and validated once however often it is asked for (load_config)
+    configs: ConfigCache = field(default_factory=ConfigCache)
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     clock: Clock = field(default_factory=SystemClock)
@@ -77,6 +79,10 @@ class Runtime:
     # puts the question (True: go on; None: there is no one to ask, no terminal)
     assume_yes: bool = False
     ask: Callable[[str], bool | None] = field(default_factory=lambda: ask_on_terminal)
+
+    def load_config(self) -> Config:
+        """deploy.toml (``config_path``, else the one found from the current folder), as :attr:`configs` has it."""
+        return self.configs.load(self.config_path)
 
     @property
     def peer_aws(self) -> Callable[[EnvConfig], AwsFactory]:
@@ -198,7 +204,7 @@ def aws_errors(env: EnvConfig) -> Iterator[None]:
 
 
 def load_env(runtime: Runtime, env_name: str | None) -> tuple[Config, EnvConfig]:
-    config = load_config(runtime.config_path)
+    config = runtime.load_config()
     return config, config.environment(env_name)
 
 

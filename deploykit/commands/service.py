@@ -46,7 +46,7 @@ from deploykit.commands.core import (
     run_plan,
     until_unlocked,
 )
-from deploykit.config import SAMPLE_PART, Config, EnvConfig, load_config
+from deploykit.config import SAMPLE_PART, Config, EnvConfig
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
@@ -569,7 +569,7 @@ def pause_app(
     protected environment. Nothing is deployed: no work-tree, commit or promotion guard applies, nor a freeze.
     ``env`` a pattern of deploy.toml ("dev-*"): each deployed environment it made, one after the other."""
     runtime = runtime or Runtime()
-    config = load_config(runtime.config_path)
+    config = runtime.load_config()
     if env and env in config.patterns and config.environment(env.replace("*", SAMPLE_PART)).protected:
         raise UsageError(  # each environment it made is as protected as it: refused before any is listed
             f"the environments {env!r} makes are protected in deploy.toml; pausing them would take their apps down",
@@ -624,7 +624,7 @@ def _one_or_each(
 ) -> RunReport | None:
     """``one`` (a command on one environment) on ``env``; on each deployed environment it made when ``env`` is a
     pattern of deploy.toml (:func:`_each_made`, which returns no report)."""
-    if env and env in load_config(runtime.config_path).patterns:
+    if env and env in runtime.load_config().patterns:
         _each_made(runtime, env, one, verb, as_json=as_json)
         return None
     return one(env=env, as_json=as_json, runtime=runtime)
@@ -639,7 +639,7 @@ def _each_made(
     "next_step", "run"}]}`` at the end (``run``: its run report, null when there was nothing to do). Refused in
     every one it failed in: UsageError (exit 2); else failed in any: StepFailed (exit 1). Deployed: its registry
     stack (the artifacts bucket the pause lives in) is there."""
-    config = load_config(runtime.config_path)
+    config = runtime.load_config()
     made = environments_made(runtime, config, pattern)
     if isinstance(made, overview.EnvView):
         raise UsageError(

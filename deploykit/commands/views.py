@@ -44,7 +44,7 @@ from deploykit.commands.core import (
     load_plugins,
     read_history,
 )
-from deploykit.config import Config, EnvConfig, load_config
+from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
 from deploykit.plan import dumps
@@ -284,7 +284,7 @@ def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overv
     """Every environment of deploy.toml at a glance: what it runs (each component's live commit against HEAD), its
     last run and its lock; one whose AWS cannot be read is shown so (see deploykit.overview)."""
     runtime = runtime or Runtime()
-    config = load_config(runtime.config_path)
+    config = runtime.load_config()
     head = git.head_sha(config.root)
 
     def one(environment: EnvConfig) -> overview.EnvView:

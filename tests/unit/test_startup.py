@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
+from typing import Any
 
 import docker.errors
+import pytest
+from invoke.context import Context as InvokeContext
+from invoke.exceptions import Exit
 
+import tasks
+from deploykit import config
 from deploykit.commands import core
 from deploykit.config import load_config
-from deploykit.errors import StepFailed
+from deploykit.errors import ConfigError, StepFailed
+from sandbox import lifecycle
 from tests.conftest import REPO
 
 
@@ -27,3 +37,84 @@ def test_a_docker_failure_in_a_step_is_still_said_as_one() -> None:
     translated = core._translator(env)(docker.errors.DockerException("the engine hung up"))
     assert isinstance(translated, StepFailed) and translated.message == "the Docker engine failed: the engine hung up"
     assert core._translator(env)(ValueError("not docker's")) is None
+
+
+class _Parses:
+    """A spy on tomllib.loads and config.parse_config: how many times deploy.toml was parsed, and validated."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.parsed = self.validated = 0
+        loads, parse = tomllib.loads, config.parse_config
+
+        def counted_loads(text: str, **kwargs: Any) -> dict[str, Any]:
+            self.parsed += 1
+            return loads(text, **kwargs)
+
+        def counted_parse(raw: dict[str, Any], path: Path) -> config.Config:
+            self.validated += 1
+            return parse(raw, path)
+
+        monkeypatch.setattr(tomllib, "loads", counted_loads)
+        monkeypatch.setattr(config, "parse_config", counted_parse)
+
+
+def test_a_task_parses_and_validates_deploy_toml_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`inv tasks` on the sandbox, as every task that may start it: the check of the whole file before the task, its
+    [sandbox] settings, the command's environment, then the settings again as the sandbox is found not running. Each
+    parsed and validated the file anew (four parses, two validations): one of each now."""
+    monkeypatch.setenv("DEPLOYKIT_CONFIG", str(REPO / "deploy.toml"))
+    monkeypatch.delenv("DEPLOYKIT_ENV", raising=False)
+    asked: list[Any] = []
+
+    def not_running(settings: Any) -> Any:  # the sandbox's settings reached it: stop the task there
+        asked.append(settings)
+        raise lifecycle.SandboxError("the sandbox is not running (a test's)", "nothing")
+
+    monkeypatch.setattr(lifecycle, "survey", not_running)
+    parses = _Parses(monkeypatch)
+    with pytest.raises(Exit) as refused:
+        tasks.tasks_list(InvokeContext(), env="sandbox")
+    assert refused.value.code == 2 and len(asked) == 1 and asked[0].aws_port == 4566
+    assert (parses.parsed, parses.validated) == (1, 1)
+    assert tasks._CONFIGS.get() is None  # the task's deploy.toml is forgotten with it
+
+    with pytest.raises(Exit):
+        tasks.tasks_list(InvokeContext(), env="sandbox")
+    assert (parses.parsed, parses.validated) == (2, 2)  # each task reads the file anew
+
+
+def test_a_command_reads_an_edit_of_deploy_toml_and_two_commands_share_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache is the command's (Runtime.configs): an edit of the same length, within one tick of the file
+    system's clock (a size and a modification time would not tell it), is read at its next ask (a command run again
+    after a lock wait); another Runtime reads the file itself."""
+    toml = tmp_path / "deploy.toml"
+    toml.write_text((REPO / "deploy.toml").read_text())
+    parses = _Parses(monkeypatch)
+    runtime = core.Runtime(config_path=toml)
+    first = runtime.load_config()
+    assert runtime.load_config() is first and core.load_env(runtime, "sandbox")[0] is first
+    assert runtime.configs.toml(toml)["environments"]["sandbox"]["region"] == first.environment("sandbox").region
+    assert (parses.parsed, parses.validated) == (1, 1)
+
+    stat = toml.stat()
+    toml.write_text(toml.read_text().replace('region = "us-east-1"', 'region = "us-east-2"', 1))
+    os.utime(toml, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same size and modification time
+    assert toml.stat().st_size == stat.st_size
+    assert runtime.load_config().environment("sandbox").region == "us-east-2"
+    assert core.Runtime(config_path=toml).load_config() is not runtime.load_config()
+    assert (parses.parsed, parses.validated) == (3, 3)
+
+
+def test_a_broken_deploy_toml_is_refused_at_every_ask(tmp_path: Path) -> None:
+    """A file that does not validate is not kept as if it did: each ask says so again (exit 2)."""
+    toml = tmp_path / "deploy.toml"
+    toml.write_text("[environments]\n")
+    configs = config.ConfigCache()
+    for _ in range(2):
+        with pytest.raises(ConfigError, match=r"missing \[environments.<name>\] tables"):
+            configs.load(toml)
+    toml.write_text("[environments\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        configs.toml(toml)
