@@ -20,9 +20,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tabulate import tabulate
-
 from deploykit.errors import UsageError
+from deploykit.output import tabulate
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory

@@ -20,7 +20,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
-from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import DENIED, at_once
@@ -28,6 +27,7 @@ from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, is_older
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
+from deploykit.output import tabulate
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
 

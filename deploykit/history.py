@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
-from tabulate import tabulate
 
 from deploykit.aws import CONNECTIONS, AwsFactory, at_once
 from deploykit.cachedir import DAY, PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY
+from deploykit.output import tabulate
 from deploykit.plan import RunReport, StepRecord, commits_json
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs, is_not_there

@@ -35,7 +35,6 @@ from typing import Any
 
 import botocore.exceptions
 from botocore.exceptions import ClientError
-from tabulate import tabulate
 
 from deploykit import ecs, taskdef_cleanup
 from deploykit.aws import AwsFactory, answered, at_once, translate_error
@@ -45,6 +44,7 @@ from deploykit.git import DIRTY, SHORT_SHA
 from deploykit.history import History
 from deploykit.images import split_registry
 from deploykit.lock import STOPPED, LockLost, lost_lease
+from deploykit.output import tabulate
 
 DEFAULT_KEEP = 10
 ROLLBACK_REVISIONS = 5

@@ -12,9 +12,21 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from deploykit.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from tabulate import tabulate as tabulate  # re-exported: the modules that print tables import it from here
+else:
+
+    def tabulate(*args: Any, **kwargs: Any) -> str:
+        """tabulate's table, the module imported at the first table a command prints (most print none: a deploy
+        with nothing to deploy, a refusal); importing it and wcwidth with it cost every command about 20 ms."""
+        from tabulate import tabulate as table
+
+        return table(*args, **kwargs)
+
 
 PROGRESS_AFTER = 1.0
 NON_TTY_STATUS_EVERY = 5.0  # without a terminal, a changed state is printed at most this often

@@ -18,8 +18,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
-
 from deploykit import changes, freeze, git, pause
 from deploykit.auto import NEWEST_RUNS, deploying_again, with_deciding_runs
 from deploykit.aws import AwsFactory, at_once
@@ -29,6 +27,7 @@ from deploykit.errors import ConfigError, DeployKitError
 from deploykit.freeze import Freeze
 from deploykit.history import RESULTS, History, Record, when_utc
 from deploykit.lock import EnvLock, LockInfo
+from deploykit.output import tabulate
 
 
 @dataclass(frozen=True)

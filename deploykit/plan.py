@@ -19,10 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from tabulate import tabulate
-
 from deploykit.clock import Stoppable
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
+from deploykit.output import tabulate
 from deploykit.plugins import observe
 
 if TYPE_CHECKING:

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tabulate import tabulate
-
 from deploykit.canary import TAKEN_BACK
 from deploykit.git import DIRTY
 from deploykit.history import RESULTS, Record, step_name
+from deploykit.output import tabulate
 
 # Wall-time goals on AWS per chain, in seconds (DESIGN.md); stacks take what CloudFormation needs.
 GOALS: Mapping[str, float] = {"app": 75.0, "lambda": 15.0}

@@ -47,11 +47,11 @@ from typing import Any, Literal
 
 import botocore.exceptions
 from botocore.exceptions import ClientError
-from tabulate import tabulate
 
 from deploykit.aws import AwsFactory, is_throttling
 from deploykit.clock import Clock
 from deploykit.errors import StepFailed, UsageError
+from deploykit.output import tabulate
 from deploykit.plugins import BLOCK_ENV, refusal_text
 
 # Resource types whose replacement or removal loses (or orphans) data.

@@ -16,12 +16,11 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from tabulate import tabulate
-
 from deploykit import ecs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
+from deploykit.output import tabulate
 
 STOPPED_SHOWN = 10
 

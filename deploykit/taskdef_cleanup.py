@@ -26,12 +26,12 @@ from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
-from tabulate import tabulate
 
 from deploykit import ecs
 from deploykit.aws import AwsFactory, at_once
 from deploykit.errors import UsageError
 from deploykit.lock import STOPPED, LockLost, lost_lease
+from deploykit.output import tabulate
 from deploykit.stacks import is_missing_stack
 
 DEFAULT_KEEP = 10

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
-from tabulate import tabulate
 
 from deploykit import lambda_chain
 from deploykit.aws import AwsFactory
@@ -40,6 +39,7 @@ from deploykit.git import DIRTY
 from deploykit.history import ROLLBACK_DEPTH, History, Recent
 from deploykit.image_cleanup import tag_key
 from deploykit.lock import STOPPED, LockLost, lost_lease
+from deploykit.output import tabulate
 
 DEFAULT_KEEP = 10
 HISTORY_RECORDS = 30

@@ -36,7 +36,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from tabulate import tabulate
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import AwsFactory, answered
@@ -44,6 +43,7 @@ from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
 from deploykit.image_cleanup import age
 from deploykit.lock import STOPPED, LockLost, lost_lease
+from deploykit.output import tabulate
 from deploykit.stacks import StackOutputs, is_not_there, stack_parameters
 from deploykit.version_cleanup import size
 

@@ -11,7 +11,6 @@ from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from tabulate import tabulate
 
 from deploykit import (
     auto,
@@ -51,7 +50,7 @@ from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
-from deploykit.output import Reporter
+from deploykit.output import Reporter, tabulate
 from deploykit.plan import Context, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,

@@ -12,7 +12,6 @@ from functools import partial
 from typing import Any
 
 import botocore.exceptions
-from tabulate import tabulate
 
 from deploykit import (
     auto,
@@ -48,6 +47,7 @@ from deploykit.commands.core import (
 )
 from deploykit.config import SAMPLE_PART, Config, EnvConfig
 from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.output import tabulate
 from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import botocore.exceptions
-from tabulate import tabulate
 
 from deploykit import (
     auto,
@@ -47,6 +46,7 @@ from deploykit.commands.core import (
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
+from deploykit.output import tabulate
 from deploykit.plan import dumps
 from deploykit.plugins import observe
 from deploykit.stacks import (

@@ -25,8 +25,9 @@ from tests.conftest import REPO
 
 def test_a_command_imports_neither_docker_nor_requests_until_it_touches_an_image_or_a_registry() -> None:
     """docker and requests take 40-60 ms to import; `inv deploy.auto` with nothing to deploy, `inv history`, `inv
-    diff` touch neither an image nor a registry, so tasks.py and deploykit must not import them on their own."""
-    probe = "import sys, tasks; print(sorted(m for m in ('docker', 'requests') if m in sys.modules))"
+    diff` touch neither an image nor a registry, so tasks.py and deploykit must not import them on their own. Nor
+    tabulate (and wcwidth with it, about 20 ms) until a command prints a table (deploykit.output.tabulate)."""
+    probe = "import sys, tasks; print(sorted(m for m in ('docker', 'requests', 'tabulate') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
