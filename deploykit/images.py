@@ -145,8 +145,11 @@ _RFC3339 = re.compile(r"(?P<second>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(?P<
 # -- build ----------------------------------------------------------------------------------------
 
 
+GIT_EXCLUDED = (".git", "**/.git")  # .dockerignore patterns: a .git file or folder at the top or at any depth
+
+
 def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> io.BytesIO:
-    """The build context as a tar: ``context`` less its .dockerignore, plus the extra CA certificates.
+    """The build context as a tar: ``context`` less its .dockerignore and any ``.git``, plus the extra CA certificates.
 
     The certificates go under ``certs/`` in the context only (never into the work tree), so images
     trust a corporate TLS proxy and pip inside ``docker build`` can reach the package index.
@@ -161,6 +164,10 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
         if (ignore.is_file())
         else []
     )
+    # .git is never sent, whatever the .dockerignore says (its own or a user's, last so no !.git brings it back): a
+    # submodule's folder holds a .git file (gitdir: ../.git/modules/<name>) pointing outside the context, a clone's a
+    # .git folder with its history; neither is the commit the image is named after
+    patterns += GIT_EXCLUDED
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):

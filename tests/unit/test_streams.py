@@ -153,3 +153,24 @@ def test_a_ca_certificate_that_is_not_pem_is_refused_before_the_build(
 def test_build_context_without_a_dockerfile_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no Dockerfile"):
         build_context(tmp_path, "Dockerfile", None)
+
+
+def test_build_context_leaves_out_git_whatever_the_dockerignore_says(tmp_path: Path) -> None:
+    """A build context that is a git submodule's folder holds a .git file (gitdir: ../.git/modules/backend) pointing
+    outside the context; one that is a clone's top a .git folder. Both went into the image unless the context's own
+    .dockerignore left them out (the backend's did not); they never go now, a !.git there included, at any depth."""
+    ctx = tmp_path / "ctx"
+    (ctx / "app").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text("FROM x\n")
+    (ctx / "app" / "main.py").write_text("print(1)\n")
+    (ctx / ".git").write_text("gitdir: ../.git/modules/backend\n")  # a submodule's gitfile
+    (ctx / "vendor" / "lib" / ".git" / "objects").mkdir(parents=True)  # a clone inside it
+    (ctx / "vendor" / "lib" / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (ctx / "vendor" / "lib" / "lib.py").write_text("L = 1\n")
+    (ctx / ".gitignore").write_text("*.pyc\n")  # not .git: kept
+    for dockerignore in ("", "*.md\n", "!.git\n!**/.git\n"):
+        (ctx / ".dockerignore").write_text(dockerignore)
+        with tarfile.open(fileobj=build_context(ctx, "Dockerfile", None)) as tar:
+            names = set(tar.getnames())
+        assert {"Dockerfile", "app/main.py", "vendor/lib/lib.py", ".gitignore"} <= names
+        assert not [n for n in names if ".git" in n.split("/")], dockerignore
