@@ -7,8 +7,9 @@ later stack deploy can point at exactly the code that is live.
 
 What goes in the zip:
 
-- every file of the folder except ``tests/`` and ``conftest.py`` at its top, caches at any depth
-  (``__pycache__/``, ``.pytest_cache/``, ``.mypy_cache/``, ``.ruff_cache/``, ``*.pyc``, ``*.pyo``) and
+- every file of the folder except ``tests/`` and ``conftest.py`` at its top, caches and ``.git`` at any depth
+  (``__pycache__/``, ``.pytest_cache/``, ``.mypy_cache/``, ``.ruff_cache/``, ``*.pyc``, ``*.pyo``; a submodule's
+  ``.git`` file, a clone's ``.git`` folder) and
   ``requirements.txt`` itself: it is a build input, and what it asks for is in the zip as vendored packages;
 - the packages ``requirements.txt`` lists, vendored at the zip's root by ``pip install --target`` for the
   Lambda platform (manylinux2014, CPython 3.11, wheels only) on the functions' architecture, x86_64 or arm64
@@ -100,6 +101,10 @@ _VENDOR_FORMAT = "deploykit-vendor-v1"  # bump when the vendored tree's normalis
 
 _EXCLUDED_TOP_LEVEL = frozenset({"tests", "conftest.py", REQUIREMENTS})
 _EXCLUDED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+# never in a zip, at any depth, a file or a folder, whatever git says: a submodule's .git file (gitdir: ...) points
+# into the parent repository (and git, when that pointer leads nowhere, lists nothing, so every file counts), a
+# clone's .git folder is its history; neither is the function's code
+_GIT = ".git"
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PINNED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*(===?\s*[^\s,;*]+|@\s*\S+)\s*(;.*)?$")
@@ -445,7 +450,7 @@ def _walk(root: Path) -> Iterator[tuple[str, Path]]:
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for d in list(dirnames):
-            if d in _EXCLUDED_DIRS:
+            if d in _EXCLUDED_DIRS or d == _GIT:
                 dirnames.remove(d)
             elif (here / d).is_symlink():
                 raise UsageError(
@@ -453,7 +458,7 @@ def _walk(root: Path) -> Iterator[tuple[str, Path]]:
                     next_step="replace the link with the directory's content, or vendor it through requirements.txt",
                 )
         for f in filenames:
-            if f.endswith(_EXCLUDED_SUFFIXES):
+            if f.endswith(_EXCLUDED_SUFFIXES) or f == _GIT:
                 continue
             source = here / f
             yield source.relative_to(root).as_posix(), source

@@ -803,6 +803,13 @@ def test_a_submodule_s_uncommitted_changes_are_its_folder_s(repo: Path) -> None:
     tags = {r.of("app").tag for r in (untracked, edited, both)} | {r.tag for r in (untracked, edited, both)}
     assert len(tags) == 3 and all(t.startswith(f"{clean.short}{git.DIRTY}") for t in tags)
     assert git.worktree_state(repo) == git.worktree_state(repo) != (clean.sha, "")
+    # the submodule's .git file is none of what is built: the same edits with it saying where its repository is
+    # another way (an absolute path, as older git wrote it, or another clone's place) are the same dirty build
+    gitfile = backend / ".git"
+    assert gitfile.read_text().startswith("gitdir: ../.git/modules/backend")
+    gitfile.write_text(f"gitdir: {(repo / '.git' / 'modules' / 'backend').resolve()}\n")
+    again = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    assert again.dirty_paths == ("backend",) and (again.tag, again.of("app").tag) == (both.tag, both.of("app").tag)
 
 
 def test_a_live_value_that_is_no_sha_is_refused(repo: Path) -> None:

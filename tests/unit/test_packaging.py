@@ -24,6 +24,7 @@ import pytest
 from deploykit import packaging
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function, prune_vendored
+from tests.conftest import git as run_git
 
 REPO = Path(__file__).resolve().parents[2]
 LAMBDA = REPO / "lambda"
@@ -189,6 +190,33 @@ def test_in_a_git_work_tree_the_files_git_ignores_are_left_out(fn: Path, tmp_pat
     assert "extra.py" in package_function(fn).files
     (tmp_path / ".gitignore").write_text(".env\nbuild/\na/\n")  # the folder ignored as a whole (cdk.out/ holds
     assert "build/out.py" in package_function(fn).files  # a commit's files exported there): every file counts
+
+
+def test_a_git_file_or_folder_is_never_packaged(fn: Path, tmp_path: Path) -> None:
+    """A function folder that is a git submodule holds a .git file (gitdir: ...) pointing into its parent's .git; a
+    copy of it out of its parent (a CI job copying lambda/, an unpacked artifact) points nowhere, git then lists
+    nothing and every file counted: the .git file went into the zip, and a clone's .git folder inside it with it."""
+    outside = package_function(fn)
+    (fn / ".git").write_text("gitdir: ../../.git/modules/lambda/sample_fn\n")  # leads nowhere here
+    (fn / "lib" / "vendored" / ".git").mkdir(parents=True)  # a clone inside the function
+    (fn / "lib" / "vendored" / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    packaged = package_function(fn)
+    assert list(packaged.files) == PACKAGED and packaged.sha256 == outside.sha256
+
+    # a real submodule: git lists its own files, never its .git; the zip is the one of the same files outside git
+    shutil.rmtree(fn / "lib" / "vendored")
+    (fn / ".git").unlink()
+    sub = write_function(tmp_path / "sub" / "sample_fn")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "fn"]):
+        run_git(sub, *args)
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    run_git(parent, "init", "-q", "-b", "main")
+    run_git(parent, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "lambda/sample_fn")
+    inside = parent / "lambda" / "sample_fn"
+    assert (inside / ".git").is_file()
+    packaged = package_function(inside)
+    assert list(packaged.files) == PACKAGED and packaged.sha256 == outside.sha256
 
 
 def test_entries_are_sorted_with_fixed_dates_modes_and_compression(fn: Path) -> None:
