@@ -20,6 +20,12 @@ from pathlib import Path
 from deploykit.errors import UsageError
 
 SHORT_SHA = 12
+# Every git status and git diff of deploykit's sees every change of a submodule: a build reads the submodule's work
+# tree, so what the dirty check, the changed paths and the dirty hash leave out would ship unseen, under a tag that
+# does not say it (HEAD's commit, a hash without it), or not ship at all (a commit of it taken up deploying nothing).
+# A user's submodule.<name>.ignore (in .gitmodules or .git/config: untracked, dirty, all) or diff.ignoreSubmodules
+# is for their own git status, and is overridden here, for the three alike.
+IGNORE_NO_SUBMODULE = "--ignore-submodules=none"
 DIRTY = "-dirty-"  # in the tag of a build from uncommitted changes: <sha12>-dirty-<hash of the diff>
 
 
@@ -84,11 +90,13 @@ def head_sha(root: Path) -> str:
 
 def dirty_paths(root: Path) -> tuple[str, ...]:
     """Paths with uncommitted changes, untracked files included (ignored files are not), relative to ``root``: a
-    project in a subfolder of its repository has those under it only, as :func:`changed_paths` has."""
+    project in a subfolder of its repository has those under it only, as :func:`changed_paths` has. A submodule's
+    folder is one when its work tree differs in any way, whatever ``submodule.<name>.ignore`` says
+    (:data:`IGNORE_NO_SUBMODULE`)."""
     # git status names paths from the top of the repository, whatever folder it runs in: the subfolder's prefix
     prefix = _git(root, "rev-parse", "--show-prefix").decode(errors="surrogateescape").rstrip("\n")
     # a name that is not UTF-8 kept as its bytes (surrogateescape): the path of a file that is there
-    listed = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
+    listed = _git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all", IGNORE_NO_SUBMODULE, "--", ".")
     out = listed.decode(errors="surrogateescape")
     paths = []
     entries = iter(out.split("\0"))
@@ -121,8 +129,8 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
     # "." when empty: git diff run in a subfolder of the repository diffs the whole repository unless told otherwise
     spec = only or (".",)
     # a submodule's diff is the commit its folder is at, "-dirty" when its work tree has changes (untracked files
-    # too, as git status tells them: --ignore-submodules=none); what those are is hashed from the submodule itself
-    diff = ["--literal-pathspecs", "diff", "HEAD", "--ignore-submodules=none"]
+    # too, as git status tells them: IGNORE_NO_SUBMODULE); what those are is hashed from the submodule itself
+    diff = ["--literal-pathspecs", "diff", "HEAD", IGNORE_NO_SUBMODULE]
     digest = hashlib.sha256(_git(root, *diff, "--binary", "--", *spec))
     listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *spec)
     for rel in sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p):
@@ -437,15 +445,16 @@ def changed_paths(root: Path, base: str, head: str | None = "HEAD") -> list[Path
     Paths are relative to ``root`` (a project in a subfolder of its repository sees only its own files). Renames
     are detected (``-M``) and listed once, with their old path. A submodule is its folder's path, marked so (the
     modes ``--raw`` gives tell it); in the work tree it counts as changed when ``git status`` says so, untracked
-    files in it included (which ``git diff`` leaves out unless told).
+    files in it included (which ``git diff`` leaves out unless told); a user's ``submodule.<name>.ignore`` hides
+    nothing (:data:`IGNORE_NO_SUBMODULE`).
     """
     _refuse_option(base)
-    args = ["-c", "core.quotepath=off", "diff", "--raw", "-z", "-M", "--relative", "--no-ext-diff", base]
+    args = ["-c", "core.quotepath=off", "diff", "--raw", "-z", "-M", "--relative", "--no-ext-diff"]
+    # between two commits too: submodule.<name>.ignore = all hid a commit of the submodule taken up
+    args += [IGNORE_NO_SUBMODULE, base]
     if head is not None:
         _refuse_option(head)
         args.append(head)
-    else:
-        args.insert(-1, "--ignore-submodules=none")
     changes = _raw_changes(_git(root, *args, "--"))
     if head is None:
         untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").decode(errors="surrogateescape")

@@ -812,6 +812,50 @@ def test_a_submodule_s_uncommitted_changes_are_its_folder_s(repo: Path) -> None:
     assert again.dirty_paths == ("backend",) and (again.tag, again.of("app").tag) == (both.tag, both.of("app").tag)
 
 
+@pytest.mark.parametrize(
+    ("where", "key", "value"),
+    [
+        (".gitmodules", "submodule.backend.ignore", "untracked"),
+        (".gitmodules", "submodule.backend.ignore", "dirty"),
+        (".git/config", "submodule.backend.ignore", "all"),
+        (".git/config", "diff.ignoreSubmodules", "all"),
+    ],
+)
+def test_a_submodule_s_ignore_setting_hides_nothing_from_a_deploy(repo: Path, where: str, key: str, value: str) -> None:
+    """A submodule's ignore setting quiets the user's own git status; a deploy builds the submodule's work tree, so
+    it hid what would ship: the dirty check let a new or edited file in it go out as HEAD's clean build (the diff and
+    the hash, which did not heed the setting, saw it), and with "all" a commit of it taken up deployed nothing. The
+    dirty check, the changed paths and the dirty hash now all see every change of it, whatever the setting."""
+    backend = submodule(repo, "backend", {"Dockerfile": "FROM python:3.11-slim\n", "app/main.py": "app = None\n"})
+    if where == ".gitmodules":
+        run_git(repo, "config", "-f", ".gitmodules", key, value)
+        commit(repo, f"{key} = {value}")
+    else:
+        run_git(repo, "config", key, value)
+    config = config_of(repo)
+    clean = git.current_revision(repo)
+    assert run_git(repo, "status", "--porcelain") == ""
+
+    write(backend, "app/new.py", "N = 1\n")  # untracked in the submodule (hidden by every setting here)
+    if value != "untracked":
+        write(backend, "app/main.py", "app = 1\n")  # and an edit of a tracked file (hidden by dirty and all)
+    assert run_git(repo, "status", "--porcelain") == ""  # the user's git status: nothing
+    assert git.dirty_paths(repo) == ("backend",)
+    with pytest.raises(UsageError, match="uncommitted changes: backend"):
+        git.current_revision(repo)
+    dirty = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    assert dirty.touches == {"app"} and dirty.of("app").tag.startswith(f"{clean.short}{git.DIRTY}")
+    found = detect(config, everything(config, clean.sha), include_uncommitted=True)
+    assert found.components() == {"app"} and found.changes[0].submodule
+
+    commit(backend, "submodule: a change")
+    run_git(repo, "add", "backend")
+    commit(repo, "take up backend")
+    assert git.dirty_paths(repo) == ()
+    taken_up = detect(config, everything(config, clean.sha))
+    assert taken_up.components() == {"app"} and [c.path for c in taken_up.changes] == ["backend"]
+
+
 def test_a_live_value_that_is_no_sha_is_refused(repo: Path) -> None:
     with pytest.raises(UsageError, match="app is live at 'latest'"):
         detect(config_of(repo), {"app": "latest"})
