@@ -964,6 +964,11 @@ def analysis_lines(
         if c.kind == "none":
             gone = changes.not_deployable(c)
             (absent.setdefault(gone, []) if gone else quiet).append(c.path)
+    # a submodule that deploys nothing: which of its files changed git does not say, so why is said, not summed up
+    # as docs or tests (one not checked out here may well hold code)
+    moot = {c.path: c.reason for c in found.changes if c.kind == "none" and c.submodule and c.path in quiet}
+    lines += [f"{KIND_ICONS['none']} {path} (submodule: {why})" for path, why in moot.items()]
+    quiet = [path for path in quiet if path not in moot]
     if quiet:
         lines.append(f"{KIND_ICONS['none']} {_some(quiet)} (docs, tests, the toolkit: nothing to deploy)")
     for component, paths in sorted(absent.items()):

@@ -301,14 +301,18 @@ def classify(
     """Where ``path`` belongs, by the first matching rule: one Target, or one per stack for shared CDK code.
 
     ``submodule``: ``path`` is a submodule's folder, whose files git's diff does not name: it belongs where the
-    first rule matching any file under it puts that file (``backend/**`` for the submodule ``backend``).
+    first rule matching any file under it puts that file (``backend/**`` for the submodule ``backend``); when no rule
+    puts any file under it anywhere deployable (the submodule ``lambda``, whose ``lambda/{fn}/**`` needs a function's
+    folder), where the rules put each file it holds in the work tree, as if every one changed (each function of it).
 
     Pure but for CDK modules: a ``stacks:shared`` path, or a stack module that other stacks import, needs the
     import graph, read from the work tree unless ``usage`` is given.
     """
     if submodule:
         inside = classify(config, f"{path}/{_ANY_FILE}", usage=usage)
-        return tuple(t._replace(reason=f"{t.reason} (a submodule: its folder's files)") for t in inside)
+        if any(t.kind != "none" for t in inside):
+            return tuple(t._replace(reason=f"{t.reason} (a submodule: its folder's files)") for t in inside)
+        return _submodule_files(config, path, usage, inside[0])
     found = config.changes.match(path)
     if found is None:
         return (Target(None, "none", "no rule"),)
@@ -337,6 +341,24 @@ def classify(
     if not users:
         return (Target(None, "none", f"{why}: no stack imports it"),)
     return tuple(_used_by(role, users[role], why) for role in STACK_ROLES if role in users)
+
+
+def _submodule_files(config: Config, path: str, usage: StackUsage | None, folder: Target) -> tuple[Target, ...]:
+    """Where the files the submodule at ``path`` holds in the work tree belong, as if each changed: one Target for
+    each component they go to (the first file's rule); ``folder`` (what the folder as a whole is, nothing) when none
+    goes anywhere deployable, said so when the submodule holds no file here (not checked out, or removed)."""
+    found: dict[str | None, Target] = {}
+    held = git.worktree_files(config.root, path)
+    for file in held:
+        for t in classify(config, file, usage=usage):
+            if t.kind != "none" and t.component not in found:
+                found[t.component] = t._replace(reason=f"{t.reason} (a submodule holding {file}: its every file)")
+    if found:
+        return tuple(found.values())
+    if not held:
+        why = f"no file of it is checked out here, so what it changes is not known: git submodule update --init {path}"
+        return (folder._replace(reason=f"{folder.reason}; {why}"),)
+    return (folder._replace(reason=f"{folder.reason} (a submodule: no file it holds is deployed)"),)
 
 
 def _is_cdk_module(path: str) -> bool:

@@ -761,6 +761,47 @@ def test_a_submodule_taken_up_counts_as_a_change_of_its_folder(repo: Path) -> No
     assert classify(config, "backend/tests")[0].component == "app"
 
 
+def test_a_lambda_folder_submodule_taken_up_counts_for_each_function_it_holds(repo: Path) -> None:
+    """lambda/ as one submodule: git's diff names lambda alone, which no rule matched (lambda/{fn}/** needs a
+    function's folder), so taking up its new commit deployed nothing, said as docs or tests. Each function it holds
+    now counts, as if every file under lambda/ changed; one not checked out is said so, with the command."""
+    held = {p.removeprefix("lambda/"): text for p, text in LAYOUT.items() if p.startswith("lambda/")}
+    functions = submodule(repo, "lambda", held)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    write(functions, "login_handler/util.py", "X = 2\n")
+    commit(functions, "submodule: a change")
+    run_git(repo, "add", "lambda")
+    commit(repo, "take up lambda")
+    config = config_of(repo)
+
+    found = detect(config, everything(config, base))
+    assert found.components() == {"lambda:health_handler", "lambda:login_handler"}
+    assert {(c.path, c.status, c.submodule) for c in found.changes} == {("lambda", "M", True)}
+    reason = 'rule "lambda/{fn}/**" → lambda:health_handler (a submodule holding lambda/health_handler/extra.py'
+    assert found.for_component("lambda:health_handler")[0].reason.startswith(reason)
+    lines = auto.analysis_lines(found, config.environment("sandbox"))
+    assert lines[:2] == [
+        "🔧 Lambda:   lambda (submodule) → inv deploy.lambda health_handler",
+        "🔧 Lambda:   lambda (submodule) → inv deploy.lambda login_handler",
+    ]
+    code = syntax.changed_code(config, found)
+    assert {"lambda/login_handler/handler.py", "lambda/health_handler/extra.py"} <= set(code)
+    assert "lambda/login_handler/tests/test_handler.py" not in code and "lambda/conftest.py" not in code
+
+    write(functions, "health_handler/extra.py", "Y = 3\n")  # uncommitted in the submodule
+    dirty = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+    assert dirty.touches == {"lambda:health_handler", "lambda:login_handler"}
+    run_git(functions, "checkout", "-q", "--", ".")
+
+    run_git(repo, "submodule", "deinit", "-q", "-f", "lambda")  # not checked out: nothing known, said so
+    found = detect(config, everything(config, base))
+    assert found.components() == set() and [c.path for c in found.changes] == ["lambda"]
+    assert auto.analysis_lines(found, config.environment("sandbox")) == [
+        "📄 No deploy: lambda (submodule: no rule; no file of it is checked out here, so what it changes is not known: "
+        "git submodule update --init lambda)"
+    ]
+
+
 def test_a_cdk_submodule_taken_up_counts_for_every_stack_and_its_modules_are_compiled(repo: Path) -> None:
     """cdk/ as a submodule: its folder matches cdk/** (stacks:shared), and which modules changed is not told, so
     every stack; the compile check before the deploy judges the stacks' modules the submodule holds."""
