@@ -220,6 +220,59 @@ PLATFORMS = {"linux/amd64": "X86_64", "linux/arm64": "ARM64"}
 # How CloudFormation applies a stack update ([environments.NAME] stack_mode): its deployment modes.
 STACK_MODES = ("standard", "express")
 
+# The sizes a Fargate task may have ([environments.NAME] task_cpu, task_memory): CPU units (1024 a vCPU) → the memory
+# (MiB) each takes, as AWS's task definition reference lists them. The CDK app (cdk/stacks/common/settings.py, which
+# cannot import deploykit) holds the same table; unset, the service's tasks are the smallest.
+FARGATE_SIZES: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
+DEFAULT_DESIRED_COUNT = 1
+DEFAULT_TASK_CPU = 256
+DEFAULT_TASK_MEMORY = 512
+# The keys of an environment's table that size its service, which the Fargate stack deploys (deploykit.changes).
+SIZE_KEYS = ("desired_count", "task_cpu", "task_memory")
+
+
+def memory_choices(cpu: int) -> str:
+    """The memory a task of ``cpu`` units may have, said for a person: ``512, 1024 or 2048`` or ``2048 to 8192 in
+    steps of 1024``."""
+    memory = FARGATE_SIZES[cpu]
+    if len(memory) <= 3:
+        return f"{', '.join(map(str, memory[:-1]))} or {memory[-1]}"
+    return f"{memory[0]} to {memory[-1]} in steps of {memory[1] - memory[0]}"
+
+
+def size_problem(desired_count: int | None, task_cpu: int | None, task_memory: int | None) -> tuple[str, str] | None:
+    """What is wrong with a service's size, as (the key and what is wrong, the valid choices), or None; an unset value
+    is its default (1 task of 256 CPU units and 512 MiB)."""
+    if desired_count is not None and desired_count < 1:
+        return (
+            f"desired_count must be 1 or more tasks, not {desired_count}",
+            "a whole number of tasks, 1 or more (inv pause scales a service to 0 for a while)",
+        )
+    cpu = DEFAULT_TASK_CPU if task_cpu is None else task_cpu
+    memory = DEFAULT_TASK_MEMORY if task_memory is None else task_memory
+    if cpu not in FARGATE_SIZES:
+        units = ", ".join(map(str, FARGATE_SIZES))
+        return (
+            f"task_cpu = {cpu} is not a Fargate task's CPU",
+            f"task_cpu is one of {units} CPU units (1024 = 1 vCPU)",
+        )
+    if memory not in FARGATE_SIZES[cpu]:
+        unset = " (the default)" if task_memory is None else ""
+        with_cpu = f"task_cpu = {cpu}" + (" (the default)" if task_cpu is None else "")
+        return (
+            f"task_memory = {memory}{unset} does not go with {with_cpu} on Fargate",
+            f"with task_cpu = {cpu}, task_memory is {memory_choices(cpu)} (MiB)",
+        )
+    return None
+
 
 @dataclass(frozen=True)
 class BaseImageSpec:
@@ -470,6 +523,12 @@ class EnvConfig:
     # (done once each resource's configuration is applied; deploykit then waits for the app's service itself, and the
     # smoke checks follow). Not for a protected environment; see deploykit.stacks.
     stack_mode: str = "standard"
+    # The app's service: how many tasks it runs, and each one's size on Fargate (CPU units, 1024 a vCPU; memory in
+    # MiB, a combination FARGATE_SIZES takes). Unset: 1 task of 256 and 512, the CDK app's defaults. The CDK app
+    # puts them in the Fargate stack (deploykit.synth.cdk_context), so a change deploys that stack.
+    desired_count: int | None = None
+    task_cpu: int | None = None
+    task_memory: int | None = None
     lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
     app_error_watch: ErrorWatch = field(default_factory=ErrorWatch)
     # The gate on ECR's scan of each new image before it runs here (off unless set); see deploykit.scan_gate.
@@ -989,6 +1048,9 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
             next_step='set it like "http://127.0.0.1:4566" (the sandbox), or remove it for AWS itself',
         )
     _check_names(env, prefix, table)
+    size = size_problem(env.desired_count, env.task_cpu, env.task_memory)
+    if size:
+        raise ConfigError(f"{prefix}.{size[0]}", next_step=f"in [{table}]: {size[1]}")
     problem = canary_problem(env.lambda_canary)
     if problem:
         raise ConfigError(f"{prefix}.lambda_canary.{problem}", next_step=f"fix [{table}.lambda_canary]")

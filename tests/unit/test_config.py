@@ -171,6 +171,65 @@ def test_stack_mode_is_standard_unless_set_and_never_express_in_a_protected_envi
     assert 'remove stack_mode = "express" from [environments.dev]' in (err.value.next_step or "")
 
 
+def test_the_service_size_is_unset_unless_set_and_checked_against_fargate_s_sizes() -> None:
+    """[environments.NAME] desired_count, task_cpu and task_memory: unset, the CDK app's defaults (1 task of 256 and
+    512); a count under 1, a CPU Fargate does not have or a memory that does not go with the CPU is refused (exit 2),
+    naming the key and the valid choices."""
+    dev = parse_config(raw(), Path("deploy.toml")).environments["dev"]
+    assert (dev.desired_count, dev.task_cpu, dev.task_memory) == (None, None, None)
+    data = raw()
+    data["environments"]["dev"] |= {"desired_count": 3, "task_cpu": 1024, "task_memory": 2048}
+    dev = parse_config(data, Path("deploy.toml")).environments["dev"]
+    assert (dev.desired_count, dev.task_cpu, dev.task_memory) == (3, 1024, 2048)
+    for cpu, memory in ((256, 2048), (512, 4096), (4096, 30720), (8192, 61440), (16384, 122880), (2048, 5120)):
+        data["environments"]["dev"] |= {"task_cpu": cpu, "task_memory": memory}
+        assert parse_config(data, Path("deploy.toml")).environments["dev"].task_memory == memory
+    refused = [
+        ({"desired_count": 0}, "environments.dev.desired_count must be 1 or more tasks, not 0", "1 or more"),
+        ({"task_cpu": 300}, "environments.dev.task_cpu = 300 is not a Fargate task's CPU", "256, 512, 1024, 2048"),
+        (
+            {"task_cpu": 1024, "task_memory": 1024},
+            "environments.dev.task_memory = 1024 does not go with task_cpu = 1024 on Fargate",
+            "with task_cpu = 1024, task_memory is 2048 to 8192 in steps of 1024 (MiB)",
+        ),
+        (
+            {"task_cpu": 512},
+            "task_memory = 512 (the default) does not go with task_cpu = 512 on Fargate",
+            "task_memory is 1024 to 4096 in steps of 1024",
+        ),
+        (
+            {"task_memory": 4096},
+            "task_memory = 4096 does not go with task_cpu = 256 (the default) on Fargate",
+            "with task_cpu = 256, task_memory is 512, 1024 or 2048 (MiB)",
+        ),
+        ({"task_cpu": 8192, "task_memory": 18432}, "does not go with task_cpu = 8192", "16384 to 61440 in steps"),
+        ({"task_cpu": 16384, "task_memory": 36864}, "does not go with", "32768 to 122880 in steps of 8192"),
+    ]
+    for values, said, choices in refused:
+        data = raw()
+        data["environments"]["dev"] |= values
+        with pytest.raises(ConfigError) as err:
+            parse_config(data, Path("deploy.toml"))
+        assert said in err.value.message and err.value.exit_code == 2
+        assert choices in (err.value.next_step or "") and "[environments.dev]" in (err.value.next_step or "")
+    data = raw()
+    data["environments"]["dev"]["desired_count"] = 2.5
+    with pytest.raises(ConfigError, match="desired_count' must be int"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_a_pattern_s_service_size_is_checked_and_given_to_each_environment_it_makes() -> None:
+    data = personal()
+    data["environments"]["dev-*"] |= {"desired_count": 2, "task_cpu": 512, "task_memory": 1024}
+    alice = parse_config(data, Path("deploy.toml")).environment("dev-alice")
+    assert (alice.desired_count, alice.task_cpu, alice.task_memory) == (2, 512, 1024)
+    data["environments"]["dev-*"]["task_memory"] = 512
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert 'environments."dev-*".task_memory = 512 does not go with task_cpu = 512' in err.value.message
+    assert '[environments."dev-*"]' in (err.value.next_step or "")
+
+
 def test_a_lock_wait_is_none_unless_set_and_the_environment_variable_overrides_it() -> None:
     data = raw()
     data["environments"]["dev"]["lock_wait"] = 300
@@ -415,6 +474,8 @@ def test_the_commented_environments_of_the_repositorys_deploy_toml_are_valid_onc
     config = parse_config(tomllib.loads(text + "\n" + uncommented), REPO / "deploy.toml")
     assert {"dev", "prod"} <= set(config.environments) and list(config.patterns) == ["dev-*"]
     assert config.environment("prod").image_scan == ImageScan("HIGH", (), 600.0, 7.0)
+    prod = config.environment("prod")
+    assert (prod.desired_count, prod.task_cpu, prod.task_memory) == (3, 1024, 2048)
     alice = config.environment("dev-alice")
     assert (alice.cluster, alice.stacks.registry, alice.promote_from) == (
         "car-rental-dev-alice",
