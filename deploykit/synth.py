@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from deploykit.clock import Clock, SystemClock
+from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY
 from deploykit.errors import StepFailed, UsageError
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
         "registry": (env.registry or "").rstrip("/") if registry is None else registry,
         "lambda_architecture": config.lambda_architecture_for(env),
         "cpu_architecture": config.cpu_architecture_for(env),
+        **size_context(env),
         "stacks": {
             "registry": stacks.registry,
             "data": stacks.data,
@@ -146,6 +148,19 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
             "api": stacks.api,
         },
     }
+
+
+def size_context(env: EnvConfig) -> dict[str, int]:
+    """The service's size as ``env`` sets it: ``desired_count``, and ``task_cpu`` with ``task_memory`` (both, the
+    other at its default, when either is set: the pair deploy.toml's check took); none of them when unset, so the
+    app keeps its defaults (and its ``CAR_RENTAL_*`` variables) and the context, its hash with it, stays as before."""
+    context: dict[str, int] = {}
+    if env.desired_count is not None:
+        context["desired_count"] = env.desired_count
+    if env.task_cpu is not None or env.task_memory is not None:
+        context["task_cpu"] = DEFAULT_TASK_CPU if env.task_cpu is None else env.task_cpu
+        context["task_memory"] = DEFAULT_TASK_MEMORY if env.task_memory is None else env.task_memory
+    return context
 
 
 def context_json(context: Mapping[str, Any]) -> str:

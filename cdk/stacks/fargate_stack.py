@@ -150,8 +150,9 @@ class CarRentalFargateStack(Stack):
             "TaskDefinition",
             # A stable family: deploykit registers new revisions of it when it rolls a new image.
             family=settings.service,
-            cpu=256,
-            memory_limit_mib=512,
+            # deploy.toml's [environments.NAME] task_cpu and task_memory (default 256 and 512)
+            cpu=settings.task_cpu,
+            memory_limit_mib=settings.task_memory,
             # What deploykit builds the image for: deploy.toml's [build] platform (the sandbox: this machine's CPU).
             runtime_platform=ecs.RuntimePlatform(
                 cpu_architecture=ecs.CpuArchitecture.ARM64

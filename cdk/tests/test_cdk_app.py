@@ -125,6 +125,8 @@ def test_app_runs_as_a_process_with_the_environment_as_context(tmp_path: Path) -
         "repository": "rental-backend",
         "registry": "127.0.0.1:5000",
         "desired_count": 2,
+        "task_cpu": 1024,
+        "task_memory": 2048,
         "stacks": {"fargate": "DevFargate", "api": "DevApi"},
     }
     result = run_app(tmp_path, context)
@@ -141,6 +143,7 @@ def test_app_runs_as_a_process_with_the_environment_as_context(tmp_path: Path) -
     (cluster,) = [r["Properties"] for r in fargate.values() if r["Type"] == "AWS::ECS::Cluster"]
     assert cluster["ClusterName"] == "rental-cluster"
     (task,) = [r["Properties"] for r in fargate.values() if r["Type"] == "AWS::ECS::TaskDefinition"]
+    assert (task["Cpu"], task["Memory"]) == ("1024", "2048")  # deploy.toml's task_cpu and task_memory
     (container,) = task["ContainerDefinitions"]
     assert container["Name"] == "api"
     # The sandbox's registry, exactly the reference deploykit writes into the task definitions it registers.

@@ -156,3 +156,5 @@ def test_cluster_and_service_are_named_from_settings(fargate: Template, service:
     assert service["ServiceName"] == "car-rental-service"
     assert service["DesiredCount"] == 1
     fargate.has_resource_properties(TASK_DEFINITION, {"Family": "car-rental-service"})
+    # unset in deploy.toml: the smallest Fargate task, as before the size was an environment's setting
+    fargate.has_resource_properties(TASK_DEFINITION, {"Cpu": "256", "Memory": "512"})

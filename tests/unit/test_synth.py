@@ -131,6 +131,20 @@ def test_the_context_names_the_architecture_the_environments_functions_run_on(co
     assert tasks_here == {"aarch64": "ARM64"}.get(platform.machine(), "X86_64")
 
 
+def test_the_context_sizes_the_service_as_the_environment_sets_it(config: Config, dev: EnvConfig) -> None:
+    """Unset: no size in the context (the app's defaults, the context and its hash as before); set, the count, and the
+    CPU with the memory as a pair (the one deploy.toml's check took)."""
+    assert not {"desired_count", "task_cpu", "task_memory"} & set(synth.cdk_context(config, dev, ACCOUNT))
+    prod = dataclasses.replace(dev, desired_count=3, task_cpu=1024, task_memory=2048)
+    context = synth.cdk_context(config, prod, ACCOUNT)
+    assert (context["desired_count"], context["task_cpu"], context["task_memory"]) == (3, 1024, 2048)
+    bigger = synth.cdk_context(config, dataclasses.replace(dev, task_memory=1024), ACCOUNT)
+    assert (bigger["task_cpu"], bigger["task_memory"]) == (256, 1024) and "desired_count" not in bigger
+    assert synth.cdk_context(config, dataclasses.replace(dev, desired_count=2), ACCOUNT).keys() - set(
+        synth.cdk_context(config, dev, ACCOUNT)
+    ) == {"desired_count"}
+
+
 def test_the_context_json_is_canonical(config: Config, dev: EnvConfig) -> None:
     a = synth.context_json(synth.cdk_context(config, dev, ACCOUNT))
     b = synth.context_json(dict(reversed(list(synth.cdk_context(config, dev, ACCOUNT).items()))))

@@ -16,6 +16,9 @@ Context keys (all optional):
     repository          ECR repository name                                  "car-rental-backend"
     registry            registry host used instead of ECR's (deploy.toml)    "" (ECR)
     desired_count       running backend tasks                                1
+    task_cpu            each backend task's CPU units (1024 = 1 vCPU)        256
+    task_memory         each backend task's memory in MiB (a combination     512
+                        Fargate takes with task_cpu: FARGATE_SIZES)
     availability_zones  list (or comma-separated string) of two or more AZs  ["<region>a", "<region>b"]
     kyc_cors_origins    list (or comma-separated string) of browser origins  ["*"]
     stacks              object: registry, data, auth, fargate, api -> stack name (deploy.toml [stacks])
@@ -42,6 +45,19 @@ _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 LAMBDA_ARCHITECTURES = ("x86_64", "arm64")  # as Lambda names them
 CPU_ARCHITECTURES = ("X86_64", "ARM64")  # as an ECS task definition's runtimePlatform names them
+# The sizes a Fargate task may have: CPU units → the memory (MiB) each takes, as AWS's task definition reference lists
+# them. A copy of deploykit.config.FARGATE_SIZES, which checks deploy.toml's task_cpu and task_memory as it is read:
+# the CDK app runs as a process of its own and cannot import deploykit, and a synthesis by hand (CAR_RENTAL_TASK_CPU)
+# must be refused here too, not by CloudFormation minutes later. cdk/tests/test_cdk_settings.py keeps the two equal.
+FARGATE_SIZES: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
 
 
 class SettingsError(ValueError):
@@ -74,6 +90,9 @@ class Settings:
     # URI (the sandbox's local registry), exactly the reference deploykit writes into task definitions.
     registry: str = ""
     desired_count: int = 1
+    # each backend task's size on Fargate: CPU units (1024 = 1 vCPU) and memory in MiB, a pair FARGATE_SIZES takes
+    task_cpu: int = 256
+    task_memory: int = 512
     availability_zones: tuple[str, ...] = ()
     kyc_cors_origins: tuple[str, ...] = ("*",)
     stacks: StackNames = field(default_factory=StackNames)
@@ -102,6 +121,15 @@ class Settings:
             raise SettingsError(f"registry must be a host[:port] without a scheme, got {self.registry!r}")
         if self.desired_count < 1:
             raise SettingsError(f"desired_count must be at least 1, got {self.desired_count}")
+        if self.task_cpu not in FARGATE_SIZES:
+            known = ", ".join(map(str, FARGATE_SIZES))
+            raise SettingsError(f"task_cpu must be one of {known} (CPU units), got {self.task_cpu}")
+        if self.task_memory not in FARGATE_SIZES[self.task_cpu]:
+            memory = FARGATE_SIZES[self.task_cpu]
+            raise SettingsError(
+                f"task_memory {self.task_memory} does not go with task_cpu {self.task_cpu} on Fargate: it takes "
+                f"{memory[0]} to {memory[-1]} MiB ({', '.join(map(str, memory))})"
+            )
         if len(self.availability_zones) < 2:
             raise SettingsError("availability_zones needs at least two zones (an ALB spans two)")
         if any(not az.startswith(self.region) for az in self.availability_zones):
@@ -142,7 +170,7 @@ class Settings:
             value = raw(f.name)
             if value is None or value == "":
                 continue
-            if f.name == "desired_count":
+            if f.name in ("desired_count", "task_cpu", "task_memory"):
                 values[f.name] = _as_int(f.name, value)
             elif f.name in ("availability_zones", "kyc_cors_origins"):
                 values[f.name] = _as_str_tuple(f.name, value)
