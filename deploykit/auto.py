@@ -20,7 +20,7 @@ from deploykit import changes, ecs, lambda_chain, packaging, planner
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory, Once, at_once
 from deploykit.canary import takes_it_back
-from deploykit.config import Config, EnvConfig
+from deploykit.config import SIZE_KEYS, Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision, is_shallow
@@ -746,9 +746,11 @@ def diff_json(env: EnvConfig, found: changes.ChangeSet) -> dict[str, Any]:
 
 def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
+    # the service's size (an environment's desired_count, task_cpu, task_memory): its stack alone deploys it
+    sizes = change.setting is not None and change.setting.rsplit(" ", 1)[-1] in SIZE_KEYS
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
         return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place
-    if change.setting and change.setting != "[build]" and not change.setting.endswith(" base_image"):
+    if change.setting and change.setting != "[build]" and not change.setting.endswith(" base_image") and not sizes:
         # an architecture: a stack moves what runs on it, beside the image or zips made for it, in one deploy.auto
         return "inv deploy.auto"
     if change.kind == "app":

@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn
 
 from deploykit import git
-from deploykit.config import STACK_ROLES, BuildConfig, Config, pattern_matches
+from deploykit.config import (
+    DEFAULT_DESIRED_COUNT,
+    DEFAULT_TASK_CPU,
+    DEFAULT_TASK_MEMORY,
+    SIZE_KEYS,
+    STACK_ROLES,
+    BuildConfig,
+    Config,
+    pattern_matches,
+)
 from deploykit.errors import UsageError
 
 Kind = Literal["app", "lambda", "stack", "none"]
@@ -77,8 +86,9 @@ class Change:
     reason: str
     old_path: str | None = None
     # the setting of deploy.toml whose change made ``path`` (deploy.toml) count for the component: "[build]" (how
-    # the image is built), "[build] platform", "[build] lambda_architecture"; None for a change of the component's
-    # own files
+    # the image is built), "[build] platform", "[build] lambda_architecture", "[environments.NAME] base_image",
+    # "[environments.NAME] desired_count, task_cpu" (the service's size); None for a change of the component's own
+    # files
     setting: str | None = None
     # ``path`` is a submodule's folder (git.PathChange.submodule): classified as a file under it would be
     submodule: bool = False
@@ -670,9 +680,10 @@ def _build_settings(
     between ``base`` and ``head`` (None: the work tree): for the app, how the image is built (context, Dockerfile,
     base image, extra CAs, platform), and the base image an environment sets for itself (``env``'s, from its table or
     the pattern that makes it; None: any environment's); for the Fargate stack too, ``platform`` (its tasks run on
-    that architecture); for the API stack and every function, ``lambda_architecture`` (the stack puts the functions
-    on it, and their requirements are vendored for it: each zip is made anew). The rest of deploy.toml is the
-    toolkit's own settings, and stays as the rules classify it."""
+    that architecture), and the service's size an environment sets (``desired_count``, ``task_cpu``, ``task_memory``
+    of ``env``'s table or the pattern that makes it; None: any environment's); for the API stack and every function,
+    ``lambda_architecture`` (the stack puts the functions on it, and their requirements are vendored for it: each zip
+    is made anew). The rest of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
@@ -711,6 +722,18 @@ def _build_settings(
             if isinstance(t, dict) and (env is None or key == env or ("*" in key and pattern_matches(key, env)))
         }
 
+    def sizes(doc: dict[str, Any] | str) -> dict[str, dict[str, object]] | str:
+        """The service's size (desired_count, task_cpu, task_memory, each its default when unset) each environment's
+        table gives it (``env``'s own table, else the patterns that make it; None: every table)."""
+        tables = section(doc, "environments")
+        if isinstance(tables, str):
+            return tables
+        return {
+            key: {k: t.get(k, SIZE_DEFAULTS[k]) for k in SIZE_KEYS}
+            for key, t in tables.items()
+            if isinstance(t, dict) and _sizes_env(key, env, old_doc, new_doc)
+        }
+
     targets: list[tuple[Target, str]] = []  # each with the setting that made it
     platform = part(before, PLATFORM) != part(after, PLATFORM)
     old_bases, new_bases = base_images(old_doc), base_images(new_doc)
@@ -727,6 +750,22 @@ def _build_settings(
     if platform:
         why = f"[build] {PLATFORM} of {name} changed: the service's tasks run on another architecture"
         targets.append((Target("stack:fargate", "stack", why), f"[build] {PLATFORM}"))
+    old_sizes, new_sizes = sizes(old_doc), sizes(new_doc)
+    if old_sizes != new_sizes:
+        said = [f"[environments.{env}]" if env else "[environments]"]  # one side unreadable
+        if isinstance(old_sizes, dict) and isinstance(new_sizes, dict):
+            unset = dict(SIZE_DEFAULTS)
+            said = []
+            for key in sorted({*old_sizes, *new_sizes}):
+                was, now = old_sizes.get(key, unset), new_sizes.get(key, unset)
+                keys = [k for k in SIZE_KEYS if was[k] != now[k]]
+                if keys:
+                    table = f"[environments.{key}]" if "*" not in key else f'[environments."{key}"]'
+                    said.append(f"{table} {', '.join(keys)}")
+        if said:
+            setting = "; ".join(said)
+            why = f"{setting} of {name} changed: the service runs another count or size of tasks"
+            targets.append((Target("stack:fargate", "stack", why), setting))
     if part(before, LAMBDA_ARCHITECTURE) != part(after, LAMBDA_ARCHITECTURE):
         why = f"[build] {LAMBDA_ARCHITECTURE} of {name} changed: the functions run on another architecture"
         functions = [c for c in components_of(config) if c.startswith("lambda:")]
@@ -742,6 +781,27 @@ def _build_settings(
         else:
             out.append(c)
     return out
+
+
+# what an environment's service is when its table does not size it: the CDK app's defaults
+SIZE_DEFAULTS: dict[str, object] = {
+    "desired_count": DEFAULT_DESIRED_COUNT,
+    "task_cpu": DEFAULT_TASK_CPU,
+    "task_memory": DEFAULT_TASK_MEMORY,
+}
+
+
+def _sizes_env(key: str, env: str | None, *docs: dict[str, Any] | str) -> bool:
+    """Whether the table ``key`` of deploy.toml's environments sizes ``env``'s service (None: any environment's): its
+    own table, or a pattern that makes it when it has no table of its own in either version (``docs``)."""
+    if env is None or key == env:
+        return True
+    if "*" not in key or not pattern_matches(key, env):
+        return False
+    return not any(
+        isinstance(doc, dict) and isinstance(doc.get("environments"), dict) and env in doc["environments"]
+        for doc in docs
+    )
 
 
 def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: StackUsage) -> list[Change]:

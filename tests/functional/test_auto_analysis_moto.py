@@ -18,7 +18,7 @@ import pytest
 from deploykit import auto, commands, freeze, history, pause
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
-from deploykit.config import EnvConfig, load_config
+from deploykit.config import STACK_ROLES, EnvConfig, load_config
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from deploykit.release import PENDING_TAG
@@ -387,3 +387,42 @@ def test_a_first_deploy_of_everything_checks_all_of_the_app_s_and_the_functions_
         "1 app or function Python file does not compile: lambda/login_handler/handler.py:"
     )
     assert boto3.client("cloudformation", region_name=REGION).describe_stacks()["Stacks"] == []
+
+
+def test_a_service_size_changed_in_deploy_toml_deploys_that_environment_s_fargate_stack(
+    deployed: AwsFactory, project: Path, dev_env: EnvConfig
+) -> None:
+    """Every stack live at HEAD (the live record): a commit sizing another environment's service changes nothing of
+    dev's; one sizing dev's makes deploy.auto and inv diff deploy dev's Fargate stack, the setting said."""
+    store = history.History.of(deployed, dev_env)
+    assert store is not None
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    stacks = {f"stack:{role}": head for role in STACK_ROLES}
+    run = RunReport(Plan("dev", (), "deploy.full"), [StepRecord("deploy-stack", "stacks", "done", 9.0, "done")], 9)
+    store.write(history.record_of(run, components=stacks, base={}, head=head, who="ci"))
+    toml = project / "deploy.toml"
+
+    def stacks_changed() -> dict[str, set[str | None]]:
+        found = commands.analyse(runtime_of(project, deployed), "dev", since=None, allow_dirty=False).found
+        stacks = {c.component for c in found.changes if c.kind == "stack" and c.component}
+        return {stack: {c.setting for c in found.for_component(stack)} for stack in stacks}
+
+    assert stacks_changed() == {}
+    sandbox, dev = "[environments.sandbox.stacks]", "[environments.dev.stacks]"
+    toml.write_text(toml.read_text().replace(sandbox, f"desired_count = 2\n\n{sandbox}"))
+    git(project, "commit", "-qam", "sandbox: two tasks")
+    assert stacks_changed() == {}  # another environment's size
+    toml.write_text(toml.read_text().replace(dev, f"task_cpu = 1024\ntask_memory = 2048\n\n{dev}"))
+    git(project, "commit", "-qam", "dev: 1 vCPU, 2 GiB")
+    assert stacks_changed() == {"stack:fargate": {"[environments.dev] task_cpu, task_memory"}}
+    runtime = runtime_of(project, deployed)
+    commands.deploy_auto(env="dev", dry_run=True, as_json=True, runtime=runtime)
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert [c["component"] for c in data["changes"] if c["component"].startswith("stack:")] == ["stack:fargate"]
+    assert {"name": "deploy-stack", "target": "CarRentalFargateStack"} in data["steps"]
+    assert not [s for s in data["steps"] if s["name"] == "deploy-stack" and s["target"] != "CarRentalFargateStack"]
+    runtime = runtime_of(project, deployed)
+    commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
+    said = runtime.stdout.getvalue() + runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    setting = "[environments.dev] task_cpu, task_memory"
+    assert f"deploy.toml ({setting} changed) → inv deploy.stack CarRentalFargateStack" in said

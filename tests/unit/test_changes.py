@@ -1108,6 +1108,59 @@ def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_
     assert later.components() == {"app"} and {c.setting for c in later.changes} == {"[build]"}
 
 
+def test_an_environment_s_service_size_counts_for_its_fargate_stack_there(repo: Path) -> None:
+    """[environments.NAME] desired_count, task_cpu and task_memory (the Fargate stack sizes the service from them): a
+    change deploys that environment's Fargate stack, said like the platform's, and nothing of another environment; a
+    pattern's counts for the environments it makes; another key of the table, or a default said, counts for nothing."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    text = toml.read_text()
+    dev, sandbox = "[environments.dev.stacks]", "[environments.sandbox.stacks]"
+    sized = text.replace(dev, f"desired_count = 3\ntask_cpu = 1024\ntask_memory = 2048\n\n{dev}")
+    toml.write_text(sized)
+    commit(repo, "dev: 3 tasks of 1 vCPU, 2 GiB")
+    found = detect(config, everything(config, base), env="dev")
+    assert found.components() == {"stack:fargate"}
+    (change,) = found.for_component("stack:fargate")
+    assert change.path == "deploy.toml" and change.kind == "stack"
+    assert change.setting == "[environments.dev] desired_count, task_cpu, task_memory"
+    assert "the service runs another count or size of tasks" in change.reason
+    assert auto.analysis_lines(found, config.environment("dev"))[0] == (
+        "🐳 Stack:    deploy.toml ([environments.dev] desired_count, task_cpu, task_memory changed) → "
+        "inv deploy.stack CarRentalFargateStack"
+    )
+    assert detect(config, everything(config, base), env="sandbox").components() == set()  # not sandbox's
+    assert detect(config, everything(config, base)).components() == {"stack:fargate"}  # unnamed: any environment's
+    middle = commit(repo, "nothing")
+    toml.write_text(sized.replace("desired_count = 3", "desired_count = 4"))
+    commit(repo, "dev: one more")
+    (change,) = detect(config, everything(config, middle), env="dev").changes
+    assert (change.component, change.setting) == ("stack:fargate", "[environments.dev] desired_count")
+    # the defaults said, or another key of the table: the same service, nothing to deploy
+    later = commit(repo, "nothing")
+    toml.write_text(toml.read_text().replace(sandbox, f"desired_count = 1\ntask_cpu = 256\n\n{sandbox}"))
+    toml.write_text(toml.read_text().replace("poll_interval = 0.5\n", "poll_interval = 1\n", 1))
+    commit(repo, "sandbox: the defaults said")
+    assert detect(config, everything(config, later), env="sandbox").components() == set()
+    assert detect(config, everything(config, later)).components() == set()
+    # a pattern's size counts for the environments it makes
+    pattern = (
+        '\n[environments."dev-*"]\nregion = "eu-west-1"\ncluster = "c-{env}"\nservice = "s-{env}"\n'
+        'container = "backend"\nrepository = "r-{env}"\n'
+        '[environments."dev-*".stacks]\n' + "".join(f'{role} = "CarRental-{{env}}-{role}"\n' for role in STACK_ROLES)
+    )
+    toml.write_text(toml.read_text() + pattern)
+    before = commit(repo, "dev-*: environments of their own")
+    more = 'repository = "r-{env}"\ntask_memory = 1024\n'
+    toml.write_text(toml.read_text().replace('repository = "r-{env}"\n', more))
+    commit(repo, "dev-*: more memory")
+    (change,) = detect(config, everything(config, before), env="dev-alice").changes
+    assert (change.component, change.setting) == ("stack:fargate", '[environments."dev-*"] task_memory')
+    assert detect(config, everything(config, before), env="dev").components() == set()
+    assert detect(config, everything(config, before), env="sandbox").components() == set()
+
+
 def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:
     config = config_of(repo)
     old = run_git(repo, "rev-parse", "HEAD").strip()
