@@ -81,12 +81,17 @@ def no_service(service: str, cluster: str, env: EnvConfig | None) -> UsageError:
     )
 
 
+GONE = "ECS lists a deleted service a while longer, but nothing runs on it or can be rolled out on it"
+
+
 def describe_service(
     ecs: Any, cluster: str, service: str, env: EnvConfig | None = None, *, deleted: bool = False
 ) -> dict[str, Any]:
-    """The service, or a UsageError naming the cluster and the stack that creates it (``env``'s Fargate stack).
-    ``deleted``: an INACTIVE service (ECS deleted it, and lists it a while longer) is answered, when there is no
-    other of its name, rather than refused as not found (its caller tells it as deleted)."""
+    """The service, or a UsageError naming the cluster and the stack that creates it (``env``'s Fargate stack). An
+    INACTIVE service (ECS deleted it: ``inv destroy``, its stack's deletion or by hand; it lists it a while longer),
+    when there is no other of its name, is :func:`being_deleted`'s error, not "not found"; with ``deleted`` it is
+    answered instead (its caller tells it as deleted). A DRAINING one (being deleted) is answered: its caller judges
+    it (:func:`refuse_unrollable`)."""
     try:
         # its tags too: a release command that failed after a first deploy marks the service (deploykit.release)
         answer = ecs.describe_services(cluster=cluster, services=[service], include=["TAGS"])
@@ -96,9 +101,11 @@ def describe_service(
         raise
     found = list(answer.get("services", []))
     services = [s for s in found if s.get("status") != "INACTIVE"] or (found if deleted else [])
-    if not services:
-        raise no_service(service, cluster, env)
-    return dict(services[0])
+    if services:
+        return dict(services[0])
+    if found:  # INACTIVE only: ECS deleted it
+        raise being_deleted(service, cluster, env, "status INACTIVE", so=GONE)
+    raise no_service(service, cluster, env)
 
 
 def being_deleted(
