@@ -39,7 +39,7 @@ from deploykit import ecs, stored
 from deploykit.app_chain import WaitHealthy, await_rollout, events_command
 from deploykit.aws import DENIED, AwsFactory, at_once
 from deploykit.config import EnvConfig
-from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
+from deploykit.errors import RolledBackByEcs, ServiceBeingDeleted, StepFailed, UsageError
 from deploykit.history import find_artifacts_bucket
 from deploykit.plan import Context, Outcome, Plan, Step, leaves
 from deploykit.smoke import Smoke
@@ -138,8 +138,20 @@ def in_force(kept: Pause | None, desired: int | None) -> Pause | None:
 def _service_or_none(aws: AwsFactory, env: EnvConfig) -> dict[str, Any] | None:
     try:
         return ecs.describe_service(aws.client("ecs"), env.cluster, env.service, env)
-    except UsageError:  # no cluster or service yet: nothing runs, nothing is paused
+    except UsageError:  # no cluster or service yet, or one ECS deleted: nothing runs, nothing is paused
         return None
+
+
+def refuse_deleted(aws: AwsFactory, env: EnvConfig) -> None:
+    """For a command that found no service (:func:`read_state`): :func:`deploykit.ecs.describe_service`'s error when
+    the service is one ECS deleted (INACTIVE: ``inv destroy``, its stack's deletion or by hand), which is said as
+    deleted, not as never deployed; nothing otherwise."""
+    try:
+        ecs.describe_service(aws.client("ecs"), env.cluster, env.service, env)
+    except ServiceBeingDeleted:
+        raise
+    except UsageError:  # no cluster or service of its name: the caller says so
+        return
 
 
 def read_state(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> tuple[Pause | None, int | None]:

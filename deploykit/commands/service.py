@@ -689,6 +689,8 @@ def _resume_one(
         kept, desired = pause.read_state(aws, environment)
     paused = pause.in_force(kept, desired)
     if desired is None:
+        with aws_errors(environment):
+            pause.refuse_deleted(aws, environment)  # one ECS deleted is said so
         raise UsageError(
             f"{environment.name} has no service {environment.service} to resume",
             next_step=f"deploy it: inv deploy.full --env {environment.name}",

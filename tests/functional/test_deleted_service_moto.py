@@ -76,6 +76,32 @@ def test_inv_pause_refuses_a_deleted_service_and_scales_nothing(
     assert deleted == []
 
 
+def test_inv_resume_of_a_paused_environment_whose_service_was_deleted_says_so(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused, then destroyed: the pause object stays in the artifacts bucket; the service is gone."""
+    from tests.functional.test_pause_moto import paused
+
+    paused(project, factory, monkeypatch)
+    delete_service(factory)
+    updates = asked(factory.client("ecs"), "UpdateService", "service")
+    with pytest.raises(UsageError) as err:
+        commands.resume_app(env="dev", smoke=False, runtime=runtime(project, factory))
+    said_deleted(err)
+    assert updates == []
+
+
+def test_inv_resume_without_any_service_still_says_there_is_none(
+    project: Path, factory: AwsFactory, bucket: str
+) -> None:
+    """The service never made (the cluster there): not told as deleted."""
+    factory.client("ecs").create_cluster(clusterName=CLUSTER)
+    with pytest.raises(UsageError) as err:
+        commands.resume_app(env="dev", smoke=False, runtime=runtime(project, factory))
+    assert not isinstance(err.value, ServiceBeingDeleted)
+    assert err.value.message == f"dev has no service {SERVICE} to resume"
+
+
 def test_inv_run_says_the_service_was_deleted(project: Path, factory: AwsFactory, deleted: list[str]) -> None:
     with pytest.raises(UsageError) as err:
         commands.run_command("python -m app.release", env="dev", runtime=runtime(project, factory))
