@@ -23,7 +23,16 @@ from botocore.exceptions import ClientError
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import DENIED, at_once
-from deploykit.ecs import TaskDefinitions, cpu_architecture, image_tag, is_older, primary_deployment, rolling
+from deploykit.ecs import (
+    TaskDefinitions,
+    being_deleted,
+    cpu_architecture,
+    describe_service,
+    image_tag,
+    is_older,
+    primary_deployment,
+    rolling,
+)
 from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import UsageError
 from deploykit.git import SHORT_SHA
@@ -667,7 +676,19 @@ def _gather_stacks(
 
 
 def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = None) -> dict[str, Any] | None:
-    service = _describe_service(ecs, env.cluster, env.service)
+    """The service's rows and findings; the service, or None when there is none to judge further (none of its name,
+    or one ECS deleted: INACTIVE, which ECS lists a while longer)."""
+    service = _describe_service(ecs, env.cluster, env.service, env)
+    if service is not None and service.get("status") == "INACTIVE":
+        report.rows.append(Row("service", f"{env.cluster}/{env.service}", "INACTIVE", "deleted; ECS lists it a while"))
+        report.findings.append(
+            Finding(
+                "broken",
+                f"service {env.service} was deleted (INACTIVE): nothing runs on it",
+                being_deleted(env.service, env.cluster, env, "status INACTIVE").next_step or "",
+            )
+        )
+        return None
     if service is None:
         report.rows.append(Row("service", f"{env.cluster}/{env.service}", MISSING, "no such ECS service or cluster"))
         report.findings.append(
@@ -706,17 +727,12 @@ def _image_of(task_definitions: TaskDefinitions, arn: str, container: str) -> st
         return UsageError(f"task definition {revision(arn)} cannot be read: {exc}")
 
 
-def _describe_service(ecs: Any, cluster: str, name: str) -> dict[str, Any] | None:
+def _describe_service(ecs: Any, cluster: str, name: str, env: EnvConfig) -> dict[str, Any] | None:
+    """The service, one ECS deleted (INACTIVE) included; None when there is none of its name, or no cluster."""
     try:
-        answer = ecs.describe_services(cluster=cluster, services=[name])
-    except ClientError as exc:
-        if error_code(exc) == "ClusterNotFoundException":
-            return None
-        raise
-    for service in answer.get("services") or []:
-        if service.get("status") != "INACTIVE":
-            return dict(service)
-    return None
+        return describe_service(ecs, cluster, name, env, deleted=True)
+    except UsageError:  # no such cluster or service
+        return None
 
 
 def _live_image(

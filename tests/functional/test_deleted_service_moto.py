@@ -5,15 +5,18 @@ it (moto's UpdateService would take an INACTIVE service; AWS's refuses it: Servi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deploykit import commands
 from deploykit.aws import AwsFactory
-from deploykit.errors import ServiceBeingDeleted, UsageError
+from deploykit.errors import ServiceBeingDeleted, StepFailed, UsageError
 from tests.functional.conftest import asked, create_service
 from tests.functional.conftest import moto_runtime as runtime
+from tests.functional.test_restart_moto import steady
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
 DELETED = (
@@ -106,3 +109,42 @@ def test_inv_run_says_the_service_was_deleted(project: Path, factory: AwsFactory
     with pytest.raises(UsageError) as err:
         commands.run_command("python -m app.release", env="dev", runtime=runtime(project, factory))
     said_deleted(err)
+
+
+def health(project: Path, factory: AwsFactory) -> dict[str, Any]:
+    """inv health --json: broken (exit 1); its JSON document."""
+    rt = runtime(project, factory)
+    with pytest.raises(StepFailed):
+        commands.health_report(env="dev", as_json=True, runtime=rt)
+    return dict(json.loads(rt.stdout.getvalue()))  # type: ignore[attr-defined]
+
+
+def test_inv_health_tells_a_deleted_service_from_a_missing_one(project: Path, factory: AwsFactory) -> None:
+    steady(factory)
+    delete_service(factory)
+
+    report = health(project, factory)
+
+    [row] = [r for r in report["rows"] if r["part"] == "service"]
+    assert (row["name"], row["status"], row["detail"]) == (
+        f"{CLUSTER}/{SERVICE}",
+        "INACTIVE",
+        "deleted; ECS lists it a while",
+    )
+    findings = {f["what"]: f["next_step"] for f in report["findings"] if f["severity"] == "broken"}
+    assert not [what for what in findings if "not found" in what]
+    step = findings[f"service {SERVICE} was deleted (INACTIVE): nothing runs on it"]
+    assert REMADE in step and "detect-stack-drift --stack-name CarRentalFargateStack" in step
+    # nothing of the deleted service is judged as if it ran: no deployment, no image, no task count
+    assert not [r for r in report["rows"] if r["part"] in ("deployment", "image", "rollout settings")]
+    assert not [f for f in report["findings"] if "desired tasks" in f["what"] or "live" in f["what"]]
+
+
+def test_inv_health_still_says_not_found_for_a_service_never_made(project: Path, factory: AwsFactory) -> None:
+    factory.client("ecs").create_cluster(clusterName=CLUSTER)
+
+    report = health(project, factory)
+
+    [row] = [r for r in report["rows"] if r["part"] == "service"]
+    assert row["status"] == "missing"
+    assert f"ECS service {SERVICE} not found in cluster {CLUSTER}" in [f["what"] for f in report["findings"]]

@@ -561,7 +561,9 @@ def test_rollout_settings_events_and_a_failed_rollout_as_aws_reports_them(aws: A
     new_definition.update(taskDefinitionArn=td_new, revision=2)
     new_definition["containerDefinitions"][0]["image"] = IMAGE.replace(SHA, "ba9876543210")
     with Stubber(ecs) as stub:
-        stub.add_response("describe_services", answer, {"cluster": ENV.cluster, "services": [ENV.service]})
+        stub.add_response(
+            "describe_services", answer, {"cluster": ENV.cluster, "services": [ENV.service], "include": ["TAGS"]}
+        )
         stub.add_response(
             "describe_task_definition",
             {"taskDefinition": task_definition["taskDefinition"], "tags": task_definition.get("tags") or []},
