@@ -251,7 +251,7 @@ class PauseService(Step):
         if scaling is not None:
             set_scaling(scaling_client, self.cluster, self.service, 0, 0)
             ctx.reporter.line(f"Application Auto Scaling: {self.service} {scaling[0]}-{scaling[1]} tasks → 0-0")
-        client.update_service(cluster=self.cluster, service=self.service, desiredCount=0)
+        ecs.update_service(client, self.cluster, self.service, ctx.env, desiredCount=0)  # a refusal said as such
         ctx.reporter.line(f"{self.service}: desired count {desired} → 0")
         left = self._wait_stopped(ctx, client)
         comes_back = f"inv resume --env {ctx.env.name} (or any deploy) starts {made.tasks} again"
@@ -320,7 +320,7 @@ class WakeService(Step):
             set_scaling(ctx.aws.client("application-autoscaling"), self.cluster, self.service, *self.scaling)
             low, high = self.scaling
             ctx.reporter.line(f"Application Auto Scaling: {self.service} 0-0 → {low}-{high} tasks")
-        client.update_service(cluster=self.cluster, service=self.service, desiredCount=self.count)
+        ecs.update_service(client, self.cluster, self.service, ctx.env, desiredCount=self.count)
         delete_object(ctx.aws, ctx.env)  # after the count: a failed update leaves it paused, and says so
         rev = ecs.revision_name(str(service.get("taskDefinition", "")))
         ctx.reporter.line(f"{self.service}: desired count 0 → {self.count} ({rev})")

@@ -113,6 +113,31 @@ def test_a_pause_keeps_the_count_scales_to_zero_waits_and_is_recorded_as_no_depl
     assert found is not None and (found.count, found.owner, found.reason) == (2, "ana@laptop", "nights")
 
 
+def test_a_service_ecs_deletes_between_the_read_and_the_scale_in_is_said_as_being_deleted(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UpdateService refused with ServiceNotActiveException (inv destroy, or the stack's deletion, began after the
+    pause read the service; moto accepts an update of a deleted service, so the refusal is played by a hook): said as
+    the service being deleted, exit 2, as a deploy's roll-service says it, not as an AWS error to rerun."""
+    monkeypatch.setenv(history.ACTOR_ENV, "ana@laptop")
+    steady(factory)
+    ecs = factory.client("ecs")
+
+    def refused(**_: Any) -> tuple[Any, dict[str, Any]]:
+        error = {"Code": "ServiceNotActiveException", "Message": "Service was not ACTIVE."}
+        return Mock(status_code=400), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+    ecs.meta.events.register("before-call.ecs.UpdateService", refused, unique_id="test-not-active")
+    try:
+        with pytest.raises(UsageError) as failed:
+            commands.pause_app(env="dev", reason="nights", runtime=runtime(project, factory, clock=Stopping()))
+    finally:
+        ecs.meta.events.unregister("before-call.ecs.UpdateService", unique_id="test-not-active")
+    assert failed.value.exit_code == 2
+    assert "being deleted" in failed.value.message and "ServiceNotActiveException" in failed.value.message
+    assert moto_service().desired_count == 2  # nothing scaled
+
+
 def scalable(factory: AwsFactory, low: int, high: int) -> dict[str, Any]:
     """The service's Application Auto Scaling target, set to ``low``-``high`` when given; as it is."""
     where = {
