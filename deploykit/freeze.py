@@ -62,9 +62,13 @@ class Freeze:
         return self.until is None or now < self.until
 
     def describe(self, env: str) -> str:
+        return f"{env} is frozen {self.said()}"
+
+    def said(self) -> str:
+        """By whom, since and until when, and why: ``by lead since ... until ...: the reason``."""
         until = f" until {stored.shown(self.until)}" if self.until else " until inv unfreeze"
         by = f"deploy.toml's freeze window {self.window}" if self.window else self.owner
-        return f"{env} is frozen by {by} since {stored.shown(self.since)}{until}: {self.reason}"
+        return f"by {by} since {stored.shown(self.since)}{until}: {self.reason}"
 
 
 def in_force(kept: Freeze | None, env: EnvConfig, now: datetime) -> Freeze | None:

@@ -85,7 +85,7 @@ def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> f
         check_account(aws, environment)
         freeze.delete(aws, environment)
     over = "" if found.holds(runtime.clock.now()) else " (it was over already)"
-    runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was {found.describe(environment.name)}\n")
+    runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was frozen {found.said()}\n")
     if not over:
         _tell_freeze(runtime, config, environment, None)
     return found

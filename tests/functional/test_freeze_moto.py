@@ -160,7 +160,7 @@ def test_unfreeze_ends_it_and_says_what_it_was(
     assert ended is not None and ended.reason == "Black Friday weekend" and stored() is None
     assert commands.unfreeze_env(env="dev", runtime=rt) is None
     said = rt.stderr.getvalue()  # type: ignore[attr-defined]
-    assert said.startswith("🌤  dev thawed: it was dev is frozen by lead@laptop since 2026-12-01T09:00:00Z until inv ")
+    assert said.startswith("🌤  dev thawed: it was frozen by lead@laptop since 2026-12-01T09:00:00Z until inv ")
     assert said.endswith("🌤  no inv freeze of dev to end: it is not frozen\n")
     probe = Probe()
     run(project, deploying(probe), clock)

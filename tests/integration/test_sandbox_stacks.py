@@ -422,7 +422,7 @@ def test_a_frozen_environment_refuses_a_deploy_and_says_so_until_it_is_thawed(pr
     finally:
         thawed = run_in(project, *inv, "unfreeze")
     assert thawed.returncode == 0, thawed.stderr
-    assert "🌤  sandbox thawed: it was sandbox is frozen by lead since " in thawed.stderr
+    assert "🌤  sandbox thawed: it was frozen by lead since " in thawed.stderr
 
 
 def test_destroy_keeps_data_stacks_unless_asked(project: Path) -> None:
