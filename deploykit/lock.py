@@ -58,13 +58,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from deploykit import stored
 from deploykit.aws import AwsFactory
 from deploykit.clock import Clock, SystemClock, backoff, seconds_of
 from deploykit.config import EnvConfig
@@ -122,26 +122,6 @@ def _parse(value: object) -> datetime | None:
 
 def _human(moment: datetime) -> str:
     return _iso(moment).replace("+00:00", "Z")
-
-
-def _utc(moment: object) -> datetime | None:
-    """A time S3 gave (a ``LastModified``), in UTC; None when there is none."""
-    if not isinstance(moment, datetime):
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _served(answer: Mapping[str, Any]) -> datetime | None:
-    """S3's time when it answered: the ``Date`` header of the answer; None when there is none or it cannot be read
-    (an S3-compatible store may send none)."""
-    headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    date = headers.get("date")
-    if not date:
-        return None
-    try:
-        return _utc(parsedate_to_datetime(str(date)))
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 def _lease_of(value: object) -> float | None:
@@ -362,7 +342,7 @@ class EnvLock:
         except ValueError:
             data = {}
         info = LockInfo.from_json(data if isinstance(data, dict) else {})
-        return Found(info, str(answer["ETag"]), written=_utc(answer.get("LastModified")), served=_served(answer))
+        return Found(info, str(answer["ETag"]), written=stored.utc(answer.get("LastModified")), served=stored.served(answer))
 
     def acquire(self, command: str) -> Lease:
         """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held. One token

@@ -1,11 +1,15 @@
 """Small JSON objects deploykit keeps in an environment's artifacts bucket, beside its history and lock: the freeze
 (deploykit.freeze) and the pause (deploykit.pause). Each lives in the environment itself, so every laptop and CI
-job reads the same; each is one object, read whole, written whole, deleted when it ends."""
+job reads the same; each is one object, read whole, written whole, deleted when it ends. And S3's times, by which
+what such an object (the lock's too) says about time is judged whatever the reading machine's clock says:
+:func:`served`, S3's time when it answered, and :func:`utc`, a time S3 gave (a ``LastModified``)."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -77,3 +81,23 @@ def moment(value: object) -> datetime | None:
 def shown(moment: datetime) -> str:
     """A stored moment as messages show it (UTC as Z)."""
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def utc(moment: object) -> datetime | None:
+    """A time S3 gave (a ``LastModified``), in UTC; None when there is none."""
+    if not isinstance(moment, datetime):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def served(answer: Mapping[str, Any]) -> datetime | None:
+    """S3's time when it answered: the ``Date`` header of the answer (a call's, or a ClientError's ``response``);
+    None when there is none or it cannot be read (an S3-compatible store may send none)."""
+    headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    date = headers.get("date")
+    if not date:
+        return None
+    try:
+        return utc(parsedate_to_datetime(str(date)))
+    except (TypeError, ValueError, IndexError):
+        return None
