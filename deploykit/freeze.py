@@ -14,13 +14,20 @@ deploys anyway, for one run (the fix the freeze's owner agreed to), saying so.
 A freeze that comes back (no deploys over the weekend) is a window of deploy.toml
 (:class:`deploykit.config.FreezeWindow`): :func:`in_force` makes it a :class:`Freeze` while it lasts, so it is refused,
 said and overridden the same way; ``inv unfreeze`` does not end it.
+
+**A freeze's end is judged by S3's clock** when S3 gives its time, so machines whose clocks disagree (a laptop 15
+minutes ahead, one behind) agree on it: ``inv freeze`` counts ``since`` and ``--until 2h`` from S3's time, the
+``Date`` of the answer to its read of the freeze it replaces (there or not: no extra call), and a freeze read is judged
+at the ``Date`` of that read's answer (:attr:`Freeze.served`), as the lock's lease is (deploykit.lock). A store that
+sends no ``Date`` is judged, and written, by this machine's clock as before. The windows of deploy.toml are wall times
+of a time zone, judged by this machine's clock.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +49,9 @@ class Freeze:
     since: datetime
     until: datetime | None = None  # None: until inv unfreeze
     window: str = ""  # a freeze window of deploy.toml ("Fri 15:00 – Mon 08:00 Europe/Berlin"); "": inv freeze's
+    # S3's time when the freeze was read (the Date of the GetObject answer): what holds() judges by; None when S3 sent
+    # none (this machine's clock then), or the freeze was not read (made, or a window)
+    served: datetime | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,8 +68,10 @@ class Freeze:
         return cls(str(data.get("owner") or "?"), str(data.get("reason") or "?"), since, until)
 
     def holds(self, now: datetime) -> bool:
-        """Whether the environment is frozen at ``now`` (a freeze with an ``until`` in the past is over)."""
-        return self.until is None or now < self.until
+        """Whether the environment is frozen (a freeze with an ``until`` in the past is over): judged at S3's time of
+        its read (:attr:`served`) when S3 gave it, whatever this machine's clock says, else at ``now`` (this
+        machine's)."""
+        return self.until is None or (self.served or now) < self.until
 
     def describe(self, env: str) -> str:
         return f"{env} is frozen {self.said()}"
@@ -72,8 +84,9 @@ class Freeze:
 
 
 def in_force(kept: Freeze | None, env: EnvConfig, now: datetime) -> Freeze | None:
-    """What freezes ``env`` at ``now``: ``kept`` (inv freeze's, as read) while it holds, else the first of its
-    freeze windows that ``now`` is in (deploy.toml), else None."""
+    """What freezes ``env`` at ``now`` (this machine's time): ``kept`` (inv freeze's, as read) while it holds (by
+    S3's clock when its read gave it: :meth:`Freeze.holds`), else the first of its freeze windows that ``now`` is in
+    (deploy.toml), else None."""
     if kept is not None and kept.holds(now):
         return kept
     for window in env.freeze_windows:
@@ -88,9 +101,16 @@ def key(env: str) -> str:
 
 
 def read(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> Freeze | None:
-    """The environment's freeze as stored (over or not); None when there is none, or no artifacts bucket yet."""
-    data = stored.read_json(aws, env, key(env.name), bucket)
-    return None if data is None else Freeze.from_json(data)
+    """The environment's freeze as stored (over or not), with S3's time of the read; None when there is none, or no
+    artifacts bucket yet."""
+    return read_served(aws, env, bucket)[0]
+
+
+def read_served(aws: AwsFactory, env: EnvConfig, bucket: str | None = None) -> tuple[Freeze | None, datetime | None]:
+    """:func:`read`, and S3's time when it answered, the freeze there or not (None: S3 sent none, or there is no
+    artifacts bucket): the time a freeze made now counts from."""
+    data, served = stored.read_served(aws, env, key(env.name), bucket)
+    return (None if data is None else replace(Freeze.from_json(data), served=served)), served
 
 
 def write(aws: AwsFactory, env: EnvConfig, freeze: Freeze) -> None:

@@ -342,7 +342,9 @@ class EnvLock:
         except ValueError:
             data = {}
         info = LockInfo.from_json(data if isinstance(data, dict) else {})
-        return Found(info, str(answer["ETag"]), written=stored.utc(answer.get("LastModified")), served=stored.served(answer))
+        return Found(
+            info, str(answer["ETag"]), written=stored.utc(answer.get("LastModified")), served=stored.served(answer)
+        )
 
     def acquire(self, command: str) -> Lease:
         """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held. One token

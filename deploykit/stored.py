@@ -24,20 +24,28 @@ from deploykit.stacks import is_not_there
 def read_json(aws: AwsFactory, env: EnvConfig, key: str, bucket: str | None = None) -> dict[str, Any] | None:
     """The object at ``key`` as a mapping ({} when it is not JSON); None when there is none, or no artifacts bucket
     yet. ``bucket``: the artifacts bucket, when the caller knows it already."""
+    return read_served(aws, env, key, bucket)[0]
+
+
+def read_served(
+    aws: AwsFactory, env: EnvConfig, key: str, bucket: str | None = None
+) -> tuple[dict[str, Any] | None, datetime | None]:
+    """:func:`read_json`, and S3's time when it answered (:func:`served`: the ``Date`` of the same answer, the
+    object found or not there; None when S3 sent none, or there is no artifacts bucket to ask)."""
     bucket = bucket or find_artifacts_bucket(aws, env)
     if not bucket:
-        return None
+        return None, None
     try:
         answer = aws.client("s3").get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if is_not_there(exc):
-            return None
+            return None, served(exc.response)
         raise
     try:
         data = json.loads(answer["Body"].read())
     except ValueError:
         data = {}
-    return data if isinstance(data, dict) else {}
+    return (data if isinstance(data, dict) else {}), served(answer)
 
 
 def write_json(aws: AwsFactory, env: EnvConfig, key: str, data: dict[str, Any], *, nothing_to: str) -> None:

@@ -15,15 +15,21 @@ from deploykit.errors import UsageError
 from deploykit.plugins import observe
 
 
-def _until(text: str, now: datetime) -> datetime:
-    """``--until``: a duration from now (``90m``, ``12h``, ``3d``) or a time (``2026-12-02T08:00Z``, UTC when it
-    names no zone); UsageError for anything else, or a time already past."""
+def _moment(text: str, now: datetime) -> datetime:
+    """``--until`` from ``now``: a duration from now (``90m``, ``12h``, ``3d``) or a time (``2026-12-02T08:00Z``, UTC
+    when it names no zone); UsageError for anything else."""
     moment = moment_of(text, now, ahead=True)
     if moment is None:
         raise UsageError(
             f"--until {text!r} is neither a duration nor a time",
             next_step="pass a duration from now (90m, 12h, 3d) or a time (2026-12-02T08:00Z)",
         )
+    return moment
+
+
+def _until(text: str, now: datetime) -> datetime:
+    """``--until`` (:func:`_moment`) from ``now``; UsageError for a time already past then as well."""
+    moment = _moment(text, now)
     if moment <= now:
         raise UsageError(f"--until {text} is past", next_step="pass a time to come, or a duration from now (12h, 3d)")
     return moment
@@ -33,7 +39,9 @@ def freeze_env(
     *, env: str | None = None, reason: str = "", until: str | None = None, runtime: Runtime | None = None
 ) -> freeze.Freeze:
     """Close the environment to deploys (deploykit.freeze): who, why, until when (``until``; none: until
-    :func:`unfreeze_env`). A freeze already there is replaced, and said."""
+    :func:`unfreeze_env`). A freeze already there is replaced, and said. Its ``since`` and ``until`` are counted from
+    S3's time (the Date of the answer to the read of the freeze it replaces) when S3 gives it, else from this
+    machine's: machines whose clocks disagree freeze for as long."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     if not reason.strip():
@@ -41,12 +49,14 @@ def freeze_env(
             "a freeze needs a reason: the people it stops read it",
             next_step=f'inv freeze --env {environment.name} --reason "..." [--until 3d]',
         )
-    now = runtime.clock.now()
-    made = freeze.Freeze(history.actor(), reason.strip(), now, _until(until, now) if until else None)
+    if until:
+        _moment(until, runtime.clock.now())  # a typo is refused before any call
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         check_account(aws, environment)
-        before = freeze.read(aws, environment)
+        before, served = freeze.read_served(aws, environment)
+        now = served or runtime.clock.now()
+        made = freeze.Freeze(history.actor(), reason.strip(), now, _until(until, now) if until else None)
         freeze.write(aws, environment, made)
     if before is not None and before.holds(now):
         runtime.stderr.write(f"❄️  replacing: {before.describe(environment.name)}\n")

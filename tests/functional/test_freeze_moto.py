@@ -5,19 +5,23 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
 
 from deploykit import commands, freeze, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.commands import freezing
-from deploykit.config import load_config
+from deploykit.config import EnvConfig, load_config
 from deploykit.errors import UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.plan import Plan
@@ -35,9 +39,31 @@ def clock() -> FakeClock:
     return FakeClock(start=T0)
 
 
-def runtime(project: Path, clock: FakeClock) -> commands.Runtime:
+def s3_telling(s3_clock: FakeClock) -> Callable[[EnvConfig], AwsFactory]:
+    """The environment's AWS (moto's), its S3 telling its time in each answer's ``Date`` by ``s3_clock``, as S3
+    does by its own (moto in-process sends one on a missing object's answer only, by the real clock)."""
+
+    def make(env: EnvConfig) -> AwsFactory:
+        aws = AwsFactory(env)
+
+        def date(parsed: dict[str, Any], **_: Any) -> None:
+            headers = parsed.setdefault("ResponseMetadata", {}).setdefault("HTTPHeaders", {})
+            headers["date"] = format_datetime(s3_clock.now(), usegmt=True)
+
+        aws.client("s3").meta.events.register("after-call.s3", date)
+        return aws
+
+    return make
+
+
+def runtime(project: Path, clock: FakeClock, s3_clock: FakeClock | None = None) -> commands.Runtime:
+    """A runtime on ``clock``, whose S3 tells its time by ``s3_clock`` (default: ``clock``: the two agree)."""
     return commands.Runtime(
-        config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=clock,
+        aws_factory=s3_telling(s3_clock or clock),
     )
 
 
@@ -240,3 +266,154 @@ def test_a_freeze_window_of_deploy_toml_refuses_deploys_while_it_lasts(bucket: s
     probe = Probe()
     run(project, deploying(probe), monday)
     assert len(probe.seen) == 1
+
+
+# -- a freeze's times by S3's clock, whatever the machines' clocks say -------------------------------------------
+
+
+def test_a_freeze_is_counted_from_s3s_time_by_a_laptop_whose_clock_runs_ahead_and_judged_by_it(
+    bucket: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inv freeze --until 2h`` on a laptop 15 minutes ahead freezes from S3's time for 2 hours (the Date of its
+    read's answer, the freeze not there yet: no extra call); the laptop's own deploy is refused by S3's clock until
+    the end of those 2 hours, and not a moment longer."""
+    s3_clock = FakeClock(start=T0)
+    ahead = FakeClock(start=T0 + timedelta(minutes=15))
+    monkeypatch.setenv(history.ACTOR_ENV, "lead@laptop")
+    made = commands.freeze_env(env="dev", reason="audit", until="2h", runtime=runtime(project, ahead, s3_clock))
+    assert (made.since, made.until) == (T0, T0 + timedelta(hours=2))
+    assert stored() == {
+        "owner": "lead@laptop",
+        "reason": "audit",
+        "since": "2026-12-01T09:00:00+00:00",
+        "until": "2026-12-01T11:00:00+00:00",
+    }
+    config = load_config(project / "deploy.toml")
+    env = config.environment("dev")
+    s3_clock.advance(2 * 3600 - 60)
+    ahead.advance(2 * 3600 - 60)  # 11:14 by this clock, past the until: 10:59 by S3's, still frozen
+    with pytest.raises(UsageError, match="refusing to deploy to dev: dev is frozen by lead@laptop"):
+        commands.run_plan(
+            runtime(project, ahead, s3_clock),
+            config,
+            env,
+            deploying(Probe()),
+            dry_run=False,
+            as_json=False,
+            aws=s3_telling(s3_clock)(env),
+        )
+    s3_clock.advance(60)
+    probe = Probe()
+    commands.run_plan(
+        runtime(project, ahead, s3_clock),
+        config,
+        env,
+        deploying(probe),
+        dry_run=False,
+        as_json=False,
+        aws=s3_telling(s3_clock)(env),
+    )
+    assert len(probe.seen) == 1
+
+
+def stubbed_s3(aws: AwsFactory) -> Stubber:
+    return Stubber(aws.client("s3"))
+
+
+def freeze_answer(*, until: datetime, served: datetime | None) -> dict[str, Any]:
+    """GetObject's answer for a freeze until ``until``, S3's time in its Date ``served`` (None: a store sending
+    none)."""
+    body = json.dumps(
+        {
+            "owner": "lead",
+            "reason": "audit",
+            "since": (until - timedelta(hours=2)).isoformat(),
+            "until": until.isoformat(),
+        }
+    ).encode()
+    return {
+        "Body": StreamingBody(io.BytesIO(body), len(body)),
+        "ETag": '"f"',
+        "ResponseMetadata": {
+            "HTTPStatusCode": 200,
+            "HTTPHeaders": {"date": format_datetime(served, usegmt=True)} if served else {},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("until", "laptop", "holds"),
+    [
+        (T0 + timedelta(minutes=10), T0 + timedelta(minutes=15), True),  # ahead: over by its clock, not by S3's
+        (T0 - timedelta(minutes=10), T0 - timedelta(minutes=15), False),  # behind: over by S3's, not by its clock
+    ],
+    ids=["a clock 15 minutes ahead", "a clock 15 minutes behind"],
+)
+def test_a_freeze_read_is_judged_by_s3s_clock_not_this_machines(
+    moto_aws: None, project: Path, until: datetime, laptop: datetime, holds: bool
+) -> None:
+    env = load_config(project / "deploy.toml").environment("dev")
+    aws = AwsFactory(env)
+    with stubbed_s3(aws) as stub:
+        stub.add_response("get_object", freeze_answer(until=until, served=T0), {"Bucket": BUCKET, "Key": KEY})
+        kept = freeze.read(aws, env, BUCKET)
+    assert kept is not None and kept.served == T0
+    assert kept.holds(laptop) is holds
+    assert (freeze.in_force(kept, env, laptop) is kept) is holds
+
+
+def test_a_store_that_sends_no_date_is_judged_by_this_machines_clock_as_before(moto_aws: None, project: Path) -> None:
+    env = load_config(project / "deploy.toml").environment("dev")
+    aws = AwsFactory(env)
+    with stubbed_s3(aws) as stub:
+        answer = freeze_answer(until=T0 + timedelta(minutes=10), served=None)
+        stub.add_response("get_object", answer, {"Bucket": BUCKET, "Key": KEY})
+        kept = freeze.read(aws, env, BUCKET)
+    assert kept is not None and kept.served is None
+    assert not kept.holds(T0 + timedelta(minutes=15)) and kept.holds(T0 + timedelta(minutes=5))
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=15), -timedelta(minutes=15)], ids=["ahead", "behind"])
+def test_inv_freeze_counts_until_from_the_date_of_s3s_answer_that_no_freeze_is_there(
+    bucket: str, project: Path, monkeypatch: pytest.MonkeyPatch, skew: timedelta
+) -> None:
+    """S3's answer to the read of the freeze to replace (404: none) carries its time: the freeze counts from it, and
+    a time --until names is past or not by it."""
+    aws = AwsFactory(load_config(project / "deploy.toml").environment("dev"))  # the artifacts bucket: moto's
+    rt = dataclasses.replace(runtime(project, FakeClock(start=T0 + skew)), aws_factory=lambda _env: aws)
+    monkeypatch.setenv(history.ACTOR_ENV, "lead")
+    with stubbed_s3(aws) as stub:
+        stub.add_client_error(
+            "get_object",
+            "NoSuchKey",
+            http_status_code=404,
+            response_meta={"HTTPHeaders": {"date": format_datetime(T0, usegmt=True)}},
+            expected_params={"Bucket": BUCKET, "Key": KEY},
+        )
+        stub.add_response(
+            "put_object",
+            {"ETag": '"f"'},
+            {"Bucket": BUCKET, "Key": KEY, "Body": ANY, "ContentType": "application/json"},
+        )
+        made = commands.freeze_env(env="dev", reason="audit", until="90m", runtime=rt)
+        stub.add_client_error(
+            "get_object",
+            "NoSuchKey",
+            http_status_code=404,
+            response_meta={"HTTPHeaders": {"date": format_datetime(T0, usegmt=True)}},
+        )
+        stub.add_response("put_object", {"ETag": '"g"'})
+        later = "2026-12-01T09:10Z"  # past by a clock ahead, to come by S3's
+        assert commands.freeze_env(env="dev", reason="audit", until=later, runtime=rt).until == T0 + timedelta(
+            minutes=10
+        )
+        stub.add_client_error(
+            "get_object",
+            "NoSuchKey",
+            http_status_code=404,
+            response_meta={"HTTPHeaders": {"date": format_datetime(T0, usegmt=True)}},
+        )
+        with pytest.raises(UsageError, match="--until 2026-12-01T08:55Z is past"):  # to come by a clock behind
+            commands.freeze_env(env="dev", reason="audit", until="2026-12-01T08:55Z", runtime=rt)
+        stub.assert_no_pending_responses()
+    assert (made.since, made.until) == (T0, T0 + timedelta(minutes=90))
