@@ -698,8 +698,8 @@ def _read(path: Path) -> bytes:
 
 
 def _parsed(data: bytes, path: Path) -> dict[str, Any]:
-    """deploy.toml's ``data`` as TOML (a byte order mark at the start left out: :func:`read_toml_text`); ConfigError
-    when it is not UTF-8 or not TOML."""
+    """deploy.toml's ``data`` as TOML: UTF-8, as TOML is, a byte order mark at the start left out (some Windows editors
+    write one, and tomllib refuses it as an invalid statement); ConfigError when it is not UTF-8 or not TOML."""
     try:
         return tomllib.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
@@ -761,12 +761,6 @@ class ConfigCache:
         if entry is None or entry[0] != data:
             entry = self._files[path] = (data, _parsed(data, path), None)
         return entry
-
-
-def read_toml_text(path: Path) -> str:
-    """A TOML file's text: UTF-8, as TOML is; a byte order mark at the start (some Windows editors write one, and
-    tomllib refuses it as an invalid statement) is left out. UnicodeDecodeError when it is not UTF-8."""
-    return path.read_bytes().decode("utf-8-sig")
 
 
 # -- environments made from a pattern -----------------------------------------------------------------------------
