@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import botocore.exceptions
 
@@ -104,10 +104,21 @@ def of(registration: Mapping[str, Any], *, region: str, account: str) -> tuple[l
     return found, elsewhere
 
 
+class Problem(NamedTuple):
+    """What a read found wrong with a reference: ``missing`` (else not checked), and why."""
+
+    missing: bool
+    why: str
+
+
+NOT_THERE = Problem(missing=True, why="not found")
+Answers = list[tuple[Reference, Problem | None]]  # each reference read, and its problem (None: it is there)
+
+
 def check(aws: AwsFactory, references: Iterable[Reference], elsewhere: Iterable[str] = ()) -> Findings:
     """Read whether each reference exists, all at once; ``elsewhere`` (from :func:`of`) is said as not checked."""
     references = list(references)
-    reads: dict[int, Callable[[], list[tuple[Reference, str | None]]]] = {}
+    reads: dict[int, Callable[[], Answers]] = {}
     parameters = [ref for ref in references if ref.kind == "ssm"]
     for start in range(0, len(parameters), SSM_BATCH):
         reads[len(reads)] = partial(_parameters, aws, parameters[start : start + SSM_BATCH])
@@ -118,12 +129,8 @@ def check(aws: AwsFactory, references: Iterable[Reference], elsewhere: Iterable[
     unchecked: list[str] = list(elsewhere)
     for answers in at_once(reads).values():
         for ref, problem in answers:
-            if problem is None:
-                continue
-            if problem.startswith("not checked"):
-                unchecked.append(f"{ref.said}: {problem.removeprefix('not checked: ')}")
-            else:
-                missing.append(f"{ref.said}: {problem}")
+            if problem is not None:
+                (missing if problem.missing else unchecked).append(f"{ref.said}: {problem.why}")
     return Findings(len(references), tuple(missing), tuple(unchecked))
 
 
@@ -149,41 +156,41 @@ def said_unchecked(found: Findings) -> str:
     return f"; not checked: {found.unchecked[0]}{more}"
 
 
-def _problem(exc: Exception) -> str:
-    """How a failed read is said: "not found ..." (missing) or "not checked: ..." (denied, unreachable, other)."""
+def _problem(exc: Exception) -> Problem:
+    """What a failed read says: the reference missing (not found), or not checked (denied, unreachable, other)."""
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         if code in NOT_FOUND:
-            return "not found"
+            return NOT_THERE
         if code in DENIED or code == "403":
-            return "not checked: this caller may not read it"
-        return f"not checked: {code} {error.get('Message', '')}".rstrip()
-    return f"not checked: {exc}"
+            return Problem(missing=False, why="this caller may not read it")
+        return Problem(missing=False, why=f"{code} {error.get('Message', '')}".rstrip())
+    return Problem(missing=False, why=str(exc))
 
 
-def _parameters(aws: AwsFactory, refs: list[Reference]) -> list[tuple[Reference, str | None]]:
+def _parameters(aws: AwsFactory, refs: list[Reference]) -> Answers:
     try:
         answer = aws.client("ssm").get_parameters(Names=[ref.key for ref in refs], WithDecryption=False)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         return [(ref, _problem(exc)) for ref in refs]
     invalid = set(answer.get("InvalidParameters") or [])
-    return [(ref, "not found" if ref.key in invalid else None) for ref in refs]
+    return [(ref, NOT_THERE if ref.key in invalid else None) for ref in refs]
 
 
-def _one(aws: AwsFactory, ref: Reference) -> list[tuple[Reference, str | None]]:
+def _one(aws: AwsFactory, ref: Reference) -> Answers:
     try:
         if ref.kind == "secretsmanager":
             described = aws.client("secretsmanager").describe_secret(SecretId=ref.key)
             if described.get("DeletedDate"):
-                return [(ref, "scheduled for deletion")]
+                return [(ref, Problem(missing=True, why="scheduled for deletion"))]
         elif ref.kind == "s3":
             bucket, key = ref.key.split("/", 1)
             aws.client("s3").head_object(Bucket=bucket, Key=key)
         elif ref.kind == "logs":
             groups = aws.client("logs").describe_log_groups(logGroupNamePrefix=ref.key).get("logGroups") or []
             if not any(group.get("logGroupName") == ref.key for group in groups):
-                return [(ref, "not found")]
+                return [(ref, NOT_THERE)]
         elif ref.kind == "iam":
             aws.client("iam").get_role(RoleName=ref.key)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
