@@ -19,10 +19,19 @@ A reference in another region or account than the task definition's is not check
 another matter), nor is one this caller may not read (``AccessDenied``) or that a read could not reach: each is said
 as not checked, and the deploy goes on. The reads go at once (:func:`deploykit.aws.at_once`), beside the image's build
 when the step reads early.
+
+The revisions a stack deploy registers (the Fargate stack's ``AWS::ECS::TaskDefinition``) are checked the same way
+from the template, before its change set (:func:`of_template`): a value CloudFormation works out is resolved where it
+can be here (``Ref`` to a parameter or a pseudo parameter, ``Fn::Join``, ``Fn::Sub``); one the stack makes itself (a
+``Ref`` or ``Fn::GetAtt`` of its own resource: its log group, its roles) or another stack exports (``Fn::ImportValue``:
+CloudFormation refuses the deploy when the export is not there) is not read; any other (``Fn::If``...) is said as not
+checked.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -104,6 +113,163 @@ def of(registration: Mapping[str, Any], *, region: str, account: str) -> tuple[l
     return found, elsewhere
 
 
+TASK_DEFINITION = "AWS::ECS::TaskDefinition"
+# what each log option of a template's container is read for (the others are not)
+LOG_OPTIONS = ("awslogs-group", "awslogs-region", "awslogs-create-group")
+_SUBSTITUTION = re.compile(r"\$\{([^}!][^}]*)\}")
+
+
+class Unresolved(Exception):
+    """A template value CloudFormation works out as it deploys: ``made`` by this stack or another (nothing to check
+    before), else not checked here, and ``why``."""
+
+    def __init__(self, why: str = "", *, made: bool = False) -> None:
+        super().__init__(why)
+        self.why, self.made = why, made
+
+
+@dataclass(frozen=True)
+class Template:
+    """What a template's values are resolved against: its own ``resources`` (logical ids), its ``parameters`` (the
+    values given, else their defaults) and the pseudo parameters (``AWS::Region``...)."""
+
+    resources: frozenset[str]
+    parameters: Mapping[str, str]
+    pseudo: Mapping[str, str]
+
+    def value(self, raw: Any) -> str:
+        """``raw`` as a string, as CloudFormation would make it; :class:`Unresolved` when it cannot be here."""
+        if isinstance(raw, str):
+            return raw
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            return str(raw)
+        if isinstance(raw, Mapping) and len(raw) == 1:
+            ((function, argument),) = raw.items()
+            if function == "Ref":
+                return self.named(str(argument))
+            if function == "Fn::GetAtt":
+                self.named(str(argument[0] if isinstance(argument, list) and argument else argument).split(".")[0])
+            if function == "Fn::ImportValue":  # another stack's: CloudFormation refuses the deploy without it
+                raise Unresolved(made=True)
+            if function == "Fn::Join" and isinstance(argument, list) and len(argument) == 2:
+                separator, parts = argument
+                if isinstance(separator, str) and isinstance(parts, list):
+                    return separator.join([self.value(part) for part in parts])
+            if function == "Fn::Sub":
+                return self._substituted(argument)
+        raise Unresolved(f"worked out by CloudFormation as it deploys ({json.dumps(raw)[:80]})")
+
+    def named(self, name: str) -> str:
+        """What ``Ref`` of ``name`` gives: a parameter's or pseudo parameter's value; :class:`Unresolved` for one of
+        the stack's own resources (made with it)."""
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.resources:
+            raise Unresolved(made=True)
+        raise Unresolved(f"names {name}, which the template does not hold")
+
+    def _substituted(self, argument: Any) -> str:
+        text, names = (
+            (argument[0], argument[1]) if isinstance(argument, list) and len(argument) == 2 else (argument, {})
+        )
+        if not isinstance(text, str) or not isinstance(names, Mapping):
+            raise Unresolved(f"worked out by CloudFormation as it deploys ({json.dumps(argument)[:80]})")
+
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in names:
+                return self.value(names[name])
+            return self.named(name.split(".")[0] if "." in name else name)
+
+        return _SUBSTITUTION.sub(one, text).replace("${!", "${")
+
+
+def of_template(
+    body: str, given: Mapping[str, str], *, stack: str, region: str, account: str
+) -> tuple[list[Reference], list[str]]:
+    """The references of the task definitions of template ``body`` (deployed as ``stack`` in ``region`` and
+    ``account``, with the parameters ``given``) that can be checked before it is, as :func:`of` finds them in a
+    registration, and how each of the others is said as not checked."""
+    try:
+        template = json.loads(body)
+        resources = dict(template.get("Resources") or {})
+        declared = dict(template.get("Parameters") or {})
+    except (ValueError, AttributeError, TypeError):
+        return [], []
+    partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+    pseudo = {
+        "AWS::Region": region,
+        "AWS::AccountId": account,
+        "AWS::Partition": partition,
+        "AWS::URLSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
+        "AWS::StackName": stack,
+    }
+    parameters = {
+        name: str(given[name] if name in given else spec.get("Default"))
+        for name, spec in declared.items()
+        if name in given or (isinstance(spec, Mapping) and "Default" in spec)
+    }
+    resolver = Template(frozenset(resources), parameters, pseudo)
+    found: list[Reference] = []
+    elsewhere: list[str] = []
+    for spec in resources.values():
+        if isinstance(spec, Mapping) and spec.get("Type") == TASK_DEFINITION:
+            registration, unresolved = _registration(resolver, spec.get("Properties") or {})
+            more, far = of(registration, region=region, account=account)
+            found += more
+            elsewhere += far + unresolved
+    return found, elsewhere
+
+
+def _registration(resolver: Template, properties: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A template's task definition ``properties`` as the RegisterTaskDefinition arguments :func:`of` reads, with
+    only the values resolved (:meth:`Template.value`), and how each unresolved one is said as not checked (one the
+    stack or another makes: not said)."""
+    unresolved: list[str] = []
+
+    def value(raw: Any, said: str) -> str | None:
+        try:
+            return resolver.value(raw)
+        except Unresolved as exc:
+            if not exc.made:
+                unresolved.append(f"{said}: {exc.why}")
+            return None
+
+    containers = []
+    for container in properties.get("ContainerDefinitions") or []:
+        name = value(container.get("Name", "?"), "the name of a container") or "?"
+        secrets = []
+        for secret in container.get("Secrets") or []:
+            said = f"secret {secret.get('Name', '?')} of container {name}"
+            resolved = value(secret.get("ValueFrom"), said)
+            if resolved:
+                secrets.append({"name": secret.get("Name", "?"), "valueFrom": resolved})
+        files = []
+        for file in container.get("EnvironmentFiles") or []:
+            resolved = value(file.get("Value"), f"environment file of container {name}")
+            if resolved:
+                files.append({"value": resolved, "type": "s3"})
+        logging = container.get("LogConfiguration") or {}
+        options = {}
+        for option in LOG_OPTIONS:
+            if option in (logging.get("Options") or {}):
+                resolved = value(logging["Options"][option], f"{option} of container {name}")
+                if resolved:
+                    options[option] = resolved
+        log = {"logDriver": logging.get("LogDriver"), "options": options}
+        containers.append({"name": name, "secrets": secrets, "environmentFiles": files, "logConfiguration": log})
+    registration: dict[str, Any] = {"containerDefinitions": containers}
+    for field, key, said in (
+        ("executionRoleArn", "ExecutionRoleArn", "execution"),
+        ("taskRoleArn", "TaskRoleArn", "task"),
+    ):
+        if properties.get(key):
+            registration[field] = value(properties[key], f"the {said} role")
+    return registration, unresolved
+
+
 class Problem(NamedTuple):
     """What a read found wrong with a reference: ``missing`` (else not checked), and why."""
 
@@ -145,6 +311,20 @@ def refuse_missing(found: Findings, service: str, base: str) -> None:
         f"tasks would start: {listed}. Nothing was changed",
         next_step="create what is missing (or, if it was renamed, change the Fargate stack to name the new one and "
         "deploy it: inv deploy.auto), then rerun",
+    )
+
+
+def refuse_missing_in(found: Findings, stack: str, rerun: str) -> None:
+    """A UsageError naming what is missing, when something is: no task of the task definition ``stack`` would
+    register would start (checked before its change set: nothing changed). ``rerun``: the command to run again, when
+    it is not the one just run."""
+    if not found.missing:
+        return
+    raise UsageError(
+        f"{stack} would register a task definition that names what does not exist, so none of its tasks would "
+        f"start: {'; '.join(found.missing)}. Nothing was changed",
+        next_step=f"create what is missing (or change {stack} to name what exists), then rerun"
+        + (f": {rerun}" if rerun else ""),
     )
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import ecs, images, leftovers, oci, packaging, plugins, registry, stacks, synth
+from deploykit import ecs, images, leftovers, oci, packaging, plugins, references, registry, stacks, synth
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import DENIED, at_once, translate_error
 from deploykit.config import PLATFORMS, STACK_ROLES
@@ -279,6 +279,7 @@ class DeployStack(Step):
         given = dict(self.parameters)
         if IMAGE_PARAMETER in given:  # the Fargate stack: the image must be there, for the CPU the tasks run on
             self._check_image(ctx, body, given[IMAGE_PARAMETER])
+        unchecked = self._check_references(ctx, body, given)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
         app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
         result = deployer(ctx).deploy(
@@ -316,6 +317,7 @@ class DeployStack(Step):
                 was_key(self.stack, k): v for k, v in result.previous_parameters.items() if given.get(k, v) != v
             }
         kept = self._keep(ctx, body, app_tags)  # what was deployed, not the file again (a synthesis may rewrite it)
+        kept += unchecked
         if result.action == "unchanged" and again:  # the stack's revision rolled out again: the step did something
             return Outcome("done", f"{self.stack}: no changes to the stack; {again}{kept}", outputs)
         if result.action == "unchanged":
@@ -439,6 +441,21 @@ class DeployStack(Step):
                 next_step=f"name an image built for {wanted}, or deploy the stack as [build] platform has it with an "
                 "image built for it: inv deploy.auto",
             )
+
+    def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:
+        """UsageError, before anything changes, when a task definition of the template names what does not exist
+        (a secret, an environment file, a log group, a role: :func:`deploykit.references.of_template`), as
+        ``register-taskdef`` refuses its revisions: on AWS its tasks would fail to start a minute into the rollout,
+        then be rolled back. What the step's detail says of those not checked ("" for none). No read for a
+        template without task definitions, nor for one whose references are all the stack's own."""
+        if stacks.TASK_DEFINITION not in stacks.resource_types(body).values():
+            return ""
+        named, elsewhere = references.of_template(
+            body, given, stack=self.stack, region=ctx.env.region, account=ctx.aws.account()
+        )
+        found = references.check(ctx.aws, named, elsewhere)
+        references.refuse_missing_in(found, self.stack, self.rerun)
+        return references.said_unchecked(found)
 
     def _keep(self, ctx: Context, body: str, tags: Mapping[str, str]) -> str:
         """Keep the template ``body`` as ``commit``'s; what the detail says when it could not be (it never fails a

@@ -255,3 +255,52 @@ def test_uncommitted_changes_are_refused_unless_allowed_and_then_named_as_a_dirt
     assert isinstance(runtime.stdout, io.StringIO)
     [deployed] = json.loads(runtime.stdout.getvalue())["deploys"]
     assert deployed["component"] == "stack:data" and "-dirty-" in deployed["sha"]
+
+
+def test_a_stack_whose_task_definition_names_a_missing_secret_is_refused_before_its_change_set(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """The Fargate stack's revision names an SSM parameter (as ecs.Secret.from_ssm_parameter writes it) and a log
+    group of its own: the parameter missing, the deploy is refused before anything changes (exit 2, naming it); once
+    it is there, the stack deploys. Its own log group is never read."""
+    secret = {
+        "Name": "API_KEY",
+        "ValueFrom": {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/stack-key"},
+    }
+    container = {
+        "Name": "backend",
+        "Image": "repo:tag",
+        "Secrets": [secret],
+        "LogConfiguration": {"LogDriver": "awslogs", "Options": {"awslogs-group": {"Ref": "LogGroup"}}},
+    }
+    resources = {
+        "LogGroup": {"Type": "AWS::Logs::LogGroup"},
+        "TaskDefinition": {
+            "Type": "AWS::ECS::TaskDefinition",
+            "Properties": {"ContainerDefinitions": [container], "Cpu": "256", "Memory": "512"},
+        },
+    }
+    template = tmp_path / "CarRentalFargateStack.template.json"
+    template.write_text(json.dumps({"Resources": resources}))
+    stack = {"type": "aws:cloudformation:stack", "properties": {"templateFile": template.name}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": stack}}))
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    step = DeployStack("CarRentalFargateStack", str(template))
+
+    with pytest.raises(UsageError) as refused:
+        step.run(ctx)
+    parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/stack-key"
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "CarRentalFargateStack would register a task definition that names what does not exist, so none of its "
+        f"tasks would start: secret API_KEY of container backend (SSM parameter {parameter}): not found. Nothing "
+        "was changed"
+    )
+    assert refused.value.next_step == (
+        "create what is missing (or change CarRentalFargateStack to name what exists), then rerun"
+    )
+    assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []  # nothing changed
+
+    factory.client("ssm").put_parameter(Name="/stack-key", Value="k", Type="SecureString")
+    assert step.run(ctx).status == "done"

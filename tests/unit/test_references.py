@@ -1,8 +1,10 @@
-"""What a task definition names that its tasks need (deploykit.references.of): which references are read, and
-which are said as not checked (another region or account)."""
+"""What a task definition names that its tasks need (deploykit.references.of, and of_template for a stack's): which
+references are read, and which are said as not checked (another region or account, a value only CloudFormation
+works out)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from unittest.mock import Mock
 
@@ -128,3 +130,120 @@ def test_parameters_are_asked_ten_at_a_time() -> None:
     found = references.check(aws, [Reference("ssm", f"/p{i}", f"p{i}") for i in range(23)])
     assert (found.checked, found.missing, found.unchecked) == (23, (), ())
     assert sorted(len(call.kwargs["Names"]) for call in ssm.get_parameters.call_args_list) == [3, 10, 10]
+
+
+def task_definition_template(container_more: dict[str, Any], **properties: Any) -> str:
+    """A template as the CDK writes one: a task definition, its log group and roles made by the stack."""
+    definition = {
+        "Name": "backend",
+        "Image": {"Fn::Join": ["", ["repo:", {"Ref": "ImageTag"}]]},
+        "LogConfiguration": {
+            "LogDriver": "awslogs",
+            "Options": {"awslogs-group": {"Ref": "LogGroup"}, "awslogs-stream-prefix": "backend"},
+        },
+        **container_more,
+    }
+    resources = {
+        "LogGroup": {"Type": "AWS::Logs::LogGroup"},
+        "TaskRole": {"Type": "AWS::IAM::Role"},
+        "TaskDefinition": {
+            "Type": "AWS::ECS::TaskDefinition",
+            "Properties": {
+                "ContainerDefinitions": [definition],
+                "ExecutionRoleArn": {"Fn::GetAtt": ["TaskRole", "Arn"]},
+                "TaskRoleArn": {"Fn::GetAtt": "TaskRole.Arn"},
+                **properties,
+            },
+        },
+    }
+    parameters = {"ImageTag": {"Type": "String"}, "Stage": {"Type": "String", "Default": "prod"}}
+    return json.dumps({"Parameters": parameters, "Resources": resources})
+
+
+def from_template(body: str, **given: str) -> tuple[list[tuple[str, str]], list[str]]:
+    found, elsewhere = references.of_template(body, given, stack="Fargate", region=REGION, account=ACCOUNT)
+    return [(ref.kind, ref.key) for ref in found], elsewhere
+
+
+def test_what_the_stack_makes_itself_is_not_read_from_its_template() -> None:
+    """The CDK's task definition: its log group and roles are the stack's own (Ref, Fn::GetAtt), made with it;
+    nothing to read, nothing said."""
+    assert from_template(task_definition_template({})) == ([], [])
+
+
+def test_a_templates_values_are_resolved_as_cloudformation_would() -> None:
+    """What ecs.Secret.from_ssm_parameter and the CDK's imports write: Fn::Join of pseudo parameters, Fn::Sub, a
+    parameter given or its default. An export of another stack is not read (CloudFormation refuses a missing
+    one); a value only CloudFormation can work out (Fn::If) is said as not checked."""
+    partition = {"Ref": "AWS::Partition"}
+    body = task_definition_template(
+        {
+            "Secrets": [
+                {
+                    "Name": "API_KEY",
+                    "ValueFrom": {
+                        "Fn::Join": [
+                            "",
+                            [
+                                "arn:",
+                                partition,
+                                ":ssm:",
+                                {"Ref": "AWS::Region"},
+                                ":",
+                                {"Ref": "AWS::AccountId"},
+                                ":parameter/car-rental/api-key",
+                            ],
+                        ]
+                    },
+                },
+                {
+                    "Name": "DB",
+                    "ValueFrom": {
+                        "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:"
+                        "${AWS::AccountId}:secret:${Stage}-db-AbCdEf"
+                    },
+                },
+                {"Name": "SHARED", "ValueFrom": {"Fn::ImportValue": "Data:SecretArn"}},
+                {"Name": "PICKED", "ValueFrom": {"Fn::If": ["IsProd", "/a", "/b"]}},
+            ],
+            "EnvironmentFiles": [
+                {
+                    "Type": "s3",
+                    "Value": {"Fn::Sub": ["arn:aws:s3:::${B}/${AWS::StackName}.env", {"B": "config-bucket"}]},
+                }
+            ],
+        },
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/shared-exec",
+    )
+    found, elsewhere = from_template(body, Stage="staging")
+    assert found == [
+        ("ssm", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/car-rental/api-key"),
+        ("secretsmanager", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:staging-db-AbCdEf"),
+        ("s3", "config-bucket/Fargate.env"),
+        ("iam", "shared-exec"),
+    ]
+    assert elsewhere == [
+        'secret PICKED of container backend: worked out by CloudFormation as it deploys ({"Fn::If": ["IsProd", '
+        '"/a", "/b"]})'
+    ]
+    assert from_template(body)[0][1] == (
+        "secretsmanager",
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod-db-AbCdEf",  # the parameter's default
+    )
+
+
+def test_a_log_group_named_in_the_template_is_read_and_one_elsewhere_is_said() -> None:
+    body = task_definition_template(
+        {"LogConfiguration": {"LogDriver": "awslogs", "Options": {"awslogs-group": "/ecs/shared"}}}
+    )
+    assert from_template(body) == ([("logs", "/ecs/shared")], [])
+    far = task_definition_template(
+        {
+            "LogConfiguration": {
+                "LogDriver": "awslogs",
+                "Options": {"awslogs-group": "/ecs/far", "awslogs-region": "us-east-1"},
+            }
+        }
+    )
+    assert from_template(far) == ([], ["log group /ecs/far of container backend: in region us-east-1"])
+    assert from_template("not json") == ([], [])
