@@ -379,7 +379,10 @@ def test_with_the_backend_stopped_alb_and_connectivity_fail_and_smoke_exits_1(
     answer = run_in(project, sys.executable, "-m", "invoke", "--search-root", str(REPO), "smoke", "--json")
     assert answer.returncode == 1, answer.stderr
     results = {c["name"]: c for c in json.loads(answer.stdout)["checks"]}
-    assert results["alb"]["status"] == "failed" and "/health → 50" in results["alb"]["detail"]
+    alb = results["alb"]["detail"]
+    # no task answers (502/503), or, on a loaded machine, the sandbox's ECS already registering the task that replaces
+    # a stopped one, as ECS does: no healthy target yet (seen once in CI)
+    assert results["alb"]["status"] == "failed" and ("/health → 50" in alb or "no healthy target in " in alb), alb
     assert results["connectivity"]["status"] == "failed"
     assert "/health/deep → 50" in results["connectivity"]["detail"]  # 502/503: no task answers
     assert results["api_gateway"]["status"] == "passed"  # the Lambdas do not need the backend
