@@ -1,7 +1,9 @@
 """``inv envs``: every environment of deploy.toml at a glance, and every one a pattern of it made that is deployed.
 
 For each environment: what it runs, per component (the app, each Lambda function, each stack), at which commit and
-how far that commit is from this checkout's HEAD; its last recorded run; who holds its deploy lock. "Is my change
+how far that commit is from this checkout's HEAD; its last recorded run; who holds its deploy lock, or that the
+lock expired (its lease ran out, judged as ``inv health`` and a deploy judge it: by S3's clock, the ``Date`` of the
+lock read's own answer, no call more): an expired lock blocks no deploy, the next one takes it over. "Is my change
 in staging yet?" and "what would prod get from main?" become one command. What runs is the environment's live record
 (what ``inv history`` lists under "live now"), written by every successful deploy; the position against HEAD comes
 from this clone's git history; a freeze and a pause are said. Per environment that is one stack read, four S3 reads
@@ -26,7 +28,7 @@ from deploykit.config import Config, EnvConfig, made_by
 from deploykit.errors import ConfigError, DeployKitError
 from deploykit.freeze import Freeze
 from deploykit.history import RESULTS, History, Record, when_utc
-from deploykit.lock import EnvLock, LockInfo
+from deploykit.lock import EnvLock, Found, LockInfo
 from deploykit.output import tabulate
 
 
@@ -100,6 +102,7 @@ class EnvView:
     live: tuple[Live, ...] = ()
     last_run: Record | None = None
     lock: LockInfo | None = None
+    lock_expired: bool = False  # the lock's lease ran out (Read.lock_expired): it blocks no deploy
     frozen: Freeze | None = None  # its freeze, while it holds
     paused: pause.Pause | None = None  # its pause, while it holds
     # when someone last worked on it: its newest run that is no pause or resume (a schedule's), or, when its newest
@@ -135,7 +138,7 @@ class EnvView:
                 for v in self.live
             ],
             "last_run": self.last_run.to_json() if self.last_run else None,
-            "lock": self.lock.to_json() if self.lock else None,
+            "lock": {**self.lock.to_json(), "expired": self.lock_expired} if self.lock else None,
             "freeze": self.frozen.to_json() if self.frozen else None,
             "pause": self.paused.to_json() if self.paused else None,
             "tasks": self.tasks,
@@ -154,6 +157,9 @@ class Read:
     live: dict[str, dict[str, str]]
     records: list[Record]
     lock: LockInfo | None
+    # its lease ran out, judged by S3's clock when the read's answer gave its times (lock.Found.expired), else by
+    # this machine's: it blocks no deploy, the next one takes it over
+    lock_expired: bool = False
     frozen: Freeze | None = None  # its freeze, while it holds
     paused: pause.Pause | None = None  # its pause, while it holds
     tasks: int | None = None  # the tasks its service wants; None: no service
@@ -203,11 +209,13 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
         "pause": partial(pause.read_state, aws, env, store.bucket),
     }
     found = at_once(reads)
-    lock = found["lock"].info if found["lock"] else None
+    held: Found | None = found["lock"]
+    lock = held.info if held else None
+    expired = held is not None and held.expired(clock.now())  # by the Date of the same answer: no call more
     frozen = freeze.in_force(found["freeze"], env, clock.now())
     kept, tasks = found["pause"]
     paused = pause.in_force(kept, tasks)
-    return Read(found["live"], found["records"], lock, frozen, paused, tasks, older=store.records_by_id)
+    return Read(found["live"], found["records"], lock, expired, frozen, paused, tasks, older=store.records_by_id)
 
 
 def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
@@ -239,6 +247,7 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
         live=tuple(live),
         last_run=read.newest,
         lock=read.lock,
+        lock_expired=read.lock_expired,
         frozen=read.frozen,
         paused=read.paused,
         tasks=read.tasks,
@@ -371,7 +380,7 @@ def render(views: Sequence[EnvView], head: str) -> str:
             )
             continue
         where = f"{v.region}, from {v.made_from!r}" if v.made_from else v.region
-        lines.append(f"▸ {v.env} ({where}): {_last_run(v.last_run)}; {_lock(v.lock)}{_tasks(v.tasks)}")
+        lines.append(f"▸ {v.env} ({where}): {_last_run(v.last_run)}; {_lock(v.lock, v.lock_expired)}{_tasks(v.tasks)}")
         if v.frozen is not None:
             ends = "the window is deploy.toml's" if v.frozen.window else f"inv unfreeze --env {v.env} ends it"
             lines.append(f"  ❄️  {v.frozen.describe(v.env)} (deploys refused; {ends})")
@@ -429,10 +438,13 @@ def _tasks(count: int | None) -> str:
     return "" if count is None else f"; {pause.tasks(count)}"
 
 
-def _lock(holder: LockInfo | None) -> str:
+def _lock(holder: LockInfo | None, expired: bool) -> str:
     if holder is None:
         return "lock free"
-    return f"🔒 held by {holder.owner} ({holder.command}) since {when_utc(holder.started)}"
+    since = f"{holder.owner} ({holder.command}) since {when_utc(holder.started)}"
+    if expired:
+        return f"⌛ expired lock of {since}: it blocks no deploy, the next one takes it over"
+    return f"🔒 held by {since}"
 
 
 def to_json(views: Sequence[EnvView], head: str) -> dict[str, Any]:

@@ -8,7 +8,9 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -132,6 +134,57 @@ def test_each_environment_says_what_it_runs_against_head_its_last_run_and_its_lo
     [api] = [x for x in data["environments"][0]["live"] if x["component"] == "stack:api"]
     assert (api["behind"], api["ahead"], api["dirty"], api["known"], api["changed_paths"]) == (2, 0, True, True, 1)
     assert data["environments"][2]["live"] == [] and data["environments"][2]["error"]
+
+
+def test_a_lock_whose_lease_ran_out_by_s3s_clock_is_said_expired_whatever_this_machines_clock_says(
+    world: dict[str, str],
+) -> None:
+    """dev's lock (the world's: taken by a clock at 2026-01-01 00:00, its lease 10 minutes) was last written 11
+    minutes before S3's time in the Date of the read's answer: expired, though by this machine's clock (the holder's,
+    2026-01-01 00:00) it has 10 minutes left. staging's, taken by a clock a year behind (its ``expires`` long past by
+    this machine's), was written a moment ago by S3's clock: held. S3's time is the Date of the lock's one read."""
+    root = Path(world["root"])
+    staging = load_config(root / "deploy.toml").environment("staging")
+    staging_lock = lock.EnvLock.of(
+        AwsFactory(staging), staging, clock=FakeClock(start=datetime(2025, 1, 1, tzinfo=UTC))
+    )
+    assert staging_lock is not None
+    staging_lock.acquire("deploy.lambda")
+    ahead = {"dev": timedelta(minutes=11), "staging": timedelta(0)}  # S3's clock against the real one, moto's
+    reads: list[str] = []
+
+    def s3_telling(env: EnvConfig) -> AwsFactory:
+        aws = AwsFactory(env)
+        if env.name not in ahead:
+            return aws  # prod: its profile is not configured here
+
+        def date(parsed: dict[str, Any], **_: Any) -> None:
+            headers = parsed.setdefault("ResponseMetadata", {}).setdefault("HTTPHeaders", {})
+            headers["date"] = format_datetime(datetime.now(UTC) + ahead[env.name], usegmt=True)
+
+        def read(params: dict[str, Any], **_: Any) -> None:
+            if str(params.get("Key", "")).startswith(lock.PREFIX):
+                reads.append(env.name)
+
+        aws.client("s3").meta.events.register("after-call.s3", date)
+        aws.client("s3").meta.events.register("provide-client-params.s3.GetObject", read)
+        return aws
+
+    out = io.StringIO()
+    runtime = commands.Runtime(
+        config_path=root / "deploy.toml", stdout=out, stderr=io.StringIO(), clock=FakeClock(), aws_factory=s3_telling
+    )
+    dev_view, staging_view, _ = commands.envs(as_json=True, runtime=runtime)
+    assert (dev_view.lock_expired, staging_view.lock_expired) == (True, False)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "(deploy.app) since 2026-01-01 00:00 UTC: it blocks no deploy, the next one takes it over" in said
+    assert (
+        "⌛ expired lock of " in said and "🔒 held by " in said and "(deploy.lambda) since 2025-01-01 00:00 UTC" in said
+    )
+    assert said.count("⌛") == 1 and said.count("🔒") == 1
+    dev_json, staging_json, _ = json.loads(out.getvalue())["environments"]
+    assert (dev_json["lock"]["expired"], staging_json["lock"]["expired"]) == (True, False)
+    assert sorted(reads) == ["dev", "staging"]  # one read of each lock: no call more for S3's time
 
 
 def test_an_environment_promoted_from_another_says_what_waits_there_to_be_promoted(world: dict[str, str]) -> None:
