@@ -33,13 +33,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, stored
 from deploykit.app_chain import WaitHealthy, await_rollout, events_command
 from deploykit.aws import DENIED, AwsFactory, at_once
 from deploykit.config import EnvConfig
-from deploykit.errors import RolledBackByEcs, ServiceBeingDeleted, StepFailed, UsageError
+from deploykit.errors import DeployKitError, RolledBackByEcs, ServiceBeingDeleted, StepFailed, UsageError
 from deploykit.history import find_artifacts_bucket
 from deploykit.plan import Context, Outcome, Plan, Step, leaves
 from deploykit.smoke import Smoke
@@ -210,7 +210,19 @@ def set_scaling(client: Any, cluster: str, service: str, low: int, high: int) ->
 class PauseService(Step):
     """The service scaled to 0 tasks, the count it ran kept in the pause object first; waited for until no task
     runs (the ALB drains them first). A service Application Auto Scaling scales gets the range 0-0 too (its own
-    range kept in the object), or the scaling would start its tasks again."""
+    range kept in the object), or the scaling would start its tasks again.
+
+    Why the object is written first, and deleted again when the scale-in is refused or fails, rather than written
+    after it: it is the only record of the count (and the scaling range) ``inv resume`` brings back. Written after,
+    a process that dies between the two (killed, its machine gone, Ctrl-C) would leave the service at 0 tasks with
+    nothing to say how many it ran: ``inv resume`` then refuses (its count is not known), and a range narrowed to 0-0
+    is lost. Written first, the same death leaves an object beside a service still running its tasks, which nothing
+    takes for paused (:func:`in_force`: the object counts only while the service wants no task), and which the next
+    pause replaces. When AWS answers the scale-in with an error (UpdateService or RegisterScalableTarget refused: the
+    service deleted meanwhile, throttled, no right to), it changed nothing: the range is set back if it was
+    narrowed, and the object deleted, so that a refused or failed pause leaves nothing behind (:meth:`_take_back`).
+    When no answer came (the network, Ctrl-C), the scale-in may have gone through: the object stays, as when the
+    process dies."""
 
     name: ClassVar[str] = "pause"
     cluster: str
@@ -247,11 +259,17 @@ class PauseService(Step):
         scaling_client = ctx.aws.client("application-autoscaling")
         scaling, unread = read_scaling(scaling_client, self.cluster, self.service)
         made = Pause(desired, self.owner, self.reason, ctx.clock.now(), scaling)
-        write_object(ctx.aws, ctx.env, made)  # first: what to come back to is never lost
-        if scaling is not None:
-            set_scaling(scaling_client, self.cluster, self.service, 0, 0)
-            ctx.reporter.line(f"Application Auto Scaling: {self.service} {scaling[0]}-{scaling[1]} tasks → 0-0")
-        ecs.update_service(client, self.cluster, self.service, ctx.env, desiredCount=0)  # a refusal said as such
+        write_object(ctx.aws, ctx.env, made)  # first: what to come back to is never lost (see the docstring)
+        narrowed: tuple[int, int] | None = None  # the range set to 0-0, to set back if the scale-in is refused
+        try:
+            if scaling is not None:
+                set_scaling(scaling_client, self.cluster, self.service, 0, 0)
+                narrowed = scaling
+                ctx.reporter.line(f"Application Auto Scaling: {self.service} {scaling[0]}-{scaling[1]} tasks → 0-0")
+            ecs.update_service(client, self.cluster, self.service, ctx.env, desiredCount=0)  # a refusal said as such
+        except (ClientError, DeployKitError):  # AWS answered no: the service runs on, nothing may say it is paused
+            self._take_back(ctx, scaling_client, narrowed)
+            raise
         ctx.reporter.line(f"{self.service}: desired count {desired} → 0")
         left = self._wait_stopped(ctx, client)
         comes_back = f"inv resume --env {ctx.env.name} (or any deploy) starts {made.tasks} again"
@@ -264,6 +282,33 @@ class PauseService(Step):
                 count=str(desired),
             )
         return Outcome.done(f"{made.tasks} of {self.service} stopped; {comes_back}", count=str(desired))
+
+    def _take_back(self, ctx: Context, scaling_client: Any, narrowed: tuple[int, int] | None) -> None:
+        """After a scale-in AWS refused: the scaling range set back when it was ``narrowed`` to 0-0, then the pause
+        object deleted. A range that cannot be set back keeps the object (it holds the range, which ``inv resume``
+        sets back once the scaling has scaled the service in to 0-0), and says how to set it by hand; what fails here
+        is said and raises nothing: the scale-in's own error is the one to raise."""
+        if narrowed is not None:
+            low, high = narrowed
+            try:
+                set_scaling(scaling_client, self.cluster, self.service, low, high)
+            except (BotoCoreError, ClientError) as exc:
+                ctx.reporter.line(
+                    f"⚠️  Application Auto Scaling: {self.service} could not be set back to {low}-{high} tasks ({exc}): "
+                    f"it stays 0-0 and may scale the service in; the pause object is kept, for inv resume --env "
+                    f"{ctx.env.name} to set it back then; or set it now: aws application-autoscaling "
+                    f"register-scalable-target --service-namespace ecs --resource-id service/{self.cluster}/"
+                    f"{self.service} --scalable-dimension {SCALED} --min-capacity {low} --max-capacity {high}"
+                )
+                return
+            ctx.reporter.line(f"Application Auto Scaling: {self.service} 0-0 → {low}-{high} tasks again")
+        try:
+            delete_object(ctx.aws, ctx.env)
+        except (BotoCoreError, ClientError, DeployKitError) as exc:
+            ctx.reporter.line(
+                f"⚠️  the pause object {key(ctx.env.name)} could not be deleted ({exc}); it says nothing while "
+                f"{self.service} runs tasks, and the next pause replaces it"
+            )
 
     def _wait_stopped(self, ctx: Context, client: Any) -> int:
         """Until the service runs no task (running and pending); the tasks left at the deadline."""

@@ -16,7 +16,7 @@ from unittest.mock import Mock
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from moto.ecs.models import ecs_backends
 
 from deploykit import commands, history, pause
@@ -24,7 +24,7 @@ from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
-from deploykit.errors import StepFailed, UsageError
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, RunReport
 from deploykit.report import Report
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
@@ -136,6 +136,7 @@ def test_a_service_ecs_deletes_between_the_read_and_the_scale_in_is_said_as_bein
     assert failed.value.exit_code == 2
     assert "being deleted" in failed.value.message and "ServiceNotActiveException" in failed.value.message
     assert moto_service().desired_count == 2  # nothing scaled
+    assert kept() is None  # and nothing left to say it is paused: the object written first is deleted again
 
 
 def scalable(factory: AwsFactory, low: int, high: int) -> dict[str, Any]:
@@ -153,6 +154,108 @@ def scalable(factory: AwsFactory, low: int, high: int) -> dict[str, Any]:
     )
     [target] = found["ScalableTargets"]
     return {"min": target["MinCapacity"], "max": target["MaxCapacity"]}
+
+
+def answering(
+    factory: AwsFactory, service: str, operation: str, error: dict[str, str] | Exception, *, after: int = 0
+) -> None:
+    """``operation`` of ``service`` answered with ``error`` (a ClientError's code and message; an exception: no answer
+    at all, it is raised) from its call ``after`` + 1 on, as moto cannot: by a hook on the factory's client, in place
+    of the one given before."""
+    calls: list[int] = []
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]] | None:
+        calls.append(1)
+        if len(calls) <= after:
+            return None  # to moto
+        if isinstance(error, Exception):
+            raise error
+        return Mock(status_code=400), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}
+
+    events, event = factory.client(service).meta.events, f"before-call.{service}.{operation}"
+    events.unregister(event, unique_id=f"test-{event}")  # the answer given before, if any
+    events.register(event, answer, unique_id=f"test-{event}")
+
+
+THROTTLED = {"Code": "ThrottlingException", "Message": "Rate exceeded"}
+
+
+@pytest.mark.parametrize(
+    ("service", "operation"),
+    [("ecs", "UpdateService"), ("application-autoscaling", "RegisterScalableTarget")],
+    ids=["the scale-in", "the scaling's range to 0-0"],
+)
+def test_a_pause_whose_scale_in_fails_leaves_the_service_its_range_and_no_pause_object(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, service: str, operation: str
+) -> None:
+    """Throttled past the SDK's retries (an error a rerun may pass, raised as it is): AWS changed nothing, so nothing
+    may say the environment is paused, nor keep its scaling at 0-0 (which would scale the running service in)."""
+    steady(factory)
+    scalable(factory, 2, 6)
+    answering(factory, service, operation, THROTTLED)
+    rt = runtime(project, factory, clock=Stopping())
+    with pytest.raises(DeployKitError) as failed:
+        commands.pause_app(env="dev", reason="nights", runtime=rt)
+    assert "ThrottlingException" in failed.value.message
+    assert moto_service().desired_count == 2 and scalable(factory, -1, -1) == {"min": 2, "max": 6}
+    assert kept() is None and pause.read_object(factory, dev_env) is None
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert ("car-rental-service 0-0 → 2-6 tasks again" in said) is (operation == "UpdateService")
+
+
+def test_a_scaling_range_that_cannot_be_set_back_after_a_refused_scale_in_keeps_the_object_that_holds_it(
+    project: Path, factory: AwsFactory, bucket: str
+) -> None:
+    """The service deleted meanwhile, and its range left at 0-0 (RegisterScalableTarget refused the second time):
+    the object is the only record of 2-6, kept for inv resume; said, with the command that sets it by hand."""
+    steady(factory)
+    scalable(factory, 2, 6)
+    answering(
+        factory, "ecs", "UpdateService", {"Code": "ServiceNotActiveException", "Message": "Service was not ACTIVE."}
+    )
+    answering(factory, "application-autoscaling", "RegisterScalableTarget", THROTTLED, after=1)
+    rt = runtime(project, factory, clock=Stopping())
+    with pytest.raises(UsageError, match="being deleted"):
+        commands.pause_app(env="dev", runtime=rt)
+    assert kept() is not None and kept()["scaling"] == {"min": 2, "max": 6}  # type: ignore[index]
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⚠️  Application Auto Scaling: car-rental-service could not be set back to 2-6 tasks" in said
+    assert "--resource-id service/car-rental-cluster/car-rental-service" in said
+    assert "--min-capacity 2 --max-capacity 6" in said
+
+
+def test_a_pause_object_that_cannot_be_deleted_after_a_refused_scale_in_is_said_and_the_refusal_raised(
+    project: Path, factory: AwsFactory, bucket: str
+) -> None:
+    """No right to s3:DeleteObject (the lock's release is refused too, and said: it expires with its lease)."""
+    steady(factory)
+    answering(factory, "ecs", "UpdateService", {"Code": "ServiceNotActiveException", "Message": "not ACTIVE"})
+    answering(factory, "s3", "DeleteObject", {"Code": "AccessDenied", "Message": "not allowed: s3:DeleteObject"})
+    rt = runtime(project, factory, clock=Stopping())
+    with pytest.raises(UsageError, match="being deleted"):
+        commands.pause_app(env="dev", runtime=rt)
+    assert kept() is not None
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⚠️  the pause object deploykit/pause/dev.json could not be deleted (An error occurred (AccessDenied)" in said
+    assert "it says nothing while car-rental-service runs tasks, and the next pause replaces it" in said
+
+
+def test_a_scale_in_that_got_no_answer_keeps_the_object_and_a_rerun_refused_leaves_none(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig
+) -> None:
+    """No answer (a read timed out): the service may be at 0 tasks now, and the object is then the only record of
+    the 2 it ran, so it stays; running them still, the object alone does not make it paused. The rerun, refused (the
+    service deleted meanwhile), leaves no object: neither its own nor the one before."""
+    steady(factory)
+    answering(factory, "ecs", "UpdateService", ReadTimeoutError(endpoint_url="https://ecs.eu-west-1.amazonaws.com"))
+    with pytest.raises(StepFailed, match="Read timeout"):
+        commands.pause_app(env="dev", runtime=runtime(project, factory, clock=Stopping()))
+    assert kept() is not None and kept()["count"] == 2  # type: ignore[index]
+    assert moto_service().desired_count == 2 and pause.read(factory, dev_env) is None
+    answering(factory, "ecs", "UpdateService", {"Code": "ServiceNotActiveException", "Message": "not ACTIVE"})
+    with pytest.raises(UsageError, match="being deleted"):
+        commands.pause_app(env="dev", runtime=runtime(project, factory, clock=Stopping()))
+    assert kept() is None and moto_service().desired_count == 2
 
 
 def test_a_service_that_autoscales_is_paused_with_its_range_at_zero_and_woken_with_its_range_back(
