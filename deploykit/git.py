@@ -162,13 +162,36 @@ def worktree_files(root: Path, folder: str) -> list[str]:
 def files_git_sees(folder: Path) -> set[str] | None:
     """The files under ``folder`` that git tracks or would (untracked, not ignored), relative to it; None when
     ``folder`` is in no git work tree, or git sees none of its files (a commit's files exported to a temporary
-    folder, or to one git ignores)."""
+    folder, or to one git ignores). A submodule under ``folder`` (which git lists as its folder alone) counts for
+    the files its checkout holds, listed the same way; UsageError for one not checked out (its folder empty): what
+    it holds is not there to read."""
     try:
         listed = _files_seen(folder)
     except UsageError:  # no git work tree there
         return None
     # nothing seen: a folder git ignores as a whole (a commit's files exported under cdk.out/), where every file counts
-    return listed or None
+    if not listed:
+        return None
+    for path in sorted(_gitlinks(folder)):
+        inside = folder / path
+        if (inside / ".git").exists():  # checked out: what its checkout holds
+            listed.update(f"{path}/{held}" for held in files_git_sees(inside) or ())
+        elif inside.is_dir() and not inside.is_symlink():  # its folder empty: never checked out, or deinit
+            raise UsageError(
+                f"{inside} is a git submodule that is not checked out here: its files are not there to package",
+                next_step=f"check it out at the commit recorded (git -C {folder} submodule update --init --recursive "
+                f"-- {path}), then rerun",
+            )
+        # no folder at all: deleted from the work tree, an uncommitted change, as a file deleted is
+    return listed
+
+
+def _gitlinks(cwd: Path) -> set[str]:
+    """The submodules git's index records under ``cwd`` (their folders, relative to it)."""
+    staged = _git(cwd, "ls-files", "--stage", "-z").decode(errors="surrogateescape")
+    return {
+        entry.split("\t", 1)[1] for entry in staged.split("\0") if entry.startswith(f"{GITLINK} ") and "\t" in entry
+    }
 
 
 def _files_seen(cwd: Path, *pathspec: str) -> set[str]:

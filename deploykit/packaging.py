@@ -10,7 +10,10 @@ What goes in the zip:
 - every file of the folder except ``tests/`` and ``conftest.py`` at its top, caches and ``.git`` at any depth
   (``__pycache__/``, ``.pytest_cache/``, ``.mypy_cache/``, ``.ruff_cache/``, ``*.pyc``, ``*.pyo``; a submodule's
   ``.git`` file, a clone's ``.git`` folder) and
-  ``requirements.txt`` itself: it is a build input, and what it asks for is in the zip as vendored packages;
+  ``requirements.txt`` itself: it is a build input, and what it asks for is in the zip as vendored packages; a git
+  submodule inside the folder (``lambda/<fn>/vendor/lib``), whose folder alone git lists, is there with the files its
+  checkout holds (at the commit the parent records, or the tree is dirty), chosen as the folder's own are; one not
+  checked out (its folder empty) is refused, not packaged without its files;
 - the packages ``requirements.txt`` lists, vendored at the zip's root by ``pip install --target`` for the
   Lambda platform (manylinux2014, CPython 3.11, wheels only) on the functions' architecture, x86_64 or arm64
   (``[build] lambda_architecture``). Vendoring is deterministic only if
@@ -423,7 +426,8 @@ def _function_names(root: Path) -> list[str]:
 def _function_files(folder: Path) -> Iterator[tuple[str, tuple[bytes, bool]]]:
     """The files of the function's zip: in a git work tree, those git tracks or would (a file it ignores, a .env or
     a build's output, is left out: it would ship a secret, differ from a CI build of the same commit, and change
-    the code without deploy.auto seeing a change); the tests, conftest.py and requirements.txt left out."""
+    the code without deploy.auto seeing a change), a submodule's checked-out files included; the tests, conftest.py
+    and requirements.txt left out."""
     for path, source in _function_sources(folder):
         yield path, _read(source)
 

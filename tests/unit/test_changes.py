@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import shutil
 import subprocess
 import tomllib
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploykit import auto, changes, git, syntax
+from deploykit import auto, changes, git, packaging, syntax
 from deploykit.changes import ChangeSet, StackUsage, classify, commits_behind, components_of, detect, stack_usage
 from deploykit.config import STACK_ROLES, ChangeRule, ChangeRules, Config, compile_glob, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
@@ -800,6 +802,31 @@ def test_a_lambda_folder_submodule_taken_up_counts_for_each_function_it_holds(re
         "📄 No deploy: lambda (submodule: no rule; no file of it is checked out here, so what it changes is not known: "
         "git submodule update --init lambda)"
     ]
+
+
+def test_a_submodule_inside_a_function_taken_up_counts_for_it_and_changes_its_zip(repo: Path) -> None:
+    """lambda/<fn>/vendor/lib as a submodule: taking up its new commit is a change of the function, and its zip holds
+    the submodule's files as checked out, so the zip changes with it (it held none of them: the same zip, so the
+    deploy of the change published nothing new, and the function could not import them)."""
+    lib = submodule(repo, "lambda/login_handler/vendor/lib", {"util.py": "X = 1\n"})
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    config = config_of(repo)
+    before = packaging.package_function(repo / "lambda" / "login_handler")
+    assert "vendor/lib/util.py" in before.files
+    write(lib, "util.py", "X = 2\n")
+    commit(lib, "submodule: a change")
+    run_git(repo, "add", "lambda/login_handler/vendor/lib")
+    commit(repo, "take up the library")
+
+    found = detect(config, everything(config, base))
+    assert found.components() == {"lambda:login_handler"}
+    assert [(c.path, c.status, c.submodule) for c in found.changes] == [("lambda/login_handler/vendor/lib", "M", True)]
+    lines = auto.analysis_lines(found, config.environment("sandbox"))
+    assert lines[0] == "🔧 Lambda:   lambda/login_handler/vendor/lib (submodule) → inv deploy.lambda login_handler"
+    after = packaging.package_function(repo / "lambda" / "login_handler")
+    assert after.sha256 != before.sha256
+    with zipfile.ZipFile(io.BytesIO(after.zip_bytes)) as zf:
+        assert zf.read("vendor/lib/util.py") == b"X = 2\n"
 
 
 def test_a_cdk_submodule_taken_up_counts_for_every_stack_and_its_modules_are_compiled(repo: Path) -> None:

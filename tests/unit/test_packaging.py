@@ -219,6 +219,73 @@ def test_a_git_file_or_folder_is_never_packaged(fn: Path, tmp_path: Path) -> Non
     assert list(packaged.files) == PACKAGED and packaged.sha256 == outside.sha256
 
 
+def git_repository(folder: Path, files: dict[str, bytes]) -> Path:
+    """A git repository at ``folder`` holding ``files``, committed."""
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
+        run_git(folder, *args)
+    return folder
+
+
+def add_submodule(parent: Path, source: Path, path: str) -> Path:
+    run_git(parent, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(source), path)
+    run_git(parent, "commit", "-q", "-m", f"{path} as a submodule")
+    return parent / path
+
+
+LIB = {"__init__.py": b"", "util.py": b"X = 1\n"}
+
+
+def function_with_submodule(tmp_path: Path) -> tuple[Path, Path]:
+    """(the parent repository, the function folder) of lambda/sample_fn with lambda/sample_fn/vendor/lib as a git
+    submodule of its own repository; committed."""
+    lib = git_repository(tmp_path / "lib", LIB)
+    parent = tmp_path / "parent"
+    write_function(parent / "lambda" / "sample_fn")
+    git_repository(parent, {".gitignore": b"__pycache__/\n.pytest_cache/\n*.pyc\n"})
+    add_submodule(parent, lib, "lambda/sample_fn/vendor/lib")
+    return parent, parent / "lambda" / "sample_fn"
+
+
+def take_up_a_change(parent: Path, inside: Path) -> None:
+    (inside / "util.py").write_bytes(b"X = 2\n")
+    run_git(inside, "commit", "-q", "-am", "a change")
+    run_git(parent, "commit", "-q", "-am", "take up the library")
+
+
+def test_a_submodule_inside_a_function_is_packaged_as_checked_out(tmp_path: Path) -> None:
+    """lambda/<fn>/vendor/lib as a git submodule: git lists its folder, not its files, so they were left out of the
+    zip (the function could not import them, and a new commit of it taken up made the same zip). They are in it as
+    the submodule's checkout holds them, byte for byte the zip of the same files outside git; one not checked out
+    (its folder empty) is refused with the command that checks it out, not packaged without it."""
+    parent, fn = function_with_submodule(tmp_path)
+    first = package_function(fn)
+    assert list(first.files) == sorted([*PACKAGED, "vendor/lib/__init__.py", "vendor/lib/util.py"])
+    outside = tmp_path / "outside" / "sample_fn"
+    shutil.copytree(fn, outside, ignore=shutil.ignore_patterns(".git"))
+    assert package_function(outside).sha256 == first.sha256
+    take_up_a_change(parent, fn / "vendor" / "lib")
+    assert package_function(fn).sha256 != first.sha256
+
+    run_git(parent, "submodule", "deinit", "-q", "-f", "lambda/sample_fn/vendor/lib")
+    with pytest.raises(UsageError) as refused:
+        package_function(fn)
+    assert refused.value.message == (
+        f"{fn}/vendor/lib is a git submodule that is not checked out here: its files are not there to package"
+    )
+    assert refused.value.exit_code == 2
+    assert refused.value.next_step == (
+        f"check it out at the commit recorded (git -C {fn} submodule update --init --recursive -- vendor/lib), "
+        "then rerun"
+    )
+    run_git(
+        fn, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", "--recursive", "--", "vendor/lib"
+    )
+    assert "vendor/lib/util.py" in package_function(fn).files
+
+
 def test_entries_are_sorted_with_fixed_dates_modes_and_compression(fn: Path) -> None:
     infos = entries(package_function(fn))
 
