@@ -7,6 +7,7 @@ different dirty trees never share a tag.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -312,14 +313,119 @@ def unpushed(root: Path, shas: Sequence[str]) -> list[str] | None:
 
 def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     """Write the files under ``folder`` (relative to ``root``) in commit ``rev`` into ``dest``, at the same relative
-    paths, executable bits kept; False when that commit has no such folder."""
+    paths, executable bits kept; False when that commit has no such folder.
+
+    A submodule under ``folder``, or ``folder`` inside one (``lambda`` as one submodule), is written as the commit
+    ``rev`` records for it, from the submodule's own repository (its checkout's, or the one git keeps in
+    ``.git/modules`` for one not checked out), as a package of the work tree reads its checkout: a commit's files are
+    not only those its own repository holds. UsageError, before anything is written, when this clone lacks that
+    commit of a submodule (never checked out, or not fetched)."""
     _refuse_option(rev)
-    if not _git_ok(root, "cat-file", "-e", f"{rev}:{folder}"):
+    commit = resolve_commit(root, rev)
+    if commit is None:
         return False
-    archive = _git(root, "archive", "--format=tar", rev, "--", folder)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
+    prefix = _git(root, "rev-parse", "--show-prefix").decode(errors="surrogateescape").rstrip("\n")
+    toplevel = Path(_git(root, "rev-parse", "--show-toplevel").decode(errors="surrogateescape").rstrip("\n"))
+    top = _Source(toplevel, (), toplevel, prefix, "")
+    parts = _export_parts(top, commit, prefix + folder.strip("/"))
+    if parts is None:
+        return False
+    for source, at, path in parts:
+        # the tree itself (commit:path), placed where it goes under dest: no pathspec, which git reads from the
+        # current folder (a project in a subfolder of its repository, a submodule's git directory)
+        placed = source.place + path.removeprefix(source.strip)
+        archive = _git(source.cwd, *source.git, "archive", "--format=tar", f"--prefix={placed}/", f"{at}:{path}")
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
     return True
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A repository :func:`export` reads a commit's files from: the project's, or a submodule's."""
+
+    cwd: Path  # where its git commands run: the project's root, or the submodule's git directory
+    git: tuple[str, ...]  # git's options naming it: none for the project's, --git-dir for a submodule's
+    checkout: Path  # its work tree's root (a submodule's folder, checked out or not)
+    strip: str  # the part of its tree's paths above the project's root (a project in a subfolder of its repository)
+    place: str  # where its root is written, relative to the project's root ("" or "lambda/fn/vendor/lib/")
+
+
+def _export_parts(source: _Source, commit: str, path: str) -> list[tuple[_Source, str, str]] | None:
+    """(repository, commit, folder of its tree) for each tree :func:`export` writes for ``path`` in ``commit`` of
+    ``source``: the folder, the submodules it holds (at any depth), or the submodule it is in; None when there is no
+    such folder."""
+    parts = path.split("/") if path else []
+    for index in range(len(parts)):
+        here = "/".join(parts[: index + 1])
+        entry = _tree_entry(source, commit, here)
+        if entry is None:
+            return None
+        mode, kind, sha = entry
+        if mode == GITLINK:  # the folder is in a submodule: its repository holds the rest of the path
+            return _export_parts(_submodule_source(source, commit, here, sha), sha, "/".join(parts[index + 1 :]))
+        if kind != "tree":
+            return None
+    found = [(source, commit, path)]
+    spec = ("--", path) if path else ()
+    listing = _git(source.cwd, *source.git, "ls-tree", "-r", "-z", "--full-tree", commit, *spec)
+    for line in listing.decode(errors="surrogateescape").split("\0"):
+        meta, _, inside = line.partition("\t")
+        if meta.startswith(f"{GITLINK} "):
+            recorded = meta.split()[2]
+            more = _export_parts(_submodule_source(source, commit, inside, recorded), recorded, "")
+            found += more or []
+    return found
+
+
+def _tree_entry(source: _Source, commit: str, path: str) -> tuple[str, str, str] | None:
+    """(mode, kind, object) of ``path`` in ``commit``'s tree; None when it has none."""
+    listing = _git(source.cwd, *source.git, "ls-tree", "-z", "--full-tree", commit, "--", path)
+    for line in listing.decode(errors="surrogateescape").split("\0"):
+        meta, _, named = line.partition("\t")
+        if named == path:
+            mode, kind, sha = meta.split()
+            return mode, kind, sha
+    return None
+
+
+def _submodule_source(source: _Source, commit: str, path: str, sha: str) -> _Source:
+    """The repository of the submodule at ``path`` of ``source``'s ``commit``, which records it at ``sha``: its
+    checkout's, else the one git keeps for it (``<git dir>/modules/<name>``, the name ``.gitmodules`` gives it in
+    that commit); UsageError when neither has that commit."""
+    place = source.place + path.removeprefix(source.strip)
+    checkout = source.checkout / path
+    candidates = []
+    if (checkout / ".git").exists():
+        with contextlib.suppress(UsageError):  # a .git file that points nowhere: the one git keeps, if any
+            candidates.append(Path(_git(checkout, "rev-parse", "--absolute-git-dir").decode().strip()))
+    own = Path(_git(source.cwd, *source.git, "rev-parse", "--absolute-git-dir").decode().strip())
+    candidates.append(own / "modules" / _submodule_name(source, commit, path))
+    for gitdir in candidates:
+        if gitdir.is_dir() and _git_ok(gitdir, f"--git-dir={gitdir}", "cat-file", "-e", f"{sha}^{{commit}}"):
+            return _Source(gitdir, (f"--git-dir={gitdir}",), checkout, "", f"{place}/")
+    raise UsageError(
+        f"{place} is a git submodule, at {sha[:SHORT_SHA]} in commit {commit[:SHORT_SHA]}, and this clone does not "
+        "have that commit of it: its files cannot be packaged as in that commit, and nothing is packaged without them",
+        next_step=f"check the submodule out (git submodule update --init --recursive), fetch its commits "
+        f"(git -C {place} fetch origin), then rerun",
+    )
+
+
+def _submodule_name(source: _Source, commit: str, path: str) -> str:
+    """The name ``commit``'s ``.gitmodules`` gives the submodule at ``path`` (where git keeps its repository,
+    ``.git/modules/<name>``); ``path`` itself, git's default, when it names none."""
+    try:
+        listed = _git(
+            source.cwd, *source.git, "config", "-z", "--blob", f"{commit}:.gitmodules", "--get-regexp", r"\.path$"
+        )
+    except UsageError:  # no .gitmodules in that commit, or no path in it
+        return path
+    for entry in listed.decode(errors="surrogateescape").split("\0"):
+        key, _, value = entry.partition("\n")
+        if value == path and key.startswith("submodule.") and key.endswith(".path"):
+            return key[len("submodule.") : -len(".path")]
+    return path
 
 
 def commits_ahead(root: Path, commit: str, of: str) -> int:

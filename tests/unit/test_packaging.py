@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from deploykit import packaging
+from deploykit import git, lambda_chain, packaging
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function, prune_vendored
 from tests.conftest import git as run_git
@@ -284,6 +284,94 @@ def test_a_submodule_inside_a_function_is_packaged_as_checked_out(tmp_path: Path
         fn, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", "--recursive", "--", "vendor/lib"
     )
     assert "vendor/lib/util.py" in package_function(fn).files
+
+
+def test_a_submodule_inside_a_function_is_packaged_as_a_commit_records_it(tmp_path: Path) -> None:
+    """A commit's package (inv rollback, the live code's commit) left the submodule's files out: git archive writes
+    the parent's files only. It holds them as that commit records the submodule, read from the submodule's
+    repository, checked out or not (git keeps it in .git/modules after git submodule deinit): the zip the work tree
+    made at that commit."""
+    parent, fn = function_with_submodule(tmp_path)
+    first = package_function(fn)
+    take_up_a_change(parent, fn / "vendor" / "lib")
+    second = package_function(fn)
+    for rev, made in (("HEAD~1", first), ("HEAD", second)):
+        with tempfile.TemporaryDirectory() as out:
+            assert git.export(parent, rev, "lambda/sample_fn", Path(out))
+            assert package_function(Path(out) / "lambda" / "sample_fn").sha256 == made.sha256
+        sha12 = run_git(parent, "rev-parse", rev).strip()[:12]
+        assert lambda_chain.code_at(parent, "sample_fn", rev, "x86_64") == (sha12, made.code_sha256)
+    run_git(parent, "submodule", "deinit", "-q", "-f", "lambda/sample_fn/vendor/lib")
+    sha12 = run_git(parent, "rev-parse", "HEAD~1").strip()[:12]
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD~1", "x86_64") == (sha12, first.code_sha256)
+
+
+def test_a_commit_whose_submodule_this_clone_lacks_is_refused_not_packaged_without_it(tmp_path: Path) -> None:
+    """A clone made without --recurse-submodules has no commit of the submodule inside a function: packaging the
+    function as in a commit (inv rollback, the live code's commit) is refused with the way to get it, and writes
+    nothing, rather than making a zip without the submodule's files; once fetched, the zip is the parent's."""
+    lib = git_repository(tmp_path / "lib", LIB)
+    parent = tmp_path / "parent"
+    write_function(parent / "lambda" / "sample_fn", {"handler.py": FILES["handler.py"]})
+    git_repository(parent, {})
+    add_submodule(parent, lib, "lambda/sample_fn/vendor/lib")
+    made = lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64")
+    clone = tmp_path / "clone"
+    run_git(tmp_path, "clone", "-q", str(parent), str(clone))
+
+    with tempfile.TemporaryDirectory() as out:
+        with pytest.raises(UsageError) as refused:
+            git.export(clone, "HEAD", "lambda/sample_fn", Path(out))
+        assert list(Path(out).iterdir()) == []
+    head = run_git(clone, "rev-parse", "HEAD").strip()
+    recorded = run_git(lib, "rev-parse", "HEAD").strip()
+    assert refused.value.message == (
+        f"lambda/sample_fn/vendor/lib is a git submodule, at {recorded[:12]} in commit {head[:12]}, and this clone "
+        "does not have that commit of it: its files cannot be packaged as in that commit, and nothing is packaged "
+        "without them"
+    )
+    assert refused.value.exit_code == 2
+    assert refused.value.next_step == (
+        "check the submodule out (git submodule update --init --recursive), fetch its commits "
+        "(git -C lambda/sample_fn/vendor/lib fetch origin), then rerun"
+    )
+    with pytest.raises(UsageError):
+        lambda_chain.code_at(clone, "sample_fn", "HEAD", "x86_64")
+    run_git(clone, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", "--recursive")
+    assert lambda_chain.code_at(clone, "sample_fn", "HEAD", "x86_64") == made
+
+
+def test_a_function_of_a_lambda_submodule_is_packaged_as_in_a_commit(tmp_path: Path) -> None:
+    """lambda/ as one submodule, holding a function with a submodule of its own: a commit's lambda/<fn> is in the
+    submodule's repository, not the parent's, which has no such folder (the function was said not to exist in that
+    commit). It is packaged as the commit records lambda/, and the submodule inside it, as its work tree is."""
+    lib = git_repository(tmp_path / "lib", LIB)
+    functions = tmp_path / "functions"
+    write_function(functions / "sample_fn")
+    git_repository(functions, {".gitignore": b"__pycache__/\n.pytest_cache/\n*.pyc\n"})
+    add_submodule(functions, lib, "sample_fn/vendor/lib")
+    parent = git_repository(tmp_path / "parent", {"README.md": b"# parent\n"})
+    add_submodule(parent, functions, "lambda")
+    run_git(parent, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", "--recursive")
+
+    packaged = package_function(parent / "lambda" / "sample_fn")
+    assert "vendor/lib/util.py" in packaged.files
+    sha12 = run_git(parent, "rev-parse", "HEAD").strip()[:12]
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") == (sha12, packaged.code_sha256)
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD~1", "x86_64") is None  # lambda/ not there yet
+
+
+def test_a_function_of_a_project_in_a_subfolder_is_packaged_as_in_a_commit(tmp_path: Path) -> None:
+    """A project in a subfolder of its repository (deploy.toml not at the top): a commit's lambda/<fn> was looked for
+    at the top of the repository, so the function was said not to exist in any commit (inv rollback refused to bring
+    it back, the live code's commit was never recognised)."""
+    top = tmp_path / "top"
+    write_function(top / "project" / "lambda" / "sample_fn")
+    git_repository(top, {".gitignore": b"__pycache__/\n.pytest_cache/\n*.pyc\n"})
+    root = top / "project"
+    made = package_function(root / "lambda" / "sample_fn")
+    sha12 = run_git(top, "rev-parse", "HEAD").strip()[:12]
+    assert lambda_chain.code_at(root, "sample_fn", "HEAD", "x86_64") == (sha12, made.code_sha256)
 
 
 def test_entries_are_sorted_with_fixed_dates_modes_and_compression(fn: Path) -> None:
