@@ -306,7 +306,7 @@ _ANY_FILE = "\0"
 
 
 def classify(
-    config: Config, path: str, *, usage: StackUsage | None = None, submodule: bool = False
+    config: Config, path: str, *, usage: StackUsage | None = None, submodule: bool = False, removed: bool = False
 ) -> tuple[Target, ...]:
     """Where ``path`` belongs, by the first matching rule: one Target, or one per stack for shared CDK code.
 
@@ -314,6 +314,8 @@ def classify(
     first rule matching any file under it puts that file (``backend/**`` for the submodule ``backend``); when no rule
     puts any file under it anywhere deployable (the submodule ``lambda``, whose ``lambda/{fn}/**`` needs a function's
     folder), where the rules put each file it holds in the work tree, as if every one changed (each function of it).
+    ``removed``: the submodule is gone from the commit compared with (git's status D, or the old path of a rename):
+    said so when it holds no file here, not as one to check out.
 
     Pure but for CDK modules: a ``stacks:shared`` path, or a stack module that other stacks import, needs the
     import graph, read from the work tree unless ``usage`` is given.
@@ -322,7 +324,7 @@ def classify(
         inside = classify(config, f"{path}/{_ANY_FILE}", usage=usage)
         if any(t.kind != "none" for t in inside):
             return tuple(t._replace(reason=f"{t.reason} (a submodule: its folder's files)") for t in inside)
-        return _submodule_files(config, path, usage, inside[0])
+        return _submodule_files(config, path, usage, inside[0], removed)
     found = config.changes.match(path)
     if found is None:
         return (Target(None, "none", "no rule"),)
@@ -353,10 +355,12 @@ def classify(
     return tuple(_used_by(role, users[role], why) for role in STACK_ROLES if role in users)
 
 
-def _submodule_files(config: Config, path: str, usage: StackUsage | None, folder: Target) -> tuple[Target, ...]:
+def _submodule_files(
+    config: Config, path: str, usage: StackUsage | None, folder: Target, removed: bool
+) -> tuple[Target, ...]:
     """Where the files the submodule at ``path`` holds in the work tree belong, as if each changed: one Target for
     each component they go to (the first file's rule); ``folder`` (what the folder as a whole is, nothing) when none
-    goes anywhere deployable, said so when the submodule holds no file here (not checked out, or removed)."""
+    goes anywhere deployable, said so when the submodule holds no file here (``removed``, or not checked out)."""
     found: dict[str | None, Target] = {}
     held = git.worktree_files(config.root, path)
     for file in held:
@@ -365,6 +369,12 @@ def _submodule_files(config: Config, path: str, usage: StackUsage | None, folder
                 found[t.component] = t._replace(reason=f"{t.reason} (a submodule holding {file}: its every file)")
     if found:
         return tuple(found.values())
+    if not held and removed:
+        why = (
+            "removed here, so it holds nothing to deploy: a function it held stays until the stack that holds it is "
+            "deployed without it"
+        )
+        return (folder._replace(reason=f"{folder.reason}; {why}"),)
     if not held:
         why = f"no file of it is checked out here, so what it changes is not known: git submodule update --init {path}"
         return (folder._replace(reason=f"{folder.reason}; {why}"),)
@@ -807,10 +817,11 @@ def _sizes_env(key: str, env: str | None, *docs: dict[str, Any] | str) -> bool:
 def _classify_changes(config: Config, diff: Iterable[git.PathChange], usage: StackUsage) -> list[Change]:
     out: list[Change] = []
     for item in diff:
-        targets = list(classify(config, item.path, usage=usage, submodule=item.submodule))
+        removed = item.status == "D"
+        targets = list(classify(config, item.path, usage=usage, submodule=item.submodule, removed=removed))
         if item.old_path is not None:
             seen = {t.component for t in targets}
-            for old in classify(config, item.old_path, usage=usage, submodule=item.submodule):
+            for old in classify(config, item.old_path, usage=usage, submodule=item.submodule, removed=True):
                 if old.component not in seen:
                     targets.append(old._replace(reason=f"{old.reason} (the old path)"))
                     seen.add(old.component)

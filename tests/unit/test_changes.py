@@ -804,6 +804,31 @@ def test_a_lambda_folder_submodule_taken_up_counts_for_each_function_it_holds(re
     ]
 
 
+def test_a_lambda_folder_submodule_removed_is_said_removed_not_as_one_to_check_out(repo: Path) -> None:
+    """lambda/ as one submodule, removed in a commit (git rm lambda): it holds no file here because it is gone, not
+    because it is not checked out; saying to run git submodule update --init lambda sent the user after a submodule
+    the commit no longer has."""
+    held = {p.removeprefix("lambda/"): text for p, text in LAYOUT.items() if p.startswith("lambda/")}
+    submodule(repo, "lambda", held)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    config = config_of(repo)
+    live = everything(config, base)
+    run_git(repo, "rm", "-q", "lambda")
+    commit(repo, "drop the functions")
+
+    found = detect(config, live)
+    assert found.components() == set()
+    [gone] = [c for c in found.changes if c.path == "lambda"]
+    assert (gone.status, gone.submodule, gone.component) == ("D", True, None)
+    lines = auto.analysis_lines(found, config.environment("sandbox"))
+    said = (
+        "📄 No deploy: lambda (submodule: no rule; removed here, so it holds nothing to deploy: a function it held "
+        "stays until the stack that holds it is deployed without it)"
+    )
+    assert said in lines
+    assert not any("not checked out" in line or "submodule update" in line for line in lines)
+
+
 def test_a_submodule_inside_a_function_taken_up_counts_for_it_and_changes_its_zip(repo: Path) -> None:
     """lambda/<fn>/vendor/lib as a submodule: taking up its new commit is a change of the function, and its zip holds
     the submodule's files as checked out, so the zip changes with it (it held none of them: the same zip, so the
