@@ -818,6 +818,16 @@ def code_at(root: Path, function: str, commit: str, architecture: str) -> tuple[
         return full[: git.SHORT_SHA], made.code_sha256
 
 
+def code_known_at(root: Path, function: str, commit: str, architecture: str) -> tuple[str, str] | None:
+    """:func:`code_at`, None too when this clone cannot package the commit (a submodule's commit it lacks: the
+    UsageError :func:`code_at` raises for a rollback): for the reads that judge what is live, which take it as not
+    known (as a commit not in this clone) rather than stop a deploy."""
+    try:
+        return code_at(root, function, commit, architecture)
+    except UsageError:
+        return None
+
+
 def package(config: Config, env: EnvConfig, function: str) -> packaging.Package:
     """lambda/<function> packaged as this checkout holds it, for the architecture ``env``'s functions run on
     (:meth:`Config.lambda_architecture_for`); UsageError listing the functions when there is no such function."""

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from deploykit import lambda_chain
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
+from deploykit.errors import UsageError
 from deploykit.git import DIRTY
 from deploykit.history import ROLLBACK_DEPTH, History, Recent
 from deploykit.image_cleanup import tag_key
@@ -238,11 +239,16 @@ class CodeOf:
         self.root = root
         self.architecture = architecture
         self._found: dict[tuple[str, str], tuple[str, str] | None] = {}
+        # why a commit this clone has could not be packaged (a submodule's commit it lacks), by function and commit
+        self.unpackaged: dict[tuple[str, str], str] = {}
 
     def __call__(self, function: str, commit: str) -> tuple[str, str] | None:
         key = (function, commit)
         if key not in self._found:
-            self._found[key] = lambda_chain.code_at(self.root, function, commit, self.architecture)
+            try:
+                self._found[key] = lambda_chain.code_at(self.root, function, commit, self.architecture)
+            except UsageError as exc:  # not known, as a commit not in this clone: the cleanup keeps its version
+                self._found[key], self.unpackaged[key] = None, exc.message
         return self._found[key]
 
 
@@ -298,7 +304,9 @@ def recorded_code(
                 continue
             found = code_of(function, sha)
             if found is None:
-                unknown.setdefault(function, f"names no commit, and {sha} ({why}) is not in this clone to compare")
+                unpackaged = code_of.unpackaged.get((function, sha))
+                missing = f"cannot be packaged here ({unpackaged})" if unpackaged else "is not in this clone"
+                unknown.setdefault(function, f"names no commit, and {sha} ({why}) {missing} to compare")
             else:
                 codes.setdefault(function, {}).setdefault(found[1], f"{sha} ({why})")
     return RecordedCode(codes, unknown)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from deploykit import git, lambda_chain, packaging
+from deploykit import git, lambda_chain, packaging, version_cleanup
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function, prune_vendored
 from tests.conftest import git as run_git
@@ -337,6 +337,11 @@ def test_a_commit_whose_submodule_this_clone_lacks_is_refused_not_packaged_witho
     )
     with pytest.raises(UsageError):
         lambda_chain.code_at(clone, "sample_fn", "HEAD", "x86_64")
+    # what deploy.auto and the version cleanup read to judge what is live: not known, never a stop
+    assert lambda_chain.code_known_at(clone, "sample_fn", "HEAD", "x86_64") is None
+    code_of = version_cleanup.CodeOf(clone, "x86_64")
+    assert code_of("sample_fn", "HEAD") is None
+    assert "this clone does not have that commit of it" in code_of.unpackaged[("sample_fn", "HEAD")]
     run_git(clone, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", "--recursive")
     assert lambda_chain.code_at(clone, "sample_fn", "HEAD", "x86_64") == made
 
