@@ -104,21 +104,35 @@ def describe_service(
     if services:
         return dict(services[0])
     if found:  # INACTIVE only: ECS deleted it
-        raise being_deleted(service, cluster, env, "status INACTIVE", so=GONE)
+        raise being_deleted(service, cluster, env, "INACTIVE", so=GONE)
     raise no_service(service, cluster, env)
 
 
 def being_deleted(
-    service: str, cluster: str, env: EnvConfig | None, why: str, *, so: str = "it cannot be rolled out"
+    service: str,
+    cluster: str,
+    env: EnvConfig | None,
+    status: str,
+    *,
+    answered: str = "",
+    so: str = "it cannot be rolled out",
 ) -> ServiceBeingDeleted:
     """ECS is deleting the service, or has (DRAINING, INACTIVE; UpdateService: ServiceNotActiveException): no
-    rerun can roll it, the stack that defines it must make it again. ``why``: its status, or what ECS answered;
-    ``so``: what that means for the command (a wait: the rollout it waits for cannot finish)."""
+    rerun can roll it, the stack that defines it must make it again. ``status``: DRAINING or INACTIVE, or "" when
+    ECS did not say which (``answered``: what it said instead); ``so``: what that means for the command (a wait: the
+    rollout it waits for cannot finish). The next step is the state's: a service being deleted (DRAINING) can be made
+    again only once ECS has finished (CreateService refuses a name still draining), one deleted (INACTIVE) at once."""
     fargate = env.stacks.fargate if env else "<fargate stack>"
+    health = f"inv health --env {env.name}" if env else "inv health"
+    when = {
+        "DRAINING": f"once ECS has finished deleting it ({health} shows it INACTIVE, or not found, then), ",
+        "INACTIVE": "",
+    }.get(status, f"once ECS has finished deleting it (it may have: {health} says whether), ")
+    why = f"status {status}" if status else answered
     return ServiceBeingDeleted(
         f"ECS service {service!r} in cluster {cluster!r} is being deleted or was deleted ({why}): {so}; nothing was "
         "changed",
-        next_step=f"once ECS has deleted it, deploy the stack that defines it: {_create_command(env)} (deleted by "
+        next_step=f"{when}deploy the stack that defines it: {_create_command(env)} (deleted by "
         f"hand while {fargate} still holds it, it is not made again from an unchanged template: "
         f"aws cloudformation detect-stack-drift --stack-name {fargate} shows it)",
     )
@@ -147,7 +161,7 @@ def refuse_unrollable(service: Mapping[str, Any], cluster: str, env: EnvConfig |
     rerun: one ECS is deleting (DRAINING), or one another controller deploys (CODE_DEPLOY, EXTERNAL)."""
     name = str(service.get("serviceName", "?"))
     if service.get("status") in ("DRAINING", "INACTIVE"):
-        raise being_deleted(name, cluster, env, f"status {service.get('status')}")
+        raise being_deleted(name, cluster, env, str(service.get("status")))
     controller = str((service.get("deploymentController") or {}).get("type") or "ECS")
     if controller != "ECS":
         raise other_controller(name, controller, env)
@@ -170,7 +184,7 @@ def update_refused(exc: ClientError, cluster: str, service: str, env: EnvConfig 
     if code == "ServiceNotFoundException":
         return no_service(service, cluster, env)
     if code == "ServiceNotActiveException":
-        return being_deleted(service, cluster, env, answered)
+        return being_deleted(service, cluster, env, "", answered=answered)
     controller = _CONTROLLER.search(message) if code == "InvalidParameterException" else None
     if controller:
         return other_controller(service, controller.group(1).upper(), env, answered)
@@ -985,9 +999,7 @@ class RolloutWaiter:
         before it are not)."""
         service = describe_service(self.ecs, cluster, service_name, self.env, deleted=True)
         if service.get("status") in ("DRAINING", "INACTIVE"):  # it never comes back: no deadline to wait for
-            raise being_deleted(
-                service_name, cluster, self.env, f"status {service['status']}", so="its rollout cannot finish"
-            )
+            raise being_deleted(service_name, cluster, self.env, str(service["status"]), so="its rollout cannot finish")
         images: dict[str, str] = {}
         arns = [d.get("taskDefinition", "") for d in service.get("deployments", [])] + [service["taskDefinition"]]
         for arn in arns:

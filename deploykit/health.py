@@ -685,7 +685,7 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = N
             Finding(
                 "broken",
                 f"service {env.service} was deleted (INACTIVE): nothing runs on it",
-                being_deleted(env.service, env.cluster, env, "status INACTIVE").next_step or "",
+                being_deleted(env.service, env.cluster, env, "INACTIVE").next_step or "",
             )
         )
         return None

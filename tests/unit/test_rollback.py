@@ -734,7 +734,7 @@ def test_a_service_being_deleted_is_not_rolled_back_what_moved_beside_it_is(env:
     from deploykit.plan import Context, Executor
 
     def run(*beside: Step) -> RunReport:
-        gone = being_deleted(env.service, env.cluster, env, "status DRAINING", so="its rollout cannot finish")
+        gone = being_deleted(env.service, env.cluster, env, "DRAINING", so="its rollout cannot finish")
         rollout = StepSequence("app", (Played(ROLLED), Played(StepRecord("wait-healthy", "", "failed"), gone)))
         plan = Plan(env.name, (Parallel((*beside, rollout)) if beside else rollout, Smoke()), "deploy.auto")
         clock = FakeClock()
