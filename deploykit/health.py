@@ -282,15 +282,12 @@ def newest_events(service: Mapping[str, Any], limit: int = EVENTS_SHOWN) -> list
 
 
 def service_findings(service: Mapping[str, Any], cluster: str, env_name: str) -> list[Finding]:
-    """What is wrong with a service that exists: missing tasks, failed or unfinished rollouts."""
+    """What is wrong with a service that exists and is not being deleted (:func:`deleting_finding` says that one):
+    missing tasks, failed or unfinished rollouts."""
     name = str(service.get("serviceName", "?"))
     describe = f"aws ecs describe-services --cluster {cluster} --services {name}"
     stopped = f"aws ecs list-tasks --cluster {cluster} --service-name {name} --desired-status STOPPED"
     findings: list[Finding] = []
-    if service.get("status") == "DRAINING":
-        findings.append(
-            Finding("broken", f"service {name} is being deleted (DRAINING)", f"inv deploy.full --env {env_name}")
-        )
     running, desired, pending = _counts(service)
     if desired == 0:
         findings.append(
@@ -334,6 +331,17 @@ def service_findings(service: Mapping[str, Any], cluster: str, env_name: str) ->
             )
         )
     return findings
+
+
+def deleting_finding(env: EnvConfig) -> Finding:
+    """The service is being deleted (DRAINING: ECS stops its tasks, then lists it INACTIVE): nothing can be rolled
+    out on it, nor restarted or rolled back, so its tasks and rollouts are not judged; the next step is
+    :func:`being_deleted`'s, as every command that reads it says it (the Fargate stack, once ECS has finished)."""
+    return Finding(
+        "broken",
+        f"service {env.service} is being deleted (DRAINING): nothing can be rolled out on it",
+        being_deleted(env.service, env.cluster, env, "DRAINING").next_step or "",
+    )
 
 
 def service_recommendations(service: Mapping[str, Any]) -> list[Recommendation]:
@@ -706,7 +714,10 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = N
     problems = [found.message for found in described.values() if isinstance(found, UsageError)]
     report.desired = int(service.get("desiredCount") or 0)
     report.rows.extend(service_rows(service, env.cluster, images))
-    report.findings.extend(service_findings(service, env.cluster, env.name))
+    if service.get("status") == "DRAINING":
+        report.findings.append(deleting_finding(env))
+    else:
+        report.findings.extend(service_findings(service, env.cluster, env.name))
     report.recommendations.extend(service_recommendations(service))
     _live_image(service, images, problems, env, report, task_definitions)
     if ecr is not None and report.live_image:

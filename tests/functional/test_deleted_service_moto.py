@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.ecs.models import ecs_backends
 
 from deploykit import commands
 from deploykit.aws import AwsFactory
 from deploykit.errors import ServiceBeingDeleted, StepFailed, UsageError
 from tests.functional.conftest import asked, create_service
 from tests.functional.conftest import moto_runtime as runtime
-from tests.functional.test_restart_moto import steady
+from tests.functional.test_restart_moto import ACCOUNT, REGION, steady
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
 DELETED = (
@@ -148,3 +149,26 @@ def test_inv_health_still_says_not_found_for_a_service_never_made(project: Path,
     [row] = [r for r in report["rows"] if r["part"] == "service"]
     assert row["status"] == "missing"
     assert f"ECS service {SERVICE} not found in cluster {CLUSTER}" in [f["what"] for f in report["findings"]]
+
+
+def test_inv_health_says_a_service_being_deleted_and_that_its_stack_makes_it_again_once_ecs_has_finished(
+    project: Path, factory: AwsFactory
+) -> None:
+    """DRAINING (ECS stops its tasks, then lists it INACTIVE; moto deletes at once, so the service is set so): the
+    next step is the one every command that reads it gives (the Fargate stack, once ECS has finished), not
+    ``inv deploy.full``; its tasks and rollouts are not judged (restart and rollback refuse a service being deleted)."""
+    steady(factory)
+    service = ecs_backends[ACCOUNT][REGION].services[f"{CLUSTER}:{SERVICE}"]
+    service.status, service.desired_count = "DRAINING", 0  # what DeleteService does first
+
+    report = health(project, factory)
+
+    [row] = [r for r in report["rows"] if r["part"] == "service"]
+    assert row["status"] == "DRAINING"
+    findings = {f["what"]: f["next_step"] for f in report["findings"] if SERVICE in f["what"]}
+    step = findings.pop(f"service {SERVICE} is being deleted (DRAINING): nothing can be rolled out on it")
+    assert not [what for what in findings if "tasks" in what]  # not "wants 0 tasks", nor restart's next step
+    assert step.startswith(
+        "once ECS has finished deleting it (inv health --env dev shows it INACTIVE, or not found, then), " + REMADE
+    )
+    assert "detect-stack-drift --stack-name CarRentalFargateStack" in step
