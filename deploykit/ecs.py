@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.aws import AwsFactory, HandedOn, at_once, is_throttling
-from deploykit.errors import ServiceBeingDeleted, UsageError
+from deploykit.errors import NoCluster, ServiceBeingDeleted, UsageError
 
 if TYPE_CHECKING:
     from deploykit.config import EnvConfig
@@ -68,8 +68,8 @@ def _create_command(env: EnvConfig | None) -> str:
     return f"inv deploy.stack {env.stacks.fargate} --env {env.name}" if env else "inv deploy.stack <fargate stack>"
 
 
-def no_cluster(cluster: str, env: EnvConfig | None) -> UsageError:
-    return UsageError(
+def no_cluster(cluster: str, env: EnvConfig | None) -> NoCluster:
+    return NoCluster(
         f"ECS cluster {cluster!r} does not exist", next_step=f"deploy the Fargate stack first: {_create_command(env)}"
     )
 

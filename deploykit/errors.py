@@ -56,6 +56,11 @@ class ServiceBeingDeleted(UsageError):
     rollback, until the stack that defines it makes it again (:func:`deploykit.ecs.being_deleted`)."""
 
 
+class NoCluster(UsageError):
+    """The ECS cluster deploy.toml names does not exist: the Fargate stack that makes it is not deployed, or
+    ``cluster`` names another (:func:`deploykit.ecs.no_cluster`)."""
+
+
 class Superseded(UsageError):
     """What is live changed between reading it and taking the lock (another deploy finished meanwhile): the plan
     made from it is stale. Raised before anything live was changed; the command may start again."""

@@ -34,7 +34,7 @@ from deploykit.ecs import (
     rolling,
 )
 from deploykit.endpoints import STACK_ROLES
-from deploykit.errors import UsageError
+from deploykit.errors import NoCluster, UsageError
 from deploykit.git import SHORT_SHA
 from deploykit.output import tabulate
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
@@ -687,23 +687,17 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = N
     """The service's rows and findings; the service, or None when there is none to judge further (none of its name,
     or one ECS deleted: INACTIVE, which ECS lists a while longer)."""
     service = _describe_service(ecs, env.cluster, env.service, env)
-    if service is not None and service.get("status") == "INACTIVE":
+    if isinstance(service, UsageError):
+        report.rows.append(Row("service", f"{env.cluster}/{env.service}", MISSING, _missing_detail(service, env)))
+        report.findings.append(missing_finding(service, env))
+        return None
+    if service.get("status") == "INACTIVE":
         report.rows.append(Row("service", f"{env.cluster}/{env.service}", "INACTIVE", "deleted; ECS lists it a while"))
         report.findings.append(
             Finding(
                 "broken",
                 f"service {env.service} was deleted (INACTIVE): nothing runs on it",
                 being_deleted(env.service, env.cluster, env, "INACTIVE").next_step or "",
-            )
-        )
-        return None
-    if service is None:
-        report.rows.append(Row("service", f"{env.cluster}/{env.service}", MISSING, "no such ECS service or cluster"))
-        report.findings.append(
-            Finding(
-                "broken",
-                f"ECS service {env.service} not found in cluster {env.cluster}",
-                f"inv deploy.full --env {env.name} (or fix 'cluster'/'service' in deploy.toml)",
             )
         )
         return None
@@ -738,12 +732,32 @@ def _image_of(task_definitions: TaskDefinitions, arn: str, container: str) -> st
         return UsageError(f"task definition {revision(arn)} cannot be read: {exc}")
 
 
-def _describe_service(ecs: Any, cluster: str, name: str, env: EnvConfig) -> dict[str, Any] | None:
-    """The service, one ECS deleted (INACTIVE) included; None when there is none of its name, or no cluster."""
+def _describe_service(ecs: Any, cluster: str, name: str, env: EnvConfig) -> dict[str, Any] | UsageError:
+    """The service, one ECS deleted (INACTIVE) included; else what says which is missing: the cluster (NoCluster), or
+    the service in it."""
     try:
         return describe_service(ecs, cluster, name, env, deleted=True)
-    except UsageError:  # no such cluster or service
-        return None
+    except UsageError as exc:
+        return exc
+
+
+def _missing_detail(missing: UsageError, env: EnvConfig) -> str:
+    return f"no cluster {env.cluster}" if isinstance(missing, NoCluster) else f"no such service in {env.cluster}"
+
+
+def missing_finding(missing: UsageError, env: EnvConfig) -> Finding:
+    """No service to judge, and which is missing: its cluster (``missing`` a NoCluster: the Fargate stack that makes
+    both is not deployed, or deploy.toml names another cluster), or the service in the cluster (never made there, ECS
+    no longer lists the one it deleted, or deploy.toml names another); the next step is ``missing``'s, as every
+    command that reads the service gives it."""
+    if isinstance(missing, NoCluster):
+        return Finding(
+            "broken",
+            f"ECS cluster {env.cluster} does not exist, nor service {env.service} in it: the cluster is not deployed "
+            f"(the Fargate stack {env.stacks.fargate} makes both)",
+            f"{missing.next_step} (or fix 'cluster' in deploy.toml, if it names another)",
+        )
+    return Finding("broken", f"ECS service {env.service} not found in cluster {env.cluster}", missing.next_step or "")
 
 
 def _live_image(

@@ -147,8 +147,11 @@ def test_inv_health_still_says_not_found_for_a_service_never_made(project: Path,
     report = health(project, factory)
 
     [row] = [r for r in report["rows"] if r["part"] == "service"]
-    assert row["status"] == "missing"
-    assert f"ECS service {SERVICE} not found in cluster {CLUSTER}" in [f["what"] for f in report["findings"]]
+    assert (row["status"], row["detail"]) == ("missing", f"no such service in {CLUSTER}")  # the cluster is there
+    findings = {f["what"]: f["next_step"] for f in report["findings"]}
+    assert findings[f"ECS service {SERVICE} not found in cluster {CLUSTER}"] == (
+        "check 'cluster' and 'service' in deploy.toml, or create it: inv deploy.stack CarRentalFargateStack --env dev"
+    )
 
 
 def test_inv_health_says_a_service_being_deleted_and_that_its_stack_makes_it_again_once_ecs_has_finished(

@@ -441,12 +441,16 @@ def test_nothing_deployed_is_reported_not_raised(aws: AwsFactory) -> None:
             "CarRentalFargateStack, CarRentalApiStack)",
             "inv deploy.full --env dev",
         ),
-        (
+        (  # which is missing: the cluster (not "the service not found in cluster"), and the stack that makes it
             "broken",
-            "ECS service car-rental-service not found in cluster car-rental-cluster",
-            "inv deploy.full --env dev (or fix 'cluster'/'service' in deploy.toml)",
+            "ECS cluster car-rental-cluster does not exist, nor service car-rental-service in it: the cluster is not "
+            "deployed (the Fargate stack CarRentalFargateStack makes both)",
+            "deploy the Fargate stack first: inv deploy.stack CarRentalFargateStack --env dev (or fix 'cluster' in "
+            "deploy.toml, if it names another)",
         ),
     ]
+    [service] = rows_of(report, "service")
+    assert (service.name, service.detail) == ("car-rental-cluster/car-rental-service", "no cluster car-rental-cluster")
     assert report.live_image is None and report.live_sha is None
     assert report.recommendations == []
 
