@@ -14,7 +14,7 @@ import heapq
 import itertools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploykit import ecs
 from deploykit.clock import moment_of
 from deploykit.config import EnvConfig
-from deploykit.errors import UsageError
+from deploykit.errors import ServiceBeingDeleted, UsageError
 
 LATE_MS = 10_000  # how much later than a newer one a line may reach CloudWatch Logs and still be followed
 PAGES = 1000  # FilterLogEvents pages read for one window at most (each up to 10,000 events or 1 MB)
@@ -39,6 +39,8 @@ class LogSource:
     group: str
     stream_prefix: str = ""
     pattern: str = ""
+    # the app's, once ECS deleted its service: what to say before its lines (they are the last it wrote)
+    deleted: str = field(default="", compare=False)
 
     def label(self, stream: str) -> str:
         """Who wrote a line, short: the task (first 8 of its id) for the app, the version for a function."""
@@ -102,19 +104,73 @@ class BadFilterPattern(UsageError):
 # -- where each component logs ------------------------------------------------------------------------------------
 
 
-def app_source(ecs_client: Any, env: EnvConfig, task: str = "") -> LogSource:
+def app_source(ecs_client: Any, env: EnvConfig, task: str = "", *, logs: Any = None) -> LogSource:
     """The app's lines: the awslogs settings of ``env.container`` in the task definition the service runs now;
-    ``task`` (an id, or its first characters) narrows them to one task's stream."""
-    service = ecs.describe_service(ecs_client, env.cluster, env.service, env)
+    ``task`` (an id, or its first characters) narrows them to one task's stream. A service ECS deleted (INACTIVE,
+    which ECS lists a while longer) is refused (ServiceBeingDeleted), unless ``logs`` (a CloudWatch Logs client) is
+    given: then it is :func:`deleted_app_source`."""
+    service = ecs.describe_service(ecs_client, env.cluster, env.service, env, deleted=logs is not None)
+    if service.get("status") == "INACTIVE":
+        return deleted_app_source(ecs_client, logs, env, service, task)
     arn = str(service["taskDefinition"])
-    definition = ecs.TaskDefinitions(ecs_client).get(arn)
+    return _app_source(ecs.TaskDefinitions(ecs_client).get(arn), arn, env, task)
+
+
+def deleted_app_source(
+    ecs_client: Any, logs: Any, env: EnvConfig, service: Mapping[str, Any], task: str = ""
+) -> LogSource:
+    """The lines the tasks of ``service``, which ECS deleted (INACTIVE), left: where the revision it ran last sent
+    them, when that revision can still be read (a deregistered one can), logs with awslogs, and its group still holds
+    the container's streams (a service deleted by hand; ``inv destroy`` deletes the group with the stack, and its
+    retention the streams). The source says it was deleted (``deleted``). ServiceBeingDeleted (exit 2) with why,
+    when nothing is left to read."""
+    arn = str(service.get("taskDefinition") or "")
+
+    def nothing(why: str) -> ServiceBeingDeleted:
+        return ecs.being_deleted(
+            env.service, env.cluster, env, "INACTIVE", so=f"none of its logs is left to read ({why})"
+        )
+
+    if not arn:
+        raise nothing("ECS does not say which revision it ran")
+    try:
+        definition = ecs.TaskDefinitions(ecs_client).get(arn)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ClientException":  # how ECS says "no such task definition"
+            raise
+        raise nothing(f"its last revision {ecs.revision_name(arn)} cannot be read: {exc}") from None
+    ecs.container_image(definition, env.container)  # refuses a container the task definition does not have
+    if ecs.awslogs(definition, env.container) is None:
+        raise nothing(_not_awslogs(definition, arn, env.container))
+    whole = _app_source(definition, arn, env, "")  # every task's streams
+    try:
+        answer = logs.describe_log_streams(logGroupName=whole.group, logStreamNamePrefix=whole.stream_prefix, limit=1)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+        raise nothing(f"log group {whole.group} is gone (inv destroy deletes it with the stack)") from None
+    if not answer.get("logStreams"):
+        raise nothing(f"log group {whole.group} holds no stream of {env.container}")
+    return replace(
+        _app_source(definition, arn, env, task),
+        deleted=f"ECS deleted service {env.service} (INACTIVE; it lists it a while longer): its tasks write no more; "
+        f"these are the lines they left, where its last revision {ecs.revision_name(arn)} sent them (the Fargate "
+        f"stack makes it again: inv deploy.stack {env.stacks.fargate} --env {env.name})",
+    )
+
+
+def _not_awslogs(definition: dict[str, Any], arn: str, container: str) -> str:
+    driver = ecs.log_configuration(definition, container).get("logDriver") or "none"
+    return f"container {container!r} of {ecs.revision_name(arn)} does not log to CloudWatch Logs (log driver: {driver})"
+
+
+def _app_source(definition: dict[str, Any], arn: str, env: EnvConfig, task: str) -> LogSource:
+    """Where ``env.container`` of task definition ``arn`` logs, ``task`` narrowing it to one task's stream."""
     ecs.container_image(definition, env.container)  # refuses a container the task definition does not have
     found = ecs.awslogs(definition, env.container)
     if found is None:
-        driver = ecs.log_configuration(definition, env.container).get("logDriver") or "none"
         raise UsageError(
-            f"container {env.container!r} of {arn.rsplit('/', 1)[-1]} does not log to CloudWatch Logs "
-            f"(log driver: {driver})",
+            _not_awslogs(definition, arn, env.container),
             next_step="give it the awslogs log driver in the Fargate stack (cdk/stacks/fargate_stack.py)",
         )
     group, prefix = found

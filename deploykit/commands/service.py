@@ -75,12 +75,15 @@ def log_components(text: str, config: Config) -> tuple[list[rollbacks.Component]
     return list(dict.fromkeys(found)), False
 
 
-def log_source(aws: AwsFactory, env: EnvConfig, which: rollbacks.Component, task: str = "") -> applogs.LogSource:
+def log_source(
+    aws: AwsFactory, env: EnvConfig, which: rollbacks.Component, task: str = "", *, deleted: bool = False
+) -> applogs.LogSource:
     """Where a component logs, read from the environment (the app: the awslogs settings of the task definition its
     service runs, ``task`` narrowing them to one task's stream; a function: its LoggingConfig); UsageError when it is
-    not deployed."""
+    not deployed. ``deleted``: the app of a service ECS deleted (INACTIVE) too, while its log group holds its lines
+    (applogs.deleted_app_source: the source says so); without, it is refused."""
     if which.kind == "app":
-        return applogs.app_source(aws.client("ecs"), env, task)
+        return applogs.app_source(aws.client("ecs"), env, task, logs=aws.client("logs") if deleted else None)
     function_name = lambda_chain.deployed_function(StackOutputs.of(aws), env, which.function)
     return applogs.lambda_source(aws.client("lambda"), which.function, function_name)
 
@@ -188,12 +191,15 @@ def logs(
         sources = []
         for w in which:
             try:
-                sources.append(dataclasses.replace(log_source(aws, environment, w, task), pattern=pattern.strip()))
+                found = log_source(aws, environment, w, task, deleted=True)  # a deleted service's last lines too
+                sources.append(dataclasses.replace(found, pattern=pattern.strip()))
             except UsageError as exc:  # all: a function not deployed yet (its folder added) is left out, and said
                 if not (everything and w.kind == "lambda"):
                     raise
                 runtime.stderr.write(f"📜 {w.key} left out: {exc.message}\n")
         for source in sources:
+            if source.deleted:  # said first: the lines below are the last it wrote
+                runtime.stderr.write(f"⚠️  {source.deleted}\n")
             streams = f", streams {source.stream_prefix}*" if source.stream_prefix else ""
             matching = f", lines matching {source.pattern}" if source.pattern else ""
             runtime.stderr.write(

@@ -1,7 +1,8 @@
 """A service ECS deleted (``inv destroy``, its stack's deletion, or by hand), on moto: ECS lists it INACTIVE a while
 longer, and moto's DeleteService leaves it so. Each command that reads the service says it was deleted, with the
 stack that makes it again, never "not found in cluster" (as if deploy.toml named another service), and none changes
-it (moto's UpdateService would take an INACTIVE service; AWS's refuses it: ServiceNotActiveException)."""
+it (moto's UpdateService would take an INACTIVE service; AWS's refuses it: ServiceNotActiveException). inv logs
+reads the lines its tasks left while its log group holds some, saying first that it was deleted."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from moto.ecs.models import ecs_backends
 from deploykit import commands
 from deploykit.aws import AwsFactory
 from deploykit.errors import ServiceBeingDeleted, StepFailed, UsageError
-from tests.functional.conftest import asked, create_service
+from tests.functional.conftest import CONTAINER, asked, create_service
 from tests.functional.conftest import moto_runtime as runtime
+from tests.functional.test_logs_moto import GROUP, logs, put, run_logs  # noqa: F401 (logs: a fixture)
 from tests.functional.test_restart_moto import ACCOUNT, REGION, steady
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
@@ -56,10 +58,77 @@ def test_inv_tasks_says_the_service_was_deleted(project: Path, factory: AwsFacto
     said_deleted(err)
 
 
-def test_inv_logs_says_the_service_was_deleted(project: Path, factory: AwsFactory, deleted: list[str]) -> None:
-    with pytest.raises(UsageError) as err:
-        commands.logs(env="dev", component="app", runtime=runtime(project, factory))
-    said_deleted(err)
+@pytest.mark.usefixtures("logs")  # the group of conftest's CONTAINER, with two tasks' lines
+def test_inv_logs_reads_what_a_deleted_service_left_saying_first_that_it_was_deleted(
+    project: Path, factory: AwsFactory, deleted: list[str]
+) -> None:
+    """Deleted by hand (the group stays; inv destroy would delete it with the stack): its last revision's awslogs
+    settings find its group, whose lines are read as any service's, after a line saying it was deleted."""
+    lines, out, err = run_logs(project, factory, since="5m")
+
+    assert [line.message for line in lines] == ["task a starts", "task b starts", "task a serves", "task b serves"]
+    assert out.splitlines()[0].endswith("aaaa1111  task a starts")
+    said = err.splitlines()
+    assert said[0] == (
+        f"⚠️  ECS deleted service {SERVICE} (INACTIVE; it lists it a while longer): its tasks write no more; these are "
+        "the lines they left, where its last revision car-rental-backend:1 sent them (the Fargate stack makes it "
+        "again: inv deploy.stack CarRentalFargateStack --env dev)"
+    )
+    assert said[1].startswith(f"📜 app in dev: CloudWatch Logs {GROUP}, streams backend/backend/*")
+    _, out, _ = run_logs(project, factory, since="5m", task="bbbb", as_json=True)  # --task and --json as ever
+    assert [line["message"] for line in json.loads(out)["lines"]] == ["task b starts", "task b serves"]
+
+
+def refused_logs(project: Path, factory: AwsFactory, why: str) -> None:
+    """inv logs of the deleted service: nothing to read (exit 2), saying why, and the stack that makes it again."""
+    with pytest.raises(ServiceBeingDeleted) as err:
+        run_logs(project, factory, since="5m")
+    assert err.value.exit_code == 2
+    assert err.value.message == (
+        f"ECS service {SERVICE!r} in cluster {CLUSTER!r} is being deleted or was deleted (status INACTIVE): none of "
+        f"its logs is left to read ({why}); nothing was changed"
+    )
+    assert (err.value.next_step or "").startswith(REMADE)
+
+
+def test_inv_logs_of_a_deleted_service_whose_group_is_gone_says_there_is_nothing_to_read(
+    project: Path, factory: AwsFactory, deleted: list[str]
+) -> None:
+    """inv destroy: the stack deleted the service, then the group."""
+    refused_logs(project, factory, f"log group {GROUP} is gone (inv destroy deletes it with the stack)")
+
+
+def test_inv_logs_of_a_deleted_service_whose_group_holds_none_of_its_streams_says_so(
+    project: Path, factory: AwsFactory, deleted: list[str]
+) -> None:
+    client = factory.client("logs")
+    client.create_log_group(logGroupName=GROUP)
+    put(client, "other/sidecar/aaaa1111", (1, "not the app's container"))
+    refused_logs(project, factory, f"log group {GROUP} holds no stream of backend")
+
+
+def test_inv_logs_of_a_deleted_service_whose_last_revision_is_gone_or_logged_elsewhere_says_so(
+    project: Path, factory: AwsFactory, deleted: list[str]
+) -> None:
+    ecs = factory.client("ecs")
+    [listed] = ecs.describe_services(cluster=CLUSTER, services=[SERVICE])["services"]
+    arn = listed["taskDefinition"]
+    bare = {k: v for k, v in CONTAINER.items() if k != "logConfiguration"}
+    ecs.register_task_definition(family="car-rental-backend", containerDefinitions=[bare], memory="512")
+    service = ecs_backends[ACCOUNT][REGION].services[f"{CLUSTER}:{SERVICE}"]
+    service.task_definition = arn.replace(":1", ":2")  # its last revision logged with no driver
+    refused_logs(
+        project,
+        factory,
+        "container 'backend' of car-rental-backend:2 does not log to CloudWatch Logs (log driver: none)",
+    )
+    service.task_definition = arn.replace(":1", ":9")  # deleted for good (DeleteTaskDefinitions)
+    with pytest.raises(
+        ServiceBeingDeleted,
+        match=r"none of its logs is left to read \(its last revision "
+        r"car-rental-backend:9 cannot be read: .*ClientException",
+    ):
+        run_logs(project, factory, since="5m")
 
 
 def test_inv_restart_refuses_a_deleted_service_and_forces_no_deployment(
