@@ -277,6 +277,46 @@ def test_stack_modules_are_parsed_one_at_a_time_whatever_the_threads(monkeypatch
     assert all(set(u.users["cdk/stacks/common/x.py"]) == {"data"} for u in usages)
 
 
+def test_each_cdk_file_is_parsed_once_and_its_imports_kept_for_the_next_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """deploy.auto reads cdk/ at two commits on each run whose live commits differ by a CDK module: each file's
+    imports are kept in the cache by its path and content, so the next command (a new process: a new ImportsCache
+    over the same folder) parses only what changed, and finds the same usage. A file that does not parse is kept as
+    such; a corrupt or unwritable cache is passed over."""
+    parsed: list[str] = []
+    parse = ast.parse
+
+    def counted(source: Any, filename: str = "<unknown>", *args: Any, **kwargs: Any) -> ast.AST:
+        parsed.append(filename)
+        return parse(source, filename, *args, **kwargs)
+
+    monkeypatch.setattr(changes.ast, "parse", counted)
+    config = load_config(REPO / "deploy.toml")
+    files = {
+        "cdk/stacks/data_stack.py": b"from stacks.common import x\n",
+        "cdk/stacks/common/x.py": b"X = 1\n",
+        "cdk/stacks/api_stack.py": b"def (\n",  # does not parse: uses everything
+    }
+    first = stack_usage(config, files, changes.ImportsCache(tmp_path))
+    assert sorted(parsed) == sorted(files)
+    parsed.clear()
+    again = stack_usage(config, files, changes.ImportsCache(tmp_path))
+    assert parsed == [] and again == first
+    assert set(again.users["cdk/stacks/common/x.py"]) == {"data", "api"}
+    changed = {**files, "cdk/stacks/data_stack.py": b"X = 2\n"}
+    assert set(stack_usage(config, changed, changes.ImportsCache(tmp_path)).users["cdk/stacks/common/x.py"]) == {"api"}
+    assert parsed == ["cdk/stacks/data_stack.py"]
+
+    (tmp_path / changes.ImportsCache.FILE).write_text("{not json")
+    parsed.clear()
+    assert stack_usage(config, files, changes.ImportsCache(tmp_path)) == first
+    assert len(parsed) == 3
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert stack_usage(config, files, changes.ImportsCache(blocked / "cache")) == first  # cannot be written
+
+
 def test_glob_syntax() -> None:
     def matches(glob: str, path: str) -> bool:
         return compile_glob(glob)[0].fullmatch(path) is not None
