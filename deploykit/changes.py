@@ -198,8 +198,9 @@ class ImportsCache:
     """The module names each file of cdk/ imports (:func:`_imported_modules`), by its path and content, kept in the
     cache (:func:`deploykit.cachedir.cache_root`, ``cdk-imports.json``): a file is parsed once, where deploy.auto
     parsed each file of cdk/ in two commits on every run whose live commits differ by a CDK module (about 0.1 s a
-    commit, of a run of about 1.3 s that finds nothing to deploy). None for a file that does not parse. Safe from threads (inv envs); the file is replaced
-    whole (two commands writing at once: one's new names are lost, and parsed again next time)."""
+    commit, of a run of about 1.3 s that finds nothing to deploy). None for a file that does not parse. Safe from
+    threads (inv envs); the file is replaced whole (two commands writing at once: one's new names are lost, and
+    parsed again next time)."""
 
     FILE = "cdk-imports.json"
     VERSION = 1

@@ -234,6 +234,18 @@ def template_cpu(body: str) -> str | None:
     return None
 
 
+def template_references(
+    aws: AwsFactory, env: EnvConfig, stack: str, body: str, given: Mapping[str, str]
+) -> references.Findings | None:
+    """Whether what the task definitions of template ``body`` name exists (a secret, an environment file, a log
+    group, a role: :func:`deploykit.references.of_template`), read at once; None for a template without a task
+    definition. No read for one whose references are all the stack's own (this repository's)."""
+    if stacks.TASK_DEFINITION not in stacks.resource_types(body).values():
+        return None
+    named, elsewhere = references.of_template(body, given, stack=stack, region=env.region, account=aws.account())
+    return references.check(aws, named, elsewhere)
+
+
 def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> UsageError:
     """The refusal of a stack deploy that would roll out an image the environment's registry does not have (its run
     finds it after synthesis, its dry run before)."""
@@ -444,16 +456,12 @@ class DeployStack(Step):
 
     def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:
         """UsageError, before anything changes, when a task definition of the template names what does not exist
-        (a secret, an environment file, a log group, a role: :func:`deploykit.references.of_template`), as
-        ``register-taskdef`` refuses its revisions: on AWS its tasks would fail to start a minute into the rollout,
-        then be rolled back. What the step's detail says of those not checked ("" for none). No read for a
-        template without task definitions, nor for one whose references are all the stack's own."""
-        if stacks.TASK_DEFINITION not in stacks.resource_types(body).values():
+        (:func:`template_references`), as ``register-taskdef`` refuses its revisions: on AWS its tasks would fail to
+        start a minute into the rollout, then be rolled back. What the step's detail says of those not checked (""
+        for none)."""
+        found = template_references(ctx.aws, ctx.env, self.stack, body, given)
+        if found is None:
             return ""
-        named, elsewhere = references.of_template(
-            body, given, stack=self.stack, region=ctx.env.region, account=ctx.aws.account()
-        )
-        found = references.check(ctx.aws, named, elsewhere)
         references.refuse_missing_in(found, self.stack, self.rerun)
         return references.said_unchecked(found)
 

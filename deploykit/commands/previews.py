@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ from deploykit import (
     markdown,
     synth,
 )
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, at_once
 from deploykit.commands.core import Runtime, aws_errors, load_plugins
 from deploykit.config import Config, EnvConfig
 from deploykit.plugins import Plugins, review_stack_changes
-from deploykit.stack_chain import template_url
+from deploykit.references import Findings
+from deploykit.stack_chain import template_references, template_url
 from deploykit.stacks import (
     Change,
     NoPreview,
@@ -62,8 +64,11 @@ def preview_stack(
     """Print what a deploy of ``template`` with ``parameters`` would change in stack ``name`` (a change set made and
     deleted, never executed); the same as JSON. ``rerun``: the command that deploys it, when not deploy.stack."""
     with aws_errors(env):
-        found, stack = stack_previewed(runtime, aws, env, name, template, parameters)
-    return show_preview(runtime, env, name, found, stack, rerun=rerun, plugins=load_plugins(runtime, config)).json
+        found = stack_previewed(runtime, aws, env, name, template, parameters)
+    return show_preview(runtime, env, name, *found, rerun=rerun, plugins=load_plugins(runtime, config)).json
+
+
+Previewed = tuple[list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None]
 
 
 def stack_previewed(
@@ -75,16 +80,25 @@ def stack_previewed(
     parameters: dict[str, str],
     *,
     as_given: bool = False,
-) -> tuple[list[Change] | NoPreview | None, dict[str, Any] | None]:
-    """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), and the
-    stack as it is. ``as_given``: each of ``parameters`` the stack has keeps its value (the template alone)."""
+) -> Previewed:
+    """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), the stack
+    as it is, and whether what its task definitions name exists (:func:`template_references`, read beside the change
+    set; None: no task definition), which a deploy checks first. ``as_given``: each of ``parameters`` the stack has
+    keeps its value (the template alone)."""
     body = synth.template_body(template)
     deployer = _previewer(runtime, aws, env)
     stack = deployer.describe(name)  # its status, printed; and what the preview needs to know first
     if as_given:
         given = given_parameters(stack)
         parameters = {key: given.get(key, value) for key, value in parameters.items()}
-    return deployer.preview(name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack), stack
+    reads: dict[str, Callable[[], Any]] = {
+        "changes": lambda: deployer.preview(
+            name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack
+        ),
+        "references": partial(template_references, aws, env, name, body, parameters),
+    }
+    found = at_once(reads)
+    return found["changes"], stack, found["references"]
 
 
 def show_preview(
@@ -93,14 +107,16 @@ def show_preview(
     name: str,
     found: list[Change] | NoPreview | None,
     stack: Mapping[str, Any] | None,
+    named: Findings | None = None,
     *,
     rerun: str | None = None,
     changed: bool = True,
     plugins: Plugins | None = None,
 ) -> Preview:
-    """Print a stack's preview (:func:`stack_previewed`); the same as JSON. ``changed``: whether the analysis counts the
-    stack changed (an empty preview then says the change is in code the template does not see). ``plugins``: the
-    team's, whose review of the changes is said under them (what a deploy of them would refuse)."""
+    """Print a stack's preview (:func:`stack_previewed`: its changes, the stack, what its task definitions name); the
+    same as JSON. ``changed``: whether the analysis counts the stack changed (an empty preview then says the change is
+    in code the template does not see). ``plugins``: the team's, whose review of the changes is said under them (what
+    a deploy of them would refuse), as what the task definitions name that does not exist is."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     # its health, as inv health judges its status: a last update rolled back, a stack busy or stuck, and what a deploy
     # of it does first (waits, continues the rollback, creates it again)
@@ -132,6 +148,12 @@ def show_preview(
         f"⛔ plugin {plugin!r} refuses this change: {'; '.join(reasons)} (a deploy of it is refused)"
         for plugin, reasons in sorted(refused.items())
     ]
+    missing = list(named.missing) if named else []
+    if missing:
+        lines.append(
+            "⛔ its task definition names what does not exist, so none of its tasks would start (a deploy of it is "
+            f"refused): {'; '.join(missing)}"
+        )
     runtime.stderr.write(f"\n🐳 {name} ({status})\n" + "\n".join(lines) + "\n")
     # what a reviewer must not miss (--markdown lists it above the tables): what a deploy refuses or asks approval for
     attention = [
@@ -146,6 +168,7 @@ def show_preview(
         if c.changes_access
     ]
     attention += [f"{name}: plugin {p!r} refuses this change: {'; '.join(r)}" for p, r in sorted(refused.items())]
+    attention += [f"{name}: its task definition names what does not exist: {m} (a deploy refuses it)" for m in missing]
     attention += [finding.what] if finding else []
     return Preview(
         {
@@ -154,6 +177,7 @@ def show_preview(
             "changes": changes,
             "no_preview": blocked.reason if blocked else None,
             "refused": refused,
+            "missing": missing,  # what its task definitions name that does not exist: a deploy refuses it
         },
         markdown.StackSection(
             name,

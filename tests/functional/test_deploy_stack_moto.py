@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 from pathlib import Path
+from typing import Any
 from unittest.mock import Mock
 
 import pytest
@@ -14,6 +15,7 @@ from deploykit import commands, registry, stack_chain
 from deploykit.app_chain import in_registry_now
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.commands.previews import show_preview, stack_previewed
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.output import Reporter
@@ -257,12 +259,9 @@ def test_uncommitted_changes_are_refused_unless_allowed_and_then_named_as_a_dirt
     assert deployed["component"] == "stack:data" and "-dirty-" in deployed["sha"]
 
 
-def test_a_stack_whose_task_definition_names_a_missing_secret_is_refused_before_its_change_set(
-    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
-) -> None:
-    """The Fargate stack's revision names an SSM parameter (as ecs.Secret.from_ssm_parameter writes it) and a log
-    group of its own: the parameter missing, the deploy is refused before anything changes (exit 2, naming it); once
-    it is there, the stack deploys. Its own log group is never read."""
+def secret_template(tmp_path: Path) -> Path:
+    """A Fargate stack's template whose task definition names an SSM parameter (as ecs.Secret.from_ssm_parameter
+    writes it) and a log group of its own."""
     secret = {
         "Name": "API_KEY",
         "ValueFrom": {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/stack-key"},
@@ -284,9 +283,17 @@ def test_a_stack_whose_task_definition_names_a_missing_secret_is_refused_before_
     template.write_text(json.dumps({"Resources": resources}))
     stack = {"type": "aws:cloudformation:stack", "properties": {"templateFile": template.name}}
     (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": stack}}))
+    return template
+
+
+def test_a_stack_whose_task_definition_names_a_missing_secret_is_refused_before_its_change_set(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """The Fargate stack's revision names an SSM parameter that is missing: the deploy is refused before anything
+    changes (exit 2, naming it); once it is there, the stack deploys. Its own log group is never read."""
     clock = FakeClock()
     ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
-    step = DeployStack("CarRentalFargateStack", str(template))
+    step = DeployStack("CarRentalFargateStack", str(secret_template(tmp_path)))
 
     with pytest.raises(UsageError) as refused:
         step.run(ctx)
@@ -304,3 +311,33 @@ def test_a_stack_whose_task_definition_names_a_missing_secret_is_refused_before_
 
     factory.client("ssm").put_parameter(Name="/stack-key", Value="k", Type="SecureString")
     assert step.run(ctx).status == "done"
+
+
+def test_a_preview_says_what_a_stacks_task_definition_names_that_does_not_exist(
+    project: Path, factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """inv diff and deploy.auto's dry run show, under the stack's changes, the refusal its deploy would meet: in the
+    text, the JSON and --markdown's Needs attention; nothing once the parameter is there."""
+    template = secret_template(tmp_path)
+
+    def previewed() -> tuple[str, Any]:
+        runtime = quiet_runtime(project)
+        found = stack_previewed(runtime, factory, dev_env, "CarRentalFargateStack", template, {})
+        shown = show_preview(runtime, dev_env, "CarRentalFargateStack", *found)
+        assert isinstance(runtime.stderr, io.StringIO)
+        return runtime.stderr.getvalue(), shown
+
+    said, shown = previewed()
+    parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/stack-key"
+    missing = f"secret API_KEY of container backend (SSM parameter {parameter}): not found"
+    assert shown.json["missing"] == [missing]
+    assert (
+        "⛔ its task definition names what does not exist, so none of its tasks would start (a deploy of it is "
+        f"refused): {missing}"
+    ) in said
+    assert shown.section.attention == (
+        f"CarRentalFargateStack: its task definition names what does not exist: {missing} (a deploy refuses it)",
+    )
+    factory.client("ssm").put_parameter(Name="/stack-key", Value="k", Type="SecureString")
+    said, shown = previewed()
+    assert shown.json["missing"] == [] and "⛔" not in said
