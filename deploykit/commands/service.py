@@ -710,8 +710,18 @@ def _resume_one(
                 f"{environment.name}) for its count, or: aws ecs update-service --cluster {environment.cluster} "
                 f"--service {environment.service} --desired-count N",
             )
+        stale = ""
+        if kept is not None:  # a pause's, the service scaled up since by other means: it would make a later scale-in
+            # by hand pass for this pause, with its old count
+            if not dry_run:
+                with aws_errors(environment):
+                    pause.delete_object(aws, environment)
+            stale = (
+                f" (its pause object, {kept.describe(environment.name)}, holds no more{'' if dry_run else ': removed'})"
+            )
         runtime.stderr.write(
-            f"☀️  {environment.name} is not paused: {environment.service} wants {desired} task(s); nothing to do\n"
+            f"☀️  {environment.name} is not paused: {environment.service} wants {desired} task(s); nothing to do"
+            f"{stale}\n"
         )
         if as_json:
             runtime.stdout.write(nothing_to_do_json(environment.name, pause.RESUME_TITLE) + "\n")

@@ -382,6 +382,30 @@ def test_resume_of_an_environment_not_paused_does_nothing_and_of_one_scaled_to_z
     assert no.value.exit_code == 2 and "--desired-count N" in (no.value.next_step or "")
 
 
+def test_resume_of_a_pause_scaled_up_by_other_means_removes_its_object(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused, then scaled up by other means (a person's update-service): not paused any more, and inv resume says
+    so; its dry run keeps the pause object, a resume removes it, so that a later scale-in by hand is not taken for
+    that pause (with its old count) but refused as one whose count is not known."""
+    paused(project, factory, monkeypatch)
+    ecs = factory.client("ecs")
+    ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=3)
+    dry = runtime(project, factory)
+    assert commands.resume_app(env="dev", dry_run=True, runtime=dry) is None
+    assert "its pause object, dev is paused by ana@laptop since " in dry.stderr.getvalue()  # type: ignore[attr-defined]
+    assert pause.read_state(factory, dev_env)[0] is not None
+    rt = runtime(project, factory)
+    assert commands.resume_app(env="dev", runtime=rt) is None
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "dev is not paused: car-rental-service wants 3 task(s); nothing to do (its pause object, " in said
+    assert ": nights, holds no more: removed)" in said
+    assert pause.read_state(factory, dev_env) == (None, 3)
+    ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=0)
+    with pytest.raises(UsageError, match="inv pause did not pause it"):
+        commands.resume_app(env="dev", runtime=runtime(project, factory))
+
+
 def test_resume_dry_run_shows_the_wake_and_the_smoke_and_changes_nothing(
     project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
