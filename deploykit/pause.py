@@ -15,9 +15,9 @@ Where it is kept: the S3 object ``deploykit/pause/<env>.json`` in the artifacts 
 when, how many tasks it ran), beside the freeze and the lock; the service's desired count of 0 is the other half.
 The environment is paused while both hold: a service scaled up by other means since (a Fargate stack update sets
 its template's count, as CloudFormation does whenever it updates the service; a person) is not paused any more,
-whatever the object says: the next pause replaces the object, ``inv resume`` removes it. A protected environment is never paused. A
-service Application Auto Scaling scales gets the range 0-0 while paused (its own range kept in the object, set back
-by the wake), or the scaling would start its tasks again.
+whatever the object says: the next pause replaces the object, ``inv resume`` removes it. A protected environment is
+never paused. A service Application Auto Scaling scales gets the range 0-0 while paused (its own range kept in the
+object, set back by the wake), or the scaling would start its tasks again.
 
 Both hold the environment's lock and are recorded in the history (``pause app``, ``resume app``), but deploy
 nothing: the live record, rollbacks' targets and the deploy report's figures are untouched; a freeze refuses
