@@ -303,14 +303,12 @@ def check(aws: AwsFactory, references: Iterable[Reference], elsewhere: Iterable[
 def refuse_missing(found: Findings, service: str, base: str) -> None:
     """A UsageError naming what is missing, when something is: no task of the new revision of ``service``'s task
     definition (made from ``base``, as a step's detail names it) would start."""
-    if not found.missing:
-        return
-    listed = "; ".join(found.missing)
-    raise UsageError(
+    _refuse(
+        found,
         f"the new revision of {service}'s task definition (from {base}) names what does not exist, so none of its "
-        f"tasks would start: {listed}. Nothing was changed",
-        next_step="create what is missing (or, if it was renamed, change the Fargate stack to name the new one and "
-        "deploy it: inv deploy.auto), then rerun",
+        "tasks would start",
+        "create what is missing (or, if it was renamed, change the Fargate stack to name the new one and deploy it: "
+        "inv deploy.auto), then rerun",
     )
 
 
@@ -318,14 +316,26 @@ def refuse_missing_in(found: Findings, stack: str, rerun: str) -> None:
     """A UsageError naming what is missing, when something is: no task of the task definition ``stack`` would
     register would start (checked before its change set: nothing changed). ``rerun``: the command to run again, when
     it is not the one just run."""
-    if not found.missing:
-        return
-    raise UsageError(
-        f"{stack} would register a task definition that names what does not exist, so none of its tasks would "
-        f"start: {'; '.join(found.missing)}. Nothing was changed",
-        next_step=f"create what is missing (or change {stack} to name what exists), then rerun"
-        + (f": {rerun}" if rerun else ""),
+    _refuse(
+        found,
+        f"{stack} would register a task definition that names what does not exist, so none of its tasks would start",
+        f"create what is missing (or change {stack} to name what exists), then rerun" + (f": {rerun}" if rerun else ""),
     )
+
+
+def refuse_missing_for_run(found: Findings, revision: str, stack: str) -> None:
+    """A UsageError naming what is missing, when something is: a one-off task of ``revision`` (``inv run``) would
+    not start (it is not started)."""
+    _refuse(
+        found,
+        f"{revision}, which the task would run, names what does not exist, so it would not start",
+        f"create what is missing (or change {stack} to name what exists and deploy it: inv deploy.auto), then rerun",
+    )
+
+
+def _refuse(found: Findings, said: str, next_step: str) -> None:
+    if found.missing:
+        raise UsageError(f"{said}: {'; '.join(found.missing)}. Nothing was changed", next_step=next_step)
 
 
 def said_unchecked(found: Findings) -> str:

@@ -22,6 +22,7 @@ from deploykit import (
     oneoff,
     overview,
     pause,
+    references,
     restart,
     scan_gate,
     task_list,
@@ -318,6 +319,11 @@ def run_command(
         if image_tag:
             revision = _revision_of(runtime, aws, environment, taskdefs, revision, image_tag)
         tag = ecs.image_tag(taskdefs.image(revision, environment.container)) or "?"
+        # what the revision names (secrets, log group, roles...) must exist, or the task would not start: ECS says so
+        # only as it fails to, a minute on AWS (register-taskdef checks the same before it registers a revision)
+        parts = revision.split(":")
+        found = references.check(aws, *references.of(taskdefs.get(revision), region=parts[3], account=parts[4]))
+        references.refuse_missing_for_run(found, ecs.revision_name(revision), environment.stacks.fargate)
         arguments = oneoff.run_task_arguments(
             service, environment.cluster, revision, environment.container, argv, RUN_STARTED_BY
         )

@@ -199,3 +199,23 @@ def test_behind_a_scan_gate_an_image_the_scan_refuses_is_not_run(
     assert "   ECR's scan of abc123abc123: passed: 1 HIGH; accepted by deploy.toml: CVE-9999-9999" in (
         rt.stderr.getvalue()  # type: ignore[attr-defined]
     )
+
+
+def test_a_revision_that_names_a_missing_secret_is_refused_and_nothing_runs(
+    project: Path, factory: AwsFactory, service: dict[str, Any]
+) -> None:
+    """What the service's revision names (its secret /api-key, read by register-taskdef when it was registered) went
+    since: the task would fail to start, which ECS says only as it fails (a minute on AWS). Refused before RunTask
+    (exit 2), naming it; nothing runs."""
+    agent = Agent(factory)
+    factory.client("ssm").delete_parameter(Name="/api-key")
+    with pytest.raises(UsageError) as refused:
+        commands.run_command("true", env="dev", runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2
+    assert refused.value.message.startswith("car-rental-backend:1, which the task would run, names what does not ")
+    assert (
+        refused.value.message.endswith(":parameter/api-key): not found. Nothing was changed")
+        and "secret API_KEY of container backend (SSM parameter arn:aws:ssm:" in refused.value.message
+    )
+    assert "change CarRentalFargateStack to name what exists" in (refused.value.next_step or "")
+    assert agent.run == []
