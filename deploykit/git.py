@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
+import os
 import re
+import shutil
 import subprocess
-import tarfile
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,9 +31,9 @@ IGNORE_NO_SUBMODULE = "--ignore-submodules=none"
 DIRTY = "-dirty-"  # in the tag of a build from uncommitted changes: <sha12>-dirty-<hash of the diff>
 
 
-def _git(root: Path, *args: str, stdin: bytes | None = None) -> bytes:
+def _git(root: Path, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None) -> bytes:
     try:
-        done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, check=False)
+        done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, check=False, env=env)
     except FileNotFoundError:
         raise UsageError("git is not installed", next_step="install git (apt-get install git)") from None
     if done.returncode != 0:
@@ -313,7 +314,9 @@ def unpushed(root: Path, shas: Sequence[str]) -> list[str] | None:
 
 def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     """Write the files under ``folder`` (relative to ``root``) in commit ``rev`` into ``dest``, at the same relative
-    paths, executable bits kept; False when that commit has no such folder.
+    paths, as a checkout of that commit writes them into its work tree (:func:`_check_out`: executable bits and
+    symbolic links kept, end-of-line conversion and filters applied, ``export-ignore`` and ``export-subst`` not);
+    False when that commit has no such folder.
 
     A submodule under ``folder``, or ``folder`` inside one (``lambda`` as one submodule), is written as the commit
     ``rev`` records for it, from the submodule's own repository (its checkout's, or the one git keeps in
@@ -324,20 +327,62 @@ def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     commit = resolve_commit(root, rev)
     if commit is None:
         return False
-    prefix = _git(root, "rev-parse", "--show-prefix").decode(errors="surrogateescape").rstrip("\n")
-    toplevel = Path(_git(root, "rev-parse", "--show-toplevel").decode(errors="surrogateescape").rstrip("\n"))
-    top = _Source(toplevel, (), toplevel, prefix, "")
+    # one a line, in this order (--show-prefix gives an empty line at the top of the repository)
+    where = _git(root, "rev-parse", "--show-prefix", "--show-toplevel", "--absolute-git-dir")
+    prefix, toplevel, gitdir = where.decode(errors="surrogateescape").split("\n")[:3]
+    top = _Source(Path(toplevel), (), Path(toplevel), prefix, "", Path(gitdir))
     parts = _export_parts(top, commit, prefix + folder.strip("/"))
     if parts is None:
         return False
-    for source, at, path in parts:
-        # the tree itself (commit:path), placed where it goes under dest: no pathspec, which git reads from the
-        # current folder (a project in a subfolder of its repository, a submodule's git directory)
-        placed = source.place + path.removeprefix(source.strip)
-        archive = _git(source.cwd, *source.git, "archive", "--format=tar", f"--prefix={placed}/", f"{at}:{path}")
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(dest, filter="data")
+    with tempfile.TemporaryDirectory(prefix="deploykit-export-") as tmp:
+        for index, (source, at, path) in enumerate(parts):
+            checkout = Path(tmp) / str(index)
+            _check_out(source, at, path, checkout, Path(tmp) / f"{index}.index")
+            placed = dest / (source.place + path.removeprefix(source.strip))
+            placed.mkdir(parents=True, exist_ok=True)
+            written = checkout / path if path else checkout
+            if written.is_dir():
+                shutil.copytree(written, placed, symlinks=True, dirs_exist_ok=True)
     return True
+
+
+def _check_out(source: _Source, commit: str, path: str, into: Path, index: Path) -> None:
+    """Write the files under ``path`` of ``commit``'s tree into the empty folder ``into`` (at their paths in that
+    tree) as ``git checkout`` of that commit writes them: git's own checkout (checkout-index) from a temporary index
+    holding the commit's tree, into ``into`` as a temporary work tree; the repository's own index and work tree are
+    not read, nor touched.
+
+    So what a checkout applies is applied: the attributes of that commit's ``.gitattributes`` (at every level, the
+    repository's top too) and of ``$GIT_DIR/info/attributes`` and ``core.attributesFile``, with this clone's
+    configuration: end-of-line conversion (``text``, ``eol``, ``core.autocrlf``, ``core.eol``), ``ident``,
+    ``working-tree-encoding``, filter drivers' smudge (git-lfs's, where it is installed: the file, not its pointer,
+    fetched as a checkout fetches it); executable bits, and symbolic links as links (files holding their target with
+    ``core.symlinks = false``). And what ``git archive`` applies and a checkout does not is not: ``export-ignore`` (it
+    left files out) and ``export-subst`` (it rewrote ``$Format:...$``), which made a commit's zip differ from the one
+    its checkout's work tree makes. A submodule's folder is not written here: :func:`export` writes it from the
+    submodule's repository."""
+    into.mkdir()
+    # the temporary index alone: no fsmonitor hook or sparse checkout of the user's applies to it
+    git = (
+        f"--git-dir={source.gitdir}",
+        f"--work-tree={into}",
+        "-c",
+        "core.fsmonitor=false",
+        "-c",
+        "core.sparseCheckout=false",
+    )
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    _git(into, *git, "read-tree", commit, env=env)
+    spec = ("--", path) if path else ()
+    listing = _git(into, *git, "ls-tree", "-r", "-z", "--full-tree", commit, *spec)
+    files = []
+    for line in listing.decode(errors="surrogateescape").split("\0"):
+        meta, _, named = line.partition("\t")
+        if named and not meta.startswith(f"{GITLINK} "):
+            files.append(named)
+    if files:
+        stdin = "".join(f"{name}\0" for name in files).encode(errors="surrogateescape")
+        _git(into, *git, "checkout-index", "-z", "--stdin", stdin=stdin, env=env)
 
 
 @dataclass(frozen=True)
@@ -349,6 +394,7 @@ class _Source:
     checkout: Path  # its work tree's root (a submodule's folder, checked out or not)
     strip: str  # the part of its tree's paths above the project's root (a project in a subfolder of its repository)
     place: str  # where its root is written, relative to the project's root ("" or "lambda/fn/vendor/lib/")
+    gitdir: Path  # its git directory (the project's, a worktree's, or the submodule's)
 
 
 def _export_parts(source: _Source, commit: str, path: str) -> list[tuple[_Source, str, str]] | None:
@@ -403,7 +449,7 @@ def _submodule_source(source: _Source, commit: str, path: str, sha: str) -> _Sou
     candidates.append(own / "modules" / _submodule_name(source, commit, path))
     for gitdir in candidates:
         if gitdir.is_dir() and _git_ok(gitdir, f"--git-dir={gitdir}", "cat-file", "-e", f"{sha}^{{commit}}"):
-            return _Source(gitdir, (f"--git-dir={gitdir}",), checkout, "", f"{place}/")
+            return _Source(gitdir, (f"--git-dir={gitdir}",), checkout, "", f"{place}/", gitdir)
     raise UsageError(
         f"{place} is a git submodule, at {sha[:SHORT_SHA]} in commit {commit[:SHORT_SHA]}, and this clone does not "
         "have that commit of it: its files cannot be packaged as in that commit, and nothing is packaged without them",

@@ -379,6 +379,101 @@ def test_a_function_of_a_project_in_a_subfolder_is_packaged_as_in_a_commit(tmp_p
     assert lambda_chain.code_at(root, "sample_fn", "HEAD", "x86_64") == (sha12, made.code_sha256)
 
 
+def test_a_function_with_export_attributes_is_packaged_as_in_a_commit_as_its_work_tree(tmp_path: Path) -> None:
+    """A commit's files were written by git archive, which applies .gitattributes' export-ignore (drops the file)
+    and export-subst (rewrites $Format:...$), where a checkout does neither: the commit's zip (inv rollback, the live
+    code's commit for deploy.auto and the version cleanup) had another CodeSha256 than the work tree's of that very
+    commit, so the live code read as changed outside deploykit. They are the checkout's files, links and executable
+    bits as they were."""
+    files = {
+        **FILES,
+        ".gitattributes": b"settings.json export-ignore\nversion.py export-subst\n.gitattributes export-ignore\n",
+        "settings.json": b'{"stage": "prod"}\n',
+        "version.py": b'COMMIT = "$Format:%H$"\n',
+    }
+    parent = tmp_path / "parent"
+    fn = write_function(parent / "lambda" / "sample_fn", files)
+    (fn / "inner.py").symlink_to("handler.py")
+    git_repository(parent, {".gitignore": b"__pycache__/\n.pytest_cache/\n*.pyc\n"})
+
+    packaged = package_function(fn)
+    assert {".gitattributes", "settings.json", "version.py", "inner.py", "bin/run.sh"} <= set(packaged.files)
+    sha12 = run_git(parent, "rev-parse", "HEAD").strip()[:12]
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") == (sha12, packaged.code_sha256)
+    with tempfile.TemporaryDirectory() as out:
+        assert git.export(parent, "HEAD", "lambda/sample_fn", Path(out))
+        written = Path(out) / "lambda" / "sample_fn"
+        assert (written / "version.py").read_bytes() == files["version.py"]
+        assert os.readlink(written / "inner.py") == "handler.py"
+        assert os.access(written / "bin" / "run.sh", os.X_OK)
+
+
+def test_a_commits_link_to_an_absolute_path_is_refused_as_in_the_work_tree(tmp_path: Path) -> None:
+    """A link to an absolute path stopped a commit's packaging with tarfile's own error (the archive's extraction
+    refused it), which is no UsageError: inv rollback and deploy.auto's reads of what is live stopped with a
+    traceback. It is the work tree's refusal, a link to a file outside the function's folder."""
+    parent = tmp_path / "parent"
+    fn = write_function(parent / "lambda" / "sample_fn", {"handler.py": FILES["handler.py"]})
+    (tmp_path / "shared.py").write_text("S = 1\n")
+    (fn / "shared.py").symlink_to(tmp_path / "shared.py")
+    git_repository(parent, {})
+    with pytest.raises(UsageError, match="outside the function's folder"):
+        package_function(fn)
+    with pytest.raises(UsageError, match=r"shared\.py is a link to .*, outside the function's folder"):
+        lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64")
+    assert lambda_chain.code_known_at(parent, "sample_fn", "HEAD", "x86_64") is None
+
+
+def test_a_commit_is_packaged_with_the_conversions_its_checkout_applies(tmp_path: Path) -> None:
+    """What a checkout writes is not always the blob: end-of-line conversion (text/eol attributes, core.autocrlf),
+    ident, a filter driver's smudge. git archive of the function's folder alone read the attributes of that folder
+    only, not the repository's top .gitattributes, so its zip differed from a checkout's work tree. A commit's zip is
+    the one its checkout makes, with the attributes of that commit (not the work tree's, changed since) and this
+    clone's configuration."""
+    parent = tmp_path / "parent"
+    fn = write_function(
+        parent / "lambda" / "sample_fn",
+        {**FILES, "notes.txt": b"one\ntwo\n", "data.dat": b"shouted\n", "ident.py": b'ID = "$Id$"\n'},
+    )
+    (parent / ".gitignore").write_bytes(b"__pycache__/\n.pytest_cache/\n*.pyc\n")
+    (parent / ".gitattributes").write_bytes(b"*.txt text eol=crlf\n*.dat filter=upper\nident.py ident\n")
+    run_git(parent, "init", "-q", "-b", "main")
+    for key, value in (("filter.upper.smudge", "tr a-z A-Z"), ("filter.upper.clean", "tr A-Z a-z")):
+        run_git(parent, "config", key, value)
+    run_git(parent, "add", "-A")
+    run_git(parent, "commit", "-q", "-m", "initial")
+
+    def checkout() -> Package:
+        """The function as a checkout of HEAD writes it."""
+        shutil.rmtree(fn)
+        run_git(parent, "checkout", "--", "lambda")
+        return package_function(fn)
+
+    first = checkout()
+    assert (fn / "notes.txt").read_bytes() == b"one\r\ntwo\r\n"
+    assert (fn / "data.dat").read_bytes() == b"SHOUTED\n"
+    assert (fn / "ident.py").read_bytes() != b'ID = "$Id$"\n'
+    sha12 = run_git(parent, "rev-parse", "HEAD").strip()[:12]
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") == (sha12, first.code_sha256)
+
+    run_git(parent, "config", "core.autocrlf", "true")  # the clone's configuration counts, as for its checkout
+    crlf = checkout()
+    assert (fn / "handler.py").read_bytes() == FILES["handler.py"].replace(b"\n", b"\r\n")
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") == (sha12, crlf.code_sha256)
+    run_git(parent, "config", "--unset", "core.autocrlf")
+
+    # a later commit drops the attributes: the first commit keeps its own
+    (parent / ".gitattributes").write_bytes(b"")
+    run_git(parent, "commit", "-q", "-am", "no attributes")
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD~1", "x86_64") == (sha12, first.code_sha256)
+    second = checkout()
+    assert second.code_sha256 != first.code_sha256
+    assert lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") == (
+        run_git(parent, "rev-parse", "HEAD").strip()[:12],
+        second.code_sha256,
+    )
+
+
 def test_entries_are_sorted_with_fixed_dates_modes_and_compression(fn: Path) -> None:
     infos = entries(package_function(fn))
 
