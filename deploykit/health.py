@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
-from deploykit import lambda_chain, packaging
+from deploykit import lambda_chain, packaging, references
 from deploykit.aws import DENIED, at_once
 from deploykit.ecs import (
     TaskDefinitions,
@@ -600,7 +600,7 @@ def _gather_service_and_targets(
     rule: read again only if the service names others)."""
     elbv2 = aws.client("elbv2")
     reads: dict[str, Callable[[], Any]] = {
-        "service": partial(_gather_service, aws.client("ecs"), env, report, aws.client("ecr"))
+        "service": partial(_gather_service, aws.client("ecs"), env, report, aws.client("ecr"), aws)
     }
     named = endpoints.target_group_arn if endpoints is not None else ""
     if named:
@@ -683,9 +683,12 @@ def _gather_stacks(
         )
 
 
-def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = None) -> dict[str, Any] | None:
+def _gather_service(
+    ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = None, aws: AwsFactory | None = None
+) -> dict[str, Any] | None:
     """The service's rows and findings; the service, or None when there is none to judge further (none of its name,
-    or one ECS deleted: INACTIVE, which ECS lists a while longer)."""
+    or one ECS deleted: INACTIVE, which ECS lists a while longer). ``aws``: what the revision it runs names is read
+    too (:func:`_references_finding`)."""
     service = _describe_service(ecs, env.cluster, env.service, env)
     if isinstance(service, UsageError):
         report.rows.append(Row("service", f"{env.cluster}/{env.service}", MISSING, _missing_detail(service, env)))
@@ -716,7 +719,34 @@ def _gather_service(ecs: Any, env: EnvConfig, report: HealthReport, ecr: Any = N
     _live_image(service, images, problems, env, report, task_definitions)
     if ecr is not None and report.live_image:
         _live_scan(ecr, report.live_image, env, report)
+    current = str(service.get("taskDefinition") or "")
+    if aws is not None and current in images and service.get("status") != "DRAINING":
+        report.findings += _references_finding(aws, env, task_definitions, current)
     return service
+
+
+def _references_finding(aws: AwsFactory, env: EnvConfig, task_definitions: TaskDefinitions, arn: str) -> list[Finding]:
+    """What the revision the service runs names that does not exist (a secret, an environment file, its log group,
+    a role: :mod:`deploykit.references`, read at once), as one finding: the tasks running now started with it, but
+    the next one ECS starts (a replacement, a scale-out) fails to start, and a deploy of the app is refused. [] when
+    all is there, or when it cannot be told (said by the reads' own findings, or not at all: a diagnosis goes on)."""
+    parts = arn.split(":")
+    try:
+        named, elsewhere = references.of(task_definitions.get(arn), region=parts[3], account=parts[4])
+        found = references.check(aws, named, elsewhere)
+    except (ClientError, IndexError):
+        return []
+    if not found.missing:
+        return []
+    return [
+        Finding(
+            "broken",
+            f"{revision(arn)}, which {env.service} runs, names what does not exist: {'; '.join(found.missing)}; its "
+            "running tasks started before, but the next task ECS starts (a replacement, a scale-out) fails to start",
+            f"create what is missing (or change {env.stacks.fargate} to name what exists and deploy it: inv "
+            f"deploy.auto --env {env.name})",
+        )
+    ]
 
 
 def _image_of(task_definitions: TaskDefinitions, arn: str, container: str) -> str | UsageError:

@@ -109,8 +109,9 @@ def create_target_group(factory: AwsFactory, delay: int, settings: dict[str, Any
     return arn
 
 
-def create_service(factory: AwsFactory, target_group_arn: str | None) -> str:
-    """Cluster, a task definition running IMAGE, and the service (behind ``target_group_arn`` if given)."""
+def create_service(factory: AwsFactory, target_group_arn: str | None, **container: Any) -> str:
+    """Cluster, a task definition running IMAGE (its container with ``container`` too), and the service (behind
+    ``target_group_arn`` if given)."""
     ecs, ec2 = factory.client("ecs"), factory.client("ec2")
     vpc = ec2.describe_vpcs()["Vpcs"][-1]["VpcId"]
     subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
@@ -122,7 +123,7 @@ def create_service(factory: AwsFactory, target_group_arn: str | None) -> str:
         requiresCompatibilities=["FARGATE"],
         cpu="256",
         memory="512",
-        containerDefinitions=[{"name": "backend", "image": IMAGE, "essential": True}],
+        containerDefinitions=[{"name": "backend", "image": IMAGE, "essential": True, **container}],
     )["taskDefinition"]["taskDefinitionArn"]
     load_balancers = (
         [{"targetGroupArn": target_group_arn, "containerName": "backend", "containerPort": 8000}]
@@ -288,6 +289,28 @@ def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeyp
     report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", target_group_arn=tg, functions=functions))
     assert report.shifting == {"health_handler": ("car-rental-health", {second: 0.1})}
     assert "traffic shift in progress: 10% to version 2" in rows_of(report, "lambda")[0].detail
+
+
+def test_a_secret_the_running_revision_names_that_is_gone_is_broken(aws: AwsFactory) -> None:
+    """The SSM parameter the service's revision names was deleted since its tasks started: they run on, but the next
+    task ECS starts fails to (ResourceInitializationError), and a deploy of the app is refused: a broken finding
+    naming it, with what to do; none once it is there again."""
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    td = create_service(aws, None, secrets=[{"name": "API_KEY", "valueFrom": "/car-rental/api-key"}])
+    report = gather(aws, ENV, None)
+    (finding,) = [f for f in report.findings if "names what does not exist" in f.what]
+    assert finding.severity == "broken"
+    assert finding.what == (
+        f"{td.rsplit('/', 1)[-1]}, which {ENV.service} runs, names what does not exist: secret API_KEY of container "
+        "backend (SSM parameter /car-rental/api-key): not found; its running tasks started before, but the next task "
+        "ECS starts (a replacement, a scale-out) fails to start"
+    )
+    assert finding.next_step == (
+        f"create what is missing (or change {ENV.stacks.fargate} to name what exists and deploy it: inv deploy.auto "
+        f"--env {ENV.name})"
+    )
+    aws.client("ssm").put_parameter(Name="/car-rental/api-key", Value="k", Type="SecureString")
+    assert not [f for f in gather(aws, ENV, None).findings if "names what does not exist" in f.what]
 
 
 def test_a_lambda_row_says_the_zip_and_commit_its_version_names(aws: AwsFactory) -> None:
