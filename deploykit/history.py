@@ -745,12 +745,23 @@ def estimates(records: Sequence[Record]) -> dict[str, float]:
 
     Skips count: a step that usually finds its result in place (the base image current, the synthesis unchanged, a
     build cached) takes that time. Counting only what did something, the base image's one build (about a minute) was
-    every later app deploy's estimate for a check of a few milliseconds."""
+    every later app deploy's estimate for a check of a few milliseconds.
+
+    A stack's creation counts only while it is all there is: a plan updates a stack that is there, and creating one
+    (every stack of the first ``deploy.full``: on AWS minutes more than an update, a database, a load balancer) was
+    the estimate of the updates after it."""
     seen: dict[str, list[float]] = {}
+    created: dict[str, list[float]] = {}
     for record in records:
         for step in record.steps:
             if step.get("status") in ("done", "skipped"):
-                seen.setdefault(step_name(step), []).append(float(step.get("seconds", 0.0)))
+                name = step_name(step)
+                made = name.startswith("deploy-stack:") and str(step.get("detail", "")).startswith(
+                    f"{name.partition(':')[2]}: created in "
+                )
+                (created if made else seen).setdefault(name, []).append(float(step.get("seconds", 0.0)))
+    for name, values in created.items():
+        seen.setdefault(name, values)
     return {name: round(statistics.median(values), 1) for name, values in seen.items()}
 
 

@@ -475,6 +475,22 @@ def test_estimates_are_the_median_of_the_steps_that_ran_skips_included() -> None
     }
 
 
+def test_a_stacks_creation_is_not_the_estimate_of_its_updates_while_there_are_some() -> None:
+    """The first deploy.full created every stack (on AWS minutes more than an update): a plan's deploy-stack is an
+    update, estimated by the updates recorded; by the creation only while there is nothing else."""
+
+    def run(i: int, detail: str, seconds: float) -> history.Record:
+        step = {"step": "deploy-stack", "status": "done", "seconds": seconds, "detail": detail}
+        return history.Record.from_json({"id": str(i), "env": "dev", "when": "2026-11-29T10:00:00Z", "steps": [step]})
+
+    created = run(0, "CarRentalFargateStack: created in 600.0s (30 changes)", 600.0)
+    assert history.estimates([created]) == {"deploy-stack:CarRentalFargateStack": 600.0}
+    updated = run(1, "CarRentalFargateStack: updated in 90.0s (3 changes)", 90.0)
+    assert history.estimates([updated, created]) == {"deploy-stack:CarRentalFargateStack": 90.0}
+    unchanged = run(2, "CarRentalFargateStack: no changes", 2.0)
+    assert history.estimates([unchanged, updated, created]) == {"deploy-stack:CarRentalFargateStack": 46.0}
+
+
 def test_inv_history_prints_the_table_and_json_and_needs_the_registry_stack(
     bucket: str, dev_env: EnvConfig, project: Path
 ) -> None:
