@@ -136,6 +136,7 @@ class Template:
     resources: frozenset[str]
     parameters: Mapping[str, str]
     pseudo: Mapping[str, str]
+    declared: frozenset[str] = frozenset()  # its parameters, with a value here or not (the stack's previous one)
 
     def value(self, raw: Any) -> str:
         """``raw`` as a string, as CloudFormation would make it; :class:`Unresolved` when it cannot be here."""
@@ -168,6 +169,8 @@ class Template:
             return self.parameters[name]
         if name in self.resources:
             raise Unresolved(made=True)
+        if name in self.declared:  # neither given nor defaulted: the value the stack holds, not known here
+            raise Unresolved(f"made of the stack's parameter {name}, whose value is the stack's own (not given here)")
         raise Unresolved(f"names {name}, which the template does not hold")
 
     def _substituted(self, argument: Any) -> str:
@@ -211,7 +214,7 @@ def of_template(
         for name, spec in declared.items()
         if name in given or (isinstance(spec, Mapping) and "Default" in spec)
     }
-    resolver = Template(frozenset(resources), parameters, pseudo)
+    resolver = Template(frozenset(resources), parameters, pseudo, frozenset(declared))
     found: list[Reference] = []
     elsewhere: list[str] = []
     for spec in resources.values():

@@ -230,6 +230,15 @@ def test_a_templates_values_are_resolved_as_cloudformation_would() -> None:
         "secretsmanager",
         f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod-db-AbCdEf",  # the parameter's default
     )
+    # a parameter neither given nor defaulted: the stack's own value, not known here
+    kept = task_definition_template({"Secrets": [{"Name": "K", "ValueFrom": {"Fn::Sub": "/${ImageTag}/key"}}]})
+    assert from_template(kept) == (
+        [],
+        [
+            "secret K of container backend: made of the stack's parameter ImageTag, whose value is the stack's own "
+            "(not given here)"
+        ],
+    )
 
 
 def test_a_log_group_named_in_the_template_is_read_and_one_elsewhere_is_said() -> None:
