@@ -814,7 +814,11 @@ def code_at(root: Path, function: str, commit: str, architecture: str) -> tuple[
     with tempfile.TemporaryDirectory(prefix="deploykit-code-") as tmp:
         if not git.export(root, full, f"{LAMBDA_FOLDER}/{function}", Path(tmp)):
             return None
-        made = packaging.package_function(Path(tmp) / LAMBDA_FOLDER / function, architecture=architecture)
+        try:
+            made = packaging.package_function(Path(tmp) / LAMBDA_FOLDER / function, architecture=architecture)
+        except UsageError as exc:  # said of the commit's files (SHA12:lambda/fn/x), not of a folder gone since
+            said = exc.message.replace(f"{tmp}/", f"{full[: git.SHORT_SHA]}:")
+            raise UsageError(said, next_step=exc.next_step) from None
         return full[: git.SHORT_SHA], made.code_sha256
 
 

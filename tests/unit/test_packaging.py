@@ -419,8 +419,11 @@ def test_a_commits_link_to_an_absolute_path_is_refused_as_in_the_work_tree(tmp_p
     git_repository(parent, {})
     with pytest.raises(UsageError, match="outside the function's folder"):
         package_function(fn)
-    with pytest.raises(UsageError, match=r"shared\.py is a link to .*, outside the function's folder"):
+    with pytest.raises(UsageError, match=r"shared\.py is a link to .*, outside the function's folder") as refused:
         lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64")
+    head = run_git(parent, "rev-parse", "HEAD").strip()[:12]
+    # said of the commit's file, not of the temporary folder it was written to (gone since)
+    assert refused.value.message.startswith(f"{head}:lambda/sample_fn/shared.py is a link to {tmp_path}/shared.py")
     assert lambda_chain.code_known_at(parent, "sample_fn", "HEAD", "x86_64") is None
 
 
