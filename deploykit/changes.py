@@ -458,10 +458,11 @@ def _submodule_files(
     if found:
         return tuple(found.values())
     if not held and removed:
-        why = (
-            "removed here, so it holds nothing to deploy: a function it held stays until the stack that holds it is "
-            "deployed without it"
-        )
+        why = "removed here, so it holds nothing to deploy"
+        # a folder whose folders the rules make functions (lambda/, its folder f a function f): what it held stays
+        # live until its stack goes
+        if any(t.kind == "lambda" for t in classify(config, f"{path}/f/{_ANY_FILE}", usage=usage)):
+            why += ": a function it held stays until the stack that holds it is deployed without it"
         return (folder._replace(reason=f"{folder.reason}; {why}"),)
     if not held:
         why = f"no file of it is checked out here, so what it changes is not known: git submodule update --init {path}"

@@ -869,6 +869,22 @@ def test_a_lambda_folder_submodule_removed_is_said_removed_not_as_one_to_check_o
     assert not any("not checked out" in line or "submodule update" in line for line in lines)
 
 
+def test_another_submodule_removed_is_said_removed_without_functions(repo: Path) -> None:
+    """A removed submodule that held no function (docs/ as one): said removed, and nothing of a function."""
+    submodule(repo, "docs", {"guide.md": "# guide\n"})
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    config = config_of(repo)
+    live = everything(config, base)
+    run_git(repo, "rm", "-q", "docs")
+    commit(repo, "drop the docs")
+    lines = auto.analysis_lines(detect(config, live), config.environment("sandbox"))
+    assert any(
+        line.startswith("📄 No deploy: docs (submodule: ")
+        and line.endswith("removed here, so it holds nothing to deploy)")
+        for line in lines
+    ), lines
+
+
 def test_a_submodule_inside_a_function_taken_up_counts_for_it_and_changes_its_zip(repo: Path) -> None:
     """lambda/<fn>/vendor/lib as a submodule: taking up its new commit is a change of the function, and its zip holds
     the submodule's files as checked out, so the zip changes with it (it held none of them: the same zip, so the
