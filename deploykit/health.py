@@ -626,6 +626,8 @@ def _gather_service_and_targets(
     elif service is not None and held:
         report.findings.extend(held_findings(service, held, env))
     _gather_target_groups(elbv2, env, service, endpoints, report, known=read)
+    if service is not None and service.get("status") == "DRAINING":  # its deletion says why the ALB serves nothing
+        report.findings = [f for f in report.findings if f.cause != NO_TASKS]
 
 
 HELD = "held"  # the read of the task definition the Fargate stack holds (express mode)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from botocore.stub import ANY, Stubber
+from moto.ecs.models import ecs_backends
 
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, ImageScan, Stacks
@@ -249,6 +250,21 @@ def test_a_deployed_environment_with_untuned_settings_and_no_running_tasks(aws: 
     assert "💡 deregistration delay: 300 s → 5–30 s" in text
     assert "❌ service car-rental-service runs 0 of 2 desired tasks (2 pending tasks)" in text
     assert json.loads(json.dumps(report.to_json()))["live_sha"] == SHA
+
+
+def test_a_service_being_deleted_is_said_once_not_as_its_empty_target_group_too(aws: AwsFactory) -> None:
+    """DRAINING (moto deletes at once: the service is set so): the deletion is the finding; the target group it
+    leaves empty, which the deletion explains, is not another one."""
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    tg = create_target_group(aws, delay=5, settings=TUNED_TG)
+    create_service(aws, tg)
+    account = aws.client("sts").get_caller_identity()["Account"]
+    service = ecs_backends[account][REGION].services[f"{ENV.cluster}:{ENV.service}"]
+    service.status, service.desired_count = "DRAINING", 0  # what DeleteService does first
+    report = gather(aws, ENV, endpoints(target_group_arn=tg))
+    whats = [f.what for f in report.findings]
+    assert f"service {ENV.service} is being deleted (DRAINING): nothing can be rolled out on it" in whats
+    assert not [what for what in whats if "registered targets" in what], whats
 
 
 def test_a_healthy_tuned_environment_has_nothing_broken(aws: AwsFactory, monkeypatch: pytest.MonkeyPatch) -> None:
