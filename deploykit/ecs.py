@@ -759,6 +759,7 @@ OUTSIDE_STOPS = {
     "UserInitiated": "a person (StopTask: {reason})",
     "SpotInterruption": "Fargate Spot taking its capacity back (SpotInterruption: {reason})",
     "TerminationNotice": "Fargate retiring it for maintenance (TerminationNotice: {reason})",
+    "InfrastructureHealth": "AWS, for a fault of the infrastructure it ran on (InfrastructureHealth: {reason})",
 }
 
 
@@ -767,11 +768,11 @@ def stopped_from_outside(task: Mapping[str, Any]) -> str | None:
     (StopTask: REASON)", "Fargate Spot taking its capacity back (SpotInterruption: REASON)"); None for a task that
     stopped for any other reason. By stop code: ``UserInitiated`` (a person or their tool: StopTask),
     ``SpotInterruption`` (Fargate Spot took the capacity back), ``TerminationNotice`` (Fargate retired the task for
-    maintenance). ECS starts another in its place, and the stop says nothing of the release: no failure of it. The
-    stop code names what ended the task first: one whose essential container exited (or that could not start) before
-    it was stopped keeps ``EssentialContainerExited`` (``TaskFailedToStart``), a failure, whatever its stop reason
-    says; and the reason of a person's stop is their own text (``aws ecs stop-task --reason``), never read as
-    ECS's."""
+    maintenance), ``InfrastructureHealth`` (AWS stopped it for a fault of the host or network it ran on). ECS
+    starts another in its place, and the stop says nothing of the release: no failure of it. The stop code names what
+    ended the task first: one whose essential container exited (or that could not start) before it was stopped keeps
+    ``EssentialContainerExited`` (``TaskFailedToStart``), a failure, whatever its stop reason says; and the reason of
+    a person's stop is their own text (``aws ecs stop-task --reason``), never read as ECS's."""
     wording = OUTSIDE_STOPS.get(str(task.get("stopCode", "")))
     return wording.format(reason=task.get("stoppedReason") or "no reason given") if wording else None
 

@@ -195,7 +195,11 @@ def test_a_task_that_failed_past_the_first_page_of_stopped_tasks_is_found(logs: 
 
 @pytest.mark.parametrize(
     ("code", "reason"),
-    [("SpotInterruption", "Your Spot Task was interrupted."), ("TerminationNotice", "Task stopped for maintenance")],
+    [
+        ("SpotInterruption", "Your Spot Task was interrupted."),
+        ("TerminationNotice", "Task stopped for maintenance"),
+        ("InfrastructureHealth", "Task stopped due to an infrastructure health issue"),
+    ],
 )
 def test_a_task_fargate_took_back_explains_nothing(logs: Any, code: str, reason: str) -> None:
     """Fargate Spot took its capacity back, or Fargate retired the task (SIGTERM's exit code): no failure of the

@@ -386,6 +386,12 @@ def stopped_as(n: int, code: str, reason: str, exit_code: int) -> dict[str, Any]
             "Task stopped due to task retirement",
             "Fargate retiring it for maintenance (TerminationNotice: Task stopped due to task retirement)",
         ),
+        (
+            "InfrastructureHealth",
+            "Task stopped due to an infrastructure health issue",
+            "AWS, for a fault of the infrastructure it ran on (InfrastructureHealth: Task stopped due to an "
+            "infrastructure health issue)",
+        ),
     ],
 )
 def test_a_new_task_stopped_from_outside_is_no_failure_and_the_rollout_goes_on(
