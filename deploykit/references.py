@@ -333,12 +333,13 @@ def refuse_missing_for_run(found: Findings, revision: str, stack: str) -> None:
         found,
         f"{revision}, which the task would run, names what does not exist, so it would not start",
         f"create what is missing (or change {stack} to name what exists and deploy it: inv deploy.auto), then rerun",
+        nothing="Nothing was started",
     )
 
 
-def _refuse(found: Findings, said: str, next_step: str) -> None:
+def _refuse(found: Findings, said: str, next_step: str, nothing: str = "Nothing was changed") -> None:
     if found.missing:
-        raise UsageError(f"{said}: {'; '.join(found.missing)}. Nothing was changed", next_step=next_step)
+        raise UsageError(f"{said}: {'; '.join(found.missing)}. {nothing}", next_step=next_step)
 
 
 def said_unchecked(found: Findings) -> str:

@@ -214,7 +214,7 @@ def test_a_revision_that_names_a_missing_secret_is_refused_and_nothing_runs(
     assert refused.value.exit_code == 2
     assert refused.value.message.startswith("car-rental-backend:1, which the task would run, names what does not ")
     assert (
-        refused.value.message.endswith(":parameter/api-key): not found. Nothing was changed")
+        refused.value.message.endswith(":parameter/api-key): not found. Nothing was started")
         and "secret API_KEY of container backend (SSM parameter arn:aws:ssm:" in refused.value.message
     )
     assert "change CarRentalFargateStack to name what exists" in (refused.value.next_step or "")
