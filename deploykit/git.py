@@ -168,13 +168,13 @@ def files_git_sees(folder: Path) -> set[str] | None:
     the files its checkout holds, listed the same way; UsageError for one not checked out (its folder empty): what
     it holds is not there to read."""
     try:
-        listed = _files_seen(folder)
+        listed, gitlinks = _files_and_gitlinks(folder)
     except UsageError:  # no git work tree there
         return None
     # nothing seen: a folder git ignores as a whole (a commit's files exported under cdk.out/), where every file counts
     if not listed:
         return None
-    for path in sorted(_gitlinks(folder)):
+    for path in sorted(gitlinks):
         inside = folder / path
         if (inside / ".git").exists():  # checked out: what its checkout holds
             listed.update(f"{path}/{held}" for held in files_git_sees(inside) or ())
@@ -188,12 +188,24 @@ def files_git_sees(folder: Path) -> set[str] | None:
     return listed
 
 
-def _gitlinks(cwd: Path) -> set[str]:
-    """The submodules git's index records under ``cwd`` (their folders, relative to it)."""
-    staged = _git(cwd, "ls-files", "--stage", "-z").decode(errors="surrogateescape")
-    return {
-        entry.split("\t", 1)[1] for entry in staged.split("\0") if entry.startswith(f"{GITLINK} ") and "\t" in entry
-    }
+# an entry of ``git ls-files --stage``: mode, object, stage, then the path (an untracked file's is its path alone)
+_STAGED = re.compile(r"(\d{6}) [0-9a-f]{40,64} \d\t(.*)", re.DOTALL)
+
+
+def _files_and_gitlinks(cwd: Path) -> tuple[set[str], set[str]]:
+    """What git tracks or would track under ``cwd`` (:func:`_files_seen`), and of those the submodules its index
+    records (their folders), relative to it: one ``git ls-files``, where it took two."""
+    listed = _git(cwd, "ls-files", "--stage", "--cached", "--others", "--exclude-standard", "-z")
+    files: set[str] = set()
+    gitlinks: set[str] = set()
+    for entry in listed.decode(errors="surrogateescape").split("\0"):
+        staged = _STAGED.fullmatch(entry)
+        path = staged.group(2) if staged else entry
+        if path:
+            files.add(path)
+        if staged and staged.group(1) == GITLINK:
+            gitlinks.add(path)
+    return files, gitlinks
 
 
 def _files_seen(cwd: Path, *pathspec: str) -> set[str]:
