@@ -415,10 +415,7 @@ class RegisterTaskDef(Step):
         """Whether the secrets, roles, log groups and environment files of the revision the new one is made from
         exist (the new one names the same: only the image changes), read at once."""
         base = self._base(read, ctx.env.stacks.fargate)[0]
-        taskdef = ecs.TaskDefinitions.of(ctx.aws).get(base)
-        parts = base.split(":")
-        named, elsewhere = references.of(taskdef, region=parts[3], account=parts[4])
-        return references.check(ctx.aws, named, elsewhere)
+        return references.check_revision(ctx.aws, base, ecs.TaskDefinitions.of(ctx.aws).get(base))
 
     def _live(self, ctx: Context, **more: Callable[[], Any]) -> dict[str, Any]:
         """The service (kept for roll-service, which starts from it), then at once the revision it runs (described

@@ -732,10 +732,8 @@ def _references_finding(aws: AwsFactory, env: EnvConfig, task_definitions: TaskD
     a role: :mod:`deploykit.references`, read at once), as one finding: the tasks running now started with it, but
     the next one ECS starts (a replacement, a scale-out) fails to start, and a deploy of the app is refused. [] when
     all is there, or when it cannot be told (said by the reads' own findings, or not at all: a diagnosis goes on)."""
-    parts = arn.split(":")
     try:
-        named, elsewhere = references.of(task_definitions.get(arn), region=parts[3], account=parts[4])
-        found = references.check(aws, named, elsewhere)
+        found = references.check_revision(aws, arn, task_definitions.get(arn))
     except (ClientError, IndexError):
         return []
     if not found.missing:

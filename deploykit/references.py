@@ -184,7 +184,7 @@ class Template:
             name = match.group(1)
             if name in names:
                 return self.value(names[name])
-            return self.named(name.split(".")[0] if "." in name else name)
+            return self.named(name.split(".")[0])  # Resource.Attribute: the resource's
 
         return _SUBSTITUTION.sub(one, text).replace("${!", "${")
 
@@ -282,6 +282,13 @@ class Problem(NamedTuple):
 
 NOT_THERE = Problem(missing=True, why="not found")
 Answers = list[tuple[Reference, Problem | None]]  # each reference read, and its problem (None: it is there)
+
+
+def check_revision(aws: AwsFactory, arn: str, definition: Mapping[str, Any]) -> Findings:
+    """Whether what the registered revision ``arn`` (``definition``, as described) names exists, read at once from
+    the revision's own region and account (:func:`of`, :func:`check`)."""
+    parts = arn.split(":")
+    return check(aws, *of(definition, region=parts[3], account=parts[4]))
 
 
 def check(aws: AwsFactory, references: Iterable[Reference], elsewhere: Iterable[str] = ()) -> Findings:

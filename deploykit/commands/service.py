@@ -321,8 +321,7 @@ def run_command(
         tag = ecs.image_tag(taskdefs.image(revision, environment.container)) or "?"
         # what the revision names (secrets, log group, roles...) must exist, or the task would not start: ECS says so
         # only as it fails to, a minute on AWS (register-taskdef checks the same before it registers a revision)
-        parts = revision.split(":")
-        found = references.check(aws, *references.of(taskdefs.get(revision), region=parts[3], account=parts[4]))
+        found = references.check_revision(aws, revision, taskdefs.get(revision))
         references.refuse_missing_for_run(found, ecs.revision_name(revision), environment.stacks.fargate)
         arguments = oneoff.run_task_arguments(
             service, environment.cluster, revision, environment.container, argv, RUN_STARTED_BY
