@@ -347,9 +347,9 @@ def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     if parts is None:
         return False
     with tempfile.TemporaryDirectory(prefix="deploykit-export-") as tmp:
-        for index, (source, at, path) in enumerate(parts):
+        for index, (source, at, path, files) in enumerate(parts):
             checkout = Path(tmp) / str(index)
-            _check_out(source, at, path, checkout, Path(tmp) / f"{index}.index")
+            _check_out(source, at, files, checkout, Path(tmp) / f"{index}.index")
             placed = dest / (source.place + path.removeprefix(source.strip))
             placed.mkdir(parents=True, exist_ok=True)
             written = checkout / path if path else checkout
@@ -358,11 +358,11 @@ def export(root: Path, rev: str, folder: str, dest: Path) -> bool:
     return True
 
 
-def _check_out(source: _Source, commit: str, path: str, into: Path, index: Path) -> None:
-    """Write the files under ``path`` of ``commit``'s tree into the empty folder ``into`` (at their paths in that
-    tree) as ``git checkout`` of that commit writes them: git's own checkout (checkout-index) from a temporary index
-    holding the commit's tree, into ``into`` as a temporary work tree; the repository's own index and work tree are
-    not read, nor touched.
+def _check_out(source: _Source, commit: str, files: Sequence[str], into: Path, index: Path) -> None:
+    """Write ``files`` of ``commit``'s tree (:func:`_export_parts` lists them) into the empty folder ``into`` (at
+    their paths in that tree) as ``git checkout`` of that commit writes them: git's own checkout (checkout-index)
+    from a temporary index holding the commit's tree, into ``into`` as a temporary work tree; the repository's own
+    index and work tree are not read, nor touched.
 
     So what a checkout applies is applied: the attributes of that commit's ``.gitattributes`` (at every level, the
     repository's top too) and of ``$GIT_DIR/info/attributes`` and ``core.attributesFile``, with this clone's
@@ -385,13 +385,6 @@ def _check_out(source: _Source, commit: str, path: str, into: Path, index: Path)
     )
     env = {**os.environ, "GIT_INDEX_FILE": str(index)}
     _git(into, *git, "read-tree", commit, env=env)
-    spec = ("--", path) if path else ()
-    listing = _git(into, *git, "ls-tree", "-r", "-z", "--full-tree", commit, *spec)
-    files = []
-    for line in listing.decode(errors="surrogateescape").split("\0"):
-        meta, _, named = line.partition("\t")
-        if named and not meta.startswith(f"{GITLINK} "):
-            files.append(named)
     if files:
         stdin = "".join(f"{name}\0" for name in files).encode(errors="surrogateescape")
         _git(into, *git, "checkout-index", "-z", "--stdin", stdin=stdin, env=env)
@@ -409,10 +402,11 @@ class _Source:
     gitdir: Path  # its git directory (the project's, a worktree's, or the submodule's)
 
 
-def _export_parts(source: _Source, commit: str, path: str) -> list[tuple[_Source, str, str]] | None:
-    """(repository, commit, folder of its tree) for each tree :func:`export` writes for ``path`` in ``commit`` of
-    ``source``: the folder, the submodules it holds (at any depth), or the submodule it is in; None when there is no
-    such folder."""
+def _export_parts(source: _Source, commit: str, path: str) -> list[tuple[_Source, str, str, list[str]]] | None:
+    """(repository, commit, folder of its tree, the files under it) for each tree :func:`export` writes for ``path``
+    in ``commit`` of ``source``: the folder, the submodules it holds (at any depth), or the submodule it is in; None
+    when there is no such folder. The files are those of that repository's tree alone (a submodule's folder is its
+    own part)."""
     parts = path.split("/") if path else []
     for index in range(len(parts)):
         here = "/".join(parts[: index + 1])
@@ -424,7 +418,8 @@ def _export_parts(source: _Source, commit: str, path: str) -> list[tuple[_Source
             return _export_parts(_submodule_source(source, commit, here, sha), sha, "/".join(parts[index + 1 :]))
         if kind != "tree":
             return None
-    found = [(source, commit, path)]
+    files: list[str] = []
+    found = [(source, commit, path, files)]
     spec = ("--", path) if path else ()
     listing = _git(source.cwd, *source.git, "ls-tree", "-r", "-z", "--full-tree", commit, *spec)
     for line in listing.decode(errors="surrogateescape").split("\0"):
@@ -433,6 +428,8 @@ def _export_parts(source: _Source, commit: str, path: str) -> list[tuple[_Source
             recorded = meta.split()[2]
             more = _export_parts(_submodule_source(source, commit, inside, recorded), recorded, "")
             found += more or []
+        elif inside:
+            files.append(inside)
     return found
 
 
@@ -457,8 +454,7 @@ def _submodule_source(source: _Source, commit: str, path: str, sha: str) -> _Sou
     if (checkout / ".git").exists():
         with contextlib.suppress(UsageError):  # a .git file that points nowhere: the one git keeps, if any
             candidates.append(Path(_git(checkout, "rev-parse", "--absolute-git-dir").decode().strip()))
-    own = Path(_git(source.cwd, *source.git, "rev-parse", "--absolute-git-dir").decode().strip())
-    candidates.append(own / "modules" / _submodule_name(source, commit, path))
+    candidates.append(source.gitdir / "modules" / _submodule_name(source, commit, path))
     for gitdir in candidates:
         if gitdir.is_dir() and _git_ok(gitdir, f"--git-dir={gitdir}", "cat-file", "-e", f"{sha}^{{commit}}"):
             return _Source(gitdir, (f"--git-dir={gitdir}",), checkout, "", f"{place}/", gitdir)
