@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     settings = load_settings(args.config)
+    # moto's EC2 loads its ~1,300 default AMIs into each region's backend, which CloudFormation's VPC makes here:
+    # a third of a second and memory for images no Fargate task or function runs on
+    os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     Sandbox(settings, docker.from_env(), extensions(settings)).serve()
     return 0
 

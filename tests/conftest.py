@@ -26,6 +26,10 @@ pytest_plugins = ["deploykit.testing", "tests.sandbox_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 
+# moto's EC2 loads its ~1,300 default AMIs into each (account, region) backend it makes, which ECS, ELBv2 and
+# CloudFormation make too: a third of the functional tests' time went there, and none of them asks for an AMI
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
 SANDBOX_TOML = """
 default_env = "sandbox"
 
