@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import faulthandler
 import functools
+import gc
 import inspect
 import os
 import re
@@ -29,16 +30,31 @@ from invoke.exceptions import Exit, ParseError
 from invoke.program import Program
 from invoke.tasks import task
 
-from deploykit import commands
-from deploykit.aws import AwsFactory
-from deploykit.config import ConfigCache, EnvConfig, find_config
-from deploykit.endpoints import check_overrides
-from deploykit.errors import ConfigError, DeployKitError, EnvironmentNotReady, Interrupted, UsageError
-from deploykit.lock import LockInfo
-from deploykit.plugins import check_tables, installed_names
+# The modules a command imports (invoke's, then deploykit's with boto3 and botocore) make a few hundred thousand
+# objects that live as long as the process and are never garbage. Frozen (gc.freeze) once invoke's are made and again
+# once deploykit's are, no collection walks them again: the collections while deploykit's modules were imported and
+# while the command ran walked them all, each time. `inv deploy.auto` with nothing to deploy: 1.49 s -> 1.28 s
+# (medians of 14 runs each, alternating, on one sandbox).
+gc.freeze()
+
+from deploykit import commands  # noqa: E402
+from deploykit.aws import AwsFactory  # noqa: E402
+from deploykit.config import ConfigCache, EnvConfig, find_config  # noqa: E402
+from deploykit.endpoints import check_overrides  # noqa: E402
+from deploykit.errors import (  # noqa: E402
+    ConfigError,
+    DeployKitError,
+    EnvironmentNotReady,
+    Interrupted,
+    UsageError,
+)
+from deploykit.lock import LockInfo  # noqa: E402
+from deploykit.plugins import check_tables, installed_names  # noqa: E402
 
 if TYPE_CHECKING:
     from sandbox.settings import Settings
+
+gc.freeze()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
