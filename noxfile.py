@@ -28,9 +28,9 @@ nox.options.default_venv_backend = "none"
 PY_SOURCES = ["deploykit", "sandbox", "plugins", "bench", "tests", "backend", "lambda", "cdk", "tasks.py", "noxfile.py"]
 
 
-def _run(session: nox.Session, *command: str) -> None:
+def _run(session: nox.Session, *command: str, env: dict[str, str] | None = None) -> None:
     """Every session is one command plus whatever the caller passed after `--`."""
-    session.run(*command, *session.posargs, external=True)
+    session.run(*command, *session.posargs, external=True, env=env)
 
 
 @nox.session
@@ -43,7 +43,7 @@ def tests(session: nox.Session) -> None:
     first's. With arguments (``nox -s tests -- tests/unit``) it is one plain pytest run."""
     with _temporary_files(session) as env:
         if session.posargs:
-            session.run("pytest", *session.posargs, external=True, env=env)
+            _run(session, "pytest", env=env)
             return
         log = Path(session.create_tmp()) / "tests-not-integration.log"
         with log.open("w") as out:
@@ -78,15 +78,12 @@ def _temporary_files(session: nox.Session) -> Iterator[dict[str, str]]:
         yield {}
         return
     folder = tempfile.mkdtemp(prefix="deploykit-tests-", dir=RAM_DISK)
-    passed = False
     try:
         yield {"TMPDIR": folder}
-        passed = True
-    finally:
-        if passed:
-            shutil.rmtree(folder, ignore_errors=True)
-        else:
-            session.log(f"the tests' temporary files are kept in {folder} (RAM: rm -rf it when done)")
+    except BaseException:
+        session.log(f"the tests' temporary files are kept in {folder} (RAM: rm -rf it when done)")
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _roomy_ram_disk() -> bool:
