@@ -252,6 +252,7 @@ class PushImage(Step):
             return Outcome.skipped(f"{self.remote} is already in the registry ({digest[:19]})", digest=digest)
         if not images.image_exists(client, self.local_image):
             raise UsageError(f"image {self.local_image} has not been built here", next_step="run: inv build")
+        ctx.refuse_ahead()  # a revision of it that register-taskdef would refuse: not pushed either
         client.api.tag(self.local_image, self.repository, self.tag)
         pushed = images.push_image(
             client,
@@ -313,6 +314,7 @@ class PromoteImage(Step):
             say=ctx.reporter.line,
             status=ctx.reporter.status,
             sleep=ctx.clock.sleep,
+            before=ctx.refuse_ahead,  # a revision of it that register-taskdef would refuse: not copied either
         )
         in_registry_now(ctx.aws).add(self.remote)  # copied, or there already
         if copied.already:
@@ -411,6 +413,30 @@ class RegisterTaskDef(Step):
         read = self._live(ctx)
         return {**read, "references": self._references(ctx, read)}
 
+    def refuse_early(self, ctx: Context, found: Any) -> None:
+        """What :meth:`run` refuses before it registers (a service it could not roll, an image for another platform
+        than the tasks', a revision naming what does not exist), judged by its early reads: raised before the push,
+        which then leaves no image in the registry that no revision was made for."""
+        base = self._runnable(ctx, found)[1]
+        references.refuse_missing(found["references"], self.service, base)
+
+    def _runnable(self, ctx: Context, read: Mapping[str, Any]) -> tuple[str, str]:
+        """The revision the new one is made from and what the step's detail says of it (:meth:`_base`), once it is
+        known that roll-service could point the service at the new one and that its tasks run on the image's
+        platform: else UsageError, before anything is registered."""
+        ecs.refuse_unrollable(read["service"], self.cluster, ctx.env)
+        current_arn, base = self._base(read, ctx.env.stacks.fargate)
+        runs = ecs.cpu_architecture(ecs.TaskDefinitions.of(ctx.aws).get(current_arn))
+        if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
+            raise UsageError(
+                f"the task definition of {self.service} ({ecs.revision_name(current_arn)}) runs on {runs}, but the "
+                f"image is built for {self.platform} ([build] platform): its tasks would not start",
+                next_step=f"the Fargate stack puts the tasks on [build] platform's architecture: deploy it with this "
+                f"image (inv deploy.auto, after a commit changing the setting), or set [build] platform = "
+                f"{_platform_for(runs)!r} if the service is to stay on {runs}",
+            )
+        return current_arn, base
+
     def _references(self, ctx: Context, read: Mapping[str, Any]) -> references.Findings:
         """Whether the secrets, roles, log groups and environment files of the revision the new one is made from
         exist (the new one names the same: only the image changes), read at once."""
@@ -465,19 +491,8 @@ class RegisterTaskDef(Step):
         pushed = partial(image_in_registry, ctx.aws, self.repository, self.tag)  # needed only to register
         # read while the image was built and pushed; else now, the registry asked beside the revisions
         read = ctx.early_reads(self) or self._live(ctx, pushed=pushed)
-        # a revision for a service roll-service could not point at it: refused before it is registered
-        ecs.refuse_unrollable(read["service"], self.cluster, ctx.env)
+        current_arn, base = self._runnable(ctx, read)
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
-        current_arn, base = self._base(read, ctx.env.stacks.fargate)
-        runs = ecs.cpu_architecture(taskdefs.get(current_arn))
-        if self.platform and runs is not None and runs != PLATFORMS[self.platform]:
-            raise UsageError(
-                f"the task definition of {self.service} ({ecs.revision_name(current_arn)}) runs on {runs}, but the "
-                f"image is built for {self.platform} ([build] platform): its tasks would not start",
-                next_step=f"the Fargate stack puts the tasks on [build] platform's architecture: deploy it with this "
-                f"image (inv deploy.auto, after a commit changing the setting), or set [build] platform = "
-                f"{_platform_for(runs)!r} if the service is to stay on {runs}",
-            )
         wanted = ecs.derive_registration(
             taskdefs.get(current_arn), taskdefs.tags(current_arn), self.container, self.image, self.git_sha
         )

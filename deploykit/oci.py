@@ -327,6 +327,7 @@ def copy_image(
     say: Callable[[str], None] = lambda _line: None,
     status: Callable[[str], None] = lambda _text: None,
     sleep: Callable[[float], None] = time.sleep,
+    before: Callable[[], None] = lambda: None,
 ) -> Copied:
     """Copy ``source_repository:tag`` to ``target_repository:tag``, byte for byte (same digest). A tag already in the
     target is left as it is (tags are immutable on ECR): :attr:`Copied.already` when it is this very image,
@@ -335,7 +336,8 @@ def copy_image(
     the one a tag already in the target holds (the image its manifest's config names, or an image of its index),
     else UsageError (:func:`_check_kept`). A blob whose
     copy meets a registry that does not answer, or cannot now, is tried again (:data:`BLOB_RETRIES`, ``sleep``
-    between)."""
+    between). ``before`` is called once it is known that something is to be copied, before the first blob is sent:
+    what it raises ends the copy there, nothing sent."""
     manifest = source.manifest(source_repository, tag)
     if manifest is None:
         raise RegistryError(
@@ -352,6 +354,7 @@ def copy_image(
     images = [manifest] if not manifest.is_index else _children(source, source_repository, manifest)
     if platform:
         _check_platform(source, source_repository, tag, manifest, platform)
+    before()
     done = Copied(manifest.digest)
     blobs = list(dict.fromkeys(blob for image in images for blob in image.blobs()))
     mount_from = source_repository if source.host == target.host else None

@@ -12,6 +12,7 @@ Steps receive their collaborators (AWS factory, Docker client, clock, reporter) 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,32 +59,60 @@ class Context:
     # Checked before each step of the plan that changes what is live: its error (the deploy lock lost: another deploy
     # may hold it now) ends the run there (deploykit.lock.Lease.check)
     holding: Callable[[], None] | None = None
-    # the first reads of steps started while the steps before them ran (Step.early), by the step's id
-    _early: dict[int, Future[Any]] = field(default_factory=dict, init=False, repr=False)
+    # the first reads of steps started while the steps before them ran (Step.early), by the step's id, with the step
+    _early: dict[int, tuple[Step, Future[Any]]] = field(default_factory=dict, init=False, repr=False)
     _early_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.clock, Stoppable):  # its sleeps end once ``stop`` is set
             self.clock = Stoppable(self.clock, self.stop)
 
-    def start_early(self, running: Step, following: Step | None) -> None:
-        """While ``running`` runs, start the early reads (:meth:`Step.early`) of the steps ``following`` starts
-        with, when ``running`` changes nothing that is live (each of its steps :attr:`~Step.artifacts_only`): what
-        they read then is what they would read after it. Each in a thread of its own, which ends with its reads."""
-        if following is None or not all_artifacts(running):
+    def start_early(self, running: Step, following: Iterable[Step]) -> None:
+        """While ``running`` runs, start the early reads (:meth:`Step.early`) of the steps the next of ``following``
+        starts with, when ``running`` changes nothing that is live (each of its steps :attr:`~Step.artifacts_only`):
+        what they read then is what they would read after it. While the next changes nothing live either, those of
+        the one after it too, and so on (register-taskdef's, while the base image is made: before the push, which
+        waits for them, :meth:`refuse_ahead`). Each in a thread of its own, which ends with its reads; a step's are
+        started once."""
+        if not all_artifacts(running):
             return
-        for step in first_steps(following):
-            read = step.early(self)
-            if read is not None:
+        for later in following:
+            for step in first_steps(later):
                 with self._early_guard:
-                    self._early[id(step)] = in_background(read, "early")
+                    if id(step) in self._early:
+                        continue
+                read = step.early(self)
+                if read is not None:
+                    with self._early_guard:
+                        self._early[id(step)] = (step, in_background(read, "early"))
+            if not all_artifacts(later):
+                return
 
     def early_reads(self, step: Step) -> Any | None:
         """What ``step``'s early reads found (their failure raised, as the step's own reads would raise it), waiting
         for them if they are still out; None when they were not started (the step reads for itself)."""
         with self._early_guard:
-            future = self._early.pop(id(step), None)
-        return None if future is None else future.result()
+            started = self._early.pop(id(step), None)
+        return None if started is None else started[1].result()
+
+    def refuse_ahead(self) -> None:
+        """Before a step leaves an artifact in the environment (an image's push or copy): the refusals
+        (:meth:`Step.refuse_early`) of the later steps whose early reads were started, each by what its reads found
+        (waiting for them), raised as the step would raise them. A run one of them refuses then leaves nothing
+        behind: the registry does not keep an image no revision was made for. A read that failed raises nothing
+        here: its step raises it when it runs, as it would have."""
+        with self._early_guard:
+            started = [(s, f) for s, f in self._early.values() if type(s).refuse_early is not Step.refuse_early]
+        for step, future in started:
+            try:
+                found = future.result()
+            except Exception:
+                continue
+            try:
+                step.refuse_early(self, found)
+            except DeployKitError as exc:  # said as the later step's, which the run does not reach
+                exc.message = f"refused ahead by {step.name}: {exc.message}"
+                raise
 
     @property
     def docker(self) -> docker.DockerClient:
@@ -158,6 +187,11 @@ class Step:
         changes nothing live (:meth:`Context.start_early`); :meth:`run` takes what they found with
         :meth:`Context.early_reads`. None: the step has none (it reads when it runs)."""
         return None
+
+    def refuse_early(self, ctx: Context, found: Any) -> None:
+        """Raise what the step would refuse (UsageError), judged by what its early reads ``found``, before an
+        earlier step of the run leaves an artifact for it in the environment (:meth:`Context.refuse_ahead`). The
+        step refuses the same when it runs. By default it refuses nothing ahead."""
 
 
 @dataclass(frozen=True)
@@ -343,7 +377,7 @@ class Sequence(Step):
             if ctx.stop.is_set():  # interrupted while running beside other steps: the next one is not started
                 raise carry(KeyboardInterrupt(), children + [not_run(later) for later in self.steps[index:]], outputs)
             t0 = ctx.clock.monotonic()
-            ctx.start_early(step, self.steps[index + 1] if index + 1 < len(self.steps) else None)
+            ctx.start_early(step, self.steps[index + 1 :])
             try:
                 outcome = step.run(ctx)
             except BaseException as exc:  # what ran before it (and what did not, after it) goes to the sequence's
@@ -545,8 +579,7 @@ class Executor:
                     break
             out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
-            following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
-            self.ctx.start_early(step, None if following is None or following.skippable else following)
+            self.ctx.start_early(step, itertools.takewhile(lambda later: not later.skippable, plan.steps[index + 1 :]))
             try:
                 with out.activity(step.name):
                     try:

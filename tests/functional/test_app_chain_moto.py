@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import threading
@@ -231,6 +232,30 @@ def test_register_taskdef_refuses_a_revision_whose_secret_or_log_group_is_missin
     assert report is not None and report.records[0].status == "done", report.error
     assert report.records[0].detail == "registered car-rental-backend:3 (from car-rental-backend:2)"
     assert len(revisions(factory)) == 3
+
+
+def test_a_push_whose_revision_register_taskdef_would_refuse_pushes_nothing(project: Path, factory: AwsFactory) -> None:
+    """``inv push register-taskdef`` with the service's secret gone: register-taskdef's reads, made while the push
+    runs, refuse the revision before the image is pushed, so the registry keeps no image that nothing was made to
+    run (exit 2, "Nothing was changed" true of the whole run). Docker is a fake: the image is built here, not yet in
+    the registry."""
+    import docker
+    import docker.errors
+    from docker.models.images import ImageCollection
+
+    create_service(factory, {"secrets": [{"name": "DB", "valueFrom": f"{DB_SECRET}:password::"}]})
+    engine = Mock(spec=docker.DockerClient, api=Mock(spec=docker.APIClient), images=Mock(spec=ImageCollection))
+    engine.api.inspect_distribution.side_effect = docker.errors.APIError("manifest unknown", Mock(status_code=404))
+    run = dataclasses.replace(runtime(project, factory), docker_factory=Mock(return_value=engine))
+    with pytest.raises(UsageError, match="names what does not exist") as refused:
+        commands.app_chain(["push", "register-taskdef"], env="dev", runtime=run)
+    assert refused.value.exit_code == 2 and refused.value.message.endswith("Nothing was changed")
+    assert "secret DB of container backend" in refused.value.message
+    engine.images.get.assert_called_once()  # the built image is there: the push had all it needed
+    assert engine.api.tag.call_count == 0 and engine.api.push.call_count == 0  # but nothing was pushed
+    assert len(revisions(factory)) == 1
+    assert refused.value.message.startswith("refused ahead by register-taskdef: the new revision of car-rental-")
+    assert "❌ push failed" in run.stderr.getvalue() and "register-taskdef  ·  not run" in run.stderr.getvalue()
 
 
 def test_in_express_mode_the_new_revision_is_made_from_the_one_the_fargate_stack_holds_when_newer(

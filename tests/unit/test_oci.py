@@ -57,6 +57,32 @@ def test_a_second_copy_sends_nothing() -> None:
     assert [m for m, _ in target.calls[calls:]] == ["GET"]  # the tag, found with this digest
 
 
+def test_what_is_called_before_the_first_blob_may_end_the_copy_with_nothing_sent() -> None:
+    """``before`` (the promotion's refusals ahead, Context.refuse_ahead) is called once something is to be copied,
+    and what it raises ends the copy before a blob or a manifest is sent; a tag already there calls nothing."""
+    source, target = Store(), Store()
+    source.put_image("dev-backend", "abc123", LAYERS)
+    calls: list[str] = []
+
+    def refused() -> None:
+        calls.append("before")
+        raise UsageError("register-taskdef would refuse its revision")
+
+    with running(source) as dev, running(target) as prod:
+        with pytest.raises(UsageError, match="would refuse"):
+            oci.copy_image(
+                oci.Registry(dev.host), "dev-backend", oci.Registry(prod.host), "prod", "abc123", before=refused
+            )
+        assert calls == ["before"] and target.count("PATCH") == target.count("PUT") == target.count("POST") == 0
+        oci.copy_image(
+            oci.Registry(dev.host), "dev-backend", oci.Registry(prod.host), "prod", "abc123", before=lambda: None
+        )
+        again = oci.copy_image(
+            oci.Registry(dev.host), "dev-backend", oci.Registry(prod.host), "prod", "abc123", before=refused
+        )
+    assert again.already and calls == ["before"]
+
+
 def test_within_one_registry_blobs_are_mounted_not_copied() -> None:
     store = Store(user=("AWS", "token"))
     digest = store.put_image("dev-backend", "abc123", LAYERS)

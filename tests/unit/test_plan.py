@@ -407,12 +407,13 @@ class Artifact(Step):
     artifacts_only: ClassVar[bool] = True
     started: threading.Event = field(compare=False)
     seen: list[bool] = field(compare=False)
+    wait: float = field(default=5, compare=False)  # for the reads to begin: not as long where they must not
 
     def describe(self) -> str:
         return "make an artifact"
 
     def run(self, ctx: Context) -> Outcome:
-        self.seen.append(self.started.wait(5))  # the next step's early reads begin while this one runs
+        self.seen.append(self.started.wait(self.wait))  # the next step's early reads begin while this one runs
         return Outcome.done("made")
 
 
@@ -435,6 +436,7 @@ class Reader(Step):
     name: ClassVar[str] = "reader"
     started: threading.Event = field(compare=False)
     error: Exception | None = field(default=None, compare=False)
+    reads: list[str] = field(default_factory=list, compare=False)  # one per read
 
     def describe(self) -> str:
         return "read what is live, then act"
@@ -443,6 +445,7 @@ class Reader(Step):
         return self._read
 
     def _read(self) -> str:
+        self.reads.append("read")
         self.started.set()
         if self.error is not None:
             raise self.error
@@ -466,6 +469,86 @@ def test_a_steps_first_reads_go_while_the_step_before_makes_an_artifact() -> Non
         report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", steps))
         assert report.ok and seen == [True], shape
         assert [r.detail for r in all_records(report.records) if r.step == "reader"] == ["read early"], shape
+
+
+def test_a_steps_first_reads_go_while_every_step_before_it_back_to_the_running_one_makes_an_artifact() -> None:
+    """Two steps that make artifacts (the image's build, its push), then the reader (register-taskdef): its reads
+    start while the first runs, and once (the second does not start them again); at the top of a plan and in a
+    sequence."""
+    for shape in ("top", "sequence"):
+        started, seen = threading.Event(), []
+        reader = Reader(started)
+        steps: tuple[Step, ...] = (Artifact(started, seen), Artifact(started, []), reader)
+        if shape == "sequence":
+            steps = (Sequence("chain", steps),)
+        report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", steps))
+        assert report.ok and seen == [True], shape
+        assert [r.detail for r in all_records(report.records) if r.step == "reader"] == ["read early"], shape
+        assert reader.reads == ["read"], shape
+
+    started, seen = threading.Event(), []  # not across a step that changes what is live
+    steps = (Artifact(started, seen, wait=0.3), Sleep(0), Reader(started))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", steps))
+    assert report.ok and seen == [False] and report.records[2].detail == "read now: live"
+
+
+@dataclass(frozen=True)
+class Publish(Artifact):
+    """A step that leaves an artifact in the environment (an image's push): the refusals of the steps after it
+    first."""
+
+    name: ClassVar[str] = "publish"
+    published: list[str] = field(compare=False, default_factory=list)
+
+    def run(self, ctx: Context) -> Outcome:
+        ctx.refuse_ahead()
+        self.published.append("image")
+        return Outcome.done("published")
+
+
+@dataclass(frozen=True)
+class Refuser(Reader):
+    """A reader (register-taskdef) that refuses what its reads found missing, when it runs and ahead of it."""
+
+    name: ClassVar[str] = "refuser"
+    found: str = field(compare=False, default="live")
+
+    def _read(self) -> str:
+        super()._read()
+        return self.found
+
+    def refuse_early(self, ctx: Context, found: Any) -> None:
+        if found == "missing":
+            raise UsageError("its secret does not exist. Nothing was changed", "create it")
+
+    def run(self, ctx: Context) -> Outcome:
+        found = ctx.early_reads(self) or self._read()
+        self.refuse_early(ctx, found)
+        return Outcome.done(f"registered ({found})")
+
+
+def test_a_step_that_publishes_an_artifact_first_raises_what_a_later_step_would_refuse_by_its_early_reads() -> None:
+    """The push asks ahead (Context.refuse_ahead): a revision register-taskdef would refuse by what it read early
+    (a missing secret) refuses the push, which leaves nothing behind (exit 2: nothing changed); what it would not
+    refuse lets the push go on; a read that failed raises nothing ahead, the step raises it itself."""
+    started = threading.Event()
+    started.set()
+    publish = Publish(started, [])
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
+        Plan("dev", (Artifact(started, []), publish, Refuser(threading.Event(), found="missing")))
+    )
+    assert report.error is not None and report.error.exit_code == 2 and publish.published == []
+    assert report.error.message == "refused ahead by refuser: its secret does not exist. Nothing was changed"
+    assert [r.status for r in report.records] == ["done", "failed", "not run"]
+
+    for refuser, status, detail in (
+        (Refuser(threading.Event()), "done", "registered (live)"),
+        (Refuser(threading.Event(), StepFailed("the service is gone")), "failed", "the service is gone"),
+    ):
+        publish = Publish(started, [])
+        report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (publish, refuser)))
+        assert publish.published == ["image"]
+        assert [(r.step, r.status, r.detail) for r in report.records][1] == ("refuser", status, detail)
 
 
 def test_nothing_is_read_early_while_the_step_before_changes_what_is_live() -> None:
