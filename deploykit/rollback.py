@@ -908,9 +908,7 @@ def package_at(config: Config, env: EnvConfig, function: str, commit: str) -> tu
     full = git.resolve_commit(config.root, commit)
     out = config.root / synth.OUT_ROOT / f"{env.name}@{commit}.lambda"
     folder = out / lambda_chain.LAMBDA_FOLDER / function
-    if full is None or not (
-        folder.is_dir() or git.export(config.root, full, f"{lambda_chain.LAMBDA_FOLDER}/{function}", out)
-    ):
+    if full is None or not _exported(config.root, full, function, out):
         raise UsageError(
             f"lambda:{function} would come back as in commit {commit}, but "
             + ("this clone does not have that commit" if full is None else "that commit has no such function")
@@ -922,6 +920,29 @@ def package_at(config: Config, env: EnvConfig, function: str, commit: str) -> tu
             ),
         )
     return folder, packaging.package_function(folder, architecture=config.lambda_architecture_for(env))
+
+
+# What an export that finished writes last beside the function's folder (:func:`_exported`). A new one whenever the
+# export writes a commit's folder otherwise: what an older deploykit wrote (before a submodule's files were
+# exported) is then written again, never packaged.
+EXPORTED = "exported by deploykit: the commit's files, its submodules' included\n"
+
+
+def _exported(root: Path, commit: str, function: str, out: Path) -> bool:
+    """``function``'s folder as in ``commit`` under ``out`` (``out/lambda/<fn>``); False when that commit has no such
+    function. An earlier export there is reused only when it finished and was written as this one would be (its mark,
+    written last, says :data:`EXPORTED`): one that an interrupt cut short, or that an older deploykit wrote, would be
+    packaged without some of its files, so its folder is removed and written again."""
+    folder = out / lambda_chain.LAMBDA_FOLDER / function
+    mark = out / f".{function}.exported"
+    if folder.is_dir() and mark.is_file() and mark.read_text() == EXPORTED:
+        return True
+    mark.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    if not git.export(root, commit, f"{lambda_chain.LAMBDA_FOLDER}/{function}", out):
+        return False
+    mark.write_text(EXPORTED)
+    return True
 
 
 def taken_out(record: history.Record) -> tuple[str, ...]:

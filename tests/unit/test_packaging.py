@@ -18,12 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
 
-from deploykit import git, lambda_chain, packaging, version_cleanup
+from deploykit import git, lambda_chain, packaging, rollback, version_cleanup
+from deploykit.config import Config
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function, prune_vendored
+from deploykit.testing import sample_env
 from tests.conftest import git as run_git
 
 REPO = Path(__file__).resolve().parents[2]
@@ -344,6 +347,29 @@ def test_a_commit_whose_submodule_this_clone_lacks_is_refused_not_packaged_witho
     assert "this clone does not have that commit of it" in code_of.unpackaged[("sample_fn", "HEAD")]
     run_git(clone, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", "--recursive")
     assert lambda_chain.code_at(clone, "sample_fn", "HEAD", "x86_64") == made
+
+
+def test_a_rollback_packages_a_commits_function_again_over_a_folder_an_export_cut_short_or_an_older_one_left(
+    tmp_path: Path,
+) -> None:
+    """inv rollback packages a function as in a commit from ``cdk.out/<env>@<sha>.lambda/``. A folder there that an
+    export cut short left, or an older deploykit (whose export left a submodule's files out), is written again, not
+    packaged as it is: the zip is the commit's. One this export finished is reused."""
+    parent = tmp_path / "parent"
+    write_function(parent / "lambda" / "sample_fn")
+    git_repository(parent, {})
+    sha12, code = lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") or ("", "")
+    config = Mock(spec=Config, root=parent)
+    config.lambda_architecture_for.return_value = "x86_64"
+    env = sample_env()
+    left = parent / "cdk.out" / f"test@{sha12}.lambda" / "lambda" / "sample_fn"
+    left.mkdir(parents=True)
+    (left / "handler.py").write_bytes(FILES["handler.py"])  # the rest of the function is missing
+
+    folder, package = rollback.package_at(config, env, "sample_fn", sha12)
+    assert folder == left and package.code_sha256 == code
+    (left / "written_after.txt").write_text("kept: the export finished, and is reused")
+    assert rollback.package_at(config, env, "sample_fn", sha12)[1].code_sha256 != code
 
 
 def test_a_function_of_a_lambda_submodule_is_packaged_as_in_a_commit(tmp_path: Path) -> None:
