@@ -78,12 +78,9 @@ class Context:
             return
         for later in following:
             for step in first_steps(later):
-                with self._early_guard:
-                    if id(step) in self._early:
-                        continue
                 read = step.early(self)
-                if read is not None:
-                    with self._early_guard:
+                with self._early_guard:
+                    if read is not None and id(step) not in self._early:
                         self._early[id(step)] = (step, in_background(read, "early"))
             if not all_artifacts(later):
                 return
