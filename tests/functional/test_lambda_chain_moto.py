@@ -1660,7 +1660,7 @@ def test_an_update_another_actor_began_after_the_read_is_waited_for_then_the_cod
         step = lambda_chain.UpdateFunctionCode("health_handler", "fn", "Registry", "k.zip", "new", 60.0, 1.0)
         read: Future[Any] = Future()  # $LATEST idle, as read while the zip was uploaded (the step's early read)
         read.set_result({"current": {**idle, "LastUpdateStatus": "Successful"}, "versions": [idle]})
-        ctx._early[id(step)] = read
+        ctx._early[id(step)] = (step, read)
         done = step.run(ctx)
         stub.assert_no_pending_responses()
     assert done.status == "done" and done.detail == "health_handler: $LATEST runs new… (was old…)"
