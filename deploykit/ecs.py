@@ -120,18 +120,20 @@ def being_deleted(
     """ECS is deleting the service, or has (DRAINING, INACTIVE; UpdateService: ServiceNotActiveException): no
     rerun can roll it, the stack that defines it must make it again. ``status``: DRAINING or INACTIVE, or "" when
     ECS did not say which (``answered``: what it said instead); ``so``: what that means for the command (a wait: the
-    rollout it waits for cannot finish). The next step is the state's: a service being deleted (DRAINING) can be made
-    again only once ECS has finished (CreateService refuses a name still draining), one deleted (INACTIVE) at once."""
+    rollout it waits for cannot finish). The first line says the state ECS gave: "is being deleted" (DRAINING), "was
+    deleted" (INACTIVE), both only when it did not say which. The next step is the state's: a service being deleted
+    (DRAINING) can be made again only once ECS has finished (CreateService refuses a name still draining), one deleted
+    (INACTIVE) at once."""
     fargate = env.stacks.fargate if env else "<fargate stack>"
     health = f"inv health --env {env.name}" if env else "inv health"
     when = {
         "DRAINING": f"once ECS has finished deleting it ({health} shows it INACTIVE, or not found, then), ",
         "INACTIVE": "",
     }.get(status, f"once ECS has finished deleting it (it may have: {health} says whether), ")
+    state = {"DRAINING": "is being deleted", "INACTIVE": "was deleted"}.get(status, "is being deleted or was deleted")
     why = f"status {status}" if status else answered
     return ServiceBeingDeleted(
-        f"ECS service {service!r} in cluster {cluster!r} is being deleted or was deleted ({why}): {so}; nothing was "
-        "changed",
+        f"ECS service {service!r} in cluster {cluster!r} {state} ({why}): {so}; nothing was changed",
         next_step=f"{when}deploy the stack that defines it: {_create_command(env)} (deleted by "
         f"hand while {fargate} still holds it, it is not made again from an unchanged template: "
         f"aws cloudformation detect-stack-drift --stack-name {fargate} shows it)",

@@ -675,8 +675,8 @@ def test_a_service_being_deleted_is_refused_before_update_service(dev_env: EnvCo
         stub.assert_no_pending_responses()
     assert err.value.exit_code == 2
     assert err.value.message == (
-        "ECS service 'car-rental-service' in cluster 'car-rental-cluster' is being deleted or was deleted (status "
-        "DRAINING): it cannot be rolled out; nothing was changed"
+        "ECS service 'car-rental-service' in cluster 'car-rental-cluster' is being deleted (status DRAINING): it "
+        "cannot be rolled out; nothing was changed"
     )
     # ECS has not finished: CreateService refuses a name still draining, so the stack makes it again only after
     assert (err.value.next_step or "").startswith(
@@ -714,9 +714,9 @@ def test_a_service_deleted_during_the_wait_ends_it_at_once_and_nothing_is_rolled
     assert deleted and clock.sleeps == []  # not one pause: the first poll saw it
     assert err.value.exit_code == 1
     assert err.value.message.startswith(
-        "ECS service 'car-rental-service' in cluster 'car-rental-cluster' is being deleted or was deleted (status "
-        "INACTIVE): its rollout cannot finish; nothing was changed (by this step: the steps before it changed what "
-        "runs, as the table shows)"
+        "ECS service 'car-rental-service' in cluster 'car-rental-cluster' was deleted (status INACTIVE): its rollout "
+        "cannot finish; nothing was changed (by this step: the steps before it changed what runs, as the table "
+        "shows)"
     )
     assert err.value.message.endswith("; no automatic rollback: nothing can be rolled out on a service being deleted")
     assert "inv deploy.stack CarRentalFargateStack --env dev" in (err.value.next_step or "")

@@ -23,8 +23,8 @@ from tests.functional.test_restart_moto import ACCOUNT, REGION, steady
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
 DELETED = (
-    f"ECS service {SERVICE!r} in cluster {CLUSTER!r} is being deleted or was deleted (status INACTIVE): ECS lists a "
-    "deleted service a while longer, but nothing runs on it or can be rolled out on it; nothing was changed"
+    f"ECS service {SERVICE!r} in cluster {CLUSTER!r} was deleted (status INACTIVE): ECS lists a deleted service a "
+    "while longer, but nothing runs on it or can be rolled out on it; nothing was changed"
 )
 REMADE = "deploy the stack that defines it: inv deploy.stack CarRentalFargateStack --env dev"
 
@@ -85,8 +85,8 @@ def refused_logs(project: Path, factory: AwsFactory, why: str) -> None:
         run_logs(project, factory, since="5m")
     assert err.value.exit_code == 2
     assert err.value.message == (
-        f"ECS service {SERVICE!r} in cluster {CLUSTER!r} is being deleted or was deleted (status INACTIVE): none of "
-        f"its logs is left to read ({why}); nothing was changed"
+        f"ECS service {SERVICE!r} in cluster {CLUSTER!r} was deleted (status INACTIVE): none of its logs is left to "
+        f"read ({why}); nothing was changed"
     )
     assert (err.value.next_step or "").startswith(REMADE)
 

@@ -454,8 +454,8 @@ def test_a_service_ecs_is_deleting_ends_the_wait_at_once(dev_env: EnvConfig) -> 
     assert clock.monotonic() == 5.0  # the second poll, not the deadline's
     assert err.value.exit_code == 2
     assert err.value.message == (
-        f"ECS service '{SERVICE}' in cluster '{CLUSTER}' is being deleted or was deleted (status DRAINING): its "
-        "rollout cannot finish; nothing was changed"
+        f"ECS service '{SERVICE}' in cluster '{CLUSTER}' is being deleted (status DRAINING): its rollout cannot "
+        "finish; nothing was changed"
     )
     assert f"inv deploy.stack {dev_env.stacks.fargate} --env dev" in (err.value.next_step or "")
 
