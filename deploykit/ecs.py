@@ -75,9 +75,24 @@ def no_cluster(cluster: str, env: EnvConfig | None) -> NoCluster:
 
 
 def no_service(service: str, cluster: str, env: EnvConfig | None) -> UsageError:
+    """The service is not in the cluster: deploy.toml names another, it was never made, or ECS no longer lists the one
+    it deleted. The next step warns, as :func:`being_deleted`'s does, that one deleted by hand is not made again by
+    deploying an unchanged template."""
     return UsageError(
         f"ECS service {service!r} not found in cluster {cluster!r}",
-        next_step=f"check 'cluster' and 'service' in deploy.toml, or create it: {_create_command(env)}",
+        next_step=f"check 'cluster' and 'service' in deploy.toml, or create it: {_create_command(env)} "
+        f"({_not_made_again(env)})",
+    )
+
+
+def _not_made_again(env: EnvConfig | None) -> str:
+    """Why deploying the Fargate stack may not make again a service deleted by hand, and how to see it: CloudFormation
+    finds no change in an unchanged template, so it leaves the service it believes is there (a drift detection shows
+    it gone). Said by :func:`being_deleted` and :func:`no_service` alike."""
+    fargate = env.stacks.fargate if env else "<fargate stack>"
+    return (
+        f"deleted by hand while {fargate} still holds it, it is not made again from an unchanged template: "
+        f"aws cloudformation detect-stack-drift --stack-name {fargate} shows it"
     )
 
 
@@ -124,7 +139,6 @@ def being_deleted(
     deleted" (INACTIVE), both only when it did not say which. The next step is the state's: a service being deleted
     (DRAINING) can be made again only once ECS has finished (CreateService refuses a name still draining), one deleted
     (INACTIVE) at once."""
-    fargate = env.stacks.fargate if env else "<fargate stack>"
     health = f"inv health --env {env.name}" if env else "inv health"
     when = {
         "DRAINING": f"once ECS has finished deleting it ({health} shows it INACTIVE, or not found, then), ",
@@ -134,9 +148,7 @@ def being_deleted(
     why = f"status {status}" if status else answered
     return ServiceBeingDeleted(
         f"ECS service {service!r} in cluster {cluster!r} {state} ({why}): {so}; nothing was changed",
-        next_step=f"{when}deploy the stack that defines it: {_create_command(env)} (deleted by "
-        f"hand while {fargate} still holds it, it is not made again from an unchanged template: "
-        f"aws cloudformation detect-stack-drift --stack-name {fargate} shows it)",
+        next_step=f"{when}deploy the stack that defines it: {_create_command(env)} ({_not_made_again(env)})",
     )
 
 

@@ -219,7 +219,9 @@ def test_inv_health_still_says_not_found_for_a_service_never_made(project: Path,
     assert (row["status"], row["detail"]) == ("missing", f"no such service in {CLUSTER}")  # the cluster is there
     findings = {f["what"]: f["next_step"] for f in report["findings"]}
     assert findings[f"ECS service {SERVICE} not found in cluster {CLUSTER}"] == (
-        "check 'cluster' and 'service' in deploy.toml, or create it: inv deploy.stack CarRentalFargateStack --env dev"
+        "check 'cluster' and 'service' in deploy.toml, or create it: inv deploy.stack CarRentalFargateStack --env dev "
+        "(deleted by hand while CarRentalFargateStack still holds it, it is not made again from an unchanged "
+        "template: aws cloudformation detect-stack-drift --stack-name CarRentalFargateStack shows it)"
     )
 
 
