@@ -236,9 +236,9 @@ def logs(
     if as_json:
         document: dict[str, Any] = {"environment": environment.name}
         if len(sources) == 1:  # the shape of one component, kept for scripts
-            document |= {"component": sources[0].component, "group": sources[0].group}
+            document |= _source_json(sources[0])
         else:
-            document["components"] = [{"component": s.component, "group": s.group} for s in sources]
+            document["components"] = [_source_json(s) for s in sources]
         if pattern.strip():
             document["filter"] = pattern.strip()
         document |= {
@@ -254,6 +254,13 @@ def logs(
     elif cut:
         runtime.stderr.write(f"(the newest {limit}; --limit N for more)\n")
     return lines
+
+
+def _source_json(source: applogs.LogSource) -> dict[str, Any]:
+    """A component of ``inv logs --json``: its name, its log group, and whether ECS deleted the service whose lines
+    these are (the app's, INACTIVE: its tasks write no more; what stderr says first), so a script can tell the last
+    lines of a deleted service from those of one that runs. Always false for a function."""
+    return {"component": source.component, "group": source.group, "deleted": bool(source.deleted)}
 
 
 def _newest_lines(

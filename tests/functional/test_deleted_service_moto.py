@@ -76,7 +76,9 @@ def test_inv_logs_reads_what_a_deleted_service_left_saying_first_that_it_was_del
     )
     assert said[1].startswith(f"📜 app in dev: CloudWatch Logs {GROUP}, streams backend/backend/*")
     _, out, _ = run_logs(project, factory, since="5m", task="bbbb", as_json=True)  # --task and --json as ever
-    assert [line["message"] for line in json.loads(out)["lines"]] == ["task b starts", "task b serves"]
+    document = json.loads(out)
+    assert [line["message"] for line in document["lines"]] == ["task b starts", "task b serves"]
+    assert document["deleted"] is True  # a script reading stdout alone can tell these are a deleted service's
 
 
 def refused_logs(project: Path, factory: AwsFactory, why: str) -> None:

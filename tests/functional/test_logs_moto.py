@@ -192,7 +192,7 @@ def test_inv_logs_prints_the_lines_on_stdout_and_where_they_come_from_on_stderr(
     assert f"📜 app in dev: CloudWatch Logs {GROUP}, streams backend/backend/*" in err
     _, out, _ = run_logs(project, factory, since="5m", task="bbbb", as_json=True)
     document = json.loads(out)
-    assert document["component"] == "app" and document["group"] == GROUP
+    assert document["component"] == "app" and document["group"] == GROUP and document["deleted"] is False
     assert [line["message"] for line in document["lines"]] == ["task b starts", "task b serves"]
     assert document["lines"][0]["source"] == "bbbb2222"
 

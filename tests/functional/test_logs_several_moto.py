@@ -202,8 +202,8 @@ def test_json_of_several_names_each_line_s_component_and_each_component_s_group(
     out, _ = run_logs(project, factory, component="lambda:health_handler,app", since="1m", as_json=True)
     document = json.loads(out)
     assert document["components"] == [
-        {"component": "lambda:health_handler", "group": f"/aws/lambda/{HEALTH}"},
-        {"component": "app", "group": GROUP},
+        {"component": "lambda:health_handler", "group": f"/aws/lambda/{HEALTH}", "deleted": False},
+        {"component": "app", "group": GROUP, "deleted": False},
     ]
     assert "component" not in document and "group" not in document
     assert [(line["component"], line["message"]) for line in document["lines"]] == [
@@ -216,6 +216,25 @@ def test_json_of_several_names_each_line_s_component_and_each_component_s_group(
     one = json.loads(out)  # one component: the shape scripts read, each line naming its component too
     assert one["component"] == "app" and one["group"] == GROUP and "components" not in one
     assert {line["component"] for line in one["lines"]} == {"app"}
+
+
+def test_json_of_several_marks_the_app_of_a_service_ecs_deleted(
+    project: Path, factory: AwsFactory, written: Any
+) -> None:
+    """Deleted by hand (its group stays): its last lines are read, and the JSON says whose they are, as stderr does,
+    for a script that reads stdout alone; the function beside it is not deleted."""
+    factory.client("ecs").delete_service(cluster="car-rental-cluster", service="car-rental-service", force=True)
+    out, err = run_logs(project, factory, component="app,lambda:health_handler", since="1m", as_json=True)
+    document = json.loads(out)
+    assert document["components"] == [
+        {"component": "app", "group": GROUP, "deleted": True},
+        {"component": "lambda:health_handler", "group": f"/aws/lambda/{HEALTH}", "deleted": False},
+    ]
+    assert [line["message"] for line in document["lines"] if line["component"] == "app"] == [
+        "GET /cars 200",
+        "GET /health 200",
+    ]
+    assert err.startswith("⚠️  ECS deleted service car-rental-service (INACTIVE")
 
 
 def test_of_several_a_function_that_never_ran_is_said_and_passed_over(
