@@ -21,11 +21,14 @@ as not checked, and the deploy goes on. The reads go at once (:func:`deploykit.a
 when the step reads early.
 
 The revisions a stack deploy registers (the Fargate stack's ``AWS::ECS::TaskDefinition``) are checked the same way
-from the template, before its change set (:func:`of_template`): a value CloudFormation works out is resolved where it
-can be here (``Ref`` to a parameter or a pseudo parameter, ``Fn::Join``, ``Fn::Sub``); one the stack makes itself (a
-``Ref`` or ``Fn::GetAtt`` of its own resource: its log group, its roles) or another stack exports (``Fn::ImportValue``:
-CloudFormation refuses the deploy when the export is not there) is not read; any other (``Fn::If``...) is said as not
-checked.
+from the template, before its change set (:func:`check_template`): a value CloudFormation works out is resolved where
+it can be here (``Ref`` to a parameter or a pseudo parameter, ``Fn::Join``, ``Fn::Sub``); one the stack makes itself
+(a ``Ref`` or ``Fn::GetAtt`` of its own resource: its log group, its roles) is not read; any other (``Fn::If``...) is
+said as not checked. What another stack exports (``Fn::ImportValue``, its name spelled out or resolved as above) is
+read from the region's exports (``ListExports``, once per command, and only for a template that imports one, beside
+the other reads), and the value it names is checked as if the template spelled it out. An export no stack makes is
+missing (CloudFormation would refuse the deploy too, but later and less plainly); when the exports cannot be read
+(``AccessDenied``), what the template imports is not checked.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import botocore.exceptions
 
 from deploykit.aws import DENIED, AwsFactory, at_once
 from deploykit.errors import UsageError
+from deploykit.stacks import StackOutputs
 
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 # what each service answers for a thing that is not there
@@ -120,23 +124,26 @@ _SUBSTITUTION = re.compile(r"\$\{([^}!][^}]*)\}")
 
 
 class Unresolved(Exception):
-    """A template value CloudFormation works out as it deploys: ``made`` by this stack or another (nothing to check
-    before), else not checked here, and ``why``."""
+    """A template value CloudFormation works out as it deploys: ``made`` by this stack (nothing to check before), or
+    ``imported`` from another stack's export of that name which is not known here (not read yet, or no stack makes
+    it), else not checked here, and ``why``."""
 
-    def __init__(self, why: str = "", *, made: bool = False) -> None:
+    def __init__(self, why: str = "", *, made: bool = False, imported: str = "") -> None:
         super().__init__(why)
-        self.why, self.made = why, made
+        self.why, self.made, self.imported = why, made, imported
 
 
 @dataclass(frozen=True)
 class Template:
     """What a template's values are resolved against: its own ``resources`` (logical ids), its ``parameters`` (the
-    values given, else their defaults) and the pseudo parameters (``AWS::Region``...)."""
+    values given, else their defaults), the pseudo parameters (``AWS::Region``...) and the region's ``exports`` (name:
+    value; None when they have not been read)."""
 
     resources: frozenset[str]
     parameters: Mapping[str, str]
     pseudo: Mapping[str, str]
     declared: frozenset[str] = frozenset()  # its parameters, with a value here or not (the stack's previous one)
+    exports: Mapping[str, str] | None = None
 
     def value(self, raw: Any) -> str:
         """``raw`` as a string, as CloudFormation would make it; :class:`Unresolved` when it cannot be here."""
@@ -150,8 +157,11 @@ class Template:
                 return self.named(str(argument))
             if function == "Fn::GetAtt":
                 self.named(str(argument[0] if isinstance(argument, list) and argument else argument).split(".")[0])
-            if function == "Fn::ImportValue":  # another stack's: CloudFormation refuses the deploy without it
-                raise Unresolved(made=True)
+            if function == "Fn::ImportValue":  # another stack's export, named by a string, Fn::Sub or Fn::Join
+                name = self.value(argument)
+                if self.exports is not None and name in self.exports:
+                    return self.exports[name]
+                raise Unresolved(imported=name)
             if function == "Fn::Join" and isinstance(argument, list) and len(argument) == 2:
                 separator, parts = argument
                 if isinstance(separator, str) and isinstance(parts, list):
@@ -189,18 +199,79 @@ class Template:
         return _SUBSTITUTION.sub(one, text).replace("${!", "${")
 
 
+Resolved = tuple[list[Reference], list[str], list[str]]  # what of_template finds: references, not checked, imported
+
+
+def check_template(aws: AwsFactory, body: str, given: Mapping[str, str], *, stack: str, region: str) -> Findings:
+    """Whether what the task definitions of template ``body`` name exists (:func:`of_template`), read at once from
+    ``region`` and the caller's account. When they import what another stack exports, the region's exports are read
+    beside the other reads (:meth:`deploykit.stacks.StackOutputs.exports`: once per command), then what each imported
+    value names (:func:`_check_imported`)."""
+    account = aws.account()
+    named, elsewhere, imported = of_template(body, given, stack=stack, region=region, account=account)
+    if not imported:
+        return check(aws, named, elsewhere)
+    resolve = partial(of_template, body, given, stack=stack, region=region, account=account)
+    reads: dict[str, Callable[[], Findings]] = {
+        "spelled out": partial(check, aws, named, elsewhere),
+        "imported": partial(_check_imported, aws, resolve, (named, elsewhere, imported)),
+    }
+    spelled, through_exports = at_once(reads).values()
+    return Findings(
+        spelled.checked + through_exports.checked,
+        spelled.missing + through_exports.missing,
+        spelled.unchecked + through_exports.unchecked,
+    )
+
+
+def _check_imported(aws: AwsFactory, resolve: Callable[..., Resolved], before: Resolved) -> Findings:
+    """What the values a template imports name (``before``: what :func:`of_template` found without the exports,
+    ``resolve``: it again, given them), read once the region's exports are. An export no stack makes is missing; all
+    are not checked when the exports could not be read."""
+    named, elsewhere, imported = before
+    try:
+        exports = StackOutputs.of(aws).exports(needed=imported)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        why = _problem(exc).why
+        return Findings(0, unchecked=tuple(f"export {name}: {why}" for name in dict.fromkeys(imported)))
+    more, far, missing = resolve(exports=exports)
+    # the template resolved again: what it names beyond the first time is what the exports named
+    found = check(aws, _beyond(more, named), _beyond(far, elsewhere))
+    not_exported = tuple(f"export {name}: not exported by any stack" for name in dict.fromkeys(missing))
+    return Findings(found.checked, not_exported + found.missing, found.unchecked)
+
+
+def _beyond(items: list[Any], known: list[Any]) -> list[Any]:
+    """``items`` without those in ``known`` (each as many times as it is there), in their order."""
+    left = list(known)
+    kept = []
+    for item in items:
+        if item in left:
+            left.remove(item)
+        else:
+            kept.append(item)
+    return kept
+
+
 def of_template(
-    body: str, given: Mapping[str, str], *, stack: str, region: str, account: str
-) -> tuple[list[Reference], list[str]]:
+    body: str,
+    given: Mapping[str, str],
+    *,
+    stack: str,
+    region: str,
+    account: str,
+    exports: Mapping[str, str] | None = None,
+) -> Resolved:
     """The references of the task definitions of template ``body`` (deployed as ``stack`` in ``region`` and
     ``account``, with the parameters ``given``) that can be checked before it is, as :func:`of` finds them in a
-    registration, and how each of the others is said as not checked."""
+    registration; how each of the others is said as not checked; and the names of the exports it imports that
+    ``exports`` (the region's, None: not read) does not hold, whose values are left out."""
     try:
         template = json.loads(body)
         resources = dict(template.get("Resources") or {})
         declared = dict(template.get("Parameters") or {})
     except (ValueError, AttributeError, TypeError):
-        return [], []
+        return [], [], []
     partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
     pseudo = {
         "AWS::Region": region,
@@ -214,29 +285,34 @@ def of_template(
         for name, spec in declared.items()
         if name in given or (isinstance(spec, Mapping) and "Default" in spec)
     }
-    resolver = Template(frozenset(resources), parameters, pseudo, frozenset(declared))
+    resolver = Template(frozenset(resources), parameters, pseudo, frozenset(declared), exports)
     found: list[Reference] = []
     elsewhere: list[str] = []
+    imported: list[str] = []
     for spec in resources.values():
         if isinstance(spec, Mapping) and spec.get("Type") == TASK_DEFINITION:
-            registration, unresolved = _registration(resolver, spec.get("Properties") or {})
+            registration, unresolved, imports = _registration(resolver, spec.get("Properties") or {})
             more, far = of(registration, region=region, account=account)
             found += more
             elsewhere += far + unresolved
-    return found, elsewhere
+            imported += imports
+    return found, elsewhere, imported
 
 
-def _registration(resolver: Template, properties: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _registration(resolver: Template, properties: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
     """A template's task definition ``properties`` as the RegisterTaskDefinition arguments :func:`of` reads, with
-    only the values resolved (:meth:`Template.value`), and how each unresolved one is said as not checked (one the
-    stack or another makes: not said)."""
+    only the values resolved (:meth:`Template.value`); how each unresolved one is said as not checked (one the stack
+    makes: not said); and the names of the exports it imports whose values are not known (not said either)."""
     unresolved: list[str] = []
+    imported: list[str] = []
 
     def value(raw: Any, said: str) -> str | None:
         try:
             return resolver.value(raw)
         except Unresolved as exc:
-            if not exc.made:
+            if exc.imported:
+                imported.append(exc.imported)
+            elif not exc.made:
                 unresolved.append(f"{said}: {exc.why}")
             return None
 
@@ -270,7 +346,7 @@ def _registration(resolver: Template, properties: Mapping[str, Any]) -> tuple[di
     ):
         if properties.get(key):
             registration[field] = value(properties[key], f"the {said} role")
-    return registration, unresolved
+    return registration, unresolved, imported
 
 
 class Problem(NamedTuple):

@@ -238,12 +238,12 @@ def template_references(
     aws: AwsFactory, env: EnvConfig, stack: str, body: str, given: Mapping[str, str]
 ) -> references.Findings | None:
     """Whether what the task definitions of template ``body`` name exists (a secret, an environment file, a log
-    group, a role: :func:`deploykit.references.of_template`), read at once; None for a template without a task
-    definition. No read for one whose references are all the stack's own (this repository's)."""
+    group, a role: :func:`deploykit.references.check_template`), read at once, with what they import from another
+    stack's exports; None for a template without a task definition. No read for one whose references are all the
+    stack's own (this repository's)."""
     if stacks.TASK_DEFINITION not in stacks.resource_types(body).values():
         return None
-    named, elsewhere = references.of_template(body, given, stack=stack, region=env.region, account=aws.account())
-    return references.check(aws, named, elsewhere)
+    return references.check_template(aws, body, given, stack=stack, region=env.region)
 
 
 def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> UsageError:

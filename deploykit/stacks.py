@@ -428,14 +428,17 @@ class StackOutputs:
     and every endpoint again for its smoke: one DescribeStacks each, 100-300 ms on AWS. What is remembered stays
     true for the command: a stack that is changing (``*_IN_PROGRESS``) is not remembered, and any call through the
     same client that may change a stack (anything but Describe*, List*, Get*...) forgets everything, as well as any
-    answer read while it was in flight. One per AWS factory (:meth:`of`); safe from any thread.
+    answer read while it was in flight. The region's exports (:meth:`exports`) are remembered the same way. One per
+    AWS factory (:meth:`of`); safe from any thread.
     """
 
     def __init__(self, cfn: Any) -> None:
         self._cfn = cfn
         self._described: dict[str, dict[str, Any]] = {}  # stack → DescribeStacks' answer ({}: no such stack)
+        self._exports: dict[str, str] | None = None  # ListExports' answer, every page (name → value); None: not read
         self._changes = 0  # calls that may change a stack, counted when sent and when answered
         self._lock = threading.Lock()
+        self._listing = threading.Lock()  # one ListExports at a time: a second caller waits for the first's answer
         for event in ("before-call", "after-call", "after-call-error"):
             cfn.meta.events.register(f"{event}.cloudformation", self._seen)
 
@@ -478,12 +481,33 @@ class StackOutputs:
             return ""
         return updated_of(found)
 
+    def exports(self, needed: Iterable[str] = ()) -> dict[str, str]:
+        """What the stacks of the region export (``Fn::ImportValue``'s names and values: ListExports, every page),
+        read once and remembered as outputs are. Read again when what is remembered lacks one of ``needed``: a stack
+        may have exported it since (one deployed meanwhile, by this command or another), and a missing export is a
+        refusal. A failed read raises (AccessDenied...), and is not remembered."""
+        with self._listing:
+            with self._lock:
+                remembered, changes = self._exports, self._changes
+            if remembered is not None and all(name in remembered for name in needed):
+                return dict(remembered)
+            found = {
+                str(export["Name"]): str(export["Value"])
+                for page in self._cfn.get_paginator("list_exports").paginate()
+                for export in page.get("Exports") or []
+            }
+            with self._lock:
+                if changes == self._changes:
+                    self._exports = found
+            return dict(found)
+
     def _seen(self, event_name: str, **_: Any) -> None:
         """botocore's before-call, after-call and after-call-error of every call (``<event>.cloudformation.<Op>``)."""
         if not event_name.rsplit(".", 1)[-1].startswith(READ_OPERATIONS):
             with self._lock:
                 self._changes += 1
                 self._described.clear()
+                self._exports = None
 
 
 def _stack_outputs(aws: AwsFactory) -> StackOutputs:

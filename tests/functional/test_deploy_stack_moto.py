@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
-from deploykit import commands, registry, stack_chain
+from deploykit import commands, references, registry, stack_chain
 from deploykit.app_chain import in_registry_now
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
@@ -259,13 +261,13 @@ def test_uncommitted_changes_are_refused_unless_allowed_and_then_named_as_a_dirt
     assert deployed["component"] == "stack:data" and "-dirty-" in deployed["sha"]
 
 
-def secret_template(tmp_path: Path) -> Path:
-    """A Fargate stack's template whose task definition names an SSM parameter (as ecs.Secret.from_ssm_parameter
-    writes it) and a log group of its own."""
-    secret = {
-        "Name": "API_KEY",
-        "ValueFrom": {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/stack-key"},
-    }
+SPELLED_OUT = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/stack-key"}
+
+
+def secret_template(tmp_path: Path, value_from: Any = SPELLED_OUT) -> Path:
+    """A Fargate stack's template whose task definition names an SSM parameter (``value_from``: by default spelled
+    out, as ecs.Secret.from_ssm_parameter writes it) and a log group of its own."""
+    secret = {"Name": "API_KEY", "ValueFrom": value_from}
     container = {
         "Name": "backend",
         "Image": "repo:tag",
@@ -341,3 +343,112 @@ def test_a_preview_says_what_a_stacks_task_definition_names_that_does_not_exist(
     factory.client("ssm").put_parameter(Name="/stack-key", Value="k", Type="SecureString")
     said, shown = previewed()
     assert shown.json["missing"] == [] and "⛔" not in said
+
+
+EXPORT = "CarRentalDataStack:ApiKeyParameter"
+IMPORTED = {"Fn::ImportValue": {"Fn::Sub": "CarRentalDataStack:ApiKey${Kind}"}}  # resolved to EXPORT
+
+
+def imported_template(tmp_path: Path) -> Path:
+    """:func:`secret_template` whose secret is imported from another stack's export (its name an Fn::Sub of a
+    parameter's default)."""
+    template = secret_template(tmp_path, IMPORTED)
+    body = json.loads(template.read_text())
+    body["Parameters"] = {"Kind": {"Type": "String", "Default": "Parameter"}}
+    template.write_text(json.dumps(body))
+    return template
+
+
+def export_stack(cfn: Any, value: str) -> None:
+    """A stack that exports ``value`` as :data:`EXPORT`."""
+    template = {
+        "Resources": {
+            "Marker": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "/marker", "Type": "String", "Value": "m"}}
+        },
+        "Outputs": {"ApiKeyParameter": {"Value": value, "Export": {"Name": EXPORT}}},
+    }
+    cfn.create_stack(StackName="CarRentalDataStack", TemplateBody=json.dumps(template))
+
+
+def listed_exports(factory: AwsFactory) -> list[str]:
+    """The ListExports calls the factory's CloudFormation client will make, one entry each."""
+    calls: list[str] = []
+    factory.client("cloudformation").meta.events.register(
+        "before-call.cloudformation.ListExports", lambda **_: calls.append("ListExports")
+    )
+    return calls
+
+
+def test_what_a_stacks_task_definition_imports_from_another_stack_is_read_through_the_exports(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """The secret comes from the data stack's export: with no such export, the deploy is refused naming it (before
+    CloudFormation refuses it less plainly); once exported, the SSM parameter it names is checked as a spelled-out
+    one is (refused while missing), and nothing is missing once it is there. The exports are read once, and again
+    only when what is remembered lacks one (another deploy made it) or a stack changed through the command's client
+    since; never for a template that imports nothing."""
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    step = DeployStack("CarRentalFargateStack", str(imported_template(tmp_path)))
+    listed = listed_exports(factory)
+
+    with pytest.raises(UsageError) as refused:
+        step.run(ctx)
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "CarRentalFargateStack would register a task definition that names what does not exist, so none of its "
+        f"tasks would start: export {EXPORT}: not exported by any stack. Nothing was changed"
+    )
+    assert len(listed) == 1
+
+    parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/stack-key"
+    export_stack(boto3.client("cloudformation", region_name=dev_env.region), parameter)  # another deploy's
+    with pytest.raises(UsageError) as refused:
+        step.run(ctx)
+    assert refused.value.message == (
+        "CarRentalFargateStack would register a task definition that names what does not exist, so none of its "
+        f"tasks would start: secret API_KEY of container backend (SSM parameter {parameter}): not found. Nothing "
+        "was changed"
+    )
+    assert len(listed) == 2  # read anew: what was remembered lacked the export
+
+    # moto's change sets do not resolve Fn::ImportValue: the check alone, as the step makes it, from here on
+    factory.client("ssm").put_parameter(Name="/stack-key", Value="k", Type="SecureString")
+    body = imported_template(tmp_path).read_text()
+    found = stack_chain.template_references(factory, dev_env, "CarRentalFargateStack", body, {})
+    assert found is not None and (found.checked, found.missing, found.unchecked) == (1, (), ())
+    assert len(listed) == 2  # no stack changed through this client since the last read: the exports remembered
+
+    factory.client("cloudformation").delete_stack(StackName="CarRentalDataStack")  # through this client: forgotten
+    found = stack_chain.template_references(factory, dev_env, "CarRentalFargateStack", body, {})
+    assert found is not None and found.missing == (f"export {EXPORT}: not exported by any stack",)
+    assert len(listed) == 3
+
+    spelled_out = secret_template(tmp_path).read_text()
+    found = stack_chain.template_references(factory, dev_env, "CarRentalFargateStack", spelled_out, {})
+    assert found is not None and found.missing == () and len(listed) == 3  # nothing imported: no read
+
+
+def test_a_template_whose_exports_may_not_be_read_says_what_it_imports_as_not_checked(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """ListExports refused (AccessDenied, as the Stubber plays it): what the template imports is not checked, and
+    said so, and the deploy is not refused for it. A refusal is not remembered: the next check reads again, every
+    page of the exports."""
+    body = imported_template(tmp_path).read_text()
+    with Stubber(factory.client("cloudformation")) as stub:
+        stub.add_client_error("list_exports", service_error_code="AccessDenied", http_status_code=403)
+        found = stack_chain.template_references(factory, dev_env, "CarRentalFargateStack", body, {})
+        assert found is not None
+        assert (found.missing, found.unchecked) == ((), (f"export {EXPORT}: this caller may not read it",))
+        assert references.said_unchecked(found) == f"; not checked: export {EXPORT}: this caller may not read it"
+
+        parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/stack-key"
+        first = {"ExportingStackId": "data", "Name": "Other", "Value": "x"}
+        stub.add_response("list_exports", {"Exports": [first], "NextToken": "page-2"})
+        exported = {"ExportingStackId": "data", "Name": EXPORT, "Value": parameter}
+        stub.add_response("list_exports", {"Exports": [exported]}, {"NextToken": "page-2"})
+        found = stack_chain.template_references(factory, dev_env, "CarRentalFargateStack", body, {})
+        stub.assert_no_pending_responses()
+    assert found is not None and found.unchecked == ()
+    assert found.missing == (f"secret API_KEY of container backend (SSM parameter {parameter}): not found",)

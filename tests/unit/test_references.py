@@ -1,6 +1,6 @@
 """What a task definition names that its tasks need (deploykit.references.of, and of_template for a stack's): which
 references are read, and which are said as not checked (another region or account, a value only CloudFormation
-works out)."""
+works out); what a template imports from another stack's exports is resolved once they are read."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def task_definition_template(container_more: dict[str, Any], **properties: Any) 
 
 
 def from_template(body: str, **given: str) -> tuple[list[tuple[str, str]], list[str]]:
-    found, elsewhere = references.of_template(body, given, stack="Fargate", region=REGION, account=ACCOUNT)
+    found, elsewhere, _ = references.of_template(body, given, stack="Fargate", region=REGION, account=ACCOUNT)
     return [(ref.kind, ref.key) for ref in found], elsewhere
 
 
@@ -173,8 +173,8 @@ def test_what_the_stack_makes_itself_is_not_read_from_its_template() -> None:
 
 def test_a_templates_values_are_resolved_as_cloudformation_would() -> None:
     """What ecs.Secret.from_ssm_parameter and the CDK's imports write: Fn::Join of pseudo parameters, Fn::Sub, a
-    parameter given or its default. An export of another stack is not read (CloudFormation refuses a missing
-    one); a value only CloudFormation can work out (Fn::If) is said as not checked."""
+    parameter given or its default. An export of another stack is left for the exports' read (not said as not
+    checked); a value only CloudFormation can work out (Fn::If) is said as not checked."""
     partition = {"Ref": "AWS::Partition"}
     body = task_definition_template(
         {
@@ -239,6 +239,59 @@ def test_a_templates_values_are_resolved_as_cloudformation_would() -> None:
             "(not given here)"
         ],
     )
+
+
+def test_what_a_template_imports_is_resolved_through_the_exports_once_they_are_read() -> None:
+    """Fn::ImportValue, its name a string, an Fn::Sub or an Fn::Join: before the exports are read, the names of those
+    imported (nothing found through them, nothing said as not checked); given the exports, the values they name are
+    found as if spelled out, region and account judged as for those, and an export that is not there is named."""
+    body = task_definition_template(
+        {
+            "Secrets": [
+                {"Name": "SHARED", "ValueFrom": {"Fn::ImportValue": "Data:SecretArn"}},
+                {"Name": "KEY", "ValueFrom": "/car-rental/key"},
+            ],
+            "LogConfiguration": {
+                "LogDriver": "awslogs",
+                "Options": {"awslogs-group": {"Fn::ImportValue": {"Fn::Sub": "${Stage}:LogGroup"}}},
+            },
+        },
+        ExecutionRoleArn={"Fn::ImportValue": {"Fn::Join": [":", ["Shared", {"Ref": "AWS::Region"}, "ExecRole"]]}},
+        TaskRoleArn={"Fn::ImportValue": "Shared:FarRole"},
+    )
+
+    def resolved(
+        exports: dict[str, str] | None,
+    ) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+        found, elsewhere, imported = references.of_template(
+            body, {}, stack="Fargate", region=REGION, account=ACCOUNT, exports=exports
+        )
+        return [(ref.kind, ref.key) for ref in found], elsewhere, imported
+
+    assert resolved(None) == (
+        [("ssm", "/car-rental/key")],
+        [],
+        ["Data:SecretArn", "prod:LogGroup", f"Shared:{REGION}:ExecRole", "Shared:FarRole"],
+    )
+    exports = {
+        "Data:SecretArn": SM,
+        "prod:LogGroup": "/ecs/shared",
+        f"Shared:{REGION}:ExecRole": f"arn:aws:iam::{ACCOUNT}:role/shared-exec",
+        "Shared:FarRole": "arn:aws:iam::210987654321:role/far",
+        "Other:Thing": "unused",
+    }
+    assert resolved(exports) == (
+        [
+            ("secretsmanager", SM),
+            ("ssm", "/car-rental/key"),
+            ("logs", "/ecs/shared"),
+            ("iam", "shared-exec"),
+        ],
+        ["the task role arn:aws:iam::210987654321:role/far: in another region / account 210987654321"],
+        [],
+    )
+    del exports["prod:LogGroup"]
+    assert resolved(exports)[2] == ["prod:LogGroup"]
 
 
 def test_a_log_group_named_in_the_template_is_read_and_one_elsewhere_is_said() -> None:
