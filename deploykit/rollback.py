@@ -1179,8 +1179,8 @@ def undo_plan(
     deleting = isinstance(error, ServiceBeingDeleted)
     if previous is not None and deleting:
         notes.append(
-            f"ECS is deleting {env.service}: the app is not put back (nothing can be rolled out on a service being "
-            "deleted), and no smoke follows"
+            f"ECS is deleting {env.service} or has deleted it: the app is not put back (nothing can be rolled out on "
+            "it), and no smoke follows"
         )
         previous = None
     if previous is not None:

@@ -452,7 +452,9 @@ def recover(
         return None
     if undo is None:
         if isinstance(error, ServiceBeingDeleted) and report.changed_live:
-            error.message += "; no automatic rollback: nothing can be rolled out on a service being deleted"
+            error.message += (
+                "; no automatic rollback: nothing can be rolled out on a service ECS is deleting or has deleted"
+            )
         return None
     replaced = ", ".join(undo.replaced)
     # what the failed release wrote stays in CloudWatch Logs after its tasks stopped and its alias moved back: of

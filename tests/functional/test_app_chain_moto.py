@@ -722,5 +722,7 @@ def test_a_service_deleted_during_the_wait_ends_it_at_once_and_nothing_is_rolled
         "cannot finish; nothing was changed (by this step: the steps before it changed what runs, as the table "
         "shows)"
     )
-    assert err.value.message.endswith("; no automatic rollback: nothing can be rolled out on a service being deleted")
+    assert err.value.message.endswith(
+        "; no automatic rollback: nothing can be rolled out on a service ECS is deleting or has deleted"
+    )
     assert "inv deploy.stack CarRentalFargateStack --env dev" in (err.value.next_step or "")

@@ -747,8 +747,8 @@ def test_a_service_being_deleted_is_not_rolled_back_what_moved_beside_it_is(env:
     assert undo is not None and undo.plan.title == "automatic rollback: lambda:health_handler"
     assert [type(s) for s in undo.plan.steps] == [rb.PointAlias]
     assert undo.notes == (
-        f"ECS is deleting {env.service}: the app is not put back (nothing can be rolled out on a service being "
-        "deleted), and no smoke follows",
+        f"ECS is deleting {env.service} or has deleted it: the app is not put back (nothing can be rolled out on "
+        "it), and no smoke follows",
     )
     assert rb.undo_plan(env, run(), FakeLambda()) is None  # the app alone: nothing to put back
 
