@@ -199,8 +199,8 @@ class ImportsCache:
     cache (:func:`deploykit.cachedir.cache_root`, ``cdk-imports.json``): a file is parsed once, where deploy.auto
     parsed each file of cdk/ in two commits on every run whose live commits differ by a CDK module (about 0.1 s a
     commit, of a run of about 1.3 s that finds nothing to deploy). None for a file that does not parse. Safe from
-    threads (inv envs); the file is replaced whole (two commands writing at once: one's new names are lost, and
-    parsed again next time)."""
+    threads (inv envs). The file is replaced whole, with what it holds when it is written merged in (each name is
+    named by its file's content, so any two agree): what another command wrote since this one read it is kept."""
 
     FILE = "cdk-imports.json"
     VERSION = 1
@@ -241,7 +241,9 @@ class ImportsCache:
         with self._guard:
             if not self._added or self.path is None or self._known is None:
                 return
-            known = self._known if len(self._known) <= self.LIMIT else {}
+            known = {**self._read(), **self._known}  # another command's, written since this one read the file
+            if len(known) > self.LIMIT:
+                known = self._known if len(self._known) <= self.LIMIT else {}
             written: str | None = None
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,15 +259,19 @@ class ImportsCache:
 
     def _load(self) -> dict[str, list[str] | None]:
         if self._known is None:
-            self._known = {}
-            if self.path is not None:
-                try:
-                    kept = json.loads(self.path.read_text())
-                    if kept.get("version") == self.VERSION and isinstance(kept.get("imports"), dict):
-                        self._known = kept["imports"]
-                except (OSError, ValueError, AttributeError):
-                    pass  # none yet, or unreadable: made again
+            self._known = self._read()
         return self._known
+
+    def _read(self) -> dict[str, list[str] | None]:
+        """What the file holds now; {} when there is none yet, or it is unreadable (made again)."""
+        if self.path is not None:
+            try:
+                kept = json.loads(self.path.read_text())
+                if kept.get("version") == self.VERSION and isinstance(kept.get("imports"), dict):
+                    return dict(kept["imports"])
+            except (OSError, ValueError, AttributeError):
+                pass
+        return {}
 
 
 _IMPORTS: dict[Path | None, ImportsCache] = {}  # the process's, by the cache's place (read at each use)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import tomllib
@@ -315,6 +316,20 @@ def test_each_cdk_file_is_parsed_once_and_its_imports_kept_for_the_next_command(
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     assert stack_usage(config, files, changes.ImportsCache(blocked / "cache")) == first  # cannot be written
+
+
+def test_two_commands_that_read_the_imports_cache_at_once_keep_both_their_files_when_they_write_it(
+    tmp_path: Path,
+) -> None:
+    """Two commands (two ImportsCache over one folder) read the cache, each parses a file the other does not, and
+    both write: the file keeps both files' imports, so neither is parsed again by the next command."""
+    one, other = changes.ImportsCache(tmp_path), changes.ImportsCache(tmp_path)
+    assert other.imported("cdk/stacks/api_stack.py", b"import os\n") == {"os"}  # read the cache: nothing there yet
+    assert one.imported("cdk/stacks/data_stack.py", b"import json\n") == {"json"}
+    one.save()
+    other.save()
+    kept = json.loads((tmp_path / changes.ImportsCache.FILE).read_text())["imports"]
+    assert sorted(key.partition(":")[2] for key in kept) == ["cdk/stacks/api_stack.py", "cdk/stacks/data_stack.py"]
 
 
 def test_glob_syntax() -> None:
