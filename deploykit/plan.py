@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from deploykit.clock import Stoppable
@@ -184,6 +185,17 @@ class Step:
         changes nothing live (:meth:`Context.start_early`); :meth:`run` takes what they found with
         :meth:`Context.early_reads`. None: the step has none (it reads when it runs)."""
         return None
+
+    def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
+        """Raise what the step would refuse when it runs (UsageError), checked before the run's first change of
+        what is live (:meth:`Executor.execute`), for a step that runs after others changed it: refused then, the run
+        changes nothing, where the step itself would refuse after they had. ``before``: the steps of the plan that
+        run before it (not beside it), whose work may make what it checks. Any other error is passed over: the step
+        meets it when it runs. By default it checks nothing."""
+
+    # The step writes files that later steps read (a synthesis: the stacks' templates): no step is checked before
+    # the run (preflight) while one of these is still to run.
+    makes_inputs: ClassVar[bool] = False
 
     def refuse_early(self, ctx: Context, found: Any) -> None:
         """Raise what the step would refuse (UsageError), judged by what its early reads ``found``, before an
@@ -551,6 +563,7 @@ class Executor:
         # theirs to tell, only the run that goes on is
         self._held = [] if self.ctx.gate is not None else None
         stopped_at_gate = False
+        preflown = False  # the later steps' preflights, checked before the first step that changes what is live
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
@@ -567,6 +580,14 @@ class Executor:
                     out.line(f"⏹  {exc.message}")
                     break
                 self._release()
+            if not preflown and not all_artifacts(step):
+                preflown = True
+                try:
+                    self._preflight(plan, index)
+                except DeployKitError as exc:  # before the step: nothing live changed
+                    error = exc
+                    out.line(f"⏹  {exc.message}")
+                    break
             if self.ctx.holding is not None and not all_artifacts(step):
                 try:
                     self.ctx.holding()
@@ -638,6 +659,30 @@ class Executor:
             seconds=record.seconds,
             detail=record.detail,
         )
+
+    def _preflight(self, plan: Plan, first: int) -> None:
+        """Before ``plan.steps[first]``, the first step that changes what is live: the preflights
+        (:meth:`Step.preflight`) of the steps from it on, all at once, the first refusal (in the plan's order)
+        raised. Not the first step's own when it is one step (it checks before it changes anything); a group's each
+        (its steps run on when one is refused). None while a step that makes their inputs is still to run."""
+        later = [leaf for step in plan.steps[first:] for leaf in leaves(step)]
+        if any(leaf.makes_inputs for leaf in later):
+            return
+        checks: list[Future[None]] = []
+        before: list[Step] = [leaf for step in plan.steps[:first] for leaf in leaves(step)]
+        for position in range(first, len(plan.steps)):
+            step = plan.steps[position]
+            for leaf in leaves(step):
+                if type(leaf).preflight is not Step.preflight and (position > first or is_group(step)):
+                    checks.append(in_background(partial(leaf.preflight, self.ctx, tuple(before)), "preflight"))
+            before += leaves(step)
+        for check in checks:
+            try:
+                check.result()
+            except UsageError:
+                raise
+            except Exception:  # a read that failed: the step meets it when it runs
+                continue
 
     def _release(self) -> None:
         """Tell the plugins what was held back until the gate was passed, in order."""

@@ -63,11 +63,20 @@ class Reference:
 
 @dataclass(frozen=True)
 class Findings:
-    """What the reads found: the references ``missing`` (each said, with why), and those ``unchecked`` (with why)."""
+    """What the reads found: the references ``missing`` (each said, with why), and those ``unchecked`` (with why);
+    ``missing_refs``, beside ``missing``: what each missing one is (:attr:`Reference.kind`, or ``export``; and its
+    key), for :meth:`keeping`."""
 
     checked: int
     missing: tuple[str, ...] = ()
     unchecked: tuple[str, ...] = ()
+    missing_refs: tuple[tuple[str, str], ...] = ()
+
+    def keeping(self, missing: Callable[[str, str], bool]) -> Findings:
+        """These findings with only the missing references for which ``missing(kind, key)`` holds (the others may
+        exist by the time they are needed: a stack deployed before makes them)."""
+        kept = [(said, ref) for said, ref in zip(self.missing, self.missing_refs, strict=True) if missing(*ref)]
+        return Findings(self.checked, tuple(said for said, _ in kept), self.unchecked, tuple(ref for _, ref in kept))
 
 
 def of(registration: Mapping[str, Any], *, region: str, account: str) -> tuple[list[Reference], list[str]]:
@@ -221,6 +230,7 @@ def check_template(aws: AwsFactory, body: str, given: Mapping[str, str], *, stac
         spelled.checked + through_exports.checked,
         spelled.missing + through_exports.missing,
         spelled.unchecked + through_exports.unchecked,
+        spelled.missing_refs + through_exports.missing_refs,
     )
 
 
@@ -237,8 +247,14 @@ def _check_imported(aws: AwsFactory, resolve: Callable[..., Resolved], before: R
     more, far, missing = resolve(exports=exports)
     # the template resolved again: what it names beyond the first time is what the exports named
     found = check(aws, _beyond(more, named), _beyond(far, elsewhere))
-    not_exported = tuple(f"export {name}: not exported by any stack" for name in dict.fromkeys(missing))
-    return Findings(found.checked, not_exported + found.missing, found.unchecked)
+    names = tuple(dict.fromkeys(missing))
+    not_exported = tuple(f"export {name}: not exported by any stack" for name in names)
+    return Findings(
+        found.checked,
+        not_exported + found.missing,
+        found.unchecked,
+        tuple(("export", name) for name in names) + found.missing_refs,
+    )
 
 
 def _beyond(items: list[Any], known: list[Any]) -> list[Any]:
@@ -377,13 +393,16 @@ def check(aws: AwsFactory, references: Iterable[Reference], elsewhere: Iterable[
     for ref in references:
         if ref.kind != "ssm":
             reads[len(reads)] = partial(_one, aws, ref)
-    missing: list[str] = []
+    missing: list[Reference] = []
+    said: list[str] = []
     unchecked: list[str] = list(elsewhere)
     for answers in at_once(reads).values():
         for ref, problem in answers:
             if problem is not None:
-                (missing if problem.missing else unchecked).append(f"{ref.said}: {problem.why}")
-    return Findings(len(references), tuple(missing), tuple(unchecked))
+                if problem.missing:
+                    missing.append(ref)
+                (said if problem.missing else unchecked).append(f"{ref.said}: {problem.why}")
+    return Findings(len(references), tuple(said), tuple(unchecked), tuple((ref.kind, ref.key) for ref in missing))
 
 
 def refuse_missing(found: Findings, service: str, base: str) -> None:

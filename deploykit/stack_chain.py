@@ -77,6 +77,7 @@ class Synthesize(Step):
 
     name: ClassVar[str] = "synth"
     artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
+    makes_inputs: ClassVar[bool] = True  # the templates the stack deploys read (and check before the run)
     out_dir: str
     force: bool = False
 
@@ -244,6 +245,45 @@ def template_references(
     if stacks.TASK_DEFINITION not in stacks.resource_types(body).values():
         return None
     return references.check_template(aws, body, given, stack=stack, region=env.region)
+
+
+# What a stack's resources of each type may make that a task definition names (references.Reference.kind)
+MAKES = {
+    "ssm": ("AWS::SSM::Parameter",),
+    "secretsmanager": ("AWS::SecretsManager::Secret",),
+    "logs": ("AWS::Logs::LogGroup",),
+    "iam": ("AWS::IAM::Role",),
+    "s3": ("AWS::S3::",),  # a bucket, what a deployment into it writes
+}
+
+
+def could_make(bodies: Iterable[str]) -> Callable[[str, str], bool]:
+    """Whether the stacks of templates ``bodies``, deployed, could make a reference of kind ``kind`` and key ``key``
+    (references.Reference; ``export``: an export's name): a resource of a type that makes that kind (:data:`MAKES`),
+    an output exporting that name (or one whose name is not spelled out), or a custom resource (it may make
+    anything). Names are not resolved: a stack that makes any secret could make this one."""
+    types: set[str] = set()
+    exported: set[str] = set()
+    for body in bodies:
+        types |= set(stacks.resource_types(body).values())
+        try:
+            outputs = dict(json.loads(body).get("Outputs") or {})
+        except (ValueError, AttributeError, TypeError):
+            outputs = {}
+        for output in outputs.values():
+            name = output.get("Export", {}).get("Name") if isinstance(output, Mapping) else None
+            if name is not None:
+                exported.add(name if isinstance(name, str) else "*")  # "*": worked out as deployed
+    custom = any(t.startswith("Custom::") or t == "AWS::CloudFormation::CustomResource" for t in types)
+
+    def made(kind: str, key: str) -> bool:
+        if custom:
+            return True
+        if kind == "export":
+            return key in exported or "*" in exported
+        return any(t.startswith(prefix) for t in types for prefix in MAKES.get(kind, ("",)))
+
+    return made
 
 
 def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> UsageError:
@@ -453,6 +493,19 @@ class DeployStack(Step):
                 next_step=f"name an image built for {wanted}, or deploy the stack as [build] platform has it with an "
                 "image built for it: inv deploy.auto",
             )
+
+    def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
+        """The check of what the template's task definitions name (:meth:`_check_references`), before the run's
+        first change, for a stack deployed after others changed what is live (a higher level of deploy.auto, the
+        Fargate stack after the data stack): refused then, nothing changed, where the step would refuse it after
+        them. What a stack deployed before it in the run could make (:func:`could_make`: a resource of that kind, an
+        export of that name) is left to the step's own check, made once they are deployed."""
+        body = synth.template_body(Path(self.template))
+        found = template_references(ctx.aws, ctx.env, self.stack, body, dict(self.parameters))
+        if found is None or not found.missing:
+            return
+        made = could_make([synth.template_body(Path(s.template)) for s in before if isinstance(s, DeployStack)])
+        references.refuse_missing_in(found.keeping(lambda kind, key: not made(kind, key)), self.stack, self.rerun)
 
     def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:
         """UsageError, before anything changes, when a task definition of the template names what does not exist

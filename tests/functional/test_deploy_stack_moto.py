@@ -21,7 +21,7 @@ from deploykit.commands.previews import show_preview, stack_previewed
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context
+from deploykit.plan import Context, Executor, Plan, RunReport
 from deploykit.stack_chain import DeployStack
 from tests.conftest import git, quiet_runtime
 from tests.functional.conftest import create_service, put_image
@@ -313,6 +313,51 @@ def test_a_stack_whose_task_definition_names_a_missing_secret_is_refused_before_
 
     factory.client("ssm").put_parameter(Name="/stack-key", Value="k", Type="SecureString")
     assert step.run(ctx).status == "done"
+
+
+def data_template(folder: Path, resources: dict[str, Any]) -> Path:
+    """A data stack's template of ``resources``, deployed before the Fargate stack, in the cloud assembly
+    :func:`secret_template` wrote into ``folder``."""
+    template = folder / "CarRentalDataStack.template.json"
+    template.write_text(json.dumps({"Resources": resources}))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stack = {"type": "aws:cloudformation:stack", "properties": {"templateFile": template.name}}
+    manifest["artifacts"]["CarRentalDataStack"] = stack
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return template
+
+
+def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_before_the_run_changes_anything(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """A run that deploys the data stack, then the Fargate stack (deploy.auto's levels), whose revision names a
+    missing SSM parameter: refused before the data stack is deployed (exit 2, nothing changed), where the Fargate
+    stack's own check refused it after the data stack had changed. When the data stack could make the parameter
+    (it has one), the data stack is deployed and the Fargate stack's own check judges, after it."""
+    fargate = DeployStack("CarRentalFargateStack", str(secret_template(tmp_path)))
+    queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "jobs"}}}
+
+    def run(data: Path) -> RunReport:
+        clock = FakeClock()
+        ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        return Executor(ctx).execute(Plan("dev", (DeployStack("CarRentalDataStack", str(data)), fargate)))
+
+    report = run(data_template(tmp_path, queue))
+    assert report.error is not None and report.error.exit_code == 2 and not report.changed_live
+    assert report.error.message.startswith("CarRentalFargateStack would register a task definition that names what")
+    assert report.error.message.endswith(
+        "(SSM parameter arn:aws:ssm:eu-west-1:123456789012:parameter/stack-key): not found. Nothing was changed"
+    )
+    assert [r.status for r in report.records] == ["not run", "not run"]
+    assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []  # the data stack too
+
+    making = {
+        **queue,
+        "Key": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "/other", "Type": "String", "Value": "v"}},
+    }
+    report = run(data_template(tmp_path, making))  # it could make it: the Fargate stack's own check
+    assert [r.status for r in report.records] == ["done", "failed"], report.error
+    assert report.error is not None and report.error.exit_code == 1 and report.changed_live
 
 
 def test_a_preview_says_what_a_stacks_task_definition_names_that_does_not_exist(

@@ -551,6 +551,68 @@ def test_a_step_that_publishes_an_artifact_first_raises_what_a_later_step_would_
         assert [(r.step, r.status, r.detail) for r in report.records][1] == ("refuser", status, detail)
 
 
+@dataclass(frozen=True)
+class Checked(Sleep):
+    """A step that changes what is live (a stack deploy) and checks ahead what it would refuse (Step.preflight):
+    ``refusal``, raised there; each check noted in ``asked`` with the names of the steps before it."""
+
+    name: ClassVar[str] = "checked"
+    label: str = ""
+    refusal: Exception | None = field(default=None, compare=False)
+    asked: list[tuple[str, tuple[str, ...]]] = field(default_factory=list, compare=False)
+
+    def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
+        self.asked.append((self.label, tuple(getattr(s, "label", s.name) for s in before)))
+        if self.refusal is not None:
+            raise self.refusal
+
+    def run(self, ctx: Context) -> Outcome:
+        if isinstance(self.refusal, UsageError):  # its own check, before it changes anything
+            raise self.refusal
+        return super().run(ctx)
+
+
+@dataclass(frozen=True)
+class Inputs(Sleep):
+    """A step that writes what later steps check (a synthesis)."""
+
+    name: ClassVar[str] = "inputs"
+    artifacts_only: ClassVar[bool] = True
+    makes_inputs: ClassVar[bool] = True
+
+
+def test_a_later_steps_refusal_is_checked_before_the_run_changes_anything() -> None:
+    """Before the first step that changes what is live: the preflights of the steps after it (not its own, when it
+    is one step: it checks before it changes anything; each of a group's), with the steps before each; the first
+    refusal ends the run there (exit 2, nothing changed). Another error is passed over (the step meets it); none is
+    checked while a step that makes their inputs (a synthesis) is still to run."""
+    asked: list[tuple[str, tuple[str, ...]]] = []
+    refused = UsageError("the Fargate stack names a missing secret. Nothing was changed")
+    data, fargate = Checked(1, label="data", asked=asked), Checked(1, label="fargate", refusal=refused, asked=asked)
+    api = Checked(1, label="api", refusal=RuntimeError("throttled"), asked=asked)
+    plan = Plan("dev", (Inputs(0), data, Parallel((fargate, api)), Sleep(0)))
+    out = io.StringIO()
+    report = Executor(make_ctx(FakeClock(), out)).execute(plan)
+    assert report.error is refused and report.error.exit_code == 2 and not report.changed_live
+    assert [r.status for r in report.records] == ["done", "not run", "not run", "not run"]
+    assert sorted(asked) == [("api", ("inputs", "data")), ("fargate", ("inputs", "data"))]
+    assert "⏹  the Fargate stack names a missing secret" in out.getvalue()
+
+    asked.clear()
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (Parallel((fargate, api)),)))
+    assert report.error is refused and sorted(asked) == [("api", ()), ("fargate", ())]  # a group's each
+
+    asked.clear()
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (data, api, Sleep(0))))
+    assert report.ok and asked == [("api", ("data",))]  # its error passed over
+
+    asked.clear()  # the synthesis runs beside the first stack: the templates are not there to check yet
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
+        Plan("dev", (Sequence("cdk", (Inputs(0), data)), fargate))
+    )
+    assert asked == [] and report.error is refused and report.changed_live  # the step's own refusal, after data
+
+
 def test_nothing_is_read_early_while_the_step_before_changes_what_is_live() -> None:
     """After a step that changes the environment (a stack deploy), the next step reads when it runs: what it reads
     may be what that step changed."""
