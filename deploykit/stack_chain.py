@@ -257,14 +257,25 @@ MAKES = {
 }
 
 
-def could_make(bodies: Iterable[str]) -> Callable[[str, str], bool]:
+def _readable(template: str) -> str | None:
+    """The template's body; None when it cannot be read (not there, not JSON, too big)."""
+    try:
+        return synth.template_body(Path(template))
+    except (DeployKitError, OSError):
+        return None
+
+
+def could_make(bodies: Iterable[str | None]) -> Callable[[str, str], bool]:
     """Whether the stacks of templates ``bodies``, deployed, could make a reference of kind ``kind`` and key ``key``
     (references.Reference; ``export``: an export's name): a resource of a type that makes that kind (:data:`MAKES`),
     an output exporting that name (or one whose name is not spelled out), or a custom resource (it may make
-    anything). Names are not resolved: a stack that makes any secret could make this one."""
+    anything); anything, when one of them could not be read (None). Names are not resolved: a stack that makes any
+    secret could make this one."""
     types: set[str] = set()
     exported: set[str] = set()
     for body in bodies:
+        if body is None:
+            return lambda _kind, _key: True
         types |= set(stacks.resource_types(body).values())
         try:
             outputs = dict(json.loads(body).get("Outputs") or {})
@@ -500,11 +511,13 @@ class DeployStack(Step):
         Fargate stack after the data stack): refused then, nothing changed, where the step would refuse it after
         them. What a stack deployed before it in the run could make (:func:`could_make`: a resource of that kind, an
         export of that name) is left to the step's own check, made once they are deployed."""
-        body = synth.template_body(Path(self.template))
+        body = _readable(self.template)
+        if body is None:  # the step meets it when it runs
+            return
         found = template_references(ctx.aws, ctx.env, self.stack, body, dict(self.parameters))
         if found is None or not found.missing:
             return
-        made = could_make([synth.template_body(Path(s.template)) for s in before if isinstance(s, DeployStack)])
+        made = could_make([_readable(s.template) for s in before if isinstance(s, DeployStack)])
         references.refuse_missing_in(found.keeping(lambda kind, key: not made(kind, key)), self.stack, self.rerun)
 
     def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:

@@ -13,6 +13,7 @@ import botocore.exceptions
 from deploykit import references
 from deploykit.aws import AwsFactory
 from deploykit.references import Reference
+from deploykit.stack_chain import could_make
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
 SM = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:db-AbCdEf"
@@ -309,3 +310,24 @@ def test_a_log_group_named_in_the_template_is_read_and_one_elsewhere_is_said() -
     )
     assert from_template(far) == ([], ["log group /ecs/far of container backend: in region us-east-1"])
     assert from_template("not json") == ([], [])
+
+
+def test_what_the_stacks_before_a_stack_could_make_is_told_by_their_resources_and_exports() -> None:
+    """The preflight of a later stack leaves to its own check what a stack deployed before it could make: a
+    resource of that kind, an export of that name (or one whose name is worked out as deployed), anything for a
+    custom resource or a template that could not be read. Names are not resolved."""
+
+    def body(resources: dict[str, str], exports: tuple[Any, ...] = ()) -> str:
+        outputs = {f"O{i}": {"Value": "v", "Export": {"Name": name}} for i, name in enumerate(exports)}
+        return json.dumps({"Resources": {k: {"Type": t} for k, t in resources.items()}, "Outputs": outputs})
+
+    data = body({"Table": "AWS::DynamoDB::Table", "Bucket": "AWS::S3::Bucket"}, ("Data:TableName",))
+    made = could_make([data])
+    assert made("s3", "bucket/env") and made("export", "Data:TableName")
+    assert not made("ssm", "arn:aws:ssm:eu-west-1:1:parameter/x") and not made("secretsmanager", "arn:...:db")
+    assert not made("logs", "/ecs/app") and not made("iam", "task") and not made("export", "Data:Other")
+    assert could_make([body({"Key": "AWS::SSM::Parameter"})])("ssm", "any name at all")
+    assert could_make([body({}, ({"Fn::Sub": "${AWS::StackName}:Name"},))])("export", "Data:Other")
+    assert could_make([body({"Seed": "Custom::SeedData"})])("iam", "task")
+    assert could_make([data, None])("logs", "/ecs/app")  # one could not be read: it could make anything
+    assert not could_make([])("logs", "/ecs/app")
