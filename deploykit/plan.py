@@ -564,6 +564,7 @@ class Executor:
         self._held = [] if self.ctx.gate is not None else None
         stopped_at_gate = False
         preflown = False  # the later steps' preflights, checked before the first step that changes what is live
+        # (or, when that one makes their inputs too, the first after it)
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
@@ -581,10 +582,9 @@ class Executor:
                     break
                 self._release()
             if not preflown and not all_artifacts(step):
-                preflown = True
                 try:
-                    self._preflight(plan, index)
-                except DeployKitError as exc:  # before the step: nothing live changed
+                    preflown = self._preflight(plan, index)
+                except DeployKitError as exc:  # before the step: what it and the steps after it change, unchanged
                     error = exc
                     out.line(f"⏹  {exc.message}")
                     break
@@ -660,14 +660,15 @@ class Executor:
             detail=record.detail,
         )
 
-    def _preflight(self, plan: Plan, first: int) -> None:
-        """Before ``plan.steps[first]``, the first step that changes what is live: the preflights
-        (:meth:`Step.preflight`) of the steps from it on, all at once, the first refusal (in the plan's order)
-        raised. Not the first step's own when it is one step (it checks before it changes anything); a group's each
-        (its steps run on when one is refused). None while a step that makes their inputs is still to run."""
+    def _preflight(self, plan: Plan, first: int) -> bool:
+        """Before ``plan.steps[first]``, a step that changes what is live: the preflights (:meth:`Step.preflight`)
+        of the steps from it on, all at once, the first refusal (in the plan's order) raised. Not the step's own when
+        it is one step (it checks before it changes anything); a group's each (its steps run on when one is
+        refused). False, checking none, while a step that makes their inputs is still to run (a synthesis beside the
+        registry stack's first deploy): the executor asks again before the next step."""
         later = [leaf for step in plan.steps[first:] for leaf in leaves(step)]
         if any(leaf.makes_inputs for leaf in later):
-            return
+            return False
         checks: list[Future[None]] = []
         before: list[Step] = [leaf for step in plan.steps[:first] for leaf in leaves(step)]
         for position in range(first, len(plan.steps)):
@@ -683,6 +684,7 @@ class Executor:
                 raise
             except Exception:  # a read that failed: the step meets it when it runs
                 continue
+        return True
 
     def _release(self) -> None:
         """Tell the plugins what was held back until the gate was passed, in order."""

@@ -585,7 +585,7 @@ def test_a_later_steps_refusal_is_checked_before_the_run_changes_anything() -> N
     """Before the first step that changes what is live: the preflights of the steps after it (not its own, when it
     is one step: it checks before it changes anything; each of a group's), with the steps before each; the first
     refusal ends the run there (exit 2, nothing changed). Another error is passed over (the step meets it); none is
-    checked while a step that makes their inputs (a synthesis) is still to run."""
+    checked while a step that makes their inputs (a synthesis) is still to run, but before the step after it."""
     asked: list[tuple[str, tuple[str, ...]]] = []
     refused = UsageError("the Fargate stack names a missing secret. Nothing was changed")
     data, fargate = Checked(1, label="data", asked=asked), Checked(1, label="fargate", refusal=refused, asked=asked)
@@ -606,11 +606,14 @@ def test_a_later_steps_refusal_is_checked_before_the_run_changes_anything() -> N
     report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (data, api, Sleep(0))))
     assert report.ok and asked == [("api", ("data",))]  # its error passed over
 
-    asked.clear()  # the synthesis runs beside the first stack: the templates are not there to check yet
+    asked.clear()  # the synthesis runs beside the first stack: checked once it is done, before the next step
+    auth = Checked(1, label="auth", asked=asked)
     report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(
-        Plan("dev", (Sequence("cdk", (Inputs(0), data)), fargate))
+        Plan("dev", (Sequence("cdk", (Inputs(0), data)), auth, fargate))
     )
-    assert asked == [] and report.error is refused and report.changed_live  # the step's own refusal, after data
+    assert asked == [("fargate", ("inputs", "data", "auth"))]
+    assert report.error is refused and [r.status for r in report.records] == ["done", "not run", "not run"]
+    assert report.changed_live and report.error.exit_code == 1  # the stack beside the synthesis was deployed
 
 
 def test_nothing_is_read_early_while_the_step_before_changes_what_is_live() -> None:
