@@ -257,7 +257,7 @@ MAKES = {
 }
 
 
-def _readable(template: str) -> str | None:
+def readable_template(template: str) -> str | None:
     """The template's body; None when it cannot be read (not there, not JSON, too big)."""
     try:
         return synth.template_body(Path(template))
@@ -511,13 +511,13 @@ class DeployStack(Step):
         Fargate stack after the data stack): refused then, nothing changed, where the step would refuse it after
         them. What a stack deployed before it in the run could make (:func:`could_make`: a resource of that kind, an
         export of that name) is left to the step's own check, made once they are deployed."""
-        body = _readable(self.template)
+        body = readable_template(self.template)
         if body is None:  # the step meets it when it runs
             return
         found = template_references(ctx.aws, ctx.env, self.stack, body, dict(self.parameters))
         if found is None or not found.missing:
             return
-        made = could_make([_readable(s.template) for s in before if isinstance(s, DeployStack)])
+        made = could_make([readable_template(s.template) for s in before if isinstance(s, DeployStack)])
         references.refuse_missing_in(found.keeping(lambda kind, key: not made(kind, key)), self.stack, self.rerun)
 
     def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -750,7 +751,27 @@ def _stack_previews(
     plugins = load_plugins(runtime, a.config)
     return {
         names[role]: show_preview(
-            runtime, a.env, names[role], *found[names[role]], changed=role in changed, plugins=plugins
+            runtime,
+            a.env,
+            names[role],
+            *found[names[role]],
+            changed=role in changed,
+            plugins=plugins,
+            made_before=_made_before(role, changed, out, names),
         )
         for role in roles
     }
+
+
+def _made_before(
+    role: str, changed: Collection[str], out: Path, names: Mapping[str, str]
+) -> Callable[[str, str], bool] | None:
+    """What the changed stacks a deploy.auto deploys before ``role``'s (those of the levels before its) could make
+    (:func:`deploykit.stack_chain.could_make`), as their templates in ``out`` say; None when there are none."""
+    from deploykit.stack_chain import could_make, readable_template
+
+    level = {r: index for index, roles in enumerate(planner.stack_levels()) for r in roles}
+    before = [r for r in changed if r in level and role in level and level[r] < level[role]]
+    if not before:
+        return None
+    return could_make([readable_template(str(out / f"{names[r]}.template.json")) for r in sorted(before)])

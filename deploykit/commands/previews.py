@@ -112,11 +112,15 @@ def show_preview(
     rerun: str | None = None,
     changed: bool = True,
     plugins: Plugins | None = None,
+    made_before: Callable[[str, str], bool] | None = None,
 ) -> Preview:
     """Print a stack's preview (:func:`stack_previewed`: its changes, the stack, what its task definitions name); the
     same as JSON. ``changed``: whether the analysis counts the stack changed (an empty preview then says the change is
     in code the template does not see). ``plugins``: the team's, whose review of the changes is said under them (what
-    a deploy of them would refuse), as what the task definitions name that does not exist is."""
+    a deploy of them would refuse), as what the task definitions name that does not exist is. ``made_before``: what
+    the stacks a deploy.auto deploys before this one could make (:func:`deploykit.stack_chain.could_make`); what is
+    missing and one of them could make is said apart, as not there yet (the deploy checks it once they are
+    deployed), not as refused."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     # its health, as inv health judges its status: a last update rolled back, a stack busy or stuck, and what a deploy
     # of it does first (waits, continues the rollback, creates it again)
@@ -149,10 +153,19 @@ def show_preview(
         for plugin, reasons in sorted(refused.items())
     ]
     missing = list(named.missing) if named else []
+    not_yet: list[str] = []
+    if named is not None and made_before is not None:
+        missing = list(named.keeping(lambda kind, key: not made_before(kind, key)).missing)
+        not_yet = list(named.keeping(made_before).missing)
     if missing:
         lines.append(
             "⛔ its task definition names what does not exist, so none of its tasks would start (a deploy of it is "
             f"refused): {'; '.join(missing)}"
+        )
+    if not_yet:
+        lines.append(
+            "⚠️  its task definition names what does not exist yet, which a stack deployed before it in the same run "
+            f"could make (a deploy checks it once they are deployed): {'; '.join(not_yet)}"
         )
     runtime.stderr.write(f"\n🐳 {name} ({status})\n" + "\n".join(lines) + "\n")
     # what a reviewer must not miss (--markdown lists it above the tables): what a deploy refuses or asks approval for
@@ -169,6 +182,10 @@ def show_preview(
     ]
     attention += [f"{name}: plugin {p!r} refuses this change: {'; '.join(r)}" for p, r in sorted(refused.items())]
     attention += [f"{name}: its task definition names what does not exist: {m} (a deploy refuses it)" for m in missing]
+    attention += [
+        f"{name}: its task definition names what does not exist yet: {m} (a stack deployed before it must make it)"
+        for m in not_yet
+    ]
     attention += [finding.what] if finding else []
     return Preview(
         {
@@ -178,6 +195,8 @@ def show_preview(
             "no_preview": blocked.reason if blocked else None,
             "refused": refused,
             "missing": missing,  # what its task definitions name that does not exist: a deploy refuses it
+            # what does not exist yet, which a stack deployed before it in the run could make: checked then
+            "missing_yet": not_yet,
         },
         markdown.StackSection(
             name,

@@ -390,6 +390,40 @@ def test_a_preview_says_what_a_stacks_task_definition_names_that_does_not_exist(
     assert shown.json["missing"] == [] and "⛔" not in said
 
 
+def test_a_preview_says_apart_what_a_stack_deployed_before_it_in_the_run_could_make(
+    project: Path, factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """inv diff of the data stack and the Fargate stack, whose revision names a parameter the data stack could make
+    (it makes SSM parameters): not said refused, since deploy.auto checks it once the data stack is deployed, but
+    said as not there yet, in the text, the JSON (``missing_yet``) and what a reviewer must not miss. A data stack
+    that makes none: refused, as before."""
+    runtime = quiet_runtime(project)
+    found = stack_previewed(runtime, factory, dev_env, "CarRentalFargateStack", secret_template(tmp_path), {})
+    parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/stack-key"
+    missing = f"secret API_KEY of container backend (SSM parameter {parameter}): not found"
+    making = json.dumps({"Resources": {"Key": {"Type": "AWS::SSM::Parameter"}}})
+    shown = show_preview(
+        runtime, dev_env, "CarRentalFargateStack", *found, made_before=stack_chain.could_make([making])
+    )
+    assert shown.json["missing"] == [] and shown.json["missing_yet"] == [missing]
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert (
+        "⛔" not in said
+        and (
+            "⚠️  its task definition names what does not exist yet, which a stack deployed before it in the same run "
+            f"could make (a deploy checks it once they are deployed): {missing}"
+        )
+        in said
+    )
+    assert shown.section.attention == (
+        f"CarRentalFargateStack: its task definition names what does not exist yet: {missing} (a stack deployed "
+        "before it must make it)",
+    )
+    other = json.dumps({"Resources": {"Table": {"Type": "AWS::DynamoDB::Table"}}})
+    shown = show_preview(runtime, dev_env, "CarRentalFargateStack", *found, made_before=stack_chain.could_make([other]))
+    assert shown.json["missing"] == [missing] and shown.json["missing_yet"] == []
+
+
 EXPORT = "CarRentalDataStack:ApiKeyParameter"
 IMPORTED = {"Fn::ImportValue": {"Fn::Sub": "CarRentalDataStack:ApiKey${Kind}"}}  # resolved to EXPORT
 
