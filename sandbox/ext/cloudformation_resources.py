@@ -21,6 +21,7 @@ Providers, by what moto's own CloudFormation models lacked (short names):
   controls, lifecycle rules, CORS and logging are applied too. ``bucket_logging_before_its_policy``: the
   logging target's bucket policy may come later in the template (as CDK orders it); AWS accepts that,
   moto refused it. ``s3_bucket_policy``: moto had no AWS::S3::BucketPolicy.
+- ``ssm_parameter``: moto's model failed on the type's map of tags, and could not update a parameter.
 - ``dynamodb_table_settings``: point-in-time recovery is applied; ``ecr_repository_lifecycle``: the
   lifecycle policy is applied.
 - ``ecs_task_definition_settings``: moto registered only family, containers, volumes and memory;
@@ -1072,6 +1073,56 @@ class LogGroup(MotoModel):
             backend.delete_log_group(record.physical_resource_id)
 
 
+class SsmParameter(Provider):
+    """ssm_parameter: moto's model took the template's ``Tags``, a map for this type (a list of Key and Value for
+    the others), as a list, and failed the stack (``string indices must be integers``); and it could not update in
+    place. The value, description, allowed pattern, data type, tier and tags change in place (a new version of the
+    parameter, as on AWS); a new name or type replaces it. Fn::GetAtt Type and Value answer."""
+
+    resource_type = "AWS::SSM::Parameter"
+    name_property = "Name"
+    replace_on = frozenset({"Name", "Type"})
+
+    def create(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> Record:
+        name = self.physical_name(ctx, logical_id, props)
+        self._put(ctx, name, props, overwrite=False)
+        attributes = {"Type": props.get("Type"), "Value": props.get("Value")}
+        return Record(logical_id, self.resource_type, name, props, attributes=attributes)
+
+    def update(self, ctx: Context, record: Record, props: dict[str, Any]) -> None:
+        name = record.physical_resource_id
+        self._put(ctx, name, props, overwrite=True)
+        backend = ctx.backend("ssm")
+        before, after = tag_dict(record.properties.get("Tags")), tag_dict(props.get("Tags"))
+        if set(before) - set(after):
+            backend.remove_tags_from_resource("Parameter", name, sorted(set(before) - set(after)))
+        if after:
+            backend.add_tags_to_resource("Parameter", name, after)
+        record.properties = props
+        record.attributes.update({"Type": props.get("Type"), "Value": props.get("Value")})
+
+    def delete(self, ctx: Context, record: Record) -> None:
+        backend = ctx.backend("ssm")
+        if backend.get_parameter(record.physical_resource_id) is not None:
+            backend.delete_parameter(record.physical_resource_id)
+
+    @staticmethod
+    def _put(ctx: Context, name: str, props: dict[str, Any], *, overwrite: bool) -> None:
+        ctx.backend("ssm").put_parameter(
+            name=name,
+            description=props.get("Description"),
+            value=props.get("Value"),
+            parameter_type=props.get("Type"),
+            allowed_pattern=props.get("AllowedPattern"),
+            keyid=None,
+            overwrite=overwrite,
+            tags=[] if overwrite else tag_list(props.get("Tags")),  # an overwrite takes no tags (update: apart)
+            data_type=props.get("DataType") or "text",
+            tier=props.get("Tier"),
+            policies=props.get("Policies"),
+        )
+
+
 class IamManagedPolicy(MotoModel):
     """moto's model; a document change makes a new default version, as AWS does."""
 
@@ -1645,6 +1696,7 @@ def providers() -> dict[str, Provider]:
             EcsService(),
             LoadBalancer(),
             TargetGroup(),
+            SsmParameter(),
         )
     }
     for provider in (

@@ -101,6 +101,7 @@ class Aws:
                 "ec2",
                 "logs",
                 "iam",
+                "ssm",
             )
         }
         self.cf = self.clients["cloudformation"]
@@ -924,6 +925,40 @@ def test_a_failed_create_rolls_back_and_a_harmless_unknown_type_does_not_fail(de
     assert reason == "The following resource(s) failed to create: [Function]. Rollback requested by user."
     aws.cf.delete_stack(StackName="Small")
     wait_until(lambda: aws.cf.list_stacks(StackStatusFilter=["DELETE_COMPLETE"])["StackSummaries"], what="delete")
+
+
+def test_an_ssm_parameter_with_tags_is_made_updated_in_place_and_deleted_with_its_stack(
+    deployment: Deployment,
+) -> None:
+    """AWS::SSM::Parameter takes its Tags as a map (as the CDK writes them), where moto's model failed the stack; a
+    new value or tags update it in place (a new version), Fn::GetAtt Value answers, and the stack's delete takes it."""
+    aws, ssm = deployment.aws, deployment.aws.clients["ssm"]
+
+    def template(value: str, tags: dict[str, str]) -> str:
+        parameter = {"Name": "/car-rental/partner-key", "Type": "String", "Value": value, "Tags": tags}
+        return json.dumps(
+            {
+                "Resources": {"Key": {"Type": "AWS::SSM::Parameter", "Properties": parameter}},
+                "Outputs": {"Value": {"Value": {"Fn::GetAtt": ["Key", "Value"]}}},
+            }
+        )
+
+    def tags() -> dict[str, str]:
+        listed = ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId="/car-rental/partner-key")
+        return {t["Key"]: t["Value"] for t in listed["TagList"]}
+
+    assert aws.deploy("Params", template("k1", {"Project": "car-rental", "Owner": "a"})).status == "CREATE_COMPLETE"
+    found = ssm.get_parameter(Name="/car-rental/partner-key")["Parameter"]
+    assert (found["Value"], found["Version"]) == ("k1", 1) and tags() == {"Project": "car-rental", "Owner": "a"}
+    assert aws.outputs("Params") == {"Value": "k1"}
+    assert aws.deploy("Params", template("k2", {"Project": "car-rental"})).status == "UPDATE_COMPLETE"
+    found = ssm.get_parameter(Name="/car-rental/partner-key")["Parameter"]
+    assert (found["Value"], found["Version"]) == ("k2", 2) and tags() == {"Project": "car-rental"}
+    assert aws.outputs("Params") == {"Value": "k2"}
+    aws.cf.delete_stack(StackName="Params")
+    wait_until(
+        lambda: not ssm.get_parameters(Names=["/car-rental/partner-key"])["Parameters"], what="the parameter deleted"
+    )
 
 
 def test_a_rollback_that_fails_is_continued_once_the_cause_is_fixed(deployment: Deployment) -> None:
