@@ -34,6 +34,12 @@ What plain moto lacks, fixed here:
   id>``, each line with the container's own timestamp, about once a second while the task runs and in full when it
   stops. A group that does not exist stops the task at start (ResourceInitializationError), as on Fargate, unless
   ``awslogs-create-group`` is ``true``.
+- ``secrets``: a container's ``secrets`` reach it as environment variables, fetched when the task starts as ECS's
+  agent fetches them: an SSM parameter by name or ARN (decrypted), a Secrets Manager secret by ARN, with its
+  optional JSON key, version stage and version id (``arn:...:secret:name-AbCdEf:key:AWSCURRENT:``). One that
+  cannot be fetched (missing, deleted, without that key) stops the task at start with ECS's
+  ``ResourceInitializationError: unable to pull secrets or registry auth: ...`` (moto ignored them: the container
+  started without its secrets).
 - ``standalone_tasks``: RunTask runs a task of its own (no service): its container starts with the task
   definition's image and settings, the command and environment of ``overrides.containerOverrides``, and runs
   until it exits; the task then stops with the container's exit code (``EssentialContainerExited``), its output
@@ -49,6 +55,7 @@ writes the results back under it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import socket
@@ -751,6 +758,10 @@ class EcsRuntime:
         td = self.sandbox.backend("ecs").describe_task_definition(task_definition)
         definition = next(c for c in td.container_definitions if c["name"] == task.container_name)
         environment = {e["name"]: e["value"] for e in definition.get("environment", [])}
+        secrets, failed = resolve_secrets(
+            definition.get("secrets") or [], self.sandbox.backend("ssm"), self.sandbox.backend("secretsmanager")
+        )
+        environment.update(secrets)
         environment.update(
             PORT=str(task.port),
             HOST="127.0.0.1",
@@ -783,7 +794,7 @@ class EcsRuntime:
         else:
             # ECS runs only the health check of the task definition, never the image's HEALTHCHECK
             spec["healthcheck"] = {"test": ["NONE"]}
-        spec["error"] = self._awslogs(definition, task)
+        spec["error"] = failed or self._awslogs(definition, task)
         return spec
 
     def _awslogs(self, definition: dict[str, Any], task: RTask) -> str:
@@ -1136,6 +1147,42 @@ def _rfc3339_ns(stamp: str) -> int | None:
 
 def _rev(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
+
+
+SECRETS_FAILED = (
+    "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed"
+)
+
+
+def resolve_secrets(secrets: list[dict[str, Any]], ssm: Any, secretsmanager: Any) -> tuple[dict[str, str], str]:
+    """The environment a container's ``secrets`` give it (each ``name`` → the value its ``valueFrom`` names: an SSM
+    parameter by name or ARN, decrypted; else a Secrets Manager secret by ARN, with an optional JSON key, version
+    stage and version id after it), fetched from moto's ``ssm`` and ``secretsmanager`` backends as ECS's agent
+    fetches them before the container starts; and why the task fails to start when one cannot be fetched (ECS's
+    ResourceInitializationError), else ""."""
+    found: dict[str, str] = {}
+    for secret in secrets:
+        name, value_from = str(secret.get("name", "")), str(secret.get("valueFrom", ""))
+        parts = value_from.split(":")
+        if value_from.startswith("arn:") and len(parts) > 6 and parts[2] == "secretsmanager":
+            arn = ":".join(parts[:7])
+            key, stage, version = [*parts[7:], "", "", ""][:3]
+            try:
+                answer = secretsmanager.get_secret_value(arn, version or None, stage or None)
+                text = str(answer.get("SecretString", ""))
+                found[name] = str(json.loads(text)[key]) if key else text
+            except Exception as exc:  # not there, deleted, not JSON, no such key: the task does not start
+                why = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                return {}, (
+                    f"{SECRETS_FAILED}: unable to retrieve secret from asm: failed to fetch secret {value_from} from "
+                    f"secrets manager: {why}"
+                )
+            continue
+        parameter = ssm.get_parameter(value_from)
+        if parameter is None:
+            return {}, f"{SECRETS_FAILED}: unable to retrieve secrets from ssm: invalid parameters: {value_from}"
+        found[name] = str(parameter.decrypt(parameter.value) or "")
+    return found, ""
 
 
 def _task_environment(templates: dict[str, str], environment: dict[str, str], settings: Settings) -> dict[str, str]:

@@ -168,9 +168,13 @@ class App:
     security_group: str
     family: str = "car-rental-backend"
 
-    def task_definition(self, image: str, log_group: str = "", **env: str) -> str:
-        """A revision running ``image`` with ``env``; its output goes to ``log_group`` (awslogs) when named."""
+    def task_definition(
+        self, image: str, log_group: str = "", *, secrets: dict[str, str] | None = None, **env: str
+    ) -> str:
+        """A revision running ``image`` with ``env`` and ``secrets`` (name → valueFrom); its output goes to
+        ``log_group`` (awslogs) when named."""
         environment = [{"name": k, "value": v} for k, v in env.items()]
+        named = [{"name": k, "valueFrom": v} for k, v in (secrets or {}).items()]
         logging = (
             {"logDriver": "awslogs", "options": {"awslogs-group": log_group, "awslogs-stream-prefix": "app"}}
             if log_group
@@ -189,6 +193,7 @@ class App:
                     "essential": True,
                     "portMappings": [{"containerPort": 8000}],
                     "environment": environment,
+                    **({"secrets": named} if named else {}),
                     **({"logConfiguration": logging} if logging else {}),
                 }
             ],

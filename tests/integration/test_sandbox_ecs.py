@@ -349,6 +349,42 @@ def test_a_task_of_its_own_runs_its_command_and_stops_with_its_exit_code(app: Ap
     assert app.describe()["runningCount"] == 2  # the service did not notice
 
 
+def test_a_tasks_secrets_reach_its_container_and_a_missing_one_keeps_it_from_starting(
+    app: App, images: dict[str, str]
+) -> None:
+    """The container gets its secrets as environment variables (an SSM parameter, one JSON key of a Secrets
+    Manager secret), fetched as it starts; a task whose secret is missing does not start, stopped with ECS's
+    ResourceInitializationError, as on Fargate."""
+    logs, ssm = aws_client(app.settings, "logs"), aws_client(app.settings, "ssm")
+    group = "/ecs/secrets-test"
+    logs.create_log_group(logGroupName=group)
+    ssm.put_parameter(Name="/car-rental/partner-key", Value="pk-1", Type="SecureString")
+    secret = aws_client(app.settings, "secretsmanager").create_secret(
+        Name="car-rental-db", SecretString=json.dumps({"password": "pw-1"})
+    )["ARN"]
+    command = ["python3", "-c", "import os; print(os.environ['PARTNER_KEY'], os.environ['DB_PASSWORD'])"]
+    network = {"awsvpcConfiguration": {"subnets": [app.subnet], "securityGroups": [app.security_group]}}
+
+    def run(secrets: dict[str, str]) -> dict[str, Any]:
+        definition = app.task_definition(images["app"], log_group=group, secrets=secrets)
+        overrides = {"containerOverrides": [{"name": "backend", "command": command}]}
+        answer = app.ecs.run_task(
+            cluster=app.cluster, taskDefinition=definition, networkConfiguration=network, overrides=overrides
+        )
+        return _stopped_task(app, answer["tasks"][0]["taskArn"])
+
+    task = run({"PARTNER_KEY": "/car-rental/partner-key", "DB_PASSWORD": f"{secret}:password::"})
+    assert task["stopCode"] == "EssentialContainerExited" and task["containers"][0]["exitCode"] == 0
+    stream = f"app/backend/{task['taskArn'].rsplit('/', 1)[-1]}"
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream)["events"]
+    assert [e["message"] for e in events] == ["pk-1 pw-1"]
+
+    task = run({"PARTNER_KEY": "/car-rental/no-such-key", "DB_PASSWORD": f"{secret}:password::"})
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert task["stoppedReason"].startswith("ResourceInitializationError: unable to pull secrets or registry auth")
+    assert "/car-rental/no-such-key" in task["stoppedReason"]
+
+
 def test_a_task_of_its_own_is_stopped_by_stop_task(
     app: App, images: dict[str, str], docker_engine: docker.DockerClient
 ) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import boto3
 import pytest
 
-from sandbox.ext.ecs_runtime import _task_environment
+from sandbox.ext.ecs_runtime import _task_environment, resolve_secrets
 from sandbox.settings import Settings, SettingsError, load_settings
+
+REGION, ACCOUNT = "eu-west-1", "123456789012"
 
 JWKS = {"COGNITO_JWKS_URL": "{endpoint_url}/{COGNITO_USER_POOL_ID}/.well-known/jwks.json"}
 
@@ -33,3 +37,43 @@ def test_deploy_toml_declares_it_and_a_malformed_one_is_refused(tmp_path: Path) 
         load_settings(toml)
     repo = load_settings(Path(__file__).resolve().parents[2] / "deploy.toml")
     assert "COGNITO_JWKS_URL" in repo.task_environment
+
+
+def test_a_containers_secrets_are_fetched_from_ssm_and_secrets_manager_or_fail_the_task_as_on_ecs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ECS's agent fetches a container's secrets before it starts it: an SSM parameter by name or ARN (decrypted),
+    a Secrets Manager secret by ARN, one JSON key of it. One that cannot be fetched fails the task's start with
+    ResourceInitializationError, naming it."""
+    from moto import mock_aws
+    from moto.backends import get_backend
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    with mock_aws():
+        ssm, sm = boto3.client("ssm", region_name=REGION), boto3.client("secretsmanager", region_name=REGION)
+        ssm.put_parameter(Name="/car-rental/api-key", Value="k-123", Type="SecureString")
+        ssm.put_parameter(Name="plain", Value="p", Type="String")
+        arn = sm.create_secret(Name="db", SecretString=json.dumps({"password": "pw", "user": "u"}))["ARN"]
+        ssm_backend, sm_backend = (get_backend(s)[ACCOUNT][REGION] for s in ("ssm", "secretsmanager"))
+
+        def resolved(*secrets: tuple[str, str]) -> tuple[dict[str, str], str]:
+            listed = [{"name": name, "valueFrom": value_from} for name, value_from in secrets]
+            return resolve_secrets(listed, ssm_backend, sm_backend)
+
+        parameter_arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/car-rental/api-key"
+        assert resolved(
+            ("API_KEY", parameter_arn), ("PLAIN", "plain"), ("DB_PASSWORD", f"{arn}:password::"), ("DB", arn)
+        ) == ({"API_KEY": "k-123", "PLAIN": "p", "DB_PASSWORD": "pw", "DB": '{"password": "pw", "user": "u"}'}, "")
+
+        found, failed = resolved(("API_KEY", parameter_arn), ("MISSING", "/car-rental/missing"))
+        assert found == {} and failed == (
+            "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval "
+            "failed: unable to retrieve secrets from ssm: invalid parameters: /car-rental/missing"
+        )
+        for value_from in (f"{arn}:no-such-key::", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:gone-AbCdEf"):
+            found, failed = resolved(("DB", value_from))
+            assert found == {} and failed.startswith(
+                "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval "
+                f"failed: unable to retrieve secret from asm: failed to fetch secret {value_from} from secrets manager"
+            ), failed
