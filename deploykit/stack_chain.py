@@ -282,7 +282,8 @@ def could_make(bodies: Iterable[str | None]) -> Callable[[str, str], bool]:
         except (ValueError, AttributeError, TypeError):
             outputs = {}
         for output in outputs.values():
-            name = output.get("Export", {}).get("Name") if isinstance(output, Mapping) else None
+            export = output.get("Export") if isinstance(output, Mapping) else None
+            name = export.get("Name") if isinstance(export, Mapping) else None
             if name is not None:
                 exported.add(name if isinstance(name, str) else "*")  # "*": worked out as deployed
     custom = any(t.startswith("Custom::") or t == "AWS::CloudFormation::CustomResource" for t in types)
