@@ -247,14 +247,16 @@ def template_references(
     return references.check_template(aws, body, given, stack=stack, region=env.region)
 
 
-# What a stack's resources of each type may make that a task definition names (references.Reference.kind)
-MAKES = {
-    "ssm": ("AWS::SSM::Parameter",),
-    "secretsmanager": ("AWS::SecretsManager::Secret",),
-    "logs": ("AWS::Logs::LogGroup",),
-    "iam": ("AWS::IAM::Role",),
-    "s3": ("AWS::S3::",),  # a bucket, what a deployment into it writes
+# What a stack's resources of each type may make that a task definition names (references.Reference.kind): the
+# type, and the property that names it (None: any resource of the type could make any of that kind)
+MAKES: dict[str, tuple[str, str | None]] = {
+    "ssm": ("AWS::SSM::Parameter", "Name"),
+    "secretsmanager": ("AWS::SecretsManager::Secret", "Name"),
+    "logs": ("AWS::Logs::LogGroup", "LogGroupName"),
+    "iam": ("AWS::IAM::Role", "RoleName"),
+    "s3": ("AWS::S3::", None),  # a bucket, what a deployment into it writes
 }
+ANY = "*"  # a name worked out as the stack deploys (an intrinsic function, or none: generated): it could be any
 
 
 def readable_template(template: str) -> str | None:
@@ -267,35 +269,57 @@ def readable_template(template: str) -> str | None:
 
 def could_make(bodies: Iterable[str | None]) -> Callable[[str, str], bool]:
     """Whether the stacks of templates ``bodies``, deployed, could make a reference of kind ``kind`` and key ``key``
-    (references.Reference; ``export``: an export's name): a resource of a type that makes that kind (:data:`MAKES`),
-    an output exporting that name (or one whose name is not spelled out), or a custom resource (it may make
-    anything); anything, when one of them could not be read (None). Names are not resolved: a stack that makes any
-    secret could make this one."""
-    types: set[str] = set()
+    (references.Reference; ``export``: an export's name): a resource of the type that makes that kind
+    (:data:`MAKES`) with that name, or with a name worked out as it deploys (or none: generated); an output
+    exporting that name, likewise; anything, where one has a custom resource or could not be read (None). A secret
+    is named by its ARN, whose name AWS ends with ``-`` and six characters; a parameter's ARN holds its name."""
+    made_names: dict[str, set[str]] = {}
     exported: set[str] = set()
     for body in bodies:
-        if body is None:
-            return lambda _kind, _key: True
-        types |= set(stacks.resource_types(body).values())
         try:
-            outputs = dict(json.loads(body).get("Outputs") or {})
+            template = json.loads(body) if body is not None else None
+            resources = dict(template.get("Resources") or {}) if isinstance(template, Mapping) else None
+            outputs = dict(template.get("Outputs") or {}) if isinstance(template, Mapping) else {}
         except (ValueError, AttributeError, TypeError):
-            outputs = {}
+            resources = None
+        if resources is None:
+            return lambda _kind, _key: True
+        for spec in resources.values():
+            kind_type = str(spec.get("Type", "")) if isinstance(spec, Mapping) else ""
+            if kind_type.startswith("Custom::") or kind_type == "AWS::CloudFormation::CustomResource":
+                return lambda _kind, _key: True
+            properties = spec.get("Properties") if isinstance(spec, Mapping) else None
+            for kind, (prefix, name_property) in MAKES.items():
+                if kind_type.startswith(prefix):
+                    name = properties.get(name_property) if name_property and isinstance(properties, Mapping) else None
+                    made_names.setdefault(kind, set()).add(name if isinstance(name, str) and name else ANY)
         for output in outputs.values():
             export = output.get("Export") if isinstance(output, Mapping) else None
             name = export.get("Name") if isinstance(export, Mapping) else None
             if name is not None:
-                exported.add(name if isinstance(name, str) else "*")  # "*": worked out as deployed
-    custom = any(t.startswith("Custom::") or t == "AWS::CloudFormation::CustomResource" for t in types)
+                exported.add(name if isinstance(name, str) else ANY)
 
     def made(kind: str, key: str) -> bool:
-        if custom:
-            return True
         if kind == "export":
-            return key in exported or "*" in exported
-        return any(t.startswith(prefix) for t in types for prefix in MAKES.get(kind, ("",)))
+            return key in exported or ANY in exported
+        names = made_names.get(kind, set())
+        return ANY in names or any(_names(kind, name, key) for name in names)
 
     return made
+
+
+def _names(kind: str, name: str, key: str) -> bool:
+    """Whether a resource of ``kind`` named ``name`` in a template is the one a task definition names by ``key``."""
+    if kind == "ssm":  # by name or ARN (arn:aws:ssm:region:account:parameter/name); a leading / either way
+        return (
+            key.partition(":parameter")[2].lstrip("/") == name.lstrip("/")
+            if key.startswith("arn:")
+            else (key.lstrip("/") == name.lstrip("/"))
+        )
+    if kind == "secretsmanager":  # arn:aws:secretsmanager:region:account:secret:name-AbCdEf
+        secret = key.partition(":secret:")[2]
+        return secret == name or (secret.startswith(f"{name}-") and len(secret) == len(name) + 7)
+    return key == name
 
 
 def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> UsageError:

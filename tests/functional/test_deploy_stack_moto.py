@@ -332,8 +332,9 @@ def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_b
 ) -> None:
     """A run that deploys the data stack, then the Fargate stack (deploy.auto's levels), whose revision names a
     missing SSM parameter: refused before the data stack is deployed (exit 2, nothing changed), where the Fargate
-    stack's own check refused it after the data stack had changed. When the data stack could make the parameter
-    (it has one), the data stack is deployed and the Fargate stack's own check judges, after it."""
+    stack's own check refused it after the data stack had changed; so when the data stack makes another parameter.
+    When it could make this one (its name worked out as it deploys), the data stack is deployed and the Fargate
+    stack's own check judges, after it; when it makes this one, both are deployed."""
     fargate = DeployStack("CarRentalFargateStack", str(secret_template(tmp_path)))
     queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "jobs"}}}
 
@@ -351,13 +352,19 @@ def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_b
     assert [r.status for r in report.records] == ["not run", "not run"]
     assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []  # the data stack too
 
-    making = {
-        **queue,
-        "Key": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "/other", "Type": "String", "Value": "v"}},
-    }
-    report = run(data_template(tmp_path, making))  # it could make it: the Fargate stack's own check
+    def parameter(name: Any) -> dict[str, Any]:
+        return {"Key": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": name, "Type": "String", "Value": "v"}}}
+
+    report = run(data_template(tmp_path, {**queue, **parameter("/other")}))  # another parameter: refused first
+    assert [r.status for r in report.records] == ["not run", "not run"] and not report.changed_live
+
+    worked_out = parameter({"Fn::Sub": "/${AWS::StackName}-key"})  # it could be this one: the stack's own check
+    report = run(data_template(tmp_path, {**queue, **worked_out}))
     assert [r.status for r in report.records] == ["done", "failed"], report.error
     assert report.error is not None and report.error.exit_code == 1 and report.changed_live
+
+    report = run(data_template(tmp_path, {**queue, **parameter("/stack-key")}))  # it makes it
+    assert [r.status for r in report.records] == ["done", "done"], report.error
 
 
 def test_a_preview_says_what_a_stacks_task_definition_names_that_does_not_exist(

@@ -314,8 +314,9 @@ def test_a_log_group_named_in_the_template_is_read_and_one_elsewhere_is_said() -
 
 def test_what_the_stacks_before_a_stack_could_make_is_told_by_their_resources_and_exports() -> None:
     """The preflight of a later stack leaves to its own check what a stack deployed before it could make: a
-    resource of that kind, an export of that name (or one whose name is worked out as deployed), anything for a
-    custom resource or a template that could not be read. Names are not resolved."""
+    resource of that kind with that name (a parameter by name or ARN, a secret by its ARN's name) or with a name
+    worked out as it deploys (or none), anything in S3, an export of that name (or one worked out as deployed),
+    anything for a custom resource or a template that could not be read."""
 
     def body(resources: dict[str, str], exports: tuple[Any, ...] = ()) -> str:
         outputs = {f"O{i}": {"Value": "v", "Export": {"Name": name}} for i, name in enumerate(exports)}
@@ -331,3 +332,16 @@ def test_what_the_stacks_before_a_stack_could_make_is_told_by_their_resources_an
     assert could_make([body({"Seed": "Custom::SeedData"})])("iam", "task")
     assert could_make([data, None])("logs", "/ecs/app")  # one could not be read: it could make anything
     assert not could_make([])("logs", "/ecs/app")
+
+    def named(kind: str, name: Any) -> str:
+        return json.dumps({"Resources": {"R": {"Type": kind, "Properties": {"Name": name, "RoleName": name}}}})
+
+    parameter = could_make([named("AWS::SSM::Parameter", "/car-rental/api-key")])
+    assert parameter("ssm", "/car-rental/api-key") and parameter("ssm", "arn:aws:ssm:r:1:parameter/car-rental/api-key")
+    assert not parameter("ssm", "/car-rental/other") and not parameter("ssm", "arn:aws:ssm:r:1:parameter/other")
+    assert could_make([named("AWS::SSM::Parameter", {"Fn::Sub": "/${AWS::StackName}/key"})])("ssm", "/any/thing")
+    secret = could_make([named("AWS::SecretsManager::Secret", "db")])
+    assert secret("secretsmanager", "arn:aws:secretsmanager:r:1:secret:db-AbCdEf")
+    assert not secret("secretsmanager", "arn:aws:secretsmanager:r:1:secret:db-other-AbCdEf")
+    role = could_make([named("AWS::IAM::Role", "task")])
+    assert role("iam", "task") and not role("iam", "execution")
