@@ -393,16 +393,18 @@ def check(aws: AwsFactory, references: Iterable[Reference], elsewhere: Iterable[
     for ref in references:
         if ref.kind != "ssm":
             reads[len(reads)] = partial(_one, aws, ref)
-    missing: list[Reference] = []
-    said: list[str] = []
+    missing: list[tuple[Reference, str]] = []  # each with why
     unchecked: list[str] = list(elsewhere)
     for answers in at_once(reads).values():
         for ref, problem in answers:
-            if problem is not None:
-                if problem.missing:
-                    missing.append(ref)
-                (said if problem.missing else unchecked).append(f"{ref.said}: {problem.why}")
-    return Findings(len(references), tuple(said), tuple(unchecked), tuple((ref.kind, ref.key) for ref in missing))
+            if problem is None:
+                continue
+            if problem.missing:
+                missing.append((ref, problem.why))
+            else:
+                unchecked.append(f"{ref.said}: {problem.why}")
+    said = tuple(f"{ref.said}: {why}" for ref, why in missing)
+    return Findings(len(references), said, tuple(unchecked), tuple((ref.kind, ref.key) for ref, _ in missing))
 
 
 def refuse_missing(found: Findings, service: str, base: str) -> None:

@@ -1086,8 +1086,12 @@ class SsmParameter(Provider):
     def create(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> Record:
         name = self.physical_name(ctx, logical_id, props)
         self._put(ctx, name, props, overwrite=False)
-        attributes = {"Type": props.get("Type"), "Value": props.get("Value")}
-        return Record(logical_id, self.resource_type, name, props, attributes=attributes)
+        record = Record(logical_id, self.resource_type, name, props)
+        record.attributes = {  # as last applied
+            "Type": lambda: record.properties.get("Type"),
+            "Value": lambda: record.properties.get("Value"),
+        }
+        return record
 
     def update(self, ctx: Context, record: Record, props: dict[str, Any]) -> None:
         name = record.physical_resource_id
@@ -1099,7 +1103,6 @@ class SsmParameter(Provider):
         if after:
             backend.add_tags_to_resource("Parameter", name, after)
         record.properties = props
-        record.attributes.update({"Type": props.get("Type"), "Value": props.get("Value")})
 
     def delete(self, ctx: Context, record: Record) -> None:
         backend = ctx.backend("ssm")
