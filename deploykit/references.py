@@ -154,6 +154,36 @@ class Template:
     declared: frozenset[str] = frozenset()  # its parameters, with a value here or not (the stack's previous one)
     exports: Mapping[str, str] | None = None
 
+    @classmethod
+    def of(
+        cls,
+        template: Mapping[str, Any],
+        given: Mapping[str, str],
+        *,
+        stack: str,
+        region: str,
+        account: str,
+        exports: Mapping[str, str] | None = None,
+    ) -> Template:
+        """What the values of ``template`` (parsed) resolve against, deployed as ``stack`` in ``region`` and
+        ``account`` with the parameters ``given``."""
+        declared = dict(template.get("Parameters") or {})
+        partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+        pseudo = {
+            "AWS::Region": region,
+            "AWS::AccountId": account,
+            "AWS::Partition": partition,
+            "AWS::URLSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
+            "AWS::StackName": stack,
+        }
+        parameters = {
+            name: str(given[name] if name in given else spec.get("Default"))
+            for name, spec in declared.items()
+            if name in given or (isinstance(spec, Mapping) and "Default" in spec)
+        }
+        resources = frozenset(dict(template.get("Resources") or {}))
+        return cls(resources, parameters, pseudo, frozenset(declared), exports)
+
     def value(self, raw: Any) -> str:
         """``raw`` as a string, as CloudFormation would make it; :class:`Unresolved` when it cannot be here."""
         if isinstance(raw, str):
@@ -285,23 +315,9 @@ def of_template(
     try:
         template = json.loads(body)
         resources = dict(template.get("Resources") or {})
-        declared = dict(template.get("Parameters") or {})
+        resolver = Template.of(template, given, stack=stack, region=region, account=account, exports=exports)
     except (ValueError, AttributeError, TypeError):
         return [], [], []
-    partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
-    pseudo = {
-        "AWS::Region": region,
-        "AWS::AccountId": account,
-        "AWS::Partition": partition,
-        "AWS::URLSuffix": "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com",
-        "AWS::StackName": stack,
-    }
-    parameters = {
-        name: str(given[name] if name in given else spec.get("Default"))
-        for name, spec in declared.items()
-        if name in given or (isinstance(spec, Mapping) and "Default" in spec)
-    }
-    resolver = Template(frozenset(resources), parameters, pseudo, frozenset(declared), exports)
     found: list[Reference] = []
     elsewhere: list[str] = []
     imported: list[str] = []

@@ -256,7 +256,17 @@ MAKES: dict[str, tuple[str, str | None]] = {
     "iam": ("AWS::IAM::Role", "RoleName"),
     "s3": ("AWS::S3::", None),  # a bucket, what a deployment into it writes
 }
-ANY = "*"  # a name worked out as the stack deploys (an intrinsic function, or none: generated): it could be any
+ANY = "*"  # a name worked out as the stack deploys (one that cannot be here, or none: generated): it could be any
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A stack a run deploys before another, as :func:`could_make` reads it: its template's ``body`` (None: it could
+    not be read), its name and the parameter values it is ``given`` (its step's)."""
+
+    body: str | None
+    stack: str
+    given: Mapping[str, str]
 
 
 def readable_template(template: str) -> str | None:
@@ -267,23 +277,35 @@ def readable_template(template: str) -> str | None:
         return None
 
 
-def could_make(bodies: Iterable[str | None]) -> Callable[[str, str], bool]:
-    """Whether the stacks of templates ``bodies``, deployed, could make a reference of kind ``kind`` and key ``key``
-    (references.Reference; ``export``: an export's name): a resource of the type that makes that kind
-    (:data:`MAKES`) with that name, or with a name worked out as it deploys (or none: generated); an output
-    exporting that name, likewise; anything, where one has a custom resource or could not be read (None). A secret
-    is named by its ARN, whose name AWS ends with ``-`` and six characters; a parameter's ARN holds its name."""
+def could_make(earlier: Iterable[Earlier], *, region: str, account: str) -> Callable[[str, str], bool]:
+    """Whether the stacks ``earlier``, deployed in ``region`` and ``account``, could make a reference of kind
+    ``kind`` and key ``key`` (references.Reference; ``export``: an export's name): a resource of the type that makes
+    that kind (:data:`MAKES`) with that name, or with a name worked out as it deploys (or none: generated); an output
+    exporting that name, likewise; anything, where one has a custom resource or could not be read (None). A name
+    made of the stack's parameters and pseudo parameters (``Fn::Sub``, ``Fn::Join``, ``Ref``) is worked out here as
+    the stack check does (:class:`deploykit.references.Template`). A secret is named by its ARN, whose name AWS ends
+    with ``-`` and six characters; a parameter's ARN holds its name."""
     made_names: dict[str, set[str]] = {}
     exported: set[str] = set()
-    for body in bodies:
+    for stack in earlier:
         try:
-            template = json.loads(body) if body is not None else None
+            template = json.loads(stack.body) if stack.body is not None else None
             resources = dict(template.get("Resources") or {}) if isinstance(template, Mapping) else None
             outputs = dict(template.get("Outputs") or {}) if isinstance(template, Mapping) else {}
+            resolver = references.Template.of(
+                template or {}, stack.given, stack=stack.stack, region=region, account=account
+            )
         except (ValueError, AttributeError, TypeError):
             resources = None
         if resources is None:
             return lambda _kind, _key: True
+
+        def name_of(raw: Any, resolver: references.Template = resolver) -> str:
+            try:
+                return resolver.value(raw) or ANY
+            except references.Unresolved:
+                return ANY
+
         for spec in resources.values():
             kind_type = str(spec.get("Type", "")) if isinstance(spec, Mapping) else ""
             if kind_type.startswith("Custom::") or kind_type == "AWS::CloudFormation::CustomResource":
@@ -292,12 +314,11 @@ def could_make(bodies: Iterable[str | None]) -> Callable[[str, str], bool]:
             for kind, (prefix, name_property) in MAKES.items():
                 if kind_type.startswith(prefix):
                     name = properties.get(name_property) if name_property and isinstance(properties, Mapping) else None
-                    made_names.setdefault(kind, set()).add(name if isinstance(name, str) and name else ANY)
+                    made_names.setdefault(kind, set()).add(name_of(name))
         for output in outputs.values():
             export = output.get("Export") if isinstance(output, Mapping) else None
-            name = export.get("Name") if isinstance(export, Mapping) else None
-            if name is not None:
-                exported.add(name if isinstance(name, str) else ANY)
+            if isinstance(export, Mapping) and export.get("Name") is not None:
+                exported.add(name_of(export["Name"]))
 
     def made(kind: str, key: str) -> bool:
         if kind == "export":
@@ -542,7 +563,12 @@ class DeployStack(Step):
         found = template_references(ctx.aws, ctx.env, self.stack, body, dict(self.parameters))
         if found is None or not found.missing:
             return
-        made = could_make([readable_template(s.template) for s in before if isinstance(s, DeployStack)])
+        earlier = [
+            Earlier(readable_template(s.template), s.stack, dict(s.parameters))
+            for s in before
+            if isinstance(s, DeployStack)
+        ]
+        made = could_make(earlier, region=ctx.env.region, account=ctx.aws.account())
         references.refuse_missing_in(found.keeping(lambda kind, key: not made(kind, key)), self.stack, self.rerun)
 
     def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:

@@ -733,6 +733,10 @@ def _stack_previews(
     with aws_errors(a.env), reporter.activity("synth"):
         read = at_once(reads)
     names = planner.stack_roles(a.env)
+
+    def given(role: str) -> dict[str, str]:  # the parameters a deploy would give the stack of ``role``
+        return dict(planner.stack_parameters(role, read["image_tag"], read.get("code_keys", {})))
+
     previews = {
         names[role]: partial(
             stack_previewed,
@@ -741,7 +745,7 @@ def _stack_previews(
             a.env,
             names[role],
             out / f"{names[role]}.template.json",
-            dict(planner.stack_parameters(role, read["image_tag"], read.get("code_keys", {}))),
+            given(role),
             as_given=as_given,
         )
         for role in roles
@@ -757,21 +761,26 @@ def _stack_previews(
             *found[names[role]],
             changed=role in changed,
             plugins=plugins,
-            made_before=_made_before(role, changed, out, names),
+            made_before=_made_before(a, role, changed, out, given),
         )
         for role in roles
     }
 
 
 def _made_before(
-    role: str, changed: Collection[str], out: Path, names: Mapping[str, str]
+    a: Analysis, role: str, changed: Collection[str], out: Path, given: Callable[[str], Mapping[str, str]]
 ) -> Callable[[str, str], bool] | None:
     """What the changed stacks a deploy.auto deploys before ``role``'s (those of the levels before its) could make
-    (:func:`deploykit.stack_chain.could_make`), as their templates in ``out`` say; None when there are none."""
-    from deploykit.stack_chain import could_make, readable_template
+    (:func:`deploykit.stack_chain.could_make`), as their templates in ``out`` and the parameters a deploy would give
+    them (``given``) say; None when there are none."""
+    from deploykit.stack_chain import Earlier, could_make, readable_template
 
     level = {r: index for index, roles in enumerate(planner.stack_levels()) for r in roles}
     before = [r for r in changed if r in level and role in level and level[r] < level[role]]
     if not before:
         return None
-    return could_make([readable_template(str(out / f"{names[r]}.template.json")) for r in sorted(before)])
+    names = planner.stack_roles(a.env)
+    earlier = [
+        Earlier(readable_template(str(out / f"{names[r]}.template.json")), names[r], given(r)) for r in sorted(before)
+    ]
+    return could_make(earlier, region=a.env.region, account=a.aws.account())

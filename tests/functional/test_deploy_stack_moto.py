@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -332,9 +333,10 @@ def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_b
 ) -> None:
     """A run that deploys the data stack, then the Fargate stack (deploy.auto's levels), whose revision names a
     missing SSM parameter: refused before the data stack is deployed (exit 2, nothing changed), where the Fargate
-    stack's own check refused it after the data stack had changed; so when the data stack makes another parameter.
-    When it could make this one (its name worked out as it deploys), the data stack is deployed and the Fargate
-    stack's own check judges, after it; when it makes this one, both are deployed."""
+    stack's own check refused it after the data stack had changed; so when the data stack makes another parameter,
+    its name spelled out or worked out here (Fn::Sub of its stack's name). When it could make this one (its name
+    worked out only as it deploys), the data stack is deployed and the Fargate stack's own check judges, after it;
+    when it makes this one, both are deployed."""
     fargate = DeployStack("CarRentalFargateStack", str(secret_template(tmp_path)))
     queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "jobs"}}}
 
@@ -358,8 +360,12 @@ def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_b
     report = run(data_template(tmp_path, {**queue, **parameter("/other")}))  # another parameter: refused first
     assert [r.status for r in report.records] == ["not run", "not run"] and not report.changed_live
 
-    worked_out = parameter({"Fn::Sub": "/${AWS::StackName}-key"})  # it could be this one: the stack's own check
+    worked_out = parameter({"Fn::Sub": "/${AWS::StackName}-key"})  # another, worked out here: refused first
     report = run(data_template(tmp_path, {**queue, **worked_out}))
+    assert [r.status for r in report.records] == ["not run", "not run"] and not report.changed_live
+
+    not_here = parameter({"Fn::GetAtt": ["Queue", "QueueName"]})  # it could be this one: the stack's own check
+    report = run(data_template(tmp_path, {**queue, **not_here}))
     assert [r.status for r in report.records] == ["done", "failed"], report.error
     assert report.error is not None and report.error.exit_code == 1 and report.changed_live
 
@@ -405,13 +411,16 @@ def test_a_preview_says_apart_what_a_stack_deployed_before_it_in_the_run_could_m
     said as not there yet, in the text, the JSON (``missing_yet``) and what a reviewer must not miss. A data stack
     that makes none: refused, as before."""
     runtime = quiet_runtime(project)
+
+    def made_by(body: str) -> Callable[[str, str], bool]:
+        earlier = [stack_chain.Earlier(body, "CarRentalDataStack", {})]
+        return stack_chain.could_make(earlier, region=dev_env.region, account=factory.account())
+
     found = stack_previewed(runtime, factory, dev_env, "CarRentalFargateStack", secret_template(tmp_path), {})
     parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/stack-key"
     missing = f"secret API_KEY of container backend (SSM parameter {parameter}): not found"
     making = json.dumps({"Resources": {"Key": {"Type": "AWS::SSM::Parameter"}}})
-    shown = show_preview(
-        runtime, dev_env, "CarRentalFargateStack", *found, made_before=stack_chain.could_make([making])
-    )
+    shown = show_preview(runtime, dev_env, "CarRentalFargateStack", *found, made_before=made_by(making))
     assert shown.json["missing"] == [] and shown.json["missing_yet"] == [missing]
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert (
@@ -427,7 +436,7 @@ def test_a_preview_says_apart_what_a_stack_deployed_before_it_in_the_run_could_m
         "before it must make it)",
     )
     other = json.dumps({"Resources": {"Table": {"Type": "AWS::DynamoDB::Table"}}})
-    shown = show_preview(runtime, dev_env, "CarRentalFargateStack", *found, made_before=stack_chain.could_make([other]))
+    shown = show_preview(runtime, dev_env, "CarRentalFargateStack", *found, made_before=made_by(other))
     assert shown.json["missing"] == [missing] and shown.json["missing_yet"] == []
 
 

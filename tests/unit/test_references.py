@@ -13,7 +13,7 @@ import botocore.exceptions
 from deploykit import references
 from deploykit.aws import AwsFactory
 from deploykit.references import Reference
-from deploykit.stack_chain import could_make
+from deploykit.stack_chain import Earlier, could_make
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
 SM = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:db-AbCdEf"
@@ -312,6 +312,12 @@ def test_a_log_group_named_in_the_template_is_read_and_one_elsewhere_is_said() -
     assert from_template("not json") == ([], [])
 
 
+def made_by(bodies: list[str | None], given: dict[str, str] | None = None) -> Any:
+    """could_make of the stacks of templates ``bodies`` (Data0, Data1...), each given ``given``."""
+    earlier = [Earlier(body, f"Data{i}", given or {}) for i, body in enumerate(bodies)]
+    return could_make(earlier, region=REGION, account=ACCOUNT)
+
+
 def test_what_the_stacks_before_a_stack_could_make_is_told_by_their_resources_and_exports() -> None:
     """The preflight of a later stack leaves to its own check what a stack deployed before it could make: a
     resource of that kind with that name (a parameter by name or ARN, a secret by its ARN's name) or with a name
@@ -323,25 +329,53 @@ def test_what_the_stacks_before_a_stack_could_make_is_told_by_their_resources_an
         return json.dumps({"Resources": {k: {"Type": t} for k, t in resources.items()}, "Outputs": outputs})
 
     data = body({"Table": "AWS::DynamoDB::Table", "Bucket": "AWS::S3::Bucket"}, ("Data:TableName",))
-    made = could_make([data])
+    made = made_by([data])
     assert made("s3", "bucket/env") and made("export", "Data:TableName")
     assert not made("ssm", "arn:aws:ssm:eu-west-1:1:parameter/x") and not made("secretsmanager", "arn:...:db")
     assert not made("logs", "/ecs/app") and not made("iam", "task") and not made("export", "Data:Other")
-    assert could_make([body({"Key": "AWS::SSM::Parameter"})])("ssm", "any name at all")
-    assert could_make([body({}, ({"Fn::Sub": "${AWS::StackName}:Name"},))])("export", "Data:Other")
-    assert could_make([body({"Seed": "Custom::SeedData"})])("iam", "task")
-    assert could_make([data, None])("logs", "/ecs/app")  # one could not be read: it could make anything
-    assert not could_make([])("logs", "/ecs/app")
+    assert made_by([body({"Key": "AWS::SSM::Parameter"})])("ssm", "any name at all")
+    assert made_by([body({}, ({"Fn::GetAtt": ["Table", "Name"]},))])("export", "Data:Other")
+    assert made_by([body({"Seed": "Custom::SeedData"})])("iam", "task")
+    assert made_by([data, None])("logs", "/ecs/app")  # one could not be read: it could make anything
+    assert not made_by([])("logs", "/ecs/app")
 
     def named(kind: str, name: Any) -> str:
         return json.dumps({"Resources": {"R": {"Type": kind, "Properties": {"Name": name, "RoleName": name}}}})
 
-    parameter = could_make([named("AWS::SSM::Parameter", "/car-rental/api-key")])
+    parameter = made_by([named("AWS::SSM::Parameter", "/car-rental/api-key")])
     assert parameter("ssm", "/car-rental/api-key") and parameter("ssm", "arn:aws:ssm:r:1:parameter/car-rental/api-key")
     assert not parameter("ssm", "/car-rental/other") and not parameter("ssm", "arn:aws:ssm:r:1:parameter/other")
-    assert could_make([named("AWS::SSM::Parameter", {"Fn::Sub": "/${AWS::StackName}/key"})])("ssm", "/any/thing")
-    secret = could_make([named("AWS::SecretsManager::Secret", "db")])
+    assert made_by([named("AWS::SSM::Parameter", {"Fn::GetAtt": ["Other", "Name"]})])("ssm", "/any/thing")
+    secret = made_by([named("AWS::SecretsManager::Secret", "db")])
     assert secret("secretsmanager", "arn:aws:secretsmanager:r:1:secret:db-AbCdEf")
     assert not secret("secretsmanager", "arn:aws:secretsmanager:r:1:secret:db-other-AbCdEf")
-    role = could_make([named("AWS::IAM::Role", "task")])
+    role = made_by([named("AWS::IAM::Role", "task")])
     assert role("iam", "task") and not role("iam", "execution")
+
+
+def test_a_name_made_of_the_earlier_stacks_parameters_and_pseudo_parameters_is_worked_out_as_the_check_does() -> None:
+    """A parameter named by Fn::Sub or Fn::Join of the stack's parameters (given, else defaulted) and pseudo
+    parameters (its name, region, account) is the one of that name alone; a name that cannot be worked out here (a
+    Ref of its own resource, a parameter with no value here, Fn::If) could still be any, as could an export's."""
+
+    def parameter(name: Any, parameters: dict[str, Any] | None = None) -> str:
+        resources = {"R": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": name}}}
+        return json.dumps({"Parameters": parameters or {}, "Resources": resources})
+
+    by_stack = made_by(
+        [parameter({"Fn::Sub": "/${AWS::StackName}/${Env}/key"}, {"Env": {"Type": "String"}})], {"Env": "dev"}
+    )
+    assert by_stack("ssm", "/Data0/dev/key") and by_stack(
+        "ssm", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/Data0/dev/key"
+    )
+    assert not by_stack("ssm", "/Data0/prod/key") and not by_stack("ssm", "/any/thing")
+    joined = ["", ["/", {"Ref": "AWS::Region"}, "/", {"Ref": "AWS::AccountId"}, "/", {"Ref": "Env"}]]
+    defaulted = made_by([parameter({"Fn::Join": joined}, {"Env": {"Type": "String", "Default": "qa"}})])
+    assert defaulted("ssm", f"/{REGION}/{ACCOUNT}/qa") and not defaulted("ssm", f"/{REGION}/{ACCOUNT}/dev")
+    assert made_by([parameter({"Fn::Sub": "/${Env}/key"}, {"Env": {"Type": "String"}})])("ssm", "/x/key")  # no value
+    assert made_by([parameter({"Ref": "R"})])("ssm", "/any/thing")
+    assert made_by([parameter({"Fn::If": ["C", "a", "b"]})])("ssm", "/any/thing")
+    exporting = json.dumps(
+        {"Resources": {}, "Outputs": {"O": {"Value": "v", "Export": {"Name": {"Fn::Sub": "${AWS::StackName}:Key"}}}}}
+    )
+    assert made_by([exporting])("export", "Data0:Key") and not made_by([exporting])("export", "Data1:Key")
