@@ -417,8 +417,27 @@ class RegisterTaskDef(Step):
         """What :meth:`run` refuses before it registers (a service it could not roll, an image for another platform
         than the tasks', a revision naming what does not exist), judged by its early reads: raised before the push,
         which then leaves no image in the registry that no revision was made for."""
+        self._refuse(ctx, found, lambda _kind, _key: False)
+
+    def _refuse(self, ctx: Context, found: Mapping[str, Any], made: Callable[[str, str], bool]) -> None:
+        """What :meth:`run` refuses, judged by its reads ``found`` (:meth:`_early`); a missing reference that ``made``
+        (a stack deployed before the step could make it) passed over."""
         base = self._runnable(ctx, found)[1]
-        references.refuse_missing(found["references"], self.service, base)
+        references.refuse_missing(
+            found["references"].keeping(lambda kind, key: not made(kind, key)), self.service, base
+        )
+
+    def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
+        """What :meth:`refuse_early` refuses, judged before the run's first change when stacks deploy before the step
+        (deploy.auto of the data stack and the app): refused then, nothing changed, where the step would refuse once
+        they were deployed and the image pushed. Not when the Fargate stack is among them: the new revision is then
+        made from what that stack registers, which its own check judges. What a stack before it could make
+        (:func:`deploykit.references.could_make`: a parameter of that name...) is left to the step's own check."""
+        earlier = references.earlier_stacks(before)
+        if not earlier or any(stack.stack == ctx.env.stacks.fargate for stack in earlier):
+            return  # none: the early reads judge it before the push (Context.refuse_ahead)
+        made = references.could_make(earlier, region=ctx.env.region, account=ctx.aws.account())
+        self._refuse(ctx, self._early(ctx), made)
 
     def _runnable(self, ctx: Context, read: Mapping[str, Any]) -> tuple[str, str]:
         """The revision the new one is made from and what the step's detail says of it (:meth:`_base`), once it is

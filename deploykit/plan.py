@@ -193,6 +193,11 @@ class Step:
         run before it (not beside it), whose work may make what it checks. Any other error is passed over: the step
         meets it when it runs. By default it checks nothing."""
 
+    def as_earlier(self) -> Any:
+        """What a later step's preflight counts on the step making when it runs before it: a stack deploy's template,
+        read (deploykit.references.Earlier: the resources it makes, by name). None, by default: nothing."""
+        return None
+
     # The step writes files that later steps read (a synthesis: the stacks' templates): no step is checked before
     # the run (preflight) while one of these is still to run.
     makes_inputs: ClassVar[bool] = False

@@ -38,13 +38,16 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import botocore.exceptions
 
 from deploykit.aws import DENIED, AwsFactory, at_once
 from deploykit.errors import UsageError
 from deploykit.stacks import StackOutputs
+
+if TYPE_CHECKING:
+    from deploykit.plan import Step
 
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 # what each service answers for a thing that is not there
@@ -510,3 +513,95 @@ def _one(aws: AwsFactory, ref: Reference) -> Answers:
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         return [(ref, _problem(exc))]
     return [(ref, None)]
+
+
+# What a stack's resources of each type may make that a task definition names (references.Reference.kind): the
+# type, and the property that names it (None: any resource of the type could make any of that kind)
+MAKES: dict[str, tuple[str, str | None]] = {
+    "ssm": ("AWS::SSM::Parameter", "Name"),
+    "secretsmanager": ("AWS::SecretsManager::Secret", "Name"),
+    "logs": ("AWS::Logs::LogGroup", "LogGroupName"),
+    "iam": ("AWS::IAM::Role", "RoleName"),
+    "s3": ("AWS::S3::", None),  # a bucket, what a deployment into it writes
+}
+ANY = "*"  # a name worked out as the stack deploys (one that cannot be here, or none: generated): it could be any
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """A stack a run deploys before another, as :func:`could_make` reads it: its template's ``body`` (None: it could
+    not be read), its name and the parameter values it is ``given`` (its step's)."""
+
+    body: str | None
+    stack: str
+    given: Mapping[str, str]
+
+
+def earlier_stacks(before: Iterable[Step]) -> list[Earlier]:
+    """The stacks among the steps of a run ``before`` (:meth:`deploykit.plan.Step.as_earlier`), as
+    :func:`could_make` reads them."""
+    return [made for step in before if (made := step.as_earlier()) is not None]
+
+
+def could_make(earlier: Iterable[Earlier], *, region: str, account: str) -> Callable[[str, str], bool]:
+    """Whether the stacks ``earlier``, deployed in ``region`` and ``account``, could make a reference of kind
+    ``kind`` and key ``key`` (references.Reference; ``export``: an export's name): a resource of the type that makes
+    that kind (:data:`MAKES`) with that name, or with a name worked out as it deploys (or none: generated); an output
+    exporting that name, likewise; anything, where one has a custom resource or could not be read (None). A name
+    made of the stack's parameters and pseudo parameters (``Fn::Sub``, ``Fn::Join``, ``Ref``) is worked out here as
+    the stack check does (:class:`deploykit.Template`). A secret is named by its ARN, whose name AWS ends
+    with ``-`` and six characters; a parameter's ARN holds its name."""
+    made_names: dict[str, set[str]] = {}
+    exported: set[str] = set()
+    for stack in earlier:
+        try:
+            template = json.loads(stack.body) if stack.body is not None else None
+            resources = dict(template.get("Resources") or {}) if isinstance(template, Mapping) else None
+            outputs = dict(template.get("Outputs") or {}) if isinstance(template, Mapping) else {}
+            resolver = Template.of(template or {}, stack.given, stack=stack.stack, region=region, account=account)
+        except (ValueError, AttributeError, TypeError):
+            resources = None
+        if resources is None:
+            return lambda _kind, _key: True
+
+        def name_of(raw: Any, resolver: Template = resolver) -> str:
+            try:
+                return resolver.value(raw) or ANY
+            except Unresolved:
+                return ANY
+
+        for spec in resources.values():
+            kind_type = str(spec.get("Type", "")) if isinstance(spec, Mapping) else ""
+            if kind_type.startswith("Custom::") or kind_type == "AWS::CloudFormation::CustomResource":
+                return lambda _kind, _key: True
+            properties = spec.get("Properties") if isinstance(spec, Mapping) else None
+            for kind, (prefix, name_property) in MAKES.items():
+                if kind_type.startswith(prefix):
+                    name = properties.get(name_property) if name_property and isinstance(properties, Mapping) else None
+                    made_names.setdefault(kind, set()).add(name_of(name))
+        for output in outputs.values():
+            export = output.get("Export") if isinstance(output, Mapping) else None
+            if isinstance(export, Mapping) and export.get("Name") is not None:
+                exported.add(name_of(export["Name"]))
+
+    def made(kind: str, key: str) -> bool:
+        if kind == "export":
+            return key in exported or ANY in exported
+        names = made_names.get(kind, set())
+        return ANY in names or any(_names(kind, name, key) for name in names)
+
+    return made
+
+
+def _names(kind: str, name: str, key: str) -> bool:
+    """Whether a resource of ``kind`` named ``name`` in a template is the one a task definition names by ``key``."""
+    if kind == "ssm":  # by name or ARN (arn:aws:ssm:region:account:parameter/name); a leading / either way
+        return (
+            key.partition(":parameter")[2].lstrip("/") == name.lstrip("/")
+            if key.startswith("arn:")
+            else (key.lstrip("/") == name.lstrip("/"))
+        )
+    if kind == "secretsmanager":  # arn:aws:secretsmanager:region:account:secret:name-AbCdEf
+        secret = key.partition(":secret:")[2]
+        return secret == name or (secret.startswith(f"{name}-") and len(secret) == len(name) + 7)
+    return key == name

@@ -247,100 +247,12 @@ def template_references(
     return references.check_template(aws, body, given, stack=stack, region=env.region)
 
 
-# What a stack's resources of each type may make that a task definition names (references.Reference.kind): the
-# type, and the property that names it (None: any resource of the type could make any of that kind)
-MAKES: dict[str, tuple[str, str | None]] = {
-    "ssm": ("AWS::SSM::Parameter", "Name"),
-    "secretsmanager": ("AWS::SecretsManager::Secret", "Name"),
-    "logs": ("AWS::Logs::LogGroup", "LogGroupName"),
-    "iam": ("AWS::IAM::Role", "RoleName"),
-    "s3": ("AWS::S3::", None),  # a bucket, what a deployment into it writes
-}
-ANY = "*"  # a name worked out as the stack deploys (one that cannot be here, or none: generated): it could be any
-
-
-@dataclass(frozen=True)
-class Earlier:
-    """A stack a run deploys before another, as :func:`could_make` reads it: its template's ``body`` (None: it could
-    not be read), its name and the parameter values it is ``given`` (its step's)."""
-
-    body: str | None
-    stack: str
-    given: Mapping[str, str]
-
-
 def readable_template(template: str) -> str | None:
     """The template's body; None when it cannot be read (not there, not JSON, too big)."""
     try:
         return synth.template_body(Path(template))
     except (DeployKitError, OSError):
         return None
-
-
-def could_make(earlier: Iterable[Earlier], *, region: str, account: str) -> Callable[[str, str], bool]:
-    """Whether the stacks ``earlier``, deployed in ``region`` and ``account``, could make a reference of kind
-    ``kind`` and key ``key`` (references.Reference; ``export``: an export's name): a resource of the type that makes
-    that kind (:data:`MAKES`) with that name, or with a name worked out as it deploys (or none: generated); an output
-    exporting that name, likewise; anything, where one has a custom resource or could not be read (None). A name
-    made of the stack's parameters and pseudo parameters (``Fn::Sub``, ``Fn::Join``, ``Ref``) is worked out here as
-    the stack check does (:class:`deploykit.references.Template`). A secret is named by its ARN, whose name AWS ends
-    with ``-`` and six characters; a parameter's ARN holds its name."""
-    made_names: dict[str, set[str]] = {}
-    exported: set[str] = set()
-    for stack in earlier:
-        try:
-            template = json.loads(stack.body) if stack.body is not None else None
-            resources = dict(template.get("Resources") or {}) if isinstance(template, Mapping) else None
-            outputs = dict(template.get("Outputs") or {}) if isinstance(template, Mapping) else {}
-            resolver = references.Template.of(
-                template or {}, stack.given, stack=stack.stack, region=region, account=account
-            )
-        except (ValueError, AttributeError, TypeError):
-            resources = None
-        if resources is None:
-            return lambda _kind, _key: True
-
-        def name_of(raw: Any, resolver: references.Template = resolver) -> str:
-            try:
-                return resolver.value(raw) or ANY
-            except references.Unresolved:
-                return ANY
-
-        for spec in resources.values():
-            kind_type = str(spec.get("Type", "")) if isinstance(spec, Mapping) else ""
-            if kind_type.startswith("Custom::") or kind_type == "AWS::CloudFormation::CustomResource":
-                return lambda _kind, _key: True
-            properties = spec.get("Properties") if isinstance(spec, Mapping) else None
-            for kind, (prefix, name_property) in MAKES.items():
-                if kind_type.startswith(prefix):
-                    name = properties.get(name_property) if name_property and isinstance(properties, Mapping) else None
-                    made_names.setdefault(kind, set()).add(name_of(name))
-        for output in outputs.values():
-            export = output.get("Export") if isinstance(output, Mapping) else None
-            if isinstance(export, Mapping) and export.get("Name") is not None:
-                exported.add(name_of(export["Name"]))
-
-    def made(kind: str, key: str) -> bool:
-        if kind == "export":
-            return key in exported or ANY in exported
-        names = made_names.get(kind, set())
-        return ANY in names or any(_names(kind, name, key) for name in names)
-
-    return made
-
-
-def _names(kind: str, name: str, key: str) -> bool:
-    """Whether a resource of ``kind`` named ``name`` in a template is the one a task definition names by ``key``."""
-    if kind == "ssm":  # by name or ARN (arn:aws:ssm:region:account:parameter/name); a leading / either way
-        return (
-            key.partition(":parameter")[2].lstrip("/") == name.lstrip("/")
-            if key.startswith("arn:")
-            else (key.lstrip("/") == name.lstrip("/"))
-        )
-    if kind == "secretsmanager":  # arn:aws:secretsmanager:region:account:secret:name-AbCdEf
-        secret = key.partition(":secret:")[2]
-        return secret == name or (secret.startswith(f"{name}-") and len(secret) == len(name) + 7)
-    return key == name
 
 
 def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> UsageError:
@@ -555,21 +467,21 @@ class DeployStack(Step):
         """The check of what the template's task definitions name (:meth:`_check_references`), before the run's
         first change, for a stack deployed after others changed what is live (a higher level of deploy.auto, the
         Fargate stack after the data stack): refused then, nothing changed, where the step would refuse it after
-        them. What a stack deployed before it in the run could make (:func:`could_make`: a resource of that kind, an
-        export of that name) is left to the step's own check, made once they are deployed."""
+        them. What a stack deployed before it in the run could make (:func:`deploykit.references.could_make`: a
+        resource of that kind, an export of that name) is left to the step's own check, made once they are deployed."""
         body = readable_template(self.template)
         if body is None:  # the step meets it when it runs
             return
         found = template_references(ctx.aws, ctx.env, self.stack, body, dict(self.parameters))
         if found is None or not found.missing:
             return
-        earlier = [
-            Earlier(readable_template(s.template), s.stack, dict(s.parameters))
-            for s in before
-            if isinstance(s, DeployStack)
-        ]
-        made = could_make(earlier, region=ctx.env.region, account=ctx.aws.account())
+        made = references.could_make(
+            references.earlier_stacks(before), region=ctx.env.region, account=ctx.aws.account()
+        )
         references.refuse_missing_in(found.keeping(lambda kind, key: not made(kind, key)), self.stack, self.rerun)
+
+    def as_earlier(self) -> references.Earlier:
+        return references.Earlier(readable_template(self.template), self.stack, dict(self.parameters))
 
     def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:
         """UsageError, before anything changes, when a task definition of the template names what does not exist

@@ -23,6 +23,7 @@ from deploykit import (
     markdown,
     pause,
     planner,
+    references,
     registry,
     release,
     syntax,
@@ -771,9 +772,9 @@ def _made_before(
     a: Analysis, role: str, changed: Collection[str], out: Path, given: Callable[[str], Mapping[str, str]]
 ) -> Callable[[str, str], bool] | None:
     """What the changed stacks a deploy.auto deploys before ``role``'s (those of the levels before its) could make
-    (:func:`deploykit.stack_chain.could_make`), as their templates in ``out`` and the parameters a deploy would give
+    (:func:`deploykit.references.could_make`), as their templates in ``out`` and the parameters a deploy would give
     them (``given``) say; None when there are none."""
-    from deploykit.stack_chain import Earlier, could_make, readable_template
+    from deploykit.stack_chain import readable_template
 
     level = {r: index for index, roles in enumerate(planner.stack_levels()) for r in roles}
     before = [r for r in changed if r in level and role in level and level[r] < level[role]]
@@ -781,6 +782,7 @@ def _made_before(
         return None
     names = planner.stack_roles(a.env)
     earlier = [
-        Earlier(readable_template(str(out / f"{names[r]}.template.json")), names[r], given(r)) for r in sorted(before)
+        references.Earlier(readable_template(str(out / f"{names[r]}.template.json")), names[r], given(r))
+        for r in sorted(before)
     ]
-    return could_make(earlier, region=a.env.region, account=a.aws.account())
+    return references.could_make(earlier, region=a.env.region, account=a.aws.account())

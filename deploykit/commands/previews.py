@@ -118,7 +118,7 @@ def show_preview(
     same as JSON. ``changed``: whether the analysis counts the stack changed (an empty preview then says the change is
     in code the template does not see). ``plugins``: the team's, whose review of the changes is said under them (what
     a deploy of them would refuse), as what the task definitions name that does not exist is. ``made_before``: what
-    the stacks a deploy.auto deploys before this one could make (:func:`deploykit.stack_chain.could_make`); what is
+    the stacks a deploy.auto deploys before this one could make (:func:`deploykit.references.could_make`); what is
     missing and one of them could make is said apart, as not there yet (the deploy checks it once they are
     deployed), not as refused."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"

@@ -15,14 +15,14 @@ import pytest
 from botocore.stub import Stubber
 
 from deploykit import commands, references, registry, stack_chain
-from deploykit.app_chain import in_registry_now
+from deploykit.app_chain import RegisterTaskDef, in_registry_now
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.commands.previews import show_preview, stack_previewed
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Plan, RunReport
+from deploykit.plan import Context, Executor, Plan, RunReport, Step
 from deploykit.stack_chain import DeployStack
 from tests.conftest import git, quiet_runtime
 from tests.functional.conftest import create_service, put_image
@@ -373,6 +373,50 @@ def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_b
     assert [r.status for r in report.records] == ["done", "done"], report.error
 
 
+def test_the_apps_revision_after_a_stack_is_refused_before_the_run_changes_anything(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """deploy.auto of the data stack and the app, whose live task definition names a parameter that does not exist:
+    register-taskdef's check is made before the data stack deploys (exit 2, nothing changed), where it refused once
+    the stack had deployed (and the image was pushed beside it). A data stack that makes that parameter: both run.
+    With the Fargate stack before it, the stack's template is what the revision is made from: left to its check."""
+    parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/app-key"
+    create_service(factory, {"secrets": [{"name": "API_KEY", "valueFrom": parameter}]})
+    put_image(factory, "abcdef123456")
+    register = RegisterTaskDef(
+        dev_env.cluster,
+        dev_env.service,
+        dev_env.container,
+        registry.repository_uri(factory),
+        "abcdef123456",
+        "abcdef123456",
+    )
+    secret_template(tmp_path)  # the cloud assembly the data stack's template goes into
+    queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "jobs"}}}
+
+    def run(*steps: Step) -> RunReport:
+        clock = FakeClock()
+        ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        return Executor(ctx).execute(Plan("dev", steps))
+
+    report = run(DeployStack("CarRentalDataStack", str(data_template(tmp_path, queue))), register)
+    assert report.error is not None and report.error.exit_code == 2 and not report.changed_live
+    assert report.error.message.startswith("the new revision of car-rental-service's task definition (from car-rental-")
+    assert f"(SSM parameter {parameter}): not found" in report.error.message
+    assert [r.status for r in report.records] == ["not run", "not run"]
+    assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+    fargate = DeployStack("CarRentalFargateStack", str(tmp_path / "CarRentalFargateStack.template.json"))
+    assert isinstance(fargate.as_earlier(), references.Earlier)
+    register.preflight(Mock(spec=Context, env=dev_env, aws=factory), (fargate,))  # its own check judges
+
+    making = {
+        "Key": {"Type": "AWS::SSM::Parameter", "Properties": {"Name": "/app-key", "Type": "String", "Value": "v"}}
+    }
+    report = run(DeployStack("CarRentalDataStack", str(data_template(tmp_path, {**queue, **making}))), register)
+    assert [r.status for r in report.records] == ["done", "done"], report.error
+
+
 def test_a_preview_says_what_a_stacks_task_definition_names_that_does_not_exist(
     project: Path, factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
 ) -> None:
@@ -413,8 +457,8 @@ def test_a_preview_says_apart_what_a_stack_deployed_before_it_in_the_run_could_m
     runtime = quiet_runtime(project)
 
     def made_by(body: str) -> Callable[[str, str], bool]:
-        earlier = [stack_chain.Earlier(body, "CarRentalDataStack", {})]
-        return stack_chain.could_make(earlier, region=dev_env.region, account=factory.account())
+        earlier = [references.Earlier(body, "CarRentalDataStack", {})]
+        return references.could_make(earlier, region=dev_env.region, account=factory.account())
 
     found = stack_previewed(runtime, factory, dev_env, "CarRentalFargateStack", secret_template(tmp_path), {})
     parameter = f"arn:aws:ssm:{dev_env.region}:{factory.account()}:parameter/stack-key"

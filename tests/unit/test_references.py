@@ -12,8 +12,7 @@ import botocore.exceptions
 
 from deploykit import references
 from deploykit.aws import AwsFactory
-from deploykit.references import Reference
-from deploykit.stack_chain import Earlier, could_make
+from deploykit.references import Earlier, Reference, could_make
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
 SM = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:db-AbCdEf"
