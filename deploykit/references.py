@@ -140,7 +140,7 @@ class Unresolved(Exception):
     ``imported`` from another stack's export of that name which is not known here (not read yet, or no stack makes
     it), else not checked here, and ``why``."""
 
-    def __init__(self, why: str = "", *, made: bool = False, imported: str = "") -> None:
+    def __init__(self, why: str = "", *, made: bool = False, imported: tuple[str, ...] = ()) -> None:
         super().__init__(why)
         self.why, self.made, self.imported = why, made, imported
 
@@ -203,11 +203,11 @@ class Template:
                 name = self.value(argument)
                 if self.exports is not None and name in self.exports:
                     return self.exports[name]
-                raise Unresolved(imported=name)
+                raise Unresolved(imported=(name,))
             if function == "Fn::Join" and isinstance(argument, list) and len(argument) == 2:
                 separator, parts = argument
                 if isinstance(separator, str) and isinstance(parts, list):
-                    return separator.join([self.value(part) for part in parts])
+                    return separator.join(self._each(self.value, parts))
             if function == "Fn::Sub":
                 return self._substituted(argument)
         raise Unresolved(f"worked out by CloudFormation as it deploys ({json.dumps(raw)[:80]})")
@@ -232,13 +232,32 @@ class Template:
         if not isinstance(text, str) or not isinstance(names, Mapping):
             raise Unresolved(f"worked out by CloudFormation as it deploys ({json.dumps(argument)[:80]})")
 
-        def one(match: re.Match[str]) -> str:
-            name = match.group(1)
+        def one(name: str) -> str:
             if name in names:
                 return self.value(names[name])
             return self.named(name.split(".")[0])  # Resource.Attribute: the resource's
 
-        return _SUBSTITUTION.sub(one, text).replace("${!", "${")
+        found = dict(zip(_SUBSTITUTION.findall(text), self._each(one, _SUBSTITUTION.findall(text)), strict=True))
+        return _SUBSTITUTION.sub(lambda match: found[match.group(1)], text).replace("${!", "${")
+
+    @staticmethod
+    def _each(resolve: Callable[[Any], str], parts: list[Any]) -> list[str]:
+        """Each of ``parts`` resolved; when some import exports not known here, :class:`Unresolved` naming every one
+        of them (their values are all read at once), else the first part's that could not be."""
+        resolved: list[str] = []
+        imported: list[str] = []
+        first: Unresolved | None = None
+        for part in parts:
+            try:
+                resolved.append(resolve(part))
+            except Unresolved as exc:
+                imported += exc.imported
+                first = first or exc
+        if imported:
+            raise Unresolved(imported=tuple(dict.fromkeys(imported)))
+        if first is not None:
+            raise first
+        return resolved
 
 
 Resolved = tuple[list[Reference], list[str], list[str]]  # what of_template finds: references, not checked, imported
@@ -346,7 +365,7 @@ def _registration(resolver: Template, properties: Mapping[str, Any]) -> tuple[di
             return resolver.value(raw)
         except Unresolved as exc:
             if exc.imported:
-                imported.append(exc.imported)
+                imported.extend(exc.imported)
             elif not exc.made:
                 unresolved.append(f"{said}: {exc.why}")
             return None

@@ -241,15 +241,20 @@ def test_a_templates_values_are_resolved_as_cloudformation_would() -> None:
     )
 
 
+JOINED = {"Fn::Sub": ["${Leaf}", {"Leaf": {"Fn::ImportValue": "B:Leaf"}}]}  # a second import in one value
+
+
 def test_what_a_template_imports_is_resolved_through_the_exports_once_they_are_read() -> None:
     """Fn::ImportValue, its name a string, an Fn::Sub or an Fn::Join: before the exports are read, the names of those
-    imported (nothing found through them, nothing said as not checked); given the exports, the values they name are
-    found as if spelled out, region and account judged as for those, and an export that is not there is named."""
+    imported (nothing found through them, nothing said as not checked), each of those one value joins; given the
+    exports, the values they name are found as if spelled out, region and account judged as for those, and an export
+    that is not there is named."""
     body = task_definition_template(
         {
             "Secrets": [
                 {"Name": "SHARED", "ValueFrom": {"Fn::ImportValue": "Data:SecretArn"}},
                 {"Name": "KEY", "ValueFrom": "/car-rental/key"},
+                {"Name": "JOINED", "ValueFrom": {"Fn::Join": ["/", [{"Fn::ImportValue": "A:Root"}, JOINED]]}},
             ],
             "LogConfiguration": {
                 "LogDriver": "awslogs",
@@ -271,10 +276,12 @@ def test_what_a_template_imports_is_resolved_through_the_exports_once_they_are_r
     assert resolved(None) == (
         [("ssm", "/car-rental/key")],
         [],
-        ["Data:SecretArn", "prod:LogGroup", f"Shared:{REGION}:ExecRole", "Shared:FarRole"],
+        ["Data:SecretArn", "A:Root", "B:Leaf", "prod:LogGroup", f"Shared:{REGION}:ExecRole", "Shared:FarRole"],
     )
     exports = {
         "Data:SecretArn": SM,
+        "A:Root": "/car-rental",
+        "B:Leaf": "joined",
         "prod:LogGroup": "/ecs/shared",
         f"Shared:{REGION}:ExecRole": f"arn:aws:iam::{ACCOUNT}:role/shared-exec",
         "Shared:FarRole": "arn:aws:iam::210987654321:role/far",
@@ -284,6 +291,7 @@ def test_what_a_template_imports_is_resolved_through_the_exports_once_they_are_r
         [
             ("secretsmanager", SM),
             ("ssm", "/car-rental/key"),
+            ("ssm", "/car-rental/joined"),
             ("logs", "/ecs/shared"),
             ("iam", "shared-exec"),
         ],
