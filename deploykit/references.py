@@ -237,7 +237,8 @@ class Template:
                 return self.value(names[name])
             return self.named(name.split(".")[0])  # Resource.Attribute: the resource's
 
-        found = dict(zip(_SUBSTITUTION.findall(text), self._each(one, _SUBSTITUTION.findall(text)), strict=True))
+        names_in = _SUBSTITUTION.findall(text)
+        found = dict(zip(names_in, self._each(one, names_in), strict=True))
         return _SUBSTITUTION.sub(lambda match: found[match.group(1)], text).replace("${!", "${")
 
     @staticmethod
@@ -568,8 +569,8 @@ def could_make(earlier: Iterable[Earlier], *, region: str, account: str) -> Call
     that kind (:data:`MAKES`) with that name, or with a name worked out as it deploys (or none: generated); an output
     exporting that name, likewise; anything, where one has a custom resource or could not be read (None). A name
     made of the stack's parameters and pseudo parameters (``Fn::Sub``, ``Fn::Join``, ``Ref``) is worked out here as
-    the stack check does (:class:`deploykit.Template`). A secret is named by its ARN, whose name AWS ends
-    with ``-`` and six characters; a parameter's ARN holds its name."""
+    the stack check does (:class:`Template`). A secret is named by its ARN, whose name AWS ends with ``-`` and six
+    characters; a parameter's ARN holds its name."""
     made_names: dict[str, set[str]] = {}
     exported: set[str] = set()
     for stack in earlier:
