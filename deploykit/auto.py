@@ -11,18 +11,19 @@ deploy, then the app chain, smoke once at the end.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from deploykit import changes, ecs, lambda_chain, packaging, planner
+from deploykit import changes, ecs, lambda_chain, packaging, planner, references, synth
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory, Once, at_once
 from deploykit.canary import takes_it_back
 from deploykit.config import SIZE_KEYS, Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
-from deploykit.errors import UsageError
+from deploykit.errors import DeployKitError, UsageError
 from deploykit.git import DIRTY, SHORT_SHA, Revision, is_shallow
 from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
@@ -225,6 +226,80 @@ def _stacks_changed_outside(
                 f"{when_utc(outputs.updated(stack))}, to a template deploykit did not deploy{AGAIN}"
             )
     return why
+
+
+def exporters_needed(
+    config: Config, env: EnvConfig, aws: AwsFactory, found: changes.ChangeSet, synthesize: Callable[[], object]
+) -> dict[str, str]:
+    """The stacks a run of ``found``'s changed stacks needs deployed before them though no path of theirs changed
+    (``stack:<role>`` → why, for :func:`deploykit.changes.with_notes`). A stack that refers anew to another stack's
+    resource (CDK's cross-stack reference) changes that stack's template too: CDK adds an output exporting the value,
+    which the referring stack imports (``Fn::ImportValue``). Deployed alone, the referring stack fails
+    (CloudFormation: "No export named ... found"); the exporting stack, deployed first, makes the export, as the CDK
+    CLI deploys a stack's dependencies first.
+
+    Looked for only when a changed stack depends on one that did not change (:data:`planner.STACK_DEPENDENCIES`):
+    the CDK app is synthesized (``synthesize``: the plan's synthesis, which then finds it done; one that fails is
+    left to it), and the region's exports are read (ListExports, once per command) when a template it synthesized
+    exports what a changed one imports."""
+    changed = {c.partition(":")[2] for c in found.components() if c.startswith("stack:")}
+    candidates = {
+        dependency
+        for role in changed
+        for dependency in planner.STACK_DEPENDENCIES.get(role, ())
+        if dependency not in changed
+    }
+    if not candidates:
+        return {}
+    names = planner.stack_roles(env)
+    out = planner.synth_dir(config, env)
+    try:
+        synthesize()
+        templates = {
+            role: json.loads(synth.template_body(out / f"{names[role]}.template.json")) for role in changed | candidates
+        }
+    except (DeployKitError, OSError, ValueError):  # the plan's synthesis meets it, or the stack's deploy
+        return {}
+    if not all(isinstance(template, dict) for template in templates.values()):
+        return {}
+    exports = StackOutputs.of(aws).exports
+    return exports_wanted(templates, changed, names, exports, region=env.region, account=aws.account())
+
+
+def exports_wanted(
+    templates: Mapping[str, Mapping[str, Any]],
+    changed: Collection[str],
+    names: Mapping[str, str],
+    live: Callable[[list[str]], Mapping[str, str]],
+    *,
+    region: str,
+    account: str,
+) -> dict[str, str]:
+    """:func:`exporters_needed` of the stacks' synthesized ``templates`` (role → template; the ``changed`` roles and
+    the others they depend on): each export a changed one imports that another exports and ``live`` (the region's
+    exports, asked with the names wanted) lacks names its stack."""
+
+    def resolver(role: str) -> references.Template:
+        return references.Template.of(templates[role], {}, stack=names[role], region=region, account=account)
+
+    imported = {
+        name: role for role in sorted(changed) for name in references.imports_of(templates[role], resolver(role))
+    }
+    exporters = {
+        name: role
+        for role in sorted(set(templates) - set(changed))
+        for name in references.exports_of(templates[role], resolver(role))
+    }
+    wanted = {name: role for name, role in imported.items() if name in exporters}
+    if not wanted:
+        return {}
+    exported = live(sorted(wanted))
+    needed: dict[str, str] = {}
+    for name, role in sorted(wanted.items()):
+        if name not in exported:  # the first of a stack's new exports names it
+            why = f"its template now exports {name}, which {names[role]} imports: it deploys first"
+            needed.setdefault(f"stack:{exporters[name]}", why)
+    return needed
 
 
 def left_by_failed_runs(

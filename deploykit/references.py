@@ -535,6 +535,47 @@ def _one(aws: AwsFactory, ref: Reference) -> Answers:
     return [(ref, None)]
 
 
+def exports_of(template: Mapping[str, Any], resolver: Template) -> set[str]:
+    """The names of the exports of ``template`` (its outputs' ``Export.Name``), each resolved by ``resolver``
+    (:data:`ANY` for one that cannot be here)."""
+    names: set[str] = set()
+    for output in dict(template.get("Outputs") or {}).values():
+        export = output.get("Export") if isinstance(output, Mapping) else None
+        if isinstance(export, Mapping) and export.get("Name") is not None:
+            names.add(_name_of(resolver, export["Name"]))
+    return names
+
+
+def imports_of(template: Mapping[str, Any], resolver: Template) -> set[str]:
+    """The names of the exports ``template`` imports anywhere (``Fn::ImportValue``), those ``resolver`` resolves."""
+    names: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            if len(value) == 1 and "Fn::ImportValue" in value:
+                name = _name_of(resolver, value["Fn::ImportValue"])
+                if name != ANY:
+                    names.add(name)
+                return
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(template.get("Resources"))
+    walk(template.get("Outputs"))
+    return names
+
+
+def _name_of(resolver: Template, raw: Any) -> str:
+    """``raw`` resolved (:meth:`Template.value`); :data:`ANY` when it cannot be here, or is empty."""
+    try:
+        return resolver.value(raw) or ANY
+    except Unresolved:
+        return ANY
+
+
 # What a stack's resources of each type may make that a task definition names (references.Reference.kind): the
 # type, and the property that names it (None: any resource of the type could make any of that kind)
 MAKES: dict[str, tuple[str, str | None]] = {
@@ -577,19 +618,12 @@ def could_make(earlier: Iterable[Earlier], *, region: str, account: str) -> Call
         try:
             template = json.loads(stack.body) if stack.body is not None else None
             resources = dict(template.get("Resources") or {}) if isinstance(template, Mapping) else None
-            outputs = dict(template.get("Outputs") or {}) if isinstance(template, Mapping) else {}
             resolver = Template.of(template or {}, stack.given, stack=stack.stack, region=region, account=account)
+            exported |= exports_of(template, resolver) if isinstance(template, Mapping) else set()
         except (ValueError, AttributeError, TypeError):
             resources = None
         if resources is None:
             return lambda _kind, _key: True
-
-        def name_of(raw: Any, resolver: Template = resolver) -> str:
-            try:
-                return resolver.value(raw) or ANY
-            except Unresolved:
-                return ANY
-
         for spec in resources.values():
             kind_type = str(spec.get("Type", "")) if isinstance(spec, Mapping) else ""
             if kind_type.startswith("Custom::") or kind_type == "AWS::CloudFormation::CustomResource":
@@ -598,11 +632,7 @@ def could_make(earlier: Iterable[Earlier], *, region: str, account: str) -> Call
             for kind, (prefix, name_property) in MAKES.items():
                 if kind_type.startswith(prefix):
                     name = properties.get(name_property) if name_property and isinstance(properties, Mapping) else None
-                    made_names.setdefault(kind, set()).add(name_of(name))
-        for output in outputs.values():
-            export = output.get("Export") if isinstance(output, Mapping) else None
-            if isinstance(export, Mapping) and export.get("Name") is not None:
-                exported.add(name_of(export["Name"]))
+                    made_names.setdefault(kind, set()).add(_name_of(resolver, name))
 
     def made(kind: str, key: str) -> bool:
         if kind == "export":

@@ -352,10 +352,37 @@ def is_empty_change_set(status: str | None, reason: str | None) -> bool:
 @dataclass(frozen=True)
 class NoPreview:
     """Why no change set can show what a deploy of a stack would change now: CloudFormation takes no UPDATE change
-    set in its status (``reason`` says it, with what a deploy does first)."""
+    set in its status (``reason`` says it, with what a deploy does first), or none for a template that imports an
+    ``export`` no stack makes yet (CloudFormation checks the imports as it makes a change set)."""
 
     status: str
     reason: str
+    export: str = ""
+
+
+NO_EXPORT = re.compile(r"No export named (\S+?)\.? found")  # CloudFormation's reason for a change set that failed so
+
+
+def _first_exporter(reason: str, command: Callable[[str, str], str]) -> str:
+    """The next step for a change set CloudFormation failed as it imports an export no stack makes (``reason``): the
+    stack that exports it first (CDK names an export after its stack: ``Stack:ExportsOutput...``); "" for another
+    reason."""
+    found = NO_EXPORT.search(reason)
+    if not found:
+        return ""
+    stack = found[1].split(":")[0] if ":" in found[1] else ""
+    first = f" ({command('deploy.stack', stack)}, if it is the stack that exports it)" if stack else ""
+    return (
+        f"deploy the stack that exports {found[1]} first{first}, or let inv deploy.auto deploy both (it deploys a "
+        "stack whose template now exports what a changed stack imports first); nothing was changed"
+    )
+
+
+def no_export(status: str, reason: str) -> NoPreview | None:
+    """:class:`NoPreview` for a change set that failed as its template imports an export no stack makes (``reason``:
+    CloudFormation's); None for any other reason."""
+    found = NO_EXPORT.search(reason)
+    return NoPreview(status, reason, export=found[1]) if found else None
 
 
 def no_preview(status: str) -> NoPreview | None:
@@ -941,7 +968,8 @@ class StackDeployer:
                     return self._unchanged(name, started, change_set_id)
                 raise UsageError(
                     f"CloudFormation could not make a change set for {name}: {reason}",
-                    next_step=f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
+                    next_step=_first_exporter(reason, self._cmd)
+                    or f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
                 )
             changes = tuple(self._kept(name, parse_changes(self._all_changes(change_set_id, described))))
             noun = "change" if len(changes) == 1 else "changes"
@@ -1046,6 +1074,8 @@ class StackDeployer:
                 reason = str(described.get("StatusReason") or "no reason given")
                 if is_empty_change_set("FAILED", reason):
                     return []
+                if importing := no_export(status, reason):  # one stack must not fail a whole diff: said with it
+                    return importing
                 raise UsageError(
                     f"CloudFormation could not make a change set for {name}: {reason}",
                     next_step="fix the template or the parameters (nothing was changed)",

@@ -162,6 +162,8 @@ def analyse(
     records: list[history.Record] = read.get("records", [])
     left = auto.left_by_failed_runs(records, live, planner.stack_roles(environment), entries)
     found = changes.with_notes(found, {**unverified, **left})
+    if found_endpoints is not None:  # a stack another changed stack now imports from: deployed first
+        found = changes.with_notes(found, _exporters(runtime, config, environment, aws, found))
     guesses = history.estimates(records) if estimates else {}
     if found_endpoints is not None:  # for the guard against bringing back what a rollback took off, however long ago
         with aws_errors(environment):
@@ -184,6 +186,20 @@ def analyse(
         freeze.in_force(read.get("freeze"), environment, runtime.clock.now()),
         read.get("pause"),
     )
+
+
+def _exporters(
+    runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, found: changes.ChangeSet
+) -> dict[str, str]:
+    """:func:`deploykit.auto.exporters_needed`, synthesized as the plan's first step synthesizes."""
+    from deploykit.stack_chain import Synthesize
+
+    ctx = Context(
+        config, env, aws, runtime.clock, Reporter(runtime.stderr, clock=runtime.clock), runtime.docker_factory
+    )
+    synthesize = partial(Synthesize(str(planner.synth_dir(config, env))).run, ctx)
+    with aws_errors(env):
+        return auto.exporters_needed(config, env, aws, found, synthesize)
 
 
 def _write_analysis(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -68,7 +69,8 @@ def preview_stack(
     return show_preview(runtime, env, name, *found, rerun=rerun, plugins=load_plugins(runtime, config)).json
 
 
-Previewed = tuple[list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None]
+# its changes, the stack as it is, what its task definitions name, and (no resource changing) its outputs' changes
+Previewed = tuple[list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None, tuple[str, ...]]
 
 
 def stack_previewed(
@@ -98,7 +100,34 @@ def stack_previewed(
         "references": partial(template_references, aws, env, name, body, parameters),
     }
     found = at_once(reads)
-    return found["changes"], stack, found["references"]
+    outputs = outputs_changed(body, stack) if found["changes"] == [] and stack else ()
+    return found["changes"], stack, found["references"], outputs
+
+
+def outputs_changed(body: str, stack: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a deploy of template ``body`` changes of ``stack``'s outputs, by their keys (``+ KEY``: added, ``- KEY``:
+    removed; an export's name with it), when its change set changes no resource: CloudFormation updates a stack for
+    its outputs alone (a stack whose resource another stack now refers to: CDK's export), though its change set
+    lists none."""
+    try:
+        template = json.loads(body)
+        wanted = dict(template.get("Outputs") or {})
+    except (ValueError, AttributeError, TypeError):
+        return ()
+    held = {str(o.get("OutputKey")): o for o in stack.get("Outputs") or [] if isinstance(o, Mapping)}
+
+    def exported(output: Any) -> str:
+        export = output.get("Export") if isinstance(output, Mapping) else None
+        name = export.get("Name") if isinstance(export, Mapping) else None
+        return f" (export {name})" if isinstance(name, str) else ""
+
+    added = [f"+ {key}{exported(output)}" for key, output in sorted(wanted.items()) if key not in held]
+    removed = [
+        f"- {key}" + (f" (export {output['ExportName']})" if output.get("ExportName") else "")
+        for key, output in sorted(held.items())
+        if key not in wanted
+    ]
+    return (*added, *removed)
 
 
 def show_preview(
@@ -108,6 +137,7 @@ def show_preview(
     found: list[Change] | NoPreview | None,
     stack: Mapping[str, Any] | None,
     named: Findings | None = None,
+    outputs: tuple[str, ...] = (),
     *,
     rerun: str | None = None,
     changed: bool = True,
@@ -115,7 +145,8 @@ def show_preview(
     made_before: Callable[[str, str], bool] | None = None,
 ) -> Preview:
     """Print a stack's preview (:func:`stack_previewed`: its changes, the stack, what its task definitions name); the
-    same as JSON. ``changed``: whether the analysis counts the stack changed (an empty preview then says the change is
+    same as JSON. ``outputs``: its outputs' changes when no resource changes (:func:`outputs_changed`). ``changed``:
+    whether the analysis counts the stack changed (an empty preview then says the change is
     in code the template does not see). ``plugins``: the team's, whose review of the changes is said under them (what
     a deploy of them would refuse), as what the task definitions name that does not exist is. ``made_before``: what
     the stacks a deploy.auto deploys before this one could make (:func:`deploykit.references.could_make`); what is
@@ -129,12 +160,24 @@ def show_preview(
         [f"  {'❌' if finding.severity == 'broken' else '⚠️ '} {finding.what} → {finding.next_step}"] if finding else []
     )
     blocked = found if isinstance(found, NoPreview) else None
-    if isinstance(found, NoPreview):
+    imported = blocked.export if blocked else ""  # what its template imports that no stack exports (yet)
+    exported_before = bool(imported) and made_before is not None and made_before("export", imported)
+    if imported:
+        lines.append(
+            f"  no preview yet: it imports {imported}, which a stack deployed before it in the same run exports "
+            "(CloudFormation makes its change set once that stack is deployed)"
+            if exported_before
+            else f"  ⛔ no preview: it imports {imported}, which no stack exports (a deploy of it is refused)"
+        )
+        found = None
+    elif isinstance(found, NoPreview):
         now = f" (it is {found.status} now)" if found.status != status else ""  # it started since it was read
         lines.append(f"  no preview{now}: {found.reason}")
         found = None
     elif found is None:
         lines.append("  would be created")
+    elif not found and outputs:
+        lines.append(f"  only its outputs change (no resource does): {'; '.join(outputs)}")
     elif not found and not changed:
         lines.append("  nothing to change")
     elif not found:
@@ -186,6 +229,8 @@ def show_preview(
         f"{name}: its task definition names what does not exist yet: {m} (a stack deployed before it must make it)"
         for m in not_yet
     ]
+    if imported and not exported_before:
+        attention.append(f"{name}: it imports {imported}, which no stack exports: a deploy of it is refused")
     attention += [finding.what] if finding else []
     return Preview(
         {
@@ -193,6 +238,7 @@ def show_preview(
             "health": finding.to_json() if finding else None,
             "changes": changes,
             "no_preview": blocked.reason if blocked else None,
+            "outputs": list(outputs),  # no resource changing: what changes of its outputs (+ KEY, - KEY)
             "refused": refused,
             "missing": missing,  # what its task definitions name that does not exist: a deploy refuses it
             # what does not exist yet, which a stack deployed before it in the run could make: checked then

@@ -24,6 +24,7 @@ from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, Step
 from deploykit.stack_chain import DeployStack
+from deploykit.stacks import NoPreview
 from tests.conftest import git, quiet_runtime
 from tests.functional.conftest import create_service, put_image
 from tests.functional.test_endpoints import create_stack
@@ -591,3 +592,58 @@ def test_a_template_whose_exports_may_not_be_read_says_what_it_imports_as_not_ch
         stub.assert_no_pending_responses()
     assert found is not None and found.unchecked == ()
     assert found.missing == (f"secret API_KEY of container backend (SSM parameter {parameter}): not found",)
+
+
+def test_a_preview_of_a_stack_importing_an_export_a_stack_before_it_adds_says_so(
+    project: Path, factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """CDK's new cross-stack reference: the data stack's template gains an output exporting a value, which the
+    Fargate stack's imports. inv diff previews the data stack as its outputs alone changing (its change set lists no
+    resource), and the Fargate stack, whose change set CloudFormation refuses until the export exists, as waiting for
+    the stack deployed before it in the run: neither fails the diff. An import no stack of the run exports is said so,
+    as what a deploy refuses."""
+    runtime = quiet_runtime(project)
+    queue = {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "jobs"}}}
+    cfn = factory.client("cloudformation")
+    for stack in ("CarRentalDataStack", "CarRentalFargateStack"):
+        cfn.create_stack(StackName=stack, TemplateBody=json.dumps({"Resources": queue}))
+    data = tmp_path / "data.template.json"
+    export = {"Value": {"Fn::GetAtt": ["Queue", "Arn"]}, "Export": {"Name": "Data:QueueArn"}}
+    data.write_text(json.dumps({"Resources": queue, "Outputs": {"QueueArn": export}}))
+    found = stack_previewed(runtime, factory, dev_env, "CarRentalDataStack", data, {})
+    assert found[0] == [] and found[3] == ("+ QueueArn (export Data:QueueArn)",)
+    shown = show_preview(runtime, dev_env, "CarRentalDataStack", *found)
+    assert shown.json["outputs"] == ["+ QueueArn (export Data:QueueArn)"]
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "only its outputs change (no resource does): + QueueArn (export Data:QueueArn)" in said
+
+    fargate = tmp_path / "fargate.template.json"
+    imported = {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": {"Fn::ImportValue": "Data:QueueArn"}}}
+    fargate.write_text(json.dumps({"Resources": {**queue, "Other": imported}}))
+    stack = cfn.describe_stacks(StackName="CarRentalFargateStack")
+    with Stubber(cfn) as stub:  # moto makes the change set; CloudFormation fails it so, for the missing export
+        stub.add_response("describe_stacks", stack)
+        arn = "arn:aws:cloudformation:eu-west-1:123456789012:changeSet/preview/1"
+        stub.add_response("create_change_set", {"Id": arn, "StackId": stack["Stacks"][0]["StackId"]})
+        reason = "No export named Data:QueueArn found."
+        stub.add_response("describe_change_set", {"ChangeSetId": arn, "Status": "FAILED", "StatusReason": reason})
+        stub.add_response("delete_change_set", {})
+        found = stack_previewed(runtime, factory, dev_env, "CarRentalFargateStack", fargate, {})
+        stub.assert_no_pending_responses()
+    assert isinstance(found[0], NoPreview) and found[0].export == "Data:QueueArn"
+    earlier = [references.Earlier(data.read_text(), "CarRentalDataStack", {})]
+    made = references.could_make(earlier, region=dev_env.region, account=factory.account())
+    shown = show_preview(runtime, dev_env, "CarRentalFargateStack", *found, made_before=made)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert (
+        "no preview yet: it imports Data:QueueArn, which a stack deployed before it in the same run exports "
+        "(CloudFormation makes its change set once that stack is deployed)"
+    ) in said
+    assert shown.section.attention == () and shown.json["no_preview"].startswith("No export named Data:QueueArn")
+    shown = show_preview(runtime, dev_env, "CarRentalFargateStack", *found)
+    assert "⛔ no preview: it imports Data:QueueArn, which no stack exports (a deploy of it is refused)" in (
+        runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    )
+    assert shown.section.attention == (
+        "CarRentalFargateStack: it imports Data:QueueArn, which no stack exports: a deploy of it is refused",
+    )

@@ -275,6 +275,26 @@ def test_a_change_set_failing_for_another_reason_is_deleted_and_reported(
     assert err.value.next_step and "nothing was changed" in err.value.next_step
 
 
+def test_a_change_set_importing_an_export_no_stack_makes_names_the_stack_to_deploy_first(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """CloudFormation fails the change set of a stack that imports an export no stack makes yet (a new CDK cross-stack
+    reference, the exporting stack not deployed since): the next step names that stack (CDK names an export after
+    it) and deploy.auto, which deploys it first."""
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE")
+    script.change_set("FAILED", reason="No export named CarRentalDataStack:ExportsOutputRefCars found.")
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines))
+    assert err.value.next_step == (
+        "deploy the stack that exports CarRentalDataStack:ExportsOutputRefCars first (inv deploy.stack "
+        "CarRentalDataStack --env dev, if it is the stack that exports it), or let inv deploy.auto deploy both (it "
+        "deploys a stack whose template now exports what a changed stack imports first); nothing was changed"
+    )
+
+
 def test_a_template_cloudformation_refuses_is_a_usage_error(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.stack("UPDATE_COMPLETE")
     script.stub.add_client_error(

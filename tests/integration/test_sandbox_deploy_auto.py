@@ -1494,3 +1494,44 @@ def test_taskdefs_cleanup_deregisters_old_revisions_and_keeps_what_runs_and_what
     result = commands.run_command("python -c 'print(42)'", runtime=quiet_runtime(project))
     assert result["ok"]
     assert version_of(endpoints(project).alb_url.rstrip("/"))
+
+
+def test_a_new_cross_stack_reference_deploys_the_stack_that_now_exports_first(project: Path) -> None:
+    """A commit that changes only the Fargate stack's code, to refer anew to a data stack table (its ARN): CDK adds
+    an export to the data stack's template, which the Fargate stack imports. inv diff and deploy.auto count the data
+    stack with it (deployed first, where the Fargate stack alone failed: "No export named ... found"); the diff
+    previews the data stack's new output and the Fargate stack as waiting for it; the container gets the value."""
+    source = project / "cdk" / "stacks" / "fargate_stack.py"
+    table = '                "CARS_TABLE": cars_table.table_name,\n'
+    assert table in source.read_text()
+    source.write_text(source.read_text().replace(table, table + '                "CARS_ARN": cars_table.table_arn,\n'))
+    git(project, "commit", "-qam", "fargate: the cars table's ARN too")
+
+    runtime = quiet_runtime(project)
+    commands.diff(as_json=True, runtime=runtime)
+    preview = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert preview["changes"] == [
+        {"path": "", "component": "stack:data", "kind": "stack"},
+        {"path": "cdk/stacks/fargate_stack.py", "component": "stack:fargate", "kind": "stack"},
+    ]
+    data, fargate = preview["stacks"]["CarRentalDataStack"], preview["stacks"]["CarRentalFargateStack"]
+    [output] = data["outputs"]
+    export = output.split("(export ")[1].rstrip(")")
+    assert output.startswith("+ ") and export.startswith("CarRentalDataStack:") and data["changes"] == []
+    assert fargate["no_preview"] == f"No export named {export} found." and fargate["changes"] is None
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"🐳 Stack:    stack:data (its template now exports {export}, which CarRentalFargateStack imports" in said
+    assert f"no preview yet: it imports {export}, which a stack deployed before it in the same run exports" in said
+
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    stacks = [r.detail.split(":")[0] for r in all_records(report.records) if r.step == "deploy-stack"]
+    assert stacks == ["CarRentalDataStack", "CarRentalFargateStack"], out
+    env = load_config(project / "deploy.toml").environment()
+    ecs = sandbox_client(project, "ecs")
+    running = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
+    [container] = ecs.describe_task_definition(taskDefinition=running)["taskDefinition"]["containerDefinitions"]
+    variables = {v["name"]: v["value"] for v in container["environment"]}
+    assert variables["CARS_ARN"].startswith("arn:aws:dynamodb:") and ":table/" in variables["CARS_ARN"], variables
+    report, out, _ = auto(project)
+    assert report is None and "✅ nothing to deploy" in out, out  # both recorded live at this commit

@@ -1087,3 +1087,51 @@ def test_the_commits_behind_the_changes_are_said_ten_at_most_long_subjects_cut()
     assert lines[-1] == "   … and 3 more (inv diff --json lists them)" and len(lines) == auto.COMMITS_SHOWN + 2
     assert auto.commit_lines(commits[:1])[0] == "📝 1 commit behind these changes, newest first:"
     assert auto.commit_lines([]) == []
+
+
+def test_a_stack_whose_new_export_a_changed_stack_imports_is_deployed_first() -> None:
+    """A commit that changed the Fargate stack's code to refer to a data stack table anew: CDK adds an export to the
+    data stack's template, which the Fargate stack imports. The data stack is counted with the run (deployed first),
+    named by the first of its new exports; not when the export is live already, nor for an import no other stack
+    makes (the deploy then says it), nor for one whose name cannot be worked out here."""
+    names = {"data": "Data", "auth": "Auth", "fargate": "Fargate"}
+
+    def exporting(*exports: str) -> dict[str, Any]:
+        outputs = {f"O{i}": {"Value": "v", "Export": {"Name": name}} for i, name in enumerate(exports)}
+        return {"Resources": {"T": {"Type": "AWS::DynamoDB::Table"}}, "Outputs": outputs}
+
+    def importing(*imports: Any) -> dict[str, Any]:
+        environment = [{"Name": f"V{i}", "Value": {"Fn::ImportValue": name}} for i, name in enumerate(imports)]
+        container = {"Name": "backend", "Environment": environment}
+        return {"Resources": {"TD": {"Type": "AWS::ECS::TaskDefinition", "Properties": {"Containers": [container]}}}}
+
+    asked: list[list[str]] = []
+
+    def live(*exported: str) -> Any:
+        def read(wanted: list[str]) -> dict[str, str]:
+            asked.append(wanted)
+            return dict.fromkeys(exported, "v")
+
+        return read
+
+    templates = {
+        "data": exporting("Data:TableName", "Data:TableArn", "Data:BucketArn"),
+        "auth": exporting("Auth:PoolId"),
+        "fargate": importing("Data:TableName", "Data:TableArn", {"Fn::Sub": "Data:${AWS::Region}"}, "Elsewhere:X"),
+    }
+    wanted = auto.exports_wanted(templates, {"fargate"}, names, live("Data:TableName"), region="eu-west-1", account="1")
+    assert wanted == {"stack:data": "its template now exports Data:TableArn, which Fargate imports: it deploys first"}
+    assert asked == [["Data:TableArn", "Data:TableName"]]  # what a changed stack imports that another exports
+    both = live("Data:TableName", "Data:TableArn")
+    assert auto.exports_wanted(templates, {"fargate"}, names, both, region="eu-west-1", account="1") == {}
+    asked.clear()
+    alone = {"auth": templates["auth"], "fargate": templates["fargate"]}  # what it imports, no other stack exports
+    assert auto.exports_wanted(alone, {"fargate"}, names, live(), region="eu-west-1", account="1") == {}
+    assert asked == []  # nothing read
+
+    templates["fargate"] = importing({"Fn::Sub": "Data:Table${Kind}"})  # Kind: no value here
+    assert auto.exports_wanted(templates, {"fargate"}, names, live(), region="eu-west-1", account="1") == {}
+    templates["fargate"] = importing({"Fn::Sub": "Data:Table${Kind}"}) | {"Parameters": {"Kind": {"Default": "Arn"}}}
+    assert set(auto.exports_wanted(templates, {"fargate"}, names, live(), region="eu-west-1", account="1")) == {
+        "stack:data"
+    }
