@@ -132,7 +132,9 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
     spec = only or (".",)
     # a submodule's diff is the commit its folder is at, "-dirty" when its work tree has changes (untracked files
     # too, as git status tells them: IGNORE_NO_SUBMODULE); what those are is hashed from the submodule itself
-    diff = ["--literal-pathspecs", "diff", "HEAD", IGNORE_NO_SUBMODULE]
+    # git's own diff of the content: a user's diff.external (difftastic) or textconv driver renders one for people,
+    # the same text for different edits
+    diff = ["--literal-pathspecs", "diff", "HEAD", IGNORE_NO_SUBMODULE, "--no-ext-diff", "--no-textconv"]
     digest = hashlib.sha256(_git(root, *diff, "--binary", "--", *spec))
     listed = _git(root, "--literal-pathspecs", "ls-files", "--others", "--exclude-standard", "-z", "--", *spec)
     for rel in sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p):
@@ -632,7 +634,7 @@ def changed_paths(root: Path, base: str, head: str | None = "HEAD") -> list[Path
     nothing (:data:`IGNORE_NO_SUBMODULE`).
     """
     _refuse_option(base)
-    args = ["-c", "core.quotepath=off", "diff", "--raw", "-z", "-M", "--relative", "--no-ext-diff"]
+    args = ["-c", "core.quotepath=off", "diff", "--raw", "-z", "-M", "--relative", "--no-ext-diff", "--no-textconv"]
     # between two commits too: submodule.<name>.ignore = all hid a commit of the submodule taken up
     args += [IGNORE_NO_SUBMODULE, base]
     if head is not None:

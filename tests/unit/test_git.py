@@ -120,3 +120,28 @@ def test_unpushed_names_the_commits_no_remote_branch_holds_and_none_without_a_re
     assert unpushed(project, [first]) == [] and unpushed(project, []) == []
     git(project, "push", "-q", "origin", "HEAD~1:main")
     assert unpushed(project, [first, second, third]) == [third]
+
+
+def test_a_dirty_tag_is_of_the_changes_not_of_how_the_users_git_shows_a_diff(project: Path, tmp_path: Path) -> None:
+    """diff.external (difftastic's own setup) or a textconv driver renders a diff for people: hashed, two different
+    edits gave one tag (the second one's image never built, what is live not what the tree holds)."""
+    same = tmp_path / "same.sh"
+    same.write_text("#!/bin/sh\necho 'a difference'\n")
+    same.chmod(0o755)
+    git(project, "config", "diff.external", str(same))
+    git(project, "config", "diff.flat.textconv", str(same))
+    (project / ".gitattributes").write_text("*.bin diff=flat\n")
+    (project / "data.bin").write_bytes(b"\x00one")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "attributes")
+    main = project / "backend" / "app" / "main.py"
+    main.write_text("# one\n")
+    first = current_revision(project, allow_dirty=True).tag
+    main.write_text("# two\n")
+    assert current_revision(project, allow_dirty=True).tag != first
+    git(project, "checkout", "-q", "--", "backend/app/main.py")
+    git(project, "config", "--unset", "diff.external")
+    (project / "data.bin").write_bytes(b"\x00two")
+    second = current_revision(project, allow_dirty=True).tag
+    (project / "data.bin").write_bytes(b"\x00three")
+    assert current_revision(project, allow_dirty=True).tag != second
