@@ -817,14 +817,15 @@ def _build_settings(
         return {k: v for k, v in table.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES)}
 
     def base_images(doc: dict[str, Any] | str) -> dict[str, object] | str:
-        """Each environment's own base_image (``env``'s table and the patterns that make it; None: every one)."""
+        """Each environment's own base_image (``env``'s own table, else the patterns that make it; None: every
+        one)."""
         tables = section(doc, "environments")
         if isinstance(tables, str):
             return tables
         return {
             key: t.get("base_image")
             for key, t in tables.items()
-            if isinstance(t, dict) and (env is None or key == env or ("*" in key and pattern_matches(key, env)))
+            if isinstance(t, dict) and _sizes_env(key, env, old_doc, new_doc)
         }
 
     def sizes(doc: dict[str, Any] | str) -> dict[str, dict[str, object]] | str:
@@ -897,8 +898,9 @@ SIZE_DEFAULTS: dict[str, object] = {
 
 
 def _sizes_env(key: str, env: str | None, *docs: dict[str, Any] | str) -> bool:
-    """Whether the table ``key`` of deploy.toml's environments sizes ``env``'s service (None: any environment's): its
-    own table, or a pattern that makes it when it has no table of its own in either version (``docs``)."""
+    """Whether the table ``key`` of deploy.toml's environments sizes ``env``'s service, and gives its base_image (None:
+    any environment's): its own table, or a pattern that makes it when it has no table of its own in either version
+    (``docs``)."""
     if env is None or key == env:
         return True
     if "*" not in key or not pattern_matches(key, env):

@@ -1646,3 +1646,23 @@ def test_an_environment_s_own_base_image_counts_for_the_app_there(repo: Path) ->
     # another setting of the environment: no change of the image
     toml.write_text(toml.read_text().replace("poll_interval = 0.5\n", "poll_interval = 1\n", 1))
     assert detect(config, everything(config, middle), env="sandbox", include_uncommitted=True).components() == set()
+
+
+def test_a_pattern_s_base_image_does_not_count_for_an_environment_with_a_table_of_its_own(repo: Path) -> None:
+    """An environment's own table is the whole of it (the pattern that would make it is not read): a new base_image
+    of the pattern builds nothing of it, as its size does not (the app was deployed there again, said built on
+    another base)."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    pattern = (
+        '\n[environments."de*"]\nregion = "eu-west-1"\ncluster = "c-{env}"\nservice = "s-{env}"\n'
+        'container = "backend"\nrepository = "r-{env}"\nbase_image = "python:3.11"\n'
+        '[environments."de*".stacks]\n' + "".join(f'{role} = "CarRental-{{env}}-{role}"\n' for role in STACK_ROLES)
+    )
+    toml.write_text(toml.read_text() + pattern)
+    base = commit(repo, "de*: environments of their own")
+    toml.write_text(toml.read_text().replace('base_image = "python:3.11"\n', 'base_image = "python:3.12"\n'))
+    commit(repo, "de*: a new base")
+    assert config_of(repo).environment("dev").base_image is None  # dev's own table: [build]'s base
+    assert detect(config, everything(config, base), env="dev").components() == set()
+    assert detect(config, everything(config, base), env="dex").components() == {"app"}  # one the pattern makes
