@@ -556,6 +556,7 @@ def log(root: Path, base: str, head: str, paths: Sequence[str] = ()) -> list[Com
         root,
         "--literal-pathspecs",
         "log",
+        "--no-show-signature",  # log.showSignature = true writes each signature's check before the commit's line
         "--format=%H%x1f%an%x1f%at%x1f%s%x1e",
         *(["--stdin"] if piped else []),
         f"{base}..{head}",

@@ -145,3 +145,19 @@ def test_a_dirty_tag_is_of_the_changes_not_of_how_the_users_git_shows_a_diff(pro
     second = current_revision(project, allow_dirty=True).tag
     (project / "data.bin").write_bytes(b"\x00three")
     assert current_revision(project, allow_dirty=True).tag != second
+
+
+def test_log_reads_signed_commits_whatever_log_show_signature_says(project: Path, tmp_path: Path) -> None:
+    """log.showSignature = true (set by those who sign their commits) puts git's word on each signature before the
+    commit's line: it was read into the SHA ("No signature\\n<sha>"), and the commits behind a deploy were named so."""
+    base = git(project, "rev-parse", "HEAD").strip()
+    tree = git(project, "write-tree").strip()
+    signed = tmp_path / "signed"
+    signed.write_text(
+        f"tree {tree}\nparent {base}\nauthor t <t@example.invalid> 1700000000 +0000\n"
+        "committer t <t@example.invalid> 1700000000 +0000\n"
+        "gpgsig -----BEGIN SSH SIGNATURE-----\n U1NIU0lH\n -----END SSH SIGNATURE-----\n\nsigned\n"
+    )
+    head = git(project, "hash-object", "-t", "commit", "-w", str(signed)).strip()
+    git(project, "config", "log.showSignature", "true")
+    assert [(c.sha, c.subject) for c in log(project, base, head)] == [(head, "signed")]
