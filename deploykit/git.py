@@ -142,6 +142,9 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
         file = root / rel
         if file.is_file():
             digest.update(file.read_bytes())
+        elif (file / ".git").exists():  # a repository of its own, untracked (a clone): git lists its folder alone
+            for inside in worktree_files(file, "."):
+                digest.update(inside.encode(errors="surrogateescape") + b"\0" + (file / inside).read_bytes())
     for change in _raw_changes(_git(root, "-c", "core.quotepath=off", *diff, "--raw", "-z", "--relative", "--", *spec)):
         folder = root / change.path
         if change.submodule and (folder / ".git").exists():  # checked out: its own uncommitted changes

@@ -161,3 +161,22 @@ def test_log_reads_signed_commits_whatever_log_show_signature_says(project: Path
     head = git(project, "hash-object", "-t", "commit", "-w", str(signed)).strip()
     git(project, "config", "log.showSignature", "true")
     assert [(c.sha, c.subject) for c in log(project, base, head)] == [(head, "signed")]
+
+
+def test_a_dirty_tag_takes_in_the_files_of_a_repository_cloned_inside_the_tree(project: Path) -> None:
+    """A git clone inside the project, not a submodule (backend/lib): git lists its folder alone as untracked, and
+    an edit of its files, which the build reads, left the tag as it was (the image taken for built, the edit not
+    deployed)."""
+    lib = project / "backend" / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q")
+    (lib / "m.py").write_text("X = 1\n")
+    assert dirty_paths(project) == ("backend/lib/",)
+    first = current_revision(project, allow_dirty=True).tag
+    (lib / "m.py").write_text("X = 2\n")
+    second = current_revision(project, allow_dirty=True).tag
+    assert second != first
+    git(lib, "add", "-A")
+    git(lib, "commit", "-qm", "lib")
+    (lib / "n.py").write_text("")
+    assert current_revision(project, allow_dirty=True).tag not in (first, second)
