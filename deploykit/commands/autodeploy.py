@@ -192,14 +192,20 @@ def _exporters(
     runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, found: changes.ChangeSet
 ) -> dict[str, str]:
     """:func:`deploykit.auto.exporters_needed`, synthesized as the plan's first step synthesizes."""
-    from deploykit.stack_chain import Synthesize
-
-    ctx = Context(
-        config, env, aws, runtime.clock, Reporter(runtime.stderr, clock=runtime.clock), runtime.docker_factory
-    )
-    synthesize = partial(Synthesize(str(planner.synth_dir(config, env))).run, ctx)
+    synthesize = _synthesis(runtime, config, env, aws, Reporter(runtime.stderr, clock=runtime.clock))
     with aws_errors(env):
         return auto.exporters_needed(config, env, aws, found, synthesize)
+
+
+def _synthesis(
+    runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, reporter: Reporter
+) -> Callable[[], Any]:
+    """The plan's first step (:class:`deploykit.stack_chain.Synthesize` into cdk.out/<env>), to run outside a plan:
+    skipped when nothing it reads changed since, so a plan that follows finds it done."""
+    from deploykit.stack_chain import Synthesize
+
+    ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory)
+    return partial(Synthesize(str(planner.synth_dir(config, env))).run, ctx)
 
 
 def _write_analysis(
@@ -736,13 +742,10 @@ def _stack_previews(
     empty preview of another says there is nothing to change. ``as_given``: each stack keeps
     the parameters it was deployed with (its template alone is previewed): the image and the functions' code, which
     the app chain and the fast path change without the stacks, are compared apart (``--verify``)."""
-    from deploykit.stack_chain import Synthesize
-
     out = planner.synth_dir(a.config, a.env)
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
-    ctx = Context(a.config, a.env, a.aws, runtime.clock, reporter, runtime.docker_factory)
     reads: dict[str, Callable[[], Any]] = {
-        "synth": partial(Synthesize(str(out)).run, ctx),
+        "synth": _synthesis(runtime, a.config, a.env, a.aws, reporter),
         "image_tag": partial(auto.live_image_tag_or_empty, a.aws, a.env),
     }
     if "api" in roles:
