@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import ecs, images, leftovers, oci, packaging, plugins, references, registry, stacks, synth
+from deploykit import ecs, exports, images, leftovers, oci, packaging, plugins, references, registry, stacks, synth
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import DENIED, at_once, translate_error
 from deploykit.config import PLATFORMS, STACK_ROLES
@@ -301,6 +301,7 @@ class DeployStack(Step):
         if IMAGE_PARAMETER in given:  # the Fargate stack: the image must be there, for the CPU the tasks run on
             self._check_image(ctx, body, given[IMAGE_PARAMETER])
         unchecked = self._check_references(ctx, body, given)
+        body, kept_exports = self._kept_exports(ctx, body, given)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
         app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
         result = deployer(ctx).deploy(
@@ -338,7 +339,7 @@ class DeployStack(Step):
                 was_key(self.stack, k): v for k, v in result.previous_parameters.items() if given.get(k, v) != v
             }
         kept = self._keep(ctx, body, app_tags)  # what was deployed, not the file again (a synthesis may rewrite it)
-        kept += unchecked
+        kept += unchecked + "".join(f"; {export.said()}" for export in kept_exports)
         if result.action == "unchanged" and again:  # the stack's revision rolled out again: the step did something
             return Outcome("done", f"{self.stack}: no changes to the stack; {again}{kept}", outputs)
         if result.action == "unchanged":
@@ -468,17 +469,38 @@ class DeployStack(Step):
         first change, for a stack deployed after others changed what is live (a higher level of deploy.auto, the
         Fargate stack after the data stack): refused then, nothing changed, where the step would refuse it after
         them. What a stack deployed before it in the run could make (:func:`deploykit.references.could_make`: a
-        resource of that kind, an export of that name) is left to the step's own check, made once they are deployed."""
+        resource of that kind, an export of that name) is left to the step's own check, made once they are deployed.
+        So is an export the template drops that another stack still imports and that cannot be kept
+        (:func:`deploykit.exports.keep_imported`), unless each stack importing it deploys before it in the run."""
         body = readable_template(self.template)
         if body is None:  # the step meets it when it runs
             return
+        earlier = references.earlier_stacks(before)
+        self._kept_exports(ctx, body, dict(self.parameters), tuple(e.stack for e in earlier))
         found = template_references(ctx.aws, ctx.env, self.stack, body, dict(self.parameters))
         if found is None or not found.missing:
             return
-        made = references.could_make(
-            references.earlier_stacks(before), region=ctx.env.region, account=ctx.aws.account()
-        )
+        made = references.could_make(earlier, region=ctx.env.region, account=ctx.aws.account())
         references.refuse_missing_in(found.keeping(lambda kind, key: not made(kind, key)), self.stack, self.rerun)
+
+    def _kept_exports(
+        self, ctx: Context, body: str, given: Mapping[str, str], importing_before: tuple[str, ...] = ()
+    ) -> tuple[str, tuple[exports.Kept, ...]]:
+        """``body`` with each export the stack makes that it drops and another stack still imports kept
+        (:func:`deploykit.exports.keep_imported`: refused when it cannot be); as it is when they cannot be read (the
+        deploy goes on, CloudFormation judging it as before)."""
+        try:
+            return exports.keep_imported(
+                ctx.aws.client("cloudformation"),
+                self.stack,
+                body,
+                given,
+                region=ctx.env.region,
+                account=ctx.aws.account(),
+                importing_before=importing_before,
+            )
+        except (ClientError, BotoCoreError):
+            return body, ()
 
     def as_earlier(self) -> references.Earlier:
         return references.Earlier(readable_template(self.template), self.stack, dict(self.parameters))

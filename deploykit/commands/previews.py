@@ -9,7 +9,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from deploykit import (
+    exports,
     health,
     markdown,
     synth,
@@ -17,6 +20,7 @@ from deploykit import (
 from deploykit.aws import AwsFactory, at_once
 from deploykit.commands.core import Runtime, aws_errors, load_plugins
 from deploykit.config import Config, EnvConfig
+from deploykit.errors import UsageError
 from deploykit.plugins import Plugins, review_stack_changes
 from deploykit.references import Findings
 from deploykit.stack_chain import template_references, template_url
@@ -69,8 +73,11 @@ def preview_stack(
     return show_preview(runtime, env, name, *found, rerun=rerun, plugins=load_plugins(runtime, config)).json
 
 
-# its changes, the stack as it is, what its task definitions name, and (no resource changing) its outputs' changes
-Previewed = tuple[list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None, tuple[str, ...]]
+# its changes, the stack as it is, what its task definitions name, (no resource changing) its outputs' changes, and
+# the exports a deploy keeps as other stacks still import them
+Previewed = tuple[
+    list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None, tuple[str, ...], tuple[exports.Kept, ...]
+]
 
 
 def stack_previewed(
@@ -86,13 +93,32 @@ def stack_previewed(
     """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), the stack
     as it is, and whether what its task definitions name exists (:func:`template_references`, read beside the change
     set; None: no task definition), which a deploy checks first. ``as_given``: each of ``parameters`` the stack has
-    keeps its value (the template alone)."""
+    keeps its value (the template alone). The template is previewed as a deploy sends it: with the exports it drops
+    that other stacks still import kept (:func:`deploykit.exports.keep_imported`); one that cannot be kept is no
+    preview (a deploy refuses it)."""
     body = synth.template_body(template)
     deployer = _previewer(runtime, aws, env)
     stack = deployer.describe(name)  # its status, printed; and what the preview needs to know first
     if as_given:
         given = given_parameters(stack)
         parameters = {key: given.get(key, value) for key, value in parameters.items()}
+    kept: tuple[exports.Kept, ...] = ()
+    if stack:
+        try:
+            body, kept = exports.keep_imported(
+                aws.client("cloudformation"),
+                name,
+                body,
+                parameters,
+                region=env.region,
+                account=aws.account(),
+                described=stack,
+            )
+        except (ClientError, BotoCoreError):  # not read: previewed as the template has it, as a deploy sends it
+            pass
+        except UsageError as exc:
+            refused = NoPreview(str(stack.get("StackStatus")), f"{exc.message} (a deploy of it is refused)")
+            return refused, stack, None, (), ()
     reads: dict[str, Callable[[], Any]] = {
         "changes": lambda: deployer.preview(
             name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack
@@ -101,7 +127,7 @@ def stack_previewed(
     }
     found = at_once(reads)
     outputs = outputs_changed(body, stack) if found["changes"] == [] and stack else ()
-    return found["changes"], stack, found["references"], outputs
+    return found["changes"], stack, found["references"], outputs, kept
 
 
 def outputs_changed(body: str, stack: Mapping[str, Any]) -> tuple[str, ...]:
@@ -138,6 +164,7 @@ def show_preview(
     stack: Mapping[str, Any] | None,
     named: Findings | None = None,
     outputs: tuple[str, ...] = (),
+    kept: tuple[exports.Kept, ...] = (),
     *,
     rerun: str | None = None,
     changed: bool = True,
@@ -148,7 +175,8 @@ def show_preview(
     same as JSON. ``outputs``: its outputs' changes when no resource changes (:func:`outputs_changed`). ``changed``:
     whether the analysis counts the stack changed (an empty preview then says the change is
     in code the template does not see). ``plugins``: the team's, whose review of the changes is said under them (what
-    a deploy of them would refuse), as what the task definitions name that does not exist is. ``made_before``: what
+    a deploy of them would refuse), as what the task definitions name that does not exist is. ``kept``: the exports
+    a deploy keeps (:func:`deploykit.exports.keep_imported`). ``made_before``: what
     the stacks a deploy.auto deploys before this one could make (:func:`deploykit.references.could_make`); what is
     missing and one of them could make is said apart, as not there yet (the deploy checks it once they are
     deployed), not as refused."""
@@ -189,6 +217,11 @@ def show_preview(
         lines.append(changes_table(found))
         if env.protected and any(c.changes_access for c in found):
             lines.append(access_note(name, env.name, rerun))
+    lines += [
+        f"  {export.said('keeps')}: CloudFormation refuses to delete an export in use (the stack's next deploy drops "
+        "it once nothing imports it)"
+        for export in kept
+    ]
     changes = None if found is None else [c.to_json() for c in found]
     refused = review_stack_changes(plugins, env, name, changes) if changes else {}
     lines += [
@@ -239,6 +272,7 @@ def show_preview(
             "changes": changes,
             "no_preview": blocked.reason if blocked else None,
             "outputs": list(outputs),  # no resource changing: what changes of its outputs (+ KEY, - KEY)
+            "kept_exports": [export.name for export in kept],  # exports it drops that a deploy keeps: still imported
             "refused": refused,
             "missing": missing,  # what its task definitions name that does not exist: a deploy refuses it
             # what does not exist yet, which a stack deployed before it in the run could make: checked then

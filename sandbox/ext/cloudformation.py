@@ -54,7 +54,8 @@ What plain moto lacks, fixed here:
 - ``outputs_and_exports``: outputs are resolved after every create and update (moto lost them after a
   change set, and gave every output whose value equalled an export that export's name); exports are
   registered for Fn::ImportValue, must be unique, and one that another stack imports can be neither
-  changed nor deleted ("Export X cannot be deleted as it is in use by Y").
+  changed nor deleted ("Export X cannot be deleted as it is in use by Y"); ListImports, which moto lacks, names the
+  stacks that import one (a ValidationError, as on AWS, when none does).
 - ``retain_on_delete``: DeleteStack deletes in reverse dependency order; DeletionPolicy Retain keeps the
   resource (DELETE_SKIPPED), as on AWS; a failed deletion is DELETE_FAILED with the resource's reason.
 - ``stack_resources``: DescribeStackResource(s) and ListStackResources show each resource's own status,
@@ -628,6 +629,18 @@ class CloudFormationExtension:
             ]
             return ActionResult({"StackResourceSummaries": rows})
 
+        def list_imports(response: CloudFormationResponse) -> ActionResult:
+            backend = response.cloudformation_backend
+            name = response._get_param("ExportName")
+            export = backend.exports.get(name)
+            exporter = next(
+                (s for s in backend.stacks.values() if export and s.stack_id == export.exporting_stack_id), None
+            )
+            users = engine._importers(backend, name, exporter)
+            if not users:  # AWS's answer for an export nothing imports (or no export of that name)
+                raise ValidationError(message=f"Export '{name}' is not imported by any stack.")
+            return ActionResult({"Imports": users})
+
         for name, method in (
             ("create_change_set", create_change_set),
             ("describe_change_set", describe_change_set),
@@ -641,6 +654,7 @@ class CloudFormationExtension:
             ("describe_stack_resources", describe_stack_resources),
             ("describe_stack_resource", describe_stack_resource),
             ("list_stack_resources", list_stack_resources),
+            ("list_imports", list_imports),
         ):
             setattr(CloudFormationResponse, name, method)
 
@@ -1416,7 +1430,7 @@ class CloudFormationExtension:
         state.imports = imports_of(template)
 
     @staticmethod
-    def _importers(backend: CloudFormationBackend, export: str, exporter: Stack) -> list[str]:
+    def _importers(backend: CloudFormationBackend, export: str, exporter: Stack | None) -> list[str]:
         return sorted(
             s.name
             for s in backend.stacks.values()

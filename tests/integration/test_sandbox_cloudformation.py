@@ -356,6 +356,14 @@ def test_every_output_is_there_and_exports_feed_the_imports(deployment: Deployme
                 assert exports[spec["Export"]["Name"]] == outputs[key]["OutputValue"]
             else:
                 assert "ExportName" not in outputs[key], key  # moto named exports by matching values
+    # ListImports names the stacks that import an export (every export here is CDK's, made for its importer), and
+    # answers AWS's ValidationError for one nothing imports
+    for export in exports:
+        assert aws.cf.list_imports(ExportName=export)["Imports"], export
+    policy = next(n for n in exports if n.startswith(f"{DATA}:ExportsOutputRefAppDataAccessPolicy"))
+    assert aws.cf.list_imports(ExportName=policy)["Imports"] == [FARGATE]
+    with pytest.raises(ClientError, match="Export 'nobody' is not imported by any stack"):
+        aws.cf.list_imports(ExportName="nobody")
     data, auth = aws.outputs(DATA), aws.outputs(AUTH)
     definition = aws.ecs.describe_task_definition(taskDefinition=aws.service()["taskDefinition"])["taskDefinition"]
     environment = {e["name"]: e["value"] for e in definition["containerDefinitions"][0]["environment"]}

@@ -1535,3 +1535,61 @@ def test_a_new_cross_stack_reference_deploys_the_stack_that_now_exports_first(pr
     assert variables["CARS_ARN"].startswith("arn:aws:dynamodb:") and ":table/" in variables["CARS_ARN"], variables
     report, out, _ = auto(project)
     assert report is None and "✅ nothing to deploy" in out, out  # both recorded live at this commit
+
+
+def test_a_dropped_cross_stack_reference_beside_a_change_of_the_exporting_stack_deploys_keeping_the_export(
+    project: Path,
+) -> None:
+    """CDK's "deadly embrace": a commit that drops the Fargate stack's use of a data stack resource (CDK then drops
+    the export from the data stack's template) and changes the data stack. The data stack deploys first, as it
+    must, and CloudFormation refused its update ("Export ... cannot be deleted as it is in use by
+    CarRentalFargateStack"). Now it keeps the export, which the Fargate stack, deployed next, stops importing; the
+    data stack's next deploy drops it."""
+    fargate = project / "cdk" / "stacks" / "fargate_stack.py"
+    table = '                "CARS_TABLE": cars_table.table_name,\n'
+    arn = '                "CARS_ARN": cars_table.table_arn,\n'
+    if arn not in fargate.read_text():  # the test before this one left it; run alone, this one adds it
+        fargate.write_text(fargate.read_text().replace(table, table + arn))
+        git(project, "commit", "-qam", "fargate: the cars table's ARN too")
+        report, out, _ = auto(project)
+        assert report is not None and report.ok, out
+    cfn = sandbox_client(project, "cloudformation")
+    [export] = [e["Name"] for e in cfn.list_exports()["Exports"] if "CarsTable" in e["Name"] and "Arn" in e["Name"]]
+    data = project / "cdk" / "stacks" / "data_stack.py"
+    days = re.search(r"ACCESS_LOG_DAYS = (\d+)", data.read_text())
+    assert days is not None
+    data.write_text(data.read_text().replace(days[0], f"ACCESS_LOG_DAYS = {int(days[1]) + 1}"))
+    fargate.write_text(fargate.read_text().replace(arn, ""))
+    git(project, "commit", "-qam", "fargate: no ARN; data: a setting")
+
+    runtime = quiet_runtime(project)
+    commands.diff(as_json=True, runtime=runtime)
+    preview = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert preview["stacks"]["CarRentalDataStack"]["kept_exports"] == [export]
+    assert preview["stacks"]["CarRentalDataStack"]["changes"], preview  # the setting
+    assert preview["stacks"]["CarRentalFargateStack"]["kept_exports"] == []
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"keeps its export {export}, which CarRentalFargateStack still imports" in said
+
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    details = [r.detail for r in all_records(report.records) if r.step == "deploy-stack"]
+    assert [d.split(":")[0] for d in details] == ["CarRentalDataStack", "CarRentalFargateStack"], out
+    assert f"kept its export {export}, which CarRentalFargateStack still imports" in details[0], out
+    assert "kept its export" not in details[1], out
+    assert export in {e["Name"] for e in cfn.list_exports()["Exports"]}  # kept, nothing imports it now
+    with pytest.raises(Exception, match="is not imported by any stack"):
+        cfn.list_imports(ExportName=export)
+    env = load_config(project / "deploy.toml").environment()
+    ecs = sandbox_client(project, "ecs")
+    running = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
+    [container] = ecs.describe_task_definition(taskDefinition=running)["taskDefinition"]["containerDefinitions"]
+    assert "CARS_ARN" not in {v["name"] for v in container["environment"]}
+
+    data.write_text(data.read_text().replace(f"ACCESS_LOG_DAYS = {int(days[1]) + 1}", f"ACCESS_LOG_DAYS = {days[1]}"))
+    git(project, "commit", "-qam", "data: the setting back")
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    [detail] = [r.detail for r in all_records(report.records) if r.step == "deploy-stack"]
+    assert detail.startswith("CarRentalDataStack") and "kept its export" not in detail, out
+    assert export not in {e["Name"] for e in cfn.list_exports()["Exports"]}  # its next deploy dropped it
