@@ -760,6 +760,18 @@ def failed_resources(events: Iterable[Mapping[str, Any]], stack_name: str) -> li
     return sorted(failures, key=lambda f: "cancelled" in f[3].lower())  # stable: event order otherwise
 
 
+def stack_failure_reason(events: Iterable[Mapping[str, Any]], stack_name: str) -> str:
+    """What the stack's own events say failed it when no resource did ("" when they say nothing): the reason of its
+    first rollback or failure event, as CloudFormation gives a failure of the stack itself there (an export another
+    stack still imports: "Export X cannot be deleted as it is in use by Y")."""
+    for event in events:
+        status = str(event.get("ResourceStatus", ""))
+        failing = "ROLLBACK_IN_PROGRESS" in status or status.endswith("_FAILED")
+        if failing and is_stack_event(event, stack_name) and event.get("ResourceStatusReason"):
+            return str(event["ResourceStatusReason"])
+    return ""
+
+
 def format_event(event: Mapping[str, Any], elapsed: float) -> str:
     reason = event.get("ResourceStatusReason")
     text = f"[{elapsed:6.1f}s] {event.get('LogicalResourceId', '?')} {event.get('ResourceType', '?')} "
@@ -1189,6 +1201,8 @@ class StackDeployer:
             lines.append("failing resources:")
             lines.append(_failure_lines(failures))
             lines.extend(line for found in follow.explained.values() for line in found)
+        elif said := stack_failure_reason(follow.events, name):
+            lines.append(f"no resource failed; the stack's own event says: {said}")
         else:
             lines.append("no resource reported a failure in the stack events")
         return StepFailed(

@@ -625,6 +625,29 @@ def test_endless_throttling_gives_up_after_the_retries(script: Script, clock: Fa
 # -- failures -----------------------------------------------------------------------------------------------
 
 
+def test_a_failed_update_no_resource_failed_names_the_stacks_own_reason(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """A failure of the stack itself (an export another stack imports, which the update would delete): no resource
+    event fails, the stack's own rollback event says why, and the failure says it."""
+    reason = "Export CarRentalDataStack:ExportsOutputX cannot be deleted as it is in use by CarRentalFargateStack"
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set("UPDATE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("execute_change_set", ChangeSetName=CS_ID)
+    script.stack("UPDATE_ROLLBACK_COMPLETE", ref=STACK_ID)
+    script.emit("UPDATE_IN_PROGRESS", reason="User Initiated")
+    script.emit("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
+    script.emit("UPDATE_ROLLBACK_IN_PROGRESS", reason=reason)
+    script.emit("UPDATE_ROLLBACK_COMPLETE")
+    script.events()
+
+    with pytest.raises(StepFailed) as err:
+        run(script, make(script, clock, lines))
+    assert f"no resource failed; the stack's own event says: {reason}" in err.value.message
+
+
 def test_a_failed_update_names_the_failing_resources_with_their_reasons(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:
