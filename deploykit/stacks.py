@@ -548,6 +548,7 @@ def change_set_name(now: datetime, suffix: str | None = None) -> str:
 
 DETAIL_LINES = 12  # changed values shown under one resource at most (a CDK upgrade may change hundreds)
 VALUE_WIDTH = 60  # a value longer than this is shown cut in the middle (inv diff --json has it whole)
+DIFFER_LEAD = 12  # what is shown before where two values differ, when they are cut there
 
 
 def changes_table(changes: Sequence[Change]) -> str:
@@ -606,7 +607,7 @@ def detail_line(detail: PropertyChange) -> str:
     elif detail.change_type == "Remove":
         line += f": removed (was {_value(detail.before)})"
     elif detail.before is not None or detail.after is not None:
-        line += f": {_value(detail.before)} → {_value(detail.after)}"
+        line += ": {} → {}".format(*_values(detail.before, detail.after))
     cause = {
         "ParameterReference": f"parameter {detail.causing}",
         "ResourceReference": f"{detail.causing} is replaced",
@@ -630,6 +631,28 @@ def _value(value: str | None) -> str:
     # cut in the middle: the ends tell values apart (an ARN's resource, an S3 key's hash and extension)
     head = (VALUE_WIDTH - 1) // 2
     return shown[:head] + "…" + shown[-(VALUE_WIDTH - 1 - head) :]
+
+
+def _values(before: str | None, after: str | None) -> tuple[str, str]:
+    """``before`` and ``after`` as a changed property's line shows them (:func:`_value`); when each cut in the middle
+    would read the same (two long lists that differ inside: a container's environment less one variable), each is
+    cut around where they differ instead, from a little before it."""
+    shown = _value(before), _value(after)
+    if before is None or after is None or shown[0] != shown[1]:
+        return shown
+    old, new = " ".join(before.split()), " ".join(after.split())
+    start = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    begin = max(0, start - DIFFER_LEAD)
+    return _from(old, begin), _from(new, begin)
+
+
+def _from(text: str, begin: int) -> str:
+    """``text`` from ``begin`` on, cut to :data:`VALUE_WIDTH` (an ellipsis where it is cut)."""
+    lead = "…" if begin else ""
+    rest = text[begin:]
+    if len(lead) + len(rest) <= VALUE_WIDTH:
+        return lead + rest
+    return lead + rest[: VALUE_WIDTH - len(lead) - 1] + "…"
 
 
 def approve_access_command(stack: str, env_name: str | None) -> str:

@@ -226,6 +226,22 @@ def test_a_changed_property_is_one_line(change: stacks.PropertyChange, line: str
     assert stacks.detail_line(change) == line
 
 
+def test_two_long_values_that_would_read_the_same_cut_in_the_middle_are_cut_where_they_differ() -> None:
+    """A container's environment less one variable (seen on the sandbox: the line read "[{"Name": "HOST", "Value":
+    "0…"c472f9e912204a5b888728f14d"}]" on both sides of the arrow)."""
+    head = '[{"Name": "HOST", "Value": "0.0.0.0"}, {"Name": "PORT", "Value": "8000"}, '
+    tail = '{"Name": "CARS_TABLE", "Value": "cars"}, {"Name": "VERSION", "Value": "c472f9e912204a5b888728f14d"}]'
+    gone = '{"Name": "CARS_ARN", "Value": "arn:aws:dynamodb:us-east-1:123456789012:table/cars"}, '
+    line = stacks.detail_line(stacks.PropertyChange("Environment", before=head + gone + tail, after=head + tail))
+    before, after = line.removeprefix("Environment: ").split(" → ")
+    assert before != after
+    assert before.startswith("…") and '"CARS_ARN"' in before and len(before) == stacks.VALUE_WIDTH
+    assert after.startswith("…") and '"CARS_TABLE"' in after and '"CARS_ARN"' not in after
+    assert before[:13] == after[:13]  # the same lead: where they part is plain
+    ends = stacks.detail_line(stacks.PropertyChange("Environment", before="x" * 70 + "a", after="x" * 70 + "b"))
+    assert ends == f"Environment: {'x' * 29}…{'x' * 29}a → {'x' * 29}…{'x' * 29}b"  # the middle cut tells them apart
+
+
 def test_the_changes_table_puts_each_resources_changed_properties_under_it() -> None:
     memory = stacks.PropertyChange("MemorySize", before="256", after="512")
     key = stacks.PropertyChange(
