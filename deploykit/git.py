@@ -140,7 +140,8 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
     for rel in sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p):
         digest.update(rel.encode(errors="surrogateescape") + b"\0")
         file = root / rel
-        if file.is_file():
+        if file.is_file():  # its executable bit too, as git keeps it (a build copies it: a script made runnable)
+            digest.update(b"x" if os.access(file, os.X_OK) else b"-")
             digest.update(file.read_bytes())
         elif (file / ".git").exists():  # a repository of its own, untracked (a clone): git lists its folder alone
             for inside in worktree_files(file, "."):

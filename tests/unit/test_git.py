@@ -50,6 +50,17 @@ def test_allowed_dirty_tags_are_unique_to_the_diff(project: Path) -> None:
     assert current_revision(project, allow_dirty=True).tag != second.tag
 
 
+def test_an_untracked_file_made_executable_makes_a_new_dirty_tag(project: Path) -> None:
+    """The build copies a file's mode with it (an entrypoint script made runnable): its tag must change, or the image
+    built before the chmod is taken for built. (A tracked file's mode change is in git's diff already.)"""
+    script = project / "backend" / "start.sh"
+    script.write_text("#!/bin/sh\nexec python -m app\n")
+    script.chmod(0o644)
+    first = current_revision(project, allow_dirty=True).tag
+    script.chmod(0o755)
+    assert current_revision(project, allow_dirty=True).tag != first
+
+
 def test_a_file_name_that_is_not_utf8_is_listed_as_the_file_it_is(project: Path) -> None:
     """A Latin-1 name (café.py written by an old editor): its path is the file's (its bytes kept), and a dirty
     build of it is tagged (a traceback before)."""
