@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from deploykit.errors import UsageError
 from deploykit.references import ANY, Template, exports_of
-from deploykit.stacks import deployed_template, error_code, is_missing_stack
+from deploykit.stacks import Change, deployed_template, error_code, is_missing_stack
 
 NOT_IMPORTED = "is not imported by any stack"  # ListImports' ValidationError for an export nothing imports
 SUB_NAME = re.compile(r"\$\{([^!}][^}]*)\}")  # a ${Name} or ${Resource.Attribute} of Fn::Sub (not ${!literal})
@@ -121,6 +121,35 @@ def keep_imported(
         return body, ()
     template["Outputs"] = outputs
     return json.dumps(template, indent=1), tuple(kept)
+
+
+def refuse_replacing_imported(cfn: Any, stack: str, changes: Iterable[Change], rerun: str) -> None:
+    """UsageError, before a change set of ``stack`` is executed, when it replaces a resource (Replacement True) whose
+    value an export of the stack carries and another stack imports: CloudFormation would make the new resource, then
+    refuse to change an export in use ("Export X cannot be updated as it is in use by Y") and roll the update back
+    (on AWS, minutes each way). Reads only for a change set that replaces something: DescribeStacks, GetTemplate,
+    ListImports per export that names a replaced resource."""
+    replaced = {c.logical_id for c in changes if c.action == "Modify" and c.replacement == "True"}
+    if not replaced:
+        return
+    live = _live_exports(cfn, stack)
+    if not live:
+        return
+    held = dict((deployed_template(cfn, stack) or {}).get("Outputs") or {})
+    for name, key in sorted(live.items()):
+        output = held.get(key)
+        hit = sorted(_named(output.get("Value")) & replaced) if isinstance(output, Mapping) else []
+        if hit and (users := importers_of(cfn, name)):
+            named = ", ".join(users)
+            raise UsageError(
+                f"{stack}'s change set replaces {', '.join(hit)}, whose new value its export {name} would carry, "
+                f"which {named} import{'s' if len(users) == 1 else ''}: CloudFormation would make the new resource, "
+                "then refuse to change an export in use and roll the update back. The change set was deleted; "
+                "nothing was changed",
+                next_step="change it so that the resource is updated in place (the ↳ lines above say what replaces "
+                f"it), or deploy in two steps: first {named} without the import (a commit that drops its use, "
+                f"deployed), then this change again ({rerun})",
+            )
 
 
 def _live_exports(cfn: Any, stack: str) -> dict[str, str]:

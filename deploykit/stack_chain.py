@@ -315,6 +315,7 @@ class DeployStack(Step):
             rerun=self.rerun or None,
             review=partial(review, ctx, self.stack),
             express=self.express,
+            check=partial(self._replaced_imported, ctx),
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.express:
@@ -501,6 +502,15 @@ class DeployStack(Step):
             )
         except (ClientError, BotoCoreError):
             return body, ()
+
+    def _replaced_imported(self, ctx: Context, changes: Iterable[stacks.Change]) -> None:
+        """The change set's check (:func:`deploykit.exports.refuse_replacing_imported`); passed over when what it
+        reads cannot be (CloudFormation judges it, as before)."""
+        rerun = self.rerun or f"inv deploy.stack {self.stack} --env {ctx.env.name}"
+        try:
+            exports.refuse_replacing_imported(ctx.aws.client("cloudformation"), self.stack, changes, rerun)
+        except (ClientError, BotoCoreError):
+            return
 
     def as_earlier(self) -> references.Earlier:
         return references.Earlier(readable_template(self.template), self.stack, dict(self.parameters))

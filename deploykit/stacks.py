@@ -947,6 +947,7 @@ class StackDeployer:
         template_url: str | None = None,
         review: Callable[[Sequence[Change]], Mapping[str, Sequence[str]]] | None = None,
         express: bool = False,
+        check: Callable[[Sequence[Change]], None] | None = None,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
         (a protected environment, not approved): a change set that changes access is deleted, not executed.
@@ -955,7 +956,8 @@ class StackDeployer:
         ``rerun``: the command a refusal names to run this deploy again (default ``inv deploy.stack NAME``; a
         rollback names itself, as deploy.stack would deploy another template). ``template_url``: where
         CloudFormation reads the same template from S3 (one too big to send inline). ``express``: an update is applied
-        in CloudFormation's express mode, unless :func:`express_blocker` says why not (said)."""
+        in CloudFormation's express mode, unless :func:`express_blocker` says why not (said). ``check``: a check of
+        the changes before they are executed, whose UsageError deletes the change set (nothing changed)."""
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
         change_set_type, recreated, previous = self._prepare(name)
@@ -1025,6 +1027,8 @@ class StackDeployer:
                     "nothing was changed",
                     next_step=f"if that is intended, rerun with --allow-replace: {again} --allow-replace",
                 )
+            if check is not None:
+                check(changes)
             access = [c for c in changes if c.changes_access]
             if access and guard_access:
                 listed = ", ".join(f"{c.logical_id} ({c.resource_type}, {c.action.lower()})" for c in access)

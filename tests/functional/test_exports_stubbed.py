@@ -18,9 +18,10 @@ from botocore.stub import Stubber
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
-from deploykit.exports import Kept, importers_of, keep_imported
+from deploykit.exports import Kept, importers_of, keep_imported, refuse_replacing_imported
 from deploykit.plan import Context
 from deploykit.stack_chain import DeployStack
+from deploykit.stacks import Change
 from tests.functional.conftest import new_session
 
 ACCOUNT = "123456789012"
@@ -217,3 +218,48 @@ def test_a_stack_deployed_later_in_a_run_is_refused_before_the_run_changes_anyth
                 with pytest.raises(UsageError, match=f"drops its export {EXPORT}, which {FARGATE} still imports"):
                     step.preflight(Mock(spec=Context, env=dev_env, aws=aws), before)
         aws.client.assert_called_with("cloudformation")
+
+
+POLICY_KEY = "ExportsOutputRefAppDataAccessPolicy1234"
+POLICY_EXPORT = f"{DATA}:{POLICY_KEY}"
+POLICY_LIVE = {
+    "Resources": {"AppDataAccessPolicy": {"Type": "AWS::IAM::ManagedPolicy"}},
+    "Outputs": {POLICY_KEY: {"Value": {"Ref": "AppDataAccessPolicy"}, "Export": {"Name": POLICY_EXPORT}}},
+}
+
+
+def replacing(replacement: str) -> list[Change]:
+    return [Change("AppDataAccessPolicy", "AWS::IAM::ManagedPolicy", "Modify", replacement)]
+
+
+def test_a_change_set_replacing_a_resource_an_imported_export_carries_is_refused_before_it_is_executed() -> None:
+    cfn, stub = stubbed()
+    stub.add_response("describe_stacks", described((POLICY_KEY, POLICY_EXPORT)), {"StackName": DATA})
+    stub.add_response("get_template", {"TemplateBody": json.dumps(POLICY_LIVE)}, {"StackName": DATA})
+    stub.add_response("list_imports", {"Imports": [FARGATE]}, {"ExportName": POLICY_EXPORT})
+    with stub, pytest.raises(UsageError) as refused:
+        refuse_replacing_imported(cfn, DATA, replacing("True"), "inv deploy.stack X")
+    assert refused.value.message.startswith(
+        f"{DATA}'s change set replaces AppDataAccessPolicy, whose new value its export {POLICY_EXPORT} would carry, "
+        f"which {FARGATE} imports: CloudFormation would make the new resource"
+    )
+    assert refused.value.next_step.endswith(
+        f"first {FARGATE} without the import (a commit that drops its use, "
+        "deployed), then this change again (inv deploy.stack X)"
+    )
+
+
+def test_a_replaced_resource_whose_export_nothing_imports_goes_on() -> None:
+    cfn, stub = stubbed()
+    stub.add_response("describe_stacks", described((POLICY_KEY, POLICY_EXPORT)), {"StackName": DATA})
+    stub.add_response("get_template", {"TemplateBody": json.dumps(POLICY_LIVE)}, {"StackName": DATA})
+    not_imported(stub, POLICY_EXPORT)
+    with stub:
+        refuse_replacing_imported(cfn, DATA, replacing("True"), "inv deploy.stack X")
+
+
+@pytest.mark.parametrize("replacement", ["False", "Conditional"])
+def test_a_change_set_that_replaces_nothing_for_sure_reads_nothing(replacement: str) -> None:
+    cfn, stub = stubbed()
+    with stub:  # any read would fail: none is scripted
+        refuse_replacing_imported(cfn, DATA, replacing(replacement), "inv deploy.stack X")

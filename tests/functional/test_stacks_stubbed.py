@@ -380,6 +380,25 @@ def test_a_change_set_the_teams_plugins_refuse_is_deleted_and_nothing_executed(
     )
 
 
+def test_a_change_set_its_check_refuses_is_deleted_and_nothing_executed(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """The deploy's own check of the changes (DeployStack: a replacement an imported export carries) runs before the
+    execute: its refusal deletes the change set."""
+    script.stack("UPDATE_COMPLETE")
+    script.ready_change_set(changes=[change("Policy", "AWS::IAM::ManagedPolicy", "Modify", "True")])
+    script.call("delete_change_set", ChangeSetName=CS_ID)  # and then no ExecuteChangeSet: the Stubber would fail
+    checked: list[list[str]] = []
+
+    def check(changes: Any) -> None:
+        checked.append([f"{c.logical_id}:{c.replacement}" for c in changes])
+        raise UsageError("its export is in use", next_step="deploy the importer first")
+
+    with pytest.raises(UsageError, match="its export is in use"):
+        run(script, make(script, clock, lines), check=check)
+    assert checked == [["Policy:True"]]
+
+
 def test_a_change_set_no_plugin_refuses_is_executed(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.stack("UPDATE_COMPLETE")
     script.ready_change_set(changes=[change("Fn", "AWS::Lambda::Function", "Modify", "False")])

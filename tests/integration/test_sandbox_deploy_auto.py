@@ -1537,6 +1537,37 @@ def test_a_new_cross_stack_reference_deploys_the_stack_that_now_exports_first(pr
     assert report is None and "✅ nothing to deploy" in out, out  # both recorded live at this commit
 
 
+def test_a_change_that_replaces_a_resource_another_stack_imports_is_refused_before_its_change_set_runs(
+    project: Path,
+) -> None:
+    """A name given to the data stack's managed policy, whose ARN the Fargate stack imports: CloudFormation replaces
+    the policy, then refuses to change the export in use and rolls the update back (exit 1, a create and a delete on
+    AWS). It is refused before the change set is executed (exit 2), nothing changed."""
+    data = project / "cdk" / "stacks" / "data_stack.py"
+    described = '            "AppDataAccessPolicy",\n'
+    assert described in data.read_text()
+    data.write_text(
+        data.read_text().replace(described, described + '            managed_policy_name="car-rental-app",\n')
+    )
+    git(project, "commit", "-qam", "data: the policy named")
+    cfn = sandbox_client(project, "cloudformation")
+    before = cfn.describe_stacks(StackName="CarRentalDataStack")["Stacks"][0]
+    change_sets = cfn.list_change_sets(StackName="CarRentalDataStack")["Summaries"]
+    try:
+        with pytest.raises(UsageError) as refused:
+            auto(project)
+    finally:
+        git(project, "revert", "--no-edit", "HEAD")
+    assert refused.value.exit_code == 2
+    assert "CarRentalDataStack's change set replaces AppDataAccessPolicy" in refused.value.message
+    assert "which CarRentalFargateStack imports" in refused.value.message
+    after = cfn.describe_stacks(StackName="CarRentalDataStack")["Stacks"][0]
+    assert after["StackStatus"] == before["StackStatus"] and after.get("LastUpdatedTime") == before.get(
+        "LastUpdatedTime"
+    )
+    assert cfn.list_change_sets(StackName="CarRentalDataStack")["Summaries"] == change_sets  # its own, deleted
+
+
 def test_a_dropped_cross_stack_reference_beside_a_change_of_the_exporting_stack_deploys_keeping_the_export(
     project: Path,
 ) -> None:
