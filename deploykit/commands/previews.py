@@ -73,11 +73,19 @@ def preview_stack(
     return show_preview(runtime, env, name, *found, rerun=rerun, plugins=load_plugins(runtime, config)).json
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What a deploy of a stack does about its exports that other stacks import: those it keeps
+    (:func:`deploykit.exports.keep_imported`), and its refusal of a change set replacing what one carries
+    (:func:`deploykit.exports.refuse_replacing_imported`; "": none)."""
+
+    kept: tuple[exports.Kept, ...] = ()
+    refused: str = ""
+
+
 # its changes, the stack as it is, what its task definitions name, (no resource changing) its outputs' changes, and
-# the exports a deploy keeps as other stacks still import them
-Previewed = tuple[
-    list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None, tuple[str, ...], tuple[exports.Kept, ...]
-]
+# what a deploy does about the exports other stacks import
+Previewed = tuple[list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None, tuple[str, ...], Exported]
 
 
 def stack_previewed(
@@ -118,7 +126,7 @@ def stack_previewed(
             pass
         except UsageError as exc:
             refused = NoPreview(str(stack.get("StackStatus")), f"{exc.message} (a deploy of it is refused)")
-            return refused, stack, None, (), ()
+            return refused, stack, None, (), Exported()
     reads: dict[str, Callable[[], Any]] = {
         "changes": lambda: deployer.preview(
             name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack
@@ -127,7 +135,15 @@ def stack_previewed(
     }
     found = at_once(reads)
     outputs = outputs_changed(body, stack) if found["changes"] == [] and stack else ()
-    return found["changes"], stack, found["references"], outputs, kept
+    replacing = ""
+    if isinstance(found["changes"], list):
+        try:
+            exports.refuse_replacing_imported(aws.client("cloudformation"), name, found["changes"], "")
+        except (ClientError, BotoCoreError):  # not read: left to the deploy
+            pass
+        except UsageError as exc:
+            replacing = exc.message.removesuffix(". The change set was deleted; nothing was changed")
+    return found["changes"], stack, found["references"], outputs, Exported(kept, replacing)
 
 
 def outputs_changed(body: str, stack: Mapping[str, Any]) -> tuple[str, ...]:
@@ -164,7 +180,7 @@ def show_preview(
     stack: Mapping[str, Any] | None,
     named: Findings | None = None,
     outputs: tuple[str, ...] = (),
-    kept: tuple[exports.Kept, ...] = (),
+    exported: Exported = Exported(),
     *,
     rerun: str | None = None,
     changed: bool = True,
@@ -175,8 +191,8 @@ def show_preview(
     same as JSON. ``outputs``: its outputs' changes when no resource changes (:func:`outputs_changed`). ``changed``:
     whether the analysis counts the stack changed (an empty preview then says the change is
     in code the template does not see). ``plugins``: the team's, whose review of the changes is said under them (what
-    a deploy of them would refuse), as what the task definitions name that does not exist is. ``kept``: the exports
-    a deploy keeps (:func:`deploykit.exports.keep_imported`). ``made_before``: what
+    a deploy of them would refuse), as what the task definitions name that does not exist is. ``exported``: what a
+    deploy does about the exports other stacks import (:class:`Exported`). ``made_before``: what
     the stacks a deploy.auto deploys before this one could make (:func:`deploykit.references.could_make`); what is
     missing and one of them could make is said apart, as not there yet (the deploy checks it once they are
     deployed), not as refused."""
@@ -220,8 +236,10 @@ def show_preview(
     lines += [
         f"  {export.said('keeps')}: CloudFormation refuses to delete an export in use (the stack's next deploy drops "
         "it once nothing imports it)"
-        for export in kept
+        for export in exported.kept
     ]
+    if exported.refused:
+        lines.append(f"⛔ {exported.refused} (a deploy of it is refused)")
     changes = None if found is None else [c.to_json() for c in found]
     refused = review_stack_changes(plugins, env, name, changes) if changes else {}
     lines += [
@@ -264,6 +282,8 @@ def show_preview(
     ]
     if imported and not exported_before:
         attention.append(f"{name}: it imports {imported}, which no stack exports: a deploy of it is refused")
+    if exported.refused:
+        attention.append(f"{exported.refused}: a deploy of it is refused")
     attention += [finding.what] if finding else []
     return Preview(
         {
@@ -272,7 +292,8 @@ def show_preview(
             "changes": changes,
             "no_preview": blocked.reason if blocked else None,
             "outputs": list(outputs),  # no resource changing: what changes of its outputs (+ KEY, - KEY)
-            "kept_exports": [export.name for export in kept],  # exports it drops that a deploy keeps: still imported
+            "kept_exports": [export.name for export in exported.kept],  # exports it drops that a deploy keeps
+            "export_in_use": exported.refused or None,  # a replacement a deploy refuses: an imported export carries it
             "refused": refused,
             "missing": missing,  # what its task definitions name that does not exist: a deploy refuses it
             # what does not exist yet, which a stack deployed before it in the run could make: checked then

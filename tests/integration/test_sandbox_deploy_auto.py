@@ -1554,6 +1554,12 @@ def test_a_change_that_replaces_a_resource_another_stack_imports_is_refused_befo
     before = cfn.describe_stacks(StackName="CarRentalDataStack")["Stacks"][0]
     change_sets = cfn.list_change_sets(StackName="CarRentalDataStack")["Summaries"]
     try:
+        runtime = quiet_runtime(project)
+        commands.diff(as_json=True, runtime=runtime)
+        preview = json.loads(runtime.stdout.getvalue())["stacks"]["CarRentalDataStack"]  # type: ignore[attr-defined]
+        assert preview["export_in_use"].startswith("CarRentalDataStack's change set replaces AppDataAccessPolicy")
+        said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert "would carry, which CarRentalFargateStack imports" in said and "(a deploy of it is refused)" in said
         with pytest.raises(UsageError) as refused:
             auto(project)
     finally:
