@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,60 +189,60 @@ def _gone(output: Mapping[str, Any], before: Mapping[str, Any], after: Mapping[s
     return gone
 
 
-def _named(value: Any) -> set[str]:
-    """The logical ids and parameters ``value`` refers to (Ref, Fn::GetAtt, Fn::Sub's ${...})."""
+def _found(value: Any, pick: Callable[[str, Any], set[str] | None]) -> set[str]:
+    """What ``pick`` finds in ``value``, given each key of it with its item, at any depth (None: nothing there
+    itself, the item is looked into)."""
     found: set[str] = set()
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if key == "Ref" and isinstance(item, str):
-                found.add(item)
-            elif key == "Fn::GetAtt":
-                target = item[0] if isinstance(item, list) and item else item
-                if isinstance(target, str):
-                    found.add(target.split(".")[0])
-            elif key == "Fn::Sub":
-                text, local = (item[0], item[1]) if isinstance(item, list) and len(item) == 2 else (item, {})
-                if isinstance(text, str):
-                    found |= {n.split(".")[0] for n in SUB_NAME.findall(text)} - set(dict(local or {}))
-                found |= _named(local)
-            else:
-                found |= _named(item)
+            picked = pick(key, item)
+            found |= _found(item, pick) if picked is None else picked
     elif isinstance(value, list):
         for item in value:
-            found |= _named(item)
+            found |= _found(item, pick)
     return found
+
+
+def _named(value: Any) -> set[str]:
+    """The logical ids and parameters ``value`` refers to (Ref, Fn::GetAtt, Fn::Sub's ${...})."""
+
+    def pick(key: str, item: Any) -> set[str] | None:
+        if key == "Ref" and isinstance(item, str):
+            return {item}
+        if key == "Fn::GetAtt":
+            target = item[0] if isinstance(item, list) and item else item
+            return {target.split(".")[0]} if isinstance(target, str) else set()
+        if key == "Fn::Sub":
+            text, local = (item[0], item[1]) if isinstance(item, list) and len(item) == 2 else (item, {})
+            names = {n.split(".")[0] for n in SUB_NAME.findall(text)} if isinstance(text, str) else set()
+            return (names - set(dict(local or {}))) | _found(local, pick)
+        return None
+
+    return _found(value, pick)
 
 
 def _conditions(value: Any) -> set[str]:
     """The conditions ``value`` names (its own Condition, Fn::If's)."""
-    found: set[str] = set()
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if key == "Condition" and isinstance(item, str):
-                found.add(item)
-            elif key == "Fn::If" and isinstance(item, list) and item and isinstance(item[0], str):
-                found.add(item[0])
-                found |= _conditions(item[1:])
-            else:
-                found |= _conditions(item)
-    elif isinstance(value, list):
-        for item in value:
-            found |= _conditions(item)
-    return found
+
+    def pick(key: str, item: Any) -> set[str] | None:
+        if key == "Condition" and isinstance(item, str):
+            return {item}
+        if key == "Fn::If" and isinstance(item, list) and item and isinstance(item[0], str):
+            return {item[0]} | _found(item[1:], pick)
+        return None
+
+    return _found(value, pick)
 
 
 def _mappings(value: Any) -> set[str]:
     """The mappings ``value`` reads (Fn::FindInMap)."""
-    found: set[str] = set()
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if key == "Fn::FindInMap" and isinstance(item, list) and item and isinstance(item[0], str):
-                found.add(item[0])
-            found |= _mappings(item)
-    elif isinstance(value, list):
-        for item in value:
-            found |= _mappings(item)
-    return found
+
+    def pick(key: str, item: Any) -> set[str] | None:
+        if key == "Fn::FindInMap" and isinstance(item, list) and item and isinstance(item[0], str):
+            return {item[0]} | _found(item, pick)
+        return None
+
+    return _found(value, pick)
 
 
 def _refusal(stack: str, export: str, users: tuple[str, ...], gone: list[str]) -> UsageError:

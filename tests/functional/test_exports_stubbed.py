@@ -152,6 +152,7 @@ def test_an_export_whose_importers_all_deploy_before_it_in_the_run_is_left_to_th
         pytest.param(lambda t: None, "", id="all there"),
         pytest.param(lambda t: t.pop("Parameters"), "Suffix", id="parameter gone"),
         pytest.param(lambda t: t.update(Conditions={"Prod": {"Fn::Equals": ["a", "b"]}}), "Prod", id="condition"),
+        pytest.param(lambda t: t.update(Mappings={"Zones": {"a": {"b": "2"}}}), "Zones", id="mapping"),
     ],
 )
 def test_what_a_kept_output_names_besides_its_resource_must_be_in_the_new_template_as_it_was(
@@ -159,14 +160,21 @@ def test_what_a_kept_output_names_besides_its_resource_must_be_in_the_new_templa
 ) -> None:
     output = {
         "Condition": "Prod",
-        "Value": {"Fn::Sub": "${CarsTable1234.Arn}/${Suffix}/${AWS::Region}/${!Literal}"},
+        "Value": {
+            "Fn::Sub": [
+                "${CarsTable1234.Arn}/${Suffix}/${AWS::Region}/${!Literal}/${Zone}",
+                {"Zone": {"Fn::FindInMap": ["Zones", "a", "b"]}},
+            ]
+        },
         "Export": {"Name": EXPORT},
     }
     live = {**copy.deepcopy(LIVE), "Parameters": {"Suffix": {"Type": "String"}}}
     live["Conditions"] = {"Prod": {"Fn::Equals": ["a", "a"]}}
+    live["Mappings"] = {"Zones": {"a": {"b": "1"}}}
     live["Outputs"][KEY] = output
     new = {**copy.deepcopy(NEW), "Parameters": {"Suffix": {"Type": "String"}}}
     new["Conditions"] = {"Prod": {"Fn::Equals": ["a", "a"]}}
+    new["Mappings"] = {"Zones": {"a": {"b": "1"}}}
     change(new)
     cfn, stub = stubbed()
     stub.add_response("describe_stacks", described((KEY, EXPORT)), {"StackName": DATA})
