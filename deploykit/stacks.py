@@ -363,14 +363,22 @@ class NoPreview:
 NO_EXPORT = re.compile(r"No export named (\S+?)\.? found")  # CloudFormation's reason for a change set that failed so
 
 
-def _first_exporter(reason: str, command: Callable[[str, str], str]) -> str:
+def _first_exporter(reason: str, command: Callable[[str, str], str], rerun: str | None = None) -> str:
     """The next step for a change set CloudFormation failed as it imports an export no stack makes (``reason``): the
     stack that exports it first (CDK names an export after its stack: ``Stack:ExportsOutput...``); "" for another
-    reason."""
+    reason. In a rollback (``rerun``: ``inv rollback ...``), the exporting stack must be rolled back first: deployed
+    from this checkout, it exports what this checkout's template does, which may not be that export."""
     found = NO_EXPORT.search(reason)
     if not found:
         return ""
     stack = found[1].split(":")[0] if ":" in found[1] else ""
+    if rerun and rerun.startswith("inv rollback"):
+        which = f" ({stack}, if it is the stack that exports it)" if stack else ""
+        return (
+            f"the commit rolled back to imports {found[1]}, which no live stack exports now: roll back the stack that "
+            f"exported it then{which} first, to the same commit (the same inv rollback with --component stack:ROLE of "
+            f"that stack), then rerun: {rerun}; nothing was changed"
+        )
     first = f" ({command('deploy.stack', stack)}, if it is the stack that exports it)" if stack else ""
     return (
         f"deploy the stack that exports {found[1]} first{first}, or let inv deploy.auto deploy both (it deploys a "
@@ -1005,7 +1013,7 @@ class StackDeployer:
                     return self._unchanged(name, started, change_set_id)
                 raise UsageError(
                     f"CloudFormation could not make a change set for {name}: {reason}",
-                    next_step=_first_exporter(reason, self._cmd)
+                    next_step=_first_exporter(reason, self._cmd, rerun)
                     or f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
                 )
             changes = tuple(self._kept(name, parse_changes(self._all_changes(change_set_id, described))))

@@ -295,6 +295,27 @@ def test_a_change_set_importing_an_export_no_stack_makes_names_the_stack_to_depl
     )
 
 
+def test_a_rollback_whose_template_imports_an_export_no_stack_makes_names_the_exporting_stacks_rollback(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """A rollback of the Fargate stack to a commit whose template imported what the data stack no longer exports:
+    deploying the data stack from this checkout would not make it; rolling it back to that commit would."""
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE")
+    script.change_set("FAILED", reason="No export named CarRentalDataStack:ExportsOutputRefCars found.")
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    rerun = "inv rollback --env dev --component stack:fargate --to abc1234"
+
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), rerun=rerun)
+    assert err.value.next_step == (
+        "the commit rolled back to imports CarRentalDataStack:ExportsOutputRefCars, which no live stack exports now: "
+        "roll back the stack that exported it then (CarRentalDataStack, if it is the stack that exports it) first, to "
+        "the same commit (the same inv rollback with --component stack:ROLE of that stack), then rerun: "
+        f"{rerun}; nothing was changed"
+    )
+
+
 def test_a_template_cloudformation_refuses_is_a_usage_error(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.stack("UPDATE_COMPLETE")
     script.stub.add_client_error(
