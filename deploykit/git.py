@@ -110,7 +110,24 @@ def dirty_paths(root: Path) -> tuple[str, ...]:
             paths.append(path[len(prefix) :])
         if "R" in status or "C" in status:
             next(entries, None)  # the rename's source path follows
-    return tuple(sorted(paths))
+    return tuple(sorted({*paths, *hidden_edits(root)}))
+
+
+def hidden_edits(root: Path, spec: tuple[str, ...] = (".",)) -> tuple[str, ...]:
+    """The files under ``spec`` that git is told to pass over (``git update-index --assume-unchanged`` or
+    ``--skip-worktree``, a local settings file kept out of commits) whose work-tree content differs from the index:
+    git status and git diff say nothing of them, but a build of the work tree reads them, so they are uncommitted
+    changes all the same (an image tagged with the commit's SHA held them). One that is not there (left out of a
+    sparse checkout) is not. Paths relative to ``root``, sorted."""
+    listed = _git(root, "--literal-pathspecs", "ls-files", "-v", "-z", "--", *spec).decode(errors="surrogateescape")
+    flagged = [e[2:] for e in listed.split("\0") if len(e) > 2 and (e[0] == "S" or e[0].islower())]
+    present = [p for p in flagged if (root / p).is_file() and not (root / p).is_symlink()]
+    if not present:
+        return ()
+    staged = _git(root, "--literal-pathspecs", "ls-files", "-s", "-z", "--", *present).decode(errors="surrogateescape")
+    index = {path: meta.split()[1] for meta, _, path in (e.partition("\t") for e in staged.split("\0") if e)}
+    hashed = _git(root, "--literal-pathspecs", "hash-object", "--", *present).decode().split()
+    return tuple(sorted(p for p, sha in zip(present, hashed, strict=True) if index.get(p) != sha))
 
 
 def dirty_hash(root: Path, paths: tuple[str, ...]) -> str:
@@ -146,6 +163,8 @@ def _uncommitted_hash(root: Path, paths: tuple[str, ...], only: tuple[str, ...])
         elif (file / ".git").exists():  # a repository of its own, untracked (a clone): git lists its folder alone
             for inside in worktree_files(file, "."):
                 digest.update(inside.encode(errors="surrogateescape") + b"\0" + (file / inside).read_bytes())
+    for rel in hidden_edits(root, spec):  # what git diff passes over (assume-unchanged, skip-worktree)
+        digest.update(b"hidden\0" + rel.encode(errors="surrogateescape") + b"\0" + (root / rel).read_bytes())
     for change in _raw_changes(_git(root, "-c", "core.quotepath=off", *diff, "--raw", "-z", "--relative", "--", *spec)):
         folder = root / change.path
         if change.submodule and (folder / ".git").exists():  # checked out: its own uncommitted changes
@@ -236,6 +255,9 @@ def current_revision(root: Path, *, allow_dirty: bool = False) -> Revision:
         return Revision(sha)
     if not allow_dirty:
         shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        hidden = hidden_edits(root)
+        if hidden:  # git status shows none of them
+            shown += f" (git is told to pass over {', '.join(hidden[:5])}: assume-unchanged or skip-worktree)"
         raise UsageError(
             f"the work tree has uncommitted changes: {shown}",
             next_step="commit or stash them, or pass --allow-dirty to deploy them as a dirty build (sha12-dirty-hash)",

@@ -61,6 +61,25 @@ def test_an_untracked_file_made_executable_makes_a_new_dirty_tag(project: Path) 
     assert current_revision(project, allow_dirty=True).tag != first
 
 
+@pytest.mark.parametrize("flag", ["--assume-unchanged", "--skip-worktree"])
+def test_an_edit_of_a_file_git_is_told_to_pass_over_is_an_uncommitted_change(project: Path, flag: str) -> None:
+    """git status and git diff say nothing of a file marked assume-unchanged or skip-worktree (a local settings
+    file), but the build reads the work tree: an edit of it went into an image tagged with the commit's SHA."""
+    main = project / "backend" / "app" / "main.py"
+    git(project, "update-index", flag, "backend/app/main.py")
+    assert dirty_paths(project) == ()  # marked, not edited
+    main.write_text("# local\n")
+    assert git(project, "status", "--porcelain") == ""  # git itself says nothing
+    assert dirty_paths(project) == ("backend/app/main.py",)
+    with pytest.raises(UsageError, match=r"backend/app/main.py \(git is told to pass over backend/app/main.py"):
+        current_revision(project)
+    first = current_revision(project, allow_dirty=True).tag
+    main.write_text("# local, again\n")
+    assert current_revision(project, allow_dirty=True).tag != first
+    main.unlink()  # left out, as a sparse checkout leaves it: no change a build would take
+    assert dirty_paths(project) == ()
+
+
 def test_a_file_name_that_is_not_utf8_is_listed_as_the_file_it_is(project: Path) -> None:
     """A Latin-1 name (café.py written by an old editor): its path is the file's (its bytes kept), and a dirty
     build of it is tagged (a traceback before)."""
