@@ -90,6 +90,12 @@ def test_a_file_name_that_is_not_utf8_is_listed_as_the_file_it_is(project: Path)
     assert current_revision(project, allow_dirty=True).dirty
 
 
+def test_a_file_taken_out_of_git_but_left_in_the_tree_is_listed_once(project: Path) -> None:
+    """git rm --cached: git status lists it twice (deleted from the index, and untracked)."""
+    git(project, "rm", "-q", "--cached", "backend/app/main.py")
+    assert dirty_paths(project) == ("backend/app/main.py",)
+
+
 def test_renames_are_listed_once(project: Path) -> None:
     git(project, "mv", "backend/app/server.py", "backend/app/serve.py")
     assert dirty_paths(project) == ("backend/app/serve.py",)
