@@ -127,8 +127,8 @@ def refuse_replacing_imported(cfn: Any, stack: str, changes: Iterable[Change], r
     """UsageError, before a change set of ``stack`` is executed, when it replaces a resource (Replacement True) whose
     value an export of the stack carries and another stack imports: CloudFormation would make the new resource, then
     refuse to change an export in use ("Export X cannot be updated as it is in use by Y") and roll the update back
-    (the new resource made, then deleted again). Reads only for a change set that replaces something: DescribeStacks, GetTemplate,
-    ListImports per export that names a replaced resource."""
+    (the new resource made, then deleted again). Reads only for a change set that replaces something:
+    DescribeStacks, GetTemplate, ListImports per export that names a replaced resource."""
     replaced = {c.logical_id for c in changes if c.action == "Modify" and c.replacement == "True"}
     if not replaced:
         return
