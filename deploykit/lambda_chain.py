@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import git, packaging
 from deploykit.aws import HandedOn, at_once
-from deploykit.clock import backoff
+from deploykit.clock import Clock, backoff
 from deploykit.endpoints import function_id, function_outputs, resolve_endpoints
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records
@@ -508,6 +508,48 @@ class UpdateFunctionCode(Step):
             ctx.clock.sleep(min(next(pauses), max(deadline - now, 0.0)))
 
 
+def version_ready(
+    client: Any,
+    function_name: str,
+    published: dict[str, Any],
+    clock: Clock,
+    status: Callable[[str], None],
+    *,
+    timeout: float,
+    poll: float,
+    rerun: str,
+) -> dict[str, Any]:
+    """The version PublishVersion gave (``published``: its answer) once Lambda has it Active: one published Pending
+    (SnapStart takes the snapshot first) is polled (GetFunctionConfiguration of the version) until it is, as no
+    invoke reaches a Pending version, so an alias moved to it would fail every request meanwhile. StepFailed when it
+    fails or the deadline (``timeout`` seconds) passes; no read for one Active at once (the usual answer)."""
+    config, version = published, str(published.get("Version"))
+    started = clock.monotonic()
+    pauses = backoff(UPDATE_FIRST_POLL, min(poll, UPDATE_MAX_POLL))
+    while config.get("State") == "Pending":
+        now = clock.monotonic()
+        if now - started >= timeout:
+            raise StepFailed(
+                f"deadline of {timeout:.0f}s passed waiting for version {version} of {function_name} to be Active "
+                f"(it is Pending: {config.get('StateReason') or 'no reason given'}); the alias was not moved",
+                next_step=f"aws lambda get-function-configuration --function-name {function_name} --qualifier "
+                f"{version}; once it is Active, rerun: {rerun} (it reuses the version)",
+            )
+        status(f"{function_name} version {version}: Pending ({now - started:.0f}s)")
+        clock.sleep(min(next(pauses), max(timeout - (now - started), 0.0)))
+        config = dict(client.get_function_configuration(FunctionName=function_name, Qualifier=version))
+    if config.get("State") == "Failed":
+        code = config.get("StateReasonCode") or ""
+        raise StepFailed(
+            f"Lambda failed version {version} of {function_name}: {config.get('StateReason') or 'no reason given'}"
+            + (f" ({code})" if code else "")
+            + "; the alias was not moved",
+            next_step=f"aws lambda get-function-configuration --function-name {function_name} --qualifier {version};"
+            f" fix the cause, then rerun: {rerun}",
+        )
+    return config
+
+
 @dataclass(frozen=True)
 class PublishVersion(Step):
     """Publish ``$LATEST`` as a version described ``code s3://<bucket>/<key> git <sha12>`` (skipped when a
@@ -554,6 +596,16 @@ class PublishVersion(Step):
                 next_step=f"rerun: inv deploy.lambda {self.function}",
             ) from None
         version = str(answer["Version"])
+        answer = version_ready(
+            client,
+            self.function_name,
+            dict(answer),
+            ctx.clock,
+            ctx.reporter.status,
+            timeout=ctx.env.wait_timeout,
+            poll=ctx.env.poll_seconds,
+            rerun=f"inv deploy.lambda {self.function}",
+        )
         known.published(self.function_name, answer)
         if answer.get("CodeSha256") != self.code_sha256:
             raise StepFailed(

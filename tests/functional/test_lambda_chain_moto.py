@@ -1665,3 +1665,72 @@ def test_an_update_another_actor_began_after_the_read_is_waited_for_then_the_cod
         stub.assert_no_pending_responses()
     assert done.status == "done" and done.detail == "health_handler: $LATEST runs new… (was old…)"
     assert clock.sleeps  # it waited for the other update
+
+
+def published(state: str, **more: Any) -> dict[str, Any]:
+    return {"FunctionName": "car-rental-login", "Version": "7", "State": state, **more}
+
+
+def test_a_version_published_pending_is_waited_for_until_active_before_the_alias_moves() -> None:
+    """SnapStart: PublishVersion answers State Pending while Lambda takes the snapshot, and no invoke reaches a
+    Pending version; an alias moved to it at once would fail every request meanwhile. Played by the Stubber (moto
+    publishes every version Active)."""
+    client = new_session().client("lambda")
+    clock, said = FakeClock(), []
+    with Stubber(client) as stub:
+        for state in ("Pending", "Active"):
+            stub.add_response(
+                "get_function_configuration",
+                published(state),
+                {"FunctionName": "car-rental-login", "Qualifier": "7"},
+            )
+        ready = lambda_chain.version_ready(
+            client, "car-rental-login", published("Pending"), clock, said.append, timeout=60, poll=1, rerun="r"
+        )
+        stub.assert_no_pending_responses()
+    assert ready["State"] == "Active" and clock.sleeps and len(said) == 2
+    assert said[0].startswith("car-rental-login version 7: Pending")
+
+
+def test_a_version_published_active_is_not_read_again() -> None:
+    client = new_session().client("lambda")
+    with Stubber(client):  # any read would fail: none is scripted
+        ready = lambda_chain.version_ready(
+            client, "car-rental-login", published("Active"), FakeClock(), print, timeout=60, poll=1, rerun="r"
+        )
+    assert ready["State"] == "Active"
+
+
+@pytest.mark.parametrize("last", ["Failed", "Pending"])
+def test_a_version_that_fails_or_stays_pending_fails_the_step_before_the_alias_moves(last: str) -> None:
+    client = new_session().client("lambda")
+    clock = FakeClock()
+    with Stubber(client) as stub:
+        for _ in range(100 if last == "Pending" else 1):
+            stub.add_response(
+                "get_function_configuration",
+                published(last, StateReason="snapshot failed", StateReasonCode="SnapStartException"),
+                {"FunctionName": "car-rental-login", "Qualifier": "7"},
+            )
+        with pytest.raises(StepFailed) as failed:
+            lambda_chain.version_ready(
+                client,
+                "car-rental-login",
+                published("Pending"),
+                clock,
+                lambda _line: None,
+                timeout=5,
+                poll=1,
+                rerun="inv deploy.lambda login_handler",
+            )
+    message = failed.value.message
+    if last == "Failed":
+        assert message == (
+            "Lambda failed version 7 of car-rental-login: snapshot failed (SnapStartException); the alias was not moved"
+        )
+    else:
+        assert message.startswith("deadline of 5s passed waiting for version 7 of car-rental-login to be Active")
+        assert clock.monotonic() >= 5
+    assert failed.value.next_step.endswith(
+        "inv deploy.lambda login_handler" + ("" if last == "Failed" else " (it reuses the version)")
+    )
