@@ -577,6 +577,18 @@ class PublishVersion(Step):
         too_many = many_versions(self.function, len(versions) - 1, ctx.env.name)  # all but $LATEST
         many = f"; {too_many}" if too_many else ""
         if found is not None and found.names_key:
+            listed = next((v for v in versions if str(v.get("Version")) == found.version), {})
+            if listed.get("State") == "Pending":  # published by a run that gave up waiting for it: waited for again
+                version_ready(
+                    client,
+                    self.function_name,
+                    dict(listed),
+                    ctx.clock,
+                    ctx.reporter.status,
+                    timeout=ctx.env.wait_timeout,
+                    poll=ctx.env.poll_seconds,
+                    rerun=f"inv deploy.lambda {self.function}",
+                )
             return Outcome.skipped(
                 f"{self.function}: version {found.version} already runs this code ({_origin(found.description)})"
                 + many,

@@ -317,6 +317,34 @@ def test_the_chain_lists_the_versions_once_while_it_reads_latest(
     assert alias_version(factory, "health_handler") == "2"
 
 
+def test_a_version_a_run_left_pending_is_waited_for_again_when_it_is_reused(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """A run that gave up waiting for its version (still Pending: SnapStart) said to rerun; the rerun reuses that
+    version, and must wait for it too before move-alias points the alias at it."""
+    new = package(with_lambdas)
+    factory.client("s3").put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes)
+    aws = AwsFactory(dev_env)
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    name = FUNCTIONS["health_handler"]
+    update = lambda_chain.UpdateFunctionCode(
+        "health_handler", name, "CarRentalRegistryStack", new.key, new.code_sha256, 30, 1
+    )
+    publish = lambda_chain.PublishVersion(
+        "health_handler", name, "CarRentalRegistryStack", new.key, new.code_sha256, "a" * 12
+    )
+    update.run(ctx)
+    publish.run(ctx)
+    known = lambda_chain.Versions.of(aws)
+    [version] = [v for v in known.known(name) if v["Version"] == "2"]
+    known.published(name, {**version, "State": "Pending"})  # as the run that gave up left it
+    qualifiers = asked(aws.client("lambda"), "GetFunctionConfiguration", "Qualifier")
+    outcome = publish.run(ctx)
+    assert outcome.status == "skipped" and "version 2 already runs this code" in outcome.detail
+    assert qualifiers == ["2"]  # read until Active (moto has it Active at once)
+
+
 def test_update_code_reads_the_alias_move_alias_moves_and_a_canary_takes_it_once(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
 ) -> None:
