@@ -14,10 +14,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from deploykit.errors import UsageError
 
@@ -211,6 +211,12 @@ def files_git_sees(folder: Path) -> set[str] | None:
             )
         # no folder at all: deleted from the work tree, an uncommitted change, as a file deleted is
     return listed
+
+
+def folders_of(files: Iterable[str]) -> set[str]:
+    """Each folder holding one of ``files`` (posix paths relative to one folder), at any depth, as
+    ``os.path.relpath`` names it ("." for that folder itself): a walk goes into those alone."""
+    return {str(folder) for file in files for folder in PurePosixPath(file).parents}
 
 
 # an entry of ``git ls-files --stage``: mode, object, stage, then the path (an untracked file's is its path alone)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from deploykit import git
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY
 from deploykit.errors import StepFailed, UsageError
@@ -172,13 +173,20 @@ def context_json(context: Mapping[str, Any]) -> str:
 
 
 def source_files(cdk_dir: Path) -> list[Path]:
-    """Every file under ``cdk_dir`` that can change a synthesis, sorted by relative path."""
+    """Every file under ``cdk_dir`` that can change a synthesis, sorted by relative path: what git tracks or would
+    track there (a folder it ignores, such as the virtual environment ``cdk init`` makes as ``cdk/.venv``, is no
+    source: reading its thousands of files took seconds at each synthesis), every file where git sees none (a
+    commit's files exported to a temporary folder); tests, caches and the assembly left out either way."""
+    seen = git.files_git_sees(cdk_dir)
+    holding = git.folders_of(seen or ())  # the walk goes into those alone
     found: list[Path] = []
     for folder, dirs, files in os.walk(cdk_dir):
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS)
+        here = Path(folder).relative_to(cdk_dir)
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and (seen is None or f"{here / d}" in holding))
         for name in files:
-            if not name.endswith(EXCLUDED_SUFFIXES):
-                found.append(Path(folder) / name)
+            path = Path(folder) / name
+            if not name.endswith(EXCLUDED_SUFFIXES) and (seen is None or path.relative_to(cdk_dir).as_posix() in seen):
+                found.append(path)
     return sorted(found, key=lambda p: p.relative_to(cdk_dir).as_posix())
 
 

@@ -184,6 +184,24 @@ def test_shared_cdk_modules_belong_to_the_stacks_importing_them_transitively(rep
     assert (unused.component, unused.kind) == (None, "none") and "no stack imports it" in unused.reason
 
 
+def test_the_cdk_modules_followed_are_those_git_sees_not_what_it_ignores(repo: Path) -> None:
+    """A virtual environment in cdk/ (cdk/venv, gitignored) holds thousands of modules: reading them all took a
+    minute. What git ignores is in no commit, so no change to it is ever seen: it is not read."""
+    write(repo, "cdk/.gitignore", "venv/\ngenerated.py\n")
+    write(repo, "cdk/venv/lib/helpers.py", "X = 1\n")
+    write(repo, "cdk/stacks/common/generated.py", "X = 1\n")
+    write(repo, "cdk/stacks/common/untracked.py", "X = 1\n")
+    data = repo / "cdk" / "stacks" / "data_stack.py"
+    data.write_text(
+        data.read_text()
+        + "\nimport venv.lib.helpers  # noqa: E402,F401\nfrom stacks.common import generated, untracked  # noqa\n"
+    )
+    users = changes.stack_usage_in_worktree(config_of(repo)).users
+    assert "cdk/stacks/common/untracked.py" in users  # untracked but not ignored: an uncommitted change to deploy
+    assert "cdk/venv/lib/helpers.py" not in users
+    assert "cdk/stacks/common/generated.py" not in users
+
+
 def test_a_cdk_file_that_is_not_python_counts_for_every_stack() -> None:
     targets = classify(load_config(REPO / "deploy.toml"), "cdk/stacks/common/policy.json", usage=NO_USAGE)
     assert {t.component for t in targets} == ALL_STACKS

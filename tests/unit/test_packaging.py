@@ -561,6 +561,21 @@ def test_directory_symlink_is_refused(fn: Path, tmp_path: Path) -> None:
         package_function(fn)
 
 
+def test_a_virtual_environment_git_ignores_is_passed_over_with_its_directory_link(fn: Path, tmp_path: Path) -> None:
+    """``python -m venv .venv`` in the function's folder, to run its tests, makes .venv/lib64 a link to .venv/lib:
+    in a folder git ignores, no file of the function's, it refused the whole package."""
+    before = package_function(fn).sha256
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (fn / ".venv" / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (fn / ".venv" / "lib" / "python3.11" / "site-packages" / "pkg.py").write_text("X = 1\n")
+    (fn / ".venv" / "lib64").symlink_to("lib", target_is_directory=True)
+    assert package_function(fn).sha256 == before
+    (tmp_path / ".gitignore").write_text("")  # not ignored: the link is the function's, and refused
+    with pytest.raises(UsageError, match="symbolic link to a directory"):
+        package_function(fn)
+
+
 def test_a_link_to_a_file_outside_the_folder_is_refused_one_inside_is_packaged(fn: Path, tmp_path: Path) -> None:
     """A change to a file outside lambda/<fn>/ is not the function's for deploy.auto: linked in, it would ship in
     the zip and never deploy when it changes."""

@@ -24,7 +24,7 @@ from deploykit import synth
 from deploykit.clock import FakeClock
 from deploykit.config import Config, EnvConfig, parse_config
 from deploykit.errors import StepFailed, UsageError
-from tests.conftest import REPO, SANDBOX_TOML
+from tests.conftest import REPO, SANDBOX_TOML, git
 
 STACKS = ["CarRentalRegistryStack", "CarRentalDataStack", "CarRentalAuthStack", "CarRentalFargateStack"]
 ACCOUNT = "210987654321"
@@ -243,6 +243,23 @@ def test_hash_ignores_tests_caches_and_the_assembly(root: Path) -> None:
         (cdk / rel).parent.mkdir(parents=True, exist_ok=True)
         (cdk / rel).write_text("anything")
     assert _hash(cdk) == base
+
+
+def test_hash_reads_what_git_sees_of_a_checkout_not_a_folder_it_ignores(root: Path) -> None:
+    """``cdk init`` makes cdk/.venv (gitignored): its thousands of files took seconds to read at each synthesis."""
+    cdk = root / "cdk"
+    (cdk / ".gitignore").write_text(".venv/\n")
+    (cdk / ".venv" / "lib").mkdir(parents=True)
+    (cdk / ".venv" / "lib" / "module.py").write_text("X = 1\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    base = _hash(cdk)
+    assert cdk / ".venv" / "lib" / "module.py" not in synth.source_files(cdk)
+    (cdk / ".venv" / "lib" / "module.py").write_text("X = 2\n")
+    assert _hash(cdk) == base
+    (cdk / "stacks" / "new_stack.py").write_text("")  # untracked, not ignored: a source
+    assert _hash(cdk) != base
 
 
 # -- synthesize -------------------------------------------------------------------------------------------
