@@ -834,6 +834,15 @@ def show_endpoints(c: Context, env: str | None = None, json_: bool = False) -> N
     commands.endpoints(env=env, as_json=json_, runtime=_plain_runtime())
 
 
+@task(name="lookup", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
+@reports_errors
+def lookup_values(c: Context, env: str | None = None, json_: bool = False) -> None:
+    """Look up what the CDK app asks of the environment (SSM parameters, zones) into cdk/cdk.context.json, to commit.
+
+    As the CDK CLI does at synthesis: deploykit's own synthesis refuses a template holding a lookup's placeholder."""
+    commands.lookup(env=env, as_json=json_, runtime=_runtime())
+
+
 @task(
     name="smoke",
     help={
@@ -1622,6 +1631,7 @@ ns = Collection(
     scan_image,
     tasks_list,
     show_endpoints,
+    lookup_values,
     show_diff,
     show_envs,
     smoke_checks,

@@ -1,13 +1,14 @@
 """Synthesis: run the CDK app (``cdk/app.py``) as a process for one environment, into ``cdk.out/<env>``.
 
 deploykit never imports the CDK app: it runs ``<this python> cdk/app.py`` with ``CDK_OUTDIR`` and
-``CDK_CONTEXT_JSON`` (the keys of ``cdk/stacks/common/settings.py``) and reads the cloud assembly's
-``manifest.json`` for the templates.
+``CDK_CONTEXT_JSON`` (the keys of ``cdk/stacks/common/settings.py``, and the looked-up values
+``cdk/cdk.context.json`` keeps: :mod:`deploykit.lookups`) and reads the cloud assembly's ``manifest.json`` for the
+templates; one that still misses a looked-up value is refused.
 
 Synthesis costs seconds to tens of seconds, so it is skipped when nothing it depends on changed: a stamp
-file in the out dir records a hash of every file under ``cdk/`` (tests, caches and ``cdk.out`` left out),
-the context, the Python version, the versions of the CDK libraries and any ``CAR_RENTAL_*`` variable the app
-would also read. The stamp is removed before a synthesis runs and written only after one succeeded.
+file in the out dir records a hash of every file under ``cdk/`` that git tracks or would track (tests, caches and
+``cdk.out`` left out), the context, the Python version, the versions of the CDK libraries and any ``CAR_RENTAL_*``
+variable the app would also read. The stamp is removed before a synthesis runs and written only after one succeeded.
 
 The image reference. The Fargate stack's task definition must name exactly the image deploykit's
 ``register-taskdef`` writes, ``<repositoryUri>:<tag>``, or a stack deploy after an app deploy would change
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from deploykit import git
+from deploykit import git, lookups
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY
 from deploykit.errors import StepFailed, UsageError
@@ -343,7 +344,8 @@ def synthesize(
             next_step="run from the project checkout (the folder of deploy.toml holds cdk/app.py)",
         )
     out = out_dir if out_dir is not None else root / OUT_ROOT / env.name
-    context = context_json(cdk_context(config, env, account, registry=registry))
+    # what the CDK CLI would give the app besides: the values its lookups found, kept in cdk/cdk.context.json
+    context = context_json({**lookups.read_context(root), **cdk_context(config, env, account, registry=registry)})
     digest = synthesis_hash(cdk_dir, context)
     if not force and read_stamp(out) == digest:
         templates = _assembly_if_complete(out)
@@ -399,6 +401,9 @@ def synthesize(
             f"({'missing: ' + ', '.join(missing) if missing else 'no stacks'})",
             next_step=f"run it by hand: CDK_OUTDIR={out} {sys.executable} {app}",
         )
+    missed = lookups.missing(out)
+    if missed:  # placeholders in the templates: refused, and no stamp, so the next run synthesizes again
+        raise lookups.refused(missed, env.name)
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
 

@@ -7,7 +7,7 @@ One module per kind of command, each importing only :mod:`~deploykit.commands.co
 
 - ``core``: the runtime, loading the configuration and plugins, a plan run under the environment's lock (its
   confirmation, the pause's wake, the history record, the automatic rollback);
-- ``views`` (endpoints, smoke, health, envs, history, report, unlock), ``freezing``, ``cleanup``;
+- ``views`` (endpoints, lookup, smoke, health, envs, history, report, unlock), ``freezing``, ``cleanup``;
 - ``promotion`` (promote_from) and ``previews`` (a stack's change set shown), which the deploys use;
 - ``deploys`` (the app chain, a stack, a Lambda function, the full deploy, a rollback, destroy), ``service`` (logs,
   run, tasks, scan, restart, pause, resume, invoke), and ``autodeploy`` (deploy.auto, its --watch, diff) above them all.
@@ -55,6 +55,7 @@ from deploykit.commands.views import (
     envs,
     health_report,
     history_list,
+    lookup,
     smoke,
     unlock,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "live_record",
     "load_plugins",
     "logs",
+    "lookup",
     "pause_app",
     "restart_app",
     "resume_app",

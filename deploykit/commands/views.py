@@ -1,9 +1,10 @@
-"""The commands that read an environment: inv endpoints, inv smoke, inv health, inv envs, inv history, inv
-report; and inv unlock."""
+"""The commands that read an environment: inv endpoints, inv lookup (which writes what it read to
+cdk/cdk.context.json), inv smoke, inv health, inv envs, inv history, inv report; and inv unlock."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -21,9 +22,11 @@ from deploykit import (
     history,
     lambda_chain,
     lock,
+    lookups,
     overview,
     pause,
     planner,
+    synth,
 )
 from deploykit import logs as applogs
 from deploykit import metrics as deploy_metrics
@@ -85,6 +88,75 @@ def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime
                 rows.append([key, value])
         runtime.stderr.write(tabulate(rows, headers=["endpoint", "value"]) + "\n")
     return found
+
+
+# -- lookups ----------------------------------------------------------------------------------------------------
+
+LOOKUP_ROUNDS = 5  # a value found can make the app look up another (a VPC's zones): as many rounds, at most
+
+
+def lookup(*, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None) -> dict[str, Any]:
+    """Look up in ``env`` the values the CDK app asks for and cdk/cdk.context.json lacks, and write them there (to
+    be committed); synthesize again until the app misses none. Returns what was written, by key."""
+    runtime = runtime or Runtime()
+    config, environment = load_env(runtime, env)
+    aws = runtime.aws_factory(environment)
+    written: dict[str, Any] = {}
+    rows: list[list[str]] = []
+
+    def said(line: str) -> None:
+        runtime.stderr.write(line + "\n")
+
+    def clients(service: str, region: str) -> Any:
+        if region == environment.region:
+            return aws.client(service)
+        return aws.session.client(
+            service,  # type: ignore[call-overload]
+            region_name=region,
+            endpoint_url=environment.endpoint_url,
+            config=aws.botocore_config,
+        )
+
+    with aws_errors(environment):
+        account = aws.account()
+        for _ in range(LOOKUP_ROUNDS):
+            try:
+                synth.synthesize(config, environment, account=account, ecr=aws.client("ecr"), say=said)
+                break
+            except lookups.MissingLookups as exc:
+                if any(e["key"] in written for e in exc.entries):  # answered, and missed again: not the app's key
+                    raise UsageError(
+                        f"the CDK app still misses what was written to {lookups.CONTEXT_FILE}: "
+                        + "; ".join(lookups.describe(e) for e in exc.entries if e["key"] in written),
+                        next_step="look at the key the app asks for (cdk.out/<env>/manifest.json, missing) against "
+                        f"the one {lookups.CONTEXT_FILE} holds",
+                    ) from None
+                found = {e["key"]: lookups.look_up(e, clients, account) for e in exc.entries}
+                lookups.write_context(config.root, found)
+                written.update(found)
+                rows += [[lookups.describe(e), _shown(found[e["key"]])] for e in exc.entries]
+        else:
+            raise UsageError(
+                f"the CDK app still looks up new values after {LOOKUP_ROUNDS} rounds",
+                next_step=f"see what it asks for in cdk.out/{environment.name}/manifest.json (missing)",
+            )
+    if as_json:
+        runtime.stdout.write(dumps({"environment": environment.name, "file": lookups.CONTEXT_FILE, "values": written}))
+        runtime.stdout.write("\n")
+    elif not written:
+        runtime.stderr.write(f"✅ the CDK app looks up nothing that {lookups.CONTEXT_FILE} does not hold\n")
+    else:
+        runtime.stderr.write(tabulate(rows, headers=["looked up", "value"]) + "\n")
+        runtime.stderr.write(
+            f"✅ {len(written)} value(s) written to {lookups.CONTEXT_FILE}: commit it (git add {lookups.CONTEXT_FILE} "
+            "&& git commit), then deploy\n"
+        )
+    return written
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # -- checks -----------------------------------------------------------------------------------------------------

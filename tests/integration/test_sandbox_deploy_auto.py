@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import pytest
 
-from deploykit import commands, metrics
+from deploykit import commands, lookups, metrics
 from deploykit.app_chain import PromoteImage
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
@@ -1630,3 +1630,48 @@ def test_a_dropped_cross_stack_reference_beside_a_change_of_the_exporting_stack_
     [detail] = [r.detail for r in all_records(report.records) if r.step == "deploy-stack"]
     assert detail.startswith("CarRentalDataStack") and "kept its export" not in detail, out
     assert export not in {e["Name"] for e in cfn.list_exports()["Exports"]}  # its next deploy dropped it
+
+
+def test_a_value_the_cdk_app_looks_up_is_refused_until_inv_lookup_writes_it_and_it_is_committed(
+    project: Path,
+) -> None:
+    """``StringParameter.value_from_lookup`` in the data stack: the CDK app synthesizes ``dummy-value-for-...`` in
+    its place (the CDK CLI looks it up; deploykit runs the app itself). deploy.auto refuses that template (exit 2,
+    nothing deployed); inv lookup asks the sandbox and writes cdk/cdk.context.json; committed, the stack deploys the
+    parameter's value."""
+    data = project / "cdk" / "stacks" / "data_stack.py"
+    imports, last = "from aws_cdk import aws_s3 as s3\n", '        output(self, "KycAccessLogsBucketName"'
+    text = data.read_text()
+    assert imports in text and last in text
+    looked_up = (
+        '        tier = ssm.StringParameter.value_from_lookup(self, "/car-rental/support-tier")\n'
+        '        output(self, "SupportTier", tier, "The support tier, looked up at synthesis")\n'
+    )
+    text = text.replace(imports, imports + "from aws_cdk import aws_ssm as ssm\n")
+    data.write_text(text.replace(last, looked_up + last))
+    git(project, "commit", "-qam", "data: the support tier, looked up")
+    cfn = sandbox_client(project, "cloudformation")
+
+    def outputs() -> dict[str, str]:
+        stack = cfn.describe_stacks(StackName="CarRentalDataStack")["Stacks"][0]
+        return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+    with pytest.raises(lookups.MissingLookups) as refused:
+        auto(project)
+    assert refused.value.exit_code == 2 and "SSM parameter /car-rental/support-tier" in refused.value.message
+    assert str(refused.value.next_step).startswith("inv lookup --env sandbox ")
+    assert "SupportTier" not in outputs()
+    with pytest.raises(UsageError, match="SSM parameter /car-rental/support-tier does not exist"):
+        commands.lookup(runtime=quiet_runtime(project))
+    assert not (project / lookups.CONTEXT_FILE).exists()
+
+    sandbox_client(project, "ssm").put_parameter(Name="/car-rental/support-tier", Value="gold", Type="String")
+    written = commands.lookup(runtime=quiet_runtime(project))
+    [(key, value)] = written.items()
+    assert key.startswith("ssm:account=") and "parameterName=/car-rental/support-tier" in key and value == "gold"
+    assert git(project, "status", "--porcelain") == f"?? {lookups.CONTEXT_FILE}\n"
+    git(project, "add", lookups.CONTEXT_FILE)
+    git(project, "commit", "-qm", "lookups for the sandbox")
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    assert outputs()["SupportTier"] == "gold"

@@ -20,7 +20,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import synth
+from deploykit import lookups, synth
 from deploykit.clock import FakeClock
 from deploykit.config import Config, EnvConfig, parse_config
 from deploykit.errors import StepFailed, UsageError
@@ -49,9 +49,17 @@ def write_cdk(root: Path) -> Path:
 class FakeApp:
     """Plays `python cdk/app.py`: records each call and writes an assembly into $CDK_OUTDIR."""
 
-    def __init__(self, returncode: int = 0, stderr: str = "", stdout: str = "", write: bool = True) -> None:
+    def __init__(
+        self,
+        returncode: int = 0,
+        stderr: str = "",
+        stdout: str = "",
+        write: bool = True,
+        lookups: tuple[dict[str, Any], ...] = (),
+    ) -> None:
         self.calls: list[dict[str, Any]] = []
         self.returncode, self.stderr, self.stdout, self.write = returncode, stderr, stdout, write
+        self.lookups = lookups  # what the app looks up: listed as missing unless its key is in the context
 
     def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls.append({"command": command, **kwargs})
@@ -66,7 +74,10 @@ class FakeApp:
                     "type": "aws:cloudformation:stack",
                     "properties": {"templateFile": f"{name}.template.json", "tags": {"Project": "car-rental"}},
                 }
-            (out / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": artifacts}))
+            given = json.loads(kwargs["env"]["CDK_CONTEXT_JSON"])
+            missed = [entry for entry in self.lookups if entry["key"] not in given]
+            manifest = {"version": "55.0.0", "artifacts": artifacts, **({"missing": missed} if missed else {})}
+            (out / "manifest.json").write_text(json.dumps(manifest))
         return subprocess.CompletedProcess(command, self.returncode, self.stdout, self.stderr)
 
     @property
@@ -306,6 +317,55 @@ def test_a_missing_template_makes_it_run_again(config: Config, dev: EnvConfig, r
     result = synth.synthesize(config, dev, account=ACCOUNT, run=app)
     result.templates["CarRentalAuthStack"].unlink()
     assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped is False
+
+
+SUPPORT_TIER = {
+    "key": "ssm:account=123456789012:parameterName=/car-rental/support-tier:region=eu-west-1",
+    "provider": "ssm",
+    "props": {"account": "123456789012", "region": "eu-west-1", "parameterName": "/car-rental/support-tier"},
+}
+
+
+def test_the_values_cdk_context_json_keeps_are_given_to_the_app_beside_the_settings(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    (root / "cdk" / "cdk.context.json").write_text(json.dumps({SUPPORT_TIER["key"]: "gold", "environment": "x"}))
+    app = FakeApp(lookups=(SUPPORT_TIER,))
+    synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert app.context[SUPPORT_TIER["key"]] == "gold"
+    assert app.context["environment"] == "dev"  # the settings are deploy.toml's, whatever the file says
+
+
+def test_an_assembly_missing_a_looked_up_value_is_refused_and_synthesized_again_next_time(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    """The CDK app puts a placeholder (dummy-value-for-/car-rental/support-tier) where a lookup's value goes, and
+    lists the lookup as missing: deployed, the placeholder would be real."""
+    app = FakeApp(lookups=(SUPPORT_TIER,))
+    with pytest.raises(lookups.MissingLookups) as err:
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert err.value.exit_code == 2 and err.value.entries == [SUPPORT_TIER]
+    assert "SSM parameter /car-rental/support-tier (account 123456789012, eu-west-1)" in err.value.message
+    assert "placeholder" in err.value.message
+    assert err.value.next_step is not None and err.value.next_step.startswith("inv lookup --env dev ")
+    with pytest.raises(lookups.MissingLookups):  # no stamp was written: not skipped as synthesized
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert len(app.calls) == 2
+    lookups.write_context(root, {SUPPORT_TIER["key"]: "gold"})
+    assert not synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped
+    assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_a_malformed_cdk_context_json_is_refused_before_the_app_runs(
+    config: Config, dev: EnvConfig, root: Path, text: str
+) -> None:
+    (root / "cdk" / "cdk.context.json").write_text(text)
+    app = FakeApp()
+    with pytest.raises(UsageError, match=r"cdk/cdk\.context\.json") as err:
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert err.value.next_step and "inv lookup" in err.value.next_step
+    assert app.calls == []
 
 
 def test_out_dir_can_be_chosen(config: Config, dev: EnvConfig, tmp_path: Path) -> None:

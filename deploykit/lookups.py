@@ -1,0 +1,184 @@
+"""CDK lookups: the values a stack looks up in its account at synthesis (``StringParameter.value_from_lookup``,
+``HostedZone.from_lookup``, the availability zones of ``Stack.availability_zones``, ``Vpc.from_lookup``).
+
+The CDK app does not look them up itself: it synthesizes a placeholder in their place (``vpc-12345``,
+``dummy-value-for-/my/param``) and lists what it missed in its cloud assembly (``manifest.json``, ``missing``).
+The CDK CLI then asks AWS, keeps the answers in ``cdk/cdk.context.json`` and runs the app again with them. deploykit
+runs the app itself, so it does the same in two halves: a synthesis gives the app what ``cdk/cdk.context.json``
+holds and refuses an assembly that still misses a value (its placeholder would be deployed as real), and
+``inv lookup`` asks the environment for what is missing and writes it there, to be committed: a deploy is of a
+commit, and every later synthesis of it gives the same templates, as CDK's own advice to commit the file intends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from deploykit.errors import UsageError
+
+CONTEXT_FILE = "cdk/cdk.context.json"  # the CDK CLI's name and place for it (beside cdk.json, in the app's folder)
+MANIFEST = "manifest.json"
+# the providers deploykit answers, by the name the assembly gives them
+PROVIDERS = ("ssm", "availability-zones", "hosted-zone")
+
+Clients = Callable[[str, str], Any]  # (service, region) → a boto3 client of the environment's credentials
+
+
+def read_context(root: Path) -> dict[str, Any]:
+    """What ``cdk/cdk.context.json`` holds (nothing when there is no such file); UsageError when it is no JSON
+    object."""
+    path = root / CONTEXT_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"{CONTEXT_FILE} cannot be read: {exc}", next_step=f"fix or delete {CONTEXT_FILE}") from None
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(
+            f"{CONTEXT_FILE} is not valid JSON ({exc}): the CDK app's looked-up values are kept there",
+            next_step=f"fix it (git diff {CONTEXT_FILE} shows what changed), or delete it and run: inv lookup",
+        ) from None
+    if not isinstance(values, dict):
+        raise UsageError(
+            f"{CONTEXT_FILE} holds a JSON {type(values).__name__}, not an object of looked-up values by key",
+            next_step="fix it, or delete it and run: inv lookup",
+        )
+    return values
+
+
+def missing(out_dir: Path) -> list[dict[str, Any]]:
+    """The lookups the cloud assembly in ``out_dir`` says the app missed (``key``, ``provider``, ``props`` each)."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []  # no readable manifest: the synthesis' own check says so
+    return [m for m in manifest.get("missing") or () if isinstance(m, dict) and m.get("key")]
+
+
+def describe(entry: Mapping[str, Any]) -> str:
+    """One missed lookup, as a person names it: what, in which account and region."""
+    props = entry.get("props") or {}
+    where = f"account {props.get('account', '?')}, {props.get('region', '?')}"
+    provider = entry.get("provider")
+    if provider == "ssm":
+        return f"SSM parameter {props.get('parameterName')} ({where})"
+    if provider == "availability-zones":
+        return f"the availability zones ({where})"
+    if provider == "hosted-zone":
+        private = " (private)" if props.get("privateZone") else ""
+        return f"hosted zone {props.get('domainName')}{private} ({where})"
+    if provider == "vpc-provider":
+        return f"VPC {json.dumps(props.get('filter') or {}, sort_keys=True)} ({where})"
+    return f"{provider} {entry.get('key')} ({where})"
+
+
+class MissingLookups(UsageError):
+    """A synthesis whose assembly misses looked-up values (``entries``, as the manifest lists them)."""
+
+    def __init__(self, message: str, next_step: str, entries: list[dict[str, Any]]) -> None:
+        super().__init__(message, next_step)
+        self.entries = entries
+
+
+def refused(entries: list[dict[str, Any]], env: str) -> MissingLookups:
+    """The refusal of an assembly that misses ``entries``: its placeholders must not be deployed."""
+    names = "; ".join(describe(e) for e in entries)
+    answerable = all(e.get("provider") in PROVIDERS for e in entries)
+    how = (
+        f"inv lookup --env {env} asks {env} for them and writes them to {CONTEXT_FILE}; commit that file, then rerun"
+        if answerable
+        else f"write the values under their keys in {CONTEXT_FILE} (inv lookup --env {env} names the keys and "
+        "answers SSM parameters, availability zones and hosted zones), commit that file, then rerun"
+    )
+    return MissingLookups(
+        f"the CDK app looks up {len(entries)} value(s) {CONTEXT_FILE} does not hold: {names}. It synthesized a "
+        "placeholder in their place, which a deploy would make real: nothing was deployed",
+        how,
+        entries,
+    )
+
+
+def look_up(entry: Mapping[str, Any], clients: Clients, account: str) -> Any:
+    """The value of one missed lookup, asked of the environment as the CDK CLI asks it; UsageError naming what
+    could not be answered and why."""
+    props = entry.get("props") or {}
+    provider = entry.get("provider")
+    if provider not in PROVIDERS:
+        raise UsageError(
+            f"{describe(entry)}: deploykit does not look up {provider!r} values",
+            next_step=f"write its value under {entry.get('key')} in {CONTEXT_FILE} (the CDK CLI's `cdk synth` in a "
+            "checkout with AWS access writes it there too), commit that file, then rerun",
+        )
+    if str(props.get("account")) != account:
+        raise UsageError(
+            f"{describe(entry)}: the environment's credentials are of account {account}, not that one",
+            next_step="run inv lookup with the credentials of that account (AWS_PROFILE=...), or write the value "
+            f"under {entry.get('key')} in {CONTEXT_FILE}",
+        )
+    region = str(props.get("region"))
+    try:
+        if provider == "ssm":
+            return _parameter(props, clients("ssm", region))
+        if provider == "availability-zones":
+            zones = clients("ec2", region).describe_availability_zones()["AvailabilityZones"]
+            return [z["ZoneName"] for z in zones if z.get("State") == "available"]
+        return _hosted_zone(props, clients("route53", region))
+    except (ClientError, BotoCoreError) as exc:
+        raise UsageError(
+            f"{describe(entry)} could not be looked up: {exc}",
+            next_step="check the credentials' permissions and the name in the stack, then rerun inv lookup",
+        ) from None
+
+
+def _parameter(props: Mapping[str, Any], ssm: Any) -> Any:
+    name = str(props.get("parameterName"))
+    try:
+        return ssm.get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ParameterNotFound":
+            raise
+    if props.get("ignoreErrorOnMissingContext"):  # the stack said what to use when there is none
+        return props.get("dummyValue")
+    raise UsageError(
+        f"SSM parameter {name} does not exist in account {props.get('account')}, {props.get('region')}",
+        next_step=f"create it (aws ssm put-parameter --name {name} ...), or fix the name in the stack, then rerun "
+        "inv lookup",
+    )
+
+
+def _hosted_zone(props: Mapping[str, Any], route53: Any) -> dict[str, str]:
+    domain = str(props.get("domainName")).rstrip(".") + "."
+    private = bool(props.get("privateZone"))
+    vpc = props.get("vpcId")
+    listed = route53.list_hosted_zones_by_name(DNSName=domain)["HostedZones"]
+    found = []
+    for zone in listed:
+        if zone["Name"] != domain or bool(zone.get("Config", {}).get("PrivateZone")) != private:
+            continue
+        if vpc and vpc not in {v["VPCId"] for v in route53.get_hosted_zone(Id=zone["Id"]).get("VPCs") or ()}:
+            continue
+        found.append(zone)
+    if len(found) != 1:
+        what = f"{'private' if private else 'public'} hosted zone {domain}" + (f" of {vpc}" if vpc else "")
+        raise UsageError(
+            f"{len(found) or 'no'} {what} found in account {props.get('account')}: the lookup needs exactly one",
+            next_step="fix the domain (or privateZone, vpcId) in the stack, then rerun inv lookup",
+        )
+    return {"Id": found[0]["Id"], "Name": found[0]["Name"]}
+
+
+def write_context(root: Path, values: Mapping[str, Any]) -> Path:
+    """``values`` added to ``cdk/cdk.context.json`` (what it held kept), written as the CDK CLI writes it (keys
+    sorted, two-space indent), so a commit of it diffs as one."""
+    path = root / CONTEXT_FILE
+    merged = {**read_context(root), **values}
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
