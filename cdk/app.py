@@ -94,7 +94,8 @@ def build_app(
     )
     settings = Settings.load(app.node.try_get_context, environ)
     # What the CDK CLI's AZ lookup would have cached: the VPC asks for the stack's zones, and without this
-    # the assembly would list a "missing" context lookup that nothing here will ever perform.
+    # the assembly would list a "missing" context lookup, which deploykit refuses until `inv lookup` writes
+    # the zones to cdk/cdk.context.json: the settings name them instead (availability_zones).
     app.node.set_context(
         f"availability-zones:account={settings.account}:region={settings.region}", list(settings.availability_zones)
     )
