@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploykit import git
 from deploykit.errors import ConfigError, EnvironmentNotReady, StepFailed, UsageError
 
 if TYPE_CHECKING:  # the docker package is imported when an image is touched, not by every command (40 ms)
@@ -150,6 +151,9 @@ GIT_EXCLUDED = (".git", "**/.git")  # .dockerignore patterns: a .git file or fol
 
 def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> io.BytesIO:
     """The build context as a tar: ``context`` less its .dockerignore and any ``.git``, plus the extra CA certificates.
+    In a git work tree, only what git tracks or would track goes (and the Dockerfile): a file it ignores (a ``.env``
+    beside the code, a local settings module) went into an image named after a commit that does not hold it, so a CI
+    build of that commit differed, and a secret shipped; the Lambda zips leave such files out the same way.
 
     The certificates go under ``certs/`` in the context only (never into the work tree), so images
     trust a corporate TLS proxy and pip inside ``docker build`` can reach the package index.
@@ -168,11 +172,14 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
     # submodule's folder holds a .git file (gitdir: ../.git/modules/<name>) pointing outside the context, a clone's a
     # .git folder with its history; neither is the commit the image is named after
     patterns += GIT_EXCLUDED
+    seen = _seen_by_git(context)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):
             if rel.split("/", 1)[0] == CERTS_DIR and rel != CERTS_DIR:
                 continue  # certificates come from extra_ca_dir below, never from the tree
+            if seen is not None and rel != dockerfile and not seen(rel):
+                continue
             tar.add(str(context / rel), arcname=rel, recursive=False)
         if CERTS_DIR not in tar.getnames():
             info = tarfile.TarInfo(CERTS_DIR)
@@ -194,6 +201,18 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
+
+
+def _seen_by_git(context: Path) -> Callable[[str], bool] | None:
+    """Whether git sees a path of ``context`` (a file or a folder): a file it lists, a folder holding one, or what is
+    inside a repository cloned there (git lists its folder alone, ``vendor/lib/``: an uncommitted change); None
+    outside a git work tree (every path goes)."""
+    seen = git.files_git_sees(context)
+    if seen is None:
+        return None
+    held = seen | git.folders_of(seen)
+    clones = tuple(p for p in seen if p.endswith("/"))
+    return lambda rel: rel in held or (rel + "/").startswith(clones)
 
 
 PEM_MARKS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -174,3 +175,26 @@ def test_build_context_leaves_out_git_whatever_the_dockerignore_says(tmp_path: P
             names = set(tar.getnames())
         assert {"Dockerfile", "app/main.py", "vendor/lib/lib.py", ".gitignore"} <= names
         assert not [n for n in names if ".git" in n.split("/")], dockerignore
+
+
+def test_in_a_git_work_tree_the_context_holds_what_git_sees_and_not_what_it_ignores(tmp_path: Path) -> None:
+    """A .env beside the code, a local settings module: git ignores them, the commit the image is named after does
+    not hold them, and a CI build of it would not have them; they went into the image (a secret shipped) unless the
+    .dockerignore named them too."""
+    ctx = tmp_path / "ctx"
+    (ctx / "app").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text("FROM x\n")
+    (ctx / "app" / "main.py").write_text("print(1)\n")
+    (ctx / ".gitignore").write_text(".env\nlocal_settings.py\nbuild/\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (ctx / "app" / ".env").write_text("SECRET=1\n")
+    (ctx / "app" / "local_settings.py").write_text("DEBUG = True\n")
+    (ctx / "build" / "x").mkdir(parents=True)
+    (ctx / "build" / "x" / "out.txt").write_text("built\n")
+    (ctx / "app" / "new.py").write_text("X = 1\n")  # untracked, not ignored: an uncommitted change, built
+    (ctx / "vendor" / "lib" / ".git").mkdir(parents=True)  # a repository cloned there: its files go, as git's
+    (ctx / "vendor" / "lib" / "lib.py").write_text("L = 1\n")
+    with tarfile.open(fileobj=build_context(ctx, "Dockerfile", None)) as tar:
+        names = set(tar.getnames())
+    assert {"Dockerfile", ".gitignore", "app", "app/main.py", "app/new.py", "vendor/lib/lib.py", "certs"} <= names
+    assert not names & {"app/.env", "app/local_settings.py", "build", "build/x", "build/x/out.txt"}, names
