@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -211,6 +211,20 @@ def files_git_sees(folder: Path) -> set[str] | None:
             )
         # no folder at all: deleted from the work tree, an uncommitted change, as a file deleted is
     return listed
+
+
+def seen_paths(folder: Path) -> Callable[[str], bool] | None:
+    """Whether git sees a path of ``folder`` (relative to it, a file or a folder): a file it tracks or would track
+    (:func:`files_git_sees`), a folder holding one, or anything inside a repository cloned there, which git lists as
+    its folder alone (``vendor/lib/``; the dirty hash reads its files: an uncommitted change, deployed with
+    --allow-dirty). None where git sees no file of ``folder`` (no work tree, a commit exported to a folder git
+    ignores): then every path counts."""
+    seen = files_git_sees(folder)
+    if seen is None:
+        return None
+    held = seen | folders_of(seen)
+    clones = tuple(p for p in seen if p.endswith("/"))
+    return lambda path: path in held or (path + "/").startswith(clones)
 
 
 def folders_of(files: Iterable[str]) -> set[str]:

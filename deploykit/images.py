@@ -172,7 +172,7 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
     # submodule's folder holds a .git file (gitdir: ../.git/modules/<name>) pointing outside the context, a clone's a
     # .git folder with its history; neither is the commit the image is named after
     patterns += GIT_EXCLUDED
-    seen = _seen_by_git(context)
+    seen = git.seen_paths(context)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for rel in sorted(exclude_paths(str(context), patterns, dockerfile=dockerfile)):
@@ -201,18 +201,6 @@ def build_context(context: Path, dockerfile: str, extra_ca_dir: Path | None) -> 
             tar.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     return buffer
-
-
-def _seen_by_git(context: Path) -> Callable[[str], bool] | None:
-    """Whether git sees a path of ``context`` (a file or a folder): a file it lists, a folder holding one, or what is
-    inside a repository cloned there (git lists its folder alone, ``vendor/lib/``: an uncommitted change); None
-    outside a git work tree (every path goes)."""
-    seen = git.files_git_sees(context)
-    if seen is None:
-        return None
-    held = seen | git.folders_of(seen)
-    clones = tuple(p for p in seen if p.endswith("/"))
-    return lambda rel: rel in held or (rel + "/").startswith(clones)
 
 
 PEM_MARKS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")

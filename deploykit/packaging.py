@@ -58,7 +58,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
@@ -435,10 +435,10 @@ def _function_files(folder: Path) -> Iterator[tuple[str, tuple[bytes, bool]]]:
 def _function_sources(folder: Path) -> Iterator[tuple[str, Path]]:
     """(path in the zip, file) of :func:`_function_files`; UsageError for a link to a file outside the folder (its
     changes would not be the function's: deploy.auto counts what changes under lambda/<fn>/)."""
-    seen = git.files_git_sees(folder)
+    seen = git.seen_paths(folder)
     inside = folder.resolve()
     for path, source in _walk(folder, seen):
-        if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL or (seen is not None and path not in seen):
+        if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL or (seen is not None and not seen(path)):
             continue
         if source.is_symlink() and not source.resolve().is_relative_to(inside):
             raise UsageError(
@@ -449,16 +449,15 @@ def _function_sources(folder: Path) -> Iterator[tuple[str, Path]]:
         yield path, source
 
 
-def _walk(root: Path, seen: Collection[str] | None = None) -> Iterator[tuple[str, Path]]:
-    """(posix path relative to root, file) for each file, caches pruned, and when ``seen`` (the files git sees) is
-    given the folders holding none of them (a virtual environment git ignores, whose lib64 links to its lib, is no
-    folder of the function's); order does not matter."""
-    holding = git.folders_of(seen or ())
+def _walk(root: Path, seen: Callable[[str], bool] | None = None) -> Iterator[tuple[str, Path]]:
+    """(posix path relative to root, file) for each file, caches pruned, and when ``seen`` (whether git sees a path:
+    :func:`deploykit.git.seen_paths`) is given the folders it does not see (a virtual environment git ignores, whose
+    lib64 links to its lib, is no folder of the function's); order does not matter."""
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for d in list(dirnames):
             path = f"{(here / d).relative_to(root)}"
-            if d in _EXCLUDED_DIRS or d == _GIT or (seen is not None and path not in holding and path not in seen):
+            if d in _EXCLUDED_DIRS or d == _GIT or (seen is not None and not seen(path)):
                 dirnames.remove(d)
             elif (here / d).is_symlink():  # git lists it as a file: the link itself
                 raise UsageError(

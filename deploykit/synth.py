@@ -178,15 +178,14 @@ def source_files(cdk_dir: Path) -> list[Path]:
     track there (a folder it ignores, such as the virtual environment ``cdk init`` makes as ``cdk/.venv``, is no
     source: reading its thousands of files took seconds at each synthesis), every file where git sees none (a
     commit's files exported to a temporary folder); tests, caches and the assembly left out either way."""
-    seen = git.files_git_sees(cdk_dir)
-    holding = git.folders_of(seen or ())  # the walk goes into those alone
+    seen = git.seen_paths(cdk_dir)
     found: list[Path] = []
     for folder, dirs, files in os.walk(cdk_dir):
         here = Path(folder).relative_to(cdk_dir)
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and (seen is None or f"{here / d}" in holding))
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and (seen is None or seen(f"{here / d}")))
         for name in files:
             path = Path(folder) / name
-            if not name.endswith(EXCLUDED_SUFFIXES) and (seen is None or path.relative_to(cdk_dir).as_posix() in seen):
+            if not name.endswith(EXCLUDED_SUFFIXES) and (seen is None or seen(f"{here / name}")):
                 found.append(path)
     return sorted(found, key=lambda p: p.relative_to(cdk_dir).as_posix())
 

@@ -576,6 +576,21 @@ def test_a_virtual_environment_git_ignores_is_passed_over_with_its_directory_lin
         package_function(fn)
 
 
+def test_a_repository_cloned_into_the_function_is_packaged_with_its_files(fn: Path, tmp_path: Path) -> None:
+    """git lists an untracked clone as its folder alone (vendored/): the zip left its files out, where the dirty
+    build's hash counted them, so --allow-dirty shipped a function that could not import them."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    source = tmp_path / "elsewhere"
+    source.mkdir()
+    (source / "helpers.py").write_text("X = 1\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "lib"]):
+        run_git(source, *args)
+    run_git(tmp_path, "clone", "-q", str(source), str(fn / "vendored"))
+    assert "vendored/" in (git.files_git_sees(fn) or ())  # the folder alone
+    assert "vendored/helpers.py" in package_function(fn).files
+    assert not [f for f in package_function(fn).files if ".git" in f.split("/")]
+
+
 def test_a_link_to_a_file_outside_the_folder_is_refused_one_inside_is_packaged(fn: Path, tmp_path: Path) -> None:
     """A change to a file outside lambda/<fn>/ is not the function's for deploy.auto: linked in, it would ship in
     the zip and never deploy when it changes."""
