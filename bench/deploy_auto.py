@@ -127,8 +127,9 @@ def private_toml(text: str) -> tuple[str, dict[str, int]]:
     # 21000-28999, as the integration tests choose them: outside the ephemeral range (32768-60999 on Linux) where
     # free_ports() finds the others, which a task range there could hold (30000-49999 held the AWS port once)
     first = 21000 + (ports["listener"] % 40) * 200
-    for old, new in (("4566", ports["aws"]), ("4567", ports["api"]), ("8080", ports["listener"])):
-        text = text.replace(f":{old}", f":{new}").replace(f"= {old}", f"= {new}")
+    # in one pass: one port after the other, an AWS port of 4567x was then taken for the API's (127.0.0.1:342975)
+    moved = {"4566": ports["aws"], "4567": ports["api"], "8080": ports["listener"]}
+    text = re.sub(r"(:|= )(4566|4567|8080)\b", lambda m: f"{m[1]}{moved[m[2]]}", text)
     text = re.sub(r"registry_port = \d+", f"registry_port = {ports['registry']}", text)
     text = re.sub(r"registry_backend_port = \d+", f"registry_backend_port = {ports['backend']}", text)
     text = re.sub(r"task_ports = \[\d+, \d+\]", f"task_ports = [{first}, {first + 199}]", text)

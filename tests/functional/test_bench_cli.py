@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -58,3 +61,18 @@ def test_the_history_listing_bench_reads_the_same_records_every_way_and_lists_an
     # 2000 a year: about 164 in the last 30 days, each fetched from S3, then none
     assert 150 <= row["month"]["records"] == row["month"]["fetched"] == row["month_cached"]["records"] <= 180
     assert row["month_cached"]["fetched"] == 0
+
+
+def test_the_bench_s_sandbox_takes_each_free_port_once_whatever_digits_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One port after the other, an AWS port of 4567x was then taken for the API's (4567), and its URL named
+    127.0.0.1:<api port>x: the bench's sandbox did not start."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import deploy_auto
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    monkeypatch.setattr(deploy_auto, "free_ports", lambda count: [45671, 44029, 36607, 49387, 41991][:count])
+    text, ports = deploy_auto.private_toml((REPO / "deploy.toml").read_text())
+    named = set(re.findall(r"127\.0\.0\.1:(\d+)", text))
+    assert {str(ports["aws"]), str(ports["api"]), str(ports["listener"])} <= named
+    assert named <= {str(p) for p in ports.values()} | {"5000"}, named  # 5000: a comment's example

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,8 +144,12 @@ def _sandbox_on_free_ports(project: Path) -> None:
     """The project's sandbox on ports nothing listens on: whatever sandbox runs on this machine (another test's, the
     developer's), this one is not running."""
     aws, registry, backend, api = free_ports(4)
-    text = (project / "deploy.toml").read_text().replace("127.0.0.1:4566", f"127.0.0.1:{aws}")
-    text = text.replace("127.0.0.1:4567", f"127.0.0.1:{api}")  # the sandbox environment's URLs name its ports
+    # the sandbox environment's URLs name its ports: both in one pass (one after the other, an AWS port of 4567x
+    # became 4567x's api port and a trailing digit: 127.0.0.1:342975)
+    ports = {"4566": aws, "4567": api}
+    text = re.sub(
+        r"127\.0\.0\.1:(4566|4567)\b", lambda m: f"127.0.0.1:{ports[m[1]]}", (project / "deploy.toml").read_text()
+    )
     text = text.replace('registry = "127.0.0.1:5000"', f'registry = "127.0.0.1:{registry}"')
     text += f"\n[sandbox]\naws_port = {aws}\nregistry_port = {registry}\nregistry_backend_port = {backend}\n"
     (project / "deploy.toml").write_text(text + f"api_port = {api}\n")
