@@ -837,9 +837,10 @@ def show_endpoints(c: Context, env: str | None = None, json_: bool = False) -> N
 @task(name="lookup", help={"env": COMMON_HELP["env"], "json": COMMON_HELP["json"]})
 @reports_errors
 def lookup_values(c: Context, env: str | None = None, json_: bool = False) -> None:
-    """Look up what the CDK app asks of the environment (SSM parameters, zones) into cdk/cdk.context.json, to commit.
+    """Look up what the CDK app asks of the environment (SSM parameters, zones, VPCs) into cdk/cdk.context.json.
 
-    As the CDK CLI does at synthesis: deploykit's own synthesis refuses a template holding a lookup's placeholder."""
+    Then commit the file. As the CDK CLI looks them up at synthesis; deploykit's own synthesis refuses a template
+    holding a lookup's placeholder (dummy-value-for-..., vpc-12345) until the file holds the value."""
     commands.lookup(env=env, as_json=json_, runtime=_runtime())
 
 

@@ -24,7 +24,8 @@ from deploykit.errors import UsageError
 CONTEXT_FILE = "cdk/cdk.context.json"  # the CDK CLI's name and place for it (beside cdk.json, in the app's folder)
 MANIFEST = "manifest.json"
 # the providers deploykit answers, by the name the assembly gives them
-PROVIDERS = ("ssm", "availability-zones", "hosted-zone")
+PROVIDERS = ("ssm", "availability-zones", "hosted-zone", "vpc-provider")
+SUBNET_TYPES = ("Public", "Private", "Isolated")  # the order a VPC's groups are told in, and the tag's values
 
 Clients = Callable[[str, str], Any]  # (service, region) → a boto3 client of the environment's credentials
 
@@ -96,7 +97,7 @@ def refused(entries: list[dict[str, Any]], env: str) -> MissingLookups:
         f"inv lookup --env {env} asks {env} for them and writes them to {CONTEXT_FILE}; commit that file, then rerun"
         if answerable
         else f"write the values under their keys in {CONTEXT_FILE} (inv lookup --env {env} names the keys and "
-        "answers SSM parameters, availability zones and hosted zones), commit that file, then rerun"
+        "answers SSM parameters, availability zones, hosted zones and VPCs), commit that file, then rerun"
     )
     return MissingLookups(
         f"the CDK app looks up {len(entries)} value(s) {CONTEXT_FILE} does not hold: {names}. It synthesized a "
@@ -130,7 +131,9 @@ def look_up(entry: Mapping[str, Any], clients: Clients, account: str) -> Any:
         if provider == "availability-zones":
             zones = clients("ec2", region).describe_availability_zones()["AvailabilityZones"]
             return [z["ZoneName"] for z in zones if z.get("State") == "available"]
-        return _hosted_zone(props, clients("route53", region))
+        if provider == "hosted-zone":
+            return _hosted_zone(props, clients("route53", region))
+        return _vpc(props, clients("ec2", region))
     except (ClientError, BotoCoreError) as exc:
         raise UsageError(
             f"{describe(entry)} could not be looked up: {exc}",
@@ -173,6 +176,125 @@ def _hosted_zone(props: Mapping[str, Any], route53: Any) -> dict[str, str]:
             next_step="fix the domain (or privateZone, vpcId) in the stack, then rerun inv lookup",
         )
     return {"Id": found[0]["Id"], "Name": found[0]["Name"]}
+
+
+def _vpc(props: Mapping[str, Any], ec2: Any) -> dict[str, Any]:
+    """What ``Vpc.from_lookup`` is given, as the CDK CLI's VPC provider answers: the one VPC the filter matches, its
+    subnets grouped by type and name, each with its route table, and its VPN gateway."""
+    filters = [{"Name": name, "Values": [value]} for name, value in (props.get("filter") or {}).items()]
+    vpcs = ec2.describe_vpcs(Filters=filters)["Vpcs"]
+    if len(vpcs) != 1:
+        raise UsageError(
+            f"{len(vpcs) or 'no'} VPCs match {json.dumps(props.get('filter') or {}, sort_keys=True)} in account "
+            f"{props.get('account')}, {props.get('region')}: the lookup needs exactly one",
+            next_step="narrow the filter (vpc_id, tags) of Vpc.from_lookup in the stack, then rerun inv lookup",
+        )
+    vpc = vpcs[0]
+    of_vpc = [{"Name": "vpc-id", "Values": [vpc["VpcId"]]}]
+    tables = ec2.describe_route_tables(Filters=of_vpc)["RouteTables"]
+    subnets = [
+        _subnet(s, tables, props.get("subnetGroupNameTag")) for s in ec2.describe_subnets(Filters=of_vpc)["Subnets"]
+    ]
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for subnet in subnets:
+        groups.setdefault((subnet["type"], subnet["name"]), []).append(subnet)
+    for members in groups.values():
+        members.sort(key=lambda s: s["az"])
+    answer: dict[str, Any] = {"vpcId": vpc["VpcId"], "vpcCidrBlock": vpc["CidrBlock"], "ownerAccountId": vpc["OwnerId"]}
+    if props.get("returnAsymmetricSubnets"):
+        answer["availabilityZones"] = []
+        answer["subnetGroups"] = [
+            {
+                "name": name,
+                "type": kind,
+                "subnets": [
+                    {"subnetId": s["id"], "cidr": s["cidr"], "availabilityZone": s["az"], "routeTableId": s["table"]}
+                    for s in members
+                ],
+            }
+            for (kind, name), members in groups.items()
+        ]
+    else:
+        answer.update(_symmetric(groups))
+    if props.get("returnVpnGateways", True):
+        gateways = ec2.describe_vpn_gateways(
+            Filters=[
+                {"Name": "attachment.vpc-id", "Values": [vpc["VpcId"]]},
+                {"Name": "attachment.state", "Values": ["attached"]},
+                {"Name": "state", "Values": ["available"]},
+            ]
+        )["VpnGateways"]
+        if len(gateways) == 1:
+            answer["vpnGatewayId"] = gateways[0]["VpnGatewayId"]
+    return answer
+
+
+def _subnet(subnet: Mapping[str, Any], tables: list[dict[str, Any]], name_tag: str | None) -> dict[str, str]:
+    """One subnet as the VPC provider tells it: its type from its ``aws-cdk:subnet-type`` tag, else public when it
+    maps public IPs or routes to an internet gateway, private when it routes 0.0.0.0/0 to a NAT or transit gateway,
+    else isolated; its group's name from ``name_tag`` (or ``aws-cdk:subnet-name``), else its type."""
+    tags = {t["Key"]: t["Value"] for t in subnet.get("Tags") or ()}
+    own = next(
+        (t for t in tables if any(a.get("SubnetId") == subnet["SubnetId"] for a in t.get("Associations") or ())), None
+    )
+    main = next((t for t in tables if any(a.get("Main") for a in t.get("Associations") or ())), None)
+    routes = (own or main or {}).get("Routes") or ()
+    kind = tags.get("aws-cdk:subnet-type")
+    if kind is None:
+        if subnet.get("MapPublicIpOnLaunch") or any(str(r.get("GatewayId", "")).startswith("igw-") for r in routes):
+            kind = "Public"
+        elif any(
+            (r.get("NatGatewayId") or r.get("TransitGatewayId")) and r.get("DestinationCidrBlock") == "0.0.0.0/0"
+            for r in routes
+        ):
+            kind = "Private"
+        else:
+            kind = "Isolated"
+    where = f"subnet {subnet['SubnetId']}"
+    if kind not in SUBNET_TYPES:
+        raise UsageError(
+            f"{where} is tagged aws-cdk:subnet-type={kind}, which is none of {', '.join(SUBNET_TYPES)}",
+            next_step="fix the subnet's tag, then rerun inv lookup",
+        )
+    if name_tag and name_tag not in tags:
+        raise UsageError(
+            f"{where} has no tag {name_tag}, which the stack groups the VPC's subnets by (subnet_group_name_tag)",
+            next_step="tag it, or fix subnet_group_name_tag in the stack, then rerun inv lookup",
+        )
+    table = (own or main or {}).get("RouteTableId")
+    if not table:
+        raise UsageError(
+            f"{where} has no route table (and its VPC no main one)", next_step="give it one, then rerun inv lookup"
+        )
+    name = tags.get(name_tag or "aws-cdk:subnet-name") or kind
+    return {
+        "id": subnet["SubnetId"],
+        "az": subnet["AvailabilityZone"],
+        "cidr": subnet["CidrBlock"],
+        "type": kind,
+        "name": name,
+        "table": table,
+    }
+
+
+def _symmetric(groups: Mapping[tuple[str, str], list[dict[str, str]]]) -> dict[str, Any]:
+    """The older answer (``returnAsymmetricSubnets`` false): one list of zones every group spans alike, and each
+    type's subnet ids, group names and route tables (a type without a subnet left out)."""
+    zones = [s["az"] for s in next(iter(groups.values()), [])]
+    for members in groups.values():
+        if [s["az"] for s in members] != zones:
+            raise UsageError(
+                f"not all the VPC's subnet groups span the same zones ({[s['az'] for s in members]} vs {zones})",
+                next_step="look it up with return_asymmetric_subnets=True in Vpc.from_lookup, then rerun inv lookup",
+            )
+    answer: dict[str, Any] = {"availabilityZones": zones}
+    for kind in ("isolated", "private", "public"):
+        of_kind = [(name, members) for (k, name), members in groups.items() if k.lower() == kind]
+        if of_kind:
+            answer[f"{kind}SubnetIds"] = [s["id"] for _, members in of_kind for s in members]
+            answer[f"{kind}SubnetNames"] = [name for name, _ in of_kind]
+            answer[f"{kind}SubnetRouteTableIds"] = [s["table"] for _, members in of_kind for s in members]
+    return answer
 
 
 def write_context(root: Path, values: Mapping[str, Any]) -> Path:

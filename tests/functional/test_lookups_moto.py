@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from deploykit import lookups
+from deploykit import lookups, synth
 from deploykit.aws import AwsFactory
+from deploykit.config import load_config
 from deploykit.errors import UsageError
 
 ACCOUNT = "123456789012"
@@ -78,14 +79,14 @@ def test_a_hosted_zone_is_the_one_of_that_name_public_or_private_of_a_vpc(factor
 def test_a_provider_deploykit_does_not_answer_and_another_account_are_refused_naming_the_key(
     factory: AwsFactory,
 ) -> None:
-    vpc = entry("vpc-provider", region=REGION, filter={"vpc-id": "vpc-0abc"})
-    with pytest.raises(UsageError, match="does not look up 'vpc-provider' values") as err:
-        lookups.look_up(vpc, clients_of(factory), ACCOUNT)
-    assert err.value.next_step and vpc["key"] in err.value.next_step
+    ami = entry("ami", region=REGION, owners=["amazon"], filters={"name": ["al2023-*"]})
+    with pytest.raises(UsageError, match="does not look up 'ami' values") as err:
+        lookups.look_up(ami, clients_of(factory), ACCOUNT)
+    assert err.value.next_step and ami["key"] in err.value.next_step
     with pytest.raises(UsageError, match="credentials are of account 210987654321"):
         lookups.look_up(entry("ssm", region=REGION, parameterName="/p"), clients_of(factory), "210987654321")
     # what inv lookup cannot answer is not sent to it alone: its value is to be written by hand
-    assert str(lookups.refused([vpc], "dev").next_step).startswith("write the values under their keys")
+    assert str(lookups.refused([ami], "dev").next_step).startswith("write the values under their keys")
     answerable = lookups.refused([entry("ssm", region=REGION, parameterName="/p")], "dev")
     assert str(answerable.next_step).startswith("inv lookup --env dev asks dev for them")
 
@@ -98,3 +99,96 @@ def test_the_file_keeps_what_it_held_and_is_written_sorted_as_the_cdk_cli_writes
     text = (tmp_path / "cdk" / "cdk.context.json").read_text()
     assert json.loads(text) == {"a": ["x", "y"], "b": "2"}
     assert text == '{\n  "a": [\n    "x",\n    "y"\n  ],\n  "b": "2"\n}\n'
+
+
+VPC_APP = """
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+
+app = cdk.App()
+context = app.node.try_get_context
+stack = cdk.Stack(
+    app,
+    "LookupStack",
+    env=cdk.Environment(account=context("account"), region=context("region")),
+    synthesizer=cdk.BootstraplessSynthesizer(),
+)
+vpc = ec2.Vpc.from_lookup(stack, "Vpc", tags={"Name": "shared"})
+cdk.CfnOutput(stack, "VpcId", value=vpc.vpc_id)
+cdk.CfnOutput(stack, "Public", value=",".join(s.subnet_id for s in vpc.public_subnets))
+cdk.CfnOutput(stack, "Isolated", value=",".join(s.subnet_id for s in vpc.isolated_subnets))
+cdk.CfnOutput(stack, "Zones", value=",".join(vpc.availability_zones))
+app.synth()
+"""
+
+
+def test_a_vpc_looked_up_is_what_the_cdk_library_builds_the_vpc_from(
+    factory: AwsFactory, project: Path, tmp_path: Path
+) -> None:
+    """Vpc.from_lookup of a tagged VPC with a public subnet (a route to an internet gateway) and an isolated one in
+    each of two zones: the real CDK app, given what inv lookup wrote, builds the VPC of those very subnets (it
+    synthesized vpc-12345 and placeholders before)."""
+    ec2 = factory.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_tags(Resources=[vpc], Tags=[{"Key": "Name", "Value": "shared"}])
+    ec2.create_vpc(CidrBlock="10.2.0.0/16")  # another, untagged: not matched
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    public_table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    public, isolated = [], []
+    for i, zone in enumerate((f"{REGION}a", f"{REGION}b")):
+        made = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+        ec2.associate_route_table(RouteTableId=public_table, SubnetId=made)
+        public.append(made)
+        isolated.append(
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{i + 10}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+        )
+    (project / "cdk").mkdir()
+    (project / "cdk" / "app.py").write_text(VPC_APP)
+    config = load_config(project / "deploy.toml")
+    dev = config.environment("dev")
+    out = tmp_path / "assembly"
+
+    with pytest.raises(lookups.MissingLookups) as refused:
+        synth.synthesize(config, dev, account=ACCOUNT, registry="", out_dir=out)
+    [asked] = refused.value.entries
+    assert asked["provider"] == "vpc-provider" and asked["props"]["filter"] == {"tag:Name": "shared"}
+    value = lookups.look_up(asked, clients_of(factory), ACCOUNT)
+    lookups.write_context(project, {asked["key"]: value})
+    done = synth.synthesize(config, dev, account=ACCOUNT, registry="", out_dir=out)
+    outputs = {k: v["Value"] for k, v in json.loads(done.templates["LookupStack"].read_text())["Outputs"].items()}
+    assert outputs == {
+        "VpcId": vpc,
+        "Public": ",".join(public),
+        "Isolated": ",".join(isolated),
+        "Zones": f"{REGION}a,{REGION}b",
+    }
+
+
+def test_a_vpc_lookup_needs_exactly_one_vpc_and_the_older_answer_lists_each_type(factory: AwsFactory) -> None:
+    ec2 = factory.client("ec2")
+    ask = {"region": REGION, "filter": {"tag:Name": "shared"}, "returnAsymmetricSubnets": False}
+    with pytest.raises(UsageError, match=r'no VPCs match \{"tag:Name": "shared"\}') as err:
+        lookups.look_up(entry("vpc-provider", **ask), clients_of(factory), ACCOUNT)
+    assert err.value.next_step and "narrow the filter" in err.value.next_step
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_tags(Resources=[vpc], Tags=[{"Key": "Name", "Value": "shared"}])
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{i}.0/24", AvailabilityZone=f"{REGION}{z}")["Subnet"]
+        for i, z in enumerate("ba")
+    ]
+    ec2.create_tags(Resources=[s["SubnetId"] for s in subnets], Tags=[{"Key": "aws-cdk:subnet-name", "Value": "db"}])
+    assert "vpnGatewayId" not in lookups.look_up(entry("vpc-provider", **ask), clients_of(factory), ACCOUNT)
+    gateway = ec2.create_vpn_gateway(Type="ipsec.1")["VpnGateway"]["VpnGatewayId"]
+    ec2.attach_vpn_gateway(VpcId=vpc, VpnGatewayId=gateway)
+    found = lookups.look_up(entry("vpc-provider", **ask), clients_of(factory), ACCOUNT)
+    assert found["vpcId"] == vpc and found["vpcCidrBlock"] == "10.1.0.0/16" and "subnetGroups" not in found
+    assert found["vpnGatewayId"] == gateway
+    assert found["availabilityZones"] == [f"{REGION}a", f"{REGION}b"]  # by zone, whatever order they were made in
+    assert found["isolatedSubnetIds"] == [subnets[1]["SubnetId"], subnets[0]["SubnetId"]]
+    assert found["isolatedSubnetNames"] == ["db"] and "publicSubnetIds" not in found
+    other = ec2.create_vpc(CidrBlock="10.2.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_tags(Resources=[other], Tags=[{"Key": "Name", "Value": "shared"}])
+    with pytest.raises(UsageError, match="2 VPCs match"):
+        lookups.look_up(entry("vpc-provider", **ask), clients_of(factory), ACCOUNT)
