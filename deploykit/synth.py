@@ -23,6 +23,7 @@ endpoint) the registry host that ECR itself reports, when it is not AWS's own ``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -275,6 +276,27 @@ def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str]]]:
     return stacks
 
 
+def assembly_errors(out_dir: Path) -> list[tuple[str, str]]:
+    """(construct path, message) of each error the app recorded in its cloud assembly (``aws:cdk:error``, written by
+    ``Annotations.of(x).add_error`` and by constructs that check their props so): the app exits 0 all the same, and
+    the CDK CLI refuses to deploy such an assembly ("Found errors"). Read from each stack's metadata, in the
+    manifest or in the file it names (``additionalMetadataFile``)."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []  # the manifest's own check says so
+    found: list[tuple[str, str]] = []
+    for artifact in (manifest.get("artifacts") or {}).values():
+        metadata = dict(artifact.get("metadata") or {})
+        extra = artifact.get("additionalMetadataFile")
+        if extra:
+            with contextlib.suppress(OSError, ValueError):  # unreadable: no more to read
+                metadata.update(json.loads((out_dir / str(extra)).read_text()))
+        for path, entries in sorted(metadata.items()):
+            found += [(path, str(e.get("data"))) for e in entries or () if e.get("type") == "aws:cdk:error"]
+    return found
+
+
 def _assembly_if_complete(out_dir: Path) -> dict[str, Path] | None:
     try:
         templates = read_manifest(out_dir)
@@ -403,6 +425,15 @@ def synthesize(
     missed = lookups.missing(out)
     if missed:  # placeholders in the templates: refused, and no stamp, so the next run synthesizes again
         raise lookups.refused(missed, env.name)
+    errors = assembly_errors(out)
+    if errors:  # as the CDK CLI: an assembly the app marked wrong is not deployed
+        shown = "\n".join(f"  {path}: {message}" for path, message in errors[:OUTPUT_TAIL_LINES])
+        more = f"\n  ... and {len(errors) - OUTPUT_TAIL_LINES} more" if len(errors) > OUTPUT_TAIL_LINES else ""
+        raise StepFailed(
+            f"the CDK app recorded {len(errors)} error(s) in its assembly (it exited 0; the CDK CLI refuses to "
+            f"deploy it too), nothing was deployed:\n{shown}{more}",
+            next_step="fix them in cdk/ (each names its construct; ./dev nox -s cdk synthesizes the app), then rerun",
+        )
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
 

@@ -56,10 +56,13 @@ class FakeApp:
         stdout: str = "",
         write: bool = True,
         lookups: tuple[dict[str, Any], ...] = (),
+        metadata: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
     ) -> None:
         self.calls: list[dict[str, Any]] = []
         self.returncode, self.stderr, self.stdout, self.write = returncode, stderr, stdout, write
         self.lookups = lookups  # what the app looks up: listed as missing unless its key is in the context
+        # the first stack's metadata in the manifest, the second's in the file it names (by construct path)
+        self.metadata = metadata
 
     def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls.append({"command": command, **kwargs})
@@ -74,6 +77,13 @@ class FakeApp:
                     "type": "aws:cloudformation:stack",
                     "properties": {"templateFile": f"{name}.template.json", "tags": {"Project": "car-rental"}},
                 }
+            inline, in_file = self.metadata
+            first, second = STACKS[0], STACKS[1]
+            if inline:
+                artifacts[first]["metadata"] = inline
+            if in_file:
+                (out / f"{second}.metadata.json").write_text(json.dumps(in_file))
+                artifacts[second]["additionalMetadataFile"] = f"{second}.metadata.json"
             given = json.loads(kwargs["env"]["CDK_CONTEXT_JSON"])
             missed = [entry for entry in self.lookups if entry["key"] not in given]
             manifest = {"version": "55.0.0", "artifacts": artifacts, **({"missing": missed} if missed else {})}
@@ -356,6 +366,25 @@ def test_an_assembly_missing_a_looked_up_value_is_refused_and_synthesized_again_
     assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped
 
 
+def test_an_assembly_the_app_recorded_errors_in_is_not_deployed_though_the_app_exited_0(
+    config: Config, dev: EnvConfig
+) -> None:
+    """``Annotations.of(x).add_error(...)`` (and constructs that check their props so) leaves the app's exit code 0;
+    the CDK CLI refuses such an assembly ("Found errors"), and so does deploykit now, naming each construct."""
+    error = {"type": "aws:cdk:error", "data": "this topic must be encrypted", "trace": ["..."]}
+    warning = {"type": "aws:cdk:warning", "data": "a warning, which deploys"}
+    app = FakeApp(metadata=({"/A/Topic": [error, warning]}, {"/B/Queue": [{**error, "data": "no DLQ"}]}))
+    with pytest.raises(StepFailed) as err:
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert "the CDK app recorded 2 error(s) in its assembly" in err.value.message
+    assert "  /A/Topic: this topic must be encrypted\n  /B/Queue: no DLQ" in err.value.message
+    assert "warning" not in err.value.message and err.value.next_step and "fix them in cdk/" in err.value.next_step
+    with pytest.raises(StepFailed):  # no stamp: not skipped as synthesized
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    warned = FakeApp(metadata=({"/A/Topic": [warning]}, {}))
+    assert not synth.synthesize(config, dev, account=ACCOUNT, run=warned).skipped
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
 def test_a_malformed_cdk_context_json_is_refused_before_the_app_runs(
     config: Config, dev: EnvConfig, root: Path, text: str
@@ -507,6 +536,32 @@ def test_the_real_cdk_app_synthesizes_once_then_skips_until_a_source_changes(tmp
         source.write("\n# touched\n")
     third = synth.synthesize(config, sandbox, account=ACCOUNT, ecr=ecr, out_dir=out)
     assert not third.skipped
+
+
+ERRING_APP = """
+import aws_cdk as cdk
+from aws_cdk import aws_sns as sns
+
+app = cdk.App()
+context = app.node.try_get_context
+stack = cdk.Stack(
+    app,
+    "ErringStack",
+    env=cdk.Environment(account=context("account"), region=context("region")),
+    synthesizer=cdk.BootstraplessSynthesizer(),
+)
+cdk.Annotations.of(sns.Topic(stack, "Topic")).add_error("this topic must be encrypted")
+app.synth()
+"""
+
+
+def test_the_real_cdk_library_s_error_annotation_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / "cdk").mkdir(parents=True)
+    (root / "cdk" / "app.py").write_text(ERRING_APP)
+    config = make_config(root)
+    with pytest.raises(StepFailed, match="/ErringStack/Topic: this topic must be encrypted"):
+        synth.synthesize(config, config.environment("dev"), account=ACCOUNT, registry="", out_dir=tmp_path / "out")
 
 
 # -- Node.js, which jsii runs the CDK libraries on ----------------------------------------------------------
