@@ -316,12 +316,15 @@ class DeployStack(Step):
             review=partial(review, ctx, self.stack),
             express=self.express,
             check=partial(self._replaced_imported, ctx),
+            termination_protection=synth.read_termination_protection(Path(self.template).parent).get(self.stack),
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.express:
             detail += " in express mode"
         if result.changes:
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
+        if result.protection:
+            detail += f"; termination protection {result.protection}"
         again = ""  # the stack's revision of the service rolled out again (_service_runs_stack)
         if result.express and any(
             c.resource_type == "AWS::ECS::Service" and c.action != "Remove" for c in result.changes
@@ -343,6 +346,9 @@ class DeployStack(Step):
         kept += unchecked + "".join(f"; {export.said()}" for export in kept_exports)
         if result.action == "unchanged" and again:  # the stack's revision rolled out again: the step did something
             return Outcome("done", f"{self.stack}: no changes to the stack; {again}{kept}", outputs)
+        if result.action == "unchanged" and result.protection:  # so did setting its protection
+            protection = f"termination protection {result.protection}"
+            return Outcome("done", f"{self.stack}: no changes to the stack; {protection}{kept}", outputs)
         if result.action == "unchanged":
             return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
         changed = stacks.change_lines(result.changes) if result.action == "updated" else ()
@@ -778,7 +784,30 @@ class DestroyStack(Step):
     def interrupted(self) -> str:
         return f"if the delete call was made, CloudFormation goes on deleting {self.stack} on its own"
 
+    def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
+        self._refuse_protected(ctx, "nothing was deleted")
+
+    def _refuse_protected(self, ctx: Context, done: str) -> None:
+        """Refuse a stack protected from deletion (its termination protection: the CDK app's
+        ``termination_protection=True``, or set by hand), where CloudFormation's refusal came after the stacks
+        before it were deleted. ``done``: what the run did so far."""
+        try:
+            [stack] = ctx.aws.client("cloudformation").describe_stacks(StackName=self.stack)["Stacks"]
+        except ClientError as exc:
+            if stacks.is_missing_stack(exc):
+                return
+            raise
+        if stack.get("EnableTerminationProtection"):
+            raise UsageError(
+                f"{self.stack} is protected from deletion (its termination protection is on): {done}",
+                next_step=f"if it is to go, turn it off: termination_protection=False on the stack in the CDK app and "
+                f"inv deploy.stack {self.stack} --env {ctx.env.name}, or by hand: aws cloudformation "
+                f"update-termination-protection --no-enable-termination-protection --stack-name {self.stack}; "
+                "then rerun inv destroy",
+            )
+
     def run(self, ctx: Context) -> Outcome:
+        self._refuse_protected(ctx, f"{self.stack} was not deleted")
         kept = self._kept(ctx) if self.data else []
         result = deployer(ctx).destroy(self.stack)
         deleted = leftovers.delete(ctx.aws, kept) if kept else {}

@@ -118,6 +118,7 @@ IDEMPOTENT_CALLS = frozenset(
         "list_change_sets",
         "delete_change_set",
         "delete_stack",
+        "update_termination_protection",
     }
 )
 
@@ -255,6 +256,7 @@ class StackResult:
     previous_parameters: dict[str, str] = field(default_factory=dict)
     updated: str = ""  # when CloudFormation last changed the stack, after the deploy (:func:`updated_of`)
     express: bool = False  # applied in CloudFormation's express mode: its resources may still be getting ready
+    protection: str = ""  # its termination protection turned "on" or "off" after the deploy ("": as it was)
 
 
 # -- pure logic ----------------------------------------------------------------------------------
@@ -956,6 +958,7 @@ class StackDeployer:
         review: Callable[[Sequence[Change]], Mapping[str, Sequence[str]]] | None = None,
         express: bool = False,
         check: Callable[[Sequence[Change]], None] | None = None,
+        termination_protection: bool | None = None,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
         (a protected environment, not approved): a change set that changes access is deleted, not executed.
@@ -965,7 +968,9 @@ class StackDeployer:
         rollback names itself, as deploy.stack would deploy another template). ``template_url``: where
         CloudFormation reads the same template from S3 (one too big to send inline). ``express``: an update is applied
         in CloudFormation's express mode, unless :func:`express_blocker` says why not (said). ``check``: a check of
-        the changes before they are executed, whose UsageError deletes the change set (nothing changed)."""
+        the changes before they are executed, whose UsageError deletes the change set (nothing changed).
+        ``termination_protection``: what the stack's protection from deletion is set to once it is deployed (a change
+        set cannot), as the CDK CLI sets it from the app's ``Stack(termination_protection=...)``; None: left as is."""
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
         change_set_type, recreated, previous = self._prepare(name)
@@ -993,7 +998,7 @@ class StackDeployer:
             created = self._call("create_change_set", **request)
         except ClientError as exc:
             if is_no_changes_error(exc):
-                return self._unchanged(name, started, None)
+                return self._unchanged(name, started, None, termination_protection)
             if error_code(exc) in ("ValidationError", "InsufficientCapabilitiesException"):
                 raise UsageError(
                     f"CloudFormation refused the change set for {name}: {exc.response['Error'].get('Message', exc)}",
@@ -1010,7 +1015,7 @@ class StackDeployer:
                 reason = str(described.get("StatusReason") or "no reason given")
                 if is_empty_change_set("FAILED", reason):
                     self._delete_change_set(change_set_id)
-                    return self._unchanged(name, started, change_set_id)
+                    return self._unchanged(name, started, change_set_id, termination_protection)
                 raise UsageError(
                     f"CloudFormation could not make a change set for {name}: {reason}",
                     next_step=_first_exporter(reason, self._cmd, rerun)
@@ -1067,7 +1072,10 @@ class StackDeployer:
         seconds = self.clock.monotonic() - started
         mode = " in express mode: its resources may still be getting ready" if express else ""
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s{mode})")
-        return StackResult(name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack), express)
+        protection = self._protect(name, stack, termination_protection)
+        return StackResult(
+            name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack), express, protection
+        )
 
     def preview(
         self,
@@ -1142,12 +1150,27 @@ class StackDeployer:
             deployed = None
         return with_kept(changes, deployed)
 
-    def _unchanged(self, name: str, started: float, change_set_id: str | None) -> StackResult:
+    def _unchanged(
+        self, name: str, started: float, change_set_id: str | None, termination_protection: bool | None = None
+    ) -> StackResult:
         deleted = " (its empty change set was deleted)" if change_set_id else ""
         self.say(f"{name}: no changes{deleted}")
         stack = self.describe(name)
+        protection = self._protect(name, stack, termination_protection)
         seconds = self.clock.monotonic() - started
-        return StackResult(name, "unchanged", seconds, outputs_of(stack), (), updated=updated_of(stack))
+        return StackResult(
+            name, "unchanged", seconds, outputs_of(stack), (), updated=updated_of(stack), protection=protection
+        )
+
+    def _protect(self, name: str, stack: Mapping[str, Any] | None, wanted: bool | None) -> str:
+        """The stack's termination protection set to ``wanted`` where it is not (None: left as is): "on" or "off"
+        when it was set, "" otherwise."""
+        if wanted is None or stack is None or bool(stack.get("EnableTerminationProtection")) == wanted:
+            return ""
+        self._call("update_termination_protection", StackName=name, EnableTerminationProtection=wanted)
+        said = "on" if wanted else "off"
+        self.say(f"{name}: termination protection {said}, as the CDK app says")
+        return said
 
     def _prepare(self, name: str) -> tuple[str, bool, dict[str, str]]:
         """Recover the stack into a state a change set can start from: (change set type, recreated, the parameters

@@ -250,15 +250,21 @@ def write_stamp(out_dir: Path, digest: str, context: str) -> None:
 
 def read_manifest(out_dir: Path) -> dict[str, Path]:
     """Stack name → template path, from the cloud assembly's manifest.json (in the manifest's order)."""
-    return {name: template for name, (template, _tags) in _manifest_stacks(out_dir).items()}
+    return {name: template for name, (template, _tags, _protected) in _manifest_stacks(out_dir).items()}
 
 
 def read_stack_tags(out_dir: Path) -> dict[str, dict[str, str]]:
     """Stack name → the stack tags of the manifest (``properties.tags``)."""
-    return {name: tags for name, (_template, tags) in _manifest_stacks(out_dir).items()}
+    return {name: tags for name, (_template, tags, _protected) in _manifest_stacks(out_dir).items()}
 
 
-def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str]]]:
+def read_termination_protection(out_dir: Path) -> dict[str, bool]:
+    """Stack name → whether the app protects the stack from deletion (``Stack(termination_protection=True)``:
+    ``properties.terminationProtection``; not said: not protected, as the CDK CLI takes it)."""
+    return {name: protected for name, (_template, _tags, protected) in _manifest_stacks(out_dir).items()}
+
+
+def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str], bool]]:
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
@@ -266,13 +272,14 @@ def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str]]]:
             f"the cloud assembly in {out_dir} has no readable {MANIFEST} ({exc})",
             next_step=f"delete {out_dir} and rerun: the app is synthesized again",
         ) from None
-    stacks: dict[str, tuple[Path, dict[str, str]]] = {}
+    stacks: dict[str, tuple[Path, dict[str, str], bool]] = {}
     for artifact_id, artifact in (manifest.get("artifacts") or {}).items():
         if artifact.get("type") != "aws:cloudformation:stack":
             continue
         props = artifact.get("properties") or {}
         tags = {str(k): str(v) for k, v in (props.get("tags") or {}).items()}
-        stacks[str(props.get("stackName") or artifact_id)] = (out_dir / str(props["templateFile"]), tags)
+        protected = props.get("terminationProtection") is True
+        stacks[str(props.get("stackName") or artifact_id)] = (out_dir / str(props["templateFile"]), tags, protected)
     return stacks
 
 

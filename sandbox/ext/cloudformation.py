@@ -56,6 +56,8 @@ What plain moto lacks, fixed here:
   registered for Fn::ImportValue, must be unique, and one that another stack imports can be neither
   changed nor deleted ("Export X cannot be deleted as it is in use by Y"); ListImports, which moto lacks, names the
   stacks that import one (a ValidationError, as on AWS, when none does).
+- ``termination_protection``: UpdateTerminationProtection, which moto lacks, sets it, and DeleteStack refuses a
+  protected stack ("Stack [X] cannot be deleted while TerminationProtection is enabled"), where moto deleted it.
 - ``retain_on_delete``: DeleteStack deletes in reverse dependency order; DeletionPolicy Retain keeps the
   resource (DELETE_SKIPPED), as on AWS; a failed deletion is DELETE_FAILED with the resource's reason.
 - ``stack_resources``: DescribeStackResource(s) and ListStackResources show each resource's own status,
@@ -67,7 +69,7 @@ What plain moto lacks, fixed here:
   (aws:SecureTransport, s3:TlsVersion) is not applied.
 
 Not done: nested stacks, stack policies, drift, resource import, change sets of type IMPORT, rollback
-triggers, termination protection, SNS notifications of resource events, stack tags propagated to the
+triggers, SNS notifications of resource events, stack tags propagated to the
 resources, parallel resource operations (a stack's resources are worked one at a time; stacks run in
 parallel), Fn::Transform / macros, CancelUpdateStack.
 """
@@ -629,6 +631,11 @@ class CloudFormationExtension:
             ]
             return ActionResult({"StackResourceSummaries": rows})
 
+        def update_termination_protection(response: CloudFormationResponse) -> ActionResult:
+            stack = engine.live_stack(response.cloudformation_backend, response._get_param("StackName"))
+            stack.enable_termination_protection = bool(response._get_bool_param("EnableTerminationProtection"))
+            return ActionResult({"StackId": stack.stack_id})
+
         def list_imports(response: CloudFormationResponse) -> ActionResult:
             backend = response.cloudformation_backend
             name = response._get_param("ExportName")
@@ -655,6 +662,7 @@ class CloudFormationExtension:
             ("describe_stack_resource", describe_stack_resource),
             ("list_stack_resources", list_stack_resources),
             ("list_imports", list_imports),
+            ("update_termination_protection", update_termination_protection),
         ):
             setattr(CloudFormationResponse, name, method)
 
@@ -962,6 +970,10 @@ class CloudFormationExtension:
             return
         if state.busy:
             raise ValidationError(message=f"Stack [{stack.name}] cannot be deleted while in status {stack.status}")
+        if getattr(stack, "enable_termination_protection", False):  # as AWS: moto deleted it all the same
+            raise ValidationError(
+                message=f"Stack [{stack.name}] cannot be deleted while TerminationProtection is enabled"
+            )
         state.busy = True
         stack.status = "DELETE_IN_PROGRESS"
         stack._add_stack_event("DELETE_IN_PROGRESS", resource_status_reason="User Initiated")

@@ -261,6 +261,34 @@ def test_an_empty_change_set_is_deleted_and_nothing_is_executed(
     assert any("no changes" in line for line in lines)
 
 
+@pytest.mark.parametrize(("live", "wanted", "set_to"), [(False, True, "on"), (True, False, "off"), (True, True, "")])
+def test_the_stack_s_termination_protection_is_set_to_the_app_s_once_deployed(
+    script: Script, clock: FakeClock, lines: list[str], live: bool, wanted: bool, set_to: str
+) -> None:
+    """A change set cannot set it; the CDK CLI sets it after the deploy, from Stack(termination_protection=...):
+    UpdateTerminationProtection where the stack's differs, no call where it is the same (the Stubber fails on any
+    call not scripted)."""
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE")
+    script.change_set(
+        "FAILED",
+        reason="The submitted information didn't contain changes. Submit different information to create a change set.",
+    )
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    script.stack("UPDATE_COMPLETE", EnableTerminationProtection=live)
+    if set_to:
+        script.stub.add_response(
+            "update_termination_protection",
+            {"StackId": STACK_ID},
+            {"StackName": NAME, "EnableTerminationProtection": wanted},
+        )
+
+    result = run(script, make(script, clock, lines), termination_protection=wanted)
+
+    assert result.action == "unchanged" and result.protection == set_to
+    assert any(f"termination protection {set_to}" in line for line in lines) == bool(set_to)
+
+
 def test_a_change_set_failing_for_another_reason_is_deleted_and_reported(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:

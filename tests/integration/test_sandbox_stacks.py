@@ -428,6 +428,37 @@ def test_a_frozen_environment_refuses_a_deploy_and_says_so_until_it_is_thawed(pr
     assert "🌤  sandbox thawed: it was frozen by lead since " in thawed.stderr
 
 
+def test_the_app_s_termination_protection_is_set_by_a_deploy_and_refuses_destroy_before_any_stack_goes(
+    project: Path,
+) -> None:
+    """``termination_protection=True`` on the data stack: a change set cannot set it, the CDK CLI sets it after the
+    deploy, and deploykit did not (the stack could be deleted by hand). Now its deploy sets it, inv destroy refuses
+    before deleting any stack (CloudFormation refused the data stack after the API and Fargate stacks were gone), and
+    taking it out of the app turns it off again (the template unchanged: the step still says so)."""
+    source = project / "cdk" / "stacks" / "data_stack.py"
+    plain = "        super().__init__(scope, construct_id, **kwargs)\n"
+    protected = "        super().__init__(scope, construct_id, termination_protection=True, **kwargs)\n"
+    source.write_text(source.read_text().replace(plain, protected))
+    git(project, "commit", "-qam", "data: protected from deletion")
+    cfn = _cfn(project)
+    report = commands.deploy_stack("data", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    [detail] = [r.detail for r in all_records(report.records) if r.step == "deploy-stack"]
+    assert detail.endswith("no changes to the stack; termination protection on"), detail
+    assert cfn.describe_stacks(StackName="CarRentalDataStack")["Stacks"][0]["EnableTerminationProtection"]
+
+    alive = {s["StackName"] for s in cfn.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"}
+    with pytest.raises(UsageError, match=r"CarRentalDataStack is protected from deletion .*: nothing was deleted"):
+        commands.destroy(include_data=True, runtime=quiet_runtime(project))
+    assert {s["StackName"] for s in cfn.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"} == alive
+
+    source.write_text(source.read_text().replace(protected, plain))
+    git(project, "commit", "-qam", "data: no longer protected")
+    report = commands.deploy_stack("data", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert not cfn.describe_stacks(StackName="CarRentalDataStack")["Stacks"][0]["EnableTerminationProtection"]
+
+
 def test_destroy_keeps_data_stacks_unless_asked(project: Path) -> None:
     cfn = sandbox_client(project, "cloudformation")
 
