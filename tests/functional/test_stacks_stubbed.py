@@ -154,6 +154,17 @@ class Script:
         self.create_change_set(kind)
         self.change_set("CREATE_COMPLETE", changes or [change("Service", "AWS::ECS::Service", "Modify", "False")])
 
+    def empty_change_set(self) -> None:
+        """A live stack, a change set that holds no change (FAILED, as CloudFormation says it), its delete."""
+        self.stack("UPDATE_COMPLETE")
+        self.create_change_set("UPDATE")
+        self.change_set(
+            "FAILED",
+            reason="The submitted information didn't contain changes. Submit different information to create a change "
+            "set.",
+        )
+        self.call("delete_change_set", ChangeSetName=CS_ID)
+
     def executed_update(self, *, final: str = "UPDATE_COMPLETE", outputs: dict[str, str] | None = None) -> None:
         """Baseline, execute, one poll in progress, one poll terminal."""
         self.stack("UPDATE_COMPLETE", ref=STACK_ID)
@@ -245,13 +256,7 @@ def test_update_shows_the_changes_follows_new_events_once_and_reads_the_outputs(
 def test_an_empty_change_set_is_deleted_and_nothing_is_executed(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:
-    script.stack("UPDATE_COMPLETE")
-    script.create_change_set("UPDATE")
-    script.change_set(
-        "FAILED",
-        reason="The submitted information didn't contain changes. Submit different information to create a change set.",
-    )
-    script.call("delete_change_set", ChangeSetName=CS_ID)
+    script.empty_change_set()
     script.stack("UPDATE_COMPLETE", Outputs=[{"OutputKey": "AlbUrl", "OutputValue": "http://alb"}])
 
     result = run(script, make(script, clock, lines))
@@ -268,13 +273,7 @@ def test_the_stack_s_termination_protection_is_set_to_the_app_s_once_deployed(
     """A change set cannot set it; the CDK CLI sets it after the deploy, from Stack(termination_protection=...):
     UpdateTerminationProtection where the stack's differs, no call where it is the same (the Stubber fails on any
     call not scripted)."""
-    script.stack("UPDATE_COMPLETE")
-    script.create_change_set("UPDATE")
-    script.change_set(
-        "FAILED",
-        reason="The submitted information didn't contain changes. Submit different information to create a change set.",
-    )
-    script.call("delete_change_set", ChangeSetName=CS_ID)
+    script.empty_change_set()
     script.stack("UPDATE_COMPLETE", EnableTerminationProtection=live)
     if set_to:
         script.stub.add_response(
