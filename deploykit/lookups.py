@@ -25,7 +25,7 @@ CONTEXT_FILE = "cdk/cdk.context.json"  # the CDK CLI's name and place for it (be
 MANIFEST = "manifest.json"
 # the providers deploykit answers, by the name the assembly gives them
 PROVIDERS = ("ssm", "availability-zones", "hosted-zone", "vpc-provider")
-SUBNET_TYPES = ("Public", "Private", "Isolated")  # the order a VPC's groups are told in, and the tag's values
+SUBNET_TYPES = ("Public", "Private", "Isolated")  # what a subnet can be: its aws-cdk:subnet-type tag's values
 
 Clients = Callable[[str, str], Any]  # (service, region) → a boto3 client of the environment's credentials
 
