@@ -8,6 +8,7 @@ runs the app itself, so it does the same in two halves: a synthesis gives the ap
 holds and refuses an assembly that still misses a value (its placeholder would be deployed as real), and
 ``inv lookup`` asks the environment for what is missing and writes it there, to be committed: a deploy is of a
 commit, and every later synthesis of it gives the same templates, as CDK's own advice to commit the file intends.
+The CLI gives the app the ``context`` of ``cdk/cdk.json`` too (a project's feature flags): :func:`project_context`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.errors import UsageError
 
+PROJECT_FILE = "cdk/cdk.json"  # the CDK CLI's settings of the app: its feature flags under "context"
 CONTEXT_FILE = "cdk/cdk.context.json"  # the CDK CLI's name and place for it (beside cdk.json, in the app's folder)
 MANIFEST = "manifest.json"
 # the providers deploykit answers, by the name the assembly gives them
@@ -33,24 +35,45 @@ Clients = Callable[[str, str], Any]  # (service, region) → a boto3 client of t
 def read_context(root: Path) -> dict[str, Any]:
     """What ``cdk/cdk.context.json`` holds (nothing when there is no such file); UsageError when it is no JSON
     object."""
-    path = root / CONTEXT_FILE
+    return _json_object(
+        root, CONTEXT_FILE, "the CDK app's looked-up values are kept there", "delete it and run: inv lookup"
+    )
+
+
+def project_context(root: Path) -> dict[str, Any]:
+    """The context the CDK CLI gives the app from the project's own files: the ``context`` of ``cdk/cdk.json`` (the
+    feature flags a CDK project keeps there: without them the app makes other templates than ``cdk deploy`` made),
+    under what ``cdk/cdk.context.json`` holds."""
+    settings = _json_object(root, PROJECT_FILE, "the CDK CLI's settings of the app", "see the CDK docs on cdk.json")
+    flags = settings.get("context", {})
+    if not isinstance(flags, dict):
+        raise UsageError(
+            f"{PROJECT_FILE}'s context is a JSON {type(flags).__name__}, not an object of context values by key",
+            next_step=f"fix it in {PROJECT_FILE}",
+        )
+    return {**flags, **read_context(root)}
+
+
+def _json_object(root: Path, name: str, what: str, otherwise: str) -> dict[str, Any]:
+    """The JSON object in file ``name`` under ``root`` (nothing when there is no such file); UsageError naming it,
+    ``what`` it holds and the way out (``otherwise``), when it cannot be read or holds no object."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = (root / name).read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except OSError as exc:
-        raise UsageError(f"{CONTEXT_FILE} cannot be read: {exc}", next_step=f"fix or delete {CONTEXT_FILE}") from None
+        raise UsageError(f"{name} cannot be read: {exc}", next_step=f"fix or delete {name}") from None
     try:
         values = json.loads(text)
     except ValueError as exc:
         raise UsageError(
-            f"{CONTEXT_FILE} is not valid JSON ({exc}): the CDK app's looked-up values are kept there",
-            next_step=f"fix it (git diff {CONTEXT_FILE} shows what changed), or delete it and run: inv lookup",
+            f"{name} is not valid JSON ({exc}): {what}",
+            next_step=f"fix it (git diff {name} shows what changed), or {otherwise}",
         ) from None
     if not isinstance(values, dict):
         raise UsageError(
-            f"{CONTEXT_FILE} holds a JSON {type(values).__name__}, not an object of looked-up values by key",
-            next_step="fix it, or delete it and run: inv lookup",
+            f"{name} holds a JSON {type(values).__name__}, not an object: {what}",
+            next_step=f"fix it, or {otherwise}",
         )
     return values
 

@@ -1,9 +1,10 @@
 """Synthesis: run the CDK app (``cdk/app.py``) as a process for one environment, into ``cdk.out/<env>``.
 
 deploykit never imports the CDK app: it runs ``<this python> cdk/app.py`` with ``CDK_OUTDIR`` and
-``CDK_CONTEXT_JSON`` (the keys of ``cdk/stacks/common/settings.py``, and the looked-up values
-``cdk/cdk.context.json`` keeps: :mod:`deploykit.lookups`) and reads the cloud assembly's ``manifest.json`` for the
-templates; one that still misses a looked-up value is refused.
+``CDK_CONTEXT_JSON`` (the keys of ``cdk/stacks/common/settings.py``, over what the CDK CLI would give it: the
+feature flags of ``cdk/cdk.json`` and the looked-up values ``cdk/cdk.context.json`` keeps, :mod:`deploykit.lookups`)
+and reads the cloud assembly's ``manifest.json`` for the templates; one that still misses a looked-up value, or holds
+an error a construct recorded, is refused.
 
 Synthesis costs seconds to tens of seconds, so it is skipped when nothing it depends on changed: a stamp
 file in the out dir records a hash of every file under ``cdk/`` that git tracks or would track (tests, caches and
@@ -372,8 +373,8 @@ def synthesize(
             next_step="run from the project checkout (the folder of deploy.toml holds cdk/app.py)",
         )
     out = out_dir if out_dir is not None else root / OUT_ROOT / env.name
-    # what the CDK CLI would give the app besides: the values its lookups found, kept in cdk/cdk.context.json
-    context = context_json({**lookups.read_context(root), **cdk_context(config, env, account, registry=registry)})
+    # what the CDK CLI would give the app besides: cdk/cdk.json's feature flags, the values its lookups found
+    context = context_json({**lookups.project_context(root), **cdk_context(config, env, account, registry=registry)})
     digest = synthesis_hash(cdk_dir, context)
     if not force and read_stamp(out) == digest:
         templates = _assembly_if_complete(out)

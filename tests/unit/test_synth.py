@@ -385,6 +385,27 @@ def test_an_assembly_the_app_recorded_errors_in_is_not_deployed_though_the_app_e
     assert not synth.synthesize(config, dev, account=ACCOUNT, run=warned).skipped
 
 
+def test_the_feature_flags_of_cdk_json_are_given_to_the_app_as_the_cdk_cli_gives_them(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    """A CDK project keeps its feature flags in cdk/cdk.json's context; the CLI gives them to the app, and deploykit,
+    running the app itself, did not: the app made other templates than `cdk deploy` of the same code."""
+    flags = {"@aws-cdk/aws-iam:minimizePolicies": True, "shared": "from cdk.json", "environment": "x"}
+    (root / "cdk" / "cdk.json").write_text(json.dumps({"app": "python3 app.py", "context": flags}))
+    (root / "cdk" / "cdk.context.json").write_text(json.dumps({"shared": "from cdk.context.json"}))
+    app = FakeApp()
+    synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert app.context["@aws-cdk/aws-iam:minimizePolicies"] is True
+    assert app.context["shared"] == "from cdk.context.json" and app.context["environment"] == "dev"
+    (root / "cdk" / "cdk.json").write_text(json.dumps({"context": ["not", "an", "object"]}))
+    with pytest.raises(UsageError, match=r"cdk/cdk\.json's context is a JSON list"):
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    (root / "cdk" / "cdk.json").write_text("{")
+    with pytest.raises(UsageError, match=r"cdk/cdk\.json is not valid JSON"):
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert len(app.calls) == 1
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
 def test_a_malformed_cdk_context_json_is_refused_before_the_app_runs(
     config: Config, dev: EnvConfig, root: Path, text: str
