@@ -99,6 +99,9 @@ def build_app(
     app.node.set_context(
         f"availability-zones:account={settings.account}:region={settings.region}", list(settings.availability_zones)
     )
+    # Cross-stack references stay strong (an export and its Fn::ImportValue), the CDK's default, said so it is
+    # not warned about: deploykit keeps an export a stack still imports through the deploy that drops it.
+    app.node.set_context("@aws-cdk/core:defaultCrossStackReferences", "strong")
     env = Environment(account=settings.account, region=settings.region)
     names = settings.stacks
 

@@ -284,11 +284,12 @@ def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str], boo
     return stacks
 
 
-def assembly_errors(out_dir: Path) -> list[tuple[str, str]]:
+def assembly_errors(out_dir: Path, level: str = "error") -> list[tuple[str, str]]:
     """(construct path, message) of each error the app recorded in its cloud assembly (``aws:cdk:error``, written by
     ``Annotations.of(x).add_error`` and by constructs that check their props so): the app exits 0 all the same, and
     the CDK CLI refuses to deploy such an assembly ("Found errors"). Read from each stack's metadata, in the
-    manifest or in the file it names (``additionalMetadataFile``)."""
+    manifest or in the file it names (``additionalMetadataFile``). ``level="warning"``: its warnings (which the
+    CLI shows, and deploys)."""
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -301,7 +302,7 @@ def assembly_errors(out_dir: Path) -> list[tuple[str, str]]:
             with contextlib.suppress(OSError, ValueError):  # unreadable: no more to read
                 metadata.update(json.loads((out_dir / str(extra)).read_text()))
         for path, entries in sorted(metadata.items()):
-            found += [(path, str(e.get("data"))) for e in entries or () if e.get("type") == "aws:cdk:error"]
+            found += [(path, str(e.get("data"))) for e in entries or () if e.get("type") == f"aws:cdk:{level}"]
     return found
 
 
@@ -442,6 +443,9 @@ def synthesize(
             f"deploy it too), nothing was deployed:\n{shown}{more}",
             next_step="fix them in cdk/ (each names its construct; ./dev nox -s cdk synthesizes the app), then rerun",
         )
+    if say:  # shown as the CDK CLI shows them; each says how to acknowledge it ([ack: id])
+        for path, message in assembly_errors(out, "warning"):
+            say(f"⚠️  CDK warning: {path}: {message}")
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
 

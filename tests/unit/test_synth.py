@@ -381,8 +381,9 @@ def test_an_assembly_the_app_recorded_errors_in_is_not_deployed_though_the_app_e
     assert "warning" not in err.value.message and err.value.next_step and "fix them in cdk/" in err.value.next_step
     with pytest.raises(StepFailed):  # no stamp: not skipped as synthesized
         synth.synthesize(config, dev, account=ACCOUNT, run=app)
-    warned = FakeApp(metadata=({"/A/Topic": [warning]}, {}))
-    assert not synth.synthesize(config, dev, account=ACCOUNT, run=warned).skipped
+    warned, said = FakeApp(metadata=({"/A/Topic": [warning]}, {})), []
+    assert not synth.synthesize(config, dev, account=ACCOUNT, run=warned, say=said.append).skipped
+    assert said[-1] == "⚠️  CDK warning: /A/Topic: a warning, which deploys"  # shown, as the CDK CLI shows it
 
 
 def test_the_feature_flags_of_cdk_json_are_given_to_the_app_as_the_cdk_cli_gives_them(
