@@ -26,7 +26,7 @@ PROJECT_FILE = "cdk/cdk.json"  # the CDK CLI's settings of the app: its feature 
 CONTEXT_FILE = "cdk/cdk.context.json"  # the CDK CLI's name and place for it (beside cdk.json, in the app's folder)
 MANIFEST = "manifest.json"
 # the providers deploykit answers, by the name the assembly gives them
-PROVIDERS = ("ssm", "availability-zones", "hosted-zone", "vpc-provider")
+PROVIDERS = ("ssm", "availability-zones", "hosted-zone", "vpc-provider", "ami", "security-group", "key-provider")
 SUBNET_TYPES = ("Public", "Private", "Isolated")  # what a subnet can be: its aws-cdk:subnet-type tag's values
 
 Clients = Callable[[str, str], Any]  # (service, region) → a boto3 client of the environment's credentials
@@ -101,6 +101,12 @@ def describe(entry: Mapping[str, Any]) -> str:
         return f"hosted zone {props.get('domainName')}{private} ({where})"
     if provider == "vpc-provider":
         return f"VPC {json.dumps(props.get('filter') or {}, sort_keys=True)} ({where})"
+    if provider == "ami":
+        return f"the newest image of {json.dumps(props.get('filters') or {}, sort_keys=True)} ({where})"
+    if provider == "security-group":
+        return f"security group {props.get('securityGroupId') or props.get('securityGroupName')} ({where})"
+    if provider == "key-provider":
+        return f"KMS key {props.get('aliasName')} ({where})"
     return f"{provider} {entry.get('key')} ({where})"
 
 
@@ -120,7 +126,7 @@ def refused(entries: list[dict[str, Any]], env: str) -> MissingLookups:
         f"inv lookup --env {env} asks {env} for them and writes them to {CONTEXT_FILE}; commit that file, then rerun"
         if answerable
         else f"write the values under their keys in {CONTEXT_FILE} (inv lookup --env {env} names the keys and "
-        "answers SSM parameters, availability zones, hosted zones and VPCs), commit that file, then rerun"
+        "answers SSM parameters, zones, VPCs, images, security groups and KMS keys), commit that file, then rerun"
     )
     return MissingLookups(
         f"the CDK app looks up {len(entries)} value(s) {CONTEXT_FILE} does not hold: {names}. It synthesized a "
@@ -156,6 +162,12 @@ def look_up(entry: Mapping[str, Any], clients: Clients, account: str) -> Any:
             return [z["ZoneName"] for z in zones if z.get("State") == "available"]
         if provider == "hosted-zone":
             return _hosted_zone(props, clients("route53", region))
+        if provider == "ami":
+            return _image(props, clients("ec2", region))
+        if provider == "security-group":
+            return _security_group(props, clients("ec2", region))
+        if provider == "key-provider":
+            return _key(props, clients("kms", region))
         return _vpc(props, clients("ec2", region))
     except (ClientError, BotoCoreError) as exc:
         raise UsageError(
@@ -199,6 +211,63 @@ def _hosted_zone(props: Mapping[str, Any], route53: Any) -> dict[str, str]:
             next_step="fix the domain (or privateZone, vpcId) in the stack, then rerun inv lookup",
         )
     return {"Id": found[0]["Id"], "Name": found[0]["Name"]}
+
+
+def _image(props: Mapping[str, Any], ec2: Any) -> str:
+    """``MachineImage.lookup``: the newest image the owners and filters match."""
+    filters = [{"Name": name, "Values": list(values)} for name, values in (props.get("filters") or {}).items()]
+    asked: dict[str, Any] = {"Filters": filters}
+    if props.get("owners"):
+        asked["Owners"] = list(props["owners"])
+    images = [i for i in ec2.describe_images(**asked)["Images"] if i.get("ImageId")]
+    if not images:
+        raise UsageError(
+            f"no image matches {json.dumps(asked, sort_keys=True)} in account {props.get('account')}, "
+            f"{props.get('region')}",
+            next_step="fix the name, owners or filters of MachineImage.lookup in the stack, then rerun inv lookup",
+        )
+    return str(max(images, key=lambda i: str(i.get("CreationDate") or ""))["ImageId"])
+
+
+def _security_group(props: Mapping[str, Any], ec2: Any) -> dict[str, Any]:
+    """``SecurityGroup.from_lookup_by_id`` / ``_by_name``: the one group, and whether it lets all traffic out (to
+    0.0.0.0/0 and ::/0, every protocol)."""
+    asked: dict[str, Any] = {}
+    if props.get("securityGroupId"):
+        asked["GroupIds"] = [props["securityGroupId"]]
+    filters = [{"Name": "vpc-id", "Values": [props["vpcId"]]}] if props.get("vpcId") else []
+    if props.get("securityGroupName"):
+        filters.append({"Name": "group-name", "Values": [props["securityGroupName"]]})
+    if filters:
+        asked["Filters"] = filters
+    groups = ec2.describe_security_groups(**asked)["SecurityGroups"]
+    if len(groups) != 1:
+        raise UsageError(
+            f"{len(groups) or 'no'} security groups match {json.dumps(asked, sort_keys=True)} in account "
+            f"{props.get('account')}: the lookup needs exactly one",
+            next_step="fix the id, or the name and VPC, of the lookup in the stack, then rerun inv lookup",
+        )
+    out = groups[0].get("IpPermissionsEgress") or ()
+    every = [p for p in out if p.get("IpProtocol") == "-1"]
+    v4 = any(r.get("CidrIp") == "0.0.0.0/0" for p in every for r in p.get("IpRanges") or ())
+    v6 = any(r.get("CidrIpv6") == "::/0" for p in every for r in p.get("Ipv6Ranges") or ())
+    return {"securityGroupId": groups[0]["GroupId"], "allowAllOutbound": v4 and v6}
+
+
+def _key(props: Mapping[str, Any], kms: Any) -> dict[str, str]:
+    """``Key.from_lookup``: the key its alias names."""
+    alias = props.get("aliasName")
+    for page in kms.get_paginator("list_aliases").paginate():
+        for entry in page.get("Aliases") or ():
+            if entry.get("AliasName") == alias and entry.get("TargetKeyId"):
+                return {"keyId": str(entry["TargetKeyId"])}
+    dummy = props.get("dummyValue")
+    if props.get("ignoreErrorOnMissingContext") and isinstance(dummy, dict) and "keyId" in dummy:
+        return {"keyId": str(dummy["keyId"])}
+    raise UsageError(
+        f"no KMS key has the alias {alias} in account {props.get('account')}, {props.get('region')}",
+        next_step="fix the alias in the stack, or make the key and alias, then rerun inv lookup",
+    )
 
 
 def _vpc(props: Mapping[str, Any], ec2: Any) -> dict[str, Any]:

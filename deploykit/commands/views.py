@@ -131,10 +131,19 @@ def lookup(*, env: str | None = None, as_json: bool = False, runtime: Runtime | 
                         next_step="look at the key the app asks for (cdk.out/<env>/manifest.json, missing) against "
                         f"the one {lookups.CONTEXT_FILE} holds",
                     ) from None
-                found = {e["key"]: lookups.look_up(e, clients, account) for e in exc.entries}
+                found, failed = {}, []
+                for e in exc.entries:
+                    try:
+                        found[e["key"]] = lookups.look_up(e, clients, account)
+                    except UsageError as refused:
+                        failed.append(refused)
+                if not found:  # none answered: nothing the next round would ask otherwise
+                    raise failed[0] from None
+                # one that failed may ask of another's placeholder (a security group of vpc-12345): the next
+                # round, given what this one found, asks it again, under its own key
                 lookups.write_context(config.root, found)
                 written.update(found)
-                rows += [[lookups.describe(e), _shown(found[e["key"]])] for e in exc.entries]
+                rows += [[lookups.describe(e), _shown(found[e["key"]])] for e in exc.entries if e["key"] in found]
         else:
             raise UsageError(
                 f"the CDK app still looks up new values after {LOOKUP_ROUNDS} rounds",

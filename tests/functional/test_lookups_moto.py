@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
 
-from deploykit import lookups, synth
+from deploykit import commands, lookups, synth
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.errors import UsageError
+from tests.functional.conftest import moto_runtime
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -79,14 +81,14 @@ def test_a_hosted_zone_is_the_one_of_that_name_public_or_private_of_a_vpc(factor
 def test_a_provider_deploykit_does_not_answer_and_another_account_are_refused_naming_the_key(
     factory: AwsFactory,
 ) -> None:
-    ami = entry("ami", region=REGION, owners=["amazon"], filters={"name": ["al2023-*"]})
-    with pytest.raises(UsageError, match="does not look up 'ami' values") as err:
-        lookups.look_up(ami, clients_of(factory), ACCOUNT)
-    assert err.value.next_step and ami["key"] in err.value.next_step
+    balancer = entry("load-balancer", region=REGION, loadBalancerType="application")
+    with pytest.raises(UsageError, match="does not look up 'load-balancer' values") as err:
+        lookups.look_up(balancer, clients_of(factory), ACCOUNT)
+    assert err.value.next_step and balancer["key"] in err.value.next_step
     with pytest.raises(UsageError, match="credentials are of account 210987654321"):
         lookups.look_up(entry("ssm", region=REGION, parameterName="/p"), clients_of(factory), "210987654321")
     # what inv lookup cannot answer is not sent to it alone: its value is to be written by hand
-    assert str(lookups.refused([ami], "dev").next_step).startswith("write the values under their keys")
+    assert str(lookups.refused([balancer], "dev").next_step).startswith("write the values under their keys")
     answerable = lookups.refused([entry("ssm", region=REGION, parameterName="/p")], "dev")
     assert str(answerable.next_step).startswith("inv lookup --env dev asks dev for them")
 
@@ -192,3 +194,75 @@ def test_a_vpc_lookup_needs_exactly_one_vpc_and_the_older_answer_lists_each_type
     ec2.create_tags(Resources=[other], Tags=[{"Key": "Name", "Value": "shared"}])
     with pytest.raises(UsageError, match="2 VPCs match"):
         lookups.look_up(entry("vpc-provider", **ask), clients_of(factory), ACCOUNT)
+
+
+THREE_LOOKUPS_APP = """
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2, aws_kms as kms
+
+app = cdk.App()
+context = app.node.try_get_context
+stack = cdk.Stack(
+    app,
+    "LookupStack",
+    env=cdk.Environment(account=context("account"), region=context("region")),
+    synthesizer=cdk.BootstraplessSynthesizer(),
+)
+image = ec2.MachineImage.lookup(name="car-rental-*", owners=["self"]).get_image(stack)
+group = ec2.SecurityGroup.from_lookup_by_name(stack, "TasksGroup", "car-rental-tasks", ec2.Vpc.from_lookup(
+    stack, "Vpc", vpc_id=context("vpc")))
+key = kms.Key.from_lookup(stack, "AppKey", alias_name="alias/car-rental")
+cdk.CfnOutput(stack, "Image", value=image.image_id)
+cdk.CfnOutput(stack, "Group", value=group.security_group_id)
+cdk.CfnOutput(stack, "Key", value=key.key_id)
+app.synth()
+"""
+
+
+def test_an_image_a_security_group_and_a_key_looked_up_are_what_the_cdk_library_builds_from(
+    factory: AwsFactory, project: Path, tmp_path: Path
+) -> None:
+    """MachineImage.lookup, SecurityGroup.from_lookup_by_name (in a looked-up VPC) and Key.from_lookup, as the CDK
+    CLI answers them: the real CDK app, given what inv lookup found in moto, names those very resources."""
+    ec2 = factory.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.0.0/24", AvailabilityZone=f"{REGION}a")
+    group = ec2.create_security_group(GroupName="car-rental-tasks", Description="tasks", VpcId=vpc)["GroupId"]
+    ec2.create_security_group(GroupName="car-rental-tasks", Description="elsewhere")  # another VPC's: not matched
+    instance = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    image = ec2.create_image(InstanceId=instance, Name="car-rental-2026")["ImageId"]
+    kms = factory.client("kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/car-rental", TargetKeyId=key)
+    (project / "cdk").mkdir()
+    (project / "cdk" / "app.py").write_text(THREE_LOOKUPS_APP.replace('context("vpc")', repr(vpc)))
+    config = load_config(project / "deploy.toml")
+    dev, out = config.environment("dev"), tmp_path / "assembly"
+
+    # the first round asks for the group in vpc-12345 (the VPC's placeholder), which fails; the second, given the
+    # VPC, asks for it in that VPC, under another key, as the CDK CLI's rounds go
+    written = commands.lookup(env="dev", runtime=moto_runtime(project, factory))
+    assert len(written) == 4
+    done = synth.synthesize(config, dev, account=ACCOUNT, registry="", out_dir=out)
+    outputs = {k: v["Value"] for k, v in json.loads(done.templates["LookupStack"].read_text())["Outputs"].items()}
+    assert outputs == {"Image": image, "Group": group, "Key": key}
+    context = lookups.read_context(project)
+    [answer] = [v for k, v in context.items() if k.startswith("security-group:")]
+    assert answer == {"securityGroupId": group, "allowAllOutbound": False}  # moto's default egress has no ::/0
+
+
+def test_the_newest_image_is_taken_and_a_missing_alias_or_image_is_said() -> None:
+    ec2 = Mock(spec=["describe_images"])
+    ec2.describe_images.return_value = {
+        "Images": [
+            {"ImageId": "ami-old", "CreationDate": "2025-01-02T00:00:00.000Z"},
+            {"ImageId": "ami-new", "CreationDate": "2026-03-04T00:00:00.000Z"},
+            {"ImageId": "ami-mid", "CreationDate": "2025-11-30T00:00:00.000Z"},
+        ]
+    }
+    ask = entry("ami", region=REGION, owners=["self"], filters={"name": ["car-rental-*"]})
+    assert lookups.look_up(ask, lambda service, region: ec2, ACCOUNT) == "ami-new"
+    ec2.describe_images.assert_called_once_with(Owners=["self"], Filters=[{"Name": "name", "Values": ["car-rental-*"]}])
+    ec2.describe_images.return_value = {"Images": []}
+    with pytest.raises(UsageError, match="no image matches"):
+        lookups.look_up(ask, lambda service, region: ec2, ACCOUNT)
