@@ -103,7 +103,8 @@ def test_the_file_keeps_what_it_held_and_is_written_sorted_as_the_cdk_cli_writes
     assert text == '{\n  "a": [\n    "x",\n    "y"\n  ],\n  "b": "2"\n}\n'
 
 
-VPC_APP = """
+# a CDK app of one stack in the environment's account and region (deploy.toml's, through the context)
+ONE_STACK = """
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 
@@ -115,6 +116,11 @@ stack = cdk.Stack(
     env=cdk.Environment(account=context("account"), region=context("region")),
     synthesizer=cdk.BootstraplessSynthesizer(),
 )
+"""
+
+VPC_APP = (
+    ONE_STACK
+    + """
 vpc = ec2.Vpc.from_lookup(stack, "Vpc", tags={"Name": "shared"})
 cdk.CfnOutput(stack, "VpcId", value=vpc.vpc_id)
 cdk.CfnOutput(stack, "Public", value=",".join(s.subnet_id for s in vpc.public_subnets))
@@ -122,6 +128,7 @@ cdk.CfnOutput(stack, "Isolated", value=",".join(s.subnet_id for s in vpc.isolate
 cdk.CfnOutput(stack, "Zones", value=",".join(vpc.availability_zones))
 app.synth()
 """
+)
 
 
 def test_a_vpc_looked_up_is_what_the_cdk_library_builds_the_vpc_from(
@@ -196,18 +203,11 @@ def test_a_vpc_lookup_needs_exactly_one_vpc_and_the_older_answer_lists_each_type
         lookups.look_up(entry("vpc-provider", **ask), clients_of(factory), ACCOUNT)
 
 
-THREE_LOOKUPS_APP = """
-import aws_cdk as cdk
-from aws_cdk import aws_ec2 as ec2, aws_kms as kms
+THREE_LOOKUPS_APP = (
+    ONE_STACK
+    + """
+from aws_cdk import aws_kms as kms
 
-app = cdk.App()
-context = app.node.try_get_context
-stack = cdk.Stack(
-    app,
-    "LookupStack",
-    env=cdk.Environment(account=context("account"), region=context("region")),
-    synthesizer=cdk.BootstraplessSynthesizer(),
-)
 image = ec2.MachineImage.lookup(name="car-rental-*", owners=["self"]).get_image(stack)
 group = ec2.SecurityGroup.from_lookup_by_name(stack, "TasksGroup", "car-rental-tasks", ec2.Vpc.from_lookup(
     stack, "Vpc", vpc_id=context("vpc")))
@@ -217,6 +217,7 @@ cdk.CfnOutput(stack, "Group", value=group.security_group_id)
 cdk.CfnOutput(stack, "Key", value=key.key_id)
 app.synth()
 """
+)
 
 
 def test_an_image_a_security_group_and_a_key_looked_up_are_what_the_cdk_library_builds_from(
