@@ -92,7 +92,7 @@ def endpoints(*, env: str | None = None, as_json: bool = False, runtime: Runtime
 
 # -- lookups ----------------------------------------------------------------------------------------------------
 
-LOOKUP_ROUNDS = 5  # a value found can make the app look up another (a VPC's zones): as many rounds, at most
+LOOKUP_ROUNDS = 5  # a value found can make the app look up another (a security group in a looked-up VPC)
 
 
 def lookup(*, env: str | None = None, as_json: bool = False, runtime: Runtime | None = None) -> dict[str, Any]:
