@@ -26,7 +26,16 @@ PROJECT_FILE = "cdk/cdk.json"  # the CDK CLI's settings of the app: its feature 
 CONTEXT_FILE = "cdk/cdk.context.json"  # the CDK CLI's name and place for it (beside cdk.json, in the app's folder)
 MANIFEST = "manifest.json"
 # the providers deploykit answers, by the name the assembly gives them
-PROVIDERS = ("ssm", "availability-zones", "hosted-zone", "vpc-provider", "ami", "security-group", "key-provider")
+PROVIDERS = (
+    "ssm",
+    "availability-zones",
+    "hosted-zone",
+    "vpc-provider",
+    "ami",
+    "security-group",
+    "key-provider",
+    "endpoint-service-availability-zones",
+)
 SUBNET_TYPES = ("Public", "Private", "Isolated")  # what a subnet can be: its aws-cdk:subnet-type tag's values
 
 Clients = Callable[[str, str], Any]  # (service, region) → a boto3 client of the environment's credentials
@@ -107,6 +116,8 @@ def describe(entry: Mapping[str, Any]) -> str:
         return f"security group {props.get('securityGroupId') or props.get('securityGroupName')} ({where})"
     if provider == "key-provider":
         return f"KMS key {props.get('aliasName')} ({where})"
+    if provider == "endpoint-service-availability-zones":
+        return f"the zones of endpoint service {props.get('serviceName')} ({where})"
     return f"{provider} {entry.get('key')} ({where})"
 
 
@@ -168,6 +179,10 @@ def look_up(entry: Mapping[str, Any], clients: Clients, account: str) -> Any:
             return _security_group(props, clients("ec2", region))
         if provider == "key-provider":
             return _key(props, clients("kms", region))
+        if provider == "endpoint-service-availability-zones":  # InterfaceVpcEndpoint(lookup_supported_azs=True)
+            name = str(props.get("serviceName"))
+            details = clients("ec2", region).describe_vpc_endpoint_services(ServiceNames=[name])["ServiceDetails"]
+            return next((list(d.get("AvailabilityZones") or ()) for d in details if d.get("ServiceName") == name), [])
         return _vpc(props, clients("ec2", region))
     except (ClientError, BotoCoreError) as exc:
         raise UsageError(
@@ -183,8 +198,8 @@ def _parameter(props: Mapping[str, Any], ssm: Any) -> Any:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ParameterNotFound":
             raise
-    if props.get("ignoreErrorOnMissingContext"):  # the stack said what to use when there is none
-        return props.get("dummyValue")
+    if props.get("ignoreErrorOnMissingContext") and "dummyValue" in props:  # the stack's value when there is none
+        return props["dummyValue"]
     raise UsageError(
         f"SSM parameter {name} does not exist in account {props.get('account')}, {props.get('region')}",
         next_step=f"create it (aws ssm put-parameter --name {name} ...), or fix the name in the stack, then rerun "

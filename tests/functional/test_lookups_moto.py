@@ -56,6 +56,18 @@ def test_the_availability_zones_are_the_available_ones_by_name(factory: AwsFacto
     assert zones == [z["ZoneName"] for z in factory.client("ec2").describe_availability_zones()["AvailabilityZones"]]
 
 
+def test_an_endpoint_service_s_zones_are_its_own(factory: AwsFactory) -> None:
+    service = f"com.amazonaws.{REGION}.s3"
+    listed = factory.client("ec2").describe_vpc_endpoint_services(ServiceNames=[service])["ServiceDetails"]
+    details = next(d for d in listed if d["ServiceName"] == service)  # the first, as the CLI takes (S3 has two)
+    ask = entry("endpoint-service-availability-zones", region=REGION, serviceName=service)
+    assert lookups.look_up(ask, clients_of(factory), ACCOUNT) == details["AvailabilityZones"]
+    assert details["AvailabilityZones"]
+    unknown = entry("endpoint-service-availability-zones", region=REGION, serviceName="com.example.none")
+    with pytest.raises(UsageError, match=r"com\.example\.none' does not exist"):  # EC2's own refusal, said
+        lookups.look_up(unknown, clients_of(factory), ACCOUNT)
+
+
 def test_a_hosted_zone_is_the_one_of_that_name_public_or_private_of_a_vpc(factory: AwsFactory) -> None:
     route53 = factory.client("route53")
     public = route53.create_hosted_zone(Name="cars.example.com", CallerReference="1")["HostedZone"]
