@@ -35,6 +35,8 @@ PROVIDERS = (
     "security-group",
     "key-provider",
     "endpoint-service-availability-zones",
+    "load-balancer",
+    "load-balancer-listener",
 )
 SUBNET_TYPES = ("Public", "Private", "Isolated")  # what a subnet can be: its aws-cdk:subnet-type tag's values
 
@@ -118,6 +120,10 @@ def describe(entry: Mapping[str, Any]) -> str:
         return f"KMS key {props.get('aliasName')} ({where})"
     if provider == "endpoint-service-availability-zones":
         return f"the zones of endpoint service {props.get('serviceName')} ({where})"
+    if provider in ("load-balancer", "load-balancer-listener"):
+        what = "listener" if provider.endswith("listener") else "load balancer"
+        named = props.get("listenerArn") or props.get("loadBalancerArn") or props.get("loadBalancerTags")
+        return f"{what} {json.dumps(named, sort_keys=True)} ({where})"
     return f"{provider} {entry.get('key')} ({where})"
 
 
@@ -137,7 +143,7 @@ def refused(entries: list[dict[str, Any]], env: str) -> MissingLookups:
         f"inv lookup --env {env} asks {env} for them and writes them to {CONTEXT_FILE}; commit that file, then rerun"
         if answerable
         else f"write the values under their keys in {CONTEXT_FILE} (inv lookup --env {env} names the keys and "
-        "answers SSM parameters, zones, VPCs, images, security groups and KMS keys), commit that file, then rerun"
+        "answers every lookup but Cloud Control's), commit that file, then rerun"
     )
     return MissingLookups(
         f"the CDK app looks up {len(entries)} value(s) {CONTEXT_FILE} does not hold: {names}. It synthesized a "
@@ -179,6 +185,10 @@ def look_up(entry: Mapping[str, Any], clients: Clients, account: str) -> Any:
             return _security_group(props, clients("ec2", region))
         if provider == "key-provider":
             return _key(props, clients("kms", region))
+        if provider == "load-balancer":
+            return _balancer(props, clients("elbv2", region))
+        if provider == "load-balancer-listener":
+            return _listener(props, clients("elbv2", region))
         if provider == "endpoint-service-availability-zones":  # InterfaceVpcEndpoint(lookup_supported_azs=True)
             name = str(props.get("serviceName"))
             details = clients("ec2", region).describe_vpc_endpoint_services(ServiceNames=[name])["ServiceDetails"]
@@ -283,6 +293,82 @@ def _key(props: Mapping[str, Any], kms: Any) -> dict[str, str]:
         f"no KMS key has the alias {alias} in account {props.get('account')}, {props.get('region')}",
         next_step="fix the alias in the stack, or make the key and alias, then rerun inv lookup",
     )
+
+
+def _balancers(props: Mapping[str, Any], elbv2: Any) -> list[dict[str, Any]]:
+    """The load balancers of the lookup's type that its ARN, or every tag it names, matches."""
+    asked = {"LoadBalancerArns": [props["loadBalancerArn"]]} if props.get("loadBalancerArn") else {}
+    pages = elbv2.get_paginator("describe_load_balancers").paginate(**asked)
+    found = [lb for page in pages for lb in page["LoadBalancers"] if lb.get("Type") == props.get("loadBalancerType")]
+    wanted = {(str(t.get("key")), str(t.get("value"))) for t in props.get("loadBalancerTags") or ()}
+    if not wanted or not found:
+        return found
+    tags: dict[str, set[tuple[str, str]]] = {}
+    arns = [lb["LoadBalancerArn"] for lb in found]
+    for start in range(0, len(arns), 20):  # DescribeTags takes 20 at a time
+        for described in elbv2.describe_tags(ResourceArns=arns[start : start + 20])["TagDescriptions"]:
+            tags[described["ResourceArn"]] = {(t["Key"], t["Value"]) for t in described.get("Tags") or ()}
+    return [lb for lb in found if wanted <= tags.get(lb["LoadBalancerArn"], set())]
+
+
+def _one_balancer(props: Mapping[str, Any], elbv2: Any) -> dict[str, Any]:
+    found = _balancers(props, elbv2)
+    if len(found) != 1:
+        asked = {k: props[k] for k in ("loadBalancerType", "loadBalancerArn", "loadBalancerTags") if props.get(k)}
+        raise UsageError(
+            f"{len(found) or 'no'} load balancers match {json.dumps(asked, sort_keys=True)} in account "
+            f"{props.get('account')}, {props.get('region')}: the lookup needs exactly one",
+            next_step="fix the ARN or tags of the lookup in the stack, then rerun inv lookup",
+        )
+    return found[0]
+
+
+def _balancer(props: Mapping[str, Any], elbv2: Any) -> dict[str, Any]:
+    """``ApplicationLoadBalancer.from_lookup`` / ``NetworkLoadBalancer.from_lookup``: the one load balancer."""
+    lb = _one_balancer(props, elbv2)
+    return {
+        "loadBalancerArn": lb["LoadBalancerArn"],
+        "loadBalancerCanonicalHostedZoneId": lb["CanonicalHostedZoneId"],
+        "loadBalancerDnsName": lb["DNSName"],
+        "vpcId": lb["VpcId"],
+        "securityGroupIds": list(lb.get("SecurityGroups") or ()),
+        "ipAddressType": "ipv4" if lb.get("IpAddressType") == "ipv4" else "dualstack",
+    }
+
+
+def _listener(props: Mapping[str, Any], elbv2: Any) -> dict[str, Any]:
+    """``ApplicationListener.from_lookup`` / ``NetworkListener.from_lookup``: the listener its ARN names, else the
+    one of the matching load balancers with its port and protocol; with its load balancer's security groups."""
+    if props.get("listenerArn"):
+        [listener] = elbv2.describe_listeners(ListenerArns=[props["listenerArn"]])["Listeners"]
+        lb = _one_balancer({**props, "loadBalancerArn": listener["LoadBalancerArn"]}, elbv2)
+        return {
+            "listenerArn": listener["ListenerArn"],
+            "listenerPort": listener["Port"],
+            "securityGroupIds": list(lb.get("SecurityGroups") or ()),
+        }
+    balancers = {lb["LoadBalancerArn"]: lb for lb in _balancers(props, elbv2)}
+    port, protocol = props.get("listenerPort"), props.get("listenerProtocol")
+    found = [
+        listener
+        for arn in balancers
+        for page in elbv2.get_paginator("describe_listeners").paginate(LoadBalancerArn=arn)
+        for listener in page["Listeners"]
+        if (not port or listener.get("Port") == port) and (not protocol or listener.get("Protocol") == protocol)
+    ]
+    if len(found) != 1:
+        keys = ("loadBalancerArn", "loadBalancerTags", "listenerPort", "listenerProtocol")
+        asked = {k: props[k] for k in keys if props.get(k)}
+        raise UsageError(
+            f"{len(found) or 'no'} listeners match {json.dumps(asked, sort_keys=True, default=str)} in account "
+            f"{props.get('account')}: the lookup needs exactly one",
+            next_step="fix the load balancer, port or protocol of the lookup in the stack, then rerun inv lookup",
+        )
+    return {
+        "listenerArn": found[0]["ListenerArn"],
+        "listenerPort": found[0]["Port"],
+        "securityGroupIds": list(balancers[found[0]["LoadBalancerArn"]].get("SecurityGroups") or ()),
+    }
 
 
 def _vpc(props: Mapping[str, Any], ec2: Any) -> dict[str, Any]:

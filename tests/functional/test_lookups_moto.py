@@ -93,8 +93,8 @@ def test_a_hosted_zone_is_the_one_of_that_name_public_or_private_of_a_vpc(factor
 def test_a_provider_deploykit_does_not_answer_and_another_account_are_refused_naming_the_key(
     factory: AwsFactory,
 ) -> None:
-    balancer = entry("load-balancer", region=REGION, loadBalancerType="application")
-    with pytest.raises(UsageError, match="does not look up 'load-balancer' values") as err:
+    balancer = entry("cc-api-provider", region=REGION, typeName="AWS::IAM::Role")
+    with pytest.raises(UsageError, match="does not look up 'cc-api-provider' values") as err:
         lookups.look_up(balancer, clients_of(factory), ACCOUNT)
     assert err.value.next_step and balancer["key"] in err.value.next_step
     with pytest.raises(UsageError, match="credentials are of account 210987654321"):
@@ -279,3 +279,61 @@ def test_the_newest_image_is_taken_and_a_missing_alias_or_image_is_said() -> Non
     ec2.describe_images.return_value = {"Images": []}
     with pytest.raises(UsageError, match="no image matches"):
         lookups.look_up(ask, lambda service, region: ec2, ACCOUNT)
+
+
+BALANCER_APP = (
+    ONE_STACK
+    + """
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+
+shared = {"app": "shared"}
+balancer = elbv2.ApplicationLoadBalancer.from_lookup(stack, "Alb", load_balancer_tags=shared)
+listener = elbv2.ApplicationListener.from_lookup(stack, "Http", load_balancer_tags=shared, listener_port=80)
+cdk.CfnOutput(stack, "Dns", value=balancer.load_balancer_dns_name)
+cdk.CfnOutput(stack, "Listener", value=listener.listener_arn)
+cdk.CfnOutput(stack, "Groups", value=",".join(listener.connections.security_groups[0].security_group_id for _ in [0]))
+app.synth()
+"""
+)
+
+
+def test_a_load_balancer_and_its_listener_looked_up_are_what_the_cdk_library_builds_from(
+    factory: AwsFactory, project: Path, tmp_path: Path
+) -> None:
+    """ApplicationLoadBalancer.from_lookup and ApplicationListener.from_lookup by tags (another balancer untagged,
+    another listener on 8080), as the CDK CLI answers them."""
+    ec2, elbv2 = factory.client("ec2"), factory.client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{i}.0/24", AvailabilityZone=f"{REGION}{z}")["Subnet"]["SubnetId"]
+        for i, z in enumerate("ab")
+    ]
+    group = ec2.create_security_group(GroupName="alb", Description="alb", VpcId=vpc)["GroupId"]
+    made = []
+    for name, tags in (("shared", [{"Key": "app", "Value": "shared"}]), ("other", [{"Key": "app", "Value": "other"}])):
+        made.append(
+            elbv2.create_load_balancer(Name=name, Subnets=subnets, SecurityGroups=[group], Tags=tags)["LoadBalancers"][
+                0
+            ]
+        )
+    shared = made[0]
+    listeners = [
+        elbv2.create_listener(
+            LoadBalancerArn=shared["LoadBalancerArn"],
+            Protocol="HTTP",
+            Port=port,
+            DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "200"}}],
+        )["Listeners"][0]["ListenerArn"]
+        for port in (80, 8080)
+    ]
+    (project / "cdk").mkdir()
+    (project / "cdk" / "app.py").write_text(BALANCER_APP)
+
+    written = commands.lookup(env="dev", runtime=moto_runtime(project, factory))
+    # the library then looks up what they name: their security groups, the balancer's VPC (a second round)
+    providers = {key.split(":")[0] for key in written}
+    assert providers == {"load-balancer", "load-balancer-listener", "security-group", "vpc-provider"}
+    config = load_config(project / "deploy.toml")
+    done = synth.synthesize(config, config.environment("dev"), account=ACCOUNT, registry="", out_dir=tmp_path / "out")
+    outputs = {k: v["Value"] for k, v in json.loads(done.templates["LookupStack"].read_text())["Outputs"].items()}
+    assert outputs == {"Dns": shared["DNSName"], "Listener": listeners[0], "Groups": group}
