@@ -1,5 +1,6 @@
 """CDK lookups: the values a stack looks up in its account at synthesis (``StringParameter.value_from_lookup``,
-``HostedZone.from_lookup``, the availability zones of ``Stack.availability_zones``, ``Vpc.from_lookup``).
+``Vpc.from_lookup``, ``HostedZone.from_lookup``, ``MachineImage.lookup``, ``SecurityGroup.from_lookup_by_id``,
+``Key.from_lookup``, ``ApplicationLoadBalancer.from_lookup``, the stack's availability zones...: :data:`ANSWERS`).
 
 The CDK app does not look them up itself: it synthesizes a placeholder in their place (``vpc-12345``,
 ``dummy-value-for-/my/param``) and lists what it missed in its cloud assembly (``manifest.json``, ``missing``).
@@ -25,19 +26,6 @@ from deploykit.errors import UsageError
 PROJECT_FILE = "cdk/cdk.json"  # the CDK CLI's settings of the app: its feature flags under "context"
 CONTEXT_FILE = "cdk/cdk.context.json"  # the CDK CLI's name and place for it (beside cdk.json, in the app's folder)
 MANIFEST = "manifest.json"
-# the providers deploykit answers, by the name the assembly gives them
-PROVIDERS = (
-    "ssm",
-    "availability-zones",
-    "hosted-zone",
-    "vpc-provider",
-    "ami",
-    "security-group",
-    "key-provider",
-    "endpoint-service-availability-zones",
-    "load-balancer",
-    "load-balancer-listener",
-)
 SUBNET_TYPES = ("Public", "Private", "Isolated")  # what a subnet can be: its aws-cdk:subnet-type tag's values
 
 Clients = Callable[[str, str], Any]  # (service, region) → a boto3 client of the environment's credentials
@@ -138,7 +126,7 @@ class MissingLookups(UsageError):
 def refused(entries: list[dict[str, Any]], env: str) -> MissingLookups:
     """The refusal of an assembly that misses ``entries``: its placeholders must not be deployed."""
     names = "; ".join(describe(e) for e in entries)
-    answerable = all(e.get("provider") in PROVIDERS for e in entries)
+    answerable = all(e.get("provider") in ANSWERS for e in entries)
     how = (
         f"inv lookup --env {env} asks {env} for them and writes them to {CONTEXT_FILE}; commit that file, then rerun"
         if answerable
@@ -158,7 +146,7 @@ def look_up(entry: Mapping[str, Any], clients: Clients, account: str) -> Any:
     could not be answered and why."""
     props = entry.get("props") or {}
     provider = entry.get("provider")
-    if provider not in PROVIDERS:
+    if provider not in ANSWERS:
         raise UsageError(
             f"{describe(entry)}: deploykit does not look up {provider!r} values",
             next_step=f"write its value under {entry.get('key')} in {CONTEXT_FILE} (the CDK CLI's `cdk synth` in a "
@@ -170,35 +158,28 @@ def look_up(entry: Mapping[str, Any], clients: Clients, account: str) -> Any:
             next_step="run inv lookup with the credentials of that account (AWS_PROFILE=...), or write the value "
             f"under {entry.get('key')} in {CONTEXT_FILE}",
         )
-    region = str(props.get("region"))
+    service, answer = ANSWERS[str(provider)]
     try:
-        if provider == "ssm":
-            return _parameter(props, clients("ssm", region))
-        if provider == "availability-zones":
-            zones = clients("ec2", region).describe_availability_zones()["AvailabilityZones"]
-            return [z["ZoneName"] for z in zones if z.get("State") == "available"]
-        if provider == "hosted-zone":
-            return _hosted_zone(props, clients("route53", region))
-        if provider == "ami":
-            return _image(props, clients("ec2", region))
-        if provider == "security-group":
-            return _security_group(props, clients("ec2", region))
-        if provider == "key-provider":
-            return _key(props, clients("kms", region))
-        if provider == "load-balancer":
-            return _balancer(props, clients("elbv2", region))
-        if provider == "load-balancer-listener":
-            return _listener(props, clients("elbv2", region))
-        if provider == "endpoint-service-availability-zones":  # InterfaceVpcEndpoint(lookup_supported_azs=True)
-            name = str(props.get("serviceName"))
-            details = clients("ec2", region).describe_vpc_endpoint_services(ServiceNames=[name])["ServiceDetails"]
-            return next((list(d.get("AvailabilityZones") or ()) for d in details if d.get("ServiceName") == name), [])
-        return _vpc(props, clients("ec2", region))
+        return answer(props, clients(service, str(props.get("region"))))
     except (ClientError, BotoCoreError) as exc:
         raise UsageError(
             f"{describe(entry)} could not be looked up: {exc}",
             next_step="check the credentials' permissions and the name in the stack, then rerun inv lookup",
         ) from None
+
+
+def _zones(props: Mapping[str, Any], ec2: Any) -> list[str]:
+    """The stack's availability zones: the region's available ones."""
+    return [
+        z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"] if z.get("State") == "available"
+    ]
+
+
+def _endpoint_zones(props: Mapping[str, Any], ec2: Any) -> list[str]:
+    """``InterfaceVpcEndpoint(lookup_supported_azs=True)``: the zones of the endpoint service (its first listing)."""
+    name = str(props.get("serviceName"))
+    details = ec2.describe_vpc_endpoint_services(ServiceNames=[name])["ServiceDetails"]
+    return next((list(d.get("AvailabilityZones") or ()) for d in details if d.get("ServiceName") == name), [])
 
 
 def _parameter(props: Mapping[str, Any], ssm: Any) -> Any:
@@ -488,6 +469,21 @@ def _symmetric(groups: Mapping[tuple[str, str], list[dict[str, str]]]) -> dict[s
             answer[f"{kind}SubnetNames"] = [name for name, _ in of_kind]
             answer[f"{kind}SubnetRouteTableIds"] = [s["table"] for _, members in of_kind for s in members]
     return answer
+
+
+# each provider deploykit answers, by the name the assembly gives it: the client its answer asks of, and the answer
+ANSWERS: dict[str, tuple[str, Callable[[Mapping[str, Any], Any], Any]]] = {
+    "ssm": ("ssm", _parameter),
+    "availability-zones": ("ec2", _zones),
+    "hosted-zone": ("route53", _hosted_zone),
+    "vpc-provider": ("ec2", _vpc),
+    "ami": ("ec2", _image),
+    "security-group": ("ec2", _security_group),
+    "key-provider": ("kms", _key),
+    "endpoint-service-availability-zones": ("ec2", _endpoint_zones),
+    "load-balancer": ("elbv2", _balancer),
+    "load-balancer-listener": ("elbv2", _listener),
+}
 
 
 def write_context(root: Path, values: Mapping[str, Any]) -> Path:
