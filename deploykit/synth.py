@@ -284,17 +284,17 @@ def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str], boo
     return stacks
 
 
-def assembly_errors(out_dir: Path, level: str = "error") -> list[tuple[str, str]]:
-    """(construct path, message) of each error the app recorded in its cloud assembly (``aws:cdk:error``, written by
-    ``Annotations.of(x).add_error`` and by constructs that check their props so): the app exits 0 all the same, and
-    the CDK CLI refuses to deploy such an assembly ("Found errors"). Read from each stack's metadata, in the
-    manifest or in the file it names (``additionalMetadataFile``). ``level="warning"``: its warnings (which the
-    CLI shows, and deploys)."""
+def assembly_annotations(out_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """The errors and warnings the app recorded in its cloud assembly, by level (``error``, ``warning``): each
+    (construct path, message). An error (``aws:cdk:error``, written by ``Annotations.of(x).add_error`` and by
+    constructs that check their props so) leaves the app's exit code 0 all the same, and the CDK CLI refuses to
+    deploy such an assembly ("Found errors"); it shows the warnings, and deploys. Read once from each stack's
+    metadata, in the manifest or in the file it names (``additionalMetadataFile``)."""
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, ValueError):
-        return []  # the manifest's own check says so
-    found: list[tuple[str, str]] = []
+        return {}  # the manifest's own check says so
+    found: dict[str, list[tuple[str, str]]] = {}
     for artifact in (manifest.get("artifacts") or {}).values():
         metadata = dict(artifact.get("metadata") or {})
         extra = artifact.get("additionalMetadataFile")
@@ -302,7 +302,10 @@ def assembly_errors(out_dir: Path, level: str = "error") -> list[tuple[str, str]
             with contextlib.suppress(OSError, ValueError):  # unreadable: no more to read
                 metadata.update(json.loads((out_dir / str(extra)).read_text()))
         for path, entries in sorted(metadata.items()):
-            found += [(path, str(e.get("data"))) for e in entries or () if e.get("type") == f"aws:cdk:{level}"]
+            for entry in entries or ():
+                level = str(entry.get("type", "")).removeprefix("aws:cdk:")
+                if level in ("error", "warning"):
+                    found.setdefault(level, []).append((path, str(entry.get("data"))))
     return found
 
 
@@ -434,7 +437,8 @@ def synthesize(
     missed = lookups.missing(out)
     if missed:  # placeholders in the templates: refused, and no stamp, so the next run synthesizes again
         raise lookups.refused(missed, env.name)
-    errors = assembly_errors(out)
+    annotations = assembly_annotations(out)
+    errors = annotations.get("error", [])
     if errors:  # as the CDK CLI: an assembly the app marked wrong is not deployed
         shown = "\n".join(f"  {path}: {message}" for path, message in errors[:OUTPUT_TAIL_LINES])
         more = f"\n  ... and {len(errors) - OUTPUT_TAIL_LINES} more" if len(errors) > OUTPUT_TAIL_LINES else ""
@@ -444,7 +448,7 @@ def synthesize(
             next_step="fix them in cdk/ (each names its construct; ./dev nox -s cdk synthesizes the app), then rerun",
         )
     if say:  # shown as the CDK CLI shows them; each says how to acknowledge it ([ack: id])
-        for path, message in assembly_errors(out, "warning"):
+        for path, message in annotations.get("warning", []):
             say(f"⚠️  CDK warning: {path}: {message}")
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
