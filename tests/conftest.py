@@ -96,6 +96,26 @@ def free_ports(count: int) -> list[int]:
             each.close()
 
 
+def one_stack_app(stack: str, body: str) -> str:
+    """The text of a CDK app (cdk/app.py) of one stack, ``stack``, in the environment's account and region (the
+    context deploy.toml's settings give it), bootstrapless as the project's; ``body`` adds to the stack (``stack``,
+    ``cdk``, ``ec2`` and ``context`` are there) and ends with ``app.synth()``."""
+    head = f"""
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+
+app = cdk.App()
+context = app.node.try_get_context
+stack = cdk.Stack(
+    app,
+    "{stack}",
+    env=cdk.Environment(account=context("account"), region=context("region")),
+    synthesizer=cdk.BootstraplessSynthesizer(),
+)
+"""
+    return head + body
+
+
 def git(root: Path, *args: str) -> str:
     env = {
         **os.environ,

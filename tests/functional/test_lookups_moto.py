@@ -14,6 +14,7 @@ from deploykit import commands, lookups, synth
 from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.errors import UsageError
+from tests.conftest import one_stack_app
 from tests.functional.conftest import moto_runtime
 
 ACCOUNT = "123456789012"
@@ -115,31 +116,16 @@ def test_the_file_keeps_what_it_held_and_is_written_sorted_as_the_cdk_cli_writes
     assert text == '{\n  "a": [\n    "x",\n    "y"\n  ],\n  "b": "2"\n}\n'
 
 
-# a CDK app of one stack in the environment's account and region (deploy.toml's, through the context)
-ONE_STACK = """
-import aws_cdk as cdk
-from aws_cdk import aws_ec2 as ec2
-
-app = cdk.App()
-context = app.node.try_get_context
-stack = cdk.Stack(
-    app,
+VPC_APP = one_stack_app(
     "LookupStack",
-    env=cdk.Environment(account=context("account"), region=context("region")),
-    synthesizer=cdk.BootstraplessSynthesizer(),
-)
-"""
-
-VPC_APP = (
-    ONE_STACK
-    + """
+    """
 vpc = ec2.Vpc.from_lookup(stack, "Vpc", tags={"Name": "shared"})
 cdk.CfnOutput(stack, "VpcId", value=vpc.vpc_id)
 cdk.CfnOutput(stack, "Public", value=",".join(s.subnet_id for s in vpc.public_subnets))
 cdk.CfnOutput(stack, "Isolated", value=",".join(s.subnet_id for s in vpc.isolated_subnets))
 cdk.CfnOutput(stack, "Zones", value=",".join(vpc.availability_zones))
 app.synth()
-"""
+""",
 )
 
 
@@ -215,9 +201,9 @@ def test_a_vpc_lookup_needs_exactly_one_vpc_and_the_older_answer_lists_each_type
         lookups.look_up(entry("vpc-provider", **ask), clients_of(factory), ACCOUNT)
 
 
-THREE_LOOKUPS_APP = (
-    ONE_STACK
-    + """
+THREE_LOOKUPS_APP = one_stack_app(
+    "LookupStack",
+    """
 from aws_cdk import aws_kms as kms
 
 image = ec2.MachineImage.lookup(name="car-rental-*", owners=["self"]).get_image(stack)
@@ -228,7 +214,7 @@ cdk.CfnOutput(stack, "Image", value=image.image_id)
 cdk.CfnOutput(stack, "Group", value=group.security_group_id)
 cdk.CfnOutput(stack, "Key", value=key.key_id)
 app.synth()
-"""
+""",
 )
 
 
@@ -281,9 +267,9 @@ def test_the_newest_image_is_taken_and_a_missing_alias_or_image_is_said() -> Non
         lookups.look_up(ask, lambda service, region: ec2, ACCOUNT)
 
 
-BALANCER_APP = (
-    ONE_STACK
-    + """
+BALANCER_APP = one_stack_app(
+    "LookupStack",
+    """
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 
 shared = {"app": "shared"}
@@ -293,7 +279,7 @@ cdk.CfnOutput(stack, "Dns", value=balancer.load_balancer_dns_name)
 cdk.CfnOutput(stack, "Listener", value=listener.listener_arn)
 cdk.CfnOutput(stack, "Groups", value=",".join(listener.connections.security_groups[0].security_group_id for _ in [0]))
 app.synth()
-"""
+""",
 )
 
 

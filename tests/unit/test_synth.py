@@ -24,7 +24,7 @@ from deploykit import lookups, synth
 from deploykit.clock import FakeClock
 from deploykit.config import Config, EnvConfig, parse_config
 from deploykit.errors import StepFailed, UsageError
-from tests.conftest import REPO, SANDBOX_TOML, git
+from tests.conftest import REPO, SANDBOX_TOML, git, one_stack_app
 
 STACKS = ["CarRentalRegistryStack", "CarRentalDataStack", "CarRentalAuthStack", "CarRentalFargateStack"]
 ACCOUNT = "210987654321"
@@ -560,21 +560,15 @@ def test_the_real_cdk_app_synthesizes_once_then_skips_until_a_source_changes(tmp
     assert not third.skipped
 
 
-ERRING_APP = """
-import aws_cdk as cdk
+ERRING_APP = one_stack_app(
+    "ErringStack",
+    """
 from aws_cdk import aws_sns as sns
 
-app = cdk.App()
-context = app.node.try_get_context
-stack = cdk.Stack(
-    app,
-    "ErringStack",
-    env=cdk.Environment(account=context("account"), region=context("region")),
-    synthesizer=cdk.BootstraplessSynthesizer(),
-)
 cdk.Annotations.of(sns.Topic(stack, "Topic")).add_error("this topic must be encrypted")
 app.synth()
-"""
+""",
+)
 
 
 def test_the_real_cdk_library_s_error_annotation_is_refused(tmp_path: Path) -> None:
