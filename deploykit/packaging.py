@@ -438,7 +438,7 @@ def _function_sources(folder: Path) -> Iterator[tuple[str, Path]]:
     seen = git.seen_paths(folder)
     inside = folder.resolve()
     for path, source in _walk(folder, seen):
-        if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL or (seen is not None and not seen(path)):
+        if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL:
             continue
         if source.is_symlink() and not source.resolve().is_relative_to(inside):
             raise UsageError(
@@ -451,8 +451,8 @@ def _function_sources(folder: Path) -> Iterator[tuple[str, Path]]:
 
 def _walk(root: Path, seen: Callable[[str], bool] | None = None) -> Iterator[tuple[str, Path]]:
     """(posix path relative to root, file) for each file, caches pruned, and when ``seen`` (whether git sees a path:
-    :func:`deploykit.git.seen_paths`) is given the folders it does not see (a virtual environment git ignores, whose
-    lib64 links to its lib, is no folder of the function's); order does not matter."""
+    :func:`deploykit.git.seen_paths`) is given the files and folders it does not see (a virtual environment git
+    ignores, whose lib64 links to its lib, is no folder of the function's); order does not matter."""
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for d in list(dirnames):
@@ -465,10 +465,11 @@ def _walk(root: Path, seen: Callable[[str], bool] | None = None) -> Iterator[tup
                     next_step="replace the link with the directory's content, or vendor it through requirements.txt",
                 )
         for f in filenames:
-            if f.endswith(_EXCLUDED_SUFFIXES) or f == _GIT:
-                continue
             source = here / f
-            yield source.relative_to(root).as_posix(), source
+            path = source.relative_to(root).as_posix()
+            if f.endswith(_EXCLUDED_SUFFIXES) or f == _GIT or (seen is not None and not seen(path)):
+                continue
+            yield path, source
 
 
 def _read(source: Path) -> tuple[bytes, bool]:
