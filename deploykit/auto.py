@@ -170,10 +170,11 @@ def live_components(
                 if drift:
                     drifted[component] = drift
         else:
-            stack = getattr(env.stacks, name)
+            stack = env.stacks.roles()[name]
             live[component] = record.get(component) if stack in stacks else None
     if unverified is not None:
-        roles = {getattr(env.stacks, c.partition(":")[2]): c for c in components if c.startswith("stack:")}
+        names = env.stacks.roles()
+        roles = {names[c.partition(":")[2]]: c for c in components if c.startswith("stack:")}
         unverified |= _stacks_changed_outside(aws, {roles[s]: s for s in stacks if s in roles}, kept)
     return live
 
@@ -238,7 +239,7 @@ def exporters_needed(
     (CloudFormation: "No export named ... found"); the exporting stack, deployed first, makes the export, as the CDK
     CLI deploys a stack's dependencies first.
 
-    Looked for only when a changed stack depends on one that did not change (:data:`planner.STACK_DEPENDENCIES`):
+    Looked for only when a changed stack depends on one that did not change (:func:`planner.stack_dependencies`):
     the CDK app is synthesized (``synthesize``: the plan's synthesis, which then finds it done; one that fails is
     left to it), and the region's exports are read (ListExports, once per command) when a template it synthesized
     exports what a changed one imports."""
@@ -246,7 +247,7 @@ def exporters_needed(
     candidates = {
         dependency
         for role in changed
-        for dependency in planner.STACK_DEPENDENCIES.get(role, ())
+        for dependency in planner.stack_dependencies(env).get(role, ())
         if dependency not in changed
     }
     if not candidates:
@@ -569,7 +570,7 @@ def auto_plan(
 ) -> Plan:
     """One plan for every changed component (empty when nothing changed)."""
     changed = found.components()
-    roles = [role for level in planner.stack_levels() for role in level if f"stack:{role}" in changed]
+    roles = [role for level in planner.stack_levels(env) for role in level if f"stack:{role}" in changed]
     functions = sorted(c.split(":", 1)[1] for c in changed if c.startswith("lambda:"))
     app = "app" in changed
     if not (roles or functions or app):
@@ -598,7 +599,7 @@ def auto_plan(
             express=env.stack_mode == "express",
         )
 
-    levels = planner.stack_levels()
+    levels = planner.stack_levels(env)
     others = [role for role in levels[0] if role in roles and role != "registry"]  # of the registry's level
     head: list[Step] = [Synthesize(str(out))] if roles else []
     if "registry" in roles:

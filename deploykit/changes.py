@@ -38,6 +38,7 @@ from deploykit.config import (
     DEFAULT_DESIRED_COUNT,
     DEFAULT_TASK_CPU,
     DEFAULT_TASK_MEMORY,
+    OWN_ROLE,
     SIZE_KEYS,
     STACK_ROLES,
     BuildConfig,
@@ -155,19 +156,21 @@ def components_of(config: Config) -> list[str]:
     """Every deployable component of the checkout: app, lambda:<fn> for each lambda/<fn>/handler.py, the stacks."""
     folder = config.root / LAMBDA_DIR
     functions = sorted(p.parent.name for p in folder.glob(f"*/{HANDLER}") if p.is_file()) if folder.is_dir() else []
-    return ["app", *(f"lambda:{fn}" for fn in functions), *(f"stack:{role}" for role in STACK_ROLES)]
+    return ["app", *(f"lambda:{fn}" for fn in functions), *(f"stack:{role}" for role in config.stack_roles)]
 
 
-def kind_of(component: str) -> Kind:
-    """app → app, lambda:x → lambda, stack:x → stack; ValueError for anything else."""
+def kind_of(component: str, roles: Collection[str] | None = None) -> Kind:
+    """app → app, lambda:x → lambda, stack:x → stack; ValueError for anything else. ``roles``: the stack roles there
+    are (:attr:`Config.stack_roles`); None: any a role can be."""
     if component == "app":
         return "app"
     prefix, _, name = component.partition(":")
     if prefix == "lambda" and name:
         return "lambda"
-    if prefix == "stack" and name in STACK_ROLES:
+    if prefix == "stack" and (name in roles if roles is not None else name in STACK_ROLES or OWN_ROLE.match(name)):
         return "stack"
-    raise ValueError(f"{component!r} is not a component (app, lambda:<fn> or stack:<{'|'.join(STACK_ROLES)}>)")
+    shown = "|".join(roles if roles is not None else (*STACK_ROLES, "..."))
+    raise ValueError(f"{component!r} is not a component (app, lambda:<fn> or stack:<{shown}>)")
 
 
 # -- which stacks use which CDK module ---------------------------------------------------------------------------
@@ -301,7 +304,7 @@ def stack_usage(config: Config, files: Mapping[str, bytes], cache: ImportsCache 
     users: dict[str, dict[str, tuple[str, ...]]] = {}
     stack_modules: dict[str, str] = {}  # path → role
     for path in sorted(files):
-        found = config.changes.match(path)
+        found = config.changes.match(path, config.stack_roles)
         if found and found[2].startswith("stack:"):
             stack_modules[path] = found[2].partition(":")[2]
     for path, role in stack_modules.items():
@@ -310,7 +313,7 @@ def stack_usage(config: Config, files: Mapping[str, bytes], cache: ImportsCache 
     if CDK_APP in files:  # what the app itself imports (tags, flags: besides the stack modules) builds every stack
         for reached, chain in _reached(CDK_APP, imports, stop=stack_modules.keys()).items():
             if reached != CDK_APP:
-                for role in STACK_ROLES:
+                for role in config.stack_roles:
                     users.setdefault(reached, {}).setdefault(role, chain)
     return StackUsage(users)
 
@@ -417,7 +420,7 @@ def classify(
         if any(t.kind != "none" for t in inside):
             return tuple(t._replace(reason=f"{t.reason} (a submodule: its folder's files)") for t in inside)
         return _submodule_files(config, path, usage, inside[0], removed)
-    found = config.changes.match(path)
+    found = config.changes.match(path, config.stack_roles)
     if found is None:
         return (Target(None, "none", "no rule"),)
     _rule, glob, target = found
@@ -429,7 +432,7 @@ def classify(
     if target.startswith("lambda:"):
         return (Target(target, "lambda", why),)
     if target == "stacks:all":
-        return tuple(Target(f"stack:{role}", "stack", f"{why}: every stack") for role in STACK_ROLES)
+        return tuple(Target(f"stack:{role}", "stack", f"{why}: every stack") for role in config.stack_roles)
     if target.startswith("stack:"):
         own = Target(target, "stack", why)
         if not _is_cdk_module(path):
@@ -437,14 +440,15 @@ def classify(
         users = _users(config, path, usage)
         return (own, *(_used_by(role, chain, why) for role, chain in users.items() if f"stack:{role}" != target))
     # stacks:shared
+    every = config.stack_roles
     if not path.endswith(".py"):
-        return tuple(Target(f"stack:{r}", "stack", f"{why}: not a Python module, so every stack") for r in STACK_ROLES)
+        return tuple(Target(f"stack:{r}", "stack", f"{why}: not a Python module, so every stack") for r in every)
     if path == CDK_APP:
-        return tuple(Target(f"stack:{r}", "stack", f"{why}: the CDK app builds every stack") for r in STACK_ROLES)
+        return tuple(Target(f"stack:{r}", "stack", f"{why}: the CDK app builds every stack") for r in every)
     users = _users(config, path, usage)
     if not users:
         return (Target(None, "none", f"{why}: no stack imports it"),)
-    return tuple(_used_by(role, users[role], why) for role in STACK_ROLES if role in users)
+    return tuple(_used_by(role, users[role], why) for role in config.stack_roles if role in users)
 
 
 def _submodule_files(
@@ -646,7 +650,7 @@ def detect(
     """
     root = config.root
     for component in live:
-        kind_of(component)
+        kind_of(component, config.stack_roles)
     if include_uncommitted and head != "HEAD":
         raise ValueError("include_uncommitted compares the work tree: head must be HEAD")
     # each live commit as the image tag or SHA has it, then every revision resolved at once (one git process)

@@ -42,17 +42,66 @@ ENV_VAR_ENV = "DEPLOYKIT_ENV"
 
 @dataclass(frozen=True)
 class Stacks:
-    """CloudFormation stack names of one environment."""
+    """CloudFormation stack names of one environment: the platform's five roles, and the team's own stacks."""
 
     registry: str
     data: str
     auth: str
     fargate: str
     api: str
+    # The team's own stacks, (role, name) in deploy.toml's order: any other key of [environments.NAME.stacks]. They
+    # deploy after the platform's five, one after the other in that order (see levels()).
+    own: tuple[tuple[str, str], ...] = ()
+
+    def roles(self) -> dict[str, str]:
+        """Role → stack name: the platform's five in dependency order, then the team's own."""
+        return {**{role: getattr(self, role) for role in STACK_ROLES}, **dict(self.own)}
+
+    def levels(self) -> list[tuple[str, ...]]:
+        """The roles in dependency levels: each level needs only the levels before it (its stacks are independent).
+
+        The platform's five by :data:`STACK_DEPENDENCIES`; then each stack of the team's own, in deploy.toml's
+        order, a level of its own: what it imports is known only once the app is synthesized, and so it may import
+        from any stack before it (:func:`deploykit.synth.check_stacks` refuses an app whose stacks need another
+        order)."""
+        return platform_levels() + [(role,) for role, _ in self.own]
+
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Role → the roles it may import from: the platform's by :data:`STACK_DEPENDENCIES`; a stack of the team's
+        own, every stack before it (:meth:`levels`)."""
+        found = dict(STACK_DEPENDENCIES)
+        for index, (role, _) in enumerate(self.own):
+            found[role] = (*STACK_DEPENDENCIES, *(before for before, _ in self.own[:index]))
+        return found
 
 
-# The stack roles, in dependency order (deploykit.planner.STACK_DEPENDENCIES has the same keys).
-STACK_ROLES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Stacks))
+# The platform's stack roles, in dependency order; an environment may name more (Stacks.own).
+STACK_ROLES: tuple[str, ...] = ("registry", "data", "auth", "fargate", "api")
+# Which stacks each platform stack imports from (cross-stack references): the order of deploy.full and destroy.
+STACK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "registry": (),
+    "data": (),
+    "auth": (),
+    "fargate": ("registry", "data", "auth"),
+    "api": ("registry", "auth"),
+}
+
+
+def platform_levels() -> list[tuple[str, ...]]:
+    """The platform's stack roles in dependency levels, by :data:`STACK_DEPENDENCIES`."""
+    levels: list[tuple[str, ...]] = []
+    placed: set[str] = set()
+    while len(placed) < len(STACK_DEPENDENCIES):
+        level = tuple(r for r, deps in STACK_DEPENDENCIES.items() if r not in placed and set(deps) <= placed)
+        if not level:
+            raise ValueError(f"a cycle in STACK_DEPENDENCIES among {set(STACK_DEPENDENCIES) - placed}")
+        levels.append(level)
+        placed.update(level)
+    return levels
+
+
+# A role of the team's own: what cdk/stacks/{role}_stack.py and the component stack:{role} can hold.
+OWN_ROLE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GLOB_TOKEN = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|\*|\?|[^*?{]+|\{")
@@ -136,8 +185,8 @@ class ChangeRule:
     def _compiled(self) -> tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...]:
         return tuple((glob, *compile_glob(glob)) for glob in self.paths)
 
-    def check(self) -> None:
-        """ValueError naming the problem if a glob or the target is malformed."""
+    def check(self, roles: Collection[str] = STACK_ROLES) -> None:
+        """ValueError naming the problem if a glob or the target is malformed; ``roles``: the stack roles there are."""
         if not self.paths:
             raise ValueError("paths is empty")
         target_names = set(_PLACEHOLDER.findall(self.to))
@@ -150,8 +199,8 @@ class ChangeRule:
                 raise ValueError(f"{self.to!r}: braces must form a {{name}} placeholder (letters, digits, _)")
             if kind == "stack" and target_names and rest:
                 raise ValueError(f"{self.to!r}: the role must be a whole placeholder (stack:{{role}}) or a role name")
-            if kind == "stack" and not target_names and arg not in STACK_ROLES:
-                raise ValueError(f"{arg!r} is not a stack role ({', '.join(STACK_ROLES)})")
+            if kind == "stack" and not target_names and arg not in roles:
+                raise ValueError(f"{arg!r} is not a stack role ({', '.join(roles)})")
             if kind == "lambda" and not target_names and not _LAMBDA_NAME.match(arg):
                 raise ValueError(f"{arg!r} is not a Lambda function folder name (letters, digits, _ and -)")
         for glob, _pattern, names in self._compiled:
@@ -159,15 +208,15 @@ class ChangeRule:
             if missing:
                 raise ValueError(f"the target {self.to!r} uses {{{missing[0]}}}, which {glob!r} does not define")
 
-    def match(self, path: str) -> tuple[str, str] | None:
-        """(the matching glob, the target with its placeholders filled in), or None."""
+    def match(self, path: str, roles: Collection[str] = STACK_ROLES) -> tuple[str, str] | None:
+        """(the matching glob, the target with its placeholders filled in), or None; ``roles``: the stack roles."""
         for glob, pattern, _names in self._compiled:
             found = pattern.fullmatch(path)
             if not found:
                 continue
             target = _fill(self.to, found.groupdict())
             kind, _, arg = target.partition(":")
-            if (kind == "stack" and arg not in STACK_ROLES) or (kind == "lambda" and not _LAMBDA_NAME.match(arg)):
+            if (kind == "stack" and arg not in roles) or (kind == "lambda" and not _LAMBDA_NAME.match(arg)):
                 continue  # lambda/{fn}/** or cdk/stacks/{role}_stack.py with a name that cannot be one
             return glob, target
         return None
@@ -204,10 +253,11 @@ class ChangeRules:
 
     rules: tuple[ChangeRule, ...] = DEFAULT_CHANGE_RULES
 
-    def match(self, path: str) -> tuple[ChangeRule, str, str] | None:
-        """(the first rule matching ``path``, its matching glob, the target), or None."""
+    def match(self, path: str, roles: Collection[str] = STACK_ROLES) -> tuple[ChangeRule, str, str] | None:
+        """(the first rule matching ``path``, its matching glob, the target), or None; ``roles``: the stack roles
+        (:attr:`Config.stack_roles`)."""
         for rule in self.rules:
-            found = rule.match(path)
+            found = rule.match(path, roles)
             if found:
                 return rule, *found
         return None
@@ -586,6 +636,12 @@ class Config:
         """The project root: the folder that holds deploy.toml."""
         return self.path.parent
 
+    @property
+    def stack_roles(self) -> tuple[str, ...]:
+        """The stack roles of every environment (each names the same): the platform's five, then the team's own."""
+        envs = list(self.environments.values())
+        return (*STACK_ROLES, *(role for role, _ in envs[0].stacks.own)) if envs else STACK_ROLES
+
     def plugin_settings(self, name: str, keys: Collection[str]) -> tuple[Mapping[str, Any], str]:
         """The plugin ``name``'s table of deploy.toml (``[plugins.NAME]``; empty when there is none) and how an error
         names it (``<deploy.toml>: [plugins.NAME]``); ConfigError for a value that is not a table (``[plugins] NAME =
@@ -828,7 +884,8 @@ def _check_pattern(pattern: str, body: dict[str, Any], where: str) -> None:
         )
     pattern_environment(pattern, body, pattern.replace("*", SAMPLE_PART), where)  # valid as any environment
     shared = [name for name in OWN_NAMES if PLACEHOLDER not in str(body.get(name, ""))]
-    shared += [f"stacks.{role}" for role in STACK_ROLES if PLACEHOLDER not in _stack_of(body, role)]
+    roles = [*STACK_ROLES, *(r for r in (body.get("stacks") or {}) if r not in STACK_ROLES)]
+    shared += [f"stacks.{role}" for role in roles if PLACEHOLDER not in _stack_of(body, role)]
     if shared:
         raise ConfigError(
             f"{where}: {key}: each environment it makes is a whole platform of its own, but these names would be the "
@@ -921,14 +978,15 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         _check_env_values(env, where)
         _check_promotion(config, env, where)
     _check_apart(config, where)
+    _check_same_stacks(config, where)
     for pattern, body in config.patterns.items():  # its promote_from, checked on the environment a sample name makes
         sample = pattern_environment(pattern, body, pattern.replace("*", SAMPLE_PART), where)
         _check_promotion(config, sample, where, _table("environments", pattern))
-    _check_rules(config.changes.rules, where)
+    _check_rules(config.changes.rules, where, config.stack_roles)
     return config
 
 
-def _check_rules(rules: tuple[ChangeRule, ...], where: str) -> None:
+def _check_rules(rules: tuple[ChangeRule, ...], where: str, roles: Collection[str]) -> None:
     """Each rule of [changes] well formed; at least one; none after a rule that takes every path (``**``), which
     they would never get."""
     if not rules:
@@ -938,7 +996,7 @@ def _check_rules(rules: tuple[ChangeRule, ...], where: str) -> None:
         )
     for index, rule in enumerate(rules):
         try:
-            rule.check()
+            rule.check(roles)
         except ValueError as exc:
             raise ConfigError(
                 f"{where}: changes.rules[{index}] {rule}: {exc}",
@@ -977,6 +1035,26 @@ def _check_build(build: BuildConfig, where: str) -> None:
         )
 
 
+def _check_same_stacks(config: Config, where: str) -> None:
+    """Every environment, and every one a pattern makes, names the same stacks of the team's own: each runs the one
+    CDK app, and a path of cdk/ is the same component in all of them."""
+    named = {_table("environments", name): env.stacks.own for name, env in config.environments.items()}
+    for pattern, body in config.patterns.items():
+        named[_table("environments", pattern)] = pattern_environment(pattern, body, pattern.replace("*", SAMPLE_PART),
+                                                                     where).stacks.own  # fmt: skip
+    first, *others = named.items()
+    for table, own in others:
+        missing = sorted({r for r, _ in first[1]} ^ {r for r, _ in own})
+        if missing:
+            role = missing[0]
+            lacking, having = (table, first[0]) if role in dict(first[1]) else (first[0], table)
+            raise ConfigError(
+                f"{where}: [{having}.stacks] names the stack role {role!r} and [{lacking}.stacks] does not: every "
+                "environment runs the same CDK app, so each names the same stacks",
+                next_step=f'add {role} = "<its stack name there>" to [{lacking}.stacks] (or remove it from both)',
+            )
+
+
 def _check_apart(config: Config, where: str) -> None:
     """No two environments on the same AWS (one endpoint, or one account, or one profile's, and one region) share a
     stack: they would be one platform under two names, each deploy replacing the other's, with one lock and one
@@ -990,8 +1068,7 @@ def _check_apart(config: Config, where: str) -> None:
             f"profile {env.profile}" if env.profile else "",
         )
         for where_it_runs in filter(None, named):  # none: the credentials of the shell or the CI job
-            for role in STACK_ROLES:
-                stack = getattr(env.stacks, role)
+            for stack in env.stacks.roles().values():
                 other = seen.setdefault((where_it_runs, env.region, stack), env.name)
                 if other != env.name:
                     raise ConfigError(
@@ -1090,8 +1167,7 @@ def _check_names(env: EnvConfig, prefix: str, table: str) -> None:
                 next_step=f"fix {key} in [{table}]",
             )
     names: dict[str, str] = {}
-    for role in STACK_ROLES:
-        value = getattr(env.stacks, role)
+    for role, value in env.stacks.roles().items():
         if not _STACK_NAME.match(value):
             raise ConfigError(
                 f"{prefix}.stacks.{role} = {value!r} is not a CloudFormation stack name: letters, digits and '-', "
@@ -1218,6 +1294,8 @@ def _coerce(hint: Any, value: Any, key_path: str, where: str) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {key_path!r} must be a table")
+        if hint is Stacks:
+            return _stacks(value, key_path, where)
         return _build(hint, value, key_path, where)
     if origin is dict:
         if not isinstance(value, dict):
@@ -1246,6 +1324,30 @@ def _coerce(hint: Any, value: Any, key_path: str, where: str) -> Any:
             next_step=f"fix the value of {key_path} in {where}",
         )
     return value
+
+
+def _stacks(data: dict[str, Any], key_path: str, where: str) -> Stacks:
+    """[environments.NAME.stacks]: the platform's five roles, and any other key a stack of the team's own."""
+    own: list[tuple[str, str]] = []
+    for role, name in data.items():
+        if role in STACK_ROLES:
+            continue
+        close = difflib.get_close_matches(role, STACK_ROLES, n=1, cutoff=0.75)  # a platform role mistyped
+        if close or not OWN_ROLE.match(role):
+            hint = f"did you mean {close[0]!r}?" if close else "a role is lower-case letters, digits and _"
+            raise ConfigError(
+                f"{where}: {_join(key_path, role)!r} is no stack role it can take ({hint}; the platform's are "
+                f"{', '.join(STACK_ROLES)}, and a stack of your own is named as its file: cdk/stacks/<role>_stack.py)",
+                next_step=f"rename it in {where}",
+            )
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"{where}: {_join(key_path, role)!r} must be str, not {type(name).__name__} ({name!r})",
+                next_step=f"give it the stack's CloudFormation name in {where}",
+            )
+        own.append((role, name))
+    platform = _build(Stacks, {k: v for k, v in data.items() if k in STACK_ROLES}, key_path, where)
+    return dataclasses.replace(platform, own=tuple(own))
 
 
 def _join(prefix: str, key: str) -> str:

@@ -33,7 +33,6 @@ from deploykit.ecs import (
     primary_deployment,
     rolling,
 )
-from deploykit.endpoints import STACK_ROLES
 from deploykit.errors import NoCluster, UsageError
 from deploykit.git import SHORT_SHA
 from deploykit.output import tabulate
@@ -665,7 +664,7 @@ def _gather_stacks(
 ) -> None:
     """``describe``: StackOutputs.described, which answers the stacks read for the endpoints from memory."""
     absent = []
-    names = [str(getattr(env.stacks, role)) for role in STACK_ROLES]
+    names = list(env.stacks.roles().values())  # the team's own stacks too
     described = at_once({name: partial(describe, name) for name in names})  # one round trip, or none
     for name in names:
         stack = described[name]

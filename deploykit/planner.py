@@ -20,7 +20,8 @@ from deploykit.app_chain import (
     RollService,
     WaitHealthy,
 )
-from deploykit.config import Config, EnvConfig
+from deploykit.config import STACK_DEPENDENCIES as STACK_DEPENDENCIES  # named here too
+from deploykit.config import Config, EnvConfig, platform_levels
 from deploykit.endpoints import folder_of, function_id
 from deploykit.errors import UsageError
 from deploykit.git import Revision
@@ -232,35 +233,24 @@ def error_watch(env: EnvConfig) -> list[Step]:
 
 # -- stacks ---------------------------------------------------------------------------------------------------
 
-# Which stacks each stack imports from (cross-stack references): the order of deploy.full and destroy.
-STACK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "registry": (),
-    "data": (),
-    "auth": (),
-    "fargate": ("registry", "data", "auth"),
-    "api": ("registry", "auth"),
-}
 DATA_STACKS = ("registry", "data", "auth")  # they hold images, tables, buckets, users: kept by destroy
 # the stack each kind of component runs in (a stack:<role> component is that stack)
 HOSTED_BY = {"app": "fargate", "lambda": "api"}
 
 
-def stack_levels() -> list[tuple[str, ...]]:
-    """The roles in dependency levels: each level needs only the levels before it (its stacks are independent)."""
-    levels: list[tuple[str, ...]] = []
-    placed: set[str] = set()
-    while len(placed) < len(STACK_DEPENDENCIES):
-        level = tuple(r for r, deps in STACK_DEPENDENCIES.items() if r not in placed and set(deps) <= placed)
-        if not level:
-            raise ValueError(f"a cycle in STACK_DEPENDENCIES among {set(STACK_DEPENDENCIES) - placed}")
-        levels.append(level)
-        placed.update(level)
-    return levels
+def stack_levels(env: EnvConfig | None = None) -> list[tuple[str, ...]]:
+    """The roles in dependency levels (:meth:`deploykit.config.Stacks.levels`); without ``env``, the platform's."""
+    return env.stacks.levels() if env else platform_levels()
+
+
+def stack_dependencies(env: EnvConfig) -> dict[str, tuple[str, ...]]:
+    """Role → the roles it may import from (:meth:`deploykit.config.Stacks.dependencies`)."""
+    return env.stacks.dependencies()
 
 
 def stack_roles(env: EnvConfig) -> dict[str, str]:
-    """Role (registry, data, ...) → the environment's stack name."""
-    return {role: getattr(env.stacks, role) for role in STACK_DEPENDENCIES}
+    """Role (registry, data, ..., then the team's own) → the environment's stack name."""
+    return env.stacks.roles()
 
 
 def role_of(env: EnvConfig, stack: str) -> str:
@@ -400,7 +390,7 @@ def full_plan(
     uploads = [
         UploadLambdaCode.of(fn, config.root / "lambda" / fn, p, roles["registry"]) for fn, p in sorted(packages.items())
     ]
-    first, *later = stack_levels()
+    first, *later = stack_levels(env)
     # the registry stack goes first, while the image builds: the push and the zips need its repository and bucket
     steps, pushed = image_beside([Synthesize(str(out)), stack("registry")], image.steps)
     steps.append(_group([stack(r) for r in first if r != "registry"] + [*pushed, *uploads]))
@@ -449,7 +439,7 @@ def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str
     roles = stack_roles(env)
     steps: list[Step] = []
     gone: list[str] = []
-    for level in reversed(stack_levels()):
+    for level in reversed(stack_levels(env)):
         members = [r for r in level if include_data or r not in DATA_STACKS]
         gone += members
         if members:

@@ -651,7 +651,13 @@ def synthesize_at(
     then = dataclasses.replace(config, path=source / config.path.name)
     try:
         return synth.synthesize(
-            then, env, account=account, ecr=ecr, out_dir=config.root / synth.OUT_ROOT / f"{env.name}@{sha}", say=say
+            then,
+            env,
+            account=account,
+            ecr=ecr,
+            out_dir=config.root / synth.OUT_ROOT / f"{env.name}@{sha}",
+            say=say,
+            check=False,  # its stacks may be others than deploy.toml names now; only the one asked for is deployed
         )
     except StepFailed as exc:
         raise StepFailed(
@@ -809,13 +815,13 @@ def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> his
     return named[0]
 
 
-def undo_order(component: str) -> tuple[int, int, str]:
+def undo_order(component: str, env: EnvConfig) -> tuple[int, int, str]:
     """In which order a run's components go back: a deploy's own (stacks in dependency order, then the Lambda
     functions and the app, side by side). A stack goes back while what runs is still the run's, so its template gets
     the image and the code that run now (read when the plan is made) and changes neither; then the code goes back."""
     kind, _, name = component.partition(":")
     if kind == "stack":
-        level = next((n for n, roles in enumerate(planner.stack_levels()) if name in roles), 0)
+        level = next((n for n, roles in enumerate(planner.stack_levels(env)) if name in roles), 0)
         return 0, level, name
     return (1, 1, name) if kind == "app" else (1, 0, name)  # one group (run_plan_of), the functions listed first
 
@@ -887,7 +893,7 @@ def undo_targets(
             f"--component {stack} --to SHA (inv history --env {env.name} --component {stack} lists them)",
         )
     return sorted(
-        ((c, str(record.base[c])) for c in record.deployed if c not in added), key=lambda pair: undo_order(pair[0])
+        ((c, str(record.base[c])) for c in record.deployed if c not in added), key=lambda pair: undo_order(pair[0], env)
     )
 
 
@@ -972,7 +978,7 @@ def run_plan_of(
     live record with it, when the API stack goes back."""
     groups: dict[tuple[int, int], list[tuple[str, Plan]]] = {}
     for component, plan in plans:
-        rank, level, _ = undo_order(component)
+        rank, level, _ = undo_order(component, env)
         groups.setdefault((rank, level if rank == 0 else 0), []).append((component, plan))  # the code: one group
     steps: list[Step] = []
     for _, members in sorted(groups.items()):

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from deploykit import ecs, exports, images, leftovers, oci, packaging, plugins, references, registry, stacks, synth
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import DENIED, at_once, translate_error
-from deploykit.config import PLATFORMS, STACK_ROLES
+from deploykit.config import PLATFORMS
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
 from deploykit.stacks import error_code, is_not_there
@@ -42,7 +42,7 @@ def review(ctx: Context, stack: str, changes: Iterable[stacks.Change]) -> dict[s
 
 def _role_of(env: EnvConfig, stack: str) -> str:
     """The role (fargate, api...) of the environment's stack ``stack``; its name when it has none."""
-    return next((role for role in STACK_ROLES if getattr(env.stacks, role) == stack), stack)
+    return next((role for role, name in env.stacks.roles().items() if name == stack), stack)
 
 
 def deployer(ctx: Context) -> stacks.StackDeployer:

@@ -34,7 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,13 +144,7 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
         "lambda_architecture": config.lambda_architecture_for(env),
         "cpu_architecture": config.cpu_architecture_for(env),
         **size_context(env),
-        "stacks": {
-            "registry": stacks.registry,
-            "data": stacks.data,
-            "auth": stacks.auth,
-            "fargate": stacks.fargate,
-            "api": stacks.api,
-        },
+        "stacks": stacks.roles(),  # the team's own too: the app's settings must know each of them
     }
 
 
@@ -284,6 +278,69 @@ def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str], boo
     return stacks
 
 
+def check_stacks(out_dir: Path, env: EnvConfig) -> None:
+    """UsageError (exit 2) when the assembly in ``out_dir`` does not fit how ``env``'s stacks are deployed:
+
+    - a stack the app makes that ``[environments.<env>.stacks]`` does not name: no deploy would ever deploy it (a
+      stack added to the app, and not to deploy.toml);
+    - a stack that depends on one (CDK's cross-stack references, the manifest's ``dependencies``) deployed in the same
+      level or after it (:meth:`deploykit.config.Stacks.levels`): its deploy would fail on an export not made yet."""
+    manifest = json.loads((out_dir / MANIFEST).read_text())  # read already by the caller's read_manifest
+    artifacts = manifest.get("artifacts") or {}
+    made = {
+        artifact_id: str((artifact.get("properties") or {}).get("stackName") or artifact_id)
+        for artifact_id, artifact in artifacts.items()
+        if artifact.get("type") == "aws:cloudformation:stack"
+    }
+    roles = {name: role for role, name in env.stacks.roles().items()}
+    table = (
+        f"[environments.{env.name}.stacks]" if re.fullmatch(r"[A-Za-z0-9_-]+", env.name) else "[environments.*.stacks]"
+    )
+    unnamed = [name for name in made.values() if name not in roles]
+    if unnamed:
+        role = own_role_of(unnamed[0], list(roles))
+        raise UsageError(
+            f"the CDK app makes {'the stack' if len(unnamed) == 1 else 'the stacks'} {', '.join(unnamed)}, which "
+            f"{table} of deploy.toml does not name: no deploy would ever deploy "
+            f"{'it' if len(unnamed) == 1 else 'them'}; nothing was deployed",
+            next_step=f"name it there by its role, the name of its file cdk/stacks/<role>_stack.py (e.g. {role} = "
+            f'"{unnamed[0]}"), in every environment, then rerun (README, "Adding a stack")',
+        )
+    level = {role: index for index, members in enumerate(env.stacks.levels()) for role in members}
+    for artifact_id, name in made.items():
+        for needed in artifacts[artifact_id].get("dependencies") or ():
+            other = made.get(str(needed))
+            if other is None or level[roles[other]] < level[roles[name]]:
+                continue
+            own = dict(env.stacks.own)
+            fix = (
+                f"list {roles[other]} before {roles[name]} in {table} of deploy.toml (the team's stacks deploy in "
+                "its order)"
+                if roles[name] in own and roles[other] in own
+                else f"a platform stack cannot import from a stack of the team's own, which deploys after the five: "
+                f"let {other} import from {name} instead, or keep the resource in {name}"
+            )
+            raise UsageError(
+                f"the CDK app makes {name} depend on {other} (its manifest's dependencies: a cross-stack reference, "
+                f"or add_dependency), but deploykit deploys "
+                f"{name} {'beside' if level[roles[other]] == level[roles[name]] else 'before'} it; nothing was "
+                "deployed",
+                next_step=f"{fix}, then rerun",
+            )
+
+
+def own_role_of(stack: str, names: Sequence[str]) -> str:
+    """A role for the stack name ``stack`` as the others are named: what is left of it without the prefix the
+    environment's stack names share and ``Stack``, in snake case (``CarRentalNotificationsStack`` → notifications)."""
+    prefix = stack if names else ""
+    for name in names:  # the characters they all start with
+        while not name.startswith(prefix):
+            prefix = prefix[:-1]
+    core = stack[len(prefix) :].removesuffix("Stack").removesuffix("-stack") or stack
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", core).replace("-", "_").lower()
+    return snake if re.fullmatch(r"[a-z][a-z0-9_]*", snake) else "<role>"
+
+
 def assembly_annotations(out_dir: Path) -> dict[str, list[tuple[str, str]]]:
     """The errors and warnings the app recorded in its cloud assembly, by level (``error``, ``warning``): each
     (construct path, message). An error (``aws:cdk:error``, written by ``Annotations.of(x).add_error`` and by
@@ -351,6 +408,7 @@ def synthesize(
     clock: Clock | None = None,
     say: Callable[[str], None] | None = None,
     find_node: Callable[[Mapping[str, str]], str | None] = jsii_node,
+    check: bool = True,
 ) -> Synthesis:
     """Synthesize the CDK app for ``env`` into ``out_dir`` (default ``<root>/cdk.out/<env>``), or skip it.
 
@@ -358,7 +416,9 @@ def synthesize(
     it describes is complete, unless ``force``. The context's ``registry`` is ``registry`` when given, else
     :func:`context_registry` asked with the ``ecr`` client; an environment with an ``endpoint_url`` and no
     ``registry`` of its own needs one of the two (its ECR names the registry). A failure raises StepFailed
-    (exit 1) with the app's own output; the app's exit code 2 (bad settings) is a UsageError (exit 2).
+    (exit 1) with the app's own output; the app's exit code 2 (bad settings) is a UsageError (exit 2). ``check``:
+    the assembly's stacks are checked against ``env``'s (:func:`check_stacks`); not for an earlier commit's app,
+    which may have made a stack deploy.toml names no more.
     """
     if registry is None:
         if ecr is None and env.endpoint_url and not env.registry:
@@ -383,6 +443,8 @@ def synthesize(
     if not force and read_stamp(out) == digest:
         templates = _assembly_if_complete(out)
         if templates is not None:
+            if check:  # the same assembly, and deploy.toml may have changed its stacks' order
+                check_stacks(out, env)
             return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out))
     node = find_node(os.environ)
     if node is None:
@@ -450,6 +512,8 @@ def synthesize(
     if say:  # shown as the CDK CLI shows them; each says how to acknowledge it ([ack: id])
         for path, message in annotations.get("warning", []):
             say(f"⚠️  CDK warning: {path}: {message}")
+    if check:
+        check_stacks(out, env)
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
 

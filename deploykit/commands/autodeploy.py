@@ -795,7 +795,7 @@ def _made_before(
     them (``given``) say; None when there are none."""
     from deploykit.stack_chain import readable_template
 
-    level = {r: index for index, roles in enumerate(planner.stack_levels()) for r in roles}
+    level = {r: index for index, roles in enumerate(planner.stack_levels(a.env)) for r in roles}
     before = [r for r in changed if r in level and role in level and level[r] < level[role]]
     if not before:
         return None

@@ -121,7 +121,8 @@ def lookup(*, env: str | None = None, as_json: bool = False, runtime: Runtime | 
         account = aws.account()
         for _ in range(LOOKUP_ROUNDS):
             try:
-                synth.synthesize(config, environment, account=account, ecr=aws.client("ecr"), say=said)
+                # every stack the app makes looks up, whether deploy.toml names it yet or not (a deploy checks that)
+                synth.synthesize(config, environment, account=account, ecr=aws.client("ecr"), say=said, check=False)
                 break
             except lookups.MissingLookups as exc:
                 if any(e["key"] in written for e in exc.entries):  # answered, and missed again: not the app's key

@@ -1675,3 +1675,100 @@ def test_a_value_the_cdk_app_looks_up_is_refused_until_inv_lookup_writes_it_and_
     report, out, _ = auto(project)
     assert report is not None and report.ok, out
     assert outputs()["SupportTier"] == "gold"
+
+
+NOTIFICATIONS_STACK = '''"""CarRentalNotificationsStack: a stack of the team's own, beside the platform's five."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.common.nag import suppress
+from stacks.common.outputs import output
+from stacks.common.settings import Settings
+
+
+class CarRentalNotificationsStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        queue = sqs.Queue(self, "Notifications", retention_period=Duration.days(4), enforce_ssl=True)
+        suppress(queue, "AwsSolutions-SQS3", "Notifications are best effort here: no dead-letter queue yet.")
+        output(self, "NotificationsQueueUrl", queue.queue_url, "Where booking notifications go")
+'''
+
+
+def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alone(project: Path) -> None:
+    """A stack of the team's own, added to the CDK app (its module, its StackNames field, its construction): until
+    deploy.toml names it, deploy.auto refuses (exit 2, nothing deployed), where it deployed the five and never the
+    new one; named, it is created, recorded live, and a change to its module deploys it alone."""
+    cdk = project / "cdk"
+    (cdk / "stacks" / "notifications_stack.py").write_text(NOTIFICATIONS_STACK)
+    settings = cdk / "stacks" / "common" / "settings.py"
+    field = '    api: str = "CarRentalApiStack"\n'
+    assert field in settings.read_text()
+    settings.write_text(
+        settings.read_text().replace(field, field + '    notifications: str = "CarRentalNotificationsStack"\n')
+    )
+    app = cdk / "app.py"
+    imports, tags = "from stacks.registry_stack import", '    Tags.of(app).add("Project", PROJECT_TAG)\n'
+    text = app.read_text()
+    assert imports in text and tags in text
+    text = text.replace(
+        imports, "from stacks.notifications_stack import CarRentalNotificationsStack  # noqa: E402\n" + imports
+    )
+    made = (
+        '    CarRentalNotificationsStack(app, names.notifications, settings=settings, **stack_props("notifications"))\n'
+    )
+    app.write_text(text.replace(tags, made + tags))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "notifications: a stack of our own")
+    cfn = sandbox_client(project, "cloudformation")
+
+    def stacks() -> dict[str, str]:
+        return {s["StackName"]: s["StackStatus"] for s in cfn.describe_stacks()["Stacks"]}
+
+    with pytest.raises(UsageError) as refused:
+        auto(project)
+    assert refused.value.exit_code == 2
+    assert (
+        "the CDK app makes the stack CarRentalNotificationsStack, which [environments.sandbox.stacks]"
+        in refused.value.message
+    )
+    assert 'notifications = "CarRentalNotificationsStack"' in str(refused.value.next_step)
+    assert "CarRentalNotificationsStack" not in stacks()
+
+    toml = project / "deploy.toml"
+
+    def notifications(found: re.Match[str]) -> str:  # each environment's name for it; a pattern's with {env}
+        env = found.group(2)
+        name = "CarRental-{env}-Notifications" if "*" in env else "CarRentalNotificationsStack"
+        if env != "sandbox" and "*" not in env:
+            name += "-" + re.sub(r"[^A-Za-z0-9-]", "-", env)
+        return f'{found.group(1)}notifications = "{name}"\n'
+
+    named = re.sub(r"^(\[environments\.(\"[^\"]*\"|[^.\]]+)\.stacks\]\n)", notifications, toml.read_text(), flags=re.M)
+    toml.write_text(named)
+    git(project, "commit", "-qam", "deploy.toml: our notifications stack")
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    done = [
+        r.detail.split(":")[0] for r in all_records(report.records) if r.step == "deploy-stack" and r.status == "done"
+    ]
+    assert done == ["CarRentalNotificationsStack"], out  # the five: their templates are the same ("no changes")
+    assert stacks()["CarRentalNotificationsStack"] == "CREATE_COMPLETE"
+    [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
+    assert "stack:notifications" in record.deployed
+    report, out, _ = auto(project)
+    assert report is None and "✅ nothing to deploy" in out, out  # recorded live at this commit
+
+    module = cdk / "stacks" / "notifications_stack.py"
+    module.write_text(module.read_text().replace("Duration.days(4)", "Duration.days(5)"))
+    git(project, "commit", "-qam", "notifications: five days")
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    assert ran(report) == {"deploy-stack", "smoke"}
+    assert "🐳 Stack:    cdk/stacks/notifications_stack.py → inv deploy.stack CarRentalNotificationsStack" in out

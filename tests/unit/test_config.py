@@ -81,8 +81,9 @@ def test_unknown_key_is_named_with_a_suggestion() -> None:
 
 def test_unknown_nested_and_top_level_keys() -> None:
     data = raw()
-    data["environments"]["dev"]["stacks"]["database"] = "x"
-    with pytest.raises(ConfigError, match=r"environments\.dev\.stacks\.database"):
+    data["environments"]["dev"]["endpoints"] = {}
+    data["environments"]["dev"]["endpoint"] = "x"
+    with pytest.raises(ConfigError, match=r"environments\.dev\.endpoint'.*did you mean 'endpoints'"):
         parse_config(data, Path("deploy.toml"))
     data = raw()
     data["defaults"] = {}
@@ -482,3 +483,102 @@ def test_the_commented_environments_of_the_repositorys_deploy_toml_are_valid_onc
         "CarRental-dev-alice-Registry",
         "dev",
     )
+
+
+# -- the team's own stacks ----------------------------------------------------------------------------------------
+
+
+def with_own_stacks(**names: str) -> dict:
+    """deploy.toml whose environments (sandbox and dev) name the stacks ``names`` (role → name) besides the five."""
+    data = raw()
+    for env in ("sandbox", "dev"):
+        data["environments"][env]["stacks"] |= names
+    return data
+
+
+def test_an_environment_names_stacks_of_the_teams_own_after_the_platforms() -> None:
+    config = parse_config(with_own_stacks(notifications="Notify", search="Search"), Path("deploy.toml"))
+    dev = config.environment("dev")
+    assert dev.stacks.own == (("notifications", "Notify"), ("search", "Search"))
+    assert list(dev.stacks.roles()) == ["registry", "data", "auth", "fargate", "api", "notifications", "search"]
+    assert config.stack_roles == ("registry", "data", "auth", "fargate", "api", "notifications", "search")
+    # deployed after the five, one at a time in deploy.toml's order: each may import from any stack before it
+    assert dev.stacks.levels() == [
+        ("registry", "data", "auth"),
+        ("fargate", "api"),
+        ("notifications",),
+        ("search",),
+    ]
+    assert dev.stacks.dependencies()["search"] == ("registry", "data", "auth", "fargate", "api", "notifications")
+    assert dev.stacks.dependencies()["fargate"] == ("registry", "data", "auth")
+    assert parse_config(raw(), Path("deploy.toml")).environment("dev").stacks.own == ()
+
+
+def test_a_stack_of_the_teams_own_is_a_component_its_module_maps_to() -> None:
+    config = parse_config(with_own_stacks(notifications="Notify"), Path("deploy.toml"))
+    assert config.changes.match("cdk/stacks/notifications_stack.py", config.stack_roles)[2] == "stack:notifications"
+    without = parse_config(raw(), Path("deploy.toml"))
+    assert without.changes.match("cdk/stacks/notifications_stack.py", without.stack_roles)[2] == "stacks:shared"
+    data = with_own_stacks(notifications="Notify")
+    data["changes"] = {"rules": [{"paths": ["infra/queues/**"], "to": "stack:notifications"}]}
+    assert parse_config(data, Path("deploy.toml")).changes.rules[0].to == "stack:notifications"
+    data = raw()
+    data["changes"] = {"rules": [{"paths": ["infra/queues/**"], "to": "stack:notifications"}]}
+    with pytest.raises(
+        ConfigError, match=r"'notifications' is not a stack role \(registry, data, auth, fargate, api\)"
+    ):
+        parse_config(data, Path("deploy.toml"))
+
+
+@pytest.mark.parametrize(
+    ("role", "value", "said"),
+    [
+        ("fargte", "X", "did you mean 'fargate'?"),  # a platform role mistyped is not a stack of its own
+        ("Notifications", "X", "a role is lower-case letters, digits and _"),
+        ("notifications", 5, "must be str, not int"),
+    ],
+)
+def test_a_stack_role_that_cannot_be_one_is_refused(role: str, value: object, said: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(with_own_stacks(**{role: value}), Path("deploy.toml"))  # type: ignore[arg-type]
+    assert f"'environments.sandbox.stacks.{role}'" in refused.value.message
+    assert said in refused.value.message
+
+
+def test_every_environment_names_the_same_stacks_of_the_teams_own() -> None:
+    data = with_own_stacks(notifications="Notify")
+    del data["environments"]["dev"]["stacks"]["notifications"]
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, Path("deploy.toml"))
+    assert refused.value.message == (
+        "deploy.toml: [environments.sandbox.stacks] names the stack role 'notifications' and "
+        "[environments.dev.stacks] does not: every environment runs the same CDK app, so each names the same stacks"
+    )
+    assert refused.value.next_step == (
+        'add notifications = "<its stack name there>" to [environments.dev.stacks] (or remove it from both)'
+    )
+    data = with_own_stacks(notifications="Notify", search="Search")
+    data["environments"]["dev"]["stacks"]["notifications"] = "Notify2"  # another name: fine; another place, too
+    data["environments"]["dev"]["stacks"]["search"] = "Search2"
+    data["environments"]["dev"]["stacks"]["registry"] = "Registry2"
+    parse_config(data, Path("deploy.toml"))
+
+
+def test_a_pattern_names_the_teams_own_stacks_too_each_with_its_placeholder() -> None:
+    data = personal()
+    data = {**data, "environments": {**data["environments"]}}
+    for env in ("sandbox", "dev"):
+        data["environments"][env]["stacks"]["notifications"] = f"Notify-{env}"
+    with pytest.raises(ConfigError, match=r"\[environments.\"dev-\*\".stacks\] does not"):
+        parse_config(data, Path("deploy.toml"))
+    data["environments"]["dev-*"]["stacks"] = {**data["environments"]["dev-*"]["stacks"], "notifications": "Notify"}
+    with pytest.raises(ConfigError, match=r"same for all of them: stacks\.notifications"):
+        parse_config(data, Path("deploy.toml"))
+    data["environments"]["dev-*"]["stacks"]["notifications"] = "CarRental-{env}-Notify"
+    alice = parse_config(data, Path("deploy.toml")).environment("dev-alice")
+    assert alice.stacks.roles()["notifications"] == "CarRental-dev-alice-Notify"
+
+
+def test_two_roles_naming_one_stack_are_refused_the_teams_own_too() -> None:
+    with pytest.raises(ConfigError, match=r"data and notifications both name the stack 'CarRentalDataStack'"):
+        parse_config(with_own_stacks(notifications="CarRentalDataStack"), Path("deploy.toml"))

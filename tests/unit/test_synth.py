@@ -57,25 +57,30 @@ class FakeApp:
         write: bool = True,
         lookups: tuple[dict[str, Any], ...] = (),
         metadata: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
+        more: tuple[str, ...] = (),
+        dependencies: dict[str, list[str]] | None = None,
     ) -> None:
         self.calls: list[dict[str, Any]] = []
         self.returncode, self.stderr, self.stdout, self.write = returncode, stderr, stdout, write
         self.lookups = lookups  # what the app looks up: listed as missing unless its key is in the context
         # the first stack's metadata in the manifest, the second's in the file it names (by construct path)
         self.metadata = metadata
+        self.stacks = [*STACKS, *more]  # the stacks it makes, and what each depends on (the manifest's dependencies)
+        self.dependencies = dependencies or {}
 
     def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls.append({"command": command, **kwargs})
         out = Path(kwargs["env"]["CDK_OUTDIR"])
         if self.write and self.returncode == 0:
             artifacts: dict[str, Any] = {"Tree": {"type": "cdk:tree", "properties": {"file": "tree.json"}}}
-            for name in STACKS:
+            for name in self.stacks:
                 (out / f"{name}.template.json").write_text(
                     json.dumps({"Resources": {"R": {"Type": "AWS::SNS::Topic"}}})
                 )
                 artifacts[name] = {
                     "type": "aws:cloudformation:stack",
                     "properties": {"templateFile": f"{name}.template.json", "tags": {"Project": "car-rental"}},
+                    **({"dependencies": self.dependencies[name]} if name in self.dependencies else {}),
                 }
             inline, in_file = self.metadata
             first, second = STACKS[0], STACKS[1]
@@ -384,6 +389,76 @@ def test_an_assembly_the_app_recorded_errors_in_is_not_deployed_though_the_app_e
     warned, said = FakeApp(metadata=({"/A/Topic": [warning]}, {})), []
     assert not synth.synthesize(config, dev, account=ACCOUNT, run=warned, say=said.append).skipped
     assert said[-1] == "⚠️  CDK warning: /A/Topic: a warning, which deploys"  # shown, as the CDK CLI shows it
+
+
+def with_own_stacks(root: Path, **names: str) -> EnvConfig:
+    """The dev environment of a deploy.toml whose environments name ``names`` (role → stack) besides the five."""
+    data = tomllib.loads((root / "deploy.toml").read_text())
+    for env in data["environments"].values():
+        env["stacks"] |= names
+    return parse_config(data, root / "deploy.toml").environment("dev")
+
+
+def test_a_stack_the_app_makes_and_deploy_toml_does_not_name_is_refused(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    """Added to the app and not to deploy.toml, a stack would never be deployed, every deploy saying it went well."""
+    app = FakeApp(more=("CarRentalNotificationsStack",))
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, dev, account=ACCOUNT, run=app)
+    assert refused.value.message == (
+        "the CDK app makes the stack CarRentalNotificationsStack, which [environments.dev.stacks] of deploy.toml does "
+        "not name: no deploy would ever deploy it; nothing was deployed"
+    )
+    assert refused.value.next_step == (
+        "name it there by its role, the name of its file cdk/stacks/<role>_stack.py (e.g. notifications = "
+        '"CarRentalNotificationsStack"), in every environment, then rerun (README, "Adding a stack")'
+    )
+    assert refused.value.exit_code == 2
+    assert not (synth.OUT_ROOT and (root / "cdk.out" / "dev" / synth.STAMP).exists())  # no stamp: checked again
+    named = with_own_stacks(root, notifications="CarRentalNotificationsStack")
+    done = synth.synthesize(config, named, account=ACCOUNT, run=app)
+    assert "CarRentalNotificationsStack" in done.templates and not done.skipped
+
+
+def test_a_stack_that_depends_on_one_deployed_beside_or_after_it_is_refused(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    """The team's own stacks deploy after the platform's five, one at a time in deploy.toml's order; an app whose
+    cross-stack references need another order is refused before anything is deployed, with the way out."""
+    both = with_own_stacks(root, queues="Queues", search="Search")
+
+    def refusal(dependencies: dict[str, list[str]]) -> UsageError:
+        with pytest.raises(UsageError) as refused:
+            synth.synthesize(
+                config, both, account=ACCOUNT, run=FakeApp(more=("Queues", "Search"), dependencies=dependencies)
+            )
+        return refused.value
+
+    inverted = refusal({"CarRentalFargateStack": ["Queues"]})
+    assert inverted.message == (
+        "the CDK app makes CarRentalFargateStack depend on Queues (its manifest's dependencies: a cross-stack "
+        "reference, or add_dependency), but deploykit deploys CarRentalFargateStack before it; nothing was deployed"
+    )
+    assert "a platform stack cannot import from a stack of the team's own" in (inverted.next_step or "")
+    assert refusal({"Queues": ["Search"]}).next_step == (
+        "list search before queues in [environments.dev.stacks] of deploy.toml (the team's stacks deploy in its "
+        "order), then rerun"
+    )
+    beside = FakeApp(dependencies={"CarRentalFargateStack": ["CarRentalDataStack"], "CarRentalDataStack": [
+        "CarRentalAuthStack"]})  # fmt: skip
+    with pytest.raises(UsageError, match="deploys CarRentalDataStack beside it"):
+        synth.synthesize(config, dev, account=ACCOUNT, run=beside)
+    fine = FakeApp(
+        more=("Queues", "Search"),
+        dependencies={"Search": ["Queues", "CarRentalDataStack"], "Queues": ["CarRentalFargateStack", "Tree"]},
+    )
+    assert not synth.synthesize(config, both, account=ACCOUNT, run=fine).skipped
+    # deploy.toml turned round: the same context (its keys sorted), so the synthesis is skipped, and still checked
+    turned = with_own_stacks(root, search="Search", queues="Queues")
+    with pytest.raises(UsageError, match="depend on Queues"):
+        synth.synthesize(config, turned, account=ACCOUNT, run=fine)
+    assert len(fine.calls) == 1
 
 
 def test_the_feature_flags_of_cdk_json_are_given_to_the_app_as_the_cdk_cli_gives_them(

@@ -66,7 +66,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class StackNames:
-    """CloudFormation stack names, as in deploy.toml's `[environments.<env>.stacks]`."""
+    """CloudFormation stack names, as in deploy.toml's `[environments.<env>.stacks]`: one field per role (a stack
+    added to the app gets one too, named as its module, stacks/<role>_stack.py)."""
 
     registry: str = "CarRentalRegistryStack"
     data: str = "CarRentalDataStack"
@@ -216,7 +217,10 @@ def _as_stack_names(value: object) -> StackNames:
     known = {f.name for f in fields(StackNames)}
     unknown = sorted(set(value) - known)
     if unknown:
-        raise SettingsError(f"stacks has unknown keys {unknown}; known: {sorted(known)}")
+        raise SettingsError(
+            f"stacks has unknown keys {unknown}; known: {sorted(known)} (a stack added to the app: give StackNames in "
+            "cdk/stacks/common/settings.py a field of its role, with its default name)"
+        )
     if not all(isinstance(v, str) for v in value.values()):
         raise SettingsError(f"stacks values must be strings, got {value!r}")
     return StackNames(**value)

@@ -1,0 +1,93 @@
+"""The team's own stacks (any role of [environments.NAME.stacks] besides the platform's five): their changes, and
+where deploy.full, deploy.auto, destroy and a rollback of a run put them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploykit import auto, changes, planner, rollback
+from deploykit.config import Config, load_config
+from deploykit.git import current_revision
+from tests.conftest import git
+from tests.unit.test_auto_plan import INPUTS, change_set, shape
+from tests.unit.test_stack_plans import names, with_lambdas  # noqa: F401 - a fixture
+
+OWN = '\nnotifications = "CarRentalNotificationsStack"\nsearch = "CarRentalSearchStack"\n'
+
+
+@pytest.fixture
+def own(with_lambdas: Path) -> Config:  # noqa: F811
+    """The project, its environments naming two stacks of the team's own, and a CDK app with their modules."""
+    text = (with_lambdas / "deploy.toml").read_text()
+    for env in ("sandbox", "dev"):
+        table = f"[environments.{env}.stacks]\n"
+        text = text.replace(table, table + OWN.strip() + "\n")
+    (with_lambdas / "deploy.toml").write_text(text)
+    stacks = with_lambdas / "cdk" / "stacks"
+    (stacks / "common").mkdir(parents=True)
+    (stacks / "common" / "queues.py").write_text("RETENTION = 4\n")
+    (stacks / "notifications_stack.py").write_text("from stacks.common.queues import RETENTION\n")
+    (stacks / "search_stack.py").write_text("DOMAIN = 'search'\n")
+    (with_lambdas / "cdk" / "app.py").write_text("import stacks.notifications_stack\nimport stacks.search_stack\n")
+    git(with_lambdas, "add", "-A")
+    git(with_lambdas, "commit", "-qm", "own stacks")
+    return load_config(with_lambdas / "deploy.toml")
+
+
+def targets(config: Config, path: str) -> list[str | None]:
+    return [t.component for t in changes.classify(config, path)]
+
+
+def test_a_module_of_its_own_stack_is_that_stack_and_what_it_imports_counts_for_it(own: Config) -> None:
+    assert targets(own, "cdk/stacks/notifications_stack.py") == ["stack:notifications"]
+    assert targets(own, "cdk/stacks/search_stack.py") == ["stack:search"]
+    assert targets(own, "cdk/stacks/common/queues.py") == ["stack:notifications"]  # only it imports the module
+    every = targets(own, "cdk/app.py")
+    assert every[-2:] == ["stack:notifications", "stack:search"] and len(every) == 7
+    assert changes.components_of(own)[-2:] == ["stack:notifications", "stack:search"]
+    with pytest.raises(ValueError, match=r"'stack:nope' is not a component \(app, lambda:<fn> or stack:<registry"):
+        changes.detect(own, {"stack:nope": None})
+
+
+def test_a_change_to_its_own_stack_deploys_that_stack_alone(own: Config) -> None:
+    env, revision = own.environment("sandbox"), current_revision(own.root)
+    plan = auto.auto_plan(own, env, revision, change_set(("cdk/stacks/search_stack.py", "stack:search")), INPUTS)
+    assert shape(plan, env) == [("synth", "sandbox"), ("deploy-stack", "CarRentalSearchStack"), ("smoke", "sandbox")]
+    assert plan.steps[1].parameters == ()  # type: ignore[attr-defined]  # deploykit gives it no input of its own
+
+
+def test_its_own_stacks_deploy_after_the_platforms_one_at_a_time_in_deploy_toml_s_order(own: Config) -> None:
+    env, revision = own.environment("sandbox"), current_revision(own.root)
+    both = change_set(
+        ("cdk/stacks/search_stack.py", "stack:search"),
+        ("cdk/stacks/notifications_stack.py", "stack:notifications"),
+        ("cdk/stacks/api_stack.py", "stack:api"),
+    )
+    plan = auto.auto_plan(own, env, revision, both, INPUTS)
+    assert [names(step) for step in plan.steps] == [
+        ["synth"],
+        ["CarRentalApiStack"],
+        ["CarRentalNotificationsStack"],
+        ["CarRentalSearchStack"],
+        ["smoke"],
+    ]
+    full = planner.full_plan(own, env, revision, repository_uri="")
+    assert [names(step) for step in full.steps][-3:] == [["CarRentalNotificationsStack"], ["CarRentalSearchStack"],
+                                                         ["smoke"]]  # fmt: skip
+    assert {"stack:notifications", "stack:search"} <= {c for c, _ in full.deploys}
+
+
+def test_destroy_deletes_its_own_stacks_first_in_the_reverse_order(own: Config) -> None:
+    env = own.environment("sandbox")
+    steps = [names(step) for step in planner.destroy_plan(env, include_data=False).steps]
+    assert steps == [["CarRentalSearchStack"], ["CarRentalNotificationsStack"], ["CarRentalApiStack",
+                                                                                 "CarRentalFargateStack"]]  # fmt: skip
+
+
+def test_a_run_goes_back_with_its_own_stacks_after_the_platforms(own: Config) -> None:
+    env = own.environment("sandbox")
+    run = ["lambda:login_handler", "stack:search", "app", "stack:notifications", "stack:data", "stack:api"]
+    order = sorted(run, key=lambda component: rollback.undo_order(component, env))
+    assert order == ["stack:data", "stack:api", "stack:notifications", "stack:search", "lambda:login_handler", "app"]
