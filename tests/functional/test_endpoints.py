@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -145,6 +146,20 @@ def test_endpoints_come_from_the_outputs_of_the_environments_stacks(deployed: An
     assert ep.repository_uri.endswith("/car-rental-backend") and ep.artifacts_bucket == "registry-artifacts-1"
     assert ep.outputs["CarRentalApiStack"]["ApiId"] == API_ID
     assert json.loads(json.dumps(ep.to_json()))["tables"]["cars"] == "data-cars-1"
+
+
+def test_the_outputs_of_a_stack_of_the_teams_own_are_read_with_the_others_and_an_override_may_use_them(
+    deployed: Any, env: EnvConfig
+) -> None:
+    """A check plugin of the team's own stack reads its outputs there (ctx.endpoints.outputs), by the stack's name in
+    the environment; one not deployed yet is no endpoint's, and resolves as before."""
+    own = dataclasses.replace(env, stacks=dataclasses.replace(env.stacks, own=(("notifications", "Notify"),)))
+    assert "Notify" not in resolve_endpoints(StackOutputs(deployed), own).outputs
+    create_stack(deployed, "Notify", {"QueueUrl": "https://sqs/notify"})
+    found = resolve_endpoints(StackOutputs(deployed), own, {"alb_url": "{QueueUrl}/alb"})
+    assert found.outputs[own.stacks.roles()["notifications"]] == {"QueueUrl": "https://sqs/notify"}
+    assert found.alb_url == "https://sqs/notify/alb"
+    assert "Notify" not in resolve_endpoints(StackOutputs(deployed), env).outputs  # not named: not read
 
 
 def test_stack_names_come_from_the_environment(cfn: Any) -> None:

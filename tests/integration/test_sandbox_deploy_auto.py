@@ -1760,6 +1760,10 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     ]
     assert done == ["CarRentalNotificationsStack"], out  # the five: their templates are the same ("no changes")
     assert stacks()["CarRentalNotificationsStack"] == "CREATE_COMPLETE"
+    assert (
+        "/CarRentalNotificationsStack-Notifications"
+        in endpoints(project).outputs["CarRentalNotificationsStack"]["NotificationsQueueUrl"]
+    )  # for the team's check plugin: ctx.endpoints.outputs
     [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
     assert "stack:notifications" in record.deployed
     report, out, _ = auto(project)
