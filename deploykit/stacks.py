@@ -54,7 +54,9 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.output import tabulate
 from deploykit.plugins import BLOCK_ENV, refusal_text
 
-# Resource types whose replacement or removal loses (or orphans) data.
+# Resource types whose replacement or removal loses (or orphans) data: the platform's, and those a stack of the
+# team's own is likely to hold (messages in flight, a key that decrypts data, secrets, images, a cache, a search
+# index, a volume).
 DATA_RESOURCE_TYPES = frozenset(
     {
         "AWS::DynamoDB::Table",
@@ -64,6 +66,22 @@ DATA_RESOURCE_TYPES = frozenset(
         "AWS::RDS::DBInstance",
         "AWS::RDS::DBCluster",
         "AWS::EFS::FileSystem",
+        "AWS::SQS::Queue",
+        "AWS::Kinesis::Stream",
+        "AWS::KMS::Key",
+        "AWS::SecretsManager::Secret",
+        "AWS::ECR::Repository",
+        "AWS::ElastiCache::ReplicationGroup",
+        "AWS::ElastiCache::CacheCluster",
+        "AWS::OpenSearchService::Domain",
+        "AWS::Elasticsearch::Domain",
+        "AWS::DocDB::DBCluster",
+        "AWS::Neptune::DBCluster",
+        "AWS::Redshift::Cluster",
+        "AWS::EC2::Volume",
+        "AWS::FSx::FileSystem",
+        "AWS::Backup::BackupVault",
+        "AWS::Timestream::Table",
     }
 )
 # Resources whose changes grant or take away access: IAM, network rules, resource policies. The CDK CLI asks before it

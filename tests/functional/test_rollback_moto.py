@@ -77,7 +77,7 @@ def run_image(factory: AwsFactory, tag: str) -> str:
 
 
 FIRST = {"Parameters": {"ImageTag": {"Type": "String"}}, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}
-SECOND = {**FIRST, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}, "Queue": {"Type": "AWS::SQS::Queue"}}}
+SECOND = {**FIRST, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}, "Alerts": {"Type": "AWS::SNS::Topic"}}}
 
 
 def deploy_fargate(
@@ -535,7 +535,7 @@ def test_a_stack_goes_back_to_a_commit_this_clone_lacks_when_its_template_was_ke
     assert deploy_fargate(factory, dev_env, tmp_path, SECOND, B, image=B).status == "done"
     stack_record(deployed, older, 10)
     stack_record(deployed, B, 11)
-    assert stack_resources(factory) == ["Topic", "Queue"]
+    assert stack_resources(factory) == ["Topic", "Alerts"]
 
     err = io.StringIO()
     report = commands.rollback(
@@ -592,7 +592,7 @@ def test_a_stack_goes_back_to_a_commit_runs_only_counted_it_unchanged_at_with_th
             run, components={"stack:fargate": B}, base={"stack:fargate": carried}, head=B, who="ci", now=at(12)
         )
     )
-    assert stack_resources(factory) == ["Topic", "Queue"]
+    assert stack_resources(factory) == ["Topic", "Alerts"]
     assert rollbacks.deployed_from(deployed.records(10), "stack:fargate", carried) == older
 
     err = io.StringIO()

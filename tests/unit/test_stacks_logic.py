@@ -81,6 +81,15 @@ def test_changes_are_parsed_with_their_details() -> None:
         ("AWS::ECS::TaskDefinition", "Modify", "True", False),  # replaced every deploy: holds no data
         ("AWS::Lambda::Version", "Remove", None, False),
         ("AWS::Cognito::UserPoolClient", "Modify", "True", False),
+        # what a stack of the team's own holds: messages in flight, a key, secrets, images, a search index
+        ("AWS::SQS::Queue", "Modify", "True", True),
+        ("AWS::SQS::Queue", "Modify", "False", False),
+        ("AWS::KMS::Key", "Remove", None, True),
+        ("AWS::SecretsManager::Secret", "Modify", "Conditional", True),
+        ("AWS::ECR::Repository", "Modify", "True", True),
+        ("AWS::OpenSearchService::Domain", "Remove", None, True),
+        ("AWS::SNS::Topic", "Modify", "True", False),
+        ("AWS::SQS::QueuePolicy", "Remove", None, False),
     ],
 )
 def test_data_guard(rtype: str, action: str, replacement: str | None, refused: bool) -> None:
