@@ -439,11 +439,13 @@ def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str
     roles = stack_roles(env)
     steps: list[Step] = []
     gone: list[str] = []
+    own = dict(env.stacks.own)  # the team's stacks go with the rest; with include_data, what they kept goes too
     for level in reversed(stack_levels(env)):
         members = [r for r in level if include_data or r not in DATA_STACKS]
         gone += members
         if members:
-            steps.append(_group([DestroyStack(roles[r], data=r in DATA_STACKS) for r in members]))
+            data = [r in DATA_STACKS or (include_data and r in own) for r in members]
+            steps.append(_group([DestroyStack(roles[r], data=d) for r, d in zip(members, data, strict=True)]))
     return Plan(env.name, tuple(steps), "destroy", removes=tuple(c for c in components if host_stack(c) in gone))
 
 

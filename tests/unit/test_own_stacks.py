@@ -84,6 +84,18 @@ def test_destroy_deletes_its_own_stacks_first_in_the_reverse_order(own: Config) 
     steps = [names(step) for step in planner.destroy_plan(env, include_data=False).steps]
     assert steps == [["CarRentalSearchStack"], ["CarRentalNotificationsStack"], ["CarRentalApiStack",
                                                                                  "CarRentalFargateStack"]]  # fmt: skip
+    # what they keep on deletion (a table, a bucket: the CDK retains them) stays, unless --include-data
+    assert not any(step.data for step in auto.flat_steps(planner.destroy_plan(env, include_data=False).steps))
+    everything = auto.flat_steps(planner.destroy_plan(env, include_data=True).steps)
+    assert {step.stack: step.data for step in everything} == {  # type: ignore[attr-defined]
+        "CarRentalSearchStack": True,
+        "CarRentalNotificationsStack": True,
+        "CarRentalApiStack": False,
+        "CarRentalFargateStack": False,
+        "CarRentalRegistryStack": True,
+        "CarRentalDataStack": True,
+        "CarRentalAuthStack": True,
+    }
 
 
 def test_a_run_goes_back_with_its_own_stacks_after_the_platforms(own: Config) -> None:
