@@ -636,6 +636,15 @@ class Config:
         """The project root: the folder that holds deploy.toml."""
         return self.path.parent
 
+    def table_of(self, env: str) -> str:
+        """The table of deploy.toml that makes the environment ``env``: ``environments.dev``, or its pattern's
+        (``environments."dev-*"``)."""
+        if env not in self.environments:
+            made = next((pattern for pattern in self.patterns if pattern_matches(pattern, env)), None)
+            if made is not None:
+                return _table("environments", made)
+        return _table("environments", env)
+
     @property
     def stack_roles(self) -> tuple[str, ...]:
         """The stack roles of every environment (each names the same): the platform's five, then the team's own."""

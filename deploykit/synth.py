@@ -278,13 +278,15 @@ def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str], boo
     return stacks
 
 
-def check_stacks(out_dir: Path, env: EnvConfig) -> None:
+def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
     """UsageError (exit 2) when the assembly in ``out_dir`` does not fit how ``env``'s stacks are deployed:
 
     - a stack the app makes that ``[environments.<env>.stacks]`` does not name: no deploy would ever deploy it (a
       stack added to the app, and not to deploy.toml);
     - a stack that depends on one (CDK's cross-stack references, the manifest's ``dependencies``) deployed in the same
-      level or after it (:meth:`deploykit.config.Stacks.levels`): its deploy would fail on an export not made yet."""
+      level or after it (:meth:`deploykit.config.Stacks.levels`): its deploy would fail on an export not made yet.
+
+    ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
     manifest = json.loads((out_dir / MANIFEST).read_text())  # read already by the caller's read_manifest
     artifacts = manifest.get("artifacts") or {}
     made = {
@@ -293,18 +295,17 @@ def check_stacks(out_dir: Path, env: EnvConfig) -> None:
         if artifact.get("type") == "aws:cloudformation:stack"
     }
     roles = {name: role for role, name in env.stacks.roles().items()}
-    table = (
-        f"[environments.{env.name}.stacks]" if re.fullmatch(r"[A-Za-z0-9_-]+", env.name) else "[environments.*.stacks]"
-    )
+    table = f"[{table}.stacks]"
     unnamed = [name for name in made.values() if name not in roles]
     if unnamed:
         role = own_role_of(unnamed[0], list(roles))
+        shown = unnamed[0].replace(env.name, "{env}") if "*" in table else unnamed[0]  # as a pattern's table has it
         raise UsageError(
             f"the CDK app makes {'the stack' if len(unnamed) == 1 else 'the stacks'} {', '.join(unnamed)}, which "
             f"{table} of deploy.toml does not name: no deploy would ever deploy "
             f"{'it' if len(unnamed) == 1 else 'them'}; nothing was deployed",
             next_step=f"name it there by its role, the name of its file cdk/stacks/<role>_stack.py (e.g. {role} = "
-            f'"{unnamed[0]}"), in every environment, then rerun (README, "Adding a stack")',
+            f'"{shown}"), in every environment, then rerun (README, "Adding a stack")',
         )
     level = {role: index for index, members in enumerate(env.stacks.levels()) for role in members}
     for artifact_id, name in made.items():
@@ -444,7 +445,7 @@ def synthesize(
         templates = _assembly_if_complete(out)
         if templates is not None:
             if check:  # the same assembly, and deploy.toml may have changed its stacks' order
-                check_stacks(out, env)
+                check_stacks(out, env, config.table_of(env.name))
             return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out))
     node = find_node(os.environ)
     if node is None:
@@ -513,7 +514,7 @@ def synthesize(
         for path, message in annotations.get("warning", []):
             say(f"⚠️  CDK warning: {path}: {message}")
     if check:
-        check_stacks(out, env)
+        check_stacks(out, env, config.table_of(env.name))
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
 

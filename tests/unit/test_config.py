@@ -564,6 +564,13 @@ def test_every_environment_names_the_same_stacks_of_the_teams_own() -> None:
     parse_config(data, Path("deploy.toml"))
 
 
+def test_the_table_that_makes_an_environment_is_named_as_deploy_toml_writes_it() -> None:
+    config = parse_config(personal(), Path("deploy.toml"))
+    assert config.table_of("dev") == "environments.dev"
+    assert config.table_of("dev-alice") == 'environments."dev-*"'
+    assert config.table_of("nowhere") == "environments.nowhere"
+
+
 def test_a_pattern_names_the_teams_own_stacks_too_each_with_its_placeholder() -> None:
     data = personal()
     data = {**data, "environments": {**data["environments"]}}

@@ -419,6 +419,19 @@ def test_a_stack_the_app_makes_and_deploy_toml_does_not_name_is_refused(
     named = with_own_stacks(root, notifications="CarRentalNotificationsStack")
     done = synth.synthesize(config, named, account=ACCOUNT, run=app)
     assert "CarRentalNotificationsStack" in done.templates and not done.skipped
+    # an environment a pattern makes: its table named, and the name with {env}, as that table writes it
+    data = tomllib.loads((root / "deploy.toml").read_text())
+    dev_table = data["environments"]["dev"]
+    names = {role: f"CarRental-{{env}}-{role.title()}" for role in dev_table["stacks"]}
+    mine = {"cluster": "c-{env}", "service": "s-{env}", "repository": "r-{env}", "stacks": names}
+    data["environments"]["dev-*"] = {**dev_table, **mine}
+    patterned = parse_config(data, root / "deploy.toml")
+    alice = FakeApp(more=("CarRental-dev-alice-Queues",))
+    alice.stacks = [f"CarRental-dev-alice-{role.title()}" for role in ("registry", "data")] + alice.stacks[-1:]
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(patterned, patterned.environment("dev-alice"), account=ACCOUNT, run=alice)
+    assert 'which [environments."dev-*".stacks] of deploy.toml does not name' in refused.value.message
+    assert '(e.g. queues = "CarRental-{env}-Queues")' in str(refused.value.next_step)
 
 
 def test_a_stack_that_depends_on_one_deployed_beside_or_after_it_is_refused(
