@@ -186,7 +186,7 @@ def main() -> int:
         print(f"cdk/app.py: synthesis failed: {exc}", file=sys.stderr)
         return 1
     print(
-        f"cdk/app.py: synthesized {len(built.stacks)} stacks for {built.settings.environment} "
+        f"cdk/app.py: synthesized {len(assembly.stacks)} stacks for {built.settings.environment} "
         f"({built.settings.account}/{built.settings.region}) into {assembly.directory} "
         f"in {time.monotonic() - _STARTED:.1f} s",
         file=sys.stderr,
