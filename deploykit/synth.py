@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from deploykit import git, lookups
 from deploykit.clock import Clock, SystemClock
-from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY
+from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY, platform_levels
 from deploykit.errors import StepFailed, UsageError
 
 if TYPE_CHECKING:
@@ -314,13 +314,22 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
             if other is None or level[roles[other]] < level[roles[name]]:
                 continue
             own = dict(env.stacks.own)
-            fix = (
-                f"list {roles[other]} before {roles[name]} in {table} of deploy.toml (the team's stacks deploy in "
-                "its order)"
-                if roles[name] in own and roles[other] in own
-                else f"a platform stack cannot import from a stack of the team's own, which deploys after the five: "
-                f"let {other} import from {name} instead, or keep the resource in {name}"
-            )
+            if roles[name] in own and roles[other] in own:
+                fix = (
+                    f"list {roles[other]} before {roles[name]} in {table} of deploy.toml (the team's stacks deploy in "
+                    "its order)"
+                )
+            elif roles[other] in own:
+                fix = (
+                    f"a platform stack cannot import from a stack of the team's own, which deploys after the five: "
+                    f"let {other} import from {name} instead, or keep the resource in {name}"
+                )
+            else:  # two of the platform's, against the order deploykit deploys them in (its STACK_DEPENDENCIES)
+                order = " → ".join(", ".join(members) for members in platform_levels())
+                fix = (
+                    f"the platform's stacks deploy in a fixed order ({order}): "
+                    f"keep {name} from importing from {other}, or pass the value the other way"
+                )
             raise UsageError(
                 f"the CDK app makes {name} depend on {other} (its manifest's dependencies: a cross-stack reference, "
                 f"or add_dependency), but deploykit deploys "

@@ -460,8 +460,12 @@ def test_a_stack_that_depends_on_one_deployed_beside_or_after_it_is_refused(
     )
     beside = FakeApp(dependencies={"CarRentalFargateStack": ["CarRentalDataStack"], "CarRentalDataStack": [
         "CarRentalAuthStack"]})  # fmt: skip
-    with pytest.raises(UsageError, match="deploys CarRentalDataStack beside it"):
+    with pytest.raises(UsageError, match="deploys CarRentalDataStack beside it") as refused:
         synth.synthesize(config, dev, account=ACCOUNT, run=beside)
+    assert refused.value.next_step == (
+        "the platform's stacks deploy in a fixed order (registry, data, auth → fargate, api): keep CarRentalDataStack "
+        "from importing from CarRentalAuthStack, or pass the value the other way, then rerun"
+    )
     fine = FakeApp(
         more=("Queues", "Search"),
         dependencies={"Search": ["Queues", "CarRentalDataStack"], "Queues": ["CarRentalFargateStack", "Tree"]},
