@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from deploykit import git, lookups
 from deploykit.clock import Clock, SystemClock
-from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY, platform_levels
+from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY
 from deploykit.errors import StepFailed, UsageError
 
 if TYPE_CHECKING:
@@ -284,7 +284,9 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
     - a stack the app makes that ``[environments.<env>.stacks]`` does not name: no deploy would ever deploy it (a
       stack added to the app, and not to deploy.toml);
     - a stack that depends on one (CDK's cross-stack references, the manifest's ``dependencies``) deployed in the same
-      level or after it (:meth:`deploykit.config.Stacks.levels`): its deploy would fail on an export not made yet.
+      level or after it (:meth:`deploykit.config.Stacks.levels`), one of the two a stack of the team's own: its deploy
+      could fail on an export not made yet. The platform's five among themselves are deployed in deploykit's order,
+      as before.
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
     manifest = json.loads((out_dir / MANIFEST).read_text())  # read already by the caller's read_manifest
@@ -308,27 +310,21 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
             f'"{shown}"), in every environment, then rerun (README, "Adding a stack")',
         )
     level = {role: index for index, members in enumerate(env.stacks.levels()) for role in members}
+    own = dict(env.stacks.own)
     for artifact_id, name in made.items():
         for needed in artifacts[artifact_id].get("dependencies") or ():
             other = made.get(str(needed))
-            if other is None or level[roles[other]] < level[roles[name]]:
-                continue
-            own = dict(env.stacks.own)
+            if other is None or level[roles[other]] < level[roles[name]] or not {roles[name], roles[other]} & set(own):
+                continue  # the platform's five among themselves: their order is deploykit's (STACK_DEPENDENCIES)
             if roles[name] in own and roles[other] in own:
                 fix = (
                     f"list {roles[other]} before {roles[name]} in {table} of deploy.toml (the team's stacks deploy in "
                     "its order)"
                 )
-            elif roles[other] in own:
+            else:
                 fix = (
                     f"a platform stack cannot import from a stack of the team's own, which deploys after the five: "
                     f"let {other} import from {name} instead, or keep the resource in {name}"
-                )
-            else:  # two of the platform's, against the order deploykit deploys them in (its STACK_DEPENDENCIES)
-                order = " → ".join(", ".join(members) for members in platform_levels())
-                fix = (
-                    f"the platform's stacks deploy in a fixed order ({order}): "
-                    f"keep {name} from importing from {other}, or pass the value the other way"
                 )
             raise UsageError(
                 f"the CDK app makes {name} depend on {other} (its manifest's dependencies: a cross-stack reference, "
