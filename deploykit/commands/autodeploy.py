@@ -53,7 +53,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter, tabulate
-from deploykit.plan import Context, RunReport, dumps
+from deploykit.plan import Context, Plan, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,
     inv_command,
@@ -195,6 +195,21 @@ def _exporters(
     synthesize = _synthesis(runtime, config, env, aws, Reporter(runtime.stderr, clock=runtime.clock))
     with aws_errors(env):
         return auto.exporters_needed(config, env, aws, found, synthesize)
+
+
+def _say_synthesis(runtime: Runtime, a: Analysis, plan: Plan) -> None:
+    """A dry run whose plan synthesizes the CDK app: synthesized now (the run then finds it done), and what its
+    synthesis would refuse (a stack deploy.toml does not name, a value to look up, an error the app recorded) said,
+    where the plan alone would show stacks that the run then refuses to deploy."""
+    from deploykit.stack_chain import Synthesize
+
+    if not any(isinstance(step, Synthesize) for step in auto.flat_steps(plan.steps)):
+        return
+    try:
+        _synthesis(runtime, a.config, a.env, a.aws, Reporter(runtime.stderr, clock=runtime.clock))()
+    except DeployKitError as exc:
+        then = f"\n  → next: {exc.next_step}" if exc.next_step else ""
+        runtime.stderr.write(f"⚠️  {exc.message}: the deploy would be refused at its synthesis{then}\n")
 
 
 def _synthesis(
@@ -363,6 +378,8 @@ def deploy_auto(
     )
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
+    if dry_run:
+        _say_synthesis(runtime, a, plan)
     rows = auto.estimate_rows(plan, a.env, a.estimates)
     total = auto.estimate_total(plan.steps, a.env, a.estimates)
     about = f"{total:.0f}s" if total >= 10 else f"{total:.1f}s"

@@ -1732,6 +1732,9 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     def stacks() -> dict[str, str]:
         return {s["StackName"]: s["StackStatus"] for s in cfn.describe_stacks()["Stacks"]}
 
+    report, out, _ = auto(project, dry_run=True)  # its plan synthesizes: the refusal is said beside the plan
+    assert report is None and "⚠️  the CDK app makes the stack CarRentalNotificationsStack, which" in out, out
+    assert "the deploy would be refused at its synthesis\n  → next: name it there" in out and "(dry run" in out
     with pytest.raises(UsageError) as refused:
         auto(project)
     assert refused.value.exit_code == 2
