@@ -1092,6 +1092,7 @@ deploy.add_task(deploy_full)
 @task(
     help={
         "include-data": "also delete the stacks holding data (registry, data, auth)",
+        "stack": "only this stack of the team's own, by its role (notifications), before it leaves the app",
         "yes": "do not ask for confirmation (for scripts)",
         **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
     }
@@ -1100,6 +1101,7 @@ deploy.add_task(deploy_full)
 def destroy(
     c: Context,
     include_data: bool = False,
+    stack: str | None = None,
     yes: bool = False,
     env: str | None = None,
     dry_run: bool = False,
@@ -1114,11 +1116,15 @@ def destroy(
                 "destroy needs a confirmation and there is no terminal to ask on", "pass --yes to confirm in a script"
             )
         what = "every stack" if include_data else "the stacks without data"
+        if stack is not None:
+            what = f"the stack {stack}" + (" and the data it kept" if include_data else "")
         answer = input(f"Delete {what} of {environment.name!r}? Type the environment's name to confirm: ")
         if answer.strip() != environment.name:
             print("Nothing deleted.", file=sys.stderr)
             return
-    commands.destroy(env=env, include_data=include_data, dry_run=dry_run, as_json=json_, runtime=_plain_runtime())
+    commands.destroy(
+        env=env, include_data=include_data, stack=stack, dry_run=dry_run, as_json=json_, runtime=_plain_runtime()
+    )
 
 
 # -- images ----------------------------------------------------------------------------------------------------

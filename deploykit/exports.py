@@ -152,6 +152,13 @@ def refuse_replacing_imported(cfn: Any, stack: str, changes: Iterable[Change], r
             )
 
 
+def imported_from(cfn: Any, stack: str) -> dict[str, tuple[str, ...]]:
+    """Each export of ``stack`` as it is that a stack imports → those stacks (DescribeStacks, then ListImports of
+    each export); {} when none is imported, or the stack does not exist."""
+    found = {export: importers_of(cfn, export) for export in _live_exports(cfn, stack)}
+    return {export: users for export, users in found.items() if users}
+
+
 def _live_exports(cfn: Any, stack: str) -> dict[str, str]:
     """Export name → the output that makes it, of ``stack`` as it is (DescribeStacks); {} when it does not exist."""
     try:

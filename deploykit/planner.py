@@ -433,6 +433,25 @@ def image_beside(head: Sequence[Step], image: Sequence[Step]) -> tuple[list[Step
     return [beside], [_in_order("image", remote)] if remote else []
 
 
+def destroy_one_plan(env: EnvConfig, role: str, *, include_data: bool) -> Plan:
+    """One stack of the team's own deleted (``inv destroy --stack ROLE``), with what it kept on deletion when
+    ``include_data``: taken out of the environment before it is taken out of the app. The platform's five go together
+    (:func:`destroy_plan`): each of the later ones imports from the earlier."""
+    own = dict(env.stacks.own)
+    if role not in own:
+        roles = ", ".join(own) or "none in deploy.toml"
+        platform = role in STACK_DEPENDENCIES
+        raise UsageError(
+            f"{role!r} is {'a stack of the platform' if platform else 'no stack role'} of environment {env.name!r}: "
+            f"--stack deletes a stack of the team's own ({roles})",
+            next_step="the platform's stacks go together: inv destroy [--include-data]"
+            if platform
+            else "name a role of [environments.NAME.stacks] besides the platform's five",
+        )
+    steps = (DestroyStack(own[role], data=include_data, alone=True),)
+    return Plan(env.name, steps, "destroy", removes=(f"stack:{role}",))
+
+
 def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str] = ()) -> Plan:
     """The stacks in reverse dependency order; those holding data only with include_data. ``components`` (the
     checkout's, see changes.components_of): those the destroyed stacks take with them are the plan's removes."""

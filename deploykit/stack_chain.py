@@ -777,6 +777,8 @@ class DestroyStack(Step):
     name: ClassVar[str] = "destroy-stack"
     stack: str
     data: bool = False
+    # deleted alone (inv destroy --stack): refused while another stack imports one of its exports
+    alone: bool = False
 
     def describe(self) -> str:
         return f"delete {self.stack}" + (", then the data it keeps on deletion" if self.data else "")
@@ -786,6 +788,22 @@ class DestroyStack(Step):
 
     def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
         self._refuse_protected(ctx, "nothing was deleted")
+        if self.alone:
+            self._refuse_imported(ctx)
+
+    def _refuse_imported(self, ctx: Context) -> None:
+        """A stack deleted alone whose export another stack imports: CloudFormation would fail its deletion part way
+        ("Export ... cannot be deleted as it is in use by ...")."""
+        used = exports.imported_from(ctx.aws.client("cloudformation"), self.stack)
+        if used:
+            said = "; ".join(f"{export} by {', '.join(users)}" for export, users in sorted(used.items()))
+            importers = sorted({user for users in used.values() for user in users})
+            raise UsageError(
+                f"{self.stack} exports what other stacks import ({said}): it cannot go while they do; nothing was "
+                "deleted",
+                next_step=f"drop their use of it in the CDK app and deploy {', '.join(importers)} first (inv "
+                "deploy.auto), or delete them first, then rerun",
+            )
 
     def _refuse_protected(self, ctx: Context, done: str) -> None:
         """Refuse a stack protected from deletion (its termination protection: the CDK app's

@@ -835,11 +835,13 @@ def destroy(
     *,
     env: str | None = None,
     include_data: bool = False,
+    stack: str | None = None,
     dry_run: bool = False,
     as_json: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
-    """Delete the stacks in reverse order; those holding data only with include_data. Refuses protected envs."""
+    """Delete the stacks in reverse order; those holding data only with include_data. Refuses protected envs.
+    ``stack``: only that stack of the team's own, by its role (planner.destroy_one_plan)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     if environment.protected:
@@ -847,5 +849,8 @@ def destroy(
             f"environment {environment.name!r} is protected in deploy.toml; destroy refuses it",
             next_step="delete its stacks by hand if you really mean it, or set protected = false",
         )
-    plan = planner.destroy_plan(environment, include_data=include_data, components=changes.components_of(config))
+    if stack is not None:
+        plan = planner.destroy_one_plan(environment, stack, include_data=include_data)
+    else:
+        plan = planner.destroy_plan(environment, include_data=include_data, components=changes.components_of(config))
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)

@@ -20,7 +20,7 @@ from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.exports import Kept, importers_of, keep_imported, refuse_replacing_imported
 from deploykit.plan import Context
-from deploykit.stack_chain import DeployStack
+from deploykit.stack_chain import DeployStack, DestroyStack
 from deploykit.stacks import Change
 from tests.functional.conftest import new_session
 
@@ -271,3 +271,33 @@ def test_a_change_set_that_replaces_nothing_for_sure_reads_nothing(replacement: 
     cfn, stub = stubbed()
     with stub:  # any read would fail: none is scripted
         refuse_replacing_imported(cfn, DATA, replacing(replacement), "inv deploy.stack X")
+
+
+def test_a_stack_deleted_alone_is_refused_while_another_imports_its_export_and_goes_once_none_does(
+    dev_env: EnvConfig,
+) -> None:
+    """inv destroy --stack ROLE (DestroyStack alone): CloudFormation would fail the deletion on an export in use; the
+    preflight names it and its importer before anything is deleted. Deleted with the rest, the order sees to it."""
+    for importers in ([FARGATE], []):
+        cfn, stub = stubbed()
+        stub.add_response("describe_stacks", described((KEY, EXPORT)), {"StackName": DATA})  # its protection
+        stub.add_response("describe_stacks", described((KEY, EXPORT)), {"StackName": DATA})  # its exports
+        if importers:
+            stub.add_response("list_imports", {"Imports": importers}, {"ExportName": EXPORT})
+        else:
+            not_imported(stub, EXPORT)
+        aws = Mock(spec=AwsFactory, client=Mock(return_value=cfn))
+        with stub:
+            if importers:
+                with pytest.raises(UsageError) as refused:
+                    DestroyStack(DATA, alone=True).preflight(Mock(spec=Context, env=dev_env, aws=aws), ())
+                assert refused.value.message == (
+                    f"{DATA} exports what other stacks import ({EXPORT} by {FARGATE}): it cannot go while they do; "
+                    "nothing was deleted"
+                )
+                assert str(refused.value.next_step).startswith(
+                    f"drop their use of it in the CDK app and deploy {FARGATE}"
+                )
+            else:
+                DestroyStack(DATA, alone=True).preflight(Mock(spec=Context, env=dev_env, aws=aws), ())
+        stub.assert_no_pending_responses()

@@ -1791,3 +1791,11 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     ]
     report, out, _ = auto(project)
     assert report is None and "✅ nothing to deploy" in out, out  # deploy.stack recorded it live at this commit
+
+    # taken out of the environment alone (before it is taken out of the app): it leaves the live record
+    report = commands.destroy(stack="notifications", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert "CarRentalNotificationsStack" not in {n for n, status in stacks().items() if status != "DELETE_COMPLETE"}
+    [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
+    assert record.command == "destroy" and record.removed == ["stack:notifications"]
+    assert "stack:notifications (not deployed yet)" in auto(project, dry_run=True)[1]

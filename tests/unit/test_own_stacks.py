@@ -9,6 +9,7 @@ import pytest
 
 from deploykit import auto, changes, planner, rollback
 from deploykit.config import Config, load_config
+from deploykit.errors import UsageError
 from deploykit.git import current_revision
 from tests.conftest import git
 from tests.unit.test_auto_plan import INPUTS, change_set, shape
@@ -103,3 +104,18 @@ def test_a_run_goes_back_with_its_own_stacks_after_the_platforms(own: Config) ->
     run = ["lambda:login_handler", "stack:search", "app", "stack:notifications", "stack:data", "stack:api"]
     order = sorted(run, key=lambda component: rollback.undo_order(component, env))
     assert order == ["stack:data", "stack:api", "stack:notifications", "stack:search", "lambda:login_handler", "app"]
+
+
+def test_one_stack_of_the_teams_own_is_deleted_alone_before_it_leaves_the_app(own: Config) -> None:
+    env = own.environment("sandbox")
+    plan = planner.destroy_one_plan(env, "notifications", include_data=False)
+    [step] = plan.steps
+    assert (step.stack, step.data, step.alone) == ("CarRentalNotificationsStack", False, True)  # type: ignore[attr-defined]
+    assert plan.removes == ("stack:notifications",)  # it leaves the live record
+    assert planner.destroy_one_plan(env, "search", include_data=True).steps[0].data  # type: ignore[attr-defined]
+    with pytest.raises(UsageError) as refused:
+        planner.destroy_one_plan(env, "fargate", include_data=False)
+    assert "'fargate' is a stack of the platform of environment 'sandbox'" in refused.value.message
+    assert refused.value.next_step == "the platform's stacks go together: inv destroy [--include-data]"
+    with pytest.raises(UsageError, match=r"'nope' is no stack role .*\(notifications, search\)"):
+        planner.destroy_one_plan(env, "nope", include_data=False)
