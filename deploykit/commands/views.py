@@ -7,7 +7,7 @@ import errno
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -359,6 +359,26 @@ def _deploys_health(
             f"{look}inv deploy.auto --env {env.name} deploys {component} again as the checkout has it{keep}",
         )
         for component, (why, look, keep) in sorted(first.items())
+    ]
+    report.findings += _stacks_taken_out(env, read["entries"])
+
+
+def _stacks_taken_out(env: EnvConfig, entries: Mapping[str, Mapping[str, str]]) -> list[health.Finding]:
+    """A stack the live record holds whose role deploy.toml names no more: taken out of the app and deploy.toml
+    without ``inv destroy --stack`` first, it may still run (and cost) in the account, and no deploy minds it."""
+    roles = env.stacks.roles()
+    gone = sorted(c for c in entries if c.startswith("stack:") and c.partition(":")[2] not in roles)
+    return [
+        health.Finding(
+            "warning",
+            f"{component} is in {env.name}'s live record (deployed at {entries[component].get('sha', '?')}), and "
+            "deploy.toml names no such stack: taken out of the app without inv destroy --stack, its stack may still "
+            "be there",
+            f'name it again in every environment\'s [environments.NAME.stacks] (ROLE = "ITS STACK NAME"), then inv '
+            f"destroy --stack {component.partition(':')[2]} --env {env.name} deletes it, if it is there, and takes it "
+            "out of the live record",
+        )
+        for component in gone
     ]
 
 

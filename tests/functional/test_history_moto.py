@@ -1086,3 +1086,37 @@ def test_a_record_that_cannot_be_read_takes_no_place_among_the_newest(bucket: st
     assert [r.head for r in store.records(1)] == [made[2].head]
     assert [r.head for r in store.records(5)] == [m.head for m in reversed(made)]
     assert len(warned) == 1 and broken in warned[0]
+
+
+def test_inv_health_warns_of_a_stack_taken_out_of_the_app_and_destroy_stack_takes_it_out_of_the_live_record(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """A stack of the team's own taken out of the app and deploy.toml without inv destroy --stack first: its entry
+    stays in the live record, and its stack may still run. inv health says so; named again, inv destroy --stack
+    deletes it (here: gone already) and takes it out of the live record."""
+    store = history.History.of(AwsFactory(dev_env), dev_env)
+    assert store is not None
+    store.write(history.record_of(report(), components={"stack:notifications": "a" * 12}, base={}, head="a" * 12))
+
+    def health_said() -> str:
+        runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+        with pytest.raises(StepFailed):  # nothing else of dev is deployed here
+            commands.health_report(env="dev", runtime=runtime)
+        return runtime.stderr.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+    said = health_said()
+    assert (
+        f"stack:notifications is in dev's live record (deployed at {'a' * 12}), and deploy.toml names no such" in said
+    )
+    assert "then inv destroy --stack notifications --env dev deletes it" in said
+    toml = project / "deploy.toml"
+    for env in ("sandbox", "dev"):
+        table = f"[environments.{env}.stacks]\n"
+        toml.write_text(toml.read_text().replace(table, f'{table}notifications = "Notify{env.title()}"\n'))
+    runtime = commands.Runtime(config_path=toml, stdout=io.StringIO(), stderr=io.StringIO())
+    destroyed = commands.destroy(env="dev", stack="notifications", runtime=runtime)
+    assert destroyed is not None and destroyed.ok, runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "stack:notifications" not in store.live()
+    toml.write_text(toml.read_text().replace('notifications = "NotifySandbox"\n', "").replace(
+        'notifications = "NotifyDev"\n', ""))  # fmt: skip
+    assert "stack:notifications" not in health_said()
