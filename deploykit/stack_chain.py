@@ -794,7 +794,14 @@ class DestroyStack(Step):
     def _refuse_imported(self, ctx: Context) -> None:
         """A stack deleted alone whose export another stack imports: CloudFormation would fail its deletion part way
         ("Export ... cannot be deleted as it is in use by ...")."""
-        used = exports.imported_from(ctx.aws.client("cloudformation"), self.stack)
+        try:
+            used = exports.imported_from(ctx.aws.client("cloudformation"), self.stack)
+        except ClientError as exc:
+            if error_code(exc) not in DENIED:
+                raise
+            ctx.reporter.line(f"⚠️  the imports of {self.stack}'s exports may not be read ({error_code(exc)}): "
+                              "CloudFormation refuses its deletion if one is in use")  # fmt: skip
+            return
         if used:
             said = "; ".join(f"{export} by {', '.join(users)}" for export, users in sorted(used.items()))
             importers = sorted({user for users in used.values() for user in users})

@@ -301,3 +301,17 @@ def test_a_stack_deleted_alone_is_refused_while_another_imports_its_export_and_g
             else:
                 DestroyStack(DATA, alone=True).preflight(Mock(spec=Context, env=dev_env, aws=aws), ())
         stub.assert_no_pending_responses()
+    # imports that may not be read: left to CloudFormation, said
+    cfn, stub = stubbed()
+    stub.add_response("describe_stacks", described((KEY, EXPORT)), {"StackName": DATA})
+    stub.add_response("describe_stacks", described((KEY, EXPORT)), {"StackName": DATA})
+    stub.add_client_error("list_imports", service_error_code="AccessDenied", service_message="not allowed")
+    said: list[str] = []
+    aws = Mock(spec=AwsFactory, client=Mock(return_value=cfn))
+    ctx = Mock(spec=Context, env=dev_env, aws=aws, reporter=Mock(line=said.append))
+    with stub:
+        DestroyStack(DATA, alone=True).preflight(ctx, ())
+    assert said == [
+        f"⚠️  the imports of {DATA}'s exports may not be read (AccessDenied): CloudFormation refuses its deletion if "
+        "one is in use"
+    ]
