@@ -34,7 +34,6 @@ from deploykit.errors import ConfigError, UsageError
 if TYPE_CHECKING:
     from deploykit.config import EnvConfig
 
-STACK_ROLES = ("registry", "data", "auth", "fargate", "api")
 
 # Endpoint field → (stack role, output key).
 SCALAR_OUTPUTS: dict[str, tuple[str, str]] = {

@@ -24,8 +24,8 @@ from botocore.stub import ANY, Stubber
 from moto.ecs.models import ecs_backends
 
 from deploykit.aws import AwsFactory
-from deploykit.config import EnvConfig, ImageScan, Stacks
-from deploykit.endpoints import STACK_ROLES, Endpoints
+from deploykit.config import STACK_ROLES, EnvConfig, ImageScan, Stacks
+from deploykit.endpoints import Endpoints
 from deploykit.health import HealthReport, Row, gather, render
 from deploykit.stacks import StackOutputs
 from tests.functional.conftest import REGION, api_function, held_across, new_session
