@@ -630,10 +630,7 @@ def auto_plan(
             return planner.fargate_with_image(config, env, stack(role), image_tag, git_sha)
         return stack(role)
 
-    for level in levels[1:]:
-        members = [deployed(role) for role in level if role in roles]
-        if members:
-            steps.append(_group(members))
+    steps += planner.later_stacks(env, roles, deployed)
     # the API stack, when it changed, deployed the new code itself; the fast path does the others
     fast = [fn for fn in functions if "api" not in roles]
     chains: list[Step] = []  # the functions' fast paths and the app's rollout: side by side, independent
@@ -1115,11 +1112,16 @@ def _seconds(guess: float | None) -> str:
 
 def estimate_total(steps: Sequence[Step], env: EnvConfig, estimates: Mapping[str, float]) -> float:
     """The plan's estimated wall time: its steps one after the other, a parallel group as long as its longest
-    member (a step never timed counts as 0)."""
+    member, or chain of members one waits for (a step never timed counts as 0)."""
     total = 0.0
     for step in steps:
         if isinstance(step, Parallel):
-            total += max((estimate_total((s,), env, estimates) for s in step.steps), default=0.0)
+            needs = step.needs()
+            ends: list[float] = []  # when each member would end, from the group's start
+            for index, member in enumerate(step.steps):
+                start = max((ends[n] for n in needs.get(index, ()) if n < index), default=0.0)
+                ends.append(start + estimate_total((member,), env, estimates))
+            total += max(ends, default=0.0)
         elif isinstance(step, StepSequence):
             total += estimate_total(step.steps, env, estimates)
         else:

@@ -63,7 +63,8 @@ class Stacks:
         The platform's five by :data:`STACK_DEPENDENCIES`; then each stack of the team's own, in deploy.toml's
         order, a level of its own: what it imports is known only once the app is synthesized, and so it may import
         from any stack before it (:func:`deploykit.synth.check_stacks` refuses an app whose stacks need another
-        order)."""
+        order). A deploy runs them side by side as far as the synthesized app's dependencies let it
+        (:class:`deploykit.stack_chain.StacksByDependencies`); without them, and for destroy, in these levels."""
         return platform_levels() + [(role,) for role, _ in self.own]
 
     def dependencies(self) -> dict[str, tuple[str, ...]]:

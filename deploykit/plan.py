@@ -411,10 +411,16 @@ class Parallel(Step):
     """Independent steps run at the same time. It fails when one of them fails, once all have ended."""
 
     name: ClassVar[str] = "parallel"
+    heading: ClassVar[str] = "side by side"  # what the plan's row of the group says before its steps' names
     steps: tuple[Step, ...]
 
     def describe(self) -> str:
         return " ‖ ".join(f"{s.name}: {s.describe()}" for s in self.steps)
+
+    def needs(self) -> Mapping[int, Iterable[int]]:
+        """Which of the group's steps (by place) each one waits for: it starts once they have all finished, and not
+        at all when one of them failed or was not run. None here: the group's steps are independent."""
+        return {}
 
     def interrupted(self) -> str:
         return (
@@ -428,15 +434,24 @@ class Parallel(Step):
 
     def run(self, ctx: Context) -> Outcome:
         ended: dict[int, tuple[Outcome | BaseException, float]] = {}  # by the step's place; none: it never started
+        needs = {index: tuple(needed) for index, needed in self.needs().items()}
+        settled = [threading.Event() for _ in self.steps]  # set once the step has ended, or will never start
 
         def timed(index: int, step: Step) -> None:
-            if ctx.stop.is_set():  # interrupted before its turn came (Ctrl-C as the group started): not started
-                return
-            t0 = ctx.clock.monotonic()
             try:
-                ended[index] = step.run(ctx), ctx.clock.monotonic() - t0
-            except BaseException as exc:  # reported below, once every sibling has ended (an interrupt's stop too)
-                ended[index] = exc, ctx.clock.monotonic() - t0
+                for needed in needs.get(index, ()):
+                    settled[needed].wait()
+                if ctx.stop.is_set():  # interrupted before its turn came (Ctrl-C as the group started): not started
+                    return
+                if any(not isinstance(ended.get(needed, (None,))[0], Outcome) for needed in needs.get(index, ())):
+                    return  # what it waited for failed, or never started: not started either
+                t0 = ctx.clock.monotonic()
+                try:
+                    ended[index] = step.run(ctx), ctx.clock.monotonic() - t0
+                except BaseException as exc:  # reported below, once every sibling has ended (an interrupt's stop too)
+                    ended[index] = exc, ctx.clock.monotonic() - t0
+            finally:
+                settled[index].set()
 
         with ThreadPoolExecutor(max_workers=max(1, len(self.steps)), thread_name_prefix="parallel") as pool:
             try:
@@ -450,7 +465,8 @@ class Parallel(Step):
         failures = [(s, r) for i, s in enumerate(self.steps) if i in ended and isinstance(r := ended[i][0], Exception)]
         for step, error in failures[1:]:
             ctx.reporter.line(f"❌ {step.name} failed too: {error}")
-        if len(ended) < len(self.steps) or any(isinstance(r, KeyboardInterrupt) for r, _ in ended.values()):
+        unstarted = ctx.stop.is_set() and len(ended) < len(self.steps)  # not the ones a failure held back
+        if unstarted or any(isinstance(r, KeyboardInterrupt) for r, _ in ended.values()):
             # stopped by the interrupt of a group around this one: said as one, with what each step did
             raise carry(KeyboardInterrupt(), children, outputs)
         if failures:
@@ -787,7 +803,7 @@ def counted(names: list[str]) -> str:
 def group_heading(step: Step) -> str:
     """What a group's row in a plan says (its steps are the rows under it)."""
     if isinstance(step, Parallel):
-        return "side by side: " + counted([s.label if isinstance(s, Sequence) else s.name for s in step.steps])
+        return f"{step.heading}: " + counted([s.label if isinstance(s, Sequence) else s.name for s in step.steps])
     assert isinstance(step, Sequence)
     return f"{step.label}: one after the other"
 

@@ -25,7 +25,7 @@ from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import DENIED, at_once, translate_error
 from deploykit.config import PLATFORMS
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
+from deploykit.plan import Context, Outcome, Parallel, Step, StepRecord, all_records, leaves
 from deploykit.stacks import error_code, is_not_there
 
 if TYPE_CHECKING:
@@ -543,6 +543,32 @@ class DeployStack(Step):
             message = exc.message if isinstance(exc, DeployKitError) else str(exc)
             return f"; its template was not kept for a rollback ({message})"
         return ""
+
+
+@dataclass(frozen=True)
+class StacksByDependencies(Parallel):
+    """The platform's last stacks and the team's own, side by side as far as they may be: each starts once the stacks
+    of the group it depends on have deployed (the synthesized app's :func:`deploykit.synth.stack_dependencies`), as
+    ``cdk deploy --concurrency`` orders them; one whose stack failed is not started. Without an assembly to read, the
+    team's stacks go one after the other, each after every stack before it, which the synthesis's check
+    (:func:`deploykit.synth.check_stacks`) keeps a valid order.
+
+    ``steps``: each deploys one stack (a :class:`DeployStack`, or a group around one: the Fargate stack's release
+    command first); ``own_from``: the place of the first stack of the team's own."""
+
+    heading: ClassVar[str] = "side by side, each after the stacks it depends on"
+    own_from: int = 0
+
+    def needs(self) -> Mapping[int, Iterable[int]]:
+        deploys = [next(s for s in leaves(step) if isinstance(s, DeployStack)) for step in self.steps]
+        try:
+            found = synth.stack_dependencies(Path(deploys[0].template).parent)
+        except StepFailed:
+            return {index: range(index) for index in range(self.own_from, len(self.steps))}
+        place = {deploy.stack: index for index, deploy in enumerate(deploys)}
+        # a stack before it only (the synthesis's check refuses a team's stack that needs a later one): no step can
+        # wait for one that waits for it
+        return {i: [place[s] for s in found.get(d.stack, ()) if place.get(s, i) < i] for i, d in enumerate(deploys)}
 
 
 def artifacts_bucket(ctx: Context, registry_stack: str) -> str:

@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from deploykit import git, lookups
@@ -245,21 +245,35 @@ def write_stamp(out_dir: Path, digest: str, context: str) -> None:
 
 def read_manifest(out_dir: Path) -> dict[str, Path]:
     """Stack name → template path, from the cloud assembly's manifest.json (in the manifest's order)."""
-    return {name: template for name, (template, _tags, _protected) in _manifest_stacks(out_dir).items()}
+    return {name: stack.template for name, stack in _manifest_stacks(out_dir).items()}
 
 
 def read_stack_tags(out_dir: Path) -> dict[str, dict[str, str]]:
     """Stack name → the stack tags of the manifest (``properties.tags``)."""
-    return {name: tags for name, (_template, tags, _protected) in _manifest_stacks(out_dir).items()}
+    return {name: stack.tags for name, stack in _manifest_stacks(out_dir).items()}
 
 
 def read_termination_protection(out_dir: Path) -> dict[str, bool]:
     """Stack name → whether the app protects the stack from deletion (``Stack(termination_protection=True)``:
     ``properties.terminationProtection``; not said: not protected, as the CDK CLI takes it)."""
-    return {name: protected for name, (_template, _tags, protected) in _manifest_stacks(out_dir).items()}
+    return {name: stack.protected for name, stack in _manifest_stacks(out_dir).items()}
 
 
-def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str], bool]]:
+def stack_dependencies(out_dir: Path) -> dict[str, tuple[str, ...]]:
+    """Stack name → the stacks it depends on, by name: the manifest's ``dependencies`` (what CDK's cross-stack
+    references and ``add_dependency`` make; the CDK CLI's order too), its stacks' only (an asset manifest's left out).
+    An export imported by its name alone (``Fn.import_value("...")``) makes none."""
+    return {name: stack.needs for name, stack in _manifest_stacks(out_dir).items()}
+
+
+class _Stack(NamedTuple):
+    template: Path
+    tags: dict[str, str]
+    protected: bool
+    needs: tuple[str, ...]
+
+
+def _manifest_stacks(out_dir: Path) -> dict[str, _Stack]:
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
@@ -267,14 +281,22 @@ def _manifest_stacks(out_dir: Path) -> dict[str, tuple[Path, dict[str, str], boo
             f"the cloud assembly in {out_dir} has no readable {MANIFEST} ({exc})",
             next_step=f"delete {out_dir} and rerun: the app is synthesized again",
         ) from None
-    stacks: dict[str, tuple[Path, dict[str, str], bool]] = {}
-    for artifact_id, artifact in (manifest.get("artifacts") or {}).items():
-        if artifact.get("type") != "aws:cloudformation:stack":
-            continue
+    artifacts = {
+        str(artifact_id): artifact
+        for artifact_id, artifact in (manifest.get("artifacts") or {}).items()
+        if artifact.get("type") == "aws:cloudformation:stack"
+    }
+    names = {
+        key: str((artifact.get("properties") or {}).get("stackName") or key) for key, artifact in artifacts.items()
+    }
+    stacks: dict[str, _Stack] = {}
+    for artifact_id, artifact in artifacts.items():
         props = artifact.get("properties") or {}
         tags = {str(k): str(v) for k, v in (props.get("tags") or {}).items()}
-        protected = props.get("terminationProtection") is True
-        stacks[str(props.get("stackName") or artifact_id)] = (out_dir / str(props["templateFile"]), tags, protected)
+        needs = tuple(names[str(d)] for d in artifact.get("dependencies") or () if str(d) in names)
+        stacks[names[artifact_id]] = _Stack(
+            out_dir / str(props["templateFile"]), tags, props.get("terminationProtection") is True, needs
+        )
     return stacks
 
 
@@ -289,16 +311,10 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
       as before.
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
-    manifest = json.loads((out_dir / MANIFEST).read_text())  # read already by the caller's read_manifest
-    artifacts = manifest.get("artifacts") or {}
-    made = {
-        artifact_id: str((artifact.get("properties") or {}).get("stackName") or artifact_id)
-        for artifact_id, artifact in artifacts.items()
-        if artifact.get("type") == "aws:cloudformation:stack"
-    }
+    made = stack_dependencies(out_dir)  # the manifest, read already by the caller's read_manifest
     roles = {name: role for role, name in env.stacks.roles().items()}
     table = f"[{table}.stacks]"
-    unnamed = [name for name in made.values() if name not in roles]
+    unnamed = [name for name in made if name not in roles]
     if unnamed:
         role = own_role_of(unnamed[0], list(roles))
         shown = unnamed[0].replace(env.name, "{env}") if "*" in table else unnamed[0]  # as a pattern's table has it
@@ -311,10 +327,9 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
         )
     level = {role: index for index, members in enumerate(env.stacks.levels()) for role in members}
     own = dict(env.stacks.own)
-    for artifact_id, name in made.items():
-        for needed in artifacts[artifact_id].get("dependencies") or ():
-            other = made.get(str(needed))
-            if other is None or level[roles[other]] < level[roles[name]] or not {roles[name], roles[other]} & set(own):
+    for name, needs in made.items():
+        for other in needs:
+            if level[roles[other]] < level[roles[name]] or not {roles[name], roles[other]} & set(own):
                 continue  # the platform's five among themselves: their order is deploykit's (STACK_DEPENDENCIES)
             if roles[name] in own and roles[other] in own:
                 fix = (

@@ -3,6 +3,7 @@ where deploy.full, deploy.auto, destroy and a rollback of a run put them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from deploykit import auto, changes, planner, rollback
 from deploykit.config import Config, load_config
 from deploykit.errors import UsageError
 from deploykit.git import current_revision
+from deploykit.stack_chain import StacksByDependencies
 from tests.conftest import git
 from tests.unit.test_auto_plan import INPUTS, change_set, shape
 from tests.unit.test_stack_plans import names, with_lambdas  # noqa: F401 - a fixture
@@ -59,7 +61,7 @@ def test_a_change_to_its_own_stack_deploys_that_stack_alone(own: Config) -> None
     assert plan.steps[1].parameters == ()  # type: ignore[attr-defined]  # deploykit gives it no input of its own
 
 
-def test_its_own_stacks_deploy_after_the_platforms_one_at_a_time_in_deploy_toml_s_order(own: Config) -> None:
+def test_its_own_stacks_deploy_with_the_platforms_last_each_after_the_stacks_it_depends_on(own: Config) -> None:
     env, revision = own.environment("sandbox"), current_revision(own.root)
     both = change_set(
         ("cdk/stacks/search_stack.py", "stack:search"),
@@ -69,15 +71,50 @@ def test_its_own_stacks_deploy_after_the_platforms_one_at_a_time_in_deploy_toml_
     plan = auto.auto_plan(own, env, revision, both, INPUTS)
     assert [names(step) for step in plan.steps] == [
         ["synth"],
-        ["CarRentalApiStack"],
-        ["CarRentalNotificationsStack"],
-        ["CarRentalSearchStack"],
+        ["CarRentalApiStack", "CarRentalNotificationsStack", "CarRentalSearchStack"],
         ["smoke"],
     ]
+    group = plan.steps[1]
+    assert isinstance(group, StacksByDependencies)
+    assert [step.stack for step in group.steps] == [  # type: ignore[attr-defined]
+        "CarRentalApiStack",
+        "CarRentalNotificationsStack",
+        "CarRentalSearchStack",
+    ]
+    # no assembly to read (not synthesized yet): each of the team's after every stack before it, as deploy.toml lists
+    assert {i: list(n) for i, n in group.needs().items()} == {1: [0], 2: [0, 1]}
+    # the synthesized app's dependencies: search imports from notifications (and the data stack, deployed before)
+    assembly(own, env.name, {"CarRentalSearchStack": ["CarRentalNotificationsStack", "CarRentalDataStack"]})
+    assert {i: list(n) for i, n in group.needs().items()} == {0: [], 1: [], 2: [1]}
+    estimates = {"deploy-stack": 60.0}
+    assert auto.estimate_total(plan.steps[1:2], env, estimates) == 120.0  # search waits for notifications
+    assembly(own, env.name, {})
+    assert auto.estimate_total(plan.steps[1:2], env, estimates) == 60.0  # all three side by side
     full = planner.full_plan(own, env, revision, repository_uri="")
-    assert [names(step) for step in full.steps][-3:] == [["CarRentalNotificationsStack"], ["CarRentalSearchStack"],
-                                                         ["smoke"]]  # fmt: skip
+    assert [names(step) for step in full.steps][-2:] == [
+        ["CarRentalApiStack", "CarRentalFargateStack", "CarRentalNotificationsStack", "CarRentalSearchStack"],
+        ["smoke"],
+    ]
+    assert isinstance(full.steps[-2], StacksByDependencies) and full.steps[-2].own_from == 2
     assert {"stack:notifications", "stack:search"} <= {c for c, _ in full.deploys}
+
+
+def assembly(config: Config, env: str, needs: dict[str, list[str]]) -> None:
+    """A cloud assembly of the seven stacks in ``env``'s synthesis folder, each depending on ``needs[name]``."""
+    stacks = [*config.environment(env).stacks.roles().values()]
+    artifacts: dict[str, object] = {
+        f"{name}.assets": {"type": "cdk:asset-manifest", "properties": {"file": f"{name}.assets.json"}}
+        for name in stacks
+    }
+    for name in stacks:
+        artifacts[f"Id{name}"] = {
+            "type": "aws:cloudformation:stack",
+            "properties": {"templateFile": f"{name}.template.json", "stackName": name},
+            "dependencies": [f"{name}.assets", *(f"Id{other}" for other in needs.get(name, ()))],
+        }
+    out = planner.synth_dir(config, config.environment(env))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text(json.dumps({"version": "36.0.0", "artifacts": artifacts}))
 
 
 def test_destroy_deletes_its_own_stacks_first_in_the_reverse_order(own: Config) -> None:

@@ -203,6 +203,52 @@ def test_a_failing_parallel_step_fails_the_group_after_its_siblings_end() -> Non
 
 
 @dataclass(frozen=True)
+class Waiting(Parallel):
+    """A group whose steps wait for the ones ``after`` names (by place), as the stacks of the team's own do."""
+
+    after: tuple[tuple[int, ...], ...] = ()
+
+    def needs(self) -> dict[int, tuple[int, ...]]:
+        return dict(enumerate(self.after))
+
+
+@dataclass(frozen=True)
+class Logged(Step):
+    name: ClassVar[str] = "logged"
+    who: str
+    log: list[str] = field(compare=False, hash=False)
+    barrier: threading.Barrier | None = field(default=None, compare=False, hash=False)
+
+    def describe(self) -> str:
+        return self.who
+
+    def run(self, ctx: Context) -> Outcome:
+        self.log.append(f"{self.who} starts")
+        if self.barrier:
+            self.barrier.wait()
+        self.log.append(f"{self.who} ends")
+        return Outcome.done(self.who)
+
+
+def test_a_step_of_a_group_that_needs_another_starts_once_it_ends_and_the_others_go_side_by_side() -> None:
+    log: list[str] = []
+    meet = threading.Barrier(2, timeout=5)  # a and c must be running at once, or this times out
+    group = Waiting((Logged("a", log, meet), Logged("b", log), Logged("c", log, meet)), after=((), (0,), ()))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("x", (group,)))
+    assert report.ok and [c.detail for c in report.records[0].children] == ["a", "b", "c"]
+    assert log.index("b starts") > log.index("a ends"), log
+
+
+def test_a_step_whose_needed_step_failed_is_not_run_and_the_group_fails_with_that_failure() -> None:
+    log: list[str] = []
+    group = Waiting((Boom(StepFailed("a broke")), Logged("b", log), Logged("c", log)), after=((), (0,), ()))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("x", (group,)))
+    assert isinstance(report.error, StepFailed) and report.error.message == "a broke"
+    assert [c.status for c in report.records[0].children] == ["failed", "not run", "done"]
+    assert log == ["c starts", "c ends"]
+
+
+@dataclass(frozen=True)
 class Verify(Step):
     name: ClassVar[str] = "verify"
     verifies: ClassVar[bool] = True
