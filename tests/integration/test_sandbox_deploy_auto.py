@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -1677,6 +1678,22 @@ def test_a_value_the_cdk_app_looks_up_is_refused_until_inv_lookup_writes_it_and_
     assert outputs()["SupportTier"] == "gold"
 
 
+def name_in_deploy_toml(project: Path, role: str, title: str) -> None:
+    """``role`` named in every environment's table of deploy.toml: CarRental<title>Stack in the sandbox; another
+    environment's name for it has the environment's, a pattern's ``{env}``."""
+
+    def add(found: re.Match[str]) -> str:
+        env = found.group(2)
+        name = f"CarRental-{{env}}-{title}" if "*" in env else f"CarRental{title}Stack"
+        if env != "sandbox" and "*" not in env:
+            name += "-" + re.sub(r"[^A-Za-z0-9-]", "-", env)
+        return f'{found.group(1)}{role} = "{name}"\n'
+
+    toml = project / "deploy.toml"
+    table = r"^(\[environments\.(\"[^\"]*\"|[^.\]]+)\.stacks\]\n(?:[^\[\n].*\n)*)"  # its header and lines: added last
+    toml.write_text(re.sub(table, add, toml.read_text(), flags=re.M))
+
+
 NOTIFICATIONS_STACK = '''"""CarRentalNotificationsStack: a stack of the team's own, beside the platform's five."""
 
 from __future__ import annotations
@@ -1701,11 +1718,58 @@ class CarRentalNotificationsStack(Stack):
 '''
 
 
+ALERTS_STACK = '''"""CarRentalAlertsStack: tells on-call where the notifications queue is (from its stack)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stacks.common.settings import Settings
+
+
+class CarRentalAlertsStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, queue: sqs.IQueue, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        ssm.StringParameter(self, "QueueUrl", parameter_name="/car-rental/alerts/queue", string_value=queue.queue_url)
+'''
+
+AUDIT_STACK = '''"""CarRentalAuditStack: an audit topic, independent of the other stacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from stacks.common.nag import suppress
+from stacks.common.outputs import output
+from stacks.common.settings import Settings
+
+
+class CarRentalAuditStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        topic = sns.Topic(self, "Audit", enforce_ssl=True)
+        suppress(topic, "AwsSolutions-SNS2", "Audit events carry no personal data, only ids and times.")
+        output(self, "AuditTopicArn", topic.topic_arn, "Where audit events go")
+'''
+
+
 def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alone(project: Path) -> None:
     """A stack of the team's own, added to the CDK app (its module, its StackNames field, its construction): until
     deploy.toml names it, deploy.auto refuses (exit 2, nothing deployed), where it deployed the five and never the
     new one; named, it is created and recorded live, and a change to its module deploys it alone (a replacement of
-    its queue only with --allow-replace)."""
+    its queue only with --allow-replace); deleted alone by destroy --stack. Two more, one importing from it: the three
+    deploy side by side as far as the app's dependencies let them."""
     cdk = project / "cdk"
     (cdk / "stacks" / "notifications_stack.py").write_text(NOTIFICATIONS_STACK)
     settings = cdk / "stacks" / "common" / "settings.py"
@@ -1745,17 +1809,7 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     assert 'notifications = "CarRentalNotificationsStack"' in str(refused.value.next_step)
     assert "CarRentalNotificationsStack" not in stacks()
 
-    toml = project / "deploy.toml"
-
-    def notifications(found: re.Match[str]) -> str:  # each environment's name for it; a pattern's with {env}
-        env = found.group(2)
-        name = "CarRental-{env}-Notifications" if "*" in env else "CarRentalNotificationsStack"
-        if env != "sandbox" and "*" not in env:
-            name += "-" + re.sub(r"[^A-Za-z0-9-]", "-", env)
-        return f'{found.group(1)}notifications = "{name}"\n'
-
-    named = re.sub(r"^(\[environments\.(\"[^\"]*\"|[^.\]]+)\.stacks\]\n)", notifications, toml.read_text(), flags=re.M)
-    toml.write_text(named)
+    name_in_deploy_toml(project, "notifications", "Notifications")
     git(project, "commit", "-qam", "deploy.toml: our notifications stack")
     report, out, _ = auto(project)
     assert report is not None and report.ok, out
@@ -1799,3 +1853,48 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
     assert record.command == "destroy" and record.removed == ["stack:notifications"]
     assert "stack:notifications (not deployed yet)" in auto(project, dry_run=True)[1]
+
+    # two more: alerts imports the queue's URL from it (a cross-stack reference), audit imports nothing: the three go
+    # beside the platform's last stacks, audit beside notifications, alerts once notifications is created
+    module.write_text(
+        module.read_text().replace("        queue = sqs.Queue(", "        self.queue = queue = sqs.Queue(")
+    )
+    (cdk / "stacks" / "alerts_stack.py").write_text(ALERTS_STACK)
+    (cdk / "stacks" / "audit_stack.py").write_text(AUDIT_STACK)
+    more = '    alerts: str = "CarRentalAlertsStack"\n    audit: str = "CarRentalAuditStack"\n'
+    settings.write_text(settings.read_text().replace(field, field + more))
+    made_more = (
+        "    notifications = " + made.strip() + "\n"
+        "    CarRentalAlertsStack(\n"
+        '        app, names.alerts, settings=settings, queue=notifications.queue, **stack_props("alerts")\n'
+        "    )\n"
+        '    CarRentalAuditStack(app, names.audit, settings=settings, **stack_props("audit"))\n'
+    )
+    imported = (
+        "from stacks.alerts_stack import CarRentalAlertsStack  # noqa: E402\n"
+        "from stacks.audit_stack import CarRentalAuditStack  # noqa: E402\n"
+    )
+    app.write_text(app.read_text().replace(made, made_more).replace(imports, imported + imports))
+    name_in_deploy_toml(project, "alerts", "Alerts")
+    name_in_deploy_toml(project, "audit", "Audit")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "alerts and audit: two more stacks of our own")
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    assert "▶ parallel: side by side, each after the stacks it depends on: deploy-stack ×5" in out, out
+    [group] = [r for r in report.records if r.step == "parallel" and len(r.children) == 5]
+    assert [(c.detail.split(":")[0], c.status) for c in group.children] == [
+        ("CarRentalFargateStack", "skipped"),
+        ("CarRentalApiStack", "skipped"),
+        ("CarRentalNotificationsStack", "done"),
+        ("CarRentalAlertsStack", "done"),
+        ("CarRentalAuditStack", "done"),
+    ]
+
+    def events(stack: str) -> list[tuple[datetime, str, str]]:
+        found = cfn.describe_stack_events(StackName=stack)["StackEvents"]
+        return sorted((e["Timestamp"], e["LogicalResourceId"], e["ResourceStatus"]) for e in found)
+
+    created = next(t for t, logical, status in events("CarRentalNotificationsStack") if status == "CREATE_COMPLETE"
+                   and logical == "CarRentalNotificationsStack")  # fmt: skip
+    assert events("CarRentalAlertsStack")[0][0] >= created  # it waited: it imports from notifications
