@@ -673,6 +673,25 @@ def auto_plan(
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
 
 
+def stacks_taken_out(env: EnvConfig, entries: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[str, str]]:
+    """stack:ROLE → (what, the next step) for each stack the live record (``entries``) holds whose role deploy.toml
+    names no more: taken out of the app and deploy.toml without ``inv destroy --stack`` first, it may still run (and
+    cost) in the account, and no deploy minds it. Said by ``inv health`` and by deploy.auto's Change Analysis."""
+    roles = env.stacks.roles()
+    return {
+        component: (
+            f"{component} is in {env.name}'s live record (deployed at {entries[component].get('sha', '?')}), and "
+            "deploy.toml names no such stack: taken out of the app without inv destroy --stack, its stack may still "
+            "be there",
+            f'name it again in every environment\'s [environments.NAME.stacks] (ROLE = "ITS STACK NAME"), then inv '
+            f"destroy --stack {component.partition(':')[2]} --env {env.name} deletes it, if it is there, and takes it "
+            "out of the live record",
+        )
+        for component in sorted(entries)
+        if component.startswith("stack:") and component.partition(":")[2] not in roles
+    }
+
+
 def unchanged_components(found: changes.ChangeSet, revision: Revision) -> tuple[tuple[str, str], ...]:
     """(component, HEAD's commit) for each component deployed from a known commit with no change since: what is
     live for it is what HEAD's commit holds. The app is left out (its image tag, not the record, says what runs).

@@ -84,8 +84,9 @@ class Analysis:
     paused: pause.Pause | None = None  # the environment's pause, while it holds: a deploy wakes it first
 
     def closing_lines(self) -> list[str]:
-        """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), and
-        :attr:`frozen` (a deploy is refused)."""
+        """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), a stack
+        of the live record deploy.toml names no more (:func:`deploykit.auto.stacks_taken_out`), and :attr:`frozen`
+        (a deploy is refused)."""
         lines = [
             f"⚠️  {component}: {why} ("
             + (
@@ -103,6 +104,7 @@ class Analysis:
                 f"⚠️  app: {self.drifted['app']} (unset {release.SKIP_ENV} and inv deploy.auto --env {self.env.name}: "
                 "the command runs first)"
             )
+        lines += [f"⚠️  {what} (next: {fix})" for what, fix in auto.stacks_taken_out(self.env, self.entries).values()]
         if self.frozen is not None:
             lines.append(
                 f"❄️  {self.frozen.describe(self.env.name)}: a deploy is refused until it ends (a rollback is not)"

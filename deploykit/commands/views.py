@@ -7,7 +7,7 @@ import errno
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -360,26 +360,8 @@ def _deploys_health(
         )
         for component, (why, look, keep) in sorted(first.items())
     ]
-    report.findings += _stacks_taken_out(env, read["entries"])
-
-
-def _stacks_taken_out(env: EnvConfig, entries: Mapping[str, Mapping[str, str]]) -> list[health.Finding]:
-    """A stack the live record holds whose role deploy.toml names no more: taken out of the app and deploy.toml
-    without ``inv destroy --stack`` first, it may still run (and cost) in the account, and no deploy minds it."""
-    roles = env.stacks.roles()
-    gone = sorted(c for c in entries if c.startswith("stack:") and c.partition(":")[2] not in roles)
-    return [
-        health.Finding(
-            "warning",
-            f"{component} is in {env.name}'s live record (deployed at {entries[component].get('sha', '?')}), and "
-            "deploy.toml names no such stack: taken out of the app without inv destroy --stack, its stack may still "
-            "be there",
-            f'name it again in every environment\'s [environments.NAME.stacks] (ROLE = "ITS STACK NAME"), then inv '
-            f"destroy --stack {component.partition(':')[2]} --env {env.name} deletes it, if it is there, and takes it "
-            "out of the live record",
-        )
-        for component in gone
-    ]
+    taken_out = auto.stacks_taken_out(env, read["entries"])  # out of the app and deploy.toml, maybe not the account
+    report.findings += [health.Finding("warning", what, fix) for what, fix in taken_out.values()]
 
 
 def envs(*, as_json: bool = False, runtime: Runtime | None = None) -> list[overview.EnvView]:

@@ -1898,3 +1898,14 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     created = next(t for t, logical, status in events("CarRentalNotificationsStack") if status == "CREATE_COMPLETE"
                    and logical == "CarRentalNotificationsStack")  # fmt: skip
     assert events("CarRentalAlertsStack")[0][0] >= created  # it waited: it imports from notifications
+
+    # audit taken out of the app and deploy.toml without inv destroy --stack: its stack stays, and deploy.auto says so
+    audit = '    CarRentalAuditStack(app, names.audit, settings=settings, **stack_props("audit"))\n'
+    app.write_text(app.read_text().replace(audit, "").replace(imported, imported.splitlines(keepends=True)[0]))
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace('audit = "CarRentalAuditStack"\n', ""))
+    git(project, "commit", "-qam", "audit: not ours any more")
+    _, out, _ = auto(project, dry_run=True)
+    assert "⚠️  stack:audit is in sandbox's live record (deployed at " in out, out
+    assert "(next: name it again in every environment's [environments.NAME.stacks]" in out
+    assert "then inv destroy --stack audit --env sandbox deletes it" in out
