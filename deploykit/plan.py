@@ -417,9 +417,10 @@ class Parallel(Step):
     def describe(self) -> str:
         return " ‖ ".join(f"{s.name}: {s.describe()}" for s in self.steps)
 
-    def needs(self) -> Mapping[int, Iterable[int]]:
+    def needs(self, ctx: Context | None = None) -> Mapping[int, Iterable[int]]:
         """Which of the group's steps (by place) each one waits for: it starts once they have all finished, and not
-        at all when one of them failed or was not run. None here: the group's steps are independent."""
+        at all when one of them failed or was not run. None here: the group's steps are independent. ``ctx``: the
+        run's, to read what is live with; None for an estimate (no call is made then)."""
         return {}
 
     def interrupted(self) -> str:
@@ -434,7 +435,7 @@ class Parallel(Step):
 
     def run(self, ctx: Context) -> Outcome:
         ended: dict[int, tuple[Outcome | BaseException, float]] = {}  # by the step's place; none: it never started
-        needs = {index: tuple(needed) for index, needed in self.needs().items()}
+        needs = {index: tuple(needed) for index, needed in self.needs(ctx).items()}
         settled = [threading.Event() for _ in self.steps]  # set once the step has ended, or will never start
 
         def timed(index: int, step: Step) -> None:

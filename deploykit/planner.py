@@ -31,7 +31,14 @@ from deploykit.release import Release
 from deploykit.scan_gate import ScanGate, image_judge
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import IMAGE_PARAMETER as IMAGE_PARAMETER  # the Fargate stack's input, named here too
-from deploykit.stack_chain import DeployStack, DestroyStack, StacksByDependencies, Synthesize, UploadLambdaCode
+from deploykit.stack_chain import (
+    DeployStack,
+    DestroyStack,
+    StacksByDependencies,
+    StacksByImports,
+    Synthesize,
+    UploadLambdaCode,
+)
 from deploykit.watch import WatchErrors
 
 APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
@@ -473,15 +480,19 @@ def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str
     """The stacks in reverse dependency order; those holding data only with include_data. ``components`` (the
     checkout's, see changes.components_of): those the destroyed stacks take with them are the plan's removes."""
     roles = stack_roles(env)
+    own = dict(env.stacks.own)  # with include_data, what the team's stacks kept on deletion goes too
+    team = [DestroyStack(roles[r], data=include_data) for r in reversed(own)]
+    gone: list[str] = [*own]
     steps: list[Step] = []
-    gone: list[str] = []
-    own = dict(env.stacks.own)  # the team's stacks go with the rest; with include_data, what they kept goes too
-    for level in reversed(stack_levels(env)):
+    for index, level in enumerate(reversed(platform_levels())):
         members = [r for r in level if include_data or r not in DATA_STACKS]
         gone += members
-        if members:
-            data = [r in DATA_STACKS or (include_data and r in own) for r in members]
-            steps.append(_group([DestroyStack(roles[r], data=d) for r, d in zip(members, data, strict=True)]))
+        group = [DestroyStack(roles[r], data=r in DATA_STACKS) for r in members]
+        if index == 0 and team:  # the team's first, with the platform's last: each once its importers are gone
+            group = [*team, *group]
+            steps.append(StacksByImports(tuple(group), own_until=len(team)) if len(group) > 1 else group[0])
+        elif group:
+            steps.append(_group(group))
     return Plan(env.name, tuple(steps), "destroy", removes=tuple(c for c in components if host_stack(c) in gone))
 
 

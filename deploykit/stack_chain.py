@@ -559,7 +559,7 @@ class StacksByDependencies(Parallel):
     heading: ClassVar[str] = "side by side, each after the stacks it depends on"
     own_from: int = 0
 
-    def needs(self) -> Mapping[int, Iterable[int]]:
+    def needs(self, ctx: Context | None = None) -> Mapping[int, Iterable[int]]:
         deploys = [next(s for s in leaves(step) if isinstance(s, DeployStack)) for step in self.steps]
         try:
             found = synth.stack_dependencies(Path(deploys[0].template).parent)
@@ -569,6 +569,45 @@ class StacksByDependencies(Parallel):
         # a stack before it only (the synthesis's check refuses a team's stack that needs a later one): no step can
         # wait for one that waits for it
         return {i: [place[s] for s in found.get(d.stack, ()) if place.get(s, i) < i] for i, d in enumerate(deploys)}
+
+
+@dataclass(frozen=True)
+class StacksByImports(Parallel):
+    """The team's stacks and the platform's last ones deleted side by side as far as they may be: each once the
+    stacks of the group that import one of its exports are gone (DescribeStacks, then ListImports of each export, as
+    the stacks are), since CloudFormation refuses to delete a stack whose export is in use. Without those reads (an
+    estimate, or ListImports denied: said) as before: the team's stacks one after the other, each after the stacks
+    listed after it in deploy.toml, then the platform's side by side.
+
+    ``steps``: each deletes one stack (:class:`DestroyStack`), the team's first (deploy.toml's order reversed);
+    ``own_until``: how many are the team's."""
+
+    heading: ClassVar[str] = "side by side, each once the stacks that import from it are gone"
+    own_until: int = 0
+
+    def needs(self, ctx: Context | None = None) -> Mapping[int, Iterable[int]]:
+        fallback = {i: range(min(i, self.own_until)) for i in range(1, len(self.steps))}
+        names = [step.stack if isinstance(step, DestroyStack) else "" for step in self.steps]
+        if ctx is None:
+            return fallback
+        cfn = ctx.aws.client("cloudformation")
+        try:  # one after the other: a few calls, before deletions of minutes each
+            used = {name: exports.imported_from(cfn, name) for name in names if name}
+        except ClientError as exc:
+            if error_code(exc) not in DENIED:
+                raise
+            ctx.reporter.line(f"⚠️  which stacks import from which may not be read ({error_code(exc)}): the stacks "
+                              "of the team's own go one at a time")  # fmt: skip
+            return fallback
+        place = {name: index for index, name in enumerate(names)}
+        # an importer listed before its exporter only (a stack of the team's imports from stacks before it in
+        # deploy.toml, a platform stack from none of the team's): no step can wait for one that waits for it
+        return {
+            i: sorted(
+                {place[user] for users in used.get(name, {}).values() for user in users if place.get(user, i) < i}
+            )
+            for i, name in enumerate(names)
+        }
 
 
 def artifacts_bucket(ctx: Context, registry_stack: str) -> str:

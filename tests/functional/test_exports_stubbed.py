@@ -20,7 +20,7 @@ from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.exports import Kept, importers_of, keep_imported, refuse_replacing_imported
 from deploykit.plan import Context
-from deploykit.stack_chain import DeployStack, DestroyStack
+from deploykit.stack_chain import DeployStack, DestroyStack, StacksByImports
 from deploykit.stacks import Change
 from tests.functional.conftest import new_session
 
@@ -314,4 +314,38 @@ def test_a_stack_deleted_alone_is_refused_while_another_imports_its_export_and_g
     assert said == [
         f"⚠️  the imports of {DATA}'s exports may not be read (AccessDenied): CloudFormation refuses its deletion if "
         "one is in use"
+    ]
+
+
+def test_stacks_destroyed_together_wait_only_for_the_stacks_importing_from_them(dev_env: EnvConfig) -> None:
+    """inv destroy: the team's stacks and the platform's last ones go side by side, each once the stacks importing one
+    of its exports are gone (as they are: DescribeStacks, ListImports); imports that may not be read: as before, the
+    team's one at a time, then the platform's (said)."""
+    search, notify, fargate, api = "CarRentalSearchStack", "CarRentalNotificationsStack", FARGATE, "CarRentalApiStack"
+    group = StacksByImports(tuple(DestroyStack(name) for name in (search, notify, fargate, api)), own_until=2)
+    cfn, stub = stubbed()
+    stub.add_response("describe_stacks", described(), {"StackName": search})
+    stub.add_response("describe_stacks", described(("QueueUrl", "Notify:QueueUrl")), {"StackName": notify})
+    stub.add_response("list_imports", {"Imports": [search]}, {"ExportName": "Notify:QueueUrl"})
+    stub.add_response("describe_stacks", described(), {"StackName": fargate})
+    stub.add_response("describe_stacks", described(("ApiUrl", "Api:Url"), ("ApiId", "Api:Id")), {"StackName": api})
+    stub.add_response("list_imports", {"Imports": [search, "SomeoneElsesStack"]}, {"ExportName": "Api:Url"})
+    not_imported(stub, "Api:Id")
+    aws = Mock(spec=AwsFactory, client=Mock(return_value=cfn))
+    with stub:
+        needs = group.needs(Mock(spec=Context, env=dev_env, aws=aws))
+    stub.assert_no_pending_responses()
+    assert {i: list(n) for i, n in needs.items()} == {0: [], 1: [0], 2: [], 3: [0]}
+    cfn, stub = stubbed()
+    stub.add_response("describe_stacks", described(("QueueUrl", "Notify:QueueUrl")), {"StackName": search})
+    stub.add_client_error("list_imports", service_error_code="AccessDenied", service_message="not allowed")
+    said: list[str] = []
+    ctx = Mock(spec=Context, env=dev_env, aws=Mock(spec=AwsFactory, client=Mock(return_value=cfn)))
+    ctx.reporter = Mock(line=said.append)
+    with stub:
+        needs = group.needs(ctx)
+    assert {i: list(n) for i, n in needs.items()} == {1: [0], 2: [0, 1], 3: [0, 1]}
+    assert said == [
+        "⚠️  which stacks import from which may not be read (AccessDenied): the stacks of the team's own go one at a "
+        "time"
     ]

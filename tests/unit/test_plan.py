@@ -208,7 +208,7 @@ class Waiting(Parallel):
 
     after: tuple[tuple[int, ...], ...] = ()
 
-    def needs(self) -> dict[int, tuple[int, ...]]:
+    def needs(self, ctx: Context | None = None) -> dict[int, tuple[int, ...]]:
         return dict(enumerate(self.after))
 
 
