@@ -1909,3 +1909,20 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     assert "⚠️  stack:audit is in sandbox's live record (deployed at " in out, out
     assert "(next: name it again in every environment's [environments.NAME.stacks]" in out
     assert "then inv destroy --stack audit --env sandbox deletes it" in out
+
+    # inv destroy: alerts, fargate and api go at once (nothing imports from them), notifications once alerts is gone
+    ids = {name: cfn.describe_stacks(StackName=name)["Stacks"][0]["StackId"] for name in ("CarRentalAlertsStack",
+           "CarRentalNotificationsStack")}  # fmt: skip  # a deleted stack's events are read by its id
+    report = commands.destroy(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    [group] = [r for r in report.records if r.step == "parallel" and len(r.children) == 4]
+    assert [(c.detail.split(" ")[0], c.status) for c in group.children] == [
+        ("CarRentalAlertsStack", "done"),
+        ("CarRentalNotificationsStack", "done"),
+        ("CarRentalFargateStack", "done"),
+        ("CarRentalApiStack", "done"),
+    ]
+    gone = next(t for t, logical, status in events(ids["CarRentalAlertsStack"]) if status == "DELETE_COMPLETE"
+                and logical == "CarRentalAlertsStack")  # fmt: skip
+    deleting = [t for t, _, status in events(ids["CarRentalNotificationsStack"]) if status == "DELETE_IN_PROGRESS"]
+    assert deleting and min(deleting) >= gone  # it waited: alerts imported its queue's URL
