@@ -1092,7 +1092,8 @@ deploy.add_task(deploy_full)
 @task(
     help={
         "include-data": "also delete the stacks holding data (registry, data, auth)",
-        "stack": "only this stack of the team's own, by its role (notifications), before it leaves the app",
+        "stack": "only these stacks of the team's own, by role, commas between (notifications,alerts), before they "
+        "leave the app",
         "yes": "do not ask for confirmation (for scripts)",
         **{k: v for k, v in COMMON_HELP.items() if k != "allow-dirty"},
     }
@@ -1117,7 +1118,7 @@ def destroy(
             )
         what = "every stack" if include_data else "the stacks without data"
         if stack is not None:
-            what = f"the stack {stack}" + (" and the data it kept" if include_data else "")
+            what = f"the stack(s) {stack}" + (" and the data they kept" if include_data else "")
         answer = input(f"Delete {what} of {environment.name!r}? Type the environment's name to confirm: ")
         if answer.strip() != environment.name:
             print("Nothing deleted.", file=sys.stderr)

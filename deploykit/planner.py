@@ -457,23 +457,29 @@ def image_beside(head: Sequence[Step], image: Sequence[Step]) -> tuple[list[Step
     return [beside], [_in_order("image", remote)] if remote else []
 
 
-def destroy_one_plan(env: EnvConfig, role: str, *, include_data: bool) -> Plan:
-    """One stack of the team's own deleted (``inv destroy --stack ROLE``), with what it kept on deletion when
-    ``include_data``: taken out of the environment before it is taken out of the app. The platform's five go together
-    (:func:`destroy_plan`): each of the later ones imports from the earlier."""
+def destroy_one_plan(env: EnvConfig, stack: str, *, include_data: bool) -> Plan:
+    """Stacks of the team's own deleted without the rest (``inv destroy --stack ROLE[,ROLE...]``), with what they kept
+    on deletion when ``include_data``: taken out of the environment before they are taken out of the app. Several go
+    side by side, each once those of them importing from it are gone (:class:`StacksByImports`). The platform's five
+    go together (:func:`destroy_plan`): each of the later ones imports from the earlier."""
     own = dict(env.stacks.own)
-    if role not in own:
-        roles = ", ".join(own) or "none in deploy.toml"
-        platform = role in STACK_DEPENDENCIES
-        raise UsageError(
-            f"{role!r} is {'a stack of the platform' if platform else 'no stack role'} of environment {env.name!r}: "
-            f"--stack deletes a stack of the team's own ({roles})",
-            next_step="the platform's stacks go together: inv destroy [--include-data]"
-            if platform
-            else "name a role of [environments.NAME.stacks] besides the platform's five",
-        )
-    steps = (DestroyStack(own[role], data=include_data, alone=True),)
-    return Plan(env.name, steps, "destroy", removes=(f"stack:{role}",))
+    named = list(dict.fromkeys(role.strip() for role in stack.split(",") if role.strip()))
+    for role in named or [stack]:
+        if role not in own:
+            known = ", ".join(own) or "none in deploy.toml"
+            platform = role in STACK_DEPENDENCIES
+            raise UsageError(
+                f"{role!r} is {'a stack of the platform' if platform else 'no stack role'} of environment "
+                f"{env.name!r}: --stack deletes stacks of the team's own ({known})",
+                next_step="the platform's stacks go together: inv destroy [--include-data]"
+                if platform
+                else "name roles of [environments.NAME.stacks] besides the platform's five, by commas",
+            )
+    going = [role for role in reversed(own) if role in named]  # deploy.toml's order reversed: importers first
+    with_them = tuple(own[role] for role in going)
+    steps = [DestroyStack(own[role], data=include_data, alone=True, beside=with_them) for role in going]
+    group = StacksByImports(tuple(steps), own_until=len(steps)) if len(steps) > 1 else steps[0]
+    return Plan(env.name, (group,), "destroy", removes=tuple(f"stack:{role}" for role in going))
 
 
 def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str] = ()) -> Plan:

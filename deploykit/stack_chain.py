@@ -842,8 +842,10 @@ class DestroyStack(Step):
     name: ClassVar[str] = "destroy-stack"
     stack: str
     data: bool = False
-    # deleted alone (inv destroy --stack): refused while another stack imports one of its exports
+    # deleted without the rest (inv destroy --stack): refused while a stack imports one of its exports, unless that
+    # stack is deleted with it (``beside``, these stacks' names: inv destroy --stack ROLE,ROLE)
     alone: bool = False
+    beside: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"delete {self.stack}" + (", then the data it keeps on deletion" if self.data else "")
@@ -867,14 +869,23 @@ class DestroyStack(Step):
             ctx.reporter.line(f"⚠️  the imports of {self.stack}'s exports may not be read ({error_code(exc)}): "
                               "CloudFormation refuses its deletion if one is in use")  # fmt: skip
             return
+        used = {export: others for export, users in used.items() if (others := tuple(set(users) - set(self.beside)))}
         if used:
-            said = "; ".join(f"{export} by {', '.join(users)}" for export, users in sorted(used.items()))
+            said = "; ".join(f"{export} by {', '.join(sorted(users))}" for export, users in sorted(used.items()))
             importers = sorted({user for users in used.values() for user in users})
+            own = {name: role for role, name in ctx.env.stacks.own}
+            together = [own[name] for name in (*importers, *self.beside, self.stack) if name in own]
+            with_it = (
+                f", or delete them with it: inv destroy --stack {','.join(dict.fromkeys(together))} --env "
+                f"{ctx.env.name}"
+                if all(name in own for name in importers)
+                else ""
+            )
             raise UsageError(
                 f"{self.stack} exports what other stacks import ({said}): it cannot go while they do; nothing was "
                 "deleted",
                 next_step=f"drop their use of it in the CDK app and deploy {', '.join(importers)} first (inv "
-                "deploy.auto), or delete them first, then rerun",
+                f"deploy.auto), or delete them first{with_it}, then rerun",
             )
 
     def _refuse_protected(self, ctx: Context, done: str) -> None:

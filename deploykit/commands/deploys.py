@@ -841,7 +841,7 @@ def destroy(
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Delete the stacks in reverse order; those holding data only with include_data. Refuses protected envs.
-    ``stack``: only that stack of the team's own, by its role (planner.destroy_one_plan)."""
+    ``stack``: only those stacks of the team's own, by role, commas between (planner.destroy_one_plan)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     if environment.protected:

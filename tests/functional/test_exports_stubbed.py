@@ -6,6 +6,7 @@ other call or order, so "nothing more was read" is checked by construction."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,25 @@ def test_a_stack_deleted_alone_is_refused_while_another_imports_its_export_and_g
             else:
                 DestroyStack(DATA, alone=True).preflight(Mock(spec=Context, env=dev_env, aws=aws), ())
         stub.assert_no_pending_responses()
+    # its importer deleted with it (inv destroy --stack alerts,notifications): no refusal; another one: named, with the
+    # command that deletes both, when it is a stack of the team's own
+    own = dataclasses.replace(dev_env, stacks=dataclasses.replace(dev_env.stacks, own=(("alerts", FARGATE),
+                                                                                       ("data", DATA))))  # fmt: skip
+    for beside in ((FARGATE, DATA), (DATA,)):
+        cfn, stub = stubbed()
+        stub.add_response("describe_stacks", described((KEY, EXPORT)), {"StackName": DATA})
+        stub.add_response("list_imports", {"Imports": [FARGATE]}, {"ExportName": EXPORT})
+        aws = Mock(spec=AwsFactory, client=Mock(return_value=cfn))
+        step = DestroyStack(DATA, alone=True, beside=beside)
+        with stub:
+            if FARGATE in beside:
+                step._refuse_imported(Mock(spec=Context, env=own, aws=aws))
+            else:
+                with pytest.raises(UsageError) as refused:
+                    step._refuse_imported(Mock(spec=Context, env=own, aws=aws))
+                assert str(refused.value.next_step).endswith(
+                    f"or delete them with it: inv destroy --stack alerts,data --env {dev_env.name}, then rerun"
+                )
     # imports that may not be read: left to CloudFormation, said
     cfn, stub = stubbed()
     stub.add_response("describe_stacks", described((KEY, EXPORT)), {"StackName": DATA})

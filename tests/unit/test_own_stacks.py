@@ -164,3 +164,19 @@ def test_one_stack_of_the_teams_own_is_deleted_alone_before_it_leaves_the_app(ow
     assert refused.value.next_step == "the platform's stacks go together: inv destroy [--include-data]"
     with pytest.raises(UsageError, match=r"'nope' is no stack role .*\(notifications, search\)"):
         planner.destroy_one_plan(env, "nope", include_data=False)
+
+
+def test_several_stacks_of_the_teams_own_are_deleted_together_importers_first(own: Config) -> None:
+    env = own.environment("sandbox")
+    plan = planner.destroy_one_plan(env, "notifications, search", include_data=False)
+    [group] = plan.steps
+    assert isinstance(group, StacksByImports) and group.own_until == 2
+    both = ("CarRentalSearchStack", "CarRentalNotificationsStack")  # deploy.toml's order reversed
+    assert [(step.stack, step.alone, step.beside) for step in group.steps] == [  # type: ignore[attr-defined]
+        (both[0], True, both),
+        (both[1], True, both),
+    ]
+    assert {i: list(n) for i, n in group.needs().items()} == {1: [0]}  # until their imports are read
+    assert plan.removes == ("stack:search", "stack:notifications")
+    with pytest.raises(UsageError, match=r"'api' is a stack of the platform"):
+        planner.destroy_one_plan(env, "search,api", include_data=False)
