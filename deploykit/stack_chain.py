@@ -909,6 +909,8 @@ class DestroyStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         self._refuse_protected(ctx, f"{self.stack} was not deleted")
+        if self.alone:  # a plan of this step alone has no preflight: it checks as it starts
+            self._refuse_imported(ctx)
         kept = self._kept(ctx) if self.data else []
         result = deployer(ctx).destroy(self.stack)
         deleted = leftovers.delete(ctx.aws, kept) if kept else {}
