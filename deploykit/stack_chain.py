@@ -876,16 +876,15 @@ class DestroyStack(Step):
             own = {name: role for role, name in ctx.env.stacks.own}
             together = [own[name] for name in (*importers, *self.beside, self.stack) if name in own]
             with_it = (
-                f", or delete them with it: inv destroy --stack {','.join(dict.fromkeys(together))} --env "
-                f"{ctx.env.name}"
+                f"delete them with it: inv destroy --stack {','.join(dict.fromkeys(together))} --env {ctx.env.name}"
                 if all(name in own for name in importers)
-                else ""
+                else "delete them first, then rerun"
             )
             raise UsageError(
                 f"{self.stack} exports what other stacks import ({said}): it cannot go while they do; nothing was "
                 "deleted",
                 next_step=f"drop their use of it in the CDK app and deploy {', '.join(importers)} first (inv "
-                f"deploy.auto), or delete them first{with_it}, then rerun",
+                f"deploy.auto), then rerun; or {with_it}",
             )
 
     def _refuse_protected(self, ctx: Context, done: str) -> None:

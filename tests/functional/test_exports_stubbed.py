@@ -319,7 +319,7 @@ def test_a_stack_deleted_alone_is_refused_while_another_imports_its_export_and_g
                 with pytest.raises(UsageError) as refused:
                     step._refuse_imported(Mock(spec=Context, env=own, aws=aws))
                 assert str(refused.value.next_step).endswith(
-                    f"or delete them with it: inv destroy --stack alerts,data --env {dev_env.name}, then rerun"
+                    f"then rerun; or delete them with it: inv destroy --stack alerts,data --env {dev_env.name}"
                 )
     # imports that may not be read: left to CloudFormation, said
     cfn, stub = stubbed()

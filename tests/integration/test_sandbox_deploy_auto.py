@@ -1910,6 +1910,14 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     assert "(next: name it again in every environment's [environments.NAME.stacks]" in out
     assert "then inv destroy --stack audit --env sandbox deletes it" in out
 
+    # notifications alone: refused as it starts (alerts imports from it), naming the command that deletes both
+    with pytest.raises(UsageError) as refused:
+        commands.destroy(stack="notifications", runtime=quiet_runtime(project))
+    assert refused.value.exit_code == 2 and "by CarRentalAlertsStack): it cannot go while they do" in str(refused.value)
+    assert str(refused.value.next_step).endswith("delete them with it: inv destroy --stack alerts,notifications --env "
+                                                 "sandbox")  # fmt: skip
+    assert stacks()["CarRentalNotificationsStack"] == "CREATE_COMPLETE"
+
     # inv destroy: alerts, fargate and api go at once (nothing imports from them), notifications once alerts is gone
     ids = {name: cfn.describe_stacks(StackName=name)["Stacks"][0]["StackId"] for name in ("CarRentalAlertsStack",
            "CarRentalNotificationsStack")}  # fmt: skip  # a deleted stack's events are read by its id
