@@ -308,10 +308,12 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
     - a stack that depends on one (CDK's cross-stack references, the manifest's ``dependencies``) deployed in the same
       level or after it (:meth:`deploykit.config.Stacks.levels`), one of the two a stack of the team's own: its deploy
       could fail on an export not made yet. The platform's five among themselves are deployed in deploykit's order,
-      as before.
+      as before;
+    - a stack of the team's own whose template takes a parameter with no default (:func:`_refuse_bare_parameters`).
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
-    made = stack_dependencies(out_dir)  # the manifest, read already by the caller's read_manifest
+    assembly = _manifest_stacks(out_dir)  # the manifest, read already by the caller's read_manifest
+    made = {name: stack.needs for name, stack in assembly.items()}
     roles = {name: role for role, name in env.stacks.roles().items()}
     table = f"[{table}.stacks]"
     unnamed = [name for name in made if name not in roles]
@@ -333,12 +335,12 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
                 continue  # the platform's five among themselves: their order is deploykit's (STACK_DEPENDENCIES)
             if roles[name] in own and roles[other] in own:
                 fix = (
-                    f"list {roles[other]} before {roles[name]} in {table} of deploy.toml (the team's stacks deploy in "
-                    "its order)"
+                    f"list {roles[other]} before {roles[name]} in {table} of deploy.toml (a stack of the team's may "
+                    "depend on the stacks listed before it)"
                 )
             else:
                 fix = (
-                    f"a platform stack cannot import from a stack of the team's own, which deploys after the five: "
+                    f"a platform stack cannot import from a stack of the team's own, which deploys last: "
                     f"let {other} import from {name} instead, or keep the resource in {name}"
                 )
             raise UsageError(
@@ -348,6 +350,28 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
                 "deployed",
                 next_step=f"{fix}, then rerun",
             )
+    for name in made:
+        if roles[name] in own:
+            _refuse_bare_parameters(name, assembly[name].template)
+
+
+def _refuse_bare_parameters(stack: str, template: Path) -> None:
+    """UsageError when the template of ``stack``, one of the team's own, takes a parameter with no default: deploykit
+    gives such a stack none, and CloudFormation would refuse its change set (``Parameters: [...] must have values``),
+    after the stacks deployed before it in the run."""
+    try:
+        parameters = json.loads(template.read_text()).get("Parameters") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # its deploy meets it, and says so
+    bare = sorted(name for name, spec in parameters.items() if isinstance(spec, dict) and "Default" not in spec)
+    if bare:
+        raise UsageError(
+            f"{stack}, a stack of the team's own, takes the parameter{'s' if len(bare) > 1 else ''} "
+            f"{', '.join(bare)} with no default, and deploykit gives such a stack no parameter: CloudFormation would "
+            "refuse its change set; nothing was deployed",
+            next_step="give each a default (CfnParameter(..., default=...)), or give the stack the value in the app "
+            "(a setting of cdk/stacks/common/settings.py, or a cross-stack reference), then rerun",
+        )
 
 
 def own_role_of(stack: str, names: Sequence[str]) -> str:

