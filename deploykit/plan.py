@@ -419,8 +419,9 @@ class Parallel(Step):
 
     def needs(self, ctx: Context | None = None) -> Mapping[int, Iterable[int]]:
         """Which of the group's steps (by place) each one waits for: it starts once they have all finished, and not
-        at all when one of them failed or was not run. None here: the group's steps are independent. ``ctx``: the
-        run's, to read what is live with; None for an estimate (no call is made then)."""
+        at all when one of them failed or was not run, or when any step of the group failed meanwhile (as the CDK
+        CLI's concurrent deploys stop starting stacks). None here: the group's steps are independent, and all start
+        at once. ``ctx``: the run's, to read what is live with; None for an estimate (no call is made then)."""
         return {}
 
     def interrupted(self) -> str:
@@ -437,6 +438,7 @@ class Parallel(Step):
         ended: dict[int, tuple[Outcome | BaseException, float]] = {}  # by the step's place; none: it never started
         needs = {index: tuple(needed) for index, needed in self.needs(ctx).items()}
         settled = [threading.Event() for _ in self.steps]  # set once the step has ended, or will never start
+        failed = threading.Event()  # a step of the group failed: one still waiting for others is not started
 
         def timed(index: int, step: Step) -> None:
             try:
@@ -444,6 +446,8 @@ class Parallel(Step):
                     settled[needed].wait()
                 if ctx.stop.is_set():  # interrupted before its turn came (Ctrl-C as the group started): not started
                     return
+                if needs.get(index) and failed.is_set():
+                    return  # it waited, and meanwhile a step of the group failed: the run stops starting steps
                 if any(not isinstance(ended.get(needed, (None,))[0], Outcome) for needed in needs.get(index, ())):
                     return  # what it waited for failed, or never started: not started either
                 t0 = ctx.clock.monotonic()
@@ -451,6 +455,7 @@ class Parallel(Step):
                     ended[index] = step.run(ctx), ctx.clock.monotonic() - t0
                 except BaseException as exc:  # reported below, once every sibling has ended (an interrupt's stop too)
                     ended[index] = exc, ctx.clock.monotonic() - t0
+                    failed.set()
             finally:
                 settled[index].set()
 

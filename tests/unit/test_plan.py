@@ -7,6 +7,7 @@ import io
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -246,6 +247,37 @@ def test_a_step_whose_needed_step_failed_is_not_run_and_the_group_fails_with_tha
     assert isinstance(report.error, StepFailed) and report.error.message == "a broke"
     assert [c.status for c in report.records[0].children] == ["failed", "not run", "done"]
     assert log == ["c starts", "c ends"]
+
+
+def test_a_step_still_waiting_when_another_step_of_its_group_fails_is_not_started() -> None:
+    """b does not depend on a, but by the time c (which waits for b) could start, a has failed: the run stops
+    starting steps, as the CDK CLI's concurrent deploys do; b, already running, ends."""
+    log: list[str] = []
+    a_failed = threading.Event()
+
+    @dataclass(frozen=True)
+    class Fails(Step):
+        name: ClassVar[str] = "fails"
+
+        def describe(self) -> str:
+            return "a"
+
+        def run(self, ctx: Context) -> Outcome:
+            a_failed.set()
+            raise StepFailed("a broke")
+
+    @dataclass(frozen=True)
+    class AfterA(Logged):
+        def run(self, ctx: Context) -> Outcome:
+            assert a_failed.wait(5)
+            time.sleep(0.05)  # a's failure is recorded as it raises
+            return super().run(ctx)
+
+    group = Waiting((Fails(), AfterA("b", log), Logged("c", log)), after=((), (), (1,)))
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("x", (group,)))
+    assert isinstance(report.error, StepFailed) and report.error.message == "a broke"
+    assert [c.status for c in report.records[0].children] == ["failed", "done", "not run"]
+    assert log == ["b starts", "b ends"]
 
 
 @dataclass(frozen=True)
