@@ -495,8 +495,7 @@ def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str
         gone += members
         group = [DestroyStack(roles[r], data=r in DATA_STACKS) for r in members]
         if index == 0 and team:  # the team's first, with the platform's last: each once its importers are gone
-            group = [*team, *group]
-            steps.append(StacksByImports(tuple(group), own_until=len(team)) if len(group) > 1 else group[0])
+            steps.append(StacksByImports((*team, *group), own_until=len(team)))
         elif group:
             steps.append(_group(group))
     return Plan(env.name, tuple(steps), "destroy", removes=tuple(c for c in components if host_stack(c) in gone))

@@ -312,8 +312,7 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
     - a stack of the team's own whose template takes a parameter with no default (:func:`_refuse_bare_parameters`).
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
-    assembly = _manifest_stacks(out_dir)  # the manifest, read already by the caller's read_manifest
-    made = {name: stack.needs for name, stack in assembly.items()}
+    made = _manifest_stacks(out_dir)  # the manifest, read already by the caller's read_manifest
     roles = {name: role for role, name in env.stacks.roles().items()}
     table = f"[{table}.stacks]"
     unnamed = [name for name in made if name not in roles]
@@ -329,8 +328,8 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
         )
     level = {role: index for index, members in enumerate(env.stacks.levels()) for role in members}
     own = dict(env.stacks.own)
-    for name, needs in made.items():
-        for other in needs:
+    for name, stack in made.items():
+        for other in stack.needs:
             if level[roles[other]] < level[roles[name]] or not {roles[name], roles[other]} & set(own):
                 continue  # the platform's five among themselves: their order is deploykit's (STACK_DEPENDENCIES)
             if roles[name] in own and roles[other] in own:
@@ -350,9 +349,9 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
                 "deployed",
                 next_step=f"{fix}, then rerun",
             )
-    for name in made:
+    for name, stack in made.items():
         if roles[name] in own:
-            _refuse_bare_parameters(name, assembly[name].template)
+            _refuse_bare_parameters(name, stack.template)
 
 
 def _refuse_bare_parameters(stack: str, template: Path) -> None:
