@@ -57,6 +57,8 @@ HANDLER = "handler.py"
 _LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
 NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
 LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
+# the key of an environment's table that names the SNS topics of its stacks' events: every stack deploys again
+NOTIFICATION_ARNS = "notification_arns"
 PLATFORM = "platform"  # the key of deploy.toml's [build] that the image and the Fargate stack's tasks follow
 KEEP_LOCAL_IMAGES = "keep_local_images"  # the key of deploy.toml's [build] for this machine's old builds: no input
 
@@ -784,13 +786,15 @@ def _build_settings(
     config: Config, classified: list[Change], base: str, head: str | None, env: str | None = None
 ) -> list[Change]:
     """``classified`` with deploy.toml counted for what its ``[build]`` table says how to build, when that differs
-    between ``base`` and ``head`` (None: the work tree): for the app, how the image is built (context, Dockerfile,
-    base image, extra CAs, platform), and the base image an environment sets for itself (``env``'s, from its table or
-    the pattern that makes it; None: any environment's); for the Fargate stack too, ``platform`` (its tasks run on
-    that architecture), and the service's size an environment sets (``desired_count``, ``task_cpu``, ``task_memory``
-    of ``env``'s table or the pattern that makes it; None: any environment's); for the API stack and every function,
-    ``lambda_architecture`` (the stack puts the functions on it, and their requirements are vendored for it: each zip
-    is made anew). The rest of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
+    between ``base`` and ``head`` (None: the work tree): for the app, how the image is built (context, Dockerfile, base
+    image, extra CAs, platform), and the base image an environment sets for itself (``env``'s, from its table or the
+    pattern that makes it; None: any environment's); for the Fargate stack too, ``platform`` (its tasks run on that
+    architecture), and the service's size an environment sets (``desired_count``, ``task_cpu``, ``task_memory`` of
+    ``env``'s table or the pattern that makes it; None: any environment's); for the API stack and every function,
+    ``lambda_architecture`` (the stack puts the functions on it, and their requirements are vendored for it: each zip is
+    made anew); for every stack, the SNS topics an environment sends their events to (``notification_arns``, of
+    ``env``'s table or the pattern that makes it). The rest of deploy.toml is the toolkit's own settings, and stays as
+    the rules classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
@@ -818,17 +822,25 @@ def _build_settings(
             return table.get(key, getattr(BuildConfig(), key))
         return {k: v for k, v in table.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES)}
 
-    def base_images(doc: dict[str, Any] | str) -> dict[str, object] | str:
-        """Each environment's own base_image (``env``'s own table, else the patterns that make it; None: every
-        one)."""
+    def per_env(doc: dict[str, Any] | str, setting: str) -> dict[str, object] | str:
+        """Each environment's own ``setting`` (base_image, notification_arns: ``env``'s own table, else the patterns
+        that make it; None: every one)."""
         tables = section(doc, "environments")
         if isinstance(tables, str):
             return tables
         return {
-            key: t.get("base_image")
+            key: t.get(setting)
             for key, t in tables.items()
             if isinstance(t, dict) and _sizes_env(key, env, old_doc, new_doc)
         }
+
+    def changed_tables(old: dict[str, object] | str, new: dict[str, object] | str) -> str:
+        """The environments' tables whose setting differs between ``old`` and ``new`` of :func:`per_env`, as
+        deploy.toml names them (``[environments.dev], [environments."dev-*"]``)."""
+        changed = [env or "*"]  # one side unreadable
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+        return ", ".join(f"[environments.{k}]" if "*" not in k else f'[environments."{k}"]' for k in changed)
 
     def sizes(doc: dict[str, Any] | str) -> dict[str, dict[str, object]] | str:
         """The service's size (desired_count, task_cpu, task_memory, each its default when unset) each environment's
@@ -844,15 +856,12 @@ def _build_settings(
 
     targets: list[tuple[Target, str]] = []  # each with the setting that made it
     platform = part(before, PLATFORM) != part(after, PLATFORM)
-    old_bases, new_bases = base_images(old_doc), base_images(new_doc)
+    old_bases, new_bases = per_env(old_doc, "base_image"), per_env(new_doc, "base_image")
     if part(before, None) != part(after, None):
         why = f"the [build] table of {name} changed: the image is built otherwise"
         targets.append((Target("app", "app", why), f"[build] {PLATFORM}" if platform else "[build]"))
     elif old_bases != new_bases:
-        changed = [env or "*"]  # one side unreadable
-        if isinstance(old_bases, dict) and isinstance(new_bases, dict):
-            changed = sorted(k for k in {*old_bases, *new_bases} if old_bases.get(k) != new_bases.get(k))
-        tables = ", ".join(f"[environments.{k}]" if "*" not in k else f'[environments."{k}"]' for k in changed)
+        tables = changed_tables(old_bases, new_bases)
         why = f"base_image of {tables} in {name} changed: the image is built on another base"
         targets.append((Target("app", "app", why), f"{tables} base_image"))
     if platform:
@@ -880,6 +889,14 @@ def _build_settings(
         setting = f"[build] {LAMBDA_ARCHITECTURE}"
         targets.append((Target("stack:api", "stack", why), setting))
         targets += [(Target(fn, "lambda", why), setting) for fn in functions]
+    old_topics, new_topics = per_env(old_doc, NOTIFICATION_ARNS), per_env(new_doc, NOTIFICATION_ARNS)
+    if isinstance(old_topics, dict) and isinstance(new_topics, dict):  # a key taken out: the stacks keep their topics
+        old_topics = {k: old_topics.get(k) for k, v in new_topics.items() if v is not None}
+        new_topics = {k: v for k, v in new_topics.items() if v is not None}
+    if old_topics != new_topics:
+        setting = f"{changed_tables(old_topics, new_topics)} {NOTIFICATION_ARNS}"
+        why = f"{setting} of {name} changed: CloudFormation sends the stacks' events to other SNS topics"
+        targets += [(Target(f"stack:{role}", "stack", why), setting) for role in config.stack_roles]
     if not targets:
         return classified
     out: list[Change] = []

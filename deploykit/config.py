@@ -574,6 +574,10 @@ class EnvConfig:
     # (done once each resource's configuration is applied; deploykit then waits for the app's service itself, and the
     # smoke checks follow). Not for a protected environment; see deploykit.stacks.
     stack_mode: str = "standard"
+    # The SNS topics CloudFormation sends every stack's events to (``cdk deploy --notification-arns``), with those a
+    # stack of the CDK app names itself (``Stack(notification_arns=...)``). Unset, and the app naming none: each
+    # stack keeps the topics it has; [] takes them off. See deploykit.stack_chain.notification_arns.
+    notification_arns: tuple[str, ...] | None = None
     # The app's service: how many tasks it runs, and each one's size on Fargate (CPU units, 1024 a vCPU; memory in
     # MiB, a combination FARGATE_SIZES takes). Unset: 1 task of 256 and 512, the CDK app's defaults. The CDK app
     # puts them in the Fargate stack (deploykit.synth.cdk_context), so a change deploys that stack.
@@ -1108,6 +1112,13 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
             "resource is ready), not express",
             next_step=f'remove stack_mode = "express" from [{table}] (express is for development environments)',
         )
+    for arn in env.notification_arns or ():
+        if not is_topic_arn(arn):
+            raise ConfigError(
+                f"{prefix}.notification_arns: {arn!r} is not the ARN of an SNS topic ({TOPIC_ARN_FORM})",
+                next_step=f'name SNS topics there, like "arn:aws:sns:{env.region}:123456789012:deploy-events", in '
+                f"[{table}] (or remove the key: each stack keeps the topics it has)",
+            )
     for key in ("wait_timeout", "connect_timeout", "read_timeout"):
         if getattr(env, key) <= 0:
             raise ConfigError(f"{prefix}.{key} must be greater than 0")
@@ -1253,6 +1264,19 @@ def _rate_problem(rate: float) -> str | None:
     if not 0 <= rate < 1:
         return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {rate:g}"
     return None
+
+
+# An SNS topic's ARN, as CloudFormation takes it for a stack's notifications (the CDK CLI checks --notification-arns
+# so too: a change set naming anything else may leave the stack in a state only its deletion ends)
+SNS_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
+
+
+def is_topic_arn(arn: object) -> bool:
+    """Whether ``arn`` is an SNS topic's ARN, as a stack's notifications take it (:data:`SNS_TOPIC_ARN`)."""
+    return isinstance(arn, str) and SNS_TOPIC_ARN.fullmatch(arn) is not None
+
+
+TOPIC_ARN_FORM = "arn:aws:sns:REGION:ACCOUNT:NAME"
 
 
 MAX_ATTEMPTS = 20  # [environments.NAME] max_attempts: botocore's retries after the first try

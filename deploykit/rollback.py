@@ -599,9 +599,10 @@ def _kept_commit(wanted: str, kept: Collection[str]) -> str | None:
 
 def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, sha: str) -> synth.Synthesis | None:
     """The template ``stack`` was deployed with from commit ``sha``, as its deploy kept it in the artifacts bucket
-    (:func:`deploykit.stack_chain.keep_template`): written as a cloud assembly of that one stack, its template and
-    its stack tags, in ``cdk.out/<env>@<sha>.kept/``. None when none was kept (a deploy before templates were
-    kept, a commit never deployed here) or the environment has no bucket: the commit's CDK app is synthesized then."""
+    (:func:`deploykit.stack_chain.keep_template`): written as a cloud assembly of that one stack, its template, its
+    stack tags and the notification topics its app named, in ``cdk.out/<env>@<sha>.kept/``. None when none was kept (a
+    deploy before templates were kept, a commit never deployed here) or the environment has no bucket: the commit's CDK
+    app is synthesized then."""
     bucket = history.find_artifacts_bucket(aws, env)
     if not bucket:
         return None
@@ -613,8 +614,10 @@ def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, s
         raise
     try:
         kept = json.loads(answer["Body"].read())
-        template, tags = kept["template"], kept.get("tags") or {}
+        template, tags, topics = kept["template"], kept.get("tags") or {}, kept.get("notification_arns")
         if kept.get("stack") != stack or not isinstance(template, dict) or not isinstance(tags, dict):
+            return None
+        if topics is not None and not isinstance(topics, list):
             return None
     except (ValueError, KeyError, TypeError, AttributeError):
         return None  # not what keep_template writes: the commit is synthesized instead
@@ -623,7 +626,9 @@ def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, s
     path = out / f"{stack}.template.json"
     path.write_text(json.dumps(template, indent=1))
     stack_tags = {str(k): str(v) for k, v in tags.items()}
-    properties = {"stackName": stack, "templateFile": path.name, "tags": stack_tags}
+    properties: dict[str, object] = {"stackName": stack, "templateFile": path.name, "tags": stack_tags}
+    if topics is not None:  # the topics its app named: a deploy of it names them again (deploy.toml's besides)
+        properties["notificationArns"] = topics
     manifest = {"artifacts": {stack: {"type": "aws:cloudformation:stack", "properties": properties}}}
     (out / synth.MANIFEST).write_text(json.dumps(manifest, indent=1))
     return synth.Synthesis(out, {stack: path}, skipped=True, seconds=0.0, stack_tags={stack: stack_tags})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -191,11 +191,18 @@ def template_url(aws: AwsFactory, env: EnvConfig, stack: str, body: str) -> str 
 
 
 def keep_template(
-    ctx: Context, registry_stack: str, stack: str, commit: str, body: str, tags: Mapping[str, str]
+    ctx: Context,
+    registry_stack: str,
+    stack: str,
+    commit: str,
+    body: str,
+    tags: Mapping[str, str],
+    notifications: Sequence[str] | None = None,
 ) -> str:
-    """Keep the template ``body`` (and the stack tags of its assembly) ``stack`` was just deployed with from
-    ``commit``, so that a rollback to that commit deploys it as it was, without synthesizing the commit's CDK app
-    with today's libraries; the key. Raises what S3 or finding the bucket raise."""
+    """Keep the template ``body`` (and the stack tags of its assembly, and the notification topics its app named,
+    ``notifications``: None when it named none) ``stack`` was just deployed with from ``commit``, so that a rollback
+    to that commit deploys it as it was, without synthesizing the commit's CDK app with today's libraries; the key.
+    Raises what S3 or finding the bucket raise."""
     kept = {
         "format": KEPT_FORMAT,
         "stack": stack,
@@ -203,6 +210,8 @@ def keep_template(
         "tags": dict(tags),
         "template": json.loads(body),
     }
+    if notifications is not None:
+        kept["notification_arns"] = list(notifications)
     key = kept_template_key(ctx.env.name, stack, commit)
     ctx.aws.client("s3").put_object(
         Bucket=artifacts_bucket(ctx, registry_stack),
@@ -211,6 +220,16 @@ def keep_template(
         ContentType="application/json",
     )
     return key
+
+
+def notification_arns(env: EnvConfig, app: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The SNS topics a stack's deploy gives CloudFormation for its events: those deploy.toml names for the
+    environment (``[environments.NAME] notification_arns``, as ``cdk deploy --notification-arns``), then those the app
+    names for the stack (``app``), each once. None when neither says: the stack keeps those it has, as the CDK CLI
+    leaves them (set by hand, or by another tool); ``()`` takes them off."""
+    if env.notification_arns is None and app is None:
+        return None
+    return tuple(dict.fromkeys((*(env.notification_arns or ()), *(app or ()))))
 
 
 IMAGE_PARAMETER = "ImageTag"  # the Fargate stack's input: the tag of the image its task definition runs
@@ -304,6 +323,8 @@ class DeployStack(Step):
         body, kept_exports = self._kept_exports(ctx, body, given)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
         app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
+        app_topics = synth.read_notification_arns(Path(self.template).parent).get(self.stack)
+        synth.check_notification_arns(self.stack, app_topics)  # a rollback's assembly is not checked at synthesis
         result = deployer(ctx).deploy(
             self.stack,
             body,
@@ -317,6 +338,7 @@ class DeployStack(Step):
             express=self.express,
             check=partial(self._replaced_imported, ctx),
             termination_protection=synth.read_termination_protection(Path(self.template).parent).get(self.stack),
+            notification_arns=notification_arns(ctx.env, app_topics),
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.express:
@@ -325,6 +347,8 @@ class DeployStack(Step):
             detail += f" ({len(result.changes)} change{'s' if len(result.changes) != 1 else ''})"
         if result.protection:
             detail += f"; termination protection {result.protection}"
+        if result.notifications:
+            detail += f"; its events go to {result.notifications}"
         again = ""  # the stack's revision of the service rolled out again (_service_runs_stack)
         if result.express and any(
             c.resource_type == "AWS::ECS::Service" and c.action != "Remove" for c in result.changes
@@ -342,7 +366,8 @@ class DeployStack(Step):
             outputs |= {
                 was_key(self.stack, k): v for k, v in result.previous_parameters.items() if given.get(k, v) != v
             }
-        kept = self._keep(ctx, body, app_tags)  # what was deployed, not the file again (a synthesis may rewrite it)
+        # what was deployed, not the file again (a synthesis may rewrite it)
+        kept = self._keep(ctx, body, app_tags, app_topics)
         kept += unchecked + "".join(f"; {export.said()}" for export in kept_exports)
         if result.action == "unchanged" and again:  # the stack's revision rolled out again: the step did something
             return Outcome("done", f"{self.stack}: no changes to the stack; {again}{kept}", outputs)
@@ -532,13 +557,13 @@ class DeployStack(Step):
         references.refuse_missing_in(found, self.stack, self.rerun)
         return references.said_unchecked(found)
 
-    def _keep(self, ctx: Context, body: str, tags: Mapping[str, str]) -> str:
+    def _keep(self, ctx: Context, body: str, tags: Mapping[str, str], topics: Sequence[str] | None) -> str:
         """Keep the template ``body`` as ``commit``'s; what the detail says when it could not be (it never fails a
         deploy that worked: a rollback to this commit then synthesizes it, as before)."""
         if not (self.commit and self.registry_stack):
             return ""
         try:
-            keep_template(ctx, self.registry_stack, self.stack, self.commit, body, tags)
+            keep_template(ctx, self.registry_stack, self.stack, self.commit, body, tags, topics)
         except (ClientError, BotoCoreError, DeployKitError, OSError, ValueError) as exc:
             message = exc.message if isinstance(exc, DeployKitError) else str(exc)
             return f"; its template was not kept for a rollback ({message})"

@@ -275,9 +275,21 @@ class StackResult:
     updated: str = ""  # when CloudFormation last changed the stack, after the deploy (:func:`updated_of`)
     express: bool = False  # applied in CloudFormation's express mode: its resources may still be getting ready
     protection: str = ""  # its termination protection turned "on" or "off" after the deploy ("": as it was)
+    # the SNS topics the deploy made it send its events to (:func:`topic_names`: "SNS topics ops, audit", "no SNS
+    # topic"); "": as they were
+    notifications: str = ""
 
 
 # -- pure logic ----------------------------------------------------------------------------------
+
+
+def topic_names(arns: Sequence[str]) -> str:
+    """SNS topic ARNs by their names, as a line says them: ``SNS topic ops``, ``SNS topics ops, audit``,
+    ``no SNS topic``."""
+    names = [arn.rpartition(":")[2] for arn in arns]
+    if not names:
+        return "no SNS topic"
+    return f"SNS topic{'s' if len(names) > 1 else ''} {', '.join(names)}"
 
 
 def parse_changes(raw: Iterable[Mapping[str, Any]]) -> list[Change]:
@@ -977,6 +989,7 @@ class StackDeployer:
         express: bool = False,
         check: Callable[[Sequence[Change]], None] | None = None,
         termination_protection: bool | None = None,
+        notification_arns: Sequence[str] | None = None,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
         (a protected environment, not approved): a change set that changes access is deleted, not executed.
@@ -988,10 +1001,12 @@ class StackDeployer:
         in CloudFormation's express mode, unless :func:`express_blocker` says why not (said). ``check``: a check of
         the changes before they are executed, whose UsageError deletes the change set (nothing changed).
         ``termination_protection``: what the stack's protection from deletion is set to once it is deployed (a change
-        set cannot), as the CDK CLI sets it from the app's ``Stack(termination_protection=...)``; None: left as is."""
+        set cannot), as the CDK CLI sets it from the app's ``Stack(termination_protection=...)``; None: left as is.
+        ``notification_arns``: the SNS topics CloudFormation sends the stack's events to from this deploy on (``()``:
+        none); None: those it has stay, as CloudFormation keeps them when a change set names none."""
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
-        change_set_type, recreated, previous = self._prepare(name)
+        change_set_type, recreated, previous, topics = self._prepare(name)
         cs_name = change_set_name(self.clock.now())
         request: dict[str, Any] = {
             "StackName": name,
@@ -1004,6 +1019,8 @@ class StackDeployer:
         }
         if tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+        if notification_arns is not None:
+            request["NotificationARNs"] = list(notification_arns)
         if express:
             blocker = express_blocker(change_set_type, template_body)
             if blocker:
@@ -1091,8 +1108,12 @@ class StackDeployer:
         mode = " in express mode: its resources may still be getting ready" if express else ""
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s{mode})")
         protection = self._protect(name, stack, termination_protection)
+        now = tuple(str(arn) for arn in stack.get("NotificationARNs") or ())
+        told = topic_names(now) if notification_arns is not None and set(now) != set(topics) else ""
+        if told:
+            self.say(f"{name}: its events go to {told} now")
         return StackResult(
-            name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack), express, protection
+            name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack), express, protection, told
         )
 
     def preview(
@@ -1190,25 +1211,26 @@ class StackDeployer:
         self.say(f"{name}: termination protection {said}, as the CDK app says")
         return said
 
-    def _prepare(self, name: str) -> tuple[str, bool, dict[str, str]]:
+    def _prepare(self, name: str) -> tuple[str, bool, dict[str, str], tuple[str, ...]]:
         """Recover the stack into a state a change set can start from: (change set type, recreated, the parameters
-        an update starts from)."""
+        an update starts from, the SNS topics it sends its events to)."""
         stack = self._wait_idle(name)
         if stack is None:
-            return "CREATE", False, {}
+            return "CREATE", False, {}, ()
         status = str(stack["StackStatus"])
+        topics = tuple(str(arn) for arn in stack.get("NotificationARNs") or ())
         if status == "REVIEW_IN_PROGRESS":
             self.say(f"{name} exists only as a change set that was never executed (REVIEW_IN_PROGRESS); creating it")
-            return "CREATE", False, {}
+            return "CREATE", False, {}, ()
         if status in FAILED_FIRST_CREATE:
             self.say(
                 f"{name} is {status}: its first create failed and nothing of it is in use; "
                 "deleting it to create it again"
             )
             self._delete(name, stack, purpose="recreate")
-            return "CREATE", True, {}
+            return "CREATE", True, {}, ()
         if status == "UPDATE_ROLLBACK_FAILED":
-            return "UPDATE", False, given_parameters(self._continue_rollback(name, stack))
+            return "UPDATE", False, given_parameters(self._continue_rollback(name, stack)), topics
         if status == "DELETE_FAILED":
             failures = self._recent_failures(stack, name)
             raise StepFailed(
@@ -1216,7 +1238,7 @@ class StackDeployer:
                 f"update it.{(chr(10) + _failure_lines(failures)) if failures else ''}",
                 next_step=f"fix what blocked the delete (above), delete it ({self._cmd('destroy')}), then rerun",
             )
-        return "UPDATE", False, given_parameters(stack)
+        return "UPDATE", False, given_parameters(stack), topics
 
     def _wait_change_set(self, name: str, change_set_id: str) -> dict[str, Any]:
         phase = self.clock.monotonic()

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from deploykit import git, lookups
 from deploykit.clock import Clock, SystemClock
-from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY
+from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY, TOPIC_ARN_FORM, is_topic_arn
 from deploykit.errors import StepFailed, UsageError
 
 if TYPE_CHECKING:
@@ -266,11 +266,19 @@ def stack_dependencies(out_dir: Path) -> dict[str, tuple[str, ...]]:
     return {name: stack.needs for name, stack in _manifest_stacks(out_dir).items()}
 
 
+def read_notification_arns(out_dir: Path) -> dict[str, tuple[str, ...] | None]:
+    """Stack name → the SNS topics the app names for its events (``Stack(notification_arns=...)``: the manifest's
+    ``properties.notificationArns``; ``()`` when it names none); None when the app does not say, as the CDK CLI
+    then leaves the stack's own topics as they are."""
+    return {name: stack.notifications for name, stack in _manifest_stacks(out_dir).items()}
+
+
 class _Stack(NamedTuple):
     template: Path
     tags: dict[str, str]
     protected: bool
     needs: tuple[str, ...]
+    notifications: tuple[str, ...] | None
 
 
 def _manifest_stacks(out_dir: Path) -> dict[str, _Stack]:
@@ -294,8 +302,10 @@ def _manifest_stacks(out_dir: Path) -> dict[str, _Stack]:
         props = artifact.get("properties") or {}
         tags = {str(k): str(v) for k, v in (props.get("tags") or {}).items()}
         needs = tuple(names[str(d)] for d in artifact.get("dependencies") or () if str(d) in names)
+        arns = props.get("notificationArns")
+        notifications = tuple(arns) if isinstance(arns, list) else None if arns is None else (arns,)
         stacks[names[artifact_id]] = _Stack(
-            out_dir / str(props["templateFile"]), tags, props.get("terminationProtection") is True, needs
+            out_dir / str(props["templateFile"]), tags, props.get("terminationProtection") is True, needs, notifications
         )
     return stacks
 
@@ -309,7 +319,8 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
       level or after it (:meth:`deploykit.config.Stacks.levels`), one of the two a stack of the team's own: its deploy
       could fail on an export not made yet. The platform's five among themselves are deployed in deploykit's order,
       as before;
-    - a stack of the team's own whose template takes a parameter with no default (:func:`_refuse_bare_parameters`).
+    - a stack of the team's own whose template takes a parameter with no default (:func:`_refuse_bare_parameters`);
+    - a stack the app sends the events of to something other than an SNS topic (:func:`check_notification_arns`).
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
     made = _manifest_stacks(out_dir)  # the manifest, read already by the caller's read_manifest
@@ -350,8 +361,21 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
                 next_step=f"{fix}, then rerun",
             )
     for name, stack in made.items():
+        check_notification_arns(name, stack.notifications)
         if roles[name] in own:
             _refuse_bare_parameters(name, stack.template)
+
+
+def check_notification_arns(stack: str, arns: Sequence[object] | None) -> None:
+    """UsageError when the app names something other than an SNS topic for ``stack``'s events: CloudFormation would
+    take the change set, and fail on it later (the CDK CLI refuses it so too)."""
+    for arn in arns or ():
+        if not is_topic_arn(arn):
+            raise UsageError(
+                f"the CDK app names {arn!r} for the events of {stack} (Stack(notification_arns=...)), which is not the "
+                f"ARN of an SNS topic ({TOPIC_ARN_FORM}); nothing was deployed",
+                next_step="name SNS topics there (or none), then rerun",
+            )
 
 
 def _refuse_bare_parameters(stack: str, template: Path) -> None:

@@ -20,10 +20,10 @@ from deploykit import (
 from deploykit.aws import AwsFactory, at_once
 from deploykit.commands.core import Runtime, aws_errors, load_plugins
 from deploykit.config import Config, EnvConfig
-from deploykit.errors import UsageError
+from deploykit.errors import StepFailed, UsageError
 from deploykit.plugins import Plugins, review_stack_changes
 from deploykit.references import Findings
-from deploykit.stack_chain import template_references, template_url
+from deploykit.stack_chain import notification_arns, template_references, template_url
 from deploykit.stacks import (
     Change,
     NoPreview,
@@ -32,6 +32,7 @@ from deploykit.stacks import (
     changes_table,
     dangerous_changes,
     given_parameters,
+    topic_names,
 )
 
 
@@ -83,9 +84,11 @@ class Exported:
     refused: str = ""
 
 
-# its changes, the stack as it is, what its task definitions name, (no resource changing) its outputs' changes, and
-# what a deploy does about the exports other stacks import
-Previewed = tuple[list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None, tuple[str, ...], Exported]
+# its changes, the stack as it is, what its task definitions name, (no resource changing) its outputs' changes, what
+# a deploy does about the exports other stacks import, and the SNS topics its events would go to ("": as they do)
+Previewed = tuple[
+    list[Change] | NoPreview | None, dict[str, Any] | None, Findings | None, tuple[str, ...], Exported, str
+]
 
 
 def stack_previewed(
@@ -103,7 +106,8 @@ def stack_previewed(
     set; None: no task definition), which a deploy checks first. ``as_given``: each of ``parameters`` the stack has
     keeps its value (the template alone). The template is previewed as a deploy sends it: with the exports it drops
     that other stacks still import kept (:func:`deploykit.exports.keep_imported`); one that cannot be kept is no
-    preview (a deploy refuses it)."""
+    preview (a deploy refuses it). The SNS topics its events would go to (:func:`topics_changed`) are read apart:
+    a change set that changes them alone changes no resource."""
     body = synth.template_body(template)
     deployer = _previewer(runtime, aws, env)
     stack = deployer.describe(name)  # its status, printed; and what the preview needs to know first
@@ -126,7 +130,7 @@ def stack_previewed(
             pass
         except UsageError as exc:
             refused = NoPreview(str(stack.get("StackStatus")), f"{exc.message} (a deploy of it is refused)")
-            return refused, stack, None, (), Exported()
+            return refused, stack, None, (), Exported(), ""
     reads: dict[str, Callable[[], Any]] = {
         "changes": lambda: deployer.preview(
             name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack
@@ -143,7 +147,23 @@ def stack_previewed(
             pass
         except UsageError as exc:
             replacing = exc.message.removesuffix(". The change set was deleted; nothing was changed")
-    return found["changes"], stack, found["references"], outputs, Exported(kept, replacing)
+    topics = topics_changed(env, template, name, stack) if stack else ""
+    return found["changes"], stack, found["references"], outputs, Exported(kept, replacing), topics
+
+
+def topics_changed(env: EnvConfig, template: Path, name: str, stack: Mapping[str, Any]) -> str:
+    """The SNS topics a deploy of ``template`` would make stack ``name`` send its events to, by name (deploy.toml's
+    and its app's: :func:`deploykit.stack_chain.notification_arns`), when they differ from ``stack``'s; "" when they
+    do not, or neither names any (the stack keeps its own). A template with no manifest beside it is judged by
+    deploy.toml's alone (the deploy reads the manifest, and says what it lacks)."""
+    try:
+        app = synth.read_notification_arns(template.parent).get(name)
+    except StepFailed:
+        app = None
+    wanted = notification_arns(env, app)
+    if wanted is None or set(wanted) == set(stack.get("NotificationARNs") or ()):
+        return ""
+    return topic_names(wanted)
 
 
 def outputs_changed(body: str, stack: Mapping[str, Any]) -> tuple[str, ...]:
@@ -181,6 +201,7 @@ def show_preview(
     named: Findings | None = None,
     outputs: tuple[str, ...] = (),
     exported: Exported = Exported(),
+    topics: str = "",
     *,
     rerun: str | None = None,
     changed: bool = True,
@@ -189,13 +210,13 @@ def show_preview(
 ) -> Preview:
     """Print a stack's preview (:func:`stack_previewed`: its changes, the stack, what its task definitions name); the
     same as JSON. ``outputs``: its outputs' changes when no resource changes (:func:`outputs_changed`). ``changed``:
-    whether the analysis counts the stack changed (an empty preview then says the change is
-    in code the template does not see). ``plugins``: the team's, whose review of the changes is said under them (what
-    a deploy of them would refuse), as what the task definitions name that does not exist is. ``exported``: what a
-    deploy does about the exports other stacks import (:class:`Exported`). ``made_before``: what
-    the stacks a deploy.auto deploys before this one could make (:func:`deploykit.references.could_make`); what is
-    missing and one of them could make is said apart, as not there yet (the deploy checks it once they are
-    deployed), not as refused."""
+    whether the analysis counts the stack changed (an empty preview then says the change is in code the template does
+    not see). ``plugins``: the team's, whose review of the changes is said under them (what a deploy of them would
+    refuse), as what the task definitions name that does not exist is. ``exported``: what a deploy does about the
+    exports other stacks import (:class:`Exported`). ``topics``: the SNS topics its events would go to
+    (:func:`topics_changed`; "": as they do). ``made_before``: what the stacks a deploy.auto deploys before this one
+    could make (:func:`deploykit.references.could_make`); what is missing and one of them could make is said apart,
+    as not there yet (the deploy checks it once they are deployed), not as refused."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     # its health, as inv health judges its status: a last update rolled back, a stack busy or stuck, and what a deploy
     # of it does first (waits, continues the rollback, creates it again)
@@ -222,6 +243,8 @@ def show_preview(
         lines.append("  would be created")
     elif not found and outputs:
         lines.append(f"  only its outputs change (no resource does): {'; '.join(outputs)}")
+    elif not found and topics:
+        lines.append(f"  no resource changes; its events would go to {topics} (a setting of the stack)")
     elif not found and not changed:
         lines.append("  nothing to change")
     elif not found:
@@ -233,6 +256,8 @@ def show_preview(
         lines.append(changes_table(found))
         if env.protected and any(c.changes_access for c in found):
             lines.append(access_note(name, env.name, rerun))
+    if topics and (found or outputs):  # else said above, or no preview
+        lines.append(f"  its events would go to {topics} (a setting of the stack)")
     lines += [
         f"  {export.said('keeps')}: CloudFormation refuses to delete an export in use (the stack's next deploy drops "
         "it once nothing imports it)"
@@ -292,6 +317,7 @@ def show_preview(
             "changes": changes,
             "no_preview": blocked.reason if blocked else None,
             "outputs": list(outputs),  # no resource changing: what changes of its outputs (+ KEY, - KEY)
+            "topics": topics or None,  # the SNS topics its events would go to, when that changes
             "kept_exports": [export.name for export in exported.kept],  # exports it drops that a deploy keeps
             "export_in_use": exported.refused or None,  # a replacement a deploy refuses: an imported export carries it
             "refused": refused,

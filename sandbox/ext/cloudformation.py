@@ -56,6 +56,10 @@ What plain moto lacks, fixed here:
   registered for Fn::ImportValue, must be unique, and one that another stack imports can be neither
   changed nor deleted ("Export X cannot be deleted as it is in use by Y"); ListImports, which moto lacks, names the
   stacks that import one (a ValidationError, as on AWS, when none does).
+- ``stack_notifications``: a change set's NotificationARNs (each an SNS topic of the sandbox, else a ValidationError)
+  are the stack's once it is executed, and a change of them alone is a change; none named, the stack keeps its own.
+  Every event of the stack and of its resources goes to those topics (moto sent the stack's own only, and failed the
+  operation on a topic deleted since).
 - ``termination_protection``: UpdateTerminationProtection, which moto lacks, sets it, and DeleteStack refuses a
   protected stack ("Stack [X] cannot be deleted while TerminationProtection is enabled"), where moto deleted it.
 - ``retain_on_delete``: DeleteStack deletes in reverse dependency order; DeletionPolicy Retain keeps the
@@ -68,10 +72,9 @@ What plain moto lacks, fixed here:
   sandbox serves plain HTTP on the loopback only; a Deny whose conditions are only about the transport
   (aws:SecureTransport, s3:TlsVersion) is not applied.
 
-Not done: nested stacks, stack policies, drift, resource import, change sets of type IMPORT, rollback
-triggers, SNS notifications of resource events, stack tags propagated to the
-resources, parallel resource operations (a stack's resources are worked one at a time; stacks run in
-parallel), Fn::Transform / macros, CancelUpdateStack.
+Not done: nested stacks, stack policies, drift, resource import, change sets of type IMPORT, rollback triggers,
+stack tags propagated to the resources, parallel resource operations (a stack's resources are worked one at a time;
+stacks run in parallel), Fn::Transform / macros, CancelUpdateStack.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ from moto.cloudformation.parsing import Export, ResourceMap, clean_json
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.cloudformation.utils import generate_changeset_id, generate_stack_id, get_stack_from_s3_url
 from moto.core.responses import ActionResult, EmptyResult
+from moto.sns.models import sns_backends
 
 from sandbox.ext.cloudformation_resources import Context, Provider, Record, ResourceError, provider_for, providers
 from sandbox.server import PartStatus
@@ -404,7 +408,7 @@ class SandboxChangeSet:
         description: str | None,
         capabilities: list[str],
         tags: list[dict[str, str]],
-        notification_arns: list[str],
+        notification_arns: list[str] | None,
         role_arn: str | None,
         deployment_config: dict[str, Any] | None = None,
     ) -> None:
@@ -420,7 +424,8 @@ class SandboxChangeSet:
         self.description = description
         self.capabilities = capabilities
         self.tags = tags
-        self.notification_arns = notification_arns
+        self.sets_topics = notification_arns is not None  # None: the stack keeps its own
+        self.notification_arns = list(notification_arns or ())
         self.role_arn = role_arn
         self.deployment_config = dict(deployment_config or {})
         self.creation_time = now()
@@ -503,6 +508,10 @@ class CloudFormationExtension:
         self.ecs = next((e for e in sandbox.extensions if isinstance(e, EcsRuntime)), None)
         self._patch_responses()
         self._patch_stack_outputs()
+        if Event.sendToSns is not _send_to_live_topics:
+            global _ORIGINAL_SEND
+            _ORIGINAL_SEND = Event.sendToSns
+            Event.sendToSns = _send_to_live_topics  # type: ignore[method-assign,assignment]
         _loopback_counts_as_tls()
 
     def _patch_stack_outputs(self) -> None:
@@ -721,11 +730,11 @@ class CloudFormationExtension:
         capabilities: list[str],
         tags: list[dict[str, str]],
         description: str | None,
-        notification_arns: list[str],
+        notification_arns: list[str] | None,
         role_arn: str | None,
         deployment_config: dict[str, Any] | None = None,
     ) -> SandboxChangeSet:
-        """change_sets_that_validate, change_set_changes, empty_change_set, express_mode."""
+        """change_sets_that_validate, change_set_changes, empty_change_set, express_mode, stack_notifications."""
         mode = (deployment_config or {}).get("Mode", "STANDARD")
         if mode not in ("STANDARD", "EXPRESS"):
             raise ValidationError(
@@ -759,6 +768,9 @@ class CloudFormationExtension:
             template = stack.template if isinstance(stack.template, str) else json.dumps(stack.template)
         if not template:
             raise ValidationError(message="Either Template URL or Template Body must be specified.")
+        for arn in notification_arns or ():
+            if arn not in sns_backends[backend.account_id][backend.region_name].topics:
+                raise ValidationError(message=f"Notification ARN {arn} is not an SNS topic of this sandbox")
         template_dict = parse_template(template)
         previous = dict(stack.parameters) if stack is not None and change_set_type == "UPDATE" else None
         values = resolve_parameters(template_dict, parameters, previous)
@@ -782,7 +794,7 @@ class CloudFormationExtension:
                 parameters={},
                 account_id=backend.account_id,
                 region_name=backend.region_name,
-                notification_arns=notification_arns,
+                notification_arns=[],  # its change set's, once executed
                 tags={t["Key"]: t["Value"] for t in tags},
                 role_arn=role_arn,
             )
@@ -803,7 +815,7 @@ class CloudFormationExtension:
             description=description,
             capabilities=list(capabilities),
             tags=list(tags),
-            notification_arns=list(notification_arns),
+            notification_arns=notification_arns,
             role_arn=role_arn,
             deployment_config=deployment_config,
         )
@@ -814,7 +826,8 @@ class CloudFormationExtension:
             old_values = with_defaults(stack.template_dict, dict(stack.parameters))
             new_values = with_defaults(template_dict, values)
             same_tags = not tags or {t["Key"]: t["Value"] for t in tags} == dict(stack.tags or {})
-            if template_dict == stack.template_dict and old_values == new_values and same_tags:
+            same_topics = notification_arns is None or set(notification_arns) == set(stack.notification_arns or ())
+            if template_dict == stack.template_dict and old_values == new_values and same_tags and same_topics:
                 change_set.fail(NO_CHANGES)
             else:
                 change_set.changes = self.plan_changes(stack, template_dict, new_values)
@@ -949,6 +962,8 @@ class CloudFormationExtension:
         stack.capabilities = change_set.capabilities  # type: ignore[attr-defined]
         if change_set.tags:
             stack.tags = {t["Key"]: t["Value"] for t in change_set.tags}
+        if change_set.sets_topics:
+            stack.notification_arns = list(change_set.notification_arns)
         state.busy = True
         if change_set.change_set_type == "CREATE":
             stack.status = "CREATE_IN_PROGRESS"
@@ -1467,6 +1482,7 @@ class CloudFormationExtension:
             else None,
         )
         stack.events.append(event)
+        event.sendToSns(stack.account_id, stack.region_name, stack.notification_arns)
         if status.endswith("_FAILED"):
             log.warning("stack %s: %s %s: %s", stack.name, record.logical_resource_id, status, reason)
 
@@ -1518,10 +1534,30 @@ def _change_set_request(response: CloudFormationResponse) -> dict[str, Any]:
         "capabilities": response._get_param("Capabilities", []) or [],
         "tags": response._get_param("Tags", []) or [],
         "description": response._get_param("Description"),
-        "notification_arns": response._get_param("NotificationARNs", []) or [],
+        "notification_arns": _notification_arns(response),
         "role_arn": response._get_param("RoleARN"),
         "deployment_config": _deployment_config(response),
     }
+
+
+_ORIGINAL_SEND: Callable[..., None] | None = None
+
+
+def _send_to_live_topics(event: Event, account_id: str, region: str, sns_topic_arns: list[str]) -> None:
+    """stack_notifications: an event goes to each of its stack's topics that still exists (moto's publish raised for
+    one deleted since, which would have failed the stack's operation; AWS just does not deliver it)."""
+    topics = sns_backends[account_id][region].topics
+    if _ORIGINAL_SEND is not None:
+        _ORIGINAL_SEND(event, account_id, region, [arn for arn in sns_topic_arns if arn in topics])
+
+
+def _notification_arns(response: CloudFormationResponse) -> list[str] | None:
+    """stack_notifications: the request's NotificationARNs; None when it names none (the stack keeps its own), []
+    when it names an empty list (botocore sends ``NotificationARNs=`` for it)."""
+    if "NotificationARNs" not in response.querystring and "NotificationARNs.member.1" not in response.querystring:
+        return None
+    given = response._get_param("NotificationARNs")
+    return [str(arn) for arn in given] if isinstance(given, list) else []
 
 
 def _deployment_config(response: CloudFormationResponse) -> dict[str, Any]:

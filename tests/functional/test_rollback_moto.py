@@ -6,6 +6,7 @@ wait-healthy (tested on its own in test_wait_healthy_scripted) is replaced by a 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -17,12 +18,12 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import auto, commands, history, lock
+from deploykit import auto, commands, history, lock, stack_chain, synth
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
-from deploykit.config import EnvConfig
+from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, Superseded, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Outcome, Plan, RunReport, StepRecord
@@ -81,14 +82,23 @@ SECOND = {**FIRST, "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}, "Alerts":
 
 
 def deploy_fargate(
-    factory: AwsFactory, env: EnvConfig, tmp_path: Path, template: dict[str, object], commit: str, image: str = C
+    factory: AwsFactory,
+    env: EnvConfig,
+    tmp_path: Path,
+    template: dict[str, object],
+    commit: str,
+    image: str = C,
+    topics: list[str] | None = None,
 ) -> Outcome:
     """Deploy ``template`` as the Fargate stack's, from ``commit`` ("": uncommitted changes), as deploy.stack does:
-    the template kept in the artifacts bucket when a commit made it."""
+    the template kept in the artifacts bucket when a commit made it. ``topics``: those its app names for its
+    events."""
     assembly = tmp_path / f"assembly-{commit or 'dirty'}"
     assembly.mkdir(parents=True)
     (assembly / "Fargate.template.json").write_text(json.dumps(template))
-    properties = {"stackName": "CarRentalFargateStack", "templateFile": "Fargate.template.json"}
+    properties: dict[str, object] = {"stackName": "CarRentalFargateStack", "templateFile": "Fargate.template.json"}
+    if topics is not None:
+        properties["notificationArns"] = topics
     artifact = {"type": "aws:cloudformation:stack", "properties": {**properties, "tags": {"project": "rental"}}}
     (assembly / "manifest.json").write_text(json.dumps({"artifacts": {"CarRentalFargateStack": artifact}}))
     step = DeployStack(
@@ -522,6 +532,28 @@ def test_a_stack_deploy_keeps_its_template_and_a_rollback_deploys_it_without_syn
     [stack] = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"]
     assert {t["Key"]: t["Value"] for t in stack["Tags"]}["project"] == "rental"
     assert not (project / "cdk.out" / f"dev@{head}").exists()  # nothing synthesized
+
+
+def test_a_stack_s_events_go_to_deploy_toml_s_topics_and_the_app_s_and_its_kept_template_keeps_the_app_s(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """The environment's topics (deploy.toml) and those the app names for the stack, each once, are the stack's; the
+    template kept for a rollback keeps the app's, so a deploy of it names them again (with deploy.toml's of then)."""
+    sns = factory.client("sns")
+    ops, team = (sns.create_topic(Name=name)["TopicArn"] for name in ("ops", "team"))
+    head = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    env = dataclasses.replace(dev_env, notification_arns=(ops, team))
+
+    outcome = deploy_fargate(factory, env, tmp_path, FIRST, head, topics=[team])
+
+    assert outcome.status == "done" and "its events go to SNS topics ops, team" in outcome.detail
+    [stack] = factory.client("cloudformation").describe_stacks(StackName="CarRentalFargateStack")["Stacks"]
+    assert stack["NotificationARNs"] == [ops, team]
+    kept = rollbacks.kept_template(load_config(project / "deploy.toml"), factory, env, "CarRentalFargateStack", head)
+    assert kept is not None
+    assert synth.read_notification_arns(kept.out_dir) == {"CarRentalFargateStack": (team,)}
+    assert stack_chain.notification_arns(dev_env, (team,)) == (team,)  # deploy.toml naming none: the app's
+    assert stack_chain.notification_arns(dev_env, None) is None  # neither: the stack keeps its own
 
 
 def test_a_stack_goes_back_to_a_commit_this_clone_lacks_when_its_template_was_kept(

@@ -111,7 +111,8 @@ class Script:
         listing = [e for e in reversed(self.history) if e["StackId"] == ref]  # newest first, as CloudFormation
         self.stub.add_response("describe_stack_events", {"StackEvents": listing}, {"StackName": ref})
 
-    def create_change_set(self, kind: str = "UPDATE", stack_id: str = STACK_ID) -> None:
+    def create_change_set(self, kind: str = "UPDATE", stack_id: str = STACK_ID, **more: Any) -> None:
+        """``more``: what else the request must hold (NotificationARNs)."""
         expected = {
             "StackName": NAME,
             "ChangeSetName": ANY,
@@ -120,6 +121,7 @@ class Script:
             "Parameters": [{"ParameterKey": "ImageTag", "ParameterValue": "abc1234"}],
             "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
             "Description": ANY,
+            **more,
         }
         self.stub.add_response("create_change_set", {"Id": CS_ID, "StackId": stack_id}, expected)
 
@@ -165,8 +167,11 @@ class Script:
         )
         self.call("delete_change_set", ChangeSetName=CS_ID)
 
-    def executed_update(self, *, final: str = "UPDATE_COMPLETE", outputs: dict[str, str] | None = None) -> None:
-        """Baseline, execute, one poll in progress, one poll terminal."""
+    def executed_update(
+        self, *, final: str = "UPDATE_COMPLETE", outputs: dict[str, str] | None = None, **described: Any
+    ) -> None:
+        """Baseline, execute, one poll in progress, one poll terminal; ``described``: more of the stack as the
+        last poll describes it."""
         self.stack("UPDATE_COMPLETE", ref=STACK_ID)
         self.events()
         self.call("execute_change_set", ChangeSetName=CS_ID)
@@ -174,7 +179,7 @@ class Script:
         self.emit("UPDATE_IN_PROGRESS", reason="User Initiated")
         self.emit("UPDATE_IN_PROGRESS", "Service", "AWS::ECS::Service")
         self.events()
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = dict(described)
         if outputs:
             extra["Outputs"] = [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]
         self.stack(final, ref=STACK_ID, **extra)
@@ -286,6 +291,35 @@ def test_the_stack_s_termination_protection_is_set_to_the_app_s_once_deployed(
 
     assert result.action == "unchanged" and result.protection == set_to
     assert any(f"termination protection {set_to}" in line for line in lines) == bool(set_to)
+
+
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:deploy-events"
+
+
+@pytest.mark.parametrize(
+    ("live", "wanted", "told"),
+    [
+        ([], None, ""),  # none named: the request names none, and the stack keeps what it has
+        ([TOPIC], None, ""),
+        ([], [TOPIC], "SNS topic deploy-events"),
+        ([TOPIC], [], "no SNS topic"),
+        ([TOPIC], [TOPIC], ""),
+    ],
+)
+def test_the_stack_s_events_go_to_the_topics_the_deploy_names_and_stay_as_they_are_when_it_names_none(
+    script: Script, clock: FakeClock, lines: list[str], live: list[str], wanted: list[str] | None, told: str
+) -> None:
+    """NotificationARNs is in the change set's request only when the deploy names topics (``[]`` takes them off; not
+    there, CloudFormation keeps the stack's own); a change of them is said once the stack is deployed."""
+    script.stack("UPDATE_COMPLETE", NotificationARNs=live)
+    script.create_change_set("UPDATE", **({"NotificationARNs": wanted} if wanted is not None else {}))
+    script.change_set("CREATE_COMPLETE", [])  # the topics alone: a change set with no resource change, executed
+    script.executed_update(NotificationARNs=live if wanted is None else wanted)
+
+    result = run(script, make(script, clock, lines), notification_arns=wanted)
+
+    assert result.action == "updated" and result.notifications == told
+    assert (f"{NAME}: its events go to {told} now" in lines) == bool(told)
 
 
 def test_a_change_set_failing_for_another_reason_is_deleted_and_reported(

@@ -102,6 +102,8 @@ class Aws:
                 "logs",
                 "iam",
                 "ssm",
+                "sns",
+                "sqs",
             )
         }
         self.cf = self.clients["cloudformation"]
@@ -967,6 +969,61 @@ def test_an_ssm_parameter_with_tags_is_made_updated_in_place_and_deleted_with_it
     wait_until(
         lambda: not ssm.get_parameters(Names=["/car-rental/partner-key"])["Parameters"], what="the parameter deleted"
     )
+
+
+def test_a_stack_sends_its_events_to_the_topics_its_change_set_names_until_one_takes_them_off(
+    deployment: Deployment,
+) -> None:
+    """stack_notifications: the change set's NotificationARNs are the stack's once executed, and every event of the
+    stack and its resources goes there; a change of them alone is a change, an empty list takes them off, a change set
+    naming none leaves them; a topic that is not there is refused."""
+    aws, sns, sqs = deployment.aws, deployment.aws.clients["sns"], deployment.aws.clients["sqs"]
+    topic = sns.create_topic(Name="deploy-events")["TopicArn"]
+    queue = sqs.create_queue(QueueName="deploy-events-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+
+    def template(value: str) -> str:
+        parameter = {"Type": "String", "Value": value}
+        return json.dumps({"Resources": {"Note": {"Type": "AWS::SSM::Parameter", "Properties": parameter}}})
+
+    def received() -> list[str]:
+        messages: list[str] = []
+        while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            messages += [m["Body"] for m in batch]
+            sqs.delete_message_batch(
+                QueueUrl=queue,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
+        return messages
+
+    def topics() -> list[str]:
+        return list(aws.cf.describe_stacks(StackName="Noted")["Stacks"][0].get("NotificationARNs", []))
+
+    assert aws.deploy("Noted", template("a"), NotificationARNs=[topic]).status == "CREATE_COMPLETE"
+    assert topics() == [topic]
+    told = [m for m in received() if "StackName='Noted'" in m]
+    assert any("LogicalResourceId='Note'" in m and "ResourceStatus='CREATE_COMPLETE'" in m for m in told)
+    assert any("LogicalResourceId='Noted'" in m and "ResourceStatus='CREATE_COMPLETE'" in m for m in told)
+
+    _, same = aws.change_set("Noted", template("a"), {}, "UPDATE", NotificationARNs=[topic])
+    assert same["StatusReason"] == NO_CHANGES
+    _, unnamed = aws.change_set("Noted", template("a"), {}, "UPDATE")
+    assert unnamed["StatusReason"] == NO_CHANGES
+    assert aws.deploy("Noted", template("b")).status == "UPDATE_COMPLETE"  # none named: the stack keeps its topic
+    assert topics() == [topic]
+    assert any("ResourceStatus='UPDATE_COMPLETE'" in m for m in received())
+
+    taken_off = aws.deploy("Noted", template("b"), NotificationARNs=[])  # the topics alone: a change
+    assert taken_off.status == "UPDATE_COMPLETE" and taken_off.change_set["Changes"] == []
+    assert topics() == []
+    assert aws.deploy("Noted", template("c")).status == "UPDATE_COMPLETE"
+    assert not [m for m in received() if "ResourceStatus='UPDATE_COMPLETE'" in m]
+
+    missing = topic.replace("deploy-events", "no-such-topic")
+    with pytest.raises(ClientError, match="no-such-topic"):
+        aws.change_set("Noted", template("d"), {}, "UPDATE", NotificationARNs=[missing])
+    aws.cf.delete_stack(StackName="Noted")
 
 
 def test_a_rollback_that_fails_is_continued_once_the_cause_is_fixed(deployment: Deployment) -> None:

@@ -1764,6 +1764,55 @@ class CarRentalAuditStack(Stack):
 '''
 
 
+def test_the_stacks_send_their_events_to_the_topics_deploy_toml_names_and_keep_them_once_it_names_none(
+    project: Path,
+) -> None:
+    """[environments.sandbox] notification_arns, committed: deploy.auto deploys every stack (a change set of the topics
+    alone), each says where its events go now, and a queue subscribed to the topic receives their events; the key
+    taken out, there is nothing to deploy and the stacks keep the topic."""
+    sns, sqs, cfn = (sandbox_client(project, name) for name in ("sns", "sqs", "cloudformation"))
+    topic = sns.create_topic(Name="deploy-events")["TopicArn"]
+    queue = sqs.create_queue(QueueName="deploy-events-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    toml = project / "deploy.toml"
+    plain = toml.read_text()
+    table = "[environments.sandbox]\n"
+    assert table in plain
+    toml.write_text(plain.replace(table, f'{table}notification_arns = ["{topic}"]\n', 1))
+    git(project, "commit", "-qam", "the stacks' events to the team's topic")
+    names = load_config(project / "deploy.toml").environment("sandbox").stacks.roles().values()
+    runtime = quiet_runtime(project)
+    commands.diff(as_json=True, runtime=runtime)
+    preview = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert {name: stack["topics"] for name, stack in preview["stacks"].items()} == dict.fromkeys(
+        names, "SNS topic deploy-events"
+    )
+    shown = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "  no resource changes; its events would go to SNS topic deploy-events (a setting of the stack)" in shown
+    assert "no CloudFormation change" not in shown, shown
+
+    report, out, _ = auto(project)
+
+    assert report is not None and report.ok, out
+    deployed = [r.detail for r in all_records(report.records) if r.step == "deploy-stack"]
+    assert sorted(detail.split(":")[0] for detail in deployed) == sorted(names), deployed
+    assert all("updated" in d and "its events go to SNS topic deploy-events" in d for d in deployed), deployed
+    assert "deploy.toml ([environments.sandbox] notification_arns changed)" in out, out
+    assert not ran(report) & {"build", "upload-lambda", "update-code"}
+    for name in names:
+        assert cfn.describe_stacks(StackName=name)["Stacks"][0]["NotificationARNs"] == [topic]
+    told = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    assert any("ResourceStatus='UPDATE_COMPLETE'" in m["Body"] for m in told), told
+
+    toml.write_text(plain)
+    git(project, "commit", "-qam", "the key taken out: the stacks keep the topic")
+    report, out, _ = auto(project)
+    assert report is None and "✅ nothing to deploy" in out, out
+    for name in names:
+        assert cfn.describe_stacks(StackName=name)["Stacks"][0]["NotificationARNs"] == [topic]
+
+
 def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alone(project: Path) -> None:
     """A stack of the team's own, added to the CDK app (its module, its StackNames field, its construction): until
     deploy.toml names it, deploy.auto refuses (exit 2, nothing deployed), where it deployed the five and never the

@@ -1249,6 +1249,14 @@ def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_
     assert later.components() == {"app"} and {c.setting for c in later.changes} == {"[build]"}
 
 
+# an environment per developer (dev-alice...), each with stacks of its own
+DEV_PATTERN = (
+    '\n[environments."dev-*"]\nregion = "eu-west-1"\ncluster = "c-{env}"\nservice = "s-{env}"\n'
+    'container = "backend"\nrepository = "r-{env}"\n'
+    '[environments."dev-*".stacks]\n' + "".join(f'{role} = "CarRental-{{env}}-{role}"\n' for role in STACK_ROLES)
+)
+
+
 def test_an_environment_s_service_size_counts_for_its_fargate_stack_there(repo: Path) -> None:
     """[environments.NAME] desired_count, task_cpu and task_memory (the Fargate stack sizes the service from them): a
     change deploys that environment's Fargate stack, said like the platform's, and nothing of another environment; a
@@ -1286,12 +1294,7 @@ def test_an_environment_s_service_size_counts_for_its_fargate_stack_there(repo: 
     assert detect(config, everything(config, later), env="sandbox").components() == set()
     assert detect(config, everything(config, later)).components() == set()
     # a pattern's size counts for the environments it makes
-    pattern = (
-        '\n[environments."dev-*"]\nregion = "eu-west-1"\ncluster = "c-{env}"\nservice = "s-{env}"\n'
-        'container = "backend"\nrepository = "r-{env}"\n'
-        '[environments."dev-*".stacks]\n' + "".join(f'{role} = "CarRental-{{env}}-{role}"\n' for role in STACK_ROLES)
-    )
-    toml.write_text(toml.read_text() + pattern)
+    toml.write_text(toml.read_text() + DEV_PATTERN)
     before = commit(repo, "dev-*: environments of their own")
     more = 'repository = "r-{env}"\ntask_memory = 1024\n'
     toml.write_text(toml.read_text().replace('repository = "r-{env}"\n', more))
@@ -1300,6 +1303,46 @@ def test_an_environment_s_service_size_counts_for_its_fargate_stack_there(repo: 
     assert (change.component, change.setting) == ("stack:fargate", '[environments."dev-*"] task_memory')
     assert detect(config, everything(config, before), env="dev").components() == set()
     assert detect(config, everything(config, before), env="sandbox").components() == set()
+
+
+def test_an_environment_s_stack_event_topics_count_for_every_stack_there(repo: Path) -> None:
+    """[environments.NAME] notification_arns (where CloudFormation sends the stacks' events, not in any template): a
+    change deploys every stack of that environment, and nothing of another; the key taken out, nothing (each stack
+    keeps the topics it has); a pattern's counts for the environments it makes."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    topic = "arn:aws:sns:eu-west-1:123456789012:deploy-events"
+    dev = "[environments.dev.stacks]"
+    toml.write_text(toml.read_text().replace(dev, f'notification_arns = ["{topic}"]\n\n{dev}'))
+    commit(repo, "dev: the stacks' events to the team's topic")
+    found = detect(config, everything(config, base), env="dev")
+    assert found.components() == {f"stack:{role}" for role in STACK_ROLES}
+    for change in found.changes:
+        assert (change.path, change.kind) == ("deploy.toml", "stack")
+        assert change.setting == "[environments.dev] notification_arns"
+        assert "CloudFormation sends the stacks' events to other SNS topics" in change.reason
+    assert detect(config, everything(config, base), env="sandbox").components() == set()  # not sandbox's
+    middle = commit(repo, "nothing")
+    toml.write_text(toml.read_text().replace(f'notification_arns = ["{topic}"]', "notification_arns = []"))
+    commit(repo, "dev: no topic")
+    assert len(detect(config, everything(config, middle), env="dev").changes) == len(STACK_ROLES)
+    said = commit(repo, "nothing")
+    toml.write_text(toml.read_text().replace("notification_arns = []\n", ""))
+    commit(repo, "dev: the key taken out")  # the stacks keep the topics they have: nothing to deploy
+    assert detect(config, everything(config, said), env="dev").components() == set()
+    toml.write_text(toml.read_text() + DEV_PATTERN)
+    before = commit(repo, "dev-*: environments of their own")
+    toml.write_text(
+        toml.read_text().replace(
+            'repository = "r-{env}"\n', f'repository = "r-{{env}}"\nnotification_arns = ["{topic}"]\n'
+        )
+    )
+    commit(repo, "dev-*: the team's topic")
+    found = detect(config, everything(config, before), env="dev-alice")
+    assert {c.setting for c in found.changes} == {'[environments."dev-*"] notification_arns'}
+    assert found.components() == {f"stack:{role}" for role in STACK_ROLES}
+    assert detect(config, everything(config, before), env="dev").components() == set()
 
 
 def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:

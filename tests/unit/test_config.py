@@ -589,3 +589,25 @@ def test_a_pattern_names_the_teams_own_stacks_too_each_with_its_placeholder() ->
 def test_two_roles_naming_one_stack_are_refused_the_teams_own_too() -> None:
     with pytest.raises(ConfigError, match=r"data and notifications both name the stack 'CarRentalDataStack'"):
         parse_config(with_own_stacks(notifications="CarRentalDataStack"), Path("deploy.toml"))
+
+
+def test_the_topics_of_an_environment_s_stack_events_are_unset_unless_set_and_each_an_sns_topic() -> None:
+    assert parse_config(raw(), Path("deploy.toml")).environments["dev"].notification_arns is None
+    data = raw()
+    topic = "arn:aws:sns:eu-west-1:123456789012:deploy-events"
+    data["environments"]["dev"]["notification_arns"] = [topic]
+    assert parse_config(data, Path("deploy.toml")).environments["dev"].notification_arns == (topic,)
+    data["environments"]["dev"]["notification_arns"] = []  # said: the stacks' topics are taken off
+    assert parse_config(data, Path("deploy.toml")).environments["dev"].notification_arns == ()
+    for wrong in ("arn:aws:sqs:eu-west-1:123456789012:deploy-events", "deploy-events", "arn:aws:sns:eu-west-1:1:x"):
+        data["environments"]["dev"]["notification_arns"] = [topic, wrong]
+        with pytest.raises(ConfigError) as err:
+            parse_config(data, Path("deploy.toml"))
+        assert err.value.message.endswith(
+            f"environments.dev.notification_arns: {wrong!r} is not the ARN of an SNS topic "
+            "(arn:aws:sns:REGION:ACCOUNT:NAME)"
+        )
+        assert "[environments.dev]" in (err.value.next_step or "")
+    data["environments"]["dev"]["notification_arns"] = topic
+    with pytest.raises(ConfigError, match="must be a list of strings"):
+        parse_config(data, Path("deploy.toml"))

@@ -60,6 +60,7 @@ class FakeApp:
         more: tuple[str, ...] = (),
         dependencies: dict[str, list[str]] | None = None,
         parameters: dict[str, dict[str, Any]] | None = None,
+        properties: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.calls: list[dict[str, Any]] = []
         self.returncode, self.stderr, self.stdout, self.write = returncode, stderr, stdout, write
@@ -69,6 +70,7 @@ class FakeApp:
         self.stacks = [*STACKS, *more]  # the stacks it makes, and what each depends on (the manifest's dependencies)
         self.dependencies = dependencies or {}
         self.parameters = parameters or {}  # stack → its template's Parameters
+        self.properties = properties or {}  # stack → more of its manifest properties (notificationArns...)
 
     def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.calls.append({"command": command, **kwargs})
@@ -83,7 +85,11 @@ class FakeApp:
                 )
                 artifacts[name] = {
                     "type": "aws:cloudformation:stack",
-                    "properties": {"templateFile": f"{name}.template.json", "tags": {"Project": "car-rental"}},
+                    "properties": {
+                        "templateFile": f"{name}.template.json",
+                        "tags": {"Project": "car-rental"},
+                        **self.properties.get(name, {}),
+                    },
                     **({"dependencies": self.dependencies[name]} if name in self.dependencies else {}),
                 }
             inline, in_file = self.metadata
@@ -480,6 +486,29 @@ def test_a_stack_that_depends_on_one_deployed_beside_or_after_it_is_refused(
     with pytest.raises(UsageError, match="depend on Queues"):
         synth.synthesize(config, turned, account=ACCOUNT, run=fine)
     assert len(fine.calls) == 1
+
+
+def test_the_topics_the_app_names_for_a_stack_s_events_are_read_and_anything_else_is_refused(
+    config: Config, dev: EnvConfig
+) -> None:
+    """``Stack(notification_arns=...)`` is the manifest's notificationArns: [] is said (the topics taken off), no key
+    is not (the stack keeps its own); an ARN that is not an SNS topic's is refused before anything is deployed."""
+    topic = "arn:aws:sns:eu-west-1:123456789012:deploy-events"
+    named = FakeApp(properties={STACKS[0]: {"notificationArns": [topic]}, STACKS[1]: {"notificationArns": []}})
+    made = synth.synthesize(config, dev, account=ACCOUNT, run=named)
+    assert synth.read_notification_arns(made.out_dir) == {
+        STACKS[0]: (topic,),
+        STACKS[1]: (),
+        **{name: None for name in STACKS[2:]},
+    }
+    wrong = FakeApp(properties={STACKS[2]: {"notificationArns": [topic, "deploy-events"]}})
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, dev, account=ACCOUNT, run=wrong, force=True)
+    assert refused.value.message == (
+        f"the CDK app names 'deploy-events' for the events of {STACKS[2]} (Stack(notification_arns=...)), which is "
+        "not the ARN of an SNS topic (arn:aws:sns:REGION:ACCOUNT:NAME); nothing was deployed"
+    )
+    assert refused.value.next_step == "name SNS topics there (or none), then rerun"
 
 
 def test_the_feature_flags_of_cdk_json_are_given_to_the_app_as_the_cdk_cli_gives_them(
