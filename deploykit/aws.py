@@ -8,6 +8,7 @@ points at moto or whose clients carry a botocore Stubber, and nothing is patched
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -312,6 +313,33 @@ def answered(exc: botocore.exceptions.BotoCoreError | botocore.exceptions.Client
     return str(exc)
 
 
+# CloudFormation's refusal of a service role it cannot take on (gone, not trusting it, not passable by the caller)
+_ROLE_REFUSED = re.compile(r"Role (?P<role>\S+) is invalid or cannot be assumed")
+
+
+def role_refused(message: str, env: str | None, configured: str | None) -> UsageError | None:
+    """A UsageError naming the way out when ``message`` is CloudFormation's refusal of a service role
+    (``Role ARN is invalid or cannot be assumed``); None for any other message. ``configured``: the environment's
+    ``cloudformation_role_arn``. Nothing was changed: CloudFormation refuses before it starts."""
+    found = _ROLE_REFUSED.search(message)
+    if not found:
+        return None
+    role, table = found["role"], f"[environments.{env}]" if env else "the environment's table"
+    if role == configured:
+        why = (
+            "the role of cloudformation_role_arn in deploy.toml: it must exist, trust cloudformation.amazonaws.com, "
+            "and the deploying credentials need iam:PassRole on it"
+        )
+        next_step = f"fix the role (or cloudformation_role_arn of {table}), then rerun"
+    else:
+        why = "the role an earlier operation gave the stack, which CloudFormation keeps using until another is given"
+        next_step = (
+            f"give it a role that works: cloudformation_role_arn in {table} of deploy.toml (every deploy and destroy "
+            "passes it), or make the old role again; then rerun"
+        )
+    return UsageError(f"CloudFormation cannot act with role {role} ({why}); nothing was changed", next_step=next_step)
+
+
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
     """Turn a botocore failure into a message that says what failed and what to run next (one deploykit already
     said in its own words is returned as it is). The next steps name the profile the session used
@@ -355,6 +383,8 @@ def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
             )
         if is_throttling(exc):
             return throttled(exc, env)
+        if code == "ValidationError" and (refused := role_refused(message, env.name, env.cloudformation_role_arn)):
+            return refused
         return StepFailed(f"AWS {operation} failed ({code}): {message}", next_step="rerun; if it persists, inv health")
     return StepFailed(f"AWS call failed: {exc}", next_step="rerun; if it persists, inv health")
 

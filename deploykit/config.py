@@ -578,6 +578,10 @@ class EnvConfig:
     # stack of the CDK app names itself (``Stack(notification_arns=...)``). Unset, and the app naming none: each
     # stack keeps the topics it has; [] takes them off. See deploykit.stack_chain.notification_arns.
     notification_arns: tuple[str, ...] | None = None
+    # The IAM role CloudFormation acts with for every stack operation (a service role, as ``cdk deploy --role-arn`` and
+    # ``sam deploy --role-arn`` give it): the deploying credentials then need only CloudFormation and iam:PassRole on
+    # it. Unset: each stack keeps the role it has (CloudFormation's rule), or acts with the deploying credentials.
+    cloudformation_role_arn: str | None = None
     # The app's service: how many tasks it runs, and each one's size on Fargate (CPU units, 1024 a vCPU; memory in
     # MiB, a combination FARGATE_SIZES takes). Unset: 1 task of 256 and 512, the CDK app's defaults. The CDK app
     # puts them in the Fargate stack (deploykit.synth.cdk_context), so a change deploys that stack.
@@ -1119,6 +1123,13 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
                 next_step=f'name SNS topics there, like "arn:aws:sns:{env.region}:123456789012:deploy-events", in '
                 f"[{table}] (or remove the key: each stack keeps the topics it has)",
             )
+    role = env.cloudformation_role_arn
+    if role is not None and not IAM_ROLE_ARN.fullmatch(role):
+        raise ConfigError(
+            f"{prefix}.cloudformation_role_arn: {role!r} is not the ARN of an IAM role "
+            "(arn:aws:iam::ACCOUNT:role/NAME)",
+            next_step=f"name the role CloudFormation acts with in [{table}], or remove the key",
+        )
     for key in ("wait_timeout", "connect_timeout", "read_timeout"):
         if getattr(env, key) <= 0:
             raise ConfigError(f"{prefix}.{key} must be greater than 0")
@@ -1269,6 +1280,10 @@ def _rate_problem(rate: float) -> str | None:
 # An SNS topic's ARN, as CloudFormation takes it for a stack's notifications (the CDK CLI checks --notification-arns
 # so too: a change set naming anything else may leave the stack in a state only its deletion ends)
 SNS_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z]{2}(-[a-z]+)+-[0-9]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
+
+
+# An IAM role's ARN (a path allowed), as CloudFormation takes a service role (RoleARN)
+IAM_ROLE_ARN = re.compile(r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 
 
 def is_topic_arn(arn: object) -> bool:

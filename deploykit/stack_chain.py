@@ -55,6 +55,7 @@ def deployer(ctx: Context) -> stacks.StackDeployer:
         timeout=ctx.env.wait_timeout * 3,
         env=ctx.env.name,
         explainers={"AWS::ECS::Service": partial(_explain_service, ctx)},
+        role_arn=ctx.env.cloudformation_role_arn,
     )
 
 

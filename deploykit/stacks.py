@@ -48,7 +48,7 @@ from typing import Any, Literal
 import botocore.exceptions
 from botocore.exceptions import ClientError
 
-from deploykit.aws import AwsFactory, is_throttling
+from deploykit.aws import AwsFactory, is_throttling, role_refused
 from deploykit.clock import Clock
 from deploykit.errors import StepFailed, UsageError
 from deploykit.output import tabulate
@@ -919,7 +919,7 @@ class StackDeployer:
 
     ``say(text)`` receives the permanent lines (change tables, events, decisions); ``status(text)`` the
     current state for a progress line. ``env`` (an environment name) is added to the commands suggested in
-    error messages.
+    error messages. ``role_arn``: the environment's ``cloudformation_role_arn``.
     """
 
     def __init__(
@@ -937,8 +937,12 @@ class StackDeployer:
         max_backoff: float = 20.0,
         change_set_poll: float | None = None,
         explainers: Mapping[str, Explainer] | None = None,
+        role_arn: str | None = None,
     ) -> None:
         self.cfn = cfn
+        # the service role CloudFormation acts with, given to every operation that changes a stack (None: the role
+        # the stack has, else the caller's credentials)
+        self.role_arn = role_arn
         self.explainers = dict(explainers or {})  # resource type → Explainer
         self.clock = clock
         self.say = say
@@ -1016,6 +1020,7 @@ class StackDeployer:
             "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             "Capabilities": list(capabilities),
             "Description": f"deploykit: {change_set_type.lower()} {name}",
+            **self._role(),
         }
         if tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -1034,6 +1039,9 @@ class StackDeployer:
         except ClientError as exc:
             if is_no_changes_error(exc):
                 return self._unchanged(name, started, None, termination_protection)
+            message = str(exc.response["Error"].get("Message", exc))
+            if error_code(exc) == "ValidationError" and (no_role := role_refused(message, self.env, self.role_arn)):
+                raise no_role from None
             if error_code(exc) in ("ValidationError", "InsufficientCapabilitiesException"):
                 raise UsageError(
                     f"CloudFormation refused the change set for {name}: {exc.response['Error'].get('Message', exc)}",
@@ -1150,6 +1158,7 @@ class StackDeployer:
             "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             "Capabilities": list(capabilities),
             "Description": f"deploykit: preview of {name} (inv diff), never executed",
+            **self._role(),
         }
         try:
             created = self._call("create_change_set", **request)
@@ -1338,10 +1347,14 @@ class StackDeployer:
                 )
             self.clock.sleep(self.poll)
 
+    def _role(self) -> dict[str, str]:
+        """RoleARN for a call that changes a stack, when the environment names a service role."""
+        return {"RoleARN": self.role_arn} if self.role_arn else {}
+
     def _delete(self, name: str, stack: Mapping[str, Any], *, purpose: str) -> None:
         stack_id = str(stack.get("StackId") or name)
         follow = self._baseline(stack_id, name)
-        self._call("delete_stack", StackName=stack_id)
+        self._call("delete_stack", StackName=stack_id, **self._role())
         final = self._follow(name, follow, "deleting")
         status = str(final.get("StackStatus", "?"))
         if status == "DELETE_COMPLETE":
@@ -1369,7 +1382,7 @@ class StackDeployer:
         self.say(f"{name} is UPDATE_ROLLBACK_FAILED: continuing the rollback (ContinueUpdateRollback) first")
         stack_id = str(stack.get("StackId") or name)
         follow = self._baseline(stack_id, name)
-        self._call("continue_update_rollback", StackName=stack_id)
+        self._call("continue_update_rollback", StackName=stack_id, **self._role())
         final = self._follow(name, follow, "rolling back")
         status = str(final.get("StackStatus", "?"))
         if status == "UPDATE_ROLLBACK_COMPLETE":

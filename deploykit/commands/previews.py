@@ -53,6 +53,7 @@ def _previewer(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> StackDeploy
         poll=env.poll_seconds,
         timeout=env.wait_timeout,
         env=env.name,
+        role_arn=env.cloudformation_role_arn,
     )
 
 

@@ -60,6 +60,10 @@ What plain moto lacks, fixed here:
   are the stack's once it is executed, and a change of them alone is a change; none named, the stack keeps its own.
   Every event of the stack and of its resources goes to those topics (moto sent the stack's own only, and failed the
   operation on a topic deleted since).
+- ``service_roles``: a change set's RoleARN, and DeleteStack's and ContinueUpdateRollback's, is the stack's from then
+  on; an operation naming none acts with the stack's. Either must be an IAM role of the sandbox that trusts
+  cloudformation.amazonaws.com, else a ValidationError with AWS's words ("Role X is invalid or cannot be assumed");
+  the sandbox does not act with it (no IAM enforcement).
 - ``termination_protection``: UpdateTerminationProtection, which moto lacks, sets it, and DeleteStack refuses a
   protected stack ("Stack [X] cannot be deleted while TerminationProtection is enabled"), where moto deleted it.
 - ``retain_on_delete``: DeleteStack deletes in reverse dependency order; DeletionPolicy Retain keeps the
@@ -95,6 +99,7 @@ from moto.cloudformation.parsing import Export, ResourceMap, clean_json
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.cloudformation.utils import generate_changeset_id, generate_stack_id, get_stack_from_s3_url
 from moto.core.responses import ActionResult, EmptyResult
+from moto.iam.models import iam_backends
 from moto.sns.models import sns_backends
 
 from sandbox.ext.cloudformation_resources import Context, Provider, Record, ResourceError, provider_for, providers
@@ -601,7 +606,9 @@ class CloudFormationExtension:
             return ActionResult({"StackId": change_set.stack_id})
 
         def delete_stack(response: CloudFormationResponse) -> EmptyResult:
-            engine.delete_stack(response.cloudformation_backend, response._get_param("StackName"))
+            engine.delete_stack(
+                response.cloudformation_backend, response._get_param("StackName"), response._get_param("RoleARN")
+            )
             return EmptyResult()
 
         def continue_update_rollback(response: CloudFormationResponse) -> EmptyResult:
@@ -609,6 +616,7 @@ class CloudFormationExtension:
                 response.cloudformation_backend,
                 response._get_param("StackName"),
                 set(response._get_param("ResourcesToSkip", []) or []),
+                response._get_param("RoleARN"),
             )
             return EmptyResult()
 
@@ -771,6 +779,9 @@ class CloudFormationExtension:
         for arn in notification_arns or ():
             if arn not in sns_backends[backend.account_id][backend.region_name].topics:
                 raise ValidationError(message=f"Notification ARN {arn} is not an SNS topic of this sandbox")
+        _check_role(
+            backend, role_arn or (stack.role_arn if stack is not None and change_set_type == "UPDATE" else None)
+        )
         template_dict = parse_template(template)
         previous = dict(stack.parameters) if stack is not None and change_set_type == "UPDATE" else None
         values = resolve_parameters(template_dict, parameters, previous)
@@ -964,6 +975,8 @@ class CloudFormationExtension:
             stack.tags = {t["Key"]: t["Value"] for t in change_set.tags}
         if change_set.sets_topics:
             stack.notification_arns = list(change_set.notification_arns)
+        if change_set.role_arn:  # the stack's from now on, as on AWS
+            stack.role_arn = change_set.role_arn
         state.busy = True
         if change_set.change_set_type == "CREATE":
             stack.status = "CREATE_IN_PROGRESS"
@@ -976,7 +989,8 @@ class CloudFormationExtension:
             work = lambda: self._update(backend, stack, change_set)  # noqa: E731
         self._start(stack, work)
 
-    def delete_stack(self, backend: CloudFormationBackend, name_or_id: str) -> None:
+    def delete_stack(self, backend: CloudFormationBackend, name_or_id: str, role_arn: str | None = None) -> None:
+        """retain_on_delete, termination_protection, service_roles."""
         stack = self.find_live_stack(backend, name_or_id)
         if stack is None:
             return  # deleting a stack that does not exist succeeds, as on AWS
@@ -989,18 +1003,22 @@ class CloudFormationExtension:
             raise ValidationError(
                 message=f"Stack [{stack.name}] cannot be deleted while TerminationProtection is enabled"
             )
+        _take_role(backend, stack, role_arn)
         state.busy = True
         stack.status = "DELETE_IN_PROGRESS"
         stack._add_stack_event("DELETE_IN_PROGRESS", resource_status_reason="User Initiated")
         self._start(stack, lambda: self._delete(backend, stack))
 
-    def continue_update_rollback(self, backend: CloudFormationBackend, name: str, skip: set[str]) -> None:
+    def continue_update_rollback(
+        self, backend: CloudFormationBackend, name: str, skip: set[str], role_arn: str | None = None
+    ) -> None:
         stack = self.live_stack(backend, name)
         state = state_of(stack)
         if stack.status != "UPDATE_ROLLBACK_FAILED" or state.rollback is None or state.busy:
             raise ValidationError(
                 message=f"Stack {stack.stack_id} is in {stack.status} state and can not continue update rollback."
             )
+        _take_role(backend, stack, role_arn)
         state.busy = True
         stack.status = "UPDATE_ROLLBACK_IN_PROGRESS"
         stack._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS", resource_status_reason="User Initiated")
@@ -1541,6 +1559,25 @@ def _change_set_request(response: CloudFormationResponse) -> dict[str, Any]:
 
 
 _ORIGINAL_SEND: Callable[..., None] | None = None
+
+
+def _check_role(backend: CloudFormationBackend, role: str | None) -> None:
+    """service_roles: a ValidationError, with AWS's words, for a role that is not one of the sandbox's IAM roles or
+    does not trust cloudformation.amazonaws.com (None: no role, the caller's credentials)."""
+    if not role:
+        return
+    roles = iam_backends[backend.account_id]["global"].roles.values()
+    found = next((r for r in roles if r.arn == role), None)
+    if found is None or "cloudformation.amazonaws.com" not in str(found.assume_role_policy_document):
+        raise ValidationError(message=f"Role {role} is invalid or cannot be assumed")
+
+
+def _take_role(backend: CloudFormationBackend, stack: Stack, role: str | None) -> None:
+    """service_roles: an operation on ``stack`` acts with ``role`` (which it keeps from then on), else with the role
+    it has; either must be one CloudFormation can take on."""
+    _check_role(backend, role or stack.role_arn)
+    if role:
+        stack.role_arn = role
 
 
 def _send_to_live_topics(event: Event, account_id: str, region: str, sns_topic_arns: list[str]) -> None:

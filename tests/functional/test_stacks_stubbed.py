@@ -917,6 +917,57 @@ def test_destroy_follows_the_delete(script: Script, clock: FakeClock, lines: lis
     ]
 
 
+ROLE = "arn:aws:iam::123456789012:role/cfn-exec"
+
+
+def test_the_environment_s_service_role_is_given_to_the_change_set_and_the_delete(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """RoleARN in every call that changes the stack when the environment names a role (the Stubber checks each
+    request's parameters)."""
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE", RoleARN=ROLE)
+    script.change_set("CREATE_COMPLETE", [change("Service", "AWS::ECS::Service", "Modify", "False")])
+    script.executed_update()
+    deployer = make(script, clock, lines, role_arn=ROLE)
+    assert run(script, deployer).action == "updated"
+
+    script.stack("UPDATE_COMPLETE")
+    script.stack("UPDATE_COMPLETE", ref=STACK_ID)
+    script.events()
+    script.call("delete_stack", StackName=STACK_ID, RoleARN=ROLE)
+    script.stack("DELETE_COMPLETE", ref=STACK_ID)
+    script.emit("DELETE_COMPLETE")
+    script.events()
+    with script.stub:
+        assert deployer.destroy(NAME).action == "deleted"
+        script.stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("configured", [ROLE, None])
+def test_a_role_cloudformation_cannot_act_with_is_refused_naming_the_way_out(
+    script: Script, clock: FakeClock, lines: list[str], configured: str | None
+) -> None:
+    """deploy.toml's role, or the one the stack kept from an earlier operation (none named): CloudFormation refuses
+    the change set before it starts (exit 2, nothing changed), and the next step says which to fix."""
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error(
+        "create_change_set", "ValidationError", f"Role {ROLE} is invalid or cannot be assumed", 400
+    )
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines, role_arn=configured))
+    assert err.value.message.startswith(f"CloudFormation cannot act with role {ROLE} (")
+    assert err.value.message.endswith("; nothing was changed") and err.value.exit_code == 2
+    kept = "the role an earlier operation gave the stack" in err.value.message
+    assert kept == (configured is None)
+    fix = (
+        "cloudformation_role_arn of [environments.dev]"
+        if configured
+        else "cloudformation_role_arn in [environments.dev]"
+    )
+    assert fix in (err.value.next_step or "")
+
+
 def test_destroy_of_a_missing_stack_is_absent(script: Script, clock: FakeClock, lines: list[str]) -> None:
     script.no_stack()
     with script.stub:

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -1024,6 +1025,51 @@ def test_a_stack_sends_its_events_to_the_topics_its_change_set_names_until_one_t
     with pytest.raises(ClientError, match="no-such-topic"):
         aws.change_set("Noted", template("d"), {}, "UPDATE", NotificationARNs=[missing])
     aws.cf.delete_stack(StackName="Noted")
+
+
+def test_a_stack_acts_with_the_service_role_an_operation_names_and_keeps_it_for_the_next(
+    deployment: Deployment,
+) -> None:
+    """service_roles: a role that is not there, or does not trust CloudFormation, is refused with AWS's words; one a
+    change set names is the stack's, used by the operations naming none; once it is gone they are refused, and a
+    delete naming another role works."""
+    aws, iam = deployment.aws, deployment.aws.clients["iam"]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "cloudformation.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+
+    def role(name: str, service: str = "cloudformation") -> str:
+        policy = json.dumps(trust).replace("cloudformation.amazonaws.com", f"{service}.amazonaws.com")
+        return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=policy)["Role"]["Arn"])
+
+    def template(value: str) -> str:
+        parameter = {"Type": "String", "Value": value}
+        return json.dumps({"Resources": {"Note": {"Type": "AWS::SSM::Parameter", "Properties": parameter}}})
+
+    deployer, ec2 = role("cfn-deployer"), role("ec2-only", "ec2")
+    for wrong in (ec2, deployer.replace("cfn-deployer", "no-such-role")):
+        with pytest.raises(ClientError, match=f"Role {re.escape(wrong)} is invalid or cannot be assumed"):
+            aws.change_set("Roled", template("a"), {}, "CREATE", RoleARN=wrong)
+    assert aws.deploy("Roled", template("a"), RoleARN=deployer).status == "CREATE_COMPLETE"
+    assert aws.cf.describe_stacks(StackName="Roled")["Stacks"][0]["RoleARN"] == deployer
+    assert aws.deploy("Roled", template("b")).status == "UPDATE_COMPLETE"  # none named: the stack's own
+    iam.delete_role(RoleName="cfn-deployer")
+    with pytest.raises(ClientError, match=f"Role {re.escape(deployer)} is invalid or cannot be assumed"):
+        aws.change_set("Roled", template("c"), {}, "UPDATE")
+    with pytest.raises(ClientError, match=f"Role {re.escape(deployer)} is invalid or cannot be assumed"):
+        aws.cf.delete_stack(StackName="Roled")
+    aws.cf.delete_stack(StackName="Roled", RoleARN=role("cfn-deployer-2"))
+
+    def gone() -> bool:
+        try:
+            return bool(aws.cf.describe_stacks(StackName="Roled")["Stacks"][0]["StackStatus"] == "DELETE_COMPLETE")
+        except ClientError:  # no such stack any more
+            return True
+
+    wait_until(gone, what="the stack deleted with the role the delete named")
 
 
 def test_a_rollback_that_fails_is_continued_once_the_cause_is_fixed(deployment: Deployment) -> None:

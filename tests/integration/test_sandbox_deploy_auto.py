@@ -1764,6 +1764,57 @@ class CarRentalAuditStack(Stack):
 '''
 
 
+def test_a_stack_deploys_with_the_service_role_deploy_toml_names_and_one_cloudformation_cannot_take_is_refused(
+    project: Path,
+) -> None:
+    """[environments.sandbox] cloudformation_role_arn: its change deploys nothing; a stack change then goes through
+    a change set naming the role, refused (exit 2, nothing changed) while the role does not trust CloudFormation,
+    and the stack's once it does."""
+    iam, cfn = sandbox_client(project, "iam"), sandbox_client(project, "cloudformation")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "SERVICE"}, "Action": "sts:AssumeRole"}],
+    }
+
+    def role(name: str, service: str) -> str:
+        policy = json.dumps(trust).replace("SERVICE", service)
+        return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=policy)["Role"]["Arn"])
+
+    untrusting, cfn_exec = role("ec2-only", "ec2.amazonaws.com"), role("cfn-exec", "cloudformation.amazonaws.com")
+    toml, table = project / "deploy.toml", "[environments.sandbox]\n"
+    plain = toml.read_text()
+
+    def with_role(arn: str) -> None:
+        toml.write_text(plain.replace(table, f'{table}cloudformation_role_arn = "{arn}"\n', 1))
+        git(project, "commit", "-qam", f"the stacks' service role: {arn}")
+
+    with_role(untrusting)
+    report, out, _ = auto(project)
+    assert report is None and "✅ nothing to deploy" in out, out  # each stack takes it at its next deploy
+    source = project / "cdk" / "stacks" / "fargate_stack.py"
+    grace = re.search(r"HEALTH_CHECK_GRACE_PERIOD = Duration.seconds\((\d+)\)", source.read_text())
+    assert grace is not None
+    source.write_text(
+        source.read_text().replace(grace[0], f"HEALTH_CHECK_GRACE_PERIOD = Duration.seconds({int(grace[1]) + 1})")
+    )
+    git(project, "commit", "-qam", "fargate: a second more of grace")
+    before = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]
+    with pytest.raises(UsageError) as refused:
+        auto(project)
+    assert refused.value.exit_code == 2
+    assert refused.value.message.startswith(f"CloudFormation cannot act with role {untrusting} (the role of ")
+    assert "cloudformation_role_arn of [environments.sandbox]" in (refused.value.next_step or "")
+    after = cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]
+    assert after.get("LastUpdatedTime") == before.get("LastUpdatedTime") and "RoleARN" not in after
+
+    with_role(cfn_exec)
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    assert cfn.describe_stacks(StackName="CarRentalFargateStack")["Stacks"][0]["RoleARN"] == cfn_exec
+    toml.write_text(plain)  # the key taken out: the stack keeps the role, which stays there for the deploys after
+    git(project, "commit", "-qam", "no service role named")
+
+
 def test_the_stacks_send_their_events_to_the_topics_deploy_toml_names_and_keep_them_once_it_names_none(
     project: Path,
 ) -> None:

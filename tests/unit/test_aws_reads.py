@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import aws as aws_module
 from deploykit.aws import PROFILE_ENV, AwsFactory, HandedOn, Once, all_of, at_once, new_session, translate_error
+from deploykit.errors import StepFailed, UsageError
 from deploykit.testing import fake_factory, sample_env
 from tests.conftest import aws_client
 
@@ -263,3 +264,25 @@ def test_an_unretried_client_sends_a_call_once_and_waits_as_long_as_asked() -> N
     assert once.meta.config.read_timeout == 930
     assert factory.client("lambda").meta.config.retries["total_max_attempts"] == 6  # the shared one keeps its retries
     assert factory.unretried_client("lambda") is not once  # not cached: each call's own
+
+
+def test_a_role_cloudformation_cannot_act_with_says_which_role_to_fix_and_changed_nothing() -> None:
+    """A destroy's DeleteStack (or any call) refused for the stack's service role: deploy.toml's role, or the one
+    the stack kept from an earlier operation (the classic: its role deleted before the stack)."""
+    role = "arn:aws:iam::123456789012:role/cfn-exec"
+    refused = ClientError(
+        {"Error": {"Code": "ValidationError", "Message": f"Role {role} is invalid or cannot be assumed"}}, "DeleteStack"
+    )
+    kept = translate_error(refused, sample_env(name="dev"))
+    assert isinstance(kept, UsageError) and kept.exit_code == 2
+    assert kept.message == (
+        f"CloudFormation cannot act with role {role} (the role an earlier operation gave the stack, which "
+        "CloudFormation keeps using until another is given); nothing was changed"
+    )
+    assert (kept.next_step or "").startswith("give it a role that works: cloudformation_role_arn in [environments.dev]")
+    named = translate_error(refused, sample_env(name="dev", cloudformation_role_arn=role))
+    assert "the role of cloudformation_role_arn in deploy.toml: it must exist, trust cloudformation.amazonaws.com" in (
+        named.message
+    )
+    other = ClientError({"Error": {"Code": "ValidationError", "Message": "Stack [x] does not exist"}}, "DeleteStack")
+    assert isinstance(translate_error(other, sample_env(name="dev")), StepFailed)

@@ -591,23 +591,50 @@ def test_two_roles_naming_one_stack_are_refused_the_teams_own_too() -> None:
         parse_config(with_own_stacks(notifications="CarRentalDataStack"), Path("deploy.toml"))
 
 
-def test_the_topics_of_an_environment_s_stack_events_are_unset_unless_set_and_each_an_sns_topic() -> None:
-    assert parse_config(raw(), Path("deploy.toml")).environments["dev"].notification_arns is None
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:deploy-events"
+ROLE = "arn:aws:iam::123456789012:role/deploy/cfn-exec"
+
+
+@pytest.mark.parametrize(
+    ("key", "good", "read", "wrongs", "what"),
+    [
+        (
+            "notification_arns",
+            [TOPIC],
+            (TOPIC,),
+            ("arn:aws:sqs:eu-west-1:123456789012:deploy-events", "deploy-events", "arn:aws:sns:eu-west-1:1:x"),
+            "the ARN of an SNS topic (arn:aws:sns:REGION:ACCOUNT:NAME)",
+        ),
+        (
+            "cloudformation_role_arn",
+            ROLE,
+            ROLE,
+            ("cfn-exec", "arn:aws:iam::123456789012:user/cfn-exec", "arn:aws:iam::1234:role/x"),
+            "the ARN of an IAM role (arn:aws:iam::ACCOUNT:role/NAME)",
+        ),
+    ],
+)
+def test_the_stacks_event_topics_and_service_role_are_unset_unless_set_and_each_an_arn_of_its_kind(
+    key: str, good: object, read: object, wrongs: tuple[str, ...], what: str
+) -> None:
+    """[environments.NAME] notification_arns (a list of SNS topics; [] said too: the topics taken off) and
+    cloudformation_role_arn (an IAM role): None unless set, and anything else refused naming the value."""
+    assert getattr(parse_config(raw(), Path("deploy.toml")).environments["dev"], key) is None
     data = raw()
-    topic = "arn:aws:sns:eu-west-1:123456789012:deploy-events"
-    data["environments"]["dev"]["notification_arns"] = [topic]
-    assert parse_config(data, Path("deploy.toml")).environments["dev"].notification_arns == (topic,)
-    data["environments"]["dev"]["notification_arns"] = []  # said: the stacks' topics are taken off
-    assert parse_config(data, Path("deploy.toml")).environments["dev"].notification_arns == ()
-    for wrong in ("arn:aws:sqs:eu-west-1:123456789012:deploy-events", "deploy-events", "arn:aws:sns:eu-west-1:1:x"):
-        data["environments"]["dev"]["notification_arns"] = [topic, wrong]
+    data["environments"]["dev"][key] = good
+    assert getattr(parse_config(data, Path("deploy.toml")).environments["dev"], key) == read
+    for wrong in wrongs:
+        data["environments"]["dev"][key] = [TOPIC, wrong] if isinstance(good, list) else wrong
         with pytest.raises(ConfigError) as err:
             parse_config(data, Path("deploy.toml"))
-        assert err.value.message.endswith(
-            f"environments.dev.notification_arns: {wrong!r} is not the ARN of an SNS topic "
-            "(arn:aws:sns:REGION:ACCOUNT:NAME)"
-        )
+        assert err.value.message.endswith(f"environments.dev.{key}: {wrong!r} is not {what}")
         assert "[environments.dev]" in (err.value.next_step or "")
-    data["environments"]["dev"]["notification_arns"] = topic
+
+
+def test_an_empty_list_of_topics_is_said_and_one_topic_alone_is_no_list() -> None:
+    data = raw()
+    data["environments"]["dev"]["notification_arns"] = []  # said: the stacks' topics are taken off
+    assert parse_config(data, Path("deploy.toml")).environments["dev"].notification_arns == ()
+    data["environments"]["dev"]["notification_arns"] = TOPIC
     with pytest.raises(ConfigError, match="must be a list of strings"):
         parse_config(data, Path("deploy.toml"))
