@@ -838,8 +838,10 @@ def diff_json(env: EnvConfig, found: changes.ChangeSet) -> dict[str, Any]:
 
 def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
-    # the service's size (an environment's desired_count, task_cpu, task_memory): its stack alone deploys it
-    sizes = change.setting is not None and change.setting.rsplit(" ", 1)[-1] in SIZE_KEYS
+    # the service's size (an environment's desired_count, task_cpu, task_memory), the topics of the stacks' events
+    # (notification_arns): each stack alone deploys it
+    alone = (*SIZE_KEYS, changes.NOTIFICATION_ARNS)
+    sizes = change.setting is not None and change.setting.rsplit(" ", 1)[-1] in alone
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
         return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place
     if change.setting and change.setting != "[build]" and not change.setting.endswith(" base_image") and not sizes:

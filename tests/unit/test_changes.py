@@ -1322,6 +1322,9 @@ def test_an_environment_s_stack_event_topics_count_for_every_stack_there(repo: P
         assert (change.path, change.kind) == ("deploy.toml", "stack")
         assert change.setting == "[environments.dev] notification_arns"
         assert "CloudFormation sends the stacks' events to other SNS topics" in change.reason
+    assert auto.analysis_lines(found, config.environment("dev"))[0] == (
+        "🐳 Stack:    deploy.toml ([environments.dev] notification_arns changed) → inv deploy.stack CarRentalApiStack"
+    )
     assert detect(config, everything(config, base), env="sandbox").components() == set()  # not sandbox's
     middle = commit(repo, "nothing")
     toml.write_text(toml.read_text().replace(f'notification_arns = ["{topic}"]', "notification_arns = []"))
