@@ -22,6 +22,9 @@ Providers, by what moto's own CloudFormation models lacked (short names):
   logging target's bucket policy may come later in the template (as CDK orders it); AWS accepts that,
   moto refused it. ``s3_bucket_policy``: moto had no AWS::S3::BucketPolicy.
 - ``ssm_parameter``: moto's model failed on the type's map of tags, and could not update a parameter.
+- ``sqs_queue_in_place``, ``sns_topic_in_place``: moto replaced a queue, and made a topic again (its subscriptions
+  lost), for any change; as on AWS only a new name or FIFO setting replaces them now. ``sns_subscription``: moto had
+  no AWS::SNS::Subscription, so a topic's subscriber in a template received nothing.
 - ``dynamodb_table_settings``: point-in-time recovery is applied; ``ecr_repository_lifecycle``: the
   lifecycle policy is applied.
 - ``ecs_task_definition_settings``: moto registered only family, containers, volumes and memory;
@@ -1126,6 +1129,136 @@ class SsmParameter(Provider):
         )
 
 
+# == SQS and SNS ============================================================================================
+
+# what an SQS queue's attribute is when its template no longer says it: SQS's defaults, as CloudFormation puts back
+SQS_DEFAULTS = {"DelaySeconds": "0", "MessageRetentionPeriod": "345600", "ReceiveMessageWaitTimeSeconds": "0",
+                "VisibilityTimeout": "30"}  # fmt: skip
+SQS_SETTINGS = (
+    *SQS_DEFAULTS,
+    "MaximumMessageSize",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "SqsManagedSseEnabled",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+)
+
+
+class SqsQueue(MotoModel):
+    """sqs_queue_in_place: moto's model replaced the queue for any change (a new URL, its messages lost, a stack
+    importing its URL broken), and its update set two attributes only. As on AWS, a new name or FIFO setting
+    replaces it; every other setting (retention, visibility timeout, delays, sizes, encryption, redrive policies,
+    tags) changes in place, one the template no longer says going back to SQS's default."""
+
+    def __init__(self) -> None:
+        super().__init__("AWS::SQS::Queue", frozenset({"QueueName", "FifoQueue"}))
+
+    def update(self, ctx: Context, record: Record, props: dict[str, Any]) -> None:
+        backend = ctx.backend("sqs")
+        queue = record.model
+        attributes: dict[str, Any] = {key: str(props[key]) for key in SQS_SETTINGS if key in props}
+        attributes |= {key: value for key, value in SQS_DEFAULTS.items() if key not in props}
+        for key in ("RedrivePolicy", "RedriveAllowPolicy"):
+            if key in props:
+                attributes[key] = json.dumps(props[key]) if not isinstance(props[key], str) else props[key]
+            elif key in record.properties:
+                attributes[key] = ""  # taken out of the template: off
+        attributes["Policy"] = queue.policy  # moto's setter drops a policy it is not given again
+        backend.set_queue_attributes(queue.name, attributes)
+        before, after = tag_dict(record.properties.get("Tags")), tag_dict(props.get("Tags"))
+        if set(before) - set(after):
+            backend.untag_queue(queue.name, sorted(set(before) - set(after)))
+        if after:
+            backend.tag_queue(queue.name, after)
+        record.properties = props
+
+
+class SnsTopic(MotoModel):
+    """sns_topic_in_place: moto's model deleted the topic and made it again for any change, its subscriptions lost.
+    As on AWS, a new name or FIFO setting replaces it; its display name, encryption key, signature version, tracing,
+    tags and the subscriptions it lists itself change in place, the topic's other subscriptions kept."""
+
+    SETTINGS: ClassVar[tuple[str, ...]] = (
+        "DisplayName",
+        "KmsMasterKeyId",
+        "SignatureVersion",
+        "TracingConfig",
+        "ContentBasedDeduplication",
+    )
+
+    def __init__(self) -> None:
+        super().__init__("AWS::SNS::Topic", frozenset({"TopicName", "FifoTopic"}))
+
+    def update(self, ctx: Context, record: Record, props: dict[str, Any]) -> None:
+        backend, arn = ctx.backend("sns"), record.physical_resource_id
+        topic = backend.get_topic(arn)
+        for key in self.SETTINGS:
+            if props.get(key) != record.properties.get(key):
+                setattr(topic, _snake(key), props.get(key) or "")
+        listed = {(s["Protocol"], s["Endpoint"]) for s in record.properties.get("Subscription") or []}
+        wanted = {(s["Protocol"], s["Endpoint"]) for s in props.get("Subscription") or []}
+        for protocol, endpoint in sorted(wanted - listed):
+            backend.subscribe(arn, endpoint, protocol)
+        gone = listed - wanted
+        for subscription in list(backend.subscriptions.values()):
+            if subscription.topic.arn == arn and (subscription.protocol, subscription.endpoint) in gone:
+                backend.unsubscribe(subscription.arn)
+        before, after = tag_dict(record.properties.get("Tags")), tag_dict(props.get("Tags"))
+        if set(before) - set(after):
+            backend.untag_resource(arn, sorted(set(before) - set(after)))
+        if after:
+            backend.tag_resource(arn, after)
+        record.properties = props
+
+
+class SnsSubscription(Provider):
+    """sns_subscription: moto had no AWS::SNS::Subscription, so a topic's subscriber in a template (CDK's
+    ``topic.add_subscription``) received nothing. It subscribes the endpoint with its attributes (raw message
+    delivery, filter policy and its scope, redrive and delivery policies); they change in place, and a new protocol,
+    endpoint or topic replaces it. Ref answers its ARN."""
+
+    resource_type = "AWS::SNS::Subscription"
+    replace_on = frozenset({"Protocol", "Endpoint", "TopicArn", "Region"})
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = (
+        "FilterPolicyScope",  # before the policy: moto reads the scope the policy is checked against
+        "FilterPolicy",
+        "RawMessageDelivery",
+        "RedrivePolicy",
+        "DeliveryPolicy",
+    )
+
+    def create(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> Record:
+        subscription = ctx.backend("sns").subscribe(props["TopicArn"], props["Endpoint"], props["Protocol"])
+        record = Record(logical_id, self.resource_type, subscription.arn, {})
+        self.update(ctx, record, props)
+        return record
+
+    def update(self, ctx: Context, record: Record, props: dict[str, Any]) -> None:
+        backend = ctx.backend("sns")
+        for key in self.ATTRIBUTES:
+            if props.get(key) == record.properties.get(key):
+                continue
+            value = props.get(key)
+            if key == "RawMessageDelivery":  # moto delivers raw for any truthy value, the string "false" too
+                value = as_bool(value)
+            elif isinstance(value, dict | list):
+                value = json.dumps(value)
+            backend.set_subscription_attributes(record.physical_resource_id, key, "" if value is None else value)
+        record.properties = props
+
+    def delete(self, ctx: Context, record: Record) -> None:
+        backend = ctx.backend("sns")
+        if any(s.arn == record.physical_resource_id for s in backend.subscriptions.values()):
+            backend.unsubscribe(record.physical_resource_id)
+
+
+def _snake(key: str) -> str:
+    """DisplayName → display_name: the name of moto's attribute for a setting."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key).lstrip("_")
+
+
 class IamManagedPolicy(MotoModel):
     """moto's model; a document change makes a new default version, as AWS does."""
 
@@ -1700,6 +1833,7 @@ def providers() -> dict[str, Provider]:
             LoadBalancer(),
             TargetGroup(),
             SsmParameter(),
+            SnsSubscription(),
         )
     }
     for provider in (
@@ -1711,6 +1845,8 @@ def providers() -> dict[str, Provider]:
         LogGroup(),
         IamManagedPolicy(),
         IamRole(),
+        SqsQueue(),
+        SnsTopic(),
         Ec2SecurityGroup(),
         Listener(),
     ):

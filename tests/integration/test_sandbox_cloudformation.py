@@ -1072,6 +1072,68 @@ def test_a_stack_acts_with_the_service_role_an_operation_names_and_keeps_it_for_
     wait_until(gone, what="the stack deleted with the role the delete named")
 
 
+def test_a_queue_and_a_topic_change_in_place_and_a_subscription_in_the_template_delivers(
+    deployment: Deployment,
+) -> None:
+    """sqs_queue_in_place, sns_topic_in_place, sns_subscription: a topic with a queue subscribed in the template
+    delivers to it; the queue's retention and visibility timeout, the topic's display name and the subscription's raw
+    delivery change in place (the same URL and ARNs, the subscription kept, as on AWS); a new queue name replaces it."""
+    aws, sqs, sns = deployment.aws, deployment.aws.clients["sqs"], deployment.aws.clients["sns"]
+
+    def template(*, retention: int, display: str, raw: bool, name: str | None = None) -> str:
+        queue: dict[str, Any] = {"MessageRetentionPeriod": retention, "VisibilityTimeout": 30 if raw else 45}
+        if name:
+            queue["QueueName"] = name
+        return json.dumps(
+            {
+                "Resources": {
+                    "Inbox": {"Type": "AWS::SQS::Queue", "Properties": queue},
+                    "Events": {"Type": "AWS::SNS::Topic", "Properties": {"DisplayName": display}},
+                    "Feed": {
+                        "Type": "AWS::SNS::Subscription",
+                        "Properties": {
+                            "Protocol": "sqs",
+                            "TopicArn": {"Ref": "Events"},
+                            "Endpoint": {"Fn::GetAtt": ["Inbox", "Arn"]},
+                            "RawMessageDelivery": raw,
+                        },
+                    },
+                },
+                "Outputs": {"Url": {"Value": {"Ref": "Inbox"}}, "Topic": {"Value": {"Ref": "Events"}}},
+            }
+        )
+
+    def delivered(topic: str, url: str) -> list[str]:
+        sns.publish(TopicArn=topic, Message="booked")
+        return [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])]
+
+    assert aws.deploy("Fanout", template(retention=345600, display="a", raw=True)).status == "CREATE_COMPLETE"
+    first = aws.outputs("Fanout")
+    assert delivered(first["Topic"], first["Url"]) == ["booked"]
+
+    updated = aws.deploy("Fanout", template(retention=86400, display="b", raw=False))
+    assert updated.status == "UPDATE_COMPLETE"
+    assert {c["ResourceChange"]["LogicalResourceId"]: c["ResourceChange"]["Replacement"] for c in updated.change_set[
+        "Changes"]} == {"Inbox": "False", "Events": "False", "Feed": "False"}  # fmt: skip
+    assert aws.outputs("Fanout") == first
+    attributes = sqs.get_queue_attributes(QueueUrl=first["Url"], AttributeNames=["All"])["Attributes"]
+    assert (attributes["MessageRetentionPeriod"], attributes["VisibilityTimeout"]) == ("86400", "45")
+    assert sns.get_topic_attributes(TopicArn=first["Topic"])["Attributes"]["DisplayName"] == "b"
+    [body] = delivered(first["Topic"], first["Url"])
+    assert json.loads(body)["Message"] == "booked"  # an SNS envelope now: raw delivery off
+
+    renamed = aws.deploy("Fanout", template(retention=86400, display="b", raw=False, name="fanout-inbox"))
+    assert renamed.status == "UPDATE_COMPLETE"
+    inbox = [
+        c["ResourceChange"]
+        for c in renamed.change_set["Changes"]
+        if c["ResourceChange"]["LogicalResourceId"] == "Inbox"
+    ]
+    assert inbox[0]["Replacement"] == "True"
+    assert aws.outputs("Fanout")["Url"].endswith("/fanout-inbox")
+    aws.cf.delete_stack(StackName="Fanout")
+
+
 def test_a_rollback_that_fails_is_continued_once_the_cause_is_fixed(deployment: Deployment) -> None:
     """UPDATE_ROLLBACK_FAILED, then ContinueUpdateRollback (the recovery deploykit runs)."""
     aws, logs = deployment.aws, deployment.aws.clients["logs"]

@@ -1930,7 +1930,20 @@ def test_a_stack_added_to_the_app_deploys_once_deploy_toml_names_it_and_then_alo
     module = cdk / "stacks" / "notifications_stack.py"
     module.write_text(module.read_text().replace("Duration.days(4)", "Duration.days(5)"))
     git(project, "commit", "-qam", "notifications: five days")
-    # the sandbox's change set replaces the queue for it (AWS updates it in place): the data guard knows a queue
+    # the queue's retention changes in place, as on AWS: the same queue, its URL (what a stack may import) kept
+    url = endpoints(project).outputs["CarRentalNotificationsStack"]["NotificationsQueueUrl"]
+    report, out, _ = auto(project)
+    assert report is not None and report.ok, out
+    [detail] = [r.detail for r in all_records(report.records) if r.step == "deploy-stack"]
+    assert detail.startswith("CarRentalNotificationsStack: updated") and "(1 change)" in detail, detail
+    assert endpoints(project).outputs["CarRentalNotificationsStack"]["NotificationsQueueUrl"] == url
+    sqs = sandbox_client(project, "sqs")
+    kept = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["MessageRetentionPeriod"])["Attributes"]
+    assert kept["MessageRetentionPeriod"] == str(5 * 86400)
+    # a name for the queue replaces it (on AWS too): the data guard knows a queue
+    named = 'retention_period=Duration.days(5), queue_name=f"car-rental-{settings.environment}-notifications",'
+    module.write_text(module.read_text().replace("retention_period=Duration.days(5),", named))
+    git(project, "commit", "-qam", "notifications: its queue named")
     with pytest.raises(UsageError) as refused:
         auto(project)
     assert refused.value.exit_code == 2
