@@ -1043,10 +1043,16 @@ class StackDeployer:
             if error_code(exc) == "ValidationError" and (no_role := role_refused(message, self.env, self.role_arn)):
                 raise no_role from None
             if error_code(exc) in ("ValidationError", "InsufficientCapabilitiesException"):
+                fix = f"fix the template or the parameters ({', '.join(parameters) or 'none given'})"
+                if notification_arns and any(w in message for w in (*notification_arns, "AmazonSNS", "Notification")):
+                    fix = (
+                        f"make the SNS topic{'s' if len(notification_arns) > 1 else ''} {', '.join(notification_arns)} "
+                        "(in the stack's region), or name others in notification_arns of deploy.toml or the app's "
+                        "Stack(notification_arns=...)"
+                    )
                 raise UsageError(
-                    f"CloudFormation refused the change set for {name}: {exc.response['Error'].get('Message', exc)}",
-                    next_step=f"fix the template or the parameters ({', '.join(parameters) or 'none given'}); "
-                    "nothing was changed",
+                    f"CloudFormation refused the change set for {name}: {message}",
+                    next_step=f"{fix}; nothing was changed",
                 ) from None
             raise
         change_set_id, stack_id = str(created["Id"]), str(created["StackId"])

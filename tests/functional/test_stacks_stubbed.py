@@ -322,6 +322,21 @@ def test_the_stack_s_events_go_to_the_topics_the_deploy_names_and_stay_as_they_a
     assert (f"{NAME}: its events go to {told} now" in lines) == bool(told)
 
 
+def test_a_change_set_refused_for_a_topic_that_is_not_there_names_the_topics_to_make(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error(
+        "create_change_set", "ValidationError", f"Notification ARN {TOPIC} is not an SNS topic of this sandbox", 400
+    )
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), notification_arns=[TOPIC])
+    assert err.value.next_step == (
+        f"make the SNS topic {TOPIC} (in the stack's region), or name others in notification_arns of deploy.toml or "
+        "the app's Stack(notification_arns=...); nothing was changed"
+    )
+
+
 def test_a_change_set_failing_for_another_reason_is_deleted_and_reported(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:
