@@ -270,6 +270,7 @@ class Bench:
         parameters = [f"{env.stacks.fargate}:ImageTag={tag}"] + [
             f"{env.stacks.api}:{p['ParameterKey']}={p['ParameterValue']}" for p in api.get("Parameters", [])
         ]
+        bootstrap_role(aws.client("iam"), account, str(aws.session.region_name))
         found = aws.session.get_credentials()
         if found is None:
             raise SystemExit(f"no AWS credentials for environment {env.name!r}: the CDK CLI would have none either")
@@ -311,6 +312,27 @@ class Bench:
         for stack, deployment in re.findall(r"✅\s+(\S+)\s+✨\s+Deployment time: ([\d.]+)s", output):
             self.cdk_steps[stack] = float(deployment)
         return seconds
+
+
+# the role `cdk bootstrap` makes for CloudFormation to act with, which the CDK CLI names in every change set (the
+# manifest's cloudFormationExecutionRoleArn, its default even for the app's bootstrapless stacks)
+BOOTSTRAP_ROLE = "cdk-hnb659fds-cfn-exec-role-{account}-{region}"
+
+
+def bootstrap_role(iam: Any, account: str, region: str) -> None:
+    """Make the CDK bootstrap's execution role where it is not (as `cdk bootstrap` would have): CloudFormation
+    refuses a change set naming a role that does not exist, as the sandbox does too."""
+    name = BOOTSTRAP_ROLE.format(account=account, region=region)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "cloudformation.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    try:
+        iam.get_role(RoleName=name)
+    except iam.exceptions.NoSuchEntityException:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
 
 
 def cdk_cli() -> list[str] | str:
