@@ -841,10 +841,10 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
     # the service's size (an environment's desired_count, task_cpu, task_memory), the topics of the stacks' events
     # (notification_arns): each stack alone deploys it
     alone = (*SIZE_KEYS, changes.NOTIFICATION_ARNS)
-    sizes = change.setting is not None and change.setting.rsplit(" ", 1)[-1] in alone
+    by_stack = change.setting is not None and change.setting.rsplit(" ", 1)[-1] in alone
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
         return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place
-    if change.setting and change.setting != "[build]" and not change.setting.endswith(" base_image") and not sizes:
+    if change.setting and change.setting != "[build]" and not change.setting.endswith(" base_image") and not by_stack:
         # an architecture: a stack moves what runs on it, beside the image or zips made for it, in one deploy.auto
         return "inv deploy.auto"
     if change.kind == "app":

@@ -579,8 +579,9 @@ class EnvConfig:
     # stack keeps the topics it has; [] takes them off. See deploykit.stack_chain.notification_arns.
     notification_arns: tuple[str, ...] | None = None
     # The IAM role CloudFormation acts with for every stack operation (a service role, as ``cdk deploy --role-arn`` and
-    # ``sam deploy --role-arn`` give it): the deploying credentials then need only CloudFormation and iam:PassRole on
-    # it. Unset: each stack keeps the role it has (CloudFormation's rule), or acts with the deploying credentials.
+    # ``sam deploy --role-arn`` give it): the deploying credentials then need iam:PassRole on it rather than the
+    # rights of the stacks' resources. Unset: each stack keeps the role it has (CloudFormation's rule), or acts with
+    # the deploying credentials.
     cloudformation_role_arn: str | None = None
     # The app's service: how many tasks it runs, and each one's size on Fargate (CPU units, 1024 a vCPU; memory in
     # MiB, a combination FARGATE_SIZES takes). Unset: 1 task of 256 and 512, the CDK app's defaults. The CDK app
