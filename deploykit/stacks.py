@@ -1171,8 +1171,13 @@ class StackDeployer:
         except ClientError as exc:
             if is_no_changes_error(exc):
                 return []
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            if error_code(exc) == "ValidationError" and (no_role := role_refused(message, self.env, self.role_arn)):
+                # that stack's own role (one kept from before, since deleted): the other stacks are still previewed
+                reason = no_role.message.removesuffix("; nothing was changed")
+                return NoPreview(status, f"{reason}: a deploy of it is refused ({no_role.next_step})")
             # it started an operation since it was described (another deploy, a person in the console)
-            late = CANNOT_UPDATE.search(str(exc.response.get("Error", {}).get("Message", "")))
+            late = CANNOT_UPDATE.search(message)
             if error_code(exc) == "ValidationError" and late and (blocked := no_preview(late["status"])):
                 return blocked
             raise

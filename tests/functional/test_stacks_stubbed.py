@@ -1075,6 +1075,23 @@ def test_a_preview_of_a_stack_whose_status_takes_no_change_set_says_why_and_asks
     )
 
 
+def test_a_preview_refused_for_the_stack_s_role_says_so_for_that_stack_alone(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """The role a stack kept from an earlier operation, deleted since: its preview says why a deploy of it is refused,
+    and an inv diff of several stacks previews the others."""
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error(
+        "create_change_set", "ValidationError", f"Role {ROLE} is invalid or cannot be assumed", 400
+    )
+    with script.stub:
+        found = make(script, clock, lines).preview(NAME, BODY, PARAMS)
+        script.stub.assert_no_pending_responses()
+    assert isinstance(found, NoPreview) and found.status == "UPDATE_COMPLETE"
+    assert found.reason.startswith(f"CloudFormation cannot act with role {ROLE} (the role an earlier operation gave")
+    assert "a deploy of it is refused (give it a role that works: cloudformation_role_arn in" in found.reason
+
+
 def test_a_stack_that_became_busy_after_it_was_read_previews_as_busy_not_as_an_error(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:
