@@ -839,8 +839,8 @@ def diff_json(env: EnvConfig, found: changes.ChangeSet) -> dict[str, Any]:
 def command_for(change: changes.Change, env: EnvConfig) -> str:
     """The command that deploys the component of ``change``."""
     # the service's size (an environment's desired_count, task_cpu, task_memory), the topics of the stacks' events
-    # (notification_arns): each stack alone deploys it
-    alone = (*SIZE_KEYS, changes.NOTIFICATION_ARNS)
+    # (notification_arns), the CDK app's values (context): each stack alone deploys it
+    alone = (*SIZE_KEYS, changes.NOTIFICATION_ARNS, changes.CONTEXT)
     by_stack = change.setting is not None and change.setting.rsplit(" ", 1)[-1] in alone
     if change.reason == changes.NOT_DEPLOYED and change.kind in ("app", "lambda"):
         return "inv deploy.auto"  # deploy.app and deploy.lambda need their stack's service and function in place

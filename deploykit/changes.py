@@ -59,6 +59,8 @@ NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (n
 LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
 # the key of an environment's table that names the SNS topics of its stacks' events: every stack deploys again
 NOTIFICATION_ARNS = "notification_arns"
+# the table of an environment that gives the CDK app values of the team's (its context): every stack deploys again
+CONTEXT = "context"
 PLATFORM = "platform"  # the key of deploy.toml's [build] that the image and the Fargate stack's tasks follow
 KEEP_LOCAL_IMAGES = "keep_local_images"  # the key of deploy.toml's [build] for this machine's old builds: no input
 
@@ -793,8 +795,8 @@ def _build_settings(
     ``env``'s table or the pattern that makes it; None: any environment's); for the API stack and every function,
     ``lambda_architecture`` (the stack puts the functions on it, and their requirements are vendored for it: each zip is
     made anew); for every stack, the SNS topics an environment sends their events to (``notification_arns``, of
-    ``env``'s table or the pattern that makes it). The rest of deploy.toml is the toolkit's own settings, and stays as
-    the rules classify it."""
+    ``env``'s table or the pattern that makes it), and the values it gives the CDK app (its ``context`` table). The rest
+    of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
@@ -896,6 +898,11 @@ def _build_settings(
     if old_topics != new_topics:
         setting = f"{changed_tables(old_topics, new_topics)} {NOTIFICATION_ARNS}"
         why = f"{setting} of {name} changed: CloudFormation sends the stacks' events to other SNS topics"
+        targets += [(Target(f"stack:{role}", "stack", why), setting) for role in config.stack_roles]
+    old_context, new_context = per_env(old_doc, CONTEXT), per_env(new_doc, CONTEXT)
+    if old_context != new_context:  # the app reads it where it likes: every stack is synthesized otherwise
+        setting = f"{changed_tables(old_context, new_context)} {CONTEXT}"
+        why = f"{setting} of {name} changed: the CDK app is given other values"
         targets += [(Target(f"stack:{role}", "stack", why), setting) for role in config.stack_roles]
     if not targets:
         return classified

@@ -595,6 +595,10 @@ class EnvConfig:
     image_scan: ImageScan = field(default_factory=ImageScan)
     # Times that come back when deploys are refused (Fridays from 15:00 to Monday 08:00); see deploykit.freeze.
     freeze_windows: tuple[FreezeWindow, ...] = ()
+    # Values the CDK app reads with ``node.try_get_context(KEY)`` when it is synthesized for this environment, as
+    # ``cdk deploy --context KEY=VALUE`` gives them: the settings of the team's own stacks (a retention, a size, an
+    # address), per environment. Over cdk/cdk.json's context; deploykit's own keys (CONTEXT_KEYS) are not taken here.
+    context: dict[str, Any] = field(default_factory=dict)
     # Overrides of the endpoints read from the stacks' outputs (alb_url, api_url, jwks_url, ...); a value
     # may use the outputs as {OutputKey} fields, e.g. "http://127.0.0.1:4567/restapis/{ApiId}/{ApiStageName}/".
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -1117,6 +1121,17 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
             "resource is ready), not express",
             next_step=f'remove stack_mode = "express" from [{table}] (express is for development environments)',
         )
+    for key, value in env.context.items():
+        if key in CONTEXT_KEYS:
+            raise ConfigError(
+                f"{prefix}.context.{key} is a key deploykit gives the CDK app itself, from {CONTEXT_KEYS[key]}",
+                next_step=f"set it there, or give your value another key in [{table}.context]",
+            )
+        if problem := _context_problem(value):
+            raise ConfigError(
+                f"{prefix}.context.{key} holds {problem}, which the CDK app's context (JSON) cannot carry",
+                next_step=f"give it as a string, a number, a boolean, a list or a table in [{table}.context]",
+            )
     for arn in env.notification_arns or ():
         if not is_topic_arn(arn):
             raise ConfigError(
@@ -1276,6 +1291,37 @@ def _rate_problem(rate: float) -> str | None:
     if not 0 <= rate < 1:
         return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {rate:g}"
     return None
+
+
+# The CDK context keys deploykit gives the app itself (deploykit.synth.cdk_context) → where deploy.toml sets each: an
+# environment's [context] table cannot set them
+CONTEXT_KEYS: dict[str, str] = {
+    "environment": "the environment's name",
+    "account": "account",
+    "region": "region",
+    "cluster": "cluster",
+    "service": "service",
+    "container": "container",
+    "repository": "repository",
+    "registry": "registry",
+    "lambda_architecture": "[build] lambda_architecture",
+    "cpu_architecture": "[build] platform",
+    "desired_count": "desired_count",
+    "task_cpu": "task_cpu",
+    "task_memory": "task_memory",
+    "stacks": "the [stacks] table",
+}
+
+
+def _context_problem(value: object) -> str | None:
+    """What JSON cannot carry of a context value (a TOML date or time), or None."""
+    if isinstance(value, dict):
+        return next((found for item in value.values() if (found := _context_problem(item))), None)
+    if isinstance(value, list):
+        return next((found for item in value if (found := _context_problem(item))), None)
+    if value is None or isinstance(value, str | int | float | bool):
+        return None
+    return f"a {type(value).__name__} ({value!r})"
 
 
 # An SNS topic's ARN, as CloudFormation takes it for a stack's notifications (the CDK CLI checks --notification-arns

@@ -125,7 +125,8 @@ def registry_host(proxy_endpoint: str) -> str:
 
 
 def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str | None = None) -> dict[str, Any]:
-    """``CDK_CONTEXT_JSON`` for ``env``: the keys of cdk/stacks/common/settings.py.
+    """``CDK_CONTEXT_JSON`` for ``env``: the keys of cdk/stacks/common/settings.py
+    (:data:`deploykit.config.CONTEXT_KEYS`), over the environment's own ``[context]`` table.
 
     ``registry`` is the value :func:`context_registry` chose; None means the environment's own ``registry``
     (or none). From ``config``: the architectures ``env``'s Lambda functions and Fargate tasks run on
@@ -133,6 +134,7 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
     """
     stacks = env.stacks
     return {
+        **env.context,  # the environment's own values for the app (its [context] table), under deploykit's keys
         "environment": env.name,
         "account": account,
         "region": env.region,

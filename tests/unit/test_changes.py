@@ -1348,6 +1348,29 @@ def test_an_environment_s_stack_event_topics_count_for_every_stack_there(repo: P
     assert detect(config, everything(config, before), env="dev").components() == set()
 
 
+def test_an_environment_s_context_counts_for_every_stack_there(repo: Path) -> None:
+    """[environments.NAME.context] (values the CDK app may read in any stack): a change, taking a value out too,
+    deploys every stack of that environment, each by its own deploy.stack, and nothing of another."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    dev = "[environments.dev.stacks]"
+    toml.write_text(toml.read_text().replace(dev, f"[environments.dev.context]\naudit_retention_days = 30\n\n{dev}"))
+    commit(repo, "dev: audit kept a month")
+    found = detect(config, everything(config, base), env="dev")
+    assert found.components() == {f"stack:{role}" for role in STACK_ROLES}
+    assert {c.setting for c in found.changes} == {"[environments.dev] context"}
+    assert "the CDK app is given other values" in found.changes[0].reason
+    assert auto.analysis_lines(found, config.environment("dev"))[0] == (
+        "🐳 Stack:    deploy.toml ([environments.dev] context changed) → inv deploy.stack CarRentalApiStack"
+    )
+    assert detect(config, everything(config, base), env="sandbox").components() == set()
+    said = commit(repo, "nothing")
+    toml.write_text(toml.read_text().replace("[environments.dev.context]\naudit_retention_days = 30\n\n", ""))
+    commit(repo, "dev: the default again")
+    assert len(detect(config, everything(config, said), env="dev").changes) == len(STACK_ROLES)
+
+
 def test_a_live_commit_ahead_of_head_is_counted(repo: Path) -> None:
     config = config_of(repo)
     old = run_git(repo, "rev-parse", "HEAD").strip()

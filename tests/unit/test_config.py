@@ -638,3 +638,36 @@ def test_an_empty_list_of_topics_is_said_and_one_topic_alone_is_no_list() -> Non
     data["environments"]["dev"]["notification_arns"] = TOPIC
     with pytest.raises(ConfigError, match="must be a list of strings"):
         parse_config(data, Path("deploy.toml"))
+
+
+def test_an_environment_s_context_is_its_own_and_never_one_of_deploykit_s_keys() -> None:
+    """[environments.NAME.context]: any JSON value by key (a pattern's with {env} filled in); a key deploykit gives
+    the app itself, or a TOML date, is refused naming where it belongs."""
+    data = raw()
+    data["environments"]["dev"]["context"] = {"audit_retention_days": 30, "audit": {"topics": ["a", "b"]}}
+    dev = parse_config(data, Path("deploy.toml")).environments["dev"]
+    assert dev.context == {"audit_retention_days": 30, "audit": {"topics": ["a", "b"]}}
+    assert parse_config(raw(), Path("deploy.toml")).environments["dev"].context == {}
+    data["environments"]["dev"]["context"] = {"region": "eu-central-1"}
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("deploy.toml"))
+    assert err.value.message.endswith(
+        "environments.dev.context.region is a key deploykit gives the CDK app itself, from region"
+    )
+    assert err.value.next_step == "set it there, or give your value another key in [environments.dev.context]"
+    data["environments"]["dev"]["context"] = {"audit": {"since": tomllib.loads("d = 2026-01-01")["d"]}}
+    with pytest.raises(ConfigError, match=r"context\.audit holds a date \(datetime\.date\(2026, 1, 1\)\)"):
+        parse_config(data, Path("deploy.toml"))
+    data["environments"]["dev"]["context"] = "audit_retention_days=30"
+    with pytest.raises(ConfigError, match="must be a table"):
+        parse_config(data, Path("deploy.toml"))
+
+
+def test_a_pattern_s_context_names_each_environment_it_makes() -> None:
+    data = raw()
+    pattern = {**data["environments"]["dev"], "context": {"audit_parameter": "/audit/{env}/days"}}
+    pattern |= {key: f"{data['environments']['dev'][key]}-{{env}}" for key in ("cluster", "service", "repository")}
+    pattern["stacks"] = {role: f"{name}-{{env}}" for role, name in data["environments"]["dev"]["stacks"].items()}
+    data["environments"]["zz-*"] = pattern
+    made = parse_config(data, Path("deploy.toml")).environment("zz-alice")
+    assert made.context == {"audit_parameter": "/audit/zz-alice/days"}

@@ -705,6 +705,48 @@ def test_the_real_cdk_library_s_error_annotation_is_refused(tmp_path: Path) -> N
         synth.synthesize(config, config.environment("dev"), account=ACCOUNT, registry="", out_dir=tmp_path / "out")
 
 
+CONTEXT_APP = one_stack_app(
+    "CarRentalDataStack",
+    """
+from aws_cdk import aws_ssm as ssm
+
+days = context("audit_retention_days")
+ssm.StringParameter(stack, "Retention", string_value=str(days), parameter_name=context("audit_parameter"))
+app.synth()
+""",
+)
+
+
+def test_an_environment_s_context_reaches_the_real_cdk_app_over_cdk_json_and_under_deploykit_s_keys(
+    tmp_path: Path,
+) -> None:
+    """[environments.NAME.context]: what the app reads with node.try_get_context, per environment, over cdk/cdk.json's
+    context."""
+    root = tmp_path / "project"
+    (root / "cdk").mkdir(parents=True)
+    (root / "cdk" / "app.py").write_text(CONTEXT_APP)
+    (root / "cdk" / "cdk.json").write_text(json.dumps({"context": {"audit_retention_days": 7, "audit_parameter": "x"}}))
+    data = tomllib.loads(SANDBOX_TOML.format(registry="", repository="car-rental-backend", ca_dir=""))
+    data["environments"]["dev"]["context"] = {"audit_retention_days": 30, "audit_parameter": "/audit/dev/days"}
+    (root / "deploy.toml").write_text("")
+    config = parse_config(data, root / "deploy.toml")
+    dev = config.environment("dev")
+    out = tmp_path / "out"
+
+    made = synth.synthesize(config, dev, account=ACCOUNT, registry="", out_dir=out)
+
+    template = json.loads(made.templates["CarRentalDataStack"].read_text())
+    [parameter] = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::SSM::Parameter"]
+    assert (parameter["Value"], parameter["Name"]) == ("30", "/audit/dev/days")
+    sandbox = synth.synthesize(config, config.environment("sandbox"), account=ACCOUNT, registry="", out_dir=out)
+    [parameter] = [
+        r["Properties"]
+        for r in json.loads(sandbox.templates["CarRentalDataStack"].read_text())["Resources"].values()
+        if r["Type"] == "AWS::SSM::Parameter"
+    ]
+    assert (parameter["Value"], parameter["Name"]) == ("7", "x")  # no [context] of its own: cdk.json's
+
+
 # -- Node.js, which jsii runs the CDK libraries on ----------------------------------------------------------
 
 
