@@ -395,7 +395,8 @@ def _refuse_bare_parameters(stack: str, template: Path) -> None:
             f"{', '.join(bare)} with no default, and deploykit gives such a stack no parameter: CloudFormation would "
             "refuse its change set; nothing was deployed",
             next_step="give each a default (CfnParameter(..., default=...)), or give the stack the value in the app "
-            "(a setting of cdk/stacks/common/settings.py, or a cross-stack reference), then rerun",
+            "(a value of [environments.NAME.context] in deploy.toml, which it reads with node.try_get_context, or a "
+            "cross-stack reference), then rerun",
         )
 
 

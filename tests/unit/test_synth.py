@@ -803,6 +803,7 @@ def test_a_stack_of_the_teams_own_taking_a_parameter_with_no_default_is_refused_
         "such a stack no parameter: CloudFormation would refuse its change set; nothing was deployed"
     )
     assert str(refused.value.next_step).startswith("give each a default (CfnParameter(..., default=...))")
+    assert "a value of [environments.NAME.context] in deploy.toml" in str(refused.value.next_step)
     days["RetentionDays"]["Default"] = "4"
     platform = {"CarRentalFargateStack": {"ImageTag": {"Type": "String"}}}
     fine = FakeApp(more=("Queues",), parameters={"Queues": days, **platform})
