@@ -368,6 +368,30 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
             _refuse_bare_parameters(name, stack.template)
 
 
+def refuse_stages(out_dir: Path, table: str) -> None:
+    """UsageError when the app puts stacks in a ``Stage``: the manifest holds a cloud assembly of its own for each
+    (``cdk:cloud-assembly``), whose stacks deploykit, which deploys the app's own stacks as deploy.toml names them,
+    would never deploy (nor check, nor destroy). The CDK CLI deploys them as ``Stage/Stack``. ``table``: the table of
+    deploy.toml that makes the environment (:meth:`deploykit.config.Config.table_of`)."""
+    try:
+        artifacts = json.loads((out_dir / MANIFEST).read_text()).get("artifacts") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # the manifest's own read says what is wrong with it
+    stages = sorted(
+        str((artifact.get("properties") or {}).get("displayName") or key)
+        for key, artifact in artifacts.items()
+        if isinstance(artifact, dict) and artifact.get("type") == "cdk:cloud-assembly"
+    )
+    if stages:
+        raise UsageError(
+            f"the CDK app puts stacks in {'a Stage' if len(stages) == 1 else 'Stages'} ({', '.join(stages)}), a cloud "
+            "assembly of its own, whose stacks deploykit would never deploy: it deploys the app's own stacks, as "
+            f"[{table}.stacks] of deploy.toml names them; nothing was deployed",
+            next_step="make each a stack of the app itself (Stack(app, ...), not Stack(stage, ...)), named in every "
+            'environment\'s [stacks] table (README, "Adding a stack"), then rerun',
+        )
+
+
 def check_notification_arns(stack: str, arns: Sequence[object] | None) -> None:
     """UsageError when the app names something other than an SNS topic for ``stack``'s events: CloudFormation would
     take the change set, and fail on it later (the CDK CLI refuses it so too)."""
@@ -560,6 +584,8 @@ def synthesize(
             next_step="fix the error above in cdk/ (check it with: ./dev nox -s cdk), then rerun",
         )
     templates = read_manifest(out)
+    if check:  # stacks in a Stage: deploykit would never deploy them (an earlier commit's app is not judged)
+        refuse_stages(out, config.table_of(env.name))
     missing = [path.name for path in templates.values() if not path.is_file()]
     if not templates or missing:
         raise StepFailed(

@@ -747,6 +747,35 @@ def test_an_environment_s_context_reaches_the_real_cdk_app_over_cdk_json_and_und
     assert (parameter["Value"], parameter["Name"]) == ("7", "x")  # no [context] of its own: cdk.json's
 
 
+STAGED_APP = one_stack_app(
+    "CarRentalDataStack",
+    """
+from aws_cdk import aws_sns as sns
+
+stage = cdk.Stage(app, "Reporting")
+sns.Topic(cdk.Stack(stage, "Reports", synthesizer=cdk.BootstraplessSynthesizer()), "Topic")
+app.synth()
+""",
+)
+
+
+def test_stacks_the_real_cdk_app_puts_in_a_stage_are_refused_as_never_deployed(tmp_path: Path) -> None:
+    """A Stage is a cloud assembly of its own in the manifest: its stacks would never be deployed (the app's own stack
+    would, and pass for the whole app). Refused before anything is deployed."""
+    root = tmp_path / "project"
+    (root / "cdk").mkdir(parents=True)
+    (root / "cdk" / "app.py").write_text(STAGED_APP)
+    config = make_config(root)
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, config.environment("dev"), account=ACCOUNT, registry="", out_dir=tmp_path / "out")
+    assert refused.value.message == (
+        "the CDK app puts stacks in a Stage (Reporting), a cloud assembly of its own, whose stacks deploykit would "
+        "never deploy: it deploys the app's own stacks, as [environments.dev.stacks] of deploy.toml names them; "
+        "nothing was deployed"
+    )
+    assert "Stack(app, ...), not Stack(stage, ...)" in (refused.value.next_step or "")
+
+
 # -- Node.js, which jsii runs the CDK libraries on ----------------------------------------------------------
 
 
