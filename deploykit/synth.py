@@ -281,6 +281,7 @@ class _Stack(NamedTuple):
     protected: bool
     needs: tuple[str, ...]
     notifications: tuple[str, ...] | None
+    where: str  # the manifest's environment: aws://ACCOUNT/REGION (unknown-account, unknown-region: the app left it)
 
 
 def _manifest_stacks(out_dir: Path) -> dict[str, _Stack]:
@@ -307,12 +308,17 @@ def _manifest_stacks(out_dir: Path) -> dict[str, _Stack]:
         arns = props.get("notificationArns")
         notifications = tuple(arns) if isinstance(arns, list) else None if arns is None else (arns,)
         stacks[names[artifact_id]] = _Stack(
-            out_dir / str(props["templateFile"]), tags, props.get("terminationProtection") is True, needs, notifications
+            out_dir / str(props["templateFile"]),
+            tags,
+            props.get("terminationProtection") is True,
+            needs,
+            notifications,
+            str(artifact.get("environment") or ""),
         )
     return stacks
 
 
-def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
+def check_stacks(out_dir: Path, env: EnvConfig, table: str, account: str = "") -> None:
     """UsageError (exit 2) when the assembly in ``out_dir`` does not fit how ``env``'s stacks are deployed:
 
     - a stack the app makes that ``[environments.<env>.stacks]`` does not name: no deploy would ever deploy it (a
@@ -322,7 +328,9 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
       could fail on an export not made yet. The platform's five among themselves are deployed in deploykit's order,
       as before;
     - a stack of the team's own whose template takes a parameter with no default (:func:`_refuse_bare_parameters`);
-    - a stack the app sends the events of to something other than an SNS topic (:func:`check_notification_arns`).
+    - a stack the app sends the events of to something other than an SNS topic (:func:`check_notification_arns`);
+    - a stack the app puts in another region or account than ``env``'s (``account``: the one the app was given):
+      deploykit deploys every stack there (:func:`_refuse_elsewhere`).
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
     made = _manifest_stacks(out_dir)  # the manifest, read already by the caller's read_manifest
@@ -363,9 +371,32 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str) -> None:
                 next_step=f"{fix}, then rerun",
             )
     for name, stack in made.items():
+        _refuse_elsewhere(name, stack.where, env, account)
         check_notification_arns(name, stack.notifications)
         if roles[name] in own:
             _refuse_bare_parameters(name, stack.template)
+
+
+def _refuse_elsewhere(stack: str, where: str, env: EnvConfig, account: str) -> None:
+    """UsageError when the manifest puts ``stack`` in another region (or account) than ``env``'s: the app gave it an
+    ``env`` of its own (a certificate for CloudFront in us-east-1, say). The CDK CLI would deploy it there; deploykit
+    deploys every stack of an environment with that environment's client, region and account, so it would land in the
+    wrong place."""
+    found = re.fullmatch(r"aws://(?P<account>[^/]+)/(?P<region>[^/]+)", where)
+    if found is None:
+        return
+    region = found["region"] if found["region"] != "unknown-region" else env.region
+    owner = found["account"] if found["account"] != "unknown-account" else account
+    if region == env.region and (not account or owner == account):
+        return
+    place = f"region {region}" if region != env.region else f"account {owner}"
+    raise UsageError(
+        f"the CDK app puts {stack} in {place} (an env=Environment(...) of its own), but deploykit deploys every stack "
+        f"of environment {env.name!r} to {env.region}{f' in account {account}' if account else ''}: it would land "
+        "there, not where the app says; nothing was deployed",
+        next_step="give the stack the environment's own (the app's settings.account and settings.region, as the "
+        "platform's stacks have), or keep what must live elsewhere out of this app, then rerun",
+    )
 
 
 def refuse_stages(out_dir: Path, table: str) -> None:
@@ -539,7 +570,7 @@ def synthesize(
         templates = _assembly_if_complete(out)
         if templates is not None:
             if check:  # the same assembly, and deploy.toml may have changed its stacks' order
-                check_stacks(out, env, config.table_of(env.name))
+                check_stacks(out, env, config.table_of(env.name), account)
             return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out))
     node = find_node(os.environ)
     if node is None:
@@ -610,7 +641,7 @@ def synthesize(
         for path, message in annotations.get("warning", []):
             say(f"⚠️  CDK warning: {path}: {message}")
     if check:
-        check_stacks(out, env, config.table_of(env.name))
+        check_stacks(out, env, config.table_of(env.name), account)
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
 

@@ -776,6 +776,43 @@ def test_stacks_the_real_cdk_app_puts_in_a_stage_are_refused_as_never_deployed(t
     assert "Stack(app, ...), not Stack(stage, ...)" in (refused.value.next_step or "")
 
 
+ELSEWHERE_APP = one_stack_app(
+    "CarRentalDataStack",
+    """
+from aws_cdk import aws_sns as sns
+
+where = cdk.Environment(account=context("account"), region="ap-south-1")
+sns.Topic(cdk.Stack(app, "CarRentalAuthStack", env=where, synthesizer=cdk.BootstraplessSynthesizer()), "Topic")
+anywhere = cdk.Stack(app, "CarRentalApiStack", synthesizer=cdk.BootstraplessSynthesizer())  # no env: the deploy's
+sns.Topic(anywhere, "Topic")
+app.synth()
+""",
+)
+
+
+def test_a_stack_the_real_cdk_app_puts_in_another_region_is_refused_where_an_environment_agnostic_one_is_not(
+    tmp_path: Path,
+) -> None:
+    """An env=Environment(...) of its own (CloudFront's certificate in us-east-1, say): the CDK CLI deploys it there,
+    deploykit with the environment's region and account, so it would land in the wrong place. Refused before anything
+    is deployed; a stack with no env at all goes where the environment is, and is fine."""
+    root = tmp_path / "project"
+    (root / "cdk").mkdir(parents=True)
+    (root / "cdk" / "app.py").write_text(ELSEWHERE_APP)
+    config = make_config(root)
+    dev = config.environment("dev")
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, dev, account=ACCOUNT, registry="", out_dir=tmp_path / "out")
+    assert refused.value.message == (
+        "the CDK app puts CarRentalAuthStack in region ap-south-1 (an env=Environment(...) of its own), but deploykit "
+        f"deploys every stack of environment 'dev' to {dev.region} in account {ACCOUNT}: it would land there, not "
+        "where the app says; nothing was deployed"
+    )
+    (root / "cdk" / "app.py").write_text(ELSEWHERE_APP.replace('region="ap-south-1"', 'region=context("region")'))
+    made = synth.synthesize(config, dev, account=ACCOUNT, registry="", out_dir=tmp_path / "out")
+    assert {"CarRentalAuthStack", "CarRentalApiStack"} <= set(made.templates)
+
+
 # -- Node.js, which jsii runs the CDK libraries on ----------------------------------------------------------
 
 
