@@ -817,12 +817,16 @@ def _build_settings(
 
     def part(table: dict[str, Any] | str, key: str | None) -> object:
         """The image's part of the table (``key`` None: all but lambda_architecture and keep_local_images, which
-        only says which older builds this machine's engine keeps), or one key's value (its default when unset)."""
+        only says which older builds this machine's engine keeps), or one key's value; each key its default when
+        unset, so that a default written out is no change."""
         if isinstance(table, str):
             return table
         if key is not None:
             return table.get(key, getattr(BuildConfig(), key))
-        return {k: v for k, v in table.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES)}
+        full = {**BUILD_DEFAULTS, **table}
+        if isinstance(table.get("base"), dict):  # [build.base]: each of its keys its default when unset too
+            full["base"] = {**BUILD_DEFAULTS["base"], **table["base"]}
+        return {k: v for k, v in full.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES)}
 
     def per_env(doc: dict[str, Any] | str, setting: str) -> dict[str, object] | str:
         """Each environment's own ``setting`` (base_image, notification_arns: ``env``'s own table, else the patterns
@@ -914,6 +918,18 @@ def _build_settings(
             out.append(c)
     return out
 
+
+def _plain(value: Any) -> Any:
+    """A default as deploy.toml would write it: tuples as lists, tables as dicts."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+# [build] as deploy.toml would write it with every key at its default ([build.base] a table of its own)
+BUILD_DEFAULTS: dict[str, Any] = _plain(dataclasses.asdict(BuildConfig()))
 
 # what an environment's service is when its table does not size it: the CDK app's defaults
 SIZE_DEFAULTS: dict[str, object] = {

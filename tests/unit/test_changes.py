@@ -1209,6 +1209,23 @@ def test_deploy_toml_counts_for_the_app_only_when_its_build_table_changes(repo: 
     assert detect(config, everything(config, run_git(repo, "rev-parse", "HEAD~1").strip())).components() == {"app"}
 
 
+def test_a_default_of_the_build_table_written_out_is_no_change_of_the_image(repo: Path) -> None:
+    """[build] and [build.base] keys said at their defaults build the same image: nothing to deploy; another value of
+    one of them is a change."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    said = '[build]\nplatform = "linux/amd64"\npull_after_days = 7\n'
+    toml.write_text(
+        toml.read_text().replace("[build]\n", said).replace("[build.base]\n", "[build.base]\nupdates = true\n")
+    )
+    commit(repo, "the defaults, said")
+    assert detect(config, everything(config, base)).components() == set()
+    toml.write_text(toml.read_text().replace("pull_after_days = 7\n", "pull_after_days = 3\n"))
+    commit(repo, "the base pulled more often")
+    assert detect(config, everything(config, base)).components() == {"app"}
+
+
 def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_every_function(repo: Path) -> None:
     """[build] lambda_architecture is no part of how the image is built: the API stack puts every function on it, and
     every function's requirements are vendored for it."""
