@@ -53,6 +53,13 @@ def project_context(root: Path) -> dict[str, Any]:
     return {**flags, **read_context(root)}
 
 
+def project_strict(root: Path) -> bool:
+    """Whether ``cdk/cdk.json`` sets ``"strict": true``, the CDK CLI's ``--strict``: an assembly the app recorded
+    warnings in is not deployed."""
+    settings = _json_object(root, PROJECT_FILE, "the CDK CLI's settings of the app", "see the CDK docs on cdk.json")
+    return settings.get("strict") is True
+
+
 def _json_object(root: Path, name: str, what: str, otherwise: str) -> dict[str, Any]:
     """The JSON object in file ``name`` under ``root`` (nothing when there is no such file); UsageError naming it,
     ``what`` it holds and the way out (``otherwise``), when it cannot be read or holds no object."""

@@ -640,6 +640,16 @@ def synthesize(
     if say:  # shown as the CDK CLI shows them; each says how to acknowledge it ([ack: id])
         for path, message in annotations.get("warning", []):
             say(f"⚠️  CDK warning: {path}: {message}")
+    warnings = annotations.get("warning", [])
+    if warnings and lookups.project_strict(root):  # the CDK CLI's --strict, as cdk.json sets it: no stamp either
+        shown = "\n".join(f"  {path}: {message}" for path, message in warnings[:OUTPUT_TAIL_LINES])
+        more = f"\n  ... and {len(warnings) - OUTPUT_TAIL_LINES} more" if len(warnings) > OUTPUT_TAIL_LINES else ""
+        raise StepFailed(
+            f'the CDK app recorded {len(warnings)} warning(s) in its assembly, and cdk/cdk.json sets "strict": true '
+            f"(the CDK CLI's --strict), so it is not deployed; nothing was deployed:\n{shown}{more}",
+            next_step="fix them in cdk/ (or acknowledge one: Annotations.of(scope).acknowledge_warning(id, reason)), "
+            'or drop "strict" from cdk/cdk.json, then rerun',
+        )
     if check:
         check_stacks(out, env, config.table_of(env.name), account)
     write_stamp(out, digest, context)

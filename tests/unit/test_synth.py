@@ -401,6 +401,26 @@ def test_an_assembly_the_app_recorded_errors_in_is_not_deployed_though_the_app_e
     assert said[-1] == "⚠️  CDK warning: /A/Topic: a warning, which deploys"  # shown, as the CDK CLI shows it
 
 
+def test_an_assembly_with_warnings_is_not_deployed_when_cdk_json_is_strict_as_the_cdk_cli_s_strict(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    """cdk/cdk.json's "strict": true is the CDK CLI's --strict: the warnings fail the synthesis (no stamp: the next
+    run synthesizes again and fails again), each named; without it they are shown and the assembly deploys."""
+    warning = {"type": "aws:cdk:warning", "data": "no dead-letter queue [ack: dlq]"}
+    (root / "cdk" / "cdk.json").write_text(json.dumps({"strict": True, "context": {}}))
+    warned = FakeApp(metadata=({"/A/Queue": [warning]}, {}))
+    for _ in range(2):
+        with pytest.raises(StepFailed) as err:
+            synth.synthesize(config, dev, account=ACCOUNT, run=warned)
+        assert err.value.message == (
+            'the CDK app recorded 1 warning(s) in its assembly, and cdk/cdk.json sets "strict": true (the CDK CLI\'s '
+            "--strict), so it is not deployed; nothing was deployed:\n  /A/Queue: no dead-letter queue [ack: dlq]"
+        )
+    assert len(warned.calls) == 2
+    (root / "cdk" / "cdk.json").write_text(json.dumps({"strict": False, "context": {}}))
+    assert not synth.synthesize(config, dev, account=ACCOUNT, run=warned).skipped
+
+
 def with_own_stacks(root: Path, **names: str) -> EnvConfig:
     """The dev environment of a deploy.toml whose environments name ``names`` (role → stack) besides the five."""
     data = tomllib.loads((root / "deploy.toml").read_text())
