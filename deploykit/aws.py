@@ -317,11 +317,12 @@ def answered(exc: botocore.exceptions.BotoCoreError | botocore.exceptions.Client
 _ROLE_REFUSED = re.compile(r"Role (?P<role>\S+) is invalid or cannot be assumed")
 
 
-def role_refused(message: str, env: str | None, configured: str | None) -> UsageError | None:
-    """A UsageError naming the way out when ``message`` is CloudFormation's refusal of a service role
-    (``Role ARN is invalid or cannot be assumed``); None for any other message. ``configured``: the environment's
+def role_refused(exc: botocore.exceptions.ClientError, env: str | None, configured: str | None) -> UsageError | None:
+    """A UsageError naming the way out when ``exc`` is CloudFormation's refusal of a service role (a ValidationError,
+    ``Role ARN is invalid or cannot be assumed``); None for any other error. ``configured``: the environment's
     ``cloudformation_role_arn``. Nothing was changed: CloudFormation refuses before it starts."""
-    found = _ROLE_REFUSED.search(message)
+    error = exc.response.get("Error", {})
+    found = _ROLE_REFUSED.search(str(error.get("Message", ""))) if error.get("Code") == "ValidationError" else None
     if not found:
         return None
     role, table = found["role"], f"[environments.{env}]" if env else "the environment's table"
@@ -383,7 +384,7 @@ def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
             )
         if is_throttling(exc):
             return throttled(exc, env)
-        if code == "ValidationError" and (refused := role_refused(message, env.name, env.cloudformation_role_arn)):
+        if refused := role_refused(exc, env.name, env.cloudformation_role_arn):
             return refused
         return StepFailed(f"AWS {operation} failed ({code}): {message}", next_step="rerun; if it persists, inv health")
     return StepFailed(f"AWS call failed: {exc}", next_step="rerun; if it persists, inv health")

@@ -895,19 +895,20 @@ def _build_settings(
         setting = f"[build] {LAMBDA_ARCHITECTURE}"
         targets.append((Target("stack:api", "stack", why), setting))
         targets += [(Target(fn, "lambda", why), setting) for fn in functions]
-    old_topics, new_topics = per_env(old_doc, NOTIFICATION_ARNS), per_env(new_doc, NOTIFICATION_ARNS)
-    if isinstance(old_topics, dict) and isinstance(new_topics, dict):  # a key taken out: the stacks keep their topics
-        old_topics = {k: old_topics.get(k) for k, v in new_topics.items() if v is not None}
-        new_topics = {k: v for k, v in new_topics.items() if v is not None}
-    if old_topics != new_topics:
-        setting = f"{changed_tables(old_topics, new_topics)} {NOTIFICATION_ARNS}"
-        why = f"{setting} of {name} changed: CloudFormation sends the stacks' events to other SNS topics"
-        targets += [(Target(f"stack:{role}", "stack", why), setting) for role in config.stack_roles]
-    old_context, new_context = per_env(old_doc, CONTEXT), per_env(new_doc, CONTEXT)
-    if old_context != new_context:  # the app reads it where it likes: every stack is synthesized otherwise
-        setting = f"{changed_tables(old_context, new_context)} {CONTEXT}"
-        why = f"{setting} of {name} changed: the CDK app is given other values"
-        targets += [(Target(f"stack:{role}", "stack", why), setting) for role in config.stack_roles]
+    # what every stack of an environment takes: where its events go (a key taken out: the stacks keep their topics),
+    # and the values the app is given (it reads them where it likes: every stack is synthesized otherwise)
+    for key, what, kept_when_out in (
+        (NOTIFICATION_ARNS, "CloudFormation sends the stacks' events to other SNS topics", True),
+        (CONTEXT, "the CDK app is given other values", False),
+    ):
+        before_env, after_env = per_env(old_doc, key), per_env(new_doc, key)
+        if kept_when_out and isinstance(before_env, dict) and isinstance(after_env, dict):
+            before_env = {k: before_env.get(k) for k, v in after_env.items() if v is not None}
+            after_env = {k: v for k, v in after_env.items() if v is not None}
+        if before_env != after_env:
+            setting = f"{changed_tables(before_env, after_env)} {key}"
+            why = f"{setting} of {name} changed: {what}"
+            targets += [(Target(f"stack:{role}", "stack", why), setting) for role in config.stack_roles]
     if not targets:
         return classified
     out: list[Change] = []

@@ -43,8 +43,7 @@ def project_context(root: Path) -> dict[str, Any]:
     """The context the CDK CLI gives the app from the project's own files: the ``context`` of ``cdk/cdk.json`` (the
     feature flags a CDK project keeps there: without them the app makes other templates than ``cdk deploy`` made),
     under what ``cdk/cdk.context.json`` holds."""
-    settings = _json_object(root, PROJECT_FILE, "the CDK CLI's settings of the app", "see the CDK docs on cdk.json")
-    flags = settings.get("context", {})
+    flags = _project_settings(root).get("context", {})
     if not isinstance(flags, dict):
         raise UsageError(
             f"{PROJECT_FILE}'s context is a JSON {type(flags).__name__}, not an object of context values by key",
@@ -56,8 +55,12 @@ def project_context(root: Path) -> dict[str, Any]:
 def project_strict(root: Path) -> bool:
     """Whether ``cdk/cdk.json`` sets ``"strict": true``, the CDK CLI's ``--strict``: an assembly the app recorded
     warnings in is not deployed."""
-    settings = _json_object(root, PROJECT_FILE, "the CDK CLI's settings of the app", "see the CDK docs on cdk.json")
-    return settings.get("strict") is True
+    return _project_settings(root).get("strict") is True
+
+
+def _project_settings(root: Path) -> dict[str, Any]:
+    """``cdk/cdk.json``: the CDK CLI's settings of the app (nothing when there is none)."""
+    return _json_object(root, PROJECT_FILE, "the CDK CLI's settings of the app", "see the CDK docs on cdk.json")
 
 
 def _json_object(root: Path, name: str, what: str, otherwise: str) -> dict[str, Any]:

@@ -323,8 +323,8 @@ class DeployStack(Step):
         unchecked = self._check_references(ctx, body, given)
         body, kept_exports = self._kept_exports(ctx, body, given)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
-        app_tags = synth.read_stack_tags(Path(self.template).parent).get(self.stack, {})  # the CDK app's tags
-        app_topics = synth.read_notification_arns(Path(self.template).parent).get(self.stack)
+        app = synth.manifest_stack(Path(self.template).parent, self.stack)  # its tags, protection, topics in the app
+        app_tags, app_topics = (app.tags, app.notifications) if app else ({}, None)
         synth.check_notification_arns(self.stack, app_topics)  # a rollback's assembly is not checked at synthesis
         result = deployer(ctx).deploy(
             self.stack,
@@ -338,7 +338,7 @@ class DeployStack(Step):
             review=partial(review, ctx, self.stack),
             express=self.express,
             check=partial(self._replaced_imported, ctx),
-            termination_protection=synth.read_termination_protection(Path(self.template).parent).get(self.stack),
+            termination_protection=app.protected if app else None,
             notification_arns=notification_arns(ctx.env, app_topics),
         )
         detail = f"{result.action} in {result.seconds:.1f}s"

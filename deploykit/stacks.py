@@ -283,6 +283,11 @@ class StackResult:
 # -- pure logic ----------------------------------------------------------------------------------
 
 
+def topics_of(stack: Mapping[str, Any]) -> tuple[str, ...]:
+    """The SNS topics a stack (as DescribeStacks gives it) sends its events to."""
+    return tuple(str(arn) for arn in stack.get("NotificationARNs") or ())
+
+
 def topic_names(arns: Sequence[str]) -> str:
     """SNS topic ARNs by their names, as a line says them: ``SNS topic ops``, ``SNS topics ops, audit``,
     ``no SNS topic``."""
@@ -1040,7 +1045,7 @@ class StackDeployer:
             if is_no_changes_error(exc):
                 return self._unchanged(name, started, None, termination_protection)
             message = str(exc.response["Error"].get("Message", exc))
-            if error_code(exc) == "ValidationError" and (no_role := role_refused(message, self.env, self.role_arn)):
+            if no_role := role_refused(exc, self.env, self.role_arn):
                 raise no_role from None
             if error_code(exc) in ("ValidationError", "InsufficientCapabilitiesException"):
                 fix = f"fix the template or the parameters ({', '.join(parameters) or 'none given'})"
@@ -1122,7 +1127,7 @@ class StackDeployer:
         mode = " in express mode: its resources may still be getting ready" if express else ""
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s{mode})")
         protection = self._protect(name, stack, termination_protection)
-        now = tuple(str(arn) for arn in stack.get("NotificationARNs") or ())
+        now = topics_of(stack)
         told = topic_names(now) if notification_arns is not None and set(now) != set(topics) else ""
         if told:
             self.say(f"{name}: its events go to {told} now")
@@ -1172,7 +1177,7 @@ class StackDeployer:
             if is_no_changes_error(exc):
                 return []
             message = str(exc.response.get("Error", {}).get("Message", ""))
-            if error_code(exc) == "ValidationError" and (no_role := role_refused(message, self.env, self.role_arn)):
+            if no_role := role_refused(exc, self.env, self.role_arn):
                 # that stack's own role (one kept from before, since deleted): the other stacks are still previewed
                 reason = no_role.message.removesuffix("; nothing was changed")
                 return NoPreview(status, f"{reason}: a deploy of it is refused ({no_role.next_step})")
@@ -1238,7 +1243,7 @@ class StackDeployer:
         if stack is None:
             return "CREATE", False, {}, ()
         status = str(stack["StackStatus"])
-        topics = tuple(str(arn) for arn in stack.get("NotificationARNs") or ())
+        topics = topics_of(stack)
         if status == "REVIEW_IN_PROGRESS":
             self.say(f"{name} exists only as a change set that was never executed (REVIEW_IN_PROGRESS); creating it")
             return "CREATE", False, {}, ()

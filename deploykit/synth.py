@@ -255,12 +255,6 @@ def read_stack_tags(out_dir: Path) -> dict[str, dict[str, str]]:
     return {name: stack.tags for name, stack in _manifest_stacks(out_dir).items()}
 
 
-def read_termination_protection(out_dir: Path) -> dict[str, bool]:
-    """Stack name → whether the app protects the stack from deletion (``Stack(termination_protection=True)``:
-    ``properties.terminationProtection``; not said: not protected, as the CDK CLI takes it)."""
-    return {name: stack.protected for name, stack in _manifest_stacks(out_dir).items()}
-
-
 def stack_dependencies(out_dir: Path) -> dict[str, tuple[str, ...]]:
     """Stack name → the stacks it depends on, by name: the manifest's ``dependencies`` (what CDK's cross-stack
     references and ``add_dependency`` make; the CDK CLI's order too), its stacks' only (an asset manifest's left out).
@@ -268,23 +262,27 @@ def stack_dependencies(out_dir: Path) -> dict[str, tuple[str, ...]]:
     return {name: stack.needs for name, stack in _manifest_stacks(out_dir).items()}
 
 
-def read_notification_arns(out_dir: Path) -> dict[str, tuple[str, ...] | None]:
-    """Stack name → the SNS topics the app names for its events (``Stack(notification_arns=...)``: the manifest's
-    ``properties.notificationArns``; ``()`` when it names none); None when the app does not say, as the CDK CLI
-    then leaves the stack's own topics as they are."""
-    return {name: stack.notifications for name, stack in _manifest_stacks(out_dir).items()}
+def manifest_stack(out_dir: Path, stack: str) -> ManifestStack | None:
+    """What the cloud assembly's manifest says of ``stack`` (None: it makes no such stack), read once for a deploy of
+    it: its tags, protection from deletion and notification topics besides its template."""
+    return _manifest_stacks(out_dir).get(stack)
 
 
-class _Stack(NamedTuple):
+class ManifestStack(NamedTuple):
+    """One stack of the manifest, as the CDK CLI reads it for its deploy."""
+
     template: Path
-    tags: dict[str, str]
+    tags: dict[str, str]  # its stack tags (``properties.tags``)
+    # whether the app protects it from deletion (``Stack(termination_protection=True)``); not said: not protected
     protected: bool
-    needs: tuple[str, ...]
+    needs: tuple[str, ...]  # the stacks it depends on (:func:`stack_dependencies`)
+    # the SNS topics the app names for its events (``Stack(notification_arns=...)``: ``properties.notificationArns``;
+    # ``()`` when it names none); None when the app does not say, as the CDK CLI then leaves the stack's own as they are
     notifications: tuple[str, ...] | None
     where: str  # the manifest's environment: aws://ACCOUNT/REGION (unknown-account, unknown-region: the app left it)
 
 
-def _manifest_stacks(out_dir: Path) -> dict[str, _Stack]:
+def _manifest_stacks(out_dir: Path) -> dict[str, ManifestStack]:
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
@@ -300,14 +298,14 @@ def _manifest_stacks(out_dir: Path) -> dict[str, _Stack]:
     names = {
         key: str((artifact.get("properties") or {}).get("stackName") or key) for key, artifact in artifacts.items()
     }
-    stacks: dict[str, _Stack] = {}
+    stacks: dict[str, ManifestStack] = {}
     for artifact_id, artifact in artifacts.items():
         props = artifact.get("properties") or {}
         tags = {str(k): str(v) for k, v in (props.get("tags") or {}).items()}
         needs = tuple(names[str(d)] for d in artifact.get("dependencies") or () if str(d) in names)
         arns = props.get("notificationArns")
         notifications = tuple(arns) if isinstance(arns, list) else None if arns is None else (arns,)
-        stacks[names[artifact_id]] = _Stack(
+        stacks[names[artifact_id]] = ManifestStack(
             out_dir / str(props["templateFile"]),
             tags,
             props.get("terminationProtection") is True,
@@ -630,23 +628,19 @@ def synthesize(
     annotations = assembly_annotations(out)
     errors = annotations.get("error", [])
     if errors:  # as the CDK CLI: an assembly the app marked wrong is not deployed
-        shown = "\n".join(f"  {path}: {message}" for path, message in errors[:OUTPUT_TAIL_LINES])
-        more = f"\n  ... and {len(errors) - OUTPUT_TAIL_LINES} more" if len(errors) > OUTPUT_TAIL_LINES else ""
         raise StepFailed(
             f"the CDK app recorded {len(errors)} error(s) in its assembly (it exited 0; the CDK CLI refuses to "
-            f"deploy it too), nothing was deployed:\n{shown}{more}",
+            f"deploy it too), nothing was deployed:\n{_listed(errors)}",
             next_step="fix them in cdk/ (each names its construct; ./dev nox -s cdk synthesizes the app), then rerun",
         )
-    if say:  # shown as the CDK CLI shows them; each says how to acknowledge it ([ack: id])
-        for path, message in annotations.get("warning", []):
-            say(f"⚠️  CDK warning: {path}: {message}")
     warnings = annotations.get("warning", [])
+    if say:  # shown as the CDK CLI shows them; each says how to acknowledge it ([ack: id])
+        for path, message in warnings:
+            say(f"⚠️  CDK warning: {path}: {message}")
     if warnings and lookups.project_strict(root):  # the CDK CLI's --strict, as cdk.json sets it: no stamp either
-        shown = "\n".join(f"  {path}: {message}" for path, message in warnings[:OUTPUT_TAIL_LINES])
-        more = f"\n  ... and {len(warnings) - OUTPUT_TAIL_LINES} more" if len(warnings) > OUTPUT_TAIL_LINES else ""
         raise StepFailed(
             f'the CDK app recorded {len(warnings)} warning(s) in its assembly, and cdk/cdk.json sets "strict": true '
-            f"(the CDK CLI's --strict), so it is not deployed; nothing was deployed:\n{shown}{more}",
+            f"(the CDK CLI's --strict), so it is not deployed; nothing was deployed:\n{_listed(warnings)}",
             next_step="fix them in cdk/ (or acknowledge one: Annotations.of(scope).acknowledge_warning(id, reason)), "
             'or drop "strict" from cdk/cdk.json, then rerun',
         )
@@ -654,6 +648,14 @@ def synthesize(
         check_stacks(out, env, config.table_of(env.name), account)
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
+
+
+def _listed(annotations: Sequence[tuple[str, str]]) -> str:
+    """The app's annotations (construct path, message) as a refusal lists them: a line each, the first
+    OUTPUT_TAIL_LINES, then how many more."""
+    shown = "\n".join(f"  {path}: {message}" for path, message in annotations[:OUTPUT_TAIL_LINES])
+    left = len(annotations) - OUTPUT_TAIL_LINES
+    return shown + (f"\n  ... and {left} more" if left > 0 else "")
 
 
 def _tail(done: subprocess.CompletedProcess[str]) -> str:

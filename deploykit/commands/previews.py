@@ -33,6 +33,7 @@ from deploykit.stacks import (
     dangerous_changes,
     given_parameters,
     topic_names,
+    topics_of,
 )
 
 
@@ -158,11 +159,11 @@ def topics_changed(env: EnvConfig, template: Path, name: str, stack: Mapping[str
     do not, or neither names any (the stack keeps its own). A template with no manifest beside it is judged by
     deploy.toml's alone (the deploy reads the manifest, and says what it lacks)."""
     try:
-        app = synth.read_notification_arns(template.parent).get(name)
+        app = synth.manifest_stack(template.parent, name)
     except StepFailed:
         app = None
-    wanted = notification_arns(env, app)
-    if wanted is None or set(wanted) == set(stack.get("NotificationARNs") or ()):
+    wanted = notification_arns(env, app.notifications if app else None)
+    if wanted is None or set(wanted) == set(topics_of(stack)):
         return ""
     return topic_names(wanted)
 

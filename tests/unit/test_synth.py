@@ -516,7 +516,8 @@ def test_the_topics_the_app_names_for_a_stack_s_events_are_read_and_anything_els
     topic = "arn:aws:sns:eu-west-1:123456789012:deploy-events"
     named = FakeApp(properties={STACKS[0]: {"notificationArns": [topic]}, STACKS[1]: {"notificationArns": []}})
     made = synth.synthesize(config, dev, account=ACCOUNT, run=named)
-    assert synth.read_notification_arns(made.out_dir) == {
+    read = {name: stack.notifications for name in made.templates if (stack := synth.manifest_stack(made.out_dir, name))}
+    assert read == {
         STACKS[0]: (topic,),
         STACKS[1]: (),
         **{name: None for name in STACKS[2:]},
