@@ -5,15 +5,15 @@ What is live is read from the environment: the app from the image tag of the ser
 definition, each Lambda from the description of the version behind its ``live`` alias, each stack from the
 live record the history keeps (see :mod:`deploykit.history`), which also backs the other two when their own
 place says nothing. The plan: stacks first in dependency order (the image build and the Lambda uploads in
-parallel with the first ones), then the Lambda fast path for changed functions the API stack did not already
-deploy, then the app chain, smoke once at the end.
+parallel with the first ones), then the Lambda fast path for changed functions the stack holding them did not
+already deploy, then the app chain, smoke once at the end.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -57,10 +57,10 @@ def live_components(
     ``unverified`` (when given) gets component → why, for a component that runs something else than what the last
     successful deploy verified (the app: its service's image), which deploy.auto deploys again whatever changed.
     ``entries`` (when given) gets the live record's entries (component → {sha, when, record, ...}). ``drifted``
-    (when given) gets lambda:<fn> → what says it, for a function whose alias serves settings other than the API
-    stack's template gives it (:func:`deploykit.lambda_chain.settings_drift`; the template read with the rest), which
-    deploying does not put back; and app → why, for a service whose image's release command has not passed while
-    ``$DEPLOYKIT_SKIP_RELEASE=1`` is set (deploying again would only skip it again).
+    (when given) gets lambda:<fn> → what says it, for a function whose alias serves settings other than the template
+    of the stack holding it gives it (:func:`deploykit.lambda_chain.settings_drift`; the templates read with the
+    rest), which deploying does not put back; and app → why, for a service whose image's release command has not
+    passed while ``$DEPLOYKIT_SKIP_RELEASE=1`` is set (deploying again would only skip it again).
 
     The live record, the service's image and each function's version are read at once (:func:`at_once`). Without
     ``endpoints`` (some stack is not deployed, e.g. after ``inv destroy``) the stacks that are still answer from
@@ -69,12 +69,15 @@ def live_components(
     bucket: str | None
     if endpoints is not None:
         stacks, bucket, functions = endpoints.outputs, endpoints.artifacts_bucket, endpoints.functions
+        hosts = {fn: endpoints.hosts.get(fn, env.stacks.api) for fn in functions}
         has_service = True
     else:
         outputs = StackOutputs.of(aws)  # read by the caller when it resolved the endpoints: answered from memory
         stacks = {name: answer for name in planner.stack_roles(env).values() if (answer := outputs(name)) is not None}
         bucket = stacks.get(env.stacks.registry, {}).get(ARTIFACTS_OUTPUT)
-        functions = lambda_chain.deployed_functions(outputs, env, required=False)  # {}: no API stack
+        functions = lambda_chain.deployed_functions(outputs, env, required=False)  # {}: no stack holds one
+        names = env.stacks.roles()
+        hosts = {fn: names[role] for fn, role in lambda_chain.function_hosts(outputs, env).items()}
         has_service = env.stacks.fargate in stacks
     found = History(aws, env, bucket) if bucket else None
     live_record = Once(found.live if found else dict)  # the app's read waits for it: both start at once
@@ -90,11 +93,12 @@ def live_components(
             reads[component] = partial(lambda_chain.live_configuration, aws.client("lambda"), function_name)
             if unverified is not None:  # its routing: a canary cut short sends a share to a version never verified
                 reads[f"{component}@alias"] = partial(lambda_chain.alias_if_there, aws.client("lambda"), function_name)
-    if drifted is not None and functions:
-        reads["template"] = partial(deployed_template, aws.client("cloudformation"), env.stacks.api)
+    if drifted is not None:  # what each function's settings should be: the template of the stack holding it
+        for stack in sorted(set(hosts.values())):
+            reads[f"template:{stack}"] = partial(deployed_template, aws.client("cloudformation"), stack)
     read = at_once(reads)
     kept: dict[str, dict[str, str]] = read.pop("record")
-    template = read.pop("template", None)
+    templates = {stack: read.pop(f"template:{stack}", None) for stack in set(hosts.values())}
     if entries is not None:
         entries.update(kept)
     record = {c: v.get("sha") for c, v in kept.items()}
@@ -162,11 +166,12 @@ def live_components(
                 )
             if why and unverified is not None:
                 unverified[component] = why
-            if drifted is not None and serving:
-                drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api)
+            if drifted is not None and serving and name in hosts:
+                host = hosts[name]
+                drift = lambda_chain.settings_drift(templates.get(host), name, serving, host)
                 if drift:  # $LATEST read only then: whether the next deploy of it serves the stack's settings again
                     latest = lambda_chain.live_configuration(aws.client("lambda"), functions[name], "$LATEST")
-                    drift = lambda_chain.settings_drift(template, name, serving, env.stacks.api, latest)
+                    drift = lambda_chain.settings_drift(templates.get(host), name, serving, host, latest)
                 if drift:
                     drifted[component] = drift
         else:
@@ -555,6 +560,7 @@ class Inputs:
     image_tag: str  # the image live now (the Fargate stack's ImageTag when the app does not change)
     code_keys: Mapping[str, str]  # function → the code key live now
     functions: Mapping[str, str]  # function → its Lambda function name
+    hosts: Mapping[str, str] = field(default_factory=dict)  # function → the role of the stack holding it
     repository_uri: str = ""  # "" lets push resolve it from the registry stack
     promoted: planner.PromotedImage | None = None  # the app's image is the promote_from environment's, copied
 
@@ -631,18 +637,21 @@ def auto_plan(
         return stack(role)
 
     steps += planner.later_stacks(env, roles, deployed)
-    # the API stack, when it changed, deployed the new code itself; the fast path does the others
-    fast = [fn for fn in functions if "api" not in roles]
+    # a stack holding a function, when it changed, deployed the new code itself (one that may hold it, for a function
+    # not deployed yet); the fast path does the others
+    holders = [role for role in roles if planner.holds_functions(role)]
+    fast = [fn for fn in functions if (inputs.hosts[fn] not in roles if fn in inputs.hosts else not holders)]
     chains: list[Step] = []  # the functions' fast paths and the app's rollout: side by side, independent
     if fast:
         for fn in fast:
             if fn not in inputs.functions:
                 raise UsageError(
-                    f"Lambda function {fn} is not deployed in {env.name!r}: the API stack {names['api']} has no "
+                    f"Lambda function {fn} is not deployed in {env.name!r}: no stack has a "
                     f"{function_id(fn)}FunctionName output",
-                    next_step=f"add a LambdaRoute for folder {fn!r} to FUNCTIONS in cdk/stacks/api_stack.py and commit "
-                    f"it (inv deploy.auto then deploys the API stack), or deploy the stack as it is: "
-                    f"inv deploy.stack {names['api']} --env {env.name}",
+                    next_step=f"give folder {fn!r} a stack and commit it (a LambdaRoute of FUNCTIONS in "
+                    "cdk/stacks/api_stack.py, or deployed_function of cdk/stacks/common/functions.py in a stack of "
+                    "your own): inv deploy.auto then deploys that stack; or deploy the stack that holds it as it is: "
+                    f"inv deploy.stack STACK --env {env.name}",
                 )
             plan = lambda_chain.lambda_plan(config, env, revision, fn, function_name=inputs.functions[fn], smoke=False)
             chains.append(StepSequence(f"lambda {fn}", plan.steps[1:]))  # uploaded above

@@ -38,6 +38,7 @@ from deploykit.config import (
     DEFAULT_DESIRED_COUNT,
     DEFAULT_TASK_CPU,
     DEFAULT_TASK_MEMORY,
+    NO_FUNCTIONS,
     OWN_ROLE,
     SIZE_KEYS,
     STACK_ROLES,
@@ -792,11 +793,11 @@ def _build_settings(
     image, extra CAs, platform), and the base image an environment sets for itself (``env``'s, from its table or the
     pattern that makes it; None: any environment's); for the Fargate stack too, ``platform`` (its tasks run on that
     architecture), and the service's size an environment sets (``desired_count``, ``task_cpu``, ``task_memory`` of
-    ``env``'s table or the pattern that makes it; None: any environment's); for the API stack and every function,
-    ``lambda_architecture`` (the stack puts the functions on it, and their requirements are vendored for it: each zip is
-    made anew); for every stack, the SNS topics an environment sends their events to (``notification_arns``, of
-    ``env``'s table or the pattern that makes it), and the values it gives the CDK app (its ``context`` table). The rest
-    of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
+    ``env``'s table or the pattern that makes it; None: any environment's); for the stacks that may hold functions
+    and every function, ``lambda_architecture`` (a stack puts its functions on it, and their requirements are vendored
+    for it: each zip is made anew); for every stack, the SNS topics an environment sends their events to
+    (``notification_arns``, of ``env``'s table or the pattern that makes it), and the values it gives the CDK app (its
+    ``context`` table). The rest of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
@@ -893,7 +894,9 @@ def _build_settings(
         why = f"[build] {LAMBDA_ARCHITECTURE} of {name} changed: the functions run on another architecture"
         functions = [c for c in components_of(config) if c.startswith("lambda:")]
         setting = f"[build] {LAMBDA_ARCHITECTURE}"
-        targets.append((Target("stack:api", "stack", why), setting))
+        # every stack that may hold functions: the API stack, the team's own (one holding none has nothing to change)
+        holders = [f"stack:{role}" for role in config.stack_roles if role not in NO_FUNCTIONS]
+        targets += [(Target(stack, "stack", why), setting) for stack in holders]
         targets += [(Target(fn, "lambda", why), setting) for fn in functions]
     # what every stack of an environment takes: where its events go (a key taken out: the stacks keep their topics),
     # and the values the app is given (it reads them where it likes: every stack is synthesized otherwise)

@@ -78,6 +78,9 @@ class Stacks:
 
 # The platform's stack roles, in dependency order; an environment may name more (Stacks.own).
 STACK_ROLES: tuple[str, ...] = ("registry", "data", "auth", "fargate", "api")
+# The platform's stacks that hold no Lambda function: a function goes in the API stack or in one of the team's own
+# (deploykit.synth.check_stacks refuses one elsewhere), so only those are given the functions' code.
+NO_FUNCTIONS: tuple[str, ...] = ("registry", "data", "auth", "fargate")
 # Which stacks each platform stack imports from (cross-stack references): the order of deploy.full and destroy.
 STACK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "registry": (),
@@ -368,8 +371,8 @@ class BuildConfig:
     # tasks on (their task definition's runtimePlatform: X86_64, ARM64). linux/amd64 or linux/arm64.
     platform: str = "linux/amd64"
     # The architecture the Lambda functions run on, x86_64 or arm64 (Graviton): the CDK app gives it to every function
-    # of the API stack, and a function's requirements are vendored as wheels for it. Not part of how the image is
-    # built: a change to it deploys the API stack with every function's zip made anew.
+    # (stacks/common/functions.py), and a function's requirements are vendored as wheels for it. Not part of how the
+    # image is built: a change to it deploys the stacks holding functions with every function's zip made anew.
     lambda_architecture: str = DEFAULT_ARCHITECTURE
     # The builds of the backend image kept on this machine's Docker engine, newest first (their local tags and the
     # registry's): after a build, once a day, the older ones' tags are removed. 0: never.

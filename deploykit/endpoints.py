@@ -13,10 +13,11 @@ Override keys are the field names of :class:`Endpoints`; the mapped ones are wri
 ``buckets.kyc``, ``functions.login_handler``. When ``api_url`` is overridden, ``login_url`` and
 ``api_health_url`` follow it (same path below the API's base URL) unless they are overridden too.
 
-The Lambda functions are not listed here: each function of the API stack (one per folder of ``lambda/``) has the
-outputs ``<Id>FunctionName`` and ``<Id>AliasArn``, ``<Id>`` being its folder's name in CamelCase
-(``login_handler`` → ``LoginHandler``, :func:`function_id`), and every pair found is one entry of
-``functions`` and ``aliases``; a function added to the stack is known as soon as the stack is deployed.
+The Lambda functions are not listed here: each function (one per folder of ``lambda/``) has the outputs
+``<Id>FunctionName`` and ``<Id>AliasArn`` in the stack that holds it (the API stack, or one of the team's own),
+``<Id>`` being its folder's name in CamelCase (``login_handler`` → ``LoginHandler``, :func:`function_id`), and every
+pair found is one entry of ``functions`` and ``aliases`` (``hosts`` names its stack); a function added to a stack is
+known as soon as the stack is deployed.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ MAPPED_OUTPUTS: dict[str, dict[str, tuple[str, str]]] = {
         "artifacts": ("registry", "ArtifactsBucketName"),
     },
 }
-# Mapping field → the suffix of the API stack's output for each function: <Id>FunctionName, <Id>AliasArn.
+# Mapping field → the suffix of its stack's output for each function: <Id>FunctionName, <Id>AliasArn.
 FUNCTION_OUTPUTS = {"functions": "FunctionName", "aliases": "AliasArn"}
 FUNCTION_FOLDER = re.compile(r"[a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*")  # the folder names function_id round-trips
 # URLs below the API's base URL: they follow an overridden api_url.
@@ -116,6 +117,7 @@ class Endpoints:
     buckets: dict[str, str] = field(default_factory=dict)  # kyc, kyc_access_logs, artifacts
     functions: dict[str, str] = field(default_factory=dict)  # folder of lambda/ (login_handler) → function name
     aliases: dict[str, str] = field(default_factory=dict)  # folder of lambda/ → its `live` alias ARN
+    hosts: dict[str, str] = field(default_factory=dict)  # folder of lambda/ → the stack that holds its function
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # stack name → its outputs
 
     def to_json(self) -> dict[str, Any]:
@@ -132,15 +134,46 @@ def function_id(function: str) -> str:
     return "".join(part.capitalize() for part in function.split("_"))
 
 
-def function_outputs(api: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """``{"functions": {fn: function name}, "aliases": {fn: alias ARN}}`` from the API stack's outputs."""
+def function_outputs(outputs: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``{"functions": {fn: function name}, "aliases": {fn: alias ARN}}`` from one stack's outputs."""
     found: dict[str, dict[str, str]] = {name: {} for name in FUNCTION_OUTPUTS}
-    for key, value in api.items():
+    for key, value in outputs.items():
         for name, suffix in FUNCTION_OUTPUTS.items():
             ident = key.removesuffix(suffix)
             folder = folder_of(ident)
             if ident != key and folder is not None:
                 found[name][folder] = value
+    return found
+
+
+def stacks_functions(by_stack: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """``{"functions": ..., "aliases": ..., "hosts": {fn: stack name}}`` from the outputs of every stack deployed
+    (stack name → its outputs, in the environment's order). A function two stacks name (moved from one to the other
+    between their deploys) is the first's."""
+    found: dict[str, dict[str, str]] = {name: {} for name in (*FUNCTION_OUTPUTS, "hosts")}
+    for stack, outputs in by_stack.items():
+        held = function_outputs(outputs)
+        for fn in held["functions"]:
+            if fn not in found["hosts"]:
+                found["hosts"][fn] = stack
+                for name in FUNCTION_OUTPUTS:
+                    if fn in held[name]:
+                        found[name][fn] = held[name][fn]
+    return found
+
+
+def code_parameter(function: str) -> str:
+    """login_handler → LoginHandlerCodeKey: the parameter for that function's S3 key, in the stack that holds it."""
+    return function_id(function) + "CodeKey"
+
+
+def code_parameters(template: Mapping[str, Any]) -> dict[str, str]:
+    """function → its code parameter, for each one a template's parameters declare (of the functions it holds)."""
+    found: dict[str, str] = {}
+    for name in template.get("Parameters") or {}:
+        folder = folder_of(name.removesuffix("CodeKey")) if name.endswith("CodeKey") else None
+        if folder is not None:
+            found[folder] = name
     return found
 
 
@@ -252,7 +285,9 @@ def resolve_endpoints(
     kwargs: dict[str, Any] = {key: values[key] for key in SCALAR_OUTPUTS}
     for name, sources in MAPPED_OUTPUTS.items():
         kwargs[name] = {key: values[f"{name}.{key}"] for key in sources}
-    for name, found in function_outputs(by_stack.get(stack_names["api"], {})).items():
+    held = stacks_functions({name: by_stack[name] for name in stack_names.values() if name in by_stack})
+    kwargs["hosts"] = held.pop("hosts")
+    for name, found in held.items():
         kwargs[name] = found | {key.partition(".")[2]: v for key, v in values.items() if key.startswith(f"{name}.")}
     return Endpoints(env=env.name, region=env.region, outputs=by_stack, **kwargs)
 

@@ -976,23 +976,26 @@ def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, rep
 
 def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:
     if not endpoints.functions:
-        report.rows.append(Row("lambda", "-", MISSING, f"stack {env.stacks.api} names no functions"))
+        report.rows.append(Row("lambda", "-", MISSING, f"no stack names a function (nor {env.stacks.api})"))
     reads: dict[str, Callable[[], Any]] = {
         key: partial(_alias_and_version, lam, function) for key, function in endpoints.functions.items()
     }
-    reads[_TEMPLATE] = partial(deployed_template, cfn, env.stacks.api)  # what the functions' settings should be
-    read = at_once(reads)  # every function's alias and the version it serves, and the API stack's template: one trip
-    template = read.pop(_TEMPLATE)
+    # what the functions' settings should be: the templates of the stacks holding them
+    hosts = {key: endpoints.hosts.get(key, env.stacks.api) for key in endpoints.functions}
+    reads |= {f"{_TEMPLATE}{stack}": partial(deployed_template, cfn, stack) for stack in set(hosts.values())}
+    read = at_once(reads)  # every function's alias and the version it serves, and its stack's template: one trip
+    templates = {stack: read.pop(f"{_TEMPLATE}{stack}") for stack in set(hosts.values())}
     for key, function in sorted(endpoints.functions.items()):
         label = f"{key} ({function})" if key != function else key
         found = read[key]
+        host = hosts[key]
         if found is None:
             report.rows.append(Row("lambda", label, MISSING, f"no function {function} or no alias {LIVE_ALIAS!r}"))
             report.findings.append(
                 Finding(
                     "broken",
                     f"Lambda {function}: the function or its {LIVE_ALIAS!r} alias does not exist",
-                    lambda_chain.deleted_behind_the_stack(env.stacks.api, env.name),
+                    lambda_chain.deleted_behind_the_stack(host, env.name),
                 )
             )
             continue
@@ -1006,10 +1009,10 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
             report.shifting[key] = (function, weights)
             parts.append(f"traffic shift in progress: {lambda_chain.routing_shares(report.shifting[key][1])}")
         report.rows.append(Row("lambda", label, f"{LIVE_ALIAS} → version {version}", ", ".join(parts)))
-        drift = lambda_chain.settings_drift(template, key, config, env.stacks.api)
+        drift = lambda_chain.settings_drift(templates.get(host), key, config, host)
         if drift:  # $LATEST read only then: whether the next deploy of it serves the stack's settings again
             latest = lambda_chain.live_configuration(lam, function, "$LATEST")
-            drift = lambda_chain.settings_drift(template, key, config, env.stacks.api, latest)
+            drift = lambda_chain.settings_drift(templates.get(host), key, config, host, latest)
         if drift and lambda_chain.LATEST_HAS_THEM in drift:  # a version that keeps its own: $LATEST has the stack's
             report.findings.append(
                 Finding(
@@ -1030,7 +1033,7 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
             )
 
 
-_TEMPLATE = "\0template"  # the API stack's template among the functions' reads
+_TEMPLATE = "\0template:"  # the template of a stack holding functions, among the functions' reads
 
 
 def _code(config: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from deploykit import git, packaging
 from deploykit.aws import HandedOn, at_once
 from deploykit.clock import Clock, backoff
-from deploykit.endpoints import function_id, function_outputs, resolve_endpoints
+from deploykit.endpoints import function_id, resolve_endpoints, stacks_functions
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records
 from deploykit.smoke import Smoke
@@ -185,37 +185,52 @@ def serving_unverified(entry: Mapping[str, str] | None, serving: Mapping[str, An
 
 
 def deployed_functions(outputs: StackOutputs, env: EnvConfig, *, required: bool = True) -> dict[str, str]:
-    """fn (folder name) → Lambda function name, from the environment's endpoints (the API stack's outputs).
+    """fn (folder name) → Lambda function name, from the environment's endpoints (the outputs of the stacks that
+    hold functions: the API stack's, the team's own).
 
-    When other stacks are missing, the API stack's own outputs are enough. When the API stack is not deployed:
-    UsageError if ``required``, else an empty mapping.
+    When other stacks are missing, the outputs of those deployed are enough. When none holds a function and the API
+    stack is not deployed: UsageError if ``required``, else an empty mapping.
     """
+    return _deployed(outputs, env, required=required)["functions"]
+
+
+def function_hosts(outputs: StackOutputs, env: EnvConfig) -> dict[str, str]:
+    """fn (folder name) → the role of the stack that holds its function now (its outputs name it); a function not
+    deployed is not there."""
+    roles = {name: role for role, name in env.stacks.roles().items()}
+    return {fn: roles[stack] for fn, stack in _deployed(outputs, env, required=False)["hosts"].items()}
+
+
+def _deployed(outputs: StackOutputs, env: EnvConfig, *, required: bool) -> dict[str, dict[str, str]]:
     try:
-        return dict(resolve_endpoints(outputs, env, env.endpoints).functions)
+        endpoints = resolve_endpoints(outputs, env, env.endpoints)
     except ConfigError:
         raise
     except UsageError:
-        api = outputs(env.stacks.api)
-    if api is None:
-        if not required:
-            return {}
+        pass
+    else:
+        return {"functions": dict(endpoints.functions), "hosts": dict(endpoints.hosts)}
+    names = list(env.stacks.roles().values())
+    read = at_once({name: partial(outputs, name) for name in names})  # answered from memory: resolved just now
+    held = stacks_functions({name: dict(found) for name in names if (found := read[name]) is not None})
+    if required and not held["functions"] and read[env.stacks.api] is None:
         raise UsageError(
             f"the API stack {env.stacks.api} is not deployed in environment {env.name!r}",
             next_step=f"deploy the API stack first: inv deploy.stack api --env {env.name}",
         )
-    return function_outputs(api)["functions"]
+    return held
 
 
 def deployed_function(outputs: StackOutputs, env: EnvConfig, function: str) -> str:
-    """The Lambda function name of folder ``function`` in the environment; UsageError when the API stack is not
-    deployed or has no function for it."""
+    """The Lambda function name of folder ``function`` in the environment; UsageError when no stack deployed has a
+    function for it."""
     functions = deployed_functions(outputs, env)
     if not functions.get(function):
         raise UsageError(
-            f"the API stack {env.stacks.api} has no Lambda function for {function!r} "
-            f"(it has: {', '.join(sorted(functions)) or 'none'})",
-            next_step=f"deploy the API stack first (cdk/stacks/api_stack.py must define it): "
-            f"inv deploy.stack api --env {env.name}",
+            f"no stack of environment {env.name!r} has a Lambda function for {function!r} "
+            f"(they have: {', '.join(sorted(functions)) or 'none'})",
+            next_step=f"deploy the stack that holds it first (its deployed_function in cdk/stacks/, the API stack's "
+            f"FUNCTIONS for a route): inv deploy.auto --env {env.name}",
         )
     return functions[function]
 
@@ -368,15 +383,16 @@ def _origin(description: str) -> str:
 
 
 def deleted_behind_the_stack(stack: str | None = None, env: str | None = None) -> str:
-    """What to do about a function (or its alias) the API stack (``stack``, its name when known) holds that Lambda
-    has not: it was deleted outside CloudFormation, which still counts it as there, so a deploy of the unchanged
-    stack changes nothing and one that updates it fails on it."""
+    """What to do about a function (or its alias) a stack (``stack``, its name when known: the API stack's, one of
+    the team's) holds that Lambda has not: it was deleted outside CloudFormation, which still counts it as there, so
+    a deploy of the unchanged stack changes nothing and one that updates it fails on it."""
     deploy = f"inv deploy.stack {stack or 'api'}" + (f" --env {env}" if env else "")
     return (
-        f"it was deleted outside CloudFormation, which still counts it as there: a deploy of the API stack as it is "
+        f"it was deleted outside CloudFormation, which still counts it as there: a deploy of its stack as it is "
         f"does not bring it back (aws cloudformation detect-stack-drift --stack-name {stack or '<the API stack>'} "
-        "shows it). Have CloudFormation create it again: take its route out of FUNCTIONS in cdk/stacks/api_stack.py "
-        f"and {deploy}, then put the route back and {deploy} again"
+        "shows it). Have CloudFormation create it again: take it out of its stack (its route out of FUNCTIONS in "
+        f"cdk/stacks/api_stack.py, its deployed_function out of a stack of yours) and {deploy}, then put it back and "
+        f"{deploy} again"
     )
 
 
@@ -386,7 +402,7 @@ def _configuration(lambda_client: Any, function_name: str, function: str) -> dic
     except ClientError as exc:
         if error_code(exc) == NOT_FOUND:
             raise UsageError(
-                f"Lambda function {function_name} ({function}) does not exist, though the API stack's outputs name it",
+                f"Lambda function {function_name} ({function}) does not exist, though its stack's outputs name it",
                 next_step=deleted_behind_the_stack(),
             ) from None
         raise
@@ -445,7 +461,7 @@ class UpdateFunctionCode(Step):
             raise UsageError(
                 f"{self.function_name} runs on {', '.join(runs_on)}, but the compiled code vendored from "
                 f"lambda/{self.function}/requirements.txt is for {self.compiled_for}: it would not import there",
-                next_step=f"deploy.toml's [build] lambda_architecture is {self.compiled_for} and the API stack puts "
+                next_step=f"deploy.toml's [build] lambda_architecture is {self.compiled_for} and its stack puts "
                 f"the functions on it: deploy that stack (inv deploy.auto, after a commit changing the setting), or "
                 f"set lambda_architecture = {runs_on[0]!r} if the function is to stay on {runs_on[0]}",
             )
@@ -702,7 +718,7 @@ def get_alias(client: Any, function_name: str, alias: str) -> dict[str, Any]:
         if error_code(exc) != NOT_FOUND:
             raise
         raise UsageError(
-            f"{function_name} has no alias {alias!r} (or no function of that name), though the API stack makes it",
+            f"{function_name} has no alias {alias!r} (or no function of that name), though its stack makes it",
             next_step=deleted_behind_the_stack(),
         ) from None
 
@@ -796,9 +812,9 @@ ENVIRONMENT = "Environment."  # prefix of an environment variable among the sett
 
 
 def configured(template: Mapping[str, Any], function: str) -> dict[str, Any]:
-    """What ``template`` (a synthesized API stack) sets for ``function`` (a folder of lambda/) that Lambda reports
-    back: each of :data:`CONFIGURED` it gives a plain value, and each environment variable with a plain value (as
-    ``Environment.<NAME>``); a value CloudFormation resolves (a reference, an import) is left out. The function's
+    """What ``template`` (a synthesized stack holding it) sets for ``function`` (a folder of lambda/) that Lambda
+    reports back: each of :data:`CONFIGURED` it gives a plain value, and each environment variable with a plain value
+    (as ``Environment.<NAME>``); a value CloudFormation resolves (a reference, an import) is left out. The function's
     resource is the one named by its construct (``LoginHandler`` and CDK's 8-digit hash); {} when there is none."""
     name = re.compile(re.escape(function_id(function)) + "[0-9A-F]{8}")
     for logical, resource in (template.get("Resources") or {}).items():

@@ -20,9 +20,10 @@ from deploykit.app_chain import (
     RollService,
     WaitHealthy,
 )
+from deploykit.config import NO_FUNCTIONS, Config, EnvConfig, platform_levels
 from deploykit.config import STACK_DEPENDENCIES as STACK_DEPENDENCIES  # named here too
-from deploykit.config import Config, EnvConfig, platform_levels
-from deploykit.endpoints import folder_of, function_id
+from deploykit.endpoints import code_parameter as code_parameter  # named here too
+from deploykit.endpoints import code_parameters as code_parameters
 from deploykit.errors import UsageError
 from deploykit.git import Revision
 from deploykit.plan import Parallel, Plan, Step
@@ -241,8 +242,20 @@ def error_watch(env: EnvConfig) -> list[Step]:
 # -- stacks ---------------------------------------------------------------------------------------------------
 
 DATA_STACKS = ("registry", "data", "auth")  # they hold images, tables, buckets, users: kept by destroy
-# the stack each kind of component runs in (a stack:<role> component is that stack)
-HOSTED_BY = {"app": "fargate", "lambda": "api"}
+# the stack the app runs in (a stack:<role> component is that stack; a function's is the one holding it)
+HOSTED_BY = {"app": "fargate"}
+
+
+def holds_functions(role: str) -> bool:
+    """Whether the stack of ``role`` may hold Lambda functions (the API stack, a stack of the team's own): its
+    deploys are given every function's code, each template taking the keys of those it declares."""
+    return role not in NO_FUNCTIONS
+
+
+def is_function_stack(component: str) -> bool:
+    """Whether ``component`` (``stack:<role>``...) is a stack that may hold functions (:func:`holds_functions`)."""
+    kind, _, role = component.partition(":")
+    return kind == "stack" and holds_functions(role)
 
 
 def stack_levels(env: EnvConfig | None = None) -> list[tuple[str, ...]]:
@@ -283,21 +296,6 @@ def role_of(env: EnvConfig, stack: str) -> str:
 
 def synth_dir(config: Config, env: EnvConfig) -> Path:
     return config.root / "cdk.out" / env.name
-
-
-def code_parameter(function: str) -> str:
-    """login_handler → LoginHandlerCodeKey: the API stack's parameter for that function's S3 key."""
-    return function_id(function) + "CodeKey"
-
-
-def code_parameters(template: Mapping[str, Any]) -> dict[str, str]:
-    """function → its code parameter, for each one a template's parameters declare (the API stack's)."""
-    found: dict[str, str] = {}
-    for name in template.get("Parameters") or {}:
-        folder = folder_of(name.removesuffix("CodeKey")) if name.endswith("CodeKey") else None
-        if folder is not None:
-            found[folder] = name
-    return found
 
 
 def lambda_packages(config: Config, env: EnvConfig) -> dict[str, packaging.Package]:
@@ -352,10 +350,13 @@ def deploy_stack_plan(
     return Plan(env.name, tuple(steps), f"deploy.stack {name}", deploys)
 
 
-def stack_parameters(role: str, image_tag: str, code_keys: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def stack_parameters(role: str, image_tag: str, code_keys: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The parameters a deploy gives the stack of ``role``: the Fargate stack its image's tag; a stack that may hold
+    functions the code key of each (``code_keys``: function → key), of which its deploy passes those its template
+    declares (:func:`deploykit.stack_chain.held_parameters`)."""
     if role == "fargate":
         return ((IMAGE_PARAMETER, image_tag),)
-    if role == "api":
+    if holds_functions(role):
         return tuple(sorted((code_parameter(fn), key) for fn, key in code_keys.items()))
     return ()
 
@@ -457,11 +458,12 @@ def image_beside(head: Sequence[Step], image: Sequence[Step]) -> tuple[list[Step
     return [beside], [_in_order("image", remote)] if remote else []
 
 
-def destroy_one_plan(env: EnvConfig, stack: str, *, include_data: bool) -> Plan:
+def destroy_one_plan(env: EnvConfig, stack: str, *, include_data: bool, hosts: Mapping[str, str] | None = None) -> Plan:
     """Stacks of the team's own deleted without the rest (``inv destroy --stack ROLE[,ROLE...]``), with what they kept
     on deletion when ``include_data``: taken out of the environment before they are taken out of the app. Several go
     side by side, each once those of them importing from it are gone (:class:`StacksByImports`). The platform's five
-    go together (:func:`destroy_plan`): each of the later ones imports from the earlier."""
+    go together (:func:`destroy_plan`): each of the later ones imports from the earlier. The functions they hold
+    (``hosts``: function → the role of the stack holding it) go with them."""
     own = dict(env.stacks.own)
     named = list(dict.fromkeys(role.strip() for role in stack.split(",") if role.strip()))
     for role in named or [stack]:
@@ -479,12 +481,16 @@ def destroy_one_plan(env: EnvConfig, stack: str, *, include_data: bool) -> Plan:
     with_them = tuple(own[role] for role in going)
     steps = [DestroyStack(own[role], data=include_data, alone=True, beside=with_them) for role in going]
     group = StacksByImports(tuple(steps), own_until=len(steps)) if len(steps) > 1 else steps[0]
-    return Plan(env.name, (group,), "destroy", removes=tuple(f"stack:{role}" for role in going))
+    held = sorted(f"lambda:{fn}" for fn, role in (hosts or {}).items() if role in going)
+    return Plan(env.name, (group,), "destroy", removes=(*(f"stack:{role}" for role in going), *held))
 
 
-def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str] = ()) -> Plan:
+def destroy_plan(
+    env: EnvConfig, *, include_data: bool, components: Sequence[str] = (), hosts: Mapping[str, str] | None = None
+) -> Plan:
     """The stacks in reverse dependency order; those holding data only with include_data. ``components`` (the
-    checkout's, see changes.components_of): those the destroyed stacks take with them are the plan's removes."""
+    checkout's, see changes.components_of): those the destroyed stacks take with them are the plan's removes
+    (``hosts``: function → the role of the stack holding it, :func:`host_stack`)."""
     roles = stack_roles(env)
     own = dict(env.stacks.own)  # with include_data, what the team's stacks kept on deletion goes too
     team = [DestroyStack(roles[r], data=include_data) for r in reversed(own)]
@@ -498,10 +504,15 @@ def destroy_plan(env: EnvConfig, *, include_data: bool, components: Sequence[str
             steps.append(StacksByImports((*team, *group), own_until=len(team)))
         elif group:
             steps.append(_group(group))
-    return Plan(env.name, tuple(steps), "destroy", removes=tuple(c for c in components if host_stack(c) in gone))
+    removes = tuple(c for c in components if host_stack(c, hosts or {}) in gone)
+    return Plan(env.name, tuple(steps), "destroy", removes=removes)
 
 
-def host_stack(component: str) -> str:
-    """The role of the stack ``component`` lives in: app → fargate, lambda:<fn> → api, stack:<role> → role."""
+def host_stack(component: str, hosts: Mapping[str, str]) -> str:
+    """The role of the stack ``component`` lives in: app → fargate, lambda:<fn> → the one holding it (``hosts``:
+    function → role, :func:`deploykit.lambda_chain.function_hosts`; the API stack when none deployed does),
+    stack:<role> → role."""
     kind, _, name = component.partition(":")
+    if kind == "lambda":
+        return hosts.get(name, "api")
     return name if kind == "stack" else HOSTED_BY[kind]

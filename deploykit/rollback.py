@@ -903,11 +903,10 @@ def undo_targets(
 
 
 def restored(record: history.Record) -> dict[str, str]:
-    """``lambda:<fn>`` → the commit it ran before ``record``'s run took it out (its folder and route deleted, the API
-    stack deployed without it, over an earlier commit): undoing the run brings it back, packaged as in that commit
-    (:func:`package_at`), as the API stack goes back to its template before the run."""
-    api = f"stack:{planner.HOSTED_BY['lambda']}"
-    if api not in record.deployed or not record.base.get(api):
+    """``lambda:<fn>`` → the commit it ran before ``record``'s run took it out (its folder deleted, the stack that held
+    it deployed without it, over an earlier commit): undoing the run brings it back, packaged as in that commit
+    (:func:`package_at`), as the stack that held it goes back to its template before the run."""
+    if not _held_functions_redeployed(record):
         return {}
     return {c: str(record.base[c]) for c in sorted(record.removed) if c.startswith("lambda:") and record.base.get(c)}
 
@@ -957,13 +956,18 @@ def _exported(root: Path, commit: str, function: str, out: Path) -> bool:
 
 
 def taken_out(record: history.Record) -> tuple[str, ...]:
-    """The Lambda functions ``record``'s run added (deployed for the first time) with the API stack, which it
-    deployed over an earlier commit: undoing the run takes them out, as the API stack goes back to its template
-    before the run (which has no route for them; :func:`template_parameters` checks it)."""
-    api = f"stack:{planner.HOSTED_BY['lambda']}"
-    if api not in record.deployed or not record.base.get(api):
+    """The Lambda functions ``record``'s run added (deployed for the first time) with the stack holding them, which
+    it deployed over an earlier commit: undoing the run takes them out, as that stack goes back to its template
+    before the run (which has no function for them; :func:`template_parameters` checks it)."""
+    if not _held_functions_redeployed(record):
         return ()
     return tuple(sorted(c for c in record.deployed if c.startswith("lambda:") and not record.base.get(c)))
+
+
+def _held_functions_redeployed(record: history.Record) -> bool:
+    """Whether ``record``'s run deployed, over an earlier commit, a stack that may hold functions (the API stack, one
+    of the team's own): the functions it added or took out came and went with it."""
+    return any(planner.is_function_stack(c) and record.base.get(c) for c in record.deployed)
 
 
 def component_of(key: str) -> Component:
@@ -980,7 +984,7 @@ def run_plan_of(
     """One plan of the components' plans (component → its plan, without its smoke), one smoke at the end, in
     :func:`undo_order` and side by side as ``deploy.auto`` runs a deploy: the stacks of one dependency level
     together, then the functions and the app together. The functions the run added (:func:`taken_out`) leave the
-    live record with it, when the API stack goes back."""
+    live record with it, when a stack that may hold them goes back."""
     groups: dict[tuple[int, int], list[tuple[str, Plan]]] = {}
     for component, plan in plans:
         rank, level, _ = undo_order(component, env)
@@ -999,8 +1003,7 @@ def run_plan_of(
             )
         )
     deploys = tuple(pair for _, plan in plans for pair in plan.deploys)
-    api = f"stack:{planner.HOSTED_BY['lambda']}"
-    removes = taken_out(record) if any(component == api for component, _ in plans) else ()
+    removes = taken_out(record) if any(planner.is_function_stack(component) for component, _ in plans) else ()
     found = tuple(pair for _, plan in plans for pair in plan.found)
     return Plan(
         env.name,

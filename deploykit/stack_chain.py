@@ -24,6 +24,7 @@ from deploykit import ecs, exports, images, leftovers, oci, packaging, plugins, 
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import DENIED, at_once, translate_error
 from deploykit.config import PLATFORMS
+from deploykit.endpoints import code_parameters
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Parallel, Step, StepRecord, all_records, leaves
 from deploykit.stacks import error_code, is_not_there
@@ -286,6 +287,18 @@ def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> Usa
     )
 
 
+def is_code_parameter(name: str) -> bool:
+    """Whether ``name`` is a function's code parameter (``<Id>CodeKey``, :func:`deploykit.endpoints.code_parameter`)."""
+    return bool(code_parameters({"Parameters": {name: {}}}))
+
+
+def held_parameters(template: Mapping[str, Any], given: Mapping[str, str]) -> dict[str, str]:
+    """``given`` without the code parameters of the functions ``template`` does not hold: a deploy offers every
+    function's code to each stack that may hold one (:func:`deploykit.planner.stack_parameters`)."""
+    declared = template.get("Parameters") or {}
+    return {name: value for name, value in given.items() if name in declared or not is_code_parameter(name)}
+
+
 @dataclass(frozen=True)
 class DeployStack(Step):
     """One stack through a change set: show the changes, execute, follow the events, read the outputs; then keep
@@ -305,9 +318,12 @@ class DeployStack(Step):
     express: bool = False  # an update through CloudFormation's express mode (the environment's stack_mode)
 
     def describe(self) -> str:
-        params = ", ".join(f"{k}={v}" for k, v in self.parameters)
+        code = [k for k, _ in self.parameters if is_code_parameter(k)]
+        params = ", ".join(f"{k}={v}" for k, v in self.parameters if k not in code)
         mode = "; an update in express mode" if self.express else ""
-        return f"{self.stack}: change set from {Path(self.template).name}" + (f" ({params})" if params else "") + mode
+        held = "; the code key of each function it holds" if code else ""
+        shown = f" ({params})" if params else ""
+        return f"{self.stack}: change set from {Path(self.template).name}{shown}{held}{mode}"
 
     def interrupted(self) -> str:
         return (
@@ -317,7 +333,7 @@ class DeployStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
-        given = dict(self.parameters)
+        given = held_parameters(json.loads(body), dict(self.parameters))
         if IMAGE_PARAMETER in given:  # the Fargate stack: the image must be there, for the CPU the tasks run on
             self._check_image(ctx, body, given[IMAGE_PARAMETER])
         unchecked = self._check_references(ctx, body, given)

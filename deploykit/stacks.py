@@ -544,6 +544,13 @@ class StackOutputs:
                 self._described[stack] = found
         return dict(found) or None
 
+    def parameters(self, stack: str) -> dict[str, str]:
+        """The parameter values ``stack`` runs with, as given (:func:`stack_parameters`), from the answer remembered."""
+        found = self.described(stack)
+        if found is None or found.get("StackStatus") in ("REVIEW_IN_PROGRESS", "DELETE_COMPLETE"):
+            return {}
+        return given_parameters(found)
+
     def updated(self, stack: str) -> str:
         """When CloudFormation last changed ``stack`` (:func:`updated_of`) as the read of its outputs found it (read
         now if it was not); "" when it does not exist, or is changing."""

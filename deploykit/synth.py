@@ -42,7 +42,8 @@ from urllib.parse import urlsplit
 
 from deploykit import git, lookups
 from deploykit.clock import Clock, SystemClock
-from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY, TOPIC_ARN_FORM, is_topic_arn
+from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY, NO_FUNCTIONS, TOPIC_ARN_FORM, is_topic_arn
+from deploykit.endpoints import code_parameter, code_parameters
 from deploykit.errors import StepFailed, UsageError
 
 if TYPE_CHECKING:
@@ -328,7 +329,9 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str, account: str = "") -
     - a stack of the team's own whose template takes a parameter with no default (:func:`_refuse_bare_parameters`);
     - a stack the app sends the events of to something other than an SNS topic (:func:`check_notification_arns`);
     - a stack the app puts in another region or account than ``env``'s (``account``: the one the app was given):
-      deploykit deploys every stack there (:func:`_refuse_elsewhere`).
+      deploykit deploys every stack there (:func:`_refuse_elsewhere`);
+    - a Lambda function (its ``<Id>CodeKey`` parameter) in a platform stack other than the API stack, or in two
+      stacks at once (:func:`_refuse_misplaced_functions`).
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
     made = _manifest_stacks(out_dir)  # the manifest, read already by the caller's read_manifest
@@ -368,11 +371,51 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str, account: str = "") -
                 "deployed",
                 next_step=f"{fix}, then rerun",
             )
+    parameters = {name: _parameters(stack.template) for name, stack in made.items()}
     for name, stack in made.items():
         _refuse_elsewhere(name, stack.where, env, account)
         check_notification_arns(name, stack.notifications)
         if roles[name] in own:
-            _refuse_bare_parameters(name, stack.template)
+            _refuse_bare_parameters(name, parameters[name])
+    _refuse_misplaced_functions({roles[name]: found for name, found in parameters.items()}, env)
+
+
+def _parameters(template: Path) -> dict[str, Any]:
+    """The parameters ``template`` declares; {} when it cannot be read (its deploy meets that, and says so)."""
+    try:
+        found = json.loads(template.read_text()).get("Parameters") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _refuse_misplaced_functions(parameters: Mapping[str, Mapping[str, Any]], env: EnvConfig) -> None:
+    """UsageError when a Lambda function deploykit deploys (a template's ``<Id>CodeKey``, as
+    ``stacks/common/functions.py`` makes it) is in a platform stack that holds none (deploykit gives those stacks no
+    code), or in two stacks (its fast path would update one of them, the other's deploy putting its own code back).
+    ``parameters``: role → what its template declares."""
+    names = env.stacks.roles()
+    holders: dict[str, list[str]] = {}
+    for role, declared in parameters.items():
+        for function in code_parameters({"Parameters": declared}):
+            holders.setdefault(function, []).append(role)
+    for function, roles in sorted(holders.items()):
+        wrong = [role for role in roles if role in NO_FUNCTIONS]
+        if wrong:
+            raise UsageError(
+                f"the CDK app puts Lambda function {function} ({code_parameter(function)}) in {names[wrong[0]]}, a "
+                "platform stack deploykit gives no function's code; nothing was deployed",
+                next_step="put it in the API stack (a route of FUNCTIONS in cdk/stacks/api_stack.py) or in a stack of "
+                "the team's own (deployed_function of cdk/stacks/common/functions.py), then rerun",
+            )
+        if len(roles) > 1:
+            raise UsageError(
+                f"the CDK app puts Lambda function {function} in {' and '.join(names[r] for r in roles)}: the fast "
+                f"path would update one of them, and a deploy of the other put its own code back; nothing was "
+                "deployed",
+                next_step=f"keep lambda/{function}/ in one stack (a function the two need: one stack holds it, the "
+                "other imports its alias ARN), then rerun",
+            )
 
 
 def _refuse_elsewhere(stack: str, where: str, env: EnvConfig, account: str) -> None:
@@ -433,19 +476,22 @@ def check_notification_arns(stack: str, arns: Sequence[object] | None) -> None:
             )
 
 
-def _refuse_bare_parameters(stack: str, template: Path) -> None:
-    """UsageError when the template of ``stack``, one of the team's own, takes a parameter with no default: deploykit
-    gives such a stack none, and CloudFormation would refuse its change set (``Parameters: [...] must have values``),
-    after the stacks deployed before it in the run."""
-    try:
-        parameters = json.loads(template.read_text()).get("Parameters") or {}
-    except (OSError, ValueError, AttributeError):
-        return  # its deploy meets it, and says so
-    bare = sorted(name for name, spec in parameters.items() if isinstance(spec, dict) and "Default" not in spec)
+def _refuse_bare_parameters(stack: str, parameters: Mapping[str, Any]) -> None:
+    """UsageError when the template of ``stack``, one of the team's own, takes a parameter with no default
+    (``parameters``: those it declares) but the code keys of the functions it holds: deploykit gives such a stack no
+    other, and CloudFormation would refuse its change set (``Parameters: [...] must have values``), after the stacks
+    deployed before it in the run."""
+    code = code_parameters({"Parameters": parameters}).values()
+    bare = sorted(
+        name
+        for name, spec in parameters.items()
+        if isinstance(spec, dict) and "Default" not in spec and name not in code
+    )
     if bare:
         raise UsageError(
             f"{stack}, a stack of the team's own, takes the parameter{'s' if len(bare) > 1 else ''} "
-            f"{', '.join(bare)} with no default, and deploykit gives such a stack no parameter: CloudFormation would "
+            f"{', '.join(bare)} with no default, and deploykit gives such a stack no parameter but its functions' code "
+            "keys: CloudFormation would "
             "refuse its change set; nothing was deployed",
             next_step="give each a default (CfnParameter(..., default=...)), or give the stack the value in the app "
             "(a value of [environments.NAME.context] in deploy.toml, which it reads with node.try_get_context, or a "

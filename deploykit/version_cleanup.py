@@ -9,7 +9,7 @@ holds (every kept version says which):
 - it is one of the ``keep`` newest published versions of its function (by number);
 - an alias of the function serves it, or routes a weighted share of its requests to it (a canary);
 - an event source mapping (a queue, a stream) invokes that very version;
-- the API stack holds it as a resource (``AWS::Lambda::Version``: CloudFormation's own);
+- the stack holding the function holds it as a resource (``AWS::Lambda::Version``: CloudFormation's own);
 - it is **recorded**: its description names (``git <sha12>``) the function's SHA in the environment's live record
   or in one of its newest :data:`HISTORY_RECORDS` deployment records (deployed, or live before that deploy), or a
   commit ``inv rollback`` may go back to (the function's newest two successful deploys, by commit, of the newest
@@ -27,20 +27,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from deploykit import lambda_chain
-from deploykit.aws import AwsFactory
-from deploykit.config import EnvConfig
+from deploykit.aws import AwsFactory, at_once
+from deploykit.config import NO_FUNCTIONS, EnvConfig
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY
 from deploykit.history import ROLLBACK_DEPTH, History, Recent
 from deploykit.image_cleanup import tag_key
 from deploykit.lock import STOPPED, LockLost, lost_lease
 from deploykit.output import tabulate
+from deploykit.stacks import is_missing_stack
 
 DEFAULT_KEEP = 10
 HISTORY_RECORDS = 30
@@ -209,18 +211,32 @@ def mapped_versions(aws: AwsFactory, functions: Mapping[str, str]) -> dict[tuple
 
 
 def stack_versions(aws: AwsFactory, env: EnvConfig) -> dict[tuple[str, int], list[str]]:
-    """(function name, version) → why: the versions the API stack holds as resources."""
+    """(function name, version) → why: the versions the stacks that may hold functions (the API stack, the team's
+    own) hold as resources. A stack not deployed holds none."""
+    held: dict[tuple[str, int], list[str]] = {}
+    stacks = [name for role, name in env.stacks.roles().items() if role not in NO_FUNCTIONS]
+    for found in at_once({stack: partial(_stack_versions, aws, stack) for stack in stacks}).values():
+        for version, why in found.items():
+            held.setdefault(version, []).extend(why)
+    return held
+
+
+def _stack_versions(aws: AwsFactory, stack: str) -> dict[tuple[str, int], list[str]]:
     held: dict[tuple[str, int], list[str]] = {}
     paginator = aws.client("cloudformation").get_paginator("list_stack_resources")
-    for page in paginator.paginate(StackName=env.stacks.api):
-        for resource in page.get("StackResourceSummaries") or ():
-            if resource.get("ResourceType") != VERSION_RESOURCE:
-                continue
-            arn = str(resource.get("PhysicalResourceId") or "")  # arn:aws:lambda:...:function:<name>:<version>
-            parts = arn.split(":")
-            if len(parts) >= 8 and parts[-1].isdigit():
-                why = f"held by {env.stacks.api} ({resource.get('LogicalResourceId')})"
-                held.setdefault((parts[-2], int(parts[-1])), []).append(why)
+    try:
+        for page in paginator.paginate(StackName=stack):
+            for resource in page.get("StackResourceSummaries") or ():
+                if resource.get("ResourceType") != VERSION_RESOURCE:
+                    continue
+                arn = str(resource.get("PhysicalResourceId") or "")  # arn:aws:lambda:...:function:<name>:<version>
+                parts = arn.split(":")
+                if len(parts) >= 8 and parts[-1].isdigit():
+                    why = f"held by {stack} ({resource.get('LogicalResourceId')})"
+                    held.setdefault((parts[-2], int(parts[-1])), []).append(why)
+    except ClientError as exc:
+        if not is_missing_stack(exc):
+            raise
     return held
 
 

@@ -10,7 +10,8 @@ so a zip is needed only by what may hand its key to Lambda again. A **zip** is k
 - a function's ``$LATEST`` or one of its published versions that this cleanup keeps runs it (its CodeSha256, the
   zip's SHA-256 as Lambda reports it): the stack's next deploy, CloudFormation rolling an update back, and
   ``inv rollback`` hand such keys to Lambda;
-- the API stack's code parameter (``<Function>CodeKey``) names it: CloudFormation rolls a failed update back to it;
+- the code parameter (``<Function>CodeKey``) of the stack holding it names it: CloudFormation rolls a failed update
+  back to it;
 - it was uploaded within :data:`GRACE` (a deploy in another environment may be about to use it);
 - another environment writes its live record in the same bucket (one account, one registry stack): its functions
   are read the same way (every version kept), or, when it cannot be read, every zip is kept.
@@ -33,13 +34,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import lambda_chain, packaging
-from deploykit.aws import AwsFactory, answered
-from deploykit.config import EnvConfig
+from deploykit.aws import AwsFactory, answered, at_once
+from deploykit.config import NO_FUNCTIONS, EnvConfig
 from deploykit.history import LIVE_PREFIX
 from deploykit.image_cleanup import age
 from deploykit.lock import STOPPED, LockLost, lost_lease
@@ -141,7 +143,7 @@ def plan_objects(
     for stored in sorted(objects, key=lambda s: (s.kind != "zip", s.function, -s.modified.timestamp(), s.key)):
         if stored.kind == "zip":
             reasons = needed.codes.get(stored.sha256, []) + needed.keys.get(stored.key, []) + needed.every_zip
-            unneeded = "nothing runs it: no kept version, no $LATEST, not the API stack's code parameter"
+            unneeded = "nothing runs it: no kept version, no $LATEST, not a stack's code parameter"
         else:
             reasons = needed.vendored.get(stored.sha256, []) + needed.every_vendored
             unneeded = "no $LATEST runs a zip put together from it (the next zip of its requirements sends them)"
@@ -167,12 +169,14 @@ def stored_objects(aws: AwsFactory, bucket: str, functions: Iterable[str] | None
 
 
 def stack_code_keys(aws: AwsFactory, env: EnvConfig) -> dict[str, list[str]]:
-    """key → why: the zips the API stack's code parameters name (CloudFormation rolls a failed update back to
-    them); {} when the stack is not there."""
+    """key → why: the zips the code parameters of the stacks that may hold functions (the API stack, the team's own)
+    name (CloudFormation rolls a failed update back to them); {} when none is there."""
     keys: dict[str, list[str]] = {}
-    for name, value in stack_parameters(aws, env.stacks.api).items():
-        if name.endswith("CodeKey") and value.startswith(ZIP_PREFIX):
-            _add(keys, value, f"{env.name}: {env.stacks.api}'s {name}")
+    stacks = [name for role, name in env.stacks.roles().items() if role not in NO_FUNCTIONS]
+    for stack, parameters in at_once({stack: partial(stack_parameters, aws, stack) for stack in stacks}).items():
+        for name, value in parameters.items():
+            if name.endswith("CodeKey") and value.startswith(ZIP_PREFIX):
+                _add(keys, value, f"{env.name}: {stack}'s {name}")
     return keys
 
 
@@ -206,7 +210,7 @@ def zips_named(aws: AwsFactory, bucket: str, zips: Mapping[str, Stored]) -> dict
 
 def environment_code(aws: AwsFactory, env: EnvConfig) -> Needed:
     """What another environment sharing the bucket runs: every version of its functions (``$LATEST`` too) and its
-    API stack's code parameters. Its own cleanup decides which of its versions go."""
+    code parameters of its stacks. Its own cleanup decides which of its versions go."""
     needed = Needed(keys=stack_code_keys(aws, env))
     functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
     client = aws.client("lambda")

@@ -1,10 +1,8 @@
-"""CarRentalApiStack: API Gateway (REST) in front of the Lambda functions of lambda/.
+"""CarRentalApiStack: API Gateway (REST) in front of the Lambda functions of lambda/ it routes to.
 
-Each function's code is a zip in the artifacts bucket under a content-hash key, and that key is a stack
-parameter (`<Function>CodeKey`, e.g. `LoginHandlerCodeKey`). deploykit's Lambda fast path uploads a zip,
-updates the function code, publishes a version and moves the `live` alias without CloudFormation; a later
-stack deploy passes the key that is live then, so the stack keeps that code instead of reverting it. API
-Gateway integrates the alias, never `$LATEST`, so what is served is always a published, immutable version.
+Each function is a `deployed_function` (stacks/common/functions.py: its `<Function>CodeKey` parameter, its outputs,
+its `live` alias). API Gateway integrates the alias, never `$LATEST`, so what is served is always a published,
+immutable version. A function no route calls (a queue's consumer) belongs in the stack that holds what calls it.
 """
 
 from __future__ import annotations
@@ -12,26 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Annotations, CfnParameter, Duration, RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.common.functions import deployed_function, function_id
 from stacks.common.nag import suppress
 from stacks.common.outputs import output
 from stacks.common.settings import Settings
 
 STAGE_NAME = "prod"
-ALIAS_NAME = "live"
-# The Python the zips are built for: deploykit's packaging installs a function's pinned requirements as
-# CPython 3.11 wheels (lambda/README.md), so the runtime must be 3.11 too. Move both together.
-RUNTIME = lambda_.Runtime.PYTHON_3_11
-# An S3 key of a zip: `lambda/<function>/<sha256>.zip` by convention (deploykit names it).
-CODE_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.zip$"
 # Stage-wide throttling: a ceiling against runaway clients and cost, far above the expected load.
 THROTTLE_RATE = 50
 THROTTLE_BURST = 100
@@ -65,7 +57,7 @@ class LambdaRoute:
     def construct_id(self) -> str:
         """The folder in CamelCase (login_handler → LoginHandler): it names the function's construct, its
         <Id>CodeKey parameter and its <Id>FunctionName / <Id>AliasArn outputs, which is how deploykit finds it."""
-        return "".join(part.capitalize() for part in self.folder.split("_"))
+        return function_id(self.folder)
 
 
 FUNCTIONS: tuple[LambdaRoute, ...] = (
@@ -100,10 +92,7 @@ class CarRentalApiStack(Stack):
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        # every function's: deploykit vendors their requirements' compiled code for the same one
-        self._architecture = (
-            lambda_.Architecture.ARM_64 if settings.lambda_architecture == "arm64" else lambda_.Architecture.X86_64
-        )
+        self._settings = settings
 
         access_log_group = logs.LogGroup(
             self, "ApiAccessLogs", retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY
@@ -184,75 +173,20 @@ class CarRentalApiStack(Stack):
     def _function(
         self, route: LambdaRoute, artifacts_bucket: s3.IBucket, user_pool_client: cognito.IUserPoolClient
     ) -> lambda_.Alias:
-        name = route.construct_id
-        code_key = CfnParameter(
-            self,
-            f"{name}CodeKey",
-            type="String",
-            description=f"S3 key of {route.folder}'s zip in the artifacts bucket (named by content hash)",
-            allowed_pattern=CODE_KEY_PATTERN,
-            constraint_description="an S3 key ending in .zip",
-        )
-        log_group = logs.LogGroup(
-            self, f"{name}Logs", retention=logs.RetentionDays.TWO_WEEKS, removal_policy=RemovalPolicy.DESTROY
-        )
-        # Its own role, allowed to write to its own log group and nothing else (the login calls Cognito's
-        # InitiateAuth, which a public app client permits without IAM credentials).
-        role = iam.Role(
-            self,
-            f"{name}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{route.folder}: writes its own logs only",
-        )
-        log_group.grant_write(role)
-
+        # the login calls Cognito's InitiateAuth, which a public app client permits without IAM credentials: the
+        # function's own role writes its logs and nothing else
         environment = {}
         if route.needs_user_pool_client:
             environment["USER_POOL_CLIENT_ID"] = user_pool_client.user_pool_client_id
-        function = lambda_.Function(
+        return deployed_function(
             self,
-            name,
+            route.folder,
             description=route.description,
-            runtime=RUNTIME,
-            architecture=self._architecture,
+            settings=self._settings,
+            artifacts_bucket=artifacts_bucket,
             handler=route.handler,
-            code=lambda_.Code.from_bucket(artifacts_bucket, code_key.value_as_string),
-            role=role,
-            log_group=log_group,
-            memory_size=256,
-            timeout=Duration.seconds(10),
-            environment=environment or None,
-            # `current_version` below is a version whose logical id hashes the function's configuration, so a
-            # configuration change (environment, memory, runtime, handler...) publishes a new version. The code
-            # key is a parameter, invisible to that hash, so the version's description names it: CloudFormation
-            # replaces a version on any property change, so a new key publishes a new version too. With
-            # neither changed nothing is published and the alias stays where the Lambda fast path put it.
-            # Versions are kept (RETAIN): they are the rollback targets, and the fast path's versions may be
-            # the very ones CloudFormation adopts.
-            current_version_options=lambda_.VersionOptions(
-                description=f"code s3://{artifacts_bucket.bucket_name}/{code_key.value_as_string}",
-                removal_policy=RemovalPolicy.RETAIN,
-            ),
-        )
-        # The zip's key is its SHA-256 (deploykit.packaging): new code is a new key, which a deploy of the stack
-        # passes in, so CloudFormation sees the change without an object version.
-        Annotations.of(artifacts_bucket).acknowledge_warning(
-            "@aws-cdk/aws-lambda:codeFromBucketObjectVersionNotSpecified",
-            "each zip's key is its content's SHA-256: new code is a new key",
-        )
-        suppress(
-            function,
-            "AwsSolutions-L1",
-            "The runtime is pinned to Python 3.11 on purpose: deploykit packages each function's pinned "
-            "requirements as CPython 3.11 wheels, so a newer runtime could not load them. Upgrade both together.",
-        )
-        alias = lambda_.Alias(self, f"{name}Alias", alias_name=ALIAS_NAME, version=function.current_version)
-
-        description = f"of {route.folder}"
-        output(self, f"{name}FunctionName", function.function_name, f"Lambda function {description}")
-        output(self, f"{name}FunctionArn", function.function_arn, f"Lambda function ARN {description}")
-        output(self, f"{name}AliasArn", alias.function_arn, f"ARN of the '{ALIAS_NAME}' alias {description}")
-        return alias
+            environment=environment,
+        ).alias
 
     def _acknowledge_public_method(self, method: apigw.Method) -> None:
         suppress(

@@ -92,16 +92,28 @@ def test_stacks_without_inputs(synthesized: Synthesized, key: str) -> None:
 FUNCTIONS = {"LoginHandler": "POST", "HealthHandler": "GET"}
 
 
-def test_each_function_folder_has_one_route_with_the_outputs_deploykit_finds_it_by(api: Template) -> None:
+def test_each_function_folder_is_in_one_stack_with_the_outputs_deploykit_finds_it_by(synthesized: Synthesized) -> None:
+    from stacks.common.functions import function_id
+
+    folders = sorted(p.parent.name for p in (Path(__file__).resolve().parents[2] / "lambda").glob("*/handler.py"))
+    holders: dict[str, list[str]] = {folder: [] for folder in folders}
+    for key, template in synthesized.templates.items():
+        for folder in folders:  # deploykit: <folder in CamelCase>CodeKey, FunctionName and AliasArn
+            name = function_id(folder)
+            if f"{name}CodeKey" in template.get("Parameters", {}):
+                holders[folder].append(key)
+                assert {f"{name}FunctionName", f"{name}AliasArn"} <= set(template.get("Outputs", {})), key
+    assert {folder: found for folder, found in holders.items() if len(found) != 1} == {}  # each in one stack
+    assert holders["login_handler"] == holders["health_handler"] == ["api"]
+
+
+def test_each_route_calls_a_function_of_lambda(api: Template) -> None:
     from stacks.api_stack import FUNCTIONS as ROUTES
 
     folders = sorted(p.parent.name for p in (Path(__file__).resolve().parents[2] / "lambda").glob("*/handler.py"))
-    assert sorted(route.folder for route in ROUTES) == folders
-    outputs = set(api.find_outputs("*"))
-    for route in ROUTES:  # deploykit: <folder in CamelCase>FunctionName and AliasArn, <...>CodeKey
-        name = "".join(part.capitalize() for part in route.folder.split("_"))
-        assert {f"{name}FunctionName", f"{name}AliasArn"} <= outputs
-        assert f"{name}CodeKey" in api.find_parameters("*")
+    assert {route.folder for route in ROUTES} <= set(folders)
+    for route in ROUTES:
+        assert f"{route.construct_id}CodeKey" in api.find_parameters("*")
 
 
 def function_resources(api: Template, name: str, resource_type: str) -> dict[str, Any]:

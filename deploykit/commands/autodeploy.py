@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -322,7 +323,7 @@ def deploy_auto(
     with aws_errors(a.env):
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
         reads: dict[str, Callable[[], Any]] = {}
-        if "stack:api" in changed:
+        if any(planner.is_function_stack(c) for c in changed):  # its deploy is given every function's code
             reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
         if "app" in changed:
             reads["repository_uri"] = partial(registry.repository_uri, a.aws)
@@ -333,6 +334,7 @@ def deploy_auto(
             image_tag=a.live.get("app") or "",
             code_keys=read.get("code_keys", {}),
             functions=dict(a.endpoints.functions),
+            hosts={fn: planner.role_of(a.env, stack) for fn, stack in a.endpoints.hosts.items()},
             repository_uri=read.get("repository_uri", ""),
             promoted=promotion.image,
         )
@@ -425,8 +427,11 @@ def _log_sources(
     sources: list[applogs.LogSource] = []
     missing: dict[str, str] = {}
     unsure: set[str] = set()
+    hosts: dict[str, str] = {}
+    with contextlib.suppress(ClientError, BotoCoreError):  # not read: a function's stack counts as the API stack
+        hosts = lambda_chain.function_hosts(StackOutputs.of(aws), env)
     for which in log_components("all", config)[0]:
-        host = f"stack:{planner.HOSTED_BY[which.kind]}"
+        host = f"stack:{planner.host_stack(which.key, hosts)}"
         by_stack = auto.selected(host, only, skip) and auto.selected(which.key, None, skip)  # and not skipped itself
         if not (auto.selected(which.key, only, skip) or by_stack):
             continue
@@ -695,7 +700,8 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
         elif found is None or found:
             count = f"{len(found)} change{'s' if len(found) > 1 else ''} to make" if found else "to be created"
             differ(f"stack:{roles[name]}", f"{name}: {count}")
-    template = _synthesized(a, "api")
+    synthesized = [_synthesized(a, role) for role in planner.stack_roles(a.env) if planner.holds_functions(role)]
+    holding = {fn: found for found in synthesized for fn in planner.code_parameters(found)}  # fn → its template
     runtime.stderr.write(
         "\n🔧 Lambda (what each live alias serves, against this checkout's zip and its template's settings)\n"
     )
@@ -708,9 +714,9 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
             runtime.stderr.write(f"  {fn}: ❌ {live}, this checkout's is {package.code_sha256[:12]}\n")
             differ(f"lambda:{fn}", f"{fn} {live}, not this checkout's code")
         version = serving.get(fn)
-        if not version or not template:
+        if not version or fn not in holding:
             continue
-        wanted = lambda_chain.configured(template, fn)
+        wanted = lambda_chain.configured(holding[fn], fn)
         settings = lambda_chain.configuration_differs(wanted, version)
         functions[fn]["settings"] = {key: {"live": has, "checkout": want} for key, (want, has) in settings.items()}
         for key, (want, has) in settings.items():
@@ -767,7 +773,7 @@ def _stack_previews(
         "synth": _synthesis(runtime, a.config, a.env, a.aws, reporter),
         "image_tag": partial(auto.live_image_tag_or_empty, a.aws, a.env),
     }
-    if "api" in roles:
+    if any(planner.holds_functions(role) for role in roles):
         reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
     with aws_errors(a.env), reporter.activity("synth"):
         read = at_once(reads)

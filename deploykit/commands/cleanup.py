@@ -169,7 +169,7 @@ def lambda_cleanup(
     runtime: Runtime | None = None,
 ) -> version_cleanup.Decision:
     """Delete old published versions of the environment's Lambda functions (or of one), keeping the ``keep`` newest
-    of each, those an alias routes to, those the API stack holds and those the history records
+    of each, those an alias routes to, those their stacks hold and those the history records
     (deploykit.version_cleanup says exactly which)."""
     runtime = runtime or Runtime()
     _keep_at_least_one(keep)
@@ -184,7 +184,7 @@ def lambda_cleanup(
     if function is not None:
         if function not in functions:
             raise UsageError(
-                f"no Lambda function {function!r} in the API stack of {environment.name!r}",
+                f"no Lambda function {function!r} in the stacks of {environment.name!r}",
                 next_step=f"use one of: {', '.join(sorted(functions)) or 'none'} (or leave --function out)",
             )
         functions = {function: functions[function]}
@@ -289,7 +289,7 @@ def _unneeded_zips(
 ) -> zip_cleanup.ObjectDecision:
     """Which zips (and, ``whole``: every function looked at, which vendored objects) of the artifacts bucket go
     after the versions' cleanup (``deletion``; None: a dry run, as if ``decision`` were carried out): what the
-    versions still there and each ``$LATEST`` run (``latest``: fn → its CodeSha256), what the API stack names, and
+    versions still there and each ``$LATEST`` run (``latest``: fn → its CodeSha256), what their stacks name, and
     what the environments sharing the bucket run (deploykit.zip_cleanup)."""
     failed = deletion.failed if deletion is not None else {}
     needed = zip_cleanup.Needed(keys={key: list(why) for key, why in read["code keys"].items()})

@@ -666,10 +666,10 @@ def refuse_older(config: Config, env: EnvConfig, component: str, live: str | Non
 
 def _dropped(config: Config, plan: Plan, before: dict[str, str | None]) -> tuple[str, ...]:
     """The Lambda functions of the live record that this checkout no longer has (their folder was deleted) when
-    the plan deploys the API stack: the stack, synthesized from this checkout, took them away. A rollback deploys a
-    template it kept or made from an older commit, with every function that runs (its ``removes`` says what it takes
-    away), whatever this checkout has."""
-    if plan.rollback or not any(component == f"stack:{planner.HOSTED_BY['lambda']}" for component, _ in plan.deploys):
+    the plan deploys a stack that may hold functions: the stack, synthesized from this checkout, took them away. A
+    rollback deploys a template it kept or made from an older commit, with every function that runs (its ``removes``
+    says what it takes away), whatever this checkout has."""
+    if plan.rollback or not any(planner.is_function_stack(component) for component, _ in plan.deploys):
         return ()
     present = set(changes.components_of(config))
     return tuple(sorted(c for c in before if c.startswith("lambda:") and c not in present and c not in plan.removes))

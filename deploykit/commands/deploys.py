@@ -189,7 +189,7 @@ def current_code_keys(aws: AwsFactory, config: Config, env: EnvConfig) -> tuple[
     """The Lambda code keys live now, and the functions never deployed (given this commit's zips, to upload).
 
     Live means what each function's ``live`` alias serves (its version's description names the key), so a stack
-    deploy keeps what ``inv deploy.lambda`` shipped; else the API stack's ``<Function>CodeKey`` parameter.
+    deploy keeps what ``inv deploy.lambda`` shipped; else the ``<Function>CodeKey`` parameter of the stack holding it.
     """
     packages = planner.lambda_packages(config, env)
     names = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
@@ -203,16 +203,22 @@ def _code_keys_live(
     aws: AwsFactory, env: EnvConfig, names: Mapping[str, str], functions: Iterable[str]
 ) -> dict[str, str]:
     """fn → the S3 key of the code live now, for those of ``functions`` that have one: what the ``live`` alias
-    serves (``names``: fn → the deployed function's name), else the API stack's ``<Function>CodeKey`` parameter."""
+    serves (``names``: fn → the deployed function's name), else the ``<Function>CodeKey`` parameter of the stack
+    holding it (the API stack's, when none deployed does)."""
+    outputs = StackOutputs.of(aws)
 
     def stored(key: str) -> bool:  # the zip of a version published by hand: uploaded by deploykit, so still there?
-        bucket = (StackOutputs.of(aws)(env.stacks.registry) or {}).get(ARTIFACTS_OUTPUT)
+        bucket = (outputs(env.stacks.registry) or {}).get(ARTIFACTS_OUTPUT)
         return bool(bucket) and in_bucket(aws.client("s3"), str(bucket), key)
 
     wanted = {fn: n for fn, n in names.items() if fn in functions}
     served = lambda_chain.live_code_keys(aws.client("lambda"), wanted, stored)
-    parameters = stack_parameters(aws, env.stacks.api)
-    keys = {fn: served.get(fn) or parameters.get(planner.code_parameter(fn)) for fn in functions}
+    hosts, stacks = lambda_chain.function_hosts(outputs, env), env.stacks.roles()
+
+    def kept(fn: str) -> str | None:  # what its stack was last deployed with
+        return outputs.parameters(stacks[hosts.get(fn, "api")]).get(planner.code_parameter(fn))
+
+    keys = {fn: served.get(fn) or kept(fn) for fn in functions}
     return {fn: key for fn, key in keys.items() if key}
 
 
@@ -265,7 +271,7 @@ def deploy_stack(
         reads["tag"] = partial(live_image_tag, aws, environment)
     if role == "fargate" and image_tag:  # a tag not in the registry: refused now, a dry run too, not after synthesis
         reads["image"] = partial(_image_there, aws, image_tag)
-    if role == "api":
+    if planner.holds_functions(role):
         reads["keys"] = partial(current_code_keys, aws, config, environment)
     if not dry_run and reads:  # what the guard and the inputs were read from: still so under the lock?
         reads["record"] = partial(live_record_planned, aws, environment)
@@ -571,7 +577,7 @@ def _rollback_of(
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
     None when it already runs the target. ``known``: the history's records and live record, read already.
-    ``removing``, ``restoring``: functions the API stack's rollback takes out, or brings back (function → the commit
+    ``removing``, ``restoring``: functions a stack's rollback takes out, or brings back (function → the commit
     it ran), when a run that added or took them out is undone."""
     with aws_errors(env):
         if component.kind == "stack":
@@ -646,8 +652,8 @@ def _run_rollback_plan(
     record = rollbacks.find_run(records, run, env)
     newer = records[: records.index(record)]
     targets = rollbacks.undo_targets(record, newer, read["live"], env)
-    # functions the run added and those it took out: the API stack's rollback takes out the first, brings back the
-    # others
+    # functions the run added and those it took out: the rollback of the stacks holding them takes out the first,
+    # brings back the others
     added, back = rollbacks.taken_out(record), rollbacks.restored(record)
     listed = ", ".join(
         [f"{c} → {sha}" for c, sha in targets]
@@ -677,6 +683,14 @@ def _run_rollback_plan(
             )[1]
         )
     ]
+    brought = {c.removeprefix("lambda:") for _, plan in plans for c, _ in plan.deploys}
+    missing = sorted(fn for fn in restoring if fn not in brought)
+    if missing and plans:  # each stack going back brings those its template holds: none held these
+        raise UsageError(
+            f"no stack going back holds function {', '.join(missing)}, though it ran before run {record.id} took "
+            f"{'it' if len(missing) == 1 else 'them'} out; nothing was changed",
+            next_step="roll back the run's components one by one: inv rollback --component COMPONENT --to SHA",
+        )
     return record, (rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None)
 
 
@@ -696,9 +710,9 @@ def _stack_rollback_plan(
     restoring: Mapping[str, str] | None = None,
 ) -> Plan:
     """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
-    what runs now: the live image tag, the code keys
-    the functions' ``live`` aliases serve (else the API stack's parameters); the functions of ``removing`` taken
-    out, those of ``restoring`` (function → commit) brought back, packaged as in their commit and uploaded first.
+    what runs now: the live image tag, the code keys the functions' ``live`` aliases serve (else the parameters of
+    the stacks holding them); the functions of ``removing`` taken out, those of ``restoring`` (function → commit)
+    that it holds brought back, packaged as in their commit and uploaded first.
     With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv diff
     does)."""
     role = target.component.role
@@ -708,13 +722,16 @@ def _stack_rollback_plan(
         runtime.stderr.write(f"⚙️  {line}\n")
 
     live: dict[str, str] = {}
-    functions: dict[str, str] = {}
+    functions: dict[str, str] = {}  # those it holds now
+    every: dict[str, str] = {}  # every function deployed now
     with aws_errors(env):
         if role == planner.HOSTED_BY["app"]:
             live[planner.IMAGE_PARAMETER] = live_image_tag(aws, env)
-        if role == planner.HOSTED_BY["lambda"]:
-            functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
-            keys = _code_keys_live(aws, env, functions, functions)
+        if planner.holds_functions(role):  # each function's code live now; those this stack holds now kept
+            every = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+            hosts = lambda_chain.function_hosts(StackOutputs.of(aws), env)
+            functions = {fn: name for fn, name in every.items() if hosts.get(fn) == role}
+            keys = _code_keys_live(aws, env, every, every)
             live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
     with aws_errors(env):
         origin = target.deployed_from or target.sha  # runs since its deploy counted it unchanged: that template
@@ -741,16 +758,16 @@ def _stack_rollback_plan(
     # it ran before the run being undone took it out, else the template's), uploaded first
     uploads: list[Step] = []
     brought: list[tuple[str, str]] = []
-    if role == planner.HOSTED_BY["lambda"]:
-        for fn, parameter in sorted(planner.code_parameters(body).items()):
-            if fn in functions:
-                continue
-            commit = (restoring or {}).get(fn, target.sha)
-            folder, package = rollbacks.package_at(config, env, fn, commit)
-            live[parameter] = package.key
-            uploads.append(UploadLambdaCode.of(fn, folder, package, env.stacks.registry))
-            brought.append((f"lambda:{fn}", commit))
-            say(f"lambda:{fn} back, packaged as in {commit} ({len(package.zip_bytes)} B): {package.key}")
+    held = planner.code_parameters(body) if planner.holds_functions(role) else {}
+    for fn, parameter in sorted(held.items()):
+        if fn in every:  # it runs now (in this stack, or in another it moved to since)
+            continue
+        commit = (restoring or {}).get(fn, target.sha)
+        folder, package = rollbacks.package_at(config, env, fn, commit)
+        live[parameter] = package.key
+        uploads.append(UploadLambdaCode.of(fn, folder, package, env.stacks.registry))
+        brought.append((f"lambda:{fn}", commit))
+        say(f"lambda:{fn} back, packaged as in {commit} ({len(package.zip_bytes)} B): {package.key}")
     parameters = rollbacks.template_parameters(
         body,
         live,
@@ -758,7 +775,7 @@ def _stack_rollback_plan(
         sha=target.sha,
         live_functions=functions,
         removing=removing,
-        restoring=sorted(restoring or {}) if role == planner.HOSTED_BY["lambda"] else (),
+        restoring=sorted(fn for fn in restoring or {} if fn in held),  # another stack brings back the others
     )
     if preview:
         preview_stack(runtime, config, aws, env, stack, template, dict(parameters), rerun=rerun)
@@ -849,8 +866,11 @@ def destroy(
             f"environment {environment.name!r} is protected in deploy.toml; destroy refuses it",
             next_step="delete its stacks by hand if you really mean it, or set protected = false",
         )
+    with aws_errors(environment):  # the functions the stacks hold leave the live record with them
+        hosts = lambda_chain.function_hosts(StackOutputs.of(runtime.aws_factory(environment)), environment)
     if stack is not None:
-        plan = planner.destroy_one_plan(environment, stack, include_data=include_data)
+        plan = planner.destroy_one_plan(environment, stack, include_data=include_data, hosts=hosts)
     else:
-        plan = planner.destroy_plan(environment, include_data=include_data, components=changes.components_of(config))
+        components = changes.components_of(config)
+        plan = planner.destroy_plan(environment, include_data=include_data, components=components, hosts=hosts)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json)

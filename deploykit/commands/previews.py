@@ -23,7 +23,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plugins import Plugins, review_stack_changes
 from deploykit.references import Findings
-from deploykit.stack_chain import notification_arns, template_references, template_url
+from deploykit.stack_chain import held_parameters, notification_arns, template_references, template_url
 from deploykit.stacks import (
     Change,
     NoPreview,
@@ -111,6 +111,7 @@ def stack_previewed(
     preview (a deploy refuses it). The SNS topics its events would go to (:func:`topics_changed`) are read apart:
     a change set that changes them alone changes no resource."""
     body = synth.template_body(template)
+    parameters = held_parameters(json.loads(body), parameters)  # each function's code offered: those it holds
     deployer = _previewer(runtime, aws, env)
     stack = deployer.describe(name)  # its status, printed; and what the preview needs to know first
     if as_given:

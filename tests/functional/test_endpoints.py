@@ -256,6 +256,33 @@ def test_every_function_of_the_api_stack_is_found_by_its_outputs(cfn: Any, env: 
     assert "functions.<fn>, aliases.<fn>)" in err.value.message  # the keys it may be
 
 
+def test_a_function_a_stack_of_the_teams_own_holds_is_found_by_its_outputs_there_with_its_stack(
+    deployed: Any, env: EnvConfig
+) -> None:
+    """Any stack may hold functions (stacks/common/functions.py makes the same outputs): each is found where it is,
+    and ``hosts`` names its stack; read the same when other stacks are missing (deploy.lambda, a destroyed API)."""
+    own = dataclasses.replace(env, stacks=dataclasses.replace(env.stacks, own=(("jobs", "Jobs"),)))
+    create_stack(deployed, "Jobs", {"NightlyJobFunctionName": "jobs-nightly-1", "NightlyJobAliasArn": "arn:nightly"})
+    found = resolve_endpoints(StackOutputs(deployed), own)
+    assert found.functions == {
+        "login_handler": "api-login-1",
+        "health_handler": "api-health-1",
+        "nightly_job": "jobs-nightly-1",
+    }
+    assert found.aliases["nightly_job"] == "arn:nightly"
+    assert found.hosts == {"login_handler": env.stacks.api, "health_handler": env.stacks.api, "nightly_job": "Jobs"}
+    assert lambda_chain.function_hosts(StackOutputs(deployed), own) == {
+        "login_handler": "api",
+        "health_handler": "api",
+        "nightly_job": "jobs",
+    }
+    deployed.delete_stack(StackName=env.stacks.api)  # the endpoints no longer resolve: each stack's outputs do
+    assert lambda_chain.deployed_functions(StackOutputs(deployed), own) == {"nightly_job": "jobs-nightly-1"}
+    assert lambda_chain.function_hosts(StackOutputs(deployed), own) == {"nightly_job": "jobs"}
+    with pytest.raises(UsageError, match="the API stack CarRentalApiStack is not deployed in environment 'dev'"):
+        lambda_chain.deployed_functions(StackOutputs(deployed), env)  # none holds a function: the API stack named
+
+
 def test_a_deleted_stack_counts_as_missing(deployed: Any, env: EnvConfig) -> None:
     deployed.delete_stack(StackName=env.stacks.api)
     with pytest.raises(UsageError, match="not deployed: CarRentalApiStack"):

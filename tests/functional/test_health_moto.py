@@ -515,11 +515,11 @@ def test_missing_stage_alias_and_target_group_are_broken_parts(aws: AwsFactory) 
         "inv deploy.stack CarRentalApiStack --env dev"
     )
     assert broken["Lambda car-rental-login: the function or its 'live' alias does not exist"] == (
-        "it was deleted outside CloudFormation, which still counts it as there: a deploy of the API stack as it is "
+        "it was deleted outside CloudFormation, which still counts it as there: a deploy of its stack as it is "
         "does not bring it back (aws cloudformation detect-stack-drift --stack-name CarRentalApiStack shows it). "
-        "Have CloudFormation create it again: take its route out of FUNCTIONS in cdk/stacks/api_stack.py and inv "
-        "deploy.stack CarRentalApiStack --env dev, then put the route back and inv deploy.stack CarRentalApiStack "
-        "--env dev again"
+        "Have CloudFormation create it again: take it out of its stack (its route out of FUNCTIONS in "
+        "cdk/stacks/api_stack.py, its deployed_function out of a stack of yours) and inv deploy.stack "
+        "CarRentalApiStack --env dev, then put it back and inv deploy.stack CarRentalApiStack --env dev again"
     )
     assert broken["target group gone-tg does not exist"] == "inv deploy.stack CarRentalFargateStack --env dev"
 

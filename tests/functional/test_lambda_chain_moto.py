@@ -989,12 +989,12 @@ def test_a_function_the_api_stack_lacks_is_refused_naming_the_ones_it_has(
     stack(factory, "CarRentalApiStack", {"HealthHandlerFunctionName": FUNCTIONS["health_handler"]})
     with pytest.raises(UsageError) as err:
         command(runtime(with_lambdas, factory))
-    assert (
-        err.value.message
-        == "the API stack CarRentalApiStack has no Lambda function for 'login_handler' (it has: health_handler)"
+    assert err.value.message == (
+        "no stack of environment 'dev' has a Lambda function for 'login_handler' (they have: health_handler)"
     )
     assert err.value.next_step == (
-        "deploy the API stack first (cdk/stacks/api_stack.py must define it): inv deploy.stack api --env dev"
+        "deploy the stack that holds it first (its deployed_function in cdk/stacks/, the API stack's FUNCTIONS for a "
+        "route): inv deploy.auto --env dev"
     )
 
 
@@ -1648,10 +1648,10 @@ def test_a_function_deleted_outside_cloudformation_is_told_how_to_have_it_create
         lam.delete_alias(FunctionName=FUNCTIONS["health_handler"], Name="live")
     with pytest.raises(UsageError) as refused:
         commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
-    assert "though the API stack" in refused.value.message and refused.value.exit_code == 2
+    assert "though its stack" in refused.value.message and refused.value.exit_code == 2
     assert refused.value.next_step == lambda_chain.deleted_behind_the_stack()
     assert "deleted outside CloudFormation" in (refused.value.next_step or "")
-    assert "take its route out of FUNCTIONS in cdk/stacks/api_stack.py" in (refused.value.next_step or "")
+    assert "its route out of FUNCTIONS in cdk/stacks/api_stack.py" in (refused.value.next_step or "")
 
 
 def test_an_update_another_actor_began_after_the_read_is_waited_for_then_the_code_is_updated(

@@ -5,6 +5,7 @@ Stubber (and on the sandbox, in tests/integration/test_sandbox_lambda_fast_path.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -12,8 +13,10 @@ import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from deploykit import commands, history, lock, packaging, rollback, version_cleanup
@@ -365,3 +368,31 @@ def test_the_api_stacks_own_versions_are_kept(factory: AwsFactory, dev_env: EnvC
     found = [version_cleanup.Version("health_handler", HEALTH, n, "", 10, "") for n in (1, 4, 5)]
     decision = version_cleanup.plan_cleanup(found, keep=1, held=held, recorded={})
     assert [(c.version.number, c.delete) for c in decision.choices] == [(5, False), (4, False), (1, True)]
+
+
+def test_the_versions_a_stack_of_the_teams_own_holds_are_kept_and_a_stack_not_there_holds_none(
+    dev_env: EnvConfig,
+) -> None:
+    """A function may live in a stack of the team's own (stacks/common/functions.py): the versions that stack holds
+    are CloudFormation's as the API stack's are. The platform's other stacks hold no function and are not read."""
+    jobs = dataclasses.replace(dev_env, stacks=dataclasses.replace(dev_env.stacks, own=(("jobs", "Jobs"),)))
+    version = {
+        "LogicalResourceId": "NightlyJobCurrentVersionAbc",
+        "PhysicalResourceId": "arn:aws:lambda:eu-west-1:123456789012:function:jobs-nightly:3",
+        "ResourceType": "AWS::Lambda::Version",
+    }
+    missing = ClientError({"Error": {"Code": "ValidationError", "Message": "Stack with id X does not exist"}}, "List")
+    read: list[str] = []
+
+    def paginate(StackName: str) -> list[dict[str, Any]]:  # boto3's name
+        read.append(StackName)
+        if StackName != "Jobs":
+            raise missing  # the API stack, destroyed
+        return [{"StackResourceSummaries": [version]}]
+
+    paginator = Mock(spec=["paginate"], paginate=paginate)
+    cfn = Mock(spec=["get_paginator"], get_paginator=Mock(return_value=paginator))
+    aws = Mock(spec=AwsFactory, client=Mock(return_value=cfn))
+    held = version_cleanup.stack_versions(aws, jobs)
+    assert held == {("jobs-nightly", 3): ["held by Jobs (NightlyJobCurrentVersionAbc)"]}
+    assert sorted(read) == ["CarRentalApiStack", "Jobs"]

@@ -313,30 +313,28 @@ def role_template() -> dict[str, Any]:
     }
 
 
+def assembly_context(out: Path, template: dict[str, Any], project: Path, *, protected: bool = False) -> Context:
+    """A cloud assembly in ``out`` holding the stack NAME of ``template``, and the context its deploy runs in (the dev
+    environment of ``project``)."""
+    (out / f"{NAME}.template.json").write_text(json.dumps(template))
+    stack_file = {"templateFile": f"{NAME}.template.json"}
+    (out / "manifest.json").write_text(
+        json.dumps({"artifacts": {NAME: {"type": "aws:cloudformation:stack", "properties": stack_file}}})
+    )
+    config = load_config(project / "deploy.toml")
+    env = dataclasses.replace(config.environment("dev"), protected=protected)
+    clock = FakeClock()
+    reporter = Reporter(io.StringIO(), tty=False, clock=clock)
+    return Context(config, env, AwsFactory(env), clock, reporter, Mock(side_effect=AssertionError))
+
+
 def test_a_protected_environment_deploys_a_change_of_access_only_approved(
     cfn: Any, tmp_path: Path, project: Path
 ) -> None:
     """The step as deploy.stack runs it: the environment's `protected` decides; --approve-access lets it through."""
     out = tmp_path / "cdk.out"
     out.mkdir()
-    (out / f"{NAME}.template.json").write_text(json.dumps(role_template()))
-    manifest = {
-        "artifacts": {
-            NAME: {"type": "aws:cloudformation:stack", "properties": {"templateFile": f"{NAME}.template.json"}}
-        }
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    config = load_config(project / "deploy.toml")
-    env = dataclasses.replace(config.environment("dev"), protected=True)
-    clock = FakeClock()
-    ctx = Context(
-        config,
-        env,
-        AwsFactory(env),
-        clock,
-        Reporter(io.StringIO(), tty=False, clock=clock),
-        Mock(side_effect=AssertionError),
-    )
+    ctx = assembly_context(out, role_template(), project, protected=True)
     step = DeployStack(NAME, str(out / f"{NAME}.template.json"))
     with pytest.raises(UsageError, match=r"changes who may access what: TaskRole \(AWS::IAM::Role, add\)"):
         step.run(ctx)
@@ -346,3 +344,33 @@ def test_a_protected_environment_deploys_a_change_of_access_only_approved(
     outcome = dataclasses.replace(step, approve_access=True).run(ctx)
     statuses = [x["StackStatus"] for x in cfn.list_stacks()["StackSummaries"] if x["StackName"] == NAME]
     assert outcome.status == "done" and "CREATE_COMPLETE" in statuses
+
+
+def test_a_stack_deploy_passes_the_code_keys_of_the_functions_its_template_holds_and_no_other(
+    cfn: Any, tmp_path: Path, project: Path
+) -> None:
+    """Each stack that may hold functions is offered every function's code key: CloudFormation refuses a parameter a
+    template does not declare, so the deploy passes those its template holds (none, for a stack holding none)."""
+    out = tmp_path / "cdk.out"
+    out.mkdir()
+    key = {"Name": "/car-rental/test/key", "Type": "String", "Value": {"Ref": "NightlyJobCodeKey"}}
+    body = {
+        "Parameters": {"NightlyJobCodeKey": {"Type": "String"}},
+        "Resources": {"Key": {"Type": "AWS::SSM::Parameter", "Properties": key}},
+    }
+    ctx = assembly_context(out, body, project)
+    sent: list[list[str]] = []  # what each change set was asked with (AWS refuses a parameter not declared; moto not)
+    ctx.aws.client("cloudformation").meta.events.register(
+        "provide-client-params.cloudformation.CreateChangeSet",
+        lambda params, **_: sent.append([p["ParameterKey"] for p in params.get("Parameters") or ()]),
+    )
+    offered = (
+        ("HealthHandlerCodeKey", "lambda/health_handler/h.zip"),
+        ("NightlyJobCodeKey", "lambda/nightly_job/n.zip"),
+    )
+    step = DeployStack(NAME, str(out / f"{NAME}.template.json"), offered)
+    assert step.describe() == f"{NAME}: change set from {NAME}.template.json; the code key of each function it holds"
+    assert step.run(ctx).status == "done"
+    assert sent == [["NightlyJobCodeKey"]]
+    [stack] = cfn.describe_stacks(StackName=NAME)["Stacks"]
+    assert stack["Parameters"] == [{"ParameterKey": "NightlyJobCodeKey", "ParameterValue": "lambda/nightly_job/n.zip"}]

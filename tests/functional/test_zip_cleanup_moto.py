@@ -4,6 +4,7 @@ parameter or an environment sharing the bucket runs stays, as does anything uplo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from deploykit import commands, packaging
+from deploykit import commands, packaging, zip_cleanup
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed
 from tests.conftest import git
 from tests.functional.test_lambda_chain_moto import (  # noqa: F401 (fixtures)
@@ -96,7 +98,7 @@ def test_the_zips_of_deleted_versions_go_and_those_that_may_run_again_stay(
     assert found[zips["v4"]] == ("keep", ["health_handler version 4"])
     assert found[zips["v5"]] == ("keep", ["health_handler version 5", "health_handler $LATEST"])
     assert found[zips["login"]][0] == "keep"
-    unrun = "nothing runs it: no kept version, no $LATEST, not the API stack's code parameter"
+    unrun = "nothing runs it: no kept version, no $LATEST, not a stack's code parameter"
     for name in ("v2", "v3", "stray"):
         assert found[zips[name]] == ("would delete", [unrun])
     assert zips["notes"] not in found  # not named by deploykit: left alone
@@ -359,3 +361,23 @@ def test_the_vendored_packages_the_live_zip_was_made_from_stay_and_older_ones_go
     commands.lambda_cleanup(env="dev", dry_run=True, as_json=True, runtime=later(project, factory, out))
     [why] = rows(json.loads(out.getvalue()))[first.prefix_key][1]
     assert why.startswith("health_handler's $LATEST runs lambda/health_handler/") and "does not name" in why
+
+
+def test_the_zips_the_code_parameters_of_a_stack_of_the_teams_own_name_stay(
+    environment: dict[str, str],  # noqa: F811
+    factory: AwsFactory,
+    dev_env: EnvConfig,
+) -> None:
+    """A function may live in a stack of the team's own: CloudFormation rolls that stack back to the key its code
+    parameter names, as the API stack's. The platform's other stacks hold no function: their parameters are not
+    read."""
+    jobs = dataclasses.replace(dev_env, stacks=dataclasses.replace(dev_env.stacks, own=(("jobs", "Jobs"),)))
+    nightly = "lambda/nightly_job/" + "a" * 64 + ".zip"
+    stack(factory, "Jobs", {"NightlyJobFunctionName": "jobs-nightly"}, {"NightlyJobCodeKey": nightly, "Tier": "x"})
+    stack(factory, dev_env.stacks.data, {}, {"OddCodeKey": "lambda/odd/" + "b" * 64 + ".zip"})
+    assert zip_cleanup.stack_code_keys(factory, jobs) == {
+        environment["health_handler"]: ["dev: CarRentalApiStack's HealthHandlerCodeKey"],
+        environment["login_handler"]: ["dev: CarRentalApiStack's LoginHandlerCodeKey"],
+        nightly: ["dev: Jobs's NightlyJobCodeKey"],
+    }
+    assert nightly not in zip_cleanup.stack_code_keys(factory, dev_env)  # not named in deploy.toml: not read

@@ -21,6 +21,7 @@ from deploykit.aws import AwsFactory
 from deploykit.config import load_config
 from deploykit.endpoints import Endpoints
 from deploykit.errors import StepFailed, UsageError
+from deploykit.plan import all_records
 from tests.conftest import git, quiet_runtime
 from tests.integration.sandbox_support import running_sandbox, sandbox_project
 
@@ -351,3 +352,133 @@ def test_inv_invoke_calls_the_live_alias_or_a_version_and_shows_what_it_answered
         handler.write_text(fine)
         git(project, "commit", "-qam", f"{FN}: fine again")
         assert commands.deploy_lambda(FN, smoke=False, runtime=quiet_runtime(project)) is not None
+
+
+JOBS_STACK = '''"""CarRentalJobsStack: a function of the team's own that no route calls (it runs when invoked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.common.functions import deployed_function
+from stacks.common.settings import Settings
+
+
+class CarRentalJobsStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, artifacts_bucket: s3.IBucket, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        deployed_function(
+            self, "nightly_job", description="The nightly job", settings=settings, artifacts_bucket=artifacts_bucket
+        )
+'''
+NIGHTLY = 'def handler(event, context):\n    return {"job": "nightly", "run": "first"}\n'
+
+
+def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_the_fast_path_which_it_keeps(
+    project: Path, deployed: Endpoints
+) -> None:
+    """A function in a stack of the team's own (stacks/common/functions.py), not in the API stack: deploy.auto
+    creates it with its stack; a handler change then takes the fast path alone; a change of its stack deploys that
+    stack, which keeps the fast path's code; the stack's code parameter keeps its zip from lambda.cleanup; inv
+    destroy --stack takes both out of the live record."""
+    cdk, lam = project / "cdk", client(project, "lambda")
+    (project / "lambda" / "nightly_job").mkdir()
+    handler = project / "lambda" / "nightly_job" / "handler.py"
+    handler.write_text(NIGHTLY)
+    (cdk / "stacks" / "jobs_stack.py").write_text(JOBS_STACK)
+    settings = cdk / "stacks" / "common" / "settings.py"
+    field = '    api: str = "CarRentalApiStack"\n'
+    settings.write_text(settings.read_text().replace(field, field + '    jobs: str = "CarRentalJobsStack"\n'))
+    app = cdk / "app.py"
+    imports, tags = "from stacks.registry_stack import", '    Tags.of(app).add("Project", PROJECT_TAG)\n'
+    made = (
+        "    CarRentalJobsStack(\n"
+        "        app, names.jobs, settings=settings, artifacts_bucket=registry.artifacts_bucket, "
+        '**stack_props("jobs")\n'
+        "    )\n"
+    )
+    text = app.read_text()
+    assert imports in text and tags in text
+    text = text.replace(imports, "from stacks.jobs_stack import CarRentalJobsStack  # noqa: E402\n" + imports)
+    app.write_text(text.replace(tags, made + tags))
+    toml = project / "deploy.toml"
+    table = "[environments.sandbox.stacks]\n"
+    assert table in toml.read_text()
+    toml.write_text(toml.read_text().replace(table, table + 'jobs = "CarRentalJobsStack"\n'))
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "jobs: a stack of our own with a function")
+
+    def ran(report: Any) -> list[tuple[str, str]]:  # what changed something (a synthesis aside)
+        return [
+            (r.step, r.detail.split(":")[0])
+            for r in all_records(report.records)
+            if r.status == "done" and not r.children and r.step != "synth"
+        ]
+
+    report = commands.deploy_auto(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert ran(report) == [
+        ("upload-lambda", "nightly_job"),
+        ("deploy-stack", "CarRentalJobsStack"),
+        ("smoke", "5 passed"),
+    ], ran(report)
+    found = commands.endpoints(runtime=quiet_runtime(project))
+    name = found.functions["nightly_job"]
+    assert found.hosts["nightly_job"] == "CarRentalJobsStack" and found.hosts[FN] == "CarRentalApiStack"
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer == {
+        "job": "nightly",
+        "run": "first",
+    }
+    [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
+    assert {"stack:jobs", "lambda:nightly_job"} <= set(record.deployed)
+
+    # its handler changed: the fast path alone, no stack
+    handler.write_text(NIGHTLY.replace('"first"', '"second"'))
+    git(project, "commit", "-qam", "nightly_job: the second run")
+    before = stacks(project)
+    report = commands.deploy_auto(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert [step for step, _ in ran(report)] == [
+        "upload-lambda",
+        "update-code",
+        "publish-version",
+        "move-alias",
+        "smoke",
+    ]
+    assert stacks(project) == before
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "second"
+    key = lambda_chain.live_code_keys(lam, {"nightly_job": name})["nightly_job"]
+
+    # its stack changed (the function's memory): that stack alone, keeping what the fast path shipped
+    module = cdk / "stacks" / "jobs_stack.py"
+    module.write_text(
+        module.read_text().replace('description="The nightly job",', 'description="The nightly job", memory_size=512,')
+    )
+    git(project, "commit", "-qam", "jobs: more memory")
+    report = commands.deploy_auto(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert ran(report) == [("deploy-stack", "CarRentalJobsStack"), ("smoke", "5 passed")], ran(report)
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "second"
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"] == 512
+    jobs = client(project, "cloudformation").describe_stacks(StackName="CarRentalJobsStack")["Stacks"][0]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in jobs["Parameters"]} == {"NightlyJobCodeKey": key}
+
+    # lambda.cleanup keeps the zip the stack's code parameter names, whatever else goes
+    run = quiet_runtime(project)
+    commands.lambda_cleanup(function="nightly_job", keep=1, dry_run=True, as_json=True, runtime=run)
+    listed = json.loads(run.stdout.getvalue())["zips"]["objects"]  # type: ignore[attr-defined]
+    kept = {o["key"]: (o["action"], o["why"]) for o in listed}
+    assert kept[key][0] == "keep" and "sandbox: CarRentalJobsStack's NightlyJobCodeKey" in kept[key][1], kept
+
+    # deleted alone: the function goes with it, out of the live record too
+    report = commands.destroy(stack="jobs", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    [record] = commands.history_list(limit=1, runtime=quiet_runtime(project))
+    assert record.command == "destroy" and record.removed == ["stack:jobs", "lambda:nightly_job"]
+    assert "nightly_job" not in commands.endpoints(runtime=quiet_runtime(project)).functions

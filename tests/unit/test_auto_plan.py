@@ -274,11 +274,11 @@ def test_a_lambda_that_is_not_deployed_is_refused_with_the_fix(with_lambdas: Pat
     inputs = auto.Inputs(image_tag="a", code_keys={}, functions={})
     with pytest.raises(UsageError, match="login_handler is not deployed") as refused:
         auto.auto_plan(config, env, revision, change_set(("lambda/login_handler/x.py", "lambda:login_handler")), inputs)
-    assert "CarRentalApiStack has no LoginHandlerFunctionName output" in refused.value.message
-    assert "add a LambdaRoute for folder 'login_handler' to FUNCTIONS in cdk/stacks/api_stack.py" in (
+    assert "no stack has a LoginHandlerFunctionName output" in refused.value.message
+    assert "give folder 'login_handler' a stack and commit it (a LambdaRoute of FUNCTIONS in " in (
         refused.value.next_step or ""
     )
-    assert refused.value.next_step.endswith("inv deploy.stack CarRentalApiStack --env sandbox")  # type: ignore[union-attr]
+    assert refused.value.next_step.endswith("inv deploy.stack STACK --env sandbox")  # type: ignore[union-attr]
 
 
 def test_the_dry_run_json_shape_is_pinned(with_lambdas: Path) -> None:  # noqa: F811

@@ -290,7 +290,7 @@ def test_a_missing_function_the_stack_names_says_it_was_deleted_behind_the_stack
     with pytest.raises(UsageError, match=r"Lambda function fn \(health_handler\) does not exist") as err:
         step().run(context(lam, FakeClock()))
     assert err.value.next_step == lambda_chain.deleted_behind_the_stack()
-    assert "a deploy of the API stack as it is does not bring it back" in err.value.next_step
+    assert "a deploy of its stack as it is does not bring it back" in err.value.next_step
 
 
 def test_a_canary_fails_on_more_errors_than_its_rate_allows() -> None:

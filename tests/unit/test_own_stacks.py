@@ -3,6 +3,7 @@ where deploy.full, deploy.auto, destroy and a rollback of a run put them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,7 +59,58 @@ def test_a_change_to_its_own_stack_deploys_that_stack_alone(own: Config) -> None
     env, revision = own.environment("sandbox"), current_revision(own.root)
     plan = auto.auto_plan(own, env, revision, change_set(("cdk/stacks/search_stack.py", "stack:search")), INPUTS)
     assert shape(plan, env) == [("synth", "sandbox"), ("deploy-stack", "CarRentalSearchStack"), ("smoke", "sandbox")]
-    assert plan.steps[1].parameters == ()  # type: ignore[attr-defined]  # deploykit gives it no input of its own
+    # deploykit gives it no input of its own: only each function's code, of which it takes those it holds
+    assert dict(plan.steps[1].parameters) == {  # type: ignore[attr-defined]
+        "HealthHandlerCodeKey": "lambda/health_handler/old.zip",
+        "LoginHandlerCodeKey": "lambda/login_handler/old.zip",
+    }
+    described = plan.steps[1].describe()
+    assert described.endswith("CarRentalSearchStack.template.json; the code key of each function it holds")
+
+
+def test_a_function_held_by_a_stack_of_its_own_takes_the_fast_path_unless_that_stack_deploys_it(own: Config) -> None:
+    """Which stack holds a function (its outputs name it) decides: that stack's change deploys its new code; another
+    stack's change, the API stack's included, leaves it to the fast path."""
+    env, revision = own.environment("sandbox"), current_revision(own.root)
+    held = dataclasses.replace(INPUTS, hosts={"health_handler": "search", "login_handler": "api"})
+    handler = ("lambda/health_handler/handler.py", "lambda:health_handler")
+    fast = [("update-code", "health_handler"), ("publish-version", "health_handler"), ("move-alias", "health_handler")]
+    alone = auto.auto_plan(own, env, revision, change_set(handler), held)
+    assert shape(alone, env)[1:] == [*fast, ("smoke", "sandbox")]
+    with_api = auto.auto_plan(own, env, revision, change_set(handler, ("cdk/stacks/api_stack.py", "stack:api")), held)
+    assert [s for s in shape(with_api, env) if s[0] != "upload-lambda"] == [
+        ("synth", "sandbox"),
+        ("deploy-stack", "CarRentalApiStack"),
+        *fast,
+        ("smoke", "sandbox"),
+    ]
+    with_its_own = auto.auto_plan(
+        own, env, revision, change_set(handler, ("cdk/stacks/search_stack.py", "stack:search")), held
+    )
+    assert [s for s in shape(with_its_own, env) if s[0] != "upload-lambda"] == [
+        ("synth", "sandbox"),
+        ("deploy-stack", "CarRentalSearchStack"),
+        ("smoke", "sandbox"),
+    ]
+    [deploy] = [s for s in auto.flat_steps(with_its_own.steps) if s.name == "deploy-stack"]
+    assert dict(deploy.parameters)["HealthHandlerCodeKey"].startswith("lambda/health_handler/")  # type: ignore[attr-defined]
+    assert dict(deploy.parameters)["HealthHandlerCodeKey"] != "lambda/health_handler/old.zip"  # type: ignore[attr-defined]
+    # not deployed yet: a stack that may hold it brings it; with none changed, refused, naming both ways to hold one
+    new = dataclasses.replace(held, hosts={}, functions={"login_handler": "api-login-1"})
+    assert "update-code" not in dict(
+        shape(
+            auto.auto_plan(
+                own, env, revision, change_set(handler, ("cdk/stacks/search_stack.py", "stack:search")), new
+            ),
+            env,
+        )
+    )
+    with pytest.raises(UsageError) as refused:
+        auto.auto_plan(own, env, revision, change_set(handler, ("cdk/stacks/data_stack.py", "stack:data")), new)
+    assert refused.value.message == (
+        "Lambda function health_handler is not deployed in 'sandbox': no stack has a HealthHandlerFunctionName output"
+    )
+    assert "deployed_function of cdk/stacks/common/functions.py in a stack of your own" in str(refused.value.next_step)
 
 
 def test_its_own_stacks_deploy_with_the_platforms_last_each_after_the_stacks_it_depends_on(own: Config) -> None:
@@ -157,6 +209,11 @@ def test_one_stack_of_the_teams_own_is_deleted_alone_before_it_leaves_the_app(ow
     [step] = plan.steps
     assert (step.stack, step.data, step.alone) == ("CarRentalNotificationsStack", False, True)  # type: ignore[attr-defined]
     assert plan.removes == ("stack:notifications",)  # it leaves the live record
+    hosts = {"health_handler": "notifications", "login_handler": "api"}  # with the functions it holds
+    held = planner.destroy_one_plan(env, "notifications", include_data=False, hosts=hosts)
+    assert held.removes == ("stack:notifications", "lambda:health_handler")
+    whole = planner.destroy_plan(env, include_data=False, components=changes.components_of(own), hosts=hosts)
+    assert {"lambda:health_handler", "lambda:login_handler", "stack:notifications"} <= set(whole.removes)
     assert planner.destroy_one_plan(env, "search", include_data=True).steps[0].data  # type: ignore[attr-defined]
     with pytest.raises(UsageError) as refused:
         planner.destroy_one_plan(env, "fargate", include_data=False)

@@ -970,6 +970,16 @@ def test_a_run_that_took_a_function_out_brings_it_back_at_the_commit_it_ran(env:
     assert rb.restored(run_record(1, {"app": B}, {"app": A, "lambda:old_handler": C}, removed=["lambda:x"])) == {}
 
 
+def test_the_functions_a_run_added_or_took_out_come_and_go_with_any_stack_that_may_hold_them() -> None:
+    """A stack of the team's own holds functions as the API stack does; the platform's others hold none."""
+    added = run_record(1, {"stack:jobs": B, "lambda:nightly": B}, {"stack:jobs": A})
+    assert rb.taken_out(added) == ("lambda:nightly",)
+    took = run_record(1, {"stack:jobs": B}, {"stack:jobs": A, "lambda:nightly": C}, removed=["lambda:nightly"])
+    assert rb.restored(took) == {"lambda:nightly": C}
+    assert rb.taken_out(run_record(1, {"stack:data": B, "lambda:nightly": B}, {"stack:data": A})) == ()
+    assert rb.restored(run_record(1, {"stack:data": B}, {"stack:data": A, "lambda:x": C}, removed=["lambda:x"])) == {}
+
+
 def test_the_functions_of_a_template_are_named_by_their_code_parameters() -> None:
     template = {"Parameters": {"ImageTag": {}, "LoginHandlerCodeKey": {}, "PricingHandlerCodeKey": {}, "XCodeKey": {}}}
     assert planner.code_parameters(template) == {

@@ -887,7 +887,8 @@ def test_a_stack_of_the_teams_own_taking_a_parameter_with_no_default_is_refused_
     assert refused.value.exit_code == 2
     assert refused.value.message == (
         "Queues, a stack of the team's own, takes the parameter RetentionDays with no default, and deploykit gives "
-        "such a stack no parameter: CloudFormation would refuse its change set; nothing was deployed"
+        "such a stack no parameter but its functions' code keys: CloudFormation would refuse its change set; nothing "
+        "was deployed"
     )
     assert str(refused.value.next_step).startswith("give each a default (CfnParameter(..., default=...))")
     assert "a value of [environments.NAME.context] in deploy.toml" in str(refused.value.next_step)
@@ -895,3 +896,36 @@ def test_a_stack_of_the_teams_own_taking_a_parameter_with_no_default_is_refused_
     platform = {"CarRentalFargateStack": {"ImageTag": {"Type": "String"}}}
     fine = FakeApp(more=("Queues",), parameters={"Queues": days, **platform})
     assert not synth.synthesize(config, queues, account=ACCOUNT, run=fine).skipped
+    # the code key of a function it holds (stacks/common/functions.py) is deploykit's to give, as the API stack's
+    days["QueueWorkerCodeKey"] = {"Type": "String"}
+    holding = FakeApp(more=("Queues",), parameters={"Queues": days, **platform})
+    assert not synth.synthesize(config, queues, account=ACCOUNT, run=holding, force=True).skipped
+
+
+def test_a_function_in_a_platform_stack_deploykit_gives_no_code_or_in_two_stacks_is_refused(
+    config: Config, root: Path
+) -> None:
+    """deploykit gives each function's code to the API stack and the team's own: one in the data stack would get
+    none (CloudFormation refusing it), one in two stacks would be updated in one by the fast path, the other putting
+    its own code back."""
+    queues = with_own_stacks(root, queues="Queues")
+    code = {"QueueWorkerCodeKey": {"Type": "String"}}
+    in_data = FakeApp(more=("Queues",), parameters={"CarRentalDataStack": code})
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, queues, account=ACCOUNT, run=in_data)
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "the CDK app puts Lambda function queue_worker (QueueWorkerCodeKey) in CarRentalDataStack, a platform stack "
+        "deploykit gives no function's code; nothing was deployed"
+    )
+    assert "deployed_function of cdk/stacks/common/functions.py" in str(refused.value.next_step)
+    both = with_own_stacks(root, queues="Queues", jobs="Jobs")
+    twice = FakeApp(more=("Queues", "Jobs"), parameters={"Jobs": code, "Queues": code})
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, both, account=ACCOUNT, run=twice)
+    assert refused.value.message.startswith(
+        "the CDK app puts Lambda function queue_worker in Queues and Jobs: the fast path would update one of them"
+    )
+    assert str(refused.value.next_step).startswith("keep lambda/queue_worker/ in one stack")
+    once = FakeApp(more=("Queues", "Jobs"), parameters={"Jobs": code, "Queues": {"Other": {"Default": "x"}}})
+    assert not synth.synthesize(config, both, account=ACCOUNT, run=once).skipped
