@@ -65,8 +65,8 @@ What plain moto lacks, fixed here:
 Not done (AWS does): authorizers, API keys and usage plans, request validation and models, gateway
 responses, VTL mapping templates, the non-proxy ``AWS``/``HTTP``/``HTTP_PROXY`` integrations (500), the
 29-second integration timeout, Lambda resource policies (API Gateway may invoke any function), HTTP APIs
-(apigatewayv2). Only the sandbox's region is patched. Moto's own invocations from SQS/SNS/DynamoDB event
-sources still take moto's Docker path.
+(apigatewayv2). Only the sandbox's region is patched. An event source mapping (a queue's, a table stream's)
+invokes what it names, an alias or ``$LATEST``, through the same Invoke.
 """
 
 from __future__ import annotations
@@ -83,10 +83,11 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
@@ -538,6 +539,7 @@ class ApiGatewayLambda:
         _keep_logging_config()
         _versions_as_aws()
         _updates_as_aws(lambda_backend, lambda: sandbox.faults.lambda_update_seconds)
+        _mappings_as_aws(lambda_backend, partial(_event_sources, sandbox))
 
     # -- Lambda ----------------------------------------------------------------------------------------------
     def resolve(self, function: str, qualifier: str | None = None) -> _Resolved:
@@ -824,6 +826,55 @@ def _versions_as_aws() -> None:
     LambdaStorage.del_function = del_function  # type: ignore[method-assign]
 
 
+def _mappings_as_aws(backend: Any, sources: Callable[[], Iterable[Any]]) -> None:
+    """Event source mappings (a queue's, a table stream's) as AWS keeps them: on what they name. A mapping made on an
+    alias invokes the alias, whichever version it serves then (moto bound it to the alias's version when made, so a
+    queue went on calling the old code after the fast path moved the alias), and ListEventSourceMappings says the
+    alias's ARN; on the bare function, ``$LATEST``. A deleted mapping no longer invokes anything (moto kept calling
+    it). ``sources``: the queues and tables, each holding its mappings by the ARN they invoke."""
+    original_create = backend.create_event_source_mapping
+    original_update = backend.update_event_source_mapping
+    original_delete = backend.delete_event_source_mapping
+
+    def named(function: str) -> str:  # the ARN of what ``function`` (a name or ARN, maybe qualified) names
+        name = function.split(":function:", 1)[1] if ":function:" in function else function
+        name, _, qualifier = name.partition(":")
+        unqualified = str(backend.get_function(name).function_arn)
+        return f"{unqualified}:{qualifier}" if qualifier and qualifier != "$LATEST" else unqualified
+
+    def held_by(esm: Any) -> list[dict[str, Any]]:  # the mappings of the source ``esm`` reads
+        return [source.lambda_event_source_mappings for source in sources() if _arn_of(source) == esm.event_source_arn]
+
+    def rebind(esm: Any, arn: str) -> None:
+        for mappings in held_by(esm):
+            for key in [key for key, found in mappings.items() if found is esm]:
+                del mappings[key]
+            mappings[arn] = esm
+        esm.function_arn = arn
+
+    def create_event_source_mapping(spec: dict[str, Any]) -> Any:
+        esm = original_create(spec)
+        rebind(esm, named(str(spec["FunctionName"])))
+        return esm
+
+    def update_event_source_mapping(uuid: str, spec: dict[str, Any]) -> Any:
+        esm = original_update(uuid, spec)
+        if esm is not None and spec.get("FunctionName"):
+            rebind(esm, named(str(spec["FunctionName"])))
+        return esm
+
+    def delete_event_source_mapping(uuid: str) -> Any:
+        esm = original_delete(uuid)
+        for mappings in held_by(esm) if esm is not None else ():
+            for key in [key for key, found in mappings.items() if found is esm]:
+                del mappings[key]
+        return esm
+
+    backend.create_event_source_mapping = create_event_source_mapping
+    backend.update_event_source_mapping = update_event_source_mapping
+    backend.delete_event_source_mapping = delete_event_source_mapping
+
+
 UPDATE_IN_PROGRESS = "The operation cannot be performed at this time. An update is in progress for resource: {arn}"
 
 
@@ -920,6 +971,19 @@ def _keep_logging_config() -> None:
     LambdaFunction.__init__ = init  # type: ignore[method-assign]
     LambdaFunction.update_configuration = update_configuration  # type: ignore[method-assign]
     LambdaFunction.get_configuration = get_configuration  # type: ignore[method-assign]
+
+
+def _arn_of(source: Any) -> str | None:
+    """A queue's ARN, or a table's stream's."""
+    if hasattr(source, "queue_arn"):
+        return str(source.queue_arn)
+    return (source.describe().get("TableDescription") or {}).get("LatestStreamArn")
+
+
+def _event_sources(sandbox: Sandbox) -> list[Any]:
+    """The queues and the tables (their streams) whose records moto hands to the mappings they hold."""
+    tables = sandbox.backend("dynamodb").tables.values()
+    return [*sandbox.backend("sqs").queues.values(), *(t for t in tables if getattr(t, "stream_shard", None))]
 
 
 def function_code(fn: Any, unqualified_arn: str) -> FunctionCode:

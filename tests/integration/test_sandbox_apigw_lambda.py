@@ -466,6 +466,45 @@ def test_code_update_publish_and_alias_move_take_effect_on_the_next_request(harn
         assert answer["ExecutedVersion"] == {"1": "1", "live": "2", "$LATEST": "$LATEST"}[qualifier]
 
 
+CONSUMER = """
+def handler(event, context):
+    for record in event["Records"]:
+        print("took", record["body"], "with {tag}")
+    return {{"taken": len(event["Records"])}}
+"""
+
+
+def test_a_queue_mapped_to_an_alias_invokes_the_version_the_alias_serves_then(harness: Harness) -> None:
+    """As on AWS: a mapping made on the alias follows it (a queue's consumer runs what the fast path moved `live`
+    to), and says the alias's ARN; one deleted invokes nothing more."""
+    alias_arn = harness.function("consumer", CONSUMER.format(tag="one"))
+    sqs, lam, logs = harness.client("sqs"), harness.client("lambda"), harness.client("logs")
+    url = sqs.create_queue(QueueName="bookings")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    mapping = lam.create_event_source_mapping(EventSourceArn=queue_arn, FunctionName=alias_arn, BatchSize=1)
+    assert mapping["FunctionArn"] == alias_arn
+    assert [m["FunctionArn"] for m in lam.list_event_source_mappings()["EventSourceMappings"]] == [alias_arn]
+
+    def took() -> list[str]:
+        events = logs.filter_log_events(logGroupName="/aws/lambda/consumer")["events"]
+        return [e["message"].strip() for e in events if e["message"].startswith("took")]
+
+    sqs.send_message(QueueUrl=url, MessageBody="booking 1")
+    assert took() == ["took booking 1 with one"]
+    lam.update_function_code(FunctionName="consumer", ZipFile=zip_of(CONSUMER.format(tag="two")))
+    lam.update_alias(
+        FunctionName="consumer", Name="live", FunctionVersion=lam.publish_version(FunctionName="consumer")["Version"]
+    )
+    sqs.send_message(QueueUrl=url, MessageBody="booking 2")
+    assert took() == ["took booking 1 with one", "took booking 2 with two"]  # moto ran version 1 again
+    lam.delete_event_source_mapping(UUID=mapping["UUID"])
+    sqs.send_message(QueueUrl=url, MessageBody="booking 3")
+    assert took() == ["took booking 1 with one", "took booking 2 with two"]  # moto invoked it still
+    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"] == {
+        "ApproximateNumberOfMessages": "1"
+    }
+
+
 def test_version_numbers_are_never_reused_and_a_routed_version_cannot_be_deleted(harness: Harness) -> None:
     """As on AWS: after versions are deleted the next one takes a new number; a version an alias serves or routes
     a share to is refused (ResourceConflictException) and stays."""
