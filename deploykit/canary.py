@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
-from deploykit.lambda_chain import read_version_and_alias
+from deploykit.lambda_chain import latest_as_served, read_version_and_alias
 from deploykit.plan import Context, Outcome, Step, carry
 from deploykit.stacks import error_code
 from deploykit.watch import Counts, Query, Since, allowed, failing, parse_duration
@@ -262,5 +262,11 @@ class CanaryRelease(Step):
                 f"❌ could not take the canary of {self.function} back ({exc}); {self._clear_command(old)}"
             )
             return False
-        ctx.reporter.line(f"↩️  {self.function}: canary taken back, {self.alias} serves version {old} alone")
+        back = ""
+        try:  # $LATEST holds the canary's code, which a deploy of the function's stack would publish
+            rerun = f"inv deploy.lambda {self.function} --env {ctx.env.name}"
+            back = latest_as_served(ctx, self.function, self.function_name, old, rerun=rerun)
+        except Exception as exc:  # said, and the failure that brought us here goes on
+            back = f"; $LATEST still runs the canary's code ({exc}): a deploy of its stack would publish it"
+        ctx.reporter.line(f"↩️  {self.function}: canary taken back, {self.alias} serves version {old} alone{back}")
         return True

@@ -493,35 +493,94 @@ class UpdateFunctionCode(Step):
     def _wait(
         self, ctx: Context, client: Any, deadline: float, what: str, seen: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Poll until the function is Active and its last update Successful; StepFailed on Failed or the deadline.
-        ``seen``: the configuration as an answer just gave it (UpdateFunctionCode's), looked at before any read.
-        The polls come soon, then less often (:data:`UPDATE_FIRST_POLL`, :func:`~deploykit.clock.backoff`)."""
-        started = ctx.clock.monotonic()
-        pauses = backoff(UPDATE_FIRST_POLL, min(self.poll, UPDATE_MAX_POLL))
-        while True:
-            config = seen if seen is not None else _configuration(client, self.function_name, self.function)
-            seen = None
-            state, update = config.get("State"), config.get("LastUpdateStatus")
-            if update == "Failed" or state == "Failed":
-                reason = config.get("LastUpdateStatusReason") or config.get("StateReason") or "no reason given"
-                code = config.get("LastUpdateStatusReasonCode") or config.get("StateReasonCode") or ""
-                raise StepFailed(
-                    f"Lambda failed {what} of {self.function_name}: {reason}" + (f" ({code})" if code else ""),
-                    next_step=f"aws lambda get-function-configuration --function-name {self.function_name}; "
-                    f"fix the cause, then rerun: inv deploy.lambda {self.function}",
-                )
-            if update not in UPDATING and state not in UPDATING:
-                return config
-            now = ctx.clock.monotonic()
-            if now >= deadline:
-                raise StepFailed(
-                    f"deadline of {self.timeout:.0f}s passed waiting for {what} of {self.function_name} "
-                    f"(State {state}, LastUpdateStatus {update})",
-                    next_step=f"look at the function in the console or with aws lambda get-function-configuration, "
-                    f"then rerun: inv deploy.lambda {self.function}",
-                )
-            ctx.reporter.status(f"{self.function}: State {state}, LastUpdateStatus {update} ({now - started:.0f}s)")
-            ctx.clock.sleep(min(next(pauses), max(deadline - now, 0.0)))
+        rerun = f"inv deploy.lambda {self.function}"
+        name = self.function_name
+        return await_update(
+            ctx, client, self.function, name, deadline, what, seen, rerun=rerun, timeout=self.timeout, poll=self.poll
+        )
+
+
+def await_update(
+    ctx: Context,
+    client: Any,
+    function: str,
+    function_name: str,
+    deadline: float,
+    what: str,
+    seen: dict[str, Any] | None = None,
+    *,
+    rerun: str,
+    timeout: float,
+    poll: float,
+) -> dict[str, Any]:
+    """Poll until the function is Active and its last update Successful; StepFailed on Failed or the ``deadline``
+    (``timeout`` seconds, said; ``rerun``: the command its next step names). ``seen``: the configuration as an answer
+    just gave it (UpdateFunctionCode's), looked at before any read. The polls come soon, then less often
+    (:data:`UPDATE_FIRST_POLL`, :func:`~deploykit.clock.backoff`)."""
+    started = ctx.clock.monotonic()
+    pauses = backoff(UPDATE_FIRST_POLL, min(poll, UPDATE_MAX_POLL))
+    while True:
+        config = seen if seen is not None else _configuration(client, function_name, function)
+        seen = None
+        state, update = config.get("State"), config.get("LastUpdateStatus")
+        if update == "Failed" or state == "Failed":
+            reason = config.get("LastUpdateStatusReason") or config.get("StateReason") or "no reason given"
+            code = config.get("LastUpdateStatusReasonCode") or config.get("StateReasonCode") or ""
+            raise StepFailed(
+                f"Lambda failed {what} of {function_name}: {reason}" + (f" ({code})" if code else ""),
+                next_step=f"aws lambda get-function-configuration --function-name {function_name}; "
+                f"fix the cause, then rerun: {rerun}",
+            )
+        if update not in UPDATING and state not in UPDATING:
+            return config
+        now = ctx.clock.monotonic()
+        if now >= deadline:
+            raise StepFailed(
+                f"deadline of {timeout:.0f}s passed waiting for {what} of {function_name} "
+                f"(State {state}, LastUpdateStatus {update})",
+                next_step=f"look at the function in the console or with aws lambda get-function-configuration, "
+                f"then rerun: {rerun}",
+            )
+        ctx.reporter.status(f"{function}: State {state}, LastUpdateStatus {update} ({now - started:.0f}s)")
+        ctx.clock.sleep(min(next(pauses), max(deadline - now, 0.0)))
+
+
+def latest_as_served(ctx: Context, function: str, function_name: str, version: str, *, rerun: str) -> str:
+    """Put ``$LATEST`` back on the code ``version`` runs (the version an alias was just pointed back at: a rollback,
+    a canary taken back), when it runs other code; what was done, for the step's detail ("" when nothing was).
+
+    CloudFormation publishes ``$LATEST`` whenever a deploy of the stack holding the function changes its settings
+    (the version's logical id hashes them), keeping ``$LATEST``'s code while the code key the stack is given (the code
+    the alias serves) is unchanged: left on the code rolled back, that deploy would serve it again, smoke-tested only
+    by luck. The zip is the one the version's description names (``code s3://bucket/key``: deploykit's versions and
+    CloudFormation's); one that names none is said, not touched."""
+    client = ctx.aws.client("lambda")
+    read = at_once(
+        {
+            "latest": partial(_configuration, client, function_name, function),
+            "served": partial(client.get_function_configuration, FunctionName=function_name, Qualifier=version),
+        }
+    )
+    latest, served = read["latest"], dict(read["served"])
+    runs, wanted = str(latest.get("CodeSha256") or ""), str(served.get("CodeSha256") or "")
+    if runs == wanted:
+        return ""
+    location = code_location(served.get("Description"))
+    if location is None:
+        return (
+            f"; $LATEST still runs {_short(runs)}, not version {version}'s {_short(wanted)} (which names no zip to put "
+            "back): a stack deploy that publishes a version of it would serve that code"
+        )
+    bucket, key = location
+    timeout, poll = ctx.env.wait_timeout, ctx.env.poll_seconds
+    wait = partial(await_update, ctx, client, function, function_name, rerun=rerun, timeout=timeout, poll=poll)
+    deadline = ctx.clock.monotonic() + timeout
+    if latest.get("LastUpdateStatus") in UPDATING or latest.get("State") in UPDATING:
+        wait(deadline, "a previous update")
+    answer = client.update_function_code(FunctionName=function_name, S3Bucket=bucket, S3Key=key)
+    final = wait(deadline, "putting $LATEST back", dict(answer))
+    Versions.of(ctx.aws).latest_is(function_name, final)
+    return f"; $LATEST back on its code {_short(wanted)} (was {_short(runs)})"
 
 
 def version_ready(

@@ -404,7 +404,9 @@ def resolve_lambda(
 
 @dataclass(frozen=True)
 class PointAlias(Step):
-    """Point the alias at one published version (no weighted routing); skipped when it already does."""
+    """Point the alias at one published version (no weighted routing), skipped when it already does; and ``$LATEST``
+    back on that version's code, when it runs another (:func:`deploykit.lambda_chain.latest_as_served`): a later
+    deploy of the stack holding the function would publish it."""
 
     name: ClassVar[str] = "move-alias"
     function: str
@@ -417,7 +419,7 @@ class PointAlias(Step):
         return f"point {self.function_name}:{self.alias} at version {self.version} (git {self.git_sha})"
 
     def run(self, ctx: Context) -> Outcome:
-        return lambda_chain.point_alias(
+        moved = lambda_chain.point_alias(
             ctx.aws.client("lambda"),
             self.function,
             self.function_name,
@@ -425,6 +427,11 @@ class PointAlias(Step):
             self.version,
             note=f"git {self.git_sha}",
         )
+        rerun = f"inv rollback --env {ctx.env.name} --component lambda:{self.function} --to {self.git_sha}"
+        back = lambda_chain.latest_as_served(ctx, self.function, self.function_name, self.version, rerun=rerun)
+        if not back:
+            return moved
+        return dataclasses.replace(moved, status="done", detail=moved.detail + back)
 
 
 def lambda_plan(env: EnvConfig, target: Target, function_name: str, *, smoke: bool = True) -> Plan:

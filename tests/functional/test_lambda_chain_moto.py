@@ -856,6 +856,34 @@ def test_a_function_a_rollback_took_off_is_refused_unless_allow_rolled_back(
     assert alias_version(factory, "health_handler") == "2"
 
 
+def test_a_rollback_puts_latest_back_on_the_code_the_alias_serves_again(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """After a rollback the alias serves the version it goes back to, and $LATEST, which a deploy of the stack holding
+    the function publishes whenever it changes the function's settings, runs that version's code too, not the code
+    rolled back."""
+    lam, name = factory.client("lambda"), FUNCTIONS["health_handler"]
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    good = package(with_lambdas).code_sha256
+    handler.write_text(handler.read_text() + "\nFEATURE = 2\n")
+    git(with_lambdas, "commit", "-qam", "feature 2")
+    commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    bad = package(with_lambdas).code_sha256
+    assert (
+        alias_version(factory, "health_handler"),
+        lam.get_function_configuration(FunctionName=name)["CodeSha256"],
+    ) == ("3", bad)
+    report = commands.rollback(
+        env="dev", component="lambda:health_handler", smoke=False, runtime=runtime(with_lambdas, factory)
+    )
+    assert report is not None and report.ok
+    [moved] = report.records
+    assert moved.detail.endswith(f"; $LATEST back on its code {good[:12]}… (was {bad[:12]}…)"), moved.detail
+    assert alias_version(factory, "health_handler") == "2"
+    assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == good
+
+
 def test_live_code_keys_and_git_sha_read_both_cloudformation_and_fast_path_descriptions(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:
@@ -1166,6 +1194,9 @@ def test_errors_of_the_new_version_take_it_back_at_once_and_fail_the_deploy(
     assert "inv logs --component lambda:health_handler" in (failed.value.next_step or "")
     assert len(clock.sleeps) == 1  # the first poll with an error ended it, not the 5 minutes
     assert routing_now(factory) == ("1", {})
+    lam = factory.client("lambda")  # $LATEST runs version 1's code again: a deploy of its stack would publish it
+    served = lam.get_function_configuration(FunctionName=FUNCTIONS["health_handler"], Qualifier="1")["CodeSha256"]
+    assert lam.get_function_configuration(FunctionName=FUNCTIONS["health_handler"])["CodeSha256"] == served
 
 
 def test_a_rate_of_errors_tolerates_fewer_and_takes_back_more(
