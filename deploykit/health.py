@@ -976,7 +976,8 @@ def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, rep
 
 def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:
     if not endpoints.functions:
-        report.rows.append(Row("lambda", "-", MISSING, f"no stack names a function (nor {env.stacks.api})"))
+        what = f"no stack of {env.name} names a function ({env.stacks.api} included)"
+        report.rows.append(Row("lambda", "-", MISSING, what))
     reads: dict[str, Callable[[], Any]] = {
         key: partial(_alias_and_version, lam, function) for key, function in endpoints.functions.items()
     }
