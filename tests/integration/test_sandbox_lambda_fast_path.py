@@ -470,6 +470,20 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     jobs = client(project, "cloudformation").describe_stacks(StackName="CarRentalJobsStack")["Stacks"][0]
     assert {p["ParameterKey"]: p["ParameterValue"] for p in jobs["Parameters"]} == {"NightlyJobCodeKey": key}
 
+    # the stack back on its previous commit (its memory) keeps the code too; then deploy.stack of HEAD's, the same
+    report = commands.rollback(component="stack:jobs", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"] == 256
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "second"
+    git(project, "revert", "--no-edit", "HEAD")  # the memory change, as the rollback's refusal asks
+    handler.write_text(NIGHTLY.replace('"first"', '"third"'))
+    git(project, "commit", "-qam", "nightly_job: the third run")
+    assert commands.deploy_lambda("nightly_job", smoke=False, runtime=quiet_runtime(project)) is not None
+    report = commands.deploy_stack("jobs", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "third"
+    key = lambda_chain.live_code_keys(lam, {"nightly_job": name})["nightly_job"]
+
     # lambda.cleanup keeps the zip the stack's code parameter names, whatever else goes
     run = quiet_runtime(project)
     commands.lambda_cleanup(function="nightly_job", keep=1, dry_run=True, as_json=True, runtime=run)
