@@ -575,10 +575,18 @@ def latest_as_served(ctx: Context, function: str, function_name: str, version: s
     timeout, poll = ctx.env.wait_timeout, ctx.env.poll_seconds
     wait = partial(await_update, ctx, client, function, function_name, rerun=rerun, timeout=timeout, poll=poll)
     deadline = ctx.clock.monotonic() + timeout
-    if latest.get("LastUpdateStatus") in UPDATING or latest.get("State") in UPDATING:
-        wait(deadline, "a previous update")
-    answer = client.update_function_code(FunctionName=function_name, S3Bucket=bucket, S3Key=key)
-    final = wait(deadline, "putting $LATEST back", dict(answer))
+    try:  # the alias is where it should be: a $LATEST left as it was is said, not a failure of the step
+        if latest.get("LastUpdateStatus") in UPDATING or latest.get("State") in UPDATING:
+            wait(deadline, "a previous update")
+        answer = client.update_function_code(FunctionName=function_name, S3Bucket=bucket, S3Key=key)
+        final = wait(deadline, "putting $LATEST back", dict(answer))
+    except (ClientError, StepFailed) as exc:
+        why = exc.message if isinstance(exc, StepFailed) else f"{error_code(exc)}: s3://{bucket}/{key}"
+        return (
+            f"; $LATEST still runs {_short(runs)}, not version {version}'s {_short(wanted)} ({why}): a stack deploy "
+            f"that publishes a version of it would serve that code; put it back: aws lambda update-function-code "
+            f"--function-name {function_name} --s3-bucket {bucket} --s3-key {key}"
+        )
     Versions.of(ctx.aws).latest_is(function_name, final)
     return f"; $LATEST back on its code {_short(wanted)} (was {_short(runs)})"
 

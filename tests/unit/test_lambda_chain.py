@@ -185,6 +185,40 @@ def step(timeout: float = 10.0, poll: float = 5.0) -> lambda_chain.UpdateFunctio
     return lambda_chain.UpdateFunctionCode("health_handler", "fn", "Registry", KEY, CODE, timeout, poll)
 
 
+def test_latest_is_put_back_on_the_code_of_the_version_the_alias_went_back_to_or_said_when_it_cannot_be() -> None:
+    """After an alias went back (a rollback, a canary taken back), $LATEST, which a deploy of the function's stack may
+    publish, runs that version's code again, from the zip its description names; left as it was (the alias moved
+    already), it is said with the command that puts it back, not a failure."""
+    lam = aws_client("lambda")
+    served = config("old", Description=f"code s3://artifacts-bucket/{KEY} git 3e2532e0a1b2")
+
+    def configuration(FunctionName: str, Qualifier: str = "$LATEST") -> dict[str, Any]:  # boto3's names
+        updated = lam.update_function_code.call_count and not lam.update_function_code.side_effect
+        return served if Qualifier == "2" else config("old" if updated else "new")
+
+    lam.get_function_configuration.side_effect = configuration
+    lam.update_function_code.return_value = config("old", update="InProgress")
+    ctx = context(lam, FakeClock())
+    said = lambda_chain.latest_as_served(ctx, "health_handler", "fn", "2", rerun="inv rollback")
+    assert said == "; $LATEST back on its code old… (was new…)"
+    lam.update_function_code.assert_called_once_with(FunctionName="fn", S3Bucket="artifacts-bucket", S3Key=KEY)
+
+    lam.update_function_code.side_effect = ClientError({"Error": {"Code": "InvalidParameterValueException"}}, "U")
+    said = lambda_chain.latest_as_served(ctx, "health_handler", "fn", "2", rerun="inv rollback")
+    assert said == (
+        "; $LATEST still runs new…, not version 2's old… (InvalidParameterValueException: s3://artifacts-bucket/"
+        f"{KEY}): a stack deploy that publishes a version of it would serve that code; put it back: aws lambda "
+        f"update-function-code --function-name fn --s3-bucket artifacts-bucket --s3-key {KEY}"
+    )
+    served["Description"] = "by hand"  # names no zip: said, nothing tried
+    lam.update_function_code.reset_mock()
+    said = lambda_chain.latest_as_served(ctx, "health_handler", "fn", "2", rerun="inv rollback")
+    assert said.startswith("; $LATEST still runs new…, not version 2's old… (which names no zip to put back)")
+    lam.update_function_code.assert_not_called()
+    served["CodeSha256"] = "new"  # the same code: nothing to do
+    assert lambda_chain.latest_as_served(ctx, "health_handler", "fn", "2", rerun="inv rollback") == ""
+
+
 def test_the_update_is_skipped_when_latest_already_has_the_code() -> None:
     lam = aws_client("lambda")
     lam.get_function_configuration.return_value = config(CODE)
