@@ -574,11 +574,13 @@ def _rollback_of(
     known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
     removing: Collection[str] = (),
     restoring: Mapping[str, str] | None = None,
+    going_back: Mapping[str, str] | None = None,
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
     None when it already runs the target. ``known``: the history's records and live record, read already.
     ``removing``, ``restoring``: functions a stack's rollback takes out, or brings back (function → the commit
-    it ran), when a run that added or took them out is undone."""
+    it ran), when a run that added or took them out is undone; ``going_back``: function → the code key of the version
+    the same undo moves its alias back to, which a stack going back is given for it."""
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -621,6 +623,7 @@ def _rollback_of(
             or inv_command("rollback", "--component", target.component.key, "--to", target.sha, env=env.name),
             removing=removing,
             restoring=restoring or {},
+            going_back=going_back or {},
         )
     if plan is not None and target.live:  # what it goes back from, for its record (the live record may not say it)
         plan = dataclasses.replace(plan, found=((target.component.key, target.live),))
@@ -667,22 +670,13 @@ def _run_rollback_plan(
     known = (records, read["live"])  # a stack's resolution reads no history again
     removing = [c.removeprefix("lambda:") for c in added]
     restoring = {c.removeprefix("lambda:"): sha for c, sha in back.items()}
-    plans = [
-        (c, plan)
-        for c, sha in targets
-        if (
-            plan := go_back(
-                rollbacks.component_of(c),
-                sha,
-                smoke=False,
-                why=why,
-                rerun=rerun,
-                known=known,
-                removing=removing,
-                restoring=restoring,
-            )[1]
-        )
-    ]
+    back_of = partial(go_back, smoke=False, why=why, rerun=rerun, known=known, removing=removing, restoring=restoring)
+    # the functions first: the stacks going back are given the code each function goes back to, not what runs now
+    built = {c: back_of(rollbacks.component_of(c), sha) for c, sha in targets if c.startswith("lambda:")}
+    with aws_errors(env):
+        going_back = _going_back_keys(aws, env, [target for target, plan in built.values() if plan is not None])
+    built |= {c: back_of(rollbacks.component_of(c), sha, going_back=going_back) for c, sha in targets if c not in built}
+    plans = [(c, plan) for c, _ in targets if (plan := built[c][1])]
     brought = {c.removeprefix("lambda:") for _, plan in plans for c, _ in plan.deploys}
     missing = sorted(fn for fn in restoring if fn not in brought)
     if missing and plans:  # each stack going back brings those its template holds: none held these
@@ -692,6 +686,23 @@ def _run_rollback_plan(
             next_step="roll back the run's components one by one: inv rollback --component COMPONENT --to SHA",
         )
     return record, (rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None)
+
+
+def _going_back_keys(aws: AwsFactory, env: EnvConfig, targets: Sequence[rollbacks.Target]) -> dict[str, str]:
+    """fn → the code key of the version each of ``targets`` (functions' rollbacks) moves its alias back to, as its
+    description names it; one that names none is left out (the stack is given the code live now)."""
+    names = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+    client = aws.client("lambda")
+    found = at_once(
+        {
+            t.component.function: partial(
+                client.get_function_configuration, FunctionName=names[t.component.function], Qualifier=t.version
+            )
+            for t in targets
+            if t.version and t.component.function in names
+        }
+    )
+    return {fn: key for fn, config in found.items() if (key := lambda_chain.code_key(config.get("Description")))}
 
 
 def _stack_rollback_plan(
@@ -708,11 +719,13 @@ def _stack_rollback_plan(
     rerun: str = "",
     removing: Collection[str] = (),
     restoring: Mapping[str, str] | None = None,
+    going_back: Mapping[str, str] | None = None,
 ) -> Plan:
     """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
     what runs now: the live image tag, the code keys the functions' ``live`` aliases serve (else the parameters of
-    the stacks holding them); the functions of ``removing`` taken out, those of ``restoring`` (function → commit)
-    that it holds brought back, packaged as in their commit and uploaded first.
+    the stacks holding them), or, for those of ``going_back``, the key of the code the same undo moves them back
+    to; the functions of ``removing`` taken out, those of ``restoring`` (function → commit) that it holds brought
+    back, packaged as in their commit and uploaded first.
     With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv diff
     does)."""
     role = target.component.role
@@ -731,7 +744,7 @@ def _stack_rollback_plan(
             every = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
             hosts = lambda_chain.function_hosts(StackOutputs.of(aws), env)
             functions = {fn: name for fn, name in every.items() if hosts.get(fn) == role}
-            keys = _code_keys_live(aws, env, every, every)
+            keys = _code_keys_live(aws, env, every, every) | dict(going_back or {})
             live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
     with aws_errors(env):
         origin = target.deployed_from or target.sha  # runs since its deploy counted it unchanged: that template

@@ -484,6 +484,28 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "third"
     key = lambda_chain.live_code_keys(lam, {"nightly_job": name})["nightly_job"]
 
+    # one commit changing its handler and its stack: the stack's deploy brings the new code (no fast path); the run
+    # undone, the stack goes back given the code the function goes back to, not the code the run brought
+    handler.write_text(NIGHTLY.replace('"first"', '"fourth"'))
+    module.write_text(
+        module.read_text().replace('description="The nightly job",', 'description="The nightly job", memory_size=384,')
+    )
+    git(project, "commit", "-qam", "jobs: the fourth run, with more memory")
+    report = commands.deploy_auto(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert [r for r in ran(report) if r[0] != "deploy-stack" or r[1] != "CarRentalApiStack"] == [
+        ("upload-lambda", "nightly_job"),
+        ("deploy-stack", "CarRentalJobsStack"),
+        ("smoke", "5 passed"),
+    ], ran(report)
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "fourth"
+    report = commands.rollback(run="last", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "third"
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"] == 256
+    jobs = client(project, "cloudformation").describe_stacks(StackName="CarRentalJobsStack")["Stacks"][0]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in jobs["Parameters"]} == {"NightlyJobCodeKey": key}
+
     # lambda.cleanup keeps the zip the stack's code parameter names, whatever else goes
     run = quiet_runtime(project)
     commands.lambda_cleanup(function="nightly_job", keep=1, dry_run=True, as_json=True, runtime=run)
