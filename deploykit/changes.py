@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn
 
-from deploykit import cachedir, git
+from deploykit import cachedir, git, packaging
 from deploykit.config import (
     DEFAULT_DESIRED_COUNT,
     DEFAULT_TASK_CPU,
@@ -159,8 +159,7 @@ class ChangeSet:
 
 def components_of(config: Config) -> list[str]:
     """Every deployable component of the checkout: app, lambda:<fn> for each lambda/<fn>/handler.py, the stacks."""
-    folder = config.root / LAMBDA_DIR
-    functions = sorted(p.parent.name for p in folder.glob(f"*/{HANDLER}") if p.is_file()) if folder.is_dir() else []
+    functions = packaging.function_folders(config.root / LAMBDA_DIR)
     return ["app", *(f"lambda:{fn}" for fn in functions), *(f"stack:{role}" for role in config.stack_roles)]
 
 

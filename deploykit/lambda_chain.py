@@ -866,10 +866,7 @@ def lambda_left(records: Iterable[StepRecord]) -> dict[str, dict[str, str]]:
 
 def function_names(config: Config) -> list[str]:
     """The functions of lambda/: its folders holding a handler.py."""
-    root = config.root / LAMBDA_FOLDER
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / packaging.HANDLER_MODULE).is_file())
+    return packaging.function_folders(config.root / LAMBDA_FOLDER)
 
 
 # What a function's template sets that Lambda reports back as it was set: what ``inv diff --verify`` compares

@@ -293,12 +293,18 @@ def package_all(
             next_step="run from the repository root, where lambda/ holds one folder per function",
         )
     return {
-        child.name: package_function(
-            child, architecture=architecture, requirements_cache=requirements_cache, installer=installer
+        name: package_function(
+            root / name, architecture=architecture, requirements_cache=requirements_cache, installer=installer
         )
-        for child in sorted(root.iterdir(), key=lambda p: p.name)
-        if child.is_dir() and (child / HANDLER_MODULE).is_file()
+        for name in function_folders(root)
     }
+
+
+def function_folders(root: Path) -> list[str]:
+    """The function folders directly under ``root`` (the repo's lambda/): those holding a handler.py, by name."""
+    if not root.is_dir():
+        return []
+    return sorted(child.name for child in root.iterdir() if child.is_dir() and (child / HANDLER_MODULE).is_file())
 
 
 def build_zip(entries: dict[str, tuple[bytes, bool]]) -> bytes:

@@ -34,13 +34,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from deploykit import git, lookups
+from deploykit import git, lookups, packaging
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY, NO_FUNCTIONS, TOPIC_ARN_FORM, is_topic_arn
 from deploykit.endpoints import code_parameter, code_parameters
@@ -317,7 +317,9 @@ def _manifest_stacks(out_dir: Path) -> dict[str, ManifestStack]:
     return stacks
 
 
-def check_stacks(out_dir: Path, env: EnvConfig, table: str, account: str = "") -> None:
+def check_stacks(
+    out_dir: Path, env: EnvConfig, table: str, account: str = "", functions: Collection[str] | None = None
+) -> None:
     """UsageError (exit 2) when the assembly in ``out_dir`` does not fit how ``env``'s stacks are deployed:
 
     - a stack the app makes that ``[environments.<env>.stacks]`` does not name: no deploy would ever deploy it (a
@@ -330,8 +332,9 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str, account: str = "") -
     - a stack the app sends the events of to something other than an SNS topic (:func:`check_notification_arns`);
     - a stack the app puts in another region or account than ``env``'s (``account``: the one the app was given):
       deploykit deploys every stack there (:func:`_refuse_elsewhere`);
-    - a Lambda function (its ``<Id>CodeKey`` parameter) in a platform stack other than the API stack, or in two
-      stacks at once (:func:`_refuse_misplaced_functions`).
+    - a Lambda function (its ``<Id>CodeKey`` parameter) in a platform stack other than the API stack, in two
+      stacks at once, or with no folder of ``functions`` (those of lambda/; None: not checked) to give it its code
+      (:func:`_refuse_misplaced_functions`).
 
     ``table``: the table of deploy.toml that makes ``env`` (:meth:`deploykit.config.Config.table_of`)."""
     made = _manifest_stacks(out_dir)  # the manifest, read already by the caller's read_manifest
@@ -377,7 +380,7 @@ def check_stacks(out_dir: Path, env: EnvConfig, table: str, account: str = "") -
         check_notification_arns(name, stack.notifications)
         if roles[name] in own:
             _refuse_bare_parameters(name, parameters[name])
-    _refuse_misplaced_functions({roles[name]: found for name, found in parameters.items()}, env)
+    _refuse_misplaced_functions({roles[name]: found for name, found in parameters.items()}, env, functions)
 
 
 def _parameters(template: Path) -> dict[str, Any]:
@@ -389,10 +392,13 @@ def _parameters(template: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _refuse_misplaced_functions(parameters: Mapping[str, Mapping[str, Any]], env: EnvConfig) -> None:
+def _refuse_misplaced_functions(
+    parameters: Mapping[str, Mapping[str, Any]], env: EnvConfig, functions: Collection[str] | None = None
+) -> None:
     """UsageError when a Lambda function deploykit deploys (a template's ``<Id>CodeKey``, as
     ``stacks/common/functions.py`` makes it) is in a platform stack that holds none (deploykit gives those stacks no
-    code), or in two stacks (its fast path would update one of them, the other's deploy putting its own code back).
+    code), in two stacks (its fast path would update one of them, the other's deploy putting its own code back), or
+    has no folder among ``functions`` (deploykit would give it no code: CloudFormation would refuse the change set).
     ``parameters``: role → what its template declares."""
     names = env.stacks.roles()
     holders: dict[str, list[str]] = {}
@@ -407,6 +413,13 @@ def _refuse_misplaced_functions(parameters: Mapping[str, Mapping[str, Any]], env
                 "platform stack deploykit gives no function's code; nothing was deployed",
                 next_step="put it in the API stack (a route of FUNCTIONS in cdk/stacks/api_stack.py) or in a stack of "
                 "the team's own (deployed_function of cdk/stacks/common/functions.py), then rerun",
+            )
+        if functions is not None and function not in functions:
+            raise UsageError(
+                f"the CDK app puts Lambda function {function} ({code_parameter(function)}) in {names[roles[0]]}, and "
+                f"lambda/{function}/handler.py does not exist: deploykit has no code to give it; nothing was deployed",
+                next_step=f"add lambda/{function}/ (its handler.py), or take the function out of {names[roles[0]]} "
+                "(its route of FUNCTIONS, or its deployed_function), then rerun",
             )
         if len(roles) > 1:
             raise UsageError(
@@ -610,11 +623,12 @@ def synthesize(
     # what the CDK CLI would give the app besides: cdk/cdk.json's feature flags, the values its lookups found
     context = context_json({**lookups.project_context(root), **cdk_context(config, env, account, registry=registry)})
     digest = synthesis_hash(cdk_dir, context)
+    folders = packaging.function_folders(root / "lambda")  # the functions this checkout has code for
     if not force and read_stamp(out) == digest:
         templates = _assembly_if_complete(out)
         if templates is not None:
             if check:  # the same assembly, and deploy.toml may have changed its stacks' order
-                check_stacks(out, env, config.table_of(env.name), account)
+                check_stacks(out, env, config.table_of(env.name), account, folders)
             return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out))
     node = find_node(os.environ)
     if node is None:
@@ -691,7 +705,7 @@ def synthesize(
             'or drop "strict" from cdk/cdk.json, then rerun',
         )
     if check:
-        check_stacks(out, env, config.table_of(env.name), account)
+        check_stacks(out, env, config.table_of(env.name), account, folders)
     write_stamp(out, digest, context)
     return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
 

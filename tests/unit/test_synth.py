@@ -675,6 +675,7 @@ def test_the_real_cdk_app_synthesizes_once_then_skips_until_a_source_changes(tmp
     shutil.copytree(
         REPO / "cdk", root / "cdk", ignore=shutil.ignore_patterns("__pycache__", "cdk.out", "tests", ".*_cache")
     )
+    shutil.copytree(REPO / "lambda", root / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
     config = make_config(root)
     sandbox = config.environment("sandbox")
     ecr = Mock(spec=["get_authorization_token"])  # the sandbox's ECR names its registry
@@ -897,19 +898,35 @@ def test_a_stack_of_the_teams_own_taking_a_parameter_with_no_default_is_refused_
     fine = FakeApp(more=("Queues",), parameters={"Queues": days, **platform})
     assert not synth.synthesize(config, queues, account=ACCOUNT, run=fine).skipped
     # the code key of a function it holds (stacks/common/functions.py) is deploykit's to give, as the API stack's
+    (root / "lambda" / "queue_worker").mkdir(parents=True)
+    (root / "lambda" / "queue_worker" / "handler.py").write_text("def handler(event, context):\n    return 1\n")
     days["QueueWorkerCodeKey"] = {"Type": "String"}
     holding = FakeApp(more=("Queues",), parameters={"Queues": days, **platform})
     assert not synth.synthesize(config, queues, account=ACCOUNT, run=holding, force=True).skipped
 
 
-def test_a_function_in_a_platform_stack_deploykit_gives_no_code_or_in_two_stacks_is_refused(
+def test_a_function_in_a_platform_stack_deploykit_gives_no_code_in_two_stacks_or_with_no_folder_is_refused(
     config: Config, root: Path
 ) -> None:
     """deploykit gives each function's code to the API stack and the team's own: one in the data stack would get
     none (CloudFormation refusing it), one in two stacks would be updated in one by the fast path, the other putting
-    its own code back."""
+    its own code back, and one whose folder of lambda/ is gone has no code to give."""
     queues = with_own_stacks(root, queues="Queues")
     code = {"QueueWorkerCodeKey": {"Type": "String"}}
+    no_folder = FakeApp(more=("Queues",), parameters={"Queues": code})
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, queues, account=ACCOUNT, run=no_folder)
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        "the CDK app puts Lambda function queue_worker (QueueWorkerCodeKey) in Queues, and "
+        "lambda/queue_worker/handler.py does not exist: deploykit has no code to give it; nothing was deployed"
+    )
+    assert refused.value.next_step == (
+        "add lambda/queue_worker/ (its handler.py), or take the function out of Queues (its route of FUNCTIONS, or "
+        "its deployed_function), then rerun"
+    )
+    (root / "lambda" / "queue_worker").mkdir(parents=True)
+    (root / "lambda" / "queue_worker" / "handler.py").write_text("def handler(event, context):\n    return 1\n")
     in_data = FakeApp(more=("Queues",), parameters={"CarRentalDataStack": code})
     with pytest.raises(UsageError) as refused:
         synth.synthesize(config, queues, account=ACCOUNT, run=in_data)
