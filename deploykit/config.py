@@ -57,6 +57,11 @@ class Stacks:
         """Role → stack name: the platform's five in dependency order, then the team's own."""
         return {**{role: getattr(self, role) for role in STACK_ROLES}, **dict(self.own)}
 
+    def function_stacks(self) -> list[str]:
+        """The names of the stacks that may hold Lambda functions: the API stack, then the team's own
+        (:data:`NO_FUNCTIONS` hold none)."""
+        return [name for role, name in self.roles().items() if role not in NO_FUNCTIONS]
+
     def levels(self) -> list[tuple[str, ...]]:
         """The roles in dependency levels: each level needs only the levels before it (its stacks are independent).
 

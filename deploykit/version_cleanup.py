@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import lambda_chain
 from deploykit.aws import AwsFactory, at_once
-from deploykit.config import NO_FUNCTIONS, EnvConfig
+from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY
 from deploykit.history import ROLLBACK_DEPTH, History, Recent
@@ -214,7 +214,7 @@ def stack_versions(aws: AwsFactory, env: EnvConfig) -> dict[tuple[str, int], lis
     """(function name, version) → why: the versions the stacks that may hold functions (the API stack, the team's
     own) hold as resources. A stack not deployed holds none."""
     held: dict[tuple[str, int], list[str]] = {}
-    stacks = [name for role, name in env.stacks.roles().items() if role not in NO_FUNCTIONS]
+    stacks = env.stacks.function_stacks()
     for found in at_once({stack: partial(_stack_versions, aws, stack) for stack in stacks}).values():
         for version, why in found.items():
             held.setdefault(version, []).extend(why)

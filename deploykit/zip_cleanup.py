@@ -41,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import AwsFactory, answered, at_once
-from deploykit.config import NO_FUNCTIONS, EnvConfig
+from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
 from deploykit.image_cleanup import age
 from deploykit.lock import STOPPED, LockLost, lost_lease
@@ -172,7 +172,7 @@ def stack_code_keys(aws: AwsFactory, env: EnvConfig) -> dict[str, list[str]]:
     """key → why: the zips the code parameters of the stacks that may hold functions (the API stack, the team's own)
     name (CloudFormation rolls a failed update back to them); {} when none is there."""
     keys: dict[str, list[str]] = {}
-    stacks = [name for role, name in env.stacks.roles().items() if role not in NO_FUNCTIONS]
+    stacks = env.stacks.function_stacks()
     for stack, parameters in at_once({stack: partial(stack_parameters, aws, stack) for stack in stacks}).items():
         for name, value in parameters.items():
             if name.endswith("CodeKey") and value.startswith(ZIP_PREFIX):
