@@ -41,7 +41,7 @@ from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
-from deploykit.stacks import StackOutputs, error_code
+from deploykit.stacks import LAMBDA_FUNCTION, StackOutputs, error_code
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -882,7 +882,7 @@ def configured(template: Mapping[str, Any], function: str) -> dict[str, Any]:
     resource is the one named by its construct (``LoginHandler`` and CDK's 8-digit hash); {} when there is none."""
     name = re.compile(re.escape(function_id(function)) + "[0-9A-F]{8}")
     for logical, resource in (template.get("Resources") or {}).items():
-        if resource.get("Type") != "AWS::Lambda::Function" or not name.fullmatch(logical):
+        if resource.get("Type") != LAMBDA_FUNCTION or not name.fullmatch(logical):
             continue
         properties = resource.get("Properties") or {}
         found = {key: properties[key] for key in CONFIGURED if key in properties and _plain(properties[key])}

@@ -686,16 +686,14 @@ def template_parameters(
     *,
     stack: str,
     sha: str,
-    live_functions: Iterable[str] = (),
     removing: Collection[str] = (),
     restoring: Collection[str] = (),
 ) -> tuple[tuple[str, str], ...]:
     """The parameters to deploy ``template`` (``stack`` at commit ``sha``) with: each one it declares that ``live``
     gives (the image tag, the Lambda code keys live now); one it declares without a default and ``live`` lacks
-    is a UsageError, as is a function of ``live_functions`` (folders of lambda/ deployed now) whose code parameter
-    it does not declare: deploying it would delete that function, unless it is one of ``removing`` (the functions
-    a run being undone added: taking them out is the point), which the template must then not declare; those of
-    ``restoring`` (the functions that run took out, their code packaged again in ``live``) it must declare."""
+    is a UsageError. The functions of ``removing`` (those a run being undone added: taking them out is the point)
+    it must not declare, those of ``restoring`` (those that run took out, their code packaged again in ``live``) it
+    must. Whether it deletes or takes over a function running now is :func:`function_moves`' to say."""
     declared: Mapping[str, Any] = template.get("Parameters") or {}
     missing = sorted(fn for fn in restoring if planner.code_parameter(fn) not in declared)
     if missing:
@@ -712,13 +710,6 @@ def template_parameters(
             f"{'it' if len(kept) == 1 else 'them'} first; nothing was changed",
             next_step="roll back the run's components one by one: inv rollback --component COMPONENT --to SHA",
         )
-    gone = sorted(fn for fn in live_functions if planner.code_parameter(fn) not in declared and fn not in removing)
-    if gone:
-        raise UsageError(
-            f"{stack} at {sha} has no function {', '.join(gone)}, deployed since: going back would delete "
-            f"{'it' if len(gone) == 1 else 'them'}, nothing was changed",
-            next_step="roll back to a later commit that has it, or remove it in a commit and run inv deploy.auto",
-        )
     unmet = sorted(name for name, spec in declared.items() if name not in live and "Default" not in (spec or {}))
     if unmet:
         raise UsageError(
@@ -727,6 +718,60 @@ def template_parameters(
             next_step=f"deploy that commit from a checkout of it: git checkout {sha} && inv deploy.stack {stack}",
         )
     return tuple(sorted((name, live[name]) for name in declared if name in live))
+
+
+@dataclass(frozen=True)
+class StackMoves:
+    """What a stack going back to its template at ``sha`` does to the functions running now, besides those a run
+    being undone added or took out: it ``deletes`` those it holds now and that template does not, and ``takes`` those
+    that template holds and another stack holds now (function → that stack)."""
+
+    stack: str
+    sha: str
+    deletes: frozenset[str]
+    takes: Mapping[str, str]
+
+
+def stack_moves(
+    template: Mapping[str, Any], hosts: Mapping[str, str], *, stack: str, sha: str, removing: Collection[str] = ()
+) -> StackMoves:
+    """``stack``'s :class:`StackMoves` going back to ``template`` (its template at ``sha``); ``hosts``: each function
+    running now → the stack holding it."""
+    held = set(planner.code_parameters(template))
+    return StackMoves(
+        stack,
+        sha,
+        frozenset(fn for fn, host in hosts.items() if host == stack and fn not in held and fn not in removing),
+        {fn: host for fn, host in hosts.items() if host != stack and fn in held},
+    )
+
+
+def refuse_moves(moves: Sequence[StackMoves]) -> None:
+    """A UsageError, before anything changes, when the stacks going back together (one, or those of a run being
+    undone) would delete a function running now that none of them takes, or take one that none of them deletes: the
+    stack holding it now would keep it, so it would run twice, in two stacks. One that a stack deletes and another
+    takes moves back between them: the undo of a run that moved it from one stack to the other."""
+    deleted = {fn for m in moves for fn in m.deletes}
+    taken = [fn for m in moves for fn in m.takes]
+    for m in moves:
+        gone = sorted(m.deletes - set(taken))
+        if gone:
+            raise UsageError(
+                f"{m.stack} at {m.sha} has no function {', '.join(gone)}, deployed since: going back would delete "
+                f"{'it' if len(gone) == 1 else 'them'}, nothing was changed",
+                next_step="roll back to a later commit that has it, or remove it in a commit and run inv deploy.auto",
+            )
+        twice = sorted(fn for fn in m.takes if fn not in deleted or taken.count(fn) > 1)
+        if twice:
+            holders = ", ".join(sorted({m.takes[fn] for fn in twice}))
+            raise UsageError(
+                f"{m.stack} at {m.sha} has function {', '.join(twice)}, which {holders} holds now: going back "
+                f"would run {'it' if len(twice) == 1 else 'them'} twice, in two stacks, nothing was changed",
+                next_step=(
+                    f"undo the run that moved {'it' if len(twice) == 1 else 'them'} (inv history names it: inv "
+                    f"rollback --run ID), which takes {'it' if len(twice) == 1 else 'them'} out of {holders} too"
+                ),
+            )
 
 
 def stack_plan(

@@ -39,7 +39,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import EllipsisType
@@ -163,6 +163,7 @@ UNKNOWN_VALUE = "(known after the deploy)"
 # The policies that keep something of a resource CloudFormation removes (DeletionPolicy) or replaces (the old one:
 # UpdateReplacePolicy), as the deployed template sets them: the resource stays, out of the stack; or a snapshot of it.
 KEEPING_POLICIES = frozenset({"Retain", "RetainExceptOnCreate", "Snapshot"})
+LAMBDA_FUNCTION, LAMBDA_VERSION = "AWS::Lambda::Function", "AWS::Lambda::Version"
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,9 @@ class Change:
     # what keeps the resource it destroys: "DeletionPolicy Retain" (a Remove), "UpdateReplacePolicy Snapshot" (the
     # old one of a replacement); "" when it is deleted (:func:`with_kept`)
     kept_by: str = ""
+    # a function's version removed with its function (that function's logical id): Lambda deletes a function's
+    # versions with it, whatever their DeletionPolicy says (:func:`with_kept`)
+    deleted_with: str = ""
 
     @property
     def holds_data(self) -> bool:
@@ -245,11 +249,17 @@ class Change:
             "access": self.changes_access,
             "details": [d.to_json() for d in self.details],
             "kept_by": self.kept_by or None,
+            "deleted_with": self.deleted_with or None,
         }
 
     @property
     def kept(self) -> str:
         """What becomes of the resource it destroys when a policy keeps it, as a reader is told; "" when deleted."""
+        if self.deleted_with:
+            return (
+                f"deleted with its function {self.deleted_with}, which this change removes: its DeletionPolicy "
+                "Retain keeps a version only while its function stays"
+            )
         if not self.kept_by:
             return ""
         which = "it" if self.action == "Remove" else "the old one"
@@ -323,19 +333,36 @@ def with_kept(changes: Iterable[Change], template: Mapping[str, Any] | None) -> 
     """``changes``, each that destroys a resource with what keeps it (:attr:`Change.kept_by`): CloudFormation goes by
     the DeletionPolicy of a resource it removes and the UpdateReplacePolicy of one it replaces, as last deployed (the
     CDK sets Retain on a function's versions and, by default, on tables, buckets and user pools). Its change set says
-    what it will do (PolicyAction); where it does not (moto), the policy is read from the deployed ``template``."""
+    what it will do (PolicyAction); where it does not (moto), the policy is read from the deployed ``template``.
+    A function's version removed with its function (:func:`_removed_with`) is deleted whatever its policy."""
+    changes = list(changes)
     resources = (template or {}).get("Resources")
     resources = resources if isinstance(resources, Mapping) else {}
+    removed = {c.logical_id for c in changes if c.action == "Remove" and c.resource_type == LAMBDA_FUNCTION}
     found = []
     for change in changes:
         attribute = "DeletionPolicy" if change.action == "Remove" else "UpdateReplacePolicy"
         policy: object = change.policy_action.removeprefix("Replace").removeprefix("And")
-        if not policy and isinstance(resource := resources.get(change.logical_id), Mapping):
+        resource = resources.get(change.logical_id)
+        if not policy and isinstance(resource, Mapping):
             policy = resource.get(attribute)
-        if change.destroys and isinstance(policy, str) and policy in KEEPING_POLICIES:
+        if function := _removed_with(change, resource, removed):
+            change = replace(change, deleted_with=function)
+        elif change.destroys and isinstance(policy, str) and policy in KEEPING_POLICIES:
             change = replace(change, kept_by=f"{attribute} {policy}")
         found.append(change)
     return found
+
+
+def _removed_with(change: Change, resource: object, removed: Collection[str]) -> str:
+    """The logical id of the function of ``removed`` (those the same change set removes) that ``change``, the removal
+    of a version (``resource``: as the deployed template has it), belongs to; "" otherwise."""
+    if change.action != "Remove" or change.resource_type != LAMBDA_VERSION or not isinstance(resource, Mapping):
+        return ""
+    properties = resource.get("Properties")
+    named = properties.get("FunctionName") if isinstance(properties, Mapping) else None
+    function = named.get("Ref") if isinstance(named, Mapping) else None
+    return function if isinstance(function, str) and function in removed else ""
 
 
 def _detail(raw: Mapping[str, Any]) -> PropertyChange:
@@ -1212,8 +1239,10 @@ class StackDeployer:
 
     def _kept(self, name: str, changes: list[Change]) -> list[Change]:
         """:func:`with_kept`: the template ``name`` was last deployed with read only when a change that destroys a
-        resource has no PolicyAction (a function's configuration change removes its last version: most updates)."""
-        if not any(c.destroys and not c.policy_action for c in changes):
+        resource has no PolicyAction (a function's configuration change removes its last version: most updates), or
+        when a function and a version go (whose function each version is, the template says)."""
+        functions_go = {c.resource_type for c in changes if c.action == "Remove"} >= {LAMBDA_FUNCTION, LAMBDA_VERSION}
+        if not functions_go and not any(c.destroys and not c.policy_action for c in changes):
             return with_kept(changes, None)
         try:
             deployed = deployed_template(self.cfn, name)

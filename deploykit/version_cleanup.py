@@ -42,11 +42,10 @@ from deploykit.history import ROLLBACK_DEPTH, History, Recent
 from deploykit.image_cleanup import tag_key
 from deploykit.lock import STOPPED, LockLost, lost_lease
 from deploykit.output import tabulate
-from deploykit.stacks import is_missing_stack
+from deploykit.stacks import LAMBDA_VERSION, is_missing_stack
 
 DEFAULT_KEEP = 10
 HISTORY_RECORDS = 30
-VERSION_RESOURCE = "AWS::Lambda::Version"
 
 
 # -- the decision (pure) ----------------------------------------------------------------------------------------
@@ -227,7 +226,7 @@ def _stack_versions(aws: AwsFactory, stack: str) -> dict[tuple[str, int], list[s
     try:
         for page in paginator.paginate(StackName=stack):
             for resource in page.get("StackResourceSummaries") or ():
-                if resource.get("ResourceType") != VERSION_RESOURCE:
+                if resource.get("ResourceType") != LAMBDA_VERSION:
                     continue
                 arn = str(resource.get("PhysicalResourceId") or "")  # arn:aws:lambda:...:function:<name>:<version>
                 parts = arn.split(":")

@@ -575,12 +575,14 @@ def _rollback_of(
     removing: Collection[str] = (),
     restoring: Mapping[str, str] | None = None,
     going_back: Mapping[str, str] | None = None,
+    moves: list[rollbacks.StackMoves] | None = None,
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
     None when it already runs the target. ``known``: the history's records and live record, read already.
     ``removing``, ``restoring``: functions a stack's rollback takes out, or brings back (function → the commit
     it ran), when a run that added or took them out is undone; ``going_back``: function → the code key of the version
-    the same undo moves its alias back to, which a stack going back is given for it."""
+    the same undo moves its alias back to, which a stack going back is given for it; ``moves``: where a stack going
+    back with others adds what it does to the functions running now, for the caller to check them together."""
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -624,6 +626,7 @@ def _rollback_of(
             removing=removing,
             restoring=restoring or {},
             going_back=going_back or {},
+            moves=moves,
         )
     if plan is not None and target.live:  # what it goes back from, for its record (the live record may not say it)
         plan = dataclasses.replace(plan, found=((target.component.key, target.live),))
@@ -670,12 +673,16 @@ def _run_rollback_plan(
     known = (records, read["live"])  # a stack's resolution reads no history again
     removing = [c.removeprefix("lambda:") for c in added]
     restoring = {c.removeprefix("lambda:"): sha for c, sha in back.items()}
-    back_of = partial(go_back, smoke=False, why=why, rerun=rerun, known=known, removing=removing, restoring=restoring)
+    moves: list[rollbacks.StackMoves] = []  # what each stack going back does to the functions running now
+    back_of = partial(
+        go_back, smoke=False, why=why, rerun=rerun, known=known, removing=removing, restoring=restoring, moves=moves
+    )
     # the functions first: the stacks going back are given the code each function goes back to, not what runs now
     built = {c: back_of(rollbacks.component_of(c), sha) for c, sha in targets if c.startswith("lambda:")}
     with aws_errors(env):
         going_back = _going_back_keys(aws, env, [target for target, plan in built.values() if plan is not None])
     built |= {c: back_of(rollbacks.component_of(c), sha, going_back=going_back) for c, sha in targets if c not in built}
+    rollbacks.refuse_moves(moves)  # a function moved between two stacks moves back; one gone or twice is refused
     plans = [(c, plan) for c, _ in targets if (plan := built[c][1])]
     brought = {c.removeprefix("lambda:") for _, plan in plans for c, _ in plan.deploys}
     missing = sorted(fn for fn in restoring if fn not in brought)
@@ -720,12 +727,15 @@ def _stack_rollback_plan(
     removing: Collection[str] = (),
     restoring: Mapping[str, str] | None = None,
     going_back: Mapping[str, str] | None = None,
+    moves: list[rollbacks.StackMoves] | None = None,
 ) -> Plan:
     """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
     what runs now: the live image tag, the code keys the functions' ``live`` aliases serve (else the parameters of
     the stacks holding them), or, for those of ``going_back``, the key of the code the same undo moves them back
     to; the functions of ``removing`` taken out, those of ``restoring`` (function → commit) that it holds brought
-    back, packaged as in their commit and uploaded first.
+    back, packaged as in their commit and uploaded first. A function it would delete, or take over from another stack,
+    is refused (:func:`rollbacks.refuse_moves`), unless ``moves`` is given: then what it does is added there, for the
+    caller to check with the other stacks going back.
     With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv diff
     does)."""
     role = target.component.role
@@ -735,15 +745,15 @@ def _stack_rollback_plan(
         runtime.stderr.write(f"⚙️  {line}\n")
 
     live: dict[str, str] = {}
-    functions: dict[str, str] = {}  # those it holds now
+    hosts: dict[str, str] = {}  # each function deployed now → the stack holding it
     every: dict[str, str] = {}  # every function deployed now
     with aws_errors(env):
         if role == planner.HOSTED_BY["app"]:
             live[planner.IMAGE_PARAMETER] = live_image_tag(aws, env)
-        if planner.holds_functions(role):  # each function's code live now; those this stack holds now kept
+        if planner.holds_functions(role):  # each function's code live now; where each is held
             every = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
-            hosts = lambda_chain.function_hosts(StackOutputs.of(aws), env)
-            functions = {fn: name for fn, name in every.items() if hosts.get(fn) == role}
+            names = planner.stack_roles(env)
+            hosts = {fn: names[r] for fn, r in lambda_chain.function_hosts(StackOutputs.of(aws), env).items()}
             keys = _code_keys_live(aws, env, every, every) | dict(going_back or {})
             live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
     with aws_errors(env):
@@ -786,10 +796,14 @@ def _stack_rollback_plan(
         live,
         stack=stack,
         sha=target.sha,
-        live_functions=functions,
         removing=removing,
         restoring=sorted(fn for fn in restoring or {} if fn in held),  # another stack brings back the others
     )
+    moved = rollbacks.stack_moves(body, hosts, stack=stack, sha=target.sha, removing=removing)
+    if moves is None:
+        rollbacks.refuse_moves([moved])
+    else:
+        moves.append(moved)
     if preview:
         preview_stack(runtime, config, aws, env, stack, template, dict(parameters), rerun=rerun)
     plan = rollbacks.stack_plan(

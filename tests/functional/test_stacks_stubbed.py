@@ -8,6 +8,7 @@ Stubber fails a test on any call out of this order, so "execute was never called
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -517,6 +518,29 @@ def test_a_removal_whose_policy_cannot_be_read_is_deployed_as_told(
     script.executed_update()
     result = run(script, make(script, clock, lines))
     assert result.action == "updated" and [c.kept_by for c in result.changes] == [""]
+
+
+def test_a_functions_versions_removed_with_it_are_said_deleted_though_cloudformation_says_retain(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """CloudFormation says Retain of a version whose DeletionPolicy is Retain, but Lambda deletes a function's
+    versions with it: a change set removing a function and a version reads the deployed template for whose it is."""
+    script.stack("UPDATE_COMPLETE")
+    version = change("FnVersion1", "AWS::Lambda::Version", "Remove")
+    version["ResourceChange"]["PolicyAction"] = "Retain"
+    script.ready_change_set(changes=[change("Fn", "AWS::Lambda::Function", "Remove"), version])
+    resources = {"Fn": {"Type": "AWS::Lambda::Function"}}
+    resources["FnVersion1"] = {
+        "Type": "AWS::Lambda::Version",
+        "DeletionPolicy": "Retain",
+        "Properties": {"FunctionName": {"Ref": "Fn"}},
+    }
+    template = {"TemplateBody": json.dumps({"Resources": resources})}
+    script.stub.add_response("get_template", template, {"StackName": NAME})
+    script.executed_update()
+    result = run(script, make(script, clock, lines))
+    assert [(c.kept_by, c.deleted_with) for c in result.changes] == [("", ""), ("", "Fn")]
+    assert any("↳ deleted with its function Fn, which this change removes" in line for line in lines)
 
 
 def test_allow_replace_lets_the_replacement_through(script: Script, clock: FakeClock, lines: list[str]) -> None:

@@ -385,8 +385,8 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
 ) -> None:
     """A function in a stack of the team's own (stacks/common/functions.py), not in the API stack: deploy.auto
     creates it with its stack; a handler change then takes the fast path alone; a change of its stack deploys that
-    stack, which keeps the fast path's code; the stack's code parameter keeps its zip from lambda.cleanup; inv
-    destroy --stack takes both out of the live record."""
+    stack, which keeps the fast path's code; the stack's code parameter keeps its zip from lambda.cleanup; moved to
+    the API stack and that run undone, it moves back; inv destroy --stack takes both out of the live record."""
     cdk, lam = project / "cdk", client(project, "lambda")
     (project / "lambda" / "nightly_job").mkdir()
     handler = project / "lambda" / "nightly_job" / "handler.py"
@@ -512,6 +512,39 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     listed = json.loads(run.stdout.getvalue())["zips"]["objects"]  # type: ignore[attr-defined]
     kept = {o["key"]: (o["action"], o["why"]) for o in listed}
     assert kept[key][0] == "keep" and "sandbox: CarRentalJobsStack's NightlyJobCodeKey" in kept[key][1], kept
+
+    # moved to the API stack (the fourth run reverted, as rolled back): the API stack's deploy makes it anew and the
+    # jobs stack's deletes the old one, its code kept; the run undone, it moves back, one function again
+    git(project, "revert", "--no-edit", "HEAD")
+    api = cdk / "stacks" / "api_stack.py"
+    opening = "        super().__init__(scope, construct_id, **kwargs)\n"
+    assert opening in api.read_text()
+    cut = JOBS_STACK.index("        deployed_function(")
+    api.write_text(api.read_text().replace(opening, opening + JOBS_STACK[cut:]))
+    kept = '        ssm.StringParameter(self, "Schedule", string_value="nightly")\n'  # one resource at least
+    ssm = "import aws_s3 as s3\nfrom aws_cdk import aws_ssm as ssm\n"
+    module.write_text((JOBS_STACK[:cut] + kept).replace("import aws_s3 as s3\n", ssm))
+    git(project, "commit", "-qam", "nightly_job moves to the API stack")
+    report = commands.deploy_auto(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert [r for r in ran(report) if r[0] == "deploy-stack"] == [
+        ("deploy-stack", "CarRentalApiStack"),
+        ("deploy-stack", "CarRentalJobsStack"),
+    ], ran(report)
+    moved = commands.endpoints(runtime=quiet_runtime(project))
+    assert moved.hosts["nightly_job"] == "CarRentalApiStack" and moved.functions["nightly_job"] != name
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "third"
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=name)
+    report = commands.rollback(run="last", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    back = commands.endpoints(runtime=quiet_runtime(project))
+    assert back.hosts["nightly_job"] == "CarRentalJobsStack"
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function(FunctionName=moved.functions["nightly_job"])
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "third"
+    jobs = client(project, "cloudformation").describe_stacks(StackName="CarRentalJobsStack")["Stacks"][0]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in jobs["Parameters"]} == {"NightlyJobCodeKey": key}
 
     # deleted alone: the function goes with it, out of the live record too
     report = commands.destroy(stack="jobs", runtime=quiet_runtime(project))

@@ -520,24 +520,48 @@ TEMPLATE = {
 }
 
 
-def test_a_stacks_template_gets_the_inputs_live_now_and_never_deletes_a_function_deployed_since() -> None:
+def test_a_stacks_template_gets_the_inputs_live_now() -> None:
     live = {"ImageTag": B, "LoginHandlerCodeKey": "lambda/login_handler/x.zip", "HealthHandlerCodeKey": "h.zip"}
-    parameters = rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=["login_handler"])
+    parameters = rb.template_parameters(TEMPLATE, live, stack="S", sha=A)
     # only what the template declares; a declared default stays the template's
     assert parameters == (("ImageTag", B), ("LoginHandlerCodeKey", "lambda/login_handler/x.zip"))
-    with pytest.raises(UsageError, match=f"S at {A} has no function health_handler, deployed since") as err:
-        rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=["login_handler", "health_handler"])
-    assert err.value.exit_code == 2 and "would delete it" in err.value.message
     with pytest.raises(UsageError, match=f"S at {A} asks for LoginHandlerCodeKey, which nothing live gives") as err:
         rb.template_parameters(TEMPLATE, {"ImageTag": B}, stack="S", sha=A)
     assert f"git checkout {A}" in (err.value.next_step or "")
     assert rb.template_parameters({"Resources": {}}, live, stack="S", sha=A) == ()
     # undoing the run that added a function: the template before it takes the function out, as it should...
-    both = ["login_handler", "health_handler"]
-    assert rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=both, removing=["health_handler"])
+    assert rb.template_parameters(TEMPLATE, live, stack="S", sha=A, removing=["health_handler"])
     # ... and one that has the function still would keep it: refused
     with pytest.raises(UsageError, match=f"S at {A} has function login_handler too: going back to it would keep it"):
-        rb.template_parameters(TEMPLATE, live, stack="S", sha=A, live_functions=both, removing=["login_handler"])
+        rb.template_parameters(TEMPLATE, live, stack="S", sha=A, removing=["login_handler"])
+
+
+def test_a_stack_going_back_never_deletes_a_function_deployed_since_nor_runs_one_twice_unless_it_moves_back() -> None:
+    # TEMPLATE (the API stack at A) holds login_handler; health_handler was added since, nightly_job is the jobs stack's
+    hosts = {"login_handler": "Api", "health_handler": "Api", "nightly_job": "Jobs"}
+    moves = rb.stack_moves(TEMPLATE, hosts, stack="Api", sha=A)
+    assert (moves.deletes, moves.takes) == ({"health_handler"}, {})
+    with pytest.raises(UsageError, match=f"Api at {A} has no function health_handler, deployed since") as err:
+        rb.refuse_moves([moves])
+    assert err.value.exit_code == 2 and "would delete it, nothing was changed" in err.value.message
+    # the undo of the run that added it takes it out: nothing to refuse
+    assert not rb.stack_moves(TEMPLATE, hosts, stack="Api", sha=A, removing=["health_handler"]).deletes
+    # login_handler moved to the jobs stack since: its template at A would run it a second time, beside the jobs one
+    moved = {"login_handler": "Jobs"}
+    back = rb.stack_moves(TEMPLATE, moved, stack="Api", sha=A)
+    assert (back.deletes, back.takes) == (set(), {"login_handler": "Jobs"})
+    with pytest.raises(UsageError, match=f"Api at {A} has function login_handler, which Jobs holds now") as err:
+        rb.refuse_moves([back])
+    assert "would run it twice, in two stacks" in err.value.message and "rollback --run" in (err.value.next_step or "")
+    # ... unless the jobs stack goes back too, without it: the undo of the run that moved it moves it back
+    jobs = rb.stack_moves({"Parameters": {}}, moved, stack="Jobs", sha=A)
+    assert (jobs.deletes, jobs.takes) == ({"login_handler"}, {})
+    rb.refuse_moves([back, jobs])
+    with pytest.raises(UsageError, match=f"Jobs at {A} has no function login_handler, deployed since"):
+        rb.refuse_moves([jobs])
+    # two stacks taking it back would run it twice still
+    with pytest.raises(UsageError, match="which Jobs holds now"):
+        rb.refuse_moves([back, jobs, rb.stack_moves(TEMPLATE, moved, stack="Other", sha=A)])
 
 
 def test_a_stacks_plan_deploys_that_template_with_the_guards_then_smokes(env: EnvConfig, tmp_path: Path) -> None:

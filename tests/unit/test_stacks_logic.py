@@ -363,6 +363,29 @@ def test_a_removed_or_replaced_resource_a_policy_keeps_is_said_kept() -> None:
     assert stacks.parse_changes([raw])[0].policy_action == "Retain"
 
 
+def test_a_functions_version_removed_with_its_function_is_said_deleted_with_it_whatever_its_policy() -> None:
+    """Lambda deletes a function's versions with it: a Retain on a version keeps it only while its function stays (a
+    function moved to another stack, or taken out)."""
+    version = {"Type": "AWS::Lambda::Version", "DeletionPolicy": "Retain"}
+    version["Properties"] = {"FunctionName": {"Ref": "Fn"}}
+    deployed = {"Resources": {"FnVersion1": version, "OtherVersion1": version | {"Properties": {}}}}
+    changes = [
+        Change("Fn", "AWS::Lambda::Function", "Remove"),
+        Change("FnVersion1", "AWS::Lambda::Version", "Remove", policy_action="Retain"),
+        Change("OtherVersion1", "AWS::Lambda::Version", "Remove", policy_action="Retain"),  # its function stays
+    ]
+    found = stacks.with_kept(changes, deployed)
+    assert [(c.kept_by, c.deleted_with) for c in found] == [("", ""), ("", "Fn"), ("DeletionPolicy Retain", "")]
+    assert found[1].kept == (
+        "deleted with its function Fn, which this change removes: its DeletionPolicy Retain keeps a version only while "
+        "its function stays"
+    )
+    assert found[1].to_json()["deleted_with"] == "Fn" and found[2].to_json()["deleted_with"] is None
+    assert stacks.change_lines(found[1:2]) == ("FnVersion1 (AWS::Lambda::Version): remove",)
+    # the function staying, its version is kept as before
+    assert stacks.with_kept(changes[1:], deployed)[0].kept_by == "DeletionPolicy Retain"
+
+
 # -- empty change sets --------------------------------------------------------------------------------------
 
 
