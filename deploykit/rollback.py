@@ -759,7 +759,10 @@ def refuse_moves(moves: Sequence[StackMoves]) -> None:
             raise UsageError(
                 f"{m.stack} at {m.sha} has no function {', '.join(gone)}, deployed since: going back would delete "
                 f"{'it' if len(gone) == 1 else 'them'}, nothing was changed",
-                next_step="roll back to a later commit that has it, or remove it in a commit and run inv deploy.auto",
+                next_step=(
+                    "roll back to a later commit that has it, or remove it in a commit and run inv deploy.auto; if it "
+                    "moved here from another stack, undo the run that moved it (inv rollback --run ID)"
+                ),
             )
         twice = sorted(fn for fn in m.takes if fn not in deleted or taken.count(fn) > 1)
         if twice:

@@ -544,6 +544,7 @@ def test_a_stack_going_back_never_deletes_a_function_deployed_since_nor_runs_one
     with pytest.raises(UsageError, match=f"Api at {A} has no function health_handler, deployed since") as err:
         rb.refuse_moves([moves])
     assert err.value.exit_code == 2 and "would delete it, nothing was changed" in err.value.message
+    assert "if it moved here from another stack, undo the run that moved it" in (err.value.next_step or "")
     # the undo of the run that added it takes it out: nothing to refuse
     assert not rb.stack_moves(TEMPLATE, hosts, stack="Api", sha=A, removing=["health_handler"]).deletes
     # login_handler moved to the jobs stack since: its template at A would run it a second time, beside the jobs one
