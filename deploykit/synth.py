@@ -330,6 +330,7 @@ def check_stacks(
       as before;
     - a stack of the team's own whose template takes a parameter with no default (:func:`_refuse_bare_parameters`);
     - a stack the app sends the events of to something other than an SNS topic (:func:`check_notification_arns`);
+    - a stack with no resource, which CloudFormation refuses (:func:`_refuse_empty`);
     - a stack the app puts in another region or account than ``env``'s (``account``: the one the app was given):
       deploykit deploys every stack there (:func:`_refuse_elsewhere`);
     - a Lambda function (its ``<Id>CodeKey`` parameter) in a platform stack other than the API stack, in two
@@ -374,22 +375,43 @@ def check_stacks(
                 "deployed",
                 next_step=f"{fix}, then rerun",
             )
-    parameters = {name: _parameters(stack.template) for name, stack in made.items()}
+    templates = {name: _read_template(stack.template) for name, stack in made.items()}
+    parameters = {name: _section(template, "Parameters") for name, template in templates.items()}
     for name, stack in made.items():
         _refuse_elsewhere(name, stack.where, env, account)
         check_notification_arns(name, stack.notifications)
+        if templates[name] is not None and not _section(templates[name], "Resources"):
+            _refuse_empty(name, roles[name])
         if roles[name] in own:
             _refuse_bare_parameters(name, parameters[name])
     _refuse_misplaced_functions({roles[name]: found for name, found in parameters.items()}, env, functions)
 
 
-def _parameters(template: Path) -> dict[str, Any]:
-    """The parameters ``template`` declares; {} when it cannot be read (its deploy meets that, and says so)."""
+def _read_template(template: Path) -> dict[str, Any] | None:
+    """The template ``template`` holds; None when it cannot be read (its deploy meets that, and says so)."""
     try:
-        found = json.loads(template.read_text()).get("Parameters") or {}
-    except (OSError, ValueError, AttributeError):
-        return {}
+        found = json.loads(template.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _section(template: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    """The ``Parameters`` or ``Resources`` of ``template`` ({} when it has none, or is None)."""
+    found = (template or {}).get(key) or {}
     return found if isinstance(found, dict) else {}
+
+
+def _refuse_empty(stack: str, role: str) -> None:
+    """UsageError: the app makes ``stack`` with no resource (all it held moved or taken out), which CloudFormation
+    refuses (``Template format error: At least one Resources member must be defined``), after the stacks deployed
+    before it in the run."""
+    raise UsageError(
+        f"the CDK app makes {stack} with no resource in it, and CloudFormation refuses a template with none (At least "
+        "one Resources member must be defined); nothing was deployed",
+        next_step=f"keep a resource in it; or, to retire the stack, delete it (inv destroy --stack {role}) and take it "
+        'out of cdk/app.py and deploy.toml in a commit (README, "Adding a stack"), then rerun',
+    )
 
 
 def _refuse_misplaced_functions(

