@@ -603,6 +603,7 @@ def auto_plan(
             commit=planner.kept_commit(revision, role),
             registry_stack=env.stacks.registry,
             express=env.stack_mode == "express",
+            beside=tuple(names[r] for r in roles if planner.holds_functions(r)),
         )
 
     levels = planner.stack_levels(env)

@@ -339,6 +339,7 @@ def deploy_stack_plan(
         commit=kept_commit(revision, role),
         registry_stack=env.stacks.registry,
         express=env.stack_mode == "express",
+        beside=(),
     )
     if new_image and role == "fargate":  # the image's tag: a short SHA
         steps += _image_by_stack(config, env, deploy, image_tag, image_tag, first)
@@ -392,6 +393,7 @@ def full_plan(
             commit=kept_commit(revision, role),
             registry_stack=roles["registry"],
             express=env.stack_mode == "express",
+            beside=tuple(env.stacks.function_stacks()),
         )
 
     image = app_chain_plan(config, env, revision, ("build", "push"), repository_uri=repository_uri, promoted=promoted)

@@ -24,7 +24,7 @@ from deploykit import ecs, exports, images, leftovers, oci, packaging, plugins, 
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import DENIED, at_once, translate_error
 from deploykit.config import PLATFORMS
-from deploykit.endpoints import code_parameters
+from deploykit.endpoints import code_parameters, stacks_functions
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Parallel, Step, StepRecord, all_records, leaves
 from deploykit.stacks import error_code, is_not_there
@@ -316,6 +316,9 @@ class DeployStack(Step):
     commit: str = ""
     registry_stack: str = ""
     express: bool = False  # an update through CloudFormation's express mode (the environment's stack_mode)
+    # the other stacks that may hold functions the same run deploys: a function moving between this stack and another
+    # must move in one run (:meth:`_refuse_half_move`); None: not checked (a rollback checks its stacks together)
+    beside: tuple[str, ...] | None = None
 
     def describe(self) -> str:
         code = [k for k, _ in self.parameters if is_code_parameter(k)]
@@ -333,6 +336,7 @@ class DeployStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
+        self._refuse_half_move(ctx, json.loads(body))
         given = held_parameters(json.loads(body), dict(self.parameters))
         if IMAGE_PARAMETER in given:  # the Fargate stack: the image must be there, for the CPU the tasks run on
             self._check_image(ctx, body, given[IMAGE_PARAMETER])
@@ -524,6 +528,7 @@ class DeployStack(Step):
         body = readable_template(self.template)
         if body is None:  # the step meets it when it runs
             return
+        self._refuse_half_move(ctx, json.loads(body))
         earlier = references.earlier_stacks(before)
         self._kept_exports(ctx, body, dict(self.parameters), tuple(e.stack for e in earlier))
         found = template_references(ctx.aws, ctx.env, self.stack, body, dict(self.parameters))
@@ -531,6 +536,39 @@ class DeployStack(Step):
             return
         made = references.could_make(earlier, region=ctx.env.region, account=ctx.aws.account())
         references.refuse_missing_in(found.keeping(lambda kind, key: not made(kind, key)), self.stack, self.rerun)
+
+    def _refuse_half_move(self, ctx: Context, template: Mapping[str, Any]) -> None:
+        """UsageError when a function moves between this stack and another one that the run does not deploy
+        (:attr:`beside`): that other stack holds it now and its template (beside this one's, in the same assembly)
+        no longer does, or this stack holds it now and the other's template does. Deployed alone, this stack would run
+        it twice (in both stacks until the other deploys) or delete it (in neither until then)."""
+        everywhere = ctx.env.stacks.function_stacks()
+        if self.beside is None or self.stack not in everywhere:
+            return
+        names = [name for name in everywhere if name != self.stack and name not in self.beside]
+        if not names:  # the run deploys every stack that may hold functions
+            return
+        read = stacks.StackOutputs.of(ctx.aws)
+        found = at_once({name: partial(read, name) for name in everywhere if name == self.stack or name in names})
+        hosts = stacks_functions({name: dict(outputs) for name, outputs in found.items() if outputs})["hosts"]
+        held = code_parameters(template)
+
+        def holds(stack: str, fn: str) -> bool:  # the stack's template of this assembly holds the function
+            other = readable_template(str(Path(self.template).parent / f"{stack}.template.json"))
+            return other is not None and fn in code_parameters(json.loads(other))
+
+        for fn, host in sorted(hosts.items()):
+            if host != self.stack and host in names and fn in held and not holds(host, fn):
+                effect, other = f"run {fn} twice, in both stacks until {host} deploys", host
+            elif host == self.stack and fn not in held and (gains := [n for n in names if holds(n, fn)]):
+                effect, other = f"delete {fn}, which would run nowhere until {gains[0]} deploys", gains[0]
+            else:
+                continue
+            raise UsageError(
+                f"{fn} moves between {self.stack} and {other} in this commit, and this run deploys {self.stack} "
+                f"without {other}: it would {effect}; nothing was changed",
+                next_step=f"deploy both in one run: inv deploy.auto --env {ctx.env.name}",
+            )
 
     def _kept_exports(
         self, ctx: Context, body: str, given: Mapping[str, str], importing_before: tuple[str, ...] = ()

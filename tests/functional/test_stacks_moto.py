@@ -374,3 +374,49 @@ def test_a_stack_deploy_passes_the_code_keys_of_the_functions_its_template_holds
     assert sent == [["NightlyJobCodeKey"]]
     [stack] = cfn.describe_stacks(StackName=NAME)["Stacks"]
     assert stack["Parameters"] == [{"ParameterKey": "NightlyJobCodeKey", "ParameterValue": "lambda/nightly_job/n.zip"}]
+
+
+def test_a_stack_deploy_refuses_half_a_move_of_a_function_between_two_stacks(
+    cfn: Any, tmp_path: Path, project: Path
+) -> None:
+    """nightly_job moves from the API stack to the jobs stack in one commit: deployed without the other, the jobs
+    stack would run it a second time, and the API stack would delete it, until the other deploys. Refused before any
+    change set; deployed in one run (``beside``), or unchecked (a rollback's, which checks its stacks together), not."""
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace('api = "CarRentalApiStack"\n', 'api = "CarRentalApiStack"\njobs = "J"\n'))
+    setting = {"Type": "AWS::SSM::Parameter", "Properties": {"Type": "String", "Value": "v"}}
+    held = {"Name": "/car-rental/test/held", "Type": "String", "Value": {"Ref": "NightlyJobCodeKey"}}
+    api = {"Resources": {"Api": setting | {"Properties": {**setting["Properties"], "Name": "/car-rental/test/api"}}}}
+    jobs = {
+        "Parameters": {"NightlyJobCodeKey": {"Type": "String"}},
+        "Resources": {"Key": {"Type": "AWS::SSM::Parameter", "Properties": held}},
+    }
+    cfn.create_stack(  # the API stack as deployed: it holds the function
+        StackName="CarRentalApiStack",
+        TemplateBody=json.dumps(api | {"Outputs": {"NightlyJobFunctionName": {"Value": "api-nightly"}}}),
+    )
+    out = tmp_path / "cdk.out"
+    out.mkdir()
+    ctx = assembly_context(out, jobs, project)
+    (out / "J.template.json").write_text(json.dumps(jobs))
+    (out / "CarRentalApiStack.template.json").write_text(json.dumps(api))
+    offered = (("NightlyJobCodeKey", "lambda/nightly_job/n.zip"),)
+    gaining = DeployStack("J", str(out / "J.template.json"), offered, beside=())
+    with pytest.raises(UsageError) as refused:
+        gaining.run(ctx)
+    assert refused.value.message == (
+        "nightly_job moves between J and CarRentalApiStack in this commit, and this run deploys J without "
+        "CarRentalApiStack: it would run nightly_job twice, in both stacks until CarRentalApiStack deploys; nothing "
+        "was changed"
+    )
+    assert refused.value.next_step == "deploy both in one run: inv deploy.auto --env dev"
+    with pytest.raises(UsageError, match="twice"):
+        gaining.preflight(ctx, ())  # deploy.auto's, before its first change
+    losing = DeployStack("CarRentalApiStack", str(out / "CarRentalApiStack.template.json"), offered, beside=("Other",))
+    with pytest.raises(UsageError, match="it would delete nightly_job, which would run nowhere until J deploys"):
+        losing.run(ctx)
+    assert [s["StackName"] for s in cfn.describe_stacks()["Stacks"]] == ["CarRentalApiStack"]  # nothing changed
+    # the API stack deploys in the same run, or the check is not asked for: the jobs stack goes ahead
+    assert dataclasses.replace(gaining, beside=("CarRentalApiStack",)).run(ctx).status == "done"
+    cfn.delete_stack(StackName="J")
+    assert dataclasses.replace(gaining, beside=None).run(ctx).status == "done"

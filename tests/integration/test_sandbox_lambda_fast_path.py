@@ -525,6 +525,9 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     ssm = "import aws_s3 as s3\nfrom aws_cdk import aws_ssm as ssm\n"
     module.write_text((JOBS_STACK[:cut] + kept).replace("import aws_s3 as s3\n", ssm))
     git(project, "commit", "-qam", "nightly_job moves to the API stack")
+    for alone, effect in (("jobs", "delete nightly_job, which would run nowhere"), ("api", "run nightly_job twice")):
+        with pytest.raises(UsageError, match=f"and this run deploys .* without .*: it would {effect}"):
+            commands.deploy_stack(alone, runtime=quiet_runtime(project))  # half the move: refused, nothing changed
     report = commands.deploy_auto(runtime=quiet_runtime(project))
     assert report is not None and report.ok
     assert [r for r in ran(report) if r[0] == "deploy-stack"] == [
