@@ -1069,7 +1069,7 @@ def analysis_lines(
     for c in found.changes:
         if c.kind == "none":
             gone = changes.not_deployable(c)
-            (absent.setdefault(gone, []) if gone else quiet).append(c.path)
+            (absent.setdefault(gone, []) if gone else quiet).append(_gone_path(c, gone) if gone else c.path)
     # a submodule that deploys nothing: which of its files changed git does not say, so why is said, not summed up
     # as docs or tests (one not checked out here may well hold code)
     moot = {c.path: c.reason for c in found.changes if c.kind == "none" and c.submodule and c.path in quiet}
@@ -1097,6 +1097,15 @@ def analysis_lines(
             "rolls it back"
         )
     return lines
+
+
+def _gone_path(change: changes.Change, component: str) -> str:
+    """The path of ``change`` in the folder of ``component``, a function this checkout has not: the old one of a file
+    moved out of it (a function renamed: lambda/old/handler.py → lambda/new/handler.py), else its path."""
+    folder = f"{changes.LAMBDA_DIR}/{component.partition(':')[2]}/"
+    if change.old_path and change.old_path.startswith(folder) and not change.path.startswith(folder):
+        return f"{change.old_path} (now {change.path})"
+    return change.path
 
 
 def _some(paths: Sequence[str]) -> str:

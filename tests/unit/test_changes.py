@@ -1113,6 +1113,23 @@ def test_a_removed_function_s_files_are_said_as_such_not_as_docs(repo: Path) -> 
     )
 
 
+def test_a_renamed_function_s_files_are_said_by_their_old_path(repo: Path) -> None:
+    """lambda/health_handler/ renamed lambda/status_handler/: the old function's files are said by their old paths
+    (the folder this checkout has not), the new path beside each."""
+    config = config_of(repo)
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    live = everything(config, base)
+    run_git(repo, "mv", "lambda/health_handler", "lambda/status_handler")
+    commit(repo)
+    result = detect(config_of(repo), {c: s for c, s in live.items() if c != "lambda:health_handler"})
+    lines = auto.analysis_lines(result, config.environment("sandbox"))
+    [said] = [line for line in lines if "has no handler.py in this checkout" in line]
+    assert said.startswith(
+        "📄 No deploy: lambda/health_handler/extra.py (now lambda/status_handler/extra.py), "
+        "lambda/health_handler/handler.py (now lambda/status_handler/handler.py) (lambda/health_handler/ has no "
+    )
+
+
 def test_uncommitted_changes_count_only_when_asked(repo: Path) -> None:
     config = config_of(repo)
     base = run_git(repo, "rev-parse", "HEAD").strip()
