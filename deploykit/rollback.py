@@ -607,7 +607,8 @@ def _kept_commit(wanted: str, kept: Collection[str]) -> str | None:
 def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, sha: str) -> synth.Synthesis | None:
     """The template ``stack`` was deployed with from commit ``sha``, as its deploy kept it in the artifacts bucket
     (:func:`deploykit.stack_chain.keep_template`): written as a cloud assembly of that one stack, its template, its
-    stack tags and the notification topics its app named, in ``cdk.out/<env>@<sha>.kept/``. None when none was kept (a
+    stack tags and the notification topics its app named, in ``cdk.out/<env>@<sha>.kept/`` (beside the other stacks
+    kept from that commit: the manifest names each). None when none was kept (a
     deploy before templates were kept, a commit never deployed here) or the environment has no bucket: the commit's CDK
     app is synthesized then."""
     bucket = history.find_artifacts_bucket(aws, env)
@@ -636,9 +637,20 @@ def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, s
     properties: dict[str, object] = {"stackName": stack, "templateFile": path.name, "tags": stack_tags}
     if topics is not None:  # the topics its app named: a deploy of it names them again (deploy.toml's besides)
         properties["notificationArns"] = topics
-    manifest = {"artifacts": {stack: {"type": "aws:cloudformation:stack", "properties": properties}}}
-    (out / synth.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    # the stacks of a run's undo most often go back to one commit, all kept in this folder: each its own entry
+    artifacts = _kept_artifacts(out / synth.MANIFEST)
+    artifacts[stack] = {"type": "aws:cloudformation:stack", "properties": properties}
+    (out / synth.MANIFEST).write_text(json.dumps({"artifacts": artifacts}, indent=1))
     return synth.Synthesis(out, {stack: path}, skipped=True, seconds=0.0, stack_tags={stack: stack_tags})
+
+
+def _kept_artifacts(manifest: Path) -> dict[str, Any]:
+    """The stacks a folder of kept templates' manifest names already (:func:`kept_template`); {} for none."""
+    try:
+        artifacts = json.loads(manifest.read_text()).get("artifacts")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return dict(artifacts) if isinstance(artifacts, dict) else {}
 
 
 def synthesize_at(

@@ -558,6 +558,32 @@ def test_a_stack_s_events_go_to_deploy_toml_s_topics_and_the_app_s_and_its_kept_
     assert stack_chain.notification_arns(dev_env, None) is None  # neither: the stack keeps its own
 
 
+def test_templates_kept_from_one_commit_keep_each_stack_s_tags_and_topics_side_by_side(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig
+) -> None:
+    """A run's undo reads the kept templates of its stacks, most of them from one commit, into one folder: each keeps
+    its own stack tags and topics there. Its manifest once named the last stack read only, and the others went back
+    without their app's tags (and topics)."""
+    bucket = history.find_artifacts_bucket(factory, dev_env)
+    assert bucket
+    topic = "arn:aws:sns:eu-west-1:123456789012:compliance"
+    config, sha = load_config(project / "deploy.toml"), "a" * 12
+    for stack, topics in (("CarRentalApiStack", [topic]), ("CarRentalDataStack", None)):
+        kept = {"stack": stack, "template": FIRST, "tags": {"Project": "car-rental", "Of": stack}}
+        factory.client("s3").put_object(
+            Bucket=bucket,
+            Key=kept_template_key(dev_env.name, stack, sha),
+            Body=json.dumps({**kept, "notification_arns": topics}).encode(),
+        )
+        assert rollbacks.kept_template(config, factory, dev_env, stack, sha) is not None
+    out = project / synth.OUT_ROOT / f"{dev_env.name}@{sha}.kept"
+    api, data = (synth.manifest_stack(out, s) for s in ("CarRentalApiStack", "CarRentalDataStack"))
+    assert api is not None and api.tags == {"Project": "car-rental", "Of": "CarRentalApiStack"}
+    assert api.notifications == (topic,)
+    assert data is not None and data.tags == {"Project": "car-rental", "Of": "CarRentalDataStack"}
+    assert data.notifications is None
+
+
 def test_a_stack_goes_back_to_a_commit_this_clone_lacks_when_its_template_was_kept(
     project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig, tmp_path: Path
 ) -> None:

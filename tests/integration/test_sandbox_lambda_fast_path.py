@@ -516,6 +516,10 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     # moved to the API stack (the fourth run reverted, as rolled back): the API stack's deploy makes it anew and the
     # jobs stack's deletes the old one, its code kept; the run undone, it moves back, one function again
     git(project, "revert", "--no-edit", "HEAD")
+    app.write_text(app.read_text() + "# every stack deployed from one commit: the undo below takes both back to it\n")
+    git(project, "commit", "-qam", "cdk/app.py: a comment")
+    report = commands.deploy_auto(runtime=quiet_runtime(project))
+    assert report is not None and report.ok
     api = cdk / "stacks" / "api_stack.py"
     opening = "        super().__init__(scope, construct_id, **kwargs)\n"
     assert opening in api.read_text()
@@ -548,6 +552,9 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "third"
     jobs = client(project, "cloudformation").describe_stacks(StackName="CarRentalJobsStack")["Stacks"][0]
     assert {p["ParameterKey"]: p["ParameterValue"] for p in jobs["Parameters"]} == {"NightlyJobCodeKey": key}
+    for stack in ("CarRentalApiStack", "CarRentalJobsStack"):  # both went back from one commit: each with its tags
+        [described] = client(project, "cloudformation").describe_stacks(StackName=stack)["Stacks"]
+        assert {"Project", "Environment"} <= {t["Key"] for t in described.get("Tags") or ()}, stack
 
     # deleted alone: the function goes with it, out of the live record too
     report = commands.destroy(stack="jobs", runtime=quiet_runtime(project))
