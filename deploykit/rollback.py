@@ -47,7 +47,7 @@ from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import DeployStack, action_key, kept_template_key, was_key
+from deploykit.stack_chain import DeployStack, UploadLambdaCode, action_key, kept_template_key, was_key
 from deploykit.stacks import StackOutputs, is_not_there
 
 if TYPE_CHECKING:
@@ -149,15 +149,35 @@ def pick(to: str, candidates: Iterable[str], *, what: str) -> str | None:
 
 
 def previous_deploy(
-    records: Sequence[history.Record], component: str, live: str | None, usable: Callable[[str], bool] = bool
+    records: Sequence[history.Record],
+    component: str,
+    live: str | None,
+    usable: Callable[[str], bool] = bool,
+    runs_now: Callable[[str], bool] = lambda _sha: False,
 ) -> history.Record | None:
     """The newest successful record that deployed ``component`` at a SHA other than ``live`` (newest first in).
 
     A record that only carried the component to its commit (deploy.auto, no change since) did not deploy it: its
-    SHA names no image or version. Of the rest, the first whose SHA is ``usable`` (a Lambda: one that has a
-    published version), else the first, so that the error names what is missing."""
-    found = [record for record in history.deploys_of(records, component) if record.components[component] != live]
-    return next((r for r in found if usable(r.components[component])), found[0] if found else None)
+    SHA names no image or version. Nor is a commit a person's rollback took off since a target: that release was
+    put back as bad (``--to`` still names it). Of the rest, the first whose SHA is ``usable`` (a Lambda: one that
+    has a published version); else the first whose SHA ``runs_now`` does not count (a Lambda: its code is not what
+    the version served runs), which a Lambda's rollback publishes again from its commit's code; else the first, so
+    that what follows says there is nothing to roll back, or names what is missing."""
+    found = [
+        record
+        for record in history.deploys_of(records, component)
+        if record.components[component] not in (live, *_taken_off_after(records, record, component))
+    ]
+    other = next((r for r in found if not runs_now(r.components[component])), found[0] if found else None)
+    return next((r for r in found if usable(r.components[component])), other)
+
+
+def _taken_off_after(records: Sequence[history.Record], deploy: history.Record, component: str) -> set[str]:
+    """The commits of ``component`` that a person's rollback newer than ``deploy`` took off (``records``: newest
+    first): going back to one of them would put back what was rolled back as bad."""
+    newer = records[: records.index(deploy)] if deploy in records else []
+    by_hand = [r for r in newer if r.ok and r.rollback_by_hand and component in r.deployed]
+    return {str(r.base[component]) for r in by_hand if r.base.get(component)}
 
 
 @dataclass(frozen=True)
@@ -175,6 +195,9 @@ class Target:
     # a Lambda alias's weighted routing (version → share): a canary cut short, cleared by the rollback's move even
     # when the alias's own version is the target
     routed: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # a Lambda's: no version of the function runs that commit's code (a function made anew: moved to another stack,
+    # or replaced), so it is published again from it, as the fast path would have (:func:`lambda_plan`)
+    republish: bool = False
 
     @property
     def title(self) -> str:
@@ -191,10 +214,11 @@ def _history_target(
     *,
     records: Sequence[history.Record] | None = None,
     deeper: Callable[[str, int], Sequence[history.Record]] | None = None,
+    runs_now: Callable[[str], bool] = lambda _sha: False,
 ) -> tuple[str, str, str | None]:
-    """(sha, source, live) of the previous successful deploy; UsageError when there is none. ``records``: the
-    newest records when the caller has read them already; ``deeper``: History.records_of, for the records of the
-    component past them."""
+    """(sha, source, live) of the previous successful deploy (:func:`previous_deploy`); UsageError when there is
+    none. ``records``: the newest records when the caller has read them already; ``deeper``: History.records_of, for
+    the records of the component past them."""
     found = history.History.of(aws, env) if records is None else None
     if records is None and found is None:
         raise UsageError(
@@ -206,13 +230,13 @@ def _history_target(
             live = _recorded_live(found, component)
         records = found.records(HISTORY_DEPTH)
         deeper = found.records_of
-    record = previous_deploy(records or [], component.key, live, usable)
+    record = previous_deploy(records or [], component.key, live, usable, runs_now)
     if (record is None or not usable(record.components[component.key])) and deeper is not None:
         # the newest records hold no deploy to go back to (runs of other components since): the component's own,
         # further back
         records = deeper(component.key, HISTORY_DEPTH)
-        record = previous_deploy(records, component.key, live, usable)
-    passed = _passed_over(records or [], component.key, live, record)
+        record = previous_deploy(records, component.key, live, usable, runs_now)
+    passed = [sha for sha in _passed_over(records or [], component.key, live, record) if not runs_now(sha)]
     if record is None:
         raise UsageError(
             f"nothing to go back to: no successful deploy of {component.key} in {env.name}'s history "
@@ -356,7 +380,8 @@ def resolve_lambda(
 
     A commit's version is the newest tagged ``git <sha12>`` (the fast path publishes those), else the newest whose
     CodeSha256 is that of the function packaged as in the commit (``code_at``): the versions CloudFormation
-    publishes name their code only."""
+    publishes name their code only. With none, the previous deploy's code (not a commit ``to`` names, which may never
+    have run) is published again (``republish``)."""
     function_name = lambda_chain.deployed_function(StackOutputs.of(aws), env, component.function)
     client = aws.client("lambda")
     reads: dict[str, Callable[[], Any]] = {
@@ -383,6 +408,9 @@ def resolve_lambda(
     def usable(commit: str) -> bool:  # a version to go back to: not the one the alias serves
         return version_of(commit)[2] not in (None, live_version)
 
+    def runs_now(commit: str) -> bool:  # its code is what the alias serves (a commit the stack carried it to since)
+        return live_version is not None and version_of(commit)[2] == live_version
+
     if to is not None:
         wanted = normalize_to(to)
         sha = pick(wanted, shas, what=f"the versions of {function_name}") or wanted
@@ -391,9 +419,11 @@ def resolve_lambda(
             live = _recorded_live(history.History.of(aws, env), component)
     else:
         # records written before they told carried components apart name SHAs with no version: passed over
-        wanted, source, live = _history_target(aws, env, component, live, usable=usable)
+        wanted, source, live = _history_target(aws, env, component, live, usable=usable, runs_now=runs_now)
         sha = wanted
     sha, code, version = version_of(sha)
+    if version is None and code and to is None:  # a deploy's code no version runs (made anew since): published again
+        return Target(component, live, sha, source, routed=routed, republish=True), function_name
     if version is None:
         compared = f"CodeSha256 {code}" if code else "commit not in this clone to compare"
         raise _missing_version(env, component.function, function_name, wanted, shas, compared)
@@ -434,9 +464,38 @@ class PointAlias(Step):
         return dataclasses.replace(moved, status="done", detail=moved.detail + back)
 
 
-def lambda_plan(env: EnvConfig, target: Target, function_name: str, *, smoke: bool = True) -> Plan:
+PackageAt = Callable[[str], "tuple[Path, packaging.Package]"]  # commit → the function's folder and package in it
+
+
+def lambda_plan(
+    env: EnvConfig, target: Target, function_name: str, *, smoke: bool = True, package: PackageAt | None = None
+) -> Plan:
+    """Point the alias at the target's version; or, with none to point at (``republish``), the fast path's steps with
+    the commit's code (``package``: :func:`package_at`): upload (skipped when the zip is there), update-code,
+    publish-version tagged with that commit, move-alias. Then smoke."""
     fn = target.component.function
     steps: list[Step] = [PointAlias(fn, function_name, lambda_chain.ALIAS, target.version, target.sha)]
+    if target.republish:
+        if package is None:
+            raise ValueError("a function published again needs its commit's package")
+        folder, made = package(target.sha)
+        registry_stack = env.stacks.registry
+        steps = [
+            UploadLambdaCode.of(fn, folder, made, registry_stack),
+            lambda_chain.UpdateFunctionCode(
+                fn,
+                function_name,
+                registry_stack,
+                made.key,
+                made.code_sha256,
+                env.wait_timeout,
+                env.poll_seconds,
+                made.compiled_for,
+                lambda_chain.ALIAS,
+            ),
+            lambda_chain.PublishVersion(fn, function_name, registry_stack, made.key, made.code_sha256, target.sha),
+            lambda_chain.MoveAlias(fn, function_name, lambda_chain.ALIAS, made.key, made.code_sha256),
+        ]
     if smoke:
         steps.append(Smoke())
     return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))
@@ -1094,13 +1153,15 @@ def rollback_plan(
     smoke: bool = True,
     repository_uri: Callable[[AwsFactory], str] = registry.repository_uri,
     code_at: CodeAt = _no_code,
+    package_at: PackageAt | None = None,
 ) -> tuple[Target, Plan]:
-    """Resolve the target (refusing what cannot be rolled back to), then the plan that goes back to it."""
+    """Resolve the target (refusing what cannot be rolled back to), then the plan that goes back to it.
+    ``package_at``: a function's package as in a commit, for a target no version runs (:func:`lambda_plan`)."""
     if component.kind == "app":
         target = resolve_app(aws, env, to)
         return target, app_plan(env, repository_uri(aws), target.sha, smoke=smoke)
     target, function_name = resolve_lambda(aws, env, component, to, code_at)
-    return target, lambda_plan(env, target, function_name, smoke=smoke)
+    return target, lambda_plan(env, target, function_name, smoke=smoke, package=package_at)
 
 
 # -- automatic rollback -----------------------------------------------------------------------------------------

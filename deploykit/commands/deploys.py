@@ -599,11 +599,17 @@ def _rollback_of(
                     component.function,
                     architecture=config.lambda_architecture_for(env),
                 ),
+                package_at=partial(rollbacks.package_at, config, env, component.function),
             )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     if target.live == target.sha and not target.routed:
         runtime.stderr.write(f"✅ nothing to roll back: {what} already runs {target.sha} in {env.name}\n")
         return target, None
+    if target.republish:
+        runtime.stderr.write(
+            f"📦 no version of {target.component.key} runs the code of {target.sha} (a function made anew since: "
+            "moved to another stack, or replaced): it is published again from that commit's code\n"
+        )
     if target.routed:  # the move clears it
         shares = lambda_chain.routing_shares(target.routed)
         runtime.stderr.write(f"↩️  its alias also sends {shares} (a canary cut short): the rollback clears that\n")

@@ -555,6 +555,12 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     for stack in ("CarRentalApiStack", "CarRentalJobsStack"):  # both went back from one commit: each with its tags
         [described] = client(project, "cloudformation").describe_stacks(StackName=stack)["Stacks"]
         assert {"Project", "Environment"} <= {t["Key"] for t in described.get("Tags") or ()}, stack
+    # made anew by the move back, its one version runs the third run's code: going back to the deploy before (the
+    # second run's: the fourth's was undone), whose code no version runs, publishes that code again
+    report = commands.rollback(component="lambda:nightly_job", runtime=quiet_runtime(project))
+    assert report is not None and report.ok
+    assert [r.step for r in all_records(report.records)][1:4] == ["update-code", "publish-version", "move-alias"]
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "second"
 
     # deleted alone: the function goes with it, out of the live record too
     report = commands.destroy(stack="jobs", runtime=quiet_runtime(project))

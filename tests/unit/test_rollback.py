@@ -311,16 +311,21 @@ def test_lambda_goes_back_to_a_version_cloudformation_published_by_its_code(
         rb.resolve_lambda(aws, env, component, "ddddddd", code_at)
 
 
+def one_version_by_cloudformation(env: EnvConfig, monkeypatch: pytest.MonkeyPatch, code: str) -> tuple[Mock, Mock]:
+    """login_handler (fn-login) with one version, CloudFormation's (naming no commit), running ``code`` and served;
+    and the history to give its records (Mock, spec History)."""
+    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
+    listed = versions(("1", "code s3://b/k1"))
+    listed[1]["CodeSha256"] = code
+    return fake_lambda_aws(env, listed, live_version="1"), Mock(spec=history.History)
+
+
 def test_a_lambda_whose_only_version_runs_the_previous_deploys_code_has_nothing_to_roll_back(
     env: EnvConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Version 1 from deploy.full at A is live; later runs only carried the function (its code unchanged)."""
-    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
-    listed = versions(("1", "code s3://b/k1"))
-    listed[1]["CodeSha256"] = "code-of-A="
-    aws = fake_lambda_aws(env, listed, live_version="1")
+    aws, store = one_version_by_cloudformation(env, monkeypatch, "code-of-A=")
     key = "lambda:login_handler"
-    store = Mock(spec=history.History)
     full = dataclasses.replace(record(A, n=1), command="deploy.full", components={"app": A, key: A})
     store.records.return_value = [full]
     store.records_of.return_value = [full]  # its own records, further back: the same
@@ -328,6 +333,48 @@ def test_a_lambda_whose_only_version_runs_the_previous_deploys_code_has_nothing_
     monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
     target, _ = rb.resolve_lambda(aws, env, rb.Component("lambda", "login_handler"), None, lambda _c: (A, "code-of-A="))
     assert (target.live, target.sha, target.version) == (A, A, "1")  # commands.rollback: "nothing to roll back"
+
+
+def test_the_deploy_to_go_back_to_is_never_one_a_person_s_rollback_took_off_since() -> None:
+    """A deployed, B deployed, B rolled back by hand to A: going back again from A is to what ran before A, not to
+    B, the release put back as bad (--to B still names it)."""
+    key = "lambda:login_handler"
+    taken = dataclasses.replace(record(A, component=key, n=3), command=f"rollback {key} → {A}", base={key: B})
+    assert taken.rollback_by_hand
+    records = [taken, record(B, component=key, n=2), record(A, component=key, n=1), record(C, component=key, n=0)]
+    assert rb.previous_deploy(records, key, A) is records[3]
+    assert rb.previous_deploy(records[1:], key, A) is records[1]  # without the rollback: B, as before
+
+
+def test_a_function_made_anew_goes_back_to_the_previous_deploy_s_code_published_again(
+    env: EnvConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """login_handler moved to another stack: its new function has one version, CloudFormation's, running B's code.
+    The deploy before B's (at A) has no version there: the rollback goes back to A all the same, publishing A's code
+    again as the fast path would, rather than saying B's deploy, whose code runs, is nothing to roll back."""
+    from deploykit import packaging
+
+    aws, store = one_version_by_cloudformation(env, monkeypatch, "code-of-B=")
+    key = "lambda:login_handler"
+    store.records.return_value = [record(B, component=key, n=2), record(A, component=key, n=1)]
+    store.records_of.return_value = store.records.return_value  # its own records, further back: the same
+    store.live.return_value = {key: {"sha": C}}  # carried to C by the deploy that moved it
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
+    code = {A: (A, "code-of-A="), B: (B, "code-of-B=")}
+    component = rb.Component("lambda", "login_handler")
+    target, name = rb.resolve_lambda(aws, env, component, None, code.get)
+    assert (target.live, target.sha, target.version, target.republish) == (C, A, "", True)
+    assert "passed over" not in target.source  # B's code runs: it is not passed over, it is live
+    folder = tmp_path / "login_handler"
+    folder.mkdir()
+    (folder / "handler.py").write_text("def handler(event, context):\n    return 'A'\n")
+    made = packaging.package_function(folder)
+    plan = rb.lambda_plan(env, target, name, package=lambda commit: (folder, made))
+    assert [s.name for s in plan.steps] == ["upload-lambda", "update-code", "publish-version", "move-alias", "smoke"]
+    assert plan.steps[2].git_sha == A and plan.deploys == ((key, A),)  # type: ignore[attr-defined]
+    # a commit --to names, which may never have run, is not published: refused as before
+    with pytest.raises(UsageError, match="nor runs its code \\(CodeSha256 code-of-A=\\)"):
+        rb.resolve_lambda(aws, env, component, A, code.get)
 
 
 def test_the_code_of_a_function_in_a_commit_is_its_package_then(with_lambdas: Path) -> None:  # noqa: F811
