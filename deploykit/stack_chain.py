@@ -336,8 +336,9 @@ class DeployStack(Step):
 
     def run(self, ctx: Context) -> Outcome:
         body = synth.template_body(Path(self.template))
-        self._refuse_half_move(ctx, json.loads(body))
-        given = held_parameters(json.loads(body), dict(self.parameters))
+        template = json.loads(body)
+        self._refuse_half_move(ctx, template)
+        given = held_parameters(template, dict(self.parameters))
         if IMAGE_PARAMETER in given:  # the Fargate stack: the image must be there, for the CPU the tasks run on
             self._check_image(ctx, body, given[IMAGE_PARAMETER])
         unchecked = self._check_references(ctx, body, given)
