@@ -994,6 +994,30 @@ def function_folder(config: Config, function: str) -> Path:
     return config.root / LAMBDA_FOLDER / function
 
 
+def code_steps(
+    env: EnvConfig, function: str, function_name: str, folder: Path, made: packaging.Package, git_sha: str
+) -> list[Step]:
+    """The fast path's steps up to the version, for the code ``made`` (packaged from ``folder``): upload (skipped when
+    the zip is there), update-code, publish-version tagged ``git_sha``. The alias moves after them (:class:`MoveAlias`,
+    a canary first when there is one)."""
+    registry_stack = env.stacks.registry
+    return [
+        UploadLambdaCode.of(function, folder, made, registry_stack),
+        UpdateFunctionCode(
+            function,
+            function_name,
+            registry_stack,
+            made.key,
+            made.code_sha256,
+            env.wait_timeout,
+            env.poll_seconds,
+            made.compiled_for,
+            ALIAS,
+        ),
+        PublishVersion(function, function_name, registry_stack, made.key, made.code_sha256, git_sha),
+    ]
+
+
 def lambda_plan(
     config: Config,
     env: EnvConfig,
@@ -1009,23 +1033,8 @@ def lambda_plan(
 
     canary = env.lambda_canary
     revision = revision.of(f"lambda:{function}")
-    folder = function_folder(config, function)
     made = package(config, env, function)
-    steps: list[Step] = [
-        UploadLambdaCode.of(function, folder, made, env.stacks.registry),
-        UpdateFunctionCode(
-            function,
-            function_name,
-            env.stacks.registry,
-            made.key,
-            made.code_sha256,
-            env.wait_timeout,
-            env.poll_seconds,
-            made.compiled_for,
-            ALIAS,
-        ),
-        PublishVersion(function, function_name, env.stacks.registry, made.key, made.code_sha256, revision.tag),
-    ]
+    steps = code_steps(env, function, function_name, function_folder(config, function), made, revision.tag)
     if canary.on:
         steps.append(
             CanaryRelease(

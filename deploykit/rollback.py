@@ -47,7 +47,7 @@ from deploykit.git import DIRTY
 from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step, StepRecord, all_records, walk
 from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
-from deploykit.stack_chain import DeployStack, UploadLambdaCode, action_key, kept_template_key, was_key
+from deploykit.stack_chain import DeployStack, action_key, kept_template_key, was_key
 from deploykit.stacks import StackOutputs, is_not_there
 
 if TYPE_CHECKING:
@@ -479,23 +479,8 @@ def lambda_plan(
         if package is None:
             raise ValueError("a function published again needs its commit's package")
         folder, made = package(target.sha)
-        registry_stack = env.stacks.registry
-        steps = [
-            UploadLambdaCode.of(fn, folder, made, registry_stack),
-            lambda_chain.UpdateFunctionCode(
-                fn,
-                function_name,
-                registry_stack,
-                made.key,
-                made.code_sha256,
-                env.wait_timeout,
-                env.poll_seconds,
-                made.compiled_for,
-                lambda_chain.ALIAS,
-            ),
-            lambda_chain.PublishVersion(fn, function_name, registry_stack, made.key, made.code_sha256, target.sha),
-            lambda_chain.MoveAlias(fn, function_name, lambda_chain.ALIAS, made.key, made.code_sha256),
-        ]
+        steps = lambda_chain.code_steps(env, fn, function_name, folder, made, target.sha)
+        steps.append(lambda_chain.MoveAlias(fn, function_name, lambda_chain.ALIAS, made.key, made.code_sha256))
     if smoke:
         steps.append(Smoke())
     return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))
@@ -764,7 +749,7 @@ def template_parameters(
     gives (the image tag, the Lambda code keys live now); one it declares without a default and ``live`` lacks
     is a UsageError. The functions of ``removing`` (those a run being undone added: taking them out is the point)
     it must not declare, those of ``restoring`` (those that run took out, their code packaged again in ``live``) it
-    must. Whether it deletes or takes over a function running now is :func:`function_moves`' to say."""
+    must. Whether it deletes or takes over a function running now is :func:`stack_moves`' to say."""
     declared: Mapping[str, Any] = template.get("Parameters") or {}
     missing = sorted(fn for fn in restoring if planner.code_parameter(fn) not in declared)
     if missing:
