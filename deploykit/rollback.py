@@ -163,21 +163,15 @@ def previous_deploy(
     has a published version); else the first whose SHA ``runs_now`` does not count (a Lambda: its code is not what
     the version served runs), which a Lambda's rollback publishes again from its commit's code; else the first, so
     that what follows says there is nothing to roll back, or names what is missing."""
-    found = [
-        record
-        for record in history.deploys_of(records, component)
-        if record.components[component] not in (live, *_taken_off_after(records, record, component))
-    ]
+    found: list[history.Record] = []
+    taken_off: set[str] = set()  # the commits a person's rollback newer than the record at hand took off
+    for record in history.deploys_of(records, component):
+        if record.components[component] not in (live, *taken_off):
+            found.append(record)
+        if record.rollback_by_hand and record.base.get(component):
+            taken_off.add(str(record.base[component]))
     other = next((r for r in found if not runs_now(r.components[component])), found[0] if found else None)
     return next((r for r in found if usable(r.components[component])), other)
-
-
-def _taken_off_after(records: Sequence[history.Record], deploy: history.Record, component: str) -> set[str]:
-    """The commits of ``component`` that a person's rollback newer than ``deploy`` took off (``records``: newest
-    first): going back to one of them would put back what was rolled back as bad."""
-    newer = records[: records.index(deploy)] if deploy in records else []
-    by_hand = [r for r in newer if r.ok and r.rollback_by_hand and component in r.deployed]
-    return {str(r.base[component]) for r in by_hand if r.base.get(component)}
 
 
 @dataclass(frozen=True)
