@@ -246,6 +246,7 @@ def record_of(
         detail = r.description if r.status == "not run" else r.detail  # what it would have done (which stack)
         step = {"step": r.step, "status": r.status, "seconds": round(r.seconds, 3), "detail": detail}
         step |= {"changes": list(r.changes)} if r.changes else {}  # what it changed (a stack: each value)
+        step |= {"refused": True} if r.refused else {}  # failed as a guard stopped it, changing nothing
         steps.append(step | ({"in": parent.step} if parent is not None else {}))
         for child in r.children:
             add(child, r)

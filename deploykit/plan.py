@@ -292,6 +292,9 @@ class StepRecord:
     outputs: dict[str, str] = field(default_factory=dict)
     children: list[StepRecord] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # what it changed, one line each (Outcome.changes)
+    # failed, as a guard or bad input stopped it (exit 2: :func:`refusal`): it changed nothing (a group: its step that
+    # refused changed nothing; its steps before may have)
+    refused: bool = False
 
 
 def step_json(record: StepRecord) -> dict[str, Any]:
@@ -306,7 +309,8 @@ def step_json(record: StepRecord) -> dict[str, Any]:
         "outputs": dict(record.outputs),
         "children": [step_json(child) for child in record.children],
     }
-    return data | ({"changes": list(record.changes)} if record.changes else {})
+    data |= {"changes": list(record.changes)} if record.changes else {}
+    return data | ({"refused": True} if record.refused else {})
 
 
 def all_records(records: Iterable[StepRecord]) -> Iterator[StepRecord]:
@@ -365,7 +369,14 @@ def failed_record(step: Step, exc: BaseException, seconds: float) -> StepRecord:
     else:
         detail = exc.message if isinstance(exc, DeployKitError) else str(exc)
     children, outputs = carried(exc)
-    return StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100], outputs, children)
+    record = StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100], outputs, children)
+    record.refused = refusal(exc)
+    return record
+
+
+def refusal(exc: BaseException) -> bool:
+    """Whether ``exc``, which ended a step, is a refusal: a guard or bad input (exit 2), the step changing nothing."""
+    return isinstance(exc, DeployKitError) and exc.exit_code == UsageError.exit_code
 
 
 def group_status(children: list[StepRecord]) -> Literal["done", "skipped"]:
@@ -470,7 +481,9 @@ class Parallel(Step):
         children, outputs = self._records(ended)
         failures = [(s, r) for i, s in enumerate(self.steps) if i in ended and isinstance(r := ended[i][0], Exception)]
         for step, error in failures[1:]:
-            ctx.reporter.line(f"❌ {step.name} failed too: {error}")
+            ctx.reporter.line(
+                f"🛑 {step.name} refused too: {error}" if refusal(error) else f"❌ {step.name} failed too: {error}"
+            )
         unstarted = ctx.stop.is_set() and len(ended) < len(self.steps)  # not the ones a failure held back
         if unstarted or any(isinstance(r, KeyboardInterrupt) for r, _ in ended.values()):
             # stopped by the interrupt of a group around this one: said as one, with what each step did
@@ -540,13 +553,14 @@ class RunReport:
         def add(record: StepRecord, depth: int) -> None:  # a group's steps under it (a group's groups too, "· ↳")
             name = nested_name(record.step, depth)
             seconds = f"{record.seconds:.1f}s" if record.status != "not run" else ""
-            rows.append([name, icons[record.status], seconds, record.detail])
+            rows.append([name, "🛑 refused" if record.refused else icons[record.status], seconds, record.detail])
             for child in record.children:
                 add(child, depth + 1)
 
         for r in self.records:
             add(r, 0)
-        rows.append(["total", "ok" if self.ok else "FAILED", f"{self.seconds:.1f}s", ""])
+        total = "ok" if self.error is None else "REFUSED" if refusal(self.error) else "FAILED"
+        rows.append(["total", total, f"{self.seconds:.1f}s", ""])
         return tabulate(rows, headers=["step", "result", "time", "detail"], tablefmt="simple")
 
     def to_json(self) -> dict[str, Any]:
@@ -639,9 +653,10 @@ class Executor:
             except DeployKitError as exc:
                 record.status, record.detail = "failed", exc.message.splitlines()[0][:100]
                 record.children, record.outputs = carried(exc)  # a group's: what its steps did before
-                record.seconds = clock.monotonic() - t0
+                record.seconds, record.refused = clock.monotonic() - t0, refusal(exc)
                 error = exc
-                out.line(f"❌ {step.name} failed after {record.seconds:.1f}s")
+                ended = "🛑 {} refused" if record.refused else "❌ {} failed"
+                out.line(f"{ended.format(step.name)} after {record.seconds:.1f}s")
                 self._step_finished(plan, record)
                 break
             except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM turned into one by the task

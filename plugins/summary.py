@@ -86,8 +86,7 @@ def run_markdown(
         if next_step:
             parts.append(f"**Next:** {escape(next_step)}")
     rows = [
-        [escape(name), ICONS.get(str(s.get("status")), escape(str(s.get("status")))), _seconds(s), escape(detail)]
-        for name, s, detail in _steps(report.get("steps", []))
+        [escape(name), _status(s), _seconds(s), escape(detail)] for name, s, detail in _steps(report.get("steps", []))
     ]
     if rows:
         parts.append(table(["step", "status", "time", "detail"], rows))
@@ -153,6 +152,12 @@ def _steps(steps: list[dict[str, Any]], depth: int = 0) -> Iterator[tuple[str, d
     for step in steps:
         yield nested_name(str(step.get("step", "?")), depth), step, str(step.get("detail") or "")
         yield from _steps(step.get("children") or [], depth + 1)
+
+
+def _status(step: Mapping[str, Any]) -> str:
+    """A step's status as the table shows it: a failure that was a refusal (a guard: it changed nothing) as one."""
+    status = str(step.get("status"))
+    return "🛑 refused" if step.get("refused") else ICONS.get(status, escape(status))
 
 
 def _seconds(step: Mapping[str, Any]) -> str:

@@ -255,7 +255,7 @@ def test_a_push_whose_revision_register_taskdef_would_refuse_pushes_nothing(proj
     assert engine.api.tag.call_count == 0 and engine.api.push.call_count == 0  # but nothing was pushed
     assert len(revisions(factory)) == 1
     assert refused.value.message.startswith("refused ahead by register-taskdef: the new revision of car-rental-")
-    assert "❌ push failed" in run.stderr.getvalue() and "register-taskdef  ·  not run" in run.stderr.getvalue()
+    assert "🛑 push refused" in run.stderr.getvalue() and "register-taskdef  ·  not run" in run.stderr.getvalue()
 
 
 def test_in_express_mode_the_new_revision_is_made_from_the_one_the_fargate_stack_holds_when_newer(

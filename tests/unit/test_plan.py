@@ -101,6 +101,46 @@ def test_usage_errors_keep_exit_code_2() -> None:
     assert report.error is not None and report.error.exit_code == 2
 
 
+def test_a_step_that_refused_is_shown_and_recorded_as_refused_where_one_that_broke_failed() -> None:
+    from deploykit.history import record_of
+
+    out = io.StringIO()
+    refusing = Parallel((Sleep(1.0), Sequence("stacks", (Boom(UsageError("would delete the table")),))))
+    report = Executor(make_ctx(FakeClock(), out)).execute(Plan("sandbox", (refusing, Sleep(1.0)), "demo"))
+    text = out.getvalue()
+    assert "🛑 parallel refused after 1.0s" in text and "failed after" not in text
+    rows = [line.split() for line in text.splitlines() if line.startswith(("parallel", "↳", "·", "total"))]
+    assert [row[:3] for row in rows[-5:]] == [
+        ["parallel", "🛑", "refused"],
+        ["↳", "sleep", "✅"],
+        ["↳", "sequence", "🛑"],
+        ["·", "↳", "boom"],
+        ["total", "FAILED", "1.0s"],  # the run: the sleep beside the refusal changed what runs (exit 1)
+    ]
+    assert report.error is not None and report.error.exit_code == 1
+    assert "🛑 refused" in next(line for line in text.splitlines() if "↳ boom" in line)
+    assert [r.status for r in report.records] == ["failed", "not run"]  # a failure still, for what reads statuses
+    steps = report.to_json()["steps"]
+    assert steps[0]["refused"] is True and steps[0]["children"][1]["children"][0]["refused"] is True
+    assert "refused" not in steps[0]["children"][0] and "refused" not in steps[1]
+    recorded = record_of(report, components={}, base={}, head="0" * 40, who="ana").steps
+    assert [(s["step"], s.get("refused", False)) for s in recorded] == [
+        ("parallel", True),
+        ("sleep", False),
+        ("sequence", True),
+        ("boom", True),
+        ("sleep", False),
+    ]
+
+    out = io.StringIO()
+    Executor(make_ctx(FakeClock(), out)).execute(Plan("sandbox", (Boom(UsageError("bad input")),), "demo"))
+    assert "🛑 boom refused after 0.0s" in out.getvalue() and re.search(r"total +REFUSED", out.getvalue())
+    out = io.StringIO()
+    Executor(make_ctx(FakeClock(), out)).execute(Plan("sandbox", (Boom(StepFailed("it broke")),), "demo"))
+    assert "❌ boom failed after 0.0s" in out.getvalue() and "❌ failed" in out.getvalue()
+    assert re.search(r"total +FAILED", out.getvalue()) and "refused" not in out.getvalue()
+
+
 def test_unknown_exceptions_go_through_the_translator() -> None:
     throttled = ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}}, "DescribeServices")
 

@@ -92,7 +92,9 @@ def test_a_refusal_is_said_as_one_and_another_variable_can_be_named(tmp_path: Pa
     page = tmp_path / "page.md"
     summary = Summary(who=lambda: "ana@laptop", environ={"CI_SUMMARY": str(page), "GITHUB_STEP_SUMMARY": "/nope"})
     deploy(summary, config(file_env="CI_SUMMARY"), Works(refuse=True))
-    assert page.read_text(encoding="utf-8").startswith("### 🛑 `dev` · deploy.auto by ana@laptop · refused at ")
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("### 🛑 `dev` · deploy.auto by ana@laptop · refused at ")
+    assert "| deploy-stack | 🛑 refused | 0.0 s | the Docker engine is not running |" in text
 
 
 def test_without_the_variable_nothing_is_written_and_an_unwritable_file_fails_nothing(tmp_path: Path) -> None:
