@@ -356,7 +356,12 @@ def _missing_version(
     return UsageError(
         f"no published version of {function_name} ({function}) is tagged git {wanted}, nor runs its code ({code}), "
         f"nothing was changed; its versions name: {listed or 'no commit (published by CloudFormation only)'}",
-        next_step=f"roll back to one of those: inv rollback --env {env.name} --component lambda:{function} --to <sha>",
+        next_step=(
+            f"roll back to one of those: inv rollback --env {env.name} --component lambda:{function} --to <sha>"
+            if listed
+            else "without --to, the rollback publishes the previous deploy's code again: "
+            f"inv rollback --env {env.name} --component lambda:{function}"
+        ),
     )
 
 
@@ -368,14 +373,21 @@ def _no_code(_commit: str) -> tuple[str, str] | None:
 
 
 def resolve_lambda(
-    aws: AwsFactory, env: EnvConfig, component: Component, to: str | None, code_at: CodeAt = _no_code
+    aws: AwsFactory,
+    env: EnvConfig,
+    component: Component,
+    to: str | None,
+    code_at: CodeAt = _no_code,
+    *,
+    ran: bool = False,
 ) -> tuple[Target, str]:
     """The target and the Lambda function name.
 
     A commit's version is the newest tagged ``git <sha12>`` (the fast path publishes those), else the newest whose
     CodeSha256 is that of the function packaged as in the commit (``code_at``): the versions CloudFormation
-    publishes name their code only. With none, the previous deploy's code (not a commit ``to`` names, which may never
-    have run) is published again (``republish``)."""
+    publishes name their code only. With none, the previous deploy's code, or the commit ``to`` names when it ``ran``
+    (what was live before a run being undone), is published again (``republish``); not another commit ``to`` names,
+    which may never have run."""
     function_name = lambda_chain.deployed_function(StackOutputs.of(aws), env, component.function)
     client = aws.client("lambda")
     reads: dict[str, Callable[[], Any]] = {
@@ -416,7 +428,7 @@ def resolve_lambda(
         wanted, source, live = _history_target(aws, env, component, live, usable=usable, runs_now=runs_now)
         sha = wanted
     sha, code, version = version_of(sha)
-    if version is None and code and to is None:  # a deploy's code no version runs (made anew since): published again
+    if version is None and code and (to is None or ran):  # code that ran, which no version runs: published again
         return Target(component, live, sha, source, routed=routed, republish=True), function_name
     if version is None:
         compared = f"CodeSha256 {code}" if code else "commit not in this clone to compare"
@@ -1133,13 +1145,15 @@ def rollback_plan(
     repository_uri: Callable[[AwsFactory], str] = registry.repository_uri,
     code_at: CodeAt = _no_code,
     package_at: PackageAt | None = None,
+    ran: bool = False,
 ) -> tuple[Target, Plan]:
     """Resolve the target (refusing what cannot be rolled back to), then the plan that goes back to it.
-    ``package_at``: a function's package as in a commit, for a target no version runs (:func:`lambda_plan`)."""
+    ``package_at``: a function's package as in a commit, for a target no version runs (:func:`lambda_plan`);
+    ``ran``: ``to`` names what was live before a run being undone (:func:`resolve_lambda`)."""
     if component.kind == "app":
         target = resolve_app(aws, env, to)
         return target, app_plan(env, repository_uri(aws), target.sha, smoke=smoke)
-    target, function_name = resolve_lambda(aws, env, component, to, code_at)
+    target, function_name = resolve_lambda(aws, env, component, to, code_at, ran=ran)
     return target, lambda_plan(env, target, function_name, smoke=smoke, package=package_at)
 
 

@@ -576,13 +576,17 @@ def _rollback_of(
     restoring: Mapping[str, str] | None = None,
     going_back: Mapping[str, str] | None = None,
     moves: list[rollbacks.StackMoves] | None = None,
+    republishing: Mapping[str, str] | None = None,
+    ran: bool = False,
 ) -> tuple[rollbacks.Target, Plan | None]:
     """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
     None when it already runs the target. ``known``: the history's records and live record, read already.
     ``removing``, ``restoring``: functions a stack's rollback takes out, or brings back (function → the commit
     it ran), when a run that added or took them out is undone; ``going_back``: function → the code key of the version
-    the same undo moves its alias back to, which a stack going back is given for it; ``moves``: where a stack going
-    back with others adds what it does to the functions running now, for the caller to check them together."""
+    the same undo moves its alias back to, which a stack going back is given for it; ``republishing``: function →
+    the commit whose code the same undo publishes again (no version runs it), which a stack going back that holds it
+    deploys; ``moves``: where a stack going back with others adds what it does to the functions running now, for the
+    caller to check them together; ``ran``: ``to`` is what was live before a run being undone."""
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -600,6 +604,7 @@ def _rollback_of(
                     architecture=config.lambda_architecture_for(env),
                 ),
                 package_at=partial(rollbacks.package_at, config, env, component.function),
+                ran=ran,
             )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     if target.live == target.sha and not target.routed:
@@ -633,6 +638,7 @@ def _rollback_of(
             restoring=restoring or {},
             going_back=going_back or {},
             moves=moves,
+            republishing=republishing or {},
         )
     if plan is not None and target.live:  # what it goes back from, for its record (the live record may not say it)
         plan = dataclasses.replace(plan, found=((target.component.key, target.live),))
@@ -684,11 +690,26 @@ def _run_rollback_plan(
         go_back, smoke=False, why=why, rerun=rerun, known=known, removing=removing, restoring=restoring, moves=moves
     )
     # the functions first: the stacks going back are given the code each function goes back to, not what runs now
-    built = {c: back_of(rollbacks.component_of(c), sha) for c, sha in targets if c.startswith("lambda:")}
+    built = {c: back_of(rollbacks.component_of(c), sha, ran=True) for c, sha in targets if c.startswith("lambda:")}
     with aws_errors(env):
         going_back = _going_back_keys(aws, env, [target for target, plan in built.values() if plan is not None])
-    built |= {c: back_of(rollbacks.component_of(c), sha, going_back=going_back) for c, sha in targets if c not in built}
+    # code no version runs (the run made its function anew: moved it to another stack, replaced it): the stack going
+    # back that holds it deploys that code, uploaded first, which makes the function anew again
+    again = {t.component.function: t.sha for t, plan in built.values() if plan is not None and t.republish}
+    built |= {
+        c: back_of(rollbacks.component_of(c), sha, going_back=going_back, republishing=again)
+        for c, sha in targets
+        if c not in built
+    }
     rollbacks.refuse_moves(moves)  # a function moved between two stacks moves back; one gone or twice is refused
+    for fn, sha in again.items():  # its own steps not needed then: the stack's deploy is the function's
+        own_target, own = built[f"lambda:{fn}"]
+        stacks = [(c, t, p) for c, (t, p) in built.items() if c.startswith("stack:") and p is not None]
+        holder = next(((c, t, p) for c, t, p in stacks if (f"lambda:{fn}", sha) in p.deploys), None)
+        if holder is not None and own is not None:
+            stack, stack_target, stack_plan = holder
+            built[stack] = (stack_target, dataclasses.replace(stack_plan, found=(*stack_plan.found, *own.found)))
+            built[f"lambda:{fn}"] = (own_target, None)
     plans = [(c, plan) for c, _ in targets if (plan := built[c][1])]
     brought = {c.removeprefix("lambda:") for _, plan in plans for c, _ in plan.deploys}
     missing = sorted(fn for fn in restoring if fn not in brought)
@@ -734,12 +755,14 @@ def _stack_rollback_plan(
     restoring: Mapping[str, str] | None = None,
     going_back: Mapping[str, str] | None = None,
     moves: list[rollbacks.StackMoves] | None = None,
+    republishing: Mapping[str, str] | None = None,
 ) -> Plan:
     """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
     what runs now: the live image tag, the code keys the functions' ``live`` aliases serve (else the parameters of
     the stacks holding them), or, for those of ``going_back``, the key of the code the same undo moves them back
     to; the functions of ``removing`` taken out, those of ``restoring`` (function → commit) that it holds brought
-    back, packaged as in their commit and uploaded first. A function it would delete, or take over from another stack,
+    back, and those of ``republishing`` (function → commit) that it holds given that commit's code, each packaged as
+    in its commit and uploaded first. A function it would delete, or take over from another stack,
     is refused (:func:`rollbacks.refuse_moves`), unless ``moves`` is given: then what it does is added there, for the
     caller to check with the other stacks going back.
     With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv diff
@@ -789,14 +812,16 @@ def _stack_rollback_plan(
     brought: list[tuple[str, str]] = []
     held = planner.code_parameters(body) if planner.holds_functions(role) else {}
     for fn, parameter in sorted(held.items()):
-        if fn in every:  # it runs now (in this stack, or in another it moved to since)
+        again = (republishing or {}).get(fn)
+        if fn in every and again is None:  # it runs now (in this stack, or in another it moved to since)
             continue
-        commit = (restoring or {}).get(fn, target.sha)
+        commit = again or (restoring or {}).get(fn, target.sha)
         folder, package = rollbacks.package_at(config, env, fn, commit)
         live[parameter] = package.key
         uploads.append(UploadLambdaCode.of(fn, folder, package, env.stacks.registry))
         brought.append((f"lambda:{fn}", commit))
-        say(f"lambda:{fn} back, packaged as in {commit} ({len(package.zip_bytes)} B): {package.key}")
+        what = f": its code of {commit} packaged again" if again else f" back, packaged as in {commit}"
+        say(f"lambda:{fn}{what} ({len(package.zip_bytes)} B): {package.key}")
     parameters = rollbacks.template_parameters(
         body,
         live,

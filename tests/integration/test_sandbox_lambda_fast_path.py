@@ -513,8 +513,9 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     kept = {o["key"]: (o["action"], o["why"]) for o in listed}
     assert kept[key][0] == "keep" and "sandbox: CarRentalJobsStack's NightlyJobCodeKey" in kept[key][1], kept
 
-    # moved to the API stack (the fourth run reverted, as rolled back): the API stack's deploy makes it anew and the
-    # jobs stack's deletes the old one, its code kept; the run undone, it moves back, one function again
+    # moved to the API stack with a new handler (the fourth run reverted, as rolled back): the API stack's deploy makes
+    # it anew with that code and the jobs stack's deletes the old one; the run undone, it moves back, one function
+    # again, made anew by the jobs stack with the code it ran before, which no version of the moved one ran
     git(project, "revert", "--no-edit", "HEAD")
     app.write_text(app.read_text() + "# every stack deployed from one commit: the undo below takes both back to it\n")
     git(project, "commit", "-qam", "cdk/app.py: a comment")
@@ -528,7 +529,8 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     kept = '        ssm.StringParameter(self, "Schedule", string_value="nightly")\n'  # one resource at least
     ssm = "import aws_s3 as s3\nfrom aws_cdk import aws_ssm as ssm\n"
     module.write_text((JOBS_STACK[:cut] + kept).replace("import aws_s3 as s3\n", ssm))
-    git(project, "commit", "-qam", "nightly_job moves to the API stack")
+    handler.write_text(NIGHTLY.replace('"first"', '"fifth"'))
+    git(project, "commit", "-qam", "nightly_job moves to the API stack, for its fifth run")
     for alone, effect in (("jobs", "delete nightly_job, which would run nowhere"), ("api", "run nightly_job twice")):
         with pytest.raises(UsageError, match=f"and this run deploys .* without .*: it would {effect}"):
             commands.deploy_stack(alone, runtime=quiet_runtime(project))  # half the move: refused, nothing changed
@@ -540,11 +542,13 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     ], ran(report)
     moved = commands.endpoints(runtime=quiet_runtime(project))
     assert moved.hosts["nightly_job"] == "CarRentalApiStack" and moved.functions["nightly_job"] != name
-    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "third"
+    assert commands.invoke_function("nightly_job", runtime=quiet_runtime(project)).answer["run"] == "fifth"
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function(FunctionName=name)
     report = commands.rollback(run="last", runtime=quiet_runtime(project))
     assert report is not None and report.ok
+    undone = [r.step for r in all_records(report.records) if not r.children]
+    assert "upload-lambda" in undone and "update-code" not in undone, undone  # the jobs stack's deploy, its code
     back = commands.endpoints(runtime=quiet_runtime(project))
     assert back.hosts["nightly_job"] == "CarRentalJobsStack"
     with pytest.raises(lam.exceptions.ResourceNotFoundException):

@@ -373,8 +373,15 @@ def test_a_function_made_anew_goes_back_to_the_previous_deploy_s_code_published_
     assert [s.name for s in plan.steps] == ["upload-lambda", "update-code", "publish-version", "move-alias", "smoke"]
     assert plan.steps[2].git_sha == A and plan.deploys == ((key, A),)  # type: ignore[attr-defined]
     # a commit --to names, which may never have run, is not published: refused as before
-    with pytest.raises(UsageError, match="nor runs its code \\(CodeSha256 code-of-A=\\)"):
+    with pytest.raises(UsageError, match="nor runs its code \\(CodeSha256 code-of-A=\\)") as refused:
         rb.resolve_lambda(aws, env, component, A, code.get)
+    assert refused.value.next_step == (
+        "without --to, the rollback publishes the previous deploy's code again: "
+        f"inv rollback --env {env.name} --component lambda:login_handler"
+    )
+    # but what was live before a run being undone did run: published again
+    undone, _ = rb.resolve_lambda(aws, env, component, A, code.get, ran=True)
+    assert (undone.sha, undone.version, undone.republish) == (A, "", True)
 
 
 def test_the_code_of_a_function_in_a_commit_is_its_package_then(with_lambdas: Path) -> None:  # noqa: F811
