@@ -1000,12 +1000,25 @@ def deploying_again(
     return why
 
 
+def said_together(again: Mapping[str, str]) -> list[tuple[str, int]]:
+    """:func:`deploying_again`'s reasons, those of the components one rollback took off one commit said once
+    (``app, stack:api as they were at ...``), each with how many components it names."""
+    groups: dict[str, list[str]] = {}
+    for component, why in again.items():
+        groups.setdefault(why.removeprefix(f"{component} as it was at "), []).append(component)
+    return [
+        (f"{members[0]} as it was at {rest}" if len(members) == 1 else f"{', '.join(members)} as they were at {rest}",
+         len(members))
+        for rest, members in groups.items()
+    ]  # fmt: skip
+
+
 def refuse_deploying_again(again: Mapping[str, str], head: str, env: EnvConfig) -> None:
     """UsageError (nothing changed) when deploy.auto or deploy.full would deploy again what a rollback took off
     (``again``: component → why, :func:`deploying_again`)."""
     if not again:
         return
-    listed = "; ".join(again.values())
+    listed = "; ".join(why for why, _ in said_together(again))
     raise UsageError(
         f"HEAD ({head[:SHORT_SHA]}) would bring back what a rollback took {env.name} off: {listed}; nothing was "
         "changed",

@@ -597,7 +597,10 @@ def diff(
         if held:
             lines.append(f"🚦 deploy.auto --env {a.env.name} refuses this until {source} runs it (or --unpromoted)")
     again = auto.deploying_again(a.config, a.records, a.found.components(), uncommitted=bool(a.revision.dirty))
-    refusals = [f"{why}: deploy.auto refuses to bring it back (or --allow-rolled-back)" for why in again.values()]
+    refusals = [
+        f"{why}: deploy.auto refuses to bring {'it' if count == 1 else 'them'} back (or --allow-rolled-back)"
+        for why, count in auto.said_together(again)
+    ]
     lines += [f"⛔ {refusal}" for refusal in refusals]
     closing = a.closing_lines()
     _write_analysis(runtime, lines, closing, a.found.since)

@@ -547,10 +547,11 @@ def _still_in_head(runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFac
         again = auto.deploying_again(config, records, deployed, uncommitted=bool(revision.dirty))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError):
         return
-    for why in again.values():
+    for why, count in auto.said_together(again):
+        them = "it" if count == 1 else "them"
         runtime.stderr.write(
-            f"⛔ HEAD ({revision.short}) still has {why}: the next inv deploy.auto refuses to bring it back; "
-            "revert or fix it in a commit\n"
+            f"⛔ HEAD ({revision.short}) still has {why}: the next inv deploy.auto refuses to bring {them} back; "
+            f"revert or fix {them} in a commit\n"
         )
 
 

@@ -949,6 +949,19 @@ def test_deploying_again_what_a_rollback_took_the_environment_off_is_refused(wit
         auto.refuse_deploying_again(again, revision.sha, env)
     assert no.value.exit_code == 2 and "--allow-rolled-back" in (no.value.next_step or "")
     assert auto.deploying_again(config, [rollback, deploy], {"stack:api"}) == {}  # not deployed now
+    # the components one rollback took off one commit: said once
+    whole = run(3, "rollback run r2", {"app": good, "stack:api": good}, {"app": bad, "stack:api": bad})
+    both = auto.deploying_again(
+        config, [whole, run(2, "deploy.auto", whole.base, whole.components)], {"app", "stack:api"}
+    )
+    assert list(both) == ["app", "stack:api"]
+    [(said, count)] = auto.said_together(both)
+    assert count == 2 and said.startswith(
+        f"app, stack:api as they were at {bad} (taken off by rollback run r2, ana at "
+    )
+    with pytest.raises(UsageError, match=f"took sandbox off: app, stack:api as they were at {bad} \\(taken off by"):
+        auto.refuse_deploying_again(both, revision.sha, env)
+    assert auto.said_together(again) == [(again["app"], 1)]
     # the automatic rollback of a failed run, or a deploy after the rollback, does not count
     automatic = run(3, "automatic rollback: app", {"app": good}, {"app": bad})
     assert auto.taken_off([automatic, deploy]) == {}
