@@ -30,7 +30,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
@@ -806,6 +806,31 @@ def stack_moves(
         frozenset(fn for fn, host in hosts.items() if host == stack and fn not in held and fn not in removing),
         {fn: host for fn, host in hosts.items() if host != stack and fn in held},
     )
+
+
+@dataclass(frozen=True)
+class RunUndo:
+    """One run's undo (``inv rollback --run``), as each of its components' rollbacks needs it: the run's ``record``;
+    ``known``, the history's records and the live record, read once; the functions a stack going back takes out
+    (``removing``: those the run added) or brings back (``restoring``: those it took out, function → the commit each
+    ran); then, once the functions' rollbacks are resolved (the stacks are given what the functions go back to),
+    ``going_back``, function → the code key of the version its alias goes back to, and ``republishing``, function →
+    the commit whose code no version runs (the run made the function anew), which the stack going back that holds it
+    deploys. ``moves`` gathers what each stack going back does to the functions running now, to be checked together
+    (:func:`refuse_moves`)."""
+
+    record: history.Record
+    known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]]
+    removing: tuple[str, ...] = ()
+    restoring: Mapping[str, str] = field(default_factory=dict)
+    going_back: Mapping[str, str] = field(default_factory=dict)
+    republishing: Mapping[str, str] = field(default_factory=dict)
+    moves: list[StackMoves] = field(default_factory=list)
+
+    @property
+    def why(self) -> str:
+        """Where each component's target comes from, as its rollback says it."""
+        return f"live before run {self.record.id}"
 
 
 def refuse_moves(moves: Sequence[StackMoves]) -> None:

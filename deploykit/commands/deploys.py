@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -570,24 +570,11 @@ def _rollback_of(
     allow_replace: bool,
     approve_access: bool,
     preview: bool,
-    why: str | None = None,
-    rerun: str | None = None,
-    known: tuple[Sequence[history.Record], Mapping[str, Mapping[str, str]]] | None = None,
-    removing: Collection[str] = (),
-    restoring: Mapping[str, str] | None = None,
-    going_back: Mapping[str, str] | None = None,
-    moves: list[rollbacks.StackMoves] | None = None,
-    republishing: Mapping[str, str] | None = None,
-    ran: bool = False,
+    undo: rollbacks.RunUndo | None = None,
 ) -> tuple[rollbacks.Target, Plan | None]:
-    """Resolve one component's rollback and say it (``why`` in place of where its target comes from); the plan, or
-    None when it already runs the target. ``known``: the history's records and live record, read already.
-    ``removing``, ``restoring``: functions a stack's rollback takes out, or brings back (function → the commit
-    it ran), when a run that added or took them out is undone; ``going_back``: function → the code key of the version
-    the same undo moves its alias back to, which a stack going back is given for it; ``republishing``: function →
-    the commit whose code the same undo publishes again (no version runs it), which a stack going back that holds it
-    deploys; ``moves``: where a stack going back with others adds what it does to the functions running now, for the
-    caller to check them together; ``ran``: ``to`` is what was live before a run being undone."""
+    """Resolve one component's rollback and say it; the plan, or None when it already runs the target. ``undo``: the
+    run being undone, when this component's rollback is one of its undo's (``to`` is then what was live before it)."""
+    known = undo.known if undo is not None else None
     with aws_errors(env):
         if component.kind == "stack":
             target = rollbacks.resolve_stack(aws, config, env, component, to, known=known)
@@ -605,7 +592,7 @@ def _rollback_of(
                     architecture=config.lambda_architecture_for(env),
                 ),
                 package_at=partial(rollbacks.package_at, config, env, component.function),
-                ran=ran,
+                ran=undo is not None,
             )
     what = target.component.key + (f" (version {target.version})" if target.version else "")
     if target.live == target.sha and not target.routed:
@@ -620,9 +607,13 @@ def _rollback_of(
         shares = lambda_chain.routing_shares(target.routed)
         runtime.stderr.write(f"↩️  its alias also sends {shares} (a canary cut short): the rollback clears that\n")
     runtime.stderr.write(
-        f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} [{why or target.source}]\n"
+        f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} "
+        f"[{undo.why if undo is not None else target.source}]\n"
     )
     if component.kind == "stack":
+        again = (
+            ("--run", undo.record.id) if undo is not None else ("--component", target.component.key, "--to", target.sha)
+        )
         plan = _stack_rollback_plan(
             runtime,
             config,
@@ -633,13 +624,8 @@ def _rollback_of(
             approve_access=approve_access,
             smoke=smoke,
             preview=preview,
-            rerun=rerun
-            or inv_command("rollback", "--component", target.component.key, "--to", target.sha, env=env.name),
-            removing=removing,
-            restoring=restoring or {},
-            going_back=going_back or {},
-            moves=moves,
-            republishing=republishing or {},
+            rerun=inv_command("rollback", *again, env=env.name),
+            undo=undo,
         )
     if plan is not None and target.live:  # what it goes back from, for its record (the live record may not say it)
         plan = dataclasses.replace(plan, found=((target.component.key, target.live),))
@@ -682,27 +668,23 @@ def _run_rollback_plan(
     runtime.stderr.write(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
-    why, rerun = f"live before run {record.id}", inv_command("rollback", "--run", record.id, env=env.name)
-    known = (records, read["live"])  # a stack's resolution reads no history again
-    removing = [c.removeprefix("lambda:") for c in added]
-    restoring = {c.removeprefix("lambda:"): sha for c, sha in back.items()}
-    moves: list[rollbacks.StackMoves] = []  # what each stack going back does to the functions running now
-    back_of = partial(
-        go_back, smoke=False, why=why, rerun=rerun, known=known, removing=removing, restoring=restoring, moves=moves
+    undo = rollbacks.RunUndo(
+        record,
+        (records, read["live"]),  # a stack's resolution reads no history again
+        removing=tuple(c.removeprefix("lambda:") for c in added),
+        restoring={c.removeprefix("lambda:"): sha for c, sha in back.items()},
     )
     # the functions first: the stacks going back are given the code each function goes back to, not what runs now
-    built = {c: back_of(rollbacks.component_of(c), sha, ran=True) for c, sha in targets if c.startswith("lambda:")}
+    back_of = partial(go_back, smoke=False)
+    built = {c: back_of(rollbacks.component_of(c), sha, undo=undo) for c, sha in targets if c.startswith("lambda:")}
     with aws_errors(env):
         going_back = _going_back_keys(aws, env, [target for target, plan in built.values() if plan is not None])
     # code no version runs (the run made its function anew: moved it to another stack, replaced it): the stack going
     # back that holds it deploys that code, uploaded first, which makes the function anew again
     again = {t.component.function: t.sha for t, plan in built.values() if plan is not None and t.republish}
-    built |= {
-        c: back_of(rollbacks.component_of(c), sha, going_back=going_back, republishing=again)
-        for c, sha in targets
-        if c not in built
-    }
-    rollbacks.refuse_moves(moves)  # a function moved between two stacks moves back; one gone or twice is refused
+    undo = dataclasses.replace(undo, going_back=going_back, republishing=again)  # the same list of moves
+    built |= {c: back_of(rollbacks.component_of(c), sha, undo=undo) for c, sha in targets if c not in built}
+    rollbacks.refuse_moves(undo.moves)  # a function moved between two stacks moves back; one gone or twice is refused
     for fn, sha in again.items():  # its own steps not needed then: the stack's deploy is the function's
         own_target, own = built[f"lambda:{fn}"]
         stacks = [(c, t, p) for c, (t, p) in built.items() if c.startswith("stack:") and p is not None]
@@ -713,7 +695,7 @@ def _run_rollback_plan(
             built[f"lambda:{fn}"] = (own_target, None)
     plans = [(c, plan) for c, _ in targets if (plan := built[c][1])]
     brought = {c.removeprefix("lambda:") for _, plan in plans for c, _ in plan.deploys}
-    missing = sorted(fn for fn in restoring if fn not in brought)
+    missing = sorted(fn for fn in undo.restoring if fn not in brought)
     if missing and plans:  # each stack going back brings those its template holds: none held these
         raise UsageError(
             f"no stack going back holds function {', '.join(missing)}, though it ran before run {record.id} took "
@@ -752,22 +734,21 @@ def _stack_rollback_plan(
     smoke: bool,
     preview: bool = False,
     rerun: str = "",
-    removing: Collection[str] = (),
-    restoring: Mapping[str, str] | None = None,
-    going_back: Mapping[str, str] | None = None,
-    moves: list[rollbacks.StackMoves] | None = None,
-    republishing: Mapping[str, str] | None = None,
+    undo: rollbacks.RunUndo | None = None,
 ) -> Plan:
     """The stack's template at the commit (as its deploy kept it, else synthesized from the commit) deployed with
     what runs now: the live image tag, the code keys the functions' ``live`` aliases serve (else the parameters of
-    the stacks holding them), or, for those of ``going_back``, the key of the code the same undo moves them back
-    to; the functions of ``removing`` taken out, those of ``restoring`` (function → commit) that it holds brought
-    back, and those of ``republishing`` (function → commit) that it holds given that commit's code, each packaged as
-    in its commit and uploaded first. A function it would delete, or take over from another stack,
-    is refused (:func:`rollbacks.refuse_moves`), unless ``moves`` is given: then what it does is added there, for the
-    caller to check with the other stacks going back.
+    the stacks holding them). Within a run's ``undo`` (:class:`rollbacks.RunUndo`): the code its functions go back to
+    (``going_back``), the functions the run added taken out, those it took out that the stack holds brought back, and
+    those whose code is published again that it holds given that code, each packaged as in its commit and uploaded
+    first. A function it would delete, or take over from another stack, is refused (:func:`rollbacks.refuse_moves`),
+    unless within an undo: then what it does is added to the undo's moves, for the caller to check with the other
+    stacks going back.
     With ``preview`` (a dry run), first print the change it would make (a change set made and deleted, as inv diff
     does)."""
+    removing = undo.removing if undo is not None else ()
+    restoring = undo.restoring if undo is not None else {}
+    republishing = undo.republishing if undo is not None else {}
     role = target.component.role
     stack = planner.stack_roles(env)[role]
 
@@ -784,7 +765,7 @@ def _stack_rollback_plan(
             every = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
             names = planner.stack_roles(env)
             hosts = {fn: names[r] for fn, r in lambda_chain.function_hosts(StackOutputs.of(aws), env).items()}
-            keys = _code_keys_live(aws, env, every, every) | dict(going_back or {})
+            keys = _code_keys_live(aws, env, every, every) | dict(undo.going_back if undo is not None else {})
             live.update({planner.code_parameter(fn): key for fn, key in keys.items()})
     with aws_errors(env):
         origin = target.deployed_from or target.sha  # runs since its deploy counted it unchanged: that template
@@ -813,10 +794,10 @@ def _stack_rollback_plan(
     brought: list[tuple[str, str]] = []
     held = planner.code_parameters(body) if planner.holds_functions(role) else {}
     for fn, parameter in sorted(held.items()):
-        again = (republishing or {}).get(fn)
+        again = republishing.get(fn)
         if fn in every and again is None:  # it runs now (in this stack, or in another it moved to since)
             continue
-        commit = again or (restoring or {}).get(fn, target.sha)
+        commit = again or restoring.get(fn, target.sha)
         folder, package = rollbacks.package_at(config, env, fn, commit)
         live[parameter] = package.key
         uploads.append(UploadLambdaCode.of(fn, folder, package, env.stacks.registry))
@@ -829,13 +810,13 @@ def _stack_rollback_plan(
         stack=stack,
         sha=target.sha,
         removing=removing,
-        restoring=sorted(fn for fn in restoring or {} if fn in held),  # another stack brings back the others
+        restoring=sorted(fn for fn in restoring if fn in held),  # another stack brings back the others
     )
     moved = rollbacks.stack_moves(body, hosts, stack=stack, sha=target.sha, removing=removing)
-    if moves is None:
+    if undo is None:
         rollbacks.refuse_moves([moved])
     else:
-        moves.append(moved)
+        undo.moves.append(moved)
     if preview:
         preview_stack(runtime, config, aws, env, stack, template, dict(parameters), rerun=rerun)
     plan = rollbacks.stack_plan(
