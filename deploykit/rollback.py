@@ -1044,6 +1044,24 @@ def undo_targets(
     )
 
 
+def unchanged_by(record: history.Record, stacks: Mapping[str, str]) -> frozenset[str]:
+    """The stack components (``stack:ROLE``; ``stacks``: role → the environment's stack name) ``record``'s run
+    deployed and changed nothing in: each of its deploy steps of the stack found nothing to change (``STACK: no
+    changes``, skipped), as every stack of a run that changed cdk/app.py may. Going back from that run, each is as it
+    was before it already: nothing to put back, no change set to make; the undo carries it to what was live before."""
+    quiet: dict[str, bool] = {}
+    for step in record.steps:
+        name = history.step_name(step)
+        if name.startswith("deploy-stack:"):
+            stack = name.partition(":")[2]
+            quiet[stack] = quiet.get(stack, True) and step.get("status") == "skipped"
+    return frozenset(
+        component
+        for role, stack in stacks.items()
+        if quiet.get(stack) and (component := f"stack:{role}") in record.deployed
+    )
+
+
 def restored(record: history.Record) -> dict[str, str]:
     """``lambda:<fn>`` → the commit it ran before ``record``'s run took it out (its folder deleted, the stack that held
     it deployed without it, over an earlier commit): undoing the run brings it back, packaged as in that commit
@@ -1121,12 +1139,18 @@ def component_of(key: str) -> Component:
 
 
 def run_plan_of(
-    env: EnvConfig, record: history.Record, plans: Sequence[tuple[str, Plan]], *, smoke: bool = True
+    env: EnvConfig,
+    record: history.Record,
+    plans: Sequence[tuple[str, Plan]],
+    *,
+    smoke: bool = True,
+    carried: Sequence[tuple[str, str]] = (),
 ) -> Plan:
     """One plan of the components' plans (component → its plan, without its smoke), one smoke at the end, in
     :func:`undo_order` and side by side as ``deploy.auto`` runs a deploy: the stacks of one dependency level
     together, then the functions and the app together. The functions the run added (:func:`taken_out`) leave the
-    live record with it, when a stack that may hold them goes back."""
+    live record with it, when a stack that may hold them goes back. ``carried``: (component, SHA) recorded live
+    without a step (:func:`unchanged_by`)."""
     groups: dict[tuple[int, int], list[tuple[str, Plan]]] = {}
     for component, plan in plans:
         rank, level, _ = undo_order(component, env)
@@ -1152,6 +1176,7 @@ def run_plan_of(
         (*steps, *((Smoke(),) if smoke else ())),
         f"rollback run {record.id}",
         deploys,
+        carried=tuple(carried),
         removes=removes,
         found=found,
     )

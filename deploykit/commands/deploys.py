@@ -657,6 +657,7 @@ def _run_rollback_plan(
     record = rollbacks.find_run(records, run, env)
     newer = records[: records.index(record)]
     targets = rollbacks.undo_targets(record, newer, read["live"], env)
+    quiet = rollbacks.unchanged_by(record, planner.stack_roles(env))
     # functions the run added and those it took out: the rollback of the stacks holding them takes out the first,
     # brings back the others
     added, back = rollbacks.taken_out(record), rollbacks.restored(record)
@@ -668,6 +669,11 @@ def _run_rollback_plan(
     runtime.stderr.write(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
+    if quiet:
+        runtime.stderr.write(
+            f"⏭  {', '.join(sorted(quiet))}: the run changed nothing in {'it' if len(quiet) == 1 else 'them'} (no "
+            "changes): nothing to put back, no change set; recorded as live before it\n"
+        )
     undo = rollbacks.RunUndo(
         record,
         (records, read["live"]),  # a stack's resolution reads no history again
@@ -683,7 +689,9 @@ def _run_rollback_plan(
     # back that holds it deploys that code, uploaded first, which makes the function anew again
     again = {t.component.function: t.sha for t, plan in built.values() if plan is not None and t.republish}
     undo = dataclasses.replace(undo, going_back=going_back, republishing=again)  # the same list of moves
-    built |= {c: back_of(rollbacks.component_of(c), sha, undo=undo) for c, sha in targets if c not in built}
+    built |= {
+        c: back_of(rollbacks.component_of(c), sha, undo=undo) for c, sha in targets if c not in built and c not in quiet
+    }
     rollbacks.refuse_moves(undo.moves)  # a function moved between two stacks moves back; one gone or twice is refused
     for fn, sha in again.items():  # its own steps not needed then: the stack's deploy is the function's
         own_target, own = built[f"lambda:{fn}"]
@@ -693,7 +701,7 @@ def _run_rollback_plan(
             stack, stack_target, stack_plan = holder
             built[stack] = (stack_target, dataclasses.replace(stack_plan, found=(*stack_plan.found, *own.found)))
             built[f"lambda:{fn}"] = (own_target, None)
-    plans = [(c, plan) for c, _ in targets if (plan := built[c][1])]
+    plans = [(c, plan) for c, _ in targets if c in built and (plan := built[c][1])]
     brought = {c.removeprefix("lambda:") for _, plan in plans for c, _ in plan.deploys}
     missing = sorted(fn for fn in undo.restoring if fn not in brought)
     if missing and plans:  # each stack going back brings those its template holds: none held these
@@ -702,7 +710,8 @@ def _run_rollback_plan(
             f"{'it' if len(missing) == 1 else 'them'} out; nothing was changed",
             next_step="roll back the run's components one by one: inv rollback --component COMPONENT --to SHA",
         )
-    return record, (rollbacks.run_plan_of(env, record, plans, smoke=smoke) if plans else None)
+    carried = [(c, sha) for c, sha in targets if c in quiet]
+    return record, (rollbacks.run_plan_of(env, record, plans, smoke=smoke, carried=carried) if plans else None)
 
 
 def _going_back_keys(aws: AwsFactory, env: EnvConfig, targets: Sequence[rollbacks.Target]) -> dict[str, str]:

@@ -530,6 +530,7 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     ssm = "import aws_s3 as s3\nfrom aws_cdk import aws_ssm as ssm\n"
     module.write_text((JOBS_STACK[:cut] + kept).replace("import aws_s3 as s3\n", ssm))
     handler.write_text(NIGHTLY.replace('"first"', '"fifth"'))
+    app.write_text(app.read_text() + "# and every stack deployed with the move, most changing nothing\n")
     git(project, "commit", "-qam", "nightly_job moves to the API stack, for its fifth run")
     for alone, effect in (("jobs", "delete nightly_job, which would run nowhere"), ("api", "run nightly_job twice")):
         with pytest.raises(UsageError, match=f"and this run deploys .* without .*: it would {effect}"):
@@ -549,6 +550,11 @@ def test_a_function_in_a_stack_of_the_teams_own_is_deployed_with_it_then_takes_t
     assert report is not None and report.ok
     undone = [r.step for r in all_records(report.records) if not r.children]
     assert "upload-lambda" in undone and "update-code" not in undone, undone  # the jobs stack's deploy, its code
+    # the stacks the move's run changed nothing in are carried back, no change set made for them
+    stacks_back = [r.detail.split(":")[0] for r in all_records(report.records) if r.step == "deploy-stack"]
+    assert sorted(stacks_back) == ["CarRentalApiStack", "CarRentalJobsStack"], stacks_back
+    [undo] = commands.history_list(limit=1, runtime=quiet_runtime(project))
+    assert {"stack:registry", "stack:data", "stack:auth", "stack:fargate"} <= set(undo.unchanged), undo.unchanged
     back = commands.endpoints(runtime=quiet_runtime(project))
     assert back.hosts["nightly_job"] == "CarRentalJobsStack"
     with pytest.raises(lam.exceptions.ResourceNotFoundException):

@@ -982,6 +982,31 @@ def test_a_runs_components_go_back_to_what_was_live_before_it_in_a_deploys_order
         rb.undo_targets(record, [], {c: v for c, v in live.items() if c != "stack:fargate"}, env)
 
 
+def test_the_stacks_a_runs_deploy_changed_nothing_in_are_carried_back_not_deployed_by_its_undo(env: EnvConfig) -> None:
+    """A run that changed cdk/app.py deploys every stack, most with nothing to change: its undo carries those back
+    to what was live before it, no change set made; a stack one of whose steps changed something or failed is not."""
+    stacks = planner.stack_roles(env)
+    deployed = {f"stack:{role}": B for role in ("registry", "data", "auth", "fargate", "api")}
+
+    def step(role: str, status: str, said: str = "no changes") -> dict[str, Any]:
+        return {"step": "deploy-stack", "status": status, "seconds": 0.1, "detail": f"{stacks[role]}: {said}"}
+
+    steps = [
+        {"step": "synth", "status": "done", "seconds": 1.0, "detail": "5 templates in 1.0s"},
+        step("registry", "skipped"),
+        {"step": "parallel", "status": "done", "seconds": 0.3, "detail": "1 of 2 changed"},
+        step("data", "skipped"),
+        step("auth", "done", "updated in 0.2s (1 change)"),
+        step("fargate", "skipped"),
+        step("fargate", "done", "no changes to the stack; car-rental-service rolled out again"),  # in express mode
+        {"step": "upload-lambda", "status": "skipped", "seconds": 0.0, "detail": "login_handler: s3://b/k is there"},
+    ]
+    record = dataclasses.replace(run_record(1, deployed, {c: A for c in deployed}), steps=steps)
+    assert rb.unchanged_by(record, stacks) == {"stack:registry", "stack:data"}  # api: no step recorded, not known
+    carried = rb.run_plan_of(env, record, [], carried=[("stack:data", A)])
+    assert carried.carried == (("stack:data", A),) and carried.deploys == ()
+
+
 @pytest.mark.parametrize(
     ("record", "problem"),
     [
