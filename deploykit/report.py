@@ -208,20 +208,25 @@ class Report:
         return rows
 
     def steps(self) -> list[dict[str, Any]]:
-        """Each step's times where it did something, and how often it failed; the most time spent first."""
+        """Each step's times where it did something, how often it failed, and how often it refused (a guard stopped
+        it: it changed nothing); the most time spent first. A refused run's failed step, recorded before steps said
+        they refused, refused."""
         done: dict[str, list[float]] = {}
         failed: dict[str, int] = {}
+        refused: dict[str, int] = {}
         for r in self.records:
             for step in r.steps:
                 name = step_name(step)
-                if name in GROUPS:
+                if name in GROUPS or step.get("status") not in ("done", "failed"):
                     continue
                 if step.get("status") == "done":
                     done.setdefault(name, []).append(float(step.get("seconds", 0.0)))
-                elif step.get("status") == "failed":
+                elif step.get("refused") or r.refused:
+                    refused[name] = refused.get(name, 0) + 1
+                else:
                     failed[name] = failed.get(name, 0) + 1
         rows = []
-        for name in set(done) | set(failed):
+        for name in set(done) | set(failed) | set(refused):
             values = done.get(name, [])
             spread = _spread(values) if values else {"median": None, "p90": None, "max": None}
             rows.append(
@@ -229,6 +234,7 @@ class Report:
                     "step": name,
                     "done": len(values),
                     "failed": failed.get(name, 0),
+                    "refused": refused.get(name, 0),
                     **spread,
                     "total": round(sum(values), 3),
                 }
@@ -365,6 +371,7 @@ def text(report: Report) -> str:
                 s["step"],
                 s["done"],
                 s["failed"],
+                s["refused"],
                 duration(s["median"]),
                 duration(s["p90"]),
                 duration(s["max"]),
@@ -372,7 +379,7 @@ def text(report: Report) -> str:
             ]
             for s in data["steps"][:STEPS_SHOWN]
         ]
-        out += ["", tabulate(rows, headers=["step", "done", "failed", "median", "p90", "max", "total"])]
+        out += ["", tabulate(rows, headers=["step", "done", "failed", "refused", "median", "p90", "max", "total"])]
         if len(data["steps"]) > STEPS_SHOWN:
             out.append(f"(and {len(data['steps']) - STEPS_SHOWN} steps that took less in all: --json has them)")
     if data["failures"]:

@@ -148,7 +148,16 @@ def test_steps_say_where_the_time_goes_most_first_groups_left_out_stacks_by_name
         "roll-service",
     ]
     wait = rows[1]
-    assert wait == {"step": "wait-healthy", "done": 2, "failed": 1, "median": 2.0, "p90": 2.0, "max": 2.0, "total": 4.0}
+    assert wait == {
+        "step": "wait-healthy",
+        "done": 2,
+        "failed": 1,
+        "refused": 0,
+        "median": 2.0,
+        "p90": 2.0,
+        "max": 2.0,
+        "total": 4.0,
+    }
 
 
 def test_a_run_that_changed_nothing_that_runs_is_no_deployment() -> None:
@@ -171,7 +180,26 @@ def test_a_successful_rerun_that_found_the_release_in_place_restores_the_failure
 
 def test_a_step_that_only_ever_failed_is_listed_with_no_times() -> None:
     rows = make([record(0, ok=False, steps=[step("push", 0.3, status="failed", detail="denied")])]).steps()
-    assert rows == [{"step": "push", "done": 0, "failed": 1, "median": None, "p90": None, "max": None, "total": 0}]
+    assert rows == [
+        {"step": "push", "done": 0, "failed": 1, "refused": 0, "median": None, "p90": None, "max": None, "total": 0}
+    ]
+
+
+def test_a_step_that_refused_is_counted_apart_from_one_that_failed() -> None:
+    """A guard's refusal changed nothing: the step's row counts it as refused, as the run counts as refused; so does
+    a refused run's failed step recorded before steps said so, and a late refusal (a run that failed part way)."""
+    data = "refusing to deploy CarRentalDataStack: the change set would replace BookingsTable"
+    refusing = step("deploy-stack", 0.1, status="failed", detail=data)
+    records = [
+        record(0, ok=False, refused=True, steps=[dict(refusing, refused=True)]),
+        record(1, ok=False, refused=True, steps=[refusing]),  # kept before steps said they refused
+        record(2, ok=False, steps=[step("upload-lambda", 0.2), dict(refusing, refused=True)]),  # refused late
+        record(3, ok=False, steps=[dict(refusing, detail="CarRentalDataStack: UPDATE_ROLLBACK_COMPLETE")]),
+    ]
+    rows = {r["step"]: (r["failed"], r["refused"]) for r in make(records).steps()}
+    assert rows["deploy-stack"] == (0, 3) and rows["deploy-stack:CarRentalDataStack"] == (1, 0)
+    header = next(line for line in text(make(records)).splitlines() if line.startswith("step "))
+    assert header.split() == ["step", "done", "failed", "refused", "median", "p90", "max", "total"]
 
 
 def test_failures_are_the_newest_failed_runs_with_the_step_that_failed() -> None:
