@@ -53,8 +53,9 @@ def deploykit_deployment_started(env: str, plan: dict[str, Any]) -> None:
 
 
 @hookspec
-def deploykit_step_finished(env: str, step: str, status: str, seconds: float, detail: str) -> None:
-    """A step ended: ``status`` is done, skipped or failed (for progress in chat, metrics)."""
+def deploykit_step_finished(env: str, step: str, status: str, seconds: float, detail: str, refused: bool) -> None:
+    """A step ended: ``status`` is done, skipped or failed (for progress in chat, metrics); ``refused``: it failed as a
+    guard or bad input stopped it (exit 2), changing nothing, as the run's table shows it (``🛑 refused``)."""
 
 
 @hookspec

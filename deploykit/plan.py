@@ -700,6 +700,7 @@ class Executor:
             status=record.status,
             seconds=record.seconds,
             detail=record.detail,
+            refused=record.refused,
         )
 
     def _preflight(self, plan: Plan, first: int) -> bool:

@@ -47,8 +47,11 @@ class Recorder:
         self.calls.append(("started", {"env": env, "plan": plan}))
 
     @hookimpl
-    def deploykit_step_finished(self, env: str, step: str, status: str, seconds: float, detail: str) -> None:
-        self.calls.append(("step", {"step": step, "status": status, "seconds": seconds, "detail": detail}))
+    def deploykit_step_finished(
+        self, env: str, step: str, status: str, seconds: float, detail: str, refused: bool
+    ) -> None:
+        said = {"step": step, "status": status, "seconds": seconds, "detail": detail}
+        self.calls.append(("step", said | ({"refused": True} if refused else {})))
 
     @hookimpl
     def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
@@ -62,8 +65,9 @@ class Recorder:
 class Work(Step):
     name = "work"
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, refuse: bool = False) -> None:
         object.__setattr__(self, "fail", fail)
+        object.__setattr__(self, "refuse", refuse)
 
     def describe(self) -> str:
         return "work"
@@ -72,6 +76,8 @@ class Work(Step):
         ctx.clock.sleep(1.5)
         if self.fail:  # type: ignore[attr-defined]
             raise StepFailed("the work failed", next_step="fix it")
+        if self.refuse:  # type: ignore[attr-defined]
+            raise UsageError("the work would delete the table", next_step="keep it")
         return Outcome.done("worked")
 
     def inputs(self) -> dict[str, Any]:
@@ -212,9 +218,19 @@ def test_a_failed_deployment_calls_failed_with_the_error_and_the_next_step() -> 
     report = executor.execute(Plan("test", (Work(fail=True), Work()), "demo"))
     assert not report.ok
     assert [kind for kind, _ in recorder.calls] == ["started", "step", "failed"]
-    assert recorder.calls[1][1]["status"] == "failed"
+    assert recorder.calls[1][1]["status"] == "failed" and "refused" not in recorder.calls[1][1]
     failed = recorder.calls[-1][1]
     assert failed["ok"] is False and "the work failed" in failed["error"] and "fix it" in failed["error"]
+    # a guard's refusal: failed too, and said to be a refusal
+    recorder = Recorder()
+    Executor(context(manager_with(("recorder", recorder)))).execute(Plan("test", (Work(refuse=True),), "demo"))
+    assert recorder.calls[1][1] == {
+        "step": "work",
+        "status": "failed",
+        "seconds": 1.5,
+        "detail": "the work would delete the table",
+        "refused": True,
+    }
 
 
 class Build(Work):
