@@ -669,11 +669,6 @@ def _run_rollback_plan(
     runtime.stderr.write(
         f"⏪ rollback run {record.id} ({record.command} at {record.when} by {record.who}) in {env.name}: {listed}\n"
     )
-    if quiet:
-        runtime.stderr.write(
-            f"⏭  {', '.join(sorted(quiet))}: the run changed nothing in {'it' if len(quiet) == 1 else 'them'} (no "
-            "changes): nothing to put back, no change set; recorded as live before it\n"
-        )
     undo = rollbacks.RunUndo(
         record,
         (records, read["live"]),  # a stack's resolution reads no history again
@@ -711,6 +706,12 @@ def _run_rollback_plan(
             next_step="roll back the run's components one by one: inv rollback --component COMPONENT --to SHA",
         )
     carried = [(c, sha) for c, sha in targets if c in quiet]
+    if carried:
+        them = "it" if len(carried) == 1 else "them"
+        said = f"{', '.join(sorted(quiet))}: the run changed nothing in {them} (no changes): nothing to put back"
+        runtime.stderr.write(
+            f"⏭  {said}, no change set; recorded as live before it\n" if plans else f"✅ nothing to roll back: {said}\n"
+        )
     return record, (rollbacks.run_plan_of(env, record, plans, smoke=smoke, carried=carried) if plans else None)
 
 

@@ -18,7 +18,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import auto, commands, history, lock, stack_chain, synth
+from deploykit import auto, commands, history, lock, planner, stack_chain, synth
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
@@ -440,6 +440,28 @@ def test_a_runs_rollback_with_nothing_to_do_is_titled_by_the_run_it_names(
     assert commands.rollback(env="dev", to=B, as_json=True, runtime=runtime(project, factory, out)) is None
     assert json.loads(out.getvalue())["title"] == f"rollback app → {B}"
     assert revision_count(factory) == revisions
+
+
+def test_a_runs_rollback_of_stacks_it_changed_nothing_in_has_nothing_to_roll_back(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig
+) -> None:
+    """A run (named by its id: `last` never picks one that changed nothing) whose stack deploy found no changes: its
+    undo makes no change set, runs nothing and records nothing, and says so."""
+    stack = planner.stack_roles(dev_env)["data"]
+    skipped = Plan("dev", (), "deploy.stack"), [], 1.0
+    record = history.record_of(
+        RunReport(*skipped, None), components={"stack:data": C}, base={"stack:data": B}, head=C, who="ci"
+    )
+    record = dataclasses.replace(
+        record, steps=[{"step": "deploy-stack", "status": "skipped", "seconds": 0.1, "detail": f"{stack}: no changes"}]
+    )
+    deployed.write(record)
+    count = len(deployed.records(10))
+    err = io.StringIO()
+    assert commands.rollback(env="dev", run=record.id, runtime=runtime(project, factory, io.StringIO(), err)) is None
+    assert "✅ nothing to roll back: stack:data: the run changed nothing in it (no changes)" in err.getvalue()
+    assert "recorded as live" not in err.getvalue() and "change set" not in err.getvalue()
+    assert len(deployed.records(10)) == count
 
 
 def test_a_runs_rollback_of_a_stack_deployed_over_uncommitted_changes_names_the_next_step_for_it(
