@@ -600,8 +600,9 @@ def _rollback_of(
         return target, None
     if target.republish:
         runtime.stderr.write(
-            f"📦 no version of {target.component.key} runs the code of {target.sha} (a function made anew since: "
-            "moved to another stack, or replaced): it is published again from that commit's code\n"
+            f"📦 no version of {target.component.key} runs the code of {target.sha} (the function made anew since: "
+            "moved to another stack, or replaced; or that version deleted): it is published again from that commit's "
+            "code\n"
         )
     if target.routed:  # the move clears it
         shares = lambda_chain.routing_shares(target.routed)
