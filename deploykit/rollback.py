@@ -480,10 +480,11 @@ def lambda_plan(
     the commit's code (``package``: :func:`package_at`): upload (skipped when the zip is there), update-code,
     publish-version tagged with that commit, move-alias. Then smoke."""
     fn = target.component.function
-    steps: list[Step] = [PointAlias(fn, function_name, lambda_chain.ALIAS, target.version, target.sha)]
-    if target.republish:
-        if package is None:
-            raise ValueError("a function published again needs its commit's package")
+    if not target.republish:
+        steps: list[Step] = [PointAlias(fn, function_name, lambda_chain.ALIAS, target.version, target.sha)]
+    elif package is None:
+        raise ValueError("a function published again needs its commit's package")
+    else:
         folder, made = package(target.sha)
         steps = lambda_chain.code_steps(env, fn, function_name, folder, made, target.sha)
         steps.append(lambda_chain.MoveAlias(fn, function_name, lambda_chain.ALIAS, made.key, made.code_sha256))
