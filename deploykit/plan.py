@@ -655,8 +655,8 @@ class Executor:
                 record.children, record.outputs = carried(exc)  # a group's: what its steps did before
                 record.seconds, record.refused = clock.monotonic() - t0, refusal(exc)
                 error = exc
-                ended = "🛑 {} refused" if record.refused else "❌ {} failed"
-                out.line(f"{ended.format(step.name)} after {record.seconds:.1f}s")
+                ended = f"🛑 {step.name} refused" if record.refused else f"❌ {step.name} failed"
+                out.line(f"{ended} after {record.seconds:.1f}s")
                 self._step_finished(plan, record)
                 break
             except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM turned into one by the task
