@@ -56,6 +56,14 @@ What plain moto lacks, fixed here:
   registered for Fn::ImportValue, must be unique, and one that another stack imports can be neither
   changed nor deleted ("Export X cannot be deleted as it is in use by Y"); ListImports, which moto lacks, names the
   stacks that import one (a ValidationError, as on AWS, when none does).
+- ``drift_aware_change_sets``: CreateChangeSet's DeploymentMode REVERT_DRIFT reads the actual settings of each
+  resource whose type says how (a Lambda function's description, memory, timeout, handler and environment, an alias's
+  version, an SQS queue's settings: ``Provider.actual``; the others NOT_CHECKED) and compares them with what the stack
+  last applied: each drifted property is a detail with BeforeValueFrom ACTUAL_STATE and its Drift (PreviousValue,
+  ActualValue), a Modify when the template says another value (applied again when executed, though the template did
+  not change) or SyncWithActual when it says the actual one (left as it is, the stack's record updated); a resource
+  whose every change is such is a SyncWithActual change; every change says its ResourceDriftStatus. Drift alone is a
+  change; no drift and no change is still the empty change set.
 - ``stack_notifications``: a change set's NotificationARNs (each an SNS topic of the sandbox, else a ValidationError)
   are the stack's once it is executed, and a change of them alone is a change; none named, the stack keeps its own.
   Every event of the stack and of its resources goes to those topics (moto sent the stack's own only, and failed the
@@ -395,6 +403,8 @@ class ResourceChangeEntry:
         # asked IncludePropertyValues (None: as ``details``)
         self.value_details: list[dict[str, Any]] | None = None
         self.policy_action: str | None = None  # what becomes of the old resource: Delete, Retain, ReplaceAnd...
+        # a drift-aware change set's: IN_SYNC, MODIFIED, NOT_CHECKED (None: not one)
+        self.resource_drift_status: str | None = None
 
 
 class SandboxChangeSet:
@@ -416,6 +426,7 @@ class SandboxChangeSet:
         notification_arns: list[str] | None,
         role_arn: str | None,
         deployment_config: dict[str, Any] | None = None,
+        deployment_mode: str | None = None,
     ) -> None:
         self.change_set_id = change_set_id
         self.change_set_name = change_set_name
@@ -433,6 +444,11 @@ class SandboxChangeSet:
         self.notification_arns = list(notification_arns or ())
         self.role_arn = role_arn
         self.deployment_config = dict(deployment_config or {})
+        self.deployment_mode = deployment_mode  # REVERT_DRIFT: drift_aware_change_sets
+        # drift_aware_change_sets: the resources whose drift the execution reverts, and those whose template now says
+        # what they have (logical id → the properties' values), which it leaves as they are
+        self.reverting: set[str] = set()
+        self.synced: dict[str, dict[str, Any]] = {}
         self.creation_time = now()
         self.changes: list[ResourceChangeEntry] = []
         self.status = "CREATE_COMPLETE"
@@ -741,8 +757,15 @@ class CloudFormationExtension:
         notification_arns: list[str] | None,
         role_arn: str | None,
         deployment_config: dict[str, Any] | None = None,
+        deployment_mode: str | None = None,
     ) -> SandboxChangeSet:
-        """change_sets_that_validate, change_set_changes, empty_change_set, express_mode, stack_notifications."""
+        """change_sets_that_validate, change_set_changes, empty_change_set, express_mode, stack_notifications,
+        drift_aware_change_sets."""
+        if deployment_mode not in (None, "", "REVERT_DRIFT"):
+            raise ValidationError(
+                message=f"1 validation error detected: Value '{deployment_mode}' at 'deploymentMode' failed to "
+                "satisfy constraint: Member must satisfy enum value set: [REVERT_DRIFT]"
+            )
         mode = (deployment_config or {}).get("Mode", "STANDARD")
         if mode not in ("STANDARD", "EXPRESS"):
             raise ValidationError(
@@ -829,6 +852,7 @@ class CloudFormationExtension:
             notification_arns=notification_arns,
             role_arn=role_arn,
             deployment_config=deployment_config,
+            deployment_mode=deployment_mode or None,
         )
         missing = sorted(n for n in imports_of(template_dict) if n not in backend.exports)
         if missing:
@@ -838,11 +862,16 @@ class CloudFormationExtension:
             new_values = with_defaults(template_dict, values)
             same_tags = not tags or {t["Key"]: t["Value"] for t in tags} == dict(stack.tags or {})
             same_topics = notification_arns is None or set(notification_arns) == set(stack.notification_arns or ())
-            if template_dict == stack.template_dict and old_values == new_values and same_tags and same_topics:
+            drift = self.drift_of(backend, stack) if change_set.deployment_mode else {}
+            drifted = any(read[1] for read in drift.values() if read is not None)
+            same = template_dict == stack.template_dict and old_values == new_values and same_tags and same_topics
+            if same and not drifted:
                 change_set.fail(NO_CHANGES)
             else:
                 change_set.changes = self.plan_changes(stack, template_dict, new_values)
                 self._add_values(backend, stack, template_dict, values, change_set.changes)
+                if change_set.deployment_mode:
+                    self._add_drift(backend, stack, change_set, drift)
         else:
             change_set.changes = [
                 ResourceChangeEntry("Add", logical_id, spec["Type"])
@@ -941,6 +970,110 @@ class CloudFormationExtension:
             except Exception:  # unresolvable now (the update will say why): the details as they are
                 continue
 
+    def drift_of(
+        self, backend: CloudFormationBackend, stack: Stack
+    ) -> dict[str, tuple[dict[str, Any], dict[str, tuple[Any, Any]]] | None]:
+        """drift_aware_change_sets: each resource of ``stack`` → (its settings as its service has them now, of the
+        properties read; each of those that differs from what the stack last applied → (applied, actual)); None for
+        a resource whose drift is not read."""
+        ctx = self._context(backend, stack)
+        found: dict[str, tuple[dict[str, Any], dict[str, tuple[Any, Any]]] | None] = {}
+        for logical_id, record in self.records_of(stack).items():
+            try:
+                actual = provider_for(self.providers, record.cf_resource_type).actual(ctx, record)
+            except Exception:  # gone, or not readable: not checked
+                actual = None
+            if actual is None:
+                found[logical_id] = None
+                continue
+            applied = record.properties
+            found[logical_id] = (
+                actual,
+                {k: (applied.get(k), v) for k, v in actual.items() if normalized(applied.get(k)) != normalized(v)},
+            )
+        return found
+
+    def _add_drift(
+        self,
+        backend: CloudFormationBackend,
+        stack: Stack,
+        change_set: SandboxChangeSet,
+        drift: dict[str, tuple[dict[str, Any], dict[str, tuple[Any, Any]]] | None],
+    ) -> None:
+        """drift_aware_change_sets: every change says its resource's drift status; each drifted property is a
+        detail compared with the resource's actual value (BeforeValueFrom ACTUAL_STATE, its Drift the value the stack
+        last applied and the actual one): Modify when the template says another value (the execution puts the
+        template's back), SyncWithActual when it says the actual one (left as it is; a resource whose every change
+        is such is a SyncWithActual change). A drifted resource the template does not change is a Modify of its
+        drifted properties."""
+        template, values = change_set.template_dict, change_set.parameters
+        resolver = self._resolver(backend, stack, template, values)
+        records = self.records_of(stack)
+        made = {c.logical_resource_id for c in change_set.changes if c.action == "Add" or c.replacement == "True"}
+        for logical_id, record in records.items():  # one the update makes anew: known once made (as _add_values)
+            resolver.put(
+                record if logical_id not in made else _NotYetMade(logical_id, record.cf_resource_type, UNKNOWN, {})
+            )
+        by_id = {c.logical_resource_id: c for c in change_set.changes}
+        for logical_id, read in drift.items():
+            spec = template["Resources"].get(logical_id)
+            change = by_id.get(logical_id)
+            if read is None or spec is None or spec.get("Type") != records[logical_id].cf_resource_type:
+                if change is not None:
+                    change.resource_drift_status = "NOT_CHECKED" if read is None else _drift_status(read[1])
+                continue
+            _, drifted = read
+            if not drifted:
+                if change is not None:
+                    change.resource_drift_status = "IN_SYNC"
+                continue
+            try:
+                after = clean_json(copy.deepcopy(spec.get("Properties") or {}), resolver)
+            except Exception:  # not known before the update: the drift is reverted to what the update resolves
+                after = {}
+            provider = provider_for(self.providers, spec["Type"])
+            details: dict[str, dict[str, Any]] = {}
+            synced: dict[str, Any] = {}
+            for prop, (applied, actual) in sorted(drifted.items()):
+                wanted = after.get(prop, _ABSENT)
+                kind = "SyncWithActual" if normalized(wanted) == normalized(actual) else "Modify"
+                if kind == "SyncWithActual":
+                    synced[prop] = actual
+                target: dict[str, Any] = {
+                    "Attribute": "Properties",
+                    "Name": prop,
+                    "Path": f"/Properties/{prop}",
+                    "RequiresRecreation": "Always" if provider.requires_replacement({prop}) else "Never",
+                    "BeforeValueFrom": "ACTUAL_STATE",
+                    "AfterValueFrom": "TEMPLATE",
+                    "AttributeChangeType": kind,
+                    "Drift": {
+                        key: shown
+                        for key, value in (("PreviousValue", applied), ("ActualValue", actual))
+                        if (shown := _shown(value)) is not None
+                    },
+                }
+                for key, value in (("BeforeValue", actual), ("AfterValue", wanted)):
+                    if (shown := _shown(value)) is not None:
+                        target[key] = shown
+                details[prop] = {"Target": target, "Evaluation": "Static"}
+            if change is None:
+                change = ResourceChangeEntry(
+                    "Modify", logical_id, spec["Type"], physical_id=records[logical_id].physical_resource_id,
+                    replacement="False",
+                )  # fmt: skip
+                change_set.changes.append(change)
+            # the template's own changes of those properties are told by their drift details
+            kept = [d for d in change.value_details or change.details if d["Target"].get("Name") not in details]
+            change.details = change.value_details = [*kept, *details.values()]
+            change.resource_drift_status = "MODIFIED"
+            if all(d["Target"].get("AttributeChangeType") == "SyncWithActual" for d in change.details):
+                change.action, change.scope, change.replacement = "SyncWithActual", [], None
+            if len(synced) < len(drifted):
+                change_set.reverting.add(logical_id)
+            if synced:
+                change_set.synced[logical_id] = synced
+
     def execute_change_set(
         self,
         backend: CloudFormationBackend,
@@ -977,6 +1110,12 @@ class CloudFormationExtension:
             stack.notification_arns = list(change_set.notification_arns)
         if change_set.role_arn:  # the stack's from now on, as on AWS
             stack.role_arn = change_set.role_arn
+        records = self.records_of(stack)
+        for logical_id in change_set.reverting & set(records):  # applied again, though the template says the same
+            records[logical_id].extra["dirty"] = True
+        for logical_id, synced in change_set.synced.items():  # the template says what it has: nothing to apply
+            if logical_id in records:
+                records[logical_id].properties = {**records[logical_id].properties, **synced}
         state.busy = True
         if change_set.change_set_type == "CREATE":
             stack.status = "CREATE_IN_PROGRESS"
@@ -1555,6 +1694,7 @@ def _change_set_request(response: CloudFormationResponse) -> dict[str, Any]:
         "notification_arns": _notification_arns(response),
         "role_arn": response._get_param("RoleARN"),
         "deployment_config": _deployment_config(response),
+        "deployment_mode": response._get_param("DeploymentMode"),
     }
 
 
@@ -1657,6 +1797,10 @@ def _value_details(
 
 
 _ABSENT = object()
+
+
+def _drift_status(drifted: dict[str, Any]) -> str:
+    return "MODIFIED" if drifted else "IN_SYNC"
 
 
 def _leaf_changes(old: Any, new: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any, Any, str]]:

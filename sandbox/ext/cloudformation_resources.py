@@ -179,6 +179,12 @@ class Provider:
     def delete(self, ctx: Context, record: Record) -> None:
         raise NotImplementedError
 
+    def actual(self, ctx: Context, record: Record) -> dict[str, Any] | None:
+        """drift_aware_change_sets: the resource's settings as its service has them now, for the properties this type's
+        drift is read of (those ``record``'s template gave, among the ones the service reports), in the template's
+        shapes; None: its drift is not read (NOT_CHECKED)."""
+        return None
+
     def wait(self, ctx: Context, record: Record) -> None:
         """Without the lock: until the resource is ready (most are at once)."""
 
@@ -452,6 +458,17 @@ class LambdaFunction(Provider):
     def delete(self, ctx: Context, record: Record) -> None:
         ctx.backend("lambda").delete_function(record.physical_resource_id)
 
+    def actual(self, ctx: Context, record: Record) -> dict[str, Any] | None:
+        fn = ctx.backend("lambda").get_function(record.physical_resource_id)
+        found: dict[str, Any] = {
+            "Description": fn.description,
+            "MemorySize": fn.memory_size,
+            "Timeout": fn.timeout,
+            "Handler": fn.handler,
+            "Environment": {"Variables": dict(fn.environment_vars or {})},
+        }
+        return {key: value for key, value in found.items() if key in record.properties}
+
 
 class LambdaVersion(Provider):
     """lambda_version_description: a published version, with its description; Ref is the version's ARN."""
@@ -524,6 +541,10 @@ class LambdaAlias(Provider):
 
     def delete(self, ctx: Context, record: Record) -> None:
         ctx.backend("lambda").delete_alias(record.properties["Name"], record.properties["FunctionName"])
+
+    def actual(self, ctx: Context, record: Record) -> dict[str, Any] | None:
+        alias = ctx.backend("lambda").get_alias(record.properties["Name"], record.properties["FunctionName"])
+        return {"FunctionVersion": str(alias.function_version)}
 
 
 class LambdaPermission(MotoModel):
@@ -1173,6 +1194,10 @@ class SqsQueue(MotoModel):
         if after:
             backend.tag_queue(queue.name, after)
         record.properties = props
+
+    def actual(self, ctx: Context, record: Record) -> dict[str, Any] | None:
+        attributes = record.model.attributes
+        return {key: attributes[key] for key in SQS_SETTINGS if key in record.properties and key in attributes}
 
 
 class SnsTopic(MotoModel):

@@ -1072,6 +1072,80 @@ def test_a_stack_acts_with_the_service_role_an_operation_names_and_keeps_it_for_
     wait_until(gone, what="the stack deleted with the role the delete named")
 
 
+def test_a_drift_aware_change_set_puts_back_what_changed_outside_and_keeps_what_the_template_now_says(
+    deployment: Deployment,
+) -> None:
+    """drift_aware_change_sets: settings changed outside CloudFormation are invisible to a change set, found by a
+    REVERT_DRIFT one: Modify details that compare the actual value (BeforeValueFrom ACTUAL_STATE, the Drift's
+    previous and actual values) with the template's, put back when executed; a template now saying the actual value
+    makes a SyncWithActual change that changes nothing; with no drift and no change there is nothing to do."""
+    aws, sqs = deployment.aws, deployment.aws.clients["sqs"]
+
+    def template(visibility: int, retention: int = 345600) -> str:
+        queue = {"VisibilityTimeout": visibility, "MessageRetentionPeriod": retention}
+        return json.dumps(
+            {
+                "Resources": {"Inbox": {"Type": "AWS::SQS::Queue", "Properties": queue}},
+                "Outputs": {"Url": {"Value": {"Ref": "Inbox"}}},
+            }
+        )
+
+    def settings(url: str) -> tuple[str, str]:
+        found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        return found["VisibilityTimeout"], found["MessageRetentionPeriod"]
+
+    assert aws.deploy("Drifting", template(30)).status == "CREATE_COMPLETE"
+    url = aws.outputs("Drifting")["Url"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "90", "MessageRetentionPeriod": "60"})
+
+    plain = aws.change_set("Drifting", template(30), {}, "UPDATE")[1]  # a change set compares templates: none
+    assert plain["Status"] == "FAILED" and plain["StatusReason"] == NO_CHANGES
+
+    _, drift_aware = aws.change_set("Drifting", template(30), {}, "UPDATE", DeploymentMode="REVERT_DRIFT")
+    assert drift_aware["Status"] == "CREATE_COMPLETE" and drift_aware["DeploymentMode"] == "REVERT_DRIFT"
+    [change] = [c["ResourceChange"] for c in drift_aware["Changes"]]
+    assert (change["Action"], change["ResourceDriftStatus"], change["Replacement"]) == ("Modify", "MODIFIED", "False")
+    shown = aws.cf.describe_change_set(
+        StackName="Drifting", ChangeSetName=drift_aware["ChangeSetId"], IncludePropertyValues=True
+    )["Changes"][0]["ResourceChange"]
+    targets = {d["Target"]["Name"]: d["Target"] for d in shown["Details"]}
+    assert targets["VisibilityTimeout"] | {"RequiresRecreation": "Never"} == {
+        "Attribute": "Properties",
+        "Name": "VisibilityTimeout",
+        "Path": "/Properties/VisibilityTimeout",
+        "RequiresRecreation": "Never",
+        "BeforeValue": "90",
+        "AfterValue": "30",
+        "BeforeValueFrom": "ACTUAL_STATE",
+        "AfterValueFrom": "TEMPLATE",
+        "AttributeChangeType": "Modify",
+        "Drift": {"PreviousValue": "30", "ActualValue": "90"},
+    }
+    assert targets["MessageRetentionPeriod"]["AttributeChangeType"] == "Modify"
+
+    # the template now says the retention as it is: that one is kept, the visibility timeout goes back
+    done = aws.deploy("Drifting", template(30, retention=60), DeploymentMode="REVERT_DRIFT")
+    assert done.status == "UPDATE_COMPLETE"
+    kinds = {d["Target"]["Name"]: d["Target"]["AttributeChangeType"] for d in done.change_set["Changes"][0][
+        "ResourceChange"]["Details"]}  # fmt: skip
+    assert kinds == {"MessageRetentionPeriod": "SyncWithActual", "VisibilityTimeout": "Modify"}
+    assert settings(url) == ("30", "60")
+    assert aws.outputs("Drifting")["Url"] == url  # in place
+
+    # a drift the template says alone: a SyncWithActual change, nothing applied
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "45"})
+    synced = aws.deploy("Drifting", template(45, retention=60), DeploymentMode="REVERT_DRIFT")
+    assert synced.status == "UPDATE_COMPLETE"
+    assert [(c["ResourceChange"]["Action"], c["ResourceChange"]["ResourceDriftStatus"]) for c in synced.change_set[
+        "Changes"]] == [("SyncWithActual", "MODIFIED")]  # fmt: skip
+    assert settings(url) == ("45", "60")
+
+    # nothing drifted, nothing changed: nothing to do
+    _, nothing = aws.change_set("Drifting", template(45, retention=60), {}, "UPDATE", DeploymentMode="REVERT_DRIFT")
+    assert nothing["Status"] == "FAILED" and nothing["StatusReason"] == NO_CHANGES
+    aws.cf.delete_stack(StackName="Drifting")
+
+
 def test_a_queue_and_a_topic_change_in_place_and_a_subscription_in_the_template_delivers(
     deployment: Deployment,
 ) -> None:
