@@ -452,6 +452,8 @@ def deploy_app(
         "allow-replace": "allow the change set to replace a table, bucket or user pool (their data is lost)",
         "approve-access": "in a protected environment, allow the change set to change access (IAM, network, policies)",
         "force-synth": "synthesize even when nothing the CDK app reads has changed",
+        "revert-drift": "a drift-aware change set: what was changed outside CloudFormation (the console, the CLI) in "
+        "the stack's resources goes back to the template's values, each shown first",
         **COMMON_HELP,
         "allow-dirty": "deploy from uncommitted changes (the history then names the dirty build, <sha12>-dirty-<hash>)",
         **SMOKE_HELP,
@@ -475,6 +477,7 @@ def deploy_stack(
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
     allow_dirty: bool = False,
+    revert_drift: bool = False,
     yes: bool = False,
 ) -> None:
     """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
@@ -491,6 +494,7 @@ def deploy_stack(
         as_json=json_,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        revert_drift=revert_drift,
         runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
     )
 
@@ -1066,6 +1070,8 @@ def deploy_auto(
         "since": "compare with this commit instead of the one live for each component",
         "verify": "check that the environment runs what this checkout would deploy, whatever git and the live "
         "record say: every stack's change set and every function's code (exit 1 when anything differs)",
+        "drift": "preview every stack through a drift-aware change set: what was changed outside CloudFormation "
+        "(the console, the CLI) is shown, as deploy.stack --revert-drift would put it back",
     },
 )
 @reports_errors
@@ -1076,9 +1082,12 @@ def show_diff(
     markdown: bool = False,
     since: str | None = None,
     verify: bool = False,
+    drift: bool = False,
 ) -> None:
     """Change Analysis: what changed since what is live, the command for each part, each stack's change set."""
-    commands.diff(env=env, since=since, as_json=json_, as_markdown=markdown, verify=verify, runtime=_runtime())
+    commands.diff(
+        env=env, since=since, as_json=json_, as_markdown=markdown, verify=verify, drift=drift, runtime=_runtime()
+    )
 
 
 deploy = Collection("deploy")
@@ -1159,7 +1168,7 @@ images.add_task(images_cleanup)
     name="cleanup",
     help={
         "env": COMMON_HELP["env"],
-        "function": "only this function (a folder of lambda/); default: every function of the API stack",
+        "function": "only this function (a folder of lambda/); default: every function of the environment's stacks",
         "keep": "how many of each function's newest versions to keep whatever else holds (default 10)",
         "dry-run": "list what would be deleted and why, delete nothing",
         "json": "print every version, its action and why as JSON on stdout",

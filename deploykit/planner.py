@@ -317,13 +317,15 @@ def deploy_stack_plan(
     revision: Revision | None = None,
     new_image: bool = False,
     first: bool = False,
+    revert_drift: bool = False,
 ) -> Plan:
     """Synthesize, upload the zips it names (if any), one stack's change set, then smoke.
 
     ``revision`` (the commit whose cdk/ is deployed) is what the history records for the stack;
     ``approve_access`` lets a protected environment's change set change access (see DeployStack); ``new_image``:
     the Fargate stack is given an image (--image-tag), whose release command runs first; ``first``: the Fargate
-    stack is not deployed yet, so the stack creates the service and the command runs after it instead."""
+    stack is not deployed yet, so the stack creates the service and the command runs after it instead;
+    ``revert_drift``: a drift-aware change set, putting back what was changed outside CloudFormation (DeployStack)."""
     role = role_of(env, stack)
     name = stack_roles(env)[role]
     out = synth_dir(config, env)
@@ -340,6 +342,7 @@ def deploy_stack_plan(
         registry_stack=env.stacks.registry,
         express=env.stack_mode == "express",
         beside=(),
+        revert_drift=revert_drift,
     )
     if new_image and role == "fargate":  # the image's tag: a short SHA
         steps += _image_by_stack(config, env, deploy, image_tag, image_tag, first)
@@ -348,7 +351,8 @@ def deploy_stack_plan(
     if smoke:
         steps.append(Smoke())
     deploys = ((f"stack:{role}", revision.of(f"stack:{role}").tag),) if revision is not None else ()
-    return Plan(env.name, tuple(steps), f"deploy.stack {name}", deploys)
+    command = f"deploy.stack {name}" + (" --revert-drift" if revert_drift else "")
+    return Plan(env.name, tuple(steps), command, deploys)
 
 
 def stack_parameters(role: str, image_tag: str, code_keys: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

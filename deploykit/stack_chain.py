@@ -319,11 +319,15 @@ class DeployStack(Step):
     # the other stacks that may hold functions the same run deploys: a function moving between this stack and another
     # must move in one run (:meth:`_refuse_half_move`); None: not checked (a rollback checks its stacks together)
     beside: tuple[str, ...] | None = None
+    # a drift-aware change set (DeploymentMode REVERT_DRIFT): what was changed outside CloudFormation in the stack's
+    # resources goes back to the template's values (inv deploy.stack --revert-drift)
+    revert_drift: bool = False
 
     def describe(self) -> str:
         code = [k for k, _ in self.parameters if is_code_parameter(k)]
         params = ", ".join(f"{k}={v}" for k, v in self.parameters if k not in code)
-        mode = "; an update in express mode" if self.express else ""
+        mode = "; an update in express mode" if self.express and not self.revert_drift else ""
+        mode += "; drift-aware: what was changed outside CloudFormation goes back" if self.revert_drift else ""
         held = "; the code key of each function it holds" if code else ""
         shown = f" ({params})" if params else ""
         return f"{self.stack}: change set from {Path(self.template).name}{shown}{held}{mode}"
@@ -361,6 +365,7 @@ class DeployStack(Step):
             check=partial(self._replaced_imported, ctx),
             termination_protection=app.protected if app else None,
             notification_arns=notification_arns(ctx.env, app_topics),
+            revert_drift=self.revert_drift,
         )
         detail = f"{result.action} in {result.seconds:.1f}s"
         if result.express:
@@ -397,7 +402,10 @@ class DeployStack(Step):
             protection = f"termination protection {result.protection}"
             return Outcome("done", f"{self.stack}: no changes to the stack; {protection}{kept}", outputs)
         if result.action == "unchanged":
-            return Outcome.skipped(f"{self.stack}: no changes{kept}", **outputs)
+            drift = " and no drift (nothing changed outside CloudFormation that it reads)" if self.revert_drift else ""
+            return Outcome.skipped(f"{self.stack}: no changes{drift}{kept}", **outputs)
+        if self.revert_drift and result.action == "updated":
+            detail += f"; {stacks.drift_summary(result.changes)}"
         changed = stacks.change_lines(result.changes) if result.action == "updated" else ()
         return Outcome("done", f"{self.stack}: {detail}{kept}", outputs, changes=changed)
 

@@ -164,6 +164,7 @@ UNKNOWN_VALUE = "(known after the deploy)"
 # UpdateReplacePolicy), as the deployed template sets them: the resource stays, out of the stack; or a snapshot of it.
 KEEPING_POLICIES = frozenset({"Retain", "RetainExceptOnCreate", "Snapshot"})
 LAMBDA_FUNCTION, LAMBDA_VERSION = "AWS::Lambda::Function", "AWS::Lambda::Version"
+LAMBDA_ALIAS = "AWS::Lambda::Alias"
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,16 @@ class PropertyChange:
     recreation: str = ""  # Never | Conditionally | Always
     source: str = ""  # DirectModification | ParameterReference | ResourceReference | ResourceAttribute | Automatic
     causing: str = ""  # the parameter or resource (ResourceName.Attribute) that causes it
+    # a drift-aware change set's (--revert-drift): the property was changed outside CloudFormation, from ``deployed``
+    # (what the stack's last deploy set) to ``before`` (what it is now); None: not drifted, or not such a change set
+    deployed: str | None = None
+    drifted: bool = False
+
+    @property
+    def synced(self) -> bool:
+        """A drifted property the template now gives the value it has: left as it is, only CloudFormation's record
+        of it changes (AttributeChangeType SyncWithActual)."""
+        return self.change_type == "SyncWithActual"
 
     @property
     def where(self) -> str:
@@ -207,6 +218,7 @@ class PropertyChange:
             "recreation": self.recreation or None,
             "source": self.source or None,
             "causing": self.causing or None,
+            "drift": {"deployed": self.deployed, "actual": self.before} if self.drifted else None,
         }
 
 
@@ -229,6 +241,21 @@ class Change:
     # a function's version removed with its function (that function's logical id): Lambda deletes a function's
     # versions with it, whatever their DeletionPolicy says (:func:`with_kept`)
     deleted_with: str = ""
+    # a drift-aware change set's ResourceDriftStatus: MODIFIED, DELETED (changed outside CloudFormation), IN_SYNC,
+    # NOT_CHECKED, UNSUPPORTED, UNKNOWN; "": not said (not such a change set)
+    drift: str = ""
+
+    @property
+    def reverts(self) -> tuple[PropertyChange, ...]:
+        """Its drifted properties that the change set puts back to the template's value (not an alias the fast path
+        moved: :meth:`alias_moved`)."""
+        return tuple(d for d in self.details if d.drifted and not d.synced and not self.alias_moved(d))
+
+    def alias_moved(self, detail: PropertyChange) -> bool:
+        """Whether ``detail`` is the drift of a function's alias to another version: the Lambda fast path (or a
+        rollback) moves the alias without CloudFormation, and a stack's deploy gives it the code the alias serves (its
+        code parameter), so the version the stack puts the alias on runs that code: nothing goes back."""
+        return self.resource_type == LAMBDA_ALIAS and detail.drifted and detail.name == "FunctionVersion"
 
     @property
     def holds_data(self) -> bool:
@@ -250,6 +277,7 @@ class Change:
             "details": [d.to_json() for d in self.details],
             "kept_by": self.kept_by or None,
             "deleted_with": self.deleted_with or None,
+            "drift": self.drift or None,
         }
 
     @property
@@ -324,6 +352,7 @@ def parse_changes(raw: Iterable[Mapping[str, Any]]) -> list[Change]:
                 scope=tuple(str(s) for s in rc.get("Scope") or ()),
                 details=_merged(_detail(d) for d in rc.get("Details") or () if isinstance(d, Mapping)),
                 policy_action=str(rc.get("PolicyAction") or ""),
+                drift=str(rc.get("ResourceDriftStatus") or ""),
             )
         )
     return changes
@@ -372,6 +401,7 @@ def _detail(raw: Mapping[str, Any]) -> PropertyChange:
     def text(mapping: Mapping[str, Any], key: str) -> str:
         return str(mapping.get(key) or "")
 
+    drift = target.get("Drift") if isinstance(target.get("Drift"), Mapping) else None
     return PropertyChange(
         name=text(target, "Name"),
         path=text(target, "Path"),
@@ -382,6 +412,8 @@ def _detail(raw: Mapping[str, Any]) -> PropertyChange:
         recreation=text(target, "RequiresRecreation"),
         source=text(raw, "ChangeSource"),
         causing=text(raw, "CausingEntity"),
+        deployed=None if drift is None or drift.get("PreviousValue") is None else str(drift["PreviousValue"]),
+        drifted=drift is not None,
     )
 
 
@@ -620,6 +652,51 @@ def _stack_outputs(aws: AwsFactory) -> StackOutputs:
     return StackOutputs(aws.client("cloudformation"))
 
 
+REVERT_DRIFT = "REVERT_DRIFT"  # CreateChangeSet's DeploymentMode of a drift-aware change set
+
+
+def alias_moves_only(change: Mapping[str, Any]) -> bool:
+    """Whether a change, as :meth:`Change.to_json` gives it, is only the drift of an alias the fast path moved
+    (:meth:`Change.alias_moved`)."""
+    details = change.get("details") or ()
+    return (
+        change.get("type") == LAMBDA_ALIAS
+        and bool(details)
+        and all(d.get("drift") and d.get("property") == "FunctionVersion" for d in details)
+    )
+
+
+def drift_summary(changes: Sequence[Change]) -> str:
+    """What a drift-aware change set found changed outside CloudFormation, in a line: the properties it puts back to
+    the template's values, those the template now says as they are (kept), the resources whose drift it could not
+    read (left as they are)."""
+    reverted = [f"{c.logical_id}.{d.where}" for c in changes for d in c.reverts]
+    kept = [f"{c.logical_id}.{d.where}" for c in changes for d in c.details if d.drifted and d.synced]
+    moved = [c.logical_id for c in changes if any(c.alias_moved(d) and not d.synced for d in c.details)]
+    # what it changes in place, of the resources whose drift was not read (one it adds or replaces is made anew)
+    unread = [
+        c.logical_id
+        for c in changes
+        if c.drift in ("NOT_CHECKED", "UNSUPPORTED", "UNKNOWN") and c.action == "Modify" and c.replacement != "True"
+    ]
+    parts = []
+    if reverted:
+        parts.append(f"drift back to the template: {', '.join(reverted)}")
+    if kept:
+        parts.append(f"drift kept, as the template now says it: {', '.join(kept)}")
+    if moved:
+        kept_on = "aliases moved outside CloudFormation (the fast path, a rollback), kept on the code they serve"
+        parts.append(f"{kept_on}: {', '.join(moved)}")
+    deleted = [c.logical_id for c in changes if c.drift == "DELETED"]
+    if deleted:
+        parts.append(f"deleted outside CloudFormation: {', '.join(deleted)}")
+    if not parts:
+        parts.append("no drift found in the resources it changes or read")
+    if unread:
+        parts.append(f"drift not read by CloudFormation for {', '.join(unread)}")
+    return "; ".join(parts)
+
+
 def change_set_name(now: datetime, suffix: str | None = None) -> str:
     """``deploykit-<UTC time>-<random>``: unique per stack even for two deploys in the same second."""
     return f"deploykit-{now:%Y%m%dT%H%M%SZ}-{suffix if suffix is not None else uuid.uuid4().hex[:8]}"
@@ -639,6 +716,7 @@ def changes_table(changes: Sequence[Change]) -> str:
     for c in changes:
         mark = "  ⚠ holds data" if c.holds_data and c.destroys else ""
         mark += "  🔐 access" if c.changes_access else ""
+        mark += "  ↩ reverts drift" if c.reverts else ""
         rows.append([c.logical_id, c.resource_type, c.action, (c.replacement or "-") + mark])
     lines = tabulate(rows, headers=["resource", "type", "action", "replacement"], tablefmt="simple").splitlines()
     out = lines[:2]
@@ -647,7 +725,7 @@ def changes_table(changes: Sequence[Change]) -> str:
         if c.kept:
             out.append(f"  ↳ {c.kept}")
         shown = c.details if len(c.details) <= DETAIL_LINES else c.details[: DETAIL_LINES - 1]
-        out.extend(f"  ↳ {detail_line(d)}" for d in shown)
+        out.extend(f"  ↳ {detail_line(d, moved=c.alias_moved(d))}" for d in shown)
         if len(shown) < len(c.details):
             out.append(f"  ↳ … and {len(c.details) - len(shown)} more changed values (inv diff --json lists them all)")
     return "\n".join(out)
@@ -663,7 +741,7 @@ def change_lines(changes: Sequence[Change]) -> tuple[str, ...]:
     lines: list[str] = []
     for c in changes:
         if c.details:
-            lines += [f"{c.logical_id}: {detail_line(d)}" for d in c.details]
+            lines += [f"{c.logical_id}: {detail_line(d, moved=c.alias_moved(d))}" for d in c.details]
         else:
             kept = f" ({c.kept_by}: kept)" if c.kept_by else ""
             lines.append(f"{c.logical_id} ({c.resource_type}): {c.action.lower()}{kept}")
@@ -678,9 +756,12 @@ def _replaced_by(change: Change) -> str:
     return f", by {', '.join(names)}" if names else ""
 
 
-def detail_line(detail: PropertyChange) -> str:
-    """One changed property: what, from what to what, why, and whether it replaces the resource."""
+def detail_line(detail: PropertyChange, *, moved: bool = False) -> str:
+    """One changed property: what, from what to what, why, and whether it replaces the resource. ``moved``: the
+    drift of an alias the fast path moved (:meth:`Change.alias_moved`)."""
     line = detail.where
+    if detail.drifted:
+        return line + drift_text(detail, moved=moved)
     if detail.change_type == "Add":
         line += f": added {_value(detail.after)}"
     elif detail.change_type == "Remove":
@@ -699,6 +780,53 @@ def detail_line(detail: PropertyChange) -> str:
     elif detail.recreation == "Conditionally":
         line += "  ⟳ may replace it"
     return line
+
+
+def drift_text(detail: PropertyChange, *, moved: bool = False) -> str:
+    """A drifted property's part of its line, after its name: ``: 512 → 256 (changed outside CloudFormation from 256:
+    back to the template's value)``, or, the template giving what it has now, ``: 512 kept (changed outside
+    CloudFormation from 256; the template says the same now: only CloudFormation's record changes)``; ``moved``: an
+    alias the fast path moved (:meth:`Change.alias_moved`), which goes to the stack's version of the same code."""
+    was = f"changed outside CloudFormation from {_value(detail.deployed)}"
+    if moved and not detail.synced:
+        version = "the stack's new version" if detail.after is None else f"version {_value(detail.after)}"
+        return (
+            f": {_value(detail.before)} → {version} (moved from {_value(detail.deployed)} outside CloudFormation: by "
+            "the Lambda fast path, a rollback or by hand; the stack's version runs the code the alias serves now)"
+        )
+    if detail.synced:
+        same = "the template says the same now: only CloudFormation's record changes"
+        return f": {_value(detail.before)} kept ({was}; {same})"
+    inside = _object_changes(detail.before, detail.after)
+    if inside:  # an object (a function's environment): the values that go back, each
+        return f" ({inside}; changed outside CloudFormation: back to the template's value)"
+    after = "the template's value, once deployed" if detail.after is None else _value(detail.after)
+    return f": {_value(detail.before)} → {after} ({was}: back to the template's value)"
+
+
+def _or_none(value: Any) -> str:
+    return "none" if value is None else _value(value if isinstance(value, str) else json.dumps(value))
+
+
+def _object_changes(before: str | None, after: str | None) -> str:
+    """Where two JSON objects differ, each value: ``Variables.DEBUG: 1 → none``; "" when either is not one."""
+    try:
+        old, new = json.loads(before or ""), json.loads(after or "")
+    except ValueError:
+        return ""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in dict.fromkeys([*a, *b]):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            found.append(f"{path}: {_or_none(a)} → {_or_none(b)}")
+
+    walk(old, new, "")
+    return ", ".join(found)
 
 
 def _value(value: str | None) -> str:
@@ -1033,6 +1161,7 @@ class StackDeployer:
         check: Callable[[Sequence[Change]], None] | None = None,
         termination_protection: bool | None = None,
         notification_arns: Sequence[str] | None = None,
+        revert_drift: bool = False,
     ) -> StackResult:
         """Bring stack ``name`` to ``template_body`` with ``parameters`` through a change set. ``guard_access``
         (a protected environment, not approved): a change set that changes access is deleted, not executed.
@@ -1046,7 +1175,10 @@ class StackDeployer:
         ``termination_protection``: what the stack's protection from deletion is set to once it is deployed (a change
         set cannot), as the CDK CLI sets it from the app's ``Stack(termination_protection=...)``; None: left as is.
         ``notification_arns``: the SNS topics CloudFormation sends the stack's events to from this deploy on (``()``:
-        none); None: those it has stay, as CloudFormation keeps them when a change set names none."""
+        none); None: those it has stay, as CloudFormation keeps them when a change set names none.
+        ``revert_drift``: an update's change set is drift-aware (DeploymentMode REVERT_DRIFT): what was changed outside
+        CloudFormation in the stack's resources goes back to the template's values, and is said (:func:`drift_summary`);
+        in the standard mode, not express."""
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
         change_set_type, recreated, previous, topics = self._prepare(name)
@@ -1065,6 +1197,12 @@ class StackDeployer:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
         if notification_arns is not None:
             request["NotificationARNs"] = list(notification_arns)
+        revert_drift = revert_drift and change_set_type == "UPDATE"  # a stack made now has no drift
+        if revert_drift:
+            request["DeploymentMode"] = REVERT_DRIFT
+            if express:
+                self.say(f"{name}: standard mode, not express: a drift-aware change set (--revert-drift)")
+                express = False
         if express:
             blocker = express_blocker(change_set_type, template_body)
             if blocker:
@@ -1113,6 +1251,8 @@ class StackDeployer:
             noun = "change" if len(changes) == 1 else "changes"
             self.say(f"{name}: change set {cs_name} ({change_set_type.lower()}, {len(changes)} {noun})")
             self.say(changes_table(changes))
+            if revert_drift:
+                self.say(f"{name}: {drift_summary(changes)}")
             risky = dangerous_changes(changes)
             if risky and not allow_replace:
                 listed = ", ".join(
@@ -1178,6 +1318,7 @@ class StackDeployer:
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
         template_url: str | None = None,
         stack: Mapping[str, Any] | EllipsisType | None = ...,
+        revert_drift: bool = False,
     ) -> list[Change] | NoPreview | None:
         """The changes a deploy of ``name`` would make, from a change set that is deleted, never executed.
 
@@ -1187,7 +1328,8 @@ class StackDeployer:
         again); [] when nothing would change; :class:`NoPreview` when its status takes no change set (busy, a failed
         rollback, half deleted: what a deploy does first differs, and one stack must not fail a whole diff).
         ``template_url``: as for :meth:`deploy`. ``stack``: the stack as the caller just described it (None: there is
-        none), else read."""
+        none), else read. ``revert_drift``: a drift-aware change set, as :meth:`deploy`'s: what was changed outside
+        CloudFormation is among the changes."""
         if stack is ...:
             stack = self.describe(name)
         status = str(stack.get("StackStatus")) if stack is not None else ""
@@ -1204,6 +1346,7 @@ class StackDeployer:
             "Capabilities": list(capabilities),
             "Description": f"deploykit: preview of {name} (inv diff), never executed",
             **self._role(),
+            **({"DeploymentMode": REVERT_DRIFT} if revert_drift else {}),
         }
         try:
             created = self._call("create_change_set", **request)

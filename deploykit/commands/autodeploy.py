@@ -57,6 +57,7 @@ from deploykit.output import Reporter, tabulate
 from deploykit.plan import Context, Plan, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,
+    alias_moves_only,
     inv_command,
 )
 
@@ -556,6 +557,7 @@ def diff(
     as_json: bool = False,
     as_markdown: bool = False,
     verify: bool = False,
+    drift: bool = False,
     runtime: Runtime | None = None,
 ) -> changes.ChangeSet:
     """Change Analysis: each changed path, its component and the command that deploys it; for each changed stack,
@@ -565,7 +567,11 @@ def diff(
 
     ``verify``: whether the environment runs what this checkout would deploy, whatever git and the live record say:
     every stack previewed, every function's live code compared with this checkout's zip; StepFailed (exit 1) when
-    anything differs (a nightly check of an environment that should run main)."""
+    anything differs (a nightly check of an environment that should run main).
+
+    ``drift``: every stack previewed through a drift-aware change set (what ``inv deploy.stack NAME --revert-drift``
+    would do), so what was changed outside CloudFormation is among the changes and said; with ``verify``, such a
+    change is a difference too (an alias the fast path moved is not: its code is compared apart)."""
     if as_json and as_markdown:
         raise UsageError("--json and --markdown both print on stdout", next_step="choose one of them")
     runtime = runtime or Runtime()
@@ -606,9 +612,9 @@ def diff(
     _write_analysis(runtime, lines, closing, a.found.since)
     previews: dict[str, Preview] = {}
     changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
-    roles = list(planner.stack_roles(a.env)) if verify else sorted(changed)
+    roles = list(planner.stack_roles(a.env)) if verify or drift else sorted(changed)
     if roles:
-        previews = _stack_previews(runtime, a, roles, changed=changed, as_given=verify)
+        previews = _stack_previews(runtime, a, roles, changed=changed, as_given=verify, drift=drift)
     stacks_json = {name: preview.json for name, preview in previews.items()}
     verdict = _verified(runtime, a, stacks_json) if verify else None
     if as_markdown:
@@ -657,10 +663,12 @@ def diff(
             f"deploy.lambda {fn} --env {a.env.name} moves its alias to a version that has them"
             for fn in by_hand
         )
+        revert = " --revert-drift" if drift else ""
         raise StepFailed(
             f"{a.env.name} does not run what this checkout would deploy: {'; '.join(verdict['differs'])}",
             next_step=f"inv deploy.auto --env {a.env.name} deploys what changed; a stack whose change set above is "
-            f"not empty though nothing of it changed in git: inv deploy.stack NAME --env {a.env.name}{settings}",
+            f"not empty though nothing of it changed in git: inv deploy.stack NAME --env {a.env.name}{revert}"
+            f"{settings}",
         )
     return a.found
 
@@ -697,11 +705,12 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
 
     roles = {name: role for role, name in planner.stack_roles(a.env).items()}
     for name, preview in stacks_json.items():
-        found = preview["changes"]
+        # an alias the fast path moved is drift to CloudFormation (--drift): its code is compared below
+        to_make = None if preview["changes"] is None else [c for c in preview["changes"] if not alias_moves_only(c)]
         if preview.get("no_preview"):  # what it holds cannot be compared now: not verified
             differ(f"stack:{roles[name]}", f"{name}: {preview['status']}, not compared ({preview['no_preview']})")
-        elif found is None or found:
-            count = f"{len(found)} change{'s' if len(found) > 1 else ''} to make" if found else "to be created"
+        elif to_make is None or to_make:
+            count = f"{len(to_make)} change{'s' if len(to_make) > 1 else ''} to make" if to_make else "to be created"
             differ(f"stack:{roles[name]}", f"{name}: {count}")
     synthesized = [_synthesized(a, role) for role in planner.stack_roles(a.env) if planner.holds_functions(role)]
     holding = {fn: found for found in synthesized for fn in planner.code_parameters(found)}  # fn → its template
@@ -763,13 +772,15 @@ def _stack_previews(
     *,
     changed: Collection[str],
     as_given: bool = False,
+    drift: bool = False,
 ) -> dict[str, Preview]:
     """Synthesize (while what is live is read), then preview each stack of ``roles`` with the inputs a deploy would
     give it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code
     changes every stack), printed in the stacks' order. ``changed``: the roles the analysis counts changed; an
     empty preview of another says there is nothing to change. ``as_given``: each stack keeps
     the parameters it was deployed with (its template alone is previewed): the image and the functions' code, which
-    the app chain and the fast path change without the stacks, are compared apart (``--verify``)."""
+    the app chain and the fast path change without the stacks, are compared apart (``--verify``). ``drift``: each
+    change set drift-aware (``--drift``)."""
     out = planner.synth_dir(a.config, a.env)
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
     reads: dict[str, Callable[[], Any]] = {
@@ -795,6 +806,7 @@ def _stack_previews(
             out / f"{names[role]}.template.json",
             given(role),
             as_given=as_given,
+            drift=drift,
         )
         for role in roles
     }
@@ -810,6 +822,7 @@ def _stack_previews(
             changed=role in changed,
             plugins=plugins,
             made_before=_made_before(a, role, changed, out, given),
+            drift=drift,
         )
         for role in roles
     }

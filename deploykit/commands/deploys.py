@@ -237,11 +237,13 @@ def deploy_stack(
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
     allow_dirty: bool = False,
+    revert_drift: bool = False,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """One stack through a change set, with its inputs as they are live now; then smoke. Refuses, as deploy.auto
     does, to deploy the stack as a person's rollback took it off, unless ``allow_rolled_back``; and uncommitted
-    changes (its synthesis reads the work tree), unless ``allow_dirty``."""
+    changes (its synthesis reads the work tree), unless ``allow_dirty``. ``revert_drift``: a drift-aware change set
+    (what was changed outside CloudFormation goes back to the template)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     role = planner.role_of(environment, stack)
@@ -310,6 +312,7 @@ def deploy_stack(
         revision=revision,
         new_image=bool(image_tag),
         first=first,
+        revert_drift=revert_drift,
     )
     live_sha = ((read.get("record") or {}).get(f"stack:{role}") or {}).get("sha")  # as the live record has it
     taken = _commits_since(config, f"stack:{role}", live_sha, revision)

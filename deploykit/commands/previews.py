@@ -31,6 +31,7 @@ from deploykit.stacks import (
     access_note,
     changes_table,
     dangerous_changes,
+    drift_summary,
     given_parameters,
     topic_names,
     topics_of,
@@ -102,6 +103,7 @@ def stack_previewed(
     parameters: dict[str, str],
     *,
     as_given: bool = False,
+    drift: bool = False,
 ) -> Previewed:
     """The changes a deploy of ``template`` would make in stack ``name`` (:meth:`StackDeployer.preview`), the stack
     as it is, and whether what its task definitions name exists (:func:`template_references`, read beside the change
@@ -109,7 +111,8 @@ def stack_previewed(
     keeps its value (the template alone). The template is previewed as a deploy sends it: with the exports it drops
     that other stacks still import kept (:func:`deploykit.exports.keep_imported`); one that cannot be kept is no
     preview (a deploy refuses it). The SNS topics its events would go to (:func:`topics_changed`) are read apart:
-    a change set that changes them alone changes no resource."""
+    a change set that changes them alone changes no resource. ``drift``: a drift-aware change set (what was changed
+    outside CloudFormation is among the changes: inv diff --drift)."""
     body = synth.template_body(template)
     parameters = held_parameters(json.loads(body), parameters)  # each function's code offered: those it holds
     deployer = _previewer(runtime, aws, env)
@@ -136,7 +139,7 @@ def stack_previewed(
             return refused, stack, None, (), Exported(), ""
     reads: dict[str, Callable[[], Any]] = {
         "changes": lambda: deployer.preview(
-            name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack
+            name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack, revert_drift=drift
         ),
         "references": partial(template_references, aws, env, name, body, parameters),
     }
@@ -210,6 +213,7 @@ def show_preview(
     changed: bool = True,
     plugins: Plugins | None = None,
     made_before: Callable[[str, str], bool] | None = None,
+    drift: bool = False,
 ) -> Preview:
     """Print a stack's preview (:func:`stack_previewed`: its changes, the stack, what its task definitions name); the
     same as JSON. ``outputs``: its outputs' changes when no resource changes (:func:`outputs_changed`). ``changed``:
@@ -219,7 +223,8 @@ def show_preview(
     exports other stacks import (:class:`Exported`). ``topics``: the SNS topics its events would go to
     (:func:`topics_changed`; "": as they do). ``made_before``: what the stacks a deploy.auto deploys before this one
     could make (:func:`deploykit.references.could_make`); what is missing and one of them could make is said apart,
-    as not there yet (the deploy checks it once they are deployed), not as refused."""
+    as not there yet (the deploy checks it once they are deployed), not as refused. ``drift``: its change set was
+    drift-aware (:func:`stack_previewed`): what it found changed outside CloudFormation is said under the changes."""
     status = str(stack.get("StackStatus")) if stack else "not deployed"
     # its health, as inv health judges its status: a last update rolled back, a stack busy or stuck, and what a deploy
     # of it does first (waits, continues the rollback, creates it again)
@@ -248,6 +253,8 @@ def show_preview(
         lines.append(f"  only its outputs change (no resource does): {'; '.join(outputs)}")
     elif not found and topics:
         lines.append(f"  no resource changes; its events would go to {topics} (a setting of the stack)")
+    elif not found and drift:
+        lines.append("  nothing to change, and no drift (nothing changed outside CloudFormation that it reads)")
     elif not found and not changed:
         lines.append("  nothing to change")
     elif not found:
@@ -257,6 +264,8 @@ def show_preview(
         )
     else:
         lines.append(changes_table(found))
+        if drift:
+            lines.append(f"  {drift_summary(found)} (inv deploy.stack {name} --env {env.name} --revert-drift)")
         if env.protected and any(c.changes_access for c in found):
             lines.append(access_note(name, env.name, rerun))
     if topics and (found or outputs):  # else said above, or no preview

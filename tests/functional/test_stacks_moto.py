@@ -144,6 +144,27 @@ def test_express_mode_is_asked_for_an_update_and_a_create_is_applied_in_the_stan
     assert not standard.express and "DeploymentConfig" not in asked_for[-1]
 
 
+def test_a_drift_aware_change_set_is_asked_for_an_update_in_the_standard_mode(
+    cfn: Any, deployer: StackDeployer, lines: list[str]
+) -> None:
+    """revert_drift: DeploymentMode REVERT_DRIFT for an update (not express, said), none for a create (a new stack
+    has no drift); what it found is said after the changes (moto reads no drift: none found)."""
+    asked_for: list[dict[str, Any]] = []
+    cfn.meta.events.register(
+        "provide-client-params.cloudformation.CreateChangeSet", lambda params, **_: asked_for.append(dict(params))
+    )
+    created = deployer.deploy(NAME, template("v1"), {"Value": "v1"}, express=True, revert_drift=True)
+    assert created.action == "created" and "DeploymentMode" not in asked_for[-1]
+    lines.clear()
+    updated = deployer.deploy(NAME, template("v2"), {"Value": "v2"}, express=True, revert_drift=True)
+    assert updated.action == "updated" and not updated.express
+    assert asked_for[-1]["DeploymentMode"] == "REVERT_DRIFT" and "DeploymentConfig" not in asked_for[-1]
+    assert f"{NAME}: standard mode, not express: a drift-aware change set (--revert-drift)" in lines
+    assert f"{NAME}: no drift found in the resources it changes or read" in lines
+    deployer.deploy(NAME, template("v3"), {"Value": "v3"})
+    assert "DeploymentMode" not in asked_for[-1]
+
+
 def test_a_stack_that_is_only_a_change_set_is_created(cfn: Any, deployer: StackDeployer, lines: list[str]) -> None:
     cfn.create_change_set(
         StackName=NAME,

@@ -176,6 +176,7 @@ def test_changed_properties_are_parsed_with_their_values() -> None:
         "recreation": "Never",
         "source": "DirectModification",
         "causing": None,
+        "drift": None,  # not a drift-aware change set's
     }
 
 
@@ -543,3 +544,98 @@ def test_express_mode_is_for_updates_of_templates_without_custom_resources() -> 
         "does not run"
     )
     assert stacks.express_blocker("UPDATE", "not json") == ""  # CloudFormation says what is wrong with it
+
+
+def _drifted(name: str, before: str, after: str | None, deployed: str, kind: str = "Modify") -> dict[str, Any]:
+    """A detail of a drift-aware change set (DescribeChangeSet with IncludePropertyValues)."""
+    target = {
+        "Attribute": "Properties",
+        "Name": name,
+        "Path": f"/Properties/{name}",
+        "RequiresRecreation": "Never",
+        "BeforeValue": before,
+        "BeforeValueFrom": "ACTUAL_STATE",
+        "AfterValueFrom": "TEMPLATE",
+        "AttributeChangeType": kind,
+        "Drift": {"PreviousValue": deployed, "ActualValue": before},
+    }
+    if after is not None:
+        target["AfterValue"] = after
+    return {"Target": target, "Evaluation": "Static"}
+
+
+def _resource(logical_id: str, kind: str, details: list[dict[str, Any]], drift: str, **more: Any) -> dict[str, Any]:
+    change = {"Action": "Modify", "LogicalResourceId": logical_id, "ResourceType": kind, "Replacement": "False"}
+    return {"Type": "Resource", "ResourceChange": {**change, "Details": details, "ResourceDriftStatus": drift, **more}}
+
+
+def test_a_drift_aware_change_set_says_what_goes_back_what_is_kept_and_the_aliases_the_fast_path_moved() -> None:
+    env = '{"Variables": {"TABLE": "cars"}}'
+    changes = stacks.parse_changes(
+        [
+            _resource(
+                "Login",
+                "AWS::Lambda::Function",
+                [
+                    _drifted("MemorySize", "1024", "256", "256"),
+                    _drifted("Environment", '{"Variables": {"DEBUG": "1", "TABLE": "cars"}}', env, env),
+                    _drifted("Timeout", "30", "30", "10", kind="SyncWithActual"),
+                ],
+                "MODIFIED",
+            ),
+            _resource("HealthAlias", "AWS::Lambda::Alias", [_drifted("FunctionVersion", "2", None, "1")], "MODIFIED"),
+            _resource("Queue", "AWS::SQS::Queue", [], "NOT_CHECKED"),
+            _resource("Version", "AWS::Lambda::Version", [], "NOT_CHECKED", Replacement="True"),
+            _resource("Api", "AWS::ApiGateway::RestApi", [], "IN_SYNC"),
+        ]
+    )
+    login, alias, queue = changes[:3]
+    assert login.drift == "MODIFIED" and [d.where for d in login.reverts] == ["MemorySize", "Environment"]
+    assert alias.reverts == () and alias.alias_moved(alias.details[0])
+    assert login.details[0].to_json()["drift"] == {"deployed": "256", "actual": "1024"}
+    assert queue.to_json()["drift"] == "NOT_CHECKED" and changes[4].details == ()
+
+    table = stacks.changes_table(changes)
+    assert re.search(r"^Login .* Modify +False  ↩ reverts drift$", table, re.M), table
+    assert re.search(r"^HealthAlias .* Modify +False$", table, re.M), table  # not reverted: the same code
+    assert "  ↳ MemorySize: 1024 → 256 (changed outside CloudFormation from 256: back to the template's value)" in table
+    assert (
+        "  ↳ Environment (Variables.DEBUG: 1 → none; changed outside CloudFormation: back to the template's value)"
+        in table
+    )
+    assert (
+        "  ↳ Timeout: 30 kept (changed outside CloudFormation from 10; the template says the same now: only "
+        "CloudFormation's record changes)" in table
+    )
+    assert (
+        "  ↳ FunctionVersion: 2 → the stack's new version (moved from 1 outside CloudFormation: by the Lambda fast "
+        "path, a rollback or by hand; the stack's version runs the code the alias serves now)" in table
+    )
+    assert stacks.drift_summary(changes) == (
+        "drift back to the template: Login.MemorySize, Login.Environment; drift kept, as the template now says it: "
+        "Login.Timeout; aliases moved outside CloudFormation (the fast path, a rollback), kept on the code they serve: "
+        "HealthAlias; drift not read by CloudFormation for Queue"
+    )
+    in_sync, deleted = (_resource("Api", "AWS::ApiGateway::RestApi", [], status) for status in ("IN_SYNC", "DELETED"))
+    assert stacks.drift_summary(stacks.parse_changes([in_sync])) == "no drift found in the resources it changes or read"
+    assert stacks.drift_summary(stacks.parse_changes([deleted])) == "deleted outside CloudFormation: Api"
+
+
+def test_a_change_that_is_only_an_alias_moved_outside_cloudformation_is_told_apart() -> None:
+    """inv diff --verify --drift does not count it: the fast path moves aliases, and their code is compared apart."""
+    moved, also_routed, function = (
+        stacks.parse_changes([change])[0].to_json()
+        for change in (
+            _resource("Alias", "AWS::Lambda::Alias", [_drifted("FunctionVersion", "2", None, "1")], "MODIFIED"),
+            _resource(
+                "Alias",
+                "AWS::Lambda::Alias",
+                [_drifted("FunctionVersion", "2", None, "1"), _drifted("RoutingConfig", '{"a": 1}', None, "{}")],
+                "MODIFIED",
+            ),
+            _resource("Fn", "AWS::Lambda::Function", [_drifted("FunctionVersion", "2", None, "1")], "MODIFIED"),
+        )
+    )
+    assert stacks.alias_moves_only(moved)
+    assert not stacks.alias_moves_only(also_routed) and not stacks.alias_moves_only(function)
+    assert not stacks.alias_moves_only({**moved, "details": []})
