@@ -655,6 +655,19 @@ def _stack_outputs(aws: AwsFactory) -> StackOutputs:
 REVERT_DRIFT = "REVERT_DRIFT"  # CreateChangeSet's DeploymentMode of a drift-aware change set
 
 
+# a drift-aware change set CloudFormation refuses for what the stack holds (its message says why): a plain one
+_WITHOUT_DRIFT = (
+    "CloudFormation makes no drift-aware change set for it, as its message says: deploy it without --revert-drift "
+    "({again}), and put the settings back by hand"
+)
+
+
+def _about_drift(message: str) -> bool:
+    """Whether CloudFormation's refusal of a change set is about its drift-aware mode."""
+    lowered = message.lower()
+    return "drift" in lowered or "deploymentmode" in lowered or "deployment mode" in lowered
+
+
 def alias_moves_only(change: Mapping[str, Any]) -> bool:
     """Whether a change, as :meth:`Change.to_json` gives it, is only the drift of an alias the fast path moved
     (:meth:`Change.alias_moved`)."""
@@ -1227,6 +1240,8 @@ class StackDeployer:
                         "(in the stack's region), or name others in notification_arns of deploy.toml or the app's "
                         "Stack(notification_arns=...)"
                     )
+                if revert_drift and _about_drift(message):
+                    fix = _WITHOUT_DRIFT.format(again=again)
                 raise UsageError(
                     f"CloudFormation refused the change set for {name}: {message}",
                     next_step=f"{fix}; nothing was changed",
@@ -1242,10 +1257,12 @@ class StackDeployer:
                 if is_empty_change_set("FAILED", reason):
                     self._delete_change_set(change_set_id)
                     return self._unchanged(name, started, change_set_id, termination_protection)
+                fix = _first_exporter(reason, self._cmd, rerun)
+                if not fix and revert_drift and _about_drift(reason):
+                    fix = f"{_WITHOUT_DRIFT.format(again=again)} (nothing was changed)"
                 raise UsageError(
                     f"CloudFormation could not make a change set for {name}: {reason}",
-                    next_step=_first_exporter(reason, self._cmd, rerun)
-                    or f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
+                    next_step=fix or f"fix the template or the parameters, then rerun: {again} (nothing was changed)",
                 )
             changes = tuple(self._kept(name, parse_changes(self._all_changes(change_set_id, described))))
             noun = "change" if len(changes) == 1 else "changes"

@@ -352,6 +352,36 @@ def test_a_change_set_failing_for_another_reason_is_deleted_and_reported(
     assert err.value.next_step and "nothing was changed" in err.value.next_step
 
 
+def test_a_drift_aware_change_set_cloudformation_refuses_names_the_plain_deploy(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """--revert-drift: a refusal about the drift-aware mode (as CreateChangeSet's answer, or as the change set's
+    reason) names the deploy without it, where another names the template to fix."""
+    plain = "CloudFormation makes no drift-aware change set for it, as its message says: deploy it without "
+    plain += "--revert-drift (inv deploy.stack CarRentalFargateStack --env dev), and put the settings back by hand"
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error(
+        "create_change_set", "ValidationError", "DeploymentMode REVERT_DRIFT is not supported for this stack", 400
+    )
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), revert_drift=True)
+    assert err.value.next_step == f"{plain}; nothing was changed"
+
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE", DeploymentMode="REVERT_DRIFT")
+    script.change_set("FAILED", reason="Drift detection failed for resource Service")
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines), revert_drift=True)
+    assert err.value.next_step == f"{plain} (nothing was changed)"
+
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error("create_change_set", "ValidationError", "Template format error: drift", 400)
+    with pytest.raises(UsageError) as err:
+        run(script, make(script, clock, lines))  # not drift-aware: the template
+    assert err.value.next_step == "fix the template or the parameters (ImageTag); nothing was changed"
+
+
 def test_a_change_set_importing_an_export_no_stack_makes_names_the_stack_to_deploy_first(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:
