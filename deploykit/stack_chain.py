@@ -561,10 +561,13 @@ class DeployStack(Step):
         found = at_once({name: partial(read, name) for name in everywhere if name == self.stack or name in names})
         hosts = stacks_functions({name: dict(outputs) for name, outputs in found.items() if outputs})["hosts"]
         held = code_parameters(template)
+        functions_of: dict[str, Mapping[str, str]] = {}  # each other stack's functions, its template read once
 
         def holds(stack: str, fn: str) -> bool:  # the stack's template of this assembly holds the function
-            other = readable_template(str(Path(self.template).parent / f"{stack}.template.json"))
-            return other is not None and fn in code_parameters(json.loads(other))
+            if stack not in functions_of:
+                other = readable_template(str(Path(self.template).parent / f"{stack}.template.json"))
+                functions_of[stack] = code_parameters(json.loads(other)) if other is not None else {}
+            return fn in functions_of[stack]
 
         for fn, host in sorted(hosts.items()):
             if host != self.stack and host in names and fn in held and not holds(host, fn):
