@@ -1027,9 +1027,8 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
                 Finding(
                     "warning",
                     f"Lambda {key}: {drift}",
-                    f"put them back on $LATEST (aws lambda update-function-configuration --function-name {function} "
-                    f"...), then inv deploy.lambda {key} --env {env.name} publishes and serves them; inv diff --verify "
-                    f"--env {env.name} compares them with this checkout's",
+                    f"{lambda_chain.drift_remedy(env.name, host)} (inv diff --drift --env {env.name} shows it "
+                    f"first); inv diff --verify --env {env.name} compares them with this checkout's",
                 )
             )
 

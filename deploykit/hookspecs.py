@@ -41,8 +41,9 @@ def deploykit_register_checks(env: EnvConfig) -> list[Check]:
 def deploykit_review_stack_changes(env: EnvConfig, stack: str, changes: list[dict[str, Any]]) -> list[str]:
     """A change set of ``stack`` is made and not executed yet: return why this plugin refuses it (an empty list: it
     does not). ``changes`` are its resource changes as ``inv diff --json`` lists them (logical_id, type, action,
-    replacement, access, kept_by, deleted_with, details: each changed value before and after). A refusal deletes the
-    change set: nothing is deployed (exit 2); ``inv diff`` shows it. A plugin that raises refuses too (a rule that
+    replacement, access, kept_by, deleted_with, drift, details: each changed value before and after, and its drift in
+    a drift-aware change set: deploy.stack --revert-drift). A refusal deletes the change set: nothing is deployed
+    (exit 2); ``inv diff`` shows it. A plugin that raises refuses too (a rule that
     cannot be checked)."""
     raise NotImplementedError  # a specification only
 

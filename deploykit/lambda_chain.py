@@ -917,6 +917,16 @@ def configuration_differs(wanted: Mapping[str, Any], live: Mapping[str, Any]) ->
 LATEST_HAS_THEM = "which $LATEST has"
 
 
+def drift_remedy(env: str, stack: str | None) -> str:
+    """What puts back the settings of a function changed by hand and published behind its alias
+    (:func:`settings_drift`): a drift-aware deploy of the stack holding it, which puts them back on $LATEST and its
+    alias on a version that has them (a version the stack publishes, or the one it deployed)."""
+    return (
+        f"inv deploy.stack {stack or 'STACK'} --env {env} --revert-drift puts them back, and its alias on a version "
+        "that has them"
+    )
+
+
 def settings_drift(
     template: Mapping[str, Any] | None,
     function: str,

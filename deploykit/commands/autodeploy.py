@@ -89,13 +89,14 @@ class Analysis:
         """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), a stack
         of the live record deploy.toml names no more (:func:`deploykit.auto.stacks_taken_out`), and :attr:`frozen`
         (a deploy is refused)."""
+        hosts = self.endpoints.hosts if self.endpoints is not None else {}
         lines = [
             f"⚠️  {component}: {why} ("
             + (
                 f"the next deploy of it publishes the stack's: inv deploy.lambda {component.partition(':')[2]}"
                 if lambda_chain.LATEST_HAS_THEM in why  # a version that keeps its own: the next deploy serves them
-                else "no deploy puts them back: put them back on $LATEST, then inv deploy.lambda "
-                f"{component.partition(':')[2]}"
+                else "no deploy of its code puts them back: "
+                + lambda_chain.drift_remedy(self.env.name, hosts.get(component.partition(":")[2]))
             )
             + f"; inv health --env {self.env.name} names them too)"
             for component, why in sorted(self.drifted.items())
@@ -657,11 +658,9 @@ def diff(
         runtime.stdout.write(dumps(data) + "\n")
     if verdict is not None and verdict["differs"]:
         by_hand = [fn for fn, found in verdict["functions"].items() if found.get("settings")]
+        hosts = a.endpoints.hosts if a.endpoints is not None else {}
         settings = "".join(
-            f"; {fn}'s settings: put them back on its $LATEST as the template has them (aws lambda "
-            f"update-function-configuration --function-name {verdict['functions'][fn]['name']}), then inv "
-            f"deploy.lambda {fn} --env {a.env.name} moves its alias to a version that has them"
-            for fn in by_hand
+            f"; {fn}'s settings: {lambda_chain.drift_remedy(a.env.name, hosts.get(fn))}" for fn in by_hand
         )
         revert = " --revert-drift" if drift else ""
         raise StepFailed(

@@ -155,7 +155,8 @@ def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_ana
     commands.deploy_auto(env="dev", dry_run=True, runtime=runtime)
     err = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert "📋 Change Analysis:\n" in err  # the heading of the seed's diff.sh, as its users know it
-    assert f"⚠️  lambda:health_handler: {said} (no deploy puts them back" in err
+    remedy = "inv deploy.stack CarRentalApiStack --env dev --revert-drift puts them back, and its alias on a version"
+    assert f"⚠️  lambda:health_handler: {said} (no deploy of its code puts them back: {remedy} that has them; " in err
 
     # $LATEST back to the stack's settings (or the stack's update set them there, and inv rollback moved the alias
     # back to an older version): the version keeps its own, and the next deploy of the function serves the stack's

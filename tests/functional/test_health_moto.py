@@ -390,8 +390,11 @@ def test_a_function_serving_settings_other_than_its_stacks_is_a_warning(aws: Aws
             "changed by hand, and published",
         )
     ]
-    assert "inv deploy.lambda health_handler --env dev" in found[0].next_step
-    assert "inv diff --verify --env dev" in found[0].next_step
+    assert found[0].next_step == (
+        f"inv deploy.stack {STACKS.api} --env dev --revert-drift puts them back, and its alias on a version that has "
+        "them (inv diff --drift --env dev shows it first); inv diff --verify --env dev compares them with this "
+        "checkout's"
+    )
 
     # inv rollback back to an older version, $LATEST holding the stack's settings (here: put back by hand): the
     # version keeps those it was published with, and the next deploy of the function serves the stack's again

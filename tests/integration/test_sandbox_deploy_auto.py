@@ -964,8 +964,8 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     """A function's memory raised by hand on $LATEST: `inv diff --verify` passes (nothing served differs) and says
     the next fast path would publish it. Published behind its alias, its code left as it was: no change set shows it
     (CloudFormation compares templates) and deploy.auto has nothing to deploy, but says it, as inv health does; `inv
-    diff --verify` fails (exit 1) naming the setting, and after the setting is put back, deploy.lambda moves the
-    alias to the version that has it, and the verdict passes."""
+    diff --verify` fails (exit 1) naming the setting and the remedy: deploy.stack --revert-drift puts it back on
+    $LATEST and the alias on a version that has it, and the verdict passes."""
     lam = sandbox_client(project, "lambda")
     name = endpoints(project).functions["health_handler"]
     wanted = lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"]
@@ -984,7 +984,7 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     lam.update_alias(FunctionName=name, Name="live", FunctionVersion=by_hand)
     report, out, _seconds = auto(project)
     assert report is None and "✅ nothing to deploy" in out, out  # the code is the checkout's
-    assert (  # but the analysis says it, as no deploy puts it back
+    assert (  # but the analysis says it, as no deploy of its code puts it back
         f"⚠️  lambda:health_handler: version {by_hand}, which the alias serves, has settings other than those "
         f"CarRentalApiStack deployed: MemorySize {wanted * 2} (the stack's: {wanted}); changed by hand, and published"
     ) in out, out
@@ -1005,8 +1005,8 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
         f"not {wanted}"
     )
     assert (
-        f"health_handler's settings: put them back on its $LATEST as the template has them (aws lambda "
-        f"update-function-configuration --function-name {name}), then inv deploy.lambda health_handler --env sandbox"
+        "health_handler's settings: inv deploy.stack CarRentalApiStack --env sandbox --revert-drift puts them back, "
+        "and its alias on a version that has them"
     ) in (differs.value.next_step or "")
     verdict = json.loads(runtime.stdout.getvalue())["verify"]  # type: ignore[attr-defined]
     assert verdict["functions"]["health_handler"]["name"] == name
@@ -1017,11 +1017,12 @@ def test_diff_verify_finds_a_function_setting_changed_by_hand(project: Path) -> 
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert f"health_handler: ❌ its live version has MemorySize {wanted * 2}, this checkout's template {wanted}" in said
 
-    lam.update_function_configuration(FunctionName=name, MemorySize=wanted)  # put back on $LATEST
-    _active(lam, name)
-    fixed = commands.deploy_lambda("health_handler", smoke=False, runtime=quiet_runtime(project))
+    # the remedy the next step names: a drift-aware deploy of the stack puts $LATEST back, and the alias on a version
+    # that has the stack's settings
+    fixed = commands.deploy_stack("api", revert_drift=True, smoke=False, runtime=quiet_runtime(project))
     assert fixed is not None and fixed.ok
     assert lam.get_function_configuration(FunctionName=name, Qualifier="live")["MemorySize"] == wanted
+    assert lam.get_function_configuration(FunctionName=name)["MemorySize"] == wanted
     commands.diff(verify=True, runtime=quiet_runtime(project))
     assert not [f for f in commands.health_report(runtime=quiet_runtime(project)).findings if "Lambda" in f.what]
 
