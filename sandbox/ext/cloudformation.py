@@ -58,7 +58,8 @@ What plain moto lacks, fixed here:
   stacks that import one (a ValidationError, as on AWS, when none does).
 - ``drift_aware_change_sets``: CreateChangeSet's DeploymentMode REVERT_DRIFT reads the actual settings of each
   resource whose type says how (a Lambda function's description, memory, timeout, handler and environment, an alias's
-  version, an SQS queue's settings: ``Provider.actual``; the others NOT_CHECKED) and compares them with what the stack
+  version, an SQS queue's settings, a log group's retention: ``Provider.actual``, of the properties the template sets;
+  the others NOT_CHECKED) and compares them with what the stack
   last applied: each drifted property is a detail with BeforeValueFrom ACTUAL_STATE and its Drift (PreviousValue,
   ActualValue), a Modify when the template says another value (applied again when executed, though the template did
   not change) or SyncWithActual when it says the actual one (left as it is, the stack's record updated); a resource

@@ -1096,6 +1096,12 @@ class LogGroup(MotoModel):
         if record.physical_resource_id in backend.groups:
             backend.delete_log_group(record.physical_resource_id)
 
+    def actual(self, ctx: Context, record: Record) -> dict[str, Any] | None:
+        if "RetentionInDays" not in record.properties:
+            return {}
+        group = ctx.backend("logs").groups[record.physical_resource_id]
+        return {"RetentionInDays": group.retention_in_days}
+
 
 class SsmParameter(Provider):
     """ssm_parameter: moto's model took the template's ``Tags``, a map for this type (a list of Key and Value for

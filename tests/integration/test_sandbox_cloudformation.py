@@ -1079,32 +1079,41 @@ def test_a_drift_aware_change_set_puts_back_what_changed_outside_and_keeps_what_
     REVERT_DRIFT one: Modify details that compare the actual value (BeforeValueFrom ACTUAL_STATE, the Drift's
     previous and actual values) with the template's, put back when executed; a template now saying the actual value
     makes a SyncWithActual change that changes nothing; with no drift and no change there is nothing to do."""
-    aws, sqs = deployment.aws, deployment.aws.clients["sqs"]
+    aws, sqs, logs = deployment.aws, deployment.aws.clients["sqs"], deployment.aws.clients["logs"]
 
     def template(visibility: int, retention: int = 345600) -> str:
         queue = {"VisibilityTimeout": visibility, "MessageRetentionPeriod": retention}
         return json.dumps(
             {
-                "Resources": {"Inbox": {"Type": "AWS::SQS::Queue", "Properties": queue}},
-                "Outputs": {"Url": {"Value": {"Ref": "Inbox"}}},
+                "Resources": {
+                    "Inbox": {"Type": "AWS::SQS::Queue", "Properties": queue},
+                    "Log": {"Type": "AWS::Logs::LogGroup", "Properties": {"RetentionInDays": 7}},
+                },
+                "Outputs": {"Url": {"Value": {"Ref": "Inbox"}}, "Log": {"Value": {"Ref": "Log"}}},
             }
         )
+
+    def kept_days(group: str) -> int:
+        return int(logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"][0]["retentionInDays"])
 
     def settings(url: str) -> tuple[str, str]:
         found = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         return found["VisibilityTimeout"], found["MessageRetentionPeriod"]
 
     assert aws.deploy("Drifting", template(30)).status == "CREATE_COMPLETE"
-    url = aws.outputs("Drifting")["Url"]
+    url, group = aws.outputs("Drifting")["Url"], aws.outputs("Drifting")["Log"]
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "90", "MessageRetentionPeriod": "60"})
+    logs.put_retention_policy(logGroupName=group, retentionInDays=30)
 
     plain = aws.change_set("Drifting", template(30), {}, "UPDATE")[1]  # a change set compares templates: none
     assert plain["Status"] == "FAILED" and plain["StatusReason"] == NO_CHANGES
 
     _, drift_aware = aws.change_set("Drifting", template(30), {}, "UPDATE", DeploymentMode="REVERT_DRIFT")
     assert drift_aware["Status"] == "CREATE_COMPLETE" and drift_aware["DeploymentMode"] == "REVERT_DRIFT"
-    [change] = [c["ResourceChange"] for c in drift_aware["Changes"]]
+    change, log_change = (c["ResourceChange"] for c in drift_aware["Changes"])
     assert (change["Action"], change["ResourceDriftStatus"], change["Replacement"]) == ("Modify", "MODIFIED", "False")
+    assert [(d["Target"]["Name"], d["Target"]["BeforeValue"], d["Target"]["AfterValue"]) for d in log_change[
+        "Details"]] == [("RetentionInDays", "30", "7")]  # fmt: skip
     shown = aws.cf.describe_change_set(
         StackName="Drifting", ChangeSetName=drift_aware["ChangeSetId"], IncludePropertyValues=True
     )["Changes"][0]["ResourceChange"]
@@ -1129,7 +1138,7 @@ def test_a_drift_aware_change_set_puts_back_what_changed_outside_and_keeps_what_
     kinds = {d["Target"]["Name"]: d["Target"]["AttributeChangeType"] for d in done.change_set["Changes"][0][
         "ResourceChange"]["Details"]}  # fmt: skip
     assert kinds == {"MessageRetentionPeriod": "SyncWithActual", "VisibilityTimeout": "Modify"}
-    assert settings(url) == ("30", "60")
+    assert settings(url) == ("30", "60") and kept_days(group) == 7
     assert aws.outputs("Drifting")["Url"] == url  # in place
 
     # a drift the template says alone: a SyncWithActual change, nothing applied
