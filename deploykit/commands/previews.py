@@ -264,8 +264,10 @@ def show_preview(
         )
     else:
         lines.append(changes_table(found))
-        if drift:
-            lines.append(f"  {drift_summary(found)} (inv deploy.stack {name} --env {env.name} --revert-drift)")
+        if drift:  # and what puts it back, when there is any
+            drifted = any(c.drift in ("MODIFIED", "DELETED") for c in found)
+            command = f" (inv deploy.stack {name} --env {env.name} --revert-drift)" if drifted else ""
+            lines.append(f"  {drift_summary(found)}{command}")
         if env.protected and any(c.changes_access for c in found):
             lines.append(access_note(name, env.name, rerun))
     if topics and (found or outputs):  # else said above, or no preview

@@ -1059,10 +1059,9 @@ class CloudFormationExtension:
                         target[key] = shown
                 details[prop] = {"Target": target, "Evaluation": "Static"}
             if change is None:
-                change = ResourceChangeEntry(
-                    "Modify", logical_id, spec["Type"], physical_id=records[logical_id].physical_resource_id,
-                    replacement="False",
-                )  # fmt: skip
+                physical = records[logical_id].physical_resource_id
+                change = ResourceChangeEntry("Modify", logical_id, spec["Type"], physical_id=physical)
+                change.replacement = "False"
                 change_set.changes.append(change)
             # the template's own changes of those properties are told by their drift details
             kept = [d for d in change.value_details or change.details if d["Target"].get("Name") not in details]

@@ -24,7 +24,7 @@ from deploykit.errors import UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, RunReport, Step
 from deploykit.stack_chain import DeployStack
-from deploykit.stacks import NoPreview
+from deploykit.stacks import Change, NoPreview, PropertyChange
 from tests.conftest import git, quiet_runtime
 from tests.functional.conftest import create_service, put_image
 from tests.functional.test_endpoints import create_stack
@@ -647,3 +647,29 @@ def test_a_preview_of_a_stack_importing_an_export_a_stack_before_it_adds_says_so
     assert shown.section.attention == (
         "CarRentalFargateStack: it imports Data:QueueArn, which no stack exports: a deploy of it is refused",
     )
+
+
+def test_a_drift_aware_preview_says_what_it_found_and_names_the_command_only_for_drift(
+    project: Path, dev_env: EnvConfig
+) -> None:
+    """inv diff --drift: the line under a stack's table sums up its drift, with the command that puts it back when
+    there is any; a stack with neither changes nor drift says so."""
+    stack = {"StackStatus": "UPDATE_COMPLETE"}
+    command = "(inv deploy.stack CarRentalApiStack --env dev --revert-drift)"
+    memory = PropertyChange(
+        "MemorySize", before="1024", after="256", change_type="Modify", deployed="256", drifted=True
+    )
+    cases = {
+        "drifted": [Change("Login", "AWS::Lambda::Function", "Modify", "False", details=(memory,), drift="MODIFIED")],
+        "template only": [Change("Queue", "AWS::SQS::Queue", "Modify", "False", drift="IN_SYNC")],
+        "nothing": [],
+    }
+    said = {}
+    for case, changes in cases.items():
+        runtime = quiet_runtime(project)
+        show_preview(runtime, dev_env, "CarRentalApiStack", changes, stack, changed=False, drift=True)
+        said[case] = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"  drift back to the template: Login.MemorySize {command}\n" in said["drifted"]
+    assert "  no drift found in the resources it changes or read\n" in said["template only"]
+    assert command not in said["template only"]
+    assert "  nothing to change, and no drift (nothing changed outside CloudFormation that it reads)" in said["nothing"]
