@@ -662,6 +662,9 @@ _WITHOUT_DRIFT = (
 )
 
 
+_NO_DRIFT_PREVIEW = "CloudFormation makes no drift-aware change set for it (inv diff without --drift previews it)"
+
+
 def _about_drift(message: str) -> bool:
     """Whether CloudFormation's refusal of a change set is about its drift-aware mode."""
     lowered = message.lower()
@@ -1379,6 +1382,8 @@ class StackDeployer:
             late = CANNOT_UPDATE.search(message)
             if error_code(exc) == "ValidationError" and late and (blocked := no_preview(late["status"])):
                 return blocked
+            if revert_drift and error_code(exc) == "ValidationError" and _about_drift(message):
+                return NoPreview(status, f"{_NO_DRIFT_PREVIEW}: {message}")  # one stack must not fail a whole diff
             raise
         change_set_id = str(created["Id"])
         try:
@@ -1389,6 +1394,8 @@ class StackDeployer:
                     return []
                 if importing := no_export(status, reason):  # one stack must not fail a whole diff: said with it
                     return importing
+                if revert_drift and _about_drift(reason):
+                    return NoPreview(status, f"{_NO_DRIFT_PREVIEW}: {reason}")
                 raise UsageError(
                     f"CloudFormation could not make a change set for {name}: {reason}",
                     next_step="fix the template or the parameters (nothing was changed)",

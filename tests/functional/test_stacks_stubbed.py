@@ -1161,6 +1161,32 @@ def test_a_stack_that_became_busy_after_it_was_read_previews_as_busy_not_as_an_e
     assert isinstance(found, NoPreview) and found.status == "UPDATE_IN_PROGRESS" and "busy" in found.reason
 
 
+def test_a_drift_aware_preview_cloudformation_refuses_says_so_for_that_stack_alone(
+    script: Script, clock: FakeClock, lines: list[str]
+) -> None:
+    """inv diff --drift: a refusal of the drift-aware mode (CreateChangeSet's answer, or the change set's reason) is
+    that stack's "no preview", and the others are previewed."""
+    said = "CloudFormation makes no drift-aware change set for it (inv diff without --drift previews it)"
+    script.stack("UPDATE_COMPLETE")
+    script.stub.add_client_error(
+        "create_change_set", "ValidationError", "DeploymentMode REVERT_DRIFT is not supported for this stack", 400
+    )
+    with script.stub:
+        found = make(script, clock, lines).preview(NAME, BODY, PARAMS, revert_drift=True)
+        script.stub.assert_no_pending_responses()
+    assert isinstance(found, NoPreview) and found.status == "UPDATE_COMPLETE"
+    assert found.reason == f"{said}: DeploymentMode REVERT_DRIFT is not supported for this stack"
+
+    script.stack("UPDATE_COMPLETE")
+    script.create_change_set("UPDATE", DeploymentMode="REVERT_DRIFT")
+    script.change_set("FAILED", reason="Drift detection failed for resource Service")
+    script.call("delete_change_set", ChangeSetName=CS_ID)
+    with script.stub:
+        found = make(script, clock, lines).preview(NAME, BODY, PARAMS, revert_drift=True)
+        script.stub.assert_no_pending_responses()
+    assert isinstance(found, NoPreview) and found.reason == f"{said}: Drift detection failed for resource Service"
+
+
 def test_a_preview_refused_for_another_reason_is_still_an_error(
     script: Script, clock: FakeClock, lines: list[str]
 ) -> None:
