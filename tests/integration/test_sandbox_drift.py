@@ -15,7 +15,7 @@ from deploykit import commands
 from deploykit.endpoints import Endpoints
 from deploykit.errors import StepFailed
 from tests.conftest import quiet_runtime
-from tests.integration.sandbox_support import running_sandbox, sandbox_project
+from tests.integration.sandbox_support import deployed_sandbox_project
 from tests.integration.test_sandbox_lambda_fast_path import FN, client, detail, health, release, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
@@ -23,19 +23,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
-    """A checkout of the whole platform whose deploy.toml targets a private sandbox."""
-    root = sandbox_project(
-        tmp_path_factory.mktemp("drift"), ("backend", "lambda", "cdk"), gitignore=".sandbox/\n__pycache__/\ncdk.out/\n"
-    )
-    with running_sandbox(root):
+    """A checkout of the whole platform on its private sandbox, deployed once (the module's only deploy.full)."""
+    with deployed_sandbox_project(tmp_path_factory.mktemp("drift")) as root:
         yield root
 
 
 @pytest.fixture(scope="module")
 def deployed(project: Path) -> Endpoints:
-    """Everything deployed once (the module's only deploy.full)."""
-    report = commands.deploy_full(runtime=quiet_runtime(project))
-    assert report is not None and report.ok
     return commands.endpoints(runtime=quiet_runtime(project))
 
 
