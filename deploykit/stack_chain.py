@@ -402,7 +402,7 @@ class DeployStack(Step):
             protection = f"termination protection {result.protection}"
             return Outcome("done", f"{self.stack}: no changes to the stack; {protection}{kept}", outputs)
         if result.action == "unchanged":
-            drift = " and no drift (nothing changed outside CloudFormation that it reads)" if self.revert_drift else ""
+            drift = f" and {stacks.NO_DRIFT}" if self.revert_drift else ""
             return Outcome.skipped(f"{self.stack}: no changes{drift}{kept}", **outputs)
         if self.revert_drift and result.action == "updated":
             detail += f"; {stacks.drift_summary(result.changes)}"

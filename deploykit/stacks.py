@@ -246,6 +246,11 @@ class Change:
     drift: str = ""
 
     @property
+    def drifted(self) -> bool:
+        """Whether a drift-aware change set found it changed outside CloudFormation (modified, or deleted)."""
+        return self.drift in ("MODIFIED", "DELETED")
+
+    @property
     def reverts(self) -> tuple[PropertyChange, ...]:
         """Its drifted properties that the change set puts back to the template's value (not an alias the fast path
         moved: :meth:`alias_moved`)."""
@@ -653,6 +658,8 @@ def _stack_outputs(aws: AwsFactory) -> StackOutputs:
 
 
 REVERT_DRIFT = "REVERT_DRIFT"  # CreateChangeSet's DeploymentMode of a drift-aware change set
+# what a drift-aware change set that found nothing to change says (a deploy's step, a preview)
+NO_DRIFT = "no drift (nothing changed outside CloudFormation that it reads)"
 
 
 # a drift-aware change set CloudFormation refuses for what the stack holds (its message says why): a plain one

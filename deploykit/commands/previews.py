@@ -25,6 +25,7 @@ from deploykit.plugins import Plugins, review_stack_changes
 from deploykit.references import Findings
 from deploykit.stack_chain import held_parameters, notification_arns, template_references, template_url
 from deploykit.stacks import (
+    NO_DRIFT,
     Change,
     NoPreview,
     StackDeployer,
@@ -254,7 +255,7 @@ def show_preview(
     elif not found and topics:
         lines.append(f"  no resource changes; its events would go to {topics} (a setting of the stack)")
     elif not found and drift:
-        lines.append("  nothing to change, and no drift (nothing changed outside CloudFormation that it reads)")
+        lines.append(f"  nothing to change, and {NO_DRIFT}")
     elif not found and not changed:
         lines.append("  nothing to change")
     elif not found:
@@ -265,7 +266,7 @@ def show_preview(
     else:
         lines.append(changes_table(found))
         if drift:  # and what puts it back, when there is any
-            drifted = any(c.drift in ("MODIFIED", "DELETED") for c in found)
+            drifted = any(c.drifted for c in found)
             command = f" (inv deploy.stack {name} --env {env.name} --revert-drift)" if drifted else ""
             lines.append(f"  {drift_summary(found)}{command}")
         if env.protected and any(c.changes_access for c in found):
