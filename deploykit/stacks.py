@@ -260,7 +260,7 @@ class Change:
         """Whether ``detail`` is the drift of a function's alias to another version: the Lambda fast path (or a
         rollback) moves the alias without CloudFormation, and a stack's deploy gives it the code the alias serves (its
         code parameter), so the version the stack puts the alias on runs that code: nothing goes back."""
-        return self.resource_type == LAMBDA_ALIAS and detail.drifted and detail.name == "FunctionVersion"
+        return _alias_move(self.resource_type, detail.name, detail.drifted)
 
     @property
     def holds_data(self) -> bool:
@@ -682,11 +682,14 @@ def alias_moves_only(change: Mapping[str, Any]) -> bool:
     """Whether a change, as :meth:`Change.to_json` gives it, is only the drift of an alias the fast path moved
     (:meth:`Change.alias_moved`)."""
     details = change.get("details") or ()
-    return (
-        change.get("type") == LAMBDA_ALIAS
-        and bool(details)
-        and all(d.get("drift") and d.get("property") == "FunctionVersion" for d in details)
+    return bool(details) and all(
+        _alias_move(change.get("type"), d.get("property"), bool(d.get("drift"))) for d in details
     )
+
+
+def _alias_move(resource_type: object, prop: object, drifted: bool) -> bool:
+    """The drift of a function's alias to another version (:meth:`Change.alias_moved`)."""
+    return resource_type == LAMBDA_ALIAS and drifted and prop == "FunctionVersion"
 
 
 def drift_summary(changes: Sequence[Change]) -> str:
