@@ -64,6 +64,8 @@ NOTIFICATION_ARNS = "notification_arns"
 CONTEXT = "context"
 PLATFORM = "platform"  # the key of deploy.toml's [build] that the image and the Fargate stack's tasks follow
 KEEP_LOCAL_IMAGES = "keep_local_images"  # the key of deploy.toml's [build] for this machine's old builds: no input
+# the key of deploy.toml's [build] naming the modules a layer gives the functions: read by a check, no input either
+LAMBDA_RUNTIME_MODULES = "lambda_runtime_modules"
 
 
 # said of a path a rule gives a component this checkout has not (a lambda/ folder with no handler.py: a function
@@ -816,9 +818,9 @@ def _build_settings(
     before, after = section(old_doc, "build"), section(new_doc, "build")
 
     def part(table: dict[str, Any] | str, key: str | None) -> object:
-        """The image's part of the table (``key`` None: all but lambda_architecture and keep_local_images, which
-        only says which older builds this machine's engine keeps), or one key's value; each key its default when
-        unset, so that a default written out is no change."""
+        """The image's part of the table (``key`` None: all but lambda_architecture, keep_local_images, which only
+        says which older builds this machine's engine keeps, and lambda_runtime_modules, which a check reads), or one
+        key's value; each key its default when unset, so that a default written out is no change."""
         if isinstance(table, str):
             return table
         if key is not None:
@@ -826,7 +828,9 @@ def _build_settings(
         full = {**BUILD_DEFAULTS, **table}
         if isinstance(table.get("base"), dict):  # [build.base]: each of its keys its default when unset too
             full["base"] = {**BUILD_DEFAULTS["base"], **table["base"]}
-        return {k: v for k, v in full.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES)}
+        return {
+            k: v for k, v in full.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES, LAMBDA_RUNTIME_MODULES)
+        }
 
     def per_env(doc: dict[str, Any] | str, setting: str) -> dict[str, object] | str:
         """Each environment's own ``setting`` (base_image, notification_arns: ``env``'s own table, else the patterns

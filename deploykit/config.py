@@ -379,6 +379,10 @@ class BuildConfig:
     # (stacks/common/functions.py), and a function's requirements are vendored as wheels for it. Not part of how the
     # image is built: a change to it deploys the stacks holding functions with every function's zip made anew.
     lambda_architecture: str = DEFAULT_ARCHITECTURE
+    # Modules the functions find on Lambda beside their zip, Python's standard library and the AWS SDK the runtime has:
+    # a layer's. The check that each function's zip would import there (deploykit.lambda_imports) takes them as there.
+    # Not part of how anything is built: a change to it deploys nothing.
+    lambda_runtime_modules: tuple[str, ...] = ()
     # The builds of the backend image kept on this machine's Docker engine, newest first (their local tags and the
     # registry's): after a build, once a day, the older ones' tags are removed. 0: never.
     keep_local_images: int = 10
@@ -994,6 +998,12 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             "Lambda runs functions on",
             next_step=f"set [build] lambda_architecture to one of: {', '.join(ARCHITECTURES)}",
         )
+    unnamed = [m for m in config.build.lambda_runtime_modules if not _MODULE_NAME.fullmatch(m)]
+    if unnamed:
+        raise ConfigError(
+            f"{where}: build.lambda_runtime_modules holds {unnamed[0]!r}, which is not a module's name",
+            next_step="list top-level module names there (yaml, not PyYAML; a layer's modules), or remove the key",
+        )
     if config.release.timeout <= 0:
         raise ConfigError(
             f"{where}: release.timeout must be more than 0 seconds, not {config.release.timeout:g}",
@@ -1299,6 +1309,10 @@ def _rate_problem(rate: float) -> str | None:
     if not 0 <= rate < 1:
         return f"max_error_rate must be at least 0 and under 1 (a share, 0.01 for 1%), not {rate:g}"
     return None
+
+
+# A top-level module's name, as deploy.toml's [build] lambda_runtime_modules lists them
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # The CDK context keys deploykit gives the app itself (deploykit.synth.cdk_context) → where deploy.toml sets each: an

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from deploykit import git, packaging
+from deploykit import git, lambda_imports, packaging
 from deploykit.aws import HandedOn, at_once
 from deploykit.clock import Clock, backoff
 from deploykit.endpoints import function_id, resolve_endpoints, stacks_functions
@@ -984,6 +984,25 @@ def code_known_at(root: Path, function: str, commit: str, architecture: str) -> 
         return code_at(root, function, commit, architecture)
     except UsageError:
         return None
+
+
+def unimportable(config: Config, plan: Plan) -> dict[str, list[lambda_imports.Problem]]:
+    """Each function whose zip ``plan`` uploads that would not import on Lambda, and why (deploykit.lambda_imports):
+    the zips as the plan's upload steps make them (from the folder, for the architecture, it planned)."""
+    found = {}
+    for step in plan.steps:
+        if not isinstance(step, UploadLambdaCode):
+            continue
+        made = packaging.package_function(Path(step.folder), architecture=step.architecture)
+        problems = lambda_imports.problems(
+            made.zip_bytes,
+            provided=config.build.lambda_runtime_modules,
+            architecture=step.architecture,
+            python=packaging.LAMBDA_PYTHON,
+        )
+        if problems:
+            found[step.function] = problems
+    return found
 
 
 def package(config: Config, env: EnvConfig, function: str) -> packaging.Package:

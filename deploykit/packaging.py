@@ -86,6 +86,7 @@ VENDOR_KEEP_DAYS = 30  # a vendored tree and its zip go once no package used the
 # (Graviton), nor the reverse. Part of the vendoring cache key.
 ARCHITECTURES = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 DEFAULT_ARCHITECTURE = "x86_64"
+LAMBDA_PYTHON = "3.11"  # the functions' runtime (python3.11, as the CDK app gives it): the wheels vendored are for it
 
 
 def pip_platform_options(architecture: str = DEFAULT_ARCHITECTURE) -> tuple[str, ...]:
@@ -96,7 +97,7 @@ def pip_platform_options(architecture: str = DEFAULT_ARCHITECTURE) -> tuple[str,
             next_step=f"set [build] lambda_architecture in deploy.toml to one of: {', '.join(ARCHITECTURES)}",
         )
     platform = ARCHITECTURES[architecture]
-    return ("--platform", platform, "--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11")
+    return ("--platform", platform, "--only-binary=:all:", "--implementation", "cp", "--python-version", LAMBDA_PYTHON)
 
 
 _COMPILED_RE = re.compile(r"\.so(\.\d+)*$")  # a Python extension module or a shared library it loads

@@ -50,9 +50,15 @@ By hand (one invocation, from the repository root)::
     echo '{"handler": "handler.handler", "event": {}, "timeout": 3}' \\
         | LAMBDA_TASK_ROOT=lambda/health_handler python -m sandbox.lambda_runner
 
-Not like Lambda: the function runs on the sandbox's own interpreter (its Python version and its
-installed packages, boto3 included, whatever the function's Runtime says); only ``python*`` runtimes and
-zip packages run. Memory size is reported, not enforced. Layers are not mounted.
+Imports as on Lambda: the function runs on the sandbox's own interpreter, but a top-level module that neither its
+folder, Python's standard library nor Lambda's Python runtime (:data:`LAMBDA_RUNTIME_MODULES`: the AWS SDK) has is not
+found, though the interpreter has it installed (``Runtime.ImportModuleError: ... No module named 'requests'``, as on
+AWS); the modules deploy.toml's ``[build] lambda_runtime_modules`` names (a layer's, on AWS) are taken from the
+interpreter.
+
+Not like Lambda: the interpreter's Python version, whatever the function's Runtime says, and the versions of the
+packages it has installed (boto3...); only ``python*`` runtimes and zip packages run. Memory size is reported, not
+enforced. Layers are not mounted.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ import base64
 import contextlib
 import decimal
 import importlib
+import importlib.abc
+import importlib.machinery
 import io
 import json
 import logging
@@ -78,7 +86,7 @@ import time
 import traceback
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +97,14 @@ log = logging.getLogger("sandbox.lambda")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where ``python -m sandbox.lambda_runner`` is found
 INIT_TIMEOUT = 10.0  # seconds: Lambda's limit for the init phase
 LOG_SETTLE = 1.0  # seconds to wait for a worker's last log lines after its answer
+# What Lambda's Python runtimes import beside the standard library and the function's folder: the AWS SDK for Python
+# and what it needs, as /var/runtime has them, and the runtime interface client
+LAMBDA_RUNTIME_MODULES = frozenset(
+    {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3", "awslambdaric", "bootstrap"}
+)
+# the modules a worker may import from this interpreter beyond those (deploy.toml's [build] lambda_runtime_modules),
+# comma-separated; read and removed from its environment before the function's code runs
+MODULES_ENV = "_SANDBOX_LAMBDA_MODULES"
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox", "AWS_SESSION_TOKEN": "sandbox"}
 
 
@@ -324,8 +340,11 @@ class LambdaRuntime:
         idle_ttl: float = 300.0,
         max_idle: int = 4,
         python: str = sys.executable,
+        modules: Sequence[str] = (),
     ) -> None:
         self.state_dir = Path(state_dir)
+        # what the functions may import from this interpreter beyond the runtime's (a layer's on AWS)
+        self.modules = tuple(modules)
         self.code_root = self.state_dir / "code"
         self.tmp_dir = self.state_dir / "tmp"
         self.region = region
@@ -468,6 +487,7 @@ class LambdaRuntime:
         env.update(
             {
                 "_HANDLER": fn.handler,
+                MODULES_ENV: ",".join(self.modules),
                 "LAMBDA_TASK_ROOT": str(code_dir),
                 "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.runtime}",
                 "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
@@ -651,6 +671,46 @@ def _install_logging() -> None:
     root.setLevel(logging.WARNING)
 
 
+class _AsOnLambda(importlib.abc.MetaPathFinder):
+    """Imports as Lambda's: a top-level module the function's code imports (its folder's, vendored packages
+    included) that neither that folder, the standard library, Lambda's runtime (:data:`LAMBDA_RUNTIME_MODULES`) nor
+    ``allowed`` has is not found, though this interpreter has it. What the interpreter's own packages import (the
+    SDK's, a layer's as ``allowed`` lets in) is theirs to find; a submodule is left to its package, which was let in."""
+
+    def __init__(self, task_root: str, allowed: Iterable[str]) -> None:
+        self.task_root = os.path.join(os.path.realpath(task_root), "")
+        self.allowed = frozenset(sys.stdlib_module_names) | LAMBDA_RUNTIME_MODULES | frozenset(allowed)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if path is not None or fullname in self.allowed:
+            return None
+        if importlib.machinery.PathFinder.find_spec(fullname, [self.task_root]) is not None:
+            return None  # the function's own, or vendored beside it
+        if not os.path.realpath(_importer()).startswith(self.task_root):
+            return None  # the interpreter's packages, and the sandbox's own code
+        raise ModuleNotFoundError(f"No module named '{fullname}'", name=fullname)
+
+
+_IMPORT_MACHINERY = {__file__, importlib.__file__}
+
+
+def _importer() -> str:
+    """The file whose code is importing (the first frame out of the import machinery and this module); "" if none."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith("<frozen") and name not in _IMPORT_MACHINERY:
+            return name
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""
+
+
+def _confine_imports(task_root: str) -> None:
+    """From now on, imports as on Lambda (:class:`_AsOnLambda`); what the sandbox itself imported stays."""
+    allowed = [m for m in os.environ.pop(MODULES_ENV, "").split(",") if m]
+    sys.meta_path.insert(0, _AsOnLambda(task_root, allowed))
+
+
 def _load_handler(name: str) -> Callable[[Any, LambdaContext], Any]:
     module_path, _, function_name = name.rpartition(".")
     if not module_path or not function_name:
@@ -679,7 +739,8 @@ def _error_object(exc: BaseException, request_id: str) -> dict[str, Any]:
     tb = exc.__traceback__
     if tb is not None and tb.tb_frame.f_globals.get("__name__") in (__name__, "__main__"):
         tb = tb.tb_next  # the runner's own frame is not the function's business
-    stack = traceback.format_list(traceback.extract_tb(tb))
+    # the import machinery's refusal (_AsOnLambda) is not the function's business either
+    stack = traceback.format_list([f for f in traceback.extract_tb(tb) if f.filename != __file__])
     return {"errorMessage": str(exc), "errorType": type(exc).__name__, "requestId": request_id, "stackTrace": stack}
 
 
@@ -788,6 +849,7 @@ def main() -> int:
     else:
         sys.path.insert(0, task_root)
     _install_logging()
+    _confine_imports(task_root)
     handlers: dict[str, Callable[[Any, LambdaContext], Any]] = {}
     init_ms: float | None = None
     default = os.environ.get("_HANDLER")

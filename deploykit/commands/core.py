@@ -27,6 +27,7 @@ from deploykit import (
     git,
     history,
     lambda_chain,
+    lambda_imports,
     lock,
     overview,
     pause,
@@ -237,6 +238,7 @@ def run_plan(
     A deploy wakes a paused environment first (:func:`pause.woken`): its dry run reads the pause too and shows the
     wake, so that the plan shown is the plan run (deploy.auto's own dry run shows it from its analysis)."""
     require_pushed(runtime, config, env, plan, dry_run=dry_run)
+    require_importable(runtime, config, plan, dry_run=dry_run)
     if dry_run:
         if pause.may_wake(plan):  # the wake the run would add under the lock
             plan = _woken_if_read(runtime, env, plan, aws or runtime.aws_factory(env))
@@ -332,6 +334,23 @@ def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan,
     if not env.require_pushed or not plan.deploys or plan.rollback:
         return
     _refuse_unpushed(runtime, config, env, [tag for _, tag in plan.deploys], dry_run=dry_run)
+
+
+def require_importable(runtime: Runtime, config: Config, plan: Plan, *, dry_run: bool) -> None:
+    """A plan uploading a function's zip that would not import on Lambda (deploykit.lambda_imports: a module neither
+    the zip nor the runtime has, a vendored package's requirement missing, no handler) is refused before anything
+    changes; a dry run says so and goes on. A rollback goes through: back to code that ran (never held up by a check
+    that could be wrong), as does a plan with $DEPLOYKIT_SKIP_IMPORT_CHECK=1."""
+    if plan.rollback or lambda_imports.skipped():
+        return
+    found = lambda_chain.unimportable(config, plan)
+    if not found:
+        return
+    said = "; ".join(lambda_imports.said(function, problems) for function, problems in found.items())
+    if dry_run:
+        runtime.stderr.write(f"⚠️  {said}: the deploy would be refused\n")
+        return
+    raise UsageError(said, next_step=lambda_imports.NEXT_STEP)
 
 
 def refuse_unpushed_early(runtime: Runtime, config: Config, env: EnvConfig, tags: Sequence[str]) -> None:

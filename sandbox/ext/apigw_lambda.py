@@ -500,7 +500,10 @@ class ApiGatewayLambda:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.runtime = LambdaRuntime(
-            settings.state_dir / "lambda", region=settings.region, endpoint_url=settings.endpoint_url
+            settings.state_dir / "lambda",
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            modules=settings.lambda_modules,
         )
         self.sandbox: Sandbox | None = None
         self.deployed: dict[tuple[str, str], DeployedApi] = {}  # (api id, deployment id) → routes

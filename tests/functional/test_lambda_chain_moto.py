@@ -996,6 +996,44 @@ def test_a_handler_that_does_not_compile_is_refused_before_anything_is_packaged(
     )
 
 
+def test_a_function_that_would_not_import_on_lambda_is_refused_before_anything_is_uploaded(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """This machine has requests installed (the sandbox would import it); Lambda's runtime has not and the zip does
+    not vendor it: refused (exit 2), the zip not uploaded, no version published, the alias where it was. A dry run
+    says so under its plan; $DEPLOYKIT_SKIP_IMPORT_CHECK=1, or deploy.toml naming the module a layer gives, let it
+    through."""
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\nimport requests\n")
+    line = len(handler.read_text().splitlines())
+    git(with_lambdas, "commit", "-qam", "requests")
+    made = package(with_lambdas)
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_lambda("health_handler", env="dev", runtime=runtime(with_lambdas, factory))
+    assert refused.value.exit_code == 2
+    assert refused.value.message == (
+        f"lambda/health_handler would not import on Lambda: handler.py:{line}: imports requests, which neither the "
+        "zip (the function's files, its vendored requirements) nor Lambda's Python runtime (the standard library, the "
+        "AWS SDK) has"
+    )
+    assert (refused.value.next_step or "").startswith("add what is missing to the function's requirements.txt")
+    assert alias_version(factory, "health_handler") == "1"
+    s3 = factory.client("s3")
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=made.key)["KeyCount"] == 0
+
+    dry = runtime(with_lambdas, factory)
+    assert commands.deploy_lambda("health_handler", env="dev", dry_run=True, runtime=dry) is None
+    assert f"⚠️  lambda/health_handler would not import on Lambda: handler.py:{line}: imports requests" in said(dry)
+    assert "the deploy would be refused" in said(dry) and "upload-lambda" in said(dry)
+
+    toml = with_lambdas / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[build]\n", '[build]\nlambda_runtime_modules = ["requests"]\n', 1))
+    git(with_lambdas, "commit", "-qam", "a layer gives requests")
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert report is not None and report.ok
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=made.key)["KeyCount"] == 1
+
+
 def test_without_the_api_stack_it_says_to_deploy_it_first(with_lambdas: Path, factory: AwsFactory) -> None:
     with pytest.raises(UsageError, match="CarRentalApiStack is not deployed") as err:
         commands.deploy_lambda("health_handler", env="dev", runtime=runtime(with_lambdas, factory))

@@ -782,19 +782,27 @@ def test_status_counts_apis_stages_and_functions(harness: Harness, login: Login)
     assert parts["lambda runtime"].detail.startswith(f"{len(functions)} functions")
 
 
-def test_runtime_reuses_warm_workers_and_stop_ends_them(tmp_path: Path) -> None:
-    runtime = LambdaRuntime(tmp_path, region=REGION, endpoint_url="http://127.0.0.1:9")
-    source = "import os\ndef handler(event, context):\n    return {'pid': os.getpid(), 'cwd': os.getcwd()}\n"
-    code = zip_of(source)
-    fn = FunctionCode(
-        function_name="pids",
+def runtime_function(name: str, files: dict[str, str]) -> FunctionCode:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, source in files.items():
+            archive.writestr(path, textwrap.dedent(source))
+    code = buffer.getvalue()
+    return FunctionCode(
+        function_name=name,
         version="$LATEST",
-        function_arn=f"arn:aws:lambda:{REGION}:123456789012:function:pids",
+        function_arn=f"arn:aws:lambda:{REGION}:123456789012:function:{name}",
         handler="handler.handler",
         runtime="python3.11",
         code_sha256=hashlib.sha256(code).hexdigest(),
         code=code,
     )
+
+
+def test_runtime_reuses_warm_workers_and_stop_ends_them(tmp_path: Path) -> None:
+    runtime = LambdaRuntime(tmp_path, region=REGION, endpoint_url="http://127.0.0.1:9")
+    source = "import os\ndef handler(event, context):\n    return {'pid': os.getpid(), 'cwd': os.getcwd()}\n"
+    fn = runtime_function("pids", {"handler.py": source})
     first = json.loads(runtime.invoke(fn, {}).payload)
     second = json.loads(runtime.invoke(fn, {}).payload)
     assert first["pid"] == second["pid"]  # warm
@@ -803,3 +811,55 @@ def test_runtime_reuses_warm_workers_and_stop_ends_them(tmp_path: Path) -> None:
     assert runtime.worker_count() == 0
     with pytest.raises(ProcessLookupError):
         os.kill(first["pid"], 0)
+
+
+def test_a_function_imports_what_lambda_has_not_what_the_sandboxs_interpreter_has(tmp_path: Path) -> None:
+    """requests is installed here, not in Lambda's runtime: a function importing it without vendoring it fails as
+    on AWS, at its init; the SDK imports; a try that does without a module does; a vendored package beside the
+    handler imports, and its own import of a module nothing has fails. deploy.toml's [build] lambda_runtime_modules
+    (a layer's on AWS) lets the interpreter's module in, with what it imports itself."""
+    runtime = LambdaRuntime(tmp_path / "strict", region=REGION, endpoint_url="http://127.0.0.1:9")
+    layered = LambdaRuntime(
+        tmp_path / "layered", region=REGION, endpoint_url="http://127.0.0.1:9", modules=["requests"]
+    )
+    try:
+        unvendored = runtime_function(
+            "unvendored", {"handler.py": "import requests\ndef handler(e, c):\n    return 1\n"}
+        )
+        failed = runtime.invoke(unvendored, {})
+        assert failed.function_error == "Unhandled"
+        assert failed.error is not None and failed.error == {
+            "errorMessage": "Unable to import module 'handler': No module named 'requests'",
+            "errorType": "Runtime.ImportModuleError",
+            "requestId": failed.error["requestId"],
+            "stackTrace": [],
+        }
+        fine = runtime_function(
+            "fine",
+            {
+                "handler.py": """
+                    import boto3
+                    import vendored_pkg
+                    try:
+                        import yaml
+                    except ImportError:
+                        yaml = None
+                    def handler(event, context):
+                        return [vendored_pkg.NAME, yaml is None, boto3.__name__]
+                    """,
+                "vendored_pkg/__init__.py": "NAME = 'vendored'\n",
+            },
+        )
+        assert json.loads(runtime.invoke(fine, {}).payload) == ["vendored", True, "boto3"]
+        broken_vendor = runtime_function(
+            "broken_vendor",
+            {
+                "handler.py": "import vendored_pkg\ndef handler(e, c):\n    return 1\n",
+                "vendored_pkg/__init__.py": "import idna\n",
+            },
+        )
+        assert "No module named 'idna'" in str(runtime.invoke(broken_vendor, {}).error)
+        assert json.loads(layered.invoke(unvendored, {}).payload) == 1
+    finally:
+        runtime.stop()
+        layered.stop()

@@ -1696,20 +1696,22 @@ def test_the_commits_behind_a_path_with_glob_characters_are_those_that_change_it
     assert [(c.sha, c.subject) for c in commits_behind(repo, found)] == [(route, "Route by id")]
 
 
-def test_how_many_old_builds_this_machine_keeps_is_no_change_of_the_image(repo: Path) -> None:
-    """[build] keep_local_images only says which older builds a build removes from this machine's engine afterwards:
-    the image is built the same, so the app is not deployed for it, committed or not."""
+@pytest.mark.parametrize("setting", ["keep_local_images = 3", 'lambda_runtime_modules = ["yaml"]'])
+def test_how_many_old_builds_this_machine_keeps_is_no_change_of_the_image(repo: Path, setting: str) -> None:
+    """[build] keep_local_images only says which older builds a build removes from this machine's engine afterwards,
+    and lambda_runtime_modules which modules the import check takes a layer to give: the image is built the same, so
+    the app is not deployed for it, committed or not."""
     config = config_of(repo)
     toml = repo / "deploy.toml"
     base = run_git(repo, "rev-parse", "HEAD").strip()
-    toml.write_text(toml.read_text().replace("[build]\n", "[build]\nkeep_local_images = 3\n", 1))
+    toml.write_text(toml.read_text().replace("[build]\n", f"[build]\n{setting}\n", 1))
     assert changes.scope(config, git.current_revision(repo, allow_dirty=True)).touches == frozenset()
     assert detect(config, everything(config, base), include_uncommitted=True).components() == set()
     commit(repo, "keep fewer builds here")
     result = detect(config, everything(config, base))
     assert result.components() == set() and [c.path for c in result.unassigned()] == ["deploy.toml"]
     # beside a change of how the image is built, the app counts as before
-    toml.write_text(toml.read_text().replace("keep_local_images = 3\n", "keep_local_images = 3\npull_after_days = 1\n"))
+    toml.write_text(toml.read_text().replace(f"{setting}\n", f"{setting}\npull_after_days = 1\n"))
     commit(repo, "and pull the base daily")
     assert detect(config, everything(config, base)).components() == {"app"}
 

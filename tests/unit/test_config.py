@@ -43,6 +43,22 @@ def test_the_functions_architecture_is_x86_64_or_arm64() -> None:
     assert refused.value.next_step == "set [build] lambda_architecture to one of: x86_64, arm64"
 
 
+def test_the_modules_a_layer_gives_the_functions_are_module_names() -> None:
+    raw = tomllib.loads((REPO / "deploy.toml").read_text())
+    assert parse_config(raw, Path("deploy.toml")).build.lambda_runtime_modules == ()
+    raw["build"]["lambda_runtime_modules"] = ["aws_lambda_powertools", "yaml"]
+    assert parse_config(raw, Path("deploy.toml")).build.lambda_runtime_modules == ("aws_lambda_powertools", "yaml")
+    raw["build"]["lambda_runtime_modules"] = ["yaml", "aws-lambda-powertools"]
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, Path("deploy.toml"))
+    assert refused.value.message == (
+        "deploy.toml: build.lambda_runtime_modules holds 'aws-lambda-powertools', which is not a module's name"
+    )
+    raw["build"]["lambda_runtime_modules"] = "yaml"
+    with pytest.raises(ConfigError, match=r"'build\.lambda_runtime_modules' must be a list of strings"):
+        parse_config(raw, Path("deploy.toml"))
+
+
 def test_functions_on_this_machine_run_on_its_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
     """As the sandbox builds images for this engine's platform, its functions run (and their compiled requirements
     are vendored for) this machine's CPU: it runs them here."""

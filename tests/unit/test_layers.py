@@ -30,9 +30,10 @@ NEVER_IMPORTED_BY_DEPLOYKIT = (
     *sorted(p.name for p in (REPO / "lambda").iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),
 )
 # the libraries deploykit speaks through (DESIGN.md: boto3 and the docker SDK; pluggy and tabulate are the plan's
-# own dependencies; requests: the registries' HTTP API, oci.py); pytest only in deploykit.testing, the pytest plugin
+# own dependencies; requests: the registries' HTTP API, oci.py; packaging: the vendored packages' requirements,
+# lambda_imports.py); pytest only in deploykit.testing, the pytest plugin
 # for plugin authors (pytest loads it; nothing else imports it)
-DEPLOYKIT_LIBRARIES = {"boto3", "botocore", "docker", "pluggy", "tabulate", "requests"}
+DEPLOYKIT_LIBRARIES = {"boto3", "botocore", "docker", "pluggy", "tabulate", "requests", "packaging"}
 ONLY_IN = {"pytest": "deploykit/testing.py"}
 # deploykit's API for plugins: what "Writing check plugins" names (checks, hooks, the settings, the errors, who
 # deploys, the endpoints, the testing helpers)
