@@ -994,15 +994,27 @@ def unimportable(config: Config, plan: Plan) -> dict[str, list[lambda_imports.Pr
         if not isinstance(step, UploadLambdaCode):
             continue
         made = packaging.package_function(Path(step.folder), architecture=step.architecture)
-        problems = lambda_imports.problems(
-            made.zip_bytes,
-            provided=config.build.lambda_runtime_modules,
-            architecture=step.architecture,
-            python=packaging.LAMBDA_PYTHON,
-        )
+        key = (made.sha256, config.build.lambda_runtime_modules, step.architecture)
+        with _JUDGED_LOCK:
+            problems = _JUDGED.get(key)
+        if problems is None:
+            problems = lambda_imports.problems(
+                made.zip_bytes, provided=key[1], architecture=key[2], python=packaging.LAMBDA_PYTHON
+            )
+            with _JUDGED_LOCK:
+                _JUDGED[key] = problems
+                while len(_JUDGED) > JUDGED_KEPT:  # deploy.auto --watch judges each save's
+                    del _JUDGED[next(iter(_JUDGED))]
         if problems:
             found[step.function] = problems
     return found
+
+
+# what a zip was found to lack, by (its SHA-256, the modules deploy.toml gives, the architecture): deploy.auto judges
+# its plan before showing it, and the run judges it again
+_JUDGED: dict[tuple[str, tuple[str, ...], str], list[lambda_imports.Problem]] = {}
+JUDGED_KEPT = 64
+_JUDGED_LOCK = threading.Lock()
 
 
 def package(config: Config, env: EnvConfig, function: str) -> packaging.Package:

@@ -86,7 +86,7 @@ import time
 import traceback
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -340,11 +340,12 @@ class LambdaRuntime:
         idle_ttl: float = 300.0,
         max_idle: int = 4,
         python: str = sys.executable,
-        modules: Sequence[str] = (),
+        modules: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.state_dir = Path(state_dir)
-        # what the functions may import from this interpreter beyond the runtime's (a layer's on AWS)
-        self.modules = tuple(modules)
+        # what the functions may import from this interpreter beyond the runtime's (a layer's on AWS), asked as each
+        # worker starts
+        self.modules = modules
         self.code_root = self.state_dir / "code"
         self.tmp_dir = self.state_dir / "tmp"
         self.region = region
@@ -487,7 +488,7 @@ class LambdaRuntime:
         env.update(
             {
                 "_HANDLER": fn.handler,
-                MODULES_ENV: ",".join(self.modules),
+                MODULES_ENV: ",".join(self.modules()),
                 "LAMBDA_TASK_ROOT": str(code_dir),
                 "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.runtime}",
                 "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,

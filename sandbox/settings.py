@@ -49,9 +49,6 @@ class Settings:
     # {region}; a variable the task definition sets itself, or a template naming one the task lacks, is left out.
     task_environment: dict[str, str] = field(default_factory=dict)
     tick: float = 0.25  # seconds between two passes of the ECS/ALB reconciler
-    # What the sandbox's functions may import from its own interpreter beyond Lambda's runtime: deploy.toml's [build]
-    # lambda_runtime_modules (a layer's on AWS; the sandbox mounts no layer), not a key of [sandbox]
-    lambda_modules: tuple[str, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -81,7 +78,7 @@ def settings_of(raw: dict[str, Any], deploy_toml: Path) -> Settings:
     """:func:`load_settings` of deploy.toml already parsed (``raw``, read, never changed): a task's, read once."""
     table: dict[str, Any] = dict(raw.get("sandbox", {}))
     region = raw.get("environments", {}).get("sandbox", {}).get("region", "us-east-1")
-    known = {f.name for f in fields(Settings)} - {"root", "region", "lambda_modules"}
+    known = {f.name for f in fields(Settings)} - {"root", "region"}
     unknown = set(table) - known
     if unknown:
         raise SettingsError(
@@ -89,9 +86,6 @@ def settings_of(raw: dict[str, Any], deploy_toml: Path) -> Settings:
             f"(known: {', '.join(sorted(known))})"
         )
     values: dict[str, Any] = {"root": deploy_toml.resolve().parent, "region": region}
-    build = raw.get("build")
-    modules = build.get("lambda_runtime_modules", []) if isinstance(build, dict) else []  # deploykit checks it
-    values["lambda_modules"] = tuple(m for m in modules if isinstance(m, str)) if isinstance(modules, list) else ()
     for key, value in table.items():
         if key == "task_ports":
             if not (isinstance(value, list) and len(value) == 2 and all(_is_port(v) for v in value)):
@@ -131,6 +125,18 @@ def settings_of(raw: dict[str, Any], deploy_toml: Path) -> Settings:
     _check_ports(settings, deploy_toml)
     _check_environments(settings, raw.get("environments", {}), deploy_toml)
     return settings
+
+
+def lambda_modules(deploy_toml: Path) -> tuple[str, ...]:
+    """What the sandbox's functions may import from its own interpreter beyond Lambda's runtime: deploy.toml's
+    ``[build] lambda_runtime_modules`` (a layer's on AWS; the sandbox mounts no layer), as the file says now (read
+    as each function's worker starts: a change needs no restart); none when it is unreadable (deploykit says why)."""
+    try:
+        build = tomllib.loads(deploy_toml.read_bytes().decode("utf-8-sig")).get("build")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ()
+    modules = build.get("lambda_runtime_modules") if isinstance(build, dict) else None
+    return tuple(m for m in modules if isinstance(m, str)) if isinstance(modules, list) else ()
 
 
 def _is_port(value: Any) -> bool:

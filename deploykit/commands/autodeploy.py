@@ -40,6 +40,7 @@ from deploykit.commands.core import (
     load_plugins,
     not_run,
     nothing_to_do_json,
+    require_importable,
     require_pushed,
     run_plan,
     until_unlocked,
@@ -382,6 +383,7 @@ def deploy_auto(
     refuse_or_say(
         runtime, syntax.python_errors(a.config.root, syntax.changed_code(a.config, a.found)), "changed", dry_run=dry_run
     )
+    require_importable(runtime, a.config, plan, dry_run=dry_run)  # before the plan is shown, as the syntax is
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
     if dry_run:

@@ -97,7 +97,7 @@ from moto.awslambda.exceptions import LambdaClientError
 from sandbox.ext.service_metrics import ServiceMetrics
 from sandbox.lambda_runner import CodeError, FunctionCode, InvokeResult, LambdaRuntime
 from sandbox.server import PartStatus, serving
-from sandbox.settings import ACCOUNT_ID, Settings
+from sandbox.settings import ACCOUNT_ID, Settings, lambda_modules
 
 if TYPE_CHECKING:
     from sandbox.server import Sandbox
@@ -503,7 +503,7 @@ class ApiGatewayLambda:
             settings.state_dir / "lambda",
             region=settings.region,
             endpoint_url=settings.endpoint_url,
-            modules=settings.lambda_modules,
+            modules=partial(lambda_modules, settings.root / "deploy.toml"),
         )
         self.sandbox: Sandbox | None = None
         self.deployed: dict[tuple[str, str], DeployedApi] = {}  # (api id, deployment id) → routes

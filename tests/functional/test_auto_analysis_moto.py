@@ -368,6 +368,34 @@ def test_changed_python_that_does_not_compile_is_refused_before_anything_is_buil
     assert ": the deploy would be refused\n" in said
 
 
+def test_a_function_that_would_not_import_on_lambda_is_refused_before_the_plan_is_shown(
+    deployed: AwsFactory, project: Path
+) -> None:
+    """requests is installed on this machine, not in Lambda's runtime, and the function does not vendor it: refused
+    (exit 2) before the plan is shown and anything uploaded; the dry run shows the plan and says it would be."""
+    shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    handler = project / "lambda" / "login_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\nimport requests\n")
+    line = len(handler.read_text().splitlines())
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "login: requests, not vendored")
+    runtime = runtime_of(project, deployed)
+    with pytest.raises(UsageError) as refused:  # the function alone: the stacks' deploys would synthesize the CDK app
+        commands.deploy_auto(env="dev", only="lambda:login_handler", runtime=runtime)
+    assert refused.value.exit_code == 2
+    assert refused.value.message.startswith(
+        f"lambda/login_handler would not import on Lambda: handler.py:{line}: imports requests, which neither "
+    )
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "Plan for deploy.auto" not in said and "🚀" not in said
+
+    runtime = runtime_of(project, deployed)
+    commands.deploy_auto(env="dev", only="lambda:login_handler", dry_run=True, runtime=runtime)
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"⚠️  lambda/login_handler would not import on Lambda: handler.py:{line}: imports requests" in said
+    assert ": the deploy would be refused\n" in said and "upload-lambda" in said
+
+
 def test_a_first_deploy_of_everything_checks_all_of_the_app_s_and_the_functions_python(
     moto_aws: None, project: Path
 ) -> None:

@@ -32,7 +32,7 @@ from deploykit import auto, canary, changes, commands, history, lambda_chain, pa
 from deploykit.aws import AwsFactory
 from deploykit.canary import CanaryRelease
 from deploykit.clock import FakeClock
-from deploykit.commands.core import run_plan
+from deploykit.commands.core import require_importable, run_plan
 from deploykit.commands.deploys import with_canary
 from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
@@ -1032,6 +1032,22 @@ def test_a_function_that_would_not_import_on_lambda_is_refused_before_anything_i
     report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
     assert report is not None and report.ok
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=made.key)["KeyCount"] == 1
+
+
+def test_a_rollback_is_not_held_up_by_the_import_check(with_lambdas: Path, factory: AwsFactory) -> None:
+    """Back to code that ran: the check, which could be wrong, never stands in its way. The same plan as a deploy is
+    refused."""
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\nimport requests\n")
+    made = package(with_lambdas)
+    upload = UploadLambdaCode.of("health_handler", handler.parent, made, "CarRentalRegistryStack")
+    config = load_config(with_lambdas / "deploy.toml")
+    rt = runtime(with_lambdas, factory)
+    back = Plan("dev", (upload,), "rollback lambda:health_handler → 3e2532eaf7e5")
+    assert back.rollback
+    require_importable(rt, config, back, dry_run=False)
+    with pytest.raises(UsageError, match="lambda/health_handler would not import on Lambda"):
+        require_importable(rt, config, dataclasses.replace(back, title="deploy.lambda health_handler"), dry_run=False)
 
 
 def test_without_the_api_stack_it_says_to_deploy_it_first(with_lambdas: Path, factory: AwsFactory) -> None:

@@ -117,3 +117,14 @@ def cleanup_images(docker_engine: docker.DockerClient, repository_name: str) -> 
             if repository_name in ref:
                 with contextlib.suppress(docker.errors.APIError):
                     docker_engine.images.remove(ref, noprune=False)
+
+
+@pytest.fixture(scope="module")
+def sandbox_deployed_project(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient
+) -> Iterator[Path]:
+    """A checkout of the whole platform on its private sandbox, deployed once for the module (its only deploy.full)."""
+    from tests.integration.sandbox_support import deployed_sandbox_project  # it imports this module
+
+    with deployed_sandbox_project(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])) as root:
+        yield root

@@ -820,7 +820,7 @@ def test_a_function_imports_what_lambda_has_not_what_the_sandboxs_interpreter_ha
     (a layer's on AWS) lets the interpreter's module in, with what it imports itself."""
     runtime = LambdaRuntime(tmp_path / "strict", region=REGION, endpoint_url="http://127.0.0.1:9")
     layered = LambdaRuntime(
-        tmp_path / "layered", region=REGION, endpoint_url="http://127.0.0.1:9", modules=["requests"]
+        tmp_path / "layered", region=REGION, endpoint_url="http://127.0.0.1:9", modules=lambda: ["requests"]
     )
     try:
         unvendored = runtime_function(

@@ -5,27 +5,22 @@ plain change set; `inv diff --drift` shows them, `--verify --drift` counts them,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from deploykit import commands
 from deploykit.endpoints import Endpoints
 from deploykit.errors import StepFailed
 from tests.conftest import quiet_runtime
-from tests.integration.sandbox_support import deployed_sandbox_project
 from tests.integration.test_sandbox_lambda_fast_path import FN, client, detail, health, release, statuses
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("base_image")]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: docker.DockerClient) -> Iterator[Path]:
-    """A checkout of the whole platform on its private sandbox, deployed once (the module's only deploy.full)."""
-    with deployed_sandbox_project(tmp_path_factory.mktemp("drift")) as root:
-        yield root
+def project(sandbox_deployed_project: Path) -> Path:
+    return sandbox_deployed_project
 
 
 @pytest.fixture(scope="module")
