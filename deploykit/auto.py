@@ -135,7 +135,7 @@ def live_components(
             elif described and recorded and DIRTY in described and DIRTY not in recorded:
                 # a dirty build's version, whose code the recorded commit holds too (a deploy from that commit found
                 # the version in place: a version keeps the description it was published with): live at that commit
-                at = lambda_chain.code_known_at(config.root, name, recorded, config.lambda_architecture_for(env))
+                at = lambda_chain.code_known_at(config.root, name, recorded, **config.lambda_target(env))
                 same = serving is not None and at is not None and at[1] == serving.get("CodeSha256")
                 live[component] = recorded if same else described
             else:
@@ -199,7 +199,7 @@ def _lambda_changed_outside(
         )
     if named is None and DIRTY not in recorded:
         # None: not to be told here (a shallow clone)
-        at = lambda_chain.code_known_at(config.root, function, recorded, config.lambda_architecture_for(env))
+        at = lambda_chain.code_known_at(config.root, function, recorded, **config.lambda_target(env))
         if at is not None and at[1] != code:
             return (
                 f"{function_name}'s alias {lambda_chain.ALIAS} serves version {version}, which deploykit did not "

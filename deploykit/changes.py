@@ -58,6 +58,7 @@ HANDLER = "handler.py"
 _LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,40})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
 NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
 LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
+LAMBDA_RUNTIME = "lambda_runtime"  # and the one naming their runtime, which they follow too
 # the key of an environment's table that names the SNS topics of its stacks' events: every stack deploys again
 NOTIFICATION_ARNS = "notification_arns"
 # the table of an environment that gives the CDK app values of the team's (its context): every stack deploys again
@@ -99,7 +100,8 @@ class Change:
     reason: str
     old_path: str | None = None
     # the setting of deploy.toml whose change made ``path`` (deploy.toml) count for the component: "[build]" (how
-    # the image is built), "[build] platform", "[build] lambda_architecture", "[environments.NAME] base_image",
+    # the image is built), "[build] platform", "[build] lambda_architecture", "[build] lambda_runtime",
+    # "[environments.NAME] base_image",
     # "[environments.NAME] desired_count, task_cpu" (the service's size); None for a change of the component's own
     # files
     setting: str | None = None
@@ -795,10 +797,11 @@ def _build_settings(
     pattern that makes it; None: any environment's); for the Fargate stack too, ``platform`` (its tasks run on that
     architecture), and the service's size an environment sets (``desired_count``, ``task_cpu``, ``task_memory`` of
     ``env``'s table or the pattern that makes it; None: any environment's); for the stacks that may hold functions
-    and every function, ``lambda_architecture`` (a stack puts its functions on it, and their requirements are vendored
-    for it: each zip is made anew); for every stack, the SNS topics an environment sends their events to
-    (``notification_arns``, of ``env``'s table or the pattern that makes it), and the values it gives the CDK app (its
-    ``context`` table). The rest of deploy.toml is the toolkit's own settings, and stays as the rules classify it."""
+    and every function, ``lambda_architecture`` and ``lambda_runtime`` (a stack puts its functions on them, and their
+    requirements are vendored for them: each zip is made anew); for every stack, the SNS topics an environment sends
+    their events to (``notification_arns``, of ``env``'s table or the pattern that makes it), and the values it gives
+    the CDK app (its ``context`` table). The rest of deploy.toml is the toolkit's own settings, and stays as the rules
+    classify it."""
     name = config.path.relative_to(config.root).as_posix()
     if not any(c.path == name and c.kind == "none" for c in classified):
         return classified
@@ -818,9 +821,10 @@ def _build_settings(
     before, after = section(old_doc, "build"), section(new_doc, "build")
 
     def part(table: dict[str, Any] | str, key: str | None) -> object:
-        """The image's part of the table (``key`` None: all but lambda_architecture, keep_local_images, which only
-        says which older builds this machine's engine keeps, and lambda_runtime_modules, which a check reads), or one
-        key's value; each key its default when unset, so that a default written out is no change."""
+        """The image's part of the table (``key`` None: all but lambda_architecture and lambda_runtime, which the
+        functions follow, keep_local_images, which only says which older builds this machine's engine keeps, and
+        lambda_runtime_modules, which a check reads), or one key's value; each key its default when unset, so that a
+        default written out is no change."""
         if isinstance(table, str):
             return table
         if key is not None:
@@ -829,7 +833,9 @@ def _build_settings(
         if isinstance(table.get("base"), dict):  # [build.base]: each of its keys its default when unset too
             full["base"] = {**BUILD_DEFAULTS["base"], **table["base"]}
         return {
-            k: v for k, v in full.items() if k not in (LAMBDA_ARCHITECTURE, KEEP_LOCAL_IMAGES, LAMBDA_RUNTIME_MODULES)
+            k: v
+            for k, v in full.items()
+            if k not in (LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, KEEP_LOCAL_IMAGES, LAMBDA_RUNTIME_MODULES)
         }
 
     def per_env(doc: dict[str, Any] | str, setting: str) -> dict[str, object] | str:
@@ -893,10 +899,15 @@ def _build_settings(
             setting = "; ".join(said)
             why = f"{setting} of {name} changed: the service runs another count or size of tasks"
             targets.append((Target("stack:fargate", "stack", why), setting))
-    if part(before, LAMBDA_ARCHITECTURE) != part(after, LAMBDA_ARCHITECTURE):
-        why = f"[build] {LAMBDA_ARCHITECTURE} of {name} changed: the functions run on another architecture"
+    for key, what in (
+        (LAMBDA_ARCHITECTURE, "the functions run on another architecture"),
+        (LAMBDA_RUNTIME, "the functions run on another Python"),
+    ):
+        if part(before, key) == part(after, key):
+            continue
+        why = f"[build] {key} of {name} changed: {what}"
         functions = [c for c in components_of(config) if c.startswith("lambda:")]
-        setting = f"[build] {LAMBDA_ARCHITECTURE}"
+        setting = f"[build] {key}"
         # every stack that may hold functions: the API stack, the team's own (one holding none has nothing to change)
         holders = [f"stack:{role}" for role in config.stack_roles if role not in NO_FUNCTIONS]
         targets += [(Target(stack, "stack", why), setting) for stack in holders]

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import re
+import sys
 import threading
 import tomllib
 import types
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from deploykit.errors import ConfigError
-from deploykit.packaging import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from deploykit.packaging import ARCHITECTURES, DEFAULT_ARCHITECTURE, LAMBDA_RUNTIMES, Target, python_of
 
 # this machine's CPU, as `uname -m` says it → the Lambda architecture that runs its compiled code
 HOST_ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
@@ -379,6 +380,10 @@ class BuildConfig:
     # (stacks/common/functions.py), and a function's requirements are vendored as wheels for it. Not part of how the
     # image is built: a change to it deploys the stacks holding functions with every function's zip made anew.
     lambda_architecture: str = DEFAULT_ARCHITECTURE
+    # The Lambda runtime the functions run on (python3.11, python3.12...): the CDK app gives it to every function
+    # (stacks/common/functions.py), and a function's requirements are vendored as wheels for its CPython. A change to
+    # it deploys the stacks holding functions with every function's zip made anew, as lambda_architecture's does.
+    lambda_runtime: str = "python3.11"
     # Modules the functions find on Lambda beside their zip, Python's standard library and the AWS SDK the runtime has:
     # a layer's. The check that each function's zip would import there (deploykit.lambda_imports) takes them as there.
     # Not part of how anything is built: a change to it deploys nothing.
@@ -735,6 +740,19 @@ class Config:
         machine's own, as its images are built for this engine's platform."""
         return _on_this_machine(env) or self.build.lambda_architecture
 
+    def lambda_python_for(self, env: EnvConfig) -> str:
+        """The CPython ``env``'s functions run on, and their requirements are vendored for (``3.12``): ``[build]
+        lambda_runtime``'s; on an environment on this machine (the sandbox, which runs functions on its own Python),
+        this Python's, whatever the runtime says."""
+        if env.is_local:
+            return f"{sys.version_info.major}.{sys.version_info.minor}"
+        return python_of(self.build.lambda_runtime)
+
+    def lambda_target(self, env: EnvConfig) -> Target:
+        """What ``env``'s functions' zips are made for (``packaging.package_function(folder, **target)``): their
+        architecture (:meth:`lambda_architecture_for`) and their CPython (:meth:`lambda_python_for`)."""
+        return Target(architecture=self.lambda_architecture_for(env), python=self.lambda_python_for(env))
+
     def cpu_architecture_for(self, env: EnvConfig) -> str:
         """What ``env``'s Fargate tasks run on, as ECS names it (``X86_64``, ``ARM64``): ``[build] platform``'s, which
         the image is built for; on an environment on this machine (the sandbox), this machine's own, as its images
@@ -997,6 +1015,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             f"{where}: build.lambda_architecture = {config.build.lambda_architecture!r} is not an architecture "
             "Lambda runs functions on",
             next_step=f"set [build] lambda_architecture to one of: {', '.join(ARCHITECTURES)}",
+        )
+    if config.build.lambda_runtime not in LAMBDA_RUNTIMES:
+        raise ConfigError(
+            f"{where}: build.lambda_runtime = {config.build.lambda_runtime!r} is not a Python runtime of Lambda's",
+            next_step=f"set [build] lambda_runtime to one of: {', '.join(LAMBDA_RUNTIMES)}",
         )
     unnamed = [m for m in config.build.lambda_runtime_modules if not _MODULE_NAME.fullmatch(m)]
     if unnamed:
@@ -1327,6 +1350,7 @@ CONTEXT_KEYS: dict[str, str] = {
     "repository": "repository",
     "registry": "registry",
     "lambda_architecture": "[build] lambda_architecture",
+    "lambda_runtime": "[build] lambda_runtime",
     "cpu_architecture": "[build] platform",
     "desired_count": "desired_count",
     "task_cpu": "task_cpu",

@@ -428,6 +428,8 @@ class UpdateFunctionCode(Step):
     compiled_for: str = ""  # the architecture the zip's vendored compiled code runs on; "": any
     # the alias the chain moves after publishing: read with $LATEST, kept for move-alias (or the canary), "": not read
     alias: str = ""
+    # the CPython the zip's vendored compiled code imports on (3.12); "": any (none compiled, or the sandbox's)
+    python: str = ""
 
     def describe(self) -> str:
         return (
@@ -464,6 +466,15 @@ class UpdateFunctionCode(Step):
                 next_step=f"deploy.toml's [build] lambda_architecture is {self.compiled_for} and its stack puts "
                 f"the functions on it: deploy that stack (inv deploy.auto, after a commit changing the setting), or "
                 f"set lambda_architecture = {runs_on[0]!r} if the function is to stay on {runs_on[0]}",
+            )
+        runtime = current.get("Runtime") or ""
+        if self.python and runtime.startswith("python") and runtime != f"python{self.python}":
+            raise UsageError(
+                f"{self.function_name} runs on {runtime}, but the compiled code vendored from "
+                f"lambda/{self.function}/requirements.txt is for CPython {self.python}: it would not import there",
+                next_step=f"deploy.toml's [build] lambda_runtime is python{self.python} and its stack puts the "
+                f"functions on it: deploy that stack (inv deploy.auto, after a commit changing the setting), or set "
+                f"lambda_runtime = {runtime!r} if the function is to stay on it",
             )
         if current.get("LastUpdateStatus") in UPDATING or current.get("State") in UPDATING:
             current = self._wait(ctx, client, deadline, "a previous update")
@@ -958,10 +969,13 @@ def settings_drift(
     )
 
 
-def code_at(root: Path, function: str, commit: str, architecture: str) -> tuple[str, str] | None:
+def code_at(
+    root: Path, function: str, commit: str, architecture: str, python: str = packaging.DEFAULT_PYTHON
+) -> tuple[str, str] | None:
     """(the commit's SHA12, the CodeSha256 Lambda reports for ``function`` packaged as in that commit, for
-    ``architecture``): packaging is reproducible, so the digest names the version that runs that commit's code,
-    whoever published it. None when this clone does not have the commit or the function did not exist in it."""
+    ``architecture`` and CPython ``python``): packaging is reproducible, so the digest names the version that runs
+    that commit's code, whoever published it. None when this clone does not have the commit or the function did not
+    exist in it."""
     full = git.resolve_commit(root, commit)
     if full is None:
         return None
@@ -969,19 +983,22 @@ def code_at(root: Path, function: str, commit: str, architecture: str) -> tuple[
         if not git.export(root, full, f"{LAMBDA_FOLDER}/{function}", Path(tmp)):
             return None
         try:
-            made = packaging.package_function(Path(tmp) / LAMBDA_FOLDER / function, architecture=architecture)
+            folder = Path(tmp) / LAMBDA_FOLDER / function
+            made = packaging.package_function(folder, architecture=architecture, python=python)
         except UsageError as exc:  # said of the commit's files (SHA12:lambda/fn/x), not of a folder gone since
             said = exc.message.replace(f"{tmp}/", f"{full[: git.SHORT_SHA]}:")
             raise UsageError(said, next_step=exc.next_step) from None
         return full[: git.SHORT_SHA], made.code_sha256
 
 
-def code_known_at(root: Path, function: str, commit: str, architecture: str) -> tuple[str, str] | None:
+def code_known_at(
+    root: Path, function: str, commit: str, architecture: str, python: str = packaging.DEFAULT_PYTHON
+) -> tuple[str, str] | None:
     """:func:`code_at`, None too when this clone cannot package the commit (a submodule's commit it lacks: the
     UsageError :func:`code_at` raises for a rollback): for the reads that judge what is live, which take it as not
     known (as a commit not in this clone) rather than stop a deploy."""
     try:
-        return code_at(root, function, commit, architecture)
+        return code_at(root, function, commit, architecture, python)
     except UsageError:
         return None
 
@@ -993,13 +1010,13 @@ def unimportable(config: Config, plan: Plan) -> dict[str, list[lambda_imports.Pr
     for step in plan.steps:
         if not isinstance(step, UploadLambdaCode):
             continue
-        made = packaging.package_function(Path(step.folder), architecture=step.architecture)
-        key = (made.sha256, config.build.lambda_runtime_modules, step.architecture)
+        made = packaging.package_function(Path(step.folder), architecture=step.architecture, python=step.python)
+        key = (made.sha256, config.build.lambda_runtime_modules, step.architecture, step.python)
         with _JUDGED_LOCK:
             problems = _JUDGED.get(key)
         if problems is None:
             problems = lambda_imports.problems(
-                made.zip_bytes, provided=key[1], architecture=key[2], python=packaging.LAMBDA_PYTHON
+                made.zip_bytes, provided=key[1], architecture=step.architecture, python=step.python
             )
             with _JUDGED_LOCK:
                 _JUDGED[key] = problems
@@ -1010,9 +1027,9 @@ def unimportable(config: Config, plan: Plan) -> dict[str, list[lambda_imports.Pr
     return found
 
 
-# what a zip was found to lack, by (its SHA-256, the modules deploy.toml gives, the architecture): deploy.auto judges
-# its plan before showing it, and the run judges it again
-_JUDGED: dict[tuple[str, tuple[str, ...], str], list[lambda_imports.Problem]] = {}
+# what a zip was found to lack, by (its SHA-256, the modules deploy.toml gives, the architecture, the Python):
+# deploy.auto judges its plan before showing it, and the run judges it again
+_JUDGED: dict[tuple[str, tuple[str, ...], str, str], list[lambda_imports.Problem]] = {}
 JUDGED_KEPT = 64
 _JUDGED_LOCK = threading.Lock()
 
@@ -1021,7 +1038,7 @@ def package(config: Config, env: EnvConfig, function: str) -> packaging.Package:
     """lambda/<function> packaged as this checkout holds it, for the architecture ``env``'s functions run on
     (:meth:`Config.lambda_architecture_for`); UsageError listing the functions when there is no such function."""
     folder = function_folder(config, function)
-    return packaging.package_function(folder, architecture=config.lambda_architecture_for(env))
+    return packaging.package_function(folder, **config.lambda_target(env))
 
 
 def function_folder(config: Config, function: str) -> Path:
@@ -1054,6 +1071,7 @@ def code_steps(
             env.poll_seconds,
             made.compiled_for,
             ALIAS,
+            made.python if made.compiled_for and not env.is_local else "",  # the sandbox runs it on its own Python
         ),
         PublishVersion(function, function_name, registry_stack, made.key, made.code_sha256, git_sha),
     ]

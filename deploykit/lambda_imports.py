@@ -9,16 +9,16 @@ What is read, with Python's ``ast`` (nothing of the function is run: its import-
 
 - **the handler:** ``handler.py`` binds ``handler`` at its top level (Lambda calls ``handler.handler``), and not as
   ``async def`` (Lambda's Python runtime calls it and gets a coroutine, not an answer);
-- **what it imports:** each module the handler imports at its top level, and each of the function's own modules
-  those reach, in turn: the module must be in the zip (the function's own files, its vendored packages), in Python's
-  standard library, in what Lambda's Python runtime adds (:data:`RUNTIME_MODULES`: the AWS SDK), or in deploy.toml's
-  ``[build] lambda_runtime_modules`` (a layer's). An import inside a function, under ``if`` (``TYPE_CHECKING``, a
-  version test) or in a ``try`` that catches ``ImportError`` is not required: the code has chosen to do without it. A
-  relative import in a top-level module (``from . import x`` in ``handler.py``) fails on Lambda, which imports it
-  outside any package;
+- **what it imports:** each module the handler imports at its top level, and each of the function's own modules those
+  reach, in turn: the module must be in the zip (the function's own files, its vendored packages), in the standard
+  library of the runtime's Python (:func:`stdlib`: ``imp`` is not there on 3.12), in what Lambda's Python runtime adds
+  (:data:`RUNTIME_MODULES`: the AWS SDK), or in deploy.toml's ``[build] lambda_runtime_modules`` (a layer's). An
+  import inside a function, under ``if`` (``TYPE_CHECKING``, a version test) or in a ``try`` that catches
+  ``ImportError`` is not required: the code has chosen to do without it. A relative import in a top-level module
+  (``from . import x`` in ``handler.py``) fails on Lambda, which imports it outside any package;
 - **what the vendored packages need:** requirements are vendored with ``pip --no-deps``, so requirements.txt must list
-  every package they need. Each vendored distribution's ``Requires-Dist`` (its markers for Lambda: Linux, CPython
-  3.11, the function's architecture; no extras) must be vendored too, or be one the runtime has.
+  every package they need. Each vendored distribution's ``Requires-Dist`` (its markers for Lambda: Linux, the
+  runtime's CPython, the function's architecture; no extras) must be vendored too, or be one the runtime has.
 
 Syntax is :mod:`deploykit.syntax`'s; a file that does not parse is passed over here. A module the zip holds is not
 read for the names it defines (``from mod import name``), and vendored code is not read at all: its imports are its
@@ -40,6 +40,8 @@ from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from deploykit.packaging import DEFAULT_ARCHITECTURE, DEFAULT_PYTHON
+
 HANDLER_MODULE = "handler"
 HANDLER_FUNCTION = "handler"
 SKIP_ENV = "DEPLOYKIT_SKIP_IMPORT_CHECK"
@@ -54,21 +56,42 @@ RUNTIME_MODULES = frozenset(
 RUNTIME_DISTRIBUTIONS = frozenset(
     canonicalize_name(n) for n in ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 )
-# Standard-library modules of CPython 3.11 (the functions' runtime) that later Pythons dropped: a deploykit on a newer
-# Python still takes them as there
-_DROPPED_STDLIB = frozenset(
-    {
-        *("aifc", "asynchat", "asyncore", "audioop", "cgi", "cgitb", "chunk", "crypt", "distutils", "imghdr", "imp"),
-        *("lib2to3", "mailcap", "msilib", "nis", "nntplib", "ossaudiodev", "pipes", "smtpd", "sndhdr", "spwd"),
-        *("sunau", "telnetlib", "uu", "xdrlib"),
-    }
-)
-STDLIB = frozenset(sys.stdlib_module_names) | _DROPPED_STDLIB
+# The standard library's modules Python took out, by the version that took them out, and those it added: the
+# functions' runtime has what its Python has, whichever Python runs deploykit
+DROPPED_FROM_STDLIB = {
+    "3.12": ("asynchat", "asyncore", "distutils", "imp", "smtpd"),
+    "3.13": (
+        *("aifc", "audioop", "cgi", "cgitb", "chunk", "crypt", "imghdr", "lib2to3", "mailcap", "msilib", "nis"),
+        *("nntplib", "ossaudiodev", "pipes", "sndhdr", "spwd", "sunau", "telnetlib", "uu", "xdrlib"),
+    ),
+}
+_ADDED_TO_STDLIB = {"3.14": ("annotationlib", "compression")}
 # the import errors a ``try`` may catch to do without a module
 _CAUGHT = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
 _SOURCE_SUFFIXES = (".py",)
 _MODULE_SUFFIXES = (".py", ".pyc", ".so", ".pyd")
+
+
+def _version(python: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in python.split(".")[:2])
+
+
+def stdlib(python: str) -> frozenset[str]:
+    """The top-level modules of CPython ``python``'s standard library (``3.12``)."""
+    names = set(sys.stdlib_module_names)
+    for version, dropped in DROPPED_FROM_STDLIB.items():
+        names = names - set(dropped) if _version(python) >= _version(version) else names | set(dropped)
+    for version, added in _ADDED_TO_STDLIB.items():
+        names = names | set(added) if _version(python) >= _version(version) else names - set(added)
+    return frozenset(names)
+
+
+def _dropped_by(module: str, python: str) -> str | None:
+    """The Python that took ``module`` out of the standard library, when ``python`` is that one or later."""
+    return next(
+        (v for v, names in DROPPED_FROM_STDLIB.items() if module in names and _version(python) >= _version(v)), None
+    )
 
 
 def skipped() -> bool:
@@ -147,7 +170,11 @@ class _Zip:
 
 
 def problems(
-    zip_bytes: bytes, *, provided: Iterable[str] = (), architecture: str = "x86_64", python: str = "3.11"
+    zip_bytes: bytes,
+    *,
+    provided: Iterable[str] = (),
+    architecture: str = DEFAULT_ARCHITECTURE,
+    python: str = DEFAULT_PYTHON,
 ) -> list[Problem]:
     """What would keep the function in ``zip_bytes`` from importing on Lambda (see the module's docstring); none when
     the check is off. ``provided``: the modules (and distributions) the runtime has beside :data:`RUNTIME_MODULES`
@@ -157,14 +184,16 @@ def problems(
         return []
     found = _Zip.read(zip_bytes)
     extra = frozenset(provided)
-    importable = found.top_level | STDLIB | RUNTIME_MODULES | extra
+    importable = found.top_level | stdlib(python) | RUNTIME_MODULES | extra
     # the handler's module first, then the others by path, each by line
-    result = sorted(_handler_problems(found, importable), key=lambda p: (p.path != "handler.py", p.path, p.line or 0))
+    result = sorted(
+        _handler_problems(found, importable, python), key=lambda p: (p.path != "handler.py", p.path, p.line or 0)
+    )
     result += _closure_problems(found, extra, architecture, python)
     return result
 
 
-def _handler_problems(found: _Zip, importable: frozenset[str]) -> Iterator[Problem]:
+def _handler_problems(found: _Zip, importable: frozenset[str], python: str) -> Iterator[Problem]:
     start = found.module_file(HANDLER_MODULE)
     if start is None:
         return  # packaging refuses a folder without handler.py
@@ -188,7 +217,9 @@ def _handler_problems(found: _Zip, importable: frozenset[str]) -> Iterator[Probl
                 continue
             top = target.partition(".")[0]
             if top not in importable:
-                yield Problem(path, line, f"imports {target}, which {_NOT_THERE}")
+                dropped = _dropped_by(top, python)
+                said = f"which Python {dropped} took out of the standard library (the runtime's is {python})"
+                yield Problem(path, line, f"imports {target}, {said if dropped else 'which ' + _NOT_THERE}")
                 continue
             if not _is_own(found, top):
                 continue  # a vendored package's own imports are its distribution's Requires-Dist

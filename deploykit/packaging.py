@@ -15,11 +15,11 @@ What goes in the zip:
   checkout holds (at the commit the parent records, or the tree is dirty), chosen as the folder's own are; one not
   checked out (its folder empty) is refused, not packaged without its files;
 - the packages ``requirements.txt`` lists, vendored at the zip's root by ``pip install --target`` for the
-  Lambda platform (manylinux2014, CPython 3.11, wheels only) on the functions' architecture, x86_64 or arm64
-  (``[build] lambda_architecture``). Vendoring is deterministic only if
-  the input is: every requirement must be pinned (``name==version`` or ``name @ url``) and, because pip runs
-  with ``--no-deps``, the file must list the whole dependency closure (as ``pip-compile`` or ``pip freeze``
-  write it). ``-r``/``-c``/``-e`` lines are refused (the cache key would not see the included file).
+  Lambda platform (manylinux2014, wheels only) of the functions' runtime, CPython 3.11 by default (``[build]
+  lambda_runtime``), on their architecture, x86_64 or arm64 (``[build] lambda_architecture``). Vendoring is
+  deterministic only if the input is: every requirement must be pinned (``name==version`` or ``name @ url``) and,
+  because pip runs with ``--no-deps``, the file must list the whole dependency closure (as ``pip-compile`` or ``pip
+  freeze`` write it). ``-r``/``-c``/``-e`` lines are refused (the cache key would not see the included file).
   Console scripts (``bin/``, whose shebang names this machine's interpreter) are dropped, and so are their
   lines in the ``RECORD`` files. The vendored tree, and its zip, are kept under ``requirements_cache`` (by
   default ``lambda-vendor/`` in deploykit's cache, :mod:`deploykit.cachedir`) by the hash of ``requirements.txt``
@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from deploykit import git
 from deploykit.cachedir import DAY, cache_root, prune_due
@@ -86,18 +86,21 @@ VENDOR_KEEP_DAYS = 30  # a vendored tree and its zip go once no package used the
 # (Graviton), nor the reverse. Part of the vendoring cache key.
 ARCHITECTURES = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 DEFAULT_ARCHITECTURE = "x86_64"
-LAMBDA_PYTHON = "3.11"  # the functions' runtime (python3.11, as the CDK app gives it): the wheels vendored are for it
+# The Python of the functions' runtime ([build] lambda_runtime, python3.11 by default): compiled modules vendored for
+# one CPython do not import on another. Part of the vendoring cache key too.
+DEFAULT_PYTHON = "3.11"
 
 
-def pip_platform_options(architecture: str = DEFAULT_ARCHITECTURE) -> tuple[str, ...]:
-    """pip's options choosing wheels for the Lambda runtime on ``architecture`` (``x86_64``, ``arm64``)."""
+def pip_platform_options(architecture: str = DEFAULT_ARCHITECTURE, python: str = DEFAULT_PYTHON) -> tuple[str, ...]:
+    """pip's options choosing wheels for the Lambda runtime of CPython ``python`` (``3.12``) on ``architecture``
+    (``x86_64``, ``arm64``)."""
     if architecture not in ARCHITECTURES:
         raise UsageError(
             f"{architecture!r} is not an architecture Lambda runs functions on",
             next_step=f"set [build] lambda_architecture in deploy.toml to one of: {', '.join(ARCHITECTURES)}",
         )
     platform = ARCHITECTURES[architecture]
-    return ("--platform", platform, "--only-binary=:all:", "--implementation", "cp", "--python-version", LAMBDA_PYTHON)
+    return ("--platform", platform, "--only-binary=:all:", "--implementation", "cp", "--python-version", python)
 
 
 _COMPILED_RE = re.compile(r"\.so(\.\d+)*$")  # a Python extension module or a shared library it loads
@@ -113,6 +116,24 @@ _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PINNED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*(===?\s*[^\s,;*]+|@\s*\S+)\s*(;.*)?$")
 _REFUSED_OPTIONS = ("-r", "--requirement", "-c", "--constraint", "-e", "--editable")
+
+
+class Target(TypedDict):
+    """What a function's zip is made for, as :func:`package_function` takes it (``**target``): the architecture it
+    runs on and the CPython of its runtime (``3.12``)."""
+
+    architecture: str
+    python: str
+
+
+# Lambda's Python runtimes, as [build] lambda_runtime names one
+LAMBDA_RUNTIMES = ("python3.10", "python3.11", "python3.12", "python3.13", "python3.14")
+
+
+def python_of(runtime: str) -> str:
+    """The CPython version of a Lambda runtime's name (python3.12 → 3.12)."""
+    return runtime.removeprefix("python")
+
 
 Installer = Callable[[Path, Path], None]
 """Installs the requirements file (first argument) into the target directory (second argument)."""
@@ -130,6 +151,7 @@ class Package:
     # and runs on any
     compiled_for: str = ""
     architecture: str = DEFAULT_ARCHITECTURE  # the one it was packaged for
+    python: str = DEFAULT_PYTHON  # the CPython it was packaged for (its vendored wheels')
     # how many of zip_bytes' first bytes are the vendored packages' entries, the same in every zip of a function with
     # the same requirements.txt (and of another function with the same file); 0 without requirements
     prefix_length: int = 0
@@ -189,16 +211,18 @@ def package_function(
     folder: Path,
     *,
     architecture: str = DEFAULT_ARCHITECTURE,
+    python: str = DEFAULT_PYTHON,
     requirements_cache: Path | None = None,
     installer: Installer | None = None,
 ) -> Package:
-    """Package the function in ``folder`` reproducibly, its requirements vendored for ``architecture``.
+    """Package the function in ``folder`` reproducibly, its requirements vendored for ``architecture`` and CPython
+    ``python``.
 
     ``requirements_cache`` keeps vendored requirements between runs (by the hash of requirements.txt and the
     architecture's pip options); without it they are vendored into a temporary directory each time. ``installer``
     replaces :func:`pip_installer`'s (tests use it to avoid the network).
     """
-    options = pip_platform_options(architecture)
+    options = pip_platform_options(architecture, python)
     folder = Path(folder)
     _check_function_folder(folder)
     name = folder.name
@@ -215,7 +239,7 @@ def package_function(
             made = _MADE.get(inputs) if keep else None
         if made is not None:
             return made
-        vendored = _vendored_zip(requirements, cache, installer or pip_installer(architecture), options)
+        vendored = _vendored_zip(requirements, cache, installer or pip_installer(architecture, python), options)
         with zipfile.ZipFile(io.BytesIO(vendored)) as zf:
             names = zf.namelist()
             # where its central directory begins: append_zip writes the function's files from there on
@@ -245,6 +269,7 @@ def package_function(
         key=key,
         compiled_for=compiled_for,
         architecture=architecture,
+        python=python,
         prefix_length=prefix_length,
     )
     if prefix_length and keep:
@@ -282,11 +307,12 @@ def package_all(
     root: Path,
     *,
     architecture: str = DEFAULT_ARCHITECTURE,
+    python: str = DEFAULT_PYTHON,
     requirements_cache: Path | None = None,
     installer: Installer | None = None,
 ) -> dict[str, Package]:
     """Package every function folder (a folder with handler.py) directly under ``root`` (the repo's lambda/), for
-    ``architecture``."""
+    ``architecture`` and CPython ``python``."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(
@@ -295,7 +321,11 @@ def package_all(
         )
     return {
         name: package_function(
-            root / name, architecture=architecture, requirements_cache=requirements_cache, installer=installer
+            root / name,
+            architecture=architecture,
+            python=python,
+            requirements_cache=requirements_cache,
+            installer=installer,
         )
         for name in function_folders(root)
     }
@@ -339,15 +369,17 @@ def default_vendor_cache() -> Path | None:
 _NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
 
 
-def pip_installer(architecture: str = DEFAULT_ARCHITECTURE) -> Installer:
-    """An installer vendoring a requirements file for the Lambda runtime on ``architecture`` with pip."""
-    return partial(pip_install, architecture=architecture)
+def pip_installer(architecture: str = DEFAULT_ARCHITECTURE, python: str = DEFAULT_PYTHON) -> Installer:
+    """An installer vendoring a requirements file for the Lambda runtime of ``python`` on ``architecture`` with pip."""
+    return partial(pip_install, architecture=architecture, python=python)
 
 
-def pip_install(requirements: Path, target: Path, *, architecture: str = DEFAULT_ARCHITECTURE) -> None:
-    """Vendor ``requirements`` into ``target`` for the Lambda runtime on ``architecture`` with pip, or StepFailed with
-    pip's output."""
-    options = pip_platform_options(architecture)
+def pip_install(
+    requirements: Path, target: Path, *, architecture: str = DEFAULT_ARCHITECTURE, python: str = DEFAULT_PYTHON
+) -> None:
+    """Vendor ``requirements`` into ``target`` for the Lambda runtime of ``python`` on ``architecture`` with pip, or
+    StepFailed with pip's output."""
+    options = pip_platform_options(architecture, python)
     command = [
         sys.executable,
         "-m",
@@ -367,7 +399,7 @@ def pip_install(requirements: Path, target: Path, *, architecture: str = DEFAULT
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        platform = f"{ARCHITECTURES[architecture]} / CPython 3.11"
+        platform = f"{ARCHITECTURES[architecture]} / CPython {python}"
         missing = _NO_DISTRIBUTION.findall(done.stderr or done.stdout or "")
         # ``target`` is a temporary folder, gone once this fails: the command to run by hand vendors into one the
         # user can look into, the rest as run

@@ -299,7 +299,7 @@ def synth_dir(config: Config, env: EnvConfig) -> Path:
 
 
 def lambda_packages(config: Config, env: EnvConfig) -> dict[str, packaging.Package]:
-    return packaging.package_all(config.root / "lambda", architecture=config.lambda_architecture_for(env))
+    return packaging.package_all(config.root / "lambda", **config.lambda_target(env))
 
 
 def deploy_stack_plan(

@@ -1090,7 +1090,7 @@ def package_at(config: Config, env: EnvConfig, function: str, commit: str) -> tu
                 else "add the function back in a commit and run inv deploy.auto"
             ),
         )
-    return folder, packaging.package_function(folder, architecture=config.lambda_architecture_for(env))
+    return folder, packaging.package_function(folder, **config.lambda_target(env))
 
 
 # What an export that finished writes last beside the function's folder (:func:`_exported`). A new one whenever the

@@ -746,6 +746,7 @@ class UploadLambdaCode(Step):
     size: int = 0  # the zip's size in bytes, as planned; 0: not known (asked about first, as a big one)
     prefix_key: str = ""  # where the zip's vendored entries are kept, as planned (Package.prefix_key); "": none
     architecture: str = packaging.DEFAULT_ARCHITECTURE  # what it was packaged for (Package.architecture)
+    python: str = packaging.DEFAULT_PYTHON  # and the CPython (Package.python)
 
     @classmethod
     def of(cls, function: str, folder: Path | str, package: packaging.Package, registry_stack: str) -> UploadLambdaCode:
@@ -759,6 +760,7 @@ class UploadLambdaCode(Step):
             len(package.zip_bytes),
             prefix_key,
             package.architecture,
+            package.python,
         )
 
     def describe(self) -> str:
@@ -780,7 +782,7 @@ class UploadLambdaCode(Step):
             if found["zip"] is not None:
                 return there
             kept = found.get("prefix")
-        package = packaging.package_function(Path(self.folder), architecture=self.architecture)
+        package = packaging.package_function(Path(self.folder), architecture=self.architecture, python=self.python)
         if package.key != self.key:
             raise UsageError(
                 f"{self.function} changed since the plan was made ({package.key} ≠ {self.key})",

@@ -131,7 +131,8 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
 
     ``registry`` is the value :func:`context_registry` chose; None means the environment's own ``registry``
     (or none). From ``config``: the architectures ``env``'s Lambda functions and Fargate tasks run on
-    (:meth:`Config.lambda_architecture_for`, :meth:`Config.cpu_architecture_for`).
+    (:meth:`Config.lambda_architecture_for`, :meth:`Config.cpu_architecture_for`), and the functions' runtime
+    (``[build] lambda_runtime``: on the sandbox too, which runs them on its own Python whatever it says).
     """
     stacks = env.stacks
     return {
@@ -145,6 +146,7 @@ def cdk_context(config: Config, env: EnvConfig, account: str, *, registry: str |
         "repository": env.repository,
         "registry": (env.registry or "").rstrip("/") if registry is None else registry,
         "lambda_architecture": config.lambda_architecture_for(env),
+        "lambda_runtime": config.build.lambda_runtime,
         "cpu_architecture": config.cpu_architecture_for(env),
         **size_context(env),
         "stacks": stacks.roles(),  # the team's own too: the app's settings must know each of them

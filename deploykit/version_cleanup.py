@@ -33,7 +33,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploykit import lambda_chain
+from deploykit import lambda_chain, packaging
 from deploykit.aws import AwsFactory, at_once
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
@@ -250,9 +250,10 @@ class CodeOf:
     """function, commit → :func:`lambda_chain.code_at` (its SHA12, the function's CodeSha256 packaged as in it, or
     None), each packaged once."""
 
-    def __init__(self, root: Path, architecture: str) -> None:
+    def __init__(self, root: Path, architecture: str, python: str = packaging.DEFAULT_PYTHON) -> None:
         self.root = root
         self.architecture = architecture
+        self.python = python
         self._found: dict[tuple[str, str], tuple[str, str] | None] = {}
         # why a commit this clone has could not be packaged (a submodule's commit it lacks), by function and commit
         self.unpackaged: dict[tuple[str, str], str] = {}
@@ -261,7 +262,7 @@ class CodeOf:
         key = (function, commit)
         if key not in self._found:
             try:
-                self._found[key] = lambda_chain.code_at(self.root, function, commit, self.architecture)
+                self._found[key] = lambda_chain.code_at(self.root, function, commit, self.architecture, self.python)
             except UsageError as exc:  # not known, as a commit not in this clone: the cleanup keeps its version
                 self._found[key], self.unpackaged[key] = None, exc.message
         return self._found[key]
@@ -304,12 +305,13 @@ def recorded_code(
     recorded: Mapping[str, Mapping[str, str]],
     *,
     architecture: str,
+    python: str = packaging.DEFAULT_PYTHON,
     code_of: CodeOf | None = None,
 ) -> RecordedCode:
     """The CodeSha256 of each recorded commit no version names, each function packaged as in that commit for
-    ``architecture`` (reproducibly: :func:`lambda_chain.code_at`, as ``inv rollback`` finds such a version;
-    ``code_of``: what was packaged already)."""
-    code_of = code_of or CodeOf(root, architecture)
+    ``architecture`` and CPython ``python`` (reproducibly: :func:`lambda_chain.code_at`, as ``inv rollback`` finds
+    such a version; ``code_of``: what was packaged already)."""
+    code_of = code_of or CodeOf(root, architecture, python)
     named = {(v.function, v.git) for v in versions if v.git}
     codes: dict[str, dict[str, str]] = {}
     unknown: dict[str, str] = {}

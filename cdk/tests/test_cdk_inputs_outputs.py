@@ -140,14 +140,17 @@ def test_lambda_code_is_the_artifacts_bucket_at_the_code_key(api: Template, name
     assert function["Runtime"] == "python3.11", "the runtime of the wheels deploykit packages"
 
 
-def test_every_function_runs_on_the_architecture_deploy_toml_names(api: Template, tmp_path: Path) -> None:
-    """[build] lambda_architecture reaches the stack as context: deploykit vendors the functions' requirements for
-    the same one."""
+def test_every_function_runs_on_the_architecture_and_the_runtime_deploy_toml_names(
+    api: Template, tmp_path: Path
+) -> None:
+    """[build] lambda_architecture and lambda_runtime reach the stack as context: deploykit vendors the functions'
+    requirements for the same ones."""
     for name in FUNCTIONS:
         assert props(only(function_resources(api, name, "AWS::Lambda::Function")))["Architectures"] == ["x86_64"]
-    graviton = synthesize(tmp_path / "arm64", {"lambda_architecture": "arm64"}).template("api")
+    other = synthesize(tmp_path / "arm64", {"lambda_architecture": "arm64", "lambda_runtime": "python3.13"})
     for name in FUNCTIONS:
-        assert props(only(function_resources(graviton, name, "AWS::Lambda::Function")))["Architectures"] == ["arm64"]
+        function = props(only(function_resources(other.template("api"), name, "AWS::Lambda::Function")))
+        assert function["Architectures"] == ["arm64"] and function["Runtime"] == "python3.13"
 
 
 def test_the_tasks_run_on_the_architecture_the_image_is_built_for(fargate: Template, tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def test_stack_names_from_context_object_or_json() -> None:
         ({"stacks": "not json"}, "JSON object"),
         ({"service": 7}, "must be a string"),
         ({"lambda_architecture": "aarch64"}, "lambda_architecture must be one of x86_64, arm64"),
+        ({"lambda_runtime": "python3.9"}, "lambda_runtime must be one of python3.10, "),
         ({"cpu_architecture": "arm64"}, "cpu_architecture must be one of X86_64, ARM64"),
     ],
 )
@@ -111,3 +112,20 @@ def test_the_fargate_sizes_are_deploykit_s() -> None:
     for cpu, memory in FARGATE_SIZES.items():
         assert load({"task_cpu": cpu, "task_memory": memory[0]}).task_memory == memory[0]
         assert load({"task_cpu": str(cpu), "task_memory": str(memory[-1])}).task_memory == memory[-1]
+
+
+def test_the_lambda_runtimes_are_deploykit_s() -> None:
+    """The CDK app's copy of the runtimes deploykit checks deploy.toml's lambda_runtime with: the same ones."""
+    import ast
+    from pathlib import Path
+
+    from stacks.common.settings import LAMBDA_RUNTIMES
+
+    source = (Path(__file__).resolve().parents[2] / "deploykit" / "packaging.py").read_text()
+    (node,) = [
+        n
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Assign) and [getattr(t, "id", "") for t in n.targets] == ["LAMBDA_RUNTIMES"]
+    ]
+    assert ast.literal_eval(node.value) == LAMBDA_RUNTIMES
+    assert load({"lambda_runtime": "python3.13"}).lambda_runtime == "python3.13"

@@ -212,12 +212,10 @@ def lambda_cleanup(
             for key, reasons in found.items():
                 using.setdefault(key, []).extend(reasons)
         versions, latest = read["versions"]
-        architecture = config.lambda_architecture_for(environment)
-        code_of = version_cleanup.CodeOf(config.root, architecture)
+        target = config.lambda_target(environment)
+        code_of = version_cleanup.CodeOf(config.root, **target)
         recorded = version_cleanup.recorded_shas(read["history"], functions, versions, code_of)
-        code = version_cleanup.recorded_code(
-            config.root, versions, recorded, architecture=architecture, code_of=code_of
-        )
+        code = version_cleanup.recorded_code(config.root, versions, recorded, **target, code_of=code_of)
         decision = version_cleanup.plan_cleanup(versions, keep=keep, held=using, recorded=recorded, recorded_code=code)
         if decision.to_delete and not dry_run:
             with aws_errors(environment):

@@ -592,7 +592,7 @@ def _rollback_of(
                     lambda_chain.code_at,
                     config.root,
                     component.function,
-                    architecture=config.lambda_architecture_for(env),
+                    **config.lambda_target(env),
                 ),
                 package_at=partial(rollbacks.package_at, config, env, component.function),
                 ran=undo is not None,

@@ -708,6 +708,48 @@ def test_compiled_code_vendored_for_x86_64_is_refused_on_an_arm64_function(
     assert update("").run(ctx).status == "done"
 
 
+def test_compiled_code_vendored_for_another_python_is_refused_and_the_plan_asks_it_off_the_sandbox_only(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig, vendored: Path
+) -> None:
+    """Wheels vendored for CPython 3.12 do not import on python3.11: update-code refuses before changing the function
+    (deploy.toml's lambda_runtime changed, the stack not deployed since). The plan asks it of a zip with vendored
+    packages, off the sandbox, which runs functions on its own Python."""
+    lam = factory.client("lambda")
+    before = lam.get_function_configuration(FunctionName=FUNCTIONS["health_handler"])
+    new = package(with_lambdas)
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    update = lambda_chain.UpdateFunctionCode(
+        "health_handler",
+        FUNCTIONS["health_handler"],
+        "CarRentalRegistryStack",
+        new.key,
+        new.code_sha256,
+        30,
+        1,
+        "x86_64",
+        "live",
+        "3.12",
+    )
+    with pytest.raises(UsageError, match=r"runs on python3\.11, but the compiled code vendored from ") as refused:
+        update.run(ctx)
+    assert refused.value.exit_code == 2 and "[build] lambda_runtime is python3.12" in (refused.value.next_step or "")
+    assert "set lambda_runtime = 'python3.11'" in (refused.value.next_step or "")
+    assert (
+        lam.get_function_configuration(FunctionName=FUNCTIONS["health_handler"])["CodeSha256"] == before["CodeSha256"]
+    )
+
+    made = dataclasses.replace(new, compiled_for="x86_64", python="3.12")
+    steps = lambda_chain.code_steps(dev_env, "health_handler", "fn", vendored, made, "sha")
+    assert [s.python for s in steps if isinstance(s, lambda_chain.UpdateFunctionCode)] == ["3.12"]
+    here = dataclasses.replace(dev_env, endpoint_url="http://127.0.0.1:4566")
+    steps = lambda_chain.code_steps(here, "health_handler", "fn", vendored, made, "sha")
+    assert [s.python for s in steps if isinstance(s, lambda_chain.UpdateFunctionCode)] == [""]
+    plain = dataclasses.replace(new, compiled_for="", python="3.12")
+    steps = lambda_chain.code_steps(dev_env, "health_handler", "fn", vendored, plain, "sha")
+    assert [s.python for s in steps if isinstance(s, lambda_chain.UpdateFunctionCode)] == [""]
+
+
 def test_a_deploy_describes_each_stack_once(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,12 @@ def test_a_lambda_change_is_the_fast_path_without_cloudformation(with_lambdas: P
 def test_the_functions_architecture_changed_deploys_the_api_stack_with_every_zip_packaged_for_it(
     with_lambdas: Path,  # noqa: F811
 ) -> None:
-    """[build] lambda_architecture = "arm64" on an environment in AWS: the API stack takes every function's zip,
-    packaged for arm64, in its change set (no fast path beside it); the sandbox's stay this machine's."""
+    """[build] lambda_architecture = "arm64" (and lambda_runtime = "python3.12") on an environment in AWS: the API stack
+    takes every function's zip, packaged for arm64 (and CPython 3.12), in its change set (no fast path beside it); the
+    sandbox's stay this machine's (and this Python's)."""
     config, sandbox, revision = setup(with_lambdas)
-    config = dataclasses.replace(config, build=dataclasses.replace(config.build, lambda_architecture="arm64"))
+    build = dataclasses.replace(config.build, lambda_architecture="arm64", lambda_runtime="python3.12")
+    config = dataclasses.replace(config, build=build)
     on_aws = dataclasses.replace(sandbox, name="dev", endpoint_url=None, registry="")
     reason = "[build] lambda_architecture of deploy.toml changed"
     found = changes.ChangeSet(
@@ -136,12 +139,12 @@ def test_the_functions_architecture_changed_deploys_the_api_stack_with_every_zip
         "smoke",
     ]
     uploads = [s for s in auto.flat_steps(plan.steps) if isinstance(s, UploadLambdaCode)]
-    assert {u.architecture for u in uploads} == {"arm64"}
+    assert {(u.architecture, u.python) for u in uploads} == {("arm64", "3.12")}
     parameters = dict(next(s for s in auto.flat_steps(plan.steps) if s.name == "deploy-stack").parameters)  # type: ignore[attr-defined]
     assert set(parameters.values()) == {u.key for u in uploads}  # the new zips, not the live ones
     here = auto.auto_plan(config, sandbox, revision, found, INPUTS)
-    assert {s.architecture for s in auto.flat_steps(here.steps) if isinstance(s, UploadLambdaCode)} == {
-        config.lambda_architecture_for(sandbox)
+    assert {(s.architecture, s.python) for s in auto.flat_steps(here.steps) if isinstance(s, UploadLambdaCode)} == {
+        (config.lambda_architecture_for(sandbox), f"{sys.version_info.major}.{sys.version_info.minor}")
     }
 
 

@@ -1243,26 +1243,36 @@ def test_a_default_of_the_build_table_written_out_is_no_change_of_the_image(repo
     assert detect(config, everything(config, base)).components() == {"app"}
 
 
-def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_every_function(repo: Path) -> None:
-    """[build] lambda_architecture is no part of how the image is built: the API stack puts every function on it, and
-    every function's requirements are vendored for it."""
+@pytest.mark.parametrize(
+    ("key", "default", "other", "what"),
+    [
+        ("lambda_architecture", "x86_64", "arm64", "the functions run on another architecture"),
+        ("lambda_runtime", "python3.11", "python3.12", "the functions run on another Python"),
+    ],
+)
+def test_the_functions_architecture_in_deploy_toml_counts_for_the_api_stack_and_every_function(
+    repo: Path, key: str, default: str, other: str, what: str
+) -> None:
+    """[build] lambda_architecture and lambda_runtime are no part of how the image is built: the API stack puts every
+    function on them, and every function's requirements are vendored for them."""
     config = config_of(repo)
     toml = repo / "deploy.toml"
     base = run_git(repo, "rev-parse", "HEAD").strip()
-    toml.write_text(toml.read_text().replace("[build]\n", '[build]\nlambda_architecture = "x86_64"\n'))
+    toml.write_text(toml.read_text().replace("[build]\n", f'[build]\n{key} = "{default}"\n'))
     commit(repo, "the default, said")
     assert detect(config, everything(config, base)).components() == set()
 
-    toml.write_text(toml.read_text().replace('lambda_architecture = "x86_64"', 'lambda_architecture = "arm64"'))
-    commit(repo, "Graviton")
+    toml.write_text(toml.read_text().replace(f'{key} = "{default}"', f'{key} = "{other}"'))
+    commit(repo, "Graviton, or a newer Python")
     result = detect(config, everything(config, base))
     functions = {c for c in components_of(config) if c.startswith("lambda:")}
     assert functions and result.components() == {"stack:api", *functions}
     assert all(
-        "[build] lambda_architecture of deploy.toml changed: the functions run on another architecture" in c.reason
-        and c.setting == "[build] lambda_architecture"
+        f"[build] {key} of deploy.toml changed: {what}" in c.reason and c.setting == f"[build] {key}"
         for c in result.changes
     )
+    if key != "lambda_architecture":
+        return
     toml.write_text(
         toml.read_text().replace(
             'lambda_architecture = "arm64"\n', 'lambda_architecture = "arm64"\nplatform = "linux/arm64"\n'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import sys
 import tomllib
 from pathlib import Path
 
@@ -41,6 +42,26 @@ def test_the_functions_architecture_is_x86_64_or_arm64() -> None:
         "deploy.toml: build.lambda_architecture = 'aarch64' is not an architecture Lambda runs functions on"
     )
     assert refused.value.next_step == "set [build] lambda_architecture to one of: x86_64, arm64"
+
+
+def test_the_functions_runtime_is_one_of_lambdas_python_runtimes_and_the_sandbox_s_is_this_python_s() -> None:
+    raw = tomllib.loads((REPO / "deploy.toml").read_text())
+    assert parse_config(raw, Path("deploy.toml")).build.lambda_runtime == "python3.11"
+    raw["build"]["lambda_runtime"] = "python3.13"
+    config = parse_config(raw, Path("deploy.toml"))
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert config.lambda_target(config.environment("sandbox")) == {"architecture": "x86_64", "python": here}
+    on_aws = dataclasses.replace(config.environment("sandbox"), endpoint_url=None)
+    assert config.lambda_target(on_aws) == {"architecture": "x86_64", "python": "3.13"}
+    raw["build"]["lambda_runtime"] = "python3.9"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, Path("deploy.toml"))
+    assert (
+        refused.value.message == "deploy.toml: build.lambda_runtime = 'python3.9' is not a Python runtime of Lambda's"
+    )
+    assert refused.value.next_step == (
+        "set [build] lambda_runtime to one of: python3.10, python3.11, python3.12, python3.13, python3.14"
+    )
 
 
 def test_the_modules_a_layer_gives_the_functions_are_module_names() -> None:

@@ -195,3 +195,18 @@ def test_a_vendored_modules_own_imports_are_not_read(tmp_path: Path) -> None:
     )
     assert problems(zip_bytes) == []
     assert problems(zipped({"handler.py": "import vend_ext\n" + HANDLER}, vendored={"x": {"vend_ext.so": ""}})) == []
+
+
+def test_the_standard_library_is_that_of_the_runtimes_python() -> None:
+    """imp and cgi left the standard library in 3.12 and 3.13: a function on those runtimes cannot import them, one
+    on 3.11 can, whichever Python runs deploykit."""
+    zip_bytes = zipped({"handler.py": "import imp\nimport cgi\nimport json\n" + HANDLER})
+    assert problems(zip_bytes, python="3.11") == []
+    assert said(problems(zip_bytes, python="3.12")) == [
+        "handler.py:1: imports imp, which Python 3.12 took out of the standard library (the runtime's is 3.12)"
+    ]
+    assert said(problems(zip_bytes, python="3.13")) == [
+        "handler.py:1: imports imp, which Python 3.12 took out of the standard library (the runtime's is 3.13)",
+        "handler.py:2: imports cgi, which Python 3.13 took out of the standard library (the runtime's is 3.13)",
+    ]
+    assert "annotationlib" in lambda_imports.stdlib("3.14") and "annotationlib" not in lambda_imports.stdlib("3.13")

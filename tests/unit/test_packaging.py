@@ -360,7 +360,7 @@ def test_a_rollback_packages_a_commits_function_again_over_a_folder_an_export_cu
     git_repository(parent, {})
     sha12, code = lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") or ("", "")
     config = Mock(spec=Config, root=parent)
-    config.lambda_architecture_for.return_value = "x86_64"
+    config.lambda_target.return_value = {"architecture": "x86_64", "python": "3.11"}
     env = sample_env()
     left = parent / "cdk.out" / f"test@{sha12}.lambda" / "lambda" / "sample_fn"
     left.mkdir(parents=True)
@@ -727,18 +727,21 @@ def test_a_package_says_which_architecture_its_vendored_compiled_code_is_for(fn:
     assert (on_graviton.compiled_for, on_graviton.architecture) == ("arm64", "arm64")
 
 
-def test_requirements_are_vendored_for_the_architecture_and_kept_apart(fn: Path, tmp_path: Path) -> None:
-    """The same requirements.txt vendored for x86_64 and for arm64 are two wheels sets: kept under two keys, and
-    pip is asked for each platform's wheels."""
+def test_requirements_are_vendored_for_the_architecture_and_the_python_and_kept_apart(fn: Path, tmp_path: Path) -> None:
+    """The same requirements.txt vendored for x86_64 and for arm64, or for CPython 3.11 and 3.12, are other wheels
+    sets: kept under their own keys, and pip is asked for each platform's and each Python's wheels."""
     (fn / "requirements.txt").write_text("tinypkg==1.0\n")
     pip, cache = FakePip(), tmp_path / "cache"
     package_function(fn, requirements_cache=cache, installer=pip)
     package_function(fn, architecture="arm64", requirements_cache=cache, installer=pip)
     package_function(fn, architecture="arm64", requirements_cache=cache, installer=pip)
-    assert len(pip.calls) == 2 and len(list(cache.glob("*.zip"))) == 2
+    newer = package_function(fn, architecture="arm64", python="3.12", requirements_cache=cache, installer=pip)
+    assert newer.python == "3.12"
+    assert len(pip.calls) == 3 and len(list(cache.glob("*.zip"))) == 3
     assert packaging.pip_platform_options("x86_64")[:2] == ("--platform", "manylinux2014_x86_64")
     assert packaging.pip_platform_options("arm64")[:2] == ("--platform", "manylinux2014_aarch64")
-    assert "--python-version" in packaging.pip_platform_options("arm64")
+    assert packaging.pip_platform_options("arm64")[-2:] == ("--python-version", "3.11")
+    assert packaging.pip_platform_options("arm64", "3.13")[-2:] == ("--python-version", "3.13")
     with pytest.raises(UsageError, match="'sparc' is not an architecture Lambda runs functions on"):
         package_function(fn, architecture="sparc", requirements_cache=cache, installer=pip)
 

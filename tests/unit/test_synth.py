@@ -148,6 +148,7 @@ def test_context_carries_the_environment_the_account_and_the_stack_names(config:
         "repository": "car-rental-backend",
         "registry": "",
         "lambda_architecture": "x86_64",
+        "lambda_runtime": "python3.11",
         "cpu_architecture": "X86_64",
         "stacks": {
             "registry": "CarRentalRegistryStack",
@@ -170,6 +171,10 @@ def test_the_context_names_the_architecture_the_environments_functions_run_on(co
     assert synth.cdk_context(arm, dev, ACCOUNT)["cpu_architecture"] == "ARM64"
     tasks_here = synth.cdk_context(arm, sandbox, ACCOUNT, registry="127.0.0.1:5000")["cpu_architecture"]
     assert tasks_here == {"aarch64": "ARM64"}.get(platform.machine(), "X86_64")
+    newer = dataclasses.replace(config, build=dataclasses.replace(config.build, lambda_runtime="python3.13"))
+    assert synth.cdk_context(newer, dev, ACCOUNT)["lambda_runtime"] == "python3.13"
+    # the template says it on the sandbox too, which runs the functions on its own Python whatever it says
+    assert synth.cdk_context(newer, sandbox, ACCOUNT, registry="127.0.0.1:5000")["lambda_runtime"] == "python3.13"
 
 
 def test_the_context_sizes_the_service_as_the_environment_sets_it(config: Config, dev: EnvConfig) -> None:

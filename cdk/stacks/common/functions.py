@@ -30,9 +30,6 @@ from stacks.common.outputs import output
 from stacks.common.settings import Settings
 
 ALIAS_NAME = "live"
-# The Python the zips are built for: deploykit's packaging installs a function's pinned requirements as
-# CPython 3.11 wheels (lambda/README.md), so the runtime must be 3.11 too. Move both together.
-RUNTIME = lambda_.Runtime.PYTHON_3_11
 # An S3 key of a zip: `lambda/<function>/<sha256>.zip` by convention (deploykit names it).
 CODE_KEY_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.zip$"
 
@@ -41,6 +38,12 @@ def function_id(folder: str) -> str:
     """The folder in CamelCase (login_handler → LoginHandler): it names the function's construct, its <Id>CodeKey
     parameter and its <Id>FunctionName / <Id>AliasArn outputs, which is how deploykit finds it."""
     return "".join(part.capitalize() for part in folder.split("_"))
+
+
+def runtime(settings: Settings) -> lambda_.Runtime:
+    """Every function's, as deploy.toml's [build] lambda_runtime says: deploykit vendors their requirements as wheels
+    for its CPython."""
+    return lambda_.Runtime(settings.lambda_runtime, lambda_.RuntimeFamily.PYTHON)
 
 
 def architecture(settings: Settings) -> lambda_.Architecture:
@@ -98,7 +101,7 @@ def deployed_function(
         stack,
         name,
         description=description,
-        runtime=RUNTIME,
+        runtime=runtime(settings),
         architecture=architecture(settings),
         handler=handler,
         code=lambda_.Code.from_bucket(artifacts_bucket, code_key.value_as_string),

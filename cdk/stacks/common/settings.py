@@ -24,6 +24,8 @@ Context keys (all optional):
     stacks              object: registry, data, auth, fargate, api -> stack name (deploy.toml [stacks])
     lambda_architecture what the Lambda functions run on: x86_64 or arm64     "x86_64"
                         (deploy.toml [build] lambda_architecture)
+    lambda_runtime      the Lambda functions' runtime: python3.10 to 3.14    "python3.11"
+                        (deploy.toml [build] lambda_runtime)
     cpu_architecture    what the backend's Fargate tasks run on: X86_64 or   "X86_64"
                         ARM64 (deploy.toml [build] platform)
 """
@@ -44,6 +46,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 LAMBDA_ARCHITECTURES = ("x86_64", "arm64")  # as Lambda names them
+# Lambda's Python runtimes: a copy of deploykit.packaging.LAMBDA_RUNTIMES, which checks deploy.toml's lambda_runtime
+# as it is read (the CDK app cannot import deploykit; cdk/tests/test_cdk_settings.py keeps the two equal)
+LAMBDA_RUNTIMES = ("python3.10", "python3.11", "python3.12", "python3.13", "python3.14")
 CPU_ARCHITECTURES = ("X86_64", "ARM64")  # as an ECS task definition's runtimePlatform names them
 # The sizes a Fargate task may have: CPU units → the memory (MiB) each takes, as AWS's task definition reference lists
 # them. A copy of deploykit.config.FARGATE_SIZES, which checks deploy.toml's task_cpu and task_memory as it is read:
@@ -99,6 +104,8 @@ class Settings:
     stacks: StackNames = field(default_factory=StackNames)
     # deploy.toml's [build] lambda_architecture: deploykit vendors the functions' requirements for the same one
     lambda_architecture: str = "x86_64"
+    # deploy.toml's [build] lambda_runtime: deploykit vendors the functions' requirements for its CPython
+    lambda_runtime: str = "python3.11"
     # deploy.toml's [build] platform, as ECS names its CPU: deploykit builds the backend's image for the same one
     cpu_architecture: str = "X86_64"
 
@@ -140,6 +147,9 @@ class Settings:
         if self.lambda_architecture not in LAMBDA_ARCHITECTURES:
             known = ", ".join(LAMBDA_ARCHITECTURES)
             raise SettingsError(f"lambda_architecture must be one of {known}, got {self.lambda_architecture!r}")
+        if self.lambda_runtime not in LAMBDA_RUNTIMES:
+            known = ", ".join(LAMBDA_RUNTIMES)
+            raise SettingsError(f"lambda_runtime must be one of {known}, got {self.lambda_runtime!r}")
         if self.cpu_architecture not in CPU_ARCHITECTURES:
             known = ", ".join(CPU_ARCHITECTURES)
             raise SettingsError(f"cpu_architecture must be one of {known}, got {self.cpu_architecture!r}")
