@@ -52,6 +52,7 @@ def live_components(
     unverified: dict[str, str] | None = None,
     entries: dict[str, dict[str, str]] | None = None,
     drifted: dict[str, str] | None = None,
+    handlers: dict[str, str] | None = None,
 ) -> dict[str, str | None]:
     """component → the SHA (image-tag form) live for it in ``env``; None when it is not deployed (or unknown).
     ``unverified`` (when given) gets component → why, for a component that runs something else than what the last
@@ -60,7 +61,8 @@ def live_components(
     (when given) gets lambda:<fn> → what says it, for a function whose alias serves settings other than the template
     of the stack holding it gives it (:func:`deploykit.lambda_chain.settings_drift`; the templates read with the
     rest), which deploying does not put back; and app → why, for a service whose image's release command has not
-    passed while ``$DEPLOYKIT_SKIP_RELEASE=1`` is set (deploying again would only skip it again).
+    passed while ``$DEPLOYKIT_SKIP_RELEASE=1`` is set (deploying again would only skip it again). ``handlers`` (when
+    given) gets function → the Handler of the version its alias serves, for the check that its new zip would import.
 
     The live record, the service's image and each function's version are read at once (:func:`at_once`). Without
     ``endpoints`` (some stack is not deployed, e.g. after ``inv destroy``) the stacks that are still answer from
@@ -129,6 +131,8 @@ def live_components(
                     unverified[component] = note + AGAIN
         elif kind == "lambda":
             serving, recorded = read.get(component), record.get(component)
+            if handlers is not None and serving and serving.get("Handler"):
+                handlers[name] = serving["Handler"]
             described = lambda_chain.git_sha_of(serving.get("Description")) if serving else None
             if component not in read:
                 live[component] = None

@@ -1003,20 +1003,24 @@ def code_known_at(
         return None
 
 
-def unimportable(config: Config, plan: Plan) -> dict[str, list[lambda_imports.Problem]]:
+def unimportable(
+    config: Config, plan: Plan, handlers: Mapping[str, str] | None = None
+) -> dict[str, list[lambda_imports.Problem]]:
     """Each function whose zip ``plan`` uploads that would not import on Lambda, and why (deploykit.lambda_imports):
-    the zips as the plan's upload steps make them (from the folder, for the architecture, it planned)."""
+    the zips as the plan's upload steps make them (from the folder, for the architecture, it planned). ``handlers``:
+    function → its Handler as Lambda has it, where it was read (one not deployed yet has none)."""
     found = {}
     for step in plan.steps:
         if not isinstance(step, UploadLambdaCode):
             continue
         made = packaging.package_function(Path(step.folder), architecture=step.architecture, python=step.python)
-        key = (made.sha256, config.build.lambda_runtime_modules, step.architecture, step.python)
+        handler = (handlers or {}).get(step.function)
+        key = (made.sha256, config.build.lambda_runtime_modules, step.architecture, step.python, handler)
         with _JUDGED_LOCK:
             problems = _JUDGED.get(key)
         if problems is None:
             problems = lambda_imports.problems(
-                made.zip_bytes, provided=key[1], architecture=step.architecture, python=step.python
+                made.zip_bytes, provided=key[1], architecture=step.architecture, python=step.python, handler=handler
             )
             with _JUDGED_LOCK:
                 _JUDGED[key] = problems
@@ -1027,9 +1031,10 @@ def unimportable(config: Config, plan: Plan) -> dict[str, list[lambda_imports.Pr
     return found
 
 
-# what a zip was found to lack, by (its SHA-256, the modules deploy.toml gives, the architecture, the Python):
+# what a zip was found to lack, by (its SHA-256, the modules deploy.toml gives, the architecture, the Python, the
+# handler):
 # deploy.auto judges its plan before showing it, and the run judges it again
-_JUDGED: dict[tuple[str, tuple[str, ...], str, str], list[lambda_imports.Problem]] = {}
+_JUDGED: dict[tuple[str, tuple[str, ...], str, str, str | None], list[lambda_imports.Problem]] = {}
 JUDGED_KEPT = 64
 _JUDGED_LOCK = threading.Lock()
 

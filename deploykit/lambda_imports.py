@@ -7,8 +7,10 @@ a function with its own interpreter's packages, so a module the zip lacks import
 
 What is read, with Python's ``ast`` (nothing of the function is run: its import-time code might call AWS):
 
-- **the handler:** ``handler.py`` binds ``handler`` at its top level (Lambda calls ``handler.handler``), and not as
-  ``async def`` (Lambda's Python runtime calls it and gets a coroutine, not an answer);
+- **the handler:** the module of the function's Handler (``handler.handler``, as Lambda has it) is in the zip and binds
+  the function at its top level, not as ``async def`` (Lambda's Python runtime calls it and gets a coroutine, not an
+  answer). A function whose Handler is not known (not deployed yet: its stack gives it) is read from ``handler.py``,
+  and whether it defines the function is not judged;
 - **what it imports:** each module the handler imports at its top level, and each of the function's own modules those
   reach, in turn: the module must be in the zip (the function's own files, its vendored packages), in the standard
   library of the runtime's Python (:func:`stdlib`: ``imp`` is not there on 3.12), in what Lambda's Python runtime adds
@@ -42,8 +44,7 @@ from packaging.utils import canonicalize_name
 
 from deploykit.packaging import DEFAULT_ARCHITECTURE, DEFAULT_PYTHON
 
-HANDLER_MODULE = "handler"
-HANDLER_FUNCTION = "handler"
+HANDLER_MODULE = "handler"  # handler.py, which every function folder has (deploykit.packaging)
 SKIP_ENV = "DEPLOYKIT_SKIP_IMPORT_CHECK"
 CONFIG_KEY = "[build] lambda_runtime_modules"
 
@@ -175,33 +176,49 @@ def problems(
     provided: Iterable[str] = (),
     architecture: str = DEFAULT_ARCHITECTURE,
     python: str = DEFAULT_PYTHON,
+    handler: str | None = None,
 ) -> list[Problem]:
     """What would keep the function in ``zip_bytes`` from importing on Lambda (see the module's docstring); none when
     the check is off. ``provided``: the modules (and distributions) the runtime has beside :data:`RUNTIME_MODULES`
     (deploy.toml's ``[build] lambda_runtime_modules``: a layer's); ``architecture`` and ``python``: what the
-    functions run on, for the vendored packages' markers."""
+    functions run on, for the vendored packages' markers. ``handler``: the function's Handler as Lambda has it
+    (``handler.handler``), whose module and function are judged; None when it is not known (a function not deployed
+    yet: its stack says it), when the imports of ``handler.py`` are, and not whether it defines the function."""
     if skipped():
         return []
     found = _Zip.read(zip_bytes)
     extra = frozenset(provided)
     importable = found.top_level | stdlib(python) | RUNTIME_MODULES | extra
+    module, _, function = (handler or f"{HANDLER_MODULE}.").rpartition(".")
+    module = module.replace("/", ".")
+    start = found.module_file(module)
+    if start is None:
+        return [
+            Problem(
+                f"{module.replace('.', '/')}.py",
+                None,
+                f"is not in the zip, and Lambda's Handler {handler} names it (Runtime.ImportModuleError)",
+            )
+        ]
     # the handler's module first, then the others by path, each by line
     result = sorted(
-        _handler_problems(found, importable, python), key=lambda p: (p.path != "handler.py", p.path, p.line or 0)
+        _handler_problems(found, importable, python, module, start),
+        key=lambda p: (p.path != start, p.path, p.line or 0),
     )
+    if function:
+        tree = _parse(found, start)
+        result[:0] = _handler_defined(start, tree, f"{module}.{function}", function) if tree else []
     result += _closure_problems(found, extra, architecture, python)
     return result
 
 
-def _handler_problems(found: _Zip, importable: frozenset[str], python: str) -> Iterator[Problem]:
-    start = found.module_file(HANDLER_MODULE)
-    if start is None:
-        return  # packaging refuses a folder without handler.py
-    tree = _parse(found, start)
-    if tree is not None:
-        yield from _handler_defined(start, tree)
+def _handler_problems(
+    found: _Zip, importable: frozenset[str], python: str, module: str, start: str
+) -> Iterator[Problem]:
+    """Each import of the handler's ``module`` (file ``start``) and of the function's own modules it reaches that
+    nothing has."""
     seen: set[str] = set()
-    todo = [(HANDLER_MODULE, start)]
+    todo = [(module, start)]
     while todo:
         module, path = todo.pop()
         if path in seen:
@@ -256,28 +273,31 @@ def _parse(found: _Zip, path: str) -> ast.Module | None:
         return None  # deploykit.syntax says what does not compile
 
 
-def _handler_defined(path: str, tree: ast.Module) -> Iterator[Problem]:
-    """Whether ``handler.py`` binds the handler at its top level: where it does not (nor imports ``*``), a problem."""
+def _handler_defined(path: str, tree: ast.Module, handler: str, function: str) -> list[Problem]:
+    """Whether the handler's module (``path``) binds ``function`` at its top level: where it does not (nor imports
+    ``*``), or binds it with ``async def``, a problem."""
     bound: ast.stmt | None = None
     for node in _top_level(tree.body):
         if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
-            return  # it may come from there
-        if HANDLER_FUNCTION in _bound_names(node):
+            return []  # it may come from there
+        if function in _bound_names(node):
             bound = node
     if bound is None:
-        yield Problem(
-            path,
-            None,
-            f"defines no {HANDLER_FUNCTION}: Lambda calls {HANDLER_MODULE}.{HANDLER_FUNCTION}(event, context) "
-            "(Runtime.HandlerNotFound)",
-        )
-    elif isinstance(bound, ast.AsyncFunctionDef):
-        yield Problem(
-            path,
-            bound.lineno,
-            f"defines {HANDLER_FUNCTION} with async def: Lambda's Python runtime calls it and gets a coroutine, "
-            "not an answer",
-        )
+        return [
+            Problem(
+                path, None, f"defines no {function}: Lambda calls {handler}(event, context) (Runtime.HandlerNotFound)"
+            )
+        ]
+    if isinstance(bound, ast.AsyncFunctionDef):
+        return [
+            Problem(
+                path,
+                bound.lineno,
+                f"defines {function} with async def: Lambda's Python runtime calls it and gets a coroutine, not an "
+                "answer",
+            )
+        ]
+    return []
 
 
 def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:

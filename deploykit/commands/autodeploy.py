@@ -85,6 +85,7 @@ class Analysis:
     entries: dict[str, dict[str, str]] = field(default_factory=dict)
     frozen: freeze.Freeze | None = None  # the environment's freeze, while it holds
     paused: pause.Pause | None = None  # the environment's pause, while it holds: a deploy wakes it first
+    handlers: dict[str, str] = field(default_factory=dict)  # function → the Handler its alias serves, as read
 
     def closing_lines(self) -> list[str]:
         """The Change Analysis' last lines: :attr:`drifted` (deploying does not put such settings back), a stack
@@ -147,9 +148,10 @@ def analyse(
         unverified: dict[str, str] = {}  # what runs other than the last deploy verified: deployed again
         entries: dict[str, dict[str, str]] = {}  # the live record's
         drifted: dict[str, str] = {}  # functions serving settings other than their stack's: said, not deployed
+        handlers: dict[str, str] = {}  # each function's, for the check that its new zip would import
         reads: dict[str, Callable[[], Any]] = {
             "live": partial(
-                auto.live_components, aws, config, environment, found_endpoints, unverified, entries, drifted
+                auto.live_components, aws, config, environment, found_endpoints, unverified, entries, drifted, handlers
             )
         }
         if found_endpoints is not None:  # the newest runs: for the estimates, and stacks a failed run left changed
@@ -191,6 +193,7 @@ def analyse(
         entries,
         freeze.in_force(read.get("freeze"), environment, runtime.clock.now()),
         read.get("pause"),
+        handlers,
     )
 
 
@@ -383,7 +386,8 @@ def deploy_auto(
     refuse_or_say(
         runtime, syntax.python_errors(a.config.root, syntax.changed_code(a.config, a.found)), "changed", dry_run=dry_run
     )
-    require_importable(runtime, a.config, plan, dry_run=dry_run)  # before the plan is shown, as the syntax is
+    # before the plan is shown, as the syntax is
+    require_importable(runtime, a.config, plan, dry_run=dry_run, handlers=a.handlers)
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
     if dry_run:
@@ -412,6 +416,7 @@ def deploy_auto(
         aws=a.aws,
         rollback=rollback,
         planned_from=a.entries,
+        handlers=a.handlers,
     )
 
 

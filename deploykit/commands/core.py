@@ -225,6 +225,7 @@ def run_plan(
     aws: AwsFactory | None = None,
     rollback: bool | None = None,
     planned_from: Mapping[str, Mapping[str, str]] | None = None,
+    handlers: Mapping[str, str] | None = None,
 ) -> RunReport | None:
     """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
 
@@ -233,12 +234,14 @@ def run_plan(
     None: neither applies. ``planned_from``: the live record the plan was made from (deploy.auto's analysis, read before
     the lock was taken); when the record read under the lock differs (another deploy finished in between), the run stops
     before its first step that changes what is live (:class:`~deploykit.errors.Superseded`), nothing live changed and
-    nothing recorded, for the command to start again (:func:`until_unlocked`).
+    nothing recorded, for the command to start again (:func:`until_unlocked`). ``handlers``: function → its Handler
+    as Lambda has it, where the command read it, for the check that each zip the plan uploads would import
+    (:func:`require_importable`).
 
     A deploy wakes a paused environment first (:func:`pause.woken`): its dry run reads the pause too and shows the
     wake, so that the plan shown is the plan run (deploy.auto's own dry run shows it from its analysis)."""
     require_pushed(runtime, config, env, plan, dry_run=dry_run)
-    require_importable(runtime, config, plan, dry_run=dry_run)
+    require_importable(runtime, config, plan, dry_run=dry_run, handlers=handlers)
     if dry_run:
         if pause.may_wake(plan):  # the wake the run would add under the lock
             plan = _woken_if_read(runtime, env, plan, aws or runtime.aws_factory(env))
@@ -336,14 +339,17 @@ def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan,
     _refuse_unpushed(runtime, config, env, [tag for _, tag in plan.deploys], dry_run=dry_run)
 
 
-def require_importable(runtime: Runtime, config: Config, plan: Plan, *, dry_run: bool) -> None:
+def require_importable(
+    runtime: Runtime, config: Config, plan: Plan, *, dry_run: bool, handlers: Mapping[str, str] | None = None
+) -> None:
     """A plan uploading a function's zip that would not import on Lambda (deploykit.lambda_imports: a module neither
     the zip nor the runtime has, a vendored package's requirement missing, no handler) is refused before anything
     changes; a dry run says so and goes on. A rollback goes through: back to code that ran (never held up by a check
-    that could be wrong), as does a plan with $DEPLOYKIT_SKIP_IMPORT_CHECK=1."""
+    that could be wrong), as does a plan with $DEPLOYKIT_SKIP_IMPORT_CHECK=1. ``handlers``: function → its Handler,
+    as read from Lambda (lambda_chain.unimportable)."""
     if plan.rollback or lambda_imports.skipped():
         return
-    found = lambda_chain.unimportable(config, plan)
+    found = lambda_chain.unimportable(config, plan, handlers)
     if not found:
         return
     said = "; ".join(lambda_imports.said(function, problems) for function, problems in found.items())

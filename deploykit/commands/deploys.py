@@ -406,6 +406,8 @@ def deploy_lambda(
         aws=aws,
         rollback=rollback,
         planned_from=read.get("record") if guarded else None,
+        # the Handler of the version the alias serves, for the check that the new zip would import
+        handlers={name: serving["Handler"]} if serving and serving.get("Handler") else None,
     )
 
 

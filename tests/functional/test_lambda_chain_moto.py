@@ -1076,6 +1076,28 @@ def test_a_function_that_would_not_import_on_lambda_is_refused_before_anything_i
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=made.key)["KeyCount"] == 1
 
 
+def test_the_import_check_judges_the_handler_the_alias_serves(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """handler.py's function renamed to main: refused while the version live serves Handler handler.handler (every
+    call would be Runtime.HandlerNotFound); let through once it serves handler.main (its stack changed it)."""
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text().replace("\ndef handler(", "\ndef main("))
+    git(with_lambdas, "commit", "-qam", "health: main")
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert refused.value.message == (
+        "lambda/health_handler would not import on Lambda: handler.py: defines no handler: Lambda calls "
+        "handler.handler(event, context) (Runtime.HandlerNotFound)"
+    )
+    lam, name = factory.client("lambda"), FUNCTIONS["health_handler"]
+    lam.update_function_configuration(FunctionName=name, Handler="handler.main")
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.update_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=runtime(with_lambdas, factory))
+    assert report is not None and report.ok
+
+
 def test_a_rollback_is_not_held_up_by_the_import_check(with_lambdas: Path, factory: AwsFactory) -> None:
     """Back to code that ran: the check, which could be wrong, never stands in its way. The same plan as a deploy is
     refused."""

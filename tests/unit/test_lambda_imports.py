@@ -114,15 +114,27 @@ def test_a_relative_import_in_handler_py_fails_and_one_in_a_package_is_resolved(
     ]
 
 
-def test_a_handler_not_defined_or_async_is_named() -> None:
-    assert said(problems(zipped({"handler.py": "def main(event, context):\n    return 1\n"}))) == [
+def test_the_handler_lambda_has_is_judged_its_module_and_its_function() -> None:
+    """The Handler as Lambda has it: its module must be in the zip and bind its function, not with async def; its
+    module's imports are read from there. Not known (a function not deployed yet): handler.py's imports only."""
+    main = zipped({"handler.py": "def main(event, context):\n    return 1\n"})
+    assert said(problems(main, handler="handler.handler")) == [
         "handler.py: defines no handler: Lambda calls handler.handler(event, context) (Runtime.HandlerNotFound)"
     ]
-    assert said(
-        problems(zipped({"handler.py": "import asyncio\n\nasync def handler(event, context):\n    pass\n"}))
-    ) == [
+    assert problems(main, handler="handler.main") == [] and problems(main) == []
+    coroutine = zipped({"handler.py": "import asyncio\n\nasync def handler(event, context):\n    pass\n"})
+    assert said(problems(coroutine, handler="handler.handler")) == [
         "handler.py:3: defines handler with async def: Lambda's Python runtime calls it and gets a coroutine, not an "
         "answer"
+    ]
+    elsewhere = zipped(
+        {"handler.py": HANDLER, "app/__init__.py": "", "app/worker.py": "import yaml\ndef process(e, c):\n    pass\n"}
+    )
+    assert said(problems(elsewhere, handler="app/worker.process")) == [
+        f"app/worker.py:1: imports yaml, {MISSING} (the standard library, the AWS SDK) has"
+    ]
+    assert said(problems(elsewhere, handler="app.gone.process")) == [
+        "app/gone.py: is not in the zip, and Lambda's Handler app.gone.process names it (Runtime.ImportModuleError)"
     ]
 
 
@@ -138,9 +150,8 @@ def test_a_handler_not_defined_or_async_is_named() -> None:
     ],
 )
 def test_a_handler_bound_any_way_at_the_top_level_is_there(source: str) -> None:
-    assert (
-        problems(zipped({"handler.py": source, "app.py": "def handler(e, c):\n    return 1\nmain = handler\n"})) == []
-    )
+    zip_bytes = zipped({"handler.py": source, "app.py": "def handler(e, c):\n    return 1\nmain = handler\n"})
+    assert problems(zip_bytes, handler="handler.handler") == []
 
 
 def test_a_vendored_packages_requirement_must_be_vendored_too_or_the_runtimes() -> None:
