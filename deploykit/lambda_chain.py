@@ -38,7 +38,7 @@ from deploykit.aws import HandedOn, at_once
 from deploykit.clock import Clock, backoff
 from deploykit.endpoints import function_id, resolve_endpoints, stacks_functions
 from deploykit.errors import ConfigError, StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records
+from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records, walk
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
 from deploykit.stacks import LAMBDA_FUNCTION, StackOutputs, error_code
@@ -1007,10 +1007,11 @@ def unimportable(
     config: Config, plan: Plan, handlers: Mapping[str, str] | None = None
 ) -> dict[str, list[lambda_imports.Problem]]:
     """Each function whose zip ``plan`` uploads that would not import on Lambda, and why (deploykit.lambda_imports):
-    the zips as the plan's upload steps make them (from the folder, for the architecture, it planned). ``handlers``:
-    function → its Handler as Lambda has it, where it was read (one not deployed yet has none)."""
+    the zips as the plan's upload steps make them (from the folder, for the architecture and the Python, it planned;
+    in a group of steps too). ``handlers``: function → its Handler as Lambda has it, where it was read (one not
+    deployed yet has none)."""
     found = {}
-    for step in plan.steps:
+    for _depth, step in walk(plan.steps):
         if not isinstance(step, UploadLambdaCode):
             continue
         made = packaging.package_function(Path(step.folder), architecture=step.architecture, python=step.python)
@@ -1032,16 +1033,15 @@ def unimportable(
 
 
 # what a zip was found to lack, by (its SHA-256, the modules deploy.toml gives, the architecture, the Python, the
-# handler):
-# deploy.auto judges its plan before showing it, and the run judges it again
+# handler): deploy.auto judges its plan before showing it, and the run judges it again
 _JUDGED: dict[tuple[str, tuple[str, ...], str, str, str | None], list[lambda_imports.Problem]] = {}
 JUDGED_KEPT = 64
 _JUDGED_LOCK = threading.Lock()
 
 
 def package(config: Config, env: EnvConfig, function: str) -> packaging.Package:
-    """lambda/<function> packaged as this checkout holds it, for the architecture ``env``'s functions run on
-    (:meth:`Config.lambda_architecture_for`); UsageError listing the functions when there is no such function."""
+    """lambda/<function> packaged as this checkout holds it, for the architecture and the Python ``env``'s functions
+    run on (:meth:`Config.lambda_target`); UsageError listing the functions when there is no such function."""
     folder = function_folder(config, function)
     return packaging.package_function(folder, **config.lambda_target(env))
 

@@ -38,7 +38,7 @@ from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.git import current_revision
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Outcome, Plan, RunReport
+from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, RunReport
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
 from deploykit.stacks import stack_parameters
@@ -1100,14 +1100,20 @@ def test_the_import_check_judges_the_handler_the_alias_serves(
 
 def test_a_rollback_is_not_held_up_by_the_import_check(with_lambdas: Path, factory: AwsFactory) -> None:
     """Back to code that ran: the check, which could be wrong, never stands in its way. The same plan as a deploy is
-    refused."""
+    refused, its uploads side by side in a group as deploy.auto makes them."""
     handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
     handler.write_text(handler.read_text() + "\nimport requests\n")
     made = package(with_lambdas)
     upload = UploadLambdaCode.of("health_handler", handler.parent, made, "CarRentalRegistryStack")
+    other = UploadLambdaCode.of(
+        "login_handler",
+        handler.parent.parent / "login_handler",
+        package(with_lambdas, "login_handler"),
+        "CarRentalRegistryStack",
+    )
     config = load_config(with_lambdas / "deploy.toml")
     rt = runtime(with_lambdas, factory)
-    back = Plan("dev", (upload,), "rollback lambda:health_handler → 3e2532eaf7e5")
+    back = Plan("dev", (Parallel((other, upload)),), "rollback lambda:health_handler → 3e2532eaf7e5")
     assert back.rollback
     require_importable(rt, config, back, dry_run=False)
     with pytest.raises(UsageError, match="lambda/health_handler would not import on Lambda"):
