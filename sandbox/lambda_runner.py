@@ -687,7 +687,8 @@ class _AsOnLambda(importlib.abc.MetaPathFinder):
             return None
         if importlib.machinery.PathFinder.find_spec(fullname, [self.task_root]) is not None:
             return None  # the function's own, or vendored beside it
-        if not os.path.realpath(_importer()).startswith(self.task_root):
+        importer = _importer()
+        if not importer or not os.path.realpath(importer).startswith(self.task_root):
             return None  # the interpreter's packages, and the sandbox's own code
         raise ModuleNotFoundError(f"No module named '{fullname}'", name=fullname)
 
