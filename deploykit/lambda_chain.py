@@ -1012,24 +1012,32 @@ def unimportable(
     deployed yet has none)."""
     found = {}
     for _depth, step in walk(plan.steps):
-        if not isinstance(step, UploadLambdaCode):
-            continue
-        made = packaging.package_function(Path(step.folder), architecture=step.architecture, python=step.python)
-        handler = (handlers or {}).get(step.function)
-        key = (made.sha256, config.build.lambda_runtime_modules, step.architecture, step.python, handler)
-        with _JUDGED_LOCK:
-            problems = _JUDGED.get(key)
-        if problems is None:
-            problems = lambda_imports.problems(
-                made.zip_bytes, provided=key[1], architecture=step.architecture, python=step.python, handler=handler
-            )
-            with _JUDGED_LOCK:
-                _JUDGED[key] = problems
-                while len(_JUDGED) > JUDGED_KEPT:  # deploy.auto --watch judges each save's
-                    del _JUDGED[next(iter(_JUDGED))]
-        if problems:
-            found[step.function] = problems
+        if isinstance(step, UploadLambdaCode):
+            target = packaging.Target(architecture=step.architecture, python=step.python)
+            problems = import_problems(config, Path(step.folder), target, (handlers or {}).get(step.function))
+            if problems:
+                found[step.function] = problems
     return found
+
+
+def import_problems(
+    config: Config, folder: Path, target: packaging.Target, handler: str | None
+) -> list[lambda_imports.Problem]:
+    """What would keep the function of ``folder``, packaged for ``target``, from importing on Lambda with ``handler``
+    (None: not known); judged once per zip, settings and handler."""
+    made = packaging.package_function(folder, **target)
+    key = (made.sha256, config.build.lambda_runtime_modules, target["architecture"], target["python"], handler)
+    with _JUDGED_LOCK:
+        problems = _JUDGED.get(key)
+    if problems is None:
+        problems = lambda_imports.problems(
+            made.zip_bytes, provided=key[1], architecture=key[2], python=key[3], handler=handler
+        )
+        with _JUDGED_LOCK:
+            _JUDGED[key] = problems
+            while len(_JUDGED) > JUDGED_KEPT:  # deploy.auto --watch judges each save's
+                del _JUDGED[next(iter(_JUDGED))]
+    return problems
 
 
 # what a zip was found to lack, by (its SHA-256, the modules deploy.toml gives, the architecture, the Python, the

@@ -21,6 +21,7 @@ from deploykit import (
     git,
     history,
     lambda_chain,
+    lambda_imports,
     markdown,
     pause,
     planner,
@@ -195,6 +196,22 @@ def analyse(
         read.get("pause"),
         handlers,
     )
+
+
+def _unimportable(a: Analysis) -> dict[str, list[lambda_imports.Problem]]:
+    """Each changed function (one of lambda/ still) whose zip, as this checkout makes it, would not import on Lambda
+    (:func:`deploykit.lambda_chain.import_problems`, with the Handler its alias serves): what deploy.auto would
+    refuse."""
+    there = set(lambda_chain.function_names(a.config))
+    changed = sorted(c.partition(":")[2] for c in a.found.components() if c.startswith("lambda:"))
+    target = a.config.lambda_target(a.env)
+    found = {}
+    for fn in (fn for fn in changed if fn in there):
+        folder = lambda_chain.function_folder(a.config, fn)
+        problems = lambda_chain.import_problems(a.config, folder, target, a.handlers.get(fn))
+        if problems:
+            found[fn] = problems
+    return found
 
 
 def _exporters(
@@ -615,6 +632,11 @@ def diff(
         f"{why}: deploy.auto refuses to bring {'it' if count == 1 else 'them'} back (or --allow-rolled-back)"
         for why, count in auto.said_together(again)
     ]
+    unimportable = _unimportable(a)
+    refusals += [
+        f"{lambda_imports.said(fn, found)}: deploy.auto refuses it ({lambda_imports.SKIP_ENV}=1 skips the check)"
+        for fn, found in unimportable.items()
+    ]
     lines += [f"⛔ {refusal}" for refusal in refusals]
     closing = a.closing_lines()
     _write_analysis(runtime, lines, closing, a.found.since)
@@ -654,6 +676,8 @@ def diff(
         if a.env.promote_from:
             data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}
         data["rolled_back"] = again  # component → why deploy.auto refuses to bring it back
+        # function → why its zip would not import on Lambda (deploy.auto refuses it)
+        data["unimportable"] = {fn: [str(p) for p in found] for fn, found in unimportable.items()}
         data["commits"] = commits_json
         # requirements file → the packages its change changes
         data["requirements"] = {

@@ -18,6 +18,7 @@ import pytest
 from deploykit import auto, commands, freeze, history, pause
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.commands import autodeploy
 from deploykit.config import STACK_ROLES, EnvConfig, load_config
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
@@ -397,6 +398,11 @@ def test_a_function_that_would_not_import_on_lambda_is_refused_before_the_plan_i
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert f"⚠️  lambda/login_handler would not import on Lambda: handler.py:{line}: imports requests" in said
     assert ": the deploy would be refused\n" in said and "upload-lambda" in said
+    # inv diff's analysis says it, of each changed function (health_handler, changed too, imports)
+    found = autodeploy._unimportable(
+        commands.analyse(runtime_of(project, deployed), "dev", since=None, allow_dirty=False)
+    )
+    assert list(found) == ["login_handler"] and str(found["login_handler"][0]).startswith(f"handler.py:{line}: ")
 
 
 def test_a_first_deploy_of_everything_checks_all_of_the_app_s_and_the_functions_python(

@@ -46,6 +46,15 @@ def test_a_package_the_sandbox_has_and_lambda_has_not_is_refused_fails_as_on_aws
         f"lambda/{FN} would not import on Lambda: handler.py:{line}: imports requests, which neither the zip"
     )
     assert versions(project, function_name) == before and serving(project, function_name) == was
+    # inv diff says it in its analysis, its JSON and what a pull request's reviewer must not miss
+    runtime = quiet_runtime(project)
+    commands.diff(as_json=True, runtime=runtime)
+    out, err = runtime.stdout.getvalue(), runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert json.loads(out)["unimportable"][FN][0].startswith(f"handler.py:{line}: imports requests")
+    assert f"⛔ lambda/{FN} would not import on Lambda: handler.py:{line}: imports requests" in err
+    runtime = quiet_runtime(project)
+    commands.diff(as_markdown=True, runtime=runtime)
+    assert f"lambda/{FN} would not import on Lambda" in runtime.stdout.getvalue()  # type: ignore[attr-defined]
 
     # the check off: published, live moved onto it, and the sandbox's Lambda fails its import as AWS's would
     monkeypatch.setenv(lambda_imports.SKIP_ENV, "1")
