@@ -1190,8 +1190,25 @@ def lambda_cleanup(
     commands.lambda_cleanup(env=env, function=function, keep=keep, dry_run=dry_run, as_json=json_, runtime=_runtime())
 
 
+@task(
+    name="check",
+    help={
+        "function": "only this function (a folder of lambda/); default: every function of lambda/",
+        "json": "print each function's problems as JSON on stdout",
+    },
+)
+@reports_errors
+def lambda_check(c: Context, function: str | None = None, json_: bool = False) -> None:
+    """Whether each function's zip would import on Lambda, without AWS (a commit hook, a CI job); exit 1 if not.
+
+    Its handler's imports and its vendored packages' requirements, for deploy.toml's lambda_runtime and
+    lambda_architecture, as a deploy judges the zips it uploads."""
+    commands.lambda_check(function=function, as_json=json_, runtime=_runtime())
+
+
 lambdas = Collection("lambda")
 lambdas.add_task(lambda_cleanup)
+lambdas.add_task(lambda_check)
 
 
 # -- task definitions ------------------------------------------------------------------------------------------

@@ -178,14 +178,13 @@ def problems(
     python: str = DEFAULT_PYTHON,
     handler: str | None = None,
 ) -> list[Problem]:
-    """What would keep the function in ``zip_bytes`` from importing on Lambda (see the module's docstring); none when
-    the check is off. ``provided``: the modules (and distributions) the runtime has beside :data:`RUNTIME_MODULES`
-    (deploy.toml's ``[build] lambda_runtime_modules``: a layer's); ``architecture`` and ``python``: what the
-    functions run on, for the vendored packages' markers. ``handler``: the function's Handler as Lambda has it
-    (``handler.handler``), whose module and function are judged; None when it is not known (a function not deployed
-    yet: its stack says it), when the imports of ``handler.py`` are, and not whether it defines the function."""
-    if skipped():
-        return []
+    """What would keep the function in ``zip_bytes`` from importing on Lambda (see the module's docstring), whatever
+    ``$DEPLOYKIT_SKIP_IMPORT_CHECK`` says (:func:`skipped`: a deploy asks it first). ``provided``: the modules (and
+    distributions) the runtime has beside :data:`RUNTIME_MODULES` (deploy.toml's ``[build] lambda_runtime_modules``: a
+    layer's); ``architecture`` and ``python``: what the functions run on, for the vendored packages' markers.
+    ``handler``: the function's Handler as Lambda has it (``handler.handler``), whose module and function are judged;
+    None when it is not known (a function not deployed yet: its stack says it), when the imports of ``handler.py`` are,
+    and not whether it defines the function."""
     found = _Zip.read(zip_bytes)
     extra = frozenset(provided)
     importable = found.top_level | stdlib(python) | RUNTIME_MODULES | extra
@@ -418,8 +417,8 @@ def said(function: str, found: list[Problem]) -> str:
     return f"lambda/{function} would not import on Lambda: " + "; ".join(str(p) for p in found)
 
 
-NEXT_STEP = (
+FIX = (
     "add what is missing to the function's requirements.txt, pinned, with everything it needs (pip-compile writes "
-    f"them all); a module a layer gives the functions goes in deploy.toml's {CONFIG_KEY}; {SKIP_ENV}=1 skips the "
-    "check. Nothing was uploaded or deployed"
+    f"them all); a module a layer gives the functions goes in deploy.toml's {CONFIG_KEY}"
 )
+NEXT_STEP = f"{FIX}; {SKIP_ENV}=1 skips the check. Nothing was uploaded or deployed"

@@ -35,6 +35,7 @@ from deploykit.commands.deploys import (
     deploy_lambda,
     deploy_stack,
     destroy,
+    lambda_check,
     rollback,
 )
 from deploykit.commands.freezing import freeze_env, unfreeze_env
@@ -85,6 +86,7 @@ __all__ = [
     "history_list",
     "images_cleanup",
     "invoke_function",
+    "lambda_check",
     "lambda_cleanup",
     "live_record",
     "load_plugins",

@@ -202,6 +202,8 @@ def _unimportable(a: Analysis) -> dict[str, list[lambda_imports.Problem]]:
     """Each changed function (one of lambda/ still) whose zip, as this checkout makes it, would not import on Lambda
     (:func:`deploykit.lambda_chain.import_problems`, with the Handler its alias serves): what deploy.auto would
     refuse."""
+    if lambda_imports.skipped():
+        return {}
     there = set(lambda_chain.function_names(a.config))
     changed = sorted(c.partition(":")[2] for c in a.found.components() if c.startswith("lambda:"))
     target = a.config.lambda_target(a.env)

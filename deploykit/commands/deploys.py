@@ -19,6 +19,7 @@ from deploykit import (
     git,
     history,
     lambda_chain,
+    lambda_imports,
     lock,
     packaging,
     planner,
@@ -50,8 +51,8 @@ from deploykit.commands.previews import preview_stack
 from deploykit.commands.promotion import Promotion, require_promoted
 from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
-from deploykit.errors import DeployKitError, Superseded, UsageError
-from deploykit.plan import Plan, RunReport, Step
+from deploykit.errors import DeployKitError, StepFailed, Superseded, UsageError
+from deploykit.plan import Plan, RunReport, Step, dumps
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, UploadLambdaCode, image_not_there, in_bucket
 from deploykit.stacks import (
@@ -66,6 +67,44 @@ def refuse_or_say(runtime: Runtime, broken: list[str], which: str, *, dry_run: b
     if broken and dry_run:
         runtime.stderr.write(f"⚠️  {syntax.said(broken, which)}: the deploy would be refused\n")
     syntax.refuse([] if dry_run else broken, which)
+
+
+def lambda_check(
+    *, function: str | None = None, as_json: bool = False, runtime: Runtime | None = None
+) -> dict[str, list[str]]:
+    """``inv lambda.check``: whether each function of lambda/ (or ``function``) would import on Lambda, as deploy.toml's
+    ``[build]`` says the functions run (``lambda_runtime``, ``lambda_architecture``), judged as a deploy judges a zip
+    it uploads (deploykit.lambda_imports), with no environment read: the handler's module is ``handler.py``, whose
+    function is not judged (a deploy reads the Handler from Lambda). For a commit hook or a CI job without AWS access.
+    Function → its problems; StepFailed (exit 1) when one has any."""
+    runtime = runtime or Runtime()
+    config = runtime.load_config()
+    names = [lambda_chain.function_folder(config, function).name] if function else lambda_chain.function_names(config)
+    build = config.build
+    target = packaging.Target(architecture=build.lambda_architecture, python=packaging.python_of(build.lambda_runtime))
+    found = {
+        fn: [
+            str(p) for p in lambda_chain.import_problems(config, lambda_chain.function_folder(config, fn), target, None)
+        ]
+        for fn in names
+    }
+    if as_json:
+        data = {"runtime": build.lambda_runtime, "architecture": build.lambda_architecture, "functions": found}
+        runtime.stdout.write(dumps(data) + "\n")
+    on = f"{build.lambda_runtime} on {build.lambda_architecture}"
+    for fn, problems in found.items():
+        if problems:
+            runtime.stderr.write(f"❌ lambda/{fn} would not import on Lambda ({on}): {'; '.join(problems)}\n")
+        else:
+            runtime.stderr.write(f"✅ lambda/{fn} imports on Lambda ({on}) as far as its zip says\n")
+    broken = [fn for fn, problems in found.items() if problems]
+    if broken:
+        raise StepFailed(
+            f"{len(broken)} of {len(found)} function{'s' if len(found) > 1 else ''} would not import on Lambda: "
+            + ", ".join(broken),
+            next_step=lambda_imports.FIX,
+        )
+    return found
 
 
 def check_packaging(runtime: Runtime, folders: Iterable[Path], *, dry_run: bool) -> None:

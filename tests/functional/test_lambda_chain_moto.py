@@ -28,7 +28,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from deploykit import auto, canary, changes, commands, history, lambda_chain, packaging, stack_chain
+from deploykit import auto, canary, changes, commands, history, lambda_chain, lambda_imports, packaging, stack_chain
 from deploykit.aws import AwsFactory
 from deploykit.canary import CanaryRelease
 from deploykit.clock import FakeClock
@@ -1098,7 +1098,30 @@ def test_the_import_check_judges_the_handler_the_alias_serves(
     assert report is not None and report.ok
 
 
-def test_a_rollback_is_not_held_up_by_the_import_check(with_lambdas: Path, factory: AwsFactory) -> None:
+def test_lambda_check_judges_every_function_without_aws(with_lambdas: Path) -> None:
+    """inv lambda.check: each function of lambda/ as the work tree has it, for deploy.toml's runtime and architecture,
+    no environment read (the factory fails any AWS call); exit 1 naming the ones that would not import."""
+    rt = dataclasses.replace(runtime(with_lambdas, Mock(spec=AwsFactory)), aws_factory=Mock(side_effect=AssertionError))
+    assert commands.lambda_check(as_json=True, runtime=rt) == {"health_handler": [], "login_handler": []}
+    assert json.loads(rt.stdout.getvalue())["runtime"] == "python3.11"  # type: ignore[attr-defined]
+    handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
+    handler.write_text(handler.read_text() + "\nimport yaml\n")  # uncommitted: what a commit hook sees
+    rt = dataclasses.replace(rt, stderr=io.StringIO())
+    with pytest.raises(StepFailed) as failed:
+        commands.lambda_check(runtime=rt)
+    assert failed.value.exit_code == 1
+    assert failed.value.message == "1 of 2 functions would not import on Lambda: health_handler"
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "❌ lambda/health_handler would not import on Lambda (python3.11 on x86_64): handler.py:" in said
+    assert "✅ lambda/login_handler imports on Lambda (python3.11 on x86_64) as far as its zip says" in said
+    assert commands.lambda_check(function="login_handler", runtime=rt) == {"login_handler": []}
+    with pytest.raises(UsageError, match="unknown Lambda function 'nope'"):
+        commands.lambda_check(function="nope", runtime=rt)
+
+
+def test_a_rollback_is_not_held_up_by_the_import_check(
+    with_lambdas: Path, factory: AwsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Back to code that ran: the check, which could be wrong, never stands in its way. The same plan as a deploy is
     refused, its uploads side by side in a group as deploy.auto makes them."""
     handler = with_lambdas / "lambda" / "health_handler" / "handler.py"
@@ -1116,8 +1139,11 @@ def test_a_rollback_is_not_held_up_by_the_import_check(with_lambdas: Path, facto
     back = Plan("dev", (Parallel((other, upload)),), "rollback lambda:health_handler → 3e2532eaf7e5")
     assert back.rollback
     require_importable(rt, config, back, dry_run=False)
+    deploy = dataclasses.replace(back, title="deploy.lambda health_handler")
     with pytest.raises(UsageError, match="lambda/health_handler would not import on Lambda"):
-        require_importable(rt, config, dataclasses.replace(back, title="deploy.lambda health_handler"), dry_run=False)
+        require_importable(rt, config, deploy, dry_run=False)
+    monkeypatch.setenv(lambda_imports.SKIP_ENV, "1")  # turned off
+    require_importable(rt, config, deploy, dry_run=False)
 
 
 def test_without_the_api_stack_it_says_to_deploy_it_first(with_lambdas: Path, factory: AwsFactory) -> None:

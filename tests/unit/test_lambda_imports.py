@@ -188,14 +188,9 @@ def test_a_vendored_packages_requirement_must_be_vendored_too_or_the_runtimes() 
     ]
 
 
-def test_a_file_that_does_not_parse_is_left_to_the_syntax_check_and_the_check_can_be_turned_off(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_file_that_does_not_parse_is_left_to_the_syntax_check() -> None:
     assert problems(zipped({"handler.py": "import requests\ndef handler(:\n"})) == []
-    zip_bytes = zipped({"handler.py": "import requests\n" + HANDLER})
-    assert len(problems(zip_bytes)) == 1
-    monkeypatch.setenv(lambda_imports.SKIP_ENV, "1")
-    assert problems(zip_bytes) == []
+    assert len(problems(zipped({"handler.py": "import requests\n" + HANDLER}))) == 1
 
 
 def test_a_vendored_modules_own_imports_are_not_read(tmp_path: Path) -> None:
