@@ -1002,7 +1002,8 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
             continue
         alias, config = found
         version = str(alias["FunctionVersion"])
-        parts = [_code(config), f"on {', '.join(config.get('Architectures') or ['x86_64'])}"]
+        runs_on = f"on {', '.join(config.get('Architectures') or ['x86_64'])}"
+        parts = [_code(config), f"{config['Runtime']} {runs_on}" if config.get("Runtime") else runs_on]
         if config.get("LastModified"):
             parts.append(f"modified {when(config['LastModified'])}")
         weights = lambda_chain.routed_versions(alias)

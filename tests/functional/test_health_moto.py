@@ -228,7 +228,7 @@ def test_a_deployed_environment_with_untuned_settings_and_no_running_tasks(aws: 
     assert rows_of(report, "api stage") == [Row("api stage", f"{api}/prod", "deployed", f"deployment {deployment}")]
     [function] = rows_of(report, "lambda")
     assert (function.name, function.status) == ("login_handler (car-rental-login)", "live → version 1")
-    assert function.detail.startswith(f"code {version['CodeSha256'][:12]}, git {SHA}, on x86_64, modified ")
+    assert function.detail.startswith(f"code {version['CodeSha256'][:12]}, git {SHA}, python3.11 on x86_64, modified ")
 
     findings = {f.what: f for f in report.findings}
     assert set(findings) == {
@@ -355,9 +355,9 @@ def test_a_lambda_row_says_the_zip_and_commit_its_version_names(aws: AwsFactory)
     details = {r.name.split(" ")[0]: r.detail.split(", modified ")[0] for r in rows}
     short = f"lambda/login_handler/{'ab' * 6}….zip"
     assert details == {  # and the CPU it runs on ([build] lambda_architecture's, through the API stack)
-        "login_handler": f"code {code} from {short}, git {SHA}, on x86_64",
-        "health_handler": f"code {code} from {short}, on x86_64",
-        "other": f"code {code}, hand-made release, on arm64",
+        "login_handler": f"code {code} from {short}, git {SHA}, python3.11 on x86_64",
+        "health_handler": f"code {code} from {short}, python3.11 on x86_64",
+        "other": f"code {code}, hand-made release, python3.11 on arm64",
     }
 
 
