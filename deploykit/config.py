@@ -734,23 +734,24 @@ class Config:
     def base_image_for(self, env: EnvConfig) -> str:
         return env.base_image or self.build.base_image
 
-    def lambda_architecture_for(self, env: EnvConfig) -> str:
+    def lambda_architecture_for(self, env: EnvConfig | None) -> str:
         """What ``env``'s Lambda functions run on, and their requirements are vendored for: ``[build]
         lambda_architecture``; on an environment on this machine (the sandbox, which runs functions here), this
         machine's own, as its images are built for this engine's platform."""
         return _on_this_machine(env) or self.build.lambda_architecture
 
-    def lambda_python_for(self, env: EnvConfig) -> str:
+    def lambda_python_for(self, env: EnvConfig | None) -> str:
         """The CPython ``env``'s functions run on, and their requirements are vendored for (``3.12``): ``[build]
         lambda_runtime``'s; on an environment on this machine (the sandbox, which runs functions on its own Python),
         this Python's, whatever the runtime says."""
-        if env.is_local:
+        if env is not None and env.is_local:
             return f"{sys.version_info.major}.{sys.version_info.minor}"
         return python_of(self.build.lambda_runtime)
 
-    def lambda_target(self, env: EnvConfig) -> Target:
+    def lambda_target(self, env: EnvConfig | None) -> Target:
         """What ``env``'s functions' zips are made for (``packaging.package_function(folder, **target)``): their
-        architecture (:meth:`lambda_architecture_for`) and their CPython (:meth:`lambda_python_for`)."""
+        architecture (:meth:`lambda_architecture_for`) and their CPython (:meth:`lambda_python_for`). None: no
+        environment read, as ``[build]`` says the functions run on AWS (inv lambda.check)."""
         return Target(architecture=self.lambda_architecture_for(env), python=self.lambda_python_for(env))
 
     def cpu_architecture_for(self, env: EnvConfig) -> str:
@@ -761,10 +762,10 @@ class Config:
         return ECS_CPU[here] if here else PLATFORMS[self.build.platform]
 
 
-def _on_this_machine(env: EnvConfig) -> str | None:
+def _on_this_machine(env: EnvConfig | None) -> str | None:
     """This machine's CPU as Lambda names it (x86_64, arm64), for an environment that runs here (the sandbox); None
-    for another environment, or a CPU neither names."""
-    return HOST_ARCHITECTURES.get(platform.machine().lower()) if env.is_local else None
+    for another environment (or none), or a CPU neither names."""
+    return HOST_ARCHITECTURES.get(platform.machine().lower()) if env is not None and env.is_local else None
 
 
 def find_config(start: Path | None = None) -> Path:

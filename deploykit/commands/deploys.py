@@ -80,8 +80,7 @@ def lambda_check(
     runtime = runtime or Runtime()
     config = runtime.load_config()
     names = [lambda_chain.function_folder(config, function).name] if function else lambda_chain.function_names(config)
-    build = config.build
-    target = packaging.Target(architecture=build.lambda_architecture, python=packaging.python_of(build.lambda_runtime))
+    build, target = config.build, config.lambda_target(None)
     found = {
         fn: [
             str(p) for p in lambda_chain.import_problems(config, lambda_chain.function_folder(config, fn), target, None)
