@@ -404,8 +404,8 @@ class DeployStack(Step):
         if result.action == "unchanged":
             drift = f" and {stacks.NO_DRIFT}" if self.revert_drift else ""
             return Outcome.skipped(f"{self.stack}: no changes{drift}{kept}", **outputs)
-        if self.revert_drift and result.action == "updated":
-            detail += f"; {stacks.drift_summary(result.changes)}"
+        if result.drift:
+            detail += f"; {result.drift}"
         changed = stacks.change_lines(result.changes) if result.action == "updated" else ()
         return Outcome("done", f"{self.stack}: {detail}{kept}", outputs, changes=changed)
 

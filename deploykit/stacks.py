@@ -321,6 +321,9 @@ class StackResult:
     # the SNS topics the deploy made it send its events to (:func:`topic_names`: "SNS topics ops, audit", "no SNS
     # topic"); "": as they were
     notifications: str = ""
+    # a drift-aware update's (--revert-drift): what it found changed outside CloudFormation (:func:`drift_summary`);
+    # "": not such an update
+    drift: str = ""
 
 
 # -- pure logic ----------------------------------------------------------------------------------
@@ -1281,8 +1284,9 @@ class StackDeployer:
             noun = "change" if len(changes) == 1 else "changes"
             self.say(f"{name}: change set {cs_name} ({change_set_type.lower()}, {len(changes)} {noun})")
             self.say(changes_table(changes))
-            if revert_drift:
-                self.say(f"{name}: {drift_summary(changes)}")
+            drift = drift_summary(changes) if revert_drift else ""
+            if drift:
+                self.say(f"{name}: {drift}")
             risky = dangerous_changes(changes)
             if risky and not allow_replace:
                 listed = ", ".join(
@@ -1336,7 +1340,17 @@ class StackDeployer:
         if told:
             self.say(f"{name}: its events go to {told} now")
         return StackResult(
-            name, action, seconds, outputs_of(stack), changes, previous, updated_of(stack), express, protection, told
+            name,
+            action,
+            seconds,
+            outputs_of(stack),
+            changes,
+            previous,
+            updated_of(stack),
+            express,
+            protection,
+            told,
+            drift,
         )
 
     def preview(
