@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -125,6 +125,8 @@ class HealthReport:
     # function (its folder name) → (its Lambda function name, the versions its live alias routes a share to beside
     # its own): a canary running, or one cut short
     shifting: dict[str, tuple[str, dict[str, float]]] = field(default_factory=dict)
+    # function (its folder name) → (the runtime its live version runs, the stack holding it): for runtime_findings
+    runtimes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def broken(self) -> bool:
@@ -583,6 +585,7 @@ def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> Heal
         report.findings += piece.findings
         report.recommendations += piece.recommendations
         report.shifting.update(piece.shifting)
+        report.runtimes.update(piece.runtimes)
         report.live_image = report.live_image or piece.live_image
         report.live_sha = report.live_sha or piece.live_sha
         report.desired = piece.desired if report.desired is None else report.desired
@@ -1004,6 +1007,8 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
         version = str(alias["FunctionVersion"])
         runs_on = f"on {', '.join(config.get('Architectures') or ['x86_64'])}"
         parts = [_code(config), f"{config['Runtime']} {runs_on}" if config.get("Runtime") else runs_on]
+        if config.get("Runtime"):
+            report.runtimes[key] = (str(config["Runtime"]), host)
         if config.get("LastModified"):
             parts.append(f"modified {when(config['LastModified'])}")
         weights = lambda_chain.routed_versions(alias)
@@ -1032,6 +1037,45 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
                     f"first); inv diff --verify --env {env.name} compares them with this checkout's",
                 )
             )
+
+
+def runtime_findings(
+    runtimes: Mapping[str, tuple[str, str]], setting: str, today: date, env_name: str
+) -> list[Finding]:
+    """A warning for each runtime the functions run (``runtimes``: HealthReport.runtimes) that AWS deprecated, or
+    deprecates within 180 days (packaging.runtime_deprecation), naming its functions and the way off it: deploy.toml's
+    ``[build] lambda_runtime`` (``setting``) moved, or, where the setting is a later runtime already, their stacks
+    deployed with it."""
+    by_runtime: dict[str, list[str]] = {}
+    for key, (runs, _) in sorted(runtimes.items()):
+        by_runtime.setdefault(runs, []).append(key)
+    findings = []
+    for runs, keys in sorted(by_runtime.items()):
+        said = packaging.runtime_deprecation(runs, today)
+        if said is None:
+            continue
+        if runs != setting and packaging.runtime_deprecation(setting, today) is None:
+            stacks = sorted({runtimes[key][1] for key in keys})
+            deploys = " and ".join(f"inv deploy.stack {stack} --env {env_name}" for stack in stacks)
+            next_step = (
+                f"deploy.toml's [build] lambda_runtime is {setting}: {deploys} puts them on it, unless their stack "
+                "gives them a runtime of its own"
+            )
+        else:
+            later = packaging.runtimes_to_move_to(today)
+            next_step = (
+                f'set [build] lambda_runtime = "{later[0]}" in deploy.toml (or {", ".join(later[1:]) or "later"}), '
+                f"commit, inv deploy.auto --env {env_name}; run the functions' tests on that Python first"
+                if later
+                else "no runtime deploykit knows is supported longer: see AWS's table of Lambda runtimes"
+            )
+        many = len(keys) > 1
+        findings.append(
+            Finding(
+                "warning", f"Lambda{'s' if many else ''} {', '.join(keys)} run{'' if many else 's'} {said}", next_step
+            )
+        )
+    return findings
 
 
 _TEMPLATE = "\0template:"  # the template of a stack holding functions, among the functions' reads

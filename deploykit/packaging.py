@@ -60,6 +60,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, TypedDict
@@ -133,6 +134,41 @@ LAMBDA_RUNTIMES = ("python3.10", "python3.11", "python3.12", "python3.13", "pyth
 def python_of(runtime: str) -> str:
     """The CPython version of a Lambda runtime's name (python3.12 → 3.12)."""
     return runtime.removeprefix("python")
+
+
+# When AWS deprecates each runtime (its table of runtimes, "Deprecation date", as read in 2026-07): from then, no
+# security patches, and later AWS blocks creating, then updating, its functions. AWS has moved such dates before, so
+# they are planning dates, said as such. python3.10 and python3.11 run on Amazon Linux 2, whose end of life was
+# 2026-06-30; the later ones on Amazon Linux 2023.
+RUNTIME_DEPRECATION = {
+    "python3.10": date(2026, 10, 31),
+    "python3.11": date(2027, 6, 30),
+    "python3.12": date(2028, 10, 31),
+    "python3.13": date(2029, 6, 30),
+    "python3.14": date(2029, 6, 30),
+}
+AMAZON_LINUX_2 = frozenset({"python3.10", "python3.11"})
+DEPRECATION_NOTICE = timedelta(days=180)  # AWS tells a runtime's users this long before its deprecation
+
+
+def runtime_deprecation(runtime: str, today: date) -> str | None:
+    """What to say of a function's runtime that AWS deprecated, or deprecates within :data:`DEPRECATION_NOTICE`
+    (``python3.10, which AWS deprecated on 2026-10-31``); None for a later one and for a runtime not listed."""
+    deprecated = RUNTIME_DEPRECATION.get(runtime)
+    if deprecated is None or today < deprecated - DEPRECATION_NOTICE:
+        return None
+    said = f"{runtime}, which AWS {'deprecated' if today >= deprecated else 'deprecates'} on {deprecated.isoformat()}"
+    return said + (" (on Amazon Linux 2, past its end of life)" if runtime in AMAZON_LINUX_2 else "")
+
+
+def runtimes_to_move_to(today: date) -> list[str]:
+    """The runtimes of :data:`LAMBDA_RUNTIMES` to move functions to on ``today``: on Amazon Linux 2023, as AWS
+    advises, and not deprecated within :data:`DEPRECATION_NOTICE`."""
+    return [
+        runtime
+        for runtime in LAMBDA_RUNTIMES
+        if runtime not in AMAZON_LINUX_2 and runtime_deprecation(runtime, today) is None
+    ]
 
 
 Installer = Callable[[Path, Path], None]

@@ -87,10 +87,22 @@ def lambda_check(
         ]
         for fn in names
     }
+    today = runtime.clock.now().date()
+    deprecated = packaging.runtime_deprecation(build.lambda_runtime, today)
     if as_json:
-        data = {"runtime": build.lambda_runtime, "architecture": build.lambda_architecture, "functions": found}
+        data = {
+            "runtime": build.lambda_runtime,
+            "architecture": build.lambda_architecture,
+            "deprecation": deprecated,
+            "functions": found,
+        }
         runtime.stdout.write(dumps(data) + "\n")
     on = f"{build.lambda_runtime} on {build.lambda_architecture}"
+    if deprecated:
+        later = ", ".join(packaging.runtimes_to_move_to(today)) or "none deploykit knows"
+        runtime.stderr.write(
+            f"⚠️  deploy.toml's [build] lambda_runtime is {deprecated}: move the functions to a later one ({later})\n"
+        )
     for fn, problems in found.items():
         if problems:
             runtime.stderr.write(f"❌ lambda/{fn} would not import on Lambda ({on}): {'; '.join(problems)}\n")

@@ -260,6 +260,8 @@ def health_report(
         }
         read = at_once(reads)  # the environment's parts and its deploys, at the same time
     report: health.HealthReport = read["report"]
+    today = runtime.clock.now().date()
+    report.findings += health.runtime_findings(report.runtimes, config.build.lambda_runtime, today, environment.name)
     _deploys_health(runtime, environment, read["deploys"], report)
     if not environment.is_local:
         try:

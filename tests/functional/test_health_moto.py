@@ -229,6 +229,7 @@ def test_a_deployed_environment_with_untuned_settings_and_no_running_tasks(aws: 
     [function] = rows_of(report, "lambda")
     assert (function.name, function.status) == ("login_handler (car-rental-login)", "live → version 1")
     assert function.detail.startswith(f"code {version['CodeSha256'][:12]}, git {SHA}, python3.11 on x86_64, modified ")
+    assert report.runtimes == {"login_handler": ("python3.11", "CarRentalApiStack")}  # for runtime_findings
 
     findings = {f.what: f for f in report.findings}
     assert set(findings) == {

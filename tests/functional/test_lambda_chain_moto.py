@@ -1119,6 +1119,27 @@ def test_lambda_check_judges_every_function_without_aws(with_lambdas: Path) -> N
         commands.lambda_check(function="nope", runtime=rt)
 
 
+def test_lambda_check_says_a_runtime_aws_deprecates_soon(with_lambdas: Path) -> None:
+    """AWS deprecates python3.11 on 2027-06-30 and tells its users 180 days before: so does lambda.check, of
+    deploy.toml's setting, with the runtimes to move to (its JSON too), without failing. Before then, nothing."""
+
+    def told(day: datetime) -> tuple[str, dict[str, Any]]:
+        rt = dataclasses.replace(runtime(with_lambdas, Mock(spec=AwsFactory)), clock=FakeClock(day))
+        commands.lambda_check(as_json=True, runtime=rt)
+        return rt.stderr.getvalue(), json.loads(rt.stdout.getvalue())  # type: ignore[attr-defined]
+
+    said, shown = told(datetime(2027, 1, 15, tzinfo=UTC))
+    assert (
+        "⚠️  deploy.toml's [build] lambda_runtime is python3.11, which AWS deprecates on 2027-06-30 (on Amazon Linux 2, "
+        "past its end of life): move the functions to a later one (python3.12, python3.13, python3.14)\n"
+    ) in said
+    assert shown["deprecation"] == (
+        "python3.11, which AWS deprecates on 2027-06-30 (on Amazon Linux 2, past its end of life)"
+    )
+    said, shown = told(datetime(2026, 12, 6, tzinfo=UTC))
+    assert "AWS deprecates" not in said and shown["deprecation"] is None
+
+
 def test_a_rollback_is_not_held_up_by_the_import_check(
     with_lambdas: Path, factory: AwsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

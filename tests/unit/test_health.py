@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from deploykit import health, history
+from deploykit import health, history, packaging
 from deploykit.health import Finding, HealthReport, Recommendation, Row
 from deploykit.lock import Found, LockInfo
 from deploykit.testing import sample_env
@@ -582,3 +582,54 @@ def test_a_functions_row_names_the_live_commit_where_its_version_names_none() ->
         "code ghi",
         "registry/backend:0123",
     ]
+
+
+# -- the functions' runtime against AWS's deprecation dates ------------------------------------------------------
+
+RUNS = {"login_handler": ("python3.11", "CarRentalApiStack"), "health_handler": ("python3.11", "CarRentalApiStack")}
+
+
+def test_a_runtime_far_from_its_deprecation_is_not_a_finding() -> None:
+    assert health.runtime_findings(RUNS, "python3.11", date(2026, 12, 6), "dev") == []  # 206 days before 2027-06-30
+
+
+def test_a_runtime_within_180_days_of_its_deprecation_is_a_warning_naming_its_functions_and_the_move() -> None:
+    [finding] = health.runtime_findings(RUNS, "python3.11", date(2027, 1, 1), "dev")  # 180 days before
+    assert finding == health.Finding(
+        "warning",
+        "Lambdas health_handler, login_handler run python3.11, which AWS deprecates on 2027-06-30 (on Amazon Linux 2, "
+        "past its end of life)",
+        'set [build] lambda_runtime = "python3.12" in deploy.toml (or python3.13, python3.14), commit, inv deploy.auto '
+        "--env dev; run the functions' tests on that Python first",
+    )
+
+
+def test_a_deprecated_runtime_the_setting_has_left_is_moved_by_deploying_the_functions_stacks() -> None:
+    runs = {**RUNS, "report": ("python3.10", "TeamStack"), "export": ("python3.12", "TeamStack")}
+    found = health.runtime_findings(runs, "python3.12", date(2026, 12, 6), "dev")
+    assert found == [
+        health.Finding(
+            "warning",
+            "Lambda report runs python3.10, which AWS deprecated on 2026-10-31 (on Amazon Linux 2, past its end of "
+            "life)",
+            "deploy.toml's [build] lambda_runtime is python3.12: inv deploy.stack TeamStack --env dev puts them on "
+            "it, unless their stack gives them a runtime of its own",
+        )
+    ]
+    # the setting as old as the function's runtime: the setting moves
+    [moved] = health.runtime_findings(runs, "python3.10", date(2026, 12, 6), "dev")
+    assert moved.next_step.startswith('set [build] lambda_runtime = "python3.12" in deploy.toml')
+
+
+def test_runtime_deprecation_dates_and_the_runtimes_to_move_to() -> None:
+    assert packaging.runtime_deprecation("python3.13", date(2029, 1, 1)) == (
+        "python3.13, which AWS deprecates on 2029-06-30"
+    )
+    assert packaging.runtime_deprecation("python3.13", date(2028, 12, 31)) is None
+    assert packaging.runtime_deprecation("python3.99", date(2040, 1, 1)) is None  # not listed: nothing said
+    assert set(packaging.RUNTIME_DEPRECATION) == set(packaging.LAMBDA_RUNTIMES)  # each runtime offered has its date
+    assert packaging.runtimes_to_move_to(date(2026, 12, 6)) == ["python3.12", "python3.13", "python3.14"]
+    assert packaging.runtimes_to_move_to(date(2030, 1, 1)) == []
+    assert health.runtime_findings({"f": ("python3.14", "S")}, "python3.14", date(2030, 1, 1), "dev")[0].next_step == (
+        "no runtime deploykit knows is supported longer: see AWS's table of Lambda runtimes"
+    )
