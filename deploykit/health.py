@@ -1003,7 +1003,7 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
                 )
             )
             continue
-        alias, config = found
+        alias, config, provisioned = found
         version = str(alias["FunctionVersion"])
         runs_on = f"on {', '.join(config.get('Architectures') or ['x86_64'])}"
         parts = [_code(config), f"{config['Runtime']} {runs_on}" if config.get("Runtime") else runs_on]
@@ -1012,6 +1012,25 @@ def _gather_lambdas(lam: Any, cfn: Any, env: EnvConfig, endpoints: Endpoints, re
         if config.get("LastModified"):
             parts.append(f"modified {when(config['LastModified'])}")
         weights = lambda_chain.routed_versions(alias)
+        if provisioned is not None:
+            parts.append(provisioned_text(provisioned))
+            status = provisioned.get("Status")
+            if weights and status == "IN_PROGRESS":  # Lambda's own while it readies the version the alias moved to
+                parts.append(
+                    f"version {version}'s environments being readied, {lambda_chain.routing_shares(weights)} meanwhile"
+                )
+                weights = {}
+            elif status == "FAILED":
+                report.findings.append(
+                    Finding(
+                        "warning",
+                        f"Lambda {key}: the provisioned concurrency of its alias {LIVE_ALIAS!r} failed on version "
+                        f"{version}: {provisioned.get('StatusReason') or 'no reason given'}",
+                        f"see what its init wrote: inv logs --component lambda:{key} --env {env.name} --since 1h; "
+                        f"deploy a release whose init passes (inv deploy.lambda {key} --env {env.name}), or go back: "
+                        f"inv rollback --env {env.name} --component lambda:{key}",
+                    )
+                )
         if weights:
             report.shifting[key] = (function, weights)
             parts.append(f"traffic shift in progress: {lambda_chain.routing_shares(report.shifting[key][1])}")
@@ -1106,12 +1125,13 @@ def with_live_commit(row: Row, live: Mapping[str, str | None]) -> Row:
     return replace(row, detail=f"{row.detail}, git {sha} (the live record)") if sha else row
 
 
-def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The function's live alias and the configuration of the version it serves, read at once; None when the
-    function or its alias does not exist."""
+def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None] | None:
+    """The function's live alias, the configuration of the version it serves and the alias's provisioned concurrency
+    (None: none, or not readable), read at once; None when the function or its alias does not exist."""
     reads: dict[str, Callable[[], Any]] = {
         "alias": partial(lam.get_alias, FunctionName=function, Name=LIVE_ALIAS),
         "version": partial(lam.get_function_configuration, FunctionName=function, Qualifier=LIVE_ALIAS),
+        "provisioned": partial(_provisioned, lam, function),
     }
     try:
         found = at_once(reads)
@@ -1119,7 +1139,23 @@ def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[st
         if error_code(exc) != "ResourceNotFoundException":
             raise
         return None
-    return dict(found["alias"]), dict(found["version"])
+    return dict(found["alias"]), dict(found["version"]), found["provisioned"]
+
+
+def _provisioned(lam: Any, function: str) -> dict[str, Any] | None:
+    try:
+        return lambda_chain.provisioned_concurrency(lam, function, LIVE_ALIAS)
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        return None  # a role that may not read it: the row goes without
+
+
+def provisioned_text(provisioned: Mapping[str, Any]) -> str:
+    """An alias's provisioned concurrency for its row: ``provisioned concurrency 2 of 2 READY``."""
+    available = provisioned.get("AvailableProvisionedConcurrentExecutions", 0)
+    requested = provisioned.get("RequestedProvisionedConcurrentExecutions", 0)
+    return f"provisioned concurrency {available} of {requested} {provisioned.get('Status', '?')}"
 
 
 # -- output ------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from deploykit import git, lambda_imports, packaging
-from deploykit.aws import HandedOn, at_once
+from deploykit.aws import DENIED, HandedOn, at_once
 from deploykit.clock import Clock, backoff
 from deploykit.endpoints import function_id, resolve_endpoints, stacks_functions
 from deploykit.errors import ConfigError, StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records, walk
+from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records, carry, walk
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
 from deploykit.stacks import LAMBDA_FUNCTION, StackOutputs, error_code
@@ -745,7 +745,8 @@ class MoveAlias(Step):
         version, current = read_version_and_alias(
             ctx.aws, self.function, self.function_name, self.alias, self.code_sha256, self.key
         )
-        return point_alias(client, self.function, self.function_name, self.alias, version, current=current)
+        moved = point_alias(client, self.function, self.function_name, self.alias, version, current=current)
+        return provisioned_ready(ctx, client, moved, rerun=f"inv deploy.lambda {self.function} --env {ctx.env.name}")
 
 
 def read_version_and_alias(
@@ -843,6 +844,93 @@ def point_alias(
         # what the alias pointed at before, for an automatic rollback (deploykit.rollback.undo_plan)
         **{f"{function}.previous_version": previous},
     )
+
+
+PROVISIONED_NOT_FOUND = "ProvisionedConcurrencyConfigNotFoundException"
+PROVISIONED_MAX_POLL = 5.0  # seconds: an allocation takes a minute or more on AWS
+
+
+def provisioned_concurrency(client: Any, function_name: str, qualifier: str) -> dict[str, Any] | None:
+    """The provisioned concurrency configuration of an alias or version (its Status, Requested/Available/Allocated
+    ProvisionedConcurrentExecutions, StatusReason); None when it has none."""
+    try:
+        return dict(client.get_provisioned_concurrency_config(FunctionName=function_name, Qualifier=qualifier))
+    except ClientError as exc:
+        if error_code(exc) != PROVISIONED_NOT_FOUND:
+            raise
+        return None
+
+
+def provisioned_ready(ctx: Context, client: Any, moved: Outcome, *, rerun: str) -> Outcome:
+    """``moved``, the outcome of :func:`point_alias`, once the alias it moved serves its new version with the
+    provisioned concurrency the alias asks for, if it asks for any: Lambda allocates it to the new version
+    asynchronously (its Status IN_PROGRESS, then READY or FAILED), running each environment's init, and routes the
+    alias's requests to the version it served before meanwhile (AWS adds a weight of 1 for it on the alias until the
+    allocation is done; terraform-provider-aws's PR #48116 reports it). Smoke, a canary's counts and the error watch
+    would judge the old version until then. Waited for up to ``wait_timeout``, polled soon and then less often; the
+    detail says how long it took. A FAILED allocation (an init that raises: ``FUNCTION_ERROR_INIT_FAILURE``) or the
+    deadline fails the step with what moved in its outputs, so that the automatic rollback moves the alias back."""
+    if moved.status != "done":
+        return moved
+    function = next(k.removesuffix(".alias") for k in moved.outputs if k.endswith(".alias"))
+    function_name, alias = moved.outputs[f"{function}.function_name"], moved.outputs[f"{function}.alias"]
+    version = moved.outputs[f"{function}.version"]
+    try:
+        config = provisioned_concurrency(client, function_name, alias)
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        # a role that may move the alias but not read this: the move stands, said (smoke judges what serves)
+        return replace(
+            moved,
+            detail=f"{moved.detail}; its provisioned concurrency not read (lambda:GetProvisionedConcurrencyConfig "
+            "denied), not waited for",
+        )
+    if config is None:
+        return moved
+    started = ctx.clock.monotonic()
+    deadline = started + ctx.env.wait_timeout
+    pauses = backoff(UPDATE_FIRST_POLL, min(ctx.env.poll_seconds, PROVISIONED_MAX_POLL))
+    while True:
+        status = str(config.get("Status", ""))
+        requested = int(config.get("RequestedProvisionedConcurrentExecutions") or 0)
+        available = int(config.get("AvailableProvisionedConcurrentExecutions") or 0)
+        if status == "FAILED":
+            raise carry(
+                StepFailed(
+                    f"Lambda could not make the provisioned concurrency of {function_name}:{alias} ready on version "
+                    f"{version}: {config.get('StatusReason') or 'no reason given'}; the version it served before "
+                    "serves meanwhile",
+                    next_step=f"see what its init wrote: inv logs --env {ctx.env.name} --component lambda:{function} "
+                    f"--since 15m; fix it, commit, then: {rerun}",
+                ),
+                [],
+                moved.outputs,
+            )
+        now = ctx.clock.monotonic()
+        if status == "READY" and available >= requested:
+            current = get_alias(client, function_name, alias)
+            if str(current["FunctionVersion"]) == version and not routed_versions(current):
+                detail = f"{moved.detail}; provisioned concurrency {available} ready on it ({now - started:.1f}s)"
+                return replace(moved, detail=detail)
+        if now >= deadline:
+            raise carry(
+                StepFailed(
+                    f"deadline of {ctx.env.wait_timeout:.0f}s passed waiting for the provisioned concurrency of "
+                    f"{function_name}:{alias} on version {version} ({status}, {available} of {requested} ready)",
+                    next_step=f"aws lambda get-provisioned-concurrency-config --function-name {function_name} "
+                    f"--qualifier {alias}; then rerun: {rerun}",
+                ),
+                [],
+                moved.outputs,
+            )
+        ctx.reporter.status(
+            f"{function}: provisioned concurrency {status}, {available} of {requested} ready ({now - started:.0f}s)"
+        )
+        ctx.clock.sleep(min(next(pauses), max(deadline - now, 0.0)))
+        config = provisioned_concurrency(client, function_name, alias)
+        if config is None:  # taken off the alias meanwhile: nothing to wait for
+            return moved
 
 
 def routed_versions(alias: Mapping[str, Any] | None) -> dict[str, float]:

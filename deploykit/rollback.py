@@ -455,15 +455,12 @@ class PointAlias(Step):
         return f"point {self.function_name}:{self.alias} at version {self.version} (git {self.git_sha})"
 
     def run(self, ctx: Context) -> Outcome:
-        moved = lambda_chain.point_alias(
-            ctx.aws.client("lambda"),
-            self.function,
-            self.function_name,
-            self.alias,
-            self.version,
-            note=f"git {self.git_sha}",
-        )
+        client = ctx.aws.client("lambda")
         rerun = f"inv rollback --env {ctx.env.name} --component lambda:{self.function} --to {self.git_sha}"
+        moved = lambda_chain.point_alias(
+            client, self.function, self.function_name, self.alias, self.version, note=f"git {self.git_sha}"
+        )
+        moved = lambda_chain.provisioned_ready(ctx, client, moved, rerun=rerun)
         back = lambda_chain.latest_as_served(ctx, self.function, self.function_name, self.version, rerun=rerun)
         if not back:
             return moved

@@ -434,6 +434,19 @@ class LambdaRuntime:
             payload.encode("utf-8"), "Unhandled", fn.version, request_id, "\n".join(lines) + "\n", _ms_since(started)
         )
 
+    def initialize(self, fn: FunctionCode) -> InvokeResult | None:
+        """Start a worker of ``fn`` and run its init phase, as provisioned concurrency readies an environment ahead of
+        any request; the worker is kept warm for the next invocation. When the init failed: its error and its log, as
+        an invocation's result, else None."""
+        started = time.monotonic()
+        worker, init_failure = self._acquire(fn, self.code_dir(fn))
+        if init_failure is not None:
+            error, lines = init_failure
+            return self._result(fn, str(uuid.uuid4()), error, lines, started)
+        assert worker is not None
+        self._release(worker, reusable=True)
+        return None
+
     @staticmethod
     def _result(
         fn: FunctionCode, request_id: str, error: dict[str, Any], lines: list[str], started: float

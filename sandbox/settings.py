@@ -49,6 +49,8 @@ class Settings:
     # {region}; a variable the task definition sets itself, or a template naming one the task lacks, is left out.
     task_environment: dict[str, str] = field(default_factory=dict)
     tick: float = 0.25  # seconds between two passes of the ECS/ALB reconciler
+    # seconds Lambda takes to allocate an alias's or version's provisioned concurrency (on AWS a minute or more)
+    provisioned_concurrency_seconds: float = 1.0
 
     @property
     def state_dir(self) -> Path:
@@ -110,6 +112,12 @@ def settings_of(raw: dict[str, Any], deploy_toml: Path) -> Settings:
         elif key == "tick":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
                 raise SettingsError(f"{deploy_toml}: sandbox.tick must be a number of seconds, more than 0, at most 10")
+            values[key] = float(value)
+        elif key == "provisioned_concurrency_seconds":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 600:
+                raise SettingsError(
+                    f"{deploy_toml}: sandbox.provisioned_concurrency_seconds must be a number of seconds, 0 to 600"
+                )
             values[key] = float(value)
         elif key == "circuit_breaker_threshold":
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -32,6 +32,8 @@ What plain moto lacks, fixed here:
   through the API stays InProgress for N seconds, and another update or a PublishVersion of the function
   meanwhile is refused with AWS's ``ResourceConflictException`` (409). Off by default. CloudFormation's
   updates are not slowed: on AWS CloudFormation waits for them itself.
+- ``provisioned_concurrency``: on an alias or a version, allocated in ``[sandbox] provisioned_concurrency_seconds``
+  with the version's init run in a warm worker (:meth:`LambdaRuntime.initialize`); see :mod:`sandbox.ext.provisioned`.
 - ``deployment_snapshots``: moto's deployments point at the live resources, so an undeployed change would
   be served at once. Here CreateDeployment records the API's routes, integrations and binary media types,
   and a stage serves the snapshot of its deployment, as on AWS (deployments made before this extension
@@ -94,6 +96,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 from moto.awslambda.exceptions import LambdaClientError
 
+from sandbox.ext import provisioned
 from sandbox.ext.service_metrics import ServiceMetrics
 from sandbox.lambda_runner import CodeError, FunctionCode, InvokeResult, LambdaRuntime
 from sandbox.server import PartStatus, serving
@@ -543,6 +546,10 @@ class ApiGatewayLambda:
         _versions_as_aws()
         _updates_as_aws(lambda_backend, lambda: sandbox.faults.lambda_update_seconds)
         _mappings_as_aws(lambda_backend, partial(_event_sources, sandbox))
+        provisioned.install(
+            lambda_backend,
+            provisioned.Timing(lambda: self.settings.provisioned_concurrency_seconds, self._initialize, sandbox.lock),
+        )
 
     # -- Lambda ----------------------------------------------------------------------------------------------
     def resolve(self, function: str, qualifier: str | None = None) -> _Resolved:
@@ -572,6 +579,21 @@ class ApiGatewayLambda:
             fn = latest if version == "$LATEST" else backend.get_function(name, version)
         invoked = f"{unqualified}:{qualifier}" if qualifier else unqualified
         return _Resolved(function_code(fn, unqualified), invoked, qualifier or None)
+
+    def _initialize(self, backend: Any, function_name: str, version: str) -> str | None:
+        """Run the init of a version's code in a warm worker, as provisioned concurrency does (called without the
+        sandbox lock); its error (``RuntimeError: ...``), its log filed in CloudWatch Logs, else None."""
+        assert self.sandbox is not None
+        with self.sandbox.lock:
+            fn = backend.get_function(function_name, version)
+            code = function_code(fn, str(backend.get_function(function_name).function_arn))
+        failed = self.runtime.initialize(code)
+        if failed is None:
+            return None
+        with self.sandbox.lock:  # its log where the function's go, as Lambda files an environment's failed init
+            self._save_logs(code, failed)
+        error = failed.error or {}
+        return f"{error.get('errorType', 'Runtime.Unknown')}: {error.get('errorMessage', '')}"
 
     def invoke(self, resolved: _Resolved, event: Any) -> InvokeResult:
         """Run a resolved function (without the sandbox lock), then file its log and metrics (:meth:`_file`)."""

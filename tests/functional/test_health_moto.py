@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 from botocore.stub import ANY, Stubber
+from moto.awslambda.models import lambda_backends
+from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
 from moto.ecs.models import ecs_backends
 
 from deploykit.aws import AwsFactory
@@ -28,6 +30,7 @@ from deploykit.config import STACK_ROLES, EnvConfig, ImageScan, Stacks
 from deploykit.endpoints import Endpoints
 from deploykit.health import HealthReport, Row, gather, render
 from deploykit.stacks import StackOutputs
+from sandbox.ext.provisioned import allocations
 from tests.functional.conftest import REGION, api_function, held_across, new_session
 
 SHA = "0123456789ab"
@@ -360,6 +363,55 @@ def test_a_lambda_row_says_the_zip_and_commit_its_version_names(aws: AwsFactory)
         "health_handler": f"code {code} from {short}, python3.11 on x86_64",
         "other": f"code {code}, hand-made release, python3.11 on arm64",
     }
+
+
+def test_a_functions_provisioned_concurrency_is_in_its_row_and_lambdas_own_shift_is_no_canary(aws: AwsFactory) -> None:
+    """An alias's provisioned concurrency is in its function's row. While Lambda readies the version the alias
+    moved to (IN_PROGRESS), the weight it puts on the old version meanwhile is its own, not a canary cut short; a
+    FAILED allocation is a warning with its reason. (moto's allocations are READY at once: the others are set on
+    the sandbox's fake.)"""
+    create_stacks(aws, STACKS.api)
+    api, _ = create_api(aws)
+    functions = {"login_handler": "car-rental-login", "health_handler": "car-rental-health"}
+    lam = aws.client("lambda")
+    for function in functions.values():
+        create_function(aws, function)
+        lam.put_provisioned_concurrency_config(
+            FunctionName=function, Qualifier="live", ProvisionedConcurrentExecutions=2
+        )
+    ends = endpoints(api_id=api, api_stage="prod", functions=functions)
+
+    report = gather(aws, ENV, ends)
+    assert all(", provisioned concurrency 2 of 2 READY" in r.detail for r in rows_of(report, "lambda")), report.rows
+    assert not [f for f in report.findings if "Lambda" in f.what]
+
+    backend = lambda_backends[ACCOUNT_ID][REGION]
+    moving = allocations(backend)[("car-rental-login", "live")]
+    moving.status = "IN_PROGRESS"
+    lam.update_function_configuration(FunctionName="car-rental-login", MemorySize=256)
+    version = lam.publish_version(FunctionName="car-rental-login")["Version"]
+    lam.update_alias(
+        FunctionName="car-rental-login",
+        Name="live",
+        FunctionVersion=version,
+        RoutingConfig={"AdditionalVersionWeights": {"1": 1.0}},  # as Lambda routes it while readying version 2
+    )
+    failing = allocations(backend)[("car-rental-health", "live")]
+    failing.status, failing.reason = "FAILED", "FUNCTION_ERROR_INIT_FAILURE: RuntimeError: no STATUS_PAGE_URL"
+
+    report = gather(aws, ENV, ends)
+    rows = {r.name.split(" ")[0]: r for r in rows_of(report, "lambda")}
+    assert rows["login_handler"].detail.endswith(
+        "provisioned concurrency 0 of 2 IN_PROGRESS, version 2's environments being readied, 100% to version 1 "
+        "meanwhile"
+    ), rows["login_handler"].detail
+    assert report.shifting == {}  # no canary to finish
+    [failed] = [f for f in report.findings if "Lambda" in f.what]
+    assert failed.what == (
+        "Lambda health_handler: the provisioned concurrency of its alias 'live' failed on version 1: "
+        "FUNCTION_ERROR_INIT_FAILURE: RuntimeError: no STATUS_PAGE_URL"
+    )
+    assert failed.next_step.startswith("see what its init wrote: inv logs --component lambda:health_handler")
 
 
 def test_a_function_serving_settings_other_than_its_stacks_is_a_warning(aws: AwsFactory) -> None:

@@ -38,7 +38,7 @@ from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.git import current_revision
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, RunReport
+from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, RunReport, carried
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
 from deploykit.stacks import stack_parameters
@@ -1541,17 +1541,21 @@ def test_canary_options_replace_the_environments_settings() -> None:
     assert not canary.with_options(settings, "0", None).on
 
 
+_CONFIG = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
+# ListVersionsByFunction's answer for the Stubber's tests: version 1 serves old code, version 2 was just published
+STUBBED_VERSIONS = [
+    {"Version": "$LATEST", "CodeSha256": "new", **_CONFIG},
+    {"Version": "1", "CodeSha256": "old", **_CONFIG},
+    {"Version": "2", "CodeSha256": "new", "Description": "code s3://b/k.zip git aaaaaaaaaaaa", **_CONFIG},
+]
+
+
 def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env: EnvConfig) -> None:
     """Lambda refuses weighted routing between versions that differ in role or dead-letter settings: a shape moto
     does not produce, played by botocore's Stubber (list the versions, read the alias, the refused update)."""
     client = new_session().client("lambda", region_name="eu-west-1")
     cloudwatch = new_session().client("cloudwatch", region_name="eu-west-1")
-    config = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
-    versions = [
-        {"Version": "$LATEST", "CodeSha256": "new", **config},
-        {"Version": "1", "CodeSha256": "old", **config},
-        {"Version": "2", "CodeSha256": "new", "Description": "code s3://b/k.zip git aaaaaaaaaaaa", **config},
-    ]
+    versions = STUBBED_VERSIONS
     with Stubber(client) as stub, Stubber(cloudwatch) as stub_cloudwatch:
         stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": []})  # the counts before the shift
         stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
@@ -1592,12 +1596,7 @@ def test_an_alias_move_whose_answer_was_lost_and_sent_again_is_done(dev_env: Env
     failure after the alias moved. Played by botocore's Stubber (moto ignores RevisionId): the retry's refusal, then
     the alias as the first attempt left it."""
     client = new_session().client("lambda", region_name="eu-west-1")
-    config = {"Runtime": "python3.11", "Handler": "handler.handler", "Role": "arn:aws:iam::123456789012:role/fn"}
-    versions = [
-        {"Version": "$LATEST", "CodeSha256": "new", **config},
-        {"Version": "1", "CodeSha256": "old", **config},
-        {"Version": "2", "CodeSha256": "new", "Description": "code s3://b/k.zip git aaaaaaaaaaaa", **config},
-    ]
+    versions = STUBBED_VERSIONS
     with Stubber(client) as stub:
         stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
         aws = fake_factory(**{"lambda": client})
@@ -1610,6 +1609,9 @@ def test_an_alias_move_whose_answer_was_lost_and_sent_again_is_done(dev_env: Env
             http_status_code=412,
         )
         stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "2", "RevisionId": "r2"})
+        stub.add_client_error(
+            "get_provisioned_concurrency_config", "ProvisionedConcurrencyConfigNotFoundException", http_status_code=404
+        )
         clock = FakeClock()
         ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
         moved = lambda_chain.MoveAlias("health_handler", "fn", "live", "k.zip", "new").run(ctx)
@@ -1627,6 +1629,112 @@ def test_an_alias_move_whose_answer_was_lost_and_sent_again_is_done(dev_env: Env
         ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
         with pytest.raises(ClientError, match="PreconditionFailedException"):
             lambda_chain.MoveAlias("health_handler", "fn", "live", "k.zip", "new").run(ctx)
+
+
+def provisioned(status: str, available: int, reason: str = "") -> dict[str, Any]:
+    """GetProvisionedConcurrencyConfig's answer for an alias asking for 3 environments."""
+    found = {"RequestedProvisionedConcurrentExecutions": 3, "AvailableProvisionedConcurrentExecutions": available}
+    return {**found, "Status": status, **({"StatusReason": reason} if reason else {})}
+
+
+def moving_with_provisioned_concurrency(
+    dev_env: EnvConfig, answers: list[tuple[str, dict[str, Any]]]
+) -> tuple[Outcome | BaseException, FakeClock]:
+    """MoveAlias of health_handler from version 1 to 2 on an alias with provisioned concurrency, Lambda answering
+    ``answers`` (operation, answer; ``{"denied": True}`` for an AccessDeniedException) after the move: its outcome or
+    error, and the clock."""
+    client = new_session().client("lambda", region_name="eu-west-1")
+    versions = STUBBED_VERSIONS
+    clock = FakeClock()
+    with Stubber(client) as stub:
+        stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
+        aws = fake_factory(**{"lambda": client})
+        lambda_chain.Versions.of(aws).listed("fn")
+        stub.add_response("get_alias", {"Name": "live", "FunctionVersion": "1", "RevisionId": "r1"})
+        stub.add_response("update_alias", {"Name": "live", "FunctionVersion": "2", "RevisionId": "r2"})
+        for operation, answer in answers:
+            if answer == {"denied": True}:
+                stub.add_client_error(operation, "AccessDeniedException", "not allowed", http_status_code=403)
+            else:
+                stub.add_response(operation, answer)
+        ctx = Context(Mock(), dev_env, aws, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        try:
+            outcome: Outcome | BaseException = lambda_chain.MoveAlias(
+                "health_handler", "fn", "live", "k.zip", "new"
+            ).run(ctx)
+        except StepFailed as exc:
+            outcome = exc
+        stub.assert_no_pending_responses()
+    return outcome, clock
+
+
+def test_a_move_waits_until_the_aliass_provisioned_concurrency_serves_the_new_version(dev_env: EnvConfig) -> None:
+    """Lambda allocates an alias's provisioned concurrency to the version it was moved to asynchronously, and routes
+    the alias's requests to the old version meanwhile (a weight of 1 for it): smoke would judge the old version.
+    move-alias is done once the allocation is READY, all of it available, and the alias routes to its version
+    alone; played by botocore's Stubber (moto has no provisioned concurrency)."""
+    moving = {"Name": "live", "FunctionVersion": "2", "RevisionId": "r2"}
+    moved, clock = moving_with_provisioned_concurrency(
+        dev_env,
+        [
+            ("get_provisioned_concurrency_config", provisioned("IN_PROGRESS", 0)),
+            ("get_provisioned_concurrency_config", provisioned("READY", 3)),
+            ("get_alias", {**moving, "RoutingConfig": {"AdditionalVersionWeights": {"1": 1.0}}}),  # still moving
+            ("get_provisioned_concurrency_config", provisioned("READY", 3)),
+            ("get_alias", moving),
+        ],
+    )
+    assert isinstance(moved, Outcome) and moved.status == "done"
+    assert moved.detail == ("health_handler: live → version 2 (was 1); provisioned concurrency 3 ready on it (0.8s)"), (
+        moved.detail
+    )
+    assert clock.sleeps == [0.25, 0.5]  # soon, then less often
+
+
+def test_a_failed_allocation_or_the_deadline_fails_the_move_with_what_moved_for_the_rollback(
+    dev_env: EnvConfig,
+) -> None:
+    """An allocation Lambda could not make (the new version's init raises on each environment) fails move-alias,
+    naming the reason, with the alias's move in the failed record's outputs: the automatic rollback moves it back.
+    So does the wait's deadline (wait_timeout)."""
+    failed, _clock = moving_with_provisioned_concurrency(
+        dev_env,
+        [
+            ("get_provisioned_concurrency_config", provisioned("IN_PROGRESS", 0)),
+            ("get_provisioned_concurrency_config", provisioned("FAILED", 0, "FUNCTION_ERROR_INIT_FAILURE")),
+        ],
+    )
+    assert isinstance(failed, StepFailed)
+    assert failed.message == (
+        "Lambda could not make the provisioned concurrency of fn:live ready on version 2: FUNCTION_ERROR_INIT_FAILURE; "
+        "the version it served before serves meanwhile"
+    )
+    assert (failed.next_step or "").startswith(
+        "see what its init wrote: inv logs --env dev --component lambda:health_handler --since 15m; fix it, commit, "
+        "then: inv deploy.lambda health_handler --env dev"
+    )
+    _records, outputs = carried(failed)
+    assert outputs["health_handler.previous_version"] == "1" and outputs["health_handler.version"] == "2"
+
+    slow = dataclasses.replace(dev_env, wait_timeout=1.0)
+    late, clock = moving_with_provisioned_concurrency(
+        slow, [("get_provisioned_concurrency_config", provisioned("IN_PROGRESS", 0))] * 4
+    )
+    assert isinstance(late, StepFailed) and late.message == (
+        "deadline of 1s passed waiting for the provisioned concurrency of fn:live on version 2 (IN_PROGRESS, 0 of 3 "
+        "ready)"
+    )
+    assert sum(clock.sleeps) == 1.0 and carried(late)[1]["health_handler.previous_version"] == "1"
+
+
+def test_a_move_by_a_role_that_may_not_read_provisioned_concurrency_stands_and_says_so(dev_env: EnvConfig) -> None:
+    moved, _clock = moving_with_provisioned_concurrency(
+        dev_env, [("get_provisioned_concurrency_config", {"denied": True})]
+    )
+    assert isinstance(moved, Outcome) and moved.status == "done"
+    assert moved.detail.endswith(
+        "; its provisioned concurrency not read (lambda:GetProvisionedConcurrencyConfig denied), not waited for"
+    )
 
 
 def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfig) -> None:

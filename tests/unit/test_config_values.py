@@ -212,6 +212,13 @@ def test_a_file_that_cannot_be_read_as_utf8_toml_is_named(tmp_path: Path) -> Non
         ("api_port = 20001", "api_port = 20001 is within task_ports"),
         ("task_ports = [20999, 20000]", "the first port comes after the last"),
         ("circuit_breaker_threshold = 0", "circuit_breaker_threshold must be a whole number, 1 or more"),
+        (
+            "provisioned_concurrency_seconds = -1",
+            "provisioned_concurrency_seconds must be a number of seconds, 0 to 600",
+        ),
+        ('provisioned_concurrency_seconds = "slow"', "provisioned_concurrency_seconds must be a number of seconds"),
+        ("provisioned_concurrency_seconds = nan", "provisioned_concurrency_seconds must be a number of seconds"),
+        ("provisioned_concurrency_seconds = true", "provisioned_concurrency_seconds must be a number of seconds"),
     ],
 )
 def test_the_sandbox_table_refuses_what_it_cannot_serve(tmp_path: Path, line: str, said: str) -> None:
