@@ -202,3 +202,24 @@ def test_routes(api: Template) -> None:
     methods = sorted(props(m)["HttpMethod"] for m in api.find_resources("AWS::ApiGateway::Method").values())
     assert methods == ["GET", "POST"]
     api.has_resource_properties("AWS::ApiGateway::Stage", {"StageName": "prod"})
+
+
+def test_a_function_may_keep_environments_initialized_for_its_alias() -> None:
+    """deployed_function's provisioned_concurrency puts a ProvisionedConcurrencyConfig on the `live` alias (none by
+    default): deploykit's move of the alias waits until those environments serve the new version."""
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_s3 as s3
+    from stacks.common.functions import deployed_function
+    from stacks.common.settings import Settings
+
+    stack = Stack(App(), "Team")
+    bucket = s3.Bucket.from_bucket_name(stack, "Artifacts", "artifacts")
+    common = {"settings": Settings(), "artifacts_bucket": bucket}
+    deployed_function(stack, "warm_worker", description="kept warm", provisioned_concurrency=2, **common)
+    deployed_function(stack, "cold_worker", description="started on demand", **common)
+    aliases = Template.from_stack(stack).find_resources("AWS::Lambda::Alias")
+    configs = {
+        logical[: -len("Alias") - 8]: props(alias).get("ProvisionedConcurrencyConfig")
+        for logical, alias in aliases.items()
+    }
+    assert configs == {"WarmWorker": {"ProvisionedConcurrentExecutions": 2}, "ColdWorker": None}, aliases

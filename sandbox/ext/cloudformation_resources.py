@@ -71,6 +71,8 @@ from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 from moto.cloudformation.parsing import generate_resource_name, get_model_map
 from moto.core.utils import pascal_to_camelcase, remap_nested_keys
 
+from sandbox.ext import provisioned
+
 if TYPE_CHECKING:
     from sandbox.ext.ecs_runtime import EcsRuntime
     from sandbox.server import Sandbox
@@ -517,7 +519,23 @@ class LambdaAlias(Provider):
             description=props.get("Description", ""),
             routing_config=self._routing(props),
         )
+        self._provision(ctx, props)
         return Record(logical_id, self.resource_type, alias.arn, props, model=alias, attributes={"AliasArn": alias.arn})
+
+    @staticmethod
+    def _provision(ctx: Context, props: dict[str, Any]) -> None:
+        """The alias's ProvisionedConcurrencyConfig (sandbox.ext.provisioned): allocated when it is new or asks for
+        another count (a move of the alias alone is the update's own transition), dropped when it is gone. Not
+        waited for, where AWS's CloudFormation waits until it is READY."""
+        backend = ctx.backend("lambda")
+        key = (props["FunctionName"], props["Name"])
+        found = provisioned.allocations(backend).get(key)
+        asked = int((props.get("ProvisionedConcurrencyConfig") or {}).get("ProvisionedConcurrentExecutions") or 0)
+        if not asked:
+            provisioned.allocations(backend).pop(key, None)
+        elif found is None or found.requested != asked:
+            alias = backend.get_alias(props["Name"], props["FunctionName"])
+            provisioned.allocate(backend, *key, asked, str(alias.function_version), None)
 
     @staticmethod
     def _routing(props: dict[str, Any]) -> Any:
@@ -537,10 +555,14 @@ class LambdaAlias(Provider):
             props.get("Description", ""),
             self._routing(props),
         )
+        self._provision(ctx, props)
         record.properties = props
 
     def delete(self, ctx: Context, record: Record) -> None:
         ctx.backend("lambda").delete_alias(record.properties["Name"], record.properties["FunctionName"])
+        provisioned.allocations(ctx.backend("lambda")).pop(
+            (record.properties["FunctionName"], record.properties["Name"]), None
+        )
 
     def actual(self, ctx: Context, record: Record) -> dict[str, Any] | None:
         alias = ctx.backend("lambda").get_alias(record.properties["Name"], record.properties["FunctionName"])

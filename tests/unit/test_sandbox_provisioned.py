@@ -9,6 +9,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import Mock
 
 import boto3
 import pytest
@@ -18,6 +19,7 @@ from moto.awslambda.models import lambda_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from sandbox.ext import provisioned
+from sandbox.ext.cloudformation_resources import Context, LambdaAlias
 
 REGION = "eu-west-1"
 
@@ -123,3 +125,30 @@ def test_what_lambda_refuses_and_none_is_not_found(lam: Any) -> None:
     assert lam.get_provisioned_concurrency_config(FunctionName="fn", Qualifier="1")["Status"] == "READY"
     lam.delete_provisioned_concurrency_config(FunctionName="fn", Qualifier="1")
     assert lam.list_provisioned_concurrency_configs(FunctionName="fn")["ProvisionedConcurrencyConfigs"] == []
+
+
+def test_a_stacks_alias_asks_for_it_in_its_provisioned_concurrency_config(lam: Any) -> None:
+    """The sandbox's CloudFormation gives an AWS::Lambda::Alias its ProvisionedConcurrencyConfig (CDK's
+    ``provisioned_concurrent_executions``), and takes it off with the setting or the alias."""
+    ctx = Context(Mock(), DEFAULT_ACCOUNT_ID, REGION, "Team", "stack-id")
+    props = {"Name": "warm", "FunctionName": "fn", "FunctionVersion": "1"}
+    provider = LambdaAlias()
+    record = provider.create(
+        ctx, "WarmAlias", {**props, "ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 2}}
+    )
+
+    def asked() -> int | None:
+        try:
+            found = lam.get_provisioned_concurrency_config(FunctionName="fn", Qualifier="warm")
+        except ClientError:
+            return None
+        return int(found["RequestedProvisionedConcurrentExecutions"])
+
+    assert asked() == 2
+    provider.update(ctx, record, {**props, "ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 3}})
+    assert asked() == 3
+    provider.update(ctx, record, props)
+    assert asked() is None
+    provider.update(ctx, record, {**props, "ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 1}})
+    provider.delete(ctx, record)
+    assert asked() is None

@@ -74,10 +74,13 @@ def deployed_function(
     environment: Mapping[str, str] | None = None,
     memory_size: int = 256,
     timeout: Duration | None = None,
+    provisioned_concurrency: int = 0,
 ) -> DeployedFunction:
     """The function of ``lambda/<folder>/`` in ``stack``: its code parameter, log group, role (allowed to write its
     own logs and nothing else: grant it the rest), the function, its `live` alias and the outputs deploykit reads.
-    Its constructs sit on the stack itself, named by its <Id>, so a function moved between stacks keeps its ids."""
+    Its constructs sit on the stack itself, named by its <Id>, so a function moved between stacks keeps its ids.
+    ``provisioned_concurrency``: that many environments kept initialized for the alias (none by default); deploykit's
+    move of the alias waits until they serve the new version."""
     name = function_id(folder)
     code_key = CfnParameter(
         stack,
@@ -131,10 +134,16 @@ def deployed_function(
     suppress(
         function,
         "AwsSolutions-L1",
-        "The runtime is pinned to Python 3.11 on purpose: deploykit packages each function's pinned "
-        "requirements as CPython 3.11 wheels, so a newer runtime could not load them. Upgrade both together.",
+        "The runtime is deploy.toml's [build] lambda_runtime (context lambda_runtime), for which deploykit "
+        "packages each function's pinned requirements as wheels: it moves there, both together.",
     )
-    alias = lambda_.Alias(stack, f"{name}Alias", alias_name=ALIAS_NAME, version=function.current_version)
+    alias = lambda_.Alias(
+        stack,
+        f"{name}Alias",
+        alias_name=ALIAS_NAME,
+        version=function.current_version,
+        provisioned_concurrent_executions=provisioned_concurrency or None,
+    )
 
     of = f"of {folder}"
     output(stack, f"{name}FunctionName", function.function_name, f"Lambda function {of}")
