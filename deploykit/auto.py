@@ -166,7 +166,7 @@ def live_components(
             if routed and not why:
                 why = (
                     f"{functions[name]}'s alias {lambda_chain.ALIAS} sends {lambda_chain.routing_shares(routed)} "
-                    f"beside version {version} (a canary cut short)" + AGAIN
+                    f"beside version {version} ({lambda_chain.shift_cause(routed)})" + AGAIN
                 )
             if why and unverified is not None:
                 unverified[component] = why

@@ -83,6 +83,7 @@ def new_session(**kwargs: Any) -> boto3.session.Session:
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+D = TypeVar("D")
 READERS = 8  # reads in flight at once, at most (unless a caller asks for more)
 CONNECTIONS = 32  # connections a client keeps open, at most: a wide read (at_once's width) needs as many
 
@@ -156,6 +157,11 @@ class HandedOn(Generic[K, T]):
             if key in self._kept:
                 return self._kept.pop(key)
         return self._read(key)
+
+    def take_kept(self, key: K, default: D) -> T | D:
+        """``key`` as :meth:`read` kept it (once), else ``default``: nothing is read."""
+        with self._guard:
+            return self._kept.pop(key, default)
 
 
 def all_of(calls: Mapping[K, Callable[[], T]]) -> dict[K, T]:

@@ -1131,7 +1131,7 @@ def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[st
     reads: dict[str, Callable[[], Any]] = {
         "alias": partial(lam.get_alias, FunctionName=function, Name=LIVE_ALIAS),
         "version": partial(lam.get_function_configuration, FunctionName=function, Qualifier=LIVE_ALIAS),
-        "provisioned": partial(_provisioned, lam, function),
+        "provisioned": partial(lambda_chain.readable_provisioned, lam, function, LIVE_ALIAS),
     }
     try:
         found = at_once(reads)
@@ -1139,16 +1139,8 @@ def _alias_and_version(lam: Any, function: str) -> tuple[dict[str, Any], dict[st
         if error_code(exc) != "ResourceNotFoundException":
             raise
         return None
-    return dict(found["alias"]), dict(found["version"]), found["provisioned"]
-
-
-def _provisioned(lam: Any, function: str) -> dict[str, Any] | None:
-    try:
-        return lambda_chain.provisioned_concurrency(lam, function, LIVE_ALIAS)
-    except ClientError as exc:
-        if error_code(exc) not in DENIED:
-            raise
-        return None  # a role that may not read it: the row goes without
+    provisioned = found["provisioned"]  # one the credentials may not read: the row goes without
+    return dict(found["alias"]), dict(found["version"]), provisioned if isinstance(provisioned, dict) else None
 
 
 def provisioned_text(provisioned: Mapping[str, Any]) -> str:

@@ -448,6 +448,8 @@ class UpdateFunctionCode(Step):
         }
         if self.alias:
             reads["alias"] = partial(aliases(ctx.aws).read, (self.function_name, self.alias))
+            # whether the alias has provisioned concurrency, for move-alias: none (most), and it reads nothing more
+            reads["provisioned"] = partial(provisioned_configs(ctx.aws).read, (self.function_name, self.alias))
         return at_once(reads)
 
     def run(self, ctx: Context) -> Outcome:
@@ -776,6 +778,32 @@ def _aliases(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any]]:
     return HandedOn(lambda key: get_alias(client, key[0], key[1]))
 
 
+NOT_READABLE = "not readable"  # a provisioned concurrency configuration the credentials may not read
+UNREAD = "unread"  # not read before the move (no update-code ran: a rollback's move)
+
+
+def provisioned_configs(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any] | str | None]:
+    """The command's reads of an alias's provisioned concurrency by (function name, alias)
+    (:func:`provisioned_concurrency`; :data:`NOT_READABLE` when access is denied): update-code reads it with the
+    alias, and move-alias takes it to know whether there is any to wait for, without a call of its own."""
+    return aws.shared(_provisioned_configs)
+
+
+def _provisioned_configs(aws: AwsFactory) -> HandedOn[tuple[str, str], dict[str, Any] | str | None]:
+    client = aws.client("lambda")
+    return HandedOn(lambda key: readable_provisioned(client, key[0], key[1]))
+
+
+def readable_provisioned(client: Any, function_name: str, qualifier: str) -> dict[str, Any] | str | None:
+    """:func:`provisioned_concurrency`, or :data:`NOT_READABLE` when the credentials may not read it."""
+    try:
+        return provisioned_concurrency(client, function_name, qualifier)
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        return NOT_READABLE
+
+
 def published_version(aws: AwsFactory, function: str, function_name: str, code_sha256: str, key: str) -> str:
     """The newest published version with ``code_sha256`` and ``$LATEST``'s configuration, preferring those whose
     description names ``key``: the one publish-version left for this code (from :class:`Versions`: listed when
@@ -875,18 +903,17 @@ def provisioned_ready(ctx: Context, client: Any, moved: Outcome, *, rerun: str) 
     function = next(k.removesuffix(".alias") for k in moved.outputs if k.endswith(".alias"))
     function_name, alias = moved.outputs[f"{function}.function_name"], moved.outputs[f"{function}.alias"]
     version = moved.outputs[f"{function}.version"]
-    try:
-        config = provisioned_concurrency(client, function_name, alias)
-    except ClientError as exc:
-        if error_code(exc) not in DENIED:
-            raise
-        # a role that may move the alias but not read this: the move stands, said (smoke judges what serves)
+    # as update-code read it before the move, beside the alias: whether there is any (most have none, and nothing
+    # more is read); how it stands is read after the move
+    before = provisioned_configs(ctx.aws).take_kept((function_name, alias), UNREAD)
+    config = before if before is None or before == NOT_READABLE else readable_provisioned(client, function_name, alias)
+    if config == NOT_READABLE:  # a role that may move the alias but not read this: the move stands, said
         return replace(
             moved,
             detail=f"{moved.detail}; its provisioned concurrency not read (lambda:GetProvisionedConcurrencyConfig "
             "denied), not waited for",
         )
-    if config is None:
+    if not isinstance(config, dict):
         return moved
     started = ctx.clock.monotonic()
     deadline = started + ctx.env.wait_timeout
@@ -938,6 +965,15 @@ def routed_versions(alias: Mapping[str, Any] | None) -> dict[str, float]:
     routing); {} when the alias routes to its version alone."""
     weights = ((alias or {}).get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
     return {str(version): float(weight) for version, weight in weights.items()}
+
+
+def shift_cause(routed: Mapping[str, float]) -> str:
+    """What an alias's weighted routing (:func:`routed_versions`) comes from: all of its requests to another version
+    is Lambda's own, while it readies the alias's provisioned concurrency on the version the alias moved to (a canary
+    takes less than 100%); a share is a canary's, cut short when no deploy runs."""
+    if list(routed.values()) == [1.0]:
+        return "Lambda readying its provisioned concurrency: a deploy stopped while it waited"
+    return "a canary cut short"
 
 
 def routing_shares(routed: Mapping[str, float]) -> str:

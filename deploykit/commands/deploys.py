@@ -661,7 +661,8 @@ def _rollback_of(
         )
     if target.routed:  # the move clears it
         shares = lambda_chain.routing_shares(target.routed)
-        runtime.stderr.write(f"↩️  its alias also sends {shares} (a canary cut short): the rollback clears that\n")
+        cause = lambda_chain.shift_cause(target.routed)
+        runtime.stderr.write(f"↩️  its alias also sends {shares} ({cause}): the rollback clears that\n")
     runtime.stderr.write(
         f"⏪ rollback {what} in {env.name}: {target.live or '(unknown)'} → {target.sha} "
         f"[{undo.why if undo is not None else target.source}]\n"

@@ -475,6 +475,17 @@ def test_a_canary_cut_short_is_finished_by_the_next_deploy_auto_and_cleared_by_a
     assert "sends 10% to version 1 beside version 2 (a canary cut short): deployed again" in said
     alias = lam.get_alias(FunctionName=name, Name="live")
     assert (alias["FunctionVersion"], alias.get("RoutingConfig", {}).get("AdditionalVersionWeights") or {}) == ("2", {})
+    # all of them to version 1: Lambda's own while it readies version 2's provisioned concurrency (no canary takes
+    # 100%), left by a deploy stopped while it waited
+    lam.update_alias(
+        FunctionName=name, Name="live", FunctionVersion="2", RoutingConfig={"AdditionalVersionWeights": {"1": 1.0}}
+    )
+    report, error, said = auto(project, world)
+    assert error is None and report is not None, said
+    assert (
+        "sends 100% to version 1 beside version 2 (Lambda readying its provisioned concurrency: a deploy stopped while "
+        "it waited): deployed again"
+    ) in said
 
 
 def test_the_rerun_after_ctrl_c_in_wait_healthy_puts_back_a_release_that_fails_smoke(

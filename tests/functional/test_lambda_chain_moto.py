@@ -349,15 +349,24 @@ def test_update_code_reads_the_alias_move_alias_moves_and_a_canary_takes_it_once
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
 ) -> None:
     """A deploy reads the alias in the round trip that reads $LATEST: move-alias then moves it at once (its RevisionId
-    still guards the move), one round trip less after the publish. A step that changed the alias meanwhile (the
+    still guards the move), one round trip less after the publish. So is whether the alias has provisioned
+    concurrency: without any, move-alias reads nothing after the move. A step that changed the alias meanwhile (the
     canary takes the kept alias, then moves it) leaves move-alias to read it anew."""
     lam = factory.client("lambda")
     aliases = asked(lam, "GetAlias", "Name")
-    held_across(3, (lam, "ListVersionsByFunction"), (lam, "GetFunctionConfiguration"), (lam, "GetAlias"))
+    provisioned = asked(lam, "GetProvisionedConcurrencyConfig", "Qualifier")
+    held_across(
+        4,
+        (lam, "ListVersionsByFunction"),
+        (lam, "GetFunctionConfiguration"),
+        (lam, "GetAlias"),
+        (lam, "GetProvisionedConcurrencyConfig"),
+    )
     deploy = partial(commands.deploy_lambda, "health_handler", env="dev", smoke=False, allow_older=True)
     report = deploy(runtime=runtime(with_lambdas, factory))  # (no read of what the alias serves before the plan)
     assert report is not None and statuses(report)["move-alias"] == "done"
     assert aliases == ["live"] and alias_version(factory, "health_handler") == "2"
+    assert provisioned == ["live"]  # update-code's: none, so move-alias waits for nothing and reads nothing
 
     new = package(with_lambdas)  # the next command's update-code kept the alias; a canary took it and moved it
     factory.client("s3").put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes)
