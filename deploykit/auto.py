@@ -34,7 +34,7 @@ from deploykit.release import skipped_by_hand as release_skipped_by_hand
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, DeployStack, Synthesize, UploadLambdaCode
 from deploykit.stacks import StackOutputs, deployed_template, template_fingerprint
-from deploykit.watch import allowed
+from deploykit.watch import alarm_watch, allowed
 
 NEWEST_RUNS = 30  # the runs read to decide: the estimates, and what a rollback took off (older ones when needed)
 QUIET_SHOWN = 4  # paths that deploy nothing, named before "and N more"
@@ -658,7 +658,9 @@ def auto_plan(
                     "your own): inv deploy.auto then deploys that stack; or deploy the stack that holds it as it is: "
                     f"inv deploy.stack STACK --env {env.name}",
                 )
-            plan = lambda_chain.lambda_plan(config, env, revision, fn, function_name=inputs.functions[fn], smoke=False)
+            plan = lambda_chain.lambda_plan(
+                config, env, revision, fn, function_name=inputs.functions[fn], smoke=False, watch=False
+            )
             chains.append(StepSequence(f"lambda {fn}", plan.steps[1:]))  # uploaded above
     if app:
         rollout = planner.app_chain_plan(
@@ -683,6 +685,7 @@ def auto_plan(
         steps.append(Smoke(always=True))
     if app:
         steps += planner.error_watch(env)  # after smoke: the release, checked, then meets real traffic
+    steps += alarm_watch(env)  # the team's own judges of all of it
     deploys = tuple((c, image_tag if c == "app" else revision.of(c).tag) for c in sorted(changed))
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
 
@@ -1113,6 +1116,8 @@ def analysis_lines(
             f"👀 the app's 5xx are watched for {watch.seconds:g}s after its rollout, {allowed(watch.max_error_rate)} "
             "rolls it back"
         )
+    if kinds - {"none"} and env.alarm_watch.on:
+        lines.append(f"🔔 {alarm_watch(env)[0].describe()}")
     return lines
 
 

@@ -444,6 +444,24 @@ class ErrorWatch:
         return self.seconds > 0
 
 
+@dataclass(frozen=True)
+class AlarmWatch:
+    """The team's own CloudWatch alarms as judges of a release (``[environments.NAME.alarm_watch]``, deploykit.watch):
+    after a deploy's smoke, an alarm that went to ALARM since the deploy began changing what runs fails the release,
+    which the automatic rollback then takes back. No ``alarms`` (the default): none watched."""
+
+    alarms: tuple[str, ...] = ()  # metric or composite alarms, by name, in the environment's account and region
+    seconds: float = 0.0  # how long they are watched after smoke (0: read once, after it)
+
+    @property
+    def on(self) -> bool:
+        return bool(self.alarms)
+
+
+MAX_ALARMS = 100  # DescribeAlarms takes up to 100 names in one call
+MAX_ALARM_WATCH = 10800.0  # seconds: 3 hours, the longest CloudFormation's rollback triggers watch for
+
+
 SEVERITIES = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # ECR's, from least to most severe
 
 
@@ -608,6 +626,8 @@ class EnvConfig:
     task_memory: int | None = None
     lambda_canary: LambdaCanary = field(default_factory=LambdaCanary)
     app_error_watch: ErrorWatch = field(default_factory=ErrorWatch)
+    # The team's own CloudWatch alarms, watched after each deploy's smoke; see deploykit.watch.WatchAlarms.
+    alarm_watch: AlarmWatch = field(default_factory=AlarmWatch)
     # The gate on ECR's scan of each new image before it runs here (off unless set); see deploykit.scan_gate.
     image_scan: ImageScan = field(default_factory=ImageScan)
     # Times that come back when deploys are refused (Fridays from 15:00 to Monday 08:00); see deploykit.freeze.
@@ -1226,6 +1246,9 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
     problem = watch_problem(env.app_error_watch)
     if problem:
         raise ConfigError(f"{prefix}.app_error_watch.{problem}", next_step=f"fix [{table}.app_error_watch]")
+    problem = alarm_problem(env.alarm_watch)
+    if problem:
+        raise ConfigError(f"{prefix}.alarm_watch.{problem}", next_step=f"fix [{table}.alarm_watch]")
     problem = scan_problem(env.image_scan)
     if problem:
         raise ConfigError(f"{prefix}.image_scan.{problem}", next_step=f"fix [{table}.image_scan]")
@@ -1311,6 +1334,23 @@ def watch_problem(watch: ErrorWatch) -> str | None:
     if watch.seconds < 0:
         return f"seconds must be at least 0 (no watch), not {watch.seconds:g}"
     return _rate_problem(watch.max_error_rate)
+
+
+def alarm_problem(watch: AlarmWatch) -> str | None:
+    """What is wrong with an alarm watch's settings, or None."""
+    if not 0 <= watch.seconds <= MAX_ALARM_WATCH:
+        return (
+            f"seconds must be from 0 (read once, after smoke) to {MAX_ALARM_WATCH:g} (3 hours), not {watch.seconds:g}"
+        )
+    if len(watch.alarms) > MAX_ALARMS:
+        return f"alarms names {len(watch.alarms)} alarms; at most {MAX_ALARMS} are watched (one DescribeAlarms call)"
+    for name in watch.alarms:
+        if not 1 <= len(name) <= 255 or name != name.strip():
+            return f"alarms: {name!r} is no CloudWatch alarm's name (1 to 255 characters, no space around them)"
+    twice = sorted({name for name in watch.alarms if watch.alarms.count(name) > 1})
+    if twice:
+        return f"alarms names {twice[0]!r} twice"
+    return None
 
 
 CANARY_STEP = 0.01  # the smallest share of requests a canary takes, in percent (a weight of 0.0001)

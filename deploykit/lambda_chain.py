@@ -42,6 +42,7 @@ from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
 from deploykit.stacks import LAMBDA_FUNCTION, StackOutputs, error_code
+from deploykit.watch import alarm_watch
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -1222,9 +1223,12 @@ def lambda_plan(
     *,
     function_name: str,
     smoke: bool = True,
+    watch: bool = True,
 ) -> Plan:
-    """upload → update-code → publish-version → [canary →] move-alias → smoke, for ``function`` (a folder of
-    lambda/) whose Lambda function is ``function_name``; a canary when the environment has one (deploykit.canary)."""
+    """upload → update-code → publish-version → [canary →] move-alias → smoke [→ watch-alarms], for ``function`` (a
+    folder of lambda/) whose Lambda function is ``function_name``; a canary when the environment has one
+    (deploykit.canary); with ``watch``, the watch of the environment's own alarms when it names some
+    (deploykit.watch)."""
     from deploykit.canary import CanaryRelease  # it reads the versions as this module does
 
     canary = env.lambda_canary
@@ -1249,4 +1253,6 @@ def lambda_plan(
     steps.append(MoveAlias(function, function_name, ALIAS, made.key, made.code_sha256))
     if smoke:
         steps.append(Smoke())
+    if watch:
+        steps += alarm_watch(env)
     return Plan(env.name, tuple(steps), f"deploy.lambda {function}", ((f"lambda:{function}", revision.tag),))

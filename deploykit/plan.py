@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -60,6 +61,9 @@ class Context:
     # Checked before each step of the plan that changes what is live: its error (the deploy lock lost: another deploy
     # may hold it now) ends the run there (deploykit.lock.Lease.check)
     holding: Callable[[], None] | None = None
+    # When the run's first step that changes what is live began (the executor sets it): what went wrong from then on
+    # may be the run's doing (deploykit.watch.WatchAlarms); None until then
+    changing_since: datetime | None = field(default=None, init=False)
     # the first reads of steps started while the steps before them ran (Step.early), by the step's id, with the step
     _early: dict[int, tuple[Step, Future[Any]]] = field(default_factory=dict, init=False, repr=False)
     _early_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -636,6 +640,8 @@ class Executor:
                     error = exc
                     out.line(f"⏹  {exc.message}")
                     break
+            if self.ctx.changing_since is None and not all_artifacts(step):
+                self.ctx.changing_since = clock.now()
             out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
             self.ctx.start_early(step, itertools.takewhile(lambda later: not later.skippable, plan.steps[index + 1 :]))

@@ -40,7 +40,7 @@ from deploykit.stack_chain import (
     Synthesize,
     UploadLambdaCode,
 )
-from deploykit.watch import WatchErrors
+from deploykit.watch import WatchErrors, alarm_watch
 
 APP_STAGES = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
 
@@ -161,7 +161,7 @@ def app_chain_plan(
         elif stage == "smoke":
             steps.append(Smoke())
     if watch and {"roll-service", "wait-healthy"} <= set(stages):
-        steps += error_watch(env)
+        steps += error_watch(env) + alarm_watch(env)
     deploys = (("app", tag),) if "roll-service" in stages else ()
     return Plan(env.name, tuple(steps), title or " → ".join(stages), deploys)
 

@@ -1209,7 +1209,7 @@ def rollback_plan(
 
 # the failures that say the release itself is bad (a failed canary of one function of deploy.auto's: its own version
 # is taken back already), after which a stack this run changed may be to blame too
-TRIGGERS = ("wait-healthy", "smoke", "watch-errors", "canary")
+TRIGGERS = ("wait-healthy", "smoke", "watch-errors", "watch-alarms", "canary")
 
 
 @dataclass(frozen=True)

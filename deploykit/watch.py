@@ -1,4 +1,4 @@
-"""Watching a release meet real traffic: error counts from CloudWatch, and the app's error watch.
+"""Watching a release meet real traffic: error counts from CloudWatch, the app's error watch, the team's alarms.
 
 Smoke checks a release with a handful of requests; users send every kind. Two steps watch what they meet:
 
@@ -12,23 +12,34 @@ Smoke checks a release with a handful of requests; users send every kind. Two st
   before the rollout, :func:`before_rollout`, judged by :func:`failing` as the canary judges a version), the step
   fails, and the automatic rollback puts the previous release back, as after a failed smoke.
 
-Both share :func:`sums` (GetMetricData, paged, summed per query), :class:`Since` (counts from the moment a watch
-begins) and :class:`Counts`. On AWS, load balancers and Lambda put their metrics about a minute late: a watch of a
+A third watches what the team watches already: ``watch-alarms`` (:class:`WatchAlarms`), after a deploy's smoke,
+with ``[environments.NAME.alarm_watch] alarms`` named: those CloudWatch alarms (metric or composite) are read
+(DescribeAlarms) for ``seconds`` (0: once), and one that went to ALARM since the run began changing what runs fails
+the release, as CloudFormation's rollback triggers fail a stack update.
+
+The first two share :func:`sums` (GetMetricData, paged, summed per query), :class:`Since` (counts from the moment a
+watch begins) and :class:`Counts`. On AWS, load balancers and Lambda put their metrics about a minute late: a watch of a
 few minutes judges all but its last minute.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from botocore.exceptions import ClientError
+
 from deploykit import ecs
+from deploykit.aws import DENIED
 from deploykit.clock import Clock, seconds_of
+from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
+from deploykit.stacks import error_code
 
 PERIOD = 60  # seconds: the metrics watched here are per minute
 ELB = "AWS/ApplicationELB"
@@ -292,3 +303,143 @@ class WatchErrors(Step):
         elif too_many_errors(counts, self.max_error_rate) and judged_by is not None:
             detail += f"; no more than the release before ({judged_by.rate:.1%} before its rollout) explains"
         return Outcome.done(detail)
+
+
+# -- the team's own alarms ----------------------------------------------------------------------------------------
+
+# DescribeAlarms returns metric alarms alone unless asked for composite ones too
+ALARM_TYPES = ("CompositeAlarm", "MetricAlarm")
+
+
+def read_alarms(cloudwatch: Any, names: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """The alarms of ``names`` that exist (metric or composite), by name, as DescribeAlarms says them."""
+    found: dict[str, Mapping[str, Any]] = {}
+    kwargs: dict[str, Any] = {"AlarmNames": list(names), "AlarmTypes": list(ALARM_TYPES)}
+    while True:
+        answer = cloudwatch.describe_alarms(**kwargs)
+        for alarm in [*answer.get("MetricAlarms", []), *answer.get("CompositeAlarms", [])]:
+            found[str(alarm["AlarmName"])] = alarm
+        if not answer.get("NextToken"):
+            return found
+        kwargs["NextToken"] = answer["NextToken"]
+
+
+def _moment(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
+def states(found: Mapping[str, Mapping[str, Any]]) -> str:
+    """``2 OK, 1 INSUFFICIENT_DATA``: how many alarms are in each state."""
+    counted = Counter(str(alarm.get("StateValue", "?")) for alarm in found.values())
+    return ", ".join(f"{count} {state}" for state, count in sorted(counted.items()))
+
+
+@dataclass(frozen=True)
+class WatchAlarms(Step):
+    """After smoke, read the team's own CloudWatch alarms (``[environments.NAME.alarm_watch]``) for ``seconds`` (0:
+    once): one that went to ALARM since the run began changing what runs (:attr:`Context.changing_since`) fails the
+    release, and so rolls it back. One in ALARM since before cannot tell this release from the one before: it is
+    said, not judged by. Its alarms, named in deploy.toml, are checked before the run changes anything
+    (:meth:`preflight`): one CloudWatch does not have refuses the run."""
+
+    name: ClassVar[str] = "watch-alarms"
+    verifies: ClassVar[bool] = True  # nothing changed before it: nothing of the run's to judge
+    changes_what_runs: ClassVar[bool] = False  # a watch
+    alarms: tuple[str, ...]
+    seconds: float
+    poll: float
+
+    def describe(self) -> str:
+        how_long = f"for {self.seconds:g}s" if self.seconds else "once"
+        return (
+            f"read CloudWatch alarm{'s' if len(self.alarms) != 1 else ''} {', '.join(self.alarms)} {how_long}: one "
+            "going to ALARM since the deploy began fails the release (and rolls it back)"
+        )
+
+    def fixed_seconds(self) -> float:
+        return self.seconds
+
+    def interrupted(self) -> str:
+        return "only the watching stopped: what the run deployed stays live"
+
+    def _read(self, ctx: Context) -> dict[str, Mapping[str, Any]]:
+        try:
+            return read_alarms(ctx.aws.client("cloudwatch"), self.alarms)
+        except ClientError as exc:
+            if error_code(exc) not in DENIED:
+                raise
+            raise UsageError(
+                f"may not read the CloudWatch alarms [environments.{ctx.env.name}.alarm_watch] names: "
+                f"{error_code(exc)} ({exc})",
+                next_step="allow cloudwatch:DescribeAlarms to the deploying role (see Permissions in the README), or "
+                "take alarm_watch out of deploy.toml",
+            ) from exc
+
+    def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
+        missing = [name for name in self.alarms if name not in self._read(ctx)]
+        if missing:
+            raise UsageError(
+                f"CloudWatch has no alarm named {', '.join(missing)} in {ctx.env.region} (deploy.toml's "
+                f"[environments.{ctx.env.name}.alarm_watch] alarms); a deploy it cannot judge is not started",
+                next_step="create it there (aws cloudwatch put-metric-alarm --alarm-name ...; a composite alarm is "
+                "found too), or take it out of alarms",
+            )
+
+    def run(self, ctx: Context) -> Outcome:
+        since = ctx.changing_since or ctx.clock.now()
+        since = since.replace(microsecond=since.microsecond // 1000 * 1000)  # CloudWatch says its times to the ms
+        started = ctx.clock.monotonic()
+        while True:
+            found = self._read(ctx)
+            elapsed = ctx.clock.monotonic() - started
+            gone = [name for name in self.alarms if name not in found]
+            if gone:  # as CloudFormation's rollback triggers: a missing alarm vouches for nothing
+                raise StepFailed(
+                    f"alarm {', '.join(gone)} is gone from CloudWatch (deleted while the deploy ran): it cannot vouch "
+                    "for the release",
+                    next_step=f"put it back, or take it out of [environments.{ctx.env.name}.alarm_watch] alarms",
+                )
+            fired = [
+                (name, alarm)
+                for name, alarm in found.items()
+                if alarm.get("StateValue") == "ALARM" and _updated(alarm) >= since
+            ]
+            if fired:
+                name, alarm = fired[0]
+                after = (_updated(alarm) - since).total_seconds()
+                also = f" (and {', '.join(n for n, _ in fired[1:])})" if fired[1:] else ""
+                reason = str(alarm.get("StateReason", "")).strip().rstrip(".")
+                raise StepFailed(
+                    f"alarm {name}{also} went to ALARM {after:.0f}s after the deploy began changing what runs (at "
+                    f"{_moment(_updated(alarm))}): {reason}; it fails the release",
+                    next_step=f"see what it watches: aws cloudwatch describe-alarms --alarm-names {name}; what the "
+                    f"release wrote: inv logs --env {ctx.env.name} --since 15m",
+                )
+            ctx.reporter.status(f"alarms: {states(found)} ({elapsed:.0f}s of {self.seconds:g}s)")
+            if elapsed >= self.seconds:
+                break
+            ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
+        detail = f"{states(found)}: none went to ALARM " + (
+            f"in {self.seconds:g}s after smoke" if self.seconds else "since the deploy began (read once, after smoke)"
+        )
+        before = sorted(name for name, alarm in found.items() if alarm.get("StateValue") == "ALARM")
+        if before:
+            detail += "; " + ", ".join(
+                f"{name} in ALARM since before the deploy ({_moment(_updated(found[name]))})" for name in before
+            )
+            detail += ": not judged by it"
+        return Outcome.done(detail)
+
+
+def _updated(alarm: Mapping[str, Any]) -> datetime:
+    """When an alarm last changed state (aware; the epoch when not said)."""
+    when = alarm.get("StateUpdatedTimestamp")
+    if not isinstance(when, datetime):
+        return datetime.fromtimestamp(0, UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def alarm_watch(env: EnvConfig) -> list[Step]:
+    """The watch of the team's own alarms after a deploy's smoke, when the environment names some."""
+    watch = env.alarm_watch
+    return [WatchAlarms(watch.alarms, watch.seconds, env.poll_seconds)] if watch.on else []

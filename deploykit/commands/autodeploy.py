@@ -47,7 +47,7 @@ from deploykit.commands.core import (
     until_unlocked,
     warner,
 )
-from deploykit.commands.deploys import current_code_keys, refuse_or_say, with_canary, with_watch
+from deploykit.commands.deploys import current_code_keys, refuse_or_say, with_alarms_once, with_canary, with_watch
 from deploykit.commands.previews import Preview, show_preview, stack_previewed
 from deploykit.commands.promotion import Source, promotion_of, read_source, require_promoted
 from deploykit.commands.service import LogFollower, log_components, log_source, logs_client
@@ -280,6 +280,7 @@ def deploy_auto(
     only: str | None = None,
     skip: str | None = None,
     runtime: Runtime | None = None,
+    alarms_once: bool = False,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
     Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``, and to deploy again a
@@ -287,7 +288,8 @@ def deploy_auto(
     and ``bake`` replace the environment's canary settings for the Lambda code it deploys (deploykit.canary),
     ``watch_errors`` its error watch after the app's rollout (deploykit.watch). ``only`` and ``skip`` (components
     or kinds, separated by commas: auto.selection) hold back the changed components the first leaves out or the
-    second names: not deployed, not carried to HEAD, deployed by a later deploy.auto."""
+    second names: not deployed, not carried to HEAD, deployed by a later deploy.auto. ``alarms_once``: the
+    environment's own alarms are read once after smoke, not watched for a while (the edit loop)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
     chosen, skipped = auto.selections(config, environment, only=only, skip=skip)
@@ -296,7 +298,9 @@ def deploy_auto(
         env,
         since=since,
         allow_dirty=allow_dirty,
-        adjust=lambda environment: with_watch(with_canary(environment, canary, bake), watch_errors),
+        adjust=lambda environment: with_alarms_once(
+            with_watch(with_canary(environment, canary, bake), watch_errors), alarms_once
+        ),
         estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
     )
     if a.endpoints is None:
@@ -510,10 +514,18 @@ def deploy_watch(
         )
     # a canary or an error watch of minutes at every save would defeat the loop: left out, and said so
     canary, watch_errors = environment.lambda_canary.on, environment.app_error_watch.on
-    if canary or watch_errors:
+    alarms_once = environment.alarm_watch.seconds > 0 and environment.alarm_watch.on
+    if canary or watch_errors or alarms_once:
+        left_out = [
+            what
+            for what, on in (("Lambda canary", canary), ("error watch", watch_errors), ("alarm watch", alarms_once))
+            if on
+        ]
+        listed = " and ".join([", ".join(left_out[:-1]), left_out[-1]] if left_out[1:] else left_out)
+        alarms = "; its alarms are read once, after smoke" if alarms_once else ""
         runtime.stderr.write(
-            f"👀 the edit loop leaves out {environment.name}'s Lambda canary and error watch (each save would wait "
-            "for them): inv deploy.auto without --watch runs them\n"
+            f"👀 the edit loop leaves out {environment.name}'s {listed} (each save would wait for "
+            f"{'it' if len(left_out) == 1 else 'them'}{alarms}): inv deploy.auto without --watch runs them\n"
         )
     deploy = deploy or partial(
         deploy_auto,
@@ -528,6 +540,7 @@ def deploy_watch(
         runtime=runtime,
         canary="0" if canary else None,
         watch_errors="0" if watch_errors else None,
+        alarms_once=alarms_once,
     )
     clock, deployed, runs = runtime.clock, None, 0
     following = None

@@ -485,6 +485,13 @@ def with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
     )
 
 
+def with_alarms_once(environment: EnvConfig, once: bool) -> EnvConfig:
+    """``environment`` whose own alarms, with ``once``, are read once after smoke rather than watched a while."""
+    if not once:
+        return environment
+    return dataclasses.replace(environment, alarm_watch=dataclasses.replace(environment.alarm_watch, seconds=0.0))
+
+
 def with_canary(environment: EnvConfig, percent: str | None, bake: str | None) -> EnvConfig:
     if percent is None and bake is None:
         return environment

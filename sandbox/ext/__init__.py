@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sandbox.ext.alarms import AlarmEvaluator
 from sandbox.ext.alb import AlbExtension
 from sandbox.ext.apigw_lambda import ApiGatewayLambda
 from sandbox.ext.cloudformation import CloudFormationExtension
@@ -13,7 +14,8 @@ from sandbox.settings import Settings
 
 def extensions(settings: Settings) -> list[Extension]:
     """Every extension, in start order (the ECS runtime registers targets with the ALB; CloudFormation, last,
-    creates resources through the backends the others have patched and waits on the ECS runtime)."""
+    creates resources through the backends the others have patched and waits on the ECS runtime; the alarms' evaluation
+    reads the metrics the ALB and Lambda put)."""
     alb = AlbExtension(settings)
     return [
         EcrRegistry(settings),
@@ -21,4 +23,5 @@ def extensions(settings: Settings) -> list[Extension]:
         EcsRuntime(settings, alb),
         ApiGatewayLambda(settings),
         CloudFormationExtension(settings),
+        AlarmEvaluator(settings),
     ]

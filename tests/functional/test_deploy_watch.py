@@ -159,3 +159,20 @@ def test_the_loop_leaves_out_a_canary_and_an_error_watch_and_says_so(
     runs, printed = watch(project, EditingClock([nothing]), None)  # the loop's own deploy: the stand-in records it
     assert runs == 1 and asked[0]["canary"] == "0" and asked[0]["watch_errors"] == "0"
     assert "👀 the edit loop leaves out sandbox's Lambda canary and error watch" in printed
+
+
+def test_the_loop_reads_the_alarms_once_rather_than_watching_them(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text() + '\n[environments.sandbox.alarm_watch]\nalarms = ["car-rental-5xx"]\nseconds = 120\n'
+    )
+    asked: list[dict[str, Any]] = []
+    monkeypatch.setattr(autodeploy, "deploy_auto", lambda **kwargs: asked.append(kwargs))
+    runs, printed = watch(project, EditingClock([nothing]), None)
+    assert runs == 1 and asked[0]["alarms_once"] is True and asked[0]["canary"] is None
+    assert (
+        "👀 the edit loop leaves out sandbox's alarm watch (each save would wait for it; its alarms are read once, "
+        "after smoke)" in printed
+    )

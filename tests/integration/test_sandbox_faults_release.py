@@ -162,6 +162,73 @@ def test_a_release_that_fails_users_after_its_rollout_is_rolled_back_by_the_erro
     assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
 
 
+def test_a_release_the_teams_own_alarm_judges_bad_is_rolled_back(project: Path) -> None:
+    """The team's CloudWatch alarm on the ALB's 5xx (the sandbox evaluates it as CloudWatch does, every second),
+    named in [environments.sandbox.alarm_watch]: the release whose /version answers 500 sets it off once its users
+    meet it, watch-alarms fails it, and the automatic rollback puts the previous release back."""
+    url = alb(project)
+    live = version_of(url)
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    aws = AwsFactory(env)
+    balancer = aws.client("elbv2").describe_load_balancers()["LoadBalancers"][0]
+    group = aws.client("elbv2").describe_target_groups(LoadBalancerArn=balancer["LoadBalancerArn"])["TargetGroups"][0]
+    cloudwatch = aws.client("cloudwatch")
+    cloudwatch.put_metric_alarm(
+        AlarmName="car-rental-5xx",
+        Namespace="AWS/ApplicationELB",
+        MetricName="HTTPCode_Target_5XX_Count",
+        Dimensions=[
+            {"Name": "LoadBalancer", "Value": balancer["LoadBalancerArn"].split(":loadbalancer/")[1]},
+            {"Name": "TargetGroup", "Value": group["TargetGroupArn"].rsplit(":", 1)[1]},
+        ],
+        Statistic="Sum",
+        Period=10,
+        EvaluationPeriods=1,
+        Threshold=3,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="notBreaching",
+    )
+
+    def evaluated() -> str:
+        alarm = cloudwatch.describe_alarms(AlarmNames=["car-rental-5xx"])["MetricAlarms"][0]
+        return "" if alarm["StateReason"].startswith("Unchecked") else str(alarm["StateValue"])
+
+    deadline = time.monotonic() + 30  # the 5xx of the test before may still be in its 10 s
+    while evaluated() != "OK" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert evaluated() == "OK"
+    doc = '    """The git SHA this image was built from."""\n'
+    edit(project, "backend/app/routes.py", doc, doc + '    raise RuntimeError("version broken on purpose")\n')
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text() + '\n[environments.sandbox.alarm_watch]\nalarms = ["car-rental-5xx"]\nseconds = 60\n'
+    )
+    git(project, "commit", "-qam", "a release whose /version fails, and the team's alarm watched")
+    client = LoopingClient(url).start()
+    runtime = quiet_runtime(project)
+    started = time.monotonic()
+    with pytest.raises(StepFailed) as failed:
+        commands.deploy_auto(runtime=runtime)
+    seconds = time.monotonic() - started
+    client.stop()
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+    assert "🔔 read CloudWatch alarm car-rental-5xx for 60s" in printed
+    assert printed.index("✅ smoke") < printed.index("▶ watch-alarms")
+    assert failed.value.message.startswith("alarm car-rental-5xx went to ALARM "), failed.value.message
+    assert "Threshold Crossed" in failed.value.message
+    assert "runs what was live before" in failed.value.message and "⏪ automatic rollback: app" in printed
+    assert version_of(url) == live
+    assert lock_is_free(project)
+    print(
+        f"\na release the team's alarm judges bad: failed by watch-alarms and rolled back in {seconds:.1f}s; "
+        f"listener: {len(client.answers)} answered, {sum(client.failures.values())} failed\n{failed.value}"
+    )
+    git(project, "revert", "--no-edit", "HEAD")
+    cloudwatch.delete_alarms(AlarmNames=["car-rental-5xx"])
+    assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
+
+
 def test_a_lambda_release_that_fails_smoke_goes_back_to_the_version_live_before(project: Path) -> None:
     api_health = commands.endpoints(runtime=quiet_runtime(project)).api_health_url
     live_version = json.loads(urllib.request.urlopen(api_health, timeout=10).read())["function_version"]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from deploykit import auto, changes, planner
-from deploykit.config import Config, EnvConfig, ErrorWatch, LambdaCanary, load_config
+from deploykit import auto, changes, lambda_chain, planner
+from deploykit.config import AlarmWatch, Config, EnvConfig, ErrorWatch, LambdaCanary, load_config
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
 from deploykit.plan import Parallel, Plan
@@ -86,6 +86,40 @@ def test_a_backend_change_is_the_app_chain_then_smoke(with_lambdas: Path) -> Non
     assert "watch-errors" not in [
         s.name for s in planner.app_chain_plan(config, env, revision, ("wait-healthy",), repository_uri="").steps
     ]
+
+
+def test_an_environments_own_alarms_are_watched_last_whatever_the_run_deploys(with_lambdas: Path) -> None:  # noqa: F811
+    """After smoke and the app's error watch, in deploy.auto (an app, a function, a stack), deploy.app and
+    deploy.lambda; not inside deploy.auto's function chains, nor in a chain that does not roll the service."""
+    config, env, revision = setup(with_lambdas)
+    env = dataclasses.replace(
+        env, app_error_watch=ErrorWatch(seconds=120), alarm_watch=AlarmWatch(("car-rental-5xx",), seconds=90)
+    )
+    backend = ("backend/app/routes.py", "app")
+    for pairs in ([backend], [("lambda/login_handler/handler.py", "lambda:login_handler"), backend]):
+        plan = auto.auto_plan(config, env, revision, change_set(*pairs), INPUTS)
+        assert [name for name, _ in shape(plan, env)][-3:] == ["smoke", "watch-errors", "watch-alarms"]
+        assert [name for name, _ in shape(plan, env)].count("watch-alarms") == 1
+    plan = auto.auto_plan(
+        config, env, revision, change_set(("lambda/login_handler/handler.py", "lambda:login_handler")), INPUTS
+    )
+    assert [name for name, _ in shape(plan, env)][-3:] == ["move-alias", "smoke", "watch-alarms"]
+    assert auto.estimate_total(plan.steps[-1:], env, {"watch-alarms": 3.0}) == 90.0
+    assert plan.steps[-1].skippable  # nothing changed before it: nothing of the run's to judge
+    assert auto.analysis_lines(change_set(("cdk/stacks/api_stack.py", "stack:api")), env)[-1] == (
+        "🔔 read CloudWatch alarm car-rental-5xx for 90s: one going to ALARM since the deploy began fails the release "
+        "(and rolls it back)"
+    )
+    assert not any(line[0] == "🔔" for line in auto.analysis_lines(change_set(("README.md", "")), env))
+    stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
+    chain = planner.app_chain_plan(config, env, revision, stages, repository_uri="")
+    assert [s.name for s in chain.steps][-3:] == ["smoke", "watch-errors", "watch-alarms"]
+    alone = planner.app_chain_plan(config, env, revision, ("wait-healthy",), repository_uri="")
+    assert "watch-alarms" not in [s.name for s in alone.steps]
+    fast = lambda_chain.lambda_plan(config, env, revision, "login_handler", function_name="fn")
+    assert [s.name for s in fast.steps][-2:] == ["smoke", "watch-alarms"]
+    inside = lambda_chain.lambda_plan(config, env, revision, "login_handler", function_name="fn", watch=False)
+    assert "watch-alarms" not in [s.name for s in inside.steps]
 
 
 def test_a_lambda_change_is_the_fast_path_without_cloudformation(with_lambdas: Path) -> None:  # noqa: F811

@@ -371,6 +371,31 @@ def test_an_error_watch_is_off_unless_set_and_its_values_are_checked() -> None:
             parse_config(data, Path("deploy.toml"))
 
 
+def test_an_alarm_watch_is_off_unless_alarms_are_named_and_its_values_are_checked() -> None:
+    config = parse_config(raw(), Path("deploy.toml"))
+    assert not config.environment("dev").alarm_watch.on
+    data = raw()
+    data["environments"]["dev"]["alarm_watch"] = {"alarms": ["car-rental-5xx"], "seconds": 120}
+    watch = parse_config(data, Path("deploy.toml")).environment("dev").alarm_watch
+    assert (watch.on, watch.alarms, watch.seconds) == (True, ("car-rental-5xx",), 120.0)
+    data["environments"]["dev"]["alarm_watch"] = {"alarms": ["car-rental-5xx"]}
+    assert parse_config(data, Path("deploy.toml")).environment("dev").alarm_watch.seconds == 0  # read once
+    for bad, message in (
+        ({"alarms": ["a"], "seconds": -1}, r"alarm_watch\.seconds must be from 0 \(read once, after smoke\) to 10800"),
+        ({"alarms": ["a"], "seconds": 10801}, r"alarm_watch\.seconds must be from 0 .* not 10801"),
+        ({"alarms": [""]}, r"alarm_watch\.alarms: '' is no CloudWatch alarm's name"),
+        ({"alarms": ["a" * 256]}, r"alarm_watch\.alarms: 'a{256}' is no CloudWatch alarm's name"),
+        ({"alarms": [" a"]}, r"alarm_watch\.alarms: ' a' is no CloudWatch alarm's name"),
+        ({"alarms": ["a", "b", "a"]}, r"alarm_watch\.alarms names 'a' twice"),
+        ({"alarms": [f"a{i}" for i in range(101)]}, r"alarm_watch\.alarms names 101 alarms; at most 100"),
+        ({"alarms": "car-rental-5xx"}, r"'environments\.dev\.alarm_watch\.alarms' must be a list of strings"),
+        ({"alarm": ["a"]}, r"unknown key 'environments\.dev\.alarm_watch\.alarm' \(did you mean 'alarms'\?\)"),
+    ):
+        data["environments"]["dev"]["alarm_watch"] = bad
+        with pytest.raises(ConfigError, match=message):
+            parse_config(data, Path("deploy.toml"))
+
+
 def test_promote_from_names_another_environment_never_in_a_circle() -> None:
     data = raw()
     data["environments"]["prod"] = {**data["environments"]["dev"], "promote_from": "dev"}

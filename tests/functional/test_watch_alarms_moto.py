@@ -1,0 +1,208 @@
+"""watch-alarms (deploykit.watch.WatchAlarms) against moto's CloudWatch: the team's own alarms, read after smoke; one
+that went to ALARM since the deploy began changing what runs fails the release.
+
+CloudWatch's evaluation is played by the clock: on a given sleep it sets an alarm's state (SetAlarmState, the call
+AWS offers to try an alarm), as CloudWatch would on the metric crossing the threshold.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from unittest.mock import Mock
+
+import pytest
+from botocore.stub import Stubber
+
+from deploykit.aws import AwsFactory
+from deploykit.clock import FakeClock, SystemClock
+from deploykit.commands.core import _translator
+from deploykit.config import Config, EnvConfig
+from deploykit.errors import StepFailed, UsageError
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Step
+from deploykit.watch import WatchAlarms
+from tests.functional.conftest import new_session
+
+NAMES = ("car-rental-5xx", "car-rental-latency")
+
+
+def put_alarm(factory: AwsFactory, name: str) -> None:
+    factory.client("cloudwatch").put_metric_alarm(
+        AlarmName=name,
+        Namespace="AWS/ApplicationELB",
+        MetricName="HTTPCode_Target_5XX_Count",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=5,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+
+
+def set_state(factory: AwsFactory, name: str, state: str, reason: str = "Threshold Crossed: 1 datapoint [9.0]") -> None:
+    factory.client("cloudwatch").set_alarm_state(AlarmName=name, StateValue=state, StateReason=reason)
+
+
+class Evaluating(FakeClock):
+    """On its n-th sleep, ``changes[n]`` happens first (CloudWatch evaluating an alarm meanwhile)."""
+
+    def __init__(self, changes: list[Callable[[], Any]] | None = None) -> None:
+        super().__init__(start=datetime.now(UTC))
+        self.changes = changes or []
+
+    def sleep(self, seconds: float) -> None:
+        if len(self.sleeps) < len(self.changes):
+            self.changes[len(self.sleeps)]()
+        super().sleep(seconds)
+
+
+def context(factory: AwsFactory, dev_env: EnvConfig, clock: FakeClock, aws: Any = None) -> Context:
+    out = io.StringIO()
+    return Context(Mock(spec=Config), dev_env, aws or factory, clock, Reporter(out, tty=False, clock=clock), Mock())
+
+
+def watched(factory: AwsFactory, dev_env: EnvConfig, clock: FakeClock, seconds: float = 30) -> str:
+    ctx = context(factory, dev_env, clock)
+    ctx.changing_since = datetime.now(UTC) - timedelta(seconds=1)  # the deploy began changing what runs
+    return WatchAlarms(NAMES, seconds, 5.0).run(ctx).detail
+
+
+def test_alarms_that_stay_ok_are_watched_for_their_time(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    for name in NAMES:
+        put_alarm(factory, name)
+    clock = Evaluating()
+    assert watched(factory, dev_env, clock) == "2 OK: none went to ALARM in 30s after smoke"
+    assert sum(clock.sleeps) == 30.0
+
+
+def test_an_alarm_going_to_alarm_fails_the_release_at_the_next_read(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    for name in NAMES:
+        put_alarm(factory, name)
+    clock = Evaluating([lambda: None, lambda: set_state(factory, "car-rental-latency", "ALARM")])
+    with pytest.raises(StepFailed) as failed:
+        watched(factory, dev_env, clock, seconds=300)
+    assert failed.value.message.startswith("alarm car-rental-latency went to ALARM ")
+    assert "after the deploy began changing what runs" in failed.value.message
+    assert failed.value.message.endswith("Threshold Crossed: 1 datapoint [9.0]; it fails the release")
+    assert "aws cloudwatch describe-alarms --alarm-names car-rental-latency" in str(failed.value.next_step)
+    assert sum(clock.sleeps) == 10.0  # the read after the second sleep saw it
+
+
+def test_an_alarm_in_alarm_since_before_the_deploy_is_said_and_not_judged_by(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    for name in NAMES:
+        put_alarm(factory, name)
+    set_state(factory, "car-rental-5xx", "ALARM")  # before the deploy: it cannot tell this release from the last
+    ctx = context(factory, dev_env, Evaluating())
+    ctx.changing_since = datetime.now(UTC) + timedelta(seconds=1)
+    detail = WatchAlarms(NAMES, 0, 5.0).run(ctx).detail
+    assert detail.startswith("1 ALARM, 1 OK: none went to ALARM since the deploy began (read once, after smoke); ")
+    assert "car-rental-5xx in ALARM since before the deploy (" in detail and detail.endswith(": not judged by it")
+
+
+def test_an_alarm_back_in_alarm_after_the_deploy_began_fails_it(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    put_alarm(factory, NAMES[0])
+    set_state(factory, NAMES[0], "ALARM")
+    since = datetime.now(UTC)
+    set_state(factory, NAMES[0], "OK")
+    clock = Evaluating([lambda: set_state(factory, NAMES[0], "ALARM")])
+    ctx = context(factory, dev_env, clock)
+    ctx.changing_since = since
+    with pytest.raises(StepFailed, match=r"^alarm car-rental-5xx went to ALARM"):
+        WatchAlarms(NAMES[:1], 60, 5.0).run(ctx)
+
+
+def test_an_alarm_deleted_while_the_deploy_ran_vouches_for_nothing(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    for name in NAMES:
+        put_alarm(factory, name)
+    clock = Evaluating([lambda: factory.client("cloudwatch").delete_alarms(AlarmNames=["car-rental-5xx"])])
+    with pytest.raises(StepFailed, match="alarm car-rental-5xx is gone from CloudWatch"):
+        watched(factory, dev_env, clock, seconds=60)
+
+
+@dataclass(frozen=True)
+class Changes(Step):
+    """A step that changes what runs (a rollout), during which ``meanwhile`` happens."""
+
+    name: ClassVar[str] = "roll-service"
+    meanwhile: Callable[[], Any]
+    artifacts: bool = False
+
+    def describe(self) -> str:
+        return "change what runs"
+
+    def run(self, ctx: Context) -> Outcome:
+        time.sleep(0.02)  # CloudWatch says its times to the millisecond: what happens in the step is apart from
+        self.meanwhile()  # the step's start, and from what comes after it
+        time.sleep(0.02)
+        return Outcome.done("changed")
+
+
+@dataclass(frozen=True)
+class Builds(Changes):
+    """A step that only makes an artifact (a build), during which ``meanwhile`` happens."""
+
+    name: ClassVar[str] = "build"
+    artifacts_only: ClassVar[bool] = True
+
+
+def executed(factory: AwsFactory, dev_env: EnvConfig, *steps: Step, aws: Any = None) -> Any:
+    ctx = context(factory, dev_env, SystemClock(), aws)  # the times the executor marks are CloudWatch's
+    return Executor(ctx, _translator(dev_env)).execute(Plan("dev", steps, "deploy.app"))
+
+
+def test_what_went_to_alarm_before_the_run_changed_anything_is_not_the_releases(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """The run's first change starts the watch's time (the executor sets it): an alarm that fired while the image
+    was built is not this release's doing; one that fired while it rolled out is."""
+    put_alarm(factory, NAMES[0])
+    to_alarm = lambda: set_state(factory, NAMES[0], "ALARM")  # noqa: E731
+    report = executed(factory, dev_env, Builds(to_alarm), Changes(lambda: None), WatchAlarms(NAMES[:1], 0, 5.0))
+    assert report.ok and report.records[2].detail.endswith(": not judged by it")
+    set_state(factory, NAMES[0], "OK")
+    report = executed(factory, dev_env, Builds(lambda: None), Changes(to_alarm), WatchAlarms(NAMES[:1], 0, 5.0))
+    assert isinstance(report.error, StepFailed) and report.records[2].status == "failed"
+    assert report.error.message.startswith("alarm car-rental-5xx went to ALARM")
+
+
+def test_an_alarm_cloudwatch_does_not_have_refuses_the_run_before_it_changes_anything(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    put_alarm(factory, NAMES[0])
+    rolled: list[str] = []
+    report = executed(
+        factory,
+        dev_env,
+        Builds(lambda: None),
+        Changes(lambda: rolled.append("rolled")),
+        WatchAlarms(("car-rental-5xx", "car-rental-typo"), 60, 5.0),
+    )
+    assert isinstance(report.error, UsageError) and report.error.exit_code == 2 and not rolled
+    assert report.error.message.startswith("CloudWatch has no alarm named car-rental-typo in eu-west-1")
+    assert "[environments.dev.alarm_watch] alarms" in report.error.message
+    assert "take it out of alarms" in str(report.error.next_step)
+
+
+def test_alarms_the_role_may_not_read_refuse_the_run_before_it_changes_anything(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """Without cloudwatch:DescribeAlarms (botocore's Stubber plays the refusal): exit 2, the rollout not started."""
+    cloudwatch = new_session().client("cloudwatch", region_name="eu-west-1")
+    aws = Mock(spec=AwsFactory)
+    aws.client.side_effect = lambda service: cloudwatch if service == "cloudwatch" else factory.client(service)
+    rolled: list[str] = []
+    with Stubber(cloudwatch) as stub:
+        stub.add_client_error("describe_alarms", "AccessDenied", "not authorized to perform cloudwatch:DescribeAlarms")
+        report = executed(
+            factory, dev_env, Changes(lambda: rolled.append("rolled")), WatchAlarms(NAMES, 60, 5.0), aws=aws
+        )
+    assert isinstance(report.error, UsageError) and report.error.exit_code == 2 and not rolled
+    assert report.error.message.startswith("may not read the CloudWatch alarms [environments.dev.alarm_watch] names")
+    assert "cloudwatch:DescribeAlarms" in str(report.error.next_step)

@@ -1,0 +1,133 @@
+"""The sandbox's CloudWatch alarms (sandbox.ext.alarms), on in-process moto: each metric alarm evaluated from the data
+points moto holds, as CloudWatch evaluates it, its state changed only when it changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.cloudwatch.models import cloudwatch_backends
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from sandbox.ext.alarms import evaluate_all, recent_data
+
+REGION = "eu-west-1"
+LB = [{"Name": "LoadBalancer", "Value": "app/car-rental/1"}]
+
+
+@pytest.fixture
+def cloudwatch() -> Iterator[Any]:
+    with mock_aws():
+        yield boto3.client("cloudwatch", region_name=REGION)
+
+
+def backend() -> Any:
+    return cloudwatch_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+
+def alarm(cloudwatch: Any, name: str = "5xx", **settings: Any) -> None:
+    cloudwatch.put_metric_alarm(
+        **{
+            "AlarmName": name,
+            "Namespace": "AWS/ApplicationELB",
+            "MetricName": "HTTPCode_Target_5XX_Count",
+            "Dimensions": LB,
+            "Statistic": "Sum",
+            "Period": 10,
+            "EvaluationPeriods": 1,
+            "Threshold": 5,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            **settings,
+        }
+    )
+
+
+def put(cloudwatch: Any, value: float, ago: float = 0, dimensions: list[dict[str, str]] | None = None) -> None:
+    when = datetime.now(UTC) - timedelta(seconds=ago)
+    datum = {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": LB, "Value": value, "Timestamp": when}
+    if dimensions is not None:
+        datum["Dimensions"] = dimensions
+    cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=[datum])
+
+
+def state(cloudwatch: Any, name: str = "5xx") -> dict[str, Any]:
+    return dict(cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0])
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def test_an_alarm_goes_to_alarm_when_its_period_crosses_the_threshold_and_back_to_ok(cloudwatch: Any) -> None:
+    alarm(cloudwatch)
+    put(cloudwatch, 2, ago=3)
+    assert evaluate_all(backend()) == [("5xx", "OK")]  # moto's alarm starts OK, "Unchecked": said as evaluated
+    assert state(cloudwatch)["StateReason"].startswith("Threshold not crossed: 0 out of the last 1 datapoints [2 (")
+    assert evaluate_all(backend()) == []  # no change, nothing written
+    put(cloudwatch, 4, ago=1)
+    assert evaluate_all(backend()) == [("5xx", "ALARM")]
+    found = state(cloudwatch)
+    assert found["StateValue"] == "ALARM" and found["StateReason"].startswith("Threshold Crossed: 1 out of the last 1")
+    assert "was greater than or equal to the threshold (5)" in found["StateReason"]
+    assert evaluate_all(backend(), now() + timedelta(seconds=30)) == [("5xx", "INSUFFICIENT_DATA")]  # data gone
+
+
+def test_only_the_alarms_metric_with_exactly_its_dimensions_counts(cloudwatch: Any) -> None:
+    alarm(cloudwatch)
+    group = [*LB, {"Name": "TargetGroup", "Value": "targetgroup/tg/1"}]
+    put(cloudwatch, 50, dimensions=group)  # the same metric of a target group: another metric
+    put(cloudwatch, 50, dimensions=[{"Name": "LoadBalancer", "Value": "app/other/2"}])
+    assert evaluate_all(backend()) == [("5xx", "INSUFFICIENT_DATA")]
+
+
+def test_datapoints_to_alarm_and_missing_data(cloudwatch: Any) -> None:
+    """3 periods of 10 s, 2 breaching ones to alarm; a period with no data as TreatMissingData says."""
+    alarm(cloudwatch, "two-of-three", EvaluationPeriods=3, DatapointsToAlarm=2)
+    alarm(cloudwatch, "breaching", EvaluationPeriods=3, DatapointsToAlarm=2, TreatMissingData="breaching")
+    alarm(cloudwatch, "ignore", EvaluationPeriods=3, TreatMissingData="ignore")
+    put(cloudwatch, 9, ago=1)  # one breaching period; the two before have no data
+    changed = dict(evaluate_all(backend()))
+    # 1 breaching period of the 1 with data (of the 3 with data, as missing ones count as breaching) for 2, and
+    # 3 for "ignore": OK (moto's new alarms are "Unchecked": evaluated, they say so)
+    assert changed == {"two-of-three": "OK", "breaching": "ALARM", "ignore": "OK"}
+    put(cloudwatch, 9, ago=12)
+    assert dict(evaluate_all(backend())) == {"two-of-three": "ALARM"}  # "ignore" needs all 3
+    # no data at all: "missing" knows nothing, "breaching" stays in ALARM, "ignore" keeps its state
+    assert evaluate_all(backend(), now() + timedelta(seconds=60)) == [("two-of-three", "INSUFFICIENT_DATA")]
+
+
+def test_each_statistic_and_comparison(cloudwatch: Any) -> None:
+    alarm(cloudwatch, "average", Statistic="Average", Threshold=3, ComparisonOperator="GreaterThanThreshold")
+    alarm(cloudwatch, "count", Statistic="SampleCount", Threshold=3, ComparisonOperator="LessThanThreshold")
+    alarm(cloudwatch, "minimum", Statistic="Minimum", Threshold=1, ComparisonOperator="LessThanOrEqualToThreshold")
+    alarm(cloudwatch, "maximum", Statistic="Maximum", Threshold=8, ComparisonOperator="GreaterThanOrEqualToThreshold")
+    for value in (1, 2, 9):  # average 4, 3 samples, minimum 1, maximum 9
+        put(cloudwatch, value, ago=1)
+    assert dict(evaluate_all(backend())) == {"average": "ALARM", "count": "OK", "minimum": "ALARM", "maximum": "ALARM"}
+
+
+def test_an_alarm_it_cannot_evaluate_is_left_as_it_is(cloudwatch: Any) -> None:
+    cloudwatch.put_metric_alarm(
+        AlarmName="p99",
+        Namespace="AWS/ApplicationELB",
+        MetricName="TargetResponseTime",
+        ExtendedStatistic="p99",
+        Period=10,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    assert evaluate_all(backend()) == [] and state(cloudwatch, "p99")["StateValue"] == "OK"
+
+
+def test_the_recent_points_are_read_from_the_newest_back() -> None:
+    class Datum:
+        def __init__(self, seconds_ago: float) -> None:
+            self.timestamp = now() - timedelta(seconds=seconds_ago)
+
+    data = [Datum(600), Datum(30), Datum(5), Datum(1)]
+    assert recent_data(data, now() - timedelta(seconds=60)) == [data[3], data[2], data[1]]
