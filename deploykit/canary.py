@@ -38,7 +38,17 @@ from deploykit.errors import StepFailed, UsageError
 from deploykit.lambda_chain import latest_as_served, read_version_and_alias
 from deploykit.plan import Context, Outcome, Step, carry
 from deploykit.stacks import error_code
-from deploykit.watch import Counts, Query, Since, allowed, failing, parse_duration
+from deploykit.watch import (
+    Counts,
+    Query,
+    Since,
+    alarm_failure,
+    allowed,
+    failing,
+    parse_duration,
+    read_alarms_of,
+    run_began,
+)
 
 NAMESPACE = "AWS/Lambda"
 # how a failed canary's message ends once it took itself back: the environment is as before (deploykit.report)
@@ -122,6 +132,9 @@ class CanaryRelease(Step):
     max_error_rate: float
     poll: float
     compare: bool = True  # judged against the old version's error rate in the same time (see the module)
+    # the team's own alarms ([environments.NAME.alarm_watch]), read at each poll too: one going to ALARM takes the
+    # canary back there (deploykit.watch.WatchAlarms)
+    alarms: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return (
@@ -180,15 +193,20 @@ class CanaryRelease(Step):
                 f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
                 f"{self.seconds:g}s (version {old} the rest); {self._allowed(f'version {old}')} takes it back"
             )
-            counts = self._watch(ctx, since, new, old)
+            counts, alarmed = self._watch(ctx, since, new, old)
         except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
             self._take_back(ctx, client, old, revision)
             raise
-        if self.failing(counts[new], counts[old]):
+        if alarmed is not None or self.failing(counts[new], counts[old]):
+            answered = (
+                f"version {new} answered {counts[new]} ({counts[new].rate:.0%}; version {old}: {counts[old]}, "
+                f"{counts[old].rate:.0%})"
+            )
             failed = (
-                f"the canary of {self.function} failed: version {new} answered {counts[new]} "
-                f"({counts[new].rate:.0%}; version {old}: {counts[old]}, {counts[old].rate:.0%}), "
-                f"{self._allowed(f'version {old}')} takes it back"
+                f"the canary of {self.function} failed: {alarmed.message} ({answered})"
+                if alarmed is not None
+                else f"the canary of {self.function} failed: {answered}, {self._allowed(f'version {old}')} takes it "
+                "back"
             )
             # the function whose release is bad, for the automatic rollback (of what moved beside it) to show its log
             culprit = {
@@ -223,10 +241,11 @@ class CanaryRelease(Step):
             ctx.reporter.line(f"⚠️  {detail}")
         return Outcome.done(detail, **{f"{self.function}.canary_version": new})
 
-    def _watch(self, ctx: Context, since: Since, new: str, old: str) -> dict[str, Counts]:
-        """Poll the versions' counts until the time is up or the new one fails too much."""
+    def _watch(self, ctx: Context, since: Since, new: str, old: str) -> tuple[dict[str, Counts], StepFailed | None]:
+        """Poll the versions' counts until the time is up, the new one fails too much or one of the alarms went to
+        ALARM (its failure, then)."""
         versions = [new, old]
-        started = ctx.clock.monotonic()
+        began, started = run_began(ctx), ctx.clock.monotonic()
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
                 raise KeyboardInterrupt
@@ -236,8 +255,9 @@ class CanaryRelease(Step):
                 f"{self.function} canary {elapsed:.0f}s of {self.seconds:g}s: version {new} {counts[new]}, "
                 f"version {old} {counts[old]}"
             )
-            if self.failing(counts[new], counts[old]) or elapsed >= self.seconds:
-                return counts
+            alarmed = alarm_failure(read_alarms_of(ctx, self.alarms), began, ctx.env.name) if self.alarms else None
+            if alarmed is not None or self.failing(counts[new], counts[old]) or elapsed >= self.seconds:
+                return counts, alarmed
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
 
     def _clear_command(self, old: str) -> str:

@@ -38,6 +38,7 @@ from deploykit.git import SHORT_SHA
 from deploykit.output import tabulate
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
+from deploykit.watch import read_alarms
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -572,6 +573,8 @@ def gather(aws: AwsFactory, env: EnvConfig, endpoints: Endpoints | None) -> Heal
     if endpoints is not None:
         parts["api stage"] = partial(_gather_api_stage, aws.client("apigateway"), env, endpoints)
         parts["lambda"] = partial(_gather_lambdas, aws.client("lambda"), aws.client("cloudformation"), env, endpoints)
+    if env.alarm_watch.on:
+        parts["alarms"] = partial(_gather_alarms, aws.client("cloudwatch"), env)
 
     def part(fill: Callable[[HealthReport], object]) -> HealthReport:
         piece = HealthReport(env=env.name)
@@ -954,6 +957,65 @@ def _target_group_rows(env: EnvConfig, arn: str, read: TargetGroupRead, report: 
     )
     report.findings.extend(target_findings(name, arn, descriptions, env.name))
     report.recommendations.extend(recs)
+
+
+def _gather_alarms(cloudwatch: Any, env: EnvConfig, report: HealthReport) -> None:
+    """The alarms [environments.NAME.alarm_watch] names, each in a row (deploykit.watch.WatchAlarms judges deploys
+    by them)."""
+    try:
+        found = read_alarms(cloudwatch, env.alarm_watch.alarms)
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        report.rows.append(Row("alarms", ", ".join(env.alarm_watch.alarms), "unknown", "may not be read"))
+        report.findings.append(
+            Finding(
+                "warning",
+                f"the alarms [environments.{env.name}.alarm_watch] names may not be read ({error_code(exc)}): every "
+                "deploy is refused until they can be",
+                "allow cloudwatch:DescribeAlarms to the deploying role (see Permissions in the README)",
+            )
+        )
+        return
+    rows, findings = alarm_health(env, found)
+    report.rows += rows
+    report.findings += findings
+
+
+def alarm_health(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -> tuple[list[Row], list[Finding]]:
+    """A row for each alarm ``env``'s alarm watch names (``found``: those CloudWatch has, by name), and a finding for
+    one in ALARM (a deploy now is not judged by it) or missing (every deploy is refused)."""
+    rows: list[Row] = []
+    findings: list[Finding] = []
+    table = f"[environments.{env.name}.alarm_watch]"
+    for name in env.alarm_watch.alarms:
+        alarm = found.get(name)
+        if alarm is None:
+            rows.append(Row("alarm", name, MISSING, f"not in CloudWatch ({env.region})"))
+            findings.append(
+                Finding(
+                    "warning",
+                    f"alarm {name}, which {table} names, is not in CloudWatch ({env.region}): every deploy is refused "
+                    "until it is",
+                    "create it there, or take it out of alarms in deploy.toml",
+                )
+            )
+            continue
+        state = str(alarm.get("StateValue", "?"))
+        since = alarm.get("StateUpdatedTimestamp")
+        reason = str(alarm.get("StateReason", "")).strip()
+        rows.append(Row("alarm", name, state, (f"since {when(since)}: " if since else "") + reason))
+        if state == "ALARM":
+            findings.append(
+                Finding(
+                    "warning",
+                    f"alarm {name} is in ALARM" + (f" since {when(since)}" if since else "") + f": {reason}; a deploy "
+                    "now is not judged by it (it cannot tell the release from the one before)",
+                    f"see what it watches: aws cloudwatch describe-alarms --alarm-names {name}; what the app and the "
+                    f"functions wrote: inv logs --env {env.name} --component all --since 1h",
+                )
+            )
+    return rows, findings
 
 
 def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:

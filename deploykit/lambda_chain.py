@@ -1248,6 +1248,7 @@ def lambda_plan(
                 canary.max_error_rate,
                 env.poll_seconds,
                 canary.compare,
+                env.alarm_watch.alarms,
             )
         )
     steps.append(MoveAlias(function, function_name, ALIAS, made.key, made.code_sha256))

@@ -236,7 +236,17 @@ def error_watch(env: EnvConfig) -> list[Step]:
     watch = env.app_error_watch
     if not watch.on:
         return []
-    return [WatchErrors(env.cluster, env.service, watch.seconds, watch.max_error_rate, env.poll_seconds, watch.compare)]
+    return [
+        WatchErrors(
+            env.cluster,
+            env.service,
+            watch.seconds,
+            watch.max_error_rate,
+            env.poll_seconds,
+            watch.compare,
+            env.alarm_watch.alarms,
+        )
+    ]
 
 
 # -- stacks ---------------------------------------------------------------------------------------------------

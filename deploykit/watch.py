@@ -241,10 +241,14 @@ class WatchErrors(Step):
     max_error_rate: float
     poll: float
     compare: bool = True
+    # the team's own alarms ([environments.NAME.alarm_watch]), read at each poll too: one going to ALARM ends the
+    # watch there, rather than after it (deploykit.watch.WatchAlarms)
+    alarms: tuple[str, ...] = ()
 
     def describe(self) -> str:
+        also = ", or one of its alarms going to ALARM," if self.alarms else ""
         return (
-            f"watch {self.service}'s answers through its ALB for {self.seconds:g}s: {self._allowed()} fails the "
+            f"watch {self.service}'s answers through its ALB for {self.seconds:g}s: {self._allowed()}{also} fails the "
             "release (and rolls it back)"
         )
 
@@ -280,7 +284,7 @@ class WatchErrors(Step):
         beside = ""
         if judged_by is not None:
             beside = f" (the release before: {judged_by}, {judged_by.rate:.1%}, in the minutes before the rollout)"
-        started = ctx.clock.monotonic()
+        began, started = run_began(ctx), ctx.clock.monotonic()
         while True:
             counts, target, elb = alb_counts(since.read())
             elapsed = ctx.clock.monotonic() - started
@@ -294,6 +298,9 @@ class WatchErrors(Step):
                     + " fails the release",
                     next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m",
                 )
+            failure = alarm_failure(read_alarms_of(ctx, self.alarms), began, ctx.env.name) if self.alarms else None
+            if failure is not None:
+                raise failure
             if elapsed >= self.seconds:
                 break
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
@@ -326,6 +333,50 @@ def read_alarms(cloudwatch: Any, names: Sequence[str]) -> dict[str, Mapping[str,
 
 def _moment(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
+def read_alarms_of(ctx: Context, names: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """:func:`read_alarms` with the run's credentials; refused (UsageError) when they may not read alarms."""
+    try:
+        return read_alarms(ctx.aws.client("cloudwatch"), names)
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        raise UsageError(
+            f"may not read the CloudWatch alarms [environments.{ctx.env.name}.alarm_watch] names: "
+            f"{error_code(exc)} ({exc})",
+            next_step="allow cloudwatch:DescribeAlarms to the deploying role (see Permissions in the README), or take "
+            "alarm_watch out of deploy.toml",
+        ) from exc
+
+
+def run_began(ctx: Context) -> datetime:
+    """Since when what goes wrong may be the run's doing: its first change of what runs (now, before one), to the
+    millisecond CloudWatch says its times in."""
+    since = ctx.changing_since or ctx.clock.now()
+    return since.replace(microsecond=since.microsecond // 1000 * 1000)
+
+
+def alarm_failure(found: Mapping[str, Mapping[str, Any]], since: datetime, env_name: str) -> StepFailed | None:
+    """The failure of a release the alarms ``found`` judge bad: one went to ALARM at ``since`` or later (the run's
+    first change of what runs); None when none did."""
+    fired = [
+        (name, alarm)
+        for name, alarm in found.items()
+        if alarm.get("StateValue") == "ALARM" and _updated(alarm) >= since
+    ]
+    if not fired:
+        return None
+    name, alarm = fired[0]
+    after = (_updated(alarm) - since).total_seconds()
+    also = f" (and {', '.join(n for n, _ in fired[1:])})" if fired[1:] else ""
+    reason = str(alarm.get("StateReason", "")).strip().rstrip(".")
+    return StepFailed(
+        f"alarm {name}{also} went to ALARM {after:.0f}s after the deploy began changing what runs (at "
+        f"{_moment(_updated(alarm))}): {reason}; it fails the release",
+        next_step=f"see what it watches: aws cloudwatch describe-alarms --alarm-names {name}; what the release "
+        f"wrote: inv logs --env {env_name} --since 15m",
+    )
 
 
 def states(found: Mapping[str, Mapping[str, Any]]) -> str:
@@ -362,21 +413,8 @@ class WatchAlarms(Step):
     def interrupted(self) -> str:
         return "only the watching stopped: what the run deployed stays live"
 
-    def _read(self, ctx: Context) -> dict[str, Mapping[str, Any]]:
-        try:
-            return read_alarms(ctx.aws.client("cloudwatch"), self.alarms)
-        except ClientError as exc:
-            if error_code(exc) not in DENIED:
-                raise
-            raise UsageError(
-                f"may not read the CloudWatch alarms [environments.{ctx.env.name}.alarm_watch] names: "
-                f"{error_code(exc)} ({exc})",
-                next_step="allow cloudwatch:DescribeAlarms to the deploying role (see Permissions in the README), or "
-                "take alarm_watch out of deploy.toml",
-            ) from exc
-
     def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
-        missing = [name for name in self.alarms if name not in self._read(ctx)]
+        missing = [name for name in self.alarms if name not in read_alarms_of(ctx, self.alarms)]
         if missing:
             raise UsageError(
                 f"CloudWatch has no alarm named {', '.join(missing)} in {ctx.env.region} (deploy.toml's "
@@ -386,11 +424,10 @@ class WatchAlarms(Step):
             )
 
     def run(self, ctx: Context) -> Outcome:
-        since = ctx.changing_since or ctx.clock.now()
-        since = since.replace(microsecond=since.microsecond // 1000 * 1000)  # CloudWatch says its times to the ms
+        since = run_began(ctx)
         started = ctx.clock.monotonic()
         while True:
-            found = self._read(ctx)
+            found = read_alarms_of(ctx, self.alarms)
             elapsed = ctx.clock.monotonic() - started
             gone = [name for name in self.alarms if name not in found]
             if gone:  # as CloudFormation's rollback triggers: a missing alarm vouches for nothing
@@ -399,22 +436,9 @@ class WatchAlarms(Step):
                     "for the release",
                     next_step=f"put it back, or take it out of [environments.{ctx.env.name}.alarm_watch] alarms",
                 )
-            fired = [
-                (name, alarm)
-                for name, alarm in found.items()
-                if alarm.get("StateValue") == "ALARM" and _updated(alarm) >= since
-            ]
-            if fired:
-                name, alarm = fired[0]
-                after = (_updated(alarm) - since).total_seconds()
-                also = f" (and {', '.join(n for n, _ in fired[1:])})" if fired[1:] else ""
-                reason = str(alarm.get("StateReason", "")).strip().rstrip(".")
-                raise StepFailed(
-                    f"alarm {name}{also} went to ALARM {after:.0f}s after the deploy began changing what runs (at "
-                    f"{_moment(_updated(alarm))}): {reason}; it fails the release",
-                    next_step=f"see what it watches: aws cloudwatch describe-alarms --alarm-names {name}; what the "
-                    f"release wrote: inv logs --env {ctx.env.name} --since 15m",
-                )
+            failure = alarm_failure(found, since, ctx.env.name)
+            if failure is not None:
+                raise failure
             ctx.reporter.status(f"alarms: {states(found)} ({elapsed:.0f}s of {self.seconds:g}s)")
             if elapsed >= self.seconds:
                 break

@@ -26,12 +26,13 @@ from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
 from moto.ecs.models import ecs_backends
 
 from deploykit.aws import AwsFactory
-from deploykit.config import STACK_ROLES, EnvConfig, ImageScan, Stacks
+from deploykit.config import STACK_ROLES, AlarmWatch, EnvConfig, ImageScan, Stacks
 from deploykit.endpoints import Endpoints
 from deploykit.health import HealthReport, Row, gather, render
 from deploykit.stacks import StackOutputs
 from sandbox.ext.provisioned import allocations
 from tests.functional.conftest import REGION, api_function, held_across, new_session
+from tests.functional.test_watch_alarms_moto import put_alarm, set_state
 
 SHA = "0123456789ab"
 IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/car-rental-backend:{SHA}"
@@ -548,6 +549,36 @@ def test_nothing_deployed_is_reported_not_raised(aws: AwsFactory) -> None:
     assert (service.name, service.detail) == ("car-rental-cluster/car-rental-service", "no cluster car-rental-cluster")
     assert report.live_image is None and report.live_sha is None
     assert report.recommendations == []
+
+
+def test_the_alarms_deploys_are_judged_by_are_rows_one_in_alarm_or_missing_a_warning(aws: AwsFactory) -> None:
+    for name in ("car-rental-5xx", "car-rental-latency"):
+        put_alarm(aws, name)
+    set_state(aws, "car-rental-latency", "ALARM", "Threshold Crossed")
+    watched = dataclasses.replace(
+        ENV, alarm_watch=AlarmWatch(("car-rental-5xx", "car-rental-latency", "car-rental-typo"))
+    )
+    report = gather(aws, watched, None)
+
+    assert [(r.name, r.status) for r in rows_of(report, "alarm")] == [
+        ("car-rental-5xx", "OK"),
+        ("car-rental-latency", "ALARM"),
+        ("car-rental-typo", "missing"),
+    ]
+    assert rows_of(report, "alarm")[1].detail.startswith("since 20") and "UTC: Threshold Crossed" in (
+        rows_of(report, "alarm")[1].detail
+    )
+    warnings = [f for f in report.findings if "alarm" in f.what]
+    assert [f.severity for f in warnings] == ["warning", "warning"]
+    assert warnings[0].what.startswith("alarm car-rental-latency is in ALARM since ")
+    assert warnings[0].what.endswith(
+        ": Threshold Crossed; a deploy now is not judged by it (it cannot tell the release from the one before)"
+    )
+    assert warnings[1].what == (
+        f"alarm car-rental-typo, which [environments.dev.alarm_watch] names, is not in CloudWatch ({REGION}): every "
+        "deploy is refused until it is"
+    )
+    assert not rows_of(gather(aws, ENV, None), "alarm")  # none named: none read
 
 
 def test_missing_stage_alias_and_target_group_are_broken_parts(aws: AwsFactory) -> None:

@@ -1379,6 +1379,53 @@ def test_errors_of_the_new_version_take_it_back_at_once_and_fail_the_deploy(
     assert lam.get_function_configuration(FunctionName=FUNCTIONS["health_handler"])["CodeSha256"] == served
 
 
+class Alarming(Traffic):
+    """Traffic without errors, during which the team's alarm goes off at the second poll (CloudWatch, played)."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.sleeps) == 2:
+            self.cloudwatch.set_alarm_state(
+                AlarmName="orders-failing", StateValue="ALARM", StateReason="Threshold Crossed"
+            )
+
+
+def test_an_alarm_of_the_alarm_watch_going_off_takes_the_canary_back_at_once(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """The version answers without an error, yet the team's own alarm (orders failing downstream) goes off during
+    its bake: taken back at that poll, not after the bake and smoke."""
+    factory.client("cloudwatch").put_metric_alarm(
+        AlarmName="orders-failing",
+        Namespace="CarRental",
+        MetricName="OrdersFailed",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
+    toml = with_lambdas / "deploy.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            "[environments.dev.stacks]",
+            '[environments.dev.alarm_watch]\nalarms = ["orders-failing"]\n\n[environments.dev.stacks]',
+        )
+    )
+    git(with_lambdas, "commit", "-qam", "dev: the team's alarm")
+    clock = Alarming(factory)
+    with pytest.raises(StepFailed) as failed:
+        deploy(with_lambdas, factory, clock, canary="10", bake="5m")
+    assert failed.value.message.startswith(
+        "the canary of health_handler failed: alarm orders-failing went to ALARM "
+    ), failed.value.message
+    assert "Threshold Crossed; it fails the release (version 2 answered 2 requests, 0 errors (0%; version 1: " in (
+        failed.value.message
+    )
+    assert "live serves version 1 alone again" in failed.value.message
+    assert len(clock.sleeps) == 2 and routing_now(factory) == ("1", {})  # at the poll that saw it, not in 5 minutes
+
+
 def test_a_rate_of_errors_tolerates_fewer_and_takes_back_more(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:

@@ -237,3 +237,39 @@ def test_the_release_before_is_read_in_whole_minutes_before_the_rollouts_own() -
         datetime(2026, 11, 29, 12, 19, tzinfo=UTC),
         datetime(2026, 11, 29, 12, 30, tzinfo=UTC),  # the rollout's minute, 12:30, is left out
     )
+
+
+def test_an_alarm_of_the_alarm_watch_going_off_ends_the_watch_at_that_poll(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """The ALB sees no 5xx, yet the team's own alarm (the p99 latency) goes off at the second poll: the release
+    fails there, not once the watch's three minutes are over."""
+    dims = service_behind_an_alb(factory)
+    cloudwatch = factory.client("cloudwatch")
+    cloudwatch.put_metric_alarm(
+        AlarmName="p99-latency",
+        Namespace="AWS/ApplicationELB",
+        MetricName="TargetResponseTime",
+        ExtendedStatistic="p99",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1.5,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+
+    class Slow(Traffic):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if len(self.sleeps) == 2:
+                cloudwatch.set_alarm_state(AlarmName="p99-latency", StateValue="ALARM", StateReason="p99 2.1 s")
+
+    clock = Slow(factory, dims, requests=100)
+    ctx = Context(Mock(spec=Config), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    ctx.changing_since = datetime.now(UTC) - timedelta(seconds=1)
+    step = WatchErrors(CLUSTER, SERVICE, 180, 0.01, 5.0, alarms=("p99-latency",))
+    assert "more than 1.0% failing beyond the release before's rate, or one of its alarms going to ALARM, fails" in (
+        step.describe()
+    )
+    with pytest.raises(StepFailed, match=r"^alarm p99-latency went to ALARM \d+s after .*: p99 2\.1 s; it fails"):
+        step.run(ctx)
+    assert sum(clock.sleeps) == 10.0

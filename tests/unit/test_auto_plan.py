@@ -114,6 +114,7 @@ def test_an_environments_own_alarms_are_watched_last_whatever_the_run_deploys(wi
     stages = ("build", "push", "register-taskdef", "roll-service", "wait-healthy", "smoke")
     chain = planner.app_chain_plan(config, env, revision, stages, repository_uri="")
     assert [s.name for s in chain.steps][-3:] == ["smoke", "watch-errors", "watch-alarms"]
+    assert chain.steps[-2].alarms == ("car-rental-5xx",)  # type: ignore[attr-defined]  # read at its polls too
     alone = planner.app_chain_plan(config, env, revision, ("wait-healthy",), repository_uri="")
     assert "watch-alarms" not in [s.name for s in alone.steps]
     fast = lambda_chain.lambda_plan(config, env, revision, "login_handler", function_name="fn")

@@ -396,6 +396,19 @@ def test_an_alarm_watch_is_off_unless_alarms_are_named_and_its_values_are_checke
             parse_config(data, Path("deploy.toml"))
 
 
+def test_a_patterns_alarm_names_hold_the_environments_name() -> None:
+    data = raw()
+    data["environments"]["dev-*"] = {
+        **{key: "car-rental-{env}" for key in ("cluster", "service", "repository")},
+        "region": "eu-west-1",
+        "container": "backend",
+        "stacks": {role: f"CarRental-{{env}}-{role}" for role in ("registry", "data", "auth", "fargate", "api")},
+        "alarm_watch": {"alarms": ["car-rental-{env}-5xx"]},
+    }
+    alice = parse_config(data, Path("deploy.toml")).environment("dev-alice")
+    assert alice.alarm_watch.alarms == ("car-rental-dev-alice-5xx",)
+
+
 def test_promote_from_names_another_environment_never_in_a_circle() -> None:
     data = raw()
     data["environments"]["prod"] = {**data["environments"]["dev"], "promote_from": "dev"}
