@@ -584,6 +584,9 @@ MAKES: dict[str, tuple[str, str | None]] = {
     "logs": ("AWS::Logs::LogGroup", "LogGroupName"),
     "iam": ("AWS::IAM::Role", "RoleName"),
     "s3": ("AWS::S3::", None),  # a bucket, what a deployment into it writes
+    # the alarms an alarm watch names (deploykit.watch.WatchAlarms), a stack of the team's may make
+    "alarm": ("AWS::CloudWatch::Alarm", "AlarmName"),
+    "composite_alarm": ("AWS::CloudWatch::CompositeAlarm", "AlarmName"),
 }
 ANY = "*"  # a name worked out as the stack deploys (one that cannot be here, or none: generated): it could be any
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from deploykit import ecs
+from deploykit import ecs, references
 from deploykit.aws import DENIED
 from deploykit.clock import Clock, seconds_of
 from deploykit.config import EnvConfig
@@ -391,7 +391,8 @@ class WatchAlarms(Step):
     once): one that went to ALARM since the run began changing what runs (:attr:`Context.changing_since`) fails the
     release, and so rolls it back. One in ALARM since before cannot tell this release from the one before: it is
     said, not judged by. Its alarms, named in deploy.toml, are checked before the run changes anything
-    (:meth:`preflight`): one CloudWatch does not have refuses the run."""
+    (:meth:`preflight`): one CloudWatch does not have, and no stack the run deploys before it could make
+    (deploykit.references.could_make), refuses the run."""
 
     name: ClassVar[str] = "watch-alarms"
     verifies: ClassVar[bool] = True  # nothing changed before it: nothing of the run's to judge
@@ -415,6 +416,10 @@ class WatchAlarms(Step):
 
     def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
         missing = [name for name in self.alarms if name not in read_alarms_of(ctx, self.alarms)]
+        earlier = references.earlier_stacks(before)
+        if missing and earlier:  # a stack the run deploys first may make it (the team's alarms in the CDK app)
+            made = references.could_make(earlier, region=ctx.env.region, account=ctx.aws.account())
+            missing = [name for name in missing if not (made("alarm", name) or made("composite_alarm", name))]
         if missing:
             raise UsageError(
                 f"CloudWatch has no alarm named {', '.join(missing)} in {ctx.env.region} (deploy.toml's "

@@ -10,9 +10,9 @@ Providers, by what moto's own CloudFormation models lacked (short names):
 
 - ``cognito_user_pool``, ``cognito_user_pool_client``: moto had neither; the pool and the app client are
   made with their API settings (password policy, username attributes, auth flows, token validities...).
-- ``lambda_alias``, ``lambda_version_description``: moto had no alias, and published versions without
-  their description. ``lambda_function_settings``: tags, architectures and a missing code object answer as
-  Lambda does.
+- ``lambda_alias``, ``lambda_version_description``: moto had no alias (its provisioned concurrency is waited for
+  until READY, as AWS's CloudFormation waits), and published versions without their description.
+  ``lambda_function_settings``: tags, architectures and a missing code object answer as Lambda does.
 - ``apigw_stage``, ``apigw_account``, ``apigw_model``, ``apigw_request_validator``,
   ``apigw_gateway_response``: moto had none of them. ``apigw_method_any_integration``: moto read
   ``Integration.IntegrationHttpMethod`` even for MOCK integrations and dropped request models, validators,
@@ -22,6 +22,8 @@ Providers, by what moto's own CloudFormation models lacked (short names):
   logging target's bucket policy may come later in the template (as CDK orders it); AWS accepts that,
   moto refused it. ``s3_bucket_policy``: moto had no AWS::S3::BucketPolicy.
 - ``ssm_parameter``: moto's model failed on the type's map of tags, and could not update a parameter.
+- ``cloudwatch_alarm``: moto had no AWS::CloudWatch::Alarm (a placeholder, no alarm); it is made, changed in
+  place (its state kept) and deleted through moto's CloudWatch, whose alarms the sandbox evaluates.
 - ``sqs_queue_in_place``, ``sns_topic_in_place``: moto replaced a queue, and made a topic again (its subscriptions
   lost), for any change; as on AWS only a new name or FIFO setting replaces them now. ``sns_subscription``: moto had
   no AWS::SNS::Subscription, so a topic's subscriber in a template received nothing.
@@ -505,6 +507,9 @@ class LambdaVersion(Provider):
         backend.delete_function(name, version)
 
 
+PROVISIONED_TIMEOUT = 900.0  # seconds an alias's provisioned concurrency is waited for (the sandbox's: 0-600 s)
+
+
 class LambdaAlias(Provider):
     """lambda_alias: moto had no AWS::Lambda::Alias; Ref is the alias ARN."""
 
@@ -525,8 +530,8 @@ class LambdaAlias(Provider):
     @staticmethod
     def _provision(ctx: Context, props: dict[str, Any]) -> None:
         """The alias's ProvisionedConcurrencyConfig (sandbox.ext.provisioned): allocated when it is new or asks for
-        another count (a move of the alias alone is the update's own transition), dropped when it is gone. Not
-        waited for, where AWS's CloudFormation waits until it is READY."""
+        another count (a move of the alias alone is the update's own transition), dropped when it is gone. Waited
+        for (:meth:`wait`), as AWS's CloudFormation waits."""
         backend = ctx.backend("lambda")
         key = (props["FunctionName"], props["Name"])
         found = provisioned.allocations(backend).get(key)
@@ -557,6 +562,25 @@ class LambdaAlias(Provider):
         )
         self._provision(ctx, props)
         record.properties = props
+
+    def wait(self, ctx: Context, record: Record) -> None:
+        """As AWS's CloudFormation, until the alias's provisioned concurrency is READY (FAILED, or the deadline: the
+        resource fails, and the stack's operation rolls back)."""
+        key = (record.properties["FunctionName"], record.properties["Name"])
+        deadline = time.monotonic() + PROVISIONED_TIMEOUT
+        while True:
+            with ctx.sandbox.lock:
+                found = provisioned.allocations(ctx.backend("lambda")).get(key)
+                status, reason = (found.status, found.reason) if found is not None else (provisioned.READY, "")
+            if status == provisioned.READY:
+                return
+            if status == provisioned.FAILED:
+                raise ResourceError(f"the provisioned concurrency of {':'.join(key)} could not be made ready: {reason}")
+            if time.monotonic() > deadline:
+                raise ResourceError(
+                    f"the provisioned concurrency of {':'.join(key)} was not ready in {PROVISIONED_TIMEOUT:.0f} s"
+                )
+            time.sleep(0.05)
 
     def delete(self, ctx: Context, record: Record) -> None:
         ctx.backend("lambda").delete_alias(record.properties["Name"], record.properties["FunctionName"])
@@ -1175,6 +1199,71 @@ class SsmParameter(Provider):
             data_type=props.get("DataType") or "text",
             tier=props.get("Tier"),
             policies=props.get("Policies"),
+        )
+
+
+# == CloudWatch ===============================================================================================
+
+
+class CloudWatchAlarm(Provider):
+    """cloudwatch_alarm: moto's CloudFormation has no AWS::CloudWatch::Alarm (a stack holding one got a placeholder
+    and CloudWatch no alarm). Made, changed in place and deleted through moto's CloudWatch, whose metric alarms the
+    sandbox evaluates (sandbox.ext.alarms); a change keeps the alarm's state, as PutMetricAlarm does on AWS; a new
+    AlarmName replaces it. Ref answers its name, Fn::GetAtt Arn its ARN. An alarm of metric math (``Metrics``) is
+    made without them, and stays as it was put."""
+
+    resource_type = "AWS::CloudWatch::Alarm"
+    name_property = "AlarmName"
+    replace_on = frozenset({"AlarmName"})
+
+    def create(self, ctx: Context, logical_id: str, props: dict[str, Any]) -> Record:
+        name = self.physical_name(ctx, logical_id, props)
+        alarm = self._put(ctx, name, props)
+        record = Record(logical_id, self.resource_type, name, props, model=alarm)
+        record.attributes = {"Arn": lambda: alarm.alarm_arn}
+        return record
+
+    def update(self, ctx: Context, record: Record, props: dict[str, Any]) -> None:
+        before = ctx.backend("cloudwatch").alarms.get(record.physical_resource_id)
+        alarm = self._put(ctx, record.physical_resource_id, props)
+        if before is not None:  # its configuration overwritten, its state left as it was
+            alarm.state_value, alarm.state_reason = before.state_value, before.state_reason
+            alarm.state_reason_data, alarm.state_updated_timestamp = (
+                before.state_reason_data,
+                before.state_updated_timestamp,
+            )
+            alarm.history = before.history
+        record.properties, record.model = props, alarm
+
+    def delete(self, ctx: Context, record: Record) -> None:
+        ctx.backend("cloudwatch").delete_alarms([record.physical_resource_id])
+
+    @staticmethod
+    def _put(ctx: Context, name: str, props: dict[str, Any]) -> Any:
+        def number(key: str) -> float | None:
+            return float(props[key]) if props.get(key) is not None else None
+
+        return ctx.backend("cloudwatch").put_metric_alarm(
+            name=name,
+            namespace=props.get("Namespace", ""),
+            metric_name=props.get("MetricName", ""),
+            comparison_operator=props.get("ComparisonOperator", ""),
+            evaluation_periods=int(props.get("EvaluationPeriods") or 0),
+            period=int(props.get("Period") or 0),
+            threshold=number("Threshold") or 0.0,
+            statistic=props.get("Statistic", ""),
+            description=props.get("AlarmDescription", ""),
+            dimensions=[{"Name": d["Name"], "Value": str(d["Value"])} for d in props.get("Dimensions") or []],
+            alarm_actions=list(props.get("AlarmActions") or []),
+            datapoints_to_alarm=int(props["DatapointsToAlarm"]) if props.get("DatapointsToAlarm") else None,
+            extended_statistic=props.get("ExtendedStatistic"),
+            ok_actions=list(props.get("OKActions") or []),
+            insufficient_data_actions=list(props.get("InsufficientDataActions") or []),
+            unit=props.get("Unit"),
+            actions_enabled=as_bool(props.get("ActionsEnabled", True)),
+            treat_missing_data=props.get("TreatMissingData"),
+            evaluate_low_sample_count_percentile=props.get("EvaluateLowSampleCountPercentile"),
+            threshold_metric_id=props.get("ThresholdMetricId"),
         )
 
 
@@ -1887,6 +1976,7 @@ def providers() -> dict[str, Provider]:
             TargetGroup(),
             SsmParameter(),
             SnsSubscription(),
+            CloudWatchAlarm(),
         )
     }
     for provider in (

@@ -8,6 +8,7 @@ AWS offers to try an alarm), as CloudWatch would on the metric crossing the thre
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
+from deploykit.references import Earlier
 from deploykit.watch import WatchAlarms
 from tests.functional.conftest import new_session
 
@@ -206,3 +208,26 @@ def test_alarms_the_role_may_not_read_refuse_the_run_before_it_changes_anything(
     assert isinstance(report.error, UsageError) and report.error.exit_code == 2 and not rolled
     assert report.error.message.startswith("may not read the CloudWatch alarms [environments.dev.alarm_watch] names")
     assert "cloudwatch:DescribeAlarms" in str(report.error.next_step)
+
+
+@dataclass(frozen=True)
+class MakesAlarm(Changes):
+    """A stack deploy whose template makes the alarm ``alarm`` (the team's alarms in the CDK app)."""
+
+    name: ClassVar[str] = "deploy-stack"
+    alarm: str = ""
+
+    def as_earlier(self) -> Earlier:
+        made = {"Type": "AWS::CloudWatch::Alarm", "Properties": {"AlarmName": {"Fn::Sub": "${AWS::StackName}-5xx"}}}
+        return Earlier(json.dumps({"Resources": {"Errors": made}}), "car-rental-team", {})
+
+
+def test_an_alarm_a_stack_of_the_run_makes_first_is_not_refused(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    """The commit that adds an alarm to a stack and names it in alarm_watch: the stack deploys it before the watch
+    reads it. A name no stack of the run makes is refused as before."""
+    made = "car-rental-team-5xx"
+    report = executed(factory, dev_env, MakesAlarm(lambda: put_alarm(factory, made)), WatchAlarms((made,), 0, 5.0))
+    assert report.ok and report.records[1].detail.startswith("1 OK: none went to ALARM")
+    other = "car-rental-other-5xx"
+    report = executed(factory, dev_env, MakesAlarm(lambda: None), WatchAlarms((other,), 0, 5.0))
+    assert isinstance(report.error, UsageError) and f"no alarm named {other} in" in report.error.message

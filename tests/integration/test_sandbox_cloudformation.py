@@ -105,6 +105,7 @@ class Aws:
                 "ssm",
                 "sns",
                 "sqs",
+                "cloudwatch",
             )
         }
         self.cf = self.clients["cloudformation"]
@@ -969,6 +970,49 @@ def test_an_ssm_parameter_with_tags_is_made_updated_in_place_and_deleted_with_it
     aws.cf.delete_stack(StackName="Params")
     wait_until(
         lambda: not ssm.get_parameters(Names=["/car-rental/partner-key"])["Parameters"], what="the parameter deleted"
+    )
+
+
+def test_an_alarm_is_made_evaluated_changed_in_place_and_deleted_with_its_stack(deployment: Deployment) -> None:
+    """AWS::CloudWatch::Alarm (a team's alarms in the CDK app) is a real alarm of the sandbox's CloudWatch, which
+    evaluates it; a new threshold changes it in place, its state kept; the stack's delete takes it."""
+    aws, cloudwatch = deployment.aws, deployment.aws.clients["cloudwatch"]
+
+    def template(threshold: int) -> str:
+        alarm = {
+            "AlarmName": "car-rental-orders-failing",
+            "Namespace": "CarRental",
+            "MetricName": "OrdersFailed",
+            "Statistic": "Sum",
+            "Period": 10,
+            "EvaluationPeriods": 1,
+            "Threshold": threshold,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",
+        }
+        return json.dumps(
+            {
+                "Resources": {"Orders": {"Type": "AWS::CloudWatch::Alarm", "Properties": alarm}},
+                "Outputs": {"Name": {"Value": {"Ref": "Orders"}}, "Arn": {"Value": {"Fn::GetAtt": ["Orders", "Arn"]}}},
+            }
+        )
+
+    def alarm() -> dict[str, Any]:
+        return dict(cloudwatch.describe_alarms(AlarmNames=["car-rental-orders-failing"])["MetricAlarms"][0])
+
+    assert aws.deploy("Alarms", template(3)).status == "CREATE_COMPLETE"
+    outputs = aws.outputs("Alarms")
+    assert outputs["Name"] == "car-rental-orders-failing" and outputs["Arn"] == alarm()["AlarmArn"]
+    cloudwatch.put_metric_data(Namespace="CarRental", MetricData=[{"MetricName": "OrdersFailed", "Value": 5}])
+    wait_until(lambda: alarm()["StateValue"] == "ALARM", what="the alarm evaluated")
+    went = alarm()["StateUpdatedTimestamp"]
+    assert aws.deploy("Alarms", template(4)).status == "UPDATE_COMPLETE"
+    changed = alarm()
+    assert (changed["Threshold"], changed["StateValue"], changed["StateUpdatedTimestamp"]) == (4.0, "ALARM", went)
+    aws.cf.delete_stack(StackName="Alarms")
+    wait_until(
+        lambda: not cloudwatch.describe_alarms(AlarmNames=["car-rental-orders-failing"])["MetricAlarms"],
+        what="the alarm deleted",
     )
 
 

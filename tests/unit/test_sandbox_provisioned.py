@@ -19,7 +19,7 @@ from moto.awslambda.models import lambda_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from sandbox.ext import provisioned
-from sandbox.ext.cloudformation_resources import Context, LambdaAlias
+from sandbox.ext.cloudformation_resources import Context, LambdaAlias, ResourceError
 
 REGION = "eu-west-1"
 
@@ -152,3 +152,30 @@ def test_a_stacks_alias_asks_for_it_in_its_provisioned_concurrency_config(lam: A
     provider.update(ctx, record, {**props, "ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 1}})
     provider.delete(ctx, record)
     assert asked() is None
+
+
+def test_a_stacks_alias_waits_until_its_provisioned_concurrency_is_ready_and_fails_when_it_fails(lam: Any) -> None:
+    """As AWS's CloudFormation: the alias is done once its environments are READY; FAILED fails the resource (and
+    so the stack's operation, which rolls back)."""
+    backend = lambda_backends[DEFAULT_ACCOUNT_ID][REGION]
+    failing = {"2": "RuntimeError: STATUS_PAGE_URL is not set"}
+    provisioned.install(
+        backend, provisioned.Timing(lambda: 0.2, lambda _b, _f, version: failing.get(version), threading.Lock())
+    )
+    ctx = Context(Mock(lock=threading.RLock()), DEFAULT_ACCOUNT_ID, REGION, "Team", "stack-id")
+    props = {"Name": "warm", "FunctionName": "fn", "FunctionVersion": "1"}
+    warm = {**props, "ProvisionedConcurrencyConfig": {"ProvisionedConcurrentExecutions": 2}}
+    provider = LambdaAlias()
+    record = provider.create(ctx, "WarmAlias", warm)
+    started = time.monotonic()
+    provider.wait(ctx, record)
+    assert time.monotonic() - started >= 0.15  # the allocation's time, waited for
+    assert lam.get_provisioned_concurrency_config(FunctionName="fn", Qualifier="warm")["Status"] == "READY"
+    two = publish(lam, 256)
+    provider.update(ctx, record, {**warm, "FunctionVersion": two})
+    with pytest.raises(
+        ResourceError,
+        match="provisioned concurrency of fn:warm could not be made ready: "
+        "FUNCTION_ERROR_INIT_FAILURE: RuntimeError: STATUS_PAGE_URL is not set",
+    ):
+        provider.wait(ctx, record)
