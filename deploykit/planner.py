@@ -360,6 +360,8 @@ def deploy_stack_plan(
         steps.append(deploy)
     if smoke:
         steps.append(Smoke())
+    # no automatic rollback of a stack: the failure names the command that takes it back
+    steps += alarm_watch(env, undo=f"inv rollback --env {env.name} --component stack:{role} puts the stack back")
     deploys = ((f"stack:{role}", revision.of(f"stack:{role}").tag),) if revision is not None else ()
     command = f"deploy.stack {name}" + (" --revert-drift" if revert_drift else "")
     return Plan(env.name, tuple(steps), command, deploys)
@@ -428,6 +430,8 @@ def full_plan(
     steps += later_stacks(env, roles, deployed)
     if smoke:
         steps.append(Smoke())
+    if not first_deploy:  # a new environment has no release before to go back to, nor (maybe) its alarms yet
+        steps += alarm_watch(env, undo=f"inv rollback --env {env.name} --run last puts back what it deployed")
     components = ["app", *(f"stack:{role}" for role in roles), *(f"lambda:{fn}" for fn in sorted(packages))]
     deploys = tuple((c, image_tag if c == "app" else revision.of(c).tag) for c in components)
     return Plan(env.name, tuple(steps), "deploy.full", deploys)

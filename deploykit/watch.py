@@ -400,6 +400,9 @@ class WatchAlarms(Step):
     alarms: tuple[str, ...]
     seconds: float
     poll: float
+    # in a plan without an automatic rollback (deploy.stack, deploy.full): the command that puts back what it deployed,
+    # said first in the failure's next step
+    undo: str = ""
 
     def describe(self) -> str:
         how_long = f"for {self.seconds:g}s" if self.seconds else "once"
@@ -443,6 +446,8 @@ class WatchAlarms(Step):
                 )
             failure = alarm_failure(found, since, ctx.env.name)
             if failure is not None:
+                if self.undo:
+                    failure.next_step = f"{self.undo}; {failure.next_step}"
                 raise failure
             ctx.reporter.status(f"alarms: {states(found)} ({elapsed:.0f}s of {self.seconds:g}s)")
             if elapsed >= self.seconds:
@@ -468,7 +473,8 @@ def _updated(alarm: Mapping[str, Any]) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def alarm_watch(env: EnvConfig) -> list[Step]:
-    """The watch of the team's own alarms after a deploy's smoke, when the environment names some."""
+def alarm_watch(env: EnvConfig, undo: str = "") -> list[Step]:
+    """The watch of the team's own alarms after a deploy's smoke, when the environment names some; ``undo``: in a
+    plan without an automatic rollback, the command that puts back what it deployed."""
     watch = env.alarm_watch
-    return [WatchAlarms(watch.alarms, watch.seconds, env.poll_seconds)] if watch.on else []
+    return [WatchAlarms(watch.alarms, watch.seconds, env.poll_seconds, undo)] if watch.on else []

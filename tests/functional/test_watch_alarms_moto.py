@@ -231,3 +231,16 @@ def test_an_alarm_a_stack_of_the_run_makes_first_is_not_refused(factory: AwsFact
     other = "car-rental-other-5xx"
     report = executed(factory, dev_env, MakesAlarm(lambda: None), WatchAlarms((other,), 0, 5.0))
     assert isinstance(report.error, UsageError) and f"no alarm named {other} in" in report.error.message
+
+
+def test_in_a_plan_without_an_automatic_rollback_the_failure_names_the_command_that_puts_it_back(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    put_alarm(factory, NAMES[0])
+    clock = Evaluating([lambda: set_state(factory, NAMES[0], "ALARM")])
+    ctx = context(factory, dev_env, clock)
+    ctx.changing_since = datetime.now(UTC) - timedelta(seconds=1)
+    undo = "inv rollback --env dev --component stack:api puts the stack back"
+    with pytest.raises(StepFailed) as failed:
+        WatchAlarms(NAMES[:1], 30, 5.0, undo).run(ctx)
+    assert str(failed.value.next_step).startswith(f"{undo}; see what it watches: aws cloudwatch describe-alarms ")

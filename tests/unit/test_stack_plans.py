@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploykit import auto, changes, packaging, planner, stack_chain
-from deploykit.config import load_config
+from deploykit.config import AlarmWatch, load_config
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY, current_revision
 from deploykit.plan import Parallel, Plan, Sequence
@@ -63,6 +64,22 @@ def test_full_plan_orders_stacks_by_dependency_with_independent_ones_in_parallel
         ".zip"
     )
     assert fargate.template.endswith("cdk.out/sandbox/CarRentalFargateStack.template.json")
+
+
+def test_deploy_stack_and_deploy_full_end_with_the_alarm_watch_naming_the_rollback(with_lambdas: Path) -> None:
+    """No automatic rollback puts a stack back: a failed watch names the command that does. A new environment's
+    deploy.full (deploy.auto's first) watches none: no release before, and maybe no alarms yet."""
+    config = load_config(with_lambdas / "deploy.toml")
+    env = dataclasses.replace(config.environment("sandbox"), alarm_watch=AlarmWatch(("car-rental-5xx",), 30))
+    revision = current_revision(with_lambdas)
+    one = planner.deploy_stack_plan(config, env, "CarRentalApiStack", image_tag="abc", code_keys={}, revision=revision)
+    assert [step.name for step in one.steps][-2:] == ["smoke", "watch-alarms"]
+    assert one.steps[-1].undo == "inv rollback --env sandbox --component stack:api puts the stack back"  # type: ignore[attr-defined]
+    full = planner.full_plan(config, env, revision, repository_uri="")
+    assert [step.name for step in full.steps][-2:] == ["smoke", "watch-alarms"]
+    assert full.steps[-1].undo == "inv rollback --env sandbox --run last puts back what it deployed"  # type: ignore[attr-defined]
+    first = planner.full_plan(config, env, revision, repository_uri="", first_deploy=True)
+    assert "watch-alarms" not in [step.name for step in first.steps]
 
 
 def deploy_stacks(plan: Plan) -> list[DeployStack]:
