@@ -406,9 +406,10 @@ class WatchAlarms(Step):
 
     def describe(self) -> str:
         how_long = f"for {self.seconds:g}s" if self.seconds else "once"
+        then = "its failure names the rollback" if self.undo else "and rolls it back"
         return (
             f"read CloudWatch alarm{'s' if len(self.alarms) != 1 else ''} {', '.join(self.alarms)} {how_long}: one "
-            "going to ALARM since the deploy began fails the release (and rolls it back)"
+            f"going to ALARM since the deploy began fails the release ({then})"
         )
 
     def fixed_seconds(self) -> float:
@@ -461,7 +462,7 @@ class WatchAlarms(Step):
             detail += "; " + ", ".join(
                 f"{name} in ALARM since before the deploy ({_moment(_updated(found[name]))})" for name in before
             )
-            detail += ": not judged by it"
+            detail += f": not judged by {'it' if len(before) == 1 else 'them'}"
         return Outcome.done(detail)
 
 

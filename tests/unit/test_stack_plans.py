@@ -75,6 +75,7 @@ def test_deploy_stack_and_deploy_full_end_with_the_alarm_watch_naming_the_rollba
     one = planner.deploy_stack_plan(config, env, "CarRentalApiStack", image_tag="abc", code_keys={}, revision=revision)
     assert [step.name for step in one.steps][-2:] == ["smoke", "watch-alarms"]
     assert one.steps[-1].undo == "inv rollback --env sandbox --component stack:api puts the stack back"  # type: ignore[attr-defined]
+    assert one.steps[-1].describe().endswith("fails the release (its failure names the rollback)")
     full = planner.full_plan(config, env, revision, repository_uri="")
     assert [step.name for step in full.steps][-2:] == ["smoke", "watch-alarms"]
     assert full.steps[-1].undo == "inv rollback --env sandbox --run last puts back what it deployed"  # type: ignore[attr-defined]
