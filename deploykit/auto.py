@@ -685,7 +685,7 @@ def auto_plan(
         steps.append(Smoke(always=True))
     if app:
         steps += planner.error_watch(env)  # after smoke: the release, checked, then meets real traffic
-    steps += alarm_watch(env)  # the team's own judges of all of it
+    steps += alarm_watch(env, after_errors=app)  # the team's own judges of all of it
     deploys = tuple((c, image_tag if c == "app" else revision.of(c).tag) for c in sorted(changed))
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
 

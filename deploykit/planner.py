@@ -161,7 +161,7 @@ def app_chain_plan(
         elif stage == "smoke":
             steps.append(Smoke())
     if watch and {"roll-service", "wait-healthy"} <= set(stages):
-        steps += error_watch(env) + alarm_watch(env)
+        steps += error_watch(env) + alarm_watch(env, after_errors=True)
     deploys = (("app", tag),) if "roll-service" in stages else ()
     return Plan(env.name, tuple(steps), title or " → ".join(stages), deploys)
 

@@ -474,8 +474,15 @@ def _updated(alarm: Mapping[str, Any]) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def alarm_watch(env: EnvConfig, undo: str = "") -> list[Step]:
+def alarm_watch(env: EnvConfig, undo: str = "", *, after_errors: bool = False) -> list[Step]:
     """The watch of the team's own alarms after a deploy's smoke, when the environment names some; ``undo``: in a
-    plan without an automatic rollback, the command that puts back what it deployed."""
+    plan without an automatic rollback, the command that puts back what it deployed. ``after_errors``: it follows the
+    app's error watch, which read the alarms at each of its polls: it watches only for the rest of its time (at
+    least once), not for all of it again."""
     watch = env.alarm_watch
-    return [WatchAlarms(watch.alarms, watch.seconds, env.poll_seconds, undo)] if watch.on else []
+    if not watch.on:
+        return []
+    seconds = watch.seconds
+    if after_errors and env.app_error_watch.on:
+        seconds = max(0.0, seconds - env.app_error_watch.seconds)
+    return [WatchAlarms(watch.alarms, seconds, env.poll_seconds, undo)]

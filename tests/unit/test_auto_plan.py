@@ -100,6 +100,7 @@ def test_an_environments_own_alarms_are_watched_last_whatever_the_run_deploys(wi
         plan = auto.auto_plan(config, env, revision, change_set(*pairs), INPUTS)
         assert [name for name, _ in shape(plan, env)][-3:] == ["smoke", "watch-errors", "watch-alarms"]
         assert [name for name, _ in shape(plan, env)].count("watch-alarms") == 1
+        assert plan.steps[-1].seconds == 0  # type: ignore[attr-defined]  # the error watch read them for 120 s
     plan = auto.auto_plan(
         config, env, revision, change_set(("lambda/login_handler/handler.py", "lambda:login_handler")), INPUTS
     )
@@ -115,6 +116,11 @@ def test_an_environments_own_alarms_are_watched_last_whatever_the_run_deploys(wi
     chain = planner.app_chain_plan(config, env, revision, stages, repository_uri="")
     assert [s.name for s in chain.steps][-3:] == ["smoke", "watch-errors", "watch-alarms"]
     assert chain.steps[-2].alarms == ("car-rental-5xx",)  # type: ignore[attr-defined]  # read at its polls too
+    # so the alarms' own watch lasts only the rest of their time: none of 90 s after the error watch's 120 s (a read),
+    # 30 s of 150 s
+    assert chain.steps[-1].seconds == 0  # type: ignore[attr-defined]
+    longer = dataclasses.replace(env, alarm_watch=AlarmWatch(("car-rental-5xx",), seconds=150))
+    assert planner.app_chain_plan(config, longer, revision, stages, repository_uri="").steps[-1].seconds == 30  # type: ignore[attr-defined]
     alone = planner.app_chain_plan(config, env, revision, ("wait-healthy",), repository_uri="")
     assert "watch-alarms" not in [s.name for s in alone.steps]
     fast = lambda_chain.lambda_plan(config, env, revision, "login_handler", function_name="fn")
