@@ -980,6 +980,39 @@ def _gather_alarms(cloudwatch: Any, env: EnvConfig, report: HealthReport) -> Non
     rows, findings = alarm_health(env, found)
     report.rows += rows
     report.findings += findings
+    report.recommendations += alarm_watch_advice(env, found)
+
+
+METRICS_LATE = 60  # seconds: AWS's services put their metrics about a minute late, so alarms judge them that late
+
+
+def alarm_watch_advice(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -> list[Recommendation]:
+    """A recommendation when the alarm watch ends before one of its metric alarms could have gone to ALARM over a
+    release failing from its first second: ``DatapointsToAlarm`` periods of its ``Period`` (and, on AWS, the minute
+    its metrics come late)."""
+    needed: list[tuple[float, str]] = []
+    for name in env.alarm_watch.alarms:  # the first of the slowest, in deploy.toml's order
+        alarm = found.get(name) or {}
+        period, periods = (
+            _int(alarm.get("Period")),
+            _int(alarm.get("DatapointsToAlarm") or alarm.get("EvaluationPeriods")),
+        )
+        if period and periods:
+            needed.append((float(period * periods + (0 if env.is_local else METRICS_LATE)), name))
+    seconds, name = max(needed, key=lambda n: n[0], default=(0.0, ""))
+    if seconds <= env.alarm_watch.seconds:
+        return []
+    return [
+        Recommendation(
+            "alarm_watch seconds",
+            f"{env.alarm_watch.seconds:g} s",
+            f"{seconds:g} s",
+            f"alarm {name} goes to ALARM after {seconds:g} s of a failing release at the soonest"
+            + ("" if env.is_local else " (its breaching periods, and the minute AWS's metrics come late)")
+            + ": a watch that ends sooner passes a release it would have failed, and nothing rolls that back",
+            f"deploy.toml, [environments.{env.name}.alarm_watch]: seconds = {seconds:g}",
+        )
+    ]
 
 
 def alarm_health(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -> tuple[list[Row], list[Finding]]:

@@ -578,6 +578,13 @@ def test_the_alarms_deploys_are_judged_by_are_rows_one_in_alarm_or_missing_a_war
         f"alarm car-rental-typo, which [environments.dev.alarm_watch] names, is not in CloudWatch ({REGION}): every "
         "deploy is refused until it is"
     )
+    # each alarm needs a 60 s period, and AWS's minute of late metrics: a watch read once ends before it could fire
+    [advice] = [r for r in report.recommendations if r.setting == "alarm_watch seconds"]
+    assert (advice.current, advice.suggested) == ("0 s", "120 s")
+    assert advice.why.startswith("alarm car-rental-5xx goes to ALARM after 120 s of a failing release at the soonest")
+    assert advice.where == "deploy.toml, [environments.dev.alarm_watch]: seconds = 120"
+    long_enough = dataclasses.replace(watched, alarm_watch=dataclasses.replace(watched.alarm_watch, seconds=120))
+    assert not [r for r in gather(aws, long_enough, None).recommendations if r.setting == "alarm_watch seconds"]
     assert not rows_of(gather(aws, ENV, None), "alarm")  # none named: none read
 
 
