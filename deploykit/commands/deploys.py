@@ -939,8 +939,8 @@ def deploy_full(
         reads["again"] = partial(rolled_back_components, runtime, config, environment, aws, components, revision)
     if not dry_run and reads:  # what the guard was checked against: still so under the lock?
         reads["record"] = partial(live_record_planned, aws, environment)
-    if config.release.on:  # a first deploy's release command runs after the Fargate stack created the service
-        reads["endpoints"] = partial(endpoints_if_deployed, aws, environment)
+    # a first deploy's release command runs after the Fargate stack created the service, and it watches no alarms
+    reads["endpoints"] = partial(endpoints_if_deployed, aws, environment)
     with aws_errors(environment):
         read = at_once(reads)  # the history, the live record, whether every stack is deployed: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
@@ -954,6 +954,7 @@ def deploy_full(
         approve_access=approve_access,
         promoted=promotion.image,
         first_deploy=config.release.on and read["endpoints"] is None,
+        new_environment=read["endpoints"] is None,
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(

@@ -81,6 +81,9 @@ def test_deploy_stack_and_deploy_full_end_with_the_alarm_watch_naming_the_rollba
     assert full.steps[-1].undo == "inv rollback --env sandbox --run last puts back what it deployed"  # type: ignore[attr-defined]
     first = planner.full_plan(config, env, revision, repository_uri="", first_deploy=True)
     assert "watch-alarms" not in [step.name for step in first.steps]
+    # inv deploy.full knows a new environment by its endpoints, with or without a release command (first_deploy)
+    new = planner.full_plan(config, env, revision, repository_uri="", new_environment=True)
+    assert "watch-alarms" not in [step.name for step in new.steps]
 
 
 def deploy_stacks(plan: Plan) -> list[DeployStack]:
