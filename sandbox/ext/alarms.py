@@ -13,8 +13,13 @@ SampleCount, Average, Sum, Minimum, Maximum) is evaluated as CloudWatch evaluate
   ``INSUFFICIENT_DATA``), ``ignore`` (no data at all keeps the state), ``breaching``, ``notBreaching``.
 
 A change of state is made as CloudWatch makes it (its reason, its time, the alarm's history); nothing is written when
-the state stays. An alarm of metric math, of a percentile, of anomaly detection, and a composite alarm (moto cannot
-make one) are left as they are.
+the state stays. An alarm of metric math, of a percentile or of anomaly detection is left as it is.
+
+Composite alarms: moto had no ``PutCompositeAlarm`` (NotImplementedError); :func:`routes` gives it one, its rule
+checked. After the metric alarms, each composite alarm is evaluated from its ``AlarmRule`` (``ALARM("name")``,
+``OK(...)``, ``INSUFFICIENT_DATA(...)`` of an alarm's name or ARN, ``TRUE``, ``FALSE``, ``AND``, ``OR``, ``NOT``,
+parentheses): ``ALARM`` when it holds, else ``OK``; an alarm the rule names that is not there is
+``INSUFFICIENT_DATA`` to it.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from __future__ import annotations
 import json
 import logging
 import operator
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from moto.cloudwatch.exceptions import ValidationError
+from moto.cloudwatch.responses import CloudWatchResponse
+from moto.core.responses import EmptyResult
 from moto.core.utils import utcnow
 
 from sandbox.server import PartStatus
@@ -182,7 +191,7 @@ def evaluate_all(cloudwatch: Any, now: datetime | None = None) -> list[tuple[str
     now = now or utcnow()
     alarms = [alarm for alarm in list(cloudwatch.alarms.values()) if evaluable(alarm)]
     if not alarms:
-        return []
+        return evaluate_composites(cloudwatch)
     longest = max(int(a.period) * int(a.evaluation_periods) for a in alarms)
     since = now - timedelta(seconds=longest)
     recent = recent_data(cloudwatch.metric_data, since)
@@ -195,7 +204,143 @@ def evaluate_all(cloudwatch: Any, now: datetime | None = None) -> list[tuple[str
         data = {"version": "1.0", "queryDate": now.strftime("%Y-%m-%dT%H:%M:%S.000+0000"), "threshold": alarm.threshold}
         alarm.update_state(reason, json.dumps(data), state)
         changed.append((alarm.name, state))
+    return changed + evaluate_composites(cloudwatch)
+
+
+# -- composite alarms -------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r'\s*(?:(?P<state>ALARM|OK|INSUFFICIENT_DATA)\s*\(\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^()\s"]+))\s*\)'
+    r"|(?P<word>AND|OR|NOT|TRUE|FALSE)\b|(?P<open>\()|(?P<close>\)))"
+)
+Rule = Callable[[Callable[[str], str]], bool]  # an alarm rule, parsed: true or not, given each named alarm's state
+
+
+def parse_rule(text: str) -> Rule:
+    """A composite alarm's ``AlarmRule`` as a function of the named alarms' states (ValueError: not a rule)."""
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    while position < len(text.rstrip()):
+        found = _TOKEN.match(text, position)
+        if found is None:
+            raise ValueError(f"the rule cannot be read at {text[position : position + 20]!r}")
+        position = found.end()
+        if found["state"]:
+            tokens.append((found["state"], found["quoted"] if found["quoted"] is not None else found["bare"]))
+        else:
+            tokens.append((found["word"] or found["open"] or found["close"], ""))
+
+    def expression(at: int) -> tuple[Rule, int]:
+        left, at = term(at)
+        while at < len(tokens) and tokens[at][0] == "OR":
+            right, at = term(at + 1)
+            left = (lambda a, b: lambda state: a(state) or b(state))(left, right)
+        return left, at
+
+    def term(at: int) -> tuple[Rule, int]:
+        left, at = factor(at)
+        while at < len(tokens) and tokens[at][0] == "AND":
+            right, at = factor(at + 1)
+            left = (lambda a, b: lambda state: a(state) and b(state))(left, right)
+        return left, at
+
+    def factor(at: int) -> tuple[Rule, int]:
+        if at >= len(tokens):
+            raise ValueError("the rule ends where an alarm's state or TRUE, FALSE, NOT or ( was due")
+        kind, name = tokens[at]
+        if kind == "NOT":
+            inner, at = factor(at + 1)
+            return (lambda state: not inner(state)), at
+        if kind == "(":
+            inner, at = expression(at + 1)
+            if at >= len(tokens) or tokens[at][0] != ")":
+                raise ValueError("a ( is not closed")
+            return inner, at + 1
+        if kind in ("TRUE", "FALSE"):
+            return (lambda _state: kind == "TRUE"), at + 1
+        if kind in ("ALARM", "OK", "INSUFFICIENT_DATA"):
+            return (lambda state: state(name) == kind), at + 1
+        raise ValueError(f"{kind} where an alarm's state or TRUE, FALSE, NOT or ( was due")
+
+    rule, at = expression(0)
+    if at != len(tokens):
+        raise ValueError(f"{tokens[at][0]} where AND, OR or the end was due")
+    return rule
+
+
+def _alarm_name(name_or_arn: str) -> str:
+    """An alarm's name from its name or its ARN (arn:aws:cloudwatch:REGION:ACCOUNT:alarm:NAME)."""
+    return name_or_arn.split(":alarm:", 1)[1] if ":alarm:" in name_or_arn else name_or_arn
+
+
+def evaluate_composites(cloudwatch: Any) -> list[tuple[str, str]]:
+    """Evaluate each composite alarm from its rule, again while one changes (a composite alarm of composite alarms),
+    three rounds at most; (name, new state) of each change. Call with the sandbox lock held."""
+    changed: list[tuple[str, str]] = []
+    for _ in range(3):
+        changed_now = []
+        for alarm in [a for a in list(cloudwatch.alarms.values()) if getattr(a, "rule", None)]:
+            try:
+                rule = parse_rule(alarm.rule)
+            except ValueError:
+                continue
+
+            def state(name: str) -> str:
+                found = cloudwatch.alarms.get(_alarm_name(name))
+                return str(found.state_value) if found is not None else "INSUFFICIENT_DATA"
+
+            new = "ALARM" if rule(state) else "OK"
+            if new == alarm.state_value and not str(alarm.state_reason).startswith(UNCHECKED):
+                continue
+            reason = f"the rule {alarm.rule} is {'true' if new == 'ALARM' else 'false'}"
+            alarm.update_state(reason, json.dumps({"triggeringAlarms": []}), new)
+            changed_now.append((alarm.name, new))
+        changed += changed_now
+        if not changed_now:
+            break
     return changed
+
+
+def routes() -> None:
+    """Give moto's CloudWatch PutCompositeAlarm (:func:`put_composite_alarm`); once per process."""
+    CloudWatchResponse.put_composite_alarm = put_composite_alarm  # type: ignore[attr-defined]
+
+
+def put_composite_alarm(self: CloudWatchResponse) -> EmptyResult:
+    """PutCompositeAlarm: the alarm made (or its configuration replaced, its state kept), its rule checked first."""
+    name, rule = self._get_param("AlarmName"), self._get_param("AlarmRule")
+    try:
+        parse_rule(str(rule or ""))
+    except ValueError as exc:
+        raise ValidationError(f"AlarmRule is not valid: {exc}") from None
+    backend = self.cloudwatch_backend
+    before = backend.alarms.get(name)
+    alarm = backend.put_metric_alarm(
+        name=name,
+        namespace="",
+        metric_name="",
+        comparison_operator="",
+        evaluation_periods=0,
+        period=0,
+        threshold=0.0,
+        statistic="",
+        description=self._get_param("AlarmDescription") or "",
+        dimensions=[],
+        alarm_actions=self._get_param("AlarmActions", []),
+        ok_actions=self._get_param("OKActions", []),
+        insufficient_data_actions=self._get_param("InsufficientDataActions", []),
+        actions_enabled=self._get_param("ActionsEnabled", True),
+        rule=rule,
+        tags=self._get_param("Tags", []),
+    )
+    if before is not None:  # as PutCompositeAlarm on AWS: its configuration overwritten, its state as it was
+        alarm.state_value, alarm.state_reason = before.state_value, before.state_reason
+        alarm.state_reason_data, alarm.state_updated_timestamp = (
+            before.state_reason_data,
+            before.state_updated_timestamp,
+        )
+        alarm.history = before.history
+    return EmptyResult()
 
 
 class AlarmEvaluator:
@@ -211,6 +356,7 @@ class AlarmEvaluator:
 
     def install(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
+        routes()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="alarms", daemon=True)

@@ -28,6 +28,7 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.references import Earlier
 from deploykit.watch import WatchAlarms
+from sandbox.ext import alarms
 from tests.functional.conftest import new_session
 
 NAMES = ("car-rental-5xx", "car-rental-latency")
@@ -244,3 +245,16 @@ def test_in_a_plan_without_an_automatic_rollback_the_failure_names_the_command_t
     with pytest.raises(StepFailed) as failed:
         WatchAlarms(NAMES[:1], 30, 5.0, undo).run(ctx)
     assert str(failed.value.next_step).startswith(f"{undo}; see what it watches: aws cloudwatch describe-alarms ")
+
+
+def test_a_composite_alarm_is_read_and_judges_as_a_metric_alarm(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    """A composite alarm (the sandbox's PutCompositeAlarm makes one in moto) judges a release as a metric alarm
+    does."""
+    alarms.routes()
+    put_alarm(factory, NAMES[0])
+    factory.client("cloudwatch").put_composite_alarm(AlarmName="release-bad", AlarmRule=f'ALARM("{NAMES[0]}")')
+    clock = Evaluating([lambda: set_state(factory, "release-bad", "ALARM")])
+    ctx = context(factory, dev_env, clock)
+    ctx.changing_since = datetime.now(UTC) - timedelta(seconds=1)
+    with pytest.raises(StepFailed, match=r"^alarm release-bad went to ALARM"):
+        WatchAlarms(("release-bad",), 30, 5.0).run(ctx)

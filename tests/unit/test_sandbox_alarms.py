@@ -9,11 +9,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from sandbox.ext.alarms import evaluate_all, recent_data
+from sandbox.ext.alarms import evaluate_all, parse_rule, recent_data, routes
 
 REGION = "eu-west-1"
 LB = [{"Name": "LoadBalancer", "Value": "app/car-rental/1"}]
@@ -131,3 +132,22 @@ def test_the_recent_points_are_read_from_the_newest_back() -> None:
 
     data = [Datum(600), Datum(30), Datum(5), Datum(1)]
     assert recent_data(data, now() - timedelta(seconds=60)) == [data[3], data[2], data[1]]
+
+
+def test_a_composite_alarm_is_made_and_follows_its_rule(cloudwatch: Any) -> None:
+    """moto had no PutCompositeAlarm: the sandbox's, its rule checked, then evaluated after the metric alarms."""
+    routes()
+    alarm(cloudwatch, "5xx")
+    alarm(cloudwatch, "latency", MetricName="TargetResponseTime")
+    rule = 'ALARM("5xx") OR (ALARM(arn:aws:cloudwatch:eu-west-1:123456789012:alarm:latency) AND NOT OK(gone))'
+    cloudwatch.put_composite_alarm(AlarmName="release-bad", AlarmRule=rule)
+    [made] = cloudwatch.describe_alarms(AlarmNames=["release-bad"], AlarmTypes=["CompositeAlarm"])["CompositeAlarms"]
+    assert made["AlarmRule"] == rule
+    put(cloudwatch, 1, ago=1)
+    assert dict(evaluate_all(backend())) == {"5xx": "OK", "latency": "INSUFFICIENT_DATA", "release-bad": "OK"}
+    put(cloudwatch, 9, ago=1)
+    assert dict(evaluate_all(backend())) == {"5xx": "ALARM", "release-bad": "ALARM"}
+    assert parse_rule("TRUE AND NOT FALSE")(lambda _name: "OK") and not parse_rule('OK("a")')(lambda _name: "ALARM")
+    for bad in ('ALARM("a") AND', "(TRUE", "MAYBE(a)", 'ALARM("a") ALARM("b")'):
+        with pytest.raises(ClientError, match="AlarmRule is not valid"):
+            cloudwatch.put_composite_alarm(AlarmName="bad", AlarmRule=bad)
