@@ -230,19 +230,22 @@ def parse_rule(text: str) -> Rule:
         else:
             tokens.append((found["word"] or found["open"] or found["close"], ""))
 
+    def joined(at: int, word: str, operand: Callable[[int], tuple[Rule, int]]) -> tuple[list[Rule], int]:
+        """The operands from ``at`` joined by ``word`` (AND, OR), and where they end."""
+        part, at = operand(at)
+        parts = [part]
+        while at < len(tokens) and tokens[at][0] == word:
+            part, at = operand(at + 1)
+            parts.append(part)
+        return parts, at
+
     def expression(at: int) -> tuple[Rule, int]:
-        left, at = term(at)
-        while at < len(tokens) and tokens[at][0] == "OR":
-            right, at = term(at + 1)
-            left = (lambda a, b: lambda state: a(state) or b(state))(left, right)
-        return left, at
+        parts, at = joined(at, "OR", term)
+        return (lambda state: any(part(state) for part in parts)), at
 
     def term(at: int) -> tuple[Rule, int]:
-        left, at = factor(at)
-        while at < len(tokens) and tokens[at][0] == "AND":
-            right, at = factor(at + 1)
-            left = (lambda a, b: lambda state: a(state) and b(state))(left, right)
-        return left, at
+        parts, at = joined(at, "AND", factor)
+        return (lambda state: all(part(state) for part in parts)), at
 
     def factor(at: int) -> tuple[Rule, int]:
         if at >= len(tokens):
@@ -301,6 +304,14 @@ def evaluate_composites(cloudwatch: Any) -> list[tuple[str, str]]:
     return changed
 
 
+def keep_state(before: Any, alarm: Any) -> None:
+    """``alarm`` (moto's, put again) in the state ``before`` had: PutMetricAlarm and PutCompositeAlarm overwrite an
+    alarm's configuration and leave its state."""
+    alarm.state_value, alarm.state_reason = before.state_value, before.state_reason
+    alarm.state_reason_data, alarm.state_updated_timestamp = before.state_reason_data, before.state_updated_timestamp
+    alarm.history = before.history
+
+
 def routes() -> None:
     """Give moto's CloudWatch PutCompositeAlarm (:func:`put_composite_alarm`); once per process."""
     CloudWatchResponse.put_composite_alarm = put_composite_alarm  # type: ignore[attr-defined]
@@ -334,12 +345,7 @@ def put_composite_alarm(self: CloudWatchResponse) -> EmptyResult:
         tags=self._get_param("Tags", []),
     )
     if before is not None:  # as PutCompositeAlarm on AWS: its configuration overwritten, its state as it was
-        alarm.state_value, alarm.state_reason = before.state_value, before.state_reason
-        alarm.state_reason_data, alarm.state_updated_timestamp = (
-            before.state_reason_data,
-            before.state_updated_timestamp,
-        )
-        alarm.history = before.history
+        keep_state(before, alarm)
     return EmptyResult()
 
 

@@ -73,7 +73,7 @@ from moto.cloudformation.exceptions import UnformattedGetAttTemplateException
 from moto.cloudformation.parsing import generate_resource_name, get_model_map
 from moto.core.utils import pascal_to_camelcase, remap_nested_keys
 
-from sandbox.ext import provisioned
+from sandbox.ext import alarms, provisioned
 
 if TYPE_CHECKING:
     from sandbox.ext.ecs_runtime import EcsRuntime
@@ -1227,12 +1227,7 @@ class CloudWatchAlarm(Provider):
         before = ctx.backend("cloudwatch").alarms.get(record.physical_resource_id)
         alarm = self._put(ctx, record.physical_resource_id, props)
         if before is not None:  # its configuration overwritten, its state left as it was
-            alarm.state_value, alarm.state_reason = before.state_value, before.state_reason
-            alarm.state_reason_data, alarm.state_updated_timestamp = (
-                before.state_reason_data,
-                before.state_updated_timestamp,
-            )
-            alarm.history = before.history
+            alarms.keep_state(before, alarm)
         record.properties, record.model = props, alarm
 
     def delete(self, ctx: Context, record: Record) -> None:
