@@ -42,11 +42,10 @@ from deploykit.watch import (
     Counts,
     Query,
     Since,
-    alarm_failure,
+    alarms_fired,
     allowed,
     failing,
     parse_duration,
-    read_alarms_of,
     run_began,
 )
 
@@ -255,7 +254,7 @@ class CanaryRelease(Step):
                 f"{self.function} canary {elapsed:.0f}s of {self.seconds:g}s: version {new} {counts[new]}, "
                 f"version {old} {counts[old]}"
             )
-            alarmed = alarm_failure(read_alarms_of(ctx, self.alarms), began, ctx.env.name) if self.alarms else None
+            alarmed = alarms_fired(ctx, self.alarms, began)
             if alarmed is not None or self.failing(counts[new], counts[old]) or elapsed >= self.seconds:
                 return counts, alarmed
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))

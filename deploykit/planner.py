@@ -388,13 +388,13 @@ def full_plan(
     approve_access: bool = False,
     promoted: PromotedImage | None = None,
     first_deploy: bool = False,
-    new_environment: bool | None = None,
+    new_environment: bool = False,
 ) -> Plan:
     """Every stack in dependency order, independent ones in parallel, the image and the zips in between, smoke.
     ``approve_access``: in a protected environment, the stacks may change access (a first deploy creates it all).
     ``promoted``: the image is the promote_from environment's, copied. ``first_deploy``: some of the environment's
     stacks are not deployed yet: the Fargate stack may create the service, and a release command then runs after it
-    (:func:`fargate_with_image`). ``new_environment`` (``first_deploy`` when not said): no alarm watch ends it, as
+    (:func:`fargate_with_image`). ``new_environment`` (which ``first_deploy`` is too): no alarm watch ends it, as
     there is no release before it, and its alarms may not be there yet."""
     roles = stack_roles(env)
     out = synth_dir(config, env)
@@ -432,7 +432,7 @@ def full_plan(
     steps += later_stacks(env, roles, deployed)
     if smoke:
         steps.append(Smoke())
-    if not (first_deploy if new_environment is None else new_environment):  # nothing before, maybe no alarms yet
+    if not (first_deploy or new_environment):  # nothing before it, and maybe no alarms yet
         steps += alarm_watch(env, undo=f"inv rollback --env {env.name} --run last puts back what it deployed")
     components = ["app", *(f"stack:{role}" for role in roles), *(f"lambda:{fn}" for fn in sorted(packages))]
     deploys = tuple((c, image_tag if c == "app" else revision.of(c).tag) for c in components)

@@ -298,7 +298,7 @@ class WatchErrors(Step):
                     + " fails the release",
                     next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m",
                 )
-            failure = alarm_failure(read_alarms_of(ctx, self.alarms), began, ctx.env.name) if self.alarms else None
+            failure = alarms_fired(ctx, self.alarms, began)
             if failure is not None:
                 raise failure
             if elapsed >= self.seconds:
@@ -348,6 +348,12 @@ def read_alarms_of(ctx: Context, names: Sequence[str]) -> dict[str, Mapping[str,
             next_step="allow cloudwatch:DescribeAlarms to the deploying role (see Permissions in the README), or take "
             "alarm_watch out of deploy.toml",
         ) from exc
+
+
+def alarms_fired(ctx: Context, alarms: Sequence[str], since: datetime) -> StepFailed | None:
+    """:func:`alarm_failure` of ``alarms`` read now (none read when there are none): what a watch that reads the
+    team's alarms at each of its polls (the canary, the error watch) fails with."""
+    return alarm_failure(read_alarms_of(ctx, alarms), since, ctx.env.name) if alarms else None
 
 
 def run_began(ctx: Context) -> datetime:

@@ -46,6 +46,7 @@ from deploykit.testing import fake_factory
 from tests.conftest import REPO, git
 from tests.functional.conftest import asked, held_across, moto_runtime, new_session
 from tests.functional.test_cli import inv
+from tests.functional.test_watch_alarms_moto import put_alarm
 
 BUCKET = "car-rental-dev-artifacts"
 FUNCTIONS = {"health_handler": "car-rental-dev-health", "login_handler": "car-rental-dev-login"}
@@ -1395,16 +1396,7 @@ def test_an_alarm_of_the_alarm_watch_going_off_takes_the_canary_back_at_once(
 ) -> None:
     """The version answers without an error, yet the team's own alarm (orders failing downstream) goes off during
     its bake: taken back at that poll, not after the bake and smoke."""
-    factory.client("cloudwatch").put_metric_alarm(
-        AlarmName="orders-failing",
-        Namespace="CarRental",
-        MetricName="OrdersFailed",
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=1,
-        ComparisonOperator="GreaterThanOrEqualToThreshold",
-    )
+    put_alarm(factory, "orders-failing")
     toml = with_lambdas / "deploy.toml"
     toml.write_text(
         toml.read_text().replace(
