@@ -39,10 +39,10 @@ from deploykit.lambda_chain import latest_as_served, read_version_and_alias
 from deploykit.plan import Context, Outcome, Step, carry
 from deploykit.stacks import error_code
 from deploykit.watch import (
+    AlarmJudge,
     Counts,
     Query,
     Since,
-    alarms_fired,
     allowed,
     failing,
     parse_duration,
@@ -244,7 +244,7 @@ class CanaryRelease(Step):
         """Poll the versions' counts until the time is up, the new one fails too much or one of the alarms went to
         ALARM (its failure, then)."""
         versions = [new, old]
-        began, started = run_began(ctx), ctx.clock.monotonic()
+        alarms, started = AlarmJudge(ctx, self.alarms, run_began(ctx)), ctx.clock.monotonic()
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
                 raise KeyboardInterrupt
@@ -254,7 +254,7 @@ class CanaryRelease(Step):
                 f"{self.function} canary {elapsed:.0f}s of {self.seconds:g}s: version {new} {counts[new]}, "
                 f"version {old} {counts[old]}"
             )
-            alarmed = alarms_fired(ctx, self.alarms, began)
+            alarmed = alarms.check()
             if alarmed is not None or self.failing(counts[new], counts[old]) or elapsed >= self.seconds:
                 return counts, alarmed
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))

@@ -15,7 +15,8 @@ Smoke checks a release with a handful of requests; users send every kind. Two st
 A third watches what the team watches already: ``watch-alarms`` (:class:`WatchAlarms`), after a deploy's smoke,
 with ``[environments.NAME.alarm_watch] alarms`` named: those CloudWatch alarms (metric or composite) are read
 (DescribeAlarms) for ``seconds`` (0: once), and one that went to ALARM since the run began changing what runs fails
-the release, as CloudFormation's rollback triggers fail a stack update.
+the release, as CloudFormation's rollback triggers fail a stack update: in ALARM when read, or back from it by then
+(its history, :class:`AlarmJudge`).
 
 The first two share :func:`sums` (GetMetricData, paged, summed per query), :class:`Since` (counts from the moment a
 watch begins) and :class:`Counts`. On AWS, load balancers and Lambda put their metrics about a minute late: a watch of a
@@ -24,6 +25,8 @@ few minutes judges all but its last minute.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -284,7 +287,7 @@ class WatchErrors(Step):
         beside = ""
         if judged_by is not None:
             beside = f" (the release before: {judged_by}, {judged_by.rate:.1%}, in the minutes before the rollout)"
-        began, started = run_began(ctx), ctx.clock.monotonic()
+        alarms, started = AlarmJudge(ctx, self.alarms, run_began(ctx)), ctx.clock.monotonic()
         while True:
             counts, target, elb = alb_counts(since.read())
             elapsed = ctx.clock.monotonic() - started
@@ -298,7 +301,7 @@ class WatchErrors(Step):
                     + " fails the release",
                     next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m",
                 )
-            failure = alarms_fired(ctx, self.alarms, began)
+            failure = alarms.check()
             if failure is not None:
                 raise failure
             if elapsed >= self.seconds:
@@ -350,12 +353,6 @@ def read_alarms_of(ctx: Context, names: Sequence[str]) -> dict[str, Mapping[str,
         ) from exc
 
 
-def alarms_fired(ctx: Context, alarms: Sequence[str], since: datetime) -> StepFailed | None:
-    """:func:`alarm_failure` of ``alarms`` read now (none read when there are none): what a watch that reads the
-    team's alarms at each of its polls (the canary, the error watch) fails with."""
-    return alarm_failure(read_alarms_of(ctx, alarms), since, ctx.env.name) if alarms else None
-
-
 def run_began(ctx: Context) -> datetime:
     """Since when what goes wrong may be the run's doing: its first change of what runs (now, before one), to the
     millisecond CloudWatch says its times in."""
@@ -363,26 +360,108 @@ def run_began(ctx: Context) -> datetime:
     return since.replace(microsecond=since.microsecond // 1000 * 1000)
 
 
-def alarm_failure(found: Mapping[str, Mapping[str, Any]], since: datetime, env_name: str) -> StepFailed | None:
-    """The failure of a release the alarms ``found`` judge bad: one went to ALARM at ``since`` or later (the run's
-    first change of what runs); None when none did."""
-    fired = [
-        (name, alarm)
-        for name, alarm in found.items()
-        if alarm.get("StateValue") == "ALARM" and _updated(alarm) >= since
-    ]
-    if not fired:
-        return None
-    name, alarm = fired[0]
-    after = (_updated(alarm) - since).total_seconds()
-    also = f" (and {', '.join(n for n, _ in fired[1:])})" if fired[1:] else ""
-    reason = str(alarm.get("StateReason", "")).strip().rstrip(".")
-    return StepFailed(
-        f"alarm {name}{also} went to ALARM {after:.0f}s after the deploy began changing what runs (at "
-        f"{_moment(_updated(alarm))}): {reason}; it fails the release",
-        next_step=f"see what it watches: aws cloudwatch describe-alarms --alarm-names {name}; what the release "
-        f"wrote: inv logs --env {env_name} --since 15m",
-    )
+@dataclass(frozen=True)
+class Fired:
+    """An alarm that went to ALARM during the run: when, why, and when it left ALARM again (None: it is in ALARM)."""
+
+    name: str
+    at: datetime
+    reason: str
+    left: datetime | None = None
+    state: str = "ALARM"  # its state now
+
+
+def went_to_alarm(cloudwatch: Any, name: str, since: datetime) -> Fired | None:
+    """The first time alarm ``name`` went to ALARM at ``since`` or later, from its history (DescribeAlarmHistory:
+    its state updates since then, oldest first); None when it did not."""
+    kwargs: dict[str, Any] = {
+        "AlarmName": name,
+        "AlarmTypes": list(ALARM_TYPES),
+        "HistoryItemType": "StateUpdate",
+        "StartDate": since,
+        "ScanBy": "TimestampAscending",
+    }
+    while True:
+        answer = cloudwatch.describe_alarm_history(**kwargs)
+        for item in answer.get("AlarmHistoryItems", []):
+            try:
+                new = json.loads(item.get("HistoryData") or "{}").get("newState") or {}
+            except (ValueError, AttributeError):
+                continue
+            at = _aware(item.get("Timestamp"))
+            if new.get("stateValue") == "ALARM" and at >= since:
+                return Fired(name, at, str(new.get("stateReason") or item.get("HistorySummary") or ""))
+        if not answer.get("NextToken"):
+            return None
+        kwargs["NextToken"] = answer["NextToken"]
+
+
+class AlarmJudge:
+    """The team's alarms (``names``) judging a release, read at each poll of a watch (:meth:`read`): one that went to
+    ALARM at ``since`` or later (the run's first change of what runs) fails it (:meth:`failure`). One in ALARM now
+    says so itself. One that is not, but changed state since then, may have gone to ALARM and back between two reads
+    (or before the one read of a watch that reads once, after smoke): its history says whether it did, read only
+    then, and once for each change of its state."""
+
+    def __init__(self, ctx: Context, names: Sequence[str], since: datetime) -> None:
+        self.ctx, self.names, self.since = ctx, tuple(names), since
+        self._cleared: dict[str, datetime] = {}  # alarm → its last change whose history since ``since`` had no ALARM
+        self._blind = False  # the history may not be read: said once
+
+    def read(self) -> dict[str, Mapping[str, Any]]:
+        return read_alarms_of(self.ctx, self.names) if self.names else {}
+
+    def failure(self, found: Mapping[str, Mapping[str, Any]]) -> StepFailed | None:
+        """The failure of the release that the alarms ``found`` (:meth:`read`) judge bad; None when none does."""
+        fired = [
+            Fired(name, _updated(alarm), str(alarm.get("StateReason", "")))
+            for name, alarm in found.items()
+            if alarm.get("StateValue") == "ALARM" and _updated(alarm) >= self.since
+        ]
+        if not fired:
+            fired = [
+                dataclasses.replace(went, left=_updated(alarm), state=str(alarm.get("StateValue", "?")))
+                for name, alarm in found.items()
+                if (went := self._in_history(name, alarm)) is not None
+            ]
+        if not fired:
+            return None
+        first = fired[0]
+        after = (first.at - self.since).total_seconds()
+        also = f" (and {', '.join(f.name for f in fired[1:])})" if fired[1:] else ""
+        back = f", and was {first.state} again at {_moment(first.left)}" if first.left is not None else ""
+        reason = first.reason.strip().rstrip(".")
+        return StepFailed(
+            f"alarm {first.name}{also} went to ALARM {after:.0f}s after the deploy began changing what runs (at "
+            f"{_moment(first.at)}){back}: {reason}; it fails the release",
+            next_step=f"see what it watches: aws cloudwatch describe-alarms --alarm-names {first.name}; what the "
+            f"release wrote: inv logs --env {self.ctx.env.name} --since 15m",
+        )
+
+    def check(self) -> StepFailed | None:
+        """:meth:`failure` of the alarms read now."""
+        return self.failure(self.read()) if self.names else None
+
+    def _in_history(self, name: str, alarm: Mapping[str, Any]) -> Fired | None:
+        """When alarm ``name``, not in ALARM now, went to ALARM since the run began (its history): read when it
+        changed state since then, and not again until it changes once more."""
+        updated = _updated(alarm)
+        if self._blind or updated < self.since or self._cleared.get(name) == updated:
+            return None
+        try:
+            went = went_to_alarm(self.ctx.aws.client("cloudwatch"), name, self.since)
+        except ClientError as exc:
+            if error_code(exc) not in DENIED:
+                raise
+            self._blind = True
+            self.ctx.reporter.line(
+                f"⚠️  the alarms' history may not be read ({error_code(exc)}): an alarm that goes to ALARM and back "
+                "between two reads is not seen (allow cloudwatch:DescribeAlarmHistory)"
+            )
+            return None
+        if went is None:
+            self._cleared[name] = updated
+        return went
 
 
 def states(found: Mapping[str, Mapping[str, Any]]) -> str:
@@ -439,10 +518,9 @@ class WatchAlarms(Step):
             )
 
     def run(self, ctx: Context) -> Outcome:
-        since = run_began(ctx)
-        started = ctx.clock.monotonic()
+        judge, started = AlarmJudge(ctx, self.alarms, run_began(ctx)), ctx.clock.monotonic()
         while True:
-            found = read_alarms_of(ctx, self.alarms)
+            found = judge.read()
             elapsed = ctx.clock.monotonic() - started
             gone = [name for name in self.alarms if name not in found]
             if gone:  # as CloudFormation's rollback triggers: a missing alarm vouches for nothing
@@ -451,7 +529,7 @@ class WatchAlarms(Step):
                     "for the release",
                     next_step=f"put it back, or take it out of [environments.{ctx.env.name}.alarm_watch] alarms",
                 )
-            failure = alarm_failure(found, since, ctx.env.name)
+            failure = judge.failure(found)
             if failure is not None:
                 if self.undo:
                     failure.next_step = f"{self.undo}; {failure.next_step}"
@@ -474,7 +552,11 @@ class WatchAlarms(Step):
 
 def _updated(alarm: Mapping[str, Any]) -> datetime:
     """When an alarm last changed state (aware; the epoch when not said)."""
-    when = alarm.get("StateUpdatedTimestamp")
+    return _aware(alarm.get("StateUpdatedTimestamp"))
+
+
+def _aware(when: Any) -> datetime:
+    """A time CloudWatch says, aware (UTC when it is naive); the epoch when it is not a time."""
     if not isinstance(when, datetime):
         return datetime.fromtimestamp(0, UTC)
     return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -20,7 +20,7 @@ import pytest
 
 from deploykit import commands
 from deploykit.config import load_config
-from sandbox.ext import provisioned
+from sandbox.ext import alarms, provisioned
 
 # deploykit's fixtures for plugin authors (check_context, fake_http, fake_aws...): the built-in plugins' tests and
 # the sample team plugin's use them as any plugin's tests would.
@@ -36,6 +36,9 @@ os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 # moto has no provisioned concurrency (its GetProvisionedConcurrencyConfig answered 404 "Not yet implemented"), which
 # every move of a Lambda alias asks about: the sandbox's API, allocations ready at once
 provisioned.routes()
+# nor composite alarms (PutCompositeAlarm) nor an alarm's history (DescribeAlarmHistory), which the alarm watch reads:
+# the sandbox's
+alarms.routes()
 
 # moto's backends, botocore's clients and each test's fixtures make objects by the million: at Python's default
 # thresholds (700, 10, 10) a quarter of a functional test run went in garbage collection (30.6 s of 125 s for three

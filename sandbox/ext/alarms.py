@@ -20,10 +20,14 @@ checked. After the metric alarms, each composite alarm is evaluated from its ``A
 ``OK(...)``, ``INSUFFICIENT_DATA(...)`` of an alarm's name or ARN, ``TRUE``, ``FALSE``, ``AND``, ``OR``, ``NOT``,
 parentheses): ``ALARM`` when it holds, else ``OK``; an alarm the rule names that is not there is
 ``INSUFFICIENT_DATA`` to it.
+
+moto had no ``DescribeAlarmHistory`` either: :func:`routes` gives it one, of the changes of state moto keeps (the
+alarm watch reads it for an alarm that went to ALARM and back between two of its reads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import operator
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from moto.cloudwatch.exceptions import ValidationError
 from moto.cloudwatch.responses import CloudWatchResponse
-from moto.core.responses import EmptyResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 
 from sandbox.server import PartStatus
@@ -313,8 +317,10 @@ def keep_state(before: Any, alarm: Any) -> None:
 
 
 def routes() -> None:
-    """Give moto's CloudWatch PutCompositeAlarm (:func:`put_composite_alarm`); once per process."""
+    """Give moto's CloudWatch PutCompositeAlarm (:func:`put_composite_alarm`) and DescribeAlarmHistory
+    (:func:`describe_alarm_history`); once per process."""
     CloudWatchResponse.put_composite_alarm = put_composite_alarm  # type: ignore[attr-defined]
+    CloudWatchResponse.describe_alarm_history = describe_alarm_history  # type: ignore[attr-defined]
 
 
 def put_composite_alarm(self: CloudWatchResponse) -> EmptyResult:
@@ -347,6 +353,68 @@ def put_composite_alarm(self: CloudWatchResponse) -> EmptyResult:
     if before is not None:  # as PutCompositeAlarm on AWS: its configuration overwritten, its state as it was
         keep_state(before, alarm)
     return EmptyResult()
+
+
+def state_updates(alarm: Any) -> list[dict[str, Any]]:
+    """An alarm's changes of state as DescribeAlarmHistory says them, oldest first. moto keeps, at each change, the
+    state the alarm left (its value, reason, reason data and since when): the state it went to is the next one
+    kept, or the alarm's own for the last change."""
+    kept = [entry[1:] for entry in alarm.history if entry and entry[0] == "StateUpdate"]
+    now = (alarm.state_reason, alarm.state_reason_data, alarm.state_value, alarm.state_updated_timestamp)
+    updates = []
+    for old, new in zip(kept, [*kept[1:], now], strict=False):  # none kept: no change
+        old_state = {"stateValue": old[2], "stateReason": old[0]}
+        new_state = {"stateValue": new[2], "stateReason": new[0]}
+        for state, data in ((old_state, old[1]), (new_state, new[1])):
+            with contextlib.suppress(ValueError):
+                state["stateReasonData"] = json.loads(data or "{}")
+        updates.append(
+            {
+                "AlarmName": alarm.name,
+                "AlarmType": "CompositeAlarm" if getattr(alarm, "rule", None) else "MetricAlarm",
+                "Timestamp": new[3],
+                "HistoryItemType": "StateUpdate",
+                "HistorySummary": f"Alarm updated from {old[2]} to {new[2]}",
+                "HistoryData": json.dumps({"version": "1.0", "oldState": old_state, "newState": new_state}),
+            }
+        )
+    return updates
+
+
+HISTORY_PAGE = 100  # DescribeAlarmHistory's MaxRecords, at most and by default
+
+
+def _when(item: dict[str, Any]) -> datetime:
+    """A history item's time, naive UTC."""
+    return naive_utc(item["Timestamp"]) or datetime.min
+
+
+def describe_alarm_history(self: CloudWatchResponse) -> ActionResult:
+    """DescribeAlarmHistory: the alarms' changes of state (the only history moto keeps), of one alarm or all, of the
+    types asked (metric alarms alone by default, as on AWS), between StartDate and EndDate, newest first unless
+    ScanBy says TimestampAscending, MaxRecords a page (NextToken: where the next begins)."""
+    name, kind = self._get_param("AlarmName"), self._get_param("HistoryItemType")
+    types = self._get_param("AlarmTypes", []) or ["MetricAlarm"]
+    start, end = (naive_utc(self._get_param(key)) for key in ("StartDate", "EndDate"))
+    alarms = [a for a in list(self.cloudwatch_backend.alarms.values()) if name is None or a.name == name]
+    items = [
+        item
+        for alarm in alarms
+        for item in state_updates(alarm)
+        if item["AlarmType"] in types
+        and kind in (None, "StateUpdate")
+        and (start or datetime.min) <= _when(item) <= (end or datetime.max)
+    ]
+    items.sort(
+        key=_when,
+        reverse=self._get_param("ScanBy") != "TimestampAscending",
+    )
+    size = min(int(self._get_param("MaxRecords") or HISTORY_PAGE), HISTORY_PAGE)
+    first = int(self._get_param("NextToken") or 0)
+    result: dict[str, Any] = {"AlarmHistoryItems": items[first : first + size]}
+    if first + size < len(items):
+        result["NextToken"] = str(first + size)
+    return ActionResult(result)
 
 
 class AlarmEvaluator:

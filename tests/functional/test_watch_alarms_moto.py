@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.references import Earlier
 from deploykit.watch import WatchAlarms
-from sandbox.ext import alarms
 from tests.functional.conftest import new_session
 
 NAMES = ("car-rental-5xx", "car-rental-latency")
@@ -250,7 +250,6 @@ def test_in_a_plan_without_an_automatic_rollback_the_failure_names_the_command_t
 def test_a_composite_alarm_is_read_and_judges_as_a_metric_alarm(factory: AwsFactory, dev_env: EnvConfig) -> None:
     """A composite alarm (the sandbox's PutCompositeAlarm makes one in moto) judges a release as a metric alarm
     does."""
-    alarms.routes()
     put_alarm(factory, NAMES[0])
     factory.client("cloudwatch").put_composite_alarm(AlarmName="release-bad", AlarmRule=f'ALARM("{NAMES[0]}")')
     clock = Evaluating([lambda: set_state(factory, "release-bad", "ALARM")])
@@ -258,3 +257,100 @@ def test_a_composite_alarm_is_read_and_judges_as_a_metric_alarm(factory: AwsFact
     ctx.changing_since = datetime.now(UTC) - timedelta(seconds=1)
     with pytest.raises(StepFailed, match=r"^alarm release-bad went to ALARM"):
         WatchAlarms(("release-bad",), 30, 5.0).run(ctx)
+
+
+def history_reads(factory: AwsFactory) -> list[str]:
+    """The alarms whose history the watch reads (DescribeAlarmHistory), one entry a call, as it makes them."""
+    read: list[str] = []
+    factory.client("cloudwatch").meta.events.register(
+        "before-parameter-build.cloudwatch.DescribeAlarmHistory", lambda params, **_: read.append(params["AlarmName"])
+    )
+    return read
+
+
+def test_an_alarm_that_went_to_alarm_and_back_between_two_reads_fails_the_release(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """Between two reads (or before the one read of a watch that reads once) an alarm went to ALARM and back to OK:
+    its history says so, and it fails the release as if the read had caught it in ALARM."""
+    for name in NAMES:
+        put_alarm(factory, name)
+    read = history_reads(factory)
+
+    def flap() -> None:
+        set_state(factory, "car-rental-latency", "ALARM", "Threshold Crossed: 1 datapoint [7.5]")
+        set_state(factory, "car-rental-latency", "OK", "Threshold Crossed: 1 datapoint [0.0]")
+
+    clock = Evaluating([lambda: None, flap])
+    with pytest.raises(StepFailed) as failed:
+        watched(factory, dev_env, clock, seconds=300)
+    message = failed.value.message
+    assert message.startswith("alarm car-rental-latency went to ALARM ")
+    assert re.search(r"\(at \d\d:\d\d:\d\d UTC\), and was OK again at \d\d:\d\d:\d\d UTC: ", message)
+    assert message.endswith("Threshold Crossed: 1 datapoint [7.5]; it fails the release")
+    assert sum(clock.sleeps) == 10.0
+    # both alarms made since the run began (a creation is a change of state): each history read once, then only
+    # the one that changed state again
+    assert read == [*NAMES, "car-rental-latency"]
+
+
+def test_a_watch_that_reads_once_sees_an_alarm_that_went_to_alarm_and_back_during_the_rollout(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    put_alarm(factory, NAMES[0])
+    ctx = context(factory, dev_env, Evaluating())
+    ctx.changing_since = datetime.now(UTC) - timedelta(seconds=1)
+    set_state(factory, NAMES[0], "ALARM")  # during the rollout
+    set_state(factory, NAMES[0], "OK")  # before smoke ended
+    with pytest.raises(StepFailed, match=r"^alarm car-rental-5xx went to ALARM .*, and was OK again at "):
+        WatchAlarms(NAMES[:1], 0, 5.0).run(ctx)
+
+
+def test_an_alarm_whose_state_changed_but_not_to_alarm_has_its_history_read_once_for_each_change(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """An alarm that went from ALARM before the run to OK, then INSUFFICIENT_DATA: never ALARM since the run began.
+    Its history is read when its state changed, not at each poll; an alarm in ALARM since before is not judged."""
+    for name in NAMES:
+        put_alarm(factory, name)
+    set_state(factory, NAMES[0], "ALARM")
+    read = history_reads(factory)
+    clock = Evaluating(
+        [
+            lambda: set_state(factory, NAMES[0], "OK"),
+            lambda: None,
+            lambda: set_state(factory, NAMES[0], "INSUFFICIENT_DATA"),
+            lambda: None,
+        ]
+    )
+    ctx = context(factory, dev_env, clock)
+    time.sleep(0.01)  # CloudWatch says its times to the millisecond: the run began after what came before it
+    ctx.changing_since = datetime.now(UTC)
+    detail = WatchAlarms(NAMES, 25, 5.0).run(ctx).detail
+    assert detail == "1 INSUFFICIENT_DATA, 1 OK: none went to ALARM in 25s after smoke"
+    assert read == [NAMES[0], NAMES[0]]  # after the first change, and after the second
+
+
+def test_history_the_role_may_not_read_is_said_and_the_states_still_judge(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """Without cloudwatch:DescribeAlarmHistory (the Stubber plays the refusal): said once, the alarms judged by their
+    states alone, as before the history was read."""
+    put_alarm(factory, NAMES[0])
+    cloudwatch = new_session().client("cloudwatch", region_name="eu-west-1")
+    aws = Mock(spec=AwsFactory)
+    aws.client.side_effect = lambda service: cloudwatch if service == "cloudwatch" else factory.client(service)
+    ctx = context(factory, dev_env, Evaluating(), aws)
+    ctx.changing_since = datetime.now(UTC) - timedelta(seconds=5)
+    [alarm] = factory.client("cloudwatch").describe_alarms(AlarmNames=[NAMES[0]])["MetricAlarms"]
+    alarm["StateUpdatedTimestamp"] = datetime.now(UTC)  # it changed state during the run
+    with Stubber(cloudwatch) as stub:
+        stub.add_response("describe_alarms", {"MetricAlarms": [alarm], "CompositeAlarms": []})
+        stub.add_client_error("describe_alarm_history", "AccessDenied", "not authorized")
+        for _ in range(2):  # not asked again
+            stub.add_response("describe_alarms", {"MetricAlarms": [alarm], "CompositeAlarms": []})
+        detail = WatchAlarms(NAMES[:1], 10, 5.0).run(ctx).detail
+    assert detail == "1 OK: none went to ALARM in 10s after smoke"
+    said = ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
+    assert said.count("the alarms' history may not be read (AccessDenied)") == 1
+    assert "cloudwatch:DescribeAlarmHistory" in said

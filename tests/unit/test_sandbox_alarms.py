@@ -3,6 +3,7 @@ points moto holds, as CloudWatch evaluates it, its state changed only when it ch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from moto import mock_aws
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from sandbox.ext.alarms import evaluate_all, parse_rule, recent_data, routes
+from sandbox.ext.alarms import evaluate_all, parse_rule, recent_data
 
 REGION = "eu-west-1"
 LB = [{"Name": "LoadBalancer", "Value": "app/car-rental/1"}]
@@ -136,7 +137,6 @@ def test_the_recent_points_are_read_from_the_newest_back() -> None:
 
 def test_a_composite_alarm_is_made_and_follows_its_rule(cloudwatch: Any) -> None:
     """moto had no PutCompositeAlarm: the sandbox's, its rule checked, then evaluated after the metric alarms."""
-    routes()
     alarm(cloudwatch, "5xx")
     alarm(cloudwatch, "latency", MetricName="TargetResponseTime")
     rule = 'ALARM("5xx") OR (ALARM(arn:aws:cloudwatch:eu-west-1:123456789012:alarm:latency) AND NOT OK(gone))'
@@ -151,3 +151,39 @@ def test_a_composite_alarm_is_made_and_follows_its_rule(cloudwatch: Any) -> None
     for bad in ('ALARM("a") AND', "(TRUE", "MAYBE(a)", 'ALARM("a") ALARM("b")'):
         with pytest.raises(ClientError, match="AlarmRule is not valid"):
             cloudwatch.put_composite_alarm(AlarmName="bad", AlarmRule=bad)
+
+
+def test_an_alarms_changes_of_state_are_its_history(cloudwatch: Any) -> None:
+    """moto had no DescribeAlarmHistory: the sandbox's says each change of state as AWS does (from what to what, why,
+    when), of the types asked (metric alarms alone unless asked), between the dates asked, newest first unless asked
+    otherwise, a page at a time."""
+    alarm(cloudwatch, "5xx")
+    cloudwatch.put_composite_alarm(AlarmName="release-bad", AlarmRule='ALARM("5xx")')
+    began = datetime.now(UTC)
+    put(cloudwatch, 9, ago=1)
+    evaluate_all(backend())  # 5xx and release-bad: OK (unchecked) → ALARM
+    backend().metric_data.clear()
+    put(cloudwatch, 1, ago=1)
+    evaluate_all(backend())  # → OK
+    items = cloudwatch.describe_alarm_history(AlarmName="5xx", StartDate=began)["AlarmHistoryItems"]
+    assert [item["HistorySummary"] for item in items] == [
+        "Alarm updated from ALARM to OK",
+        "Alarm updated from OK to ALARM",
+    ]
+    went = json.loads(items[1]["HistoryData"])
+    assert went["oldState"]["stateValue"] == "OK" and went["oldState"]["stateReason"].startswith("Unchecked")
+    assert went["newState"]["stateValue"] == "ALARM" and went["newState"]["stateReason"].startswith("Threshold Crossed")
+    assert went["newState"]["stateReasonData"]["threshold"] == 5.0
+    assert items[1]["AlarmType"] == "MetricAlarm" and items[1]["HistoryItemType"] == "StateUpdate"
+    assert items[0]["Timestamp"] == state(cloudwatch)["StateUpdatedTimestamp"]  # the last change is the state's now
+    ascending = cloudwatch.describe_alarm_history(AlarmName="5xx", ScanBy="TimestampAscending")["AlarmHistoryItems"]
+    assert ascending == items[::-1]
+    assert not cloudwatch.describe_alarm_history(AlarmName="5xx", EndDate=began)["AlarmHistoryItems"]
+    assert not cloudwatch.describe_alarm_history(AlarmName="5xx", HistoryItemType="Action")["AlarmHistoryItems"]
+    assert not cloudwatch.describe_alarm_history(AlarmName="release-bad")["AlarmHistoryItems"]  # metric alarms only
+    composite = cloudwatch.describe_alarm_history(AlarmName="release-bad", AlarmTypes=["CompositeAlarm"])
+    assert [item["AlarmType"] for item in composite["AlarmHistoryItems"]] == ["CompositeAlarm"] * 2
+    both = {"AlarmTypes": ["CompositeAlarm", "MetricAlarm"], "MaxRecords": 3}
+    first = cloudwatch.describe_alarm_history(**both)
+    rest = cloudwatch.describe_alarm_history(**both, NextToken=first["NextToken"])
+    assert len(first["AlarmHistoryItems"]) == 3 and len(rest["AlarmHistoryItems"]) == 1 and "NextToken" not in rest
