@@ -205,6 +205,9 @@ class Step:
     # The step writes files that later steps read (a synthesis: the stacks' templates): no step is checked before
     # the run (preflight) while one of these is still to run.
     makes_inputs: ClassVar[bool] = False
+    # Its preflight needs nothing the run's artifacts make (the alarm watch's names, read from CloudWatch): checked
+    # before the run's first step when that one only makes artifacts (a build), not after them (Executor._at_start)
+    preflight_at_start: ClassVar[bool] = False
 
     def refuse_early(self, ctx: Context, found: Any) -> None:
         """Raise what the step would refuse (UsageError), judged by what its early reads ``found``, before an
@@ -610,6 +613,7 @@ class Executor:
         stopped_at_gate = False
         preflown = False  # the later steps' preflights, checked before the first step that changes what is live
         # (or, when that one makes their inputs too, the first after it)
+        checked: set[int] = set()  # the steps whose preflights were checked before the first step (_at_start)
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
         for index, step in enumerate(plan.steps):
             record = records[index]
@@ -617,6 +621,13 @@ class Executor:
                 record.status, record.detail = "skipped", "nothing changed before it (inv smoke checks anyway)"
                 self._step_finished(plan, record)
                 continue
+            if index == 0:
+                try:
+                    checked = self._at_start(plan)
+                except DeployKitError as exc:  # before the run's first step: nothing made, nothing changed
+                    error = exc
+                    out.line(f"⏹  {exc.message}")
+                    break
             if self.ctx.gate is not None and not all_artifacts(step):
                 gate, self.ctx.gate = self.ctx.gate, None
                 try:
@@ -628,7 +639,7 @@ class Executor:
                 self._release()
             if not preflown and not all_artifacts(step):
                 try:
-                    preflown = self._preflight(plan, index)
+                    preflown = self._preflight(plan, index, checked)
                 except DeployKitError as exc:  # before the step: what it and the steps after it change, unchanged
                     error = exc
                     out.line(f"⏹  {exc.message}")
@@ -709,21 +720,46 @@ class Executor:
             refused=record.refused,
         )
 
-    def _preflight(self, plan: Plan, first: int) -> bool:
+    def _at_start(self, plan: Plan) -> set[int]:
+        """Before the plan's first step, when it only makes artifacts (a build, a package) and no step of the plan
+        makes the others' inputs: the preflights of the steps that need nothing the run makes
+        (:attr:`Step.preflight_at_start`), all at once, the first refusal raised. A name the alarm watch cannot find
+        is then refused before the build, not after it and the push. The ids of the steps checked, which
+        :meth:`_preflight` does not check again."""
+        if not all_artifacts(plan.steps[0]) or any(leaf.makes_inputs for s in plan.steps for leaf in leaves(s)):
+            return set()  # checked before the first change, as every preflight is (_preflight)
+        chosen = {id(leaf) for s in plan.steps for leaf in leaves(s) if leaf.preflight_at_start and has_preflight(leaf)}
+        self._checked(plan, 0, chosen)
+        return chosen
+
+    def _preflight(self, plan: Plan, first: int, checked: set[int]) -> bool:
         """Before ``plan.steps[first]``, a step that changes what is live: the preflights (:meth:`Step.preflight`)
         of the steps from it on, all at once, the first refusal (in the plan's order) raised. Not the step's own when
         it is one step (it checks before it changes anything); a group's each (its steps run on when one is
-        refused). False, checking none, while a step that makes their inputs is still to run (a synthesis beside the
-        registry stack's first deploy): the executor asks again before the next step."""
+        refused); not those ``checked`` before the run's first step (:meth:`_at_start`). False, checking none, while a
+        step that makes their inputs is still to run (a synthesis beside the registry stack's first deploy): the
+        executor asks again before the next step."""
         later = [leaf for step in plan.steps[first:] for leaf in leaves(step)]
         if any(leaf.makes_inputs for leaf in later):
             return False
+        chosen = {
+            id(leaf)
+            for position in range(first, len(plan.steps))
+            for leaf in leaves(plan.steps[position])
+            if has_preflight(leaf) and (position > first or is_group(plan.steps[position])) and id(leaf) not in checked
+        }
+        self._checked(plan, first, chosen)
+        return True
+
+    def _checked(self, plan: Plan, first: int, chosen: set[int]) -> None:
+        """The preflights of the steps ``chosen`` (by id) from ``plan.steps[first]`` on, each given the steps that
+        run before its own (not beside it), all at once; the first refusal (in the plan's order) raised, any other
+        error passed over (the step meets it when it runs)."""
         checks: list[Future[None]] = []
         before: list[Step] = [leaf for step in plan.steps[:first] for leaf in leaves(step)]
-        for position in range(first, len(plan.steps)):
-            step = plan.steps[position]
+        for step in plan.steps[first:]:
             for leaf in leaves(step):
-                if type(leaf).preflight is not Step.preflight and (position > first or is_group(step)):
+                if id(leaf) in chosen:
                     checks.append(in_background(partial(leaf.preflight, self.ctx, tuple(before)), "preflight"))
             before += leaves(step)
         for check in checks:
@@ -733,7 +769,6 @@ class Executor:
                 raise
             except Exception:  # a read that failed: the step meets it when it runs
                 continue
-        return True
 
     def _release(self) -> None:
         """Tell the plugins what was held back until the gate was passed, in order."""
@@ -775,6 +810,11 @@ def walk(steps: Iterable[Step], depth: int = 0) -> Iterator[tuple[int, Step]]:
         yield depth, step
         if isinstance(step, Parallel | Sequence):
             yield from walk(step.steps, depth + 1)
+
+
+def has_preflight(step: Step) -> bool:
+    """Whether ``step`` checks anything before the run (its class has a :meth:`Step.preflight` of its own)."""
+    return type(step).preflight is not Step.preflight
 
 
 def is_group(step: Step) -> bool:

@@ -482,6 +482,7 @@ class WatchAlarms(Step):
     name: ClassVar[str] = "watch-alarms"
     verifies: ClassVar[bool] = True  # nothing changed before it: nothing of the run's to judge
     changes_what_runs: ClassVar[bool] = False  # a watch
+    preflight_at_start: ClassVar[bool] = True  # its names are read before a build, not after it and the push
     alarms: tuple[str, ...]
     seconds: float
     poll: float

@@ -178,16 +178,18 @@ def test_what_went_to_alarm_before_the_run_changed_anything_is_not_the_releases(
 def test_an_alarm_cloudwatch_does_not_have_refuses_the_run_before_it_changes_anything(
     factory: AwsFactory, dev_env: EnvConfig
 ) -> None:
+    """Before the build even: the names need nothing the run makes (Step.preflight_at_start)."""
     put_alarm(factory, NAMES[0])
+    built: list[str] = []
     rolled: list[str] = []
     report = executed(
         factory,
         dev_env,
-        Builds(lambda: None),
+        Builds(lambda: built.append("built")),
         Changes(lambda: rolled.append("rolled")),
         WatchAlarms(("car-rental-5xx", "car-rental-typo"), 60, 5.0),
     )
-    assert isinstance(report.error, UsageError) and report.error.exit_code == 2 and not rolled
+    assert isinstance(report.error, UsageError) and report.error.exit_code == 2 and not built and not rolled
     assert report.error.message.startswith("CloudWatch has no alarm named car-rental-typo in eu-west-1")
     assert "[environments.dev.alarm_watch] alarms" in report.error.message
     assert "take it out of alarms" in str(report.error.next_step)

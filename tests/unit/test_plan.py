@@ -734,6 +734,49 @@ def test_a_later_steps_refusal_is_checked_before_the_run_changes_anything() -> N
     assert report.changed_live and report.error.exit_code == 1  # the stack beside the synthesis was deployed
 
 
+@dataclass(frozen=True)
+class Built(Sleep):
+    """A step that makes an artifact only (a build)."""
+
+    name: ClassVar[str] = "built"
+    artifacts_only: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Watches(Checked):
+    """A step whose check needs nothing the run makes (the alarm watch: names read from CloudWatch)."""
+
+    name: ClassVar[str] = "watches"
+    preflight_at_start: ClassVar[bool] = True
+    changes_what_runs: ClassVar[bool] = False
+
+
+def test_a_check_that_needs_nothing_the_run_makes_is_made_before_its_first_step() -> None:
+    """A step whose preflight needs nothing the run makes (Step.preflight_at_start) is checked before the build, not
+    after it: refused then, nothing was built; passed, it is not checked again before the first change. With a step
+    that makes the others' inputs (a synthesis) in the plan, or a first step that changes what is live, it is checked
+    before the first change, as every other."""
+    asked: list[tuple[str, tuple[str, ...]]] = []
+    refused = UsageError("CloudWatch has no alarm named car-rental-typo")
+    watch = Watches(0, label="watch", refusal=refused, asked=asked)
+    out = io.StringIO()
+    report = Executor(make_ctx(FakeClock(), out)).execute(Plan("dev", (Built(1), Sleep(1), watch)))
+    assert report.error is refused and report.error.exit_code == 2
+    assert [r.status for r in report.records] == ["not run"] * 3 and asked == [("watch", ("built", "sleep"))]
+    assert "⏹  CloudWatch has no alarm named car-rental-typo" in out.getvalue()
+
+    asked.clear()
+    watch = Watches(0, label="watch", asked=asked)
+    later = Checked(1, label="later", asked=asked)
+    report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(Plan("dev", (Built(1), Sleep(1), later, watch)))
+    assert report.ok and asked == [("watch", ("built", "sleep", "later")), ("later", ("built", "sleep"))]
+
+    for plan in (Plan("dev", (Inputs(0), Sleep(1), watch)), Plan("dev", (Sleep(1), Built(1), watch))):
+        asked.clear()
+        report = Executor(make_ctx(FakeClock(), io.StringIO())).execute(plan)
+        assert report.ok and asked == [("watch", tuple(getattr(s, "label", s.name) for s in plan.steps[:2]))]
+
+
 def test_nothing_is_read_early_while_the_step_before_changes_what_is_live() -> None:
     """After a step that changes the environment (a stack deploy), the next step reads when it runs: what it reads
     may be what that step changed."""
