@@ -46,7 +46,6 @@ from deploykit.watch import (
     allowed,
     failing,
     parse_duration,
-    run_began,
 )
 
 NAMESPACE = "AWS/Lambda"
@@ -244,7 +243,7 @@ class CanaryRelease(Step):
         """Poll the versions' counts until the time is up, the new one fails too much or one of the alarms went to
         ALARM (its failure, then)."""
         versions = [new, old]
-        alarms, started = AlarmJudge(ctx, self.alarms, run_began(ctx)), ctx.clock.monotonic()
+        alarms, started = AlarmJudge(ctx, self.alarms), ctx.clock.monotonic()
         while True:
             if ctx.stop.is_set():  # the run was interrupted while this step ran beside others: take it back now
                 raise KeyboardInterrupt

@@ -64,6 +64,9 @@ class Context:
     # When the run's first step that changes what is live began (the executor sets it): what went wrong from then on
     # may be the run's doing (deploykit.watch.WatchAlarms); None until then
     changing_since: datetime | None = field(default=None, init=False)
+    # How far AWS's clock is from ``clock`` (AWS's time = this machine's + it, in seconds), from the first answer read
+    # for it (deploykit.watch.note_aws_time): what the times AWS says (an alarm's change) are compared in; None until
+    aws_offset: float | None = field(default=None, init=False)
     # the first reads of steps started while the steps before them ran (Step.early), by the step's id, with the step
     _early: dict[int, tuple[Step, Future[Any]]] = field(default_factory=dict, init=False, repr=False)
     _early_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)

@@ -29,9 +29,10 @@ import dataclasses
 import json
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
@@ -287,7 +288,7 @@ class WatchErrors(Step):
         beside = ""
         if judged_by is not None:
             beside = f" (the release before: {judged_by}, {judged_by.rate:.1%}, in the minutes before the rollout)"
-        alarms, started = AlarmJudge(ctx, self.alarms, run_began(ctx)), ctx.clock.monotonic()
+        alarms, started = AlarmJudge(ctx, self.alarms), ctx.clock.monotonic()
         while True:
             counts, target, elb = alb_counts(since.read())
             elapsed = ctx.clock.monotonic() - started
@@ -321,12 +322,17 @@ class WatchErrors(Step):
 ALARM_TYPES = ("CompositeAlarm", "MetricAlarm")
 
 
-def read_alarms(cloudwatch: Any, names: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    """The alarms of ``names`` that exist (metric or composite), by name, as DescribeAlarms says them."""
+def read_alarms(
+    cloudwatch: Any, names: Sequence[str], answered: Callable[[Mapping[str, Any]], None] | None = None
+) -> dict[str, Mapping[str, Any]]:
+    """The alarms of ``names`` that exist (metric or composite), by name, as DescribeAlarms says them; ``answered``
+    is given the first answer as it came (its ``ResponseMetadata``)."""
     found: dict[str, Mapping[str, Any]] = {}
     kwargs: dict[str, Any] = {"AlarmNames": list(names), "AlarmTypes": list(ALARM_TYPES)}
     while True:
         answer = cloudwatch.describe_alarms(**kwargs)
+        if answered is not None and "NextToken" not in kwargs:
+            answered(answer)
         for alarm in [*answer.get("MetricAlarms", []), *answer.get("CompositeAlarms", [])]:
             found[str(alarm["AlarmName"])] = alarm
         if not answer.get("NextToken"):
@@ -338,10 +344,40 @@ def _moment(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
-def read_alarms_of(ctx: Context, names: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    """:func:`read_alarms` with the run's credentials; refused (UsageError) when they may not read alarms."""
+SKEW_SEEN = 1.0  # seconds: a clock apart from AWS's by more than its Date's second (and the call's time) is seen
+SKEW_SAID = 5.0  # seconds: a clock this far from AWS's is said (the watch counts in AWS's time either way)
+
+
+def note_aws_time(ctx: Context, answer: Mapping[str, Any], sent: datetime) -> None:
+    """Set :attr:`Context.aws_offset` from ``answer``'s ``Date`` (AWS's time, to the second), once a run, when it is
+    not set: AWS's clock read it between ``sent`` and now, so the offset lies between ``Date - now`` and
+    ``Date + 1 - sent``. Unless those bounds put it more than :data:`SKEW_SEEN` from 0 it is 0; beyond, the lower
+    bound: the run's beginning in AWS's time is then a second early at most, never late (an alarm the release set off
+    is never taken for one from before it). Said when it is :data:`SKEW_SAID` or more (a laptop's clock that drifted:
+    WSL, a VM after sleep)."""
+    if ctx.aws_offset is not None:
+        return
+    received = ctx.clock.now()
     try:
-        return read_alarms(ctx.aws.client("cloudwatch"), names)
+        date = parsedate_to_datetime(str(answer["ResponseMetadata"]["HTTPHeaders"]["date"]))
+    except (KeyError, TypeError, ValueError):
+        return
+    low, high = (date - received).total_seconds(), (date - sent).total_seconds() + 1
+    ctx.aws_offset = low if low > SKEW_SEEN or high < -SKEW_SEEN else 0.0  # the run began no later than it says
+    if abs(ctx.aws_offset) >= SKEW_SAID:
+        ahead = "behind" if ctx.aws_offset > 0 else "ahead of"
+        ctx.reporter.line(
+            f"⚠️  this machine's clock is about {abs(low + high) / 2:.0f}s {ahead} AWS's: the alarm watch counts in "
+            "AWS's time; set the clock right (timedatectl set-ntp true; on WSL: wsl --shutdown; in a VM, its time sync)"
+        )
+
+
+def read_alarms_of(ctx: Context, names: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """:func:`read_alarms` with the run's credentials, the first answer noting AWS's time (:func:`note_aws_time`);
+    refused (UsageError) when they may not read alarms."""
+    sent = ctx.clock.now()
+    try:
+        return read_alarms(ctx.aws.client("cloudwatch"), names, lambda answer: note_aws_time(ctx, answer, sent))
     except ClientError as exc:
         if error_code(exc) not in DENIED:
             raise
@@ -354,9 +390,9 @@ def read_alarms_of(ctx: Context, names: Sequence[str]) -> dict[str, Mapping[str,
 
 
 def run_began(ctx: Context) -> datetime:
-    """Since when what goes wrong may be the run's doing: its first change of what runs (now, before one), to the
-    millisecond CloudWatch says its times in."""
-    since = ctx.changing_since or ctx.clock.now()
+    """Since when what goes wrong may be the run's doing: its first change of what runs (now, before one), in AWS's
+    time (:attr:`Context.aws_offset`), to the millisecond CloudWatch says its times in."""
+    since = (ctx.changing_since or ctx.clock.now()) + timedelta(seconds=ctx.aws_offset or 0.0)
     return since.replace(microsecond=since.microsecond // 1000 * 1000)
 
 
@@ -403,10 +439,18 @@ class AlarmJudge:
     (or before the one read of a watch that reads once, after smoke): its history says whether it did, read only
     then, and once for each change of its state."""
 
-    def __init__(self, ctx: Context, names: Sequence[str], since: datetime) -> None:
-        self.ctx, self.names, self.since = ctx, tuple(names), since
+    def __init__(self, ctx: Context, names: Sequence[str]) -> None:
+        self.ctx, self.names = ctx, tuple(names)
+        self._since: datetime | None = None
         self._cleared: dict[str, datetime] = {}  # alarm → its last change whose history since ``since`` had no ALARM
         self._blind = False  # the history may not be read: said once
+
+    @property
+    def since(self) -> datetime:
+        """When the run began changing what runs (:func:`run_began`), known once an answer said AWS's time."""
+        if self._since is None:
+            self._since = run_began(self.ctx)
+        return self._since
 
     def read(self) -> dict[str, Mapping[str, Any]]:
         return read_alarms_of(self.ctx, self.names) if self.names else {}
@@ -519,7 +563,7 @@ class WatchAlarms(Step):
             )
 
     def run(self, ctx: Context) -> Outcome:
-        judge, started = AlarmJudge(ctx, self.alarms, run_began(ctx)), ctx.clock.monotonic()
+        judge, started = AlarmJudge(ctx, self.alarms), ctx.clock.monotonic()
         while True:
             found = judge.read()
             elapsed = ctx.clock.monotonic() - started

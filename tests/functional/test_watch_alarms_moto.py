@@ -356,3 +356,54 @@ def test_history_the_role_may_not_read_is_said_and_the_states_still_judge(
     said = ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
     assert said.count("the alarms' history may not be read (AccessDenied)") == 1
     assert "cloudwatch:DescribeAlarmHistory" in said
+
+
+def skewed(factory: AwsFactory, dev_env: EnvConfig, seconds: float, changes: list[Callable[[], Any]]) -> Context:
+    """A run on a machine whose clock is ``seconds`` ahead of AWS's (behind, below 0), begun now (its clock's now)."""
+    clock = Evaluating(changes)
+    clock._start = datetime.now(UTC) + timedelta(seconds=seconds)
+    ctx = context(factory, dev_env, clock)
+    ctx.changing_since = clock.now()
+    return ctx
+
+
+def test_a_clock_ahead_of_awss_does_not_hide_an_alarm_the_release_set_off(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """This machine's clock a minute ahead: the run's first change, by it, is a minute after the alarm went to ALARM
+    (by AWS's), which would make the alarm one 'in ALARM since before the deploy', not judged. The watch counts in
+    AWS's time (the Date of its answers), and says the clock is off."""
+    put_alarm(factory, NAMES[0])
+    time.sleep(0.01)
+    ctx = skewed(factory, dev_env, 60, [lambda: set_state(factory, NAMES[0], "ALARM")])
+    with pytest.raises(StepFailed, match=r"^alarm car-rental-5xx went to ALARM "):
+        WatchAlarms(NAMES[:1], 30, 5.0).run(ctx)
+    assert ctx.aws_offset is not None and -61.1 < ctx.aws_offset < -59.9
+    said = ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
+    assert (
+        len(re.findall(r"this machine's clock is about 6[01]s ahead of AWS's: the alarm watch counts in AWS", said))
+        == 1
+    )
+
+
+def test_a_clock_behind_awss_does_not_blame_the_release_for_an_alarm_before_it(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """This machine's clock a minute behind: an alarm that went to ALARM just before the run began would be after
+    the run's first change by this clock, and fail the release; in AWS's time it is one from before, not judged."""
+    put_alarm(factory, NAMES[0])
+    set_state(factory, NAMES[0], "ALARM")
+    time.sleep(1.1)  # AWS says its time to the second: the run's beginning in it may be a second early, never late
+    ctx = skewed(factory, dev_env, -60, [])
+    detail = WatchAlarms(NAMES[:1], 0, 5.0).run(ctx).detail
+    assert detail.endswith(": not judged by it")
+    said = ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
+    assert re.search(r"this machine's clock is about (59|60)s behind AWS's", said)
+
+
+def test_a_clock_within_a_second_of_awss_is_taken_as_it(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    put_alarm(factory, NAMES[0])
+    ctx = context(factory, dev_env, SystemClock())
+    ctx.changing_since = datetime.now(UTC)
+    WatchAlarms(NAMES[:1], 0, 5.0).run(ctx)
+    assert ctx.aws_offset == 0.0 and "clock" not in ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
