@@ -166,9 +166,7 @@ class CanaryRelease(Step):
             return Outcome.skipped(f"{self.function}: {self.alias} already serves version {new}: nothing to try")
         versions = [new, old]
         # counted from before the shift, so that no request the new version answers goes uncounted
-        since = Since(
-            ctx.aws.client("cloudwatch"), version_queries(self.function_name, self.alias, versions), ctx.clock
-        )
+        since = Since(ctx, version_queries(self.function_name, self.alias, versions))
         try:
             answer = client.update_alias(
                 FunctionName=self.function_name,

@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import ecs, references
 from deploykit.aws import DENIED
-from deploykit.clock import Clock, seconds_of
+from deploykit.clock import seconds_of
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
@@ -141,8 +141,15 @@ def allowed(max_error_rate: float) -> str:
     return "any error" if max_error_rate == 0 else f"more than {max_error_rate:.1%} failing"
 
 
-def sums(cloudwatch: Any, queries: Mapping[str, Query], start: datetime, end: datetime) -> dict[str, float]:
-    """Each query's Sum from ``start`` (its minute: CloudWatch rounds down to it) to ``end``; one call a page."""
+def sums(
+    cloudwatch: Any,
+    queries: Mapping[str, Query],
+    start: datetime,
+    end: datetime,
+    answered: Callable[[Mapping[str, Any]], None] | None = None,
+) -> dict[str, float]:
+    """Each query's Sum from ``start`` (its minute: CloudWatch rounds down to it) to ``end``; one call a page.
+    ``answered`` is given the first answer as it came (its ``ResponseMetadata``)."""
     metric_queries = [
         {
             "Id": key,
@@ -163,6 +170,8 @@ def sums(cloudwatch: Any, queries: Mapping[str, Query], start: datetime, end: da
     }
     while True:
         answer = cloudwatch.get_metric_data(**kwargs)
+        if answered is not None and "NextToken" not in kwargs:
+            answered(answer)
         for result in answer.get("MetricDataResults", []):
             found[result["Id"]] += sum(float(v) for v in result.get("Values", []))
         if not answer.get("NextToken"):
@@ -171,18 +180,29 @@ def sums(cloudwatch: Any, queries: Mapping[str, Query], start: datetime, end: da
 
 
 class Since:
-    """The queries' sums from the moment this is made. CloudWatch counts per minute: what that minute held before
-    is read first and taken off each later reading (on AWS, where metrics come about a minute late, a little of it
-    may still arrive after)."""
+    """The queries' sums from the moment this is made, in AWS's time (:func:`aws_now`). CloudWatch counts per
+    minute: what that minute held before is read first and taken off each later reading (on AWS, where metrics come
+    about a minute late, a little of it may still arrive after). The first read of a run notes AWS's time
+    (:func:`note_aws_time`); when it finds this machine's clock apart from it, the minute is read again, in AWS's."""
 
-    def __init__(self, cloudwatch: Any, queries: Mapping[str, Query], clock: Clock) -> None:
-        self.cloudwatch, self.queries, self.clock = cloudwatch, queries, clock
-        self.start = clock.now()
-        self.before = sums(cloudwatch, queries, self.start, self.start)
+    def __init__(self, ctx: Context, queries: Mapping[str, Query]) -> None:
+        self.cloudwatch, self.queries, self.ctx = ctx.aws.client("cloudwatch"), queries, ctx
+        unknown, sent = ctx.aws_offset is None, ctx.clock.now()
+        self.start = aws_now(ctx)
+        self.before = sums(self.cloudwatch, queries, self.start, self.start, lambda a: note_aws_time(ctx, a, sent))
+        if unknown and ctx.aws_offset:
+            self.start = aws_now(ctx)
+            self.before = sums(self.cloudwatch, queries, self.start, self.start)
 
     def read(self) -> dict[str, float]:
-        now = sums(self.cloudwatch, self.queries, self.start, self.clock.now())
+        now = sums(self.cloudwatch, self.queries, self.start, aws_now(self.ctx))
         return {key: max(0.0, value - self.before[key]) for key, value in now.items()}
+
+
+def aws_now(ctx: Context) -> datetime:
+    """Now in AWS's time: this machine's clock, and the offset a run's first answer measured (:func:`note_aws_time`;
+    none yet: this machine's)."""
+    return ctx.clock.now() + timedelta(seconds=ctx.aws_offset or 0.0)
 
 
 def balancer_dimension(arn: str) -> str:
@@ -283,7 +303,7 @@ class WatchErrors(Step):
         queries = alb_queries(ctx.aws.client("elbv2"), groups)
         if not queries:
             return Outcome.skipped(f"no load balancer routes to {self.service}'s target groups: nothing to watch")
-        since = Since(ctx.aws.client("cloudwatch"), queries, ctx.clock)
+        since = Since(ctx, queries)
         judged_by = baseline(self._before(ctx, queries, service))  # a rate that means much, or None
         beside = ""
         if judged_by is not None:
@@ -367,8 +387,8 @@ def note_aws_time(ctx: Context, answer: Mapping[str, Any], sent: datetime) -> No
     if abs(ctx.aws_offset) >= SKEW_SAID:
         ahead = "behind" if ctx.aws_offset > 0 else "ahead of"
         ctx.reporter.line(
-            f"⚠️  this machine's clock is about {abs(low + high) / 2:.0f}s {ahead} AWS's: the alarm watch counts in "
-            "AWS's time; set the clock right (timedatectl set-ntp true; on WSL: wsl --shutdown; in a VM, its time sync)"
+            f"⚠️  this machine's clock is about {abs(low + high) / 2:.0f}s {ahead} AWS's: the watches count in AWS's "
+            "time; set the clock right (timedatectl set-ntp true; on WSL: wsl --shutdown; in a VM, its time sync)"
         )
 
 
@@ -392,7 +412,7 @@ def read_alarms_of(ctx: Context, names: Sequence[str]) -> dict[str, Mapping[str,
 def run_began(ctx: Context) -> datetime:
     """Since when what goes wrong may be the run's doing: its first change of what runs (now, before one), in AWS's
     time (:attr:`Context.aws_offset`), to the millisecond CloudWatch says its times in."""
-    since = (ctx.changing_since or ctx.clock.now()) + timedelta(seconds=ctx.aws_offset or 0.0)
+    since = ctx.changing_since + timedelta(seconds=ctx.aws_offset or 0.0) if ctx.changing_since else aws_now(ctx)
     return since.replace(microsecond=since.microsecond // 1000 * 1000)
 
 

@@ -74,13 +74,29 @@ class Traffic(FakeClock):
         balancer = {"Name": "LoadBalancer", "Value": self.dims[0]}
         both = [balancer, {"Name": "TargetGroup", "Value": self.dims[1]}]
         data = [
-            {"MetricName": "RequestCount", "Dimensions": both, "Value": self.requests, "Timestamp": self.now()},
+            {"MetricName": "RequestCount", "Dimensions": both, "Value": self.requests},
             {"MetricName": "HTTPCode_Target_5XX_Count", "Dimensions": both, "Value": self.target_5xx},
             {"MetricName": "HTTPCode_ELB_5XX_Count", "Dimensions": [balancer], "Value": self.elb_5xx},
         ]
         for datum in data:
-            datum["Timestamp"] = self.now()
+            datum["Timestamp"] = self.stamp()
         self.cloudwatch.put_metric_data(Namespace="AWS/ApplicationELB", MetricData=data)
+
+    def stamp(self) -> datetime:
+        """When the ALB puts the counts: now, by AWS's clock (this clock's, here)."""
+        return self.now()
+
+
+class SkewedTraffic(Traffic):
+    """The same, on a machine whose clock is ``skew`` seconds ahead of AWS's (which stamps the ALB's counts)."""
+
+    def __init__(self, factory: AwsFactory, dims: tuple[str, str], requests: int, target_5xx: int, skew: float):
+        super().__init__(factory, dims, requests, target_5xx)
+        self.skew = skew
+        self._start += timedelta(seconds=skew)
+
+    def stamp(self) -> datetime:
+        return self.now() - timedelta(seconds=self.skew)
 
 
 def run(
@@ -109,6 +125,16 @@ def test_a_release_that_answers_well_is_watched_for_its_time(factory: AwsFactory
     clock = Traffic(factory, dims, requests=200, target_5xx=1)  # 0.5% of 5xx: the odd one is no failure
     assert run(factory, dev_env, clock) == "1200 requests, 6 errors in 30s (0.5%)"
     assert sum(clock.sleeps) == 30.0
+
+
+def test_a_clock_ahead_of_awss_still_counts_the_releases_answers(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    """This machine's clock two minutes ahead: counted from its now, the watch would read minutes AWS has not
+    reached, find no request, and pass a release failing half of them. It counts from AWS's now (the Date of its
+    first answer)."""
+    dims = service_behind_an_alb(factory)
+    clock = SkewedTraffic(factory, dims, requests=10, target_5xx=5, skew=120)
+    with pytest.raises(StepFailed, match=r"answered 5 of 10 requests with a 5xx"):
+        run(factory, dev_env, clock, seconds=60)
 
 
 def test_too_many_5xx_fail_the_release_at_the_first_poll_that_sees_them(
