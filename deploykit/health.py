@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import lambda_chain, packaging, references
 from deploykit.aws import DENIED, at_once
@@ -38,10 +38,11 @@ from deploykit.git import SHORT_SHA
 from deploykit.output import tabulate
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
-from deploykit.watch import read_alarms
+from deploykit.watch import SET_THE_CLOCK, SKEW_SAID, clock_offset, read_alarms, skew_said
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
+    from deploykit.clock import Clock
     from deploykit.config import EnvConfig
     from deploykit.endpoints import Endpoints
     from deploykit.history import Record
@@ -1329,6 +1330,34 @@ def deploy_rows(
         status = "expired" if holder.expired(now) else "held"
         rows.append(Row("deploy lock", holder.info.owner, status, holder.describe(now)))
     return rows, findings
+
+
+def read_clock(aws: AwsFactory, clock: Clock) -> float | None:
+    """How far AWS's clock is from this machine's, in seconds (deploykit.watch.clock_offset's estimate), from the
+    Date of one STS GetCallerIdentity (which any credentials may call); None when it cannot be read."""
+    sent = clock.now()
+    try:
+        answer = aws.client("sts").get_caller_identity()
+    except (BotoCoreError, ClientError):
+        return None  # the other parts say what the credentials cannot do
+    found = clock_offset(answer, sent, clock.now())
+    return found[1] if found is not None and found[0] else None
+
+
+def clock_findings(estimate: float | None) -> list[Finding]:
+    """A warning when this machine's clock is :data:`~deploykit.watch.SKEW_SAID` or more from AWS's
+    (:func:`read_clock`): the watches count in AWS's time, the times this machine says do not."""
+    if estimate is None or abs(estimate) < SKEW_SAID:
+        return []
+    return [
+        Finding(
+            "warning",
+            f"{skew_said(estimate)} (the Date of its answers): deploykit's watches count in AWS's time, but what this "
+            "machine's clock sets (inv logs --since, the history's times, the deploy lock's lease) and other tools "
+            "are off by as much",
+            f"set the clock right: {SET_THE_CLOCK}",
+        )
+    ]
 
 
 def account_advice(env: EnvConfig, account: str) -> tuple[list[Finding], list[Recommendation]]:

@@ -368,27 +368,41 @@ SKEW_SEEN = 1.0  # seconds: a clock apart from AWS's by more than its Date's sec
 SKEW_SAID = 5.0  # seconds: a clock this far from AWS's is said (the watch counts in AWS's time either way)
 
 
-def note_aws_time(ctx: Context, answer: Mapping[str, Any], sent: datetime) -> None:
-    """Set :attr:`Context.aws_offset` from ``answer``'s ``Date`` (AWS's time, to the second), once a run, when it is
-    not set: AWS's clock read it between ``sent`` and now, so the offset lies between ``Date - now`` and
-    ``Date + 1 - sent``. Unless those bounds put it more than :data:`SKEW_SEEN` from 0 it is 0; beyond, the lower
-    bound: the run's beginning in AWS's time is then a second early at most, never late (an alarm the release set off
-    is never taken for one from before it). Said when it is :data:`SKEW_SAID` or more (a laptop's clock that drifted:
-    WSL, a VM after sleep)."""
-    if ctx.aws_offset is not None:
-        return
-    received = ctx.clock.now()
+def clock_offset(answer: Mapping[str, Any], sent: datetime, received: datetime) -> tuple[float, float] | None:
+    """How far AWS's clock is from this machine's (AWS's time = this machine's + it, in seconds), from ``answer``'s
+    ``Date`` (AWS's time, to the second) read between ``sent`` and ``received`` by this machine's clock: the offset
+    lies between ``Date - received`` and ``Date + 1 - sent``. (the offset to count with, the estimate): unless those
+    bounds put it more than :data:`SKEW_SEEN` from 0, 0; beyond, the lower bound, so that a moment counted with it is
+    a second early at most, never late (an alarm the release set off is never taken for one from before it). The
+    estimate is the bounds' middle. None when the answer says no time."""
     try:
         date = parsedate_to_datetime(str(answer["ResponseMetadata"]["HTTPHeaders"]["date"]))
     except (KeyError, TypeError, ValueError):
-        return
+        return None
     low, high = (date - received).total_seconds(), (date - sent).total_seconds() + 1
-    ctx.aws_offset = low if low > SKEW_SEEN or high < -SKEW_SEEN else 0.0  # the run began no later than it says
-    if abs(ctx.aws_offset) >= SKEW_SAID:
-        ahead = "behind" if ctx.aws_offset > 0 else "ahead of"
+    return (low if low > SKEW_SEEN or high < -SKEW_SEEN else 0.0), (low + high) / 2
+
+
+def skew_said(estimate: float) -> str:
+    """``this machine's clock is about 61s ahead of AWS's``: a clock :func:`clock_offset` found apart."""
+    return f"this machine's clock is about {abs(estimate):.0f}s {'behind' if estimate > 0 else 'ahead of'} AWS's"
+
+
+SET_THE_CLOCK = "timedatectl set-ntp true; on WSL: wsl --shutdown; in a VM, its time sync"
+
+
+def note_aws_time(ctx: Context, answer: Mapping[str, Any], sent: datetime) -> None:
+    """Set :attr:`Context.aws_offset` from ``answer`` (:func:`clock_offset`), read since ``sent``, once a run: when it
+    is not set. A clock :data:`SKEW_SAID` or more apart (a laptop's that drifted: WSL, a VM after sleep) is said."""
+    if ctx.aws_offset is not None:
+        return
+    found = clock_offset(answer, sent, ctx.clock.now())
+    if found is None:
+        return
+    ctx.aws_offset, estimate = found
+    if ctx.aws_offset and abs(estimate) >= SKEW_SAID:
         ctx.reporter.line(
-            f"⚠️  this machine's clock is about {abs(low + high) / 2:.0f}s {ahead} AWS's: the watches count in AWS's "
-            "time; set the clock right (timedatectl set-ntp true; on WSL: wsl --shutdown; in a VM, its time sync)"
+            f"⚠️  {skew_said(estimate)}: the watches count in AWS's time; set the clock right ({SET_THE_CLOCK})"
         )
 
 

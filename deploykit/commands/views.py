@@ -257,9 +257,11 @@ def health_report(
         reads: dict[str, Callable[[], Any]] = {
             "report": partial(health.gather, aws, environment, found),
             "deploys": partial(_deploys_read, config, aws, environment, found, runtime.clock),
+            "clock": partial(health.read_clock, aws, runtime.clock),
         }
-        read = at_once(reads)  # the environment's parts and its deploys, at the same time
+        read = at_once(reads)  # the environment's parts, its deploys and AWS's clock, at the same time
     report: health.HealthReport = read["report"]
+    report.findings += health.clock_findings(read["clock"])
     today = runtime.clock.now().date()
     report.findings += health.runtime_findings(report.runtimes, config.build.lambda_runtime, today, environment.name)
     _deploys_health(runtime, environment, read["deploys"], report)

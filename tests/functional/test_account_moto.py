@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -12,6 +14,7 @@ import pytest
 
 from deploykit import commands, history, lock
 from deploykit.aws import PROFILE_ENV, AwsFactory
+from deploykit.clock import FakeClock, SystemClock
 from deploykit.config import EnvConfig, load_config, parse_config
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Plan
@@ -149,3 +152,20 @@ def test_a_promoted_environment_reads_its_source_with_that_accounts_credentials(
                            r"123456789012, but deploy\.toml pins 210987654321") as raised:  # fmt: skip
             deploy()
         assert raised.value.exit_code == 2
+
+
+def test_inv_health_warns_of_a_clock_apart_from_awss(moto_aws: None, project: Path) -> None:
+    """This machine's clock two minutes ahead of AWS's (the Date of STS's answer, read beside the other parts): a
+    warning, with what it puts off and how to set it right. A clock that agrees is not said."""
+    ahead = FakeClock(start=datetime.now(UTC) + timedelta(seconds=120))
+    for clock, warned in ((ahead, True), (SystemClock(), False)):
+        runtime = commands.Runtime(
+            config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO(), clock=clock
+        )
+        with pytest.raises(StepFailed):  # nothing of dev is deployed here
+            commands.health_report(env="dev", runtime=runtime)
+        said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+        assert (
+            bool(re.search(r"this machine's clock is about 1[12]\ds ahead of AWS's \(the Date of its", said)) is warned
+        )
+        assert ("set the clock right: timedatectl set-ntp true" in said) is warned
