@@ -441,9 +441,10 @@ class Fired:
     state: str = "ALARM"  # its state now
 
 
-def went_to_alarm(cloudwatch: Any, name: str, since: datetime) -> Fired | None:
+def went_to_alarm(cloudwatch: Any, name: str, since: datetime) -> tuple[Fired | None, datetime | None]:
     """The first time alarm ``name`` went to ALARM at ``since`` or later, from its history (DescribeAlarmHistory:
-    its state updates since then, oldest first); None when it did not."""
+    its state updates since then, oldest first), None when it did not; and the time of the newest change the history
+    holds (None: none since then), which tells whether it holds the alarm's last change yet."""
     kwargs: dict[str, Any] = {
         "AlarmName": name,
         "AlarmTypes": list(ALARM_TYPES),
@@ -451,18 +452,20 @@ def went_to_alarm(cloudwatch: Any, name: str, since: datetime) -> Fired | None:
         "StartDate": since,
         "ScanBy": "TimestampAscending",
     }
+    newest: datetime | None = None
     while True:
         answer = cloudwatch.describe_alarm_history(**kwargs)
         for item in answer.get("AlarmHistoryItems", []):
+            at = _aware(item.get("Timestamp"))
+            newest = max(newest or at, at)
             try:
                 new = json.loads(item.get("HistoryData") or "{}").get("newState") or {}
             except (ValueError, AttributeError):
                 continue
-            at = _aware(item.get("Timestamp"))
             if new.get("stateValue") == "ALARM" and at >= since:
-                return Fired(name, at, str(new.get("stateReason") or item.get("HistorySummary") or ""))
+                return Fired(name, at, str(new.get("stateReason") or item.get("HistorySummary") or "")), newest
         if not answer.get("NextToken"):
-            return None
+            return None, newest
         kwargs["NextToken"] = answer["NextToken"]
 
 
@@ -477,6 +480,7 @@ class AlarmJudge:
         self.ctx, self.names = ctx, tuple(names)
         self._since: datetime | None = None
         self._cleared: dict[str, datetime] = {}  # alarm → its last change whose history since ``since`` had no ALARM
+        self._read: dict[tuple[str, datetime], int] = {}  # (alarm, its last change) → how often its history was read
         self._blind = False  # the history may not be read: said once
 
     @property
@@ -522,12 +526,14 @@ class AlarmJudge:
 
     def _in_history(self, name: str, alarm: Mapping[str, Any]) -> Fired | None:
         """When alarm ``name``, not in ALARM now, went to ALARM since the run began (its history): read when it
-        changed state since then, and not again until it changes once more."""
+        changed state since then, and not again until it changes once more. A history that does not hold that change
+        yet (written after the alarm's state, or none: a new alarm's first state) is read once more, at the next
+        poll."""
         updated = _updated(alarm)
         if self._blind or updated < self.since or self._cleared.get(name) == updated:
             return None
         try:
-            went = went_to_alarm(self.ctx.aws.client("cloudwatch"), name, self.since)
+            went, newest = went_to_alarm(self.ctx.aws.client("cloudwatch"), name, self.since)
         except ClientError as exc:
             if error_code(exc) not in DENIED:
                 raise
@@ -538,7 +544,9 @@ class AlarmJudge:
             )
             return None
         if went is None:
-            self._cleared[name] = updated
+            self._read[name, updated] = self._read.get((name, updated), 0) + 1
+            if (newest is not None and newest >= updated) or self._read[name, updated] > 1:
+                self._cleared[name] = updated
         return went
 
 

@@ -291,9 +291,9 @@ def test_an_alarm_that_went_to_alarm_and_back_between_two_reads_fails_the_releas
     assert re.search(r"\(at \d\d:\d\d:\d\d UTC\), and was OK again at \d\d:\d\d:\d\d UTC: ", message)
     assert message.endswith("Threshold Crossed: 1 datapoint [7.5]; it fails the release")
     assert sum(clock.sleeps) == 10.0
-    # both alarms made since the run began (a creation is a change of state): each history read once, then only
-    # the one that changed state again
-    assert read == [*NAMES, "car-rental-latency"]
+    # both alarms made since the run began (a creation is a change of state, of which the history holds nothing):
+    # each history read twice (once more at the next poll), then only the one that changed state again
+    assert read == [*NAMES, *NAMES, "car-rental-latency"]
 
 
 def test_a_watch_that_reads_once_sees_an_alarm_that_went_to_alarm_and_back_during_the_rollout(
@@ -333,11 +333,9 @@ def test_an_alarm_whose_state_changed_but_not_to_alarm_has_its_history_read_once
     assert read == [NAMES[0], NAMES[0]]  # after the first change, and after the second
 
 
-def test_history_the_role_may_not_read_is_said_and_the_states_still_judge(
-    factory: AwsFactory, dev_env: EnvConfig
-) -> None:
-    """Without cloudwatch:DescribeAlarmHistory (the Stubber plays the refusal): said once, the alarms judged by their
-    states alone, as before the history was read."""
+def changed_during_the_run(factory: AwsFactory, dev_env: EnvConfig) -> tuple[Context, Any, dict[str, Any]]:
+    """A run begun 5 s ago whose CloudWatch calls a Stubber answers, and the alarm (OK) as DescribeAlarms says it
+    once it changed state during the run."""
     put_alarm(factory, NAMES[0])
     cloudwatch = new_session().client("cloudwatch", region_name="eu-west-1")
     aws = Mock(spec=AwsFactory)
@@ -345,7 +343,16 @@ def test_history_the_role_may_not_read_is_said_and_the_states_still_judge(
     ctx = context(factory, dev_env, Evaluating(), aws)
     ctx.changing_since = datetime.now(UTC) - timedelta(seconds=5)
     [alarm] = factory.client("cloudwatch").describe_alarms(AlarmNames=[NAMES[0]])["MetricAlarms"]
-    alarm["StateUpdatedTimestamp"] = datetime.now(UTC)  # it changed state during the run
+    alarm["StateUpdatedTimestamp"] = datetime.now(UTC)
+    return ctx, cloudwatch, alarm
+
+
+def test_history_the_role_may_not_read_is_said_and_the_states_still_judge(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """Without cloudwatch:DescribeAlarmHistory (the Stubber plays the refusal): said once, the alarms judged by their
+    states alone, as before the history was read."""
+    ctx, cloudwatch, alarm = changed_during_the_run(factory, dev_env)
     with Stubber(cloudwatch) as stub:
         stub.add_response("describe_alarms", {"MetricAlarms": [alarm], "CompositeAlarms": []})
         stub.add_client_error("describe_alarm_history", "AccessDenied", "not authorized")
@@ -356,6 +363,24 @@ def test_history_the_role_may_not_read_is_said_and_the_states_still_judge(
     said = ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
     assert said.count("the alarms' history may not be read (AccessDenied)") == 1
     assert "cloudwatch:DescribeAlarmHistory" in said
+
+
+def test_a_history_that_does_not_hold_the_alarms_last_change_yet_is_read_again(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """DescribeAlarms shows the alarm back to OK, its history does not hold that yet (the Stubber plays a history
+    written after the state): read again at the next poll, which finds the visit to ALARM."""
+    ctx, cloudwatch, alarm = changed_during_the_run(factory, dev_env)
+    back = alarm["StateUpdatedTimestamp"]
+    went = {"newState": {"stateValue": "ALARM", "stateReason": "Threshold Crossed: 1 datapoint [8.0]"}}
+    visit = {"AlarmName": NAMES[0], "Timestamp": back - timedelta(seconds=2), "HistoryData": json.dumps(went)}
+    with Stubber(cloudwatch) as stub:
+        stub.add_response("describe_alarms", {"MetricAlarms": [alarm], "CompositeAlarms": []})
+        stub.add_response("describe_alarm_history", {"AlarmHistoryItems": []})
+        stub.add_response("describe_alarms", {"MetricAlarms": [alarm], "CompositeAlarms": []})
+        stub.add_response("describe_alarm_history", {"AlarmHistoryItems": [visit]})
+        with pytest.raises(StepFailed, match=r"^alarm car-rental-5xx went to ALARM .*: Threshold Crossed: 1 datapoint"):
+            WatchAlarms(NAMES[:1], 10, 5.0).run(ctx)
 
 
 def skewed(factory: AwsFactory, dev_env: EnvConfig, seconds: float, changes: list[Callable[[], Any]]) -> Context:
