@@ -44,6 +44,7 @@ from deploykit.commands.core import (
     require_importable,
     require_pushed,
     run_plan,
+    say_missing_alarms,
     until_unlocked,
     warner,
 )
@@ -427,6 +428,7 @@ def deploy_auto(
     )
     if dry_run:
         require_pushed(runtime, a.config, a.env, plan, dry_run=True)  # says whether the run would be refused
+        say_missing_alarms(runtime, a.env, plan, a.aws)
         runtime.stderr.write("(dry run: nothing is changed)\n")
         return None
     return run_plan(

@@ -33,12 +33,13 @@ from deploykit import (
     pause,
     planner,
     stack_chain,
+    watch,
 )
 from deploykit import logs as applogs
 from deploykit import metrics as deploy_metrics
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import app_left
-from deploykit.aws import AwsFactory, at_once, translate_error
+from deploykit.aws import DENIED, AwsFactory, at_once, translate_error
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
@@ -53,8 +54,9 @@ from deploykit.errors import (
 )
 from deploykit.images import docker_client
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps, in_background
+from deploykit.plan import Context, Executor, Plan, RunReport, describe_plan, dumps, in_background, walk
 from deploykit.plugins import Plugins, check_tables, configure_plugins, get_plugin_manager, observe
+from deploykit.stacks import error_code
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -245,6 +247,7 @@ def run_plan(
     if dry_run:
         if pause.may_wake(plan):  # the wake the run would add under the lock
             plan = _woken_if_read(runtime, env, plan, aws or runtime.aws_factory(env))
+        say_missing_alarms(runtime, env, plan, aws or runtime.aws_factory(env))
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
         else:
@@ -337,6 +340,31 @@ def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan,
     if not env.require_pushed or not plan.deploys or plan.rollback:
         return
     _refuse_unpushed(runtime, config, env, [tag for _, tag in plan.deploys], dry_run=dry_run)
+
+
+def say_missing_alarms(runtime: Runtime, env: EnvConfig, plan: Plan, aws: AwsFactory) -> None:
+    """A dry run's word on the alarms its alarm watch names that CloudWatch does not have, or may not be read: the run
+    refuses them before it starts (deploykit.watch.WatchAlarms.preflight). One a stack the plan deploys may make is
+    said as such (its template, not synthesized by a dry run, is not read)."""
+    names = next((leaf.alarms for _, leaf in walk(plan.steps) if isinstance(leaf, watch.WatchAlarms)), ())
+    if not names:
+        return
+    table = f"[environments.{env.name}.alarm_watch] alarms"
+    try:
+        found = watch.read_alarms(aws.client("cloudwatch"), names)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in DENIED:
+            runtime.stderr.write(f"⚠️  may not read the CloudWatch alarms {table} names: the deploy would be refused\n")
+        return  # another error: the run meets it
+    missing = [name for name in names if name not in found]
+    if not missing:
+        return
+    deploys_stacks = any(isinstance(step, stack_chain.DeployStack) for _, step in walk(plan.steps))
+    unless = ", unless a stack it deploys makes it" if deploys_stacks else ""
+    runtime.stderr.write(
+        f"⚠️  CloudWatch has no alarm named {', '.join(missing)} in {env.region} ({table}): the deploy would be "
+        f"refused{unless}\n"
+    )
 
 
 def require_importable(

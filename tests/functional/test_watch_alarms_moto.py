@@ -22,12 +22,13 @@ from botocore.stub import Stubber
 
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock, SystemClock
-from deploykit.commands.core import _translator
+from deploykit.commands.core import Runtime, _translator, say_missing_alarms
 from deploykit.config import Config, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.references import Earlier
+from deploykit.stack_chain import DeployStack
 from deploykit.watch import WatchAlarms
 from tests.functional.conftest import new_session
 
@@ -432,3 +433,24 @@ def test_a_clock_within_a_second_of_awss_is_taken_as_it(factory: AwsFactory, dev
     ctx.changing_since = datetime.now(UTC)
     WatchAlarms(NAMES[:1], 0, 5.0).run(ctx)
     assert ctx.aws_offset == 0.0 and "clock" not in ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_dry_run_says_an_alarm_cloudwatch_does_not_have(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    """A dry run does not start the run that would refuse it: it says so, and whether a stack the plan deploys may
+    make the alarm; nothing when every alarm is there."""
+    put_alarm(factory, NAMES[0])
+    runtime = Mock(spec=Runtime)
+    runtime.stderr = io.StringIO()
+    watch = WatchAlarms((NAMES[0], "car-rental-typo"), 60, 5.0)
+    say_missing_alarms(runtime, dev_env, Plan("dev", (Builds(lambda: None), watch)), factory)
+    said = runtime.stderr.getvalue()
+    assert said == (
+        "⚠️  CloudWatch has no alarm named car-rental-typo in eu-west-1 ([environments.dev.alarm_watch] alarms): the "
+        "deploy would be refused\n"
+    )
+    runtime.stderr = io.StringIO()
+    say_missing_alarms(runtime, dev_env, Plan("dev", (DeployStack("CarRentalApiStack", "api.json"), watch)), factory)
+    assert runtime.stderr.getvalue().endswith("the deploy would be refused, unless a stack it deploys makes it\n")
+    runtime.stderr = io.StringIO()
+    say_missing_alarms(runtime, dev_env, Plan("dev", (Builds(lambda: None), WatchAlarms(NAMES[:1], 60, 5.0))), factory)
+    assert runtime.stderr.getvalue() == ""
