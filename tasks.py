@@ -89,6 +89,10 @@ WATCH_HELP = {
     "watch-errors": "after the rollout, watch the app's 5xx through its ALB this long (90s, 5m; 0: not at all); too "
     "many roll it back (default: the environment's app_error_watch)"
 }
+ALARMS_HELP = {
+    "watch-alarms": "after smoke, read the environment's own CloudWatch alarms this long (90s, 10m; 0: once); one "
+    "going to ALARM fails the release (default: the environment's alarm_watch seconds)"
+}
 OLDER_HELP = {
     "allow-older": "deploy HEAD even when what is live is a newer commit on the same line (going back on purpose)"
 }
@@ -304,6 +308,7 @@ def _chain(
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
     yes: bool = False,
+    watch_alarms: str | None = None,
 ) -> None:
     commands.app_chain(
         stages,
@@ -314,6 +319,7 @@ def _chain(
         allow_older=allow_older,
         rollback=rollback,
         watch_errors=watch_errors,
+        watch_alarms=watch_alarms,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
         runtime=_runtime(start_sandbox=stages != ("build",) and not dry_run, assume_yes=yes),
@@ -406,7 +412,15 @@ def base_image(
 
 @task(
     name="app",
-    help=CHAIN_HELP | OLDER_HELP | SMOKE_HELP | ROLLBACK_HELP | WATCH_HELP | PROMOTE_HELP | ROLLED_BACK_HELP | YES_HELP,
+    help=CHAIN_HELP
+    | OLDER_HELP
+    | SMOKE_HELP
+    | ROLLBACK_HELP
+    | WATCH_HELP
+    | ALARMS_HELP
+    | PROMOTE_HELP
+    | ROLLED_BACK_HELP
+    | YES_HELP,
 )
 @reports_errors
 def deploy_app(
@@ -419,6 +433,7 @@ def deploy_app(
     smoke: bool = True,
     rollback: bool = True,
     watch_errors: str | None = None,
+    watch_alarms: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
     yes: bool = False,
@@ -441,6 +456,7 @@ def deploy_app(
         unpromoted,
         allow_rolled_back,
         yes,
+        watch_alarms,
     )
 
 
@@ -457,6 +473,7 @@ def deploy_app(
         **COMMON_HELP,
         "allow-dirty": "deploy from uncommitted changes (the history then names the dirty build, <sha12>-dirty-<hash>)",
         **SMOKE_HELP,
+        **ALARMS_HELP,
         **PROMOTE_HELP,
         **ROLLED_BACK_HELP,
         **YES_HELP,
@@ -478,6 +495,7 @@ def deploy_stack(
     allow_rolled_back: bool = False,
     allow_dirty: bool = False,
     revert_drift: bool = False,
+    watch_alarms: str | None = None,
     yes: bool = False,
 ) -> None:
     """One stack: synthesize, change set (its changes shown), execute, follow the events, outputs, smoke."""
@@ -495,6 +513,7 @@ def deploy_stack(
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
         revert_drift=revert_drift,
+        watch_alarms=watch_alarms,
         runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
     )
 
@@ -509,6 +528,7 @@ def deploy_stack(
         **SMOKE_HELP,
         **ROLLBACK_HELP,
         **CANARY_HELP,
+        **ALARMS_HELP,
         **PROMOTE_HELP,
         **ROLLED_BACK_HELP,
         **YES_HELP,
@@ -527,6 +547,7 @@ def deploy_lambda(
     rollback: bool = True,
     canary: str | None = None,
     bake: str | None = None,
+    watch_alarms: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
     yes: bool = False,
@@ -543,6 +564,7 @@ def deploy_lambda(
         rollback=rollback,
         canary=canary,
         bake=bake,
+        watch_alarms=watch_alarms,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
         runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
@@ -556,6 +578,7 @@ def deploy_lambda(
     | PROMOTE_HELP
     | ROLLED_BACK_HELP
     | YES_HELP
+    | ALARMS_HELP
     | {"approve-access": "in a protected environment, allow the stacks to change access (IAM, network, policies)"},
 )
 @reports_errors
@@ -569,6 +592,7 @@ def deploy_full(
     approve_access: bool = False,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    watch_alarms: str | None = None,
     yes: bool = False,
 ) -> None:
     """Every stack in dependency order (independent ones in parallel), with this commit's image and zips; smoke."""
@@ -581,6 +605,7 @@ def deploy_full(
         as_json=json_,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
+        watch_alarms=watch_alarms,
         runtime=_runtime(start_sandbox=not dry_run, assume_yes=yes),
     )
 
@@ -971,6 +996,7 @@ AUTO_HELP = {
     **OLDER_HELP,
     **CANARY_HELP,
     **WATCH_HELP,
+    **ALARMS_HELP,
     "allow-dirty": "count uncommitted changes too (images and versions are then tagged -dirty-)",
     "watch": "deploy the work tree now, then again on each save or commit (uncommitted changes included), until Ctrl-C",
     "logs": "with --watch: between deploys, print what the app and the functions log (--no-logs: not)",
@@ -1000,6 +1026,7 @@ def deploy_auto(
     canary: str | None = None,
     bake: str | None = None,
     watch_errors: str | None = None,
+    watch_alarms: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
     only: str | None = None,
@@ -1022,11 +1049,12 @@ def deploy_auto(
             or canary is not None
             or bake is not None
             or watch_errors is not None
+            or watch_alarms is not None
             or unpromoted
         ):
             raise UsageError(
                 "--watch deploys the work tree as it changes: it does not go with --dry-run, --json, --since, "
-                "--canary, --bake, --watch-errors or --unpromoted",
+                "--canary, --bake, --watch-errors, --watch-alarms or --unpromoted",
                 next_step="leave those out, or run inv deploy.auto without --watch",
             )
         commands.deploy_watch(
@@ -1053,6 +1081,7 @@ def deploy_auto(
         canary=canary,
         bake=bake,
         watch_errors=watch_errors,
+        watch_alarms=watch_alarms,
         unpromoted=unpromoted,
         allow_rolled_back=allow_rolled_back,
         only=only,

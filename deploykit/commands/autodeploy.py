@@ -48,7 +48,14 @@ from deploykit.commands.core import (
     until_unlocked,
     warner,
 )
-from deploykit.commands.deploys import current_code_keys, refuse_or_say, with_alarms_once, with_canary, with_watch
+from deploykit.commands.deploys import (
+    current_code_keys,
+    refuse_or_say,
+    with_alarm_watch,
+    with_alarms_once,
+    with_canary,
+    with_watch,
+)
 from deploykit.commands.previews import Preview, show_preview, stack_previewed
 from deploykit.commands.promotion import Source, promotion_of, read_source, require_promoted
 from deploykit.commands.service import LogFollower, log_components, log_source, logs_client
@@ -282,12 +289,14 @@ def deploy_auto(
     skip: str | None = None,
     runtime: Runtime | None = None,
     alarms_once: bool = False,
+    watch_alarms: str | None = None,
 ) -> RunReport | None:
     """Deploy exactly what changed since the SHA live for each component: one plan, smoke once at the end.
     Refuses to take back live commits (HEAD behind what is live) unless ``allow_older``, and to deploy again a
     component as a person's rollback took it off (HEAD the same there) unless ``allow_rolled_back``; ``canary``
     and ``bake`` replace the environment's canary settings for the Lambda code it deploys (deploykit.canary),
-    ``watch_errors`` its error watch after the app's rollout (deploykit.watch). ``only`` and ``skip`` (components
+    ``watch_errors`` its error watch after the app's rollout, ``watch_alarms`` how long its own alarms are read
+    after smoke (deploykit.watch). ``only`` and ``skip`` (components
     or kinds, separated by commas: auto.selection) hold back the changed components the first leaves out or the
     second names: not deployed, not carried to HEAD, deployed by a later deploy.auto. ``alarms_once``: the
     environment's own alarms are read once after smoke, not watched for a while (the edit loop)."""
@@ -300,7 +309,8 @@ def deploy_auto(
         since=since,
         allow_dirty=allow_dirty,
         adjust=lambda environment: with_alarms_once(
-            with_watch(with_canary(environment, canary, bake), watch_errors), alarms_once
+            with_alarm_watch(with_watch(with_canary(environment, canary, bake), watch_errors), watch_alarms),
+            alarms_once,
         ),
         estimates=not (dry_run and as_json),  # a plan to estimate, should anything have changed
     )

@@ -50,7 +50,7 @@ from deploykit.commands.core import (
 from deploykit.commands.previews import preview_stack
 from deploykit.commands.promotion import Promotion, require_promoted
 from deploykit.commands.views import endpoints_if_deployed
-from deploykit.config import Config, EnvConfig
+from deploykit.config import MAX_ALARM_WATCH, Config, EnvConfig
 from deploykit.errors import DeployKitError, StepFailed, Superseded, UsageError
 from deploykit.plan import Plan, RunReport, Step, dumps
 from deploykit.smoke import Smoke
@@ -145,6 +145,7 @@ def app_chain(
     watch_errors: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    watch_alarms: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Plan and run the app-chain ``stages`` (any of build, push, register-taskdef, roll-service, wait-healthy).
@@ -153,7 +154,7 @@ def app_chain(
     long the environment watches the app's errors after a rollout (deploykit.watch)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
-    environment = with_watch(environment, watch_errors)
+    environment = with_alarm_watch(with_watch(environment, watch_errors), watch_alarms)
     revision = head_revision(config, allow_dirty)
     if "roll-service" in stages and not dry_run:  # the service onto HEAD: what git alone tells, before any read
         refuse_unpushed_early(runtime, config, environment, [revision.tag])
@@ -288,6 +289,7 @@ def deploy_stack(
     allow_rolled_back: bool = False,
     allow_dirty: bool = False,
     revert_drift: bool = False,
+    watch_alarms: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """One stack through a change set, with its inputs as they are live now; then smoke. Refuses, as deploy.auto
@@ -296,6 +298,7 @@ def deploy_stack(
     (what was changed outside CloudFormation goes back to the template)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
+    environment = with_alarm_watch(environment, watch_alarms)
     role = planner.role_of(environment, stack)
     if image_tag and role != planner.HOSTED_BY["app"]:  # the only stack with an image to roll out
         names = planner.stack_roles(environment)
@@ -395,6 +398,7 @@ def deploy_lambda(
     bake: str | None = None,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    watch_alarms: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """The Lambda fast path for one function of lambda/: upload, update code, publish, [canary,] move the alias;
@@ -403,7 +407,7 @@ def deploy_lambda(
     environment's canary settings (deploykit.canary)."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
-    environment = with_canary(environment, canary, bake)
+    environment = with_alarm_watch(with_canary(environment, canary, bake), watch_alarms)
     folder = lambda_chain.function_folder(config, name)  # an unknown function is refused before anything else
     revision = head_revision(config, allow_dirty)
     code = syntax.component_code(config, f"lambda:{name}", folder.relative_to(config.root).as_posix())  # its zip's
@@ -483,6 +487,28 @@ def with_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
     return dataclasses.replace(
         environment, app_error_watch=dataclasses.replace(environment.app_error_watch, seconds=seconds)
     )
+
+
+def with_alarm_watch(environment: EnvConfig, duration: str | None) -> EnvConfig:
+    """``environment`` whose own alarms are read for ``duration`` after smoke (``--watch-alarms``) rather than its
+    ``[environments.NAME.alarm_watch] seconds``; None: as deploy.toml has it. Refused (UsageError) without alarms
+    named, or beyond the setting's longest (three hours)."""
+    if duration is None:
+        return environment
+    seconds = watch.parse_duration(duration, "--watch-alarms")
+    if not environment.alarm_watch.on:
+        raise UsageError(
+            f"--watch-alarms {duration}: [environments.{environment.name}.alarm_watch] names no alarms to watch",
+            next_step=f"name them in deploy.toml ([environments.{environment.name}.alarm_watch] alarms = [...]), or "
+            "leave out --watch-alarms",
+        )
+    if seconds > MAX_ALARM_WATCH:
+        raise UsageError(
+            f"--watch-alarms {duration} is longer than {MAX_ALARM_WATCH / 3600:g} hours (CloudFormation's longest "
+            "monitoring time, as deploy.toml's seconds)",
+            next_step="pass 3h or less",
+        )
+    return dataclasses.replace(environment, alarm_watch=dataclasses.replace(environment.alarm_watch, seconds=seconds))
 
 
 def with_alarms_once(environment: EnvConfig, once: bool) -> EnvConfig:
@@ -919,12 +945,14 @@ def deploy_full(
     as_json: bool = False,
     unpromoted: bool = False,
     allow_rolled_back: bool = False,
+    watch_alarms: str | None = None,
     runtime: Runtime | None = None,
 ) -> RunReport | None:
     """Every stack in dependency order, the image of this commit and its Lambda zips included; then smoke. Refuses,
     as deploy.auto does, to bring back a component as a person's rollback took it off, unless ``allow_rolled_back``."""
     runtime = runtime or Runtime()
     config, environment = load_env(runtime, env)
+    environment = with_alarm_watch(environment, watch_alarms)
     revision = head_revision(config, allow_dirty)
     functions = lambda_chain.function_names(config)
     check_packaging(runtime, [config.root / lambda_chain.LAMBDA_FOLDER / fn for fn in functions], dry_run=dry_run)

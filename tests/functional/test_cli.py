@@ -94,7 +94,13 @@ def test_watch_with_a_dry_run_exits_2_before_anything_runs(project: Path) -> Non
     assert done.returncode == 2
     assert "--watch deploys the work tree as it changes: it does not go with --dry-run" in done.stderr
     done = inv(project, "deploy.auto", "--watch", "--unpromoted")  # was: left out without a word
-    assert done.returncode == 2 and "--watch-errors or --unpromoted" in done.stderr
+    assert done.returncode == 2 and "--watch-errors, --watch-alarms or --unpromoted" in done.stderr
+    done = inv(project, "deploy.auto", "--watch", "--watch-alarms", "10m")  # the loop reads the alarms once
+    assert done.returncode == 2 and "it does not go with --dry-run" in done.stderr
+    done = inv(project, "deploy.app", "--watch-alarms", "10m", "--dry-run")  # no alarms named in this deploy.toml
+    assert (
+        done.returncode == 2 and "--watch-alarms 10m: [environments.sandbox.alarm_watch] names no alarms" in done.stderr
+    )
 
 
 def test_malformed_deploy_toml_exits_2(project: Path) -> None:

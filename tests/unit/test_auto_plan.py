@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploykit import auto, changes, lambda_chain, planner
+from deploykit.commands.deploys import with_alarm_watch
 from deploykit.config import AlarmWatch, Config, EnvConfig, ErrorWatch, LambdaCanary, load_config
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
@@ -1192,3 +1193,23 @@ def test_a_stack_whose_new_export_a_changed_stack_imports_is_deployed_first() ->
     assert set(auto.exports_wanted(templates, {"fargate"}, names, live(), region="eu-west-1", account="1")) == {
         "stack:data"
     }
+
+
+def test_watch_alarms_sets_how_long_the_alarms_are_read_for_one_deploy(with_lambdas: Path) -> None:  # noqa: F811
+    """--watch-alarms DURATION: the alarm watch's seconds for this deploy; refused without alarms named, beyond the
+    setting's three hours, or not a duration."""
+    config, env, revision = setup(with_lambdas)
+    with pytest.raises(UsageError, match=r"^--watch-alarms 5m: \[environments.sandbox.alarm_watch\] names no alarms"):
+        with_alarm_watch(env, "5m")
+    env = dataclasses.replace(env, alarm_watch=AlarmWatch(("car-rental-5xx",), seconds=90))
+    assert with_alarm_watch(env, None) is env
+    longer = with_alarm_watch(env, "15m")
+    assert longer.alarm_watch == AlarmWatch(("car-rental-5xx",), seconds=900.0)
+    plan = auto.auto_plan(config, longer, revision, change_set(("backend/app/routes.py", "app")), INPUTS)
+    assert [name for name, _ in shape(plan, env)][-1] == "watch-alarms"
+    assert plan.steps[-1].seconds == 900  # type: ignore[attr-defined]
+    assert with_alarm_watch(env, "0").alarm_watch.seconds == 0
+    with pytest.raises(UsageError, match="longer than 3 hours"):
+        with_alarm_watch(env, "4h")
+    with pytest.raises(UsageError, match="--watch-alarms 'soon' is not a duration"):
+        with_alarm_watch(env, "soon")
