@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,7 +38,7 @@ from deploykit.git import SHORT_SHA
 from deploykit.output import tabulate
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
-from deploykit.watch import SET_THE_CLOCK, SKEW_SAID, clock_offset, read_alarms, skew_said
+from deploykit.watch import SET_THE_CLOCK, SKEW_SAID, clock_offset, read_alarms, skew_said, times_in_alarm
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -978,10 +978,26 @@ def _gather_alarms(cloudwatch: Any, env: EnvConfig, report: HealthReport) -> Non
             )
         )
         return
-    rows, findings = alarm_health(env, found)
+    rows, findings = alarm_health(env, found, _times_in_alarm(cloudwatch, list(found), datetime.now(UTC)))
     report.rows += rows
     report.findings += findings
     report.recommendations += alarm_watch_advice(env, found)
+
+
+NOISY_TIMES = 3  # an alarm that went to ALARM this often in NOISY_HOURS goes off without a deploy: noise
+NOISY_HOURS = 24
+
+
+def _times_in_alarm(cloudwatch: Any, names: list[str], now: datetime) -> dict[str, int]:
+    """How many times each alarm went to ALARM in the last :data:`NOISY_HOURS` (its history, the alarms at once);
+    none said when the history may not be read."""
+    since = now - timedelta(hours=NOISY_HOURS)
+    try:
+        return at_once({name: partial(times_in_alarm, cloudwatch, name, since) for name in names}) if names else {}
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        return {}
 
 
 METRICS_LATE = 60  # seconds: AWS's services put their metrics about a minute late, so alarms judge them that late
@@ -1016,9 +1032,13 @@ def alarm_watch_advice(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -
     ]
 
 
-def alarm_health(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -> tuple[list[Row], list[Finding]]:
+def alarm_health(
+    env: EnvConfig, found: Mapping[str, Mapping[str, Any]], times: Mapping[str, int] | None = None
+) -> tuple[list[Row], list[Finding]]:
     """A row for each alarm ``env``'s alarm watch names (``found``: those CloudWatch has, by name), and a finding for
-    one in ALARM (a deploy now is not judged by it) or missing (every deploy is refused)."""
+    one in ALARM (a deploy now is not judged by it), missing (every deploy is refused) or noisy: gone to ALARM
+    :data:`NOISY_TIMES` times or more in the last :data:`NOISY_HOURS` (``times``, by name), which fails deploys that
+    did nothing wrong."""
     rows: list[Row] = []
     findings: list[Finding] = []
     table = f"[environments.{env.name}.alarm_watch]"
@@ -1039,6 +1059,18 @@ def alarm_health(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -> tupl
         since = alarm.get("StateUpdatedTimestamp")
         reason = str(alarm.get("StateReason", "")).strip()
         rows.append(Row("alarm", name, state, (f"since {when(since)}: " if since else "") + reason))
+        went = (times or {}).get(name, 0)
+        if went >= NOISY_TIMES:
+            findings.append(
+                Finding(
+                    "warning",
+                    f"alarm {name} went to ALARM {went} times in the last {NOISY_HOURS} hours: a noisy alarm fails "
+                    "deploys that did nothing wrong, whenever it goes off while one is watched (and rolls them back)",
+                    f"read when and why: aws cloudwatch describe-alarm-history --alarm-name {name} --history-item-type "
+                    "StateUpdate; then raise its threshold or DatapointsToAlarm, or take it out of alarms in "
+                    "deploy.toml",
+                )
+            )
         if state == "ALARM":
             findings.append(
                 Finding(

@@ -30,7 +30,7 @@ import json
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -446,10 +446,9 @@ class Fired:
     state: str = "ALARM"  # its state now
 
 
-def went_to_alarm(cloudwatch: Any, name: str, since: datetime) -> tuple[Fired | None, datetime | None]:
-    """The first time alarm ``name`` went to ALARM at ``since`` or later, from its history (DescribeAlarmHistory:
-    its state updates since then, oldest first), None when it did not; and the time of the newest change the history
-    holds (None: none since then), which tells whether it holds the alarm's last change yet."""
+def state_updates(cloudwatch: Any, name: str, since: datetime) -> Iterator[tuple[datetime, Mapping[str, Any], str]]:
+    """Alarm ``name``'s changes of state from ``since`` on, oldest first (DescribeAlarmHistory, paged): each one's
+    time, the state it went to (``HistoryData``'s ``newState``: ``stateValue``, ``stateReason``) and its summary."""
     kwargs: dict[str, Any] = {
         "AlarmName": name,
         "AlarmTypes": list(ALARM_TYPES),
@@ -457,21 +456,34 @@ def went_to_alarm(cloudwatch: Any, name: str, since: datetime) -> tuple[Fired | 
         "StartDate": since,
         "ScanBy": "TimestampAscending",
     }
-    newest: datetime | None = None
     while True:
         answer = cloudwatch.describe_alarm_history(**kwargs)
         for item in answer.get("AlarmHistoryItems", []):
-            at = _aware(item.get("Timestamp"))
-            newest = max(newest or at, at)
             try:
                 new = json.loads(item.get("HistoryData") or "{}").get("newState") or {}
             except (ValueError, AttributeError):
-                continue
-            if new.get("stateValue") == "ALARM" and at >= since:
-                return Fired(name, at, str(new.get("stateReason") or item.get("HistorySummary") or "")), newest
+                new = {}
+            yield _aware(item.get("Timestamp")), new, str(item.get("HistorySummary") or "")
         if not answer.get("NextToken"):
-            return None, newest
+            return
         kwargs["NextToken"] = answer["NextToken"]
+
+
+def went_to_alarm(cloudwatch: Any, name: str, since: datetime) -> tuple[Fired | None, datetime | None]:
+    """The first time alarm ``name`` went to ALARM at ``since`` or later, from its history (:func:`state_updates`),
+    None when it did not; and the time of the newest change the history holds (None: none since then), which tells
+    whether it holds the alarm's last change yet."""
+    newest: datetime | None = None
+    for at, new, summary in state_updates(cloudwatch, name, since):
+        newest = max(newest or at, at)
+        if new.get("stateValue") == "ALARM" and at >= since:
+            return Fired(name, at, str(new.get("stateReason") or summary)), newest
+    return None, newest
+
+
+def times_in_alarm(cloudwatch: Any, name: str, since: datetime) -> int:
+    """How many times alarm ``name`` went to ALARM from ``since`` on (:func:`state_updates`)."""
+    return sum(1 for _, new, _ in state_updates(cloudwatch, name, since) if new.get("stateValue") == "ALARM")
 
 
 class AlarmJudge:

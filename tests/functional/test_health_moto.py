@@ -588,6 +588,26 @@ def test_the_alarms_deploys_are_judged_by_are_rows_one_in_alarm_or_missing_a_war
     assert not rows_of(gather(aws, ENV, None), "alarm")  # none named: none read
 
 
+def test_an_alarm_that_goes_off_again_and_again_is_a_warning(aws: AwsFactory) -> None:
+    """An alarm of the alarm watch that went to ALARM three times in a day (its history) goes off without a deploy:
+    it would fail deploys that did nothing wrong. Twice is not said."""
+    for name in ("car-rental-5xx", "car-rental-latency"):
+        put_alarm(aws, name)
+    for times, name in ((3, "car-rental-5xx"), (2, "car-rental-latency")):
+        for _ in range(times):
+            set_state(aws, name, "ALARM", "Threshold Crossed")
+            set_state(aws, name, "OK", "Threshold not crossed")
+    watched = dataclasses.replace(ENV, alarm_watch=AlarmWatch(("car-rental-5xx", "car-rental-latency")))
+    [noisy] = [f for f in gather(aws, watched, None).findings if "alarm" in f.what]
+    assert noisy.severity == "warning" and noisy.what.startswith(
+        "alarm car-rental-5xx went to ALARM 3 times in the last 24 hours: a noisy alarm fails deploys that did "
+        "nothing wrong"
+    )
+    assert noisy.next_step.startswith(
+        "read when and why: aws cloudwatch describe-alarm-history --alarm-name car-rental-5xx"
+    )
+
+
 def test_missing_stage_alias_and_target_group_are_broken_parts(aws: AwsFactory) -> None:
     create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
     create_target_group(aws, delay=5, settings=TUNED_TG)
