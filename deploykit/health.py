@@ -1064,8 +1064,9 @@ def alarm_health(
             findings.append(
                 Finding(
                     "warning",
-                    f"alarm {name} went to ALARM {went} times in the last {NOISY_HOURS} hours: a noisy alarm fails "
-                    "deploys that did nothing wrong, whenever it goes off while one is watched (and rolls them back)",
+                    f"alarm {name} went to ALARM {went} times in the last {NOISY_HOURS} hours: unless deploys set it "
+                    "off, it is noisy, and a noisy alarm fails deploys that did nothing wrong whenever it goes off "
+                    "while one is watched (and rolls them back)",
                     f"read when and why: aws cloudwatch describe-alarm-history --alarm-name {name} --history-item-type "
                     "StateUpdate; then raise its threshold or DatapointsToAlarm, or take it out of alarms in "
                     "deploy.toml",

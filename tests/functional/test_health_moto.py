@@ -600,8 +600,8 @@ def test_an_alarm_that_goes_off_again_and_again_is_a_warning(aws: AwsFactory) ->
     watched = dataclasses.replace(ENV, alarm_watch=AlarmWatch(("car-rental-5xx", "car-rental-latency")))
     [noisy] = [f for f in gather(aws, watched, None).findings if "alarm" in f.what]
     assert noisy.severity == "warning" and noisy.what.startswith(
-        "alarm car-rental-5xx went to ALARM 3 times in the last 24 hours: a noisy alarm fails deploys that did "
-        "nothing wrong"
+        "alarm car-rental-5xx went to ALARM 3 times in the last 24 hours: unless deploys set it off, it is noisy, "
+        "and a noisy alarm fails deploys that did nothing wrong"
     )
     assert noisy.next_step.startswith(
         "read when and why: aws cloudwatch describe-alarm-history --alarm-name car-rental-5xx"
