@@ -450,7 +450,9 @@ class AlarmWatch:
     after a deploy's smoke, an alarm that went to ALARM since the deploy began changing what runs fails the release,
     which the automatic rollback then takes back. No ``alarms`` (the default): none watched."""
 
-    alarms: tuple[str, ...] = ()  # metric or composite alarms, by name, in the environment's account and region
+    # metric or composite alarms, by name, in the environment's account and region; a name ending in ``*``: every
+    # alarm whose name starts with what comes before it (deploykit.watch.read_alarms)
+    alarms: tuple[str, ...] = ()
     seconds: float = 0.0  # how long they are watched after smoke (0: read once, after it)
 
     @property
@@ -1347,6 +1349,11 @@ def alarm_problem(watch: AlarmWatch) -> str | None:
     for name in watch.alarms:
         if not 1 <= len(name) <= 255 or name != name.strip():
             return f"alarms: {name!r} is no CloudWatch alarm's name (1 to 255 characters, no space around them)"
+        if "*" in name[:-1] or name == "*":
+            return (
+                f"alarms: {name!r}: a * stands only at the end of a name, after the start the alarms' names share "
+                '("car-rental-prod-*": every alarm whose name starts with car-rental-prod-)'
+            )
     twice = sorted({name for name in watch.alarms if watch.alarms.count(name) > 1})
     if twice:
         return f"alarms names {twice[0]!r} twice"

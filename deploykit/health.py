@@ -38,7 +38,17 @@ from deploykit.git import SHORT_SHA
 from deploykit.output import tabulate
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
-from deploykit.watch import SET_THE_CLOCK, SKEW_SAID, clock_offset, read_alarms, skew_said, times_in_alarm
+from deploykit.watch import (
+    PREFIX,
+    SET_THE_CLOCK,
+    SKEW_SAID,
+    clock_offset,
+    missing_alarms,
+    named,
+    read_alarms,
+    skew_said,
+    times_in_alarm,
+)
 
 if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
@@ -1008,8 +1018,8 @@ def alarm_watch_advice(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -
     release failing from its first second: ``DatapointsToAlarm`` periods of its ``Period`` (and, on AWS, the minute
     its metrics come late)."""
     needed: list[tuple[float, str]] = []
-    for name in env.alarm_watch.alarms:  # the first of the slowest, in deploy.toml's order
-        alarm = found.get(name) or {}
+    for name in named(env.alarm_watch.alarms, found):  # the first of the slowest, in deploy.toml's order
+        alarm = found[name]
         period, periods = (
             _int(alarm.get("Period")),
             _int(alarm.get("DatapointsToAlarm") or alarm.get("EvaluationPeriods")),
@@ -1042,10 +1052,12 @@ def alarm_health(
     rows: list[Row] = []
     findings: list[Finding] = []
     table = f"[environments.{env.name}.alarm_watch]"
-    for name in env.alarm_watch.alarms:
-        alarm = found.get(name)
-        if alarm is None:
-            rows.append(Row("alarm", name, MISSING, f"not in CloudWatch ({env.region})"))
+    missing = set(missing_alarms(env.alarm_watch.alarms, found))
+    shown: set[str] = set()
+    for name in env.alarm_watch.alarms:  # in deploy.toml's order; a prefix's alarms by their names
+        if name in missing:
+            what = "no alarm in CloudWatch starts with it" if name.endswith(PREFIX) else "not in CloudWatch"
+            rows.append(Row("alarm", name, MISSING, f"{what} ({env.region})"))
             findings.append(
                 Finding(
                     "warning",
@@ -1054,35 +1066,44 @@ def alarm_health(
                     "create it there, or take it out of alarms in deploy.toml",
                 )
             )
-            continue
-        state = str(alarm.get("StateValue", "?"))
-        since = alarm.get("StateUpdatedTimestamp")
-        reason = str(alarm.get("StateReason", "")).strip()
-        rows.append(Row("alarm", name, state, (f"since {when(since)}: " if since else "") + reason))
-        went = (times or {}).get(name, 0)
-        if went >= NOISY_TIMES:
-            findings.append(
-                Finding(
-                    "warning",
-                    f"alarm {name} went to ALARM {went} times in the last {NOISY_HOURS} hours: unless deploys set it "
-                    "off, it is noisy, and a noisy alarm fails deploys that did nothing wrong whenever it goes off "
-                    "while one is watched (and rolls them back)",
-                    f"read when and why: aws cloudwatch describe-alarm-history --alarm-name {name} --history-item-type "
-                    "StateUpdate; then raise its threshold or DatapointsToAlarm, or take it out of alarms in "
-                    "deploy.toml",
-                )
-            )
-        if state == "ALARM":
-            findings.append(
-                Finding(
-                    "warning",
-                    f"alarm {name} is in ALARM" + (f" since {when(since)}" if since else "") + f": {reason}; a deploy "
-                    "now is not judged by it (it cannot tell the release from the one before)",
-                    f"see what it watches: aws cloudwatch describe-alarms --alarm-names {name}; what the app and the "
-                    f"functions wrote: inv logs --env {env.name} --component all --since 1h",
-                )
-            )
+        for each in [n for n in named([name], found) if n not in shown]:
+            shown.add(each)
+            row, more = _alarm_row(env, each, found[each], (times or {}).get(each, 0))
+            rows.append(row)
+            findings += more
     return rows, findings
+
+
+def _alarm_row(env: EnvConfig, name: str, alarm: Mapping[str, Any], went: int) -> tuple[Row, list[Finding]]:
+    """:func:`alarm_health`'s row of alarm ``name`` (as CloudWatch has it: ``alarm``), and its findings: in ALARM, or
+    ``went`` to ALARM :data:`NOISY_TIMES` times or more in the last :data:`NOISY_HOURS`."""
+    findings: list[Finding] = []
+    state = str(alarm.get("StateValue", "?"))
+    since = alarm.get("StateUpdatedTimestamp")
+    reason = str(alarm.get("StateReason", "")).strip()
+    row = Row("alarm", name, state, (f"since {when(since)}: " if since else "") + reason)
+    if went >= NOISY_TIMES:
+        findings.append(
+            Finding(
+                "warning",
+                f"alarm {name} went to ALARM {went} times in the last {NOISY_HOURS} hours: unless deploys set it "
+                "off, it is noisy, and a noisy alarm fails deploys that did nothing wrong whenever it goes off "
+                "while one is watched (and rolls them back)",
+                f"read when and why: aws cloudwatch describe-alarm-history --alarm-name {name} --history-item-type "
+                "StateUpdate; then raise its threshold or DatapointsToAlarm, or take it out of alarms in deploy.toml",
+            )
+        )
+    if state == "ALARM":
+        findings.append(
+            Finding(
+                "warning",
+                f"alarm {name} is in ALARM" + (f" since {when(since)}" if since else "") + f": {reason}; a deploy "
+                "now is not judged by it (it cannot tell the release from the one before)",
+                f"see what it watches: aws cloudwatch describe-alarms --alarm-names {name}; what the app and the "
+                f"functions wrote: inv logs --env {env.name} --component all --since 1h",
+            )
+        )
+    return row, findings
 
 
 def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, report: HealthReport) -> None:

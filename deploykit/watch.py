@@ -30,7 +30,7 @@ import json
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -343,22 +343,57 @@ class WatchErrors(Step):
 ALARM_TYPES = ("CompositeAlarm", "MetricAlarm")
 
 
+PREFIX = "*"  # a name of [environments.NAME.alarm_watch] alarms ending in it: every alarm whose name starts so
+
+
 def read_alarms(
     cloudwatch: Any, names: Sequence[str], answered: Callable[[Mapping[str, Any]], None] | None = None
 ) -> dict[str, Mapping[str, Any]]:
-    """The alarms of ``names`` that exist (metric or composite), by name, as DescribeAlarms says them; ``answered``
-    is given the first answer as it came (its ``ResponseMetadata``)."""
+    """The alarms of ``names`` that exist (metric or composite), by name, as DescribeAlarms says them: the names in
+    one call, and for each name ending in ``*`` (:data:`PREFIX`) every alarm whose name starts with what comes
+    before it, one call each (AlarmNamePrefix). ``answered`` is given the first answer as it came (its
+    ``ResponseMetadata``)."""
     found: dict[str, Mapping[str, Any]] = {}
-    kwargs: dict[str, Any] = {"AlarmNames": list(names), "AlarmTypes": list(ALARM_TYPES)}
-    while True:
-        answer = cloudwatch.describe_alarms(**kwargs)
-        if answered is not None and "NextToken" not in kwargs:
-            answered(answer)
-        for alarm in [*answer.get("MetricAlarms", []), *answer.get("CompositeAlarms", [])]:
-            found[str(alarm["AlarmName"])] = alarm
-        if not answer.get("NextToken"):
-            return found
-        kwargs["NextToken"] = answer["NextToken"]
+    exact = [name for name in names if not name.endswith(PREFIX)]
+    asks: list[dict[str, Any]] = [{"AlarmNames": exact}] if exact else []
+    asks += [{"AlarmNamePrefix": name[: -len(PREFIX)]} for name in names if name.endswith(PREFIX)]
+    for ask in asks:
+        kwargs: dict[str, Any] = {**ask, "AlarmTypes": list(ALARM_TYPES)}
+        while True:
+            answer = cloudwatch.describe_alarms(**kwargs)
+            if answered is not None:
+                answered(answer)
+                answered = None
+            for alarm in [*answer.get("MetricAlarms", []), *answer.get("CompositeAlarms", [])]:
+                found[str(alarm["AlarmName"])] = alarm
+            if not answer.get("NextToken"):
+                break
+            kwargs["NextToken"] = answer["NextToken"]
+    return found
+
+
+def missing_alarms(names: Sequence[str], found: Collection[str]) -> list[str]:
+    """The names of ``names`` no alarm ``found`` (by name) answers: a name not there, a ``prefix*`` no alarm's name
+    starts with."""
+    return [
+        name
+        for name in names
+        if not (
+            any(alarm.startswith(name[: -len(PREFIX)]) for alarm in found) if name.endswith(PREFIX) else name in found
+        )
+    ]
+
+
+def named(names: Sequence[str], found: Mapping[str, Any]) -> list[str]:
+    """The alarms ``found`` in the order of ``names``: a name's, then a prefix's in the order of their names; each
+    once."""
+    said: dict[str, None] = {}
+    for name in names:
+        if name.endswith(PREFIX):
+            said.update(dict.fromkeys(sorted(a for a in found if a.startswith(name[: -len(PREFIX)]))))
+        elif name in found:
+            said[name] = None
+    return list(said)
 
 
 def _moment(when: datetime) -> str:
@@ -608,11 +643,15 @@ class WatchAlarms(Step):
         return "only the watching stopped: what the run deployed stays live"
 
     def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
-        missing = [name for name in self.alarms if name not in read_alarms_of(ctx, self.alarms)]
+        missing = missing_alarms(self.alarms, read_alarms_of(ctx, self.alarms))
         earlier = references.earlier_stacks(before)
         if missing and earlier:  # a stack the run deploys first may make it (the team's alarms in the CDK app)
             made = references.could_make(earlier, region=ctx.env.region, account=ctx.aws.account())
-            missing = [name for name in missing if not (made("alarm", name) or made("composite_alarm", name))]
+            missing = [
+                name
+                for name in missing
+                if not (name.endswith(PREFIX) or made("alarm", name) or made("composite_alarm", name))
+            ]
         if missing:
             raise UsageError(
                 f"CloudWatch has no alarm named {', '.join(missing)} in {ctx.env.region} (deploy.toml's "
@@ -623,15 +662,24 @@ class WatchAlarms(Step):
 
     def run(self, ctx: Context) -> Outcome:
         judge, started = AlarmJudge(ctx, self.alarms), ctx.clock.monotonic()
+        seen: set[str] = set()  # the alarms read so far: a prefix's too
         while True:
             found = judge.read()
             elapsed = ctx.clock.monotonic() - started
-            gone = [name for name in self.alarms if name not in found]
-            if gone:  # as CloudFormation's rollback triggers: a missing alarm vouches for nothing
+            gone = sorted(seen - set(found))  # read before, not now
+            absent = missing_alarms(missing_alarms(self.alarms, found), seen)  # nor ever
+            seen |= set(found)
+            if gone or absent:  # as CloudFormation's rollback triggers: a missing alarm vouches for nothing
+                table = f"[environments.{ctx.env.name}.alarm_watch] alarms"
                 raise StepFailed(
                     f"alarm {', '.join(gone)} is gone from CloudWatch (deleted while the deploy ran): it cannot vouch "
-                    "for the release",
-                    next_step=f"put it back, or take it out of [environments.{ctx.env.name}.alarm_watch] alarms",
+                    "for the release"
+                    if gone
+                    else f"CloudWatch has no alarm named {', '.join(absent)} ({table}), though a stack of the run "
+                    "could have made it: it cannot vouch for the release",
+                    next_step=f"put it back, or take it out of {table}"
+                    if gone
+                    else f"make it (in the CDK app, as its name), or take it out of {table}",
                 )
             failure = judge.failure(found)
             if failure is not None:

@@ -356,7 +356,7 @@ def say_missing_alarms(runtime: Runtime, env: EnvConfig, plan: Plan, aws: AwsFac
         if error_code(exc) in DENIED:
             runtime.stderr.write(f"⚠️  may not read the CloudWatch alarms {table} names: the deploy would be refused\n")
         return  # another error: the run meets it
-    missing = [name for name in names if name not in found]
+    missing = watch.missing_alarms(names, found)
     if not missing:
         return
     deploys_stacks = any(isinstance(step, stack_chain.DeployStack) for _, step in walk(plan.steps))

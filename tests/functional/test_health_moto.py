@@ -608,6 +608,19 @@ def test_an_alarm_that_goes_off_again_and_again_is_a_warning(aws: AwsFactory) ->
     )
 
 
+def test_a_names_start_shows_a_row_for_each_alarm_it_matches(aws: AwsFactory) -> None:
+    for name in ("car-rental-latency", "car-rental-5xx", "other"):
+        put_alarm(aws, name)
+    watched = dataclasses.replace(ENV, alarm_watch=AlarmWatch(("car-rental-*", "car-rental-5xx", "nope-*")))
+    report = gather(aws, watched, None)
+    assert [(r.name, r.status) for r in rows_of(report, "alarm")] == [
+        ("car-rental-5xx", "OK"),
+        ("car-rental-latency", "OK"),
+        ("nope-*", "missing"),
+    ]
+    assert rows_of(report, "alarm")[2].detail == f"no alarm in CloudWatch starts with it ({REGION})"
+
+
 def test_missing_stage_alias_and_target_group_are_broken_parts(aws: AwsFactory) -> None:
     create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
     create_target_group(aws, delay=5, settings=TUNED_TG)

@@ -454,3 +454,40 @@ def test_a_dry_run_says_an_alarm_cloudwatch_does_not_have(factory: AwsFactory, d
     runtime.stderr = io.StringIO()
     say_missing_alarms(runtime, dev_env, Plan("dev", (Builds(lambda: None), WatchAlarms(NAMES[:1], 60, 5.0))), factory)
     assert runtime.stderr.getvalue() == ""
+
+
+def test_a_name_ending_in_a_star_watches_every_alarm_whose_name_starts_so(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """``car-rental-*``: the alarms the team adds in the CDK app under that start, without naming each in deploy.toml.
+    They are read in one call of their own (AlarmNamePrefix) beside the names', judge as named ones do, one deleted
+    while watched vouches for nothing, and a start no alarm has is refused as a name CloudWatch does not have."""
+    for name in (*NAMES, "other-5xx"):
+        put_alarm(factory, name)
+    asked: list[dict[str, Any]] = []
+    factory.client("cloudwatch").meta.events.register(
+        "before-parameter-build.cloudwatch.DescribeAlarms", lambda params, **_: asked.append(dict(params))
+    )
+    clock = Evaluating([lambda: set_state(factory, "car-rental-latency", "ALARM")])
+    ctx = context(factory, dev_env, clock)
+    ctx.changing_since = datetime.now(UTC) - timedelta(seconds=1)
+    with pytest.raises(StepFailed, match=r"^alarm car-rental-latency went to ALARM"):
+        WatchAlarms(("other-5xx", "car-rental-*"), 30, 5.0).run(ctx)
+    assert [sorted(a) for a in asked[:2]] == [["AlarmNames", "AlarmTypes"], ["AlarmNamePrefix", "AlarmTypes"]]
+    assert asked[1]["AlarmNamePrefix"] == "car-rental-"
+
+    set_state(factory, "car-rental-latency", "OK")
+    clock = Evaluating([lambda: factory.client("cloudwatch").delete_alarms(AlarmNames=["car-rental-5xx"])])
+    ctx = context(factory, dev_env, clock)
+    ctx.changing_since = datetime.now(UTC)
+    with pytest.raises(StepFailed, match=r"^alarm car-rental-5xx is gone from CloudWatch"):
+        WatchAlarms(("car-rental-*",), 30, 5.0).run(ctx)
+
+    report = executed(factory, dev_env, Builds(lambda: None), Changes(lambda: None), WatchAlarms(("nope-*",), 0, 5.0))
+    assert isinstance(report.error, UsageError) and "CloudWatch has no alarm named nope-* in" in report.error.message
+    report = executed(factory, dev_env, MakesAlarm(lambda: None), WatchAlarms(("nope-*",), 0, 5.0))
+    assert isinstance(report.error, StepFailed)  # not refused: a stack of the run could make one; none did
+    assert report.error.message.startswith(
+        "CloudWatch has no alarm named nope-* ([environments.dev.alarm_watch] alarms), though a stack of the run could "
+        "have made it"
+    )

@@ -380,6 +380,8 @@ def test_an_alarm_watch_is_off_unless_alarms_are_named_and_its_values_are_checke
     assert (watch.on, watch.alarms, watch.seconds) == (True, ("car-rental-5xx",), 120.0)
     data["environments"]["dev"]["alarm_watch"] = {"alarms": ["car-rental-5xx"]}
     assert parse_config(data, Path("deploy.toml")).environment("dev").alarm_watch.seconds == 0  # read once
+    data["environments"]["dev"]["alarm_watch"] = {"alarms": ["car-rental-dev-*"]}  # every alarm named so
+    assert parse_config(data, Path("deploy.toml")).environment("dev").alarm_watch.alarms == ("car-rental-dev-*",)
     for bad, message in (
         ({"alarms": ["a"], "seconds": -1}, r"alarm_watch\.seconds must be from 0 \(read once, after smoke\) to 10800"),
         ({"alarms": ["a"], "seconds": 10801}, r"alarm_watch\.seconds must be from 0 .* not 10801"),
@@ -387,6 +389,8 @@ def test_an_alarm_watch_is_off_unless_alarms_are_named_and_its_values_are_checke
         ({"alarms": ["a" * 256]}, r"alarm_watch\.alarms: 'a{256}' is no CloudWatch alarm's name"),
         ({"alarms": [" a"]}, r"alarm_watch\.alarms: ' a' is no CloudWatch alarm's name"),
         ({"alarms": ["a", "b", "a"]}, r"alarm_watch\.alarms names 'a' twice"),
+        ({"alarms": ["car-*-5xx"]}, r"alarm_watch\.alarms: 'car-\*-5xx': a \* stands only at the end of a name"),
+        ({"alarms": ["*"]}, r"alarm_watch\.alarms: '\*': a \* stands only at the end"),
         ({"alarms": [f"a{i}" for i in range(101)]}, r"alarm_watch\.alarms names 101 alarms; at most 100"),
         ({"alarms": "car-rental-5xx"}, r"'environments\.dev\.alarm_watch\.alarms' must be a list of strings"),
         ({"alarm": ["a"]}, r"unknown key 'environments\.dev\.alarm_watch\.alarm' \(did you mean 'alarms'\?\)"),
