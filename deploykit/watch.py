@@ -34,12 +34,13 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
 
 from deploykit import ecs, references
-from deploykit.aws import DENIED
+from deploykit.aws import DENIED, at_once
 from deploykit.clock import seconds_of
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
@@ -351,25 +352,30 @@ def read_alarms(
 ) -> dict[str, Mapping[str, Any]]:
     """The alarms of ``names`` that exist (metric or composite), by name, as DescribeAlarms says them: the names in
     one call, and for each name ending in ``*`` (:data:`PREFIX`) every alarm whose name starts with what comes
-    before it, one call each (AlarmNamePrefix). ``answered`` is given the first answer as it came (its
-    ``ResponseMetadata``)."""
-    found: dict[str, Mapping[str, Any]] = {}
+    before it, one call each (AlarmNamePrefix), all at once. ``answered`` is given the first call's first answer as
+    it came (its ``ResponseMetadata``)."""
     exact = [name for name in names if not name.endswith(PREFIX)]
     asks: list[dict[str, Any]] = [{"AlarmNames": exact}] if exact else []
     asks += [{"AlarmNamePrefix": name[: -len(PREFIX)]} for name in names if name.endswith(PREFIX)]
-    for ask in asks:
-        kwargs: dict[str, Any] = {**ask, "AlarmTypes": list(ALARM_TYPES)}
-        while True:
-            answer = cloudwatch.describe_alarms(**kwargs)
-            if answered is not None:
-                answered(answer)
-                answered = None
-            for alarm in [*answer.get("MetricAlarms", []), *answer.get("CompositeAlarms", [])]:
-                found[str(alarm["AlarmName"])] = alarm
-            if not answer.get("NextToken"):
-                break
-            kwargs["NextToken"] = answer["NextToken"]
-    return found
+    reads = {n: partial(_described, cloudwatch, ask, answered if n == 0 else None) for n, ask in enumerate(asks)}
+    return {name: alarm for read in at_once(reads).values() for name, alarm in read.items()}
+
+
+def _described(
+    cloudwatch: Any, ask: Mapping[str, Any], answered: Callable[[Mapping[str, Any]], None] | None
+) -> dict[str, Mapping[str, Any]]:
+    """The alarms one DescribeAlarms ``ask`` (its names, or a start of them) finds, paged, by name."""
+    found: dict[str, Mapping[str, Any]] = {}
+    kwargs: dict[str, Any] = {**ask, "AlarmTypes": list(ALARM_TYPES)}
+    while True:
+        answer = cloudwatch.describe_alarms(**kwargs)
+        if answered is not None and "NextToken" not in kwargs:
+            answered(answer)
+        for alarm in [*answer.get("MetricAlarms", []), *answer.get("CompositeAlarms", [])]:
+            found[str(alarm["AlarmName"])] = alarm
+        if not answer.get("NextToken"):
+            return found
+        kwargs["NextToken"] = answer["NextToken"]
 
 
 def missing_alarms(names: Sequence[str], found: Collection[str]) -> list[str]:
