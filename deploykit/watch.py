@@ -638,7 +638,8 @@ class WatchAlarms(Step):
         how_long = f"for {self.seconds:g}s" if self.seconds else "once"
         then = "its failure names the rollback" if self.undo else "and rolls it back"
         return (
-            f"read CloudWatch alarm{'s' if len(self.alarms) != 1 else ''} {', '.join(self.alarms)} {how_long}: one "
+            f"read CloudWatch alarm{'' if len(self.alarms) == 1 and not self.alarms[0].endswith(PREFIX) else 's'} "
+            f"{', '.join(self.alarms)} {how_long}: one "
             f"going to ALARM since the deploy began fails the release ({then})"
         )
 

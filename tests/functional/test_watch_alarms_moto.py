@@ -484,6 +484,7 @@ def test_a_name_ending_in_a_star_watches_every_alarm_whose_name_starts_so(
     with pytest.raises(StepFailed, match=r"^alarm car-rental-5xx is gone from CloudWatch"):
         WatchAlarms(("car-rental-*",), 30, 5.0).run(ctx)
 
+    assert WatchAlarms(("car-rental-*",), 3, 5.0).describe().startswith("read CloudWatch alarms car-rental-* for 3s")
     report = executed(factory, dev_env, Builds(lambda: None), Changes(lambda: None), WatchAlarms(("nope-*",), 0, 5.0))
     assert isinstance(report.error, UsageError) and "CloudWatch has no alarm named nope-* in" in report.error.message
     report = executed(factory, dev_env, MakesAlarm(lambda: None), WatchAlarms(("nope-*",), 0, 5.0))
