@@ -6,6 +6,7 @@ reverting the bad commit then leaves nothing to deploy. Last, ``inv rollback`` o
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -226,6 +227,79 @@ def test_a_release_the_teams_own_alarm_judges_bad_is_rolled_back(project: Path) 
     )
     git(project, "revert", "--no-edit", "HEAD")
     cloudwatch.delete_alarms(AlarmNames=["car-rental-5xx"])
+    assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
+
+
+def test_an_alarm_that_went_off_and_back_during_the_rollout_fails_a_watch_that_reads_once(project: Path) -> None:
+    """The rollout sets the team's alarm off and it is OK again 0.3 s later (SetAlarmState, as CloudWatch would on a
+    burst of errors while the new tasks come up), before wait-healthy and smoke end: the watch reads it once, after
+    smoke, finds it OK, and its history (the sandbox's DescribeAlarmHistory, over HTTP) says it went to ALARM during
+    the deploy. The release fails, and the automatic rollback puts the previous one back."""
+    url = alb(project)
+    live = version_of(url)
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    aws = AwsFactory(env)
+    cloudwatch, ecs = aws.client("cloudwatch"), aws.client("ecs")
+    cloudwatch.put_metric_alarm(
+        AlarmName="car-rental-burst",
+        Namespace="Test/Release",
+        MetricName="Burst",
+        Statistic="Sum",
+        Period=10,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="notBreaching",  # no data: OK
+    )
+
+    def evaluated() -> str:
+        alarm = cloudwatch.describe_alarms(AlarmNames=["car-rental-burst"])["MetricAlarms"][0]
+        return "" if alarm["StateReason"].startswith("Unchecked") else str(alarm["StateValue"])
+
+    deadline = time.monotonic() + 30
+    while evaluated() != "OK" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    running = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
+    rolled = threading.Event()
+
+    def burst_at_the_rollout() -> None:
+        while time.monotonic() < deadline + 300:
+            service = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]
+            if service["taskDefinition"] != running:  # roll-service
+                cloudwatch.set_alarm_state(
+                    AlarmName="car-rental-burst", StateValue="ALARM", StateReason="Threshold Crossed: a burst"
+                )
+                time.sleep(0.3)  # the burst over (the sandbox's evaluation would say so within its second too)
+                cloudwatch.set_alarm_state(
+                    AlarmName="car-rental-burst", StateValue="OK", StateReason="Threshold Crossed: no burst"
+                )
+                rolled.set()
+                return
+            time.sleep(0.05)
+
+    doc = '    """The git SHA this image was built from."""\n'
+    edit(project, "backend/app/routes.py", doc, doc + "    # a release whose rollout sets the burst alarm off\n")
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text() + '\n[environments.sandbox.alarm_watch]\nalarms = ["car-rental-burst"]\nseconds = 0\n'
+    )
+    git(project, "commit", "-qam", "a release whose rollout sets the team's alarm off for a second")
+    watcher = threading.Thread(target=burst_at_the_rollout, daemon=True)
+    watcher.start()
+    runtime = quiet_runtime(project)
+    with pytest.raises(StepFailed) as failed:
+        commands.deploy_auto(runtime=runtime)
+    watcher.join(timeout=5)
+    printed = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+
+    assert rolled.is_set()
+    assert failed.value.message.startswith("alarm car-rental-burst went to ALARM "), failed.value.message
+    assert ", and was OK again at " in failed.value.message and "Threshold Crossed: a burst" in failed.value.message
+    assert "⏪ automatic rollback: app" in printed
+    assert version_of(url) == live
+    assert lock_is_free(project)
+    git(project, "revert", "--no-edit", "HEAD")
+    cloudwatch.delete_alarms(AlarmNames=["car-rental-burst"])
     assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
 
 
