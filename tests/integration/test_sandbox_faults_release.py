@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -163,6 +164,32 @@ def test_a_release_that_fails_users_after_its_rollout_is_rolled_back_by_the_erro
     assert commands.deploy_auto(runtime=quiet_runtime(project)) is None
 
 
+def evaluated_ok(cloudwatch: Any, name: str) -> None:
+    """Wait until the sandbox has evaluated alarm ``name`` as OK (moto's first state, "Unchecked", is none; the
+    errors of the test before may still be in its period)."""
+
+    def evaluated() -> str:
+        alarm = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
+        return "" if alarm["StateReason"].startswith("Unchecked") else str(alarm["StateValue"])
+
+    deadline = time.monotonic() + 30
+    while evaluated() != "OK" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert evaluated() == "OK"
+
+
+def commit_watched(project: Path, line: str, alarm: str, seconds: int, message: str) -> None:
+    """Commit a release whose /version has ``line`` added, with [environments.sandbox.alarm_watch] watching
+    ``alarm`` for ``seconds``."""
+    doc = '    """The git SHA this image was built from."""\n'
+    edit(project, "backend/app/routes.py", doc, f"{doc}    {line}\n")
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text() + f'\n[environments.sandbox.alarm_watch]\nalarms = ["{alarm}"]\nseconds = {seconds}\n'
+    )
+    git(project, "commit", "-qam", message)
+
+
 def test_a_release_the_teams_own_alarm_judges_bad_is_rolled_back(project: Path) -> None:
     """The team's CloudWatch alarm on the ALB's 5xx (the sandbox evaluates it as CloudWatch does, every second),
     named in [environments.sandbox.alarm_watch]: the release whose /version answers 500 sets it off once its users
@@ -189,22 +216,14 @@ def test_a_release_the_teams_own_alarm_judges_bad_is_rolled_back(project: Path) 
         ComparisonOperator="GreaterThanOrEqualToThreshold",
         TreatMissingData="notBreaching",
     )
-
-    def evaluated() -> str:
-        alarm = cloudwatch.describe_alarms(AlarmNames=["car-rental-5xx"])["MetricAlarms"][0]
-        return "" if alarm["StateReason"].startswith("Unchecked") else str(alarm["StateValue"])
-
-    deadline = time.monotonic() + 30  # the 5xx of the test before may still be in its 10 s
-    while evaluated() != "OK" and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert evaluated() == "OK"
-    doc = '    """The git SHA this image was built from."""\n'
-    edit(project, "backend/app/routes.py", doc, doc + '    raise RuntimeError("version broken on purpose")\n')
-    toml = project / "deploy.toml"
-    toml.write_text(
-        toml.read_text() + '\n[environments.sandbox.alarm_watch]\nalarms = ["car-rental-5xx"]\nseconds = 60\n'
+    evaluated_ok(cloudwatch, "car-rental-5xx")
+    commit_watched(
+        project,
+        'raise RuntimeError("version broken on purpose")',
+        "car-rental-5xx",
+        60,
+        "a release whose /version fails, and the team's alarm watched",
     )
-    git(project, "commit", "-qam", "a release whose /version fails, and the team's alarm watched")
     client = LoopingClient(url).start()
     runtime = quiet_runtime(project)
     started = time.monotonic()
@@ -251,19 +270,13 @@ def test_an_alarm_that_went_off_and_back_during_the_rollout_fails_a_watch_that_r
         ComparisonOperator="GreaterThanOrEqualToThreshold",
         TreatMissingData="notBreaching",  # no data: OK
     )
-
-    def evaluated() -> str:
-        alarm = cloudwatch.describe_alarms(AlarmNames=["car-rental-burst"])["MetricAlarms"][0]
-        return "" if alarm["StateReason"].startswith("Unchecked") else str(alarm["StateValue"])
-
-    deadline = time.monotonic() + 30
-    while evaluated() != "OK" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    evaluated_ok(cloudwatch, "car-rental-burst")
     running = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]["taskDefinition"]
     rolled = threading.Event()
 
     def burst_at_the_rollout() -> None:
-        while time.monotonic() < deadline + 300:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
             service = ecs.describe_services(cluster=env.cluster, services=[env.service])["services"][0]
             if service["taskDefinition"] != running:  # roll-service
                 cloudwatch.set_alarm_state(
@@ -277,13 +290,13 @@ def test_an_alarm_that_went_off_and_back_during_the_rollout_fails_a_watch_that_r
                 return
             time.sleep(0.05)
 
-    doc = '    """The git SHA this image was built from."""\n'
-    edit(project, "backend/app/routes.py", doc, doc + "    # a release whose rollout sets the burst alarm off\n")
-    toml = project / "deploy.toml"
-    toml.write_text(
-        toml.read_text() + '\n[environments.sandbox.alarm_watch]\nalarms = ["car-rental-burst"]\nseconds = 0\n'
+    commit_watched(
+        project,
+        "# a release whose rollout sets the burst alarm off",
+        "car-rental-burst",
+        0,
+        "a release whose rollout sets the team's alarm off for a second",
     )
-    git(project, "commit", "-qam", "a release whose rollout sets the team's alarm off for a second")
     watcher = threading.Thread(target=burst_at_the_rollout, daemon=True)
     watcher.start()
     runtime = quiet_runtime(project)
