@@ -99,8 +99,9 @@ def utc(moment: object) -> datetime | None:
 
 
 def served(answer: Mapping[str, Any]) -> datetime | None:
-    """S3's time when it answered: the ``Date`` header of the answer (a call's, or a ClientError's ``response``);
-    None when there is none or it cannot be read (an S3-compatible store may send none)."""
+    """The service's time when it answered (S3's for the lock, CloudWatch's and STS's for deploykit.watch): the
+    ``Date`` header of the answer (a call's, or a ClientError's ``response``); None when there is none or it cannot be
+    read (an S3-compatible store may send none)."""
     headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
     date = headers.get("date")
     if not date:

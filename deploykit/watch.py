@@ -33,7 +33,6 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, ClassVar
 
@@ -41,11 +40,12 @@ from botocore.exceptions import ClientError
 
 from deploykit import ecs, references
 from deploykit.aws import DENIED, at_once
-from deploykit.clock import seconds_of
+from deploykit.clock import EPOCH, seconds_of
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 from deploykit.stacks import error_code
+from deploykit.stored import served, utc
 
 PERIOD = 60  # seconds: the metrics watched here are per minute
 ELB = "AWS/ApplicationELB"
@@ -417,9 +417,8 @@ def clock_offset(answer: Mapping[str, Any], sent: datetime, received: datetime) 
     bounds put it more than :data:`SKEW_SEEN` from 0, 0; beyond, the lower bound, so that a moment counted with it is
     a second early at most, never late (an alarm the release set off is never taken for one from before it). The
     estimate is the bounds' middle. None when the answer says no time."""
-    try:
-        date = parsedate_to_datetime(str(answer["ResponseMetadata"]["HTTPHeaders"]["date"]))
-    except (KeyError, TypeError, ValueError):
+    date = served(answer)
+    if date is None:
         return None
     low, high = (date - received).total_seconds(), (date - sent).total_seconds() + 1
     return (low if low > SKEW_SEEN or high < -SKEW_SEEN else 0.0), (low + high) / 2
@@ -538,7 +537,7 @@ class AlarmJudge:
         self.ctx, self.names = ctx, tuple(names)
         self._since: datetime | None = None
         self._cleared: dict[str, datetime] = {}  # alarm → its last change whose history since ``since`` had no ALARM
-        self._read: dict[tuple[str, datetime], int] = {}  # (alarm, its last change) → how often its history was read
+        self._read_once: set[tuple[str, datetime]] = set()  # (alarm, its last change) whose history was read once
         self._blind = False  # the history may not be read: said once
 
     @property
@@ -602,9 +601,9 @@ class AlarmJudge:
             )
             return None
         if went is None:
-            self._read[name, updated] = self._read.get((name, updated), 0) + 1
-            if (newest is not None and newest >= updated) or self._read[name, updated] > 1:
+            if (newest is not None and newest >= updated) or (name, updated) in self._read_once:
                 self._cleared[name] = updated
+            self._read_once.add((name, updated))
         return went
 
 
@@ -676,17 +675,18 @@ class WatchAlarms(Step):
             gone = sorted(seen - set(found))  # read before, not now
             absent = missing_alarms(missing_alarms(self.alarms, found), seen)  # nor ever
             seen |= set(found)
-            if gone or absent:  # as CloudFormation's rollback triggers: a missing alarm vouches for nothing
-                table = f"[environments.{ctx.env.name}.alarm_watch] alarms"
+            table = f"[environments.{ctx.env.name}.alarm_watch] alarms"
+            if gone:  # as CloudFormation's rollback triggers: a missing alarm vouches for nothing
                 raise StepFailed(
                     f"alarm {', '.join(gone)} is gone from CloudWatch (deleted while the deploy ran): it cannot vouch "
-                    "for the release"
-                    if gone
-                    else f"CloudWatch has no alarm named {', '.join(absent)} ({table}), though a stack of the run "
-                    "could have made it: it cannot vouch for the release",
-                    next_step=f"put it back, or take it out of {table}"
-                    if gone
-                    else f"make it (in the CDK app, as its name), or take it out of {table}",
+                    "for the release",
+                    next_step=f"put it back, or take it out of {table}",
+                )
+            if absent:
+                raise StepFailed(
+                    f"CloudWatch has no alarm named {', '.join(absent)} ({table}), though a stack of the run could "
+                    "have made it: it cannot vouch for the release",
+                    next_step=f"make it (in the CDK app, as its name), or take it out of {table}",
                 )
             failure = judge.failure(found)
             if failure is not None:
@@ -715,10 +715,8 @@ def _updated(alarm: Mapping[str, Any]) -> datetime:
 
 
 def _aware(when: Any) -> datetime:
-    """A time CloudWatch says, aware (UTC when it is naive); the epoch when it is not a time."""
-    if not isinstance(when, datetime):
-        return datetime.fromtimestamp(0, UTC)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    """A time CloudWatch says, in UTC (naive: taken as UTC); the epoch when it is not a time."""
+    return utc(when) or EPOCH
 
 
 def alarm_watch(env: EnvConfig, undo: str = "", *, after_errors: bool = False) -> list[Step]:

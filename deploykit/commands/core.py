@@ -245,9 +245,10 @@ def run_plan(
     require_pushed(runtime, config, env, plan, dry_run=dry_run)
     require_importable(runtime, config, plan, dry_run=dry_run, handlers=handlers)
     if dry_run:
+        aws = aws or runtime.aws_factory(env)
         if pause.may_wake(plan):  # the wake the run would add under the lock
-            plan = _woken_if_read(runtime, env, plan, aws or runtime.aws_factory(env))
-        say_missing_alarms(runtime, env, plan, aws or runtime.aws_factory(env))
+            plan = _woken_if_read(runtime, env, plan, aws)
+        say_missing_alarms(runtime, env, plan, aws)
         if as_json:
             runtime.stdout.write(dumps({"dry_run": True, **plan.to_json()}) + "\n")
         else:
