@@ -623,6 +623,8 @@ def deploy_full(
         "json": COMMON_HELP["json"],
         "allow-replace": "a stack: let its change set replace or delete data resources (as deploy.stack)",
         "approve-access": "a stack in a protected environment: let its change set change access (as deploy.stack)",
+        "wait-alarms": "then wait up to this long (90s, 10m) until none of the alarm watch's alarms is in ALARM; exit "
+        "1 if one still is",
         **SMOKE_HELP,
         **YES_HELP,
     },
@@ -639,6 +641,7 @@ def rollback(
     smoke: bool = True,
     allow_replace: bool = False,
     approve_access: bool = False,
+    wait_alarms: str | None = None,
     yes: bool = False,
 ) -> None:
     """Put the app, one Lambda, one stack or a whole run back on an earlier commit; smoke.
@@ -653,6 +656,7 @@ def rollback(
         smoke=smoke,
         allow_replace=allow_replace,
         approve_access=approve_access,
+        wait_alarms=wait_alarms,
         dry_run=dry_run,
         as_json=json_,
         runtime=_runtime(assume_yes=yes),  # even a dry run reads the environment to resolve the target
@@ -986,6 +990,20 @@ def show_envs(c: Context, json_: bool = False) -> None:
 def health_report(c: Context, env: str | None = None, json_: bool = False) -> None:
     """Start of the day: stacks, service, targets, API stage, Lambdas, live SHA; findings and recommendations."""
     commands.health_report(env=env, as_json=json_, runtime=_runtime())
+
+
+@task(
+    name="alarms",
+    help={
+        "env": COMMON_HELP["env"],
+        "wait": "then wait up to this long (90s, 10m) until none is in ALARM; exit 1 if one still is",
+        "json": "print the alarms as JSON on stdout",
+    },
+)
+@reports_errors
+def alarms(c: Context, env: str | None = None, wait: str | None = None, json_: bool = False) -> None:
+    """The alarms the alarm watch judges deploys by, as CloudWatch has them now; --wait until none is in ALARM."""
+    commands.alarms(env=env, wait=wait, as_json=json_, runtime=_runtime())
 
 
 AUTO_HELP = {
@@ -1699,6 +1717,7 @@ ns = Collection(
     show_envs,
     smoke_checks,
     health_report,
+    alarms,
     history_list,
     deploy_report,
     unlock,

@@ -526,6 +526,9 @@ def times_in_alarm(cloudwatch: Any, name: str, since: datetime) -> int:
     return sum(1 for _, new, _ in state_updates(cloudwatch, name, since) if new.get("stateValue") == "ALARM")
 
 
+ALARMED = " went to ALARM "  # in the failure of a release an alarm judged (AlarmJudge), whatever step read it
+
+
 class AlarmJudge:
     """The team's alarms (``names``) judging a release, read at each poll of a watch (:meth:`read`): one that went to
     ALARM at ``since`` or later (the run's first change of what runs) fails it (:meth:`failure`). One in ALARM now
@@ -571,7 +574,7 @@ class AlarmJudge:
         back = f", and was {first.state} again at {_moment(first.left)}" if first.left is not None else ""
         reason = first.reason.strip().rstrip(".")
         return StepFailed(
-            f"alarm {first.name}{also} went to ALARM {after:.0f}s after the deploy began changing what runs (at "
+            f"alarm {first.name}{also}{ALARMED}{after:.0f}s after the deploy began changing what runs (at "
             f"{_moment(first.at)}){back}: {reason}; it fails the release",
             next_step=f"see what it watches: aws cloudwatch describe-alarms --alarm-names {first.name}; what the "
             f"release wrote: inv logs --env {self.ctx.env.name} --since 15m",

@@ -50,6 +50,7 @@ from deploykit.commands.service import (
     tasks_list,
 )
 from deploykit.commands.views import (
+    alarms,
     deployment_report,
     endpoints,
     endpoints_if_deployed,
@@ -65,6 +66,7 @@ __all__ = [
     "SUPERSEDED_RESTARTS",
     "YES_ENV",
     "Runtime",
+    "alarms",
     "analyse",
     "app_chain",
     "base_image",

@@ -538,8 +538,14 @@ def recover(
     what = "; ".join((*undo.notes, f"{undo.plan.title} ok in {undone.seconds:.1f}s"))
     if undone.error is None:
         error.message += f"; {what}: {env.name} runs what was live before"
+        # an alarm judged it (the alarm watch, or one read by a canary or the error watch): it stays in ALARM a while
+        clears = (
+            f"; whether the alarms clear: inv alarms --env {env.name} --wait 10m"
+            if watch.ALARMED in error.message
+            else ""
+        )
         error.next_step = (
-            f"fix the release and deploy again (inv deploy.auto --env {env.name}){wrote}; "
+            f"fix the release and deploy again (inv deploy.auto --env {env.name}){wrote}{clears}; "
             "--no-rollback keeps a failed release in place for debugging"
         )
     else:

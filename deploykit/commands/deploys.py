@@ -13,6 +13,7 @@ from typing import Any
 import botocore.exceptions
 
 from deploykit import (
+    alarm_list,
     auto,
     changes,
     ecs,
@@ -49,7 +50,7 @@ from deploykit.commands.core import (
 )
 from deploykit.commands.previews import preview_stack
 from deploykit.commands.promotion import Promotion, require_promoted
-from deploykit.commands.views import endpoints_if_deployed
+from deploykit.commands.views import AlarmReading, endpoints_if_deployed, still_in_alarm, wait_for_alarms
 from deploykit.config import MAX_ALARM_WATCH, Config, EnvConfig
 from deploykit.errors import DeployKitError, StepFailed, Superseded, UsageError
 from deploykit.plan import Plan, RunReport, Step, dumps
@@ -536,6 +537,7 @@ def rollback(
     smoke: bool = True,
     allow_replace: bool = False,
     approve_access: bool = False,
+    wait_alarms: str | None = None,
     dry_run: bool = False,
     as_json: bool = False,
     runtime: Runtime | None = None,
@@ -544,6 +546,9 @@ def rollback(
     earlier version) or one stack (its template as an earlier commit's cdk/ synthesizes it, what runs kept) back
     on commit ``to``, else on the previous successful deploy in the history; then smoke. ``run`` (a record id, or
     ``last``): every component that run deployed back to what was live before it, in one plan, smoke once.
+
+    Then the alarms of the environment's alarm watch still in ALARM are said (:func:`_alarms_after_rollback`);
+    ``wait_alarms`` (a duration): waited for until none is, StepFailed (exit 1) when one still is by then.
 
     Refuses (UsageError, nothing changed) what cannot be rolled back to: an image no longer in the registry, a
     Lambda commit no version runs (tagged with it, or with its code), a commit this clone lacks (a stack), an
@@ -559,6 +564,13 @@ def rollback(
     target_component = (
         None if run is not None else rollbacks.parse_component(component or "app", config, env=environment)
     )
+    wait = None if wait_alarms is None else watch.parse_duration(wait_alarms, "--wait-alarms")
+    if wait is not None and not environment.alarm_watch.on:
+        raise UsageError(
+            f"--wait-alarms {wait_alarms}: [environments.{environment.name}.alarm_watch] names no alarms to wait for",
+            next_step=f"name them in deploy.toml ([environments.{environment.name}.alarm_watch] alarms = [...]), or "
+            "leave out --wait-alarms",
+        )
     if target_component is not None and target_component.kind != "stack" and (allow_replace or approve_access):
         flag = "--allow-replace" if allow_replace else "--approve-access"
         raise UsageError(f"{flag} is for a stack's rollback", next_step="leave it out, or use --component stack:<role>")
@@ -621,7 +633,65 @@ def rollback(
         raise UsageError(stale.message, next_step=look) from None
     if report is not None and report.ok:
         _still_in_head(runtime, config, environment, aws, report.plan)
+        _alarms_after_rollback(runtime, environment, aws, wait)
     return report
+
+
+def _alarms_after_rollback(runtime: Runtime, env: EnvConfig, aws: AwsFactory, wait: float | None) -> None:
+    """After a rollback: how the alarms of ``env``'s alarm watch stand (one DescribeAlarms; a read that fails says
+    nothing), those still in ALARM named, with the command that waits for them. ``wait`` (seconds): waited for until
+    none is in ALARM; StepFailed (exit 1: the rollback went through, the alarms did not clear) when one still is by
+    then, or when they may not be read."""
+    if not env.alarm_watch.on:
+        return
+    reading = AlarmReading(runtime, env, aws)
+    try:
+        found = reading.read()
+    except UNREAD as exc:
+        if wait is None:
+            return
+        raise _alarms_unread(env, wait, exc) from None
+    alarming = alarm_list.in_alarm(found)
+    if not alarming:
+        runtime.stderr.write(f"🔔 the alarms after the rollback: {watch.states(found)}, none in ALARM\n")
+        return
+    since = ", ".join(
+        f"{name} (since {when.strftime('%H:%M:%S UTC')})" if (when := alarm_list.changed_at(found[name])) else name
+        for name in alarming
+    )
+    them = "it" if len(alarming) == 1 else "them"
+    if wait is None:
+        runtime.stderr.write(
+            f"🔔 still in ALARM after the rollback: {since}; an alarm leaves it once its metric has been within its "
+            f"threshold for enough of its periods: to wait for {them}, inv alarms --env {env.name} --wait "
+            f"{alarm_list.suggested_wait(found, alarming, local=env.is_local)}\n"
+        )
+        return
+    runtime.stderr.write(f"🔔 still in ALARM after the rollback: {since}; waiting up to {lock.duration(wait)}\n")
+    try:
+        waited = wait_for_alarms(runtime, env, reading, found, wait)
+    except UNREAD as exc:
+        raise _alarms_unread(env, wait, exc) from None
+    if not waited.clear:
+        failure = still_in_alarm(env, waited, what="the rollback went through, but ")
+        failure.heard = True  # the plugins heard of the rollback, which worked: not of a run that did not
+        raise failure
+    runtime.stderr.write(f"✅ none in ALARM after {lock.duration(waited.seconds)}: the rollback cleared {them}\n")
+
+
+UNREAD = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError)
+
+
+def _alarms_unread(env: EnvConfig, wait: float, exc: Exception) -> StepFailed:
+    """The failure of a rollback's wait for its alarms that could not read them (``exc``): the rollback went
+    through, and the plugins heard of it."""
+    said = exc.message if isinstance(exc, DeployKitError) else str(exc)
+    unread = StepFailed(
+        f"the rollback went through, but its alarms could not be read to wait for them: {said}",
+        next_step=f"inv alarms --env {env.name} --wait {wait:g}s, once they can be",
+    )
+    unread.heard = True
+    return unread
 
 
 def _still_in_head(runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, plan: Plan) -> None:

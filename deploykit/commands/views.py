@@ -1,5 +1,5 @@
 """The commands that read an environment: inv endpoints, inv lookup (which writes what it read to
-cdk/cdk.context.json), inv smoke, inv health, inv envs, inv history, inv report; and inv unlock."""
+cdk/cdk.context.json), inv smoke, inv health, inv alarms, inv envs, inv history, inv report; and inv unlock."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 import botocore.exceptions
 
 from deploykit import (
+    alarm_list,
     auto,
     freeze,
     git,
@@ -27,13 +29,14 @@ from deploykit import (
     pause,
     planner,
     synth,
+    watch,
 )
 from deploykit import logs as applogs
 from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
-from deploykit.aws import AwsFactory, at_once, caller_account, translate_error
+from deploykit.aws import DENIED, AwsFactory, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock
 from deploykit.commands.core import (
@@ -49,11 +52,12 @@ from deploykit.commands.core import (
 from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
-from deploykit.output import tabulate
+from deploykit.output import Reporter, tabulate
 from deploykit.plan import dumps
 from deploykit.plugins import observe
 from deploykit.stacks import (
     StackOutputs,
+    error_code,
 )
 
 
@@ -284,6 +288,124 @@ def health_report(
             next_step="run the command shown under each finding above",
         )
     return report
+
+
+def alarms(
+    *, env: str | None = None, wait: str | None = None, as_json: bool = False, runtime: Runtime | None = None
+) -> alarm_list.Waited:
+    """The alarms ``[environments.NAME.alarm_watch]`` names, as CloudWatch has them now (deploykit.alarm_list);
+    ``wait`` (a duration): then read every poll until none is in ALARM, and StepFailed (exit 1) when one still is
+    once it has passed. Refused (UsageError) where deploy.toml names no alarms, or they may not be read."""
+    runtime = runtime or Runtime()
+    _, environment = load_env(runtime, env)
+    if not environment.alarm_watch.on:
+        raise UsageError(
+            f"[environments.{environment.name}.alarm_watch] names no alarms in deploy.toml: there are none to show",
+            next_step=f"name the team's alarms there: [environments.{environment.name}.alarm_watch] alarms = "
+            '["car-rental-5xx", "car-rental-prod-*"] (README, "Your own alarms")',
+        )
+    seconds = None if wait is None else watch.parse_duration(wait, "--wait")
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        reading = AlarmReading(runtime, environment, aws)
+        found = reading.read()
+        shown = alarm_list.rows(environment.alarm_watch.alarms, found)
+        now = reading.aws_now()
+        runtime.stderr.write(f"Alarms of {environment.name} ([environments.{environment.name}.alarm_watch])\n")
+        runtime.stderr.write(alarm_list.table(shown, now) + "\n")
+        if reading.skew:
+            runtime.stderr.write(f"⚠️  {reading.skew}: how long ago counts in AWS's time\n")
+        waited = alarm_list.Waited(found, 0.0, not alarm_list.in_alarm(found))
+        if seconds is not None:
+            waited = wait_for_alarms(runtime, environment, reading, found, seconds)
+    if as_json:
+        document = {
+            "env": environment.name,
+            "alarms": [r.to_json() for r in alarm_list.rows(environment.alarm_watch.alarms, waited.found)],
+            "clear": waited.clear,
+            "waited": round(waited.seconds, 1) if seconds is not None else None,
+        }
+        runtime.stdout.write(dumps(document) + "\n")
+    alarming = alarm_list.in_alarm(waited.found)
+    if seconds is None and alarming:
+        runtime.stderr.write(
+            f"\n🔔 {len(alarming)} in ALARM: to wait until none is, inv alarms --env {environment.name} --wait "
+            f"{alarm_list.suggested_wait(waited.found, alarming, local=environment.is_local)}\n"
+        )
+    elif seconds is not None and not alarming:
+        runtime.stderr.write(f"✅ none in ALARM{f' after {lock.duration(waited.seconds)}' if waited.seconds else ''}\n")
+    elif seconds is not None:
+        raise still_in_alarm(environment, waited)
+    return waited
+
+
+class AlarmReading:
+    """The alarms of ``env``'s alarm watch, read with ``aws`` (deploykit.watch.read_alarms), the first answer's Date
+    saying how far AWS's clock is from this machine's (deploykit.watch.clock_offset). Refused (UsageError) when they
+    may not be read."""
+
+    def __init__(self, runtime: Runtime, env: EnvConfig, aws: AwsFactory) -> None:
+        self.runtime, self.env, self.cloudwatch = runtime, env, aws.client("cloudwatch")
+        self.offset: float = 0.0
+        self.skew = ""  # this machine's clock said, when it is watch.SKEW_SAID or more from AWS's
+
+    def read(self) -> dict[str, Any]:
+        sent = self.runtime.clock.now()
+
+        def answered(answer: Any) -> None:
+            found = watch.clock_offset(answer, sent, self.runtime.clock.now())
+            if found is not None:
+                self.offset = found[0]
+                self.skew = watch.skew_said(found[1]) if found[0] and abs(found[1]) >= watch.SKEW_SAID else ""
+
+        try:
+            return watch.read_alarms(self.cloudwatch, self.env.alarm_watch.alarms, answered)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in DENIED:
+                raise
+            raise UsageError(
+                f"may not read the CloudWatch alarms [environments.{self.env.name}.alarm_watch] names: "
+                f"{error_code(exc)}",
+                next_step="allow cloudwatch:DescribeAlarms to these credentials (see Permissions in the README)",
+            ) from None
+
+    def aws_now(self) -> datetime:
+        return self.runtime.clock.now() + timedelta(seconds=self.offset)
+
+
+def wait_for_alarms(
+    runtime: Runtime, env: EnvConfig, reading: AlarmReading, found: Any, seconds: float
+) -> alarm_list.Waited:
+    """:func:`deploykit.alarm_list.until_clear` of ``env``'s alarms (``found``: as read last), its progress on the
+    terminal."""
+    reporter = Reporter(runtime.stderr, clock=runtime.clock)
+    with reporter.activity("waiting until no alarm is in ALARM"):
+        return alarm_list.until_clear(
+            reading.read,
+            found,
+            seconds=seconds,
+            poll=env.poll_seconds,
+            clock=runtime.clock,
+            say=reporter.line,
+            status=reporter.status,
+        )
+
+
+def still_in_alarm(env: EnvConfig, waited: alarm_list.Waited, what: str = "") -> StepFailed:
+    """The failure of a wait that ended with alarms still in ALARM; ``what``: what went before it (a rollback)."""
+    alarming = alarm_list.in_alarm(waited.found)
+    first = waited.found[alarming[0]]
+    since = alarm_list.changed_at(first)
+    also = f" (and {', '.join(alarming[1:])})" if alarming[1:] else ""
+    reason = " ".join(str(first.get("StateReason", "")).split()).rstrip(".")
+    return StepFailed(
+        f"{what}alarm {alarming[0]}{also} is still in ALARM after {lock.duration(waited.seconds)} of waiting"
+        + (f" (since {since.strftime('%H:%M:%S UTC')})" if since else "")
+        + f": {reason}",
+        next_step=f"what it watches: aws cloudwatch describe-alarms --alarm-names {alarming[0]}; what the app "
+        f"writes: inv logs --env {env.name} --since 15m; to wait longer: inv alarms --env {env.name} --wait "
+        f"{alarm_list.suggested_wait(waited.found, alarming, local=env.is_local)}",
+    )
 
 
 def _deploys_read(

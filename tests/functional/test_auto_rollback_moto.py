@@ -22,7 +22,9 @@ from deploykit.plan import Context, Outcome
 from tests.conftest import git
 from tests.functional import test_rollback_moto as rollback_tests
 from tests.functional.conftest import put_image
+from tests.functional.test_alarm_list_moto import watching
 from tests.functional.test_rollback_moto import URI, revision_count, runtime, service_image
+from tests.functional.test_watch_alarms_moto import put_alarm
 
 deployed = rollback_tests.deployed  # the fixture: a service that ran A, then B, and runs C now
 
@@ -192,3 +194,36 @@ def test_in_express_mode_the_rollback_puts_back_what_ran_not_the_stack_s_unrolle
     arn, _ = service_image(factory)
     definition = factory.client("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
     assert {"name": "F", "value": "on"} in definition["containerDefinitions"][0]["environment"]
+
+
+def test_a_release_an_alarm_failed_names_the_wait_for_the_alarms_after_its_rollback(
+    project: Path, factory: AwsFactory, deployed: history.History, release: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The team's alarm stays in ALARM a while after the automatic rollback: the next step names the wait for it."""
+    put_alarm(factory, "car-rental-5xx")
+    watching(project, "car-rental-5xx")
+    git(project, "commit", "-qam", "the alarm watch")
+    put_image(factory, git(project, "rev-parse", "--short=12", "HEAD").strip())
+
+    def alarmed(self: WaitHealthy, ctx: Context) -> Outcome:
+        if not self.image.endswith(f":{C}"):
+            raise StepFailed(
+                "alarm car-rental-5xx went to ALARM 3s after the deploy began changing what runs (at 10:00:03 UTC): "
+                "Threshold Crossed; it fails the release"
+            )
+        return Outcome.done("healthy")
+
+    monkeypatch.setattr(WaitHealthy, "run", alarmed)
+    with pytest.raises(StepFailed) as failed:
+        commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory))
+    assert "dev runs what was live before" in failed.value.message
+    assert "; whether the alarms clear: inv alarms --env dev --wait 10m; " in str(failed.value.next_step)
+
+
+def test_a_release_no_alarm_failed_names_no_wait_for_the_alarms(
+    project: Path, factory: AwsFactory, deployed: history.History, release: str
+) -> None:
+    with pytest.raises(StepFailed) as failed:
+        commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory))
+    assert "dev runs what was live before" in failed.value.message
+    assert "inv alarms" not in str(failed.value.next_step)

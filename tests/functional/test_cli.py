@@ -103,6 +103,14 @@ def test_watch_with_a_dry_run_exits_2_before_anything_runs(project: Path) -> Non
     )
 
 
+def test_the_alarms_and_their_wait_without_alarms_named_exit_2(project: Path) -> None:
+    done = inv(project, "alarms", "--wait", "5m")  # this deploy.toml names none
+    assert done.returncode == 2 and "[environments.sandbox.alarm_watch] names no alarms in deploy.toml" in done.stderr
+    done = inv(project, "rollback", "--wait-alarms", "5m", "--dry-run")
+    assert done.returncode == 2
+    assert "--wait-alarms 5m: [environments.sandbox.alarm_watch] names no alarms" in done.stderr
+
+
 def test_malformed_deploy_toml_exits_2(project: Path) -> None:
     (project / "deploy.toml").write_text("[environments.sandbox\n")
     for task in ("build", "sandbox.status"):  # the sandbox's tasks read the file too: a traceback before

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
 
+import botocore.exceptions
 import pytest
 
 from deploykit import auto, commands, history, lock, planner, stack_chain, synth
@@ -31,7 +32,10 @@ from deploykit.stack_chain import KEPT_TEMPLATES as KEPT
 from deploykit.stack_chain import DeployStack, kept_template_key, was_key
 from tests.conftest import REPO, git
 from tests.functional.conftest import CONTAINER, asked, create_service, put_image
+from tests.functional.test_alarm_list_moto import watching
 from tests.functional.test_endpoints import create_stack
+from tests.functional.test_not_run_moto import Heard, hearing
+from tests.functional.test_watch_alarms_moto import NAMES, Evaluating, put_alarm, set_state
 
 BUCKET = "registry-artifacts-rb"
 A, B, C = "aaaaaaa11111", "bbbbbbb22222", "ccccccc33333"
@@ -789,3 +793,83 @@ def test_deploy_app_and_roll_service_refuse_to_bring_back_what_a_rollback_took_o
     out = io.StringIO()
     commands.app_chain(("build", "push"), env="dev", dry_run=True, runtime=runtime(project, factory, stderr=out))
     assert "Plan for build → push → dev (dry run: nothing is changed)" in out.getvalue()
+
+
+def test_after_a_rollback_the_alarms_still_in_alarm_are_said_and_with_wait_alarms_waited_for(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """The alarm watch's alarms still in ALARM after a rollback are named, with the command that waits for them;
+    --wait-alarms waits until none is (the rollback cleared them), or fails (exit 1) once one still is: the rollback
+    itself went through and is recorded as it, and the plugins, who heard of it, are not told of a run that did not
+    run."""
+    put_alarm(factory, NAMES[0])
+    watching(project, NAMES[0])
+    set_state(factory, NAMES[0], "ALARM")
+    rt = runtime(project, factory)
+    assert commands.rollback(env="dev", smoke=False, runtime=rt) is not None
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"🔔 still in ALARM after the rollback: {NAMES[0]} (since " in said
+    assert said.endswith("to wait for it, inv alarms --env dev --wait 4m\n")
+
+    rt = dataclasses.replace(runtime(project, factory), clock=Evaluating([lambda: set_state(factory, NAMES[0], "OK")]))
+    assert commands.rollback(env="dev", to=C, smoke=False, wait_alarms="1m", runtime=rt) is not None
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert f"waiting up to 1m00s\n✅ {NAMES[0]}: OK at " in said
+    assert said.endswith("✅ none in ALARM after 5s: the rollback cleared it\n")
+    assert service_image(factory)[1] == f"{URI}:{C}"
+
+    rt = runtime(project, factory)
+    assert commands.rollback(env="dev", to=B, smoke=False, wait_alarms="1m", runtime=rt) is not None
+    assert rt.stderr.getvalue().endswith("🔔 the alarms after the rollback: 1 OK, none in ALARM\n")  # type: ignore
+
+    set_state(factory, NAMES[0], "ALARM", "Threshold Crossed: 1 datapoint [40.0]")
+    heard = Heard()
+    with pytest.raises(StepFailed) as failed:
+        commands.rollback(
+            env="dev", to=C, smoke=False, wait_alarms="12s", runtime=hearing(runtime(project, factory), heard)
+        )
+    assert failed.value.message.startswith(
+        f"the rollback went through, but alarm {NAMES[0]} is still in ALARM after 12s of waiting (since "
+    )
+    assert failed.value.message.endswith("Threshold Crossed: 1 datapoint [40.0]")
+    assert heard.not_run == [] and heard.failed == []
+    newest = deployed.records(1)[0]
+    assert (newest.command, newest.ok) == (f"rollback app → {C}", True) and deployed.live()["app"]["sha"] == C
+
+
+def test_wait_alarms_without_alarms_is_refused_before_anything_changes(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    before = service_image(factory)
+    with pytest.raises(UsageError, match=r"--wait-alarms 5m: \[environments.dev.alarm_watch\] names no alarms"):
+        commands.rollback(env="dev", smoke=False, wait_alarms="5m", runtime=runtime(project, factory))
+    watching(project, NAMES[0])
+    with pytest.raises(UsageError, match="--wait-alarms 'later' is not a duration"):
+        commands.rollback(env="dev", smoke=False, wait_alarms="later", runtime=runtime(project, factory))
+    assert service_image(factory) == before and deployed.records(1)[0].command == "deploy.app"
+
+
+def test_alarms_that_cannot_be_read_after_a_rollback_say_nothing_and_fail_only_a_wait_for_them(
+    project: Path, factory: AwsFactory, deployed: history.History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_alarm(factory, NAMES[0])
+    watching(project, NAMES[0])
+    cloudwatch = factory.client("cloudwatch")
+    denied = botocore.exceptions.ClientError(
+        {"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "DescribeAlarms"
+    )
+    monkeypatch.setattr(cloudwatch, "describe_alarms", Mock(side_effect=denied))
+    rt = runtime(project, factory)
+    assert commands.rollback(env="dev", smoke=False, runtime=rt) is not None
+    assert "ALARM" not in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    heard = Heard()
+    with pytest.raises(StepFailed) as failed:
+        commands.rollback(
+            env="dev", to=C, smoke=False, wait_alarms="1m", runtime=hearing(runtime(project, factory), heard)
+        )
+    assert failed.value.message == (
+        "the rollback went through, but its alarms could not be read to wait for them: may not read the CloudWatch "
+        "alarms [environments.dev.alarm_watch] names: AccessDenied"
+    )
+    assert failed.value.next_step == "inv alarms --env dev --wait 60s, once they can be"
+    assert heard.not_run == [] and deployed.live()["app"]["sha"] == C
