@@ -23,13 +23,15 @@ from typing import Any
 from deploykit.clock import Clock
 from deploykit.lock import duration
 from deploykit.output import tabulate
-from deploykit.stored import utc
-from deploykit.watch import PREFIX, missing_alarms, named
+from deploykit.watch import METRICS_LATE, PREFIX, missing_alarms, named, state_changed
 
 ALARM = "ALARM"
 MISSING = "MISSING"  # the state of a name no alarm in CloudWatch answers
-METRICS_LATE = 60  # seconds: on AWS, services put their metrics about a minute late, and alarms judge them as late
 REASON_SHOWN = 90  # characters of an alarm's reason the table shows (--json has it whole)
+# seconds an alarm whose periods cannot be read (a composite alarm follows its alarms) is taken to need to leave
+# ALARM: five one-minute periods on AWS, a minute on the sandbox (whose alarms' periods are seconds)
+UNKNOWN_CLEARS = 300
+UNKNOWN_CLEARS_LOCAL = 60
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,22 @@ class AlarmRow:
         return asdict(self)
 
 
-def changed_at(alarm: Mapping[str, Any]) -> datetime | None:
-    """When an alarm last changed state (aware UTC), None when CloudWatch does not say."""
-    return utc(alarm.get("StateUpdatedTimestamp"))
+changed_at = state_changed  # when an alarm's state last changed (aware UTC), None when CloudWatch does not say
 
 
 def _iso(when: datetime | None) -> str:
     return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if when else ""
 
 
-def rows(names: Sequence[str], found: Mapping[str, Mapping[str, Any]]) -> list[AlarmRow]:
+def rows(names: Sequence[str], found: Mapping[str, Mapping[str, Any]], region: str) -> list[AlarmRow]:
     """A row for each alarm ``found`` (by name) in the order of ``names`` (a start's alarms by their names), and one
-    for each name no alarm answers, where deploy.toml has it."""
+    for each name no alarm answers in ``region``, where deploy.toml has it."""
     missing = set(missing_alarms(names, found))
     said: list[AlarmRow] = []
     for name in names:
         if name in missing:
             what = "no alarm in CloudWatch starts with it" if name.endswith(PREFIX) else "not in CloudWatch"
-            said.append(AlarmRow(name, MISSING, "", what, ""))
+            said.append(AlarmRow(name, MISSING, "", f"{what} ({region})", ""))
             continue
         for each in named([name], found):
             if any(row.name == each for row in said):
@@ -108,30 +108,44 @@ def in_alarm(found: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def clears_within(alarm: Mapping[str, Any], *, local: bool) -> float | None:
-    """How long a metric alarm in ALARM takes to leave it at the most once its metric is good again: its
-    ``EvaluationPeriods`` periods (and, on AWS, the minute its metrics come late); None for a composite alarm, which
-    follows its alarms."""
-    period, periods = alarm.get("Period"), alarm.get("EvaluationPeriods")
+    """How long an alarm in ALARM takes to leave it at the most once its metric is good again: its
+    ``EvaluationPeriods`` periods (a metric math alarm's longest period among its metrics), and on AWS the minute its
+    metrics come late; None when its periods are not said (a composite alarm, which follows its alarms)."""
+    periods = alarm.get("EvaluationPeriods")
+    period = alarm.get("Period") or max(
+        (
+            m.get("MetricStat", {}).get("Period") or m.get("Period") or 0
+            for m in alarm.get("Metrics") or []
+            if isinstance(m, Mapping)
+        ),
+        default=0,
+    )
     if not isinstance(period, int) or not isinstance(periods, int) or period <= 0 or periods <= 0:
         return None
     return float(period * periods + (0 if local else METRICS_LATE))
 
 
-def suggested_wait(found: Mapping[str, Mapping[str, Any]], names: Sequence[str], *, local: bool) -> str:
-    """The ``--wait`` to give for the alarms ``names`` (in ALARM): twice the longest of their :func:`clears_within`,
-    in whole minutes, at least one (``10m``)."""
-    longest = max((clears_within(found[n], local=local) or 0.0 for n in names), default=0.0)
-    return f"{max(1, math.ceil(2 * longest / 60))}m"
+def suggested_wait(
+    found: Mapping[str, Mapping[str, Any]], names: Sequence[str], *, local: bool, waited: float = 0.0
+) -> str:
+    """The ``--wait`` to give for the alarms ``names`` (in ALARM): twice the longest of their :func:`clears_within`
+    (one whose periods are not said: :data:`UNKNOWN_CLEARS`), and at least twice what was ``waited`` already, in
+    whole minutes, one at least (``10m``)."""
+    unknown = float(UNKNOWN_CLEARS_LOCAL if local else UNKNOWN_CLEARS + METRICS_LATE)
+    longest = max((clears_within(found[n], local=local) or unknown for n in names if n in found), default=unknown)
+    return f"{max(1, math.ceil(2 * max(longest, waited) / 60))}m"
 
 
 @dataclass(frozen=True)
 class Waited:
     """How :func:`until_clear` ended: the alarms as last read, how long it waited (0: not at all, none was in ALARM
-    at the first read), whether none was in ALARM."""
+    at the first read), whether none was in ALARM; ``gone``: the alarms read before that CloudWatch no longer has
+    (deleted during the wait: they cannot say they left ALARM, so the wait is not clear)."""
 
     found: Mapping[str, Mapping[str, Any]]
     seconds: float
     clear: bool
+    gone: tuple[str, ...] = ()
 
 
 def until_clear(
@@ -151,6 +165,7 @@ def until_clear(
     alarming = set(in_alarm(found))
     if not alarming:
         return Waited(found, 0.0, True)
+    seen = set(found)
     while True:
         elapsed = clock.monotonic() - started
         if not alarming or elapsed >= seconds:
@@ -158,14 +173,36 @@ def until_clear(
         status(f"{len(alarming)} in ALARM: {', '.join(sorted(alarming))} ({duration(elapsed)} of {duration(seconds)})")
         clock.sleep(min(poll, seconds - elapsed))
         found = read()
+        gone = sorted(seen - set(found))
+        if gone:
+            return Waited(found, clock.monotonic() - started, False, tuple(gone))
         now = set(in_alarm(found))
         for name in sorted(alarming - now):
-            alarm = found.get(name)
-            state = str(alarm.get("StateValue", "?")) if alarm is not None else "gone from CloudWatch"
-            when = changed_at(alarm) if alarm is not None else None
+            when = changed_at(found[name])
+            state = str(found[name].get("StateValue", "?"))
             say(f"✅ {name}: {state}" + (f" at {when.strftime('%H:%M:%S UTC')}" if when else ""))
         for name in sorted(now - alarming):
             when = changed_at(found[name])
             reason = " ".join(str(found[name].get("StateReason", "")).split())
             say(f"🔔 {name}: went to ALARM" + (f" at {when.strftime('%H:%M:%S UTC')}" if when else "") + f": {reason}")
         alarming = now
+        seen |= set(found)
+
+
+def without_data(found: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The alarms ``found`` in INSUFFICIENT_DATA, in name order: left ALARM for want of data, which is also what a
+    service taking no request says."""
+    return sorted(name for name, alarm in found.items() if alarm.get("StateValue") == "INSUFFICIENT_DATA")
+
+
+def cleared(waited: Waited) -> str:
+    """``none in ALARM after 2m10s`` (a wait that found none in ALARM at once: ``none in ALARM``), and the alarms
+    in INSUFFICIENT_DATA then, which say no more than that their metric has no data."""
+    said = "none in ALARM" + (f" after {duration(waited.seconds)}" if waited.seconds else "")
+    blind = without_data(waited.found)
+    if blind:
+        said += (
+            f" ({', '.join(blind)} in INSUFFICIENT_DATA: no data to judge by, which a service taking no request "
+            "says too)"
+        )
+    return said

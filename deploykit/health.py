@@ -39,6 +39,7 @@ from deploykit.output import tabulate
 from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
 from deploykit.watch import (
+    METRICS_LATE,
     PREFIX,
     SET_THE_CLOCK,
     SKEW_SAID,
@@ -47,6 +48,7 @@ from deploykit.watch import (
     named,
     read_alarms,
     skew_said,
+    state_changed,
     times_in_alarm,
 )
 
@@ -1010,9 +1012,6 @@ def _times_in_alarm(cloudwatch: Any, names: list[str], now: datetime) -> dict[st
         return {}
 
 
-METRICS_LATE = 60  # seconds: AWS's services put their metrics about a minute late, so alarms judge them that late
-
-
 def alarm_watch_advice(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -> list[Recommendation]:
     """A recommendation when the alarm watch ends before one of its metric alarms could have gone to ALARM over a
     release failing from its first second: ``DatapointsToAlarm`` periods of its ``Period`` (and, on AWS, the minute
@@ -1079,7 +1078,7 @@ def _alarm_row(env: EnvConfig, name: str, alarm: Mapping[str, Any], went: int) -
     ``went`` to ALARM :data:`NOISY_TIMES` times or more in the last :data:`NOISY_HOURS`."""
     findings: list[Finding] = []
     state = str(alarm.get("StateValue", "?"))
-    since = alarm.get("StateUpdatedTimestamp")
+    since = state_changed(alarm)
     reason = str(alarm.get("StateReason", "")).strip()
     row = Row("alarm", name, state, (f"since {when(since)}: " if since else "") + reason)
     if went >= NOISY_TIMES:

@@ -345,6 +345,7 @@ ALARM_TYPES = ("CompositeAlarm", "MetricAlarm")
 
 
 PREFIX = "*"  # a name of [environments.NAME.alarm_watch] alarms ending in it: every alarm whose name starts so
+METRICS_LATE = 60  # seconds: AWS's services put their metrics about a minute late, so alarms judge them that late
 
 
 def read_alarms(
@@ -712,9 +713,16 @@ class WatchAlarms(Step):
         return Outcome.done(detail)
 
 
+def state_changed(alarm: Mapping[str, Any]) -> datetime | None:
+    """When an alarm's state (``StateValue``) last changed, aware: its ``StateTransitionedTimestamp`` (AWS says it),
+    else its ``StateUpdatedTimestamp`` (moto says that alone; AWS moves it at other updates too: a composite alarm's
+    at any change of its reason, a metric alarm's at one of its evaluation state); None when neither is said."""
+    return utc(alarm.get("StateTransitionedTimestamp")) or utc(alarm.get("StateUpdatedTimestamp"))
+
+
 def _updated(alarm: Mapping[str, Any]) -> datetime:
-    """When an alarm last changed state (aware; the epoch when not said)."""
-    return _aware(alarm.get("StateUpdatedTimestamp"))
+    """:func:`state_changed`, the epoch when not said."""
+    return state_changed(alarm) or EPOCH
 
 
 def _aware(when: Any) -> datetime:

@@ -20,6 +20,7 @@ from typing import Any, TextIO, TypeVar
 import botocore.exceptions
 
 from deploykit import (
+    alarm_list,
     auto,
     changes,
     ecs,
@@ -539,11 +540,7 @@ def recover(
     if undone.error is None:
         error.message += f"; {what}: {env.name} runs what was live before"
         # an alarm judged it (the alarm watch, or one read by a canary or the error watch): it stays in ALARM a while
-        clears = (
-            f"; whether the alarms clear: inv alarms --env {env.name} --wait 10m"
-            if watch.ALARMED in error.message
-            else ""
-        )
+        clears = f"; whether the alarms clear: {_alarms_wait(ctx, env)}" if watch.ALARMED in error.message else ""
         error.next_step = (
             f"fix the release and deploy again (inv deploy.auto --env {env.name}){wrote}{clears}; "
             "--no-rollback keeps a failed release in place for debugging"
@@ -557,6 +554,17 @@ def recover(
             f"see what runs: inv health --env {env.name}; then put it back by hand: inv rollback --env {env.name}"
         )
     return undone
+
+
+def _alarms_wait(ctx: Context, env: EnvConfig) -> str:
+    """The command that waits for ``env``'s alarms to leave ALARM, the wait suggested by those in ALARM now
+    (deploykit.alarm_list.suggested_wait; one read), 10 minutes when they cannot be read."""
+    try:
+        found = watch.read_alarms(ctx.aws.client("cloudwatch"), env.alarm_watch.alarms)
+        wait = alarm_list.suggested_wait(found, alarm_list.in_alarm(found) or list(found), local=env.is_local)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        wait = "10m"
+    return f"inv alarms --env {env.name} --wait {wait}"
 
 
 def _show_version_log(runtime: Runtime, ctx: Context, function: str, outputs: dict[str, str], since: datetime) -> None:

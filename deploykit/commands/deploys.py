@@ -50,7 +50,14 @@ from deploykit.commands.core import (
 )
 from deploykit.commands.previews import preview_stack
 from deploykit.commands.promotion import Promotion, require_promoted
-from deploykit.commands.views import AlarmReading, endpoints_if_deployed, still_in_alarm, wait_for_alarms
+from deploykit.commands.views import (
+    AlarmReading,
+    alarm_wait,
+    endpoints_if_deployed,
+    none_there,
+    still_in_alarm,
+    wait_for_alarms,
+)
 from deploykit.config import MAX_ALARM_WATCH, Config, EnvConfig
 from deploykit.errors import DeployKitError, StepFailed, Superseded, UsageError
 from deploykit.plan import Plan, RunReport, Step, dumps
@@ -564,7 +571,7 @@ def rollback(
     target_component = (
         None if run is not None else rollbacks.parse_component(component or "app", config, env=environment)
     )
-    wait = None if wait_alarms is None else watch.parse_duration(wait_alarms, "--wait-alarms")
+    wait = None if wait_alarms is None else alarm_wait(wait_alarms, "--wait-alarms")
     if wait is not None and not environment.alarm_watch.on:
         raise UsageError(
             f"--wait-alarms {wait_alarms}: [environments.{environment.name}.alarm_watch] names no alarms to wait for",
@@ -633,22 +640,26 @@ def rollback(
         raise UsageError(stale.message, next_step=look) from None
     if report is not None and report.ok:
         _still_in_head(runtime, config, environment, aws, report.plan)
-        _alarms_after_rollback(runtime, environment, aws, wait)
+        _alarms_after_rollback(runtime, environment, aws, wait_alarms)
     return report
 
 
-def _alarms_after_rollback(runtime: Runtime, env: EnvConfig, aws: AwsFactory, wait: float | None) -> None:
-    """After a rollback: how the alarms of ``env``'s alarm watch stand (one DescribeAlarms; a read that fails says
-    nothing), those still in ALARM named, with the command that waits for them. ``wait`` (seconds): waited for until
-    none is in ALARM; StepFailed (exit 1: the rollback went through, the alarms did not clear) when one still is by
-    then, or when they may not be read."""
+def _alarms_after_rollback(runtime: Runtime, env: EnvConfig, aws: AwsFactory, wait: str | None) -> None:
+    """After a rollback: how the alarms of ``env``'s alarm watch stand (read once), those still in ALARM named with
+    the command that waits for them; a read that fails is said. ``wait`` (a duration, checked already): waited for
+    until none is in ALARM; StepFailed (exit 1: the rollback went through, the alarms did not clear) when one still
+    is by then, one is deleted meanwhile, or they cannot be read."""
     if not env.alarm_watch.on:
         return
+    seconds = None if wait is None else alarm_wait(wait, "--wait-alarms")
     reading = AlarmReading(runtime, env, aws)
     try:
         found = reading.read()
+        if not found:
+            raise none_there(env, "whether the rollback cleared them cannot be told")
     except UNREAD as exc:
         if wait is None:
+            runtime.stderr.write(f"⚠️  the alarms after the rollback could not be read: {_said(exc)}\n")
             return
         raise _alarms_unread(env, wait, exc) from None
     alarming = alarm_list.in_alarm(found)
@@ -660,35 +671,38 @@ def _alarms_after_rollback(runtime: Runtime, env: EnvConfig, aws: AwsFactory, wa
         for name in alarming
     )
     them = "it" if len(alarming) == 1 else "them"
-    if wait is None:
+    if seconds is None:
         runtime.stderr.write(
             f"🔔 still in ALARM after the rollback: {since}; an alarm leaves it once its metric has been within its "
             f"threshold for enough of its periods: to wait for {them}, inv alarms --env {env.name} --wait "
             f"{alarm_list.suggested_wait(found, alarming, local=env.is_local)}\n"
         )
         return
-    runtime.stderr.write(f"🔔 still in ALARM after the rollback: {since}; waiting up to {lock.duration(wait)}\n")
+    runtime.stderr.write(f"🔔 still in ALARM after the rollback: {since}; waiting up to {lock.duration(seconds)}\n")
     try:
-        waited = wait_for_alarms(runtime, env, reading, found, wait)
+        waited = wait_for_alarms(runtime, env, reading, found, seconds)
     except UNREAD as exc:
-        raise _alarms_unread(env, wait, exc) from None
+        raise _alarms_unread(env, str(wait), exc) from None
     if not waited.clear:
         failure = still_in_alarm(env, waited, what="the rollback went through, but ")
         failure.heard = True  # the plugins heard of the rollback, which worked: not of a run that did not
         raise failure
-    runtime.stderr.write(f"✅ none in ALARM after {lock.duration(waited.seconds)}: the rollback cleared {them}\n")
+    runtime.stderr.write(f"✅ {alarm_list.cleared(waited)}: the rollback cleared {them}\n")
 
 
 UNREAD = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError)
 
 
-def _alarms_unread(env: EnvConfig, wait: float, exc: Exception) -> StepFailed:
-    """The failure of a rollback's wait for its alarms that could not read them (``exc``): the rollback went
-    through, and the plugins heard of it."""
-    said = exc.message if isinstance(exc, DeployKitError) else str(exc)
+def _said(exc: Exception) -> str:
+    return exc.message if isinstance(exc, DeployKitError) else str(exc)
+
+
+def _alarms_unread(env: EnvConfig, wait: str, exc: Exception) -> StepFailed:
+    """The failure of a rollback's wait for its alarms (``wait``: as given) that could not read them (``exc``): the
+    rollback went through, and the plugins heard of it."""
     unread = StepFailed(
-        f"the rollback went through, but its alarms could not be read to wait for them: {said}",
-        next_step=f"inv alarms --env {env.name} --wait {wait:g}s, once they can be",
+        f"the rollback went through, but its alarms could not be read to wait for them: {_said(exc)}",
+        next_step=f"inv alarms --env {env.name} --wait {wait}, once they can be",
     )
     unread.heard = True
     return unread

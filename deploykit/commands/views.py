@@ -49,7 +49,7 @@ from deploykit.commands.core import (
     load_plugins,
     read_history,
 )
-from deploykit.config import Config, EnvConfig
+from deploykit.config import MAX_ALARM_WATCH, Config, EnvConfig
 from deploykit.endpoints import Endpoints, resolve_endpoints
 from deploykit.errors import ConfigError, DeployKitError, StepFailed, UsageError
 from deploykit.output import Reporter, tabulate
@@ -294,8 +294,9 @@ def alarms(
     *, env: str | None = None, wait: str | None = None, as_json: bool = False, runtime: Runtime | None = None
 ) -> alarm_list.Waited:
     """The alarms ``[environments.NAME.alarm_watch]`` names, as CloudWatch has them now (deploykit.alarm_list);
-    ``wait`` (a duration): then read every poll until none is in ALARM, and StepFailed (exit 1) when one still is
-    once it has passed. Refused (UsageError) where deploy.toml names no alarms, or they may not be read."""
+    ``wait`` (a duration, 0: read once): then read every poll until none is in ALARM, and StepFailed (exit 1) when
+    one still is once it has passed, or one went from CloudWatch meanwhile. Refused (UsageError) where deploy.toml
+    names no alarms, they may not be read, or, for a wait, CloudWatch has none of them."""
     runtime = runtime or Runtime()
     _, environment = load_env(runtime, env)
     if not environment.alarm_watch.on:
@@ -304,24 +305,26 @@ def alarms(
             next_step=f"name the team's alarms there: [environments.{environment.name}.alarm_watch] alarms = "
             '["car-rental-5xx", "car-rental-prod-*"] (README, "Your own alarms")',
         )
-    seconds = None if wait is None else watch.parse_duration(wait, "--wait")
+    seconds = None if wait is None else alarm_wait(wait, "--wait")
     aws = runtime.aws_factory(environment)
+    names = environment.alarm_watch.alarms
     with aws_errors(environment):
         reading = AlarmReading(runtime, environment, aws)
         found = reading.read()
-        shown = alarm_list.rows(environment.alarm_watch.alarms, found)
-        now = reading.aws_now()
         runtime.stderr.write(f"Alarms of {environment.name} ([environments.{environment.name}.alarm_watch])\n")
-        runtime.stderr.write(alarm_list.table(shown, now) + "\n")
+        runtime.stderr.write(alarm_list.table(alarm_list.rows(names, found, environment.region), reading.aws_now()))
+        runtime.stderr.write("\n")
         if reading.skew:
             runtime.stderr.write(f"⚠️  {reading.skew}: how long ago counts in AWS's time\n")
+        if seconds is not None and not found:
+            raise none_there(environment, "nothing to wait for")
         waited = alarm_list.Waited(found, 0.0, not alarm_list.in_alarm(found))
         if seconds is not None:
             waited = wait_for_alarms(runtime, environment, reading, found, seconds)
     if as_json:
         document = {
             "env": environment.name,
-            "alarms": [r.to_json() for r in alarm_list.rows(environment.alarm_watch.alarms, waited.found)],
+            "alarms": [r.to_json() for r in alarm_list.rows(names, waited.found, environment.region)],
             "clear": waited.clear,
             "waited": round(waited.seconds, 1) if seconds is not None else None,
         }
@@ -332,11 +335,33 @@ def alarms(
             f"\n🔔 {len(alarming)} in ALARM: to wait until none is, inv alarms --env {environment.name} --wait "
             f"{alarm_list.suggested_wait(waited.found, alarming, local=environment.is_local)}\n"
         )
-    elif seconds is not None and not alarming:
-        runtime.stderr.write(f"✅ none in ALARM{f' after {lock.duration(waited.seconds)}' if waited.seconds else ''}\n")
+    elif seconds is not None and waited.clear:
+        runtime.stderr.write(f"✅ {alarm_list.cleared(waited)}\n")
     elif seconds is not None:
         raise still_in_alarm(environment, waited)
     return waited
+
+
+def alarm_wait(text: str, flag: str) -> float:
+    """A wait for the alarms (``flag`` said ``text``) in seconds: a duration of 0 (read once) to 3 hours, the alarm
+    watch's own bound (UsageError otherwise)."""
+    seconds = watch.parse_duration(text, flag)
+    if seconds > MAX_ALARM_WATCH:
+        raise UsageError(
+            f"{flag} {text} is longer than {MAX_ALARM_WATCH / 3600:g} hours, the alarm watch's longest",
+            next_step=f"wait {MAX_ALARM_WATCH / 3600:g} hours at most: {flag} 3h",
+        )
+    return seconds
+
+
+def none_there(env: EnvConfig, what: str) -> UsageError:
+    """CloudWatch has none of the alarms ``env``'s alarm watch names: ``what`` follows (a wait has nothing to wait
+    for, and would say none is in ALARM)."""
+    return UsageError(
+        f"CloudWatch has none of the alarms [environments.{env.name}.alarm_watch] names in {env.region}: {what}",
+        next_step="check their names and the region (aws cloudwatch describe-alarms --alarm-name-prefix ...), or "
+        "create them",
+    )
 
 
 class AlarmReading:
@@ -392,8 +417,17 @@ def wait_for_alarms(
 
 
 def still_in_alarm(env: EnvConfig, waited: alarm_list.Waited, what: str = "") -> StepFailed:
-    """The failure of a wait that ended with alarms still in ALARM; ``what``: what went before it (a rollback)."""
+    """The failure of a wait that ended with alarms still in ALARM, or one gone from CloudWatch during it; ``what``:
+    what went before it (a rollback)."""
     alarming = alarm_list.in_alarm(waited.found)
+    again = alarm_list.suggested_wait(waited.found, alarming, local=env.is_local, waited=waited.seconds)
+    if waited.gone:
+        return StepFailed(
+            f"{what}alarm {', '.join(waited.gone)} is gone from CloudWatch (deleted during the wait): it cannot say "
+            "whether it left ALARM",
+            next_step=f"put it back, or take it out of [environments.{env.name}.alarm_watch] alarms; then: inv alarms "
+            f"--env {env.name} --wait {again}",
+        )
     first = waited.found[alarming[0]]
     since = alarm_list.changed_at(first)
     also = f" (and {', '.join(alarming[1:])})" if alarming[1:] else ""
@@ -403,8 +437,7 @@ def still_in_alarm(env: EnvConfig, waited: alarm_list.Waited, what: str = "") ->
         + (f" (since {since.strftime('%H:%M:%S UTC')})" if since else "")
         + f": {reason}",
         next_step=f"what it watches: aws cloudwatch describe-alarms --alarm-names {alarming[0]}; what the app "
-        f"writes: inv logs --env {env.name} --since 15m; to wait longer: inv alarms --env {env.name} --wait "
-        f"{alarm_list.suggested_wait(waited.found, alarming, local=env.is_local)}",
+        f"writes: inv logs --env {env.name} --since 15m; to wait longer: inv alarms --env {env.name} --wait {again}",
     )
 
 

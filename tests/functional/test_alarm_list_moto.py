@@ -61,7 +61,7 @@ def test_the_alarms_are_shown_in_deploy_tomls_order_with_their_state_since_when_
     ]
     latency = document["alarms"][2]
     assert latency["reason"] == "Threshold Crossed: 1 datapoint [12.0] was >= 5.0" and latency["since"].endswith("Z")
-    assert document["alarms"][3]["reason"] == "not in CloudWatch"
+    assert document["alarms"][3]["reason"] == "not in CloudWatch (eu-west-1)"
     said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
     assert said.startswith("Alarms of dev ([environments.dev.alarm_watch])\n")
     table = said.splitlines()
@@ -152,3 +152,55 @@ def test_how_long_ago_counts_in_awss_time_on_a_clock_that_is_off(
     ago = re.search(r"UTC \((\d+)s ago\)", said)
     assert ago is not None and int(ago[1]) <= 3, said
     assert re.search(r"this machine's clock is about 1[12]\ds ahead of AWS's: how long ago counts in AWS's time", said)
+
+
+def test_an_alarm_deleted_during_the_wait_cannot_say_it_left_alarm(
+    project: Path, factory: AwsFactory, two_alarms: None
+) -> None:
+    set_state(factory, NAMES[0], "ALARM")
+    clock = Evaluating([lambda: factory.client("cloudwatch").delete_alarms(AlarmNames=[NAMES[0]])])
+    runtime = moto_runtime(project, factory, clock=clock)
+    with pytest.raises(StepFailed) as failed:
+        commands.alarms(env="dev", wait="10m", runtime=runtime)
+    assert failed.value.message == (
+        f"alarm {NAMES[0]} is gone from CloudWatch (deleted during the wait): it cannot say whether it left ALARM"
+    )
+    assert clock.sleeps == [5.0]
+
+
+def test_a_wait_for_alarms_cloudwatch_has_none_of_is_refused(project: Path, factory: AwsFactory) -> None:
+    """A typo, another region: none in ALARM would say nothing of them."""
+    watching(project, "car-rental-typo", "nope-*")
+    with pytest.raises(UsageError) as refused:
+        commands.alarms(env="dev", wait="10m", runtime=moto_runtime(project, factory))
+    assert refused.value.message == (
+        "CloudWatch has none of the alarms [environments.dev.alarm_watch] names in eu-west-1: nothing to wait for"
+    )
+    shown = moto_runtime(project, factory)
+    assert commands.alarms(env="dev", runtime=shown).clear  # shown, each MISSING, without a wait
+    assert shown.stderr.getvalue().count("MISSING") == 2  # type: ignore[attr-defined]
+
+
+def test_an_alarm_that_left_alarm_for_want_of_data_is_said_so(
+    project: Path, factory: AwsFactory, two_alarms: None
+) -> None:
+    set_state(factory, NAMES[0], "ALARM")
+    clock = Evaluating([lambda: set_state(factory, NAMES[0], "INSUFFICIENT_DATA", "no data")])
+    runtime = moto_runtime(project, factory, clock=clock)
+    assert commands.alarms(env="dev", wait="1m", runtime=runtime).clear
+    assert runtime.stderr.getvalue().endswith(  # type: ignore[attr-defined]
+        f"✅ none in ALARM after 5s ({NAMES[0]} in INSUFFICIENT_DATA: no data to judge by, which a service taking no "
+        "request says too)\n"
+    )
+
+
+def test_a_wait_of_0_reads_once_and_one_beyond_3_hours_is_refused(
+    project: Path, factory: AwsFactory, two_alarms: None
+) -> None:
+    set_state(factory, NAMES[1], "ALARM")
+    clock = Evaluating()
+    with pytest.raises(StepFailed, match=rf"^alarm {NAMES[1]} is still in ALARM after 0s of waiting"):
+        commands.alarms(env="dev", wait="0", runtime=moto_runtime(project, factory, clock=clock))
+    assert clock.sleeps == []
+    with pytest.raises(UsageError, match="--wait 4h is longer than 3 hours, the alarm watch's longest"):
+        commands.alarms(env="dev", wait="4h", runtime=moto_runtime(project, factory))

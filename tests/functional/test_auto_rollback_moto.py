@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,13 @@ from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig
 from deploykit.errors import RolledBackByEcs, StepFailed, UsageError
 from deploykit.plan import Context, Outcome
+from deploykit.watch import AlarmJudge
 from tests.conftest import git
 from tests.functional import test_rollback_moto as rollback_tests
 from tests.functional.conftest import put_image
 from tests.functional.test_alarm_list_moto import watching
 from tests.functional.test_rollback_moto import URI, revision_count, runtime, service_image
-from tests.functional.test_watch_alarms_moto import put_alarm
+from tests.functional.test_watch_alarms_moto import put_alarm, set_state
 
 deployed = rollback_tests.deployed  # the fixture: a service that ran A, then B, and runs C now
 
@@ -205,19 +207,22 @@ def test_a_release_an_alarm_failed_names_the_wait_for_the_alarms_after_its_rollb
     git(project, "commit", "-qam", "the alarm watch")
     put_image(factory, git(project, "rev-parse", "--short=12", "HEAD").strip())
 
-    def alarmed(self: WaitHealthy, ctx: Context) -> Outcome:
+    def alarmed(self: WaitHealthy, ctx: Context) -> Outcome:  # the release sets the alarm off as it rolls out
         if not self.image.endswith(f":{C}"):
-            raise StepFailed(
-                "alarm car-rental-5xx went to ALARM 3s after the deploy began changing what runs (at 10:00:03 UTC): "
-                "Threshold Crossed; it fails the release"
-            )
+            time.sleep(0.01)  # CloudWatch's times are to the millisecond
+            set_state(factory, "car-rental-5xx", "ALARM")
+            failure = AlarmJudge(ctx, ("car-rental-5xx",)).check()
+            assert failure is not None
+            raise failure
         return Outcome.done("healthy")
 
     monkeypatch.setattr(WaitHealthy, "run", alarmed)
     with pytest.raises(StepFailed) as failed:
         commands.app_chain(STAGES, env="dev", runtime=runtime(project, factory))
     assert "dev runs what was live before" in failed.value.message
-    assert "; whether the alarms clear: inv alarms --env dev --wait 10m; " in str(failed.value.next_step)
+    assert failed.value.message.startswith("alarm car-rental-5xx went to ALARM ")
+    # its period (60 s), one evaluation period, and AWS's late minute: 2 minutes, twice
+    assert "; whether the alarms clear: inv alarms --env dev --wait 4m; " in str(failed.value.next_step)
 
 
 def test_a_release_no_alarm_failed_names_no_wait_for_the_alarms(

@@ -26,6 +26,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, Superseded, UsageError
+from deploykit.hookspecs import hookimpl
 from deploykit.output import Reporter
 from deploykit.plan import Context, Outcome, Plan, RunReport, StepRecord
 from deploykit.stack_chain import KEPT_TEMPLATES as KEPT
@@ -823,11 +824,12 @@ def test_after_a_rollback_the_alarms_still_in_alarm_are_said_and_with_wait_alarm
     assert rt.stderr.getvalue().endswith("🔔 the alarms after the rollback: 1 OK, none in ALARM\n")  # type: ignore
 
     set_state(factory, NAMES[0], "ALARM", "Threshold Crossed: 1 datapoint [40.0]")
-    heard = Heard()
+    heard = HeardDone()
     with pytest.raises(StepFailed) as failed:
         commands.rollback(
             env="dev", to=C, smoke=False, wait_alarms="12s", runtime=hearing(runtime(project, factory), heard)
         )
+    assert heard.done == [f"rollback app → {C}"]  # the plugins heard of the rollback, which worked
     assert failed.value.message.startswith(
         f"the rollback went through, but alarm {NAMES[0]} is still in ALARM after 12s of waiting (since "
     )
@@ -835,6 +837,18 @@ def test_after_a_rollback_the_alarms_still_in_alarm_are_said_and_with_wait_alarm
     assert heard.not_run == [] and heard.failed == []
     newest = deployed.records(1)[0]
     assert (newest.command, newest.ok) == (f"rollback app → {C}", True) and deployed.live()["app"]["sha"] == C
+
+
+class HeardDone(Heard):
+    """:class:`Heard`, and the titles of the deployments that succeeded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done: list[str] = []
+
+    @hookimpl
+    def deploykit_deployment_finished(self, env: str, report: dict[str, Any]) -> None:
+        self.done.append(str(report["title"]))
 
 
 def test_wait_alarms_without_alarms_is_refused_before_anything_changes(
@@ -861,7 +875,10 @@ def test_alarms_that_cannot_be_read_after_a_rollback_say_nothing_and_fail_only_a
     monkeypatch.setattr(cloudwatch, "describe_alarms", Mock(side_effect=denied))
     rt = runtime(project, factory)
     assert commands.rollback(env="dev", smoke=False, runtime=rt) is not None
-    assert "ALARM" not in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert rt.stderr.getvalue().endswith(  # type: ignore[attr-defined]
+        "⚠️  the alarms after the rollback could not be read: may not read the CloudWatch alarms "
+        "[environments.dev.alarm_watch] names: AccessDenied\n"
+    )
     heard = Heard()
     with pytest.raises(StepFailed) as failed:
         commands.rollback(
@@ -871,5 +888,5 @@ def test_alarms_that_cannot_be_read_after_a_rollback_say_nothing_and_fail_only_a
         "the rollback went through, but its alarms could not be read to wait for them: may not read the CloudWatch "
         "alarms [environments.dev.alarm_watch] names: AccessDenied"
     )
-    assert failed.value.next_step == "inv alarms --env dev --wait 60s, once they can be"
+    assert failed.value.next_step == "inv alarms --env dev --wait 1m, once they can be"
     assert heard.not_run == [] and deployed.live()["app"]["sha"] == C

@@ -384,6 +384,21 @@ def test_a_history_that_does_not_hold_the_alarms_last_change_yet_is_read_again(
             WatchAlarms(NAMES[:1], 10, 5.0).run(ctx)
 
 
+def test_an_alarm_in_alarm_since_before_the_run_whose_reason_changed_during_it_is_not_judged_by(
+    factory: AwsFactory, dev_env: EnvConfig
+) -> None:
+    """AWS moves StateUpdatedTimestamp at updates that are no change of state (a composite alarm's reason, as another
+    of its alarms goes off): the watch goes by StateTransitionedTimestamp, when the alarm went to its state, where AWS
+    says it (the Stubber plays it: moto does not)."""
+    ctx, cloudwatch, alarm = changed_during_the_run(factory, dev_env)
+    alarm |= {"StateValue": "ALARM", "StateTransitionedTimestamp": datetime.now(UTC) - timedelta(minutes=30)}
+    with Stubber(cloudwatch) as stub:
+        stub.add_response("describe_alarms", {"MetricAlarms": [alarm], "CompositeAlarms": []})
+        detail = WatchAlarms(NAMES[:1], 0, 5.0).run(ctx).detail
+    assert detail.startswith("1 ALARM: none went to ALARM since the deploy began (read once, after smoke); ")
+    assert detail.endswith(": not judged by it")
+
+
 def skewed(factory: AwsFactory, dev_env: EnvConfig, seconds: float, changes: list[Callable[[], Any]]) -> Context:
     """A run on a machine whose clock is ``seconds`` ahead of AWS's (behind, below 0), begun now (its clock's now)."""
     clock = Evaluating(changes)
