@@ -23,7 +23,7 @@ from typing import Any
 from deploykit.clock import Clock
 from deploykit.lock import duration
 from deploykit.output import tabulate
-from deploykit.watch import METRICS_LATE, PREFIX, missing_alarms, named, state_changed
+from deploykit.watch import METRICS_LATE, PREFIX, alarm_period, missing_alarms, named, state_changed
 
 ALARM = "ALARM"
 MISSING = "MISSING"  # the state of a name no alarm in CloudWatch answers
@@ -111,16 +111,8 @@ def clears_within(alarm: Mapping[str, Any], *, local: bool) -> float | None:
     """How long an alarm in ALARM takes to leave it at the most once its metric is good again: its
     ``EvaluationPeriods`` periods (a metric math alarm's longest period among its metrics), and on AWS the minute its
     metrics come late; None when its periods are not said (a composite alarm, which follows its alarms)."""
-    periods = alarm.get("EvaluationPeriods")
-    period = alarm.get("Period") or max(
-        (
-            m.get("MetricStat", {}).get("Period") or m.get("Period") or 0
-            for m in alarm.get("Metrics") or []
-            if isinstance(m, Mapping)
-        ),
-        default=0,
-    )
-    if not isinstance(period, int) or not isinstance(periods, int) or period <= 0 or periods <= 0:
+    period, periods = alarm_period(alarm), alarm.get("EvaluationPeriods")
+    if not period or not isinstance(periods, int) or periods <= 0:
         return None
     return float(period * periods + (0 if local else METRICS_LATE))
 

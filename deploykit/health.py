@@ -43,6 +43,7 @@ from deploykit.watch import (
     PREFIX,
     SET_THE_CLOCK,
     SKEW_SAID,
+    alarm_period,
     clock_offset,
     missing_alarms,
     named,
@@ -1020,7 +1021,7 @@ def alarm_watch_advice(env: EnvConfig, found: Mapping[str, Mapping[str, Any]]) -
     for name in named(env.alarm_watch.alarms, found):  # the first of the slowest, in deploy.toml's order
         alarm = found[name]
         period, periods = (
-            _int(alarm.get("Period")),
+            alarm_period(alarm),  # a metric math alarm's: its metrics' longest
             _int(alarm.get("DatapointsToAlarm") or alarm.get("EvaluationPeriods")),
         )
         if period and periods:

@@ -713,6 +713,20 @@ class WatchAlarms(Step):
         return Outcome.done(detail)
 
 
+def alarm_period(alarm: Mapping[str, Any]) -> int:
+    """An alarm's period in seconds: its ``Period``, a metric math alarm's the longest of its metrics' (each
+    ``MetricStat``'s); 0 when it has none (a composite alarm follows its alarms)."""
+    period = alarm.get("Period")
+    if isinstance(period, int) and period > 0:
+        return period
+    periods = [
+        m.get("MetricStat", {}).get("Period") or m.get("Period")
+        for m in alarm.get("Metrics") or []
+        if isinstance(m, Mapping)
+    ]
+    return max((p for p in periods if isinstance(p, int) and p > 0), default=0)
+
+
 def state_changed(alarm: Mapping[str, Any]) -> datetime | None:
     """When an alarm's state (``StateValue``) last changed, aware: its ``StateTransitionedTimestamp`` (AWS says it),
     else its ``StateUpdatedTimestamp`` (moto says that alone; AWS moves it at other updates too: a composite alarm's

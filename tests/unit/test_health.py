@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from deploykit import health, history, packaging
+from deploykit.config import AlarmWatch
 from deploykit.health import Finding, HealthReport, Recommendation, Row
 from deploykit.lock import Found, LockInfo
 from deploykit.testing import sample_env
@@ -633,3 +634,12 @@ def test_runtime_deprecation_dates_and_the_runtimes_to_move_to() -> None:
     assert health.runtime_findings({"f": ("python3.14", "S")}, "python3.14", date(2030, 1, 1), "dev")[0].next_step == (
         "no runtime deploykit knows is supported longer: see AWS's table of Lambda runtimes"
     )
+
+
+def test_the_alarm_watch_s_seconds_are_judged_by_a_metric_math_alarm_s_periods_too() -> None:
+    """A metric math alarm has no Period of its own: its metrics' longest is what it judges over."""
+    env = dataclasses.replace(sample_env(), alarm_watch=AlarmWatch(("errors-ratio",), 60.0))
+    math = {"EvaluationPeriods": 3, "Metrics": [{"Id": "r", "Expression": "e/n"}, {"MetricStat": {"Period": 60}}]}
+    [advice] = health.alarm_watch_advice(env, {"errors-ratio": math})
+    assert advice.suggested == "240 s" and advice.why.startswith("alarm errors-ratio goes to ALARM after 240 s")
+    assert health.alarm_watch_advice(env, {"errors-ratio": {"EvaluationPeriods": 3, "AlarmRule": "ALARM(a)"}}) == []
