@@ -1,14 +1,15 @@
 """``inv envs``: every environment of deploy.toml at a glance, and every one a pattern of it made that is deployed.
 
 For each environment: what it runs, per component (the app, each Lambda function, each stack), at which commit and
-how far that commit is from this checkout's HEAD; its last recorded run; who holds its deploy lock, or that the
-lock expired (its lease ran out, judged as ``inv health`` and a deploy judge it: by S3's clock, the ``Date`` of the
-lock read's own answer, no call more): an expired lock blocks no deploy, the next one takes it over. "Is my change
-in staging yet?" and "what would prod get from main?" become one command. What runs is the environment's live record
-(what ``inv history`` lists under "live now"), written by every successful deploy; the position against HEAD comes
-from this clone's git history; a freeze and a pause are said. Per environment that is one stack read, four S3 reads
-and one of its service, every environment read at once; an environment whose AWS cannot be read (another account, no
-credentials, an endpoint down) is shown with the reason and the others are still read.
+how far that commit is from this checkout's HEAD; its last recorded run; who holds its deploy lock, or that the lock
+expired (its lease ran out, judged as ``inv health`` and a deploy judge it: by S3's clock, the ``Date`` of the lock
+read's own answer, no call more): an expired lock blocks no deploy, the next one takes it over; and, where
+``[environments.NAME.alarm_watch]`` names alarms, those in ALARM (one DescribeAlarms, with the other reads). "Is my
+change in staging yet?" and "what would prod get from main?" become one command. What runs is the environment's live
+record (what ``inv history`` lists under "live now"), written by every successful deploy; the position against HEAD
+comes from this clone's git history; a freeze and a pause are said. Per environment that is one stack read, four S3
+reads and one of its service, every environment read at once; an environment whose AWS cannot be read (another
+account, no credentials, an endpoint down) is shown with the reason and the others are still read.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from deploykit import changes, freeze, git, pause
 from deploykit.auto import NEWEST_RUNS, deploying_again, with_deciding_runs
 from deploykit.aws import AwsFactory, at_once
@@ -30,6 +33,8 @@ from deploykit.freeze import Freeze
 from deploykit.history import RESULTS, History, Record, when_utc
 from deploykit.lock import EnvLock, Found, LockInfo
 from deploykit.output import tabulate
+from deploykit.stacks import error_code
+from deploykit.watch import read_alarms, state_changed
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,10 @@ class EnvView:
     # runs are all those, the oldest of them (it has been idle at least since); "": no run
     worked: str = ""
     tasks: int | None = None  # the tasks its service wants (what it pays Fargate for); None: no service
+    # its alarm watch's alarms in ALARM (name → since when, ISO 8601), None: none named, or not read (``alarms_unread``
+    # says why)
+    in_alarm: dict[str, str] | None = None
+    alarms_unread: str = ""
     # promote_from: the environment it takes releases from, and what that one runs that this one does not yet
     # (component → "N changed path(s)", "new" or "?"); None: not compared (no promote_from, or either not read)
     promoted_from: str = ""
@@ -142,6 +151,7 @@ class EnvView:
             "freeze": self.frozen.to_json() if self.frozen else None,
             "pause": self.paused.to_json() if self.paused else None,
             "tasks": self.tasks,
+            "in_alarm": self.in_alarm,
             "promotion": {"from": self.promoted_from, "waiting": self.waiting} if self.promoted_from else None,
             "made_from": self.made_from or None,
             "idle_days": self.idle_days,
@@ -163,6 +173,8 @@ class Read:
     frozen: Freeze | None = None  # its freeze, while it holds
     paused: pause.Pause | None = None  # its pause, while it holds
     tasks: int | None = None  # the tasks its service wants; None: no service
+    in_alarm: dict[str, str] | None = None  # its alarm watch's alarms in ALARM, by name: since when; None: not read
+    alarms_unread: str = ""  # why they were not read, when they could not be
     # reads the runs of these ids (History.records_by_id): the older runs that left a changed component live, for
     # the rollback guard (auto.deciding_runs); None: none are read
     older: Callable[[Sequence[str]], list[Record]] | None = field(default=None, compare=False, repr=False)
@@ -207,6 +219,7 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
         "lock": env_lock.read,
         "freeze": partial(freeze.read, aws, env, store.bucket),
         "pause": partial(pause.read_state, aws, env, store.bucket),
+        "alarms": partial(_alarms, aws, env),
     }
     found = at_once(reads)
     held: Found | None = found["lock"]
@@ -215,7 +228,26 @@ def read_environment(aws: AwsFactory, env: EnvConfig, clock: Clock) -> Read | No
     frozen = freeze.in_force(found["freeze"], env, clock.now())
     kept, tasks = found["pause"]
     paused = pause.in_force(kept, tasks)
-    return Read(found["live"], found["records"], lock, expired, frozen, paused, tasks, older=store.records_by_id)
+    in_alarm, unread = found["alarms"]
+    return Read(
+        found["live"], found["records"], lock, expired, frozen, paused, tasks, in_alarm, unread, store.records_by_id
+    )
+
+
+def _alarms(aws: AwsFactory, env: EnvConfig) -> tuple[dict[str, str] | None, str]:
+    """``env``'s alarm watch's alarms in ALARM, by name: since when (ISO 8601 UTC); None when it names none, or when
+    they cannot be read (then why: the rest of the view is still shown)."""
+    if not env.alarm_watch.on:
+        return None, ""
+    try:
+        found = read_alarms(aws.client("cloudwatch"), env.alarm_watch.alarms)
+    except (BotoCoreError, ClientError) as exc:
+        return None, (error_code(exc) or "refused") if isinstance(exc, ClientError) else str(exc)
+    return {
+        name: when.isoformat(timespec="seconds") if (when := state_changed(found[name])) else ""
+        for name in sorted(found)
+        if found[name].get("StateValue") == "ALARM"
+    }, ""
 
 
 def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvView:
@@ -251,6 +283,8 @@ def view(config: Config, head: str, env: EnvConfig, read: Read | None) -> EnvVie
         frozen=read.frozen,
         paused=read.paused,
         tasks=read.tasks,
+        in_alarm=read.in_alarm,
+        alarms_unread=read.alarms_unread,
         worked=_worked(read.records),
     )
 
@@ -389,6 +423,11 @@ def render(views: Sequence[EnvView], head: str) -> str:
                 f"  ⏸  {v.paused.describe(v.env)} ({v.paused.tasks} when it wakes: inv resume --env {v.env}, or any "
                 "deploy)"
             )
+        if v.in_alarm:
+            alarming = ", ".join(f"{n} (since {when_utc(w)})" if w else n for n, w in v.in_alarm.items())
+            lines.append(f"  🔔 in ALARM: {alarming}; inv alarms --env {v.env} shows why, --wait until they leave it")
+        elif v.alarms_unread:
+            lines.append(f"  🔔 its alarms could not be read ({v.alarms_unread})")
         if v.idle_days is not None:
             lines.append(
                 f"  💤 no run for {v.idle_days} days (made from {v.made_from!r}: {_costs(v)}); when done with it: inv "

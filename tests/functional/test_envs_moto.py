@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -25,6 +26,7 @@ from tests.conftest import git
 from tests.functional.test_cli import inv
 from tests.functional.test_endpoints import create_stack
 from tests.functional.test_image_cleanup_moto import ENV
+from tests.functional.test_watch_alarms_moto import put_alarm, set_state
 
 REGION = "eu-west-1"
 BUCKET = "registry-artifacts-1"
@@ -348,3 +350,33 @@ def test_a_pattern_whose_account_cannot_be_read_is_said_so(world: dict[str, str]
     views = commands.envs(runtime=runtime)
     assert [v.env for v in views] == ["dev", "staging", "prod", "dev-*"]
     assert views[-1].error is not None and "car-rental-dev-people" in views[-1].error
+
+
+def test_an_environment_whose_alarms_are_in_alarm_says_so(world: dict[str, str]) -> None:
+    """The alarms [environments.NAME.alarm_watch] names, read with the rest: those in ALARM are said, with the
+    command that shows why; an environment whose alarms are all well says nothing of them."""
+    root = Path(world["root"])
+    toml = root / "deploy.toml"
+    toml.write_text(
+        toml.read_text()
+        + '\n[environments.dev.alarm_watch]\nalarms = ["car-rental-5xx", "car-rental-latency"]\n'
+        + '\n[environments.staging.alarm_watch]\nalarms = ["staging-*"]\n'
+    )
+    dev_aws = AwsFactory(load_config(toml).environment("dev"))  # staging's alarms: the same account and region
+    for name in ("car-rental-5xx", "car-rental-latency", "staging-5xx"):
+        put_alarm(dev_aws, name)
+    set_state(dev_aws, "car-rental-5xx", "ALARM")
+    out = io.StringIO()
+    runtime = commands.Runtime(config_path=toml, stdout=out, stderr=io.StringIO(), clock=FakeClock())
+    dev, staging, prod = commands.envs(as_json=True, runtime=runtime)
+    assert dev.in_alarm is not None and list(dev.in_alarm) == ["car-rental-5xx"]
+    assert staging.in_alarm == {} and prod.in_alarm is None  # prod: not read at all
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert re.search(
+        r"\n  🔔 in ALARM: car-rental-5xx \(since 20\d\d-\d\d-\d\d \d\d:\d\d UTC\); inv alarms --env dev shows why, "
+        r"--wait until they leave it\n",
+        said,
+    )
+    assert said.count("🔔") == 1
+    environments = json.loads(out.getvalue())["environments"]
+    assert list(environments[0]["in_alarm"]) == ["car-rental-5xx"] and environments[1]["in_alarm"] == {}
