@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deploykit.clock import Clock
+from deploykit.config import MAX_ALARM_WATCH
 from deploykit.lock import duration
 from deploykit.output import tabulate
 from deploykit.watch import METRICS_LATE, PREFIX, alarm_period, missing_alarms, named, state_changed
@@ -122,10 +123,10 @@ def suggested_wait(
 ) -> str:
     """The ``--wait`` to give for the alarms ``names`` (in ALARM): twice the longest of their :func:`clears_within`
     (one whose periods are not said: :data:`UNKNOWN_CLEARS`), and at least twice what was ``waited`` already, in
-    whole minutes, one at least (``10m``)."""
+    whole minutes, one at least and 3 hours at most (the longest wait taken: ``10m``)."""
     unknown = float(UNKNOWN_CLEARS_LOCAL if local else UNKNOWN_CLEARS + METRICS_LATE)
     longest = max((clears_within(found[n], local=local) or unknown for n in names if n in found), default=unknown)
-    return f"{max(1, math.ceil(2 * max(longest, waited) / 60))}m"
+    return f"{min(max(1, math.ceil(2 * max(longest, waited) / 60)), int(MAX_ALARM_WATCH // 60))}m"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ def test_an_alarm_leaves_alarm_within_its_periods_and_on_aws_the_minute_its_metr
     assert suggested_wait({"c": composite}, ["c"], local=False) == "12m"
     assert suggested_wait({"c": composite}, ["c"], local=True) == "2m"
     assert suggested_wait(found, ["a"], local=False, waited=1800) == "60m"  # twice what was waited, at least
+    assert suggested_wait(found, ["a"], local=False, waited=10800) == "180m"  # and 3 hours at most, the longest wait
 
 
 def test_an_alarm_s_state_changed_when_it_went_to_its_state_not_at_each_update_of_its_reason() -> None:
