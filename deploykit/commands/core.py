@@ -229,8 +229,11 @@ def run_plan(
     rollback: bool | None = None,
     planned_from: Mapping[str, Mapping[str, str]] | None = None,
     handlers: Mapping[str, str] | None = None,
+    then: Callable[[RunReport], tuple[dict[str, Any], DeployKitError | None]] | None = None,
 ) -> RunReport | None:
-    """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any.
+    """Describe (dry run) or execute ``plan``; print JSON when asked; raise the failure if any. ``then``: what to do
+    after a run that worked, the lock released (a rollback's wait for its alarms): what it gives is added to the
+    run's JSON, and the failure it gives is raised after it (the run itself worked: the plugins heard so).
 
     ``rollback`` (deploys of the app or a Lambda): when a step fails after the run rolled the service or moved an alias,
     True puts back what the run replaced (see :func:`recover`), False leaves it in place and says how to put it back;
@@ -311,10 +314,14 @@ def run_plan(
                 report.error.next_step = "; ".join(
                     filter(None, (report.error.next_step, f"if a stack change of this run broke it: {back}"))
                 )
+    extra, after = then(report) if then is not None and report.error is None else ({}, None)
     if as_json:
-        runtime.stdout.write(dumps(report.to_json()) + "\n")
+        runtime.stdout.write(dumps(report.to_json() | extra) + "\n")
     if report.error is not None:
         raise report.error
+    if after is not None:
+        after.heard = True  # the plugins heard of the run, which worked: not of a run that did not
+        raise after
     return report
 
 

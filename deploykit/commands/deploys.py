@@ -628,6 +628,7 @@ def rollback(
             as_json=as_json,
             aws=aws,
             planned_from=reading.result() if reading is not None else None,
+            then=partial(_after_rollback, runtime, config, environment, aws, wait_alarms),
         )
     except lock.LockHeld as held:  # never waited for: what a rollback goes back from may change meanwhile
         raise UsageError(
@@ -638,19 +639,30 @@ def rollback(
         ) from None
     except Superseded as stale:  # not started again: what it would go back from is another deploy's now
         raise UsageError(stale.message, next_step=look) from None
-    if report is not None and report.ok:
-        _still_in_head(runtime, config, environment, aws, report.plan)
-        _alarms_after_rollback(runtime, environment, aws, wait_alarms)
     return report
 
 
-def _alarms_after_rollback(runtime: Runtime, env: EnvConfig, aws: AwsFactory, wait: str | None) -> None:
+def _after_rollback(
+    runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, wait: str | None, report: RunReport
+) -> tuple[dict[str, Any], DeployKitError | None]:
+    """After a rollback that worked: what HEAD still has that the next deploy refuses to bring back, then the alarms
+    (:func:`_alarms_after_rollback`), as ``--json`` adds them (``alarms``), and the failure of their wait."""
+    _still_in_head(runtime, config, env, aws, report.plan)
+    said, failure = _alarms_after_rollback(runtime, env, aws, wait)
+    return ({"alarms": said} if said is not None else {}), failure
+
+
+def _alarms_after_rollback(
+    runtime: Runtime, env: EnvConfig, aws: AwsFactory, wait: str | None
+) -> tuple[dict[str, Any] | None, StepFailed | None]:
     """After a rollback: how the alarms of ``env``'s alarm watch stand (read once), those still in ALARM named with
     the command that waits for them; a read that fails is said. ``wait`` (a duration, checked already): waited for
-    until none is in ALARM; StepFailed (exit 1: the rollback went through, the alarms did not clear) when one still
-    is by then, one is deleted meanwhile, or they cannot be read."""
+    until none is in ALARM. Gives them as ``--json`` says them (``in_alarm``, ``clear``, ``waited``; ``unread``: why
+    they could not be read; None without alarms named), and the failure of the wait (exit 1: the rollback went
+    through, the alarms did not clear) when one still is in ALARM by then, one is deleted meanwhile, or they cannot
+    be read."""
     if not env.alarm_watch.on:
-        return
+        return None, None
     seconds = None if wait is None else alarm_wait(wait, "--wait-alarms")
     reading = AlarmReading(runtime, env, aws)
     try:
@@ -660,34 +672,37 @@ def _alarms_after_rollback(runtime: Runtime, env: EnvConfig, aws: AwsFactory, wa
     except UNREAD as exc:
         if wait is None:
             runtime.stderr.write(f"⚠️  the alarms after the rollback could not be read: {_said(exc)}\n")
-            return
-        raise _alarms_unread(env, wait, exc) from None
+            return {"unread": _said(exc)}, None
+        return {"unread": _said(exc), "clear": False}, _alarms_unread(env, wait, exc)
     alarming = alarm_list.in_alarm(found)
+    said: dict[str, Any] = {"in_alarm": alarming, "clear": not alarming, "waited": None}
     if not alarming:
         runtime.stderr.write(f"🔔 the alarms after the rollback: {watch.states(found)}, none in ALARM\n")
-        return
+        return said, None
     since = ", ".join(
         f"{name} (since {when.strftime('%H:%M:%S UTC')})" if (when := alarm_list.changed_at(found[name])) else name
         for name in alarming
     )
     them = "it" if len(alarming) == 1 else "them"
-    if seconds is None:
+    if seconds is None or wait is None:
         runtime.stderr.write(
             f"🔔 still in ALARM after the rollback: {since}; an alarm leaves it once its metric has been within its "
             f"threshold for enough of its periods: to wait for {them}, inv alarms --env {env.name} --wait "
             f"{alarm_list.suggested_wait(found, alarming, local=env.is_local)}\n"
         )
-        return
+        return said, None
     runtime.stderr.write(f"🔔 still in ALARM after the rollback: {since}; waiting up to {lock.duration(seconds)}\n")
     try:
         waited = wait_for_alarms(runtime, env, reading, found, seconds)
     except UNREAD as exc:
-        raise _alarms_unread(env, str(wait), exc) from None
+        return {"unread": _said(exc), "clear": False}, _alarms_unread(env, wait, exc)
+    said = {"in_alarm": alarm_list.in_alarm(waited.found), "clear": waited.clear, "waited": round(waited.seconds, 1)}
+    if waited.gone:
+        said["gone"] = list(waited.gone)
     if not waited.clear:
-        failure = still_in_alarm(env, waited, what="the rollback went through, but ")
-        failure.heard = True  # the plugins heard of the rollback, which worked: not of a run that did not
-        raise failure
+        return said, still_in_alarm(env, waited, what="the rollback went through, but ")
     runtime.stderr.write(f"✅ {alarm_list.cleared(waited)}: the rollback cleared {them}\n")
+    return said, None
 
 
 UNREAD = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError)
@@ -698,14 +713,11 @@ def _said(exc: Exception) -> str:
 
 
 def _alarms_unread(env: EnvConfig, wait: str, exc: Exception) -> StepFailed:
-    """The failure of a rollback's wait for its alarms (``wait``: as given) that could not read them (``exc``): the
-    rollback went through, and the plugins heard of it."""
-    unread = StepFailed(
+    """The failure of a rollback's wait for its alarms (``wait``: as given) that could not read them (``exc``)."""
+    return StepFailed(
         f"the rollback went through, but its alarms could not be read to wait for them: {_said(exc)}",
         next_step=f"inv alarms --env {env.name} --wait {wait}, once they can be",
     )
-    unread.heard = True
-    return unread
 
 
 def _still_in_head(runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, plan: Plan) -> None:

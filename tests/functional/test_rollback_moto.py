@@ -819,17 +819,26 @@ def test_after_a_rollback_the_alarms_still_in_alarm_are_said_and_with_wait_alarm
     assert said.endswith("✅ none in ALARM after 5s: the rollback cleared it\n")
     assert service_image(factory)[1] == f"{URI}:{C}"
 
-    rt = runtime(project, factory)
-    assert commands.rollback(env="dev", to=B, smoke=False, wait_alarms="1m", runtime=rt) is not None
+    out = io.StringIO()
+    rt = runtime(project, factory, stdout=out)
+    assert commands.rollback(env="dev", to=B, smoke=False, wait_alarms="1m", as_json=True, runtime=rt) is not None
     assert rt.stderr.getvalue().endswith("🔔 the alarms after the rollback: 1 OK, none in ALARM\n")  # type: ignore
+    assert json.loads(out.getvalue())["alarms"] == {"in_alarm": [], "clear": True, "waited": None}
 
     set_state(factory, NAMES[0], "ALARM", "Threshold Crossed: 1 datapoint [40.0]")
-    heard = HeardDone()
+    heard, out = HeardDone(), io.StringIO()
     with pytest.raises(StepFailed) as failed:
         commands.rollback(
-            env="dev", to=C, smoke=False, wait_alarms="12s", runtime=hearing(runtime(project, factory), heard)
+            env="dev",
+            to=C,
+            smoke=False,
+            wait_alarms="12s",
+            as_json=True,
+            runtime=hearing(runtime(project, factory, stdout=out), heard),
         )
     assert heard.done == [f"rollback app → {C}"]  # the plugins heard of the rollback, which worked
+    answer = json.loads(out.getvalue())  # the run worked; its alarms did not clear
+    assert answer["ok"] is True and answer["alarms"] == {"in_alarm": [NAMES[0]], "clear": False, "waited": 12.0}
     assert failed.value.message.startswith(
         f"the rollback went through, but alarm {NAMES[0]} is still in ALARM after 12s of waiting (since "
     )
