@@ -17,14 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from deploykit.clock import Clock
 from deploykit.config import MAX_ALARM_WATCH
 from deploykit.lock import duration
 from deploykit.output import tabulate
-from deploykit.watch import METRICS_LATE, PREFIX, alarm_period, missing_alarms, named, state_changed
+from deploykit.stored import shown
+from deploykit.watch import METRICS_LATE, alarm_period, in_alarm, listed, moment, not_there, state_changed
 
 ALARM = "ALARM"
 MISSING = "MISSING"  # the state of a name no alarm in CloudWatch answers
@@ -49,44 +50,39 @@ class AlarmRow:
         return asdict(self)
 
 
-changed_at = state_changed  # when an alarm's state last changed (aware UTC), None when CloudWatch does not say
-
-
-def _iso(when: datetime | None) -> str:
-    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if when else ""
-
-
 def rows(names: Sequence[str], found: Mapping[str, Mapping[str, Any]], region: str) -> list[AlarmRow]:
     """A row for each alarm ``found`` (by name) in the order of ``names`` (a start's alarms by their names), and one
-    for each name no alarm answers in ``region``, where deploy.toml has it."""
-    missing = set(missing_alarms(names, found))
-    said: list[AlarmRow] = []
-    for name in names:
-        if name in missing:
-            what = "no alarm in CloudWatch starts with it" if name.endswith(PREFIX) else "not in CloudWatch"
-            said.append(AlarmRow(name, MISSING, "", f"{what} ({region})", ""))
-            continue
-        for each in named([name], found):
-            if any(row.name == each for row in said):
-                continue
-            alarm = found[each]
-            said.append(
-                AlarmRow(
-                    each,
-                    str(alarm.get("StateValue", "?")),
-                    _iso(changed_at(alarm)),
-                    " ".join(str(alarm.get("StateReason", "")).split()),
-                    "composite" if "AlarmRule" in alarm else "metric",
-                )
-            )
-    return said
+    for each name no alarm answers in ``region``, where deploy.toml has it (deploykit.watch.listed)."""
+    return [
+        AlarmRow(name, MISSING, "", not_there(name, region), "")
+        if alarm is None
+        else AlarmRow(
+            name,
+            str(alarm.get("StateValue", "?")),
+            shown(when) if (when := state_changed(alarm)) else "",
+            reason(alarm),
+            "composite" if "AlarmRule" in alarm else "metric",
+        )
+        for name, alarm in listed(names, found)
+    ]
+
+
+def reason(alarm: Mapping[str, Any]) -> str:
+    """Why an alarm is in its state (its ``StateReason``), on one line."""
+    return " ".join(str(alarm.get("StateReason", "")).split())
+
+
+def since(alarm: Mapping[str, Any]) -> str:
+    """`` (since 18:20:04 UTC)``: when an alarm went to its state; "" when CloudWatch does not say."""
+    when = state_changed(alarm)
+    return f" (since {moment(when)})" if when else ""
 
 
 def _ago(since: str, now: datetime) -> str:
     if not since:
         return ""
     when = datetime.fromisoformat(since.replace("Z", "+00:00"))
-    return f"{when.strftime('%H:%M:%S UTC')} ({duration((now - when).total_seconds())} ago)"
+    return f"{moment(when)} ({duration((now - when).total_seconds())} ago)"
 
 
 def table(found: Sequence[AlarmRow], now: datetime) -> str:
@@ -101,11 +97,6 @@ def table(found: Sequence[AlarmRow], now: datetime) -> str:
         for r in found
     ]
     return tabulate(lines, headers=["alarm", "state", "since", "why"])
-
-
-def in_alarm(found: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The names of the alarms ``found`` that are in ALARM, in name order."""
-    return sorted(name for name, alarm in found.items() if alarm.get("StateValue") == ALARM)
 
 
 def clears_within(alarm: Mapping[str, Any], *, local: bool) -> float | None:
@@ -171,15 +162,17 @@ def until_clear(
             return Waited(found, clock.monotonic() - started, False, tuple(gone))
         now = set(in_alarm(found))
         for name in sorted(alarming - now):
-            when = changed_at(found[name])
-            state = str(found[name].get("StateValue", "?"))
-            say(f"✅ {name}: {state}" + (f" at {when.strftime('%H:%M:%S UTC')}" if when else ""))
+            say(f"✅ {name}: {found[name].get('StateValue', '?')}{_at(found[name])}")
         for name in sorted(now - alarming):
-            when = changed_at(found[name])
-            reason = " ".join(str(found[name].get("StateReason", "")).split())
-            say(f"🔔 {name}: went to ALARM" + (f" at {when.strftime('%H:%M:%S UTC')}" if when else "") + f": {reason}")
+            say(f"🔔 {name}: went to ALARM{_at(found[name])}: {reason(found[name])}")
         alarming = now
         seen |= set(found)
+
+
+def _at(alarm: Mapping[str, Any]) -> str:
+    """`` at 18:20:04 UTC``: when an alarm went to its state; "" when CloudWatch does not say."""
+    when = state_changed(alarm)
+    return f" at {moment(when)}" if when else ""
 
 
 def without_data(found: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -40,13 +40,13 @@ from deploykit.scan_gate import JUDGED, Scan, judge, read_scan
 from deploykit.stacks import StackOutputs, deployed_template, error_code, held_task_definition
 from deploykit.watch import (
     METRICS_LATE,
-    PREFIX,
     SET_THE_CLOCK,
     SKEW_SAID,
     alarm_period,
     clock_offset,
-    missing_alarms,
+    listed,
     named,
+    not_there,
     read_alarms,
     skew_said,
     state_changed,
@@ -1052,12 +1052,9 @@ def alarm_health(
     rows: list[Row] = []
     findings: list[Finding] = []
     table = f"[environments.{env.name}.alarm_watch]"
-    missing = set(missing_alarms(env.alarm_watch.alarms, found))
-    shown: set[str] = set()
-    for name in env.alarm_watch.alarms:  # in deploy.toml's order; a prefix's alarms by their names
-        if name in missing:
-            what = "no alarm in CloudWatch starts with it" if name.endswith(PREFIX) else "not in CloudWatch"
-            rows.append(Row("alarm", name, MISSING, f"{what} ({env.region})"))
+    for name, alarm in listed(env.alarm_watch.alarms, found):  # in deploy.toml's order; a prefix's by their names
+        if alarm is None:
+            rows.append(Row("alarm", name, MISSING, not_there(name, env.region)))
             findings.append(
                 Finding(
                     "warning",
@@ -1066,11 +1063,10 @@ def alarm_health(
                     "create it there, or take it out of alarms in deploy.toml",
                 )
             )
-        for each in [n for n in named([name], found) if n not in shown]:
-            shown.add(each)
-            row, more = _alarm_row(env, each, found[each], (times or {}).get(each, 0))
-            rows.append(row)
-            findings += more
+            continue
+        row, more = _alarm_row(env, name, alarm, (times or {}).get(name, 0))
+        rows.append(row)
+        findings += more
     return rows, findings
 
 

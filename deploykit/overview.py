@@ -34,7 +34,7 @@ from deploykit.history import RESULTS, History, Record, when_utc
 from deploykit.lock import EnvLock, Found, LockInfo
 from deploykit.output import tabulate
 from deploykit.stacks import error_code
-from deploykit.watch import read_alarms, state_changed
+from deploykit.watch import in_alarm, read_alarms, state_changed
 
 
 @dataclass(frozen=True)
@@ -245,8 +245,7 @@ def _alarms(aws: AwsFactory, env: EnvConfig) -> tuple[dict[str, str] | None, str
         return None, (error_code(exc) or "refused") if isinstance(exc, ClientError) else str(exc)
     return {
         name: when.isoformat(timespec="seconds") if (when := state_changed(found[name])) else ""
-        for name in sorted(found)
-        if found[name].get("StateValue") == "ALARM"
+        for name in in_alarm(found)
     }, ""
 
 

@@ -391,6 +391,11 @@ def missing_alarms(names: Sequence[str], found: Collection[str]) -> list[str]:
     ]
 
 
+def in_alarm(found: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The names of the alarms ``found`` that are in ALARM, in name order."""
+    return sorted(name for name, alarm in found.items() if alarm.get("StateValue") == "ALARM")
+
+
 def named(names: Sequence[str], found: Mapping[str, Any]) -> list[str]:
     """The alarms ``found`` in the order of ``names``: a name's, then a prefix's in the order of their names; each
     once."""
@@ -403,7 +408,27 @@ def named(names: Sequence[str], found: Mapping[str, Any]) -> list[str]:
     return list(said)
 
 
-def _moment(when: datetime) -> str:
+def listed(names: Sequence[str], found: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any] | None]]:
+    """The alarms ``found`` (each with itself) and the names of ``names`` no alarm answers (each with None), in the
+    order of ``names`` (a start's alarms by their names), each once: the rows of ``inv alarms`` and ``inv health``."""
+    missing = set(missing_alarms(names, found))
+    said: dict[str, Mapping[str, Any] | None] = {}
+    for name in names:
+        if name in missing:
+            said[name] = None
+        said.update((each, found[each]) for each in named([name], found) if each not in said)
+    return list(said.items())
+
+
+def not_there(name: str, region: str) -> str:
+    """What a name of the alarm watch no alarm answers is: ``not in CloudWatch (us-east-1)``, or, for a start of
+    names, that no alarm starts with it."""
+    what = "no alarm in CloudWatch starts with it" if name.endswith(PREFIX) else "not in CloudWatch"
+    return f"{what} ({region})"
+
+
+def moment(when: datetime) -> str:
+    """``18:20:04 UTC``: a time an alarm's change is said with."""
     return when.astimezone(UTC).strftime("%H:%M:%S UTC")
 
 
@@ -572,11 +597,11 @@ class AlarmJudge:
         first = fired[0]
         after = (first.at - self.since).total_seconds()
         also = f" (and {', '.join(f.name for f in fired[1:])})" if fired[1:] else ""
-        back = f", and was {first.state} again at {_moment(first.left)}" if first.left is not None else ""
+        back = f", and was {first.state} again at {moment(first.left)}" if first.left is not None else ""
         reason = first.reason.strip().rstrip(".")
         return StepFailed(
             f"alarm {first.name}{also}{ALARMED}{after:.0f}s after the deploy began changing what runs (at "
-            f"{_moment(first.at)}){back}: {reason}; it fails the release",
+            f"{moment(first.at)}){back}: {reason}; it fails the release",
             next_step=f"see what it watches: aws cloudwatch describe-alarms --alarm-names {first.name}; what the "
             f"release wrote: inv logs --env {self.ctx.env.name} --since 15m",
         )
@@ -704,10 +729,10 @@ class WatchAlarms(Step):
         detail = f"{states(found)}: none went to ALARM " + (
             f"in {self.seconds:g}s after smoke" if self.seconds else "since the deploy began (read once, after smoke)"
         )
-        before = sorted(name for name, alarm in found.items() if alarm.get("StateValue") == "ALARM")
+        before = in_alarm(found)
         if before:
             detail += "; " + ", ".join(
-                f"{name} in ALARM since before the deploy ({_moment(_updated(found[name]))})" for name in before
+                f"{name} in ALARM since before the deploy ({moment(_updated(found[name]))})" for name in before
             )
             detail += f": not judged by {'it' if len(before) == 1 else 'them'}"
         return Outcome.done(detail)

@@ -568,7 +568,7 @@ def _alarms_wait(ctx: Context, env: EnvConfig) -> str:
     (deploykit.alarm_list.suggested_wait; one read), 10 minutes when they cannot be read."""
     try:
         found = watch.read_alarms(ctx.aws.client("cloudwatch"), env.alarm_watch.alarms)
-        wait = alarm_list.suggested_wait(found, alarm_list.in_alarm(found) or list(found), local=env.is_local)
+        wait = alarm_list.suggested_wait(found, watch.in_alarm(found) or list(found), local=env.is_local)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
         wait = "10m"
     return f"inv alarms --env {env.name} --wait {wait}"

@@ -674,15 +674,12 @@ def _alarms_after_rollback(
             runtime.stderr.write(f"⚠️  the alarms after the rollback could not be read: {_said(exc)}\n")
             return {"unread": _said(exc)}, None
         return {"unread": _said(exc), "clear": False}, _alarms_unread(env, wait, exc)
-    alarming = alarm_list.in_alarm(found)
+    alarming = watch.in_alarm(found)
     said: dict[str, Any] = {"in_alarm": alarming, "clear": not alarming, "waited": None}
     if not alarming:
         runtime.stderr.write(f"🔔 the alarms after the rollback: {watch.states(found)}, none in ALARM\n")
         return said, None
-    since = ", ".join(
-        f"{name} (since {when.strftime('%H:%M:%S UTC')})" if (when := alarm_list.changed_at(found[name])) else name
-        for name in alarming
-    )
+    since = ", ".join(f"{name}{alarm_list.since(found[name])}" for name in alarming)
     them = "it" if len(alarming) == 1 else "them"
     if seconds is None or wait is None:
         runtime.stderr.write(
@@ -696,7 +693,7 @@ def _alarms_after_rollback(
         waited = wait_for_alarms(runtime, env, reading, found, seconds)
     except UNREAD as exc:
         return {"unread": _said(exc), "clear": False}, _alarms_unread(env, wait, exc)
-    said = {"in_alarm": alarm_list.in_alarm(waited.found), "clear": waited.clear, "waited": round(waited.seconds, 1)}
+    said = {"in_alarm": watch.in_alarm(waited.found), "clear": waited.clear, "waited": round(waited.seconds, 1)}
     if waited.gone:
         said["gone"] = list(waited.gone)
     if not waited.clear:

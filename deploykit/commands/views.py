@@ -318,7 +318,7 @@ def alarms(
             runtime.stderr.write(f"⚠️  {reading.skew}: how long ago counts in AWS's time\n")
         if seconds is not None and not found:
             raise none_there(environment, "nothing to wait for")
-        waited = alarm_list.Waited(found, 0.0, not alarm_list.in_alarm(found))
+        waited = alarm_list.Waited(found, 0.0, not watch.in_alarm(found))
         if seconds is not None:
             waited = wait_for_alarms(runtime, environment, reading, found, seconds)
     if as_json:
@@ -329,7 +329,7 @@ def alarms(
             "waited": round(waited.seconds, 1) if seconds is not None else None,
         }
         runtime.stdout.write(dumps(document) + "\n")
-    alarming = alarm_list.in_alarm(waited.found)
+    alarming = watch.in_alarm(waited.found)
     if seconds is None and alarming:
         runtime.stderr.write(
             f"\n🔔 {len(alarming)} in ALARM: to wait until none is, inv alarms --env {environment.name} --wait "
@@ -419,7 +419,7 @@ def wait_for_alarms(
 def still_in_alarm(env: EnvConfig, waited: alarm_list.Waited, what: str = "") -> StepFailed:
     """The failure of a wait that ended with alarms still in ALARM, or one gone from CloudWatch during it; ``what``:
     what went before it (a rollback)."""
-    alarming = alarm_list.in_alarm(waited.found)
+    alarming = watch.in_alarm(waited.found)
     again = alarm_list.suggested_wait(waited.found, alarming, local=env.is_local, waited=waited.seconds)
     if waited.gone:
         return StepFailed(
@@ -429,13 +429,10 @@ def still_in_alarm(env: EnvConfig, waited: alarm_list.Waited, what: str = "") ->
             f"--env {env.name} --wait {again}",
         )
     first = waited.found[alarming[0]]
-    since = alarm_list.changed_at(first)
     also = f" (and {', '.join(alarming[1:])})" if alarming[1:] else ""
-    reason = " ".join(str(first.get("StateReason", "")).split()).rstrip(".")
     return StepFailed(
         f"{what}alarm {alarming[0]}{also} is still in ALARM after {lock.duration(waited.seconds)} of waiting"
-        + (f" (since {since.strftime('%H:%M:%S UTC')})" if since else "")
-        + f": {reason}",
+        f"{alarm_list.since(first)}: {alarm_list.reason(first).rstrip('.')}",
         next_step=f"what it watches: aws cloudwatch describe-alarms --alarm-names {alarming[0]}; what the app "
         f"writes: inv logs --env {env.name} --since 15m; to wait longer: inv alarms --env {env.name} --wait {again}",
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from deploykit.alarm_list import changed_at, clears_within, in_alarm, rows, suggested_wait, table
+from deploykit.alarm_list import clears_within, rows, suggested_wait, table
+from deploykit.watch import in_alarm, state_changed
 
 WHEN = datetime(2026, 12, 6, 18, 20, 4, tzinfo=UTC)
 
@@ -61,6 +62,6 @@ def test_an_alarm_s_state_changed_when_it_went_to_its_state_not_at_each_update_o
     """AWS moves a composite alarm's StateUpdatedTimestamp at any change of its reason: the time it went to its
     state is StateTransitionedTimestamp, where AWS says it (moto does not)."""
     later = datetime(2026, 12, 6, 18, 40, tzinfo=UTC)
-    assert changed_at({"StateUpdatedTimestamp": later, "StateTransitionedTimestamp": WHEN}) == WHEN
-    assert changed_at({"StateUpdatedTimestamp": later}) == later
-    assert changed_at({}) is None
+    assert state_changed({"StateUpdatedTimestamp": later, "StateTransitionedTimestamp": WHEN}) == WHEN
+    assert state_changed({"StateUpdatedTimestamp": later}) == later
+    assert state_changed({}) is None
