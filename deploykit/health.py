@@ -41,7 +41,6 @@ from deploykit.stacks import StackOutputs, deployed_template, error_code, held_t
 from deploykit.watch import (
     METRICS_LATE,
     SET_THE_CLOCK,
-    SKEW_SAID,
     alarm_period,
     clock_offset,
     listed,
@@ -49,6 +48,7 @@ from deploykit.watch import (
     not_there,
     read_alarms,
     skew_said,
+    skew_to_say,
     state_changed,
     times_in_alarm,
 )
@@ -1384,20 +1384,20 @@ def deploy_rows(
 
 def read_clock(aws: AwsFactory, clock: Clock) -> float | None:
     """How far AWS's clock is from this machine's, in seconds (deploykit.watch.clock_offset's estimate), from the
-    Date of one STS GetCallerIdentity (which any credentials may call); None when it cannot be read."""
+    Date of one STS GetCallerIdentity (which any credentials may call), when it is worth saying
+    (deploykit.watch.skew_to_say); None otherwise, and when it cannot be read."""
     sent = clock.now()
     try:
         answer = aws.client("sts").get_caller_identity()
     except (BotoCoreError, ClientError):
         return None  # the other parts say what the credentials cannot do
-    found = clock_offset(answer, sent, clock.now())
-    return found[1] if found is not None and found[0] else None
+    return skew_to_say(clock_offset(answer, sent, clock.now()))
 
 
 def clock_findings(estimate: float | None) -> list[Finding]:
     """A warning when this machine's clock is :data:`~deploykit.watch.SKEW_SAID` or more from AWS's
     (:func:`read_clock`): the watches count in AWS's time, the times this machine says do not."""
-    if estimate is None or abs(estimate) < SKEW_SAID:
+    if estimate is None:
         return []
     return [
         Finding(

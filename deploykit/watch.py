@@ -455,6 +455,12 @@ def skew_said(estimate: float) -> str:
     return f"this machine's clock is about {abs(estimate):.0f}s {'behind' if estimate > 0 else 'ahead of'} AWS's"
 
 
+def skew_to_say(found: tuple[float, float] | None) -> float | None:
+    """The estimate of what :func:`clock_offset` ``found`` when it is worth saying: a clock seen apart from AWS's (an
+    offset counted) by :data:`SKEW_SAID` or more; None otherwise."""
+    return found[1] if found is not None and found[0] and abs(found[1]) >= SKEW_SAID else None
+
+
 SET_THE_CLOCK = "timedatectl set-ntp true; on WSL: wsl --shutdown; in a VM, its time sync"
 
 
@@ -470,8 +476,8 @@ def note_aws_time(ctx: Context, answer: Mapping[str, Any], sent: datetime) -> No
     with _NOTING:  # the canaries of a run's functions watch side by side: one sets it, and says it
         if ctx.aws_offset is not None:
             return
-        ctx.aws_offset, estimate = found
-    if ctx.aws_offset and abs(estimate) >= SKEW_SAID:
+        ctx.aws_offset = found[0]
+    if (estimate := skew_to_say(found)) is not None:
         ctx.reporter.line(
             f"⚠️  {skew_said(estimate)}: the watches count in AWS's time; set the clock right ({SET_THE_CLOCK})"
         )

@@ -372,7 +372,7 @@ class AlarmReading:
     def __init__(self, runtime: Runtime, env: EnvConfig, aws: AwsFactory) -> None:
         self.runtime, self.env, self.cloudwatch = runtime, env, aws.client("cloudwatch")
         self.offset: float = 0.0
-        self.skew = ""  # this machine's clock said, when it is watch.SKEW_SAID or more from AWS's
+        self.skew = ""  # this machine's clock said, when it is worth saying (watch.skew_to_say)
 
     def read(self) -> dict[str, Any]:
         sent = self.runtime.clock.now()
@@ -381,7 +381,8 @@ class AlarmReading:
             found = watch.clock_offset(answer, sent, self.runtime.clock.now())
             if found is not None:
                 self.offset = found[0]
-                self.skew = watch.skew_said(found[1]) if found[0] and abs(found[1]) >= watch.SKEW_SAID else ""
+                estimate = watch.skew_to_say(found)
+                self.skew = watch.skew_said(estimate) if estimate is not None else ""
 
         try:
             return watch.read_alarms(self.cloudwatch, self.env.alarm_watch.alarms, answered)
