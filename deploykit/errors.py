@@ -34,6 +34,11 @@ class DeployKitError(Exception):
         return self.message
 
 
+def said(exc: BaseException) -> str:
+    """What an error says: a DeployKitError's message (its next step left out), another exception as text."""
+    return exc.message if isinstance(exc, DeployKitError) else str(exc)
+
+
 class UsageError(DeployKitError):
     """Bad input: a malformed deploy.toml, an unknown environment, a dirty tree, a missing image...
 

@@ -23,7 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from deploykit.clock import Stoppable
-from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
+from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError, said
 from deploykit.output import tabulate
 from deploykit.plugins import observe
 
@@ -374,10 +374,7 @@ def carried(exc: BaseException) -> tuple[list[StepRecord], dict[str, str]]:
 def failed_record(step: Step, exc: BaseException, seconds: float) -> StepRecord:
     """The record of ``step``, which failed with ``exc`` (what its own steps did, when it is a group); stopped by an
     interrupt (KeyboardInterrupt), it failed as "interrupted", as a step of the plan's own does."""
-    if isinstance(exc, KeyboardInterrupt):
-        detail = "interrupted"
-    else:
-        detail = exc.message if isinstance(exc, DeployKitError) else str(exc)
+    detail = "interrupted" if isinstance(exc, KeyboardInterrupt) else said(exc)
     children, outputs = carried(exc)
     record = StepRecord(step.name, step.describe(), "failed", seconds, detail.splitlines()[0][:100], outputs, children)
     record.refused = refusal(exc)

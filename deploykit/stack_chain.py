@@ -25,7 +25,7 @@ from deploykit.app_chain import await_rollout, events_command, in_registry_now
 from deploykit.aws import DENIED, at_once, translate_error
 from deploykit.config import PLATFORMS
 from deploykit.endpoints import code_parameters, stacks_functions
-from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError
+from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError, said
 from deploykit.plan import Context, Outcome, Parallel, Step, StepRecord, all_records, leaves
 from deploykit.stacks import error_code, is_not_there
 
@@ -632,8 +632,7 @@ class DeployStack(Step):
         try:
             keep_template(ctx, self.registry_stack, self.stack, self.commit, body, tags, topics)
         except (ClientError, BotoCoreError, DeployKitError, OSError, ValueError) as exc:
-            message = exc.message if isinstance(exc, DeployKitError) else str(exc)
-            return f"; its template was not kept for a rollback ({message})"
+            return f"; its template was not kept for a rollback ({said(exc)})"
         return ""
 
 

@@ -59,7 +59,7 @@ from deploykit.commands.views import (
     wait_for_alarms,
 )
 from deploykit.config import MAX_ALARM_WATCH, Config, EnvConfig
-from deploykit.errors import DeployKitError, StepFailed, Superseded, UsageError
+from deploykit.errors import DeployKitError, StepFailed, Superseded, UsageError, said
 from deploykit.plan import Plan, RunReport, Step, dumps
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import ARTIFACTS_OUTPUT, UploadLambdaCode, image_not_there, in_bucket
@@ -648,8 +648,8 @@ def _after_rollback(
     """After a rollback that worked: what HEAD still has that the next deploy refuses to bring back, then the alarms
     (:func:`_alarms_after_rollback`), as ``--json`` adds them (``alarms``), and the failure of their wait."""
     _still_in_head(runtime, config, env, aws, report.plan)
-    said, failure = _alarms_after_rollback(runtime, env, aws, wait)
-    return ({"alarms": said} if said is not None else {}), failure
+    outcome, failure = _alarms_after_rollback(runtime, env, aws, wait)
+    return ({"alarms": outcome} if outcome is not None else {}), failure
 
 
 def _alarms_after_rollback(
@@ -671,14 +671,14 @@ def _alarms_after_rollback(
             raise none_there(env, "whether the rollback cleared them cannot be told")
     except UNREAD as exc:
         if wait is None:
-            runtime.stderr.write(f"⚠️  the alarms after the rollback could not be read: {_said(exc)}\n")
-            return {"unread": _said(exc)}, None
-        return {"unread": _said(exc), "clear": False}, _alarms_unread(env, wait, exc)
+            runtime.stderr.write(f"⚠️  the alarms after the rollback could not be read: {said(exc)}\n")
+            return {"unread": said(exc)}, None
+        return {"unread": said(exc), "clear": False}, _alarms_unread(env, wait, exc)
     alarming = watch.in_alarm(found)
-    said: dict[str, Any] = {"in_alarm": alarming, "clear": not alarming, "waited": None}
+    outcome: dict[str, Any] = {"in_alarm": alarming, "clear": not alarming, "waited": None}
     if not alarming:
         runtime.stderr.write(f"🔔 the alarms after the rollback: {watch.states(found)}, none in ALARM\n")
-        return said, None
+        return outcome, None
     since = ", ".join(f"{name}{alarm_list.since(found[name])}" for name in alarming)
     them = "it" if len(alarming) == 1 else "them"
     if seconds is None or wait is None:
@@ -687,32 +687,28 @@ def _alarms_after_rollback(
             f"threshold for enough of its periods: to wait for {them}, inv alarms --env {env.name} --wait "
             f"{alarm_list.suggested_wait(found, alarming, local=env.is_local)}\n"
         )
-        return said, None
+        return outcome, None
     runtime.stderr.write(f"🔔 still in ALARM after the rollback: {since}; waiting up to {lock.duration(seconds)}\n")
     try:
         waited = wait_for_alarms(runtime, env, reading, found, seconds)
     except UNREAD as exc:
-        return {"unread": _said(exc), "clear": False}, _alarms_unread(env, wait, exc)
-    said = {"in_alarm": watch.in_alarm(waited.found), "clear": waited.clear, "waited": round(waited.seconds, 1)}
+        return {"unread": said(exc), "clear": False}, _alarms_unread(env, wait, exc)
+    outcome = {"in_alarm": watch.in_alarm(waited.found), "clear": waited.clear, "waited": round(waited.seconds, 1)}
     if waited.gone:
-        said["gone"] = list(waited.gone)
+        outcome["gone"] = list(waited.gone)
     if not waited.clear:
-        return said, still_in_alarm(env, waited, what="the rollback went through, but ")
+        return outcome, still_in_alarm(env, waited, what="the rollback went through, but ")
     runtime.stderr.write(f"✅ {alarm_list.cleared(waited)}: the rollback cleared {them}\n")
-    return said, None
+    return outcome, None
 
 
 UNREAD = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, DeployKitError)
 
 
-def _said(exc: Exception) -> str:
-    return exc.message if isinstance(exc, DeployKitError) else str(exc)
-
-
 def _alarms_unread(env: EnvConfig, wait: str, exc: Exception) -> StepFailed:
     """The failure of a rollback's wait for its alarms (``wait``: as given) that could not read them (``exc``)."""
     return StepFailed(
-        f"the rollback went through, but its alarms could not be read to wait for them: {_said(exc)}",
+        f"the rollback went through, but its alarms could not be read to wait for them: {said(exc)}",
         next_step=f"inv alarms --env {env.name} --wait {wait}, once they can be",
     )
 

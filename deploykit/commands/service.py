@@ -47,7 +47,7 @@ from deploykit.commands.core import (
     until_unlocked,
 )
 from deploykit.config import SAMPLE_PART, Config, EnvConfig
-from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.errors import DeployKitError, StepFailed, UsageError, said
 from deploykit.output import tabulate
 from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
@@ -145,7 +145,7 @@ class LogFollower:
             if isinstance(exc, applogs.NoLogGroup):
                 self._say(source.component, f"📜 {exc.message} yet: following it from when it does")
                 continue
-            why = exc.message if isinstance(exc, DeployKitError) else str(exc)
+            why = said(exc)
             self._say(
                 source.component,
                 f"📜 could not read {source.component}'s logs ({why}): reading again in {self.poll:g} s",
