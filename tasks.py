@@ -939,6 +939,29 @@ def deploy_report(c: Context, env: str | None = None, json_: bool = False, since
     commands.deployment_report(env=env, since=since, as_json=json_, runtime=_runtime())
 
 
+@task(
+    name="perf",
+    help={
+        "env": COMMON_HELP["env"],
+        "since": "the window's start: a duration back from now (1d, 12h) or an ISO time (default 1d, 15d at most)",
+        "component": "app or lambda:FN alone (default: the app and every function)",
+        "limit": "the newest releases of each component shown (default 10)",
+        "json": "print the releases and their figures as JSON on stdout",
+    },
+)
+@reports_errors
+def perf_report(
+    c: Context,
+    env: str | None = None,
+    since: str = "1d",
+    component: str | None = None,
+    limit: int = 10,
+    json_: bool = False,
+) -> None:
+    """How each release served: requests, errors, p50/p90/p99; one slower or failing more than the one before marked."""
+    commands.perf_report(env=env, since=since, component=component, limit=limit, as_json=json_, runtime=_runtime())
+
+
 @task(name="unlock", help={"env": COMMON_HELP["env"], "yes": "do not ask for confirmation (for scripts)"})
 @reports_errors
 def unlock(c: Context, env: str | None = None, yes: bool = False) -> None:
@@ -1720,6 +1743,7 @@ ns = Collection(
     alarms,
     history_list,
     deploy_report,
+    perf_report,
     unlock,
     freeze_env,
     unfreeze_env,

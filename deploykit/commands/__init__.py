@@ -58,6 +58,7 @@ from deploykit.commands.views import (
     health_report,
     history_list,
     lookup,
+    perf_report,
     smoke,
     unlock,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "logs",
     "lookup",
     "pause_app",
+    "perf_report",
     "restart_app",
     "resume_app",
     "rollback",

@@ -1,5 +1,6 @@
 """The commands that read an environment: inv endpoints, inv lookup (which writes what it read to
-cdk/cdk.context.json), inv smoke, inv health, inv alarms, inv envs, inv history, inv report; and inv unlock."""
+cdk/cdk.context.json), inv smoke, inv health, inv alarms, inv envs, inv history, inv report, inv perf; and inv
+unlock."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,6 +19,7 @@ import botocore.exceptions
 from deploykit import (
     alarm_list,
     auto,
+    ecs,
     freeze,
     git,
     health,
@@ -27,7 +29,9 @@ from deploykit import (
     lookups,
     overview,
     pause,
+    perf,
     planner,
+    stored,
     synth,
     watch,
 )
@@ -36,7 +40,7 @@ from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
-from deploykit.aws import DENIED, AwsFactory, at_once, caller_account, translate_error
+from deploykit.aws import CONNECTIONS, DENIED, AwsFactory, at_once, caller_account, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock
 from deploykit.commands.core import (
@@ -682,6 +686,161 @@ def deployment_report(
     if dashboard and environment.metrics:
         runtime.stderr.write(f"\nthe same over time: {deploy_metrics.dashboard_link(environment, dashboard)}\n")
     return made
+
+
+def perf_report(
+    *,
+    env: str | None = None,
+    since: str = "1d",
+    component: str | None = None,
+    limit: int = 10,
+    as_json: bool = False,
+    runtime: Runtime | None = None,
+) -> dict[str, list[perf.Row]]:
+    """How each release of the app and of each Lambda function served since ``since`` (a duration back from now, an
+    ISO time; 15 days at most): its requests, errors and response times, each that answers slower or fails more than
+    the release before it marked (deploykit.perf). ``component``: app or lambda:<fn> alone; ``limit``: the newest
+    releases of each shown. Reads and says; the live release marked names the rollback that puts the one before
+    back."""
+    if limit < 1:
+        raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
+    runtime = runtime or Runtime()
+    until = runtime.clock.now()
+    start = applogs.parse_since(since, until)
+    if until - start > perf.MAX_WINDOW:
+        raise UsageError(
+            f"--since {since} reaches back further than CloudWatch keeps each minute's figures (15 days)",
+            next_step="pass 15d or less: inv perf --since 7d",
+        )
+    config, environment = load_env(runtime, env)
+    wanted = _perf_component(config, component)
+    aws = runtime.aws_factory(environment)
+    with aws_errors(environment):
+        found = read_history(aws, environment, runtime)
+        reads: dict[str, Callable[[], Any]] = {
+            "records": partial(found.records_since, start),
+            "live": partial(_live_or_said, runtime, found),
+            "sources": partial(_perf_sources, aws, environment),
+        }
+        read = at_once(reads)
+        sources, notes = read["sources"]
+        notes = [note for note in notes if wanted is None or note.startswith(f"{wanted}:")]
+        if wanted is not None and wanted not in sources:
+            raise UsageError(
+                f"{wanted} is not deployed in {environment.name}: {'; '.join(notes) or 'no stack holds it'}",
+                next_step=f"deploy it first: inv deploy.auto --env {environment.name}",
+            )
+        timelines = {
+            key: perf.timeline(key, read["records"], read["live"].get(key), start, until)[-(limit + 1) :]
+            for key in sources
+            if wanted in (None, key)
+        }
+        cloudwatch = aws.client("cloudwatch")
+        reads = {
+            f"{key}#{index}": partial(perf.read_served, cloudwatch, sources[key], *minutes)
+            for key, releases in timelines.items()
+            for index, release in enumerate(releases)
+            if (minutes := release.minutes()) is not None
+        }
+        served = at_once(reads, width=CONNECTIONS) if reads else {}
+    rows = {
+        key: perf.judged(
+            releases,
+            [served.get(f"{key}#{index}") for index in range(len(releases))],
+            environment.app_error_watch.max_error_rate if key == "app" else environment.lambda_canary.max_error_rate,
+        )[-limit:]
+        for key, releases in timelines.items()
+    }
+    if as_json:
+        document = {
+            "env": environment.name,
+            "from": stored.shown(start),
+            "to": stored.shown(until),
+            "components": [
+                {"component": key, "releases": [row.to_json() for row in component_rows]}
+                for key, component_rows in rows.items()
+            ],
+            "notes": notes,
+        }
+        runtime.stdout.write(dumps(document) + "\n")
+    runtime.stderr.write(_perf_text(environment, start, until, since, rows, notes))
+    return rows
+
+
+def _perf_component(config: Config, text: str | None) -> str | None:
+    """``--component``: app or lambda:<fn> (deployed: the caller checks); None for all (none given, or ``all``)."""
+    if text is None or text.strip() in ("", "all"):
+        return None
+    kind, _, name = text.strip().partition(":")
+    if kind == "app" and not name:
+        return "app"
+    if kind == "lambda" and re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return f"lambda:{name}"
+    if kind == "stack":
+        raise UsageError(f"a stack serves no request of its own: {text!r}", next_step="pass app or lambda:<fn>")
+    known = ", ".join(f"lambda:{fn}" for fn in lambda_chain.function_names(config)) or "lambda:<fn>"
+    raise UsageError(
+        f"unknown component {text!r} for perf", next_step=f"use --component with one of: all, app, {known}"
+    )
+
+
+def _perf_sources(aws: AwsFactory, env: EnvConfig) -> tuple[dict[str, perf.Source], list[str]]:
+    """Where each deployed component's figures are (the app's ALB, each function), and what is left out, and why."""
+    sources: dict[str, perf.Source] = {}
+    notes: list[str] = []
+    try:
+        service = ecs.describe_service(aws.client("ecs"), env.cluster, env.service, env)
+    except UsageError as exc:
+        notes.append(f"app: {exc.message}")
+    else:
+        groups = [str(lb["targetGroupArn"]) for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
+        source = perf.app_source(aws.client("elbv2"), groups) if groups else None
+        if source is None:
+            notes.append(f"app: no load balancer routes to {env.service}: its answers are not counted")
+        else:
+            sources["app"] = source
+    functions = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+    for fn, name in sorted(functions.items()):
+        sources[f"lambda:{fn}"] = perf.function_source(name)
+    return sources, notes
+
+
+def _perf_text(
+    env: EnvConfig,
+    start: datetime,
+    until: datetime,
+    since: str,
+    rows: dict[str, list[perf.Row]],
+    notes: Sequence[str],
+) -> str:
+    span = f"{start.astimezone(UTC):%Y-%m-%d %H:%M} → {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    out = [f"📈 how each release served in {env.name}, {span} (--since {since})\n"]
+    for key, component_rows in rows.items():
+        noun = "requests" if key == "app" else "invocations"
+        if not component_rows:
+            out.append(f"\n{key}: no release of it recorded\n")
+            continue
+        out.append(f"\n{key}\n{perf.table(component_rows, noun)}\n")
+    out += [f"\n⚠️  {note}\n" for note in notes]
+    for key, component_rows in rows.items():
+        last = component_rows[-1] if component_rows else None
+        if last is None or not last.release.live or not last.flagged or last.before is None:
+            continue
+        assert last.served is not None  # judged: it served
+        what = []
+        if last.slower is not None:
+            what.append(
+                f"answers slower (p90 {perf.ms(last.served.latency.get('p90'))}, was "
+                f"{perf.ms(last.before.latency.get('p90'))})"
+            )
+        if last.more_errors:
+            what.append(f"fails more ({last.served.counts.rate:.1%}, was {last.before.counts.rate:.1%})")
+        out.append(
+            f"\n❗ the live release of {key} ({last.release.sha[:12]}) {' and '.join(what)} than the one before: "
+            f"to put that one back, inv rollback --env {env.name} --component {key}; what it wrote: inv logs --env "
+            f"{env.name} --component {key} --since {since}\n"
+        )
+    return "".join(out)
 
 
 def unlock(

@@ -2,8 +2,8 @@
 ``OK``, "Unchecked: Initial alarm creation").
 
 Every :data:`EVERY` seconds each metric alarm on one metric (Namespace, MetricName, its Dimensions, and a Statistic:
-SampleCount, Average, Sum, Minimum, Maximum) is evaluated as CloudWatch evaluates it, from the data points moto holds
-(those the sandbox's ALB and Lambda put, and any PutMetricData):
+SampleCount, Average, Sum, Minimum, Maximum, or a percentile) is evaluated as CloudWatch evaluates it, from the data
+points moto holds (those the sandbox's ALB and Lambda put, and any PutMetricData):
 
 - its last ``EvaluationPeriods`` periods of ``Period`` seconds, ending now (CloudWatch's end at the last whole
   period, and its data arrive a minute late: the sandbox's alarms answer sooner than AWS's);
@@ -13,7 +13,9 @@ SampleCount, Average, Sum, Minimum, Maximum) is evaluated as CloudWatch evaluate
   ``INSUFFICIENT_DATA``), ``ignore`` (no data at all keeps the state), ``breaching``, ``notBreaching``.
 
 A change of state is made as CloudWatch makes it (its reason, its time, the alarm's history); nothing is written when
-the state stays. An alarm of metric math, of a percentile or of anomaly detection is left as it is.
+the state stays. A percentile alarm (``ExtendedStatistic``: p99) is evaluated so too, from the single values put (a
+period of sets of statistic values alone has none: no data). An alarm of metric math or of anomaly detection is left
+as it is.
 
 Composite alarms: moto had no ``PutCompositeAlarm`` (NotImplementedError); :func:`routes` gives it one, its rule
 checked. After the metric alarms, each composite alarm is evaluated from its ``AlarmRule`` (``ALARM("name")``,
@@ -43,6 +45,7 @@ from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 
+from sandbox.ext.service_metrics import PERCENTILE, allow_percentiles, percentile
 from sandbox.server import PartStatus
 from sandbox.settings import Settings
 
@@ -73,23 +76,29 @@ class Point:
     total: float
     low: float
     high: float
+    values: tuple[float, ...] = ()  # a single value's, for a percentile (a set of statistic values holds none)
 
 
 def evaluable(alarm: Any) -> bool:
-    """Whether the sandbox evaluates ``alarm`` (moto's Alarm): on one metric, a statistic of :data:`STATISTICS`, a
-    threshold comparison, periods."""
+    """Whether the sandbox evaluates ``alarm`` (moto's Alarm): on one metric, a statistic of :data:`STATISTICS` or a
+    percentile (``ExtendedStatistic`` p99), a threshold comparison, periods."""
     return (
         not getattr(alarm, "rule", None)
         and not getattr(alarm, "metric_data_queries", None)
         and bool(alarm.metric_name)
-        and alarm.statistic in STATISTICS
+        and (alarm.statistic in STATISTICS or PERCENTILE.fullmatch(alarm.extended_statistic or "") is not None)
         and alarm.comparison_operator in COMPARISONS
         and int(alarm.period or 0) > 0
         and int(alarm.evaluation_periods or 0) > 0
     )
 
 
-def statistic(name: str, points: Sequence[Point]) -> float:
+def statistic(name: str, points: Sequence[Point]) -> float | None:
+    """The statistic ``name`` of a period's ``points``; None for a percentile of points without single values."""
+    match = PERCENTILE.fullmatch(name)
+    if match is not None:
+        values = [value for p in points for value in p.values]
+        return percentile(values, float(match.group(1))) if values else None
     count = sum(p.count for p in points)
     if name == "SampleCount":
         return count
@@ -115,12 +124,13 @@ def evaluate(alarm: Any, points: Sequence[Point], now: datetime) -> tuple[str, s
     for index in range(periods):
         end = now - index * period
         inside = [p for p in points if end - period <= p.when < end]
-        if not inside:
+        # no data, or no single value to take a percentile of: a period without data to CloudWatch too
+        value = statistic(alarm.statistic or alarm.extended_statistic, inside) if inside else None
+        if value is None:
             if missing in ("breaching", "notBreaching"):
                 evaluated += 1
                 breaching += missing == "breaching"
             continue
-        value = statistic(alarm.statistic, inside)
         values.append((end - period, value))
         evaluated += 1
         breaching += bool(check(value, threshold))
@@ -158,7 +168,7 @@ def points_of(alarm: Any, data: Iterable[Any], since: datetime) -> list[Point]:
             continue
         if hasattr(datum, "value"):
             value = float(datum.value)
-            found.append(Point(when, 1.0, value, value, value))
+            found.append(Point(when, 1.0, value, value, value, (value,)))
         else:
             found.append(Point(when, float(datum.sample_count), float(datum.sum), float(datum.min), float(datum.max)))
     return found
@@ -431,6 +441,7 @@ class AlarmEvaluator:
     def install(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
         routes()
+        allow_percentiles()  # CloudWatch's too: GetMetricData's p90 (inv perf)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="alarms", daemon=True)

@@ -8,9 +8,13 @@ and for the dashboards of a working day. Call with the sandbox lock held.
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from moto.cloudwatch.models import Statistics
 from moto.core.utils import utcnow
 
 RETENTION = timedelta(hours=6)
@@ -46,3 +50,37 @@ def _older(moment: Any, oldest: datetime) -> bool:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return bool(moment < oldest)
+
+
+# CloudWatch's percentile statistics: p0 to p100, with decimals (p99.9)
+PERCENTILE = re.compile(r"p(100(?:\.0+)?|\d{1,2}(?:\.\d+)?)")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``th percentile of ``values`` (not empty) by nearest rank: the smallest value that at least ``p`` % of
+    them are at or under."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def allow_percentiles() -> None:
+    """moto's GetMetricData answers Sum, Average, Minimum, Maximum and SampleCount, and nothing for a percentile
+    (``p90``, ``p99.9``), which CloudWatch computes from the values put: ``inv perf`` reads the app's and the
+    functions' response times so. This gives moto's statistics the percentiles of the single values put (the sandbox's
+    ALB and Lambda put one a request); a period of sets of statistic values alone (StatisticValues, which hold no
+    distribution) has none. Idempotent: moto's class is patched once."""
+    original = Statistics.get_statistics_for_type
+    if getattr(original, "sandbox_patched", False):
+        return
+
+    def get_statistics_for_type(self: Statistics, stat: str) -> Any:
+        match = PERCENTILE.fullmatch(stat)
+        if match is None:
+            return original(self, stat)
+        values = self.metric_single_values_list
+        return percentile(values, float(match.group(1))) if values else None
+
+    get_statistics_for_type.sandbox_patched = True  # type: ignore[attr-defined]
+    get_statistics_for_type.unpatched = original  # type: ignore[attr-defined]
+    Statistics.get_statistics_for_type = get_statistics_for_type  # type: ignore[method-assign]

@@ -111,6 +111,13 @@ def test_the_alarms_and_their_wait_without_alarms_named_exit_2(project: Path) ->
     assert "--wait-alarms 5m: [environments.sandbox.alarm_watch] names no alarms" in done.stderr
 
 
+def test_perf_refuses_a_stack_and_too_long_a_window_with_exit_2(project: Path) -> None:
+    done = inv(project, "perf", "--component", "stack:data")
+    assert done.returncode == 2 and "a stack serves no request of its own" in done.stderr
+    done = inv(project, "perf", "--since", "30d")
+    assert done.returncode == 2 and "further than CloudWatch keeps each minute's figures" in done.stderr
+
+
 def test_malformed_deploy_toml_exits_2(project: Path) -> None:
     (project / "deploy.toml").write_text("[environments.sandbox\n")
     for task in ("build", "sandbox.status"):  # the sandbox's tasks read the file too: a traceback before

@@ -32,20 +32,20 @@ def backend() -> Any:
 
 
 def alarm(cloudwatch: Any, name: str = "5xx", **settings: Any) -> None:
-    cloudwatch.put_metric_alarm(
-        **{
-            "AlarmName": name,
-            "Namespace": "AWS/ApplicationELB",
-            "MetricName": "HTTPCode_Target_5XX_Count",
-            "Dimensions": LB,
-            "Statistic": "Sum",
-            "Period": 10,
-            "EvaluationPeriods": 1,
-            "Threshold": 5,
-            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-            **settings,
-        }
-    )
+    """An alarm on the ALB's 5xx (``settings``: others; one set to None: left out)."""
+    given = {
+        "AlarmName": name,
+        "Namespace": "AWS/ApplicationELB",
+        "MetricName": "HTTPCode_Target_5XX_Count",
+        "Dimensions": LB,
+        "Statistic": "Sum",
+        "Period": 10,
+        "EvaluationPeriods": 1,
+        "Threshold": 5,
+        "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        **settings,
+    }
+    cloudwatch.put_metric_alarm(**{key: value for key, value in given.items() if value is not None})
 
 
 def put(cloudwatch: Any, value: float, ago: float = 0, dimensions: list[dict[str, str]] | None = None) -> None:
@@ -112,18 +112,44 @@ def test_each_statistic_and_comparison(cloudwatch: Any) -> None:
     assert dict(evaluate_all(backend())) == {"average": "ALARM", "count": "OK", "minimum": "ALARM", "maximum": "ALARM"}
 
 
-def test_an_alarm_it_cannot_evaluate_is_left_as_it_is(cloudwatch: Any) -> None:
-    cloudwatch.put_metric_alarm(
-        AlarmName="p99",
+def test_a_percentile_alarm_goes_by_the_values_put(cloudwatch: Any) -> None:
+    settings = {"Statistic": None, "Threshold": 4, "ComparisonOperator": "GreaterThanThreshold"}
+    alarm(cloudwatch, "p90", **settings | {"ExtendedStatistic": "p90"})
+    alarm(cloudwatch, "p50", **settings | {"ExtendedStatistic": "p50"})
+    for value in range(1, 11):  # 1 to 10: p90 is 9, p50 is 5
+        put(cloudwatch, value, ago=1)
+    assert dict(evaluate_all(backend())) == {"p90": "ALARM", "p50": "ALARM"}
+    assert "[9 (" in state(cloudwatch, "p90")["StateReason"] and "[5 (" in state(cloudwatch, "p50")["StateReason"]
+    cloudwatch.put_metric_data(  # a set of statistic values holds no distribution: no percentile, as no data
         Namespace="AWS/ApplicationELB",
-        MetricName="TargetResponseTime",
-        ExtendedStatistic="p99",
-        Period=10,
+        MetricData=[
+            {
+                "MetricName": "HTTPCode_Target_5XX_Count",
+                "Dimensions": LB,
+                "StatisticValues": {"SampleCount": 2, "Sum": 2, "Minimum": 1, "Maximum": 1},
+            }
+        ],
+    )
+    assert dict(evaluate_all(backend(), now() + timedelta(seconds=15))) == {
+        "p90": "INSUFFICIENT_DATA",
+        "p50": "INSUFFICIENT_DATA",
+    }
+
+
+def test_an_alarm_it_cannot_evaluate_is_left_as_it_is(cloudwatch: Any) -> None:
+    metric = {"Namespace": "AWS/ApplicationELB", "MetricName": "RequestCount", "Dimensions": LB}
+    cloudwatch.put_metric_alarm(
+        AlarmName="math",
+        Metrics=[
+            {"Id": "m1", "MetricStat": {"Metric": metric, "Period": 10, "Stat": "Sum"}, "ReturnData": False},
+            {"Id": "e1", "Expression": "m1 * 2", "ReturnData": True},
+        ],
         EvaluationPeriods=1,
         Threshold=1,
         ComparisonOperator="GreaterThanThreshold",
     )
-    assert evaluate_all(backend()) == [] and state(cloudwatch, "p99")["StateValue"] == "OK"
+    put(cloudwatch, 9, ago=1)
+    assert evaluate_all(backend()) == [] and state(cloudwatch, "math")["StateValue"] == "OK"
 
 
 def test_the_recent_points_are_read_from_the_newest_back() -> None:
