@@ -82,6 +82,7 @@ class Release:
     went_live: datetime | None = None  # None: before the window, where the history was not read
     rollback: bool = False  # a rollback put it back
     who: str = ""
+    failed: bool = False  # the run that put it live failed (its release served during it, until taken back)
 
     def minutes(self) -> tuple[datetime, datetime] | None:
         """The whole minutes it was live (the live one's current minute counts: what has come of it so far); None
@@ -104,32 +105,47 @@ def timeline(
     until: datetime,
 ) -> list[Release]:
     """The releases of ``component`` live from ``start`` to ``until``, oldest first, from the records of the runs
-    in that time (oldest first) and the live record's entry for it. A run changed it when it worked, changed what
-    runs and deployed it (a rollback too), or took it out (destroy): nothing is live after that."""
+    in that time (oldest first) and the live record's entry for it. A run changed it when it changed what runs and
+    deployed it (a rollback too): its release went live when it ended; a run that failed so (its release live until
+    its automatic rollback, or on with ``--no-rollback``) from when it began, as its release served during it. A run
+    that took it out (destroy) leaves nothing live after it."""
     changes: list[tuple[datetime, str | None, Record]] = []
     for record in records:
-        if not record.ok:
-            continue
-        if component in record.removed:
+        if component in record.removed and record.ok:
             changes.append((_when(record), None, record))
         elif component in record.deployed and changed(record):
-            changes.append((_when(record), record.deployed[component], record))
+            began = _when(record) - timedelta(seconds=0 if record.ok else record.seconds)
+            changes.append((max(began, changes[-1][0]) if changes else began, record.deployed[component], record))
     if changes:
-        first_record = changes[0][2]
-        sha, went_live = first_record.base.get(component), None
+        sha, went_live = changes[0][2].base.get(component), None
     elif live:
         sha, went_live = live.get("sha"), _parsed(live.get("when"))
     else:
         return []
     releases: list[Release] = []
-    begin, rollback, who = start, False, ""
+    begin, by = start, None
     for when, next_sha, record in changes:
         if sha and when > begin:
-            releases.append(Release(component, sha, begin, when, False, went_live, rollback, who))
-        sha, begin, went_live, rollback, who = next_sha, max(when, start), when, record.rollback, record.who
+            releases.append(_release(component, sha, begin, when, went_live, by))
+        sha, begin, went_live, by = next_sha, max(when, start), when, record
     if sha:
-        releases.append(Release(component, sha, begin, until, True, went_live, rollback, who))
+        releases.append(_release(component, sha, begin, until, went_live, by, live=True))
     return releases
+
+
+def _release(
+    component: str,
+    sha: str,
+    begin: datetime,
+    end: datetime,
+    went_live: datetime | None,
+    by: Record | None,
+    *,
+    live: bool = False,
+) -> Release:
+    """The release ``by`` (the run that put it live; None: before the window) put live."""
+    rollback, failed, who = (False, False, "") if by is None else (by.rollback, not by.ok, by.who)
+    return Release(component, sha, begin, end, live, went_live, rollback, who, failed)
 
 
 def _when(record: Record) -> datetime:
@@ -225,6 +241,7 @@ class Row:
             "live": release.live,
             "went_live": None if release.went_live is None else shown(release.went_live),
             "rollback": release.rollback,
+            "failed": release.failed,
             "who": release.who,
             "requests": None if served is None else served.counts.requests,
             "errors": None if served is None else served.counts.errors,
@@ -309,6 +326,8 @@ def mark(row: Row) -> str:
         said.append("live under a whole minute: nothing to read")
     elif not row.served.counts.requests:
         said.append("no request reached it")
+    if row.release.failed:
+        said.insert(0, "❌ its deploy failed")
     if row.release.rollback:
         said.insert(0, "↩️  put back")
     return "; ".join(said)

@@ -121,6 +121,7 @@ def test_a_release_slower_than_the_one_before_is_marked_with_the_rollback_that_p
         "live": True,
         "went_live": releases[2]["from"],
         "rollback": False,
+        "failed": False,
         "who": releases[2]["who"],
         "requests": 200,
         "errors": 2,

@@ -57,21 +57,25 @@ def test_each_run_that_changed_a_component_begins_a_release_the_first_one_from_i
     records = [
         record(30, {"app": "bbbbbbbbbbbb"}, {"app": "aaaaaaaaaaaa"}, who="ana@laptop"),
         record(60, {"lambda:login": "cccccccccccc"}, {"lambda:login": None}),  # another component
-        record(90, {"app": "dddddddddddd"}, {"app": "bbbbbbbbbbbb"}, ok=False),  # failed: the rollback says
-        record(91, {"app": "bbbbbbbbbbbb"}, {"app": "dddddddddddd"}, command="automatic rollback of deploy.auto"),
+        record(90, {"app": "dddddddddddd"}, {"app": "bbbbbbbbbbbb"}, ok=False),  # failed: live during its 5 s
+        record(91, {"app": "bbbbbbbbbbbb"}, {"app": "bbbbbbbbbbbb"}, command="automatic rollback: app"),
         record(120, {"app": "bbbbbbbbbbbb"}, {"app": "bbbbbbbbbbbb"}, changed=False),  # found it running
+        record(130, {"app": "ffffffffffff"}, {"app": "bbbbbbbbbbbb"}, ok=False, changed=False),  # its build failed
         record(150, {"app": "eeeeeeeeeeee"}, {"app": "bbbbbbbbbbbb"}, command="rollback app", who="bo@ci"),
     ]
     found = perf.timeline("app", records, {"sha": "eeeeeeeeeeee", "when": at(150).isoformat()}, T0, END)
-    assert [(r.sha[:1], r.begin, r.end, r.live, r.rollback) for r in found] == [
-        ("a", T0, at(30), False, False),
-        ("b", at(30), at(91), False, False),
-        ("b", at(91), at(150), False, True),
-        ("e", at(150), END, True, True),
+    failed_from = at(90) - timedelta(seconds=5)
+    assert [(r.sha[:1], r.begin, r.end, r.live, r.rollback, r.failed) for r in found] == [
+        ("a", T0, at(30), False, False, False),
+        ("b", at(30), failed_from, False, False, False),
+        ("d", failed_from, at(91), False, False, True),
+        ("b", at(91), at(150), False, True, False),
+        ("e", at(150), END, True, True, False),
     ]
     assert found[0].went_live is None  # before the window: not read
     assert found[1].went_live == at(30) and found[1].who == "ana@laptop"
-    assert found[3].who == "bo@ci"
+    assert found[4].who == "bo@ci"
+    assert perf.mark(perf.Row(found[2], None)).startswith("❌ its deploy failed")
 
 
 def test_without_a_run_in_the_window_the_live_record_says_what_served_all_of_it() -> None:
@@ -141,6 +145,7 @@ def test_the_table_says_each_release_its_figures_and_what_marks_it() -> None:
         "live": True,
         "went_live": "2026-12-01T12:02:00Z",
         "rollback": False,
+        "failed": False,
         "who": "",
         "requests": 2310,
         "errors": 3,
