@@ -99,6 +99,11 @@ def _not_made_again(env: EnvConfig | None) -> str:
 GONE = "ECS lists a deleted service a while longer, but nothing runs on it or can be rolled out on it"
 
 
+def target_groups(service: Mapping[str, Any]) -> list[str]:
+    """The ARNs of the target groups a service (DescribeServices' entry) registers its tasks in."""
+    return [str(lb["targetGroupArn"]) for lb in service.get("loadBalancers") or () if lb.get("targetGroupArn")]
+
+
 def describe_service(
     ecs: Any, cluster: str, service: str, env: EnvConfig | None = None, *, deleted: bool = False
 ) -> dict[str, Any]:

@@ -102,6 +102,9 @@ class Record:
     # commit to live reads it here, so a shallow CI clone that lacks the commit agrees with a laptop; None: a build
     # of uncommitted changes, a run that deployed no commit, a record of before it was kept
     committed: str | None = None
+    # when the run began changing what runs (ISO 8601, UTC: its first step that does so began; a release it put live
+    # served from then on, inv perf reads); None: no such step began, or a record of before it was kept
+    changing: str | None = None
 
     @property
     def result(self) -> str:
@@ -149,6 +152,7 @@ class Record:
             "error": self.error,
             **({"changed": self.changed} if self.changed is not None else {}),
             **({"committed": self.committed} if self.committed is not None else {}),
+            **({"changing": self.changing} if self.changing is not None else {}),
         }
 
     @classmethod
@@ -167,9 +171,10 @@ class Record:
         components = dict(data.get("components") or {})
         if not all(isinstance(sha, str) for sha in components.values()):
             raise TypeError("a component's SHA is not text")
-        committed = data.get("committed")
-        if committed is not None and datetime.fromisoformat(str(committed)).tzinfo is None:
-            raise ValueError(f"committed {committed!r} names no time zone")
+        committed, changing = data.get("committed"), data.get("changing")
+        for key, moment in (("committed", committed), ("changing", changing)):
+            if moment is not None and datetime.fromisoformat(str(moment)).tzinfo is None:
+                raise ValueError(f"{key} {moment!r} names no time zone")
         return cls(
             id=str(data["id"]),
             env=str(data["env"]),
@@ -196,6 +201,7 @@ class Record:
             error=error,
             changed=bool(data["changed"]) if isinstance(data.get("changed"), bool) else None,
             committed=None if committed is None else str(committed),
+            changing=None if changing is None else str(changing),
         )
 
 
@@ -277,6 +283,7 @@ def record_of(
         commits=commits_json(report.plan.commits[:RECORDED_COMMITS]),
         changed=report.changed_live if report.plan.steps else None,
         committed=None if committed is None else committed.astimezone(UTC).isoformat(timespec="seconds"),
+        changing=None if report.changing_since is None else report.changing_since.astimezone(UTC).isoformat(),
     )
 
 

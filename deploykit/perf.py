@@ -3,41 +3,45 @@ release that was live in a window, with its requests, its error rate and its res
 each one that answers slower, or fails more, than the release before it marked.
 
 Where a release begins and ends comes from the history (deploykit.history): a run that changed a component put its
-release live when its record was written (the end of the run), until the next one that changed it (a deploy, a
-rollback, the automatic rollback of a failed deploy); the release live at the window's start is the first run's
-``base``, or the live record's when no run changed the component in the window. What each served comes from the
-metrics AWS's services put on their own, in one ``GetMetricData`` per release, over the whole minutes it was live
-(CloudWatch counts per minute; the minute a release went live in holds the one before's answers too):
+release live from when it began changing what runs (its record's ``changing``; a record of before it was kept: its
+end, or a failed run's start), until the next one that changed it (a deploy, a rollback, the automatic rollback of a
+failed deploy); the release live at the window's start is the first run's ``base``, or the live record's when no run
+changed the component in the window. What each served comes from the metrics AWS's services put on their own, in one
+``GetMetricData`` per release, over the whole minutes it was live (CloudWatch counts per minute; the minute a release
+went live in holds the one before's answers too):
 
 - the app: ``AWS/ApplicationELB`` ``RequestCount``, ``HTTPCode_Target_5XX_Count`` and ``TargetResponseTime`` by
   ``LoadBalancer`` and ``TargetGroup`` (the service's target groups), and the ALB's own ``HTTPCode_ELB_5XX_Count``,
   as the error watch reads them (deploykit.watch);
 - a function: ``AWS/Lambda`` ``Invocations``, ``Errors`` and ``Duration`` by ``FunctionName``.
 
-A release is judged against the one before it once both answered :data:`deploykit.watch.BASELINE` requests: slower
-when its p90 is :data:`SLOWER` times the one before's and :data:`SLOWER_BY` more at least; failing more as the error
-watch and the canary judge a release (:func:`deploykit.watch.failing`, with the environment's ``max_error_rate``).
-Nothing here decides or changes anything: the command (deploykit.commands.views.perf) reads and says.
+A release is judged against the newest release before it that answered :data:`deploykit.watch.BASELINE` requests
+(and whose deploy did not fail): slower when its p90 is :data:`SLOWER` times that one's and :data:`SLOWER_BY` more
+at least, both having answered that many; failing more as the error watch and the canary judge a release
+(:func:`deploykit.watch.failing`, with the environment's ``max_error_rate``). Nothing here decides or changes
+anything: the command (deploykit.commands.views.perf_report) reads and says.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from deploykit import stored
+from deploykit.app_chain import RollService
 from deploykit.history import Record
 from deploykit.output import tabulate
-from deploykit.report import changed
-from deploykit.stored import shown
-from deploykit.watch import ELB, PERIOD, Counts, Query, alb_queries, baseline, failing
+from deploykit.report import changed, duration
+from deploykit.watch import ELB, PERIOD, Counts, Query, alb_queries, baseline, failing, metric_pages, metric_query
 
 PERCENTILES = ("p50", "p90", "p99")
 SLOWER = 1.5  # a release whose p90 is this many times the release before's answers slower ...
 SLOWER_BY = 0.02  # ... when that is this many seconds more too: 2 ms to 4 ms is no slowdown anyone feels
-MAX_WINDOW = timedelta(days=15)  # CloudWatch keeps per-minute data this long (then per 5 minutes, then per hour)
+# CloudWatch keeps per-minute data 15 days (then per 5 minutes, then per hour): a day less leaves the reads, and a
+# clock a little off, on the right side of it
+MAX_WINDOW = timedelta(days=14)
 LAMBDA = "AWS/Lambda"
 
 
@@ -105,32 +109,58 @@ def timeline(
     until: datetime,
 ) -> list[Release]:
     """The releases of ``component`` live from ``start`` to ``until``, oldest first, from the records of the runs
-    in that time (oldest first) and the live record's entry for it. A run changed it when it changed what runs and
-    deployed it (a rollback too): its release went live when it ended; a run that failed so (its release live until
-    its automatic rollback, or on with ``--no-rollback``) from when it began, as its release served during it. A run
-    that took it out (destroy) leaves nothing live after it."""
-    changes: list[tuple[datetime, str | None, Record]] = []
-    for record in records:
-        if component in record.removed and record.ok:
-            changes.append((_when(record), None, record))
-        elif component in record.deployed and changed(record):
-            began = _when(record) - timedelta(seconds=0 if record.ok else record.seconds)
-            changes.append((max(began, changes[-1][0]) if changes else began, record.deployed[component], record))
-    if changes:
-        sha, went_live = changes[0][2].base.get(component), None
+    in that time (oldest first) and the live record's entry for it.
+
+    A run that worked and deployed it begins a release when it changed what runs, or left it on another commit than
+    the release live (the automatic rollback after ECS's circuit breaker put the old one back: it waited only), or
+    on the same commit after a failed deploy of it; a run that failed begins one when its release went live (the
+    service rolled to it, a function's alias moved to it) before the failure. A run that took it out (destroy)
+    leaves nothing live after it."""
+    named = [r for r in records if component in r.deployed or (component in r.removed and r.ok)]
+    if named:
+        sha, went_live = named[0].base.get(component), None
     elif live:
-        sha, went_live = live.get("sha"), _parsed(live.get("when"))
+        sha, went_live = live.get("sha"), stored.moment(live.get("when"))
     else:
         return []
     releases: list[Release] = []
     begin, by = start, None
-    for when, next_sha, record in changes:
+    for record in named:
+        if component in record.removed:
+            next_sha: str | None = None
+        else:
+            next_sha = record.deployed[component]
+            failed_before = by is not None and not by.ok
+            if record.ok and not (changed(record) or next_sha != sha or failed_before):
+                continue
+            if not record.ok and not _went_live(record, component):
+                continue
+        when = max(_began(record), begin)
         if sha and when > begin:
             releases.append(_release(component, sha, begin, when, went_live, by))
-        sha, begin, went_live, by = next_sha, max(when, start), when, record
+        sha, begin, went_live, by = next_sha, when, when, record
     if sha:
         releases.append(_release(component, sha, begin, until, went_live, by, live=True))
     return releases
+
+
+def _began(record: Record) -> datetime:
+    """When a run's release went live: when it began changing what runs; a record of before that was kept: when it
+    ended (a run that worked: the minutes before count for the release before), or began (one that failed: it
+    served during the run)."""
+    end = stored.moment(record.when) or datetime.now(UTC)
+    changing = stored.moment(record.changing)
+    if changing is not None:
+        return changing
+    return end if record.ok else end - timedelta(seconds=record.seconds)
+
+
+def _went_live(record: Record, component: str) -> bool:
+    """Whether a failed run put its release of ``component`` live before it failed: the service rolled to it, or a
+    function's alias was moved to it (the versions its move-alias steps left are in its ``left``)."""
+    if component == "app":
+        return any(step.get("step") == RollService.name and step.get("status") == "done" for step in record.steps)
+    return component.startswith("lambda:") and component in record.left
 
 
 def _release(
@@ -143,23 +173,9 @@ def _release(
     *,
     live: bool = False,
 ) -> Release:
-    """The release ``by`` (the run that put it live; None: before the window) put live."""
+    """The release the run ``by`` put live (None: before the window)."""
     rollback, failed, who = (False, False, "") if by is None else (by.rollback, not by.ok, by.who)
     return Release(component, sha, begin, end, live, went_live, rollback, who, failed)
-
-
-def _when(record: Record) -> datetime:
-    return datetime.fromisoformat(record.when).astimezone(UTC)
-
-
-def _parsed(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.astimezone(UTC) if moment.tzinfo else None
 
 
 @dataclass(frozen=True)
@@ -172,61 +188,44 @@ class Served:
 
 
 def read_served(cloudwatch: Any, source: Source, start: datetime, end: datetime) -> Served:
-    """One ``GetMetricData`` over ``start`` to ``end`` (whole minutes), one period: the sums and the percentiles."""
+    """One ``GetMetricData`` over ``start`` to ``end`` (whole minutes) as one period: the sums and the percentiles.
+    Only the period that begins at ``start`` counts (CloudWatch may round a start long ago down to its five minutes:
+    that one still)."""
     period = int((end - start).total_seconds())
-    keyed: dict[str, tuple[Query, str]] = {}
-    for index, query in enumerate(source.requests):
-        keyed[f"requests{index}"] = (query, "Sum")
-    for index, query in enumerate(source.errors):
-        keyed[f"errors{index}"] = (query, "Sum")
+    keyed = {f"requests{index}": (query, "Sum") for index, query in enumerate(source.requests)}
+    keyed |= {f"errors{index}": (query, "Sum") for index, query in enumerate(source.errors)}
     if source.latency is not None:
         keyed |= {stat: (source.latency, stat) for stat in PERCENTILES}
-    metric_queries = [
-        {
-            "Id": key,
-            "MetricStat": {
-                "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions},
-                "Period": period,
-                "Stat": stat,
-            },
-            "ReturnData": True,
-        }
-        for key, ((namespace, name, dimensions), stat) in keyed.items()
-    ]
     values: dict[str, list[float]] = {key: [] for key in keyed}
-    kwargs: dict[str, Any] = {"MetricDataQueries": metric_queries, "StartTime": start, "EndTime": end}
-    while True:
-        answer = cloudwatch.get_metric_data(**kwargs)
+    asked = {
+        "MetricDataQueries": [metric_query(key, query, period, stat) for key, (query, stat) in keyed.items()],
+        "StartTime": start,
+        "EndTime": end,
+    }
+    for answer in metric_pages(cloudwatch, asked):
         for result in answer.get("MetricDataResults", []):
             for moment, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
-                if _in(moment, start, end):  # the period that begins at start: none after it
+                at = stored.utc(moment)
+                if value is not None and at is not None and at < end:  # not a period after it (moto gives one)
                     values[result["Id"]].append(float(value))
-        if not answer.get("NextToken"):
-            break
-        kwargs["NextToken"] = answer["NextToken"]
     requests = round(sum(sum(v) for k, v in values.items() if k.startswith("requests")))
     errors = round(sum(sum(v) for k, v in values.items() if k.startswith("errors")))
     latency = {stat: values[stat][0] * source.scale for stat in PERCENTILES if values.get(stat)}
     return Served(Counts(requests, errors), latency)
 
 
-def _in(moment: object, start: datetime, end: datetime) -> bool:
-    if not isinstance(moment, datetime):
-        return False
-    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-    return start <= aware < end
-
-
 @dataclass(frozen=True)
 class Row:
-    """A release, what it served (None: live under a whole minute, nothing to read) and how it compares with the
-    release before it: ``slower``, its p90 as a multiple of that one's when it answers slower; ``more_errors``."""
+    """A release, what it served (None: live under a whole minute, or not read) and how it compares with the release
+    it is judged against (``before``, and what that one served): ``slower``, its p90 as a multiple of that one's when
+    it answers slower; ``more_errors``."""
 
     release: Release
     served: Served | None
     slower: float | None = None
     more_errors: bool = False
-    before: Served | None = None  # what the release before served, when it was judged against it
+    before: Release | None = None
+    before_served: Served | None = None
 
     @property
     def flagged(self) -> bool:
@@ -236,10 +235,10 @@ class Row:
         release, served = self.release, self.served
         return {
             "sha": release.sha,
-            "from": shown(release.begin),
-            "to": None if release.live else shown(release.end),
+            "from": stored.shown(release.begin),
+            "to": None if release.live else stored.shown(release.end),
             "live": release.live,
-            "went_live": None if release.went_live is None else shown(release.went_live),
+            "went_live": None if release.went_live is None else stored.shown(release.went_live),
             "rollback": release.rollback,
             "failed": release.failed,
             "who": release.who,
@@ -247,6 +246,7 @@ class Row:
             "errors": None if served is None else served.counts.errors,
             "error_rate": None if served is None or not served.counts.requests else round(served.counts.rate, 6),
             **{stat: None if served is None else _rounded(served.latency.get(stat)) for stat in PERCENTILES},
+            "judged_against": None if self.before is None else self.before.sha,
             "slower": None if self.slower is None else round(self.slower, 2),
             "more_errors": self.more_errors,
         }
@@ -257,23 +257,23 @@ def _rounded(seconds: float | None) -> float | None:
 
 
 def judged(releases: Sequence[Release], served: Sequence[Served | None], max_error_rate: float) -> list[Row]:
-    """Each release with what it served, judged against the one before it (:func:`slower`, and
+    """Each release with what it served, judged against the newest release before it that answered
+    :data:`deploykit.watch.BASELINE` requests and whose deploy did not fail (:func:`slower`, and
     :func:`deploykit.watch.failing`: errors beyond that one's rate, plus ``max_error_rate``, by more than chance)."""
     rows: list[Row] = []
     for index, (release, figures) in enumerate(zip(releases, served, strict=True)):
-        before = served[index - 1] if index else None
-        if figures is None or before is None or baseline(before.counts) is None or not figures.counts.requests:
+        earlier = (
+            (releases[at], found)
+            for at in range(index - 1, -1, -1)
+            if (found := served[at]) is not None and not releases[at].failed and baseline(found.counts) is not None
+        )
+        before = next(earlier, None)
+        if figures is None or before is None or not figures.counts.requests:
             rows.append(Row(release, figures))
             continue
-        rows.append(
-            Row(
-                release,
-                figures,
-                slower(figures, before),
-                failing(figures.counts, before.counts, max_error_rate),
-                before,
-            )
-        )
+        then = before[1]
+        more = failing(figures.counts, then.counts, max_error_rate)
+        rows.append(Row(release, figures, slower(figures, then), more, *before))
     return rows
 
 
@@ -283,10 +283,8 @@ def slower(new: Served, old: Served) -> float | None:
     if baseline(new.counts) is None or baseline(old.counts) is None:
         return None
     now, was = new.latency.get("p90"), old.latency.get("p90")
-    if now is None or was is None or now - was < SLOWER_BY:
+    if now is None or was is None or was <= 0 or now - was < SLOWER_BY:
         return None
-    if was <= 0:
-        return math.inf
     return now / was if now / was >= SLOWER else None
 
 
@@ -300,30 +298,20 @@ def ms(seconds: float | None) -> str:
 
 
 def lasted(release: Release) -> str:
-    """How long a release was live: ``3h 02m``, ``14m``, ``40s``, ``live``."""
-    if release.live:
-        return "live"
-    seconds = int((release.end - release.begin).total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m" if minutes else f"{seconds}s"
+    """How long a release was live, for people: ``3h 02m``, ``14m 05s``, ``40.0s``; ``live`` for the live one."""
+    return "live" if release.live else duration((release.end - release.begin).total_seconds())
 
 
 def mark(row: Row) -> str:
     """What the table says of a release beside the one before it."""
     said = []
-    if row.slower is not None and row.before is not None:
-        times = "∞" if math.isinf(row.slower) else f"{row.slower:.1f}"
-        said.append(f"🐢 p90 {times}× the release before's ({ms(row.before.latency.get('p90'))})")
-    if row.more_errors and row.before is not None:
-        said.append(f"❗ more errors than the release before ({row.before.counts.rate:.1%})")
+    then = row.before_served
+    if then is not None and row.before is not None and row.slower is not None:
+        said.append(f"🐢 p90 {row.slower:.1f}× {_theirs(row)} ({ms(then.latency.get('p90'))})")
+    if then is not None and row.more_errors:
+        said.append(f"❗ more errors than {_theirs(row, '')} ({then.counts.rate:.1%})")
     if row.served is None:
-        said.append("live under a whole minute: nothing to read")
+        said.append("live under a whole minute: nothing to read" if row.release.minutes() is None else "not read")
     elif not row.served.counts.requests:
         said.append("no request reached it")
     if row.release.failed:
@@ -331,6 +319,12 @@ def mark(row: Row) -> str:
     if row.release.rollback:
         said.insert(0, "↩️  put back")
     return "; ".join(said)
+
+
+def _theirs(row: Row, suffix: str = "'s") -> str:
+    """``the release before's``, or the commit judged against where it is not the row just before."""
+    assert row.before is not None
+    return f"the release before{suffix}" if row.before.end == row.release.begin else f"{row.before.sha[:12]}{suffix}"
 
 
 def table(rows: Iterable[Row], noun: str = "requests") -> str:

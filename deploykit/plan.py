@@ -528,6 +528,9 @@ class RunReport:
     seconds: float
     error: DeployKitError | None = None
     rollback: RunReport | None = None  # the automatic rollback that followed this failed run, if one ran
+    # when this run's first step that changes what is live began (None: none did), which Context.changing_since
+    # keeps for the first run of a command alone (an automatic rollback after it has its own)
+    changing_since: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -605,6 +608,7 @@ class Executor:
         start = clock.monotonic()
         records = [not_run(s) for s in plan.steps]
         error: DeployKitError | None = None
+        changing: datetime | None = None  # when this run began changing what is live (RunReport.changing_since)
         count = sum(1 for _depth, step in walk(plan.steps) if not is_group(step))  # as the plan numbers them
         out.line(f"🚀 {plan.title} → {plan.env} ({count} step{'s' if count != 1 else ''})")
         # behind a gate, the plugins hear of the run once it is passed: a run the gate stops (to start again) is not
@@ -651,8 +655,9 @@ class Executor:
                     error = exc
                     out.line(f"⏹  {exc.message}")
                     break
-            if self.ctx.changing_since is None and not all_artifacts(step):
-                self.ctx.changing_since = clock.now()
+            if changing is None and not all_artifacts(step):
+                changing = clock.now()
+                self.ctx.changing_since = self.ctx.changing_since or changing
             out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
             t0 = clock.monotonic()
             self.ctx.start_early(step, itertools.takewhile(lambda later: not later.skippable, plan.steps[index + 1 :]))
@@ -688,7 +693,7 @@ class Executor:
             mark = "✅" if outcome.status == "done" else "⏭ "
             out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")
             self._step_finished(plan, record)
-        report = RunReport(plan, records, clock.monotonic() - start, error)
+        report = RunReport(plan, records, clock.monotonic() - start, error, changing_since=changing)
         if error is not None and error.exit_code == UsageError.exit_code and report.changed_live:
             # refused by a step after others changed what runs (a plugin's review of a later stack): not "nothing
             # changed" (exit 2) but a run that failed part way (exit 1), as its table shows; settled before the

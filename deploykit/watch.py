@@ -152,33 +152,43 @@ def sums(
 ) -> dict[str, float]:
     """Each query's Sum from ``start`` (its minute: CloudWatch rounds down to it) to ``end``; one call a page.
     ``answered`` is given the first answer as it came (its ``ResponseMetadata``)."""
-    metric_queries = [
-        {
-            "Id": key,
-            "MetricStat": {
-                "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions},
-                "Period": PERIOD,
-                "Stat": "Sum",
-            },
-            "ReturnData": True,
-        }
-        for key, (namespace, name, dimensions) in queries.items()
-    ]
     found = dict.fromkeys(queries, 0.0)
     kwargs: dict[str, Any] = {
-        "MetricDataQueries": metric_queries,
+        "MetricDataQueries": [metric_query(key, query, PERIOD, "Sum") for key, query in queries.items()],
         "StartTime": start.replace(second=0, microsecond=0),
         "EndTime": end + timedelta(seconds=PERIOD),
     }
-    while True:
-        answer = cloudwatch.get_metric_data(**kwargs)
-        if answered is not None and "NextToken" not in kwargs:
+    for page, answer in enumerate(metric_pages(cloudwatch, kwargs)):
+        if answered is not None and page == 0:
             answered(answer)
         for result in answer.get("MetricDataResults", []):
             found[result["Id"]] += sum(float(v) for v in result.get("Values", []))
+    return found
+
+
+def metric_query(key: str, query: Query, period: int, stat: str) -> dict[str, Any]:
+    """One of GetMetricData's ``MetricDataQueries``: ``query``'s metric, its ``stat`` each ``period`` seconds."""
+    namespace, name, dimensions = query
+    return {
+        "Id": key,
+        "MetricStat": {
+            "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions},
+            "Period": period,
+            "Stat": stat,
+        },
+        "ReturnData": True,
+    }
+
+
+def metric_pages(cloudwatch: Any, kwargs: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """GetMetricData's answers to ``kwargs``, page after page."""
+    asked = dict(kwargs)
+    while True:
+        answer = cloudwatch.get_metric_data(**asked)
+        yield answer
         if not answer.get("NextToken"):
-            return found
-        kwargs["NextToken"] = answer["NextToken"]
+            return
+        asked["NextToken"] = answer["NextToken"]
 
 
 class Since:
@@ -299,7 +309,7 @@ class WatchErrors(Step):
 
     def run(self, ctx: Context) -> Outcome:
         service = ecs.describe_service(ctx.aws.client("ecs"), self.cluster, self.service, ctx.env)
-        groups = [str(lb["targetGroupArn"]) for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
+        groups = ecs.target_groups(service)
         if not groups:
             return Outcome.skipped(f"{self.service} has no load balancer in front of it: nothing to watch")
         queries = alb_queries(ctx.aws.client("elbv2"), groups)

@@ -40,7 +40,7 @@ from deploykit import metrics as deploy_metrics
 from deploykit import report as deploy_report
 from deploykit import rollback as rollbacks
 from deploykit import smoke as smoke_checks
-from deploykit.aws import CONNECTIONS, DENIED, AwsFactory, at_once, caller_account, translate_error
+from deploykit.aws import DENIED, AwsFactory, at_once, caller_account, is_throttling, translate_error
 from deploykit.checks import CheckResult, junit_xml, table
 from deploykit.clock import Clock
 from deploykit.commands.core import (
@@ -706,11 +706,14 @@ def perf_report(
         raise UsageError(f"--limit must be at least 1 (got {limit})", next_step="pass --limit N with N of 1 or more")
     runtime = runtime or Runtime()
     until = runtime.clock.now()
-    start = applogs.parse_since(since, until)
+    start = applogs.parse_since(since, until).astimezone(UTC)
+    if start >= until:
+        raise UsageError(f"--since {since!r} is not in the past", next_step="pass 1d, 12h or an earlier time")
     if until - start > perf.MAX_WINDOW:
         raise UsageError(
-            f"--since {since} reaches back further than CloudWatch keeps each minute's figures (15 days)",
-            next_step="pass 15d or less: inv perf --since 7d",
+            f"--since {since} reaches back further than CloudWatch keeps each minute's figures (15 days, and a day "
+            "for the reads)",
+            next_step="pass 14d or less: inv perf --since 7d",
         )
     config, environment = load_env(runtime, env)
     wanted = _perf_component(config, component)
@@ -727,8 +730,9 @@ def perf_report(
         notes = [note for note in notes if wanted is None or note.startswith(f"{wanted}:")]
         if wanted is not None and wanted not in sources:
             raise UsageError(
-                f"{wanted} is not deployed in {environment.name}: {'; '.join(notes) or 'no stack holds it'}",
-                next_step=f"deploy it first: inv deploy.auto --env {environment.name}",
+                f"{wanted} has nothing to read in {environment.name}: {'; '.join(notes) or 'no stack holds it'}",
+                next_step=f"inv health --env {environment.name} says what it has; deploy what is missing: inv "
+                f"deploy.auto --env {environment.name}",
             )
         timelines = {
             key: perf.timeline(key, read["records"], read["live"].get(key), start, until)[-(limit + 1) :]
@@ -737,12 +741,18 @@ def perf_report(
         }
         cloudwatch = aws.client("cloudwatch")
         reads = {
-            f"{key}#{index}": partial(perf.read_served, cloudwatch, sources[key], *minutes)
+            f"{key}#{index}": partial(_served_unless_throttled, cloudwatch, sources[key], *minutes)
             for key, releases in timelines.items()
             for index, release in enumerate(releases)
             if (minutes := release.minutes()) is not None
         }
-        served = at_once(reads, width=CONNECTIONS) if reads else {}
+        served = at_once(reads) if reads else {}
+    throttled = sum(1 for figures in served.values() if figures is None)
+    if throttled:
+        notes.append(
+            f"CloudWatch throttled the reads of {throttled} release{'s' if throttled != 1 else ''} (GetMetricData's "
+            "rate, shared with the deploys' watches): shown as not read; run it again"
+        )
     rows = {
         key: perf.judged(
             releases,
@@ -793,7 +803,7 @@ def _perf_sources(aws: AwsFactory, env: EnvConfig) -> tuple[dict[str, perf.Sourc
     except UsageError as exc:
         notes.append(f"app: {exc.message}")
     else:
-        groups = [str(lb["targetGroupArn"]) for lb in service.get("loadBalancers", []) if lb.get("targetGroupArn")]
+        groups = ecs.target_groups(service)
         source = perf.app_source(aws.client("elbv2"), groups) if groups else None
         if source is None:
             notes.append(f"app: no load balancer routes to {env.service}: its answers are not counted")
@@ -803,6 +813,19 @@ def _perf_sources(aws: AwsFactory, env: EnvConfig) -> tuple[dict[str, perf.Sourc
     for fn, name in sorted(functions.items()):
         sources[f"lambda:{fn}"] = perf.function_source(name)
     return sources, notes
+
+
+def _served_unless_throttled(
+    cloudwatch: Any, source: perf.Source, start: datetime, end: datetime
+) -> perf.Served | None:
+    """:func:`deploykit.perf.read_served`; None when CloudWatch still throttles it after the retries (the other
+    releases are shown: a view is not failed over one)."""
+    try:
+        return perf.read_served(cloudwatch, source, start, end)
+    except botocore.exceptions.ClientError as exc:
+        if is_throttling(exc):
+            return None
+        raise
 
 
 def _perf_text(
@@ -824,21 +847,22 @@ def _perf_text(
     out += [f"\n⚠️  {note}\n" for note in notes]
     for key, component_rows in rows.items():
         last = component_rows[-1] if component_rows else None
-        if last is None or not last.release.live or not last.flagged or last.before is None:
+        if last is None or not last.release.live or not last.flagged or last.before_served is None:
             continue
-        assert last.served is not None  # judged: it served
+        now, then = last.served, last.before_served
+        assert now is not None  # judged: it served
         what = []
         if last.slower is not None:
             what.append(
-                f"answers slower (p90 {perf.ms(last.served.latency.get('p90'))}, was "
-                f"{perf.ms(last.before.latency.get('p90'))})"
+                f"answers slower (p90 {perf.ms(now.latency.get('p90'))}, was {perf.ms(then.latency.get('p90'))})"
             )
         if last.more_errors:
-            what.append(f"fails more ({last.served.counts.rate:.1%}, was {last.before.counts.rate:.1%})")
+            what.append(f"fails more ({now.counts.rate:.1%}, was {then.counts.rate:.1%})")
+        assert last.before is not None
         out.append(
-            f"\n❗ the live release of {key} ({last.release.sha[:12]}) {' and '.join(what)} than the one before: "
-            f"to put that one back, inv rollback --env {env.name} --component {key}; what it wrote: inv logs --env "
-            f"{env.name} --component {key} --since {since}\n"
+            f"\n❗ the live release of {key} ({last.release.sha[:12]}) {' and '.join(what)} than "
+            f"{last.before.sha[:12]}: to put that one back, inv rollback --env {env.name} --component {key} --to "
+            f"{last.before.sha[:12]}; what it wrote: inv logs --env {env.name} --component {key} --since {since}\n"
         )
     return "".join(out)
 

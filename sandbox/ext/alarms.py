@@ -14,8 +14,9 @@ points moto holds (those the sandbox's ALB and Lambda put, and any PutMetricData
 
 A change of state is made as CloudWatch makes it (its reason, its time, the alarm's history); nothing is written when
 the state stays. A percentile alarm (``ExtendedStatistic``: p99) is evaluated so too, from the single values put (a
-period of sets of statistic values alone has none: no data). An alarm of metric math or of anomaly detection is left
-as it is.
+period of sets of statistic values alone, other than sets whose minimum is their maximum, has none: no data);
+``EvaluateLowSampleCountPercentile`` is not read (its periods are evaluated whatever their count). An alarm of metric
+math or of anomaly detection is left as it is.
 
 Composite alarms: moto had no ``PutCompositeAlarm`` (NotImplementedError); :func:`routes` gives it one, its rule
 checked. After the metric alarms, each composite alarm is evaluated from its ``AlarmRule`` (``ALARM("name")``,
@@ -76,7 +77,8 @@ class Point:
     total: float
     low: float
     high: float
-    values: tuple[float, ...] = ()  # a single value's, for a percentile (a set of statistic values holds none)
+    values: tuple[float, ...] = ()  # for a percentile: a single value's; a set of statistic values holds none, unless
+    # its minimum is its maximum
 
 
 def evaluable(alarm: Any) -> bool:
@@ -170,7 +172,10 @@ def points_of(alarm: Any, data: Iterable[Any], since: datetime) -> list[Point]:
             value = float(datum.value)
             found.append(Point(when, 1.0, value, value, value, (value,)))
         else:
-            found.append(Point(when, float(datum.sample_count), float(datum.sum), float(datum.min), float(datum.max)))
+            low, high, count = float(datum.min), float(datum.max), float(datum.sample_count)
+            # a set whose minimum is its maximum holds its distribution: its percentiles are that value
+            values = (low,) * int(count) if low == high else ()
+            found.append(Point(when, count, float(datum.sum), low, high, values))
     return found
 
 

@@ -68,8 +68,9 @@ def allow_percentiles() -> None:
     """moto's GetMetricData answers Sum, Average, Minimum, Maximum and SampleCount, and nothing for a percentile
     (``p90``, ``p99.9``), which CloudWatch computes from the values put: ``inv perf`` reads the app's and the
     functions' response times so. This gives moto's statistics the percentiles of the single values put (the sandbox's
-    ALB and Lambda put one a request); a period of sets of statistic values alone (StatisticValues, which hold no
-    distribution) has none. Idempotent: moto's class is patched once."""
+    ALB and Lambda put one a request), and of sets of statistic values whose minimum is their maximum; a period of
+    other sets alone (StatisticValues, which hold no distribution) has none. Idempotent: moto's class is patched
+    once."""
     original = Statistics.get_statistics_for_type
     if getattr(original, "sandbox_patched", False):
         return
@@ -78,7 +79,11 @@ def allow_percentiles() -> None:
         match = PERCENTILE.fullmatch(stat)
         if match is None:
             return original(self, stat)
-        values = self.metric_single_values_list
+        # a set of statistic values whose minimum is its maximum holds its distribution too (CloudWatch says its
+        # percentiles then: SampleCount 1, or Minimum = Maximum)
+        values = self.metric_single_values_list + [
+            float(s.min) for s in self.metric_aggregated_list if s.min == s.max for _ in range(int(s.sample_count))
+        ]
         return percentile(values, float(match.group(1))) if values else None
 
     get_statistics_for_type.sandbox_patched = True  # type: ignore[attr-defined]

@@ -661,6 +661,13 @@ def test_every_executed_plan_that_deploys_leaves_a_record(bucket: str, dev_env: 
     )
     assert store.live()["lambda:login_handler"]["sha"] == "dddddddddddd"
     assert record.changed is True  # a step that changes what runs was done: a deployment for inv report
+    # when it began changing what runs (inv perf: its release served from then), kept as the record is read back
+    changing = datetime.fromisoformat(str(record.changing))
+    assert changing.tzinfo is not None and abs(changing - datetime.fromisoformat(record.when)) < timedelta(seconds=5)
+    assert history.Record.from_json(record.to_json()).changing == record.changing
+    assert history.Record.from_json({k: v for k, v in record.to_json().items() if k != "changing"}).changing is None
+    with pytest.raises(ValueError, match="names no time zone"):
+        history.Record.from_json(record.to_json() | {"changing": "2026-12-01T10:00:00"})
 
 
 def test_components_carried_without_a_deploy_are_live_at_head_but_not_listed_as_deployed(

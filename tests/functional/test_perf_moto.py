@@ -71,6 +71,12 @@ def invocations(name: str, count: int, ms: float, errors: int = 0) -> list[dict[
     ]
 
 
+def api_stack(function_name: str) -> None:
+    """The API stack, its outputs naming login_handler's function."""
+    cfn = boto3.client("cloudformation", region_name="eu-west-1")
+    create_stack(cfn, "CarRentalApiStack", {"LoginHandlerFunctionName": function_name})
+
+
 @pytest.fixture
 def store(bucket: str, dev_env: EnvConfig) -> history.History:
     found = history.History.of(AwsFactory(dev_env), dev_env)
@@ -109,8 +115,8 @@ def test_a_release_slower_than_the_one_before_is_marked_with_the_rollback_that_p
     assert app[2].slower == pytest.approx(6.25) and not app[2].more_errors
     assert "🐢 p90 6.2× the release before's (40 ms)" in text or "🐢 p90 6.3× the release before's (40 ms)" in text
     assert (
-        "❗ the live release of app (cccccccccccc) answers slower (p90 250 ms, was 40 ms) than the one before: to put "
-        "that one back, inv rollback --env dev --component app" in text
+        "❗ the live release of app (cccccccccccc) answers slower (p90 250 ms, was 40 ms) than bbbbbbbbbbbb: to put "
+        "that one back, inv rollback --env dev --component app --to bbbbbbbbbbbb" in text
     )
     releases = document["components"][0]["releases"]
     assert document["components"][0]["component"] == "app" and len(releases) == 3
@@ -129,6 +135,7 @@ def test_a_release_slower_than_the_one_before_is_marked_with_the_rollback_that_p
         "p50": 0.25,
         "p90": 0.25,
         "p99": 0.25,
+        "judged_against": "bbbbbbbbbbbb",
         "slower": 6.25,
         "more_errors": False,
     }
@@ -137,11 +144,7 @@ def test_a_release_slower_than_the_one_before_is_marked_with_the_rollback_that_p
 def test_a_function_failing_more_than_the_release_before_is_marked(
     project: Path, factory: AwsFactory, store: history.History
 ) -> None:
-    create_stack(
-        boto3.client("cloudformation", region_name="eu-west-1"),
-        "CarRentalApiStack",
-        {"LoginHandlerFunctionName": "car-rental-dev-login"},
-    )
+    api_stack("car-rental-dev-login")
     deployed(store, SLOW_FROM, "lambda:login_handler", "dddddddddddd", "aaaaaaaaaaaa", "deploy.lambda login_handler")
     put(factory, "AWS/Lambda", NOW - timedelta(hours=3), invocations("car-rental-dev-login", 100, 120.0, errors=1))
     put(factory, "AWS/Lambda", NOW - timedelta(minutes=20), invocations("car-rental-dev-login", 60, 130.0, errors=9))
@@ -188,18 +191,22 @@ def test_limit_shows_the_newest_releases_each_judged_against_the_one_before_it(
 
     (live,) = rows["app"]
     assert live.release.sha == "d" * 12 and live.before is not None  # judged against c, which is not shown
-    assert live.before.latency["p90"] == 0.03 and live.slower == pytest.approx(10.0)
-    assert "bbbbbbbbbbbb" not in text and "cccccccccccc" not in text
+    assert live.before.sha == "c" * 12 and live.before_served is not None
+    assert live.before_served.latency["p90"] == 0.03 and live.slower == pytest.approx(10.0)
+    assert "bbbbbbbbbbbb" not in text  # not shown; c only in the rollback's words:
+    assert text.count("cccccccccccc") == 2 and "--to cccccccccccc" in text
 
 
 def test_bad_input_is_refused(project: Path, factory: AwsFactory, store: history.History) -> None:
     for kwargs, said in (
         ({"since": "16d"}, "further than CloudWatch keeps"),
         ({"limit": 0}, "--limit must be at least 1"),
-        ({"component": "lambda:nope"}, "lambda:nope is not deployed in dev"),
+        ({"since": "15d"}, "pass 14d or less"),
+        ({"since": "0s"}, "is not in the past"),
+        ({"component": "lambda:nope"}, "lambda:nope has nothing to read in dev"),
         ({"component": "stack:data"}, "a stack serves no request of its own"),
         ({"component": "ecs"}, "unknown component 'ecs' for perf"),
-        ({"component": "lambda:login_handler"}, "lambda:login_handler is not deployed in dev"),
+        ({"component": "lambda:login_handler"}, "lambda:login_handler has nothing to read in dev"),
     ):
         with pytest.raises(UsageError, match=said):
             perf_of(project, factory, **kwargs)
@@ -208,10 +215,35 @@ def test_bad_input_is_refused(project: Path, factory: AwsFactory, store: history
 def test_a_service_not_deployed_is_said_and_the_functions_still_shown(
     project: Path, factory: AwsFactory, store: history.History
 ) -> None:
+    api_stack("car-rental-dev-login")
+    deployed(store, NOW - timedelta(hours=1), "lambda:login_handler", "bbbbbbbbbbbb", "aaaaaaaaaaaa", "deploy.auto")
+    put(factory, "AWS/Lambda", NOW - timedelta(minutes=20), invocations("car-rental-dev-login", 30, 20.0))
     rows, text, document = perf_of(project, factory)
-    assert rows == {}
+    assert list(rows) == ["lambda:login_handler"] and rows["lambda:login_handler"][-1].served is not None
     assert document["notes"] and document["notes"][0].startswith("app: ")
-    assert "⚠️  app: " in text
+    assert "⚠️  app: " in text and "lambda:login_handler\n" in text
+
+
+def test_a_read_cloudwatch_still_throttles_is_said_and_the_others_shown(
+    project: Path, factory: AwsFactory, store: history.History
+) -> None:
+    dims = service_behind_an_alb(factory)
+    deployed(store, NOW - timedelta(hours=1), "app", "bbbbbbbbbbbb", "aaaaaaaaaaaa", "deploy.auto")
+    put(factory, "AWS/ApplicationELB", NOW - timedelta(minutes=20), requests(dims, 30, 0.02))
+    throttled = {
+        "Error": {"Code": "Throttling", "Message": "Rate exceeded"},
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+    refused = iter([True, False])  # the first read is throttled (after botocore's retries, as AWS may), not the other
+
+    def answer(params: dict[str, Any], **_: Any) -> Any:
+        return (Mock(status_code=400), throttled) if next(refused) else None
+
+    factory.client("cloudwatch").meta.events.register("before-call.cloudwatch.GetMetricData", answer)
+    rows, text, document = perf_of(project, factory, since="3h")
+    assert sorted(row.served is None for row in rows["app"]) == [False, True]
+    assert "not read" in text and "CloudWatch throttled the reads of 1 release" in text
+    assert document["notes"][-1].startswith("CloudWatch throttled the reads of 1 release")
 
 
 def test_cloudwatch_refusing_the_read_is_an_error_naming_the_permission(

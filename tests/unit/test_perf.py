@@ -4,6 +4,7 @@ one before it."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from unittest.mock import Mock
 
 import pytest
 
@@ -30,8 +31,14 @@ def record(
     changed: bool | None = True,
     removed: list[str] | None = None,
     who: str = "ana@laptop",
+    rolled: bool = False,
+    moved: tuple[str, ...] = (),
+    changing: float | None = None,
 ) -> Record:
+    """A run's record written ``minutes`` after T0 (5 s long); ``rolled``: its roll-service step was done; ``moved``:
+    the functions whose alias its move-alias steps moved; ``changing``: the minute it began changing what runs."""
     moment = at(minutes)
+    steps = [{"step": "roll-service", "status": "done" if rolled else "not run", "seconds": 0.1, "detail": ""}]
     return Record(
         id=f"{moment:%Y%m%dT%H%M%S}-x",
         env="dev",
@@ -45,6 +52,9 @@ def record(
         base=base,
         changed=changed,
         removed=removed or [],
+        steps=steps,
+        left={f"lambda:{fn}": {"version": "7"} for fn in moved},
+        changing=None if changing is None else at(changing).isoformat(),
     )
 
 
@@ -57,7 +67,7 @@ def test_each_run_that_changed_a_component_begins_a_release_the_first_one_from_i
     records = [
         record(30, {"app": "bbbbbbbbbbbb"}, {"app": "aaaaaaaaaaaa"}, who="ana@laptop"),
         record(60, {"lambda:login": "cccccccccccc"}, {"lambda:login": None}),  # another component
-        record(90, {"app": "dddddddddddd"}, {"app": "bbbbbbbbbbbb"}, ok=False),  # failed: live during its 5 s
+        record(90, {"app": "dddddddddddd"}, {"app": "bbbbbbbbbbbb"}, ok=False, rolled=True),  # live during its 5 s
         record(91, {"app": "bbbbbbbbbbbb"}, {"app": "bbbbbbbbbbbb"}, command="automatic rollback: app"),
         record(120, {"app": "bbbbbbbbbbbb"}, {"app": "bbbbbbbbbbbb"}, changed=False),  # found it running
         record(130, {"app": "ffffffffffff"}, {"app": "bbbbbbbbbbbb"}, ok=False, changed=False),  # its build failed
@@ -76,6 +86,52 @@ def test_each_run_that_changed_a_component_begins_a_release_the_first_one_from_i
     assert found[1].went_live == at(30) and found[1].who == "ana@laptop"
     assert found[4].who == "bo@ci"
     assert perf.mark(perf.Row(found[2], None)).startswith("❌ its deploy failed")
+
+
+def test_a_release_is_live_from_when_its_run_began_changing_what_runs() -> None:
+    records = [
+        record(30, {"app": "bbbbbbbbbbbb"}, {"app": "aaaaaaaaaaaa"}, changing=28),  # a 2-minute watch after it
+        record(60, {"app": "cccccccccccc"}, {"app": "bbbbbbbbbbbb"}, ok=False, rolled=True, changing=59.5),
+        record(61, {"app": "bbbbbbbbbbbb"}, {"app": "bbbbbbbbbbbb"}, command="automatic rollback: app", changing=60.5),
+    ]
+    found = perf.timeline("app", records, None, T0, END)
+    assert [(r.sha[0], r.begin, r.end) for r in found] == [
+        ("a", T0, at(28)),
+        ("b", at(28), at(59.5)),
+        ("c", at(59.5), at(60.5)),
+        ("b", at(60.5), END),
+    ]
+
+
+def test_a_failed_run_begins_a_release_only_of_what_it_put_live() -> None:
+    both = {"app": "bbbbbbbbbbbb", "lambda:login": "bbbbbbbbbbbb"}
+    before = {"app": "aaaaaaaaaaaa", "lambda:login": "aaaaaaaaaaaa"}
+    # the service rolled to it; the function's canary took itself back, its alias never moved
+    records = [record(30, both, before, ok=False, rolled=True)]
+    assert [r.sha[0] for r in perf.timeline("app", records, None, T0, END)] == ["a", "b"]
+    assert [r.sha[0] for r in perf.timeline("lambda:login", records, None, T0, END)] == ["a"]
+    # the function's alias moved, the app failed at its build
+    records = [record(30, both, before, ok=False, moved=("login",))]
+    assert [r.sha[0] for r in perf.timeline("app", records, None, T0, END)] == ["a"]
+    assert [r.sha[0] for r in perf.timeline("lambda:login", records, None, T0, END)] == ["a", "b"]
+
+
+def test_a_run_that_only_waited_still_ends_a_failed_release() -> None:
+    records = [
+        record(30, {"app": "bbbbbbbbbbbb"}, {"app": "aaaaaaaaaaaa"}, ok=False, rolled=True),
+        # ECS's circuit breaker had put the old revision back: the automatic rollback only waited and smoked
+        record(31, {"app": "aaaaaaaaaaaa"}, {"app": "aaaaaaaaaaaa"}, command="automatic rollback: app", changed=False),
+        record(40, {"app": "cccccccccccc"}, {"app": "aaaaaaaaaaaa"}, ok=False, rolled=True),
+        record(50, {"app": "cccccccccccc"}, {"app": "cccccccccccc"}, changed=False),  # a rerun found it running
+    ]
+    found = perf.timeline("app", records, None, T0, END)
+    assert [(r.sha[0], r.failed, r.live) for r in found] == [
+        ("a", False, False),
+        ("b", True, False),
+        ("a", False, False),
+        ("c", True, False),
+        ("c", False, True),  # the rerun that worked vouches for it
+    ]
 
 
 def test_without_a_run_in_the_window_the_live_record_says_what_served_all_of_it() -> None:
@@ -108,9 +164,10 @@ def test_a_release_is_slower_at_half_again_the_p90_before_and_twenty_ms_more() -
     assert perf.slower(served(100, p90=0.15), served(19, p90=0.05)) is None  # too few before to judge by
     assert perf.slower(served(19, p90=0.15), served(100, p90=0.05)) is None  # too few to judge
     assert perf.slower(served(100, p90=None), served(100, p90=0.05)) is None  # no percentile read
+    assert perf.slower(served(100, p90=0.15), served(100, p90=0.0)) is None  # nothing to be a multiple of
 
 
-def test_each_release_is_judged_against_the_one_before_it() -> None:
+def test_each_release_is_judged_against_the_newest_one_before_it_with_enough_requests() -> None:
     releases = [Release("app", c * 12, at(i * 10), at(i * 10 + 10)) for i, c in enumerate("abcd")]
     figures = [served(500, 0, 0.05), served(500, 0, 0.2), None, served(500, 40, 0.2)]
     rows = perf.judged(releases, figures, 0.01)
@@ -118,11 +175,18 @@ def test_each_release_is_judged_against_the_one_before_it() -> None:
         (None, False),
         (pytest.approx(4.0), False),
         (None, False),
-        (None, False),
+        (None, True),  # against b, past c which has nothing read
     ]
-    # the one after a release with nothing read is not judged; one after a judged one is, on its errors too
-    rows = perf.judged(releases[:2], [served(500, 0, 0.05), served(500, 40, 0.05)], 0.01)
-    assert rows[1].more_errors and rows[1].slower is None and rows[1].before == served(500, 0, 0.05)
+    assert rows[3].before == releases[1] and "❗ more errors than bbbbbbbbbbbb (0.0%)" in perf.mark(rows[3])
+    assert "🐢 p90 4.0× the release before's (50 ms)" in perf.mark(rows[1])
+    # a release with too few requests, or whose deploy failed, is passed over for the one before it
+    failed = Release("app", "f" * 12, at(20), at(30), failed=True)
+    rows = perf.judged(
+        [releases[0], releases[1], failed, releases[3]],
+        [served(500, 0, 0.05), served(10, 0, 0.01), served(500, 0, 0.01), served(500, 0, 0.2)],
+        0.01,
+    )
+    assert rows[3].before == releases[0] and rows[3].slower == pytest.approx(4.0)
     # errors no more than the release before's own rate explains are not marked
     rows = perf.judged(releases[:2], [served(500, 100, 0.05), served(500, 105, 0.05)], 0.01)
     assert not rows[1].flagged
@@ -153,6 +217,7 @@ def test_the_table_says_each_release_its_figures_and_what_marks_it() -> None:
         "p50": None,
         "p90": 0.13,
         "p99": None,
+        "judged_against": "a" * 12,
         "slower": 3.25,
         "more_errors": False,
     }
@@ -160,9 +225,9 @@ def test_the_table_says_each_release_its_figures_and_what_marks_it() -> None:
 
 def test_response_times_and_how_long_are_said_for_people() -> None:
     assert [perf.ms(s) for s in (None, 0.0042, 0.04, 1.4)] == ["-", "4.2 ms", "40 ms", "1.40 s"]
-    assert perf.lasted(Release("app", "a", T0, at(0.5))) == "30s"
-    assert perf.lasted(Release("app", "a", T0, at(14))) == "14m"
-    assert perf.lasted(Release("app", "a", T0, at(60 * 50))) == "2d 02h"
+    assert perf.lasted(Release("app", "a", T0, at(0.5))) == "30.0s"
+    assert perf.lasted(Release("app", "a", T0, at(14))) == "14m 00s"
+    assert perf.lasted(Release("app", "a", T0, at(60 * 50))) == "2d 2h"
     row = perf.Row(Release("app", "a", T0, at(0.5), rollback=True), None)
     assert perf.mark(row) == "↩️  put back; live under a whole minute: nothing to read"
     assert perf.mark(perf.Row(Release("app", "a", T0, at(5)), served(0, p90=None))) == "no request reached it"
@@ -179,3 +244,23 @@ def test_response_times_and_how_long_are_said_for_people() -> None:
         "p90",
         "p99",
     ]
+
+
+def test_read_served_reads_every_page_and_only_the_period_that_begins_at_its_start() -> None:
+    cloudwatch = Mock(spec=["get_metric_data"])
+    cloudwatch.get_metric_data.side_effect = [
+        {"MetricDataResults": [{"Id": "requests0", "Timestamps": [at(10)], "Values": [40.0]}], "NextToken": "t"},
+        {
+            "MetricDataResults": [
+                {"Id": "requests0", "Timestamps": [at(20)], "Values": [99.0]},  # a period after it (moto gives one)
+                {"Id": "p90", "Timestamps": [at(10)], "Values": [120.0]},  # Lambda's Duration: milliseconds
+                {"Id": "errors0", "Timestamps": [at(10).replace(tzinfo=None)], "Values": [2.0]},
+                {"Id": "p50", "Timestamps": [at(10)], "Values": [None]},  # a percentile with nothing to take it of
+            ]
+        },
+    ]
+    found = perf.read_served(cloudwatch, perf.function_source("fn"), at(10), at(20))
+    assert found == Served(Counts(40, 2), {"p90": pytest.approx(0.12)})
+    first, second = (call.kwargs for call in cloudwatch.get_metric_data.call_args_list)
+    assert second["NextToken"] == "t" and first["StartTime"] == at(10) and first["EndTime"] == at(20)
+    assert {query["MetricStat"]["Period"] for query in first["MetricDataQueries"]} == {600}

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar
 from unittest.mock import Mock
 
@@ -73,6 +74,23 @@ def test_steps_are_timed_and_summarised() -> None:
     text = out.getvalue()
     assert "▶ sleep: sleep 2.0s" in text and "total" in text and "2.5s" in text
     assert "✅ nothing to do" not in text
+
+
+@dataclass(frozen=True)
+class Build(Sleep):
+    name: ClassVar[str] = "build"
+    artifacts_only: ClassVar[bool] = True
+
+
+def test_each_run_says_when_it_began_changing_what_runs_the_context_the_first_runs() -> None:
+    clock = FakeClock()
+    ctx = make_ctx(clock, io.StringIO())
+    began = clock.now()
+    report = Executor(ctx).execute(Plan("sandbox", (Build(2.0), Sleep(1.0)), "demo"))
+    assert report.changing_since == began + timedelta(seconds=2) == ctx.changing_since
+    undo = Executor(ctx).execute(Plan("sandbox", (Sleep(1.0),), "automatic rollback: demo"))
+    assert undo.changing_since == began + timedelta(seconds=3) and ctx.changing_since == report.changing_since
+    assert Executor(ctx).execute(Plan("sandbox", (Build(1.0),), "demo")).changing_since is None
 
 
 def test_a_plan_whose_steps_all_skip_says_there_was_nothing_to_do() -> None:

@@ -126,7 +126,7 @@ def test_a_percentile_alarm_goes_by_the_values_put(cloudwatch: Any) -> None:
             {
                 "MetricName": "HTTPCode_Target_5XX_Count",
                 "Dimensions": LB,
-                "StatisticValues": {"SampleCount": 2, "Sum": 2, "Minimum": 1, "Maximum": 1},
+                "StatisticValues": {"SampleCount": 2, "Sum": 12, "Minimum": 2, "Maximum": 10},
             }
         ],
     )
