@@ -438,6 +438,9 @@ class ErrorWatch:
     # judged against the release before: its rate in the minutes before the rollout, plus max_error_rate (once it
     # answered enough requests for its rate to mean something: deploykit.watch.BASELINE)
     compare: bool = True
+    # the p90 of its response times may be at most this many times the release before's in the minutes before the
+    # rollout (and 20 ms more): more fails the release; 0, the default: not judged
+    max_slowdown: float = 0.0
 
     @property
     def on(self) -> bool:
@@ -1335,6 +1338,12 @@ def watch_problem(watch: ErrorWatch) -> str | None:
     """What is wrong with an error watch's settings, or None."""
     if watch.seconds < 0:
         return f"seconds must be at least 0 (no watch), not {watch.seconds:g}"
+    if watch.max_slowdown and watch.max_slowdown <= 1:
+        return (
+            f"max_slowdown must be 0 (not judged) or more than 1 (1.5: half again as slow), not {watch.max_slowdown:g}"
+        )
+    if watch.max_slowdown and not watch.compare:
+        return "max_slowdown judges a release against the release before: it needs compare = true"
     return _rate_problem(watch.max_error_rate)
 
 

@@ -34,11 +34,21 @@ from deploykit.app_chain import RollService
 from deploykit.history import Record
 from deploykit.output import tabulate
 from deploykit.report import changed, duration
-from deploykit.watch import ELB, PERIOD, Counts, Query, alb_queries, baseline, failing, metric_pages, metric_query
+from deploykit.watch import (
+    PERIOD,
+    SLOWER_BY,
+    Counts,
+    Query,
+    alb_queries,
+    baseline,
+    failing,
+    latency_query,
+    over,
+)
 
 PERCENTILES = ("p50", "p90", "p99")
 SLOWER = 1.5  # a release whose p90 is this many times the release before's answers slower ...
-SLOWER_BY = 0.02  # ... when that is this many seconds more too: 2 ms to 4 ms is no slowdown anyone feels
+# ... when that is deploykit.watch.SLOWER_BY more too (the error watch's max_slowdown judges so)
 # CloudWatch keeps per-minute data 15 days (then per 5 minutes, then per hour): a day less leaves the reads, and a
 # clock a little off, on the right side of it
 MAX_WINDOW = timedelta(days=14)
@@ -64,7 +74,7 @@ def app_source(elbv2: Any, target_groups: list[str]) -> Source | None:
     if not requests:
         return None
     errors = tuple(q for key, q in queries.items() if key.startswith(("target", "elb")))
-    return Source(requests, errors, (ELB, "TargetResponseTime", requests[0][2]))
+    return Source(requests, errors, latency_query(queries))
 
 
 def function_source(function_name: str) -> Source:
@@ -188,26 +198,13 @@ class Served:
 
 
 def read_served(cloudwatch: Any, source: Source, start: datetime, end: datetime) -> Served:
-    """One ``GetMetricData`` over ``start`` to ``end`` (whole minutes) as one period: the sums and the percentiles.
-    Only the period that begins at ``start`` counts (CloudWatch may round a start long ago down to its five minutes:
-    that one still)."""
-    period = int((end - start).total_seconds())
+    """One ``GetMetricData`` over ``start`` to ``end`` (whole minutes) as one period (:func:`deploykit.watch.over`):
+    the sums and the percentiles."""
     keyed = {f"requests{index}": (query, "Sum") for index, query in enumerate(source.requests)}
     keyed |= {f"errors{index}": (query, "Sum") for index, query in enumerate(source.errors)}
     if source.latency is not None:
         keyed |= {stat: (source.latency, stat) for stat in PERCENTILES}
-    values: dict[str, list[float]] = {key: [] for key in keyed}
-    asked = {
-        "MetricDataQueries": [metric_query(key, query, period, stat) for key, (query, stat) in keyed.items()],
-        "StartTime": start,
-        "EndTime": end,
-    }
-    for answer in metric_pages(cloudwatch, asked):
-        for result in answer.get("MetricDataResults", []):
-            for moment, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
-                at = stored.utc(moment)
-                if value is not None and at is not None and at < end:  # not a period after it (moto gives one)
-                    values[result["Id"]].append(float(value))
+    values = over(cloudwatch, keyed, start, end)
     requests = round(sum(sum(v) for k, v in values.items() if k.startswith("requests")))
     errors = round(sum(sum(v) for k, v in values.items() if k.startswith("errors")))
     latency = {stat: values[stat][0] * source.scale for stat in PERCENTILES if values.get(stat)}

@@ -245,6 +245,7 @@ def error_watch(env: EnvConfig) -> list[Step]:
             env.poll_seconds,
             watch.compare,
             env.alarm_watch.alarms,
+            watch.max_slowdown,
         )
     ]
 

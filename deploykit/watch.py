@@ -263,6 +263,60 @@ def before_rollout(cloudwatch: Any, queries: Mapping[str, Query], began: datetim
     return alb_counts(sums(cloudwatch, queries, end - timedelta(seconds=seconds), end))[0]
 
 
+def before_minutes(began: datetime, seconds: float) -> tuple[datetime, datetime]:
+    """The whole minutes :func:`before_rollout` counts: from the minute ``seconds`` before the rollout's own minute
+    to that minute."""
+    end = began.replace(second=0, microsecond=0)
+    return (end - timedelta(seconds=PERIOD + seconds)).replace(second=0, microsecond=0), end
+
+
+# a release answers slower when its p90 is this many seconds more than the release before's too (beside a multiple):
+# 2 ms to 4 ms is no slowdown anyone feels
+SLOWER_BY = 0.02
+
+
+def latency_query(queries: Mapping[str, Query]) -> Query | None:
+    """The response times (``TargetResponseTime``) of the first target group behind a load balancer among
+    :func:`alb_queries`' queries; None when there is none."""
+    requests = [query for key, query in queries.items() if key.startswith("requests")]
+    return (ELB, "TargetResponseTime", requests[0][2]) if requests else None
+
+
+def over(
+    cloudwatch: Any, queries: Mapping[str, tuple[Query, str]], start: datetime, end: datetime
+) -> dict[str, list[float]]:
+    """Each query's statistic (``key → (query, stat)``) over ``start`` to ``end`` (whole minutes) as one period, in one
+    GetMetricData (paged): the values of the period that begins at ``start`` (CloudWatch may round a start long ago
+    down: that one still), none of one after it; a statistic with no data has none."""
+    period = int((end - start).total_seconds())
+    asked = {
+        "MetricDataQueries": [metric_query(key, query, period, stat) for key, (query, stat) in queries.items()],
+        "StartTime": start,
+        "EndTime": end,
+    }
+    values: dict[str, list[float]] = {key: [] for key in queries}
+    for answer in metric_pages(cloudwatch, asked):
+        for result in answer.get("MetricDataResults", []):
+            for moment, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
+                at = utc(moment)
+                if value is not None and at is not None and at < end:  # not a period after it (moto gives one)
+                    values[result["Id"]].append(float(value))
+    return values
+
+
+def p90_over(cloudwatch: Any, latency: Query, start: datetime, end: datetime) -> float | None:
+    """The p90 of ``latency`` over ``start`` to ``end``, whole minutes (``end`` rounded up to its minute); None
+    without data."""
+    end = end.replace(second=0, microsecond=0) + (
+        timedelta(seconds=PERIOD) if end.second or end.microsecond else timedelta()
+    )
+    start = start.replace(second=0, microsecond=0)
+    if end <= start:
+        return None
+    found = over(cloudwatch, {"p90": (latency, "p90")}, start, end)["p90"]
+    return found[0] if found else None
+
+
 @dataclass(frozen=True)
 class WatchErrors(Step):
     """After the rollout, watch the service's answers through its ALB for ``seconds``; fail (and so roll back) when
@@ -280,6 +334,9 @@ class WatchErrors(Step):
     # the team's own alarms ([environments.NAME.alarm_watch]), read at each poll too: one going to ALARM ends the
     # watch there, rather than after it (deploykit.watch.WatchAlarms)
     alarms: tuple[str, ...] = ()
+    # the p90 of its response times may be at most this many times the release before's (and SLOWER_BY more): more
+    # fails the release; 0: not judged (the default)
+    max_slowdown: float = 0.0
 
     def describe(self) -> str:
         also = ", or one of its alarms going to ALARM," if self.alarms else ""
@@ -289,17 +346,15 @@ class WatchErrors(Step):
         )
 
     def _allowed(self) -> str:
-        return allowed(self.max_error_rate) + (" beyond the release before's rate" if self.compare else "")
+        slower = f", or a p90 over {self.max_slowdown:g}× the release before's," if self.max_slowdown else ""
+        return allowed(self.max_error_rate) + (" beyond the release before's rate" if self.compare else "") + slower
 
-    def _before(self, ctx: Context, queries: Mapping[str, Query], service: Mapping[str, Any]) -> Counts | None:
-        """The release before's counts (:func:`before_rollout`), from when its PRIMARY deployment began; None without
+    def _began(self, service: Mapping[str, Any]) -> datetime | None:
+        """When the rollout began (its PRIMARY deployment's creation), for the release before's figures; None without
         ``compare`` or that time."""
         primary = ecs.primary_deployment(dict(service))
         began = primary.get("createdAt") if primary else None
-        if not self.compare or not isinstance(began, datetime):
-            return None
-        window = max(self.seconds, BEFORE_SECONDS)
-        return before_rollout(ctx.aws.client("cloudwatch"), queries, began, window)
+        return began if self.compare and isinstance(began, datetime) else None
 
     def fixed_seconds(self) -> float:
         return self.seconds
@@ -315,16 +370,33 @@ class WatchErrors(Step):
         queries = alb_queries(ctx.aws.client("elbv2"), groups)
         if not queries:
             return Outcome.skipped(f"no load balancer routes to {self.service}'s target groups: nothing to watch")
-        since = Since(ctx, queries)
-        judged_by = baseline(self._before(ctx, queries, service))  # a rate that means much, or None
+        since, cloudwatch = Since(ctx, queries), ctx.aws.client("cloudwatch")
+        began, window = self._began(service), max(self.seconds, BEFORE_SECONDS)
+        # the release before's counts, when they hold a rate that means much; and its p90, when it is judged by
+        judged_by = baseline(before_rollout(cloudwatch, queries, began, window)) if began else None
+        latency = latency_query(queries) if self.max_slowdown else None
+        was = None
+        if latency is not None and judged_by is not None and began is not None:
+            was = p90_over(cloudwatch, latency, *before_minutes(began, window))
         beside = ""
         if judged_by is not None:
             beside = f" (the release before: {judged_by}, {judged_by.rate:.1%}, in the minutes before the rollout)"
-        alarms, started = AlarmJudge(ctx, self.alarms), ctx.clock.monotonic()
+        alarms, started, now = AlarmJudge(ctx, self.alarms), ctx.clock.monotonic(), None
         while True:
             counts, target, elb = alb_counts(since.read())
             elapsed = ctx.clock.monotonic() - started
             ctx.reporter.status(f"{self.service}: {counts} in {elapsed:.0f}s of {self.seconds:g}s")
+            if latency is not None and was is not None and counts.requests >= BASELINE:
+                now = p90_over(cloudwatch, latency, since.start, aws_now(ctx))
+                if now is not None and now >= was * self.max_slowdown and now - was >= SLOWER_BY:
+                    raise StepFailed(
+                        f"{self.service} answered slower: p90 {now * 1000:.0f} ms over {counts.requests} requests in "
+                        f"the {elapsed:.0f}s after its rollout, {was * 1000:.0f} ms before it ({judged_by} in the "
+                        f"minutes before the rollout); a p90 over {self.max_slowdown:g}× the release before's fails "
+                        "the release",
+                        next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m; how each release "
+                        f"served: inv perf --env {ctx.env.name}",
+                    )
             if failing(counts, judged_by, self.max_error_rate):
                 raise StepFailed(
                     f"{self.service} answered {counts.errors} of {counts.requests} requests with a 5xx "
@@ -341,6 +413,8 @@ class WatchErrors(Step):
                 break
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
         detail = f"{counts} in {self.seconds:g}s ({counts.rate:.1%})"
+        if now is not None and was is not None:
+            detail += f"; p90 {now * 1000:.0f} ms (the release before: {was * 1000:.0f} ms)"
         if counts.requests == 0:
             detail += "; no request came, nothing to judge it by"
         elif too_many_errors(counts, self.max_error_rate) and judged_by is not None:

@@ -65,6 +65,21 @@ def no_profiles(aws_credentials: None, tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.fixture
+def percentiles() -> Iterator[None]:
+    """moto's CloudWatch with the sandbox's percentiles (GetMetricData's p90; moto alone has none), for the test
+    alone."""
+    # imported here: the sandbox's extensions (its package imports them all) only for the tests that ask
+    from moto.cloudwatch.models import Statistics
+
+    from sandbox.ext.service_metrics import allow_percentiles
+
+    original = Statistics.get_statistics_for_type
+    allow_percentiles()
+    yield
+    Statistics.get_statistics_for_type = original  # type: ignore[method-assign]
+
+
+@pytest.fixture
 def moto_aws(aws_credentials: None) -> Iterator[None]:
     with mock_aws():
         yield

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from unittest.mock import Mock
 
 import boto3
 import pytest
-from moto.cloudwatch.models import Statistics
 
 from deploykit import commands, history, perf
 from deploykit.aws import AwsFactory
@@ -22,7 +20,6 @@ from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
-from sandbox.ext.service_metrics import allow_percentiles
 from tests.functional.conftest import moto_runtime
 from tests.functional.test_endpoints import create_stack
 from tests.functional.test_watch_errors_moto import service_behind_an_alb
@@ -32,12 +29,8 @@ SLOW_FROM = NOW - timedelta(hours=2)
 
 
 @pytest.fixture(autouse=True)
-def percentiles() -> Iterator[None]:
+def with_percentiles(percentiles: None) -> None:
     """moto's statistics with the sandbox's percentiles, for these tests alone."""
-    original = Statistics.get_statistics_for_type
-    allow_percentiles()
-    yield
-    Statistics.get_statistics_for_type = original  # type: ignore[method-assign]
 
 
 def deployed(store: history.History, moment: datetime, component: str, sha: str, before: str, title: str) -> None:

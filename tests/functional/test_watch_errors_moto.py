@@ -23,7 +23,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, StepRecord
-from deploykit.watch import Counts, WatchErrors, before_rollout
+from deploykit.watch import Counts, WatchErrors, before_minutes, before_rollout
 from tests.functional.conftest import new_session
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
@@ -107,6 +107,7 @@ def run(
     rate: float = 0.01,
     *,
     compare: bool = True,
+    max_slowdown: float = 0.0,
 ) -> str:
     out = io.StringIO()
     ctx = Context(
@@ -117,7 +118,7 @@ def run(
         Reporter(out, tty=False, clock=clock),
         Mock(side_effect=AssertionError),
     )
-    return WatchErrors(CLUSTER, SERVICE, seconds, rate, 5.0, compare).run(ctx).detail
+    return WatchErrors(CLUSTER, SERVICE, seconds, rate, 5.0, compare, (), max_slowdown).run(ctx).detail
 
 
 def test_a_release_that_answers_well_is_watched_for_its_time(factory: AwsFactory, dev_env: EnvConfig) -> None:
@@ -263,6 +264,74 @@ def test_the_release_before_is_read_in_whole_minutes_before_the_rollouts_own() -
         datetime(2026, 11, 29, 12, 19, tzinfo=UTC),
         datetime(2026, 11, 29, 12, 30, tzinfo=UTC),  # the rollout's minute, 12:30, is left out
     )
+    assert before_minutes(began, 600) == (asked["StartTime"], asked["EndTime"])  # its p90's minutes: the same
+
+
+class TimedTraffic(Traffic):
+    """The same, each request answered in ``seconds_each`` (the ALB's TargetResponseTime, one a request)."""
+
+    def __init__(self, factory: AwsFactory, dims: tuple[str, str], requests: int, seconds_each: float) -> None:
+        super().__init__(factory, dims, requests)
+        self.seconds_each = seconds_each
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        both = [{"Name": "LoadBalancer", "Value": self.dims[0]}, {"Name": "TargetGroup", "Value": self.dims[1]}]
+        datum = {"MetricName": "TargetResponseTime", "Dimensions": both, "Value": self.seconds_each}
+        self.cloudwatch.put_metric_data(
+            Namespace="AWS/ApplicationELB", MetricData=[datum | {"Timestamp": self.stamp()}] * self.requests
+        )
+
+
+def answered_in(factory: AwsFactory, dims: tuple[str, str], began: datetime, seconds_each: float) -> None:
+    """The release before answered its requests of :func:`answered_before` in ``seconds_each`` (20 a minute put; the
+    minutes read are :func:`before_rollout`'s, which leave the rollout's own minute out)."""
+    both = [{"Name": "LoadBalancer", "Value": dims[0]}, {"Name": "TargetGroup", "Value": dims[1]}]
+    minute = began.replace(second=0, microsecond=0)
+    data = [
+        {"MetricName": "TargetResponseTime", "Dimensions": both, "Value": seconds_each, "Timestamp": at}
+        for n in range(1, 11)
+        for at in [minute - timedelta(minutes=n) + timedelta(seconds=30)] * 20
+    ]
+    for start in range(0, len(data), 500):
+        factory.client("cloudwatch").put_metric_data(
+            Namespace="AWS/ApplicationELB", MetricData=data[start : start + 500]
+        )
+
+
+@pytest.fixture
+def answering_in_30ms(factory: AwsFactory, percentiles: None) -> tuple[str, str]:
+    """The service behind its ALB, the release before answering 100 requests a minute in 30 ms for ten minutes
+    (the sandbox's percentiles in moto); the metrics' dimension values."""
+    dims = service_behind_an_alb(factory)
+    answered_in(factory, dims, answered_before(factory, dims, minutes=10, requests=100, errors=0), 0.03)
+    return dims
+
+
+def test_a_release_answering_slower_than_max_slowdown_allows_fails_naming_both_p90s(
+    factory: AwsFactory, dev_env: EnvConfig, answering_in_30ms: tuple[str, str]
+) -> None:
+    dims = answering_in_30ms
+    with pytest.raises(StepFailed) as failed:
+        run(factory, dev_env, TimedTraffic(factory, dims, requests=30, seconds_each=0.2), seconds=60, max_slowdown=1.5)
+    assert failed.value.message == (
+        "car-rental-service answered slower: p90 200 ms over 30 requests in the 5s after its rollout, 30 ms before it "
+        "(1000 requests, 0 errors in the minutes before the rollout); a p90 over 1.5× the release before's fails the "
+        "release"
+    )
+    assert "inv perf --env dev" in failed.value.next_step
+
+
+def test_a_release_within_max_slowdown_passes_saying_both_p90s_and_without_it_none_is_read(
+    factory: AwsFactory, dev_env: EnvConfig, answering_in_30ms: tuple[str, str]
+) -> None:
+    dims = answering_in_30ms
+    clock = TimedTraffic(factory, dims, requests=30, seconds_each=0.04)  # 1.33×
+    assert run(factory, dev_env, clock, seconds=10, max_slowdown=1.5) == (
+        "60 requests, 0 errors in 10s (0.0%); p90 40 ms (the release before: 30 ms)"
+    )
+    slow = TimedTraffic(factory, dims, requests=30, seconds_each=0.2)
+    assert run(factory, dev_env, slow, seconds=10) == "60 requests, 0 errors in 10s (0.0%)"  # not judged: 0
 
 
 def test_an_alarm_of_the_alarm_watch_going_off_ends_the_watch_at_that_poll(

@@ -361,9 +361,13 @@ def test_an_error_watch_is_off_unless_set_and_its_values_are_checked() -> None:
     data = raw()
     data["environments"]["dev"]["app_error_watch"] = {"seconds": 180}
     watch = parse_config(data, Path("deploy.toml")).environment("dev").app_error_watch
-    assert (watch.on, watch.seconds, watch.max_error_rate) == (True, 180.0, 0.01)
+    assert (watch.on, watch.seconds, watch.max_error_rate, watch.max_slowdown) == (True, 180.0, 0.01, 0.0)
+    data["environments"]["dev"]["app_error_watch"] = {"seconds": 180, "max_slowdown": 1.5}
+    assert parse_config(data, Path("deploy.toml")).environment("dev").app_error_watch.max_slowdown == 1.5
     for bad, message in (
         ({"seconds": -1}, r"app_error_watch\.seconds must be at least 0 \(no watch\), not -1"),
+        ({"seconds": 60, "max_slowdown": 1}, r"app_error_watch\.max_slowdown must be 0 \(not judged\) or more than 1"),
+        ({"seconds": 60, "max_slowdown": 2, "compare": False}, r"max_slowdown judges a release against the release"),
         ({"seconds": 60, "max_error_rate": 1}, r"app_error_watch\.max_error_rate must be at least 0 and under 1"),
     ):
         data["environments"]["dev"]["app_error_watch"] = bad
