@@ -1112,9 +1112,10 @@ def analysis_lines(
             "back"
         )
     if "app" in kinds and watch.on:
+        slower = f", or a p90 over {watch.max_slowdown:g}× the release before's," if watch.max_slowdown else ""
         lines.append(
-            f"👀 the app's 5xx are watched for {watch.seconds:g}s after its rollout, {allowed(watch.max_error_rate)} "
-            "rolls it back"
+            f"👀 the app's 5xx{' and response times' if slower else ''} are watched for {watch.seconds:g}s after its "
+            f"rollout, {allowed(watch.max_error_rate)}{slower} rolls it back"
         )
     if kinds - {"none"} and env.alarm_watch.on:
         lines.append(f"🔔 {alarm_watch(env)[0].describe()}")

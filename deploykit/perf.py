@@ -43,6 +43,7 @@ from deploykit.watch import (
     baseline,
     failing,
     latency_query,
+    ms,
     over,
 )
 
@@ -283,15 +284,6 @@ def slower(new: Served, old: Served) -> float | None:
     if now is None or was is None or was <= 0 or now - was < SLOWER_BY:
         return None
     return now / was if now / was >= SLOWER else None
-
-
-def ms(seconds: float | None) -> str:
-    """A response time as the table says it: ``12 ms``, ``1.40 s``; ``-`` without one."""
-    if seconds is None:
-        return "-"
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
 
 
 def lasted(release: Release) -> str:

@@ -275,6 +275,15 @@ def before_minutes(began: datetime, seconds: float) -> tuple[datetime, datetime]
 SLOWER_BY = 0.02
 
 
+def ms(seconds: float | None) -> str:
+    """A response time for people: ``12 ms``, ``4.2 ms``, ``1.40 s``; ``-`` without one."""
+    if seconds is None:
+        return "-"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+
+
 def latency_query(queries: Mapping[str, Query]) -> Query | None:
     """The response times (``TargetResponseTime``) of the first target group behind a load balancer among
     :func:`alb_queries`' queries; None when there is none."""
@@ -390,8 +399,8 @@ class WatchErrors(Step):
                 now = p90_over(cloudwatch, latency, since.start, aws_now(ctx))
                 if now is not None and now >= was * self.max_slowdown and now - was >= SLOWER_BY:
                     raise StepFailed(
-                        f"{self.service} answered slower: p90 {now * 1000:.0f} ms over {counts.requests} requests in "
-                        f"the {elapsed:.0f}s after its rollout, {was * 1000:.0f} ms before it ({judged_by} in the "
+                        f"{self.service} answered slower: p90 {ms(now)} over {counts.requests} requests in "
+                        f"the {elapsed:.0f}s after its rollout, {ms(was)} before it ({judged_by} in the "
                         f"minutes before the rollout); a p90 over {self.max_slowdown:g}× the release before's fails "
                         "the release",
                         next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m; how each release "
@@ -414,7 +423,7 @@ class WatchErrors(Step):
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
         detail = f"{counts} in {self.seconds:g}s ({counts.rate:.1%})"
         if now is not None and was is not None:
-            detail += f"; p90 {now * 1000:.0f} ms (the release before: {was * 1000:.0f} ms)"
+            detail += f"; p90 {ms(now)} (the release before: {ms(was)})"
         if counts.requests == 0:
             detail += "; no request came, nothing to judge it by"
         elif too_many_errors(counts, self.max_error_rate) and judged_by is not None:

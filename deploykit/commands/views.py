@@ -854,7 +854,7 @@ def _perf_text(
         what = []
         if last.slower is not None:
             what.append(
-                f"answers slower (p90 {perf.ms(now.latency.get('p90'))}, was {perf.ms(then.latency.get('p90'))})"
+                f"answers slower (p90 {watch.ms(now.latency.get('p90'))}, was {watch.ms(then.latency.get('p90'))})"
             )
         if last.more_errors:
             what.append(f"fails more ({now.counts.rate:.1%}, was {then.counts.rate:.1%})")

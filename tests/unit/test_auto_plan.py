@@ -442,6 +442,11 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "👀 the app's 5xx are watched for 180s after its rollout, more than 1.0% failing rolls it back",
     ]
     assert not any(line[0] in "🐤👀" for line in auto.analysis_lines(change_set(("README.md", "")), env))
+    slowdown = dataclasses.replace(env, app_error_watch=ErrorWatch(seconds=180, max_slowdown=1.5))
+    assert auto.analysis_lines(found, slowdown)[-1] == (
+        "👀 the app's 5xx and response times are watched for 180s after its rollout, more than 1.0% failing, or a p90 "
+        "over 1.5× the release before's, rolls it back"
+    )
 
 
 def test_deploying_a_head_behind_what_is_live_is_refused(with_lambdas: Path) -> None:  # noqa: F811

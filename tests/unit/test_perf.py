@@ -8,7 +8,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import perf
+from deploykit import perf, watch
 from deploykit.history import Record
 from deploykit.perf import Release, Served
 from deploykit.watch import Counts
@@ -224,7 +224,7 @@ def test_the_table_says_each_release_its_figures_and_what_marks_it() -> None:
 
 
 def test_response_times_and_how_long_are_said_for_people() -> None:
-    assert [perf.ms(s) for s in (None, 0.0042, 0.04, 1.4)] == ["-", "4.2 ms", "40 ms", "1.40 s"]
+    assert [watch.ms(s) for s in (None, 0.0042, 0.04, 1.4)] == ["-", "4.2 ms", "40 ms", "1.40 s"]
     assert perf.lasted(Release("app", "a", T0, at(0.5))) == "30.0s"
     assert perf.lasted(Release("app", "a", T0, at(14))) == "14m 00s"
     assert perf.lasted(Release("app", "a", T0, at(60 * 50))) == "2d 2h"
