@@ -313,17 +313,30 @@ def over(
     return values
 
 
-def p90_over(cloudwatch: Any, latency: Query, start: datetime, end: datetime) -> float | None:
-    """The p90 of ``latency`` over ``start`` to ``end``, whole minutes (``end`` rounded up to its minute); None
-    without data."""
-    end = end.replace(second=0, microsecond=0) + (
-        timedelta(seconds=PERIOD) if end.second or end.microsecond else timedelta()
-    )
-    start = start.replace(second=0, microsecond=0)
+@dataclass(frozen=True)
+class P90:
+    """A p90 of response times, and how many answers it is of."""
+
+    seconds: float
+    answers: int
+
+
+def p90_over(cloudwatch: Any, latency: Query, start: datetime, end: datetime) -> P90 | None:
+    """The p90 of ``latency`` over the whole minutes from ``start`` to ``end``, both rounded up (a minute begun before
+    ``start`` holds answers from before it; the one ``end`` is in counts with what it has so far); None without
+    data."""
+    start, end = _minute_up(start), _minute_up(end)
     if end <= start:
         return None
-    found = over(cloudwatch, {"p90": (latency, "p90")}, start, end)["p90"]
-    return found[0] if found else None
+    found = over(cloudwatch, {"p90": (latency, "p90"), "answers": (latency, "SampleCount")}, start, end)
+    if not found["p90"]:
+        return None
+    return P90(found["p90"][0], round(sum(found["answers"])))
+
+
+def _minute_up(moment: datetime) -> datetime:
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(seconds=PERIOD)
 
 
 @dataclass(frozen=True)
@@ -358,6 +371,13 @@ class WatchErrors(Step):
         slower = f", or a p90 over {self.max_slowdown:g}× the release before's," if self.max_slowdown else ""
         return allowed(self.max_error_rate) + (" beyond the release before's rate" if self.compare else "") + slower
 
+    def _slower(self, now: P90 | None, was: P90) -> bool:
+        """Whether ``now`` (of :data:`BASELINE` answers at least) is over ``max_slowdown`` times ``was`` and
+        :data:`SLOWER_BY` more."""
+        if now is None or now.answers < BASELINE:
+            return False
+        return now.seconds > was.seconds * self.max_slowdown and now.seconds - was.seconds >= SLOWER_BY
+
     def _began(self, service: Mapping[str, Any]) -> datetime | None:
         """When the rollout began (its PRIMARY deployment's creation), for the release before's figures; None without
         ``compare`` or that time."""
@@ -387,6 +407,7 @@ class WatchErrors(Step):
         was = None
         if latency is not None and judged_by is not None and began is not None:
             was = p90_over(cloudwatch, latency, *before_minutes(began, window))
+            was = was if was is not None and was.answers >= BASELINE else None
         beside = ""
         if judged_by is not None:
             beside = f" (the release before: {judged_by}, {judged_by.rate:.1%}, in the minutes before the rollout)"
@@ -396,13 +417,15 @@ class WatchErrors(Step):
             elapsed = ctx.clock.monotonic() - started
             ctx.reporter.status(f"{self.service}: {counts} in {elapsed:.0f}s of {self.seconds:g}s")
             if latency is not None and was is not None and counts.requests >= BASELINE:
+                # from the first whole minute of the watch: the minute it began in holds the rollout's answers too
                 now = p90_over(cloudwatch, latency, since.start, aws_now(ctx))
-                if now is not None and now >= was * self.max_slowdown and now - was >= SLOWER_BY:
+                if self._slower(now, was):
+                    assert now is not None
                     raise StepFailed(
-                        f"{self.service} answered slower: p90 {ms(now)} over {counts.requests} requests in "
-                        f"the {elapsed:.0f}s after its rollout, {ms(was)} before it ({judged_by} in the "
-                        f"minutes before the rollout); a p90 over {self.max_slowdown:g}× the release before's fails "
-                        "the release",
+                        f"{self.service} answered slower: p90 {ms(now.seconds)} over {now.answers} requests in "
+                        f"the whole minutes since its watch began ({elapsed:.0f}s ago), {ms(was.seconds)} before its "
+                        f"rollout ({was.answers} requests in the minutes before it); a p90 over "
+                        f"{self.max_slowdown:g}× the release before's fails the release",
                         next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m; how each release "
                         f"served: inv perf --env {ctx.env.name}",
                     )
@@ -423,7 +446,7 @@ class WatchErrors(Step):
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
         detail = f"{counts} in {self.seconds:g}s ({counts.rate:.1%})"
         if now is not None and was is not None:
-            detail += f"; p90 {ms(now)} (the release before: {ms(was)})"
+            detail += f"; p90 {ms(now.seconds)} (the release before: {ms(was.seconds)})"
         if counts.requests == 0:
             detail += "; no request came, nothing to judge it by"
         elif too_many_errors(counts, self.max_error_rate) and judged_by is not None:

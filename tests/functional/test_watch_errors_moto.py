@@ -9,6 +9,7 @@ and TargetGroup; HTTPCode_ELB_5XX_Count by LoadBalancer).
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from unittest.mock import Mock
 
@@ -23,7 +24,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Plan, StepRecord
-from deploykit.watch import Counts, WatchErrors, before_minutes, before_rollout
+from deploykit.watch import P90, Counts, WatchErrors, before_minutes, before_rollout, p90_over
 from tests.functional.conftest import new_session
 
 CLUSTER, SERVICE = "car-rental-cluster", "car-rental-service"
@@ -267,6 +268,23 @@ def test_the_release_before_is_read_in_whole_minutes_before_the_rollouts_own() -
     assert before_minutes(began, 600) == (asked["StartTime"], asked["EndTime"])  # its p90's minutes: the same
 
 
+def test_a_p90_is_read_from_the_first_whole_minute_to_the_current_ones_end_with_its_count() -> None:
+    cloudwatch = Mock(spec=["get_metric_data"])
+    start, now = datetime(2026, 11, 29, 12, 30, 40, tzinfo=UTC), datetime(2026, 11, 29, 12, 32, 5, tzinfo=UTC)
+    answer = [
+        {"Id": key, "Timestamps": [start.replace(second=0) + timedelta(minutes=1)], "Values": [value]}
+        for key, value in (("p90", 0.25), ("answers", 44.0))
+    ]
+    cloudwatch.get_metric_data.return_value = {"MetricDataResults": answer}
+    assert p90_over(cloudwatch, ("AWS/ApplicationELB", "TargetResponseTime", []), start, now) == P90(0.25, 44)
+    asked = cloudwatch.get_metric_data.call_args.kwargs
+    assert (asked["StartTime"], asked["EndTime"]) == (  # 12:30 holds the rollout's answers; 12:32 so far counts
+        datetime(2026, 11, 29, 12, 31, tzinfo=UTC),
+        datetime(2026, 11, 29, 12, 33, tzinfo=UTC),
+    )
+    assert p90_over(cloudwatch, ("AWS/ApplicationELB", "TargetResponseTime", []), start, start) is None
+
+
 class TimedTraffic(Traffic):
     """The same, each request answered in ``seconds_each`` (the ALB's TargetResponseTime, one a request)."""
 
@@ -314,10 +332,13 @@ def test_a_release_answering_slower_than_max_slowdown_allows_fails_naming_both_p
     dims = answering_in_30ms
     with pytest.raises(StepFailed) as failed:
         run(factory, dev_env, TimedTraffic(factory, dims, requests=30, seconds_each=0.2), seconds=60, max_slowdown=1.5)
-    assert failed.value.message == (
-        "car-rental-service answered slower: p90 200 ms over 30 requests in the 5s after its rollout, 30 ms before it "
-        "(1000 requests, 0 errors in the minutes before the rollout); a p90 over 1.5× the release before's fails the "
-        "release"
+    # judged from the watch's first whole minute (the one it began in holds the rollout's answers too), at the
+    # first poll that sees one: a poll of 5 s each
+    assert re.fullmatch(
+        r"car-rental-service answered slower: p90 200 ms over (30|60) requests in the whole minutes since its watch "
+        r"began \((\d+)s ago\), 30 ms before its rollout \(200 requests in the minutes before it\); a p90 over 1.5× "
+        r"the release before's fails the release",
+        failed.value.message,
     )
     assert "inv perf --env dev" in failed.value.next_step
 
@@ -327,11 +348,11 @@ def test_a_release_within_max_slowdown_passes_saying_both_p90s_and_without_it_no
 ) -> None:
     dims = answering_in_30ms
     clock = TimedTraffic(factory, dims, requests=30, seconds_each=0.04)  # 1.33×
-    assert run(factory, dev_env, clock, seconds=10, max_slowdown=1.5) == (
-        "60 requests, 0 errors in 10s (0.0%); p90 40 ms (the release before: 30 ms)"
+    assert run(factory, dev_env, clock, seconds=70, max_slowdown=1.5) == (
+        "420 requests, 0 errors in 70s (0.0%); p90 40 ms (the release before: 30 ms)"
     )
     slow = TimedTraffic(factory, dims, requests=30, seconds_each=0.2)
-    assert run(factory, dev_env, slow, seconds=10) == "60 requests, 0 errors in 10s (0.0%)"  # not judged: 0
+    assert "p90" not in run(factory, dev_env, slow, seconds=10)  # max_slowdown 0: not judged, not read
 
 
 def test_an_alarm_of_the_alarm_watch_going_off_ends_the_watch_at_that_poll(
