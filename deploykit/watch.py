@@ -416,19 +416,6 @@ class WatchErrors(Step):
             counts, target, elb = alb_counts(since.read())
             elapsed = ctx.clock.monotonic() - started
             ctx.reporter.status(f"{self.service}: {counts} in {elapsed:.0f}s of {self.seconds:g}s")
-            if latency is not None and was is not None and counts.requests >= BASELINE:
-                # from the first whole minute of the watch: the minute it began in holds the rollout's answers too
-                now = p90_over(cloudwatch, latency, since.start, aws_now(ctx))
-                if self._slower(now, was):
-                    assert now is not None
-                    raise StepFailed(
-                        f"{self.service} answered slower: p90 {ms(now.seconds)} over {now.answers} requests in "
-                        f"the whole minutes since its watch began ({elapsed:.0f}s ago), {ms(was.seconds)} before its "
-                        f"rollout ({was.answers} requests in the minutes before it); a p90 over "
-                        f"{self.max_slowdown:g}× the release before's fails the release",
-                        next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m; how each release "
-                        f"served: inv perf --env {ctx.env.name}",
-                    )
             if failing(counts, judged_by, self.max_error_rate):
                 raise StepFailed(
                     f"{self.service} answered {counts.errors} of {counts.requests} requests with a 5xx "
@@ -444,9 +431,26 @@ class WatchErrors(Step):
             if elapsed >= self.seconds:
                 break
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
+        if latency is not None and was is not None:
+            # once, at the end: over the watch's whole minutes (the one it began in holds the rollout's answers and
+            # the release before's too), so that a fresh task's first slow seconds weigh as little as they last
+            now = p90_over(cloudwatch, latency, since.start, aws_now(ctx))
+            if self._slower(now, was):
+                assert now is not None
+                raise StepFailed(
+                    f"{self.service} answered slower: p90 {ms(now.seconds)} over {now.answers} requests in the whole "
+                    f"minutes of its {self.seconds:g}s watch, {ms(was.seconds)} before its rollout ({was.answers} "
+                    f"requests in the minutes before it); a p90 over {self.max_slowdown:g}× the release before's fails "
+                    "the release",
+                    next_step=f"see what it wrote: inv logs --env {ctx.env.name} --since 15m; how each release "
+                    f"served: inv perf --env {ctx.env.name}",
+                )
         detail = f"{counts} in {self.seconds:g}s ({counts.rate:.1%})"
-        if now is not None and was is not None:
-            detail += f"; p90 {ms(now.seconds)} (the release before: {ms(was.seconds)})"
+        if latency is not None and was is not None:
+            if now is not None and now.answers >= BASELINE:
+                detail += f"; p90 {ms(now.seconds)} (the release before: {ms(was.seconds)})"
+            else:
+                detail += "; too few answers in its whole minutes to judge its response times by"
         if counts.requests == 0:
             detail += "; no request came, nothing to judge it by"
         elif too_many_errors(counts, self.max_error_rate) and judged_by is not None:
