@@ -455,7 +455,6 @@ class ListenerHandler(BaseHTTPRequestHandler):
         return
 
     def _forward(self) -> None:
-        started = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         target = self.server.alb.pick_target(self.server.listener_arn)
@@ -466,6 +465,9 @@ class ListenerHandler(BaseHTTPRequestHandler):
         headers["X-Forwarded-For"] = self.client_address[0]
         headers["X-Forwarded-Proto"] = "http"
         headers["X-Forwarded-Port"] = str(self.server.server_address[1])
+        # TargetResponseTime as AWS counts it: from the request leaving the ALB to the target's answer (not the time
+        # the ALB took to pick the target, which waits for the sandbox's lock)
+        started = time.monotonic()
         try:
             conn = http.client.HTTPConnection(target.id, target.port, timeout=60)
             conn.request(self.command, self.path, body=body, headers=headers)
