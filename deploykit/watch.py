@@ -451,6 +451,8 @@ class WatchErrors(Step):
                 detail += f"; p90 {ms(now.seconds)} (the release before: {ms(was.seconds)})"
             else:
                 detail += "; too few answers in its whole minutes to judge its response times by"
+        elif latency is not None:
+            detail += "; its response times not judged: too few answers before the rollout to judge them by"
         if counts.requests == 0:
             detail += "; no request came, nothing to judge it by"
         elif too_many_errors(counts, self.max_error_rate) and judged_by is not None:

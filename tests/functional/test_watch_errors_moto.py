@@ -344,6 +344,17 @@ def test_a_release_answering_slower_than_max_slowdown_allows_fails_naming_both_p
     assert "inv perf --env dev" in failed.value.next_step
 
 
+def test_without_enough_answers_before_the_rollout_response_times_are_not_judged(
+    factory: AwsFactory, dev_env: EnvConfig, percentiles: None
+) -> None:
+    dims = service_behind_an_alb(factory)
+    answered_before(factory, dims, minutes=10, requests=100, errors=0)  # its counts, but no response time put
+    slow = TimedTraffic(factory, dims, requests=30, seconds_each=0.5)
+    assert run(factory, dev_env, slow, seconds=10, max_slowdown=1.5).endswith(
+        "; its response times not judged: too few answers before the rollout to judge them by"
+    )
+
+
 def test_a_watch_with_too_few_answers_in_its_whole_minutes_does_not_judge_its_response_times(
     factory: AwsFactory, dev_env: EnvConfig, answering_in_30ms: tuple[str, str]
 ) -> None:
