@@ -1112,7 +1112,11 @@ def analysis_lines(
             "back"
         )
     if "app" in kinds and watch.on:
-        slower = f", or a p90 over {watch.max_slowdown:g}× the release before's," if watch.max_slowdown else ""
+        slower = (
+            f", or a p90 over {watch.max_slowdown:g}× the release before's and 20 ms more,"
+            if watch.max_slowdown
+            else ""
+        )
         lines.append(
             f"👀 the app's 5xx{' and response times' if slower else ''} are watched for {watch.seconds:g}s after its "
             f"rollout, {allowed(watch.max_error_rate)}{slower} rolls it back"

@@ -1334,16 +1334,24 @@ def _check_promotion(config: Config, env: EnvConfig, where: str, table: str = ""
         current = config.environments[source]
 
 
+MIN_SLOWDOWN_WATCH = 120.0  # seconds of error watch a slowdown is judged in, at least
+
+
 def watch_problem(watch: ErrorWatch) -> str | None:
     """What is wrong with an error watch's settings, or None."""
     if watch.seconds < 0:
         return f"seconds must be at least 0 (no watch), not {watch.seconds:g}"
-    if watch.max_slowdown and watch.max_slowdown <= 1:
+    if watch.max_slowdown != 0 and not watch.max_slowdown > 1:  # nan too
         return (
             f"max_slowdown must be 0 (not judged) or more than 1 (1.5: half again as slow), not {watch.max_slowdown:g}"
         )
     if watch.max_slowdown and not watch.compare:
         return "max_slowdown judges a release against the release before: it needs compare = true"
+    if watch.max_slowdown and watch.on and watch.seconds < MIN_SLOWDOWN_WATCH:
+        return (
+            f"max_slowdown needs seconds = {MIN_SLOWDOWN_WATCH:g} at least (not {watch.seconds:g}): it judges the "
+            "watch's minutes after the one it began in, of which a shorter watch has too few"
+        )
     return _rate_problem(watch.max_error_rate)
 
 

@@ -361,15 +361,16 @@ class WatchErrors(Step):
     max_slowdown: float = 0.0
 
     def describe(self) -> str:
-        also = ", or one of its alarms going to ALARM," if self.alarms else ""
+        also = [f"a p90 over {self.max_slowdown:g}× the release before's and 20 ms more"] if self.max_slowdown else []
+        also += ["one of its alarms going to ALARM"] if self.alarms else []
+        said = self._allowed() + "".join(f", or {one}" for one in also) + ("," if also else "")
         return (
-            f"watch {self.service}'s answers through its ALB for {self.seconds:g}s: {self._allowed()}{also} fails the "
-            "release (and rolls it back)"
+            f"watch {self.service}'s answers through its ALB for {self.seconds:g}s: {said} fails the release (and "
+            "rolls it back)"
         )
 
     def _allowed(self) -> str:
-        slower = f", or a p90 over {self.max_slowdown:g}× the release before's," if self.max_slowdown else ""
-        return allowed(self.max_error_rate) + (" beyond the release before's rate" if self.compare else "") + slower
+        return allowed(self.max_error_rate) + (" beyond the release before's rate" if self.compare else "")
 
     def _slower(self, now: P90 | None, was: P90) -> bool:
         """Whether ``now`` (of :data:`BASELINE` answers at least) is over ``max_slowdown`` times ``was`` and
@@ -383,7 +384,7 @@ class WatchErrors(Step):
         ``compare`` or that time."""
         primary = ecs.primary_deployment(dict(service))
         began = primary.get("createdAt") if primary else None
-        return began if self.compare and isinstance(began, datetime) else None
+        return utc(began) if self.compare and isinstance(began, datetime) else None
 
     def fixed_seconds(self) -> float:
         return self.seconds

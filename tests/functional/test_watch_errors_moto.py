@@ -364,7 +364,7 @@ def test_a_watch_with_too_few_answers_in_its_whole_minutes_does_not_judge_its_re
     )
 
 
-def test_a_release_within_max_slowdown_passes_saying_both_p90s_and_without_it_none_is_read(
+def test_a_release_within_max_slowdown_passes_saying_both_p90s(
     factory: AwsFactory, dev_env: EnvConfig, answering_in_30ms: tuple[str, str]
 ) -> None:
     dims = answering_in_30ms
@@ -373,8 +373,35 @@ def test_a_release_within_max_slowdown_passes_saying_both_p90s_and_without_it_no
         "420 requests, 0 errors in 70s (0.0%); p90 40 ms (the release before: 30 ms)"
     )
 
+
+def test_without_max_slowdown_response_times_are_neither_read_nor_judged(
+    factory: AwsFactory, dev_env: EnvConfig, answering_in_30ms: tuple[str, str]
+) -> None:
+    dims = answering_in_30ms
     slow = TimedTraffic(factory, dims, requests=30, seconds_each=0.2)
-    assert "p90" not in run(factory, dev_env, slow, seconds=10)  # max_slowdown 0: not judged, not read
+    asked: list[str] = []
+    factory.client("cloudwatch").meta.events.register(
+        "before-parameter-build.cloudwatch.GetMetricData",
+        lambda params, **_: asked.extend(q["MetricStat"]["Metric"]["MetricName"] for q in params["MetricDataQueries"]),
+    )
+    # max_slowdown 0: a release five times slower over 70 s is not judged by its response times, nor are they read
+    assert run(factory, dev_env, slow, seconds=70) == "420 requests, 0 errors in 70s (0.0%)"
+    assert asked and "TargetResponseTime" not in asked
+
+
+def test_slower_is_over_max_slowdown_times_the_p90_before_and_20_ms_more_of_20_answers_each() -> None:
+    watch = WatchErrors(CLUSTER, SERVICE, 180, 0.01, 5.0, max_slowdown=1.5)
+    assert watch._slower(P90(0.16, 100), P90(0.1, 100))  # 1.6×, 60 ms more
+    assert not watch._slower(P90(0.14, 100), P90(0.1, 100))  # 1.4×, though 40 ms more
+    assert not watch._slower(P90(0.01, 100), P90(0.004, 100))  # 2.5×, but 6 ms more
+    assert not watch._slower(P90(0.5, 19), P90(0.1, 100))  # too few answers to judge by
+    assert not watch._slower(None, P90(0.1, 100))
+    assert watch.describe() == (
+        "watch car-rental-service's answers through its ALB for 180s: more than 1.0% failing beyond the release "
+        "before's rate, or a p90 over 1.5× the release before's and 20 ms more, fails the release (and rolls it back)"
+    )
+    both = WatchErrors(CLUSTER, SERVICE, 180, 0.01, 5.0, alarms=("car-rental-5xx",), max_slowdown=1.5)
+    assert "and 20 ms more, or one of its alarms going to ALARM, fails the release" in both.describe()
 
 
 def test_an_alarm_of_the_alarm_watch_going_off_ends_the_watch_at_that_poll(

@@ -445,7 +445,7 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
     slowdown = dataclasses.replace(env, app_error_watch=ErrorWatch(seconds=180, max_slowdown=1.5))
     assert auto.analysis_lines(found, slowdown)[-1] == (
         "👀 the app's 5xx and response times are watched for 180s after its rollout, more than 1.0% failing, or a p90 "
-        "over 1.5× the release before's, rolls it back"
+        "over 1.5× the release before's and 20 ms more, rolls it back"
     )
 
 

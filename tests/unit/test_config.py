@@ -366,8 +366,10 @@ def test_an_error_watch_is_off_unless_set_and_its_values_are_checked() -> None:
     assert parse_config(data, Path("deploy.toml")).environment("dev").app_error_watch.max_slowdown == 1.5
     for bad, message in (
         ({"seconds": -1}, r"app_error_watch\.seconds must be at least 0 \(no watch\), not -1"),
-        ({"seconds": 60, "max_slowdown": 1}, r"app_error_watch\.max_slowdown must be 0 \(not judged\) or more than 1"),
-        ({"seconds": 60, "max_slowdown": 2, "compare": False}, r"max_slowdown judges a release against the release"),
+        ({"seconds": 120, "max_slowdown": 1}, r"app_error_watch\.max_slowdown must be 0 \(not judged\) or more than 1"),
+        ({"seconds": 120, "max_slowdown": float("nan")}, r"max_slowdown' must be a number, not nan"),
+        ({"seconds": 120, "max_slowdown": 2, "compare": False}, r"max_slowdown judges a release against the release"),
+        ({"seconds": 60, "max_slowdown": 2}, r"max_slowdown needs seconds = 120 at least \(not 60\)"),
         ({"seconds": 60, "max_error_rate": 1}, r"app_error_watch\.max_error_rate must be at least 0 and under 1"),
     ):
         data["environments"]["dev"]["app_error_watch"] = bad
