@@ -43,6 +43,7 @@ from deploykit.watch import (
     baseline,
     failing,
     latency_query,
+    minute_up,
     ms,
     over,
 )
@@ -102,14 +103,9 @@ class Release:
     def minutes(self) -> tuple[datetime, datetime] | None:
         """The whole minutes it was live (the live one's current minute counts: what has come of it so far); None
         when it was live less than one whole minute."""
-        start = _minute(self.begin, up=True)
-        end = _minute(self.end, up=self.live)
+        start = minute_up(self.begin)
+        end = minute_up(self.end) if self.live else self.end.replace(second=0, microsecond=0)
         return (start, end) if end - start >= timedelta(seconds=PERIOD) else None
-
-
-def _minute(moment: datetime, *, up: bool) -> datetime:
-    floor = moment.astimezone(UTC).replace(second=0, microsecond=0)
-    return floor + timedelta(seconds=PERIOD) if up and floor != moment.astimezone(UTC) else floor
 
 
 def timeline(

@@ -259,13 +259,13 @@ BEFORE_SECONDS = 600.0
 def before_rollout(cloudwatch: Any, queries: Mapping[str, Query], began: datetime, seconds: float) -> Counts:
     """The ALB's counts in the whole minutes of the ``seconds`` before the rollout ``began``, its own minute left out
     (the new tasks may have answered in it): what the release before answered, for :func:`failing`."""
-    end = began.replace(second=0, microsecond=0) - timedelta(seconds=PERIOD)  # sums reads up to the next minute
-    return alb_counts(sums(cloudwatch, queries, end - timedelta(seconds=seconds), end))[0]
+    start, end = before_minutes(began, seconds)
+    return alb_counts(sums(cloudwatch, queries, start, end - timedelta(seconds=PERIOD)))[0]  # sums reads a minute on
 
 
 def before_minutes(began: datetime, seconds: float) -> tuple[datetime, datetime]:
-    """The whole minutes :func:`before_rollout` counts: from the minute ``seconds`` before the rollout's own minute
-    to that minute."""
+    """The whole minutes :func:`before_rollout` counts (the release before's p90 too): from the minute ``seconds``
+    before the rollout's own minute to that minute."""
     end = began.replace(second=0, microsecond=0)
     return (end - timedelta(seconds=PERIOD + seconds)).replace(second=0, microsecond=0), end
 
@@ -325,7 +325,7 @@ def p90_over(cloudwatch: Any, latency: Query, start: datetime, end: datetime) ->
     """The p90 of ``latency`` over the whole minutes from ``start`` to ``end``, both rounded up (a minute begun before
     ``start`` holds answers from before it; the one ``end`` is in counts with what it has so far); None without
     data."""
-    start, end = _minute_up(start), _minute_up(end)
+    start, end = minute_up(start), minute_up(end)
     if end <= start:
         return None
     found = over(cloudwatch, {"p90": (latency, "p90"), "answers": (latency, "SampleCount")}, start, end)
@@ -334,7 +334,8 @@ def p90_over(cloudwatch: Any, latency: Query, start: datetime, end: datetime) ->
     return P90(found["p90"][0], round(sum(found["answers"])))
 
 
-def _minute_up(moment: datetime) -> datetime:
+def minute_up(moment: datetime) -> datetime:
+    """``moment`` if it begins a minute, else the minute after it begins."""
     floor = moment.replace(second=0, microsecond=0)
     return floor if floor == moment else floor + timedelta(seconds=PERIOD)
 
