@@ -870,16 +870,41 @@ def _build_settings(
             if isinstance(t, dict) and _sizes_env(key, env, old_doc, new_doc)
         }
 
+    def built_on(doc: dict[str, Any] | str, table: dict[str, Any] | str) -> object:
+        """What ``env``'s image is built on: its own base_image (its table's, or the pattern's that makes it), else
+        [build]'s; with [build.base] (each key its default when unset) when that is the image inv base-image builds,
+        which the environment's image is built on then alone."""
+        bases = per_env(doc, "base_image")
+        if isinstance(bases, str) or isinstance(table, str):
+            return "unreadable"
+        named = sorted({str(v) for v in bases.values() if v})
+        image = named[0] if len(named) == 1 else tuple(named) if named else part(table, "base_image")
+        spec = table.get("base")
+        local = {**BUILD_DEFAULTS["base"], **(spec if isinstance(spec, dict) else {})}
+        return image, local if image == local["name"] else None
+
+    def own(whole: object) -> object:
+        """``whole`` (:func:`part` of a table) without what the image is built on, which :func:`built_on` judges
+        for ``env`` (another environment's base image, or the local one it does not use, builds not its image)."""
+        return {k: v for k, v in whole.items() if k not in ("base_image", "base")} if isinstance(whole, dict) else whole
+
     targets: list[tuple[Target, str]] = []  # each with the setting that made it
     platform = part(before, PLATFORM) != part(after, PLATFORM)
     old_bases, new_bases = per_env(old_doc, "base_image"), per_env(new_doc, "base_image")
-    if part(before, None) != part(after, None):
+    whole_before, whole_after = part(before, None), part(after, None)
+    if env is not None:
+        whole_before, whole_after = own(whole_before), own(whole_after)
+    if whole_before != whole_after:
         why = f"the [build] table of {name} changed: the image is built otherwise"
         targets.append((Target("app", "app", why), f"[build] {PLATFORM}" if platform else "[build]"))
-    elif old_bases != new_bases:
+    elif old_bases != new_bases and (env is None or built_on(old_doc, before) != built_on(new_doc, after)):
         tables = changed_tables(old_bases, new_bases)
         why = f"base_image of {tables} in {name} changed: the image is built on another base"
         targets.append((Target("app", "app", why), f"{tables} base_image"))
+    elif env is not None and built_on(old_doc, before) != built_on(new_doc, after):
+        setting = "[build] base_image" if part(before, "base_image") != part(after, "base_image") else "[build.base]"
+        why = f"{setting} of {name} changed: {env}'s image is built on it, and so on another base"
+        targets.append((Target("app", "app", why), setting))
     if platform:
         why = f"[build] {PLATFORM} of {name} changed: the service's tasks run on another architecture"
         targets.append((Target("stack:fargate", "stack", why), f"[build] {PLATFORM}"))

@@ -127,6 +127,16 @@ class Record:
         """Whether a person's ``inv rollback`` ran it (it found what it took the environment off wanting)."""
         return self.command.startswith("rollback ")
 
+    def failed_live(self, component: str) -> bool:
+        """Whether the run failed after it put its release of ``component`` live: the service rolled to it, or a
+        function's alias was moved to it (the versions its move-alias steps left are in its ``left``). A stack's
+        is not told by its record alone (deploykit.rollback.may_have_changed reads it, given the stack's name)."""
+        if self.ok or component not in self.deployed:
+            return False
+        if component == "app":
+            return any(step.get("step") == "roll-service" and step.get("status") == "done" for step in self.steps)
+        return component.startswith("lambda:") and component in self.left
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from deploykit import stored
-from deploykit.app_chain import RollService
 from deploykit.history import Record
 from deploykit.output import tabulate
 from deploykit.report import changed, duration
@@ -140,7 +139,7 @@ def timeline(
             failed_before = by is not None and not by.ok
             if record.ok and not (changed(record) or next_sha != sha or failed_before):
                 continue
-            if not record.ok and not _went_live(record, component):
+            if not record.ok and not record.failed_live(component):
                 continue
         when = max(_began(record), begin)
         if sha and when > begin:
@@ -160,14 +159,6 @@ def _began(record: Record) -> datetime:
     if changing is not None:
         return changing
     return end if record.ok else end - timedelta(seconds=record.seconds)
-
-
-def _went_live(record: Record, component: str) -> bool:
-    """Whether a failed run put its release of ``component`` live before it failed: the service rolled to it, or a
-    function's alias was moved to it (the versions its move-alias steps left are in its ``left``)."""
-    if component == "app":
-        return any(step.get("step") == RollService.name and step.get("status") == "done" for step in record.steps)
-    return component.startswith("lambda:") and component in record.left
 
 
 def _release(

@@ -154,24 +154,39 @@ def previous_deploy(
     live: str | None,
     usable: Callable[[str], bool] = bool,
     runs_now: Callable[[str], bool] = lambda _sha: False,
+    failed_live: Callable[[history.Record], bool] | None = None,
 ) -> history.Record | None:
     """The newest successful record that deployed ``component`` at a SHA other than ``live`` (newest first in).
 
     A record that only carried the component to its commit (deploy.auto, no change since) did not deploy it: its
     SHA names no image or version. Nor is a commit a person's rollback took off since a target: that release was
-    put back as bad (``--to`` still names it). Of the rest, the first whose SHA is ``usable`` (a Lambda: one that
+    put back as bad (``--to`` still names it), also by a rollback that failed after it put the release it went
+    back to live (its smoke failed: nothing undid it), which ``failed_live`` tells (a stack's is given; else
+    :meth:`history.Record.failed_live`). Of the rest, the first whose SHA is ``usable`` (a Lambda: one that
     has a published version); else the first whose SHA ``runs_now`` does not count (a Lambda: its code is not what
     the version served runs), which a Lambda's rollback publishes again from its commit's code; else the first, so
     that what follows says there is nothing to roll back, or names what is missing."""
     found: list[history.Record] = []
     taken_off: set[str] = set()  # the commits a person's rollback newer than the record at hand took off
-    for record in history.deploys_of(records, component):
-        if record.components[component] not in (live, *taken_off):
-            found.append(record)
-        if record.rollback_by_hand and record.base.get(component):
-            taken_off.add(str(record.base[component]))
+    for record in records:
+        if record.ok and record.deployed.get(component) and record.components[component] not in (live, *taken_off):
+            found.append(record)  # history.deploys_of
+        off = took_off(record, component, failed_live)
+        if off:
+            taken_off.add(off)
     other = next((r for r in found if not runs_now(r.components[component])), found[0] if found else None)
     return next((r for r in found if usable(r.components[component])), other)
+
+
+def took_off(
+    record: history.Record, component: str, failed_live: Callable[[history.Record], bool] | None = None
+) -> str | None:
+    """The commit a person's rollback took ``component`` off: one that worked, or failed after it put the release it
+    went back to live (:func:`previous_deploy`'s ``failed_live``)."""
+    off = record.base.get(component) if record.rollback_by_hand and component in record.deployed else None
+    if not off or not (record.ok or (failed_live(record) if failed_live else record.failed_live(component))):
+        return None
+    return str(off)
 
 
 @dataclass(frozen=True)
@@ -209,6 +224,7 @@ def _history_target(
     records: Sequence[history.Record] | None = None,
     deeper: Callable[[str, int], Sequence[history.Record]] | None = None,
     runs_now: Callable[[str], bool] = lambda _sha: False,
+    failed_live: Callable[[history.Record], bool] | None = None,
 ) -> tuple[str, str, str | None]:
     """(sha, source, live) of the previous successful deploy (:func:`previous_deploy`); UsageError when there is
     none. ``records``: the newest records when the caller has read them already; ``deeper``: History.records_of, for
@@ -224,17 +240,19 @@ def _history_target(
             live = _recorded_live(found, component)
         records = found.records(HISTORY_DEPTH)
         deeper = found.records_of
-    record = previous_deploy(records or [], component.key, live, usable, runs_now)
+    record = previous_deploy(records or [], component.key, live, usable, runs_now, failed_live)
     if (record is None or not usable(record.components[component.key])) and deeper is not None:
         # the newest records hold no deploy to go back to (runs of other components since): the component's own,
         # further back
         records = deeper(component.key, HISTORY_DEPTH)
-        record = previous_deploy(records, component.key, live, usable, runs_now)
+        record = previous_deploy(records, component.key, live, usable, runs_now, failed_live)
     passed = [sha for sha in _passed_over(records or [], component.key, live, record) if not runs_now(sha)]
     if record is None:
+        off = sorted({sha for r in records or [] if (sha := took_off(r, component.key, failed_live))})
         raise UsageError(
             f"nothing to go back to: no successful deploy of {component.key} in {env.name}'s history "
-            f"at another commit than the live {live or '(unknown)'}",
+            f"at another commit than the live {live or '(unknown)'}"
+            + (f" but those a rollback took off as bad ({', '.join(off)}: --to names one)" if off else ""),
             next_step=f"see the history (inv history --env {env.name}), or name a commit: inv rollback --to <sha>",
         )
     sha = record.components[component.key]
@@ -411,11 +429,21 @@ def resolve_lambda(
             by_code[commit] = (sha12, code, running)
         return by_code[commit]
 
-    def usable(commit: str) -> bool:  # a version to go back to: not the one the alias serves
-        return version_of(commit)[2] not in (None, live_version)
+    # the code the alias serves: a version of the very same code (CloudFormation publishes one anew when a stack's
+    # deploy carries the function unchanged) is no other release
+    live_code = serving.get("CodeSha256") if serving else None
+    code_of = {str(v.get("Version")): v.get("CodeSha256") for v in versions}
+
+    def serves(version: str | None) -> bool:
+        return version is not None and (
+            version == live_version or bool(live_code and code_of.get(version) == live_code)
+        )
+
+    def usable(commit: str) -> bool:  # a version to go back to: not one of the code the alias serves
+        return version_of(commit)[2] is not None and not serves(version_of(commit)[2])
 
     def runs_now(commit: str) -> bool:  # its code is what the alias serves (a commit the stack carried it to since)
-        return live_version is not None and version_of(commit)[2] == live_version
+        return live_version is not None and serves(version_of(commit)[2])
 
     if to is not None:
         wanted = normalize_to(to)
@@ -433,7 +461,7 @@ def resolve_lambda(
     if version is None:
         compared = f"CodeSha256 {code}" if code else "commit not in this clone to compare"
         raise _missing_version(env, component.function, function_name, wanted, shas, compared)
-    if version == live_version:  # its code is what runs: nothing to roll back (a version the stack published)
+    if serves(version):  # its code is what runs: nothing to roll back (a version the stack published)
         live = sha
     return Target(component, live, sha, source, version, routed=routed), function_name
 
@@ -572,10 +600,11 @@ def resolve_stack(
     again: its cdk/ is not in git). A commit this clone lacks (a shallow checkout) does, when its template was kept.
 
     What is live is the live record's SHA for the stack, unless the newest run that deployed the stack failed: its
-    change set may have gone through before a later step (smoke, a watch) failed, and a failed run never moves the
-    live record. Then what runs may be that run's commit, and without ``--to`` the stack goes back to the live
-    record's, the last that deployed it successfully. ``known``: the newest :data:`HISTORY_DEPTH` records and the
-    live record, when the caller read them already (a whole run's rollback)."""
+    change set may have gone through before a later step (smoke, a watch) failed, and a failed run never moves the live
+    record. Then what runs may be that run's commit, and without ``--to`` the stack goes back to the live record's, the
+    last that deployed it successfully; unless that run was a person's rollback, which took the stack off the live
+    record's release: then to the deploy before what it went back to, as after one that worked. ``known``: the newest
+    :data:`HISTORY_DEPTH` records and the live record, when the caller read them already (a whole run's rollback)."""
     root = config.root
     key = component.key
     found = history.History.of(aws, env) if known is None else None
@@ -612,7 +641,9 @@ def resolve_stack(
         origin = deployed_from(records, key, sha) or sha
         return git.is_known_commit(root, sha) or sha[:12] in kept() or origin[:12] in kept()
 
-    if failed and attempt is not None and recorded and usable(recorded):
+    # a person's rollback that failed after its change set went through went back from the recorded release: going
+    # there again would be going forward, to a release put back as bad (previous_deploy passes it over)
+    if failed and attempt is not None and not attempt.rollback_by_hand and recorded and usable(recorded):
         why = f"the last successful deploy; {attempt.command} at {attempt.when} failed after it ({attempt.id})"
         return _stack_target(component, live, recorded, why, records)
     sha, source, live = _history_target(
@@ -623,6 +654,7 @@ def resolve_stack(
         usable,
         records=records if known else None,
         deeper=found.records_of if found is not None else None,
+        failed_live=partial(may_have_changed, stack=stack, stacks=roles.values()),
     )
     if DIRTY in sha:
         raise UsageError(
@@ -902,8 +934,10 @@ _SHOWN_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}
 
 
 def _changed(record: history.Record) -> bool:
-    """Whether a run deployed a component at another commit than ran there before."""
-    return any(sha != record.base.get(component) for component, sha in record.deployed.items())
+    """Whether a run deployed a component at another commit than ran there before, and changed what runs (its
+    record says so: a deploy of a comment in cdk/app.py finds every stack with nothing to change)."""
+    moved = any(sha != record.base.get(component) for component, sha in record.deployed.items())
+    return moved and record.changed is not False
 
 
 def run_prefix(run: str, env: EnvConfig) -> str:
@@ -937,10 +971,11 @@ def run_moment(run: str, env: EnvConfig) -> datetime | None:
 
 def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> history.Record:
     """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that changed
-    something (a component it deployed at another commit than ran before: a rerun whose every step was skipped
-    changed nothing) and was not itself a rollback (undoing a rollback would deploy again what it took away: after
-    an automatic rollback, the failed release); else a record's id or the start of one (``inv history --json`` lists
-    them), or its time as ``inv history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise."""
+    something (a component it deployed at another commit than ran before, and a step that changes what runs done: a
+    rerun whose every step was skipped changed nothing, nor did stacks' deploys that found nothing to change) and was
+    not itself a rollback (undoing a rollback would deploy again what it took away: after an automatic rollback, the
+    failed release); else a record's id or the start of one (``inv history --json`` lists them), or its time as ``inv
+    history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise."""
     if run == "last":
         found = next((r for r in records if r.ok and _changed(r) and not r.rollback), None)
         if found is None:
@@ -1000,7 +1035,6 @@ def undo_targets(
             next_step="roll back the others one by one: inv rollback --component COMPONENT --to SHA",
         )
     moved: list[str] = []
-    undone: list[str] = []  # components a newer rollback put back already
     back = restored(record)  # functions the run took out: not live, unless a newer run brought them back
     for component in [*sorted(record.deployed), *back]:
         since = next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
@@ -1009,24 +1043,24 @@ def undo_targets(
                 moved.append(f"{component} (by {since.command} at {since.when}, {since.id})")
             continue
         runs = (live.get(component) or {}).get("sha")
-        if since is not None and since.rollback and runs == record.deployed[component]:
-            continue  # a rollback put this run's release back (after a newer deploy failed): it can be undone
-        if since is not None and since.rollback and runs == record.base.get(component):
-            undone.append(f"{component} (put back by {since.command} at {since.when}, {since.id})")
-        elif since is not None:
+        if since is not None and since.rollback and runs in (record.deployed[component], record.base.get(component)):
+            continue  # this run's release put back (after a newer deploy failed): it can be undone; or undone
+        if since is not None:
             moved.append(f"{component} (by {since.command} at {since.when}, {since.id})")
         elif component not in live:
             moved.append(f"{component} (not live any more)")
-    if undone and not moved:
+    undone = put_back_since(record, newer, live)
+    if moved:
         raise UsageError(
-            f"{where} is undone already: {'; '.join(undone)}; nothing was changed",
-            next_step=f"see what runs: inv history --env {env.name}; to undo an earlier run, name it: --run ID",
-        )
-    if moved or undone:
-        raise UsageError(
-            f"{where}: deployed again since, or taken out: {'; '.join(moved + undone)}; nothing was changed",
+            f"{where}: deployed again since, or taken out: {'; '.join(moved + list(undone.values()))}; "
+            "nothing was changed",
             next_step="undo the newer runs first (inv history lists them), or roll back one component: "
             "inv rollback --component COMPONENT --to SHA",
+        )
+    if undone.keys() >= record.deployed.keys() - taken_out(record):
+        raise UsageError(
+            f"{where} is undone already: {'; '.join(undone.values())}; nothing was changed",
+            next_step=f"see what runs: inv history --env {env.name}; to undo an earlier run, name it: --run ID",
         )
     dirty = sorted(c for c in record.deployed if c.startswith("stack:") and DIRTY in str(record.base.get(c)))
     if dirty:  # said as --run's, not as the --to it is resolved with (check_stack_to)
@@ -1038,8 +1072,23 @@ def undo_targets(
             f"--component {stack} --to SHA (inv history --env {env.name} --component {stack} lists them)",
         )
     return sorted(
-        ((c, str(record.base[c])) for c in record.deployed if c not in added), key=lambda pair: undo_order(pair[0], env)
+        ((c, str(record.base[c])) for c in record.deployed if c not in added and c not in undone),
+        key=lambda pair: undo_order(pair[0], env),
     )
+
+
+def put_back_since(
+    record: history.Record, newer: Sequence[history.Record], live: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """component → how, for each component ``record``'s run deployed that a ``newer`` rollback put back on what ran
+    before the run (and runs so): undone already, the rest of the run is still to undo (:func:`undo_targets`)."""
+    found: dict[str, str] = {}
+    for component in sorted(record.deployed):
+        since = next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
+        runs = (live.get(component) or {}).get("sha")
+        if since is not None and since.rollback and runs == record.base.get(component) != record.deployed[component]:
+            found[component] = f"{component} (put back by {since.command} at {since.when}, {since.id})"
+    return found
 
 
 def unchanged_by(record: history.Record, stacks: Mapping[str, str]) -> frozenset[str]:

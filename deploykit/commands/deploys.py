@@ -842,6 +842,7 @@ def _run_rollback_plan(
     added, back = rollbacks.taken_out(record), rollbacks.restored(record)
     listed = ", ".join(
         [f"{c} → {sha}" for c, sha in targets]
+        + [f"{how}: undone already" for how in rollbacks.put_back_since(record, newer, read["live"]).values()]
         + [f"{c} taken out (the run added it)" for c in added]
         + [f"{c} back at {sha} (the run took it out)" for c, sha in back.items()]
     )

@@ -1781,6 +1781,31 @@ def test_an_environment_s_own_base_image_counts_for_the_app_there(repo: Path) ->
     assert detect(config, everything(config, middle), env="sandbox", include_uncommitted=True).components() == set()
 
 
+def test_what_an_environment_s_image_is_not_built_on_deploys_nothing_there(repo: Path) -> None:
+    """The sandbox builds on the local base image (its own base_image), dev on [build]'s: a new [build] base_image
+    rebuilds dev's app alone, a new [build.base] spec (how inv base-image builds the local one) the sandbox's alone;
+    unnamed, any environment's counts."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    toml.write_text(toml.read_text().replace('base_image = "python:3.11-slim"', 'base_image = "python:3.12-slim"', 1))
+    commit(repo, "dev: a new base")
+    assert detect(config, everything(config, base), env="sandbox").components() == set()
+    (change,) = detect(config, everything(config, base), env="dev").for_component("app")
+    assert change.setting == "[build] base_image" and "dev's image is built on it" in change.reason
+    assert detect(config, everything(config, base)).components() == {"app"}
+    middle = run_git(repo, "rev-parse", "HEAD").strip()
+    toml.write_text(toml.read_text().replace("[build.base]\n", "[build.base]\nmax_age_days = 3\n", 1))
+    commit(repo, "the local base rebuilt every three days")
+    assert detect(config, everything(config, middle), env="dev").components() == set()
+    (change,) = detect(config, everything(config, middle), env="sandbox").for_component("app")
+    assert change.setting == "[build.base]"
+    assert detect(config, everything(config, middle)).components() == {"app"}
+    # the rest of [build] builds every environment's image otherwise
+    toml.write_text(toml.read_text().replace('context = "backend"', 'context = "backend"\ndockerfile = "Dockerfile.x"'))
+    assert detect(config, everything(config, middle), env="dev", include_uncommitted=True).components() == {"app"}
+
+
 def test_a_pattern_s_base_image_does_not_count_for_an_environment_with_a_table_of_its_own(repo: Path) -> None:
     """An environment's own table is the whole of it (the pattern that would make it is not read): a new base_image
     of the pattern builds nothing of it, as its size does not (the app was deployed there again, said built on

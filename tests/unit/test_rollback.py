@@ -346,6 +346,54 @@ def test_the_deploy_to_go_back_to_is_never_one_a_person_s_rollback_took_off_sinc
     assert rb.previous_deploy(records[1:], key, A) is records[1]  # without the rollback: B, as before
 
 
+def test_a_rollback_that_failed_after_it_put_its_release_live_took_the_one_before_off_too(env: EnvConfig) -> None:
+    """B deployed, then rolled back by hand to A, whose smoke failed after the service rolled (nothing undid it):
+    A runs, and going back again is not forward to B, the release that rollback put back as bad."""
+    rolled = [{"step": "roll-service", "status": "done", "seconds": 1.0}, {"step": "smoke", "status": "failed"}]
+    back = dataclasses.replace(record(A, ok=False, n=3), command=f"rollback app → {A}", base={"app": B}, steps=rolled)
+    records = [back, record(B, n=2), record(A, n=1), record(C, n=0)]
+    assert back.failed_live("app") and rb.took_off(back, "app") == B
+    assert rb.previous_deploy(records, "app", A) is records[3]
+    with pytest.raises(UsageError, match=f"but those a rollback took off as bad \\({B}: --to names one\\)"):
+        rb._history_target(Mock(spec=AwsFactory), env, rb.Component("app"), A, records=records[:3])
+    # one that failed before the service rolled put nothing live: B is still the deploy before
+    early = dataclasses.replace(back, steps=[{"step": "register-taskdef", "status": "failed"}])
+    assert not early.failed_live("app") and rb.took_off(early, "app") is None
+    assert rb.previous_deploy([early, *records[1:]], "app", A) is records[1]
+    # a function's: its alias moved (its record's left names the version)
+    key = "lambda:login_handler"
+    moved = dataclasses.replace(
+        record(A, ok=False, component=key, n=3), command=f"rollback {key} → {A}", base={key: B}, left={key: {"1": "1"}}
+    )
+    assert rb.previous_deploy([moved, record(B, component=key, n=2), record(A, component=key, n=1)], key, A) is None
+
+
+def test_a_version_of_the_code_the_alias_serves_is_no_release_to_go_back_to(
+    env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's fast-path version 2, then deploy.full at C that left the function's code as it was: CloudFormation
+    published version 3 of the same code, which the alias serves. Going back from C is to A's code, not to version 2
+    (the same code again, recorded as C taken off); --to B is nothing to roll back."""
+    monkeypatch.setattr(lambda_chain, "deployed_functions", lambda cfn, env: {"login_handler": "fn-login"})
+    listed = versions(("1", f"code s3://b/a git {A}"), ("2", f"code s3://b/b git {B}"), ("3", "code s3://b/b"))
+    for version, code in zip(listed, ["code-of-B=", "code-of-A=", "code-of-B=", "code-of-B="], strict=True):
+        version["CodeSha256"] = code
+    aws = fake_lambda_aws(env, listed, live_version="3")
+    key = "lambda:login_handler"
+    store = Mock(spec=history.History)
+    full = dataclasses.replace(record(C, n=3), command="deploy.full", components={"app": C, key: C}, base={key: B})
+    store.records.return_value = [full, record(B, component=key, n=2), record(A, component=key, n=1)]
+    store.records_of.return_value = store.records.return_value
+    store.live.return_value = {key: {"sha": C}}
+    monkeypatch.setattr(history.History, "of", classmethod(lambda cls, aws, env: store))
+    component = rb.Component("lambda", "login_handler")
+    code = {A: (A, "code-of-A="), B: (B, "code-of-B="), C: (C, "code-of-B=")}
+    target, _ = rb.resolve_lambda(aws, env, component, None, code.get)
+    assert (target.live, target.sha, target.version) == (C, A, "1")
+    again, _ = rb.resolve_lambda(aws, env, component, "bbbbbbb", code.get)
+    assert (again.live, again.sha, again.version) == (B, B, "2")  # commands.rollback: "nothing to roll back"
+
+
 def test_a_function_made_anew_goes_back_to_the_previous_deploy_s_code_published_again(
     env: EnvConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -500,6 +548,38 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
     assert rb.resolve_stack(aws, config, env, stack, "E" * 40).sha == "e" * 12
 
 
+# a run whose change set of the Fargate stack went through, then failed at smoke
+THROUGH = [
+    {"step": "deploy-stack", "status": "done", "detail": "CarRentalFargateStack: updated in 2.1s (1 change)"},
+    {"step": "smoke", "status": "failed", "detail": "alb: 502"},
+]
+
+
+def test_after_a_rollback_of_a_stack_failed_past_its_change_set_it_never_goes_forward_to_the_release_it_took_off(
+    project: Path, env: EnvConfig, patched: None
+) -> None:
+    """first, second, third deployed; a person's rollback of the stack to second failed at smoke after its change
+    set went through: second runs, the live record still says third. Going back again is to first, not 'back' to
+    third, the release that rollback took off as bad."""
+    config = load_config(project / "deploy.toml")
+    first, second, third = commits(project, 3)
+    stack = rb.Component("stack", role="fargate")
+    back = dataclasses.replace(
+        stack_record(second, n=4, ok=False), command=f"rollback stack:fargate → {second}", base={"stack:fargate": third}
+    )
+    earlier = [stack_record(c, n=n) for n, c in ((3, third), (2, second), (1, first))]
+
+    def resolved(newest: history.Record) -> tuple[str | None, str]:
+        records = [newest, *earlier]
+        aws = fake_aws(env, live_tag=None, tags=[], records=records)
+        target = rb.resolve_stack(aws, config, env, stack, None, known=(records, {"stack:fargate": {"sha": third}}))
+        return target.live, target.sha
+
+    assert resolved(dataclasses.replace(back, steps=THROUGH)) == (second, first)
+    # one a guard refused before its change set took nothing off: third runs, second is the deploy before
+    assert resolved(dataclasses.replace(back, refused=True, steps=THROUGH)) == (third, second)
+
+
 def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_commit(
     project: Path, env: EnvConfig, patched: None
 ) -> None:
@@ -509,11 +589,7 @@ def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_co
     config = load_config(project / "deploy.toml")
     first, second, third = commits(project, 3)
     stack = rb.Component("stack", role="fargate")
-    through = [
-        {"step": "deploy-stack", "status": "done", "detail": "CarRentalFargateStack: updated in 2.1s (1 change)"},
-        {"step": "smoke", "status": "failed", "detail": "alb: 502"},
-    ]
-    failed = dataclasses.replace(stack_record(third, n=3, ok=False), steps=through)
+    failed = dataclasses.replace(stack_record(third, n=3, ok=False), steps=THROUGH)
     records = [failed, stack_record(second, n=2), stack_record(first, n=1)]
     aws = fake_aws(env, live_tag=None, tags=[], records=records)
     aws.history.live.return_value = {"stack:fargate": {"sha": second}}
@@ -528,7 +604,7 @@ def test_after_a_failed_run_deployed_a_stack_it_goes_back_to_the_live_records_co
         {"step": "deploy-stack", "status": "failed", "detail": "refusing to deploy CarRentalDataStack: it replaces"},
     ]
     for newer in (
-        dataclasses.replace(stack_record(first, n=5, ok=False), refused=True, steps=through),
+        dataclasses.replace(stack_record(first, n=5, ok=False), refused=True, steps=THROUGH),
         dataclasses.replace(stack_record(first, n=5, ok=False), steps=before),
         dataclasses.replace(stack_record(first, n=5, ok=False), steps=other),
     ):
@@ -955,6 +1031,29 @@ def test_last_is_never_a_rollback_and_a_run_a_rollback_put_back_is_undone_alread
     assert "nothing was changed" in err.value.message and "--run ID" in (err.value.next_step or "")
     with pytest.raises(UsageError, match="no successful deploy"):
         rb.find_run([by_hand, automatic, failed], "last", env)
+
+
+def test_last_passes_over_a_run_that_changed_nothing(env: EnvConfig) -> None:
+    """A deploy.auto of a comment in cdk/app.py: every stack's change set empty, its record changed nothing. Undoing
+    it would be 'nothing to roll back' while the deploy before it stays; last is that deploy."""
+    real = run_record(1, {"app": B}, {"app": A}, changed=True)
+    quiet = run_record(2, {"stack:api": C}, {"stack:api": B}, changed=False)
+    assert rb.find_run([quiet, real], "last", env) is real
+    assert rb.find_run([quiet, real], quiet.id, env) is quiet  # named, it is still found
+
+
+def test_a_run_partly_undone_by_a_rollback_is_undone_for_the_rest(env: EnvConfig) -> None:
+    """A run deployed the app and a function; a person's rollback put the app back alone: undoing the run moves the
+    function back, and says the app is undone already."""
+    key = "lambda:login_handler"
+    run = run_record(1, {"app": B, key: B}, {"app": A, key: A})
+    back = run_record(2, {"app": A}, {"app": B}, command=f"rollback app → {A}")
+    live = {"app": {"sha": A}, key: {"sha": B}}
+    assert rb.undo_targets(run, [back], live, env) == [(key, A)]
+    assert list(rb.put_back_since(run, [back], live)) == ["app"]
+    both = run_record(3, {key: A}, {key: B}, command=f"rollback {key} → {A}")
+    with pytest.raises(UsageError, match=r"is undone already: app .*; lambda:login_handler"):
+        rb.undo_targets(run, [both, back], {"app": {"sha": A}, key: {"sha": A}}, env)
 
 
 def test_a_runs_components_go_back_to_what_was_live_before_it_in_a_deploys_order(env: EnvConfig) -> None:
