@@ -674,6 +674,7 @@ def is_shallow(root: Path) -> bool:
 def changed_paths(root: Path, base: str, head: str | None = "HEAD") -> list[PathChange]:
     """The paths that differ between commit ``base`` and ``head`` (None: the work tree, untracked files included).
 
+    In the work tree, an edit of a file git is told to pass over (assume-unchanged, skip-worktree) is one too.
     Paths are relative to ``root`` (a project in a subfolder of its repository sees only its own files). Renames
     are detected (``-M``) and listed once, with their old path. A submodule is its folder's path, marked so (the
     modes ``--raw`` gives tell it); in the work tree it counts as changed when ``git status`` says so, untracked
@@ -691,6 +692,10 @@ def changed_paths(root: Path, base: str, head: str | None = "HEAD") -> list[Path
     if head is None:
         untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z").decode(errors="surrogateescape")
         changes.extend(PathChange("A", path) for path in untracked.split("\0") if path)
+        # edits git is told to pass over: git diff says nothing of them, yet the dirty check refused them and a build
+        # of the work tree reads them (:func:`hidden_edits`)
+        listed = {c.path for c in changes}
+        changes.extend(PathChange("M", path) for path in hidden_edits(root) if path not in listed)
     return sorted(changes, key=lambda c: (c.path, c.old_path or ""))
 
 

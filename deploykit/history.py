@@ -408,20 +408,35 @@ def deploys_of(records: Iterable[Record], component: str) -> list[Record]:
     return [record for record in records if record.ok and record.deployed.get(component)]
 
 
+def took_off(record: Record, component: str, failed_live: Callable[[Record], bool] | None = None) -> str | None:
+    """The commit a person's rollback took ``component`` off: one that worked, or failed after it put the release it
+    went back to live (:func:`previous_deploy`'s ``failed_live``)."""
+    off = record.base.get(component) if record.rollback_by_hand and component in record.deployed else None
+    if not off or not (record.ok or (failed_live(record) if failed_live else record.failed_live(component))):
+        return None
+    return str(off)
+
+
 def rollback_targets(records: Iterable[Record], component: str, usable: Usable | None = None) -> list[Record]:
     """The successful deploys of ``component`` (``records`` newest first) that ``inv rollback`` may go back to,
-    whatever is live: those of the newest two commits ``usable`` says are there to go back to (default: every
-    commit), and those of the commits passed over before the second. ``inv rollback`` takes the newest such deploy
-    at a commit other than the live one (:func:`deploykit.rollback.previous_deploy`), which is among them."""
+    whatever is live: those of the newest two commits ``usable`` says are there to go back to (default: every commit)
+    that no newer rollback of a person's took off, and those of the commits passed over before the second. ``inv
+    rollback`` takes the newest such deploy at a commit other than the live one
+    (:func:`deploykit.rollback.previous_deploy`), which is among them."""
     chosen: list[Record] = []
     there: set[str] = set()
-    for record in deploys_of(records, component):
-        sha = record.components[component]
-        chosen.append(record)
-        if usable is None or usable(component, sha):
-            there.add(sha)
-            if len(there) == 2:
-                break
+    taken_off: set[str] = set()  # not gone back to, as rollback's previous_deploy passes them over: not counted
+    for record in records:
+        sha = record.components.get(component, "")
+        if record.ok and record.deployed.get(component):  # deploys_of
+            chosen.append(record)
+            if sha not in taken_off and (usable is None or usable(component, sha)):
+                there.add(sha)
+                if len(there) == 2:
+                    break
+        off = took_off(record, component)
+        if off:
+            taken_off.add(off)
     return chosen
 
 

@@ -125,10 +125,11 @@ def matches(to: str, tag: str) -> bool:
     return sha_of(tag).startswith(to[:12])
 
 
-def pick(to: str, candidates: Iterable[str], *, what: str) -> str | None:
+def pick(to: str, candidates: Iterable[str], *, what: str, exact: bool = False) -> str | None:
     """The candidate (tag / SHA) that ``to`` names: None when none does; UsageError when it names several commits
-    or several dirty builds of one (a clean build is preferred over dirty ones)."""
-    found = list(dict.fromkeys(c for c in candidates if matches(to, c)))
+    or several dirty builds of one (a clean build is preferred over dirty ones). ``exact``: the candidate ``to`` is
+    alone (a record's SHA: a build of uncommitted changes of that commit is another release)."""
+    found = list(dict.fromkeys(c for c in candidates if (c == to if exact else matches(to, c))))
     if not found:
         return None
     commits = sorted({sha_of(c) for c in found})
@@ -171,22 +172,11 @@ def previous_deploy(
     for record in records:
         if record.ok and record.deployed.get(component) and record.components[component] not in (live, *taken_off):
             found.append(record)  # history.deploys_of
-        off = took_off(record, component, failed_live)
+        off = history.took_off(record, component, failed_live)
         if off:
             taken_off.add(off)
     other = next((r for r in found if not runs_now(r.components[component])), found[0] if found else None)
     return next((r for r in found if usable(r.components[component])), other)
-
-
-def took_off(
-    record: history.Record, component: str, failed_live: Callable[[history.Record], bool] | None = None
-) -> str | None:
-    """The commit a person's rollback took ``component`` off: one that worked, or failed after it put the release it
-    went back to live (:func:`previous_deploy`'s ``failed_live``)."""
-    off = record.base.get(component) if record.rollback_by_hand and component in record.deployed else None
-    if not off or not (record.ok or (failed_live(record) if failed_live else record.failed_live(component))):
-        return None
-    return str(off)
 
 
 @dataclass(frozen=True)
@@ -248,7 +238,7 @@ def _history_target(
         record = previous_deploy(records, component.key, live, usable, runs_now, failed_live)
     passed = [sha for sha in _passed_over(records or [], component.key, live, record) if not runs_now(sha)]
     if record is None:
-        off = sorted({sha for r in records or [] if (sha := took_off(r, component.key, failed_live))})
+        off = sorted({sha for r in records or [] if (sha := history.took_off(r, component.key, failed_live))})
         raise UsageError(
             f"nothing to go back to: no successful deploy of {component.key} in {env.name}'s history "
             f"at another commit than the live {live or '(unknown)'}"
@@ -321,21 +311,34 @@ def check_stack_to(root: Path, to: str) -> str:
             f"--to {to} is a build of uncommitted changes: a stack goes back to a commit's cdk/ as committed",
             next_step="pass a commit SHA (inv history lists them)",
         )
-    if not re.fullmatch(r"[0-9a-fA-F]+", wanted) and git.resolve_commit(root, wanted) is None:  # hex: kept, maybe
+    hexadecimal = re.fullmatch(r"[0-9a-fA-F]+", wanted) is not None
+    if not hexadecimal and git.resolve_commit(root, wanted) is None:  # hex: kept, maybe
         raise UsageError(
             f"--to {to}: no commit, tag or branch of that name in this clone, nothing was changed",
             next_step="pass a commit SHA (inv history lists them), or fetch it first (git fetch origin <its branch>)",
         )
+    if hexadecimal and len(wanted) < 7 and git.resolve_commit(root, wanted) is None:  # not a tag or branch either
+        raise UsageError(
+            f"--to {to}: too few digits to name a commit (7 at least), nothing was changed",
+            next_step="pass 7 hex digits of the commit's SHA or more (inv history lists them)",
+        )
+    if hexadecimal and git.is_ambiguous(root, wanted):
+        raise UsageError(
+            f"--to {to} is ambiguous: more than one commit of this clone starts with it, nothing was changed",
+            next_step="pass more digits of the SHA (inv history lists them)",
+        )
     return wanted
 
 
-def resolve_app(aws: AwsFactory, env: EnvConfig, to: str | None) -> Target:
+def resolve_app(aws: AwsFactory, env: EnvConfig, to: str | None, *, exact: bool = False) -> Target:
+    """The app's target: ``--to``'s image (``exact``: the tag ``to`` is, what was live before a run being undone,
+    never another build of its commit), else the previous deploy's."""
     check_app(env)
     live = auto.live_image_tag_or_empty(aws, env) or None
     tags = repository_tags(aws)
     if to is not None:
         wanted = normalize_to(to)
-        tag = pick(wanted, tags, what=f"the images of {env.repository}")
+        tag = pick(wanted, tags, what=f"the images of {env.repository}", exact=exact)
         if tag is None:
             raise _missing_image(env, wanted, tags)
         return Target(Component("app"), live, tag, f"--to {to}")
@@ -447,7 +450,7 @@ def resolve_lambda(
 
     if to is not None:
         wanted = normalize_to(to)
-        sha = pick(wanted, shas, what=f"the versions of {function_name}") or wanted
+        sha = pick(wanted, shas, what=f"the versions of {function_name}", exact=ran) or wanted
         source = f"--to {to}"
         if live is None:  # a version CloudFormation published names its zip, not its commit: the live record does
             live = _recorded_live(history.History.of(aws, env), component)
@@ -1246,9 +1249,9 @@ def rollback_plan(
 ) -> tuple[Target, Plan]:
     """Resolve the target (refusing what cannot be rolled back to), then the plan that goes back to it.
     ``package_at``: a function's package as in a commit, for a target no version runs (:func:`lambda_plan`);
-    ``ran``: ``to`` names what was live before a run being undone (:func:`resolve_lambda`)."""
+    ``ran``: ``to`` is what was live before a run being undone, that very build (:func:`resolve_lambda`)."""
     if component.kind == "app":
-        target = resolve_app(aws, env, to)
+        target = resolve_app(aws, env, to, exact=ran)
         return target, app_plan(env, repository_uri(aws), target.sha, smoke=smoke)
     target, function_name = resolve_lambda(aws, env, component, to, code_at, ran=ran)
     return target, lambda_plan(env, target, function_name, smoke=smoke, package=package_at)

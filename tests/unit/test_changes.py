@@ -1205,6 +1205,23 @@ def test_scope_of_docs_only_edits_touches_nothing(repo: Path) -> None:
     assert all(not revision.of(c).dirty for c in components_of(config_of(repo)))
 
 
+def test_an_edit_git_is_told_to_pass_over_is_deployed_with_allow_dirty_and_tagged_by_its_content(repo: Path) -> None:
+    """A skip-worktree file's edit: refused as uncommitted (dirty_paths), and the image reads it; with --allow-dirty
+    it counts for its component, whose tag follows its content (the same tag for two contents would be taken for a
+    build there already)."""
+    config = config_of(repo)
+    head = run_git(repo, "rev-parse", "HEAD").strip()
+    run_git(repo, "update-index", "--skip-worktree", "backend/app/main.py")
+    tags = []
+    for content in ("# local\n", "# local, again\n"):
+        (repo / "backend" / "app" / "main.py").write_text(content)
+        assert detect(config, everything(config, head), include_uncommitted=True).components() == {"app"}
+        revision = changes.scope(config, git.current_revision(repo, allow_dirty=True))
+        assert revision.touches == {"app"}
+        tags.append(revision.of("app").tag)
+    assert tags[0] != tags[1] and all("-dirty-" in tag for tag in tags)
+
+
 def test_deploy_toml_counts_for_the_app_only_when_its_build_table_changes(repo: Path) -> None:
     config = config_of(repo)
     toml = repo / "deploy.toml"

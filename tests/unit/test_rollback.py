@@ -12,6 +12,7 @@ from unittest.mock import Mock
 import pytest
 
 from deploykit import auto, history, lambda_chain, planner
+from deploykit import git as git_module
 from deploykit import rollback as rb
 from deploykit.app_chain import RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import AwsFactory
@@ -68,6 +69,15 @@ def test_to_matches_a_dirty_build_alone_or_by_its_whole_tag() -> None:
     assert DIRTY_B in (err.value.next_step or "")
 
 
+def test_an_exact_pick_is_the_build_named_never_another_of_its_commit() -> None:
+    """What was live before a run being undone is that very build: a build of uncommitted changes of the same
+    commit (still in the registry when the clean one is gone) is another release."""
+    assert rb.pick(B, [DIRTY_B, A], what="x") == DIRTY_B  # --to: any build of the commit
+    assert rb.pick(B, [DIRTY_B, A], what="x", exact=True) is None
+    assert rb.pick(B, [DIRTY_B, B], what="x", exact=True) == B
+    assert rb.pick(DIRTY_B, [DIRTY_B, B], what="x", exact=True) == DIRTY_B
+
+
 def test_an_ambiguous_prefix_is_refused_naming_the_commits() -> None:
     with pytest.raises(UsageError, match="ambiguous") as err:
         rb.pick("abcdef0", ["abcdef011111", "abcdef022222"], what="the images")
@@ -106,6 +116,17 @@ def test_what_a_cleanup_keeps_holds_what_rollback_goes_back_to_whatever_is_live(
     assert picked is None or picked.components["app"] in {r.components["app"] for r in kept}
     if there == {A, B, C}:
         assert [r.id for r in kept] == ["r9", "r7"], "the newest two commits' deploys, no further"
+
+
+def test_what_a_cleanup_keeps_holds_the_deploy_before_a_release_a_rollback_took_off() -> None:
+    """A, B, C deployed, C rolled back by hand to B: rolling back again goes to A (C was taken off), so a cleanup
+    keeps A's image too, not the newest two commits B and C alone."""
+    back = dataclasses.replace(record(B, n=4), command=f"rollback app → {B}", base={"app": C})
+    records = [back, record(C, n=3), record(B, n=2), record(A, n=1), record(C, n=0)]
+    kept = history.rollback_targets(records, "app")
+    picked = rb.previous_deploy(records, "app", B)
+    assert picked is records[3] and picked in kept
+    assert records[4] not in kept  # A and B counted: no further
 
 
 def test_nothing_to_go_back_to() -> None:
@@ -352,13 +373,13 @@ def test_a_rollback_that_failed_after_it_put_its_release_live_took_the_one_befor
     rolled = [{"step": "roll-service", "status": "done", "seconds": 1.0}, {"step": "smoke", "status": "failed"}]
     back = dataclasses.replace(record(A, ok=False, n=3), command=f"rollback app → {A}", base={"app": B}, steps=rolled)
     records = [back, record(B, n=2), record(A, n=1), record(C, n=0)]
-    assert back.failed_live("app") and rb.took_off(back, "app") == B
+    assert back.failed_live("app") and history.took_off(back, "app") == B
     assert rb.previous_deploy(records, "app", A) is records[3]
     with pytest.raises(UsageError, match=f"but those a rollback took off as bad \\({B}: --to names one\\)"):
         rb._history_target(Mock(spec=AwsFactory), env, rb.Component("app"), A, records=records[:3])
     # one that failed before the service rolled put nothing live: B is still the deploy before
     early = dataclasses.replace(back, steps=[{"step": "register-taskdef", "status": "failed"}])
-    assert not early.failed_live("app") and rb.took_off(early, "app") is None
+    assert not early.failed_live("app") and history.took_off(early, "app") is None
     assert rb.previous_deploy([early, *records[1:]], "app", A) is records[1]
     # a function's: its alias moved (its record's left names the version)
     key = "lambda:login_handler"
@@ -530,6 +551,10 @@ def test_a_stack_goes_back_to_the_previous_deploy_of_it_whose_commit_this_clone_
     assert "--unshallow" not in (err.value.next_step or "")
     with pytest.raises(UsageError, match="uncommitted changes"):
         rb.resolve_stack(aws, config, env, stack, f"{second}-dirty-0123abcd")
+    with pytest.raises(UsageError, match="too few digits to name a commit") as short:
+        rb.resolve_stack(aws, config, env, stack, "e" * 5)
+    assert short.value.exit_code == 2
+    assert rb.resolve_stack(aws, config, env, stack, second[:5]).sha == second  # git resolves it: a commit
 
     # only what this clone cannot synthesize before it: named as missing
     aws.history.records.return_value = records[2:4]
@@ -553,6 +578,21 @@ THROUGH = [
     {"step": "deploy-stack", "status": "done", "detail": "CarRentalFargateStack: updated in 2.1s (1 change)"},
     {"step": "smoke", "status": "failed", "detail": "alb: 502"},
 ]
+
+
+def test_a_stack_s_to_that_more_than_one_commit_starts_with_is_said_ambiguous(
+    project: Path, env: EnvConfig, patched: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not 'not in this clone, fetch it': git resolves an ambiguous prefix to nothing. (Seven digits two commits
+    share take some 16,000 commits to make: git's answer is played.)"""
+    config = load_config(project / "deploy.toml")
+    (first,) = commits(project, 1)
+    aws = fake_aws(env, live_tag=None, tags=[], records=[stack_record(first, n=1)])
+    monkeypatch.setattr(git_module, "resolve_commit", lambda root, rev: None)
+    monkeypatch.setattr(git_module, "is_ambiguous", lambda root, rev: rev == first[:7])
+    with pytest.raises(UsageError, match=f"--to {first[:7]} is ambiguous") as err:
+        rb.resolve_stack(aws, config, env, rb.Component("stack", role="fargate"), first[:7])
+    assert "more digits" in (err.value.next_step or "")
 
 
 def test_after_a_rollback_of_a_stack_failed_past_its_change_set_it_never_goes_forward_to_the_release_it_took_off(
