@@ -37,10 +37,10 @@ def _run(session: nox.Session, *command: str, env: dict[str, str] | None = None)
 def tests(session: nox.Session) -> None:
     """Run the test suite: unit, functional (moto) and integration (Docker engine, local registry).
 
-    With no arguments, two pytest runs side by side: the integration tests, one after the other as always (they
-    share the Docker engine and its images, and their timings assume no other rollout beside them), and everything
-    else, whose CPU-bound minutes overlap the integration tests' waiting; the second run's output follows the
-    first's. With arguments (``nox -s tests -- tests/unit``) it is one plain pytest run."""
+    With no arguments, two pytest runs side by side: the integration tests, one after the other as always (they share
+    the Docker engine and its images, and their timings assume no other rollout beside them), and everything else, whose
+    CPU-bound minutes overlap the integration tests' waiting (at a lower priority: :data:`NICER`); the second run's
+    output follows the first's. With arguments (``nox -s tests -- tests/unit``) it is one plain pytest run."""
     with _temporary_files(session) as env:
         if session.posargs:
             _run(session, "pytest", env=env)
@@ -53,6 +53,9 @@ def tests(session: nox.Session) -> None:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **env},
             )
+            # below the integration tests: the CPU they leave is enough for these, and what they take from the
+            # integration tests (their rollouts, polls and timings) lengthened that run by a tenth, the suite's length
+            os.setpriority(os.PRIO_PROCESS, rest.pid, NICER)
             try:
                 session.run(sys.executable, "-m", "pytest", "-m", "integration", external=True, env=env)
             finally:
@@ -62,6 +65,8 @@ def tests(session: nox.Session) -> None:
         if code != 0:
             session.error(f"the unit, functional and application tests failed (exit {code}); their output is above")
 
+
+NICER = 10  # the niceness of the tests run beside the integration tests (and of what they start)
 
 RAM_DISK = Path("/dev/shm")
 RAM_NEEDED = 4 << 30  # bytes free on it: a whole run leaves about 1 GiB (projects, git repositories, registries)

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from deploykit.config import LambdaCanary, canary_problem
 from deploykit.errors import StepFailed, UsageError
-from deploykit.lambda_chain import latest_as_served, read_version_and_alias
+from deploykit.lambda_chain import get_alias, latest_as_served, read_version_and_alias, routed_versions
 from deploykit.plan import Context, Outcome, Step, carry
 from deploykit.stacks import error_code
 from deploykit.watch import (
@@ -167,22 +167,20 @@ class CanaryRelease(Step):
         versions = [new, old]
         # counted from before the shift, so that no request the new version answers goes uncounted
         since = Since(ctx, version_queries(self.function_name, self.alias, versions))
+        share = round(self.percent / 100, 4)
         try:
             answer = client.update_alias(
                 FunctionName=self.function_name,
                 Name=self.alias,
                 FunctionVersion=old,
-                RoutingConfig={"AdditionalVersionWeights": {new: round(self.percent / 100, 4)}},
+                RoutingConfig={"AdditionalVersionWeights": {new: share}},
                 RevisionId=current["RevisionId"],
             )
         except ClientError as exc:
-            if error_code(exc) not in ("InvalidParameterValueException", "PreconditionFailedException"):
-                raise
-            raise StepFailed(
-                f"Lambda refused to route {self.percent:g}% of {self.function_name}:{self.alias} to version {new} "
-                f"beside version {old}: {exc.response.get('Error', {}).get('Message', exc)} (nothing was changed)",
-                next_step=f"deploy it without a canary: inv deploy.lambda {self.function} --canary 0",
-            ) from None
+            answer = self._split_refused(client, exc, new, old, share)
+        except BaseException:  # an interrupt while the split went: it may be in, its answer unread
+            self._take_back(ctx, client, old, "")
+            raise
         revision = str(answer.get("RevisionId", ""))
         try:  # from the split on: an interrupt anywhere (while the line below is written too) takes it back
             ctx.reporter.line(
@@ -261,6 +259,23 @@ class CanaryRelease(Step):
             f"point the alias at version {old} alone: aws lambda update-alias --function-name {self.function_name} "
             f"--name {self.alias} --function-version {old} --routing-config AdditionalVersionWeights={{}}"
         )
+
+    def _split_refused(self, client: Any, exc: ClientError, new: str, old: str, share: float) -> dict[str, Any]:
+        """The alias with the canary's split in when Lambda refused it as done already (botocore sent the call again
+        after its answer was lost, a read timeout: the alias's RevisionId had moved on with the first); StepFailed
+        when Lambda refused it (nothing was changed), ``exc`` otherwise."""
+        code = error_code(exc)
+        if code == "PreconditionFailedException":
+            now = dict(get_alias(client, self.function_name, self.alias))
+            if str(now["FunctionVersion"]) == old and routed_versions(now) == {new: share}:
+                return now
+        if code not in ("InvalidParameterValueException", "PreconditionFailedException"):
+            raise exc
+        raise StepFailed(
+            f"Lambda refused to route {self.percent:g}% of {self.function_name}:{self.alias} to version {new} "
+            f"beside version {old}: {exc.response.get('Error', {}).get('Message', exc)} (nothing was changed)",
+            next_step=f"deploy it without a canary: inv deploy.lambda {self.function} --canary 0",
+        ) from None
 
     def _take_back(self, ctx: Context, client: Any, old: str, revision: str) -> bool:
         """The alias on ``old`` alone again; said, and False, when it cannot be (someone changed the alias

@@ -675,11 +675,15 @@ class PublishVersion(Step):
         many = f"; {too_many}" if too_many else ""
         if found is not None and found.names_key:
             listed = next((v for v in versions if str(v.get("Version")) == found.version), {})
-            if listed.get("State") == "Pending":  # published by a run that gave up waiting for it: waited for again
+            if listed.get("State") != "Active":
+                # a run that gave up waiting for it published it (Pending), or Lambda failed it (a SnapStart snapshot):
+                # read as it is now, waited for or refused. ListVersionsByFunction leaves State out on AWS, as it
+                # does for ListFunctions: a version listed without it is read too
+                read = client.get_function_configuration(FunctionName=self.function_name, Qualifier=found.version)
                 version_ready(
                     client,
                     self.function_name,
-                    dict(listed),
+                    dict(read),
                     ctx.clock,
                     ctx.reporter.status,
                     timeout=ctx.env.wait_timeout,

@@ -344,6 +344,20 @@ def test_a_version_a_run_left_pending_is_waited_for_again_when_it_is_reused(
     outcome = publish.run(ctx)
     assert outcome.status == "skipped" and "version 2 already runs this code" in outcome.detail
     assert qualifiers == ["2"]  # read until Active (moto has it Active at once)
+    # listed Active: reused as it is, no read; listed without its state (ListVersionsByFunction's answer on AWS): read
+    known.published(name, {**version, "State": "Active"})
+    assert publish.run(ctx).status == "skipped" and qualifiers == ["2"]
+    known.published(name, {k: v for k, v in version.items() if k != "State"})
+    assert publish.run(ctx).status == "skipped" and qualifiers == ["2", "2"]
+
+    def failed(parsed: dict[str, Any], **_: Any) -> None:  # Lambda failed its snapshot meanwhile
+        parsed.update(State="Failed", StateReason="SnapStart snapshot failed", StateReasonCode="SnapStartNotReady")
+
+    aws.client("lambda").meta.events.register("after-call.lambda.GetFunctionConfiguration", failed)
+    with pytest.raises(
+        StepFailed, match=r"Lambda failed version 2 of .*: SnapStart snapshot failed .*; the alias was not moved"
+    ):
+        publish.run(ctx)
 
 
 def test_update_code_reads_the_alias_move_alias_moves_and_a_canary_takes_it_once(
@@ -1455,6 +1469,49 @@ def test_an_interrupt_during_the_canary_takes_it_back(
     assert "the canary was taken back: car-rental-dev-health:live serves the version it served before alone" in (
         stopped.value.message
     )
+    assert routing_now(factory) == ("1", {})
+
+
+def lost_answer(factory: AwsFactory, fail: Exception | None = None) -> None:
+    """The canary's UpdateAlias as botocore's retry after a lost answer makes it: the first attempt applied (by
+    another client), the call itself refused (Lambda's PreconditionFailedException: the RevisionId moved on), or
+    ``fail`` raised instead (an interrupt while it went)."""
+    lam, other = factory.client("lambda"), new_session().client("lambda", region_name="eu-west-1")
+    sent: list[str] = []
+
+    def resend(params: dict[str, Any], **_: Any) -> None:
+        weights = params.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+        if sent or not weights:
+            return
+        sent.append("split")
+        other.update_alias(**{k: v for k, v in params.items() if k != "RevisionId"})
+        if fail is not None:
+            raise fail
+        error = {"Error": {"Code": "PreconditionFailedException", "Message": "The Revision Id provided does not match"}}
+        raise ClientError(error, "UpdateAlias")
+
+    lam.meta.events.register("provide-client-params.lambda.UpdateAlias", resend)
+
+
+def test_a_canary_split_whose_answer_was_lost_and_sent_again_goes_on(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """Lambda refused botocore's resend of the split (its first attempt was in): the canary goes on with the split
+    as it is, where it said 'nothing was changed' and left 10% on the untried version."""
+    lost_answer(factory)
+    clock = Traffic(factory)
+    runtime = deploy(with_lambdas, factory, clock, canary="10", bake="5s")
+    assert "🐤 health_handler: version 2 takes 10% of live's requests" in said(runtime)
+    assert clock.routing[0] == ("1", {"2": 0.1}) and routing_now(factory) == ("2", {})
+
+
+def test_a_canary_split_interrupted_while_it_went_is_taken_back(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """Ctrl-C while the split went (its answer unread): the split may be in, and is taken back."""
+    lost_answer(factory, fail=KeyboardInterrupt())
+    with pytest.raises(Interrupted):
+        deploy(with_lambdas, factory, Traffic(factory), canary="10", bake="5s")
     assert routing_now(factory) == ("1", {})
 
 
