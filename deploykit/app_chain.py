@@ -567,14 +567,22 @@ class RollService(Step):
         ecs.refuse_unrollable(service, self.cluster, ctx.env)  # UpdateService would refuse it: said before
         taskdefs = ecs.TaskDefinitions.of(ctx.aws)
         primary = ecs.primary_deployment(service)
-        if primary and taskdefs.image(primary["taskDefinition"], self.container) == self.image:
+        previous = service["taskDefinition"]
+        # the revision register-taskdef chose, when not the one the service runs: in express mode, the one the
+        # Fargate stack holds, whose settings the service's revision of the same image lacks (its rollout failed)
+        chosen = taskdefs.chosen_revision(ecs.family_of(previous), self.container, self.image)
+        runs = primary and (
+            primary["taskDefinition"] == chosen
+            if chosen
+            else taskdefs.image(primary["taskDefinition"], self.container) == self.image
+        )
+        if primary and runs:
             return Outcome.skipped(
                 f"PRIMARY deployment already runs {ecs.revision_name(primary['taskDefinition'])}",
                 task_definition=primary["taskDefinition"],
             )
-        previous = service["taskDefinition"]
         family = taskdefs.get(previous)["family"]
-        target = taskdefs.latest_with_image(family, self.container, self.image)
+        target = chosen or taskdefs.latest_with_image(family, self.container, self.image)
         if target is None:
             raise UsageError(
                 f"no ACTIVE revision of task definition family {family!r} runs {self.image}",
@@ -691,6 +699,11 @@ def _wait_next_step(reason: str, cluster: str, service: str) -> str:
     if "not rolling out" in reason:
         return "roll it first: inv roll-service"
     logs = events_command(cluster, service)
+    if ecs.NO_TASK_WANTED in reason:
+        return (
+            f"scale it up (aws ecs update-service --cluster {cluster} --service {service} --desired-count N; the "
+            "autoscaling's minimum, if it has one), then rerun"
+        )
     if "deadline" in reason:
         return f"look at the service events ({logs}); rerun inv wait-healthy to keep waiting"
     return f"fix the release (the old version keeps serving), then rerun; events: {logs}"

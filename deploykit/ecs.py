@@ -10,7 +10,7 @@ import copy
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +298,11 @@ class TaskDefinitions:
         """register-taskdef registered ``arn`` for ``container`` = ``image`` (or found it newest among those
         running it): the revision the next :meth:`latest_with_image` gives (once), without listing them again."""
         self._with_image.keep((family_of(arn), container, image), arn)
+
+    def chosen_revision(self, family: str, container: str, image: str) -> str | None:
+        """The revision register-taskdef chose for ``container`` = ``image`` (:meth:`chosen`), taken; None when it
+        chose none. Nothing is read."""
+        return self._with_image.take_kept((family, container, image), None)
 
     def latest_with_image(self, family: str, container: str, image: str) -> str | None:
         """The newest ACTIVE revision of ``family`` whose ``container`` runs ``image``: the one register-taskdef
@@ -626,6 +631,8 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool, deploymen
         return Verdict("waiting", summary, "old deployments are still draining")
     if primary.get("runningCount", 0) != desired or service.get("runningCount", 0) != desired:
         return Verdict("waiting", summary, f"running {primary.get('runningCount', 0)} of {desired} desired tasks")
+    if desired == 0:  # rolled, running 0 of 0: no task ever ran the image, nothing was verified
+        return Verdict("failed", summary, f"{NO_TASK_WANTED}: no task runs {image}, nothing to verify it by")
     if snapshot.expected_targets:
         unhealthy = [t for t in snapshot.targets if t.state != "healthy"]
         if unhealthy or len(snapshot.targets) < snapshot.expected_targets:
@@ -637,9 +644,20 @@ def assess(snapshot: Snapshot, image: str, *, seen_ours_primary: bool, deploymen
     return Verdict("healthy", summary)
 
 
+ROLLBACK_EVENT_MARGIN = timedelta(minutes=1)
+NO_TASK_WANTED = "the service wants 0 tasks"  # scaled to 0 by hand or by its autoscaling (inv pause is woken first)
+
+
 def _rollback_reason(service: dict[str, Any]) -> str:
+    """The newest service event that says ECS rolled a deployment back, "" for none. One older than the PRIMARY
+    deployment (by more than a minute: ECS makes the deployment it rolls back to as it says so) is of a rollback
+    before it, not of this one: ECS keeps a service's last 100 events, days of them."""
+    primary = primary_deployment(service) or {}
+    made = primary.get("createdAt")
     for event in service.get("events", []):
-        message = str(event.get("message", ""))
+        message, when = str(event.get("message", "")), event.get("createdAt")
+        if isinstance(made, datetime) and isinstance(when, datetime) and when < made - ROLLBACK_EVENT_MARGIN:
+            return ""  # newest first: the rest are older still
         if "circuit breaker" in message or "rolling back" in message or "deployment failed" in message:
             return message
     return ""

@@ -297,6 +297,37 @@ def test_in_express_mode_the_new_revision_is_made_from_the_one_the_fargate_stack
     assert {"name": "FEATURE", "value": "on"} in new["containerDefinitions"][0]["environment"]
 
 
+def test_in_express_mode_the_stack_s_revision_of_the_image_the_service_runs_is_rolled_to(
+    project: Path, factory: AwsFactory
+) -> None:
+    """The stack holds :2, the service's image with a new setting, whose express rollout failed (ECS put :1 back).
+    register-taskdef picks :2 (it runs the image already); roll-service then rolls to it: skipping because :1 runs the
+    same image left the setting off while the run said the stack's revision was in place."""
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text().replace("[environments.dev]\n", '[environments.dev]\nstack_mode = "express"\n', 1))
+    git(project, "commit", "-qam", "dev: express")
+    tag = current_revision(project).tag
+    image = f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/car-rental-backend:{tag}"
+    create_service(factory, {"image": image})
+    put_image(factory, tag)
+    container = {
+        "Name": "backend",
+        "Image": image,
+        "Essential": True,
+        "Environment": [{"Name": "FEATURE", "Value": "on"}],
+    }
+    properties = {"Family": "car-rental-backend", "Cpu": "256", "Memory": "512", "NetworkMode": "awsvpc"}
+    held = {"Type": "AWS::ECS::TaskDefinition", "Properties": {**properties, "ContainerDefinitions": [container]}}
+    held["Properties"]["RequiresCompatibilities"] = ["FARGATE"]
+    cfn = factory.client("cloudformation")
+    cfn.create_stack(StackName="CarRentalFargateStack", TemplateBody=json.dumps({"Resources": {"TaskDef": held}}))
+    ran = commands.app_chain(["register-taskdef", "roll-service"], env="dev", runtime=runtime(project, factory))
+    assert ran is not None and [r.status for r in ran.records] == ["skipped", "done"], ran.error
+    assert ran.records[1].detail.startswith("car-rental-service → car-rental-backend:2 ")
+    service = factory.client("ecs").describe_services(cluster="car-rental-cluster", services=["car-rental-service"])
+    assert service["services"][0]["taskDefinition"].endswith(":2")
+
+
 def test_roll_service_points_the_service_at_our_revision(project: Path, factory: AwsFactory) -> None:
     create_service(factory)
     revision = current_revision(project)

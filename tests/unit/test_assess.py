@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from deploykit.ecs import (
@@ -73,6 +74,28 @@ def test_completed_but_targets_not_healthy_keeps_waiting_and_says_why() -> None:
         snap(dep(NEW, "PRIMARY", "COMPLETED"), targets=targets[:1], expected=2), IMAGE, seen_ours_primary=True
     )
     assert verdict.state == "waiting" and "1 target(s) not registered yet" in verdict.reason
+
+
+def test_a_service_that_wants_no_task_is_never_healthy() -> None:
+    """Rolled, 0 of 0 running: every check passes with nothing run (scaled to 0 by hand or its autoscaling)."""
+    found = snap(dep(NEW, "PRIMARY", "COMPLETED", 0, 0), running=0)
+    found.service["desiredCount"] = 0
+    verdict = assess(found, IMAGE, seen_ours_primary=True)
+    assert verdict.state == "failed" and not verdict.not_asked
+    assert verdict.reason == f"the service wants 0 tasks: no task runs {IMAGE}, nothing to verify it by"
+
+
+def test_a_rollback_event_older_than_the_primary_deployment_is_not_of_this_rollout() -> None:
+    """inv wait-healthy before any roll-service: the service runs the old image. ECS keeps days of events: a circuit
+    breaker's rollback three days ago, before the PRIMARY deployment was made, does not make it a failed rollout
+    (exit 1), it is bad input (exit 2); one as the PRIMARY was made, is."""
+    made = datetime(2026, 12, 1, tzinfo=UTC)
+    message = "(service s) (deployment ecs-svc/3) deployment failed: tasks failed to start, rolling back to ecs-svc/2."
+    for when, asked in ((made - timedelta(days=3), False), (made + timedelta(seconds=2), True), (None, True)):
+        found = snap(dep(OLD, "PRIMARY", "COMPLETED", createdAt=made), events=[{"message": message, "createdAt": when}])
+        verdict = assess(found, IMAGE, seen_ours_primary=False)
+        assert verdict.state == "failed" and "not rolling out" in verdict.reason
+        assert verdict.not_asked is not asked, when
 
 
 def test_running_below_desired_keeps_waiting() -> None:
