@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
@@ -39,13 +40,16 @@ from deploykit.lambda_chain import get_alias, latest_as_served, read_version_and
 from deploykit.plan import Context, Outcome, Step, carry
 from deploykit.stacks import error_code
 from deploykit.watch import (
+    BEFORE_SECONDS,
     AlarmJudge,
     Counts,
     Query,
     Since,
     allowed,
     failing,
+    looks_of,
     parse_duration,
+    sums_before,
 )
 
 NAMESPACE = "AWS/Lambda"
@@ -143,9 +147,19 @@ class CanaryRelease(Step):
     def _allowed(self, old: str) -> str:
         return takes_it_back(self.max_error_rate, self.compare, old)
 
-    def failing(self, new: Counts, old: Counts) -> bool:
-        """Whether the new version's counts take it back, beside the old one's in the same time."""
-        return failing(new, old if self.compare else None, self.max_error_rate)
+    def failing(self, new: Counts, old: Counts, before: Counts | None = None) -> bool:
+        """Whether the new version's counts take it back, beside the old one's in the same time and ``before`` it
+        (:meth:`before`), judged at each of the watch's looks."""
+        judged_by = old + before if before is not None else old
+        return failing(new, judged_by if self.compare else None, self.max_error_rate, looks_of(self.seconds, self.poll))
+
+    def before(self, ctx: Context, began: datetime, old: str) -> Counts:
+        """The old version's counts in the whole minutes of the ten before the canary ``began``, when it served all
+        of the alias's requests. Its own rate from the first look, where its share of the canary's first seconds
+        holds too few requests to tell one: judged alone meanwhile, a new version failing as often as the old one
+        was taken back on its first error."""
+        queries = version_queries(self.function_name, self.alias, [old])
+        return version_counts(sums_before(ctx.aws.client("cloudwatch"), queries, began, BEFORE_SECONDS), [old])[old]
 
     def fixed_seconds(self) -> float:
         return self.seconds
@@ -167,6 +181,7 @@ class CanaryRelease(Step):
         versions = [new, old]
         # counted from before the shift, so that no request the new version answers goes uncounted
         since = Since(ctx, version_queries(self.function_name, self.alias, versions))
+        before = self.before(ctx, since.start, old) if self.compare else Counts()
         share = round(self.percent / 100, 4)
         try:
             answer = client.update_alias(
@@ -183,15 +198,16 @@ class CanaryRelease(Step):
             raise
         revision = str(answer.get("RevisionId", ""))
         try:  # from the split on: an interrupt anywhere (while the line below is written too) takes it back
+            rate = f" (version {old} in the minutes before: {before}, {before.rate:.1%})" if before.requests else ""
             ctx.reporter.line(
                 f"🐤 {self.function}: version {new} takes {self.percent:g}% of {self.alias}'s requests for "
-                f"{self.seconds:g}s (version {old} the rest); {self._allowed(f'version {old}')} takes it back"
+                f"{self.seconds:g}s (version {old} the rest); {self._allowed(f'version {old}')} takes it back{rate}"
             )
-            counts, alarmed = self._watch(ctx, since, new, old)
+            counts, alarmed = self._watch(ctx, since, new, old, before)
         except BaseException:  # an interrupt, or the watch itself failed: never leave the canary half in
             self._take_back(ctx, client, old, revision)
             raise
-        if alarmed is not None or self.failing(counts[new], counts[old]):
+        if alarmed is not None or self.failing(counts[new], counts[old], before):
             answered = (
                 f"version {new} answered {counts[new]} ({counts[new].rate:.0%}; version {old}: {counts[old]}, "
                 f"{counts[old].rate:.0%})"
@@ -235,7 +251,9 @@ class CanaryRelease(Step):
             ctx.reporter.line(f"⚠️  {detail}")
         return Outcome.done(detail, **{f"{self.function}.canary_version": new})
 
-    def _watch(self, ctx: Context, since: Since, new: str, old: str) -> tuple[dict[str, Counts], StepFailed | None]:
+    def _watch(
+        self, ctx: Context, since: Since, new: str, old: str, before: Counts
+    ) -> tuple[dict[str, Counts], StepFailed | None]:
         """Poll the versions' counts until the time is up, the new one fails too much or one of the alarms went to
         ALARM (its failure, then)."""
         versions = [new, old]
@@ -250,7 +268,7 @@ class CanaryRelease(Step):
                 f"version {old} {counts[old]}"
             )
             alarmed = alarms.check()
-            if alarmed is not None or self.failing(counts[new], counts[old]) or elapsed >= self.seconds:
+            if alarmed is not None or self.failing(counts[new], counts[old], before) or elapsed >= self.seconds:
                 return counts, alarmed
             ctx.clock.sleep(min(self.poll, self.seconds - elapsed))
 

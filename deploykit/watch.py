@@ -77,6 +77,9 @@ class Counts:
         """errors / requests; errors counted before their requests (the metrics arrive apart) are all there is."""
         return self.errors / max(self.requests, self.errors) if self.errors else 0.0
 
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.requests + other.requests, self.errors + other.errors)
+
     def __str__(self) -> str:
         noun = "request" if self.requests == 1 else "requests"
         return f"{self.requests} {noun}, {self.errors} error{'' if self.errors == 1 else 's'}"
@@ -123,19 +126,27 @@ def baseline(old: Counts | None) -> Counts | None:
     return old if old is not None and old.requests >= BASELINE else None
 
 
-def failing(new: Counts, old: Counts | None, max_error_rate: float) -> bool:
+def failing(new: Counts, old: Counts | None, max_error_rate: float, looks: int = 1) -> bool:
     """Whether ``new``'s errors fail a release: too many (:func:`too_many_errors`) and, given ``old`` (the counts of
     what it replaces, once they hold :data:`BASELINE` requests), more than a release failing at ``old``'s own rate
-    plus ``max_error_rate`` would have by chance (:func:`chance_of_as_many` under :data:`SIGNIFICANCE`). So a
-    dependency failing for both does not fail a release no worse than the one before, while one that fails more
-    still fails within a few requests; beside a release with no error, one over the rate is still enough."""
+    plus ``max_error_rate`` would have by chance (:func:`chance_of_as_many` under :data:`SIGNIFICANCE`, shared out
+    among the ``looks`` a watch takes at the counts as they grow: each look is a chance for chance alone to pass
+    it). So a dependency failing for both does not fail a release no worse than the one before, while one that
+    fails more still fails within a few requests; beside a release with no error, one over the rate is still
+    enough."""
     if not too_many_errors(new, max_error_rate):
         return False
     old = baseline(old)
     if old is not None:
         expected = min(old.rate + max_error_rate, 1.0)
-        return chance_of_as_many(new.errors, new.requests, expected) < SIGNIFICANCE
+        return chance_of_as_many(new.errors, new.requests, expected) < SIGNIFICANCE / max(looks, 1)
     return True
+
+
+def looks_of(seconds: float, poll: float) -> int:
+    """How many times a watch of ``seconds`` polled every ``poll`` seconds looks at its counts: one a poll, the
+    first at once and the last at the end."""
+    return math.ceil(seconds / poll) + 1 if poll > 0 else 1
 
 
 def allowed(max_error_rate: float) -> str:
@@ -259,8 +270,14 @@ BEFORE_SECONDS = 600.0
 def before_rollout(cloudwatch: Any, queries: Mapping[str, Query], began: datetime, seconds: float) -> Counts:
     """The ALB's counts in the whole minutes of the ``seconds`` before the rollout ``began``, its own minute left out
     (the new tasks may have answered in it): what the release before answered, for :func:`failing`."""
+    return alb_counts(sums_before(cloudwatch, queries, began, seconds))[0]
+
+
+def sums_before(cloudwatch: Any, queries: Mapping[str, Query], began: datetime, seconds: float) -> dict[str, float]:
+    """Each query's Sum in the whole minutes of :func:`before_minutes`: before what ``began``, its own minute left
+    out."""
     start, end = before_minutes(began, seconds)
-    return alb_counts(sums(cloudwatch, queries, start, end - timedelta(seconds=PERIOD)))[0]  # sums reads a minute on
+    return sums(cloudwatch, queries, start, end - timedelta(seconds=PERIOD))  # sums reads a minute on
 
 
 def before_minutes(began: datetime, seconds: float) -> tuple[datetime, datetime]:
@@ -418,7 +435,7 @@ class WatchErrors(Step):
             counts, target, elb = alb_counts(since.read())
             elapsed = ctx.clock.monotonic() - started
             ctx.reporter.status(f"{self.service}: {counts} in {elapsed:.0f}s of {self.seconds:g}s")
-            if failing(counts, judged_by, self.max_error_rate):
+            if failing(counts, judged_by, self.max_error_rate, looks_of(self.seconds, self.poll)):
                 raise StepFailed(
                     f"{self.service} answered {counts.errors} of {counts.requests} requests with a 5xx "
                     f"({counts.rate:.1%}: {target} from its tasks, {elb} from the ALB) in the {elapsed:.0f}s after its "

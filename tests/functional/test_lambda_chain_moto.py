@@ -18,7 +18,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -1363,6 +1363,28 @@ def test_a_new_version_no_worse_than_the_old_under_a_failing_dependency_gets_in(
     assert len(alone.sleeps) == 1 and routing_now(factory) == ("2", {})
 
 
+def test_the_old_version_s_rate_in_the_minutes_before_judges_the_first_looks_of_a_quiet_canary(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """A quarter of every invocation fails, a few requests a poll: the old version's share of the first polls is too
+    few requests to tell its rate. Judged alone there, the new version was taken back on its first error; beside the
+    old version's rate in the ten minutes before the canary, when it served every request, it gets in."""
+    clock = Traffic(factory, per_poll=8, flaky=0.25)
+    before = clock.now() - timedelta(minutes=3)
+    dimensions = canary.dimensions(FUNCTIONS[FN], "live", "1")
+    factory.client("cloudwatch").put_metric_data(
+        Namespace="AWS/Lambda",
+        MetricData=[
+            {"MetricName": "Invocations", "Dimensions": dimensions, "Value": 600, "Timestamp": before},
+            {"MetricName": "Errors", "Dimensions": dimensions, "Value": 150, "Timestamp": before},
+        ],
+    )
+    runtime = deploy(with_lambdas, factory, clock, canary="50", bake="30s")
+    assert routing_now(factory) == ("2", {})  # in
+    assert "(version 1 in the minutes before: 600 requests, 150 errors, 25.0%)" in said(runtime)
+    assert "version 2 took 50% for 30s: 24 requests, 6 errors (version 1: 24 requests, 6 errors)" in said(runtime)
+
+
 def test_a_new_version_worse_than_the_old_is_taken_back_beside_a_failing_dependency(
     with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
 ) -> None:
@@ -1663,6 +1685,7 @@ def test_a_routing_lambda_refuses_fails_the_canary_with_nothing_changed(dev_env:
     versions = STUBBED_VERSIONS
     with Stubber(client) as stub, Stubber(cloudwatch) as stub_cloudwatch:
         stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": []})  # the counts before the shift
+        stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": []})  # the minutes before it
         stub.add_response("list_versions_by_function", {"Versions": versions}, {"FunctionName": "fn"})
         alias = {"Name": "live", "FunctionVersion": "1", "RevisionId": "r1"}
         stub.add_response("get_alias", alias, {"FunctionName": "fn", "Name": "live"})
@@ -1858,6 +1881,8 @@ def test_a_canary_that_cannot_take_itself_back_says_so_and_how(dev_env: EnvConfi
         stub_lambda.add_response("update_alias", {"Name": "live", "RevisionId": "r2"})
         nothing = [{"Id": i, "Values": []} for i in ("invocations0", "errors0", "invocations1", "errors1")]
         stub_cloudwatch.add_response("get_metric_data", {"MetricDataResults": nothing})  # before the canary
+        old_only = {"MetricDataResults": nothing[:2]}  # the old version's, in the minutes before it
+        stub_cloudwatch.add_response("get_metric_data", old_only)
         failed = [
             {"Id": "invocations0", "Values": [3.0]},
             {"Id": "errors0", "Values": [3.0]},

@@ -254,6 +254,20 @@ def test_a_release_failing_more_than_the_one_before_fails_naming_that_rate(
     assert clock.sleeps == [5.0]
 
 
+def test_a_longer_watch_asks_more_of_each_look(factory: AwsFactory, dev_env: EnvConfig) -> None:
+    """60 errors of 200 beside the release before's 20% (and 1% more allowed): chance does that 0.17% of the time.
+    A watch that looks twice fails it at its first look (under 0.5% each); one that looks 61 times (300 s, a poll
+    every 5 s) asks each look for under 0.016%, and lets that first look pass: each look is one more chance."""
+    dims = service_behind_an_alb(factory)
+    answered_before(factory, dims, minutes=10, requests=100, errors=20)
+    with pytest.raises(StepFailed, match=r"answered 60 of 200 requests with a 5xx .* in the 5s after its rollout"):
+        run(factory, dev_env, Traffic(factory, dims, requests=200, target_5xx=60), seconds=5)
+    clock = Traffic(factory, dims, requests=200, target_5xx=60)
+    with pytest.raises(StepFailed) as failed:  # as the same rate goes on, the evidence grows: it fails later
+        run(factory, dev_env, clock, seconds=300)
+    assert " in the 5s after" not in failed.value.message and len(clock.sleeps) > 1
+
+
 def test_the_release_before_is_read_in_whole_minutes_before_the_rollouts_own() -> None:
     cloudwatch = Mock(spec=["get_metric_data"])
     cloudwatch.get_metric_data.return_value = {"MetricDataResults": []}

@@ -348,13 +348,33 @@ def test_a_compared_canary_is_judged_against_the_old_versions_rate_once_that_rat
     assert step().failing(Counts(10, 1), Counts(90, 0))  # healthy old version: one error, as before
     assert not step().failing(Counts(10, 1), Counts(90, 9))  # 10% beside the old one's 10%: no worse
     assert not step().failing(Counts(10, 2), Counts(90, 9))  # 20% of 10 beside 10%: chance does that (26%)
-    assert step().failing(Counts(10, 5), Counts(90, 9))  # 50% beside 10%: chance does that 0.16% of the time
+    # 50% beside 10%: chance does that 0.16% of the time, more than once in 100 over the watch's 13 looks (0.08% each)
+    assert not step().failing(Counts(10, 5), Counts(90, 9))
+    assert step().failing(Counts(10, 6), Counts(90, 9))  # 60%: 0.015% of the time
     assert step().failing(Counts(4, 4), Counts(90, 9))  # failing every time: within a few requests
     assert not step(0.05).failing(Counts(100, 11), Counts(90, 5))  # 11% beside 5.6% + 5%
     assert step(0.05).failing(Counts(100, 25), Counts(90, 5))
     assert step().failing(Counts(10, 1), Counts(BASELINE - 1, 2))  # too few old requests to compare: alone
     assert not step().failing(Counts(10, 1), Counts(BASELINE, 2))
     assert step(compare=False).failing(Counts(10, 1), Counts(90, 9))  # judged alone: any error
+    # the old version's counts in the minutes before the canary count beside its own in the same time: a rate from
+    # the first look, where its share of the first seconds is too few requests to tell one
+    assert step().failing(Counts(4, 1), Counts(12, 3))
+    assert not step().failing(Counts(4, 1), Counts(12, 3), before=Counts(6000, 1500))
+    assert step().failing(Counts(7, 7), Counts(12, 3), before=Counts(6000, 1500))  # failing every time
+
+
+def test_a_watch_shares_its_chance_of_a_false_failure_out_among_its_looks() -> None:
+    """Each look at the counts as they grow is one more chance for chance alone to fail a release no worse than
+    the one before: a watch of 60 s polled every 5 s looks 13 times, each under a thirteenth of 1%."""
+    from deploykit.watch import Counts, failing, looks_of
+
+    assert looks_of(60, 5) == 13 and looks_of(20, 0.5) == 41 and looks_of(7, 5) == 3 and looks_of(10, 0) == 1
+    old = Counts(1000, 250)
+    assert failing(Counts(20, 11), old, 0.0)  # 0.39% by chance: under 1% in one look
+    assert not failing(Counts(20, 11), old, 0.0, looks=13)  # not under 0.077%
+    assert failing(Counts(20, 13), old, 0.0, looks=13)  # 0.018%
+    assert failing(Counts(20, 1), Counts(1000, 0), 0.0, looks=13)  # beside no error at all: one, however many looks
 
 
 def test_the_chance_of_as_many_errors_is_the_binomial_upper_tail() -> None:
