@@ -502,7 +502,12 @@ class UpdateFunctionCode(Step):
                 next_step=f"rerun: inv deploy.lambda {self.function} (it uploads the zip again if missing)",
             )
         was = current.get("CodeSha256") or "none"
-        return Outcome.done(f"{self.function}: $LATEST runs {_short(self.code_sha256)} (was {_short(was)}){note}")
+        return Outcome.done(
+            f"{self.function}: $LATEST runs {_short(self.code_sha256)} (was {_short(was)}){note}",
+            # a run that fails before its alias moves puts $LATEST back (deploykit.rollback.undo_plan): untried code
+            # there is what a deploy of the function's stack would publish
+            **{f"{self.function}.latest_updated": self.function_name},
+        )
 
     def _wait(
         self, ctx: Context, client: Any, deadline: float, what: str, seen: dict[str, Any] | None = None

@@ -41,6 +41,7 @@ from botocore.exceptions import ClientError
 from deploykit import auto, changes, git, history, image_cleanup, lambda_chain, packaging, planner, registry, synth
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
+from deploykit.canary import FAILED_FUNCTION
 from deploykit.ecs import split_image
 from deploykit.errors import RolledBackByEcs, ServiceBeingDeleted, StepFailed, Superseded, UsageError
 from deploykit.git import DIRTY
@@ -496,6 +497,30 @@ class PointAlias(Step):
         if not back:
             return moved
         return dataclasses.replace(moved, status="done", detail=moved.detail + back)
+
+
+@dataclass(frozen=True)
+class LatestBack(Step):
+    """Put the function's ``$LATEST`` back on the code its alias serves, after a run that updated it and failed
+    before the alias moved (a publish that failed or timed out, a canary Lambda refused): a later deploy of the stack
+    holding the function that changes its settings would publish that untried code and serve it."""
+
+    name: ClassVar[str] = "latest-back"
+    changes_what_runs: ClassVar[bool] = False  # $LATEST's code: the alias serves a published version
+    function: str
+    function_name: str
+    alias: str
+
+    def describe(self) -> str:
+        return f"put {self.function_name} $LATEST back on the code {self.alias} serves"
+
+    def run(self, ctx: Context) -> Outcome:
+        client = ctx.aws.client("lambda")
+        version = str(lambda_chain.get_alias(client, self.function_name, self.alias)["FunctionVersion"])
+        rerun = f"inv deploy.lambda {self.function} --env {ctx.env.name}"
+        back = lambda_chain.latest_as_served(ctx, self.function, self.function_name, version, rerun=rerun)
+        serves = f"{self.function}: {self.alias} serves version {version}"
+        return Outcome.done(serves + back) if back else Outcome.skipped(serves + ", whose code $LATEST runs")
 
 
 PackageAt = Callable[[str], "tuple[Path, packaging.Package]"]  # commit → the function's folder and package in it
@@ -1395,6 +1420,12 @@ def undo_plan(
         replaced.append((f"lambda:{fn}", f"was version {version}"))
         if sha:
             deploys.append((f"lambda:{fn}", sha))
+    for fn in sorted(k.removesuffix(".latest_updated") for k in outputs if k.endswith(".latest_updated")):
+        # the run failed before its alias moved: $LATEST holds its untried code (a canary that took itself back put
+        # it back already)
+        if f"{fn}.alias" not in outputs and outputs.get(FAILED_FUNCTION) != fn:
+            steps.append(LatestBack(fn, outputs[f"{fn}.latest_updated"], lambda_chain.ALIAS))
+            replaced.append((f"lambda:{fn}", f"$LATEST on the code {lambda_chain.ALIAS} serves"))
     previous = split_image(outputs.get("previous_image", ""))
     if previous is None and (previous := _replaced_by_the_stack(env, report, before or {})) is not None:
         stack = planner.stack_roles(env)[planner.HOSTED_BY["app"]]

@@ -1537,6 +1537,35 @@ def test_a_canary_split_interrupted_while_it_went_is_taken_back(
     assert routing_now(factory) == ("1", {})
 
 
+def test_a_run_that_fails_before_its_alias_moves_puts_latest_back_on_the_code_the_alias_serves(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """update-code put the new zip on $LATEST, then Lambda refused the publish: the alias never moved, and a deploy
+    of the function's stack that changes its settings would publish $LATEST, the untried code, and serve it. The
+    automatic rollback puts $LATEST back on the code the alias serves."""
+    lam = factory.client("lambda")
+    name = FUNCTIONS[FN]
+    served = lam.get_function_configuration(FunctionName=name, Qualifier="1")["CodeSha256"]
+
+    def refuse(**_: Any) -> None:
+        error = {"Error": {"Code": "InvalidParameterValueException", "Message": "refused on purpose"}}
+        raise ClientError(error, "PublishVersion")
+
+    lam.meta.events.register("provide-client-params.lambda.PublishVersion", refuse)
+    runtime = commands.Runtime(
+        config_path=with_lambdas / "deploy.toml",
+        stderr=io.StringIO(),
+        clock=FakeClock(),
+        aws_factory=lambda _env: factory,
+    )
+    with pytest.raises(StepFailed, match="Lambda refused to publish"):
+        commands.deploy_lambda(FN, env="dev", smoke=False, runtime=runtime)
+    assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == served
+    assert routing_now(factory) == ("1", {})
+    assert "automatic rollback: lambda:health_handler" in said(runtime)
+    assert "health_handler: live serves version 1; $LATEST back on its code" in said(runtime)
+
+
 class BothServe(FakeClock):
     """Both functions serve ten requests while anyone sleeps (the steps of deploy.auto's side-by-side chains sleep in
     their own threads), routed by each alias's weights; the (function, version) in ``failing`` fail every one."""
