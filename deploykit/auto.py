@@ -82,7 +82,8 @@ def live_components(
         hosts = {fn: names[role] for fn, role in lambda_chain.function_hosts(outputs, env).items()}
         has_service = env.stacks.fargate in stacks
     found = History(aws, env, bucket) if bucket else None
-    live_record = Once(found.live if found else dict)  # the app's read waits for it: both start at once
+    # the app's read waits for it: both start at once
+    live_record: Once[dict[str, dict[str, str]]] = Once(found.live if found else dict)
     pending: dict[str, str] = {}  # the app's image whose release command has not passed (deploykit.release)
     reads: dict[str, Callable[[], Any]] = {"record": live_record}
     for component in components:

@@ -42,7 +42,7 @@ from deploykit.git import DIRTY
 from deploykit.output import tabulate
 from deploykit.plan import RunReport, StepRecord, commits_json
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
-from deploykit.stacks import StackOutputs, is_not_there
+from deploykit.stacks import StackOutputs, error_code, is_not_there
 
 ACTOR_ENV = "DEPLOYKIT_ACTOR"
 # A kept record body goes once it is this old (a busy team's 90 days: ~5,000 records, ~10 MB); checked once a day.
@@ -59,6 +59,20 @@ def actor() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
+
+
+class Live(dict[str, dict[str, str]]):
+    """The live record as read (component → {sha, when, record, ...}) and the ETag S3 gave it (None: there was
+    none), for a write on condition that it is still so (:meth:`History._put_live`)."""
+
+    def __init__(self, entries: Mapping[str, dict[str, str]], etag: str | None) -> None:
+        super().__init__(entries)
+        self.etag = etag
+
+
+# S3's answers to a conditional write whose condition another write broke: it changed the object since (412), or
+# is changing it as this one is made (409)
+WRITTEN_MEANWHILE = ("PreconditionFailed", "ConditionalRequestConflict")
 
 
 @dataclass(frozen=True)
@@ -548,8 +562,12 @@ class History:
         answer = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
         self.cache.put(self.bucket, key, answer.get("ETag"), body)
 
-    def _put_live(self, record: Record, before: Mapping[str, Mapping[str, str]]) -> None:
-        """The live record ``before`` was, with what ``record`` deployed and removed."""
+    def _put_live(self, record: Record, before: Mapping[str, Mapping[str, str]], tries: int = 3) -> None:
+        """The live record ``before`` was, with what ``record`` deployed and removed. Written on condition that it is
+        still as ``before`` was read (a :class:`Live`: its ETag; none: that there is none): only a deploy holding the
+        environment's lock writes it, but one whose lock was broken or taken over may not know it yet (it reads the
+        lock back every 15 s), and writing what it read before would wipe the other deploy's entries. Found changed,
+        it is read again and this run's entries are put over the other's, said (``warn``)."""
         live = {component: dict(value) for component, value in before.items()}
         for component, sha in record.components.items():
             entry = live.get(component, {})
@@ -563,21 +581,37 @@ class History:
             live[component] = entry
         for component in record.removed:
             live.pop(component, None)
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=self.live_key,
-            Body=json.dumps(live, indent=2, sort_keys=True).encode(),
-            ContentType="application/json",
-        )
-
-    def live(self) -> dict[str, dict[str, str]]:
-        """component → {sha, when, record, ...}: what the last successful deploys left (with what the run that
-        deployed it left it as, :attr:`Record.left`)."""
+        condition: dict[str, str] = {}
+        if isinstance(before, Live):
+            condition = {"IfMatch": before.etag} if before.etag else {"IfNoneMatch": "*"}
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self.live_key)["Body"].read()
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=self.live_key,
+                Body=json.dumps(live, indent=2, sort_keys=True).encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as exc:
+            if not condition or tries <= 1 or error_code(exc) not in WRITTEN_MEANWHILE:
+                raise
+            if self._warn is not None:
+                self._warn(
+                    f"the live record of {self.env.name} changed since this run read it under its lock (another "
+                    "deploy wrote it: this one's lock was broken or taken over meanwhile): read again, its entries "
+                    "kept, this run's put over them"
+                )
+            self._put_live(record, self.live(), tries - 1)
+
+    def live(self) -> Live:
+        """component → {sha, when, record, ...}: what the last successful deploys left (with what the run that
+        deployed it left it as, :attr:`Record.left`), and its ETag."""
+        try:
+            answer = self.s3.get_object(Bucket=self.bucket, Key=self.live_key)
+            body = answer["Body"].read()
         except ClientError as exc:
             if is_not_there(exc):
-                return {}
+                return Live({}, None)
             raise
         try:
             data = json.loads(body)
@@ -588,7 +622,7 @@ class History:
         bad = next((k for k, v in data.items() if not (isinstance(v, dict) and isinstance(v.get("sha"), str))), None)
         if bad is not None:
             raise self._bad_live_record(f'its entry {bad!r} is {json.dumps(data[bad])[:60]}, not {{"sha": ...}}')
-        return {str(k): {str(a): str(b) for a, b in v.items()} for k, v in data.items()}
+        return Live({str(k): {str(a): str(b) for a, b in v.items()} for k, v in data.items()}, answer.get("ETag"))
 
     def live_or_why(self) -> dict[str, dict[str, str]] | LiveRecordUnreadable:
         """:meth:`live`, or why it cannot be read (for a caller that can go on without it)."""

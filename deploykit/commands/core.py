@@ -831,7 +831,7 @@ def _record(
     )
     whose = "the deployment worked but its" if report.ok else "the failed run's"
     try:
-        found = history.History.of(aws, env)
+        found = history.History.of(aws, env, warn=lambda said: runtime.stderr.write(f"⚠️  {said}\n"))
         if found is None:
             return
         writes: dict[str, Callable[[], object]] = {"record": partial(_keep, partial(found.write, live=live), record)}

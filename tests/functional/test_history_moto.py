@@ -400,6 +400,37 @@ def test_given_the_live_record_read_under_the_lock_both_are_written_at_once_and_
     assert list(read) == ["app"]
 
 
+def test_a_live_record_another_deploy_wrote_meanwhile_keeps_its_entries(bucket: str, dev_env: EnvConfig) -> None:
+    """A deploy whose lock was broken or taken over may not know it yet (the lock is read back every 15 s): its live
+    record, read when the run began, is written on condition that it is still so. Found changed (another deploy
+    wrote it), it is read again and its entries kept, this run's put over them, said; as when the other deploy made
+    the first live record meanwhile."""
+    said: list[str] = []
+    store = history.History.of(AwsFactory(dev_env), dev_env, warn=said.append)
+    assert store is not None
+    empty = store.live()
+    assert empty == {} and empty.etag is None
+    other = history.record_of(report(), components={"lambda:fn": "b" * 12}, base={}, head="b" * 12, who="ci")
+    store.write(other)  # the other deploy, meanwhile
+    ours = history.record_of(report(), components={"app": "a" * 12}, base={}, head="a" * 12, who="laptop")
+    store.write(ours, live=empty)
+    assert {c: v["sha"] for c, v in store.live().items()} == {"app": "a" * 12, "lambda:fn": "b" * 12}
+    assert len(said) == 1 and "changed since this run read it under its lock" in said[0]
+
+    read = store.live()
+    again = history.record_of(report(), components={"lambda:fn": "c" * 12}, base={}, head="c" * 12, who="ci")
+    store.write(again)
+    late = history.record_of(report(), components={"app": "d" * 12}, base={}, head="d" * 12, who="laptop")
+    store.write(late, live=read)
+    assert {c: v["sha"] for c, v in store.live().items()} == {"app": "d" * 12, "lambda:fn": "c" * 12}
+    assert len(said) == 2
+    # as it read it: written at once, nothing said
+    store.write(
+        history.record_of(report(), components={"app": "e" * 12}, base={}, head="e" * 12, who="ci"), live=store.live()
+    )
+    assert store.live()["app"]["sha"] == "e" * 12 and len(said) == 2
+
+
 class ReadsTheBucket(Step):
     """A step that reads an object of the artifacts bucket (its first call)."""
 
