@@ -62,11 +62,18 @@ def backoff(first: float, cap: float, factor: float = 2.0) -> Iterator[float]:
         delay = min(delay * factor, cap)
 
 
+# A monotonic clock that counts the time the machine was suspended (Linux's CLOCK_BOOTTIME), where there is one:
+# CLOCK_MONOTONIC stops while a laptop sleeps, and a lease or a deadline counted on it would outlive the sleep (a
+# deploy lock's lease ran out by S3's time, another deploy took it, and the woken one went on). Elsewhere (macOS's
+# monotonic clock counts sleep already), time.monotonic.
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
 class SystemClock:
     """The real clock."""
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

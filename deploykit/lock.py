@@ -75,6 +75,9 @@ from deploykit.stacks import NOT_THERE
 LEASE_SECONDS = 600.0
 """How long a lock outlives its last renewal: a killed deploy's lock is free again this long after it died."""
 RENEW_RETRY = 10.0  # seconds before a renewal that failed (a network blip, throttling) is tried again
+# seconds the holder counts its lease short by: others judge it from S3's Date and Last-Modified headers, each to the
+# whole second, so they may find it run out up to a second before the holder's own count (from before its write) does
+LEASE_MARGIN = 2.0
 VERIFY_EVERY = 15.0
 """Seconds between two reads of the lock while a deploy holds it, between renewals: a lock broken by ``inv unlock``
 (the deploy was thought dead) or taken over is noticed within them, not at the next renewal, a third of the lease
@@ -534,7 +537,7 @@ class Lease:
         the clock's monotonic time from before our last write that went through, so that no change of this machine's
         wall clock, nor its disagreeing with others', lets the deploy run on once others may take the lock."""
         lost = self.lost
-        if lost is None and self.lock.clock.monotonic() - self.written >= self.lock.lease:
+        if lost is None and self.lock.clock.monotonic() - self.written >= self.lock.lease - LEASE_MARGIN:
             lost = f"the lease of the lock of {self.lock.env!r} ran out: renewing it kept failing"
         if lost is not None:
             raise LockLost(

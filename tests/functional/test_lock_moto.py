@@ -1058,9 +1058,9 @@ def test_a_holder_whose_clock_is_set_back_still_stops_once_its_lease_ran_out_unr
     clock.sleep(200)
     assert mine.renew() is True  # the last renewal that went through: the lease counts from it
     clock.step = -timedelta(minutes=15)
-    clock.sleep(599)
-    mine.check()  # a second left
-    clock.sleep(1)
-    with pytest.raises(lock.LockLost, match="ran out: renewing it kept failing"):
+    clock.sleep(597)
+    mine.check()  # three seconds left
+    clock.sleep(1)  # two: others judge the lease from S3's headers, to the whole second, and may find it out a
+    with pytest.raises(lock.LockLost, match="ran out: renewing it kept failing"):  # second early: it stops
         mine.check()
     assert mine.release() is True

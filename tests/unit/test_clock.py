@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from deploykit.clock import LONGEST, seconds_of
@@ -18,3 +20,15 @@ def test_a_duration_is_seconds_minutes_or_hours(text: str, seconds: float) -> No
 def test_anything_else_or_longer_than_a_year_is_none(text: str) -> None:
     """400 digits would be infinite (a wait that never ends, or an OverflowError deep in a sleep)."""
     assert seconds_of(text) is None
+
+
+@pytest.mark.skipif(not hasattr(time, "CLOCK_BOOTTIME"), reason="Linux's CLOCK_BOOTTIME")
+def test_the_system_clock_counts_the_time_the_machine_was_suspended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy lock's lease and the waits' deadlines are counted on it: CLOCK_MONOTONIC stops while a laptop sleeps,
+    CLOCK_BOOTTIME goes on (played: the two told apart by the values each gives)."""
+    from deploykit.clock import SystemClock
+
+    read = {time.CLOCK_BOOTTIME: 1000.0, time.CLOCK_MONOTONIC: 40.0}
+    monkeypatch.setattr(time, "clock_gettime", read.__getitem__)
+    monkeypatch.setattr(time, "monotonic", lambda: 40.0)
+    assert SystemClock().monotonic() == 1000.0
