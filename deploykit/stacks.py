@@ -97,6 +97,9 @@ ACCESS_RESOURCE_TYPES = frozenset(
         "AWS::IAM::UserToGroupAddition",
         "AWS::IAM::InstanceProfile",
         "AWS::IAM::RolePolicy",
+        "AWS::IAM::UserPolicy",
+        "AWS::IAM::GroupPolicy",
+        "AWS::IAM::AccessKey",
         "AWS::EC2::SecurityGroup",
         "AWS::EC2::SecurityGroupIngress",
         "AWS::EC2::SecurityGroupEgress",
@@ -108,6 +111,8 @@ ACCESS_RESOURCE_TYPES = frozenset(
         "AWS::SecretsManager::ResourcePolicy",
         "AWS::ApiGateway::Authorizer",
         "AWS::Cognito::UserPoolClient",
+        "AWS::Lambda::Url",  # AuthType NONE opens a function to anyone
+        "AWS::ApiGateway::Method",  # its AuthorizationType: NONE takes a route's login away
     }
 )
 DEFAULT_CAPABILITIES = ("CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND")
@@ -589,8 +594,8 @@ class StackOutputs:
     def __call__(self, stack: str) -> dict[str, str] | None:
         """The outputs of ``stack``; None when it does not exist (or was deleted)."""
         found = self.described(stack)
-        if found is None or found.get("StackStatus") == "DELETE_COMPLETE":
-            return None
+        if found is None or found.get("StackStatus") in ("DELETE_COMPLETE", "REVIEW_IN_PROGRESS"):
+            return None  # REVIEW_IN_PROGRESS: made for a change set never executed, no resource of its own
         return dict(outputs_of(found))
 
     def described(self, stack: str) -> dict[str, Any] | None:
@@ -1323,10 +1328,24 @@ class StackDeployer:
                 )
             follow = self._baseline(stack_id, name)
         except BaseException:
-            self._delete_change_set(change_set_id)
+            self._abandon(change_set_id, name if change_set_type == "CREATE" else None)
             raise
-        self._call("execute_change_set", ChangeSetName=change_set_id)
-        stack = self._follow(name, follow, "deploying")
+        try:
+            self._call("execute_change_set", ChangeSetName=change_set_id)
+        except ClientError as exc:
+            # refused (denied, throttled past the retries, invalid): the change set was not executed. One the
+            # execution of may have begun (a retry after a lost answer finds it so; a server error) is left
+            if error_code(exc) != "InvalidChangeSetStatus" and not is_transient(exc):
+                self._abandon(change_set_id, name if change_set_type == "CREATE" else None)
+            raise
+        try:
+            stack = self._follow(name, follow, "deploying")
+        except (ClientError, botocore.exceptions.BotoCoreError) as exc:  # the change set went: never "nothing changed"
+            raise StepFailed(
+                f"{name}: its change set was executed, but following it failed: {error_code(exc) or exc}",
+                next_step=f"see how it ended: aws cloudformation describe-stacks --stack-name {name}; then rerun: "
+                f"{again}",
+            ) from exc
         status = str(stack.get("StackStatus", "?"))
         if status not in SUCCESS_AFTER_EXECUTE:
             raise self._deploy_failure(name, stack, follow)
@@ -1334,7 +1353,15 @@ class StackDeployer:
         seconds = self.clock.monotonic() - started
         mode = " in express mode: its resources may still be getting ready" if express else ""
         self.say(f"{name}: {status} ({action} in {seconds:.1f}s{mode})")
-        protection = self._protect(name, stack, termination_protection)
+        try:
+            protection = self._protect(name, stack, termination_protection)
+        except ClientError as exc:  # the stack is deployed: its protection left as it was is said, not a failure
+            self.say(
+                f"⚠️  {name}: its termination protection was not set ({error_code(exc)}: "
+                f"{exc.response.get('Error', {}).get('Message', '')}); the stack is deployed, the next deploy sets it "
+                "(it needs cloudformation:UpdateTerminationProtection)"
+            )
+            protection = ""
         now = topics_of(stack)
         told = topic_names(now) if notification_arns is not None and set(now) != set(topics) else ""
         if told:
@@ -1520,6 +1547,20 @@ class StackDeployer:
             changes.extend(page.get("Changes") or [])
             token = page.get("NextToken")
         return changes
+
+    def _abandon(self, change_set_id: str, created: str | None) -> None:
+        """Delete a change set not executed; and, for one that was to create stack ``created``, the stack its
+        creation made: an empty stack in REVIEW_IN_PROGRESS, which would count as there (the CDK CLI deletes it too)."""
+        self._delete_change_set(change_set_id)
+        if created is None:
+            return
+        try:
+            found = self._call("describe_stacks", StackName=created)["Stacks"]
+            if found and found[0].get("StackStatus") == "REVIEW_IN_PROGRESS":
+                self._call("delete_stack", StackName=created)
+        except ClientError as exc:
+            if not is_not_there(exc):
+                self.say(f"could not delete the empty stack {created} its change set made: {exc}")
 
     def _delete_change_set(self, change_set_id: str) -> None:
         """Delete a change set not executed (once: a second call for the same one does nothing, as when what follows

@@ -18,13 +18,14 @@ from unittest.mock import Mock
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import load_config
-from deploykit.errors import UsageError
+from deploykit.errors import StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context
 from deploykit.stack_chain import DeployStack
@@ -180,6 +181,78 @@ def test_a_stack_that_is_only_a_change_set_is_created(cfn: Any, deployer: StackD
     assert result.action == "created"
     assert any("exists only as a change set" in line for line in lines)
     assert ssm_value() == "v1"
+
+
+def test_a_first_create_refused_or_failed_leaves_no_stack_behind(cfn: Any, deployer: StackDeployer) -> None:
+    """CreateChangeSet of a new stack makes the stack, empty, REVIEW_IN_PROGRESS: a refusal (exit 2, "nothing was
+    changed"), or an execution AWS refused, left it, and it counted as there (its outputs {}: smoke ran against it,
+    a release command was planned before the stack that makes its service). Deleted with its change set, as the CDK
+    CLI does."""
+    role = json.dumps(role_template())
+    with pytest.raises(UsageError, match=r"refusing to deploy .* to a protected environment unapproved"):
+        deployer.deploy(NAME, role, {}, guard_access=True)
+    assert stack_names(cfn) == [] and StackOutputs(cfn)(NAME) is None
+
+    class DenyExecute:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.client, name)
+
+        def execute_change_set(self, **_: Any) -> None:
+            error = {"Error": {"Code": "AccessDenied", "Message": "not authorized: cloudformation:ExecuteChangeSet"}}
+            raise ClientError(error, "ExecuteChangeSet")
+
+    denied = StackDeployer(DenyExecute(cfn), FakeClock(), say=lambda _: None, poll=1.0, timeout=30.0, env="dev")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        denied.deploy(NAME, template("v1", with_table=False), {"Value": "v1"})
+    assert stack_names(cfn) == []
+    deployer.deploy(NAME, template("v1", with_table=False), {"Value": "v1"})  # an update's change set: kept stack
+    with pytest.raises(ClientError, match="AccessDenied"):
+        denied.deploy(NAME, template("v2", with_table=False), {"Value": "v2"})
+    [stack] = cfn.describe_stacks(StackName=NAME)["Stacks"]
+    assert stack["StackStatus"] in ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+    left = cfn.list_change_sets(StackName=NAME)["Summaries"]  # moto lists the executed one too
+    assert [c for c in left if c["ExecutionStatus"] == "AVAILABLE"] == []  # none left to be executed by mistake
+    assert ssm_value() == "v1"
+
+
+class AfterExecute:
+    """CloudFormation as ``denied`` makes it once the change set was executed: the call named refused."""
+
+    def __init__(self, client: Any, denied: str, code: str) -> None:
+        self.client, self.denied, self.code, self.executed = client, denied, code, False
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "execute_change_set":
+            self.executed = True
+        elif name == self.denied and self.executed:
+            error = {"Error": {"Code": self.code, "Message": f"{self.code} on purpose"}}
+            return Mock(side_effect=ClientError(error, name))
+        return getattr(self.client, name)
+
+
+def test_a_refusal_after_the_change_set_went_is_a_failure_or_a_warning_never_nothing_changed(cfn: Any) -> None:
+    """AWS refusing a call after the change set was executed was taken for bad input (exit 2, 'nothing changed', the
+    stack's outputs lost for the live record): the stack changed. Its termination protection refused is said, the
+    deploy done; following it refused (credentials run out) fails the step (exit 1)."""
+    said: list[str] = []
+    denied = AfterExecute(cfn, "update_termination_protection", "AccessDenied")
+    deployer = StackDeployer(denied, FakeClock(), say=said.append, poll=1.0, timeout=30.0, env="dev")
+    result = deployer.deploy(NAME, template("v1", with_table=False), {"Value": "v1"}, termination_protection=True)
+    assert result.action == "created" and ssm_value() == "v1"
+    assert any("its termination protection was not set (AccessDenied" in line for line in said)
+
+    expired = AfterExecute(cfn, "describe_stacks", "ExpiredToken")
+    deployer = StackDeployer(expired, FakeClock(), say=said.append, poll=1.0, timeout=30.0, env="dev")
+    with pytest.raises(StepFailed, match="its change set was executed, but following it failed: ExpiredToken") as err:
+        deployer.deploy(NAME, template("v2", with_table=False), {"Value": "v2"})
+    assert err.value.exit_code == 1
+
+
+def stack_names(cfn: Any) -> list[str]:
+    return [s["StackName"] for s in cfn.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
 
 
 def test_a_deleted_stack_is_created_again(cfn: Any, deployer: StackDeployer) -> None:

@@ -110,6 +110,24 @@ def test_data_guard_names_only_the_dangerous_ones() -> None:
     assert stacks.dangerous_changes(changes, data_types={"AWS::S3::Bucket"}) == []
 
 
+@pytest.mark.parametrize(
+    ("rtype", "access"),
+    [
+        ("AWS::IAM::Role", True),
+        ("AWS::IAM::UserPolicy", True),
+        ("AWS::IAM::GroupPolicy", True),
+        ("AWS::IAM::AccessKey", True),
+        ("AWS::Lambda::Url", True),  # AuthType NONE opens a function to anyone
+        ("AWS::ApiGateway::Method", True),  # AuthorizationType NONE takes a route's login away
+        ("AWS::SNS::Topic", False),
+        ("AWS::Lambda::Function", False),
+    ],
+)
+def test_what_changes_who_may_access_what(rtype: str, access: bool) -> None:
+    """What a protected environment deploys only approved (--approve-access), and every change set marks 🔐."""
+    assert Change("R", rtype, "Modify", "False").changes_access is access
+
+
 def test_changes_table_lists_resource_type_action_replacement() -> None:
     changes = [
         Change("Cars", "AWS::DynamoDB::Table", "Modify", "True"),
