@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from deploykit import changes, ecs, lambda_chain, packaging, planner, references, synth
@@ -24,7 +25,7 @@ from deploykit.canary import takes_it_back
 from deploykit.config import SIZE_KEYS, Config, EnvConfig
 from deploykit.endpoints import Endpoints, function_id
 from deploykit.errors import DeployKitError, UsageError
-from deploykit.git import DIRTY, SHORT_SHA, Revision, is_shallow
+from deploykit.git import DIRTY, SHORT_SHA, Revision, commits_ahead, is_shallow
 from deploykit.history import History, LiveRecordUnreadable, Record, step_name, when_utc
 from deploykit.plan import Parallel, Plan, Step, group_heading, is_group, nested_name, walk
 from deploykit.plan import Sequence as StepSequence
@@ -817,18 +818,25 @@ def target_of(step: Step, env: EnvConfig) -> str:
     return env.name
 
 
-def oldest_base(found: changes.ChangeSet) -> str | None:
-    """The base of the changes: the one live SHA when all changed components share it, else the first listed."""
-    bases = [found.base.get(c) for c in sorted(found.components())]
-    known = [b for b in bases if b]
-    return known[0] if known else None
+def oldest_base(found: changes.ChangeSet, root: Path | None = None) -> str | None:
+    """The base of the changes: the one live SHA when all changed components share it, else the oldest by history
+    (``root``'s clone: one that is the other's ancestor is older; on other lines of history, the first listed), so
+    that ``git log base..head`` holds every change; without ``root``, the first listed."""
+    bases = list(dict.fromkeys(b for c in sorted(found.components()) if (b := found.base.get(c))))
+    if len(bases) <= 1 or root is None:
+        return bases[0] if bases else None
+    oldest = bases[0]
+    for other in bases[1:]:
+        if commits_ahead(root, oldest, other):  # other is one of its ancestors
+            oldest = other
+    return oldest
 
 
-def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan) -> dict[str, Any]:
-    """``--dry-run --json``: a shape kept stable for CI scripts."""
+def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan, root: Path | None = None) -> dict[str, Any]:
+    """``--dry-run --json``: a shape kept stable for CI scripts (``root``: the clone, for the oldest base)."""
     return {
         "environment": env.name,
-        "base": oldest_base(found),
+        "base": oldest_base(found, root),
         "head": found.head,
         "changes": [
             {"path": c.path, "component": c.component, "kind": c.kind}
@@ -839,14 +847,14 @@ def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan) -> dict[str,
     }
 
 
-def diff_json(env: EnvConfig, found: changes.ChangeSet) -> dict[str, Any]:
+def diff_json(env: EnvConfig, found: changes.ChangeSet, root: Path | None = None) -> dict[str, Any]:
     """``inv diff --json``: the plan's shape without its steps; ``behind``: each changed component whose live
     commit is ahead of HEAD (what the ⏮ lines say), ``{component: {"live": sha, "ahead": commits}}``; ``replaced``:
     each changed component whose live commit is on another line of history (the 🔀 lines), ``{component: {"live":
     sha, "commits": how many HEAD lacks}}``; and
     ``reasons``: each component counted changed with no path of it changed, ``{component: why}`` (never deployed, a
     dirty build live, not what the last deploy verified, changed outside deploykit...)."""
-    data = plan_json(env, found, Plan(env.name, ()))
+    data = plan_json(env, found, Plan(env.name, ()), root)
     data.pop("steps")
     data["behind"] = {c: {"live": live, "ahead": n} for c, (live, n) in taken_back(found).items()}
     data["replaced"] = {c: {"live": live, "commits": n} for c, (live, n) in replaced(found).items()}

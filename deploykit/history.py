@@ -40,7 +40,7 @@ from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.git import DIRTY
 from deploykit.output import tabulate
-from deploykit.plan import RunReport, StepRecord, commits_json
+from deploykit.plan import NOT_RUN_NOTHING_CHANGED, RunReport, StepRecord, commits_json
 from deploykit.stack_chain import ARTIFACTS_OUTPUT
 from deploykit.stacks import StackOutputs, error_code, is_not_there
 
@@ -810,7 +810,8 @@ def when_utc(iso: str) -> str:
 def estimates(records: Sequence[Record]) -> dict[str, float]:
     """Step name → the median seconds it took when it ran (done, or skipped: its result was there), over ``records``.
 
-    Skips count: a step that usually finds its result in place (the base image current, the synthesis unchanged, a
+    Skips count (not a verifying step the executor did not run, nothing having changed before it): a step that
+    usually finds its result in place (the base image current, the synthesis unchanged, a
     build cached) takes that time. Counting only what did something, the base image's one build (about a minute) was
     every later app deploy's estimate for a check of a few milliseconds.
 
@@ -821,6 +822,8 @@ def estimates(records: Sequence[Record]) -> dict[str, float]:
     created: dict[str, list[float]] = {}
     for record in records:
         for step in record.steps:
+            if step.get("detail") == NOT_RUN_NOTHING_CHANGED:  # not run at all: no time of its own (smoke's ~0 s)
+                continue
             if step.get("status") in ("done", "skipped"):
                 name = step_name(step)
                 made = name.startswith("deploy-stack:") and str(step.get("detail", "")).startswith(

@@ -486,7 +486,14 @@ class Parallel(Step):
                 pool.shutdown(wait=True)  # each has ended then: what it did goes to the group's record
                 raise carry(exc, *self._records(ended)) from None
         children, outputs = self._records(ended)
-        failures = [(s, r) for i, s in enumerate(self.steps) if i in ended and isinstance(r := ended[i][0], Exception)]
+        failures = [
+            (s, r)
+            for i, s in enumerate(self.steps)
+            if i in ended and isinstance(r := ended[i][0], BaseException) and not isinstance(r, KeyboardInterrupt)
+        ]
+        # a failure before a refusal, whatever their order: the group's refusal (exit 2, "nothing changed") would hide
+        # what the failed sibling changed, and the automatic rollback would not follow
+        failures.sort(key=lambda failure: refusal(failure[1]))
         for step, error in failures[1:]:
             ctx.reporter.line(
                 f"🛑 {step.name} refused too: {error}" if refusal(error) else f"❌ {step.name} failed too: {error}"
@@ -619,80 +626,90 @@ class Executor:
         # (or, when that one makes their inputs too, the first after it)
         checked: set[int] = set()  # the steps whose preflights were checked before the first step (_at_start)
         self._notify("deploykit_deployment_started", env=plan.env, plan=plan.to_json())
-        for index, step in enumerate(plan.steps):
-            record = records[index]
-            if step.skippable and index and all(r.status == "skipped" for r in records[:index]):
-                record.status, record.detail = "skipped", "nothing changed before it (inv smoke checks anyway)"
-                self._step_finished(plan, record)
-                continue
-            if index == 0:
-                try:
-                    checked = self._at_start(plan)
-                except DeployKitError as exc:  # before the run's first step: nothing made, nothing changed
-                    error = exc
-                    out.line(f"⏹  {exc.message}")
-                    break
-            if self.ctx.gate is not None and not all_artifacts(step):
-                gate, self.ctx.gate = self.ctx.gate, None
-                try:
-                    gate()
-                except DeployKitError as exc:  # before the step: it is not run, nor is the run told to plugins
-                    error, stopped_at_gate = exc, True
-                    out.line(f"⏹  {exc.message}")
-                    break
-                self._release()
-            if not preflown and not all_artifacts(step):
-                try:
-                    preflown = self._preflight(plan, index, checked)
-                except DeployKitError as exc:  # before the step: what it and the steps after it change, unchanged
-                    error = exc
-                    out.line(f"⏹  {exc.message}")
-                    break
-            if self.ctx.holding is not None and not all_artifacts(step):
-                try:
-                    self.ctx.holding()
-                except DeployKitError as exc:  # before the step: it is not run
-                    error = exc
-                    out.line(f"⏹  {exc.message}")
-                    break
-            if changing is None and not all_artifacts(step):
-                changing = clock.now()
-                self.ctx.changing_since = self.ctx.changing_since or changing
-            out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
-            t0 = clock.monotonic()
-            self.ctx.start_early(step, itertools.takewhile(lambda later: not later.skippable, plan.steps[index + 1 :]))
-            try:
-                with out.activity(step.name):
+        index = 0
+        try:
+            for index, step in enumerate(plan.steps):
+                record = records[index]
+                if step.skippable and index and all(r.status == "skipped" for r in records[:index]):
+                    record.status, record.detail = "skipped", NOT_RUN_NOTHING_CHANGED
+                    self._step_finished(plan, record)
+                    continue
+                if index == 0:
                     try:
-                        outcome = step.run(self.ctx)
-                    except DeployKitError:
-                        raise
-                    except Exception as raw:
-                        translated = self.translate(raw)
-                        if translated is None:
+                        checked = self._at_start(plan)
+                    except DeployKitError as exc:  # before the run's first step: nothing made, nothing changed
+                        error = exc
+                        out.line(f"⏹  {exc.message}")
+                        break
+                if self.ctx.gate is not None and not all_artifacts(step):
+                    gate, self.ctx.gate = self.ctx.gate, None
+                    try:
+                        gate()
+                    except DeployKitError as exc:  # before the step: it is not run, nor is the run told to plugins
+                        error, stopped_at_gate = exc, True
+                        out.line(f"⏹  {exc.message}")
+                        break
+                    self._release()
+                if not preflown and not all_artifacts(step):
+                    try:
+                        preflown = self._preflight(plan, index, checked)
+                    except DeployKitError as exc:  # before the step: what it and the steps after it change, unchanged
+                        error = exc
+                        out.line(f"⏹  {exc.message}")
+                        break
+                if self.ctx.holding is not None and not all_artifacts(step):
+                    try:
+                        self.ctx.holding()
+                    except DeployKitError as exc:  # before the step: it is not run
+                        error = exc
+                        out.line(f"⏹  {exc.message}")
+                        break
+                if changing is None and not all_artifacts(step):
+                    changing = clock.now()
+                    self.ctx.changing_since = self.ctx.changing_since or changing
+                out.line(f"▶ {step.name}: {group_heading(step) if is_group(step) else record.description}")
+                t0 = clock.monotonic()
+                self.ctx.start_early(
+                    step, itertools.takewhile(lambda later: not later.skippable, plan.steps[index + 1 :])
+                )
+                try:
+                    with out.activity(step.name):
+                        try:
+                            outcome = step.run(self.ctx)
+                        except DeployKitError:
                             raise
-                        raise translated from raw
-            except DeployKitError as exc:
-                record.status, record.detail = "failed", exc.message.splitlines()[0][:100]
-                record.children, record.outputs = carried(exc)  # a group's: what its steps did before
-                record.seconds, record.refused = clock.monotonic() - t0, refusal(exc)
-                error = exc
-                ended = f"🛑 {step.name} refused" if record.refused else f"❌ {step.name} failed"
-                out.line(f"{ended} after {record.seconds:.1f}s")
+                        except Exception as raw:
+                            translated = self.translate(raw)
+                            if translated is None:
+                                raise
+                            raise translated from raw
+                except DeployKitError as exc:
+                    record.status, record.detail = "failed", exc.message.splitlines()[0][:100]
+                    record.children, record.outputs = carried(exc)  # a group's: what its steps did before
+                    record.seconds, record.refused = clock.monotonic() - t0, refusal(exc)
+                    error = exc
+                    ended = f"🛑 {step.name} refused" if record.refused else f"❌ {step.name} failed"
+                    out.line(f"{ended} after {record.seconds:.1f}s")
+                    self._step_finished(plan, record)
+                    break
+                except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM turned into one by the task
+                    record.status, record.detail = "failed", "interrupted"
+                    record.children, record.outputs = carried(stopped)  # a group's: what each of its steps did
+                    record.seconds = clock.monotonic() - t0
+                    error = interruption(plan, index, step)
+                    out.line(f"⚠️  {step.name} interrupted after {record.seconds:.1f}s")
+                    self._step_finished(plan, record)
+                    break
+                record = records[index] = record_of(step, outcome, clock.monotonic() - t0)  # as a group's steps are
+                mark = "✅" if outcome.status == "done" else "⏭ "
+                out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")
                 self._step_finished(plan, record)
-                break
-            except KeyboardInterrupt as stopped:  # Ctrl-C, or SIGTERM turned into one by the task
-                record.status, record.detail = "failed", "interrupted"
-                record.children, record.outputs = carried(stopped)  # a group's: what each of its steps did
-                record.seconds = clock.monotonic() - t0
-                error = interruption(plan, index, step)
-                out.line(f"⚠️  {step.name} interrupted after {record.seconds:.1f}s")
-                self._step_finished(plan, record)
-                break
-            record = records[index] = record_of(step, outcome, clock.monotonic() - t0)  # as a group's steps are
-            mark = "✅" if outcome.status == "done" else "⏭ "
-            out.line(f"{mark} {step.name} {outcome.status} in {record.seconds:.1f}s: {outcome.detail}")
-            self._step_finished(plan, record)
+        except KeyboardInterrupt:
+            # between two steps (a plugin told of the last one, a check before the next): the run stops as in a step,
+            # with a report, its record and its automatic rollback, never as an escape
+            step = plan.steps[index]
+            error = interruption(plan, index, step)
+            out.line(f"⚠️  interrupted at {step.name}")
         report = RunReport(plan, records, clock.monotonic() - start, error, changing_since=changing)
         if error is not None and error.exit_code == UsageError.exit_code and report.changed_live:
             # refused by a step after others changed what runs (a plugin's review of a later stack): not "nothing
@@ -787,6 +804,11 @@ class Executor:
             self._held.append((hook_name, kwargs))
             return
         observe(self.ctx.plugins, hook_name, self.ctx.reporter.line, **kwargs)
+
+
+# the detail of a verifying step the executor did not run: nothing changed before it (no time of its own: left out of
+# the history's estimates, deploykit.history.estimates)
+NOT_RUN_NOTHING_CHANGED = "nothing changed before it (inv smoke checks anyway)"
 
 
 def interruption(plan: Plan, index: int, step: Step) -> Interrupted:

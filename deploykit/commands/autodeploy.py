@@ -332,6 +332,9 @@ def deploy_auto(
         if not dry_run and not promotion.image:  # the code it builds and packages: all of it
             syntax.refuse(syntax.python_errors(a.config.root, syntax.every_code(a.config)), "app or function")
         runtime.stderr.write(f"🆕 {a.env.name} is not fully deployed yet: deploying everything (deploy.full)\n")
+        if dry_run and as_json:  # the shape CI scripts read, whatever the environment holds yet
+            runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan, a.config.root)) + "\n")
+            return None
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
     a.found = auto.held_back(a.found, chosen, skipped)
     changed = a.found.components()
@@ -390,7 +393,7 @@ def deploy_auto(
         )
         plan = pause.woken(plan, a.paused, a.env)  # a paused environment woken first
     if dry_run and as_json:
-        runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan)) + "\n")
+        runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan, a.config.root)) + "\n")
         return None
     _write_analysis(runtime, lines, closing, a.found.since)
     if not plan:
@@ -685,7 +688,7 @@ def diff(
         listed = set(auto.commit_lines(commits))  # listed apart, linked: not in the block too
         found = markdown.Review(
             env=a.env.name,
-            base=auto.oldest_base(a.found),
+            base=auto.oldest_base(a.found, a.config.root),
             head=a.found.head,
             components=sorted(a.found.components()),
             analysis=[*(line for line in lines if line not in listed), *closing],
@@ -698,7 +701,7 @@ def diff(
         )
         runtime.stdout.write(markdown.review(found))
     if as_json:
-        data = auto.diff_json(a.env, a.found)
+        data = auto.diff_json(a.env, a.found, a.config.root)
         data["stacks"] = stacks_json
         if a.env.promote_from:
             data["promotion"] = {"from": a.env.promote_from, "not_promoted": held, "ran_before": earlier}

@@ -26,6 +26,7 @@ from deploykit.release import PENDING_TAG
 from tests.conftest import REPO, git
 from tests.functional.conftest import REGION, api_function, create_service, held_across, held_each
 from tests.functional.test_endpoints import OUTPUTS, create_stack
+from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
 
 @pytest.fixture
@@ -248,6 +249,25 @@ def test_an_environment_not_fully_deployed_cannot_hold_anything_back(
     assert refused.value.message == (
         "dev is not fully deployed yet: deploy.auto deploys everything (deploy.full), and --only cannot hold any of it "
         "back"
+    )
+    assert boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"] == []
+
+
+def test_the_dry_run_json_of_an_environment_not_fully_deployed_has_the_pinned_shape(
+    moto_aws: None,
+    dev_env: EnvConfig,
+    with_lambdas: Path,  # noqa: F811
+) -> None:
+    """A fresh (or destroyed) environment: deploy.auto deploys everything, and its --dry-run --json printed the
+    executor's own dry-run shape, which a CI script reading the pinned one broke on."""
+    runtime = runtime_of(with_lambdas, AwsFactory(dev_env))
+    assert commands.deploy_auto(env="dev", dry_run=True, as_json=True, runtime=runtime) is None
+    data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+    assert list(data) == ["environment", "base", "head", "changes", "steps"]
+    assert data["environment"] == "dev" and data["base"] is None
+    assert {c["kind"] for c in data["changes"]} <= {"app", "lambda", "stack"} and data["changes"]
+    assert {"name": "smoke", "target": "dev"} in data["steps"] and all(
+        list(s) == ["name", "target"] for s in data["steps"]
     )
     assert boto3.client("cloudformation", region_name=REGION).list_stacks()["StackSummaries"] == []
 

@@ -16,7 +16,7 @@ from deploykit import commands, freeze, history, lock
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Plan, RunReport, Step, StepRecord
+from deploykit.plan import NOT_RUN_NOTHING_CHANGED, Context, Outcome, Plan, RunReport, Step, StepRecord
 from deploykit.stack_chain import action_key
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.conftest import Deploy, asked, held_each, held_together
@@ -504,6 +504,17 @@ def test_estimates_are_the_median_of_the_steps_that_ran_skips_included() -> None
         "push": 0.1,
         "base-image": 0.0,  # not the build's minute
     }
+
+
+def test_a_smoke_the_executor_did_not_run_is_no_estimate_of_its_time() -> None:
+    """A deploy.stack with no change skips its smoke (nothing changed before it): 0 s, which is no time smoke takes.
+    Two of them beside one smoke of 5 s made deploy.auto's smoke (which always runs) estimated at 0.0 s."""
+    not_run = {"step": "smoke", "status": "skipped", "seconds": 0.0, "detail": NOT_RUN_NOTHING_CHANGED}
+    runs = [
+        history.Record.from_json({"id": str(i), "env": "dev", "when": "2026-11-29T10:00:00+00:00", "steps": [step]})
+        for i, step in enumerate([not_run, not_run, {"step": "smoke", "status": "done", "seconds": 5.0}])
+    ]
+    assert history.estimates(runs) == {"smoke": 5.0}
 
 
 def test_a_stacks_creation_is_not_the_estimate_of_its_updates_while_there_are_some() -> None:

@@ -349,6 +349,24 @@ def test_the_dry_run_json_shape_is_pinned(with_lambdas: Path) -> None:  # noqa: 
     assert {"name": "move-alias", "target": "login_handler"} in data["steps"]
 
 
+def test_the_json_base_is_the_oldest_live_commit_when_components_differ(with_lambdas: Path) -> None:  # noqa: F811
+    """The app live at a newer commit than a function: ``git log base..head`` must hold every change, so the base
+    is the older (it was the first by the components' names: the app's)."""
+    _config, env, _revision = setup(with_lambdas)
+    older = git(with_lambdas, "rev-parse", "HEAD").strip()
+    (with_lambdas / "NOTES.md").write_text("newer\n")
+    git(with_lambdas, "add", "-A")
+    git(with_lambdas, "commit", "-qm", "newer")
+    newer = git(with_lambdas, "rev-parse", "HEAD").strip()
+    found = dataclasses.replace(
+        change_set(("backend/app/routes.py", "app"), ("lambda/login_handler/handler.py", "lambda:login_handler")),
+        base={"app": newer, "lambda:login_handler": older},
+    )
+    assert auto.plan_json(env, found, Plan("sandbox", ()), with_lambdas)["base"] == older
+    assert auto.oldest_base(found, with_lambdas) == older and auto.oldest_base(found) == newer  # no clone: as listed
+    assert auto.diff_json(env, found, with_lambdas)["base"] == older
+
+
 def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> None:  # noqa: F811
     _config, env, _revision = setup(with_lambdas)
     found = change_set(

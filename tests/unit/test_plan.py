@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import Config
-from deploykit.errors import DeployKitError, StepFailed, UsageError
+from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter
 from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, Sequence, Step, all_records, describe_plan
 
@@ -259,6 +259,51 @@ def test_a_failing_parallel_step_fails_the_group_after_its_siblings_end() -> Non
     )
     assert isinstance(report.error, StepFailed) and report.error.message == "left broke"
     assert report.records[0].status == "failed"
+
+
+def test_a_sibling_s_failure_is_the_group_s_whatever_refused_before_it_in_the_plan() -> None:
+    """Two stacks of one level: the first's change set refused by a guard (exit 2, nothing changed), the second's
+    update failed. The group raised the first, and the run counted as refused: no automatic rollback, and the
+    record said nothing changed. A step's SystemExit (a plugin's) was no failure at all: the group passed and smoke
+    ran; it goes on up as a step's own does."""
+    from deploykit.plan import Parallel
+
+    clock, out = FakeClock(), io.StringIO()
+    refused = UsageError("refusing to deploy CarRentalFargateStack: its change set replaces the table")
+    report = Executor(make_ctx(clock, out)).execute(
+        Plan(
+            "x",
+            (
+                Parallel(
+                    (Boom(refused), Boom(StepFailed("CarRentalApiStack: UPDATE_ROLLBACK_COMPLETE"))),
+                ),
+            ),
+        )
+    )
+    assert isinstance(report.error, StepFailed) and report.error.exit_code == 1
+    assert "🛑 boom refused too: refusing to deploy CarRentalFargateStack" in out.getvalue()
+
+    with pytest.raises(SystemExit):
+        Executor(make_ctx(clock, io.StringIO())).execute(Plan("x", (Parallel((Sleep(1.0), Boom(SystemExit(3)))),)))
+
+
+def test_an_interrupt_between_two_steps_ends_the_run_with_its_report() -> None:
+    """Ctrl-C while nothing runs a step (a check before the next one, a plugin told of the last one) escaped the
+    executor: no report, so no history record and no automatic rollback of what the steps before had changed."""
+    clock, out = FakeClock(), io.StringIO()
+    ctx = make_ctx(clock, out)
+    checks: list[int] = []
+
+    def holding() -> None:
+        checks.append(1)
+        if len(checks) == 2:
+            raise KeyboardInterrupt
+
+    ctx.holding = holding
+    report = Executor(ctx).execute(Plan("x", (Sleep(1.0), Sleep(2.0), Sleep(3.0))))
+    assert isinstance(report.error, Interrupted) and report.error.exit_code == 130
+    assert [r.status for r in report.records] == ["done", "not run", "not run"]
+    assert "⚠️  interrupted at sleep" in out.getvalue()
 
 
 @dataclass(frozen=True)
