@@ -221,6 +221,7 @@ class PushImage(Step):
     repository: str  # registry/repository, no tag; "" when the repository is created by an earlier step
     tag: str
     platform: str = "linux/amd64"  # what the image is built for ([build] platform); "": not checked
+    base_image: str = ""  # what the environment's image is built FROM (Config.base_image_for); "": not checked
 
     @property
     def remote(self) -> str:
@@ -250,8 +251,26 @@ class PushImage(Step):
                 )
             in_registry_now(ctx.aws).add(self.remote)
             return Outcome.skipped(f"{self.remote} is already in the registry ({digest[:19]})", digest=digest)
-        if not images.image_exists(client, self.local_image):
+        held = images.local_image(client, self.local_image)
+        if held is None:
             raise UsageError(f"image {self.local_image} has not been built here", next_step="run: inv build")
+        # another environment pushing to a repository of the same name builds the same local tag (build.local_image),
+        # for another platform or FROM another base (the sandbox's local one): not this environment's image, which
+        # the registry would keep under the tag for good (its tags are immutable; later pushes skip it)
+        base = images.labels_of(held).get(images.BASE_LABEL)
+        other = (
+            f"for {images.platform_of(held)}, not {self.platform}"
+            if not images.is_for(held, self.platform)
+            else f"FROM {base or 'a base it does not name'}, not {self.base_image}"
+            if self.base_image and base != self.base_image
+            else ""
+        )
+        if other:
+            raise UsageError(
+                f"image {self.local_image} here is built {other}: another environment's build of the same tag; "
+                "nothing was pushed",
+                next_step=f"build it for this environment first: inv build --env {ctx.env.name}, then push",
+            )
         ctx.refuse_ahead()  # a revision of it that register-taskdef would refuse: not pushed either
         client.api.tag(self.local_image, self.repository, self.tag)
         pushed = images.push_image(

@@ -137,12 +137,16 @@ def build_base_image(
     # the final tag is set only once mmdebstrap has succeeded; the staging tag is this build's own, so two builds at
     # once on one engine (two deploys finding the base a week old) never take each other's
     staging = f"{tag}-partial-{os.getpid()}-{threading.get_ident()}"
+    import docker.errors  # the SDK's, once a build needs it (the module imports only its types)
+
     try:
         answer = client.api.import_image_from_stream(
             process.stdout, repository=repository, tag=staging, changes=changes
         )
-    except docker.errors.APIError as exc:
-        process.kill()
+    except BaseException as exc:  # the engine refused, its connection broke, an interrupt: mmdebstrap must not
+        process.kill()  # block for ever writing to a pipe nobody reads, which the wait below would wait for
+        if not isinstance(exc, docker.errors.APIError):
+            raise
         raise StepFailed(f"docker import of the base image failed: {exc}", next_step="rerun: inv base-image") from None
     finally:
         code = process.wait()

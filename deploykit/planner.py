@@ -137,7 +137,13 @@ def app_chain_plan(
             )
         elif stage == "push":
             steps.append(
-                PushImage(local_image(env, revision), str(repository_uri), revision.tag, build_platform(config, env))
+                PushImage(
+                    local_image(env, revision),
+                    str(repository_uri),
+                    revision.tag,
+                    build_platform(config, env),
+                    config.base_image_for(env),
+                )
             )
         elif stage == "register-taskdef":
             steps.append(

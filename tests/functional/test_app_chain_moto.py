@@ -16,7 +16,7 @@ from unittest.mock import Mock
 import pytest
 from botocore.stub import Stubber
 
-from deploykit import app_chain, commands, history, registry
+from deploykit import app_chain, commands, history, images, registry
 from deploykit.app_chain import RegisterTaskDef, RollService
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
@@ -234,6 +234,37 @@ def test_register_taskdef_refuses_a_revision_whose_secret_or_log_group_is_missin
     assert len(revisions(factory)) == 3
 
 
+def built_here(base: str, arch: str = "amd64") -> Mock:
+    """An image on the (fake) engine, as deploykit builds it: its platform, the base its label names."""
+    return Mock(attrs={"Os": "linux", "Architecture": arch, "Config": {"Labels": {images.BASE_LABEL: base}}})
+
+
+def test_a_push_of_another_environment_s_build_of_the_tag_is_refused(project: Path, factory: AwsFactory) -> None:
+    """The sandbox and dev build the same local tag (a repository of the same name): `inv build push --env dev`
+    builds the sandbox's (invoke gives --env to the last task) and pushed it to dev's registry, which keeps it under
+    the tag for good (later pushes skip it: already there). Refused, exit 2, nothing pushed."""
+    import docker
+    import docker.errors
+    from docker.models.images import ImageCollection
+
+    create_service(factory)
+    engine = Mock(spec=docker.DockerClient, api=Mock(spec=docker.APIClient), images=Mock(spec=ImageCollection))
+    engine.api.inspect_distribution.side_effect = docker.errors.APIError("manifest unknown", Mock(status_code=404))
+    run = dataclasses.replace(runtime(project, factory), docker_factory=Mock(return_value=engine))
+    for held, said in (
+        (
+            built_here("deploykit/python-base:3.11-bookworm"),
+            "FROM deploykit/python-base:3.11-bookworm, not python:3.11",
+        ),
+        (built_here("python:3.11-slim", "arm64"), "for linux/arm64, not linux/amd64"),
+    ):
+        engine.images.get.return_value = held
+        with pytest.raises(UsageError, match=said) as refused:
+            commands.app_chain(["push"], env="dev", runtime=run)
+        assert refused.value.exit_code == 2 and "inv build --env dev" in (refused.value.next_step or "")
+    assert engine.api.tag.call_count == 0 and engine.api.push.call_count == 0
+
+
 def test_a_push_whose_revision_register_taskdef_would_refuse_pushes_nothing(project: Path, factory: AwsFactory) -> None:
     """``inv push register-taskdef`` with the service's secret gone: register-taskdef's reads, made while the push
     runs, refuse the revision before the image is pushed, so the registry keeps no image that nothing was made to
@@ -246,6 +277,7 @@ def test_a_push_whose_revision_register_taskdef_would_refuse_pushes_nothing(proj
     create_service(factory, {"secrets": [{"name": "DB", "valueFrom": f"{DB_SECRET}:password::"}]})
     engine = Mock(spec=docker.DockerClient, api=Mock(spec=docker.APIClient), images=Mock(spec=ImageCollection))
     engine.api.inspect_distribution.side_effect = docker.errors.APIError("manifest unknown", Mock(status_code=404))
+    engine.images.get.return_value = built_here("python:3.11-slim")  # dev's build: its platform, its base
     run = dataclasses.replace(runtime(project, factory), docker_factory=Mock(return_value=engine))
     with pytest.raises(UsageError, match="names what does not exist") as refused:
         commands.app_chain(["push", "register-taskdef"], env="dev", runtime=run)

@@ -137,6 +137,29 @@ def test_a_failed_ca_step_of_mmdebstrap_is_said_as_such_not_as_the_mirror(
     assert "can be read" in (raised.value.next_step or "") and "apt-get update" not in (raised.value.next_step or "")
 
 
+def test_an_import_the_engine_refused_stops_mmdebstrap_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine refused the import, or made no image of it: a NameError (the SDK's errors were not imported), and
+    mmdebstrap, blocked writing more than a pipe holds that nobody read, waited for for ever."""
+    import docker.errors
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "mmdebstrap").write_text("#!/bin/sh\nhead -c 1048576 /dev/zero\n")  # more than a pipe holds
+    (tools / "mmdebstrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    client = engine(None)
+    client.api = Mock()
+    client.api.import_image_from_stream.side_effect = docker.errors.APIError("engine refused the import")
+    with pytest.raises(StepFailed, match="docker import of the base image failed: engine refused the import"):
+        base_image.build_base_image(client, SPEC, None, status=lambda _: None)
+    client.api.import_image_from_stream.side_effect = lambda stream, **_: stream.read()
+    client.images.get.side_effect = docker.errors.ImageNotFound("no such image")
+    with pytest.raises(StepFailed, match=f"the base image {SPEC.name} was not created"):
+        base_image.build_base_image(client, SPEC, None, status=lambda _: None)
+
+
 @pytest.mark.parametrize(
     ("held", "built", "why"),
     [
