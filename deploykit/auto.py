@@ -12,6 +12,7 @@ already deploy, then the app chain, smoke once at the end.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -278,6 +279,35 @@ def exporters_needed(
     return exports_wanted(templates, changed, names, exports, region=env.region, account=aws.account())
 
 
+# why an unchanged stack deploys before a changed one that imports from it (exports_wanted), which --only and --skip
+# may not hold back (refuse_holding_exporters reads it)
+EXPORTS_FOR = "its template now exports {export}, which {importer} imports: it deploys first"
+_EXPORTS_FOR = re.compile(
+    r"its template now exports (?P<export>\S+), which (?P<importer>\S+) imports: it deploys first"
+)
+
+
+def refuse_holding_exporters(found: changes.ChangeSet, held: changes.ChangeSet, env: EnvConfig) -> None:
+    """UsageError (exit 2, before anything runs) when ``held`` (``found`` with --only/--skip's components held back)
+    holds back a stack that a stack it still deploys imports from anew: that one's deploy would fail at
+    CloudFormation ("No export named ..."), after what ran before it."""
+    roles = {name: role for role, name in planner.stack_roles(env).items()}
+    deploying = held.components()
+    needed = []
+    for component in sorted(held.held):
+        for change in found.for_component(component):
+            match = _EXPORTS_FOR.fullmatch(change.reason or "")
+            importer = f"stack:{roles.get(match['importer'], '')}" if match else ""
+            if match and importer in deploying:
+                needed.append(f"{component} (its new export {match['export']}, which {importer} imports)")
+    if needed:
+        raise UsageError(
+            f"--only/--skip hold back what a stack this run deploys needs deployed first: {'; '.join(needed)}; "
+            "nothing was deployed",
+            next_step="deploy them together (add them to --only, or leave them out of --skip)",
+        )
+
+
 def exports_wanted(
     templates: Mapping[str, Mapping[str, Any]],
     changed: Collection[str],
@@ -309,7 +339,7 @@ def exports_wanted(
     needed: dict[str, str] = {}
     for name, role in sorted(wanted.items()):
         if name not in exported:  # the first of a stack's new exports names it
-            why = f"its template now exports {name}, which {names[role]} imports: it deploys first"
+            why = EXPORTS_FOR.format(export=name, importer=names[role])
             needed.setdefault(f"stack:{exporters[name]}", why)
     return needed
 

@@ -336,7 +336,9 @@ def deploy_auto(
             runtime.stdout.write(dumps(auto.plan_json(a.env, a.found, plan, a.config.root)) + "\n")
             return None
         return run_plan(runtime, a.config, a.env, plan, dry_run=dry_run, as_json=as_json, aws=a.aws, rollback=rollback)
-    a.found = auto.held_back(a.found, chosen, skipped)
+    selection = auto.held_back(a.found, chosen, skipped)
+    auto.refuse_holding_exporters(a.found, selection, a.env)
+    a.found = selection
     changed = a.found.components()
     commits = changes.commits_behind(a.config.root, a.found)
     lines = auto.analysis_lines(

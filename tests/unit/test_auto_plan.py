@@ -1170,6 +1170,26 @@ def test_the_commits_behind_the_changes_are_said_ten_at_most_long_subjects_cut()
     assert auto.commit_lines([]) == []
 
 
+def test_only_and_skip_may_not_hold_back_a_stack_a_deployed_one_imports_from_anew(with_lambdas: Path) -> None:  # noqa: F811
+    """The data stack deploys first for the Fargate stack's new import: --only stack:fargate (or --skip stack:data)
+    held it back, and the Fargate stack failed at CloudFormation ("No export named ...") after what ran before it.
+    Refused before anything runs; holding both back, or neither, is fine."""
+    _config, env, _revision = setup(with_lambdas)
+    names = planner.stack_roles(env)
+    why = auto.EXPORTS_FOR.format(export="Data:TableArn", importer=names["fargate"])
+    found = change_set(("cdk/stacks/fargate_stack.py", "stack:fargate"), ("backend/app/x.py", "app"))
+    found = changes.with_notes(found, {"stack:data": why})
+    for only, skip in ((["stack:fargate"], []), (None, ["stack:data"])):
+        held = auto.held_back(found, only, skip)
+        with pytest.raises(
+            UsageError, match=r"hold back what a stack this run deploys needs deployed first: stack:data"
+        ) as err:
+            auto.refuse_holding_exporters(found, held, env)
+        assert err.value.exit_code == 2 and "stack:fargate imports" in err.value.message
+    for only, skip in ((["stack:fargate", "stack:data"], []), (None, ["stack:fargate", "stack:data"]), (["app"], [])):
+        auto.refuse_holding_exporters(found, auto.held_back(found, only, skip), env)
+
+
 def test_a_stack_whose_new_export_a_changed_stack_imports_is_deployed_first() -> None:
     """A commit that changed the Fargate stack's code to refer to a data stack table anew: CDK adds an export to the
     data stack's template, which the Fargate stack imports. The data stack is counted with the run (deployed first),
