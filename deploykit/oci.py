@@ -51,6 +51,13 @@ class RegistryError(StepFailed):
     """A registry answered something other than what the copy needs (or did not answer)."""
 
 
+class RegistryRefusal(RegistryError):
+    """What the copy found, before it sent anything, that no rerun changes (the source image gone, one for another
+    platform): a state to fix first, exit 2 as the other refusals, nothing copied."""
+
+    exit_code = 2
+
+
 class RegistryUnavailable(RegistryError):
     """A registry did not answer, or answered that it could not now (429, 5xx): worth another try."""
 
@@ -340,7 +347,7 @@ def copy_image(
     what it raises ends the copy there, nothing sent."""
     manifest = source.manifest(source_repository, tag)
     if manifest is None:
-        raise RegistryError(
+        raise RegistryRefusal(
             f"{source_repository}:{tag} is not in {source.host}, though its environment's task definition runs it",
             next_step="an image cleanup or a lifecycle rule may have deleted it: deploy it there again, then rerun",
         )
@@ -430,7 +437,7 @@ def _platforms(registry: Registry, repository: str, manifest: Manifest) -> list[
 def _check_platform(registry: Registry, repository: str, tag: str, manifest: Manifest, platform: str) -> None:
     platforms = _platforms(registry, repository, manifest)
     if platform not in platforms:
-        raise RegistryError(
+        raise RegistryRefusal(
             f"{repository}:{tag} is for {', '.join(platforms) or 'no platform'}, not for {platform} ([build] "
             "platform, what the task definition runs): a task would not start from it",
             next_step="deploy with --unpromoted to build it here for the right platform, or set [build] platform",

@@ -151,6 +151,7 @@ def test_an_image_for_another_platform_is_refused_before_anything_is_sent() -> N
         oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "abc123", platform="linux/amd64")
     assert "dev:abc123 is for linux/arm64, not for linux/amd64 ([build] platform" in refused.value.message
     assert "--unpromoted" in (refused.value.next_step or "")
+    assert refused.value.exit_code == 2  # a state to fix first, nothing sent: a refusal, as the others
     assert not any(method in ("POST", "PATCH", "PUT") for method, _ in target.calls)
 
 
@@ -231,8 +232,9 @@ def test_wrong_credentials_are_said_with_the_permissions_a_copy_needs() -> None:
 
 def test_an_image_the_source_no_longer_holds_is_said() -> None:
     gone = pytest.raises(oci.RegistryError, match=r"dev:gone is not in 127\.0\.0\.1:\d+, though its environment")
-    with running(Store()) as dev, running(Store()) as prod, gone:
+    with running(Store()) as dev, running(Store()) as prod, gone as refused:
         oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "gone")
+    assert refused.value.exit_code == 2  # a missing image: exit 2, as everywhere
 
 
 def test_a_multi_platform_index_goes_with_each_of_its_images() -> None:
