@@ -201,6 +201,19 @@ def read_scaling(client: Any, cluster: str, service: str) -> tuple[tuple[int, in
     return (int(targets[0]["MinCapacity"]), int(targets[0]["MaxCapacity"])), ""
 
 
+def scaling_back(client: Any, cluster: str, service: str, scaling: tuple[int, int] | None) -> str:
+    """After a pause that no longer holds (the service scaled up by other means while paused): the Application Auto
+    Scaling range the pause set to 0-0 set back to ``scaling`` (the range the pause kept), when it is 0-0 still; what
+    was done, for the detail ("" for nothing). The pause object deleted without it, the range was lost for good."""
+    if scaling is None or scaling == (0, 0):
+        return ""
+    live, _unread = read_scaling(client, cluster, service)
+    if live != (0, 0):
+        return ""
+    set_scaling(client, cluster, service, *scaling)
+    return f"; Application Auto Scaling: {service} 0-0 → {scaling[0]}-{scaling[1]} tasks again, as before its pause"
+
+
 def set_scaling(client: Any, cluster: str, service: str, low: int, high: int) -> None:
     """The service's Application Auto Scaling range set to ``low``-``high`` (its policies kept)."""
     client.register_scalable_target(**_scaled(cluster, service), MinCapacity=low, MaxCapacity=high)
@@ -258,6 +271,9 @@ class PauseService(Step):
             )
         scaling_client = ctx.aws.client("application-autoscaling")
         scaling, unread = read_scaling(scaling_client, self.cluster, self.service)
+        if scaling == (0, 0):  # a pause's range left by a scale-up by other means: the range it kept is the one
+            earlier = read_object(ctx.aws, ctx.env)
+            scaling = earlier.scaling if earlier is not None and earlier.scaling else scaling
         made = Pause(desired, self.owner, self.reason, ctx.clock.now(), scaling)
         write_object(ctx.aws, ctx.env, made)  # first: what to come back to is never lost (see the docstring)
         narrowed: tuple[int, int] | None = None  # the range set to 0-0, to set back if the scale-in is refused
@@ -358,8 +374,11 @@ class WakeService(Step):
         service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
         desired = desired_count(service) or 0
         if desired:  # scaled up by other means since it was planned: not paused any more
+            scaling = ctx.aws.client("application-autoscaling")
+            back = scaling_back(scaling, self.cluster, self.service, self.scaling)
             delete_object(ctx.aws, ctx.env)
-            return Outcome.skipped(f"{self.service} wants {desired} task(s) already: not paused any more")
+            said = f"{self.service} wants {desired} task(s) already: not paused any more{back}"
+            return Outcome.done(said) if back else Outcome.skipped(said)
         woken_at = ctx.clock.now()  # the tasks the pause stopped before are not failures of the wake
         if self.scaling is not None:
             set_scaling(ctx.aws.client("application-autoscaling"), self.cluster, self.service, *self.scaling)

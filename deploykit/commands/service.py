@@ -19,6 +19,7 @@ from deploykit import (
     history,
     invoking,
     lambda_chain,
+    lock,
     oneoff,
     overview,
     pause,
@@ -44,6 +45,7 @@ from deploykit.commands.core import (
     nothing_to_do_json,
     refuse_unaskable,
     run_plan,
+    say_warning,
     until_unlocked,
 )
 from deploykit.config import SAMPLE_PART, Config, EnvConfig
@@ -725,12 +727,8 @@ def _resume_one(
         stale = ""
         if kept is not None:  # a pause's, the service scaled up since by other means: it would make a later scale-in
             # by hand pass for this pause, with its old count
-            if not dry_run:
-                with aws_errors(environment):
-                    pause.delete_object(aws, environment)
-            stale = (
-                f" (its pause object, {kept.describe(environment.name)}, holds no more{'' if dry_run else ': removed'})"
-            )
+            done = "" if dry_run else _forget_pause(runtime, aws, environment)
+            stale = f" (its pause object, {kept.describe(environment.name)}, holds no more{done})"
         runtime.stderr.write(
             f"☀️  {environment.name} is not paused: {environment.service} wants {desired} task(s); nothing to do"
             f"{stale}\n"
@@ -741,6 +739,27 @@ def _resume_one(
     tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
     plan = pause.resume_plan(environment, paused, tag, smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
+
+
+def _forget_pause(runtime: Runtime, aws: AwsFactory, env: EnvConfig) -> str:
+    """The pause object of ``env``, whose service wants tasks again (scaled up by other means), deleted under the
+    environment's lock, read again once it is held: an ``inv pause`` writes its object first, then scales in, and
+    one deleted between the two lost the count and the scaling range to come back to. The scaling range the pause
+    set to 0-0 is set back first (:func:`pause.scaling_back`). What was done, for the line that says it."""
+    try:
+        with (
+            aws_errors(env),
+            lock.held(aws, env, pause.RESUME_TITLE, clock=runtime.clock, warn=partial(say_warning, runtime)),
+        ):
+            kept, desired = pause.read_state(aws, env)
+            if kept is None or not desired:  # gone, or a pause scaled it in meanwhile: it holds
+                return ": left, as it holds now" if kept is not None else ": removed meanwhile"
+            scaling = aws.client("application-autoscaling")
+            back = pause.scaling_back(scaling, env.cluster, env.service, kept.scaling)
+            pause.delete_object(aws, env)
+    except UsageError as held:  # another command holds the lock (an inv pause under way): its object is its own
+        return f": left, as another command holds the lock ({held.message.splitlines()[0]})"
+    return f": removed{back}"
 
 
 def invoke_function(

@@ -280,6 +280,73 @@ def test_a_service_that_autoscales_is_paused_with_its_range_at_zero_and_woken_wi
     assert scalable(factory, -1, -1) == {"min": 2, "max": 6} and moto_service().desired_count == 2
 
 
+def test_a_pause_scaled_up_by_other_means_gives_its_scaling_range_back_however_it_ends(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pause set the range 2-6 to 0-0 and kept 2-6 in its object; a person scaled the service up by other means.
+    The object then holds no more, and deleting it (inv resume, a deploy's wake) lost 2-6 for good, the service never
+    scaling out again; a second pause kept 0-0 as the range to come back to. Each sets the range back, or keeps it."""
+    steady(factory)
+    ecs = factory.client("ecs")
+
+    def paused_then_scaled_up() -> None:
+        scalable(factory, 2, 6)
+        commands.pause_app(env="dev", runtime=runtime(project, factory, clock=Stopping()))
+        assert scalable(factory, -1, -1) == {"min": 0, "max": 0}
+        ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=2)
+        moto_service().running_count = 2
+
+    monkeypatch.setenv(history.ACTOR_ENV, "ana@laptop")
+    paused_then_scaled_up()
+    rt = runtime(project, factory)
+    assert commands.resume_app(env="dev", runtime=rt) is None
+    assert "holds no more: removed; Application Auto Scaling: car-rental-service 0-0 → 2-6 tasks again" in (
+        rt.stderr.getvalue()  # type: ignore[attr-defined]
+    )
+    assert scalable(factory, -1, -1) == {"min": 2, "max": 6} and kept() is None
+
+    paused_then_scaled_up()  # then paused again: the range it keeps is the first pause's
+    commands.pause_app(env="dev", runtime=runtime(project, factory, clock=Stopping()))
+    assert kept()["scaling"] == {"min": 2, "max": 6}  # type: ignore[index]
+    wake = pause.wake_step(dev_env, pause.read(factory, dev_env), wait=False)  # type: ignore[arg-type]
+    ecs.update_service(cluster="car-rental-cluster", service="car-rental-service", desiredCount=2)  # meanwhile
+    moto_service().running_count = 2
+    config = load_config(project / "deploy.toml")
+    plan = Plan("dev", (wake,), "deploy.demo")
+    woke = commands.run_plan(runtime(project, factory), config, dev_env, plan, dry_run=False, as_json=False)
+    assert woke is not None and woke.records[0].status == "done"
+    assert "not paused any more; Application Auto Scaling: car-rental-service 0-0 → 2-6" in woke.records[0].detail
+    assert scalable(factory, -1, -1) == {"min": 2, "max": 6} and kept() is None
+
+
+def test_resume_leaves_the_object_of_a_pause_under_way(
+    project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inv pause writes its object, then scales in, under the lock: an inv resume between the two saw an object
+    beside a service wanting tasks, took it for one that holds no more and deleted it; the service then went to 0
+    with no count to come back to. The stale object is deleted under the lock, read again there."""
+    monkeypatch.setenv(history.ACTOR_ENV, "ana@laptop")
+    steady(factory)
+    ecs = factory.client("ecs")
+    resumed: list[str] = []
+
+    def resume_meanwhile(params: dict[str, Any], **_: Any) -> None:
+        if params.get("desiredCount") == 0 and not resumed:
+            rt = runtime(project, factory)
+            commands.resume_app(env="dev", runtime=rt)
+            resumed.append(rt.stderr.getvalue())  # type: ignore[attr-defined]
+
+    ecs.meta.events.register("provide-client-params.ecs.UpdateService", resume_meanwhile, unique_id="test-race")
+    try:
+        commands.pause_app(env="dev", runtime=runtime(project, factory, clock=Stopping()))
+    finally:
+        ecs.meta.events.unregister("provide-client-params.ecs.UpdateService", unique_id="test-race")
+    assert "left, as another command holds the lock" in resumed[0]
+    assert kept() is not None and kept()["count"] == 2  # type: ignore[index]
+    assert commands.resume_app(env="dev", smoke=False, runtime=runtime(project, factory)) is not None  # to 2
+    assert moto_service().desired_count == 2
+
+
 def test_pausing_again_changes_nothing_and_a_service_scaled_up_since_is_not_paused(
     project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
