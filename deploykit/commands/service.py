@@ -736,7 +736,8 @@ def _resume_one(
         if as_json:
             runtime.stdout.write(nothing_to_do_json(environment.name, pause.RESUME_TITLE) + "\n")
         return None
-    tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
+    with aws_errors(environment):  # an AWS error said in deploykit's words, as a pause's read of it is
+        tag = "" if dry_run else auto.live_image_tag_or_empty(aws, environment)
     plan = pause.resume_plan(environment, paused, tag, smoke=smoke)
     return run_plan(runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws)
 

@@ -347,6 +347,26 @@ def test_resume_leaves_the_object_of_a_pause_under_way(
     assert moto_service().desired_count == 2
 
 
+def test_an_aws_refusal_of_the_resume_s_read_of_the_image_is_said_in_deploykit_s_words(
+    project: Path, factory: AwsFactory, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image the paused service runs (its history record's commit) is read before the plan: a refusal there
+    (its DescribeServices denied, say) escaped as a traceback; a pause's same read is said as AWS's refusal."""
+    paused(project, factory, monkeypatch)
+    calls: list[str] = []
+
+    def denied(**_: Any) -> None:  # the resume's first read (the pause) goes; its read of the image is refused
+        calls.append("describe")
+        if len(calls) > 1:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}, "Describe")
+
+    factory.client("ecs").meta.events.register("provide-client-params.ecs.DescribeServices", denied)
+    with pytest.raises(DeployKitError) as refused:
+        commands.resume_app(env="dev", smoke=False, runtime=runtime(project, factory))
+    assert refused.value.message.startswith("AWS refused Describe in 'dev'") and refused.value.exit_code == 2
+    assert moto_service().desired_count == 0  # nothing changed
+
+
 def test_pausing_again_changes_nothing_and_a_service_scaled_up_since_is_not_paused(
     project: Path, factory: AwsFactory, bucket: str, dev_env: EnvConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
