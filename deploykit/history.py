@@ -141,6 +141,10 @@ class Record:
         """Whether a person's ``inv rollback`` ran it (it found what it took the environment off wanting)."""
         return self.command.startswith("rollback ")
 
+    def deployed_it(self, component: str) -> bool:
+        """Whether the run worked and deployed ``component`` (not only carried it to its commit)."""
+        return self.ok and bool(self.deployed.get(component))
+
     def failed_live(self, component: str) -> bool:
         """Whether the run failed after it put its release of ``component`` live: the service rolled to it, or a
         function's alias was moved to it (the versions its move-alias steps left are in its ``left``). A stack's
@@ -419,7 +423,7 @@ def deploys_of(records: Iterable[Record], component: str) -> list[Record]:
     """The records (newest first in, newest first out) of runs that deployed ``component`` successfully. A run that
     only carried it to its commit (deploy.auto, no change since) did not deploy it: its SHA names no image or
     version."""
-    return [record for record in records if record.ok and record.deployed.get(component)]
+    return [record for record in records if record.deployed_it(component)]
 
 
 def took_off(record: Record, component: str, failed_live: Callable[[Record], bool] | None = None) -> str | None:
@@ -442,7 +446,7 @@ def rollback_targets(records: Iterable[Record], component: str, usable: Usable |
     taken_off: set[str] = set()  # not gone back to, as rollback's previous_deploy passes them over: not counted
     for record in records:
         sha = record.components.get(component, "")
-        if record.ok and record.deployed.get(component):  # deploys_of
+        if record.deployed_it(component):
             chosen.append(record)
             if sha not in taken_off and (usable is None or usable(component, sha)):
                 there.add(sha)

@@ -374,8 +374,8 @@ class WakeService(Step):
         service = ecs.describe_service(client, self.cluster, self.service, ctx.env)
         desired = desired_count(service) or 0
         if desired:  # scaled up by other means since it was planned: not paused any more
-            scaling = ctx.aws.client("application-autoscaling")
-            back = scaling_back(scaling, self.cluster, self.service, self.scaling)
+            scaling_client = ctx.aws.client("application-autoscaling")
+            back = scaling_back(scaling_client, self.cluster, self.service, self.scaling)
             delete_object(ctx.aws, ctx.env)
             said = f"{self.service} wants {desired} task(s) already: not paused any more{back}"
             return Outcome.done(said) if back else Outcome.skipped(said)

@@ -171,8 +171,8 @@ def previous_deploy(
     found: list[history.Record] = []
     taken_off: set[str] = set()  # the commits a person's rollback newer than the record at hand took off
     for record in records:
-        if record.ok and record.deployed.get(component) and record.components[component] not in (live, *taken_off):
-            found.append(record)  # history.deploys_of
+        if record.deployed_it(component) and record.components[component] not in (live, *taken_off):
+            found.append(record)
         off = history.took_off(record, component, failed_live)
         if off:
             taken_off.add(off)
@@ -1065,7 +1065,7 @@ def undo_targets(
     moved: list[str] = []
     back = restored(record)  # functions the run took out: not live, unless a newer run brought them back
     for component in [*sorted(record.deployed), *back]:
-        since = next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
+        since = _since(newer, component)
         if component in back:
             if since is not None:
                 moved.append(f"{component} (by {since.command} at {since.when}, {since.id})")
@@ -1105,6 +1105,12 @@ def undo_targets(
     )
 
 
+def _since(newer: Sequence[history.Record], component: str) -> history.Record | None:
+    """The newest of ``newer`` (newest first) that deployed ``component`` again or took it out, successfully; None
+    when none did."""
+    return next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
+
+
 def put_back_since(
     record: history.Record, newer: Sequence[history.Record], live: Mapping[str, Mapping[str, str]]
 ) -> dict[str, str]:
@@ -1112,7 +1118,7 @@ def put_back_since(
     before the run (and runs so): undone already, the rest of the run is still to undo (:func:`undo_targets`)."""
     found: dict[str, str] = {}
     for component in sorted(record.deployed):
-        since = next((r for r in newer if r.ok and (component in r.deployed or component in r.removed)), None)
+        since = _since(newer, component)
         runs = (live.get(component) or {}).get("sha")
         if since is not None and since.rollback and runs == record.base.get(component) != record.deployed[component]:
             found[component] = f"{component} (put back by {since.command} at {since.when}, {since.id})"

@@ -1216,6 +1216,7 @@ class StackDeployer:
         self._started = started = self.clock.monotonic()
         again = rerun or self._cmd("deploy.stack", name)
         change_set_type, recreated, previous, topics = self._prepare(name)
+        new_stack = name if change_set_type == "CREATE" else None  # a change set not executed leaves it empty
         cs_name = change_set_name(self.clock.now())
         request: dict[str, Any] = {
             "StackName": name,
@@ -1328,7 +1329,7 @@ class StackDeployer:
                 )
             follow = self._baseline(stack_id, name)
         except BaseException:
-            self._abandon(change_set_id, name if change_set_type == "CREATE" else None)
+            self._abandon(change_set_id, new_stack)
             raise
         try:
             self._call("execute_change_set", ChangeSetName=change_set_id)
@@ -1336,7 +1337,7 @@ class StackDeployer:
             # refused (denied, throttled past the retries, invalid): the change set was not executed. One the
             # execution of may have begun (a retry after a lost answer finds it so; a server error) is left
             if error_code(exc) != "InvalidChangeSetStatus" and not is_transient(exc):
-                self._abandon(change_set_id, name if change_set_type == "CREATE" else None)
+                self._abandon(change_set_id, new_stack)
             raise
         try:
             stack = self._follow(name, follow, "deploying")
