@@ -597,6 +597,7 @@ class Inputs:
     code_keys: Mapping[str, str]  # function → the code key live now
     functions: Mapping[str, str]  # function → its Lambda function name
     hosts: Mapping[str, str] = field(default_factory=dict)  # function → the role of the stack holding it
+    given: Mapping[str, str] = field(default_factory=dict)  # function → the code key its stack was last deployed with
     repository_uri: str = ""  # "" lets push resolve it from the registry stack
     promoted: planner.PromotedImage | None = None  # the app's image is the promote_from environment's, copied
 
@@ -675,9 +676,15 @@ def auto_plan(
 
     steps += planner.later_stacks(env, roles, deployed)
     # a stack holding a function, when it changed, deployed the new code itself (one that may hold it, for a function
-    # not deployed yet); the fast path does the others
+    # not deployed yet), unless it names that code already while the alias serves other (left); the fast path does
+    # the others
     holders = [role for role in roles if planner.holds_functions(role)]
-    fast = [fn for fn in functions if (inputs.hosts[fn] not in roles if fn in inputs.hosts else not holders)]
+    left = lambda_chain.left_by_stacks(
+        {fn: packages[fn].key for fn in functions if inputs.hosts.get(fn) in roles}, inputs.given, inputs.code_keys
+    )
+    fast = [
+        fn for fn in functions if fn in left or (inputs.hosts[fn] not in roles if fn in inputs.hosts else not holders)
+    ]
     chains: list[Step] = []  # the functions' fast paths and the app's rollout: side by side, independent
     if fast:
         for fn in fast:
@@ -690,10 +697,7 @@ def auto_plan(
                     "your own): inv deploy.auto then deploys that stack; or deploy the stack that holds it as it is: "
                     f"inv deploy.stack STACK --env {env.name}",
                 )
-            plan = lambda_chain.lambda_plan(
-                config, env, revision, fn, function_name=inputs.functions[fn], smoke=False, watch=False
-            )
-            chains.append(StepSequence(f"lambda {fn}", plan.steps[1:]))  # uploaded above
+            chains.append(lambda_chain.fast_path(config, env, revision, fn, inputs.functions[fn]))
     if app:
         rollout = planner.app_chain_plan(
             config,

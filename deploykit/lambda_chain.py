@@ -39,6 +39,7 @@ from deploykit.clock import Clock, backoff
 from deploykit.endpoints import function_id, resolve_endpoints, stacks_functions
 from deploykit.errors import ConfigError, StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Plan, Step, StepRecord, all_records, carry, walk
+from deploykit.plan import Sequence as StepSequence
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import UploadLambdaCode, artifacts_bucket
 from deploykit.stacks import LAMBDA_FUNCTION, StackOutputs, error_code
@@ -1222,6 +1223,22 @@ def code_steps(
         ),
         PublishVersion(function, function_name, registry_stack, made.key, made.code_sha256, git_sha),
     ]
+
+
+def left_by_stacks(wanted: Mapping[str, str], given: Mapping[str, str], served: Mapping[str, str]) -> list[str]:
+    """The functions a deploy of their stacks would leave on other code than ``wanted`` (fn → the key of the code the
+    deploy gives it): those whose stack was last deployed with that very key (``given``: fn → its stack's code
+    parameter), so CloudFormation finds nothing to change in them, while their ``live`` alias serves other code
+    (``served``: fn → its key; the fast path shipped other code since, and the commit deployed went back to the
+    stack's: a revert, a failed run's release kept by --no-rollback). Their fast path runs after the stacks."""
+    return sorted(fn for fn, key in wanted.items() if given.get(fn) == key and served.get(fn, key) != key)
+
+
+def fast_path(config: Config, env: EnvConfig, revision: Revision, function: str, function_name: str) -> Step:
+    """``function``'s fast path as one step of a run that deploys more: from update-code on (its zip is uploaded with
+    the others'), no smoke or alarm watch of its own (the run's)."""
+    plan = lambda_plan(config, env, revision, function, function_name=function_name, smoke=False, watch=False)
+    return StepSequence(f"lambda {function}", plan.steps[1:])
 
 
 def lambda_plan(

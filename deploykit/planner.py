@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploykit import packaging
+from deploykit import lambda_chain, packaging
 from deploykit.app_chain import (
     BuildImage,
     EnsureBaseImage,
@@ -385,6 +385,15 @@ def stack_parameters(role: str, image_tag: str, code_keys: Mapping[str, str]) ->
     return ()
 
 
+@dataclass(frozen=True)
+class LiveCode:
+    """The deployed functions' code, each fn (folder) → ..."""
+
+    names: Mapping[str, str]  # ... its Lambda function's name
+    served: Mapping[str, str]  # ... the key of the code its alias serves (else its stack's)
+    given: Mapping[str, str]  # ... the key its stack was last deployed with
+
+
 def full_plan(
     config: Config,
     env: EnvConfig,
@@ -396,13 +405,15 @@ def full_plan(
     promoted: PromotedImage | None = None,
     first_deploy: bool = False,
     new_environment: bool = False,
+    live_code: LiveCode | None = None,
 ) -> Plan:
     """Every stack in dependency order, independent ones in parallel, the image and the zips in between, smoke.
     ``approve_access``: in a protected environment, the stacks may change access (a first deploy creates it all).
     ``promoted``: the image is the promote_from environment's, copied. ``first_deploy``: some of the environment's
     stacks are not deployed yet: the Fargate stack may create the service, and a release command then runs after it
     (:func:`fargate_with_image`). ``new_environment`` (which ``first_deploy`` is too): no alarm watch ends it, as
-    there is no release before it, and its alarms may not be there yet."""
+    there is no release before it, and its alarms may not be there yet. ``live_code``: the deployed functions' code,
+    for the fast path of those the stacks would leave on other code than this commit's (after them)."""
     roles = stack_roles(env)
     out = synth_dir(config, env)
     packages = lambda_packages(config, env)
@@ -437,6 +448,10 @@ def full_plan(
         return stack(role)
 
     steps += later_stacks(env, roles, deployed)
+    if live_code is not None:
+        left = lambda_chain.left_by_stacks(code_keys, live_code.given, live_code.served)
+        paths = [lambda_chain.fast_path(config, env, revision, fn, live_code.names[fn]) for fn in left]
+        steps += [_group(paths)] if paths else []
     if smoke:
         steps.append(Smoke())
     if not (first_deploy or new_environment):  # nothing before it, and maybe no alarms yet

@@ -49,6 +49,7 @@ from deploykit.commands.core import (
     warner,
 )
 from deploykit.commands.deploys import (
+    code_given,
     current_code_keys,
     refuse_or_say,
     with_alarm_watch,
@@ -370,6 +371,9 @@ def deploy_auto(
         reads: dict[str, Callable[[], Any]] = {}
         if any(planner.is_function_stack(c) for c in changed):  # its deploy is given every function's code
             reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
+            reads["given"] = partial(
+                code_given, a.aws, a.env, (c.split(":", 1)[1] for c in changed if c.startswith("lambda:"))
+            )
         if "app" in changed:
             reads["repository_uri"] = partial(registry.repository_uri, a.aws)
             if not dry_run:
@@ -380,6 +384,7 @@ def deploy_auto(
             code_keys=read.get("code_keys", {}),
             functions=dict(a.endpoints.functions),
             hosts={fn: planner.role_of(a.env, stack) for fn, stack in a.endpoints.hosts.items()},
+            given=read.get("given", {}),
             repository_uri=read.get("repository_uri", ""),
             promoted=promotion.image,
         )

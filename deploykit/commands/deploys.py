@@ -272,12 +272,17 @@ def _code_keys_live(
 
     wanted = {fn: n for fn, n in names.items() if fn in functions}
     served = lambda_chain.live_code_keys(aws.client("lambda"), wanted, stored)
+    kept = code_given(aws, env, functions)
+    keys = {fn: served.get(fn) or kept.get(fn) for fn in functions}
+    return {fn: key for fn, key in keys.items() if key}
+
+
+def code_given(aws: AwsFactory, env: EnvConfig, functions: Iterable[str]) -> dict[str, str]:
+    """fn → the code key the stack holding it (the API stack, when none deployed does) was last deployed with, for
+    those of ``functions`` it names one for (its ``<Function>CodeKey`` parameter)."""
+    outputs = StackOutputs.of(aws)
     hosts, stacks = lambda_chain.function_hosts(outputs, env), env.stacks.roles()
-
-    def kept(fn: str) -> str | None:  # what its stack was last deployed with
-        return outputs.parameters(stacks[hosts.get(fn, "api")]).get(planner.code_parameter(fn))
-
-    keys = {fn: served.get(fn) or kept(fn) for fn in functions}
+    keys = {fn: outputs.parameters(stacks[hosts.get(fn, "api")]).get(planner.code_parameter(fn)) for fn in functions}
     return {fn: key for fn, key in keys.items() if key}
 
 
@@ -1063,6 +1068,17 @@ def deploy_full(
         read = at_once(reads)  # the history, the live record, whether every stack is deployed: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
+    live_code = None
+    if read["endpoints"] is not None and read["endpoints"].functions:  # a function left on other code by its stack?
+        names = dict(read["endpoints"].functions)
+        with aws_errors(environment):
+            code = at_once(
+                {
+                    "served": partial(_code_keys_live, aws, environment, names, names),
+                    "given": partial(code_given, aws, environment, names),
+                }
+            )
+        live_code = planner.LiveCode(names, code["served"], code["given"])
     plan = planner.full_plan(
         config,
         environment,
@@ -1073,6 +1089,7 @@ def deploy_full(
         promoted=promotion.image,
         first_deploy=config.release.on and read["endpoints"] is None,
         new_environment=read["endpoints"] is None,
+        live_code=live_code,
     )
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
     return run_plan(

@@ -33,7 +33,7 @@ from deploykit.aws import AwsFactory
 from deploykit.canary import CanaryRelease
 from deploykit.clock import FakeClock
 from deploykit.commands.core import require_importable, run_plan
-from deploykit.commands.deploys import with_canary
+from deploykit.commands.deploys import code_given, with_canary
 from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.git import current_revision
@@ -992,6 +992,7 @@ def test_current_code_keys_prefer_what_the_alias_serves_over_the_stack_parameter
     assert missing == []
     # the stack's parameter still names the old code: a stack deploy passing it would have reverted the fast path
     assert stack_parameters(factory, "CarRentalApiStack")["HealthHandlerCodeKey"] == environment["health_handler"]
+    assert code_given(factory, env, ["health_handler", "login_handler"]) == environment  # as deploy.auto reads it
 
     # no alias (a version never published): the stack's parameter
     lam = factory.client("lambda")

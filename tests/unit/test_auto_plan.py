@@ -314,6 +314,32 @@ def test_an_api_stack_change_carries_the_new_lambda_code_itself(with_lambdas: Pa
     assert keys["LoginHandlerCodeKey"] != "lambda/login_handler/old.zip"  # changed: this commit's zip
 
 
+def test_a_function_whose_changed_stack_names_its_code_already_takes_the_fast_path_after_it(
+    with_lambdas: Path,  # noqa: F811
+) -> None:
+    """The API stack was last deployed with this commit's login_handler zip, and the alias serves other code since
+    (the fast path shipped a commit since, and this one reverted it): CloudFormation finds nothing to change in the
+    function, so its fast path runs after the stack. Not when the alias serves that code, nor when the stack's key
+    differs (CloudFormation updates the code itself)."""
+    config, env, revision = setup(with_lambdas)
+    found = change_set(
+        ("cdk/stacks/api_stack.py", "stack:api"), ("lambda/login_handler/handler.py", "lambda:login_handler")
+    )
+    key = lambda_chain.package(config, env, "login_handler").key
+    reverted = dataclasses.replace(INPUTS, hosts={"login_handler": "api"}, given={"login_handler": key})
+    plan = auto.auto_plan(config, env, revision, found, reverted)
+    fast = [("update-code", "login_handler"), ("publish-version", "login_handler"), ("move-alias", "login_handler")]
+    assert [s for s in shape(plan, env) if s[0] not in ("upload-lambda", "synth")] == [
+        ("deploy-stack", "CarRentalApiStack"),
+        *fast,
+        ("smoke", "sandbox"),
+    ]
+    served = dataclasses.replace(reverted, code_keys={**INPUTS.code_keys, "login_handler": key})
+    other = dataclasses.replace(reverted, given={"login_handler": "lambda/login_handler/older.zip"})
+    for inputs in (served, other):
+        assert "update-code" not in dict(shape(auto.auto_plan(config, env, revision, found, inputs), env))
+
+
 def test_a_lambda_that_is_not_deployed_is_refused_with_the_fix(with_lambdas: Path) -> None:  # noqa: F811
     config, env, revision = setup(with_lambdas)
     inputs = auto.Inputs(image_tag="a", code_keys={}, functions={})

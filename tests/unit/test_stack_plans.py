@@ -66,6 +66,29 @@ def test_full_plan_orders_stacks_by_dependency_with_independent_ones_in_parallel
     assert fargate.template.endswith("cdk.out/sandbox/CarRentalFargateStack.template.json")
 
 
+def test_a_full_deploy_runs_the_fast_path_of_a_function_its_stack_would_leave_on_other_code(
+    with_lambdas: Path,
+) -> None:
+    """The API stack names this commit's login_handler zip already while the alias serves other code (the fast path's
+    since): CloudFormation would change nothing in it, so the full deploy moves it after the stacks."""
+    config = load_config(with_lambdas / "deploy.toml")
+    env = config.environment("sandbox")
+    revision = current_revision(with_lambdas)
+    keys = {fn: p.key for fn, p in planner.lambda_packages(config, env).items()}
+    names_ = {"login_handler": "api-login-1", "health_handler": "api-health-1"}
+    served = {"login_handler": "lambda/login_handler/fast.zip", "health_handler": keys["health_handler"]}
+    live = planner.LiveCode(names_, served, keys)
+    plan = planner.full_plan(config, env, revision, repository_uri="", live_code=live)
+    assert [names(step) for step in plan.steps[3:]] == [
+        ["lambda login_handler:update-code,publish-version,move-alias"],
+        ["smoke"],
+    ]
+    as_given = planner.LiveCode(names_, keys, keys)  # each alias serves what its stack names: nothing after them
+    assert planner.full_plan(config, env, revision, repository_uri="", live_code=as_given).steps == (
+        planner.full_plan(config, env, revision, repository_uri="").steps
+    )
+
+
 def test_deploy_stack_and_deploy_full_end_with_the_alarm_watch_naming_the_rollback(with_lambdas: Path) -> None:
     """No automatic rollback puts a stack back: a failed watch names the command that does. A new environment's
     deploy.full (deploy.auto's first) watches none: no release before, and maybe no alarms yet."""
