@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -17,7 +18,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from deploykit.errors import UsageError
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from deploykit.endpoints import Endpoints
 
 Status = Literal["passed", "failed", "skipped"]
+STATUSES: tuple[Status, ...] = ("passed", "failed", "skipped")
 
 # How long the process, as it ends, waits for checks that ran past their timeout, so that their ``finally`` can
 # clean up what they made (seconds, all of them together); a check still running then is left behind.
@@ -139,6 +141,12 @@ class Check:
     description: str = ""
     timeout: float = 30.0
     needs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # needs="alb" is the letters a, l, b: a check needing three checks no plugin has, skipped, never run
+        if isinstance(self.needs, str) or not all(isinstance(n, str) for n in self.needs):
+            raise TypeError(f"check {self.name!r}: needs must be a tuple of check names, not {self.needs!r}")
+        object.__setattr__(self, "needs", tuple(self.needs))
 
 
 def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
@@ -280,11 +288,15 @@ def _wait_for_late_checks() -> None:
 def _guarded(check: Check, ctx: CheckContext) -> CheckResult:
     try:
         result = check.run(ctx)
-    except Exception as exc:  # a check that raises has failed, with its error as the reason
+    except BaseException as exc:  # a check that raises (SystemExit too, in its thread) failed, its error the reason
         return CheckResult.failed(check.name, f"{type(exc).__name__}: {exc}")
     if not isinstance(result, CheckResult):
         return CheckResult.failed(check.name, f"returned {type(result).__name__}, not a CheckResult")
-    return result
+    if result.status not in STATUSES:  # "error", "ok": neither a pass nor a row the table, JSON or JUnit can show
+        return CheckResult.failed(
+            check.name, f"returned status {result.status!r}, not one of {', '.join(STATUSES)}: {result.detail}"
+        )
+    return result if isinstance(result.detail, str) else replace(result, detail=str(result.detail))
 
 
 def table(results: Sequence[CheckResult]) -> str:
@@ -304,9 +316,20 @@ def junit_xml(results: Sequence[CheckResult], *, suite: str = "deploykit.smoke")
         time=f"{sum(r.seconds for r in results):.3f}",
     )
     for result in results:
-        case = ET.SubElement(root, "testcase", classname=suite, name=result.name, time=f"{result.seconds:.3f}")
+        name, detail = _xml_text(result.name), _xml_text(result.detail)
+        case = ET.SubElement(root, "testcase", classname=suite, name=name, time=f"{result.seconds:.3f}")
         if result.status == "failed":
-            ET.SubElement(case, "failure", message=result.detail[:500]).text = result.detail
+            ET.SubElement(case, "failure", message=detail[:500]).text = detail
         elif result.status == "skipped":
-            ET.SubElement(case, "skipped", message=result.detail[:500])
+            ET.SubElement(case, "skipped", message=detail[:500])
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+# what XML 1.0 cannot hold: ElementTree writes it as it is, and the file no longer parses (a failed check's detail
+# quoting an answer with an escape sequence or a NUL: the report CI reads breaks just when a check failed)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with each character XML cannot hold as ``\\xNN`` (its escape, as Python writes it)."""
+    return _NOT_XML.sub(lambda found: repr(found.group())[1:-1], text)

@@ -87,6 +87,7 @@ class Chosen:
 
     checks: list[Check]
     failed: dict[str, str]
+    needs_gone: bool = False  # a check chosen needs one that is not there (a plugin's that failed, or is blocked)
 
 
 def choose(plugins: Plugins, env: EnvConfig, only: Sequence[str] | None = None) -> Chosen:
@@ -107,7 +108,16 @@ def choose(plugins: Plugins, env: EnvConfig, only: Sequence[str] | None = None) 
             f"no checks are registered for environment {env.name!r}",
             next_step=f"install deploykit with its built-in plugins (pip install -e .), or unset {BLOCK_ENV}",
         )
-    return Chosen(checks, failed)
+    names = {c.name for c in registered}
+    unknown = {c.name: [n for n in c.needs if n not in names] for c in checks}
+    unknown = {name: needs for name, needs in unknown.items() if needs}
+    if unknown and not (plugins.broken or failed or plugins.blocked):  # a typo: the check would be skipped, never run
+        check, needs = next(iter(sorted(unknown.items())))
+        raise UsageError(
+            f"check {check!r} needs {', '.join(map(repr, needs))}, which no plugin registers: it would never run",
+            next_step=f"name checks that are there in its needs=: {', '.join(sorted(names))}",
+        )
+    return Chosen(checks, failed, needs_gone=bool(unknown))
 
 
 def run_smoke(
@@ -120,11 +130,13 @@ def run_smoke(
     chosen: Chosen | None = None,
 ) -> list[CheckResult]:
     """Run the checks :func:`choose` picks (``chosen``, when the caller did already), after resolving the endpoints;
-    a plugin that failed to load or to register its checks is a failed row (unless ``only``)."""
+    a plugin that failed to load or to register its checks is a failed row (with ``only``, when a check chosen needs
+    one that is not there: it is skipped, and the run would pass without it)."""
     picked = chosen or choose(plugins, env, only)
     endpoints = resolve_endpoints(StackOutputs.of(aws), env, env.endpoints)
     context = CheckContext(env, endpoints, aws, http or Http())
-    return run_checks(picked.checks, context) + (plugin_failed_results(plugins, picked.failed) if only is None else [])
+    gone = only is None or picked.needs_gone
+    return run_checks(picked.checks, context) + (plugin_failed_results(plugins, picked.failed) if gone else [])
 
 
 def summary(results: Sequence[CheckResult]) -> str:
@@ -150,6 +162,7 @@ class Smoke(Step):
     name: ClassVar[str] = "smoke"
     changes_what_runs: ClassVar[bool] = False  # checks
     verifies: ClassVar[bool] = True
+    preflight_at_start: ClassVar[bool] = True  # the plugins' checks are chosen before a build, not after it
     only: tuple[str, ...] | None = None
     # run even when no step before it changed anything: what the plan deploys was never verified (deploy.auto)
     always: bool = False
@@ -160,6 +173,11 @@ class Smoke(Step):
 
     def describe(self) -> str:
         return "run the checks: " + (", ".join(self.only) if self.only else "every registered check")
+
+    def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
+        """What the checks' choice refuses (two plugins' checks of one name, needs in a circle or naming no check, an
+        unknown --only name): before the run changes anything, not after."""
+        choose(ctx.plugins if ctx.plugins is not None else get_plugin_manager(), ctx.env, self.only)
 
     def run(self, ctx: Context) -> Outcome:
         plugins = ctx.plugins if ctx.plugins is not None else get_plugin_manager()

@@ -54,6 +54,15 @@ def post(url: str, text: str) -> None:
         answer.read()
 
 
+def _why(exc: Exception, variable: str) -> str:
+    """What went wrong in a send, without the webhook's URL (its path is the secret): urllib's and the network's
+    errors (OSErrors) name an HTTP status or a reason; others (a malformed URL's ValueError, http.client's InvalidURL)
+    may quote the URL, and are named by their type alone."""
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}; is ${variable} a whole https:// URL?"
+
+
 def run_url(environ: Mapping[str, str]) -> str:
     """The CI job that deploys, when there is one: $DEPLOYKIT_RUN_URL, else what GitHub Actions, GitLab CI or
     Jenkins say of their run; "" on a laptop."""
@@ -235,8 +244,8 @@ class Notifier:
         while (text := self._queue.get()) is not None:
             try:
                 self.send(self.url, text)
-            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors; a malformed URL a ValueError
-                self._warn(f"the chat did not take a message ({type(exc).__name__}: {exc}); it was: {text[:80]}")
+            except Exception as exc:  # any: the sender must outlive it, or every later message is lost unsaid
+                self._warn(f"the chat did not take a message ({_why(exc, self.variable)}); it was: {text[:80]}")
             finally:
                 self._queue.task_done()
         self._queue.task_done()

@@ -18,9 +18,14 @@ import pytest
 
 from deploykit import commands
 from deploykit import smoke as smoke_checks
+from deploykit.aws import AwsFactory
 from deploykit.checks import Check, CheckContext, CheckResult
+from deploykit.clock import FakeClock
+from deploykit.config import load_config
 from deploykit.errors import StepFailed, UsageError
 from deploykit.hookspecs import hookimpl
+from deploykit.output import Reporter
+from deploykit.plan import Context, Executor, Outcome, Plan, Step
 from deploykit.plugins import Plugins, get_plugin_manager
 from deploykit.testing import sample_env
 from plugins.summary import Summary
@@ -178,6 +183,59 @@ def test_a_plugin_whose_checks_fail_to_register_is_a_failed_row_and_the_others_s
         "deploykit_register_checks returned Check, not a list of Check; plugin 'raising' failed: "
         "deploykit_register_checks raised RuntimeError: cannot register)"
     )
+
+
+class NeedsTeam:
+    """A plugin whose check needs one of another plugin's."""
+
+    @hookimpl
+    def deploykit_register_checks(self, env: Any) -> list[Check]:
+        return [Check("kyc", lambda ctx: CheckResult.passed("kyc"), needs=("team_fleet",))]
+
+
+def test_a_need_no_plugin_registers_is_refused_and_one_of_a_broken_plugin_fails_the_run(deployed: Path) -> None:
+    """A need that names no check (a typo) is refused before anything is read, where the check was skipped and the
+    run passed. One a broken plugin would have registered: the check is skipped, and the plugin's failed row stays
+    with --only too (before, `--only kyc` passed without running it)."""
+    with pytest.raises(UsageError) as typo:
+        commands.smoke(env="dev", runtime=runtime(deployed, ("kyc", NeedsTeam())))
+    assert typo.value.message == "check 'kyc' needs 'team_fleet', which no plugin registers: it would never run"
+    rt = runtime(deployed, ("kyc", NeedsTeam()), broken={"team": "ImportError: no module named 'requests'"})
+    with pytest.raises(StepFailed) as failed:
+        commands.smoke(env="dev", only=["kyc"], runtime=rt)
+    assert "plugin:team: failed to load (ImportError: no module named 'requests')" in failed.value.message
+    assert "needs team_fleet (not run)" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_deploy_whose_smoke_would_be_refused_is_refused_before_it_changes_anything(project: Path) -> None:
+    """Two plugins registering a check of one name: `inv smoke` refuses it at once; a deploy's smoke did too, but
+    only after the steps before it had changed what runs (a good release then counted as a failed deploy)."""
+    ran: list[str] = []
+
+    class Rolls(Step):
+        name = "roll-service"
+
+        def describe(self) -> str:
+            return "roll"
+
+        def run(self, ctx: Context) -> Outcome:
+            ran.append(self.name)
+            return Outcome.done("rolled")
+
+    plugins = get_plugin_manager(entry_points=[], extra=[("app", AppChecks()), ("team", AppChecks())], environ={})
+    config, clock = load_config(project / "deploy.toml"), FakeClock()
+    ctx = Context(
+        config,
+        config.environment("dev"),
+        Mock(spec=AwsFactory),
+        clock,
+        Reporter(io.StringIO(), tty=False, clock=clock),
+        Mock(side_effect=AssertionError("no Docker here")),
+        plugins=plugins,
+    )
+    Executor(ctx).execute(Plan("dev", (Rolls(), smoke_checks.Smoke()), "deploy.app"))
+    assert ran == []
+    assert "⏹  two plugins register the check(s) alb, login" in ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
 
 
 def test_a_check_asked_for_while_plugins_are_blocked_names_them(project: Path) -> None:

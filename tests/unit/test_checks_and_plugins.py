@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import subprocess
 import sys
 import threading
@@ -143,6 +144,48 @@ def test_table_and_junit() -> None:
     root = ET.fromstring(junit_xml(results).split("?>", 1)[1])
     assert root.attrib["tests"] == "3" and root.attrib["failures"] == "1" and root.attrib["skipped"] == "1"
     assert root.find("testcase[@name='b']/failure").attrib["message"] == "HTTP 503"  # type: ignore[union-attr]
+
+
+def test_a_check_answering_what_is_no_result_fails_its_row_which_every_output_can_show() -> None:
+    """A status the runner does not know ("error"), a detail that is no text, a check that raises SystemExit: each a
+    failed row the table, the JSON and the JUnit report show (before: a KeyError out of the table, mid-deploy, and
+    "error" counted as no failure; a TypeError out of the JUnit and the JSON; SystemExit "timed out" at its timeout)."""
+
+    def answering(result: object) -> Check:
+        return Check("team", lambda ctx: result, timeout=5)  # type: ignore[arg-type,return-value]
+
+    def leaving(ctx: CheckContext) -> CheckResult:
+        raise SystemExit(3)
+
+    started = time.monotonic()
+    [error] = run_checks([answering(CheckResult("team", "error", detail="db down"))], CTX)  # type: ignore[arg-type]
+    [odd] = run_checks([answering(CheckResult.failed("team", ValueError("bad")))], CTX)  # type: ignore[arg-type]
+    [left] = run_checks([Check("team", leaving, timeout=5)], CTX)
+    assert time.monotonic() - started < 4
+    assert (error.status, error.detail) == (
+        "failed",
+        "returned status 'error', not one of passed, failed, skipped: db down",
+    )
+    assert (odd.status, odd.detail) == ("failed", "bad")
+    assert (left.status, left.detail) == ("failed", "SystemExit: 3")
+    results = [error, odd, left]
+    assert table(results).count("❌ failed") == 3
+    assert ET.fromstring(junit_xml(results).split("?>", 1)[1]).attrib["failures"] == "3"
+    json.dumps([r.detail for r in results])
+
+
+def test_the_junit_report_parses_whatever_a_failed_check_quotes() -> None:
+    """A detail quoting an answer with an escape sequence or a NUL, which XML cannot hold: written as its escape."""
+    detail = "GET /health → 500: \x1b[31mboom\x1b[0m \x00 \ufffe"
+    root = ET.fromstring(junit_xml([CheckResult("alb", "failed", 0.1, detail)]).split("?>", 1)[1])
+    assert root.find("testcase/failure").text == "GET /health → 500: \\x1b[31mboom\\x1b[0m \\x00 \\ufffe"  # type: ignore[union-attr]
+
+
+def test_needs_are_check_names() -> None:
+    """needs="alb" is the letters a, l, b: three checks no plugin has; the check would be skipped, never run."""
+    with pytest.raises(TypeError, match="check 'team': needs must be a tuple of check names, not 'alb'"):
+        Check("team", Mock(), needs="alb")  # type: ignore[arg-type]
+    assert Check("team", Mock(), needs=["alb"]).needs == ("alb",)  # type: ignore[arg-type]
 
 
 def fake_entry_point(name: str, module: str) -> importlib.metadata.EntryPoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import threading
@@ -251,6 +252,32 @@ def test_a_refused_message_is_said_and_the_next_one_still_goes(chat: tuple[Notif
     said = stderr.getvalue()
     assert "the chat did not take a message (OSError: HTTP Error 404: no_service)" in said
     assert "secret" not in said  # the webhook URL is a secret: never printed
+
+
+def test_a_send_failing_otherwise_is_said_without_the_url_and_the_sender_goes_on(
+    chat: tuple[Notifier, Sent, io.StringIO],
+) -> None:
+    """A webhook variable without its scheme (urllib's ValueError quotes the URL, its secret path in it), an answer
+    cut short (http.client's IncompleteRead, no OSError): each said by its type, and the messages after it still go;
+    before, the first stopped the sender for good and the second printed the URL."""
+    notifier, sent, stderr = chat
+    failures = [ValueError("unknown url type: 'hooks.example.test/T000/B000/secret'"), http.client.IncompleteRead(b"")]
+
+    def send(url: str, text: str) -> None:
+        if failures:
+            raise failures.pop(0)
+        sent(url, text)
+
+    notifier.send = send
+    cfg = config(webhook_env="TEST_CHAT_WEBHOOK")
+    for _ in range(3):
+        deploy(notifier, cfg)
+    assert notifier.flush()
+    assert len(sent.texts) == 1
+    said = stderr.getvalue()
+    assert "(ValueError; is $TEST_CHAT_WEBHOOK a whole https:// URL?)" in said
+    assert "(IncompleteRead; is $TEST_CHAT_WEBHOOK a whole https:// URL?)" in said
+    assert "secret" not in said
 
 
 def test_a_freeze_and_its_end_are_announced_unless_left_out(chat: tuple[Notifier, Sent, io.StringIO]) -> None:
