@@ -622,9 +622,10 @@ def auto_plan(
     names = planner.stack_roles(env)
     out = planner.synth_dir(config, env)
     packages = {fn: lambda_chain.package(config, env, fn) for fn in functions}
-    code_keys = {**inputs.code_keys, **{fn: p.key for fn, p in packages.items()}}
     promoted = inputs.promoted
-    image_tag = (promoted.tag if promoted else revision.of("app").tag) if app else inputs.image_tag
+    image_tag, code_keys = stack_inputs(
+        revision, changed, inputs.image_tag, inputs.code_keys, packages, promoted.tag if promoted else None
+    )
     if "fargate" in roles and not image_tag:
         raise UsageError(
             f"no image is live in environment {env.name!r} for the Fargate stack",
@@ -724,6 +725,23 @@ def auto_plan(
     steps += alarm_watch(env, after_errors=app)  # the team's own judges of all of it
     deploys = tuple((c, image_tag if c == "app" else revision.of(c).tag) for c in sorted(changed))
     return Plan(env.name, tuple(steps), "deploy.auto", deploys)
+
+
+def stack_inputs(
+    revision: Revision,
+    changed: Collection[str],
+    image_tag: str,
+    code_keys: Mapping[str, str],
+    packages: Mapping[str, packaging.Package],
+    promoted_tag: str | None = None,
+) -> tuple[str, dict[str, str]]:
+    """The image tag and the functions' code keys (fn → key) a deploy of the components ``changed`` gives its stacks:
+    this commit's image when the app changes (the promote_from environment's, ``promoted_tag``, when it is copied
+    from there), else the live one (``image_tag``); the zip of each changed function (``packages``: fn → this
+    checkout's) over the live keys (``code_keys``). ``inv diff`` previews the stacks with what ``deploy.auto`` gives."""
+    if "app" in changed:
+        image_tag = promoted_tag or revision.of("app").tag
+    return image_tag, {**code_keys, **{fn: p.key for fn, p in packages.items()}}
 
 
 def stacks_taken_out(env: EnvConfig, entries: Mapping[str, Mapping[str, str]]) -> dict[str, tuple[str, str]]:

@@ -1388,7 +1388,7 @@ class StackDeployer:
         parameters: Mapping[str, str],
         *,
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
-        template_url: str | None = None,
+        template_url: str | Callable[[], str | None] | None = None,
         stack: Mapping[str, Any] | EllipsisType | None = ...,
         revert_drift: bool = False,
     ) -> list[Change] | NoPreview | None:
@@ -1399,7 +1399,9 @@ class StackDeployer:
         ``ROLLBACK_FAILED``: CloudFormation takes no update change set for it, and a deploy deletes it and creates it
         again); [] when nothing would change; :class:`NoPreview` when its status takes no change set (busy, a failed
         rollback, half deleted: what a deploy does first differs, and one stack must not fail a whole diff).
-        ``template_url``: as for :meth:`deploy`. ``stack``: the stack as the caller just described it (None: there is
+        ``template_url``: as for :meth:`deploy`, or what works it out, called only when a change set is made (a big
+        template goes to the artifacts bucket: not for a stack to be created, whose environment may have none yet).
+        ``stack``: the stack as the caller just described it (None: there is
         none), else read. ``revert_drift``: a drift-aware change set, as :meth:`deploy`'s: what was changed outside
         CloudFormation is among the changes."""
         if stack is ...:
@@ -1409,11 +1411,12 @@ class StackDeployer:
             return None
         if blocked := no_preview(status):
             return blocked
+        url = template_url() if callable(template_url) else template_url
         request: dict[str, Any] = {
             "StackName": name,
             "ChangeSetName": change_set_name(self.clock.now(), f"preview-{uuid.uuid4().hex[:6]}"),
             "ChangeSetType": "UPDATE",
-            **_template(template_body, template_url),
+            **_template(template_body, url),
             "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             "Capabilities": list(capabilities),
             "Description": f"deploykit: preview of {name} (inv diff), never executed",

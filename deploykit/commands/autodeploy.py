@@ -681,7 +681,11 @@ def diff(
     changed = {c.split(":", 1)[1] for c in a.found.components() if c.startswith("stack:")}
     roles = list(planner.stack_roles(a.env)) if verify or drift else sorted(changed)
     if roles:
-        previews = _stack_previews(runtime, a, roles, changed=changed, as_given=verify, drift=drift)
+        # the app's image copied from the promote_from environment, as deploy.auto would
+        promoted = None if a.source is None or "app" in held else earlier.get("app") or a.source.live.get("app")
+        previews = _stack_previews(
+            runtime, a, roles, changed=changed, as_given=verify, drift=drift, promoted_tag=promoted
+        )
     stacks_json = {name: preview.json for name, preview in previews.items()}
     verdict = _verified(runtime, a, stacks_json) if verify else None
     if as_markdown:
@@ -840,6 +844,7 @@ def _stack_previews(
     changed: Collection[str],
     as_given: bool = False,
     drift: bool = False,
+    promoted_tag: str | None = None,
 ) -> dict[str, Preview]:
     """Synthesize (while what is live is read), then preview each stack of ``roles`` with the inputs a deploy would
     give it: every change set at the same time (on AWS each takes seconds to make; a change to shared CDK code
@@ -847,7 +852,9 @@ def _stack_previews(
     empty preview of another says there is nothing to change. ``as_given``: each stack keeps
     the parameters it was deployed with (its template alone is previewed): the image and the functions' code, which
     the app chain and the fast path change without the stacks, are compared apart (``--verify``). ``drift``: each
-    change set drift-aware (``--drift``)."""
+    change set drift-aware (``--drift``). Otherwise a stack gets what deploy.auto would give it
+    (:func:`deploykit.auto.stack_inputs`): the Fargate stack this commit's image when the app changes too
+    (``promoted_tag``, the promote_from environment's image), the API stack each changed function's new zip."""
     out = planner.synth_dir(a.config, a.env)
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
     reads: dict[str, Callable[[], Any]] = {
@@ -859,9 +866,15 @@ def _stack_previews(
     with aws_errors(a.env), reporter.activity("synth"):
         read = at_once(reads)
     names = planner.stack_roles(a.env)
+    components = a.found.components()
+    image_tag, code_keys = read["image_tag"], read.get("code_keys", {})
+    if not as_given:
+        functions = sorted(c.split(":", 1)[1] for c in components if c.startswith("lambda:"))
+        packages = {fn: lambda_chain.package(a.config, a.env, fn) for fn in functions}
+        image_tag, code_keys = auto.stack_inputs(a.revision, components, image_tag, code_keys, packages, promoted_tag)
 
     def given(role: str) -> dict[str, str]:  # the parameters a deploy would give the stack of ``role``
-        return dict(planner.stack_parameters(role, read["image_tag"], read.get("code_keys", {})))
+        return dict(planner.stack_parameters(role, image_tag, code_keys))
 
     previews = {
         names[role]: partial(

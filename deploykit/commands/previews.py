@@ -140,7 +140,12 @@ def stack_previewed(
             return refused, stack, None, (), Exported(), ""
     reads: dict[str, Callable[[], Any]] = {
         "changes": lambda: deployer.preview(
-            name, body, parameters, template_url=template_url(aws, env, name, body), stack=stack, revert_drift=drift
+            name,
+            body,
+            parameters,
+            template_url=partial(template_url, aws, env, name, body),
+            stack=stack,
+            revert_drift=drift,
         ),
         "references": partial(template_references, aws, env, name, body, parameters),
     }

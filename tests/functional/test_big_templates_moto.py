@@ -4,6 +4,7 @@ Against moto, which reads a TemplateURL from its own S3."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -106,3 +107,18 @@ def test_the_registry_stack_or_an_environment_without_its_bucket_cannot_take_a_b
     too_big = {"Resources": {"T": {"Type": "AWS::SNS::Topic", "Metadata": {"n": "x" * synth.TEMPLATE_URL_LIMIT}}}}
     with pytest.raises(UsageError, match="over CloudFormation's limit of 1,048,576 bytes"):
         synth.template_body(write(tmp_path, too_big, "Huge"))
+
+
+def test_a_big_template_of_a_stack_not_deployed_yet_is_previewed_as_to_be_created(
+    ctx: Context, project: Path, factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """A stack to be created takes no change set, so its big template needs no bucket: inv diff of an environment not
+    deployed yet said the template could not go through S3 and ended (exit 2); with the bucket there, it put the
+    template in it for nothing."""
+    runtime = commands.Runtime(stdout=io.StringIO(), stderr=io.StringIO())
+    config, path = load_config(project / "deploy.toml"), write(tmp_path, big_template(30))
+    puts = asked(factory.client("s3"), "PutObject", "Key")
+    assert previews.preview_stack(runtime, config, ctx.aws, dev_env, STACK, path, {})["changes"] is None
+    assert puts == []
+    bare = dataclasses.replace(dev_env, stacks=dataclasses.replace(dev_env.stacks, registry="NoRegistryStack"))
+    assert previews.preview_stack(runtime, config, factory, bare, STACK, path, {})["changes"] is None

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from deploykit import auto, changes, lambda_chain, planner
 from deploykit.commands.deploys import with_alarm_watch
 from deploykit.config import AlarmWatch, Config, EnvConfig, ErrorWatch, LambdaCanary, load_config
+from deploykit.endpoints import function_id
 from deploykit.errors import UsageError
 from deploykit.git import Revision, current_revision
 from deploykit.plan import Parallel, Plan
@@ -338,6 +339,30 @@ def test_a_function_whose_changed_stack_names_its_code_already_takes_the_fast_pa
     other = dataclasses.replace(reverted, given={"login_handler": "lambda/login_handler/older.zip"})
     for inputs in (served, other):
         assert "update-code" not in dict(shape(auto.auto_plan(config, env, revision, found, inputs), env))
+
+
+def test_the_stacks_inputs_inv_diff_previews_are_those_deploy_auto_gives(with_lambdas: Path) -> None:  # noqa: F811
+    """The Fargate stack changed with the app is given this commit's image (the promote_from environment's, when it
+    is copied), the API stack changed with a function that function's new zip: inv diff previewed the live ones, and
+    its change set left out the image's rollout and the function's code."""
+    config, env, revision = setup(with_lambdas)
+    made = {"login_handler": lambda_chain.package(config, env, "login_handler")}
+    live = ("aaaaaaaaaaaa", INPUTS.code_keys)
+    assert auto.stack_inputs(revision, {"stack:fargate"}, *live, {}) == live
+    image, keys = auto.stack_inputs(revision, {"app", "stack:fargate", "lambda:login_handler"}, *live, made)
+    assert image == revision.of("app").tag
+    assert keys == {**INPUTS.code_keys, "login_handler": made["login_handler"].key}
+    assert auto.stack_inputs(revision, {"app"}, *live, {}, "bbbbbbbbbbbb")[0] == "bbbbbbbbbbbb"
+    found = change_set(
+        ("backend/app/routes.py", "app"),
+        ("cdk/stacks/fargate_stack.py", "stack:fargate"),
+        ("cdk/stacks/api_stack.py", "stack:api"),
+        ("lambda/login_handler/handler.py", "lambda:login_handler"),
+    )
+    plan = auto.auto_plan(config, env, revision, found, INPUTS)
+    given = {s.stack: dict(s.parameters) for s in auto.flat_steps(plan.steps) if s.name == "deploy-stack"}  # type: ignore[attr-defined]
+    assert given["CarRentalFargateStack"] == {"ImageTag": image}
+    assert given["CarRentalApiStack"] == {f"{function_id(fn)}CodeKey": key for fn, key in keys.items()}
 
 
 def test_a_lambda_that_is_not_deployed_is_refused_with_the_fix(with_lambdas: Path) -> None:  # noqa: F811
