@@ -39,12 +39,13 @@ from botocore.exceptions import ClientError
 from deploykit import ecs, taskdef_cleanup
 from deploykit.aws import AwsFactory, answered, at_once, translate_error
 from deploykit.config import Config, EnvConfig
-from deploykit.errors import DeployKitError, UsageError
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.git import DIRTY, SHORT_SHA
 from deploykit.history import History
 from deploykit.images import split_registry
 from deploykit.lock import STOPPED, LockLost, lost_lease
 from deploykit.output import tabulate
+from deploykit.stacks import is_transient
 
 DEFAULT_KEEP = 10
 ROLLBACK_REVISIONS = 5
@@ -335,6 +336,34 @@ class Recorded:
     skipped: dict[str, str] = field(default_factory=dict)  # environment → why its AWS could not be read
     without_history: tuple[str, ...] = ()  # environments read, with no history (registry stack not deployed)
     read: tuple[str, ...] = ()  # environments whose history was read
+    # image tag or digest → why: what the services and Fargate stacks of the other environments sharing the
+    # repository use or may roll back to (images_in_use, theirs)
+    in_use: dict[str, str] = field(default_factory=dict)
+
+
+def may_share(target: EnvConfig, env: EnvConfig) -> bool:
+    """Whether ``env``'s repository may be ``target``'s: the same name, region and endpoint, in an account deploy.toml
+    does not tell apart (the credentials' account then tells)."""
+    same = (env.repository, env.region, env.endpoint_url or "") == (
+        target.repository,
+        target.region,
+        target.endpoint_url or "",
+    )
+    return same and (not (env.account and target.account) or env.account == target.account)
+
+
+def _sharing_in_use(aws: AwsFactory, target_aws: AwsFactory) -> dict[str, str]:
+    """What the environment of ``aws``, when its repository is the target's (:func:`may_share`, and the same account
+    by the credentials), uses or may roll back to (:func:`images_in_use`), each why naming it; {} when it is not
+    the target's repository, or its service is not there (not deployed)."""
+    env = aws.env
+    if not may_share(target_aws.env, env) or aws.account() != target_aws.account():
+        return {}
+    try:
+        found = images_in_use(aws)
+    except UsageError:  # no such service: nothing of it runs
+        return {}
+    return {ref: f"{env.name}: {why}" for ref, why in found.items()}
 
 
 def recorded_images(
@@ -350,23 +379,37 @@ def recorded_images(
 
     Each environment's history is found as :meth:`History.of` finds it. An environment whose AWS cannot be read
     (another account, no credentials, an endpoint down) is skipped and named in ``skipped``; the target
-    environment's own history must be readable (its failure is raised), since its repository is being cleaned.
+    environment's own history must be readable (its failure is raised), since its repository is being cleaned. So
+    must one that may share its repository (:func:`may_share`) when AWS only failed for now (throttled, a 5xx):
+    StepFailed, nothing deleted. Of the environments sharing it, what their services and Fargate stacks use is
+    read too (:attr:`Recorded.in_use`): their histories alone do not hold the revisions a stack rollback goes to.
     """
     reasons: dict[str, dict[str, str]] = {}  # key → env → why (the newest reason per environment)
     skipped: dict[str, str] = {}
     without: list[str] = []
     read: list[str] = []
+    in_use: dict[str, str] = {}
     # the target may be one a pattern made (dev-alice): not among deploy.toml's own, read first all the same
     others = [config.environments[n] for n in sorted(config.environments) if n != target.name]
+    own = target_aws if target_aws is not None else aws_factory(target)
     for env in [target, *others]:
         name = env.name
         try:
-            aws = target_aws if (name == target.name and target_aws is not None) else aws_factory(env)
+            aws = own if name == target.name else aws_factory(env)
             found = _history_shas(aws, env, records)
+            if name != target.name:
+                in_use |= {ref: why for ref, why in _sharing_in_use(aws, own).items() if ref not in in_use}
         except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
             if name == target.name:
                 raise
-            skipped[name] = translate_error(exc, env).message
+            said = translate_error(exc, env).message
+            if may_share(target, env) and is_transient(exc):
+                raise StepFailed(
+                    f"what {name}, which may share repository {target.repository} with {target.name}, needs could "
+                    f"not be read ({said}): nothing was deleted",
+                    next_step=f"rerun in a while: inv images.cleanup --env {target.name}",
+                ) from None
+            skipped[name] = said
             continue
         if found is None:
             without.append(name)
@@ -375,7 +418,7 @@ def recorded_images(
         for sha, why in found:
             reasons.setdefault(tag_key(sha), {}).setdefault(name, why)
     shas = {key: "; ".join(by_env.values()) for key, by_env in reasons.items()}
-    return Recorded(shas, skipped, tuple(without), tuple(read))
+    return Recorded(shas, skipped, tuple(without), tuple(read), in_use)
 
 
 def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[str, str]] | None:
@@ -522,13 +565,21 @@ def to_json(
         ],
         "to_delete": len(decision.to_delete),
         "deleted": len(deleted),
-        "freed_bytes": sum(i.size for i in decision.to_delete if i.digest in deleted),
+        "freed_bytes": freed_by(decision, deletion),
         "failures": dict(deletion.failed) if deletion else {},
         "already_gone": list(deletion.gone) if deletion else [],
         "histories_read": list(recorded.read),
         "histories_skipped": dict(recorded.skipped),
         "without_history": list(recorded.without_history),
     }
+
+
+def freed_by(decision: Decision, deletion: Deletion | None) -> int:
+    """The bytes ``deletion`` freed: of the images it deleted, not those already gone (another freed them)."""
+    if deletion is None:
+        return 0
+    freed = set(deletion.deleted) - set(deletion.gone)
+    return sum(i.size for i in decision.to_delete if i.digest in freed)
 
 
 def _images(count: int) -> str:
@@ -548,9 +599,7 @@ def summary(decision: Decision, *, repository: str, dry_run: bool, deletion: Del
             f"dry run: would delete {_images(len(decision.to_delete))} of {total}, freeing "
             f"{megabytes(decision.bytes_to_free)} ({size_note}); nothing was deleted"
         )
-    gone = set(deletion.deleted)
-    freed = sum(i.size for i in decision.to_delete if i.digest in gone)
-    line = f"deleted {_images(len(gone))}, freed {megabytes(freed)} ({size_note})"
+    line = f"deleted {_images(len(deletion.deleted))}, freed {megabytes(freed_by(decision, deletion))} ({size_note})"
     if deletion.gone:
         line += f"; {len(deletion.gone)} of them already gone"
     if deletion.failed:

@@ -414,6 +414,14 @@ def _versions(count: int) -> str:
     return f"{count} version" + ("" if count == 1 else "s")
 
 
+def freed_by(decision: Decision, deletion: Deletion | None) -> int:
+    """The code storage ``deletion`` freed: of the versions it deleted, not those already gone."""
+    if deletion is None:
+        return 0
+    freed = set(deletion.deleted) - set(deletion.gone)
+    return sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in freed)
+
+
 def summary(decision: Decision, *, dry_run: bool, deletion: Deletion | None = None) -> str:
     total = len(decision.choices)
     if not total:
@@ -425,9 +433,7 @@ def summary(decision: Decision, *, dry_run: bool, deletion: Deletion | None = No
             f"dry run: would delete {_versions(len(decision.to_delete))} of {total}, freeing "
             f"{size(decision.bytes_to_free)} of code storage; nothing was deleted"
         )
-    gone = set(deletion.deleted)
-    freed = sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in gone)
-    line = f"deleted {_versions(len(gone))}, freed {size(freed)} of code storage"
+    line = f"deleted {_versions(len(deletion.deleted))}, freed {size(freed_by(decision, deletion))} of code storage"
     if deletion.gone:
         line += f"; {len(deletion.gone)} of them already gone"
     if deletion.failed:
@@ -455,7 +461,7 @@ def to_json(decision: Decision, *, env: str, dry_run: bool, deletion: Deletion |
         ],
         "to_delete": len(decision.to_delete),
         "deleted": len(gone),
-        "freed_bytes": sum(v.code_size for v in decision.to_delete if (v.function_name, v.number) in gone),
+        "freed_bytes": freed_by(decision, deletion),
         "failures": {f"{name}:{number}": why for (name, number), why in (deletion.failed if deletion else {}).items()},
         "already_gone": [f"{name}:{number}" for name, number in (deletion.gone if deletion else ())],
     }

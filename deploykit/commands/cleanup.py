@@ -62,8 +62,8 @@ def images_cleanup(
     with held_lock(runtime, aws, environment, "images.cleanup", needed=not dry_run) as lease:
         with aws_errors(environment):
             details = image_cleanup.repository_images(aws)
-            in_use = image_cleanup.images_in_use(aws)
             recorded = image_cleanup.recorded_images(config, environment, runtime.peer_aws, target_aws=aws)
+            in_use = {**recorded.in_use, **image_cleanup.images_in_use(aws)}
             parts = image_cleanup.index_parts(aws, details)
         for name, why in recorded.skipped.items():
             warn(f"skipped the history of {name} (its AWS cannot be read): {why}")

@@ -248,6 +248,58 @@ def test_an_environment_whose_aws_refuses_is_skipped_too(world: World) -> None:
     assert DIRTY in {t for i in decision.to_delete for t in i.tags}
 
 
+def test_what_another_environment_sharing_the_repository_runs_is_kept(world: World) -> None:
+    """staging runs its own service (image 6) from dev's repository, and its history does not name that image: its
+    service is read as dev's is, where its history alone protected it and dev's cleanup deleted what it runs."""
+    text = world.config.read_text()
+    head, staging = text.split("[environments.staging]")
+    staging = staging.replace('cluster = "car-rental-cluster"', 'cluster = "staging-cluster"', 1)
+    world.config.write_text(head + "[environments.staging]" + staging)
+    ecs = boto3.client("ecs", region_name=REGION)
+    ecs.create_cluster(clusterName="staging-cluster")
+    arn = ecs.register_task_definition(
+        family="staging-backend",
+        containerDefinitions=[{**CONTAINER, "image": f"{URI}:{tag(6)}"}],
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+    )["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="staging-cluster", serviceName="car-rental-service", taskDefinition=arn, desiredCount=1)
+    decision = commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime_for(world))
+    by_tag = {c.image.tags[0]: c.reasons for c in decision.choices if c.image.tags}
+    assert by_tag[tag(6)] == ("staging: in use by staging-backend:1 (PRIMARY)",)
+    assert {", ".join(i.tags) or "untagged" for i in decision.to_delete} == DELETED - {tag(6)}
+
+
+def test_an_environment_sharing_the_repository_that_aws_throttles_stops_the_cleanup(world: World) -> None:
+    """Its history could not be read for now (S3 slowing it down past the retries): what it needs is not known, and
+    nothing is deleted; before, it was skipped as one in another account, and its live image went."""
+
+    def factory(env: EnvConfig) -> AwsFactory:
+        aws = AwsFactory(env)
+        if env.name == "staging":
+
+            def slow_down(**_kwargs: Any) -> Any:
+                from botocore.exceptions import ClientError
+
+                error = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
+                raise ClientError(error, "GetObject")  # type: ignore[arg-type]
+
+            aws.client("s3").get_object = slow_down
+        return aws
+
+    runtime = runtime_for(world)
+    runtime.aws_factory = factory
+    with pytest.raises(StepFailed) as stopped:
+        commands.images_cleanup(env="dev", keep=1, runtime=runtime)
+    assert stopped.value.message.startswith(
+        "what staging, which may share repository car-rental-backend with dev, needs could not be read ("
+    )
+    assert stopped.value.message.endswith("): nothing was deleted")
+    assert len(remaining_tags(world)) == 14
+
+
 def test_a_real_run_waits_for_no_deploy_and_a_dry_run_needs_no_lock(world: World) -> None:
     dev = load_config(world.config).environment("dev")
     env_lock = lock.EnvLock.of(AwsFactory(dev), dev, clock=FakeClock(start=NOW))
@@ -431,6 +483,8 @@ def test_an_image_already_gone_counts_as_deleted(world: World) -> None:
     data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
     assert data["failures"] == {} and data["already_gone"] == [world.digests["untagged"]] and data["deleted"] == 3
     assert remaining_tags(world) == ({tag(k) for k in range(13)} | {"untagged"}) - DELETED
+    freed = sum(world.sizes[name] for name in DELETED - {"untagged"})  # the rule freed the untagged one's bytes
+    assert data["freed_bytes"] == freed and f"freed {freed / 1e6:.1f} MB" in printed
 
 
 PATTERN = """

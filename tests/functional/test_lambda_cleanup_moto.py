@@ -239,6 +239,8 @@ def test_a_version_already_gone_counts_as_deleted(functions: Any, factory: AwsFa
     assert "deleted 3 versions, freed" in printed and "; 1 of them already gone" in printed
     data = json.loads(out.getvalue())
     assert data["failures"] == {} and data["already_gone"] == [f"{HEALTH}:4"] and data["deleted"] == 3
+    sizes = {v["version"]: v["code_bytes"] for v in data["versions"] if v["action"] == "deleted"}
+    assert data["freed_bytes"] == sum(sizes.values()) - sizes[4] > 0  # version 4's bytes: the other one freed them
 
 
 def test_a_lock_lost_midway_stops_the_deletions_after_reporting_those_done(
