@@ -27,6 +27,7 @@ from deploykit import (
     registry,
     syntax,
     watch,
+    zip_cleanup,
 )
 from deploykit import canary as lambda_canary
 from deploykit import rollback as rollbacks
@@ -1097,6 +1098,22 @@ def deploy_full(
     )
 
 
+def _refuse_shared_registry(aws: AwsFactory, env: EnvConfig) -> None:
+    """UsageError (nothing deleted) when the registry stack's artifacts bucket holds another environment's live
+    record: the stack is that one's too, and deleting it (the repository, the bucket: forced) takes its images, its
+    history, its lock and its live record."""
+    bucket = history.find_artifacts_bucket(aws, env)
+    others = zip_cleanup.sharing(aws, bucket, env) if bucket else []
+    if others:
+        raise UsageError(
+            f"{env.stacks.registry}'s bucket {bucket} holds the live record of {', '.join(others)} too: its registry "
+            f"stack is theirs as well, and destroy --include-data would delete their images, history and lock with "
+            "it; nothing was deleted",
+            next_step=f"destroy the other stacks alone (inv destroy --env {env.name}, without --include-data), or "
+            f"first give {', '.join(others)} a registry stack of its own",
+        )
+
+
 @heard_when_not_run("destroy")
 def destroy(
     *,
@@ -1116,8 +1133,11 @@ def destroy(
             f"environment {environment.name!r} is protected in deploy.toml; destroy refuses it",
             next_step="delete its stacks by hand if you really mean it, or set protected = false",
         )
+    aws = runtime.aws_factory(environment)
     with aws_errors(environment):  # the functions the stacks hold leave the live record with them
-        hosts = lambda_chain.function_hosts(StackOutputs.of(runtime.aws_factory(environment)), environment)
+        hosts = lambda_chain.function_hosts(StackOutputs.of(aws), environment)
+        if include_data and stack is None:  # the registry stack goes, with its bucket
+            _refuse_shared_registry(aws, environment)
     if stack is not None:
         plan = planner.destroy_one_plan(environment, stack, include_data=include_data, hosts=hosts)
     else:

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 
 from deploykit import commands, freeze, history, lock
@@ -838,6 +839,27 @@ def test_a_destroy_is_recorded_and_drops_what_it_removed_from_the_live_record(
     assert newest.base == {"app": "aaaaaaaaaaaa", "stack:api": "aaaaaaaaaaaa"}  # what each ran when it went
     assert set(store.live()) == {"stack:data"}
     assert history.table([newest]).splitlines()[-1].endswith("removed app, stack:api")
+
+
+def test_destroy_with_data_refuses_a_registry_stack_another_environment_keeps_its_live_record_in(
+    bucket: str, dev_env: EnvConfig, project: Path
+) -> None:
+    """staging's live record is in dev's bucket: the registry stack is staging's too, and deleting it (the
+    repository and the bucket, forced) would take staging's images, history and lock. Refused, nothing deleted, in a
+    dry run too; without --include-data the registry stack stays, and nothing is refused."""
+    s3 = boto3.client("s3", region_name="eu-west-1")
+    s3.put_object(Bucket=bucket, Key=f"{history.LIVE_PREFIX}staging.json", Body=b"{}")
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    for dry_run in (True, False):
+        with pytest.raises(UsageError) as refused:
+            commands.destroy(env="dev", include_data=True, dry_run=dry_run, runtime=runtime)
+        assert refused.value.message == (
+            f"CarRentalRegistryStack's bucket {bucket} holds the live record of staging too: its registry stack is "
+            "theirs as well, and destroy --include-data would delete their images, history and lock with it; nothing "
+            "was deleted"
+        )
+    assert boto3.client("cloudformation", region_name="eu-west-1").describe_stacks(StackName=dev_env.stacks.registry)
+    commands.destroy(env="dev", dry_run=True, runtime=runtime)  # the registry stack stays: not refused
 
 
 def test_a_function_whose_folder_is_gone_leaves_the_live_record_with_the_api_stack_deploy(
