@@ -1145,6 +1145,13 @@ def _check_same_stacks(config: Config, where: str) -> None:
             )
 
 
+def may_be_together(one: EnvConfig, other: EnvConfig) -> bool:
+    """Whether two environments may live in one account and region: the same region and endpoint, and no two
+    accounts deploy.toml pins apart (their credentials' accounts then tell)."""
+    same = (one.region, one.endpoint_url or "") == (other.region, other.endpoint_url or "")
+    return same and (not (one.account and other.account) or one.account == other.account)
+
+
 def _check_apart(config: Config, where: str) -> None:
     """No two environments on the same AWS (one endpoint, or one account, or one profile's, and one region) share a
     stack: they would be one platform under two names, each deploy replacing the other's, with one lock and one

@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import ecs, taskdef_cleanup
 from deploykit.aws import AwsFactory, answered, at_once, translate_error
-from deploykit.config import Config, EnvConfig
+from deploykit.config import Config, EnvConfig, may_be_together
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.git import DIRTY, SHORT_SHA
 from deploykit.history import History
@@ -344,12 +344,7 @@ class Recorded:
 def may_share(target: EnvConfig, env: EnvConfig) -> bool:
     """Whether ``env``'s repository may be ``target``'s: the same name, region and endpoint, in an account deploy.toml
     does not tell apart (the credentials' account then tells)."""
-    same = (env.repository, env.region, env.endpoint_url or "") == (
-        target.repository,
-        target.region,
-        target.endpoint_url or "",
-    )
-    return same and (not (env.account and target.account) or env.account == target.account)
+    return env.repository == target.repository and may_be_together(target, env)
 
 
 def _sharing_in_use(aws: AwsFactory, target_aws: AwsFactory) -> dict[str, str]:

@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import botocore.exceptions
 from botocore.exceptions import ClientError
 
 from deploykit import ecs
-from deploykit.aws import AwsFactory, at_once
-from deploykit.errors import UsageError
+from deploykit.aws import AwsFactory, at_once, translate_error
+from deploykit.config import Config, EnvConfig, may_be_together
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.lock import STOPPED, LockLost, lost_lease
 from deploykit.output import tabulate
-from deploykit.stacks import is_missing_stack
+from deploykit.stacks import is_missing_stack, is_transient
 
 DEFAULT_KEEP = 10
 TASKDEF_RESOURCE = "AWS::ECS::TaskDefinition"
@@ -124,6 +126,60 @@ def needed_revisions(aws: AwsFactory, service: Mapping[str, Any], live_taskdef: 
     return needed
 
 
+@dataclass(frozen=True)
+class Others:
+    """What the other environments of deploy.toml whose services run revisions of the family need."""
+
+    needed: dict[str, list[str]]  # revision ARN → why (its environment named)
+    skipped: dict[str, str]  # environment → why its AWS could not be read
+
+
+def others_needing(
+    config: Config, target_aws: AwsFactory, family: str, aws_factory: Callable[[EnvConfig], AwsFactory]
+) -> Others:
+    """The revisions of ``family`` other environments need (:func:`needed_revisions`, theirs): those in the target's
+    account and region (:func:`~deploykit.config.may_be_together`, then their credentials' account) whose service
+    runs a revision of it. The CDK names a family after its service, so two environments in one account whose
+    services have one name, in two clusters, register one family. One whose AWS cannot be read is ``skipped``
+    (another account's credentials); one AWS only failed for now (throttled, a 5xx): StepFailed, nothing
+    deregistered. One whose service is not there needs nothing."""
+    target = target_aws.env
+    needed: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
+    for name in sorted(config.environments):
+        env = config.environments[name]
+        if name == target.name or not may_be_together(target, env):
+            continue
+        try:
+            for arn, reasons in _needed_by(aws_factory(env), target_aws, family).items():
+                needed.setdefault(arn, []).extend(f"{name}: {why}" for why in reasons)
+        except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
+            said = translate_error(exc, env).message
+            if is_transient(exc):
+                raise StepFailed(
+                    f"what {name}, in the same account and region as {target.name}, needs of {family} could not be "
+                    f"read ({said}): nothing was deregistered",
+                    next_step=f"rerun in a while: inv taskdefs.cleanup --env {target.name}",
+                ) from None
+            skipped[name] = said
+    return Others(needed, skipped)
+
+
+def _needed_by(aws: AwsFactory, target_aws: AwsFactory, family: str) -> dict[str, list[str]]:
+    """What the environment of ``aws`` needs of ``family`` (:func:`needed_revisions`): nothing when it is in another
+    account than the target's, or its service is not there or runs another family."""
+    env = aws.env
+    if aws.account() != target_aws.account():
+        return {}
+    try:
+        service = ecs.describe_service(aws.client("ecs"), env.cluster, env.service, env)
+    except UsageError:  # no such cluster or service (or one ECS deleted): nothing of it runs
+        return {}
+    if ecs.family_of(str(service.get("taskDefinition") or "")) != family:
+        return {}
+    return needed_revisions(aws, service, None)
+
+
 def cluster_task_revisions(client: Any, cluster: str) -> dict[str, int]:
     """Task-definition ARN → how many of the cluster's tasks (RUNNING and PENDING: desired RUNNING) run it."""
     counts: dict[str, int] = {}
@@ -178,6 +234,8 @@ def deregister(client: Any, arns: Sequence[str], holding: Callable[[], None] | N
         except ClientError as exc:
             error = exc.response.get("Error", {})
             failed[arn] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}"
+        except botocore.exceptions.BotoCoreError as exc:  # no answer (a timeout, the connection lost): the next goes on
+            failed[arn] = f"{type(exc).__name__}: {exc}"
         else:
             done.append(arn)
     return Deregistration(tuple(done), failed)

@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import lambda_chain, packaging
 from deploykit.aws import AwsFactory, at_once
@@ -367,6 +367,8 @@ def delete_versions(
                 gone.append(key)
                 continue
             failed[key] = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
+        except BotoCoreError as exc:  # no answer (a timeout, the connection lost): this one failed, the next goes on
+            failed[key] = f"{type(exc).__name__}: {exc}"
         else:
             deleted.append(key)
     return Deletion(tuple(deleted), failed, tuple(gone))

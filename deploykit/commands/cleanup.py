@@ -114,7 +114,7 @@ def taskdefs_cleanup(
     one the service, a task, the Fargate stack or the live record needs (deploykit.taskdef_cleanup says which)."""
     runtime = runtime or Runtime()
     _keep_at_least_one(keep)
-    _, environment = load_env(runtime, env)
+    config, environment = load_env(runtime, env)
     aws = runtime.aws_factory(environment)
     client = aws.client("ecs")
     done = None
@@ -132,6 +132,12 @@ def taskdefs_cleanup(
         read = at_once(reads)
         live_taskdef = ((read["live"] or {}).get("app") or {}).get("taskdef")
         needed = taskdef_cleanup.needed_revisions(aws, service, live_taskdef)
+        # another environment's service of the same name, in this account and region, runs the same family
+        others = taskdef_cleanup.others_needing(config, aws, family, runtime.peer_aws)
+        for arn, reasons in others.needed.items():
+            needed.setdefault(arn, []).extend(reasons)
+        for name, why in others.skipped.items():
+            say_warning(runtime, f"skipped {name} (its AWS cannot be read): {why}")
         decision = taskdef_cleanup.plan_cleanup(family, read["active"], keep=keep, needed=needed)
         images = taskdef_cleanup.kept_images(aws, decision, environment.container)  # read before anything changes
         if decision.to_deregister and not dry_run:

@@ -96,6 +96,69 @@ def test_the_newest_and_everything_in_use_stay_the_rest_is_deregistered(
     assert described["status"] == "INACTIVE"  # out of the lists, still described by its ARN
 
 
+STAGING = """
+[environments.staging]
+region = "eu-west-1"
+cluster = "staging-cluster"
+service = "car-rental-service"
+container = "backend"
+repository = "car-rental-backend"
+
+[environments.staging.stacks]
+registry = "StagingRegistryStack"
+data = "StagingDataStack"
+auth = "StagingAuthStack"
+fargate = "StagingFargateStack"
+api = "StagingApiStack"
+"""
+
+
+def test_a_revision_another_environments_service_of_the_same_name_runs_stays(project: Path, family: AwsFactory) -> None:
+    """staging, in dev's account and region, runs a service of the same name in a cluster of its own: the CDK names
+    the family after the service, so it runs revision 2 of dev's family. It stays, said as staging's; before, dev's
+    cleanup deregistered it, and staging's rollbacks and one-off tasks could no longer use it."""
+    (project / "deploy.toml").write_text((project / "deploy.toml").read_text() + STAGING)
+    ecs = family.client("ecs")
+    ecs.create_cluster(clusterName="staging-cluster")
+    ecs.create_service(
+        cluster="staging-cluster", serviceName="car-rental-service", taskDefinition=arn(2), desiredCount=0
+    )
+    rt = runtime(project, family)
+    rt.peer_aws_factory = AwsFactory  # each environment its own AWS (moto's one account)
+    decision = commands.taskdefs_cleanup(env="dev", keep=3, dry_run=True, runtime=rt)
+    why = {c.revision: c.reasons for c in decision.kept}
+    assert why[2] == ("staging: the service's PRIMARY deployment", "staging: the service runs it")
+    assert 2 not in {int(a.rsplit(":", 1)[1]) for a in decision.to_deregister}
+
+
+def test_another_environment_in_the_account_that_aws_throttles_stops_the_cleanup(
+    project: Path, family: AwsFactory
+) -> None:
+    """What staging needs could not be read for now (ECS throttling it past the retries): nothing deregistered."""
+    (project / "deploy.toml").write_text((project / "deploy.toml").read_text() + STAGING)
+
+    def peer(env: EnvConfig) -> AwsFactory:
+        aws = AwsFactory(env)
+
+        def throttled(**_kwargs: Any) -> Any:
+            from botocore.exceptions import ClientError
+
+            error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+            raise ClientError(error, "DescribeServices")  # type: ignore[arg-type]
+
+        aws.client("ecs").describe_services = throttled
+        return aws
+
+    rt = runtime(project, family)
+    rt.peer_aws_factory = peer
+    with pytest.raises(StepFailed) as stopped:
+        commands.taskdefs_cleanup(env="dev", keep=3, runtime=rt)
+    assert stopped.value.message.startswith(
+        "what staging, in the same account and region as dev, needs of car-rental-backend could not be read ("
+    )
+    assert active(family) == list(range(1, 14))
+
+
 def test_a_dry_run_says_what_it_would_deregister_and_changes_nothing(project: Path, family: AwsFactory) -> None:
     rt = runtime(project, family)
     decision = commands.taskdefs_cleanup(env="dev", keep=10, dry_run=True, runtime=rt)
@@ -123,6 +186,26 @@ def test_a_revision_that_cannot_be_deregistered_fails_the_run_after_the_others(
     assert "car-rental-backend:2: " in failed.value.message
     assert "inv taskdefs.cleanup --env dev" in (failed.value.next_step or "")
     assert active(family) == [1, 2, *range(4, 14)]  # 2 stayed, 3 after it went
+
+
+def test_a_deregistration_with_no_answer_fails_that_revision_and_the_others_go_on(
+    project: Path, family: AwsFactory
+) -> None:
+    """A timeout on revision 2's call (no answer at all, past botocore's retries): before, it escaped the loop after
+    the others before it went, with no table and revision 3 never tried."""
+    import botocore.exceptions
+
+    def time_out(params: dict[str, Any], **_: Any) -> None:
+        if params["taskDefinition"] == arn(2):
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://ecs.eu-west-1.amazonaws.com/")
+
+    family.client("ecs").meta.events.register("provide-client-params.ecs.DeregisterTaskDefinition", time_out)
+    rt = runtime(project, family)
+    with pytest.raises(StepFailed) as failed:
+        commands.taskdefs_cleanup(env="dev", keep=10, runtime=rt)
+    assert "car-rental-backend:2: ReadTimeoutError: Read timeout on endpoint URL" in failed.value.message
+    assert active(family) == [1, 2, *range(4, 14)]  # 3 went after 2 failed
+    assert "Revisions of car-rental-backend in dev kept" in rt.stderr.getvalue()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("keep", [0, -1])
