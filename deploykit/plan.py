@@ -244,6 +244,10 @@ class Plan:
     # SHA) pairs. The run's record names them as live before it, where the live record does not (a failed run's
     # release, which never moved it): the next deploy.auto then knows what the rollback took off.
     found: tuple[tuple[str, str], ...] = ()
+    # A rollback to what never ran in the environment (``inv rollback --to`` a release its history never had live):
+    # it brings something new, so the guards a deploy meets judge it as one (a freeze, require_pushed, the import
+    # check; promote_from is checked as it is resolved)
+    untried: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -259,6 +263,12 @@ class Plan:
         (``rollback app → 3e2532eaf7e5``, ``automatic rollback: app``), as the history lists the run (and tells it:
         ``history.Record.rollback``)."""
         return self.title.startswith(("rollback ", "automatic rollback"))
+
+    @property
+    def goes_back(self) -> bool:
+        """Whether it puts back only what ran before (a :attr:`rollback` to nothing :attr:`untried`): held up by none
+        of the guards against bringing something new (a freeze, require_pushed, the import check)."""
+        return self.rollback and not self.untried
 
     def __add__(self, other: Plan) -> Plan:
         return Plan(

@@ -114,6 +114,21 @@ def normalize_to(to: str) -> str:
     return value
 
 
+def ran_at(records: Iterable[history.Record], component: str, sha: str) -> bool:
+    """Whether ``component`` ran at ``sha`` (an image tag or a commit, as short as 7) in the environment whose history
+    ``records`` are: live after a run that worked (deployed or carried), or live before any run. A dirty build is
+    only itself; a clean one matches a longer or shorter form of its commit."""
+
+    def same(found: str | None) -> bool:
+        if not found:
+            return False
+        if DIRTY in found or DIRTY in sha:
+            return found == sha
+        return found.startswith(sha) or sha.startswith(found)
+
+    return any((r.ok and same(r.components.get(component))) or same(r.base.get(component)) for r in records)
+
+
 def sha_of(tag: str) -> str:
     """``<sha12>-dirty-<hash>`` → ``<sha12>``; a clean tag as it is."""
     return tag.split(DIRTY, 1)[0]

@@ -344,9 +344,10 @@ def require_pushed(runtime: Runtime, config: Config, env: EnvConfig, plan: Plan,
     remote branch holds (as this clone last fetched them: no network) is refused, before anything changes: HEAD, or
     another this clone has (the image ``deploy.stack --image-tag`` rolls out, what a promotion takes). Once it ran
     there, each teammate's deploy.auto would stop at a live commit their clone cannot fetch. A rollback goes through
-    (back to what ran before: never held up), as does a commit this clone does not have (nothing to tell), a clone
+    (back to what ran before: never held up; not one to what never ran there, Plan.untried), as does a commit this
+    clone does not have (nothing to tell), a clone
     with no remote branch at all, and $DEPLOYKIT_ALLOW_UNPUSHED=1 (said); a dry run says so and goes on."""
-    if not env.require_pushed or not plan.deploys or plan.rollback:
+    if not env.require_pushed or not plan.deploys or plan.goes_back:
         return
     _refuse_unpushed(runtime, config, env, [tag for _, tag in plan.deploys], dry_run=dry_run)
 
@@ -384,7 +385,7 @@ def require_importable(
     changes; a dry run says so and goes on. A rollback goes through: back to code that ran (never held up by a check
     that could be wrong), as does a plan with $DEPLOYKIT_SKIP_IMPORT_CHECK=1. ``handlers``: function → its Handler,
     as read from Lambda (lambda_chain.unimportable)."""
-    if plan.rollback or lambda_imports.skipped():
+    if plan.goes_back or lambda_imports.skipped():
         return
     found = lambda_chain.unimportable(config, plan, handlers)
     if not found:
@@ -608,9 +609,9 @@ def _deploy_lock(
 ) -> AbstractContextManager[lock.Lease | None]:
     """One deploy at a time per environment: a plan that changes something (it deploys components, restarts them, or
     destroys) holds the environment's lock while it runs (:func:`held_lock`); a freeze refuses it, but a rollback's
-    and a restart's (they bring nothing new)."""
+    (to what ran there before: Plan.goes_back) and a restart's (they bring nothing new)."""
     needed = bool(plan.deploys or plan.restarts or plan.title.startswith("destroy"))
-    freezes = not (plan.rollback or plan.restarts)
+    freezes = not (plan.goes_back or plan.restarts)
     return held_lock(runtime, aws, env, plan.title, needed=needed, freezes=freezes)
 
 

@@ -50,7 +50,7 @@ from deploykit.commands.core import (
     run_plan,
 )
 from deploykit.commands.previews import preview_stack
-from deploykit.commands.promotion import Promotion, require_promoted
+from deploykit.commands.promotion import Promotion, read_source, require_promoted
 from deploykit.commands.views import (
     AlarmReading,
     alarm_wait,
@@ -622,7 +622,7 @@ def rollback(
             if as_json:
                 runtime.stdout.write(nothing_to_do_json(environment.name, target.title) + "\n")
             return None
-        plan = found
+        plan = found if to is None else _untried(runtime, config, environment, aws, target, found)
     look = f"look at what is live then (inv history --env {environment.name}); rerun the rollback if it is still wanted"
     try:
         report = run_plan(
@@ -646,6 +646,44 @@ def rollback(
     except Superseded as stale:  # not started again: what it would go back from is another deploy's now
         raise UsageError(stale.message, next_step=look) from None
     return report
+
+
+# the newest runs of a component a rollback --to looks through for its target (as many as inv rollback reads)
+RAN_BEFORE_RUNS = 100
+
+
+def _untried(
+    runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, target: rollbacks.Target, plan: Plan
+) -> Plan:
+    """``plan`` as it goes to ``target`` (``--to``): when the environment never ran it (its newest runs of the
+    component, and what was live before them), a rollback brings something new, and is judged as a deploy
+    (Plan.untried: a freeze, require_pushed, the import check); with ``promote_from``, the environment released from
+    must run it or have run it, else UsageError (exit 2, nothing changed)."""
+    key = target.component.key
+    with aws_errors(env):
+        store = history.History.of(aws, env)
+        records = store.records_of(key, RAN_BEFORE_RUNS) if store else []
+    if rollbacks.ran_at(records, key, target.sha):
+        return plan
+    runtime.stderr.write(
+        f"⚠️  {key} never ran at {target.sha} in {env.name} (its newest {RAN_BEFORE_RUNS} runs): going to it brings "
+        "something new, judged as a deploy (a freeze, require_pushed"
+        + (f", promote_from = {env.promote_from!r}" if env.promote_from else "")
+        + ")\n"
+    )
+    if env.promote_from:
+        source = read_source(runtime, config, env.promote_from)
+        with aws_errors(source.aws.env):
+            theirs = history.History.of(source.aws, source.aws.env)
+            ran = theirs.records_of(key, RAN_BEFORE_RUNS) if theirs else []
+        if source.live.get(key) != target.sha and not rollbacks.ran_at(ran, key, target.sha):
+            raise UsageError(
+                f"{env.name} takes only what {source.name} runs (promote_from = {source.name!r}), and neither ran "
+                f"{key} at {target.sha}: nothing was changed",
+                next_step=f"roll back to what ran in {env.name} (inv rollback --env {env.name} --component {key}, "
+                f"without --to, goes to the deploy before), or deploy {target.sha} to {source.name} first",
+            )
+    return dataclasses.replace(plan, untried=True)
 
 
 def _after_rollback(

@@ -113,7 +113,10 @@ def test_a_freeze_refuses_deploys_and_destroy_before_any_step_and_rollbacks_go_o
     )  # the lock taken to read the freeze beside it was let go
     going_back = Probe()
     run(project, deploying(going_back, "rollback lambda:login_handler → dddddddddddd"), clock)
-    assert len(going_back.seen) == 1  # a rollback is never refused
+    assert len(going_back.seen) == 1  # a rollback to what ran there is never refused
+    untried = dataclasses.replace(deploying(Probe(), "rollback app → eeeeeeeeeeee"), untried=True)
+    with pytest.raises(UsageError, match="refusing to deploy to dev: dev is frozen"):
+        run(project, untried, clock)  # one to what never ran there brings something new: a deploy
     restarting = Probe()
     run(project, Plan("dev", (restarting,), "restart app", restarts=(("app", "dddddddddddd"),)), clock)
     [held] = restarting.seen  # nor a restart, which brings nothing new; it holds the lock all the same

@@ -245,6 +245,67 @@ def test_a_rollback_another_deploy_finished_under_is_refused_not_started_again(
     assert deployed.records(1)[0].command == "deploy.app"  # the rollback recorded nothing
 
 
+def test_a_rollback_to_an_image_that_never_ran_there_is_judged_as_a_deploy(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """dev is frozen and runs C; image D was pushed and never deployed there. `--to D` brings something new: the
+    freeze refuses it, as it would a deploy, where a rollback's going back was never held up; `--to A`, which ran
+    there, goes. Without the freeze D goes, said as new."""
+    D = "ddddddd44444"
+    put_image(factory, D)
+    commands.freeze_env(env="dev", reason="Black Friday", runtime=runtime(project, factory))
+    with pytest.raises(UsageError, match="refusing to deploy to dev: dev is frozen") as refused:
+        commands.rollback(env="dev", to=D, smoke=False, runtime=runtime(project, factory))
+    assert refused.value.exit_code == 2 and service_image(factory)[1] == f"{URI}:{C}"
+    back = commands.rollback(env="dev", to=A, smoke=False, runtime=runtime(project, factory))
+    assert back is not None and back.ok and service_image(factory)[1] == f"{URI}:{A}"
+    commands.unfreeze_env(env="dev", runtime=runtime(project, factory))
+    err = io.StringIO()
+    report = commands.rollback(env="dev", to=D, smoke=False, runtime=runtime(project, factory, stderr=err))
+    assert report is not None and report.ok and service_image(factory)[1] == f"{URI}:{D}"
+    assert f"⚠️  app never ran at {D} in dev (its newest 100 runs): going to it brings something new" in err.getvalue()
+
+
+STAGING = """
+[environments.staging]
+region = "eu-west-1"
+cluster = "staging-cluster"
+service = "staging-service"
+container = "backend"
+repository = "staging-backend"
+
+[environments.staging.stacks]
+registry = "StagingRegistryStack"
+data = "StagingDataStack"
+auth = "StagingAuthStack"
+fargate = "StagingFargateStack"
+api = "StagingApiStack"
+"""
+
+
+def test_a_rollback_to_an_image_neither_it_nor_its_source_ran_is_refused_where_releases_are_promoted(
+    project: Path, factory: AwsFactory, deployed: history.History
+) -> None:
+    """dev takes only what staging runs (promote_from); `--to D`, never run in dev nor in staging, would ship a
+    release no environment tried: refused, nothing changed. `--to A`, which ran in dev, goes back."""
+    toml = project / "deploy.toml"
+    toml.write_text(
+        toml.read_text().replace("[environments.dev]\n", '[environments.dev]\npromote_from = "staging"\n') + STAGING
+    )
+    D = "ddddddd44444"
+    put_image(factory, D)
+    rt = runtime(project, factory)
+    rt.aws_factory = lambda env: factory if env.name == "dev" else AwsFactory(env)
+    with pytest.raises(UsageError) as refused:
+        commands.rollback(env="dev", to=D, smoke=False, runtime=rt)
+    assert refused.value.message == (
+        f"dev takes only what staging runs (promote_from = 'staging'), and neither ran app at {D}: nothing was changed"
+    )
+    assert service_image(factory)[1] == f"{URI}:{C}"
+    back = commands.rollback(env="dev", to=A, smoke=False, runtime=rt)
+    assert back is not None and back.ok and service_image(factory)[1] == f"{URI}:{A}"
+
+
 def test_rollback_to_what_is_live_changes_nothing(
     project: Path, factory: AwsFactory, deployed: history.History
 ) -> None:
