@@ -406,8 +406,8 @@ def _children(registry: Registry, repository: str, index: Manifest) -> list[Mani
     found = []
     for child in index.children():
         manifest = registry.manifest(repository, str(child["digest"]))
-        if manifest is None:
-            raise RegistryError(
+        if manifest is None:  # before anything is sent: a state no rerun mends
+            raise RegistryRefusal(
                 f"{repository} on {registry.host} lists {child['digest'][:19]} in an index but does not hold it",
                 next_step="push the image again, then rerun",
             )

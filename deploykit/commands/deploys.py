@@ -50,7 +50,7 @@ from deploykit.commands.core import (
     run_plan,
 )
 from deploykit.commands.previews import preview_stack
-from deploykit.commands.promotion import Promotion, read_source, require_promoted
+from deploykit.commands.promotion import RAN_BEFORE_RUNS, Promotion, require_promoted, source_ran
 from deploykit.commands.views import (
     AlarmReading,
     alarm_wait,
@@ -386,9 +386,29 @@ def deploy_stack(
     plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted, commits=taken)
     if image_tag and role == planner.HOSTED_BY["app"]:  # the stack rolls that image out: the app is live at it too
         plan = dataclasses.replace(plan, deploys=(*plan.deploys, ("app", image_tag)))
+        if environment.promote_from and not source_ran(runtime, config, environment, "app", image_tag):
+            plan = _unpromoted_image(runtime, environment, image_tag, plan, unpromoted=unpromoted)
     return run_plan(
         runtime, config, environment, plan, dry_run=dry_run, as_json=as_json, aws=aws, planned_from=read.get("record")
     )
+
+
+def _unpromoted_image(runtime: Runtime, env: EnvConfig, tag: str, plan: Plan, *, unpromoted: bool) -> Plan:
+    """``plan`` of a Fargate stack given ``--image-tag TAG`` that the environment it is promoted from neither runs nor
+    ran: refused (UsageError, nothing changed), or with ``unpromoted`` said and recorded so."""
+    source = env.promote_from
+    why = f"{source} neither runs nor ran the image {tag}"
+    if not unpromoted:
+        raise UsageError(
+            f"{env.name} takes only what {source} runs (promote_from = {source!r}), and --image-tag rolls out the app "
+            f"at {tag}: {why}; nothing was changed",
+            next_step=f"deploy it to {source} first and let it prove itself there, or give an image it runs; an "
+            "emergency fix that cannot wait: --unpromoted",
+        )
+    runtime.stderr.write(
+        f"⚠️  deploying to {env.name} an image {source} does not run (--unpromoted; its history record says so): {why}\n"
+    )
+    return dataclasses.replace(plan, unpromoted=tuple(sorted({*plan.unpromoted, "app"})))
 
 
 def _image_there(aws: AwsFactory, tag: str) -> bool:
@@ -648,10 +668,6 @@ def rollback(
     return report
 
 
-# the newest runs of a component a rollback --to looks through for its target (as many as inv rollback reads)
-RAN_BEFORE_RUNS = 100
-
-
 def _untried(
     runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, target: rollbacks.Target, plan: Plan
 ) -> Plan:
@@ -671,18 +687,14 @@ def _untried(
         + (f", promote_from = {env.promote_from!r}" if env.promote_from else "")
         + ")\n"
     )
-    if env.promote_from:
-        source = read_source(runtime, config, env.promote_from)
-        with aws_errors(source.aws.env):
-            theirs = history.History.of(source.aws, source.aws.env)
-            ran = theirs.records_of(key, RAN_BEFORE_RUNS) if theirs else []
-        if source.live.get(key) != target.sha and not rollbacks.ran_at(ran, key, target.sha):
-            raise UsageError(
-                f"{env.name} takes only what {source.name} runs (promote_from = {source.name!r}), and neither ran "
-                f"{key} at {target.sha}: nothing was changed",
-                next_step=f"roll back to what ran in {env.name} (inv rollback --env {env.name} --component {key}, "
-                f"without --to, goes to the deploy before), or deploy {target.sha} to {source.name} first",
-            )
+    if env.promote_from and not source_ran(runtime, config, env, key, target.sha):
+        source = env.promote_from
+        raise UsageError(
+            f"{env.name} takes only what {source} runs (promote_from = {source!r}), and neither ran "
+            f"{key} at {target.sha}: nothing was changed",
+            next_step=f"roll back to what ran in {env.name} (inv rollback --env {env.name} --component {key}, "
+            f"without --to, goes to the deploy before), or deploy {target.sha} to {source} first",
+        )
     return dataclasses.replace(plan, untried=True)
 
 

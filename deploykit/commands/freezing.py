@@ -94,8 +94,16 @@ def unfreeze_env(*, env: str | None = None, runtime: Runtime | None = None) -> f
             return None
         check_account(aws, environment)
         freeze.delete(aws, environment)
-    over = "" if found.holds(runtime.clock.now()) else " (it was over already)"
-    runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was frozen {found.said()}\n")
-    if not over:
-        _tell_freeze(runtime, config, environment, None)
+    now = runtime.clock.now()
+    over = "" if found.holds(now) else " (it was over already)"
+    window = freeze.in_force(None, environment, now)  # deploy.toml's freeze_windows: not ended by inv unfreeze
+    if window is not None:
+        runtime.stderr.write(
+            f"🌤  {environment.name}'s inv freeze ended{over}: it was frozen {found.said()}\n❄️  still "
+            f"{window.describe(environment.name)} (deploy.toml's freeze_windows: not ended by inv unfreeze)\n"
+        )
+    else:
+        runtime.stderr.write(f"🌤  {environment.name} thawed{over}: it was frozen {found.said()}\n")
+    if not over:  # the team hears what holds now: the window's freeze, or none (deploys go again)
+        _tell_freeze(runtime, config, environment, window)
     return found

@@ -13,6 +13,7 @@ from deploykit import (
     image_cleanup,
     lambda_chain,
     planner,
+    rollback,
 )
 from deploykit.aws import AwsFactory
 from deploykit.commands.core import Runtime, aws_errors
@@ -51,6 +52,22 @@ def read_source(runtime: Runtime, config: Config, name: str) -> Source:
     except DeployKitError as exc:
         exc.message = f"reading {name}, the environment releases are promoted from, failed: {exc.message}"
         raise
+
+
+def source_ran(runtime: Runtime, config: Config, env: EnvConfig, component: str, sha: str) -> bool:
+    """Whether the environment ``env`` is promoted from runs ``component`` at ``sha`` (an image tag, a commit), or
+    ran it (live after one of its newest runs of it that worked, or before one)."""
+    source = read_source(runtime, config, str(env.promote_from))
+    if source.live.get(component) == sha:
+        return True
+    with aws_errors(source.aws.env):
+        store = history.History.of(source.aws, source.aws.env)
+        records = store.records_of(component, RAN_BEFORE_RUNS) if store else []
+    return rollback.ran_at(records, component, sha)
+
+
+# the newest runs of a component looked through for a release it ran (as many as inv rollback reads)
+RAN_BEFORE_RUNS = 100
 
 
 @dataclass(frozen=True)

@@ -192,13 +192,13 @@ def api_function(role_arn: str, **properties: Any) -> dict[str, Any]:
     }
 
 
-def put_image(factory: AwsFactory, tag: str) -> None:
+def put_image(factory: AwsFactory, tag: str, *, repository: str = "car-rental-backend") -> None:
     manifest = (
         '{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json", '
         '"config": {"digest": "sha256:' + "a" * 64 + '", "size": 1, '
         '"mediaType": "application/vnd.docker.container.image.v1+json"}, "layers": []}'
     )
-    factory.client("ecr").put_image(repositoryName="car-rental-backend", imageManifest=manifest, imageTag=tag)
+    factory.client("ecr").put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)
 
 
 def new_session() -> boto3.session.Session:

@@ -265,6 +265,18 @@ def test_a_freeze_window_of_deploy_toml_refuses_deploys_while_it_lasts(bucket: s
     rt = runtime(project, saturday)
     assert commands.unfreeze_env(env="dev", runtime=rt) is None
     assert "(deploy.toml's freeze_windows: not ended by inv unfreeze)" in rt.stderr.getvalue()  # type: ignore[attr-defined]
+    # an inv freeze inside the window, ended: the window still holds, which the team hears (not "deploys go again")
+    heard = Heard()
+    rt = dataclasses.replace(
+        runtime(project, saturday),
+        plugins_factory=lambda: get_plugin_manager(entry_points=[], extra=[("chat", heard)], environ={}),
+    )
+    commands.freeze_env(env="dev", reason="audit", until="1h", runtime=rt)
+    assert commands.unfreeze_env(env="dev", runtime=rt) is not None
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "🌤  dev's inv freeze ended: it was frozen " in said and "thawed" not in said
+    assert "❄️  still dev is frozen by deploy.toml's freeze window Fri 15:00 – Mon 08:00 UTC" in said
+    assert heard.freezes[-1] is not None and heard.freezes[-1]["reason"] == "the weekend"
     monday = FakeClock(start=datetime(2026, 12, 7, 8, 0, tzinfo=UTC))
     probe = Probe()
     run(project, deploying(probe), monday)

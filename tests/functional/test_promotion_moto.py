@@ -18,7 +18,7 @@ from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport
 from tests.conftest import git
-from tests.functional.conftest import create_service
+from tests.functional.conftest import create_service, put_image
 from tests.functional.test_endpoints import create_stack
 from tests.functional.test_rollback_moto import run_image
 
@@ -204,3 +204,25 @@ def test_a_dry_run_of_one_stack_is_refused_as_its_deploy_would_be(project: Path,
     with pytest.raises(UsageError, match="dev does not run this checkout's stack:data") as refused:
         commands.deploy_stack("ProdDataStack", env="prod", dry_run=True, runtime=runtime)
     assert refused.value.exit_code == 2
+
+
+def test_a_fargate_stack_given_an_image_dev_never_ran_is_refused(
+    project: Path, promoted: str, factory: AwsFactory
+) -> None:
+    """prod's Fargate stack deployed with --image-tag rolls the app out at that image: dev must run it or have run
+    it, as for any app deploy of prod; it was checked for the stack alone, and an image dev never ran went out."""
+    s3 = factory.client("s3")
+    s3.create_bucket(Bucket="dev-artifacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    create_stack(factory.client("cloudformation"), "CarRentalRegistryStack", {"ArtifactsBucketName": "dev-artifacts"})
+    live = {"stack:fargate": {"sha": promoted}, "app": {"sha": promoted}}
+    s3.put_object(Bucket="dev-artifacts", Key="deploykit/live/dev.json", Body=json.dumps(live).encode())
+    for tag in (promoted, "eeeeeee55555"):
+        put_image(factory, tag, repository="prod-backend")
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    with pytest.raises(UsageError) as refused:
+        commands.deploy_stack("ProdFargateStack", env="prod", image_tag="eeeeeee55555", dry_run=True, runtime=runtime)
+    assert refused.value.message == (
+        "prod takes only what dev runs (promote_from = 'dev'), and --image-tag rolls out the app at eeeeeee55555: dev "
+        "neither runs nor ran the image eeeeeee55555; nothing was changed"
+    )
+    commands.deploy_stack("ProdFargateStack", env="prod", image_tag=promoted, dry_run=True, runtime=runtime)

@@ -265,6 +265,22 @@ def test_a_multi_platform_index_goes_with_each_of_its_images() -> None:
     assert copied.sent == 5  # two configs, three layers
 
 
+def test_an_index_naming_an_image_its_registry_lacks_is_refused_before_anything_is_sent() -> None:
+    """A state no rerun mends (exit 2, as the copy's other refusals), where it was a failure (exit 1)."""
+    source, target = Store(), Store()
+    amd = source.put_image("dev", "amd", LAYERS[:2], platform="linux/amd64")
+    entries = [
+        {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": digest, "size": 1}
+        for digest in (amd, "sha256:" + "1" * 64)  # the second: deleted by hand, or never pushed
+    ]
+    index = json.dumps({"schemaVersion": 2, "mediaType": oci.DOCKER_LIST, "manifests": entries}).encode()
+    source.put_manifest("dev", "multi", index, oci.DOCKER_LIST)
+    refused = pytest.raises(oci.RegistryRefusal, match="lists sha256:111111111111 in an index but does not hold it")
+    with running(source) as dev, running(target) as prod, refused:
+        oci.copy_image(oci.Registry(dev.host), "dev", oci.Registry(prod.host), "prod", "multi")
+    assert target.count("PATCH") == 0 and target.count("PUT") == 0
+
+
 def test_a_registry_that_does_not_answer_is_said() -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
