@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit.aws import is_throttling
+from deploykit import ecs
+from deploykit.aws import answered, is_throttling
 from deploykit.clock import Clock
 from deploykit.errors import StepFailed
 
@@ -78,6 +81,7 @@ class Ended:
     task: dict[str, Any]
     container: str
     deadline: float | None = None  # the deadline it was stopped at (seconds); None: it stopped on its own
+    unstopped: str = ""  # past its deadline, why StopTask failed ("": it was sent): the task may run on
 
     @property
     def exit_code(self) -> int | None:
@@ -88,8 +92,16 @@ class Ended:
         return None
 
     @property
+    def stopped_by(self) -> str | None:
+        """Who or what stopped it from outside (a person's StopTask, Fargate Spot, a retirement:
+        :func:`deploykit.ecs.stopped_from_outside`); None when it ended on its own."""
+        return ecs.stopped_from_outside(self.task)
+
+    @property
     def ok(self) -> bool:
-        return self.deadline is None and self.exit_code == 0
+        """It ran to its end and exited 0: not past its deadline, nor stopped from outside (a command that exits 0 on
+        SIGTERM, half done)."""
+        return self.deadline is None and self.exit_code == 0 and self.stopped_by is None
 
     @property
     def seconds(self) -> float:
@@ -103,7 +115,12 @@ class Ended:
     def what(self) -> str:
         """How it ended, for a message: ``exited with code 3 after 0.3s``."""
         if self.deadline is not None:
+            if self.unstopped:
+                return f"did not end within {self.deadline:.0f}s, and stopping it failed ({self.unstopped})"
             return f"did not end within {self.deadline:.0f}s and was stopped"
+        if self.stopped_by is not None:
+            code = f" (it exited with code {self.exit_code})" if self.exit_code is not None else ""
+            return f"was stopped from outside, by {self.stopped_by}, after {self.seconds:.1f}s{code}"
         if self.exit_code is None:
             return f"did not run: {self.task.get('stoppedReason') or self.task.get('stopCode') or 'stopped'}"
         return f"exited with code {self.exit_code} after {self.seconds:.1f}s"
@@ -146,12 +163,34 @@ def wait(
                 return Ended(task, container)
         each()
         if elapsed >= timeout:
-            stop(client, cluster, arn, f"deploykit: its deadline of {timeout:.0f}s passed")
-            return Ended(dict(tasks[0]) if tasks else {}, container, deadline=timeout)
+            failed = stop(client, cluster, arn, f"deploykit: its deadline of {timeout:.0f}s passed")
+            return Ended(dict(tasks[0]) if tasks else {}, container, deadline=timeout, unstopped=failed)
         clock.sleep(interval)
 
 
-def stop(client: Any, cluster: str, arn: str, reason: str) -> None:
-    """StopTask, told nothing of a failure (it stopped meanwhile, or the call failed: the caller says what happened)."""
-    with contextlib.suppress(ClientError, BotoCoreError):
-        client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
+def stop(client: Any, cluster: str, arn: str, reason: str) -> str:
+    """StopTask: "" when it was sent, else why it failed (denied, throttled past the retries, no answer) with the
+    command that stops the task by hand: the task may run on, and the caller says so. A second Ctrl-C while it is
+    sent does not cut it short."""
+    try:
+        with _shielded():
+            client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
+    except (ClientError, BotoCoreError) as exc:
+        return f"{answered(exc)}; it may still run: aws ecs stop-task --cluster {cluster} --task {arn}"
+    return ""
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """SIGINT held back while the block runs (in the main thread; elsewhere, as it is), then raised as it came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda number, _frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if caught:
+        raise KeyboardInterrupt

@@ -199,7 +199,9 @@ class Release(Step):
                 each=interrupted,
             )
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) or a call failed: the task must not run on alone
-            oneoff.stop(client, self.cluster, arn, "deploykit: the deploy that started it stopped")
+            failed = oneoff.stop(client, self.cluster, arn, "deploykit: the deploy that started it stopped")
+            if failed:
+                ctx.reporter.line(f"⚠️  the release task {task_id} could not be stopped: {failed}")
             raise
         task_log = self._log(ctx, taskdefs, revision, arn)
         if ended.ok:

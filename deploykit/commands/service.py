@@ -7,7 +7,7 @@ import dataclasses
 import re
 import shlex
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -31,7 +31,7 @@ from deploykit import (
 from deploykit import logs as applogs
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import image_in_registry
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, answered, is_throttling
 from deploykit.clock import seconds_of
 from deploykit.commands.core import (
     Runtime,
@@ -54,6 +54,7 @@ from deploykit.output import tabulate
 from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,
+    error_code,
 )
 
 # seconds between two reads of followed logs (cdk watch's too), at least: one FilterLogEvents per component, which AWS
@@ -188,7 +189,7 @@ def logs(
         raise UsageError(
             "--task names one of the app's tasks", next_step="leave out --task, or use it with --component app alone"
         )
-    start = applogs.parse_since(since, runtime.clock.now())
+    start = applogs.parse_since(since, runtime.clock.now()).astimezone(UTC)  # said in UTC, whatever zone it named
     aws = runtime.aws_factory(environment)
     with aws_errors(environment):
         sources = []
@@ -282,7 +283,8 @@ def _newest_lines(
 
 
 RUN_STARTED_BY = "deploykit-run"  # inv run's tasks: ListTasks --started-by finds them
-RUN_LAST_READS = 5  # reads of the task's log after it stopped, a second apart at most, while lines still come
+RUN_LAST_READS = 8  # reads of the task's log after it stopped, a second apart at most, while lines still come
+RUN_QUIET_READS = 2  # ... until this many in a row find none
 
 
 def run_command(
@@ -356,17 +358,21 @@ def run_command(
                 return 0
             try:
                 lines = tail.new()
-            except botocore.exceptions.ClientError:  # its stream is not there yet: the next poll reads it
-                return 0
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) == "ResourceNotFoundException" or is_throttling(exc):
+                    return 0  # its stream is not there yet, or the read was slowed down: the next poll reads it
+                said = answered(exc)  # denied (logs:FilterLogEvents, the group's KMS key): said, never silent
             except (botocore.exceptions.BotoCoreError, applogs.NoLogGroup) as exc:  # the command runs on all the same
-                if not unread:
-                    unread.append(exc.message if isinstance(exc, applogs.NoLogGroup) else str(exc))
-                    runtime.stderr.write(f"   (its output cannot be read now: {unread[0]}; the command runs on)\n")
-                return 0
-            for line in lines:
-                out.write(line.message + "\n")
-            out.flush()
-            return len(lines)
+                said = exc.message if isinstance(exc, applogs.NoLogGroup) else str(exc)
+            else:
+                for line in lines:
+                    out.write(line.message + "\n")
+                out.flush()
+                return len(lines)
+            if not unread:
+                unread.append(said)
+                runtime.stderr.write(f"   (its output cannot be read now: {said}; the command runs on)\n")
+            return 0
 
         def state(status: str, elapsed: float) -> None:
             runtime.stderr.write(f"   [{elapsed:6.1f}s] task {status}\n")
@@ -384,13 +390,17 @@ def run_command(
                 each=show_new,
             )
         except BaseException:  # Ctrl-C, SIGTERM, a call failed: the task does not run on alone
-            oneoff.stop(client, environment.cluster, arn, "deploykit: inv run that started it stopped")
-            runtime.stderr.write(f"⏹  task {task_id} stopped\n")
+            failed = oneoff.stop(client, environment.cluster, arn, "deploykit: inv run that started it stopped")
+            runtime.stderr.write(
+                f"⚠️  task {task_id} could not be stopped: {failed}\n" if failed else f"⏹  task {task_id} stopped\n"
+            )
             raise
         show_new()  # what it wrote last, sent as it stopped; then whatever the log driver still sends, a little later
+        quiet = 0  # reads in a row that found nothing: the log may still be on its way after one
         for _ in range(RUN_LAST_READS if tail is not None else 0):
             runtime.clock.sleep(min(environment.poll_seconds, 1.0))
-            if not show_new():
+            quiet = 0 if show_new() else quiet + 1
+            if quiet == RUN_QUIET_READS:
                 break
     result = {
         "environment": environment.name,

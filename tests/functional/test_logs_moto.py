@@ -197,6 +197,13 @@ def test_inv_logs_prints_the_lines_on_stdout_and_where_they_come_from_on_stderr(
     assert document["lines"][0]["source"] == "bbbb2222"
 
 
+def test_a_since_in_another_zone_is_said_in_utc(project: Path, factory: AwsFactory, logs: Any) -> None:
+    """--since 2026-12-02T09:00:00+02:00 starts at 07:00 UTC: the heading said 09:00 UTC."""
+    create_service(factory)
+    _, _, err = run_logs(project, factory, since="2026-12-02T09:00:00+02:00", pattern="nothing-like-it")
+    assert "written since 2026-12-02 07:00:00 UTC" in err
+
+
 def test_the_limit_is_said_as_a_cut_only_when_there_were_more_lines(
     project: Path, factory: AwsFactory, logs: Any
 ) -> None:

@@ -103,6 +103,71 @@ def test_a_command_past_its_timeout_is_stopped(project: Path, factory: AwsFactor
     assert agent.stopped == list(agent.tasks)
 
 
+def test_a_command_stopped_from_outside_that_exits_0_is_no_success(
+    project: Path, factory: AwsFactory, service: dict[str, Any]
+) -> None:
+    """Fargate Spot took its capacity back; the command caught SIGTERM and exited 0, half done: not ✅ (a backfill,
+    a migration in a release step, said done)."""
+    agent = Agent(factory, 0)
+    original = agent._end
+
+    def by_spot(task: dict[str, Any], code: int | None, reason: str) -> None:
+        original(task, code, reason)
+        task.update(stopCode="SpotInterruption", stoppedReason="Your Spot Task was interrupted.")
+
+    agent._end = by_spot  # type: ignore[method-assign]
+    with pytest.raises(StepFailed) as failed:
+        commands.run_command("python -m app.admin backfill", env="dev", runtime=runtime(project, factory))
+    assert "was stopped from outside, by Fargate Spot taking its capacity back" in failed.value.message
+    assert "(it exited with code 0)" in failed.value.message
+
+
+def denied(operation: str) -> Any:
+    """A handler AWS's refusal of ``operation`` comes from."""
+    from botocore.exceptions import ClientError
+
+    def refuse(**_: Any) -> None:
+        error = {"Error": {"Code": "AccessDeniedException", "Message": f"not allowed: {operation}"}}
+        raise ClientError(error, operation)  # type: ignore[arg-type]
+
+    return refuse
+
+
+def test_a_log_read_refused_is_said(project: Path, factory: AwsFactory, service: dict[str, Any]) -> None:
+    """FilterLogEvents denied (no logs:FilterLogEvents, a KMS-encrypted group): said once, where the run showed
+    nothing and said nothing of why."""
+    logs = factory.client("logs")
+    logs.meta.events.register_first("before-call.logs.FilterLogEvents", denied("FilterLogEvents"))
+    Writing(factory, ["never seen"])
+    rt = runtime(project, factory)
+    commands.run_command("python -m app.admin reindex", env="dev", runtime=rt)
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    assert said.count("(its output cannot be read now: AccessDeniedException: not allowed: FilterLogEvents") == 1
+
+
+def test_a_stop_that_failed_is_not_said_done(project: Path, factory: AwsFactory, service: dict[str, Any]) -> None:
+    """On Ctrl-C, StopTask denied: the task runs on, said with the command that stops it, where it was said
+    stopped."""
+    agent = Agent(factory, ends=False)
+    ecs = factory.client("ecs")
+    ecs.meta.events.register_first("before-call.ecs.StopTask", denied("StopTask"))
+
+    def interrupt(**_: Any) -> None:
+        raise KeyboardInterrupt
+
+    ecs.meta.events.register_first("before-call.ecs.DescribeTasks", interrupt)
+    rt = runtime(project, factory)
+    with pytest.raises(KeyboardInterrupt):
+        commands.run_command("sleep 600", env="dev", runtime=rt)
+    said = rt.stderr.getvalue()  # type: ignore[attr-defined]
+    task = list(agent.tasks)[-1]
+    assert (
+        "could not be stopped: AccessDeniedException: not allowed: StopTask; it may still run: aws ecs stop-task "
+        in said
+    )
+    assert f"--cluster car-rental-cluster --task {task}" in said and "⏹" not in said
+
+
 @pytest.mark.parametrize(
     ("command", "timeout", "message"),
     [
