@@ -144,7 +144,7 @@ def build_base_image(
             process.stdout, repository=repository, tag=staging, changes=changes
         )
     except BaseException as exc:  # the engine refused, its connection broke, an interrupt: mmdebstrap must not
-        process.kill()  # block for ever writing to a pipe nobody reads, which the wait below would wait for
+        _stop(process)  # block for ever writing to a pipe nobody reads, which the wait below would wait for
         if not isinstance(exc, docker.errors.APIError):
             raise
         raise StepFailed(f"docker import of the base image failed: {exc}", next_step="rerun: inv base-image") from None
@@ -178,6 +178,25 @@ def build_base_image(
     image.tag(repository, tag)
     _remove(client, f"{repository}:{staging}")
     return str(image.id)
+
+
+# seconds mmdebstrap has to end once asked (it unmounts what it mounted and removes its temporary tree) before it is
+# killed
+STOP_GRACE = 30.0
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """mmdebstrap ended before its time: asked first (SIGTERM; as root it bind-mounted /dev, /proc and /sys under its
+    temporary folder, which its own handler unmounts and removes: SIGKILL left them), its pipe closed so that a write
+    it is blocked in fails; killed only when it has not ended within :data:`STOP_GRACE` seconds."""
+    process.terminate()
+    if process.stdout is not None:
+        with contextlib.suppress(OSError):
+            process.stdout.close()
+    try:
+        process.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _remove(client: docker.DockerClient, ref: str) -> None:

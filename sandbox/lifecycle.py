@@ -390,6 +390,9 @@ def up(settings: Settings, config_path: Path) -> list[str]:
     if server_mark is None:  # the sandbox process listens on these (its AWS endpoint, the ECR front, API Gateway)
         listening += [("aws_port", settings.aws_port), ("registry_port", settings.registry_port)]
         listening.append(("api_port", settings.api_port))
+        # and its load balancers' listeners, once one exists: another program there would answer wait-healthy and
+        # smoke in their place, said only in sandbox.log
+        listening += [("listener_ports", port) for port in settings.listener_ports.values()]
     for setting, port in listening:  # every port it will listen on, before anything is started
         if _in_use(port):
             raise SandboxError(

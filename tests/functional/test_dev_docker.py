@@ -169,3 +169,50 @@ def test_stop_dockerd_stops_only_the_dockerd_dev_started(tmp_path: Path, unrelat
 def test_ci_run_stops_the_engine_through_dev_never_by_a_bare_kill() -> None:
     text = (REPO / ".ci" / "run").read_text()
     assert "./dev --stop-dockerd" in text and "kill " not in text
+
+
+def test_the_parts_install_with_no_service_started_and_those_installed_are_not_enabled_at_boot(
+    tmp_path: Path,
+) -> None:
+    """docker.io and docker-registry start Debian's own dockerd (its bridge network) and a registry on :5000 of every
+    interface as they install: a policy-rc.d that starts none is in place while apt-get runs (unless the host has
+    one), removed after. (The services of what was installed are disabled at boot on a host running systemd: not
+    tried here, where systemd does not run.)"""
+    (tmp_path / "checkout").mkdir()
+    root = checkout(tmp_path / "checkout")
+    tools, calls = _tools(tmp_path)
+    (tools / "docker-registry").unlink()  # missing: installed
+    system = tmp_path / "system"  # this machine's commands but the parts (which it may have): PATH holds no other
+    system.mkdir()
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        for found in Path(folder).iterdir() if Path(folder).is_dir() else ():
+            if (
+                found.name not in {"docker-registry", "mmdebstrap", "docker", "dockerd"}
+                and not (system / found.name).exists()
+            ):
+                (system / found.name).symlink_to(found)
+    policy = tmp_path / "policy-rc.d"
+    scripts = {
+        "dpkg-query": "exit 1",  # nothing installed
+        "dpkg": f'echo "dpkg $*" >> "{calls}"',
+        "apt-get": f'echo "apt-get $* policy:$([ -x "{policy}" ] && "{policy}"; echo $?)" >> "{calls}"',
+        "systemctl": f'echo "systemctl $*" >> "{calls}"',
+    }
+    for name, body in scripts.items():
+        (tools / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / name).chmod(0o755)
+    environ = dict(_environ(tools), DEPLOYKIT_POLICY_RC=str(policy), PATH=f"{tools}:{system}")
+    done = subprocess.run([str(root / "dev"), "true"], capture_output=True, text=True, env=environ, timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = calls.read_text().splitlines()
+    [install] = [line for line in said if line.startswith("apt-get install")]
+    assert "docker-registry" in install and install.endswith("policy:101")  # no service started meanwhile
+    assert said[0] == "dpkg --configure -a"  # an install cut short before, finished first
+    assert not policy.exists()  # removed after
+    policy.write_text("#!/bin/sh\nexit 0\n")  # the host's own: kept as it is
+    policy.chmod(0o755)
+    (tools / "docker-registry").unlink(missing_ok=True)
+    done = subprocess.run([str(root / "dev"), "true"], capture_output=True, text=True, env=environ, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+    assert calls.read_text().splitlines()[-1].endswith("policy:0")  # the host's policy, as it says

@@ -268,18 +268,26 @@ def test_a_server_of_another_user_is_said_not_a_traceback(
 
 
 def _free_settings(root: Path) -> Settings:
-    aws, registry, backend, api = free_ports(4)
-    return Settings(root=root, aws_port=aws, registry_port=registry, registry_backend_port=backend, api_port=api)
+    aws, registry, backend, api, alb = free_ports(5)
+    return Settings(
+        root=root,
+        aws_port=aws,
+        registry_port=registry,
+        registry_backend_port=backend,
+        api_port=api,
+        listener_ports={80: alb},
+    )
 
 
-@pytest.mark.parametrize("setting", ["registry_port", "api_port"])
+@pytest.mark.parametrize("setting", ["registry_port", "api_port", "listener_ports"])
 def test_every_port_the_sandbox_listens_on_is_checked_before_anything_starts(
     tmp_path: Path, setting: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """registry_port taken: the sandbox process ended with an OSError traceback, leaving docker-registry running and a
-    stale sandbox.pid; api_port taken: exit 0 and one ❌ row. Now up() stops before starting anything."""
+    stale sandbox.pid; api_port taken: exit 0 and one ❌ row; a listener's (8080) taken: the other program answered
+    wait-healthy and smoke, said only in sandbox.log. Now up() stops before starting anything."""
     settings = _free_settings(tmp_path)
-    port = getattr(settings, setting)
+    port = settings.listener_ports[80] if setting == "listener_ports" else getattr(settings, setting)
 
     def engine() -> None:
         raise AssertionError("up() went on to start the sandbox")

@@ -10,6 +10,7 @@ import subprocess
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest.mock import Mock
 
 import docker
@@ -158,6 +159,34 @@ def test_an_import_the_engine_refused_stops_mmdebstrap_and_says_so(
     client.images.get.side_effect = docker.errors.ImageNotFound("no such image")
     with pytest.raises(StepFailed, match=f"the base image {SPEC.name} was not created"):
         base_image.build_base_image(client, SPEC, None, status=lambda _: None)
+
+
+def test_mmdebstrap_stopped_early_is_asked_to_end_so_that_it_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root it mounts /dev, /proc and /sys under its temporary folder; its handler of SIGTERM unmounts them and
+    removes the folder. It was killed (SIGKILL: no handler runs), and left them."""
+    import docker.errors
+
+    cleaned = tmp_path / "cleaned"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "mmdebstrap").write_text(
+        f"#!/bin/sh\ntrap 'echo unmounted > {cleaned}; exit 143' TERM\nhead -c 1048576 /dev/zero\nsleep 60\n"
+    )
+    (tools / "mmdebstrap").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    client = engine(None)
+    client.api = Mock()
+
+    def refused(stream: Any, **_: Any) -> None:
+        stream.read(1)  # mmdebstrap is under way
+        raise docker.errors.APIError("engine refused the import")
+
+    client.api.import_image_from_stream.side_effect = refused
+    with pytest.raises(StepFailed, match="docker import of the base image failed"):
+        base_image.build_base_image(client, SPEC, None, status=lambda _: None)
+    assert cleaned.read_text() == "unmounted\n"
 
 
 @pytest.mark.parametrize(
