@@ -144,9 +144,10 @@ class Check:
 
     def __post_init__(self) -> None:
         # needs="alb" is the letters a, l, b: a check needing three checks no plugin has, skipped, never run
-        if isinstance(self.needs, str) or not all(isinstance(n, str) for n in self.needs):
+        needs = self.needs if isinstance(self.needs, str) else tuple(self.needs)  # a generator: read once
+        if isinstance(needs, str) or not all(isinstance(n, str) for n in needs):
             raise TypeError(f"check {self.name!r}: needs must be a tuple of check names, not {self.needs!r}")
-        object.__setattr__(self, "needs", tuple(self.needs))
+        object.__setattr__(self, "needs", needs)
 
 
 def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
@@ -233,7 +234,9 @@ def run_checks(checks: Sequence[Check], ctx: CheckContext, *, workers: int = 8) 
             failed = [n for n in check.needs if n in results and results[n].status != "passed"]
             unknown = [n for n in check.needs if n not in by_name]
             if failed or unknown:
-                why = f"needs {', '.join(failed or unknown)}" + (" (did not pass)" if failed else " (not run)")
+                why = f"needs {', '.join(failed or unknown)}" + (
+                    " (did not pass)" if failed else " (not run: no plugin registers it here)"
+                )
                 results[check.name] = CheckResult.skipped(check.name, why)
                 continue
             started[check.name] = time.monotonic()

@@ -339,6 +339,8 @@ class Recorded:
     # image tag or digest → why: what the services and Fargate stacks of the other environments sharing the
     # repository use or may roll back to (images_in_use, theirs)
     in_use: dict[str, str] = field(default_factory=dict)
+    # environment → why its service and stack could not be read (denied): its history alone protects its images
+    in_use_unread: dict[str, str] = field(default_factory=dict)
 
 
 def may_share(target: EnvConfig, env: EnvConfig) -> bool:
@@ -384,6 +386,7 @@ def recorded_images(
     without: list[str] = []
     read: list[str] = []
     in_use: dict[str, str] = {}
+    unread: dict[str, str] = {}
     # the target may be one a pattern made (dev-alice): not among deploy.toml's own, read first all the same
     others = [config.environments[n] for n in sorted(config.environments) if n != target.name]
     own = target_aws if target_aws is not None else aws_factory(target)
@@ -392,19 +395,17 @@ def recorded_images(
         try:
             aws = own if name == target.name else aws_factory(env)
             found = _history_shas(aws, env, records)
-            if name != target.name:
-                in_use |= {ref: why for ref, why in _sharing_in_use(aws, own).items() if ref not in in_use}
+            if name != target.name:  # its service's and stack's images: without them, its history still counts
+                try:
+                    in_use |= {ref: why for ref, why in _sharing_in_use(aws, own).items() if ref not in in_use}
+                except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
+                    _stop_when_transient(exc, target, env)
+                    unread[name] = translate_error(exc, env).message
         except (botocore.exceptions.BotoCoreError, ClientError, DeployKitError) as exc:
             if name == target.name:
                 raise
-            said = translate_error(exc, env).message
-            if may_share(target, env) and is_transient(exc):
-                raise StepFailed(
-                    f"what {name}, which may share repository {target.repository} with {target.name}, needs could "
-                    f"not be read ({said}): nothing was deleted",
-                    next_step=f"rerun in a while: inv images.cleanup --env {target.name}",
-                ) from None
-            skipped[name] = said
+            _stop_when_transient(exc, target, env)
+            skipped[name] = translate_error(exc, env).message
             continue
         if found is None:
             without.append(name)
@@ -413,7 +414,18 @@ def recorded_images(
         for sha, why in found:
             reasons.setdefault(tag_key(sha), {}).setdefault(name, why)
     shas = {key: "; ".join(by_env.values()) for key, by_env in reasons.items()}
-    return Recorded(shas, skipped, tuple(without), tuple(read), in_use)
+    return Recorded(shas, skipped, tuple(without), tuple(read), in_use, unread)
+
+
+def _stop_when_transient(exc: Exception, target: EnvConfig, env: EnvConfig) -> None:
+    """StepFailed (nothing deleted) when what ``env``, which may share the target's repository, needs could not be
+    read for now (throttled, a 5xx): a rerun reads it."""
+    if may_share(target, env) and is_transient(exc):
+        raise StepFailed(
+            f"what {env.name}, which may share repository {target.repository} with {target.name}, needs could not be "
+            f"read ({translate_error(exc, env).message}): nothing was deleted",
+            next_step=f"rerun in a while: inv images.cleanup --env {target.name}",
+        ) from None
 
 
 def _history_shas(aws: AwsFactory, env: EnvConfig, records: int) -> list[tuple[str, str]] | None:

@@ -427,7 +427,7 @@ def resume_plan(env: EnvConfig, pause: Pause, tag: str, *, smoke: bool = True) -
     """wake (waited for until the tasks serve) → smoke."""
     steps: list[Step] = [wake_step(env, pause, wait=True)]
     if smoke:
-        steps.append(Smoke())
+        steps.append(Smoke(refuses_first=False))
     return Plan(env.name, tuple(steps), RESUME_TITLE, restarts=(("app", tag),))
 
 

@@ -112,5 +112,5 @@ def restart_plan(env: EnvConfig, tag: str, *, smoke: bool = True) -> Plan:
     commit)."""
     steps: list[Step] = [RestartService(env.cluster, env.service, env.container, env.wait_timeout, env.poll_seconds)]
     if smoke:
-        steps.append(Smoke())
+        steps.append(Smoke(refuses_first=False))
     return Plan(env.name, tuple(steps), TITLE, restarts=(("app", tag),))

@@ -374,7 +374,7 @@ def app_plan(env: EnvConfig, repository_uri: str, tag: str, *, smoke: bool = Tru
         WaitHealthy(env.cluster, env.service, env.container, image, env.wait_timeout, env.poll_seconds),
     ]
     if smoke:
-        steps.append(Smoke())
+        steps.append(Smoke(refuses_first=False))
     return Plan(env.name, tuple(steps), Target(Component("app"), None, tag, "").title, (("app", tag),))
 
 
@@ -557,7 +557,7 @@ def lambda_plan(
         steps = lambda_chain.code_steps(env, fn, function_name, folder, made, target.sha)
         steps.append(lambda_chain.MoveAlias(fn, function_name, lambda_chain.ALIAS, made.key, made.code_sha256))
     if smoke:
-        steps.append(Smoke())
+        steps.append(Smoke(refuses_first=False))
     return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))
 
 
@@ -964,7 +964,7 @@ def stack_plan(
     )
     steps: list[Step] = [deploy]
     if smoke:
-        steps.append(Smoke())
+        steps.append(Smoke(refuses_first=False))
     return Plan(env.name, tuple(steps), target.title, ((target.component.key, target.sha),))
 
 
@@ -1269,7 +1269,7 @@ def run_plan_of(
     found = tuple(pair for _, plan in plans for pair in plan.found)
     return Plan(
         env.name,
-        (*steps, *((Smoke(),) if smoke else ())),
+        (*steps, *((Smoke(refuses_first=False),) if smoke else ())),
         f"rollback run {record.id}",
         deploys,
         carried=tuple(carried),
@@ -1499,7 +1499,7 @@ def undo_plan(
     if not replaced:
         return None
     if smoke and not deleting and any(isinstance(s, Smoke) for s in report.plan.steps):
-        steps.append(Smoke())
+        steps.append(Smoke(refuses_first=False))
     title = "automatic rollback: " + ", ".join(name for name, _ in replaced)
     report_lines = tuple(f"{name} ({was})" for name, was in replaced)
     components = tuple(name for name, _ in replaced)

@@ -108,16 +108,10 @@ def choose(plugins: Plugins, env: EnvConfig, only: Sequence[str] | None = None) 
             f"no checks are registered for environment {env.name!r}",
             next_step=f"install deploykit with its built-in plugins (pip install -e .), or unset {BLOCK_ENV}",
         )
+    # a need no plugin registers here (one an environment leaves out, as a plugin may: the check is skipped, said in
+    # its row; one of a plugin that failed: its failed row stays, --only or not)
     names = {c.name for c in registered}
-    unknown = {c.name: [n for n in c.needs if n not in names] for c in checks}
-    unknown = {name: needs for name, needs in unknown.items() if needs}
-    if unknown and not (plugins.broken or failed or plugins.blocked):  # a typo: the check would be skipped, never run
-        check, needs = next(iter(sorted(unknown.items())))
-        raise UsageError(
-            f"check {check!r} needs {', '.join(map(repr, needs))}, which no plugin registers: it would never run",
-            next_step=f"name checks that are there in its needs=: {', '.join(sorted(names))}",
-        )
-    return Chosen(checks, failed, needs_gone=bool(unknown))
+    return Chosen(checks, failed, needs_gone=any(n not in names for c in checks for n in c.needs))
 
 
 def run_smoke(
@@ -166,6 +160,9 @@ class Smoke(Step):
     only: tuple[str, ...] | None = None
     # run even when no step before it changed anything: what the plan deploys was never verified (deploy.auto)
     always: bool = False
+    # its preflight refuses what the checks' choice refuses, before the run changes anything (a deploy's); a
+    # rollback's, a restart's, a wake's does not hold back what puts things right (the refusal comes at smoke)
+    refuses_first: bool = True
 
     @property
     def skippable(self) -> bool:
@@ -175,9 +172,10 @@ class Smoke(Step):
         return "run the checks: " + (", ".join(self.only) if self.only else "every registered check")
 
     def preflight(self, ctx: Context, before: tuple[Step, ...]) -> None:
-        """What the checks' choice refuses (two plugins' checks of one name, needs in a circle or naming no check, an
-        unknown --only name): before the run changes anything, not after."""
-        choose(ctx.plugins if ctx.plugins is not None else get_plugin_manager(), ctx.env, self.only)
+        """What the checks' choice refuses (two plugins' checks of one name, needs in a circle, an unknown --only
+        name): before the run changes anything, not after (not for a plan that puts things right: refuses_first)."""
+        if self.refuses_first:
+            choose(ctx.plugins if ctx.plugins is not None else get_plugin_manager(), ctx.env, self.only)
 
     def run(self, ctx: Context) -> Outcome:
         plugins = ctx.plugins if ctx.plugins is not None else get_plugin_manager()

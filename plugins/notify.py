@@ -21,6 +21,7 @@ slows a deploy; at exit the process waits for the last ones, at most TIMEOUT sec
 from __future__ import annotations
 
 import atexit
+import http.client
 import json
 import os
 import queue
@@ -60,7 +61,9 @@ def _why(exc: Exception, variable: str) -> str:
     may quote the URL, and are named by their type alone."""
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__}; is ${variable} a whole https:// URL?"
+    if isinstance(exc, ValueError | http.client.InvalidURL):
+        return f"{type(exc).__name__}; is ${variable} a whole https:// URL?"
+    return type(exc).__name__
 
 
 def run_url(environ: Mapping[str, str]) -> str:

@@ -51,6 +51,7 @@ from deploykit.commands.core import (
 from deploykit.commands.deploys import (
     code_given,
     current_code_keys,
+    live_code_of,
     refuse_or_say,
     with_alarm_watch,
     with_alarms_once,
@@ -327,7 +328,14 @@ def deploy_auto(
         )
         with aws_errors(a.env):
             plan = planner.full_plan(
-                a.config, a.env, a.revision, repository_uri="", smoke=smoke, promoted=promotion.image, first_deploy=True
+                a.config,
+                a.env,
+                a.revision,
+                repository_uri="",
+                smoke=smoke,
+                promoted=promotion.image,
+                first_deploy=True,
+                live_code=live_code_of(a.aws, a.env),  # a function some stack holds already
             )
         plan = dataclasses.replace(plan, unpromoted=promotion.unpromoted)
         if not dry_run and not promotion.image:  # the code it builds and packages: all of it
@@ -867,14 +875,15 @@ def _stack_previews(
         read = at_once(reads)
     names = planner.stack_roles(a.env)
     components = a.found.components()
-    image_tag, code_keys = read["image_tag"], read.get("code_keys", {})
+    live = read["image_tag"], read.get("code_keys", {})
+    deployed = live  # what deploy.auto gives a changed stack (the others, --drift's, keep what runs)
     if not as_given:
         functions = sorted(c.split(":", 1)[1] for c in components if c.startswith("lambda:"))
         packages = {fn: lambda_chain.package(a.config, a.env, fn) for fn in functions}
-        image_tag, code_keys = auto.stack_inputs(a.revision, components, image_tag, code_keys, packages, promoted_tag)
+        deployed = auto.stack_inputs(a.revision, components, *live, packages, promoted_tag)
 
     def given(role: str) -> dict[str, str]:  # the parameters a deploy would give the stack of ``role``
-        return dict(planner.stack_parameters(role, image_tag, code_keys))
+        return dict(planner.stack_parameters(role, *(deployed if role in changed else live)))
 
     previews = {
         names[role]: partial(

@@ -50,7 +50,7 @@ from deploykit.commands.core import (
     run_plan,
 )
 from deploykit.commands.previews import preview_stack
-from deploykit.commands.promotion import RAN_BEFORE_RUNS, Promotion, require_promoted, source_ran
+from deploykit.commands.promotion import RAN_BEFORE_RUNS, Promotion, ran_there, require_promoted, source_ran
 from deploykit.commands.views import (
     AlarmReading,
     alarm_wait,
@@ -276,6 +276,18 @@ def _code_keys_live(
     kept = code_given(aws, env, functions)
     keys = {fn: served.get(fn) or kept.get(fn) for fn in functions}
     return {fn: key for fn, key in keys.items() if key}
+
+
+def live_code_of(aws: AwsFactory, env: EnvConfig) -> planner.LiveCode | None:
+    """The deployed functions' code (the stacks deployed so far hold them: a full deploy finds any stack its
+    function's fast path left on other code, planner.full_plan); None when none is deployed."""
+    names = lambda_chain.deployed_functions(StackOutputs.of(aws), env, required=False)
+    if not names:
+        return None
+    code = at_once(
+        {"served": partial(_code_keys_live, aws, env, names, names), "given": partial(code_given, aws, env, names)}
+    )
+    return planner.LiveCode(names, code["served"], code["given"])
 
 
 def code_given(aws: AwsFactory, env: EnvConfig, functions: Iterable[str]) -> dict[str, str]:
@@ -676,10 +688,7 @@ def _untried(
     (Plan.untried: a freeze, require_pushed, the import check); with ``promote_from``, the environment released from
     must run it or have run it, else UsageError (exit 2, nothing changed)."""
     key = target.component.key
-    with aws_errors(env):
-        store = history.History.of(aws, env)
-        records = store.records_of(key, RAN_BEFORE_RUNS) if store else []
-    if rollbacks.ran_at(records, key, target.sha):
+    if ran_there(aws, key, target.sha):
         return plan
     runtime.stderr.write(
         f"⚠️  {key} never ran at {target.sha} in {env.name} (its newest {RAN_BEFORE_RUNS} runs): going to it brings "
@@ -1119,17 +1128,8 @@ def deploy_full(
         read = at_once(reads)  # the history, the live record, whether every stack is deployed: one round trip
     auto.refuse_deploying_again(read.get("again", {}), revision.sha, environment)
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
-    live_code = None
-    if read["endpoints"] is not None and read["endpoints"].functions:  # a function left on other code by its stack?
-        names = dict(read["endpoints"].functions)
-        with aws_errors(environment):
-            code = at_once(
-                {
-                    "served": partial(_code_keys_live, aws, environment, names, names),
-                    "given": partial(code_given, aws, environment, names),
-                }
-            )
-        live_code = planner.LiveCode(names, code["served"], code["given"])
+    with aws_errors(environment):
+        live_code = live_code_of(aws, environment)
     plan = planner.full_plan(
         config,
         environment,
@@ -1160,7 +1160,8 @@ def _refuse_shared_registry(aws: AwsFactory, env: EnvConfig) -> None:
             f"stack is theirs as well, and destroy --include-data would delete their images, history and lock with "
             "it; nothing was deleted",
             next_step=f"destroy the other stacks alone (inv destroy --env {env.name}, without --include-data), or "
-            f"first give {', '.join(others)} a registry stack of its own",
+            f"first give {', '.join(others)} a registry stack of its own; a live record left by an environment that "
+            f"is gone: delete it (aws s3 rm s3://{bucket}/{history.LIVE_PREFIX}{others[0]}.json), then rerun",
         )
 
 

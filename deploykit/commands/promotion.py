@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from deploykit import (
     auto,
@@ -15,7 +16,7 @@ from deploykit import (
     planner,
     rollback,
 )
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, at_once
 from deploykit.commands.core import Runtime, aws_errors
 from deploykit.commands.views import endpoints_if_deployed
 from deploykit.config import Config, EnvConfig
@@ -58,12 +59,24 @@ def source_ran(runtime: Runtime, config: Config, env: EnvConfig, component: str,
     """Whether the environment ``env`` is promoted from runs ``component`` at ``sha`` (an image tag, a commit), or
     ran it (live after one of its newest runs of it that worked, or before one)."""
     source = read_source(runtime, config, str(env.promote_from))
-    if source.live.get(component) == sha:
-        return True
-    with aws_errors(source.aws.env):
-        store = history.History.of(source.aws, source.aws.env)
-        records = store.records_of(component, RAN_BEFORE_RUNS) if store else []
-    return rollback.ran_at(records, component, sha)
+    return source.live.get(component) == sha or ran_there(source.aws, component, sha)
+
+
+def ran_there(aws: AwsFactory, component: str, sha: str) -> bool:
+    """Whether the environment of ``aws`` ran ``component`` at ``sha`` (:func:`deploykit.rollback.ran_at`), by its
+    newest runs of it and its newest runs of anything (which carried it, unchanged, at their commit)."""
+    env = aws.env
+    with aws_errors(env):
+        store = history.History.of(aws, env)
+        if store is None:
+            return False
+        found = at_once(
+            {
+                "deployed": partial(store.records_of, component, RAN_BEFORE_RUNS),
+                "all": partial(store.records, RAN_BEFORE_RUNS),
+            }
+        )
+    return rollback.ran_at([*found["deployed"], *found["all"]], component, sha)
 
 
 # the newest runs of a component looked through for a release it ran (as many as inv rollback reads)

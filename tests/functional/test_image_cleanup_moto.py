@@ -272,25 +272,43 @@ def test_what_another_environment_sharing_the_repository_runs_is_kept(world: Wor
     assert {", ".join(i.tags) or "untagged" for i in decision.to_delete} == DELETED - {tag(6)}
 
 
-def test_an_environment_sharing_the_repository_that_aws_throttles_stops_the_cleanup(world: World) -> None:
-    """Its history could not be read for now (S3 slowing it down past the retries): what it needs is not known, and
-    nothing is deleted; before, it was skipped as one in another account, and its live image went."""
+def staging_refusing(service: str, method: str, code: str) -> Any:
+    """Each environment's AWS (moto's), staging's refusing ``method`` of its ``service`` client with ``code``."""
 
     def factory(env: EnvConfig) -> AwsFactory:
         aws = AwsFactory(env)
         if env.name == "staging":
 
-            def slow_down(**_kwargs: Any) -> Any:
+            def refuse(**_kwargs: Any) -> Any:
                 from botocore.exceptions import ClientError
 
-                error = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
-                raise ClientError(error, "GetObject")  # type: ignore[arg-type]
+                raise ClientError({"Error": {"Code": code, "Message": "refused"}}, method)  # type: ignore[arg-type]
 
-            aws.client("s3").get_object = slow_down
+            setattr(aws.client(service), method, refuse)
         return aws
 
+    return factory
+
+
+def test_an_environment_whose_service_cannot_be_read_still_keeps_what_its_history_names(world: World) -> None:
+    """staging's history reads, its DescribeServices is denied (a policy for the operator's own cluster): said, and
+    its live image kept by its history, where the refusal dropped the history it had read too."""
+
     runtime = runtime_for(world)
-    runtime.aws_factory = factory
+    runtime.aws_factory = staging_refusing("ecs", "describe_services", "AccessDeniedException")
+    decision = commands.images_cleanup(env="dev", keep=2, dry_run=True, runtime=runtime)
+    assert DIRTY not in {t for i in decision.to_delete for t in i.tags}
+    said = runtime.stderr.getvalue()  # type: ignore[attr-defined]
+    assert "⚠️  what staging's service and Fargate stack run could not be read (AWS refused describe_services" in said
+    assert "its history alone keeps its images" in said
+
+
+def test_an_environment_sharing_the_repository_that_aws_throttles_stops_the_cleanup(world: World) -> None:
+    """Its history could not be read for now (S3 slowing it down past the retries): what it needs is not known, and
+    nothing is deleted; before, it was skipped as one in another account, and its live image went."""
+
+    runtime = runtime_for(world)
+    runtime.aws_factory = staging_refusing("s3", "get_object", "SlowDown")
     with pytest.raises(StepFailed) as stopped:
         commands.images_cleanup(env="dev", keep=1, runtime=runtime)
     assert stopped.value.message.startswith(

@@ -24,6 +24,7 @@ from deploykit import rollback as rollbacks
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
+from deploykit.commands.promotion import ran_there
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import StepFailed, Superseded, UsageError
 from deploykit.hookspecs import hookimpl
@@ -264,6 +265,27 @@ def test_a_rollback_to_an_image_that_never_ran_there_is_judged_as_a_deploy(
     report = commands.rollback(env="dev", to=D, smoke=False, runtime=runtime(project, factory, stderr=err))
     assert report is not None and report.ok and service_image(factory)[1] == f"{URI}:{D}"
     assert f"⚠️  app never ran at {D} in dev (its newest 100 runs): going to it brings something new" in err.getvalue()
+
+
+def test_a_commit_a_component_was_carried_to_counts_as_run_there(
+    factory: AwsFactory, deployed: history.History
+) -> None:
+    """stack:data deployed at A, then carried unchanged through a run at B (the app's): it ran at B (the stack at B
+    was A's template). Judged by its deploys alone, B was "never run" there, and a rollback to it refused in a
+    freeze, or where releases are promoted."""
+    report = RunReport(Plan("dev", (), "deploy.auto"), [], 1.0)
+    when = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    deployed.write(history.record_of(report, components={"stack:data": A}, base={}, head=A, who="ci", now=when))
+    carried = {"app": B, "stack:data": B}
+    later = datetime(2026, 3, 1, 10, 5, tzinfo=UTC)
+    deployed.write(
+        history.record_of(
+            report, components=carried, base={"app": A}, head=B, unchanged=["stack:data"], who="ci", now=later
+        )
+    )
+    assert [r.head for r in deployed.records_of("stack:data", 100)] == [A]  # the deploys alone: not B
+    assert ran_there(factory, "stack:data", B) and ran_there(factory, "stack:data", A[:7])
+    assert not ran_there(factory, "stack:data", C)
 
 
 STAGING = """

@@ -186,6 +186,7 @@ def test_needs_are_check_names() -> None:
     with pytest.raises(TypeError, match="check 'team': needs must be a tuple of check names, not 'alb'"):
         Check("team", Mock(), needs="alb")  # type: ignore[arg-type]
     assert Check("team", Mock(), needs=["alb"]).needs == ("alb",)  # type: ignore[arg-type]
+    assert Check("team", Mock(), needs=(n for n in ["alb"])).needs == ("alb",)  # type: ignore[arg-type]  # read once
 
 
 def fake_entry_point(name: str, module: str) -> importlib.metadata.EntryPoint:

@@ -276,7 +276,7 @@ def test_a_send_failing_otherwise_is_said_without_the_url_and_the_sender_goes_on
     assert len(sent.texts) == 1
     said = stderr.getvalue()
     assert "(ValueError; is $TEST_CHAT_WEBHOOK a whole https:// URL?)" in said
-    assert "(IncompleteRead; is $TEST_CHAT_WEBHOOK a whole https:// URL?)" in said
+    assert "(IncompleteRead)" in said
     assert "secret" not in said
 
 
