@@ -227,6 +227,19 @@ def seen_paths(folder: Path) -> Callable[[str], bool] | None:
     return lambda path: path in held or (path + "/").startswith(clones)
 
 
+def staged_modes(folder: Path) -> dict[str, str]:
+    """path (relative to ``folder``) → the mode git's index records for it (``100644``, ``100755``, ``120000``: a
+    symbolic link), for the files it tracks there; {} outside a work tree. What a commit holds, whatever the
+    checkout made of it (``core.fileMode=false`` keeps a file's executable bit from git's; ``core.symlinks=false``
+    checks a link out as a file holding its target's path)."""
+    try:
+        listed = _git(folder, "ls-files", "--stage", "-z")
+    except UsageError:
+        return {}
+    found = (_STAGED.fullmatch(entry) for entry in listed.decode(errors="surrogateescape").split("\0"))
+    return {staged.group(2): staged.group(1) for staged in found if staged}
+
+
 def folders_of(files: Iterable[str]) -> set[str]:
     """Each folder holding one of ``files`` (posix paths relative to one folder), at any depth, as
     ``os.path.relpath`` names it ("." for that folder itself): a walk goes into those alone."""
@@ -289,6 +302,9 @@ def current_revision(root: Path, *, allow_dirty: bool = False) -> Revision:
 
 
 GITLINK = "160000"  # the mode git gives a submodule's entry: the commit the folder is checked out at
+SYMLINK = "120000"  # ... a symbolic link's (its content the target's path)
+EXECUTABLE = "100755"  # ... an executable file's
+REGULAR = "100644"  # ... any other file's
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,9 @@ DROPPED_FROM_STDLIB = {
         *("nntplib", "ossaudiodev", "pipes", "sndhdr", "spwd", "sunau", "telnetlib", "uu", "xdrlib"),
     ),
 }
-_ADDED_TO_STDLIB = {"3.14": ("annotationlib", "compression")}
+_ADDED_TO_STDLIB = {"3.11": ("tomllib",), "3.14": ("annotationlib", "compression")}
+# in sys.stdlib_module_names, and only on Windows: no Lambda runtime has them
+_WINDOWS_ONLY = frozenset({"winreg", "winsound", "msvcrt", "_winapi", "_overlapped", "_msi", "msilib", "nt"})
 # the import errors a ``try`` may catch to do without a module
 _CAUGHT = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 _MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
@@ -85,7 +87,7 @@ def stdlib(python: str) -> frozenset[str]:
         names = names - set(dropped) if _version(python) >= _version(version) else names | set(dropped)
     for version, added in _ADDED_TO_STDLIB.items():
         names = names | set(added) if _version(python) >= _version(version) else names - set(added)
-    return frozenset(names)
+    return frozenset(names - _WINDOWS_ONLY)
 
 
 def _dropped_by(module: str, python: str) -> str | None:
@@ -165,7 +167,10 @@ class _Zip:
         """Whether the zip holds module or package ``dotted``: a file of it, or a folder (a namespace package)."""
         base = dotted.replace(".", "/")
         return any(
-            n == f"{base}.py" or n.startswith(f"{base}/") or (n.startswith(f"{base}.") and "/" not in n[len(base) :])
+            n == f"{base}.py"
+            or n.startswith(f"{base}/")
+            # a compiled one: name.pyc, name.cpython-312-x86_64-linux-gnu.so (not name.json: no module)
+            or (n.startswith(f"{base}.") and "/" not in n[len(base) :] and n.endswith(_MODULE_SUFFIXES))
             for n in self.names
         )
 

@@ -58,7 +58,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property, partial
@@ -387,6 +387,13 @@ def append_zip(base: bytes, entries: dict[str, tuple[bytes, bool]]) -> bytes:
     with zipfile.ZipFile(buf, "a", **options) if base else zipfile.ZipFile(buf, "w", **options) as zf:
         for path in sorted(entries):
             data, executable = entries[path]
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:  # a name not in UTF-8 (a Latin-1 file system's): no zip entry can hold it
+                raise UsageError(
+                    f"{path!r} is not a UTF-8 file name: a zip cannot hold it, nor Lambda read it",
+                    next_step="rename it (git mv) to a UTF-8 name",
+                ) from None
             info = zipfile.ZipInfo(path, date_time=FIXED_DATE_TIME)
             info.create_system = 3  # Unix, so external_attr carries the permissions
             info.external_attr = (stat.S_IFREG | (EXECUTABLE_MODE if executable else FILE_MODE)) << 16
@@ -503,24 +510,39 @@ def _function_files(folder: Path) -> Iterator[tuple[str, tuple[bytes, bool]]]:
     a build's output, is left out: it would ship a secret, differ from a CI build of the same commit, and change
     the code without deploy.auto seeing a change), a submodule's checked-out files included; the tests, conftest.py
     and requirements.txt left out."""
-    for path, source in _function_sources(folder):
-        yield path, _read(source)
+    modes = git.staged_modes(folder)
+    for path, source in _function_sources(folder, modes):
+        yield path, _read(source, modes.get(path))
 
 
-def _function_sources(folder: Path) -> Iterator[tuple[str, Path]]:
+def _function_sources(folder: Path, modes: Mapping[str, str] | None = None) -> Iterator[tuple[str, Path]]:
     """(path in the zip, file) of :func:`_function_files`; UsageError for a link to a file outside the folder (its
-    changes would not be the function's: deploy.auto counts what changes under lambda/<fn>/)."""
+    changes would not be the function's: deploy.auto counts what changes under lambda/<fn>/), or to one git does not
+    see (a .env it ignores: shipped unseen, and missing from a CI checkout). A link git records (``modes``: its index,
+    :func:`deploykit.git.staged_modes`) that the checkout made a file holding the target's path
+    (``core.symlinks=false``, Git for Windows' default) is read as the link: its target."""
     seen = git.seen_paths(folder)
     inside = folder.resolve()
     for path, source in _walk(folder, seen):
         if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL:
             continue
-        if source.is_symlink() and not source.resolve().is_relative_to(inside):
-            raise UsageError(
-                f"{source} is a link to {source.resolve()}, outside the function's folder: a change there would "
-                "not deploy the function",
-                next_step="copy the file into the folder, or vendor it through requirements.txt",
-            )
+        target = source.resolve() if source.is_symlink() else None
+        if target is None and (modes or {}).get(path) == git.SYMLINK:
+            target = (source.parent / source.read_text(encoding="utf-8", errors="surrogateescape")).resolve()
+        if target is not None:
+            if not target.is_relative_to(inside):
+                raise UsageError(
+                    f"{source} is a link to {target}, outside the function's folder: a change there would not deploy "
+                    "the function",
+                    next_step="copy the file into the folder, or vendor it through requirements.txt",
+                )
+            if (seen is not None and not seen(target.relative_to(inside).as_posix())) or not target.is_file():
+                raise UsageError(
+                    f"{source} is a link to {target}, which git does not track (or is not there): it would ship "
+                    "unseen by a commit, and be missing from a CI checkout",
+                    next_step="commit the file it links to, or take the link out",
+                )
+            source = target
         yield path, source
 
 
@@ -547,13 +569,18 @@ def _walk(root: Path, seen: Callable[[str], bool] | None = None) -> Iterator[tup
             yield path, source
 
 
-def _read(source: Path) -> tuple[bytes, bool]:
+def _read(source: Path, staged: str | None = None) -> tuple[bytes, bool]:
+    """The file's bytes and whether it is executable: as git's index records it (``staged``: 100755), whatever the
+    checkout made of it (``core.fileMode=false``: a file made executable on disk, git none the wiser); a file git
+    does not track yet, by its owner's bit."""
     try:
         data = source.read_bytes()
         mode = source.stat().st_mode
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}", next_step=f"fix or remove {source}") from None
-    return data, bool(mode & stat.S_IXUSR)  # executable as git records it: when its owner may run it
+    if staged in (git.EXECUTABLE, git.REGULAR):
+        return data, staged == git.EXECUTABLE
+    return data, bool(mode & stat.S_IXUSR)
 
 
 # -- vendored requirements --------------------------------------------------------------------------
@@ -569,7 +596,9 @@ def _requirement_lines(requirements: Path) -> list[str]:
             continue
         if line.startswith("-"):
             option = line.split("=", 1)[0].split()[0]
-            if option in _REFUSED_OPTIONS:
+            attached = not option.startswith("--") and option[:2] in _REFUSED_OPTIONS  # -rbase.txt, as pip reads it
+            if option in _REFUSED_OPTIONS or attached:
+                option = option[:2] if attached else option
                 raise UsageError(
                     f"{requirements}: {option} is not supported in a Lambda requirements file",
                     next_step="list the pinned requirements in this file itself (pip-compile writes such a file)",

@@ -216,3 +216,16 @@ def test_the_standard_library_is_that_of_the_runtimes_python() -> None:
         "handler.py:2: imports cgi, which Python 3.13 took out of the standard library (the runtime's is 3.13)",
     ]
     assert "annotationlib" in lambda_imports.stdlib("3.14") and "annotationlib" not in lambda_imports.stdlib("3.13")
+
+
+def test_what_no_lambda_runtime_has_is_no_standard_module_there() -> None:
+    """tomllib is 3.11's; winreg is Windows' alone; a data file beside a package is no module of it."""
+
+    def named(source: str, python: str = "3.12", **more: str) -> list[str]:
+        return said(problems(zipped({"handler.py": source + HANDLER, **more}), python=python))
+
+    assert len(named("import tomllib\n", "3.10")) == 1 and "tomllib" in named("import tomllib\n", "3.10")[0]
+    assert named("import tomllib\n", "3.11") == []
+    assert len(named("import winreg\n")) == 1 and "winreg" in named("import winreg\n")[0]
+    found = named("import pkg.data\n", **{"pkg/__init__.py": "", "pkg/data.json": "{}"})
+    assert len(found) == 1 and "pkg.data" in found[0]

@@ -604,6 +604,47 @@ def test_a_link_to_a_file_outside_the_folder_is_refused_one_inside_is_packaged(f
         packaging.check_function(fn)
 
 
+def test_a_commits_modes_and_links_count_as_git_records_them_whatever_the_checkout_made_of_them(tmp_path: Path) -> None:
+    """With core.fileMode=false (WSL on a Windows drive) a file made executable on disk is 100644 for git, status
+    clean; with core.symlinks=false (Git for Windows) a link is checked out as a file holding its target's path.
+    Each made another zip of the same commit: two keys for one commit (a redeploy, a promotion refused), and a
+    link's zip entry holding a path where the code was expected."""
+    repo = git_repository(
+        tmp_path / "repo",
+        {"fn/handler.py": b"from settings import X\ndef handler(e, c):\n    return X\n", "fn/prod.py": b"X = 1\n"},
+    )
+    fn = repo / "fn"
+    (fn / "settings.py").symlink_to("prod.py")
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-q", "-m", "a link")
+    clean = package_function(fn)
+    assert clean.files == ("handler.py", "prod.py", "settings.py")
+    run_git(repo, "config", "core.fileMode", "false")
+    (fn / "handler.py").chmod(0o755)
+    run_git(repo, "config", "core.symlinks", "false")
+    (fn / "settings.py").unlink()
+    (fn / "settings.py").write_text("prod.py")  # as such a checkout makes it
+    assert run_git(repo, "status", "--porcelain") == ""  # nothing changed, as git sees it
+    assert package_function(fn).sha256 == clean.sha256
+
+
+def test_a_link_to_a_file_git_does_not_see_is_refused(fn: Path, tmp_path: Path) -> None:
+    """settings.env → .env, the link committed and .env ignored: the secret shipped in the zip, unseen by any
+    commit, and a CI checkout's link led nowhere."""
+    (tmp_path / ".gitignore").write_text(".env\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (fn / ".env").write_text("DB_PASSWORD=hunter2\n")
+    (fn / "settings.env").symlink_to(".env")
+    with pytest.raises(UsageError, match=r"settings\.env is a link to .*\.env, which git does not track"):
+        package_function(fn)
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_with_its_name(fn: Path) -> None:
+    (fn / os.fsdecode(b"caf\xe9.txt")).write_text("menu\n")
+    with pytest.raises(UsageError, match=r"is not a UTF-8 file name"):
+        package_function(fn)
+
+
 def test_package_all_finds_every_function_folder(fn: Path) -> None:
     write_function(fn.parent / "other_fn", {"handler.py": b"def handler(e, c):\n    return {}\n"})
     (fn.parent / "docs").mkdir()
@@ -816,7 +857,20 @@ def test_vendored_trees_unused_for_a_month_go_once_a_day(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     "line",
-    ["requests", "requests>=2", "requests~=2.31", "requests==2.*", "-r base.txt", "-e .", "--constraint c.txt"],
+    [
+        "requests",
+        "requests>=2",
+        "requests~=2.31",
+        "requests==2.*",
+        "-r base.txt",
+        "-e .",
+        "--constraint c.txt",
+        "-rbase.txt",  # pip reads these as -r base.txt: what they include was never checked, nor in the hash
+        "-r../common.txt",
+        "-cc.txt",
+        "-e.",
+        "--requirement=base.txt",
+    ],
 )
 def test_unpinned_or_included_requirements_are_refused(fn: Path, line: str) -> None:
     (fn / "requirements.txt").write_text(f"# deps\n{line}\n")
