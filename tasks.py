@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -39,7 +38,7 @@ gc.freeze()
 
 from deploykit import commands  # noqa: E402
 from deploykit.aws import AwsFactory  # noqa: E402
-from deploykit.config import ConfigCache, EnvConfig, find_config  # noqa: E402
+from deploykit.config import ConfigCache, EnvConfig, endpoint_address, find_config  # noqa: E402
 from deploykit.endpoints import check_overrides  # noqa: E402
 from deploykit.errors import (  # noqa: E402
     ConfigError,
@@ -230,18 +229,9 @@ def on_the_sandbox(environment: EnvConfig, sandbox_endpoint: str) -> bool:
     """Whether ``environment`` is on the sandbox's AWS endpoint: the sandbox, or another environment beside it (prod
     on the same endpoint). Its address decides, not its name: ``http://localhost:4566/`` is the sandbox at
     ``http://127.0.0.1:4566``; an environment named sandbox on another port (another local AWS) is not."""
-    return environment.is_local and _address(environment.endpoint_url or "") == _address(sandbox_endpoint)
-
-
-def _address(url: str) -> tuple[str, int | None]:
-    """The host (every name of this machine's loopback as one) and port of an endpoint URL."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:  # a port out of range: deploy.toml's check says so
-        return url, None
-    host = parts.hostname or ""
-    return ("loopback" if host in ("127.0.0.1", "localhost") else host), port  # the sandbox listens on IPv4 alone
+    return environment.is_local and endpoint_address(environment.endpoint_url or "") == endpoint_address(
+        sandbox_endpoint
+    )
 
 
 class _SandboxFirst:

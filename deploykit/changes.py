@@ -937,6 +937,20 @@ def _build_settings(
         holders = [f"stack:{role}" for role in config.stack_roles if role not in NO_FUNCTIONS]
         targets += [(Target(stack, "stack", why), setting) for stack in holders]
         targets += [(Target(fn, "lambda", why), setting) for fn in functions]
+    # what the platform's stacks make by deploy.toml's names: the Fargate stack the cluster, the service (and its
+    # task definitions' family), the container and where its image comes from; the registry stack the repository
+    for key, roles, what in (
+        ("cluster", ("fargate",), "the service runs in a cluster of another name"),
+        ("service", ("fargate",), "the service (and its task definitions' family) has another name"),
+        ("container", ("fargate",), "the task definition's container has another name"),
+        ("registry", ("fargate",), "the service's image comes from another registry"),
+        ("repository", ("registry", "fargate"), "the image's repository has another name"),
+    ):
+        before_env, after_env = per_env(old_doc, key), per_env(new_doc, key)
+        if before_env != after_env:
+            setting = f"{changed_tables(before_env, after_env)} {key}"
+            why = f"{setting} of {name} changed: {what}"
+            targets += [(Target(f"stack:{role}", "stack", why), setting) for role in roles]
     # what every stack of an environment takes: where its events go (a key taken out: the stacks keep their topics),
     # and the values the app is given (it reads them where it likes: every stack is synthesized otherwise)
     for key, what, kept_when_out in (

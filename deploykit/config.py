@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from deploykit.clock import LONGEST
 from deploykit.errors import ConfigError
 from deploykit.packaging import ARCHITECTURES, DEFAULT_ARCHITECTURE, LAMBDA_RUNTIMES, Target, python_of
 
@@ -496,8 +497,10 @@ def scan_problem(scan: ImageScan) -> str | None:
         return f'severity must be one of {", ".join(reversed(SEVERITIES))} (or "": no gate), not {scan.severity!r}'
     if scan.timeout <= 0:
         return f"timeout must be more than 0 seconds, not {scan.timeout:g}"
-    if scan.rescan_after_days < 0:
-        return f"rescan_after_days must be 0 (judged at any age) or more, not {scan.rescan_after_days:g}"
+    if scan.timeout > LONGEST:
+        return f"timeout must be at most {LONGEST:g} seconds (a year), not {scan.timeout:g}"
+    if not 0 <= scan.rescan_after_days <= MAX_DAYS:
+        return f"rescan_after_days must be from 0 (judged at any age) to {MAX_DAYS}, not {scan.rescan_after_days:g}"
     blank = [name for name in scan.ignore if not name.strip()]
     if blank:
         return 'ignore holds an empty name: list findings by name, e.g. ["CVE-2023-4911"]'
@@ -1020,12 +1023,17 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         )
     for key, days in (("build.base.max_age_days", config.build.base.max_age_days),
                       ("build.pull_after_days", config.build.pull_after_days)):  # fmt: skip
-        if days < 0:
+        if not 0 <= days <= MAX_DAYS:  # 1e10 days: no date is that far, and a build crashed on it
             table, _, name = key.rpartition(".")
             raise ConfigError(
-                f"{where}: {key} must be 0 (never by age) or more, not {days:g}",
+                f"{where}: {key} must be from 0 (never by age) to {MAX_DAYS}, not {days:g}",
                 next_step=f"fix [{table}] {name} in deploy.toml",
             )
+    ca = config.build.extra_ca_dir
+    if ca and not Path(ca).is_absolute():  # deploy.toml's folder's, as [build] context: not the shell's
+        config = dataclasses.replace(
+            config, build=dataclasses.replace(config.build, extra_ca_dir=str(path.parent / ca))
+        )
     if config.build.keep_local_images < 0:
         raise ConfigError(
             f"{where}: build.keep_local_images must be 0 (never remove) or more, not {config.build.keep_local_images}",
@@ -1145,11 +1153,34 @@ def _check_same_stacks(config: Config, where: str) -> None:
             )
 
 
+MAX_DAYS = 3650  # the most days a setting counts (ten years): a longer one is a typo, and no date is that far
+
+
+def endpoint_address(url: str) -> tuple[str, int | None]:
+    """The host (every name of this machine's loopback as one: the sandbox listens on IPv4 alone) and port (the
+    scheme's when unsaid) of an endpoint URL: ``http://localhost:4566/`` is ``http://127.0.0.1:4566``."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port out of range: deploy.toml's check says so
+        return url, None
+    host = (parts.hostname or "").lower()
+    return ("loopback" if host in ("127.0.0.1", "localhost") else host), port
+
+
 def may_be_together(one: EnvConfig, other: EnvConfig) -> bool:
     """Whether two environments may live in one account and region: the same region and endpoint, and no two
     accounts deploy.toml pins apart (their credentials' accounts then tell)."""
-    same = (one.region, one.endpoint_url or "") == (other.region, other.endpoint_url or "")
+    same = one.region == other.region and _place(one.endpoint_url) == _place(other.endpoint_url)
     return same and (not (one.account and other.account) or one.account == other.account)
+
+
+def _place(url: str | None) -> str:
+    """An endpoint URL as the place it names (:func:`endpoint_address`; "" for none: AWS's own)."""
+    if not url:
+        return ""
+    host, port = endpoint_address(url)
+    return f"endpoint {host}:{port}"
 
 
 def _check_apart(config: Config, where: str) -> None:
@@ -1159,19 +1190,18 @@ def _check_apart(config: Config, where: str) -> None:
     or the CI job: dev's and prod's may be two accounts) are not compared."""
     seen: dict[tuple[str, str, str], str] = {}
     for env in config.environments.values():
-        named = (
-            env.endpoint_url,
-            f"account {env.account}" if env.account else "",
-            f"profile {env.profile}" if env.profile else "",
+        named = (  # (the place compared, as said): an endpoint by its host and port, however its URL is written
+            (_place(env.endpoint_url), env.endpoint_url or ""),
+            (f"account {env.account}" if env.account else "",) * 2,
+            (f"profile {env.profile}" if env.profile else "",) * 2,
         )
-        for where_it_runs in filter(None, named):  # none: the credentials of the shell or the CI job
+        for where_it_runs, said in (n for n in named if n[0]):  # none: the credentials of the shell or the CI job
             for stack in env.stacks.roles().values():
                 other = seen.setdefault((where_it_runs, env.region, stack), env.name)
                 if other != env.name:
                     raise ConfigError(
                         f"{where}: environments {other} and {env.name} both have the stack {stack} in the same place "
-                        f"({where_it_runs}, {env.region}): they would be one platform, each deploy replacing the "
-                        "other's",
+                        f"({said}, {env.region}): they would be one platform, each deploy replacing the other's",
                         next_step=f"give [environments.{env.name}.stacks] names of its own (or another account, "
                         "region or endpoint), or remove one of the two environments",
                     )
@@ -1223,6 +1253,12 @@ def _check_env_values(env: EnvConfig, where: str, table: str = "") -> None:
     for key in ("wait_timeout", "connect_timeout", "read_timeout"):
         if getattr(env, key) <= 0:
             raise ConfigError(f"{prefix}.{key} must be greater than 0")
+    for key in ("wait_timeout", "connect_timeout", "read_timeout", "lock_wait"):  # 1e20: every AWS call then failed
+        if getattr(env, key) > LONGEST:
+            raise ConfigError(
+                f"{prefix}.{key} must be at most {LONGEST:g} seconds (a year), not {getattr(env, key):g}",
+                next_step=f"fix {key} in [{table}]",
+            )
     if not 0 <= env.max_attempts <= MAX_ATTEMPTS:
         raise ConfigError(
             f"{prefix}.max_attempts must be from 0 (no retry) to {MAX_ATTEMPTS} retries, not {env.max_attempts}"
@@ -1432,11 +1468,14 @@ CONTEXT_KEYS: dict[str, str] = {
 
 
 def _context_problem(value: object) -> str | None:
-    """What JSON cannot carry of a context value (a TOML date or time), or None."""
+    """What JSON cannot carry of a context value (a TOML date or time; nan or inf, which Python writes as NaN and
+    Infinity and the CDK's node JSON.parse refuses), or None."""
     if isinstance(value, dict):
         return next((found for item in value.values() if (found := _context_problem(item))), None)
     if isinstance(value, list):
         return next((found for item in value if (found := _context_problem(item))), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"a number JSON has no such value for ({value!r})"
     if value is None or isinstance(value, str | int | float | bool):
         return None
     return f"a {type(value).__name__} ({value!r})"

@@ -1366,6 +1366,29 @@ def test_an_environment_s_service_size_counts_for_its_fargate_stack_there(repo: 
     assert detect(config, everything(config, before), env="sandbox").components() == set()
 
 
+def test_the_names_an_environment_gives_its_platform_count_for_the_stacks_that_make_them(repo: Path) -> None:
+    """cluster, service, container and registry are the Fargate stack's (it makes the cluster, the service, its task
+    definitions' family and container, by those names, and pulls from the registry); repository is the registry
+    stack's too (it makes the repository): each counted for nothing, and deployed nowhere."""
+    config = config_of(repo)
+    toml = repo / "deploy.toml"
+    text = toml.read_text()
+    dev = text.index("[environments.dev]")
+    base = run_git(repo, "rev-parse", "HEAD").strip()
+    toml.write_text(text[:dev] + text[dev:].replace('cluster = "', 'cluster = "renamed-', 1))
+    commit(repo, "dev: another cluster")
+    (change,) = detect(config, everything(config, base), env="dev").changes
+    assert (change.component, change.setting) == ("stack:fargate", "[environments.dev] cluster")
+    assert "the service runs in a cluster of another name" in change.reason
+    assert detect(config, everything(config, base), env="sandbox").components() == set()
+    middle = commit(repo, "nothing")
+    text = toml.read_text()
+    toml.write_text(text[:dev] + text[dev:].replace('repository = "', 'repository = "renamed-', 1))
+    commit(repo, "dev: another repository")
+    found = detect(config, everything(config, middle), env="dev")
+    assert found.components() == {"stack:registry", "stack:fargate"}
+
+
 def test_an_environment_s_stack_event_topics_count_for_every_stack_there(repo: Path) -> None:
     """[environments.NAME] notification_arns (where CloudFormation sends the stacks' events, not in any template): a
     change deploys every stack of that environment, and nothing of another; the key taken out, nothing (each stack

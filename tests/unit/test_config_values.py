@@ -49,6 +49,36 @@ def test_nan_and_inf_are_no_number_of_seconds_or_days(where: tuple[str, ...], va
     assert f"'{'.'.join(where)}' must be a number, not {value!r}" in error.message
 
 
+@pytest.mark.parametrize(
+    ("where", "value", "said"),
+    [
+        (("environments", "dev", "connect_timeout"), 1e20, "connect_timeout must be at most 3.16224e+07 seconds"),
+        (("environments", "dev", "lock_wait"), 1e9, "lock_wait must be at most"),
+        (("build", "pull_after_days"), 1e10, "build.pull_after_days must be from 0 (never by age) to 3650"),
+        (("environments", "dev", "image_scan", "rescan_after_days"), 1e10, "rescan_after_days must be from 0"),
+        (("environments", "dev", "context", "ratio"), float("nan"), "context.ratio holds a number JSON has no such"),
+        (("environments", "dev", "context", "max"), float("inf"), "the CDK app's context (JSON) cannot carry"),
+    ],
+)
+def test_a_number_no_clock_or_json_can_hold_is_refused(where: tuple[str, ...], value: float, said: str) -> None:
+    """1e20 seconds to connect failed every AWS call (time_t), 1e10 days crashed a build (OverflowError), nan in the
+    CDK app's context failed its synthesis (node's JSON.parse): refused as the file is read."""
+    data = raw()
+    table = data
+    for key in where[:-1]:
+        table = table.setdefault(key, {})
+    table[where[-1]] = value
+    assert said in refused(data).message
+
+
+def test_a_relative_extra_ca_dir_is_deploy_tomls_folders_whatever_the_shells() -> None:
+    data = raw()
+    data.setdefault("build", {})["extra_ca_dir"] = "certs"
+    assert parse_config(data, Path("/repo/deploy.toml")).build.extra_ca_dir == "/repo/certs"
+    data["build"]["extra_ca_dir"] = ""
+    assert parse_config(data, Path("/repo/deploy.toml")).build.extra_ca_dir == ""  # none
+
+
 def test_a_features_table_may_hold_settings_for_when_it_is_turned_on() -> None:
     """inv scan reads [image_scan]'s ignore with no gate; --canary and --watch-errors turn the others on."""
     dev = parse_config(
@@ -98,6 +128,9 @@ def test_two_environments_with_a_stack_in_common_in_one_place_are_one_platform()
     error = refused(data)
     assert "environments sandbox and staging both have the stack" in error.message
     assert "(http://127.0.0.1:4566, us-east-1)" in error.message
+    for written in ("http://localhost:4566", "http://127.0.0.1:4566/", "HTTP://LOCALHOST:4566"):  # the same place
+        data["environments"]["staging"]["endpoint_url"] = written
+        assert "environments sandbox and staging both have the stack" in refused(data).message
     # one account, the same region and stack names: the same
     data = raw()
     data["environments"]["dev"]["account"] = "210987654321"
