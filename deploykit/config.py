@@ -120,7 +120,11 @@ _LAMBDA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # What the CDK app takes (cdk/stacks/common/settings.py, which deploykit does not import): checked as deploy.toml is
 # read, so that a name it would refuse is not found out only when a stack is synthesized.
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}$")  # ECS cluster, service, container; ECR repository
+# an ECS cluster's, service's or container's name (ECS: letters, digits, '_' and '-'; lower-case here, as before)
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,254}$")
+# an ECR repository's name: parts of lower-case letters and digits joined by one '.', '_' or '-', '/' between
+# namespaces, at most 256 characters (ECR wants 2 at least: a one-letter name is left to it)
+_REPOSITORY = re.compile(r"^(?=.{1,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?/?$")  # a trailing / is dropped (synth)
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -1321,10 +1325,16 @@ def _check_names(env: EnvConfig, prefix: str, table: str) -> None:
         )
     for key in ("cluster", "service", "container", "repository"):
         value = getattr(env, key)
-        if not _NAME.match(value):
+        if key == "repository" and not _REPOSITORY.match(value):
             raise ConfigError(
-                f"{prefix}.{key} = {value!r} is not a name it can have: lower-case letters, digits, '.', '_', '-' or "
-                "'/', starting with a letter or digit, at most 255",
+                f"{prefix}.repository = {value!r} is not a name ECR takes: lower-case letters and digits, one '.', "
+                "'_' or '-' between them, '/' between namespaces, at most 256 characters",
+                next_step=f"fix repository in [{table}]",
+            )
+        if key != "repository" and not _NAME.match(value):  # ECS refuses '.' and '/' (CloudFormation, mid-deploy)
+            raise ConfigError(
+                f"{prefix}.{key} = {value!r} is not a name it can have: lower-case letters, digits, '_' or '-', "
+                "starting with a letter or digit, at most 255",
                 next_step=f"fix {key} in [{table}]",
             )
     names: dict[str, str] = {}
