@@ -339,7 +339,15 @@ class DeployStack(Step):
         )
 
     def run(self, ctx: Context) -> Outcome:
-        body = synth.template_body(Path(self.template))
+        app = synth.manifest_stack(Path(self.template).parent, self.stack)  # its tags, protection, topics in the app
+        if app is None:  # a file an earlier synthesis left: not what the app makes now
+            raise UsageError(
+                f"the CDK app makes no stack {self.stack}: the cloud assembly in {Path(self.template).parent} lists "
+                f"none (a {Path(self.template).name} there is left from an earlier synthesis); nothing was changed",
+                next_step=f"make the stack in cdk/app.py (its stack_name {self.stack!r}), or name the one it makes "
+                "in deploy.toml's [environments.NAME.stacks]",
+            )
+        body = synth.template_body(app.template)  # the file the manifest names: <id>.template.json
         template = json.loads(body)
         self._refuse_half_move(ctx, template)
         given = held_parameters(template, dict(self.parameters))
@@ -348,8 +356,7 @@ class DeployStack(Step):
         unchecked = self._check_references(ctx, body, given)
         body, kept_exports = self._kept_exports(ctx, body, given)
         url = template_url(ctx.aws, ctx.env, self.stack, body)
-        app = synth.manifest_stack(Path(self.template).parent, self.stack)  # its tags, protection, topics in the app
-        app_tags, app_topics = (app.tags, app.notifications) if app else ({}, None)
+        app_tags, app_topics = app.tags, app.notifications
         synth.check_notification_arns(self.stack, app_topics)  # a rollback's assembly is not checked at synthesis
         result = deployer(ctx).deploy(
             self.stack,
@@ -363,7 +370,7 @@ class DeployStack(Step):
             review=partial(review, ctx, self.stack),
             express=self.express,
             check=partial(self._replaced_imported, ctx),
-            termination_protection=app.protected if app else None,
+            termination_protection=app.protected,
             notification_arns=notification_arns(ctx.env, app_topics),
             revert_drift=self.revert_drift,
         )
@@ -534,7 +541,7 @@ class DeployStack(Step):
         resource of that kind, an export of that name) is left to the step's own check, made once they are deployed.
         So is an export the template drops that another stack still imports and that cannot be kept
         (:func:`deploykit.exports.keep_imported`), unless each stack importing it deploys before it in the run."""
-        body = readable_template(self.template)
+        body = readable_template(str(synth.stack_template(Path(self.template), self.stack)))
         if body is None:  # the step meets it when it runs
             return
         self._refuse_half_move(ctx, json.loads(body))
@@ -565,7 +572,9 @@ class DeployStack(Step):
 
         def holds(stack: str, fn: str) -> bool:  # the stack's template of this assembly holds the function
             if stack not in functions_of:
-                other = readable_template(str(Path(self.template).parent / f"{stack}.template.json"))
+                other = readable_template(
+                    str(synth.stack_template(Path(self.template).parent / f"{stack}.template.json", stack))
+                )
                 functions_of[stack] = code_parameters(json.loads(other)) if other is not None else {}
             return fn in functions_of[stack]
 
@@ -611,7 +620,8 @@ class DeployStack(Step):
             return
 
     def as_earlier(self) -> references.Earlier:
-        return references.Earlier(readable_template(self.template), self.stack, dict(self.parameters))
+        template = synth.stack_template(Path(self.template), self.stack)
+        return references.Earlier(readable_template(str(template)), self.stack, dict(self.parameters))
 
     def _check_references(self, ctx: Context, body: str, given: Mapping[str, str]) -> str:
         """UsageError, before anything changes, when a task definition of the template names what does not exist

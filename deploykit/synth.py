@@ -271,6 +271,18 @@ def manifest_stack(out_dir: Path, stack: str) -> ManifestStack | None:
     return _manifest_stacks(out_dir).get(stack)
 
 
+def stack_template(template: Path, stack: str) -> Path:
+    """The template file of ``stack`` in the cloud assembly ``template`` is in (``<stack>.template.json``, as a plan
+    names it): the one the assembly's manifest names (an app whose construct id is not its stack name writes
+    ``<id>.template.json``), else ``template`` itself (no manifest that can be read, or one that names no such
+    stack: whoever reads it says so)."""
+    try:
+        found = manifest_stack(template.parent, stack)
+    except StepFailed:
+        found = None
+    return found.template if found is not None else template
+
+
 class ManifestStack(NamedTuple):
     """One stack of the manifest, as the CDK CLI reads it for its deploy."""
 

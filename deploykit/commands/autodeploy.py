@@ -29,6 +29,7 @@ from deploykit import (
     registry,
     release,
     syntax,
+    synth,
 )
 from deploykit import logs as applogs
 from deploykit.aws import AwsFactory, all_of, at_once
@@ -836,7 +837,8 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
 def _synthesized(a: Analysis, role: str) -> dict[str, Any]:
     """The template this checkout synthesized for the stack of ``role`` (``inv diff --verify`` synthesized every
     one); {} when there is none."""
-    path = planner.synth_dir(a.config, a.env) / f"{planner.stack_roles(a.env)[role]}.template.json"
+    name = planner.stack_roles(a.env)[role]
+    path = synth.stack_template(planner.synth_dir(a.config, a.env) / f"{name}.template.json", name)
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -931,7 +933,11 @@ def _made_before(
         return None
     names = planner.stack_roles(a.env)
     earlier = [
-        references.Earlier(readable_template(str(out / f"{names[r]}.template.json")), names[r], given(r))
+        references.Earlier(
+            readable_template(str(synth.stack_template(out / f"{names[r]}.template.json", names[r]))),
+            names[r],
+            given(r),
+        )
         for r in sorted(before)
     ]
     return references.could_make(earlier, region=a.env.region, account=a.aws.account())

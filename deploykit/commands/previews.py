@@ -114,6 +114,7 @@ def stack_previewed(
     preview (a deploy refuses it). The SNS topics its events would go to (:func:`topics_changed`) are read apart:
     a change set that changes them alone changes no resource. ``drift``: a drift-aware change set (what was changed
     outside CloudFormation is among the changes: inv diff --drift)."""
+    template = synth.stack_template(template, name)  # the file the assembly's manifest names for it
     body = synth.template_body(template)
     parameters = held_parameters(json.loads(body), parameters)  # each function's code offered: those it holds
     deployer = _previewer(runtime, aws, env)

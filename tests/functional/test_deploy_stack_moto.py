@@ -329,6 +329,38 @@ def data_template(folder: Path, resources: dict[str, Any]) -> Path:
     return template
 
 
+def test_a_stacks_template_is_the_file_its_assembly_names_and_a_stack_it_names_not_is_refused(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """An app whose construct id is not its stack name writes <id>.template.json: the manifest says which file is the
+    stack's, where <name>.template.json (a file an earlier synthesis left) was deployed. A stack the manifest lists
+    none of: refused, nothing changed."""
+    folder = tmp_path / "assembly"
+    folder.mkdir()
+    stale = {"Resources": {"Stale": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "stale"}}}}
+    for name in ("CarRentalDataStack", "CarRentalAuthStack"):
+        (folder / f"{name}.template.json").write_text(json.dumps(stale))
+    made = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": "jobs"}}}}
+    (folder / "DataDev.template.json").write_text(json.dumps(made))
+    properties = {"stackName": "CarRentalDataStack", "templateFile": "DataDev.template.json"}
+    manifest = {"artifacts": {"DataDev": {"type": "aws:cloudformation:stack", "properties": properties}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    def run(stack: str) -> RunReport:
+        clock = FakeClock()
+        ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        return Executor(ctx).execute(Plan("dev", (DeployStack(stack, str(folder / f"{stack}.template.json")),)))
+
+    assert run("CarRentalDataStack").ok
+    cfn = factory.client("cloudformation")
+    resources = cfn.describe_stack_resources(StackName="CarRentalDataStack")["StackResources"]
+    assert [r["LogicalResourceId"] for r in resources] == ["Queue"]
+    refused = run("CarRentalAuthStack")
+    assert refused.error is not None and refused.error.exit_code == 2
+    assert refused.error.message.startswith("the CDK app makes no stack CarRentalAuthStack: the cloud assembly in ")
+    assert "CarRentalAuthStack" not in [s["StackName"] for s in cfn.list_stacks()["StackSummaries"]]
+
+
 def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_before_the_run_changes_anything(
     factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
 ) -> None:
