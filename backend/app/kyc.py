@@ -130,9 +130,22 @@ class KycService:
         if not self.store.update_case(user_id, case_id, PENDING_UPLOAD, changes):
             raise ApiError(409, "invalid_state", "the case was submitted meanwhile")
         if reason is not None:
-            self.s3.delete_object(Bucket=bucket, Key=key)  # keep no document we refused
+            self._discard(bucket, key)  # keep no document we refused
         log.info("KYC case %s %s (%d bytes, %s)", case_id, changes["status"], size, content_type or "no type")
         return _view({**case, **changes})
+
+    def _discard(self, bucket: str, key: str) -> None:
+        """Delete every version of a refused document (the bucket keeps versions: a plain delete left it 90 days behind
+        a delete marker). Best effort: the case is REJECTED already, and a delete S3 refuses leaves it to the bucket's
+        lifecycle rule, said in the log, not a 503 for a rejection that stands."""
+        try:
+            found = self.s3.list_object_versions(Bucket=bucket, Prefix=key)
+            versions = [*(found.get("Versions") or ()), *(found.get("DeleteMarkers") or ())]
+            for version in [v for v in versions if v.get("Key") == key] or [{"VersionId": None}]:
+                extra = {"VersionId": version["VersionId"]} if version.get("VersionId") else {}
+                self.s3.delete_object(Bucket=bucket, Key=key, **extra)
+        except ClientError as exc:
+            log.warning("KYC document %s was refused and could not be deleted: %s", key, exc)
 
     def _rejection(self, bucket: str, key: str, size: int, content_type: str, declared: str) -> str | None:
         if size == 0:

@@ -19,11 +19,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
+def configure_logging(level: str) -> None:
+    """The app's logging at ``level`` (LOG_LEVEL). botocore and urllib3 log whole requests at DEBUG: the task's
+    session token, the users' items; they stay at INFO whatever it says (as the login function keeps them)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
+
+
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     sock = listening_socket(os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000")))
 
     import uvicorn  # after the socket is open: see the module docstring
@@ -32,6 +37,9 @@ def main() -> None:
         "app.main:app",
         access_log=False,  # app.access logs method, path, status and latency; never headers or bodies
         log_config=None,  # keep the logging set up above
+        # longer than the load balancer's idle timeout (60 s): uvicorn's 5 s default closed connections the ALB
+        # then reused, which it answers with a 502 (AWS: a target's keep-alive must outlast the idle timeout)
+        timeout_keep_alive=65,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

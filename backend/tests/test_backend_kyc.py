@@ -121,6 +121,21 @@ def test_bad_type_rejected(api: TestClient, alice: User, world: World, aws_sessi
     assert not object_exists(aws_session, world, alice, case_id)  # refused documents are not kept
 
 
+def test_a_refused_document_goes_with_every_version(
+    api: TestClient, alice: User, world: World, aws_session: boto3.Session
+) -> None:
+    """The bucket keeps versions: a plain delete left the refused document 90 days behind a delete marker."""
+    s3 = aws_session.client("s3", endpoint_url=world.endpoint)
+    s3.put_bucket_versioning(Bucket=world.bucket, VersioningConfiguration={"Status": "Enabled"})
+    started = start(api, alice, "application/pdf")
+    case_id = started["case"]["case_id"]
+    upload(started, b"not a pdf, once")
+    upload(started, b"not a pdf, twice")  # two versions of it
+    assert_rejected(api, alice, case_id, "the document content is not application/pdf")
+    left = s3.list_object_versions(Bucket=world.bucket, Prefix=f"kyc/{alice.sub}/{case_id}")
+    assert not left.get("Versions") and not left.get("DeleteMarkers")
+
+
 def test_allowed_type_other_than_declared_rejected(api: TestClient, alice: User) -> None:
     started = start(api, alice, "application/pdf")
     upload(started, PNG, content_type="image/png")

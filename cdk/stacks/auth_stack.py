@@ -70,6 +70,9 @@ class CarRentalAuthStack(Stack):
             id_token_validity=Duration.hours(1),
             refresh_token_validity=Duration.days(30),
             enable_token_revocation=True,
+            # no OAuth flows: the CDK's defaults (implicit and code grants, an example.com callback) would go live
+            # the day someone gave the pool a domain
+            disable_o_auth=True,
         )
 
         # The issuer of the pool's JWTs; its keys are at <issuer>/.well-known/jwks.json.

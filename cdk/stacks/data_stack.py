@@ -113,38 +113,37 @@ class CarRentalDataStack(Stack):
             "AppDataAccessPolicy",
             description="Car Rental backend: items in its tables, objects in the KYC bucket",
             statements=[
-                # Item reads and writes on the three tables and the named index; DescribeTable for /health/deep.
+                # The item calls the backend makes on its three tables (backend/app/store.py: no delete, no batch,
+                # no transaction, no index), and DescribeTable for /health/deep: a task taken over can neither wipe
+                # nor bulk-export more than the app itself does.
                 iam.PolicyStatement(
                     sid="AppTables",
                     actions=[
                         "dynamodb:GetItem",
-                        "dynamodb:BatchGetItem",
                         "dynamodb:Query",
                         "dynamodb:Scan",
                         "dynamodb:PutItem",
                         "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                        "dynamodb:BatchWriteItem",
-                        "dynamodb:ConditionCheckItem",
                         "dynamodb:DescribeTable",
                     ],
-                    resources=[
-                        self.cars_table.table_arn,
-                        self.bookings_table.table_arn,
-                        f"{self.bookings_table.table_arn}/index/{BOOKINGS_BY_CAR_INDEX}",
-                        self.kyc_table.table_arn,
-                    ],
+                    resources=[self.cars_table.table_arn, self.bookings_table.table_arn, self.kyc_table.table_arn],
                 ),
                 # The backend signs presigned PUT URLs (a URL carries its signer's s3:PutObject) and checks the
                 # uploaded object (HeadObject and GetObject need s3:GetObject). Its documents live under
                 # kyc/<user>/<case> (backend/app/kyc.py), and nowhere else.
+                # A document it refuses is deleted, every version of it (the bucket keeps versions).
                 iam.PolicyStatement(
                     sid="KycDocuments",
-                    actions=["s3:PutObject", "s3:GetObject"],
+                    actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
                     resources=[self.kyc_bucket.arn_for_objects(f"{KYC_PREFIX}*")],
                 ),
-                # HeadBucket for /health/deep, and a 404 rather than a 403 for a document never uploaded.
-                iam.PolicyStatement(sid="KycBucket", actions=["s3:ListBucket"], resources=[self.kyc_bucket.bucket_arn]),
+                # HeadBucket for /health/deep, a 404 rather than a 403 for a document never uploaded, and the
+                # versions of a refused one.
+                iam.PolicyStatement(
+                    sid="KycBucket",
+                    actions=["s3:ListBucket", "s3:ListBucketVersions"],
+                    resources=[self.kyc_bucket.bucket_arn],
+                ),
             ],
         )
         cfn_bucket = cast(s3.CfnBucket, self.kyc_bucket.node.default_child)
@@ -153,7 +152,7 @@ class CarRentalDataStack(Stack):
             policy,
             "AwsSolutions-IAM5",
             "Object-level access needs a key pattern: the backend names each KYC document kyc/<user>/<case>, keys "
-            "not known in advance. Only PutObject and GetObject, only under kyc/ in this one bucket.",
+            "not known in advance. Only Put, Get and Delete of objects, only under kyc/ in this one bucket.",
             applies_to=f"Resource::<{bucket_logical_id}.Arn>/{KYC_PREFIX}*",
         )
         return policy

@@ -207,9 +207,25 @@ def test_backend_data_access_has_no_wildcard_actions(data: Template) -> None:
     assert set(statements) == {"AppTables", "KycDocuments", "KycBucket"}
     actions = [a for s in statements.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
     assert actions and not [a for a in actions if "*" in a]
+    # the calls backend/app/store.py makes, no more: no delete, no batch, no transaction, no index
+    assert sorted(statements["AppTables"]["Action"]) == [
+        "dynamodb:DescribeTable",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "dynamodb:UpdateItem",
+    ]
+    assert len(statements["AppTables"]["Resource"]) == 3
     (bucket,) = [b for b in data.find_resources(BUCKET) if b.startswith("KycDocumentsBucket")]
     assert statements["KycDocuments"]["Resource"] == {"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/kyc/*"]]}
-    assert sorted(statements["KycDocuments"]["Action"]) == ["s3:GetObject", "s3:PutObject"]
+    assert sorted(statements["KycDocuments"]["Action"]) == [
+        "s3:DeleteObject",  # a refused document is deleted, every version of it
+        "s3:DeleteObjectVersion",
+        "s3:GetObject",
+        "s3:PutObject",
+    ]
+    assert sorted(statements["KycBucket"]["Action"]) == ["s3:ListBucket", "s3:ListBucketVersions"]
 
 
 def test_task_role_gets_the_data_policy_and_describe_user_pool_only(fargate: Template) -> None:

@@ -99,7 +99,7 @@ def parse_login(event: dict[str, Any]) -> tuple[str, str]:
         raise BadRequest(f"the request body is larger than {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object with username and password")
