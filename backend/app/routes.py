@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -96,7 +97,9 @@ def create_booking(body: BookingRequest, services: ServicesDep, user: UserDep) -
         status="CONFIRMED",
         created_at=now_iso(),
     )
-    services.store.put_booking(user.sub, booking.model_dump(mode="json"))
+    held = [(body.start_date + timedelta(days=n)).isoformat() for n in range(days)]  # pick-up day to the last night
+    if not services.store.put_booking(user.sub, booking.model_dump(mode="json"), held):
+        raise ApiError(409, "car_unavailable", f"{body.car_id} is booked for some of those days: choose other dates")
     log.info("booking %s: car %s for %d day(s)", booking.booking_id, booking.car_id, days)
     return booking
 

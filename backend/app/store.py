@@ -29,6 +29,9 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+CAR_DAYS = "car#"  # the bookings table's key of the items holding a car for a day: car#<car_id> / <date>
+
+
 def to_item(data: dict[str, Any]) -> dict[str, Any]:
     return {key: _serializer.serialize(value) for key, value in data.items() if value is not None}
 
@@ -95,13 +98,41 @@ class Store:
 
     # -- bookings -----------------------------------------------------------------------------
 
-    def put_booking(self, user_id: str, booking: dict[str, Any]) -> None:
+    def put_booking(self, user_id: str, booking: dict[str, Any], days: list[str]) -> bool:
+        """The booking, and the car held for each of its ``days`` (ISO dates), in one transaction: one item per car
+        and day in the same table (key ``car#<car_id>`` / the date: no user's own, no index's), each written only if
+        it is not there. False, nothing written, when another booking holds one of the days (two requests at once
+        included: the transaction takes one of them)."""
         table = _require(self._bookings, "BOOKINGS_TABLE")
-        self._db.put_item(
-            TableName=table,
-            Item=to_item({"user_id": user_id, **booking}),
-            ConditionExpression="attribute_not_exists(booking_id)",
-        )
+        holds = [
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": to_item(
+                        {"user_id": f"{CAR_DAYS}{booking['car_id']}", "booking_id": day, "by": booking["booking_id"]}
+                    ),
+                    "ConditionExpression": "attribute_not_exists(booking_id)",
+                }
+            }
+            for day in days
+        ]
+        own = {
+            "Put": {
+                "TableName": table,
+                "Item": to_item({"user_id": user_id, **booking}),
+                "ConditionExpression": "attribute_not_exists(booking_id)",
+            }
+        }
+        try:
+            self._db.transact_write_items(TransactItems=[own, *holds])
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException" and any(
+                r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:]
+            ):
+                return False
+            raise
+        return True
 
     def list_bookings(self, user_id: str) -> list[dict[str, Any]]:
         table = _require(self._bookings, "BOOKINGS_TABLE")

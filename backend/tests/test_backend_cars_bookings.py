@@ -68,10 +68,25 @@ def test_booking_created_and_listed(api: TestClient, alice: User) -> None:
 
 
 def test_bookings_are_the_callers_own(api: TestClient, alice: User, bob: User) -> None:
-    alices = book(api, alice).json()
+    alices = book(api, alice, "car-003", 20, 23).json()
     bobs = book(api, bob, "car-004", 1, 2).json()
     assert api.get("/bookings", headers=alice.headers).json()["bookings"] == [alices]
     assert api.get("/bookings", headers=bob.headers).json()["bookings"] == [bobs]
+
+
+def test_a_car_is_booked_once_for_a_day(api: TestClient, alice: User, bob: User) -> None:
+    """Three bookings of car-004 for the same days were each CONFIRMED; a day held is now refused (409), the car
+    free again from the return day on (its pick-up day for the next one), another car or other days as before."""
+    assert book(api, alice, "car-004", 210, 213).status_code == 201  # days no other test books (one table for all)
+    for user, start, end in ((bob, 210, 213), (alice, 212, 215), (bob, 208, 211)):
+        taken = book(api, user, "car-004", start, end)
+        assert taken.status_code == 409, taken.text
+        assert taken.json()["error"]["code"] == "car_unavailable"
+    assert book(api, bob, "car-004", 213, 214).status_code == 201  # picked up the day alice returns it
+    assert book(api, bob, "car-004", 205, 210).status_code == 201  # returned the day alice picks it up
+    assert book(api, bob, "car-006", 210, 213).status_code == 201
+    assert len(api.get("/bookings", headers=bob.headers).json()["bookings"]) == 3
+    assert len(api.get("/bookings", headers=alice.headers).json()["bookings"]) == 1
 
 
 def test_bookings_need_a_token(api: TestClient) -> None:
