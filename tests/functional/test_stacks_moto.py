@@ -492,8 +492,12 @@ def test_a_stack_deploy_refuses_half_a_move_of_a_function_between_two_stacks(
     out = tmp_path / "cdk.out"
     out.mkdir()
     ctx = assembly_context(out, jobs, project)
-    (out / "J.template.json").write_text(json.dumps(jobs))
-    (out / "CarRentalApiStack.template.json").write_text(json.dumps(api))
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name, template in (("J", jobs), ("CarRentalApiStack", api)):  # the app makes both: its manifest lists them
+        (out / f"{name}.template.json").write_text(json.dumps(template))
+        properties = {"templateFile": f"{name}.template.json"}
+        manifest["artifacts"][name] = {"type": "aws:cloudformation:stack", "properties": properties}
+    (out / "manifest.json").write_text(json.dumps(manifest))
     offered = (("NightlyJobCodeKey", "lambda/nightly_job/n.zip"),)
     gaining = DeployStack("J", str(out / "J.template.json"), offered, beside=())
     with pytest.raises(UsageError) as refused:
