@@ -249,7 +249,8 @@ def test_max_age_days_is_read_from_deploy_toml_and_a_negative_one_is_refused() -
     with pytest.raises(ConfigError, match=r"build\.base\.max_age_days must be from 0"):
         parse_config(raw, Path("deploy.toml"))
     raw["build"]["base"]["max_age_days"], raw["build"]["pull_after_days"] = 7, -2
-    with pytest.raises(ConfigError, match=r"build\.pull_after_days must be from 0 \(never by age\) to 3650, not -2") as err:
+    ranged = r"build\.pull_after_days must be from 0 \(never by age\) to 3650, not -2"
+    with pytest.raises(ConfigError, match=ranged) as err:
         parse_config(raw, Path("deploy.toml"))
     assert err.value.next_step == "fix [build] pull_after_days in deploy.toml"
     raw["build"]["pull_after_days"] = 7
