@@ -41,17 +41,20 @@ class JwksCache:
         timeout: float = 3.0,
         ttl: float = 3600.0,
         refresh_cooldown: float = 10.0,
+        failure_backoff: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.timeout = timeout
         self.ttl = ttl
         self.refresh_cooldown = refresh_cooldown
+        self.failure_backoff = failure_backoff
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, jwt.PyJWK] | None = None
         self._fetched_at = 0.0
         self._blocked_until = 0.0
+        self._failed_until = 0.0  # with no key cached: no fetch before then, after one failed
         self.fetches = 0
 
     def key(self, kid: str) -> jwt.PyJWK | None:
@@ -73,10 +76,15 @@ class JwksCache:
             return found
 
     def _refresh(self, now: float) -> None:
+        if self._keys is None and now < self._failed_until:
+            # the fetch failed moments ago: every request fetching it again, one after the other under the lock,
+            # held each worker thread for its timeout, and /health waited behind them past the ALB's 4 s
+            raise JwksUnavailable("cannot fetch the JWKS: it failed moments ago")
         try:
             keys = self._fetch()
         except Exception as exc:
             if self._keys is None:
+                self._failed_until = self._clock() + self.failure_backoff
                 raise JwksUnavailable(f"cannot fetch the JWKS: {type(exc).__name__}") from exc
             log.warning("JWKS refresh failed (%s); keeping the cached keys", type(exc).__name__)
             self._fetched_at = now  # do not retry on every request

@@ -189,6 +189,27 @@ def test_jwks_fetch_times_out_quickly() -> None:
         assert time.monotonic() - started < 2
 
 
+def test_a_failed_fetch_is_not_tried_again_by_every_request_for_a_while() -> None:
+    """With no key cached (a new task while Cognito or its egress is down), each request fetched the JWKS again, one
+    after the other under the lock, each waiting its timeout: the worker threads filled, and /health waited behind
+    them past the ALB's 4 s. A fetch that failed is tried again after the back-off, not by each request."""
+    import socket
+
+    now = [100.0]
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once closed
+    cache = JwksCache(f"http://127.0.0.1:{port}/jwks.json", timeout=0.3, failure_backoff=5.0, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(JwksUnavailable):
+            cache.key("any")
+    assert cache.fetches == 1
+    now[0] += 5.0
+    with pytest.raises(JwksUnavailable):
+        cache.key("any")
+    assert cache.fetches == 2
+
+
 def test_auth_not_configured_is_503(make_api: Callable[..., TestClient], alice: User) -> None:
     api = make_api(user_pool_id="", client_id="", jwks_url_override="")
     response = api.get("/me", headers=bearer(alice.access_token))
