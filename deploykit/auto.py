@@ -269,10 +269,7 @@ def exporters_needed(
     try:
         synthesize()
         templates = {
-            role: json.loads(
-                synth.template_body(synth.stack_template(out / f"{names[role]}.template.json", names[role]))
-            )
-            for role in changed | candidates
+            role: json.loads(synth.template_body(synth.template_in(out, names[role]))) for role in changed | candidates
         }
     except (DeployKitError, OSError, ValueError):  # the plan's synthesis meets it, or the stack's deploy
         return {}

@@ -126,6 +126,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,254}$")
 # namespaces, at most 256 characters (ECR wants 2 at least: a one-letter name is left to it)
 _REPOSITORY = re.compile(r"^(?=.{1,256}$)(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+MAX_DAYS = 3650  # the most days a setting counts (ten years): a longer one is a typo, and no date is that far
 _REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?/?$")  # a trailing / is dropped (synth)
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 # Targets without an argument. stacks:shared: every stack whose module imports the changed CDK module,
@@ -1155,9 +1156,6 @@ def _check_same_stacks(config: Config, where: str) -> None:
                 "environment runs the same CDK app, so each names the same stacks",
                 next_step=f'add {role} = "<its stack name there>" to [{lacking}.stacks] (or remove it from both)',
             )
-
-
-MAX_DAYS = 3650  # the most days a setting counts (ten years): a longer one is a typo, and no date is that far
 
 
 def endpoint_address(url: str) -> tuple[str, int | None]:

@@ -572,9 +572,7 @@ class DeployStack(Step):
 
         def holds(stack: str, fn: str) -> bool:  # the stack's template of this assembly holds the function
             if stack not in functions_of:
-                other = readable_template(
-                    str(synth.stack_template(Path(self.template).parent / f"{stack}.template.json", stack))
-                )
+                other = readable_template(str(synth.template_in(Path(self.template).parent, stack)))
                 functions_of[stack] = code_parameters(json.loads(other)) if other is not None else {}
             return fn in functions_of[stack]
 

@@ -1388,7 +1388,7 @@ class StackDeployer:
         parameters: Mapping[str, str],
         *,
         capabilities: Sequence[str] = DEFAULT_CAPABILITIES,
-        template_url: str | Callable[[], str | None] | None = None,
+        template_url: Callable[[], str | None] | None = None,
         stack: Mapping[str, Any] | EllipsisType | None = ...,
         revert_drift: bool = False,
     ) -> list[Change] | NoPreview | None:
@@ -1399,8 +1399,8 @@ class StackDeployer:
         ``ROLLBACK_FAILED``: CloudFormation takes no update change set for it, and a deploy deletes it and creates it
         again); [] when nothing would change; :class:`NoPreview` when its status takes no change set (busy, a failed
         rollback, half deleted: what a deploy does first differs, and one stack must not fail a whole diff).
-        ``template_url``: as for :meth:`deploy`, or what works it out, called only when a change set is made (a big
-        template goes to the artifacts bucket: not for a stack to be created, whose environment may have none yet).
+        ``template_url``: what works out :meth:`deploy`'s, called only when a change set is made (a big template goes
+        to the artifacts bucket: not for a stack to be created, whose environment may have none yet).
         ``stack``: the stack as the caller just described it (None: there is
         none), else read. ``revert_drift``: a drift-aware change set, as :meth:`deploy`'s: what was changed outside
         CloudFormation is among the changes."""
@@ -1411,7 +1411,7 @@ class StackDeployer:
             return None
         if blocked := no_preview(status):
             return blocked
-        url = template_url() if callable(template_url) else template_url
+        url = template_url() if template_url is not None else None
         request: dict[str, Any] = {
             "StackName": name,
             "ChangeSetName": change_set_name(self.clock.now(), f"preview-{uuid.uuid4().hex[:6]}"),

@@ -283,6 +283,12 @@ def stack_template(template: Path, stack: str) -> Path:
     return found.template if found is not None else template
 
 
+def template_in(out_dir: Path, stack: str) -> Path:
+    """The template file of ``stack`` in the cloud assembly ``out_dir`` (:func:`stack_template` of
+    ``<stack>.template.json`` there)."""
+    return stack_template(out_dir / f"{stack}.template.json", stack)
+
+
 class ManifestStack(NamedTuple):
     """One stack of the manifest, as the CDK CLI reads it for its deploy."""
 

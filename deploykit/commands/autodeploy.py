@@ -837,8 +837,7 @@ def _verified(runtime: Runtime, a: Analysis, stacks_json: Mapping[str, Any]) -> 
 def _synthesized(a: Analysis, role: str) -> dict[str, Any]:
     """The template this checkout synthesized for the stack of ``role`` (``inv diff --verify`` synthesized every
     one); {} when there is none."""
-    name = planner.stack_roles(a.env)[role]
-    path = synth.stack_template(planner.synth_dir(a.config, a.env) / f"{name}.template.json", name)
+    path = synth.template_in(planner.synth_dir(a.config, a.env), planner.stack_roles(a.env)[role])
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -933,11 +932,7 @@ def _made_before(
         return None
     names = planner.stack_roles(a.env)
     earlier = [
-        references.Earlier(
-            readable_template(str(synth.stack_template(out / f"{names[r]}.template.json", names[r]))),
-            names[r],
-            given(r),
-        )
+        references.Earlier(readable_template(str(synth.template_in(out, names[r]))), names[r], given(r))
         for r in sorted(before)
     ]
     return references.could_make(earlier, region=a.env.region, account=a.aws.account())

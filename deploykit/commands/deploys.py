@@ -265,16 +265,26 @@ def _code_keys_live(
     """fn → the S3 key of the code live now, for those of ``functions`` that have one: what the ``live`` alias
     serves (``names``: fn → the deployed function's name), else the ``<Function>CodeKey`` parameter of the stack
     holding it (the API stack's, when none deployed does)."""
+    functions = list(functions)
+    return _served_or_given(_served_keys(aws, env, names, functions), code_given(aws, env, functions), functions)
+
+
+def _served_keys(aws: AwsFactory, env: EnvConfig, names: Mapping[str, str], functions: Iterable[str]) -> dict[str, str]:
+    """fn → the S3 key of the code the ``live`` alias of each of ``functions`` serves, for those that have one."""
     outputs = StackOutputs.of(aws)
 
     def stored(key: str) -> bool:  # the zip of a version published by hand: uploaded by deploykit, so still there?
         bucket = (outputs(env.stacks.registry) or {}).get(ARTIFACTS_OUTPUT)
         return bool(bucket) and in_bucket(aws.client("s3"), str(bucket), key)
 
-    wanted = {fn: n for fn, n in names.items() if fn in functions}
-    served = lambda_chain.live_code_keys(aws.client("lambda"), wanted, stored)
-    kept = code_given(aws, env, functions)
-    keys = {fn: served.get(fn) or kept.get(fn) for fn in functions}
+    chosen = set(functions)
+    wanted = {fn: n for fn, n in names.items() if fn in chosen}
+    return lambda_chain.live_code_keys(aws.client("lambda"), wanted, stored)
+
+
+def _served_or_given(served: Mapping[str, str], given: Mapping[str, str], functions: Iterable[str]) -> dict[str, str]:
+    """fn → what its alias serves, else what its stack was given, for those of ``functions`` that have either."""
+    keys = {fn: served.get(fn) or given.get(fn) for fn in functions}
     return {fn: key for fn, key in keys.items() if key}
 
 
@@ -285,9 +295,9 @@ def live_code_of(aws: AwsFactory, env: EnvConfig) -> planner.LiveCode | None:
     if not names:
         return None
     code = at_once(
-        {"served": partial(_code_keys_live, aws, env, names, names), "given": partial(code_given, aws, env, names)}
+        {"served": partial(_served_keys, aws, env, names, names), "given": partial(code_given, aws, env, names)}
     )
-    return planner.LiveCode(names, code["served"], code["given"])
+    return planner.LiveCode(names, _served_or_given(code["served"], code["given"], names), code["given"])
 
 
 def code_given(aws: AwsFactory, env: EnvConfig, functions: Iterable[str]) -> dict[str, str]:
