@@ -71,11 +71,17 @@ def case_key(sub: str, case_id: str) -> dict[str, Any]:
     return {"user_id": {"S": sub}, "case_id": {"S": case_id}}
 
 
+def delete_documents(s3: Any, bucket: str, prefix: str) -> None:
+    """Delete every version of every object under ``prefix``: the KYC bucket keeps versions, so a plain delete left each
+    smoke run's document behind a delete marker (an object under every throwaway user, for the bucket's 90 days)."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for version in [*(page.get("Versions") or ()), *(page.get("DeleteMarkers") or ())]:
+            s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+
+
 def sweep(s3: Any, dynamodb: Any, bucket: str, table: str, sub: str) -> None:
     """Delete every document under ``kyc/{sub}/`` and every case of ``sub`` (a throwaway user's, all of them)."""
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"kyc/{sub}/")
-    for item in listed.get("Contents") or []:
-        s3.delete_object(Bucket=bucket, Key=item["Key"])
+    delete_documents(s3, bucket, f"kyc/{sub}/")
     found = dynamodb.query(
         TableName=table,
         KeyConditionExpression="user_id = :sub",
@@ -120,7 +126,7 @@ def _body(ctx: CheckContext, cleanup: Cleanup) -> str:
         raise Failed(f"POST {start_url} → 201 but the answer has no case id and upload URL: {body_start(response)}")
     case_ids.append(case_id)
     key = object_key(sub, case_id)
-    cleanup.add(f"delete s3://{bucket}/{key}", lambda: s3.delete_object(Bucket=bucket, Key=key), together=True)
+    cleanup.add(f"delete s3://{bucket}/{key}", lambda: delete_documents(s3, bucket, key), together=True)
     cleanup.add(
         f"delete the case {case_id} from {table}",
         lambda: dynamodb.delete_item(TableName=table, Key=case_key(sub, case_id)),

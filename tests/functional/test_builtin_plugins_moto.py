@@ -80,7 +80,12 @@ class World:
         s3, dynamodb = self.clients["s3"], self.clients["dynamodb"]
         return {
             "users": [u["Username"] for u in self.idp.list_users(UserPoolId=pool)["Users"]],
-            "objects": [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])],
+            # every version and delete marker: the data stack's bucket keeps versions, as this one does
+            "objects": [
+                o["Key"]
+                for found in [s3.list_object_versions(Bucket=bucket)]
+                for o in [*found.get("Versions", []), *found.get("DeleteMarkers", [])]
+            ],
             "cases": dynamodb.scan(TableName=table)["Items"],
         }
 
@@ -105,6 +110,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             UserPoolId=pool, ClientName="car-rental-app", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"]
         )["UserPoolClient"]["ClientId"]
         s3.create_bucket(Bucket="kyc-docs")
+        s3.put_bucket_versioning(Bucket="kyc-docs", VersioningConfiguration={"Status": "Enabled"})
         tables = {"cars": "cars-table", "bookings": "bookings-table", "kyc": "kyc-cases"}
         for role, name in tables.items():
             keys = [("car_id", "HASH")] if role == "cars" else [("user_id", "HASH"), (f"{role[:-1]}_id", "RANGE")]
