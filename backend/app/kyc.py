@@ -1,9 +1,10 @@
 """The KYC workflow: start a case (presigned PUT) → the client uploads → submit (checks) → status.
 
 States: PENDING_UPLOAD → SUBMITTED (document present, allowed type, within the size limit, content
-that looks like its type) or → REJECTED with a reason (the rejected object is deleted). A submit without
-an uploaded object leaves the case PENDING_UPLOAD so the client can still upload. Document content is
-never logged; only its size and declared type are looked at, plus its first bytes (the file signature).
+that looks like its type; the version checked is recorded as ``document_version``) or → REJECTED with a
+reason (the rejected object is deleted). A submit without an uploaded object leaves the case
+PENDING_UPLOAD so the client can still upload. Document content is never logged; only its size and
+declared type are looked at, plus its first bytes (the file signature).
 """
 
 from __future__ import annotations
@@ -120,11 +121,17 @@ class KycService:
             raise
         size = int(head.get("ContentLength", 0))
         content_type = str(head.get("ContentType", "")).split(";")[0].strip().lower()
-        reason = self._rejection(bucket, key, size, content_type, str(case["content_type"]))
+        # The upload URL stays valid until it expires, submitted or not: what was checked is pinned by its version
+        # (the bucket keeps versions), read at that version, and recorded for whoever reviews the case.
+        version = head.get("VersionId")
+        pinned = {"VersionId": version} if version and version != "null" else {}
+        reason = self._rejection(bucket, key, size, content_type, str(case["content_type"]), pinned)
         stamp = now_iso()
         changes: dict[str, Any] = {"updated_at": stamp, "size_bytes": size}
         if reason is None:
             changes |= {"status": SUBMITTED, "submitted_at": stamp}
+            if pinned:
+                changes["document_version"] = pinned["VersionId"]
         else:
             changes |= {"status": REJECTED, "rejection_reason": reason}
         if not self.store.update_case(user_id, case_id, PENDING_UPLOAD, changes):
@@ -147,7 +154,9 @@ class KycService:
         except ClientError as exc:
             log.warning("KYC document %s was refused and could not be deleted: %s", key, exc)
 
-    def _rejection(self, bucket: str, key: str, size: int, content_type: str, declared: str) -> str | None:
+    def _rejection(
+        self, bucket: str, key: str, size: int, content_type: str, declared: str, pinned: dict[str, str]
+    ) -> str | None:
         if size == 0:
             return "the document is empty"
         if size > self.max_bytes:
@@ -156,7 +165,7 @@ class KycService:
             return f"content type {content_type[:80]!r} is not allowed (allowed: {', '.join(ALLOWED_KYC_TYPES)})"
         if content_type != declared:
             return f"content type {content_type} differs from the declared {declared}"
-        head = self.s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-15")["Body"].read(16)
+        head = self.s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-15", **pinned)["Body"].read(16)
         if not any(head.startswith(signature) for signature in _SIGNATURES[content_type]):
             return f"the document content is not {content_type}"
         return None

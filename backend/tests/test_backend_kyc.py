@@ -121,19 +121,41 @@ def test_bad_type_rejected(api: TestClient, alice: User, world: World, aws_sessi
     assert not object_exists(aws_session, world, alice, case_id)  # refused documents are not kept
 
 
+def versioned_case(api: TestClient, user: User, world: World, aws_session: boto3.Session) -> tuple[Any, Any]:
+    """The bucket's S3 client, versioning on (as the data stack has it), and a PDF case started by ``user``."""
+    s3 = aws_session.client("s3", endpoint_url=world.endpoint)
+    s3.put_bucket_versioning(Bucket=world.bucket, VersioningConfiguration={"Status": "Enabled"})
+    return s3, start(api, user, "application/pdf")
+
+
 def test_a_refused_document_goes_with_every_version(
     api: TestClient, alice: User, world: World, aws_session: boto3.Session
 ) -> None:
     """The bucket keeps versions: a plain delete left the refused document 90 days behind a delete marker."""
-    s3 = aws_session.client("s3", endpoint_url=world.endpoint)
-    s3.put_bucket_versioning(Bucket=world.bucket, VersioningConfiguration={"Status": "Enabled"})
-    started = start(api, alice, "application/pdf")
+    s3, started = versioned_case(api, alice, world, aws_session)
     case_id = started["case"]["case_id"]
     upload(started, b"not a pdf, once")
     upload(started, b"not a pdf, twice")  # two versions of it
     assert_rejected(api, alice, case_id, "the document content is not application/pdf")
     left = s3.list_object_versions(Bucket=world.bucket, Prefix=f"kyc/{alice.sub}/{case_id}")
     assert not left.get("Versions") and not left.get("DeleteMarkers")
+
+
+def test_a_submitted_case_records_the_version_it_checked(
+    api: TestClient, alice: User, world: World, aws_session: boto3.Session
+) -> None:
+    """The upload URL stays valid after the submit: what is put there afterwards is not what was checked."""
+    s3, started = versioned_case(api, alice, world, aws_session)
+    case_id = started["case"]["case_id"]
+    upload(started, PDF)
+    assert submit(api, alice, case_id).json()["status"] == "SUBMITTED"
+    assert upload(started, b"%PDF-not what was checked") == 200  # the same URL, after the submit
+    dynamodb = aws_session.client("dynamodb", endpoint_url=world.endpoint)
+    item = dynamodb.get_item(TableName=world.kyc_table, Key={"user_id": {"S": alice.sub}, "case_id": {"S": case_id}})
+    version = item["Item"]["document_version"]["S"]
+    key = f"kyc/{alice.sub}/{case_id}"
+    assert s3.get_object(Bucket=world.bucket, Key=key, VersionId=version)["Body"].read() == PDF
+    assert s3.get_object(Bucket=world.bucket, Key=key)["Body"].read() != PDF
 
 
 def test_allowed_type_other_than_declared_rejected(api: TestClient, alice: User) -> None:

@@ -129,12 +129,19 @@ class CarRentalDataStack(Stack):
                     resources=[self.cars_table.table_arn, self.bookings_table.table_arn, self.kyc_table.table_arn],
                 ),
                 # The backend signs presigned PUT URLs (a URL carries its signer's s3:PutObject) and checks the
-                # uploaded object (HeadObject and GetObject need s3:GetObject). Its documents live under
-                # kyc/<user>/<case> (backend/app/kyc.py), and nowhere else.
+                # uploaded object (HeadObject and GetObject need s3:GetObject; the version it checked, pinned,
+                # s3:GetObjectVersion). Its documents live under kyc/<user>/<case> (backend/app/kyc.py), and nowhere
+                # else.
                 # A document it refuses is deleted, every version of it (the bucket keeps versions).
                 iam.PolicyStatement(
                     sid="KycDocuments",
-                    actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+                    actions=[
+                        "s3:PutObject",
+                        "s3:GetObject",
+                        "s3:GetObjectVersion",
+                        "s3:DeleteObject",
+                        "s3:DeleteObjectVersion",
+                    ],
                     resources=[self.kyc_bucket.arn_for_objects(f"{KYC_PREFIX}*")],
                 ),
                 # HeadBucket for /health/deep, a 404 rather than a 403 for a document never uploaded, and the
