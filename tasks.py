@@ -49,11 +49,16 @@ from deploykit.errors import (  # noqa: E402
 )
 from deploykit.lock import LockInfo  # noqa: E402
 from deploykit.plugins import check_tables, installed_names  # noqa: E402
+from deploykit.proxies import bypass_loopback  # noqa: E402
 
 if TYPE_CHECKING:
     from sandbox.settings import Settings
 
 gc.freeze()
+
+# Behind a proxy, the calls to this machine (the sandbox's AWS, registry, load balancers) go past it: NO_PROXY lists
+# it before any client is made, the plugins' included (deploykit/proxies.py)
+bypass_loopback(os.environ)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

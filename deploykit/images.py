@@ -13,13 +13,13 @@ import re
 import shlex
 import tarfile
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploykit import git
+from deploykit import git, proxies
 from deploykit.errors import ConfigError, EnvironmentNotReady, StepFailed, UsageError
 
 if TYPE_CHECKING:  # the docker package is imported when an image is touched, not by every command (40 ms)
@@ -307,8 +307,10 @@ def build_image(
     say: Callable[[str], None],
     status: Callable[[str], None],
     platform: str | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> BuildStream:
-    """Build ``tag`` from ``context`` on the engine (host network: no bridge here), for ``platform``."""
+    """Build ``tag`` from ``context`` on the engine (host network: no bridge here), for ``platform``; the proxy
+    settings of ``environ`` go along as Docker's predefined build arguments (:func:`proxies.build_args`)."""
     import docker.errors
 
     fileobj = build_context(context, dockerfile, extra_ca_dir)
@@ -319,7 +321,7 @@ def build_image(
             custom_context=True,
             dockerfile=dockerfile,
             tag=tag,
-            buildargs=buildargs,
+            buildargs={**proxies.build_args(environ), **buildargs},
             labels=labels,
             network_mode="host",
             rm=True,

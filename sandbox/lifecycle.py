@@ -34,6 +34,11 @@ from sandbox.settings import FAULTS_PATH, PID_HEADER, STATUS_PATH, TASK_LABEL, S
 if TYPE_CHECKING:
     import docker
 
+
+# The sandbox's ports are this machine's: asked directly, whatever proxy the environment names (HTTP_PROXY without a
+# NO_PROXY listing 127.0.0.1 sent them to the proxy, whose 502 read as "taken by another program")
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 REGISTRY_CONFIG = """\
 version: 0.1
 log:
@@ -246,7 +251,7 @@ def answering(part: Part, timeout: float | None = None) -> str | None:
     hung, and ``up`` would otherwise stop it and start an empty one, its every stack and service lost."""
     timeout = ANSWER_TIMEOUT if timeout is None else timeout
     try:
-        with urllib.request.urlopen(urllib.request.Request(part.url, method=part.method), timeout=timeout) as answer:
+        with _DIRECT.open(urllib.request.Request(part.url, method=part.method), timeout=timeout) as answer:
             status, headers = answer.status, answer.headers
     except urllib.error.HTTPError as error:  # it answered, with an error status
         status, headers = error.code, error.headers
@@ -535,7 +540,7 @@ def status(settings: Settings) -> list[dict[str, object]]:
     )
     down = {"part": "aws endpoint", "address": settings.endpoint_url, "healthy": False}
     try:
-        with urllib.request.urlopen(server_part.url, timeout=ANSWER_TIMEOUT) as answer:
+        with _DIRECT.open(server_part.url, timeout=ANSWER_TIMEOUT) as answer:
             mark, listed = answer.headers.get(PID_HEADER), json.loads(answer.read())
     except urllib.error.HTTPError:
         mark, listed = None, None
@@ -622,7 +627,7 @@ def _faults_call(settings: Settings, method: str, payload: dict[str, object] | N
     data = json.dumps(payload).encode() if payload is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
+        with _DIRECT.open(request, timeout=5) as answer:
             body = json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         try:

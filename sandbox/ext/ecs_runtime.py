@@ -873,6 +873,9 @@ class EcsRuntime:
                 healthcheck=spec.get("healthcheck"),
                 name=f"sandbox-{task.service or 'run'}-{task.arn[-12:]}",
                 labels={LABEL: self._owner, "io.deploykit.task-arn": task.arn},
+                # its environment is the task definition's, as on Fargate: not the proxies of ~/.docker/config.json,
+                # which sent its calls to the sandbox on this machine (AWS, the JWKS) through that proxy
+                use_config_proxy=False,
             )
         except docker.errors.DockerException as exc:
             text = str(getattr(exc, "explanation", None) or exc)

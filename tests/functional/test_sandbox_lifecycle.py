@@ -86,6 +86,20 @@ def test_the_sandbox_answers_with_its_pid_and_is_this_checkouts_only_when_its_pi
     assert _aws_row(lifecycle.status(sandbox))["detail"].endswith(f", pid {os.getpid()}")
 
 
+def test_the_sandbox_is_asked_directly_whatever_proxy_the_environment_names(
+    sandbox: Settings, foreign_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a corporate proxy, HTTP_PROXY is set and NO_PROXY seldom lists 127.0.0.1: the sandbox's own ports were
+    asked through the proxy, whose answer read as another program on them."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{foreign_port}")
+    registry, server = lifecycle.parts(sandbox)
+    assert lifecycle.answering(server) == str(os.getpid())
+    assert lifecycle.answering(registry) is None
+
+
 def test_another_program_on_the_aws_port_is_named_and_up_starts_nothing(sandbox: Settings, foreign_port: int) -> None:
     taken = dataclasses.replace(sandbox, aws_port=foreign_port)
     with pytest.raises(lifecycle.SandboxError) as raised:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from unittest.mock import Mock
 
 import boto3
+import docker
 import pytest
 
-from sandbox.ext.ecs_runtime import _task_environment, resolve_secrets
+from sandbox.ext.alb import AlbExtension
+from sandbox.ext.ecs_runtime import EcsRuntime, RTask, _task_environment, resolve_secrets
+from sandbox.server import Sandbox
 from sandbox.settings import Settings, SettingsError, load_settings
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
@@ -77,3 +82,19 @@ def test_a_containers_secrets_are_fetched_from_ssm_and_secrets_manager_or_fail_t
                 "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval "
                 f"failed: unable to retrieve secret from asm: failed to fetch secret {value_from} from secrets manager"
             ), failed
+
+
+def test_a_task_container_gets_its_task_definitions_environment_not_the_proxies_of_dockers_config(
+    tmp_path: Path,
+) -> None:
+    """docker-py gives a container the proxies of ~/.docker/config.json unless told not to: the backend's calls to the
+    sandbox on this machine (its AWS, the JWKS) went to that proxy. A Fargate task gets its task definition's."""
+    runtime = EcsRuntime(Settings(root=tmp_path), Mock(spec=AlbExtension))
+    runtime.sandbox = Mock(spec=Sandbox)
+    runtime.sandbox.docker = Mock(spec=docker.DockerClient)
+    runtime.sandbox.lock = threading.Lock()
+    task = RTask("arn:aws:ecs:eu-west-1:1:task/c/abc", "c", "backend", "td:1", "d1", 8000, "backend")
+    runtime._start_container(task, {"image": "backend:abc", "environment": {"A": "1"}})
+    run = runtime.sandbox.docker.containers.run
+    assert run.call_args.kwargs["use_config_proxy"] is False
+    assert run.call_args.kwargs["environment"] == {"A": "1"}

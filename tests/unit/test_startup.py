@@ -119,3 +119,17 @@ def test_a_broken_deploy_toml_is_refused_at_every_ask(tmp_path: Path) -> None:
     toml.write_text("[environments\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         configs.toml(toml)
+
+
+def test_behind_a_proxy_inv_sends_its_calls_to_this_machine_past_it() -> None:
+    """HTTP_PROXY set and no NO_PROXY naming 127.0.0.1: every client deploykit and its plugins make (botocore, urllib,
+    requests) sent the sandbox's calls to the proxy. Loaded by inv, tasks.py lists this machine in NO_PROXY, keeping
+    what it listed."""
+    probe = "import os, tasks; print(os.environ['NO_PROXY']); print(os.environ['no_proxy'])"
+    environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    proxied = {**environ, "HTTPS_PROXY": "http://127.0.0.1:3128", "NO_PROXY": ".corp.example"}
+    said = subprocess.run([sys.executable, "-c", probe], env=proxied, cwd=REPO, capture_output=True, text=True)
+    assert said.stdout.splitlines() == [".corp.example,localhost,127.0.0.1,::1"] * 2, said.stderr
+    probe = "import os, tasks; print([k for k in os.environ if 'proxy' in k.lower()])"
+    said = subprocess.run([sys.executable, "-c", probe], env=environ, cwd=REPO, capture_output=True, text=True)
+    assert said.stdout.strip() == "[]", said.stderr  # no proxy: the environment is left as it is
