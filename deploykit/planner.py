@@ -369,7 +369,9 @@ def deploy_stack_plan(
         steps.append(Smoke())
     # no automatic rollback of a stack: the failure names the command that takes it back
     steps += alarm_watch(env, undo=f"inv rollback --env {env.name} --component stack:{role} puts the stack back")
-    deploys = ((f"stack:{role}", revision.of(f"stack:{role}").tag),) if revision is not None else ()
+    # a function the environment never had goes live with the stack, at this commit's code: recorded as live too
+    components = [f"stack:{role}", *(f"lambda:{fn}" for fn in sorted(uploads))]
+    deploys = tuple((c, revision.of(c).tag) for c in components) if revision is not None else ()
     command = f"deploy.stack {name}" + (" --revert-drift" if revert_drift else "")
     return Plan(env.name, tuple(steps), command, deploys)
 

@@ -349,8 +349,6 @@ def deploy_stack(
     if not dry_run:  # what git alone tells: before the environment is read
         refuse_unpushed_early(runtime, config, environment, [revision.tag, *([image_tag] if image_tag else [])])
     aws = runtime.aws_factory(environment)
-    # a dry run too, as deploy.auto's: it shows whether the deploy would be let through
-    promotion = require_promoted(runtime, config, environment, revision, [f"stack:{role}"], unpromoted=unpromoted)
     reads: dict[str, Callable[[], Any]] = {}
     if not allow_rolled_back:  # a dry run too
         guarded, heads = [f"stack:{role}"], {}
@@ -373,6 +371,10 @@ def deploy_stack(
     if read.get("image") is False:
         raise image_not_there(planner.stack_roles(environment)[role], environment.repository, tag, environment.name)
     keys, uploads = read.get("keys", ({}, []))
+    # a dry run too, as deploy.auto's: it shows whether the deploy would be let through. A function the environment
+    # never had goes out with the stack at this commit's code: promoted as deploy.lambda's would be
+    components = [f"stack:{role}", *(f"lambda:{fn}" for fn in uploads)]
+    promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     with aws_errors(environment):
         outputs = StackOutputs.of(aws)
         names = planner.stack_roles(environment)

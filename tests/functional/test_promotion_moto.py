@@ -3,6 +3,7 @@ under that image's tag, instead of building and pushing its own (moto: dev runs 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -204,6 +205,35 @@ def test_a_dry_run_of_one_stack_is_refused_as_its_deploy_would_be(project: Path,
     with pytest.raises(UsageError, match="dev does not run this checkout's stack:data") as refused:
         commands.deploy_stack("ProdDataStack", env="prod", dry_run=True, runtime=runtime)
     assert refused.value.exit_code == 2
+
+
+def test_a_stack_that_adds_a_function_dev_does_not_run_is_refused(project: Path, factory: AwsFactory) -> None:
+    """The API stack of prod, which never had report_handler, gives it this commit's zip: dev runs the stack but not
+    the function. The stack alone was checked ("✅ promoted from dev"), and code dev never ran went out, recorded as
+    nothing; with --unpromoted it goes, said and recorded."""
+    toml = project / "deploy.toml"
+    toml.write_text(toml.read_text() + PROD)
+    handler = project / "lambda" / "report_handler" / "handler.py"
+    handler.parent.mkdir(parents=True)
+    handler.write_text("def handler(event, context):\n    return {'statusCode': 200}\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "report_handler")
+    s3 = factory.client("s3")
+    s3.create_bucket(Bucket="dev-artifacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    create_stack(factory.client("cloudformation"), "CarRentalRegistryStack", {"ArtifactsBucketName": "dev-artifacts"})
+    create_stack(factory.client("cloudformation"), "CarRentalApiStack", {})
+    live = {"stack:api": {"sha": git(project, "rev-parse", "--short=12", "HEAD").strip()}}
+    s3.put_object(Bucket="dev-artifacts", Key="deploykit/live/dev.json", Body=json.dumps(live).encode())
+    deploy = functools.partial(commands.deploy_stack, "ProdApiStack", smoke=False)
+    with pytest.raises(UsageError, match=r"dev does not run this checkout's lambda:report_handler \(") as refused:
+        dry_run(project, deploy)
+    assert refused.value.exit_code == 2
+    plan, said = dry_run(project, deploy, unpromoted=True)
+    assert (
+        "⚠️  deploying to prod what dev does not run (--unpromoted; its history record says so):\n"
+        "  lambda:report_handler: dev does not run it\n"
+    ) in said
+    assert [d["component"] for d in plan["deploys"]] == ["stack:api", "lambda:report_handler"]  # live with the stack
 
 
 def test_a_fargate_stack_given_an_image_dev_never_ran_is_refused(
