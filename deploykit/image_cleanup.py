@@ -243,7 +243,9 @@ def repository_images(aws: AwsFactory) -> list[dict[str, Any]]:
 
 
 def index_parts(aws: AwsFactory, images: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Digest of each image index (multi-platform image) → the digests of its platform images."""
+    """Digest of each image index (multi-platform image) → the digests of its platform images. An index ECR did not
+    give (a failure in BatchGetImage's answer: KmsError, ImageNotFound...) stops the cleanup before anything is deleted
+    (StepFailed): its platform images would otherwise look like untagged leftovers, to be deleted under a kept index."""
     indexes = [str(d["imageDigest"]) for d in images if d.get("imageManifestMediaType") in INDEX_MEDIA_TYPES]
     found: dict[str, list[str]] = {}
     ecr = aws.client("ecr")
@@ -253,6 +255,15 @@ def index_parts(aws: AwsFactory, images: Sequence[Mapping[str, Any]]) -> dict[st
             imageIds=[{"imageDigest": d} for d in indexes[start : start + DELETE_BATCH]],
             acceptedMediaTypes=sorted(INDEX_MEDIA_TYPES),
         )
+        for failure in answer.get("failures") or ():
+            digest = str((failure.get("imageId") or {}).get("imageDigest") or "?")
+            raise StepFailed(
+                f"ECR did not give the image index {digest[:19]}… of {aws.env.repository} "
+                f"({failure.get('failureCode')}: {failure.get('failureReason')}): the platform images it holds cannot "
+                "be told from untagged leftovers; nothing was deleted",
+                next_step=f"rerun inv images.cleanup --env {aws.env.name}; if it persists: aws ecr batch-get-image "
+                f"--repository-name {aws.env.repository} --image-ids imageDigest={digest}",
+            )
         for image in answer.get("images") or ():
             manifest = json.loads(image.get("imageManifest") or "{}")
             found[str(image["imageId"]["imageDigest"])] = [

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from deploykit import image_cleanup
 from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, Stacks
+from deploykit.errors import StepFailed
 from deploykit.image_cleanup import Image, plan_cleanup, split_reference, tag_key
 from tests.conftest import aws_client
 
@@ -323,3 +324,19 @@ def test_index_parts_reads_the_platform_images_of_each_image_index_only() -> Non
     assert call.kwargs["imageIds"] == [{"imageDigest": index["imageDigest"]}]
     assert image_cleanup.index_parts(aws, [detail("single", 1)]) == {}
     assert ecr.batch_get_image.call_count == 1, "no call when there is no index"
+
+
+def test_an_image_index_ecr_did_not_give_stops_the_cleanup_before_anything_is_deleted() -> None:
+    """A failure for an index in BatchGetImage's answer (KmsError) left it out of the parts: its platform images,
+    untagged, were planned for deletion under the kept index."""
+    aws, ecr = fake_aws([])
+    index = {**detail("multi", 0), "imageManifestMediaType": "application/vnd.oci.image.index.v1+json"}
+    failure = {"failureCode": "KmsError", "failureReason": "the key is disabled"}
+    ecr.batch_get_image.return_value = {
+        "images": [],
+        "failures": [{"imageId": {"imageDigest": index["imageDigest"]}, **failure}],
+    }
+    with pytest.raises(
+        StepFailed, match=r"ECR did not give the image index sha256:.* \(KmsError: the key is disabled\)"
+    ):
+        image_cleanup.index_parts(aws, [index])
