@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import http.client
 import json
 import os
@@ -25,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -385,10 +387,34 @@ def _registry_part(port: int) -> Part:
     return Part("registry", port, "/v2/", REGISTRY_MARK, "registry_backend_port")
 
 
+@contextlib.contextmanager
+def _one_at_a_time(settings: Settings) -> Iterator[None]:
+    """This checkout's starts and stops of its sandbox, one after the other: two terminals' ``up`` at once (any task
+    for the sandbox starts it) both found nothing answering, one stopped the server the other had just started by
+    its pid file, and a server could be left that no pid file named, for no ``down`` to stop. An advisory lock on the
+    checkout's folder (a start refused writes nothing), let go by the system when its holder dies."""
+    held = os.open(settings.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say("another start or stop of this sandbox is under way (a second terminal?): waiting for it")
+            fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(held)  # and the lock with it
+
+
 def up(settings: Settings, config_path: Path) -> list[str]:
     """Start what is not running; returns what was started. Idempotent. A part that answers on its port though
     this checkout did not start it (:func:`started_elsewhere`) is used as it is: starting another would only find
-    its port taken. Another program on one of the ports: SandboxError naming it, before anything is started."""
+    its port taken. Another program on one of the ports: SandboxError naming it, before anything is started. One
+    start or stop at a time (:func:`_one_at_a_time`): a second waits, then finds the first one's sandbox up."""
+    with _one_at_a_time(settings):
+        return _up(settings, config_path)
+
+
+def _up(settings: Settings, config_path: Path) -> list[str]:
     registry_part, server_part = parts(settings)
     registry_mark, server_mark = answering(registry_part), answering(server_part)
     listening = [("registry_backend_port", settings.registry_backend_port)] if registry_mark is None else []
@@ -450,7 +476,13 @@ STOP_TIMEOUT = 20.0  # seconds the sandbox process has to end after SIGTERM befo
 
 def down(settings: Settings) -> list[str]:
     """Stop what up started, by pid; returns what was stopped. The sandbox process removes its task containers as it
-    stops; one that had to be killed could not: they are removed here, or said to remain."""
+    stops; one that had to be killed could not: they are removed here, or said to remain. Not while a start is under
+    way (:func:`_one_at_a_time`)."""
+    with _one_at_a_time(settings):
+        return _down(settings)
+
+
+def _down(settings: Settings) -> list[str]:
     registry, server = processes(settings)
     stopped = []
     how = server.end(STOP_TIMEOUT)
@@ -489,6 +521,11 @@ def _remove_task_containers(settings: Settings) -> None:
 def reset(settings: Settings, config_path: Path) -> None:
     """Down, forget all state (AWS resources, images in the registry, logs), up. A sandbox another checkout started
     on these ports is not this checkout's to forget: SandboxError, nothing changed."""
+    with _one_at_a_time(settings):
+        _reset(settings, config_path)
+
+
+def _reset(settings: Settings, config_path: Path) -> None:
     elsewhere = started_elsewhere(settings)
     if elsewhere:
         raise SandboxError(
@@ -496,14 +533,14 @@ def reset(settings: Settings, config_path: Path) -> None:
             "or a worktree): its state is not this checkout's to forget, nothing was changed",
             "run inv sandbox.reset in the checkout that started it",
         )
-    down(settings)
+    _down(settings)
     for name in ("registry", "lambda", "registry-password", "ecr-images.json"):
         path = settings.state_dir / name
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    up(settings, config_path)
+    _up(settings, config_path)
 
 
 def status(settings: Settings) -> list[dict[str, object]]:

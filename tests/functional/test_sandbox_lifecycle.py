@@ -243,6 +243,39 @@ def test_a_pid_file_whose_pid_is_another_program_now_is_dropped_and_that_program
     assert lifecycle.processes(settings)[1].pid() == other_process
 
 
+def test_a_second_start_or_stop_of_the_sandbox_waits_for_the_one_under_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two terminals' `up` at once both found nothing answering: one stopped the server the other had just started
+    (by the pid file), and a server could be left that no pid file named. Another process holds this checkout's
+    start (as an `inv sandbox.up` would): a stop waits for it, said."""
+    settings = Settings(root=tmp_path, aws_port=_free_port(), registry_backend_port=_free_port())
+    settings.state_dir.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; f = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(f, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(60)",
+            str(settings.root),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        done = threading.Event()
+        stopping = threading.Thread(target=lambda: (lifecycle.down(settings), done.set()), daemon=True)
+        stopping.start()
+        assert not done.wait(0.5), "the stop did not wait for the start under way"
+    finally:
+        holder.kill()  # the system lets its lock go
+        holder.wait()
+    assert done.wait(10)
+    said = capsys.readouterr().err
+    assert "another start or stop of this sandbox is under way (a second terminal?): waiting for it" in said
+
+
 def test_an_old_pid_file_is_ours_when_its_process_runs_the_program_and_stopped(tmp_path: Path) -> None:
     settings = Settings(root=tmp_path)
     server = lifecycle.processes(settings)[1]
