@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -285,6 +285,23 @@ EXPORTS_FOR = "its template now exports {export}, which {importer} imports: it d
 _EXPORTS_FOR = re.compile(
     r"its template now exports (?P<export>\S+), which (?P<importer>\S+) imports: it deploys first"
 )
+
+
+def refuse_holding_new_functions(held: changes.ChangeSet, never_deployed: Iterable[str], env: EnvConfig) -> None:
+    """UsageError (exit 2, before anything runs) when --only/--skip hold back a function the environment does not have
+    yet (``never_deployed``) while a stack that may hold functions deploys: that stack is given every function's code,
+    a new one's this commit's zip, which only the held function's upload puts there (CloudFormation: NoSuchKey, a
+    stack rolled back; with the zip there from an earlier run, a function live that was neither checked against
+    promote_from nor recorded)."""
+    stacks = sorted(c for c in held.components() if planner.is_function_stack(c))
+    new = sorted(f"lambda:{fn}" for fn in never_deployed if f"lambda:{fn}" in held.held)
+    if stacks and new:
+        raise UsageError(
+            f"--only/--skip hold back {', '.join(new)}, which {env.name} does not have yet, while "
+            f"{', '.join(stacks)} deploys: a stack that holds functions is given each one's code, and a new one's "
+            "is uploaded by its own deploy; nothing was deployed",
+            next_step="deploy them together (add them to --only, or leave them out of --skip)",
+        )
 
 
 def refuse_holding_exporters(found: changes.ChangeSet, held: changes.ChangeSet, env: EnvConfig) -> None:
@@ -690,6 +707,13 @@ def auto_plan(
     if fast:
         for fn in fast:
             if fn not in inputs.functions:
+                held = sorted(c for c in found.held if planner.is_function_stack(c))
+                if held:  # this commit may give it its stack already: --only/--skip held that back
+                    raise UsageError(
+                        f"Lambda function {fn} is not deployed in {env.name!r} yet, and --only/--skip hold back "
+                        f"{', '.join(held)}, which may be what creates it",
+                        next_step="deploy them together (add them to --only, or leave them out of --skip)",
+                    )
                 raise UsageError(
                     f"Lambda function {fn} is not deployed in {env.name!r}: no stack has a "
                     f"{function_id(fn)}FunctionName output",
@@ -896,6 +920,8 @@ def plan_json(env: EnvConfig, found: changes.ChangeSet, plan: Plan, root: Path |
             if c.kind != "none" and c.component is not None
         ],
         "steps": [{"name": s.name, "target": target_of(s, env)} for s in flat_steps(plan.steps)],
+        # what --only/--skip leave as live: only when they hold something back (the shape is otherwise the same)
+        **({"held": sorted(found.held)} if found.held else {}),
     }
 
 
@@ -1143,6 +1169,13 @@ def analysis_lines(
     if found.held:
         held = ", ".join(sorted(found.held))
         lines.append(f"⏸  held back (--only/--skip): {held}: left as live, for a later inv deploy.auto")
+        stacks = sorted(c for c in found.held if c.startswith("stack:"))
+        code = sorted(c for c in found.components() if not c.startswith("stack:"))
+        if stacks and code:  # the stacks hold the code's settings and permissions
+            lines.append(
+                f"⚠️  {', '.join(code)} go{'es' if len(code) == 1 else ''} out without {', '.join(stacks)}: what "
+                "this code needs of their change (a setting, a permission) is not live until they deploy"
+            )
     # paths of a function this checkout has not (its folder has no handler.py: removed, or shared code), apart from
     # docs and tests: a removed function's files are no docs
     absent: dict[str, list[str]] = {}

@@ -379,7 +379,7 @@ def deploy_auto(
         # each read only when a changed component needs it (nothing-to-do stays quick), those needed at once
         reads: dict[str, Callable[[], Any]] = {}
         if any(planner.is_function_stack(c) for c in changed):  # its deploy is given every function's code
-            reads["code_keys"] = lambda: current_code_keys(a.aws, a.config, a.env)[0]
+            reads["code_keys"] = partial(current_code_keys, a.aws, a.config, a.env)
             reads["given"] = partial(
                 code_given, a.aws, a.env, (c.split(":", 1)[1] for c in changed if c.startswith("lambda:"))
             )
@@ -388,9 +388,15 @@ def deploy_auto(
             if not dry_run:
                 reads["push_auth"] = partial(registry.push_auth, a.aws)  # kept for the push (or the copy), asked now
         read = at_once(reads)
+        code_keys, never_deployed = read.get("code_keys", ({}, []))
+        try:
+            auto.refuse_holding_new_functions(a.found, never_deployed, a.env)
+        except UsageError:
+            _write_analysis(runtime, lines, closing)
+            raise
         inputs = auto.Inputs(
             image_tag=a.live.get("app") or "",
-            code_keys=read.get("code_keys", {}),
+            code_keys=code_keys,
             functions=dict(a.endpoints.functions),
             hosts={fn: planner.role_of(a.env, stack) for fn, stack in a.endpoints.hosts.items()},
             given=read.get("given", {}),

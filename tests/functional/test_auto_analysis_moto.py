@@ -210,6 +210,20 @@ def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsF
     assert kept == {c for c in every if c.startswith("stack:")} - {"stack:api"}
     kept, steps = planned(only="app")
     assert kept == set() and steps == set()  # nothing of it changed: nothing to deploy
+    # the dry run's JSON says what is held back (CI reads it), and only when something is
+    runtime = runtime_of(project, deployed)
+    commands.deploy_auto(env="dev", dry_run=True, as_json=True, runtime=runtime, only="lambda:login_handler")
+    assert json.loads(runtime.stdout.getvalue())["held"] == sorted(every - {"lambda:login_handler"})  # type: ignore[attr-defined]
+
+    # the API stack is given every function's code, a new one's this commit's zip, which only that function's deploy
+    # uploads: held back, the stack's deploy failed at CloudFormation (NoSuchKey), or made live a function that was
+    # neither checked nor recorded
+    for selection in ({"only": "stack:api"}, {"skip": "lambda:health_handler"}):
+        with pytest.raises(UsageError) as refused:
+            planned(**selection)
+        assert refused.value.exit_code == 2
+        assert refused.value.message.startswith("--only/--skip hold back lambda:health_handler")
+        assert "which dev does not have yet, while stack:api deploys" in refused.value.message
 
     # not "dev runs what HEAD would deploy": what is held back does not run yet
     runtime = runtime_of(project, deployed)
@@ -222,6 +236,18 @@ def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsF
     ) in runtime.stderr.getvalue()  # type: ignore[attr-defined]
     report = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
     assert (report["ok"], report["steps"], report["held"]) == (True, [], held)
+
+    # a function no stack holds yet, its stack held back: "give it a stack" sent the user to what the commit may do
+    (project / "lambda" / "new_fn").mkdir()
+    (project / "lambda" / "new_fn" / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "new_fn")
+    with pytest.raises(UsageError) as refused:
+        planned(only="lambda:new_fn")
+    assert refused.value.message == (
+        "Lambda function new_fn is not deployed in 'dev' yet, and --only/--skip hold back stack:api, which may be "
+        "what creates it"
+    )
 
 
 def test_an_unknown_component_to_hold_back_is_refused_before_anything_is_read(

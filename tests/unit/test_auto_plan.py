@@ -1186,8 +1186,11 @@ def test_held_back_components_are_left_out_of_the_plan_and_not_carried_to_head(w
     assert {c for c, _ in plan.deploys} == {"app", "lambda:login_handler"}
     # what is held back is not live at HEAD: only stack:data, unchanged, is carried there
     assert auto.unchanged_components(skipped, revision) == (("stack:data", revision.tag),)
-    assert auto.analysis_lines(skipped, env)[-2:] == [
+    assert auto.analysis_lines(skipped, env)[-3:] == [
         "⏸  held back (--only/--skip): stack:fargate: left as live, for a later inv deploy.auto",
+        # the stack may hold what the code needs: said, where it went out without a word
+        "⚠️  app, lambda:login_handler go out without stack:fargate: what this code needs of their change (a "
+        "setting, a permission) is not live until they deploy",
         "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
     ]
     assert [c["component"] for c in auto.plan_json(env, skipped, plan)["changes"]] == ["app", "lambda:login_handler"]
