@@ -37,6 +37,7 @@ class EnsureBaseImage(Step):
     """Make sure the image the Dockerfile starts FROM is on the engine."""
 
     name: ClassVar[str] = "base-image"
+    uses_docker: ClassVar[bool] = True
     artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     image: str
     spec: BaseImageSpec
@@ -125,6 +126,7 @@ class BuildImage(Step):
     """Build the backend image, tagged with the git revision."""
 
     name: ClassVar[str] = "build"
+    uses_docker: ClassVar[bool] = True
     artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     context: str
     dockerfile: str
@@ -216,6 +218,7 @@ class PushImage(Step):
     """Push the built image to the environment's repository, unless the tag is already there."""
 
     name: ClassVar[str] = "push"
+    uses_docker: ClassVar[bool] = True
     artifacts_only: ClassVar[bool] = True  # the step after it may read what is live meanwhile
     local_image: str
     repository: str  # registry/repository, no tag; "" when the repository is created by an earlier step

@@ -205,6 +205,10 @@ class Step:
         read (deploykit.references.Earlier: the resources it makes, by name). None, by default: nothing."""
         return None
 
+    # The step uses the Docker engine (a base image, a build, a push): a run of it asks for the engine before its first
+    # step (commands.core.run_plan), so that an engine not running refuses the run (exit 2) before anything changed
+    uses_docker: ClassVar[bool] = False
+
     # The step writes files that later steps read (a synthesis: the stacks' templates): no step is checked before
     # the run (preflight) while one of these is still to run.
     makes_inputs: ClassVar[bool] = False

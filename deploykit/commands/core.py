@@ -217,6 +217,16 @@ def head_revision(config: Config, allow_dirty: bool) -> git.Revision:
     return changes.scope(config, git.current_revision(config.root, allow_dirty=allow_dirty))
 
 
+def _docker_first(runtime: Runtime, plan: Plan) -> Callable[[], Any]:
+    """What the run's steps get the Docker engine from. A plan with a step that uses it (a build, a push) asks for it
+    now, before its first step: an engine not running is refused (EnvironmentNotReady, exit 2) with nothing changed,
+    where a stack deployed beside the build had changed the environment when the build found no engine (exit 1)."""
+    if not any(step.uses_docker for _, step in walk(plan.steps)):
+        return runtime.docker_factory
+    client = runtime.docker_factory()
+    return lambda: client
+
+
 def run_plan(
     runtime: Runtime,
     config: Config,
@@ -259,6 +269,7 @@ def run_plan(
             runtime.stderr.write(describe_plan(plan) + "\n")
         return None
     aws = aws or runtime.aws_factory(env)
+    docker = _docker_first(runtime, plan)
     _confirmed(runtime, env, plan)
     # a deploy wakes a paused environment first: whether it is paused is read while the lock is taken
     pausing = in_background(partial(pause.read, aws, env), "pause") if pause.may_wake(plan) else None
@@ -274,7 +285,7 @@ def run_plan(
             aws,
             runtime.clock,
             reporter,
-            runtime.docker_factory,
+            docker,
             plugins,
             partial(_aws_of, runtime, config),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from unittest.mock import Mock
 
 import boto3
 import pytest
@@ -31,7 +33,7 @@ from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock, SystemClock
 from deploykit.config import EnvConfig, load_config
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, Superseded, UsageError
-from deploykit.plan import Context, Outcome, Plan, RunReport, Step
+from deploykit.plan import Context, Outcome, Parallel, Plan, RunReport, Step
 from tests.conftest import REPO, git
 from tests.functional.conftest import ARTIFACTS_BUCKET as BUCKET
 from tests.functional.test_cli import inv as cli_inv
@@ -431,6 +433,37 @@ def run(project: Path, plan: Plan, clock: FakeClock, *, dry_run: bool = False) -
 
 def deploying(step: Step, title: str = "deploy.demo") -> Plan:
     return Plan("dev", (step,), title, deploys=(("lambda:login_handler", "dddddddddddd"),))
+
+
+def test_a_plan_that_builds_is_refused_before_its_first_step_when_the_docker_engine_is_not_running(
+    bucket: str, project: Path, clock: FakeClock
+) -> None:
+    """A first deploy's stacks deploy beside its build: with no engine, the registry stack was created, then the
+    build found none (exit 1). The engine is asked for before the first step: exit 2, nothing run, no lock taken."""
+    from deploykit.app_chain import BuildImage
+    from deploykit.errors import EnvironmentNotReady
+
+    probe = Probe()
+    build = BuildImage("backend", "Dockerfile", "car-rental-backend:abc", "base:1", "abc", "")
+    engine = Mock(side_effect=EnvironmentNotReady("the Docker engine is not answering", next_step="start it"))
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        clock=clock,
+        docker_factory=engine,
+    )
+    config = load_config(project / "deploy.toml")
+    plan = Plan("dev", (Parallel((probe, build)),), "deploy.full", deploys=(("app", "abc"),))
+    with pytest.raises(EnvironmentNotReady) as refused:
+        commands.run_plan(runtime, config, config.environment("dev"), plan, dry_run=False, as_json=False)
+    assert refused.value.exit_code == 2
+    assert probe.seen == [] and stored() is None and engine.call_count == 1
+
+    engine = Mock(side_effect=AssertionError("no step of it uses the engine"))
+    runtime = dataclasses.replace(runtime, docker_factory=engine)
+    commands.run_plan(runtime, config, config.environment("dev"), deploying(probe), dry_run=False, as_json=False)
+    assert probe.seen and engine.call_count == 0
 
 
 def test_run_plan_holds_the_lock_while_it_executes_and_releases_it(
