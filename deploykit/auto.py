@@ -940,8 +940,16 @@ def diff_json(env: EnvConfig, found: changes.ChangeSet, root: Path | None = None
     return data
 
 
-def command_for(change: changes.Change, env: EnvConfig) -> str:
-    """The command that deploys the component of ``change``."""
+NOTHING_TO_DEPLOY = "nothing to deploy"
+
+
+def command_for(change: changes.Change, env: EnvConfig, flag: str = "") -> str:
+    """The command that deploys the component of ``change``, with ``flag`` (:meth:`Config.env_flag`)."""
+    command = _command_for(change, env)
+    return command if command == NOTHING_TO_DEPLOY else command + flag
+
+
+def _command_for(change: changes.Change, env: EnvConfig) -> str:
     # the service's size (an environment's desired_count, task_cpu, task_memory), the topics of the stacks' events
     # (notification_arns), the CDK app's values (context): each stack alone deploys it
     alone = (*SIZE_KEYS, changes.NOTIFICATION_ARNS, changes.CONTEXT)
@@ -957,7 +965,7 @@ def command_for(change: changes.Change, env: EnvConfig) -> str:
         return f"inv deploy.lambda {change.component.split(':', 1)[1]}"
     if change.kind == "stack" and change.component:
         return f"inv deploy.stack {planner.stack_roles(env)[change.component.split(':', 1)[1]]}"
-    return "nothing to deploy"
+    return NOTHING_TO_DEPLOY
 
 
 def taken_back(found: changes.ChangeSet) -> dict[str, tuple[str, int]]:
@@ -1128,8 +1136,10 @@ def analysis_lines(
     uncommitted: Collection[str] = (),
     requirements: Mapping[str, Sequence[changes.RequirementChange]] | None = None,
     commits: Sequence[changes.ChangedBy] = (),
+    flag: str = "",
 ) -> list[str]:
-    """Change Analysis: each changed path, its component and the command that deploys it; the paths among
+    """Change Analysis: each changed path, its component and the command that deploys it (with ``flag``: ``--env``
+    when a command without it would take another environment, :meth:`Config.env_flag`); the paths among
     ``uncommitted`` (the work tree's, when it was compared) are marked so; under a requirements file, the packages
     its change changes (``requirements``: :func:`deploykit.changes.requirements_changed`); then the commits behind
     the changes (``commits``: :func:`deploykit.changes.commits_behind`), what a deploy takes live."""
@@ -1147,7 +1157,7 @@ def analysis_lines(
             what += " (submodule)"
         if change.path and {change.path, change.old_path} & set(uncommitted):
             what += " (uncommitted)"
-        lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env)}")
+        lines.append(f"{KIND_ICONS[change.kind]} {what} → {command_for(change, env, flag)}")
         packages = (requirements or {}).get(change.path) if not change.setting else None
         if packages and change.path not in packages_said:
             packages_said.add(change.path)

@@ -221,7 +221,14 @@ class AwsFactory:
                 kwargs.update(_LOCAL_CREDENTIALS)
             try:
                 self._session = new_session(**kwargs)
-            except botocore.exceptions.ProfileNotFound:
+            except botocore.exceptions.ProfileNotFound as exc:
+                if not profile:  # none given: boto3 took $AWS_PROFILE (or $AWS_DEFAULT_PROFILE) of the shell
+                    raise UsageError(
+                        f"{exc} (environment {self.env.name!r} names no profile: the shell's AWS_PROFILE or "
+                        "AWS_DEFAULT_PROFILE does)",
+                        next_step="unset AWS_PROFILE (and AWS_DEFAULT_PROFILE), or set it to a configured profile: "
+                        "aws configure list-profiles lists them",
+                    ) from None
                 named = f"${PROFILE_ENV}" if PROFILE_ENV in self._environ else "'profile' in deploy.toml"
                 raise UsageError(
                     f"AWS profile {profile!r} (environment {self.env.name!r}, from {named}) is not configured",

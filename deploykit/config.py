@@ -729,6 +729,12 @@ class Config:
             raise ConfigError(f"{where} has unknown keys {unknown}", next_step=f"use only {', '.join(sorted(keys))}")
         return settings, where
 
+    def env_flag(self, name: str) -> str:
+        """`` --env NAME`` for a command shown for a person to run, unless one without ``--env`` takes that environment
+        already (``$DEPLOYKIT_ENV``, else ``default_env``): copied as shown, it deploys where it was meant to."""
+        bare = (os.environ.get(ENV_VAR_ENV) or "").strip() or self.default_env
+        return "" if name == bare else f" --env {name}"
+
     def environment(self, name: str | None = None) -> EnvConfig:
         """The named environment, else ``$DEPLOYKIT_ENV``, else ``default_env``: one deploy.toml defines, or one a
         pattern makes (``dev-alice`` from ``[environments."dev-*"]``, ``{env}`` in its values standing for the name)."""
@@ -808,7 +814,7 @@ def find_config(start: Path | None = None) -> Path:
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / CONFIG_NAME
-        if candidate.is_file():
+        if os.path.lexists(candidate):  # a folder or a broken link of that name too: said as such (_read), not passed
             return candidate
     raise ConfigError(
         f"no {CONFIG_NAME} found in {here} or any folder above it",
@@ -816,10 +822,20 @@ def find_config(start: Path | None = None) -> Path:
     )
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` resolved (links followed); ConfigError for a loop of links, where resolve() raised RuntimeError."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        raise ConfigError(
+            f"{path} cannot be read: {exc}", next_step=f"point {path} (or {ENV_VAR_CONFIG}) at the file itself"
+        ) from None
+
+
 def load_config(path: Path | None = None) -> Config:
     """Read and validate deploy.toml; every problem is a ConfigError naming the key. A command reads it through its
     :class:`ConfigCache` (``Runtime.configs``), which does this once however many of its parts ask."""
-    path = (path or find_config()).resolve()
+    path = _resolved(path or find_config())
     return _validated(_parsed(_read(path), path), path)
 
 
@@ -855,6 +871,12 @@ def _parsed(data: bytes, path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path} is not valid TOML: {exc}", next_step=f"fix the syntax at the place named in {path}"
         ) from None
+    except (ValueError, RecursionError) as exc:  # TOML, yet past what Python reads: an integer of thousands of digits,
+        # arrays or tables nested a thousand deep
+        what = "nested too deep" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise ConfigError(
+            f"{path} could not be read: {what}", next_step=f"no setting takes such a value: fix it in {path}"
+        ) from None
 
 
 def _validated(raw: dict[str, Any], path: Path) -> Config:
@@ -883,7 +905,7 @@ class ConfigCache:
     def load(self, path: Path | None = None) -> Config:
         """:func:`load_config` of ``path`` (default: :func:`find_config`): the same Config while the file is
         unchanged."""
-        path = (path or find_config()).resolve()
+        path = _resolved(path or find_config())
         with self._lock:
             data, raw, config = self._entry(path)
             if config is None:
@@ -894,7 +916,7 @@ class ConfigCache:
     def toml(self, path: Path | None = None) -> dict[str, Any]:
         """``path`` (default: :func:`find_config`) parsed, not validated: for a reader of a table of its own (the
         sandbox's [sandbox]). Shared with the other askers: read, never changed."""
-        path = (path or find_config()).resolve()
+        path = _resolved(path or find_config())
         with self._lock:
             return self._entry(path)[1]
 

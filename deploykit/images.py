@@ -47,6 +47,11 @@ def docker_client(timeout: int = 300) -> docker.DockerClient:
         raise EnvironmentNotReady(
             f"the Docker engine is not answering at {where}: {_short(exc)}", next_step=START_DOCKER
         ) from None
+    except ValueError as exc:  # DOCKER_HOST that is no address (tcp://host:abc, a port out of range)
+        raise UsageError(
+            f"DOCKER_HOST={where!r} is not an address of a Docker engine: {_short(exc)}",
+            next_step="fix DOCKER_HOST, or unset it",
+        ) from None
     return client
 
 

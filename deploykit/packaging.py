@@ -526,9 +526,15 @@ def _function_sources(folder: Path, modes: Mapping[str, str] | None = None) -> I
     for path, source in _walk(folder, seen):
         if path.split("/", 1)[0] in _EXCLUDED_TOP_LEVEL:
             continue
-        target = source.resolve() if source.is_symlink() else None
-        if target is None and (modes or {}).get(path) == git.SYMLINK:
-            target = (source.parent / source.read_text(encoding="utf-8", errors="surrogateescape")).resolve()
+        try:
+            target = source.resolve() if source.is_symlink() else None
+            if target is None and (modes or {}).get(path) == git.SYMLINK:
+                target = (source.parent / source.read_text(encoding="utf-8", errors="surrogateescape")).resolve()
+        except RuntimeError:  # resolve() of a link that leads back to itself
+            raise UsageError(
+                f"{source} is a link that leads back to itself (a loop): there is no file to package",
+                next_step="remove the link (git rm it) or point it at a file of the function's folder",
+            ) from None
         if target is not None:
             if not target.is_relative_to(inside):
                 raise UsageError(
@@ -588,7 +594,14 @@ def _read(source: Path, staged: str | None = None) -> tuple[bytes, bool]:
 
 def _requirement_lines(requirements: Path) -> list[str]:
     """The logical lines of requirements.txt that ask for something, after checking each is pinned."""
-    text = requirements.read_text(encoding="utf-8").replace("\\\n", " ")
+    try:
+        text = requirements.read_text(encoding="utf-8").replace("\\\n", " ")
+    except UnicodeDecodeError as exc:  # PowerShell's `pip freeze > requirements.txt` writes UTF-16
+        raise UsageError(
+            f"{requirements} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start}): pip reads it so",
+            next_step=f"save it as UTF-8 (PowerShell: pip freeze | Out-File -Encoding utf8 {requirements.name}), "
+            "then commit it",
+        ) from None
     wanted: list[str] = []
     for raw in text.splitlines():
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()

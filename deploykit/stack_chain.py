@@ -715,7 +715,7 @@ def artifacts_bucket(ctx: Context, registry_stack: str) -> str:
     if not bucket:
         raise UsageError(
             f"stack {registry_stack} has no output {ARTIFACTS_OUTPUT}",
-            next_step=f"deploy it first: inv deploy.stack {registry_stack}",
+            next_step=f"deploy it first: inv deploy.stack {registry_stack} --env {ctx.env.name}",
         )
     return bucket
 

@@ -302,6 +302,11 @@ def check_docker() -> docker.DockerClient:
         client.ping()
     except docker.errors.DockerException as exc:
         raise SandboxError(f"the Docker engine is not answering: {exc}", START_DOCKER) from None
+    except ValueError as exc:  # DOCKER_HOST that is no address (tcp://host:abc, a port out of range)
+        where = os.environ.get("DOCKER_HOST", "")
+        raise SandboxError(
+            f"DOCKER_HOST={where!r} is not an address of a Docker engine: {exc}", "fix DOCKER_HOST, or unset it"
+        ) from None
     return client
 
 

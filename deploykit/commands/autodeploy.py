@@ -357,6 +357,7 @@ def deploy_auto(
         uncommitted=a.revision.dirty_paths,
         requirements=changes.requirements_changed(a.config.root, a.found),
         commits=commits,
+        flag=a.config.env_flag(a.env.name),
     )
     closing = a.closing_lines()
     behind = auto.taken_back(a.found)
@@ -657,7 +658,12 @@ def diff(
     commits = changes.commits_behind(a.config.root, a.found)
     commits_json = [commit.to_json() for commit in commits]  # behind the changes, newest first
     lines = auto.analysis_lines(
-        a.found, a.env, uncommitted=a.revision.dirty_paths, requirements=packages, commits=commits
+        a.found,
+        a.env,
+        uncommitted=a.revision.dirty_paths,
+        requirements=packages,
+        commits=commits,
+        flag=a.config.env_flag(a.env.name),
     )
     if a.revision.touches:
         lines.append(

@@ -6,15 +6,19 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
+from unittest.mock import Mock
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from deploykit import lambda_chain
+from deploykit.aws import AwsFactory
 from deploykit.config import EnvConfig, Stacks
 from deploykit.endpoints import Endpoints, override_keys, resolve_endpoints
 from deploykit.errors import ConfigError, UsageError
+from deploykit.plan import Context
+from deploykit.stack_chain import artifacts_bucket
 from deploykit.stacks import StackOutputs
 from tests.functional.conftest import REGION, held_together
 
@@ -310,3 +314,15 @@ def test_the_five_stacks_are_read_at_once(deployed: Any, env: EnvConfig) -> None
     """One round trip for the five outputs, not five: each DescribeStacks waits until all five are in flight."""
     held_together(deployed, "DescribeStacks", 5)
     assert resolve_endpoints(StackOutputs(deployed), env).tables["cars"] == "data-cars-1"
+
+
+def test_a_registry_stack_without_its_bucket_names_the_deploy_of_this_environment(cfn: Any, env: EnvConfig) -> None:
+    """`inv deploy.stack CarRentalRegistryStack` as the next step, copied as shown, deployed the default
+    environment's."""
+    create_stack(cfn, env.stacks.registry, {})
+    aws = Mock(spec=AwsFactory)
+    aws.env, aws.client.return_value, aws.shared.side_effect = env, cfn, lambda make: make(aws)
+    ctx = Context(Mock(), env, aws, Mock(), Mock(), Mock())
+    with pytest.raises(UsageError) as refused:
+        artifacts_bucket(ctx, env.stacks.registry)
+    assert refused.value.next_step == f"deploy it first: inv deploy.stack {env.stacks.registry} --env {env.name}"

@@ -418,7 +418,10 @@ def test_the_json_base_is_the_oldest_live_commit_when_components_differ(with_lam
     assert auto.diff_json(env, found, with_lambdas)["base"] == older
 
 
-def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> None:  # noqa: F811
+def test_change_analysis_names_the_command_for_each_path(
+    with_lambdas: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     _config, env, _revision = setup(with_lambdas)
     found = change_set(
         ("backend/app/auth.py", "app"),
@@ -432,6 +435,17 @@ def test_change_analysis_names_the_command_for_each_path(with_lambdas: Path) -> 
         "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack",
         "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
     ]
+    # another environment than a command without --env takes: each command names it, copied as shown it deploys
+    # there (it went to the default environment)
+    config = _config
+    monkeypatch.delenv("DEPLOYKIT_ENV", raising=False)
+    assert config.env_flag(config.default_env) == "" and config.env_flag("dev") == " --env dev"
+    assert auto.analysis_lines(found, env, flag=config.env_flag("dev"))[1:3] == [
+        "🔧 Lambda:   lambda/login_handler/handler.py → inv deploy.lambda login_handler --env dev",
+        "🐳 Stack:    cdk/stacks/fargate_stack.py → inv deploy.stack CarRentalFargateStack --env dev",
+    ]
+    monkeypatch.setenv("DEPLOYKIT_ENV", "dev")
+    assert config.env_flag("dev") == "" and config.env_flag(config.default_env) == f" --env {config.default_env}"
     # under a requirements file, the packages its change changes
     packages = changes.requirement_changes(
         "".join(f"p{i}==1.0\n" for i in range(9)), "".join(f"p{i}==2.0\n" for i in range(9))

@@ -286,3 +286,19 @@ def test_a_role_cloudformation_cannot_act_with_says_which_role_to_fix_and_change
     )
     other = ClientError({"Error": {"Code": "ValidationError", "Message": "Stack [x] does not exist"}}, "DeleteStack")
     assert isinstance(translate_error(other, sample_env(name="dev")), StepFailed)
+
+
+def test_a_shell_profile_that_is_not_configured_is_named_as_the_shells_not_deploy_tomls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An environment naming no profile, AWS_PROFILE=nosuch in the shell: "AWS profile None (... from 'profile' in
+    deploy.toml) is not configured; run: aws configure --profile None"."""
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    with pytest.raises(UsageError) as refused:
+        AwsFactory(sample_env(name="dev")).session  # noqa: B018
+    assert refused.value.message == (
+        "The config profile (nosuch) could not be found (environment 'dev' names no profile: the shell's "
+        "AWS_PROFILE or AWS_DEFAULT_PROFILE does)"
+    )
+    assert refused.value.next_step.startswith("unset AWS_PROFILE")

@@ -327,6 +327,32 @@ def test_malformed_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
+def test_toml_past_what_python_reads_and_links_that_loop_are_refused_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ValueError (an integer of 5,001 digits), a RecursionError (arrays nested 2,000 deep), a RuntimeError (a link
+    loop) escaped as tracebacks, exit 1; a folder named deploy.toml was "no deploy.toml found"."""
+    bad = tmp_path / "deploy.toml"
+    bad.write_text("wait_timeout = " + "1" * 5001 + "\n")
+    with pytest.raises(ConfigError, match=r"deploy\.toml could not be read: Exceeds the limit \(4300 digits\)"):
+        load_config(bad)
+    bad.write_text("x = " + "[" * 2000 + "]" * 2000 + "\n")
+    with pytest.raises(ConfigError, match=r"deploy\.toml could not be read: nested too deep") as refused:
+        load_config(bad)
+    assert refused.value.exit_code == 2
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    monkeypatch.setenv("DEPLOYKIT_CONFIG", str(loop))
+    with pytest.raises(ConfigError, match=r"loop\.toml cannot be read: Symlink loop"):
+        load_config()
+    monkeypatch.delenv("DEPLOYKIT_CONFIG")
+    bad.unlink()
+    bad.mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"deploy\.toml is a folder, not a file"):
+        load_config()
+
+
 def test_config_is_found_upwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "deploy.toml").write_text(SANDBOX_TOML.format(registry="r:1", repository="r", ca_dir=""))
     deep = tmp_path / "a" / "b"

@@ -1055,3 +1055,18 @@ def test_a_key_named_by_a_sha256_is_shortened_for_people_any_other_as_it_is() ->
     assert packaging.short_key(f"lambda-vendored/{digest}.bin") == "lambda-vendored/abababababab….bin"
     assert packaging.short_key("lambda/fn/handmade.zip") == "lambda/fn/handmade.zip"
     assert packaging.short_key(f"{digest}.zip") == "abababababab….zip"
+
+
+def test_a_requirements_file_not_in_utf8_is_refused_not_a_traceback(fn: Path) -> None:
+    """PowerShell's `pip freeze > requirements.txt` writes UTF-16: a UnicodeDecodeError ended inv diff and deploys."""
+    (fn / "requirements.txt").write_bytes("requests==2.32.3\n".encode("utf-16"))
+    pip = FakePip()
+    with pytest.raises(UsageError, match=r"requirements\.txt is not UTF-8 text \(byte 0xff at 0\)") as refused:
+        package_function(fn, installer=pip)
+    assert "Out-File -Encoding utf8" in refused.value.next_step and pip.calls == []
+
+
+def test_a_link_that_leads_back_to_itself_is_refused_not_a_traceback(fn: Path) -> None:
+    (fn / "loop").symlink_to("loop")
+    with pytest.raises(UsageError, match=r"loop is a link that leads back to itself \(a loop\)"):
+        package_function(fn)

@@ -18,7 +18,7 @@ import tasks
 from deploykit import config
 from deploykit.commands import core
 from deploykit.config import load_config
-from deploykit.errors import ConfigError, StepFailed
+from deploykit.errors import ConfigError, StepFailed, UsageError
 from sandbox import lifecycle
 from tests.conftest import REPO
 
@@ -133,3 +133,18 @@ def test_behind_a_proxy_inv_sends_its_calls_to_this_machine_past_it() -> None:
     probe = "import os, tasks; print([k for k in os.environ if 'proxy' in k.lower()])"
     said = subprocess.run([sys.executable, "-c", probe], env=environ, cwd=REPO, capture_output=True, text=True)
     assert said.stdout.strip() == "[]", said.stderr  # no proxy: the environment is left as it is
+
+
+@pytest.mark.parametrize("where", ["tcp://nonsense:abc", "tcp://127.0.0.1:99999", "tcp://[::1"])
+def test_a_docker_host_that_is_no_address_is_said_not_a_traceback(where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Docker SDK raises ValueError for such a DOCKER_HOST: a traceback, exit 1, even for inv history on the
+    sandbox (which asks whether its engine runs)."""
+    from deploykit import images
+
+    monkeypatch.setenv("DOCKER_HOST", where)
+    with pytest.raises(UsageError) as refused:
+        images.docker_client()
+    assert refused.value.message.startswith(f"DOCKER_HOST={where!r} is not an address of a Docker engine: ")
+    assert refused.value.exit_code == 2 and refused.value.next_step == "fix DOCKER_HOST, or unset it"
+    with pytest.raises(lifecycle.SandboxError, match=r"^DOCKER_HOST=.* is not an address of a Docker engine: "):
+        lifecycle.check_docker()
