@@ -9,6 +9,7 @@ detail), printable as a table and as JUnit XML for CI.
 from __future__ import annotations
 
 import atexit
+import difflib
 import json
 import re
 import threading
@@ -143,6 +144,15 @@ class Check:
     needs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # each field as it is given, said as the check's, where a wrong one broke the smoke run later: a timeout of
+        # "15s" a TypeError when the checks ran, Check(run, NAME) one in sorting them (tracebacks, exit 1)
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise TypeError(f"a check's name must be a non-empty text, not {self.name!r} (Check(NAME, run, ...))")
+        if not callable(self.run):
+            raise TypeError(f"check {self.name!r}: run must be a function of the CheckContext, not {self.run!r}")
+        timeout = self.timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+            raise TypeError(f"check {self.name!r}: timeout must be a number of seconds above 0, not {timeout!r}")
         # needs="alb" is the letters a, l, b: a check needing three checks no plugin has, skipped, never run
         needs = self.needs if isinstance(self.needs, str) else tuple(self.needs)  # a generator: read once
         if isinstance(needs, str) or not all(isinstance(n, str) for n in needs):
@@ -234,8 +244,10 @@ def run_checks(checks: Sequence[Check], ctx: CheckContext, *, workers: int = 8) 
             failed = [n for n in check.needs if n in results and results[n].status != "passed"]
             unknown = [n for n in check.needs if n not in by_name]
             if failed or unknown:
+                close = [m for n in unknown for m in difflib.get_close_matches(n, by_name, n=1, cutoff=0.4)]
+                maybe = f"; a typo of {', '.join(close)}? (needs= of its Check)" if close and not failed else ""
                 why = f"needs {', '.join(failed or unknown)}" + (
-                    " (did not pass)" if failed else " (not run: no plugin registers it here)"
+                    " (did not pass)" if failed else f" (not run: no plugin registers it here{maybe})"
                 )
                 results[check.name] = CheckResult.skipped(check.name, why)
                 continue

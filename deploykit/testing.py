@@ -18,7 +18,9 @@ endpoint), ``fake_http`` (a :class:`FakeHttp`), ``fake_aws`` (``Mock(spec=AwsFac
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from deploykit.aws import AwsFactory, new_session
 from deploykit.checks import Check, CheckContext, CheckResult, Http, HttpError, HttpResponse, run_checks
 from deploykit.config import Config, EnvConfig, Stacks
 from deploykit.endpoints import FUNCTION_OUTPUTS, MAPPED_OUTPUTS, SCALAR_OUTPUTS, Endpoints
-from deploykit.plugins import configure_plugins, get_plugin_manager
+from deploykit.plugins import configure_plugins, get_plugin_manager, installed_names
 from deploykit.smoke import registered_checks
 
 __all__ = [
@@ -142,18 +144,43 @@ def plugin_checks(
     plugin: object,
     env: EnvConfig | None = None,
     *,
-    name: str = "under-test",
+    name: str | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> list[Check]:
     """Register ``plugin`` alone under ``name`` (hook names validated as at load time), configure it as ``inv``
     does (its ``deploykit_configure`` given a deploy.toml whose ``[plugins.NAME]`` table is ``settings``, none when
-    not given; a ConfigError it raises comes out as ``inv`` says it), and return the checks it registers."""
+    not given; a ConfigError it raises comes out as ``inv`` says it), and return the checks it registers.
+
+    A class is made once, as the loader makes a class an entry point names. ``settings`` need ``name``, the entry
+    point's: the plugin reads its table by that name, and one filed under another was read by no one (TypeError).
+    A need of a check that is neither one of the plugin's checks nor an installed plugin's name is warned of (a
+    misspelt need skips the check in ``inv smoke``, which passes without it)."""
+    if settings is not None and name is None:
+        raise TypeError(
+            "plugin_checks(..., settings=...) needs name=, the plugin's entry-point name: its deploykit_configure "
+            "reads [plugins.NAME] by that name, and settings filed under another are read by no one"
+        )
+    if isinstance(plugin, type):
+        plugin = plugin()
     environment = env or sample_env()
+    name = name or "under-test"
     plugins = get_plugin_manager(entry_points=[], extra=[(name, plugin)], environ={})
     table = {} if settings is None else {name: dict(settings)}
     config = Config(Path("deploy.toml"), {environment.name: environment}, default_env=environment.name, plugins=table)
     configure_plugins(plugins, config)
-    return registered_checks(plugins, environment)
+    checks = registered_checks(plugins, environment)
+    known = {c.name for c in checks} | set(installed_names())
+    for check in checks:
+        for need in (n for n in check.needs if n not in known):
+            close = difflib.get_close_matches(need, sorted(known), n=1, cutoff=0.4)
+            warnings.warn(
+                f"check {check.name!r} needs {need!r}, which neither this plugin registers nor names an installed "
+                f"plugin{f' (did you mean {close[0]!r}?)' if close else ''}: inv smoke skips a check whose need no "
+                "plugin registers, and passes without it",
+                UserWarning,
+                stacklevel=2,
+            )
+    return checks
 
 
 def run_check(check: Check, ctx: CheckContext) -> CheckResult:

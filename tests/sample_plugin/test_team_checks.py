@@ -74,3 +74,24 @@ def test_a_change_of_a_tables_key_is_refused_and_other_changes_are_not() -> None
         "CarsTable: the table's key would change (car_id → car_uid)"
     ]
     assert team_checks.deploykit_review_stack_changes(sample_env(), "DataStack", [billing]) == []
+
+
+def test_settings_without_the_plugins_name_are_refused_not_read_by_no_one() -> None:
+    """Filed under "under-test", a table the plugin never reads: the test expecting min_cars = 2 passed on 1 car."""
+    with pytest.raises(TypeError, match=r"plugin_checks\(\.\.\., settings=\.\.\.\) needs name=, the plugin's"):
+        plugin_checks(team_checks, settings={"min_cars": 2})
+
+
+def test_a_class_plugin_is_made_as_the_loader_makes_it_and_a_misspelt_need_is_warned_of() -> None:
+    """plugin_checks(TheClass) registered the class itself: "missing 1 required positional argument: 'env'". A need
+    no plugin registers skips the check in inv smoke, which passes without it: warned of here, where the author is."""
+    from deploykit.checks import Check, CheckResult
+    from deploykit.hookspecs import hookimpl
+
+    class Plugin:
+        @hookimpl
+        def deploykit_register_checks(self, env: object) -> list[Check]:
+            return [Check("fleet", lambda ctx: CheckResult.passed("fleet", "ok"), needs=("alb_health",))]
+
+    with pytest.warns(UserWarning, match=r"check 'fleet' needs 'alb_health', .* \(did you mean 'alb'\?\)"):
+        assert [c.name for c in plugin_checks(Plugin)] == ["fleet"]

@@ -10,6 +10,8 @@ import threading
 import time
 import types
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
 from unittest.mock import Mock
 
 import pytest
@@ -181,12 +183,42 @@ def test_the_junit_report_parses_whatever_a_failed_check_quotes() -> None:
     assert root.find("testcase/failure").text == "GET /health → 500: \\x1b[31mboom\\x1b[0m \\x00 \\ufffe"  # type: ignore[union-attr]
 
 
+def test_a_need_no_plugin_registers_names_the_check_it_may_be_a_typo_of() -> None:
+    """needs=("alb_health",): the check skipped, and smoke passed without it; the row now names the likely one."""
+    alb = Check("alb", lambda ctx: CheckResult.passed("alb", "ok"))
+    team = Check("team", lambda ctx: CheckResult.passed("team", "ok"), needs=("alb_health",))
+    [_, result] = run_checks([alb, team], CTX)
+    assert (result.status, result.detail) == (
+        "skipped",
+        "needs alb_health (not run: no plugin registers it here; a typo of alb? (needs= of its Check))",
+    )
+
+
 def test_needs_are_check_names() -> None:
     """needs="alb" is the letters a, l, b: three checks no plugin has; the check would be skipped, never run."""
     with pytest.raises(TypeError, match="check 'team': needs must be a tuple of check names, not 'alb'"):
         Check("team", Mock(), needs="alb")  # type: ignore[arg-type]
     assert Check("team", Mock(), needs=["alb"]).needs == ("alb",)  # type: ignore[arg-type]
     assert Check("team", Mock(), needs=(n for n in ["alb"])).needs == ("alb",)  # type: ignore[arg-type]  # read once
+
+
+@pytest.mark.parametrize(
+    ("made", "said"),
+    [
+        (lambda run: Check(run, "team"), r"a check's name must be a non-empty text, not <"),  # the two swapped
+        (lambda run: Check("", run), r"a check's name must be a non-empty text, not ''"),
+        (lambda run: Check("team", "fleet"), r"check 'team': run must be a function of the CheckContext, not 'fleet'"),
+        (lambda run: Check("team", run, timeout="15s"), r"check 'team': timeout must be a number .* not '15s'"),
+        (lambda run: Check("team", run, timeout=None), r"check 'team': timeout must be a number .* not None"),
+        (lambda run: Check("team", run, timeout=0), r"check 'team': timeout must be a number .* not 0"),
+    ],
+)
+def test_a_checks_fields_are_checked_as_it_is_made(made: Callable[[Any], Check], said: str) -> None:
+    """A timeout of "15s" broke the smoke run when the checks ran, Check(run, NAME) when they were sorted: tracebacks,
+    exit 1, far from the plugin's line. Said as the check's, where the plugin makes it."""
+    with pytest.raises(TypeError, match=said):
+        made(Mock())
+    assert Check("team", Mock(), timeout=15).timeout == 15
 
 
 def fake_entry_point(name: str, module: str) -> importlib.metadata.EntryPoint:
