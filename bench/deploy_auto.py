@@ -72,6 +72,7 @@ from deploykit.aws import AwsFactory  # noqa: E402
 from deploykit.config import Config, EnvConfig, load_config, parse_config  # noqa: E402
 from deploykit.errors import DeployKitError  # noqa: E402
 from deploykit.git import SHORT_SHA  # noqa: E402
+from deploykit.proxies import bypass_loopback  # noqa: E402
 from deploykit.synth import cdk_context, context_registry, jsii_node  # noqa: E402
 
 TARGETS = {"a": 1.5, "b": 8.0, "c": 4.0}
@@ -462,6 +463,7 @@ def scenarios(bench: Bench, cdk: list[str] | None) -> dict[str, float]:
 
 
 def main() -> int:
+    bypass_loopback(os.environ)  # behind a proxy, the sandbox is asked directly, as inv asks it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="leave the clone (and its private sandbox) up")
     parser.add_argument(

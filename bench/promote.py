@@ -26,6 +26,7 @@ import argparse
 import io
 import itertools
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -41,6 +42,7 @@ sys.path.insert(0, str(REPO))  # run as a script: deploykit from this checkout
 
 from deploykit import commands, images, oci  # noqa: E402
 from deploykit.config import load_config  # noqa: E402
+from deploykit.proxies import bypass_loopback  # noqa: E402
 from sandbox import lifecycle  # noqa: E402
 
 
@@ -74,6 +76,7 @@ def _ca_dir(path: str) -> Path | None:
 
 
 def main() -> int:
+    bypass_loopback(os.environ)  # behind a proxy, the sandbox is asked directly, as inv asks it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per row (the median is shown)")
     args = parser.parse_args()

@@ -19,6 +19,7 @@ import botocore.exceptions
 import botocore.loaders
 import botocore.session
 from botocore.config import Config as BotoConfig
+from botocore.parsers import ResponseParserError
 
 from deploykit.errors import DeployKitError, EnvironmentNotReady, StepFailed, UsageError
 
@@ -354,6 +355,11 @@ def role_refused(exc: botocore.exceptions.ClientError, env: str | None, configur
     return UsageError(f"CloudFormation cannot act with role {role} ({why}); nothing was changed", next_step=next_step)
 
 
+# What a botocore call raises: its own errors, AWS's answers, and an answer that is no AWS's (botocore's parser error,
+# no BotoCoreError: a proxy's error page made a traceback)
+AWS_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ResponseParserError)
+
+
 def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
     """Turn a botocore failure into a message that says what failed and what to run next (one deploykit already
     said in its own words is returned as it is). The next steps name the profile the session used
@@ -374,6 +380,19 @@ def translate_error(exc: Exception, env: EnvConfig) -> DeployKitError:
             f"the AWS SSO session of profile {profile!r} has expired",
             next_step=f"run: aws sso login --profile {profile}",
         )
+    if isinstance(exc, ResponseParserError):  # an answer that is no AWS's: a proxy's error page, most often
+        named = [name for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy") if os.environ.get(name)]
+        where = env.endpoint_url or f"AWS ({env.region})"
+        why = f"{where} answered with something that is not AWS's ({str(exc)[:120]})" + (
+            f": the proxy of {named[0]} in between?" if named else ""
+        )
+        how = (
+            f"list {where}'s host in NO_PROXY (inv lists this machine there itself), or fix endpoint_url"
+            if named and env.endpoint_url
+            else "check the endpoint and the network between (a proxy, a captive portal), then rerun"
+        )
+        kind = EnvironmentNotReady if env.is_local else StepFailed
+        return kind(why, next_step=how)
     if isinstance(exc, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
         if env.is_local:
             return EnvironmentNotReady(

@@ -300,6 +300,11 @@ class BuildStream:
             self.status(line.strip()[:80])
 
 
+def _configured_no_proxy(client: docker.DockerClient) -> str:
+    """The ``noProxy`` of ``~/.docker/config.json``'s proxies for the engine, as the docker SDK read it ("": none)."""
+    return str(getattr(getattr(client.api, "_proxy_configs", None), "no_proxy", None) or "")
+
+
 def build_image(
     client: docker.DockerClient,
     *,
@@ -326,7 +331,7 @@ def build_image(
             custom_context=True,
             dockerfile=dockerfile,
             tag=tag,
-            buildargs={**proxies.build_args(environ), **buildargs},
+            buildargs={**proxies.build_args(environ, _configured_no_proxy(client)), **buildargs},
             labels=labels,
             network_mode="host",
             rm=True,

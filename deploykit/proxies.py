@@ -15,10 +15,8 @@ from collections.abc import Mapping, MutableMapping
 # the variables that name a proxy (each read in upper or lower case, the lower one first, as Python's clients do)
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "ALL_PROXY")
 NO_PROXY = ("NO_PROXY", "no_proxy")
-# this machine: the sandbox's endpoints, the local registry
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
-# Docker's predefined build arguments: usable in any RUN without an ARG line, and never in `docker history`
-BUILD_ARGS = tuple(name for upper in (*PROXY_VARIABLES, "NO_PROXY") for name in (upper, upper.lower()))
+# this machine: the sandbox's endpoints, the local registry (urllib matches "[::1]:4566" by its brackets' form)
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 def proxied(environ: Mapping[str, str]) -> bool:
@@ -26,20 +24,35 @@ def proxied(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) or environ.get(name.lower()) for name in PROXY_VARIABLES)
 
 
+def _entries(*values: str) -> list[str]:
+    """The hosts of ``NO_PROXY`` values, once each, in order."""
+    return list(dict.fromkeys(entry.strip() for value in values for entry in value.split(",") if entry.strip()))
+
+
 def bypass_loopback(environ: MutableMapping[str, str]) -> None:
     """When ``environ`` names a proxy, list this machine in ``NO_PROXY`` and ``no_proxy`` both (each with what either
-    listed: a client reads one or the other). Nothing changes without a proxy, or with ``NO_PROXY=*``."""
+    listed: a client reads one or the other). Nothing changes without a proxy; a variable that is ``*`` (every host
+    bypasses the proxy, as clients read it: the whole value) is left so."""
     if not proxied(environ):
         return
-    entries = (entry.strip() for name in NO_PROXY for entry in environ.get(name, "").split(","))
-    listed = list(dict.fromkeys(entry for entry in entries if entry))
-    if "*" in listed:
-        return
+    listed = _entries(*(environ.get(name, "") for name in NO_PROXY))
     value = ",".join([*listed, *(host for host in LOOPBACK if host not in listed)])
     for name in NO_PROXY:
-        environ[name] = value
+        if environ.get(name, "").strip() != "*":
+            environ[name] = value
 
 
-def build_args(environ: Mapping[str, str]) -> dict[str, str]:
-    """The proxy settings of ``environ`` as Docker's predefined build arguments (those set, in the case set)."""
-    return {name: environ[name] for name in BUILD_ARGS if environ.get(name)}
+def build_args(environ: Mapping[str, str], configured_no_proxy: str = "") -> dict[str, str]:
+    """The proxy settings of ``environ`` as Docker's predefined build arguments, each in both cases (the docker SDK
+    adds those of ``~/.docker/config.json`` where one is not given: a case left out took that file's proxy, which pip
+    reads first); none when ``environ`` names no proxy (that file's alone then). ``configured_no_proxy``: that
+    file's ``noProxy``, kept in the build's ``NO_PROXY`` (an internal package index listed there only)."""
+    if not proxied(environ):
+        return {}
+    args: dict[str, str] = {}
+    for upper in PROXY_VARIABLES:
+        if value := environ.get(upper.lower()) or environ.get(upper):
+            args[upper] = args[upper.lower()] = value
+    if bypassed := ",".join(_entries(*(environ.get(name, "") for name in NO_PROXY), configured_no_proxy)):
+        args["NO_PROXY"] = args["no_proxy"] = bypassed
+    return args

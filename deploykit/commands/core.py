@@ -40,7 +40,7 @@ from deploykit import logs as applogs
 from deploykit import metrics as deploy_metrics
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import app_left
-from deploykit.aws import DENIED, AwsFactory, at_once, translate_error
+from deploykit.aws import AWS_ERRORS, DENIED, AwsFactory, at_once, translate_error
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
@@ -188,7 +188,7 @@ def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
 
 def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
     def translate(exc: Exception) -> DeployKitError | None:
-        if isinstance(exc, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError):
+        if isinstance(exc, AWS_ERRORS):
             return translate_error(exc, env)
         docker_errors = sys.modules.get("docker.errors")  # none without an image touched: no Docker failure either
         if docker_errors is not None and isinstance(exc, docker_errors.DockerException):
@@ -203,7 +203,7 @@ def aws_errors(env: EnvConfig) -> Iterator[None]:
     """Planning reads AWS too: its botocore failures become the same clear errors as a step's."""
     try:
         yield
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+    except AWS_ERRORS as exc:
         raise translate_error(exc, env) from None
 
 

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import aws as aws_module
 from deploykit.aws import PROFILE_ENV, AwsFactory, HandedOn, Once, all_of, at_once, new_session, translate_error
-from deploykit.errors import StepFailed, UsageError
+from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.testing import fake_factory, sample_env
 from tests.conftest import aws_client
 
@@ -302,3 +302,28 @@ def test_a_shell_profile_that_is_not_configured_is_named_as_the_shells_not_deplo
         "AWS_PROFILE or AWS_DEFAULT_PROFILE does)"
     )
     assert refused.value.next_step.startswith("unset AWS_PROFILE")
+
+
+def test_an_answer_that_is_not_aws_is_said_with_the_proxy_that_may_have_given_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy's 502 page where AWS's XML was due: botocore's ResponseParserError, no BotoCoreError, escaped every
+    catch as a traceback (exit 1)."""
+    from botocore.parsers import ResponseParserError
+
+    from deploykit.commands.core import aws_errors
+
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    local = sample_env(name="moto", endpoint_url="http://10.1.2.3:4566")
+    with pytest.raises(DeployKitError) as said, aws_errors(local):
+        raise ResponseParserError("Unable to parse response (syntax error), invalid XML received")
+    assert said.value.message.startswith(
+        "http://10.1.2.3:4566 answered with something that is not AWS's (Unable to parse response (syntax error)"
+    )
+    assert said.value.message.endswith(": the proxy of HTTPS_PROXY in between?")
+    assert said.value.next_step.startswith("list http://10.1.2.3:4566's host in NO_PROXY")
+    monkeypatch.delenv("HTTPS_PROXY")
+    aws = translate_error(ResponseParserError("Unable to parse response"), sample_env(name="dev"))
+    assert isinstance(aws, StepFailed) and aws.message.startswith("AWS (us-east-1) answered with something")

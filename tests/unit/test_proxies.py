@@ -12,26 +12,42 @@ import pytest
 
 from deploykit import images, proxies
 
+HERE = "localhost,127.0.0.1,::1,[::1]"
+
 
 @pytest.mark.parametrize(
     ("environ", "listed"),
     [
-        ({"HTTPS_PROXY": "http://proxy:3128"}, "localhost,127.0.0.1,::1"),
-        ({"http_proxy": "http://proxy:3128", "no_proxy": "127.0.0.1"}, "127.0.0.1,localhost,::1"),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, {"NO_PROXY": HERE, "no_proxy": HERE}),
+        (
+            {"http_proxy": "http://proxy:3128", "no_proxy": "127.0.0.1"},
+            {"NO_PROXY": "127.0.0.1,localhost,::1,[::1]", "no_proxy": "127.0.0.1,localhost,::1,[::1]"},
+        ),
         # each variable with what either listed: urllib and requests read the lower case one first
         (
             {"ALL_PROXY": "socks5://p", "NO_PROXY": ".corp", "no_proxy": "db.local, .corp"},
-            ".corp,db.local,localhost,127.0.0.1,::1",
+            {"NO_PROXY": f".corp,db.local,{HERE}", "no_proxy": f".corp,db.local,{HERE}"},
+        ),
+        # `*` is every host only as a variable's whole value (as clients read it): a `*` in a list is one more entry,
+        # and a variable that is `*` stays so while the other, which a client may read first, gets this machine
+        (
+            {"HTTPS_PROXY": "http://p", "NO_PROXY": "corp,*"},
+            {"NO_PROXY": f"corp,*,{HERE}", "no_proxy": f"corp,*,{HERE}"},
+        ),
+        (
+            {"HTTPS_PROXY": "http://p", "NO_PROXY": "*", "no_proxy": "corp"},
+            {"NO_PROXY": "*", "no_proxy": f"*,corp,{HERE}"},
         ),
     ],
 )
-def test_a_named_proxy_gets_this_machine_in_no_proxy(environ: dict[str, str], listed: str) -> None:
+def test_a_named_proxy_gets_this_machine_in_no_proxy(environ: dict[str, str], listed: dict[str, str]) -> None:
     proxies.bypass_loopback(environ)
-    assert environ["NO_PROXY"] == environ["no_proxy"] == listed
+    assert {k: environ[k] for k in ("NO_PROXY", "no_proxy")} == listed
 
 
 @pytest.mark.parametrize(
-    "environ", [{}, {"NO_PROXY": "corp"}, {"HTTP_PROXY": ""}, {"HTTPS_PROXY": "http://p", "no_proxy": "*"}]
+    "environ",
+    [{}, {"NO_PROXY": "corp"}, {"HTTP_PROXY": ""}, {"HTTPS_PROXY": "http://p", "no_proxy": " * ", "NO_PROXY": "*"}],
 )
 def test_no_proxy_or_a_proxy_bypassed_for_all_changes_nothing(environ: dict[str, str]) -> None:
     before = dict(environ)
@@ -40,26 +56,36 @@ def test_no_proxy_or_a_proxy_bypassed_for_all_changes_nothing(environ: dict[str,
 
 
 def test_the_build_gets_the_proxy_settings_as_dockers_predefined_arguments(tmp_path: Path) -> None:
-    """pip inside the build had no way out behind a proxy: the shell's settings never reached it."""
+    """pip inside the build had no way out behind a proxy: the shell's settings never reached it. Each goes in both
+    cases (the docker SDK adds ~/.docker/config.json's where one is missing, and pip reads the lower case first), and
+    that file's noProxy stays in NO_PROXY (an internal index listed there alone)."""
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     client = Mock(spec=docker.DockerClient)
     client.api = Mock(spec=docker.APIClient)
+    client.api._proxy_configs = Mock(no_proxy="pypi.corp,localhost")
     client.api.build.return_value = iter([{"aux": {"ID": "sha256:" + "a" * 64}}])
     environ = {"HTTPS_PROXY": "http://u:p@proxy:3128", "no_proxy": "localhost", "PATH": "/bin", "HTTP_PROXY": ""}
-    images.build_image(
-        client,
-        context=tmp_path,
-        dockerfile="Dockerfile",
-        tag="app:abc",
-        buildargs={"GIT_SHA": "abc"},
-        labels={},
-        extra_ca_dir=None,
-        say=io.StringIO().write,
-        status=io.StringIO().write,
-        environ=environ,
-    )
-    assert client.api.build.call_args.kwargs["buildargs"] == {
+
+    def built(environ: dict[str, str]) -> dict[str, str]:
+        images.build_image(
+            client,
+            context=tmp_path,
+            dockerfile="Dockerfile",
+            tag="app:abc",
+            buildargs={"GIT_SHA": "abc"},
+            labels={},
+            extra_ca_dir=None,
+            say=io.StringIO().write,
+            status=io.StringIO().write,
+            environ=environ,
+        )
+        return dict(client.api.build.call_args.kwargs["buildargs"])
+
+    assert built(environ) == {
         "HTTPS_PROXY": "http://u:p@proxy:3128",
-        "no_proxy": "localhost",
+        "https_proxy": "http://u:p@proxy:3128",
+        "NO_PROXY": "localhost,pypi.corp",
+        "no_proxy": "localhost,pypi.corp",
         "GIT_SHA": "abc",
     }
+    assert built({"NO_PROXY": "corp"}) == {"GIT_SHA": "abc"}  # no proxy in the shell: ~/.docker/config.json's alone

@@ -129,7 +129,7 @@ def test_behind_a_proxy_inv_sends_its_calls_to_this_machine_past_it() -> None:
     environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     proxied = {**environ, "HTTPS_PROXY": "http://127.0.0.1:3128", "NO_PROXY": ".corp.example"}
     said = subprocess.run([sys.executable, "-c", probe], env=proxied, cwd=REPO, capture_output=True, text=True)
-    assert said.stdout.splitlines() == [".corp.example,localhost,127.0.0.1,::1"] * 2, said.stderr
+    assert said.stdout.splitlines() == [".corp.example,localhost,127.0.0.1,::1,[::1]"] * 2, said.stderr
     probe = "import os, tasks; print([k for k in os.environ if 'proxy' in k.lower()])"
     said = subprocess.run([sys.executable, "-c", probe], env=environ, cwd=REPO, capture_output=True, text=True)
     assert said.stdout.strip() == "[]", said.stderr  # no proxy: the environment is left as it is
