@@ -287,6 +287,13 @@ _EXPORTS_FOR = re.compile(
 )
 
 
+def code_hosts(env: EnvConfig, functions: Mapping[str, str]) -> dict[str, str]:
+    """The stack holding each component of code: the app's, and each deployed function's (``functions``: its folder
+    → the name of the stack holding it, :attr:`Endpoints.hosts`)."""
+    hosted = {c: f"stack:{role}" for c, role in planner.HOSTED_BY.items()}
+    return hosted | {f"lambda:{fn}": f"stack:{planner.role_of(env, stack)}" for fn, stack in functions.items()}
+
+
 def refuse_holding_new_functions(held: changes.ChangeSet, never_deployed: Iterable[str], env: EnvConfig) -> None:
     """UsageError (exit 2, before anything runs) when --only/--skip hold back a function the environment does not have
     yet (``never_deployed``) while a stack that may hold functions deploys: that stack is given every function's code,
@@ -1137,12 +1144,16 @@ def analysis_lines(
     requirements: Mapping[str, Sequence[changes.RequirementChange]] | None = None,
     commits: Sequence[changes.ChangedBy] = (),
     flag: str = "",
+    hosts: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Change Analysis: each changed path, its component and the command that deploys it (with ``flag``: ``--env``
-    when a command without it would take another environment, :meth:`Config.env_flag`); the paths among
+    when a command without it would take another environment, :meth:`Config.env_flag`); ``hosts``: the stack holding
+    each component of code (``{"app": "stack:fargate", "lambda:fn": "stack:api"}``, :func:`code_hosts`), whose
+    code going out while that stack is held back is said; the paths among
     ``uncommitted`` (the work tree's, when it was compared) are marked so; under a requirements file, the packages
     its change changes (``requirements``: :func:`deploykit.changes.requirements_changed`); then the commits behind
     the changes (``commits``: :func:`deploykit.changes.commits_behind`), what a deploy takes live."""
+    hosts = hosts or {}
     lines = []
     packages_said: set[str] = set()  # a file every stack counts (cdk/requirements.txt): its packages said once
     for change in found.changes:
@@ -1163,8 +1174,8 @@ def analysis_lines(
             packages_said.add(change.path)
             shown = ", ".join(p.describe() for p in packages[:PACKAGES_SHOWN])
             more = len(packages) - PACKAGES_SHOWN
-            lines.append(f"{' ' * 13}📦 {shown}" + (f" and {more} more (inv diff --json)" if more > 0 else ""))
-    lines += commit_lines(commits)
+            lines.append(f"{' ' * 13}📦 {shown}" + (f" and {more} more (inv diff{flag} --json)" if more > 0 else ""))
+    lines += commit_lines(commits, flag)
     for component, (live, ahead) in taken_back(found).items():
         lines.append(
             f"⏮  {component}: live at {live[:SHORT_SHA]}, {ahead} commit{'s' if ahead > 1 else ''} ahead of HEAD "
@@ -1178,13 +1189,15 @@ def analysis_lines(
         )
     if found.held:
         held = ", ".join(sorted(found.held))
-        lines.append(f"⏸  held back (--only/--skip): {held}: left as live, for a later inv deploy.auto")
-        stacks = sorted(c for c in found.held if c.startswith("stack:"))
-        code = sorted(c for c in found.components() if not c.startswith("stack:"))
-        if stacks and code:  # the stacks hold the code's settings and permissions
+        lines.append(f"⏸  held back (--only/--skip): {held}: left as live, for a later inv deploy.auto{flag}")
+        # code going out while the stack that holds it (its settings, its permissions) is held back
+        code = sorted(c for c in found.components() if hosts.get(c) in found.held)
+        for stack in sorted({hosts[c] for c in code}):
+            held_code = [c for c in code if hosts[c] == stack]
             lines.append(
-                f"⚠️  {', '.join(code)} go{'es' if len(code) == 1 else ''} out without {', '.join(stacks)}: what "
-                "this code needs of their change (a setting, a permission) is not live until they deploy"
+                f"⚠️  {', '.join(held_code)} go{'es' if len(held_code) == 1 else ''} out without {stack}, which holds "
+                f"{'it' if len(held_code) == 1 else 'them'}: what this code needs of its change (a setting, a "
+                "permission) is not live until it deploys"
             )
     # paths of a function this checkout has not (its folder has no handler.py: removed, or shared code), apart from
     # docs and tests: a removed function's files are no docs
@@ -1245,8 +1258,9 @@ def _some(paths: Sequence[str]) -> str:
     return ", ".join(paths[:QUIET_SHOWN]) + more
 
 
-def commit_lines(commits: Sequence[changes.ChangedBy]) -> list[str]:
-    """The commits a deploy takes live, newest first: :data:`COMMITS_SHOWN` of them, then how many more."""
+def commit_lines(commits: Sequence[changes.ChangedBy], flag: str = "") -> list[str]:
+    """The commits a deploy takes live, newest first: :data:`COMMITS_SHOWN` of them, then how many more (``flag``:
+    :meth:`Config.env_flag`, in the command that lists them)."""
     if not commits:
         return []
     count = len(commits)
@@ -1255,7 +1269,7 @@ def commit_lines(commits: Sequence[changes.ChangedBy]) -> list[str]:
         subject = commit.subject if len(commit.subject) <= 72 else commit.subject[:71] + "…"
         lines.append(f"   {commit.sha[:SHORT_SHA]} {subject} · {commit.author} · {', '.join(commit.components)}")
     if count > COMMITS_SHOWN:
-        lines.append(f"   … and {count - COMMITS_SHOWN} more (inv diff --json lists them)")
+        lines.append(f"   … and {count - COMMITS_SHOWN} more (inv diff{flag} --json lists them)")
     return lines
 
 

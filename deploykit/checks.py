@@ -160,6 +160,17 @@ class Check:
         object.__setattr__(self, "needs", needs)
 
 
+def likely_meant(name: str, known: Iterable[str]) -> str | None:
+    """The check a misspelt ``name`` most likely meant, of ``known``: a close spelling, else one it begins with or
+    that begins with it (``alb_health``: ``alb``); None when none is close."""
+    names = sorted(set(known) - {name})
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return close[0]
+    near = [k for k in names if min(len(k), len(name)) >= 3 and (name.startswith(k) or k.startswith(name))]
+    return near[0] if near else None
+
+
 def select(checks: Sequence[Check], only: Iterable[str] | None) -> list[Check]:
     """The checks named in ``only`` (all when None) and those they need, in turn (a check whose prerequisite did not
     run is skipped: ``--only`` of it alone would pass without running it); an unknown name is a UsageError listing
@@ -244,7 +255,7 @@ def run_checks(checks: Sequence[Check], ctx: CheckContext, *, workers: int = 8) 
             failed = [n for n in check.needs if n in results and results[n].status != "passed"]
             unknown = [n for n in check.needs if n not in by_name]
             if failed or unknown:
-                close = [m for n in unknown for m in difflib.get_close_matches(n, by_name, n=1, cutoff=0.4)]
+                close = [m for n in unknown if (m := likely_meant(n, by_name))]
                 maybe = f"; a typo of {', '.join(close)}? (needs= of its Check)" if close and not failed else ""
                 why = f"needs {', '.join(failed or unknown)}" + (
                     " (did not pass)" if failed else f" (not run: no plugin registers it here{maybe})"

@@ -812,12 +812,16 @@ def find_config(start: Path | None = None) -> Path:
     if os.environ.get(ENV_VAR_CONFIG):
         return Path(os.environ[ENV_VAR_CONFIG])
     here = (start or Path.cwd()).resolve()
+    passed: list[Path] = []  # of that name, but no file: a folder, a broken link
     for folder in (here, *here.parents):
         candidate = folder / CONFIG_NAME
-        if os.path.lexists(candidate):  # a folder or a broken link of that name too: said as such (_read), not passed
+        if candidate.is_file():
             return candidate
+        if os.path.lexists(candidate):
+            passed.append(candidate)
+    others = f" (passed over: {', '.join(map(str, passed))}, no file)" if passed else ""
     raise ConfigError(
-        f"no {CONFIG_NAME} found in {here} or any folder above it",
+        f"no {CONFIG_NAME} found in {here} or any folder above it{others}",
         next_step=f"run from the project checkout, or set {ENV_VAR_CONFIG}=/path/to/{CONFIG_NAME}",
     )
 
@@ -825,11 +829,14 @@ def find_config(start: Path | None = None) -> Path:
 def _resolved(path: Path) -> Path:
     """``path`` resolved (links followed); ConfigError for a loop of links, where resolve() raised RuntimeError."""
     try:
-        return path.resolve()
-    except (RuntimeError, OSError) as exc:
+        resolved = path.resolve()
+        if resolved.is_symlink():  # Python 3.13's resolve() of a loop: the link itself, no error
+            raise RuntimeError(f"Symlink loop from {str(path)!r}")
+    except (RuntimeError, OSError) as exc:  # 3.11 and 3.12: RuntimeError
         raise ConfigError(
             f"{path} cannot be read: {exc}", next_step=f"point {path} (or {ENV_VAR_CONFIG}) at the file itself"
         ) from None
+    return resolved
 
 
 def load_config(path: Path | None = None) -> Config:

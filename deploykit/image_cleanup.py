@@ -244,8 +244,9 @@ def repository_images(aws: AwsFactory) -> list[dict[str, Any]]:
 
 def index_parts(aws: AwsFactory, images: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Digest of each image index (multi-platform image) → the digests of its platform images. An index ECR did not
-    give (a failure in BatchGetImage's answer: KmsError, ImageNotFound...) stops the cleanup before anything is deleted
-    (StepFailed): its platform images would otherwise look like untagged leftovers, to be deleted under a kept index."""
+    give (a failure in BatchGetImage's answer: KmsError...) stops the cleanup before anything is deleted (StepFailed):
+    its platform images would otherwise look like untagged leftovers, to be deleted under a kept index. One deleted
+    since it was listed (ImageNotFound: the lifecycle rule, another cleanup) keeps nothing: passed over."""
     indexes = [str(d["imageDigest"]) for d in images if d.get("imageManifestMediaType") in INDEX_MEDIA_TYPES]
     found: dict[str, list[str]] = {}
     ecr = aws.client("ecr")
@@ -256,6 +257,8 @@ def index_parts(aws: AwsFactory, images: Sequence[Mapping[str, Any]]) -> dict[st
             acceptedMediaTypes=sorted(INDEX_MEDIA_TYPES),
         )
         for failure in answer.get("failures") or ():
+            if failure.get("failureCode") == "ImageNotFound":  # deleted since it was listed: no index to keep
+                continue
             digest = str((failure.get("imageId") or {}).get("imageDigest") or "?")
             raise StepFailed(
                 f"ECR did not give the image index {digest[:19]}… of {aws.env.repository} "

@@ -300,9 +300,9 @@ class BuildStream:
             self.status(line.strip()[:80])
 
 
-def _configured_no_proxy(client: docker.DockerClient) -> str:
-    """The ``noProxy`` of ``~/.docker/config.json``'s proxies for the engine, as the docker SDK read it ("": none)."""
-    return str(getattr(getattr(client.api, "_proxy_configs", None), "no_proxy", None) or "")
+def _has_proxies(client: docker.DockerClient) -> bool:
+    """Whether ``~/.docker/config.json`` names proxies for the engine (as the docker SDK read it, for its builds)."""
+    return bool(getattr(getattr(client.api, "_proxy_configs", None), "get_environment", dict)())
 
 
 def build_image(
@@ -331,7 +331,7 @@ def build_image(
             custom_context=True,
             dockerfile=dockerfile,
             tag=tag,
-            buildargs={**proxies.build_args(environ, _configured_no_proxy(client)), **buildargs},
+            buildargs={**proxies.build_args(environ, _has_proxies(client)), **buildargs},
             labels=labels,
             network_mode="host",
             rm=True,

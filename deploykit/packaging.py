@@ -44,6 +44,7 @@ Symbolic links to files are packaged as the files they point at; links to direct
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import hashlib
 import io
@@ -530,7 +531,9 @@ def _function_sources(folder: Path, modes: Mapping[str, str] | None = None) -> I
             target = source.resolve() if source.is_symlink() else None
             if target is None and (modes or {}).get(path) == git.SYMLINK:
                 target = (source.parent / source.read_text(encoding="utf-8", errors="surrogateescape")).resolve()
-        except RuntimeError:  # resolve() of a link that leads back to itself
+            if target is not None and target.is_symlink():  # Python 3.13's resolve() of a loop: the link, no error
+                raise RuntimeError("a loop")
+        except RuntimeError:  # resolve() of a link that leads back to itself (Python 3.11, 3.12)
             raise UsageError(
                 f"{source} is a link that leads back to itself (a loop): there is no file to package",
                 next_step="remove the link (git rm it) or point it at a file of the function's folder",
@@ -592,16 +595,36 @@ def _read(source: Path, staged: str | None = None) -> tuple[bytes, bool]:
 # -- vendored requirements --------------------------------------------------------------------------
 
 
+# the byte order marks pip reads a requirements file by (pip._internal.utils.encoding.auto_decode), longest first
+_BOMS = (
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+)
+
+
+def requirement_text(requirements: Path) -> str:
+    """requirements.txt as pip reads it: by its byte order mark (PowerShell's `pip freeze > requirements.txt` writes
+    UTF-16 with one, its `Out-File -Encoding utf8` UTF-8 with one), else UTF-8; UsageError for other bytes."""
+    data = requirements.read_bytes()
+    marked = next(((bom, encoding) for bom, encoding in _BOMS if data.startswith(bom)), None)
+    used = marked[1] if marked else "utf-8"
+    try:
+        return data[len(marked[0]) if marked else 0 :].decode(used)
+    except UnicodeDecodeError as exc:
+        byte = f"byte {exc.object[exc.start]:#04x} at {exc.start}"
+        unmarked = "" if marked else ", and no byte order mark says another encoding"
+        raise UsageError(
+            f"{requirements} is not {used.upper()} text ({byte}){unmarked}",
+            next_step=f"save {requirements.name} as UTF-8 (your editor's encoding setting), then commit it",
+        ) from None
+
+
 def _requirement_lines(requirements: Path) -> list[str]:
     """The logical lines of requirements.txt that ask for something, after checking each is pinned."""
-    try:
-        text = requirements.read_text(encoding="utf-8").replace("\\\n", " ")
-    except UnicodeDecodeError as exc:  # PowerShell's `pip freeze > requirements.txt` writes UTF-16
-        raise UsageError(
-            f"{requirements} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at {exc.start}): pip reads it so",
-            next_step=f"save it as UTF-8 (PowerShell: pip freeze | Out-File -Encoding utf8 {requirements.name}), "
-            "then commit it",
-        ) from None
+    text = requirement_text(requirements).replace("\\\n", " ")
     wanted: list[str] = []
     for raw in text.splitlines():
         line = re.sub(r"(^|\s)#.*$", "", raw).strip()

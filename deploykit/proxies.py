@@ -42,17 +42,17 @@ def bypass_loopback(environ: MutableMapping[str, str]) -> None:
             environ[name] = value
 
 
-def build_args(environ: Mapping[str, str], configured_no_proxy: str = "") -> dict[str, str]:
-    """The proxy settings of ``environ`` as Docker's predefined build arguments, each in both cases (the docker SDK
-    adds those of ``~/.docker/config.json`` where one is not given: a case left out took that file's proxy, which pip
-    reads first); none when ``environ`` names no proxy (that file's alone then). ``configured_no_proxy``: that
-    file's ``noProxy``, kept in the build's ``NO_PROXY`` (an internal package index listed there only)."""
-    if not proxied(environ):
+def build_args(environ: Mapping[str, str], configured: bool = False) -> dict[str, str]:
+    """The proxy settings of ``environ`` as Docker's predefined build arguments, each in both cases (pip reads the
+    lower case first); none when ``environ`` names no proxy, or when the engine's client has proxies of its own
+    (``configured``: ``~/.docker/config.json``'s, which the docker SDK gives the build: Docker's documented way, and
+    the address there is the one the engine reaches, where the shell's may be this machine's alone)."""
+    if configured or not proxied(environ):
         return {}
     args: dict[str, str] = {}
     for upper in PROXY_VARIABLES:
         if value := environ.get(upper.lower()) or environ.get(upper):
             args[upper] = args[upper.lower()] = value
-    if bypassed := ",".join(_entries(*(environ.get(name, "") for name in NO_PROXY), configured_no_proxy)):
+    if bypassed := ",".join(_entries(*(environ.get(name, "") for name in NO_PROXY))):
         args["NO_PROXY"] = args["no_proxy"] = bypassed
     return args

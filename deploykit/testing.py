@@ -18,7 +18,6 @@ endpoint), ``fake_http`` (a :class:`FakeHttp`), ``fake_aws`` (``Mock(spec=AwsFac
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import warnings
 from collections.abc import Mapping
@@ -29,11 +28,11 @@ from unittest.mock import Mock
 import pytest
 
 from deploykit.aws import AwsFactory, new_session
-from deploykit.checks import Check, CheckContext, CheckResult, Http, HttpError, HttpResponse, run_checks
+from deploykit.checks import Check, CheckContext, CheckResult, Http, HttpError, HttpResponse, likely_meant, run_checks
 from deploykit.config import Config, EnvConfig, Stacks
 from deploykit.endpoints import FUNCTION_OUTPUTS, MAPPED_OUTPUTS, SCALAR_OUTPUTS, Endpoints
-from deploykit.plugins import configure_plugins, get_plugin_manager, installed_names
-from deploykit.smoke import registered_checks
+from deploykit.plugins import configure_plugins, get_plugin_manager
+from deploykit.smoke import plugins_checks, registered_checks
 
 __all__ = [
     "FakeHttp",
@@ -153,8 +152,8 @@ def plugin_checks(
 
     A class is made once, as the loader makes a class an entry point names. ``settings`` need ``name``, the entry
     point's: the plugin reads its table by that name, and one filed under another was read by no one (TypeError).
-    A need of a check that is neither one of the plugin's checks nor an installed plugin's name is warned of (a
-    misspelt need skips the check in ``inv smoke``, which passes without it)."""
+    A need of a check that neither the plugin nor one installed here registers is warned of (a misspelt need skips
+    the check in ``inv smoke``, which passes without it)."""
     if settings is not None and name is None:
         raise TypeError(
             "plugin_checks(..., settings=...) needs name=, the plugin's entry-point name: its deploykit_configure "
@@ -169,18 +168,25 @@ def plugin_checks(
     config = Config(Path("deploy.toml"), {environment.name: environment}, default_env=environment.name, plugins=table)
     configure_plugins(plugins, config)
     checks = registered_checks(plugins, environment)
-    known = {c.name for c in checks} | set(installed_names())
+    needed = {n for check in checks for n in check.needs} - {c.name for c in checks}
+    known = {c.name for c in checks} | (_installed_checks(environment) if needed else set())
     for check in checks:
         for need in (n for n in check.needs if n not in known):
-            close = difflib.get_close_matches(need, sorted(known), n=1, cutoff=0.4)
+            close = likely_meant(need, known)
             warnings.warn(
-                f"check {check.name!r} needs {need!r}, which neither this plugin registers nor names an installed "
-                f"plugin{f' (did you mean {close[0]!r}?)' if close else ''}: inv smoke skips a check whose need no "
-                "plugin registers, and passes without it",
+                f"check {check.name!r} needs {need!r}, which no plugin installed here registers"
+                f"{f' (did you mean {close!r}?)' if close else ''}: inv smoke skips a check whose need no plugin "
+                "registers, and passes without it",
                 UserWarning,
                 stacklevel=2,
             )
     return checks
+
+
+def _installed_checks(env: EnvConfig) -> set[str]:
+    """The names of the checks the plugins installed here register for ``env`` (those that load and answer)."""
+    checks, _failed = plugins_checks(get_plugin_manager(environ={}), env)
+    return {check.name for check in checks}
 
 
 def run_check(check: Check, ctx: CheckContext) -> CheckResult:

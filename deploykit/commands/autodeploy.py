@@ -36,6 +36,7 @@ from deploykit.aws import AwsFactory, all_of, at_once
 from deploykit.commands.core import (
     Runtime,
     aws_errors,
+    declared_functions,
     head_revision,
     heard_when_not_run,
     load_env,
@@ -46,6 +47,7 @@ from deploykit.commands.core import (
     require_pushed,
     run_plan,
     say_missing_alarms,
+    synthesis,
     until_unlocked,
     warner,
 )
@@ -67,7 +69,7 @@ from deploykit.config import Config, EnvConfig
 from deploykit.endpoints import Endpoints
 from deploykit.errors import DeployKitError, Interrupted, StepFailed, UsageError
 from deploykit.output import Reporter, tabulate
-from deploykit.plan import Context, Plan, RunReport, dumps
+from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,
     alias_moves_only,
@@ -231,12 +233,12 @@ def _exporters(
     runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, found: changes.ChangeSet
 ) -> dict[str, str]:
     """:func:`deploykit.auto.exporters_needed`, synthesized as the plan's first step synthesizes."""
-    synthesize = _synthesis(runtime, config, env, aws, Reporter(runtime.stderr, clock=runtime.clock))
+    synthesize = synthesis(runtime, config, env, aws, Reporter(runtime.stderr, clock=runtime.clock))
     with aws_errors(env):
         return auto.exporters_needed(config, env, aws, found, synthesize)
 
 
-def _say_synthesis(runtime: Runtime, a: Analysis, plan: Plan) -> None:
+def _saysynthesis(runtime: Runtime, a: Analysis, plan: Plan) -> None:
     """A dry run whose plan synthesizes the CDK app: synthesized now (the run then finds it done), and what its
     synthesis would refuse (a stack deploy.toml does not name, a value to look up, an error the app recorded) said,
     where the plan alone would show stacks that the run then refuses to deploy."""
@@ -245,21 +247,10 @@ def _say_synthesis(runtime: Runtime, a: Analysis, plan: Plan) -> None:
     if not any(isinstance(step, Synthesize) for step in auto.flat_steps(plan.steps)):
         return
     try:
-        _synthesis(runtime, a.config, a.env, a.aws, Reporter(runtime.stderr, clock=runtime.clock))()
+        synthesis(runtime, a.config, a.env, a.aws, Reporter(runtime.stderr, clock=runtime.clock))()
     except DeployKitError as exc:
         then = f"\n  → next: {exc.next_step}" if exc.next_step else ""
         runtime.stderr.write(f"⚠️  {exc.message}: the deploy would be refused at its synthesis{then}\n")
-
-
-def _synthesis(
-    runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, reporter: Reporter
-) -> Callable[[], Any]:
-    """The plan's first step (:class:`deploykit.stack_chain.Synthesize` into cdk.out/<env>), to run outside a plan:
-    skipped when nothing it reads changed since, so a plan that follows finds it done."""
-    from deploykit.stack_chain import Synthesize
-
-    ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory)
-    return partial(Synthesize(str(planner.synth_dir(config, env))).run, ctx)
 
 
 def _write_analysis(
@@ -358,6 +349,7 @@ def deploy_auto(
         requirements=changes.requirements_changed(a.config.root, a.found),
         commits=commits,
         flag=a.config.env_flag(a.env.name),
+        hosts=auto.code_hosts(a.env, a.endpoints.hosts),
     )
     closing = a.closing_lines()
     behind = auto.taken_back(a.found)
@@ -391,7 +383,10 @@ def deploy_auto(
         read = at_once(reads)
         code_keys, never_deployed = read.get("code_keys", ({}, []))
         try:
-            auto.refuse_holding_new_functions(a.found, never_deployed, a.env)
+            held_new = [fn for fn in never_deployed if f"lambda:{fn}" in a.found.held]
+            stacks = [c.split(":", 1)[1] for c in changed if planner.is_function_stack(c)]
+            declared = declared_functions(runtime, a.config, a.env, a.aws, stacks, held_new)  # synthesized: rare
+            auto.refuse_holding_new_functions(a.found, declared, a.env)
         except UsageError:
             _write_analysis(runtime, lines, closing)
             raise
@@ -451,7 +446,7 @@ def deploy_auto(
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
     if dry_run:
-        _say_synthesis(runtime, a, plan)
+        _saysynthesis(runtime, a, plan)
     rows = auto.estimate_rows(plan, a.env, a.estimates)
     total = auto.estimate_total(plan.steps, a.env, a.estimates)
     about = f"{total:.0f}s" if total >= 10 else f"{total:.1f}s"
@@ -879,7 +874,7 @@ def _stack_previews(
     out = planner.synth_dir(a.config, a.env)
     reporter = Reporter(runtime.stderr, clock=runtime.clock)
     reads: dict[str, Callable[[], Any]] = {
-        "synth": _synthesis(runtime, a.config, a.env, a.aws, reporter),
+        "synth": synthesis(runtime, a.config, a.env, a.aws, reporter),
         "image_tag": partial(auto.live_image_tag_or_empty, a.aws, a.env),
     }
     if any(planner.holds_functions(role) for role in roles):

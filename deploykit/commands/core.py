@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import sys
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -34,6 +35,7 @@ from deploykit import (
     pause,
     planner,
     stack_chain,
+    synth,
     watch,
 )
 from deploykit import logs as applogs
@@ -44,6 +46,7 @@ from deploykit.aws import AWS_ERRORS, DENIED, AwsFactory, at_once, translate_err
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
+from deploykit.endpoints import code_parameter
 from deploykit.errors import (
     ConfigError,
     DeployKitError,
@@ -196,6 +199,38 @@ def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
         return None
 
     return translate
+
+
+def synthesis(
+    runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, reporter: Reporter
+) -> Callable[[], Any]:
+    """The plan's first step (:class:`deploykit.stack_chain.Synthesize` into cdk.out/<env>), to run outside a plan:
+    skipped when nothing it reads changed since, so a plan that follows finds it done."""
+    ctx = Context(config, env, aws, runtime.clock, reporter, runtime.docker_factory)
+    return partial(stack_chain.Synthesize(str(planner.synth_dir(config, env))).run, ctx)
+
+
+def declared_functions(
+    runtime: Runtime, config: Config, env: EnvConfig, aws: AwsFactory, roles: Iterable[str], functions: Iterable[str]
+) -> set[str]:
+    """Those of ``functions`` whose code a template of the stacks of ``roles`` takes (its ``<Fn>CodeKey``
+    parameter): a stack is offered every function's code and takes what it declares, which only its template says.
+    The CDK app is synthesized for it, when there is anything to ask (as the plan's first step would be: that step
+    then finds it done)."""
+    functions, roles = sorted(set(functions)), sorted(set(roles))
+    if not functions or not roles:
+        return set()
+    synthesis(runtime, config, env, aws, Reporter(runtime.stderr, clock=runtime.clock))()
+    out, names = planner.synth_dir(config, env), planner.stack_roles(env)
+    declared: set[str] = set()
+    for role in roles:
+        try:
+            template = json.loads(synth.template_in(out, names[role]).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # a stack the app does not make: it takes nothing
+            continue
+        parameters = (template.get("Parameters") or {}) if isinstance(template, dict) else {}
+        declared |= {fn for fn in functions if code_parameter(fn) in parameters}
+    return declared
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from deploykit.commands.core import (
     LiveBefore,
     Runtime,
     aws_errors,
+    declared_functions,
     head_revision,
     heard_when_not_run,
     live_record_planned,
@@ -371,8 +372,10 @@ def deploy_stack(
     if read.get("image") is False:
         raise image_not_there(planner.stack_roles(environment)[role], environment.repository, tag, environment.name)
     keys, uploads = read.get("keys", ({}, []))
-    # a dry run too, as deploy.auto's: it shows whether the deploy would be let through. A function the environment
-    # never had goes out with the stack at this commit's code: promoted as deploy.lambda's would be
+    # a function the environment never had that this stack takes (its template declares its code) goes out with it
+    # at this commit's code: checked against promote_from as deploy.lambda's would be, a dry run too (as
+    # deploy.auto's: it shows whether the deploy would be let through), and recorded live with the stack
+    uploads = sorted(declared_functions(runtime, config, environment, aws, [role], uploads))
     components = [f"stack:{role}", *(f"lambda:{fn}" for fn in uploads)]
     promotion = require_promoted(runtime, config, environment, revision, components, unpromoted=unpromoted)
     with aws_errors(environment):

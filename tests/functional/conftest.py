@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -290,3 +291,27 @@ class Deploy(Step):
 
     def inputs(self) -> dict[str, object]:
         return {}
+
+
+def synthesized_as(monkeypatch: pytest.MonkeyPatch, parameters: dict[str, list[str]]) -> list[str]:
+    """Synthesis faked: each stack named in ``parameters`` gets a template declaring those parameters (a stack takes
+    the functions' code it declares, ``<Fn>CodeKey``); the synthesized out folders, in turn."""
+    from deploykit.plan import Outcome
+    from deploykit.stack_chain import Synthesize
+
+    made: list[str] = []
+
+    def run(self: Synthesize, ctx: object) -> Outcome:
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        exclude = out.parents[1] / ".git" / "info" / "exclude"  # as the repository's .gitignore has cdk.out/
+        if exclude.parent.is_dir() and "cdk.out/" not in (exclude.read_text() if exclude.exists() else ""):
+            exclude.write_text((exclude.read_text() if exclude.exists() else "") + "cdk.out/\n")
+        for stack, names in parameters.items():
+            template = {"Parameters": {name: {"Type": "String"} for name in names}, "Resources": {}}
+            (out / f"{stack}.template.json").write_text(json.dumps(template))
+        made.append(str(out))
+        return Outcome.done("synthesized (faked)")
+
+    monkeypatch.setattr(Synthesize, "run", run)
+    return made

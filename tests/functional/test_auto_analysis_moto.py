@@ -24,7 +24,7 @@ from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport, StepRecord
 from deploykit.release import PENDING_TAG
 from tests.conftest import REPO, git
-from tests.functional.conftest import REGION, api_function, create_service, held_across, held_each
+from tests.functional.conftest import REGION, api_function, create_service, held_across, held_each, synthesized_as
 from tests.functional.test_endpoints import OUTPUTS, create_stack
 from tests.unit.test_stack_plans import with_lambdas  # noqa: F401 - a fixture
 
@@ -180,7 +180,9 @@ def test_a_function_serving_settings_its_stack_did_not_deploy_is_said_in_the_ana
     assert f"⚠️  lambda:health_handler: {said} (the next deploy of it publishes the stack's: inv deploy.lambda" in err
 
 
-def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsFactory, project: Path) -> None:
+def test_only_and_skip_hold_changed_components_back_from_the_plan(
+    deployed: AwsFactory, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every component reads as never deployed (no service, no functions): --only and --skip keep some of them."""
     deployed.client("ecr").create_repository(repositoryName="car-rental-backend")
     shutil.copytree(REPO / "lambda", project / "lambda", ignore=shutil.ignore_patterns("__pycache__", "tests"))
@@ -218,6 +220,9 @@ def test_only_and_skip_hold_changed_components_back_from_the_plan(deployed: AwsF
     # the API stack is given every function's code, a new one's this commit's zip, which only that function's deploy
     # uploads: held back, the stack's deploy failed at CloudFormation (NoSuchKey), or made live a function that was
     # neither checked nor recorded
+    synthesized_as(monkeypatch, {"CarRentalApiStack": []})  # a stack that takes no function's code: let through
+    planned(only="stack:api")
+    synthesized_as(monkeypatch, {"CarRentalApiStack": ["HealthHandlerCodeKey", "LoginHandlerCodeKey"]})
     for selection in ({"only": "stack:api"}, {"skip": "lambda:health_handler"}):
         with pytest.raises(UsageError) as refused:
             planned(**selection)

@@ -19,7 +19,7 @@ from deploykit.config import load_config
 from deploykit.errors import UsageError
 from deploykit.plan import Plan, RunReport
 from tests.conftest import git
-from tests.functional.conftest import create_service, put_image
+from tests.functional.conftest import create_service, put_image, synthesized_as
 from tests.functional.test_endpoints import create_stack
 from tests.functional.test_rollback_moto import run_image
 
@@ -207,7 +207,9 @@ def test_a_dry_run_of_one_stack_is_refused_as_its_deploy_would_be(project: Path,
     assert refused.value.exit_code == 2
 
 
-def test_a_stack_that_adds_a_function_dev_does_not_run_is_refused(project: Path, factory: AwsFactory) -> None:
+def test_a_stack_that_adds_a_function_dev_does_not_run_is_refused(
+    project: Path, factory: AwsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The API stack of prod, which never had report_handler, gives it this commit's zip: dev runs the stack but not
     the function. The stack alone was checked ("✅ promoted from dev"), and code dev never ran went out, recorded as
     nothing; with --unpromoted it goes, said and recorded."""
@@ -225,6 +227,11 @@ def test_a_stack_that_adds_a_function_dev_does_not_run_is_refused(project: Path,
     live = {"stack:api": {"sha": git(project, "rev-parse", "--short=12", "HEAD").strip()}}
     s3.put_object(Bucket="dev-artifacts", Key="deploykit/live/dev.json", Body=json.dumps(live).encode())
     deploy = functools.partial(commands.deploy_stack, "ProdApiStack", smoke=False)
+    # a function the stack does not take (work in progress, or another stack's) is neither checked nor recorded
+    synthesized_as(monkeypatch, {"ProdApiStack": ["LoginHandlerCodeKey"]})
+    plan, _ = dry_run(project, deploy)
+    assert [d["component"] for d in plan["deploys"]] == ["stack:api"]
+    synthesized_as(monkeypatch, {"ProdApiStack": ["LoginHandlerCodeKey", "ReportHandlerCodeKey"]})
     with pytest.raises(UsageError, match=r"dev does not run this checkout's lambda:report_handler \(") as refused:
         dry_run(project, deploy)
     assert refused.value.exit_code == 2

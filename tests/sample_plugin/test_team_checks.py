@@ -6,6 +6,8 @@ A team's repository enables them in its top-level conftest.py: ``pytest_plugins 
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import team_checks
 
@@ -89,9 +91,18 @@ def test_a_class_plugin_is_made_as_the_loader_makes_it_and_a_misspelt_need_is_wa
     from deploykit.hookspecs import hookimpl
 
     class Plugin:
+        needs: tuple[str, ...] = ("alb_health",)
+
         @hookimpl
         def deploykit_register_checks(self, env: object) -> list[Check]:
-            return [Check("fleet", lambda ctx: CheckResult.passed("fleet", "ok"), needs=("alb_health",))]
+            return [Check("fleet", lambda ctx: CheckResult.passed("fleet", "ok"), needs=self.needs)]
 
     with pytest.warns(UserWarning, match=r"check 'fleet' needs 'alb_health', .* \(did you mean 'alb'\?\)"):
         assert [c.name for c in plugin_checks(Plugin)] == ["fleet"]
+    Plugin.needs = ("db",)
+    with pytest.warns(UserWarning, match=r"check 'fleet' needs 'db', which no plugin installed here registers: "):
+        plugin_checks(Plugin)
+    Plugin.needs = ("alb", "api_gateway")  # checks the plugins installed here register
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plugin_checks(Plugin)

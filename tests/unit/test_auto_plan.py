@@ -1200,11 +1200,14 @@ def test_held_back_components_are_left_out_of_the_plan_and_not_carried_to_head(w
     assert {c for c, _ in plan.deploys} == {"app", "lambda:login_handler"}
     # what is held back is not live at HEAD: only stack:data, unchanged, is carried there
     assert auto.unchanged_components(skipped, revision) == (("stack:data", revision.tag),)
-    assert auto.analysis_lines(skipped, env)[-3:] == [
-        "⏸  held back (--only/--skip): stack:fargate: left as live, for a later inv deploy.auto",
-        # the stack may hold what the code needs: said, where it went out without a word
-        "⚠️  app, lambda:login_handler go out without stack:fargate: what this code needs of their change (a "
-        "setting, a permission) is not live until they deploy",
+    hosts = auto.code_hosts(env, {"login_handler": env.stacks.api})
+    assert hosts == {"app": "stack:fargate", "lambda:login_handler": "stack:api"}
+    assert auto.analysis_lines(skipped, env, hosts=hosts, flag=" --env dev")[-3:] == [
+        "⏸  held back (--only/--skip): stack:fargate: left as live, for a later inv deploy.auto --env dev",
+        # the stack holds what the code needs (its settings, its permissions): said, where it went out without a
+        # word; login_handler's stack (the API's) goes out, nothing said of it
+        "⚠️  app goes out without stack:fargate, which holds it: what this code needs of its change (a setting, a "
+        "permission) is not live until it deploys",
         "📄 No deploy: README.md (docs, tests, the toolkit: nothing to deploy)",
     ]
     assert [c["component"] for c in auto.plan_json(env, skipped, plan)["changes"]] == ["app", "lambda:login_handler"]

@@ -331,7 +331,7 @@ def test_toml_past_what_python_reads_and_links_that_loop_are_refused_not_a_trace
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A ValueError (an integer of 5,001 digits), a RecursionError (arrays nested 2,000 deep), a RuntimeError (a link
-    loop) escaped as tracebacks, exit 1; a folder named deploy.toml was "no deploy.toml found"."""
+    loop) escaped as tracebacks, exit 1; a folder named deploy.toml is said as passed over."""
     bad = tmp_path / "deploy.toml"
     bad.write_text("wait_timeout = " + "1" * 5001 + "\n")
     with pytest.raises(ConfigError, match=r"deploy\.toml could not be read: Exceeds the limit \(4300 digits\)"):
@@ -343,13 +343,13 @@ def test_toml_past_what_python_reads_and_links_that_loop_are_refused_not_a_trace
     loop = tmp_path / "loop.toml"
     loop.symlink_to(loop)
     monkeypatch.setenv("DEPLOYKIT_CONFIG", str(loop))
-    with pytest.raises(ConfigError, match=r"loop\.toml cannot be read: Symlink loop"):
+    with pytest.raises(ConfigError, match=r"loop\.toml cannot be read: "):
         load_config()
     monkeypatch.delenv("DEPLOYKIT_CONFIG")
     bad.unlink()
     bad.mkdir()
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"deploy\.toml is a folder, not a file"):
+    with pytest.raises(ConfigError, match=r"no deploy\.toml found in .* \(passed over: .*deploy\.toml, no file\)"):
         load_config()
 
 

@@ -340,3 +340,9 @@ def test_an_image_index_ecr_did_not_give_stops_the_cleanup_before_anything_is_de
         StepFailed, match=r"ECR did not give the image index sha256:.* \(KmsError: the key is disabled\)"
     ):
         image_cleanup.index_parts(aws, [index])
+    gone = {"failureCode": "ImageNotFound", "failureReason": "Requested image not found"}
+    ecr.batch_get_image.return_value = {
+        "images": [],
+        "failures": [{"imageId": {"imageDigest": index["imageDigest"]}, **gone}],
+    }
+    assert image_cleanup.index_parts(aws, [index]) == {}  # deleted since it was listed: nothing to keep under it

@@ -1057,13 +1057,21 @@ def test_a_key_named_by_a_sha256_is_shortened_for_people_any_other_as_it_is() ->
     assert packaging.short_key(f"{digest}.zip") == "abababababab….zip"
 
 
-def test_a_requirements_file_not_in_utf8_is_refused_not_a_traceback(fn: Path) -> None:
-    """PowerShell's `pip freeze > requirements.txt` writes UTF-16: a UnicodeDecodeError ended inv diff and deploys."""
-    (fn / "requirements.txt").write_bytes("requests==2.32.3\n".encode("utf-16"))
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "utf-32"])
+def test_a_requirements_file_is_read_by_its_byte_order_mark_as_pip_reads_it(fn: Path, encoding: str) -> None:
+    """PowerShell's `pip freeze > requirements.txt` writes UTF-16, its `Out-File -Encoding utf8` UTF-8 with a byte
+    order mark: a UnicodeDecodeError ended inv diff and deploys, and a UTF-8 mark made the first line unpinned."""
+    (fn / "requirements.txt").write_bytes("requests==2.32.3\n".encode(encoding))
+    assert packaging.requirement_text(fn / "requirements.txt") == "requests==2.32.3\n"
+    assert packaging._requirement_lines(fn / "requirements.txt") == ["requests==2.32.3"]
+
+
+def test_a_requirements_file_neither_utf8_nor_marked_is_refused_not_a_traceback(fn: Path) -> None:
+    (fn / "requirements.txt").write_bytes("# café\nrequests==2.32.3\n".encode("latin-1"))
     pip = FakePip()
-    with pytest.raises(UsageError, match=r"requirements\.txt is not UTF-8 text \(byte 0xff at 0\)") as refused:
+    with pytest.raises(UsageError, match=r"requirements\.txt is not UTF-8 text \(byte 0xe9 at 5\), and no byte order"):
         package_function(fn, installer=pip)
-    assert "Out-File -Encoding utf8" in refused.value.next_step and pip.calls == []
+    assert pip.calls == []
 
 
 def test_a_link_that_leads_back_to_itself_is_refused_not_a_traceback(fn: Path) -> None:

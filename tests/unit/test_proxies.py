@@ -57,16 +57,16 @@ def test_no_proxy_or_a_proxy_bypassed_for_all_changes_nothing(environ: dict[str,
 
 def test_the_build_gets_the_proxy_settings_as_dockers_predefined_arguments(tmp_path: Path) -> None:
     """pip inside the build had no way out behind a proxy: the shell's settings never reached it. Each goes in both
-    cases (the docker SDK adds ~/.docker/config.json's where one is missing, and pip reads the lower case first), and
-    that file's noProxy stays in NO_PROXY (an internal index listed there alone)."""
+    cases (pip reads the lower case first); with proxies in ~/.docker/config.json (Docker's way: the address the
+    engine reaches, which the docker SDK gives the build), the shell's are not given."""
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     client = Mock(spec=docker.DockerClient)
     client.api = Mock(spec=docker.APIClient)
-    client.api._proxy_configs = Mock(no_proxy="pypi.corp,localhost")
     client.api.build.return_value = iter([{"aux": {"ID": "sha256:" + "a" * 64}}])
     environ = {"HTTPS_PROXY": "http://u:p@proxy:3128", "no_proxy": "localhost", "PATH": "/bin", "HTTP_PROXY": ""}
 
-    def built(environ: dict[str, str]) -> dict[str, str]:
+    def built(environ: dict[str, str], configured: dict[str, str]) -> dict[str, str]:
+        client.api._proxy_configs = Mock(get_environment=Mock(return_value=configured))
         images.build_image(
             client,
             context=tmp_path,
@@ -81,11 +81,12 @@ def test_the_build_gets_the_proxy_settings_as_dockers_predefined_arguments(tmp_p
         )
         return dict(client.api.build.call_args.kwargs["buildargs"])
 
-    assert built(environ) == {
+    assert built(environ, {}) == {
         "HTTPS_PROXY": "http://u:p@proxy:3128",
         "https_proxy": "http://u:p@proxy:3128",
-        "NO_PROXY": "localhost,pypi.corp",
-        "no_proxy": "localhost,pypi.corp",
+        "NO_PROXY": "localhost",
+        "no_proxy": "localhost",
         "GIT_SHA": "abc",
     }
-    assert built({"NO_PROXY": "corp"}) == {"GIT_SHA": "abc"}  # no proxy in the shell: ~/.docker/config.json's alone
+    assert built({"NO_PROXY": "corp"}, {}) == {"GIT_SHA": "abc"}  # no proxy in the shell
+    assert built(environ, {"https_proxy": "http://host.docker.internal:3128"}) == {"GIT_SHA": "abc"}  # config.json's
