@@ -398,6 +398,9 @@ def _one_at_a_time(settings: Settings) -> Iterator[None]:
     for the sandbox starts it) both found nothing answering, one stopped the server the other had just started by
     its pid file, and a server could be left that no pid file named, for no ``down`` to stop. An advisory lock on the
     checkout's folder (a start refused writes nothing), let go by the system when its holder dies."""
+    if not settings.root.is_dir():  # no checkout there yet (a settings' root made up): nothing of it to race over
+        yield
+        return
     held = os.open(settings.root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:

@@ -274,6 +274,8 @@ def test_a_second_start_or_stop_of_the_sandbox_waits_for_the_one_under_way(
     assert done.wait(10)
     said = capsys.readouterr().err
     assert "another start or stop of this sandbox is under way (a second terminal?): waiting for it" in said
+    # a root not made yet (a second checkout's settings, as a test makes them): no folder to lock, nothing to stop
+    assert lifecycle.down(dataclasses.replace(settings, root=tmp_path / "not-made")) == []
 
 
 def test_an_old_pid_file_is_ours_when_its_process_runs_the_program_and_stopped(tmp_path: Path) -> None:
