@@ -19,18 +19,18 @@ CARS = "https://alb.example.test/cars"
 
 
 def test_the_plugin_registers_its_check() -> None:
-    assert [check.name for check in plugin_checks(team_checks)] == ["team_fleet"]
+    assert [check.name for check in plugin_checks(team_checks.TeamChecks)] == ["team_fleet"]
 
 
 def test_a_priced_fleet_passes(check_context: CheckContext, fake_http: FakeHttp) -> None:
     fake_http.add("GET", CARS, json_body={"cars": [{"car_id": "c1", "daily_price_cents": 4900}]})
-    [check] = plugin_checks(team_checks)
+    [check] = plugin_checks(team_checks.TeamChecks)
     result = run_check(check, check_context)
     assert (result.status, result.detail) == ("passed", "1 cars listed, all priced")
 
 
 def test_an_empty_fleet_or_an_error_fails(check_context: CheckContext, fake_http: FakeHttp) -> None:
-    [check] = plugin_checks(team_checks)
+    [check] = plugin_checks(team_checks.TeamChecks)
     fake_http.add("GET", CARS, json_body={"cars": []})
     assert run_check(check, check_context).detail.endswith("the fleet is empty")
     fake_http.routes.clear()
@@ -43,7 +43,9 @@ def test_the_fleet_may_be_held_to_a_minimum_by_the_plugins_settings(
     check_context: CheckContext, fake_http: FakeHttp
 ) -> None:
     fake_http.add("GET", CARS, json_body={"cars": [{"car_id": "c1", "daily_price_cents": 4900}]})
-    [check] = plugin_checks(team_checks, name="team_checks", settings={"min_cars": 2})  # [plugins.team_checks]
+    [check] = plugin_checks(
+        team_checks.TeamChecks, name="team_checks", settings={"min_cars": 2}
+    )  # [plugins.team_checks]
     result = run_check(check, check_context)
     assert (result.status, result.detail) == ("failed", f"GET {CARS} → 1 cars, fewer than min_cars = 2")
 
@@ -54,7 +56,7 @@ def test_the_fleet_may_be_held_to_a_minimum_by_the_plugins_settings(
 )
 def test_settings_the_plugin_cannot_use_are_refused_as_inv_refuses_them(settings: dict[str, int], said: str) -> None:
     with pytest.raises(ConfigError, match=r"plugin 'team_checks': deploy.toml: \[plugins.team_checks\]") as err:
-        plugin_checks(team_checks, name="team_checks", settings=settings)
+        plugin_checks(team_checks.TeamChecks, name="team_checks", settings=settings)
     assert said in err.value.message
 
 
@@ -72,16 +74,16 @@ def table_change(prop: str, before: str, after: str) -> dict[str, object]:
 def test_a_change_of_a_tables_key_is_refused_and_other_changes_are_not() -> None:
     key = table_change("KeySchema[0].AttributeName", "car_id", "car_uid")
     billing = table_change("BillingMode", "PROVISIONED", "PAY_PER_REQUEST")
-    assert team_checks.deploykit_review_stack_changes(sample_env(), "DataStack", [key, billing]) == [
+    assert team_checks.TeamChecks().deploykit_review_stack_changes(sample_env(), "DataStack", [key, billing]) == [
         "CarsTable: the table's key would change (car_id → car_uid)"
     ]
-    assert team_checks.deploykit_review_stack_changes(sample_env(), "DataStack", [billing]) == []
+    assert team_checks.TeamChecks().deploykit_review_stack_changes(sample_env(), "DataStack", [billing]) == []
 
 
 def test_settings_without_the_plugins_name_are_refused_not_read_by_no_one() -> None:
     """Filed under "under-test", a table the plugin never reads: the test expecting min_cars = 2 passed on 1 car."""
     with pytest.raises(TypeError, match=r"plugin_checks\(\.\.\., settings=\.\.\.\) needs name=, the plugin's"):
-        plugin_checks(team_checks, settings={"min_cars": 2})
+        plugin_checks(team_checks.TeamChecks, settings={"min_cars": 2})
 
 
 def test_a_class_plugin_is_made_as_the_loader_makes_it_and_a_misspelt_need_is_warned_of() -> None:
@@ -106,3 +108,14 @@ def test_a_class_plugin_is_made_as_the_loader_makes_it_and_a_misspelt_need_is_wa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plugin_checks(Plugin)
+
+
+def test_each_plugin_manager_makes_its_own_plugin_with_its_own_settings(
+    check_context: CheckContext, fake_http: FakeHttp
+) -> None:
+    """The settings live in the instance a manager made: a module global was reset by the next manager's configure,
+    and the first one's strict check passed on 1 car."""
+    fake_http.add("GET", CARS, json_body={"cars": [{"car_id": "c1", "daily_price_cents": 4900}]})
+    [strict] = plugin_checks(team_checks.TeamChecks, name="team_checks", settings={"min_cars": 2})
+    plugin_checks(team_checks.TeamChecks, name="team_checks")  # another manager, the default min_cars
+    assert run_check(strict, check_context).status == "failed"
