@@ -83,6 +83,7 @@ def get_plugin_manager(
                 next_step=f"take only the hook's own arguments (README, 'Writing check plugins'), or block it: "
                 f"{BLOCK_ENV}={name}",
             ) from None
+        _refuse_idle(manager, name, plugin)
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -122,6 +123,29 @@ def _refuse_unmarked(manager: pluggy.PluginManager, name: str, plugin: object) -
             next_step="mark it: from deploykit.hookspecs import hookimpl, then @hookimpl above the def (README, "
             f"'Writing check plugins'); or block the plugin: {BLOCK_ENV}={name}",
         )
+
+
+def _refuse_idle(manager: pluggy.PluginManager, name: str, plugin: object) -> None:
+    """A plugin that implements no hook (its hooks misspelt and unmarked, ``deploykt_register_checks``; the entry point
+    naming its module where its class holds the hooks) adds nothing, unsaid: refused, naming what looks meant."""
+    if manager.get_hookcallers(plugin):
+        return
+    hooks = sorted(n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_"))
+    near = sorted({m for attr in dir(plugin) for m in difflib.get_close_matches(attr, hooks, n=1, cutoff=0.8)})
+    classes = sorted(
+        a for a in dir(plugin) if isinstance(getattr(plugin, a, None), type) and _has_hooks(getattr(plugin, a))
+    )
+    hint = f" (close to {', '.join(near)}?)" if near else f" ({', '.join(classes)} holds them?)" if classes else ""
+    raise UsageError(
+        f"plugin {name!r} implements no hook of deploykit's{hint}: it would add nothing",
+        next_step="name its hooks as README's 'Writing check plugins' does, each marked @hookimpl; an entry point "
+        f"names the class that holds them (module:Class); or block the plugin: {BLOCK_ENV}={name}",
+    )
+
+
+def _has_hooks(cls: type) -> bool:
+    """Whether ``cls`` defines a ``deploykit_*`` method (a plugin class its module's entry point did not name)."""
+    return any(attr.startswith(f"{hookspecs.PROJECT}_") for attr in vars(cls))
 
 
 def installed_names(environ: dict[str, str] | None = None) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ failed row (its checks did not run), so a broken team plugin is noticed rather t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -35,12 +35,16 @@ def registered_checks(plugins: Plugins, env: EnvConfig) -> list[Check]:
     return checks
 
 
-def plugins_checks(plugins: Plugins, env: EnvConfig) -> tuple[list[Check], dict[str, str]]:
+def plugins_checks(
+    plugins: Plugins, env: EnvConfig, owners: dict[str, list[str]] | None = None
+) -> tuple[list[Check], dict[str, str]]:
     """Every check the loaded plugins register for ``env``, in plugin-name order, and each plugin whose hook failed
     (name → what it raised, or returned instead of a list of Check): each plugin is asked on its own, so one that
-    fails takes neither the others' checks nor the run down (:func:`plugin_failed_results`)."""
+    fails takes neither the others' checks nor the run down (:func:`plugin_failed_results`). ``owners``, when given,
+    gets each check's name → the plugins that register it, once per registration."""
     checks: list[Check] = []
     failed: dict[str, str] = {}
+    owners = {} if owners is None else owners
     for name, register in each_plugin(plugins, "deploykit_register_checks", env=env):
         try:
             found = register()
@@ -52,7 +56,25 @@ def plugins_checks(plugins: Plugins, env: EnvConfig) -> tuple[list[Check], dict[
             failed[name] = given
         else:
             checks.extend(given)
+            for check in given:
+                owners.setdefault(check.name, []).append(name)
     return checks, failed
+
+
+def refuse_twice_named(owners: Mapping[str, Sequence[str]]) -> None:
+    """UsageError naming each check registered more than once and by which plugins (the bare "two plugins register
+    the check(s) alb" said not which, nor that one plugin may register a name twice)."""
+    twice = {name: list(by) for name, by in sorted(owners.items()) if len(by) > 1}
+    if not twice:
+        return
+    said = [
+        f"{name} by plugins {', '.join(sorted(set(by)))}" if len(set(by)) > 1 else f"{name} twice by plugin {by[0]}"
+        for name, by in twice.items()
+    ]
+    raise UsageError(
+        f"more than one check of a name: {'; '.join(said)}",
+        next_step=f"rename one (Check(NAME, ...) in the plugin), or block a plugin with {BLOCK_ENV}",
+    )
 
 
 def _checks_in(found: object) -> list[Check] | str:
@@ -94,7 +116,9 @@ def choose(plugins: Plugins, env: EnvConfig, only: Sequence[str] | None = None) 
     """The checks (``only`` by name, with those they need); UsageError for a name no check has (with ``only``: named
     when a check asked for is unknown, since it may be one of a plugin that failed), or when no check is registered.
     Nothing is read from the environment: ``inv smoke --only typo`` is refused before it is."""
-    registered, failed = plugins_checks(plugins, env)
+    owners: dict[str, list[str]] = {}
+    registered, failed = plugins_checks(plugins, env, owners)
+    refuse_twice_named(owners)
     try:
         checks = select(registered, only)
     except UsageError as exc:

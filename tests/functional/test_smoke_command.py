@@ -235,7 +235,10 @@ def test_a_deploy_whose_smoke_would_be_refused_is_refused_before_it_changes_anyt
     )
     Executor(ctx).execute(Plan("dev", (Rolls(), smoke_checks.Smoke()), "deploy.app"))
     assert ran == []
-    assert "⏹  two plugins register the check(s) alb, login" in ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
+    # which plugins register each: the bare "two plugins register the check(s) alb" said not which
+    assert "⏹  more than one check of a name: alb by plugins app, team; login by plugins app, team" in (
+        ctx.reporter.stream.getvalue()  # type: ignore[attr-defined]
+    )
     # a rollback's smoke does not hold back what puts things right: the refusal comes at its smoke
     Executor(ctx).execute(Plan("dev", (Rolls(), smoke_checks.Smoke(refuses_first=False)), "rollback app → a"))
     assert ran == ["roll-service"]

@@ -194,6 +194,43 @@ def test_a_need_no_plugin_registers_names_the_check_it_may_be_a_typo_of() -> Non
     )
 
 
+def test_a_check_name_registered_twice_names_the_plugins_that_do() -> None:
+    from deploykit.smoke import refuse_twice_named
+
+    refuse_twice_named({"alb": ["alb"], "team_fleet": ["team_checks"]})  # once each: nothing said
+    with pytest.raises(UsageError) as refused:
+        refuse_twice_named({"alb": ["alb", "team_checks"], "fleet": ["team_checks", "team_checks"]})
+    assert refused.value.message == (
+        "more than one check of a name: alb by plugins alb, team_checks; fleet twice by plugin team_checks"
+    )
+    assert refused.value.exit_code == 2
+
+
+def test_a_plugin_that_implements_no_hook_is_refused_naming_what_looks_meant() -> None:
+    """A misspelt hook left unmarked (`deploykt_register_checks`), or an entry point naming the module where its class
+    holds the hooks: the plugin loaded with no checks, and smoke passed without them, unsaid."""
+    misspelt = types.ModuleType("dk_test_misspelt")
+    misspelt.deploykt_register_checks = lambda env: []  # type: ignore[attr-defined]
+    with pytest.raises(
+        UsageError,
+        match=r"plugin 'team' implements no hook of deploykit's \(close to "
+        r"deploykit_register_checks\?\): it would add nothing",
+    ) as refused:
+        get_plugin_manager(entry_points=[], extra=[("team", misspelt)], environ={})
+    assert refused.value.exit_code == 2 and "module:Class" in refused.value.next_step
+
+    class TeamChecks:
+        @hookspecs.hookimpl
+        def deploykit_register_checks(self, env: object) -> list[Check]:
+            return []
+
+    module = types.ModuleType("dk_test_module")
+    module.TeamChecks = TeamChecks  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match=r"implements no hook of deploykit's \(TeamChecks holds them\?\)"):
+        get_plugin_manager(entry_points=[], extra=[("team", module)], environ={})
+    get_plugin_manager(entry_points=[], extra=[("team", TeamChecks())], environ={})  # its hooks: loaded
+
+
 def test_needs_are_check_names() -> None:
     """needs="alb" is the letters a, l, b: three checks no plugin has; the check would be skipped, never run."""
     with pytest.raises(TypeError, match="check 'team': needs must be a tuple of check names, not 'alb'"):
