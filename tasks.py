@@ -36,7 +36,7 @@ from invoke.tasks import task
 # (medians of 14 runs each, alternating, on one sandbox).
 gc.freeze()
 
-from deploykit import commands  # noqa: E402
+from deploykit import commands, planner  # noqa: E402
 from deploykit.aws import AwsFactory  # noqa: E402
 from deploykit.config import ConfigCache, EnvConfig, endpoint_address, find_config  # noqa: E402
 from deploykit.endpoints import check_overrides  # noqa: E402
@@ -1185,6 +1185,8 @@ def destroy(
     """Delete the environment's stacks in reverse order; data stacks only with --include-data."""
     config = _configs().load()
     environment = config.environment(env)
+    if stack is not None:  # a name that is none of the team's stacks: said before the person types a confirmation
+        planner.own_roles(environment, stack)
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             raise UsageError(
@@ -1566,7 +1568,7 @@ def _clear_parse_errors() -> None:
     this module, with no hook of its own for this: its two parse steps are wrapped here, once."""
     if getattr(Program.parse_tasks, "deploykit", False):
         return
-    for name in ("parse_tasks", "parse_cleanup"):  # the tasks and their options; `inv --help TASK`
+    for name in ("parse_tasks", "parse_cleanup"):  # the tasks and their options; `inv --help TASK`; `inv --list`
         original = getattr(Program, name)
 
         def parse(self: Program, original: Callable[[Program], None] = original) -> None:
@@ -1581,6 +1583,15 @@ def _clear_parse_errors() -> None:
                 if said is None:  # another ValueError: not one to guess at
                     raise
                 raise Exit(f"❌ {said[0]}\n  → next: {said[1]}", code=2) from None
+            except AttributeError as exc:  # --list-format nosuch: invoke looks for a method list_nosuch
+                if not str(exc).startswith("'Program' object has no attribute 'list_"):
+                    raise
+                given = str(exc).split("'list_", 1)[1].split("'", 1)[0]
+                raise Exit(
+                    f"❌ --list-format takes flat, nested or json, not {given!r}\n  → next: inv --list --list-format "
+                    "nested",
+                    code=2,
+                ) from None
 
         parse.deploykit = True  # type: ignore[attr-defined]
         setattr(Program, name, parse)

@@ -511,6 +511,19 @@ def destroy_one_plan(env: EnvConfig, stack: str, *, include_data: bool, hosts: M
     go together (:func:`destroy_plan`): each of the later ones imports from the earlier. The functions they hold
     (``hosts``: function → the role of the stack holding it) go with them."""
     own = dict(env.stacks.own)
+    named = own_roles(env, stack)
+    going = [role for role in reversed(own) if role in named]  # deploy.toml's order reversed: importers first
+    with_them = tuple(own[role] for role in going)
+    steps = [DestroyStack(own[role], data=include_data, alone=True, beside=with_them) for role in going]
+    group = StacksByImports(tuple(steps), own_until=len(steps)) if len(steps) > 1 else steps[0]
+    held = sorted(f"lambda:{fn}" for fn, role in (hosts or {}).items() if role in going)
+    return Plan(env.name, (group,), "destroy", removes=(*(f"stack:{role}" for role in going), *held))
+
+
+def own_roles(env: EnvConfig, stack: str) -> list[str]:
+    """The roles ``inv destroy --stack ROLE[,ROLE...]`` names, each a stack of the team's own: UsageError (exit 2)
+    for one that is not, asked before the person is asked to confirm."""
+    own = dict(env.stacks.own)
     named = list(dict.fromkeys(role.strip() for role in stack.split(",") if role.strip()))
     for role in named or [stack]:
         if role not in own:
@@ -523,12 +536,7 @@ def destroy_one_plan(env: EnvConfig, stack: str, *, include_data: bool, hosts: M
                 if platform
                 else "name roles of [environments.NAME.stacks] besides the platform's five, by commas",
             )
-    going = [role for role in reversed(own) if role in named]  # deploy.toml's order reversed: importers first
-    with_them = tuple(own[role] for role in going)
-    steps = [DestroyStack(own[role], data=include_data, alone=True, beside=with_them) for role in going]
-    group = StacksByImports(tuple(steps), own_until=len(steps)) if len(steps) > 1 else steps[0]
-    held = sorted(f"lambda:{fn}" for fn, role in (hosts or {}).items() if role in going)
-    return Plan(env.name, (group,), "destroy", removes=(*(f"stack:{role}" for role in going), *held))
+    return named
 
 
 def destroy_plan(

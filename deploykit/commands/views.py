@@ -303,13 +303,13 @@ def alarms(
     names no alarms, they may not be read, or, for a wait, CloudWatch has none of them."""
     runtime = runtime or Runtime()
     _, environment = load_env(runtime, env)
+    seconds = None if wait is None else alarm_wait(wait, "--wait")  # a malformed option first, as every command
     if not environment.alarm_watch.on:
         raise UsageError(
             f"[environments.{environment.name}.alarm_watch] names no alarms in deploy.toml: there are none to show",
             next_step=f"name the team's alarms there: [environments.{environment.name}.alarm_watch] alarms = "
             '["car-rental-5xx", "car-rental-prod-*"] (README, "Your own alarms")',
         )
-    seconds = None if wait is None else alarm_wait(wait, "--wait")
     aws = runtime.aws_factory(environment)
     names = environment.alarm_watch.alarms
     with aws_errors(environment):

@@ -122,6 +122,8 @@ def test_wait_that_ends_with_an_alarm_still_in_alarm_fails_and_names_it(
 def test_what_cannot_be_shown_is_refused(project: Path, factory: AwsFactory) -> None:
     with pytest.raises(UsageError, match=r"\[environments.dev.alarm_watch\] names no alarms in deploy.toml"):
         commands.alarms(env="dev", runtime=moto_runtime(project, factory))
+    with pytest.raises(UsageError, match="--wait 'soon' is not a duration"):  # the malformed option said first
+        commands.alarms(env="dev", wait="soon", runtime=moto_runtime(project, factory))
     watching(project, *NAMES)
     with pytest.raises(UsageError, match="--wait 'soon' is not a duration"):
         commands.alarms(env="dev", wait="soon", runtime=moto_runtime(project, factory))

@@ -65,6 +65,24 @@ def test_an_option_the_task_does_not_have_exits_2_with_the_one_meant(project: Pa
     ]
 
 
+def test_destroy_of_a_stack_that_is_none_of_the_teams_says_so_before_it_asks_for_a_confirmation(project: Path) -> None:
+    """It said "destroy needs a confirmation and there is no terminal to ask on" (on a terminal, it had the person
+    type the environment's name), then that the stack is unknown."""
+    done = inv(project, "destroy", "--stack", "nosuch", "--env", "dev")
+    assert done.returncode == 2
+    assert done.stderr.startswith("❌ 'nosuch' is no stack role of environment 'dev': --stack deletes stacks of")
+
+
+def test_a_list_format_invoke_does_not_have_exits_2_naming_those_it_has(project: Path) -> None:
+    """invoke looked for a method list_nosuch: an AttributeError's traceback, exit 1."""
+    done = inv(project, "--list-format", "nosuch", "--list")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "❌ --list-format takes flat, nested or json, not 'nosuch'",
+        "  → next: inv --list --list-format nested",
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "word"),
     [(("invoke", "--help"), "FUNCTION"), (("run", "--help"), "COMMAND"), (("deploy.stack", "--dry"), "NAME")],
