@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,8 +133,9 @@ def _refuse_idle(manager: pluggy.PluginManager, name: str, plugin: object) -> No
         return
     hooks = sorted(n for n in dir(hookspecs) if n.startswith(f"{hookspecs.PROJECT}_"))
     near = sorted({m for attr in dir(plugin) for m in difflib.get_close_matches(attr, hooks, n=1, cutoff=0.8)})
+    # read without running anything of the plugin's (a property of one about to be refused may raise)
     classes = sorted(
-        a for a in dir(plugin) if isinstance(getattr(plugin, a, None), type) and _has_hooks(getattr(plugin, a))
+        a for a in dir(plugin) if isinstance(held := inspect.getattr_static(plugin, a, None), type) and _has_hooks(held)
     )
     hint = f" (close to {', '.join(near)}?)" if near else f" ({', '.join(classes)} holds them?)" if classes else ""
     raise UsageError(

@@ -230,6 +230,14 @@ def test_a_plugin_that_implements_no_hook_is_refused_naming_what_looks_meant() -
         get_plugin_manager(entry_points=[], extra=[("team", module)], environ={})
     get_plugin_manager(entry_points=[], extra=[("team", TeamChecks())], environ={})  # its hooks: loaded
 
+    class Idle:  # nothing of a plugin about to be refused runs: a property raising made the refusal a traceback
+        @property
+        def state(self) -> None:
+            raise RuntimeError("side effect")
+
+    with pytest.raises(UsageError, match=r"plugin 'idle' implements no hook of deploykit's: it would add nothing"):
+        get_plugin_manager(entry_points=[], extra=[("idle", Idle())], environ={})
+
 
 def test_needs_are_check_names() -> None:
     """needs="alb" is the letters a, l, b: three checks no plugin has; the check would be skipped, never run."""
