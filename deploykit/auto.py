@@ -287,21 +287,26 @@ _EXPORTS_FOR = re.compile(
 )
 
 
-def code_hosts(env: EnvConfig, functions: Mapping[str, str]) -> dict[str, str]:
+def code_hosts(functions: Mapping[str, str]) -> dict[str, str]:
     """The stack holding each component of code: the app's, and each deployed function's (``functions``: its folder
-    → the name of the stack holding it, :attr:`Endpoints.hosts`)."""
+    → the role of the stack holding it, as :attr:`Inputs.hosts`)."""
     hosted = {c: f"stack:{role}" for c, role in planner.HOSTED_BY.items()}
-    return hosted | {f"lambda:{fn}": f"stack:{planner.role_of(env, stack)}" for fn, stack in functions.items()}
+    return hosted | {f"lambda:{fn}": f"stack:{role}" for fn, role in functions.items()}
 
 
-def refuse_holding_new_functions(held: changes.ChangeSet, never_deployed: Iterable[str], env: EnvConfig) -> None:
-    """UsageError (exit 2, before anything runs) when --only/--skip hold back a function the environment does not have
-    yet (``never_deployed``) while a stack that may hold functions deploys: that stack is given every function's code,
-    a new one's this commit's zip, which only the held function's upload puts there (CloudFormation: NoSuchKey, a
-    stack rolled back; with the zip there from an earlier run, a function live that was neither checked against
-    promote_from nor recorded)."""
+def held_new_functions(held: changes.ChangeSet, never_deployed: Iterable[str]) -> list[str]:
+    """Those of the functions the environment does not have yet (``never_deployed``) that --only/--skip hold back."""
+    return sorted(fn for fn in never_deployed if f"lambda:{fn}" in held.held)
+
+
+def refuse_holding_new_functions(held: changes.ChangeSet, taken: Iterable[str], env: EnvConfig) -> None:
+    """UsageError (exit 2, before anything runs) when --only/--skip hold back functions the environment does not have
+    yet that a stack this run deploys takes (``taken``: of :func:`held_new_functions`, those its template declares):
+    that stack is given each one's code, a new one's this commit's zip, which only the held function's upload puts
+    there (CloudFormation: NoSuchKey, a stack rolled back; with the zip there from an earlier run, a function live that
+    was neither checked against promote_from nor recorded)."""
     stacks = sorted(c for c in held.components() if planner.is_function_stack(c))
-    new = sorted(f"lambda:{fn}" for fn in never_deployed if f"lambda:{fn}" in held.held)
+    new = sorted(f"lambda:{fn}" for fn in taken)
     if stacks and new:
         raise UsageError(
             f"--only/--skip hold back {', '.join(new)}, which {env.name} does not have yet, while "

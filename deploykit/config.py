@@ -830,13 +830,15 @@ def _resolved(path: Path) -> Path:
     """``path`` resolved (links followed); ConfigError for a loop of links, where resolve() raised RuntimeError."""
     try:
         resolved = path.resolve()
-        if resolved.is_symlink():  # Python 3.13's resolve() of a loop: the link itself, no error
-            raise RuntimeError(f"Symlink loop from {str(path)!r}")
-    except (RuntimeError, OSError) as exc:  # 3.11 and 3.12: RuntimeError
-        raise ConfigError(
-            f"{path} cannot be read: {exc}", next_step=f"point {path} (or {ENV_VAR_CONFIG}) at the file itself"
-        ) from None
-    return resolved
+    except (RuntimeError, OSError) as exc:  # a loop: RuntimeError on Python 3.11 and 3.12
+        why = str(exc)
+    else:
+        if not resolved.is_symlink():
+            return resolved
+        why = f"Symlink loop from {str(path)!r}"  # Python 3.13's resolve() of a loop: the link itself, no error
+    raise ConfigError(
+        f"{path} cannot be read: {why}", next_step=f"point {path} (or {ENV_VAR_CONFIG}) at the file itself"
+    )
 
 
 def load_config(path: Path | None = None) -> Config:

@@ -531,13 +531,13 @@ def _function_sources(folder: Path, modes: Mapping[str, str] | None = None) -> I
             target = source.resolve() if source.is_symlink() else None
             if target is None and (modes or {}).get(path) == git.SYMLINK:
                 target = (source.parent / source.read_text(encoding="utf-8", errors="surrogateescape")).resolve()
-            if target is not None and target.is_symlink():  # Python 3.13's resolve() of a loop: the link, no error
-                raise RuntimeError("a loop")
         except RuntimeError:  # resolve() of a link that leads back to itself (Python 3.11, 3.12)
+            target = source
+        if target is not None and target.is_symlink():  # a loop: Python 3.13's resolve() gives the link, no error
             raise UsageError(
                 f"{source} is a link that leads back to itself (a loop): there is no file to package",
                 next_step="remove the link (git rm it) or point it at a file of the function's folder",
-            ) from None
+            )
         if target is not None:
             if not target.is_relative_to(inside):
                 raise UsageError(

@@ -276,6 +276,13 @@ def readable_template(template: str) -> str | None:
         return None
 
 
+def functions_in(out_dir: Path, stack: str) -> dict[str, str]:
+    """function → its code parameter, for each one the template of ``stack`` in the cloud assembly ``out_dir`` takes
+    (:func:`deploykit.endpoints.code_parameters`); {} when the template cannot be read (the app makes no such stack)."""
+    body = readable_template(str(synth.template_in(out_dir, stack)))
+    return code_parameters(json.loads(body)) if body is not None else {}
+
+
 def image_not_there(stack: str, repository: str, tag: str, env_name: str) -> UsageError:
     """The refusal of a stack deploy that would roll out an image the environment's registry does not have (its run
     finds it after synthesis, its dry run before)."""
@@ -572,8 +579,7 @@ class DeployStack(Step):
 
         def holds(stack: str, fn: str) -> bool:  # the stack's template of this assembly holds the function
             if stack not in functions_of:
-                other = readable_template(str(synth.template_in(Path(self.template).parent, stack)))
-                functions_of[stack] = code_parameters(json.loads(other)) if other is not None else {}
+                functions_of[stack] = functions_in(Path(self.template).parent, stack)
             return fn in functions_of[stack]
 
         for fn, host in sorted(hosts.items()):

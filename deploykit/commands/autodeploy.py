@@ -238,7 +238,7 @@ def _exporters(
         return auto.exporters_needed(config, env, aws, found, synthesize)
 
 
-def _saysynthesis(runtime: Runtime, a: Analysis, plan: Plan) -> None:
+def _say_synthesis(runtime: Runtime, a: Analysis, plan: Plan) -> None:
     """A dry run whose plan synthesizes the CDK app: synthesized now (the run then finds it done), and what its
     synthesis would refuse (a stack deploy.toml does not name, a value to look up, an error the app recorded) said,
     where the plan alone would show stacks that the run then refuses to deploy."""
@@ -342,6 +342,7 @@ def deploy_auto(
     a.found = selection
     changed = a.found.components()
     commits = changes.commits_behind(a.config.root, a.found)
+    hosts = {fn: planner.role_of(a.env, stack) for fn, stack in a.endpoints.hosts.items()}  # each function's stack
     lines = auto.analysis_lines(
         a.found,
         a.env,
@@ -349,7 +350,7 @@ def deploy_auto(
         requirements=changes.requirements_changed(a.config.root, a.found),
         commits=commits,
         flag=a.config.env_flag(a.env.name),
-        hosts=auto.code_hosts(a.env, a.endpoints.hosts),
+        hosts=auto.code_hosts(hosts),
     )
     closing = a.closing_lines()
     behind = auto.taken_back(a.found)
@@ -383,7 +384,7 @@ def deploy_auto(
         read = at_once(reads)
         code_keys, never_deployed = read.get("code_keys", ({}, []))
         try:
-            held_new = [fn for fn in never_deployed if f"lambda:{fn}" in a.found.held]
+            held_new = auto.held_new_functions(a.found, never_deployed)
             stacks = [c.split(":", 1)[1] for c in changed if planner.is_function_stack(c)]
             declared = declared_functions(runtime, a.config, a.env, a.aws, stacks, held_new)  # synthesized: rare
             auto.refuse_holding_new_functions(a.found, declared, a.env)
@@ -394,7 +395,7 @@ def deploy_auto(
             image_tag=a.live.get("app") or "",
             code_keys=code_keys,
             functions=dict(a.endpoints.functions),
-            hosts={fn: planner.role_of(a.env, stack) for fn, stack in a.endpoints.hosts.items()},
+            hosts=hosts,
             given=read.get("given", {}),
             repository_uri=read.get("repository_uri", ""),
             promoted=promotion.image,
@@ -446,7 +447,7 @@ def deploy_auto(
     if a.frozen is not None and not dry_run and not freeze.overridden():  # refused now: the lock would refuse it
         raise freeze.refusal(a.frozen, a.env, plan.title)
     if dry_run:
-        _saysynthesis(runtime, a, plan)
+        _say_synthesis(runtime, a, plan)
     rows = auto.estimate_rows(plan, a.env, a.estimates)
     total = auto.estimate_total(plan.steps, a.env, a.estimates)
     about = f"{total:.0f}s" if total >= 10 else f"{total:.1f}s"

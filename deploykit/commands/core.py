@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -35,7 +34,6 @@ from deploykit import (
     pause,
     planner,
     stack_chain,
-    synth,
     watch,
 )
 from deploykit import logs as applogs
@@ -46,7 +44,6 @@ from deploykit.aws import AWS_ERRORS, DENIED, AwsFactory, at_once, translate_err
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
-from deploykit.endpoints import code_parameter
 from deploykit.errors import (
     ConfigError,
     DeployKitError,
@@ -222,15 +219,7 @@ def declared_functions(
         return set()
     synthesis(runtime, config, env, aws, Reporter(runtime.stderr, clock=runtime.clock))()
     out, names = planner.synth_dir(config, env), planner.stack_roles(env)
-    declared: set[str] = set()
-    for role in roles:
-        try:
-            template = json.loads(synth.template_in(out, names[role]).read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # a stack the app does not make: it takes nothing
-            continue
-        parameters = (template.get("Parameters") or {}) if isinstance(template, dict) else {}
-        declared |= {fn for fn in functions if code_parameter(fn) in parameters}
-    return declared
+    return {fn for role in roles for fn in stack_chain.functions_in(out, names[role]) if fn in functions}
 
 
 @contextmanager

@@ -1200,7 +1200,7 @@ def test_held_back_components_are_left_out_of_the_plan_and_not_carried_to_head(w
     assert {c for c, _ in plan.deploys} == {"app", "lambda:login_handler"}
     # what is held back is not live at HEAD: only stack:data, unchanged, is carried there
     assert auto.unchanged_components(skipped, revision) == (("stack:data", revision.tag),)
-    hosts = auto.code_hosts(env, {"login_handler": env.stacks.api})
+    hosts = auto.code_hosts({"login_handler": "api"})
     assert hosts == {"app": "stack:fargate", "lambda:login_handler": "stack:api"}
     assert auto.analysis_lines(skipped, env, hosts=hosts, flag=" --env dev")[-3:] == [
         "⏸  held back (--only/--skip): stack:fargate: left as live, for a later inv deploy.auto --env dev",
