@@ -48,6 +48,7 @@ from deploykit.errors import (  # noqa: E402
     UsageError,
 )
 from deploykit.lock import LockInfo  # noqa: E402
+from deploykit.output import guard_standard_streams, output_failures  # noqa: E402
 from deploykit.plugins import check_tables, installed_names  # noqa: E402
 from deploykit.proxies import bypass_loopback  # noqa: E402
 
@@ -59,6 +60,10 @@ gc.freeze()
 # Behind a proxy, the calls to this machine (the sandbox's AWS, registry, load balancers) go past it: NO_PROXY lists
 # it before any client is made, the plugins' included (deploykit/proxies.py)
 bypass_loopback(os.environ)
+
+# A reader that goes away (inv history | head -3, a pager quit early) ends the output, not the command: a deploy is
+# not stopped between two steps by a closed pipe (deploykit/output.py); output lost otherwise is said at the end
+guard_standard_streams()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -1720,7 +1725,41 @@ def _maybe(close: list[str], then: str) -> str:
     return f"did you mean {close[0]}? ({then})" if close else then
 
 
+def _say_lost_output() -> None:
+    """A command that ran to its end but could not write its output (``--json > file`` on a full disk, stdout
+    closed with an error) ends with exit 1 saying so, rather than 0 with the output missing (invoke's run has no hook
+    of its own after a command: its last two steps, the tasks and ``inv --list``/``--help``, are wrapped here, once).
+    A reader that went away (a closed pipe) is no failure: ``inv history | head -3`` exits as the command does."""
+    if getattr(Program.execute, "deploykit_output", False):
+        return
+    for name in ("execute", "parse_cleanup"):
+        original = getattr(Program, name)
+
+        def run(self: Program, original: Callable[[Program], None] = original) -> None:
+            try:
+                original(self)
+            except Exit as exc:  # inv --list, --help: printed, then invoke's Exit (code 0)
+                if exc.code == 0:
+                    _lost_output()
+                raise
+            _lost_output()
+
+        run.deploykit_output = True  # type: ignore[attr-defined]
+        setattr(Program, name, run)
+
+
+def _lost_output() -> None:
+    lost = output_failures()
+    if lost:
+        raise Exit(
+            f"❌ the command ran to its end, but its output was lost ({'; '.join(lost)})\n  → next: make room where it "
+            "goes (or send it elsewhere) and run the command again (a deploy that ran is in inv history)",
+            code=1,
+        )
+
+
 _clear_parse_errors()
+_say_lost_output()
 
 ns = Collection(
     build,

@@ -8,11 +8,13 @@ nothing changes.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from deploykit.clock import Clock, SystemClock
 
@@ -26,6 +28,83 @@ else:
         from tabulate import tabulate as table
 
         return table(*args, **kwargs)
+
+
+class GuardedStream:
+    """A standard stream (stdout, stderr) whose reader may go away: ``inv history | head -3``, a pager quit early, a
+    CI log's pipe closed, a full disk under ``--json > file``. Python raises on the next write (``BrokenPipeError``,
+    ``OSError``), wherever it happens to be: a traceback for ``inv --list | head -1``, a deploy stopped between two
+    steps by its progress line. Here the first failed write ends the stream's output (later writes go nowhere, its
+    file descriptor is pointed at /dev/null so Python's own flush at exit finds nothing to fail on) and the command
+    runs to its end; :attr:`failure` keeps what failed unless it was the reader going away (a closed pipe), for the
+    command's end to say (:func:`output_failures`). Every other attribute is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.gone = False  # a write failed: nothing more is written
+        self.failure: OSError | None = None  # why, unless the reader went away (EPIPE)
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except OSError as exc:
+                self._lost(exc)
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self._lost(exc)
+
+    def _lost(self, exc: OSError) -> None:
+        with self._lock:
+            if self.gone:
+                return
+            self.gone = True
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET):
+                self.failure = exc
+            try:  # what the stream still buffers goes nowhere at exit, rather than fail again there
+                nowhere = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(nowhere, self._stream.fileno())
+                os.close(nowhere)
+            except (OSError, ValueError, AttributeError):  # no descriptor (a StringIO): later writes are dropped
+                pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def guard_standard_streams() -> None:
+    """Put :class:`GuardedStream` in front of sys.stdout and sys.stderr (once; ``inv`` does it as it starts)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, GuardedStream):
+            setattr(sys, name, cast(TextIO, GuardedStream(stream)))
+
+
+def reader_gone(stream: TextIO) -> bool:
+    """Whether ``stream`` is a :class:`GuardedStream` that writes nothing more (a loop writing to it may stop)."""
+    return isinstance(stream, GuardedStream) and stream.gone
+
+
+def output_failures() -> list[str]:
+    """What went wrong writing to stdout and stderr other than their readers going away, flushing stdout first: a
+    command's output lost (``--json > file`` on a full disk), which its end must say."""
+    said = []
+    sys.stdout.flush()
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, GuardedStream) and stream.failure is not None:
+            said.append(f"{name}: {stream.failure.strerror or stream.failure}")
+    return said
 
 
 PROGRESS_AFTER = 1.0

@@ -50,7 +50,7 @@ from deploykit.commands.core import (
 )
 from deploykit.config import SAMPLE_PART, Config, EnvConfig
 from deploykit.errors import DeployKitError, StepFailed, UsageError, said
-from deploykit.output import tabulate
+from deploykit.output import reader_gone, tabulate
 from deploykit.plan import Plan, RunReport, dumps
 from deploykit.stacks import (
     StackOutputs,
@@ -219,7 +219,7 @@ def logs(
             follower = LogFollower(runtime, logs_client(aws), start, limit=limit, named=len(sources) > 1)
             follower.follow(sources)
             try:
-                while True:
+                while not reader_gone(runtime.stdout):  # inv logs --follow | grep -m1 X: ends with its reader
                     follower.read_if_due()
                     runtime.clock.sleep(follower.poll)
             except KeyboardInterrupt:  # the way to stop following: not an error

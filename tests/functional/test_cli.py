@@ -14,22 +14,54 @@ from tests.conftest import REPO, free_ports, git
 
 
 def inv(
-    cwd: Path, *args: str, drop: tuple[str, ...] = ("DEPLOYKIT_",), timeout: float = 60, **env: str
+    cwd: Path,
+    *args: str,
+    drop: tuple[str, ...] = ("DEPLOYKIT_",),
+    timeout: float = 60,
+    stdout: int | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     """``inv ARGS`` in ``cwd`` as a user types it, without this environment's variables starting with ``drop``;
-    no stdin (a question is answered "no")."""
+    no stdin (a question is answered "no"); its stdout to the file descriptor ``stdout`` when given, else kept."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     # Docker is pointed nowhere: these commands must fail before they would need it.
     environ.update(DOCKER_HOST="unix:///nonexistent/docker.sock", **env)
     return subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE if stdout is None else stdout,
+        stderr=subprocess.PIPE,
         text=True,
         env=environ,
         stdin=subprocess.DEVNULL,
         timeout=timeout,
     )
+
+
+@pytest.mark.parametrize("args", [("--list",), ("--help", "deploy.app"), ("envs", "--json")])
+def test_a_reader_gone_before_the_output_ends_it_without_a_traceback(project: Path, args: tuple[str, ...]) -> None:
+    """inv --list | head -1, inv envs --json | head -c 10: the reader goes, the command ends as it would have (a
+    BrokenPipeError's traceback and exit 1 before)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = inv(project, *args, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "Broken pipe" not in done.stderr
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("args", [("--list",), ("envs", "--json")])
+def test_output_lost_to_a_full_disk_is_said_and_fails(project: Path, args: tuple[str, ...]) -> None:
+    """inv envs --json > file on a full disk: exit 1 saying the output was lost (a traceback before, or exit 0 with
+    the file empty)."""
+    with open("/dev/full", "w") as full:
+        done = inv(project, *args, stdout=full.fileno())
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "❌ the command ran to its end, but its output was lost (stdout: No space left on device)" in done.stderr
+    assert "→ next: make room where it goes (or send it elsewhere) and run the command again" in done.stderr
 
 
 def test_list_shows_the_five_chain_tasks_with_help(project: Path) -> None:

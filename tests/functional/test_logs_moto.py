@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import pytest
 from botocore.awsrequest import AWSResponse
@@ -18,6 +19,7 @@ from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.logs import Followed, LogLine, LogSource, app_source, lambda_source, read, version_lines
+from deploykit.output import GuardedStream
 from tests.functional.conftest import CONTAINER, create_service, new_session
 
 GROUP = "/ecs/car-rental"  # conftest's CONTAINER logs there, prefix "backend"
@@ -195,6 +197,31 @@ def test_inv_logs_prints_the_lines_on_stdout_and_where_they_come_from_on_stderr(
     assert document["component"] == "app" and document["group"] == GROUP and document["deleted"] is False
     assert [line["message"] for line in document["lines"]] == ["task b starts", "task b serves"]
     assert document["lines"][0]["source"] == "bbbb2222"
+
+
+def test_follow_ends_when_no_one_reads_its_lines_any_more(project: Path, factory: AwsFactory, logs: Any) -> None:
+    """inv logs --follow | grep -m1 X: once grep has its line and goes, following ends (it followed for ever,
+    writing to a closed pipe, with the shell waiting on it)."""
+    create_service(factory)
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    class Impatient(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            assert len(self.sleeps) < 3, "still following with no one reading"
+
+    runtime = commands.Runtime(
+        config_path=project / "deploy.toml",
+        stdout=cast(TextIO, GuardedStream(ClosedPipe())),
+        stderr=io.StringIO(),
+        clock=Impatient(NOW + timedelta(minutes=1)),
+        aws_factory=lambda _env: factory,
+    )
+    assert commands.logs(env="dev", since="5m", follow=True, runtime=runtime) == []
+    assert len(runtime.clock.sleeps) == 1  # type: ignore[attr-defined]  # the first lines were not taken: it ended
 
 
 def test_a_since_in_another_zone_is_said_in_utc(project: Path, factory: AwsFactory, logs: Any) -> None:

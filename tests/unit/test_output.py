@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import time
 
-from deploykit.output import Reporter
+import pytest
+
+from deploykit.output import GuardedStream, Reporter, reader_gone
 
 
 def test_fast_activity_shows_no_progress() -> None:
@@ -35,3 +39,57 @@ def test_terminal_progress_is_redrawn_in_place_and_cleared() -> None:
     text = out.getvalue()
     assert "\r\x1b[2K" in text and "event\n" in text
     assert text.endswith("\r\x1b[2K")  # nothing left behind
+
+
+# -- a reader that goes away -----------------------------------------------------------------------------------------
+
+
+class Failing(io.StringIO):
+    """A stream whose writes fail from the ``after``-th on with ``error``."""
+
+    def __init__(self, error: int, after: int = 0) -> None:
+        super().__init__()
+        self.error, self.after = error, after
+
+    def write(self, text: str) -> int:
+        if self.after <= 0:
+            raise OSError(self.error, os.strerror(self.error))
+        self.after -= 1
+        return super().write(text)
+
+
+def test_a_closed_pipe_ends_the_output_quietly_and_the_writer_goes_on() -> None:
+    underneath = Failing(errno.EPIPE, after=1)
+    guarded = GuardedStream(underneath)
+    assert guarded.write("first\n") == 6
+    assert not reader_gone(guarded)  # type: ignore[arg-type]
+    assert guarded.write("second\n") == 7  # raised nothing: the command goes on
+    guarded.writelines(["third\n"])
+    guarded.flush()
+    assert underneath.getvalue() == "first\n"
+    assert reader_gone(guarded) and guarded.failure is None  # type: ignore[arg-type]  # no failure: no one reads
+
+
+def test_a_full_disk_is_kept_to_be_said_at_the_end() -> None:
+    guarded = GuardedStream(Failing(errno.ENOSPC))
+    guarded.write("{}\n")
+    assert guarded.gone and guarded.failure is not None and guarded.failure.errno == errno.ENOSPC
+
+
+def test_the_stream_s_descriptor_goes_nowhere_so_python_s_flush_at_exit_cannot_fail() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stream = os.fdopen(write_end, "w", buffering=1)
+    guarded = GuardedStream(stream)
+    guarded.write("a line\n")  # EPIPE: the reader has gone
+    assert guarded.gone and guarded.failure is None
+    stream.write("what the stream still buffers\n")
+    stream.close()  # flushed to /dev/null: raised nothing
+
+
+def test_other_attributes_are_the_stream_s() -> None:
+    underneath = io.StringIO()
+    guarded = GuardedStream(underneath)
+    assert guarded.isatty() is False and guarded.getvalue() == ""
+    with pytest.raises(AttributeError):
+        guarded.no_such_attribute  # noqa: B018
