@@ -10,6 +10,7 @@ the outputs and parameters deploykit reads (moto keeps the outputs of stacks mad
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -21,7 +22,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 from unittest.mock import Mock
 
 import pytest
@@ -37,7 +38,7 @@ from deploykit.commands.deploys import code_given, with_canary
 from deploykit.config import EnvConfig, LambdaCanary, load_config
 from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.git import current_revision
-from deploykit.output import Reporter
+from deploykit.output import GuardedStream, Reporter
 from deploykit.plan import Context, Executor, Outcome, Parallel, Plan, RunReport, carried
 from deploykit.smoke import Smoke
 from deploykit.stack_chain import SMALL_ZIP, UploadLambdaCode
@@ -208,6 +209,31 @@ def test_new_code_is_uploaded_updated_published_and_made_live_then_a_rerun_skips
         "1",
         "2",
     ]
+
+
+def test_a_deploy_whose_progress_reader_goes_away_runs_to_its_end(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str]
+) -> None:
+    """inv deploy.lambda X 2>&1 | head -5: the pipe closes after five lines. The deploy stopped at its next line with
+    a BrokenPipeError, version 2 published and the alias not moved; inv's guarded stderr lets it run to its end."""
+
+    class ClosingPipe(io.StringIO):
+        def __init__(self, lines: int) -> None:
+            super().__init__()
+            self.lines = lines
+
+        def write(self, text: str) -> int:
+            self.lines -= 1
+            if self.lines < 0:
+                raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+            return super().write(text)
+
+    run = runtime(with_lambdas, factory)
+    run.stderr = cast(TextIO, GuardedStream(ClosingPipe(5)))
+    report = commands.deploy_lambda("health_handler", env="dev", smoke=False, runtime=run)
+    assert report is not None and report.ok
+    assert set(statuses(report).values()) == {"done"}
+    assert alias_version(factory, "health_handler") == "2"
 
 
 def test_a_deploy_that_finished_between_the_guards_reads_and_the_lock_stops_deploy_lambda_before_it_changes_anything(
