@@ -35,8 +35,9 @@ one is mine".
 **Expiry is judged by S3's clock alone** (:meth:`Found.expired`), so deploying machines whose clocks disagree (a
 laptop 15 minutes ahead, one behind) neither take over a lock that is being renewed nor wait for a dead one past its
 lease: the lock's ``LastModified`` (set by S3 at each write) against S3's time of the read, the ``Date`` of the same
-answer, with the ``lease`` the lock says. Only when S3 gives no such times (an S3-compatible store without ``Date``)
-or the lock says no lease (written by an older deploykit) is it judged with this machine's injectable
+answer, with the ``lease`` the lock says (a lock an older deploykit wrote says none: every one held it
+:data:`LEASE_SECONDS`, so a teammate's laptop not pulled for a month and CI on main still see each other's lock). Only
+when S3 gives no such times (an S3-compatible store without ``Date``) is it judged with this machine's injectable
 :class:`~deploykit.clock.Clock` against the ``expires`` the holder wrote with its own: clocks must then agree within a
 small part of the lease (NTP does). The holder itself counts its lease on its monotonic clock from before its last
 write that went through (:meth:`Lease.check`): it never thinks it holds the lock after others may take it.
@@ -156,7 +157,7 @@ class LockInfo:
     started: str  # ISO 8601, UTC
     expires: str  # ISO 8601, UTC, by the holder's clock: the holder renews it while it runs
     token: str
-    lease: float | None = None  # seconds the lock outlives its last write (None: an older deploykit wrote none)
+    lease: float | None = None  # seconds the lock outlives its last write (None: an older deploykit's, 600 s)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -229,10 +230,12 @@ class Found:
     @property
     def left(self) -> float | None:
         """Seconds its lease has left by S3's clock (negative: it ran out that long ago): the lease the lock says
-        less the time since its last write; None without S3's two times or the lease."""
-        if self.written is None or self.served is None or self.info.lease is None:
+        (:data:`LEASE_SECONDS` when it says none: an older deploykit's, whose lease that was) less the time since its
+        last write; None without S3's two times."""
+        if self.written is None or self.served is None:
             return None
-        return self.info.lease - max(0.0, (self.served - self.written).total_seconds())
+        lease = LEASE_SECONDS if self.info.lease is None else self.info.lease
+        return lease - max(0.0, (self.served - self.written).total_seconds())
 
     def expired(self, now: datetime) -> bool:
         """True once the lease ran out: by S3's clock alone when S3 gave its times (the deploying machines' clocks

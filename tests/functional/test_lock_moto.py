@@ -1048,25 +1048,41 @@ def test_a_refusal_tells_the_lease_left_and_since_when_by_s3s_clock() -> None:
     assert refused.value.holder(ahead.now()) == refused.value.message.split(": ", 1)[1]
 
 
-@pytest.mark.parametrize(
-    "answer",
-    [
-        held_by("ci", started=S3_NOW - timedelta(seconds=601), written=S3_NOW - timedelta(seconds=601), served=None),
-        held_by("ci", started=S3_NOW - timedelta(seconds=601), written=S3_NOW - timedelta(seconds=601), lease=False),
-    ],
-    ids=["a store that sends no Date", "a lock an older deploykit wrote, saying no lease"],
-)
-def test_without_s3s_times_or_the_lease_expiry_is_judged_by_this_clock_as_before(answer: dict[str, Any]) -> None:
+def test_without_s3s_times_expiry_is_judged_by_this_clock_as_before() -> None:
     """By S3's clock it would have expired a second ago; judged by this clock (15 minutes behind) against the
     holder's ``expires``, it has 14m59s left."""
     behind = FakeClock(start=S3_NOW - timedelta(minutes=15))
     env_lock, stub = stubbed(behind)
+    answer = held_by(
+        "ci", started=S3_NOW - timedelta(seconds=601), written=S3_NOW - timedelta(seconds=601), served=None
+    )
     with stub:
         refuses_the_create(stub)
         stub.add_response("get_object", answer, {"Bucket": BUCKET, "Key": KEY})
         with pytest.raises(lock.LockHeld) as refused:
             env_lock.acquire("deploy.app")
     assert refused.value.message.endswith("its lease expires at 2026-11-28T08:59:59Z (in 14m59s) unless renewed")
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=15), -timedelta(minutes=15)], ids=["ahead", "behind"])
+def test_a_lock_an_older_deploykit_wrote_saying_no_lease_is_judged_by_s3s_clock_with_its_600_s(
+    skew: timedelta,
+) -> None:
+    """A teammate's deploykit from before the lease was written down holds the lock, renewed 100 s ago by S3's clock:
+    judged by this machine's clock against the ``expires`` the holder wrote with its own, a holder 15 minutes behind
+    this machine was taken over mid-deploy (two deploys at once, seen across versions) and one ahead waited for
+    long after its death. By S3's clock, with the 600 s lease every deploykit held, neither clock matters."""
+    clock = FakeClock(start=S3_NOW + skew)
+    env_lock, stub = stubbed(clock)
+    answer = held_by("ci", started=S3_NOW - timedelta(minutes=5), written=S3_NOW - timedelta(seconds=100), lease=False)
+    with stub:
+        refuses_the_create(stub)
+        stub.add_response("get_object", answer, {"Bucket": BUCKET, "Key": KEY})
+        with pytest.raises(lock.LockHeld) as refused:
+            env_lock.acquire("deploy.app")
+    assert refused.value.message.endswith(
+        "its lease expires in 8m20s unless renewed (at 2026-11-28T09:08:20Z by S3's clock)"
+    )
 
 
 class SteppedClock(FakeClock):
