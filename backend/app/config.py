@@ -10,6 +10,9 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_KYC_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_KYC_UPLOAD_TTL = 900
 DEFAULT_JWKS_TIMEOUT = 3.0
+# the largest request body: the API's own are a few hundred bytes (a booking, a KYC start); documents go to S3
+DEFAULT_MAX_BODY_BYTES = 16 * 1024
+DEFAULT_MAX_OPEN_BOOKINGS = 5  # bookings of one customer not yet ended
 
 
 class ConfigError(ValueError):
@@ -35,6 +38,9 @@ class Settings:
     kyc_max_bytes: int = DEFAULT_KYC_MAX_BYTES
     kyc_upload_ttl: int = DEFAULT_KYC_UPLOAD_TTL
     jwks_timeout: float = DEFAULT_JWKS_TIMEOUT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_open_bookings: int = DEFAULT_MAX_OPEN_BOOKINGS
+    api_docs: bool = False
 
     @property
     def issuer(self) -> str:
@@ -76,6 +82,9 @@ class Settings:
             kyc_max_bytes=_positive_int(env, "KYC_MAX_BYTES", DEFAULT_KYC_MAX_BYTES),
             kyc_upload_ttl=_positive_int(env, "KYC_UPLOAD_URL_TTL", DEFAULT_KYC_UPLOAD_TTL),
             jwks_timeout=_positive_float(env, "JWKS_TIMEOUT", DEFAULT_JWKS_TIMEOUT),
+            max_body_bytes=_positive_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_open_bookings=_positive_int(env, "MAX_OPEN_BOOKINGS", DEFAULT_MAX_OPEN_BOOKINGS),
+            api_docs=_flag(env, "API_DOCS"),
         )
 
 
@@ -103,3 +112,12 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")

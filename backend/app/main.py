@@ -13,6 +13,7 @@ from app.aws import AwsClients, make_clients
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.kyc import KycService
+from app.limits import BodyLimit
 from app.routes import router
 from app.services import Services
 from app.store import Store
@@ -42,10 +43,20 @@ def create_app(settings: Settings | None = None, clients: AwsClients | None = No
         JwksCache(settings.jwks_url, timeout=settings.jwks_timeout), settings.issuer, settings.client_id
     )
 
-    app = FastAPI(title="Car Rental API", version=settings.git_sha)
+    # The interactive docs and the schema only where asked for (API_DOCS): served to anyone, they list every route
+    # and the build's commit, and the docs pages load their scripts from a CDN
+    docs = settings.api_docs
+    app = FastAPI(
+        title="Car Rental API",
+        version=settings.git_sha,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.services = Services(settings=settings, clients=clients, store=store, kyc=kyc, verifier=verifier)
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
     async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -25,6 +25,7 @@ from app.models import (
     KycStartRequest,
     KycStartResponse,
     Me,
+    today_utc,
 )
 from app.services import ServicesDep, UserDep
 
@@ -85,6 +86,17 @@ def create_booking(body: BookingRequest, services: ServicesDep, user: UserDep) -
     car = services.store.get_car(body.car_id)
     if car is None:
         raise ApiError(422, "unknown_car", f"no car {body.car_id!r} in the fleet")
+    # one customer holds at most so many bookings not yet ended: without a bound, one account took a car off the
+    # market for the whole bookable year, back-to-back 30-day bookings, 13 requests (not atomic: two requests at
+    # once may both pass it by one)
+    today = today_utc().isoformat()
+    open_ = sum(1 for b in services.store.list_bookings(user.sub) if str(b["end_date"]) >= today)
+    if open_ >= services.settings.max_open_bookings:
+        raise ApiError(
+            409,
+            "too_many_bookings",
+            f"you have {open_} bookings not yet ended, the most one customer may hold: book again once one has ended",
+        )
     days = (body.end_date - body.start_date).days
     booking = Booking(
         booking_id=uuid.uuid4().hex,

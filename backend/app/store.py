@@ -13,7 +13,10 @@ construction: every read names the caller's partition, so another user's item is
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +32,7 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
+TRANSACTION_ATTEMPTS = 3  # a booking's transaction cancelled by another in flight (TransactionConflict) is tried again
 CAR_DAYS = "car#"  # the bookings table's key of the items holding a car for a day: car#<car_id> / <date>
 
 
@@ -53,8 +57,17 @@ def _require(name: str, env: str) -> str:
 
 
 class Store:
-    def __init__(self, dynamodb: Any, *, cars_table: str, bookings_table: str, kyc_table: str) -> None:
+    def __init__(
+        self,
+        dynamodb: Any,
+        *,
+        cars_table: str,
+        bookings_table: str,
+        kyc_table: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._db = dynamodb
+        self._sleep = sleep
         self._cars = cars_table
         self._bookings = bookings_table
         self._kyc = kyc_table
@@ -123,16 +136,25 @@ class Store:
                 "ConditionExpression": "attribute_not_exists(booking_id)",
             }
         }
-        try:
-            self._db.transact_write_items(TransactItems=[own, *holds])
-        except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException" and any(
-                r.get("Code") == "ConditionalCheckFailed" for r in reasons[1:]
-            ):
-                return False
-            raise
-        return True
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                self._db.transact_write_items(TransactItems=[own, *holds])
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+                if "ConditionalCheckFailed" in reasons[1:]:
+                    return False
+                if "TransactionConflict" not in reasons:
+                    raise
+                # another transaction on one of these items was in flight (a booking of the same car at the same
+                # moment): it may fail, so this one is tried again rather than answered as the car being taken
+                if attempt + 1 < TRANSACTION_ATTEMPTS:
+                    self._sleep(0.05 * 2**attempt * (1 + random.random()))
+        raise ApiError(
+            409, "booking_contested", "other bookings of this car are being made at this moment: try again shortly"
+        )
 
     def list_bookings(self, user_id: str) -> list[dict[str, Any]]:
         table = _require(self._bookings, "BOOKINGS_TABLE")

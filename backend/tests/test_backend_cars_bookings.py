@@ -7,8 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
+import pytest
+from app.errors import ApiError
 from app.fleet import SEED_CARS
 from app.models import today_utc
+from app.store import Store
+from botocore.stub import Stubber
 from carrental_testkit import User, World, create_table
 from fastapi.testclient import TestClient
 
@@ -141,3 +145,59 @@ def test_body_validated(api: TestClient, alice: User) -> None:
     )
     assert broken.status_code == 422
     assert broken.json()["error"]["code"] == "validation_error"
+
+
+def test_one_customer_holds_a_bounded_number_of_open_bookings(
+    make_api: Callable[..., TestClient], world: World, aws_session: boto3.Session, alice: User, bob: User
+) -> None:
+    """Back-to-back bookings of one car by one customer took it off the market for the bookable year (13 requests);
+    past MAX_OPEN_BOOKINGS bookings not yet ended, a customer's next one is refused, others' are not."""
+    api = make_api(max_open_bookings=2)
+    assert book(api, alice, "car-005", 250, 280).status_code == 201
+    assert book(api, alice, "car-005", 280, 310).status_code == 201
+    refused = book(api, alice, "car-005", 310, 340)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == {
+        "code": "too_many_bookings",
+        "message": "you have 2 bookings not yet ended, the most one customer may hold: book again once one has ended",
+    }
+    assert book(api, bob, "car-005", 310, 340).status_code == 201
+    # a booking that has ended counts no more (none can be made in the past: written as one would have been)
+    dynamodb = aws_session.client("dynamodb", endpoint_url=world.endpoint)
+    ended = {"user_id": {"S": bob.sub}, "booking_id": {"S": "old"}, "end_date": {"S": day(-1)}}
+    dynamodb.put_item(TableName=world.bookings_table, Item=ended)
+    assert book(api, bob, "car-005", 340, 341).status_code == 201
+
+
+def conflicted(stub: Stubber, reason: str) -> None:
+    """TransactWriteItems cancelled: the booking's own item fine, a day's hold cancelled for ``reason``."""
+    stub.add_client_error(
+        "transact_write_items",
+        service_error_code="TransactionCanceledException",
+        service_message="Transaction cancelled, please refer cancellation reasons for specific reasons",
+        modeled_fields={"CancellationReasons": [{"Code": "None"}, {"Code": reason}]},
+    )
+
+
+def test_a_booking_cancelled_by_another_in_flight_is_tried_again_then_said_as_contested() -> None:
+    """DynamoDB cancels a transaction that meets another in flight on one of its items (TransactionConflict: two
+    customers booking one car at once; moto makes none): that one may fail, so the booking is tried again, not
+    answered 503; a car still contested after three tries is a 409 saying to try again, a day taken a 409 as before."""
+    client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    slept: list[float] = []
+    store = Store(client, cars_table="c", bookings_table="b", kyc_table="k", sleep=slept.append)
+    booking = {"booking_id": "b1", "car_id": "car-001"}
+    with Stubber(client) as stub:
+        conflicted(stub, "TransactionConflict")
+        stub.add_response("transact_write_items", {})
+        assert store.put_booking("alice", booking, [day(1)]) is True
+        assert len(slept) == 1
+        for _ in range(3):
+            conflicted(stub, "TransactionConflict")
+        with pytest.raises(ApiError) as contested:
+            store.put_booking("alice", booking, [day(1)])
+        assert (contested.value.status, contested.value.code) == (409, "booking_contested")
+        assert len(slept) == 3  # between the three tries, none after the last
+        conflicted(stub, "ConditionalCheckFailed")
+        assert store.put_booking("alice", booking, [day(1)]) is False
+        stub.assert_no_pending_responses()

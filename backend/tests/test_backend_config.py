@@ -13,6 +13,7 @@ def test_defaults_derive_issuer_and_jwks_from_the_pool() -> None:
     assert settings.endpoint_url is None
     assert settings.kyc_max_bytes == 5 * 1024 * 1024
     assert settings.git_sha == "unknown"
+    assert (settings.max_body_bytes, settings.max_open_bookings, settings.api_docs) == (16 * 1024, 5, False)
 
 
 def test_every_variable_is_read() -> None:
@@ -32,6 +33,9 @@ def test_every_variable_is_read() -> None:
         "KYC_MAX_BYTES": "1024",
         "KYC_UPLOAD_URL_TTL": "60",
         "JWKS_TIMEOUT": "1.5",
+        "MAX_BODY_BYTES": "4096",
+        "MAX_OPEN_BOOKINGS": "2",
+        "API_DOCS": "true",
     }
     assert Settings.from_env(env) == Settings(
         region="ap-south-1",
@@ -49,12 +53,23 @@ def test_every_variable_is_read() -> None:
         kyc_max_bytes=1024,
         kyc_upload_ttl=60,
         jwks_timeout=1.5,
+        max_body_bytes=4096,
+        max_open_bookings=2,
+        api_docs=True,
     )
     assert Settings.from_env(env).issuer == "https://issuer.example"
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("KYC_MAX_BYTES", "5MB"), ("KYC_UPLOAD_URL_TTL", "0"), ("JWKS_TIMEOUT", "x")]
+    ("name", "value"),
+    [
+        ("KYC_MAX_BYTES", "5MB"),
+        ("KYC_UPLOAD_URL_TTL", "0"),
+        ("JWKS_TIMEOUT", "x"),
+        ("MAX_BODY_BYTES", "16k"),
+        ("MAX_OPEN_BOOKINGS", "0"),
+        ("API_DOCS", "maybe"),
+    ],
 )
 def test_bad_numbers_fail_loudly(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 from app.aws import AwsClients
 from app.config import Settings
 from app.main import create_app
+from app.models import today_utc
 from carrental_testkit import User
 from fastapi.testclient import TestClient
 
@@ -75,3 +77,50 @@ def test_no_token_or_document_in_logs(api: TestClient, alice: User, caplog: pyte
     signature = alice.access_token.split(".")[2]
     for secret in (alice.access_token, alice.id_token, signature, "TOP-SECRET-PASSPORT-NUMBER"):
         assert secret not in everything
+
+
+# -- bounds ----------------------------------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_bound_is_refused_unread_before_the_token_is_checked(
+    make_api: Callable[..., TestClient],
+) -> None:
+    """An anonymous POST of megabytes was parsed whole (tens of times its size in memory) before its 401."""
+    api = make_api(max_body_bytes=1024)
+    padded = b'{"car_id": "car-001", "pad": "' + b"x" * 2000 + b'"}'
+    response = api.post("/bookings", content=padded, headers={"Content-Type": "application/json"})
+    assert_error(response, 413, "payload_too_large")
+    assert response.json()["error"]["message"] == "the request body is larger than 1024 bytes"
+
+
+def test_a_body_sent_without_its_length_is_counted_as_it_is_read(make_api: Callable[..., TestClient]) -> None:
+    api = make_api(max_body_bytes=1024)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"car_id": "car-001", "pad": "'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"}'
+
+    response = api.post("/bookings", content=chunks(), headers={"Content-Type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_a_body_within_the_bound_is_served(make_api: Callable[..., TestClient], alice: User) -> None:
+    api = make_api(max_body_bytes=1024)
+    dates = {"start_date": (today_utc() + timedelta(days=330)).isoformat()}
+    dates["end_date"] = (today_utc() + timedelta(days=331)).isoformat()
+    response = api.post("/bookings", headers=alice.headers, json={"car_id": "car-001", **dates})
+    assert response.status_code == 201, response.text
+
+
+def test_the_docs_and_the_schema_are_served_only_where_asked_for(
+    api: TestClient, make_api: Callable[..., TestClient]
+) -> None:
+    """/openapi.json gave anyone every route and the build's commit; /docs and /redoc load scripts from a CDN."""
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert_error(api.get(path), 404, "not_found")
+    documented = make_api(api_docs=True)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert documented.get(path).status_code == 200, path

@@ -113,20 +113,30 @@ class CarRentalDataStack(Stack):
             "AppDataAccessPolicy",
             description="Car Rental backend: items in its tables, objects in the KYC bucket",
             statements=[
-                # The item calls the backend makes on its three tables (backend/app/store.py: no delete, no batch,
-                # no transaction, no index), and DescribeTable for /health/deep: a task taken over can neither wipe
-                # nor bulk-export more than the app itself does.
+                # The item calls the backend makes, table by table (backend/app/store.py: no delete, no batch, no
+                # index; a booking's transaction puts items, which PutItem covers), and DescribeTable for
+                # /health/deep: a task taken over can neither wipe nor bulk-export more than the app itself does
+                # (Scan on the fleet alone: bookings and KYC cases are read by the caller's key).
                 iam.PolicyStatement(
-                    sid="AppTables",
+                    sid="CarsTable",
+                    actions=["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DescribeTable"],
+                    resources=[self.cars_table.table_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="BookingsTable",
+                    actions=["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"],
+                    resources=[self.bookings_table.table_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="KycTable",
                     actions=[
                         "dynamodb:GetItem",
-                        "dynamodb:Query",
-                        "dynamodb:Scan",
                         "dynamodb:PutItem",
+                        "dynamodb:Query",
                         "dynamodb:UpdateItem",
                         "dynamodb:DescribeTable",
                     ],
-                    resources=[self.cars_table.table_arn, self.bookings_table.table_arn, self.kyc_table.table_arn],
+                    resources=[self.kyc_table.table_arn],
                 ),
                 # The backend signs presigned PUT URLs (a URL carries its signer's s3:PutObject) and checks the
                 # uploaded object (HeadObject and GetObject need s3:GetObject; the version it checked, pinned,
