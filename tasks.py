@@ -13,6 +13,7 @@ import faulthandler
 import functools
 import gc
 import inspect
+import json
 import os
 import re
 import signal
@@ -48,7 +49,8 @@ from deploykit.errors import (  # noqa: E402
     UsageError,
 )
 from deploykit.lock import LockInfo  # noqa: E402
-from deploykit.output import guard_standard_streams, output_failures  # noqa: E402
+from deploykit.output import guard_standard_streams, output_failures, wrote_to  # noqa: E402
+from deploykit.plan import error_json  # noqa: E402
 from deploykit.plugins import check_tables, installed_names  # noqa: E402
 from deploykit.proxies import bypass_loopback  # noqa: E402
 
@@ -129,8 +131,10 @@ def reports_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         previous = _stop_on_sigterm()
         configs = _CONFIGS.set(ConfigCache())
+        as_json = False
         try:
             given = _given(func, args, kwargs)
+            as_json = any(name == "json_" and value is True for name, _, value in given)
             _refuse_flag_as_positional(given)
             _refuse_empty_values(given)
             _check_config()
@@ -139,6 +143,8 @@ def reports_errors(func: F) -> F:
             print(f"❌ {exc.message}", file=sys.stderr)
             if exc.next_step:
                 print(f"  → next: {exc.next_step}", file=sys.stderr)
+            if as_json and not wrote_to(sys.stdout):  # refused before a plan: a script's jq gets the reason too
+                print(json.dumps({"ok": False, "error": error_json(exc)}, ensure_ascii=False))
             if exc.exit_code == INTERRUPTED:
                 _leave_within(EXIT_GRACE)
             raise Exit(code=exc.exit_code) from None

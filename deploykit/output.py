@@ -43,9 +43,11 @@ class GuardedStream:
         self._stream = stream
         self._lock = threading.Lock()
         self.gone = False  # a write failed: nothing more is written
+        self.wrote = False  # something was written (or would have been, once gone)
         self.failure: OSError | None = None  # why, unless the reader went away (EPIPE)
 
     def write(self, text: str) -> int:
+        self.wrote = self.wrote or bool(text)
         if not self.gone:
             try:
                 return self._stream.write(text)
@@ -93,6 +95,11 @@ def guard_standard_streams() -> None:
 def reader_gone(stream: TextIO) -> bool:
     """Whether ``stream`` is a :class:`GuardedStream` that writes nothing more (a loop writing to it may stop)."""
     return isinstance(stream, GuardedStream) and stream.gone
+
+
+def wrote_to(stream: TextIO) -> bool:
+    """Whether anything was written to ``stream`` (True when it cannot be told: not a :class:`GuardedStream`)."""
+    return not isinstance(stream, GuardedStream) or stream.wrote
 
 
 def output_failures() -> list[str]:

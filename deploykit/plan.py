@@ -602,7 +602,7 @@ class RunReport:
             "seconds": round(self.seconds, 3),
             "steps": [step_json(r) for r in self.records],
             "outputs": self.outputs(),
-            "error": None if self.error is None else _error_json(self.error),
+            "error": None if self.error is None else error_json(self.error),
         } | (
             ({"rollback": self.rollback.to_json()} if self.rollback is not None else {})
             | ({"held": list(self.plan.held)} if self.plan.held else {})
@@ -934,7 +934,8 @@ def describe_plan(plan: Plan) -> str:
     return head + "\n" + tabulate(rows, headers=["#", "step", "what it would do"], tablefmt="simple")
 
 
-def _error_json(error: DeployKitError) -> dict[str, Any]:
+def error_json(error: DeployKitError) -> dict[str, Any]:
+    """A run's ``error`` in ``--json``, and what a command refused before it has a plan prints with ``--json``."""
     return {"message": error.message, "next_step": error.next_step, "exit_code": error.exit_code}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -50,6 +51,16 @@ def test_a_reader_gone_before_the_output_ends_it_without_a_traceback(project: Pa
         os.close(write_end)
     assert "Traceback" not in done.stderr and "Broken pipe" not in done.stderr
     assert done.returncode == 0, done.stderr
+
+
+def test_a_json_command_refused_before_its_plan_says_why_on_stdout_too(project: Path) -> None:
+    done = inv(project, "deploy.auto", "--dry-run", "--json", "--env", "nosuch")
+    assert done.returncode == 2
+    said = json.loads(done.stdout)
+    assert said["ok"] is False and said["error"]["exit_code"] == 2
+    assert said["error"]["message"].startswith("unknown environment 'nosuch'")
+    assert f"❌ {said['error']['message']}" in done.stderr
+    assert inv(project, "deploy.auto", "--dry-run", "--env", "nosuch").stdout == ""  # without --json: stderr alone
 
 
 @pytest.mark.parametrize("args", [("--list",), ("envs", "--json")])
