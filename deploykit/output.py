@@ -37,7 +37,8 @@ class GuardedStream:
     steps by its progress line. Here the first failed write ends the stream's output (later writes go nowhere, its
     file descriptor is pointed at /dev/null so Python's own flush at exit finds nothing to fail on) and the command
     runs to its end; :attr:`failure` keeps what failed unless it was the reader going away (a closed pipe), for the
-    command's end to say (:func:`output_failures`). Every other attribute is the stream's own."""
+    command's end to say (:func:`output_failures`). What the stream's encoding cannot say is written escaped, as
+    Python writes it to stderr. Every other attribute is the stream's own."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -50,10 +51,17 @@ class GuardedStream:
         self.wrote = self.wrote or bool(text)
         if not self.gone:
             try:
-                return self._stream.write(text)
+                return self._write(text)
             except OSError as exc:
                 self._lost(exc)
         return len(text)
+
+    def _write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except UnicodeEncodeError:  # an emoji, a → in an ASCII or Latin-1 locale: it ended the command (inv --list)
+            encoding = self._stream.encoding  # written as stderr writes it: \\u2705
+            return self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
     def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:

@@ -63,6 +63,17 @@ def test_a_json_command_refused_before_its_plan_says_why_on_stdout_too(project: 
     assert inv(project, "deploy.auto", "--dry-run", "--env", "nosuch").stdout == ""  # without --json: stderr alone
 
 
+@pytest.mark.parametrize("encoding", [{"LC_ALL": "C", "PYTHONUTF8": "0"}, {"PYTHONIOENCODING": "latin-1"}])
+def test_a_locale_that_cannot_say_an_emoji_gets_it_escaped_not_a_traceback(
+    project: Path, encoding: dict[str, str]
+) -> None:
+    """inv --list in an ASCII or Latin-1 locale: UnicodeEncodeError for the → of a task's help (exit 1)."""
+    done = inv(project, "--list", **encoding)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "\\u2192" in done.stdout
+
+
 @pytest.mark.parametrize("args", [("--list",), ("envs", "--json")])
 def test_output_lost_to_a_full_disk_is_said_and_fails(project: Path, args: tuple[str, ...]) -> None:
     """inv envs --json > file on a full disk: exit 1 saying the output was lost (a traceback before, or exit 0 with

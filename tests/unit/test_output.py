@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import io
 import os
+import sys
 import time
 
 import pytest
 
-from deploykit.output import GuardedStream, Reporter, reader_gone
+from deploykit.output import GuardedStream, Reporter, guard_standard_streams, reader_gone
 
 
 def test_fast_activity_shows_no_progress() -> None:
@@ -93,3 +94,16 @@ def test_other_attributes_are_the_stream_s() -> None:
     assert guarded.isatty() is False and guarded.getvalue() == ""
     with pytest.raises(AttributeError):
         guarded.no_such_attribute  # noqa: B018
+
+
+def test_what_the_locale_cannot_say_is_written_escaped_on_stdout_as_on_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a Latin-1 (or ASCII) locale, Python's stdout raised UnicodeEncodeError for an emoji or a →: inv --list and
+    inv diff --markdown ended in a traceback. Written as stderr writes it now."""
+    raw = io.BytesIO()
+    latin1 = io.TextIOWrapper(raw, encoding="latin-1", errors="strict")
+    monkeypatch.setattr(sys, "stdout", latin1)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)  # put back after the test, guarded or not
+    guard_standard_streams()
+    print("✅ build → push, café")
+    sys.stdout.flush()
+    assert raw.getvalue() == b"\\u2705 build \\u2192 push, caf\xe9\n"
