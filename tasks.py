@@ -144,7 +144,7 @@ def reports_errors(func: F) -> F:
             if exc.next_step:
                 print(f"  → next: {exc.next_step}", file=sys.stderr)
             if as_json and not wrote_to(sys.stdout):  # refused before a plan: a script's jq gets the reason too
-                print(json.dumps({"ok": False, "error": error_json(exc)}, ensure_ascii=False))
+                print(json.dumps({"ok": False, "error": error_json(exc)}))
             if exc.exit_code == INTERRUPTED:
                 _leave_within(EXIT_GRACE)
             raise Exit(code=exc.exit_code) from None
@@ -620,7 +620,7 @@ def deploy_full(
     name="rollback",
     help={
         "env": COMMON_HELP["env"],
-        "to": "the commit to go back to (7-40 hex digits of its SHA; a stack: any revision; default: the previous "
+        "to": "the commit to go back to (7 or more hex digits of its SHA; a stack: any revision; default: the previous "
         "successful deploy)",
         "component": "app (default), lambda:<fn> (e.g. lambda:login_handler) or stack:<role> (e.g. stack:fargate)",
         "run": "every component one run deployed, back as it was before it: last, or the run's time as inv history "

@@ -344,7 +344,7 @@ def is_known_commit(root: Path, sha: str) -> bool:
 def is_ambiguous(root: Path, rev: str) -> bool:
     """Whether ``rev`` is an abbreviated SHA more than one commit of the clone at ``root`` starts with (objects of
     other kinds sharing it do not count: git tells a commit from them)."""
-    if not re.fullmatch(r"[0-9a-fA-F]{4,39}", rev):
+    if not re.fullmatch(r"[0-9a-fA-F]{4,63}", rev):  # a whole SHA (40 hex digits, 64 in SHA-256) names one
         return False
     candidates = _git(root, "rev-parse", f"--disambiguate={rev.lower()}").decode().split()
     if len(candidates) < 2:

@@ -139,7 +139,7 @@ def tag_key(tag_or_sha: str) -> str:
     """
     value = tag_or_sha.strip()
     sha, dirty, rest = value.partition(DIRTY)
-    if re.fullmatch(r"[0-9a-f]{12,40}", sha):
+    if re.fullmatch(r"[0-9a-f]{12,64}", sha):
         sha = sha[:SHORT_SHA]
     return f"{sha}{dirty}{rest}"
 

@@ -18,7 +18,7 @@ was never smoke-tested), the same steps put back what that run replaced — read
 (roll-service's ``previous_image``, move-alias's ``<fn>.previous_version``), never guessed. A failure ECS's circuit
 breaker already rolled back is only waited for, not repeated.
 
-The target is ``--to <sha>`` (a 7-40 hex prefix, or a whole ``<sha12>-dirty-<hash>`` tag), else the previous
+The target is ``--to <sha>`` (a 7-64 hex prefix, or a whole ``<sha12>-dirty-<hash>`` tag), else the previous
 successful deploy of that component in the environment's history: the newest ok record whose SHA for the
 component differs from what is live now. Resolution only reads; every step input is written into the plan.
 """
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
     from deploykit.config import Config, EnvConfig
 
-_TO_RE = re.compile(r"^[0-9a-f]{7,40}(?:-dirty-[0-9a-z]+)?$")
+_TO_RE = re.compile(r"^[0-9a-f]{7,64}(?:-dirty-[0-9a-z]+)?$")  # 64: a SHA-256 repository's
 SHOWN = 10  # tags / SHAs named when the target is not there
 HISTORY_DEPTH = history.ROLLBACK_DEPTH  # the newest records read for the deploy before the live one
 
@@ -104,11 +104,12 @@ def known_components(config: Config, env: EnvConfig | None) -> list[str]:
 
 
 def normalize_to(to: str) -> str:
-    """The ``--to`` value, lower-cased; UsageError unless a 7-40 hex prefix (or a whole dirty tag)."""
+    """The ``--to`` value, lower-cased; UsageError unless a 7-64 hex prefix (or a whole dirty tag)."""
     value = to.strip().lower()
     if not _TO_RE.match(value):
         raise UsageError(
-            f"--to {to!r} is not a commit: expected 7 to 40 hex digits (or a <sha12>-dirty-<hash> tag)",
+            f"--to {to!r} is not a commit: expected 7 to 40 hex digits, 64 in a SHA-256 repository (or a "
+            "<sha12>-dirty-<hash> tag)",
             next_step="pass a commit SHA or its prefix, e.g. --to 3e2532e (inv history lists them)",
         )
     return value
@@ -671,7 +672,7 @@ def resolve_stack(
         full = git.resolve_commit(root, wanted)  # any revision: a SHA, a tag, a branch, HEAD~1
         if full is None:
             full = _kept_commit(wanted, kept())
-        if full is None and re.fullmatch(r"[0-9a-f]{12,40}", wanted.lower()):  # carried there from a kept one
+        if full is None and re.fullmatch(r"[0-9a-f]{12,64}", wanted.lower()):  # carried there from a kept one
             origin = deployed_from(records, key, wanted.lower()[:12])
             full = wanted.lower() if origin and origin[:12] in kept() else None
         if full is None:
@@ -721,7 +722,7 @@ def _kept_commit(wanted: str, kept: Collection[str]) -> str | None:
     """The kept commit (sha12) ``wanted`` names: a SHA of at least 7 hex digits, full or abbreviated; None when
     none or more than one matches."""
     sha = wanted.lower()
-    if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
+    if not re.fullmatch(r"[0-9a-f]{7,64}", sha):
         return None
     found = [commit for commit in kept if commit.startswith(sha[:12])]
     return found[0] if len(found) == 1 else None
@@ -1012,13 +1013,16 @@ def run_moment(run: str, env: EnvConfig) -> datetime | None:
         return None
 
 
-def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> history.Record:
+def find_run(
+    records: Sequence[history.Record], run: str, env: EnvConfig, *, since: datetime | None = None
+) -> history.Record:
     """The record ``run`` names among ``records`` (newest first): ``last``, the newest successful run that changed
     something (a component it deployed at another commit than ran before, and a step that changes what runs done: a
     rerun whose every step was skipped changed nothing, nor did stacks' deploys that found nothing to change) and was
     not itself a rollback (undoing a rollback would deploy again what it took away: after an automatic rollback, the
     failed release); else a record's id or the start of one (``inv history --json`` lists them), or its time as ``inv
-    history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise."""
+    history`` shows it (``2026-11-29T15:23:55Z``). UsageError otherwise. ``since``: ``records`` are the history
+    since then (a run older than the newest records), not its newest."""
     if run == "last":
         found = next((r for r in records if r.ok and _changed(r) and not r.rollback), None)
         if found is None:
@@ -1031,8 +1035,9 @@ def find_run(records: Sequence[history.Record], run: str, env: EnvConfig) -> his
     named = [r for r in records if r.id.startswith(prefix)] if prefix else []
     if len(named) != 1:
         problem = f"no run {run!r}" if not named else f"{run!r} names {len(named)} runs"
+        among = f"newest {len(records)} records" if since is None else f"{len(records)} records since {since:%FT%TZ}"
         raise UsageError(
-            f"{problem} among {env.name}'s newest {len(records)} records",
+            f"{problem} among {env.name}'s {among}",
             next_step=f"pass a whole record id (inv history --env {env.name} --json lists them), or --run last",
         )
     return named[0]

@@ -906,14 +906,15 @@ def _run_rollback_plan(
         read = at_once(reads)
     records: list[history.Record] = read["records"]
     moment = rollbacks.run_moment(run, env)
+    since = None
     if (
         moment is not None
         and len(records) >= rollbacks.HISTORY_DEPTH
         and not any(r.id.startswith(rollbacks.run_prefix(run, env)) for r in records)
     ):  # older than the newest records: the history since it (the runs after it are checked too)
         with aws_errors(env):
-            records = found.records_since(moment)[::-1]
-    record = rollbacks.find_run(records, run, env)
+            records, since = found.records_since(moment)[::-1], moment
+    record = rollbacks.find_run(records, run, env, since=since)
     newer = records[: records.index(record)]
     targets = rollbacks.undo_targets(record, newer, read["live"], env)
     quiet = rollbacks.unchanged_by(record, planner.stack_roles(env))

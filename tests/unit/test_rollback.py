@@ -47,10 +47,17 @@ def env(project: Path) -> EnvConfig:
 # -- --to -------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["abc", "xyz1234", "a" * 41, "", "3e2532e-dirty-"])
+@pytest.mark.parametrize("bad", ["abc", "xyz1234", "a" * 65, "", "3e2532e-dirty-"])
 def test_to_must_be_a_hex_prefix(bad: str) -> None:
     with pytest.raises(UsageError, match="is not a commit"):
         rb.normalize_to(bad)
+
+
+def test_to_takes_a_whole_sha_256_commit() -> None:
+    """`git rev-parse HEAD` of a repository of SHA-256 objects (git init --object-format=sha256) is 64 hex digits:
+    it was "not a commit" (7 to 40)."""
+    assert rb.normalize_to("B" * 64) == "b" * 64
+    assert rb.pick(rb.normalize_to("bbbbbbb22222" + "f" * 52), [C, B, A], what="x") == B
 
 
 def test_to_matches_a_prefix_a_whole_sha_and_prefers_the_clean_build() -> None:
@@ -1040,6 +1047,10 @@ def test_a_run_is_named_by_last_its_id_or_the_time_inv_history_shows(env: EnvCon
         rb.find_run(records, "20261129T150", env)
     with pytest.raises(UsageError, match="no successful deploy"):
         rb.find_run(records[:2], "last", env)
+    # the history since the time named (a run older than the newest records): said so, not as the newest 0
+    since = datetime(2027, 1, 1, tzinfo=UTC)
+    with pytest.raises(UsageError, match=r"^no run '2027-01-01T00:00:00Z' among dev's 0 records since 2027-01-01T00"):
+        rb.find_run([], "2027-01-01T00:00:00Z", env, since=since)
     # a rerun whose steps were all skipped changed nothing: last is the run before it
     rerun = run_record(4, {"app": B}, {"app": B})
     assert rb.find_run([rerun, *records], "last", env) is records[2]
