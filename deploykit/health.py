@@ -934,7 +934,7 @@ def _read_target_group(elbv2: Any, arn: str) -> TargetGroupRead:
     """The target group, its attributes and its targets' health, read at once; None when it does not exist."""
     reads: dict[str, Callable[[], Any]] = {
         "group": partial(elbv2.describe_target_groups, TargetGroupArns=[arn]),
-        "attributes": partial(elbv2.describe_target_group_attributes, TargetGroupArn=arn),
+        "attributes": partial(_attributes_unless_denied, elbv2, arn),
         "health": partial(elbv2.describe_target_health, TargetGroupArn=arn),
     }
     try:
@@ -945,9 +945,20 @@ def _read_target_group(elbv2: Any, arn: str) -> TargetGroupRead:
         return None
     return (
         dict(read["group"]["TargetGroups"][0]),
-        attributes_of(read["attributes"]["Attributes"]),
+        attributes_of(read["attributes"]),
         list(read["health"]["TargetHealthDescriptions"]),
     )
+
+
+def _attributes_unless_denied(elbv2: Any, arn: str) -> list[Mapping[str, Any]]:
+    """The target group's attributes; none when the credentials may not read them (the deregistration delay is then
+    shown as ``?`` and not judged, where the whole report was refused)."""
+    try:
+        return list(elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"])
+    except ClientError as exc:
+        if error_code(exc) not in DENIED:
+            raise
+        return []
 
 
 def _target_group_rows(env: EnvConfig, arn: str, read: TargetGroupRead, report: HealthReport) -> None:
@@ -1107,6 +1118,11 @@ def _gather_api_stage(apigateway: Any, env: EnvConfig, endpoints: Endpoints, rep
     try:
         stage = apigateway.get_stage(restApiId=endpoints.api_id, stageName=endpoints.api_stage)
     except ClientError as exc:
+        if error_code(exc) in DENIED:  # the rest is reported: the whole report was refused
+            report.rows.append(
+                Row("api stage", name, "unknown", f"may not be read ({error_code(exc)}): apigateway:GET")
+            )
+            return
         if error_code(exc) != "NotFoundException":
             raise
         report.rows.append(Row("api stage", name, MISSING, "no such REST API or stage"))

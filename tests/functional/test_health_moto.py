@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 from moto.awslambda.models import lambda_backends
 from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
@@ -619,6 +620,31 @@ def test_a_names_start_shows_a_row_for_each_alarm_it_matches(aws: AwsFactory) ->
         ("nope-*", "missing"),
     ]
     assert rows_of(report, "alarm")[2].detail == f"no alarm in CloudWatch starts with it ({REGION})"
+
+
+def test_a_stage_and_target_group_settings_the_credentials_may_not_read_are_rows_not_a_refusal(
+    aws: AwsFactory,
+) -> None:
+    """A least-privilege role without apigateway:GET or elasticloadbalancing:DescribeTargetGroupAttributes had inv
+    health refused whole (an AccessDenied, no report); those rows say what could not be read, the rest is reported."""
+    create_stacks(aws, *(getattr(STACKS, role) for role in ("registry", "data", "auth", "fargate", "api")))
+    tg = create_target_group(aws, delay=5, settings=TUNED_TG)
+    create_service(aws, tg)
+    api, _ = create_api(aws)
+
+    def deny(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "Call")
+
+    aws.client("apigateway").meta.events.register("before-call.api-gateway.GetStage", deny)
+    aws.client("elbv2").meta.events.register(
+        "before-call.elastic-load-balancing-v2.DescribeTargetGroupAttributes", deny
+    )
+    report = gather(aws, ENV, endpoints(api_id=api, api_stage="prod", target_group_arn=tg))
+    assert rows_of(report, "api stage") == [
+        Row("api stage", f"{api}/prod", "unknown", "may not be read (AccessDeniedException): apigateway:GET")
+    ]
+    assert rows_of(report, "health check")[0].detail.endswith("deregistration delay ? s")
+    assert len(rows_of(report, "targets")) == 1 and len(rows_of(report, "lambda")) == 1
 
 
 def test_missing_stage_alias_and_target_group_are_broken_parts(aws: AwsFactory) -> None:
