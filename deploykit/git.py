@@ -33,7 +33,11 @@ DIRTY = "-dirty-"  # in the tag of a build from uncommitted changes: <sha12>-dir
 
 def _git(root: Path, *args: str, stdin: bytes | None = None, env: Mapping[str, str] | None = None) -> bytes:
     try:
-        done = subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, check=False, env=env)
+        # no optional locks: git status refreshes the index under .git/index.lock when it can, and the person's own
+        # git add or commit beside a deploy failed on it ("Unable to create '.git/index.lock': File exists")
+        done = subprocess.run(
+            ["git", "--no-optional-locks", *args], cwd=root, input=stdin, capture_output=True, check=False, env=env
+        )
     except FileNotFoundError:
         raise UsageError("git is not installed", next_step="install git (apt-get install git)") from None
     if done.returncode != 0:

@@ -15,12 +15,15 @@ The CLI gives the app the ``context`` of ``cdk/cdk.json`` too (a project's featu
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from deploykit import local_lock
 from deploykit.errors import UsageError
 
 PROJECT_FILE = "cdk/cdk.json"  # the CDK CLI's settings of the app: its feature flags under "context"
@@ -498,8 +501,18 @@ ANSWERS: dict[str, tuple[str, Callable[[Mapping[str, Any], Any], Any]]] = {
 
 def write_context(root: Path, values: Mapping[str, Any]) -> Path:
     """``values`` added to ``cdk/cdk.context.json`` (what it held kept), written as the CDK CLI writes it (keys
-    sorted, two-space indent), so a commit of it diffs as one."""
+    sorted, two-space indent), so a commit of it diffs as one. One command of the checkout at a time, and whole: a
+    synthesis reading it while it was written found it no JSON, and two ``inv lookup`` runs at once lost half its
+    keys (deploykit/local_lock.py)."""
+    from deploykit.synth import OUT_ROOT  # synth reads this module's values
+
     path = root / CONTEXT_FILE
-    merged = {**read_context(root), **values}
-    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    lock = local_lock.lock_file(root / OUT_ROOT, path.name)
+    with local_lock.held(lock, what=CONTEXT_FILE):
+        merged = {**read_context(root), **values}
+        text = json.dumps(merged, indent=2, sort_keys=True) + "\n"
+        # written beside the lock (under cdk.out/, which git ignores) and moved into place at once
+        with tempfile.NamedTemporaryFile("w", dir=lock.parent, delete=False, encoding="utf-8") as written:
+            written.write(text)
+        os.replace(written.name, path)
     return path

@@ -61,6 +61,9 @@ class Context:
     # Checked before each step of the plan that changes what is live: its error (the deploy lock lost: another deploy
     # may hold it now) ends the run there (deploykit.lock.Lease.check)
     holding: Callable[[], None] | None = None
+    # The SHA-256 of each template this run's synthesis left (its file's resolved path → hex digest): a deploy of one
+    # refuses a file another command of the checkout has synthesized again since (deploykit.synth.template_body)
+    synthesized: dict[str, str] = field(default_factory=dict, init=False)
     # When the run's first step that changes what is live began (the executor sets it): what went wrong from then on
     # may be the run's doing (deploykit.watch.WatchAlarms); None until then
     changing_since: datetime | None = field(default=None, init=False)

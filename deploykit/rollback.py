@@ -29,6 +29,7 @@ import dataclasses
 import json
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +39,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from deploykit import auto, changes, git, history, image_cleanup, lambda_chain, packaging, planner, registry, synth
+from deploykit import (
+    auto,
+    changes,
+    git,
+    history,
+    image_cleanup,
+    lambda_chain,
+    local_lock,
+    packaging,
+    planner,
+    registry,
+    synth,
+)
 from deploykit.app_chain import PromoteImage, PushImage, RegisterTaskDef, RollService, WaitHealthy
 from deploykit.aws import at_once
 from deploykit.canary import FAILED_FUNCTION
@@ -754,17 +767,19 @@ def kept_template(config: Config, aws: AwsFactory, env: EnvConfig, stack: str, s
     except (ValueError, KeyError, TypeError, AttributeError):
         return None  # not what keep_template writes: the commit is synthesized instead
     out = config.root / synth.OUT_ROOT / f"{env.name}@{sha}.kept"
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{stack}.template.json"
-    path.write_text(json.dumps(template, indent=1))
     stack_tags = {str(k): str(v) for k, v in tags.items()}
     properties: dict[str, object] = {"stackName": stack, "templateFile": path.name, "tags": stack_tags}
     if topics is not None:  # the topics its app named: a deploy of it names them again (deploy.toml's besides)
         properties["notificationArns"] = topics
-    # the stacks of a run's undo most often go back to one commit, all kept in this folder: each its own entry
-    artifacts = _kept_artifacts(out / synth.MANIFEST)
-    artifacts[stack] = {"type": "aws:cloudformation:stack", "properties": properties}
-    (out / synth.MANIFEST).write_text(json.dumps({"artifacts": artifacts}, indent=1))
+    # the stacks of a run's undo most often go back to one commit, all kept in this folder: each its own entry, added
+    # one command at a time (two at once lost one's entry: "the CDK app makes no stack")
+    with local_lock.held(local_lock.lock_file(out.parent, out.name), what=str(out.relative_to(config.root))):
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(template, indent=1))
+        artifacts = _kept_artifacts(out / synth.MANIFEST)
+        artifacts[stack] = {"type": "aws:cloudformation:stack", "properties": properties}
+        (out / synth.MANIFEST).write_text(json.dumps({"artifacts": artifacts}, indent=1))
     return synth.Synthesis(out, {stack: path}, skipped=True, seconds=0.0, stack_tags={stack: stack_tags})
 
 
@@ -780,8 +795,8 @@ def _kept_artifacts(manifest: Path) -> dict[str, Any]:
 def synthesize_at(
     config: Config, env: EnvConfig, sha: str, *, account: str, ecr: Any, say: Callable[[str], None] | None = None
 ) -> synth.Synthesis:
-    """The CDK app of commit ``sha`` synthesized for ``env``: its cdk/ taken from git into
-    ``cdk.out/.source-<sha>/`` for the while (the work tree is never touched), the assembly in
+    """The CDK app of commit ``sha`` synthesized for ``env``: its cdk/ taken from git into a folder of its own,
+    ``cdk.out/.source-<sha>-*/``, for the while (the work tree is never touched), the assembly in
     ``cdk.out/<env>@<sha>/`` (skipped when it is already there, as any synthesis)."""
     if not git.is_known_commit(config.root, sha):  # a kept template named it, but is gone (or unreadable) now
         raise UsageError(
@@ -789,17 +804,21 @@ def synthesize_at(
             f"{env.name}: there is nothing to deploy it from, nothing was changed",
             next_step=f"{changes.fetch_more(git.is_shallow(config.root), 'it is on')}, then rerun",
         )
-    source = config.root / synth.OUT_ROOT / f".source-{sha}"
-    shutil.rmtree(source, ignore_errors=True)
-    if not git.export(config.root, sha, synth.CDK_DIR, source) or not (source / synth.CDK_DIR / synth.APP).is_file():
-        raise UsageError(
-            f"commit {sha} has no {synth.CDK_DIR}/{synth.APP}: there is no stack to go back to there",
-            next_step="name a later commit: inv rollback --component stack:<role> --to <sha>",
-        )
-    then = dataclasses.replace(config, path=source / config.path.name)
+    # a folder of this call's own: two rollbacks to one commit (two environments', a dry run beside a rollback)
+    # removed each other's source mid-synthesis, refused as the app failing or deploy.toml's settings
+    (config.root / synth.OUT_ROOT).mkdir(parents=True, exist_ok=True)
+    source = Path(tempfile.mkdtemp(prefix=f".source-{sha}-", dir=config.root / synth.OUT_ROOT))
     try:
+        if (
+            not git.export(config.root, sha, synth.CDK_DIR, source)
+            or not (source / synth.CDK_DIR / synth.APP).is_file()
+        ):
+            raise UsageError(
+                f"commit {sha} has no {synth.CDK_DIR}/{synth.APP}: there is no stack to go back to there",
+                next_step="name a later commit: inv rollback --component stack:<role> --to <sha>",
+            )
         return synth.synthesize(
-            then,
+            dataclasses.replace(config, path=source / config.path.name),
             env,
             account=account,
             ecr=ecr,
@@ -1206,14 +1225,16 @@ def _exported(root: Path, commit: str, function: str, out: Path) -> bool:
     packaged without some of its files, so its folder is removed and written again."""
     folder = out / lambda_chain.LAMBDA_FOLDER / function
     mark = out / f".{function}.exported"
-    if folder.is_dir() and mark.is_file() and mark.read_text() == EXPORTED:
+    # one command at a time: two rollbacks exporting one function at once removed each other's files mid-export
+    with local_lock.held(local_lock.lock_file(out.parent, f"{out.name}-{function}"), what=f"{out.name}/{function}"):
+        if folder.is_dir() and mark.is_file() and mark.read_text() == EXPORTED:
+            return True
+        mark.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        if not git.export(root, commit, f"{lambda_chain.LAMBDA_FOLDER}/{function}", out):
+            return False
+        mark.write_text(EXPORTED)
         return True
-    mark.unlink(missing_ok=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    if not git.export(root, commit, f"{lambda_chain.LAMBDA_FOLDER}/{function}", out):
-        return False
-    mark.write_text(EXPORTED)
-    return True
 
 
 def taken_out(record: history.Record) -> tuple[str, ...]:

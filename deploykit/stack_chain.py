@@ -97,6 +97,7 @@ class Synthesize(Step):
             clock=ctx.clock,
             say=ctx.reporter.line,
         )
+        ctx.synthesized.update({str(result.templates[stack].resolve()): d for stack, d in result.digests.items()})
         names = ", ".join(sorted(result.templates))
         if result.skipped:
             return Outcome.skipped(f"unchanged since the last synthesis ({names})")
@@ -354,7 +355,8 @@ class DeployStack(Step):
                 next_step=f"make the stack in cdk/app.py (its stack_name {self.stack!r}), or name the one it makes "
                 "in deploy.toml's [environments.NAME.stacks]",
             )
-        body = synth.template_body(app.template)  # the file the manifest names: <id>.template.json
+        # the file the manifest names (<id>.template.json), as this run's synthesis left it
+        body = synth.template_body(app.template, digest=ctx.synthesized.get(str(app.template.resolve())))
         template = json.loads(body)
         self._refuse_half_move(ctx, template)
         given = held_parameters(template, dict(self.parameters))

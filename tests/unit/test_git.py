@@ -216,3 +216,16 @@ def test_a_dirty_tag_takes_in_the_files_of_a_repository_cloned_inside_the_tree(p
     git(lib, "commit", "-qm", "lib")
     (lib / "n.py").write_text("")
     assert current_revision(project, allow_dirty=True).tag not in (first, second)
+
+
+def test_reading_the_work_tree_leaves_gits_index_alone(project: Path) -> None:
+    """git status refreshes an index whose stat data is stale, writing it under .git/index.lock: the person's own
+    git add or commit beside a deploy failed on that lock ("Unable to create '.git/index.lock': File exists", a
+    helper's run: 35 of 597 commits). deploykit reads without git's optional locks."""
+    touched = project / "deploy.toml"
+    index = project / ".git" / "index"
+    later = index.stat().st_mtime + 10
+    os.utime(touched, (later, later))  # the same content, its stat data changed: git would refresh the index
+    before = index.read_bytes()
+    assert dirty_paths(project) == ()
+    assert index.read_bytes() == before

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from unittest.mock import Mock
 
 import pytest
 
-from deploykit import git, lambda_chain, packaging, rollback, version_cleanup
+from deploykit import git, lambda_chain, local_lock, packaging, rollback, version_cleanup
 from deploykit.config import Config
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.packaging import FIXED_DATE_TIME, Package, build_zip, package_all, package_function, prune_vendored
@@ -349,18 +350,24 @@ def test_a_commit_whose_submodule_this_clone_lacks_is_refused_not_packaged_witho
     assert lambda_chain.code_at(clone, "sample_fn", "HEAD", "x86_64") == made
 
 
-def test_a_rollback_packages_a_commits_function_again_over_a_folder_an_export_cut_short_or_an_older_one_left(
-    tmp_path: Path,
-) -> None:
-    """inv rollback packages a function as in a commit from ``cdk.out/<env>@<sha>.lambda/``. A folder there that an
-    export cut short left, or an older deploykit (whose export left a submodule's files out), is written again, not
-    packaged as it is: the zip is the commit's. One this export finished is reused."""
+def committed_function(tmp_path: Path) -> tuple[Path, str, str, Mock]:
+    """A repository with sample_fn committed: its folder, the commit, the function's code hash there, its config."""
     parent = tmp_path / "parent"
     write_function(parent / "lambda" / "sample_fn")
     git_repository(parent, {})
     sha12, code = lambda_chain.code_at(parent, "sample_fn", "HEAD", "x86_64") or ("", "")
     config = Mock(spec=Config, root=parent)
     config.lambda_target.return_value = {"architecture": "x86_64", "python": "3.11"}
+    return parent, sha12, code, config
+
+
+def test_a_rollback_packages_a_commits_function_again_over_a_folder_an_export_cut_short_or_an_older_one_left(
+    tmp_path: Path,
+) -> None:
+    """inv rollback packages a function as in a commit from ``cdk.out/<env>@<sha>.lambda/``. A folder there that an
+    export cut short left, or an older deploykit (whose export left a submodule's files out), is written again, not
+    packaged as it is: the zip is the commit's. One this export finished is reused."""
+    parent, sha12, code, config = committed_function(tmp_path)
     env = sample_env()
     left = parent / "cdk.out" / f"test@{sha12}.lambda" / "lambda" / "sample_fn"
     left.mkdir(parents=True)
@@ -370,6 +377,24 @@ def test_a_rollback_packages_a_commits_function_again_over_a_folder_an_export_cu
     assert folder == left and package.code_sha256 == code
     (left / "written_after.txt").write_text("kept: the export finished, and is reused")
     assert rollback.package_at(config, env, "sample_fn", sha12)[1].code_sha256 != code
+
+
+def test_a_rollback_exporting_a_function_another_command_is_exporting_waits_for_it(tmp_path: Path) -> None:
+    """inv rollback --dry-run beside inv rollback, both to one commit: each removed and exported the function's
+    folder at once, and one packaged the other's half-written folder (or copytree failed on a file just removed).
+    The second waits for the first (the lock held here plays the first)."""
+    parent, sha12, code, config = committed_function(tmp_path)
+    packaged: list[str] = []
+    lock = local_lock.lock_file(parent / "cdk.out", f"test@{sha12}.lambda-sample_fn")
+    with local_lock.held(lock, what="the first command's export"):
+        second = threading.Thread(
+            target=lambda: packaged.append(rollback.package_at(config, sample_env(), "sample_fn", sha12)[1].code_sha256)
+        )
+        second.start()
+        second.join(0.5)
+        assert second.is_alive() and not (parent / "cdk.out" / f"test@{sha12}.lambda" / "lambda").exists()
+    second.join(10)
+    assert packaged == [code]
 
 
 def test_a_function_of_a_lambda_submodule_is_packaged_as_in_a_commit(tmp_path: Path) -> None:

@@ -1311,3 +1311,31 @@ def test_a_run_that_failed_after_changing_stacks_names_them_for_a_rollback(env: 
     stack_failed = StepRecord("deploy-stack", "", "failed", detail="CarRentalFargateStack: UPDATE_ROLLBACK_COMPLETE")
     assert rb.changed_stacks(failed_run(env, stack_failed), env) == []
     assert rb.changed_stacks(failed_run(env, changed, SMOKE_FAILED, error=Interrupted("stopped")), env) == []
+
+
+def test_a_commits_cdk_app_is_synthesized_from_a_folder_of_the_call_s_own(
+    project: Path, env: EnvConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two rollbacks to one commit at once (two environments', a dry run beside a rollback) shared
+    cdk.out/.source-<sha> and removed each other's mid-synthesis: the app "does not synthesize here", or "refused the
+    settings of environment" (deploy.toml blamed). Each has its own now, and leaves another's alone."""
+    (project / "cdk").mkdir()
+    (project / "cdk" / "app.py").write_text("# the app\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "cdk")
+    sha = git(project, "rev-parse", "--short=12", "HEAD").strip()
+    others = project / "cdk.out" / f".source-{sha}"  # another command's, mid-synthesis
+    (others / "cdk").mkdir(parents=True)
+    (others / "cdk" / "app.py").write_text("# the app\n")
+    seen: list[Path] = []
+
+    def synthesize(config: Any, environment: EnvConfig, **kwargs: Any) -> Any:
+        seen.append(config.root)
+        assert (config.root / "cdk" / "app.py").read_text() == "# the app\n"
+        return "synthesized"
+
+    monkeypatch.setattr(rb.synth, "synthesize", synthesize)
+    config = load_config(project / "deploy.toml")
+    assert rb.synthesize_at(config, env, sha, account="123456789012", ecr=None) == "synthesized"
+    assert seen[0] != others and seen[0].parent == project / "cdk.out" and not seen[0].exists()
+    assert (others / "cdk" / "app.py").is_file()

@@ -7,12 +7,15 @@ nothing here starts node. One test (marked slow) synthesizes a copy of the repos
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -345,6 +348,56 @@ def test_second_synthesis_is_skipped_until_a_source_or_the_context_changes(
     assert synth.synthesize(config, dev, account=ACCOUNT, run=app).skipped is True
     assert synth.synthesize(config, dev, account=ACCOUNT, run=app, force=True).skipped is False
     assert len(app.calls) == 5
+
+
+def test_two_commands_synthesizing_one_environment_go_one_after_the_other(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    """inv deploy.auto --env dev beside inv diff --env dev in one checkout: both wrote into cdk.out/dev at once (a
+    helper's run: one got the other's templates in 14 of 14 tries started within 3 s). The second waits, said."""
+    running: list[int] = []
+    overlapped: list[bool] = []
+    entered = threading.Event()
+
+    class SlowApp(FakeApp):
+        def __call__(self, command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+            running.append(1)
+            overlapped.append(len(running) > 1)
+            entered.set()
+            time.sleep(0.3)
+            try:
+                return super().__call__(command, **kwargs)
+            finally:
+                running.pop()
+
+    said: list[str] = []
+    first = threading.Thread(target=synth.synthesize, args=(config, dev), kwargs={"account": ACCOUNT, "run": SlowApp()})
+    first.start()
+    assert entered.wait(5)
+    other = synth.synthesize(config, dev, account="111111111111", run=SlowApp(), say=said.append)
+    first.join()
+    assert overlapped == [False, False]
+    assert said[0] == "⏳ another command of this checkout is writing cdk.out/dev: waiting for it"
+    assert not other.skipped
+    # what each read back is what it synthesized: the digests of the files as the second left them
+    assert other.digests == {
+        name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in other.templates.items()
+    }
+
+
+def test_a_template_synthesized_again_since_the_run_s_synthesis_is_refused(
+    config: Config, dev: EnvConfig, root: Path
+) -> None:
+    """The run's deploy step reads the template minutes after its synthesis: one another command has synthesized
+    again meanwhile (other sources, settings, credentials) was deployed as if it were this run's."""
+    result = synth.synthesize(config, dev, account=ACCOUNT, run=FakeApp())
+    path = result.templates["CarRentalDataStack"]
+    digest = result.digests["CarRentalDataStack"]
+    assert json.loads(synth.template_body(path, digest=digest)) == json.loads(path.read_text())
+    path.write_text(json.dumps({"Resources": {"Other": {"Type": "AWS::SNS::Topic"}}}))
+    with pytest.raises(UsageError, match=r"CarRentalDataStack\.template\.json changed after this run synthesized it"):
+        synth.template_body(path, digest=digest)
+    assert synth.template_body(path)  # no digest (a template no synthesis of this run made): read as it is
 
 
 def test_a_missing_template_makes_it_run_again(config: Config, dev: EnvConfig, root: Path) -> None:
