@@ -268,15 +268,21 @@ class ChangeRules:
     """
 
     rules: tuple[ChangeRule, ...] = DEFAULT_CHANGE_RULES
+    # each path's answer, once: a change analysis matches a path again for each live commit it diffs from (a helper's
+    # 20,000 paths from 101 live commits, 200 globs: 7.8 million rule matches, 20 s)
+    _matched: dict[tuple[str, tuple[str, ...]], tuple[ChangeRule, str, str] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def match(self, path: str, roles: Collection[str] = STACK_ROLES) -> tuple[ChangeRule, str, str] | None:
         """(the first rule matching ``path``, its matching glob, the target), or None; ``roles``: the stack roles
         (:attr:`Config.stack_roles`)."""
-        for rule in self.rules:
-            found = rule.match(path, roles)
-            if found:
-                return rule, *found
-        return None
+        key = (path, tuple(roles))
+        if key not in self._matched:
+            self._matched[key] = next(
+                ((rule, *found) for rule in self.rules if (found := rule.match(path, roles))), None
+            )
+        return self._matched[key]
 
 
 # The platforms the backend image may be built for ([build] platform): Docker's name → the CPU architecture as an ECS
@@ -709,7 +715,7 @@ class Config:
                 return _table("environments", made)
         return _table("environments", env)
 
-    @property
+    @cached_property
     def stack_roles(self) -> tuple[str, ...]:
         """The stack roles of every environment (each names the same): the platform's five, then the team's own."""
         envs = list(self.environments.values())

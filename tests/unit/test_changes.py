@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import io
 import json
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import tomllib
 import zipfile
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -1864,3 +1866,22 @@ def test_a_pattern_s_base_image_does_not_count_for_an_environment_with_a_table_o
     assert config_of(repo).environment("dev").base_image is None  # dev's own table: [build]'s base
     assert detect(config, everything(config, base), env="dev").components() == set()
     assert detect(config, everything(config, base), env="dex").components() == {"app"}  # one the pattern makes
+
+
+def test_a_path_is_matched_against_the_rules_once_per_command() -> None:
+    """An analysis matches a path again for each live commit it diffs from: a helper's 20,000 paths from 101 live
+    commits under 200 globs made 7.8 million rule matches (20 s). Each path's answer is kept."""
+    calls: list[str] = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Counted(ChangeRule):
+        def match(self, path: str, roles: Collection[str] = STACK_ROLES) -> tuple[str, str] | None:
+            calls.append(path)
+            return super().match(path, roles)
+
+    rules = ChangeRules((Counted(paths=("docs/**",), to="none"), Counted(paths=("backend/**",), to="app")))
+    for _ in range(3):
+        assert rules.match("backend/app/main.py") == (rules.rules[1], "backend/**", "app")
+        assert rules.match("README.md") is None
+    assert calls == ["backend/app/main.py", "backend/app/main.py", "README.md", "README.md"]
+    assert rules == ChangeRules(rules.rules) and hash(rules) == hash(ChangeRules(rules.rules))  # kept apart
