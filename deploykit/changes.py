@@ -28,10 +28,12 @@ import re
 import tempfile
 import threading
 import tomllib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, NoReturn
+from typing import Any, Literal, NamedTuple, NoReturn, TypeVar
 
 from deploykit import cachedir, git, packaging
 from deploykit.config import (
@@ -48,6 +50,8 @@ from deploykit.config import (
 )
 from deploykit.errors import UsageError
 
+K = TypeVar("K")
+T = TypeVar("T")
 Kind = Literal["app", "lambda", "stack", "none"]
 
 LAMBDA_DIR = "lambda"  # one folder per function (deploykit.packaging)
@@ -575,19 +579,37 @@ def as_taken(commits: Sequence[ChangedBy]) -> tuple[tuple[str, str, str], ...]:
     return tuple((c.sha, c.author, c.subject) for c in commits)
 
 
+# git processes run side by side (each thread waits on its own): a change analysis runs one per changed component or
+# per distinct live commit, each walking the range (a helper's 100 functions, 10,000 commits: 101 logs, 7.6 s)
+GIT_PROCESSES = min(8, max(2, os.cpu_count() or 2))
+
+
+def side_by_side(calls: Mapping[K, Callable[[], T]]) -> dict[K, T]:
+    """Each call's answer, the calls (git processes that do not depend on each other) run :data:`GIT_PROCESSES` at
+    a time; the first failure, in ``calls``' order, is raised once those started have ended."""
+    if len(calls) <= 1:
+        return {key: call() for key, call in calls.items()}
+    with ThreadPoolExecutor(max_workers=min(GIT_PROCESSES, len(calls)), thread_name_prefix="git") as pool:
+        futures = {key: pool.submit(call) for key, call in calls.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
 def commits_behind(root: Path, found: ChangeSet) -> list[ChangedBy]:
     """The commits behind ``found``'s changes, newest first: for each changed component with a base, the commits of
     base..head that touch its changed paths (both sides of a rename), each with every component it brings changes
     of. Left out: components never deployed (everything of them is new) and changes of the work tree (no commit)."""
     by_sha: dict[str, tuple[git.Commit, set[str]]] = {}
     bases: list[str] = []
+    logs: dict[str, Callable[[], list[git.Commit]]] = {}
     for component in sorted(found.components()):
         base = found.base.get(component)
         paths = {p for c in found.for_component(component) for p in (c.path, c.old_path) if p}
         if not base or not paths or base == found.head:
             continue
         bases.append(base)
-        for commit in git.log(root, base, found.head, sorted(paths)):
+        logs[component] = partial(git.log, root, base, found.head, sorted(paths))
+    for component, commits in side_by_side(logs).items():
+        for commit in commits:
             by_sha.setdefault(commit.sha, (commit, set()))[1].add(component)
     if not by_sha:
         return []
@@ -722,8 +744,10 @@ def detect(
     if since_sha is None:
         aside = {b: n for b in distinct if b not in newer and b != head_sha and (n := _apart(root, b, head_sha))}
     by_base: dict[str, list[Change]] = {}
-    for base in distinct:
-        diff = git.changed_paths(root, base, None if include_uncommitted else head_sha)
+    diffs = side_by_side(
+        {base: partial(git.changed_paths, root, base, None if include_uncommitted else head_sha) for base in distinct}
+    )
+    for base, diff in diffs.items():
         usage = usage_for(base) if any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p) else None
         classified = _classify_changes(config, diff, usage or StackUsage())
         by_base[base] = _build_settings(config, classified, base, None if include_uncommitted else head_sha, env)
