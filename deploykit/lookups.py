@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -514,5 +515,13 @@ def write_context(root: Path, values: Mapping[str, Any]) -> Path:
         # written beside the lock (under cdk.out/, which git ignores) and moved into place at once
         with tempfile.NamedTemporaryFile("w", dir=lock.parent, delete=False, encoding="utf-8") as written:
             written.write(text)
-        os.replace(written.name, path)
+        if path.exists():  # the file's own mode, not the temporary file's 0600
+            shutil.copymode(path, written.name)
+        else:
+            os.chmod(written.name, 0o644)
+        try:
+            os.replace(written.name, path)
+        except OSError:  # cdk.out on another file system (a link): written in place, still under the lock
+            os.unlink(written.name)
+            path.write_text(text, encoding="utf-8")
     return path

@@ -25,11 +25,13 @@ component differs from what is live now. Resolution only reads; every step input
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -121,8 +123,8 @@ def normalize_to(to: str) -> str:
     value = to.strip().lower()
     if not _TO_RE.match(value):
         raise UsageError(
-            f"--to {to!r} is not a commit: expected 7 to 40 hex digits, 64 in a SHA-256 repository (or a "
-            "<sha12>-dirty-<hash> tag)",
+            f"--to {to!r} is not a commit: expected 7 to 40 hex digits, up to 64 in a repository of SHA-256 objects "
+            "(or a <sha12>-dirty-<hash> tag)",
             next_step="pass a commit SHA or its prefix, e.g. --to 3e2532e (inv history lists them)",
         )
     return value
@@ -806,8 +808,13 @@ def synthesize_at(
         )
     # a folder of this call's own: two rollbacks to one commit (two environments', a dry run beside a rollback)
     # removed each other's source mid-synthesis, refused as the app failing or deploy.toml's settings
-    (config.root / synth.OUT_ROOT).mkdir(parents=True, exist_ok=True)
-    source = Path(tempfile.mkdtemp(prefix=f".source-{sha}-", dir=config.root / synth.OUT_ROOT))
+    out_root = config.root / synth.OUT_ROOT
+    out_root.mkdir(parents=True, exist_ok=True)
+    for left in out_root.glob(".source-*"):  # one a killed command left: older than any synthesis lasts
+        with contextlib.suppress(OSError):
+            if time.time() - left.stat().st_mtime > 2 * synth.SYNTH_TIMEOUT:
+                shutil.rmtree(left, ignore_errors=True)
+    source = Path(tempfile.mkdtemp(prefix=f".source-{sha}-", dir=out_root))
     try:
         if (
             not git.export(config.root, sha, synth.CDK_DIR, source)

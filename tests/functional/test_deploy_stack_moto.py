@@ -7,15 +7,16 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from unittest.mock import Mock
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 
-from deploykit import commands, references, registry, stack_chain
+from deploykit import commands, references, registry, stack_chain, synth
 from deploykit.app_chain import RegisterTaskDef, in_registry_now
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
@@ -23,8 +24,8 @@ from deploykit.commands.previews import show_preview, stack_previewed
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.output import Reporter
-from deploykit.plan import Context, Executor, Plan, RunReport, Step
-from deploykit.stack_chain import DeployStack
+from deploykit.plan import Context, Executor, Outcome, Plan, RunReport, Step
+from deploykit.stack_chain import DeployStack, Synthesize
 from deploykit.stacks import Change, NoPreview, PropertyChange
 from tests.conftest import git, quiet_runtime
 from tests.functional.conftest import create_service, put_image
@@ -382,6 +383,53 @@ def test_a_template_synthesized_again_by_another_command_since_the_run_s_synthes
     assert report.error is not None and report.error.exit_code == 2
     assert report.error.message.startswith("CarRentalDataStack.template.json changed after this run synthesized it")
     assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+
+@dataclass(frozen=True)
+class SynthesizeAgain(Step):
+    """Another command of the checkout synthesizing the environment again, between this run's steps."""
+
+    name: ClassVar[str] = "another-synthesis"
+    artifacts_only: ClassVar[bool] = True
+    template: str
+
+    def describe(self) -> str:
+        return f"{self.template} written again"
+
+    def run(self, ctx: Context) -> Outcome:
+        Path(self.template).write_text(json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}))
+        return Outcome.done("written again")
+
+
+def test_a_runs_synthesis_hands_its_templates_digests_to_its_stack_deploy(
+    factory: AwsFactory, dev_env: EnvConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The synth step records what it left (its templates' SHA-256) in the run's context; the deploy-stack step after
+    it checks the file against it: the same file deploys, one written again between them is refused."""
+    folder = tmp_path / "cdk.out" / "dev"
+    template = folder / "CarRentalDataStack.template.json"
+
+    def synthesize(config: Any, env: EnvConfig, **kwargs: Any) -> synth.Synthesis:
+        folder.mkdir(parents=True, exist_ok=True)
+        template.write_text(json.dumps({"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}))
+        properties = {"stackName": "CarRentalDataStack", "templateFile": template.name}
+        manifest = {"artifacts": {"Data": {"type": "aws:cloudformation:stack", "properties": properties}}}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        templates = {"CarRentalDataStack": template}
+        return synth.Synthesis(folder, templates, False, 0.1, digests=synth.digests_of(templates))
+
+    monkeypatch.setattr(synth, "synthesize", synthesize)
+
+    def run(*between: Step) -> RunReport:
+        clock = FakeClock()
+        ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+        steps = (Synthesize(str(folder)), *between, DeployStack("CarRentalDataStack", str(template)))
+        return Executor(ctx).execute(Plan("dev", steps))
+
+    refused = run(SynthesizeAgain(str(template)))
+    assert refused.error is not None and "changed after this run synthesized it" in refused.error.message
+    assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []
+    assert run().ok
 
 
 def test_a_later_stack_whose_task_definition_names_a_missing_secret_is_refused_before_the_run_changes_anything(

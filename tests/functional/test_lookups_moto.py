@@ -148,6 +148,10 @@ def test_two_writers_at_once_keep_every_key_and_a_reader_never_finds_half_a_file
     assert failures == []
     assert len(lookups.read_context(tmp_path)) == 121
     assert [p.name for p in (tmp_path / "cdk").iterdir()] == ["cdk.context.json"]  # nothing else left in cdk/
+    context = tmp_path / "cdk" / "cdk.context.json"
+    context.chmod(0o664)
+    lookups.write_context(tmp_path, {"last": "1"})
+    assert context.stat().st_mode & 0o777 == 0o664  # the file's mode kept, not the temporary file's 0600
 
 
 VPC_APP = one_stack_app(

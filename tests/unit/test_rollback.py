@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1327,6 +1329,9 @@ def test_a_commits_cdk_app_is_synthesized_from_a_folder_of_the_call_s_own(
     others = project / "cdk.out" / f".source-{sha}"  # another command's, mid-synthesis
     (others / "cdk").mkdir(parents=True)
     (others / "cdk" / "app.py").write_text("# the app\n")
+    killed = project / "cdk.out" / f".source-{sha}-left"  # a killed command's, older than any synthesis lasts
+    killed.mkdir()
+    os.utime(killed, (time.time() - 3 * 3600, time.time() - 3 * 3600))
     seen: list[Path] = []
 
     def synthesize(config: Any, environment: EnvConfig, **kwargs: Any) -> Any:
@@ -1339,3 +1344,4 @@ def test_a_commits_cdk_app_is_synthesized_from_a_folder_of_the_call_s_own(
     assert rb.synthesize_at(config, env, sha, account="123456789012", ecr=None) == "synthesized"
     assert seen[0] != others and seen[0].parent == project / "cdk.out" and not seen[0].exists()
     assert (others / "cdk" / "app.py").is_file()
+    assert not killed.exists()
