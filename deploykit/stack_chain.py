@@ -97,7 +97,7 @@ class Synthesize(Step):
             clock=ctx.clock,
             say=ctx.reporter.line,
         )
-        ctx.synthesized.update({str(result.templates[stack].resolve()): d for stack, d in result.digests.items()})
+        ctx.synthesized.update({str(path.resolve()): digest for path, digest in result.digests.items()})
         names = ", ".join(sorted(result.templates))
         if result.skipped:
             return Outcome.skipped(f"unchanged since the last synthesis ({names})")
@@ -347,7 +347,9 @@ class DeployStack(Step):
         )
 
     def run(self, ctx: Context) -> Outcome:
-        app = synth.manifest_stack(Path(self.template).parent, self.stack)  # its tags, protection, topics in the app
+        out_dir = Path(self.template).parent  # its tags, protection, topics in the app: as this run synthesized them
+        manifest = ctx.synthesized.get(str((out_dir / synth.MANIFEST).resolve()))
+        app = synth.manifest_stack(out_dir, self.stack, digest=manifest)
         if app is None:  # a file an earlier synthesis left: not what the app makes now
             raise UsageError(
                 f"the CDK app makes no stack {self.stack}: the cloud assembly in {Path(self.template).parent} lists "

@@ -82,8 +82,8 @@ class Synthesis:
     seconds: float
     # stack name → the stack-level tags the manifest asks for (what the CDK CLI would pass as stack Tags)
     stack_tags: dict[str, dict[str, str]] = field(default_factory=dict)
-    # stack name → its template file's SHA-256 as this synthesis left it (a deploy reading it later checks it)
-    digests: dict[str, str] = field(default_factory=dict)
+    # each template file's and the manifest's SHA-256 as this synthesis left them (a deploy reading them checks them)
+    digests: dict[Path, str] = field(default_factory=dict)
 
     def template(self, stack: str) -> Path:
         """The template of ``stack``, or a UsageError naming the stacks there are."""
@@ -267,10 +267,11 @@ def stack_dependencies(out_dir: Path) -> dict[str, tuple[str, ...]]:
     return {name: stack.needs for name, stack in _manifest_stacks(out_dir).items()}
 
 
-def manifest_stack(out_dir: Path, stack: str) -> ManifestStack | None:
+def manifest_stack(out_dir: Path, stack: str, *, digest: str | None = None) -> ManifestStack | None:
     """What the cloud assembly's manifest says of ``stack`` (None: it makes no such stack), read once for a deploy of
-    it: its tags, protection from deletion and notification topics besides its template."""
-    return _manifest_stacks(out_dir).get(stack)
+    it: its tags, protection from deletion and notification topics besides its template. ``digest``: the manifest's
+    SHA-256 as this run's synthesis left it (:attr:`Synthesis.digests`); one that differs now is refused."""
+    return _manifest_stacks(out_dir, digest).get(stack)
 
 
 def stack_template(template: Path, stack: str) -> Path:
@@ -305,9 +306,11 @@ class ManifestStack(NamedTuple):
     where: str  # the manifest's environment: aws://ACCOUNT/REGION (unknown-account, unknown-region: the app left it)
 
 
-def _manifest_stacks(out_dir: Path) -> dict[str, ManifestStack]:
+def _manifest_stacks(out_dir: Path, digest: str | None = None) -> dict[str, ManifestStack]:
     try:
-        manifest = json.loads((out_dir / MANIFEST).read_text())
+        raw = (out_dir / MANIFEST).read_bytes()
+        _refuse_resynthesized(out_dir / MANIFEST, raw, digest)
+        manifest = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise StepFailed(
             f"the cloud assembly in {out_dir} has no readable {MANIFEST} ({exc})",
@@ -714,7 +717,9 @@ def _synthesize(
     if templates is not None:
         if check:  # the same assembly, and deploy.toml may have changed its stacks' order
             check_stacks(out, env, config.table_of(env.name), account, folders)
-        return Synthesis(out, templates, True, clock.monotonic() - started, read_stack_tags(out), digests_of(templates))
+        return Synthesis(
+            out, templates, True, clock.monotonic() - started, read_stack_tags(out), digests_of(out, templates)
+        )
     if node is None:  # the assembly stamped before the lock was taken is not there any more
         raise _no_node()
     out.mkdir(parents=True, exist_ok=True)
@@ -785,12 +790,25 @@ def _synthesize(
     if check:
         check_stacks(out, env, config.table_of(env.name), account, folders)
     write_stamp(out, digest, context)
-    return Synthesis(out, templates, False, clock.monotonic() - started, read_stack_tags(out), digests_of(templates))
+    return Synthesis(
+        out, templates, False, clock.monotonic() - started, read_stack_tags(out), digests_of(out, templates)
+    )
 
 
-def digests_of(templates: Mapping[str, Path]) -> dict[str, str]:
-    """Each template file's SHA-256, as a synthesis leaves it (stack name → hex digest)."""
-    return {stack: hashlib.sha256(path.read_bytes()).hexdigest() for stack, path in templates.items()}
+def digests_of(out_dir: Path, templates: Mapping[str, Path]) -> dict[Path, str]:
+    """The SHA-256 of each template file and of the manifest, as a synthesis leaves them (file → hex digest)."""
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (*templates.values(), out_dir / MANIFEST)}
+
+
+def _refuse_resynthesized(path: Path, raw: bytes, digest: str | None) -> None:
+    """A UsageError when ``raw``, the file ``path`` holds now, is not what this run's synthesis left (``digest``)."""
+    if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
+        raise UsageError(
+            f"{path.name} changed after this run synthesized it: another command of this checkout synthesized "
+            f"{path.parent.name} again meanwhile (another inv of that environment, with other sources, settings or "
+            "credentials), so it is not what this run checked; nothing of the stack was deployed",
+            next_step="run one command of an environment at a time in a checkout, then rerun",
+        )
 
 
 def _listed(annotations: Sequence[tuple[str, str]]) -> str:
@@ -831,13 +849,7 @@ def template_body(path: Path, *, digest: str | None = None) -> str:
     it (:attr:`Synthesis.digests`); a file that differs now is refused."""
     try:
         raw = path.read_bytes()
-        if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
-            raise UsageError(
-                f"{path.name} changed after this run synthesized it: another command of this checkout synthesized "
-                f"{path.parent.name} again meanwhile (another inv of that environment, with other sources, settings "
-                "or credentials), so it is not the template this run checked; it was not deployed",
-                next_step="run one command of an environment at a time in a checkout, then rerun",
-            )
+        _refuse_resynthesized(path, raw, digest)
         template = json.loads(raw)
     except FileNotFoundError:
         raise UsageError(

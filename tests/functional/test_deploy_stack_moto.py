@@ -391,13 +391,14 @@ class SynthesizeAgain(Step):
 
     name: ClassVar[str] = "another-synthesis"
     artifacts_only: ClassVar[bool] = True
-    template: str
+    path: str  # a template, the manifest
+    content: str  # written there anew
 
     def describe(self) -> str:
-        return f"{self.template} written again"
+        return f"{self.path} written again"
 
     def run(self, ctx: Context) -> Outcome:
-        Path(self.template).write_text(json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}))
+        Path(self.path).write_text(self.content)
         return Outcome.done("written again")
 
 
@@ -416,7 +417,7 @@ def test_a_runs_synthesis_hands_its_templates_digests_to_its_stack_deploy(
         manifest = {"artifacts": {"Data": {"type": "aws:cloudformation:stack", "properties": properties}}}
         (folder / "manifest.json").write_text(json.dumps(manifest))
         templates = {"CarRentalDataStack": template}
-        return synth.Synthesis(folder, templates, False, 0.1, digests=synth.digests_of(templates))
+        return synth.Synthesis(folder, templates, False, 0.1, digests=synth.digests_of(folder, templates))
 
     monkeypatch.setattr(synth, "synthesize", synthesize)
 
@@ -426,8 +427,16 @@ def test_a_runs_synthesis_hands_its_templates_digests_to_its_stack_deploy(
         steps = (Synthesize(str(folder)), *between, DeployStack("CarRentalDataStack", str(template)))
         return Executor(ctx).execute(Plan("dev", steps))
 
-    refused = run(SynthesizeAgain(str(template)))
-    assert refused.error is not None and "changed after this run synthesized it" in refused.error.message
+    other = json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}})
+    refused = run(SynthesizeAgain(str(template), other))
+    assert refused.error is not None
+    assert refused.error.message.startswith("CarRentalDataStack.template.json changed after this run synthesized it")
+    # the stack's tags, protection and topics are the manifest's: one written again is refused too
+    tagged = {"stackName": "CarRentalDataStack", "templateFile": template.name, "tags": {"Owner": "other"}}
+    manifest = json.dumps({"artifacts": {"Data": {"type": "aws:cloudformation:stack", "properties": tagged}}})
+    refused = run(SynthesizeAgain(str(folder / "manifest.json"), manifest))
+    assert refused.error is not None
+    assert refused.error.message.startswith("manifest.json changed after this run synthesized it")
     assert factory.client("cloudformation").list_stacks()["StackSummaries"] == []
     assert run().ok
 

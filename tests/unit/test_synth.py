@@ -380,9 +380,8 @@ def test_two_commands_synthesizing_one_environment_go_one_after_the_other(
     assert said[0] == "⏳ another command of this checkout is writing cdk.out/dev: waiting for it"
     assert not other.skipped
     # what each read back is what it synthesized: the digests of the files as the second left them
-    assert other.digests == {
-        name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in other.templates.items()
-    }
+    files = [*other.templates.values(), other.out_dir / "manifest.json"]
+    assert other.digests == {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
 
 
 def test_a_template_synthesized_again_since_the_run_s_synthesis_is_refused(
@@ -392,7 +391,7 @@ def test_a_template_synthesized_again_since_the_run_s_synthesis_is_refused(
     again meanwhile (other sources, settings, credentials) was deployed as if it were this run's."""
     result = synth.synthesize(config, dev, account=ACCOUNT, run=FakeApp())
     path = result.templates["CarRentalDataStack"]
-    digest = result.digests["CarRentalDataStack"]
+    digest = result.digests[path]
     assert json.loads(synth.template_body(path, digest=digest)) == json.loads(path.read_text())
     path.write_text(json.dumps({"Resources": {"Other": {"Type": "AWS::SNS::Topic"}}}))
     with pytest.raises(UsageError, match=r"CarRentalDataStack\.template\.json changed after this run synthesized it"):
