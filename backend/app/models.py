@@ -74,8 +74,9 @@ class Booking(BaseModel):
     days: int
     total_price_cents: int
     currency: str
-    status: Literal["CONFIRMED"]
+    status: Literal["CONFIRMED", "CANCELLED"]
     created_at: str
+    cancelled_at: str | None = None
 
 
 class BookingList(BaseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -28,6 +27,7 @@ from app.models import (
     today_utc,
 )
 from app.services import ServicesDep, UserDep
+from app.store import booking_days
 
 log = logging.getLogger("app.routes")
 
@@ -90,12 +90,17 @@ def create_booking(body: BookingRequest, services: ServicesDep, user: UserDep) -
     # market for the whole bookable year, back-to-back 30-day bookings, 13 requests (not atomic: two requests at
     # once may both pass it by one)
     today = today_utc().isoformat()
-    open_ = sum(1 for b in services.store.list_bookings(user.sub) if str(b["end_date"]) >= today)
+    open_ = sum(
+        1
+        for b in services.store.list_bookings(user.sub)
+        if str(b["end_date"]) >= today and b.get("status") != "CANCELLED"
+    )
     if open_ >= services.settings.max_open_bookings:
         raise ApiError(
             409,
             "too_many_bookings",
-            f"you have {open_} bookings not yet ended, the most one customer may hold: book again once one has ended",
+            f"you have {open_} bookings not yet ended, the most one customer may hold: book again once one has ended, "
+            "or cancel one (DELETE /bookings/{booking_id})",
         )
     days = (body.end_date - body.start_date).days
     booking = Booking(
@@ -109,11 +114,24 @@ def create_booking(body: BookingRequest, services: ServicesDep, user: UserDep) -
         status="CONFIRMED",
         created_at=now_iso(),
     )
-    held = [(body.start_date + timedelta(days=n)).isoformat() for n in range(days)]  # pick-up day to the last night
+    held = booking_days(body.start_date.isoformat(), days)
     if not services.store.put_booking(user.sub, booking.model_dump(mode="json"), held):
         raise ApiError(409, "car_unavailable", f"{body.car_id} is booked for some of those days: choose other dates")
     log.info("booking %s: car %s for %d day(s)", booking.booking_id, booking.car_id, days)
     return booking
+
+
+BookingId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="the booking id returned by POST /bookings")]
+
+
+@router.delete("/bookings/{booking_id}", tags=["bookings"])
+def cancel_booking(booking_id: BookingId, services: ServicesDep, user: UserDep) -> Booking:
+    """Cancel one of the caller's bookings: CANCELLED, and the car free again for its days (404 for anyone else's)."""
+    cancelled = services.store.cancel_booking(user.sub, booking_id, now_iso())
+    if cancelled is None:
+        raise ApiError(404, "not_found", f"no booking {booking_id} of yours")
+    log.info("booking %s cancelled", booking_id)
+    return Booking.model_validate({k: v for k, v in cancelled.items() if k != "user_id"})
 
 
 @router.get("/bookings", tags=["bookings"])

@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +49,12 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
             value = int(value) if value == value.to_integral_value() else float(value)
         out[key] = value
     return out
+
+
+def booking_days(start: str, days: int) -> list[str]:
+    """The ISO dates a booking of ``days`` days from ``start`` holds its car on (pick-up day to the last night)."""
+    first = date.fromisoformat(start)
+    return [(first + timedelta(days=n)).isoformat() for n in range(days)]
 
 
 def _require(name: str, env: str) -> str:
@@ -155,6 +162,54 @@ class Store:
         raise ApiError(
             409, "booking_contested", "other bookings of this car are being made at this moment: try again shortly"
         )
+
+    def cancel_booking(self, user_id: str, booking_id: str, cancelled_at: str) -> dict[str, Any] | None:
+        """The caller's booking ``booking_id`` marked CANCELLED and its car's days let go, in one transaction; None
+        when the caller has no such booking. A booking cancelled already is answered as it is."""
+        table = _require(self._bookings, "BOOKINGS_TABLE")
+        key = to_item({"user_id": user_id, "booking_id": booking_id})
+        item = self._db.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        booking = from_item(item)
+        if booking.get("status") == "CANCELLED":
+            return booking
+        held = booking_days(str(booking["start_date"]), int(booking["days"]))
+        release = [
+            {
+                "Delete": {
+                    "TableName": table,
+                    "Key": to_item({"user_id": f"{CAR_DAYS}{booking['car_id']}", "booking_id": day}),
+                    "ConditionExpression": "#by = :booking",  # only the days this booking holds
+                    "ExpressionAttributeNames": {"#by": "by"},
+                    "ExpressionAttributeValues": {":booking": {"S": booking_id}},
+                }
+            }
+            for day in held
+        ]
+        mark = {
+            "Update": {
+                "TableName": table,
+                "Key": key,
+                "UpdateExpression": "SET #status = :cancelled, cancelled_at = :at",
+                "ConditionExpression": "#status = :confirmed",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {
+                    ":cancelled": {"S": "CANCELLED"},
+                    ":confirmed": {"S": "CONFIRMED"},
+                    ":at": {"S": cancelled_at},
+                },
+            }
+        }
+        try:
+            self._db.transact_write_items(TransactItems=[mark, *release])
+        except ClientError as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+            if reasons[:1] == ["ConditionalCheckFailed"]:  # cancelled meanwhile by another request
+                again = self._db.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+                return from_item(again) if again else None
+            raise
+        return {**booking, "status": "CANCELLED", "cancelled_at": cancelled_at}
 
     def list_bookings(self, user_id: str) -> list[dict[str, Any]]:
         table = _require(self._bookings, "BOOKINGS_TABLE")

@@ -159,7 +159,8 @@ def test_one_customer_holds_a_bounded_number_of_open_bookings(
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"] == {
         "code": "too_many_bookings",
-        "message": "you have 2 bookings not yet ended, the most one customer may hold: book again once one has ended",
+        "message": "you have 2 bookings not yet ended, the most one customer may hold: book again once one has ended, "
+        "or cancel one (DELETE /bookings/{booking_id})",
     }
     assert book(api, bob, "car-005", 310, 340).status_code == 201
     # a booking that has ended counts no more (none can be made in the past: written as one would have been)
@@ -201,3 +202,27 @@ def test_a_booking_cancelled_by_another_in_flight_is_tried_again_then_said_as_co
         conflicted(stub, "ConditionalCheckFailed")
         assert store.put_booking("alice", booking, [day(1)]) is False
         stub.assert_no_pending_responses()
+
+
+def test_a_booking_is_cancelled_by_its_customer_and_the_car_is_free_again(
+    make_api: Callable[..., TestClient], alice: User, bob: User
+) -> None:
+    """With a bound on the bookings one customer holds, a customer had no way to let one go: DELETE /bookings/{id}
+    marks it CANCELLED and frees the car's days (its own days only); anyone else's is a 404."""
+    api = make_api(max_open_bookings=1)
+    mine = book(api, alice, "car-006", 300, 303).json()
+    assert book(api, alice, "car-005", 300, 301).status_code == 409  # the bound
+    assert book(api, bob, "car-006", 303, 305).status_code == 201  # bob's days right after alice's
+    assert api.delete(f"/bookings/{mine['booking_id']}", headers=bob.headers).status_code == 404
+    cancelled = api.delete(f"/bookings/{mine['booking_id']}", headers=alice.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "CANCELLED" and cancelled.json()["cancelled_at"]
+    again = api.delete(f"/bookings/{mine['booking_id']}", headers=alice.headers)
+    assert again.status_code == 200 and again.json() == cancelled.json()
+    assert api.get("/bookings", headers=alice.headers).json()["bookings"] == [cancelled.json()]
+    assert book(api, bob, "car-006", 300, 303).json()["error"]["code"] == "too_many_bookings"  # bob's own bound
+    assert book(api, alice, "car-006", 300, 303).status_code == 201  # the car free again, alice's bound too
+    unbound = make_api()  # the same tables
+    assert book(unbound, alice, "car-006", 303, 304).json()["error"]["code"] == "car_unavailable"  # bob's still
+    assert api.delete("/bookings/" + "0" * 32, headers=alice.headers).status_code == 404
+    assert api.delete("/bookings/not-an-id", headers=alice.headers).status_code == 422

@@ -113,18 +113,26 @@ class CarRentalDataStack(Stack):
             "AppDataAccessPolicy",
             description="Car Rental backend: items in its tables, objects in the KYC bucket",
             statements=[
-                # The item calls the backend makes, table by table (backend/app/store.py: no delete, no batch, no
-                # index; a booking's transaction puts items, which PutItem covers), and DescribeTable for
-                # /health/deep: a task taken over can neither wipe nor bulk-export more than the app itself does
-                # (Scan on the fleet alone: bookings and KYC cases are read by the caller's key).
+                # The item calls the backend makes, table by table (backend/app/store.py: no batch, no index, a delete
+                # only of a cancelled booking's holds; a transaction's puts, updates and deletes are PutItem,
+                # UpdateItem and DeleteItem), and DescribeTable for
+                # /health/deep: a task taken over can do no more with them than the app itself does (Scan on the
+                # fleet alone: bookings and KYC cases are read by the caller's key).
                 iam.PolicyStatement(
                     sid="CarsTable",
                     actions=["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DescribeTable"],
                     resources=[self.cars_table.table_arn],
                 ),
-                iam.PolicyStatement(
+                iam.PolicyStatement(  # a cancel marks the booking and deletes its days' holds, nothing else
                     sid="BookingsTable",
-                    actions=["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"],
+                    actions=[
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
+                        "dynamodb:Query",
+                        "dynamodb:DescribeTable",
+                    ],
                     resources=[self.bookings_table.table_arn],
                 ),
                 iam.PolicyStatement(
