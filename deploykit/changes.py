@@ -59,7 +59,7 @@ CDK_DIR = "cdk"  # the CDK app; on sys.path when it runs, so its modules are nam
 CDK_APP = f"{CDK_DIR}/app.py"  # the entry point: it builds every stack
 HANDLER = "handler.py"
 
-_LIVE_TAG = re.compile(r"^(?P<sha>[0-9a-f]{7,64})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")  # 64: SHA-256 repositories
+_LIVE_TAG = re.compile(f"^(?P<sha>[0-9a-f]{{7,{git.SHA_DIGITS}}})(?:-dirty-(?P<dirty>[0-9a-f]+))?$")
 NOT_DEPLOYED = "not deployed yet"  # the reason of a component never deployed (no live SHA)
 LAMBDA_ARCHITECTURE = "lambda_architecture"  # the key of deploy.toml's [build] that the functions' deploys follow
 LAMBDA_RUNTIME = "lambda_runtime"  # and the one naming their runtime, which they follow too

@@ -28,6 +28,8 @@ SHORT_SHA = 12
 # A user's submodule.<name>.ignore (in .gitmodules or .git/config: untracked, dirty, all) or diff.ignoreSubmodules
 # is for their own git status, and is overridden here, for the three alike.
 IGNORE_NO_SUBMODULE = "--ignore-submodules=none"
+# the most hex digits a commit's name has: 64 in a repository of SHA-256 objects (40 in SHA-1's)
+SHA_DIGITS = 64
 DIRTY = "-dirty-"  # in the tag of a build from uncommitted changes: <sha12>-dirty-<hash of the diff>
 
 
@@ -339,6 +341,12 @@ def _refuse_option(rev: str) -> None:
         raise UsageError(f"{rev!r} is not a git revision", next_step="pass a commit SHA, a tag or a branch name")
 
 
+def is_sha(value: str, *, least: int = 7) -> bool:
+    """Whether ``value`` is a commit's name or the start of one: ``least`` to :data:`SHA_DIGITS` lower-case hex
+    digits."""
+    return re.fullmatch(f"[0-9a-f]{{{least},{SHA_DIGITS}}}", value) is not None
+
+
 def is_known_commit(root: Path, sha: str) -> bool:
     """Whether ``sha`` (full or abbreviated) names a commit in the local history."""
     _refuse_option(sha)
@@ -348,7 +356,7 @@ def is_known_commit(root: Path, sha: str) -> bool:
 def is_ambiguous(root: Path, rev: str) -> bool:
     """Whether ``rev`` is an abbreviated SHA more than one commit of the clone at ``root`` starts with (objects of
     other kinds sharing it do not count: git tells a commit from them)."""
-    if not re.fullmatch(r"[0-9a-fA-F]{4,63}", rev):  # a whole SHA (40 hex digits, 64 in SHA-256) names one
+    if not re.fullmatch(f"[0-9a-fA-F]{{4,{SHA_DIGITS - 1}}}", rev):  # a whole SHA names one commit
         return False
     candidates = _git(root, "rev-parse", f"--disambiguate={rev.lower()}").decode().split()
     if len(candidates) < 2:

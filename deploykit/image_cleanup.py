@@ -26,7 +26,6 @@ images counted in each, so the space really freed can be less.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,7 +39,7 @@ from deploykit import ecs, taskdef_cleanup
 from deploykit.aws import AwsFactory, answered, at_once, translate_error
 from deploykit.config import Config, EnvConfig, may_be_together
 from deploykit.errors import DeployKitError, StepFailed, UsageError
-from deploykit.git import DIRTY, SHORT_SHA
+from deploykit.git import DIRTY, SHORT_SHA, is_sha
 from deploykit.history import History
 from deploykit.images import split_registry
 from deploykit.lock import STOPPED, LockLost, lost_lease
@@ -139,7 +138,7 @@ def tag_key(tag_or_sha: str) -> str:
     """
     value = tag_or_sha.strip()
     sha, dirty, rest = value.partition(DIRTY)
-    if re.fullmatch(r"[0-9a-f]{12,64}", sha):
+    if is_sha(sha, least=12):
         sha = sha[:SHORT_SHA]
     return f"{sha}{dirty}{rest}"
 

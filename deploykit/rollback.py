@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from deploykit.aws import AwsFactory
     from deploykit.config import Config, EnvConfig
 
-_TO_RE = re.compile(r"^[0-9a-f]{7,64}(?:-dirty-[0-9a-z]+)?$")  # 64: a SHA-256 repository's
+_TO_RE = re.compile(f"^[0-9a-f]{{7,{git.SHA_DIGITS}}}(?:-dirty-[0-9a-z]+)?$")
 SHOWN = 10  # tags / SHAs named when the target is not there
 HISTORY_DEPTH = history.ROLLBACK_DEPTH  # the newest records read for the deploy before the live one
 
@@ -687,7 +687,7 @@ def resolve_stack(
         full = git.resolve_commit(root, wanted)  # any revision: a SHA, a tag, a branch, HEAD~1
         if full is None:
             full = _kept_commit(wanted, kept())
-        if full is None and re.fullmatch(r"[0-9a-f]{12,64}", wanted.lower()):  # carried there from a kept one
+        if full is None and git.is_sha(wanted.lower(), least=12):  # carried there from a kept one
             origin = deployed_from(records, key, wanted.lower()[:12])
             full = wanted.lower() if origin and origin[:12] in kept() else None
         if full is None:
@@ -737,7 +737,7 @@ def _kept_commit(wanted: str, kept: Collection[str]) -> str | None:
     """The kept commit (sha12) ``wanted`` names: a SHA of at least 7 hex digits, full or abbreviated; None when
     none or more than one matches."""
     sha = wanted.lower()
-    if not re.fullmatch(r"[0-9a-f]{7,64}", sha):
+    if not git.is_sha(sha):
         return None
     found = [commit for commit in kept if commit.startswith(sha[:12])]
     return found[0] if len(found) == 1 else None
