@@ -29,13 +29,13 @@ import tempfile
 import threading
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, NoReturn, TypeVar
+from typing import Any, Literal, NamedTuple, NoReturn
 
 from deploykit import cachedir, git, packaging
+from deploykit.aws import at_once
 from deploykit.config import (
     DEFAULT_DESIRED_COUNT,
     DEFAULT_TASK_CPU,
@@ -50,8 +50,6 @@ from deploykit.config import (
 )
 from deploykit.errors import UsageError
 
-K = TypeVar("K")
-T = TypeVar("T")
 Kind = Literal["app", "lambda", "stack", "none"]
 
 LAMBDA_DIR = "lambda"  # one folder per function (deploykit.packaging)
@@ -584,16 +582,6 @@ def as_taken(commits: Sequence[ChangedBy]) -> tuple[tuple[str, str, str], ...]:
 GIT_PROCESSES = min(8, max(2, os.cpu_count() or 2))
 
 
-def side_by_side(calls: Mapping[K, Callable[[], T]]) -> dict[K, T]:
-    """Each call's answer, the calls (git processes that do not depend on each other) run :data:`GIT_PROCESSES` at
-    a time; the first failure, in ``calls``' order, is raised once those started have ended."""
-    if len(calls) <= 1:
-        return {key: call() for key, call in calls.items()}
-    with ThreadPoolExecutor(max_workers=min(GIT_PROCESSES, len(calls)), thread_name_prefix="git") as pool:
-        futures = {key: pool.submit(call) for key, call in calls.items()}
-        return {key: future.result() for key, future in futures.items()}
-
-
 def commits_behind(root: Path, found: ChangeSet) -> list[ChangedBy]:
     """The commits behind ``found``'s changes, newest first: for each changed component with a base, the commits of
     base..head that touch its changed paths (both sides of a rename), each with every component it brings changes
@@ -608,7 +596,7 @@ def commits_behind(root: Path, found: ChangeSet) -> list[ChangedBy]:
             continue
         bases.append(base)
         logs[component] = partial(git.log, root, base, found.head, sorted(paths))
-    for component, commits in side_by_side(logs).items():
+    for component, commits in at_once(logs, width=GIT_PROCESSES).items():
         for commit in commits:
             by_sha.setdefault(commit.sha, (commit, set()))[1].add(component)
     if not by_sha:
@@ -744,8 +732,9 @@ def detect(
     if since_sha is None:
         aside = {b: n for b in distinct if b not in newer and b != head_sha and (n := _apart(root, b, head_sha))}
     by_base: dict[str, list[Change]] = {}
-    diffs = side_by_side(
-        {base: partial(git.changed_paths, root, base, None if include_uncommitted else head_sha) for base in distinct}
+    diffs = at_once(
+        {base: partial(git.changed_paths, root, base, None if include_uncommitted else head_sha) for base in distinct},
+        width=GIT_PROCESSES,
     )
     for base, diff in diffs.items():
         usage = usage_for(base) if any(_is_cdk_module(p) for c in diff for p in (c.path, c.old_path) if p) else None

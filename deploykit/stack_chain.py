@@ -352,7 +352,7 @@ class DeployStack(Step):
         app = synth.manifest_stack(out_dir, self.stack, digest=manifest)
         if app is None:  # a file an earlier synthesis left: not what the app makes now
             raise UsageError(
-                f"the CDK app makes no stack {self.stack}: the cloud assembly in {Path(self.template).parent} lists "
+                f"the CDK app makes no stack {self.stack}: the cloud assembly in {out_dir} lists "
                 f"none (a {Path(self.template).name} there is left from an earlier synthesis); nothing was changed",
                 next_step=f"make the stack in cdk/app.py (its stack_name {self.stack!r}), or name the one it makes "
                 "in deploy.toml's [environments.NAME.stacks]",

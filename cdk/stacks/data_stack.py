@@ -118,34 +118,12 @@ class CarRentalDataStack(Stack):
                 # UpdateItem and DeleteItem), and DescribeTable for
                 # /health/deep: a task taken over can do no more with them than the app itself does (Scan on the
                 # fleet alone: bookings and KYC cases are read by the caller's key).
-                iam.PolicyStatement(
-                    sid="CarsTable",
-                    actions=["dynamodb:GetItem", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DescribeTable"],
-                    resources=[self.cars_table.table_arn],
+                _table_calls("CarsTable", self.cars_table, "GetItem", "Scan", "PutItem"),
+                # a cancel marks the booking and deletes its days' holds, nothing else
+                _table_calls(
+                    "BookingsTable", self.bookings_table, "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"
                 ),
-                iam.PolicyStatement(  # a cancel marks the booking and deletes its days' holds, nothing else
-                    sid="BookingsTable",
-                    actions=[
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                        "dynamodb:Query",
-                        "dynamodb:DescribeTable",
-                    ],
-                    resources=[self.bookings_table.table_arn],
-                ),
-                iam.PolicyStatement(
-                    sid="KycTable",
-                    actions=[
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:Query",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DescribeTable",
-                    ],
-                    resources=[self.kyc_table.table_arn],
-                ),
+                _table_calls("KycTable", self.kyc_table, "GetItem", "PutItem", "Query", "UpdateItem"),
                 # The backend signs presigned PUT URLs (a URL carries its signer's s3:PutObject) and checks the
                 # uploaded object (HeadObject and GetObject need s3:GetObject; the version it checked, pinned,
                 # s3:GetObjectVersion). Its documents live under kyc/<user>/<case> (backend/app/kyc.py), and nowhere
@@ -181,3 +159,10 @@ class CarRentalDataStack(Stack):
             applies_to=f"Resource::<{bucket_logical_id}.Arn>/{KYC_PREFIX}*",
         )
         return policy
+
+
+def _table_calls(sid: str, table: dynamodb.Table, *calls: str) -> iam.PolicyStatement:
+    """The DynamoDB ``calls`` the backend makes on ``table``, and DescribeTable (its /health/deep), on it alone."""
+    return iam.PolicyStatement(
+        sid=sid, actions=[f"dynamodb:{call}" for call in (*calls, "DescribeTable")], resources=[table.table_arn]
+    )

@@ -14,12 +14,14 @@ import tomllib
 import zipfile
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deploykit import auto, changes, git, packaging, syntax
+from deploykit.aws import at_once
 from deploykit.changes import ChangeSet, StackUsage, classify, commits_behind, components_of, detect, stack_usage
 from deploykit.config import STACK_ROLES, ChangeRule, ChangeRules, Config, compile_glob, load_config, parse_config
 from deploykit.errors import ConfigError, UsageError
@@ -1897,10 +1899,11 @@ def test_git_processes_of_an_analysis_run_side_by_side_and_the_first_failure_is_
         both.wait()
         return answer
 
-    assert changes.side_by_side({"a": lambda: call("A"), "b": lambda: call("B")}) == {"a": "A", "b": "B"}
+    side_by_side = partial(at_once, width=changes.GIT_PROCESSES)  # as the analysis runs them
+    assert side_by_side({"a": lambda: call("A"), "b": lambda: call("B")}) == {"a": "A", "b": "B"}
 
     def fails(message: str) -> str:
         raise UsageError(message)
 
     with pytest.raises(UsageError, match="first"):
-        changes.side_by_side({"ok": lambda: "fine", "x": lambda: fails("first"), "y": lambda: fails("second")})
+        side_by_side({"ok": lambda: "fine", "x": lambda: fails("first"), "y": lambda: fails("second")})
