@@ -105,7 +105,15 @@ def _body(ctx: CheckContext, cleanup: Cleanup) -> str:
     # what the check leaves is deleted at once: the user, its document and its case do not depend on each other
     user = create_user(ctx.aws.client("cognito-idp"), endpoints.user_pool_id, cleanup, together=True)
     token, _ = login(ctx.http, endpoints.login_url, user)
-    sub = str(jwt_claims(token).get("sub") or user.sub)
+    # what the clean-up deletes is named by the throwaway user's sub as Cognito has it, never by the token's alone: a
+    # login that answered another user's token (a bad deploy) must not have a real customer's documents swept
+    claimed = str(jwt_claims(token).get("sub") or "")
+    if user.sub and claimed and claimed != user.sub:
+        raise Failed(
+            f"the login answered an access token of another user (sub {claimed!r}, not the throwaway user's "
+            f"{user.sub!r}); KYC not started, nothing of that user's touched"
+        )
+    sub = user.sub or claimed
     if not sub:
         raise Failed("neither the access token nor Cognito names the throwaway user's sub; KYC not started")
     auth = bearer(token)

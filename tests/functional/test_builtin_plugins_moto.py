@@ -645,6 +645,42 @@ def test_kyc_sweeps_a_case_whose_start_answer_was_lost(world: World, platform: F
     assert world.leftovers() == NOTHING_LEFT
 
 
+def test_kyc_sweeps_nothing_of_another_user_whose_token_the_login_answered(
+    world: World, platform: FakePlatform
+) -> None:
+    """A bad deploy's login answers a real customer's token whoever logs in: the check fails saying so, before it
+    starts a case, and its clean-up (which sweeps the throwaway user's documents and cases when a start's answer was
+    lost) leaves that customer's document and case as they were."""
+    idp, s3, dynamodb = world.idp, world.clients["s3"], world.clients["dynamodb"]
+    pool, bucket, table = world.endpoints.user_pool_id, world.endpoints.buckets["kyc"], world.endpoints.tables["kyc"]
+    email, password = "real.customer@example.com", "Real-Customer-Pw1!"
+    idp.admin_create_user(UserPoolId=pool, Username=email, MessageAction="SUPPRESS")
+    idp.admin_set_user_password(UserPoolId=pool, Username=email, Password=password, Permanent=True)
+    tokens = idp.initiate_auth(
+        ClientId=world.endpoints.user_pool_client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": email, "PASSWORD": password},
+    )["AuthenticationResult"]
+    real = _support.jwt_claims(tokens["AccessToken"])["sub"]
+    s3.put_object(Bucket=bucket, Key=f"kyc/{real}/case-1", Body=b"%PDF- a real passport")
+    dynamodb.put_item(TableName=table, Item=kyc.case_key(real, "case-1"))
+    platform.issued.add(tokens["AccessToken"])
+    platform.overrides[("POST", API + "auth/login")] = answer(
+        200, {"access_token": tokens["AccessToken"], "id_token": tokens["IdToken"]}
+    )
+    platform.overrides[("POST", ALB + "/kyc")] = answer(500, {"error": {"code": "internal", "message": "boom"}})
+    result = run(kyc, world, platform)
+    assert result.status == "failed"
+    assert re.fullmatch(
+        rf"the login answered an access token of another user \(sub '{real}', not the throwaway user's "
+        r"'[0-9a-f-]{36}'\); KYC not started, nothing of that user's touched",
+        result.detail,
+    ), result.detail
+    assert platform.urls("POST")[1:] == []  # no case started
+    left = world.leftovers()
+    assert left["objects"] == [f"kyc/{real}/case-1"] and len(left["cases"]) == 1
+
+
 def test_kyc_fails_when_the_status_is_not_submitted(world: World, platform: FakePlatform) -> None:
     platform.overrides[("GET", ALB + "/kyc/*")] = answer(200, {"status": "PENDING_UPLOAD"})
     result = run(kyc, world, platform)
