@@ -21,6 +21,7 @@ from deploykit import (
     history,
     lambda_chain,
     lambda_imports,
+    leftovers,
     lock,
     packaging,
     planner,
@@ -68,6 +69,7 @@ from deploykit.stack_chain import ARTIFACTS_OUTPUT, UploadLambdaCode, image_not_
 from deploykit.stacks import (
     StackOutputs,
     inv_command,
+    is_not_there,
     stack_parameters,
 )
 
@@ -1167,8 +1169,12 @@ def deploy_full(
 def _refuse_shared_registry(aws: AwsFactory, env: EnvConfig) -> None:
     """UsageError (nothing deleted) when the registry stack's artifacts bucket holds another environment's live
     record: the stack is that one's too, and deleting it (the repository, the bucket: forced) takes its images, its
-    history, its lock and its live record."""
+    history, its lock and its live record. A registry stack deleted before (by hand, or a destroy without
+    --include-data: its bucket and repository retained) is judged by the bucket it kept, which the destroy deletes."""
     bucket = history.find_artifacts_bucket(aws, env)
+    if bucket is None and (deleted := leftovers.last_deleted(aws, env.stacks.registry)):
+        kept = [item.physical_id for item in leftovers.kept_by(aws, deleted) if item.resource_type == "AWS::S3::Bucket"]
+        bucket = next((name for name in kept if _bucket_there(aws, name)), None)
     others = zip_cleanup.sharing(aws, bucket, env) if bucket else []
     if others:
         raise UsageError(
@@ -1179,6 +1185,16 @@ def _refuse_shared_registry(aws: AwsFactory, env: EnvConfig) -> None:
             f"first give {', '.join(others)} a registry stack of its own; a live record left by an environment that "
             f"is gone: delete it (aws s3 rm s3://{bucket}/{history.LIVE_PREFIX}{others[0]}.json), then rerun",
         )
+
+
+def _bucket_there(aws: AwsFactory, bucket: str) -> bool:
+    try:
+        aws.client("s3").head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        if is_not_there(exc):
+            return False
+        raise
+    return True
 
 
 @heard_when_not_run("destroy")

@@ -862,6 +862,30 @@ def test_destroy_with_data_refuses_a_registry_stack_another_environment_keeps_it
     commands.destroy(env="dev", dry_run=True, runtime=runtime)  # the registry stack stays: not refused
 
 
+def test_destroy_with_data_judges_a_registry_stack_deleted_before_by_the_bucket_it_kept(
+    moto_aws: None, dev_env: EnvConfig, project: Path
+) -> None:
+    """The registry stack was deleted by hand (its bucket and repository retained, as the CDK app keeps them): the
+    bucket it kept, which destroy --include-data would delete, holds staging's live record: refused, nothing deleted.
+    A kept bucket gone since refuses nothing."""
+    region, shared = "eu-west-1", "shared-artifacts-1"
+    retained = {"Type": "AWS::S3::Bucket", "DeletionPolicy": "Retain", "Properties": {"BucketName": shared}}
+    cfn = boto3.client("cloudformation", region_name=region)
+    cfn.create_stack(StackName=dev_env.stacks.registry, TemplateBody=json.dumps({"Resources": {"Artifacts": retained}}))
+    s3 = boto3.client("s3", region_name=region)
+    s3.put_object(Bucket=shared, Key=f"{history.LIVE_PREFIX}staging.json", Body=b"{}")
+    cfn.delete_stack(StackName=dev_env.stacks.registry)
+    runtime = commands.Runtime(config_path=project / "deploy.toml", stdout=io.StringIO(), stderr=io.StringIO())
+    for dry_run in (True, False):
+        with pytest.raises(UsageError) as refused:
+            commands.destroy(env="dev", include_data=True, dry_run=dry_run, runtime=runtime)
+        assert refused.value.message.startswith(f"CarRentalRegistryStack's bucket {shared} holds the live record of ")
+    assert s3.list_objects_v2(Bucket=shared)["KeyCount"] == 1
+    s3.delete_object(Bucket=shared, Key=f"{history.LIVE_PREFIX}staging.json")
+    s3.delete_bucket(Bucket=shared)
+    commands.destroy(env="dev", include_data=True, dry_run=True, runtime=runtime)  # gone: nothing to refuse
+
+
 def test_a_function_whose_folder_is_gone_leaves_the_live_record_with_the_api_stack_deploy(
     bucket: str, dev_env: EnvConfig, project: Path
 ) -> None:
