@@ -12,6 +12,8 @@ import re
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import boto3
@@ -437,3 +439,24 @@ def throttled(exc: botocore.exceptions.ClientError, env: EnvConfig) -> StepFaile
         next_step="wait a minute and rerun the same command (it skips what is already done); to retry more, raise "
         f'max_attempts or use retry_mode = "adaptive" for [environments.{env.name}] in deploy.toml',
     )
+
+
+def utc(moment: object) -> datetime | None:
+    """A time S3 gave (a ``LastModified``), in UTC; None when there is none."""
+    if not isinstance(moment, datetime):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def served(answer: Mapping[str, Any]) -> datetime | None:
+    """The service's time when it answered (S3's for the lock, CloudWatch's and STS's for deploykit.watch): the
+    ``Date`` header of the answer (a call's, or a ClientError's ``response``); None when there is none or it cannot be
+    read (an S3-compatible store may send none)."""
+    headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    date = headers.get("date")
+    if not date:
+        return None
+    try:
+        return utc(parsedate_to_datetime(str(date)))
+    except (TypeError, ValueError, IndexError):
+        return None

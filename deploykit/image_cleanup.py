@@ -43,7 +43,7 @@ from deploykit.git import DIRTY, SHORT_SHA, is_sha
 from deploykit.history import History
 from deploykit.images import split_registry
 from deploykit.lock import STOPPED, LockLost, lost_lease
-from deploykit.output import tabulate
+from deploykit.output import age, tabulate
 from deploykit.stacks import is_transient
 
 DEFAULT_KEEP = 10
@@ -205,18 +205,6 @@ def plan_cleanup(
         else:
             choices.append(Choice(image, True, (f"untagged, pushed {age(now - image.pushed_at)} ago, not in use",)))
     return Decision(tuple(choices), keep)
-
-
-def age(delta: timedelta) -> str:
-    """How long ago, for people: ``3 days``, ``1 day``, ``5 h``, ``12 min``."""
-    seconds = max(0, int(delta.total_seconds()))
-    if seconds >= 2 * 86400:
-        return f"{seconds // 86400} days"
-    if seconds >= 86400:
-        return "1 day"
-    if seconds >= 3600:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 60} min"
 
 
 # -- the readers ------------------------------------------------------------------------------------------------

@@ -65,8 +65,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit import stored
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, served, utc
 from deploykit.clock import Clock, SystemClock, backoff, seconds_of
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
@@ -348,9 +347,7 @@ class EnvLock:
         except ValueError:
             data = {}
         info = LockInfo.from_json(data if isinstance(data, dict) else {})
-        return Found(
-            info, str(answer["ETag"]), written=stored.utc(answer.get("LastModified")), served=stored.served(answer)
-        )
+        return Found(info, str(answer["ETag"]), written=utc(answer.get("LastModified")), served=served(answer))
 
     def acquire(self, command: str) -> Lease:
         """Take the lock for ``command``, or take over an expired one; refuse (UsageError) when it is held. One token

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from deploykit.clock import Clock, SystemClock
@@ -239,3 +240,15 @@ class Reporter:
     def _clear(self) -> None:
         if self.tty and self._shown:
             self.stream.write("\r\x1b[2K")
+
+
+def age(delta: timedelta) -> str:
+    """How long ago, for people: ``3 days``, ``1 day``, ``5 h``, ``12 min``."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 2 * 86400:
+        return f"{seconds // 86400} days"
+    if seconds >= 86400:
+        return "1 day"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"

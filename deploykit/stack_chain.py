@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,10 +22,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, exports, images, leftovers, oci, packaging, plugins, references, registry, stacks, synth
 from deploykit.app_chain import await_rollout, events_command, in_registry_now
-from deploykit.aws import DENIED, at_once, translate_error
+from deploykit.aws import DENIED, at_once, served, translate_error, utc
 from deploykit.config import PLATFORMS
 from deploykit.endpoints import code_parameters, stacks_functions
 from deploykit.errors import DeployKitError, RolledBackByEcs, StepFailed, UsageError, said
+from deploykit.output import age
 from deploykit.plan import Context, Outcome, Parallel, Step, StepRecord, all_records, leaves
 from deploykit.stacks import error_code, is_not_there
 
@@ -736,6 +737,15 @@ SMALL_ZIP = 64 * 1024
 it again for nothing takes longer than the question (64 kB: about 50 ms at 10 Mbit/s, one round trip to AWS)."""
 
 
+RENEW_AFTER = timedelta(hours=6)
+"""A zip a deploy finds already in the bucket, and S3 last wrote longer ago than this, is copied onto itself
+(CopyObject, its metadata kept) so that its date is now's: ``inv lambda.cleanup`` keeps a zip for a day after its
+upload (:data:`deploykit.zip_cleanup.GRACE`), a deploy of another environment sharing the bucket may be about to use
+it, and one that reuses an old zip (a rollback, code deployed before) must not find it deleted between its upload
+step and Lambda's read. Renewed at most every 6 hours: every renewal leaves a noncurrent version in the versioned
+bucket, expired by its lifecycle."""
+
+
 PART_MIN = 5 * 1024 * 1024
 """S3's least size of a multipart upload's part but the last: a zip whose vendored packages are at least this big
 (:attr:`~deploykit.packaging.Package.prefix_length`) is put together in S3 from a copy of them and the rest sent;
@@ -786,7 +796,6 @@ class UploadLambdaCode(Step):
     def run(self, ctx: Context) -> Outcome:
         bucket = artifacts_bucket(ctx, self.registry_stack)
         s3 = ctx.aws.client("s3")
-        there = Outcome.skipped(f"{self.function}: s3://{bucket}/{self.key} is already there")
         small = 0 < self.size <= SMALL_ZIP
         # the vendored entries' object, when the plan named one and it is there; S3's refusal to say (a role that may
         # not read lambda-vendored/*): the zip goes whole
@@ -797,7 +806,7 @@ class UploadLambdaCode(Step):
                 reads["prefix"] = partial(_head_unless_denied, s3, bucket, self.prefix_key)
             found = at_once(reads)
             if found["zip"] is not None:
-                return there
+                return self._reused(ctx, s3, bucket, found["zip"])
             kept = found.get("prefix")
         package = packaging.package_function(Path(self.folder), architecture=self.architecture, python=self.python)
         if package.key != self.key:
@@ -808,7 +817,10 @@ class UploadLambdaCode(Step):
         size = len(package.zip_bytes)
         if small:  # its name is its content's hash: one there already is the same zip
             if not put_once(s3, bucket, self.key, package.zip_bytes, "application/zip"):
-                return there
+                head = _head(s3, bucket, self.key)  # how old it is: asked only when it was there
+                if head is not None:
+                    return self._reused(ctx, s3, bucket, head)
+                s3.put_object(Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
         elif self.prefix_key:  # as planned: the same bytes (its key checked above), so the same vendored prefix
             sent, how = put_from_vendored(s3, bucket, package, kept)
             vendored = packaging.short_key(package.prefix_key)
@@ -820,6 +832,31 @@ class UploadLambdaCode(Step):
         else:
             s3.put_object(Bucket=bucket, Key=self.key, Body=package.zip_bytes, ContentType="application/zip")
         return Outcome.done(f"{self.function}: {size} B → s3://{bucket}/{self.key}")
+
+    def _reused(self, ctx: Context, s3: Any, bucket: str, head: Mapping[str, Any]) -> Outcome:
+        """Skipped: the zip is there (HeadObject's answer ``head``); its date renewed when it is older than
+        :data:`RENEW_AFTER` (S3's clock: its answer's ``Date``). A renewal S3 refuses is said, not a failure: the
+        deploy goes on with the zip that is there."""
+        there = f"{self.function}: s3://{bucket}/{self.key} is already there"
+        modified, now = utc(head.get("LastModified")), served(head) or ctx.clock.now()
+        if modified is None or now - modified < RENEW_AFTER:
+            return Outcome.skipped(there)
+        ago = f"uploaded {age(now - modified)} ago"
+        try:
+            s3.copy_object(
+                Bucket=bucket,
+                Key=self.key,
+                CopySource={"Bucket": bucket, "Key": self.key},
+                MetadataDirective="REPLACE",  # S3 copies an object onto itself only when something is replaced
+                Metadata=dict(head.get("Metadata") or {}),
+                ContentType=str(head.get("ContentType") or "application/zip"),
+            )
+        except ClientError as exc:
+            return Outcome.skipped(
+                f"{there} ({ago}; its date could not be renewed, {error_code(exc)}: inv lambda.cleanup may delete it "
+                "a day after its upload while a deploy still uses it)"
+            )
+        return Outcome.skipped(f"{there} ({ago}: its date renewed, so that inv lambda.cleanup keeps it a day)")
 
 
 def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:

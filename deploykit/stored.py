@@ -7,14 +7,12 @@ what such an object (the lock's too) says about time is judged whatever the read
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deploykit.aws import AwsFactory
+from deploykit.aws import AwsFactory, served
 from deploykit.config import EnvConfig
 from deploykit.errors import UsageError
 from deploykit.history import find_artifacts_bucket
@@ -89,24 +87,3 @@ def moment(value: object) -> datetime | None:
 def shown(moment: datetime) -> str:
     """A stored moment as messages show it (UTC as Z)."""
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def utc(moment: object) -> datetime | None:
-    """A time S3 gave (a ``LastModified``), in UTC; None when there is none."""
-    if not isinstance(moment, datetime):
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def served(answer: Mapping[str, Any]) -> datetime | None:
-    """The service's time when it answered (S3's for the lock, CloudWatch's and STS's for deploykit.watch): the
-    ``Date`` header of the answer (a call's, or a ClientError's ``response``); None when there is none or it cannot be
-    read (an S3-compatible store may send none)."""
-    headers = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    date = headers.get("date")
-    if not date:
-        return None
-    try:
-        return utc(parsedate_to_datetime(str(date)))
-    except (TypeError, ValueError, IndexError):
-        return None

@@ -39,13 +39,12 @@ from typing import Any, ClassVar
 from botocore.exceptions import ClientError
 
 from deploykit import ecs, references
-from deploykit.aws import DENIED, at_once
+from deploykit.aws import DENIED, at_once, served, utc
 from deploykit.clock import EPOCH, seconds_of
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 from deploykit.stacks import error_code
-from deploykit.stored import served, utc
 
 PERIOD = 60  # seconds: the metrics watched here are per minute
 ELB = "AWS/ApplicationELB"

@@ -12,7 +12,8 @@ so a zip is needed only by what may hand its key to Lambda again. A **zip** is k
   ``inv rollback`` hand such keys to Lambda;
 - the code parameter (``<Function>CodeKey``) of the stack holding it names it: CloudFormation rolls a failed update
   back to it;
-- it was uploaded within :data:`GRACE` (a deploy in another environment may be about to use it);
+- it was uploaded within :data:`GRACE` (a deploy in another environment may be about to use it; one that finds it
+  there renews its date, :data:`~deploykit.stack_chain.RENEW_AFTER`);
 - another environment writes its live record in the same bucket (one account, one registry stack): its functions
   are read the same way (every version kept), or, when it cannot be read, every zip is kept.
 
@@ -43,9 +44,8 @@ from deploykit import lambda_chain, packaging
 from deploykit.aws import AwsFactory, answered, at_once
 from deploykit.config import EnvConfig
 from deploykit.history import LIVE_PREFIX
-from deploykit.image_cleanup import age
 from deploykit.lock import STOPPED, LockLost, lost_lease
-from deploykit.output import tabulate
+from deploykit.output import age, tabulate
 from deploykit.stacks import StackOutputs, is_not_there, stack_parameters
 from deploykit.version_cleanup import size
 

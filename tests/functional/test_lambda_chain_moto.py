@@ -516,12 +516,59 @@ def test_a_small_zip_is_sent_at_once_and_a_big_one_is_asked_about_first(
     assert len(new.zip_bytes) <= SMALL_ZIP
     assert upload(len(new.zip_bytes)) == "done: PutObject"
     assert s3.get_object(Bucket=BUCKET, Key=new.key)["Body"].read() == new.zip_bytes
-    assert upload(len(new.zip_bytes)) == "skipped: PutObject"
+    assert upload(len(new.zip_bytes)) == "skipped: PutObject, HeadObject"  # how old it is: asked when it is there
     assert upload(SMALL_ZIP + 1) == "skipped: HeadObject"
     assert upload(0) == "skipped: HeadObject"
     s3.delete_object(Bucket=BUCKET, Key=new.key)
     assert upload(SMALL_ZIP + 1) == "done: HeadObject, PutObject"
     assert s3.get_object(Bucket=BUCKET, Key=new.key)["Body"].read() == new.zip_bytes
+
+
+def test_a_zip_found_there_older_than_six_hours_has_its_date_renewed_so_lambda_cleanup_keeps_it_a_day(
+    with_lambdas: Path, factory: AwsFactory, environment: dict[str, str], dev_env: EnvConfig
+) -> None:
+    """lambda.cleanup keeps a zip for a day after its upload, for a deploy of another environment sharing the bucket
+    that may be about to use it; a deploy that finds an old zip there (a rollback, code deployed before) copies it
+    onto itself, its metadata kept, so that its date is now's. One S3 refuses to copy is said, not a failure."""
+    new = package(with_lambdas)
+    s3 = factory.client("s3")
+    calls: list[str] = []
+    s3.meta.events.register("before-call.s3.*", lambda event_name, **_: calls.append(event_name.rsplit(".", 1)[1]))
+    clock = FakeClock(datetime.now(UTC))  # what "now" is when S3's answer has no Date (moto's has none)
+    ctx = Context(Mock(), dev_env, factory, clock, Reporter(io.StringIO(), tty=False, clock=clock), Mock())
+    folder = str(with_lambdas / "lambda" / "health_handler")
+    s3.put_object(Bucket=BUCKET, Key=new.key, Body=new.zip_bytes, ContentType="application/zip", Metadata={"a": "b"})
+
+    def upload(size: int) -> str:
+        calls.clear()
+        outcome = UploadLambdaCode("health_handler", folder, new.key, "CarRentalRegistryStack", size).run(ctx)
+        return f"{outcome.status}: {outcome.detail} [{', '.join(calls)}]"
+
+    there = f"health_handler: s3://{BUCKET}/{new.key} is already there"
+    assert upload(len(new.zip_bytes)) == f"skipped: {there} [PutObject, HeadObject]"  # written just now
+
+    def aged(parsed: dict[str, Any], **_: Any) -> None:
+        if "LastModified" in parsed:
+            parsed["LastModified"] -= timedelta(days=2)
+
+    s3.meta.events.register("after-call.s3.HeadObject", aged)
+    renewed = f"skipped: {there} (uploaded 2 days ago: its date renewed, so that inv lambda.cleanup keeps it a day)"
+    assert upload(len(new.zip_bytes)) == f"{renewed} [PutObject, HeadObject, CopyObject]"
+    assert upload(SMALL_ZIP + 1) == f"{renewed} [HeadObject, CopyObject]"
+    s3.meta.events.unregister("after-call.s3.HeadObject", aged)
+    head = s3.head_object(Bucket=BUCKET, Key=new.key)
+    assert (head["ContentType"], head["Metadata"]) == ("application/zip", {"a": "b"})
+    assert s3.get_object(Bucket=BUCKET, Key=new.key)["Body"].read() == new.zip_bytes
+
+    def refused(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "CopyObject")
+
+    s3.meta.events.register("after-call.s3.HeadObject", aged)
+    s3.meta.events.register("before-call.s3.CopyObject", refused)
+    assert upload(SMALL_ZIP + 1) == (
+        f"skipped: {there} (uploaded 2 days ago; its date could not be renewed, AccessDenied: inv lambda.cleanup may "
+        "delete it a day after its upload while a deploy still uses it) [HeadObject, CopyObject]"
+    )
 
 
 MIB = 1024 * 1024

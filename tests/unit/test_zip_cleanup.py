@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 
-from deploykit import zip_cleanup
+from deploykit import stack_chain, zip_cleanup
 from deploykit.zip_cleanup import Needed, ObjectDeletion, Stored, plan_objects
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -85,3 +85,9 @@ def test_the_summary_says_what_was_and_would_be_deleted() -> None:
     assert line.startswith("deleted 1 object in s3://bkt (2.5 MB; S3 keeps them as noncurrent versions")
     assert line.endswith("; 1 object could not be deleted")
     assert zip_cleanup.summary(plan_objects("bkt", [], Needed(), now=NOW), dry_run=True).startswith("no Lambda zips")
+
+
+def test_a_reused_zip_is_renewed_well_within_the_grace() -> None:
+    """A deploy renews the date of a zip it finds there once it is RENEW_AFTER old: what it found then has at least
+    GRACE - RENEW_AFTER left before lambda.cleanup may delete it, longer than any deploy runs."""
+    assert stack_chain.RENEW_AFTER <= zip_cleanup.GRACE / 4
