@@ -441,6 +441,11 @@ def rollback_targets(records: Iterable[Record], component: str, usable: Usable |
     that no newer rollback of a person's took off, and those of the commits passed over before the second. ``inv
     rollback`` takes the newest such deploy at a commit other than the live one
     (:func:`deploykit.rollback.previous_deploy`), which is among them."""
+    return _targets(records, component, usable)[0]
+
+
+def _targets(records: Iterable[Record], component: str, usable: Usable | None) -> tuple[list[Record], set[str]]:
+    """:func:`rollback_targets`, and the commits it found there to go back to (two at most)."""
     chosen: list[Record] = []
     there: set[str] = set()
     taken_off: set[str] = set()  # not gone back to, as rollback's previous_deploy passes them over: not counted
@@ -455,7 +460,7 @@ def rollback_targets(records: Iterable[Record], component: str, usable: Usable |
         off = took_off(record, component)
         if off:
             taken_off.add(off)
-    return chosen
+    return chosen, there
 
 
 @dataclass(frozen=True)
@@ -465,6 +470,8 @@ class Recent:
     env: str
     live: Mapping[str, Mapping[str, str]]
     records: Sequence[Record]
+    # component, limit → its newest records past these too (History.records_of); None: these are the whole history
+    further: Callable[[str, int], Sequence[Record]] | None = None
 
     def recorded(
         self, components: Iterable[str], newest: int, usable: Usable | None = None
@@ -472,8 +479,10 @@ class Recent:
         """component → (SHA, why) named for it, newest first: what is live now, then, run by run of the newest
         ``newest`` records, what the run deployed (or failed to) and what was live before it (a run that carried a
         component unchanged, nothing built or published at it, is passed over for that component); then, of all
-        the records read, the deploys :func:`rollback_targets` finds (``usable``: its test), so that a cleanup
-        keeps what ``inv rollback`` goes back to however many runs of other components came since."""
+        the records read, the deploys :func:`rollback_targets` finds (``usable``: its test), and when those hold
+        fewer than the two it looks for, of the component's own records further back (:attr:`further`, as ``inv
+        rollback`` reads them then), so that a cleanup keeps what ``inv rollback`` goes back to however many runs of
+        other components came since."""
         found: dict[str, list[tuple[str, str]]] = {component: [] for component in components}
         where = self.env
         for component, named in found.items():
@@ -492,7 +501,10 @@ class Recent:
                     named.append((before, f"live in {where} before {when_utc(record.when)}"))
         for component, named in found.items():
             seen = {sha for sha, _ in named}
-            for record in rollback_targets(self.records, component, usable):
+            targets, there = _targets(self.records, component, usable)
+            if len(there) < 2 and self.further is not None:
+                targets += rollback_targets(self.further(component, ROLLBACK_DEPTH), component, usable)
+            for record in targets:
                 sha = record.components[component]
                 if sha not in seen:
                     seen.add(sha)
@@ -722,14 +734,18 @@ class History:
         self, components: Iterable[str], records: int, usable: Usable | None = None
     ) -> dict[str, list[tuple[str, str]]]:
         """:meth:`Recent.recorded` of :meth:`recent`: what the live record and the newest ``records`` records name
-        for each component, and what ``inv rollback`` may go back to (read as deep as it reads)."""
+        for each component, and what ``inv rollback`` may go back to (read as deep as it reads: when the newest
+        records hold fewer than two deploys of a component to go back to, and the history is longer, its own records
+        further back, :meth:`records_of`, as ``inv rollback`` reads them then)."""
         return self.recent(max(records, ROLLBACK_DEPTH)).recorded(components, records, usable)
 
     def recent(self, depth: int = ROLLBACK_DEPTH) -> Recent:
-        """The live record and the newest ``depth`` records, read at once."""
+        """The live record and the newest ``depth`` records, read at once (and, when there are more, a component's
+        own records further back, when :meth:`Recent.recorded` needs them)."""
         reads: dict[str, Callable[[], Any]] = {"live": self.live, "records": partial(self.records, depth)}
         read = at_once(reads)
-        return Recent(self.env.name, read["live"], tuple(read["records"]))
+        records = tuple(read["records"])
+        return Recent(self.env.name, read["live"], records, self.records_of if len(records) >= depth else None)
 
     def records_since(self, moment: datetime) -> list[Record]:
         """Every record written at ``moment`` or later, oldest first. Keys start with their UTC time, so S3 lists

@@ -379,17 +379,21 @@ def test_the_other_environments_are_read_through_the_peer_factory(world: World) 
     assert asked == ["dev"] and sorted(peers) == ["prod", "staging"]
 
 
-def test_the_image_inv_rollback_goes_back_to_stays_however_many_other_deploys_came_since(world: World) -> None:
+@pytest.mark.parametrize("others", [30, 101], ids=["30-others", "101-others"])
+def test_the_image_inv_rollback_goes_back_to_stays_however_many_other_deploys_came_since(
+    others: int, world: World
+) -> None:
     """The app's deploy before the live one is what ``inv rollback`` (no --to) goes back to, read from the newest 100
     records. 30 Lambda deploys since pushed it out of the newest 30 records the cleanup read: its image was deleted,
     and the rollback then refused with 'image ... is no longer in the registry'. It stays, and says why; an older
-    image of the app no rollback goes back to (12, live before the first deploy) still goes."""
+    image of the app no rollback goes back to (12, live before the first deploy) still goes. With 101 since, the
+    rollback reads the app's own records further back than the newest 100, and so does the cleanup."""
     dev = load_config(world.config).environment("dev")
     write_record(dev, app=tag(4), before=tag(10), when=NOW - timedelta(hours=19))  # revision 8 runs image 4
     store = history.History.of(AwsFactory(dev), dev)
     assert store is not None
     fn = "lambda:health_handler"
-    for k in range(30):
+    for k in range(others):
         report = RunReport(Plan("dev", (), "deploy.lambda health_handler"), [], 1.0, None)
         when = NOW - timedelta(hours=18) + timedelta(minutes=k)
         store.write(

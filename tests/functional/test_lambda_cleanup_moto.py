@@ -122,15 +122,17 @@ def deploy_record(store: history.History, components: dict[str, str], base: dict
     store.write(history.record_of(report, components=components, base=base, head="x", who="ci", now=when))
 
 
+@pytest.mark.parametrize("others", [30, 101], ids=["30-others", "101-others"])
 @pytest.mark.parametrize("gone", [None, "4"], ids=["the-deploy-before", "its-version-deleted-by-hand"])
 def test_the_version_inv_rollback_goes_back_to_stays_however_many_other_deploys_came_since(
-    gone: str | None, bucket: str, factory: AwsFactory, project: Path, dev_env: EnvConfig
+    gone: str | None, others: int, bucket: str, factory: AwsFactory, project: Path, dev_env: EnvConfig
 ) -> None:
     """``inv rollback lambda:health_handler`` (no --to) reads the newest 100 records and goes back to the function's
     newest successful deploy before the live one that has a version (2, 3, 4, then 5 live). 30 app deploys since
     pushed it out of the newest 30 records the cleanup read: its version was deleted, and the rollback then refused.
     It stays and says why, and so does the deploy before it when a person deleted that one's version (rollback
-    passes over it); older versions still go."""
+    passes over it); older versions still go. With 101 since, none of the function's deploys is among the newest 100
+    records: the rollback reads its own records further back, and so does the cleanup."""
     role = factory.client("iam").create_role(RoleName="fn-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     lam = factory.client("lambda")
     lam.create_function(
@@ -146,7 +148,7 @@ def test_the_version_inv_rollback_goes_back_to_stays_however_many_other_deploys_
     fn = "lambda:health_handler"
     for n in (2, 3, 4, 5):
         deploy_record(store, {fn: sha(n)}, {fn: sha(n - 1)}, n)
-    for k in range(30):
+    for k in range(others):
         deploy_record(store, {"app": f"{k + 1:012x}"}, {"app": f"{k:012x}"}, 10 + k)
     target = "3" if gone else "4"
     component = rollback.Component("lambda", "health_handler")
