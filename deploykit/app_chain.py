@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import base_image, ecs, images, oci, references, registry, stacks
-from deploykit.aws import AwsFactory, at_once
+from deploykit.aws import AwsFactory, at_once, maybe_applied
 from deploykit.cachedir import PRUNE_STAMP, cache_root, prune_due
 from deploykit.config import PLATFORMS, BaseImageSpec
 from deploykit.errors import EnvironmentNotReady, RolledBackByEcs, StepFailed, UsageError
-from deploykit.plan import Context, Outcome, Step, StepRecord, all_records
+from deploykit.plan import Context, Outcome, Step, StepRecord, all_records, carry
 
 # tags of older builds a build removes at most (about 20-50 ms each): a machine holding hundreds, the first time,
 # is pruned over its next builds rather than one build waiting on them all
@@ -610,14 +610,20 @@ class RollService(Step):
                 f"no ACTIVE revision of task definition family {family!r} runs {self.image}",
                 next_step="register one first: inv register-taskdef",
             )
-        answer = ecs.update_service(client, self.cluster, self.service, ctx.env, taskDefinition=target)
+        # what ran before, for an automatic rollback (deploykit.rollback.undo_plan): also when the update's answer
+        # was lost, as ECS may have taken it (a rollback to what already runs registers and rolls nothing)
+        before = {"previous_task_definition": previous, "previous_image": taskdefs.image(previous, self.container)}
+        try:
+            answer = ecs.update_service(client, self.cluster, self.service, ctx.env, taskDefinition=target)
+        except BaseException as exc:
+            if maybe_applied(exc):
+                carry(exc, [], before)
+            raise
         deployment = ecs.primary_deployment(answer["service"]) or {}
         return Outcome.done(
             f"{self.service} → {ecs.revision_name(target)} (deployment {deployment.get('id', '?')})",
             task_definition=target,
-            # what ran before, for an automatic rollback (deploykit.rollback.undo_plan)
-            previous_task_definition=previous,
-            previous_image=taskdefs.image(previous, self.container),
+            **before,
         )
 
 

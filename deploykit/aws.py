@@ -95,6 +95,17 @@ CONNECTIONS = 32  # connections a client keeps open, at most: a wide read (at_on
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 
 
+def maybe_applied(exc: BaseException) -> bool:
+    """Whether a call that changes something and ended in ``exc`` may have been applied all the same: its answer was
+    lost (a read timeout, a connection cut, an interrupt while it was in flight) or it ended in a server error after
+    botocore's retries (an earlier attempt, whose answer was lost, may have been taken). A service's refusal (a 4xx
+    answer) was not applied; nor was anything deploykit refused itself."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return not isinstance(status, int) or status >= 500
+    return isinstance(exc, botocore.exceptions.BotoCoreError | KeyboardInterrupt)
+
+
 def at_once(reads: Mapping[K, Callable[[], T]], *, width: int = READERS) -> dict[K, T]:
     """Run reads that do not depend on each other at the same time: one round trip for all instead of one each
     (on AWS a call from a laptop takes 50-200 ms; deploy.auto reads a dozen things before it knows what to do).

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from deploykit import git, lambda_imports, packaging
-from deploykit.aws import DENIED, HandedOn, at_once
+from deploykit.aws import DENIED, HandedOn, at_once, maybe_applied
 from deploykit.clock import Clock, backoff
 from deploykit.endpoints import function_id, resolve_endpoints, stacks_functions
 from deploykit.errors import ConfigError, StepFailed, UsageError
@@ -861,6 +861,9 @@ def point_alias(
     outputs = {f"{function}.version": version, f"{function}.function_name": function_name, f"{function}.alias": alias}
     if previous == version and not weights:
         return Outcome.skipped(f"{function}: {alias} already points at version {version}", **outputs)
+    # what the alias pointed at before, for an automatic rollback (deploykit.rollback.undo_plan): also when the
+    # move's answer was lost, as Lambda may have taken it (pointing it back where it points moves nothing)
+    outputs[f"{function}.previous_version"] = previous
     try:
         client.update_alias(
             FunctionName=function_name,
@@ -873,15 +876,18 @@ def point_alias(
         # the alias's RevisionId moved on since it was read: botocore sent the call again after its answer was lost
         # (a read timeout), the first attempt having moved it; or someone else changed it. In place is in place
         if error_code(exc) != "PreconditionFailedException":
+            if maybe_applied(exc):
+                carry(exc, [], outputs)
             raise
         now = get_alias(client, function_name, alias)
         if str(now["FunctionVersion"]) != version or routed_versions(now):
             raise
+    except BaseException as exc:
+        if maybe_applied(exc):
+            carry(exc, [], outputs)
+        raise
     return Outcome.done(
-        f"{function}: {alias} → version {version} ({note + ', ' if note else ''}was {previous})",
-        **outputs,
-        # what the alias pointed at before, for an automatic rollback (deploykit.rollback.undo_plan)
-        **{f"{function}.previous_version": previous},
+        f"{function}: {alias} → version {version} ({note + ', ' if note else ''}was {previous})", **outputs
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from unittest.mock import Mock
 
 import boto3
+import botocore.exceptions
 import pytest
 
 from deploykit import commands, history, lambda_chain, packaging
@@ -347,6 +348,50 @@ def ecs_as_aws_reports_it(factory: AwsFactory) -> None:
                     deployment["rolloutState"] = "COMPLETED"
 
     factory.client("ecs").meta.events.register("after-call.ecs.DescribeServices", fix)
+
+
+def answer_lost(factory: AwsFactory, service: str, operation: str) -> None:
+    """The first call ``operation`` of ``service`` reaches AWS (moto applies it) and its answer is lost: a read
+    timeout, as botocore raises it after its retries (each retry's answer lost too)."""
+    lost: list[bool] = []
+
+    def after(model: Any, **_: Any) -> None:
+        if model.name == operation and not lost:
+            lost.append(True)
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url=f"https://{service}.{REGION}.amazonaws.com")
+
+    factory.client(service).meta.events.register("after-call", after)
+
+
+def test_a_service_update_whose_answer_was_lost_is_put_back_by_the_automatic_rollback(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """ECS took the update, its answer was lost: the run failed, and its automatic rollback left the app out (it
+    knew nothing of what ran before) while saying that dev ran what was live before: the new release served, never
+    waited on nor smoked. What ran before is known before the call: the app goes back."""
+    a = head(project)
+    change(project, "lambda/health_handler/handler.py", "backend/app/main.py")
+    ecs_as_aws_reports_it(world)
+    answer_lost(world, "ecs", "UpdateService")
+    _, error, said = auto(project, world)
+    assert isinstance(error, StepFailed) and "Read timeout" in error.message, said
+    assert "automatic rollback: lambda:health_handler, app ok" in error.message, said
+    assert service_tag(world) == a and alias_version(world, "health_handler") == "1"
+    assert live(world, dev_env)["app"] == a and lock_held(world) == []
+
+
+def test_an_alias_move_whose_answer_was_lost_is_put_back_by_the_automatic_rollback(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """Lambda moved the alias, its answer was lost: the rollback said "nothing to do" while version 2, never smoked,
+    served. The version it pointed at before is known before the call: the alias goes back to it."""
+    a = head(project)
+    change(project, "lambda/health_handler/handler.py")
+    answer_lost(world, "lambda", "UpdateAlias")
+    _, error, said = auto(project, world)
+    assert isinstance(error, StepFailed) and "automatic rollback: lambda:health_handler" in error.message, said
+    assert alias_version(world, "health_handler") == "1"
+    assert live(world, dev_env)["lambda:health_handler"] == a and lock_held(world) == []
 
 
 # -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------

@@ -15,7 +15,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from deploykit import aws as aws_module
-from deploykit.aws import PROFILE_ENV, AwsFactory, HandedOn, Once, all_of, at_once, new_session, translate_error
+from deploykit.aws import (
+    PROFILE_ENV,
+    AwsFactory,
+    HandedOn,
+    Once,
+    all_of,
+    at_once,
+    maybe_applied,
+    new_session,
+    translate_error,
+)
 from deploykit.errors import DeployKitError, StepFailed, UsageError
 from deploykit.testing import fake_factory, sample_env
 from tests.conftest import aws_client
@@ -327,3 +337,16 @@ def test_an_answer_that_is_not_aws_is_said_with_the_proxy_that_may_have_given_it
     monkeypatch.delenv("HTTPS_PROXY")
     aws = translate_error(ResponseParserError("Unable to parse response"), sample_env(name="dev"))
     assert isinstance(aws, StepFailed) and aws.message.startswith("AWS (us-east-1) answered with something")
+
+
+def test_a_change_whose_answer_was_lost_or_a_server_failed_may_have_been_applied_a_refusal_was_not() -> None:
+    def answered(status: int | None) -> ClientError:
+        meta = {} if status is None else {"HTTPStatusCode": status}
+        return ClientError({"Error": {"Code": "X", "Message": "x"}, "ResponseMetadata": meta}, "UpdateAlias")
+
+    assert maybe_applied(botocore.exceptions.ReadTimeoutError(endpoint_url="https://lambda"))
+    assert maybe_applied(botocore.exceptions.ConnectionClosedError(endpoint_url="https://lambda"))
+    assert maybe_applied(KeyboardInterrupt())
+    assert maybe_applied(answered(500)) and maybe_applied(answered(503)) and maybe_applied(answered(None))
+    assert not maybe_applied(answered(400)) and not maybe_applied(answered(409)) and not maybe_applied(answered(403))
+    assert not maybe_applied(UsageError("refused"))
