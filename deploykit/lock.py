@@ -65,7 +65,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploykit.aws import AwsFactory, served, utc
+from deploykit.aws import AwsFactory, maybe_applied, served, utc
 from deploykit.clock import Clock, SystemClock, backoff, seconds_of
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
@@ -361,7 +361,13 @@ class EnvLock:
         except ClientError as exc:
             self._refuse_missing_bucket(exc)
             if _code(exc) not in _LOST_RACE:
+                if held := self._written_all_the_same(exc, token, first):
+                    return held
                 raise
+        except BaseException as exc:
+            if held := self._written_all_the_same(exc, token, first):
+                return held
+            raise
         for _attempt in range(_ATTEMPTS):
             current = self.read()
             if current is not None and current.info.token == token:
@@ -371,13 +377,20 @@ class EnvLock:
             info = self._new_info(command, token)
             condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current.etag}
             sent = self.clock.monotonic()
+            previous = None if current is None else current.info
             try:
                 etag = self._write(info, **condition)
             except ClientError as exc:
                 if _code(exc) in _LOST_RACE:
                     continue  # someone else created, renewed or took it between our read and write: look again
+                if held := self._written_all_the_same(exc, token, sent, previous):
+                    return held
                 raise
-            return Lease(self, info, etag, previous=None if current is None else current.info, written=sent)
+            except BaseException as exc:
+                if held := self._written_all_the_same(exc, token, sent, previous):
+                    return held
+                raise
+            return Lease(self, info, etag, previous=previous, written=sent)
         current = self.read()
         if current is not None and current.info.token == token:
             return Lease(self, current.info, current.etag, written=first)
@@ -387,6 +400,26 @@ class EnvLock:
             f"the deploy lock of {self.env!r} keeps changing hands; nothing was changed",
             next_step="rerun in a moment",
         )
+
+    def _written_all_the_same(
+        self, exc: BaseException, token: str, written: float, previous: LockInfo | None = None
+    ) -> Lease | None:
+        """After a write of the lock that ended in ``exc``: when S3 may have taken it all the same (its answer lost,
+        a server error after the retries: :func:`~deploykit.aws.maybe_applied`) and the lock is ours (``token``),
+        the lease, or, after an interrupt, the lock deleted; None otherwise (the error stands). Without this, a
+        lock written by a run that failed on its answer held the environment until its lease ran out."""
+        if not maybe_applied(exc):
+            return None
+        try:
+            current = self.read()
+            if current is None or current.info.token != token:
+                return None
+            if not isinstance(exc, Exception):  # Ctrl-C: the command ends, and holds nothing
+                self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=current.etag)
+                return None
+        except (BotoCoreError, ClientError):  # cannot tell: the write's own error is what the command says
+            return None
+        return Lease(self, current.info, current.etag, previous=previous, written=written)
 
     def _refuse_missing_bucket(self, exc: ClientError) -> None:
         if _code(exc) == "NoSuchBucket":

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from unittest.mock import Mock
 
 import boto3
+import botocore.exceptions
 import pytest
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
@@ -114,6 +115,45 @@ def test_acquire_writes_who_holds_it_and_release_deletes_it(
     assert lease.release() is True
     assert stored() is None
     assert env_lock(dev_env, clock).acquire("deploy.app").release() is True  # free again
+
+
+def written_then(held: lock.EnvLock, exc: BaseException) -> None:
+    """S3 takes the lock's first write, and its answer is lost: ``exc`` is raised in its place."""
+    lost: list[bool] = []
+
+    def after(model: Any, **_: Any) -> None:
+        if model.name == "PutObject" and not lost:
+            lost.append(True)
+            raise exc
+
+    held.s3.meta.events.register("after-call.s3.PutObject", after)
+
+
+def test_a_lock_written_whose_answer_was_lost_is_held_or_after_an_interrupt_deleted(
+    bucket: str, dev_env: EnvConfig, clock: FakeClock
+) -> None:
+    """The run failed on the write's lost answer, and its lock, written all the same, held the environment for its
+    lease (the plain rerun refused, naming a pid that was gone): the lock is read back, and when it is this run's,
+    the run holds it; after Ctrl-C it is deleted. A refusal (4xx) was not written, and stands."""
+    held = env_lock(dev_env, clock)
+    written_then(held, botocore.exceptions.ReadTimeoutError(endpoint_url="https://s3.eu-west-1.amazonaws.com"))
+    lease = held.acquire("deploy.app")
+    found = stored()
+    assert found is not None and found[0]["token"] == lease.info.token and found[1] == lease.etag
+    assert lease.release() is True and stored() is None
+
+    held = env_lock(dev_env, clock)
+    written_then(held, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        held.acquire("deploy.app")
+    assert stored() is None
+
+    held = env_lock(dev_env, clock)
+    refused = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "PutObject")
+    written_then(held, refused)
+    with pytest.raises(ClientError):
+        held.acquire("deploy.app")
+    assert stored() is not None  # moto took it; S3 would not have: what a 4xx says is believed, the lock not read
 
 
 def test_acquire_and_release_are_one_call_each_when_nobody_holds_the_lock(
