@@ -112,11 +112,29 @@ def dirty_paths(root: Path) -> tuple[str, ...]:
         if not entry:
             continue
         status, path = entry[:2], entry[3:]
-        if path.startswith(prefix):
+        if path.startswith(prefix) and not (status == "??" and _own_output(root / path[len(prefix) :])):
             paths.append(path[len(prefix) :])
         if "R" in status or "C" in status:
             next(entries, None)  # the rename's source path follows
     return tuple(sorted({*paths, *hidden_edits(root)}))
+
+
+def _own_output(path: Path) -> bool:
+    """Whether the untracked file ``path`` is where this command's own output goes (``inv deploy.auto --json >
+    deploy.json`` in the checkout: the shell made the file before deploykit started), which is no change of the
+    project's: the same file as the process's stdout or stderr."""
+    try:
+        found = path.stat()
+    except OSError:
+        return False
+    for fd in (1, 2):
+        try:
+            out = os.fstat(fd)
+        except OSError:
+            continue
+        if (out.st_dev, out.st_ino) == (found.st_dev, found.st_ino):
+            return True
+    return False
 
 
 def hidden_edits(root: Path, spec: tuple[str, ...] = (".",)) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import tomllib
 import zipfile
@@ -526,6 +527,24 @@ def _subfolder_project(tmp_path: Path) -> tuple[Path, Path]:
     run_git(top, "init", "-q", "-b", "main")
     commit(top, "initial")
     return top, top / "project"
+
+
+def test_the_file_the_command_writes_its_output_to_is_no_uncommitted_change(tmp_path: Path) -> None:
+    """`inv deploy.auto --json > deploy.json` in the checkout: the shell made deploy.json before deploykit started,
+    and the deploy was refused for it ("the work tree has uncommitted changes: deploy.json"). The process's own
+    stdout or stderr is passed over; another untracked file, or a tracked file written over, is still a change."""
+    top, project = _subfolder_project(tmp_path)
+    script = "import sys, pathlib; from deploykit import git; print(list(git.dirty_paths(pathlib.Path(sys.argv[1]))))"
+
+    def dirty(out: str, err: str = "err.txt") -> list[str]:
+        with (project / out).open("w") as stdout, (project / err).open("w") as stderr:
+            subprocess.run([sys.executable, "-c", script, str(project)], stdout=stdout, stderr=stderr, check=True)
+        return list(ast.literal_eval((project / out).read_text()))
+
+    assert dirty("deploy.json", "deploy.err") == []
+    write(top, "project/notes.txt", "x\n")
+    assert dirty("deploy.json", "deploy.err") == ["notes.txt"]
+    assert dirty("backend/app/main.py") == ["backend/app/main.py", "deploy.err", "deploy.json", "notes.txt"]
 
 
 def test_uncommitted_changes_are_those_of_a_project_in_a_subfolder_relative_to_it(tmp_path: Path) -> None:
