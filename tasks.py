@@ -150,6 +150,9 @@ def reports_errors(func: F) -> F:
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             print("⚠️  interrupted", file=sys.stderr)
+            if as_json and not wrote_to(sys.stdout):  # a CI job cancelled: the job's jq gets why there is no report
+                stopped = Interrupted("interrupted", next_step="run the same command again")
+                print(json.dumps({"ok": False, "error": error_json(stopped)}))
             _leave_within(EXIT_GRACE)
             raise Exit(code=INTERRUPTED) from None
         finally:
@@ -1587,13 +1590,12 @@ def _clear_parse_errors() -> None:
                 original(self)
             except ParseError as exc:
                 names = self.collection.task_names if self.collection else {}
-                message, next_step = parse_error_text(exc, names, self.argv)
-                raise Exit(f"❌ {message}\n  → next: {next_step}", code=2) from None
+                raise _refused(self.argv, *parse_error_text(exc, names, self.argv)) from None
             except ValueError as exc:  # a number option given a word: invoke's int() or float() of it
                 said = number_error_text(exc, self.collection.task_names if self.collection else {}, self.argv)
                 if said is None:  # another ValueError: not one to guess at
                     raise
-                raise Exit(f"❌ {said[0]}\n  → next: {said[1]}", code=2) from None
+                raise _refused(self.argv, *said) from None
             except AttributeError as exc:  # --list-format nosuch: invoke looks for a method list_nosuch
                 if not str(exc).startswith("'Program' object has no attribute 'list_"):
                     raise
@@ -1725,6 +1727,14 @@ def _echo_meant_as_env(
 def _names(task_names: Mapping[str, Sequence[str]]) -> set[str]:
     """Every task's name and alias."""
     return {*task_names, *(alias for aliases in task_names.values() for alias in aliases)}
+
+
+def _refused(argv: Sequence[str], message: str, next_step: str) -> Exit:
+    """invoke's Exit (2) for a command line it could not parse; with ``--json`` on it, the refusal is printed on
+    stdout too, as a command refused before it has a plan prints it: a CI script's jq gets the reason."""
+    if "--json" in argv:
+        print(json.dumps({"ok": False, "error": error_json(UsageError(message, next_step=next_step))}))
+    return Exit(f"❌ {message}\n  → next: {next_step}", code=2)
 
 
 def _maybe(close: list[str], then: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -135,3 +137,25 @@ class FakeClock:
         from datetime import timedelta
 
         return self._start + timedelta(seconds=self._t)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while the block runs (in the main thread; elsewhere, as they are), then delivered
+    as they came, to the handlers before: what must not be cut short (a history record being written, a lock being
+    released, a task being stopped) ends first, then the command stops as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    before = {number: signal.signal(number, lambda got, _frame: caught.append(got)) for number in _HELD}
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+    for got in dict.fromkeys(caught):
+        signal.raise_signal(got)
+
+
+_HELD = (signal.SIGINT, signal.SIGTERM)

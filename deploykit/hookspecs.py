@@ -73,9 +73,11 @@ def deploykit_deployment_failed(env: str, report: dict[str, Any], error: str) ->
 def deploykit_deployment_not_run(env: str, report: dict[str, Any]) -> None:
     """A deploy command ended before any step of a plan ran: ``report["outcome"]`` is ``nothing`` (``deploy.auto``
     found nothing to deploy: the environment runs what the checkout would deploy), ``refused`` (exit 2: a freeze, the
-    lock another deploy holds, a guard such as taking back newer commits) or ``failed`` (exit 1: a read of what is
-    live failed). ``report``: env, command, outcome, head (the checkout's commit, "" when unknown), message and
-    next_step (why, and what to do; "" for nothing), held (changed components held back by --only/--skip). A
+    lock another deploy holds, a guard such as taking back newer commits), ``failed`` (exit 1: a read of what is
+    live failed) or ``interrupted`` (exit 130: Ctrl-C, or SIGTERM from a cancelled CI job, while it read what is live
+    or waited for the lock). ``report``: env, command, outcome, head (the checkout's commit, "" when unknown),
+    message and next_step (why, and what to do; "" for nothing), held (changed components held back by
+    --only/--skip). A
     deployment whose plan ran is told through the hooks above instead; a dry run is told nothing. The built-in
     ``summary`` plugin writes it on the CI job's page, ``notify`` puts a refusal in the chat when asked."""
 

@@ -66,7 +66,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.aws import AwsFactory, maybe_applied, served, utc
-from deploykit.clock import Clock, SystemClock, backoff, seconds_of
+from deploykit.clock import Clock, SystemClock, backoff, seconds_of, shielded
 from deploykit.config import EnvConfig
 from deploykit.errors import StepFailed, UsageError
 from deploykit.history import actor, find_artifacts_bucket
@@ -668,7 +668,8 @@ def held(
     finally:
         lost_while_running = lease_.lost  # already reported by the renewing thread
         try:
-            lease_.release()
+            with shielded():  # a Ctrl-C now stops the command once the lock is let go, not with the lock left held
+                lease_.release()
         except (BotoCoreError, ClientError) as exc:  # never hide the deploy's own outcome behind a failed release
             if warn:
                 warn(f"the deploy lock of {env.name!r} could not be released ({exc}); it expires with its lease")

@@ -9,11 +9,8 @@ caller's look at each poll (a log tail, an interrupt).
 
 from __future__ import annotations
 
-import contextlib
 import shlex
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs
 from deploykit.aws import answered, is_throttling
-from deploykit.clock import Clock
+from deploykit.clock import Clock, shielded
 from deploykit.errors import StepFailed
 
 SHOWN = 60  # characters of a command shown in a plan and a message
@@ -173,24 +170,8 @@ def stop(client: Any, cluster: str, arn: str, reason: str) -> str:
     command that stops the task by hand: the task may run on, and the caller says so. A second Ctrl-C while it is
     sent does not cut it short."""
     try:
-        with _shielded():
+        with shielded():
             client.stop_task(cluster=cluster, task=arn, reason=reason[:255])
     except (ClientError, BotoCoreError) as exc:
         return f"{answered(exc)}; it may still run: aws ecs stop-task --cluster {cluster} --task {arn}"
     return ""
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """SIGINT held back while the block runs (in the main thread; elsewhere, as it is), then raised as it came."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    before = signal.signal(signal.SIGINT, lambda number, _frame: caught.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
-    if caught:
-        raise KeyboardInterrupt

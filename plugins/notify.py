@@ -93,7 +93,7 @@ def _commits(plan: Mapping[str, Any] | None) -> str:
     return "".join(f"\n{line}" for line in lines)
 
 
-MARKS = {"refused": "🛑", "failed": "❌"}  # how a deploy that did not succeed ended, as a mark
+MARKS = {"refused": "🛑", "failed": "❌", "interrupted": "⚠️"}  # how a deploy that did not succeed ended, as a mark
 
 
 def how_it_ended(report: Mapping[str, Any]) -> str:
@@ -213,7 +213,7 @@ class Notifier:
     def deploykit_deployment_not_run(self, env: str, report: dict[str, Any]) -> None:
         if report.get("outcome") == "nothing" or not self._wanted(env, "refused"):
             return  # nothing to deploy is no news
-        what = "refused" if report.get("outcome") == "refused" else "failed"
+        what = str(report.get("outcome")) if report.get("outcome") in MARKS else "failed"
         message = str(report.get("message") or "?").splitlines()[0]
         next_step = str(report.get("next_step") or "")
         text = f"{MARKS[what]} {env}: {report.get('command')} by {self.who()} {what} before any step: {message}"

@@ -42,7 +42,7 @@ from deploykit import rollback as rollbacks
 from deploykit.app_chain import app_left
 from deploykit.aws import AWS_ERRORS, DENIED, AwsFactory, at_once, translate_error
 from deploykit.canary import FAILED_FUNCTION
-from deploykit.clock import Clock, SystemClock
+from deploykit.clock import Clock, SystemClock, shielded
 from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
 from deploykit.errors import (
     ConfigError,
@@ -159,10 +159,17 @@ def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             runtime = kwargs["runtime"] = kwargs.get("runtime") or Runtime()
+            ran = _PLAN_RAN.set(False)
             try:
-                return func(*args, **kwargs)
+                try:
+                    return func(*args, **kwargs)
+                except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a cancelled CI job) turned into one by the task
+                    if _PLAN_RAN.get():  # the executor told the plugins of the run, and what it left
+                        raise
+                    raise before_any_step() from None
             except DeployKitError as exc:
-                if not (exc.heard or kwargs.get("dry_run") or isinstance(exc, ConfigError | Interrupted)):
+                told = exc.heard or kwargs.get("dry_run") or isinstance(exc, ConfigError)
+                if not told and (not isinstance(exc, Interrupted) or exc.message == BEFORE_ANY_STEP):
                     try:
                         config, environment = load_env(runtime, kwargs.get("env"))
                     except DeployKitError:
@@ -171,6 +178,7 @@ def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
 
                     def tell(error: DeployKitError) -> None:
                         outcome = "refused" if error.exit_code == 2 else "failed"
+                        outcome = "interrupted" if isinstance(error, Interrupted) else outcome
                         message, next_step = error.message, error.next_step or ""
                         not_run(runtime, config, environment, name, outcome, message=message, next_step=next_step)
                         error.heard = True
@@ -180,10 +188,23 @@ def heard_when_not_run(command: str | Callable[..., str]) -> Callable[[F], F]:
                     else:
                         tell(exc)
                 raise
+            finally:
+                _PLAN_RAN.reset(ran)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+# whether the command now running started a plan (run_plan): an interrupt before that stopped it before any step
+_PLAN_RAN: ContextVar[bool] = ContextVar("plan_ran", default=False)
+BEFORE_ANY_STEP = "interrupted before any step ran: nothing was changed"
+
+
+def before_any_step() -> Interrupted:
+    """What a command stopped by Ctrl-C or SIGTERM before a plan of it ran (reading what is live, waiting for the
+    lock) ends with: exit 130, as an interrupted run, its reason told to the plugins and printed with ``--json``."""
+    return Interrupted(BEFORE_ANY_STEP, next_step="run the same command again")
 
 
 def _translator(env: EnvConfig) -> Callable[[Exception], DeployKitError | None]:
@@ -321,6 +342,7 @@ def run_plan(
         if lease is not None:  # a deploy whose lock was broken or taken over stops before its next step
             ctx.holding = lease.check
         try:
+            _PLAN_RAN.set(True)
             report = Executor(ctx, _translator(env)).execute(plan)
             if lease is not None and report.error is None:  # lost during its last step: what it recorded as live
                 try:  # may no longer be (another deploy may hold the lock and have deployed): a failed run, which
@@ -339,7 +361,8 @@ def run_plan(
             shown = ", ".join(f"{component}@{sha}" for component, sha in sorted(before.items()) if sha)
             report.error.message += f"; live before this run: {shown}"
         if plan.changes_live:
-            _record(runtime, config, aws, env, plan, report, before, live)
+            with shielded():  # a Ctrl-C now stops the command once the run is recorded, not half way through
+                _record(runtime, config, aws, env, plan, report, before, live)
         if report.error is not None and rollback is not None and not isinstance(report.error, lock.LockLost):
             report.rollback = recover(runtime, ctx, report, before, live, rollback=rollback)  # not without the lock
         if report.error is not None:
@@ -724,6 +747,13 @@ def until_unlocked(call: Callable[[], T], runtime: Runtime | None = None) -> T:
                 except lock.LockHeld as still:  # the wait is over, the lock still held: the command's refusal
                     _told(held, still)
                     raise
+                except KeyboardInterrupt:  # Ctrl-C stops waiting: the command ends, as one refused would have
+                    stopped = before_any_step()
+                    stopped.message = (
+                        f"interrupted while waiting for the lock of {held.lock.env!r}: nothing was changed"
+                    )
+                    _told(held, stopped)
+                    raise stopped from None
             took = clock.monotonic() - waiting
             waited += took
             runtime.stderr.write(

@@ -119,6 +119,22 @@ def test_an_option_the_task_does_not_have_exits_2_with_the_one_meant(project: Pa
     ]
 
 
+def test_a_command_line_invoke_cannot_parse_with_json_prints_the_refusal_on_stdout_too(project: Path) -> None:
+    """A CI script's jq read nothing: the refusal went to stderr alone, though a command refused before it has a
+    plan prints it on stdout with --json."""
+    for args, message in [
+        (("deploy.auto", "--dryrun", "--json"), "inv deploy.auto has no option --dryrun"),
+        (("history", "--json", "--limit", "abc"), "inv history: --limit takes a whole number"),
+    ]:
+        done = inv(project, *args)
+        assert done.returncode == 2
+        refused = json.loads(done.stdout)
+        assert refused["ok"] is False and refused["error"]["exit_code"] == 2
+        assert refused["error"]["message"].startswith(message) and refused["error"]["next_step"]
+        assert done.stderr.startswith(f"❌ {refused['error']['message']}")
+    assert inv(project, "deploy.auto", "--dryrun").stdout == ""  # without --json: stderr alone
+
+
 def test_destroy_of_a_stack_that_is_none_of_the_teams_says_so_before_it_asks_for_a_confirmation(project: Path) -> None:
     """It said "destroy needs a confirmation and there is no terminal to ask on" (on a terminal, it had the person
     type the environment's name), then that the stack is unknown."""

@@ -394,6 +394,32 @@ def test_an_alias_move_whose_answer_was_lost_is_put_back_by_the_automatic_rollba
     assert live(world, dev_env)["lambda:health_handler"] == a and lock_held(world) == []
 
 
+@pytest.mark.parametrize(
+    "operation, during",
+    [("PutObject", "deploykit/history/"), ("PutObject", "deploykit/live/"), ("DeleteObject", "deploykit/lock/")],
+)
+def test_ctrl_c_while_a_run_that_worked_is_recorded_or_lets_its_lock_go_ends_that_first(
+    operation: str, during: str, project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """Ctrl-C (a real SIGINT) as the history record, the live record or the lock's release is sent: it cut the
+    write short, leaving the run unrecorded, or the lock held for its lease with no word. The write ends first,
+    then the interrupt stops the command."""
+    b = change(project, "lambda/health_handler/handler.py")
+    sent: list[str] = []
+
+    def ctrl_c(params: dict[str, Any], **_: Any) -> None:
+        if during in params.get("url_path", "") and not sent:
+            sent.append(during)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    world.client("s3").meta.events.register(f"before-call.s3.{operation}", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        auto(project, world)
+    assert sent == [during]
+    assert newest(world, dev_env)[0].ok and live(world, dev_env)["lambda:health_handler"] == b
+    assert lock_held(world) == []
+
+
 # -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------
 
 

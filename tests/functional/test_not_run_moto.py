@@ -16,7 +16,7 @@ from deploykit import commands, freeze
 from deploykit.aws import AwsFactory
 from deploykit.clock import FakeClock
 from deploykit.config import EnvConfig
-from deploykit.errors import StepFailed, Superseded, UsageError
+from deploykit.errors import Interrupted, StepFailed, Superseded, UsageError
 from deploykit.hookspecs import hookimpl
 from deploykit.lock import LockHeld
 from deploykit.plugins import get_plugin_manager
@@ -180,3 +180,43 @@ def test_a_command_that_gives_up_after_waiting_or_starting_again_is_told_its_las
         commands.until_unlocked(lambda: superseded(env="sandbox", runtime=runtime), runtime)
     assert attempts.count("superseded") == commands.SUPERSEDED_RESTARTS + 1
     assert [r["message"] for r in heard.not_run] == [final.message, "another deploy finished meanwhile"]
+
+
+def test_ctrl_c_before_any_step_or_while_waiting_for_the_lock_is_told_and_ends_as_an_interrupt(
+    deployed: AwsFactory,  # noqa: F811
+    project: Path,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (a cancelled CI job) while deploy.auto read what is live, or while it waited for another deploy's
+    lock, ended with a bare KeyboardInterrupt: exit 130 with nothing on the job's page, no next step, and nothing on
+    stdout for --json. It is an Interrupted (exit 130) saying nothing was changed, told to the plugins."""
+    heard, page = Heard(), tmp_path / "summary.md"
+    runtime = hearing(runtime_of(project, deployed), heard, page)
+
+    def stop(**_: Any) -> None:
+        raise KeyboardInterrupt
+
+    deployed.client("cloudformation").meta.events.register("before-call.cloudformation.DescribeStacks", stop)
+    with pytest.raises(Interrupted) as stopped:
+        commands.deploy_auto(env="dev", only="stack:data", runtime=runtime)
+    assert stopped.value.message == "interrupted before any step ran: nothing was changed"
+    assert stopped.value.exit_code == 130 and stopped.value.next_step == "run the same command again"
+    (report,) = heard.not_run
+    assert (report["outcome"], report["message"]) == ("interrupted", stopped.value.message)
+    assert page.read_text().startswith(
+        "### ⚠️ `dev` · deploy.auto by ana@ci · interrupted before any step\n\n> interrupted before any step ran"
+    )
+    deployed.client("cloudformation").meta.events.unregister("before-call.cloudformation.DescribeStacks", stop)
+
+    lock = Mock(spec=["env", "clock", "wait_until_free", "environment"], environment=None)
+    lock.env, lock.clock = "dev", FakeClock()
+    lock.wait_until_free.side_effect = KeyboardInterrupt
+
+    @commands.heard_when_not_run("deploy.auto")
+    def deploy(*, env: str | None = None, runtime: commands.Runtime | None = None) -> None:
+        raise LockHeld("held by bo", next_step="wait", lock=lock, info=Mock(describe=str), wait=600)
+
+    with pytest.raises(Interrupted) as waited:
+        commands.until_unlocked(lambda: deploy(env="dev", runtime=runtime), runtime)
+    assert waited.value.message == "interrupted while waiting for the lock of 'dev': nothing was changed"
+    assert [(r["outcome"], r["message"]) for r in heard.not_run[1:]] == [("interrupted", waited.value.message)]

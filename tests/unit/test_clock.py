@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
 
-from deploykit.clock import LONGEST, seconds_of
+from deploykit.clock import LONGEST, seconds_of, shielded
 
 
 @pytest.mark.parametrize(
@@ -32,3 +34,22 @@ def test_the_system_clock_counts_the_time_the_machine_was_suspended(monkeypatch:
     monkeypatch.setattr(time, "clock_gettime", read.__getitem__)
     monkeypatch.setattr(time, "monotonic", lambda: 40.0)
     assert SystemClock().monotonic() == 1000.0
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_shielded_block_ends_before_a_signal_that_came_meanwhile_is_delivered(number: int) -> None:
+    """A Ctrl-C (or SIGTERM, which the task makes one) while a history record is written or the lock released:
+    the block ends first, then the signal goes to the handler that was there before, as it came."""
+    got: list[int] = []
+    before = signal.signal(number, lambda n, _frame: got.append(n))
+    try:
+        done = []
+        with shielded():
+            os.kill(os.getpid(), number)
+            time.sleep(0.01)  # a handler would run here, between two bytecodes
+            done.append("the block")
+            assert got == []
+        assert done == ["the block"] and got == [number]
+        assert signal.getsignal(number) is not None and signal.getsignal(number) != signal.SIG_DFL
+    finally:
+        signal.signal(number, before)

@@ -52,3 +52,21 @@ def test_without_json_or_after_a_report_nothing_more_is_printed_on_stdout(monkey
     with pytest.raises(tasks.Exit):
         refused_task(printed='{"ok": false}')(None, json_=True)
     assert stdout.getvalue() == '{"ok": false}\n'  # one document: the run's own
+
+
+def test_a_json_command_interrupted_outside_a_plan_says_so_on_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI job cancelled (SIGTERM) while a command read or waited: exit 130, and its jq read nothing."""
+    monkeypatch.setattr(tasks, "EXIT_GRACE", 0.0)  # its watch of the way out ends at once: this caller goes on
+
+    @tasks.reports_errors
+    def task(c: Any, json_: bool = False) -> None:
+        raise KeyboardInterrupt
+
+    stdout = guarded_stdout(monkeypatch)
+    with pytest.raises(tasks.Exit) as stopped:
+        task(None, json_=True)
+    assert stopped.value.code == 130
+    assert json.loads(stdout.getvalue()) == {
+        "ok": False,
+        "error": {"message": "interrupted", "next_step": "run the same command again", "exit_code": 130},
+    }
