@@ -25,7 +25,6 @@ of a time zone, judged by this machine's clock.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -33,7 +32,7 @@ from typing import Any
 
 from deploykit import stored
 from deploykit.aws import AwsFactory
-from deploykit.config import EnvConfig
+from deploykit.config import EnvConfig, switched_on
 from deploykit.errors import UsageError
 
 PREFIX = "deploykit/freeze/"
@@ -124,7 +123,7 @@ def delete(aws: AwsFactory, env: EnvConfig) -> None:
 
 def overridden(environ: Mapping[str, str] | None = None) -> bool:
     """Whether this run deploys in spite of a freeze (``$DEPLOYKIT_ALLOW_FROZEN=1``)."""
-    return (os.environ if environ is None else environ).get(OVERRIDE_ENV) == "1"
+    return switched_on(OVERRIDE_ENV, environ)
 
 
 def refusal(freeze: Freeze, env: EnvConfig, command: str) -> UsageError:

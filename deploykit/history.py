@@ -32,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit.aws import CONNECTIONS, AwsFactory, at_once
 from deploykit.cachedir import DAY, PRUNE_STAMP, cache_root, prune_due
@@ -245,6 +245,10 @@ def _is_step(step: object) -> bool:
 
 class LiveRecordUnreadable(UsageError):
     """The live record is not one deploykit wrote (edited by hand): nothing reads it as what is live."""
+
+
+class LiveRecordNotWritten(Exception):
+    """A run's history record was written, its live record not (S3 refused it, or its answer was lost)."""
 
 
 # what reading a body that is no record raises (not JSON, or JSON of another shape)
@@ -513,6 +517,16 @@ class Recent:
         return found
 
 
+def _live_written(put: Callable[[], object]) -> LiveRecordNotWritten | None:
+    """``put()``, a write of the live record: None, or the AWS error it raised as :class:`LiveRecordNotWritten`
+    (the record's own write, beside it, raises first if it failed)."""
+    try:
+        put()
+    except (BotoCoreError, ClientError) as exc:
+        return LiveRecordNotWritten(str(exc))
+    return None
+
+
 class History:
     """The records and the live record of one environment, in its artifacts bucket."""
 
@@ -567,9 +581,16 @@ class History:
             read = at_once(reads)["live"]  # the record written while the live one is read
             if isinstance(read, LiveRecordUnreadable):
                 raise read  # the record is written; the live record is left as it is, for a person to look into
-            self._put_live(record, read)
+            if (failed := _live_written(partial(self._put_live, record, read))) is not None:
+                raise failed
         else:
-            at_once({"record": put, "live": partial(self._put_live, record, live)})
+            writes: dict[str, Callable[[], object]] = {
+                "record": put,
+                "live": partial(_live_written, partial(self._put_live, record, live)),
+            }
+            written = at_once(writes)
+            if isinstance(written["live"], LiveRecordNotWritten):
+                raise written["live"]  # after the record's own write, which raised first if it failed
         return key
 
     def _put_record(self, key: str, body: bytes) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ast
 import io
-import os
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -42,6 +41,7 @@ from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from deploykit.config import switched_on
 from deploykit.packaging import DEFAULT_ARCHITECTURE, DEFAULT_PYTHON
 
 HANDLER_MODULE = "handler"  # handler.py, which every function folder has (deploykit.packaging)
@@ -99,7 +99,7 @@ def _dropped_by(module: str, python: str) -> str | None:
 
 def skipped() -> bool:
     """Whether ``DEPLOYKIT_SKIP_IMPORT_CHECK=1`` turns the check off."""
-    return os.environ.get(SKIP_ENV, "") == "1"
+    return switched_on(SKIP_ENV)
 
 
 @dataclass(frozen=True)

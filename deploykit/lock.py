@@ -672,6 +672,9 @@ def held(
                 lease_.release()
         except (BotoCoreError, ClientError) as exc:  # never hide the deploy's own outcome behind a failed release
             if warn:
-                warn(f"the deploy lock of {env.name!r} could not be released ({exc}); it expires with its lease")
+                warn(
+                    f"the deploy lock of {env.name!r} could not be released ({exc}); it expires with its lease "
+                    f"(within {duration(lease)}): to free it now, inv unlock --env {env.name}"
+                )
         if warn and lease_.lost and not lost_while_running:
             warn(lease_.lost)

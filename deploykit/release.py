@@ -22,7 +22,6 @@ to leave data the version before can still read.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from deploykit import ecs, oneoff
 from deploykit.aws import AwsFactory
+from deploykit.config import switched_on
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
@@ -46,7 +46,7 @@ SKIP_ENV = "DEPLOYKIT_SKIP_RELEASE"  # =1: this run deploys without running the 
 def skipped_by_hand(environ: Mapping[str, str] | None = None) -> bool:
     """Whether this run leaves the release command out (``$DEPLOYKIT_SKIP_RELEASE=1``: an emergency's way past one
     that cannot pass now, a partner's API down; the step says so)."""
-    return (os.environ if environ is None else environ).get(SKIP_ENV) == "1"
+    return switched_on(SKIP_ENV, environ)
 
 
 @dataclass(frozen=True)

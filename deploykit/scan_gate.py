@@ -23,7 +23,6 @@ says so, and the history keeps it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,7 +32,7 @@ from botocore.exceptions import ClientError
 
 from deploykit import ecs
 from deploykit.clock import Clock, backoff
-from deploykit.config import SEVERITIES, EnvConfig
+from deploykit.config import SEVERITIES, EnvConfig, switched_on
 from deploykit.errors import StepFailed, UsageError
 from deploykit.plan import Context, Outcome, Step
 
@@ -46,7 +45,7 @@ SHOWN = 10  # findings named in a refusal
 
 def skipped_by_hand(environ: Mapping[str, str] | None = None) -> bool:
     """Whether this run deploys without the gate (``$DEPLOYKIT_SKIP_SCAN=1``)."""
-    return (os.environ if environ is None else environ).get(SKIP_ENV) == "1"
+    return switched_on(SKIP_ENV, environ)
 
 
 @dataclass(frozen=True)

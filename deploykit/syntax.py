@@ -15,14 +15,13 @@ here, unreadable) is passed over: the deploy finds out.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 from deploykit import git, lambda_chain
 from deploykit.changes import NOT_DEPLOYED, ChangeSet, StackUsage, classify, stack_usage_in_worktree
-from deploykit.config import Config
+from deploykit.config import Config, switched_on
 from deploykit.errors import UsageError
 
 CODE_KINDS = ("app", "lambda", "stack")  # the kinds of change whose Python is deployed (or synthesized)
@@ -31,7 +30,7 @@ SKIP_ENV = "DEPLOYKIT_SKIP_COMPILE_CHECK"
 
 def skipped() -> bool:
     """Whether ``DEPLOYKIT_SKIP_COMPILE_CHECK=1`` turns the check off."""
-    return os.environ.get(SKIP_ENV, "") == "1"
+    return switched_on(SKIP_ENV)
 
 
 def python_errors(root: Path, paths: Iterable[str]) -> list[str]:

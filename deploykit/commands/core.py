@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,7 @@ from deploykit.app_chain import app_left
 from deploykit.aws import AWS_ERRORS, DENIED, AwsFactory, at_once, translate_error
 from deploykit.canary import FAILED_FUNCTION
 from deploykit.clock import Clock, SystemClock, shielded
-from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig
+from deploykit.config import SAMPLE_PART, Config, ConfigCache, EnvConfig, switched_on
 from deploykit.errors import (
     ConfigError,
     DeployKitError,
@@ -459,7 +458,7 @@ def refuse_unpushed_early(runtime: Runtime, config: Config, env: EnvConfig, tags
     """:func:`require_pushed` before the environment is read, for a command whose plan always deploys ``tags`` (HEAD;
     deploy.stack's --image-tag): refused then, rather than once the plan is made. A dry run, and a run let through by
     $DEPLOYKIT_ALLOW_UNPUSHED=1, are said once the plan is made, as before."""
-    if env.require_pushed and os.environ.get(ALLOW_UNPUSHED_ENV) != "1":
+    if env.require_pushed and not switched_on(ALLOW_UNPUSHED_ENV):
         _refuse_unpushed(runtime, config, env, tags, dry_run=False)
 
 
@@ -481,7 +480,7 @@ def _refuse_unpushed(
         next_step=f"git push (git fetch first, if it was pushed from elsewhere), then deploy again; in an emergency, "
         f"{ALLOW_UNPUSHED_ENV}=1",
     )
-    if dry_run or os.environ.get(ALLOW_UNPUSHED_ENV) == "1":
+    if dry_run or switched_on(ALLOW_UNPUSHED_ENV):
         why = "the run would be refused" if dry_run else f"{ALLOW_UNPUSHED_ENV}=1 lets it through"
         runtime.stderr.write(f"⚠️  {refusal.message} ({why})\n")
         return
@@ -500,7 +499,7 @@ def _confirmed(runtime: Runtime, env: EnvConfig, plan: Plan) -> None:
     commits = f", {len(plan.commits)} commit{'s' if len(plan.commits) > 1 else ''}" if plan.commits else ""
     steps = f"{len(plan.steps)} step{'s' if len(plan.steps) > 1 else ''}"
     summary = f"{plan.title} → {env.name} ({steps}: {what}{commits})"
-    if runtime.assume_yes or os.environ.get(YES_ENV) == "1":
+    if runtime.assume_yes or switched_on(YES_ENV):
         runtime.stderr.write(f"✔  {summary}: confirmed by --yes\n")
         return
     answer = runtime.ask(f"❓ {summary}: {env.name} asks first (confirm = true). Go on? [y/N] ")
@@ -523,7 +522,7 @@ def refuse_unaskable(runtime: Runtime, env: EnvConfig, *, dry_run: bool) -> None
     """For a command whose plan always changes ``env``: in an environment that asks first (confirm = true), with no
     one to answer (no --yes, no $DEPLOYKIT_YES=1, no terminal), refused before anything is read, as
     :func:`_confirmed` would refuse it once the plan is made."""
-    if dry_run or not env.confirm or runtime.assume_yes or os.environ.get(YES_ENV) == "1":
+    if dry_run or not env.confirm or runtime.assume_yes or switched_on(YES_ENV):
         return
     if runtime.ask is ask_on_terminal and not sys.stdin.isatty():
         raise _no_one_to_ask(env)
@@ -906,7 +905,7 @@ def _record(
         written = at_once(writes)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:  # finding the bucket
         written = {"record": exc}
-    if isinstance(written["record"], history.LiveRecordUnreadable):
+    if isinstance(written["record"], history.LiveRecordUnreadable | history.LiveRecordNotWritten):
         runtime.stderr.write(f"⚠️  its history record was written, but not the live record: {written['record']}\n")
     elif isinstance(written["record"], Exception):
         runtime.stderr.write(f"⚠️  {whose} history record was not written: {written['record']}\n")
@@ -921,7 +920,12 @@ def _keep(write: Callable[[history.Record], object], record: history.Record) -> 
     """``write(record)``, or the AWS error it raised (each part of a record is reported apart)."""
     try:
         return write(record)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, history.LiveRecordUnreadable) as exc:
+    except (
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+        history.LiveRecordUnreadable,
+        history.LiveRecordNotWritten,
+    ) as exc:
         return exc
 
 

@@ -420,6 +420,24 @@ def test_ctrl_c_while_a_run_that_worked_is_recorded_or_lets_its_lock_go_ends_tha
     assert lock_held(world) == []
 
 
+def test_a_live_record_s3_would_not_take_is_said_as_such_the_history_record_being_written(
+    project: Path, world: AwsFactory, dev_env: EnvConfig, script: Script
+) -> None:
+    """The warning said the run's history record was not written, when it was: only the live record failed."""
+    a, b = head(project), change(project, "lambda/health_handler/handler.py")
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if "deploykit/live/" in params.get("url_path", ""):
+            raise botocore.exceptions.ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")
+
+    world.client("s3").meta.events.register("before-call.s3.PutObject", refuse)
+    report, error, said = auto(project, world)
+    assert error is None and report is not None and report.ok, said
+    assert "⚠️  its history record was written, but not the live record: " in said and "SlowDown" in said, said
+    assert "history record was not written" not in said
+    assert newest(world, dev_env)[0].ok and live(world, dev_env)["lambda:health_handler"] == a != b
+
+
 # -- a release a failed or interrupted run left serving is deployed again, smoked, and put back if it fails ---------
 
 

@@ -1153,3 +1153,18 @@ def test_a_holder_whose_clock_is_set_back_still_stops_once_its_lease_ran_out_unr
     with pytest.raises(lock.LockLost, match="ran out: renewing it kept failing"):  # second early: it stops
         mine.check()
     assert mine.release() is True
+
+
+def test_a_lock_that_could_not_be_released_says_how_to_free_it_now(bucket: str, dev_env: EnvConfig) -> None:
+    """The next deploy was refused for the lease's ten minutes by a lock the warning said nothing more of."""
+    said: list[str] = []
+    aws = AwsFactory(dev_env)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Delete")
+
+    aws.client("s3").meta.events.register("before-call.s3.DeleteObject", refuse)
+    with lock.held(aws, dev_env, "deploy.app", warn=said.append):
+        pass
+    assert len(said) == 1 and said[0].startswith("the deploy lock of 'dev' could not be released (")
+    assert said[0].endswith("it expires with its lease (within 10m00s): to free it now, inv unlock --env dev")
