@@ -909,8 +909,10 @@ def target_of(step: Step, env: EnvConfig) -> str:
 def oldest_base(found: changes.ChangeSet, root: Path | None = None) -> str | None:
     """The base of the changes: the one live SHA when all changed components share it, else the oldest by history
     (``root``'s clone: one that is the other's ancestor is older; on other lines of history, the first listed), so
-    that ``git log base..head`` holds every change; without ``root``, the first listed."""
-    bases = list(dict.fromkeys(b for c in sorted(found.components()) if (b := found.base.get(c))))
+    that ``git log base..head`` holds every change; without ``root``, the first listed. With nothing changed, the
+    same of every component's live SHA (or ``--since``'s commit): null only where nothing is deployed."""
+    counted = found.components() or found.base.keys()
+    bases = list(dict.fromkeys(b for c in sorted(counted) if (b := found.base.get(c))))
     if len(bases) <= 1 or root is None:
         return bases[0] if bases else None
     oldest = bases[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,18 @@ def test_ctrl_c_before_any_step_or_while_waiting_for_the_lock_is_told_and_ends_a
         commands.until_unlocked(lambda: deploy(env="dev", runtime=runtime), runtime)
     assert waited.value.message == "interrupted while waiting for the lock of 'dev': nothing was changed"
     assert [(r["outcome"], r["message"]) for r in heard.not_run[1:]] == [("interrupted", waited.value.message)]
+
+
+def test_the_dry_run_json_with_nothing_to_deploy_names_the_live_commit_as_its_base(
+    deployed: AwsFactory,  # noqa: F811
+    project: Path,
+) -> None:
+    """`base` was null, as for an environment not fully deployed: a script could tell the two apart only by the
+    empty changes. It is the live commit (or --since's)."""
+    head = git(project, "rev-parse", "HEAD").strip()
+    for since in (None, "HEAD"):
+        runtime = runtime_of(project, deployed)
+        commands.deploy_auto(env="dev", only="app", since=since, dry_run=True, as_json=True, runtime=runtime)
+        data = json.loads(runtime.stdout.getvalue())  # type: ignore[attr-defined]
+        assert (data["changes"], data["steps"]) == ([], []), since
+        assert data["base"] and head.startswith(data["base"]), (since, data["base"])
