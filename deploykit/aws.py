@@ -243,13 +243,16 @@ class AwsFactory:
                         next_step="unset AWS_PROFILE (and AWS_DEFAULT_PROFILE), or set it to a configured profile: "
                         "aws configure list-profiles lists them",
                     ) from None
-                named = f"${PROFILE_ENV}" if PROFILE_ENV in self._environ else "'profile' in deploy.toml"
+                given = PROFILE_ENV in self._environ and not self.env.is_local  # never applies to a local one
+                named = f"${PROFILE_ENV}" if given else "'profile' in deploy.toml"
+                ci = (
+                    "a local endpoint takes any credentials: remove the profile from its table"
+                    if self.env.is_local
+                    else f'in CI, with the credentials in the environment: {PROFILE_ENV}=""'
+                )
                 raise UsageError(
                     f"AWS profile {profile!r} (environment {self.env.name!r}, from {named}) is not configured",
-                    next_step=(
-                        f"run: aws configure --profile {profile} (or fix {named}); in CI, with the credentials in "
-                        f'the environment: {PROFILE_ENV}=""'
-                    ),
+                    next_step=f"run: aws configure --profile {profile} (or fix {named}); {ci}",
                 ) from None
         return self._session
 
@@ -323,7 +326,7 @@ def caller_account(aws: AwsFactory) -> str:
 
 def profile_of(env: EnvConfig, environ: Mapping[str, str] = os.environ) -> str | None:
     """The AWS profile the environment's sessions use: ``$DEPLOYKIT_AWS_PROFILE`` when set ("" for none), else the
-    environment's; never one for an environment on this machine (the sandbox takes any credentials)."""
+    environment's; for an environment on this machine (the sandbox takes any credentials), its own alone."""
     if env.is_local:
         return env.profile
     if PROFILE_ENV in environ:

@@ -314,6 +314,24 @@ def test_a_shell_profile_that_is_not_configured_is_named_as_the_shells_not_deplo
     assert refused.value.next_step.startswith("unset AWS_PROFILE")
 
 
+def test_a_local_environment_s_profile_that_is_not_configured_is_named_as_deploy_toml_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """$DEPLOYKIT_AWS_PROFILE never applies to an environment on this machine: a CI job setting it "" was told the
+    profile came from it, and to set it "", which it had."""
+    monkeypatch.setenv(PROFILE_ENV, "")
+    local = sample_env(name="dev", endpoint_url="http://127.0.0.1:5000", profile="laptop-dev")
+    with pytest.raises(UsageError) as refused:
+        AwsFactory(local).session  # noqa: B018
+    assert refused.value.message == (
+        "AWS profile 'laptop-dev' (environment 'dev', from 'profile' in deploy.toml) is not configured"
+    )
+    assert refused.value.next_step == (
+        "run: aws configure --profile laptop-dev (or fix 'profile' in deploy.toml); a local endpoint takes any "
+        "credentials: remove the profile from its table"
+    )
+
+
 def test_an_answer_that_is_not_aws_is_said_with_the_proxy_that_may_have_given_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
