@@ -1211,9 +1211,12 @@ def analysis_lines(
     absent: dict[str, list[str]] = {}
     quiet: list[str] = []
     for c in found.changes:
-        if c.kind == "none":
-            gone = changes.not_deployable(c)
-            (absent.setdefault(gone, []) if gone else quiet).append(_gone_path(c, gone) if gone else c.path)
+        if c.kind != "none":
+            continue
+        gone = changes.not_deployable(c)
+        listed, path = (absent.setdefault(gone, []), _gone_path(c, gone)) if gone else (quiet, c.path)
+        if path not in listed:  # a path counted from each of two live commits (components live apart): said once
+            listed.append(path)
     # a submodule that deploys nothing: which of its files changed git does not say, so why is said, not summed up
     # as docs or tests (one not checked out here may well hold code)
     moot = {c.path: c.reason for c in found.changes if c.kind == "none" and c.submodule and c.path in quiet}

@@ -39,6 +39,14 @@ def change_set(*pairs: tuple[str, str]) -> changes.ChangeSet:
     return changes.ChangeSet(base={c: "a" * 40 for _, c in pairs if c}, head=HEAD, changes=found)
 
 
+def test_a_path_counted_from_two_live_commits_is_listed_once(project: Path) -> None:
+    """Components live at two commits: a README changed since the older is counted from each, and was listed twice."""
+    env = load_config(project / "deploy.toml").environment("sandbox")
+    found = change_set(("README.md", ""), ("docs/a.md", ""), ("README.md", ""), ("backend/app/main.py", "app"))
+    [quiet] = [line for line in auto.analysis_lines(found, env) if line.startswith("📄")]
+    assert quiet.count("README.md") == 1 and "docs/a.md" in quiet
+
+
 def setup(project: Path) -> tuple[Config, EnvConfig, Revision]:
     config = load_config(project / "deploy.toml")
     return config, config.environment("sandbox"), current_revision(project)
